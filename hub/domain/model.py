@@ -1,0 +1,190 @@
+"""The canonical S117 register model: what every adapter translates into.
+
+Standard library only. A register change is an imperative fact reported by a
+source (a trust, a council system); the rules engine folds a person's changes,
+in effective-date order, into an S117 status. Personal details (NHS number,
+name, date of birth, address) live in the store, never here: the rules need
+none of them, and keeping them out means no rule can leak them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from enum import StrEnum
+
+
+class ChangeType(StrEnum):
+    """What happened to the person. Values are the wire codes in contracts/."""
+
+    DETAINED = "detained"  # admitted and detained (also a re-detention)
+    SECTION_CHANGED = "section-changed"  # e.g. s2 converted to s3
+    S17_LEAVE_STARTED = "s17-leave-started"
+    S17_LEAVE_ENDED = "s17-leave-ended"
+    SECTION_ENDED_STAYED_INFORMALLY = "section-ended-stayed-informally"
+    LEFT_HOSPITAL = "left-hospital"
+    CTO_STARTED = "cto-started"
+    CTO_RECALLED = "cto-recalled"
+    CTO_REVOKED = "cto-revoked"
+    CTO_ENDED = "cto-ended"
+    MOVED = "moved"  # change of ordinary / usual residence
+    GP_CHANGED = "gp-changed"
+    PLACEMENT_STARTED = "placement-started"
+    REVIEW_COMPLETED = "review-completed"
+    REVIEW_REQUESTED = "review-requested"
+    DISCHARGE_CONSIDERED = "discharge-considered"
+    S117_DISCHARGE_DECIDED = "s117-discharge-decided"
+    DISPUTE_RAISED = "dispute-raised"
+    DISPUTE_RESOLVED = "dispute-resolved"
+    DIED = "died"
+
+
+class DischargeReason(StrEnum):
+    """Reasons recorded on an s117 discharge decision.
+
+    The first is the only lawful basis (Worcs 16.1); the rest are the reasons
+    the policies forbid as the sole ground (Worcs 16.9; Bucks list).
+    """
+
+    NO_LONGER_NEEDS_SERVICES = "no-longer-needs-services"
+    REFUSED_PLAN = "refused-plan"
+    DISCHARGED_FROM_SPECIALIST_SERVICES = "discharged-from-specialist-services"
+    TIME_PASSED = "time-passed"
+    DEPRIVED_OF_LIBERTY_MCA = "deprived-of-liberty-mca"
+    RETURNED_INFORMALLY_OR_S2 = "returned-informally-or-s2"
+    NO_LONGER_ON_CTO_OR_S17_LEAVE = "no-longer-on-cto-or-s17-leave"
+
+
+class DisputeKind(StrEnum):
+    COUNCIL = "council"  # between local authorities (ordinary residence)
+    COMMISSIONER = "commissioner"  # between CCGs / ICBs
+
+
+@dataclass(frozen=True, slots=True)
+class DischargeDecision:
+    council_agrees: bool
+    commissioner_agrees: bool
+    reasons: tuple[DischargeReason, ...]
+    participants: tuple[str, ...]  # roles, e.g. "care coordinator", "AMHP"
+    person_involved: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Dispute:
+    dispute_id: str
+    kind: DisputeKind
+    parties: tuple[str, ...]  # org codes (GSS for councils, ODS for commissioners)
+    # Set on DISPUTE_RESOLVED: the body found responsible.
+    resolved_responsible: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterChange:
+    """One canonical register change, as the rules engine sees it."""
+
+    change_id: str  # hub-assigned
+    person_id: str  # hub-assigned, never the NHS number
+    change_type: ChangeType
+    effective_date: date
+    # When the hub (or the register keeper) had notice of the change: the
+    # 5-working-day register service level runs from here (Worcs 19.6).
+    notified_on: date
+    recorded_on: date
+    source: str = ""
+    legal_status_code: str | None = None  # England MHA legal status code, e.g. "03"
+    # Code 31 (CP(I)A 1964) qualifies only when the order made was a hospital
+    # order: "hospital-order" or anything else.
+    order_type: str | None = None
+    hospital_ods: str | None = None
+    gp_practice_ods: str | None = None
+    residence_la_gss: str | None = None  # council of ordinary residence
+    no_fixed_abode: bool = False
+    discharge_destination_la_gss: str | None = None
+    from_prison: bool = False
+    discharge: DischargeDecision | None = None
+    dispute: Dispute | None = None
+    review_reason: str | None = None
+    already_receiving_s117_from: str | None = None  # ODS of commissioner, if asserted
+
+
+@dataclass(frozen=True, slots=True)
+class Org:
+    """An organisation a determination names."""
+
+    code: str  # GSS code for councils, ODS code for NHS bodies
+    name: str
+    kind: str  # "council", "icb", "sub-icb", "ccg", "nhs-england", "trust"
+
+
+@dataclass(frozen=True, slots=True)
+class Determination:
+    """A rule's answer with the reason for it, citing the policy paragraph."""
+
+    org: Org | None
+    explanation: str
+    citation: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewDue:
+    due_on: date
+    kind: str  # "first", "annual", "new-placement", "unscheduled"
+    explanation: str
+    citation: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    on: date
+    change_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class S117Status:
+    person_id: str
+    as_of: date
+    entitled: bool
+    entitlement: Determination  # org is None; explanation says why / why not
+    entitlement_start: date | None = None
+    entitlement_end: date | None = None
+    detained: bool = False
+    in_hospital: bool = False
+    on_cto: bool = False
+    qualifying_section_code: str | None = None
+    detention_start: date | None = None
+    responsible_council: Determination | None = None
+    responsible_commissioner: Determination | None = None
+    coordinating_council: Determination | None = None
+    next_review: ReviewDue | None = None
+    open_disputes: tuple[Dispute, ...] = ()
+    history: tuple[HistoryEntry, ...] = ()
+    refused_discharges: tuple[Determination, ...] = ()
+
+
+class EventType(StrEnum):
+    """Event codes of the hub's CodeSystem (schemas/CodeSystem-s117-event.json)."""
+
+    REGISTER_CHANGE_RECORDED = "s117-register-change-recorded"
+    ENTITLEMENT_STARTED = "s117-entitlement-started"
+    ENTITLEMENT_ENDED = "s117-entitlement-ended"
+    RESPONSIBILITY_TRANSFERRED = "s117-responsibility-transferred"
+    DISCHARGE_REFUSED = "s117-discharge-refused"
+    DISPUTE_RAISED = "s117-dispute-raised"
+    DISPUTE_RESOLVED = "s117-dispute-resolved"
+    REVIEW_DUE = "s117-review-due"
+    MOVED_OUT_OF_AREA = "s117-moved-out-of-area"
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEvent:
+    event_type: EventType
+    person_id: str
+    change_id: str
+    occurred_on: date
+    summary: str  # plain words, no personal data
+    # Organisations that must hear of it beyond the currently responsible
+    # council and commissioner: outgoing bodies on a transfer, dispute
+    # parties, the host council on a move.
+    also_notify: tuple[str, ...] = ()
+    details: dict[str, str] = field(default_factory=dict)

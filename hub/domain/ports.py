@@ -1,0 +1,76 @@
+"""What the rules need to know about the world, as a port.
+
+hub/refdata implements it from the public reference files shipped in the
+repository; unit tests may pass a small in-memory fake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Protocol
+
+from hub.domain.model import Org
+
+
+@dataclass(frozen=True, slots=True)
+class LegalStatus:
+    code: str  # England MHA legal status code, two digits ("03")
+    description: str
+    s117_qualifying: str  # "yes", "no" or "review" (code 31: depends on the order)
+    detained: bool  # formally detained (not informal, guardianship, n/a)
+
+
+@dataclass(frozen=True, slots=True)
+class CommissionerResolution:
+    """The NHS commissioner for a GP practice on a date, and its successor now.
+
+    `at_date` is the body in place on the date asked (a CCG before
+    1 July 2022, a sub-ICB location after); `successor` is the ICB (or, for a
+    date before 1 July 2022, the ICB that took over the CCG's area) that holds
+    the duty on `as_of`. `trail` says how it was resolved, for explanations.
+    """
+
+    at_date: Org
+    successor: Org
+    trail: str
+
+
+class ReferenceData(Protocol):
+    def legal_status(self, code: str) -> LegalStatus | None: ...
+
+    def council(self, gss_code: str, on: date) -> Org | None:
+        """The social services authority for a GSS code, following successions
+        (e.g. the 2023 unitary reorganisations) to the one in place on `on`."""
+        ...
+
+    def is_known_council_code(self, gss_code: str) -> bool: ...
+
+    def practice_commissioner(
+        self, practice_ods: str, on: date, as_of: date
+    ) -> CommissionerResolution | None:
+        """The commissioner of the practice at `on`, and who holds that duty at `as_of`."""
+        ...
+
+    def is_known_practice(self, practice_ods: str) -> bool: ...
+
+    def commissioner_successor(self, org_code: str, as_of: date) -> Org | None:
+        """Resolve a CCG / sub-ICB location / ICB ODS code to the ICB at `as_of`."""
+        ...
+
+    def council_commissioner(self, gss_code: str, as_of: date) -> Org | None:
+        """The ICB covering most of a council's area: the usual-residence
+        fallback when the person has no GP (Worcs 4.4.1)."""
+        ...
+
+    def hospital(self, ods_code: str) -> Org | None: ...
+
+    def hospital_council_gss(self, ods_code: str) -> str | None:
+        """The council the hospital site lies in (coordinates no-fixed-abode cases)."""
+        ...
+
+    def bank_holidays(self) -> frozenset[date]:
+        """England and Wales bank holidays."""
+        ...
+
+    def nhs_england(self) -> Org: ...
