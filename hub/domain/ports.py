@@ -44,6 +44,12 @@ class ReferenceData(Protocol):
         (e.g. the 2023 unitary reorganisations) to the one in place on `on`."""
         ...
 
+    def council_successors(self, gss_code: str, on: date) -> tuple[Org, ...]:
+        """Every council in place on `on` that took over the code's area: one
+        for a rename or merger, several for a split (Cumbria 2023 into
+        Cumberland and Westmorland and Furness), empty if unknown."""
+        ...
+
     def is_known_council_code(self, gss_code: str) -> bool: ...
 
     def practice_commissioner(
