@@ -1,0 +1,36 @@
+"""The publish/subscribe port. Backends: the embedded SQL log (hub.bus.sql) and,
+later, Kafka. Each backend must pass tests/contract/test_bus_contract.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+EVENTS_TOPIC = "s117.events"
+
+
+@dataclass(frozen=True, slots=True)
+class BusMessage:
+    topic: str
+    key: str  # partition key: the person id, so one person's events stay in order
+    event_id: str
+    payload: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    offset: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    ordered_per_key: bool
+    persistent: bool
+    transactional_with_store: bool  # publish joins the register transaction (outbox)
+
+
+class Subscriber(Protocol):
+    capabilities: Capabilities
+
+    async def fetch(self, group_id: str, topic: str, limit: int) -> list[BusMessage]: ...
+
+    async def commit(self, group_id: str, topic: str, next_offset: int, conn: Any = None) -> None: ...
+
+    async def lag(self, group_id: str, topic: str) -> int: ...

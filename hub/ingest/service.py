@@ -1,0 +1,280 @@
+"""Ingest: authenticate -> idempotency -> validate or quarantine -> one transaction.
+
+One transaction holds the person, the register change, the service-level
+fact, the answer given to the source, and the outbox (bus) rows for every
+domain event the rules derive. Either all of it is durable or none is.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from hub.bus.port import EVENTS_TOPIC, BusMessage
+from hub.bus.sql import publish
+from hub.codec import from_jsonable, to_jsonable
+from hub.crypto import DataProtector
+from hub.domain.agreements import AgreementBook
+from hub.domain.model import DischargeDecision, Dispute, RegisterChange
+from hub.domain.ports import ReferenceData
+from hub.domain.rules import derive_events, evaluate
+from hub.domain.service_level import register_service_level
+from hub.ingest.contract import RegisterChangeIn
+from hub.ingest.nhs_number import normalise
+from hub.ingest.validation import FieldProblem, problems_from_pydantic, semantic_problems
+from hub.observability import metrics
+from hub.observability.logging import get_logger
+from hub.store.schema import ingest_results, persons, quarantine, register_changes, service_levels
+
+log = get_logger("hub.ingest")
+EVENT_NAMESPACE = uuid.UUID("5b0f2c1e-7d1a-4c43-9a8e-117117117117")
+PROBLEM_BASE = "https://s117hub.example/problems/"
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    client_id: str
+    name: str
+    org_code: str
+    org_kind: str
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status_code: int
+    body: dict[str, Any]
+
+    @property
+    def is_problem(self) -> bool:
+        return self.status_code >= 400
+
+
+def event_id_for(change_id: str, index: int, event_type: str) -> str:
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{change_id}/{index}/{event_type}"))
+
+
+def problem(status: int, kind: str, title: str, detail: str, **extra: Any) -> Outcome:
+    body = {"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail, **extra}
+    return Outcome(status, body)
+
+
+class IngestService:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        ref: ReferenceData,
+        agreements: AgreementBook,
+        protector: DataProtector,
+        today: Callable[[], date] = lambda: datetime.now(UTC).date(),
+    ) -> None:
+        self._engine = engine
+        self._ref = ref
+        self._agreements = agreements
+        self._protector = protector
+        self._today = today
+
+    async def accept(self, client: Client, raw: bytes, channel: str = "rest") -> Outcome:
+        """Take one register change from a source. Never raises for bad input."""
+        correlation_id = str(uuid.uuid4())
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return await self._quarantine(client, channel, raw, None, [FieldProblem("(body)", "is not valid JSON")], correlation_id)
+        if not isinstance(data, dict):
+            return await self._quarantine(client, channel, raw, None, [FieldProblem("(body)", "must be a JSON object")], correlation_id)
+        smid = data.get("source_message_id") if isinstance(data.get("source_message_id"), str) else None
+
+        if smid:
+            replay = await self._previous_answer(client.client_id, smid)
+            if replay is not None:
+                metrics.INGEST.labels(channel=channel, outcome="duplicate").inc()
+                return replay
+
+        try:
+            change_in = RegisterChangeIn.model_validate(data)
+        except ValidationError as exc:
+            return await self._quarantine(client, channel, raw, smid, problems_from_pydantic(exc), correlation_id)
+        today = self._today()
+        problems = semantic_problems(change_in, self._ref, today)
+        if problems:
+            return await self._quarantine(client, channel, raw, smid, problems, correlation_id)
+        return await self._record(client, change_in, channel, today, correlation_id)
+
+    async def _previous_answer(self, source: str, smid: str, conn: AsyncConnection | None = None) -> Outcome | None:
+        q = select(ingest_results.c.status_code, ingest_results.c.body).where(
+            ingest_results.c.source == source, ingest_results.c.source_message_id == smid
+        )
+        if conn is not None:
+            row = (await conn.execute(q)).first()
+        else:
+            async with self._engine.connect() as c:
+                row = (await c.execute(q)).first()
+                await c.rollback()
+        if row is None:
+            return None
+        return Outcome(row.status_code, {**row.body, "duplicate": True})
+
+    async def _quarantine(
+        self, client: Client, channel: str, raw: bytes, smid: str | None,
+        problems: list[FieldProblem], correlation_id: str,
+    ) -> Outcome:
+        qid = str(uuid.uuid4())
+        errors = [p.as_dict() for p in problems]
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                quarantine.insert().values(
+                    quarantine_id=qid, source=client.client_id, channel=channel,
+                    source_message_id=smid[:200] if smid else None, errors=errors,
+                    raw=self._protector.encrypt(raw), received_at=datetime.now(UTC), status="held",
+                )
+            )
+        metrics.INGEST.labels(channel=channel, outcome="quarantined").inc()
+        log.info("register change quarantined", source=client.client_id, channel=channel,
+                 quarantine_id=qid, fields=[p.field for p in problems], correlation_id=correlation_id)
+        return problem(
+            422, "invalid-register-change", "Register change rejected",
+            f"{len(problems)} field(s) failed validation; the input is held in quarantine",
+            errors=errors, quarantine_id=qid, correlation_id=correlation_id,
+        )
+
+    async def _record(
+        self, client: Client, change_in: RegisterChangeIn, channel: str, today: date, correlation_id: str,
+    ) -> Outcome:
+        now = datetime.now(UTC)
+        nhs_number = normalise(change_in.person.nhs_number)
+        details = orjson.dumps(change_in.person.model_dump(mode="json") | {"nhs_number": nhs_number})
+        async with self._engine.begin() as conn:
+            # A concurrent duplicate may have won the race since the first look.
+            replay = await self._previous_answer(client.client_id, change_in.source_message_id, conn)
+            if replay is not None:
+                return replay
+            person_id = await self._upsert_person(conn, nhs_number, details, now)
+            change = self._canonical(change_in, client, person_id, today)
+            history = await self._person_changes(conn, person_id)
+            before = evaluate(person_id, history, self._ref, self._agreements, today) if history else None
+            after = evaluate(person_id, [*history, change], self._ref, self._agreements, today)
+            events = derive_events(before, after, change)
+
+            await conn.execute(
+                register_changes.insert().values(
+                    change_id=change.change_id, person_id=person_id, source=client.client_id,
+                    source_message_id=change_in.source_message_id, change_type=change.change_type.value,
+                    effective_date=change.effective_date, notified_on=change.notified_on,
+                    recorded_on=change.recorded_on, canonical=to_jsonable(change),
+                    correlation_id=correlation_id, received_at=now,
+                )
+            )
+            sl = register_service_level(change.notified_on, change.recorded_on, self._ref.bank_holidays())
+            await conn.execute(
+                service_levels.insert().values(
+                    change_id=change.change_id, notified_on=change.notified_on, recorded_on=change.recorded_on,
+                    deadline=sl.deadline, working_days_taken=sl.working_days_taken, state=sl.state,
+                )
+            )
+            status_json = to_jsonable(after)
+            change_json = to_jsonable(change)
+            event_ids = []
+            for i, ev in enumerate(events):
+                eid = event_id_for(change.change_id, i, ev.event_type.value)
+                event_ids.append({"event_id": eid, "event_type": ev.event_type.value})
+                await publish(conn, BusMessage(
+                    topic=EVENTS_TOPIC, key=person_id, event_id=eid,
+                    payload={"event": to_jsonable(ev), "change": change_json, "status": status_json},
+                    headers={"correlation_id": correlation_id, "source": client.client_id,
+                             "event_type": ev.event_type.value},
+                ))
+            body = {
+                "change_id": change.change_id,
+                "person_id": person_id,
+                "status": "accepted",
+                "correlation_id": correlation_id,
+                "events": event_ids,
+                "entitled": after.entitled,
+                "service_level": {"deadline": sl.deadline.isoformat(), "state": sl.state,
+                                  "working_days_taken": sl.working_days_taken, "explanation": sl.explanation},
+            }
+            await conn.execute(
+                ingest_results.insert().values(
+                    source=client.client_id, source_message_id=change_in.source_message_id,
+                    status_code=202, body=body, created_at=now,
+                )
+            )
+        metrics.INGEST.labels(channel=channel, outcome="accepted").inc()
+        if sl.state != "met":
+            metrics.SERVICE_LEVEL.labels(state=sl.state).inc()
+        log.info("register change accepted", source=client.client_id, channel=channel,
+                 change_id=change.change_id, person_id=person_id, change_type=change.change_type.value,
+                 count=len(events), correlation_id=correlation_id, status=sl.state)
+        return Outcome(202, body)
+
+    async def _upsert_person(self, conn: AsyncConnection, nhs_number: str, details: bytes, now: datetime) -> str:
+        index = self._protector.index(nhs_number)
+        q = select(persons.c.person_id).where(persons.c.nhs_number_index == index)
+        if conn.dialect.name == "postgresql":
+            q = q.with_for_update()  # serialise changes to one person
+        row = (await conn.execute(q)).first()
+        if row:
+            await conn.execute(
+                persons.update().where(persons.c.person_id == row.person_id)
+                .values(details=self._protector.encrypt(details), updated_at=now)
+            )
+            return row.person_id
+        person_id = str(uuid.uuid4())
+        await conn.execute(
+            persons.insert().values(
+                person_id=person_id, nhs_number_index=index,
+                details=self._protector.encrypt(details), created_at=now, updated_at=now,
+            )
+        )
+        return person_id
+
+    @staticmethod
+    async def _person_changes(conn: AsyncConnection, person_id: str) -> list[RegisterChange]:
+        rows = (
+            await conn.execute(select(register_changes.c.canonical).where(register_changes.c.person_id == person_id))
+        ).all()
+        return [from_jsonable(RegisterChange, r.canonical) for r in rows]
+
+    @staticmethod
+    def _canonical(c: RegisterChangeIn, client: Client, person_id: str, today: date) -> RegisterChange:
+        return RegisterChange(
+            change_id=str(uuid.uuid4()),
+            person_id=person_id,
+            change_type=c.change_type,
+            effective_date=c.effective_date,
+            notified_on=c.notified_on or today,
+            recorded_on=today,
+            source=client.client_id,
+            legal_status_code=c.legal_status_code.zfill(2) if c.legal_status_code else None,
+            order_type=c.order_type,
+            hospital_ods=c.hospital_ods,
+            gp_practice_ods=c.gp_practice_ods,
+            residence_la_gss=c.residence_la_gss,
+            no_fixed_abode=c.no_fixed_abode,
+            discharge_destination_la_gss=c.discharge_destination_la_gss,
+            from_prison=c.from_prison,
+            discharge=DischargeDecision(
+                council_agrees=c.discharge.council_agrees, commissioner_agrees=c.discharge.commissioner_agrees,
+                reasons=tuple(c.discharge.reasons), participants=tuple(c.discharge.participants),
+                person_involved=c.discharge.person_involved,
+            ) if c.discharge else None,
+            dispute=Dispute(
+                dispute_id=c.dispute.dispute_id, kind=c.dispute.kind, parties=tuple(c.dispute.parties),
+                resolved_responsible=c.dispute.resolved_responsible,
+            ) if c.dispute else None,
+            review_reason=c.review_reason,
+            already_receiving_s117_from=c.already_receiving_s117_from,
+        )
+
+
+def load_person_details(protector: DataProtector, token: bytes) -> dict[str, Any]:
+    return orjson.loads(protector.decrypt(token))

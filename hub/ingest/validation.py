@@ -1,0 +1,104 @@
+"""Checks beyond the JSON shape: reference codes, check digits, possible dates,
+and what each kind of change must carry. Each problem names the field and the
+reason and never quotes the value (values may be personal data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from pydantic import ValidationError
+
+from hub.domain.model import ChangeType
+from hub.domain.ports import ReferenceData
+from hub.ingest.contract import RegisterChangeIn
+from hub.ingest.nhs_number import nhs_number_problem
+
+# The Mental Health Act 1983 came into force on 30 September 1983.
+MHA_COMMENCEMENT = date(1983, 9, 30)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    field: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "reason": self.reason}
+
+
+def problems_from_pydantic(exc: ValidationError) -> list[FieldProblem]:
+    out = []
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(body)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "is not a field of the register change contract"
+        elif err["type"] == "missing":
+            msg = "is required"
+        out.append(FieldProblem(loc, msg))
+    return out
+
+
+REQUIRED_BY_CHANGE: dict[ChangeType, tuple[str, ...]] = {
+    ChangeType.DETAINED: ("legal_status_code", "hospital_ods"),
+    ChangeType.SECTION_CHANGED: ("legal_status_code",),
+    ChangeType.GP_CHANGED: ("gp_practice_ods",),
+    ChangeType.S117_DISCHARGE_DECIDED: ("discharge",),
+    ChangeType.DISPUTE_RAISED: ("dispute",),
+    ChangeType.DISPUTE_RESOLVED: ("dispute",),
+    ChangeType.PLACEMENT_STARTED: (),
+}
+
+
+def semantic_problems(change: RegisterChangeIn, ref: ReferenceData, today: date) -> list[FieldProblem]:
+    problems: list[FieldProblem] = []
+    add = lambda f, r: problems.append(FieldProblem(f, r))  # noqa: E731
+
+    reason = nhs_number_problem(change.person.nhs_number)
+    if reason:
+        add("person.nhs_number", reason)
+
+    for name in REQUIRED_BY_CHANGE.get(change.change_type, ()):
+        if getattr(change, name) is None:
+            add(name, f"is required for a '{change.change_type.value}' change")
+    if change.change_type in (ChangeType.DETAINED, ChangeType.MOVED):
+        if change.residence_la_gss is None and not change.no_fixed_abode:
+            add("residence_la_gss", "is required (or no_fixed_abode: true) for this change: "
+                "responsibility follows ordinary residence")
+    if change.change_type is ChangeType.DISPUTE_RESOLVED and change.dispute and not change.dispute.resolved_responsible:
+        add("dispute.resolved_responsible", "is required when a dispute is resolved")
+
+    if change.legal_status_code is not None:
+        status = ref.legal_status(change.legal_status_code)
+        if status is None:
+            add("legal_status_code", "is not a code of the England MHA legal status classification")
+        elif status.s117_qualifying == "review" and not change.order_type:
+            add("order_type", "is required with legal status 31: only a hospital order qualifies for s117")
+    if change.hospital_ods is not None and ref.hospital(change.hospital_ods) is None:
+        add("hospital_ods", "is not a hospital site registered with the hub")
+    if change.gp_practice_ods is not None and not ref.is_known_practice(change.gp_practice_ods):
+        add("gp_practice_ods", "is not a GP practice in the ODS reference data")
+    for name in ("residence_la_gss", "discharge_destination_la_gss"):
+        code = getattr(change, name)
+        if code is not None and not ref.is_known_council_code(code):
+            add(name, "is not an English social services authority (GSS) code")
+
+    if change.effective_date > today:
+        add("effective_date", "is in the future")
+    if change.effective_date < MHA_COMMENCEMENT:
+        add("effective_date", "is before the Mental Health Act 1983 came into force (1983-09-30)")
+    if change.notified_on is not None:
+        if change.notified_on > today:
+            add("notified_on", "is in the future")
+        if change.notified_on < change.effective_date:
+            add("notified_on", "is before the effective date of the change")
+    birth = change.person.birth_date
+    if birth is not None:
+        if birth > today:
+            add("person.birth_date", "is in the future")
+        elif birth > change.effective_date:
+            add("person.birth_date", "is after the effective date of the change")
+        elif today.year - birth.year > 125:
+            add("person.birth_date", "is more than 125 years ago")
+    return problems

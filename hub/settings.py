@@ -1,0 +1,59 @@
+"""Settings, from the environment (prefix S117_) or a .env file.
+
+Engines, clients and keys are created from these in the app's lifespan, never
+at import time; tests build their own Settings and pass them in.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="S117_", env_file=".env", extra="ignore")
+
+    # sqlite+aiosqlite:///path for the embedded mode, postgresql+asyncpg://... in production.
+    database_url: str = f"sqlite+aiosqlite:///{REPO_ROOT / 'var' / 's117hub.db'}"
+    # "sql" = the embedded durable log in the same database (the outbox is the log).
+    bus_url: str = "sql"
+    host: str = "127.0.0.1"
+    port: int = 8117
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    # Field encryption (Fernet) for personal details at rest, and the key for the
+    # keyed hash that indexes NHS numbers. In embedded mode a key file is made
+    # on first run under var/; production passes S117_DATA_KEY from a secret store.
+    data_key: str | None = None
+    data_key_file: Path = REPO_ROOT / "var" / "data.key"
+
+    sharing_agreements_path: Path = REPO_ROOT / "contracts" / "data-sharing-agreements.yaml"
+    area_agreements_path: Path = REPO_ROOT / "contracts" / "area-agreements.yaml"
+    hub_endpoint: str = "https://s117hub.example/fhir"
+
+    # Webhook delivery: exponential backoff from base to cap, with jitter.
+    webhook_timeout_seconds: float = 10.0
+    webhook_backoff_base_seconds: float = 1.0
+    webhook_backoff_cap_seconds: float = 300.0
+    # 0 = retry until the subscriber is back (nothing is dropped); N > 0 moves a
+    # delivery to the dead letters after N failed attempts.
+    webhook_max_attempts: int = 0
+    worker_poll_seconds: float = 0.2
+    run_workers: bool = True
+
+    # Register service level (Worcs 19.6): days of notice before a breach.
+    register_service_level_days: int = 5
+
+    sample_data: bool = False
+    extra: dict[str, str] = Field(default_factory=dict)
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()

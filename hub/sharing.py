@@ -1,0 +1,116 @@
+"""Data-sharing agreements: which organisation may receive which events, and
+which field groups of them. Deny by default: an organisation, event type or
+field group that no agreement in force names is not disclosed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import yaml
+
+from hub.domain.model import EventType
+
+WILDCARD = "*"
+
+
+class AgreementFileError(ValueError):
+    """The agreements file is malformed; the message names the entry and field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    agreement_id: str
+    org_code: str
+    events: frozenset[str]
+    field_groups: frozenset[str]
+    valid_from: date | None
+    valid_to: date | None
+
+    def in_force(self, on: date) -> bool:
+        return (self.valid_from is None or self.valid_from <= on) and (self.valid_to is None or on <= self.valid_to)
+
+    def covers(self, event_type: str) -> bool:
+        return WILDCARD in self.events or event_type in self.events
+
+
+@dataclass(frozen=True, slots=True)
+class SharingDecision:
+    allowed: bool
+    agreement_id: str | None
+    field_groups: frozenset[str]
+    reason: str
+
+
+class SharingAgreements:
+    def __init__(self, grants: list[Grant]) -> None:
+        self._by_org: dict[str, list[Grant]] = {}
+        for g in grants:
+            self._by_org.setdefault(g.org_code, []).append(g)
+
+    def decide(self, org_code: str, event_type: str, on: date) -> SharingDecision:
+        grants = [g for g in self._by_org.get(org_code, []) if g.in_force(on)]
+        if not grants:
+            return SharingDecision(False, None, frozenset(), "no data-sharing agreement in force names this organisation")
+        matching = [g for g in grants if g.covers(event_type)]
+        if not matching:
+            return SharingDecision(
+                False, grants[0].agreement_id, frozenset(),
+                f"agreement {grants[0].agreement_id} does not cover event type {event_type}",
+            )
+        # Several agreements may cover an event: the recipient gets the union
+        # of what they allow, and the audit names each one.
+        groups = frozenset().union(*(g.field_groups for g in matching))
+        ids = ",".join(sorted({g.agreement_id for g in matching}))
+        return SharingDecision(True, ids, groups, f"allowed by {ids}")
+
+    def grants_for(self, org_code: str) -> list[Grant]:
+        return list(self._by_org.get(org_code, []))
+
+    @classmethod
+    def load(cls, path: Path, known_field_groups: frozenset[str] | None = None) -> "SharingAgreements":
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise AgreementFileError(f"{path.name}: cannot be read as YAML ({type(exc).__name__})") from exc
+        return cls.from_document(doc, known_field_groups)
+
+    @classmethod
+    def from_document(cls, doc: object, known_field_groups: frozenset[str] | None = None) -> "SharingAgreements":
+        if not isinstance(doc, dict) or not isinstance(doc.get("agreements"), list):
+            raise AgreementFileError("top level: must be a mapping with a list 'agreements'")
+        known_events = {e.value for e in EventType} | {WILDCARD}
+        grants: list[Grant] = []
+        for i, ag in enumerate(doc["agreements"]):
+            where = f"agreements[{i}]"
+            if not isinstance(ag, dict) or not ag.get("id"):
+                raise AgreementFileError(f"{where}.id: is required")
+            where = f"agreement {ag['id']}"
+            for j, rec in enumerate(ag.get("recipients") or []):
+                rw = f"{where} recipients[{j}]"
+                org = rec.get("org_code") if isinstance(rec, dict) else None
+                if not org:
+                    raise AgreementFileError(f"{rw}.org_code: is required")
+                events = frozenset(rec.get("events") or [])
+                bad = events - known_events
+                if bad:
+                    raise AgreementFileError(f"{rw}.events: unknown event type(s) {sorted(bad)}")
+                groups = frozenset(rec.get("field_groups") or [])
+                if known_field_groups is not None and groups - known_field_groups:
+                    raise AgreementFileError(f"{rw}.field_groups: unknown group(s) {sorted(groups - known_field_groups)}")
+                grants.append(Grant(
+                    agreement_id=str(ag["id"]), org_code=str(org), events=events, field_groups=groups,
+                    valid_from=_date(ag.get("valid_from"), f"{where}.valid_from"),
+                    valid_to=_date(ag.get("valid_to"), f"{where}.valid_to"),
+                ))
+        return cls(grants)
+
+
+def _date(value: object, where: str) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise AgreementFileError(f"{where}: is not an ISO date") from exc

@@ -1,0 +1,202 @@
+"""Tables of the hub's store: one schema for SQLite (embedded) and PostgreSQL.
+
+Personal details are held only encrypted (`persons.details`, quarantine raw
+input, delivery payloads) and the NHS number only as a keyed hash.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# BigInteger autoincrement is INTEGER PRIMARY KEY (rowid) on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+api_clients = Table(
+    "api_clients",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("org_code", String(16), nullable=False),
+    Column("org_kind", String(32), nullable=False),  # trust, council, icb, hub-operator
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("scopes", JSON, nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+persons = Table(
+    "persons",
+    metadata,
+    Column("person_id", String(36), primary_key=True),
+    Column("nhs_number_index", String(64), nullable=False, unique=True),
+    Column("details", LargeBinary, nullable=False),  # Fernet-encrypted JSON
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+register_changes = Table(
+    "register_changes",
+    metadata,
+    Column("change_id", String(36), primary_key=True),
+    Column("person_id", String(36), ForeignKey("persons.person_id"), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("source_message_id", String(200), nullable=False),
+    Column("change_type", String(64), nullable=False),
+    Column("effective_date", Date, nullable=False),
+    Column("notified_on", Date, nullable=False),
+    Column("recorded_on", Date, nullable=False),
+    Column("canonical", JSON, nullable=False),  # the RegisterChange, no personal details
+    Column("correlation_id", String(64), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("source", "source_message_id", name="uq_change_source_message"),
+    Index("ix_changes_person", "person_id", "effective_date"),
+)
+
+# The answer given to a (source, source message id), replayed on a duplicate.
+ingest_results = Table(
+    "ingest_results",
+    metadata,
+    Column("source", String(64), primary_key=True),
+    Column("source_message_id", String(200), primary_key=True),
+    Column("status_code", Integer, nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("quarantine_id", String(36), primary_key=True),
+    Column("source", String(64), nullable=False),
+    Column("channel", String(32), nullable=False),  # rest, fhir, mllp, file
+    Column("source_message_id", String(200), nullable=True),
+    Column("errors", JSON, nullable=False),  # [{field, reason}] - never values
+    Column("raw", LargeBinary, nullable=False),  # Fernet-encrypted input as received
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("status", String(16), nullable=False, default="held"),  # held, released, discarded
+    Index("ix_quarantine_source", "source", "received_at"),
+)
+
+# The embedded durable log: a table of messages per topic with offsets, and
+# committed offsets per consumer group (ack = commit), mirroring Kafka. Writing
+# to it inside the register transaction *is* the outbox.
+bus_messages = Table(
+    "bus_messages",
+    metadata,
+    Column("offset", Id, primary_key=True, autoincrement=True),
+    Column("topic", String(100), nullable=False),
+    Column("key", String(100), nullable=False),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("payload", JSON, nullable=False),
+    Column("headers", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("relayed_at", DateTime(timezone=True), nullable=True),  # set by the Kafka relay
+    Index("ix_bus_topic_offset", "topic", "offset"),
+)
+
+consumer_offsets = Table(
+    "consumer_offsets",
+    metadata,
+    Column("group_id", String(100), primary_key=True),
+    Column("topic", String(100), primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("subscription_id", String(36), primary_key=True),
+    Column("org_code", String(16), nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("channel", String(16), nullable=False),  # webhook (pull feed, kafka, file later)
+    Column("url", Text, nullable=True),
+    Column("secret", LargeBinary, nullable=True),  # Fernet-encrypted signing secret
+    Column("event_types", JSON, nullable=True),  # None = every event the agreement allows
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_subscriptions_org", "org_code"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("delivery_seq", Id, primary_key=True, autoincrement=True),
+    Column("delivery_id", String(36), nullable=False, unique=True),
+    Column("subscription_id", String(36), ForeignKey("subscriptions.subscription_id"), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("message_id", String(36), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("payload", LargeBinary, nullable=False),  # Fernet-encrypted FHIR message
+    Column("status", String(16), nullable=False),  # pending, delivered, dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_error", String(200), nullable=True),  # status code / error kind, never a body
+    Column("correlation_id", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("subscription_id", "event_id", name="uq_delivery_subscription_event"),
+    Index("ix_deliveries_pending", "subscription_id", "status", "delivery_seq"),
+)
+
+# Every decision to disclose (or withhold) an event to an organisation.
+disclosures = Table(
+    "disclosures",
+    metadata,
+    Column("disclosure_id", Id, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False),
+    Column("person_id", String(36), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("recipient_org", String(16), nullable=False),
+    Column("decision", String(16), nullable=False),  # allowed, denied, no-subscription
+    Column("agreement_id", String(100), nullable=True),
+    Column("field_groups", JSON, nullable=False),
+    Column("reason", String(300), nullable=False),
+    Column("channel", String(32), nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_disclosures_event", "event_id"),
+)
+
+# Service-level facts per change (Worcs 19.6), kept for reporting breaches.
+service_levels = Table(
+    "service_levels",
+    metadata,
+    Column("change_id", String(36), ForeignKey("register_changes.change_id"), primary_key=True),
+    Column("notified_on", Date, nullable=False),
+    Column("recorded_on", Date, nullable=False),
+    Column("deadline", Date, nullable=False),
+    Column("working_days_taken", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("dead_letter_id", Id, primary_key=True, autoincrement=True),
+    Column("topic", String(100), nullable=False),
+    Column("group_id", String(100), nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("event_id", String(36), nullable=True),
+    Column("handler", String(100), nullable=False),
+    Column("reason", String(300), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("replayed_at", DateTime(timezone=True), nullable=True),
+)
