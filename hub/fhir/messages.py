@@ -1,0 +1,394 @@
+"""Outbound FHIR R4 (UK Core) event messages, built as plain dicts.
+
+This is the delivery hot path, so the Bundle is assembled as dicts ready for
+``orjson.dumps`` rather than through the fhir.resources models (which cost
+~100x more). ``hub.fhir.validate.validate_message`` checks the same shape at
+the edge and in tests; the golden files in tests/golden pin it.
+
+Message shape (Bundle type "message", one entry per resource, urn:uuid
+fullUrls, references are those fullUrls; organisations are logical references
+by national identifier with a display name, not entries):
+
+* MessageHeader: eventCoding from the hub's s117-event CodeSystem; focus ->
+  EpisodeOfCare; destination names the recipient by GSS (councils) or ODS.
+* Patient: the hub person id always; NHS number, name/birthDate and postcode
+  only when the recipient's agreement includes the matching field group.
+* Encounter (group "legal-status"): the detention, with the UK Core legal
+  status extension and the hospital (ODS) as serviceProvider.
+* EpisodeOfCare: the s117 entitlement (always: it is what the message is
+  about); responsible council as managingOrganization and the commissioner
+  as a hub extension (group "responsibility"); the determinations' reasons
+  as hub extensions (group "explanations").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from hashlib import blake2b
+from typing import Any, Final
+
+from hub.domain.model import (
+    Determination,
+    DomainEvent,
+    EventType,
+    Org,
+    RegisterChange,
+    S117Status,
+)
+from hub.fhir.namespaces import (
+    ACT_CODE_SYSTEM,
+    EVENT_CODESYSTEM_URL,
+    EXT_COORDINATING_COUNCIL,
+    EXT_DETERMINATION,
+    EXT_EVENT_OCCURRED,
+    EXT_NEXT_REVIEW,
+    EXT_RESPONSIBLE_COMMISSIONER,
+    HUB_PERSON_ID_SYSTEM,
+    HUB_SYSTEM_ID_SYSTEM,
+    LEGAL_STATUS_CONTEXT_SYSTEM,
+    LEGAL_STATUS_ENGLAND_SYSTEM,
+    LEGAL_STATUS_EXTENSION_URL,
+    NHS_NUMBER_SYSTEM,
+    ODS_ORGANIZATION_SYSTEM,
+    org_identifier_system,
+)
+
+__all__ = [
+    "ADDRESS",
+    "DEMOGRAPHICS",
+    "EVENT_DISPLAYS",
+    "EXPLANATIONS",
+    "FIELD_GROUPS",
+    "HUB_SENDER_ID",
+    "IDENTITY",
+    "LEGAL_STATUS",
+    "RESPONSIBILITY",
+    "PatientDetails",
+    "build_event_message",
+]
+
+# --- field groups a data-sharing agreement may allow ------------------------
+IDENTITY: Final = "identity"  # NHS number
+DEMOGRAPHICS: Final = "demographics"  # name, birthDate
+ADDRESS: Final = "address"  # postcode
+LEGAL_STATUS: Final = "legal-status"  # detention Encounter + legal status extension
+RESPONSIBILITY: Final = "responsibility"  # council / commissioner on the EpisodeOfCare
+EXPLANATIONS: Final = "explanations"  # why: determinations' explanation texts and citations
+FIELD_GROUPS: Final = frozenset(
+    {IDENTITY, DEMOGRAPHICS, ADDRESS, LEGAL_STATUS, RESPONSIBILITY, EXPLANATIONS}
+)
+
+# Displays of the s117-event CodeSystem; a test pins them to
+# schemas/CodeSystem-s117-event.json so the two cannot drift.
+EVENT_DISPLAYS: Final[dict[EventType, str]] = {
+    EventType.REGISTER_CHANGE_RECORDED: "S117 register change recorded",
+    EventType.ENTITLEMENT_STARTED: "S117 aftercare entitlement started",
+    EventType.ENTITLEMENT_ENDED: "S117 aftercare entitlement ended",
+    EventType.RESPONSIBILITY_TRANSFERRED: "S117 responsibility transferred",
+    EventType.DISCHARGE_REFUSED: "S117 discharge refused",
+    EventType.DISPUTE_RAISED: "S117 responsibility dispute raised",
+    EventType.DISPUTE_RESOLVED: "S117 responsibility dispute resolved",
+    EventType.REVIEW_DUE: "S117 aftercare review due",
+    EventType.MOVED_OUT_OF_AREA: "S117 person moved out of area",
+}
+
+HUB_SENDER_ID: Final = "s117-hub"
+_HUB_SENDER_REF: Final = {
+    "identifier": {"system": HUB_SYSTEM_ID_SYSTEM, "value": HUB_SENDER_ID},
+    "display": "S117 Hub",
+}
+_IMP_CLASS: Final = {"system": ACT_CODE_SYSTEM, "code": "IMP", "display": "inpatient encounter"}
+_CONTEXT_DISPLAY: Final = {"admission": "Admission", "discharge": "Discharge"}
+_EOC_TYPE: Final = [{"text": "Section 117 Mental Health Act 1983 aftercare"}]
+
+
+@dataclass(frozen=True, slots=True)
+class PatientDetails:
+    """The personal details the store holds; never part of the domain model."""
+
+    nhs_number: str
+    given_name: str
+    family_name: str
+    birth_date: date | None = None
+    postcode: str | None = None
+
+
+def _entry_uuids(message_id: str) -> tuple[str, str, str, str]:
+    """Four stable, distinct UUID strings for the message's entries.
+
+    Derived from the message id so a re-sent message is byte-identical (and
+    golden files are stable). One hash instead of four uuid5 calls: this is
+    the hot path. The version nibble is set to 4 and the variant to RFC 4122
+    so the strings are well-formed UUIDs.
+    """
+    h = blake2b(message_id.encode(), digest_size=64).hexdigest()
+    out = []
+    for i in range(0, 128, 32):
+        s = h[i : i + 32]
+        out.append(
+            f"{s[0:8]}-{s[8:12]}-4{s[13:16]}-{'89ab'[int(s[16], 16) & 3]}{s[17:20]}-{s[20:32]}"
+        )
+    return out[0], out[1], out[2], out[3]
+
+
+def _org_ref(org: Org) -> dict[str, Any]:
+    return {
+        "identifier": {"system": org_identifier_system(org.kind), "value": org.code},
+        "display": org.name,
+    }
+
+
+def _org_endpoint(org: Org) -> str:
+    # R4 makes destination.endpoint mandatory; the delivery channel's real
+    # address is not the message's business, so the default is a stable URN.
+    return f"urn:s117-hub:org:{org.code}"
+
+
+def _determination_ext(aspect: str, det: Determination) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [
+        {"url": "aspect", "valueCode": aspect},
+        {"url": "explanation", "valueString": det.explanation},
+    ]
+    if det.citation:
+        parts.append({"url": "citation", "valueString": det.citation})
+    return {"url": EXT_DETERMINATION, "extension": parts}
+
+
+def _episode_status(status: S117Status) -> str:
+    if status.entitlement_end is not None:
+        return "finished"
+    if status.entitled:
+        return "active"
+    if status.qualifying_section_code is not None and status.detained:
+        # On the register from admission under a qualifying section (Worcs
+        # 19.2); the entitlement starts when the person leaves hospital.
+        return "planned"
+    return "cancelled"
+
+
+def _period(start: date | None, end: date | None) -> dict[str, str] | None:
+    if start is None and end is None:
+        return None
+    p: dict[str, str] = {}
+    if start is not None:
+        p["start"] = start.isoformat()
+    if end is not None:
+        p["end"] = end.isoformat()
+    return p
+
+
+def build_event_message(
+    *,
+    event: DomainEvent,
+    status: S117Status,
+    change: RegisterChange,
+    patient: PatientDetails,
+    message_id: str,
+    sent_at: datetime,
+    source_endpoint: str,
+    recipient: Org,
+    include: frozenset[str],
+    legal_status_display: str | None,
+    sender: Org | None = None,
+    destination_endpoint: str | None = None,
+    hospital_ods: str | None = None,
+) -> dict[str, Any]:
+    """Build the FHIR R4 message Bundle telling ``recipient`` of ``event``.
+
+    ``include`` is the set of FIELD_GROUPS the recipient's data-sharing
+    agreement allows; anything outside it is left out of the message.
+    Extra keywords (not on the domain model): ``sender`` (default: the hub
+    itself), ``destination_endpoint`` (default ``urn:s117-hub:org:<code>``),
+    ``hospital_ods`` (default ``change.hospital_ods``; S117Status does not
+    keep the detaining hospital).
+    """
+    unknown = include - FIELD_GROUPS
+    if unknown:
+        raise ValueError(f"unknown field group(s) {sorted(unknown)}; known: {sorted(FIELD_GROUPS)}")
+    if sent_at.tzinfo is None or sent_at.utcoffset() is None:
+        raise ValueError("sent_at must be timezone-aware (FHIR instant)")
+
+    header_id, patient_id, encounter_id, episode_id = _entry_uuids(message_id)
+    patient_url = f"urn:uuid:{patient_id}"
+    episode_url = f"urn:uuid:{episode_id}"
+    patient_ref = {"reference": patient_url}
+    episode_ref = {"reference": episode_url}
+
+    # --- MessageHeader --------------------------------------------------
+    event_type = event.event_type
+    header: dict[str, Any] = {
+        "resourceType": "MessageHeader",
+        "id": header_id,
+        "extension": [{"url": EXT_EVENT_OCCURRED, "valueDate": event.occurred_on.isoformat()}],
+        "eventCoding": {
+            "system": EVENT_CODESYSTEM_URL,
+            "code": event_type.value,
+            "display": EVENT_DISPLAYS[event_type],
+        },
+        "destination": [
+            {
+                "name": recipient.name,
+                "endpoint": destination_endpoint or _org_endpoint(recipient),
+                "receiver": _org_ref(recipient),
+            }
+        ],
+        "sender": _org_ref(sender) if sender is not None else _HUB_SENDER_REF,
+        "source": {"name": "S117 Hub", "endpoint": source_endpoint},
+        "focus": [episode_ref],
+    }
+
+    # --- Patient ----------------------------------------------------------
+    identifiers: list[dict[str, str]] = [
+        {"system": HUB_PERSON_ID_SYSTEM, "value": status.person_id}
+    ]
+    if IDENTITY in include:
+        identifiers.append({"system": NHS_NUMBER_SYSTEM, "value": patient.nhs_number})
+    patient_res: dict[str, Any] = {
+        "resourceType": "Patient",
+        "id": patient_id,
+        "identifier": identifiers,
+    }
+    if DEMOGRAPHICS in include:
+        patient_res["name"] = [
+            {"use": "official", "family": patient.family_name, "given": [patient.given_name]}
+        ]
+        if patient.birth_date is not None:
+            patient_res["birthDate"] = patient.birth_date.isoformat()
+    if ADDRESS in include and patient.postcode:
+        patient_res["address"] = [{"postalCode": patient.postcode}]
+
+    entries: list[dict[str, Any]] = [
+        {"fullUrl": f"urn:uuid:{header_id}", "resource": header},
+        {"fullUrl": patient_url, "resource": patient_res},
+    ]
+
+    # --- Encounter: the detention ------------------------------------------
+    if LEGAL_STATUS in include:
+        legal_code = status.qualifying_section_code or change.legal_status_code
+        if legal_code is not None or status.detention_start is not None:
+            encounter: dict[str, Any] = {"resourceType": "Encounter", "id": encounter_id}
+            if legal_code is not None:
+                # Still in hospital: the status as admitted/held; otherwise
+                # the qualifying status the person left hospital under.
+                context = "admission" if status.in_hospital or status.detained else "discharge"
+                classification: dict[str, str] = {
+                    "system": LEGAL_STATUS_ENGLAND_SYSTEM,
+                    "code": legal_code,
+                }
+                if legal_status_display:
+                    classification["display"] = legal_status_display
+                encounter["extension"] = [
+                    {
+                        "extension": [
+                            {
+                                "url": "legalStatusContext",
+                                "valueCodeableConcept": {
+                                    "coding": [
+                                        {
+                                            "system": LEGAL_STATUS_CONTEXT_SYSTEM,
+                                            "code": context,
+                                            "display": _CONTEXT_DISPLAY[context],
+                                        }
+                                    ]
+                                },
+                            },
+                            {
+                                "url": "legalStatusClassification",
+                                "valueCodeableConcept": {"coding": [classification]},
+                            },
+                        ],
+                        "url": LEGAL_STATUS_EXTENSION_URL,
+                    }
+                ]
+            encounter["status"] = "in-progress" if status.in_hospital or status.detained else "finished"
+            encounter["class"] = _IMP_CLASS
+            encounter["subject"] = patient_ref
+            encounter["episodeOfCare"] = [episode_ref]
+            if status.detention_start is not None:
+                encounter["period"] = {"start": status.detention_start.isoformat()}
+            hospital = hospital_ods or change.hospital_ods
+            if hospital:
+                encounter["serviceProvider"] = {
+                    "identifier": {"system": ODS_ORGANIZATION_SYSTEM, "value": hospital}
+                }
+            entries.append({"fullUrl": f"urn:uuid:{encounter_id}", "resource": encounter})
+
+    # --- EpisodeOfCare: the s117 entitlement --------------------------------
+    episode: dict[str, Any] = {"resourceType": "EpisodeOfCare", "id": episode_id}
+    extensions: list[dict[str, Any]] = []
+    if RESPONSIBILITY in include:
+        commissioner = status.responsible_commissioner
+        if commissioner is not None and commissioner.org is not None:
+            extensions.append(
+                {"url": EXT_RESPONSIBLE_COMMISSIONER, "valueReference": _org_ref(commissioner.org)}
+            )
+        coordinating = status.coordinating_council
+        if coordinating is not None and coordinating.org is not None:
+            extensions.append(
+                {"url": EXT_COORDINATING_COUNCIL, "valueReference": _org_ref(coordinating.org)}
+            )
+    review = status.next_review
+    if review is not None:
+        extensions.append(
+            {
+                "url": EXT_NEXT_REVIEW,
+                "extension": [
+                    {"url": "dueDate", "valueDate": review.due_on.isoformat()},
+                    {"url": "kind", "valueCode": review.kind},
+                ],
+            }
+        )
+    if EXPLANATIONS in include:
+        extensions.extend(_explanations(event, status))
+    if extensions:
+        episode["extension"] = extensions
+    episode["status"] = _episode_status(status)
+    episode["type"] = _EOC_TYPE
+    episode["patient"] = patient_ref
+    if RESPONSIBILITY in include:
+        council = status.responsible_council
+        if council is not None and council.org is not None:
+            episode["managingOrganization"] = _org_ref(council.org)
+    period = _period(status.entitlement_start, status.entitlement_end)
+    if period is not None:
+        episode["period"] = period
+    entries.append({"fullUrl": episode_url, "resource": episode})
+
+    return {
+        "resourceType": "Bundle",
+        "id": message_id,
+        "type": "message",
+        "timestamp": sent_at.isoformat(),
+        "entry": entries,
+    }
+
+
+def _explanations(event: DomainEvent, status: S117Status) -> Iterable[dict[str, Any]]:
+    # FHIR strings may not be empty, so a blank explanation is left out.
+    out = []
+    if event.summary:
+        out.append(
+            {
+                "url": EXT_DETERMINATION,
+                "extension": [
+                    {"url": "aspect", "valueCode": "event"},
+                    {"url": "explanation", "valueString": event.summary},
+                ],
+            }
+        )
+    pairs: list[tuple[str, Determination | None]] = [
+        ("entitlement", status.entitlement),
+        ("responsible-council", status.responsible_council),
+        ("responsible-commissioner", status.responsible_commissioner),
+        ("coordinating-council", status.coordinating_council),
+    ]
+    review = status.next_review
+    if review is not None:
+        pairs.append(("next-review", Determination(None, review.explanation, review.citation)))
+    pairs.extend(("discharge-refused", refused) for refused in status.refused_discharges)
+    for aspect, det in pairs:
+        if det is not None and det.explanation:
+            out.append(_determination_ext(aspect, det))
+    return out
