@@ -95,13 +95,10 @@ EVENT_DISPLAYS: Final[dict[EventType, str]] = {
 }
 
 HUB_SENDER_ID: Final = "s117-hub"
-_HUB_SENDER_REF: Final = {
-    "identifier": {"system": HUB_SYSTEM_ID_SYSTEM, "value": HUB_SENDER_ID},
-    "display": "S117 Hub",
-}
-_IMP_CLASS: Final = {"system": ACT_CODE_SYSTEM, "code": "IMP", "display": "inpatient encounter"}
 _CONTEXT_DISPLAY: Final = {"admission": "Admission", "discharge": "Discharge"}
-_EOC_TYPE: Final = [{"text": "Section 117 Mental Health Act 1983 aftercare"}]
+_EOC_TYPE_TEXT: Final = "Section 117 Mental Health Act 1983 aftercare"
+# No dict is shared between messages or between two places in one message:
+# callers (redaction, tests) may mutate the result.
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +210,6 @@ def build_event_message(
     header_id, patient_id, encounter_id, episode_id = _entry_uuids(message_id)
     patient_url = f"urn:uuid:{patient_id}"
     episode_url = f"urn:uuid:{episode_id}"
-    patient_ref = {"reference": patient_url}
-    episode_ref = {"reference": episode_url}
 
     # --- MessageHeader --------------------------------------------------
     event_type = event.event_type
@@ -234,9 +229,14 @@ def build_event_message(
                 "receiver": _org_ref(recipient),
             }
         ],
-        "sender": _org_ref(sender) if sender is not None else _HUB_SENDER_REF,
+        "sender": _org_ref(sender)
+        if sender is not None
+        else {
+            "identifier": {"system": HUB_SYSTEM_ID_SYSTEM, "value": HUB_SENDER_ID},
+            "display": "S117 Hub",
+        },
         "source": {"name": "S117 Hub", "endpoint": source_endpoint},
-        "focus": [episode_ref],
+        "focus": [{"reference": episode_url}],
     }
 
     # --- Patient ----------------------------------------------------------
@@ -303,9 +303,13 @@ def build_event_message(
                     }
                 ]
             encounter["status"] = "in-progress" if status.in_hospital or status.detained else "finished"
-            encounter["class"] = _IMP_CLASS
-            encounter["subject"] = patient_ref
-            encounter["episodeOfCare"] = [episode_ref]
+            encounter["class"] = {
+                "system": ACT_CODE_SYSTEM,
+                "code": "IMP",
+                "display": "inpatient encounter",
+            }
+            encounter["subject"] = {"reference": patient_url}
+            encounter["episodeOfCare"] = [{"reference": episode_url}]
             if status.detention_start is not None:
                 encounter["period"] = {"start": status.detention_start.isoformat()}
             hospital = hospital_ods or change.hospital_ods
@@ -345,8 +349,8 @@ def build_event_message(
     if extensions:
         episode["extension"] = extensions
     episode["status"] = _episode_status(status)
-    episode["type"] = _EOC_TYPE
-    episode["patient"] = patient_ref
+    episode["type"] = [{"text": _EOC_TYPE_TEXT}]
+    episode["patient"] = {"reference": patient_url}
     if RESPONSIBILITY in include:
         council = status.responsible_council
         if council is not None and council.org is not None:
