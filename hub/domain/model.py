@@ -123,6 +123,8 @@ class Determination:
     org: Org | None
     explanation: str
     citation: str
+    # Which rule produced it (e.g. "cto-blocks-discharge"): refusals name it.
+    rule: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +162,17 @@ class S117Status:
     open_disputes: tuple[Dispute, ...] = ()
     history: tuple[HistoryEntry, ...] = ()
     refused_discharges: tuple[Determination, ...] = ()
+    on_s17_leave: bool = False
+    discharged_from_s117: bool = False
+    died: bool = False
+    # The code each responsibility was determined as (before succession to the
+    # body in place on as_of): a change here is a transfer, a change only in
+    # the resolved org is a succession (e.g. CCG -> ICB on 1 July 2022).
+    council_basis_code: str | None = None
+    commissioner_basis_code: str | None = None
+    # Current council of ordinary residence (a council code, not an address):
+    # tells a move to another council area apart from a move within one.
+    residence_la_gss: str | None = None
 
 
 class EventType(StrEnum):

@@ -1,0 +1,61 @@
+"""Policy paragraphs the rules cite, in one table so a citation is never retyped.
+
+"Worcs" is the Worcestershire joint policy (2021), "Bucks" the Buckinghamshire
+protocol v9.2 (quoted by its heading, it has no paragraph numbers), "FOI" the
+CCG's answers to the s117 funding questionnaire, "Harrow" the Harrow matrix
+report. Files are in the shared policy-sources folder.
+"""
+
+from __future__ import annotations
+
+QUALIFYING_SECTIONS = "Worcs 1.1, 3.3; Bucks 'S117 applies to'"
+NOT_QUALIFYING = "Bucks 'S117 does not apply to'"
+CPIA_ORDER = "Worcs 3.3 (s37 effect of a CP(I)A 1964 hospital order)"
+S17_LEAVE = "Worcs 2.2, 8.4"
+STAYED_INFORMALLY = "Worcs 5.5"
+CTO_COVERED = "Worcs 2.2, 5.3"
+NO_LAPSE = "Worcs 5.6-5.8"
+DIED = "Worcs 5.3 (duty lasts while needed)"
+
+COUNCIL_RESIDENCE = "Worcs 4.3.1"
+COUNCIL_UNCHANGED_BY_MOVES = "Worcs 4.3.3, 17.1"
+COUNCIL_REDETENTION = "Worcs 4.3.3 (R (Worcestershire CC) v SSHSC [2021] EWHC 682)"
+COUNCIL_NO_FIXED_ABODE = "Bucks 'If, exceptionally, no place of residence'"
+COUNCIL_DISPUTE = "Worcs 4.3.4, 15.4"
+COUNCIL_SUCCESSION = "council succession in the reference data"
+
+NHS_ORIGINATING_2020 = "Worcs 4.4.1"
+NHS_AT_1_SEPT_2020 = "Worcs 4.4.3"
+NHS_ALREADY_RECEIVING = "Worcs 4.4.2, 4.4.9"
+NHS_PRE_2013 = "Bucks 'Responsible Commissioner' (discharged pre 1 April 2013)"
+NHS_2013_2016 = "Bucks 'Responsible Commissioner' (discharged 1 April 2013 - 31 March 2016)"
+NHS_FROM_2016 = "Bucks 'Responsible Commissioner' (from 1 April 2016; County A / County B example)"
+NHS_ENGLAND_PRISON = "Bucks 'NHS Commissioning Board (NHS England)'"
+NHS_DISPUTE = "Worcs 4.4.8, 15.5, 15.6"
+NHS_NOT_GP_FOLLOWING = "Worcs 4.4.6"
+
+REVIEW_FIRST = "Worcs 14.1 (within 3 months of discharge)"
+REVIEW_ANNUAL = "Worcs 14.1 (at least every 12 months)"
+REVIEW_NEW_PLACEMENT = "Bucks 'SWIFT(AIS) would be used to flag reviews' (6-12 weeks)"
+REVIEW_UNSCHEDULED = "Worcs 14.1 (unscheduled reviews)"
+REVIEW_MOVE = "Worcs 14.1, 17.1"
+
+DISCHARGE_JOINT = "Worcs 16.1; Bucks 'Discharge from s117'"
+DISCHARGE_CTO = "Worcs 16.2"
+DISCHARGE_REASONS_RECORDED = "Worcs 16.3; Bucks 'clearly recorded with details of who was involved'"
+DISCHARGE_PERSON_INVOLVED = "Worcs 16.5; Bucks 'discussed with the service user'"
+DISCHARGE_FORBIDDEN_GROUNDS = "Worcs 16.9; Bucks 'should not be taken away because'"
+DISCHARGE_NOT_ENTITLED = "Worcs 19.4"
+
+REGISTER_SERVICE_LEVEL = "Worcs 19.6"
+
+FUNDING_WORCS_60_40 = "Worcs A2.1"
+FUNDING_BUCKS_ALIGNED = "Bucks 'Aligned Budget Funding Split'"
+FUNDING_HARROW_MATRIX = "Harrow matrix report, Section 2"
+FUNDING_50_50 = "FOI Q2a; Harrow report (before the matrix)"
+FUNDING_PANEL = "FOI Q1"
+FUNDING_S17_LEAVE = "Worcs A2.4"
+FUNDING_FNC = "FOI Q5; Worcs 10.1"
+FUNDING_TOP_UP = "Worcs 8.3, 13.3"
+FUNDING_NOT_S117 = "Bucks 'Distinguishing between needs'"
+FUNDING_NO_WITHDRAWAL = "Worcs 8.5"

@@ -1,0 +1,770 @@
+"""Fold a person's register changes into their s117 status.
+
+Each change type has one handler in CHANGE_HANDLERS; the handlers move a
+mutable `_Fold` and every responsibility or entitlement they set carries the
+policy paragraph that justifies it. `evaluate` sorts first, so the answer
+never depends on the order changes arrived in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from hub.domain import citations
+from hub.domain.agreements import AgreementBook, AreaAgreement
+from hub.domain.dates import add_months
+from hub.domain.model import (
+    ChangeType,
+    Determination,
+    Dispute,
+    DisputeKind,
+    HistoryEntry,
+    Org,
+    RegisterChange,
+    ReviewDue,
+    S117Status,
+)
+from hub.domain.ports import ReferenceData
+from hub.domain.rules.discharge import check_discharge
+from hub.domain.rules.legal_status import SectionVerdict, classify
+
+# Who Pays eras (Bucks "Responsible Commissioner"; Worcs 4.4).
+WHO_PAYS_2013 = date(2013, 4, 1)
+WHO_PAYS_2016 = date(2016, 4, 1)
+WHO_PAYS_2020 = date(2020, 9, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Responsibility:
+    basis_code: str  # the code as determined, before succession
+    org: Org
+    explanation: str
+    citation: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Review:
+    on: date
+    kind: str
+    explanation: str
+    citation: str
+
+
+@dataclass
+class _Fold:
+    person_id: str
+    ref: ReferenceData
+    agreements: AgreementBook
+    as_of: date
+    # Where the person is now.
+    in_hospital: bool = False
+    detained: bool = False
+    on_cto: bool = False
+    on_s17_leave: bool = False
+    section: SectionVerdict | None = None
+    detention_start: date | None = None
+    # The qualifying section of the current stay, kept after it ends so that
+    # staying on informally still leads to entitlement (Worcs 5.5).
+    stay_qualifying: SectionVerdict | None = None
+    stay_qualifying_from: date | None = None
+    detention_start_for_era: date | None = None
+    stay_commissioner_kept: bool = False
+    stayed_informally: bool = False
+    from_prison: bool = False
+    hospital_ods: str | None = None
+    # What is known of the person's residence and GP.
+    residence: str | None = None
+    no_fixed_abode: bool = False
+    gp_practice: str | None = None
+    residence_before_detention: str | None = None
+    nfa_before_detention: bool = False
+    gp_before_detention: str | None = None
+    # Entitlement.
+    entitled: bool = False
+    entitlement_start: date | None = None
+    entitlement_end: date | None = None
+    entitlement_why: str = "not entitled: no qualifying detention recorded"
+    entitlement_citation: str = citations.QUALIFYING_SECTIONS
+    discharged: bool = False
+    died: bool = False
+    # Responsibility.
+    council: _Responsibility | None = None
+    coordinating_council: _Responsibility | None = None
+    council_awaits_destination: bool = False
+    commissioner: _Responsibility | None = None
+    commissioner_provisional: bool = False
+    # Reviews: completed dates and pending triggers.
+    reviews_completed: list[date] = field(default_factory=list)
+    placements: list[date] = field(default_factory=list)
+    unscheduled: list[_Review] = field(default_factory=list)
+    open_disputes: dict[str, Dispute] = field(default_factory=dict)
+    history: list[HistoryEntry] = field(default_factory=list)
+    refused: list[Determination] = field(default_factory=list)
+
+    def note(self, change: RegisterChange, text: str) -> None:
+        self.history.append(HistoryEntry(on=change.effective_date, change_id=change.change_id, text=text))
+
+    def area(self) -> AreaAgreement:
+        return self.agreements.area(self.council.basis_code if self.council else None)
+
+
+# ---------------------------------------------------------------- councils
+
+
+def _council_org(ref: ReferenceData, gss: str, as_of: date) -> tuple[Org, str]:
+    """The council holding `gss`'s duty on `as_of`, and a note if it changed hands."""
+    successors = ref.council_successors(gss, as_of)
+    if len(successors) == 1:
+        org = successors[0]
+        if org.code != gss:
+            return org, f"; code {gss} is now {org.name} ({citations.COUNCIL_SUCCESSION})"
+        return org, ""
+    if len(successors) > 1:
+        names = " / ".join(o.name for o in successors)
+        original = ref.council(gss, date.min) or Org(code=gss, name=gss, kind="council")
+        org = Org(code=gss, name=f"{original.name} (now split: {names})", kind="council")
+        return org, f"; that area is now split between {names}: confirm which covers the address ({citations.COUNCIL_SUCCESSION})"
+    org = ref.council(gss, as_of)
+    if org is None:
+        return Org(code=gss, name=f"unknown council {gss}", kind="council"), "; council code not in the reference data"
+    return org, ""
+
+
+def _council(fold: _Fold, gss: str, why: str, citation: str) -> _Responsibility:
+    org, succession_note = _council_org(fold.ref, gss, fold.as_of)
+    return _Responsibility(
+        basis_code=gss,
+        org=org,
+        explanation=f"council: {org.name}, {why} ({citation}){succession_note}",
+        citation=citation,
+    )
+
+
+def _determine_council_at_detention(fold: _Fold, change: RegisterChange, verdict: SectionVerdict, redetention: bool) -> None:
+    start = fold.detention_start or change.effective_date
+    if fold.nfa_before_detention or fold.residence_before_detention is None:
+        # The area the person is discharged to answers; until then the
+        # hospital's council coordinates (Bucks "no place of residence").
+        fold.council_awaits_destination = True
+        if not redetention:
+            fold.council = None
+        # On re-detention the council meeting the duty keeps it until the
+        # discharge area is known (Worcs 4.3.4).
+        hospital_gss = fold.ref.hospital_council_gss(fold.hospital_ods) if fold.hospital_ods else None
+        if hospital_gss:
+            fold.coordinating_council = _council(
+                fold,
+                hospital_gss,
+                f"coordinating: no place of residence before the {verdict.label} detention on {start.isoformat()}, "
+                "so the hospital's council coordinates until the discharge area is known",
+                citations.COUNCIL_NO_FIXED_ABODE,
+            )
+        return
+    fold.council_awaits_destination = False
+    fold.coordinating_council = None
+    if redetention:
+        why = (
+            f"ordinarily resident there immediately before the new {verdict.label} detention on {start.isoformat()}, "
+            "which re-determines the council"
+        )
+        citation = citations.COUNCIL_REDETENTION
+    else:
+        why = f"ordinarily resident there before the {verdict.label} detention on {start.isoformat()}"
+        citation = citations.COUNCIL_RESIDENCE
+    fold.council = _council(fold, fold.residence_before_detention, why, citation)
+
+
+def _settle_council_at_destination(fold: _Fold, gss: str | None, change: RegisterChange, how: str) -> None:
+    if not fold.council_awaits_destination or gss is None:
+        return
+    fold.council = _council(
+        fold,
+        gss,
+        f"no place of residence before detention; {how} on {change.effective_date.isoformat()}",
+        citations.COUNCIL_NO_FIXED_ABODE,
+    )
+    fold.council_awaits_destination = False
+    fold.coordinating_council = None
+
+
+# ---------------------------------------------------------- NHS commissioner
+
+
+def _commissioner_from_practice(fold: _Fold, practice: str, on: date, why: str, citation: str) -> _Responsibility | None:
+    resolution = fold.ref.practice_commissioner(practice, on, fold.as_of)
+    if resolution is None:
+        return None
+    successor_note = ""
+    if resolution.successor.code != resolution.at_date.code:
+        successor_note = f"; now {resolution.successor.name} ({resolution.trail})"
+    return _Responsibility(
+        basis_code=resolution.at_date.code,
+        org=resolution.successor,
+        explanation=(
+            f"NHS commissioner: {resolution.successor.name}, {why}: the GP practice's commissioner "
+            f"{resolution.at_date.name} on {on.isoformat()} ({citation}){successor_note}"
+        ),
+        citation=citation,
+    )
+
+
+def _commissioner_from_residence(fold: _Fold, gss: str | None, on: date, why: str, citation: str) -> _Responsibility | None:
+    if gss is None:
+        return None
+    org = fold.ref.council_commissioner(gss, fold.as_of)
+    if org is None:
+        return None
+    return _Responsibility(
+        basis_code=org.code,
+        org=org,
+        explanation=(
+            f"NHS commissioner: {org.name}, {why}: not registered with a GP, so where usually resident "
+            f"on {on.isoformat()} ({citation})"
+        ),
+        citation=citation,
+    )
+
+
+def _commissioner_from_org(fold: _Fold, code: str, why: str, citation: str) -> _Responsibility:
+    org = fold.ref.commissioner_successor(code, fold.as_of) or Org(code=code, name=f"commissioner {code}", kind="icb")
+    successor_note = f" (code {code} now held by {org.name})" if org.code != code else ""
+    return _Responsibility(
+        basis_code=code,
+        org=org,
+        explanation=f"NHS commissioner: {org.name}, {why} ({citation}){successor_note}",
+        citation=citation,
+    )
+
+
+def _originating(fold: _Fold, practice: str | None, residence: str | None, on: date, why: str, citation: str) -> _Responsibility | None:
+    if practice:
+        found = _commissioner_from_practice(fold, practice, on, why, citation)
+        if found is not None:
+            return found
+    if residence is None and fold.hospital_ods:
+        # No GP and no fixed abode: usually resident where present (Worcs 4.4.1).
+        residence = fold.ref.hospital_council_gss(fold.hospital_ods)
+    return _commissioner_from_residence(fold, residence, on, why, citation)
+
+
+def _nhs_england(fold: _Fold, why: str) -> _Responsibility:
+    org = fold.ref.nhs_england()
+    return _Responsibility(
+        basis_code=org.code,
+        org=org,
+        explanation=f"NHS commissioner: {org.name}, {why} ({citations.NHS_ENGLAND_PRISON})",
+        citation=citations.NHS_ENGLAND_PRISON,
+    )
+
+
+def _determine_commissioner_at_detention(fold: _Fold, change: RegisterChange, verdict: SectionVerdict) -> None:
+    start = fold.detention_start or change.effective_date
+    if fold.entitled and fold.commissioner is not None:
+        # The asymmetry with councils: re-detention keeps the NHS commissioner.
+        fold.stay_commissioner_kept = True
+        fold.commissioner_provisional = False
+        return
+    fold.stay_commissioner_kept = False
+    if change.already_receiving_s117_from:
+        fold.commissioner = _commissioner_from_org(
+            fold, change.already_receiving_s117_from,
+            "already responsible for this person's s117 aftercare before this detention", citations.NHS_ALREADY_RECEIVING,
+        )
+        fold.stay_commissioner_kept = True
+        fold.commissioner_provisional = False
+        return
+    if fold.from_prison and _prison_rule_applies(fold):
+        fold.commissioner = _nhs_england(fold, f"detained from prison under {verdict.label} on {start.isoformat()}")
+        fold.commissioner_provisional = False
+        return
+    if start >= WHO_PAYS_2020:
+        why, citation = f"originating commissioner for the {verdict.label} detention on {start.isoformat()}", citations.NHS_ORIGINATING_2020
+        fold.commissioner_provisional = False
+    else:
+        # Before 1 September 2020 the era depends on the discharge date: provisional until then.
+        why, citation = f"originating commissioner for the {verdict.label} detention on {start.isoformat()}", citations.NHS_FROM_2016
+        fold.commissioner_provisional = True
+    fold.commissioner = _originating(
+        fold, fold.gp_before_detention, _usual_residence_before_detention(fold), start, why, citation,
+    )
+
+
+def _prison_rule_applies(fold: _Fold) -> bool:
+    area_code = fold.residence_before_detention
+    return fold.agreements.area(area_code).nhs_england_for_prison_detentions
+
+
+def _usual_residence_before_detention(fold: _Fold) -> str | None:
+    return None if fold.nfa_before_detention else fold.residence_before_detention
+
+
+def _settle_commissioner_on_leaving(fold: _Fold, change: RegisterChange) -> None:
+    """Fix the commissioner for a detention that began before 1 September 2020 (Bucks eras)."""
+    if not fold.commissioner_provisional or fold.stay_qualifying_from is None:
+        return
+    fold.commissioner_provisional = False
+    left = change.effective_date
+    start = fold.detention_start_for_era or fold.stay_qualifying_from
+    label = fold.stay_qualifying.label if fold.stay_qualifying else "qualifying"
+    residence = _usual_residence_before_detention(fold)
+    if left < WHO_PAYS_2013:
+        found = _originating(fold, fold.gp_before_detention, residence, start,
+                             f"legacy/originating commissioner: left hospital on {left.isoformat()}, before 1 April 2013",
+                             citations.NHS_PRE_2013)
+    elif left < WHO_PAYS_2016:
+        destination = change.discharge_destination_la_gss or fold.residence
+        found = _originating(fold, fold.gp_practice, destination, left,
+                             f"left hospital on {left.isoformat()}, between 1 April 2013 and 31 March 2016: "
+                             "the commissioner of the area discharged to and GP registered with",
+                             citations.NHS_2013_2016)
+    elif left >= WHO_PAYS_2020:
+        found = _originating(fold, fold.gp_before_detention, residence, start,
+                             f"funded the {label} detention that was under way on 1 September 2020",
+                             citations.NHS_AT_1_SEPT_2020)
+    else:
+        found = _originating(fold, fold.gp_before_detention, residence, start,
+                             f"originating commissioner for the {label} detention on {start.isoformat()}",
+                             citations.NHS_FROM_2016)
+    if found is not None:
+        fold.commissioner = found
+
+
+# ----------------------------------------------------------------- handlers
+
+
+def _begin_qualifying(fold: _Fold, change: RegisterChange, verdict: SectionVerdict) -> None:
+    if fold.stay_qualifying is not None:
+        return  # one determination per period of detention (Worcs 4.3.1)
+    redetention = fold.entitled
+    fold.stay_qualifying = verdict
+    fold.stay_qualifying_from = change.effective_date
+    fold.detention_start_for_era = fold.detention_start or change.effective_date
+    _determine_council_at_detention(fold, change, verdict, redetention)
+    _determine_commissioner_at_detention(fold, change, verdict)
+    if not fold.entitled:
+        fold.entitlement_why = (
+            f"not yet entitled: detained under {verdict.label} since {change.effective_date.isoformat()}; "
+            "aftercare starts on leaving hospital"
+        )
+        fold.entitlement_citation = verdict.citation
+
+
+def _take_section(fold: _Fold, change: RegisterChange) -> SectionVerdict:
+    verdict = classify(fold.ref, change.legal_status_code, change.order_type)
+    fold.section = verdict
+    fold.detained = verdict.detained
+    if verdict.qualifying:
+        _begin_qualifying(fold, change, verdict)
+    elif not fold.entitled and fold.stay_qualifying is None:
+        fold.entitlement_why = f"not entitled: {verdict.explanation}"
+        fold.entitlement_citation = verdict.citation
+    return verdict
+
+
+def _on_detained(fold: _Fold, change: RegisterChange) -> None:
+    if change.residence_la_gss is not None:
+        fold.residence = change.residence_la_gss
+        fold.no_fixed_abode = False
+    if change.no_fixed_abode:
+        fold.no_fixed_abode = True
+        fold.residence = None
+    if change.gp_practice_ods is not None:
+        fold.gp_practice = change.gp_practice_ods
+    new_stay = not fold.in_hospital
+    if new_stay:
+        fold.stay_qualifying = None
+        fold.stay_qualifying_from = None
+        fold.stayed_informally = False
+    if new_stay or not fold.detained:
+        fold.detention_start = change.effective_date
+        fold.residence_before_detention = fold.residence
+        fold.nfa_before_detention = fold.no_fixed_abode
+        fold.gp_before_detention = fold.gp_practice
+    fold.in_hospital = True
+    fold.on_s17_leave = False
+    fold.from_prison = change.from_prison
+    fold.hospital_ods = change.hospital_ods or fold.hospital_ods
+    verdict = _take_section(fold, change)
+    kind = "re-detained" if fold.entitled else "detained"
+    fold.note(change, f"{kind} under {verdict.label} ({'qualifying' if verdict.qualifying else 'not qualifying'})")
+
+
+def _on_section_changed(fold: _Fold, change: RegisterChange) -> None:
+    if not fold.in_hospital:
+        fold.in_hospital = True
+        fold.detention_start = change.effective_date
+        fold.residence_before_detention = fold.residence
+        fold.nfa_before_detention = fold.no_fixed_abode
+        fold.gp_before_detention = fold.gp_practice
+    previous = fold.section.label if fold.section else "no section"
+    verdict = _take_section(fold, change)
+    fold.note(change, f"section changed from {previous} to {verdict.label}")
+
+
+def _start_entitlement(fold: _Fold, change: RegisterChange, why: str, citation: str) -> None:
+    if fold.entitled or fold.stay_qualifying is None:
+        return
+    fold.entitled = True
+    fold.discharged = False
+    fold.entitlement_start = change.effective_date
+    fold.entitlement_end = None
+    fold.entitlement_why = f"entitled since {change.effective_date.isoformat()}: {why}"
+    fold.entitlement_citation = citation
+
+
+def _leave_stay(fold: _Fold) -> None:
+    fold.stay_qualifying = None
+    fold.stay_qualifying_from = None
+    fold.stayed_informally = False
+    fold.detention_start = None
+    fold.section = None
+
+
+def _on_left_hospital(fold: _Fold, change: RegisterChange) -> None:
+    verdict = fold.stay_qualifying
+    if verdict is not None:
+        _settle_commissioner_on_leaving(fold, change)
+        _settle_council_at_destination(fold, change.discharge_destination_la_gss, change, "discharged to that area")
+        if fold.stayed_informally:
+            _start_entitlement(fold, change, f"left hospital after staying on informally once the {verdict.label} ended",
+                               f"{citations.STAYED_INFORMALLY}; {citations.QUALIFYING_SECTIONS}")
+        else:
+            _start_entitlement(fold, change, f"left hospital after a {verdict.label} detention",
+                               citations.QUALIFYING_SECTIONS)
+    elif fold.council_awaits_destination:
+        _settle_council_at_destination(fold, change.discharge_destination_la_gss, change, "discharged to that area")
+    if change.discharge_destination_la_gss and not fold.no_fixed_abode:
+        fold.residence = change.discharge_destination_la_gss
+    fold.in_hospital = False
+    fold.detained = False
+    fold.on_s17_leave = False
+    _leave_stay(fold)
+    fold.note(change, "left hospital")
+
+
+def _on_stayed_informally(fold: _Fold, change: RegisterChange) -> None:
+    fold.detained = False
+    fold.in_hospital = True
+    fold.section = None
+    fold.stayed_informally = fold.stay_qualifying is not None
+    fold.note(change, "section ended; stayed in hospital informally")
+
+
+def _on_s17_leave_started(fold: _Fold, change: RegisterChange) -> None:
+    fold.on_s17_leave = True
+    verdict = fold.stay_qualifying
+    if verdict is not None:
+        _settle_commissioner_on_leaving(fold, change)
+        _start_entitlement(fold, change, f"on s17 leave from a {verdict.label} detention", citations.S17_LEAVE)
+    fold.note(change, "s17 leave started")
+
+
+def _on_s17_leave_ended(fold: _Fold, change: RegisterChange) -> None:
+    fold.on_s17_leave = False
+    fold.note(change, "s17 leave ended; entitlement, if any, continues" if fold.entitled else "s17 leave ended")
+
+
+def _on_cto_started(fold: _Fold, change: RegisterChange) -> None:
+    if fold.stay_qualifying is None:
+        # A CTO can only follow s3 or an unrestricted s37, so it evidences a
+        # qualifying detention even when that record has not reached the hub.
+        verdict = classify(fold.ref, change.legal_status_code or "03", change.order_type)
+        if fold.detention_start is None:
+            fold.detention_start = change.effective_date
+            fold.residence_before_detention = change.residence_la_gss or fold.residence
+            fold.nfa_before_detention = change.no_fixed_abode or fold.no_fixed_abode
+            fold.gp_before_detention = change.gp_practice_ods or fold.gp_practice
+        if verdict.qualifying:
+            _begin_qualifying(fold, change, verdict)
+    verdict = fold.stay_qualifying
+    if verdict is not None:
+        _settle_commissioner_on_leaving(fold, change)
+        _settle_council_at_destination(fold, change.discharge_destination_la_gss, change, "discharged to that area on a CTO")
+        _start_entitlement(fold, change, f"discharged onto a CTO after a {verdict.label} detention", citations.CTO_COVERED)
+    fold.on_cto = True
+    fold.in_hospital = False
+    fold.detained = False
+    fold.on_s17_leave = False
+    _leave_stay(fold)
+    fold.note(change, "community treatment order started")
+
+
+def _on_cto_recalled(fold: _Fold, change: RegisterChange) -> None:
+    fold.in_hospital = True
+    fold.detained = True
+    fold.note(change, "recalled to hospital under the CTO")
+
+
+def _on_cto_revoked(fold: _Fold, change: RegisterChange) -> None:
+    # Revocation revives the detention the CTO followed: the same period of
+    # detention, so no fresh council determination.
+    fold.on_cto = False
+    fold.in_hospital = True
+    fold.detained = True
+    fold.detention_start = change.effective_date
+    verdict = classify(fold.ref, change.legal_status_code or "03", change.order_type)
+    fold.section = verdict
+    fold.stay_qualifying = verdict if verdict.qualifying else fold.stay_qualifying
+    fold.stay_qualifying_from = change.effective_date
+    fold.note(change, "CTO revoked; detained again under the original section")
+
+
+def _on_cto_ended(fold: _Fold, change: RegisterChange) -> None:
+    fold.on_cto = False
+    fold.note(change, "CTO ended; s117 entitlement continues" if fold.entitled else "CTO ended")
+
+
+def _on_moved(fold: _Fold, change: RegisterChange) -> None:
+    previous = fold.residence
+    if change.no_fixed_abode:
+        fold.no_fixed_abode = True
+        fold.residence = None
+    elif change.residence_la_gss is not None:
+        fold.no_fixed_abode = False
+        fold.residence = change.residence_la_gss
+    if fold.entitled and not fold.in_hospital:
+        _settle_council_at_destination(fold, fold.residence, change, "settled in that area after leaving hospital")
+    new_area = fold.residence
+    reference_area = previous if previous is not None else (fold.council.basis_code if fold.council else None)
+    if fold.entitled and new_area is not None and new_area != reference_area:
+        fold.unscheduled.append(_Review(
+            change.effective_date, "unscheduled",
+            f"unscheduled review: moved to another council area on {change.effective_date.isoformat()}; "
+            "the responsible council does not change",
+            citations.REVIEW_MOVE,
+        ))
+    fold.note(change, "moved (ordinary residence changed); responsibility unchanged" if fold.entitled else "moved")
+
+
+def _on_gp_changed(fold: _Fold, change: RegisterChange) -> None:
+    fold.gp_practice = change.gp_practice_ods
+    # The s117 commissioner does not follow the GP (Worcs 4.4.6).
+    fold.note(change, "GP registration changed; s117 commissioner unchanged" if fold.entitled else "GP registration changed")
+
+
+def _on_placement(fold: _Fold, change: RegisterChange) -> None:
+    fold.placements.append(change.effective_date)
+    fold.note(change, "new placement started")
+
+
+def _on_review_completed(fold: _Fold, change: RegisterChange) -> None:
+    fold.reviews_completed.append(change.effective_date)
+    fold.note(change, "review completed")
+
+
+def _on_review_requested(fold: _Fold, change: RegisterChange) -> None:
+    if fold.entitled:
+        fold.unscheduled.append(_Review(
+            change.effective_date, "unscheduled",
+            f"unscheduled review: requested on {change.effective_date.isoformat()}"
+            + (f" ({change.review_reason})" if change.review_reason else ""),
+            citations.REVIEW_UNSCHEDULED,
+        ))
+    fold.note(change, "review requested")
+
+
+def _on_discharge_considered(fold: _Fold, change: RegisterChange) -> None:
+    if fold.entitled:
+        fold.unscheduled.append(_Review(
+            change.effective_date, "unscheduled",
+            f"unscheduled review: discharge from s117 considered on {change.effective_date.isoformat()}",
+            citations.REVIEW_UNSCHEDULED,
+        ))
+    fold.note(change, "discharge from s117 considered")
+
+
+def _on_discharge_decided(fold: _Fold, change: RegisterChange) -> None:
+    if change.discharge is None:
+        refusal: Determination | None = Determination(
+            org=None, explanation="s117 discharge refused [reasons-required]: no decision was recorded",
+            citation=citations.DISCHARGE_REASONS_RECORDED, rule="reasons-required",
+        )
+    else:
+        refusal = check_discharge(_snapshot(fold), change.discharge)
+    if refusal is not None:
+        fold.refused.append(refusal)
+        fold.note(change, f"s117 discharge refused ({refusal.rule})")
+        return
+    fold.entitled = False
+    fold.discharged = True
+    fold.entitlement_end = change.effective_date
+    fold.entitlement_why = (
+        f"not entitled: discharged from s117 on {change.effective_date.isoformat()} by a joint decision of the "
+        "council and the NHS commissioner"
+    )
+    fold.entitlement_citation = citations.DISCHARGE_JOINT
+    fold.unscheduled.clear()
+    fold.note(change, "discharged from s117 by joint decision")
+
+
+def _on_dispute_raised(fold: _Fold, change: RegisterChange) -> None:
+    if change.dispute is not None:
+        fold.open_disputes[change.dispute.dispute_id] = change.dispute
+    fold.note(change, "responsibility dispute raised; current arrangements stay in force")
+
+
+def _on_dispute_resolved(fold: _Fold, change: RegisterChange) -> None:
+    dispute = change.dispute
+    if dispute is None:
+        fold.note(change, "dispute resolution recorded without details")
+        return
+    fold.open_disputes.pop(dispute.dispute_id, None)
+    found = dispute.resolved_responsible
+    if found:
+        when = change.effective_date.isoformat()
+        if dispute.kind is DisputeKind.COUNCIL:
+            fold.council = _council(fold, found, f"found responsible when the dispute was resolved on {when}",
+                                    citations.COUNCIL_DISPUTE)
+            fold.council_awaits_destination = False
+            fold.coordinating_council = None
+        else:
+            fold.commissioner = _commissioner_from_org(
+                fold, found, f"found responsible when the dispute was resolved on {when}", citations.NHS_DISPUTE)
+            fold.commissioner_provisional = False
+    fold.note(change, "responsibility dispute resolved")
+
+
+def _on_died(fold: _Fold, change: RegisterChange) -> None:
+    if fold.entitled:
+        fold.entitlement_end = change.effective_date
+    fold.entitled = False
+    fold.died = True
+    fold.in_hospital = fold.detained = fold.on_cto = fold.on_s17_leave = False
+    fold.entitlement_why = f"not entitled: died on {change.effective_date.isoformat()}"
+    fold.entitlement_citation = citations.DIED
+    fold.unscheduled.clear()
+    fold.note(change, "died")
+
+
+CHANGE_HANDLERS: dict[ChangeType, Callable[[_Fold, RegisterChange], None]] = {
+    ChangeType.DETAINED: _on_detained,
+    ChangeType.SECTION_CHANGED: _on_section_changed,
+    ChangeType.S17_LEAVE_STARTED: _on_s17_leave_started,
+    ChangeType.S17_LEAVE_ENDED: _on_s17_leave_ended,
+    ChangeType.SECTION_ENDED_STAYED_INFORMALLY: _on_stayed_informally,
+    ChangeType.LEFT_HOSPITAL: _on_left_hospital,
+    ChangeType.CTO_STARTED: _on_cto_started,
+    ChangeType.CTO_RECALLED: _on_cto_recalled,
+    ChangeType.CTO_REVOKED: _on_cto_revoked,
+    ChangeType.CTO_ENDED: _on_cto_ended,
+    ChangeType.MOVED: _on_moved,
+    ChangeType.GP_CHANGED: _on_gp_changed,
+    ChangeType.PLACEMENT_STARTED: _on_placement,
+    ChangeType.REVIEW_COMPLETED: _on_review_completed,
+    ChangeType.REVIEW_REQUESTED: _on_review_requested,
+    ChangeType.DISCHARGE_CONSIDERED: _on_discharge_considered,
+    ChangeType.S117_DISCHARGE_DECIDED: _on_discharge_decided,
+    ChangeType.DISPUTE_RAISED: _on_dispute_raised,
+    ChangeType.DISPUTE_RESOLVED: _on_dispute_resolved,
+    ChangeType.DIED: _on_died,
+}
+
+
+# ------------------------------------------------------------------ reviews
+
+
+def _next_review(fold: _Fold) -> ReviewDue | None:
+    if not fold.entitled or fold.entitlement_start is None:
+        return None  # a discharged or dead person is owed no reviews
+    area = fold.area()
+    start = fold.entitlement_start
+    done = [day for day in fold.reviews_completed if day >= start]
+    last = max(done) if done else None
+    candidates: list[_Review] = []
+    if last is None:
+        due = add_months(start, area.first_review_months)
+        candidates.append(_Review(due, "first",
+                                  f"first review due by {due.isoformat()}: within {area.first_review_months} months "
+                                  f"of leaving hospital on {start.isoformat()}", citations.REVIEW_FIRST))
+    else:
+        due = add_months(last, area.review_interval_months)
+        candidates.append(_Review(due, "annual",
+                                  f"review due by {due.isoformat()}: {area.review_interval_months} months after the "
+                                  f"last review on {last.isoformat()}", citations.REVIEW_ANNUAL))
+    for placed in fold.placements:
+        if placed >= start and (last is None or placed > last):
+            due = placed + timedelta(weeks=area.new_placement_review_weeks)
+            candidates.append(_Review(due, "new-placement",
+                                      f"new-placement review due by {due.isoformat()}: "
+                                      f"{area.new_placement_review_weeks} weeks after the placement on "
+                                      f"{placed.isoformat()}", citations.REVIEW_NEW_PLACEMENT))
+    for review in fold.unscheduled:
+        if review.on >= start and (last is None or review.on > last):
+            candidates.append(review)
+    chosen = min(candidates, key=lambda review: review.on)
+    return ReviewDue(due_on=chosen.on, kind=chosen.kind, explanation=chosen.explanation, citation=chosen.citation)
+
+
+# ----------------------------------------------------------------- assembly
+
+
+def _determination(responsibility: _Responsibility | None) -> Determination | None:
+    if responsibility is None:
+        return None
+    return Determination(org=responsibility.org, explanation=responsibility.explanation, citation=responsibility.citation)
+
+
+def _entitlement(fold: _Fold) -> Determination:
+    why = fold.entitlement_why
+    citation = fold.entitlement_citation
+    if fold.entitled and fold.in_hospital:
+        why += "; back in hospital, which does not end entitlement"
+        citation = f"{citation}; {citations.DISCHARGE_FORBIDDEN_GROUNDS}"
+    return Determination(org=None, explanation=f"{why} ({citation})", citation=citation)
+
+
+def _snapshot(fold: _Fold) -> S117Status:
+    current_code = fold.stay_qualifying.code if fold.stay_qualifying else None
+    return S117Status(
+        person_id=fold.person_id,
+        as_of=fold.as_of,
+        entitled=fold.entitled,
+        entitlement=_entitlement(fold),
+        entitlement_start=fold.entitlement_start,
+        entitlement_end=fold.entitlement_end,
+        detained=fold.detained,
+        in_hospital=fold.in_hospital,
+        on_cto=fold.on_cto,
+        qualifying_section_code=current_code,
+        detention_start=fold.detention_start if fold.detained else None,
+        responsible_council=_determination(fold.council),
+        responsible_commissioner=_determination(fold.commissioner),
+        coordinating_council=_determination(fold.coordinating_council),
+        next_review=_next_review(fold),
+        open_disputes=tuple(fold.open_disputes.values()),
+        history=tuple(fold.history),
+        refused_discharges=tuple(fold.refused),
+        on_s17_leave=fold.on_s17_leave,
+        discharged_from_s117=fold.discharged,
+        died=fold.died,
+        council_basis_code=fold.council.basis_code if fold.council else None,
+        commissioner_basis_code=fold.commissioner.basis_code if fold.commissioner else None,
+        residence_la_gss=fold.residence,
+    )
+
+
+def change_order(change: RegisterChange) -> tuple[date, date, str]:
+    return (change.effective_date, change.recorded_on, change.change_id)
+
+
+def evaluate(
+    person_id: str,
+    changes: Sequence[RegisterChange],
+    ref: ReferenceData,
+    agreements: AgreementBook,
+    as_of: date,
+) -> S117Status:
+    """The person's s117 status on `as_of`, from every change effective by then."""
+    fold = _Fold(person_id=person_id, ref=ref, agreements=agreements, as_of=as_of)
+    relevant = sorted(
+        (c for c in changes if c.effective_date <= as_of),
+        key=change_order,
+    )
+    for change in relevant:
+        if fold.died:
+            fold.note(change, f"ignored after death: {change.change_type.value}")
+            continue
+        CHANGE_HANDLERS[change.change_type](fold, change)
+    return _snapshot(fold)

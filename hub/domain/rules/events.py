@@ -1,0 +1,172 @@
+"""Domain events from the difference between two statuses."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from hub.domain.model import (
+    ChangeType,
+    DomainEvent,
+    EventType,
+    RegisterChange,
+    S117Status,
+)
+from hub.domain.service_level import register_service_level
+
+
+def _codes(*orgs: str | None) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(code for code in orgs if code))
+
+
+def derive_events(
+    before: S117Status | None,
+    after: S117Status,
+    change: RegisterChange,
+    *,
+    holidays: frozenset[date] | None = None,
+) -> list[DomainEvent]:
+    """What others must hear of because `change` turned `before` into `after`.
+
+    Summaries are plain words with no personal data: dates and roles only.
+    With `holidays`, the recorded event also carries the register service
+    level of this change (Worcs 19.6).
+    """
+
+    def event(event_type: EventType, summary: str, also_notify: tuple[str, ...] = (), **details: str) -> DomainEvent:
+        return DomainEvent(
+            event_type=event_type,
+            person_id=after.person_id,
+            change_id=change.change_id,
+            occurred_on=change.effective_date,
+            summary=summary,
+            also_notify=also_notify,
+            details=dict(details),
+        )
+
+    recorded_details = {"change_type": change.change_type.value, "effective_date": change.effective_date.isoformat()}
+    if holidays is not None:
+        level = register_service_level(change.notified_on, change.recorded_on, holidays)
+        recorded_details |= {
+            "service_level": level.state,
+            "service_level_deadline": level.deadline.isoformat(),
+            "service_level_explanation": level.explanation,
+        }
+    events = [
+        event(
+            EventType.REGISTER_CHANGE_RECORDED,
+            f"Register change recorded: {change.change_type.value.replace('-', ' ')} "
+            f"effective {change.effective_date.isoformat()}.",
+            **recorded_details,
+        )
+    ]
+
+    was_entitled = before.entitled if before is not None else False
+    if after.entitled and not was_entitled:
+        events.append(event(
+            EventType.ENTITLEMENT_STARTED,
+            f"Section 117 aftercare entitlement started on {after.entitlement_start}.",
+            explanation=after.entitlement.explanation,
+            citation=after.entitlement.citation,
+        ))
+    elif was_entitled and not after.entitled:
+        ended_by = "death" if after.died else "joint discharge decision"
+        events.append(event(
+            EventType.ENTITLEMENT_ENDED,
+            f"Section 117 aftercare entitlement ended on {after.entitlement_end} ({ended_by}).",
+            explanation=after.entitlement.explanation,
+            citation=after.entitlement.citation,
+        ))
+
+    events.extend(_transfer_events(before, after, event))
+
+    if change.change_type is ChangeType.MOVED and after.entitled:
+        host = after.residence_la_gss
+        previous = before.residence_la_gss if before is not None else None
+        if host is not None and host != previous and host != after.council_basis_code:
+            events.append(event(
+                EventType.MOVED_OUT_OF_AREA,
+                "Person entitled to section 117 aftercare moved to another council area; "
+                "the responsible council and NHS commissioner are unchanged and a review is due.",
+                also_notify=(host,),
+                host_council=host,
+            ))
+
+    refused_before = len(before.refused_discharges) if before is not None else 0
+    if len(after.refused_discharges) > refused_before:
+        refusal = after.refused_discharges[-1]
+        events.append(event(
+            EventType.DISCHARGE_REFUSED,
+            f"Section 117 discharge decision refused under rule {refusal.rule}.",
+            rule=refusal.rule,
+            explanation=refusal.explanation,
+            citation=refusal.citation,
+        ))
+
+    if change.dispute is not None and change.change_type in (ChangeType.DISPUTE_RAISED, ChangeType.DISPUTE_RESOLVED):
+        dispute = change.dispute
+        parties = _codes(*dispute.parties, dispute.resolved_responsible)
+        if change.change_type is ChangeType.DISPUTE_RAISED:
+            events.append(event(
+                EventType.DISPUTE_RAISED,
+                f"A {dispute.kind.value} responsibility dispute was raised; current arrangements stay in force "
+                "until it is resolved.",
+                also_notify=parties,
+                dispute_id=dispute.dispute_id,
+                kind=dispute.kind.value,
+            ))
+        else:
+            events.append(event(
+                EventType.DISPUTE_RESOLVED,
+                f"A {dispute.kind.value} responsibility dispute was resolved.",
+                also_notify=parties,
+                dispute_id=dispute.dispute_id,
+                kind=dispute.kind.value,
+                resolved_responsible=dispute.resolved_responsible or "",
+            ))
+
+    if (
+        after.entitled
+        and after.next_review is not None
+        and after.next_review.kind == "unscheduled"
+        and (before is None or before.next_review != after.next_review)
+    ):
+        events.append(event(
+            EventType.REVIEW_DUE,
+            f"An unscheduled section 117 review is due by {after.next_review.due_on}.",
+            due_on=after.next_review.due_on.isoformat(),
+            citation=after.next_review.citation,
+        ))
+    return events
+
+
+def _transfer_events(before, after, event) -> list[DomainEvent]:
+    if before is None:
+        return []
+    outgoing: list[str] = []
+    details: dict[str, str] = {}
+    parts: list[str] = []
+    pairs = (
+        ("council", before.council_basis_code, after.council_basis_code,
+         before.responsible_council, after.responsible_council),
+        ("commissioner", before.commissioner_basis_code, after.commissioner_basis_code,
+         before.responsible_commissioner, after.responsible_commissioner),
+    )
+    for role, old_basis, new_basis, old, new in pairs:
+        # From nobody to somebody is a first determination, not a transfer.
+        if old_basis is None or new_basis is None or old_basis == new_basis or old is None or new is None:
+            continue
+        old_code = old.org.code if old.org else old_basis
+        new_code = new.org.code if new.org else new_basis
+        outgoing.append(old_code)
+        details |= {f"{role}_from": old_code, f"{role}_to": new_code, f"{role}_explanation": new.explanation,
+                    f"{role}_citation": new.citation}
+        parts.append(f"the responsible {'NHS commissioner' if role == 'commissioner' else 'council'}")
+    if not outgoing:
+        return []
+    return [event(
+        EventType.RESPONSIBILITY_TRANSFERRED,
+        f"Section 117 responsibility transferred: {' and '.join(parts)} changed; outgoing and incoming bodies "
+        "must both be told.",
+        also_notify=_codes(*outgoing),
+        **details,
+    )]
