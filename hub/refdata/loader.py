@@ -1,0 +1,482 @@
+"""`ReferenceData` from the public reference files shipped in hub/refdata/data.
+
+Everything is read from the package (importlib.resources), never from outside
+the repository. `load_reference_data()` parses the files once per process.
+Provenance and sha256 of every file: hub/refdata/data/PROVENANCE.md.
+
+Standard library only. The files hold organisation codes and names, no
+personal data; trails built here carry ODS / GSS codes and dates only.
+
+Eras of NHS commissioning, as the data can show them:
+
+* before 1 July 2022 a practice's commissioner is the CCG of the January 2022
+  GP registration map (CCGs as merged on 1 April 2021). For dates before
+  April 2021 that is the merged CCG, not necessarily the pre-merger one: the
+  practice-level history before 2021 is not in the public files.
+  Practices absent from that map (closed earlier) fall back to the commissioner
+  recorded in ODS epraccur (January 2024 extract).
+* from 1 July 2022 it is the practice's sub-ICB location in the October 2025
+  map (epraccur, then the CCG's 2022 successor, as fallbacks), and the ICB
+  holding that sub-ICB location. Changes after October 2025 (e.g. the April
+  2026 ICB mergers) are not in the data.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import date, timedelta
+from importlib import resources
+
+from hub.domain.model import Org
+from hub.domain.ports import CommissionerResolution, LegalStatus
+
+ICB_START = date(2022, 7, 1)  # CCGs abolished, ICBs established
+CCG21_START = date(2021, 4, 1)  # the April 2021 CCG mergers
+NHS_ENGLAND = Org("X24", "NHS England", "nhs-england")
+
+_DATA = "data"
+
+# Known errors in the mySociety register, corrected here (la_code -> county la_code).
+# Forest Heath (abolished 2019, now West Suffolk) lay in Suffolk, not Surrey.
+_COUNTY_FIXES = {"FOR": "SFK"}
+
+# LSOA-level boundary moves of 1 July 2022 that the CCG -> sub-ICB table (a
+# whole-CCG match) cannot show: the part of an April 2020 CCG lying in a given
+# district went to another ICB. (CCG20 ODS, LAD20 GSS) -> ICB ODS.
+_AREA_MOVES = {
+    ("01Y", "E07000037"): "QJ2",  # Glossop (High Peak): Tameside and Glossop -> Derby and Derbyshire
+    ("05L", "E08000025"): "QHL",  # West Birmingham: Sandwell and West Birmingham -> Birmingham and Solihull
+}
+
+
+def _open(name: str):
+    path = resources.files("hub.refdata").joinpath(_DATA).joinpath(name)
+    return path.open("r", encoding="utf-8-sig", newline="")
+
+
+def _dict_rows(name: str) -> Iterator[dict[str, str]]:
+    with _open(name) as f:
+        yield from csv.DictReader(f)
+
+
+def _norm(code: str | None) -> str:
+    return (code or "").strip().upper()
+
+
+def _iso(value: str) -> date | None:
+    value = value.strip()
+    return date.fromisoformat(value) if value else None
+
+
+def _short_icb(name: str) -> str:
+    return name.replace("Integrated Care Board", "ICB")
+
+
+class _Council:
+    __slots__ = ("gss", "la_code", "name", "start", "end", "replaced_by", "ssa")
+
+    def __init__(self, row: dict[str, str], ssa: bool) -> None:
+        self.gss = row["gss-code"]
+        self.la_code = row["local-authority-code"]
+        self.name = row["nice-name"]
+        self.start = _iso(row["start-date"])
+        self.end = _iso(row["end-date"])
+        self.replaced_by = tuple(c for c in row["replaced-by"].split(",") if c)
+        self.ssa = ssa  # a local social services authority (upper tier / unitary)
+
+
+class PublicReferenceData:
+    """The `ReferenceData` port (hub/domain/ports.py) over the shipped files."""
+
+    def __init__(self) -> None:
+        self._load_legal_status()
+        self._load_councils()
+        self._load_nhs_orgs()
+        self._load_practices()
+        self._load_council_areas()
+        self._load_hospitals()
+        self._bank_holidays = frozenset(
+            date.fromisoformat(r["date"])
+            for r in _dict_rows("bank_holidays_england_and_wales_2018_2027.csv")
+        )
+
+    # ------------------------------------------------------------ loading
+    def _load_legal_status(self) -> None:
+        self._legal: dict[str, LegalStatus] = {}
+        for r in _dict_rows("mha_legal_status_england.csv"):
+            self._legal[r["code"]] = LegalStatus(
+                code=r["code"],
+                description=r["description"],
+                s117_qualifying=r["s117_qualifying"],
+                detained=r["description"].startswith("Formally detained"),
+            )
+
+    def _load_councils(self) -> None:
+        ssa_rows = {r["gss_code"]: r for r in _dict_rows("england_social_services_authorities.csv")}
+        self._councils: dict[str, _Council] = {}  # GSS -> council (SSAs and English districts)
+        self._by_la: dict[str, _Council] = {}
+        self._county_of: dict[str, str] = {}  # district GSS -> county la_code
+        self._alias: dict[str, str] = {}  # former GSS code (pure re-coding) -> GSS
+        for r in _dict_rows("mysociety_uk_local_authorities_current.csv"):
+            if r["nation"] != "England" or not r["gss-code"]:
+                continue
+            ssa = r["gss-code"] in ssa_rows
+            if not ssa and r["local-authority-type"] != "NMD":
+                continue  # combined authorities etc.
+            c = _Council(r, ssa)
+            self._councils[c.gss] = c
+            self._by_la[c.la_code] = c
+            if not ssa:
+                self._county_of[c.gss] = _COUNTY_FIXES.get(c.la_code, r["county-la"])
+            for old in r["former-gss-codes"].split(","):
+                if old.strip():
+                    self._alias[old.strip()] = c.gss
+        # The England SSA file is the authority for which codes are SSAs and for
+        # their successors; it is a filter of the mySociety file, so they agree.
+        missing = set(ssa_rows) - set(self._councils)
+        if missing:  # pragma: no cover - data consistency guard
+            raise ValueError(f"social services authorities missing from mySociety file: {sorted(missing)}")
+        # Effective last day: the register's end dates mix "last day" and
+        # "first day of the successor"; the successor's start wins.
+        self._last_day: dict[str, date | None] = {}
+        for c in self._councils.values():
+            last = c.end
+            starts = [self._by_la[s].start for s in c.replaced_by if s in self._by_la]
+            starts = [s for s in starts if s is not None]
+            if starts:
+                day_before = min(starts) - timedelta(days=1)
+                last = day_before if last is None else min(last, day_before)
+            self._last_day[c.gss] = last
+
+    def _load_nhs_orgs(self) -> None:
+        self._icbs: dict[str, Org] = {}
+        self._sicbl: dict[str, Org] = {}
+        self._sicbl_icb: dict[str, str] = {}
+        for r in _dict_rows("sicbl_icb_region_from_gp-reg-map_2025-10.csv"):
+            self._icbs[r["ICB_ODS_CODE"]] = Org(r["ICB_ODS_CODE"], r["ICB_NAME"], "icb")
+            self._sicbl[r["SICBL_ODS_CODE"]] = Org(r["SICBL_ODS_CODE"], r["SICBL_NAME"], "sub-icb")
+            self._sicbl_icb[r["SICBL_ODS_CODE"]] = r["ICB_ODS_CODE"]
+        # April 2021 CCGs and the sub-ICB location each became on 1 July 2022.
+        self._ccg21: dict[str, Org] = {}
+        self._ccg21_loc: dict[str, str] = {}
+        ccg21_stp: dict[str, str] = {}
+        for r in _dict_rows("ccg21_stp21_to_sicbl22_icb22_samuel-book.csv"):
+            self._ccg21[r["CCG21CDH"]] = Org(r["CCG21CDH"], r["CCG21NM"], "ccg")
+            self._ccg21_loc[r["CCG21CDH"]] = r["LOC22CDH"]
+            ccg21_stp[r["CCG21CDH"]] = r["STP21CDH"]
+        # April 2020 CCGs (before the 2021 mergers) and their STP.
+        self._ccg20: dict[str, Org] = {}
+        self._ccg20_stp: dict[str, str] = {}
+        for r in _dict_rows("ons_CCG20_STP20_EN_LU_2020-04.csv"):
+            self._ccg20[r["CCG20CDH"]] = Org(r["CCG20CDH"], r["CCG20NM"], "ccg")
+            self._ccg20_stp[r["CCG20CDH"]] = r["STP20CDH"]
+        # A CCG of 2020 that merged in April 2021 went into the one new CCG of
+        # its STP (e.g. the 7 north-east London CCGs -> A3A8R).
+        new_by_stp: dict[str, list[str]] = defaultdict(list)
+        for code, stp in ccg21_stp.items():
+            if code not in self._ccg20:
+                new_by_stp[stp].append(code)
+        self._ccg20_to_21: dict[str, str] = {}
+        for code, stp in self._ccg20_stp.items():
+            if code in self._ccg21:
+                self._ccg20_to_21[code] = code
+            elif len(new_by_stp.get(stp, ())) == 1:
+                self._ccg20_to_21[code] = new_by_stp[stp][0]
+
+    def _load_practices(self) -> None:
+        # practice -> CCG (Jan 2022) and practice -> sub-ICB location (Oct 2025)
+        self._prac22: dict[str, str] = {}
+        with _open("gp-reg-pat-prac-map_2022-01.csv") as f:
+            rows = csv.reader(f)
+            head = next(rows)
+            ip, ic, inm = head.index("PRACTICE_CODE"), head.index("CCG_CODE"), head.index("CCG_NAME")
+            for r in rows:
+                self._prac22[r[ip]] = r[ic]
+                if r[ic] not in self._ccg21:  # pragma: no cover - all 106 are in the table
+                    self._ccg21[r[ic]] = Org(r[ic], r[inm], "ccg")
+        self._prac25: dict[str, str] = {}
+        with _open("gp-reg-pat-prac-map_2025-10.csv") as f:
+            rows = csv.reader(f)
+            head = next(rows)
+            ip, isb = head.index("PRACTICE_CODE"), head.index("SUB_ICB_LOCATION_CODE")
+            for r in rows:
+                self._prac25[r[ip]] = r[isb]
+        # ODS epraccur (Jan 2024, no header): GP practices (prescribing setting 4)
+        # incl. closed ones: code -> (commissioner, close date yyyymmdd).
+        self._epraccur: dict[str, tuple[str, str]] = {}
+        with _open("ods_epraccur_2024-01.csv") as f:
+            for r in csv.reader(f):
+                if len(r) > 25 and r[25] == "4":
+                    self._epraccur[r[0]] = (r[14], r[11])
+
+    def _load_council_areas(self) -> None:
+        self._lad_ccg: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        for r in _dict_rows("ons-derived_lad20_to_ccg20_lsoa_counts_2020-04.csv"):
+            self._lad_ccg[r["LAD20CD"]].append((r["CCG20CDH"], int(r["LSOA11_COUNT"])))
+
+    def _load_hospitals(self) -> None:
+        self._hospitals: dict[str, tuple[Org, str]] = {}
+        for r in _dict_rows("hospital_sites.csv"):
+            code = _norm(r["ods_code"])
+            self._hospitals[code] = (Org(code, r["name"], r["kind"] or "trust"), r["council_gss"])
+
+    # ------------------------------------------------------- legal status
+    def legal_status(self, code: str) -> LegalStatus | None:
+        c = (code or "").strip()
+        if c.isdigit() and len(c) == 1:
+            c = "0" + c
+        return self._legal.get(c)
+
+    # ----------------------------------------------------------- councils
+    def _council_org(self, c: _Council) -> Org:
+        return Org(c.gss, c.name, "council")
+
+    def _canonical_gss(self, gss_code: str) -> str:
+        g = _norm(gss_code)
+        return self._alias.get(g, g)
+
+    def council_successors(self, gss_code: str, on: date) -> tuple[Org, ...]:
+        """Every social services authority in place on `on` that holds the
+        code's area. A lower-tier district code resolves to its county (or,
+        after the district's abolition, to the unitary that replaced it)."""
+        out: list[Org] = []
+        self._successors(self._canonical_gss(gss_code), on, out, 0)
+        seen: set[str] = set()
+        return tuple(o for o in out if not (o.code in seen or seen.add(o.code)))
+
+    def _successors(self, gss: str, on: date, out: list[Org], depth: int) -> None:
+        c = self._councils.get(gss)
+        if c is None or depth > 8:
+            return
+        last = self._last_day[gss]
+        if c.replaced_by and last is not None and on > last:
+            for la in c.replaced_by:
+                succ = self._by_la.get(la)
+                if succ is not None:
+                    self._successors(succ.gss, on, out, depth + 1)
+            return
+        if c.ssa:
+            # A code asked about before the council existed (mySociety start
+            # dates are often register dates) still names that council.
+            out.append(self._council_org(c))
+            return
+        county = self._by_la.get(self._county_of.get(gss, ""))
+        if county is not None:
+            self._successors(county.gss, on, out, depth + 1)
+
+    def council(self, gss_code: str, on: date) -> Org | None:
+        found = self.council_successors(gss_code, on)
+        return found[0] if len(found) == 1 else None
+
+    def is_known_council_code(self, gss_code: str) -> bool:
+        return self._canonical_gss(gss_code) in self._councils
+
+    # ------------------------------------------------------ commissioners
+    def _icb_of_sicbl(self, sicbl: str) -> Org | None:
+        icb = self._sicbl_icb.get(sicbl)
+        return self._icbs.get(icb) if icb else None
+
+    def _ccg_org(self, code: str) -> Org | None:
+        return self._ccg21.get(code) or self._ccg20.get(code)
+
+    def _ccg_at(self, code: str, as_of: date) -> Org | None:
+        """The CCG holding a CCG code's area on a date before 1 July 2022."""
+        if code in self._ccg20 and code not in self._ccg21 and as_of >= CCG21_START:
+            merged = self._ccg20_to_21.get(code)
+            return self._ccg21[merged] if merged else self._ccg20[code]
+        return self._ccg_org(code)
+
+    def _ccg_sicbl(self, code: str) -> str | None:
+        """The sub-ICB location that took over a CCG's area on 1 July 2022."""
+        code = self._ccg20_to_21.get(code, code)
+        loc = self._ccg21_loc.get(code)
+        return loc if loc in self._sicbl else None
+
+    def commissioner_successor(self, org_code: str, as_of: date) -> Org | None:
+        """The body holding a commissioner code's duties on `as_of`: the ICB
+        from 1 July 2022; before that date the CCG (a CCG code of April 2020
+        follows the April 2021 merger). An ICB or sub-ICB code always gives the
+        ICB. NHS England's code gives NHS England. None if unknown."""
+        c = _norm(org_code)
+        if c == NHS_ENGLAND.code:
+            return NHS_ENGLAND
+        if c in self._icbs:
+            return self._icbs[c]
+        is_ccg = c in self._ccg21 or c in self._ccg20
+        if as_of < ICB_START and is_ccg:
+            return self._ccg_at(c, as_of)
+        if c in self._sicbl:
+            return self._icb_of_sicbl(c)
+        if is_ccg:
+            loc = self._ccg_sicbl(c)
+            if loc:
+                return self._icb_of_sicbl(loc)
+            stp = self._ccg20_stp.get(c)
+            return self._icbs.get(stp) if stp else None
+        return None
+
+    def is_known_practice(self, practice_ods: str) -> bool:
+        p = _norm(practice_ods)
+        return p in self._prac22 or p in self._prac25 or p in self._epraccur
+
+    def practice_commissioner(
+        self, practice_ods: str, on: date, as_of: date
+    ) -> CommissionerResolution | None:
+        p = _norm(practice_ods)
+        if on < ICB_START:
+            return self._practice_ccg_era(p, on, as_of)
+        return self._practice_icb_era(p, on, as_of)
+
+    def _practice_ccg_era(self, p: str, on: date, as_of: date) -> CommissionerResolution | None:
+        if p in self._prac22:
+            ccg = self._ccg21.get(self._prac22[p])
+            source = ""
+        elif p in self._epraccur:
+            commissioner, closed = self._epraccur[p]
+            ccg = self._ccg_at(commissioner, on) if commissioner in self._ccg20 else self._ccg_org(commissioner)
+            source = " (ODS epraccur"
+            if closed:
+                source += f"; practice closed {closed[:4]}-{closed[4:6]}-{closed[6:]}"
+            source += ")"
+        else:
+            return None
+        if ccg is None:
+            return None
+        trail = f"practice {p} in {ccg.name} ({ccg.code}) on {on.isoformat()}{source}"
+        if as_of < ICB_START:
+            holder = self._ccg_at(ccg.code, as_of) or ccg
+            if holder.code != ccg.code:
+                trail += f"; {ccg.code} merged into {holder.name} ({holder.code}) on {CCG21_START.isoformat()}"
+            return CommissionerResolution(at_date=ccg, successor=holder, trail=trail)
+        area_loc = self._ccg_sicbl(ccg.code)
+        practice_loc = self._prac25.get(p)
+        if practice_loc and practice_loc in self._sicbl:
+            icb = self._icb_of_sicbl(practice_loc)
+            if icb is None:  # pragma: no cover
+                return None
+            if practice_loc == area_loc:
+                trail += (
+                    f"; {ccg.code} became sub-ICB location {practice_loc} of "
+                    f"{_short_icb(icb.name)} ({icb.code}) on {ICB_START.isoformat()}"
+                )
+            else:
+                rest = (
+                    f"the rest of {ccg.code} became sub-ICB location {area_loc} on {ICB_START.isoformat()}"
+                    if area_loc
+                    else f"{ccg.code} has no single successor sub-ICB location"
+                )
+                trail += (
+                    f"; the practice moved to sub-ICB location {practice_loc} of "
+                    f"{_short_icb(icb.name)} ({icb.code}) (October 2025 registration map; {rest})"
+                )
+            return CommissionerResolution(at_date=ccg, successor=icb, trail=trail)
+        if area_loc:
+            icb = self._icb_of_sicbl(area_loc)
+        else:
+            icb = self.commissioner_successor(ccg.code, as_of)
+        if icb is None:
+            return None
+        trail += (
+            f"; {ccg.code}'s area became sub-ICB location {area_loc} of "
+            if area_loc
+            else f"; {ccg.code}'s area passed to "
+        ) + f"{_short_icb(icb.name)} ({icb.code}) on {ICB_START.isoformat()}"
+        return CommissionerResolution(at_date=ccg, successor=icb, trail=trail)
+
+    def _practice_icb_era(self, p: str, on: date, as_of: date) -> CommissionerResolution | None:
+        loc: str | None = None
+        source = ""
+        if p in self._prac25:
+            loc = self._prac25[p]
+        elif p in self._epraccur and self._epraccur[p][0] in self._sicbl:
+            loc = self._epraccur[p][0]
+            source = " (ODS epraccur January 2024)"
+        elif p in self._prac22:
+            loc = self._ccg_sicbl(self._prac22[p])
+            source = f" (successor of its January 2022 CCG {self._prac22[p]})"
+        if not loc or loc not in self._sicbl:
+            return None
+        sub = self._sicbl[loc]
+        icb = self._icb_of_sicbl(loc)
+        if icb is None:  # pragma: no cover
+            return None
+        trail = (
+            f"practice {p} in sub-ICB location {loc} of {_short_icb(icb.name)} "
+            f"({icb.code}) on {on.isoformat()}{source}"
+        )
+        return CommissionerResolution(at_date=sub, successor=icb, trail=trail)
+
+    # ------------------------------------------ usual-residence fallback
+    def _lad_area(self, gss: str, depth: int = 0) -> set[str]:
+        """The April 2020 local authority districts making up a council's area."""
+        if gss in self._lad_ccg:
+            return {gss}
+        c = self._councils.get(gss)
+        if c is None or depth > 8:
+            return set()
+        area = {
+            lad
+            for lad in self._lad_ccg
+            if self._county_of.get(lad) == c.la_code
+            or c.la_code in (self._councils[lad].replaced_by if lad in self._councils else ())
+        }
+        if not area:  # e.g. Buckinghamshire CC: its area is its successor's
+            for la in c.replaced_by:
+                succ = self._by_la.get(la)
+                if succ is not None:
+                    area |= self._lad_area(succ.gss, depth + 1)
+        return area
+
+    def council_commissioner(self, gss_code: str, as_of: date) -> Org | None:
+        """The commissioner covering the largest share of a council's area
+        (count of 2011 LSOAs, from the ONS April 2020 LSOA -> CCG -> LAD
+        lookup), for the usual-residence fallback (Worcs 4.4.1).
+
+        Approximate: LSOA counts, not population; CCG areas as of April 2020
+        carried to their 2022 sub-ICB locations whole (except the Glossop and
+        West Birmingham moves, applied at district level). From 1 July 2022 it
+        is an ICB; for an earlier `as_of` the CCG then in place."""
+        area = self._lad_area(self._canonical_gss(gss_code))
+        if not area:
+            return None
+        totals: dict[str, int] = defaultdict(int)
+        orgs: dict[str, Org] = {}
+        for lad in area:
+            for ccg20, n in self._lad_ccg[lad]:
+                if as_of < ICB_START:
+                    org = self._ccg_at(ccg20, as_of)
+                else:
+                    icb_code = _AREA_MOVES.get((ccg20, lad))
+                    org = self._icbs.get(icb_code) if icb_code else self.commissioner_successor(ccg20, as_of)
+                if org is None:
+                    continue
+                totals[org.code] += n
+                orgs[org.code] = org
+        if not totals:
+            return None
+        best = max(sorted(totals), key=lambda k: totals[k])
+        return orgs[best]
+
+    # ------------------------------------------------------------ others
+    def hospital(self, ods_code: str) -> Org | None:
+        found = self._hospitals.get(_norm(ods_code))
+        return found[0] if found else None
+
+    def hospital_council_gss(self, ods_code: str) -> str | None:
+        found = self._hospitals.get(_norm(ods_code))
+        return found[1] if found else None
+
+    def bank_holidays(self) -> frozenset[date]:
+        return self._bank_holidays
+
+    def nhs_england(self) -> Org:
+        return NHS_ENGLAND
+
+
+@functools.cache
+def load_reference_data() -> PublicReferenceData:
+    """The shared reference data, parsed once per process."""
+    return PublicReferenceData()
