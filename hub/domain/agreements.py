@@ -41,6 +41,11 @@ class FundingAgreement:
     council_share_bp: int | None = None
     # s17 leave is the NHS commissioner's unless the pair agreed otherwise (Worcs A2.4).
     s17_leave_commissioner_share_bp: int = WHOLE
+    # A needs matrix's own tagging of named needs; it overrides a cost line's tag.
+    need_tags: tuple[tuple[str, NeedTag], ...] = ()
+
+    def tag_for(self, need: str, recorded: NeedTag) -> NeedTag:
+        return dict(self.need_tags).get(need, recorded)
 
     def __post_init__(self) -> None:
         needs_share = self.kind in (FundingKind.FIXED_SPLIT, FundingKind.ALIGNED_BUDGET)

@@ -431,7 +431,7 @@ def _on_left_hospital(fold: _Fold, change: RegisterChange) -> None:
             _start_entitlement(fold, change, f"left hospital after staying on informally once the {verdict.label} ended",
                                f"{citations.STAYED_INFORMALLY}; {citations.QUALIFYING_SECTIONS}")
         else:
-            _start_entitlement(fold, change, f"left hospital after a {verdict.label} detention",
+            _start_entitlement(fold, change, f"left hospital after detention under {verdict.label}",
                                citations.QUALIFYING_SECTIONS)
     elif fold.council_awaits_destination:
         _settle_council_at_destination(fold, change.discharge_destination_la_gss, change, "discharged to that area")
@@ -457,7 +457,7 @@ def _on_s17_leave_started(fold: _Fold, change: RegisterChange) -> None:
     verdict = fold.stay_qualifying
     if verdict is not None:
         _settle_commissioner_on_leaving(fold, change)
-        _start_entitlement(fold, change, f"on s17 leave from a {verdict.label} detention", citations.S17_LEAVE)
+        _start_entitlement(fold, change, f"on s17 leave from detention under {verdict.label}", citations.S17_LEAVE)
     fold.note(change, "s17 leave started")
 
 
@@ -482,7 +482,7 @@ def _on_cto_started(fold: _Fold, change: RegisterChange) -> None:
     if verdict is not None:
         _settle_commissioner_on_leaving(fold, change)
         _settle_council_at_destination(fold, change.discharge_destination_la_gss, change, "discharged to that area on a CTO")
-        _start_entitlement(fold, change, f"discharged onto a CTO after a {verdict.label} detention", citations.CTO_COVERED)
+        _start_entitlement(fold, change, f"discharged onto a CTO after detention under {verdict.label}", citations.CTO_COVERED)
     fold.on_cto = True
     fold.in_hospital = False
     fold.detained = False

@@ -1,0 +1,107 @@
+"""Read contracts/area-agreements.yaml into the domain's AgreementBook.
+
+Lives outside hub/domain because it parses YAML; the domain only sees the
+resulting immutable AgreementBook.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hub.domain.agreements import (
+    ENGLAND_DEFAULT_AREA,
+    ENGLAND_DEFAULT_FUNDING,
+    AgreementBook,
+    AreaAgreement,
+    FundingAgreement,
+    FundingKind,
+    NeedTag,
+)
+
+_AREA_KEYS = {
+    "name",
+    "citation",
+    "first_review_months",
+    "review_interval_months",
+    "new_placement_review_weeks",
+    "nhs_england_for_prison_detentions",
+}
+
+
+class AgreementsError(ValueError):
+    """The agreements file does not say what the hub needs, or says it twice."""
+
+
+def _basis_points(value: Any, where: str) -> int:
+    try:
+        percent = Decimal(str(value))
+    except ArithmeticError as exc:
+        raise AgreementsError(f"{where}: {value!r} is not a percentage") from exc
+    points = percent * 100
+    if points != points.to_integral_value():
+        raise AgreementsError(f"{where}: {value!r} has more than two decimal places")
+    return int(points)
+
+
+def _area(raw: dict[str, Any], where: str, default_name: str) -> AreaAgreement:
+    unknown = set(raw) - _AREA_KEYS
+    if unknown:
+        raise AgreementsError(f"{where}: unknown keys {sorted(unknown)}")
+    values = {"name": default_name, **raw}
+    try:
+        return AreaAgreement(**values)
+    except (TypeError, ValueError) as exc:
+        raise AgreementsError(f"{where}: {exc}") from exc
+
+
+def _funding(raw: dict[str, Any], where: str) -> FundingAgreement:
+    try:
+        kind = FundingKind(raw["kind"])
+        share = raw.get("council_share_percent", raw.get("joint_council_share_percent"))
+        s17 = raw.get("s17_leave_commissioner_percent", 100)
+        tags = tuple((str(need), NeedTag(tag)) for need, tag in (raw.get("need_tags") or {}).items())
+        return FundingAgreement(
+            kind=kind,
+            name=str(raw.get("name", kind.value)),
+            citation=str(raw.get("citation", "")),
+            council_share_bp=None if share is None else _basis_points(share, where),
+            s17_leave_commissioner_share_bp=_basis_points(s17, where),
+            need_tags=tags,
+        )
+    except KeyError as exc:
+        raise AgreementsError(f"{where}: missing {exc}") from exc
+    except ValueError as exc:
+        raise AgreementsError(f"{where}: {exc}") from exc
+
+
+def agreements_from_mapping(document: dict[str, Any]) -> AgreementBook:
+    default = document.get("default") or {}
+    default_area = _area(default["area"], "default.area", "England default") if "area" in default else ENGLAND_DEFAULT_AREA
+    default_funding = _funding(default["funding"], "default.funding") if "funding" in default else ENGLAND_DEFAULT_FUNDING
+    areas = {
+        str(gss): _area(raw or {}, f"areas.{gss}", str(gss))
+        for gss, raw in (document.get("areas") or {}).items()
+    }
+    funding: dict[tuple[str, str], FundingAgreement] = {}
+    for index, raw in enumerate(document.get("funding") or []):
+        where = f"funding[{index}]"
+        try:
+            pair = (str(raw["council"]), str(raw["commissioner"]))
+        except KeyError as exc:
+            raise AgreementsError(f"{where}: missing {exc}") from exc
+        if pair in funding:
+            raise AgreementsError(f"{where}: a second agreement for {pair}")
+        funding[pair] = _funding(raw, where)
+    return AgreementBook(areas=areas, funding=funding, default_area=default_area, default_funding=default_funding)
+
+
+def load_agreements(path: str | Path) -> AgreementBook:
+    with Path(path).open(encoding="utf-8") as handle:
+        document = yaml.safe_load(handle) or {}
+    if not isinstance(document, dict):
+        raise AgreementsError(f"{path}: expected a mapping at the top level")
+    return agreements_from_mapping(document)
