@@ -272,7 +272,11 @@ class PublicReferenceData:
         return found[0] if len(found) == 1 else None
 
     def is_known_council_code(self, gss_code: str) -> bool:
-        return self._canonical_gss(gss_code) in self._councils
+        """A current or former English social services authority (or a former
+        GSS code of one). Lower-tier district codes are not: `council()`
+        resolves them to their county, but a register should name the SSA."""
+        c = self._councils.get(self._canonical_gss(gss_code))
+        return c is not None and c.ssa
 
     # ------------------------------------------------------ commissioners
     def _icb_of_sicbl(self, sicbl: str) -> Org | None:

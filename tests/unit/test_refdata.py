@@ -130,6 +130,21 @@ def test_unknown_council(rd: PublicReferenceData) -> None:
     assert not rd.is_known_council_code("S12000034")  # Scottish
     for code in ("E06000060", "E10000002", "E10000006", "E06000048"):
         assert rd.is_known_council_code(code)
+    assert not rd.is_known_council_code("E07000004")  # a district: resolvable, but not an SSA
+
+
+def test_every_authority_resolves(rd: PublicReferenceData) -> None:
+    ssas = [c for c in rd._councils.values() if c.ssa]
+    assert len(ssas) == 161  # 153 current + 8 former
+    for c in ssas:
+        assert rd.is_known_council_code(c.gss)
+        assert rd.council_successors(c.gss, TODAY), c.gss
+        icb = rd.council_commissioner(c.gss, TODAY)
+        assert icb is not None and icb.kind == "icb", c.gss
+        ccg = rd.council_commissioner(c.gss, D(2021, 1, 1))
+        assert ccg is not None and ccg.kind == "ccg", c.gss
+    current = {o.code for c in ssas for o in rd.council_successors(c.gss, TODAY)}
+    assert len(current) == 153
 
 
 # ----------------------------------------------------------- commissioners
@@ -206,6 +221,25 @@ def test_trails_carry_no_names_of_people(rd: PublicReferenceData) -> None:
     assert r is not None and "DENSHAM" not in r.trail.upper()  # not even the practice name
 
 
+def test_every_practice_in_the_maps_resolves(rd: PublicReferenceData) -> None:
+    for p in rd._prac25:
+        r = rd.practice_commissioner(p, TODAY, TODAY)
+        assert r is not None and r.at_date.kind == "sub-icb" and r.successor.kind == "icb", p
+    for p in rd._prac22:
+        r = rd.practice_commissioner(p, D(2021, 6, 1), TODAY)
+        assert r is not None and r.at_date.kind == "ccg" and r.successor.kind == "icb", p
+        assert rd.practice_commissioner(p, D(2023, 6, 1), TODAY) is not None, p
+
+
+def test_every_ccg_code_reaches_one_of_the_42_icbs(rd: PublicReferenceData) -> None:
+    icbs = set()
+    for code in [*rd._ccg20, *rd._ccg21]:
+        org = rd.commissioner_successor(code, TODAY)
+        assert org is not None and org.kind == "icb", code
+        icbs.add(org.code)
+    assert len(icbs) == 42
+
+
 @pytest.mark.parametrize(
     ("code", "on", "expected"),
     [
@@ -260,9 +294,11 @@ def test_hospitals(rd: PublicReferenceData) -> None:
     assert rd.hospital_council_gss("rxt") == "E08000025"
     assert rd.hospital_council_gss("R1A") == "E10000034"
     assert rd.hospital("XXX") is None and rd.hospital_council_gss("XXX") is None
-    for code in ("RV3", "RX3", "RNU", "RWK", "RHA"):
+    assert len(rd._hospitals) == 11
+    for code in rd._hospitals:
         gss = rd.hospital_council_gss(code)
-        assert gss is not None and rd.council(gss, TODAY) is not None, code
+        assert gss is not None and rd.is_known_council_code(gss), code
+        assert rd.council(gss, TODAY) == rd.council(gss, date.min), code  # a current council
 
 
 def test_nhs_england(rd: PublicReferenceData) -> None:
