@@ -338,6 +338,10 @@ class PublicReferenceData:
         if p in self._prac22:
             ccg = self._ccg21.get(self._prac22[p])
             source = ""
+            if on < CCG21_START and ccg is not None and ccg.code not in self._ccg20:
+                # formed by the April 2021 mergers: the practice's earlier CCG
+                # is not in the public files, so name the merged one and say so
+                source = f" (a CCG formed on {CCG21_START.isoformat()}; the January 2022 map has no earlier CCG)"
         elif p in self._epraccur:
             commissioner, closed = self._epraccur[p]
             ccg = self._ccg_at(commissioner, on) if commissioner in self._ccg20 else self._ccg_org(commissioner)

@@ -341,3 +341,12 @@ def test_every_data_file_is_listed_in_provenance_with_its_sha256() -> None:
 def test_loader_reads_only_the_package() -> None:
     src = Path(str(resources.files("hub.refdata").joinpath("loader.py"))).read_text(encoding="utf-8")
     assert "../shared" not in src and "/work/" not in src and "__file__" not in src
+
+
+def test_practice_before_the_2021_mergers_says_the_ccg_is_the_merged_one(rd: PublicReferenceData) -> None:
+    # F82001 is in NHS North East London CCG (A3A8R, formed 1 April 2021) in the 2022 map
+    r = rd.practice_commissioner("F82001", D(2019, 1, 1), TODAY)
+    assert r is not None and r.at_date.code == "A3A8R" and r.successor.code == "QMF"
+    assert "formed on 2021-04-01" in r.trail
+    later = rd.practice_commissioner("F82001", D(2021, 6, 1), TODAY)
+    assert later is not None and "formed on" not in later.trail
