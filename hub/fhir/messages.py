@@ -150,11 +150,13 @@ def _determination_ext(aspect: str, det: Determination) -> dict[str, Any]:
     ]
     if det.citation:
         parts.append({"url": "citation", "valueString": det.citation})
+    if det.rule:
+        parts.append({"url": "rule", "valueCode": det.rule})
     return {"url": EXT_DETERMINATION, "extension": parts}
 
 
 def _episode_status(status: S117Status) -> str:
-    if status.entitlement_end is not None:
+    if status.entitlement_end is not None or status.discharged_from_s117 or status.died:
         return "finished"
     if status.entitled:
         return "active"
@@ -360,11 +362,14 @@ def build_event_message(
         episode["period"] = period
     entries.append({"fullUrl": episode_url, "resource": episode})
 
+    timestamp = sent_at.isoformat()
+    if timestamp.endswith("+00:00"):  # the usual FHIR spelling of UTC, as R4B renders it
+        timestamp = timestamp[:-6] + "Z"
     return {
         "resourceType": "Bundle",
         "id": message_id,
         "type": "message",
-        "timestamp": sent_at.isoformat(),
+        "timestamp": timestamp,
         "entry": entries,
     }
 

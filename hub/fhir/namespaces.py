@@ -42,7 +42,7 @@ EXT_RESPONSIBLE_COMMISSIONER: Final = (
 EXT_COORDINATING_COUNCIL: Final = (
     f"{HUB_FHIR_BASE}/StructureDefinition/Extension-S117-CoordinatingCouncil"
 )
-# Complex: aspect (code), explanation (string), citation (string).
+# Complex: aspect (code), explanation (string), citation (string), rule (code).
 EXT_DETERMINATION: Final = f"{HUB_FHIR_BASE}/StructureDefinition/Extension-S117-Determination"
 # Complex: dueDate (date), kind (code).
 EXT_NEXT_REVIEW: Final = f"{HUB_FHIR_BASE}/StructureDefinition/Extension-S117-NextReview"

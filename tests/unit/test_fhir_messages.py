@@ -116,7 +116,7 @@ def test_message_bundle_header_and_entries() -> None:
     b = _build()
     assert b["resourceType"] == "Bundle" and b["type"] == "message"
     assert b["id"] == CASES["entitlement-started-all-groups"]["message_id"]
-    assert b["timestamp"] == "2024-03-18T09:30:00+00:00"
+    assert b["timestamp"] == "2024-03-18T09:30:00Z"
     types = [e["resource"]["resourceType"] for e in b["entry"]]
     assert types == ["MessageHeader", "Patient", "Encounter", "EpisodeOfCare"]
     assert all(e["fullUrl"] == f"urn:uuid:{e['resource']['id']}" for e in b["entry"])
@@ -468,3 +468,41 @@ def test_golden(name: str) -> None:
 
 def test_golden_dir_has_no_strays() -> None:
     assert {p.stem for p in GOLDEN_DIR.glob("*.json")} == set(CASES)
+
+
+# --- agreement with the rest of the hub -------------------------------------------------
+
+
+def test_refdata_legal_status_descriptions_are_valid_displays() -> None:
+    """The delivery layer takes legal_status_display from refdata: it must pass validation."""
+    from hub.refdata.loader import load_reference_data
+
+    refdata = load_reference_data()
+    for code, display in codesystem_codes(LEGAL_STATUS_ENGLAND_SYSTEM).items():
+        status = refdata.legal_status(code)
+        assert status is not None and status.description == display, code
+
+
+@pytest.mark.parametrize("flag", ["discharged_from_s117", "died"])
+def test_episode_finished_on_discharge_or_death(flag: str) -> None:
+    status = dataclasses.replace(CASES["entitlement-started-all-groups"]["status"], **{flag: True})
+    (eoc,) = _resources(_build(status=status), "EpisodeOfCare")
+    assert eoc["status"] == "finished"
+
+
+def test_determination_rule_is_carried_when_named() -> None:
+    status = dataclasses.replace(
+        CASES["entitlement-started-all-groups"]["status"],
+        refused_discharges=(
+            Determination(None, "On a CTO: s117 cannot end.", "Worcs 16.2", rule="cto-blocks-discharge"),
+        ),
+    )
+    b = _build(status=status)
+    validate_message(b)
+    (eoc,) = _resources(b, "EpisodeOfCare")
+    refused = [
+        e
+        for e in eoc["extension"]
+        if e["url"] == EXT_DETERMINATION and {"url": "aspect", "valueCode": "discharge-refused"} in e["extension"]
+    ]
+    assert {"url": "rule", "valueCode": "cto-blocks-discharge"} in refused[0]["extension"]
