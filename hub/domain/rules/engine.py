@@ -263,6 +263,16 @@ def _determine_commissioner_at_detention(fold: _Fold, change: RegisterChange, ve
     start = fold.detention_start or change.effective_date
     if fold.entitled and fold.commissioner is not None:
         # The asymmetry with councils: re-detention keeps the NHS commissioner.
+        kept = fold.commissioner
+        fold.commissioner = _Responsibility(
+            basis_code=kept.basis_code,
+            org=kept.org,
+            explanation=(
+                f"{kept.explanation}; kept through the {verdict.label} re-detention on {start.isoformat()} "
+                f"because s117 aftercare was already being received ({citations.NHS_ALREADY_RECEIVING})"
+            ),
+            citation=f"{kept.citation}; {citations.NHS_ALREADY_RECEIVING}",
+        )
         fold.stay_commissioner_kept = True
         fold.commissioner_provisional = False
         return
