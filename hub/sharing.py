@@ -87,6 +87,8 @@ class SharingAgreements:
             if not isinstance(ag, dict) or not ag.get("id"):
                 raise AgreementFileError(f"{where}.id: is required")
             where = f"agreement {ag['id']}"
+            valid_from = _date(ag.get("valid_from"), f"{where}.valid_from")
+            valid_to = _date(ag.get("valid_to"), f"{where}.valid_to")
             for j, rec in enumerate(ag.get("recipients") or []):
                 rw = f"{where} recipients[{j}]"
                 org = rec.get("org_code") if isinstance(rec, dict) else None
@@ -101,8 +103,7 @@ class SharingAgreements:
                     raise AgreementFileError(f"{rw}.field_groups: unknown group(s) {sorted(groups - known_field_groups)}")
                 grants.append(Grant(
                     agreement_id=str(ag["id"]), org_code=str(org), events=events, field_groups=groups,
-                    valid_from=_date(ag.get("valid_from"), f"{where}.valid_from"),
-                    valid_to=_date(ag.get("valid_to"), f"{where}.valid_to"),
+                    valid_from=valid_from, valid_to=valid_to,
                 ))
         return cls(grants)
 

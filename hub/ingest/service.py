@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
+import structlog
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -84,7 +85,7 @@ class IngestService:
 
     async def accept(self, client: Client, raw: bytes, channel: str = "rest") -> Outcome:
         """Take one register change from a source. Never raises for bad input."""
-        correlation_id = str(uuid.uuid4())
+        correlation_id = structlog.contextvars.get_contextvars().get("correlation_id") or str(uuid.uuid4())
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:

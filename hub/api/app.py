@@ -1,0 +1,73 @@
+"""The hub's HTTP application. `create_app(settings)` builds it; the lifespan
+owns the database engine, HTTP client and background workers."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hub.api import persons, register_changes, subscriptions
+from hub.api.problems import install_problem_handlers
+from hub.bootstrap import build_hub
+from hub.observability.logging import get_logger
+from hub.settings import Settings, get_settings
+
+log = get_logger("hub.http")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hub = await build_hub(settings)
+        app.state.hub = hub
+        if settings.run_workers:
+            hub.start_workers()
+        try:
+            yield
+        finally:
+            await hub.close()
+
+    app = FastAPI(
+        title="S117 Hub",
+        version="0.1.0",
+        description="Section 117 aftercare register changes in; FHIR R4 (UK Core) event messages out.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.include_router(register_changes.router)
+    app.include_router(subscriptions.router)
+    app.include_router(persons.router)
+
+    @app.middleware("http")
+    async def correlation(request: Request, call_next):  # noqa: ANN001, ANN202
+        cid = request.headers.get("x-correlation-id") or str(uuid.uuid4())
+        structlog.contextvars.bind_contextvars(correlation_id=cid[:64])
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        finally:
+            structlog.contextvars.unbind_contextvars("correlation_id")
+        # Route template, not the raw path: ids stay out of logs and labels.
+        route = request.scope.get("route")
+        log.info("request", method=request.method, path=getattr(route, "path", "(unmatched)"),
+                 status_code=response.status_code, duration_ms=round((time.perf_counter() - started) * 1000, 1))
+        response.headers["X-Correlation-Id"] = cid[:64]
+        return response
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

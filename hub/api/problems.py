@@ -1,0 +1,53 @@
+"""RFC 9457 problem details: the one way the API reports errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hub.ingest.service import PROBLEM_BASE
+from hub.observability.logging import get_logger
+
+log = get_logger("hub.api")
+PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemError(Exception):
+    def __init__(self, status: int, kind: str, title: str, detail: str, **extra: Any) -> None:
+        super().__init__(title)
+        self.status, self.kind, self.title, self.detail, self.extra = status, kind, title, detail, extra
+
+
+def problem_response(status: int, kind: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(_req: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(exc.status, exc.kind, exc.title, exc.detail, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body") or "(body)", "reason": e["msg"]}
+            for e in exc.errors()
+        ]
+        return problem_response(422, "invalid-request", "Request rejected",
+                                f"{len(errors)} field(s) failed validation", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem_response(exc.status_code, "http-" + str(exc.status_code), str(exc.detail), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
+        # A fault of ours, not of the input: say so without leaking internals.
+        log.error("unhandled error", exc_type=type(exc).__name__)
+        return problem_response(500, "internal-error", "Internal error",
+                                "The hub could not complete the request; nothing was recorded. Retry later.")

@@ -1,0 +1,62 @@
+"""Trust push: POST /v1/register-changes, and the quarantine of what was rejected."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from hub.api.deps import ClientDep, HubDep, require
+from hub.api.problems import PROBLEM_JSON, ProblemError
+from hub.store.schema import quarantine
+
+router = APIRouter(prefix="/v1", tags=["register"])
+MAX_BODY = 256 * 1024
+
+
+@router.post(
+    "/register-changes",
+    status_code=202,
+    summary="Record a change to a person's s117 register entry",
+    responses={422: {"description": "Rejected and quarantined; problem details name each field"}},
+)
+async def post_register_change(request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
+    require(client, "register:write")
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise ProblemError(413, "too-large", "Body too large", f"a register change must be under {MAX_BODY} bytes")
+    outcome = await hub.ingest.accept(client, raw, channel="rest")
+    return JSONResponse(outcome.body, status_code=outcome.status_code,
+                        media_type=PROBLEM_JSON if outcome.is_problem else "application/json")
+
+
+@router.get("/quarantine", summary="Inputs held in quarantine, with the reasons")
+async def list_quarantine(hub: HubDep, client: ClientDep, limit: int = 100) -> dict:
+    require(client, "register:write")
+    q = select(quarantine.c.quarantine_id, quarantine.c.source, quarantine.c.channel,
+               quarantine.c.source_message_id, quarantine.c.errors, quarantine.c.received_at,
+               quarantine.c.status).order_by(quarantine.c.received_at.desc()).limit(min(limit, 1000))
+    if "hub:admin" not in client.scopes:
+        q = q.where(quarantine.c.source == client.client_id)  # a source sees only its own
+    async with hub.engine.connect() as conn:
+        rows = (await conn.execute(q)).all()
+        await conn.rollback()
+    return {"items": [
+        {"quarantine_id": r.quarantine_id, "source": r.source, "channel": r.channel,
+         "source_message_id": r.source_message_id, "errors": r.errors,
+         "received_at": r.received_at.isoformat(), "status": r.status}
+        for r in rows
+    ]}
+
+
+@router.get("/quarantine/{quarantine_id}", summary="One quarantined input, with the raw input for its own source")
+async def get_quarantined(quarantine_id: str, hub: HubDep, client: ClientDep) -> dict:
+    require(client, "register:write")
+    async with hub.engine.connect() as conn:
+        row = (await conn.execute(select(quarantine).where(quarantine.c.quarantine_id == quarantine_id))).first()
+        await conn.rollback()
+    if row is None or (row.source != client.client_id and "hub:admin" not in client.scopes):
+        raise ProblemError(404, "not-found", "Not found", "no quarantined input with that id for this client")
+    return {"quarantine_id": row.quarantine_id, "source": row.source, "channel": row.channel,
+            "errors": row.errors, "received_at": row.received_at.isoformat(), "status": row.status,
+            "raw": hub.protector.decrypt(row.raw).decode("utf-8", "replace")}

@@ -1,0 +1,101 @@
+"""Councils and ICBs subscribe to their feeds: webhooks, with a delivery log."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from sqlalchemy import select
+
+from hub.api.deps import ClientDep, HubDep, require
+from hub.api.problems import ProblemError
+from hub.domain.model import EventType
+from hub.store.schema import deliveries, subscriptions
+
+router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
+
+
+class SubscriptionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channel: Literal["webhook"] = "webhook"
+    url: HttpUrl
+    secret: str | None = Field(default=None, min_length=32, description="HMAC key; generated if omitted")
+    event_types: list[EventType] | None = Field(default=None, description="Filter; default every allowed event")
+
+
+def _view(row) -> dict:  # noqa: ANN001
+    return {"subscription_id": row.subscription_id, "org_code": row.org_code, "channel": row.channel,
+            "url": row.url, "event_types": row.event_types, "active": row.active,
+            "created_at": row.created_at.isoformat()}
+
+
+@router.post("", status_code=201, summary="Subscribe the caller's organisation to a webhook feed")
+async def create_subscription(body: SubscriptionIn, hub: HubDep, client: ClientDep) -> dict:
+    require(client, "subscriptions:write")
+    secret = body.secret or secrets.token_urlsafe(32)
+    sub_id = str(uuid.uuid4())
+    async with hub.engine.begin() as conn:
+        await conn.execute(subscriptions.insert().values(
+            subscription_id=sub_id, org_code=client.org_code, client_id=client.client_id,
+            channel=body.channel, url=str(body.url), secret=hub.protector.encrypt(secret.encode()),
+            event_types=[e.value for e in body.event_types] if body.event_types else None,
+            active=True, created_at=datetime.now(UTC),
+        ))
+        row = (await conn.execute(select(subscriptions).where(subscriptions.c.subscription_id == sub_id))).one()
+    # The secret is shown once, at creation; the hub keeps it encrypted.
+    return {**_view(row), "secret": secret}
+
+
+@router.get("", summary="The caller's organisation's subscriptions")
+async def list_subscriptions(hub: HubDep, client: ClientDep) -> dict:
+    require(client, "subscriptions:write")
+    async with hub.engine.connect() as conn:
+        rows = (await conn.execute(select(subscriptions).where(subscriptions.c.org_code == client.org_code))).all()
+        await conn.rollback()
+    return {"items": [_view(r) for r in rows]}
+
+
+async def _own(hub, client, subscription_id: str):  # noqa: ANN001, ANN202
+    async with hub.engine.connect() as conn:
+        row = (await conn.execute(select(subscriptions).where(subscriptions.c.subscription_id == subscription_id))).first()
+        await conn.rollback()
+    if row is None or row.org_code != client.org_code:
+        raise ProblemError(404, "not-found", "Not found", "no subscription with that id for this organisation")
+    return row
+
+
+@router.delete("/{subscription_id}", summary="Stop a subscription (its delivery log is kept)")
+async def delete_subscription(subscription_id: str, hub: HubDep, client: ClientDep) -> dict:
+    require(client, "subscriptions:write")
+    await _own(hub, client, subscription_id)
+    async with hub.engine.begin() as conn:
+        await conn.execute(subscriptions.update().where(subscriptions.c.subscription_id == subscription_id)
+                           .values(active=False))
+    return {"subscription_id": subscription_id, "active": False}
+
+
+@router.get("/{subscription_id}/deliveries", summary="Delivery log of a subscription")
+async def delivery_log(subscription_id: str, hub: HubDep, client: ClientDep, limit: int = 100) -> dict:
+    require(client, "subscriptions:write")
+    await _own(hub, client, subscription_id)
+    async with hub.engine.connect() as conn:
+        rows = (await conn.execute(
+            select(deliveries.c.delivery_id, deliveries.c.event_id, deliveries.c.message_id, deliveries.c.event_type,
+                   deliveries.c.status, deliveries.c.attempts, deliveries.c.last_error, deliveries.c.created_at,
+                   deliveries.c.delivered_at, deliveries.c.next_attempt_at)
+            .where(deliveries.c.subscription_id == subscription_id)
+            .order_by(deliveries.c.delivery_seq.desc()).limit(min(limit, 1000))
+        )).all()
+        await conn.rollback()
+    return {"items": [
+        {"delivery_id": r.delivery_id, "event_id": r.event_id, "message_id": r.message_id,
+         "event_type": r.event_type, "status": r.status, "attempts": r.attempts, "last_error": r.last_error,
+         "created_at": r.created_at.isoformat(),
+         "delivered_at": r.delivered_at.isoformat() if r.delivered_at else None,
+         "next_attempt_at": r.next_attempt_at.isoformat()}
+        for r in rows
+    ]}

@@ -1,0 +1,93 @@
+"""`s117hub`: serve the hub, run the demo, manage API clients, write contracts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from hub.observability.logging import configure_logging
+from hub.settings import REPO_ROOT, get_settings
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from hub.api.app import create_app
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    uvicorn.run(create_app(settings), host=args.host or settings.host, port=args.port or settings.port,
+                log_config=None, access_log=False)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from hub.demo import run_demo
+
+    configure_logging("WARNING" if not args.verbose else "INFO", json=True)
+    try:
+        asyncio.run(run_demo(port=args.port, receiver_port=args.receiver_port, duration=args.duration,
+                             interval=args.interval))
+    except KeyboardInterrupt:
+        print("stopped")
+
+
+def _add_client(args: argparse.Namespace) -> None:
+    from hub.clients import add_client
+    from hub.store.db import create_engine, create_schema
+
+    async def go() -> tuple[str, str]:
+        engine = create_engine(get_settings().database_url)
+        await create_schema(engine)
+        try:
+            return await add_client(engine, args.name, args.org, args.kind, args.scopes)
+        finally:
+            await engine.dispose()
+
+    client_id, key = asyncio.run(go())
+    print(json.dumps({"client_id": client_id, "api_key": key, "note": "the key is shown once; only its hash is kept"}))
+
+
+def _contracts(_args: argparse.Namespace) -> None:
+    from hub.ingest.contract import RegisterChangeIn
+
+    path = REPO_ROOT / "contracts" / "register-change.schema.json"
+    path.write_text(json.dumps(contract_schema(RegisterChangeIn), indent=2) + "\n")
+    print(f"wrote {path.relative_to(REPO_ROOT)}")
+
+
+def contract_schema(model) -> dict:  # noqa: ANN001
+    schema = model.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": "https://s117hub.example/contracts/register-change.schema.json", **schema}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="s117hub", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run the hub (settings from S117_* environment variables)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=_serve)
+    p = sub.add_parser("demo", help="run the hub with a sample trust and a sample council receiver")
+    p.add_argument("--port", type=int, default=8117)
+    p.add_argument("--receiver-port", type=int, default=8118)
+    p.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between synthetic people")
+    p.add_argument("--verbose", action="store_true", help="show the hub's JSON logs too")
+    p.set_defaults(func=_demo)
+    p = sub.add_parser("add-client", help="register an API client and print its key once")
+    p.add_argument("--name", required=True)
+    p.add_argument("--org", required=True, help="ODS or GSS code of the client's organisation")
+    p.add_argument("--kind", required=True, choices=["trust", "council", "icb", "hub-operator"])
+    p.add_argument("--scopes", nargs="+", required=True)
+    p.set_defaults(func=_add_client)
+    p = sub.add_parser("contracts", help="regenerate contracts/register-change.schema.json")
+    p.set_defaults(func=_contracts)
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Test harness: real servers on loopback (the hub as a uvicorn subprocess, a
+real webhook receiver), free ports, synthetic data."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import uvicorn
+from fastapi import FastAPI, Request, Response
+
+from hub.crypto import verify_webhook
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Received:
+    org: str
+    headers: dict[str, str]
+    body: bytes
+    signature_ok: bool
+
+
+@dataclass
+class Receiver:
+    """A council's webhook endpoint: records every POST, verifies signatures."""
+
+    secret: str
+    port: int = field(default_factory=free_port)
+    received: list[Received] = field(default_factory=list)
+    fail_with: int | None = None  # answer every POST with this status (a broken subscriber)
+    _server: uvicorn.Server | None = None
+    _task: asyncio.Task | None = None
+
+    def url(self, org: str) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/{org}"
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/hooks/{org}")
+        async def hook(org: str, request: Request) -> Response:
+            body = await request.body()
+            ok = verify_webhook(self.secret, request.headers.get("S117-Signature", ""), body)
+            self.received.append(Received(org, dict(request.headers), body, ok))
+            return Response(status_code=self.fail_with or 204)
+
+        return app
+
+    async def start(self) -> None:
+        self._server = uvicorn.Server(uvicorn.Config(self.app(), host="127.0.0.1", port=self.port,
+                                                     log_config=None, lifespan="off"))
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self._server:
+            self._server.should_exit = True
+            await self._task
+            self._server = None
+
+    def event_ids(self, org: str | None = None) -> list[str]:
+        return [r.headers["s117-event-id"] for r in self.received if org is None or r.org == org]
+
+    async def wait_for(self, predicate, timeout: float = 30.0) -> None:  # noqa: ANN001
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s; received {len(self.received)} messages")
+            await asyncio.sleep(0.05)
+
+
+class HubProcess:
+    """`s117hub serve` as a real process (so it can be SIGKILLed)."""
+
+    def __init__(self, tmp: Path, sharing_path: Path | None = None, **env: str) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.db_url = f"sqlite+aiosqlite:///{tmp / 'hub.db'}"
+        self.log_path = tmp / "hub.log"
+        self.env = {
+            **os.environ,
+            "S117_DATABASE_URL": self.db_url,
+            "S117_DATA_KEY_FILE": str(tmp / "data.key"),
+            "S117_PORT": str(self.port),
+            "S117_WORKER_POLL_SECONDS": "0.05",
+            "S117_WEBHOOK_BACKOFF_BASE_SECONDS": "0.1",
+            "S117_WEBHOOK_BACKOFF_CAP_SECONDS": "0.5",
+            **({"S117_SHARING_AGREEMENTS_PATH": str(sharing_path)} if sharing_path else {}),
+            **env,
+        }
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, timeout: float = 30.0) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve"], cwd=REPO, env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient() as http:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"hub exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+                try:
+                    if (await http.get(self.base_url + "/health")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("hub did not become healthy: " + self.log_path.read_text()[-2000:])
+                await asyncio.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks run, nothing is flushed by the process."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")

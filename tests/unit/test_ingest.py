@@ -1,0 +1,122 @@
+"""Ingest: idempotency, quarantine, and the outbox written with the change."""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+
+from sqlalchemy import func, select
+
+from hub.bus.port import EVENTS_TOPIC
+from hub.sample_data import detention_to_move_scenario
+from hub.store.schema import bus_messages, persons, quarantine, register_changes
+
+
+async def count(hub, table) -> int:  # noqa: ANN001
+    async with hub.engine.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(table))).scalar_one()
+
+
+def scenario(seed: int = 1) -> list[dict]:
+    return detention_to_move_scenario(random.Random(seed), f"t-{seed}", date(2025, 1, 6))
+
+
+async def test_same_source_message_twice_is_recorded_once_and_answered_alike(app_hub):
+    h = {"X-API-Key": app_hub.keys["trust"]}
+    change = scenario()[0]
+    first = await app_hub.http.post("/v1/register-changes", headers=h, json=change)
+    second = await app_hub.http.post("/v1/register-changes", headers=h, json=change)
+    assert first.status_code == second.status_code == 202
+    assert second.json()["change_id"] == first.json()["change_id"]
+    assert second.json()["events"] == first.json()["events"]
+    assert second.json()["duplicate"] is True
+    assert await count(app_hub.hub, register_changes) == 1
+    assert await count(app_hub.hub, bus_messages) == len(first.json()["events"])
+
+
+async def test_same_message_id_from_another_source_is_a_different_change(app_hub):
+    change = scenario()[0]
+    a = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=change)
+    b = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["other-trust"]}, json=change)
+    assert a.json()["change_id"] != b.json()["change_id"]
+    assert a.json()["person_id"] == b.json()["person_id"]  # same NHS number, same person
+    assert await count(app_hub.hub, persons) == 1
+
+
+async def test_outbox_rows_are_written_with_the_change(app_hub):
+    h = {"X-API-Key": app_hub.keys["trust"]}
+    responses = [(await app_hub.http.post("/v1/register-changes", headers=h, json=c)).json() for c in scenario()]
+    async with app_hub.hub.engine.connect() as conn:
+        rows = (await conn.execute(select(bus_messages.c.event_id, bus_messages.c.topic, bus_messages.c.payload)
+                                   .order_by(bus_messages.c.offset))).all()
+    assert [r.event_id for r in rows] == [e["event_id"] for resp in responses for e in resp["events"]]
+    assert {r.topic for r in rows} == {EVENTS_TOPIC}
+    # The bus carries no personal details: the NHS number is nowhere in it.
+    nhs = scenario()[0]["person"]["nhs_number"]
+    assert all(nhs not in str(r.payload) for r in rows)
+
+
+async def test_person_details_are_encrypted_at_rest(app_hub):
+    change = scenario()[0]
+    await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=change)
+    async with app_hub.hub.engine.connect() as conn:
+        row = (await conn.execute(select(persons))).one()
+    assert change["person"]["nhs_number"] not in row.nhs_number_index
+    assert change["person"]["nhs_number"].encode() not in row.details
+    assert change["person"]["family_name"].encode() not in row.details
+
+
+async def test_rejected_input_is_quarantined_and_nothing_else_written(app_hub):
+    h = {"X-API-Key": app_hub.keys["trust"]}
+    good = scenario()[0]
+    await app_hub.http.post("/v1/register-changes", headers=h, json=good)
+    bad = {**good, "source_message_id": "bad", "person": {**good["person"], "nhs_number": "9990000010"},
+           "unexpected": 1}
+    r = await app_hub.http.post("/v1/register-changes", headers=h, json=bad)
+    assert r.status_code == 422
+    assert {e["field"] for e in r.json()["errors"]} == {"unexpected"}
+    del bad["unexpected"]
+    r = await app_hub.http.post("/v1/register-changes", headers=h, json=bad)
+    assert r.json()["errors"] == [{"field": "person.nhs_number", "reason": "fails the modulus-11 check digit"}]
+    assert await count(app_hub.hub, quarantine) == 2
+    assert await count(app_hub.hub, register_changes) == 1  # what was accepted is untouched
+
+
+async def test_a_corrected_resend_after_rejection_is_accepted(app_hub):
+    h = {"X-API-Key": app_hub.keys["trust"]}
+    change = scenario()[0]
+    bad = {**change, "legal_status_code": "11"}
+    assert (await app_hub.http.post("/v1/register-changes", headers=h, json=bad)).status_code == 422
+    assert (await app_hub.http.post("/v1/register-changes", headers=h, json=change)).status_code == 202
+
+
+async def test_required_fields_depend_on_the_change_type(app_hub):
+    h = {"X-API-Key": app_hub.keys["trust"]}
+    change = {**scenario()[0]}
+    del change["legal_status_code"]
+    del change["residence_la_gss"]
+    r = await app_hub.http.post("/v1/register-changes", headers=h, json=change)
+    fields = {e["field"] for e in r.json()["errors"]}
+    assert fields == {"legal_status_code", "residence_la_gss"}
+
+
+async def test_future_and_impossible_dates_are_refused(app_hub):
+    h = {"X-API-Key": app_hub.keys["trust"]}
+    change = {**scenario()[0], "effective_date": "2999-01-01"}
+    r = await app_hub.http.post("/v1/register-changes", headers=h, json=change)
+    assert {"field": "effective_date", "reason": "is in the future"} in r.json()["errors"]
+    change = {**scenario()[0], "effective_date": "1970-01-01"}
+    r = await app_hub.http.post("/v1/register-changes", headers=h, json=change)
+    assert any(e["field"] == "effective_date" and "1983" in e["reason"] for e in r.json()["errors"])
+    change = {**scenario()[0], "person": {**scenario()[0]["person"], "birth_date": "2025-06-01"}}
+    r = await app_hub.http.post("/v1/register-changes", headers=h, json=change)
+    assert {"field": "person.birth_date", "reason": "is after the effective date of the change"} in r.json()["errors"]
+
+
+async def test_code_31_needs_the_order_type(app_hub):
+    h = {"X-API-Key": app_hub.keys["trust"]}
+    change = {**scenario()[0], "legal_status_code": "31"}
+    r = await app_hub.http.post("/v1/register-changes", headers=h, json=change)
+    assert [e["field"] for e in r.json()["errors"]] == ["order_type"]
+    change["order_type"] = "hospital-order"
+    assert (await app_hub.http.post("/v1/register-changes", headers=h, json=change)).status_code == 202
