@@ -675,6 +675,9 @@ CHANGE_HANDLERS: dict[ChangeType, Callable[[_Fold, RegisterChange], None]] = {
 # ------------------------------------------------------------------ reviews
 
 
+REVIEW_KIND_PRIORITY = {"unscheduled": 0, "new-placement": 1, "first": 2, "annual": 3}
+
+
 def _next_review(fold: _Fold) -> ReviewDue | None:
     if not fold.entitled or fold.entitlement_start is None:
         return None  # a discharged or dead person is owed no reviews
@@ -703,7 +706,8 @@ def _next_review(fold: _Fold) -> ReviewDue | None:
     for review in fold.unscheduled:
         if review.on >= start and (last is None or review.on > last):
             candidates.append(review)
-    chosen = min(candidates, key=lambda review: review.on)
+    # On a tie the more specific trigger names the review.
+    chosen = min(candidates, key=lambda review: (review.on, REVIEW_KIND_PRIORITY[review.kind]))
     return ReviewDue(due_on=chosen.on, kind=chosen.kind, explanation=chosen.explanation, citation=chosen.citation)
 
 
