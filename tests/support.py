@@ -44,6 +44,7 @@ class Receiver:
     port: int = field(default_factory=free_port)
     received: list[Received] = field(default_factory=list)
     fail_with: int | None = None  # answer every POST with this status (a broken subscriber)
+    delay: float = 0.0  # seconds before answering (a slow subscriber)
     _server: uvicorn.Server | None = None
     _task: asyncio.Task | None = None
 
@@ -58,6 +59,8 @@ class Receiver:
             body = await request.body()
             ok = verify_webhook(self.secret, request.headers.get("S117-Signature", ""), body)
             self.received.append(Received(org, dict(request.headers), body, ok))
+            if self.delay:
+                await asyncio.sleep(self.delay)
             return Response(status_code=self.fail_with or 204)
 
         return app
