@@ -170,7 +170,7 @@ class Dispatcher:
         return found or Org(code=code, name=code, kind="organisation")
 
     def _legal_status_display(self, status: S117Status, change: RegisterChange) -> str | None:
-        code = status.qualifying_section_code or change.legal_status_code
+        code = status.qualifying_section_code or status.entitling_section_code or change.legal_status_code
         if not code:
             return None
         ls = self._ref.legal_status(code)

@@ -173,6 +173,12 @@ class S117Status:
     # Current council of ordinary residence (a council code, not an address):
     # tells a move to another council area apart from a move within one.
     residence_la_gss: str | None = None
+    # The qualifying detention that gave rise to the current (or last)
+    # entitlement, kept after the person leaves hospital so that messages and
+    # queries can say which section the aftercare duty flows from.
+    entitling_section_code: str | None = None
+    entitling_detention_start: date | None = None
+    entitling_hospital_ods: str | None = None
 
 
 class EventType(StrEnum):

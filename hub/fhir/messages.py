@@ -268,8 +268,11 @@ def build_event_message(
 
     # --- Encounter: the detention ------------------------------------------
     if LEGAL_STATUS in include:
-        legal_code = status.qualifying_section_code or change.legal_status_code
-        if legal_code is not None or status.detention_start is not None:
+        # While detained: the current section; after leaving hospital: the
+        # qualifying detention the aftercare duty flows from.
+        legal_code = status.qualifying_section_code or status.entitling_section_code or change.legal_status_code
+        detention_start = status.detention_start or status.entitling_detention_start
+        if legal_code is not None or detention_start is not None:
             encounter: dict[str, Any] = {"resourceType": "Encounter", "id": encounter_id}
             if legal_code is not None:
                 # Still in hospital: the status as admitted/held; otherwise
@@ -312,9 +315,9 @@ def build_event_message(
             }
             encounter["subject"] = {"reference": patient_url}
             encounter["episodeOfCare"] = [{"reference": episode_url}]
-            if status.detention_start is not None:
-                encounter["period"] = {"start": status.detention_start.isoformat()}
-            hospital = hospital_ods or change.hospital_ods
+            if detention_start is not None:
+                encounter["period"] = {"start": detention_start.isoformat()}
+            hospital = hospital_ods or change.hospital_ods or status.entitling_hospital_ods
             if hospital:
                 encounter["serviceProvider"] = {
                     "identifier": {"system": ODS_ORGANIZATION_SYSTEM, "value": hospital}

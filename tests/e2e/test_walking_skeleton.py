@@ -63,6 +63,10 @@ async def test_trust_change_reaches_council_webhook_signed_and_filtered(tmp_path
 
             started = next(r for r in receiver.received
                            if r.org == "E06000060" and event_code(r.body) == "s117-entitlement-started")
+            # One correlation id follows the change from the trust's POST to the council's webhook.
+            left_hospital = responses[2]
+            assert started.headers["s117-event-id"] in {e["event_id"] for e in left_hospital["events"]}
+            assert started.headers["x-correlation-id"] == left_hospital["correlation_id"]
             bundle = orjson.loads(started.body)
             validate_message(bundle)  # R4B shape + bindings the library does not check
             assert bundle["type"] == "message"
@@ -97,6 +101,10 @@ async def test_trust_change_reaches_council_webhook_signed_and_filtered(tmp_path
     for secret_value in (person["nhs_number"], person["family_name"], person["birth_date"], person["postcode"]):
         assert secret_value not in logs
     assert not re.search(r"(?<!\d)\d{10}(?!\d)", logs)
+    # ...and the change's correlation id is on its ingest, dispatch and delivery log lines.
+    lines = [orjson.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    mine = {line["event"] for line in lines if line.get("correlation_id") == left_hospital["correlation_id"]}
+    assert {"register change accepted", "event queued for recipient", "webhook delivered"} <= mine
 
 
 async def test_bad_input_is_named_and_quarantined_never_a_500(tmp_path, sharing_file):

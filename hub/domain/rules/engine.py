@@ -74,6 +74,9 @@ class _Fold:
     stayed_informally: bool = False
     from_prison: bool = False
     hospital_ods: str | None = None
+    entitling_section: SectionVerdict | None = None
+    entitling_detention_start: date | None = None
+    entitling_hospital_ods: str | None = None
     # What is known of the person's residence and GP.
     residence: str | None = None
     no_fixed_abode: bool = False
@@ -417,6 +420,9 @@ def _start_entitlement(fold: _Fold, change: RegisterChange, why: str, citation: 
     if fold.entitled or fold.stay_qualifying is None:
         return
     fold.entitled = True
+    fold.entitling_section = fold.stay_qualifying
+    fold.entitling_detention_start = fold.detention_start_for_era or fold.detention_start
+    fold.entitling_hospital_ods = fold.hospital_ods
     fold.discharged = False
     fold.entitlement_start = change.effective_date
     fold.entitlement_end = None
@@ -510,14 +516,22 @@ def _on_cto_recalled(fold: _Fold, change: RegisterChange) -> None:
 def _on_cto_revoked(fold: _Fold, change: RegisterChange) -> None:
     # Revocation revives the detention the CTO followed: the same period of
     # detention, so no fresh council determination.
+    verdict = classify(fold.ref, change.legal_status_code or "03", change.order_type)
+    if not fold.in_hospital:
+        fold.detention_start = change.effective_date
+        fold.residence_before_detention = fold.residence
+        fold.nfa_before_detention = fold.no_fixed_abode
+        fold.gp_before_detention = fold.gp_practice
     fold.on_cto = False
     fold.in_hospital = True
     fold.detained = True
-    fold.detention_start = change.effective_date
-    verdict = classify(fold.ref, change.legal_status_code or "03", change.order_type)
     fold.section = verdict
-    fold.stay_qualifying = verdict if verdict.qualifying else fold.stay_qualifying
-    fold.stay_qualifying_from = change.effective_date
+    if fold.entitled:
+        fold.stay_qualifying = verdict if verdict.qualifying else fold.stay_qualifying
+        fold.stay_qualifying_from = change.effective_date
+    elif verdict.qualifying:
+        # No CTO on record: the revocation still evidences a qualifying detention.
+        _begin_qualifying(fold, change, verdict)
     fold.note(change, "CTO revoked; detained again under the original section")
 
 
@@ -743,6 +757,9 @@ def _snapshot(fold: _Fold) -> S117Status:
         on_cto=fold.on_cto,
         qualifying_section_code=current_code,
         detention_start=fold.detention_start if fold.detained else None,
+        entitling_section_code=fold.entitling_section.code if fold.entitling_section else None,
+        entitling_detention_start=fold.entitling_detention_start,
+        entitling_hospital_ods=fold.entitling_hospital_ods,
         responsible_council=_determination(fold.council),
         responsible_commissioner=_determination(fold.commissioner),
         coordinating_council=_determination(fold.coordinating_council),
