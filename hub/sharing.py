@@ -13,6 +13,9 @@ import yaml
 from hub.domain.model import EventType
 
 WILDCARD = "*"
+# Explanations name the responsible bodies ("council: Buckinghamshire, ..."), so
+# an agreement cannot grant them while withholding who is responsible.
+GROUP_REQUIRES = {"explanations": frozenset({"responsibility"})}
 
 
 class AgreementFileError(ValueError):
@@ -101,6 +104,12 @@ class SharingAgreements:
                 groups = frozenset(rec.get("field_groups") or [])
                 if known_field_groups is not None and groups - known_field_groups:
                     raise AgreementFileError(f"{rw}.field_groups: unknown group(s) {sorted(groups - known_field_groups)}")
+                for group, needs in GROUP_REQUIRES.items():
+                    if group in groups and not needs <= groups:
+                        raise AgreementFileError(
+                            f"{rw}.field_groups: '{group}' names the responsible bodies, so it needs "
+                            f"{sorted(needs)} granted too"
+                        )
                 grants.append(Grant(
                     agreement_id=str(ag["id"]), org_code=str(org), events=events, field_groups=groups,
                     valid_from=valid_from, valid_to=valid_to,

@@ -45,6 +45,8 @@ def test_sharing_denies_by_default_and_unions_what_agreements_allow():
     ({"agreements": [{"id": "X", "recipients": [{"org_code": "Q", "events": ["*"], "field_groups": ["dob"]}]}]},
      "field_groups"),
     ({"agreements": [{"id": "X", "valid_from": "soon", "recipients": []}]}, "valid_from"),
+    ({"agreements": [{"id": "X", "recipients": [{"org_code": "Q", "events": ["*"],
+                                                 "field_groups": ["explanations"]}]}]}, "needs"),
 ])
 def test_a_malformed_agreement_file_names_the_entry_and_field(doc, names):
     with pytest.raises(AgreementFileError, match=names.replace("[", r"\[").replace("]", r"\]")):
