@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 
 from hub.domain.model import (
@@ -139,7 +140,9 @@ def derive_events(
     return events
 
 
-def _transfer_events(before, after, event) -> list[DomainEvent]:
+def _transfer_events(
+    before: S117Status | None, after: S117Status, event: Callable[..., DomainEvent]
+) -> list[DomainEvent]:
     if before is None:
         return []
     outgoing: list[str] = []
