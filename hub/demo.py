@@ -83,6 +83,7 @@ async def run_demo(port: int = 8117, receiver_port: int = 8118, duration: float 
     _, trust_key = await add_client(engine, "Oxford Health (demo trust)", "RNU", "trust", ["register:write", "s117:read"])
     org_keys = {org: (await add_client(engine, name, org, "council" if org.startswith("E") else "icb",
                                        ["subscriptions:write", "s117:read"]))[1] for org, name in ORGS.items()}
+    _, admin_key = await add_client(engine, "Demo integration engineer", "HUB", "hub-operator", ["hub:admin"])
     await engine.dispose()
 
     seen: dict[str, set[str]] = {}
@@ -90,6 +91,7 @@ async def run_demo(port: int = 8117, receiver_port: int = 8118, duration: float 
     recv_server = await _serve(receiver_app(seen), receiver_port)
     base = f"http://127.0.0.1:{port}"
     print(f"S117 Hub (embedded mode) on {base}  - API docs {base}/docs, metrics {base}/metrics")
+    print(f"Integration console {base}/console  (demo admin key: {admin_key})")
     print(f"Sample webhook receiver on http://127.0.0.1:{receiver_port}; data in {data_dir}")
     async with httpx.AsyncClient(base_url=base, timeout=10) as http:
         for org, key in org_keys.items():

@@ -7,12 +7,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import structlog
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hub.api import persons, register_changes, subscriptions
+from hub.api import ops, persons, register_changes, subscriptions
 from hub.api.problems import install_problem_handlers
 from hub.bootstrap import build_hub
 from hub.observability.logging import get_logger
@@ -45,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(register_changes.router)
     app.include_router(subscriptions.router)
     app.include_router(persons.router)
+    app.include_router(ops.router)
 
     @app.middleware("http")
     async def correlation(request: Request, call_next):  # noqa: ANN001, ANN202
@@ -61,6 +64,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                  status_code=response.status_code, duration_ms=round((time.perf_counter() - started) * 1000, 1))
         response.headers["X-Correlation-Id"] = cid[:64]
         return response
+
+    console_html = (Path(__file__).parent / "static" / "console.html").read_text()
+
+    @app.get("/console", tags=["ops"], include_in_schema=False)
+    async def console() -> HTMLResponse:
+        # Static page; it calls the ops API with the engineer's own admin key.
+        return HTMLResponse(console_html, headers={"Cache-Control": "no-store",
+                                                   "Content-Security-Policy": "default-src 'self' 'unsafe-inline'"})
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict:

@@ -72,7 +72,7 @@ class Dispatcher:
         )
         try:
             async with self._engine.begin() as conn:
-                await self._handle(conn, msg)
+                await self.handle(conn, msg)
                 await self._log.commit(GROUP, EVENTS_TOPIC, msg.offset + 1, conn)
             self._failures.pop(msg.offset, None)
         except Exception as exc:  # noqa: BLE001 - a handler bug must not stop the flow: retry, then dead-letter
@@ -94,7 +94,8 @@ class Dispatcher:
         finally:
             structlog.contextvars.unbind_contextvars("correlation_id", "event_id", "topic")
 
-    async def _handle(self, conn: AsyncConnection, msg: BusMessage) -> None:
+    async def handle(self, conn: AsyncConnection, msg: BusMessage) -> None:
+        """Route, share and queue one event inside the caller's transaction."""
         event = from_jsonable(DomainEvent, msg.payload["event"])
         change = from_jsonable(RegisterChange, msg.payload["change"])
         status = from_jsonable(S117Status, msg.payload["status"])

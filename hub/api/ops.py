@@ -1,0 +1,176 @@
+"""Operations API for integration engineers (scope hub:admin): flows, lag,
+deliveries, dead letters and replay, register service-level breaches.
+
+Nothing here returns personal data: ids, codes, counts and timestamps only.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from fastapi import APIRouter
+from sqlalchemy import func, select
+
+from hub.api.deps import ClientDep, HubDep, require
+from hub.api.problems import ProblemError
+from hub.bus.port import EVENTS_TOPIC, BusMessage
+from hub.delivery.dispatcher import GROUP as DISPATCHER_GROUP
+from hub.observability.logging import get_logger
+from hub.store.schema import (
+    bus_messages,
+    dead_letters,
+    deliveries,
+    quarantine,
+    register_changes,
+    service_levels,
+    subscriptions,
+)
+
+router = APIRouter(prefix="/v1/ops", tags=["operations"])
+log = get_logger("hub.ops")
+
+
+@router.get("/flows", summary="Ingest, lag, deliveries and dead letters at a glance")
+async def flows(hub: HubDep, client: ClientDep, hours: int = 24) -> dict:
+    require(client, "hub:admin")
+    since = datetime.now(UTC) - timedelta(hours=hours)
+    async with hub.engine.connect() as conn:
+        accepted = (await conn.execute(
+            select(register_changes.c.source, func.count()).where(register_changes.c.received_at >= since)
+            .group_by(register_changes.c.source))).all()
+        held = (await conn.execute(
+            select(quarantine.c.source, quarantine.c.channel, func.count()).where(quarantine.c.received_at >= since)
+            .group_by(quarantine.c.source, quarantine.c.channel))).all()
+        by_sub = (await conn.execute(
+            select(subscriptions.c.subscription_id, subscriptions.c.org_code, subscriptions.c.channel,
+                   subscriptions.c.active, deliveries.c.status, func.count(), func.min(deliveries.c.created_at),
+                   func.max(deliveries.c.attempts))
+            .join(deliveries, deliveries.c.subscription_id == subscriptions.c.subscription_id, isouter=True)
+            .group_by(subscriptions.c.subscription_id, subscriptions.c.org_code, subscriptions.c.channel,
+                      subscriptions.c.active, deliveries.c.status))).all()
+        dead = (await conn.execute(select(func.count()).select_from(dead_letters)
+                                   .where(dead_letters.c.replayed_at.is_(None)))).scalar_one()
+        last_offset = (await conn.execute(select(func.max(bus_messages.c.offset)))).scalar_one()
+        await conn.rollback()
+    subs: dict[str, dict] = {}
+    now = datetime.now(UTC)
+    for sid, org, channel, active, status, n, oldest, max_attempts in by_sub:
+        entry = subs.setdefault(sid, {"subscription_id": sid, "org_code": org, "channel": channel, "active": active,
+                                      "delivered": 0, "pending": 0, "dead": 0, "oldest_pending_seconds": None,
+                                      "max_attempts_pending": 0})
+        if status:
+            entry[status] = n
+        if status == "pending" and oldest is not None:
+            oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC)
+            entry["oldest_pending_seconds"] = round((now - oldest).total_seconds(), 1)
+            entry["max_attempts_pending"] = max_attempts or 0
+    return {
+        "window_hours": hours,
+        "ingest": {
+            "accepted": [{"source": s, "count": n} for s, n in accepted],
+            "quarantined": [{"source": s, "channel": c, "count": n} for s, c, n in held],
+        },
+        "bus": {"topic": EVENTS_TOPIC, "last_offset": last_offset,
+                "consumers": [{"group": DISPATCHER_GROUP, "lag": await hub.bus.lag(DISPATCHER_GROUP, EVENTS_TOPIC)}]},
+        "subscriptions": list(subs.values()),
+        "dead_letters_open": dead,
+    }
+
+
+@router.get("/dead-letters", summary="Messages and deliveries that could not be handled")
+async def list_dead_letters(hub: HubDep, client: ClientDep) -> dict:
+    require(client, "hub:admin")
+    async with hub.engine.connect() as conn:
+        handler_rows = (await conn.execute(select(dead_letters).order_by(dead_letters.c.at.desc()).limit(500))).all()
+        delivery_rows = (await conn.execute(
+            select(deliveries.c.delivery_id, deliveries.c.subscription_id, deliveries.c.event_id,
+                   deliveries.c.event_type, deliveries.c.attempts, deliveries.c.last_error, deliveries.c.created_at)
+            .where(deliveries.c.status == "dead").order_by(deliveries.c.delivery_seq.desc()).limit(500))).all()
+        await conn.rollback()
+    return {
+        "handlers": [{"dead_letter_id": r.dead_letter_id, "topic": r.topic, "group": r.group_id, "offset": r.offset,
+                      "event_id": r.event_id, "handler": r.handler, "reason": r.reason, "at": r.at.isoformat(),
+                      "replayed_at": r.replayed_at.isoformat() if r.replayed_at else None} for r in handler_rows],
+        "deliveries": [{"delivery_id": r.delivery_id, "subscription_id": r.subscription_id, "event_id": r.event_id,
+                        "event_type": r.event_type, "attempts": r.attempts, "last_error": r.last_error,
+                        "created_at": r.created_at.isoformat()} for r in delivery_rows],
+    }
+
+
+@router.post("/dead-letters/{dead_letter_id}/replay", summary="Run the handler again for a dead-lettered message")
+async def replay_dead_letter(dead_letter_id: int, hub: HubDep, client: ClientDep) -> dict:
+    require(client, "hub:admin")
+    async with hub.engine.connect() as conn:
+        dl = (await conn.execute(select(dead_letters).where(dead_letters.c.dead_letter_id == dead_letter_id))).first()
+        msg = None
+        if dl is not None:
+            msg = (await conn.execute(select(bus_messages).where(bus_messages.c.offset == dl.offset))).first()
+        await conn.rollback()
+    if dl is None or msg is None:
+        raise ProblemError(404, "not-found", "Not found", "no dead letter with that id")
+    if dl.replayed_at is not None:
+        raise ProblemError(409, "already-replayed", "Already replayed", "this dead letter was replayed already")
+    message = BusMessage(topic=msg.topic, key=msg.key, event_id=msg.event_id, payload=msg.payload,
+                         headers=msg.headers, offset=int(msg.offset))
+    try:
+        async with hub.engine.begin() as conn:
+            await hub.dispatcher.handle(conn, message)
+            await conn.execute(dead_letters.update().where(dead_letters.c.dead_letter_id == dead_letter_id)
+                               .values(replayed_at=datetime.now(UTC)))
+    except Exception as exc:  # noqa: BLE001 - report, keep the dead letter
+        raise ProblemError(422, "replay-failed", "Replay failed",
+                           f"the handler failed again ({type(exc).__name__}); the dead letter is kept") from exc
+    log.info("dead letter replayed", offset=dl.offset, event_id=dl.event_id, source=client.client_id)
+    return {"dead_letter_id": dead_letter_id, "replayed": True}
+
+
+@router.post("/deliveries/{delivery_id}/retry", summary="Send a dead (or waiting) webhook delivery again now")
+async def retry_delivery(delivery_id: str, hub: HubDep, client: ClientDep) -> dict:
+    require(client, "hub:admin")
+    async with hub.engine.begin() as conn:
+        result = await conn.execute(
+            deliveries.update().where(deliveries.c.delivery_id == delivery_id, deliveries.c.status != "delivered")
+            .values(status="pending", attempts=0, next_attempt_at=datetime.now(UTC)))
+    if result.rowcount == 0:
+        raise ProblemError(404, "not-found", "Not found", "no undelivered delivery with that id")
+    log.info("delivery requeued", delivery_id=delivery_id, source=client.client_id)
+    return {"delivery_id": delivery_id, "status": "pending"}
+
+
+@router.post("/subscriptions/{subscription_id}/replay", summary="Deliver a subscription's messages again from a time")
+async def replay_subscription(subscription_id: str, since: datetime, hub: HubDep, client: ClientDep) -> dict:
+    """Re-send what was delivered since `since` (e.g. after a subscriber lost data).
+    Messages keep their event and message ids, so the subscriber can de-duplicate."""
+    require(client, "hub:admin")
+    since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    async with hub.engine.begin() as conn:
+        result = await conn.execute(
+            deliveries.update().where(deliveries.c.subscription_id == subscription_id,
+                                      deliveries.c.created_at >= since)
+            .values(status="pending", attempts=0, next_attempt_at=datetime.now(UTC)))
+    log.info("subscription replay", subscription_id=subscription_id, count=result.rowcount, source=client.client_id)
+    return {"subscription_id": subscription_id, "requeued": result.rowcount}
+
+
+@router.get("/service-level", summary="Register changes recorded late or nearly late (Worcs 19.6)")
+async def service_level(hub: HubDep, client: ClientDep, days: int = 90) -> dict:
+    require(client, "hub:admin")
+    since = datetime.now(UTC).date() - timedelta(days=days)
+    async with hub.engine.connect() as conn:
+        rows = (await conn.execute(
+            select(service_levels, register_changes.c.source, register_changes.c.change_type)
+            .join(register_changes, register_changes.c.change_id == service_levels.c.change_id)
+            .where(service_levels.c.state != "met", service_levels.c.recorded_on >= since)
+            .order_by(service_levels.c.recorded_on.desc()))).all()
+        totals = (await conn.execute(
+            select(service_levels.c.state, func.count()).where(service_levels.c.recorded_on >= since)
+            .group_by(service_levels.c.state))).all()
+        await conn.rollback()
+    return {
+        "window_days": days,
+        "totals": {state: n for state, n in totals},
+        "items": [{"change_id": r.change_id, "source": r.source, "change_type": r.change_type,
+                   "notified_on": r.notified_on.isoformat(), "recorded_on": r.recorded_on.isoformat(),
+                   "deadline": r.deadline.isoformat(), "working_days_taken": r.working_days_taken,
+                   "state": r.state} for r in rows],
+    }

@@ -1,0 +1,85 @@
+"""Operations API: dead letters and replay, service-level breaches, access."""
+
+from __future__ import annotations
+
+import random
+from datetime import date, timedelta
+
+import pytest
+
+import hub.delivery.dispatcher as dispatcher_module
+from hub.clients import add_client
+from hub.domain.working_days import add_working_days
+from hub.sample_data import detention_to_move_scenario
+
+
+@pytest.fixture
+async def admin(app_hub):  # noqa: ANN001
+    return {"X-API-Key": (await add_client(app_hub.hub.engine, "ops", "HUB", "hub-operator", ["hub:admin"]))[1]}
+
+
+async def _subscribe_and_push(app_hub) -> list[dict]:  # noqa: ANN001
+    r = await app_hub.http.post("/v1/subscriptions", headers={"X-API-Key": app_hub.keys["E06000060"]},
+                                json={"url": "http://127.0.0.1:9/hook", "secret": "x" * 32})
+    assert r.status_code == 201
+    out = []
+    for c in detention_to_move_scenario(random.Random(5), "ops", date(2025, 1, 6))[:3]:
+        out.append((await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]},
+                                            json=c)).json())
+    return out
+
+
+async def test_a_failing_handler_dead_letters_the_event_and_replay_delivers_it(app_hub, admin, monkeypatch):
+    await _subscribe_and_push(app_hub)
+    real = dispatcher_module.build_event_message
+    calls = {"n": 0}
+
+    def broken(**kwargs):  # noqa: ANN003, ANN202
+        calls["n"] += 1
+        raise RuntimeError("renderer bug")
+
+    monkeypatch.setattr(dispatcher_module, "build_event_message", broken)
+    for _ in range(10):  # the worker's retries, then the dead letter
+        try:
+            await app_hub.hub.dispatcher.run_once()
+        except dispatcher_module._Retry:
+            pass
+    flows = (await app_hub.http.get("/v1/ops/flows", headers=admin)).json()
+    assert flows["dead_letters_open"] >= 1
+    assert flows["bus"]["consumers"][0]["lag"] == 0  # the flow went on past the poison message
+    dead = (await app_hub.http.get("/v1/ops/dead-letters", headers=admin)).json()["handlers"]
+    assert dead[0]["reason"].startswith("RuntimeError after 3 attempts")
+
+    monkeypatch.setattr(dispatcher_module, "build_event_message", real)
+    for d in dead:
+        r = await app_hub.http.post(f"/v1/ops/dead-letters/{d['dead_letter_id']}/replay", headers=admin)
+        assert r.status_code == 200, r.text
+    r = await app_hub.http.post(f"/v1/ops/dead-letters/{dead[0]['dead_letter_id']}/replay", headers=admin)
+    assert r.status_code == 409
+    flows = (await app_hub.http.get("/v1/ops/flows", headers=admin)).json()
+    assert flows["dead_letters_open"] == 0
+    assert flows["subscriptions"][0]["pending"] >= len(dead)
+
+
+async def test_late_recording_shows_as_a_breach(app_hub, admin):
+    change = detention_to_move_scenario(random.Random(6), "late", date(2025, 1, 6))[0]
+    today = date.today()
+    holidays = app_hub.hub.ref.bank_holidays()
+    # Notice given more than five working days ago.
+    notified = today - timedelta(days=21)
+    change = {**change, "effective_date": (notified - timedelta(days=1)).isoformat(), "notified_on": notified.isoformat()}
+    r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=change)
+    assert r.json()["service_level"]["state"] == "breach"
+    assert r.json()["service_level"]["deadline"] == add_working_days(notified, 5, holidays).isoformat()
+    sla = (await app_hub.http.get("/v1/ops/service-level", headers=admin)).json()
+    assert sla["totals"]["breach"] == 1 and sla["items"][0]["change_id"] == r.json()["change_id"]
+
+
+async def test_ops_needs_the_admin_scope(app_hub):
+    r = await app_hub.http.get("/v1/ops/flows", headers={"X-API-Key": app_hub.keys["E06000060"]})
+    assert r.status_code == 403
+
+
+async def test_console_page_is_served(app_hub):
+    r = await app_hub.http.get("/console")
+    assert r.status_code == 200 and "integration console" in r.text
