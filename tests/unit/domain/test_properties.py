@@ -108,7 +108,8 @@ def test_entitled_person_has_one_council_and_one_commissioner_at_every_date(chan
                 assert "(" in determination.explanation and determination.citation
 
 
-QUALIFYING_REDETENTION = {T.DETAINED, T.SECTION_CHANGED, T.CTO_STARTED}
+# A CTO start or revocation with no detention on record evidences one (a CTO follows s3 / s37).
+QUALIFYING_REDETENTION = {T.DETAINED, T.SECTION_CHANGED, T.CTO_STARTED, T.CTO_REVOKED}
 
 
 @FAST
