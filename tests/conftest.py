@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+pytest_plugins = ["tests.servers.postgres"]
+
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
