@@ -9,17 +9,31 @@ effect.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import BusMessage, Capabilities
+from hub.store.db import insert_or_merge
 from hub.store.schema import bus_messages, consumer_offsets
 
 
+def _topic_lock_key(topic: str) -> int:
+    # A stable signed 64-bit key per topic for pg_advisory_xact_lock.
+    return int.from_bytes(hashlib.sha256(b"s117.bus/" + topic.encode()).digest()[:8], "big", signed=True)
+
+
 async def publish(conn: AsyncConnection, message: BusMessage) -> None:
+    if conn.dialect.name == "postgresql":
+        # An offset is drawn at INSERT but becomes visible at COMMIT. Were two
+        # publishers to commit out of offset order, a consumer could ack past
+        # the lower offset before it was visible and never see it. Holding a
+        # per-topic lock from the first publish to commit makes offset order
+        # commit order. (SQLite gets this from BEGIN IMMEDIATE: one writer.)
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _topic_lock_key(message.topic)})
     await conn.execute(
         bus_messages.insert().values(
             topic=message.topic,
@@ -76,29 +90,18 @@ class SqlLog:
             await self._upsert(conn, group_id, topic, next_offset)
 
     async def _upsert(self, conn: AsyncConnection, group_id: str, topic: str, next_offset: int) -> None:
-        now = datetime.now(UTC)
-        current = await self._committed(conn, group_id, topic)
-        if next_offset <= current:
-            return  # never move a committed offset backwards
-        exists = (
-            await conn.execute(
-                select(func.count()).select_from(consumer_offsets).where(
-                    consumer_offsets.c.group_id == group_id, consumer_offsets.c.topic == topic
-                )
+        # One statement, so concurrent acks neither collide on the group's first
+        # commit nor move the offset backwards (a late ack of an earlier message).
+        stmt = insert_or_merge(conn.dialect, consumer_offsets).values(
+            group_id=group_id, topic=topic, next_offset=next_offset, updated_at=datetime.now(UTC)
+        )
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[consumer_offsets.c.group_id, consumer_offsets.c.topic],
+                set_={"next_offset": stmt.excluded.next_offset, "updated_at": stmt.excluded.updated_at},
+                where=consumer_offsets.c.next_offset < stmt.excluded.next_offset,
             )
-        ).scalar_one()
-        if exists:
-            await conn.execute(
-                consumer_offsets.update()
-                .where(consumer_offsets.c.group_id == group_id, consumer_offsets.c.topic == topic)
-                .values(next_offset=next_offset, updated_at=now)
-            )
-        else:
-            await conn.execute(
-                consumer_offsets.insert().values(
-                    group_id=group_id, topic=topic, next_offset=next_offset, updated_at=now
-                )
-            )
+        )
 
     async def rewind(self, group_id: str, topic: str, to_offset: int) -> None:
         """Replay: move a group back (an operator action, audited by the caller)."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Table, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from hub.store.schema import metadata
@@ -44,6 +45,19 @@ def create_engine(database_url: str) -> AsyncEngine:
 
 def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def insert_or_merge(dialect: Dialect, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can take `ON CONFLICT ... DO NOTHING / DO UPDATE`.
+
+    Both backends spell it the same in SQL; SQLAlchemy has one construct per
+    dialect, so pick by the connection's dialect (`conn.dialect`).
+    """
+    if dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"no upsert for {dialect.name}")
 
 
 async def create_schema(engine: AsyncEngine) -> None:
