@@ -76,7 +76,10 @@ async def build_hub(settings: Settings) -> Hub:
     protector = DataProtector.from_settings(settings.data_key, settings.data_key_file)
     sharing = SharingAgreements.load(settings.sharing_agreements_path, FIELD_GROUPS)
     bus = SqlLog(engine)
-    http = httpx.AsyncClient(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
+    # Keep idle connections for less than common servers' 5 s keep-alive, so a
+    # POST is not sent on a connection the subscriber is closing.
+    http = httpx.AsyncClient(timeout=settings.webhook_timeout_seconds, follow_redirects=False,
+                             limits=httpx.Limits(keepalive_expiry=2.0))
     hub = Hub(
         settings=settings, engine=engine, ref=ref, agreements=agreements, protector=protector,
         sharing=sharing, bus=bus,

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 from hub.observability.logging import configure_logging
 from hub.settings import REPO_ROOT, get_settings
@@ -28,7 +29,7 @@ def _demo(args: argparse.Namespace) -> None:
     configure_logging("WARNING" if not args.verbose else "INFO", json=True)
     try:
         asyncio.run(run_demo(port=args.port, receiver_port=args.receiver_port, duration=args.duration,
-                             interval=args.interval))
+                             interval=args.interval, data_dir=args.data_dir))
     except KeyboardInterrupt:
         print("stopped")
 
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between synthetic people")
     p.add_argument("--verbose", action="store_true", help="show the hub's JSON logs too")
+    p.add_argument("--data-dir", type=Path, default=None, help="where the demo keeps its database (default var/demo)")
     p.set_defaults(func=_demo)
     p = sub.add_parser("add-client", help="register an API client and print its key once")
     p.add_argument("--name", required=True)

@@ -8,8 +8,10 @@ it gets, and a sample trust that pushes synthetic register changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import shutil
+import signal
 import uuid
 from datetime import date, timedelta
 from pathlib import Path
@@ -59,8 +61,17 @@ def receiver_app(seen: dict[str, set[str]], out=print) -> FastAPI:  # noqa: ANN0
     return app
 
 
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves Ctrl-C to the demo, which then stops the
+    sample trust first and the servers after, in that order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # noqa: ANN201
+        yield
+
+
 async def _serve(app: FastAPI, port: int) -> uvicorn.Server:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    server = _EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -71,8 +82,8 @@ async def _serve(app: FastAPI, port: int) -> uvicorn.Server:
 
 
 async def run_demo(port: int = 8117, receiver_port: int = 8118, duration: float | None = None,
-                   interval: float = 5.0, fresh: bool = True) -> dict[str, set[str]]:
-    data_dir = REPO_ROOT / "var" / "demo"
+                   interval: float = 5.0, fresh: bool = True, data_dir: Path | None = None) -> dict[str, set[str]]:
+    data_dir = data_dir or REPO_ROOT / "var" / "demo"
     if fresh and data_dir.exists():
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -100,23 +111,28 @@ async def run_demo(port: int = 8117, receiver_port: int = 8118, duration: float 
             r.raise_for_status()
         rng = random.Random(117)
         loop = asyncio.get_running_loop()
-        stop_at = loop.time() + duration if duration else None
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if duration:
+            loop.call_later(duration, stop.set)
         cycle = 0
-        try:
-            while stop_at is None or loop.time() < stop_at:
-                cycle += 1
-                run_id = f"demo-{uuid.uuid4().hex[:8]}"
-                start = date.today() - timedelta(days=400 - cycle)
-                for change in detention_to_move_scenario(rng, run_id, start):
-                    r = await http.post("/v1/register-changes", headers={"X-API-Key": trust_key}, json=change)
-                    print(f"trust -> hub: {change['change_type']:<16} {r.status_code} "
-                          f"events={[e['event_type'] for e in r.json().get('events', [])]}")
-                r = await http.post("/v1/register-changes", headers={"X-API-Key": trust_key}, json=bad_change(run_id))
-                print(f"trust -> hub: bad input         {r.status_code} "
-                      f"{[e['field'] + ' ' + e['reason'] for e in r.json().get('errors', [])]} (quarantined)")
-                await asyncio.sleep(interval if stop_at is None else min(interval, max(0.0, stop_at - loop.time())))
-        except asyncio.CancelledError:
-            pass
+        while not stop.is_set():
+            cycle += 1
+            run_id = f"demo-{uuid.uuid4().hex[:8]}"
+            start = date.today() - timedelta(days=400 - cycle)
+            for change in detention_to_move_scenario(rng, run_id, start):
+                r = await http.post("/v1/register-changes", headers={"X-API-Key": trust_key}, json=change)
+                print(f"trust -> hub: {change['change_type']:<16} {r.status_code} "
+                      f"events={[e['event_type'] for e in r.json().get('events', [])]}")
+            r = await http.post("/v1/register-changes", headers={"X-API-Key": trust_key}, json=bad_change(run_id))
+            print(f"trust -> hub: bad input         {r.status_code} "
+                  f"{[e['field'] + ' ' + e['reason'] for e in r.json().get('errors', [])]} (quarantined)")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+        print("stopping: letting deliveries in flight land")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
         # Let deliveries in flight land before stopping.
         await asyncio.sleep(min(3.0, interval))
     for server in (hub_server, recv_server):
