@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-pytest_plugins = ["tests.servers.postgres"]
+pytest_plugins = ["tests.servers.postgres", "tests.servers.kafka"]
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Run a single-node Apache Kafka broker (KRaft, combined broker+controller) on
+# loopback, from the jars gathered by fetch.sh. For developers, and used by the
+# test fixture (tests/servers/kafka.py) so both start the broker the same way.
+#
+#   scripts/kafka/run-broker.sh                       # 127.0.0.1:9092, data in var/kafka/dev
+#   scripts/kafka/run-broker.sh --port 19092 --controller-port 19093 --data-dir /tmp/k --fresh
+#
+# Options:
+#   --port N              client (PLAINTEXT) port, default 9092
+#   --controller-port N   KRaft controller port, default port+1
+#   --data-dir DIR        where config, log.dirs and broker.log live
+#                         (default <repo>/var/kafka/dev)
+#   --fresh               delete DIR's log data and format it anew (a new cluster id)
+#   --heap SIZE           JVM heap (-Xms/-Xmx), default 512m
+# The broker runs in the foreground (exec: the script's pid becomes the JVM's),
+# logging to stdout. Ctrl-C / SIGTERM stops it cleanly. Ready when it logs
+# "Kafka Server started" and the port accepts connections.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+port=9092
+cport=""
+data="$repo/var/kafka/dev"
+fresh=0
+heap="${S117_KAFKA_HEAP:-512m}"
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --port) port="$2"; shift 2 ;;
+    --controller-port) cport="$2"; shift 2 ;;
+    --data-dir) data="$2"; shift 2 ;;
+    --fresh) fresh=1; shift ;;
+    --heap) heap="$2"; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "run-broker.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+cport="${cport:-$((port + 1))}"
+
+libs="$("$here/fetch.sh")"
+mkdir -p "$data"
+data="$(cd "$data" && pwd)"
+logs="$data/kraft-logs"
+[[ "$fresh" == 1 ]] && rm -rf "$logs"
+
+cat > "$data/server.properties" <<PROPS
+# Written by scripts/kafka/run-broker.sh: single node, combined mode, loopback only.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$logs
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+# One offsets/transaction partition instead of 50: the first group commit on a
+# fresh node then waits for one partition to be created, not fifty.
+offsets.topic.num.partitions=1
+transaction.state.log.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+delete.topic.enable=true
+PROPS
+
+cat > "$data/log4j.properties" <<'PROPS'
+log4j.rootLogger=INFO, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka=INFO
+log4j.logger.org.apache.kafka=INFO
+log4j.logger.state.change.logger=WARN
+log4j.logger.kafka.log.LogCleaner=WARN
+log4j.logger.org.apache.kafka.storage.internals.log=WARN
+log4j.logger.kafka.log=WARN
+PROPS
+
+jvm=(java "-Xms$heap" "-Xmx$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
+     "-Dlog4j.configuration=file:$data/log4j.properties" -cp "$libs/*")
+
+if [[ ! -f "$logs/meta.properties" ]]; then
+  cluster_id="$("${jvm[@]}" kafka.tools.StorageTool random-uuid | tail -n1)"
+  "${jvm[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$data/server.properties" --standalone
+fi
+
+exec "${jvm[@]}" kafka.Kafka "$data/server.properties"
