@@ -110,3 +110,19 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
 
 def get_logger(name: str = "s117hub") -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)
+
+
+def _safe_default() -> None:
+    # Until configure_logging() runs (a library user, a script, a benchmark),
+    # structlog's own default chain would print every field as given. Install
+    # the redacting chain from the start so that no path bypasses it.
+    if not structlog.is_configured():
+        structlog.configure(
+            processors=[*shared_processors(), structlog.dev.ConsoleRenderer(colors=False)],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+            cache_logger_on_first_use=False,
+        )
+
+
+_safe_default()

@@ -110,3 +110,17 @@ def test_register_change_contract_file_matches_the_model():
 
     on_disk = json.loads((REPO_ROOT / "contracts" / "register-change.schema.json").read_text())
     assert on_disk == contract_schema(RegisterChangeIn), "run `make contracts` and commit the result"
+
+
+def test_logging_redacts_even_before_it_is_configured(capsys):
+    import importlib
+
+    import hub.observability.logging as hub_logging
+
+    structlog.reset_defaults()
+    importlib.reload(hub_logging)  # the module's import-time safe default
+    hub_logging.get_logger("t").info("hello", nhs_number="9990000018", change_id="c9")
+    err = capsys.readouterr().err
+    assert "c9" in err and "9990000018" not in err and "[redacted]" in err
+    structlog.reset_defaults()
+    importlib.reload(hub_logging)
