@@ -17,6 +17,7 @@ import orjson
 import structlog
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import EVENTS_TOPIC, BusMessage
@@ -33,11 +34,13 @@ from hub.ingest.nhs_number import normalise
 from hub.ingest.validation import FieldProblem, problems_from_pydantic, semantic_problems
 from hub.observability import metrics
 from hub.observability.logging import get_logger
+from hub.store.db import insert_or_merge
 from hub.store.schema import ingest_results, persons, quarantine, register_changes, service_levels
 
 log = get_logger("hub.ingest")
 EVENT_NAMESPACE = uuid.UUID("5b0f2c1e-7d1a-4c43-9a8e-117117117117")
 PROBLEM_BASE = "https://s117hub.example/problems/"
+RECORD_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,15 +153,41 @@ class IngestService:
     async def _record(
         self, client: Client, change_in: RegisterChangeIn, channel: str, today: date, correlation_id: str,
     ) -> Outcome:
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                return await self._record_once(client, change_in, channel, today, correlation_id)
+            except IntegrityError:
+                # A concurrent transaction took a unique key this one needed (the
+                # same source message id for another person, say): the whole
+                # transaction rolled back; the next attempt sees what committed
+                # and answers as for a duplicate.
+                if attempt == RECORD_ATTEMPTS:
+                    raise
+                log.info("register change raced a concurrent write, retrying", source=client.client_id,
+                         channel=channel, attempt=attempt, correlation_id=correlation_id)
+        raise AssertionError("unreachable")
+
+    async def _record_once(
+        self, client: Client, change_in: RegisterChangeIn, channel: str, today: date, correlation_id: str,
+    ) -> Outcome:
         now = datetime.now(UTC)
         nhs_number = normalise(change_in.person.nhs_number)
         details = orjson.dumps(change_in.person.model_dump(mode="json") | {"nhs_number": nhs_number})
-        async with self._engine.begin() as conn:
+        async with self._engine.connect() as conn, conn.begin() as tx:
+            # Lock the person first: from here on no other change for them can
+            # commit, so the look for a duplicate and the history read below
+            # see every change committed before this one (SQLite: BEGIN IMMEDIATE).
+            encrypted = self._protector.encrypt(details)
+            person_id, created = await self._lock_or_create_person(conn, nhs_number, encrypted, now)
             # A concurrent duplicate may have won the race since the first look.
             replay = await self._previous_answer(client.client_id, change_in.source_message_id, conn)
             if replay is not None:
+                await tx.rollback()
                 return replay
-            person_id = await self._upsert_person(conn, nhs_number, details, now)
+            if not created:
+                await conn.execute(
+                    persons.update().where(persons.c.person_id == person_id).values(details=encrypted, updated_at=now)
+                )
             change = self._canonical(change_in, client, person_id, today)
             history = await self._person_changes(conn, person_id)
             before = evaluate(person_id, history, self._ref, self._agreements, today) if history else None
@@ -217,26 +246,29 @@ class IngestService:
                  count=len(events), correlation_id=correlation_id, status=sl.state)
         return Outcome(202, body)
 
-    async def _upsert_person(self, conn: AsyncConnection, nhs_number: str, details: bytes, now: datetime) -> str:
+    async def _lock_or_create_person(
+        self, conn: AsyncConnection, nhs_number: str, details: bytes, now: datetime,
+    ) -> tuple[str, bool]:
+        """The person's id, their row locked until commit; True if made now."""
         index = self._protector.index(nhs_number)
-        q = select(persons.c.person_id).where(persons.c.nhs_number_index == index)
-        if conn.dialect.name == "postgresql":
-            q = q.with_for_update()  # serialise changes to one person
-        row = (await conn.execute(q)).first()
+        # FOR UPDATE serialises changes to one person on PostgreSQL (SQLite
+        # drops the clause: its writers are already serial).
+        lock = select(persons.c.person_id).where(persons.c.nhs_number_index == index).with_for_update()
+        row = (await conn.execute(lock)).first()
         if row:
-            await conn.execute(
-                persons.update().where(persons.c.person_id == row.person_id)
-                .values(details=self._protector.encrypt(details), updated_at=now)
-            )
-            return row.person_id
+            return row.person_id, False
+        # First sight of this person. Two first sights at once must not fail on
+        # the unique index: DO NOTHING waits for the other insert, then the
+        # select finds and locks whichever row won.
         person_id = str(uuid.uuid4())
         await conn.execute(
-            persons.insert().values(
-                person_id=person_id, nhs_number_index=index,
-                details=self._protector.encrypt(details), created_at=now, updated_at=now,
-            )
+            insert_or_merge(conn.dialect, persons)
+            .values(person_id=person_id, nhs_number_index=index,
+                    details=details, created_at=now, updated_at=now)
+            .on_conflict_do_nothing(index_elements=[persons.c.nhs_number_index])
         )
-        return person_id
+        winner = (await conn.execute(lock)).one().person_id
+        return winner, winner == person_id
 
     @staticmethod
     async def _person_changes(conn: AsyncConnection, person_id: str) -> list[RegisterChange]:
