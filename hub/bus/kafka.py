@@ -70,7 +70,7 @@ from aiokafka.errors import (
     UnknownMemberIdError,
 )
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import BusMessage, Capabilities
@@ -194,8 +194,6 @@ class KafkaRelay:
 
     async def pending(self) -> int:
         """Rows waiting in the outbox."""
-        from sqlalchemy import func
-
         async with self._engine.connect() as conn:
             n = (await conn.execute(
                 select(func.count()).select_from(bus_messages).where(bus_messages.c.relayed_at.is_(None))

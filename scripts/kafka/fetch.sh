@@ -3,7 +3,8 @@
 # dependencies from Maven Central into one folder of jars:
 #   $S117_KAFKA_LIBS, or <repo>/var/kafka/libs (git-ignored).
 # Idempotent: does nothing when the folder already holds this version.
-# Prints the folder on stdout (progress goes to stderr).
+# Prints the folder on stdout (progress goes to stderr). -U: a failed download
+# is retried now rather than remembered by Maven until its update interval.
 #
 #   scripts/kafka/fetch.sh            # default version (pom.xml)
 #   S117_KAFKA_VERSION=3.9.2 scripts/kafka/fetch.sh
@@ -30,8 +31,9 @@ parent="$(dirname "$libs")"
 mkdir -p "$parent"
 tmp="$(mktemp -d "$parent/.libs.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
-mvn -q -B -f "$here/pom.xml" \
+mvn -q -B -U -f "$here/pom.xml" \
   -Dkafka.version="$version" \
+  -Dstyle.color=never \
   dependency:copy-dependencies \
   -DincludeScope=runtime \
   -DoutputDirectory="$tmp" >&2

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -41,6 +42,7 @@ RUN_SCRIPT = REPO / "scripts" / "kafka" / "run-broker.sh"
 BOOTSTRAP_ENV = "S117_TEST_KAFKA_BOOTSTRAP"
 FETCH_TIMEOUT = 900.0
 START_TIMEOUT = 120.0
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class BrokerUnavailable(RuntimeError):
@@ -68,8 +70,9 @@ def fetch_jars() -> Path:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BrokerUnavailable(f"{FETCH_SCRIPT.name} did not finish: {type(exc).__name__}") from exc
     if out.returncode != 0:
-        tail = (out.stderr or "").strip().splitlines()[-5:]
-        raise BrokerUnavailable(f"{FETCH_SCRIPT.name} exited {out.returncode}: {' / '.join(tail)}")
+        lines = [_ANSI.sub("", line).strip() for line in (out.stderr or "").splitlines()]
+        errors = [line for line in lines if line.startswith("[ERROR]") and len(line) > 8][:2]
+        raise BrokerUnavailable(f"{FETCH_SCRIPT.name} exited {out.returncode}: {' / '.join(errors or lines[-5:])}")
     return Path(out.stdout.strip().splitlines()[-1])
 
 
@@ -203,16 +206,21 @@ def kafka_bootstrap() -> Iterator[str]:
             unavailable(f"{BOOTSTRAP_ENV}={given} does not answer: {why}")
         yield given
         return
+    reason = None
     try:
         broker = KafkaBroker(fetch_jars())
     except BrokerUnavailable as exc:
-        unavailable(str(exc))
+        reason = str(exc)
+    if reason is not None:
+        unavailable(reason)
     try:
         broker.start()
     except (BrokerUnavailable, OSError, subprocess.SubprocessError) as exc:
         tail = broker.log_tail()
+        reason = str(exc) if not tail or tail in str(exc) else f"{exc}\nbroker log:\n{tail}"
         broker.stop()
-        unavailable(f"{exc}" + ("" if tail and tail in str(exc) else f"\n{tail}"))
+    if reason is not None:
+        unavailable(reason)
     print(f"\nkafka broker {broker.bootstrap} ready in {broker.started_in:.1f}s")  # noqa: T201 - shown with -s / -rA
     try:
         yield broker.bootstrap
