@@ -6,6 +6,7 @@ import asyncio
 import random
 from datetime import date, timedelta
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -185,3 +186,50 @@ async def test_concurrent_changes_for_many_people_are_all_dispatched(store_hub):
     event_ids = [e["event_id"] for r in answers for e in r.json()["events"]]
     assert sorted(handled) == sorted(event_ids)
     assert await hub.bus.lag(GROUP, EVENTS_TOPIC) == 0
+
+
+async def test_webhook_delivery_retries_then_delivers_in_order(store_hub):
+    """Timestamps come back timezone-aware from PostgreSQL and naive from
+    SQLite; backoff and ordering must work on both."""
+    sub = await store_hub.http.post("/v1/subscriptions", headers={"X-API-Key": store_hub.keys["E06000060"]},
+                                    json={"url": "http://council.invalid/hook", "secret": "s" * 32})
+    assert sub.status_code == 201, sub.text
+    for c in scenario(4)[:3]:
+        assert (await store_hub.http.post("/v1/register-changes", headers=trust(store_hub), json=c)).status_code == 202
+    hub = store_hub.hub
+    await hub.dispatcher.run_once()
+    queued = await count(hub, deliveries)
+    assert queued > 0
+    up = {"ok": False}
+    got: list[str] = []
+
+    def council(request: httpx.Request) -> httpx.Response:
+        if not up["ok"]:
+            return httpx.Response(503)
+        got.append(request.headers["S117-Event-Id"])
+        return httpx.Response(204)
+
+    hub.deliverer._client = httpx.AsyncClient(transport=httpx.MockTransport(council))
+    hub.deliverer._base = hub.deliverer._cap = 0.0  # retry at once
+    try:
+        assert await hub.deliverer.run_once() == 1
+        assert await count(hub, deliveries, deliveries.c.attempts == 1, deliveries.c.last_error == "HTTP 503") == 1
+        up["ok"] = True
+        while await hub.deliverer.run_once():
+            pass
+    finally:
+        await hub.deliverer._client.aclose()
+    assert await count(hub, deliveries, deliveries.c.status == "delivered") == queued
+    async with hub.engine.connect() as conn:
+        expected = (await conn.execute(select(deliveries.c.event_id).order_by(deliveries.c.delivery_seq))).scalars().all()
+        await conn.rollback()
+    assert got == list(expected)
+
+
+async def test_the_person_query_reads_back_what_was_recorded(store_hub):
+    answers = [(await store_hub.http.post("/v1/register-changes", headers=trust(store_hub), json=c)).json()
+               for c in scenario(5)]
+    person_id = answers[0]["person_id"]
+    r = await store_hub.http.get(f"/v1/persons/{person_id}/s117", headers=trust(store_hub))
+    assert r.status_code == 200, r.text
+    assert r.json()["entitled"] is answers[-1]["entitled"]
