@@ -66,6 +66,15 @@ def _drop_exception_text(_logger: Any, _name: str, event_dict: dict[str, Any]) -
     return event_dict
 
 
+def _current_stream_logger(name: str) -> Any:
+    # Look the stream up each time a logger is made rather than binding the
+    # file object once: sys.stdout may be swapped (tests, daemons) and closed.
+    def factory(*_args: Any) -> structlog.PrintLogger:
+        return structlog.PrintLogger(getattr(sys, name))
+
+    return factory
+
+
 def shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
@@ -85,7 +94,7 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
     structlog.configure(
         processors=[*shared_processors(), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=_current_stream_logger("stdout"),
         cache_logger_on_first_use=False,
     )
     # uvicorn and library logs go through the same chain (and the same redactor).
@@ -120,7 +129,7 @@ def _safe_default() -> None:
         structlog.configure(
             processors=[*shared_processors(), structlog.dev.ConsoleRenderer(colors=False)],
             wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+            logger_factory=_current_stream_logger("stderr"),
             cache_logger_on_first_use=False,
         )
 

@@ -74,7 +74,24 @@ def test_backoff_grows_exponentially_and_is_capped():
     assert all(c <= 60.0 for c in ceilings) and ceilings[-1] > 30.0
 
 
-def test_logs_keep_only_allowlisted_fields_and_mask_ten_digit_runs(monkeypatch):
+@pytest.fixture
+def restore_logging():  # noqa: ANN201
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    import importlib
+
+    import hub.observability.logging as hub_logging
+
+    structlog.reset_defaults()
+    importlib.reload(hub_logging)  # back to the redacting default
+
+
+def test_logs_keep_only_allowlisted_fields_and_mask_ten_digit_runs(monkeypatch, restore_logging):
     out = io.StringIO()
     monkeypatch.setattr(sys, "stdout", out)
     configure_logging("INFO", json=True)
@@ -88,6 +105,11 @@ def test_logs_keep_only_allowlisted_fields_and_mask_ten_digit_runs(monkeypatch):
             get_logger("t").exception("failed")
     finally:
         structlog.reset_defaults()
+        import importlib
+
+        import hub.observability.logging as hub_logging
+
+        importlib.reload(hub_logging)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     first = lines[0]
     assert first["nhs_number"] == first["family_name"] == first["birth_date"] == "[redacted]"
@@ -112,7 +134,7 @@ def test_register_change_contract_file_matches_the_model():
     assert on_disk == contract_schema(RegisterChangeIn), "run `make contracts` and commit the result"
 
 
-def test_logging_redacts_even_before_it_is_configured(capsys):
+def test_logging_redacts_even_before_it_is_configured(capsys, restore_logging):
     import importlib
 
     import hub.observability.logging as hub_logging
@@ -122,5 +144,3 @@ def test_logging_redacts_even_before_it_is_configured(capsys):
     hub_logging.get_logger("t").info("hello", nhs_number="9990000018", change_id="c9")
     err = capsys.readouterr().err
     assert "c9" in err and "9990000018" not in err and "[redacted]" in err
-    structlog.reset_defaults()
-    importlib.reload(hub_logging)
