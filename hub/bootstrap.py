@@ -13,6 +13,8 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.agreements_loader import load_agreements
+from hub.bus.kafka import KafkaLog, KafkaRelay, ensure_topic, run_relay
+from hub.bus.port import EVENTS_TOPIC, Subscriber
 from hub.bus.sql import SqlLog
 from hub.crypto import DataProtector
 from hub.delivery.dispatcher import Dispatcher, run_dispatcher
@@ -30,6 +32,15 @@ from hub.store.db import create_engine, create_schema
 log = get_logger("hub.bootstrap")
 
 
+def kafka_bootstrap(bus_url: str) -> str | None:
+    """`sql` -> None; `kafka://h1:9092,h2:9092` -> "h1:9092,h2:9092"."""
+    if bus_url == "sql":
+        return None
+    if bus_url.startswith("kafka://") and len(bus_url) > len("kafka://"):
+        return bus_url[len("kafka://"):].rstrip("/")
+    raise ValueError("bus_url: must be 'sql' or 'kafka://host:port[,host:port]'")
+
+
 @dataclass
 class Hub:
     settings: Settings
@@ -38,11 +49,12 @@ class Hub:
     agreements: AgreementBook
     protector: DataProtector
     sharing: SharingAgreements
-    bus: SqlLog
+    bus: Subscriber
     ingest: IngestService
     dispatcher: Dispatcher
     deliverer: WebhookDeliverer
     http: httpx.AsyncClient
+    relay: KafkaRelay | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -52,19 +64,25 @@ class Hub:
             asyncio.create_task(run_dispatcher(self.dispatcher, poll, self._stop), name="dispatcher"),
             asyncio.create_task(run_deliverer(self.deliverer, poll, self._stop), name="webhook-deliverer"),
         ]
+        if self.relay is not None:
+            self._tasks.append(asyncio.create_task(run_relay(self.relay, poll, self._stop), name="kafka-relay"))
 
     async def close(self) -> None:
         # Drain: workers finish the message in hand, then stop.
         self._stop.set()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        close = getattr(self.bus, "close", None)
+        if close is not None:
+            await close()  # Kafka: commit handled work, leave the group
+        if self.relay is not None:
+            await self.relay.close()
         await self.http.aclose()
         await self.engine.dispose()
 
 
 async def build_hub(settings: Settings) -> Hub:
-    if settings.bus_url != "sql":
-        raise ValueError("bus_url: only the embedded 'sql' log is available in this version")
+    kafka_servers = kafka_bootstrap(settings.bus_url)
     engine = create_engine(settings.database_url)
     await create_schema(engine)
     ref = load_reference_data()
@@ -75,7 +93,14 @@ async def build_hub(settings: Settings) -> Hub:
     )
     protector = DataProtector.from_settings(settings.data_key, settings.data_key_file)
     sharing = SharingAgreements.load(settings.sharing_agreements_path, FIELD_GROUPS)
-    bus = SqlLog(engine)
+    relay: KafkaRelay | None = None
+    bus: Subscriber
+    if kafka_servers:
+        await ensure_topic(kafka_servers, EVENTS_TOPIC, partitions=settings.kafka_partitions)
+        relay = KafkaRelay(engine, kafka_servers)
+        bus = KafkaLog(kafka_servers)
+    else:
+        bus = SqlLog(engine)
     # Keep idle connections for less than common servers' 5 s keep-alive, so a
     # POST is not sent on a connection the subscriber is closing.
     http = httpx.AsyncClient(timeout=settings.webhook_timeout_seconds, follow_redirects=False,
@@ -90,6 +115,7 @@ async def build_hub(settings: Settings) -> Hub:
             settings.webhook_backoff_cap_seconds, settings.webhook_max_attempts,
         ),
         http=http,
+        relay=relay,
     )
-    log.info("hub started", database=engine.dialect.name, bus=settings.bus_url)
+    log.info("hub started", database=engine.dialect.name, bus="kafka" if kafka_servers else "sql")
     return hub

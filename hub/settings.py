@@ -20,8 +20,11 @@ class Settings(BaseSettings):
 
     # sqlite+aiosqlite:///path for the embedded mode, postgresql+asyncpg://... in production.
     database_url: str = f"sqlite+aiosqlite:///{REPO_ROOT / 'var' / 's117hub.db'}"
-    # "sql" = the embedded durable log in the same database (the outbox is the log).
+    # "sql" = the embedded durable log in the same database (the outbox is the log);
+    # "kafka://host:port[,host:port]" = the same outbox relayed to Apache Kafka,
+    # and the dispatcher consuming from Kafka.
     bus_url: str = "sql"
+    kafka_partitions: int = 6
     host: str = "127.0.0.1"
     port: int = 8117
     log_level: str = "INFO"

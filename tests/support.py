@@ -92,16 +92,18 @@ class Receiver:
 class HubProcess:
     """`s117hub serve` as a real process (so it can be SIGKILLed)."""
 
-    def __init__(self, tmp: Path, sharing_path: Path | None = None, **env: str) -> None:
+    def __init__(self, tmp: Path, sharing_path: Path | None = None, db_url: str | None = None,
+                 bus_url: str = "sql", **env: str) -> None:
         self.tmp = tmp
         self.port = free_port()
-        self.db_url = f"sqlite+aiosqlite:///{tmp / 'hub.db'}"
+        self.db_url = db_url or f"sqlite+aiosqlite:///{tmp / 'hub.db'}"
         self.log_path = tmp / "hub.log"
         self.env = {
             **os.environ,
             "S117_DATABASE_URL": self.db_url,
             "S117_DATA_KEY_FILE": str(tmp / "data.key"),
             "S117_PORT": str(self.port),
+            "S117_BUS_URL": bus_url,
             "S117_WORKER_POLL_SECONDS": "0.05",
             "S117_WEBHOOK_BACKOFF_BASE_SECONDS": "0.1",
             "S117_WEBHOOK_BACKOFF_CAP_SECONDS": "0.5",

@@ -71,7 +71,10 @@ async def flows(hub: HubDep, client: ClientDep, hours: int = 24) -> dict:
             "quarantined": [{"source": s, "channel": c, "count": n} for s, c, n in held],
         },
         "bus": {"topic": EVENTS_TOPIC, "last_offset": last_offset,
-                "consumers": [{"group": DISPATCHER_GROUP, "lag": await hub.bus.lag(DISPATCHER_GROUP, EVENTS_TOPIC)}]},
+                "consumers": [{"group": DISPATCHER_GROUP, "lag": await hub.bus.lag(DISPATCHER_GROUP, EVENTS_TOPIC)}],
+                "backend": "kafka" if hub.relay is not None else "sql",
+                # Kafka mode: events in the outbox not yet relayed to Kafka.
+                "relay_pending": await hub.relay.pending() if hub.relay is not None else None},
         "subscriptions": list(subs.values()),
         "dead_letters_open": dead,
     }
@@ -104,7 +107,8 @@ async def replay_dead_letter(dead_letter_id: int, hub: HubDep, client: ClientDep
         dl = (await conn.execute(select(dead_letters).where(dead_letters.c.dead_letter_id == dead_letter_id))).first()
         msg = None
         if dl is not None:
-            msg = (await conn.execute(select(bus_messages).where(bus_messages.c.offset == dl.offset))).first()
+            # By event id: a Kafka offset is per partition, the event id is global.
+            msg = (await conn.execute(select(bus_messages).where(bus_messages.c.event_id == dl.event_id))).first()
         await conn.rollback()
     if dl is None or msg is None:
         raise ProblemError(404, "not-found", "Not found", "no dead letter with that id")

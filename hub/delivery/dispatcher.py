@@ -20,8 +20,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from hub.bus.port import EVENTS_TOPIC, BusMessage
-from hub.bus.sql import SqlLog
+from hub.bus.port import EVENTS_TOPIC, BusMessage, Subscriber
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
 from hub.domain.model import DomainEvent, Org, RegisterChange, S117Status
@@ -46,7 +45,7 @@ def message_id_for(event_id: str, org_code: str) -> str:
 
 class Dispatcher:
     def __init__(
-        self, engine: AsyncEngine, log_: SqlLog, ref: ReferenceData, sharing: SharingAgreements,
+        self, engine: AsyncEngine, log_: Subscriber, ref: ReferenceData, sharing: SharingAgreements,
         protector: DataProtector, hub_endpoint: str, max_handler_attempts: int = 3,
     ) -> None:
         self._engine = engine
@@ -56,7 +55,8 @@ class Dispatcher:
         self._protector = protector
         self._hub_endpoint = hub_endpoint
         self._max_attempts = max_handler_attempts
-        self._failures: dict[int, int] = {}
+        # Failures per event id (Kafka offsets are per partition, so not unique).
+        self._failures: dict[str, int] = {}
 
     async def run_once(self, limit: int = 100) -> int:
         """Handle what is waiting; returns how many messages were handled."""
@@ -74,10 +74,10 @@ class Dispatcher:
             async with self._engine.begin() as conn:
                 await self.handle(conn, msg)
                 await self._log.commit(GROUP, EVENTS_TOPIC, msg.offset + 1, conn)
-            self._failures.pop(msg.offset, None)
+            self._failures.pop(msg.event_id, None)
         except Exception as exc:  # noqa: BLE001 - a handler bug must not stop the flow: retry, then dead-letter
-            n = self._failures.get(msg.offset, 0) + 1
-            self._failures[msg.offset] = n
+            n = self._failures.get(msg.event_id, 0) + 1
+            self._failures[msg.event_id] = n
             log.warning("dispatch failed", attempt=n, exc_type=type(exc).__name__, offset=msg.offset)
             if n >= self._max_attempts:
                 async with self._engine.begin() as conn:
@@ -87,7 +87,7 @@ class Dispatcher:
                         at=datetime.now(UTC),
                     ))
                     await self._log.commit(GROUP, EVENTS_TOPIC, msg.offset + 1, conn)
-                self._failures.pop(msg.offset, None)
+                self._failures.pop(msg.event_id, None)
                 metrics.DEAD_LETTERS.labels(handler="dispatcher").inc()
                 log.error("event moved to dead letters", offset=msg.offset)
             raise _Retry from exc
