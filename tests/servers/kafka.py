@@ -32,9 +32,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
+
+from tests.servers import unavailable
 
 REPO = Path(__file__).resolve().parent.parent.parent
 FETCH_SCRIPT = REPO / "scripts" / "kafka" / "fetch.sh"
@@ -47,17 +48,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 class BrokerUnavailable(RuntimeError):
     """The broker could not be started; the message says why."""
-
-
-def servers_required() -> bool:
-    return os.environ.get("S117_REQUIRE_SERVERS") == "1" or os.environ.get("CI") == "true"
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Fail under CI (a missing server is a broken build), skip elsewhere."""
-    if servers_required():
-        pytest.fail(f"Kafka test broker unavailable: {reason}", pytrace=False)
-    pytest.skip(f"Kafka test broker unavailable: {reason}")
 
 
 def fetch_jars() -> Path:
@@ -203,7 +193,7 @@ def kafka_bootstrap() -> Iterator[str]:
     if given:
         why = broker_answers(given, timeout=10)
         if why:
-            unavailable(f"{BOOTSTRAP_ENV}={given} does not answer: {why}")
+            unavailable("Kafka test broker", f"{BOOTSTRAP_ENV}={given} does not answer: {why}")
         yield given
         return
     reason = None
@@ -212,7 +202,7 @@ def kafka_bootstrap() -> Iterator[str]:
     except BrokerUnavailable as exc:
         reason = str(exc)
     if reason is not None:
-        unavailable(reason)
+        unavailable("Kafka test broker", reason)
     try:
         broker.start()
     except (BrokerUnavailable, OSError, subprocess.SubprocessError) as exc:
@@ -220,7 +210,7 @@ def kafka_bootstrap() -> Iterator[str]:
         reason = str(exc) if not tail or tail in str(exc) else f"{exc}\nbroker log:\n{tail}"
         broker.stop()
     if reason is not None:
-        unavailable(reason)
+        unavailable("Kafka test broker", reason)
     print(f"\nkafka broker {broker.bootstrap} ready in {broker.started_in:.1f}s")  # noqa: T201 - shown with -s / -rA
     try:
         yield broker.bootstrap

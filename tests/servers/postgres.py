@@ -34,9 +34,10 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
+
+from tests.servers import unavailable
 from sqlalchemy.engine import URL, make_url
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -47,17 +48,6 @@ START_TIMEOUT = 60.0
 
 class ServerUnavailable(RuntimeError):
     """The server could not be started; the message says why."""
-
-
-def servers_required() -> bool:
-    return os.environ.get("S117_REQUIRE_SERVERS") == "1" or os.environ.get("CI") == "true"
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Fail under CI (a missing server is a broken build), skip elsewhere."""
-    if servers_required():
-        pytest.fail(f"PostgreSQL test server unavailable: {reason}", pytrace=False)
-    pytest.skip(f"PostgreSQL test server unavailable: {reason}")
 
 
 def ensure_binaries() -> Path:
@@ -225,12 +215,12 @@ def postgres_url() -> Iterator[str]:
     try:
         server = PostgresServer(ensure_binaries())
     except ServerUnavailable as exc:
-        unavailable(str(exc))
+        unavailable("PostgreSQL test server", str(exc))
     try:
         server.start()
     except (ServerUnavailable, OSError, subprocess.SubprocessError) as exc:
         server.stop()
-        unavailable(str(exc))
+        unavailable("PostgreSQL test server", str(exc))
     try:
         yield server.url().render_as_string(hide_password=False)
     finally:
