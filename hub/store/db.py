@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from hub.store.schema import metadata
 
 
 def create_engine(database_url: str) -> AsyncEngine:
@@ -60,6 +60,25 @@ def insert_or_merge(dialect: Dialect, table: Table) -> postgresql.Insert | sqlit
     raise NotImplementedError(f"no upsert for {dialect.name}")
 
 
+MIGRATIONS = Path(__file__).parent / "migrations"
+# pg_advisory_xact_lock key: two hub processes starting together migrate one at a time.
+_MIGRATION_LOCK = 117_000_001
+
+
+def _upgrade(sync_conn: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = sync_conn
+    command.upgrade(cfg, "head")
+
+
 async def create_schema(engine: AsyncEngine) -> None:
+    """Bring the store to the newest schema (Alembic migrations in
+    hub/store/migrations), the same way for SQLite and PostgreSQL."""
     async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+        await conn.run_sync(_upgrade)
