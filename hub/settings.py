@@ -42,6 +42,8 @@ class Settings(BaseSettings):
 
     # Webhook delivery: exponential backoff from base to cap, with jitter.
     webhook_timeout_seconds: float = 10.0
+    # Production: subscribers' webhooks must be https (deploy/hub.env.example sets it).
+    webhook_require_https: bool = False
     webhook_backoff_base_seconds: float = 1.0
     webhook_backoff_cap_seconds: float = 300.0
     # 0 = retry until the subscriber is back (nothing is dropped); N > 0 moves a

@@ -36,6 +36,12 @@ def _view(row) -> dict:  # noqa: ANN001
 @router.post("", status_code=201, summary="Subscribe the caller's organisation to a webhook feed")
 async def create_subscription(body: SubscriptionIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, "subscriptions:write")
+    if hub.settings.webhook_require_https and body.url.scheme != "https":
+        raise ProblemError(422, "invalid-request", "Request rejected", "url must use https",
+                           errors=[{"field": "url", "reason": "must use https: webhooks carry personal data"}])
+    if body.url.username or body.url.password:
+        raise ProblemError(422, "invalid-request", "Request rejected", "url must not carry credentials",
+                           errors=[{"field": "url", "reason": "must not carry credentials; the signature authenticates"}])
     secret = body.secret or secrets.token_urlsafe(32)
     sub_id = str(uuid.uuid4())
     async with hub.engine.begin() as conn:

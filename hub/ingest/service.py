@@ -192,7 +192,7 @@ class IngestService:
             history = await self._person_changes(conn, person_id)
             before = evaluate(person_id, history, self._ref, self._agreements, today) if history else None
             after = evaluate(person_id, [*history, change], self._ref, self._agreements, today)
-            events = derive_events(before, after, change)
+            events = derive_events(before, after, change, holidays=self._ref.bank_holidays())
 
             await conn.execute(
                 register_changes.insert().values(

@@ -83,3 +83,19 @@ async def test_ops_needs_the_admin_scope(app_hub):
 async def test_console_page_is_served(app_hub):
     r = await app_hub.http.get("/console")
     assert r.status_code == 200 and "integration console" in r.text
+
+
+async def test_subscription_urls_may_not_carry_credentials(app_hub):
+    r = await app_hub.http.post("/v1/subscriptions", headers={"X-API-Key": app_hub.keys["E06000060"]},
+                                json={"url": "http://user:pw@127.0.0.1:9/hook"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "url"
+
+
+async def test_production_requires_https_webhooks(app_hub):
+    app_hub.hub.settings.webhook_require_https = True
+    r = await app_hub.http.post("/v1/subscriptions", headers={"X-API-Key": app_hub.keys["E06000060"]},
+                                json={"url": "http://127.0.0.1:9/hook"})
+    assert r.status_code == 422 and "https" in r.json()["errors"][0]["reason"]
+    r = await app_hub.http.post("/v1/subscriptions", headers={"X-API-Key": app_hub.keys["E06000060"]},
+                                json={"url": "https://council.example/hook"})
+    assert r.status_code == 201 and len(r.json()["secret"]) >= 32
