@@ -87,31 +87,49 @@ class IngestService:
         self._today = today
 
     async def accept(self, client: Client, raw: bytes, channel: str = "rest") -> Outcome:
-        """Take one register change from a source. Never raises for bad input."""
-        correlation_id = structlog.contextvars.get_contextvars().get("correlation_id") or str(uuid.uuid4())
+        """Take one register change sent as canonical JSON. Never raises for bad input."""
+        correlation_id = self._correlation_id()
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return await self._quarantine(client, channel, raw, None, [FieldProblem("(body)", "is not valid JSON")], correlation_id)
         if not isinstance(data, dict):
             return await self._quarantine(client, channel, raw, None, [FieldProblem("(body)", "must be a JSON object")], correlation_id)
-        smid = data.get("source_message_id") if isinstance(data.get("source_message_id"), str) else None
+        return await self.accept_mapped(client, data, raw, channel)
 
+    async def accept_mapped(self, client: Client, data: dict[str, Any], original: bytes, channel: str) -> Outcome:
+        """Take one register change an adapter has mapped to the canonical
+        contract. `original` is the input as the source sent it (an HL7 v2
+        message, a file row): that is what quarantine keeps, so the source
+        can see and correct exactly what it sent."""
+        correlation_id = self._correlation_id()
+        smid = data.get("source_message_id") if isinstance(data.get("source_message_id"), str) else None
         if smid:
             replay = await self._previous_answer(client.client_id, smid)
             if replay is not None:
                 metrics.INGEST.labels(channel=channel, outcome="duplicate").inc()
                 return replay
-
         try:
             change_in = RegisterChangeIn.model_validate(data)
         except ValidationError as exc:
-            return await self._quarantine(client, channel, raw, smid, problems_from_pydantic(exc), correlation_id)
+            return await self._quarantine(client, channel, original, smid, problems_from_pydantic(exc), correlation_id)
         today = self._today()
         problems = semantic_problems(change_in, self._ref, today)
         if problems:
-            return await self._quarantine(client, channel, raw, smid, problems, correlation_id)
+            return await self._quarantine(client, channel, original, smid, problems, correlation_id)
         return await self._record(client, change_in, channel, today, correlation_id)
+
+    async def reject_unmapped(
+        self, client: Client, original: bytes, channel: str, problems: list[FieldProblem],
+        source_message_id: str | None = None,
+    ) -> Outcome:
+        """Quarantine input an adapter could not map at all (the problems name
+        the source's own fields, e.g. "PID-3" or "row 12, column NHS_NO")."""
+        return await self._quarantine(client, channel, original, source_message_id, problems, self._correlation_id())
+
+    @staticmethod
+    def _correlation_id() -> str:
+        return structlog.contextvars.get_contextvars().get("correlation_id") or str(uuid.uuid4())
 
     async def _previous_answer(self, source: str, smid: str, conn: AsyncConnection | None = None) -> Outcome | None:
         q = select(ingest_results.c.status_code, ingest_results.c.body).where(
