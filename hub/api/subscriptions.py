@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 from sqlalchemy import select
 
 from hub.api.deps import ClientDep, HubDep, require
@@ -20,11 +20,23 @@ router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 
 
 class SubscriptionIn(BaseModel):
+    """`webhook`: the hub POSTs each message to `url`, signed. `feed`: the
+    subscriber pulls its messages from GET /v1/feeds/{subscription_id} (for
+    councils that cannot expose an inbound endpoint)."""
+
     model_config = ConfigDict(extra="forbid")
-    channel: Literal["webhook"] = "webhook"
-    url: HttpUrl
+    channel: Literal["webhook", "feed"] = "webhook"
+    url: HttpUrl | None = None
     secret: str | None = Field(default=None, min_length=32, description="HMAC key; generated if omitted")
     event_types: list[EventType] | None = Field(default=None, description="Filter; default every allowed event")
+
+    @model_validator(mode="after")
+    def _url_for_webhooks_only(self) -> "SubscriptionIn":
+        if self.channel == "webhook" and self.url is None:
+            raise ValueError("url is required for a webhook subscription")
+        if self.channel == "feed" and (self.url is not None or self.secret is not None):
+            raise ValueError("a feed subscription takes no url or secret: the subscriber pulls with its API key")
+        return self
 
 
 def _view(row) -> dict:  # noqa: ANN001
@@ -36,24 +48,25 @@ def _view(row) -> dict:  # noqa: ANN001
 @router.post("", status_code=201, summary="Subscribe the caller's organisation to a webhook feed")
 async def create_subscription(body: SubscriptionIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, "subscriptions:write")
-    if hub.settings.webhook_require_https and body.url.scheme != "https":
+    if body.url is not None and hub.settings.webhook_require_https and body.url.scheme != "https":
         raise ProblemError(422, "invalid-request", "Request rejected", "url must use https",
                            errors=[{"field": "url", "reason": "must use https: webhooks carry personal data"}])
-    if body.url.username or body.url.password:
+    if body.url is not None and (body.url.username or body.url.password):
         raise ProblemError(422, "invalid-request", "Request rejected", "url must not carry credentials",
                            errors=[{"field": "url", "reason": "must not carry credentials; the signature authenticates"}])
-    secret = body.secret or secrets.token_urlsafe(32)
+    secret = (body.secret or secrets.token_urlsafe(32)) if body.channel == "webhook" else None
     sub_id = str(uuid.uuid4())
     async with hub.engine.begin() as conn:
         await conn.execute(subscriptions.insert().values(
             subscription_id=sub_id, org_code=client.org_code, client_id=client.client_id,
-            channel=body.channel, url=str(body.url), secret=hub.protector.encrypt(secret.encode()),
+            channel=body.channel, url=str(body.url) if body.url else None,
+            secret=hub.protector.encrypt(secret.encode()) if secret else None,
             event_types=[e.value for e in body.event_types] if body.event_types else None,
             active=True, created_at=datetime.now(UTC),
         ))
         row = (await conn.execute(select(subscriptions).where(subscriptions.c.subscription_id == sub_id))).one()
     # The secret is shown once, at creation; the hub keeps it encrypted.
-    return {**_view(row), "secret": secret}
+    return {**_view(row), **({"secret": secret} if secret else {})}
 
 
 @router.get("", summary="The caller's organisation's subscriptions")

@@ -59,10 +59,13 @@ class WebhookDeliverer:
             rows = (await conn.execute(
                 select(deliveries, subscriptions.c.url, subscriptions.c.secret, subscriptions.c.org_code)
                 .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
-                .where(deliveries.c.delivery_seq.in_(heads), subscriptions.c.active.is_(True))
+                .where(deliveries.c.delivery_seq.in_(heads), subscriptions.c.active.is_(True),
+                       subscriptions.c.channel == "webhook")
             )).all() if heads else []
             pending = (await conn.execute(
-                select(func.count()).select_from(deliveries).where(deliveries.c.status == "pending")
+                select(func.count()).select_from(deliveries).join(
+                    subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
+                .where(deliveries.c.status == "pending", subscriptions.c.channel == "webhook")
             )).scalar_one()
             await conn.rollback()
         metrics.PENDING_DELIVERIES.set(pending)
