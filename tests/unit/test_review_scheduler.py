@@ -1,0 +1,51 @@
+"""Review reminders reach the responsible bodies once per due review."""
+
+from __future__ import annotations
+
+import random
+from datetime import date, timedelta
+
+from sqlalchemy import select
+
+from hub.domain.dates import add_months
+from hub.sample_data import detention_to_move_scenario
+from hub.scheduler import ReviewScanner
+from hub.store.schema import bus_messages
+
+
+async def test_a_review_falling_due_is_announced_once(app_hub):
+    hub = app_hub.hub
+    # Left hospital 80 days ago: the first review (within 3 months, Worcs 14.1) is due in about 10 days.
+    left = date.today() - timedelta(days=80)
+    changes = detention_to_move_scenario(random.Random(9), "rev", left - timedelta(days=90))[:3]
+    changes[2]["effective_date"] = left.isoformat()
+    for c in changes:
+        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=c)
+        assert r.status_code == 202, r.text
+    person_id = r.json()["person_id"]
+
+    far = ReviewScanner(hub.engine, hub.ref, hub.agreements, notice_days=3)
+    assert await far.run_once() == 0  # not yet within three days' notice
+
+    scanner = ReviewScanner(hub.engine, hub.ref, hub.agreements, notice_days=14)
+    assert await scanner.run_once() == 1
+    assert await scanner.run_once() == 0  # scanning again never notifies twice
+
+    async with hub.engine.connect() as conn:
+        rows = (await conn.execute(select(bus_messages.c.payload).where(
+            bus_messages.c.headers["event_type"].as_string() == "s117-review-due"))).all()
+    reminders = [r.payload["event"] for r in rows if r.payload["event"]["person_id"] == person_id
+                 and r.payload["event"]["details"].get("kind") == "first"]
+    assert len(reminders) == 1
+    assert reminders[0]["details"]["due_on"] == add_months(left, 3).isoformat()
+    assert reminders[0]["details"]["overdue"] == "no"
+
+    # The dispatcher routes it to the responsible council like any other event.
+    await app_hub.http.post("/v1/subscriptions", headers={"X-API-Key": app_hub.keys["E06000060"]},
+                            json={"channel": "feed"})
+    while await hub.dispatcher.run_once():
+        pass
+    subs = (await app_hub.http.get("/v1/subscriptions", headers={"X-API-Key": app_hub.keys["E06000060"]})).json()
+    feed = (await app_hub.http.get(f"/v1/feeds/{subs['items'][0]['subscription_id']}",
+                                   headers={"X-API-Key": app_hub.keys["E06000060"]})).json()
+    assert "s117-review-due" in {i["event_type"] for i in feed["items"]}
