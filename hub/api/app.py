@@ -50,6 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(persons.router)
     app.include_router(ops.router)
 
+    _document_register_change_body(app)
+
     @app.middleware("http")
     async def correlation(request: Request, call_next):  # noqa: ANN001, ANN202
         cid = request.headers.get("x-correlation-id") or str(uuid.uuid4())
@@ -83,3 +85,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _document_register_change_body(app: FastAPI) -> None:
+    """POST /v1/register-changes reads the raw body (so that anything, even
+    malformed JSON, can be quarantined), which hides its schema from OpenAPI.
+    Put the contract's schema back into the document for integrators."""
+    from fastapi.openapi.utils import get_openapi
+
+    from hub.ingest.contract import RegisterChangeIn
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema = RegisterChangeIn.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = doc.setdefault("components", {}).setdefault("schemas", {})
+        components.update(schema.pop("$defs", {}))
+        components["S117RegisterChange"] = schema
+        operation = doc["paths"]["/v1/register-changes"]["post"]
+        operation["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/S117RegisterChange"}}}}
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]

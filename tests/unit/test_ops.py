@@ -99,3 +99,12 @@ async def test_production_requires_https_webhooks(app_hub):
     r = await app_hub.http.post("/v1/subscriptions", headers={"X-API-Key": app_hub.keys["E06000060"]},
                                 json={"url": "https://council.example/hook"})
     assert r.status_code == 201 and len(r.json()["secret"]) >= 32
+
+
+async def test_openapi_documents_the_register_change_contract(app_hub):
+    doc = (await app_hub.http.get("/openapi.json")).json()
+    body = doc["paths"]["/v1/register-changes"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/S117RegisterChange"}
+    contract = doc["components"]["schemas"]["S117RegisterChange"]
+    assert "nhs_number" in doc["components"]["schemas"]["PersonIn"]["properties"]
+    assert set(contract["required"]) >= {"source_message_id", "change_type", "effective_date", "person"}
