@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Query, Request
 from sqlalchemy import select
 
 from hub.bootstrap import Hub
@@ -39,3 +39,13 @@ ClientDep = Annotated[Client, Depends(get_client)]
 def require(client: Client, scope: str) -> None:
     if scope not in client.scopes and "hub:admin" not in client.scopes:
         raise ProblemError(403, "forbidden", "Not permitted", f"this client lacks the '{scope}' scope")
+
+
+# Bounded query parameters: an out-of-range number is a 422 naming the field,
+# never an overflow inside the database or the date arithmetic.
+MAX_ID = 2**62
+Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
+Cursor = Annotated[int, Query(ge=0, le=MAX_ID, description="last cursor handled")]
+Hours = Annotated[int, Query(ge=1, le=24 * 366, description="look-back window in hours")]
+Days = Annotated[int, Query(ge=1, le=3660, description="look-back window in days")]
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]

@@ -15,7 +15,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from sqlalchemy import select
 
-from hub.api.deps import ClientDep, HubDep, require
+from hub.api.deps import ClientDep, HubDep, Cursor, Limit, require
 from hub.api.problems import ProblemError
 from hub.observability.logging import get_logger
 from hub.store.schema import deliveries, subscriptions
@@ -25,9 +25,8 @@ log = get_logger("hub.feeds")
 
 
 @router.get("/{subscription_id}", summary="Pull the next FHIR messages of a feed subscription")
-async def pull(subscription_id: str, hub: HubDep, client: ClientDep, after: int = 0, limit: int = 50) -> Response:
+async def pull(subscription_id: str, hub: HubDep, client: ClientDep, after: Cursor = 0, limit: Limit = 50) -> Response:
     require(client, "subscriptions:write")
-    limit = max(1, min(limit, 500))
     now = datetime.now(UTC)
     async with hub.engine.begin() as conn:
         sub = (await conn.execute(select(subscriptions).where(subscriptions.c.subscription_id == subscription_id))).first()

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi import APIRouter
 from sqlalchemy import func, select
 
-from hub.api.deps import ClientDep, HubDep, require
+from hub.api.deps import ClientDep, HubDep, Days, Hours, RowId, require
 from hub.api.problems import ProblemError
 from hub.bus.port import EVENTS_TOPIC, BusMessage
 from hub.delivery.dispatcher import GROUP as DISPATCHER_GROUP
@@ -31,7 +31,7 @@ log = get_logger("hub.ops")
 
 
 @router.get("/flows", summary="Ingest, lag, deliveries and dead letters at a glance")
-async def flows(hub: HubDep, client: ClientDep, hours: int = 24) -> dict:
+async def flows(hub: HubDep, client: ClientDep, hours: Hours = 24) -> dict:
     require(client, "hub:admin")
     since = datetime.now(UTC) - timedelta(hours=hours)
     async with hub.engine.connect() as conn:
@@ -101,7 +101,7 @@ async def list_dead_letters(hub: HubDep, client: ClientDep) -> dict:
 
 
 @router.post("/dead-letters/{dead_letter_id}/replay", summary="Run the handler again for a dead-lettered message")
-async def replay_dead_letter(dead_letter_id: int, hub: HubDep, client: ClientDep) -> dict:
+async def replay_dead_letter(dead_letter_id: RowId, hub: HubDep, client: ClientDep) -> dict:
     require(client, "hub:admin")
     async with hub.engine.connect() as conn:
         dl = (await conn.execute(select(dead_letters).where(dead_letters.c.dead_letter_id == dead_letter_id))).first()
@@ -157,7 +157,7 @@ async def replay_subscription(subscription_id: str, since: datetime, hub: HubDep
 
 
 @router.get("/service-level", summary="Register changes recorded late or nearly late (Worcs 19.6)")
-async def service_level(hub: HubDep, client: ClientDep, days: int = 90) -> dict:
+async def service_level(hub: HubDep, client: ClientDep, days: Days = 90) -> dict:
     require(client, "hub:admin")
     since = datetime.now(UTC).date() - timedelta(days=days)
     async with hub.engine.connect() as conn:

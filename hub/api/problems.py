@@ -35,7 +35,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body") or "(body)", "reason": e["msg"]}
+            # loc starts with where the value came from (body, query, path, header).
+            {"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "reason": e["msg"]}
             for e in exc.errors()
         ]
         return problem_response(422, "invalid-request", "Request rejected",

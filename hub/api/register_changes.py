@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from hub.api.deps import ClientDep, HubDep, require
+from hub.api.deps import ClientDep, HubDep, Limit, require
 from hub.api.problems import PROBLEM_JSON, ProblemError
 from hub.store.schema import quarantine
 
@@ -31,11 +31,11 @@ async def post_register_change(request: Request, hub: HubDep, client: ClientDep)
 
 
 @router.get("/quarantine", summary="Inputs held in quarantine, with the reasons")
-async def list_quarantine(hub: HubDep, client: ClientDep, limit: int = 100) -> dict:
+async def list_quarantine(hub: HubDep, client: ClientDep, limit: Limit = 100) -> dict:
     require(client, "register:write")
     q = select(quarantine.c.quarantine_id, quarantine.c.source, quarantine.c.channel,
                quarantine.c.source_message_id, quarantine.c.errors, quarantine.c.received_at,
-               quarantine.c.status).order_by(quarantine.c.received_at.desc()).limit(min(limit, 1000))
+               quarantine.c.status).order_by(quarantine.c.received_at.desc()).limit(limit)
     if "hub:admin" not in client.scopes:
         q = q.where(quarantine.c.source == client.client_id)  # a source sees only its own
     async with hub.engine.connect() as conn:

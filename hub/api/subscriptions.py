@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 from sqlalchemy import select
 
-from hub.api.deps import ClientDep, HubDep, require
+from hub.api.deps import ClientDep, HubDep, Limit, require
 from hub.api.problems import ProblemError
 from hub.domain.model import EventType
 from hub.store.schema import deliveries, subscriptions
@@ -98,7 +98,7 @@ async def delete_subscription(subscription_id: str, hub: HubDep, client: ClientD
 
 
 @router.get("/{subscription_id}/deliveries", summary="Delivery log of a subscription")
-async def delivery_log(subscription_id: str, hub: HubDep, client: ClientDep, limit: int = 100) -> dict:
+async def delivery_log(subscription_id: str, hub: HubDep, client: ClientDep, limit: Limit = 100) -> dict:
     require(client, "subscriptions:write")
     await _own(hub, client, subscription_id)
     async with hub.engine.connect() as conn:
@@ -107,7 +107,7 @@ async def delivery_log(subscription_id: str, hub: HubDep, client: ClientDep, lim
                    deliveries.c.status, deliveries.c.attempts, deliveries.c.last_error, deliveries.c.created_at,
                    deliveries.c.delivered_at, deliveries.c.next_attempt_at)
             .where(deliveries.c.subscription_id == subscription_id)
-            .order_by(deliveries.c.delivery_seq.desc()).limit(min(limit, 1000))
+            .order_by(deliveries.c.delivery_seq.desc()).limit(limit)
         )).all()
         await conn.rollback()
     return {"items": [

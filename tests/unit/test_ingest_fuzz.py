@@ -28,7 +28,7 @@ def mutated_change(draw):  # noqa: ANN001, ANN201
     change = orjson.loads(orjson.dumps(draw(st.sampled_from(BASE))))
     change["source_message_id"] = f"fuzz-{draw(st.integers(0, 10**9))}"
     for _ in range(draw(st.integers(1, 4))):
-        target = change if draw(st.booleans()) else change["person"]
+        target = change if draw(st.booleans()) else change.get("person")
         if not isinstance(target, dict) or not target:
             continue
         key = draw(st.sampled_from(sorted(target)))

@@ -108,3 +108,13 @@ async def test_openapi_documents_the_register_change_contract(app_hub):
     contract = doc["components"]["schemas"]["S117RegisterChange"]
     assert "nhs_number" in doc["components"]["schemas"]["PersonIn"]["properties"]
     assert set(contract["required"]) >= {"source_message_id", "change_type", "effective_date", "person"}
+
+
+async def test_out_of_range_numbers_are_named_not_overflowed(app_hub, admin):
+    # Found by schemathesis: huge windows, limits and cursors used to overflow (a 500).
+    for path in ("/v1/ops/flows?hours=1276453836", "/v1/ops/service-level?days=51284041",
+                 "/v1/quarantine?limit=-4", "/v1/ops/dead-letters/134869289260857409536/replay"):
+        method = app_hub.http.post if path.endswith("replay") else app_hub.http.get
+        r = await method(path, headers=admin)
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["errors"][0]["field"] in {"hours", "days", "limit", "dead_letter_id"}
