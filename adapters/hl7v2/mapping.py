@@ -1,0 +1,428 @@
+"""HL7 v2 ADT (HSCIC ITK v2.4 profile) to the canonical register change.
+
+Pure: text in, a MappingResult out; no I/O, no clock, no reference data. The
+hub's ingest validates the mapped change (check digit, reference codes,
+dates) and `origins` says which HL7 position each canonical field came from,
+so that an error found there can be reported against the HL7 field.
+
+README.md in this folder has the mapping table and the reasons behind it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from enum import StrEnum
+from typing import Any
+
+import hl7
+from hl7.exceptions import HL7Exception
+
+from adapters.hl7v2.legal_status import DETAINED, NOT_DETAINED, NOT_KNOWN, england_code
+
+# NHS Data Dictionary pseudo-postcode for "no fixed abode".
+NO_FIXED_ABODE_POSTCODE = "ZZ993VZ"
+_GSS_COUNCIL = re.compile(r"^E(06|07|08|09|10)[0-9]{6}$")
+_ODS = re.compile(r"^[A-Z0-9]{3,6}$")
+_NHS_TYPES = frozenset({"NH", "NHS"})
+
+SUPPORTED_EVENTS = ("A01", "A02", "A03", "A08")
+
+
+class Disposition(StrEnum):
+    CHANGE = "change"  # a register change: hand to IngestService.accept_mapped
+    NO_CHANGE = "no-change"  # a supported message that changes nothing on the register: AA, nothing stored
+    ERROR = "error"  # content the hub cannot map: quarantine, AE
+    REJECT = "reject"  # a message the hub does not take: AR (quarantined only if `quarantine`)
+
+
+# HL7 table 0357 (message error condition codes) used in ERR-1.4.
+REQUIRED_FIELD_MISSING = "101"
+DATA_TYPE_ERROR = "102"
+TABLE_VALUE_NOT_FOUND = "103"
+UNSUPPORTED_MESSAGE_TYPE = "200"
+UNSUPPORTED_EVENT_CODE = "201"
+UNSUPPORTED_PROCESSING_ID = "202"
+UNSUPPORTED_VERSION_ID = "203"
+APPLICATION_ERROR = "207"
+
+
+@dataclass(frozen=True, slots=True)
+class HL7Problem:
+    """A field problem named by HL7 position ("PID-3", "ZU5-2"). Never quotes the value."""
+
+    field: str
+    reason: str
+    code: str = APPLICATION_ERROR
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    sending_application: str = ""
+    sending_facility: str = ""
+    control_id: str = ""
+    message_type: str = ""
+    trigger_event: str = ""
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MappingResult:
+    disposition: Disposition
+    header: Header = field(default_factory=Header)
+    change: dict[str, Any] | None = None
+    problems: tuple[HL7Problem, ...] = ()
+    notes: tuple[str, ...] = ()
+    # canonical field (as ingest names it, e.g. "person.nhs_number") -> HL7 position
+    origins: dict[str, str] = field(default_factory=dict)
+    quarantine: bool = False  # REJECT only: keep the message for the source to see
+
+    @property
+    def parsed(self) -> bool:
+        return bool(self.header.sending_facility or self.header.control_id)
+
+    def hl7_field(self, canonical_field: str) -> str:
+        """The HL7 position a canonical field came from (itself if unknown)."""
+        if canonical_field in self.origins:
+            return self.origins[canonical_field]
+        top = canonical_field.split(".")[0]
+        return self.origins.get(top, canonical_field)
+
+
+class _Msg:
+    """Safe access to python-hl7's containers: its accessor raises IndexError
+    past a simple value ("PID.F7.R1.C2") or a missing repetition, and KeyError
+    for a missing segment; here both read as empty."""
+
+    def __init__(self, message: hl7.Message) -> None:
+        self.m = message
+
+    def has(self, segment: str) -> bool:
+        try:
+            self.m.segment(segment)
+        except KeyError:
+            return False
+        return True
+
+    def get(self, segment: str, f: int, c: int = 1, r: int = 1, s: int = 1) -> str:
+        try:
+            value = self.m[f"{segment}.F{f}.R{r}.C{c}.S{s}"]
+        except (IndexError, KeyError):
+            return ""
+        return self.m.unescape(str(value)).strip() if value else ""
+
+    def repetitions(self, segment: str, f: int) -> int:
+        try:
+            seg = self.m.segment(segment)
+        except KeyError:
+            return 0
+        if f >= len(seg):
+            return 0
+        return len(seg[f]) if str(seg[f]) else 0
+
+
+def _normalise_segments(text: str) -> str:
+    # HL7 separates segments with CR. python-hl7 parses an LF-separated
+    # message as one long MSH segment without complaint, so LF and CRLF are
+    # turned into CR first (a literal LF inside a field must be escaped in HL7).
+    return text.replace("\r\n", "\r").replace("\n", "\r").strip("\r")
+
+
+def _header(msg: _Msg) -> Header:
+    trigger = msg.get("MSH", 9, 2) or msg.get("EVN", 1)
+    return Header(
+        sending_application=msg.get("MSH", 3),
+        sending_facility=msg.get("MSH", 4).upper(),
+        control_id=msg.get("MSH", 10),
+        message_type=msg.get("MSH", 9, 1).upper(),
+        trigger_event=trigger.upper(),
+        version=msg.get("MSH", 12),
+    )
+
+
+def _hl7_date(value: str) -> date | None:
+    """TS/DT -> date (the first eight digits, YYYYMMDD); None if not a date."""
+    if len(value) < 8 or not value[:8].isdigit():
+        return None
+    try:
+        return date(int(value[:4]), int(value[4:6]), int(value[6:8]))
+    except ValueError:
+        return None
+
+
+def _reject(header: Header, f: str, reason: str, code: str, quarantine: bool = False) -> MappingResult:
+    return MappingResult(Disposition.REJECT, header, problems=(HL7Problem(f, reason, code),), quarantine=quarantine)
+
+
+def map_adt(message_text: str) -> MappingResult:
+    """Map one HL7 v2 ADT message (segments separated by CR; LF tolerated)."""
+    try:
+        message = hl7.parse(_normalise_segments(message_text))
+    except (HL7Exception, IndexError, ValueError):
+        return _reject(Header(), "MSH", "the message could not be parsed as HL7 v2 (it must start with an MSH segment)",
+                       APPLICATION_ERROR)
+    msg = _Msg(message)
+    header = _header(msg)
+    if not header.control_id:
+        return _reject(header, "MSH-10", "message control id is required (it is the idempotency key)",
+                       REQUIRED_FIELD_MISSING)
+    if not header.version.startswith("2."):
+        return _reject(header, "MSH-12", "only HL7 version 2.x is accepted (ITK profile: 2.4)", UNSUPPORTED_VERSION_ID)
+    if msg.get("MSH", 11, 1).upper() != "P":
+        return _reject(header, "MSH-11", "only production messages (processing id P) change the register",
+                       UNSUPPORTED_PROCESSING_ID)
+    if header.message_type != "ADT":
+        return _reject(header, "MSH-9", "only ADT messages are accepted", UNSUPPORTED_MESSAGE_TYPE)
+    event = header.trigger_event
+    if event == "A11":
+        return _reject(header, "MSH-9", "A11 (cancel admit) cannot be applied: the register change contract has no "
+                       "cancellation; a detention already recorded stays until corrected by hand. "
+                       "The message is held in quarantine for review", UNSUPPORTED_EVENT_CODE, quarantine=True)
+    if event == "A13":
+        return _reject(header, "MSH-9", "A13 (cancel discharge) cannot be applied: the register change contract has no "
+                       "cancellation of 'left-hospital', and an entitlement it started is not withdrawn. "
+                       "The message is held in quarantine for review", UNSUPPORTED_EVENT_CODE, quarantine=True)
+    if event in ("A28", "A31"):
+        return _reject(header, "MSH-9", f"{event} (person update) is not a register change: a change of address "
+                       "cannot be told from other person updates without the register's state, and the council of "
+                       "residence cannot be derived from a postcode; send a move as a canonical 'moved' change "
+                       "with residence_la_gss", UNSUPPORTED_EVENT_CODE)
+    if event not in SUPPORTED_EVENTS:
+        return _reject(header, "MSH-9", "this ADT event is not taken; accepted: A01, A02, A03, A08 "
+                       "(A11 and A13 are held in quarantine)", UNSUPPORTED_EVENT_CODE)
+    return _Mapper(msg, header).map()
+
+
+class _Mapper:
+    def __init__(self, msg: _Msg, header: Header) -> None:
+        self.msg = msg
+        self.header = header
+        self.problems: list[HL7Problem] = []
+        self.notes: list[str] = []
+        self.origins: dict[str, str] = {
+            "source_message_id": "MSH-10", "source_system": "MSH-3", "notified_on": "EVN-2",
+            "person": "PID", "person.nhs_number": "PID-3", "person.given_name": "PID-5.2",
+            "person.family_name": "PID-5.1", "person.birth_date": "PID-7", "person.postcode": "PID-11.5",
+        }
+
+    def problem(self, f: str, reason: str, code: str = APPLICATION_ERROR) -> None:
+        self.problems.append(HL7Problem(f, reason, code))
+
+    def map(self) -> MappingResult:
+        event = self.header.trigger_event
+        if event == "A01":
+            return self._admit()
+        if event == "A03":
+            return self._discharge()
+        return self._legal_status_update()  # A02, A08
+
+    # -- events --------------------------------------------------------------
+
+    def _admit(self) -> MappingResult:
+        code = self._legal_status(2, required_reason=(
+            "legal status on admission is required on A01: without it a detention cannot be told from an "
+            "informal admission"))
+        if self.problems or code is None:
+            return self._error()
+        if code in NOT_DETAINED:
+            return self._no_change("the admission is not a detention (ZU5-2): not a register change")
+        if code == NOT_KNOWN:
+            self.problem("ZU5-2", "is 99 (not known): the hub cannot tell whether the admission is a detention",
+                         TABLE_VALUE_NOT_FOUND)
+            return self._error()
+        change = self._base("detained")
+        change["legal_status_code"] = code
+        self.origins["legal_status_code"] = "ZU5-2"
+        self.origins["order_type"] = "ZU5-2"
+        change["effective_date"] = self._first_date(
+            (("ZU5", 5), ("PV1", 44)), "date detention commenced (ZU5-5), or the admit date (PV1-44), is required")
+        self._residence(change)
+        return self._done(change)
+
+    def _discharge(self) -> MappingResult:
+        change = self._base("left-hospital")
+        change["effective_date"] = self._first_date((("PV1", 45),), "discharge date/time is required on A03")
+        return self._done(change)
+
+    def _legal_status_update(self) -> MappingResult:
+        event = self.header.trigger_event
+        if not self.msg.get("ZU5", 3):
+            return self._no_change(f"{event} carries no legal status (ZU5-3): not a register change")
+        current = self._legal_status(3)
+        before = self._legal_status(2, required_reason=(
+            f"legal status on admission is required with ZU5-3 on {event}: a change of legal status is told "
+            "by comparing the two"))
+        if self.problems or current is None or before is None:
+            return self._error()
+        if current == before:
+            return self._no_change(f"legal status unchanged (ZU5-3 = ZU5-2): {event} is not a register change")
+        if current == NOT_KNOWN:
+            self.problem("ZU5-3", "is 99 (not known): the change of legal status cannot be recorded",
+                         TABLE_VALUE_NOT_FOUND)
+            return self._error()
+        if current in DETAINED:
+            change = self._base("section-changed")
+            change["legal_status_code"] = current
+            self.origins["legal_status_code"] = "ZU5-3"
+            self.origins["order_type"] = "ZU5-3"
+        elif current == "01" and before in DETAINED:
+            change = self._base("section-ended-stayed-informally")
+        else:
+            return self._no_change(f"{event}: legal status moved between statuses that are not detentions")
+        change["effective_date"] = self._first_date((("EVN", 6),), "event occurred date/time is required "
+                                                    "to date a change of legal status")
+        return self._done(change)
+
+    # -- fields --------------------------------------------------------------
+
+    def _base(self, change_type: str) -> dict[str, Any]:
+        change: dict[str, Any] = {
+            "source_system": self.header.sending_application or self.header.sending_facility,
+            "source_message_id": self.header.control_id,
+            "change_type": change_type,
+            "person": self._person(),
+        }
+        recorded = self.msg.get("EVN", 2)
+        if recorded:
+            notified = _hl7_date(recorded)
+            if notified is None:
+                self.problem("EVN-2", "is not a valid HL7 date/time", DATA_TYPE_ERROR)
+            else:
+                change["notified_on"] = notified.isoformat()
+        hospital, origin = self._hospital()
+        if hospital:
+            change["hospital_ods"] = hospital
+            self.origins["hospital_ods"] = origin
+        gp = self.msg.get("PD1", 3, 3).upper()
+        if gp:
+            change["gp_practice_ods"] = gp
+            self.origins["gp_practice_ods"] = "PD1-3.3"
+        return change
+
+    def _person(self) -> dict[str, Any]:
+        if not self.msg.has("PID"):
+            self.problem("PID", "segment is required", REQUIRED_FIELD_MISSING)
+            return {}
+        person: dict[str, Any] = {}
+        numbers = set()
+        for r in range(1, self.msg.repetitions("PID", 3) + 1):
+            authority = self.msg.get("PID", 3, 4, r).upper()
+            id_type = self.msg.get("PID", 3, 5, r).upper()
+            value = self.msg.get("PID", 3, 1, r)
+            if value and (authority == "NHS" or id_type in _NHS_TYPES):
+                numbers.add(value.replace(" ", ""))
+        if not numbers:
+            self.problem("PID-3", "has no NHS number (a repetition with assigning authority NHS or "
+                         "identifier type NH)", REQUIRED_FIELD_MISSING)
+        elif len(numbers) > 1:
+            self.problem("PID-3", "has more than one different NHS number")
+        else:
+            person["nhs_number"] = numbers.pop()
+        family, given = self.msg.get("PID", 5, 1), self.msg.get("PID", 5, 2)
+        if family:
+            person["family_name"] = family
+        if given:
+            person["given_name"] = given
+        birth = self.msg.get("PID", 7)
+        if birth:
+            parsed = _hl7_date(birth)
+            if parsed is None:
+                self.problem("PID-7", "is not a valid HL7 date/time", DATA_TYPE_ERROR)
+            else:
+                person["birth_date"] = parsed.isoformat()
+        address = self._home_address()
+        postcode = self.msg.get("PID", 11, 5, address) if address else ""
+        if postcode:
+            person["postcode"] = postcode.upper()
+        return person
+
+    def _home_address(self) -> int | None:
+        """The PID-11 repetition that is the home address (XAD-7 "H", or the
+        first one if none is typed)."""
+        count = self.msg.repetitions("PID", 11)
+        for r in range(1, count + 1):
+            if self.msg.get("PID", 11, 7, r).upper() == "H":
+                return r
+        return 1 if count else None
+
+    def _hospital(self) -> tuple[str | None, str]:
+        # ITK: PV1-3 assigned location, PL-4 facility = the site's ODS code
+        # (the A01 example has RCB55 under sending facility RCB); PV1-39
+        # servicing facility if that is empty; else the sending trust (MSH-4).
+        for value, origin in ((self.msg.get("PV1", 3, 4), "PV1-3.4"), (self.msg.get("PV1", 39), "PV1-39"),
+                              (self.header.sending_facility, "MSH-4")):
+            if value and _ODS.match(value.upper()):
+                return value.upper(), origin
+        return None, "PV1-3.4"
+
+    def _residence(self, change: dict[str, Any]) -> None:
+        """Council of ordinary residence: never guessed. HL7 v2.4 XAD-9
+        (county/parish code) of the home address, when it holds an English
+        council GSS code; the NHS pseudo-postcode ZZ99 3VZ means no fixed abode."""
+        address = self._home_address()
+        postcode = (self.msg.get("PID", 11, 5, address) if address else "").replace(" ", "").upper()
+        council = (self.msg.get("PID", 11, 9, address) if address else "").upper()
+        self.origins["residence_la_gss"] = "PID-11.9"
+        self.origins["no_fixed_abode"] = "PID-11.5"
+        if postcode == NO_FIXED_ABODE_POSTCODE:
+            change["no_fixed_abode"] = True
+        elif council and _GSS_COUNCIL.match(council):
+            change["residence_la_gss"] = council
+        elif council:
+            self.problem("PID-11.9", "is not an English council GSS code (E06, E07, E08, E09 or E10 and six digits)",
+                         TABLE_VALUE_NOT_FOUND)
+        else:
+            self.problem("PID-11.9", "council of ordinary residence (GSS code in XAD-9 county/parish code of the home "
+                         "address) is required for a detention: responsibility follows ordinary residence and is "
+                         "not derived from a postcode; use postcode ZZ99 3VZ for no fixed abode",
+                         REQUIRED_FIELD_MISSING)
+
+    def _legal_status(self, zu5_field: int, required_reason: str | None = None) -> str | None:
+        position = f"ZU5-{zu5_field}"
+        value = self.msg.get("ZU5", zu5_field, 1)
+        if not value:
+            if required_reason:
+                self.problem(position, required_reason, REQUIRED_FIELD_MISSING)
+            return None
+        mapped = england_code(value)
+        if mapped.problem:
+            self.problem(position, mapped.problem, TABLE_VALUE_NOT_FOUND)
+            return None
+        if mapped.note:
+            self.notes.append(f"{position}: {mapped.note}")
+        return mapped.england_code
+
+    def _first_date(self, positions: tuple[tuple[str, int], ...], missing: str) -> str | None:
+        for segment, f in positions:
+            value = self.msg.get(segment, f)
+            if value:
+                parsed = _hl7_date(value)
+                self.origins["effective_date"] = f"{segment}-{f}"
+                if parsed is None:
+                    self.problem(f"{segment}-{f}", "is not a valid HL7 date/time", DATA_TYPE_ERROR)
+                    return None
+                return parsed.isoformat()
+        segment, f = positions[0]
+        self.origins["effective_date"] = f"{segment}-{f}"
+        self.problem(f"{segment}-{f}", missing, REQUIRED_FIELD_MISSING)
+        return None
+
+    # -- results -------------------------------------------------------------
+
+    def _done(self, change: dict[str, Any]) -> MappingResult:
+        if self.problems:
+            return self._error()
+        return MappingResult(Disposition.CHANGE, self.header, change=change, notes=tuple(self.notes),
+                             origins=dict(self.origins))
+
+    def _error(self) -> MappingResult:
+        return MappingResult(Disposition.ERROR, self.header, problems=tuple(self.problems), notes=tuple(self.notes),
+                             origins=dict(self.origins))
+
+    def _no_change(self, reason: str) -> MappingResult:
+        return MappingResult(Disposition.NO_CHANGE, self.header, notes=(*self.notes, reason),
+                             origins=dict(self.origins))
