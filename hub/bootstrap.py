@@ -23,6 +23,7 @@ from hub.domain.agreements import AgreementBook
 from hub.domain.ports import ReferenceData
 from hub.fhir.messages import FIELD_GROUPS
 from hub.ingest.service import IngestService
+from hub.mllp import MllpServer
 from hub.observability.logging import get_logger
 from hub.refdata.loader import load_reference_data
 from hub.settings import Settings
@@ -66,6 +67,10 @@ class Hub:
         ]
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(run_relay(self.relay, poll, self._stop), name="kafka-relay"))
+        if self.settings.mllp_port is not None:
+            mllp = MllpServer(self.engine, self.ingest, self.settings.mllp_host, self.settings.mllp_port,
+                              self.settings.mllp_max_frame_bytes)
+            self._tasks.append(asyncio.create_task(mllp.serve(self._stop), name="mllp"))
 
     async def close(self) -> None:
         # Drain: workers finish the message in hand, then stop.

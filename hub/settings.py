@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = 0.2
     run_workers: bool = True
 
+    # HL7 v2 ADT over MLLP (hub/mllp.py): off unless a port is set. MLLP has no
+    # authentication: keep it on a network only the trusts' engines reach.
+    mllp_port: int | None = None
+    mllp_host: str = "127.0.0.1"
+    mllp_max_frame_bytes: int = 1024 * 1024
+
     # Register service level (Worcs 19.6): days of notice before a breach.
     register_service_level_days: int = 5
 

@@ -1,0 +1,300 @@
+"""HL7 v2 over MLLP: trusts push ADT messages; each is mapped (adapters/hl7v2),
+taken through the same ingest as REST, and answered with an ACK only once the
+change (or its quarantine) is committed.
+
+Framing is a small sans-IO framer (`MllpFramer`), kept apart from parsing.
+python-hl7's `hl7.mllp` streams were not used: their reader treats bytes
+before the start block as part of the block and raises `InvalidBlockError`,
+losing the good frame that follows garbage, its `readmessage` parses inside
+the framing layer, and it is built around a deprecated `get_event_loop` call.
+
+MLLP has no authentication: the source is named by MSH-4 (sending facility).
+Listen only on a network the trusts' interface engines alone can reach
+(`S117_MLLP_HOST` defaults to loopback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapters.hl7v2 import Disposition, Header, HL7Problem, MappingResult, build_ack, map_adt
+from adapters.hl7v2.mapping import APPLICATION_ERROR
+from hub.ingest.service import Client, IngestService, Outcome
+from hub.ingest.validation import FieldProblem
+from hub.observability.logging import get_logger
+from hub.store.schema import api_clients
+
+log = get_logger("hub.mllp")
+
+START_BLOCK = 0x0B
+END_BLOCK = b"\x1c\x0d"
+CHANNEL = "mllp"
+DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Oversize:
+    head: bytes  # the frame's first bytes, for the MSH of the AR
+
+
+class MllpFramer:
+    """Bytes in, frames out. Bytes outside a frame are dropped; a start block
+    inside an open frame starts again there (the sender gave up the first);
+    a frame longer than `max_frame_bytes` yields `Oversize` once."""
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._buf = bytearray()
+        self._in_frame = False
+        self.discarded = 0  # bytes dropped outside frames
+
+    def feed(self, data: bytes) -> list[Frame | Oversize]:
+        self._buf += data
+        out: list[Frame | Oversize] = []
+        while True:
+            if not self._in_frame:
+                start = self._buf.find(START_BLOCK)
+                if start < 0:
+                    self.discarded += len(self._buf)
+                    self._buf.clear()
+                    return out
+                self.discarded += start
+                del self._buf[: start + 1]
+                self._in_frame = True
+            end = self._buf.find(END_BLOCK)
+            restart = self._buf.find(START_BLOCK)
+            if restart >= 0 and (end < 0 or restart < end):
+                self.discarded += restart
+                del self._buf[: restart + 1]
+                continue
+            if end < 0:
+                if len(self._buf) > self.max_frame_bytes:
+                    out.append(Oversize(bytes(self._buf[:4096])))
+                    self._buf.clear()
+                    self._in_frame = False
+                return out
+            if end > self.max_frame_bytes:
+                out.append(Oversize(bytes(self._buf[:4096])))
+            else:
+                out.append(Frame(bytes(self._buf[:end])))
+            del self._buf[: end + len(END_BLOCK)]
+            self._in_frame = False
+
+
+def frame(message: str | bytes) -> bytes:
+    data = message.encode() if isinstance(message, str) else message
+    return bytes([START_BLOCK]) + data + END_BLOCK
+
+
+def _decode(payload: bytes) -> str:
+    # MSH-18 names the character set; ITK sends UNICODE (UTF-8). Anything that
+    # is not UTF-8 is read as Latin-1 rather than refused, so the MSH can still
+    # be read and the message answered.
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return payload.decode("latin-1")
+
+
+class MllpServer:
+    def __init__(self, engine: AsyncEngine, ingest: IngestService, host: str, port: int,
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, drain_seconds: float = 10.0) -> None:
+        self._engine = engine
+        self._ingest = ingest
+        self._max = max_frame_bytes
+        self._drain_seconds = drain_seconds
+        # Bound now, synchronously: a port in use fails the hub's start-up
+        # instead of a background task dying quietly.
+        self._sock = socket.create_server((host, port), reuse_port=False)
+        self.port = self._sock.getsockname()[1]
+        self._connections: dict[asyncio.Task, bool] = {}  # task -> busy with a message
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        server = await asyncio.start_server(self._connection, sock=self._sock)
+        log.info("mllp listening", port=self.port)
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+            await self._drain()
+            log.info("mllp stopped", port=self.port)
+
+    async def _drain(self) -> None:
+        """Idle connections close now; one mid-message finishes (commit and
+        ACK) first, or is cancelled after `drain_seconds` (its transaction rolls
+        back and no ACK is sent, so the sender sends it again)."""
+        for task, busy in list(self._connections.items()):
+            if not busy:
+                task.cancel()
+        pending = list(self._connections)
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=self._drain_seconds)
+            for task in still:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = False
+        framer = MllpFramer(self._max)
+        messages = 0
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                for item in framer.feed(data):
+                    self._connections[task] = True
+                    try:
+                        if isinstance(item, Oversize):
+                            await self._answer(writer, self._oversize_ack(item))
+                            log.warning("mllp frame over the size limit; connection closed",
+                                        count=self._max, status="AR")
+                            await self._linger(reader, writer)
+                            return
+                        ack = await self.handle(item.payload)
+                        await self._answer(writer, ack)
+                        messages += 1
+                    finally:
+                        self._connections[task] = False
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the sender went away; anything un-ACKed it will send again
+        finally:
+            self._connections.pop(task, None)
+            if framer.discarded:
+                log.info("mllp bytes outside frames dropped", count=framer.discarded)
+            log.info("mllp connection closed", count=messages)
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (ConnectionError, OSError):
+                pass
+
+    @staticmethod
+    async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seconds: float = 2.0) -> None:
+        # Closing with the rest of the oversize frame unread would reset the
+        # connection, and the sender could lose the AR already sent: say we
+        # are done, then read and drop what is still coming for a moment.
+        if writer.can_write_eof():
+            writer.write_eof()
+        try:
+            async with asyncio.timeout(seconds):
+                while await reader.read(65536):
+                    pass
+        except TimeoutError:
+            pass
+
+    @staticmethod
+    async def _answer(writer: asyncio.StreamWriter, ack: str) -> None:
+        writer.write(frame(ack))
+        await writer.drain()
+
+    def _oversize_ack(self, item: Oversize) -> str:
+        header = map_adt(_decode(item.head).split("\r", 1)[0]).header  # MSH only, for MSA-2
+        return self._ack(header, "AR", "message exceeds the size limit; connection closed",
+                         [HL7Problem("MSH", f"the framed message is longer than {self._max} bytes", APPLICATION_ERROR)])
+
+    async def handle(self, payload: bytes) -> str:
+        """One framed message -> its ACK text, after everything is durable."""
+        correlation_id = str(uuid.uuid4())
+        structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+        try:
+            return await self._handle(payload)
+        finally:
+            structlog.contextvars.unbind_contextvars("correlation_id")
+
+    async def _handle(self, payload: bytes) -> str:
+        result = map_adt(_decode(payload))
+        header = result.header
+        if not result.parsed:
+            log.info("mllp message rejected", status="AR", reason_codes=["unparseable"], channel=CHANNEL)
+            return self._ack(header, "AR", result.problems[0].reason, result.problems)
+        client = await self._source(header.sending_facility)
+        if client is None:
+            log.info("mllp message rejected", status="AR", reason_codes=["facility-not-registered"],
+                     org_code=header.sending_facility[:16], channel=CHANNEL)
+            return self._ack(header, "AR", "sending facility not registered",
+                             [HL7Problem("MSH-4", "sending facility not registered with the hub as a trust "
+                                                  "with register:write", "204")])
+        if result.disposition is Disposition.REJECT:
+            if result.quarantine:
+                outcome = await self._ingest.reject_unmapped(
+                    client, payload, CHANNEL, [FieldProblem(p.field, p.reason) for p in result.problems],
+                    header.control_id)
+                return self._ack(header, "AR", result.problems[0].reason, result.problems,
+                                 quarantine_id=outcome.body.get("quarantine_id"))
+            log.info("mllp message rejected", source=client.client_id, status="AR",
+                     reason_codes=[p.code for p in result.problems], channel=CHANNEL)
+            return self._ack(header, "AR", result.problems[0].reason, result.problems)
+        if result.disposition is Disposition.NO_CHANGE:
+            log.info("mllp message accepted without a register change", source=client.client_id, status="AA",
+                     channel=CHANNEL)
+            return self._ack(header, "AA", "no register change: " + "; ".join(result.notes))
+        if result.disposition is Disposition.ERROR:
+            outcome = await self._ingest.reject_unmapped(
+                client, payload, CHANNEL, [FieldProblem(p.field, p.reason) for p in result.problems],
+                header.control_id)
+            return self._ack(header, "AE", "register change rejected", result.problems,
+                             quarantine_id=outcome.body.get("quarantine_id"))
+        assert result.change is not None
+        outcome = await self._ingest.accept_mapped(client, result.change, payload, CHANNEL)
+        return self._outcome_ack(header, result, outcome)
+
+    def _outcome_ack(self, header: Header, result: MappingResult, outcome: Outcome) -> str:
+        if outcome.status_code == 202:
+            text = "register change accepted" + (" (duplicate)" if outcome.body.get("duplicate") else "")
+            if result.notes:
+                text += "; " + "; ".join(result.notes)
+            return self._ack(header, "AA", text)
+        problems = [
+            HL7Problem(result.hl7_field(e["field"]), f"({e['field']}) {e['reason']}", _code_for(e["reason"]))
+            for e in outcome.body.get("errors", [])
+        ] or [HL7Problem("MSH", outcome.body.get("detail", "rejected"), APPLICATION_ERROR)]
+        return self._ack(header, "AE", "register change rejected", problems,
+                         quarantine_id=outcome.body.get("quarantine_id"))
+
+    def _ack(self, header: Header, code: str, text: str, problems: list[HL7Problem] | tuple[HL7Problem, ...] = (),
+             quarantine_id: str | None = None) -> str:
+        if quarantine_id:
+            text = f"{text}; quarantine id {quarantine_id}"
+        return build_ack(header, code, uuid.uuid4().hex[:20], datetime.now(UTC), text, problems)
+
+    async def _source(self, facility: str) -> Client | None:
+        """The trust client whose org_code is the sending facility. Several
+        (a REST and an MLLP key, say): the oldest, so the idempotency source
+        stays the same from message to message."""
+        if not facility:
+            return None
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(
+                select(api_clients).where(api_clients.c.org_code == facility, api_clients.c.org_kind == "trust",
+                                          api_clients.c.active.is_(True))
+                .order_by(api_clients.c.created_at, api_clients.c.client_id)
+            )).all()
+            await conn.rollback()
+        for row in rows:
+            if "register:write" in row.scopes:
+                return Client(row.client_id, row.name, row.org_code, row.org_kind, tuple(row.scopes))
+        return None
+
+
+def _code_for(reason: str) -> str:
+    if reason.startswith("is required"):
+        return "101"
+    if reason.startswith("is not"):
+        return "103"
+    return APPLICATION_ERROR
