@@ -1,0 +1,86 @@
+"""SWIFT-style EVENT codes and the canonical change each one means.
+
+A council reports what its case system records for s117: where the person
+lives, their GP, placements, reviews, the joint decision to end aftercare,
+ordinary-residence and commissioner disputes, and death (Bucks protocol:
+"SWIFT(AIS) would be used to flag reviews"; s117-domain.md "The register").
+It does not report detentions, leave, leaving hospital or CTOs: those are the
+detaining trust's to report, and a council row claiming one is refused with
+the reason rather than mapped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hub.domain.model import ChangeType, DischargeReason, DisputeKind
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    change_type: ChangeType
+    # Columns this event reads beyond the common ones (record, dates, person).
+    # Other columns may be filled (a SWIFT export fills every column it has)
+    # and are ignored for this event.
+    uses: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()  # of `uses`: must be non-blank
+
+
+# Columns every event reads.
+COMMON_COLUMNS = ("RECORD_ID", "EVENT", "EFFECTIVE_DATE", "NOTIFIED_DATE", "NHS_NO", "SURNAME", "FORENAME",
+                  "DOB", "POSTCODE")
+
+_DISCHARGE = ("LA_AGREES", "NHS_AGREES", "PERSON_INVOLVED", "END_REASONS", "PARTICIPANTS")
+
+COUNCIL_EVENTS: dict[str, EventSpec] = {
+    # LA_GSS is the council of ordinary residence after the move; NFA=Y instead
+    # when the person has no fixed abode (one of the two is required).
+    "ADDR_CHANGE": EventSpec(ChangeType.MOVED, uses=("LA_GSS", "NFA")),
+    "GP_CHANGE": EventSpec(ChangeType.GP_CHANGED, uses=("GP_ODS",), requires=("GP_ODS",)),
+    "PLACEMENT": EventSpec(ChangeType.PLACEMENT_STARTED),
+    "REVIEW_DONE": EventSpec(ChangeType.REVIEW_COMPLETED),
+    "REVIEW_REQ": EventSpec(ChangeType.REVIEW_REQUESTED, uses=("REVIEW_REASON",)),
+    "END_CONSIDERED": EventSpec(ChangeType.DISCHARGE_CONSIDERED),
+    "S117_END": EventSpec(ChangeType.S117_DISCHARGE_DECIDED, uses=_DISCHARGE, requires=_DISCHARGE),
+    "DISPUTE_RAISED": EventSpec(ChangeType.DISPUTE_RAISED, uses=("DISPUTE_ID", "DISPUTE_TYPE", "DISPUTE_PARTIES"),
+                                requires=("DISPUTE_ID", "DISPUTE_TYPE", "DISPUTE_PARTIES")),
+    "DISPUTE_RESOLVED": EventSpec(
+        ChangeType.DISPUTE_RESOLVED,
+        uses=("DISPUTE_ID", "DISPUTE_TYPE", "DISPUTE_PARTIES", "RESOLVED_RESPONSIBLE"),
+        requires=("DISPUTE_ID", "DISPUTE_TYPE", "DISPUTE_PARTIES", "RESOLVED_RESPONSIBLE")),
+    "DECEASED": EventSpec(ChangeType.DIED),
+}
+
+_TRUST_ONLY = ("a council does not report detentions, leave, leaving hospital or community treatment orders: "
+               "the detaining trust reports them")
+
+# Codes a council system might carry that the hub recognises and refuses, with why.
+REFUSED_EVENTS: dict[str, str] = {
+    "S117_START": ("is not a council event: s117 entitlement starts from the qualifying detention and leaving "
+                   "hospital, which the detaining trust reports; the hub then tells the council"),
+    **{code: "is a trust event: " + _TRUST_ONLY for code in (
+        "ADMISSION", "DETAINED", "DETENTION", "SECTION_CHANGE", "S17_LEAVE_START", "S17_LEAVE_END",
+        "LEFT_HOSPITAL", "HOSP_DISCHARGE", "INFORMAL", "CTO_START", "CTO_RECALL", "CTO_REVOKE", "CTO_END",
+    )},
+}
+
+COUNCIL_CHANGE_TYPES = frozenset(spec.change_type for spec in COUNCIL_EVENTS.values())
+# The hub's own wire codes for trust-only changes are refused the same way.
+for _ct in ChangeType:
+    if _ct not in COUNCIL_CHANGE_TYPES:
+        REFUSED_EVENTS.setdefault(_ct.value.upper().replace("-", "_"), "is a trust event: " + _TRUST_ONLY)
+
+# END_REASONS codes (';'-separated). Only NO_NEED is a lawful ground on its
+# own (Worcs 16.1); the others are recorded so the hub can refuse a decision
+# resting on them alone (Worcs 16.9; Bucks list).
+DISCHARGE_REASON_CODES: dict[str, DischargeReason] = {
+    "NO_NEED": DischargeReason.NO_LONGER_NEEDS_SERVICES,
+    "REFUSED_PLAN": DischargeReason.REFUSED_PLAN,
+    "DISCH_SPECIALIST": DischargeReason.DISCHARGED_FROM_SPECIALIST_SERVICES,
+    "TIME_PASSED": DischargeReason.TIME_PASSED,
+    "DOLS_MCA": DischargeReason.DEPRIVED_OF_LIBERTY_MCA,
+    "INFORMAL_OR_S2": DischargeReason.RETURNED_INFORMALLY_OR_S2,
+    "CTO_S17_ENDED": DischargeReason.NO_LONGER_ON_CTO_OR_S17_LEAVE,
+}
+
+DISPUTE_KIND_CODES: dict[str, DisputeKind] = {"LA": DisputeKind.COUNCIL, "NHS": DisputeKind.COMMISSIONER}

@@ -1,0 +1,466 @@
+"""Council flat file -> canonical register changes, one per data record.
+
+Pure: reads only the bytes it is given. A file-level problem (empty, not
+UTF-8, bad header, trailer count wrong) rejects the whole file; anything wrong
+with one record is that record's problem only, named "row N, column X" with a
+reason that never quotes the value (values may be personal data, and a file
+sent without its header row would put a person's details where column names
+belong, so header cells are never quoted either). Rows are numbered from 1 =
+the first data record after the header.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from adapters.council_files.events import (
+    COMMON_COLUMNS,
+    COUNCIL_EVENTS,
+    DISCHARGE_REASON_CODES,
+    DISPUTE_KIND_CODES,
+    REFUSED_EVENTS,
+    EventSpec,
+)
+from adapters.council_files.layouts import Column, Layout
+from hub.ingest.nhs_number import nhs_number_problem
+from hub.ingest.validation import FieldProblem
+
+_RECORD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$")
+_GSS = re.compile(r"^[EWSN][0-9]{8}$")
+_ODS = re.compile(r"^[A-Z0-9]{3,6}$")
+_POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
+
+
+@dataclass(frozen=True, slots=True)
+class FileProblem:
+    code: str  # short, stable: empty, encoding, header, trailer, quoting, record
+    reason: str  # plain words, never a value from the file
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": "(file)", "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class MappedRow:
+    row: int  # 1 = the first data record
+    record_id: str | None  # RECORD_ID when it could be read
+    original: bytes  # the record as sent (without its line ending)
+    data: dict[str, Any] | None  # canonical register change, or None if problems
+    problems: tuple[FieldProblem, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.data is not None
+
+
+@dataclass(frozen=True, slots=True)
+class FileMapping:
+    layout: str
+    rows: tuple[MappedRow, ...] = ()
+    problems: tuple[FileProblem, ...] = ()  # non-empty: the whole file is rejected, rows is empty
+    sender: str | None = None  # fixed width: the header's COUNCIL_GSS
+    header: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class _Bad(Exception):
+    """A value that cannot be read; the message is the reason (no value in it)."""
+
+
+# ----------------------------------------------------------------- parsers
+
+
+def _split(text: str, sep: str) -> list[str]:
+    return [p.strip() for p in text.split(sep) if p.strip()]
+
+
+def _code(text: str) -> str:
+    value = text.upper()
+    if not (_GSS.match(value) or _ODS.match(value)):
+        raise _Bad("is not a GSS council code or an ODS organisation code")
+    return value
+
+
+def _max(n: int) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if len(text) > n:
+            raise _Bad(f"is longer than {n} characters")
+        return text
+    return parse
+
+
+def _pattern(rx: re.Pattern[str], reason: str, upper: bool = True) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.upper() if upper else text
+        if not rx.match(value):
+            raise _Bad(reason)
+        return value
+    return parse
+
+
+def _nhs(text: str) -> str:
+    digits = text.replace(" ", "").replace("-", "")
+    reason = nhs_number_problem(digits)
+    if reason:
+        raise _Bad(reason)
+    return digits
+
+
+def _postcode(text: str) -> str:
+    value = " ".join(text.upper().split())
+    if not _POSTCODE.match(value):
+        raise _Bad("is not a UK postcode")
+    return value
+
+
+def _flag(text: str) -> bool:
+    value = text.upper()
+    if value not in ("Y", "N"):
+        raise _Bad("must be Y or N")
+    return value == "Y"
+
+
+def _list(text: str) -> list[str]:
+    items = _split(text, ";")
+    if any(len(i) > 100 for i in items):
+        raise _Bad("has an entry longer than 100 characters")
+    return items
+
+
+def _reasons(text: str) -> list[str]:
+    codes = [c.upper() for c in _split(text, ";")]
+    if not codes:
+        raise _Bad("names no reason")
+    unknown = [i for i, c in enumerate(codes, 1) if c not in DISCHARGE_REASON_CODES]
+    if unknown:
+        raise _Bad(f"entry {unknown[0]} is not a reason code ({', '.join(DISCHARGE_REASON_CODES)})")
+    return [DISCHARGE_REASON_CODES[c].value for c in codes]
+
+
+def _dispute_kind(text: str) -> str:
+    kind = DISPUTE_KIND_CODES.get(text.upper())
+    if kind is None:
+        raise _Bad("must be LA (between councils) or NHS (between commissioners)")
+    return kind.value
+
+
+def _codes(text: str) -> list[str]:
+    items = _split(text, ";")
+    out = []
+    for i, item in enumerate(items, 1):
+        try:
+            out.append(_code(item))
+        except _Bad:
+            raise _Bad(f"entry {i} is not a GSS council code or an ODS organisation code") from None
+    if len(out) < 2:
+        raise _Bad("must name at least two parties, separated by ';'")
+    return out
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise _Bad("is not a number")
+    return int(text)
+
+
+def _date_parser(layout: Layout) -> Callable[[str], date]:
+    def parse(text: str) -> date:
+        for fmt in layout.date_formats:
+            try:
+                return datetime.strptime(text, fmt).date()
+            except ValueError:
+                continue
+        raise _Bad(f"is not a date in the form {layout.date_format_label}")
+    return parse
+
+
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "id": _pattern(_RECORD_ID, "must be 1-100 letters, digits or . _ : / - (starting with a letter or digit)",
+                   upper=False),
+    "nhs": _nhs,
+    "name": _max(100),
+    "postcode": _postcode,
+    "gss": _pattern(_GSS, "is not a GSS code (a letter and 8 digits, e.g. E06000060)"),
+    "ods": _pattern(_ODS, "is not an ODS code (3-6 letters or digits)"),
+    "flag": _flag,
+    "text": _max(200),
+    "list": _list,
+    "reasons": _reasons,
+    "dispute_kind": _dispute_kind,
+    "codes": _codes,
+    "code": _code,
+    "count": _count,
+}
+
+
+def _parse(layout: Layout, col: Column, text: str) -> Any:
+    if col.kind in ("date", "date_fixed"):
+        return _date_parser(layout)(text)
+    return PARSERS[col.kind](text)
+
+
+# ----------------------------------------------------------------- records
+
+
+def _set(target: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    for p in parents:
+        target = target.setdefault(p, {})
+    target[leaf] = value
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def map_record(layout: Layout, row: int, values: dict[str, str], original: bytes,
+               seen_ids: dict[str, int] | None = None) -> MappedRow:
+    """One data record (column name -> text as read, stripped) to a MappedRow.
+    Columns absent from `values` count as blank."""
+    problems: list[FieldProblem] = []
+
+    def bad(column: str | None, reason: str) -> None:
+        where = f"row {row}, column {column}" if column else f"row {row}"
+        problems.append(FieldProblem(where, reason))
+
+    def read(name: str) -> Any:
+        col = layout.column(name)
+        text = values.get(name, "")
+        if col is None or not text:
+            return None
+        try:
+            return _parse(layout, col, text)
+        except _Bad as exc:
+            bad(name, str(exc))
+            return None
+
+    record_id = read("RECORD_ID")
+    if record_id is not None and seen_ids is not None:
+        first = seen_ids.setdefault(record_id, row)
+        if first != row:
+            bad("RECORD_ID", f"repeats the RECORD_ID of row {first}: each record needs its own id")
+
+    spec: EventSpec | None = None
+    event_text = values.get("EVENT", "").strip().upper()
+    if event_text:
+        spec = COUNCIL_EVENTS.get(event_text)
+        if spec is None:
+            refused = REFUSED_EVENTS.get(event_text)
+            bad("EVENT", refused or "is not an EVENT code of the layout (" + ", ".join(COUNCIL_EVENTS) + ")")
+
+    names = [*COMMON_COLUMNS, *(spec.uses if spec else ())]
+    parsed: dict[str, Any] = {n: read(n) for n in names if n != "EVENT"}
+
+    required = [c.name for c in layout.columns if c.required and c.name != "REC_TYPE"]
+    required += list(spec.requires) if spec else []
+    for name in required:
+        if not values.get(name, "").strip():
+            what = f"is required for {event_text}" if spec and name in spec.requires else "is required"
+            bad(name, what)
+
+    if spec is not None and spec.change_type.value == "moved":
+        if parsed.get("NFA") is True and parsed.get("LA_GSS") is not None:
+            bad("LA_GSS", "must be blank when NFA is Y (no fixed abode)")
+        elif parsed.get("NFA") is not True and not values.get("LA_GSS", "").strip():
+            bad("LA_GSS", "is required for ADDR_CHANGE (the council of ordinary residence after the move), "
+                          "or NFA Y when the person has no fixed abode")
+
+    if problems or spec is None:
+        return MappedRow(row, record_id, original, None, tuple(problems))
+
+    data: dict[str, Any] = {"schema_version": "1", "source_system": layout.source_system,
+                            "change_type": spec.change_type.value}
+    for name, value in parsed.items():
+        col = layout.column(name)
+        if value is None or col is None or col.target is None:
+            continue
+        _set(data, col.target, _jsonable(value))
+    return MappedRow(row, record_id, original, data, ())
+
+
+# ----------------------------------------------------------------- files
+
+
+def _decode(data: bytes) -> tuple[str | None, FileProblem | None]:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return None, FileProblem("encoding", "the file is UTF-16; the layout requires UTF-8 (with or without BOM)")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if not data.strip():
+        return None, FileProblem("empty", "the file is empty")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return None, FileProblem("encoding", f"the file is not UTF-8 text (first invalid byte on line {line}); "
+                                             "the layout requires UTF-8, with or without BOM")
+    if "\x00" in text:
+        return None, FileProblem("encoding", "the file contains NUL characters: it is not a text file")
+    return text, None
+
+
+def _csv_records(text: str) -> tuple[list[str], FileProblem | None]:
+    """Split into records at line ends outside quoted fields (a quoted field
+    may hold commas and line breaks; a quote only opens one at the start of a
+    field). CRLF or LF; blank lines are skipped. Malformed quoting inside a
+    record is left for the CSV reader to refuse, for that record only."""
+    records, start, state = [], 0, "start"  # start, plain, quoted, closing
+    for i, ch in enumerate(text):
+        if state == "quoted":
+            if ch == '"':
+                state = "closing"
+            continue
+        if state == "closing" and ch == '"':
+            state = "quoted"  # "" inside a quoted field
+        elif ch == ",":
+            state = "start"
+        elif ch == "\n":
+            records.append(text[start:i].removesuffix("\r"))
+            start, state = i + 1, "start"
+        elif state == "start" and ch == '"':
+            state = "quoted"
+        else:
+            state = "plain"
+    if state == "quoted":
+        return [], FileProblem("quoting", "a quoted field is not closed before the end of the file")
+    records.append(text[start:].removesuffix("\r"))
+    return [r for r in records if r.strip()], None
+
+
+def _map_csv(data: bytes, layout: Layout) -> FileMapping:
+    text, problem = _decode(data)
+    if problem:
+        return FileMapping(layout.name, problems=(problem,))
+    records, problem = _csv_records(text)
+    if problem:
+        return FileMapping(layout.name, problems=(problem,))
+    try:
+        header = next(csv.reader([records[0]], strict=True))
+    except csv.Error:
+        return FileMapping(layout.name, problems=(FileProblem("header", "the header row is not valid CSV"),))
+    names = [h.strip().upper() for h in header]
+    known = {c.name for c in layout.columns}
+    problems = []
+    for i, name in enumerate(names, 1):
+        if not name:
+            problems.append(FileProblem("header", f"header column {i} is blank"))
+        elif name not in known:
+            problems.append(FileProblem("header", f"header column {i} is not a column of the {layout.name} layout"))
+        elif name in names[: i - 1]:
+            problems.append(FileProblem("header", f"header column {i} repeats an earlier column"))
+    for col in layout.columns:
+        if col.required and col.name not in names:
+            problems.append(FileProblem("header", f"the header has no {col.name} column (required)"))
+    if problems:
+        return FileMapping(layout.name, problems=tuple(problems))
+
+    rows, seen = [], {}
+    for n, record in enumerate(records[1:], 1):
+        original = record.encode("utf-8")
+        try:
+            fields = next(csv.reader([record], strict=True))
+        except csv.Error:
+            rows.append(MappedRow(n, None, original, None, (FieldProblem(
+                f"row {n}", "is not valid CSV (a quote inside an unquoted field, or text after a closing quote)"),)))
+            continue
+        if len(fields) != len(names):
+            rows.append(MappedRow(n, None, original, None, (FieldProblem(
+                f"row {n}", f"has {len(fields)} fields; the header has {len(names)}"),)))
+            continue
+        values = {name: value.strip() for name, value in zip(names, fields)}
+        rows.append(map_record(layout, n, values, original, seen))
+    return FileMapping(layout.name, rows=tuple(rows))
+
+
+def _slice(line: str, col: Column) -> str:
+    return line[col.start - 1: col.end].strip()
+
+
+def _map_fixed(data: bytes, layout: Layout) -> FileMapping:
+    text, problem = _decode(data)
+    if problem:
+        return FileMapping(layout.name, problems=(problem,))
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    lines = [line for line in lines if line.strip()]
+
+    def reject(code: str, reason: str) -> FileMapping:
+        return FileMapping(layout.name, problems=(FileProblem(code, reason),))
+
+    head = lines[0]
+    if not head.startswith("H"):
+        return reject("header", "the first record is not a header record (H)")
+    header: dict[str, Any] = {}
+    problems = []
+    for col in layout.header[1:]:
+        raw = _slice(head, col)
+        if not raw:
+            if col.required:
+                problems.append(FileProblem("header", f"header record: {col.name} (columns {col.start}-{col.end}) "
+                                                      "is blank"))
+            continue
+        try:
+            header[col.name] = _parse(layout, col, raw)
+        except _Bad as exc:
+            problems.append(FileProblem("header", f"header record: {col.name} (columns {col.start}-{col.end}) {exc}"))
+    if "FILE_TYPE" in header and header["FILE_TYPE"] != layout.file_type:
+        problems.append(FileProblem("header", f"header record: FILE_TYPE is not {layout.file_type}"))
+    if problems:
+        return FileMapping(layout.name, problems=tuple(problems))
+
+    if len(lines) < 2 or not lines[-1].startswith("T"):
+        return reject("trailer", "the last record is not a trailer record (T): the file may be truncated")
+    count_col = layout.trailer[1]
+    try:
+        declared = _parse(layout, count_col, _slice(lines[-1], count_col))
+    except _Bad:
+        return reject("trailer", f"trailer record: RECORD_COUNT (columns {count_col.start}-{count_col.end}) "
+                                 "is not a number")
+    body = lines[1:-1]
+    if declared != len(body):
+        return reject("trailer", f"trailer record: RECORD_COUNT says {declared} data records; the file has "
+                                 f"{len(body)}: the file may be truncated or padded")
+
+    rows, seen = [], {}
+    for n, line in enumerate(body, 1):
+        original = line.encode("utf-8")
+        if not line.startswith("D"):
+            rows.append(MappedRow(n, None, original, None, (FieldProblem(
+                f"row {n}, column REC_TYPE", "is not a data record (D)"),)))
+            continue
+        if len(line) > layout.record_length:
+            rows.append(MappedRow(n, None, original, None, (FieldProblem(
+                f"row {n}", f"is {len(line)} characters long; a data record has {layout.record_length}"),)))
+            continue
+        values = {col.name: _slice(line, col) for col in layout.columns if col.name != "REC_TYPE"}
+        rows.append(map_record(layout, n, values, original, seen))
+    return FileMapping(layout.name, rows=tuple(rows), sender=header.get("COUNCIL_GSS"),
+                       header={k: _jsonable(v) for k, v in header.items()})
+
+
+def map_file(data: bytes, layout: Layout) -> FileMapping:
+    """Map a whole council file. Never raises for bad input."""
+    if layout.kind == "csv":
+        return _map_csv(data, layout)
+    if layout.kind == "fixed":
+        return _map_fixed(data, layout)
+    raise ValueError(f"layout kind {layout.kind!r} is not supported")
+
+
+def column_for(layout: Layout, canonical_field: str) -> str | None:
+    """The layout column that fills a canonical field (e.g. "person.nhs_number"
+    -> "NHS_NO"), to name the hub's own validation problems in the file's terms."""
+    best = None
+    for col in layout.columns:
+        t = col.target
+        if t and (canonical_field == t or canonical_field.startswith(t + ".")):
+            if best is None or len(t) > len(best[1]):
+                best = (col.name, t)
+    return best[0] if best else None
