@@ -200,3 +200,27 @@ dead_letters = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Column("replayed_at", DateTime(timezone=True), nullable=True),
 )
+
+# Council files received (POST /v1/council-files): counts and the per-row
+# report (record ids, statuses, change and quarantine ids, reasons that never
+# quote values). No personal data: the rows themselves are recorded as
+# register changes or held, encrypted, in quarantine.
+file_receipts = Table(
+    "file_receipts",
+    metadata,
+    Column("file_id", String(36), primary_key=True),
+    Column("source", String(64), nullable=False),
+    Column("format", String(32), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # processed, rejected (file-level), replayed
+    Column("row_count", Integer, nullable=False),
+    Column("accepted", Integer, nullable=False),
+    Column("duplicates", Integer, nullable=False),
+    Column("rejected", Integer, nullable=False),
+    Column("problems", JSON, nullable=True),  # file-level [{field, reason}] when rejected
+    Column("replay_of", String(36), nullable=True),  # the first receipt of a byte-identical file
+    Column("report", JSON, nullable=True),  # [{row, record_id, status, change_id?, errors?, quarantine_id?}]
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Index("ix_file_receipts_source_sha", "source", "sha256"),
+)
