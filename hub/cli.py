@@ -58,6 +58,39 @@ def _contracts(_args: argparse.Namespace) -> None:
     print(f"wrote {path.relative_to(REPO_ROOT)}")
 
 
+def _send_file(args: argparse.Namespace) -> None:
+    """POST a council file, print the hub's report; exit 0 if every row was
+    accepted (or was a duplicate), 3 if some rows were rejected, 1 if the whole
+    file was refused or the hub could not be reached: a nightly job's signal."""
+    import os
+
+    import httpx
+
+    key = args.api_key or os.environ.get("S117_API_KEY")
+    if not key:
+        sys.exit("send-file: give --api-key or set S117_API_KEY")
+    content_type = "text/csv" if args.format.endswith("csv") else "text/plain"
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        sys.exit(f"send-file: cannot read the file ({type(exc).__name__})")
+    try:
+        r = httpx.post(args.url.rstrip("/") + "/v1/council-files", params={"format": args.format},
+                       content=data, timeout=args.timeout,
+                       headers={"X-API-Key": key, "Content-Type": content_type})
+    except httpx.HTTPError as exc:
+        print(json.dumps({"error": type(exc).__name__, "detail": "could not reach the hub"}))
+        sys.exit(1)
+    try:
+        body = r.json()
+    except ValueError:
+        body = {"status": r.status_code, "detail": "the hub answered with something other than JSON"}
+    print(json.dumps(body, indent=2))
+    if r.status_code != 200:
+        sys.exit(1)
+    sys.exit(3 if body.get("rejected") else 0)
+
+
 def contract_schema(model) -> dict:  # noqa: ANN001
     schema = model.model_json_schema()
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -87,6 +120,13 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_add_client)
     p = sub.add_parser("contracts", help="regenerate contracts/register-change.schema.json")
     p.set_defaults(func=_contracts)
+    p = sub.add_parser("send-file", help="send a council file (a nightly export) and print the per-row report")
+    p.add_argument("--url", default="http://127.0.0.1:8117", help="the hub's base URL")
+    p.add_argument("--api-key", help="the council's API key (default: S117_API_KEY)")
+    p.add_argument("--format", required=True, choices=["swift_csv", "swift_fixed"])
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the report")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=_send_file)
     args = parser.parse_args(argv)
     args.func(args)
 

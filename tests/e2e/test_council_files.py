@@ -1,0 +1,117 @@
+"""A council's nightly job sends its SWIFT export with `s117hub send-file` to
+the hub running as a real process: per-row report, good rows recorded, bad
+rows quarantined, a re-send changes nothing, and the council's webhook gets the
+signed FHIR messages the file's changes caused."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from hub.clients import add_client
+from hub.fhir.validate import validate_message
+from hub.store.db import create_engine
+from tests.e2e.conftest import SECRET, make_clients
+from tests.support import REPO, HubProcess, Receiver
+
+pytestmark = pytest.mark.e2e
+
+CSV = REPO / "tests" / "fixtures" / "council_files" / "bucks_nightly.csv"
+PERSON = {"nhs_number": "9991100016", "given_name": "Alex", "family_name": "Testpatient",
+          "birth_date": "1971-03-14", "postcode": "HP20 1AA"}
+
+
+def event_code(body: bytes) -> str:
+    return orjson.loads(body)["entry"][0]["resource"]["eventCoding"]["code"]
+
+
+async def send_file(base_url: str, key: str, path: Path) -> tuple[int, dict]:
+    script = Path(sys.executable).parent / "s117hub"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "hub.cli"]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, "send-file", "--url", base_url, "--api-key", key, "--format", "swift_csv", str(path),
+        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert out, err.decode()
+    return proc.returncode, orjson.loads(out)
+
+
+async def test_council_file_sent_by_the_cli_reaches_the_register_and_the_councils(tmp_path, sharing_file):
+    receiver = Receiver(secret=SECRET)
+    await receiver.start()
+    hub = HubProcess(tmp_path, sharing_path=sharing_file)
+    keys = await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    _, council_key = await add_client(engine, "Bucks SWIFT", "E06000060", "council", ["register:write"])
+    await engine.dispose()
+    await hub.start()
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            for org in ("E06000060", "E10000034"):
+                r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys[org]},
+                                    json={"url": receiver.url(org), "secret": SECRET})
+                assert r.status_code == 201, r.text
+            # The trust puts the person on the register first: a qualifying detention, then leaving hospital.
+            base = {"source_system": "RiO", "person": PERSON}
+            for change in (
+                {**base, "source_message_id": "t-1", "change_type": "detained", "effective_date": "2025-01-06",
+                 "legal_status_code": "03", "hospital_ods": "RNU", "gp_practice_ods": "K82001",
+                 "residence_la_gss": "E06000060"},
+                {**base, "source_message_id": "t-2", "change_type": "left-hospital", "effective_date": "2025-04-07",
+                 "hospital_ods": "RNU"},
+            ):
+                r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
+                assert r.status_code == 202, r.text
+
+            code, report = await send_file(hub.base_url, council_key, CSV)
+            assert code == 3  # some rows rejected: the nightly job's signal to look
+            assert [(e["record_id"], e["status"]) for e in report["report"]] == [
+                ("SW-1001", "accepted"), ("SW-1002", "accepted"), ("SW-1003", "accepted"),
+                ("SW-1004", "rejected"), ("SW-1005", "rejected"), ("SW-1006", "rejected"),
+                ("SW-1007", "rejected"), ("SW-1008", "accepted")]
+            accepted = {e["change_id"] for e in report["report"] if e["status"] == "accepted"}
+
+            held = (await http.get("/v1/quarantine", headers={"X-API-Key": council_key})).json()["items"]
+            assert sorted((q["source_message_id"], q["channel"]) for q in held) == [
+                ("SW-1004", "file"), ("SW-1005", "file"), ("SW-1006", "file"), ("SW-1007", "file")]
+            assert {q["quarantine_id"] for q in held} == {
+                e["quarantine_id"] for e in report["report"] if e["status"] == "rejected"}
+
+            # Sent again (the job was not sure it got through): nothing new is recorded or quarantined.
+            code, again = await send_file(hub.base_url, council_key, CSV)
+            assert again["duplicate"] is True
+            assert (again["accepted"], again["duplicates"], again["rejected"]) == (0, 4, 4)
+            assert {e["change_id"] for e in again["report"] if e["status"] == "duplicate"} == accepted
+            assert len((await http.get("/v1/quarantine", headers={"X-API-Key": council_key})).json()["items"]) == 4
+            summary = (await http.get(f"/v1/council-files/{report['file_id']}",
+                                      headers={"X-API-Key": council_key})).json()
+            assert (summary["status"], summary["accepted"], summary["rejected"]) == ("processed", 4, 4)
+
+            # The council (responsible) hears of the review due and the end of entitlement; Worcestershire
+            # (host area after the move) hears of the move.
+            def codes(org: str) -> list[str]:
+                return [event_code(r.body) for r in receiver.received if r.org == org]
+
+            await receiver.wait_for(lambda: {"s117-review-due", "s117-entitlement-ended"} <= set(codes("E06000060"))
+                                    and "s117-moved-out-of-area" in codes("E10000034"))
+            assert all(r.signature_ok for r in receiver.received)
+            ended = next(r for r in receiver.received
+                         if r.org == "E06000060" and event_code(r.body) == "s117-entitlement-ended")
+            validate_message(orjson.loads(ended.body))
+            assert PERSON["nhs_number"] in ended.body.decode()  # Bucks' agreement includes identity
+            assert codes("E10000034") == ["s117-moved-out-of-area"]
+    finally:
+        hub.stop()
+        await receiver.stop()
+
+    logs = hub.logs()
+    assert "council file processed" in logs and "council file answered from its first receipt" in logs
+    for secret in ("9991100016", "9991100017", "9991100024", "Testpatient", "Example", "1971-03-14", "WR1 2AA"):
+        assert secret not in logs
+    assert not re.search(r"(?<!\d)\d{10}(?!\d)", logs)
