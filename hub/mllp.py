@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.hl7v2 import Disposition, Header, HL7Problem, MappingResult, build_ack, map_adt
 from adapters.hl7v2.mapping import APPLICATION_ERROR
+from hub.ingest.nhs_number import nhs_number_problem
 from hub.ingest.service import Client, IngestService, Outcome
 from hub.ingest.validation import FieldProblem
 from hub.observability.logging import get_logger
@@ -251,8 +252,21 @@ class MllpServer:
             return self._ack(header, "AE", "register change rejected", result.problems,
                              quarantine_id=outcome.body.get("quarantine_id"))
         assert result.change is not None
+        if result.change.get("change_type") != "detained" and not await self._known(result.change):
+            # Trusts' interface engines send every discharge and update, most of
+            # them for people never detained under the Act. Keep no personal
+            # details of people who are not on the register (data minimisation).
+            log.info("mllp message for a person not on the register", source=client.client_id, status="AA",
+                     channel=CHANNEL)
+            return self._ack(header, "AA", "no register change: the person is not on the s117 register")
         outcome = await self._ingest.accept_mapped(client, result.change, payload, CHANNEL)
         return self._outcome_ack(header, result, outcome)
+
+    async def _known(self, change: dict) -> bool:
+        nhs_number = (change.get("person") or {}).get("nhs_number")
+        if not isinstance(nhs_number, str) or nhs_number_problem(nhs_number):
+            return True  # let validation name the problem
+        return await self._ingest.is_on_register(nhs_number)
 
     def _outcome_ack(self, header: Header, result: MappingResult, outcome: Outcome) -> str:
         if outcome.status_code == 202:

@@ -214,3 +214,17 @@ async def test_errors_are_answered_ae_or_ar_naming_the_hl7_field(mllp_hub):
     for n in numbers[:7] + [bad_nhs]:
         assert n not in logs
     assert not re.search(r"(?<!\d)\d{10}(?!\d)", logs)
+
+
+async def test_a_discharge_of_someone_not_on_the_register_is_acknowledged_and_not_kept(mllp_hub):
+    hub, keys, _receiver = mllp_hub
+    nhs = nhs_numbers()[-1]
+    async with Engine(hub.mllp_port) as engine:
+        ack = await engine.send(fixture("ADT_A03_discharge.hl7", nhs, "NOTREG-1"))
+    assert msa(ack)[1:3] == ["AA", "NOTREG-1"]
+    assert "not on the s117 register" in ack
+    async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+        r = await http.post("/v1/persons/lookup", headers={"X-API-Key": keys["trust"]}, json={"nhs_number": nhs})
+        assert r.status_code == 404  # no person record was made
+        held = (await http.get("/v1/quarantine", headers={"X-API-Key": keys["trust"]})).json()["items"]
+        assert not [q for q in held if q["source_message_id"] == "NOTREG-1"]
