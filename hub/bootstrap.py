@@ -24,6 +24,7 @@ from hub.domain.ports import ReferenceData
 from hub.fhir.messages import FIELD_GROUPS
 from hub.ingest.service import IngestService
 from hub.mllp import MllpServer
+from hub.scheduler import ReviewScanner, run_review_scanner
 from hub.observability.logging import get_logger
 from hub.refdata.loader import load_reference_data
 from hub.settings import Settings
@@ -67,6 +68,11 @@ class Hub:
         ]
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(run_relay(self.relay, poll, self._stop), name="kafka-relay"))
+        if self.settings.review_scan_interval_seconds > 0:
+            scanner = ReviewScanner(self.engine, self.ref, self.agreements, self.settings.review_notice_days)
+            self._tasks.append(asyncio.create_task(
+                run_review_scanner(scanner, self.settings.review_scan_interval_seconds, self._stop),
+                name="review-scanner"))
         if self.settings.mllp_port is not None:
             mllp = MllpServer(self.engine, self.ingest, self.settings.mllp_host, self.settings.mllp_port,
                               self.settings.mllp_max_frame_bytes)

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     mllp_host: str = "127.0.0.1"
     mllp_max_frame_bytes: int = 1024 * 1024
 
+    # Review reminders (hub/scheduler.py): how far ahead a due review is
+    # announced, and how often the register is scanned (0 = never).
+    review_notice_days: int = 14
+    review_scan_interval_seconds: float = 3600.0
+
     # Register service level (Worcs 19.6): days of notice before a breach.
     register_service_level_days: int = 5
 

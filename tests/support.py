@@ -104,6 +104,9 @@ class HubProcess:
             "S117_DATA_KEY_FILE": str(tmp / "data.key"),
             "S117_PORT": str(self.port),
             "S117_BUS_URL": bus_url,
+            # Review reminders would add events these tests do not count; the
+            # scanner has tests of its own (tests/unit/test_review_scheduler.py).
+            "S117_REVIEW_SCAN_INTERVAL_SECONDS": "0",
             "S117_WORKER_POLL_SECONDS": "0.05",
             "S117_WEBHOOK_BACKOFF_BASE_SECONDS": "0.1",
             "S117_WEBHOOK_BACKOFF_CAP_SECONDS": "0.5",
