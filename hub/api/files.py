@@ -29,7 +29,7 @@ from hub.bootstrap import Hub
 from hub.ingest.service import PROBLEM_BASE, Client, Outcome
 from hub.ingest.validation import FieldProblem
 from hub.observability.logging import get_logger
-from hub.store.schema import file_receipts, persons
+from hub.store.schema import file_receipts
 
 router = APIRouter(prefix="/v1", tags=["council files"])
 log = get_logger("hub.files")
@@ -79,18 +79,10 @@ def _in_file_terms(error: dict[str, str], row: int, layout: Layout) -> dict[str,
             "reason": error.get("reason", "")}
 
 
-async def _on_register(hub: Hub, nhs_number: str) -> bool:
-    index = hub.protector.index(nhs_number)
-    async with hub.engine.connect() as conn:
-        row = (await conn.execute(select(persons.c.person_id).where(persons.c.nhs_number_index == index))).first()
-        await conn.rollback()
-    return row is not None
-
-
 async def _ingest_row(hub: Hub, client: Client, row: MappedRow) -> Outcome:
     if row.data is None:
         return await hub.ingest.reject_unmapped(client, row.original, CHANNEL, list(row.problems), row.record_id)
-    if not await _on_register(hub, row.data["person"]["nhs_number"]):
+    if not await hub.ingest.is_on_register(row.data["person"]["nhs_number"]):
         problem = FieldProblem(f"row {row.row}, column NHS_NO", NOT_ON_REGISTER)
         return await hub.ingest.reject_unmapped(client, row.original, CHANNEL, [problem], row.record_id)
     return await hub.ingest.accept_mapped(client, row.data, row.original, CHANNEL)

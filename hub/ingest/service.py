@@ -198,7 +198,7 @@ class IngestService:
     ) -> Outcome:
         now = datetime.now(UTC)
         nhs_number = normalise(change_in.person.nhs_number)
-        details = orjson.dumps(change_in.person.model_dump(mode="json") | {"nhs_number": nhs_number})
+        details = orjson.dumps(change_in.person.model_dump(mode="json", exclude_none=True) | {"nhs_number": nhs_number})
         async with self._engine.connect() as conn, conn.begin() as tx:
             # Lock the person first: from here on no other change for them can
             # commit, so the look for a duplicate and the history read below
@@ -211,9 +211,7 @@ class IngestService:
                 await tx.rollback()
                 return replay
             if not created:
-                await conn.execute(
-                    persons.update().where(persons.c.person_id == person_id).values(details=encrypted, updated_at=now)
-                )
+                await self._merge_person_details(conn, person_id, change_in, now)
             change = self._canonical(change_in, client, person_id, today)
             history = await self._person_changes(conn, person_id)
             before = evaluate(person_id, history, self._ref, self._agreements, today) if history else None
@@ -271,6 +269,21 @@ class IngestService:
                  change_id=change.change_id, person_id=person_id, change_type=change.change_type.value,
                  count=len(events), correlation_id=correlation_id, status=sl.state)
         return Outcome(202, body)
+
+    async def _merge_person_details(
+        self, conn: AsyncConnection, person_id: str, change_in: RegisterChangeIn, now: datetime,
+    ) -> None:
+        """A field the source sent replaces what is held; a field it left out
+        is kept. A council row or an HL7 message that carries only the NHS
+        number must not erase the name, date of birth or postcode."""
+        stored = (await conn.execute(select(persons.c.details).where(persons.c.person_id == person_id))).one()
+        held = load_person_details(self._protector, stored.details)
+        sent = change_in.person.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+        sent.pop("nhs_number", None)  # the key we found them by; kept as held
+        merged = held | sent
+        if merged != held:
+            await conn.execute(persons.update().where(persons.c.person_id == person_id)
+                               .values(details=self._protector.encrypt(orjson.dumps(merged)), updated_at=now))
 
     async def _lock_or_create_person(
         self, conn: AsyncConnection, nhs_number: str, details: bytes, now: datetime,

@@ -120,3 +120,21 @@ async def test_code_31_needs_the_order_type(app_hub):
     assert [e["field"] for e in r.json()["errors"]] == ["order_type"]
     change["order_type"] = "hospital-order"
     assert (await app_hub.http.post("/v1/register-changes", headers=h, json=change)).status_code == 202
+
+
+async def test_a_change_without_person_details_does_not_erase_those_held(app_hub):
+    from hub.ingest.service import load_person_details
+
+    h = {"X-API-Key": app_hub.keys["trust"]}
+    first, second = scenario()[0], scenario()[1]
+    await app_hub.http.post("/v1/register-changes", headers=h, json=first)
+    sparse = {**second, "person": {"nhs_number": first["person"]["nhs_number"]}}
+    assert (await app_hub.http.post("/v1/register-changes", headers=h, json=sparse)).status_code == 202
+    moved = {**scenario()[2], "person": {"nhs_number": first["person"]["nhs_number"], "postcode": "WR1 1AA"}}
+    assert (await app_hub.http.post("/v1/register-changes", headers=h, json=moved)).status_code == 202
+    async with app_hub.hub.engine.connect() as conn:
+        row = (await conn.execute(select(persons.c.details))).one()
+    held = load_person_details(app_hub.hub.protector, row.details)
+    assert held["family_name"] == first["person"]["family_name"]
+    assert held["birth_date"] == first["person"]["birth_date"]
+    assert held["postcode"] == "WR1 1AA"  # what was sent replaces what was held
