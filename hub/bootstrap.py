@@ -124,6 +124,7 @@ async def build_hub(settings: Settings) -> Hub:
         deliverer=WebhookDeliverer(
             engine, protector, http, settings.webhook_backoff_base_seconds,
             settings.webhook_backoff_cap_seconds, settings.webhook_max_attempts,
+            lease_seconds=settings.webhook_timeout_seconds + 30,
         ),
         http=http,
         relay=relay,

@@ -103,6 +103,23 @@ class SqlLog:
             )
         )
 
+    async def claim(self, conn: AsyncConnection, group_id: str, topic: str, offset: int) -> bool:
+        """Inside the handler's transaction: lock the group's offset row and say
+        whether `offset` is still unhandled. Two hub instances that fetched the
+        same batch then handle each message once: the second waits for the
+        first's commit and finds the offset already past it."""
+        await conn.execute(
+            insert_or_merge(conn.dialect, consumer_offsets)
+            .values(group_id=group_id, topic=topic, next_offset=0, updated_at=datetime.now(UTC))
+            .on_conflict_do_nothing(index_elements=[consumer_offsets.c.group_id, consumer_offsets.c.topic])
+        )
+        row = (await conn.execute(
+            select(consumer_offsets.c.next_offset)
+            .where(consumer_offsets.c.group_id == group_id, consumer_offsets.c.topic == topic)
+            .with_for_update()
+        )).one()
+        return offset >= int(row.next_offset)
+
     async def rewind(self, group_id: str, topic: str, to_offset: int) -> None:
         """Replay: move a group back (an operator action, audited by the caller)."""
         async with self._engine.begin() as conn:

@@ -72,6 +72,11 @@ class Dispatcher:
         )
         try:
             async with self._engine.begin() as conn:
+                # The SQL log can be shared by several hub instances: claim the
+                # message first (Kafka needs no claim: a partition has one owner).
+                claim = getattr(self._log, "claim", None)
+                if claim is not None and not await claim(conn, GROUP, EVENTS_TOPIC, msg.offset):
+                    return
                 await self.handle(conn, msg)
                 await self._log.commit(GROUP, EVENTS_TOPIC, msg.offset + 1, conn)
             self._failures.pop(msg.event_id, None)

@@ -38,8 +38,9 @@ def backoff_seconds(attempts: int, base: float, cap: float, rng: random.Random |
 class WebhookDeliverer:
     def __init__(
         self, engine: AsyncEngine, protector: DataProtector, client: httpx.AsyncClient,
-        backoff_base: float = 1.0, backoff_cap: float = 300.0, max_attempts: int = 0,
+        backoff_base: float = 1.0, backoff_cap: float = 300.0, max_attempts: int = 0, lease_seconds: float = 60.0,
     ) -> None:
+        self._lease = lease_seconds
         self._engine = engine
         self._protector = protector
         self._client = client
@@ -75,6 +76,18 @@ class WebhookDeliverer:
         return len(due)
 
     async def _attempt(self, row) -> None:  # noqa: ANN001
+        attempts = row.attempts + 1
+        # Lease the delivery before sending (compare-and-set on the attempt
+        # count): another hub instance on the same store then leaves it alone,
+        # and if this one dies mid-POST the lease runs out and it is sent again.
+        async with self._engine.begin() as conn:
+            claimed = await conn.execute(
+                deliveries.update()
+                .where(deliveries.c.delivery_seq == row.delivery_seq, deliveries.c.status == "pending",
+                       deliveries.c.attempts == row.attempts)
+                .values(attempts=attempts, next_attempt_at=datetime.now(UTC) + timedelta(seconds=self._lease)))
+        if claimed.rowcount != 1:
+            return
         body = self._protector.decrypt(row.payload)
         secret = self._protector.decrypt(row.secret).decode()
         ts = int(time.time())
@@ -87,7 +100,6 @@ class WebhookDeliverer:
             "S117-Event-Type": row.event_type,
             "X-Correlation-Id": row.correlation_id,
         }
-        attempts = row.attempts + 1
         started = time.perf_counter()
         error: str | None = None
         try:
