@@ -92,9 +92,11 @@ def _send_file(args: argparse.Namespace) -> None:
 
 
 def contract_schema(model) -> dict:  # noqa: ANN001
+    from hub.fhir.namespaces import HUB_BASE
+
     schema = model.model_json_schema()
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$id": "https://s117hub.example/contracts/register-change.schema.json", **schema}
+            "$id": f"{HUB_BASE}/contracts/register-change.schema.json", **schema}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,7 +38,7 @@ class Settings(BaseSettings):
 
     sharing_agreements_path: Path = REPO_ROOT / "contracts" / "data-sharing-agreements.yaml"
     area_agreements_path: Path = REPO_ROOT / "contracts" / "area-agreements.yaml"
-    hub_endpoint: str = "https://s117hub.example/fhir"
+    hub_endpoint: str = "https://s117-hub.example.org/fhir"
 
     # Webhook delivery: exponential backoff from base to cap, with jitter.
     webhook_timeout_seconds: float = 10.0

@@ -27,7 +27,11 @@ ACT_CODE_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 # --- the hub's own namespace -------------------------------------------------
 # A placeholder under the reserved example.org domain until the hub has a
 # registered canonical base; every hub URL below derives from it.
-HUB_FHIR_BASE: Final = "https://s117-hub.example.org/fhir"
+# One base for every identifier the hub mints (FHIR systems, problem types,
+# contract ids). A placeholder until the hub's public domain is registered:
+# code system URLs must not change once in use.
+HUB_BASE: Final = "https://s117-hub.example.org"
+HUB_FHIR_BASE: Final = f"{HUB_BASE}/fhir"
 
 EVENT_CODESYSTEM_URL: Final = f"{HUB_FHIR_BASE}/CodeSystem/s117-event"
 HUB_PERSON_ID_SYSTEM: Final = f"{HUB_FHIR_BASE}/Id/person-id"

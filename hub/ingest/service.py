@@ -28,6 +28,7 @@ from hub.domain.agreements import AgreementBook
 from hub.domain.model import DischargeDecision, Dispute, RegisterChange
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import derive_events, evaluate
+from hub.fhir.namespaces import HUB_BASE
 from hub.domain.service_level import register_service_level
 from hub.ingest.contract import RegisterChangeIn
 from hub.ingest.nhs_number import normalise
@@ -39,7 +40,7 @@ from hub.store.schema import ingest_results, persons, quarantine, register_chang
 
 log = get_logger("hub.ingest")
 EVENT_NAMESPACE = uuid.UUID("5b0f2c1e-7d1a-4c43-9a8e-117117117117")
-PROBLEM_BASE = "https://s117hub.example/problems/"
+PROBLEM_BASE = f"{HUB_BASE}/problems/"
 RECORD_ATTEMPTS = 3
 
 
