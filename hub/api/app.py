@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hub.api import feeds, files, ops, persons, register_changes, subscriptions
+from hub.api import feeds, files, ops, persons, register_changes, reports, subscriptions
 from hub.api.problems import install_problem_handlers
 from hub.bootstrap import build_hub
 from hub.observability.logging import get_logger
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(feeds.router)
     app.include_router(persons.router)
     app.include_router(ops.router)
+    app.include_router(reports.router)
     app.include_router(files.router)
 
     _document_register_change_body(app)

@@ -1,0 +1,99 @@
+"""Anonymised register summary for oversight groups (Worcs Annex 3, "Reports
+for the Meeting"): counts per responsible council and ICB, and monthly
+trends, never a person.
+
+Small numbers can identify people, so every published count goes through
+`suppress`: 0 stays 0, 1-7 becomes "*", anything larger is rounded to the
+nearest 5 (the approach NHS England uses for published activity statistics).
+Totals are computed from the exact counts and then suppressed themselves, so
+a suppressed cell cannot be recovered by subtraction from an exact total.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+
+from hub.domain.dates import add_months
+from hub.domain.model import S117Status
+
+SUPPRESSED = "*"
+
+
+def suppress(n: int) -> int | str:
+    if n == 0:
+        return 0
+    if n <= 7:
+        return SUPPRESSED
+    return int(5 * round(n / 5))
+
+
+@dataclass(frozen=True, slots=True)
+class PairKey:
+    council: str
+    commissioner: str
+
+
+def register_summary(statuses: Iterable[S117Status], today: date, late_changes: Counter[str] | None = None) -> dict:
+    """Aggregate evaluated statuses (as of `today`) into a suppressed summary.
+
+    `late_changes` counts register changes recorded after the 5-working-day
+    service level, per council code (the body that keeps the register)."""
+    statuses = list(statuses)
+    rows: dict[PairKey, Counter[str]] = defaultdict(Counter)
+    names: dict[str, str] = {}
+    months = [add_months(date(today.year, today.month, 1), -i) for i in range(11, -1, -1)]
+    started_by_month: Counter[date] = Counter()
+    ended_by_month: Counter[date] = Counter()
+    year_ago = add_months(today, -12)
+    for st in statuses:
+        if st.entitlement_start:
+            started_by_month[date(st.entitlement_start.year, st.entitlement_start.month, 1)] += 1
+        if st.entitlement_end:
+            ended_by_month[date(st.entitlement_end.year, st.entitlement_end.month, 1)] += 1
+        council = st.responsible_council.org if st.responsible_council else None
+        icb = st.responsible_commissioner.org if st.responsible_commissioner else None
+        if council is None and icb is None:
+            continue
+        key = PairKey(council.code if council else "unknown", icb.code if icb else "unknown")
+        for org in (council, icb):
+            if org is not None:
+                names[org.code] = org.name
+        c = rows[key]
+        if st.entitled:
+            c["entitled"] += 1
+            if st.on_cto:
+                c["on_cto"] += 1
+            if st.in_hospital:
+                c["in_hospital"] += 1
+            if st.next_review and st.next_review.due_on < today:
+                c["reviews_overdue"] += 1
+            if st.entitlement_start and st.entitlement_start >= year_ago:
+                c["started_last_12_months"] += 1
+        elif st.entitlement_end and st.entitlement_end >= year_ago:
+            c["ended_last_12_months"] += 1
+        if st.open_disputes:
+            c["open_disputes"] += 1
+    fields = ("entitled", "started_last_12_months", "ended_last_12_months", "on_cto", "in_hospital",
+              "reviews_overdue", "open_disputes")
+    total: Counter[str] = Counter()
+    out_rows = []
+    for key in sorted(rows, key=lambda k: (k.council, k.commissioner)):
+        c = rows[key]
+        total.update(c)
+        out_rows.append({
+            "council": {"code": key.council, "name": names.get(key.council, key.council)},
+            "commissioner": {"code": key.commissioner, "name": names.get(key.commissioner, key.commissioner)},
+            **{f: suppress(c[f]) for f in fields},
+            "changes_recorded_late": suppress((late_changes or Counter())[key.council]),
+        })
+    return {
+        "as_of": today.isoformat(),
+        "suppression": "0 shown as 0; 1-7 shown as '*'; other counts rounded to the nearest 5",
+        "rows": out_rows,
+        "total": {f: suppress(total[f]) for f in fields},
+        "trend": [{"month": m.isoformat()[:7], "entitlements_started": suppress(started_by_month[m]),
+                   "entitlements_ended": suppress(ended_by_month[m])} for m in months],
+    }
