@@ -78,6 +78,9 @@ class Hub:
                               self.settings.mllp_max_frame_bytes)
             self._tasks.append(asyncio.create_task(mllp.serve(self._stop), name="mllp"))
 
+    def worker_tasks(self) -> list[asyncio.Task]:
+        return list(self._tasks)
+
     async def close(self) -> None:
         # Drain: workers finish the message in hand, then stop.
         self._stop.set()

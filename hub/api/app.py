@@ -11,7 +11,8 @@ from pathlib import Path
 
 import structlog
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy import text
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hub.api import feeds, files, ops, persons, register_changes, reports, subscriptions
@@ -81,6 +82,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/health", tags=["ops"])
     async def health() -> dict:
         return {"status": "ok"}
+
+    @app.get("/health/ready", tags=["ops"])
+    async def ready(request: Request) -> JSONResponse:
+        """Ready to take traffic: the store answers and the workers are alive.
+        503 (problem details) otherwise, so a load balancer stops sending."""
+        hub = request.app.state.hub
+        checks: dict[str, str] = {}
+        try:
+            async with hub.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["store"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            checks["store"] = type(exc).__name__
+        dead = [t.get_name() for t in hub.worker_tasks() if t.done()]
+        checks["workers"] = "ok" if not dead else "stopped: " + ",".join(dead)
+        ok = all(v == "ok" for v in checks.values())
+        body = {"status": "ready" if ok else "not-ready", "checks": checks}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["ops"])
     async def metrics() -> Response:

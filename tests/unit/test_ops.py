@@ -118,3 +118,16 @@ async def test_out_of_range_numbers_are_named_not_overflowed(app_hub, admin):
         r = await method(path, headers=admin)
         assert r.status_code == 422, (path, r.text)
         assert r.json()["errors"][0]["field"] in {"hours", "days", "limit", "dead_letter_id"}
+
+
+async def test_readiness_reports_the_store_and_workers(app_hub, monkeypatch):
+    r = await app_hub.http.get("/health/ready")
+    assert r.status_code == 200 and r.json()["checks"] == {"store": "ok", "workers": "ok"}
+
+    class StoreDown:
+        def connect(self):  # noqa: ANN201
+            raise OSError("store down")
+
+    monkeypatch.setattr(app_hub.hub, "engine", StoreDown())
+    r = await app_hub.http.get("/health/ready")
+    assert r.status_code == 503 and r.json()["status"] == "not-ready"
