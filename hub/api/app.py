@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/health/ready", tags=["ops"])
     async def ready(request: Request) -> JSONResponse:
         """Ready to take traffic: the store answers and the workers are alive.
-        503 (problem details) otherwise, so a load balancer stops sending."""
+        503 with the failing check named otherwise, so a load balancer stops sending."""
         hub = request.app.state.hub
         checks: dict[str, str] = {}
         try:
