@@ -1,0 +1,11 @@
+"""FHIR R4 (UK Core) message Bundles pushed by trusts, mapped to the canonical register change."""
+
+from adapters.fhir_inbound.mapping import (
+    CHANGE_TYPE_SYSTEM,
+    EXT_RESIDENCE_COUNCIL,
+    FhirProblem,
+    MappingResult,
+    map_message,
+)
+
+__all__ = ["CHANGE_TYPE_SYSTEM", "EXT_RESIDENCE_COUNCIL", "FhirProblem", "MappingResult", "map_message"]

@@ -1,0 +1,537 @@
+"""FHIR R4 (UK Core) message Bundle -> the canonical register change.
+
+Pure: bytes in, a MappingResult out; no I/O, no clock, no reference data.
+The Bundle is first read with fhir.resources (R4B models, which carry R4's
+shape for every resource used here) to check that it is well formed FHIR;
+the mapping then walks the JSON so that every problem can name its place as
+a FHIRPath-like location ("Bundle.entry[2].resource.identifier"). Problems
+never quote a value: values may be personal data.
+
+The hub's ingest validates the mapped change exactly as for REST (check
+digit, ODS / GSS codes, dates, what each change type needs); `origins` maps
+each canonical field back to the FHIR location it came from so that those
+problems too can be reported against the FHIR message.
+
+README.md in this folder has the mapping table and the reasons behind it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.bundle import Bundle
+from pydantic import ValidationError
+
+from hub.domain.model import ChangeType
+from hub.fhir.namespaces import (
+    EXT_EVENT_OCCURRED,
+    GSS_CODE_SYSTEM,
+    HUB_FHIR_BASE,
+    LEGAL_STATUS_ENGLAND_SYSTEM,
+    LEGAL_STATUS_EXTENSION_URL,
+    NHS_NUMBER_SYSTEM,
+    ODS_ORGANIZATION_SYSTEM,
+)
+
+# The hub's inbound event codes (schemas/CodeSystem-s117-register-change-type.json);
+# the codes are the values of hub.domain.model.ChangeType (a test keeps them equal).
+CHANGE_TYPE_SYSTEM: Final = f"{HUB_FHIR_BASE}/CodeSystem/s117-register-change-type"
+# Patient.address extension: the council (ONS GSS code) of ordinary residence.
+# UK Core has no element for it: Address.district is a free-text name and
+# Extension-UKCore-AddressKey carries a UPRN / PAF key, not a council.
+EXT_RESIDENCE_COUNCIL: Final = f"{HUB_FHIR_BASE}/StructureDefinition/Extension-S117-ResidenceCouncil"
+NO_FIXED_ABODE_POSTCODE: Final = "ZZ993VZ"  # NHS Data Dictionary pseudo-postcode
+# Change types whose content (a joint discharge decision, a dispute) has no
+# FHIR mapping yet: they are taken as canonical JSON only.
+NOT_CARRIED: Final = frozenset({ChangeType.S117_DISCHARGE_DECIDED, ChangeType.DISPUTE_RAISED,
+                                ChangeType.DISPUTE_RESOLVED})
+# FHIR R4 `id` datatype (MessageHeader.response.identifier must be one).
+_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+# fhir.resources' message for an absent required choice element; it lists element names only.
+_CHOICE_MISSING = re.compile(r"Expect any of field value from this list \[([^\]]*)\]")
+_FULL_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+# OperationOutcome.issue.code values used (FHIR IssueType).
+INVALID: Final = "invalid"
+REQUIRED: Final = "required"
+VALUE: Final = "value"
+NOT_SUPPORTED: Final = "not-supported"
+
+
+@dataclass(frozen=True, slots=True)
+class FhirProblem:
+    """One problem at a FHIRPath-like location. Never quotes the value."""
+
+    location: str
+    reason: str
+    code: str = VALUE
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.location, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class MappingResult:
+    change: dict[str, Any] | None = None
+    problems: tuple[FhirProblem, ...] = ()
+    # canonical field (as ingest names it, e.g. "person.nhs_number") -> FHIR location
+    origins: dict[str, str] = field(default_factory=dict)
+    source_message_id: str | None = None
+    message_header_id: str | None = None  # the request's, for MessageHeader.response.identifier
+    event_code: str | None = None
+    source_endpoint: str | None = None  # the request's MessageHeader.source.endpoint
+
+    @property
+    def ok(self) -> bool:
+        return self.change is not None and not self.problems
+
+    def location_of(self, canonical_field: str) -> str:
+        """The FHIR location a canonical field came from ("Bundle" if unknown)."""
+        if canonical_field in self.origins:
+            return self.origins[canonical_field]
+        parts = canonical_field.split(".")
+        for n in range(len(parts) - 1, 0, -1):
+            prefix = ".".join(parts[:n])
+            if prefix in self.origins:
+                return self.origins[prefix]
+        return "Bundle"
+
+
+class _Rejected(Exception):
+    def __init__(self, *problems: FhirProblem) -> None:
+        super().__init__("rejected")
+        self.problems = problems
+
+
+# --- shape -----------------------------------------------------------------
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = "Bundle"
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("root", "__root__"):
+            continue
+        else:
+            out += f".{part}"
+    return out
+
+
+def _shape_reason(err_type: str) -> tuple[str, str]:
+    # Built from the error type only: pydantic's and fhir.resources' messages
+    # may quote the offending value.
+    if err_type == "missing":
+        return REQUIRED, "is required"
+    if err_type == "extra_forbidden":
+        return INVALID, "is not an element of this FHIR R4 resource or data type"
+    if "date" in err_type or "time" in err_type:
+        return VALUE, "is not a valid FHIR date / dateTime"
+    if err_type == "model_validation_format":
+        return INVALID, "must be a FHIR resource (a JSON object with resourceType)"
+    return VALUE, "is not a valid value for its FHIR R4 data type"
+
+
+def _check_shape(data: dict[str, Any]) -> list[FhirProblem]:
+    problems: list[FhirProblem] = []
+    entries = data.get("entry")
+    if entries is not None and not isinstance(entries, list):
+        return [FhirProblem("Bundle.entry", "must be an array", INVALID)]
+    for i, entry in enumerate(entries or []):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            problems.append(FhirProblem(f"Bundle.entry[{i}].resource", "must be a FHIR resource (a JSON object)",
+                                        REQUIRED if isinstance(entry, dict) and "resource" not in entry else INVALID))
+            continue
+        rtype = resource.get("resourceType")
+        try:
+            ok = isinstance(rtype, str) and get_fhir_model_class(rtype) is not None
+        except (ValueError, KeyError, AttributeError, ImportError):
+            ok = False
+        if not ok:
+            problems.append(FhirProblem(f"Bundle.entry[{i}].resource.resourceType", "is not a FHIR R4 resource type",
+                                        VALUE))
+    if problems:
+        return problems
+    try:
+        Bundle.model_validate(data)
+    except ValidationError as exc:
+        seen: set[str] = set()
+        for err in exc.errors(include_url=False, include_input=False, include_context=False):
+            code, reason = _shape_reason(err["type"])
+            loc = _path(tuple(err["loc"]))
+            choice = _CHOICE_MISSING.search(err["msg"])
+            if choice:  # a required choice element (value[x]) is absent: name it, not the resource
+                names = re.findall(r"'([A-Za-z]+)'", choice.group(1))
+                stem = os.path.commonprefix(names) if names else ""
+                if stem:
+                    code, reason, loc = REQUIRED, f"is required (one of {', '.join(names)})", f"{loc}.{stem}[x]"
+            if (loc, reason) not in seen:
+                seen.add((loc, reason))  # type: ignore[arg-type]
+                problems.append(FhirProblem(loc, reason, code))
+    except Exception:  # noqa: BLE001 - fhir.resources raises KeyError / TypeError on some malformed input
+        problems.append(FhirProblem("Bundle", "could not be read as a FHIR R4 Bundle", INVALID))
+    return problems
+
+
+# --- navigation ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    index: int
+    resource: dict[str, Any]
+    full_url: str | None
+
+    @property
+    def loc(self) -> str:
+        return f"Bundle.entry[{self.index}].resource"
+
+    @property
+    def type(self) -> str:
+        return self.resource.get("resourceType", "")
+
+
+def _resolve(entries: list[_Entry], reference: Any) -> _Entry | None:
+    """A literal reference to an entry of the Bundle: its fullUrl, or Type/id."""
+    if not isinstance(reference, str) or not reference:
+        return None
+    for e in entries:
+        if e.full_url and e.full_url == reference:
+            return e
+    for e in entries:
+        rid = e.resource.get("id")
+        if rid and (reference == f"{e.type}/{rid}" or reference.endswith(f"/{e.type}/{rid}")):
+            return e
+    return None
+
+
+def _ods_of(entries: list[_Entry], ref: dict[str, Any], loc: str) -> tuple[str | None, str]:
+    """ODS code of an organisation reference: Reference.identifier, else the
+    Organization entry it refers to. (code, location it came from)."""
+    ident = ref.get("identifier")
+    if isinstance(ident, dict) and ident.get("system") == ODS_ORGANIZATION_SYSTEM and ident.get("value"):
+        return str(ident["value"]).strip().upper(), f"{loc}.identifier.value"
+    target = _resolve(entries, ref.get("reference"))
+    if target is not None and target.type == "Organization":
+        for j, idf in enumerate(target.resource.get("identifier") or []):
+            if idf.get("system") == ODS_ORGANIZATION_SYSTEM and idf.get("value"):
+                return str(idf["value"]).strip().upper(), f"{target.loc}.identifier[{j}].value"
+    return None, loc
+
+
+def _date(value: Any) -> str | None:
+    """The date part of a FHIR date / dateTime; None for a partial date (YYYY, YYYY-MM)."""
+    if isinstance(value, str) and _FULL_DATE.match(value):
+        return value[:10]
+    return None
+
+
+# --- mapping ---------------------------------------------------------------
+
+
+class _Mapper:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.entries = [
+            _Entry(i, e["resource"], e.get("fullUrl") if isinstance(e.get("fullUrl"), str) else None)
+            for i, e in enumerate(data.get("entry") or [])
+        ]
+        self.problems: list[FhirProblem] = []
+        self.origins: dict[str, str] = {}
+        self.change: dict[str, Any] = {}
+        self.person: dict[str, Any] = {}
+
+    def add(self, location: str, reason: str, code: str = VALUE) -> None:
+        self.problems.append(FhirProblem(location, reason, code))
+
+    def set(self, name: str, value: Any, location: str) -> None:
+        if name.startswith("person."):
+            self.person[name.removeprefix("person.")] = value
+        else:
+            self.change[name] = value
+        self.origins[name] = location
+
+    # The MessageHeader: event, ids, source ------------------------------
+    def header(self) -> tuple[dict[str, Any], ChangeType, str | None]:
+        if not self.entries or self.entries[0].type != "MessageHeader":
+            raise _Rejected(FhirProblem("Bundle.entry[0].resource",
+                                        "must be a MessageHeader: a message Bundle starts with its header", REQUIRED))
+        mh = self.entries[0].resource
+        loc = self.entries[0].loc
+        coding = mh.get("eventCoding")
+        if not isinstance(coding, dict):
+            raise _Rejected(FhirProblem(f"{loc}.eventCoding", f"is required: a code of {CHANGE_TYPE_SYSTEM}",
+                                        REQUIRED if "eventUri" not in mh else NOT_SUPPORTED))
+        if coding.get("system") != CHANGE_TYPE_SYSTEM:
+            raise _Rejected(FhirProblem(f"{loc}.eventCoding.system", f"must be {CHANGE_TYPE_SYSTEM}", VALUE))
+        try:
+            change_type = ChangeType(coding.get("code"))
+        except ValueError:
+            raise _Rejected(FhirProblem(f"{loc}.eventCoding.code", "is not a code of the s117-register-change-type "
+                                        "CodeSystem", VALUE)) from None
+        if change_type in NOT_CARRIED:
+            raise _Rejected(FhirProblem(f"{loc}.eventCoding.code", "this change type carries a joint discharge "
+                                        "decision or a dispute, which the FHIR message does not map; send it as "
+                                        "canonical JSON to POST /v1/register-changes", NOT_SUPPORTED))
+        self.set("change_type", change_type.value, f"{loc}.eventCoding.code")
+
+        mh_id = mh.get("id")
+        if not isinstance(mh_id, str) or not _FHIR_ID.match(mh_id):
+            self.add(f"{loc}.id", "is required: it identifies the message, and the response message refers to it "
+                     "(MessageHeader.response.identifier)", REQUIRED)
+            mh_id = None
+        ident = self.data.get("identifier")
+        if isinstance(ident, dict) and isinstance(ident.get("value"), str) and ident["value"].strip():
+            self.set("source_message_id", ident["value"].strip(), "Bundle.identifier.value")
+        elif mh_id:
+            self.set("source_message_id", mh_id, f"{loc}.id")
+
+        source = mh.get("source") if isinstance(mh.get("source"), dict) else {}
+        name = source.get("name")
+        if isinstance(name, str) and name.strip():
+            self.set("source_system", name.strip()[:100], f"{loc}.source.name")
+        else:
+            self.add(f"{loc}.source.name", "is required: the name of the reporting system (e.g. RiO)", REQUIRED)
+        return mh, change_type, mh_id
+
+    # The effective date ---------------------------------------------------
+    def effective_date(self, mh: dict[str, Any], change_type: ChangeType, encounter: _Entry | None) -> None:
+        mh_loc = self.entries[0].loc
+        occurred: tuple[str, str] | None = None
+        for j, ext in enumerate(mh.get("extension") or []):
+            if ext.get("url") == EXT_EVENT_OCCURRED:
+                loc = f"{mh_loc}.extension[{j}].valueDate"
+                if _date(ext.get("valueDate")) is None:
+                    self.add(loc, "must be a full date (YYYY-MM-DD)", VALUE if "valueDate" in ext else REQUIRED)
+                    return
+                occurred = (ext["valueDate"][:10], loc)
+        period_field = {ChangeType.DETAINED: "start", ChangeType.LEFT_HOSPITAL: "end"}.get(change_type)
+        from_period: tuple[str, str] | None = None
+        if period_field and encounter is not None:
+            value = (encounter.resource.get("period") or {}).get(period_field)
+            if value is not None:
+                loc = f"{encounter.loc}.period.{period_field}"
+                d = _date(value)
+                if d is None:
+                    self.add(loc, "must carry a full date", VALUE)
+                    return
+                from_period = (d, loc)
+        if occurred and from_period and occurred[0] != from_period[0]:
+            self.add(occurred[1], f"differs from the date in {from_period[1]}: the two must agree", VALUE)
+            return
+        chosen = from_period or occurred
+        if chosen is None:
+            where = (f"{encounter.loc}.period.{period_field}" if period_field and encounter is not None
+                     else f"{mh_loc}.extension")
+            reason = (f"is required: the date the person {'was detained' if period_field == 'start' else 'left hospital'}"
+                      if period_field and encounter is not None
+                      else f"is required: an extension {EXT_EVENT_OCCURRED} (valueDate) with the date of the change")
+            self.add(where, reason, REQUIRED)
+            return
+        self.set("effective_date", chosen[0], chosen[1])
+
+    # The Encounter: the detention -------------------------------------------
+    def encounter(self, enc: _Entry, change_type: ChangeType) -> _Entry | None:
+        res = enc.resource
+        self.legal_status(enc, change_type)
+        provider = res.get("serviceProvider")
+        if isinstance(provider, dict):
+            code, loc = _ods_of(self.entries, provider, f"{enc.loc}.serviceProvider")
+            if code is None:
+                self.add(f"{enc.loc}.serviceProvider", "must identify the hospital by ODS code (identifier system "
+                         f"{ODS_ORGANIZATION_SYSTEM}, or a reference to an Organization entry with one)", VALUE)
+            else:
+                self.set("hospital_ods", code, loc)
+        subject = res.get("subject")
+        if not isinstance(subject, dict) or not subject.get("reference"):
+            self.add(f"{enc.loc}.subject", "is required: a reference to the Patient entry", REQUIRED)
+            return None
+        patient = _resolve(self.entries, subject.get("reference"))
+        if patient is None or patient.type != "Patient":
+            self.add(f"{enc.loc}.subject.reference", "must resolve to a Patient entry of the Bundle", VALUE)
+            return None
+        return patient
+
+    def legal_status(self, enc: _Entry, change_type: ChangeType) -> None:
+        found: list[tuple[int, dict[str, Any], str | None]] = []
+        for j, ext in enumerate(enc.resource.get("extension") or []):
+            if ext.get("url") != LEGAL_STATUS_EXTENSION_URL:
+                continue
+            context = None
+            for part in ext.get("extension") or []:
+                if part.get("url") == "legalStatusContext":
+                    codings = (part.get("valueCodeableConcept") or {}).get("coding") or []
+                    context = next((c.get("code") for c in codings if c.get("code")), None)
+            found.append((j, ext, context))
+        if not found:
+            return
+        if len(found) > 1:
+            wanted = "discharge" if change_type is ChangeType.LEFT_HOSPITAL else "admission"
+            matching = [f for f in found if f[2] == wanted]
+            if len(matching) != 1:
+                self.add(f"{enc.loc}.extension", "has more than one UK Core legal status; send one, or one per "
+                         "legalStatusContext (admission / discharge)", INVALID)
+                return
+            found = matching
+        j, ext, _ = found[0]
+        ext_loc = f"{enc.loc}.extension[{j}]"
+        for k, part in enumerate(ext.get("extension") or []):
+            if part.get("url") != "legalStatusClassification":
+                continue
+            loc = f"{ext_loc}.extension[{k}].valueCodeableConcept.coding"
+            codings = (part.get("valueCodeableConcept") or {}).get("coding") or []
+            for m, c in enumerate(codings):
+                if c.get("system") == LEGAL_STATUS_ENGLAND_SYSTEM and c.get("code"):
+                    self.set("legal_status_code", str(c["code"]), f"{loc}[{m}].code")
+                    return
+            self.add(loc, f"needs a coding from {LEGAL_STATUS_ENGLAND_SYSTEM}: the hub applies the England "
+                     "legal status classification only", VALUE)
+            return
+        self.add(f"{ext_loc}.extension", "needs a legalStatusClassification", REQUIRED)
+
+    # The Patient ----------------------------------------------------------
+    def patient(self, pat: _Entry) -> None:
+        res = pat.resource
+        numbers = [(j, str(i.get("value"))) for j, i in enumerate(res.get("identifier") or [])
+                   if i.get("system") == NHS_NUMBER_SYSTEM and i.get("value")]
+        if not numbers:
+            self.add(f"{pat.loc}.identifier", f"needs the NHS number (an identifier with system {NHS_NUMBER_SYSTEM})",
+                     REQUIRED)
+        elif len({n.replace(' ', '') for _, n in numbers}) > 1:
+            self.add(f"{pat.loc}.identifier", "has more than one different NHS number", INVALID)
+        else:
+            self.set("person.nhs_number", numbers[0][1], f"{pat.loc}.identifier[{numbers[0][0]}].value")
+
+        names = res.get("name") or []
+        pick = next((j for j, n in enumerate(names) if n.get("use") == "official"),
+                    next((j for j, n in enumerate(names) if n.get("use") == "usual"), 0 if names else None))
+        if pick is not None:
+            name = names[pick]
+            if name.get("family"):
+                self.set("person.family_name", name["family"].strip(), f"{pat.loc}.name[{pick}].family")
+            if name.get("given"):
+                self.set("person.given_name", name["given"][0].strip(), f"{pat.loc}.name[{pick}].given[0]")
+
+        if res.get("birthDate") is not None:
+            d = _date(res["birthDate"])
+            if d is None:
+                self.add(f"{pat.loc}.birthDate", "must be a full date (YYYY-MM-DD)", VALUE)
+            else:
+                self.set("person.birth_date", d, f"{pat.loc}.birthDate")
+
+        self.address(pat)
+        self.gp(pat)
+
+    def address(self, pat: _Entry) -> None:
+        addresses = pat.resource.get("address") or []
+        current = [j for j, a in enumerate(addresses) if a.get("use") != "old"]
+        pick = next((j for j in current if addresses[j].get("use") == "home"), current[0] if current else None)
+        if pick is None:
+            return
+        addr, loc = addresses[pick], f"{pat.loc}.address[{pick}]"
+        postcode = addr.get("postalCode")
+        if postcode:
+            if postcode.replace(" ", "").upper() == NO_FIXED_ABODE_POSTCODE:
+                self.set("no_fixed_abode", True, f"{loc}.postalCode")
+            else:
+                self.set("person.postcode", postcode.strip().upper(), f"{loc}.postalCode")
+        councils = [(k, e) for k, e in enumerate(addr.get("extension") or []) if e.get("url") == EXT_RESIDENCE_COUNCIL]
+        if len(councils) > 1:
+            self.add(f"{loc}.extension", "has more than one residence council extension", INVALID)
+            return
+        if councils:
+            k, ext = councils[0]
+            ident = ext.get("valueIdentifier")
+            ext_loc = f"{loc}.extension[{k}].valueIdentifier"
+            if not isinstance(ident, dict) or not ident.get("value"):
+                self.add(ext_loc, "is required: the council's ONS GSS code as an Identifier", REQUIRED)
+            elif ident.get("system") != GSS_CODE_SYSTEM:
+                self.add(f"{ext_loc}.system", f"must be {GSS_CODE_SYSTEM}", VALUE)
+            else:
+                self.set("residence_la_gss", str(ident["value"]).strip().upper(), f"{ext_loc}.value")
+
+    def gp(self, pat: _Entry) -> None:
+        gps = pat.resource.get("generalPractitioner") or []
+        codes: dict[str, str] = {}
+        for j, ref in enumerate(gps):
+            code, loc = _ods_of(self.entries, ref, f"{pat.loc}.generalPractitioner[{j}]")
+            if code is not None:
+                codes.setdefault(code, loc)
+        if gps and not codes:
+            self.add(f"{pat.loc}.generalPractitioner", "must identify the GP practice by ODS code (identifier system "
+                     f"{ODS_ORGANIZATION_SYSTEM}, or a reference to an Organization entry with one)", VALUE)
+        elif len(codes) > 1:
+            self.add(f"{pat.loc}.generalPractitioner", "names more than one GP practice", INVALID)
+        elif codes:
+            (code, loc), = codes.items()
+            self.set("gp_practice_ods", code, loc)
+
+    def run(self) -> MappingResult:
+        try:
+            mh, change_type, mh_id = self.header()
+        except _Rejected as r:
+            return MappingResult(problems=r.problems, **self._ids())
+        mh_loc = self.entries[0].loc
+        focus = mh.get("focus") or []
+        if not focus:
+            self.add(f"{mh_loc}.focus", "is required: a reference to the Encounter (the detention) or the Patient",
+                     REQUIRED)
+            return self._result()
+        target = _resolve(self.entries, focus[0].get("reference"))
+        encounter: _Entry | None = None
+        patient: _Entry | None = None
+        if target is None or target.type not in ("Encounter", "Patient"):
+            self.add(f"{mh_loc}.focus[0].reference", "must resolve to an Encounter or Patient entry of the Bundle",
+                     VALUE)
+            return self._result()
+        if target.type == "Encounter":
+            encounter = target
+            patient = self.encounter(encounter, change_type)
+        else:
+            patient = target
+        self.effective_date(mh, change_type, encounter)
+        if patient is not None:
+            self.patient(patient)
+        return self._result()
+
+    def _ids(self) -> dict[str, Any]:
+        mh = self.entries[0].resource if self.entries and self.entries[0].type == "MessageHeader" else {}
+        mh_id = mh.get("id") if isinstance(mh.get("id"), str) and _FHIR_ID.match(mh.get("id")) else None
+        coding = mh.get("eventCoding") if isinstance(mh.get("eventCoding"), dict) else {}
+        source = mh.get("source") if isinstance(mh.get("source"), dict) else {}
+        ident = self.data.get("identifier")
+        smid = ident.get("value") if isinstance(ident, dict) and isinstance(ident.get("value"), str) else None
+        return {"source_message_id": (smid or "").strip()[:200] or mh_id, "message_header_id": mh_id,
+                "event_code": coding.get("code") if isinstance(coding.get("code"), str) else None,
+                "source_endpoint": source.get("endpoint") if isinstance(source.get("endpoint"), str) else None}
+
+    def _result(self) -> MappingResult:
+        ids = self._ids()
+        if self.problems:
+            return MappingResult(problems=tuple(self.problems), origins=self.origins, **ids)
+        change = {**self.change, "person": self.person}
+        self.origins.setdefault("person", self.origins.get("person.nhs_number", "Bundle"))
+        return MappingResult(change=change, origins=self.origins, **ids)
+
+
+def map_message(body: bytes | str) -> MappingResult:
+    """Map one FHIR message Bundle (JSON) to the canonical register change."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return MappingResult(problems=(FhirProblem("Bundle", "is not valid JSON", INVALID),))
+    if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
+        return MappingResult(problems=(FhirProblem("Bundle.resourceType", "must be Bundle", INVALID),))
+    if data.get("type") != "message":
+        return MappingResult(problems=(FhirProblem("Bundle.type", "must be message (a FHIR message Bundle)",
+                                                   REQUIRED if "type" not in data else VALUE),))
+    shape = _check_shape(data)
+    if shape:
+        return MappingResult(problems=tuple(shape))
+    return _Mapper(data).run()

@@ -1,0 +1,152 @@
+"""Trust push as FHIR R4 (UK Core) messaging: POST /v1/fhir/$process-message.
+
+The body is a message Bundle whose MessageHeader.eventCoding is a code of the
+hub's s117-register-change-type CodeSystem; adapters/fhir_inbound maps it to
+the canonical register change, and IngestService records it exactly as for
+REST. Answers (FHIR messaging, synchronous):
+
+* accepted, or a duplicate of an accepted message: 200 with a response
+  message Bundle (MessageHeader.response.code "ok", response.identifier = the
+  request's MessageHeader.id, details -> an OperationOutcome information issue;
+  MessageHeader.focus names the change id and the hub's person id);
+* invalid: 422 with an OperationOutcome, one error issue per problem
+  (expression = the FHIR location, diagnostics = the reason); the input is
+  held in quarantine (GET /v1/quarantine);
+* 413 / 415: an OperationOutcome, nothing recorded.
+
+No answer quotes a value from the message (no NHS number, no name).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from adapters.fhir_inbound import CHANGE_TYPE_SYSTEM, MappingResult, map_message
+from adapters.fhir_inbound.mapping import INVALID, REQUIRED, VALUE
+from hub.api.deps import ClientDep, HubDep, require
+from hub.fhir.namespaces import HUB_FHIR_BASE, HUB_PERSON_ID_SYSTEM
+from hub.ingest.validation import FieldProblem
+
+router = APIRouter(prefix="/v1/fhir", tags=["register"])
+MAX_BODY = 256 * 1024
+FHIR_JSON = "application/fhir+json"
+ACCEPTED_MEDIA_TYPES = frozenset({FHIR_JSON, "application/json"})
+CHANNEL = "fhir"
+CHANGE_ID_SYSTEM = f"{HUB_FHIR_BASE}/Id/register-change-id"
+RESPONSE_NAMESPACE = uuid.UUID("0f6d8a8e-5c47-4f57-a3f6-117117117118")
+
+
+def _issue(severity: str, code: str, diagnostics: str, expression: str | None = None) -> dict[str, Any]:
+    issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    if expression:
+        issue["expression"] = [expression]
+    return issue
+
+
+def _outcome(status: int, issues: list[dict[str, Any]]) -> JSONResponse:
+    return JSONResponse({"resourceType": "OperationOutcome", "issue": issues}, status_code=status,
+                        media_type=FHIR_JSON)
+
+
+def _code_for(reason: str) -> str:
+    return REQUIRED if reason.startswith("is required") else VALUE
+
+
+def _rejected(body: dict[str, Any], issues: list[dict[str, Any]]) -> JSONResponse:
+    note = "The message is held in quarantine"
+    if body.get("quarantine_id"):
+        note += f" (quarantine id {body['quarantine_id']}; GET /v1/quarantine)"
+    if body.get("correlation_id"):
+        note += f"; correlation id {body['correlation_id']}"
+    return _outcome(422, [*issues, _issue("information", "informational", note + ".")])
+
+
+def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, Any]) -> dict[str, Any]:
+    """The FHIR response message for an accepted register change. Its ids
+    derive from the change id, so a duplicate gets the same answer."""
+    change_id, person_id = body["change_id"], body["person_id"]
+    header_id = str(uuid.uuid5(RESPONSE_NAMESPACE, f"{change_id}/header"))
+    outcome_id = str(uuid.uuid5(RESPONSE_NAMESPACE, f"{change_id}/outcome"))
+    sl = body.get("service_level") or {}
+    text = (f"Register change accepted: change id {change_id}, person id {person_id}; "
+            f"{len(body.get('events') or [])} event(s); register service level {sl.get('state', 'unknown')}"
+            f" (deadline {sl.get('deadline', 'unknown')}).")
+    issues = [_issue("information", "informational", text)]
+    if body.get("duplicate"):
+        issues.append(_issue("information", "informational", "Duplicate: this message was processed before; "
+                             "the first answer is repeated and nothing new was recorded."))
+    header: dict[str, Any] = {
+        "resourceType": "MessageHeader",
+        "id": header_id,
+        "eventCoding": {"system": CHANGE_TYPE_SYSTEM, "code": mapped.event_code},
+        "source": {"name": "S117 Hub", "endpoint": str(request.url)},
+        "response": {"identifier": mapped.message_header_id, "code": "ok",
+                     "details": {"reference": f"urn:uuid:{outcome_id}"}},
+        "focus": [
+            {"type": "Patient", "identifier": {"system": HUB_PERSON_ID_SYSTEM, "value": person_id}},
+            {"identifier": {"system": CHANGE_ID_SYSTEM, "value": change_id}},
+        ],
+    }
+    if mapped.source_endpoint:
+        header["destination"] = [{"endpoint": mapped.source_endpoint}]
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid5(RESPONSE_NAMESPACE, f"{change_id}/bundle")),
+        "type": "message",
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "entry": [
+            {"fullUrl": f"urn:uuid:{header_id}", "resource": header},
+            {"fullUrl": f"urn:uuid:{outcome_id}",
+             "resource": {"resourceType": "OperationOutcome", "id": outcome_id, "issue": issues}},
+        ],
+    }
+
+
+@router.post(
+    "/$process-message",
+    status_code=200,
+    summary="Record a register change sent as a FHIR R4 (UK Core) message Bundle",
+    responses={
+        200: {"description": "Accepted (or a duplicate of an accepted message): a FHIR response message Bundle",
+              "content": {FHIR_JSON: {}}},
+        422: {"description": "Rejected and quarantined: an OperationOutcome naming each FHIR location",
+              "content": {FHIR_JSON: {}}},
+    },
+)
+async def process_message(request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
+    require(client, "register:write")
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in ACCEPTED_MEDIA_TYPES:
+        return _outcome(415, [_issue("error", "not-supported", "send the message Bundle as application/fhir+json "
+                                     "(or application/json)")])
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        return _outcome(413, [_issue("error", "too-long", f"a message must be under {MAX_BODY} bytes")])
+
+    mapped = map_message(raw)
+    if not mapped.ok:
+        problems = list(mapped.problems)
+        outcome = await hub.ingest.reject_unmapped(
+            client, raw, CHANNEL, [FieldProblem(p.location, p.reason) for p in problems],
+            source_message_id=mapped.source_message_id,
+        )
+        return _rejected(outcome.body, [_issue("error", p.code, p.reason, p.location) for p in problems])
+
+    assert mapped.change is not None
+    outcome = await hub.ingest.accept_mapped(client, mapped.change, raw, CHANNEL)
+    if outcome.is_problem:
+        errors = outcome.body.get("errors") or []
+        if not errors:
+            errors = [{"field": "(body)", "reason": str(outcome.body.get("detail", "rejected"))}]
+        issues = [
+            _issue("error", _code_for(e["reason"]) if e["field"] != "(body)" else INVALID, e["reason"],
+                   mapped.location_of(e["field"]))
+            for e in errors
+        ]
+        return _rejected(outcome.body, issues)
+    return JSONResponse(_response_bundle(request, mapped, outcome.body), status_code=200, media_type=FHIR_JSON)
