@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Query, Request
-from sqlalchemy import select
+from sqlalchemy import Column, Row, Table, select
 
 from hub.bootstrap import Hub
 from hub.crypto import hash_api_key
@@ -49,3 +49,15 @@ Cursor = Annotated[int, Query(ge=0, le=MAX_ID, description="last cursor handled"
 Hours = Annotated[int, Query(ge=1, le=24 * 366, description="look-back window in hours")]
 Days = Annotated[int, Query(ge=1, le=3660, description="look-back window in days")]
 RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+async def own_row(hub: Hub, client: Client, table: Table, key: Column, value: str, what: str) -> Row:
+    """One row of `table` that the calling source owns (its `source` column is
+    the client), or any row for the hub operator; otherwise 404, the same
+    answer as for an id that does not exist."""
+    async with hub.engine.connect() as conn:
+        row = (await conn.execute(select(table).where(key == value))).first()
+        await conn.rollback()
+    if row is None or (row.source != client.client_id and "hub:admin" not in client.scopes):
+        raise ProblemError(404, "not-found", "Not found", f"no {what} with that id for this client")
+    return row

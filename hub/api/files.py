@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from adapters.council_files import LAYOUTS, FileMapping, Layout, MappedRow, column_for, map_file
-from hub.api.deps import ClientDep, HubDep, require
+from hub.api.deps import ClientDep, HubDep, own_row, require
 from hub.api.problems import PROBLEM_JSON, ProblemError
 from hub.bootstrap import Hub
 from hub.ingest.service import PROBLEM_BASE, Client, Outcome
@@ -186,11 +186,7 @@ async def post_council_file(
 @router.get("/council-files/{file_id}", summary="A council file's receipt: counts and the per-row report")
 async def get_council_file(file_id: Annotated[str, Path(max_length=36)], hub: HubDep, client: ClientDep) -> dict:
     require(client, "register:write")
-    async with hub.engine.connect() as conn:
-        row = (await conn.execute(select(file_receipts).where(file_receipts.c.file_id == file_id))).first()
-        await conn.rollback()
-    if row is None or (row.source != client.client_id and "hub:admin" not in client.scopes):
-        raise ProblemError(404, "not-found", "Not found", "no council file with that id for this client")
+    row = await own_row(hub, client, file_receipts, file_receipts.c.file_id, file_id, "council file")
     return {"file_id": row.file_id, "format": row.format, "status": row.status, "sha256": row.sha256,
             "size_bytes": row.size_bytes, "received_at": row.received_at.isoformat(), "rows": row.row_count,
             "accepted": row.accepted, "duplicates": row.duplicates, "rejected": row.rejected,

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from hub.api.deps import ClientDep, HubDep, Limit, require
+from hub.api.deps import ClientDep, HubDep, Limit, own_row, require
 from hub.api.problems import PROBLEM_JSON, ProblemError
 from hub.store.schema import quarantine
 
@@ -52,11 +52,7 @@ async def list_quarantine(hub: HubDep, client: ClientDep, limit: Limit = 100) ->
 @router.get("/quarantine/{quarantine_id}", summary="One quarantined input, with the raw input for its own source")
 async def get_quarantined(quarantine_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "register:write")
-    async with hub.engine.connect() as conn:
-        row = (await conn.execute(select(quarantine).where(quarantine.c.quarantine_id == quarantine_id))).first()
-        await conn.rollback()
-    if row is None or (row.source != client.client_id and "hub:admin" not in client.scopes):
-        raise ProblemError(404, "not-found", "Not found", "no quarantined input with that id for this client")
+    row = await own_row(hub, client, quarantine, quarantine.c.quarantine_id, quarantine_id, "quarantined input")
     return {"quarantine_id": row.quarantine_id, "source": row.source, "channel": row.channel,
             "errors": row.errors, "received_at": row.received_at.isoformat(), "status": row.status,
             "raw": hub.protector.decrypt(row.raw).decode("utf-8", "replace")}
