@@ -18,6 +18,8 @@ from hub.bus.port import EVENTS_TOPIC, Subscriber
 from hub.bus.sql import SqlLog
 from hub.crypto import DataProtector
 from hub.delivery.dispatcher import Dispatcher, run_dispatcher
+from hub.delivery.file_export import FileExportDeliverer
+from hub.delivery.kafka_topic import KafkaTopicDeliverer
 from hub.delivery.webhook import WebhookDeliverer, run_deliverer
 from hub.domain.agreements import AgreementBook
 from hub.domain.ports import ReferenceData
@@ -43,6 +45,12 @@ def kafka_bootstrap(bus_url: str) -> str | None:
     raise ValueError("bus_url: must be 'sql' or 'kafka://host:port[,host:port]'")
 
 
+def outbound_kafka_bootstrap(settings: Settings) -> str | None:
+    """The Kafka cluster `kafka` subscriptions publish to: kafka_outbound_bootstrap
+    if set (an embedded hub can publish outbound without a Kafka bus), else the bus's."""
+    return settings.kafka_outbound_bootstrap or kafka_bootstrap(settings.bus_url)
+
+
 @dataclass
 class Hub:
     settings: Settings
@@ -57,6 +65,8 @@ class Hub:
     deliverer: WebhookDeliverer
     http: httpx.AsyncClient
     relay: KafkaRelay | None = None
+    file_deliverer: FileExportDeliverer | None = None
+    kafka_deliverer: KafkaTopicDeliverer | None = None  # None: no Kafka cluster, no kafka subscriptions
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -66,6 +76,12 @@ class Hub:
             asyncio.create_task(run_dispatcher(self.dispatcher, poll, self._stop), name="dispatcher"),
             asyncio.create_task(run_deliverer(self.deliverer, poll, self._stop), name="webhook-deliverer"),
         ]
+        if self.file_deliverer is not None:
+            self._tasks.append(asyncio.create_task(run_deliverer(self.file_deliverer, poll, self._stop),
+                                                   name="file-deliverer"))
+        if self.kafka_deliverer is not None:
+            self._tasks.append(asyncio.create_task(run_deliverer(self.kafka_deliverer, poll, self._stop),
+                                                   name="kafka-topic-deliverer"))
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(run_relay(self.relay, poll, self._stop), name="kafka-relay"))
         if self.settings.review_scan_interval_seconds > 0:
@@ -91,12 +107,15 @@ class Hub:
             await close()  # Kafka: commit handled work, leave the group
         if self.relay is not None:
             await self.relay.close()
+        if self.kafka_deliverer is not None:
+            await self.kafka_deliverer.close()  # flush the outbound producer
         await self.http.aclose()
         await self.engine.dispose()
 
 
 async def build_hub(settings: Settings) -> Hub:
     kafka_servers = kafka_bootstrap(settings.bus_url)
+    outbound = outbound_kafka_bootstrap(settings)
     engine = create_engine(settings.database_url)
     await create_schema(engine)
     ref = load_reference_data()
@@ -131,6 +150,15 @@ async def build_hub(settings: Settings) -> Hub:
         ),
         http=http,
         relay=relay,
+        file_deliverer=FileExportDeliverer(
+            engine, protector, settings.export_dir, backoff_base=settings.webhook_backoff_base_seconds,
+            backoff_cap=settings.webhook_backoff_cap_seconds, max_attempts=settings.webhook_max_attempts,
+        ),
+        kafka_deliverer=KafkaTopicDeliverer(
+            engine, protector, outbound, backoff_base=settings.webhook_backoff_base_seconds,
+            backoff_cap=settings.webhook_backoff_cap_seconds, max_attempts=settings.webhook_max_attempts,
+            partitions=settings.kafka_partitions,
+        ) if outbound else None,
     )
     log.info("hub started", database=engine.dialect.name, bus="kafka" if kafka_servers else "sql")
     return hub

@@ -50,6 +50,17 @@ class Settings(BaseSettings):
     # delivery to the dead letters after N failed attempts.
     webhook_max_attempts: int = 0
     worker_poll_seconds: float = 0.2
+
+    # Outbound channels beyond webhooks and pull feeds (hub/delivery/).
+    # `kafka` subscriptions publish each FHIR message to a topic of the
+    # subscriber's (default s117.out.<org code, lowercased>). They are allowed
+    # when the hub has a Kafka cluster: the bus's (bus_url=kafka://...) or,
+    # for a hub whose own bus is the embedded SQL log, this one
+    # ("host:port[,host:port]"); it takes precedence over the bus's when set.
+    kafka_outbound_bootstrap: str | None = None
+    # `file` subscriptions append NDJSON to <export_dir>/<org_code>/<YYYY-MM-DD>.ndjson
+    # (dirs 0700, files 0600) for the council to collect over SFTP.
+    export_dir: Path = REPO_ROOT / "var" / "exports"
     run_workers: bool = True
 
     # HL7 v2 ADT over MLLP (hub/mllp.py): off unless a port is set. MLLP has no

@@ -1,4 +1,5 @@
-"""Councils and ICBs subscribe to their feeds: webhooks, with a delivery log."""
+"""Councils and ICBs subscribe to their feeds: webhooks, pull feeds, Kafka
+topics and file exports, with a delivery log."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy import select
 
 from hub.api.deps import ClientDep, HubDep, Limit, require
 from hub.api.problems import ProblemError
+from hub.delivery.kafka_topic import TOPIC_PATTERN, default_topic, topic_of, topic_problem, topic_url
 from hub.domain.model import EventType
 from hub.store.schema import deliveries, subscriptions
 
@@ -22,30 +24,48 @@ router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 class SubscriptionIn(BaseModel):
     """`webhook`: the hub POSTs each message to `url`, signed. `feed`: the
     subscriber pulls its messages from GET /v1/feeds/{subscription_id} (for
-    councils that cannot expose an inbound endpoint)."""
+    councils that cannot expose an inbound endpoint). `kafka`: the hub
+    publishes each message to `topic` (default `s117.out.<org code
+    lowercased>`) on its Kafka cluster. `file`: the hub appends each message as
+    an NDJSON line to `<export_dir>/<org_code>/<YYYY-MM-DD>.ndjson` for
+    collection over SFTP."""
 
     model_config = ConfigDict(extra="forbid")
-    channel: Literal["webhook", "feed"] = "webhook"
+    channel: Literal["webhook", "feed", "kafka", "file"] = "webhook"
     url: HttpUrl | None = None
     secret: str | None = Field(default=None, min_length=32, description="HMAC key; generated if omitted")
+    topic: str | None = Field(default=None, pattern=TOPIC_PATTERN,
+                              description="kafka only; default s117.out.<org code lowercased>")
     event_types: list[EventType] | None = Field(default=None, description="Filter; default every allowed event")
 
     @model_validator(mode="after")
-    def _url_for_webhooks_only(self) -> "SubscriptionIn":
+    def _fields_for_the_channel(self) -> "SubscriptionIn":
         if self.channel == "webhook" and self.url is None:
             raise ValueError("url is required for a webhook subscription")
         if self.channel == "feed" and (self.url is not None or self.secret is not None):
             raise ValueError("a feed subscription takes no url or secret: the subscriber pulls with its API key")
+        if self.channel in ("kafka", "file") and (self.url is not None or self.secret is not None):
+            raise ValueError(f"a {self.channel} subscription takes no url or secret")
+        if self.channel != "kafka" and self.topic is not None:
+            raise ValueError("topic is for kafka subscriptions only")
         return self
 
 
 def _view(row) -> dict:  # noqa: ANN001
+    # A kafka subscription keeps its topic in the url column (hub.delivery.kafka_topic.topic_url).
+    kafka = row.channel == "kafka"
     return {"subscription_id": row.subscription_id, "org_code": row.org_code, "channel": row.channel,
-            "url": row.url, "event_types": row.event_types, "active": row.active,
+            "url": None if kafka else row.url, **({"topic": topic_of(row.url)} if kafka else {}),
+            "event_types": row.event_types, "active": row.active,
             "created_at": row.created_at.isoformat()}
 
 
-@router.post("", status_code=201, summary="Subscribe the caller's organisation to a webhook feed")
+def _reject(field: str, reason: str) -> ProblemError:
+    return ProblemError(422, "invalid-request", "Request rejected", f"{field} {reason}",
+                        errors=[{"field": field, "reason": reason}])
+
+
+@router.post("", status_code=201, summary="Subscribe the caller's organisation: webhook, feed, kafka or file")
 async def create_subscription(body: SubscriptionIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, "subscriptions:write")
     if body.url is not None and hub.settings.webhook_require_https and body.url.scheme != "https":
@@ -54,12 +74,29 @@ async def create_subscription(body: SubscriptionIn, hub: HubDep, client: ClientD
     if body.url is not None and (body.url.username or body.url.password):
         raise ProblemError(422, "invalid-request", "Request rejected", "url must not carry credentials",
                            errors=[{"field": "url", "reason": "must not carry credentials; the signature authenticates"}])
+    url = str(body.url) if body.url else None
+    if body.channel == "kafka":
+        if hub.kafka_deliverer is None:
+            raise _reject("channel", "kafka needs a Kafka cluster: this hub has none configured "
+                                     "(S117_BUS_URL=kafka://... or S117_KAFKA_OUTBOUND_BOOTSTRAP)")
+        topic = body.topic or default_topic(client.org_code)
+        why = topic_problem(topic, client.org_code)
+        if why:
+            raise _reject("topic", why)
+        url = topic_url(topic)
     secret = (body.secret or secrets.token_urlsafe(32)) if body.channel == "webhook" else None
     sub_id = str(uuid.uuid4())
     async with hub.engine.begin() as conn:
+        if body.channel == "file":
+            # One file per organisation and day: a second file subscription would write every line twice.
+            taken = (await conn.execute(select(subscriptions.c.subscription_id).where(
+                subscriptions.c.org_code == client.org_code, subscriptions.c.channel == "file",
+                subscriptions.c.active.is_(True)))).first()
+            if taken is not None:
+                raise _reject("channel", "this organisation already has an active file subscription")
         await conn.execute(subscriptions.insert().values(
             subscription_id=sub_id, org_code=client.org_code, client_id=client.client_id,
-            channel=body.channel, url=str(body.url) if body.url else None,
+            channel=body.channel, url=url,
             secret=hub.protector.encrypt(secret.encode()) if secret else None,
             event_types=[e.value for e in body.event_types] if body.event_types else None,
             active=True, created_at=datetime.now(UTC),

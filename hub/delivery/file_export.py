@@ -1,0 +1,173 @@
+"""File export channel: each FHIR message of a `file` subscription is appended
+as one NDJSON line to `<export_dir>/<org_code>/<YYYY-MM-DD>.ndjson` (UTC date
+of writing), for the council to collect over SFTP.
+
+* Line: `{"event_id", "message_id", "event_type", "message": <the FHIR message Bundle>}`.
+* Order: per subscription, oldest first, one line after the other.
+* Durability: the line is written, flushed and fsync'd (and the directory
+  fsync'd when the file is new) before the delivery is marked delivered. A
+  crash between the fsync and the mark writes the line again on restart, so a
+  line may repeat: consumers de-duplicate by `event_id` (at least once). A
+  line torn by a crash mid-write is cut off before the next append.
+* Permissions: directories 0700, files 0600 (they carry personal data); the
+  SFTP account that collects them should be the only other reader (group or
+  ACL set by the operator) and should move or delete files once collected.
+* Several hub instances: the lease (hub.delivery.leases) means each line is
+  written by one instance, into that instance's export_dir; instances that
+  share a store must share export_dir too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hub.crypto import DataProtector
+from hub.delivery.leases import RetryPolicy, claim, due, mark_delivered, mark_failed, next_head, pending_heads
+from hub.observability.logging import get_logger
+
+log = get_logger("hub.file_export")
+
+CHANNEL = "file"
+_ORG = re.compile(r"^[A-Za-z0-9]{1,16}$")  # an org code becomes a directory name: nothing else
+
+
+def export_path(export_dir: Path, org_code: str, when: datetime) -> Path:
+    if not _ORG.match(org_code):
+        raise ValueError("org_code unfit for a directory name")
+    return export_dir / org_code / f"{when.astimezone(UTC).date().isoformat()}.ndjson"
+
+
+def ndjson_line(event_id: str, message_id: str, event_type: str, message: bytes) -> bytes:
+    # The message is stored as compact JSON already: splice it in unparsed, unless it spans lines.
+    fragment: Any = orjson.Fragment(message) if b"\n" not in message and b"\r" not in message else orjson.loads(message)
+    return orjson.dumps({"event_id": event_id, "message_id": message_id, "event_type": event_type,
+                         "message": fragment}) + b"\n"
+
+
+def _mkdirs(org_dir: Path) -> None:
+    """export_dir (made 0700 if missing) and the organisation's directory (0700)."""
+    org_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not org_dir.exists():
+        org_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(org_dir, 0o700)  # whatever the umask
+        _fsync_dir(org_dir.parent)
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _cut_torn_tail(fd: int) -> None:
+    """If the file does not end with a newline, a crash tore its last line:
+    cut the file back to its last complete line (that line was never marked
+    delivered, so it is written again)."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        chunk = os.pread(fd, end - start, start)
+        i = chunk.rfind(b"\n")
+        if i >= 0:
+            os.ftruncate(fd, start + i + 1)
+            return
+        end = start
+    os.ftruncate(fd, 0)
+
+
+def append_durably(path: Path, line: bytes) -> None:
+    """Append `line` to `path` (created 0600, parents 0700) and fsync it."""
+    _mkdirs(path.parent)
+    new = not path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        if new:
+            os.fchmod(fd, 0o600)
+        _cut_torn_tail(fd)
+        view = memoryview(line)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if new:
+        _fsync_dir(path.parent)
+
+
+class FileExportDeliverer:
+    def __init__(
+        self, engine: AsyncEngine, protector: DataProtector, export_dir: Path, *,
+        backoff_base: float = 1.0, backoff_cap: float = 300.0, max_attempts: int = 0, lease_seconds: float = 60.0,
+        per_subscription_batch: int = 100,
+    ) -> None:
+        self._engine = engine
+        self._protector = protector
+        self._dir = Path(export_dir)
+        self._policy = RetryPolicy(backoff_base, backoff_cap, max_attempts, lease_seconds)
+        self._batch = per_subscription_batch
+        self._locks: dict[Path, asyncio.Lock] = {}
+
+    async def run_once(self) -> int:
+        """For every file subscription with a due head, append its pending
+        deliveries in order (up to a batch each); returns how many were attempted."""
+        async with self._engine.connect() as conn:
+            rows = await pending_heads(conn, CHANNEL)
+            await conn.rollback()
+        ready = due(rows)
+        if not ready:
+            return 0
+        return sum(await asyncio.gather(*(self._drain(r) for r in ready)))
+
+    async def _drain(self, row: Any) -> int:
+        attempted = 0
+        while row is not None and attempted < self._batch:
+            outcome = await self._attempt(row)
+            if outcome is None:
+                break
+            attempted += 1
+            if not outcome:
+                break
+            row = await next_head(self._engine, CHANNEL, row.subscription_id)
+        return attempted
+
+    async def _attempt(self, row: Any) -> bool | None:
+        attempts = await claim(self._engine, row, self._policy.lease_seconds)
+        if attempts is None:
+            return None
+        error: str | None = None
+        try:
+            path = export_path(self._dir, row.org_code, datetime.now(UTC))
+            line = ndjson_line(row.event_id, row.message_id, row.event_type, self._protector.decrypt(row.payload))
+            # One writer per file at a time within this process (two subscriptions
+            # of one organisation would share a file); the write runs off the loop.
+            async with self._locks.setdefault(path, asyncio.Lock()):
+                await asyncio.to_thread(append_durably, path, line)
+        except (OSError, ValueError) as exc:
+            error = type(exc).__name__
+        if error is None:
+            await mark_delivered(self._engine, row, attempts)
+            log.info("file export written", delivery_id=row.delivery_id, event_id=row.event_id,
+                     recipient=row.org_code, attempt=attempts, correlation_id=row.correlation_id)
+            return True
+        wait = await mark_failed(self._engine, row, attempts, error, self._policy, handler="file-export")
+        if wait is None:
+            log.error("file export dead-lettered", delivery_id=row.delivery_id, recipient=row.org_code,
+                      attempt=attempts, error_kind=error, correlation_id=row.correlation_id)
+        else:
+            log.warning("file export failed, will retry", delivery_id=row.delivery_id, recipient=row.org_code,
+                        attempt=attempts, error_kind=error, next_attempt_in=round(wait, 2),
+                        correlation_id=row.correlation_id)
+        return False

@@ -1,0 +1,208 @@
+"""Kafka topic channel: each FHIR message of a `kafka` subscription is
+published to the subscriber's topic (default `s117.out.<org code lowercased>`).
+
+* Record: key = the hub's person id (from the message's Patient, the same key
+  as the internal s117.events topic, so one person's messages stay on one
+  partition and in order); value = the FHIR message bytes exactly as queued
+  (application/fhir+json); headers `event_id`, `message_id`, `event_type`,
+  `correlation_id` (UTF-8).
+* Order: per subscription, oldest first, one at a time: the next is sent only
+  once Kafka has acknowledged the previous (producer `acks="all"`,
+  `enable_idempotence=True`), so a failure never lets a later message
+  overtake an earlier one.
+* Durability: a delivery is marked delivered only after the acknowledgement;
+  a crash in between sends it again (at least once: consumers de-duplicate by
+  `event_id`). Leases, backoff and dead letters are those of every push
+  channel (hub.delivery.leases).
+* Topics are created on first use (`ensure_topic`, `kafka_partitions`); where
+  the hub may not create topics the operator creates them (and grants the
+  council read ACLs on its own topic alone).
+
+The topic is kept in the subscription's `url` column as `kafka:<topic>`
+(`topic_url` / `topic_of`): the subscriptions table has no topic column.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hub.bus.kafka import ensure_topic
+from hub.crypto import DataProtector
+from hub.delivery.leases import RetryPolicy, claim, due, mark_delivered, mark_failed, next_head, pending_heads
+from hub.fhir.namespaces import HUB_PERSON_ID_SYSTEM
+from hub.observability.logging import get_logger
+
+log = get_logger("hub.kafka_topic")
+
+CHANNEL = "kafka"
+TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,200}$"
+_TOPIC = re.compile(TOPIC_PATTERN)
+_URL_PREFIX = "kafka:"
+
+
+def default_topic(org_code: str) -> str:
+    return f"s117.out.{org_code.lower()}"
+
+
+def topic_problem(topic: str, org_code: str) -> str | None:
+    """Why a subscriber may not publish to `topic`, or None. Beyond Kafka's own
+    rules, the hub's namespace (`s117.*`: its internal bus, other councils'
+    default topics) and Kafka's internal topics (`__*`) are off limits, except
+    the subscriber's own `s117.out.<org>` and names under it."""
+    if not _TOPIC.match(topic) or topic in {".", ".."}:
+        return "must be 1-200 of the characters a-z A-Z 0-9 . _ - (and not '.' or '..')"
+    if topic.startswith("__"):
+        return "names starting '__' are Kafka's internal topics"
+    own = default_topic(org_code)
+    if topic.lower().startswith("s117.") and not (topic == own or topic.startswith(own + ".")):
+        return f"s117.* is the hub's namespace: use {own} (or {own}.<suffix>) or a name outside it"
+    return None
+
+
+def topic_url(topic: str) -> str:
+    return _URL_PREFIX + topic
+
+
+def topic_of(url: str | None) -> str | None:
+    return url[len(_URL_PREFIX):] if url and url.startswith(_URL_PREFIX) else None
+
+
+def _person_key(body: bytes, fallback: str) -> bytes:
+    """The hub person id from the message's Patient (always there, whatever
+    the data-sharing agreement allows); the fallback should never be needed."""
+    try:
+        bundle = orjson.loads(body)
+        for entry in bundle.get("entry", []):
+            res = entry.get("resource", {})
+            if res.get("resourceType") == "Patient":
+                for ident in res.get("identifier", []):
+                    if ident.get("system") == HUB_PERSON_ID_SYSTEM and ident.get("value"):
+                        return str(ident["value"]).encode()
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        pass
+    return fallback.encode()
+
+
+class KafkaTopicDeliverer:
+    """Publishes pending `kafka` deliveries. Create and close on the running loop:
+
+        deliverer = KafkaTopicDeliverer(engine, protector, "broker:9092")
+        while await deliverer.run_once(): ...
+        await deliverer.close()
+
+    The producer connects lazily: while Kafka is unreachable, attempts fail
+    and back off, and deliveries wait in the store.
+    """
+
+    def __init__(
+        self, engine: AsyncEngine, protector: DataProtector, bootstrap_servers: str | Sequence[str], *,
+        backoff_base: float = 1.0, backoff_cap: float = 300.0, max_attempts: int = 0, lease_seconds: float = 90.0,
+        partitions: int = 6, per_subscription_batch: int = 100, client_id: str = "s117-hub-outbound",
+        producer_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._protector = protector
+        self._servers = bootstrap_servers if isinstance(bootstrap_servers, str) else list(bootstrap_servers)
+        self._policy = RetryPolicy(backoff_base, backoff_cap, max_attempts, lease_seconds)
+        self._partitions = partitions
+        self._batch = per_subscription_batch
+        self._client_id = client_id
+        self._options = dict(producer_options or {})
+        self._producer: AIOKafkaProducer | None = None
+        self._producer_lock = asyncio.Lock()
+        self._topics: set[str] = set()
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        async with self._producer_lock:
+            if self._producer is None:
+                options: dict[str, Any] = {"linger_ms": 0, "request_timeout_ms": 30_000, **self._options}
+                producer = AIOKafkaProducer(bootstrap_servers=self._servers, client_id=self._client_id,
+                                            acks="all", enable_idempotence=True, **options)
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()  # a producer whose start failed cannot be started again
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def _ensure_topic(self, topic: str) -> None:
+        if topic in self._topics:
+            return
+        try:
+            await ensure_topic(self._servers, topic, partitions=self._partitions)
+        except Exception as exc:  # noqa: BLE001 - may lack the right to create: the send says if the topic is there
+            log.warning("outbound topic not created", topic=topic, exc_type=type(exc).__name__)
+            return
+        self._topics.add(topic)
+
+    async def close(self) -> None:
+        async with self._producer_lock:
+            if self._producer is not None:
+                producer, self._producer = self._producer, None
+                await producer.stop()
+
+    async def run_once(self) -> int:
+        """For every kafka subscription with a due head, publish its pending
+        deliveries in order (up to a batch each); returns how many were attempted."""
+        async with self._engine.connect() as conn:
+            rows = await pending_heads(conn, CHANNEL)
+            await conn.rollback()
+        ready = due(rows)
+        if not ready:
+            return 0
+        return sum(await asyncio.gather(*(self._drain(r) for r in ready)))
+
+    async def _drain(self, row: Any) -> int:
+        attempted = 0
+        while row is not None and attempted < self._batch:
+            outcome = await self._attempt(row)
+            if outcome is None:
+                break  # another instance holds it
+            attempted += 1
+            if not outcome:
+                break  # failed: the rest wait behind it
+            row = await next_head(self._engine, CHANNEL, row.subscription_id)
+        return attempted
+
+    async def _attempt(self, row: Any) -> bool | None:
+        attempts = await claim(self._engine, row, self._policy.lease_seconds)
+        if attempts is None:
+            return None
+        topic = topic_of(row.url)
+        error: str | None = None
+        if topic is None:
+            error = "no topic"
+        else:
+            body = self._protector.decrypt(row.payload)
+            headers = [(name, (value or "").encode()) for name, value in (
+                ("event_id", row.event_id), ("message_id", row.message_id),
+                ("event_type", row.event_type), ("correlation_id", row.correlation_id))]
+            try:
+                producer = await self._ensure_producer()
+                await self._ensure_topic(topic)
+                await producer.send_and_wait(topic, value=body, key=_person_key(body, row.message_id),
+                                             headers=headers)
+            except Exception as exc:  # noqa: BLE001 - any failure is retried with backoff
+                error = type(exc).__name__
+        if error is None:
+            await mark_delivered(self._engine, row, attempts)
+            log.info("kafka topic delivered", delivery_id=row.delivery_id, event_id=row.event_id,
+                     recipient=row.org_code, topic=topic, attempt=attempts, correlation_id=row.correlation_id)
+            return True
+        wait = await mark_failed(self._engine, row, attempts, error, self._policy, handler="kafka-topic")
+        if wait is None:
+            log.error("kafka topic delivery dead-lettered", delivery_id=row.delivery_id, recipient=row.org_code,
+                      topic=topic, attempt=attempts, error_kind=error, correlation_id=row.correlation_id)
+        else:
+            log.warning("kafka topic delivery failed, will retry", delivery_id=row.delivery_id,
+                        recipient=row.org_code, topic=topic, attempt=attempts, error_kind=error,
+                        next_attempt_in=round(wait, 2), correlation_id=row.correlation_id)
+        return False
