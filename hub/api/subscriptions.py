@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from hub.api.deps import ClientDep, HubDep, Limit, require
 from hub.api.problems import ProblemError
-from hub.delivery.kafka_topic import TOPIC_PATTERN, default_topic, topic_of, topic_problem, topic_url
+from hub.delivery.kafka_topic import TOPIC_PATTERN, default_topic, topic_problem
 from hub.domain.model import EventType
 from hub.store.schema import deliveries, subscriptions
 
@@ -52,10 +52,9 @@ class SubscriptionIn(BaseModel):
 
 
 def _view(row) -> dict:  # noqa: ANN001
-    # A kafka subscription keeps its topic in the url column (hub.delivery.kafka_topic.topic_url).
     kafka = row.channel == "kafka"
     return {"subscription_id": row.subscription_id, "org_code": row.org_code, "channel": row.channel,
-            "url": None if kafka else row.url, **({"topic": topic_of(row.url)} if kafka else {}),
+            "url": row.url, **({"topic": row.topic} if kafka else {}),
             "event_types": row.event_types, "active": row.active,
             "created_at": row.created_at.isoformat()}
 
@@ -75,6 +74,7 @@ async def create_subscription(body: SubscriptionIn, hub: HubDep, client: ClientD
         raise ProblemError(422, "invalid-request", "Request rejected", "url must not carry credentials",
                            errors=[{"field": "url", "reason": "must not carry credentials; the signature authenticates"}])
     url = str(body.url) if body.url else None
+    topic = None
     if body.channel == "kafka":
         if hub.kafka_deliverer is None:
             raise _reject("channel", "kafka needs a Kafka cluster: this hub has none configured "
@@ -83,7 +83,6 @@ async def create_subscription(body: SubscriptionIn, hub: HubDep, client: ClientD
         why = topic_problem(topic, client.org_code)
         if why:
             raise _reject("topic", why)
-        url = topic_url(topic)
     secret = (body.secret or secrets.token_urlsafe(32)) if body.channel == "webhook" else None
     sub_id = str(uuid.uuid4())
     async with hub.engine.begin() as conn:
@@ -96,7 +95,7 @@ async def create_subscription(body: SubscriptionIn, hub: HubDep, client: ClientD
                 raise _reject("channel", "this organisation already has an active file subscription")
         await conn.execute(subscriptions.insert().values(
             subscription_id=sub_id, org_code=client.org_code, client_id=client.client_id,
-            channel=body.channel, url=url,
+            channel=body.channel, url=url, topic=topic,
             secret=hub.protector.encrypt(secret.encode()) if secret else None,
             event_types=[e.value for e in body.event_types] if body.event_types else None,
             active=True, created_at=datetime.now(UTC),

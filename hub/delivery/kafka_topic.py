@@ -17,9 +17,6 @@ published to the subscriber's topic (default `s117.out.<org code lowercased>`).
 * Topics are created on first use (`ensure_topic`, `kafka_partitions`); where
   the hub may not create topics the operator creates them (and grants the
   council read ACLs on its own topic alone).
-
-The topic is kept in the subscription's `url` column as `kafka:<topic>`
-(`topic_url` / `topic_of`): the subscriptions table has no topic column.
 """
 
 from __future__ import annotations
@@ -44,7 +41,6 @@ log = get_logger("hub.kafka_topic")
 CHANNEL = "kafka"
 TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,200}$"
 _TOPIC = re.compile(TOPIC_PATTERN)
-_URL_PREFIX = "kafka:"
 
 
 def default_topic(org_code: str) -> str:
@@ -66,12 +62,6 @@ def topic_problem(topic: str, org_code: str) -> str | None:
     return None
 
 
-def topic_url(topic: str) -> str:
-    return _URL_PREFIX + topic
-
-
-def topic_of(url: str | None) -> str | None:
-    return url[len(_URL_PREFIX):] if url and url.startswith(_URL_PREFIX) else None
 
 
 def _person_key(body: bytes, fallback: str) -> bytes:
@@ -176,7 +166,7 @@ class KafkaTopicDeliverer:
         attempts = await claim(self._engine, row, self._policy.lease_seconds)
         if attempts is None:
             return None
-        topic = topic_of(row.url)
+        topic = row.topic
         error: str | None = None
         if topic is None:
             error = "no topic"

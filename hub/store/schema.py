@@ -128,7 +128,8 @@ subscriptions = Table(
     Column("org_code", String(16), nullable=False),
     Column("client_id", String(64), nullable=False),
     Column("channel", String(16), nullable=False),  # webhook (pull feed, kafka, file later)
-    Column("url", Text, nullable=True),
+    Column("url", Text, nullable=True),  # webhook
+    Column("topic", String(249), nullable=True),  # kafka (249: Kafka's longest topic name)
     Column("secret", LargeBinary, nullable=True),  # Fernet-encrypted signing secret
     Column("event_types", JSON, nullable=True),  # None = every event the agreement allows
     Column("active", Boolean, nullable=False, default=True),
