@@ -158,7 +158,7 @@ class FileExportDeliverer:
         except (OSError, ValueError) as exc:
             error = type(exc).__name__
         if error is None:
-            await mark_delivered(self._engine, row, attempts)
+            await mark_delivered(self._engine, row, attempts, "file-export")
             log.info("file export written", delivery_id=row.delivery_id, event_id=row.event_id,
                      recipient=row.org_code, attempt=attempts, correlation_id=row.correlation_id)
             return True

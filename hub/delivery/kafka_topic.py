@@ -183,7 +183,7 @@ class KafkaTopicDeliverer:
             except Exception as exc:  # noqa: BLE001 - any failure is retried with backoff
                 error = type(exc).__name__
         if error is None:
-            await mark_delivered(self._engine, row, attempts)
+            await mark_delivered(self._engine, row, attempts, "kafka-topic")
             log.info("kafka topic delivered", delivery_id=row.delivery_id, event_id=row.event_id,
                      recipient=row.org_code, topic=topic, attempt=attempts, correlation_id=row.correlation_id)
             return True

@@ -100,7 +100,8 @@ async def claim(engine: AsyncEngine, row: Any, lease_seconds: float) -> int | No
     return attempts if claimed.rowcount == 1 else None
 
 
-async def mark_delivered(engine: AsyncEngine, row: Any, attempts: int) -> None:
+async def mark_delivered(engine: AsyncEngine, row: Any, attempts: int, channel: str) -> None:
+    metrics.DELIVERY.labels(channel=channel, outcome="delivered").inc()
     async with engine.begin() as conn:
         await conn.execute(deliveries.update().where(deliveries.c.delivery_seq == row.delivery_seq)
                            .values(status="delivered", attempts=attempts, delivered_at=datetime.now(UTC),
@@ -113,6 +114,7 @@ async def mark_failed(engine: AsyncEngine, row: Any, attempts: int, error: str, 
     is reached, else due again after a backoff (returns the wait in seconds).
     `error` is a status code or an exception type, never a body."""
     error = error[:200]
+    metrics.DELIVERY.labels(channel=handler, outcome="failed").inc()
     async with engine.begin() as conn:
         if policy.max_attempts and attempts >= policy.max_attempts:
             await conn.execute(deliveries.update().where(deliveries.c.delivery_seq == row.delivery_seq)

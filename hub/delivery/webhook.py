@@ -101,9 +101,8 @@ class WebhookDeliverer:
         except httpx.HTTPError as exc:
             outcome, error = "failed", type(exc).__name__
         metrics.DELIVERY_SECONDS.observe(time.perf_counter() - started)
-        metrics.DELIVERY.labels(outcome=outcome).inc()
         if outcome == "delivered":
-            await mark_delivered(self._engine, row, attempts)
+            await mark_delivered(self._engine, row, attempts, "webhook")
             log.info("webhook delivered", delivery_id=row.delivery_id, event_id=row.event_id,
                      recipient=row.org_code, attempt=attempts, correlation_id=row.correlation_id,
                      url_host=urlsplit(row.url).hostname)

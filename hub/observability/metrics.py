@@ -8,8 +8,9 @@ from prometheus_client import Counter, Gauge, Histogram
 INGEST = Counter("s117_ingest_total", "Register changes received", ["channel", "outcome"])
 SERVICE_LEVEL = Counter("s117_register_service_level_total", "Changes recorded late or nearly late", ["state"])
 DISPATCHED = Counter("s117_events_dispatched_total", "Events routed to recipients", ["event_type", "decision"])
-DELIVERY = Counter("s117_webhook_deliveries_total", "Webhook delivery attempts", ["outcome"])
+DELIVERY = Counter("s117_deliveries_total", "Push delivery attempts (webhook, kafka-topic, file-export)",
+                   ["channel", "outcome"])
 DELIVERY_SECONDS = Histogram("s117_webhook_delivery_seconds", "Webhook POST duration")
 CONSUMER_LAG = Gauge("s117_consumer_lag_messages", "Messages not yet handled", ["group", "topic"])
-PENDING_DELIVERIES = Gauge("s117_pending_deliveries", "Deliveries waiting to be sent")
+PENDING_DELIVERIES = Gauge("s117_pending_deliveries", "Webhook deliveries waiting to be sent")
 DEAD_LETTERS = Counter("s117_dead_letters_total", "Messages moved to the dead letters", ["handler"])
