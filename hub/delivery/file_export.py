@@ -30,7 +30,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.crypto import DataProtector
-from hub.delivery.leases import RetryPolicy, claim, due, mark_delivered, mark_failed, next_head, pending_heads
+from hub.delivery.leases import OrderedBatchDeliverer, RetryPolicy, claim, mark_delivered, mark_failed
 from hub.observability.logging import get_logger
 
 log = get_logger("hub.file_export")
@@ -107,7 +107,9 @@ def append_durably(path: Path, line: bytes) -> None:
         _fsync_dir(path.parent)
 
 
-class FileExportDeliverer:
+class FileExportDeliverer(OrderedBatchDeliverer):
+    channel = CHANNEL
+
     def __init__(
         self, engine: AsyncEngine, protector: DataProtector, export_dir: Path, *,
         backoff_base: float = 1.0, backoff_cap: float = 300.0, max_attempts: int = 0, lease_seconds: float = 60.0,
@@ -119,29 +121,6 @@ class FileExportDeliverer:
         self._policy = RetryPolicy(backoff_base, backoff_cap, max_attempts, lease_seconds)
         self._batch = per_subscription_batch
         self._locks: dict[Path, asyncio.Lock] = {}
-
-    async def run_once(self) -> int:
-        """For every file subscription with a due head, append its pending
-        deliveries in order (up to a batch each); returns how many were attempted."""
-        async with self._engine.connect() as conn:
-            rows = await pending_heads(conn, CHANNEL)
-            await conn.rollback()
-        ready = due(rows)
-        if not ready:
-            return 0
-        return sum(await asyncio.gather(*(self._drain(r) for r in ready)))
-
-    async def _drain(self, row: Any) -> int:
-        attempted = 0
-        while row is not None and attempted < self._batch:
-            outcome = await self._attempt(row)
-            if outcome is None:
-                break
-            attempted += 1
-            if not outcome:
-                break
-            row = await next_head(self._engine, CHANNEL, row.subscription_id)
-        return attempted
 
     async def _attempt(self, row: Any) -> bool | None:
         attempts = await claim(self._engine, row, self._policy.lease_seconds)

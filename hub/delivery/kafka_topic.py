@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.bus.kafka import ensure_topic
 from hub.crypto import DataProtector
-from hub.delivery.leases import RetryPolicy, claim, due, mark_delivered, mark_failed, next_head, pending_heads
+from hub.delivery.leases import OrderedBatchDeliverer, RetryPolicy, claim, mark_delivered, mark_failed
 from hub.fhir.namespaces import HUB_PERSON_ID_SYSTEM
 from hub.observability.logging import get_logger
 
@@ -80,7 +80,9 @@ def _person_key(body: bytes, fallback: str) -> bytes:
     return fallback.encode()
 
 
-class KafkaTopicDeliverer:
+class KafkaTopicDeliverer(OrderedBatchDeliverer):
+    channel = CHANNEL
+
     """Publishes pending `kafka` deliveries. Create and close on the running loop:
 
         deliverer = KafkaTopicDeliverer(engine, protector, "broker:9092")
@@ -138,29 +140,6 @@ class KafkaTopicDeliverer:
             if self._producer is not None:
                 producer, self._producer = self._producer, None
                 await producer.stop()
-
-    async def run_once(self) -> int:
-        """For every kafka subscription with a due head, publish its pending
-        deliveries in order (up to a batch each); returns how many were attempted."""
-        async with self._engine.connect() as conn:
-            rows = await pending_heads(conn, CHANNEL)
-            await conn.rollback()
-        ready = due(rows)
-        if not ready:
-            return 0
-        return sum(await asyncio.gather(*(self._drain(r) for r in ready)))
-
-    async def _drain(self, row: Any) -> int:
-        attempted = 0
-        while row is not None and attempted < self._batch:
-            outcome = await self._attempt(row)
-            if outcome is None:
-                break  # another instance holds it
-            attempted += 1
-            if not outcome:
-                break  # failed: the rest wait behind it
-            row = await next_head(self._engine, CHANNEL, row.subscription_id)
-        return attempted
 
     async def _attempt(self, row: Any) -> bool | None:
         attempts = await claim(self._engine, row, self._policy.lease_seconds)

@@ -128,6 +128,43 @@ async def mark_failed(engine: AsyncEngine, row: Any, attempts: int, error: str, 
     return wait
 
 
+class OrderedBatchDeliverer:
+    """A push channel that sends each subscription's backlog in order, up to a
+    batch at a time: the next delivery only after the previous one landed, and
+    a failure holds the rest back. Subclasses set `channel`, `_engine` and
+    `_batch` and implement `_attempt` (True sent, False failed, None leased
+    by another instance)."""
+
+    channel: str
+    _engine: AsyncEngine
+    _batch: int
+
+    async def run_once(self) -> int:
+        """Drain every subscription with a due head; returns how many were attempted."""
+        async with self._engine.connect() as conn:
+            rows = await pending_heads(conn, self.channel)
+            await conn.rollback()
+        ready = due(rows)
+        if not ready:
+            return 0
+        return sum(await asyncio.gather(*(self._drain(r) for r in ready)))
+
+    async def _drain(self, row: Any) -> int:
+        attempted = 0
+        while row is not None and attempted < self._batch:
+            outcome = await self._attempt(row)
+            if outcome is None:
+                break  # another instance holds it
+            attempted += 1
+            if not outcome:
+                break  # failed: the rest wait behind it
+            row = await next_head(self._engine, self.channel, row.subscription_id)
+        return attempted
+
+    async def _attempt(self, row: Any) -> bool | None:
+        raise NotImplementedError
+
+
 class Deliverer(Protocol):
     async def run_once(self) -> int: ...
 
