@@ -19,7 +19,7 @@ from sqlalchemy import select
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
 from hub.codec import from_jsonable, to_jsonable
-from hub.domain.model import RegisterChange
+from hub.domain.model import RegisterChange, S117Status
 from hub.domain.rules import evaluate
 from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.service import Client
@@ -64,14 +64,18 @@ async def _changes(hub, person_id: str) -> tuple[list[RegisterChange], dict[str,
     return changes, levels
 
 
-async def _authorise(hub, client: Client, person_id: str) -> list[RegisterChange]:  # noqa: ANN001
-    changes, _ = await _changes(hub, person_id)
+async def _authorise(
+    hub, client: Client, person_id: str,  # noqa: ANN001
+) -> tuple[list[RegisterChange], dict[str, Any], S117Status]:
+    """The person's changes, service levels and status today, if the client
+    may see them; otherwise the same 404 as for an unknown id."""
+    changes, levels = await _changes(hub, person_id)
     if not changes:
         raise ProblemError(404, "not-found", "Not found", "no person with that id is on the register")
-    if "hub:admin" in client.scopes:
-        return changes
     today = datetime.now(UTC).date()
     status = evaluate(person_id, changes, hub.ref, hub.agreements, today)
+    if "hub:admin" in client.scopes:
+        return changes, levels, status
     parties = {c.source for c in changes}
     parties |= {d.org.code for d in (status.responsible_council, status.responsible_commissioner,
                                       status.coordinating_council) if d is not None and d.org is not None}
@@ -82,16 +86,15 @@ async def _authorise(hub, client: Client, person_id: str) -> list[RegisterChange
     if not party or (client.org_kind != "trust" and not has_agreement):
         # The same answer as "not found": do not confirm who is on the register.
         raise ProblemError(404, "not-found", "Not found", "no person with that id is on the register")
-    return changes
+    return changes, levels, status
 
 
 @router.get("/{person_id}/s117", summary="Entitlement, responsible bodies with explanations, reviews, disputes, history")
 async def s117_position(person_id: str, hub: HubDep, client: ClientDep, as_of: date | None = None) -> dict:
     require(client, "s117:read")
-    await _authorise(hub, client, person_id)
-    changes, levels = await _changes(hub, person_id)
-    on = as_of or datetime.now(UTC).date()
-    status = evaluate(person_id, changes, hub.ref, hub.agreements, on)
+    changes, levels, status = await _authorise(hub, client, person_id)
+    if as_of is not None and as_of != status.as_of:
+        status = evaluate(person_id, changes, hub.ref, hub.agreements, as_of)
     body = to_jsonable(status)
     body["register_service_level"] = [
         {"change_id": c.change_id, "change_type": c.change_type.value, "notified_on": c.notified_on.isoformat(),
