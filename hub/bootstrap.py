@@ -25,7 +25,7 @@ from hub.domain.agreements import AgreementBook
 from hub.domain.ports import ReferenceData
 from hub.fhir.messages import FIELD_GROUPS
 from hub.ingest.service import IngestService
-from hub.mllp import MllpServer
+from hub.mllp import MllpServer, server_tls_context
 from hub.scheduler import ReviewScanner, run_review_scanner
 from hub.observability.logging import get_logger
 from hub.refdata.loader import load_reference_data
@@ -90,8 +90,10 @@ class Hub:
                 run_review_scanner(scanner, self.settings.review_scan_interval_seconds, self._stop),
                 name="review-scanner"))
         if self.settings.mllp_port is not None:
-            mllp = MllpServer(self.engine, self.ingest, self.settings.mllp_host, self.settings.mllp_port,
-                              self.settings.mllp_max_frame_bytes)
+            s = self.settings
+            tls = (server_tls_context(s.mllp_tls_cert, s.mllp_tls_key, s.mllp_tls_client_ca)
+                   if s.mllp_tls_cert and s.mllp_tls_key else None)
+            mllp = MllpServer(self.engine, self.ingest, s.mllp_host, s.mllp_port, s.mllp_max_frame_bytes, tls=tls)
             self._tasks.append(asyncio.create_task(mllp.serve(self._stop), name="mllp"))
 
     def worker_tasks(self) -> list[asyncio.Task]:

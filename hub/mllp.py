@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import structlog
 from sqlalchemy import select
@@ -110,10 +112,38 @@ def _decode(payload: bytes) -> str:
         return payload.decode("latin-1")
 
 
+def certificate_org(peercert: dict | None) -> str | None:
+    """The subject commonName of a verified client certificate: the sending
+    trust's ODS code."""
+    if not peercert:
+        return None
+    for rdn in peercert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return value
+    return None
+
+
+def server_tls_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext:
+    """TLS 1.2+ for MLLP; with `client_ca`, clients must present a certificate it signed."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    if client_ca is not None:
+        ctx.load_verify_locations(client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
 class MllpServer:
     def __init__(self, engine: AsyncEngine, ingest: IngestService, host: str, port: int,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, drain_seconds: float = 10.0) -> None:
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, drain_seconds: float = 10.0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self._engine = engine
+        # MLLP over TLS: with a context that requires client certificates, the
+        # certificate (its subject CN, the trust's ODS code) says who is
+        # sending, and MSH-4 must agree with it.
+        self._tls = tls
         self._ingest = ingest
         self._max = max_frame_bytes
         self._drain_seconds = drain_seconds
@@ -124,7 +154,7 @@ class MllpServer:
         self._connections: dict[asyncio.Task, bool] = {}  # task -> busy with a message
 
     async def serve(self, stop: asyncio.Event) -> None:
-        server = await asyncio.start_server(self._connection, sock=self._sock)
+        server = await asyncio.start_server(self._connection, sock=self._sock, ssl=self._tls)
         log.info("mllp listening", port=self.port)
         try:
             await stop.wait()
@@ -153,6 +183,7 @@ class MllpServer:
         self._connections[task] = False
         framer = MllpFramer(self._max)
         messages = 0
+        peer_org = certificate_org(writer.get_extra_info("peercert"))
         try:
             while True:
                 data = await reader.read(65536)
@@ -167,7 +198,7 @@ class MllpServer:
                                         count=self._max, status="AR")
                             await self._linger(reader, writer)
                             return
-                        ack = await self.handle(item.payload)
+                        ack = await self.handle(item.payload, peer_org)
                         await self._answer(writer, ack)
                         messages += 1
                     finally:
@@ -209,21 +240,28 @@ class MllpServer:
         return self._ack(header, "AR", "message exceeds the size limit; connection closed",
                          [HL7Problem("MSH", f"the framed message is longer than {self._max} bytes", APPLICATION_ERROR)])
 
-    async def handle(self, payload: bytes) -> str:
-        """One framed message -> its ACK text, after everything is durable."""
+    async def handle(self, payload: bytes, peer_org: str | None = None) -> str:
+        """One framed message -> its ACK text, after everything is durable.
+        `peer_org`: the ODS code in the sender's TLS client certificate, if any."""
         correlation_id = str(uuid.uuid4())
         structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
         try:
-            return await self._handle(payload)
+            return await self._handle(payload, peer_org)
         finally:
             structlog.contextvars.unbind_contextvars("correlation_id")
 
-    async def _handle(self, payload: bytes) -> str:
+    async def _handle(self, payload: bytes, peer_org: str | None = None) -> str:
         result = map_adt(_decode(payload))
         header = result.header
         if not result.parsed:
             log.info("mllp message rejected", status="AR", reason_codes=["unparseable"], channel=CHANNEL)
             return self._ack(header, "AR", result.problems[0].reason, result.problems)
+        if self._tls is not None and self._tls.verify_mode == ssl.CERT_REQUIRED and peer_org != header.sending_facility:
+            log.info("mllp message rejected", status="AR", reason_codes=["facility-not-certificate"],
+                     org_code=(peer_org or "")[:16], channel=CHANNEL)
+            return self._ack(header, "AR", "sending facility does not match the client certificate",
+                             [HL7Problem("MSH-4", "does not match the organisation in the TLS client certificate",
+                                         "204")])
         client = await self._source(header.sending_facility)
         if client is None:
             log.info("mllp message rejected", status="AR", reason_codes=["facility-not-registered"],

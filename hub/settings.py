@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     mllp_port: int | None = None
     mllp_host: str = "127.0.0.1"
     mllp_max_frame_bytes: int = 1024 * 1024
+    # MLLP over TLS (production): the hub's certificate and key, and the CA that
+    # signs trusts' client certificates (subject CN = the trust's ODS code,
+    # which MSH-4 must match). Without them MLLP is plain TCP on a private network.
+    mllp_tls_cert: Path | None = None
+    mllp_tls_key: Path | None = None
+    mllp_tls_client_ca: Path | None = None
 
     # Review reminders (hub/scheduler.py): how far ahead a due review is
     # announced, and how often the register is scanned (0 = never).
