@@ -34,6 +34,8 @@ from hub.sharing import SharingAgreements
 from hub.store.db import create_engine, create_schema
 
 log = get_logger("hub.bootstrap")
+LEASE_MARGIN_SECONDS = 5.0
+KAFKA_REQUEST_TIMEOUT_SECONDS = 30.0  # KafkaTopicDeliverer's producer request_timeout_ms
 
 
 def kafka_bootstrap(bus_url: str) -> str | None:
@@ -148,18 +150,23 @@ async def build_hub(settings: Settings) -> Hub:
         deliverer=WebhookDeliverer(
             engine, protector, http, settings.webhook_backoff_base_seconds,
             settings.webhook_backoff_cap_seconds, settings.webhook_max_attempts,
-            lease_seconds=settings.webhook_timeout_seconds + 30,
+            # A lease outlives the longest attempt by a margin: a POST cannot
+            # outlast the client timeout. A hub killed mid-POST thus delays that
+            # one delivery by at most this long after it restarts.
+            lease_seconds=settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS,
         ),
         http=http,
         relay=relay,
         file_deliverer=FileExportDeliverer(
             engine, protector, settings.export_dir, backoff_base=settings.webhook_backoff_base_seconds,
             backoff_cap=settings.webhook_backoff_cap_seconds, max_attempts=settings.webhook_max_attempts,
+            lease_seconds=LEASE_MARGIN_SECONDS,  # an fsync'd append takes milliseconds
         ),
         kafka_deliverer=KafkaTopicDeliverer(
             engine, protector, outbound, backoff_base=settings.webhook_backoff_base_seconds,
             backoff_cap=settings.webhook_backoff_cap_seconds, max_attempts=settings.webhook_max_attempts,
             partitions=settings.kafka_partitions,
+            lease_seconds=KAFKA_REQUEST_TIMEOUT_SECONDS + LEASE_MARGIN_SECONDS,
         ) if outbound else None,
     )
     log.info("hub started", database=engine.dialect.name, bus="kafka" if kafka_servers else "sql")

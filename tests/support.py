@@ -110,6 +110,9 @@ class HubProcess:
             "S117_WORKER_POLL_SECONDS": "0.05",
             "S117_WEBHOOK_BACKOFF_BASE_SECONDS": "0.1",
             "S117_WEBHOOK_BACKOFF_CAP_SECONDS": "0.5",
+            # Short timeout, so a delivery leased by a hub that was SIGKILLed
+            # mid-POST is free again soon after the restart (timeout + margin).
+            "S117_WEBHOOK_TIMEOUT_SECONDS": "3",
             **({"S117_SHARING_AGREEMENTS_PATH": str(sharing_path)} if sharing_path else {}),
             **env,
         }
