@@ -9,7 +9,6 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -79,12 +78,6 @@ class Settings(BaseSettings):
     # announced, and how often the register is scanned (0 = never).
     review_notice_days: int = 14
     review_scan_interval_seconds: float = 3600.0
-
-    # Register service level (Worcs 19.6): days of notice before a breach.
-    register_service_level_days: int = 5
-
-    sample_data: bool = False
-    extra: dict[str, str] = Field(default_factory=dict)
 
 
 @cache

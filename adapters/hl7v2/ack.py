@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from datetime import datetime
 
-from adapters.hl7v2.mapping import APPLICATION_ERROR, Header, HL7Problem
+from adapters.hl7v2.mapping import Header, HL7Problem
 
 HUB_APPLICATION = "S117HUB"
 _POSITION = re.compile(r"^([A-Z][A-Z0-9]{2})(?:-(\d+))?")
@@ -48,6 +48,3 @@ def build_ack(
     segments = [msh, msa, *(err_segment(p) for p in problems)]
     return "\r".join(segments) + "\r"
 
-
-def problem_for(field: str, reason: str, code: str = APPLICATION_ERROR) -> HL7Problem:
-    return HL7Problem(field, reason, code)

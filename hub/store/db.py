@@ -43,10 +43,6 @@ def create_engine(database_url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-def is_sqlite(engine: AsyncEngine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 def insert_or_merge(dialect: Dialect, table: Table) -> postgresql.Insert | sqlite.Insert:
     """An INSERT that can take `ON CONFLICT ... DO NOTHING / DO UPDATE`.
 

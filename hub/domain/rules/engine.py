@@ -70,7 +70,6 @@ class _Fold:
     stay_qualifying: SectionVerdict | None = None
     stay_qualifying_from: date | None = None
     detention_start_for_era: date | None = None
-    stay_commissioner_kept: bool = False
     stayed_informally: bool = False
     from_prison: bool = False
     hospital_ods: str | None = None
@@ -276,16 +275,13 @@ def _determine_commissioner_at_detention(fold: _Fold, change: RegisterChange, ve
             ),
             citation=f"{kept.citation}; {citations.NHS_ALREADY_RECEIVING}",
         )
-        fold.stay_commissioner_kept = True
         fold.commissioner_provisional = False
         return
-    fold.stay_commissioner_kept = False
     if change.already_receiving_s117_from:
         fold.commissioner = _commissioner_from_org(
             fold, change.already_receiving_s117_from,
             "already responsible for this person's s117 aftercare before this detention", citations.NHS_ALREADY_RECEIVING,
         )
-        fold.stay_commissioner_kept = True
         fold.commissioner_provisional = False
         return
     if fold.from_prison and _prison_rule_applies(fold):
