@@ -157,3 +157,24 @@ class HubProcess:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+async def push_scenario(app_hub, seed: int, run_id: str | None = None) -> list[dict]:  # noqa: ANN001
+    """Push one synthetic person's detention-to-move changes through the REST
+    API as the test trust, then dispatch until the log is drained; returns the
+    events the hub reported, in order."""
+    import random
+    import uuid
+    from datetime import date
+
+    from hub.sample_data import detention_to_move_scenario
+
+    run_id = run_id or f"scn-{seed}-{uuid.uuid4().hex[:6]}"
+    events: list[dict] = []
+    for c in detention_to_move_scenario(random.Random(seed), run_id, date(2025, 1, 6)):
+        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=c)
+        assert r.status_code == 202, r.text
+        events += r.json()["events"]
+    while await app_hub.hub.dispatcher.run_once():
+        pass
+    return events

@@ -6,11 +6,9 @@ acknowledgement; while Kafka cannot be reached, deliveries back off and wait."""
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from datetime import date
 from pathlib import Path
 
 import httpx
@@ -23,9 +21,9 @@ from hub.clients import add_client
 from hub.delivery.kafka_topic import KafkaTopicDeliverer
 from hub.fhir.namespaces import HUB_PERSON_ID_SYSTEM
 from hub.fhir.validate import validate_message
-from hub.sample_data import detention_to_move_scenario
 from tests.conftest import InProcessHub
 from tests.conftest import test_settings as make_settings
+from tests.support import push_scenario
 
 pytestmark = pytest.mark.integration
 
@@ -51,16 +49,8 @@ async def kafka_hub(tmp_path: Path, kafka_bootstrap: str) -> AsyncIterator[InPro
         yield h
 
 
-async def _push(app_hub: InProcessHub, seed: int) -> list[dict]:
-    events = []
-    for c in detention_to_move_scenario(random.Random(seed), f"kafka-{seed}-{uuid.uuid4().hex[:6]}",
-                                        date(2025, 1, 6)):
-        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=c)
-        assert r.status_code == 202, r.text
-        events += r.json()["events"]
-    while await app_hub.hub.dispatcher.run_once():
-        pass
-    return events
+async def _push(app_hub, seed: int) -> list[dict]:  # noqa: ANN001
+    return await push_scenario(app_hub, seed)
 
 
 async def _consume(bootstrap: str, topic: str, n: int, timeout: float = 30.0) -> list:

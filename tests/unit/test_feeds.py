@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import random
-from datetime import date
 
 from hub.fhir.validate import validate_message
-from hub.sample_data import detention_to_move_scenario
+from tests.support import push_scenario
 
 
 async def _feed(app_hub) -> str:  # noqa: ANN001
@@ -18,13 +16,7 @@ async def _feed(app_hub) -> str:  # noqa: ANN001
 
 
 async def _push(app_hub, seed: int = 8) -> list[dict]:  # noqa: ANN001
-    events = []
-    for c in detention_to_move_scenario(random.Random(seed), f"feed-{seed}", date(2025, 1, 6)):
-        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=c)
-        events += r.json()["events"]
-    while await app_hub.hub.dispatcher.run_once():
-        pass
-    return events
+    return await push_scenario(app_hub, seed)
 
 
 async def test_a_council_pulls_its_messages_in_order_and_acknowledges_by_cursor(app_hub):

@@ -5,9 +5,8 @@ kafka and file channels."""
 from __future__ import annotations
 
 import os
-import random
 import stat
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -15,20 +14,13 @@ import orjson
 from hub.delivery.file_export import FileExportDeliverer, append_durably, export_path
 from hub.delivery.kafka_topic import topic_problem
 from hub.fhir.validate import validate_message
-from hub.sample_data import detention_to_move_scenario
+from tests.support import push_scenario
 
 COUNCIL = "E06000060"
 
 
 async def _push(app_hub, seed: int = 11) -> list[dict]:  # noqa: ANN001
-    events = []
-    for c in detention_to_move_scenario(random.Random(seed), f"file-{seed}", date(2025, 1, 6)):
-        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=c)
-        assert r.status_code == 202, r.text
-        events += r.json()["events"]
-    while await app_hub.hub.dispatcher.run_once():
-        pass
-    return events
+    return await push_scenario(app_hub, seed)
 
 
 def _deliverer(app_hub, export_dir: Path) -> FileExportDeliverer:  # noqa: ANN001
