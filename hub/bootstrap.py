@@ -26,6 +26,7 @@ from hub.domain.ports import ReferenceData
 from hub.fhir.messages import FIELD_GROUPS
 from hub.ingest.service import IngestService
 from hub.mllp import MllpServer, server_tls_context
+from hub.reconciliation import ItemWatcher, ReconciliationService, Reconciler, run_reconciler
 from hub.scheduler import ReviewScanner, run_review_scanner
 from hub.observability.logging import get_logger
 from hub.refdata.loader import load_reference_data
@@ -69,6 +70,7 @@ class Hub:
     relay: KafkaRelay | None = None
     file_deliverer: FileExportDeliverer | None = None
     kafka_deliverer: KafkaTopicDeliverer | None = None  # None: no Kafka cluster, no kafka subscriptions
+    reconciliation: ReconciliationService | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -86,6 +88,11 @@ class Hub:
                                                    name="kafka-topic-deliverer"))
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(run_relay(self.relay, poll, self._stop), name="kafka-relay"))
+        if self.reconciliation is not None:
+            self._tasks.append(asyncio.create_task(run_reconciler(
+                Reconciler(self.engine, self.ref, self.agreements, self.reconciliation),
+                ItemWatcher(self.engine, self.bus, self.ref, self.agreements),
+                self.reconciliation, poll, self._stop), name="reconciler"))
         if self.settings.review_scan_interval_seconds > 0:
             scanner = ReviewScanner(self.engine, self.ref, self.agreements, self.settings.review_notice_days)
             self._tasks.append(asyncio.create_task(
@@ -168,6 +175,7 @@ async def build_hub(settings: Settings) -> Hub:
             partitions=settings.kafka_partitions,
             lease_seconds=KAFKA_REQUEST_TIMEOUT_SECONDS + LEASE_MARGIN_SECONDS,
         ) if outbound else None,
+        reconciliation=ReconciliationService(engine, protector),
     )
     log.info("hub started", database=engine.dialect.name, bus="kafka" if kafka_servers else "sql")
     return hub

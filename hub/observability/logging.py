@@ -27,6 +27,7 @@ ALLOWED_KEYS = frozenset(
         "method", "duration_ms", "url_host", "mode", "database", "bus", "port",
         "decision", "agreement", "quarantine_id", "reason_codes", "exc_type",
         "lag", "breaches", "version", "channel",
+        "snapshot_id", "item_id", "rejected", "opened", "fixed", "reopened",
     }
 )
 REDACTED = "[redacted]"

@@ -225,3 +225,59 @@ file_receipts = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
     Index("ix_file_receipts_source_sha", "source", "sha256"),
 )
+
+# Reconciliation (hub/reconciliation.py): a body's own list of people on the
+# s117 register, and the differences from the hub's register. Rows hold the
+# NHS number only as the keyed hash and the body's local id encrypted.
+reconciliation_snapshots = Table(
+    "reconciliation_snapshots",
+    metadata,
+    Column("snapshot_id", String(36), primary_key=True),
+    Column("source", String(64), nullable=False),  # the client that sent it
+    Column("body_org", String(16), nullable=False),
+    Column("body_kind", String(32), nullable=False),
+    Column("as_of", Date, nullable=False),
+    Column("format", String(32), nullable=False),
+    Column("state", String(16), nullable=False),  # receiving, comparing, done, failed
+    Column("rows_read", Integer, nullable=False),
+    Column("rows_rejected", Integer, nullable=False),
+    Column("persons_compared", Integer, nullable=False),
+    Column("persons_total", Integer, nullable=True),
+    Column("differences", Integer, nullable=False),
+    Column("problems", JSON, nullable=True),  # [{field: "row N, field X", reason}] (never values)
+    Column("summary", JSON, nullable=True),  # counts per kind and state when done
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Index("ix_reconciliation_snapshots_body", "body_org", "received_at"),
+)
+
+reconciliation_rows = Table(
+    "reconciliation_rows",
+    metadata,
+    Column("snapshot_id", String(36), ForeignKey("reconciliation_snapshots.snapshot_id"), primary_key=True),
+    Column("row_no", Integer, primary_key=True),
+    Column("person_key", String(64), nullable=False),  # keyed hash of the NHS number
+    Column("local_id", LargeBinary, nullable=True),  # Fernet-encrypted
+    Column("belief", JSON, nullable=False),  # entitled, responsible bodies, dates: codes and dates only
+    Index("ix_reconciliation_rows_person", "person_key"),
+)
+
+reconciliation_items = Table(
+    "reconciliation_items",
+    metadata,
+    Column("item_id", String(36), primary_key=True),
+    Column("body_org", String(16), nullable=False),
+    Column("person_key", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("field", String(32), nullable=False),
+    Column("state", String(16), nullable=False),  # open, explained, fixed, accepted
+    Column("difference", JSON, nullable=False),  # body_says, hub_says, who_must_act, action, explanation, citation
+    Column("person_id", String(36), nullable=True),  # only where the body has a part in the person
+    Column("first_seen", String(36), nullable=False),
+    Column("last_seen", String(36), nullable=False),
+    Column("reason", String(500), nullable=True),
+    Column("fixed_by", String(16), nullable=True),  # snapshot, change
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("body_org", "person_key", "kind", "field", name="uq_reconciliation_item"),
+    Index("ix_reconciliation_items_person", "person_key"),
+)

@@ -1,0 +1,140 @@
+"""Reconciliation: a body sends its whole list; the hub answers with the
+differences from the register and who must act on each.
+
+POST /v1/reconciliations?format=ndjson|json|swift_snapshot_csv streams the list
+in (any size, bounded memory) and answers 202 with the snapshot id; the
+comparison runs in the background. GET shows progress, then the report (JSON,
+or CSV for the body's own team). A snapshot never changes the register.
+
+A body sees only differences about people it has a part in, and the hub's
+side of them only within its data-sharing agreement: the responsible bodies
+need `responsibility`, the register's reasons `explanations`. A person the
+body has no part in is reported exactly as one the hub has never heard of.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.snapshots import FORMATS
+from hub.api.deps import ClientDep, HubDep, require
+from hub.api.problems import ProblemError
+from hub.domain.reconciliation import ItemState
+from hub.ingest.service import Client
+from hub.reconciliation import Body, items_csv_lines
+
+router = APIRouter(prefix="/v1/reconciliations", tags=["reconciliation"])
+
+SCOPE = "s117:read"
+MAX_SNAPSHOT = 200 * 1024 * 1024  # 100,000 rows is about 20 MB of NDJSON
+CONTENT_FORMATS = {"application/x-ndjson": "ndjson", "application/json": "json", "text/csv": "swift_snapshot_csv"}
+NOT_FOUND = ("no reconciliation with that id for this client")
+SnapshotId = Annotated[str, Path(min_length=36, max_length=36, pattern=r"^[0-9a-f-]{36}$")]
+
+
+def _agreement_groups(hub: Any, client: Client, on: date) -> frozenset[str] | None:
+    """The field groups the caller's agreements in force grant (None: none in force)."""
+    if "hub:admin" in client.scopes:
+        return frozenset({"responsibility", "explanations"})
+    grants = [g for g in hub.sharing.grants_for(client.org_code) if g.in_force(on)]
+    if not grants:
+        return None
+    return frozenset().union(*(g.field_groups for g in grants))
+
+
+async def _limited(request: Request) -> AsyncIterator[bytes]:
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_SNAPSHOT:
+            raise ProblemError(413, "too-large", "Snapshot too large",
+                               f"a snapshot must be at most {MAX_SNAPSHOT} bytes")
+        yield chunk
+
+
+@router.post("", status_code=202,
+             summary="Send the body's whole s117 list for reconciliation (NDJSON, JSON array or CSV); never changes the register")
+async def send_snapshot(
+    request: Request, hub: HubDep, client: ClientDep,
+    format: Annotated[Literal["ndjson", "json", "swift_snapshot_csv"] | None, Query(
+        description="default from Content-Type")] = None,
+    as_of: Annotated[date | None, Query(description="the date the list describes; default today")] = None,
+) -> dict:
+    require(client, SCOPE)
+    today = datetime.now(UTC).date()
+    if _agreement_groups(hub, client, today) is None:
+        raise ProblemError(403, "forbidden", "Not permitted",
+                           "no data-sharing agreement in force names this organisation")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_SNAPSHOT:
+        raise ProblemError(413, "too-large", "Snapshot too large", f"a snapshot must be at most {MAX_SNAPSHOT} bytes")
+    fmt = format or CONTENT_FORMATS.get(request.headers.get("content-type", "").split(";")[0].strip().lower())
+    if fmt not in FORMATS:
+        raise ProblemError(415, "unsupported-media-type", "Unsupported snapshot format",
+                           "send application/x-ndjson, application/json or text/csv, or name the format",
+                           errors=[{"field": "format", "reason": f"must be one of {list(FORMATS)}"}])
+    if as_of is not None and as_of > today:
+        raise ProblemError(422, "invalid-request", "Request rejected", "as_of is in the future",
+                           errors=[{"field": "as_of", "reason": "must not be in the future"}])
+    body = Body(client.client_id, client.org_code, client.org_kind)
+    return await hub.reconciliation.receive(body, fmt, _limited(request), as_of or today)
+
+
+async def _own(hub: Any, client: Client, snapshot_id: str) -> Any:
+    snap = await hub.reconciliation.snapshot_row(snapshot_id)
+    if snap is None or (snap.body_org != client.org_code and "hub:admin" not in client.scopes):
+        raise ProblemError(404, "not-found", "Not found", NOT_FOUND)
+    return snap
+
+
+def _within_agreement(item: dict[str, Any], groups: frozenset[str]) -> dict[str, Any]:
+    out = dict(item)
+    if item["field"] in ("responsible_council", "responsible_icb") and "responsibility" not in groups:
+        out["hub_says"] = None
+    if "explanations" not in groups:
+        out["explanation"] = None
+    return out
+
+
+@router.get("/{snapshot_id}", summary="Progress, then the drift report (JSON, or CSV with ?format=csv)")
+async def report(
+    snapshot_id: SnapshotId, hub: HubDep, client: ClientDep,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+) -> Any:
+    require(client, SCOPE)
+    snap = await _own(hub, client, snapshot_id)
+    groups = _agreement_groups(hub, client, datetime.now(UTC).date()) or frozenset()
+    body = await hub.reconciliation.snapshot(snapshot_id)
+    items = ([_within_agreement(i, groups) for i in await hub.reconciliation.items_for_snapshot(snap)]
+             if snap.state == "done" else [])
+    if format == "csv":
+        return StreamingResponse(iter(items_csv_lines(items)), media_type="text/csv",
+                                 headers={"Content-Disposition": f'attachment; filename="reconciliation-{snapshot_id}.csv"'})
+    return body | {"items": items}
+
+
+class ItemDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    state: Literal["open", "explained", "accepted"]
+    reason: str | None = Field(default=None, max_length=500)
+
+
+@router.post("/items/{item_id}", summary="Explain, accept as is (with a reason) or reopen one difference")
+async def decide_item(item_id: SnapshotId, decision: ItemDecision, hub: HubDep, client: ClientDep) -> dict:
+    require(client, SCOPE)
+    try:
+        item = await hub.reconciliation.set_item_state(client.org_code, item_id, ItemState(decision.state),
+                                                       decision.reason, "hub:admin" in client.scopes)
+    except ValueError as exc:
+        field, _, reason = str(exc).partition(": ")
+        raise ProblemError(409 if field == "state" else 422, "invalid-transition" if field == "state" else "invalid-request",
+                           "Item not changed", str(exc), errors=[{"field": field, "reason": reason}]) from exc
+    if item is None:
+        raise ProblemError(404, "not-found", "Not found", "no reconciliation item with that id for this client")
+    return item

@@ -1,0 +1,536 @@
+"""Reconciliation service: store a body's snapshot, compare it with the
+register in the background, keep the differences as items across snapshots,
+and close items when later register changes fix them.
+
+- `receive` streams the snapshot into `reconciliation_rows` in batches (the
+  NHS number only as the keyed hash, the local id encrypted), in bounded memory.
+  A bad row is reported by row and field and its raw text quarantined; rows are
+  independent. A snapshot never changes the register.
+- `Reconciler.run_once` compares snapshots waiting in state `comparing`: a
+  merge join of the body's rows and the hub's persons, both read in keyed-hash
+  order as streams, each person evaluated from their whole history. Progress
+  (`persons_compared` of `persons_total`, differences so far) is written as
+  it goes; a hub restarted mid-way starts the comparison again.
+- `ItemWatcher` consumes the event log (consumer group "reconciliation"):
+  after each change to a person, their live items are compared afresh against
+  each body's last snapshot row, and those no longer true close as fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from adapters.snapshots import ParsedRow, SnapshotFileError, reader_for
+from hub.bus.port import EVENTS_TOPIC, Subscriber
+from hub.codec import from_jsonable
+from hub.crypto import DataProtector
+from hub.domain.agreements import AgreementBook
+from hub.domain.model import RegisterChange
+from hub.domain.ports import ReferenceData
+from hub.domain.reconciliation import (
+    LIVE,
+    Belief,
+    Difference,
+    Item,
+    ItemState,
+    Kind,
+    Position,
+    compare,
+    position_for,
+    track,
+)
+from hub.domain.rules import evaluate
+from hub.observability.logging import get_logger
+from hub.store.schema import (
+    persons,
+    quarantine,
+    reconciliation_items,
+    reconciliation_rows,
+    reconciliation_snapshots,
+    register_changes,
+)
+
+log = get_logger("hub.reconciliation")
+GROUP = "reconciliation"
+CHANNEL = "snapshot"
+BATCH = 1000
+MAX_REPORTED_PROBLEMS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    client_id: str
+    org_code: str
+    org_kind: str
+
+
+def belief_from_row(person_key: str, local_id: str | None, data: dict[str, Any]) -> Belief:
+    def d(name: str) -> date | None:
+        v = data.get(name)
+        return date.fromisoformat(v) if v else None
+
+    return Belief(
+        person_key=person_key, local_id=local_id, entitled=bool(data.get("entitled")),
+        responsible_council=data.get("responsible_council"), responsible_icb=data.get("responsible_icb"),
+        entitlement_start=d("entitlement_start"), entitlement_end=d("entitlement_end"),
+        next_review_due=d("next_review_due"), funding=data.get("funding"),
+    )
+
+
+def difference_json(d: Difference) -> dict[str, Any]:
+    return {
+        "kind": d.kind.value, "field": d.field, "body_says": d.body_says, "hub_says": d.hub_says,
+        "who_must_act": d.who_must_act, "action": d.action, "explanation": d.explanation,
+        "citation": d.citation, "person_id": d.person_id,
+    }
+
+
+def difference_from_json(person_key: str, data: dict[str, Any], local_id: str | None = None) -> Difference:
+    return Difference(
+        person_key=person_key, kind=Kind(data["kind"]), field=data["field"], body_says=data.get("body_says"),
+        hub_says=data.get("hub_says"), who_must_act=data["who_must_act"], action=data["action"],
+        explanation=data["explanation"], citation=data["citation"], person_id=data.get("person_id"),
+        local_id=local_id,
+    )
+
+
+class ReconciliationService:
+    def __init__(self, engine: AsyncEngine, protector: DataProtector) -> None:
+        self._engine = engine
+        self._protector = protector
+        self.wake = asyncio.Event()
+
+    async def receive(
+        self, body: Body, fmt: str, chunks: AsyncIterator[bytes], as_of: date,
+    ) -> dict[str, Any]:
+        """Store one snapshot as it streams in; returns its record. Rows go in
+        batches, so memory stays bounded whatever the size."""
+        snapshot_id = str(uuid.uuid4())
+        now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            await conn.execute(reconciliation_snapshots.insert().values(
+                snapshot_id=snapshot_id, source=body.client_id, body_org=body.org_code, body_kind=body.org_kind,
+                as_of=as_of, format=fmt, state="receiving", rows_read=0, rows_rejected=0, persons_compared=0,
+                differences=0, problems=[], received_at=now,
+            ))
+        rows: list[dict[str, Any]] = []
+        held: list[dict[str, Any]] = []
+        problems: list[dict[str, str]] = []
+        seen_keys: set[str] = set()
+        read = rejected = 0
+        try:
+            async for parsed in reader_for(fmt)(chunks):
+                read += 1
+                row, reasons = self._row(snapshot_id, parsed, seen_keys)
+                if row is not None:
+                    rows.append(row)
+                else:
+                    rejected += 1
+                    if len(problems) < MAX_REPORTED_PROBLEMS:
+                        problems.extend(reasons)
+                    held.append(self._held(body, parsed, reasons, now))
+                if len(rows) + len(held) >= BATCH:
+                    await self._flush(snapshot_id, rows, held, read, rejected)
+                    rows, held = [], []
+        except SnapshotFileError as exc:
+            await self._fail(snapshot_id, [{"field": exc.field, "reason": exc.reason}])
+            return await self.snapshot(snapshot_id)
+        await self._flush(snapshot_id, rows, held, read, rejected)
+        async with self._engine.begin() as conn:
+            await conn.execute(reconciliation_snapshots.update()
+                               .where(reconciliation_snapshots.c.snapshot_id == snapshot_id)
+                               .values(state="comparing", problems=problems))
+        self.wake.set()
+        log.info("snapshot received", source=body.client_id, snapshot_id=snapshot_id, count=read,
+                 rejected=rejected)
+        return await self.snapshot(snapshot_id)
+
+    def _row(self, snapshot_id: str, parsed: ParsedRow, seen: set[str]) -> tuple[dict[str, Any] | None, list[dict]]:
+        if parsed.value is None:
+            return None, [p.as_dict() for p in parsed.problems]
+        v = parsed.value
+        key = self._protector.index(v.nhs_number)
+        if key in seen:
+            return None, [{"field": f"row {parsed.row}, field nhs_number",
+                           "reason": "the same person appears earlier in this snapshot"}]
+        seen.add(key)
+        belief = v.model_dump(mode="json", exclude={"nhs_number", "local_id"}, exclude_none=True)
+        return {
+            "snapshot_id": snapshot_id, "row_no": parsed.row, "person_key": key,
+            "local_id": self._protector.encrypt(v.local_id.encode()) if v.local_id else None,
+            "belief": belief,
+        }, []
+
+    def _held(self, body: Body, parsed: ParsedRow, reasons: list[dict], now: datetime) -> dict[str, Any]:
+        return {
+            "quarantine_id": str(uuid.uuid4()), "source": body.client_id, "channel": CHANNEL,
+            "source_message_id": None, "errors": reasons, "raw": self._protector.encrypt(parsed.raw),
+            "received_at": now, "status": "held",
+        }
+
+    async def _flush(self, snapshot_id: str, rows: list[dict], held: list[dict], read: int, rejected: int) -> None:
+        async with self._engine.begin() as conn:
+            if rows:
+                await conn.execute(reconciliation_rows.insert(), rows)
+            if held:
+                await conn.execute(quarantine.insert(), held)
+            await conn.execute(reconciliation_snapshots.update()
+                               .where(reconciliation_snapshots.c.snapshot_id == snapshot_id)
+                               .values(rows_read=read, rows_rejected=rejected))
+
+    async def _fail(self, snapshot_id: str, problems: list[dict[str, str]]) -> None:
+        # A snapshot that cannot be read whole is not compared: a list cut short
+        # would report everyone after the cut as missing.
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(reconciliation_rows).where(reconciliation_rows.c.snapshot_id == snapshot_id))
+            await conn.execute(reconciliation_snapshots.update()
+                               .where(reconciliation_snapshots.c.snapshot_id == snapshot_id)
+                               .values(state="failed", problems=problems, finished_at=datetime.now(UTC)))
+
+    async def snapshot(self, snapshot_id: str) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(reconciliation_snapshots)
+                                      .where(reconciliation_snapshots.c.snapshot_id == snapshot_id))).one()
+            await conn.rollback()
+        return _snapshot_json(row)
+
+    async def snapshot_row(self, snapshot_id: str) -> Any:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(reconciliation_snapshots)
+                                      .where(reconciliation_snapshots.c.snapshot_id == snapshot_id))).first()
+            await conn.rollback()
+        return row
+
+    async def items_for_snapshot(self, snapshot: Any) -> list[dict[str, Any]]:
+        """The differences this snapshot reported (live or accepted) and those it found fixed."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(
+                select(reconciliation_items).where(
+                    reconciliation_items.c.body_org == snapshot.body_org,
+                    reconciliation_items.c.last_seen == snapshot.snapshot_id,
+                ).order_by(reconciliation_items.c.kind, reconciliation_items.c.item_id)
+            )).all()
+            locals_ = await self._local_ids(conn, snapshot.snapshot_id, {r.person_key for r in rows})
+            await conn.rollback()
+        return [self.item_json(r, locals_.get(r.person_key)) for r in rows]
+
+    async def _local_ids(self, conn: AsyncConnection, snapshot_id: str, keys: set[str]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        key_list = sorted(keys)
+        for i in range(0, len(key_list), 500):
+            chunk = key_list[i:i + 500]
+            for r in (await conn.execute(select(reconciliation_rows.c.person_key, reconciliation_rows.c.local_id)
+                                         .where(reconciliation_rows.c.snapshot_id == snapshot_id,
+                                                reconciliation_rows.c.person_key.in_(chunk)))).all():
+                out[r.person_key] = self._protector.decrypt(r.local_id).decode() if r.local_id else None
+        return out
+
+    @staticmethod
+    def item_json(r: Any, local_id: str | None) -> dict[str, Any]:
+        d = dict(r.difference)
+        return {
+            "item_id": r.item_id, "state": r.state, "kind": r.kind, "field": r.field, "local_id": local_id,
+            "person_id": r.person_id, "body_says": d.get("body_says"), "hub_says": d.get("hub_says"),
+            "who_must_act": d.get("who_must_act"), "action": d.get("action"),
+            "explanation": d.get("explanation"), "citation": d.get("citation"),
+            "reason": r.reason, "fixed_by": r.fixed_by, "first_seen": r.first_seen, "last_seen": r.last_seen,
+        }
+
+    async def set_item_state(self, body_org: str, item_id: str, new: ItemState, reason: str | None,
+                             is_admin: bool) -> dict[str, Any] | None:
+        from hub.domain.reconciliation import set_state
+
+        async with self._engine.begin() as conn:
+            r = (await conn.execute(select(reconciliation_items)
+                                    .where(reconciliation_items.c.item_id == item_id).with_for_update())).first()
+            if r is None or (r.body_org != body_org and not is_admin):
+                return None
+            item = _item(r)
+            changed = set_state(item, new, reason)  # ValueError names the field
+            await conn.execute(reconciliation_items.update().where(reconciliation_items.c.item_id == item_id)
+                               .values(state=changed.state.value, reason=changed.reason,
+                                       updated_at=datetime.now(UTC)))
+            r = (await conn.execute(select(reconciliation_items)
+                                    .where(reconciliation_items.c.item_id == item_id))).one()
+        return self.item_json(r, None)
+
+
+def _snapshot_json(row: Any) -> dict[str, Any]:
+    return {
+        "snapshot_id": row.snapshot_id, "body_org": row.body_org, "as_of": row.as_of.isoformat(),
+        "format": row.format, "state": row.state, "rows_read": row.rows_read, "rows_rejected": row.rows_rejected,
+        "persons_compared": row.persons_compared, "persons_total": row.persons_total,
+        "differences_found": row.differences, "problems": row.problems or [], "summary": row.summary,
+        "received_at": row.received_at.isoformat() if row.received_at else None,
+        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+    }
+
+
+def _item(r: Any) -> Item:
+    return Item(
+        item_id=r.item_id, key=(r.person_key, r.kind, r.field), state=ItemState(r.state),
+        difference=difference_from_json(r.person_key, r.difference), first_seen=r.first_seen,
+        last_seen=r.last_seen, reason=r.reason,
+    )
+
+
+PAGE = 500
+
+
+async def _hub_people(engine: AsyncEngine) -> AsyncIterator[tuple[str, str, list[RegisterChange]]]:
+    """Every person with their changes, in keyed-hash order, a page at a time
+    (each page its own short read, so writers are never held up for long and
+    memory stays bounded)."""
+    after = ""
+    while True:
+        async with engine.connect() as conn:
+            page = (await conn.execute(
+                select(persons.c.nhs_number_index, persons.c.person_id)
+                .where(persons.c.nhs_number_index > after).order_by(persons.c.nhs_number_index).limit(PAGE)
+            )).all()
+            ids = [p.person_id for p in page]
+            changes: dict[str, list[RegisterChange]] = {}
+            if ids:
+                for r in (await conn.execute(select(register_changes.c.person_id, register_changes.c.canonical)
+                                             .where(register_changes.c.person_id.in_(ids)))).all():
+                    changes.setdefault(r.person_id, []).append(from_jsonable(RegisterChange, r.canonical))
+            await conn.rollback()
+        for p in page:
+            if p.person_id in changes:
+                yield p.nhs_number_index, p.person_id, changes[p.person_id]
+        if len(page) < PAGE:
+            return
+        after = page[-1].nhs_number_index
+
+
+async def _body_rows(engine: AsyncEngine, snapshot_id: str) -> AsyncIterator[tuple[str, Belief]]:
+    after = ""
+    while True:
+        async with engine.connect() as conn:
+            page = (await conn.execute(
+                select(reconciliation_rows.c.person_key, reconciliation_rows.c.belief)
+                .where(reconciliation_rows.c.snapshot_id == snapshot_id, reconciliation_rows.c.person_key > after)
+                .order_by(reconciliation_rows.c.person_key).limit(PAGE)
+            )).all()
+            await conn.rollback()
+        for r in page:
+            yield r.person_key, belief_from_row(r.person_key, None, r.belief)
+        if len(page) < PAGE:
+            return
+        after = page[-1].person_key
+
+
+async def _merge(
+    left: AsyncIterator[tuple[str, Belief]], right: AsyncIterator[tuple[str, str, list[RegisterChange]]],
+) -> AsyncIterator[tuple[str, Belief | None, tuple[str, list[RegisterChange]] | None]]:
+    """Merge join of two streams sorted by person key."""
+    sentinel = object()
+    a: Any = await anext(left, sentinel)
+    b: Any = await anext(right, sentinel)
+    while a is not sentinel or b is not sentinel:
+        if b is sentinel or (a is not sentinel and a[0] < b[0]):
+            yield a[0], a[1], None
+            a = await anext(left, sentinel)
+        elif a is sentinel or b[0] < a[0]:
+            yield b[0], None, (b[1], b[2])
+            b = await anext(right, sentinel)
+        else:
+            yield a[0], a[1], (b[1], b[2])
+            a = await anext(left, sentinel)
+            b = await anext(right, sentinel)
+
+
+class Reconciler:
+    """Compares snapshots waiting in state `comparing`, one at a time."""
+
+    def __init__(self, engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook,
+                 service: ReconciliationService) -> None:
+        self._engine = engine
+        self._ref = ref
+        self._agreements = agreements
+        self._service = service
+
+    async def run_once(self) -> int:
+        async with self._engine.connect() as conn:
+            waiting = (await conn.execute(
+                select(reconciliation_snapshots).where(reconciliation_snapshots.c.state == "comparing")
+                .order_by(reconciliation_snapshots.c.received_at)
+            )).all()
+            await conn.rollback()
+        for snap in waiting:
+            await self.compare_snapshot(snap)
+        return len(waiting)
+
+    async def compare_snapshot(self, snap: Any) -> None:
+        body, as_of, sid = snap.body_org, snap.as_of, snap.snapshot_id
+        async with self._engine.connect() as conn:
+            total = (await conn.execute(select(func.count()).select_from(persons))).scalar_one()
+            await conn.rollback()
+        await self._progress(sid, persons_total=total, persons_compared=0, differences=0)
+        found: list[Difference] = []
+        compared = 0
+        async for key, belief, held in _merge(_body_rows(self._engine, sid), _hub_people(self._engine)):
+            position: Position | None = None
+            if held is not None:
+                person_id, changes = held
+                compared += 1
+                position = position_for(body, key, evaluate(person_id, changes, self._ref, self._agreements, as_of))
+            found.extend(compare(body, snap.body_kind, belief, position, as_of))
+            if compared and compared % BATCH == 0:
+                await self._progress(sid, persons_compared=compared, differences=len(found))
+        await self._record(snap, found, compared)
+
+    async def _progress(self, sid: str, **values: Any) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(reconciliation_snapshots.update()
+                               .where(reconciliation_snapshots.c.snapshot_id == sid).values(**values))
+
+    async def _record(self, snap: Any, found: list[Difference], compared: int) -> None:
+        sid, body = snap.snapshot_id, snap.body_org
+        now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            existing = [_item(r) for r in (await conn.execute(
+                select(reconciliation_items).where(reconciliation_items.c.body_org == body))).all()]
+            t = track(existing, found, sid)
+            new_rows = [{
+                "item_id": str(uuid.uuid4()), "body_org": body, "person_key": d.person_key, "kind": d.kind.value,
+                "field": d.field, "state": ItemState.OPEN.value, "difference": difference_json(d),
+                "person_id": d.person_id, "first_seen": sid, "last_seen": sid, "reason": None, "fixed_by": None,
+                "updated_at": now,
+            } for d in t.opened]
+            for i in range(0, len(new_rows), BATCH):
+                await conn.execute(reconciliation_items.insert(), new_rows[i:i + BATCH])
+            for item in (*t.seen_again, *t.reopened):
+                await conn.execute(reconciliation_items.update()
+                                   .where(reconciliation_items.c.item_id == item.item_id)
+                                   .values(state=item.state.value, difference=difference_json(item.difference),
+                                           person_id=item.difference.person_id, last_seen=sid,
+                                           reason=item.reason, fixed_by=None, updated_at=now))
+            for item in t.fixed:
+                await conn.execute(reconciliation_items.update()
+                                   .where(reconciliation_items.c.item_id == item.item_id)
+                                   .values(state=ItemState.FIXED.value, last_seen=sid, fixed_by="snapshot",
+                                           updated_at=now))
+            counts = await self._summary(conn, body, sid)
+            await conn.execute(reconciliation_snapshots.update()
+                               .where(reconciliation_snapshots.c.snapshot_id == sid)
+                               .values(state="done", persons_compared=compared, differences=len(found),
+                                       summary=counts, finished_at=now))
+        log.info("snapshot compared", snapshot_id=sid, count=len(found), opened=len(t.opened),
+                 fixed=len(t.fixed), reopened=len(t.reopened))
+
+    @staticmethod
+    async def _summary(conn: AsyncConnection, body: str, sid: str) -> dict[str, Any]:
+        rows = (await conn.execute(
+            select(reconciliation_items.c.kind, reconciliation_items.c.state, func.count())
+            .where(reconciliation_items.c.body_org == body, reconciliation_items.c.last_seen == sid)
+            .group_by(reconciliation_items.c.kind, reconciliation_items.c.state)
+        )).all()
+        by_kind: dict[str, dict[str, int]] = {}
+        for kind, state, n in rows:
+            by_kind.setdefault(kind, {})[state] = n
+        return {"by_kind": by_kind,
+                "open": sum(n for _k, s, n in rows if s in (ItemState.OPEN, ItemState.EXPLAINED)),
+                "accepted": sum(n for _k, s, n in rows if s == ItemState.ACCEPTED),
+                "fixed": sum(n for _k, s, n in rows if s == ItemState.FIXED)}
+
+
+class ItemWatcher:
+    """Closes items that later register changes fix, without waiting for the
+    body's next snapshot (consumer group "reconciliation" on the event log)."""
+
+    def __init__(self, engine: AsyncEngine, log_: Subscriber, ref: ReferenceData, agreements: AgreementBook,
+                 today: Any = None) -> None:
+        self._engine = engine
+        self._log = log_
+        self._ref = ref
+        self._agreements = agreements
+        self._today = today or (lambda: datetime.now(UTC).date())
+
+    async def run_once(self, limit: int = 200) -> int:
+        batch = await self._log.fetch(GROUP, EVENTS_TOPIC, limit)
+        if not batch:
+            return 0
+        people = list(dict.fromkeys(m.key for m in batch))
+        async with self._engine.begin() as conn:
+            for person_id in people:
+                await self._recheck(conn, person_id)
+            await self._log.commit(GROUP, EVENTS_TOPIC, batch[-1].offset + 1, conn)
+        return len(batch)
+
+    async def _recheck(self, conn: AsyncConnection, person_id: str) -> None:
+        key_row = (await conn.execute(select(persons.c.nhs_number_index)
+                                      .where(persons.c.person_id == person_id))).first()
+        if key_row is None:
+            return
+        key = key_row.nhs_number_index
+        live = (await conn.execute(select(reconciliation_items).where(
+            reconciliation_items.c.person_key == key,
+            reconciliation_items.c.state.in_([s.value for s in LIVE])))).all()
+        if not live:
+            return
+        changes = [from_jsonable(RegisterChange, r.canonical) for r in (await conn.execute(
+            select(register_changes.c.canonical).where(register_changes.c.person_id == person_id))).all()]
+        today = self._today()
+        status = evaluate(person_id, changes, self._ref, self._agreements, today)
+        now = datetime.now(UTC)
+        for body in {r.body_org for r in live}:
+            last = (await conn.execute(
+                select(reconciliation_snapshots.c.snapshot_id, reconciliation_snapshots.c.body_kind)
+                .where(reconciliation_snapshots.c.body_org == body, reconciliation_snapshots.c.state == "done")
+                .order_by(reconciliation_snapshots.c.finished_at.desc()).limit(1))).first()
+            if last is None:
+                continue
+            row = (await conn.execute(select(reconciliation_rows.c.belief).where(
+                reconciliation_rows.c.snapshot_id == last.snapshot_id,
+                reconciliation_rows.c.person_key == key))).first()
+            belief = belief_from_row(key, None, row.belief) if row else None
+            still = {d.key for d in compare(body, last.body_kind, belief, position_for(body, key, status), today)}
+            for r in live:
+                if r.body_org == body and (r.person_key, r.kind, r.field) not in still:
+                    await conn.execute(reconciliation_items.update()
+                                       .where(reconciliation_items.c.item_id == r.item_id)
+                                       .values(state=ItemState.FIXED.value, fixed_by="change", updated_at=now))
+                    log.info("reconciliation item fixed by a change", item_id=r.item_id, person_id=person_id)
+
+
+async def run_reconciler(reconciler: Reconciler, watcher: ItemWatcher, service: ReconciliationService,
+                         poll_seconds: float, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        busy = 0
+        try:
+            busy += await reconciler.run_once()
+            busy += await watcher.run_once()
+        except Exception as exc:  # noqa: BLE001 - keep the worker alive; the snapshot stays 'comparing' and is retried
+            log.warning("reconciliation worker failed", exc_type=type(exc).__name__)
+            await asyncio.sleep(min(5.0, poll_seconds * 10))
+        if not busy:
+            service.wake.clear()
+            try:
+                await asyncio.wait_for(service.wake.wait(), timeout=poll_seconds)
+            except TimeoutError:
+                pass
+
+
+def items_csv_lines(items: Iterable[dict[str, Any]]) -> Iterable[str]:
+    import csv
+    import io
+
+    cols = ["item_id", "state", "kind", "field", "local_id", "person_id", "body_says", "hub_says",
+            "who_must_act", "action", "explanation", "citation", "reason", "fixed_by"]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(cols)
+    for it in items:
+        w.writerow(["" if it.get(c) is None else it[c] for c in cols])
+    return buf.getvalue().splitlines(keepends=True)
+
+
