@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the report")
     p.add_argument("file", type=Path)
     p.set_defaults(func=_send_file)
+    from hub.snapshot_cli import add_parser as add_snapshot_parser
+
+    add_snapshot_parser(sub)
     args = parser.parse_args(argv)
     args.func(args)
 
