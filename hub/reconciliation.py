@@ -534,3 +534,50 @@ def items_csv_lines(items: Iterable[dict[str, Any]]) -> Iterable[str]:
     return buf.getvalue().splitlines(keepends=True)
 
 
+
+
+async def list_agreement(engine: AsyncEngine, body_orgs: set[str] | None) -> list[dict[str, Any]]:
+    """Per body (all, or `body_orgs`): how far its last compared list agrees
+    with the register, for the oversight report. Counts are exact here; the
+    report suppresses them."""
+    async with engine.connect() as conn:
+        latest = (await conn.execute(
+            select(reconciliation_snapshots).where(reconciliation_snapshots.c.state == "done")
+            .order_by(reconciliation_snapshots.c.body_org, reconciliation_snapshots.c.finished_at.desc())
+        )).all()
+        out = []
+        seen: set[str] = set()
+        for snap in latest:
+            if snap.body_org in seen or (body_orgs is not None and snap.body_org not in body_orgs):
+                continue
+            seen.add(snap.body_org)
+            rows = (await conn.execute(
+                select(reconciliation_items.c.person_key, reconciliation_items.c.kind).where(
+                    reconciliation_items.c.body_org == snap.body_org,
+                    reconciliation_items.c.last_seen == snap.snapshot_id,
+                    reconciliation_items.c.state != ItemState.FIXED.value))).all()
+            missing = {r.person_key for r in rows if r.kind == Kind.MISSING_ON_BODY_LIST.value}
+            differing = {r.person_key for r in rows if r.kind != Kind.MISSING_ON_BODY_LIST.value}
+            listed = snap.rows_read - snap.rows_rejected
+            out.append({"body": snap.body_org, "as_of": snap.as_of.isoformat(), "snapshot_id": snap.snapshot_id,
+                        "people": listed + len(missing), "agreeing": max(listed - len(differing), 0)})
+        await conn.rollback()
+    return out
+
+
+async def drift_history(engine: AsyncEngine, limit: int = 200) -> list[dict[str, Any]]:
+    """Differences per body and kind for each compared snapshot, newest first (the console's chart)."""
+    async with engine.connect() as conn:
+        snaps = (await conn.execute(
+            select(reconciliation_snapshots.c.snapshot_id, reconciliation_snapshots.c.body_org,
+                   reconciliation_snapshots.c.as_of, reconciliation_snapshots.c.finished_at,
+                   reconciliation_snapshots.c.rows_read, reconciliation_snapshots.c.summary)
+            .where(reconciliation_snapshots.c.state == "done")
+            .order_by(reconciliation_snapshots.c.finished_at.desc()).limit(limit))).all()
+        await conn.rollback()
+    return [{"snapshot_id": s.snapshot_id, "body": s.body_org, "as_of": s.as_of.isoformat(),
+             "compared_at": s.finished_at.isoformat() if s.finished_at else None, "rows": s.rows_read,
+             "open": (s.summary or {}).get("open", 0), "accepted": (s.summary or {}).get("accepted", 0),
+             "fixed": (s.summary or {}).get("fixed", 0),
+             "by_kind": {k: sum(v.values()) for k, v in ((s.summary or {}).get("by_kind") or {}).items()}}
+            for s in snaps]

@@ -97,3 +97,20 @@ def register_summary(statuses: Iterable[S117Status], today: date, late_changes: 
         "trend": [{"month": m.isoformat()[:7], "entitlements_started": suppress(started_by_month[m]),
                    "entitlements_ended": suppress(ended_by_month[m])} for m in months],
     }
+
+
+def list_agreement_rows(rows: Iterable[dict]) -> list[dict]:
+    """Agreement between each body's own list and the register (from its last
+    reconciliation), suppressed like every other count: a rate over fewer than
+    eight people is not shown."""
+    out = []
+    for r in rows:
+        people, agreeing = r["people"], r["agreeing"]
+        rate: int | str | None = None
+        if people > 7:
+            rate = round(100 * agreeing / people)
+        elif people:
+            rate = SUPPRESSED
+        out.append({"body": r["body"], "as_of": r["as_of"], "people_on_either_list": suppress(people),
+                    "agreeing": suppress(agreeing), "agreement_rate_percent": rate})
+    return out

@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(files.router)
     app.include_router(fhir_inbound.router)
     app.include_router(reconciliations.router)
+    app.include_router(reconciliations.ops_router)
 
     _document_register_change_body(app)
 

@@ -27,9 +27,10 @@ from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
 from hub.domain.reconciliation import ItemState
 from hub.ingest.service import Client
-from hub.reconciliation import Body, items_csv_lines
+from hub.reconciliation import Body, drift_history, items_csv_lines
 
 router = APIRouter(prefix="/v1/reconciliations", tags=["reconciliation"])
+ops_router = APIRouter(prefix="/v1/ops", tags=["operations"])
 
 SCOPE = "s117:read"
 MAX_SNAPSHOT = 200 * 1024 * 1024  # 100,000 rows is about 20 MB of NDJSON
@@ -138,3 +139,9 @@ async def decide_item(item_id: SnapshotId, decision: ItemDecision, hub: HubDep, 
     if item is None:
         raise ProblemError(404, "not-found", "Not found", "no reconciliation item with that id for this client")
     return item
+
+
+@ops_router.get("/reconciliation", summary="Differences per body and kind for each compared snapshot (console)")
+async def reconciliation_overview(hub: HubDep, client: ClientDep) -> dict:
+    require(client, "hub:admin")
+    return {"snapshots": await drift_history(hub.engine)}

@@ -14,7 +14,8 @@ from hub.api.deps import ClientDep, HubDep, require
 from hub.codec import from_jsonable
 from hub.domain.model import RegisterChange
 from hub.domain.rules import evaluate
-from hub.reports import register_summary
+from hub.reconciliation import list_agreement
+from hub.reports import list_agreement_rows, register_summary
 from hub.store.schema import register_changes, service_levels
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
@@ -45,4 +46,6 @@ async def summary(hub: HubDep, client: ClientDep) -> dict:
             d.org.code for d in (s.responsible_council, s.responsible_commissioner) if d is not None and d.org}]
     report = register_summary(mine, today, late_by_council)
     report["scope"] = "all" if "hub:admin" in client.scopes else client.org_code
+    report["list_agreement"] = list_agreement_rows(
+        await list_agreement(hub.engine, None if "hub:admin" in client.scopes else {client.org_code}))
     return report

@@ -209,3 +209,32 @@ async def test_only_the_sending_body_sees_its_report_and_a_body_without_agreemen
     async with app_hub.hub.engine.connect() as conn:
         changes = (await conn.execute(select(func.count()).select_from(register_changes))).scalar_one()
     assert changes == 6  # a snapshot never changes the register
+
+
+async def test_the_oversight_report_and_the_console_show_how_far_lists_agree(app_hub, register) -> None:  # noqa: ANN001
+    key = app_hub.keys["E06000060"]
+    rows = await register_as_list(app_hub, key, register)
+    rows[0]["responsible_icb"] = "QHL"  # one of three differs
+    snap = await send(app_hub, key, ndjson(rows))
+    await compared(app_hub, key, snap["snapshot_id"])
+    _, reports = await add_client(app_hub.hub.engine, "Bucks s117 panel", "E06000060", "council", ["reports:read"])
+    _, admin = await add_client(app_hub.hub.engine, "Hub operator", "HUB", "hub-operator", ["hub:admin"])
+    r = await app_hub.http.get("/v1/reports/register-summary", headers={"X-API-Key": reports})
+    assert r.status_code == 200, r.text
+    # Three people is a small number: counts and the rate are suppressed, never exact.
+    assert r.json()["list_agreement"] == [{"body": "E06000060", "as_of": snap["as_of"],
+                                           "people_on_either_list": "*", "agreeing": "*",
+                                           "agreement_rate_percent": "*"}]
+    r = await app_hub.http.get("/v1/ops/reconciliation", headers={"X-API-Key": admin})
+    [entry] = r.json()["snapshots"]
+    assert (entry["body"], entry["open"], entry["by_kind"]) == ("E06000060", 1, {"responsible-body-differs": 1})
+    r = await app_hub.http.get("/v1/ops/reconciliation", headers={"X-API-Key": key})
+    assert r.status_code == 403
+
+
+def test_agreement_rate_is_shown_for_larger_lists() -> None:
+    from hub.reports import list_agreement_rows
+
+    assert list_agreement_rows([{"body": "E06000060", "as_of": "2026-11-01", "people": 200, "agreeing": 187}]) == [
+        {"body": "E06000060", "as_of": "2026-11-01", "people_on_either_list": 200, "agreeing": 185,
+         "agreement_rate_percent": 94}]
