@@ -370,62 +370,87 @@ class Reconciler:
         return len(waiting)
 
     async def compare_snapshot(self, snap: Any) -> None:
+        """Merge join the body's rows with the register, a page of people at a
+        time; each page's differences are folded into the body's items as it
+        goes, so memory stays bounded whatever the size of either list."""
         body, as_of, sid = snap.body_org, snap.as_of, snap.snapshot_id
         async with self._engine.connect() as conn:
             total = (await conn.execute(select(func.count()).select_from(persons))).scalar_one()
             await conn.rollback()
         await self._progress(sid, persons_total=total, persons_compared=0, differences=0)
+        keys: list[str] = []
         found: list[Difference] = []
-        compared = 0
+        compared = differences = 0
+        counts = {"opened": 0, "fixed": 0, "reopened": 0}
         async for key, belief, held in _merge(_body_rows(self._engine, sid), _hub_people(self._engine)):
             position: Position | None = None
             if held is not None:
                 person_id, changes = held
                 compared += 1
                 position = position_for(body, key, evaluate(person_id, changes, self._ref, self._agreements, as_of))
+            keys.append(key)
             found.extend(compare(body, snap.body_kind, belief, position, as_of))
-            if compared and compared % BATCH == 0:
-                await self._progress(sid, persons_compared=compared, differences=len(found))
-        await self._record(snap, found, compared)
+            if len(keys) >= BATCH:
+                differences += len(found)
+                await self._fold(body, sid, keys, found, counts, compared=compared, differences=differences)
+                keys, found = [], []
+        differences += len(found)
+        await self._fold(body, sid, keys, found, counts, compared=compared, differences=differences)
+        await self._finish(snap, compared, differences, counts)
 
-    async def _progress(self, sid: str, **values: Any) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(reconciliation_snapshots.update()
-                               .where(reconciliation_snapshots.c.snapshot_id == sid).values(**values))
-
-    async def _record(self, snap: Any, found: list[Difference], compared: int) -> None:
-        sid, body = snap.snapshot_id, snap.body_org
+    async def _fold(self, body: str, sid: str, keys: list[str], found: list[Difference], counts: dict[str, int],
+                    **progress: int) -> None:
         now = datetime.now(UTC)
         async with self._engine.begin() as conn:
-            existing = [_item(r) for r in (await conn.execute(
-                select(reconciliation_items).where(reconciliation_items.c.body_org == body))).all()]
+            existing = [_item(r) for r in (await conn.execute(select(reconciliation_items).where(
+                reconciliation_items.c.body_org == body, reconciliation_items.c.person_key.in_(keys)))).all()] if keys else []
             t = track(existing, found, sid)
-            new_rows = [{
-                "item_id": str(uuid.uuid4()), "body_org": body, "person_key": d.person_key, "kind": d.kind.value,
-                "field": d.field, "state": ItemState.OPEN.value, "difference": difference_json(d),
-                "person_id": d.person_id, "first_seen": sid, "last_seen": sid, "reason": None, "fixed_by": None,
-                "updated_at": now,
-            } for d in t.opened]
-            for i in range(0, len(new_rows), BATCH):
-                await conn.execute(reconciliation_items.insert(), new_rows[i:i + BATCH])
+            if t.opened:
+                await conn.execute(reconciliation_items.insert(), [{
+                    "item_id": str(uuid.uuid4()), "body_org": body, "person_key": d.person_key,
+                    "kind": d.kind.value, "field": d.field, "state": ItemState.OPEN.value,
+                    "difference": difference_json(d), "person_id": d.person_id, "first_seen": sid,
+                    "last_seen": sid, "reason": None, "fixed_by": None, "updated_at": now,
+                } for d in t.opened])
             for item in (*t.seen_again, *t.reopened):
                 await conn.execute(reconciliation_items.update()
                                    .where(reconciliation_items.c.item_id == item.item_id)
                                    .values(state=item.state.value, difference=difference_json(item.difference),
                                            person_id=item.difference.person_id, last_seen=sid,
                                            reason=item.reason, fixed_by=None, updated_at=now))
-            for item in t.fixed:
+            if t.fixed:
                 await conn.execute(reconciliation_items.update()
-                                   .where(reconciliation_items.c.item_id == item.item_id)
+                                   .where(reconciliation_items.c.item_id.in_([i.item_id for i in t.fixed]))
                                    .values(state=ItemState.FIXED.value, last_seen=sid, fixed_by="snapshot",
                                            updated_at=now))
-            counts = await self._summary(conn, body, sid)
             await conn.execute(reconciliation_snapshots.update()
                                .where(reconciliation_snapshots.c.snapshot_id == sid)
-                               .values(state="done", persons_compared=compared, differences=len(found),
-                                       summary=counts, finished_at=now))
-        log.info("snapshot compared", snapshot_id=sid, count=len(found), opened=len(t.opened),
-                 fixed=len(t.fixed), reopened=len(t.reopened))
+                               .values(persons_compared=progress["compared"], differences=progress["differences"]))
+        counts["opened"] += len(t.opened)
+        counts["fixed"] += len(t.fixed)
+        counts["reopened"] += len(t.reopened)
+
+    async def _progress(self, sid: str, **values: Any) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(reconciliation_snapshots.update()
+                               .where(reconciliation_snapshots.c.snapshot_id == sid).values(**values))
+
+    async def _finish(self, snap: Any, compared: int, differences: int, counts: dict[str, int]) -> None:
+        sid, body = snap.snapshot_id, snap.body_org
+        now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            # Live items of people on neither list any more (never met in the join): fixed.
+            gone = await conn.execute(reconciliation_items.update().where(
+                reconciliation_items.c.body_org == body, reconciliation_items.c.last_seen != sid,
+                reconciliation_items.c.state.in_([s.value for s in LIVE]),
+            ).values(state=ItemState.FIXED.value, last_seen=sid, fixed_by="snapshot", updated_at=now))
+            counts["fixed"] += gone.rowcount or 0
+            summary = await self._summary(conn, body, sid)
+            await conn.execute(reconciliation_snapshots.update()
+                               .where(reconciliation_snapshots.c.snapshot_id == sid)
+                               .values(state="done", persons_compared=compared, differences=differences,
+                                       summary=summary, finished_at=now))
+        log.info("snapshot compared", snapshot_id=sid, count=differences, **counts)
 
     @staticmethod
     async def _summary(conn: AsyncConnection, body: str, sid: str) -> dict[str, Any]:
