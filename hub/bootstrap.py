@@ -27,6 +27,7 @@ from hub.fhir.messages import FIELD_GROUPS
 from hub.ingest.service import IngestService
 from hub.mllp import MllpServer, server_tls_context
 from hub.reconciliation import ItemWatcher, ReconciliationService, Reconciler, run_reconciler
+from hub.exports import ExportService, run_exporter
 from hub.scheduler import ReviewScanner, run_review_scanner
 from hub.observability.logging import get_logger
 from hub.refdata.loader import load_reference_data
@@ -71,6 +72,7 @@ class Hub:
     file_deliverer: FileExportDeliverer | None = None
     kafka_deliverer: KafkaTopicDeliverer | None = None  # None: no Kafka cluster, no kafka subscriptions
     reconciliation: ReconciliationService | None = None
+    exports: ExportService | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -93,6 +95,8 @@ class Hub:
                 Reconciler(self.engine, self.ref, self.agreements, self.reconciliation),
                 ItemWatcher(self.engine, self.bus, self.ref, self.agreements),
                 self.reconciliation, poll, self._stop), name="reconciler"))
+        if self.exports is not None:
+            self._tasks.append(asyncio.create_task(run_exporter(self.exports, poll, self._stop), name="exporter"))
         if self.settings.review_scan_interval_seconds > 0:
             scanner = ReviewScanner(self.engine, self.ref, self.agreements, self.settings.review_notice_days)
             self._tasks.append(asyncio.create_task(
@@ -176,6 +180,8 @@ async def build_hub(settings: Settings) -> Hub:
             lease_seconds=KAFKA_REQUEST_TIMEOUT_SECONDS + LEASE_MARGIN_SECONDS,
         ) if outbound else None,
         reconciliation=ReconciliationService(engine, protector),
+        exports=ExportService(engine, ref, agreements, sharing, protector, settings.export_dir,
+                              settings.export_ack_alert_hours),
     )
     log.info("hub started", database=engine.dialect.name, bus="kafka" if kafka_servers else "sql")
     return hub

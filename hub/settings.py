@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # `file` subscriptions append NDJSON to <export_dir>/<org_code>/<YYYY-MM-DD>.ndjson
     # (dirs 0700, files 0600) for the council to collect over SFTP.
     export_dir: Path = REPO_ROOT / "var" / "exports"
+    # Council files (hub/exports.py) not acknowledged within this many hours raise an alert.
+    export_ack_alert_hours: float = 36.0
     run_workers: bool = True
 
     # HL7 v2 ADT over MLLP (hub/mllp.py): off unless a port is set. MLLP has no

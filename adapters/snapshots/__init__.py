@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -46,6 +47,11 @@ CSV_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("FUNDING", "funding", "flag"),
 )
 CSV_DATE_FORMATS = ("%d/%m/%Y", "%Y-%m-%d")
+# The hub's own outbound full extract (adapters/council_files/outbound.py) is a
+# valid snapshot: its other columns are read and ignored, and its SHA256 line
+# after the trailer is checked.
+IGNORED_COLUMNS = frozenset({"EVENT_ID", "EVENT_NO", "EVENT_CODE", "EFFECTIVE_DATE", "REVIEW_KIND", "OPEN_DISPUTE",
+                             "LEGAL_STATUS", "CITATION"})
 
 
 class SnapshotRow(BaseModel):
@@ -207,6 +213,8 @@ async def read_csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedRow]:
     header: list[str] | None = None
     n = 0
     trailer_count: int | None = None
+    digest = hashlib.sha256()
+    checked = False
 
     async def text_lines() -> AsyncIterator[tuple[bytes, str]]:
         async for line in _lines(chunks):
@@ -219,10 +227,16 @@ async def read_csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedRow]:
         if not text.strip():
             continue
         cells = next(csv.reader([text]))
+        if trailer_count is not None and cells and cells[0].strip().upper() == "SHA256" and not checked:
+            if len(cells) < 2 or cells[1].strip().lower() != digest.hexdigest():
+                raise SnapshotFileError("SHA256", "does not match the file's contents")
+            checked = True
+            continue
+        digest.update(raw + b"\r\n")  # the SHA256 line covers the lines as the hub writes them, CRLF
         if header is None:
             header = [c.strip().upper() for c in cells]
             missing = [c for c, _f, _k in CSV_COLUMNS if c not in header and c in ("NHS_NO", "S117_FLAG")]
-            unknown = [c for c in header if c not in {name for name, _f, _k in CSV_COLUMNS}]
+            unknown = [c for c in header if c not in {name for name, _f, _k in CSV_COLUMNS} | IGNORED_COLUMNS]
             if missing or unknown:
                 raise SnapshotFileError("header", f"missing column(s) {missing}" if missing
                                         else f"unknown column(s) {unknown}")
@@ -243,6 +257,8 @@ async def read_csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedRow]:
         problems: list[RowProblem] = []
         kinds = {name: (fld, kind) for name, fld, kind in CSV_COLUMNS}
         for name, cell in zip(header, cells):
+            if name in IGNORED_COLUMNS:
+                continue
             fld, kind = kinds[name]
             try:
                 value = _csv_value(kind, cell.strip())

@@ -16,7 +16,7 @@ from hub.api.deps import ClientDep, HubDep, Limit, require
 from hub.api.problems import ProblemError
 from hub.delivery.kafka_topic import TOPIC_PATTERN, default_topic, topic_problem
 from hub.domain.model import EventType
-from hub.store.schema import deliveries, subscriptions
+from hub.store.schema import council_file_subscriptions, deliveries, subscriptions
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 
@@ -31,12 +31,17 @@ class SubscriptionIn(BaseModel):
     collection over SFTP."""
 
     model_config = ConfigDict(extra="forbid")
-    channel: Literal["webhook", "feed", "kafka", "file"] = "webhook"
+    channel: Literal["webhook", "feed", "kafka", "file", "council-file"] = "webhook"
     url: HttpUrl | None = None
     secret: str | None = Field(default=None, min_length=32, description="HMAC key; generated if omitted")
     topic: str | None = Field(default=None, pattern=TOPIC_PATTERN,
                               description="kafka only; default s117.out.<org code lowercased>")
     event_types: list[EventType] | None = Field(default=None, description="Filter; default every allowed event")
+    layout: Literal["swift_csv", "swift_fixed"] | None = Field(
+        default=None, description="council-file only: the published outbound layout")
+    schedule: str | None = Field(default=None, max_length=32,
+                                 description="council-file only: 'daily HH:MM' (UK time); default daily 02:00")
+    mode: Literal["delta", "full"] | None = Field(default=None, description="council-file only: default delta")
 
     @model_validator(mode="after")
     def _fields_for_the_channel(self) -> "SubscriptionIn":
@@ -48,15 +53,27 @@ class SubscriptionIn(BaseModel):
             raise ValueError(f"a {self.channel} subscription takes no url or secret")
         if self.channel != "kafka" and self.topic is not None:
             raise ValueError("topic is for kafka subscriptions only")
+        if self.channel == "council-file":
+            if self.url is not None or self.secret is not None:
+                raise ValueError("a council-file subscription takes no url or secret")
+            from hub.exports import schedule_problem
+
+            why = schedule_problem(self.schedule or "daily 02:00")
+            if why:
+                raise ValueError(f"schedule {why}")
+        elif self.layout is not None or self.schedule is not None or self.mode is not None:
+            raise ValueError("layout, schedule and mode are for council-file subscriptions only")
         return self
 
 
-def _view(row) -> dict:  # noqa: ANN001
+def _view(row, council_file=None) -> dict:  # noqa: ANN001
     kafka = row.channel == "kafka"
+    extra = ({"layout": council_file.layout, "schedule": council_file.schedule, "mode": council_file.mode}
+             if council_file is not None else {})
     return {"subscription_id": row.subscription_id, "org_code": row.org_code, "channel": row.channel,
             "url": row.url, **({"topic": row.topic} if kafka else {}),
             "event_types": row.event_types, "active": row.active,
-            "created_at": row.created_at.isoformat()}
+            "created_at": row.created_at.isoformat(), **extra}
 
 
 def _reject(field: str, reason: str) -> ProblemError:
@@ -100,9 +117,16 @@ async def create_subscription(body: SubscriptionIn, hub: HubDep, client: ClientD
             event_types=[e.value for e in body.event_types] if body.event_types else None,
             active=True, created_at=datetime.now(UTC),
         ))
+        council_file = None
+        if body.channel == "council-file":
+            await conn.execute(council_file_subscriptions.insert().values(
+                subscription_id=sub_id, layout=body.layout or "swift_csv", schedule=body.schedule or "daily 02:00",
+                mode=body.mode or "delta", last_run_at=None, created_at=datetime.now(UTC)))
+            council_file = (await conn.execute(select(council_file_subscriptions).where(
+                council_file_subscriptions.c.subscription_id == sub_id))).one()
         row = (await conn.execute(select(subscriptions).where(subscriptions.c.subscription_id == sub_id))).one()
     # The secret is shown once, at creation; the hub keeps it encrypted.
-    return {**_view(row), **({"secret": secret} if secret else {})}
+    return {**_view(row, council_file), **({"secret": secret} if secret else {})}
 
 
 @router.get("", summary="The caller's organisation's subscriptions")

@@ -14,3 +14,5 @@ DELIVERY_SECONDS = Histogram("s117_webhook_delivery_seconds", "Webhook POST dura
 CONSUMER_LAG = Gauge("s117_consumer_lag_messages", "Messages not yet handled", ["group", "topic"])
 PENDING_DELIVERIES = Gauge("s117_pending_deliveries", "Webhook deliveries waiting to be sent")
 DEAD_LETTERS = Counter("s117_dead_letters_total", "Messages moved to the dead letters", ["handler"])
+EXPORTS_UNACKNOWLEDGED = Gauge("s117_council_exports_unacknowledged_overdue",
+                               "Council files ready but not acknowledged within the alert time")

@@ -281,3 +281,46 @@ reconciliation_items = Table(
     UniqueConstraint("body_org", "person_key", "kind", "field", name="uq_reconciliation_item"),
     Index("ix_reconciliation_items_person", "person_key"),
 )
+
+# Council register extracts (hub/exports.py): files in the published outbound
+# layouts. No personal data here: the files themselves live in export_dir.
+council_file_subscriptions = Table(
+    "council_file_subscriptions",
+    metadata,
+    Column("subscription_id", String(36), ForeignKey("subscriptions.subscription_id"), primary_key=True),
+    Column("layout", String(32), nullable=False),
+    Column("schedule", String(32), nullable=False),  # "daily HH:MM", UK time
+    Column("mode", String(8), nullable=False),  # delta, full
+    Column("last_run_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+council_exports = Table(
+    "council_exports",
+    metadata,
+    Column("export_id", String(36), primary_key=True),
+    Column("org_code", String(16), nullable=False),
+    Column("subscription_id", String(36), nullable=True),  # None: built on demand
+    Column("layout", String(32), nullable=False),
+    Column("mode", String(8), nullable=False),
+    Column("state", String(16), nullable=False),  # queued, building, ready, acknowledged
+    Column("file_name", String(200), nullable=True),
+    Column("sha256", String(64), nullable=True),
+    Column("record_count", Integer, nullable=False),
+    Column("first_event_no", BigInteger, nullable=True),
+    Column("last_event_no", BigInteger, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("ready_at", DateTime(timezone=True), nullable=True),
+    Column("acknowledged_at", DateTime(timezone=True), nullable=True),
+    Column("ack_via", String(16), nullable=True),  # api, folder
+    Index("ix_council_exports_org", "org_code", "created_at"),
+)
+
+export_items = Table(
+    "export_items",
+    metadata,
+    Column("export_id", String(36), ForeignKey("council_exports.export_id"), primary_key=True),
+    Column("delivery_id", String(36), primary_key=True),
+    Column("event_no", BigInteger, nullable=False),
+    UniqueConstraint("delivery_id", name="uq_export_items_delivery"),
+)

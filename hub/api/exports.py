@@ -1,0 +1,117 @@
+"""Council register extracts: build one on demand, list, download (streamed),
+acknowledge. A council sees only its own files; anyone else gets the same 404
+as for an id that does not exist."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter
+from fastapi import Path as PathParam
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+
+from hub.api.deps import ClientDep, HubDep, require
+from hub.api.problems import ProblemError
+from hub.exports import ExportRequest
+from hub.ingest.service import Client
+from hub.store.schema import council_exports
+
+router = APIRouter(prefix="/v1/exports", tags=["council files out"])
+ops_router = APIRouter(prefix="/v1/ops", tags=["operations"])
+SCOPE = "subscriptions:write"
+ExportId = Annotated[str, PathParam(min_length=36, max_length=36, pattern=r"^[0-9a-f-]{36}$")]
+
+
+class ExportIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    layout: Literal["swift_csv", "swift_fixed"] = "swift_csv"
+    mode: Literal["full"] = "full"
+
+
+async def _own(hub: Any, client: Client, export_id: str) -> Any:
+    row = await hub.exports.export_row(export_id)
+    if row is None or (row.org_code != client.org_code and "hub:admin" not in client.scopes):
+        raise ProblemError(404, "not-found", "Not found", "no export with that id for this organisation")
+    return row
+
+
+@router.post("", status_code=202, summary="Build a full extract for the caller's council now (built in the background)")
+async def request_export(body: ExportIn, hub: HubDep, client: ClientDep) -> dict:
+    require(client, SCOPE)
+    if hub.exports.groups_in_force(client.org_code, datetime.now(UTC).date()) is None:
+        raise ProblemError(403, "forbidden", "Not permitted",
+                           "no data-sharing agreement in force names this organisation")
+    return await hub.exports.request(ExportRequest(client.org_code, body.layout, body.mode))
+
+
+@router.get("", summary="The caller's council files, newest first")
+async def list_exports(hub: HubDep, client: ClientDep,
+                       state: Literal["queued", "building", "ready", "acknowledged"] | None = None) -> dict:
+    require(client, SCOPE)
+    q = select(council_exports.c.export_id).where(council_exports.c.org_code == client.org_code)
+    if state:
+        q = q.where(council_exports.c.state == state)
+    async with hub.engine.connect() as conn:
+        ids = (await conn.execute(q.order_by(council_exports.c.created_at.desc()).limit(200))).scalars().all()
+        await conn.rollback()
+    return {"items": [await hub.exports.export(i) for i in ids]}
+
+
+@router.get("/{export_id}/status", summary="State, record count (progress while building), checksum")
+async def export_status(export_id: ExportId, hub: HubDep, client: ClientDep) -> dict:
+    require(client, SCOPE)
+    await _own(hub, client, export_id)
+    return await hub.exports.export(export_id)
+
+
+def _stream(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(256 * 1024):
+            yield chunk
+
+
+@router.get("/{export_id}", summary="Download the file (streamed); the SHA-256 is in the S117-SHA256 header")
+async def download(export_id: ExportId, hub: HubDep, client: ClientDep) -> StreamingResponse:
+    require(client, SCOPE)
+    row = await _own(hub, client, export_id)
+    if row.state not in ("ready", "acknowledged"):
+        raise ProblemError(409, "not-ready", "Not ready", f"the file is {row.state}; see /status for progress")
+    path = hub.exports.file_path(row)
+    if not path.exists():
+        raise ProblemError(410, "gone", "Gone", "the file has been removed from the export directory")
+    media = "text/csv" if row.file_name.endswith(".csv") else "text/plain"
+    return StreamingResponse(_stream(path), media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="{row.file_name}"', "S117-SHA256": row.sha256,
+        "S117-Record-Count": str(row.record_count)})
+
+
+@router.post("/{export_id}/ack", summary="Acknowledge the file: the council has imported it")
+async def acknowledge(export_id: ExportId, hub: HubDep, client: ClientDep) -> dict:
+    require(client, SCOPE)
+    row = await _own(hub, client, export_id)
+    if row.state == "acknowledged":
+        return await hub.exports.export(export_id)
+    if row.state != "ready":
+        raise ProblemError(409, "not-ready", "Not ready", f"the file is {row.state}: only a ready file is acknowledged")
+    return await hub.exports.acknowledge(export_id, "api")
+
+
+@ops_router.get("/exports", summary="Council files not yet acknowledged (overdue ones raise an alert)")
+async def unacknowledged(hub: HubDep, client: ClientDep) -> dict:
+    require(client, "hub:admin")
+    return {"items": await hub.exports.unacknowledged()}
+
+
+@ops_router.post("/subscriptions/{subscription_id}/council-file/run", status_code=202,
+                 summary="Write a council-file subscription's next file now")
+async def run_now(subscription_id: ExportId, hub: HubDep, client: ClientDep) -> dict:
+    require(client, "hub:admin")
+    export = await hub.exports.run_now(subscription_id)
+    if export is None:
+        raise ProblemError(404, "not-found", "Not found", "no council-file subscription with that id")
+    return export

@@ -1,0 +1,525 @@
+"""Council register extracts: files a council case system can import, in the
+published outbound layouts (adapters/council_files/outbound.py).
+
+- A **delta** file holds the events queued for a `council-file` subscription
+  since its last file, one row each, numbered gap-free across files
+  (`EVENT_NO`), with the person's current position for that council.
+- A **full** extract holds every person the council is or was responsible
+  for, coordinates, is host to, or was told of, with their current position.
+- Columns a council's agreement does not grant are empty, never omitted.
+
+Writing is atomic and restart-safe: the export row and the deliveries it
+takes are recorded first (state `building`), the file is written under a
+temporary name, fsync'd and renamed, with its `.sha256` manifest beside it,
+and only then is the export `ready` and its deliveries delivered. A hub that
+dies while building builds the same file again (same rows, same numbers, same
+name) on restart, so no event is lost or repeated between files.
+
+Files go to `<export_dir>/<org_code>/outbound/` (directories 0700, files
+0600). The council collects them over SFTP and acknowledges a file by moving
+it (or a copy) into `outbound/ack/`, or with POST /v1/exports/{id}/ack; an
+unacknowledged file is listed in the console and raises an alert after
+`export_ack_alert_hours`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from adapters.council_files.outbound import (
+    FULL_EXTRACT_CODE,
+    OUT_LAYOUTS,
+    ExportWriter,
+    OutLayout,
+    event_code,
+    row_values,
+)
+from hub.codec import from_jsonable
+from hub.crypto import DataProtector
+from hub.domain.agreements import AgreementBook
+from hub.domain.model import RegisterChange, S117Status
+from hub.domain.ports import ReferenceData
+from hub.domain.reconciliation import position_for
+from hub.domain.rules import evaluate
+from hub.observability import metrics
+from hub.observability.logging import get_logger
+from hub.reconciliation import PAGE, _hub_people
+from hub.sharing import SharingAgreements
+from hub.store.schema import (
+    bus_messages,
+    council_exports,
+    council_file_subscriptions,
+    deliveries,
+    disclosures,
+    export_items,
+    persons,
+    reconciliation_rows,
+    reconciliation_snapshots,
+    register_changes,
+    subscriptions,
+)
+
+log = get_logger("hub.exports")
+CHANNEL = "council-file"
+MODES = ("delta", "full")
+LONDON = ZoneInfo("Europe/London")
+SCHEDULE = re.compile(r"^daily (?P<h>[01]\d|2[0-3]):(?P<m>[0-5]\d)$")
+_ORG = re.compile(r"^[A-Za-z0-9]{1,16}$")
+
+
+def schedule_problem(schedule: str) -> str | None:
+    return None if SCHEDULE.match(schedule) else "must be 'daily HH:MM' (UK time, 24-hour clock)"
+
+
+def last_due(schedule: str, now: datetime) -> datetime:
+    """The latest scheduled run at or before `now` (UK local time, DST-aware)."""
+    m = SCHEDULE.match(schedule)
+    assert m, schedule
+    local = now.astimezone(LONDON)
+    at = datetime.combine(local.date(), time(int(m["h"]), int(m["m"])), tzinfo=LONDON)
+    if at > local:
+        at = datetime.combine(local.date() - timedelta(days=1), time(int(m["h"]), int(m["m"])), tzinfo=LONDON)
+    return at.astimezone(UTC)
+
+
+def outbound_dir(export_dir: Path, org_code: str) -> Path:
+    if not _ORG.match(org_code):
+        raise ValueError("org_code unfit for a directory name")
+    return export_dir / org_code / "outbound"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AtomicFile:
+    """Write to `.<name>.part`, fsync, rename to `<name>`, fsync the directory."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        self.final = directory / name
+        self.part = directory / f".{name}.part"
+        fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._f = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        self._f.write(data)
+
+    def commit(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        os.replace(self.part, self.final)
+        _fsync_dir(self.final.parent)
+
+    def abort(self) -> None:
+        self._f.close()
+        self.part.unlink(missing_ok=True)
+
+
+def write_atomically(directory: Path, name: str, data: bytes) -> None:
+    f = AtomicFile(directory, name)
+    f.write(data)
+    f.commit()
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRequest:
+    org_code: str
+    layout: str
+    mode: str
+    subscription_id: str | None = None
+
+
+def position_values(status: S117Status, nhs_number: str | None, local_id: str | None) -> dict[str, Any]:
+    council = status.responsible_council
+    icb = status.responsible_commissioner
+    review = status.next_review
+    return {
+        "LOCAL_ID": local_id, "NHS_NO": nhs_number, "S117_FLAG": status.entitled,
+        "RESP_LA_GSS": council.org.code if council and council.org else None,
+        "RESP_ICB_ODS": icb.org.code if icb and icb.org else None,
+        "S117_START": status.entitlement_start, "S117_END": status.entitlement_end,
+        "NEXT_REVIEW": review.due_on if review else None, "REVIEW_KIND": review.kind if review else None,
+        "OPEN_DISPUTE": bool(status.open_disputes),
+        "LEGAL_STATUS": status.qualifying_section_code or status.entitling_section_code,
+        "CITATION": council.citation if council else None,
+    }
+
+
+class ExportService:
+    def __init__(
+        self, engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook, sharing: SharingAgreements,
+        protector: DataProtector, export_dir: Path, ack_alert_hours: float = 36.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._engine = engine
+        self._ref = ref
+        self._agreements = agreements
+        self._sharing = sharing
+        self._protector = protector
+        self._dir = export_dir
+        self._alert = timedelta(hours=ack_alert_hours)
+        self._now = now
+        self.wake = asyncio.Event()
+
+    # --- groups, people ------------------------------------------------------
+    def groups_in_force(self, org_code: str, on: date) -> frozenset[str] | None:
+        grants = [g for g in self._sharing.grants_for(org_code) if g.in_force(on)]
+        return frozenset().union(*(g.field_groups for g in grants)) if grants else None
+
+    async def _details(self, conn: AsyncConnection, person_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """person id -> (NHS number, keyed hash)."""
+        out = {}
+        for r in (await conn.execute(select(persons.c.person_id, persons.c.details, persons.c.nhs_number_index)
+                                     .where(persons.c.person_id.in_(person_ids)))).all():
+            out[r.person_id] = (orjson.loads(self._protector.decrypt(r.details))["nhs_number"], r.nhs_number_index)
+        return out
+
+    async def _local_ids(self, conn: AsyncConnection, org_code: str, keys: list[str]) -> dict[str, str]:
+        """The council's own references, from its latest snapshot that lists each person."""
+        latest = (await conn.execute(
+            select(reconciliation_snapshots.c.snapshot_id).where(
+                reconciliation_snapshots.c.body_org == org_code, reconciliation_snapshots.c.state == "done")
+            .order_by(reconciliation_snapshots.c.finished_at.desc()).limit(5))).scalars().all()
+        out: dict[str, str] = {}
+        for sid in latest:  # newest first: the newest reference wins
+            missing = [k for k in keys if k not in out]
+            if not missing:
+                break
+            for r in (await conn.execute(select(reconciliation_rows.c.person_key, reconciliation_rows.c.local_id)
+                                         .where(reconciliation_rows.c.snapshot_id == sid,
+                                                reconciliation_rows.c.person_key.in_(missing)))).all():
+                if r.local_id:
+                    out[r.person_key] = self._protector.decrypt(r.local_id).decode()
+        return out
+
+    # --- building ------------------------------------------------------------
+    async def request(self, req: ExportRequest) -> dict[str, Any]:
+        """Record an export to build; the worker builds it (GET shows progress)."""
+        if req.layout not in OUT_LAYOUTS or req.mode not in MODES:
+            raise ValueError("layout or mode unknown")
+        export_id = str(uuid.uuid4())
+        now = self._now()
+        async with self._engine.begin() as conn:
+            await conn.execute(council_exports.insert().values(
+                export_id=export_id, org_code=req.org_code, subscription_id=req.subscription_id,
+                layout=req.layout, mode=req.mode, state="queued", file_name=None, sha256=None, record_count=0,
+                first_event_no=None, last_event_no=None, created_at=now))
+        self.wake.set()
+        return await self.export(export_id)
+
+    async def export(self, export_id: str) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(council_exports).where(council_exports.c.export_id == export_id))).one()
+            await conn.rollback()
+        return export_json(row, self._now(), self._alert)
+
+    async def export_row(self, export_id: str) -> Any:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(council_exports)
+                                      .where(council_exports.c.export_id == export_id))).first()
+            await conn.rollback()
+        return row
+
+    def file_path(self, row: Any) -> Path:
+        return outbound_dir(self._dir, row.org_code) / row.file_name
+
+    async def build_waiting(self) -> int:
+        """Build every export queued or left half-built (a restart)."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(council_exports)
+                                       .where(council_exports.c.state.in_(["queued", "building"]))
+                                       .order_by(council_exports.c.created_at))).all()
+            await conn.rollback()
+        for row in rows:
+            await self.build(row)
+        return len(rows)
+
+    async def build(self, row: Any, progress: Callable[[int, int | None], None] | None = None) -> None:
+        layout = OUT_LAYOUTS[row.layout]
+        created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+        # A rebuild after a crash keeps the name it was given: the same file, not a second one.
+        name = row.file_name or (
+            f"S117_{row.org_code}_{created.astimezone(LONDON):%Y%m%d_%H%M%S}_{row.mode.upper()}_{row.export_id[:8]}"
+            f".{'csv' if layout.kind == 'csv' else 'dat'}")
+        groups = self.groups_in_force(row.org_code, created.date()) or frozenset()
+        if row.mode == "delta":
+            await self._claim_deliveries(row, name)
+            rows = self._delta_rows(row)
+        else:
+            await self._set(row.export_id, state="building", file_name=name)
+            rows = self._full_rows(row.org_code, created.date(), progress)
+        directory = outbound_dir(self._dir, row.org_code)
+        writer = ExportWriter(layout, row.org_code, created, row.mode)
+        out = AtomicFile(directory, name)
+        try:
+            out.write(writer.header())
+            async for values in rows:
+                out.write(writer.row(row_values(values, groups, layout)))
+                if writer.count % PAGE == 0:
+                    await self._set(row.export_id, record_count=writer.count)
+            tail, digest = writer.trailer()
+            out.write(tail)
+            out.commit()
+        except BaseException:
+            out.abort()
+            raise
+        write_atomically(directory, name + ".sha256", f"{digest}  {name}\n".encode())
+        now = self._now()
+        async with self._engine.begin() as conn:
+            await conn.execute(council_exports.update().where(council_exports.c.export_id == row.export_id).values(
+                state="ready", sha256=digest, record_count=writer.count, ready_at=now))
+            if row.mode == "delta":
+                taken = select(export_items.c.delivery_id).where(export_items.c.export_id == row.export_id)
+                await conn.execute(deliveries.update().where(deliveries.c.delivery_id.in_(taken))
+                                   .values(status="delivered", delivered_at=now))
+        metrics.DELIVERY.labels(channel=CHANNEL, outcome="delivered").inc(writer.count)
+        log.info("council file written", org_code=row.org_code, mode=row.mode, count=writer.count,
+                 export_id=row.export_id)
+
+    async def _set(self, export_id: str, **values: Any) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(council_exports.update().where(council_exports.c.export_id == export_id)
+                               .values(**values))
+
+    async def _claim_deliveries(self, row: Any, name: str) -> None:
+        """Take the subscription's pending deliveries into this export, numbered
+        on from the last file. Done once: a rebuild after a crash reuses them."""
+        async with self._engine.begin() as conn:
+            taken = (await conn.execute(select(func.count()).select_from(export_items)
+                                        .where(export_items.c.export_id == row.export_id))).scalar_one()
+            if row.state == "building" and taken:
+                return
+            last_no = (await conn.execute(
+                select(func.max(export_items.c.event_no)).join(
+                    council_exports, council_exports.c.export_id == export_items.c.export_id)
+                .where(council_exports.c.subscription_id == row.subscription_id))).scalar() or 0
+            in_files = select(export_items.c.delivery_id)
+            pending = (await conn.execute(
+                select(deliveries.c.delivery_id).where(
+                    deliveries.c.subscription_id == row.subscription_id, deliveries.c.status == "pending",
+                    deliveries.c.delivery_id.not_in(in_files))
+                .order_by(deliveries.c.delivery_seq))).scalars().all()
+            if pending:
+                await conn.execute(export_items.insert(), [
+                    {"export_id": row.export_id, "delivery_id": d, "event_no": last_no + i}
+                    for i, d in enumerate(pending, 1)])
+            await conn.execute(council_exports.update().where(council_exports.c.export_id == row.export_id).values(
+                state="building", file_name=name,
+                first_event_no=last_no + 1 if pending else None, last_event_no=last_no + len(pending) if pending else None))
+
+    async def _delta_rows(self, row: Any) -> AsyncIterator[dict[str, Any]]:
+        async with self._engine.connect() as conn:
+            items = (await conn.execute(
+                select(export_items.c.event_no, deliveries.c.event_id, deliveries.c.event_type)
+                .join(deliveries, deliveries.c.delivery_id == export_items.c.delivery_id)
+                .where(export_items.c.export_id == row.export_id).order_by(export_items.c.event_no))).all()
+            await conn.rollback()
+        today = self._now().date()
+        for start in range(0, len(items), PAGE):
+            page = items[start:start + PAGE]
+            async with self._engine.connect() as conn:
+                msgs = {m.event_id: m for m in (await conn.execute(
+                    select(bus_messages.c.event_id, bus_messages.c.key, bus_messages.c.payload)
+                    .where(bus_messages.c.event_id.in_([i.event_id for i in page])))).all()}
+                person_ids = sorted({m.key for m in msgs.values()})
+                changes: dict[str, list[RegisterChange]] = {}
+                for r in (await conn.execute(select(register_changes.c.person_id, register_changes.c.canonical)
+                                             .where(register_changes.c.person_id.in_(person_ids)))).all():
+                    changes.setdefault(r.person_id, []).append(from_jsonable(RegisterChange, r.canonical))
+                details = await self._details(conn, person_ids)
+                local = await self._local_ids(conn, row.org_code, [k for _n, k in details.values()])
+                await conn.rollback()
+            statuses = {pid: evaluate(pid, changes.get(pid, []), self._ref, self._agreements, today)
+                        for pid in person_ids}
+            for it in page:
+                msg = msgs.get(it.event_id)
+                if msg is None:  # the event was purged from the log: the row still says what it was
+                    yield {"EVENT_ID": it.event_id, "EVENT_NO": it.event_no, "EVENT_CODE": event_code(it.event_type)}
+                    continue
+                event = (msg.payload or {}).get("event") or {}
+                change = (msg.payload or {}).get("change") or {}
+                nhs, key = details.get(msg.key, (None, ""))
+                yield {"EVENT_ID": it.event_id, "EVENT_NO": it.event_no,
+                       "EVENT_CODE": event_code(it.event_type, change.get("change_type")),
+                       "EFFECTIVE_DATE": _date(event.get("occurred_on")) or today,
+                       **position_values(statuses[msg.key], nhs, local.get(key))}
+
+    async def people_for(self, org_code: str) -> set[str]:
+        """Persons the council was told of (allowed disclosures): the 'was' part of a full extract."""
+        async with self._engine.connect() as conn:
+            ids = set((await conn.execute(select(disclosures.c.person_id).distinct().where(
+                disclosures.c.recipient_org == org_code, disclosures.c.decision.in_(["allowed", "no-subscription"]))
+            )).scalars().all())
+            await conn.rollback()
+        return ids
+
+    async def _full_rows(self, org_code: str, on: date,
+                         progress: Callable[[int, int | None], None] | None) -> AsyncIterator[dict[str, Any]]:
+        told = await self.people_for(org_code)
+        async with self._engine.connect() as conn:
+            total = (await conn.execute(select(func.count()).select_from(persons))).scalar_one()
+            await conn.rollback()
+        batch: list[tuple[str, S117Status]] = []
+        seen = 0
+
+        async def flush() -> AsyncIterator[dict[str, Any]]:
+            async with self._engine.connect() as conn:
+                details = await self._details(conn, [pid for pid, _s in batch])
+                local = await self._local_ids(conn, org_code, [k for _n, k in details.values()])
+                await conn.rollback()
+            for pid, status in batch:
+                nhs, key = details[pid]
+                yield {"EVENT_NO": None, "EVENT_CODE": FULL_EXTRACT_CODE, "EFFECTIVE_DATE": on,
+                       **position_values(status, nhs, local.get(key))}
+
+        async for key, person_id, changes in _hub_people(self._engine):
+            seen += 1
+            status = evaluate(person_id, changes, self._ref, self._agreements, on)
+            involved = bool(position_for(org_code, key, status).roles) or status.residence_la_gss == org_code
+            if involved or person_id in told:
+                batch.append((person_id, status))
+            if len(batch) >= PAGE:
+                async for v in flush():
+                    yield v
+                batch = []
+            if progress is not None and seen % PAGE == 0:
+                progress(seen, total)
+        if batch:
+            async for v in flush():
+                yield v
+        if progress is not None:
+            progress(seen, total)
+
+    # --- acknowledgement, schedule, alerts -----------------------------------
+    async def acknowledge(self, export_id: str, via: str) -> dict[str, Any]:
+        async with self._engine.begin() as conn:
+            await conn.execute(council_exports.update().where(
+                council_exports.c.export_id == export_id, council_exports.c.state == "ready")
+                .values(state="acknowledged", acknowledged_at=self._now(), ack_via=via))
+        return await self.export(export_id)
+
+    async def scan_ack_folders(self) -> int:
+        """A file the council moved (or copied) into outbound/ack/ is acknowledged."""
+        async with self._engine.connect() as conn:
+            ready = (await conn.execute(select(council_exports.c.export_id, council_exports.c.org_code,
+                                               council_exports.c.file_name)
+                                        .where(council_exports.c.state == "ready"))).all()
+            await conn.rollback()
+        n = 0
+        for r in ready:
+            if (outbound_dir(self._dir, r.org_code) / "ack" / r.file_name).exists():
+                await self.acknowledge(r.export_id, "folder")
+                n += 1
+        return n
+
+    async def unacknowledged(self) -> list[dict[str, Any]]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(council_exports).where(council_exports.c.state == "ready")
+                                       .order_by(council_exports.c.ready_at))).all()
+            await conn.rollback()
+        now = self._now()
+        out = [export_json(r, now, self._alert) for r in rows]
+        metrics.EXPORTS_UNACKNOWLEDGED.set(sum(1 for e in out if e["overdue"]))
+        return out
+
+    async def run_schedules(self) -> int:
+        """Queue the scheduled file of every council-file subscription whose time has come."""
+        now = self._now()
+        async with self._engine.begin() as conn:
+            subs = (await conn.execute(
+                select(council_file_subscriptions, subscriptions.c.org_code)
+                .join(subscriptions, subscriptions.c.subscription_id == council_file_subscriptions.c.subscription_id)
+                .where(subscriptions.c.active.is_(True)))).all()
+            queued = 0
+            for s in subs:
+                due = last_due(s.schedule, now)
+                last = s.last_run_at if s.last_run_at is None or s.last_run_at.tzinfo else s.last_run_at.replace(tzinfo=UTC)
+                if last is not None and last >= due:
+                    continue
+                if last is None and due < (s.created_at if s.created_at.tzinfo else s.created_at.replace(tzinfo=UTC)):
+                    continue  # the first run is the first scheduled time after subscribing
+                await conn.execute(council_exports.insert().values(
+                    export_id=str(uuid.uuid4()), org_code=s.org_code, subscription_id=s.subscription_id,
+                    layout=s.layout, mode=s.mode, state="queued", record_count=0, created_at=now))
+                await conn.execute(council_file_subscriptions.update()
+                                   .where(council_file_subscriptions.c.subscription_id == s.subscription_id)
+                                   .values(last_run_at=now))
+                queued += 1
+        return queued
+
+    async def run_now(self, subscription_id: str) -> dict[str, Any] | None:
+        """The operator's "run it now" for a council-file subscription (the
+        schedule carries on as before); None if there is no such subscription."""
+        async with self._engine.connect() as conn:
+            s = (await conn.execute(
+                select(council_file_subscriptions, subscriptions.c.org_code)
+                .join(subscriptions, subscriptions.c.subscription_id == council_file_subscriptions.c.subscription_id)
+                .where(council_file_subscriptions.c.subscription_id == subscription_id))).first()
+            await conn.rollback()
+        if s is None:
+            return None
+        return await self.request(ExportRequest(s.org_code, s.layout, s.mode, subscription_id))
+
+    async def run_once(self) -> int:
+        busy = await self.run_schedules()
+        busy += await self.build_waiting()
+        await self.scan_ack_folders()
+        await self.unacknowledged()
+        return busy
+
+
+def _date(value: Any) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
+def export_json(row: Any, now: datetime, alert: timedelta) -> dict[str, Any]:
+    ready = row.ready_at if row.ready_at is None or row.ready_at.tzinfo else row.ready_at.replace(tzinfo=UTC)
+    return {
+        "export_id": row.export_id, "org_code": row.org_code, "subscription_id": row.subscription_id,
+        "layout": row.layout, "mode": row.mode, "state": row.state, "file_name": row.file_name,
+        "sha256": row.sha256, "record_count": row.record_count, "first_event_no": row.first_event_no,
+        "last_event_no": row.last_event_no, "created_at": row.created_at.isoformat(),
+        "ready_at": ready.isoformat() if ready else None,
+        "acknowledged_at": row.acknowledged_at.isoformat() if row.acknowledged_at else None,
+        "ack_via": row.ack_via,
+        "overdue": bool(row.state == "ready" and ready is not None and now - ready > alert),
+    }
+
+
+async def run_exporter(service: ExportService, poll_seconds: float, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        busy = 0
+        try:
+            busy = await service.run_once()
+        except Exception as exc:  # noqa: BLE001 - keep the worker alive; a half-built export is rebuilt next time
+            log.warning("council export failed", exc_type=type(exc).__name__)
+            await asyncio.sleep(min(5.0, poll_seconds * 10))
+        if not busy:
+            service.wake.clear()
+            try:
+                await asyncio.wait_for(service.wake.wait(), timeout=max(poll_seconds, 1.0))
+            except TimeoutError:
+                pass
