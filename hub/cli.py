@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     from hub.snapshot_cli import add_parser as add_snapshot_parser
 
     add_snapshot_parser(sub)
+    from hub.export_cli import add_parser as add_export_parser
+
+    add_export_parser(sub)
     args = parser.parse_args(argv)
     args.func(args)
 
