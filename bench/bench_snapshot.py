@@ -64,12 +64,12 @@ async def _prepare(work: Path, rows: int, register: int) -> None:
     protector = DataProtector.from_settings(None, work / "data.key")
     numbers = nhs_numbers(rows)
     now = datetime.now(UTC)
-    details = protector.encrypt(b"{}")
     for start in range(0, register, 2000):
         p_rows, c_rows = [], []
         for nhs in numbers[start:min(register, start + 2000)]:
             pid = str(uuid.uuid4())
-            p_rows.append({"person_id": pid, "nhs_number_index": protector.index(nhs), "details": details,
+            p_rows.append({"person_id": pid, "nhs_number_index": protector.index(nhs),
+                           "details": protector.encrypt(orjson.dumps({"nhs_number": nhs})),
                            "created_at": now, "updated_at": now})
             for ct, eff, extra in ((ChangeType.DETAINED, date(2025, 1, 6),
                                     {"legal_status_code": "03", "hospital_ods": "RNU", "gp_practice_ods": "K82001",
