@@ -17,6 +17,7 @@ from hub.domain.agreements import (
     ENGLAND_DEFAULT_FUNDING,
     AgreementBook,
     AreaAgreement,
+    EscalationStage,
     FundingAgreement,
     FundingKind,
     NeedTag,
@@ -29,7 +30,11 @@ _AREA_KEYS = {
     "review_interval_months",
     "new_placement_review_weeks",
     "nhs_england_for_prison_detentions",
+    "acknowledgement_working_days",
+    "reminder_working_days",
+    "escalation",
 }
+_STAGE_KEYS = {"name", "owner", "working_days", "citation"}
 
 
 class AgreementsError(ValueError):
@@ -52,10 +57,37 @@ def _area(raw: dict[str, Any], where: str, default_name: str) -> AreaAgreement:
     if unknown:
         raise AgreementsError(f"{where}: unknown keys {sorted(unknown)}")
     values = {"name": default_name, **raw}
+    if "escalation" in raw:
+        values["escalation"] = _stages(raw["escalation"], f"{where}.escalation")
     try:
         return AreaAgreement(**values)
     except (TypeError, ValueError) as exc:
-        raise AgreementsError(f"{where}: {exc}") from exc
+        # "field: reason" from the dataclass becomes "areas.X.field: reason".
+        message = str(exc)
+        sep = "." if message.split(":", 1)[0] in _AREA_KEYS else ": "
+        raise AgreementsError(f"{where}{sep}{message}") from exc
+
+
+def _stages(raw: Any, where: str) -> tuple[EscalationStage, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise AgreementsError(f"{where}: must be a list of at least one stage")
+    stages = []
+    for index, stage in enumerate(raw):
+        at = f"{where}[{index}]"
+        if not isinstance(stage, dict):
+            raise AgreementsError(f"{at}: must be a mapping with {sorted(_STAGE_KEYS)}")
+        unknown = set(stage) - _STAGE_KEYS
+        if unknown:
+            raise AgreementsError(f"{at}: unknown keys {sorted(unknown)}")
+        missing = _STAGE_KEYS - set(stage)
+        if missing:
+            raise AgreementsError(f"{at}.{sorted(missing)[0]}: is required")
+        try:
+            stages.append(EscalationStage(name=str(stage["name"]), owner=str(stage["owner"]),
+                                          working_days=stage["working_days"], citation=str(stage["citation"])))
+        except ValueError as exc:
+            raise AgreementsError(f"{at}.{exc}") from exc
+    return tuple(stages)
 
 
 def _funding(raw: dict[str, Any], where: str) -> FundingAgreement:

@@ -57,6 +57,43 @@ class FundingAgreement:
 
 
 @dataclass(frozen=True, slots=True)
+class EscalationStage:
+    """One level of an area's dispute procedure and how long it has.
+
+    `owner` is who must act at this level: "lead-body" (the dispute's lead
+    body convenes it, e.g. local resolution at director level) or a named
+    body ("ICS", "NHS England", "ICET").
+    """
+
+    name: str
+    owner: str
+    working_days: int
+    citation: str
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("name: is required")
+        if not self.owner:
+            raise ValueError("owner: is required")
+        if isinstance(self.working_days, bool) or not isinstance(self.working_days, int) or not 1 <= self.working_days <= 260:
+            raise ValueError("working_days: must be a whole number of working days from 1 to 260")
+        if not self.citation:
+            raise ValueError("citation: is required (the paragraph the stage rests on)")
+
+
+LEAD_BODY = "lead-body"
+
+# Local resolution at director level -> ICS -> NHS England arbitration
+# (Who Pays? 2020 Appendix 1, summarised at Worcs 15.5). The policies give no
+# durations: the working days are the hub's defaults, set per area.
+WHO_PAYS_STAGES: tuple[EscalationStage, ...] = (
+    EscalationStage("local resolution at director level", LEAD_BODY, 20, citations.ESCALATION_WHO_PAYS),
+    EscalationStage("ICS resolution at director / executive level", "ICS", 20, citations.ESCALATION_WHO_PAYS),
+    EscalationStage("arbitration by NHS England", "NHS England", 40, citations.ESCALATION_WHO_PAYS),
+)
+
+
+@dataclass(frozen=True, slots=True)
 class AreaAgreement:
     name: str
     citation: str = ""
@@ -64,6 +101,12 @@ class AreaAgreement:
     review_interval_months: int = 12
     new_placement_review_weeks: int = 6
     nhs_england_for_prison_detentions: bool = True
+    # Transfers of responsibility: the incoming body accepts or contests
+    # within this many working days; reminders this many before the deadline.
+    acknowledgement_working_days: int = 10
+    reminder_working_days: int = 2
+    # The dispute procedure's levels, in order (Worcs 15.5; Bucks JMG -> ICET).
+    escalation: tuple[EscalationStage, ...] = WHO_PAYS_STAGES
 
     def __post_init__(self) -> None:
         # The policies set ceilings an area may tighten but not relax.
@@ -73,6 +116,14 @@ class AreaAgreement:
             raise ValueError(f"reviews at least every 12 months ({citations.REVIEW_ANNUAL})")
         if not 6 <= self.new_placement_review_weeks <= 12:
             raise ValueError(f"new placements reviewed after 6-12 weeks ({citations.REVIEW_NEW_PLACEMENT})")
+        ack = self.acknowledgement_working_days
+        if isinstance(ack, bool) or not isinstance(ack, int) or not 1 <= ack <= 60:
+            raise ValueError("acknowledgement_working_days: must be a whole number of working days from 1 to 60")
+        reminder = self.reminder_working_days
+        if isinstance(reminder, bool) or not isinstance(reminder, int) or not 0 <= reminder < ack:
+            raise ValueError("reminder_working_days: must be from 0 to less than acknowledgement_working_days")
+        if not self.escalation:
+            raise ValueError("escalation: needs at least one stage")
 
 
 ENGLAND_DEFAULT_AREA = AreaAgreement(

@@ -59,3 +59,15 @@ FUNDING_FNC = "FOI Q5; Worcs 10.1"
 FUNDING_TOP_UP = "Worcs 8.3, 13.3"
 FUNDING_NOT_S117 = "Bucks 'Distinguishing between needs'"
 FUNDING_NO_WITHDRAWAL = "Worcs 8.5"
+
+# Transfers and disputes as workflows (hub/domain/workflows).
+ESCALATION_WHO_PAYS = "Who Pays? 2020 Appendix 1; Worcs 15.5"
+ESCALATION_BUCKS = "Bucks 'Management of Disputes'"
+TRANSFER_REDETENTION = "Worcs 4.3.3, 17.1"
+TRANSFER_ACKNOWLEDGE = "Worcs 17.2 (responsibilities clearly set out and agreed)"
+TRANSFER_CONTEST = "Worcs 4.3.4, 15.4; Who Pays? 2020 Appendix 1"
+DISPUTE_NO_DELAY = "Worcs 15.1"
+DISPUTE_COUNCIL_INTERIM = "Worcs 4.3.4"
+DISPUTE_NHS_INTERIM = "Worcs 4.4.8, 15.6"
+DISPUTE_RESOLVED_REIMBURSE = "Worcs 4.4.8, 15.6 (the body no longer deemed responsible is reimbursed)"
+DISPUTE_HOLD = FUNDING_NO_WITHDRAWAL

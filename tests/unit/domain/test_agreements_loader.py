@@ -47,3 +47,35 @@ def test_empty_document_gives_england_defaults(tmp_path):
     path.write_text("")
     book = load_agreements(path)
     assert book.default_funding.council_share_bp == 5_000
+
+
+# --- transfers and disputes (hub/domain/workflows) --------------------------------
+import pytest as _pytest  # noqa: E402
+
+from hub.agreements_loader import AgreementsError as _AgreementsError, agreements_from_mapping as _from  # noqa: E402
+
+
+def test_acknowledgement_period_and_escalation_stages_load_per_area():
+    from hub.settings import REPO_ROOT
+    from hub.agreements_loader import load_agreements
+
+    book = load_agreements(REPO_ROOT / "contracts" / "area-agreements.yaml")
+    assert book.default_area.acknowledgement_working_days == 10
+    assert [s.owner for s in book.area("E06000060").escalation] == ["JMG", "ICET"]
+    assert [s.owner for s in book.area("E10000034").escalation] == ["lead-body", "ICS", "NHS England"]
+
+
+@_pytest.mark.parametrize(("area", "names"), [
+    ({"acknowledgement_working_days": 0}, "areas.X.acknowledgement_working_days"),
+    ({"acknowledgement_working_days": 5, "reminder_working_days": 5}, "areas.X.reminder_working_days"),
+    ({"escalation": []}, "areas.X.escalation"),
+    ({"escalation": [{"name": "JMG", "owner": "JMG", "working_days": "soon", "citation": "x"}]},
+     "areas.X.escalation[0].working_days"),
+    ({"escalation": [{"name": "JMG", "owner": "JMG", "working_days": 5}]}, "areas.X.escalation[0].citation"),
+    ({"escalation": [{"name": "JMG", "owner": "JMG", "working_days": 5, "citation": "x", "colour": 1}]},
+     "areas.X.escalation[0]: unknown keys"),
+])
+def test_bad_workflow_settings_name_the_field(area, names):
+    with _pytest.raises(_AgreementsError) as bad:
+        _from({"areas": {"X": area}})
+    assert str(bad.value).startswith(names)

@@ -1,0 +1,312 @@
+"""The transfer and dispute state machines, as tables.
+
+TRANSFER_RULES and DISPUTE_RULES say, for each (state, action), the state it
+leads to, which roles may take it, and the paragraph it rests on. A pair not
+in a table is illegal (409). A caller that is not a party gets 403 here (the
+API answers 404 so as not to confirm the case exists); a party in the wrong
+role gets 403; bad terms get 422.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date
+
+from hub.domain import citations
+from hub.domain.agreements import LEAD_BODY, AreaAgreement, EscalationStage
+from hub.domain.working_days import add_working_days
+from hub.domain.workflows.model import (
+    CLOCK_ACTOR,
+    REGISTER_ACTOR,
+    WHOLE,
+    Action,
+    Actor,
+    Case,
+    CaseKind,
+    Clock,
+    DisputeState,
+    Interim,
+    Transition,
+    TransferState,
+    WorkflowRefusal,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    target: str
+    actors: frozenset[Actor]
+    citation: str
+
+
+T, D, A = TransferState, DisputeState, Action
+
+TRANSFER_RULES: dict[tuple[str | None, Action], Rule] = {
+    (None, A.OPEN): Rule(T.AWAITING, frozenset({Actor.REGISTER}), citations.TRANSFER_REDETENTION),
+    (T.AWAITING, A.ACCEPT): Rule(T.ACCEPTED, frozenset({Actor.INCOMING}), citations.TRANSFER_ACKNOWLEDGE),
+    (T.OVERDUE, A.ACCEPT): Rule(T.ACCEPTED, frozenset({Actor.INCOMING}), citations.TRANSFER_ACKNOWLEDGE),
+    (T.AWAITING, A.CONTEST): Rule(T.CONTESTED, frozenset({Actor.INCOMING}), citations.TRANSFER_CONTEST),
+    (T.AWAITING, A.BREACH): Rule(T.OVERDUE, frozenset({Actor.CLOCK}), citations.TRANSFER_ACKNOWLEDGE),
+}
+
+DISPUTE_RULES: dict[tuple[str | None, Action], Rule] = {
+    (None, A.RAISE): Rule(D.OPEN, frozenset({Actor.PARTY, Actor.REGISTER}), citations.DISPUTE_NO_DELAY),
+    (D.OPEN, A.AGREE_INTERIM): Rule(D.OPEN, frozenset({Actor.PARTY}), citations.DISPUTE_NHS_INTERIM),
+    (D.ESCALATED, A.AGREE_INTERIM): Rule(D.ESCALATED, frozenset({Actor.PARTY}), citations.DISPUTE_NHS_INTERIM),
+    (D.OPEN, A.ESCALATE): Rule(D.ESCALATED, frozenset({Actor.PARTY, Actor.CLOCK}), citations.ESCALATION_WHO_PAYS),
+    (D.ESCALATED, A.ESCALATE): Rule(D.ESCALATED, frozenset({Actor.PARTY, Actor.CLOCK}), citations.ESCALATION_WHO_PAYS),
+    # The last stage's clock ran out: recorded as a breach, the state stays.
+    (D.OPEN, A.BREACH): Rule(D.OPEN, frozenset({Actor.CLOCK}), citations.ESCALATION_WHO_PAYS),
+    (D.ESCALATED, A.BREACH): Rule(D.ESCALATED, frozenset({Actor.CLOCK}), citations.ESCALATION_WHO_PAYS),
+    (D.OPEN, A.RESOLVE): Rule(D.RESOLVED, frozenset({Actor.PARTY}), citations.DISPUTE_RESOLVED_REIMBURSE),
+    (D.ESCALATED, A.RESOLVE): Rule(D.RESOLVED, frozenset({Actor.PARTY}), citations.DISPUTE_RESOLVED_REIMBURSE),
+}
+
+# Names for the illegal pairs callers meet most, so a refusal says what went wrong.
+_ILLEGAL_NAMES = {
+    (T.ACCEPTED, A.ACCEPT): "already-accepted",
+    (T.CONTESTED, A.CONTEST): "already-contested",
+    (T.CONTESTED, A.ACCEPT): "already-contested",
+    (T.ACCEPTED, A.CONTEST): "already-accepted",
+    (T.OVERDUE, A.CONTEST): "contest-after-deadline",
+}
+
+
+def rules_for(kind: CaseKind) -> dict[tuple[str | None, Action], Rule]:
+    return TRANSFER_RULES if kind is CaseKind.TRANSFER else DISPUTE_RULES
+
+
+def _roles(case: Case, actor: str) -> frozenset[Actor]:
+    if actor == CLOCK_ACTOR:
+        return frozenset({Actor.CLOCK})
+    if actor == REGISTER_ACTOR:
+        return frozenset({Actor.REGISTER})
+    roles = set()
+    if actor in case.parties:
+        roles.add(Actor.PARTY)
+    if actor == case.incoming:
+        roles.add(Actor.INCOMING)
+    if actor == case.outgoing:
+        roles.add(Actor.OUTGOING)
+    return frozenset(roles)
+
+
+def _rule(case: Case, action: Action, actor: str) -> Rule:
+    rules = rules_for(case.kind)
+    rule = rules.get((case.state, action))
+    roles = _roles(case, actor)
+    if not roles:
+        raise WorkflowRefusal(403, "not-a-party", "only the parties to a case may act on it",
+                              citations.TRANSFER_ACKNOWLEDGE if case.kind is CaseKind.TRANSFER
+                              else citations.DISPUTE_NHS_INTERIM)
+    if rule is None:
+        name = _ILLEGAL_NAMES.get((case.state, action))
+        if name is None:
+            name = "case-closed" if case.clock is None else "illegal-transition"
+        legal = sorted(a.value for (s, a) in rules if s == case.state)
+        raise WorkflowRefusal(409, name, f"a {case.kind.value} case in state '{case.state}' cannot '{action.value}'"
+                              + (f"; it can: {', '.join(legal)}" if legal else "; it is closed"),
+                              _citation_of(case, action))
+    if not roles & rule.actors:
+        who = " or ".join(sorted(a.value for a in rule.actors))
+        raise WorkflowRefusal(403, f"{who.replace(' or ', '-or-')}-only",
+                              f"'{action.value}' on a {case.kind.value} case is for the {who} body", rule.citation)
+    return rule
+
+
+def _citation_of(case: Case, action: Action) -> str:
+    for (_, a), rule in rules_for(case.kind).items():
+        if a == action:
+            return rule.citation
+    return ""
+
+
+def _step(case: Case, after: Case, action: Action, actor: str, on: date, citation: str, why: str) -> tuple[Case, Transition]:
+    return after, Transition(case.case_id, action, case.state, after.state, actor, on, citation, why)
+
+
+# ----------------------------------------------------------------- transfers
+
+
+def open_transfer(
+    *, case_id: str, person_id: str, role: str, outgoing: str, incoming: str, on: date, basis: str,
+    area: AreaAgreement, holidays: frozenset[date], decided_by_dispute: bool = False,
+) -> tuple[Case, Transition]:
+    """A rule moved `role` from `outgoing` to `incoming`: the incoming body
+    must acknowledge within the area's period (working days, bank holidays)."""
+    if outgoing == incoming:
+        raise WorkflowRefusal(422, "same-body", "a transfer needs two different bodies", citations.TRANSFER_REDETENTION)
+    base = Case(case_id=case_id, kind=CaseKind.TRANSFER, person_id=person_id, state="", parties=(outgoing, incoming),
+                opened_on=on, area=area.name, clock=None, role=role, outgoing=outgoing, incoming=incoming, basis=basis)
+    if decided_by_dispute:
+        # A resolved dispute binds both bodies: nothing is left to acknowledge.
+        after = replace(base, state=TransferState.ACCEPTED)
+        return after, Transition(case_id, Action.OPEN, None, after.state, REGISTER_ACTOR, on,
+                                 citations.DISPUTE_RESOLVED_REIMBURSE,
+                                 f"{role} responsibility moved by a resolved dispute; binding on both bodies")
+    due = add_working_days(on, area.acknowledgement_working_days, holidays)
+    clock = Clock(owner=incoming, started_on=on, due_on=due,
+                  purpose=f"accept or contest within {area.acknowledgement_working_days} working days",
+                  citation=citations.TRANSFER_ACKNOWLEDGE)
+    rule = TRANSFER_RULES[(None, Action.OPEN)]
+    after = replace(base, state=rule.target, clock=clock)
+    return after, Transition(case_id, Action.OPEN, None, after.state, REGISTER_ACTOR, on, basis or rule.citation,
+                             f"{role} responsibility moves from {outgoing} to {incoming}; {incoming} to accept or "
+                             f"contest by {due.isoformat()}")
+
+
+def accept(case: Case, actor: str, on: date) -> tuple[Case, Transition]:
+    rule = _rule(case, Action.ACCEPT, actor)
+    late = case.clock is not None and on > case.clock.due_on
+    after = replace(case, state=rule.target, clock=None)
+    return _step(case, after, Action.ACCEPT, actor, on, rule.citation,
+                 f"{actor} accepted {case.role} responsibility" + (" after the deadline" if late else ""))
+
+
+def contest(case: Case, actor: str, on: date, reason: str) -> tuple[Case, Transition]:
+    rule = _rule(case, Action.CONTEST, actor)
+    if case.clock is not None and on > case.clock.due_on:
+        raise WorkflowRefusal(409, "contest-after-deadline",
+                              f"the acknowledgement period ended on {case.clock.due_on.isoformat()}; "
+                              "accept, or raise a dispute through the escalation procedure", rule.citation)
+    if not reason.strip():
+        raise WorkflowRefusal(422, "reason-required", "a contest must give its reason", rule.citation)
+    after = replace(case, state=rule.target, clock=None, reason=reason.strip())
+    return _step(case, after, Action.CONTEST, actor, on, rule.citation,
+                 f"{actor} contested {case.role} responsibility; a dispute opens")
+
+
+def transfer_breach(case: Case, on: date, area: AreaAgreement) -> tuple[Case, Transition]:
+    rule = _rule(case, Action.BREACH, CLOCK_ACTOR)
+    assert case.clock is not None
+    if on <= case.clock.due_on:
+        raise WorkflowRefusal(409, "clock-running", f"the deadline is {case.clock.due_on.isoformat()}", rule.citation)
+    first = area.escalation[0]
+    # The incoming body still owns the (now breached) clock; the breach is
+    # escalated to the area's first level.
+    clock = replace(case.clock, purpose=f"overdue: accept, escalated to {first.name} ({first.owner})")
+    after = replace(case, state=rule.target, clock=clock, breaches=(*case.breaches, "acknowledgement"))
+    return _step(case, after, Action.BREACH, CLOCK_ACTOR, on, f"{rule.citation}; {first.citation}",
+                 f"no answer from {case.incoming} by {case.clock.due_on.isoformat()}; escalated to {first.name}")
+
+
+# ------------------------------------------------------------------ disputes
+
+
+def _stage_clock(stage: EscalationStage, lead_body: str, on: date, holidays: frozenset[date]) -> Clock:
+    owner = lead_body if stage.owner == LEAD_BODY else stage.owner
+    return Clock(owner=owner, started_on=on, due_on=add_working_days(on, stage.working_days, holidays),
+                 purpose=f"{stage.name}: resolve or escalate within {stage.working_days} working days",
+                 citation=stage.citation)
+
+
+def default_interim(kind: str, parties: tuple[str, ...], meeting_needs: str, on: date) -> Interim:
+    """Before the parties agree: the council meeting the needs on the day keeps
+    meeting them (Worcs 4.3.4); commissioners fund jointly (Worcs 4.4.8)."""
+    lead = meeting_needs if meeting_needs in parties else parties[0]
+    if kind == "council":
+        shares = tuple((p, WHOLE if p == lead else 0) for p in parties)
+        citation = citations.DISPUTE_COUNCIL_INTERIM
+    else:
+        each, rest = divmod(WHOLE, len(parties))
+        shares = tuple((p, each + (rest if i == 0 else 0)) for i, p in enumerate(parties))
+        citation = citations.DISPUTE_NHS_INTERIM
+    return Interim(lead_body=lead, shares=shares, agreed=False, proposed_by="", from_date=on, citation=citation)
+
+
+def raise_dispute(
+    *, case_id: str, person_id: str, kind: str, parties: tuple[str, ...], raised_by: str, on: date, reason: str,
+    meeting_needs: str, area: AreaAgreement, holidays: frozenset[date], dispute_id: str,
+    transfer_case_id: str | None = None,
+) -> tuple[Case, Transition]:
+    parties = tuple(dict.fromkeys(parties))
+    rule = DISPUTE_RULES[(None, Action.RAISE)]
+    if len(parties) < 2:
+        raise WorkflowRefusal(422, "two-parties", "a dispute needs at least two parties", rule.citation)
+    if raised_by not in parties and raised_by != REGISTER_ACTOR:
+        raise WorkflowRefusal(403, "not-a-party", "only a party may raise a dispute", rule.citation)
+    if not reason.strip():
+        raise WorkflowRefusal(422, "reason-required", "a dispute must give its reason", rule.citation)
+    interim = default_interim(kind, parties, meeting_needs, on)
+    stage = area.escalation[0]
+    case = Case(case_id=case_id, kind=CaseKind.DISPUTE, person_id=person_id, state=rule.target, parties=parties,
+                opened_on=on, area=area.name, clock=_stage_clock(stage, interim.lead_body, on, holidays),
+                dispute_id=dispute_id, dispute_kind=kind, raised_by=raised_by, reason=reason.strip(),
+                transfer_case_id=transfer_case_id, stages=area.escalation, interims=(interim,))
+    return case, Transition(case_id, Action.RAISE, None, case.state, raised_by, on, f"{rule.citation}; {interim.citation}",
+                            f"{kind} dispute raised by {raised_by}; {interim.lead_body} leads meanwhile; "
+                            f"first stage: {stage.name}")
+
+
+def agree_interim(case: Case, actor: str, on: date, lead_body: str, shares: dict[str, int]) -> tuple[Case, Transition]:
+    """A party proposes the lead body and the interim split; the same terms
+    from another party make them agreed, in force from that day."""
+    rule = _rule(case, Action.AGREE_INTERIM, actor)
+    citation = citations.DISPUTE_COUNCIL_INTERIM if case.dispute_kind == "council" else citations.DISPUTE_NHS_INTERIM
+    if lead_body not in case.parties:
+        raise WorkflowRefusal(422, "lead-body-not-a-party", "lead_body must be one of the parties", citation)
+    if set(shares) - set(case.parties):
+        raise WorkflowRefusal(422, "share-for-non-party", "shares may name only the parties", citation)
+    if any(not isinstance(v, int) or v < 0 for v in shares.values()) or sum(shares.values()) != WHOLE:
+        raise WorkflowRefusal(422, "shares-must-total-100", "shares must be non-negative and total 100%", citation)
+    terms = Interim(lead_body=lead_body, shares=tuple((p, shares.get(p, 0)) for p in case.parties), agreed=False,
+                    proposed_by=actor, from_date=on, citation=citation)
+    proposal = case.proposal
+    if proposal is not None and proposal.proposed_by != actor and proposal.same_terms(terms):
+        agreed = replace(terms, agreed=True, proposed_by=proposal.proposed_by)
+        # The lead body convenes local resolution: a stage owned by the lead body follows it.
+        clock = case.clock
+        stage = case.stages[case.stage_index]
+        if clock is not None and stage.owner == LEAD_BODY:
+            clock = replace(clock, owner=lead_body)
+        after = replace(case, interims=(*case.interims, agreed), proposal=None, clock=clock)
+        why = f"interim terms agreed by {proposal.proposed_by} and {actor}: {lead_body} leads"
+    else:
+        after = replace(case, proposal=terms)
+        why = f"{actor} proposed interim terms: {lead_body} leads; awaiting the other party"
+    return _step(case, after, Action.AGREE_INTERIM, actor, on, citation, why)
+
+
+def escalate(case: Case, actor: str, on: date, holidays: frozenset[date]) -> tuple[Case, Transition]:
+    rule = _rule(case, Action.ESCALATE, actor)
+    if case.stage_index + 1 >= len(case.stages):
+        raise WorkflowRefusal(409, "no-further-stage",
+                              f"'{case.stages[case.stage_index].name}' is the area's last stage", rule.citation)
+    if actor == CLOCK_ACTOR and (case.clock is None or on <= case.clock.due_on):
+        raise WorkflowRefusal(409, "clock-running", "the stage's clock has not run out", rule.citation)
+    stage = case.stages[case.stage_index + 1]
+    lead = case.interims[-1].lead_body
+    breaches = (*case.breaches, case.stages[case.stage_index].name) if actor == CLOCK_ACTOR else case.breaches
+    after = replace(case, state=rule.target, stage_index=case.stage_index + 1,
+                    clock=_stage_clock(stage, lead, on, holidays), breaches=breaches)
+    why = (f"stage '{case.stages[case.stage_index].name}' ran out of time" if actor == CLOCK_ACTOR
+           else f"{actor} escalated") + f"; now at '{stage.name}' ({stage.owner})"
+    return _step(case, after, Action.ESCALATE, actor, on, stage.citation, why)
+
+
+def dispute_breach(case: Case, on: date) -> tuple[Case, Transition]:
+    """The last stage's clock ran out: nowhere left to escalate; a breach."""
+    rule = _rule(case, Action.BREACH, CLOCK_ACTOR)
+    stage = case.stages[case.stage_index]
+    if case.stage_index + 1 < len(case.stages):
+        raise WorkflowRefusal(409, "escalate-instead", "a later stage exists: escalate", rule.citation)
+    if case.clock is None or on <= case.clock.due_on or stage.name in case.breaches:
+        raise WorkflowRefusal(409, "clock-running", "the stage's clock has not run out", rule.citation)
+    after = replace(case, breaches=(*case.breaches, stage.name))
+    return _step(case, after, Action.BREACH, CLOCK_ACTOR, on, stage.citation,
+                 f"the last stage '{stage.name}' ran out of time")
+
+
+def resolve(case: Case, actor: str, on: date, responsible: str, responsible_from: date) -> tuple[Case, Transition]:
+    rule = _rule(case, Action.RESOLVE, actor)
+    if responsible not in case.parties:
+        raise WorkflowRefusal(422, "responsible-not-a-party", "responsible must be one of the parties", rule.citation)
+    if responsible_from > on:
+        raise WorkflowRefusal(422, "responsible-from-in-future", "responsible_from must not be after today",
+                              rule.citation)
+    after = replace(case, state=rule.target, clock=None, responsible=responsible,
+                    responsible_from=responsible_from, resolved_on=on, proposal=None)
+    citation = f"{citations.COUNCIL_DISPUTE}; {rule.citation}" if case.dispute_kind == "council" else rule.citation
+    return _step(case, after, Action.RESOLVE, actor, on, citation,
+                 f"resolved at '{case.stages[case.stage_index].name}': {responsible} responsible from "
+                 f"{responsible_from.isoformat()}")

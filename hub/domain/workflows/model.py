@@ -1,0 +1,141 @@
+"""Transfer and dispute cases: states, clocks, transitions (standard library only).
+
+A case is in exactly one state of its kind. Every state that is not final has
+one clock, and every clock has an owner: the body that must act before it
+runs out (the incoming body for a transfer, the stage's owner for a dispute).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+
+from hub.domain.agreements import EscalationStage
+
+WHOLE = 10_000  # basis points in 100%
+
+
+class CaseKind(StrEnum):
+    TRANSFER = "transfer"
+    DISPUTE = "dispute"
+
+
+class TransferState(StrEnum):
+    AWAITING = "awaiting-acknowledgement"  # the incoming body must accept or contest
+    OVERDUE = "overdue"  # the acknowledgement period ran out: breach, escalated
+    ACCEPTED = "accepted"  # final
+    CONTESTED = "contested"  # final for the transfer; a dispute carries on
+
+
+class DisputeState(StrEnum):
+    OPEN = "open"  # at the first stage of the area's procedure
+    ESCALATED = "escalated"  # at a later stage
+    RESOLVED = "resolved"  # final: a body found responsible from a date
+
+
+FINAL_STATES = frozenset({TransferState.ACCEPTED, TransferState.CONTESTED, DisputeState.RESOLVED})
+
+
+class Action(StrEnum):
+    OPEN = "open"
+    ACCEPT = "accept"
+    CONTEST = "contest"
+    RAISE = "raise"
+    AGREE_INTERIM = "agree-interim"
+    ESCALATE = "escalate"
+    RESOLVE = "resolve"
+    BREACH = "breach"  # the clock ran out
+
+
+class Actor(StrEnum):
+    """Roles that may take an action (an org code is matched to one of them)."""
+
+    INCOMING = "incoming"
+    OUTGOING = "outgoing"
+    PARTY = "party"
+    CLOCK = "clock"  # the hub's clock scanner
+    REGISTER = "register"  # the register itself (a rule moved responsibility)
+
+
+CLOCK_ACTOR = "hub:clock"
+REGISTER_ACTOR = "hub:register"
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    owner: str  # an org code, or a named body from the area agreement ("ICS", "JMG")
+    started_on: date
+    due_on: date
+    purpose: str
+    citation: str
+
+
+@dataclass(frozen=True, slots=True)
+class Interim:
+    """Who leads and who pays what while a dispute is open."""
+
+    lead_body: str
+    shares: tuple[tuple[str, int], ...]  # (org code, basis points), over the parties
+    agreed: bool  # False: a default or a proposal awaiting the other party
+    proposed_by: str
+    from_date: date
+    citation: str
+
+    def share_of(self, org: str) -> int:
+        return dict(self.shares).get(org, 0)
+
+    def same_terms(self, other: Interim) -> bool:
+        return self.lead_body == other.lead_body and dict(self.shares) == dict(other.shares)
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    case_id: str
+    kind: CaseKind
+    person_id: str
+    state: str  # a TransferState or DisputeState value
+    parties: tuple[str, ...]
+    opened_on: date
+    area: str  # the area agreement's name the clocks come from
+    clock: Clock | None
+    # Transfers: which responsibility moved and between whom, and why.
+    role: str = ""  # "council" or "commissioner"
+    outgoing: str | None = None
+    incoming: str | None = None
+    basis: str = ""  # the rule that moved it, e.g. "Worcs 4.3.3 ..."
+    dispute_id: str | None = None  # transfer: the dispute its contest opened; dispute: its register id
+    # Disputes.
+    dispute_kind: str = ""  # "council" or "commissioner"
+    raised_by: str = ""
+    reason: str = ""
+    transfer_case_id: str | None = None
+    stages: tuple[EscalationStage, ...] = ()
+    stage_index: int = 0
+    interims: tuple[Interim, ...] = ()  # in force in turn; the last one applies now
+    proposal: Interim | None = None  # interim terms proposed and not yet agreed
+    responsible: str | None = None
+    responsible_from: date | None = None
+    resolved_on: date | None = None
+    breaches: tuple[str, ...] = ()  # stage names (or "acknowledgement") whose clock ran out
+    reminded: tuple[str, ...] = ()  # clock keys already reminded
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    case_id: str
+    action: Action
+    from_state: str | None
+    to_state: str
+    actor: str  # org code, or hub:clock / hub:register
+    on: date
+    citation: str
+    explanation: str
+
+
+class WorkflowRefusal(Exception):
+    """An illegal transition: `status` (403/409/422) and the `rule` it broke."""
+
+    def __init__(self, status: int, rule: str, detail: str, citation: str) -> None:
+        super().__init__(detail)
+        self.status, self.rule, self.detail, self.citation = status, rule, detail, citation
