@@ -32,6 +32,8 @@ from hub.scheduler import ReviewScanner, run_review_scanner
 from hub.observability.logging import get_logger
 from hub.refdata.loader import load_reference_data
 from hub.settings import Settings
+from hub.workflows.consumer import WorkflowConsumer, run_workflow_consumer, run_workflow_scanner
+from hub.workflows.service import WorkflowService
 from hub.sharing import SharingAgreements
 from hub.store.db import create_engine, create_schema
 
@@ -73,6 +75,8 @@ class Hub:
     kafka_deliverer: KafkaTopicDeliverer | None = None  # None: no Kafka cluster, no kafka subscriptions
     reconciliation: ReconciliationService | None = None
     exports: ExportService | None = None
+    workflows: WorkflowService | None = None
+    workflow_consumer: WorkflowConsumer | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -88,6 +92,13 @@ class Hub:
         if self.kafka_deliverer is not None:
             self._tasks.append(asyncio.create_task(run_deliverer(self.kafka_deliverer, poll, self._stop),
                                                    name="kafka-topic-deliverer"))
+        if self.workflow_consumer is not None and self.workflows is not None:
+            self._tasks.append(asyncio.create_task(run_workflow_consumer(self.workflow_consumer, poll, self._stop),
+                                                   name="workflow-consumer"))
+            if self.settings.workflow_scan_interval_seconds > 0:
+                self._tasks.append(asyncio.create_task(
+                    run_workflow_scanner(self.workflows, self.settings.workflow_scan_interval_seconds, self._stop),
+                    name="workflow-scanner"))
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(run_relay(self.relay, poll, self._stop), name="kafka-relay"))
         if self.reconciliation is not None:
@@ -183,5 +194,7 @@ async def build_hub(settings: Settings) -> Hub:
         exports=ExportService(engine, ref, agreements, sharing, protector, settings.export_dir,
                               settings.export_ack_alert_hours),
     )
+    hub.workflows = WorkflowService(engine, ref, agreements, protector, hub.ingest)
+    hub.workflow_consumer = WorkflowConsumer(hub.workflows, bus, engine)
     log.info("hub started", database=engine.dialect.name, bus="kafka" if kafka_servers else "sql")
     return hub

@@ -81,6 +81,14 @@ class Settings(BaseSettings):
     review_notice_days: int = 14
     review_scan_interval_seconds: float = 3600.0
 
+    # Transfers and disputes (hub/workflows): how often the clocks are scanned
+    # for reminders, breaches and escalation (0 = never; POST
+    # /v1/ops/workflows/scan runs one scan). workflow_clock_settable exists for
+    # end-to-end tests only: it enables POST /v1/ops/workflows/clock, which
+    # moves the workflows' "today" forward. Never set it in production.
+    workflow_scan_interval_seconds: float = 3600.0
+    workflow_clock_settable: bool = False
+
 
 @cache
 def get_settings() -> Settings:

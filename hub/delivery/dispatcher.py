@@ -32,6 +32,7 @@ from hub.observability.logging import get_logger
 from hub.routing import Recipient, recipients_for
 from hub.sharing import SharingAgreements
 from hub.store.schema import dead_letters, deliveries, disclosures, persons, subscriptions
+from hub.workflows.fhir_task import add_task
 
 log = get_logger("hub.dispatcher")
 GROUP = "dispatcher"
@@ -128,6 +129,7 @@ class Dispatcher:
                 recipient=self._org(recipient, status), include=decision.field_groups,
                 legal_status_display=self._legal_status_display(status, change),
             )
+            add_task(bundle, event.details, decision.field_groups)  # transfer / dispute events: the FHIR Task
             body = orjson.dumps(bundle)
             for sub in subs:
                 exists = (await conn.execute(

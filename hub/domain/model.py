@@ -193,6 +193,10 @@ class EventType(StrEnum):
     DISPUTE_RESOLVED = "s117-dispute-resolved"
     REVIEW_DUE = "s117-review-due"
     MOVED_OUT_OF_AREA = "s117-moved-out-of-area"
+    # Transfers and disputes as workflows (hub/domain/workflows, hub/workflows).
+    TRANSFER_UPDATED = "s117-transfer-updated"
+    DISPUTE_UPDATED = "s117-dispute-updated"
+    WORKFLOW_DEADLINE = "s117-workflow-deadline"
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,7 @@ __all__ = [
     "IDENTITY",
     "LEGAL_STATUS",
     "RESPONSIBILITY",
+    "WORKFLOW",
     "PatientDetails",
     "build_event_message",
 ]
@@ -76,8 +77,9 @@ ADDRESS: Final = "address"  # postcode
 LEGAL_STATUS: Final = "legal-status"  # detention Encounter + legal status extension
 RESPONSIBILITY: Final = "responsibility"  # council / commissioner on the EpisodeOfCare
 EXPLANATIONS: Final = "explanations"  # why: determinations' explanation texts and citations
+WORKFLOW: Final = "workflow"  # transfer / dispute Task: state, bodies, clock, interim split, reasons
 FIELD_GROUPS: Final = frozenset(
-    {IDENTITY, DEMOGRAPHICS, ADDRESS, LEGAL_STATUS, RESPONSIBILITY, EXPLANATIONS}
+    {IDENTITY, DEMOGRAPHICS, ADDRESS, LEGAL_STATUS, RESPONSIBILITY, EXPLANATIONS, WORKFLOW}
 )
 
 # Displays of the s117-event CodeSystem; a test pins them to
@@ -92,6 +94,9 @@ EVENT_DISPLAYS: Final[dict[EventType, str]] = {
     EventType.DISPUTE_RESOLVED: "S117 responsibility dispute resolved",
     EventType.REVIEW_DUE: "S117 aftercare review due",
     EventType.MOVED_OUT_OF_AREA: "S117 person moved out of area",
+    EventType.TRANSFER_UPDATED: "S117 transfer of responsibility updated",
+    EventType.DISPUTE_UPDATED: "S117 responsibility dispute updated",
+    EventType.WORKFLOW_DEADLINE: "S117 workflow deadline reminder or breach",
 }
 
 HUB_SENDER_ID: Final = "s117-hub"

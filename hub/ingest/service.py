@@ -37,6 +37,8 @@ from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.store.db import insert_or_merge
 from hub.store.schema import ingest_results, persons, quarantine, register_changes, service_levels
+from hub.domain.workflows.held import hold_reason
+from hub.workflows.held import hold_change
 
 log = get_logger("hub.ingest")
 EVENT_NAMESPACE = uuid.UUID("5b0f2c1e-7d1a-4c43-9a8e-117117117117")
@@ -218,6 +220,12 @@ class IngestService:
             before = evaluate(person_id, history, self._ref, self._agreements, today) if history else None
             after = evaluate(person_id, [*history, change], self._ref, self._agreements, today)
             events = derive_events(before, after, change, holidays=self._ref.bank_holidays())
+            # Worcs 8.5: while a dispute is open, a change that would end or move funding is held.
+            hold = hold_reason(before, after, change)
+            if hold is not None:
+                await tx.rollback()
+                return await hold_change(self._engine, self._protector, client, channel, change_in, change, hold,
+                                         correlation_id)
 
             await conn.execute(
                 register_changes.insert().values(

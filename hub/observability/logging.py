@@ -28,6 +28,7 @@ ALLOWED_KEYS = frozenset(
         "decision", "agreement", "quarantine_id", "reason_codes", "exc_type",
         "lag", "breaches", "version", "channel",
         "snapshot_id", "item_id", "rejected", "opened", "fixed", "reopened",
+        "case_id",
     }
 )
 REDACTED = "[redacted]"

@@ -323,4 +323,54 @@ export_items = Table(
     Column("delivery_id", String(36), primary_key=True),
     Column("event_no", BigInteger, nullable=False),
     UniqueConstraint("delivery_id", name="uq_export_items_delivery"),
+# Transfer and dispute cases (hub/workflows): the current case (its domain
+# record in `data`, no personal data), the stages of a dispute, and the
+# append-only history of every transition with the paragraph it rests on.
+workflow_cases = Table(
+    "workflow_cases",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("kind", String(16), nullable=False),  # transfer, dispute
+    Column("person_id", String(36), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("parties", JSON, nullable=False),  # org codes that may see and act
+    Column("dispute_id", String(100), nullable=True, unique=True),  # disputes: the register's dispute id
+    Column("due_on", Date, nullable=True),  # the clock, if any
+    Column("clock_owner", String(64), nullable=True),
+    Column("data", JSON, nullable=False),  # the domain Case
+    Column("version", Integer, nullable=False),
+    Column("opened_on", Date, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_workflow_cases_kind_state", "kind", "state"),
+    Index("ix_workflow_cases_person", "person_id"),
+)
+
+workflow_stages = Table(
+    "workflow_stages",
+    metadata,
+    Column("case_id", String(36), ForeignKey("workflow_cases.case_id"), primary_key=True),
+    Column("stage_index", Integer, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("owner", String(64), nullable=False),
+    Column("started_on", Date, nullable=False),
+    Column("due_on", Date, nullable=False),
+    Column("ended_on", Date, nullable=True),
+    Column("outcome", String(32), nullable=True),  # escalated, resolved
+)
+
+workflow_transitions = Table(
+    "workflow_transitions",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=True),
+    Column("case_id", String(36), ForeignKey("workflow_cases.case_id"), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("from_state", String(32), nullable=True),
+    Column("to_state", String(32), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("on_date", Date, nullable=False),
+    Column("citation", String(300), nullable=False),
+    Column("explanation", String(500), nullable=False),
+    Column("event_id", String(36), nullable=True),  # the event that told the parties
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_workflow_transitions_case", "case_id", "seq"),
 )

@@ -238,6 +238,7 @@ def test_field_group_names_are_the_documented_ones() -> None:
         "legal-status",
         "responsibility",
         "explanations",
+        "workflow",
     }
 
 

@@ -46,6 +46,7 @@ class Action(StrEnum):
     ESCALATE = "escalate"
     RESOLVE = "resolve"
     BREACH = "breach"  # the clock ran out
+    REMIND = "remind"  # the clock runs out soon (a message, not a transition)
 
 
 class Actor(StrEnum):

@@ -1,0 +1,149 @@
+"""Responsibility disputes: raise, agree the lead body and interim split,
+escalate through the area's stages, resolve naming the responsible body from
+a date (recorded as a `dispute-resolved` register change through the normal
+ingest, which the rules engine folds), and the reimbursement statement.
+Only the parties may see or act; others get the same 404 as an unknown id."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.api.deps import ClientDep, HubDep, require
+from hub.api.problems import ProblemError
+from hub.api.workflow_access import is_admin, list_cases, refusal, service, visible_case
+from hub.domain.workflows.model import Action, CaseKind, DisputeState, WorkflowRefusal
+from hub.store.schema import register_changes
+from hub.workflows.service import case_view
+
+router = APIRouter(prefix="/v1/disputes", tags=["disputes"])
+Org = Annotated[str, Field(pattern=r"^([EWSN][0-9]{8}|[A-Z0-9]{3,6})$", description="GSS or ODS code")]
+
+
+class RaiseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    person_id: str = Field(min_length=1, max_length=36)
+    kind: Literal["council", "commissioner"]
+    parties: list[Org] = Field(min_length=2, max_length=4)
+    reason: str = Field(min_length=1, max_length=1000)
+    lead_body: Org | None = Field(default=None, description="Who meets the needs meanwhile (default: the body "
+                                  "responsible on the register, Worcs 4.3.4)")
+
+
+class InterimIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lead_body: Org
+    shares: dict[Org, Decimal] = Field(description="Percent per party, two decimals at most, totalling 100")
+
+
+class ResolveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    responsible: Org
+    responsible_from: date
+
+
+@router.get("", summary="Dispute cases of the caller's organisation, oldest breach first")
+async def list_disputes(hub: HubDep, client: ClientDep,
+                        state: Annotated[DisputeState | None, Query()] = None,
+                        org: Annotated[str | None, Query(max_length=16)] = None) -> dict:
+    require(client, "s117:read")
+    return await list_cases(hub, client, CaseKind.DISPUTE, state.value if state else None, org)
+
+
+@router.post("", status_code=201, summary="Raise a dispute (the caller must be a party)")
+async def raise_dispute(body: RaiseIn, hub: HubDep, client: ClientDep) -> dict:
+    require(client, "workflows:write")
+    if client.org_code not in body.parties:
+        raise ProblemError(403, "not-a-party", "Not permitted", "parties: the raising organisation must be a party",
+                           rule="not-a-party", errors=[{"field": "parties", "reason": "must include the caller"}])
+    from sqlalchemy import select
+
+    async with hub.engine.connect() as conn:
+        known = (await conn.execute(select(register_changes.c.change_id)
+                                    .where(register_changes.c.person_id == body.person_id).limit(1))).first()
+        await conn.rollback()
+    if known is None:
+        raise ProblemError(404, "not-found", "Not found", "no person with that id is on the register")
+    svc = service(hub)
+    try:
+        acted = await svc.raise_dispute(client.org_code, body.person_id, body.kind, list(body.parties), body.reason,
+                                        body.lead_body)
+    except WorkflowRefusal as exc:
+        raise refusal(exc) from exc
+    recorded = await svc.record_register_change(body.person_id, acted.register_change or {}, client.org_code)
+    return case_view(acted.case, svc.clock.today(), svc.holidays) | {
+        "register_change": {"change_id": recorded.get("change_id"), "status": recorded.get("status")}}
+
+
+@router.get("/{case_id}", summary="One dispute: stages, clock, interim terms, history, statement when resolved")
+async def get_dispute(case_id: str, hub: HubDep, client: ClientDep) -> dict:
+    require(client, "s117:read")
+    case = await visible_case(hub, client, case_id, CaseKind.DISPUTE)
+    svc = service(hub)
+    async with hub.engine.connect() as conn:
+        history = await svc.history(conn, case_id)
+        stages = await svc.stages(conn, case_id)
+        await conn.rollback()
+    out = case_view(case, svc.clock.today(), svc.holidays) | {"history": history, "stage_history": stages}
+    if case.state == DisputeState.RESOLVED:
+        out["reimbursement"] = svc.statement(case)
+    return out
+
+
+@router.get("/{case_id}/reimbursement", summary="What the body found responsible owes for the interim")
+async def reimbursement(case_id: str, hub: HubDep, client: ClientDep) -> dict:
+    require(client, "s117:read")
+    case = await visible_case(hub, client, case_id, CaseKind.DISPUTE)
+    if case.state != DisputeState.RESOLVED:
+        raise ProblemError(409, "not-resolved", "Not resolved yet", "the statement exists once the dispute is resolved",
+                           rule="not-resolved", citation="Worcs 4.4.8, 15.6")
+    return service(hub).statement(case)
+
+
+async def _act(hub, client, case_id: str, action: Action, body: dict) -> dict:  # noqa: ANN001
+    require(client, "workflows:write")
+    await visible_case(hub, client, case_id, CaseKind.DISPUTE)
+    svc = service(hub)
+    try:
+        acted = await svc.act(case_id, client.org_code, action, body)
+    except WorkflowRefusal as exc:
+        raise refusal(exc) from exc
+    out = case_view(acted.case, svc.clock.today(), svc.holidays)
+    out["transitions"] = [{"action": t.action.value, "from_state": t.from_state, "to_state": t.to_state,
+                           "citation": t.citation, "explanation": t.explanation} for t in acted.transitions]
+    if acted.register_change is not None:
+        recorded = await svc.record_register_change(acted.case.person_id, acted.register_change, client.org_code)
+        out["register_change"] = {"change_id": recorded.get("change_id"), "status": recorded.get("status")}
+    if acted.case.state == DisputeState.RESOLVED:
+        out["reimbursement"] = svc.statement(acted.case)
+    return out
+
+
+@router.post("/{case_id}/interim", summary="Propose (or agree, with the same terms) the lead body and interim split")
+async def interim(case_id: str, body: InterimIn, hub: HubDep, client: ClientDep) -> dict:
+    shares = {}
+    for org, percent in body.shares.items():
+        points = percent * 100
+        if points != points.to_integral_value():
+            raise ProblemError(422, "invalid-request", "Request rejected", f"shares.{org}: at most two decimals",
+                               errors=[{"field": f"shares.{org}", "reason": "at most two decimal places"}])
+        shares[org] = int(points)
+    return await _act(hub, client, case_id, Action.AGREE_INTERIM, {"lead_body": body.lead_body, "shares": shares})
+
+
+@router.post("/{case_id}/escalate", summary="Escalate to the area agreement's next stage")
+async def escalate(case_id: str, hub: HubDep, client: ClientDep) -> dict:
+    return await _act(hub, client, case_id, Action.ESCALATE, {})
+
+
+@router.post("/{case_id}/resolve", summary="Resolve: the responsible body from a date; a reimbursement statement")
+async def resolve(case_id: str, body: ResolveIn, hub: HubDep, client: ClientDep) -> dict:
+    return await _act(hub, client, case_id, Action.RESOLVE,
+                      {"responsible": body.responsible, "responsible_from": body.responsible_from})
+
+
+__all__ = ["router", "is_admin"]

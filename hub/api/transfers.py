@@ -1,0 +1,72 @@
+"""Transfers of responsibility: GET /v1/transfers, POST .../accept | contest.
+
+A transfer case opens when the rules move a responsibility (re-detention in
+another area, a resolved dispute): the incoming body accepts or contests
+within the area agreement's acknowledgement period (working days); a contest
+opens a dispute. Only the two bodies may see or act on the case.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.api.deps import ClientDep, HubDep, require
+from hub.api.workflow_access import list_cases, refusal, service, visible_case
+from hub.domain.workflows.model import Action, CaseKind, TransferState, WorkflowRefusal
+from hub.workflows.service import case_view
+
+router = APIRouter(prefix="/v1/transfers", tags=["transfers"])
+
+
+class ContestIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=1000, description="Why the incoming body contests (no personal data)")
+
+
+@router.get("", summary="Transfer cases of the caller's organisation, oldest breach first")
+async def list_transfers(hub: HubDep, client: ClientDep,
+                         state: Annotated[TransferState | None, Query()] = None,
+                         org: Annotated[str | None, Query(max_length=16)] = None) -> dict:
+    require(client, "s117:read")
+    return await list_cases(hub, client, CaseKind.TRANSFER, state.value if state else None, org)
+
+
+@router.get("/{case_id}", summary="One transfer case with its history")
+async def get_transfer(case_id: str, hub: HubDep, client: ClientDep) -> dict:
+    require(client, "s117:read")
+    case = await visible_case(hub, client, case_id, CaseKind.TRANSFER)
+    svc = service(hub)
+    async with hub.engine.connect() as conn:
+        history = await svc.history(conn, case_id)
+        await conn.rollback()
+    return case_view(case, svc.clock.today(), svc.holidays) | {"history": history}
+
+
+async def _act(hub, client, case_id: str, action: Action, body: dict) -> dict:  # noqa: ANN001
+    require(client, "workflows:write")
+    await visible_case(hub, client, case_id, CaseKind.TRANSFER)
+    svc = service(hub)
+    try:
+        acted = await svc.act(case_id, client.org_code, action, body)
+    except WorkflowRefusal as exc:
+        raise refusal(exc) from exc
+    out = case_view(acted.case, svc.clock.today(), svc.holidays)
+    out["transitions"] = [{"action": t.action.value, "from_state": t.from_state, "to_state": t.to_state,
+                           "citation": t.citation, "explanation": t.explanation} for t in acted.transitions]
+    if acted.register_change is not None:
+        recorded = await svc.record_register_change(acted.case.person_id, acted.register_change, client.org_code)
+        out["register_change"] = {"change_id": recorded.get("change_id"), "status": recorded.get("status")}
+    return out
+
+
+@router.post("/{case_id}/accept", summary="The incoming body accepts the transfer")
+async def accept(case_id: str, hub: HubDep, client: ClientDep) -> dict:
+    return await _act(hub, client, case_id, Action.ACCEPT, {})
+
+
+@router.post("/{case_id}/contest", summary="The incoming body contests the transfer: a dispute opens")
+async def contest(case_id: str, body: ContestIn, hub: HubDep, client: ClientDep) -> dict:
+    return await _act(hub, client, case_id, Action.CONTEST, {"reason": body.reason})

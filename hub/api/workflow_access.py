@@ -1,0 +1,67 @@
+"""What the transfer and dispute routers share: who may see a case (its
+parties; others get the same 404 as for an unknown id), refusals as problem
+details naming the rule, and the list query for a caller's queue."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+
+from hub.api.problems import ProblemError
+from hub.bootstrap import Hub
+from hub.domain.workflows.model import Case, CaseKind, WorkflowRefusal
+from hub.codec import from_jsonable
+from hub.ingest.service import Client
+from hub.store.schema import workflow_cases
+from hub.workflows.service import WorkflowService, case_view
+
+_TITLES = {403: "Not permitted", 409: "Transition not allowed", 422: "Request rejected"}
+
+
+def is_admin(client: Client) -> bool:
+    return "hub:admin" in client.scopes
+
+
+def service(hub: Hub) -> WorkflowService:
+    assert hub.workflows is not None
+    return hub.workflows
+
+
+def not_found(kind: CaseKind) -> ProblemError:
+    return ProblemError(404, "not-found", "Not found", f"no {kind.value} case with that id for this organisation")
+
+
+async def visible_case(hub: Hub, client: Client, case_id: str, kind: CaseKind) -> Case:
+    async with hub.engine.connect() as conn:
+        case = await service(hub).load(conn, case_id)
+        await conn.rollback()
+    if case is None or case.kind is not kind or not (is_admin(client) or client.org_code in case.parties):
+        raise not_found(kind)
+    return case
+
+
+def refusal(exc: WorkflowRefusal) -> ProblemError:
+    return ProblemError(exc.status, exc.rule, _TITLES.get(exc.status, "Refused"), exc.detail, rule=exc.rule,
+                        citation=exc.citation)
+
+
+async def list_cases(hub: Hub, client: Client, kind: CaseKind, state: str | None, org: str | None) -> dict[str, Any]:
+    if org is not None and org != client.org_code and not is_admin(client):
+        raise ProblemError(403, "forbidden", "Not permitted", "org: an organisation may list only its own cases",
+                           errors=[{"field": "org", "reason": "must be the calling organisation"}])
+    who = org or (None if is_admin(client) else client.org_code)
+    q = select(workflow_cases.c.data).where(workflow_cases.c.kind == kind.value)
+    if state:
+        q = q.where(workflow_cases.c.state == state)
+    async with hub.engine.connect() as conn:
+        rows = (await conn.execute(q)).all()
+        await conn.rollback()
+    svc = service(hub)
+    today = svc.clock.today()
+    cases = [from_jsonable(Case, r.data) for r in rows]
+    cases = [c for c in cases if who is None or who in c.parties]
+    # Oldest breach first, then the nearest deadline, then the oldest case.
+    cases.sort(key=lambda c: (c.clock is None, c.clock.due_on if c.clock else date.max, c.opened_on, c.case_id))
+    return {"as_of": today.isoformat(), "items": [case_view(c, today, svc.holidays) for c in cases]}

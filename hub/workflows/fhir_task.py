@@ -1,0 +1,118 @@
+"""Each transfer and each dispute stage as a FHIR R4 Task, built as dicts.
+
+Task.status: a transfer awaiting acknowledgement (or overdue) is `requested`,
+accepted `accepted`, contested `rejected`; the current stage of an open
+dispute is `in-progress`, a resolved one (and a stage left by escalation)
+`completed`. `owner` is the clock's owner, `restriction.period` the clock,
+`focus` the person's s117 EpisodeOfCare; `businessStatus` the hub's state.
+In a message the Task joins the Bundle (field group "workflow") with focus and
+`for` pointing at the message's EpisodeOfCare and Patient entries.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import orjson
+
+from hub.fhir.namespaces import HUB_FHIR_BASE, HUB_PERSON_ID_SYSTEM, org_identifier_system
+from hub.fhir.messages import WORKFLOW
+from hub.domain.workflows.model import Case, CaseKind, DisputeState, TransferState
+
+CASE_ID_SYSTEM = f"{HUB_FHIR_BASE}/Id/workflow-case"
+TASK_NAMESPACE = uuid.UUID("b3c1a7e2-6f0d-4c55-9e1a-117117117a5c")
+_GSS = re.compile(r"^[EWSN][0-9]{8}$")
+_ODS = re.compile(r"^[A-Z0-9]{3,6}$")
+
+TRANSFER_STATUS = {
+    TransferState.AWAITING: "requested",
+    TransferState.OVERDUE: "requested",
+    TransferState.ACCEPTED: "accepted",
+    TransferState.CONTESTED: "rejected",
+}
+
+
+def task_id(case: Case) -> str:
+    """One Task per transfer, one per dispute stage."""
+    stage = f"/stage/{case.stage_index}" if case.kind is CaseKind.DISPUTE else ""
+    return str(uuid.uuid5(TASK_NAMESPACE, case.case_id + stage))
+
+
+def _body_ref(code: str) -> dict[str, Any]:
+    if _GSS.match(code):
+        return {"identifier": {"system": org_identifier_system("council"), "value": code}, "display": code}
+    if _ODS.match(code):
+        return {"identifier": {"system": org_identifier_system("icb"), "value": code}, "display": code}
+    return {"display": code}  # a named level of an area's procedure ("ICS", "JMG")
+
+
+def build_task(case: Case, *, focus: dict[str, Any] | None = None, subject: dict[str, Any] | None = None,
+               last_modified: str | None = None) -> dict[str, Any]:
+    if case.kind is CaseKind.TRANSFER:
+        status = TRANSFER_STATUS[TransferState(case.state)]
+        code_text = f"S117 transfer of {case.role} responsibility"
+        description = f"{case.role} responsibility moves from {case.outgoing} to {case.incoming} ({case.basis})"
+        requester = case.outgoing
+    else:
+        stage = case.stages[case.stage_index]
+        status = "completed" if case.state == DisputeState.RESOLVED else "in-progress"
+        code_text = f"S117 {case.dispute_kind} dispute: {stage.name}"
+        description = f"dispute between {', '.join(case.parties)} at '{stage.name}' ({stage.citation})"
+        requester = case.raised_by if case.raised_by in case.parties else None
+    task: dict[str, Any] = {
+        "resourceType": "Task",
+        "id": task_id(case),
+        "identifier": [{"system": CASE_ID_SYSTEM, "value": case.case_id}],
+        "status": status,
+        "businessStatus": {"text": case.state},
+        "intent": "order",
+        "code": {"text": code_text},
+        "description": description,
+        "focus": focus or {"identifier": {"system": HUB_PERSON_ID_SYSTEM, "value": case.person_id},
+                           "display": "s117 aftercare episode of the person"},
+        "for": subject or {"identifier": {"system": HUB_PERSON_ID_SYSTEM, "value": case.person_id}},
+        "authoredOn": case.opened_on.isoformat(),
+    }
+    if last_modified:
+        task["lastModified"] = last_modified
+    if requester:
+        task["requester"] = _body_ref(requester)
+    if case.clock is not None:
+        task["owner"] = _body_ref(case.clock.owner)
+        task["restriction"] = {"period": {"start": case.clock.started_on.isoformat(),
+                                          "end": case.clock.due_on.isoformat()}}
+    elif case.kind is CaseKind.TRANSFER and case.incoming:
+        task["owner"] = _body_ref(case.incoming)
+    elif case.responsible:
+        task["owner"] = _body_ref(case.responsible)
+    if case.reason:
+        task["statusReason"] = {"text": case.reason}
+    notes = []
+    if case.kind is CaseKind.DISPUTE and case.interims:
+        interim = case.interims[-1]
+        split = ", ".join(f"{org} {share / 100:g}%" for org, share in interim.shares)
+        notes.append(f"interim: {interim.lead_body} leads; {split}; "
+                     f"{'agreed' if interim.agreed else 'default until agreed'} ({interim.citation})")
+    if case.responsible and case.responsible_from:
+        notes.append(f"resolved: {case.responsible} responsible from {case.responsible_from.isoformat()}")
+    if notes:
+        task["note"] = [{"text": n} for n in notes]
+    return task
+
+
+def add_task(bundle: dict[str, Any], details: dict[str, str], include: frozenset[str]) -> None:
+    """Put the event's Task into a message Bundle if the recipient may see it."""
+    raw = details.get("task")
+    if not raw or WORKFLOW not in include:
+        return
+    task = orjson.loads(raw)
+    entries = bundle["entry"]
+    by_type = {e["resource"]["resourceType"]: e["fullUrl"] for e in entries}
+    task["focus"] = {"reference": by_type["EpisodeOfCare"]}
+    task["for"] = {"reference": by_type["Patient"]}
+    entry_id = str(uuid.uuid5(TASK_NAMESPACE, f"{bundle['id']}/task"))
+    task["id"] = entry_id
+    entries.append({"fullUrl": f"urn:uuid:{entry_id}", "resource": task})
+    entries[0]["resource"]["focus"].append({"reference": f"urn:uuid:{entry_id}"})

@@ -1,0 +1,389 @@
+"""Transfer and dispute cases in the store, and what each transition sends.
+
+Every transition is written in one transaction with the case, its stage rows,
+an append-only history row and the outbox event that tells the parties
+(EventType TRANSFER_UPDATED / DISPUTE_UPDATED / WORKFLOW_DEADLINE, routed and
+shared like any other event). Register changes the workflow implies (a
+dispute raised, a dispute resolved) go through the normal ingest afterwards,
+so the rules engine folds them like any trust's change.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from hub.bus.port import EVENTS_TOPIC, BusMessage
+from hub.bus.sql import publish
+from hub.codec import from_jsonable, to_jsonable
+from hub.crypto import DataProtector
+from hub.domain.agreements import AgreementBook, AreaAgreement
+from hub.domain.model import ChangeType, DomainEvent, EventType, RegisterChange
+from hub.domain.ports import ReferenceData
+from hub.domain.rules import evaluate
+from hub.domain.workflows import machine
+from hub.domain.workflows.clocks import due_on
+from hub.domain.workflows.model import (
+    CLOCK_ACTOR,
+    REGISTER_ACTOR,
+    Action,
+    Case,
+    CaseKind,
+    Transition,
+    WorkflowRefusal,
+)
+from hub.domain.workflows.settlement import InterimCosts, reimbursement_statement
+from hub.ingest.service import Client, IngestService, load_person_details
+from hub.observability.logging import get_logger
+from hub.store.schema import persons, register_changes, workflow_cases, workflow_stages, workflow_transitions
+from hub.workflows.fhir_task import build_task
+
+log = get_logger("hub.workflows")
+CASE_NAMESPACE = uuid.UUID("f2a9d6b4-3c1e-4b7a-8d2f-117117117c45")
+WORKFLOW_SOURCE = "hub:workflows"
+
+
+class WorkflowClock:
+    """Today for the workflows. Tests (and only tests: the ops endpoint that
+    moves it exists only with S117_WORKFLOW_CLOCK_SETTABLE) move it forward."""
+
+    def __init__(self, base: Callable[[], date] = lambda: datetime.now(UTC).date()) -> None:
+        self._base = base
+        self.offset_days = 0
+
+    def today(self) -> date:
+        return self._base() + timedelta(days=self.offset_days)
+
+
+@dataclass(frozen=True, slots=True)
+class Acted:
+    case: Case
+    transitions: list[Transition]
+    register_change: dict[str, Any] | None = None  # a change to ingest after commit
+
+
+def case_id_for(*parts: str) -> str:
+    return str(uuid.uuid5(CASE_NAMESPACE, "/".join(parts)))
+
+
+def case_view(case: Case, today: date, holidays: frozenset[date]) -> dict[str, Any]:
+    """The case as the API shows it: state, bodies, clock with days left."""
+    from hub.domain.working_days import working_days_between
+
+    body = to_jsonable(case)
+    if case.clock is not None:
+        late = today > case.clock.due_on
+        body["clock"] |= {
+            "breached": late,
+            "working_days_left": 0 if late else working_days_between(today, case.clock.due_on, holidays),
+            "working_days_overdue": working_days_between(case.clock.due_on, today, holidays) if late else 0,
+        }
+    body["age_days"] = (today - case.opened_on).days
+    body.pop("reminded", None)
+    return body
+
+
+class WorkflowService:
+    def __init__(self, engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook, protector: DataProtector,
+                 ingest: IngestService, clock: WorkflowClock | None = None, costs: InterimCosts | None = None) -> None:
+        self._engine = engine
+        self._ref = ref
+        self._agreements = agreements
+        self._protector = protector
+        self._ingest = ingest
+        self.clock = clock or WorkflowClock()
+        self.costs = costs  # the funding records' hook; None: statements list periods and shares only
+
+    @property
+    def holidays(self) -> frozenset[date]:
+        return self._ref.bank_holidays()
+
+    def area_for(self, council_code: str | None) -> AreaAgreement:
+        return self._agreements.area(council_code)
+
+    # ------------------------------------------------------------ store
+
+    async def load(self, conn: AsyncConnection, case_id: str, *, lock: bool = False) -> Case | None:
+        q = select(workflow_cases.c.data).where(workflow_cases.c.case_id == case_id)
+        row = (await conn.execute(q.with_for_update() if lock else q)).first()
+        return from_jsonable(Case, row.data) if row else None
+
+    async def load_by_dispute_id(self, conn: AsyncConnection, dispute_id: str) -> Case | None:
+        row = (await conn.execute(select(workflow_cases.c.data)
+                                  .where(workflow_cases.c.dispute_id == dispute_id))).first()
+        return from_jsonable(Case, row.data) if row else None
+
+    async def history(self, conn: AsyncConnection, case_id: str) -> list[dict[str, Any]]:
+        rows = (await conn.execute(select(workflow_transitions).where(workflow_transitions.c.case_id == case_id)
+                                   .order_by(workflow_transitions.c.seq))).all()
+        return [{"action": r.action, "from_state": r.from_state, "to_state": r.to_state, "actor": r.actor,
+                 "on": r.on_date.isoformat(), "citation": r.citation, "explanation": r.explanation,
+                 "event_id": r.event_id} for r in rows]
+
+    async def stages(self, conn: AsyncConnection, case_id: str) -> list[dict[str, Any]]:
+        rows = (await conn.execute(select(workflow_stages).where(workflow_stages.c.case_id == case_id)
+                                   .order_by(workflow_stages.c.stage_index))).all()
+        return [{"stage_index": r.stage_index, "name": r.name, "owner": r.owner, "started_on": r.started_on.isoformat(),
+                 "due_on": r.due_on.isoformat(), "ended_on": r.ended_on.isoformat() if r.ended_on else None,
+                 "outcome": r.outcome} for r in rows]
+
+    async def _save(self, conn: AsyncConnection, before: Case | None, case: Case, steps: list[Transition],
+                    event_type: EventType | None) -> None:
+        now = datetime.now(UTC)
+        values = dict(kind=case.kind.value, person_id=case.person_id, state=case.state, parties=list(case.parties),
+                      due_on=case.clock.due_on if case.clock else None,
+                      clock_owner=case.clock.owner if case.clock else None, data=to_jsonable(case), updated_at=now)
+        if before is None:
+            await conn.execute(workflow_cases.insert().values(
+                case_id=case.case_id, dispute_id=case.dispute_id if case.kind is CaseKind.DISPUTE else None,
+                opened_on=case.opened_on, version=1, **values))
+        else:
+            await conn.execute(workflow_cases.update().where(workflow_cases.c.case_id == case.case_id)
+                               .values(version=workflow_cases.c.version + 1, **values))
+        if case.kind is CaseKind.DISPUTE and case.clock is not None and (
+            before is None or before.stage_index != case.stage_index
+        ):
+            if before is not None:
+                await conn.execute(workflow_stages.update().where(
+                    workflow_stages.c.case_id == case.case_id, workflow_stages.c.stage_index == before.stage_index)
+                    .values(ended_on=case.clock.started_on, outcome="escalated"))
+            stage = case.stages[case.stage_index]
+            await conn.execute(workflow_stages.insert().values(
+                case_id=case.case_id, stage_index=case.stage_index, name=stage.name, owner=case.clock.owner,
+                started_on=case.clock.started_on, due_on=case.clock.due_on))
+        if case.kind is CaseKind.DISPUTE and case.resolved_on is not None and before is not None \
+                and before.resolved_on is None:
+            await conn.execute(workflow_stages.update().where(
+                workflow_stages.c.case_id == case.case_id, workflow_stages.c.stage_index == case.stage_index)
+                .values(ended_on=case.resolved_on, outcome="resolved"))
+        for step in steps:
+            event_id = None
+            if event_type is not None:
+                event_id = await self._publish(conn, case, step, event_type)
+            await conn.execute(workflow_transitions.insert().values(
+                case_id=case.case_id, action=step.action.value, from_state=step.from_state, to_state=step.to_state,
+                actor=step.actor, on_date=step.on, citation=step.citation[:300], explanation=step.explanation[:500],
+                event_id=event_id, at=now))
+
+    async def _publish(self, conn: AsyncConnection, case: Case, step: Transition, event_type: EventType,
+                       kind: str = "") -> str:
+        n = (await conn.execute(select(func.count()).select_from(workflow_transitions)
+                                .where(workflow_transitions.c.case_id == case.case_id))).scalar_one()
+        event_id = str(uuid.uuid5(CASE_NAMESPACE, f"{case.case_id}/{n}/{step.action.value}/{kind}"))
+        rows = (await conn.execute(select(register_changes.c.canonical)
+                                   .where(register_changes.c.person_id == case.person_id))).all()
+        changes = [from_jsonable(RegisterChange, r.canonical) for r in rows]
+        latest = max(changes, key=lambda c: (c.effective_date, c.recorded_on, c.change_id))
+        status = evaluate(case.person_id, changes, self._ref, self._agreements, max(step.on, latest.effective_date))
+        what = "transfer of " + case.role + " responsibility" if case.kind is CaseKind.TRANSFER \
+            else case.dispute_kind + " responsibility dispute"
+        summary = (f"Section 117 {what}: {kind} on {step.on.isoformat()} ({case.clock.owner} to act by "
+                   f"{case.clock.due_on.isoformat()})." if kind and case.clock is not None
+                   else f"Section 117 {what}: {step.action.value} on {step.on.isoformat()}; now {case.state} "
+                        f"({step.citation}).")
+        # The parties hear of it (routing adds the responsible bodies as for any
+        # event); a named level ("ICS", "JMG") is not an organisation on the hub.
+        notify = case.parties
+        event = DomainEvent(
+            event_type=event_type, person_id=case.person_id, change_id=latest.change_id, occurred_on=step.on,
+            summary=summary, also_notify=notify,
+            details={"case_id": case.case_id, "case_kind": case.kind.value, "state": case.state,
+                     "action": step.action.value, "deadline": kind, "citation": step.citation,
+                     "task": orjson.dumps(build_task(case)).decode()},
+        )
+        await publish(conn, BusMessage(
+            topic=EVENTS_TOPIC, key=case.person_id, event_id=event_id,
+            payload={"event": to_jsonable(event), "change": to_jsonable(latest), "status": to_jsonable(status)},
+            headers={"correlation_id": str(uuid.uuid4()), "source": WORKFLOW_SOURCE, "event_type": event_type.value},
+        ))
+        return event_id
+
+    # ------------------------------------------------------ from the event log
+
+    async def on_event(self, conn: AsyncConnection, payload: dict[str, Any], event_id: str) -> None:
+        """Open a case when the register moves responsibility or records a dispute."""
+        event = from_jsonable(DomainEvent, payload["event"])
+        change = from_jsonable(RegisterChange, payload["change"])
+        if event.event_type is EventType.RESPONSIBILITY_TRANSFERRED:
+            for role in ("council", "commissioner"):
+                outgoing, incoming = event.details.get(f"{role}_from"), event.details.get(f"{role}_to")
+                if not outgoing or not incoming:
+                    continue
+                case_id = case_id_for(event_id, role)
+                if await self.load(conn, case_id) is not None:
+                    continue  # replayed event
+                council = outgoing if role == "council" else payload["status"].get("council_basis_code")
+                case, step = machine.open_transfer(
+                    case_id=case_id, person_id=event.person_id, role=role, outgoing=outgoing, incoming=incoming,
+                    on=change.recorded_on, basis=event.details.get(f"{role}_citation", ""),
+                    area=self.area_for(council), holidays=self.holidays,
+                    decided_by_dispute=change.change_type is ChangeType.DISPUTE_RESOLVED)
+                await self._save(conn, None, case, [step], EventType.TRANSFER_UPDATED)
+                log.info("transfer case opened", case_id=case_id, person_id=event.person_id, status=case.state)
+        elif event.event_type is EventType.DISPUTE_RAISED and change.dispute is not None:
+            dispute = change.dispute
+            if await self.load_by_dispute_id(conn, dispute.dispute_id) is not None:
+                return  # opened by the hub itself (a contest, POST /v1/disputes), or a replay
+            status = payload["status"]
+            meeting = (status.get("council_basis_code") if dispute.kind.value == "council"
+                       else status.get("commissioner_basis_code")) or dispute.parties[0]
+            case, step = machine.raise_dispute(
+                case_id=case_id_for("dispute", dispute.dispute_id), person_id=event.person_id,
+                kind=dispute.kind.value, parties=dispute.parties, raised_by=REGISTER_ACTOR, on=change.recorded_on,
+                reason=f"recorded on the register by {change.source}", meeting_needs=meeting,
+                area=self.area_for(status.get("council_basis_code")), holidays=self.holidays,
+                dispute_id=dispute.dispute_id)
+            await self._save(conn, None, case, [step], EventType.DISPUTE_UPDATED)
+            log.info("dispute case opened", case_id=case.case_id, person_id=event.person_id)
+
+    # ----------------------------------------------------------- actions
+
+    async def act(self, case_id: str, actor: str, action: Action, body: dict[str, Any]) -> Acted:
+        """Apply one party's action; raises WorkflowRefusal for an illegal one."""
+        today = self.clock.today()
+        async with self._engine.begin() as conn:
+            case = await self.load(conn, case_id, lock=True)
+            if case is None:
+                raise LookupError(case_id)
+            steps: list[Transition] = []
+            register_change = None
+            if action is Action.ACCEPT:
+                after, step = machine.accept(case, actor, today)
+            elif action is Action.CONTEST:
+                after, step = machine.contest(case, actor, today, str(body.get("reason") or ""))
+            elif action is Action.AGREE_INTERIM:
+                after, step = machine.agree_interim(case, actor, today, str(body["lead_body"]), body["shares"])
+            elif action is Action.ESCALATE:
+                after, step = machine.escalate(case, actor, today, self.holidays)
+            elif action is Action.RESOLVE:
+                after, step = machine.resolve(case, actor, today, str(body["responsible"]), body["responsible_from"])
+            else:
+                raise WorkflowRefusal(409, "illegal-transition", f"'{action.value}' is not a party action", "")
+            steps.append(step)
+            event_type = EventType.TRANSFER_UPDATED if case.kind is CaseKind.TRANSFER else EventType.DISPUTE_UPDATED
+            if action is Action.CONTEST:
+                # The contest opens a dispute between the two bodies (Worcs 4.3.4, 15.4; Who Pays? App. 1).
+                dispute_id = f"DSP-{case.case_id[:8]}"
+                dispute, raised = machine.raise_dispute(
+                    case_id=case_id_for("dispute", dispute_id), person_id=case.person_id, kind=case.role,
+                    parties=case.parties, raised_by=actor, on=today, reason=str(body.get("reason") or ""),
+                    meeting_needs=case.outgoing or case.parties[0],
+                    area=self.area_for(case.outgoing if case.role == "council" else None), holidays=self.holidays,
+                    dispute_id=dispute_id, transfer_case_id=case.case_id)
+                after = replace(after, dispute_id=dispute_id)
+                await self._save(conn, case, after, steps, event_type)
+                await self._save(conn, None, dispute, [raised], EventType.DISPUTE_UPDATED)
+                register_change = self._dispute_change(dispute, ChangeType.DISPUTE_RAISED, today)
+                return Acted(after, [*steps, raised], register_change)
+            await self._save(conn, case, after, steps, event_type)
+            if action is Action.RESOLVE:
+                register_change = self._dispute_change(after, ChangeType.DISPUTE_RESOLVED, today)
+        return Acted(after, steps, register_change)
+
+    async def raise_dispute(self, actor: str, person_id: str, kind: str, parties: list[str], reason: str,
+                            lead_body: str | None) -> Acted:
+        today = self.clock.today()
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(select(register_changes.c.canonical)
+                                       .where(register_changes.c.person_id == person_id))).all()
+            changes = [from_jsonable(RegisterChange, r.canonical) for r in rows]
+            status = evaluate(person_id, changes, self._ref, self._agreements, today)
+            meeting = lead_body or ((status.council_basis_code if kind == "council" else status.commissioner_basis_code)
+                                    or parties[0])
+            dispute_id = f"DSP-{uuid.uuid4().hex[:12]}"
+            case, step = machine.raise_dispute(
+                case_id=case_id_for("dispute", dispute_id), person_id=person_id, kind=kind, parties=tuple(parties),
+                raised_by=actor, on=today, reason=reason, meeting_needs=meeting,
+                area=self.area_for(status.council_basis_code), holidays=self.holidays, dispute_id=dispute_id)
+            await self._save(conn, None, case, [step], EventType.DISPUTE_UPDATED)
+        return Acted(case, [step], self._dispute_change(case, ChangeType.DISPUTE_RAISED, today))
+
+    def _dispute_change(self, case: Case, change_type: ChangeType, today: date) -> dict[str, Any]:
+        real_today = datetime.now(UTC).date()
+        dispute: dict[str, Any] = {"dispute_id": case.dispute_id, "kind": case.dispute_kind or case.role,
+                                   "parties": list(case.parties)}
+        effective = min(today, real_today)
+        if change_type is ChangeType.DISPUTE_RESOLVED:
+            dispute["resolved_responsible"] = case.responsible
+            # The rules fold changes by date: a resolution takes effect no earlier
+            # than the dispute was raised; the statement keeps the "from" date.
+            assert case.responsible_from is not None
+            effective = min(max(case.responsible_from, case.opened_on), real_today)
+        return {"source_system": "S117 Hub workflows", "change_type": change_type.value,
+                "source_message_id": f"workflow/{case.case_id}/{change_type.value}",
+                "effective_date": effective.isoformat(), "notified_on": min(today, real_today).isoformat(),
+                "dispute": dispute}
+
+    async def record_register_change(self, person_id: str, data: dict[str, Any], actor: str) -> dict[str, Any]:
+        """Send the register change a transition implies through the normal ingest."""
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(persons.c.details).where(persons.c.person_id == person_id))).one()
+            await conn.rollback()
+        nhs_number = load_person_details(self._protector, row.details)["nhs_number"]
+        client = Client(client_id=WORKFLOW_SOURCE, name="S117 Hub workflows", org_code=actor, org_kind="hub",
+                        scopes=("register:write",))
+        change = {**data, "person": {"nhs_number": nhs_number}}
+        outcome = await self._ingest.accept_mapped(client, change, orjson.dumps(data), "workflow")
+        if outcome.is_problem:
+            log.error("workflow register change refused", status_code=outcome.status_code, person_id=person_id)
+        return outcome.body
+
+    def statement(self, case: Case) -> dict[str, Any]:
+        return to_jsonable(reimbursement_statement(case, self.costs))
+
+    # -------------------------------------------------------------- clocks
+
+    async def scan(self) -> dict[str, int]:
+        """Reminders before a deadline, breaches after it (escalating a dispute
+        to the area's next stage). Each happens once per clock."""
+        today = self.clock.today()
+        counts = {"reminders": 0, "breaches": 0}
+        async with self._engine.connect() as conn:
+            ids = (await conn.execute(select(workflow_cases.c.case_id).where(workflow_cases.c.due_on.is_not(None))
+                                      .order_by(workflow_cases.c.due_on))).scalars().all()
+            await conn.rollback()
+        for case_id in ids:
+            async with self._engine.begin() as conn:
+                case = await self.load(conn, case_id, lock=True)
+                if case is None or case.clock is None:
+                    continue
+                area = self._area_named(case)
+                due = due_on(case, today, self.holidays, area.reminder_working_days)
+                if due is None:
+                    continue
+                event_type = EventType.TRANSFER_UPDATED if case.kind is CaseKind.TRANSFER else EventType.DISPUTE_UPDATED
+                if due.kind == "reminder":
+                    after = replace(case, reminded=(*case.reminded, due.key))
+                    step = Transition(case.case_id, Action.REMIND, case.state, case.state, CLOCK_ACTOR, today,
+                                      case.clock.citation, "reminder")
+                    await conn.execute(workflow_cases.update().where(workflow_cases.c.case_id == case_id)
+                                       .values(data=to_jsonable(after)))
+                    await self._publish(conn, case, step, EventType.WORKFLOW_DEADLINE, kind="reminder")
+                    counts["reminders"] += 1
+                    continue
+                if due.action is Action.BREACH and case.kind is CaseKind.TRANSFER:
+                    after, step = machine.transfer_breach(case, today, area)
+                elif due.action is Action.ESCALATE:
+                    after, step = machine.escalate(case, CLOCK_ACTOR, today, self.holidays)
+                else:
+                    after, step = machine.dispute_breach(case, today)
+                await self._publish(conn, case, step, EventType.WORKFLOW_DEADLINE, kind="breach")
+                await self._save(conn, case, after, [step], event_type)
+                counts["breaches"] += 1
+        if counts["reminders"] or counts["breaches"]:
+            log.info("workflow clocks scanned", count=counts["reminders"] + counts["breaches"],
+                     breaches=counts["breaches"])
+        return counts
+
+    def _area_named(self, case: Case) -> AreaAgreement:
+        for area in (*self._agreements.areas.values(), self._agreements.default_area):
+            if area.name == case.area:
+                return area
+        return self._agreements.default_area

@@ -1,0 +1,166 @@
+"""Transfers and disputes through the API, in process on SQLite: the event-log
+consumer opens cases, parties act, illegal transitions are named problems,
+non-parties get 404, the clock scanner escalates on injected time, the
+resolution goes through ingest, changes are held while a dispute is open,
+and the Task in each message validates as FHIR R4."""
+
+from __future__ import annotations
+
+import random
+from datetime import date, timedelta
+
+import orjson
+import pytest
+from sqlalchemy import select
+
+from hub.clients import add_client
+from hub.fhir.validate import validate_message
+from hub.sample_data import detention_to_move_scenario
+from hub.store.schema import deliveries, quarantine, workflow_transitions
+from hub.workflows.consumer import WorkflowConsumer
+
+BUCKS, WORCS = "E06000060", "E10000034"
+START = date(2025, 1, 6)
+
+
+async def drain(app_hub) -> None:  # noqa: ANN001
+    consumer = WorkflowConsumer(app_hub.hub.workflows, app_hub.hub.bus, app_hub.hub.engine)
+    while (await app_hub.hub.dispatcher.run_once()) + (await consumer.run_once()):
+        pass
+
+
+def redetention_in_worcs(run_id: str) -> tuple[list[dict], dict]:
+    changes = detention_to_move_scenario(random.Random(7), run_id, START)
+    base = {k: changes[0][k] for k in ("source_system", "person")}
+    again = {**base, "source_message_id": f"{run_id}-5", "change_type": "detained",
+             "effective_date": (START + timedelta(days=200)).isoformat(), "legal_status_code": "03",
+             "hospital_ods": "R1A", "residence_la_gss": WORCS}
+    return changes, again
+
+
+@pytest.fixture
+async def workflow_hub(app_hub):  # noqa: ANN001
+    hub = app_hub.hub
+    for org, kind in ((BUCKS, "council"), (WORCS, "council"), ("QU9", "icb")):
+        app_hub.keys[f"wf-{org}"] = (await add_client(hub.engine, org, org, kind,
+                                                      ["s117:read", "workflows:write", "subscriptions:write"]))[1]
+    app_hub.keys["admin"] = (await add_client(hub.engine, "ops", "HUB", "hub-operator", ["hub:admin"]))[1]
+    for org in (BUCKS, WORCS):
+        r = await app_hub.http.post("/v1/subscriptions", headers={"X-API-Key": app_hub.keys[f"wf-{org}"]},
+                                    json={"channel": "feed"})
+        assert r.status_code == 201, r.text
+    changes, again = redetention_in_worcs("wf")
+    for c in [*changes, again]:
+        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=c)
+        assert r.status_code == 202, r.text
+    await drain(app_hub)
+    app_hub.person_id = r.json()["person_id"]
+    app_hub.person = changes[0]["person"]
+    return app_hub
+
+
+def h(app_hub, org: str) -> dict:  # noqa: ANN001
+    return {"X-API-Key": app_hub.keys[f"wf-{org}"]}
+
+
+async def test_redetention_elsewhere_opens_a_transfer_the_incoming_council_must_answer(workflow_hub):
+    http = workflow_hub.http
+    listed = (await http.get("/v1/transfers", headers=h(workflow_hub, WORCS))).json()["items"]
+    assert len(listed) == 1
+    t = listed[0]
+    assert (t["outgoing"], t["incoming"], t["state"], t["role"]) == (BUCKS, WORCS, "awaiting-acknowledgement", "council")
+    assert t["clock"]["owner"] == WORCS and "Worcs 4.3.3" in t["basis"]
+    # The outgoing council sees it too; the ICB (not a party) does not, and gets 404 for the id.
+    assert len((await http.get("/v1/transfers", headers=h(workflow_hub, BUCKS))).json()["items"]) == 1
+    assert (await http.get("/v1/transfers", headers=h(workflow_hub, "QU9"))).json()["items"] == []
+    r = await http.post(f"/v1/transfers/{t['case_id']}/accept", headers=h(workflow_hub, "QU9"))
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+    assert (await http.get(f"/v1/transfers/{t['case_id']}", headers=h(workflow_hub, "QU9"))).status_code == 404
+    # The outgoing body cannot accept for the incoming one.
+    r = await http.post(f"/v1/transfers/{t['case_id']}/accept", headers=h(workflow_hub, BUCKS))
+    assert r.status_code == 403 and r.json()["rule"] == "incoming-only"
+    r = await http.post(f"/v1/transfers/{t['case_id']}/accept", headers=h(workflow_hub, WORCS))
+    assert r.status_code == 200 and r.json()["state"] == "accepted"
+    r = await http.post(f"/v1/transfers/{t['case_id']}/accept", headers=h(workflow_hub, WORCS))
+    assert r.status_code == 409 and r.json()["rule"] == "already-accepted" and "Worcs 17.2" in r.json()["citation"]
+    r = await http.get("/v1/transfers?org=E10000034", headers=h(workflow_hub, BUCKS))
+    assert r.status_code == 403
+
+
+async def test_contest_escalate_on_the_clock_resolve_and_reimburse(workflow_hub):
+    http, hub = workflow_hub.http, workflow_hub.hub
+    t = (await http.get("/v1/transfers", headers=h(workflow_hub, WORCS))).json()["items"][0]
+    r = await http.post(f"/v1/transfers/{t['case_id']}/contest", headers=h(workflow_hub, WORCS), json={"reason": ""})
+    assert r.status_code == 422
+    r = await http.post(f"/v1/transfers/{t['case_id']}/contest", headers=h(workflow_hub, WORCS),
+                        json={"reason": "not ordinarily resident in Worcestershire before the detention"})
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "contested" and r.json()["register_change"]["status"] == "accepted"
+    await drain(workflow_hub)
+    disputes = (await http.get("/v1/disputes", headers=h(workflow_hub, BUCKS))).json()["items"]
+    assert len(disputes) == 1
+    d = disputes[0]
+    assert d["state"] == "open" and d["transfer_case_id"] == t["case_id"]
+    # Bucks' own procedure: the Joint Management Group first; Bucks meets the needs meanwhile (Worcs 4.3.4).
+    assert d["clock"]["owner"] == "JMG" and d["interims"][-1]["lead_body"] == BUCKS
+
+    # While the dispute is open, a discharge that would end funding is held (Worcs 8.5).
+    discharge = {"source_system": "RiO", "source_message_id": "wf-discharge", "change_type": "s117-discharge-decided",
+                 "effective_date": (START + timedelta(days=260)).isoformat(), "person": workflow_hub.person,
+                 "discharge": {"council_agrees": True, "commissioner_agrees": True,
+                               "reasons": ["no-longer-needs-services"], "participants": ["RC", "AMHP"],
+                               "person_involved": True}}
+    r = await http.post("/v1/register-changes", headers={"X-API-Key": workflow_hub.keys["trust"]}, json=discharge)
+    assert r.status_code == 409 and r.json()["rule"] == "held-open-dispute" and "Worcs 8.5" in r.json()["detail"]
+    async with hub.engine.connect() as conn:
+        held = (await conn.execute(select(quarantine.c.status).where(
+            quarantine.c.quarantine_id == r.json()["quarantine_id"]))).scalar_one()
+    assert held == "held"
+
+    # Time is injected: 21 working days later the JMG stage has run out; one scan escalates once.
+    hub.workflows.clock.offset_days = 35
+    first = await hub.workflows.scan()
+    second = await hub.workflows.scan()
+    assert first["breaches"] >= 1 and second["breaches"] == 0
+    d = (await http.get(f"/v1/disputes/{d['case_id']}", headers=h(workflow_hub, WORCS))).json()
+    assert d["state"] == "escalated" and d["clock"]["owner"] == "ICET"
+    assert [s["outcome"] for s in d["stage_history"]] == ["escalated", None]
+    r = await http.post(f"/v1/disputes/{d['case_id']}/escalate", headers=h(workflow_hub, WORCS))
+    assert r.status_code == 409 and r.json()["rule"] == "no-further-stage"
+
+    r = await http.post(f"/v1/disputes/{d['case_id']}/resolve", headers=h(workflow_hub, "QU9"),
+                        json={"responsible": WORCS, "responsible_from": "2025-07-25"})
+    assert r.status_code == 404  # not a party
+    redetained = (START + timedelta(days=200)).isoformat()
+    r = await http.post(f"/v1/disputes/{d['case_id']}/resolve", headers=h(workflow_hub, BUCKS),
+                        json={"responsible": WORCS, "responsible_from": redetained})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["state"] == "resolved" and body["register_change"]["status"] == "accepted"
+    statement = body["reimbursement"]
+    assert statement["payer"] == WORCS and statement["payees"] == [BUCKS]
+    assert statement["lines"][0]["share_bp"] == 10_000 and statement["lines"][0]["amount"] is None
+    await drain(workflow_hub)
+    position = (await http.get(f"/v1/persons/{workflow_hub.person_id}/s117",
+                               headers={"X-API-Key": workflow_hub.keys["trust"]})).json()
+    assert position["open_disputes"] == [] and position["responsible_council"]["org"]["code"] == WORCS
+    assert "resolved" in position["responsible_council"]["explanation"]
+
+    # Every transition is in the append-only history with a citation.
+    async with hub.engine.connect() as conn:
+        steps = (await conn.execute(select(workflow_transitions.c.action, workflow_transitions.c.citation))).all()
+        payloads = (await conn.execute(select(deliveries.c.payload, deliveries.c.event_type))).all()
+    assert {s.action for s in steps} >= {"open", "contest", "raise", "escalate", "resolve"}
+    assert all(s.citation for s in steps)
+    tasks = 0
+    for p in payloads:
+        if p.event_type in ("s117-transfer-updated", "s117-dispute-updated", "s117-workflow-deadline"):
+            bundle = orjson.loads(hub.protector.decrypt(p.payload))
+            validate_message(bundle)
+            for entry in bundle["entry"]:
+                if entry["resource"]["resourceType"] == "Task":
+                    from fhir.resources.R4B.task import Task
+
+                    Task.model_validate(entry["resource"])
+                    tasks += 1
+    assert tasks >= 4
