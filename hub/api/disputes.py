@@ -17,7 +17,12 @@ from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
 from hub.api.workflow_access import is_admin, list_cases, refusal, service, visible_case
 from hub.domain.workflows.model import Action, CaseKind, DisputeState, WorkflowRefusal
-from hub.store.schema import register_changes
+from sqlalchemy import select
+
+from hub.codec import from_jsonable
+from hub.domain.model import RegisterChange
+from hub.domain.rules import evaluate
+from hub.store.schema import register_changes, workflow_cases
 from hub.workflows.service import case_view
 
 router = APIRouter(prefix="/v1/disputes", tags=["disputes"])
@@ -60,15 +65,10 @@ async def raise_dispute(body: RaiseIn, hub: HubDep, client: ClientDep) -> dict:
     if client.org_code not in body.parties:
         raise ProblemError(403, "not-a-party", "Not permitted", "parties: the raising organisation must be a party",
                            rule="not-a-party", errors=[{"field": "parties", "reason": "must include the caller"}])
-    from sqlalchemy import select
-
-    async with hub.engine.connect() as conn:
-        known = (await conn.execute(select(register_changes.c.change_id)
-                                    .where(register_changes.c.person_id == body.person_id).limit(1))).first()
-        await conn.rollback()
-    if known is None:
-        raise ProblemError(404, "not-found", "Not found", "no person with that id is on the register")
     svc = service(hub)
+    if not await _involved(hub, client.org_code, body.person_id, svc.clock.today()) and not is_admin(client):
+        # The same answer as for an unknown id: do not confirm who is on the register.
+        raise ProblemError(404, "not-found", "Not found", "no person with that id is on the register")
     try:
         acted = await svc.raise_dispute(client.org_code, body.person_id, body.kind, list(body.parties), body.reason,
                                         body.lead_body)
@@ -77,6 +77,26 @@ async def raise_dispute(body: RaiseIn, hub: HubDep, client: ClientDep) -> dict:
     recorded = await svc.record_register_change(body.person_id, acted.register_change or {}, client.org_code)
     return case_view(acted.case, svc.clock.today(), svc.holidays) | {
         "register_change": {"change_id": recorded.get("change_id"), "status": recorded.get("status")}}
+
+
+async def _involved(hub, org: str, person_id: str, today: date) -> bool:  # noqa: ANN001
+    """Whether `org` is party to the person's aftercare: a responsible or
+    coordinating body, a party to one of their disputes or transfers."""
+    async with hub.engine.connect() as conn:
+        rows = (await conn.execute(select(register_changes.c.canonical)
+                                   .where(register_changes.c.person_id == person_id))).all()
+        cases = (await conn.execute(select(workflow_cases.c.parties)
+                                    .where(workflow_cases.c.person_id == person_id))).all()
+        await conn.rollback()
+    if not rows:
+        return False
+    status = evaluate(person_id, [from_jsonable(RegisterChange, r.canonical) for r in rows], hub.ref, hub.agreements,
+                      today)
+    bodies = {d.org.code for d in (status.responsible_council, status.responsible_commissioner,
+                                   status.coordinating_council) if d is not None and d.org is not None}
+    bodies |= {p for d in status.open_disputes for p in d.parties}
+    bodies |= {p for c in cases for p in c.parties}
+    return org in bodies
 
 
 @router.get("/{case_id}", summary="One dispute: stages, clock, interim terms, history, statement when resolved")

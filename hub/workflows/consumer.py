@@ -2,7 +2,8 @@
 clock scanner's loop.
 
 The consumer opens a transfer case when `s117-responsibility-transferred`
-appears and a dispute case when `s117-dispute-raised` does. It claims each
+appears and a dispute case when `s117-dispute-raised` does (a source's own
+register change), and closes a dispute a source resolves on the register. It claims each
 message under the group's offset row lock and commits the offset in the same
 transaction as the case it opens (as the dispatcher does), so a replay opens
 nothing twice; case ids are derived from the event id for the same reason.
@@ -21,7 +22,7 @@ from hub.workflows.service import WorkflowService
 
 log = get_logger("hub.workflows.consumer")
 GROUP = "workflows"
-INTERESTING = frozenset({"s117-responsibility-transferred", "s117-dispute-raised"})
+INTERESTING = frozenset({"s117-responsibility-transferred", "s117-dispute-raised", "s117-dispute-resolved"})
 
 
 class WorkflowConsumer:

@@ -214,8 +214,8 @@ class WorkflowService:
         if event.event_type is EventType.RESPONSIBILITY_TRANSFERRED:
             for role in ("council", "commissioner"):
                 outgoing, incoming = event.details.get(f"{role}_from"), event.details.get(f"{role}_to")
-                if not outgoing or not incoming:
-                    continue
+                if not outgoing or not incoming or outgoing == incoming:
+                    continue  # only the basis changed (the same body holds it): nothing to hand over
                 case_id = case_id_for(event_id, role)
                 if await self.load(conn, case_id) is not None:
                     continue  # replayed event
@@ -242,6 +242,21 @@ class WorkflowService:
                 dispute_id=dispute.dispute_id)
             await self._save(conn, None, case, [step], EventType.DISPUTE_UPDATED)
             log.info("dispute case opened", case_id=case.case_id, person_id=event.person_id)
+        elif (event.event_type is EventType.DISPUTE_RESOLVED and change.dispute is not None
+              and change.source != WORKFLOW_SOURCE and change.dispute.resolved_responsible):
+            # A source recorded the outcome on the register: close the case it settles.
+            case = await self.load_by_dispute_id(conn, change.dispute.dispute_id)
+            if case is None or case.clock is None:
+                return
+            case = await self.load(conn, case.case_id, lock=True) or case
+            try:
+                after, step = machine.resolve(case, REGISTER_ACTOR, max(change.recorded_on, change.effective_date),
+                                              change.dispute.resolved_responsible, change.effective_date)
+            except WorkflowRefusal as refusal:
+                log.warning("register resolution does not fit the case", case_id=case.case_id,
+                            reason_codes=[refusal.rule])
+                return
+            await self._save(conn, case, after, [step], EventType.DISPUTE_UPDATED)
 
     # ----------------------------------------------------------- actions
 

@@ -164,3 +164,67 @@ async def test_contest_escalate_on_the_clock_resolve_and_reimburse(workflow_hub)
                     Task.model_validate(entry["resource"])
                     tasks += 1
     assert tasks >= 4
+
+
+async def test_disputes_recorded_on_the_register_open_and_close_cases_once(workflow_hub):
+    http, hub = workflow_hub.http, workflow_hub.hub
+    base = {"source_system": "Mosaic", "person": {"nhs_number": workflow_hub.person["nhs_number"]}}
+    raised = {**base, "source_message_id": "reg-d-1", "change_type": "dispute-raised",
+              "effective_date": "2025-09-01",
+              "dispute": {"dispute_id": "REG-77", "kind": "commissioner", "parties": ["QU9", "QGH"]}}
+    r = await http.post("/v1/register-changes", headers={"X-API-Key": workflow_hub.keys["trust"]}, json=raised)
+    assert r.status_code == 202, r.text
+    await drain(workflow_hub)
+    items = (await http.get("/v1/disputes", headers=h(workflow_hub, "QU9"))).json()["items"]
+    assert len(items) == 1 and items[0]["dispute_id"] == "REG-77" and items[0]["raised_by"] == "hub:register"
+    # Commissioners fund jointly until they agree (Worcs 4.4.8); the default procedure's first stage.
+    assert {s for _, s in items[0]["interims"][-1]["shares"]} == {5000}
+    assert items[0]["clock"]["owner"] == "QU9"  # the lead body convenes local resolution at director level
+
+    # Replaying the whole log through the workflows' group opens nothing twice.
+    await hub.bus.rewind("workflows", "s117.events", 0)
+    await drain(workflow_hub)
+    assert len((await http.get("/v1/disputes", headers=h(workflow_hub, "QU9"))).json()["items"]) == 1
+    assert len((await http.get("/v1/transfers", headers=h(workflow_hub, WORCS))).json()["items"]) == 1
+
+    resolved = {**base, "source_message_id": "reg-d-2", "change_type": "dispute-resolved",
+                "effective_date": "2025-10-01",
+                "dispute": {"dispute_id": "REG-77", "kind": "commissioner", "parties": ["QU9", "QGH"],
+                            "resolved_responsible": "QU9"}}
+    r = await http.post("/v1/register-changes", headers={"X-API-Key": workflow_hub.keys["trust"]}, json=resolved)
+    assert r.status_code == 202, r.text
+    await drain(workflow_hub)
+    case = (await http.get(f"/v1/disputes/{items[0]['case_id']}", headers=h(workflow_hub, "QU9"))).json()
+    assert case["state"] == "resolved" and case["history"][-1]["actor"] == "hub:register"
+    assert case["reimbursement"]["payer"] == "QU9"
+
+
+async def test_raising_a_dispute_needs_a_party_and_a_known_person(workflow_hub):
+    http = workflow_hub.http
+    body = {"person_id": workflow_hub.person_id, "kind": "council", "parties": [WORCS, "E09000015"],
+            "reason": "residence"}
+    r = await http.post("/v1/disputes", headers=h(workflow_hub, BUCKS), json=body)
+    assert r.status_code == 403 and r.json()["rule"] == "not-a-party"
+    r = await http.post("/v1/disputes", headers=h(workflow_hub, WORCS), json={**body, "person_id": "nobody"})
+    assert r.status_code == 404
+    # An organisation with no part in the person's aftercare gets the same 404 as for an unknown person.
+    harrow = (await add_client(workflow_hub.hub.engine, "Harrow", "E09000015", "council",
+                               ["s117:read", "workflows:write"]))[1]
+    r = await http.post("/v1/disputes", headers={"X-API-Key": harrow}, json=body)
+    assert r.status_code == 404
+    r = await http.post("/v1/disputes", headers=h(workflow_hub, WORCS), json={**body, "parties": [WORCS, "bad"]})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"].startswith("parties")
+    r = await http.post("/v1/disputes", headers=h(workflow_hub, WORCS), json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["state"] == "open" and r.json()["register_change"]["status"] == "accepted"
+    case_id = r.json()["case_id"]
+    # Interim terms: a proposal, then the same terms from the other party.
+    terms = {"lead_body": WORCS, "shares": {WORCS: "100", "E09000015": "0"}}
+    r = await http.post(f"/v1/disputes/{case_id}/interim", headers=h(workflow_hub, WORCS), json=terms)
+    assert r.status_code == 200 and r.json()["proposal"]["lead_body"] == WORCS
+    r = await http.post(f"/v1/disputes/{case_id}/interim", headers=h(workflow_hub, WORCS),
+                        json={**terms, "shares": {WORCS: "60.5", "E09000015": "39.495"}})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "shares.E09000015"
+    r = await http.post(f"/v1/disputes/{case_id}/reimbursement".replace("/reimbursement", "/resolve"),
+                        headers=h(workflow_hub, WORCS), json={"responsible": BUCKS, "responsible_from": "2025-08-01"})
+    assert r.status_code == 422 and r.json()["rule"] == "responsible-not-a-party"

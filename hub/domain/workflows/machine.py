@@ -58,8 +58,10 @@ DISPUTE_RULES: dict[tuple[str | None, Action], Rule] = {
     # The last stage's clock ran out: recorded as a breach, the state stays.
     (D.OPEN, A.BREACH): Rule(D.OPEN, frozenset({Actor.CLOCK}), citations.ESCALATION_WHO_PAYS),
     (D.ESCALATED, A.BREACH): Rule(D.ESCALATED, frozenset({Actor.CLOCK}), citations.ESCALATION_WHO_PAYS),
-    (D.OPEN, A.RESOLVE): Rule(D.RESOLVED, frozenset({Actor.PARTY}), citations.DISPUTE_RESOLVED_REIMBURSE),
-    (D.ESCALATED, A.RESOLVE): Rule(D.RESOLVED, frozenset({Actor.PARTY}), citations.DISPUTE_RESOLVED_REIMBURSE),
+    # A party records the outcome, or a source records it on the register (dispute-resolved).
+    (D.OPEN, A.RESOLVE): Rule(D.RESOLVED, frozenset({Actor.PARTY, Actor.REGISTER}), citations.DISPUTE_RESOLVED_REIMBURSE),
+    (D.ESCALATED, A.RESOLVE): Rule(D.RESOLVED, frozenset({Actor.PARTY, Actor.REGISTER}),
+                                   citations.DISPUTE_RESOLVED_REIMBURSE),
 }
 
 # Names for the illegal pairs callers meet most, so a refusal says what went wrong.
@@ -176,8 +178,8 @@ def contest(case: Case, actor: str, on: date, reason: str) -> tuple[Case, Transi
                  f"{actor} contested {case.role} responsibility; a dispute opens")
 
 
-def transfer_breach(case: Case, on: date, area: AreaAgreement) -> tuple[Case, Transition]:
-    rule = _rule(case, Action.BREACH, CLOCK_ACTOR)
+def transfer_breach(case: Case, on: date, area: AreaAgreement, actor: str = CLOCK_ACTOR) -> tuple[Case, Transition]:
+    rule = _rule(case, Action.BREACH, actor)
     assert case.clock is not None
     if on <= case.clock.due_on:
         raise WorkflowRefusal(409, "clock-running", f"the deadline is {case.clock.due_on.isoformat()}", rule.citation)
@@ -284,9 +286,9 @@ def escalate(case: Case, actor: str, on: date, holidays: frozenset[date]) -> tup
     return _step(case, after, Action.ESCALATE, actor, on, stage.citation, why)
 
 
-def dispute_breach(case: Case, on: date) -> tuple[Case, Transition]:
+def dispute_breach(case: Case, on: date, actor: str = CLOCK_ACTOR) -> tuple[Case, Transition]:
     """The last stage's clock ran out: nowhere left to escalate; a breach."""
-    rule = _rule(case, Action.BREACH, CLOCK_ACTOR)
+    rule = _rule(case, Action.BREACH, actor)
     stage = case.stages[case.stage_index]
     if case.stage_index + 1 < len(case.stages):
         raise WorkflowRefusal(409, "escalate-instead", "a later stage exists: escalate", rule.citation)

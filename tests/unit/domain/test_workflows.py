@@ -17,7 +17,7 @@ from hub.domain.workflows import machine as m
 from hub.domain.workflows.clocks import due_on
 from hub.domain.workflows.held import hold_reason
 from hub.domain.workflows.model import (
-    CLOCK_ACTOR, FINAL_STATES, Action, CaseKind, DisputeState, TransferState, WorkflowRefusal,
+    CLOCK_ACTOR, FINAL_STATES, REGISTER_ACTOR, Action, CaseKind, DisputeState, TransferState, WorkflowRefusal,
 )
 from hub.domain.workflows.settlement import reimbursement_statement
 from tests.unit.domain.builders import change, status
@@ -75,6 +75,8 @@ TRANSFER_TABLE = [
     (TransferState.CONTESTED, "accept", WORCS, DAY0, (409, "already-contested"), "Worcs 17.2"),
     (TransferState.CONTESTED, "contest", WORCS, DAY0, (409, "already-contested"), "Worcs 4.3.4"),
     (TransferState.ACCEPTED, "breach", CLOCK_ACTOR, LATE, (409, "case-closed"), "Worcs 17.2"),
+    (TransferState.AWAITING, "breach", WORCS, LATE, (403, "clock-only"), "Worcs 17.2"),
+    (TransferState.AWAITING, "accept", REGISTER_ACTOR, DAY0, (403, "incoming-only"), "Worcs 17.2"),
 ]
 
 
@@ -94,7 +96,7 @@ def _act_transfer(case, action: str, actor: str, on: date):
         return m.accept(case, actor, on)
     if action == "contest":
         return m.contest(case, actor, on, "not ordinarily resident here")
-    return m.transfer_breach(case, on, AREA)
+    return m.transfer_breach(case, on, AREA, actor)
 
 
 @pytest.mark.parametrize(("state", "action", "actor", "on", "expected", "cites"), TRANSFER_TABLE)
@@ -142,6 +144,10 @@ DISPUTE_TABLE = [
     (DisputeState.OPEN, "escalate", QU9, DisputeState.ESCALATED, "Who Pays? 2020 Appendix 1"),
     (DisputeState.OPEN, "resolve", QGH, DisputeState.RESOLVED, "Worcs 4.4.8, 15.6"),
     (DisputeState.OPEN, "resolve", "QRV", (403, "not-a-party"), "Worcs 4.4.8, 15.6"),
+    (DisputeState.OPEN, "resolve", REGISTER_ACTOR, DisputeState.RESOLVED, "Worcs 4.4.8, 15.6"),
+    (DisputeState.OPEN, "escalate", REGISTER_ACTOR, (403, "clock-or-party-only"), "Who Pays"),
+    (DisputeState.OPEN, "breach", QU9, (403, "clock-only"), "Who Pays"),
+    (DisputeState.OPEN, "agree-interim", CLOCK_ACTOR, (403, "party-only"), "Worcs 4.4.8"),
     (DisputeState.OPEN, "breach", CLOCK_ACTOR, (409, "escalate-instead"), "Who Pays"),
     (DisputeState.ESCALATED, "agree-interim", QGH, DisputeState.ESCALATED, "Worcs 4.4.8"),
     (DisputeState.ESCALATED, "escalate", QGH, DisputeState.ESCALATED, "Who Pays? 2020 Appendix 1"),
@@ -159,7 +165,7 @@ def _act_dispute(case, action: str, actor: str, on: date = DAY0 + timedelta(days
         return m.escalate(case, actor, on, HOLIDAYS)
     if action == "resolve":
         return m.resolve(case, actor, on, QU9, DAY0)
-    return m.dispute_breach(case, on)
+    return m.dispute_breach(case, on, actor)
 
 
 @pytest.mark.parametrize(("state", "action", "actor", "expected", "cites"), DISPUTE_TABLE)
