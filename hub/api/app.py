@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from hub.api import feeds, files, ops, persons, register_changes, reports, subscriptions
 from hub.api import exports, fhir_inbound, reconciliations
 from hub.api import fhir_inbound
-from hub.api import disputes, transfers, workflow_ops
+from hub.api import disputes, fhir_tasks, transfers, workflow_ops
 from hub.api.problems import install_problem_handlers
 from hub.bootstrap import build_hub
 from hub.observability.logging import get_logger
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(transfers.router)
     app.include_router(disputes.router)
     app.include_router(workflow_ops.router)
+    app.include_router(fhir_tasks.router)
 
     _document_register_change_body(app)
 

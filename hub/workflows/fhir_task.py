@@ -35,9 +35,14 @@ TRANSFER_STATUS = {
 
 
 def task_id(case: Case) -> str:
-    """One Task per transfer, one per dispute stage."""
-    stage = f"/stage/{case.stage_index}" if case.kind is CaseKind.DISPUTE else ""
-    return str(uuid.uuid5(TASK_NAMESPACE, case.case_id + stage))
+    """One Task per transfer (the case id), one per dispute stage (`<case id>-stage-<n>`)."""
+    return f"{case.case_id}-stage-{case.stage_index}" if case.kind is CaseKind.DISPUTE else case.case_id
+
+
+def parse_task_id(value: str) -> tuple[str, int | None]:
+    """(case id, stage index or None) from a Task id."""
+    case_id, sep, stage = value.partition("-stage-")
+    return (case_id, int(stage)) if sep and stage.isdigit() else (value, None)
 
 
 def _body_ref(code: str) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from hub.domain.workflows.settlement import InterimCosts, reimbursement_statemen
 from hub.ingest.service import Client, IngestService, load_person_details
 from hub.observability.logging import get_logger
 from hub.store.schema import persons, register_changes, workflow_cases, workflow_stages, workflow_transitions
-from hub.workflows.fhir_task import build_task
+from hub.workflows.fhir_task import build_task, task_id
 
 log = get_logger("hub.workflows")
 CASE_NAMESPACE = uuid.UUID("f2a9d6b4-3c1e-4b7a-8d2f-117117117c45")
@@ -86,6 +86,7 @@ def case_view(case: Case, today: date, holidays: frozenset[date]) -> dict[str, A
             "working_days_overdue": working_days_between(case.clock.due_on, today, holidays) if late else 0,
         }
     body["age_days"] = (today - case.opened_on).days
+    body["fhir_task_id"] = task_id(case)
     body.pop("reminded", None)
     return body
 

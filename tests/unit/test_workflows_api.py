@@ -228,3 +228,36 @@ async def test_raising_a_dispute_needs_a_party_and_a_known_person(workflow_hub):
     r = await http.post(f"/v1/disputes/{case_id}/reimbursement".replace("/reimbursement", "/resolve"),
                         headers=h(workflow_hub, WORCS), json={"responsible": BUCKS, "responsible_from": "2025-08-01"})
     assert r.status_code == 422 and r.json()["rule"] == "responsible-not-a-party"
+
+
+async def test_fhir_task_read_and_updated_by_put_and_patch(workflow_hub):
+    from fhir.resources.R4B.task import Task
+
+    http = workflow_hub.http
+    t = (await http.get("/v1/transfers", headers=h(workflow_hub, WORCS))).json()["items"][0]
+    url = f"/v1/fhir/Task/{t['fhir_task_id']}"
+    r = await http.get(url, headers=h(workflow_hub, WORCS))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/fhir+json")
+    task = r.json()
+    Task.model_validate(task)
+    assert task["status"] == "requested" and task["owner"]["identifier"]["value"] == WORCS
+    assert task["restriction"]["period"]["end"] == t["clock"]["due_on"]
+    r = await http.get(url, headers=h(workflow_hub, "QU9"))
+    assert r.status_code == 404 and r.json()["resourceType"] == "OperationOutcome"
+
+    patch = [{"op": "replace", "path": "/status", "value": "rejected"}]
+    r = await http.patch(url, headers=h(workflow_hub, BUCKS), json=patch)
+    assert r.status_code == 403 and "incoming-only" in r.json()["issue"][0]["diagnostics"]
+    r = await http.patch(url, headers=h(workflow_hub, WORCS), json=patch)
+    assert r.status_code == 422 and "reason-required" in r.json()["issue"][0]["diagnostics"]
+    r = await http.patch(url, headers=h(workflow_hub, WORCS), json=[{"op": "remove", "path": "/owner"}])
+    assert r.status_code == 422
+    r = await http.put(url, headers=h(workflow_hub, WORCS), json={**task, "status": "completed"})
+    assert r.status_code == 422 and r.json()["issue"][0]["expression"] == ["Task.status"]
+    r = await http.put(url, headers=h(workflow_hub, WORCS), json={**task, "status": "accepted"})
+    assert r.status_code == 200 and r.json()["status"] == "accepted"
+    Task.model_validate(r.json())
+    r = await http.patch(url, headers=h(workflow_hub, WORCS),
+                         json=[*patch, {"op": "add", "path": "/statusReason", "value": {"text": "changed our mind"}}])
+    assert r.status_code == 409 and "already-accepted" in r.json()["issue"][0]["diagnostics"]
+    assert (await http.get("/v1/transfers?state=accepted", headers=h(workflow_hub, BUCKS))).json()["items"]

@@ -102,6 +102,7 @@ class _Fold:
     placements: list[date] = field(default_factory=list)
     unscheduled: list[_Review] = field(default_factory=list)
     open_disputes: dict[str, Dispute] = field(default_factory=dict)
+    resolved_disputes: set[str] = field(default_factory=set)
     history: list[HistoryEntry] = field(default_factory=list)
     refused: list[Determination] = field(default_factory=list)
 
@@ -620,6 +621,10 @@ def _on_discharge_decided(fold: _Fold, change: RegisterChange) -> None:
 
 
 def _on_dispute_raised(fold: _Fold, change: RegisterChange) -> None:
+    if change.dispute is not None and change.dispute.dispute_id in fold.resolved_disputes:
+        # Raised and resolved on the same day (or the raise arrived late): a resolved dispute stays resolved.
+        fold.note(change, "responsibility dispute raised; already resolved")
+        return
     if change.dispute is not None:
         fold.open_disputes[change.dispute.dispute_id] = change.dispute
     fold.note(change, "responsibility dispute raised; current arrangements stay in force")
@@ -631,6 +636,7 @@ def _on_dispute_resolved(fold: _Fold, change: RegisterChange) -> None:
         fold.note(change, "dispute resolution recorded without details")
         return
     fold.open_disputes.pop(dispute.dispute_id, None)
+    fold.resolved_disputes.add(dispute.dispute_id)
     found = dispute.resolved_responsible
     if found:
         when = change.effective_date.isoformat()

@@ -349,3 +349,21 @@ def test_a_case_is_always_in_exactly_one_state_and_every_clock_has_an_owner(kind
         if case.kind is CaseKind.DISPUTE:
             assert sum(dict(case.interims[-1].shares).values()) == 10_000
             assert case.interims[-1].lead_body in case.parties
+
+
+def test_a_dispute_raised_and_resolved_on_the_same_day_is_resolved_whatever_the_order():
+    from tests.unit.domain.fakes import BUCKS_PRACTICE, BUCKINGHAMSHIRE, OXFORD_HEALTH, WORCESTERSHIRE
+
+    history = [
+        change(ChangeType.DETAINED, date(2024, 1, 2), legal_status_code="03", hospital_ods=OXFORD_HEALTH,
+               gp_practice_ods=BUCKS_PRACTICE, residence_la_gss=BUCKINGHAMSHIRE),
+        change(ChangeType.LEFT_HOSPITAL, date(2024, 3, 1)),
+    ]
+    parties = (BUCKINGHAMSHIRE, WORCESTERSHIRE)
+    raised = change(ChangeType.DISPUTE_RAISED, date(2024, 4, 1), change_id="Z-raised",
+                    dispute=Dispute("D-1", DisputeKind.COUNCIL, parties))
+    resolved = change(ChangeType.DISPUTE_RESOLVED, date(2024, 4, 1), change_id="A-resolved",
+                      dispute=Dispute("D-1", DisputeKind.COUNCIL, parties, resolved_responsible=WORCESTERSHIRE))
+    after = status([*history, raised, resolved], date(2024, 6, 1))
+    assert after.open_disputes == ()
+    assert after.responsible_council.org.code == WORCESTERSHIRE

@@ -1,0 +1,145 @@
+"""FHIR R4 Task for transfers and dispute stages: GET, PUT, PATCH /v1/fhir/Task/{id}.
+
+A party reads its Task and may update it the FHIR way as well as by the
+plain JSON API: on a transfer Task the incoming body sets `status` to
+`accepted` (accept) or `rejected` with `statusReason.text` (contest, which
+opens a dispute). Other changes are refused with an OperationOutcome naming
+the rule; dispute stages move by POST /v1/disputes/{id}/escalate | resolve.
+PATCH takes a JSON Patch (RFC 6902) of `/status` and `/statusReason`.
+Non-parties get the same 404 as an unknown id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from hub.api.deps import ClientDep, HubDep, require
+from hub.api.problems import ProblemError
+from hub.api.workflow_access import is_admin, service
+from hub.domain.workflows.model import Action, Case, CaseKind, WorkflowRefusal
+from hub.workflows.fhir_task import build_task, parse_task_id, task_id
+
+router = APIRouter(prefix="/v1/fhir/Task", tags=["fhir"])
+FHIR_JSON = "application/fhir+json"
+MAX_BODY = 64 * 1024
+
+
+def _outcome(status: int, code: str, diagnostics: str, expression: str | None = None) -> JSONResponse:
+    issue: dict[str, Any] = {"severity": "error", "code": code, "diagnostics": diagnostics}
+    if expression:
+        issue["expression"] = [expression]
+    return JSONResponse({"resourceType": "OperationOutcome", "issue": [issue]}, status_code=status,
+                        media_type=FHIR_JSON)
+
+
+def _not_found() -> JSONResponse:
+    return _outcome(404, "not-found", "no Task with that id for this organisation")
+
+
+async def _case(hub, client, value: str) -> tuple[Case, int | None] | None:  # noqa: ANN001
+    case_id, stage = parse_task_id(value)
+    async with hub.engine.connect() as conn:
+        case = await service(hub).load(conn, case_id)
+        await conn.rollback()
+    if case is None or not (is_admin(client) or client.org_code in case.parties):
+        return None
+    if case.kind is CaseKind.TRANSFER and stage is not None:
+        return None
+    if case.kind is CaseKind.DISPUTE and (stage is None or stage > case.stage_index):
+        return None
+    return case, stage
+
+
+def _task(case: Case, stage: int | None) -> dict[str, Any]:
+    if case.kind is CaseKind.DISPUTE and stage is not None and stage < case.stage_index:
+        earlier = build_task(replace(case, stage_index=stage, clock=None, responsible=None, reason=""))
+        earlier["status"] = "completed"
+        earlier["businessStatus"] = {"text": "escalated"}
+        earlier.pop("owner", None)
+        return earlier
+    return build_task(case)
+
+
+@router.get("/{task_id}", summary="A transfer or dispute-stage Task (FHIR R4)")
+async def read_task(task_id: str, hub: HubDep, client: ClientDep) -> JSONResponse:
+    require(client, "s117:read")
+    found = await _case(hub, client, task_id)
+    if found is None:
+        return _not_found()
+    return JSONResponse(_task(*found), media_type=FHIR_JSON)
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise ProblemError(413, "too-large", "Body too large", f"at most {MAX_BODY} bytes")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+async def _apply(hub, client, task_value: str, status: Any, reason: Any) -> JSONResponse:  # noqa: ANN001
+    require(client, "workflows:write")
+    found = await _case(hub, client, task_value)
+    if found is None:
+        return _not_found()
+    case, stage = found
+    current = _task(case, stage)
+    if status == current["status"]:
+        return JSONResponse(current, media_type=FHIR_JSON)  # nothing to do
+    if case.kind is not CaseKind.TRANSFER or status not in ("accepted", "rejected"):
+        return _outcome(422, "business-rule",
+                        f"status: '{current['status']}' -> {status!r} is not a change a party can make on this Task; "
+                        "a transfer's incoming body may set 'accepted' or 'rejected' (with statusReason.text); "
+                        "dispute stages move by POST /v1/disputes/{id}/escalate | resolve", "Task.status")
+    action = Action.ACCEPT if status == "accepted" else Action.CONTEST
+    svc = service(hub)
+    try:
+        acted = await svc.act(case.case_id, client.org_code, action, {"reason": reason or ""})
+    except WorkflowRefusal as exc:
+        code = {403: "forbidden", 409: "conflict"}.get(exc.status, "business-rule")
+        return _outcome(exc.status, code, f"{exc.rule}: {exc.detail} ({exc.citation})", "Task.status")
+    if acted.register_change is not None:
+        await svc.record_register_change(acted.case.person_id, acted.register_change, client.org_code)
+    return JSONResponse(build_task(acted.case), media_type=FHIR_JSON)
+
+
+@router.put("/{task_id}", summary="Update a Task: a transfer's incoming body sets status accepted / rejected")
+async def put_task(task_id: str, request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
+    body = await _body(request)
+    if not isinstance(body, dict) or body.get("resourceType") != "Task":
+        return _outcome(422, "structure", "the body must be a FHIR Task", "Task")
+    if body.get("id") not in (None, task_id):
+        return _outcome(422, "invariant", "Task.id must equal the id in the URL", "Task.id")
+    return await _apply(hub, client, task_id, body.get("status"), (body.get("statusReason") or {}).get("text"))
+
+
+@router.patch("/{task_id}", summary="JSON Patch of /status (and /statusReason) of a Task")
+async def patch_task(task_id: str, request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
+    ops = await _body(request)
+    if not isinstance(ops, list) or not all(isinstance(op, dict) for op in ops):
+        return _outcome(422, "structure", "the body must be a JSON Patch array (RFC 6902)")
+    status, reason = None, None
+    for i, op in enumerate(ops):
+        path, kind = op.get("path"), op.get("op")
+        if kind not in ("replace", "add") or path not in ("/status", "/statusReason", "/statusReason/text"):
+            return _outcome(422, "not-supported", f"[{i}]: only replace/add of /status and /statusReason are "
+                            "supported", f"[{i}].path")
+        if path == "/status":
+            status = op.get("value")
+        elif path == "/statusReason":
+            reason = (op.get("value") or {}).get("text") if isinstance(op.get("value"), dict) else None
+        else:
+            reason = op.get("value")
+    if status is None:
+        return _outcome(422, "required", "the patch must set /status", "/status")
+    return await _apply(hub, client, task_id, status, reason)
+
+
+__all__ = ["router", "task_id"]
