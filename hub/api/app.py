@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(transfers.router)
     app.include_router(disputes.router)
     app.include_router(workflow_ops.router)
+    app.include_router(workflow_ops.page_router)
     app.include_router(fhir_tasks.router)
 
     _document_register_change_body(app)

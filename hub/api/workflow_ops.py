@@ -1,4 +1,5 @@
-"""Operator endpoints for the workflow clocks (scope hub:admin).
+"""Operator endpoints for the workflow clocks (scope hub:admin), and the
+console page of open transfers and disputes (GET /console/workflows).
 
 POST /v1/ops/workflows/scan runs the clock scanner now. POST
 /v1/ops/workflows/clock moves the workflows' "today" forward; it exists only
@@ -8,7 +9,10 @@ way instead of sleeping) and answers 404 otherwise.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.api.deps import ClientDep, HubDep, require
@@ -16,6 +20,16 @@ from hub.api.problems import ProblemError
 from hub.api.workflow_access import service
 
 router = APIRouter(prefix="/v1/ops/workflows", tags=["operations"])
+page_router = APIRouter(tags=["ops"])
+_PAGE = Path(__file__).parent / "static" / "workflows.html"
+
+
+@page_router.get("/console/workflows", include_in_schema=False)
+async def workflows_page() -> HTMLResponse:
+    """Open transfers and disputes by age and clock, oldest breach first. Static:
+    it calls /v1/transfers and /v1/disputes with the signed-in key."""
+    return HTMLResponse(_PAGE.read_text(), headers={"Cache-Control": "no-store",
+                                                    "Content-Security-Policy": "default-src 'self' 'unsafe-inline'"})
 
 
 class ClockIn(BaseModel):
