@@ -24,6 +24,7 @@ from hub.domain.rules import evaluate
 from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.service import Client
 from hub.store.schema import persons, register_changes, service_levels
+from hub.workflows.distribution import transfers_for_person
 
 router = APIRouter(prefix="/v1/persons", tags=["persons"])
 
@@ -96,6 +97,9 @@ async def s117_position(person_id: str, hub: HubDep, client: ClientDep, as_of: d
     if as_of is not None and as_of != status.as_of:
         status = evaluate(person_id, changes, hub.ref, hub.agreements, as_of)
     body = to_jsonable(status)
+    async with hub.engine.connect() as conn:  # transfer pending / accepted (hub/workflows/distribution.py)
+        body["transfers"] = await transfers_for_person(conn, person_id)
+        await conn.rollback()
     body["register_service_level"] = [
         {"change_id": c.change_id, "change_type": c.change_type.value, "notified_on": c.notified_on.isoformat(),
          "recorded_on": c.recorded_on.isoformat(), **levels.get(c.change_id, {})}

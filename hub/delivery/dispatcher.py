@@ -32,6 +32,7 @@ from hub.observability.logging import get_logger
 from hub.routing import Recipient, recipients_for
 from hub.sharing import SharingAgreements
 from hub.store.schema import dead_letters, deliveries, disclosures, persons, subscriptions
+from hub.workflows.distribution import outgoing_until_accepted
 from hub.workflows.fhir_task import add_task
 
 log = get_logger("hub.dispatcher")
@@ -108,7 +109,10 @@ class Dispatcher:
         correlation_id = msg.headers.get("correlation_id", "")
         today = datetime.now(UTC).date()
         patient: PatientDetails | None = None
-        for recipient in recipients_for(event, status):
+        recipients = recipients_for(event, status)
+        # Until a transfer is accepted the outgoing body keeps hearing (hub/workflows/distribution.py).
+        recipients += await outgoing_until_accepted(conn, event.person_id, recipients)
+        for recipient in recipients:
             decision = self._sharing.decide(recipient.org_code, event.event_type.value, today)
             subs = await self._subscriptions(conn, recipient.org_code, event.event_type.value)
             if not decision.allowed:

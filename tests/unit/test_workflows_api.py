@@ -16,7 +16,7 @@ from sqlalchemy import select
 from hub.clients import add_client
 from hub.fhir.validate import validate_message
 from hub.sample_data import detention_to_move_scenario
-from hub.store.schema import deliveries, quarantine, workflow_transitions
+from hub.store.schema import deliveries, quarantine, subscriptions, workflow_transitions
 from hub.workflows.consumer import WorkflowConsumer
 
 BUCKS, WORCS = "E06000060", "E10000034"
@@ -261,3 +261,34 @@ async def test_fhir_task_read_and_updated_by_put_and_patch(workflow_hub):
                          json=[*patch, {"op": "add", "path": "/statusReason", "value": {"text": "changed our mind"}}])
     assert r.status_code == 409 and "already-accepted" in r.json()["issue"][0]["diagnostics"]
     assert (await http.get("/v1/transfers?state=accepted", headers=h(workflow_hub, BUCKS))).json()["items"]
+
+
+async def test_outgoing_body_stays_on_the_distribution_until_the_transfer_is_accepted(workflow_hub):
+    http, hub = workflow_hub.http, workflow_hub.hub
+
+    async def bucks_gets_next_change(message_id: str, on: str) -> bool:
+        change = {"source_system": "RiO", "source_message_id": message_id, "change_type": "review-requested",
+                  "effective_date": on, "person": {"nhs_number": workflow_hub.person["nhs_number"]}}
+        r = await http.post("/v1/register-changes", headers={"X-API-Key": workflow_hub.keys["trust"]}, json=change)
+        assert r.status_code == 202, r.text
+        await drain(workflow_hub)
+        event_ids = {e["event_id"] for e in r.json()["events"]}
+        async with hub.engine.connect() as conn:
+            rows = (await conn.execute(select(deliveries.c.event_id, deliveries.c.subscription_id))).all()
+            subs = (await conn.execute(select(subscriptions.c.subscription_id)
+                                       .where(subscriptions.c.org_code == BUCKS))).scalars().all()
+        return any(r.event_id in event_ids and r.subscription_id in subs for r in rows)
+
+    position = (await http.get(f"/v1/persons/{workflow_hub.person_id}/s117",
+                               headers={"X-API-Key": workflow_hub.keys["trust"]})).json()
+    [pending] = position["transfers"]
+    assert pending["state"] == "awaiting-acknowledgement" and "transfer pending" in pending["text"]
+    assert BUCKS in pending["text"] and WORCS in pending["text"]
+    assert await bucks_gets_next_change("dist-1", "2025-08-01")  # not responsible, still told
+
+    r = await http.post(f"/v1/transfers/{pending['case_id']}/accept", headers=h(workflow_hub, WORCS))
+    assert r.status_code == 200
+    assert not await bucks_gets_next_change("dist-2", "2025-08-02")
+    position = (await http.get(f"/v1/persons/{workflow_hub.person_id}/s117",
+                               headers={"X-API-Key": workflow_hub.keys["trust"]})).json()
+    assert position["transfers"][0]["text"].startswith(f"transfer accepted by {WORCS} on ")

@@ -1,0 +1,59 @@
+"""While a transfer awaits acceptance, the outgoing body stays on the
+distribution and the person's position shows the transfer (issue #11, item 1;
+Worcs 17.2: responsibilities are handed over only once agreed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hub.codec import from_jsonable
+from hub.domain.workflows.model import Case, TransferState
+from hub.routing import Recipient
+from hub.store.schema import workflow_cases, workflow_transitions
+
+PENDING = (TransferState.AWAITING.value, TransferState.OVERDUE.value)
+
+
+async def outgoing_until_accepted(conn: AsyncConnection, person_id: str, already: list[Recipient]) -> list[Recipient]:
+    """Outgoing bodies of the person's transfers not yet accepted, not already routed to."""
+    rows = (await conn.execute(select(workflow_cases.c.data).where(
+        workflow_cases.c.person_id == person_id, workflow_cases.c.kind == "transfer",
+        workflow_cases.c.state.in_(PENDING)))).all()
+    seen = {r.org_code for r in already}
+    out = []
+    for row in rows:
+        code = row.data.get("outgoing")
+        if code and code not in seen:
+            seen.add(code)
+            out.append(Recipient(code, "outgoing-until-accepted"))
+    return out
+
+
+async def transfers_for_person(conn: AsyncConnection, person_id: str) -> list[dict[str, Any]]:
+    """The person's transfers for their s117 position: pending ones name both
+    bodies and the deadline; accepted ones say by whom and on which day."""
+    rows = (await conn.execute(select(workflow_cases.c.data).where(
+        workflow_cases.c.person_id == person_id, workflow_cases.c.kind == "transfer")
+        .order_by(workflow_cases.c.opened_on))).all()
+    out = []
+    for row in rows:
+        case = from_jsonable(Case, row.data)
+        item: dict[str, Any] = {"case_id": case.case_id, "role": case.role, "outgoing": case.outgoing,
+                                "incoming": case.incoming, "state": case.state, "basis": case.basis}
+        if case.state in PENDING and case.clock is not None:
+            item["text"] = (f"transfer pending: {case.role} responsibility from {case.outgoing} to {case.incoming}, "
+                            f"to be accepted by {case.incoming} by {case.clock.due_on.isoformat()}; {case.outgoing} "
+                            "stays on the distribution until then")
+        elif case.state == TransferState.ACCEPTED:
+            accepted = (await conn.execute(select(workflow_transitions.c.on_date).where(
+                workflow_transitions.c.case_id == case.case_id, workflow_transitions.c.to_state == "accepted")
+                .order_by(workflow_transitions.c.seq.desc()))).first()
+            on = accepted.on_date.isoformat() if accepted else case.opened_on.isoformat()
+            item["text"] = f"transfer accepted by {case.incoming} on {on}"
+        else:
+            item["text"] = f"transfer contested by {case.incoming}; dispute {case.dispute_id or ''}".strip()
+        out.append(item)
+    return out
