@@ -165,15 +165,22 @@ async def test_transfer_contest_escalation_resolution_and_messages(tmp_path):
                         allowed.setdefault(org, set()).add(event_id)
                 return allowed, [(t, o, d) for _e, t, o, d in rows]
 
+            def drained() -> bool:
+                last = db.execute("SELECT max(\"offset\") FROM bus_messages").fetchone()[0]
+                groups = dict(db.execute("SELECT group_id, next_offset FROM consumer_offsets").fetchall())
+                pending = db.execute("SELECT count(*) FROM deliveries WHERE status != 'delivered'").fetchone()[0]
+                return groups.get("dispatcher") == groups.get("workflows") == last + 1 and pending == 0
+
             def complete() -> bool:
+                if not drained():
+                    return False
                 allowed, rows = decisions()
                 resolved_sent = any(t == "s117-dispute-updated" and o == WORCS for t, o, _ in rows) and any(
                     orjson.loads(x.body)["entry"][0]["resource"]["eventCoding"]["code"] == "s117-dispute-updated"
                     and b'"resolved"' in x.body for x in receiver.received if x.org == WORCS)
                 return resolved_sent and all(set(receiver.event_ids(org)) >= ids for org, ids in allowed.items())
 
-            await receiver.wait_for(complete, timeout=30)
-            await asyncio.sleep(0.5)
+            await receiver.wait_for(complete, timeout=60)
             allowed, rows = decisions()
             for org in (BUCKS, WORCS, BOB):
                 got = receiver.event_ids(org)
