@@ -323,6 +323,8 @@ export_items = Table(
     Column("delivery_id", String(36), primary_key=True),
     Column("event_no", BigInteger, nullable=False),
     UniqueConstraint("delivery_id", name="uq_export_items_delivery"),
+)
+
 # Transfer and dispute cases (hub/workflows): the current case (its domain
 # record in `data`, no personal data), the stages of a dispute, and the
 # append-only history of every transition with the paragraph it rests on.

@@ -1,7 +1,7 @@
 """transfer and dispute workflow cases, stages and transitions
 
 Revision ID: 0009
-Revises: 0003
+Revises: 0013
 Create Date: 2026-11-30 20:40:00
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0009'
-down_revision = '0003'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 
