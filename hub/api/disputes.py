@@ -166,4 +166,4 @@ async def resolve(case_id: str, body: ResolveIn, hub: HubDep, client: ClientDep)
                       {"responsible": body.responsible, "responsible_from": body.responsible_from})
 
 
-__all__ = ["router", "is_admin"]
+

@@ -225,7 +225,7 @@ async def test_raising_a_dispute_needs_a_party_and_a_known_person(workflow_hub):
     r = await http.post(f"/v1/disputes/{case_id}/interim", headers=h(workflow_hub, WORCS),
                         json={**terms, "shares": {WORCS: "60.5", "E09000015": "39.495"}})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "shares.E09000015"
-    r = await http.post(f"/v1/disputes/{case_id}/reimbursement".replace("/reimbursement", "/resolve"),
+    r = await http.post(f"/v1/disputes/{case_id}/resolve",
                         headers=h(workflow_hub, WORCS), json={"responsible": BUCKS, "responsible_from": "2025-08-01"})
     assert r.status_code == 422 and r.json()["rule"] == "responsible-not-a-party"
 

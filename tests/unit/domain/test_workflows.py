@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from hub.domain.agreements import WHO_PAYS_STAGES, AreaAgreement, EscalationStage
+from hub.domain.agreements import AreaAgreement, EscalationStage
 from hub.domain.model import ChangeType, Dispute, DisputeKind
 from hub.domain.workflows import machine as m
 from hub.domain.workflows.clocks import due_on
