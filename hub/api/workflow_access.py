@@ -12,7 +12,6 @@ from sqlalchemy import select
 from hub.api.problems import ProblemError
 from hub.bootstrap import Hub
 from hub.domain.workflows.model import Case, CaseKind, WorkflowRefusal
-from hub.codec import from_jsonable
 from hub.ingest.service import Client
 from hub.store.schema import workflow_cases
 from hub.workflows.service import WorkflowService, case_view
@@ -60,7 +59,7 @@ async def list_cases(hub: Hub, client: Client, kind: CaseKind, state: str | None
         await conn.rollback()
     svc = service(hub)
     today = svc.clock.today()
-    cases = [from_jsonable(Case, r.data) for r in rows]
+    cases = [svc.from_row(r.data) for r in rows]
     cases = [c for c in cases if who is None or who in c.parties]
     # Oldest breach first, then the nearest deadline, then the oldest case.
     cases.sort(key=lambda c: (c.clock is None, c.clock.due_on if c.clock else date.max, c.opened_on, c.case_id))

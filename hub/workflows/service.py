@@ -114,12 +114,27 @@ class WorkflowService:
     async def load(self, conn: AsyncConnection, case_id: str, *, lock: bool = False) -> Case | None:
         q = select(workflow_cases.c.data).where(workflow_cases.c.case_id == case_id)
         row = (await conn.execute(q.with_for_update() if lock else q)).first()
-        return from_jsonable(Case, row.data) if row else None
+        return self.from_row(row.data) if row else None
 
     async def load_by_dispute_id(self, conn: AsyncConnection, dispute_id: str) -> Case | None:
         row = (await conn.execute(select(workflow_cases.c.data)
                                   .where(workflow_cases.c.dispute_id == dispute_id))).first()
-        return from_jsonable(Case, row.data) if row else None
+        return self.from_row(row.data) if row else None
+
+    # A reason is a body's free text and may name someone: it is kept
+    # encrypted at rest, and left out of the event log (the Task in a message
+    # says the transfer was rejected; the parties read the reason from the API).
+    def to_row(self, case: Case) -> dict[str, Any]:
+        data = to_jsonable(case)
+        if case.reason:
+            data["reason"] = self._protector.encrypt(case.reason.encode()).decode()
+        return data
+
+    def from_row(self, data: dict[str, Any]) -> Case:
+        case = from_jsonable(Case, data)
+        if case.reason:
+            case = replace(case, reason=self._protector.decrypt(case.reason.encode()).decode())
+        return case
 
     async def history(self, conn: AsyncConnection, case_id: str) -> list[dict[str, Any]]:
         rows = (await conn.execute(select(workflow_transitions).where(workflow_transitions.c.case_id == case_id)
@@ -140,7 +155,7 @@ class WorkflowService:
         now = datetime.now(UTC)
         values = dict(kind=case.kind.value, person_id=case.person_id, state=case.state, parties=list(case.parties),
                       due_on=case.clock.due_on if case.clock else None,
-                      clock_owner=case.clock.owner if case.clock else None, data=to_jsonable(case), updated_at=now)
+                      clock_owner=case.clock.owner if case.clock else None, data=self.to_row(case), updated_at=now)
         if before is None:
             await conn.execute(workflow_cases.insert().values(
                 case_id=case.case_id, dispute_id=case.dispute_id if case.kind is CaseKind.DISPUTE else None,
@@ -197,7 +212,7 @@ class WorkflowService:
             summary=summary, also_notify=notify,
             details={"case_id": case.case_id, "case_kind": case.kind.value, "state": case.state,
                      "action": step.action.value, "deadline": kind, "citation": step.citation,
-                     "task": orjson.dumps(build_task(case)).decode()},
+                     "task": orjson.dumps(build_task(replace(case, reason=""))).decode()},
         )
         await publish(conn, BusMessage(
             topic=EVENTS_TOPIC, key=case.person_id, event_id=event_id,
@@ -380,7 +395,7 @@ class WorkflowService:
                     step = Transition(case.case_id, Action.REMIND, case.state, case.state, CLOCK_ACTOR, today,
                                       case.clock.citation, "reminder")
                     await conn.execute(workflow_cases.update().where(workflow_cases.c.case_id == case_id)
-                                       .values(data=to_jsonable(after)))
+                                       .values(data=self.to_row(after)))
                     await self._publish(conn, case, step, EventType.WORKFLOW_DEADLINE, kind="reminder")
                     counts["reminders"] += 1
                     continue

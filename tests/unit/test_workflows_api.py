@@ -292,3 +292,19 @@ async def test_outgoing_body_stays_on_the_distribution_until_the_transfer_is_acc
     position = (await http.get(f"/v1/persons/{workflow_hub.person_id}/s117",
                                headers={"X-API-Key": workflow_hub.keys["trust"]})).json()
     assert position["transfers"][0]["text"].startswith(f"transfer accepted by {WORCS} on ")
+
+
+async def test_a_contest_reason_is_encrypted_at_rest_and_kept_out_of_the_event_log(workflow_hub):
+    http, hub = workflow_hub.http, workflow_hub.hub
+    t = (await http.get("/v1/transfers", headers=h(workflow_hub, WORCS))).json()["items"][0]
+    reason = "Dr Example says the person lived at 1 Sample Street"
+    r = await http.post(f"/v1/transfers/{t['case_id']}/contest", headers=h(workflow_hub, WORCS), json={"reason": reason})
+    assert r.status_code == 200 and r.json()["reason"] == reason  # the parties read it
+    from hub.store.schema import bus_messages, workflow_cases
+
+    async with hub.engine.connect() as conn:
+        stored = [orjson.dumps(row.data).decode() for row in (await conn.execute(select(workflow_cases.c.data))).all()]
+        logged = [orjson.dumps(row.payload).decode() for row in (await conn.execute(select(bus_messages.c.payload))).all()]
+    assert stored and not any("Sample Street" in text for text in stored + logged)
+    listed = (await http.get("/v1/disputes", headers=h(workflow_hub, BUCKS))).json()["items"]
+    assert listed[0]["reason"] == reason
