@@ -166,7 +166,7 @@ def _codes(text: str) -> list[str]:
 
 
 def _count(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # not "²" or "٣"
         raise _Bad("is not a number")
     return int(text)
 

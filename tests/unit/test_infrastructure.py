@@ -122,7 +122,7 @@ def test_nhs_number_check_digit():
     assert nhs_number_problem("9990000018") is None
     assert nhs_number_problem("999 000 0018") is None
     assert nhs_number_problem("9990000010") == "fails the modulus-11 check digit"
-    assert nhs_number_problem("12345") == "must be 10 digits"
+    assert nhs_number_problem("12345").startswith("must be 10 digits")
     assert with_check_digit("999000001") == "9990000018"
     assert nhs_number_problem("3333333333") is None  # the ITK specification's example
 
