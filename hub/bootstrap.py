@@ -25,7 +25,7 @@ from hub.domain.agreements import AgreementBook
 from hub.domain.ports import ReferenceData
 from hub.fhir.messages import FIELD_GROUPS
 from hub.ingest.service import IngestService
-from hub.mllp import MllpServer, server_tls_context
+from hub.mllp import MllpLimits, MllpServer, server_tls_context
 from hub.reconciliation import ItemWatcher, ReconciliationService, Reconciler, run_reconciler
 from hub.exports import ExportService, run_exporter
 from hub.scheduler import ReviewScanner, run_review_scanner
@@ -106,7 +106,10 @@ class Hub:
             s = self.settings
             tls = (server_tls_context(s.mllp_tls_cert, s.mllp_tls_key, s.mllp_tls_client_ca)
                    if s.mllp_tls_cert and s.mllp_tls_key else None)
-            mllp = MllpServer(self.engine, self.ingest, s.mllp_host, s.mllp_port, s.mllp_max_frame_bytes, tls=tls)
+            limits = MllpLimits(max_frame_bytes=s.mllp_max_frame_bytes, read_timeout=s.mllp_read_timeout_seconds,
+                                idle_timeout=s.mllp_idle_timeout_seconds, max_connections=s.mllp_max_connections,
+                                max_per_peer=s.mllp_max_connections_per_peer)
+            mllp = MllpServer(self.engine, self.ingest, s.mllp_host, s.mllp_port, tls=tls, limits=limits)
             self._tasks.append(asyncio.create_task(mllp.serve(self._stop), name="mllp"))
 
     def worker_tasks(self) -> list[asyncio.Task]:
