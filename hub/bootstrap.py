@@ -20,6 +20,7 @@ from hub.crypto import DataProtector
 from hub.delivery.dispatcher import Dispatcher, run_dispatcher
 from hub.delivery.file_export import FileExportDeliverer
 from hub.delivery.kafka_topic import KafkaTopicDeliverer
+from hub.delivery.targets import guarded_client
 from hub.delivery.webhook import WebhookDeliverer, run_deliverer
 from hub.domain.agreements import AgreementBook
 from hub.domain.ports import ReferenceData
@@ -154,8 +155,10 @@ async def build_hub(settings: Settings) -> Hub:
         bus = SqlLog(engine)
     # Keep idle connections for less than common servers' 5 s keep-alive, so a
     # POST is not sent on a connection the subscriber is closing.
-    http = httpx.AsyncClient(timeout=settings.webhook_timeout_seconds, follow_redirects=False,
-                             limits=httpx.Limits(keepalive_expiry=2.0))
+    # Every connection it opens is checked against the webhook target rules
+    # (hub/delivery/targets.py): DNS may have changed since the subscription.
+    http = guarded_client(settings.webhook_allowed_hosts, timeout=settings.webhook_timeout_seconds,
+                          limits=httpx.Limits(keepalive_expiry=2.0))
     hub = Hub(
         settings=settings, engine=engine, ref=ref, agreements=agreements, protector=protector,
         sharing=sharing, bus=bus,

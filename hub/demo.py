@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request, Response
 
 from hub.api.app import create_app
 from hub.clients import add_client
-from hub.crypto import verify_webhook
+from hub.crypto import verify_webhook_request
 from hub.sample_data import bad_change, detention_to_move_scenario
 from hub.server import uvicorn_config
 from hub.settings import REPO_ROOT, Settings
@@ -44,7 +44,7 @@ def receiver_app(seen: dict[str, set[str]], out=print) -> FastAPI:  # noqa: ANN0
     @app.post("/hooks/{org}")
     async def hook(org: str, request: Request) -> Response:
         body = await request.body()
-        if not verify_webhook(RECEIVER_SECRET, request.headers.get("S117-Signature", ""), body):
+        if not verify_webhook_request(RECEIVER_SECRET, request.headers, body):
             out(f"[{org}] REJECTED: bad signature")
             return Response(status_code=401)
         event_id = request.headers.get("S117-Event-Id", "")

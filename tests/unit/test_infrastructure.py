@@ -59,12 +59,14 @@ def test_the_shipped_agreements_file_is_valid():
 
 def test_webhook_signature_verifies_and_detects_tampering_and_replay():
     body = b'{"resourceType":"Bundle"}'
-    header = f"t=1700000000,v1={sign_webhook('s' * 32, 1700000000, body)}"
-    assert verify_webhook("s" * 32, header, body, now=1700000010)
-    assert not verify_webhook("s" * 32, header, body + b" ", now=1700000010)
-    assert not verify_webhook("t" * 32, header, body, now=1700000010)
-    assert not verify_webhook("s" * 32, header, body, now=1700000000 + 3600)  # stale: replay window
-    assert not verify_webhook("s" * 32, "garbage", body)
+    eid = "ev-1"
+    header = f"t=1700000000,v1={sign_webhook('s' * 32, 1700000000, eid, body)}"
+    assert verify_webhook("s" * 32, header, body, event_id=eid, now=1700000010)
+    assert not verify_webhook("s" * 32, header, body + b" ", event_id=eid, now=1700000010)
+    assert not verify_webhook("s" * 32, header, body, event_id="ev-2", now=1700000010)  # the event id is signed
+    assert not verify_webhook("t" * 32, header, body, event_id=eid, now=1700000010)
+    assert not verify_webhook("s" * 32, header, body, event_id=eid, now=1700000000 + 3600)  # stale: replay window
+    assert not verify_webhook("s" * 32, "garbage", body, event_id=eid)
 
 
 def test_backoff_grows_exponentially_and_is_capped():
