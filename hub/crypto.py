@@ -31,9 +31,12 @@ class DataProtector:
     def from_settings(cls, data_key: str | None, key_file: Path) -> "DataProtector":
         if data_key:
             return cls(data_key)
+        from hub.store.private_files import private_dir, private_file
+
         if key_file.exists():
+            private_file(key_file)  # narrowed to 0600 if an older hub left it wider
             return cls(key_file.read_bytes().strip())
-        key_file.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(key_file.parent)
         key = Fernet.generate_key()
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
