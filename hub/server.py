@@ -38,6 +38,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         self._awaiting_head = False
+        self._head_refused = False
 
     def _arm_head_deadline(self) -> None:
         self._disarm_head_deadline()
@@ -65,22 +66,42 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self._disarm_head_deadline()
         super().connection_lost(exc)
 
+    def _refuse_head(self, size: int) -> None:
+        self._disarm_head_deadline()
+        self._head_refused = True
+        log.info("http connection closed: request head too large", count=size)
+        if not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                                 b"content-length: 0\r\nconnection: close\r\n\r\n")
+            self.transport.close()
+
     def data_received(self, data: bytes) -> None:
-        if self._awaiting_head:
+        if self._head_refused:
+            return
+        counting = self._awaiting_head
+        if counting:
             self._head_bytes += len(data)
-            if self._head_bytes > self.max_head_bytes:
-                self._disarm_head_deadline()
-                log.info("http connection closed: request head too large", count=self._head_bytes)
-                if not self.transport.is_closing():
-                    self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                                         b"content-length: 0\r\nconnection: close\r\n\r\n")
-                    self.transport.close()
-                return
         super().data_received(data)
+        # Still no complete head after this many bytes: refuse it.
+        if counting and self._awaiting_head and self._head_bytes > self.max_head_bytes:
+            self._refuse_head(self._head_bytes)
 
     def on_headers_complete(self) -> None:
         self._disarm_head_deadline()
+        # A head that arrived whole in one read: measure what was parsed.
+        size = len(self.url or b"") + sum(len(k) + len(v) + 4 for k, v in self.headers or ())
+        if size > self.max_head_bytes:
+            self._refuse_head(size)
+            return
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._head_refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._head_refused:
+            super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
