@@ -58,6 +58,8 @@ DEFAULT_LIMIT = RouteLimit(1 * MB)
 # (method, exact path) -> limit. Everything else gets DEFAULT_LIMIT.
 ROUTE_LIMITS: dict[tuple[str, str], RouteLimit] = {
     ("POST", "/v1/council-files"): RouteLimit(20 * MB, body_seconds=300.0, total_seconds=900.0),
+    # A body's whole s117 list (hub/api/reconciliations.py MAX_SNAPSHOT), streamed.
+    ("POST", "/v1/reconciliations"): RouteLimit(200 * MB, body_seconds=900.0, total_seconds=1800.0),
     ("POST", "/v1/register-changes"): RouteLimit(256 * KB),
     ("POST", "/v1/fhir/$process-message"): RouteLimit(256 * KB),
 }
