@@ -15,8 +15,9 @@ but for the correlation id, so it sees every request first:
   (after authentication); past the limit the handler is stopped and the
   answer is `413`, whatever the handler was about to say;
 * the body must arrive within the route's `body_seconds` (`408`), and the
-  whole request must be answered within `total_seconds` (`503`: anything
-  committed before stays, and re-sending is safe: every channel is idempotent).
+  answer must start within `total_seconds` (`503`: anything committed before
+  stays, and re-sending is safe: every channel is idempotent); a streamed
+  answer is not cut off once it has started.
 
 Slow request heads (slowloris) are the server's business: `hub/server.py`.
 """
@@ -153,16 +154,20 @@ class LimitsMiddleware:
         loop = asyncio.get_running_loop()
         body_deadline = loop.time() + limit.body_seconds
         state = {"started": False, "refusal": None}  # refusal: the problem that replaces the app's answer
+        deadline = asyncio.timeout(limit.total_seconds)
 
         async def guarded_send(message: Message) -> None:
             if state["refusal"] is not None:
                 return  # the app's answer to a refused request is dropped; ours follows
             if message["type"] == "http.response.start":
                 state["started"] = True
+                # The time limit is for starting the answer: a long download
+                # (a streamed export) is not cut off half way.
+                deadline.reschedule(None)
             await send(message)
 
         try:
-            async with asyncio.timeout(limit.total_seconds):
+            async with deadline:
                 if declared is None and limit.max_body_bytes <= self.prebuffer_max and _may_have_body(scope):
                     body = await _read_body(receive, limit, body_deadline)
                     app_receive = _replay(body, receive)

@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 
 from hub.api.limits import MB, LimitsMiddleware, RouteLimit, limit_for
 from hub.server import uvicorn_config
@@ -84,6 +84,15 @@ def test_every_route_has_a_limit_and_the_big_one_is_council_files():
 def _app(handler_delay: float = 0.0) -> LimitsMiddleware:
     app = FastAPI()
 
+    @app.get("/download")
+    async def download() -> StreamingResponse:
+        async def chunks():  # noqa: ANN202
+            for _ in range(3):
+                yield b"x" * 10
+                await asyncio.sleep(0.5)  # 1.5 s in all: longer than total_seconds
+
+        return StreamingResponse(chunks())
+
     @app.post("/echo")
     async def echo(request: Request) -> JSONResponse:
         body = await request.body()
@@ -91,7 +100,8 @@ def _app(handler_delay: float = 0.0) -> LimitsMiddleware:
         return JSONResponse({"size": len(body)})
 
     routes = {("POST", "/echo"): RouteLimit(1000, body_seconds=0.5, total_seconds=1.0)}
-    return LimitsMiddleware(app, routes=routes, prebuffer_max_bytes=100)  # 1000 > 100: counted while streaming
+    return LimitsMiddleware(app, routes=routes, prebuffer_max_bytes=100,  # 1000 > 100: counted while streaming
+                            default=RouteLimit(1000, body_seconds=0.5, total_seconds=1.0))
 
 
 async def test_a_streamed_body_past_the_limit_is_413_whatever_the_handler_says():
@@ -117,6 +127,12 @@ async def test_a_slow_body_is_408_and_a_slow_answer_503():
         r = await http.post("/echo", content=b"x")
         assert r.status_code == 503 and time.monotonic() - started < 3
         assert r.headers["retry-after"]
+
+
+async def test_the_time_limit_is_for_starting_the_answer_not_for_streaming_it():
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app()), base_url="http://t") as http:
+        r = await http.get("/download")
+        assert r.status_code == 200 and r.content == b"x" * 30
 
 
 async def _real_server(app, **settings):  # noqa: ANN001, ANN003, ANN202
