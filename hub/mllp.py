@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections import Counter
 import ssl
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
