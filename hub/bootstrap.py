@@ -20,12 +20,13 @@ from hub.crypto import DataProtector
 from hub.delivery.dispatcher import Dispatcher, run_dispatcher
 from hub.delivery.file_export import FileExportDeliverer
 from hub.delivery.kafka_topic import KafkaTopicDeliverer
+from hub.delivery.targets import guarded_client
 from hub.delivery.webhook import WebhookDeliverer, run_deliverer
 from hub.domain.agreements import AgreementBook
 from hub.domain.ports import ReferenceData
 from hub.fhir.messages import FIELD_GROUPS
 from hub.ingest.service import IngestService
-from hub.mllp import MllpServer, server_tls_context
+from hub.mllp import MllpLimits, MllpServer, server_tls_context
 from hub.reconciliation import ItemWatcher, ReconciliationService, Reconciler, run_reconciler
 from hub.exports import ExportService, run_exporter
 from hub.scheduler import ReviewScanner, run_review_scanner
@@ -117,7 +118,10 @@ class Hub:
             s = self.settings
             tls = (server_tls_context(s.mllp_tls_cert, s.mllp_tls_key, s.mllp_tls_client_ca)
                    if s.mllp_tls_cert and s.mllp_tls_key else None)
-            mllp = MllpServer(self.engine, self.ingest, s.mllp_host, s.mllp_port, s.mllp_max_frame_bytes, tls=tls)
+            limits = MllpLimits(max_frame_bytes=s.mllp_max_frame_bytes, read_timeout=s.mllp_read_timeout_seconds,
+                                idle_timeout=s.mllp_idle_timeout_seconds, max_connections=s.mllp_max_connections,
+                                max_per_peer=s.mllp_max_connections_per_peer)
+            mllp = MllpServer(self.engine, self.ingest, s.mllp_host, s.mllp_port, tls=tls, limits=limits)
             self._tasks.append(asyncio.create_task(mllp.serve(self._stop), name="mllp"))
 
     def worker_tasks(self) -> list[asyncio.Task]:
@@ -162,8 +166,10 @@ async def build_hub(settings: Settings) -> Hub:
         bus = SqlLog(engine)
     # Keep idle connections for less than common servers' 5 s keep-alive, so a
     # POST is not sent on a connection the subscriber is closing.
-    http = httpx.AsyncClient(timeout=settings.webhook_timeout_seconds, follow_redirects=False,
-                             limits=httpx.Limits(keepalive_expiry=2.0))
+    # Every connection it opens is checked against the webhook target rules
+    # (hub/delivery/targets.py): DNS may have changed since the subscription.
+    http = guarded_client(settings.webhook_allowed_hosts, timeout=settings.webhook_timeout_seconds,
+                          limits=httpx.Limits(keepalive_expiry=2.0))
     hub = Hub(
         settings=settings, engine=engine, ref=ref, agreements=agreements, protector=protector,
         sharing=sharing, bus=bus,

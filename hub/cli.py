@@ -17,10 +17,11 @@ def _serve(args: argparse.Namespace) -> None:
 
     from hub.api.app import create_app
 
+    from hub.server import uvicorn_config
+
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    uvicorn.run(create_app(settings), host=args.host or settings.host, port=args.port or settings.port,
-                log_config=None, access_log=False)
+    uvicorn.Server(uvicorn_config(create_app(settings), settings, host=args.host, port=args.port)).run()
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -28,9 +31,12 @@ class DataProtector:
     def from_settings(cls, data_key: str | None, key_file: Path) -> "DataProtector":
         if data_key:
             return cls(data_key)
+        from hub.store.private_files import private_dir, private_file
+
         if key_file.exists():
+            private_file(key_file)  # narrowed to 0600 if an older hub left it wider
             return cls(key_file.read_bytes().strip())
-        key_file.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(key_file.parent)
         key = Fernet.generate_key()
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
@@ -60,22 +66,57 @@ def hash_api_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
-def sign_webhook(secret: str, timestamp: int, body: bytes) -> str:
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return mac.hexdigest()
+SIGNATURE_TOLERANCE_SECONDS = 300
+_TIMESTAMP = re.compile(r"[0-9]{1,12}", re.ASCII)
 
 
-def verify_webhook(secret: str, header: str, body: bytes, tolerance_seconds: int = 300, now: int | None = None) -> bool:
-    """Verify an `S117-Signature: t=<unix>,v1=<hex>` header (what subscribers run)."""
-    import time
+def sign_webhook(secret: str, timestamp: int, event_id: str, body: bytes) -> str:
+    """Hex HMAC-SHA256, under the subscription's secret, of the bytes
+    `<timestamp>.<event id>.<body>`: the event id is signed with the body, so
+    a captured message cannot be replayed under another event id."""
+    signed = f"{timestamp}.{event_id}.".encode("utf-8", "surrogatepass") + body
+    return hmac.new(secret.encode("utf-8", "surrogatepass"), signed, hashlib.sha256).hexdigest()
 
-    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
-    try:
-        ts = int(parts["t"])
-    except (KeyError, ValueError):
+
+def signature_header(secret: str, event_id: str, body: bytes, now: int | None = None) -> str:
+    """The `S117-Signature` header value for one webhook POST."""
+    ts = int(time.time()) if now is None else now
+    return f"t={ts},v1={sign_webhook(secret, ts, event_id, body)}"
+
+
+def verify_webhook(secret: str, header: str, body: bytes, *, event_id: str,
+                   tolerance_seconds: int = SIGNATURE_TOLERANCE_SECONDS, now: int | None = None) -> bool:
+    """What a subscriber runs: True only if `S117-Signature` (`t=<unix>,v1=<hex>`,
+    possibly several v1 during a secret change) signs `t.event_id.body` under
+    `secret` and t is within `tolerance_seconds` of now, in either direction.
+    Never raises, whatever the header holds."""
+    if not isinstance(header, str) or not isinstance(event_id, str):
         return False
+    timestamps, candidates = [], []
+    for part in header.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep:
+            continue
+        if key == "t":
+            timestamps.append(value.strip())
+        elif key == "v1":
+            candidates.append(value.strip())
+    if len(timestamps) != 1 or _TIMESTAMP.fullmatch(timestamps[0]) is None or not candidates:
+        return False
+    ts = int(timestamps[0])
     now = int(time.time()) if now is None else now
     if abs(now - ts) > tolerance_seconds:
         return False
-    expected = sign_webhook(secret, ts, body)
-    return hmac.compare_digest(expected, parts.get("v1", ""))
+    expected = sign_webhook(secret, ts, event_id, body).encode("ascii")
+    ok = False
+    for candidate in candidates:
+        # Bytes, not str: compare_digest refuses non-ASCII str (a TypeError).
+        ok |= hmac.compare_digest(expected, candidate.encode("utf-8", "surrogatepass"))
+    return ok
+
+
+def verify_webhook_request(secret: str, headers: Mapping[str, str], body: bytes, **kwargs: int) -> bool:
+    """`verify_webhook` from a request's headers (`S117-Signature`, `S117-Event-Id`)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    return verify_webhook(secret, lowered.get("s117-signature", ""), body,
+                          event_id=lowered.get("s117-event-id", ""), **kwargs)

@@ -23,8 +23,9 @@ from fastapi import FastAPI, Request, Response
 
 from hub.api.app import create_app
 from hub.clients import add_client
-from hub.crypto import verify_webhook
+from hub.crypto import verify_webhook_request
 from hub.sample_data import bad_change, detention_to_move_scenario
+from hub.server import uvicorn_config
 from hub.settings import REPO_ROOT, Settings
 from hub.store.db import create_engine, create_schema
 
@@ -43,7 +44,7 @@ def receiver_app(seen: dict[str, set[str]], out=print) -> FastAPI:  # noqa: ANN0
     @app.post("/hooks/{org}")
     async def hook(org: str, request: Request) -> Response:
         body = await request.body()
-        if not verify_webhook(RECEIVER_SECRET, request.headers.get("S117-Signature", ""), body):
+        if not verify_webhook_request(RECEIVER_SECRET, request.headers, body):
             out(f"[{org}] REJECTED: bad signature")
             return Response(status_code=401)
         event_id = request.headers.get("S117-Event-Id", "")
@@ -70,8 +71,10 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-async def _serve(app: FastAPI, port: int) -> uvicorn.Server:
-    server = _EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+async def _serve(app: FastAPI, port: int, settings: Settings | None = None) -> uvicorn.Server:
+    config = (uvicorn_config(app, settings, host="127.0.0.1", port=port, lifespan="on") if settings is not None
+              else uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -88,7 +91,9 @@ async def run_demo(port: int = 8117, receiver_port: int = 8118, duration: float 
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(database_url=f"sqlite+aiosqlite:///{data_dir / 'hub.db'}",
-                        data_key_file=data_dir / "data.key", port=port, webhook_backoff_base_seconds=0.5)
+                        data_key_file=data_dir / "data.key", port=port, webhook_backoff_base_seconds=0.5,
+                        # The sample receiver runs on this machine: allow loopback webhooks for it only.
+                        webhook_allowed_hosts=["127.0.0.1"])
     engine = create_engine(settings.database_url)
     await create_schema(engine)
     _, trust_key = await add_client(engine, "Oxford Health (demo trust)", "RNU", "trust", ["register:write", "s117:read"])
@@ -98,7 +103,7 @@ async def run_demo(port: int = 8117, receiver_port: int = 8118, duration: float 
     await engine.dispose()
 
     seen: dict[str, set[str]] = {}
-    hub_server = await _serve(create_app(settings), port)
+    hub_server = await _serve(create_app(settings), port, settings)
     recv_server = await _serve(receiver_app(seen), receiver_port)
     base = f"http://127.0.0.1:{port}"
     print(f"S117 Hub (embedded mode) on {base}  - API docs {base}/docs, metrics {base}/metrics")

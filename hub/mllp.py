@@ -19,6 +19,7 @@ import asyncio
 import socket
 import ssl
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,7 @@ START_BLOCK = 0x0B
 END_BLOCK = b"\x1c\x0d"
 CHANNEL = "mllp"
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
+INTERNAL_ERROR = "207"  # HL7 table 0357: application internal error
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,11 @@ class MllpFramer:
         self._buf = bytearray()
         self._in_frame = False
         self.discarded = 0  # bytes dropped outside frames
+
+    @property
+    def in_frame(self) -> bool:
+        """A start block has been seen and its frame is not complete yet."""
+        return self._in_frame
 
     def feed(self, data: bytes) -> list[Frame | Oversize]:
         self._buf += data
@@ -135,26 +142,43 @@ def server_tls_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSL
     return ctx
 
 
+@dataclass(frozen=True, slots=True)
+class MllpLimits:
+    """What one MLLP listener allows (settings `S117_MLLP_*`)."""
+
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    read_timeout: float = 30.0  # a started frame must be complete by then (slow senders)
+    idle_timeout: float = 30.0  # no frame in progress for this long: the connection is closed
+    max_connections: int = 200  # open connections in total ...
+    max_per_peer: int = 10  # ... and from one peer address; extra ones are closed at once
+    handshake_timeout: float = 10.0  # TLS handshake, after the connection is counted
+
+
 class MllpServer:
     def __init__(self, engine: AsyncEngine, ingest: IngestService, host: str, port: int,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, drain_seconds: float = 10.0,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, limits: MllpLimits | None = None) -> None:
         self._engine = engine
         # MLLP over TLS: with a context that requires client certificates, the
         # certificate (its subject CN, the trust's ODS code) says who is
         # sending, and MSH-4 must agree with it.
         self._tls = tls
         self._ingest = ingest
-        self._max = max_frame_bytes
+        self.limits = limits or MllpLimits(max_frame_bytes=max_frame_bytes)
+        self._max = self.limits.max_frame_bytes
         self._drain_seconds = drain_seconds
         # Bound now, synchronously: a port in use fails the hub's start-up
         # instead of a background task dying quietly.
-        self._sock = socket.create_server((host, port), reuse_port=False)
+        self._sock = socket.create_server((host, port), reuse_port=False, backlog=512)
         self.port = self._sock.getsockname()[1]
         self._connections: dict[asyncio.Task, bool] = {}  # task -> busy with a message
+        self._per_peer: Counter[str] = Counter()
+        self.refused = 0  # connections closed at once for being over a cap
 
     async def serve(self, stop: asyncio.Event) -> None:
-        server = await asyncio.start_server(self._connection, sock=self._sock, ssl=self._tls)
+        # TLS is started per connection, after the caps are checked: a peer
+        # over its cap costs no handshake, and a handshake has a deadline.
+        server = await asyncio.start_server(self._connection, sock=self._sock)
         log.info("mllp listening", port=self.port)
         try:
             await stop.wait()
@@ -177,19 +201,54 @@ class MllpServer:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
+    def _admit(self, peer: str) -> bool:
+        if len(self._connections) >= self.limits.max_connections or self._per_peer[peer] >= self.limits.max_per_peer:
+            self.refused += 1
+            return False
+        return True
+
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        peername = writer.get_extra_info("peername")
+        peer = str(peername[0]) if isinstance(peername, tuple) and peername else "?"
+        if not self._admit(peer):
+            # Over a cap: closed at once, before any read or TLS handshake, so
+            # idle connections cannot use up the process's file descriptors.
+            if self.refused == 1 or self.refused % 100 == 0:
+                log.warning("mllp connection refused: over the connection cap", count=self.refused,
+                            status="refused", channel=CHANNEL)
+            writer.transport.abort()
+            return
         self._connections[task] = False
+        self._per_peer[peer] += 1
         framer = MllpFramer(self._max)
         messages = 0
-        peer_org = certificate_org(writer.get_extra_info("peercert"))
         try:
+            if self._tls is not None:
+                await writer.start_tls(self._tls, ssl_handshake_timeout=self.limits.handshake_timeout)
+            peer_org = certificate_org(writer.get_extra_info("peercert"))
+            loop = asyncio.get_running_loop()
+            # Deadlines: with no frame open, the next must start within
+            # idle_timeout of the last ACK (or of connecting): bytes outside
+            # frames do not keep a connection alive. A started frame must end
+            # within read_timeout of its start, however slowly it trickles in.
+            idle_since, frame_started = loop.time(), 0.0
             while True:
-                data = await reader.read(65536)
+                timeout = (frame_started + self.limits.read_timeout if framer.in_frame
+                           else idle_since + self.limits.idle_timeout)
+                data = await self._read(reader, timeout)
+                if data is None:
+                    log.info("mllp connection timed out", status="timeout", channel=CHANNEL,
+                             mode="read" if framer.in_frame else "idle")
+                    break
                 if not data:
                     break
-                for item in framer.feed(data):
+                was_in_frame = framer.in_frame
+                items = framer.feed(data)
+                if framer.in_frame and not was_in_frame:
+                    frame_started = loop.time()  # a frame opened in these bytes
+                for item in items:
                     self._connections[task] = True
                     try:
                         if isinstance(item, Oversize):
@@ -203,18 +262,32 @@ class MllpServer:
                         messages += 1
                     finally:
                         self._connections[task] = False
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the sender went away; anything un-ACKed it will send again
+                if items:  # answered: the idle clock, and any frame already open, start now
+                    idle_since = frame_started = loop.time()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError, OSError):
+            pass  # the sender went away or stalled; anything un-ACKed it will send again
         finally:
             self._connections.pop(task, None)
+            self._per_peer[peer] -= 1
+            if self._per_peer[peer] <= 0:
+                del self._per_peer[peer]
             if framer.discarded:
                 log.info("mllp bytes outside frames dropped", count=framer.discarded)
             log.info("mllp connection closed", count=messages)
             writer.close()
             try:
-                await writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass
+                async with asyncio.timeout(self.limits.read_timeout):
+                    await writer.wait_closed()
+            except (ConnectionError, OSError, TimeoutError, ssl.SSLError):
+                writer.transport.abort()
+
+    async def _read(self, reader: asyncio.StreamReader, deadline: float) -> bytes | None:
+        """The next bytes, or None if none came by `deadline`."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await reader.read(65536)
+        except TimeoutError:
+            return None
 
     @staticmethod
     async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seconds: float = 2.0) -> None:
@@ -230,10 +303,11 @@ class MllpServer:
         except TimeoutError:
             pass
 
-    @staticmethod
-    async def _answer(writer: asyncio.StreamWriter, ack: str) -> None:
+    async def _answer(self, writer: asyncio.StreamWriter, ack: str) -> None:
         writer.write(frame(ack))
-        await writer.drain()
+        # A sender that does not read its ACKs cannot hold the connection.
+        async with asyncio.timeout(self.limits.read_timeout):
+            await writer.drain()
 
     def _oversize_ack(self, item: Oversize) -> str:
         header = map_adt(_decode(item.head).split("\r", 1)[0]).header  # MSH only, for MSA-2
@@ -247,8 +321,24 @@ class MllpServer:
         structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
         try:
             return await self._handle(payload, peer_org)
+        except Exception as exc:  # noqa: BLE001 - every message gets an ACK, never a dropped connection
+            # A fault of ours (the store down, a bug): nothing was committed.
+            # AE, so the engine holds the message and can send it again, rather
+            # than a dropped connection it would re-send for ever.
+            log.error("mllp message failed inside the hub; answered AE", exc_type=type(exc).__name__,
+                      status="AE", channel=CHANNEL)
+            return self._failure_ack(payload)
         finally:
             structlog.contextvars.unbind_contextvars("correlation_id")
+
+    def _failure_ack(self, payload: bytes) -> str:
+        try:
+            header = map_adt(_decode(payload).split("\r", 1)[0]).header
+        except Exception:  # noqa: BLE001 - even an unreadable MSH gets an ACK
+            header = Header()
+        return self._ack(header, "AE", "the hub could not process the message; nothing was recorded; "
+                                       "send it again later",
+                         [HL7Problem("MSH", "internal error in the hub", INTERNAL_ERROR)])
 
     async def _handle(self, payload: bytes, peer_org: str | None = None) -> str:
         result = map_adt(_decode(payload))

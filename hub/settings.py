@@ -9,7 +9,10 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +29,14 @@ class Settings(BaseSettings):
     kafka_partitions: int = 6
     host: str = "127.0.0.1"
     port: int = 8117
+    # HTTP server limits (hub/server.py; bodies and request time: hub/api/limits.py).
+    # A request line and headers must arrive within http_head_timeout_seconds
+    # of the connection opening (slowloris) and be at most http_max_head_bytes.
+    http_head_timeout_seconds: float = 10.0
+    http_max_head_bytes: int = 64 * 1024
+    http_keep_alive_seconds: int = 5
+    # Connections + requests in progress beyond which new requests get a 503.
+    http_max_concurrency: int = 500
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -48,6 +59,20 @@ class Settings(BaseSettings):
     # 0 = retry until the subscriber is back (nothing is dropped); N > 0 moves a
     # delivery to the dead letters after N failed attempts.
     webhook_max_attempts: int = 0
+    # Webhook targets (hub/delivery/targets.py): a URL whose host resolves to a
+    # loopback, private, link-local, multicast, reserved or unspecified address
+    # is refused at subscription and at every delivery, unless its host (a
+    # name or an IP address, or a network such as 10.20.0.0/16) is named here.
+    # Comma-separated in S117_WEBHOOK_ALLOWED_HOSTS, e.g. "127.0.0.1,hooks.lan".
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = []
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
     worker_poll_seconds: float = 0.2
 
     # Outbound channels beyond webhooks and pull feeds (hub/delivery/).
@@ -69,6 +94,15 @@ class Settings(BaseSettings):
     mllp_port: int | None = None
     mllp_host: str = "127.0.0.1"
     mllp_max_frame_bytes: int = 1024 * 1024
+    # A started frame must be complete within mllp_read_timeout_seconds (a slow
+    # sender); a connection with no frame in progress is closed after
+    # mllp_idle_timeout_seconds (the engine reconnects when it next sends).
+    mllp_read_timeout_seconds: float = 30.0
+    mllp_idle_timeout_seconds: float = 30.0
+    # Open connections beyond these (in total, and from one peer address) are
+    # closed as soon as they are accepted.
+    mllp_max_connections: int = 200
+    mllp_max_connections_per_peer: int = 10
     # MLLP over TLS (production): the hub's certificate and key, and the CA that
     # signs trusts' client certificates (subject CN = the trust's ODS code,
     # which MSH-4 must match). Without them MLLP is plain TCP on a private network.

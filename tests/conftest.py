@@ -28,7 +28,9 @@ def test_settings(tmp_path: Path, **overrides) -> Settings:  # noqa: ANN003
         data_key_file=tmp_path / "data.key",
         sharing_agreements_path=REPO_ROOT / "contracts" / "data-sharing-agreements.yaml",
         run_workers=False,
-        **overrides,
+        # The tests' webhook receivers listen on loopback, which the target
+        # guard (hub/delivery/targets.py) refuses unless the operator allows it.
+        **{"webhook_allowed_hosts": ["127.0.0.1"], **overrides},
     )
 
 

@@ -17,7 +17,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from hub.crypto import verify_webhook
+from hub.crypto import verify_webhook_request
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -57,7 +57,7 @@ class Receiver:
         @app.post("/hooks/{org}")
         async def hook(org: str, request: Request) -> Response:
             body = await request.body()
-            ok = verify_webhook(self.secret, request.headers.get("S117-Signature", ""), body)
+            ok = verify_webhook_request(self.secret, request.headers, body)
             self.received.append(Received(org, dict(request.headers), body, ok))
             if self.delay:
                 await asyncio.sleep(self.delay)
@@ -113,6 +113,8 @@ class HubProcess:
             # Short timeout, so a delivery leased by a hub that was SIGKILLed
             # mid-POST is free again soon after the restart (timeout + margin).
             "S117_WEBHOOK_TIMEOUT_SECONDS": "3",
+            # The test receivers listen on loopback: allowed by the operator setting.
+            "S117_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
             **({"S117_SHARING_AGREEMENTS_PATH": str(sharing_path)} if sharing_path else {}),
             **env,
         }

@@ -114,6 +114,20 @@ def _nhs(text: str) -> str:
     return digits
 
 
+_check_record_id = _pattern(_RECORD_ID, "must be 1-100 letters, digits or . _ : / - (starting with a letter or digit)",
+                            upper=False)
+
+
+def _record_id(text: str) -> str:
+    """RECORD_ID is echoed in reports and kept in clear as the idempotency key:
+    it must not be an NHS number (some case systems use one as the record id)."""
+    value = _check_record_id(text)
+    digits = re.sub(r"[ ./:_-]", "", value)
+    if len(digits) == 10 and nhs_number_problem(digits) is None:
+        raise _Bad("must not be an NHS number: use the case system's own record id")
+    return value
+
+
 def _postcode(text: str) -> str:
     value = " ".join(text.upper().split())
     if not _POSTCODE.match(value):
@@ -166,7 +180,7 @@ def _codes(text: str) -> list[str]:
 
 
 def _count(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # not "²" or "٣"
         raise _Bad("is not a number")
     return int(text)
 
@@ -183,8 +197,7 @@ def _date_parser(layout: Layout) -> Callable[[str], date]:
 
 
 PARSERS: dict[str, Callable[[str], Any]] = {
-    "id": _pattern(_RECORD_ID, "must be 1-100 letters, digits or . _ : / - (starting with a letter or digit)",
-                   upper=False),
+    "id": lambda text: _record_id(text),
     "nhs": _nhs,
     "name": _max(100),
     "postcode": _postcode,

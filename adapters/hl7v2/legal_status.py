@@ -35,7 +35,7 @@ class LegalStatus:
 
 def england_code(itk_value: str) -> LegalStatus:
     """Map one ZU047/ZU048 value (CE identifier, e.g. "3" or "03")."""
-    if not itk_value.isdigit() or len(itk_value) > 2:
+    if not (itk_value.isascii() and itk_value.isdigit()) or len(itk_value) > 2:
         return LegalStatus(None, "is not a value of ITK table ZU047/ZU048 (one or two digits)")
     n = int(itk_value)
     if n in _SAME:

@@ -146,7 +146,7 @@ def _header(msg: _Msg) -> Header:
 
 def _hl7_date(value: str) -> date | None:
     """TS/DT -> date (the first eight digits, YYYYMMDD); None if not a date."""
-    if len(value) < 8 or not value[:8].isdigit():
+    if len(value) < 8 or not (value[:8].isascii() and value[:8].isdigit()):
         return None
     try:
         return date(int(value[:4]), int(value[4:6]), int(value[6:8]))

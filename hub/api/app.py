@@ -3,13 +3,10 @@ owns the database engine, HTTP client and background workers."""
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
@@ -17,14 +14,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hub.api import feeds, files, ops, persons, register_changes, reports, subscriptions
 from hub.api import exports, fhir_inbound, reconciliations
-from hub.api import fhir_inbound
 from hub.api import disputes, fhir_tasks, transfers, workflow_ops
+from hub.api.correlation import CorrelationMiddleware
+from hub.api.limits import LimitsMiddleware
 from hub.api.problems import install_problem_handlers
 from hub.bootstrap import build_hub
-from hub.observability.logging import get_logger
 from hub.settings import Settings, get_settings
-
-log = get_logger("hub.http")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -68,21 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     _document_register_change_body(app)
 
-    @app.middleware("http")
-    async def correlation(request: Request, call_next):  # noqa: ANN001, ANN202
-        cid = request.headers.get("x-correlation-id") or str(uuid.uuid4())
-        structlog.contextvars.bind_contextvars(correlation_id=cid[:64])
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        finally:
-            structlog.contextvars.unbind_contextvars("correlation_id")
-        # Route template, not the raw path: ids stay out of logs and labels.
-        route = request.scope.get("route")
-        log.info("request", method=request.method, path=getattr(route, "path", "(unmatched)"),
-                 status_code=response.status_code, duration_ms=round((time.perf_counter() - started) * 1000, 1))
-        response.headers["X-Correlation-Id"] = cid[:64]
-        return response
+    # Outermost first: the correlation id, then the body and time limits, both
+    # before authentication or any handler reads the body.
+    app.add_middleware(LimitsMiddleware)
+    app.add_middleware(CorrelationMiddleware)
 
     console_html = (Path(__file__).parent / "static" / "console.html").read_text()
 

@@ -18,10 +18,17 @@ MAX_BODY = 256 * 1024
     "/register-changes",
     status_code=202,
     summary="Record a change to a person's s117 register entry",
-    responses={422: {"description": "Rejected and quarantined; problem details name each field"}},
+    responses={413: {"description": "Body over 256 KB (refused before authentication)"},
+               415: {"description": "A Content-Type other than application/json"},
+               422: {"description": "Rejected and quarantined; problem details name each field"}},
 )
 async def post_register_change(request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
     require(client, "register:write")
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+        # Nothing read, nothing recorded: a text/plain or form body is not a register change.
+        raise ProblemError(415, "unsupported-media-type", "Unsupported media type",
+                           "send the register change as application/json")
     raw = await request.body()
     if len(raw) > MAX_BODY:
         raise ProblemError(413, "too-large", "Body too large", f"a register change must be under {MAX_BODY} bytes")

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from hub.api.deps import ClientDep, HubDep, Limit, require
 from hub.api.problems import ProblemError
 from hub.delivery.kafka_topic import TOPIC_PATTERN, default_topic, topic_problem
+from hub.delivery.targets import url_problem
 from hub.domain.model import EventType
 from hub.store.schema import council_file_subscriptions, deliveries, subscriptions
 
@@ -91,6 +92,10 @@ async def create_subscription(body: SubscriptionIn, hub: HubDep, client: ClientD
         raise ProblemError(422, "invalid-request", "Request rejected", "url must not carry credentials",
                            errors=[{"field": "url", "reason": "must not carry credentials; the signature authenticates"}])
     url = str(body.url) if body.url else None
+    if url is not None:
+        why = await url_problem(url, hub.settings.webhook_allowed_hosts)
+        if why:
+            raise _reject("url", why)
     topic = None
     if body.channel == "kafka":
         if hub.kafka_deliverer is None:

@@ -3,8 +3,10 @@ exponential backoff until the subscriber is back.
 
 Order: only the oldest undelivered message of a subscription is attempted, so
 a subscriber that was down receives everything in the order it was queued.
-Signature: `S117-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`
-under the subscription's secret (see hub.crypto.verify_webhook).
+Signature: `S117-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.event_id.body">`
+under the subscription's secret (see hub.crypto.verify_webhook and the README).
+Targets: the HTTP client's network backend refuses private addresses at every
+connection (hub.delivery.targets).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hub.crypto import DataProtector, sign_webhook
+from hub.crypto import DataProtector, signature_header
 from hub.delivery.leases import (
     RetryPolicy,
     backoff_seconds,
@@ -80,10 +82,9 @@ class WebhookDeliverer:
             return
         body = self._protector.decrypt(row.payload)
         secret = self._protector.decrypt(row.secret).decode()
-        ts = int(time.time())
         headers = {
             "Content-Type": "application/fhir+json",
-            SIGNATURE_HEADER: f"t={ts},v1={sign_webhook(secret, ts, body)}",
+            SIGNATURE_HEADER: signature_header(secret, row.event_id, body),
             "S117-Event-Id": row.event_id,
             "S117-Message-Id": row.message_id,
             "S117-Delivery-Id": row.delivery_id,

@@ -162,17 +162,18 @@ class IngestService:
     ) -> Outcome:
         qid = str(uuid.uuid4())
         errors = [p.as_dict() for p in problems]
+        stored = [p.stored_dict() for p in problems]  # unknown keys: named to the sender, never stored
         async with self._engine.begin() as conn:
             await conn.execute(
                 quarantine.insert().values(
                     quarantine_id=qid, source=client.client_id, channel=channel,
-                    source_message_id=smid[:200] if smid else None, errors=errors,
+                    source_message_id=smid[:200] if smid else None, errors=stored,
                     raw=self._protector.encrypt(raw), received_at=datetime.now(UTC), status="held",
                 )
             )
         metrics.INGEST.labels(channel=channel, outcome="quarantined").inc()
         log.info("register change quarantined", source=client.client_id, channel=channel,
-                 quarantine_id=qid, fields=[p.field for p in problems], correlation_id=correlation_id)
+                 quarantine_id=qid, fields=[e["field"] for e in stored], correlation_id=correlation_id)
         return problem(
             422, "invalid-register-change", "Register change rejected",
             f"{len(problems)} field(s) failed validation; the input is held in quarantine",

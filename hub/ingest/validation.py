@@ -18,13 +18,28 @@ from hub.ingest.nhs_number import nhs_number_problem
 MHA_COMMENCEMENT = date(1983, 9, 30)
 
 
+UNKNOWN_KEY = "(unknown key)"
+MAX_NAMED_KEY = 64
+
+
 @dataclass(frozen=True, slots=True)
 class FieldProblem:
     field: str
     reason: str
+    # A key the contract does not have: named to the sender in its answer, but
+    # stored and logged only as "<parent>.(unknown key)": a key is free text
+    # (it could be a name or a diagnosis) and the contract is closed.
+    unknown_key: bool = False
 
     def as_dict(self) -> dict[str, str]:
         return {"field": self.field, "reason": self.reason}
+
+    def stored_dict(self) -> dict[str, str]:
+        """What quarantine keeps and logs show."""
+        if not self.unknown_key:
+            return self.as_dict()
+        parent = self.field.rpartition(".")[0] if "." in self.field else ""
+        return {"field": f"{parent}.{UNKNOWN_KEY}" if parent else UNKNOWN_KEY, "reason": self.reason}
 
 
 def problems_from_pydantic(exc: ValidationError) -> list[FieldProblem]:
@@ -32,11 +47,13 @@ def problems_from_pydantic(exc: ValidationError) -> list[FieldProblem]:
     for err in exc.errors(include_url=False, include_input=False, include_context=False):
         loc = ".".join(str(p) for p in err["loc"]) or "(body)"
         msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "is not a field of the register change contract"
+        unknown = err["type"] == "extra_forbidden"
+        if unknown:
+            msg = "is not a field of the register change contract (it is closed: unknown keys are refused)"
+            loc = loc if len(loc) <= MAX_NAMED_KEY else loc[:MAX_NAMED_KEY] + "..."
         elif err["type"] == "missing":
             msg = "is required"
-        out.append(FieldProblem(loc, msg))
+        out.append(FieldProblem(loc, msg, unknown))
     return out
 
 
@@ -73,6 +90,10 @@ def semantic_problems(change: RegisterChangeIn, ref: ReferenceData, today: date)
         status = ref.legal_status(change.legal_status_code)
         if status is None:
             add("legal_status_code", "is not a code of the England MHA legal status classification")
+        elif change.change_type is ChangeType.DETAINED and not status.detained:
+            # 01 informal, 35/36 guardianship, 98 not applicable, 99 not known: none is a detention.
+            add("legal_status_code", "is not a detention: a 'detained' change needs a legal status code "
+                "for a formal detention (02-20, 31, 32, 37, 38)")
         elif status.s117_qualifying == "review" and not change.order_type:
             add("order_type", "is required with legal status 31: only a hospital order qualifies for s117")
     if change.hospital_ods is not None and ref.hospital(change.hospital_ods) is None:

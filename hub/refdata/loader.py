@@ -226,7 +226,7 @@ class PublicReferenceData:
     # ------------------------------------------------------- legal status
     def legal_status(self, code: str) -> LegalStatus | None:
         c = (code or "").strip()
-        if c.isdigit() and len(c) == 1:
+        if c.isascii() and c.isdigit() and len(c) == 1:
             c = "0" + c
         return self._legal.get(c)
 

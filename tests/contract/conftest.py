@@ -49,6 +49,8 @@ async def store_hub(store_url: str, tmp_path: Path) -> AsyncIterator[InProcessHu
         data_key_file=tmp_path / "data.key",
         sharing_agreements_path=REPO_ROOT / "contracts" / "data-sharing-agreements.yaml",
         run_workers=False,
+        # council.invalid: a subscriber reached only through a mock transport.
+        webhook_allowed_hosts=["127.0.0.1", "council.invalid"],
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):

@@ -25,7 +25,7 @@ class SectionVerdict:
 
 def normalise_code(code: str) -> str:
     code = code.strip()
-    return code.zfill(2) if code.isdigit() else code
+    return code.zfill(2) if code.isascii() and code.isdigit() else code
 
 
 def section_label(code: str, description: str) -> str:

@@ -1,0 +1,275 @@
+"""Bounded requests: body size and time, checked before authentication or any
+handler reads a byte of the body.
+
+`LimitsMiddleware` is a pure ASGI middleware, the outermost layer of the app
+but for the correlation id, so it sees every request first:
+
+* a `Content-Length` over the route's limit is answered `413` at once, the
+  body never read (the server stops reading once its small buffer is full);
+  a malformed `Content-Length` is a `400`;
+* a body without `Content-Length` (chunked) for a route whose limit is small
+  (at most `PREBUFFER_MAX_BYTES`) is read here, up to the limit, before the
+  app runs: `413` as soon as it passes the limit, so an unauthenticated
+  upload costs at most that much memory and never reaches the API-key check;
+* a larger route (council files) is counted while the handler streams it
+  (after authentication); past the limit the handler is stopped and the
+  answer is `413`, whatever the handler was about to say;
+* the body must arrive within the route's `body_seconds` (`408`), and the
+  answer must start within `total_seconds` (`503`: anything committed before
+  stays, and re-sending is safe: every channel is idempotent); a streamed
+  answer is not cut off once it has started.
+
+Slow request heads (slowloris) are the server's business: `hub/server.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from hub.fhir.namespaces import HUB_BASE
+from hub.observability.logging import get_logger
+
+log = get_logger("hub.limits")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+KB = 1024
+MB = 1024 * KB
+PREBUFFER_MAX_BYTES = 1 * MB
+PROBLEM_BASE = f"{HUB_BASE}/problems/"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLimit:
+    max_body_bytes: int
+    body_seconds: float = 30.0  # the whole body must have arrived by then
+    total_seconds: float = 120.0  # the answer must have started by then
+
+
+DEFAULT_LIMIT = RouteLimit(1 * MB)
+# (method, exact path) -> limit. Everything else gets DEFAULT_LIMIT.
+ROUTE_LIMITS: dict[tuple[str, str], RouteLimit] = {
+    ("POST", "/v1/council-files"): RouteLimit(20 * MB, body_seconds=300.0, total_seconds=900.0),
+    # A body's whole s117 list (hub/api/reconciliations.py MAX_SNAPSHOT), streamed.
+    ("POST", "/v1/reconciliations"): RouteLimit(200 * MB, body_seconds=900.0, total_seconds=1800.0),
+    ("POST", "/v1/register-changes"): RouteLimit(256 * KB),
+    ("POST", "/v1/fhir/$process-message"): RouteLimit(256 * KB),
+}
+
+
+def limit_for(method: str, path: str, routes: dict[tuple[str, str], RouteLimit] = ROUTE_LIMITS,
+              default: RouteLimit = DEFAULT_LIMIT) -> RouteLimit:
+    return routes.get((method.upper(), path.rstrip("/") or "/"), default)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _BodyTimeout(Exception):
+    pass
+
+
+class _BadLength(Exception):
+    pass
+
+
+def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The request's Content-Length, None if absent; _BadLength unless it is
+    one run of ASCII digits (no sign, no "²", no two different values)."""
+    values = {v.strip() for k, v in headers if k.lower() == b"content-length"}
+    if not values:
+        return None
+    if len(values) > 1:
+        raise _BadLength("more than one Content-Length")
+    (value,) = values
+    if not value or len(value) > 19 or not all(0x30 <= b <= 0x39 for b in value):
+        raise _BadLength("Content-Length is not a number")
+    return int(value)
+
+
+_FHIR_CODES = {400: "structure", 408: "timeout", 413: "too-long", 503: "timeout"}
+
+
+def _problem_messages(status: int, kind: str, title: str, detail: str,
+                      extra_headers: tuple[tuple[bytes, bytes], ...] = (), fhir: bool = False) -> list[Message]:
+    """The refusal as RFC 9457 problem details, or as a FHIR OperationOutcome
+    on the FHIR endpoints (their clients read nothing else)."""
+    if fhir:
+        media_type = b"application/fhir+json"
+        body = orjson.dumps({"resourceType": "OperationOutcome", "issue": [
+            {"severity": "error", "code": _FHIR_CODES.get(status, "processing"), "diagnostics": detail}]})
+    else:
+        media_type = b"application/problem+json"
+        body = orjson.dumps({"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail})
+    headers = [(b"content-type", media_type), (b"content-length", str(len(body)).encode()),
+               # The rest of the body is not read: the connection cannot be reused.
+               (b"connection", b"close"), *extra_headers]
+    return [{"type": "http.response.start", "status": status, "headers": headers},
+            {"type": "http.response.body", "body": body, "more_body": False}]
+
+
+def _is_fhir(scope: Scope) -> bool:
+    return scope["path"].startswith("/v1/fhir/")
+
+
+def too_large(limit: RouteLimit, fhir: bool = False) -> list[Message]:
+    return _problem_messages(413, "too-large", "Body too large",
+                             f"the body of this request must be at most {limit.max_body_bytes} bytes", fhir=fhir)
+
+
+class LimitsMiddleware:
+    def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], RouteLimit] | None = None,
+                 default: RouteLimit = DEFAULT_LIMIT, prebuffer_max_bytes: int = PREBUFFER_MAX_BYTES) -> None:
+        self.app = app
+        self.routes = ROUTE_LIMITS if routes is None else routes
+        self.default = default
+        self.prebuffer_max = prebuffer_max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = limit_for(scope["method"], scope["path"], self.routes, self.default)
+        fhir = _is_fhir(scope)
+        try:
+            declared = declared_length(scope.get("headers") or [])
+        except _BadLength as exc:
+            await self._send_all(send, _problem_messages(400, "bad-request", "Bad request", str(exc), fhir=fhir))
+            return
+        if declared is not None and declared > limit.max_body_bytes:
+            self._refused(scope, 413)
+            await self._send_all(send, too_large(limit, fhir))
+            return
+
+        loop = asyncio.get_running_loop()
+        body_deadline = loop.time() + limit.body_seconds
+        state = {"started": False, "refusal": None}  # refusal: the problem that replaces the app's answer
+        deadline = asyncio.timeout(limit.total_seconds)
+
+        async def guarded_send(message: Message) -> None:
+            if state["refusal"] is not None:
+                return  # the app's answer to a refused request is dropped; ours follows
+            if message["type"] == "http.response.start":
+                state["started"] = True
+                # The time limit is for starting the answer: a long download
+                # (a streamed export) is not cut off half way.
+                deadline.reschedule(None)
+            await send(message)
+
+        try:
+            async with deadline:
+                if declared is None and limit.max_body_bytes <= self.prebuffer_max and _may_have_body(scope):
+                    body = await _read_body(receive, limit, body_deadline)
+                    app_receive = _replay(body, receive)
+                else:
+                    app_receive = _counting(receive, limit, body_deadline, state, fhir)
+                await self.app(scope, app_receive, guarded_send)
+        except _TooLarge:
+            state["refusal"] = state["refusal"] or too_large(limit, fhir)
+        except _BodyTimeout:
+            state["refusal"] = state["refusal"] or _body_timeout(limit, fhir)
+        except TimeoutError:
+            if state["started"]:
+                raise
+            state["refusal"] = _problem_messages(
+                503, "timed-out", "Request timed out",
+                f"the hub did not answer within {limit.total_seconds:g} s; anything already committed stays "
+                "recorded, and sending the same request again is safe", ((b"retry-after", b"5"),), fhir)
+        except Exception:
+            if state["refusal"] is None:
+                raise
+            # The app failed because its body was cut off: the refusal is the answer.
+        if state["refusal"] is not None and not state["started"]:
+            status = state["refusal"][0]["status"]
+            self._refused(scope, status)
+            await self._send_all(send, state["refusal"])
+
+    @staticmethod
+    def _refused(scope: Scope, status: int) -> None:
+        route = scope["path"] if (scope["method"], scope["path"]) in ROUTE_LIMITS else "(other)"
+        log.info("request refused by limits", method=scope["method"], path=route, status_code=status)
+
+    @staticmethod
+    async def _send_all(send: Send, messages: list[Message]) -> None:
+        for m in messages:
+            await send(m)
+
+
+def _body_timeout(limit: RouteLimit, fhir: bool = False) -> list[Message]:
+    return _problem_messages(408, "body-timeout", "Request body too slow",
+                             f"the body of this request must arrive within {limit.body_seconds:g} s", fhir=fhir)
+
+
+def _may_have_body(scope: Scope) -> bool:
+    return scope["method"] not in ("GET", "HEAD", "OPTIONS", "DELETE")
+
+
+async def _receive_by(receive: Receive, deadline: float) -> Message:
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await receive()
+    except TimeoutError:
+        raise _BodyTimeout from None
+
+
+async def _read_body(receive: Receive, limit: RouteLimit, deadline: float) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await _receive_by(receive, deadline)
+        if message["type"] == "http.disconnect":
+            raise _BodyTimeout  # nobody is listening for an answer; stop here
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit.max_body_bytes:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: wait for the disconnect, as the server would
+
+    return replay
+
+
+def _counting(receive: Receive, limit: RouteLimit, deadline: float, state: dict, fhir: bool) -> Receive:
+    size = 0
+    done = False
+
+    async def counted() -> Message:
+        nonlocal size, done
+        if done:
+            return await receive()
+        try:
+            message = await _receive_by(receive, deadline)
+        except _BodyTimeout:
+            state["refusal"] = _body_timeout(limit, fhir)
+            raise
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit.max_body_bytes:
+                state["refusal"] = too_large(limit, fhir)
+                raise _TooLarge
+            done = not message.get("more_body", False)
+        return message
+
+    return counted
