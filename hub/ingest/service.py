@@ -327,6 +327,7 @@ class IngestService:
             notified_on=c.notified_on or today,
             recorded_on=today,
             source=client.client_id,
+            source_message_id=c.source_message_id,
             legal_status_code=c.legal_status_code.zfill(2) if c.legal_status_code else None,
             order_type=c.order_type,
             hospital_ods=c.hospital_ods,
