@@ -443,9 +443,24 @@ def _on_left_hospital(fold: _Fold, change: RegisterChange) -> None:
     # registered with" (Bucks "Responsible Commissioner").
     if change.gp_practice_ods is not None:
         fold.gp_practice = change.gp_practice_ods
-    if change.residence_la_gss is not None:
+    if change.no_fixed_abode:
+        fold.no_fixed_abode = True
+        fold.residence = None
+    elif change.residence_la_gss is not None:
         fold.residence = change.residence_la_gss
         fold.no_fixed_abode = False
+    if change.hospital_ods is not None:
+        fold.hospital_ods = change.hospital_ods
+    if fold.stay_qualifying is None and change.legal_status_code and not fold.entitled and not fold.in_hospital:
+        # The legal status at discharge (UK Core context "discharge") evidences
+        # the detention when its record has not reached the hub, as a CTO does.
+        evidence = classify(fold.ref, change.legal_status_code, change.order_type)
+        if evidence.qualifying:
+            fold.detention_start = change.effective_date
+            fold.residence_before_detention = fold.residence
+            fold.nfa_before_detention = fold.no_fixed_abode
+            fold.gp_before_detention = fold.gp_practice
+            _begin_qualifying(fold, change, evidence)
     verdict = fold.stay_qualifying
     if verdict is not None:
         _settle_commissioner_on_leaving(fold, change)
@@ -498,6 +513,7 @@ def _on_cto_started(fold: _Fold, change: RegisterChange) -> None:
                                        "discharged to that area on a CTO")
         fold.on_cto = True
         fold.on_s17_leave = False
+        _take_facts(fold, change)
         fold.note(change, "community treatment order started; s117 entitlement continues")
         return
     if fold.stay_qualifying is None:
@@ -521,6 +537,7 @@ def _on_cto_started(fold: _Fold, change: RegisterChange) -> None:
     fold.detained = False
     fold.on_s17_leave = False
     _leave_stay(fold)
+    _take_facts(fold, change)
     fold.note(change, "community treatment order started")
 
 
@@ -559,6 +576,8 @@ def _on_cto_ended(fold: _Fold, change: RegisterChange) -> None:
 
 def _on_moved(fold: _Fold, change: RegisterChange) -> None:
     previous = fold.residence
+    if change.gp_practice_ods is not None:  # a move often brings a new GP
+        fold.gp_practice = change.gp_practice_ods
     if change.no_fixed_abode:
         fold.no_fixed_abode = True
         fold.residence = None
@@ -579,7 +598,7 @@ def _on_moved(fold: _Fold, change: RegisterChange) -> None:
     fold.note(change, "moved (ordinary residence changed); responsibility unchanged" if fold.entitled else "moved")
 
 
-def _on_gp_changed(fold: _Fold, change: RegisterChange) -> None:
+def _on_gp_changed(fold: _Fold, change: RegisterChange) -> None:  # noqa: D103
     fold.gp_practice = change.gp_practice_ods
     # The s117 commissioner does not follow the GP (Worcs 4.4.6).
     fold.note(change, "GP registration changed; s117 commissioner unchanged" if fold.entitled else "GP registration changed")
@@ -610,7 +629,8 @@ def _on_discharge_considered(fold: _Fold, change: RegisterChange) -> None:
     if fold.entitled:
         fold.unscheduled.append(_Review(
             change.effective_date, "unscheduled",
-            f"unscheduled review: discharge from s117 considered on {change.effective_date.isoformat()}",
+            f"unscheduled review: discharge from s117 considered on {change.effective_date.isoformat()}"
+            + (f" ({change.review_reason})" if change.review_reason else ""),
             citations.REVIEW_UNSCHEDULED, "discharge-considered", change.effective_date,
         ))
     fold.note(change, "discharge from s117 considered")
@@ -677,6 +697,31 @@ def _on_died(fold: _Fold, change: RegisterChange) -> None:
     fold.entitlement_citation = citations.DIED
     fold.unscheduled.clear()
     fold.note(change, "died")
+
+
+def _take_facts(fold: _Fold, change: RegisterChange) -> None:
+    """The GP, residence and hospital a change reports are the person's on its
+    date (e.g. an HL7 A08 carries PD1-3 and PV1-3): the fold takes them, so
+    nothing a change carries is accepted and ignored."""
+    if change.gp_practice_ods is not None:
+        fold.gp_practice = change.gp_practice_ods
+    if change.no_fixed_abode:
+        fold.no_fixed_abode = True
+        fold.residence = None
+    elif change.residence_la_gss is not None:
+        fold.residence = change.residence_la_gss
+        fold.no_fixed_abode = False
+    if change.hospital_ods is not None and change.change_type not in (ChangeType.MOVED, ChangeType.GP_CHANGED):
+        fold.hospital_ods = change.hospital_ods
+
+
+# Change types whose own handler does not read the GP / residence / hospital
+# they may carry (hub/ingest/validation.py USED_BY_CHANGE lists what each takes).
+TAKES_FACTS = frozenset({
+    ChangeType.SECTION_CHANGED, ChangeType.S17_LEAVE_STARTED, ChangeType.S17_LEAVE_ENDED,
+    ChangeType.SECTION_ENDED_STAYED_INFORMALLY, ChangeType.CTO_RECALLED, ChangeType.CTO_REVOKED,
+    ChangeType.CTO_ENDED,
+})
 
 
 CHANGE_HANDLERS: dict[ChangeType, Callable[[_Fold, RegisterChange], None]] = {
@@ -827,5 +872,7 @@ def evaluate(
         if fold.died:
             fold.note(change, f"ignored after death: {change.change_type.value}")
             continue
+        if change.change_type in TAKES_FACTS:
+            _take_facts(fold, change)
         CHANGE_HANDLERS[change.change_type](fold, change)
     return _snapshot(fold)
