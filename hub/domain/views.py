@@ -173,6 +173,16 @@ def reason_for(old: View | None, new: View, status: S117Status) -> str:
         why.append("the dispute was resolved")
     if old and old.get("entitled") != new.get("entitled") and new_roles:
         why.append(status.entitlement.explanation)
+    if new_roles:
+        for key, words, det in (
+            ("responsible_council", "the responsible council", status.responsible_council),
+            ("responsible_commissioner", "the responsible NHS commissioner", status.responsible_commissioner),
+            ("coordinating_council", "the coordinating council", status.coordinating_council),
+        ):
+            if old and key in new and old.get(key) != new.get(key):
+                parts.append(f"{words} is now {new[key]}" if new[key] else f"there is no longer {words}")
+                if det is not None and det.explanation not in why:
+                    why.append(det.explanation)
     if not parts and not why:
         return "the person's position changed; the position in this message replaces the one held"
     return "; ".join(parts + why)
