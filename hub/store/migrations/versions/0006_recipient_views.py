@@ -1,7 +1,7 @@
 """recipient views; payload hash of ingest results
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0013
 Create Date: 2026-11-30 20:50:00
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 revision = '0006'
-down_revision = '0003'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 
