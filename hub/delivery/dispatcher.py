@@ -147,14 +147,16 @@ class Dispatcher:
         change = from_jsonable(RegisterChange, msg.payload["change"])
         person_id = event.person_id
         today = self._today()
-        history = await self._history(conn, person_id)
+        received = await self._history(conn, person_id)
+        history = [c for c, _ in received]
         if history and self._agreements is not None:
             status = evaluate(person_id, history, self._ref, self._agreements, today)
         else:
             status = from_jsonable(S117Status, msg.payload["status"])
-        # A change that sorts before others already recorded arrived late:
+        # A change that sorts before a change received before it arrived late:
         # what was told since may be contradicted (a review reminder never is).
-        late = any(c.change_id == change.change_id for c in history) and is_late(change, history)
+        arrived = next((t for c, t in received if c.change_id == change.change_id), None)
+        late = arrived is not None and is_late(change, [c for c, t in received if t < arrived])
         held = await self._held_views(conn, person_id)
         truth = views_for(status, held, lambda org: self._sharing.field_groups_for(org, today))
         send = _Sending(conn=conn, msg=msg, status=status, change=change, held=held, today=today)
@@ -244,10 +246,11 @@ class Dispatcher:
         log.info("event queued for recipient", recipient=org, event_type=event.event_type.value,
                  count=queued, decision="allowed")
 
-    async def _history(self, conn: AsyncConnection, person_id: str) -> list[RegisterChange]:
-        rows = (await conn.execute(select(register_changes.c.canonical)
+    async def _history(self, conn: AsyncConnection, person_id: str) -> list[tuple[RegisterChange, datetime]]:
+        """Every change recorded for the person, with when the hub received it."""
+        rows = (await conn.execute(select(register_changes.c.canonical, register_changes.c.received_at)
                                    .where(register_changes.c.person_id == person_id))).all()
-        return [from_jsonable(RegisterChange, r.canonical) for r in rows]
+        return [(from_jsonable(RegisterChange, r.canonical), r.received_at) for r in rows]
 
     @staticmethod
     async def _held_views(conn: AsyncConnection, person_id: str) -> dict[str, "_Held"]:
