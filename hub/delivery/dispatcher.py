@@ -49,6 +49,7 @@ from hub.store.schema import (
 
 log = get_logger("hub.dispatcher")
 GROUP = "dispatcher"
+REVIEW_SCANNER_SOURCE = "review-scheduler"  # the bus header `source` of hub/scheduler.py's reminders
 MESSAGE_NAMESPACE = uuid.UUID("0c8f7d0e-2b54-4d61-8a4b-511751175117")
 
 
@@ -156,7 +157,8 @@ class Dispatcher:
         # A change that sorts before a change received before it arrived late:
         # what was told since may be contradicted (a review reminder never is).
         arrived = next((t for c, t in received if c.change_id == change.change_id), None)
-        late = arrived is not None and is_late(change, [c for c, t in received if t < arrived])
+        late = (msg.headers.get("source") != REVIEW_SCANNER_SOURCE and arrived is not None
+                and is_late(change, [c for c, t in received if t < arrived]))
         held = await self._held_views(conn, person_id)
         truth = views_for(status, held, lambda org: self._sharing.field_groups_for(org, today))
         send = _Sending(conn=conn, msg=msg, status=status, change=change, held=held, today=today)
