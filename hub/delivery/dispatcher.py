@@ -41,6 +41,7 @@ from hub.store.schema import (
     dead_letters,
     deliveries,
     disclosures,
+    dispatched_events,
     persons,
     recipient_views,
     register_changes,
@@ -144,6 +145,10 @@ class Dispatcher:
         Every message carries the recipient's whole position and a version one
         higher than the last it was sent (hub/domain/views.py).
         """
+        if (await conn.execute(select(dispatched_events.c.event_id)
+                               .where(dispatched_events.c.event_id == msg.event_id))).first():
+            return  # handled and committed before: a redelivery changes nothing
+        await conn.execute(dispatched_events.insert().values(event_id=msg.event_id, at=datetime.now(UTC)))
         event = from_jsonable(DomainEvent, msg.payload["event"])
         change = from_jsonable(RegisterChange, msg.payload["change"])
         person_id = event.person_id

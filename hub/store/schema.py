@@ -98,6 +98,16 @@ recipient_views = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+# Bus events the dispatcher has handled (the idempotent-consumer inbox): a
+# redelivered event (Kafka after a crash, an offset moved back) is skipped
+# whole, so it neither re-sends nor re-diffs the recipient views.
+dispatched_events = Table(
+    "dispatched_events",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
 quarantine = Table(
     "quarantine",
     metadata,

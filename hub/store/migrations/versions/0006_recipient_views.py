@@ -1,4 +1,4 @@
-"""recipient views; payload hash of ingest results
+"""recipient views; dispatched events; payload hash of ingest results
 
 Revision ID: 0006
 Revises: 0013
@@ -28,11 +28,18 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(['person_id'], ['persons.person_id']),
         sa.PrimaryKeyConstraint('person_id', 'org_code'),
     )
+    op.create_table(
+        'dispatched_events',
+        sa.Column('event_id', sa.String(length=36), nullable=False),
+        sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint('event_id'),
+    )
     with op.batch_alter_table('ingest_results', schema=None) as batch_op:
         batch_op.add_column(sa.Column('payload_sha256', sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_table('dispatched_events')
     with op.batch_alter_table('ingest_results', schema=None) as batch_op:
         batch_op.drop_column('payload_sha256')
     op.drop_table('recipient_views')
