@@ -122,6 +122,12 @@ def event_type_for(old: View | None, new: View) -> EventType:
     if old.get("entitled") and not new.get("entitled") and new.get("roles"):
         return EventType.ENTITLEMENT_ENDED
     old_roles, new_roles = set(old.get("roles", [])), set(new.get("roles", []))
+    if not old_roles and new_roles:  # newly involved, not (yet) entitled
+        if new_roles == {HOST_COUNCIL}:
+            return EventType.MOVED_OUT_OF_AREA
+        if new_roles == {DISPUTE_PARTY}:
+            return EventType.DISPUTE_RAISED
+        return EventType.REGISTER_CHANGE_RECORDED
     if (old_roles ^ new_roles) & RESPONSIBILITY_ROLES or any(
         old.get(k) != new.get(k) for k in ("responsible_council", "responsible_commissioner", "coordinating_council")
     ):

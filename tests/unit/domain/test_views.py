@@ -43,6 +43,10 @@ V = {"roles": ["responsible-council"], "entitled": True, "reviews": [], "dispute
      "responsible_council": "A", "responsible_commissioner": "X"}
 EVENT_TYPES = [
     ("first told, entitled", None, V, EventType.ENTITLEMENT_STARTED),
+    ("first told, detained", None, {**V, "entitled": False}, EventType.REGISTER_CHANGE_RECORDED),
+    ("first told, host", None, {**V, "roles": ["host-council"], "entitled": False}, EventType.MOVED_OUT_OF_AREA),
+    ("first told, dispute party", NOT_INVOLVED, {"roles": ["dispute-party"], "disputes": []},
+     EventType.DISPUTE_RAISED),
     ("entitlement ended", V, {**V, "entitled": False}, EventType.ENTITLEMENT_ENDED),
     ("no longer involved", V, NOT_INVOLVED, EventType.RESPONSIBILITY_TRANSFERRED),
     ("commissioner changed", V, {**V, "responsible_commissioner": "Y"}, EventType.RESPONSIBILITY_TRANSFERRED),
