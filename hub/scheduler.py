@@ -3,9 +3,9 @@
 Reviews are due within 3 months of leaving hospital and then at least every
 12 months (Worcs 14.1; the area agreement may set shorter); councils flag them
 in their case systems (Bucks: "SWIFT(AIS) would be used to flag reviews").
-The scanner re-evaluates every person on the register and, when the next
-review is due within the notice period (or overdue), publishes one
-REVIEW_DUE event for that (person, due date, kind). The event id is derived
+The scanner re-evaluates every person on the register and, for each pending
+review due within the notice period (or overdue), publishes one REVIEW_DUE
+event for that (person, due date, kind). The event id is derived
 from those three, and the log's event ids are unique, so scanning again — on
 a timer, after a restart, on several instances — never notifies twice.
 """
@@ -25,9 +25,10 @@ from hub.bus.port import EVENTS_TOPIC, BusMessage
 from hub.bus.sql import publish
 from hub.codec import from_jsonable, to_jsonable
 from hub.domain.agreements import AgreementBook
-from hub.domain.model import DomainEvent, EventType, RegisterChange
+from hub.domain.model import DomainEvent, EventType, RegisterChange, ReviewDue, S117Status
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import evaluate
+from hub.domain.rules.precedence import change_order
 from hub.observability.logging import get_logger
 from hub.store.schema import bus_messages, register_changes
 
@@ -68,17 +69,29 @@ class ReviewScanner:
             await conn.rollback()
         changes = [from_jsonable(RegisterChange, r.canonical) for r in rows]
         status = evaluate(person_id, changes, self._ref, self._agreements, today)
-        review = status.next_review
-        if not status.entitled or review is None or review.due_on - today > self._notice:
+        if not status.entitled:
             return 0
+        latest = max(changes, key=change_order)
+        published = 0
+        # Every pending review, not only the earliest: an overdue first review
+        # must not hide the unscheduled one a move sets off (Worcs 14.1, 17.1).
+        for review in status.pending_reviews:
+            if review.due_on - today > self._notice:
+                continue
+            published += await self._publish(person_id, review, latest, status, today)
+        return published
+
+    async def _publish(self, person_id: str, review: ReviewDue, latest: RegisterChange, status: S117Status,
+                       today: date) -> int:
         event_id = review_event_id(person_id, review.due_on, review.kind)
-        latest = max(changes, key=lambda c: (c.effective_date, c.recorded_on, c.change_id))
         overdue = review.due_on < today
         event = DomainEvent(
             event_type=EventType.REVIEW_DUE, person_id=person_id, change_id=latest.change_id, occurred_on=today,
             summary=(f"The section 117 {review.kind} review was due on {review.due_on.isoformat()} and is overdue."
                      if overdue else f"A section 117 {review.kind} review is due by {review.due_on.isoformat()}."),
             details={"due_on": review.due_on.isoformat(), "kind": review.kind, "citation": review.citation,
+                     "trigger": review.trigger,
+                     "triggered_on": review.triggered_on.isoformat() if review.triggered_on else "",
                      "overdue": "yes" if overdue else "no"},
         )
         try:

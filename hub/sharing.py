@@ -56,7 +56,13 @@ class SharingAgreements:
         grants = [g for g in self._by_org.get(org_code, []) if g.in_force(on)]
         if not grants:
             return SharingDecision(False, None, frozenset(), "no data-sharing agreement in force names this organisation")
-        matching = [g for g in grants if g.covers(event_type)]
+        if event_type == EventType.NOTIFICATION_CORRECTED.value:
+            # A correction of what was disclosed is owed to every recipient
+            # of it (UK GDPR Art. 19): any agreement in force covers it, with
+            # the field groups that agreement grants.
+            matching = grants
+        else:
+            matching = [g for g in grants if g.covers(event_type)]
         if not matching:
             return SharingDecision(
                 False, grants[0].agreement_id, frozenset(),
@@ -67,6 +73,10 @@ class SharingAgreements:
         groups = frozenset().union(*(g.field_groups for g in matching))
         ids = ",".join(sorted({g.agreement_id for g in matching}))
         return SharingDecision(True, ids, groups, f"allowed by {ids}")
+
+    def field_groups_for(self, org_code: str, on: date) -> frozenset[str]:
+        """Every field group any agreement in force grants the organisation."""
+        return frozenset().union(*(g.field_groups for g in self._by_org.get(org_code, []) if g.in_force(on)))
 
     def grants_for(self, org_code: str) -> list[Grant]:
         return list(self._by_org.get(org_code, []))

@@ -139,6 +139,9 @@ async def process_message(request: Request, hub: HubDep, client: ClientDep) -> J
 
     assert mapped.change is not None
     outcome = await hub.ingest.accept_mapped(client, mapped.change, raw, CHANNEL)
+    if outcome.status_code == 409:  # the message id was used for another change: nothing recorded
+        return _outcome(409, [_issue("error", "duplicate", e["reason"], mapped.location_of(e["field"]))
+                              for e in outcome.body.get("errors", [])])
     if outcome.is_problem:
         errors = outcome.body.get("errors") or []
         if not errors:

@@ -91,6 +91,10 @@ class RegisterChange:
     notified_on: date
     recorded_on: date
     source: str = ""
+    # The source's own identifier of the message: with `source`, the last
+    # tie-break of the same-day order (hub/domain/rules/precedence.py), so
+    # the order never depends on arrival or on the hub's random change id.
+    source_message_id: str = ""
     legal_status_code: str | None = None  # England MHA legal status code, e.g. "03"
     # Code 31 (CP(I)A 1964) qualifies only when the order made was a hospital
     # order: "hospital-order" or anything else.
@@ -133,6 +137,10 @@ class ReviewDue:
     kind: str  # "first", "annual", "new-placement", "unscheduled"
     explanation: str
     citation: str
+    # What set the review off, and when: "left-hospital", "last-review",
+    # "placement-started", "moved", "review-requested", "discharge-considered".
+    trigger: str = ""
+    triggered_on: date | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +166,9 @@ class S117Status:
     responsible_council: Determination | None = None
     responsible_commissioner: Determination | None = None
     coordinating_council: Determination | None = None
-    next_review: ReviewDue | None = None
+    next_review: ReviewDue | None = None  # the earliest of pending_reviews
+    # Every review owed and not yet held, earliest first (Worcs 14.1-14.4).
+    pending_reviews: tuple[ReviewDue, ...] = ()
     open_disputes: tuple[Dispute, ...] = ()
     history: tuple[HistoryEntry, ...] = ()
     refused_discharges: tuple[Determination, ...] = ()
@@ -197,6 +207,9 @@ class EventType(StrEnum):
     TRANSFER_UPDATED = "s117-transfer-updated"
     DISPUTE_UPDATED = "s117-dispute-updated"
     WORKFLOW_DEADLINE = "s117-workflow-deadline"
+    # Sent to a body told something that later-arriving history contradicts:
+    # names the event it supersedes and carries the corrected position.
+    NOTIFICATION_CORRECTED = "s117-notification-corrected"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from hub.domain.model import (
     ReviewDue,
     S117Status,
 )
+from hub.domain.views import roles_of, view_of
 from hub.fhir.messages import FIELD_GROUPS, RESPONSIBILITY, PatientDetails
 
 NHS_NUMBER = "9990000018"
@@ -54,7 +55,8 @@ _COMMISSIONER = Determination(
     "Worcs 4.4.1",
 )
 _REVIEW = ReviewDue(
-    date(2024, 6, 14), "first", "First review within 3 months of discharge.", "Worcs 14.1"
+    date(2024, 6, 14), "first", "First review within 3 months of discharge.", "Worcs 14.1",
+    "left-hospital", date(2024, 3, 14),
 )
 
 
@@ -80,6 +82,7 @@ def entitlement_started() -> tuple[DomainEvent, S117Status, RegisterChange]:
         responsible_council=_COUNCIL_BUCKS,
         responsible_commissioner=_COMMISSIONER,
         next_review=_REVIEW,
+        pending_reviews=(_REVIEW,),
     )
     event = DomainEvent(
         event_type=EventType.ENTITLEMENT_STARTED,
@@ -185,5 +188,39 @@ def golden_cases() -> dict[str, dict[str, Any]]:
             # The outgoing council must hear of it too (domain: also_notify).
             "recipient": BUCKS_COUNCIL,
             "include": FIELD_GROUPS,
+        },
+        # Every message the dispatcher sends carries the recipient's position
+        # (hub/domain/views.py) and its per-(person, recipient) version.
+        "entitlement-started-with-position": {
+            **common,
+            "event": ev,
+            "status": st,
+            "change": ch,
+            "message_id": "0b6f1f8e-6a51-4c57-9a0e-0c7f1d2a3b04",
+            "sent_at": SENT_AT,
+            "recipient": BUCKS_COUNCIL,
+            "include": FIELD_GROUPS,
+            "position": view_of(st, roles_of(st)[BUCKS_COUNCIL.code], FIELD_GROUPS),
+            "version": 1,
+        },
+        # A body told it was responsible, corrected by history that arrived late.
+        "notification-corrected": {
+            **common,
+            "event": DomainEvent(
+                event_type=EventType.NOTIFICATION_CORRECTED, person_id=tst.person_id, change_id=tch.change_id,
+                occurred_on=tch.effective_date,
+                summary="Your position for this person changed: no longer the responsible council.",
+                details={"supersedes": "5d41c3a4-7c1e-5f0b-9a55-2f0e4d6b1a01"},
+            ),
+            "status": tst,
+            "change": tch,
+            "message_id": "0b6f1f8e-6a51-4c57-9a0e-0c7f1d2a3b05",
+            "sent_at": datetime(2025, 2, 4, 14, 5, 12, tzinfo=UTC),
+            "recipient": BUCKS_COUNCIL,
+            "include": frozenset({RESPONSIBILITY}),
+            "position": {"roles": []},
+            "version": 2,
+            "supersedes": "5d41c3a4-7c1e-5f0b-9a55-2f0e4d6b1a01",
+            "reason": "no longer the responsible council; council: Worcestershire, ...",
         },
     }

@@ -97,6 +97,7 @@ EVENT_DISPLAYS: Final[dict[EventType, str]] = {
     EventType.TRANSFER_UPDATED: "S117 transfer of responsibility updated",
     EventType.DISPUTE_UPDATED: "S117 responsibility dispute updated",
     EventType.WORKFLOW_DEADLINE: "S117 workflow deadline reminder or breach",
+    EventType.NOTIFICATION_CORRECTED: "S117 notification corrected",
 }
 
 HUB_SENDER_ID: Final = "s117-hub"
@@ -198,8 +199,18 @@ def build_event_message(
     sender: Org | None = None,
     destination_endpoint: str | None = None,
     hospital_ods: str | None = None,
+    position: dict[str, Any] | None = None,
+    version: int | None = None,
+    supersedes: str | None = None,
+    reason: str | None = None,
 ) -> dict[str, Any]:
     """Build the FHIR R4 message Bundle telling ``recipient`` of ``event``.
+
+    ``position`` (a recipient view, hub/domain/views.py) with its
+    per-(person, recipient) ``version`` adds a ``Parameters`` entry, a focus
+    of the MessageHeader: the person's whole current position for this
+    recipient; ``supersedes`` names the event id a correction replaces and
+    ``reason`` says, in plain words, what changed for the recipient.
 
     ``include`` is the set of FIELD_GROUPS the recipient's data-sharing
     agreement allows; anything outside it is left out of the message.
@@ -370,6 +381,14 @@ def build_event_message(
         episode["period"] = period
     entries.append({"fullUrl": episode_url, "resource": episode})
 
+    if position is not None:
+        if version is None:
+            raise ValueError("a position needs its version")
+        params_id = _position_uuid(message_id)
+        header["focus"].append({"reference": f"urn:uuid:{params_id}"})
+        entries.append({"fullUrl": f"urn:uuid:{params_id}",
+                        "resource": position_parameters(params_id, position, version, supersedes, reason)})
+
     timestamp = sent_at.isoformat()
     if timestamp.endswith("+00:00"):  # the usual FHIR spelling of UTC, as R4B renders it
         timestamp = timestamp[:-6] + "Z"
@@ -409,3 +428,99 @@ def _explanations(event: DomainEvent, status: S117Status) -> Iterable[dict[str, 
         if det is not None and det.explanation:
             out.append(_determination_ext(aspect, det))
     return out
+
+
+# --- the person's position for the recipient (hub/domain/views.py) ----------
+# Parameters names <-> view keys. Every message carries the whole position and
+# its version: a receiver keeps, per person, the position of the highest
+# version it has seen (read_position below shows how to read it back).
+_SCALARS: Final = (
+    ("entitled", "entitled", "valueBoolean"),
+    ("entitlementStart", "entitlement_start", "valueDate"),
+    ("entitlementEnd", "entitlement_end", "valueDate"),
+    ("endedBy", "ended_by", "valueCode"),
+    ("responsibleCouncil", "responsible_council", "valueCode"),
+    ("responsibleCommissioner", "responsible_commissioner", "valueCode"),
+    ("coordinatingCouncil", "coordinating_council", "valueCode"),
+)
+_REVIEW_PARTS: Final = (
+    ("kind", "kind", "valueCode"),
+    ("dueDate", "due_on", "valueDate"),
+    ("trigger", "trigger", "valueCode"),
+    ("triggeredOn", "triggered_on", "valueDate"),
+    ("citation", "citation", "valueString"),
+)
+_DISPUTE_PARTS: Final = (("disputeId", "dispute_id", "valueString"), ("kind", "kind", "valueCode"))
+
+
+def _position_uuid(message_id: str) -> str:
+    s = blake2b(f"{message_id}/position".encode(), digest_size=16).hexdigest()
+    return f"{s[0:8]}-{s[8:12]}-4{s[13:16]}-{'89ab'[int(s[16], 16) & 3]}{s[17:20]}-{s[20:32]}"
+
+
+def position_parameters(
+    params_id: str, position: dict[str, Any], version: int, supersedes: str | None = None, reason: str | None = None,
+) -> dict[str, Any]:
+    params: list[dict[str, Any]] = [{"name": "version", "valueInteger": version}]
+    if supersedes:
+        params.append({"name": "supersedes", "valueString": supersedes})
+    if reason:
+        params.append({"name": "reason", "valueString": reason})
+    params.extend({"name": "role", "valueCode": role} for role in position.get("roles", []))
+    for name, key, kind in _SCALARS:
+        if key in position:
+            params.append({"name": name, kind: position[key]})
+    for review in position.get("reviews", []):
+        params.append({"name": "review", "part": [
+            {"name": name, kind: review[key]} for name, key, kind in _REVIEW_PARTS if key in review
+        ]})
+    for dispute in position.get("disputes", []):
+        params.append({"name": "dispute", "part": [
+            {"name": name, kind: dispute[key]} for name, key, kind in _DISPUTE_PARTS if key in dispute
+        ]})
+    return {"resourceType": "Parameters", "id": params_id, "parameter": params}
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    person_id: str
+    version: int
+    view: dict[str, Any]
+    supersedes: str | None
+    reason: str | None
+
+
+def read_position(bundle: dict[str, Any]) -> Position | None:
+    """The position a message carries, as a receiver reads it (None if none)."""
+    resources = [e["resource"] for e in bundle.get("entry", [])]
+    params = next((r for r in resources if r.get("resourceType") == "Parameters"), None)
+    patient = next((r for r in resources if r.get("resourceType") == "Patient"), None)
+    if params is None or patient is None:
+        return None
+    person_id = next(i["value"] for i in patient["identifier"] if i["system"] == HUB_PERSON_ID_SYSTEM)
+    version = 0
+    supersedes = reason = None
+    view: dict[str, Any] = {"roles": []}
+    scalars = {name: (key, kind) for name, key, kind in _SCALARS}
+    for p in params["parameter"]:
+        name = p["name"]
+        if name == "version":
+            version = p["valueInteger"]
+        elif name == "supersedes":
+            supersedes = p["valueString"]
+        elif name == "reason":
+            reason = p["valueString"]
+        elif name == "role":
+            view["roles"].append(p["valueCode"])
+        elif name in scalars:
+            key, kind = scalars[name]
+            view[key] = p[kind]
+        elif name in ("review", "dispute"):
+            table = _REVIEW_PARTS if name == "review" else _DISPUTE_PARTS
+            by_name = {n: (k, t) for n, k, t in table}
+            item = {by_name[part["name"]][0]: part[by_name[part["name"]][1]] for part in p["part"]}
+            view.setdefault("reviews" if name == "review" else "disputes", []).append(item)
+    if view["roles"]:
+        view.setdefault("reviews", [])
+        view.setdefault("disputes", [])
+    return Position(person_id, version, view, supersedes, reason)

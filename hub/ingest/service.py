@@ -7,6 +7,7 @@ domain event the rules derive. Either all of it is durable or none is.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,6 +70,23 @@ def event_id_for(change_id: str, index: int, event_type: str) -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, f"{change_id}/{index}/{event_type}"))
 
 
+def payload_sha256(data: dict[str, Any]) -> str:
+    """The hash of a mapped register change, independent of key order and spacing."""
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def key_reused(smid: str, correlation_id: str) -> Outcome:
+    """The idempotency key (source, source_message_id) came with another payload."""
+    return problem(
+        409, "idempotency-key-reused", "Source message id already used",
+        "this source_message_id was already used for a different register change; nothing was recorded. "
+        "Send a new change with a new source_message_id, or the same change again for the first answer",
+        errors=[{"field": "source_message_id",
+                 "reason": "was already used by this source for a different register change"}],
+        correlation_id=correlation_id,
+    )
+
+
 def problem(status: int, kind: str, title: str, detail: str, **extra: Any) -> Outcome:
     body = {"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail, **extra}
     return Outcome(status, body)
@@ -107,10 +125,11 @@ class IngestService:
         can see and correct exactly what it sent."""
         correlation_id = self._correlation_id()
         smid = data.get("source_message_id") if isinstance(data.get("source_message_id"), str) else None
+        digest = payload_sha256(data)
         if smid:
-            replay = await self._previous_answer(client.client_id, smid)
+            replay = await self._previous_answer(client.client_id, smid, digest=digest)
             if replay is not None:
-                metrics.INGEST.labels(channel=channel, outcome="duplicate").inc()
+                metrics.INGEST.labels(channel=channel, outcome="conflict" if replay.is_problem else "duplicate").inc()
                 return replay
         try:
             change_in = RegisterChangeIn.model_validate(data)
@@ -120,7 +139,7 @@ class IngestService:
         problems = semantic_problems(change_in, self._ref, today)
         if problems:
             return await self._quarantine(client, channel, original, smid, problems, correlation_id)
-        return await self._record(client, change_in, channel, today, correlation_id)
+        return await self._record(client, change_in, channel, today, correlation_id, digest)
 
     async def reject_unmapped(
         self, client: Client, original: bytes, channel: str, problems: list[FieldProblem],
@@ -142,8 +161,11 @@ class IngestService:
     def _correlation_id() -> str:
         return structlog.contextvars.get_contextvars().get("correlation_id") or str(uuid.uuid4())
 
-    async def _previous_answer(self, source: str, smid: str, conn: AsyncConnection | None = None) -> Outcome | None:
-        q = select(ingest_results.c.status_code, ingest_results.c.body).where(
+    async def _previous_answer(
+        self, source: str, smid: str, conn: AsyncConnection | None = None, *, digest: str | None = None,
+    ) -> Outcome | None:
+        """The first answer to (source, smid); a 409 if it was for another payload."""
+        q = select(ingest_results.c.status_code, ingest_results.c.body, ingest_results.c.payload_sha256).where(
             ingest_results.c.source == source, ingest_results.c.source_message_id == smid
         )
         if conn is not None:
@@ -154,6 +176,9 @@ class IngestService:
                 await c.rollback()
         if row is None:
             return None
+        if digest is not None and row.payload_sha256 is not None and row.payload_sha256 != digest:
+            log.info("idempotency key reused with another payload", source=source, status=409)
+            return key_reused(smid, self._correlation_id())
         return Outcome(row.status_code, {**row.body, "duplicate": True})
 
     async def _quarantine(
@@ -182,10 +207,11 @@ class IngestService:
 
     async def _record(
         self, client: Client, change_in: RegisterChangeIn, channel: str, today: date, correlation_id: str,
+        digest: str | None = None,
     ) -> Outcome:
         for attempt in range(1, RECORD_ATTEMPTS + 1):
             try:
-                return await self._record_once(client, change_in, channel, today, correlation_id)
+                return await self._record_once(client, change_in, channel, today, correlation_id, digest)
             except IntegrityError:
                 # A concurrent transaction took a unique key this one needed (the
                 # same source message id for another person, say): the whole
@@ -199,6 +225,7 @@ class IngestService:
 
     async def _record_once(
         self, client: Client, change_in: RegisterChangeIn, channel: str, today: date, correlation_id: str,
+        digest: str | None = None,
     ) -> Outcome:
         now = datetime.now(UTC)
         nhs_number = normalise(change_in.person.nhs_number)
@@ -210,7 +237,7 @@ class IngestService:
             encrypted = self._protector.encrypt(details)
             person_id, created = await self._lock_or_create_person(conn, nhs_number, encrypted, now)
             # A concurrent duplicate may have won the race since the first look.
-            replay = await self._previous_answer(client.client_id, change_in.source_message_id, conn)
+            replay = await self._previous_answer(client.client_id, change_in.source_message_id, conn, digest=digest)
             if replay is not None:
                 await tx.rollback()
                 return replay
@@ -269,7 +296,7 @@ class IngestService:
             await conn.execute(
                 ingest_results.insert().values(
                     source=client.client_id, source_message_id=change_in.source_message_id,
-                    status_code=202, body=body, created_at=now,
+                    status_code=202, body=body, payload_sha256=digest, created_at=now,
                 )
             )
         metrics.INGEST.labels(channel=channel, outcome="accepted").inc()
@@ -336,6 +363,7 @@ class IngestService:
             notified_on=c.notified_on or today,
             recorded_on=today,
             source=client.client_id,
+            source_message_id=c.source_message_id,
             legal_status_code=c.legal_status_code.zfill(2) if c.legal_status_code else None,
             order_type=c.order_type,
             hospital_ods=c.hospital_ods,

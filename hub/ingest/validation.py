@@ -68,6 +68,43 @@ REQUIRED_BY_CHANGE: dict[ChangeType, tuple[str, ...]] = {
 }
 
 
+# The optional facts each change type takes (hub/domain/rules/engine.py reads
+# them): anything else a change carries is refused by name, never accepted
+# and ignored. The GP, residence and hospital a detention, discharge, leave
+# or CTO change carries are the person's on its date.
+_CARE_FACTS = ("gp_practice_ods", "residence_la_gss", "no_fixed_abode", "hospital_ods")
+_SECTION = ("legal_status_code", "order_type", "already_receiving_s117_from")
+USED_BY_CHANGE: dict[ChangeType, frozenset[str]] = {
+    ChangeType.DETAINED: frozenset({*_CARE_FACTS, *_SECTION, "from_prison"}),
+    ChangeType.SECTION_CHANGED: frozenset({*_CARE_FACTS, *_SECTION}),
+    ChangeType.S17_LEAVE_STARTED: frozenset(_CARE_FACTS),
+    ChangeType.S17_LEAVE_ENDED: frozenset(_CARE_FACTS),
+    ChangeType.SECTION_ENDED_STAYED_INFORMALLY: frozenset(_CARE_FACTS),
+    # The legal status at discharge evidences the detention (engine).
+    ChangeType.LEFT_HOSPITAL: frozenset({*_CARE_FACTS, "legal_status_code", "order_type",
+                                         "discharge_destination_la_gss"}),
+    ChangeType.CTO_STARTED: frozenset({*_CARE_FACTS, *_SECTION, "discharge_destination_la_gss"}),
+    ChangeType.CTO_RECALLED: frozenset(_CARE_FACTS),
+    ChangeType.CTO_REVOKED: frozenset({*_CARE_FACTS, *_SECTION}),
+    ChangeType.CTO_ENDED: frozenset(_CARE_FACTS),
+    ChangeType.MOVED: frozenset({"residence_la_gss", "no_fixed_abode", "gp_practice_ods"}),
+    ChangeType.GP_CHANGED: frozenset({"gp_practice_ods"}),
+    ChangeType.PLACEMENT_STARTED: frozenset(),
+    ChangeType.REVIEW_COMPLETED: frozenset(),
+    ChangeType.REVIEW_REQUESTED: frozenset({"review_reason"}),
+    ChangeType.DISCHARGE_CONSIDERED: frozenset({"review_reason"}),
+    ChangeType.S117_DISCHARGE_DECIDED: frozenset({"discharge"}),
+    ChangeType.DISPUTE_RAISED: frozenset({"dispute"}),
+    ChangeType.DISPUTE_RESOLVED: frozenset({"dispute"}),
+    ChangeType.DIED: frozenset(),
+}
+OPTIONAL_FACTS = (
+    "legal_status_code", "order_type", "hospital_ods", "gp_practice_ods", "residence_la_gss", "no_fixed_abode",
+    "discharge_destination_la_gss", "from_prison", "discharge", "dispute", "review_reason",
+    "already_receiving_s117_from",
+)
+
+
 def semantic_problems(change: RegisterChangeIn, ref: ReferenceData, today: date) -> list[FieldProblem]:
     problems: list[FieldProblem] = []
     add = lambda f, r: problems.append(FieldProblem(f, r))  # noqa: E731
@@ -76,6 +113,12 @@ def semantic_problems(change: RegisterChangeIn, ref: ReferenceData, today: date)
     if reason:
         add("person.nhs_number", reason)
 
+    used = USED_BY_CHANGE[change.change_type]
+    for name in OPTIONAL_FACTS:
+        value = getattr(change, name)
+        if value is not None and value is not False and name not in used:
+            add(name, f"is not used by a '{change.change_type.value}' change: send it on a change that "
+                "takes it (or leave it out)")
     for name in REQUIRED_BY_CHANGE.get(change.change_type, ()):
         if getattr(change, name) is None:
             add(name, f"is required for a '{change.change_type.value}' change")

@@ -78,7 +78,34 @@ ingest_results = Table(
     Column("source_message_id", String(200), primary_key=True),
     Column("status_code", Integer, nullable=False),
     Column("body", JSON, nullable=False),
+    # sha256 of the canonical payload (sorted keys): the same key with another
+    # payload is a conflict (409), not a duplicate. NULL for rows before 0006.
+    Column("payload_sha256", String(64), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# What the hub last told each organisation of each person (hub/domain/views.py):
+# the dispatcher sends an organisation the difference between this and the
+# truth, with `version` one higher; written in the dispatcher's transaction.
+recipient_views = Table(
+    "recipient_views",
+    metadata,
+    Column("person_id", String(36), ForeignKey("persons.person_id"), primary_key=True),
+    Column("org_code", String(16), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("view", JSON, nullable=False),  # codes, dates and roles: no personal details
+    Column("last_event_id", String(36), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Bus events the dispatcher has handled (the idempotent-consumer inbox): a
+# redelivered event (Kafka after a crash, an offset moved back) is skipped
+# whole, so it neither re-sends nor re-diffs the recipient views.
+dispatched_events = Table(
+    "dispatched_events",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
 )
 
 quarantine = Table(

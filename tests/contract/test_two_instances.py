@@ -28,7 +28,8 @@ async def test_two_dispatchers_and_two_deliverers_do_each_piece_of_work_once(sto
             r = await store_hub.http.post("/v1/register-changes", headers={"X-API-Key": store_hub.keys["trust"]}, json=c)
             assert r.status_code == 202
     # A second instance: its own log reader and dispatcher over the same database.
-    other = Dispatcher(hub.engine, SqlLog(hub.engine), hub.ref, hub.sharing, hub.protector, "https://other")
+    other = Dispatcher(hub.engine, SqlLog(hub.engine), hub.ref, hub.sharing, hub.protector, "https://other",
+                       agreements=hub.agreements)
     for _ in range(20):
         a, b = await asyncio.gather(hub.dispatcher.run_once(), other.run_once())
         if not a and not b:

@@ -117,6 +117,10 @@ async def test_detention_and_discharge_over_mllp_reach_the_council(mllp_hub):
             # The same MSH-10 again: AA, the first answer, no second change.
             again = await engine.send(admit)
             assert msa(again)[1:3] == ["AA", f"A01-{run}"] and "duplicate" in msa(again)[3]
+            # The same MSH-10 with another message: AE naming MSH-10, nothing recorded.
+            reused = await engine.send(fixture("ADT_A03_discharge.hl7", nhs, f"A01-{run}"))
+            assert msa(reused)[1:3] == ["AE", f"A01-{run}"], reused
+            assert any(e.startswith("ERR|MSH^1^10") for e in ack_fields(reused)["ERR"]), reused
 
             ack = await engine.send(fixture("ADT_A03_discharge.hl7", nhs, f"A03-{run}"))
             assert msa(ack)[1:3] == ["AA", f"A03-{run}"], ack

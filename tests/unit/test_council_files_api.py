@@ -191,3 +191,21 @@ async def test_who_may_send_what(app_hub, council):
     r = await send(app_hub, council, b"x" * (20 * 1024 * 1024 + 1))
     assert r.status_code == 413 and r.headers["content-type"].startswith("application/problem+json")
     assert await count(app_hub.hub, file_receipts) == 0
+
+
+async def test_a_record_id_reused_for_another_change_is_a_row_error_and_nothing_is_recorded(app_hub, council):
+    data = (FIXTURES / "bucks_nightly.csv").read_bytes()
+    first = (await send(app_hub, council, data)).json()
+    assert first["report"][0]["status"] == "accepted"
+    changes = await count(app_hub.hub, register_changes)
+    lines = data.decode("utf-8-sig").split("\r\n")
+    record_id = lines[1].split(",")[0]
+    fields = lines[1].split(",")
+    fields[2] = "01/01/2025" if fields[2] != "01/01/2025" else "02/01/2025"  # another effective date
+    changed = "\r\n".join([lines[0], ",".join(fields)]).encode()
+    body = (await send(app_hub, council, changed)).json()
+    row = body["report"][0]
+    assert (row["record_id"], row["status"]) == (record_id, "rejected")
+    assert row["errors"][0]["field"].endswith("column RECORD_ID")
+    assert "already used" in row["errors"][0]["reason"]
+    assert await count(app_hub.hub, register_changes) == changes

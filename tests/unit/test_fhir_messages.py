@@ -19,6 +19,7 @@ import pytest
 from hub.domain.model import Determination, EventType
 from hub.fhir import examples
 from hub.fhir.messages import (
+    read_position,
     ADDRESS,
     DEMOGRAPHICS,
     EVENT_DISPLAYS,
@@ -507,3 +508,42 @@ def test_determination_rule_is_carried_when_named() -> None:
         if e["url"] == EXT_DETERMINATION and {"url": "aspect", "valueCode": "discharge-refused"} in e["extension"]
     ]
     assert {"url": "rule", "valueCode": "cto-blocks-discharge"} in refused[0]["extension"]
+
+
+# --- the recipient's position and version ---------------------------------------
+
+
+def test_position_travels_in_a_parameters_entry_and_reads_back_exactly() -> None:
+    case = CASES["entitlement-started-with-position"]
+    b = _build("entitlement-started-with-position")
+    validate_message(b)
+    (params,) = _resources(b, "Parameters")
+    header = b["entry"][0]["resource"]
+    assert {"reference": f"urn:uuid:{params['id']}"} in header["focus"]
+    position = read_position(b)
+    assert position is not None
+    assert position.version == 1 and position.supersedes is None
+    assert position.view == case["position"]
+    assert position.view["roles"] == ["responsible-council"]
+    assert position.view["responsible_council"] == "E06000060"
+    assert position.view["reviews"] and position.view["reviews"][0]["kind"] == "first"
+
+
+def test_a_correction_names_the_event_it_supersedes() -> None:
+    b = _build("notification-corrected")
+    validate_message(b)
+    assert b["entry"][0]["resource"]["eventCoding"]["code"] == "s117-notification-corrected"
+    position = read_position(b)
+    assert (position.version, position.view) == (2, {"roles": []})
+    assert position.supersedes == "5d41c3a4-7c1e-5f0b-9a55-2f0e4d6b1a01"
+    assert position.reason.startswith("no longer the responsible council")
+
+
+def test_a_position_needs_its_version() -> None:
+    with pytest.raises(ValueError, match="version"):
+        _build("entitlement-started-with-position", version=None)
+
+
+def test_messages_without_a_position_have_no_parameters() -> None:
+    assert not _resources(_build(), "Parameters")
+    assert read_position(_build()) is None

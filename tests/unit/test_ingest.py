@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import date
 
+import orjson
 from sqlalchemy import func, select
 
 from hub.bus.port import EVENTS_TOPIC
@@ -32,6 +33,57 @@ async def test_same_source_message_twice_is_recorded_once_and_answered_alike(app
     assert second.json()["duplicate"] is True
     assert await count(app_hub.hub, register_changes) == 1
     assert await count(app_hub.hub, bus_messages) == len(first.json()["events"])
+
+
+async def test_a_source_message_id_reused_for_another_change_is_409_and_nothing_is_recorded(app_hub):
+    h = {"X-API-Key": app_hub.keys["trust"]}
+    first_change, other_person = scenario(1)[0], scenario(2)[0]
+    first = await app_hub.http.post("/v1/register-changes", headers=h, json=first_change)
+    assert first.status_code == 202
+    reused = {**other_person, "source_message_id": first_change["source_message_id"], "legal_status_code": "03"}
+    r = await app_hub.http.post("/v1/register-changes", headers=h, json=reused)
+    assert r.status_code == 409 and r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["type"].endswith("/idempotency-key-reused") and body["status"] == 409
+    assert body["errors"] == [{"field": "source_message_id",
+                               "reason": "was already used by this source for a different register change"}]
+    assert other_person["person"]["nhs_number"] not in r.text
+    assert await count(app_hub.hub, register_changes) == 1
+    assert await count(app_hub.hub, persons) == 1  # the second person is not silently merged or kept
+    assert await count(app_hub.hub, quarantine) == 0
+    # The first payload again (keys in another order) still gets the first answer.
+    again = await app_hub.http.post("/v1/register-changes", headers={**h, "Content-Type": "application/json"},
+                                    content=orjson.dumps(dict(reversed(list(first_change.items())))))
+    assert again.status_code == 202 and again.json()["duplicate"] is True
+    assert again.json()["change_id"] == first.json()["change_id"]
+
+
+async def test_a_field_the_change_type_does_not_use_is_named_not_ignored(app_hub):
+    h = {"X-API-Key": app_hub.keys["trust"]}
+    detained = scenario(3)[0]
+    gp = {**detained, "source_message_id": "gp-1", "change_type": "gp-changed", "effective_date": "2025-01-07",
+          "residence_la_gss": "E10000034", "hospital_ods": "RNU", "legal_status_code": None}
+    r = await app_hub.http.post("/v1/register-changes", headers=h, json={k: v for k, v in gp.items() if v is not None})
+    assert r.status_code == 422
+    assert {e["field"] for e in r.json()["errors"]} == {"residence_la_gss", "hospital_ods"}
+    assert all("is not used by a 'gp-changed' change" in e["reason"] for e in r.json()["errors"])
+    assert await count(app_hub.hub, quarantine) == 1
+
+
+async def test_left_hospital_takes_the_gp_and_residence_at_discharge(app_hub):
+    h = {"X-API-Key": app_hub.keys["trust"]}
+    detained, converted, left = scenario(4)[:3]
+    left = {**left, "gp_practice_ods": "M81001", "residence_la_gss": "E10000034"}
+    for c in (detained, converted, left):
+        r = await app_hub.http.post("/v1/register-changes", headers=h, json=c)
+        assert r.status_code == 202, r.text
+    person_id = r.json()["person_id"]
+    status = (await app_hub.http.get(f"/v1/persons/{person_id}/s117", headers=h)).json()
+    # Accepted and used (the 2013-2016 commissioner rule reads them:
+    # tests/unit/domain/test_precedence.py); the council is still the one of
+    # residence before the detention (Worcs 4.3.1).
+    assert status["entitled"] is True
+    assert "E06000060" in str(status["responsible_council"])
 
 
 async def test_same_message_id_from_another_source_is_a_different_change(app_hub):

@@ -47,7 +47,11 @@ def mutated_change(draw):  # noqa: ANN001, ANN201
 async def test_any_input_is_accepted_or_named_never_a_500(app_hub, change):
     r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]},
                                 content=orjson.dumps(change))
-    assert r.status_code in (202, 422), r.text
+    # 409: hypothesis reused a source_message_id of an earlier example with another payload.
+    assert r.status_code in (202, 409, 422), r.text
+    if r.status_code == 409:
+        assert [e["field"] for e in r.json()["errors"]] == ["source_message_id"]
+        assert NHS not in r.text
     if r.status_code == 422:
         body = r.json()
         assert r.headers["content-type"].startswith("application/problem+json")

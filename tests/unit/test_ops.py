@@ -39,7 +39,7 @@ async def test_a_failing_handler_dead_letters_the_event_and_replay_delivers_it(a
         raise RuntimeError("renderer bug")
 
     monkeypatch.setattr(dispatcher_module, "build_event_message", broken)
-    for _ in range(10):  # the worker's retries, then the dead letter
+    for _ in range(20):  # the worker's retries, then the dead letter (3 per message)
         try:
             await app_hub.hub.dispatcher.run_once()
         except dispatcher_module._Retry:

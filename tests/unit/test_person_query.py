@@ -27,7 +27,12 @@ async def test_responsible_council_sees_entitlement_with_explanations(app_hub):
     assert "Worcs 4.3" in body["responsible_council"]["citation"]
     assert body["responsible_commissioner"]["org"]["code"] == "QU9"
     assert body["responsible_commissioner"]["explanation"]
-    assert body["next_review"]["due_on"]
+    # Every pending review with its trigger: the overdue first review does not
+    # hide the unscheduled one the move to Worcestershire set off (Worcs 14.1, 17.1).
+    pending = [(r["kind"], r["due_on"], r["trigger"], r["citation"]) for r in body["pending_reviews"]]
+    assert pending == [("unscheduled", "2025-06-05", "moved", "Worcs 14.1, 17.1"),
+                       ("first", "2025-07-06", "left-hospital", "Worcs 14.1 (within 3 months of discharge)")]
+    assert body["next_review"] == body["pending_reviews"][0]
     assert len(body["register_service_level"]) == 4
     # Moving to Worcestershire did not move responsibility (Worcs 4.3: moves after discharge do not change it).
     assert body["residence_la_gss"] == "E10000034"

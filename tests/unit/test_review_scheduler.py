@@ -49,3 +49,28 @@ async def test_a_review_falling_due_is_announced_once(app_hub):
     feed = (await app_hub.http.get(f"/v1/feeds/{subs['items'][0]['subscription_id']}",
                                    headers={"X-API-Key": app_hub.keys["E06000060"]})).json()
     assert "s117-review-due" in {i["event_type"] for i in feed["items"]}
+
+
+async def test_an_overdue_first_review_does_not_hide_the_unscheduled_review_a_move_triggers(app_hub):
+    hub = app_hub.hub
+    # Left hospital 120 days ago (first review overdue by about 30 days); moved
+    # to another council area 10 days ago (an unscheduled review, Worcs 14.1, 17.1).
+    left = date.today() - timedelta(days=120)
+    changes = detention_to_move_scenario(random.Random(10), "rev2", left - timedelta(days=90))
+    changes[2]["effective_date"] = left.isoformat()
+    changes[3]["effective_date"] = (date.today() - timedelta(days=10)).isoformat()
+    for c in changes:
+        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=c)
+        assert r.status_code == 202, r.text
+    person_id = r.json()["person_id"]
+
+    scanner = ReviewScanner(hub.engine, hub.ref, hub.agreements, notice_days=14)
+    assert await scanner.run_once() == 2
+    assert await scanner.run_once() == 0
+    async with hub.engine.connect() as conn:
+        rows = (await conn.execute(select(bus_messages.c.payload).where(
+            bus_messages.c.headers["source"].as_string() == "review-scheduler"))).all()
+    reminders = sorted(((r.payload["event"]["details"]["kind"], r.payload["event"]["details"]["trigger"],
+                         r.payload["event"]["details"]["overdue"])
+                        for r in rows if r.payload["event"]["person_id"] == person_id))
+    assert reminders == [("first", "left-hospital", "yes"), ("unscheduled", "moved", "yes")]

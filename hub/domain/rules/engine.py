@@ -29,6 +29,7 @@ from hub.domain.model import (
 from hub.domain.ports import ReferenceData
 from hub.domain.rules.discharge import check_discharge
 from hub.domain.rules.legal_status import SectionVerdict, classify
+from hub.domain.rules.precedence import change_order
 
 # Who Pays eras (Bucks "Responsible Commissioner"; Worcs 4.4).
 WHO_PAYS_2013 = date(2013, 4, 1)
@@ -50,6 +51,8 @@ class _Review:
     kind: str
     explanation: str
     citation: str
+    trigger: str = ""
+    triggered_on: date | None = None
 
 
 @dataclass
@@ -436,6 +439,29 @@ def _leave_stay(fold: _Fold) -> None:
 
 
 def _on_left_hospital(fold: _Fold, change: RegisterChange) -> None:
+    # The GP and residence at discharge, when the discharge carries them: the
+    # 2013-2016 commissioner is the one of "the area discharged to and GP
+    # registered with" (Bucks "Responsible Commissioner").
+    if change.gp_practice_ods is not None:
+        fold.gp_practice = change.gp_practice_ods
+    if change.no_fixed_abode:
+        fold.no_fixed_abode = True
+        fold.residence = None
+    elif change.residence_la_gss is not None:
+        fold.residence = change.residence_la_gss
+        fold.no_fixed_abode = False
+    if change.hospital_ods is not None:
+        fold.hospital_ods = change.hospital_ods
+    if fold.stay_qualifying is None and change.legal_status_code and not fold.entitled and not fold.in_hospital:
+        # The legal status at discharge (UK Core context "discharge") evidences
+        # the detention when its record has not reached the hub, as a CTO does.
+        evidence = classify(fold.ref, change.legal_status_code, change.order_type)
+        if evidence.qualifying:
+            fold.detention_start = change.effective_date
+            fold.residence_before_detention = fold.residence
+            fold.nfa_before_detention = fold.no_fixed_abode
+            fold.gp_before_detention = fold.gp_practice
+            _begin_qualifying(fold, change, evidence)
     verdict = fold.stay_qualifying
     if verdict is not None:
         _settle_commissioner_on_leaving(fold, change)
@@ -480,6 +506,17 @@ def _on_s17_leave_ended(fold: _Fold, change: RegisterChange) -> None:
 
 
 def _on_cto_started(fold: _Fold, change: RegisterChange) -> None:
+    if fold.stay_qualifying is None and fold.entitled and not fold.in_hospital:
+        # Discharged onto the CTO (recorded as left-hospital, then cto-started
+        # the same day or later): the CTO continues the aftercare the
+        # discharge started; it is no new detention and re-determines nothing.
+        _settle_council_at_destination(fold, change.discharge_destination_la_gss, change,
+                                       "discharged to that area on a CTO")
+        fold.on_cto = True
+        fold.on_s17_leave = False
+        _take_facts(fold, change)
+        fold.note(change, "community treatment order started; s117 entitlement continues")
+        return
     if fold.stay_qualifying is None:
         # A CTO can only follow s3 or an unrestricted s37, so it evidences a
         # qualifying detention even when that record has not reached the hub.
@@ -501,6 +538,7 @@ def _on_cto_started(fold: _Fold, change: RegisterChange) -> None:
     fold.detained = False
     fold.on_s17_leave = False
     _leave_stay(fold)
+    _take_facts(fold, change)
     fold.note(change, "community treatment order started")
 
 
@@ -539,6 +577,8 @@ def _on_cto_ended(fold: _Fold, change: RegisterChange) -> None:
 
 def _on_moved(fold: _Fold, change: RegisterChange) -> None:
     previous = fold.residence
+    if change.gp_practice_ods is not None:  # a move often brings a new GP
+        fold.gp_practice = change.gp_practice_ods
     if change.no_fixed_abode:
         fold.no_fixed_abode = True
         fold.residence = None
@@ -554,12 +594,12 @@ def _on_moved(fold: _Fold, change: RegisterChange) -> None:
             change.effective_date, "unscheduled",
             f"unscheduled review: moved to another council area on {change.effective_date.isoformat()}; "
             "the responsible council does not change",
-            citations.REVIEW_MOVE,
+            citations.REVIEW_MOVE, "moved", change.effective_date,
         ))
     fold.note(change, "moved (ordinary residence changed); responsibility unchanged" if fold.entitled else "moved")
 
 
-def _on_gp_changed(fold: _Fold, change: RegisterChange) -> None:
+def _on_gp_changed(fold: _Fold, change: RegisterChange) -> None:  # noqa: D103
     fold.gp_practice = change.gp_practice_ods
     # The s117 commissioner does not follow the GP (Worcs 4.4.6).
     fold.note(change, "GP registration changed; s117 commissioner unchanged" if fold.entitled else "GP registration changed")
@@ -581,7 +621,7 @@ def _on_review_requested(fold: _Fold, change: RegisterChange) -> None:
             change.effective_date, "unscheduled",
             f"unscheduled review: requested on {change.effective_date.isoformat()}"
             + (f" ({change.review_reason})" if change.review_reason else ""),
-            citations.REVIEW_UNSCHEDULED,
+            citations.REVIEW_UNSCHEDULED, "review-requested", change.effective_date,
         ))
     fold.note(change, "review requested")
 
@@ -590,8 +630,9 @@ def _on_discharge_considered(fold: _Fold, change: RegisterChange) -> None:
     if fold.entitled:
         fold.unscheduled.append(_Review(
             change.effective_date, "unscheduled",
-            f"unscheduled review: discharge from s117 considered on {change.effective_date.isoformat()}",
-            citations.REVIEW_UNSCHEDULED,
+            f"unscheduled review: discharge from s117 considered on {change.effective_date.isoformat()}"
+            + (f" ({change.review_reason})" if change.review_reason else ""),
+            citations.REVIEW_UNSCHEDULED, "discharge-considered", change.effective_date,
         ))
     fold.note(change, "discharge from s117 considered")
 
@@ -664,6 +705,31 @@ def _on_died(fold: _Fold, change: RegisterChange) -> None:
     fold.note(change, "died")
 
 
+def _take_facts(fold: _Fold, change: RegisterChange) -> None:
+    """The GP, residence and hospital a change reports are the person's on its
+    date (e.g. an HL7 A08 carries PD1-3 and PV1-3): the fold takes them, so
+    nothing a change carries is accepted and ignored."""
+    if change.gp_practice_ods is not None:
+        fold.gp_practice = change.gp_practice_ods
+    if change.no_fixed_abode:
+        fold.no_fixed_abode = True
+        fold.residence = None
+    elif change.residence_la_gss is not None:
+        fold.residence = change.residence_la_gss
+        fold.no_fixed_abode = False
+    if change.hospital_ods is not None and change.change_type not in (ChangeType.MOVED, ChangeType.GP_CHANGED):
+        fold.hospital_ods = change.hospital_ods
+
+
+# Change types whose own handler does not read the GP / residence / hospital
+# they may carry (hub/ingest/validation.py USED_BY_CHANGE lists what each takes).
+TAKES_FACTS = frozenset({
+    ChangeType.SECTION_CHANGED, ChangeType.S17_LEAVE_STARTED, ChangeType.S17_LEAVE_ENDED,
+    ChangeType.SECTION_ENDED_STAYED_INFORMALLY, ChangeType.CTO_RECALLED, ChangeType.CTO_REVOKED,
+    ChangeType.CTO_ENDED,
+})
+
+
 CHANGE_HANDLERS: dict[ChangeType, Callable[[_Fold, RegisterChange], None]] = {
     ChangeType.DETAINED: _on_detained,
     ChangeType.SECTION_CHANGED: _on_section_changed,
@@ -694,9 +760,15 @@ CHANGE_HANDLERS: dict[ChangeType, Callable[[_Fold, RegisterChange], None]] = {
 REVIEW_KIND_PRIORITY = {"unscheduled": 0, "new-placement": 1, "first": 2, "annual": 3}
 
 
-def _next_review(fold: _Fold) -> ReviewDue | None:
+def _pending_reviews(fold: _Fold) -> tuple[ReviewDue, ...]:
+    """Every review owed and not yet held, earliest first.
+
+    A review held on or after a trigger meets it: the first or annual review
+    is always owed (one of them), a placement or an unscheduled trigger only
+    until the next review is held.
+    """
     if not fold.entitled or fold.entitlement_start is None:
-        return None  # a discharged or dead person is owed no reviews
+        return ()  # a discharged or dead person is owed no reviews
     area = fold.area()
     start = fold.entitlement_start
     done = [day for day in fold.reviews_completed if day >= start]
@@ -706,25 +778,34 @@ def _next_review(fold: _Fold) -> ReviewDue | None:
         due = add_months(start, area.first_review_months)
         candidates.append(_Review(due, "first",
                                   f"first review due by {due.isoformat()}: within {area.first_review_months} months "
-                                  f"of leaving hospital on {start.isoformat()}", citations.REVIEW_FIRST))
+                                  f"of leaving hospital on {start.isoformat()}", citations.REVIEW_FIRST,
+                                  "left-hospital", start))
     else:
         due = add_months(last, area.review_interval_months)
         candidates.append(_Review(due, "annual",
                                   f"review due by {due.isoformat()}: {area.review_interval_months} months after the "
-                                  f"last review on {last.isoformat()}", citations.REVIEW_ANNUAL))
+                                  f"last review on {last.isoformat()}", citations.REVIEW_ANNUAL,
+                                  "review-completed", last))
     for placed in fold.placements:
         if placed >= start and (last is None or placed > last):
             due = placed + timedelta(weeks=area.new_placement_review_weeks)
             candidates.append(_Review(due, "new-placement",
                                       f"new-placement review due by {due.isoformat()}: "
                                       f"{area.new_placement_review_weeks} weeks after the placement on "
-                                      f"{placed.isoformat()}", citations.REVIEW_NEW_PLACEMENT))
+                                      f"{placed.isoformat()}", citations.REVIEW_NEW_PLACEMENT,
+                                      "placement-started", placed))
     for review in fold.unscheduled:
         if review.on >= start and (last is None or review.on > last):
             candidates.append(review)
-    # On a tie the more specific trigger names the review.
-    chosen = min(candidates, key=lambda review: (review.on, REVIEW_KIND_PRIORITY[review.kind]))
-    return ReviewDue(due_on=chosen.on, kind=chosen.kind, explanation=chosen.explanation, citation=chosen.citation)
+    # On a tie the more specific trigger comes first (and names next_review).
+    ordered = sorted(candidates, key=lambda r: (r.on, REVIEW_KIND_PRIORITY[r.kind], r.triggered_on or r.on))
+    out: list[ReviewDue] = []
+    for r in ordered:
+        review = ReviewDue(due_on=r.on, kind=r.kind, explanation=r.explanation, citation=r.citation,
+                           trigger=r.trigger, triggered_on=r.triggered_on)
+        if review not in out:
+            out.append(review)
+    return tuple(out)
 
 
 # ----------------------------------------------------------------- assembly
@@ -747,6 +828,7 @@ def _entitlement(fold: _Fold) -> Determination:
 
 def _snapshot(fold: _Fold) -> S117Status:
     current_code = fold.stay_qualifying.code if fold.stay_qualifying else None
+    pending = _pending_reviews(fold)
     return S117Status(
         person_id=fold.person_id,
         as_of=fold.as_of,
@@ -765,7 +847,8 @@ def _snapshot(fold: _Fold) -> S117Status:
         responsible_council=_determination(fold.council),
         responsible_commissioner=_determination(fold.commissioner),
         coordinating_council=_determination(fold.coordinating_council),
-        next_review=_next_review(fold),
+        next_review=pending[0] if pending else None,
+        pending_reviews=pending,
         open_disputes=tuple(fold.open_disputes.values()),
         history=tuple(fold.history),
         refused_discharges=tuple(fold.refused),
@@ -776,10 +859,6 @@ def _snapshot(fold: _Fold) -> S117Status:
         commissioner_basis_code=fold.commissioner.basis_code if fold.commissioner else None,
         residence_la_gss=fold.residence,
     )
-
-
-def change_order(change: RegisterChange) -> tuple[date, date, str]:
-    return (change.effective_date, change.recorded_on, change.change_id)
 
 
 def evaluate(
@@ -799,5 +878,7 @@ def evaluate(
         if fold.died:
             fold.note(change, f"ignored after death: {change.change_type.value}")
             continue
+        if change.change_type in TAKES_FACTS:
+            _take_facts(fold, change)
         CHANGE_HANDLERS[change.change_type](fold, change)
     return _snapshot(fold)

@@ -125,18 +125,20 @@ def derive_events(
                 resolved_responsible=dispute.resolved_responsible or "",
             ))
 
-    if (
-        after.entitled
-        and after.next_review is not None
-        and after.next_review.kind == "unscheduled"
-        and (before is None or before.next_review != after.next_review)
-    ):
-        events.append(event(
-            EventType.REVIEW_DUE,
-            f"An unscheduled section 117 review is due by {after.next_review.due_on}.",
-            due_on=after.next_review.due_on.isoformat(),
-            citation=after.next_review.citation,
-        ))
+    if after.entitled:
+        # Each unscheduled review this change set off, even when an earlier
+        # review (an overdue first one, say) is due before it.
+        held = set(before.pending_reviews) if before is not None else set()
+        for review in after.pending_reviews:
+            if review.kind == "unscheduled" and review not in held:
+                events.append(event(
+                    EventType.REVIEW_DUE,
+                    f"An unscheduled section 117 review is due by {review.due_on}.",
+                    due_on=review.due_on.isoformat(),
+                    kind=review.kind,
+                    trigger=review.trigger,
+                    citation=review.citation,
+                ))
     return events
 
 

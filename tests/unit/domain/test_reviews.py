@@ -84,3 +84,23 @@ def test_no_reviews_without_entitlement(name, changes):
 def test_refused_discharge_keeps_reviews():
     changes = BASE + [discharge("2024-05-01", lawful_decision(reasons=(DischargeReason.TIME_PASSED,)))]
     assert status(changes, "2024-05-02").next_review is not None
+
+
+def test_every_pending_review_is_listed_with_its_trigger_earliest_first():
+    # The first review (due 1 June) is overdue on 1 July; the move on 20 June
+    # triggers an unscheduled review and the placement on 25 June another.
+    changes = BASE + [moved("2024-06-20", OXFORDSHIRE), change(ChangeType.PLACEMENT_STARTED, "2024-06-25")]
+    result = status(changes, "2024-07-01")
+    pending = [(r.kind, r.due_on.isoformat(), r.trigger, r.triggered_on.isoformat()) for r in result.pending_reviews]
+    assert pending == [
+        ("first", "2024-06-01", "left-hospital", "2024-03-01"),
+        ("unscheduled", "2024-06-20", "moved", "2024-06-20"),
+        ("new-placement", "2024-08-06", "placement-started", "2024-06-25"),
+    ]
+    assert result.next_review == result.pending_reviews[0]
+    assert [r.citation for r in result.pending_reviews] == [
+        "Worcs 14.1 (within 3 months of discharge)", "Worcs 14.1, 17.1",
+        "Bucks 'SWIFT(AIS) would be used to flag reviews' (6-12 weeks)"]
+    # A review held afterwards meets all of them: only the annual one is left.
+    held = status(changes + [change(ChangeType.REVIEW_COMPLETED, "2024-07-02")], "2024-07-03")
+    assert [(r.kind, r.trigger) for r in held.pending_reviews] == [("annual", "review-completed")]

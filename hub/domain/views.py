@@ -1,0 +1,194 @@
+"""What each organisation ought to know of a person: its view.
+
+The hub keeps, per (person, organisation), the position it last told that
+organisation (store table `recipient_views`). After every change the
+dispatcher re-evaluates the person's whole history, builds each
+organisation's view from the status with `views_for`, and sends every
+organisation whose view differs from the one it holds the new view (with a
+version one higher). A receiver that applies the highest version it has seen
+therefore always holds the truth, whatever order changes arrived in.
+
+A view is a JSON-ready dict (ISO dates, sorted lists), so it is stored,
+compared and carried in a message as it is. An organisation that is not, or
+is no longer, involved has the view `{"roles": []}`: it knows nothing of the
+person beyond having been told that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from hub.domain.model import EventType, S117Status
+
+RESPONSIBLE_COUNCIL = "responsible-council"
+RESPONSIBLE_COMMISSIONER = "responsible-commissioner"
+COORDINATING_COUNCIL = "coordinating-council"
+HOST_COUNCIL = "host-council"
+DISPUTE_PARTY = "dispute-party"
+RESPONSIBILITY_ROLES = frozenset({RESPONSIBLE_COUNCIL, RESPONSIBLE_COMMISSIONER, COORDINATING_COUNCIL})
+
+# The field group that discloses who the responsible bodies are (hub/fhir/messages.py).
+RESPONSIBILITY_GROUP = "responsibility"
+
+NOT_INVOLVED: dict[str, Any] = {"roles": []}
+
+View = dict[str, Any]
+
+
+def roles_of(status: S117Status) -> dict[str, set[str]]:
+    """Organisation code -> its roles in the person's aftercare now."""
+    roles: dict[str, set[str]] = {}
+
+    def add(code: str | None, role: str) -> None:
+        if code:
+            roles.setdefault(code, set()).add(role)
+
+    for det, role in (
+        (status.responsible_council, RESPONSIBLE_COUNCIL),
+        (status.responsible_commissioner, RESPONSIBLE_COMMISSIONER),
+        (status.coordinating_council, COORDINATING_COUNCIL),
+    ):
+        if det is not None and det.org is not None:
+            add(det.org.code, role)
+    council = status.responsible_council.org.code if status.responsible_council and status.responsible_council.org else None
+    host = status.residence_la_gss
+    if status.entitled and host is not None and host not in (council, status.council_basis_code):
+        add(host, HOST_COUNCIL)  # told of people placed or living there (Worcs 17.1-17.2)
+    for dispute in status.open_disputes:
+        for party in dispute.parties:
+            add(party, DISPUTE_PARTY)
+    return roles
+
+
+def _code(det: Any) -> str | None:
+    return det.org.code if det is not None and det.org is not None else None
+
+
+def view_of(status: S117Status, roles: Iterable[str], groups: frozenset[str]) -> View:
+    """The position an organisation with `roles` and agreement `groups` ought to hold."""
+    roles = sorted(set(roles))
+    if not roles:
+        return dict(NOT_INVOLVED)
+    if status.died:
+        ended_by = "death"
+    elif status.discharged_from_s117:
+        ended_by = "discharge"
+    else:
+        ended_by = None
+    view: View = {
+        "roles": roles,
+        "entitled": status.entitled,
+        "entitlement_start": status.entitlement_start.isoformat() if status.entitlement_start else None,
+        "entitlement_end": status.entitlement_end.isoformat() if status.entitlement_end else None,
+        "ended_by": ended_by,
+        "reviews": [
+            {"kind": r.kind, "due_on": r.due_on.isoformat(), "trigger": r.trigger,
+             "triggered_on": r.triggered_on.isoformat() if r.triggered_on else None, "citation": r.citation}
+            for r in status.pending_reviews
+        ],
+        "disputes": sorted(
+            ({"dispute_id": d.dispute_id, "kind": d.kind.value} for d in status.open_disputes),
+            key=lambda d: d["dispute_id"],
+        ),
+    }
+    if RESPONSIBILITY_GROUP in groups:
+        view["responsible_council"] = _code(status.responsible_council)
+        view["responsible_commissioner"] = _code(status.responsible_commissioner)
+        view["coordinating_council"] = _code(status.coordinating_council)
+    # Nothing is None: a key absent means unknown or not disclosed, so the
+    # view survives the round trip through a FHIR message unchanged.
+    view["reviews"] = [{k: v for k, v in r.items() if v not in (None, "")} for r in view["reviews"]]
+    return {k: v for k, v in view.items() if v is not None}
+
+
+def views_for(
+    status: S117Status, known: Iterable[str], groups_of: Callable[[str], frozenset[str]],
+) -> dict[str, View]:
+    """Every organisation's view: those involved now and those in `known`
+    (told something before), the latter `NOT_INVOLVED` when no longer involved."""
+    roles = roles_of(status)
+    out = {code: view_of(status, r, groups_of(code)) for code, r in roles.items()}
+    for code in known:
+        out.setdefault(code, dict(NOT_INVOLVED))
+    return out
+
+
+def event_type_for(old: View | None, new: View) -> EventType:
+    """The event that best names what changed from `old` to `new` for one organisation."""
+    old = old or NOT_INVOLVED
+    if new.get("entitled") and not old.get("entitled"):
+        return EventType.ENTITLEMENT_STARTED
+    if old.get("entitled") and not new.get("entitled") and new.get("roles"):
+        return EventType.ENTITLEMENT_ENDED
+    old_roles, new_roles = set(old.get("roles", [])), set(new.get("roles", []))
+    if not old_roles and new_roles:  # newly involved, not (yet) entitled
+        if new_roles == {HOST_COUNCIL}:
+            return EventType.MOVED_OUT_OF_AREA
+        if new_roles == {DISPUTE_PARTY}:
+            return EventType.DISPUTE_RAISED
+        return EventType.REGISTER_CHANGE_RECORDED
+    if (old_roles ^ new_roles) & RESPONSIBILITY_ROLES or any(
+        old.get(k) != new.get(k) for k in ("responsible_council", "responsible_commissioner", "coordinating_council")
+    ):
+        return EventType.RESPONSIBILITY_TRANSFERRED
+    if HOST_COUNCIL in old_roles ^ new_roles:
+        return EventType.MOVED_OUT_OF_AREA
+    old_disputes = {d["dispute_id"] for d in old.get("disputes", [])}
+    new_disputes = {d["dispute_id"] for d in new.get("disputes", [])}
+    if new_disputes - old_disputes:
+        return EventType.DISPUTE_RAISED
+    if old_disputes - new_disputes:
+        return EventType.DISPUTE_RESOLVED
+    if old_roles != new_roles and not new_roles:
+        return EventType.RESPONSIBILITY_TRANSFERRED  # e.g. no longer a dispute party
+    if old.get("reviews") != new.get("reviews"):
+        return EventType.REVIEW_DUE
+    return EventType.REGISTER_CHANGE_RECORDED
+
+
+_ROLE_WORDS = {
+    RESPONSIBLE_COUNCIL: "the responsible council",
+    RESPONSIBLE_COMMISSIONER: "the responsible NHS commissioner",
+    COORDINATING_COUNCIL: "the coordinating council",
+    HOST_COUNCIL: "the council of the area the person lives in (host)",
+    DISPUTE_PARTY: "a party to an open responsibility dispute",
+}
+
+
+def reason_for(old: View | None, new: View, status: S117Status) -> str:
+    """Plain words (no personal data) for what changed for this organisation and why."""
+    old_roles = set((old or NOT_INVOLVED).get("roles", []))
+    new_roles = set(new.get("roles", []))
+    parts: list[str] = []
+    for role in sorted(new_roles - old_roles):
+        parts.append(f"now {_ROLE_WORDS[role]}")
+    for role in sorted(old_roles - new_roles):
+        parts.append(f"no longer {_ROLE_WORDS[role]}")
+    why: list[str] = []
+    lost = old_roles - new_roles
+    if RESPONSIBLE_COUNCIL in old_roles ^ new_roles and status.responsible_council is not None:
+        why.append(status.responsible_council.explanation)
+    if RESPONSIBLE_COMMISSIONER in old_roles ^ new_roles and status.responsible_commissioner is not None:
+        why.append(status.responsible_commissioner.explanation)
+    if COORDINATING_COUNCIL in lost and status.responsible_council is not None:
+        why.append(status.responsible_council.explanation)
+    if HOST_COUNCIL in lost:
+        why.append("the person no longer lives in that area, or is no longer entitled")
+    if DISPUTE_PARTY in lost:
+        why.append("the dispute was resolved")
+    if old and old.get("entitled") != new.get("entitled") and new_roles:
+        why.append(status.entitlement.explanation)
+    if new_roles:
+        for key, words, det in (
+            ("responsible_council", "the responsible council", status.responsible_council),
+            ("responsible_commissioner", "the responsible NHS commissioner", status.responsible_commissioner),
+            ("coordinating_council", "the coordinating council", status.coordinating_council),
+        ):
+            if old and key in new and old.get(key) != new.get(key):
+                parts.append(f"{words} is now {new[key]}" if new[key] else f"there is no longer {words}")
+                if det is not None and det.explanation not in why:
+                    why.append(det.explanation)
+    if not parts and not why:
+        return "the person's position changed; the position in this message replaces the one held"
+    return "; ".join(parts + why)
