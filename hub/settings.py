@@ -9,7 +9,10 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
+from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE, Namespaces
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,7 +40,13 @@ class Settings(BaseSettings):
 
     sharing_agreements_path: Path = REPO_ROOT / "contracts" / "data-sharing-agreements.yaml"
     area_agreements_path: Path = REPO_ROOT / "contracts" / "area-agreements.yaml"
-    hub_endpoint: str = "https://s117-hub.example.org/fhir"
+    # The one base of every URL the hub mints (CodeSystems, profiles,
+    # extensions, identifier systems, problem types): hub/fhir/namespaces.py.
+    # Embedded mode defaults to a clearly local value; production (PostgreSQL)
+    # must set it, since receivers keep these URLs.
+    canonical_base: str | None = None
+    # MessageHeader.source.endpoint; default <canonical base>/fhir.
+    hub_endpoint: str | None = None
 
     # Webhook delivery: exponential backoff from base to cap, with jitter.
     webhook_timeout_seconds: float = 10.0
@@ -80,6 +89,27 @@ class Settings(BaseSettings):
     # announced, and how often the register is scanned (0 = never).
     review_notice_days: int = 14
     review_scan_interval_seconds: float = 3600.0
+
+    @model_validator(mode="after")
+    def _canonical_base(self) -> Settings:
+        if self.canonical_base is None:
+            if self.database_url.startswith("postgresql"):
+                raise ValueError(
+                    "canonical_base: S117_CANONICAL_BASE is required in production (a PostgreSQL "
+                    "database): the https base of every URL the hub mints, e.g. https://s117.example.nhs.uk"
+                )
+            self.canonical_base = DEFAULT_CANONICAL_BASE
+        base = self.canonical_base.rstrip("/")
+        if not base.startswith(("https://", "http://")) or "?" in base or "#" in base:
+            raise ValueError("canonical_base: must be an absolute http(s) URL without query or fragment")
+        self.canonical_base = base
+        if self.hub_endpoint is None:
+            self.hub_endpoint = f"{base}/fhir"
+        return self
+
+    def namespaces(self) -> Namespaces:
+        """The hub's URLs under the configured canonical base."""
+        return Namespaces.for_base(self.canonical_base or DEFAULT_CANONICAL_BASE)
 
 
 @cache

@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 
 from hub.crypto import verify_webhook
+from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,6 +105,7 @@ class HubProcess:
             "S117_DATA_KEY_FILE": str(tmp / "data.key"),
             "S117_PORT": str(self.port),
             "S117_BUS_URL": bus_url,
+            "S117_CANONICAL_BASE": DEFAULT_CANONICAL_BASE,  # required on PostgreSQL
             # Review reminders would add events these tests do not count; the
             # scanner has tests of its own (tests/unit/test_review_scheduler.py).
             "S117_REVIEW_SCAN_INTERVAL_SECONDS": "0",

@@ -279,7 +279,7 @@ def test_rejections_name_the_fhir_location(case: str, fn: Callable | bytes, loca
 
 
 def test_the_extension_url_is_the_hubs():
-    assert EXT_RESIDENCE_COUNCIL.startswith("https://s117-hub.example.org/fhir/StructureDefinition/")
+    assert EXT_RESIDENCE_COUNCIL.startswith("https://s117-hub.localhost/fhir/StructureDefinition/")
     assert pat(DETAINED)["address"][0]["extension"][0]["url"] == EXT_RESIDENCE_COUNCIL
 
 
