@@ -26,6 +26,7 @@ from hub.crypto import DataProtector
 from hub.domain.model import DomainEvent, Org, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
 from hub.fhir.messages import PatientDetails, build_event_message
+from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
 from hub.ingest.service import load_person_details
 from hub.observability import metrics
 from hub.observability.logging import get_logger
@@ -47,6 +48,7 @@ class Dispatcher:
     def __init__(
         self, engine: AsyncEngine, log_: Subscriber, ref: ReferenceData, sharing: SharingAgreements,
         protector: DataProtector, hub_endpoint: str, max_handler_attempts: int = 3,
+        namespaces: Namespaces = DEFAULT_NAMESPACES,
     ) -> None:
         self._engine = engine
         self._log = log_
@@ -54,6 +56,7 @@ class Dispatcher:
         self._sharing = sharing
         self._protector = protector
         self._hub_endpoint = hub_endpoint
+        self._ns = namespaces  # the hub's URLs under S117_CANONICAL_BASE
         self._max_attempts = max_handler_attempts
         # Failures per event id (Kafka offsets are per partition, so not unique).
         self._failures: dict[str, int] = {}
@@ -126,7 +129,7 @@ class Dispatcher:
                 event=event, status=status, change=change, patient=patient, message_id=message_id,
                 sent_at=datetime.now(UTC), source_endpoint=self._hub_endpoint,
                 recipient=self._org(recipient, status), include=decision.field_groups,
-                legal_status_display=self._legal_status_display(status, change),
+                legal_status_display=self._legal_status_display(status, change), ns=self._ns,
             )
             body = orjson.dumps(bundle)
             for sub in subs:

@@ -298,7 +298,7 @@ def _profiles(ns: Namespaces) -> tuple[ProfileDef, ...]:
             "A body named in S117 messages: an NHS body by its ODS code, a council by its ONS GSS code. "
             "Hub messages refer to organisations logically (Reference.identifier); this profile is for "
             "receivers that resolve them to resources.",
-            (_e("Organization.identifier", min=1), _e("Organization.name", min=1)),
+            (_e("Organization.identifier", min=1),),
             base_slices_extension=True,
         ),
     )

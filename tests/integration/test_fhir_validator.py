@@ -4,7 +4,7 @@ HAPI FHIR 8.8.1's validator (the HL7 InstanceValidator), fetched from Maven
 Central by scripts/fhir-validator/fetch.sh into var/fhir-validator, runs once
 (one JVM) over: the golden files, a message built by the hub's builder for
 every event type (all field groups, and none), the package's examples, and the
-inbound fixtures, with UK Core (schemas/ukcore and the legal status
+inbound fixtures (as sent, and declaring the hub's profiles), with UK Core (schemas/ukcore and the legal status
 CodeSystems) and the hub's package (schemas/fhir-package/package) loaded
 offline. Unknown extensions are errors. Any error fails; the warning count is
 printed and may not exceed tests/fhir_validator_baseline.json (lower it when it
@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from hub.domain.model import EventType
-from hub.fhir import examples
+from hub.fhir import conformance, examples
 from hub.fhir.messages import FIELD_GROUPS, build_event_message
 from hub.fhir.namespaces import HUB_BASE
 from tests.servers import unavailable
@@ -59,6 +59,21 @@ def _generated_messages(out: Path) -> list[Path]:
     return paths
 
 
+def _profiled_inbound(out: Path) -> list[Path]:
+    """The inbound fixtures with every resource declaring its hub profile, so
+    what trusts send is checked against the same profiles."""
+    paths = []
+    for fixture in sorted((REPO / "tests" / "fixtures" / "fhir_inbound").glob("*.json")):
+        bundle = json.loads(fixture.read_text(encoding="utf-8"))
+        for res in [bundle, *(e["resource"] for e in bundle["entry"])]:
+            if res["resourceType"] in conformance.PROFILES:
+                res["meta"] = {"profile": [conformance.profile_url(res["resourceType"])]}
+        path = out / f"inbound-profiled-{fixture.name}"
+        path.write_text(json.dumps(bundle), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
 def _broken(out: Path) -> Path:
     bundle = copy.deepcopy(build_event_message(**examples.golden_cases()["entitlement-started-all-groups"]))
     episode = bundle["entry"][-1]["resource"]
@@ -85,6 +100,7 @@ def validation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         *_generated_messages(out),
         *sorted((REPO / "schemas" / "fhir-package" / "package" / "examples").glob("[!.]*.json")),
         *sorted((REPO / "tests" / "fixtures" / "fhir_inbound").glob("*.json")),
+        *_profiled_inbound(out),
         _broken(out),
     ]
     listing = out / "files.txt"
