@@ -48,7 +48,8 @@ __all__ = [
 PACKAGE_NAME: Final = "uk.s117hub.fhir"
 PACKAGE_VERSION: Final = "0.1.0"
 FHIR_VERSION: Final = "4.0.1"
-UKCORE_PACKAGE: Final = ("fhir.r4.ukcore.stu2", "2.0.1")
+# UK Core STU2 as published (the copies in schemas/ukcore come from its staging repository).
+UKCORE_PACKAGE: Final = ("fhir.r4.ukcore.stu2", "2.0.2")
 PUBLISHER: Final = "S117 Hub"
 _SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 FHIR_CORE: Final = "http://hl7.org/fhir/StructureDefinition/"
