@@ -29,6 +29,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Every distinct FHIR message a Receiver got in this test session (capped):
+# tests/integration/test_fhir_validator.py runs the FHIR validator over them
+# too (it runs after tests/e2e in a whole-suite run).
+CAPTURED_MESSAGES: dict[str, bytes] = {}
+CAPTURE_LIMIT = 60
+
+
+def capture(body: bytes, message_id: str | None) -> None:
+    if message_id and len(CAPTURED_MESSAGES) < CAPTURE_LIMIT:
+        CAPTURED_MESSAGES.setdefault(message_id, body)
+
+
 @dataclass
 class Received:
     org: str
@@ -60,6 +72,7 @@ class Receiver:
             body = await request.body()
             ok = verify_webhook(self.secret, request.headers.get("S117-Signature", ""), body)
             self.received.append(Received(org, dict(request.headers), body, ok))
+            capture(body, request.headers.get("S117-Message-Id"))
             if self.delay:
                 await asyncio.sleep(self.delay)
             return Response(status_code=self.fail_with or 204)
