@@ -99,16 +99,6 @@ EXT_DETERMINATION: Final = DEFAULT_NAMESPACES.extension("S117-Determination")
 EXT_NEXT_REVIEW: Final = DEFAULT_NAMESPACES.extension("S117-NextReview")
 EXT_EVENT_OCCURRED: Final = DEFAULT_NAMESPACES.extension("S117-EventOccurred")
 
-HUB_EXTENSION_URLS: Final = frozenset(
-    {
-        EXT_RESPONSIBLE_COMMISSIONER,
-        EXT_COORDINATING_COUNCIL,
-        EXT_DETERMINATION,
-        EXT_NEXT_REVIEW,
-        EXT_EVENT_OCCURRED,
-    }
-)
-
 # Org.kind values that carry a GSS code; every other kind carries an ODS code.
 GSS_ORG_KINDS: Final = frozenset({"council"})
 
