@@ -94,6 +94,8 @@ def _broken(out: Path) -> Path:
                                  "valueString": "x"})
     det = next(e for e in episode["extension"] if e["url"].endswith("Extension-S117-Determination"))
     det["extension"] = [{"url": "aspect", "valueCode": "not-an-aspect"}]  # and no explanation
+    patient = bundle["entry"][1]["resource"]
+    patient["maritalStatus"] = {"coding": [{"system": f"{HUB_BASE}/fhir/CodeSystem/s117-undefined", "code": "x"}]}
     path = out / BROKEN
     path.write_text(json.dumps(bundle), encoding="utf-8")
     return path
@@ -169,10 +171,13 @@ def test_the_hubs_own_definitions_are_all_known(validation: dict[str, Any]) -> N
 
 
 def test_profiles_are_applied_and_can_fail(validation: dict[str, Any]) -> None:
-    """The broken message: an undefined hub extension and a Determination
-    with a code outside its ValueSet and no explanation are each caught."""
+    """The broken message: an undefined hub extension, a Determination with a
+    code outside its ValueSet and no explanation, and a code of an undefined
+    hub code system are each caught."""
     errors = [f["message"] for f in validation["broken"] if f["severity"] in ("error", "fatal")]
     text = "\n".join(errors)
     assert "Extension-S117-Undefined" in text, text
     assert "not-an-aspect" in text, text
     assert "explanation" in text, text
+    # An undefined hub code system is found (the check above would fail on it).
+    assert any("s117-undefined" in f["message"] for f in validation["broken"]), validation["broken"]
