@@ -174,7 +174,8 @@ async def build_hub(settings: Settings) -> Hub:
         settings=settings, engine=engine, ref=ref, agreements=agreements, protector=protector,
         sharing=sharing, bus=bus,
         ingest=IngestService(engine, ref, agreements, protector),
-        dispatcher=Dispatcher(engine, bus, ref, sharing, protector, settings.hub_endpoint, agreements=agreements),
+        dispatcher=Dispatcher(engine, bus, ref, sharing, protector, settings.hub_endpoint, agreements=agreements,
+                              namespaces=settings.namespaces()),
         deliverer=WebhookDeliverer(
             engine, protector, http, settings.webhook_backoff_base_seconds,
             settings.webhook_backoff_cap_seconds, settings.webhook_max_attempts,

@@ -92,6 +92,44 @@ def _send_file(args: argparse.Namespace) -> None:
     sys.exit(3 if body.get("rejected") else 0)
 
 
+def write_fhir_package(out: Path, canonical_base: str | None = None, endpoint: str | None = None,
+                       tgz: Path | None = None) -> list[Path]:
+    """Write the hub's FHIR NPM package (``out/package/...``); optionally a .tgz of it too."""
+    import tarfile
+
+    from hub.fhir.conformance import build_package
+    from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE, Namespaces
+
+    ns = Namespaces.for_base(canonical_base or DEFAULT_CANONICAL_BASE)
+    files = build_package(ns, endpoint)
+    pkg = out / "package"
+    if pkg.exists():  # a stale file (a renamed profile) must not survive
+        for old in sorted(pkg.rglob("*"), reverse=True):
+            if old.is_file():
+                old.unlink()
+    written = []
+    for rel, text in sorted(files.items()):
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    if tgz is not None:
+        with tarfile.open(tgz, "w:gz") as tar:
+            for path in written:
+                tar.add(path, arcname=str(path.relative_to(out)))
+    return written
+
+
+def _fhir_package(args: argparse.Namespace) -> None:
+    base = args.canonical_base
+    endpoint = None
+    if base is None:
+        settings = get_settings()
+        base, endpoint = settings.canonical_base, settings.hub_endpoint
+    written = write_fhir_package(Path(args.out), base, endpoint, Path(args.tgz) if args.tgz else None)
+    print(f"{len(written)} files under {Path(args.out) / 'package'}" + (f"; {args.tgz}" if args.tgz else ""))
+
+
 def contract_schema(model) -> dict:  # noqa: ANN001
     from hub.fhir.namespaces import HUB_BASE
 
@@ -123,6 +161,13 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_add_client)
     p = sub.add_parser("contracts", help="regenerate contracts/register-change.schema.json")
     p.set_defaults(func=_contracts)
+    p = sub.add_parser("fhir-package", help="write the hub's FHIR package (profiles, extensions, "
+                       "terminology, message definitions, CapabilityStatement, examples)")
+    p.add_argument("--out", default=str(REPO_ROOT / "schemas" / "fhir-package"),
+                   help="folder to write package/ into (default: schemas/fhir-package)")
+    p.add_argument("--canonical-base", help="default: S117_CANONICAL_BASE (hub/settings.py)")
+    p.add_argument("--tgz", help="also write the package as a .tgz (FHIR NPM package format)")
+    p.set_defaults(func=_fhir_package)
     p = sub.add_parser("send-file", help="send a council file (a nightly export) and print the per-row report")
     p.add_argument("--url", default="http://127.0.0.1:8117", help="the hub's base URL")
     p.add_argument("--api-key", help="the council's API key (default: S117_API_KEY)")

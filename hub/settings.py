@@ -11,8 +11,10 @@ from pathlib import Path
 
 from typing import Annotated
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE, Namespaces
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +50,13 @@ class Settings(BaseSettings):
 
     sharing_agreements_path: Path = REPO_ROOT / "contracts" / "data-sharing-agreements.yaml"
     area_agreements_path: Path = REPO_ROOT / "contracts" / "area-agreements.yaml"
-    hub_endpoint: str = "https://s117-hub.example.org/fhir"
+    # The one base of every URL the hub mints (CodeSystems, profiles,
+    # extensions, identifier systems, problem types): hub/fhir/namespaces.py.
+    # Embedded mode defaults to a clearly local value; production (PostgreSQL)
+    # must set it, since receivers keep these URLs.
+    canonical_base: str | None = None
+    # MessageHeader.source.endpoint; default <canonical base>/fhir.
+    hub_endpoint: str | None = None
 
     # Webhook delivery: exponential backoff from base to cap, with jitter.
     webhook_timeout_seconds: float = 10.0
@@ -122,6 +130,27 @@ class Settings(BaseSettings):
     # moves the workflows' "today" forward. Never set it in production.
     workflow_scan_interval_seconds: float = 3600.0
     workflow_clock_settable: bool = False
+
+    @model_validator(mode="after")
+    def _canonical_base(self) -> Settings:
+        if self.canonical_base is None:
+            if self.database_url.startswith("postgresql"):
+                raise ValueError(
+                    "canonical_base: S117_CANONICAL_BASE is required in production (a PostgreSQL "
+                    "database): the https base of every URL the hub mints, e.g. https://s117.example.nhs.uk"
+                )
+            self.canonical_base = DEFAULT_CANONICAL_BASE
+        base = self.canonical_base.rstrip("/")
+        if not base.startswith(("https://", "http://")) or "?" in base or "#" in base:
+            raise ValueError("canonical_base: must be an absolute http(s) URL without query or fragment")
+        self.canonical_base = base
+        if self.hub_endpoint is None:
+            self.hub_endpoint = f"{base}/fhir"
+        return self
+
+    def namespaces(self) -> Namespaces:
+        """The hub's URLs under the configured canonical base."""
+        return Namespaces.for_base(self.canonical_base or DEFAULT_CANONICAL_BASE)
 
 
 @cache

@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 
 from hub.crypto import verify_webhook_request
+from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,6 +27,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# Every distinct FHIR message a Receiver got in this test session (capped):
+# tests/integration/test_fhir_validator.py runs the FHIR validator over them
+# too (it runs after tests/e2e in a whole-suite run).
+CAPTURED_MESSAGES: dict[str, bytes] = {}
+CAPTURE_LIMIT = 60
+
+
+def capture(body: bytes, message_id: str | None) -> None:
+    if message_id and len(CAPTURED_MESSAGES) < CAPTURE_LIMIT:
+        CAPTURED_MESSAGES.setdefault(message_id, body)
 
 
 @dataclass
@@ -59,6 +72,7 @@ class Receiver:
             body = await request.body()
             ok = verify_webhook_request(self.secret, request.headers, body)
             self.received.append(Received(org, dict(request.headers), body, ok))
+            capture(body, request.headers.get("S117-Message-Id"))
             if self.delay:
                 await asyncio.sleep(self.delay)
             return Response(status_code=self.fail_with or 204)
@@ -104,6 +118,7 @@ class HubProcess:
             "S117_DATA_KEY_FILE": str(tmp / "data.key"),
             "S117_PORT": str(self.port),
             "S117_BUS_URL": bus_url,
+            "S117_CANONICAL_BASE": DEFAULT_CANONICAL_BASE,  # required on PostgreSQL
             # Review reminders would add events these tests do not count; the
             # scanner has tests of its own (tests/unit/test_review_scheduler.py).
             "S117_REVIEW_SCAN_INTERVAL_SECONDS": "0",

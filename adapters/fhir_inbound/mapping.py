@@ -28,18 +28,21 @@ from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
 from hub.domain.model import ChangeType
+from hub.fhir.conformance import PROFILES, required_elements
 from hub.fhir.namespaces import (
-    EXT_EVENT_OCCURRED,
+    DEFAULT_NAMESPACES,
     GSS_CODE_SYSTEM,
     HUB_FHIR_BASE,
     LEGAL_STATUS_ENGLAND_SYSTEM,
     LEGAL_STATUS_EXTENSION_URL,
     NHS_NUMBER_SYSTEM,
     ODS_ORGANIZATION_SYSTEM,
+    Namespaces,
 )
 
 # The hub's inbound event codes (schemas/CodeSystem-s117-register-change-type.json);
 # the codes are the values of hub.domain.model.ChangeType (a test keeps them equal).
+# These two are the default base's; map_message takes the configured Namespaces.
 CHANGE_TYPE_SYSTEM: Final = f"{HUB_FHIR_BASE}/CodeSystem/s117-register-change-type"
 # Patient.address extension: the council (ONS GSS code) of ordinary residence.
 # UK Core has no element for it: Address.district is a free-text name and
@@ -236,8 +239,11 @@ def _date(value: Any) -> str | None:
 
 
 class _Mapper:
-    def __init__(self, data: dict[str, Any]) -> None:
+    def __init__(self, data: dict[str, Any], ns: Namespaces = DEFAULT_NAMESPACES) -> None:
         self.data = data
+        self.change_type_system = ns.change_type_codesystem
+        self.ext_event_occurred = ns.extension("S117-EventOccurred")
+        self.ext_residence_council = ns.extension("S117-ResidenceCouncil")
         self.entries = [
             _Entry(i, e["resource"], e.get("fullUrl") if isinstance(e.get("fullUrl"), str) else None)
             for i, e in enumerate(data.get("entry") or [])
@@ -266,10 +272,10 @@ class _Mapper:
         loc = self.entries[0].loc
         coding = mh.get("eventCoding")
         if not isinstance(coding, dict):
-            raise _Rejected(FhirProblem(f"{loc}.eventCoding", f"is required: a code of {CHANGE_TYPE_SYSTEM}",
+            raise _Rejected(FhirProblem(f"{loc}.eventCoding", f"is required: a code of {self.change_type_system}",
                                         REQUIRED if "eventUri" not in mh else NOT_SUPPORTED))
-        if coding.get("system") != CHANGE_TYPE_SYSTEM:
-            raise _Rejected(FhirProblem(f"{loc}.eventCoding.system", f"must be {CHANGE_TYPE_SYSTEM}", VALUE))
+        if coding.get("system") != self.change_type_system:
+            raise _Rejected(FhirProblem(f"{loc}.eventCoding.system", f"must be {self.change_type_system}", VALUE))
         try:
             change_type = ChangeType(coding.get("code"))
         except ValueError:
@@ -305,7 +311,7 @@ class _Mapper:
         mh_loc = self.entries[0].loc
         occurred: tuple[str, str] | None = None
         for j, ext in enumerate(mh.get("extension") or []):
-            if ext.get("url") == EXT_EVENT_OCCURRED:
+            if ext.get("url") == self.ext_event_occurred:
                 loc = f"{mh_loc}.extension[{j}].valueDate"
                 if _date(ext.get("valueDate")) is None:
                     self.add(loc, "must be a full date (YYYY-MM-DD)", VALUE if "valueDate" in ext else REQUIRED)
@@ -331,7 +337,7 @@ class _Mapper:
                      else f"{mh_loc}.extension")
             reason = (f"is required: the date the person {'was detained' if period_field == 'start' else 'left hospital'}"
                       if period_field and encounter is not None
-                      else f"is required: an extension {EXT_EVENT_OCCURRED} (valueDate) with the date of the change")
+                      else f"is required: an extension {self.ext_event_occurred} (valueDate) with the date of the change")
             self.add(where, reason, REQUIRED)
             return
         self.set("effective_date", chosen[0], chosen[1])
@@ -441,7 +447,7 @@ class _Mapper:
                 self.set("no_fixed_abode", True, f"{loc}.postalCode")
             else:
                 self.set("person.postcode", postcode.strip().upper(), f"{loc}.postalCode")
-        councils = [(k, e) for k, e in enumerate(addr.get("extension") or []) if e.get("url") == EXT_RESIDENCE_COUNCIL]
+        councils = [(k, e) for k, e in enumerate(addr.get("extension") or []) if e.get("url") == self.ext_residence_council]
         if len(councils) > 1:
             self.add(f"{loc}.extension", "has more than one residence council extension", INVALID)
             return
@@ -520,8 +526,32 @@ class _Mapper:
         return MappingResult(change=change, origins=self.origins, **ids)
 
 
-def map_message(body: bytes | str) -> MappingResult:
-    """Map one FHIR message Bundle (JSON) to the canonical register change."""
+def _check_profiles(data: dict[str, Any], ns: Namespaces) -> list[FhirProblem]:
+    """The hub's profiles (hub/fhir/conformance.py), as far as the mapping
+    needs no more: each resource has what its profile requires (min >= 1),
+    and a hub profile it declares in meta.profile is the one for its type."""
+    problems: list[FhirProblem] = []
+    hub_profiles = f"{ns.fhir_base}/StructureDefinition/"
+    located = [("Bundle", data)] + [(f"Bundle.entry[{i}].resource", e["resource"])
+                                    for i, e in enumerate(data.get("entry") or [])]
+    for loc, res in located:
+        rtype = res.get("resourceType")
+        if rtype not in PROFILES:
+            continue
+        expected = ns.profile(PROFILES[rtype])
+        meta = res.get("meta") if isinstance(res.get("meta"), dict) else {}
+        for k, url in enumerate(meta.get("profile") or []):
+            if isinstance(url, str) and url.startswith(hub_profiles) and url.split("|")[0] != expected:
+                problems.append(FhirProblem(f"{loc}.meta.profile[{k}]", f"must be {expected} for a {rtype}", VALUE))
+        for element in required_elements(rtype):
+            if res.get(element) in (None, [], {}, ""):
+                problems.append(FhirProblem(f"{loc}.{element}", f"is required (profile {PROFILES[rtype]})", REQUIRED))
+    return problems
+
+
+def map_message(body: bytes | str, ns: Namespaces = DEFAULT_NAMESPACES) -> MappingResult:
+    """Map one FHIR message Bundle (JSON) to the canonical register change.
+    ``ns``: the hub's URLs under the configured canonical base."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -534,4 +564,7 @@ def map_message(body: bytes | str) -> MappingResult:
     shape = _check_shape(data)
     if shape:
         return MappingResult(problems=tuple(shape))
-    return _Mapper(data).run()
+    profiled = _check_profiles(data, ns)
+    if profiled:
+        return MappingResult(problems=tuple(profiled), **_Mapper(data, ns)._ids())
+    return _Mapper(data, ns).run()

@@ -26,10 +26,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from adapters.fhir_inbound import CHANGE_TYPE_SYSTEM, MappingResult, map_message
+from adapters.fhir_inbound import MappingResult, map_message
 from adapters.fhir_inbound.mapping import INVALID, REQUIRED, VALUE
 from hub.api.deps import ClientDep, HubDep, require
-from hub.fhir.namespaces import HUB_FHIR_BASE, HUB_PERSON_ID_SYSTEM
+from hub.fhir.namespaces import Namespaces
 from hub.ingest.validation import FieldProblem
 
 router = APIRouter(prefix="/v1/fhir", tags=["register"])
@@ -37,7 +37,6 @@ MAX_BODY = 256 * 1024
 FHIR_JSON = "application/fhir+json"
 ACCEPTED_MEDIA_TYPES = frozenset({FHIR_JSON, "application/json"})
 CHANNEL = "fhir"
-CHANGE_ID_SYSTEM = f"{HUB_FHIR_BASE}/Id/register-change-id"
 RESPONSE_NAMESPACE = uuid.UUID("0f6d8a8e-5c47-4f57-a3f6-117117117118")
 
 
@@ -66,7 +65,8 @@ def _rejected(body: dict[str, Any], issues: list[dict[str, Any]]) -> JSONRespons
     return _outcome(422, [*issues, _issue("information", "informational", note + ".")])
 
 
-def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, Any]) -> dict[str, Any]:
+def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, Any],
+                     ns: Namespaces) -> dict[str, Any]:
     """The FHIR response message for an accepted register change. Its ids
     derive from the change id, so a duplicate gets the same answer."""
     change_id, person_id = body["change_id"], body["person_id"]
@@ -83,13 +83,13 @@ def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, An
     header: dict[str, Any] = {
         "resourceType": "MessageHeader",
         "id": header_id,
-        "eventCoding": {"system": CHANGE_TYPE_SYSTEM, "code": mapped.event_code},
+        "eventCoding": {"system": ns.change_type_codesystem, "code": mapped.event_code},
         "source": {"name": "S117 Hub", "endpoint": str(request.url)},
         "response": {"identifier": mapped.message_header_id, "code": "ok",
                      "details": {"reference": f"urn:uuid:{outcome_id}"}},
         "focus": [
-            {"type": "Patient", "identifier": {"system": HUB_PERSON_ID_SYSTEM, "value": person_id}},
-            {"identifier": {"system": CHANGE_ID_SYSTEM, "value": change_id}},
+            {"type": "Patient", "identifier": {"system": ns.person_id_system, "value": person_id}},
+            {"identifier": {"system": ns.change_id_system, "value": change_id}},
         ],
     }
     if mapped.source_endpoint:
@@ -128,7 +128,7 @@ async def process_message(request: Request, hub: HubDep, client: ClientDep) -> J
     if len(raw) > MAX_BODY:
         return _outcome(413, [_issue("error", "too-long", f"a message must be under {MAX_BODY} bytes")])
 
-    mapped = map_message(raw)
+    mapped = map_message(raw, hub.settings.namespaces())
     if not mapped.ok:
         problems = list(mapped.problems)
         outcome = await hub.ingest.reject_unmapped(
@@ -152,4 +152,4 @@ async def process_message(request: Request, hub: HubDep, client: ClientDep) -> J
             for e in errors
         ]
         return _rejected(outcome.body, issues)
-    return JSONResponse(_response_bundle(request, mapped, outcome.body), status_code=200, media_type=FHIR_JSON)
+    return JSONResponse(_response_bundle(request, mapped, outcome.body, hub.settings.namespaces()), status_code=200, media_type=FHIR_JSON)

@@ -32,6 +32,7 @@ from hub.domain.rules import evaluate
 from hub.domain.rules.precedence import is_late
 from hub.domain.views import NOT_INVOLVED, event_type_for, reason_for, views_for
 from hub.fhir.messages import PatientDetails, build_event_message
+from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
 from hub.ingest.service import load_person_details
 from hub.observability import metrics
 from hub.observability.logging import get_logger
@@ -76,6 +77,7 @@ class Dispatcher:
         protector: DataProtector, hub_endpoint: str, max_handler_attempts: int = 3,
         agreements: AgreementBook | None = None,
         today: Callable[[], date] = lambda: datetime.now(UTC).date(),
+        namespaces: Namespaces = DEFAULT_NAMESPACES,
     ) -> None:
         self._engine = engine
         self._log = log_
@@ -83,6 +85,7 @@ class Dispatcher:
         self._sharing = sharing
         self._protector = protector
         self._hub_endpoint = hub_endpoint
+        self._ns = namespaces  # the hub's URLs under S117_CANONICAL_BASE
         self._max_attempts = max_handler_attempts
         # Without the area agreements the history cannot be re-evaluated: the
         # event's own status is used (tests of routing alone).
@@ -239,9 +242,9 @@ class Dispatcher:
             sent_at=datetime.now(UTC), source_endpoint=self._hub_endpoint,
             recipient=self._org(org, send.status), include=decision.field_groups,
             legal_status_display=self._legal_status_display(send.status, send.change),
-            position=view, version=version, supersedes=supersedes, reason=reason,
+            position=view, version=version, supersedes=supersedes, reason=reason, ns=self._ns,
         )
-        add_task(bundle, event.details, decision.field_groups)  # transfer / dispute events: the FHIR Task
+        add_task(bundle, event.details, decision.field_groups, ns=self._ns)  # transfer / dispute events: the Task
         body = orjson.dumps(bundle)
         correlation_id = send.msg.headers.get("correlation_id", "")
         queued = 0

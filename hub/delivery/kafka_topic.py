@@ -33,10 +33,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hub.bus.kafka import ensure_topic
 from hub.crypto import DataProtector
 from hub.delivery.leases import OrderedBatchDeliverer, RetryPolicy, claim, mark_delivered, mark_failed
-from hub.fhir.namespaces import HUB_PERSON_ID_SYSTEM
+from hub.fhir.namespaces import DEFAULT_NAMESPACES
 from hub.observability.logging import get_logger
 
 log = get_logger("hub.kafka_topic")
+# The hub person id system, whatever the canonical base: <base>/fhir/Id/person-id.
+PERSON_ID_SYSTEM_PATH = DEFAULT_NAMESPACES.person_id_system.removeprefix(DEFAULT_NAMESPACES.base)
 
 CHANNEL = "kafka"
 TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,200}$"
@@ -73,7 +75,8 @@ def _person_key(body: bytes, fallback: str) -> bytes:
             res = entry.get("resource", {})
             if res.get("resourceType") == "Patient":
                 for ident in res.get("identifier", []):
-                    if ident.get("system") == HUB_PERSON_ID_SYSTEM and ident.get("value"):
+                    # Under whichever canonical base the hub is configured with.
+                    if str(ident.get("system", "")).endswith(PERSON_ID_SYSTEM_PATH) and ident.get("value"):
                         return str(ident["value"]).encode()
     except (orjson.JSONDecodeError, AttributeError, TypeError):
         pass

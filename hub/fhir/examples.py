@@ -144,7 +144,7 @@ def responsibility_transferred() -> tuple[DomainEvent, S117Status, RegisterChang
 
 
 SENT_AT = datetime(2024, 3, 18, 9, 30, 0, tzinfo=UTC)
-SOURCE_ENDPOINT = "https://s117-hub.example.org/fhir/messages"
+SOURCE_ENDPOINT = "https://s117-hub.localhost/fhir/messages"
 LEGAL_STATUS_03 = "Formally detained under Mental Health Act Section 3"
 
 

@@ -10,7 +10,11 @@ fullUrls, references are those fullUrls; organisations are logical references
 by national identifier with a display name, not entries):
 
 * MessageHeader: eventCoding from the hub's s117-event CodeSystem; focus ->
-  EpisodeOfCare; destination names the recipient by GSS (councils) or ODS.
+  EpisodeOfCare (and the detention Encounter when shared); destination names
+  the recipient by GSS (councils) or ODS, endpoint a stable urn:uuid.
+* Every resource declares its hub profile in meta.profile
+  (hub/fhir/conformance.py); every hub URL is under the configured canonical
+  base (``ns``, hub.fhir.namespaces.Namespaces).
 * Patient: the hub person id always; NHS number, name/birthDate and postcode
   only when the recipient's agreement includes the matching field group.
 * Encounter (group "legal-status"): the detention, with the UK Core legal
@@ -26,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
+import uuid
 from hashlib import blake2b
 from typing import Any, Final
 
@@ -39,19 +44,13 @@ from hub.domain.model import (
 )
 from hub.fhir.namespaces import (
     ACT_CODE_SYSTEM,
-    EVENT_CODESYSTEM_URL,
-    EXT_COORDINATING_COUNCIL,
-    EXT_DETERMINATION,
-    EXT_EVENT_OCCURRED,
-    EXT_NEXT_REVIEW,
-    EXT_RESPONSIBLE_COMMISSIONER,
-    HUB_PERSON_ID_SYSTEM,
-    HUB_SYSTEM_ID_SYSTEM,
+    DEFAULT_NAMESPACES,
     LEGAL_STATUS_CONTEXT_SYSTEM,
     LEGAL_STATUS_ENGLAND_SYSTEM,
     LEGAL_STATUS_EXTENSION_URL,
     NHS_NUMBER_SYSTEM,
     ODS_ORGANIZATION_SYSTEM,
+    Namespaces,
     org_identifier_system,
 )
 
@@ -69,6 +68,18 @@ __all__ = [
     "PatientDetails",
     "build_event_message",
 ]
+
+# The hub profile of each resource type it emits (hub/fhir/conformance.py
+# defines them; a test keeps the two equal).
+PROFILES: Final[dict[str, str]] = {
+    "Bundle": "S117-MessageBundle",
+    "MessageHeader": "S117-MessageHeader",
+    "Patient": "S117-Patient",
+    "Encounter": "S117-Encounter",
+    "EpisodeOfCare": "S117-EpisodeOfCare",
+    "Parameters": "S117-Position",
+    "Task": "S117-Task",
+}
 
 # --- field groups a data-sharing agreement may allow ------------------------
 IDENTITY: Final = "identity"  # NHS number
@@ -143,13 +154,21 @@ def _org_ref(org: Org) -> dict[str, Any]:
     }
 
 
+_ORG_ENDPOINT_NS: Final = uuid.UUID("5d0c6a52-4b7e-5a3c-9a57-117000000001")
+
+
 def _org_endpoint(org: Org) -> str:
     # R4 makes destination.endpoint mandatory; the delivery channel's real
-    # address is not the message's business, so the default is a stable URN.
-    return f"urn:s117-hub:org:{org.code}"
+    # address is not the message's business, so the default is a stable
+    # urn:uuid per organisation (UUIDv5 of its identifier system and code).
+    return f"urn:uuid:{uuid.uuid5(_ORG_ENDPOINT_NS, org_identifier_system(org.kind) + '|' + org.code)}"
 
 
-def _determination_ext(aspect: str, det: Determination) -> dict[str, Any]:
+def _profiled(resource_type: str, ns: Namespaces) -> dict[str, list[str]]:
+    return {"profile": [ns.profile(PROFILES[resource_type])]}
+
+
+def _determination_ext(aspect: str, det: Determination, url: str) -> dict[str, Any]:
     parts: list[dict[str, Any]] = [
         {"url": "aspect", "valueCode": aspect},
         {"url": "explanation", "valueString": det.explanation},
@@ -158,7 +177,7 @@ def _determination_ext(aspect: str, det: Determination) -> dict[str, Any]:
         parts.append({"url": "citation", "valueString": det.citation})
     if det.rule:
         parts.append({"url": "rule", "valueCode": det.rule})
-    return {"url": EXT_DETERMINATION, "extension": parts}
+    return {"url": url, "extension": parts}
 
 
 def _episode_status(status: S117Status) -> str:
@@ -203,6 +222,7 @@ def build_event_message(
     version: int | None = None,
     supersedes: str | None = None,
     reason: str | None = None,
+    ns: Namespaces = DEFAULT_NAMESPACES,
 ) -> dict[str, Any]:
     """Build the FHIR R4 message Bundle telling ``recipient`` of ``event``.
 
@@ -217,7 +237,8 @@ def build_event_message(
     Extra keywords (not on the domain model): ``sender`` (default: the hub
     itself), ``destination_endpoint`` (default ``urn:s117-hub:org:<code>``),
     ``hospital_ods`` (default ``change.hospital_ods``; S117Status does not
-    keep the detaining hospital).
+    keep the detaining hospital), ``ns`` (the hub's URLs under the configured
+    canonical base; default the embedded one).
     """
     unknown = include - FIELD_GROUPS
     if unknown:
@@ -234,9 +255,10 @@ def build_event_message(
     header: dict[str, Any] = {
         "resourceType": "MessageHeader",
         "id": header_id,
-        "extension": [{"url": EXT_EVENT_OCCURRED, "valueDate": event.occurred_on.isoformat()}],
+        "meta": _profiled("MessageHeader", ns),
+        "extension": [{"url": ns.extension("S117-EventOccurred"), "valueDate": event.occurred_on.isoformat()}],
         "eventCoding": {
-            "system": EVENT_CODESYSTEM_URL,
+            "system": ns.event_codesystem,
             "code": event_type.value,
             "display": EVENT_DISPLAYS[event_type],
         },
@@ -250,7 +272,7 @@ def build_event_message(
         "sender": _org_ref(sender)
         if sender is not None
         else {
-            "identifier": {"system": HUB_SYSTEM_ID_SYSTEM, "value": HUB_SENDER_ID},
+            "identifier": {"system": ns.system_id_system, "value": HUB_SENDER_ID},
             "display": "S117 Hub",
         },
         "source": {"name": "S117 Hub", "endpoint": source_endpoint},
@@ -259,13 +281,14 @@ def build_event_message(
 
     # --- Patient ----------------------------------------------------------
     identifiers: list[dict[str, str]] = [
-        {"system": HUB_PERSON_ID_SYSTEM, "value": status.person_id}
+        {"system": ns.person_id_system, "value": status.person_id}
     ]
     if IDENTITY in include:
         identifiers.append({"system": NHS_NUMBER_SYSTEM, "value": patient.nhs_number})
     patient_res: dict[str, Any] = {
         "resourceType": "Patient",
         "id": patient_id,
+        "meta": _profiled("Patient", ns),
         "identifier": identifiers,
     }
     if DEMOGRAPHICS in include:
@@ -289,7 +312,8 @@ def build_event_message(
         legal_code = status.qualifying_section_code or status.entitling_section_code or change.legal_status_code
         detention_start = status.detention_start or status.entitling_detention_start
         if legal_code is not None or detention_start is not None:
-            encounter: dict[str, Any] = {"resourceType": "Encounter", "id": encounter_id}
+            encounter: dict[str, Any] = {
+                "resourceType": "Encounter", "id": encounter_id, "meta": _profiled("Encounter", ns)}
             if legal_code is not None:
                 # Still in hospital: the status as admitted/held; otherwise
                 # the qualifying status the person left hospital under.
@@ -339,26 +363,28 @@ def build_event_message(
                     "identifier": {"system": ODS_ORGANIZATION_SYSTEM, "value": hospital}
                 }
             entries.append({"fullUrl": f"urn:uuid:{encounter_id}", "resource": encounter})
+            header["focus"].append({"reference": f"urn:uuid:{encounter_id}"})
 
     # --- EpisodeOfCare: the s117 entitlement --------------------------------
-    episode: dict[str, Any] = {"resourceType": "EpisodeOfCare", "id": episode_id}
+    episode: dict[str, Any] = {
+        "resourceType": "EpisodeOfCare", "id": episode_id, "meta": _profiled("EpisodeOfCare", ns)}
     extensions: list[dict[str, Any]] = []
     if RESPONSIBILITY in include:
         commissioner = status.responsible_commissioner
         if commissioner is not None and commissioner.org is not None:
             extensions.append(
-                {"url": EXT_RESPONSIBLE_COMMISSIONER, "valueReference": _org_ref(commissioner.org)}
+                {"url": ns.extension("S117-ResponsibleCommissioner"), "valueReference": _org_ref(commissioner.org)}
             )
         coordinating = status.coordinating_council
         if coordinating is not None and coordinating.org is not None:
             extensions.append(
-                {"url": EXT_COORDINATING_COUNCIL, "valueReference": _org_ref(coordinating.org)}
+                {"url": ns.extension("S117-CoordinatingCouncil"), "valueReference": _org_ref(coordinating.org)}
             )
     review = status.next_review
     if review is not None:
         extensions.append(
             {
-                "url": EXT_NEXT_REVIEW,
+                "url": ns.extension("S117-NextReview"),
                 "extension": [
                     {"url": "dueDate", "valueDate": review.due_on.isoformat()},
                     {"url": "kind", "valueCode": review.kind},
@@ -366,7 +392,7 @@ def build_event_message(
             }
         )
     if EXPLANATIONS in include:
-        extensions.extend(_explanations(event, status))
+        extensions.extend(_explanations(event, status, ns.extension("S117-Determination")))
     if extensions:
         episode["extension"] = extensions
     episode["status"] = _episode_status(status)
@@ -386,8 +412,9 @@ def build_event_message(
             raise ValueError("a position needs its version")
         params_id = _position_uuid(message_id)
         header["focus"].append({"reference": f"urn:uuid:{params_id}"})
-        entries.append({"fullUrl": f"urn:uuid:{params_id}",
-                        "resource": position_parameters(params_id, position, version, supersedes, reason)})
+        parameters = position_parameters(params_id, position, version, supersedes, reason)
+        parameters["meta"] = _profiled("Parameters", ns)
+        entries.append({"fullUrl": f"urn:uuid:{params_id}", "resource": parameters})
 
     timestamp = sent_at.isoformat()
     if timestamp.endswith("+00:00"):  # the usual FHIR spelling of UTC, as R4B renders it
@@ -395,19 +422,20 @@ def build_event_message(
     return {
         "resourceType": "Bundle",
         "id": message_id,
+        "meta": _profiled("Bundle", ns),
         "type": "message",
         "timestamp": timestamp,
         "entry": entries,
     }
 
 
-def _explanations(event: DomainEvent, status: S117Status) -> Iterable[dict[str, Any]]:
+def _explanations(event: DomainEvent, status: S117Status, url: str) -> Iterable[dict[str, Any]]:
     # FHIR strings may not be empty, so a blank explanation is left out.
     out = []
     if event.summary:
         out.append(
             {
-                "url": EXT_DETERMINATION,
+                "url": url,
                 "extension": [
                     {"url": "aspect", "valueCode": "event"},
                     {"url": "explanation", "valueString": event.summary},
@@ -426,7 +454,7 @@ def _explanations(event: DomainEvent, status: S117Status) -> Iterable[dict[str, 
     pairs.extend(("discharge-refused", refused) for refused in status.refused_discharges)
     for aspect, det in pairs:
         if det is not None and det.explanation:
-            out.append(_determination_ext(aspect, det))
+            out.append(_determination_ext(aspect, det, url))
     return out
 
 
@@ -497,7 +525,8 @@ def read_position(bundle: dict[str, Any]) -> Position | None:
     patient = next((r for r in resources if r.get("resourceType") == "Patient"), None)
     if params is None or patient is None:
         return None
-    person_id = next(i["value"] for i in patient["identifier"] if i["system"] == HUB_PERSON_ID_SYSTEM)
+    # The hub's person id, under whatever canonical base the hub was given.
+    person_id = next(i["value"] for i in patient["identifier"] if i["system"].endswith("/Id/person-id"))
     version = 0
     supersedes = reason = None
     view: dict[str, Any] = {"roles": []}

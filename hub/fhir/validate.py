@@ -26,7 +26,7 @@ from hub.fhir.namespaces import (
     ACT_CODE_SYSTEM,
     EVENT_CODESYSTEM_URL,
     GSS_CODE_SYSTEM,
-    HUB_EXTENSION_URLS,
+    DEFAULT_NAMESPACES,
     HUB_PERSON_ID_SYSTEM,
     HUB_SYSTEM_ID_SYSTEM,
     LEGAL_STATUS_CONTEXT_SYSTEM,
@@ -73,6 +73,14 @@ _PATIENT_ID_SYSTEMS = frozenset({NHS_NUMBER_SYSTEM, HUB_PERSON_ID_SYSTEM})
 _ORG_ID_SYSTEMS = frozenset({ODS_ORGANIZATION_SYSTEM, GSS_CODE_SYSTEM, HUB_SYSTEM_ID_SYSTEM})
 _REFERENCE_KEYS = frozenset({"id", "extension", "reference", "type", "identifier", "display"})
 _UUID_URN = re.compile(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+@cache
+def _known_extensions() -> frozenset[str]:
+    """The hub's extensions (defined in one place: hub/fhir/conformance.py) and UK Core's legal status."""
+    from hub.fhir.conformance import EXTENSIONS  # noqa: PLC0415
+
+    return frozenset({DEFAULT_NAMESPACES.extension(x.name) for x in EXTENSIONS} | {LEGAL_STATUS_EXTENSION_URL})
 
 
 class FhirMessageInvalid(ValueError):
@@ -167,7 +175,7 @@ def _check_bundle(bundle: dict[str, Any], problems: list[str]) -> None:
         if has_value == ("extension" in ext):
             problems.append(f"{path}: ext-1: an extension has either a value or extensions, not both/neither")
         url = ext.get("url", "")
-        if url.startswith("http") and url not in HUB_EXTENSION_URLS | {LEGAL_STATUS_EXTENSION_URL}:
+        if url.startswith("http") and url not in _known_extensions():
             problems.append(f"{path}: unknown extension {url!r}")
 
     by_type: dict[str, list[tuple[int, dict[str, Any]]]] = {}

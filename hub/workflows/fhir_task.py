@@ -17,7 +17,13 @@ from typing import Any
 
 import orjson
 
-from hub.fhir.namespaces import HUB_FHIR_BASE, HUB_PERSON_ID_SYSTEM, org_identifier_system
+from hub.fhir.namespaces import (
+    DEFAULT_NAMESPACES,
+    HUB_FHIR_BASE,
+    HUB_PERSON_ID_SYSTEM,
+    Namespaces,
+    org_identifier_system,
+)
 from hub.fhir.messages import WORKFLOW
 from hub.domain.workflows.model import Case, CaseKind, DisputeState, TransferState
 
@@ -107,12 +113,16 @@ def build_task(case: Case, *, focus: dict[str, Any] | None = None, subject: dict
     return task
 
 
-def add_task(bundle: dict[str, Any], details: dict[str, str], include: frozenset[str]) -> None:
+def add_task(bundle: dict[str, Any], details: dict[str, str], include: frozenset[str],
+             ns: Namespaces = DEFAULT_NAMESPACES) -> None:
     """Put the event's Task into a message Bundle if the recipient may see it."""
     raw = details.get("task")
     if not raw or WORKFLOW not in include:
         return
     task = orjson.loads(raw)
+    task["meta"] = {"profile": [ns.profile("S117-Task")]}
+    task["identifier"] = [{"system": f"{ns.fhir_base}/Id/workflow-case",
+                           "value": task.get("identifier", [{}])[0].get("value", task.get("id", ""))}]
     entries = bundle["entry"]
     by_type = {e["resource"]["resourceType"]: e["fullUrl"] for e in entries}
     task["focus"] = {"reference": by_type["EpisodeOfCare"]}

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hub.api.app import create_app
 from hub.bootstrap import Hub
 from hub.clients import add_client
+from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE
 from hub.settings import REPO_ROOT, Settings
 from hub.store.db import create_engine, create_schema
 from tests.conftest import InProcessHub
@@ -46,6 +47,7 @@ async def store_hub(store_url: str, tmp_path: Path) -> AsyncIterator[InProcessHu
     """The app in-process on each backend (lifespan run, workers off)."""
     settings = Settings(
         database_url=store_url,
+        canonical_base=DEFAULT_CANONICAL_BASE,  # required on PostgreSQL
         data_key_file=tmp_path / "data.key",
         sharing_agreements_path=REPO_ROOT / "contracts" / "data-sharing-agreements.yaml",
         run_workers=False,

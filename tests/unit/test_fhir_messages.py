@@ -26,6 +26,7 @@ from hub.fhir.messages import (
     EXPLANATIONS,
     FIELD_GROUPS,
     IDENTITY,
+    PROFILES,
     LEGAL_STATUS,
     RESPONSIBILITY,
     build_event_message,
@@ -35,11 +36,13 @@ from hub.fhir.namespaces import (
     EXT_DETERMINATION,
     EXT_RESPONSIBLE_COMMISSIONER,
     GSS_CODE_SYSTEM,
+    HUB_FHIR_BASE,
     HUB_PERSON_ID_SYSTEM,
     LEGAL_STATUS_ENGLAND_SYSTEM,
     LEGAL_STATUS_EXTENSION_URL,
     NHS_NUMBER_SYSTEM,
     ODS_ORGANIZATION_SYSTEM,
+    Namespaces,
 )
 from hub.fhir.validate import (
     SCHEMAS_DIR,
@@ -132,8 +135,24 @@ def test_message_bundle_header_and_entries() -> None:
     assert header["source"]["endpoint"] == examples.SOURCE_ENDPOINT
     (dest,) = header["destination"]
     assert dest["receiver"]["identifier"] == {"system": GSS_CODE_SYSTEM, "value": "E06000060"}
+    assert dest["endpoint"].startswith("urn:uuid:")
     (episode,) = _resources(b, "EpisodeOfCare")
-    assert header["focus"] == [{"reference": f"urn:uuid:{episode['id']}"}]
+    (encounter,) = _resources(b, "Encounter")
+    # The entitlement, and the detention it flows from (shared: legal-status).
+    assert header["focus"] == [{"reference": f"urn:uuid:{episode['id']}"},
+                               {"reference": f"urn:uuid:{encounter['id']}"}]
+    for entry in [b, *(e["resource"] for e in b["entry"])]:
+        assert entry["meta"]["profile"] == [
+            f"{HUB_FHIR_BASE}/StructureDefinition/{PROFILES[entry['resourceType']]}"]
+
+
+def test_every_hub_url_follows_the_canonical_base() -> None:
+    ns = Namespaces.for_base("https://s117.example.nhs.uk")
+    text = orjson.dumps(_build(ns=ns, source_endpoint="https://s117.example.nhs.uk/fhir")).decode()
+    assert "https://s117-hub.localhost" not in text
+    assert '"system":"https://s117.example.nhs.uk/fhir/CodeSystem/s117-event"' in text
+    assert "https://s117.example.nhs.uk/fhir/StructureDefinition/Extension-S117-Determination" in text
+    assert "https://s117.example.nhs.uk/fhir/StructureDefinition/S117-EpisodeOfCare" in text
 
 
 def test_icb_recipient_is_named_by_ods_code() -> None:
@@ -255,6 +274,7 @@ def test_no_groups_leaves_only_the_hub_person_id() -> None:
     assert patient == {
         "resourceType": "Patient",
         "id": patient["id"],
+        "meta": {"profile": [f"{HUB_FHIR_BASE}/StructureDefinition/S117-Patient"]},
         "identifier": [{"system": HUB_PERSON_ID_SYSTEM, "value": examples.PERSON_ID}],
     }
     assert not _resources(b, "Encounter")
@@ -274,7 +294,7 @@ def test_no_groups_leaves_only_the_hub_person_id() -> None:
         "E06000060",  # the recipient's own code is in destination: check below
     ):
         if secret == "E06000060":
-            assert text.count(secret) == 2  # destination.endpoint + receiver identifier only
+            assert text.count(secret) == 1  # the receiver identifier only (endpoint: urn:uuid)
         else:
             assert secret not in text, secret
 

@@ -279,7 +279,7 @@ def test_rejections_name_the_fhir_location(case: str, fn: Callable | bytes, loca
 
 
 def test_the_extension_url_is_the_hubs():
-    assert EXT_RESIDENCE_COUNCIL.startswith("https://s117-hub.example.org/fhir/StructureDefinition/")
+    assert EXT_RESIDENCE_COUNCIL.startswith("https://s117-hub.localhost/fhir/StructureDefinition/")
     assert pat(DETAINED)["address"][0]["extension"][0]["url"] == EXT_RESIDENCE_COUNCIL
 
 
@@ -287,3 +287,26 @@ def test_rejected_message_keeps_its_ids_for_quarantine_and_response():
     r = map_message(mutate(DETAINED, _del(enc, "subject")))
     assert r.source_message_id == "RIO-MSG-0001"
     assert r.message_header_id == mh(DETAINED)["id"]
+
+
+def test_inbound_resources_are_checked_against_the_hub_profiles():
+    from hub.fhir.namespaces import HUB_FHIR_BASE
+
+    r = map_message(mutate(DETAINED, lambda d: d["entry"][0]["resource"].update(
+        meta={"profile": [f"{HUB_FHIR_BASE}/StructureDefinition/S117-Patient"]})))
+    assert not r.ok
+    assert ("Bundle.entry[0].resource.meta.profile[0]", "value") in {(p.location, p.code) for p in r.problems}
+    enc = next(i for i, e in enumerate(DETAINED["entry"]) if e["resource"]["resourceType"] == "Encounter")
+    r = map_message(mutate(DETAINED, lambda d: d["entry"][enc]["resource"].pop("subject")))
+    assert not r.ok
+    assert any(p.location == f"Bundle.entry[{enc}].resource.subject" and "S117-Encounter" in p.reason
+               for p in r.problems), r.problems
+
+
+def test_inbound_follows_the_configured_canonical_base():
+    from hub.fhir.namespaces import Namespaces
+
+    ns = Namespaces.for_base("https://s117.example.nhs.uk")
+    text = json.dumps(DETAINED).replace("https://s117-hub.localhost", ns.base)
+    assert map_message(text, ns).ok
+    assert not map_message(json.dumps(DETAINED), ns).ok  # the default base's event system is foreign there

@@ -1,0 +1,675 @@
+"""The hub's FHIR implementation package, as Python data.
+
+Profiles (on UK Core where UK Core has one), the hub's extensions, ValueSets
+for its CodeSystems, a MessageDefinition per event type, the hub's
+CapabilityStatement and examples, all under one canonical base
+(``Namespaces``). ``build_package`` returns every file of the FHIR NPM package
+(``package/package.json``, the resources, ``package/examples/``,
+``package/.index.json``); ``s117hub fhir-package`` writes them, and the copy
+checked in under ``schemas/fhir-package/`` (default base) is kept equal to
+this module by a test and loaded by the HAPI FHIR validator in the suite.
+
+To define a new hub extension, add one ``ExtensionDef`` to ``EXTENSIONS``:
+its StructureDefinition is generated and every profile of a resource named in
+its ``contexts`` gets a slice for it (so the validator accepts it there).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from hub.domain.model import ChangeType, EventType
+from hub.fhir.namespaces import (
+    DEFAULT_NAMESPACES,
+    GSS_CODE_SYSTEM,
+    NHS_NUMBER_SYSTEM,
+    ODS_ORGANIZATION_SYSTEM,
+    Namespaces,
+)
+
+__all__ = [
+    "EXTENSIONS",
+    "PACKAGE_NAME",
+    "PACKAGE_VERSION",
+    "PROFILES",
+    "ExtensionDef",
+    "Part",
+    "ProfileDef",
+    "build_package",
+    "profile_url",
+    "required_elements",
+]
+
+PACKAGE_NAME: Final = "uk.s117hub.fhir"
+PACKAGE_VERSION: Final = "0.1.0"
+FHIR_VERSION: Final = "4.0.1"
+# UK Core STU2 as published (the copies in schemas/ukcore come from its staging repository).
+UKCORE_PACKAGE: Final = ("fhir.r4.ukcore.stu2", "2.0.2")
+PUBLISHER: Final = "S117 Hub"
+_SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+FHIR_CORE: Final = "http://hl7.org/fhir/StructureDefinition/"
+UKCORE: Final = "https://fhir.hl7.org.uk/StructureDefinition/"
+
+
+# --- extensions ---------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One sub-extension of a complex extension."""
+
+    url: str
+    type: str
+    min: int
+    max: str
+    short: str
+    valueset: str | None = None  # a hub ValueSet id; required binding
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionDef:
+    name: str  # "S117-Determination" -> Extension-S117-Determination
+    title: str
+    description: str
+    contexts: tuple[str, ...]  # element paths it may sit on, e.g. ("EpisodeOfCare",)
+    value_type: str | None = None  # simple extension: the value[x] type
+    target: str | None = None  # Reference target resource type
+    parts: tuple[Part, ...] = ()  # complex extension
+    max: str = "1"  # per resource/element (in the profiles' slices)
+    slice: str = ""  # slice name in profiles (default: derived from name)
+
+    @property
+    def id(self) -> str:
+        return f"Extension-{self.name}"
+
+    @property
+    def slice_name(self) -> str:
+        if self.slice:
+            return self.slice
+        tail = self.name.removeprefix("S117-")
+        return tail[0].lower() + tail[1:]
+
+
+EXTENSIONS: Final[tuple[ExtensionDef, ...]] = (
+    ExtensionDef(
+        "S117-EventOccurred",
+        "S117 event occurred",
+        "The date the event the message announces took effect (e.g. the day the person left hospital), "
+        "as opposed to MessageHeader timestamp (when the message was sent). Inbound: the effective date of "
+        "the register change.",
+        ("MessageHeader",),
+        value_type="date",
+    ),
+    ExtensionDef(
+        "S117-ResponsibleCommissioner",
+        "S117 responsible NHS commissioner",
+        "The NHS body (ICB / sub-ICB location, by ODS code) responsible for commissioning the person's "
+        "s117 aftercare (MHA 1983 s117(3)).",
+        ("EpisodeOfCare",),
+        value_type="Reference",
+        target="Organization",
+    ),
+    ExtensionDef(
+        "S117-CoordinatingCouncil",
+        "S117 coordinating council",
+        "The council (by ONS GSS code) coordinating the person's aftercare where it differs from the "
+        "responsible council (e.g. a placement out of area).",
+        ("EpisodeOfCare",),
+        value_type="Reference",
+        target="Organization",
+    ),
+    ExtensionDef(
+        "S117-Determination",
+        "S117 determination",
+        "Why the hub determined an aspect of the person's s117 status: the explanation and the policy "
+        "citation (e.g. 'Worcs 4.3.1') of the rule applied.",
+        ("EpisodeOfCare",),
+        parts=(
+            Part("aspect", "code", 1, "1", "What was determined", valueset="s117-determination-aspect"),
+            Part("explanation", "string", 1, "1", "The explanation, in words"),
+            Part("citation", "string", 0, "1", "The policy paragraph or statute applied"),
+            Part("rule", "code", 0, "1", "The hub's rule identifier (e.g. reasons-required)"),
+        ),
+        max="*",
+    ),
+    ExtensionDef(
+        "S117-NextReview",
+        "S117 next review",
+        "When the person's s117 aftercare is next due for review, and which kind of review.",
+        ("EpisodeOfCare",),
+        parts=(
+            Part("dueDate", "date", 1, "1", "The date the review is due"),
+            Part("kind", "code", 1, "1", "The kind of review", valueset="s117-review-kind"),
+        ),
+    ),
+    ExtensionDef(
+        "S117-ResidenceCouncil",
+        "S117 council of ordinary residence",
+        "The council (ONS GSS code) in whose area the person was ordinarily resident, on the address it "
+        "applies to. UK Core has no element for it (Address.district is a free-text name).",
+        ("Address",),
+        value_type="Identifier",
+    ),
+)
+
+
+def _extension_sd(ext: ExtensionDef, ns: Namespaces) -> dict[str, Any]:
+    url = ns.extension(ext.name)
+    elements: list[dict[str, Any]] = [
+        {"id": "Extension", "path": "Extension", "short": ext.title, "definition": ext.description}
+    ]
+    if ext.parts:
+        elements.append({
+            "id": "Extension.extension", "path": "Extension.extension",
+            "slicing": {"discriminator": [{"type": "value", "path": "url"}], "rules": "closed"},
+            "min": 1,
+        })
+        for part in ext.parts:
+            sid = f"Extension.extension:{part.url}"
+            elements.append({"id": sid, "path": "Extension.extension", "sliceName": part.url,
+                             "short": part.short, "min": part.min, "max": part.max})
+            elements.append({"id": f"{sid}.extension", "path": "Extension.extension.extension", "max": "0"})
+            elements.append({"id": f"{sid}.url", "path": "Extension.extension.url", "fixedUri": part.url})
+            value: dict[str, Any] = {"id": f"{sid}.value[x]", "path": "Extension.extension.value[x]",
+                                     "min": 1, "type": [{"code": part.type}]}
+            if part.valueset:
+                value["binding"] = {"strength": "required",
+                                    "valueSet": ns.canonical("ValueSet", part.valueset)}
+            elements.append(value)
+        elements.append({"id": "Extension.url", "path": "Extension.url", "fixedUri": url})
+        elements.append({"id": "Extension.value[x]", "path": "Extension.value[x]", "max": "0"})
+    else:
+        assert ext.value_type is not None, ext.name
+        elements.append({"id": "Extension.extension", "path": "Extension.extension", "max": "0"})
+        elements.append({"id": "Extension.url", "path": "Extension.url", "fixedUri": url})
+        vtype: dict[str, Any] = {"code": ext.value_type}
+        if ext.target:
+            vtype["targetProfile"] = [f"{FHIR_CORE}{ext.target}"]
+        elements.append({"id": "Extension.value[x]", "path": "Extension.value[x]", "min": 1, "type": [vtype]})
+    return {
+        "resourceType": "StructureDefinition",
+        "id": ext.id,
+        "url": url,
+        "version": PACKAGE_VERSION,
+        "name": ext.id.replace("-", ""),
+        "title": ext.title,
+        "status": "draft",
+        "publisher": PUBLISHER,
+        "description": ext.description,
+        "fhirVersion": FHIR_VERSION,
+        "kind": "complex-type",
+        "abstract": False,
+        "context": [{"type": "element", "expression": c} for c in ext.contexts],
+        "type": "Extension",
+        "baseDefinition": f"{FHIR_CORE}Extension",
+        "derivation": "constraint",
+        "differential": {"element": elements},
+    }
+
+
+# --- profiles -----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ProfileDef:
+    name: str  # "S117-Patient"
+    type: str
+    base: str
+    title: str
+    description: str
+    # Differential elements after the extension slices (ids relative to type).
+    elements: tuple[dict[str, Any], ...] = ()
+    base_slices_extension: bool = False  # the base already declares extension slicing
+    example: str = ""  # the example's file stem (set by build_package)
+
+
+def _e(eid: str, **kw: Any) -> dict[str, Any]:
+    return {"id": eid, "path": _path_of(eid), **kw}
+
+
+def _path_of(eid: str) -> str:
+    return ".".join(part.split(":")[0] for part in eid.split("."))
+
+
+def _profiles(ns: Namespaces) -> tuple[ProfileDef, ...]:
+    org_ref = [{"code": "Reference", "targetProfile": [f"{FHIR_CORE}Organization"]}]
+    return (
+        ProfileDef(
+            "S117-MessageBundle", "Bundle", f"{FHIR_CORE}Bundle", "S117 message Bundle",
+            "An S117 Hub message: a Bundle of type message whose first entry is an S117 MessageHeader. "
+            "Outbound (the hub's event messages to councils and ICBs) and inbound (a trust's register "
+            "change to $process-message).",
+            (
+                _e("Bundle.type", fixedCode="message"),
+                _e("Bundle.timestamp", min=1),
+                _e("Bundle.entry", min=2),
+                _e("Bundle.entry.fullUrl", min=1),
+                _e("Bundle.entry.resource", min=1),
+            ),
+        ),
+        ProfileDef(
+            "S117-MessageHeader", "MessageHeader", f"{FHIR_CORE}MessageHeader", "S117 MessageHeader",
+            "The header of an S117 Hub message: the event (the hub's s117-event codes outbound, its "
+            "register change types inbound), when it took effect, who it is for, and its focus (the "
+            "EpisodeOfCare of the entitlement outbound, the detention Encounter too when shared).",
+            (
+                _e("MessageHeader.event[x]", type=[{"code": "Coding"}],
+                   binding={"strength": "required", "valueSet": ns.canonical("ValueSet", "s117-message-event")}),
+                _e("MessageHeader.event[x].system", min=1),
+                _e("MessageHeader.event[x].code", min=1),
+                _e("MessageHeader.source.endpoint", min=1),
+                _e("MessageHeader.focus", min=1),
+            ),
+        ),
+        ProfileDef(
+            "S117-Patient", "Patient", f"{UKCORE}UKCore-Patient", "S117 Patient",
+            "The person the message is about: the hub's person id always (outbound); the NHS number, "
+            "name, birth date and postcode only as the recipient's data-sharing agreement allows.",
+            (
+                _e("Patient.identifier", min=1),
+                _e("Patient.address.extension",
+                   slicing={"discriminator": [{"type": "value", "path": "url"}], "rules": "open"}),
+                _e("Patient.address.extension:residenceCouncil", sliceName="residenceCouncil", min=0, max="1",
+                   type=[{"code": "Extension", "profile": [ns.extension("S117-ResidenceCouncil")]}]),
+            ),
+            base_slices_extension=True,
+        ),
+        ProfileDef(
+            "S117-Encounter", "Encounter", f"{UKCORE}UKCore-Encounter", "S117 detention Encounter",
+            "The detention under the Mental Health Act 1983: the UK Core legal status (England "
+            "classification), when it started, and the hospital (ODS) as serviceProvider.",
+            (
+                _e("Encounter.subject", min=1),
+            ),
+            base_slices_extension=True,
+        ),
+        ProfileDef(
+            "S117-EpisodeOfCare", "EpisodeOfCare", f"{UKCORE}UKCore-EpisodeOfCare",
+            "S117 aftercare EpisodeOfCare",
+            "The person's s117 aftercare entitlement: its status and period, the responsible council "
+            "(managingOrganization, ONS GSS code) and NHS commissioner, the next review and the reasons.",
+            (
+                _e("EpisodeOfCare.type", min=1),
+                _e("EpisodeOfCare.managingOrganization", type=org_ref),
+            ),
+        ),
+        ProfileDef(
+            "S117-Organization", "Organization", f"{UKCORE}UKCore-Organization", "S117 Organization",
+            "A body named in S117 messages: an NHS body by its ODS code, a council by its ONS GSS code. "
+            "Hub messages refer to organisations logically (Reference.identifier); this profile is for "
+            "receivers that resolve them to resources.",
+            (_e("Organization.identifier", min=1),),
+            base_slices_extension=True,
+        ),
+        ProfileDef(
+            "S117-Position", "Parameters", f"{FHIR_CORE}Parameters", "S117 recipient position",
+            "The person's whole current position for the recipient (roles, entitlement, responsible bodies "
+            "as its agreement allows, pending reviews, open disputes) and its per-(person, recipient) "
+            "version; a correction names the event it supersedes and the reason. A receiver keeps, per "
+            "person, the position of the highest version it has seen. A focus of the MessageHeader.",
+            (
+                _e("Parameters.parameter", min=1),
+                _e("Parameters.parameter.name", min=1),
+            ),
+        ),
+        ProfileDef(
+            "S117-Task", "Task", f"{FHIR_CORE}Task", "S117 transfer or dispute Task",
+            "A transfer of responsibility or a dispute stage as a workflow: status (requested, accepted, "
+            "rejected, in-progress, completed), the clock's owner, restriction.period the clock, focus the "
+            "person's s117 EpisodeOfCare (Worcs 4.3.4, 4.4.8, 15.1-15.6). Shared under the field group "
+            "'workflow'.",
+            (
+                _e("Task.identifier", min=1),
+                _e("Task.focus", min=1),
+                _e("Task.for", min=1),
+            ),
+        ),
+    )
+
+
+def _profile_sd(p: ProfileDef, ns: Namespaces) -> dict[str, Any]:
+    elements: list[dict[str, Any]] = []
+    exts = [x for x in EXTENSIONS if p.type in x.contexts]
+    own = list(p.elements)
+    head = [e for e in own if e["path"] == p.type]
+    elements.extend(head)
+    if exts:
+        if not p.base_slices_extension:
+            elements.append({"id": f"{p.type}.extension", "path": f"{p.type}.extension",
+                             "slicing": {"discriminator": [{"type": "value", "path": "url"}], "rules": "open"}})
+        for x in exts:
+            elements.append({"id": f"{p.type}.extension:{x.slice_name}", "path": f"{p.type}.extension",
+                             "sliceName": x.slice_name, "min": 0, "max": x.max,
+                             "type": [{"code": "Extension", "profile": [ns.extension(x.name)]}]})
+    elements.extend(e for e in own if e["path"] != p.type)
+    return {
+        "resourceType": "StructureDefinition",
+        "id": p.name,
+        "url": ns.profile(p.name),
+        "version": PACKAGE_VERSION,
+        "name": p.name.replace("-", ""),
+        "title": p.title,
+        "status": "draft",
+        "publisher": PUBLISHER,
+        "description": p.description,
+        "fhirVersion": FHIR_VERSION,
+        "kind": "resource",
+        "abstract": False,
+        "type": p.type,
+        "baseDefinition": p.base,
+        "derivation": "constraint",
+        "differential": {"element": copy.deepcopy(elements)},
+    }
+
+
+PROFILES: Final = {p.type: p.name for p in _profiles(DEFAULT_NAMESPACES)}
+
+
+def profile_url(resource_type: str, ns: Namespaces = DEFAULT_NAMESPACES) -> str:
+    """The hub profile a resource of this type declares in meta.profile."""
+    return ns.profile(PROFILES[resource_type])
+
+
+def required_elements(resource_type: str) -> tuple[str, ...]:
+    """Direct children of the resource the hub profile requires (min >= 1),
+    with what the base (R4 / UK Core) already requires of the hub's use."""
+    p = next(x for x in _profiles(DEFAULT_NAMESPACES) if x.type == resource_type)
+    out = []
+    for e in p.elements:
+        parts = e["path"].split(".")
+        if len(parts) == 2 and e.get("min", 0) >= 1 and ":" not in e["id"]:
+            out.append(parts[1])
+    return tuple(out)
+
+
+# --- terminology ----------------------------------------------------------------
+_ASPECTS: Final = (
+    ("event", "Event", "What happened, in words (the event's summary)."),
+    ("entitlement", "Entitlement", "Whether the person is entitled to s117 aftercare, and since when."),
+    ("responsible-council", "Responsible council", "The council responsible for the aftercare."),
+    ("responsible-commissioner", "Responsible NHS commissioner", "The NHS body responsible for commissioning it."),
+    ("coordinating-council", "Coordinating council", "The council coordinating the aftercare."),
+    ("next-review", "Next review", "When the aftercare is next due for review."),
+    ("discharge-refused", "Discharge refused", "Why a discharge from s117 aftercare was refused."),
+)
+_REVIEW_KINDS: Final = (
+    ("first", "First review", "The first review after the person left hospital."),
+    ("annual", "Annual review", "The regular (at least yearly) review."),
+    ("new-placement", "New placement review", "A review after a new placement."),
+    ("unscheduled", "Unscheduled review", "A review brought forward."),
+)
+
+
+def _codesystem(ns: Namespaces, cid: str, title: str, description: str,
+                concepts: Iterable[tuple[str, str, str]]) -> dict[str, Any]:
+    concept = [{"code": c, "display": d, "definition": f} for c, d, f in concepts]
+    return {
+        "resourceType": "CodeSystem", "id": cid, "url": ns.canonical("CodeSystem", cid),
+        "version": PACKAGE_VERSION, "name": "".join(w.capitalize() for w in cid.split("-")),
+        "title": title, "status": "active", "experimental": False, "publisher": PUBLISHER,
+        "description": description, "caseSensitive": True, "content": "complete",
+        "count": len(concept), "concept": concept,
+    }
+
+
+def _shipped_codesystem(ns: Namespaces, filename: str, url: str) -> dict[str, Any]:
+    cs = json.loads((_SCHEMAS / filename).read_text(encoding="utf-8"))
+    cs["url"] = url
+    return cs
+
+
+def _valueset(ns: Namespaces, vid: str, title: str, description: str, systems: Iterable[str]) -> dict[str, Any]:
+    return {
+        "resourceType": "ValueSet", "id": vid, "url": ns.canonical("ValueSet", vid),
+        "version": PACKAGE_VERSION, "name": "".join(w.capitalize() for w in vid.split("-")),
+        "title": title, "status": "active", "experimental": False, "publisher": PUBLISHER,
+        "description": description, "compose": {"include": [{"system": s} for s in systems]},
+    }
+
+
+def _terminology(ns: Namespaces) -> list[dict[str, Any]]:
+    return [
+        _shipped_codesystem(ns, "CodeSystem-s117-event.json", ns.event_codesystem),
+        _shipped_codesystem(ns, "CodeSystem-s117-register-change-type.json", ns.change_type_codesystem),
+        _codesystem(ns, "s117-determination-aspect", "S117 determination aspect",
+                    "The aspect of a person's s117 status an Extension-S117-Determination explains.", _ASPECTS),
+        _codesystem(ns, "s117-review-kind", "S117 review kind",
+                    "Kinds of s117 aftercare review (Extension-S117-NextReview kind).", _REVIEW_KINDS),
+        _valueset(ns, "s117-event", "S117 Hub events", "Every event the hub announces.", [ns.event_codesystem]),
+        _valueset(ns, "s117-register-change-type", "S117 register change types",
+                  "Every register change a trust may report.", [ns.change_type_codesystem]),
+        _valueset(ns, "s117-message-event", "S117 message events",
+                  "MessageHeader.eventCoding of an S117 message: an outbound event or an inbound register change.",
+                  [ns.event_codesystem, ns.change_type_codesystem]),
+        _valueset(ns, "s117-determination-aspect", "S117 determination aspects", "Every aspect.",
+                  [ns.canonical("CodeSystem", "s117-determination-aspect")]),
+        _valueset(ns, "s117-review-kind", "S117 review kinds", "Every review kind.",
+                  [ns.canonical("CodeSystem", "s117-review-kind")]),
+    ]
+
+
+# --- messaging -------------------------------------------------------------------
+# Field groups a data-sharing agreement may grant, and what each adds to a message
+# (hub.fhir.messages.FIELD_GROUPS; a test keeps the two equal).
+FIELD_GROUP_CONTENT: Final = {
+    "identity": "Patient.identifier (NHS number)",
+    "demographics": "Patient.name, Patient.birthDate",
+    "address": "Patient.address.postalCode",
+    "legal-status": "the detention Encounter (UK Core legal status, period, hospital) in MessageHeader.focus",
+    "responsibility": "EpisodeOfCare.managingOrganization (responsible council), the ResponsibleCommissioner "
+                      "and CoordinatingCouncil extensions",
+    "explanations": "the Determination extensions (explanations and policy citations)",
+    "workflow": "the transfer or dispute Task (S117-Task: state, owner, clock, interim split) in MessageHeader.focus",
+}
+
+
+def _field_group_text() -> str:
+    rows = "\n".join(f"* `{g}`: {what}" for g, what in FIELD_GROUP_CONTENT.items())
+    return ("Always present: MessageHeader, the Patient (hub person id), the EpisodeOfCare (status, period, "
+            "next review) and the recipient's position (S117-Position Parameters: roles, entitlement, pending "
+            "reviews, open disputes, version). Each field group below appears only when the recipient's data-sharing agreement "
+            "grants it:\n\n" + rows)
+
+
+def _message_definitions(ns: Namespaces) -> list[dict[str, Any]]:
+    from hub.fhir.messages import EVENT_DISPLAYS  # noqa: PLC0415 (messages imports this module)
+
+    out = []
+    for event, display in EVENT_DISPLAYS.items():
+        out.append({
+            "resourceType": "MessageDefinition", "id": event.value,
+            "url": ns.canonical("MessageDefinition", event.value), "version": PACKAGE_VERSION,
+            "name": event.value.replace("-", "").upper(), "title": display, "status": "draft",
+            "date": "2026-11-30", "publisher": PUBLISHER,
+            "description": f"{display}: sent by the hub to every council and ICB that must hear of it, "
+                           f"within what each one's data-sharing agreement allows.",
+            "purpose": _field_group_text(),
+            "eventCoding": {"system": ns.event_codesystem, "code": event.value, "display": display},
+            "category": "notification",
+            "focus": [
+                {"code": "EpisodeOfCare", "profile": ns.profile("S117-EpisodeOfCare"), "min": 1, "max": "1"},
+                {"code": "Encounter", "profile": ns.profile("S117-Encounter"), "min": 0, "max": "1"},
+                {"code": "Parameters", "profile": ns.profile("S117-Position"), "min": 0, "max": "1"},
+                {"code": "Task", "profile": ns.profile("S117-Task"), "min": 0, "max": "1"},
+            ],
+            "responseRequired": "never",
+        })
+    codes = [c.value for c in ChangeType]
+    out.append({
+        "resourceType": "MessageDefinition", "id": "s117-register-change",
+        "url": ns.canonical("MessageDefinition", "s117-register-change"), "version": PACKAGE_VERSION,
+        "name": "S117REGISTERCHANGE", "title": "S117 register change (inbound)", "status": "draft",
+        "date": "2026-11-30", "publisher": PUBLISHER,
+        "description": "A trust reports one register change to POST /v1/fhir/$process-message. "
+                       "MessageHeader.eventCoding is a code of the register change types ("
+                       + ", ".join(codes) + "); focus the detention Encounter and the Patient. "
+                       "The hub answers with a response message (code ok) or a 422 OperationOutcome.",
+        "eventCoding": {"system": ns.change_type_codesystem, "code": ChangeType.DETAINED.value},
+        "category": "consequence",
+        "focus": [
+            {"code": "Encounter", "profile": ns.profile("S117-Encounter"), "min": 0, "max": "1"},
+            {"code": "Patient", "profile": ns.profile("S117-Patient"), "min": 0, "max": "1"},
+        ],
+        "responseRequired": "always",
+        "allowedResponse": [{"message": ns.canonical("MessageDefinition", "s117-register-change-response"),
+                             "situation": "The change was accepted (or is a duplicate: the first answer)."}],
+    })
+    out.append({
+        "resourceType": "MessageDefinition", "id": "s117-register-change-response",
+        "url": ns.canonical("MessageDefinition", "s117-register-change-response"), "version": PACKAGE_VERSION,
+        "name": "S117REGISTERCHANGERESPONSE", "title": "S117 register change accepted", "status": "draft",
+        "date": "2026-11-30", "publisher": PUBLISHER,
+        "description": "The hub's response message to an accepted register change: MessageHeader.response.code "
+                       "ok, identifying the change and the person.",
+        "eventCoding": {"system": ns.change_type_codesystem, "code": ChangeType.DETAINED.value},
+        "category": "notification",
+        "responseRequired": "never",
+    })
+    return out
+
+
+REST_ENDPOINTS: Final = (
+    ("POST /v1/register-changes", "a trust's register change as canonical JSON"),
+    ("POST /v1/fhir/$process-message", "a trust's register change as a FHIR message (this CapabilityStatement)"),
+    ("POST /v1/council-files", "a council case system's nightly export"),
+    ("POST /v1/subscriptions", "a council's or ICB's subscription: webhook, feed, Kafka topic or file"),
+    ("GET /v1/feeds/{id}", "the pull feed of FHIR messages"),
+    ("GET /v1/persons/{person_id}/s117", "a person's s117 status with explanations"),
+    ("GET /v1/reports/register-summary", "the anonymised register summary"),
+)
+
+
+def _capability_statement(ns: Namespaces, endpoint: str) -> dict[str, Any]:
+    from hub.fhir.messages import EVENT_DISPLAYS  # noqa: PLC0415
+
+    docs = "The hub's other (non-FHIR) REST endpoints, authenticated by API key:\n\n" + "\n".join(
+        f"* `{ep}`: {what}" for ep, what in REST_ENDPOINTS)
+    return {
+        "resourceType": "CapabilityStatement", "id": "s117-hub",
+        "url": ns.canonical("CapabilityStatement", "s117-hub"), "version": PACKAGE_VERSION,
+        "name": "S117Hub", "title": "S117 Hub", "status": "draft", "date": "2026-11-30",
+        "publisher": PUBLISHER,
+        "description": "The S117 Hub: receives trusts' register changes as FHIR messages and sends FHIR R4 "
+                       "(UK Core) event messages about Section 117 aftercare to councils and ICBs.",
+        "kind": "instance",
+        "software": {"name": "S117 Hub", "version": PACKAGE_VERSION},
+        "implementation": {"description": "S117 Hub", "url": endpoint},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": docs,
+            "security": {"description": "An API key per client (X-API-Key); only its SHA-256 is stored."},
+            "operation": [{"name": "process-message",
+                           "definition": "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message"}],
+        }],
+        "messaging": [{
+            "endpoint": [{"protocol": {"system": "http://terminology.hl7.org/CodeSystem/message-transport",
+                                       "code": "http"}, "address": endpoint}],
+            "documentation": "Outbound messages are POSTed to each subscriber's webhook (signed), or pulled "
+                             "from its feed, or written to its Kafka topic or file.",
+            "supportedMessage": [
+                *({"mode": "sender", "definition": ns.canonical("MessageDefinition", e.value)} for e in EVENT_DISPLAYS),
+                {"mode": "receiver", "definition": ns.canonical("MessageDefinition", "s117-register-change")},
+            ],
+        }],
+    }
+
+
+# --- examples ----------------------------------------------------------------------
+_GOLDEN = Path(__file__).resolve().parents[2] / "tests" / "golden"
+
+
+def _examples(ns: Namespaces) -> dict[str, dict[str, Any]]:
+    """Examples: a generated message Bundle per golden case, each of its
+    resources on its own, and an Organization per kind."""
+    from hub.fhir.examples import BOB_ICB, BUCKS_COUNCIL, golden_cases  # noqa: PLC0415
+    from hub.fhir.messages import build_event_message  # noqa: PLC0415
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, kwargs in golden_cases().items():
+        bundle = build_event_message(**{**kwargs, "source_endpoint": f"{ns.fhir_base}/messages"}, ns=ns)
+        out[f"Bundle-{name}"] = bundle
+        for entry in bundle["entry"]:
+            res = entry["resource"]
+            out.setdefault(f"{res['resourceType']}-{name}", res)
+    # A transfer message as the workflows send it: the Task joins the Bundle (field group "workflow").
+    from hub.workflows.fhir_task import add_task  # noqa: PLC0415
+
+    transfer = copy.deepcopy(out["Bundle-responsibility-transferred"])
+    add_task(transfer, {"task": orjson.dumps({
+        "resourceType": "Task", "id": "example", "status": "requested", "businessStatus": {"text": "awaiting"},
+        "intent": "order", "code": {"text": "S117 transfer of council responsibility"},
+        "description": "council responsibility moves from E06000060 to E10000034 (re-detention in another area)",
+        "authoredOn": "2025-06-02", "requester": {"identifier": {"system": GSS_CODE_SYSTEM, "value": "E06000060"}},
+        "owner": {"identifier": {"system": GSS_CODE_SYSTEM, "value": "E10000034"}},
+        "restriction": {"period": {"start": "2025-06-02", "end": "2025-06-16"}},
+    }).decode()}, frozenset({"workflow"}), ns=ns)
+    out["Bundle-transfer-with-task"] = transfer
+    out["Task-transfer"] = transfer["entry"][-1]["resource"]
+    for org, system in ((BUCKS_COUNCIL, GSS_CODE_SYSTEM), (BOB_ICB, ODS_ORGANIZATION_SYSTEM)):
+        out[f"Organization-{org.code}"] = {
+            "resourceType": "Organization", "id": org.code,
+            "meta": {"profile": [ns.profile("S117-Organization")]},
+            "identifier": [{"system": system, "value": org.code}], "name": org.name,
+        }
+    return out
+
+
+# --- the package ------------------------------------------------------------------
+def _file_name(res: dict[str, Any]) -> str:
+    return f"{res['resourceType']}-{res['id']}.json"
+
+
+def _dump(res: dict[str, Any]) -> str:
+    return json.dumps(res, indent=2, ensure_ascii=False) + "\n"
+
+
+def _index(files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    entries = []
+    for name, res in sorted(files.items()):
+        item = {"filename": name, "resourceType": res["resourceType"], "id": res["id"]}
+        for key in ("url", "version", "kind", "type"):
+            if isinstance(res.get(key), str):
+                item[key] = res[key]
+        entries.append(item)
+    return {"index-version": 1, "files": entries}
+
+
+def conformance_resources(ns: Namespaces = DEFAULT_NAMESPACES, endpoint: str | None = None) -> list[dict[str, Any]]:
+    return [
+        *(_profile_sd(p, ns) for p in _profiles(ns)),
+        *(_extension_sd(x, ns) for x in EXTENSIONS),
+        *_terminology(ns),
+        *_message_definitions(ns),
+        _capability_statement(ns, endpoint or f"{ns.fhir_base}"),
+    ]
+
+
+def build_package(ns: Namespaces = DEFAULT_NAMESPACES, endpoint: str | None = None) -> dict[str, str]:
+    """Every file of the FHIR NPM package: relative path -> text."""
+    resources = {_file_name(r): r for r in conformance_resources(ns, endpoint)}
+    examples = {f"{stem}.json": res for stem, res in _examples(ns).items()}
+    manifest = {
+        "name": PACKAGE_NAME,
+        "version": PACKAGE_VERSION,
+        "description": "S117 Hub: FHIR R4 (UK Core) messaging for Section 117 (Mental Health Act 1983) aftercare: "
+                       "profiles, extensions, terminology, message definitions and the hub's CapabilityStatement.",
+        "canonical": ns.fhir_base,
+        "url": ns.fhir_base,
+        "fhirVersions": [FHIR_VERSION],
+        "type": "fhir.ig",
+        "license": "Apache-2.0",
+        "author": PUBLISHER,
+        "dependencies": {"hl7.fhir.r4.core": FHIR_VERSION, UKCORE_PACKAGE[0]: UKCORE_PACKAGE[1]},
+    }
+    files = {f"package/{n}": _dump(r) for n, r in resources.items()}
+    files["package/package.json"] = json.dumps(manifest, indent=2) + "\n"
+    files["package/.index.json"] = json.dumps(_index(resources), indent=2) + "\n"
+    files.update({f"package/examples/{n}": _dump(r) for n, r in examples.items()})
+    files["package/examples/.index.json"] = json.dumps(_index(examples), indent=2) + "\n"
+    return files
+
