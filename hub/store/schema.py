@@ -66,8 +66,10 @@ register_changes = Table(
     Column("canonical", JSON, nullable=False),  # the RegisterChange, no personal details
     Column("correlation_id", String(64), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("channel", String(32), nullable=True),  # rest, fhir, mllp, file: where it came in (traces)
     UniqueConstraint("source", "source_message_id", name="uq_change_source_message"),
     Index("ix_changes_person", "person_id", "effective_date"),
+    Index("ix_changes_correlation", "correlation_id"),
 )
 
 # The answer given to a (source, source message id), replayed on a duplicate.
@@ -92,7 +94,9 @@ quarantine = Table(
     Column("raw", LargeBinary, nullable=False),  # Fernet-encrypted input as received
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("status", String(16), nullable=False, default="held"),  # held, released, discarded
+    Column("correlation_id", String(64), nullable=True),  # the trace of the request that sent it
     Index("ix_quarantine_source", "source", "received_at"),
+    Index("ix_quarantine_correlation", "correlation_id"),
 )
 
 # The embedded durable log: a table of messages per topic with offsets, and
@@ -323,4 +327,52 @@ export_items = Table(
     Column("delivery_id", String(36), primary_key=True),
     Column("event_no", BigInteger, nullable=False),
     UniqueConstraint("delivery_id", name="uq_export_items_delivery"),
+)
+
+# Operator actions (replay, retry, resubmit, discard, run now): who did what, for the audit chain.
+operator_actions = Table(
+    "operator_actions",
+    metadata,
+    Column("action_id", Id, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(100), nullable=False),  # an id, never personal data
+    Column("detail", JSON, nullable=False),
+)
+
+# The tamper-evident audit (hub/audit.py): every audit record in one hash chain.
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),  # disclosure, read, refusal, operator
+    Column("source", String(32), nullable=False),
+    Column("source_id", BigInteger, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("person_id", String(36), nullable=True),
+    Column("org", String(64), nullable=True),
+    Column("content", JSON, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+    Index("ix_audit_chain_person", "person_id"),
+    Index("ix_audit_chain_source", "source", "source_id"),
+)
+
+audit_cursors = Table(
+    "audit_cursors",
+    metadata,
+    Column("source", String(32), primary_key=True),  # a source table, or "(anchor)" after a purge
+    Column("last_id", BigInteger, nullable=False),
+    Column("anchor_hash", String(64), nullable=True),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+    Column("signature", String(64), nullable=False),  # HMAC-SHA-256 of day|last_seq|last_hash
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )

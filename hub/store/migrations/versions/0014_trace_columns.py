@@ -1,0 +1,33 @@
+"""trace: the channel of each register change, the correlation id of each quarantined input
+
+Revision ID: 0014
+Revises: 0013
+"""
+from __future__ import annotations
+
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0014'
+down_revision = '0013'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('register_changes', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('channel', sa.String(length=32), nullable=True))
+        batch_op.create_index('ix_changes_correlation', ['correlation_id'], unique=False)
+    with op.batch_alter_table('quarantine', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('correlation_id', sa.String(length=64), nullable=True))
+        batch_op.create_index('ix_quarantine_correlation', ['correlation_id'], unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('quarantine', schema=None) as batch_op:
+        batch_op.drop_index('ix_quarantine_correlation')
+        batch_op.drop_column('correlation_id')
+    with op.batch_alter_table('register_changes', schema=None) as batch_op:
+        batch_op.drop_index('ix_changes_correlation')
+        batch_op.drop_column('channel')
