@@ -16,7 +16,7 @@ from sqlalchemy import text
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hub.api import feeds, files, ops, persons, register_changes, reports, subscriptions
-from hub.api import audit, exports, fhir_inbound, reconciliations, trace
+from hub.api import audit, exports, fhir_inbound, quarantine_triage, reconciliations, trace
 from hub.api.problems import install_problem_handlers
 from hub.bootstrap import build_hub
 from hub.observability.logging import get_logger
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(exports.ops_router)
     app.include_router(trace.router)
     app.include_router(audit.router)
+    app.include_router(quarantine_triage.router)
 
     _document_register_change_body(app)
 

@@ -95,6 +95,10 @@ quarantine = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("status", String(16), nullable=False, default="held"),  # held, released, discarded
     Column("correlation_id", String(64), nullable=True),  # the trace of the request that sent it
+    # Triage: resubmitted (linked to what the corrected input became) or discarded, with the reason.
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    Column("resolved_by", String(36), nullable=True),  # the change id or new quarantine id
+    Column("resolution_reason", String(500), nullable=True),
     Index("ix_quarantine_source", "source", "received_at"),
     Index("ix_quarantine_correlation", "correlation_id"),
 )

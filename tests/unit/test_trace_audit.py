@@ -190,3 +190,27 @@ async def test_retention_purges_what_is_no_longer_needed_and_the_chain_still_ver
     assert result["ok"], result
     metrics = (await app_hub.http.get("/metrics")).text
     assert 's117_retention_purged_total{kind="audit"}' in metrics
+
+
+async def test_quarantine_triage_resubmit_linked_or_discard_with_reason(app_hub) -> None:  # noqa: ANN001
+    trust = {"X-API-Key": app_hub.keys["trust"]}
+    bad = {**detention("q")[0], "legal_status_code": "XX"}
+    held = (await app_hub.http.post("/v1/register-changes", headers=trust, json=bad)).json()["quarantine_id"]
+    still_bad = await app_hub.http.post(f"/v1/quarantine/{held}/resubmit", headers=trust, json={**bad, "source_message_id": "q-1b"})
+    assert still_bad.status_code == 422 and still_bad.json()["resubmission_of"] == held
+    fixed = await app_hub.http.post(f"/v1/quarantine/{held}/resubmit", headers=trust,
+                                    json={**bad, "source_message_id": "q-1c", "legal_status_code": "03"})
+    assert fixed.status_code == 202, fixed.text
+    row = (await app_hub.http.get(f"/v1/quarantine/{held}", headers=trust)).json()
+    assert (row["status"], row["resolved_by"]) == ("resubmitted", fixed.json()["change_id"])
+    again = await app_hub.http.post(f"/v1/quarantine/{held}/resubmit", headers=trust, json=bad)
+    assert again.status_code == 409
+    other = (await app_hub.http.post("/v1/register-changes", headers=trust, json={**bad, "source_message_id": "q-2"})
+             ).json()["quarantine_id"]
+    not_mine = await app_hub.http.post(f"/v1/quarantine/{other}/discard", headers={"X-API-Key": app_hub.keys["other-trust"]},
+                                       json={"reason": "not ours"})
+    assert not_mine.status_code == 404
+    r = await app_hub.http.post(f"/v1/quarantine/{other}/discard", headers=trust, json={"reason": "sent in error"})
+    assert r.json()["status"] == "discarded"
+    t = (await app_hub.http.get(f"/v1/quarantine/{other}", headers=trust)).json()
+    assert (t["status"], t["resolution_reason"]) == ("discarded", "sent in error")
