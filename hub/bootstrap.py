@@ -30,6 +30,7 @@ from hub.reconciliation import ItemWatcher, ReconciliationService, Reconciler, r
 from hub.exports import ExportService, run_exporter
 from hub.audit import AuditChain, audit_key
 from hub.retention import Purger, RetentionPolicy, run_housekeeping
+from hub.timeseries import Sampler, run_sampler
 from hub.scheduler import ReviewScanner, run_review_scanner
 from hub.observability.logging import get_logger
 from hub.refdata.loader import load_reference_data
@@ -105,6 +106,9 @@ class Hub:
                 s.retain_audit_days))
             self._tasks.append(asyncio.create_task(run_housekeeping(
                 self.audit, purger, s.audit_chain_seconds, s.retention_purge_seconds, self._stop), name="housekeeping"))
+        if self.settings.sample_seconds > 0:
+            self._tasks.append(asyncio.create_task(run_sampler(
+                Sampler(self.engine, self.bus), self.settings.sample_seconds, self._stop), name="sampler"))
         if self.exports is not None:
             self._tasks.append(asyncio.create_task(run_exporter(self.exports, poll, self._stop), name="exporter"))
         if self.settings.review_scan_interval_seconds > 0:

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     retain_quarantine_raw_days: int = 90
     retain_audit_days: int = 2922
     retention_purge_seconds: float = 3600.0
+    # The console's time series (hub/timeseries.py): a sample every this many seconds; 0: off.
+    sample_seconds: float = 60.0
     run_workers: bool = True
 
     # HL7 v2 ADT over MLLP (hub/mllp.py): off unless a port is set. MLLP has no

@@ -79,12 +79,14 @@ async def _trace(conn: AsyncConnection, q: TraceQuery) -> dict[str, Any]:
         change_ids |= set((await conn.execute(select(register_changes.c.change_id).where(
             register_changes.c.correlation_id == q.correlation_id))).scalars().all())
         held += (await conn.execute(select(quarantine).where(quarantine.c.correlation_id == q.correlation_id))).all()
-    if q.source and q.source_message_id:
+    if q.source_message_id:
+        # With the source, exact; alone (an engineer with only the trust's MSH-10), every source's.
+        by_source = [register_changes.c.source == q.source] if q.source else []
         change_ids |= set((await conn.execute(select(register_changes.c.change_id).where(
-            register_changes.c.source == q.source,
-            register_changes.c.source_message_id == q.source_message_id))).scalars().all())
+            register_changes.c.source_message_id == q.source_message_id, *by_source))).scalars().all())
         held += (await conn.execute(select(quarantine).where(
-            quarantine.c.source == q.source, quarantine.c.source_message_id == q.source_message_id))).all()
+            quarantine.c.source_message_id == q.source_message_id,
+            *([quarantine.c.source == q.source] if q.source else [])))).all()
     if q.person_id:
         change_ids |= set((await conn.execute(
             select(register_changes.c.change_id).where(register_changes.c.person_id == q.person_id)

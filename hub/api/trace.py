@@ -8,7 +8,7 @@ GET /v1/ops/withheld?days=: events addressed to a body that no agreement or subs
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
@@ -19,6 +19,7 @@ from hub.api.problems import ProblemError
 from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.observability import metrics
 from hub.store.schema import persons
+from hub.timeseries import series
 from hub.trace import TraceQuery, trace, withheld
 
 router = APIRouter(prefix="/v1/ops", tags=["operations"])
@@ -31,10 +32,10 @@ async def trace_get(hub: HubDep, client: ClientDep, correlation_id: Id = None, s
                     person_id: Id = None) -> dict:
     require(client, "hub:admin")
     q = TraceQuery(correlation_id, source, source_message_id, event_id, message_id, person_id)
-    if not any((correlation_id, event_id, message_id, person_id, source and source_message_id)):
+    if not any((correlation_id, event_id, message_id, person_id, source_message_id)):
         raise ProblemError(422, "invalid-request", "Request rejected", "name what to trace",
                            errors=[{"field": "(query)", "reason": "give correlation_id, event_id, message_id, "
-                                    "person_id, or source with source_message_id"}])
+                                    "person_id or source_message_id (with source, or alone)"}])
     return await trace(hub.engine, q)
 
 
@@ -57,6 +58,12 @@ async def trace_person(body: PersonTraceIn, hub: HubDep, client: ClientDep) -> d
     if row is None:
         raise ProblemError(404, "not-found", "Not found", "no person with that NHS number is on the register")
     return await trace(hub.engine, TraceQuery(person_id=row.person_id))
+
+
+@router.get("/series", summary="Ingest, deliveries, lag, latency, quarantine and dead letters over time")
+async def series_get(hub: HubDep, client: ClientDep, window: Literal["hour", "day", "week"] = "hour") -> dict:
+    require(client, "hub:admin")
+    return await series(hub.engine, window)
 
 
 @router.get("/withheld", summary="Events the rules addressed to a body that no agreement or subscription let through")

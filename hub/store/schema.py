@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -379,4 +380,15 @@ audit_checkpoints = Table(
     Column("last_hash", String(64), nullable=False),
     Column("signature", String(64), nullable=False),  # HMAC-SHA-256 of day|last_seq|last_hash
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# The hub's own small time series for the console's charts (hub/timeseries.py): one row per
+# (minute, series, label); labels are channels, never anything about a person.
+metric_samples = Table(
+    "metric_samples",
+    metadata,
+    Column("at", DateTime(timezone=True), primary_key=True),
+    Column("name", String(32), primary_key=True),
+    Column("label", String(32), primary_key=True),
+    Column("value", Float, nullable=False),
 )

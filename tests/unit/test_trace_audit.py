@@ -214,3 +214,22 @@ async def test_quarantine_triage_resubmit_linked_or_discard_with_reason(app_hub)
     assert r.json()["status"] == "discarded"
     t = (await app_hub.http.get(f"/v1/quarantine/{other}", headers=trust)).json()
     assert (t["status"], t["resolution_reason"]) == ("discarded", "sent in error")
+
+
+async def test_the_console_time_series(app_hub, admin, flowed) -> None:  # noqa: ANN001
+    from hub.timeseries import Sampler
+
+    now = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    sampler = Sampler(app_hub.hub.engine, app_hub.hub.bus)
+    sampler._last = now - timedelta(minutes=10)
+    await sampler.sample(now)
+    await sampler.sample(now)  # the same minute twice: kept once
+    r = await app_hub.http.get("/v1/ops/series?window=hour", headers=admin)
+    body = r.json()
+    assert body["step_seconds"] == 60 and len(body["buckets"]) == 60
+    assert sum(v or 0 for v in body["series"]["ingest"]["rest"]) == 2
+    assert sum(v or 0 for v in body["series"]["quarantined"]["-"]) == 1
+    assert body["series"]["lag"]["-"][-1] == 0
+    day = (await app_hub.http.get("/v1/ops/series?window=day", headers=admin)).json()
+    assert len(day["buckets"]) == 96 and sum(v or 0 for v in day["series"]["ingest"]["rest"]) == 2
+    assert (await app_hub.http.get("/v1/ops/series?window=year", headers=admin)).status_code == 422

@@ -1,4 +1,4 @@
-"""tamper-evident audit: operator actions, the hash chain, cursors, signed daily checkpoints
+"""tamper-evident audit (operator actions, the hash chain, cursors, signed daily checkpoints); console time series
 
 Revision ID: 0015
 Revises: 0014
@@ -58,7 +58,17 @@ def upgrade() -> None:
     )
 
 
+    op.create_table('metric_samples',
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('name', sa.String(length=32), nullable=False),
+    sa.Column('label', sa.String(length=32), nullable=False),
+    sa.Column('value', sa.Float(), nullable=False),
+    sa.PrimaryKeyConstraint('at', 'name', 'label')
+    )
+
+
 def downgrade() -> None:
+    op.drop_table('metric_samples')
     op.drop_table('audit_checkpoints')
     op.drop_table('audit_cursors')
     with op.batch_alter_table('audit_chain', schema=None) as batch_op:
