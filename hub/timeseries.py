@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.bus.port import EVENTS_TOPIC, Subscriber
+from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.store.schema import dead_letters, deliveries, metric_samples, quarantine, register_changes, subscriptions
 
@@ -36,6 +37,7 @@ class Sampler:
         self._bus = bus
         self._group = dispatcher_group
         self._last: datetime | None = None
+        self._failing_labels: set[tuple[str, str]] = set()
 
     async def sample(self, now: datetime | None = None) -> list[dict[str, Any]]:
         now = (now or datetime.now(UTC)).replace(second=0, microsecond=0)
@@ -72,6 +74,20 @@ class Sampler:
                 add("latency_p99_ms", "", _pct(latencies, 99))
             add("dead_letters", "", (await conn.execute(select(func.count()).select_from(dead_letters).where(
                 dead_letters.c.at > since, dead_letters.c.at <= now))).scalar_one())
+            failing: dict[tuple[str, str], float] = {}
+            for org, channel, oldest in (await conn.execute(
+                    select(subscriptions.c.org_code, subscriptions.c.channel, func.min(deliveries.c.created_at))
+                    .join(deliveries, deliveries.c.subscription_id == subscriptions.c.subscription_id)
+                    .where(deliveries.c.status == "pending", deliveries.c.attempts > 0,
+                           subscriptions.c.active.is_(True))
+                    .group_by(subscriptions.c.org_code, subscriptions.c.channel))).all():
+                oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC)
+                failing[(org, channel)] = max(0.0, (now - oldest).total_seconds())
+            for key in self._failing_labels - failing.keys():
+                metrics.SUBSCRIPTION_FAILING.labels(org_code=key[0], channel=key[1]).set(0)
+            for (org, channel), secs in failing.items():
+                metrics.SUBSCRIPTION_FAILING.labels(org_code=org, channel=channel).set(secs)
+            self._failing_labels = set(failing)
             existing = set((await conn.execute(select(metric_samples.c.name, metric_samples.c.label)
                                                .where(metric_samples.c.at == now))).all())
             fresh = [r for r in rows if (r["name"], r["label"]) not in existing]
