@@ -40,12 +40,13 @@ class Sampler:
         self._failing_labels: set[tuple[str, str]] = set()
 
     async def sample(self, now: datetime | None = None) -> list[dict[str, Any]]:
-        now = (now or datetime.now(UTC)).replace(second=0, microsecond=0)
-        since = self._last or now - timedelta(minutes=1)
+        now = now or datetime.now(UTC)
+        minute = now.replace(second=0, microsecond=0)  # counts since the last sample go in this minute's row
+        since = self._last or minute - timedelta(minutes=1)
         rows: list[dict[str, Any]] = []
 
         def add(name: str, label: str, value: float) -> None:
-            rows.append({"at": now, "name": name, "label": label or "-", "value": float(value)})
+            rows.append({"at": minute, "name": name, "label": label or "-", "value": float(value)})
 
         try:  # read before the write transaction: the SQL log reads on its own connection
             add("lag", "", await self._bus.lag(self._group, EVENTS_TOPIC))
@@ -88,12 +89,19 @@ class Sampler:
             for (org, channel), secs in failing.items():
                 metrics.SUBSCRIPTION_FAILING.labels(org_code=org, channel=channel).set(secs)
             self._failing_labels = set(failing)
-            existing = set((await conn.execute(select(metric_samples.c.name, metric_samples.c.label)
-                                               .where(metric_samples.c.at == now))).all())
-            fresh = [r for r in rows if (r["name"], r["label"]) not in existing]
-            if fresh:
-                await conn.execute(metric_samples.insert(), fresh)
-            await conn.execute(delete(metric_samples).where(metric_samples.c.at < now - KEEP))
+            held = {(r.name, r.label): r.value for r in (await conn.execute(
+                select(metric_samples.c.name, metric_samples.c.label, metric_samples.c.value)
+                .where(metric_samples.c.at == minute))).all()}
+            for r in rows:  # several samples in one minute: counts add up, gauges keep the worst
+                old = held.get((r["name"], r["label"]))
+                if old is not None:
+                    r["value"] = r["value"] + old if r["name"] in SUMMED else max(r["value"], old)
+            merged = {(r["name"], r["label"]) for r in rows}
+            rows += [{"at": minute, "name": n, "label": lb, "value": v} for (n, lb), v in held.items()
+                     if (n, lb) not in merged]
+            await conn.execute(delete(metric_samples).where(metric_samples.c.at == minute))
+            await conn.execute(metric_samples.insert(), rows)
+            await conn.execute(delete(metric_samples).where(metric_samples.c.at < minute - KEEP))
         self._last = now
         return rows
 

@@ -24,6 +24,7 @@ from hub.store.schema import (
     bus_messages,
     deliveries,
     disclosures,
+    ingest_results,
     quarantine,
     register_changes,
     service_levels,
@@ -93,74 +94,89 @@ async def _trace(conn: AsyncConnection, q: TraceQuery) -> dict[str, Any]:
             .order_by(register_changes.c.received_at.desc()).limit(MAX_CHANGES))).scalars().all())
 
     timeline: list[dict[str, Any]] = []
-    for h in held:
+    for h in sorted(held, key=lambda h: h.received_at):
         timeline.append({"at": _iso(h.received_at), "stage": "quarantined", "channel": h.channel,
                          "source": h.source, "source_message_id": h.source_message_id,
                          "quarantine_id": h.quarantine_id, "status": h.status, "errors": h.errors,
-                         "correlation_id": h.correlation_id})
+                         "correlation_id": h.correlation_id, "resolved_by": h.resolved_by})
     changes = (await conn.execute(
         select(register_changes.c.change_id, register_changes.c.person_id, register_changes.c.source,
                register_changes.c.source_message_id, register_changes.c.change_type,
                register_changes.c.effective_date, register_changes.c.correlation_id, register_changes.c.received_at,
-               register_changes.c.channel, service_levels.c.state, service_levels.c.deadline)
+               register_changes.c.channel, service_levels.c.state, service_levels.c.deadline,
+               ingest_results.c.status_code, ingest_results.c.created_at.label("answered_at"))
         .join(service_levels, service_levels.c.change_id == register_changes.c.change_id, isouter=True)
-        .where(register_changes.c.change_id.in_(change_ids)))).all() if change_ids else []
+        .join(ingest_results, (ingest_results.c.source == register_changes.c.source)
+              & (ingest_results.c.source_message_id == register_changes.c.source_message_id), isouter=True)
+        .where(register_changes.c.change_id.in_(change_ids))
+        .order_by(register_changes.c.received_at))).all() if change_ids else []
     persons = {c.person_id for c in changes}
-    for c in changes:
-        timeline.append({"at": _iso(c.received_at), "stage": "recorded", "change_id": c.change_id,
-                         "person_id": c.person_id, "source": c.source, "source_message_id": c.source_message_id,
-                         "change_type": c.change_type, "effective_date": c.effective_date.isoformat(),
-                         "correlation_id": c.correlation_id,
-                         "channel": c.channel,
-                         "service_level": {"state": c.state, "deadline": c.deadline.isoformat() if c.deadline else None}})
-    # 2. The events derived from those changes (the log is keyed by person).
-    events: dict[str, Any] = {}
+    # The events derived from those changes (the log is keyed by person), in log order.
+    events_of: dict[str, list[Any]] = {}
+    n_events = 0
     if persons:
         for m in (await conn.execute(select(bus_messages.c.event_id, bus_messages.c.offset, bus_messages.c.payload,
                                             bus_messages.c.created_at, bus_messages.c.relayed_at)
-                                     .where(bus_messages.c.key.in_(persons)))).all():
-            if _change_of(m.payload) in change_ids or (q.event_id and m.event_id == q.event_id):
-                events[m.event_id] = m
-    for eid, m in events.items():
-        ev = (m.payload or {}).get("event") or {}
-        details = ev.get("details") or {}
-        timeline.append({"at": _iso(m.created_at), "stage": "event-derived", "event_id": eid, "offset": m.offset,
-                         "event_type": ev.get("event_type"), "change_id": ev.get("change_id"),
-                         "rule": details.get("rule"), "citation": details.get("citation") or
-                         details.get("council_citation") or details.get("commissioner_citation"),
-                         "summary": ev.get("summary"), "relayed_at": _iso(m.relayed_at)})
-    # 3. Each recipient considered, and each delivery.
-    if events:
-        ids = list(events)
+                                     .where(bus_messages.c.key.in_(persons)).order_by(bus_messages.c.offset))).all():
+            cid = _change_of(m.payload)
+            if cid in change_ids and (not q.event_id or m.event_id == q.event_id or not q.correlation_id):
+                events_of.setdefault(cid, []).append(m)
+                n_events += 1
+    ids = [m.event_id for ms in events_of.values() for m in ms]
+    decisions: dict[str, list[Any]] = {}
+    sent: dict[str, list[Any]] = {}
+    if ids:
         for d in (await conn.execute(select(disclosures).where(disclosures.c.event_id.in_(ids))
                                      .order_by(disclosures.c.disclosure_id))).all():
-            timeline.append({"at": _iso(d.at), "stage": "recipient-considered", "event_id": d.event_id,
-                             "recipient": d.recipient_org, "decision": d.decision, "agreement": d.agreement_id,
-                             "field_groups": d.field_groups, "reason": d.reason, "channel": d.channel})
+            decisions.setdefault(d.event_id, []).append(d)
         for d in (await conn.execute(
                 select(deliveries.c.delivery_id, deliveries.c.event_id, deliveries.c.message_id,
                        deliveries.c.status, deliveries.c.attempts, deliveries.c.last_error, deliveries.c.created_at,
                        deliveries.c.delivered_at, deliveries.c.next_attempt_at, subscriptions.c.org_code,
                        subscriptions.c.channel)
                 .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
-                .where(deliveries.c.event_id.in_(ids)))).all():
-            entry = {"at": _iso(d.created_at), "stage": "delivery-queued", "event_id": d.event_id,
-                     "message_id": d.message_id, "delivery_id": d.delivery_id, "recipient": d.org_code,
-                     "channel": d.channel, "status": d.status, "attempts": d.attempts, "last_error": d.last_error}
-            timeline.append(entry)
-            if d.delivered_at is not None:
-                timeline.append({"at": _iso(d.delivered_at), "stage": "delivered", "event_id": d.event_id,
-                                 "message_id": d.message_id, "recipient": d.org_code, "channel": d.channel,
-                                 "attempts": d.attempts,
-                                 "latency_ms": round((d.delivered_at - d.created_at).total_seconds() * 1000)})
-            elif d.status == "pending" and d.attempts:
-                timeline.append({"at": _iso(d.next_attempt_at), "stage": "retry-scheduled", "event_id": d.event_id,
-                                 "recipient": d.org_code, "attempts": d.attempts, "last_error": d.last_error})
-    order = {"quarantined": 0, "recorded": 1, "event-derived": 2, "recipient-considered": 3, "delivery-queued": 4,
-             "retry-scheduled": 5, "delivered": 6}
-    timeline.sort(key=lambda e: (e["at"] or "", order[e["stage"]]))
+                .where(deliveries.c.event_id.in_(ids)).order_by(deliveries.c.delivery_seq))).all():
+            sent.setdefault(d.event_id, []).append(d)
+    # One timeline in the order things happen to a message: received and answered, then each event
+    # with every recipient considered and what was sent to each.
+    for c in changes:
+        timeline.append({"at": _iso(c.received_at), "stage": "recorded", "change_id": c.change_id,
+                         "person_id": c.person_id, "source": c.source, "source_message_id": c.source_message_id,
+                         "change_type": c.change_type, "effective_date": c.effective_date.isoformat(),
+                         "correlation_id": c.correlation_id, "channel": c.channel,
+                         "service_level": {"state": c.state, "deadline": c.deadline.isoformat() if c.deadline else None}})
+        if c.status_code is not None:
+            ack = ({202: "AA"}.get(c.status_code, "AE") if c.channel == "mllp" else None)
+            timeline.append({"at": _iso(c.answered_at), "stage": "answered", "change_id": c.change_id,
+                             "status_code": c.status_code, "ack": ack, "channel": c.channel})
+        for m in events_of.get(c.change_id, []):
+            ev = (m.payload or {}).get("event") or {}
+            details = ev.get("details") or {}
+            timeline.append({"at": _iso(m.created_at), "stage": "event-derived", "event_id": m.event_id,
+                             "offset": m.offset, "event_type": ev.get("event_type"), "change_id": c.change_id,
+                             "rule": details.get("rule"), "citation": details.get("citation") or
+                             details.get("council_citation") or details.get("commissioner_citation"),
+                             "summary": ev.get("summary"), "relayed_at": _iso(m.relayed_at)})
+            for d in decisions.get(m.event_id, []):
+                timeline.append({"at": _iso(d.at), "stage": "recipient-considered", "event_id": d.event_id,
+                                 "recipient": d.recipient_org, "decision": d.decision, "agreement": d.agreement_id,
+                                 "field_groups": d.field_groups, "reason": d.reason, "channel": d.channel})
+            for d in sent.get(m.event_id, []):
+                timeline.append({"at": _iso(d.created_at), "stage": "delivery-queued", "event_id": d.event_id,
+                                 "message_id": d.message_id, "delivery_id": d.delivery_id, "recipient": d.org_code,
+                                 "channel": d.channel, "status": d.status, "attempts": d.attempts,
+                                 "last_error": d.last_error})
+                if d.delivered_at is not None:
+                    timeline.append({"at": _iso(d.delivered_at), "stage": "delivered", "event_id": d.event_id,
+                                     "message_id": d.message_id, "recipient": d.org_code, "channel": d.channel,
+                                     "attempts": d.attempts,
+                                     "latency_ms": round((d.delivered_at - d.created_at).total_seconds() * 1000)})
+                elif d.status == "pending" and d.attempts:
+                    timeline.append({"at": _iso(d.next_attempt_at), "stage": "retry-scheduled",
+                                     "event_id": d.event_id, "recipient": d.org_code, "attempts": d.attempts,
+                                     "last_error": d.last_error})
     return {"query": {k: v for k, v in asdict(q).items() if v},
-            "changes": len(changes), "events": len(events), "timeline": timeline}
+            "changes": len(changes), "events": n_events, "timeline": timeline}
 
 
 async def withheld(engine: AsyncEngine, since: datetime) -> list[dict[str, Any]]:

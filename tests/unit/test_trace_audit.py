@@ -223,7 +223,7 @@ async def test_the_console_time_series(app_hub, admin, flowed) -> None:  # noqa:
     sampler = Sampler(app_hub.hub.engine, app_hub.hub.bus)
     sampler._last = now - timedelta(minutes=10)
     await sampler.sample(now)
-    await sampler.sample(now)  # the same minute twice: kept once
+    await sampler.sample(now)  # the same moment again: nothing new is counted twice
     r = await app_hub.http.get("/v1/ops/series?window=hour", headers=admin)
     body = r.json()
     assert body["step_seconds"] == 60 and len(body["buckets"]) == 60
