@@ -37,7 +37,7 @@ from hub.store.schema import audit_chain, audit_checkpoints, audit_cursors, disc
 
 log = get_logger("hub.audit")
 GENESIS = "0" * 64
-BATCH = 2000
+BATCH = 10_000
 _LOCK_KEY = 117_117_001
 
 
@@ -52,7 +52,7 @@ def _jsonable(v: Any) -> Any:
 
 
 def canonical(content: dict[str, Any]) -> bytes:
-    return orjson.dumps({str(k): _jsonable(v) for k, v in content.items()}, option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
 
 
 def entry_hash(prev_hash: str, content: dict[str, Any]) -> str:
@@ -87,7 +87,8 @@ def register_source(source: Source) -> None:
 
 
 def _content(source: Source, row: Any) -> dict[str, Any]:
-    return {"source": source.name, **{c.name: getattr(row, c.name) for c in source.table.columns}}
+    """The record as JSON values (what the entry stores and its hash covers)."""
+    return {"source": source.name, **{str(c.name): _jsonable(getattr(row, c.name)) for c in source.table.columns}}
 
 
 class AuditChain:
@@ -132,7 +133,7 @@ class AuditChain:
                 h = entry_hash(prev, content)
                 entries.append({"seq": seq, "kind": source.kind(r), "source": name, "source_id": rid,
                                 "at": at, "person_id": source.person(r), "org": source.org(r),
-                                "content": orjson.loads(canonical(content)), "prev_hash": prev, "entry_hash": h})
+                                "content": content, "prev_hash": prev, "entry_hash": h})
                 prev = h
                 cursors[name] = max(cursors[name], rid)
             if entries:
@@ -182,6 +183,17 @@ class AuditChain:
                                            .order_by(audit_chain.c.seq).limit(BATCH))).all()
                 if not page:
                     break
+                current: dict[tuple[str, int], Any] = {}
+                for name in {e.source for e in page}:
+                    source = by_source.get(name)
+                    if source is None:
+                        continue
+                    idcol = source.table.c[source.id_column]
+                    wanted = [e.source_id for e in page if e.source == name]
+                    for i in range(0, len(wanted), 900):
+                        for row in (await conn.execute(select(source.table).where(
+                                idcol.in_(wanted[i:i + 900])))).all():
+                            current[(name, getattr(row, source.id_column))] = row
                 for e in page:
                     checked += 1
                     if e.seq != seq + 1:
@@ -192,11 +204,10 @@ class AuditChain:
                         problems.append({"seq": e.seq, "problem": "entry edited: its hash does not match its content"})
                     source = by_source.get(e.source)
                     if source is not None:
-                        row = (await conn.execute(select(source.table).where(
-                            source.table.c[source.id_column] == e.source_id))).first()
+                        row = current.get((e.source, e.source_id))
                         if row is None:
                             problems.append({"seq": e.seq, "problem": f"{e.source} record {e.source_id} deleted"})
-                        elif orjson.loads(canonical(_content(source, row))) != e.content:
+                        elif _content(source, row) != e.content:
                             problems.append({"seq": e.seq, "problem": f"{e.source} record {e.source_id} edited "
                                                                       "after it was chained"})
                     seq, prev = e.seq, e.entry_hash

@@ -183,6 +183,7 @@ disclosures = Table(
     Column("channel", String(32), nullable=True),
     Column("at", DateTime(timezone=True), nullable=False),
     Index("ix_disclosures_event", "event_id"),
+    Index("ix_disclosures_person", "person_id"),
 )
 
 # Service-level facts per change (Worcs 19.6), kept for reporting breaches.

@@ -17,6 +17,8 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    with op.batch_alter_table('disclosures', schema=None) as batch_op:
+        batch_op.create_index('ix_disclosures_person', ['person_id'], unique=False)
     op.create_table('operator_actions',
     sa.Column('action_id', Id, autoincrement=True, nullable=False),
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
@@ -76,3 +78,5 @@ def downgrade() -> None:
         batch_op.drop_index('ix_audit_chain_person')
     op.drop_table('audit_chain')
     op.drop_table('operator_actions')
+    with op.batch_alter_table('disclosures', schema=None) as batch_op:
+        batch_op.drop_index('ix_disclosures_person')
