@@ -29,6 +29,9 @@ from hub.ingest.service import IngestService
 from hub.mllp import MllpLimits, MllpServer, server_tls_context
 from hub.reconciliation import ItemWatcher, ReconciliationService, Reconciler, run_reconciler
 from hub.exports import ExportService, run_exporter
+from hub.audit import AuditChain, audit_key
+from hub.retention import Purger, RetentionPolicy, run_housekeeping
+from hub.timeseries import Sampler, run_sampler
 from hub.scheduler import ReviewScanner, run_review_scanner
 from hub.observability.logging import get_logger
 from hub.refdata.loader import load_reference_data
@@ -78,6 +81,7 @@ class Hub:
     exports: ExportService | None = None
     workflows: WorkflowService | None = None
     workflow_consumer: WorkflowConsumer | None = None
+    audit: AuditChain | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -107,6 +111,16 @@ class Hub:
                 Reconciler(self.engine, self.ref, self.agreements, self.reconciliation),
                 ItemWatcher(self.engine, self.bus, self.ref, self.agreements),
                 self.reconciliation, poll, self._stop), name="reconciler"))
+        if self.audit is not None:
+            s = self.settings
+            purger = Purger(self.engine, self.audit, RetentionPolicy(
+                s.retain_delivered_payload_days, s.retain_outbox_days, s.retain_quarantine_raw_days,
+                s.retain_audit_days))
+            self._tasks.append(asyncio.create_task(run_housekeeping(
+                self.audit, purger, s.audit_chain_seconds, s.retention_purge_seconds, self._stop), name="housekeeping"))
+        if self.settings.sample_seconds > 0:
+            self._tasks.append(asyncio.create_task(run_sampler(
+                Sampler(self.engine, self.bus), self.settings.sample_seconds, self._stop), name="sampler"))
         if self.exports is not None:
             self._tasks.append(asyncio.create_task(run_exporter(self.exports, poll, self._stop), name="exporter"))
         if self.settings.review_scan_interval_seconds > 0:
@@ -200,6 +214,7 @@ async def build_hub(settings: Settings) -> Hub:
         reconciliation=ReconciliationService(engine, protector),
         exports=ExportService(engine, ref, agreements, sharing, protector, settings.export_dir,
                               settings.export_ack_alert_hours),
+        audit=AuditChain(engine, audit_key(settings.audit_key, protector.index)),
     )
     hub.workflows = WorkflowService(engine, ref, agreements, protector, hub.ingest)
     hub.workflow_consumer = WorkflowConsumer(hub.workflows, bus, engine)

@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     from hub.export_cli import add_parser as add_export_parser
 
     add_export_parser(sub)
+    from hub.audit_cli import add_parser as add_audit_parser
+
+    add_audit_parser(sub)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -95,6 +95,18 @@ class Settings(BaseSettings):
     export_dir: Path = REPO_ROOT / "var" / "exports"
     # Council files (hub/exports.py) not acknowledged within this many hours raise an alert.
     export_ack_alert_hours: float = 36.0
+    # Tamper-evident audit (hub/audit.py): HMAC key of the daily checkpoints
+    # (default: derived from the data key). Chained every few seconds.
+    audit_key: str | None = None
+    audit_chain_seconds: float = 2.0
+    # Retention (hub/retention.py), in days; 0 keeps for ever. Purged hourly.
+    retain_delivered_payload_days: int = 30
+    retain_outbox_days: int = 30
+    retain_quarantine_raw_days: int = 90
+    retain_audit_days: int = 2922
+    retention_purge_seconds: float = 3600.0
+    # The console's time series (hub/timeseries.py): a sample every this many seconds; 0: off.
+    sample_seconds: float = 60.0
     run_workers: bool = True
 
     # HL7 v2 ADT over MLLP (hub/mllp.py): off unless a port is set. MLLP has no

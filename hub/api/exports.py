@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
+from hub.audit import record_operator_action
 from hub.exports import ExportRequest
 from hub.ingest.service import Client
 from hub.store.schema import council_exports
@@ -114,4 +115,7 @@ async def run_now(subscription_id: ExportId, hub: HubDep, client: ClientDep) -> 
     export = await hub.exports.run_now(subscription_id)
     if export is None:
         raise ProblemError(404, "not-found", "Not found", "no council-file subscription with that id")
+    async with hub.engine.begin() as conn:
+        await record_operator_action(conn, client.client_id, "council-file-run", subscription_id,
+                                     {"export_id": export["export_id"]})
     return export

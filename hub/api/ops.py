@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from hub.api.deps import ClientDep, HubDep, Days, Hours, RowId, require
 from hub.api.problems import ProblemError
+from hub.audit import record_operator_action
 from hub.bus.port import EVENTS_TOPIC, BusMessage
 from hub.delivery.dispatcher import GROUP as DISPATCHER_GROUP
 from hub.observability.logging import get_logger
@@ -121,6 +122,8 @@ async def replay_dead_letter(dead_letter_id: RowId, hub: HubDep, client: ClientD
             await hub.dispatcher.handle(conn, message)
             await conn.execute(dead_letters.update().where(dead_letters.c.dead_letter_id == dead_letter_id)
                                .values(replayed_at=datetime.now(UTC)))
+            await record_operator_action(conn, client.client_id, "replay-dead-letter", str(dead_letter_id),
+                                         {"event_id": dl.event_id})
     except Exception as exc:  # noqa: BLE001 - report, keep the dead letter
         raise ProblemError(422, "replay-failed", "Replay failed",
                            f"the handler failed again ({type(exc).__name__}); the dead letter is kept") from exc
@@ -133,8 +136,11 @@ async def retry_delivery(delivery_id: str, hub: HubDep, client: ClientDep) -> di
     require(client, "hub:admin")
     async with hub.engine.begin() as conn:
         result = await conn.execute(
-            deliveries.update().where(deliveries.c.delivery_id == delivery_id, deliveries.c.status != "delivered")
+            deliveries.update().where(deliveries.c.delivery_id == delivery_id, deliveries.c.status != "delivered",
+                                      func.length(deliveries.c.payload) > 0)
             .values(status="pending", attempts=0, next_attempt_at=datetime.now(UTC)))
+        if result.rowcount:
+            await record_operator_action(conn, client.client_id, "retry-delivery", delivery_id)
     if result.rowcount == 0:
         raise ProblemError(404, "not-found", "Not found", "no undelivered delivery with that id")
     log.info("delivery requeued", delivery_id=delivery_id, source=client.client_id)
@@ -148,12 +154,18 @@ async def replay_subscription(subscription_id: str, since: datetime, hub: HubDep
     require(client, "hub:admin")
     since = since if since.tzinfo else since.replace(tzinfo=UTC)
     async with hub.engine.begin() as conn:
+        # A delivery whose payload the retention job has emptied cannot be sent again: it is counted, not sent.
         result = await conn.execute(
             deliveries.update().where(deliveries.c.subscription_id == subscription_id,
-                                      deliveries.c.created_at >= since)
+                                      deliveries.c.created_at >= since, func.length(deliveries.c.payload) > 0)
             .values(status="pending", attempts=0, next_attempt_at=datetime.now(UTC)))
+        purged = (await conn.execute(select(func.count()).select_from(deliveries).where(
+            deliveries.c.subscription_id == subscription_id, deliveries.c.created_at >= since,
+            func.length(deliveries.c.payload) == 0))).scalar_one()
+        await record_operator_action(conn, client.client_id, "replay-subscription", subscription_id,
+                                     {"since": since.isoformat(), "requeued": result.rowcount})
     log.info("subscription replay", subscription_id=subscription_id, count=result.rowcount, source=client.client_id)
-    return {"subscription_id": subscription_id, "requeued": result.rowcount}
+    return {"subscription_id": subscription_id, "requeued": result.rowcount, "purged_by_retention": purged}
 
 
 @router.get("/service-level", summary="Register changes recorded late or nearly late (Worcs 19.6)")

@@ -62,4 +62,6 @@ async def get_quarantined(quarantine_id: str, hub: HubDep, client: ClientDep) ->
     row = await own_row(hub, client, quarantine, quarantine.c.quarantine_id, quarantine_id, "quarantined input")
     return {"quarantine_id": row.quarantine_id, "source": row.source, "channel": row.channel,
             "errors": row.errors, "received_at": row.received_at.isoformat(), "status": row.status,
-            "raw": hub.protector.decrypt(row.raw).decode("utf-8", "replace")}
+            "resolved_by": row.resolved_by, "resolution_reason": row.resolution_reason,
+            # Emptied by the retention job after S117_RETAIN_QUARANTINE_RAW_DAYS.
+            "raw": hub.protector.decrypt(row.raw).decode("utf-8", "replace") if row.raw else None}

@@ -65,6 +65,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
+    KafkaConnectionError,
     KafkaError,
     RebalanceInProgressError,
     UnknownMemberIdError,
@@ -75,7 +76,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import BusMessage, Capabilities
 from hub.observability.logging import get_logger
-from hub.store.schema import bus_messages
+from hub.observability import metrics
+from hub.store.schema import bus_messages, dead_letters
 
 log = get_logger("hub.bus.kafka")
 
@@ -224,19 +226,27 @@ class KafkaRelay:
             for row in rows:
                 chains[(row.topic, row.key)].append(row)
             results = await asyncio.gather(*(self._send_chain(producer, chain) for chain in chains.values()))
-            relayed = [offset for sent, _ in results for offset in sent]
-            errors = [err for _, err in results if err is not None]
-            if relayed:
-                await self._mark_relayed(relayed)
+            relayed = [offset for sent, _, _ in results for offset in sent]
+            refused = [r for _, rows_refused, _ in results for r in rows_refused]
+            errors = [err for _, _, err in results if err is not None]
+            if relayed or refused:
+                await self._mark_relayed(relayed, refused)
             log.info("outbox rows relayed to kafka", count=len(relayed), lag=len(rows) - len(relayed))
             if errors:
                 raise errors[0]
             return len(relayed)
 
-    async def _send_chain(self, producer: AIOKafkaProducer, rows: list[Any]) -> tuple[list[int], BaseException | None]:
+    async def _send_chain(
+        self, producer: AIOKafkaProducer, rows: list[Any],
+    ) -> tuple[list[int], list[tuple[Any, str]], BaseException | None]:
         # One key's rows strictly one after another: the next is sent only when
         # the previous is acknowledged, so a failed send can never be overtaken.
+        # A row Kafka refuses for good (too large, topic refused: a non-retriable
+        # error) goes to the dead letters with the reason instead of holding up
+        # that person's later events for ever; a passing failure (broker down)
+        # stops the chain to be retried in order.
         sent: list[int] = []
+        refused: list[tuple[Any, str]] = []
         for row in rows:
             try:
                 ack = await producer.send(
@@ -246,13 +256,22 @@ class KafkaRelay:
             except KafkaError as exc:
                 log.warning("relay to kafka failed", topic=row.topic, offset=int(row.offset),
                             event_id=row.event_id, exc_type=type(exc).__name__)
-                return sent, exc
+                if getattr(exc, "retriable", True) or isinstance(exc, KafkaConnectionError):
+                    return sent, refused, exc
+                refused.append((row, f"Kafka refused the message: {type(exc).__name__}"))
+                continue
             sent.append(int(row.offset))
-        return sent, None
+        return sent, refused, None
 
-    async def _mark_relayed(self, offsets: list[int]) -> None:
+    async def _mark_relayed(self, offsets: list[int], refused: list[tuple[Any, str]] = ()) -> None:
         now = datetime.now(UTC)
         async with self._engine.begin() as conn:
+            for row, reason in refused:
+                await conn.execute(dead_letters.insert().values(
+                    topic=row.topic, group_id="kafka-relay", offset=int(row.offset), event_id=row.event_id,
+                    handler="kafka-relay", reason=reason[:300], at=now))
+                metrics.DEAD_LETTERS.labels(handler="kafka-relay").inc()
+            offsets = [*offsets, *(int(row.offset) for row, _ in refused)]
             for i in range(0, len(offsets), 500):
                 chunk = offsets[i:i + 500]
                 await conn.execute(

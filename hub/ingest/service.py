@@ -194,6 +194,7 @@ class IngestService:
                     quarantine_id=qid, source=client.client_id, channel=channel,
                     source_message_id=smid[:200] if smid else None, errors=stored,
                     raw=self._protector.encrypt(raw), received_at=datetime.now(UTC), status="held",
+                    correlation_id=correlation_id,
                 )
             )
         metrics.INGEST.labels(channel=channel, outcome="quarantined").inc()
@@ -261,7 +262,7 @@ class IngestService:
                     source_message_id=change_in.source_message_id, change_type=change.change_type.value,
                     effective_date=change.effective_date, notified_on=change.notified_on,
                     recorded_on=change.recorded_on, canonical=to_jsonable(change),
-                    correlation_id=correlation_id, received_at=now,
+                    correlation_id=correlation_id, received_at=now, channel=channel,
                 )
             )
             sl = register_service_level(change.notified_on, change.recorded_on, self._ref.bank_holidays())

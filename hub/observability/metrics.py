@@ -16,3 +16,9 @@ PENDING_DELIVERIES = Gauge("s117_pending_deliveries", "Webhook deliveries waitin
 DEAD_LETTERS = Counter("s117_dead_letters_total", "Messages moved to the dead letters", ["handler"])
 EXPORTS_UNACKNOWLEDGED = Gauge("s117_council_exports_unacknowledged_overdue",
                                "Council files ready but not acknowledged within the alert time")
+WITHHELD = Gauge("s117_withheld_disclosures", "Events addressed to a body and withheld (look-back of the last query)",
+                 ["recipient", "decision"])
+PURGED = Counter("s117_retention_purged_total", "Rows purged or emptied by the retention job", ["kind"])
+SUBSCRIPTION_FAILING = Gauge("s117_subscription_failing_seconds",
+                             "How long the oldest delivery a subscription has failed to send has waited",
+                             ["org_code", "channel"])

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -66,8 +67,10 @@ register_changes = Table(
     Column("canonical", JSON, nullable=False),  # the RegisterChange, no personal details
     Column("correlation_id", String(64), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("channel", String(32), nullable=True),  # rest, fhir, mllp, file: where it came in (traces)
     UniqueConstraint("source", "source_message_id", name="uq_change_source_message"),
     Index("ix_changes_person", "person_id", "effective_date"),
+    Index("ix_changes_correlation", "correlation_id"),
 )
 
 # The answer given to a (source, source message id), replayed on a duplicate.
@@ -119,7 +122,13 @@ quarantine = Table(
     Column("raw", LargeBinary, nullable=False),  # Fernet-encrypted input as received
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("status", String(16), nullable=False, default="held"),  # held, released, discarded
+    Column("correlation_id", String(64), nullable=True),  # the trace of the request that sent it
+    # Triage: resubmitted (linked to what the corrected input became) or discarded, with the reason.
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    Column("resolved_by", String(36), nullable=True),  # the change id or new quarantine id
+    Column("resolution_reason", String(500), nullable=True),
     Index("ix_quarantine_source", "source", "received_at"),
+    Index("ix_quarantine_correlation", "correlation_id"),
 )
 
 # The embedded durable log: a table of messages per topic with offsets, and
@@ -201,6 +210,7 @@ disclosures = Table(
     Column("channel", String(32), nullable=True),
     Column("at", DateTime(timezone=True), nullable=False),
     Index("ix_disclosures_event", "event_id"),
+    Index("ix_disclosures_person", "person_id"),
 )
 
 # Service-level facts per change (Worcs 19.6), kept for reporting breaches.
@@ -402,4 +412,63 @@ workflow_transitions = Table(
     Column("event_id", String(36), nullable=True),  # the event that told the parties
     Column("at", DateTime(timezone=True), nullable=False),
     Index("ix_workflow_transitions_case", "case_id", "seq"),
+)
+
+# Operator actions (replay, retry, resubmit, discard, run now): who did what, for the audit chain.
+operator_actions = Table(
+    "operator_actions",
+    metadata,
+    Column("action_id", Id, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(100), nullable=False),  # an id, never personal data
+    Column("detail", JSON, nullable=False),
+)
+
+# The tamper-evident audit (hub/audit.py): every audit record in one hash chain.
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),  # disclosure, read, refusal, operator
+    Column("source", String(32), nullable=False),
+    Column("source_id", BigInteger, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("person_id", String(36), nullable=True),
+    Column("org", String(64), nullable=True),
+    Column("content", JSON, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+    Index("ix_audit_chain_person", "person_id"),
+    Index("ix_audit_chain_source", "source", "source_id"),
+)
+
+audit_cursors = Table(
+    "audit_cursors",
+    metadata,
+    Column("source", String(32), primary_key=True),  # a source table, or "(anchor)" after a purge
+    Column("last_id", BigInteger, nullable=False),
+    Column("anchor_hash", String(64), nullable=True),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+    Column("signature", String(64), nullable=False),  # HMAC-SHA-256 of day|last_seq|last_hash
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# The hub's own small time series for the console's charts (hub/timeseries.py): one row per
+# (minute, series, label); labels are channels, never anything about a person.
+metric_samples = Table(
+    "metric_samples",
+    metadata,
+    Column("at", DateTime(timezone=True), primary_key=True),
+    Column("name", String(32), primary_key=True),
+    Column("label", String(32), primary_key=True),
+    Column("value", Float, nullable=False),
 )

@@ -169,7 +169,7 @@ async def test_a_relay_crash_before_marking_resends_and_the_consumer_deduplicate
 
     crashing = KafkaRelay(outbox, kafka_bootstrap)
 
-    async def crash(_offsets: list[int]) -> None:
+    async def crash(*_args: object) -> None:
         raise RuntimeError("relay process died after Kafka acknowledged")
 
     crashing._mark_relayed = crash  # type: ignore[method-assign]
@@ -224,3 +224,28 @@ async def test_a_relay_crash_before_marking_resends_and_the_consumer_deduplicate
             select(deliveries.c.event_id, func.count()).group_by(deliveries.c.event_id)
         )).all()
     assert sorted(rows) == sorted((m.event_id, 1) for m in sent)
+
+
+async def test_a_row_kafka_refuses_is_dead_lettered_and_does_not_hold_up_the_person(
+        outbox: AsyncEngine, kafka_bootstrap: str, topic: str) -> None:
+    """Too large for the producer's max request size: refused for good (non-retriable). The person's later
+    event still reaches Kafka; the refused one waits in the dead letters with the reason."""
+    from hub.store.schema import bus_messages, dead_letters
+
+    msgs = events(topic, 3)
+    msgs[1] = BusMessage(topic=topic, key="person-1", event_id=msgs[1].event_id, payload={"blob": "x" * 20_000},
+                         headers=msgs[1].headers)
+    await publish_committed(outbox, msgs)
+    relay = KafkaRelay(outbox, kafka_bootstrap, producer_options={"max_request_size": 8_000})
+    try:
+        assert await relay.run_once() == 2
+    finally:
+        await relay.close()
+    got = await read_all(kafka_bootstrap, topic, 2)
+    assert [m.event_id for m in got] == [msgs[0].event_id, msgs[2].event_id]
+    async with outbox.connect() as conn:
+        [dl] = (await conn.execute(select(dead_letters))).all()
+        waiting = (await conn.execute(select(func.count()).select_from(bus_messages)
+                                      .where(bus_messages.c.relayed_at.is_(None)))).scalar_one()
+    assert (dl.event_id, dl.handler, waiting) == (msgs[1].event_id, "kafka-relay", 0)
+    assert "MessageSizeTooLargeError" in dl.reason

@@ -1,0 +1,75 @@
+"""Trace and withheld disclosures for integration engineers (hub:admin).
+
+GET /v1/ops/trace?correlation_id= | source=&source_message_id= | event_id= | message_id= | person_id=
+POST /v1/ops/trace/person {"nhs_number": ...}: by NHS number, in the body (never a URL)
+GET /v1/ops/withheld?days=: events addressed to a body that no agreement or subscription let through
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+
+from hub.api.deps import ClientDep, Days, HubDep, require
+from hub.api.problems import ProblemError
+from hub.ingest.nhs_number import nhs_number_problem, normalise
+from hub.observability import metrics
+from hub.store.schema import persons
+from hub.timeseries import series
+from hub.trace import TraceQuery, trace, withheld
+
+router = APIRouter(prefix="/v1/ops", tags=["operations"])
+Id = Annotated[str | None, Query(max_length=200)]
+
+
+@router.get("/trace", summary="One message's timeline, end to end")
+async def trace_get(hub: HubDep, client: ClientDep, correlation_id: Id = None, source: Id = None,
+                    source_message_id: Id = None, event_id: Id = None, message_id: Id = None,
+                    person_id: Id = None) -> dict:
+    require(client, "hub:admin")
+    q = TraceQuery(correlation_id, source, source_message_id, event_id, message_id, person_id)
+    if not any((correlation_id, event_id, message_id, person_id, source_message_id)):
+        raise ProblemError(422, "invalid-request", "Request rejected", "name what to trace",
+                           errors=[{"field": "(query)", "reason": "give correlation_id, event_id, message_id, "
+                                    "person_id or source_message_id (with source, or alone)"}])
+    return await trace(hub.engine, q)
+
+
+class PersonTraceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    nhs_number: str
+
+
+@router.post("/trace/person", summary="Everything recorded and sent about one person (NHS number in the body)")
+async def trace_person(body: PersonTraceIn, hub: HubDep, client: ClientDep) -> dict:
+    require(client, "hub:admin")
+    reason = nhs_number_problem(body.nhs_number)
+    if reason:
+        raise ProblemError(422, "invalid-request", "Request rejected", "nhs_number " + reason,
+                           errors=[{"field": "nhs_number", "reason": reason}])
+    index = hub.protector.index(normalise(body.nhs_number))
+    async with hub.engine.connect() as conn:
+        row = (await conn.execute(select(persons.c.person_id).where(persons.c.nhs_number_index == index))).first()
+        await conn.rollback()
+    if row is None:
+        raise ProblemError(404, "not-found", "Not found", "no person with that NHS number is on the register")
+    return await trace(hub.engine, TraceQuery(person_id=row.person_id))
+
+
+@router.get("/series", summary="Ingest, deliveries, lag, latency, quarantine and dead letters over time")
+async def series_get(hub: HubDep, client: ClientDep, window: Literal["hour", "day", "week"] = "hour") -> dict:
+    require(client, "hub:admin")
+    return await series(hub.engine, window)
+
+
+@router.get("/withheld", summary="Events the rules addressed to a body that no agreement or subscription let through")
+async def withheld_get(hub: HubDep, client: ClientDep, days: Days = 30) -> dict:
+    require(client, "hub:admin")
+    groups = await withheld(hub.engine, datetime.now(UTC) - timedelta(days=days))
+    for g in groups:
+        metrics.WITHHELD.labels(recipient=g["recipient"], decision=g["decision"]).set(g["count"])
+    return {"days": days, "groups": groups}

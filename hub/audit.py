@@ -1,0 +1,304 @@
+"""Tamper-evident audit: every disclosure (pushed or read), refusal and
+operator action, in one append-only hash chain.
+
+The records are written where they happen (`disclosures`, `operator_actions`,
+and any other table registered in `SOURCES`); `AuditChain.extend` appends
+each new record to `audit_chain` in order, within seconds, as an entry that
+carries the record's content and `entry_hash = SHA-256(prev_hash || content)`.
+Each finished UTC day gets a checkpoint signed with HMAC-SHA-256 (key from
+`S117_AUDIT_KEY`, else derived from the data key).
+
+`verify` walks the chain and reports any entry edited (its hash no longer
+matches), deleted or reordered (the links or the sequence break), any source
+record edited or deleted after it was chained (its content no longer matches
+the entry), and any checkpoint whose signature or hash does not hold.
+
+Retention: entries older than the retention period are purged a whole day at
+a time; the last purged hash is kept as the anchor the chain then starts from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Table, delete, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from hub.observability.logging import get_logger
+from hub.store.db import insert_or_merge
+from hub.store.schema import audit_chain, audit_checkpoints, audit_cursors, disclosures, operator_actions
+
+log = get_logger("hub.audit")
+GENESIS = "0" * 64
+BATCH = 10_000
+_LOCK_KEY = 117_117_001
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return (v if v.tzinfo else v.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+    if isinstance(v, date):
+        return v.isoformat()
+    if isinstance(v, bytes):
+        return hashlib.sha256(v).hexdigest()
+    return v
+
+
+def canonical(content: dict[str, Any]) -> bytes:
+    return orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+
+
+def entry_hash(prev_hash: str, content: dict[str, Any]) -> str:
+    return hashlib.sha256(prev_hash.encode() + canonical(content)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    name: str
+    table: Table
+    id_column: str
+    kind: Callable[[Any], str]  # the entry's kind from the row
+    person: Callable[[Any], str | None]
+    org: Callable[[Any], str | None]
+    at: Callable[[Any], datetime]
+
+
+SOURCES: list[Source] = [
+    Source("disclosures", disclosures, "disclosure_id",
+           kind=lambda r: "read" if (r.channel or "") == "read" else ("refusal" if r.decision == "denied"
+                                                                        else "disclosure"),
+           person=lambda r: r.person_id, org=lambda r: r.recipient_org, at=lambda r: r.at),
+    Source("operator_actions", operator_actions, "action_id", kind=lambda r: "operator",
+           person=lambda r: None, org=lambda r: r.client_id, at=lambda r: r.at),
+]
+
+
+def register_source(source: Source) -> None:
+    """Another table of audit records (e.g. access refusals) joins the chain."""
+    if all(s.name != source.name for s in SOURCES):
+        SOURCES.append(source)
+
+
+def _content(source: Source, row: Any) -> dict[str, Any]:
+    """The record as JSON values (what the entry stores and its hash covers)."""
+    return {"source": source.name, **{str(c.name): _jsonable(getattr(row, c.name)) for c in source.table.columns}}
+
+
+class AuditChain:
+    def __init__(self, engine: AsyncEngine, key: bytes) -> None:
+        self._engine = engine
+        self._key = key
+
+    async def _lock(self, conn: AsyncConnection) -> None:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+
+    async def _head(self, conn: AsyncConnection) -> tuple[int, str]:
+        row = (await conn.execute(select(audit_chain.c.seq, audit_chain.c.entry_hash)
+                                  .order_by(audit_chain.c.seq.desc()).limit(1))).first()
+        if row is not None:
+            return row.seq, row.entry_hash
+        anchor = (await conn.execute(select(audit_cursors.c.last_id, audit_cursors.c.anchor_hash)
+                                     .where(audit_cursors.c.source == "(anchor)"))).first()
+        return (anchor.last_id, anchor.anchor_hash) if anchor else (0, GENESIS)
+
+    async def extend(self) -> int:
+        """Append every record not yet chained; returns how many."""
+        added = 0
+        async with self._engine.begin() as conn:
+            await self._lock(conn)
+            seq, prev = await self._head(conn)
+            rows: list[tuple[datetime, str, int, Source, Any]] = []
+            cursors: dict[str, int] = {}
+            for source in SOURCES:
+                cur = (await conn.execute(select(audit_cursors.c.last_id)
+                                          .where(audit_cursors.c.source == source.name))).scalar() or 0
+                idcol = source.table.c[source.id_column]
+                for r in (await conn.execute(select(source.table).where(idcol > cur).order_by(idcol)
+                                             .limit(BATCH))).all():
+                    rows.append((source.at(r), source.name, getattr(r, source.id_column), source, r))
+                cursors[source.name] = cur
+            rows.sort(key=lambda t: (_jsonable(t[0]), t[1], t[2]))
+            entries = []
+            for at, name, rid, source, r in rows:
+                seq += 1
+                content = _content(source, r)
+                h = entry_hash(prev, content)
+                entries.append({"seq": seq, "kind": source.kind(r), "source": name, "source_id": rid,
+                                "at": at, "person_id": source.person(r), "org": source.org(r),
+                                "content": content, "prev_hash": prev, "entry_hash": h})
+                prev = h
+                cursors[name] = max(cursors[name], rid)
+            if entries:
+                await conn.execute(audit_chain.insert(), entries)
+                for name, last in cursors.items():
+                    await conn.execute(insert_or_merge(conn.dialect, audit_cursors)
+                                       .values(source=name, last_id=last, anchor_hash=None)
+                                       .on_conflict_do_update(index_elements=[audit_cursors.c.source],
+                                                              set_={"last_id": last}))
+                added = len(entries)
+        return added
+
+    def _sign(self, day: date, last_seq: int, last_hash: str) -> str:
+        return hmac.new(self._key, f"{day.isoformat()}|{last_seq}|{last_hash}".encode(), hashlib.sha256).hexdigest()
+
+    async def checkpoint(self, today: date) -> int:
+        """Sign every finished day that has entries and no checkpoint yet."""
+        made = 0
+        async with self._engine.begin() as conn:
+            await self._lock(conn)
+            done = set((await conn.execute(select(audit_checkpoints.c.day))).scalars().all())
+            days = (await conn.execute(select(audit_chain.c.at, audit_chain.c.seq, audit_chain.c.entry_hash)
+                                       .order_by(audit_chain.c.seq))).all()
+            last_of: dict[date, tuple[int, str]] = {}
+            for at, seq, h in days:
+                d = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).date()
+                last_of[d] = (seq, h)
+            for d, (seq, h) in sorted(last_of.items()):
+                if d < today and d not in done:
+                    await conn.execute(audit_checkpoints.insert().values(
+                        day=d, last_seq=seq, last_hash=h, signature=self._sign(d, seq, h),
+                        created_at=datetime.now(UTC)))
+                    made += 1
+        return made
+
+    async def verify(self) -> dict[str, Any]:
+        problems: list[dict[str, Any]] = []
+        checked = 0
+        async with self._engine.connect() as conn:
+            anchor = (await conn.execute(select(audit_cursors.c.last_id, audit_cursors.c.anchor_hash)
+                                         .where(audit_cursors.c.source == "(anchor)"))).first()
+            seq, prev = (anchor.last_id, anchor.anchor_hash) if anchor else (0, GENESIS)
+            by_source = {s.name: s for s in SOURCES}
+            after = seq
+            while True:
+                page = (await conn.execute(select(audit_chain).where(audit_chain.c.seq > after)
+                                           .order_by(audit_chain.c.seq).limit(BATCH))).all()
+                if not page:
+                    break
+                current: dict[tuple[str, int], Any] = {}
+                for name in {e.source for e in page}:
+                    source = by_source.get(name)
+                    if source is None:
+                        continue
+                    idcol = source.table.c[source.id_column]
+                    wanted = [e.source_id for e in page if e.source == name]
+                    for i in range(0, len(wanted), 900):
+                        for row in (await conn.execute(select(source.table).where(
+                                idcol.in_(wanted[i:i + 900])))).all():
+                            current[(name, getattr(row, source.id_column))] = row
+                for e in page:
+                    checked += 1
+                    if e.seq != seq + 1:
+                        problems.append({"seq": e.seq, "problem": f"entries missing or reordered: expected {seq + 1}"})
+                    if e.prev_hash != prev:
+                        problems.append({"seq": e.seq, "problem": "does not link to the entry before it"})
+                    if entry_hash(e.prev_hash, e.content) != e.entry_hash:
+                        problems.append({"seq": e.seq, "problem": "entry edited: its hash does not match its content"})
+                    source = by_source.get(e.source)
+                    if source is not None:
+                        row = current.get((e.source, e.source_id))
+                        if row is None:
+                            problems.append({"seq": e.seq, "problem": f"{e.source} record {e.source_id} deleted"})
+                        elif _content(source, row) != e.content:
+                            problems.append({"seq": e.seq, "problem": f"{e.source} record {e.source_id} edited "
+                                                                      "after it was chained"})
+                    seq, prev = e.seq, e.entry_hash
+                after = page[-1].seq
+            hashes = {}
+            for cp in (await conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.day))).all():
+                if not hmac.compare_digest(cp.signature, self._sign(cp.day, cp.last_seq, cp.last_hash)):
+                    problems.append({"day": cp.day.isoformat(), "problem": "checkpoint signature does not verify"})
+                h = hashes.get(cp.last_seq) or (await conn.execute(select(audit_chain.c.entry_hash).where(
+                    audit_chain.c.seq == cp.last_seq))).scalar()
+                if h is not None and h != cp.last_hash:
+                    problems.append({"day": cp.day.isoformat(), "problem": "the chain differs from the signed checkpoint"})
+            await conn.rollback()
+        return {"entries_checked": checked, "ok": not problems, "problems": problems}
+
+    async def person(self, person_id: str) -> list[dict[str, Any]]:
+        """Who was told what about this person, when, under which agreement (in chain order)."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(disclosures, audit_chain.c.seq)
+                                       .join(audit_chain, (audit_chain.c.source == "disclosures")
+                                             & (audit_chain.c.source_id == disclosures.c.disclosure_id), isouter=True)
+                                       .where(disclosures.c.person_id == person_id)
+                                       .order_by(disclosures.c.at, disclosures.c.disclosure_id))).all()
+            await conn.rollback()
+        return [{"at": _jsonable(r.at), "recipient": r.recipient_org, "decision": r.decision,
+                 "event_type": r.event_type, "event_id": r.event_id, "agreement": r.agreement_id,
+                 "field_groups": r.field_groups, "channel": r.channel, "reason": r.reason,
+                 "chain_seq": r.seq} for r in rows]
+
+    async def purge_before(self, cutoff: date) -> int:
+        """Drop whole days of entries before `cutoff`; the last dropped hash becomes the anchor."""
+        async with self._engine.begin() as conn:
+            await self._lock(conn)
+            last = (await conn.execute(select(audit_chain.c.seq, audit_chain.c.entry_hash)
+                                       .where(audit_chain.c.at < datetime.combine(cutoff, datetime.min.time(), UTC))
+                                       .order_by(audit_chain.c.seq.desc()).limit(1))).first()
+            if last is None:
+                return 0
+            n = (await conn.execute(delete(audit_chain).where(audit_chain.c.seq <= last.seq))).rowcount or 0
+            await conn.execute(insert_or_merge(conn.dialect, audit_cursors)
+                               .values(source="(anchor)", last_id=last.seq, anchor_hash=last.entry_hash)
+                               .on_conflict_do_update(index_elements=[audit_cursors.c.source],
+                                                      set_={"last_id": last.seq, "anchor_hash": last.entry_hash}))
+        return n
+
+
+def audit_key(setting: str | None, derive: Callable[[str], str]) -> bytes:
+    return setting.encode() if setting else derive("s117-audit-checkpoint-key").encode()
+
+
+async def record_operator_action(conn: AsyncConnection, client_id: str, action: str, target: str,
+                                 detail: dict[str, Any] | None = None) -> None:
+    await conn.execute(operator_actions.insert().values(
+        at=datetime.now(UTC), client_id=client_id, action=action, target=target[:100], detail=detail or {}))
+
+
+AUDIT_EVENT_TYPES = {
+    "disclosure": ("110106", "Export"), "read": ("110110", "Patient Record"),
+    "refusal": ("110106", "Export"),
+}
+
+
+def audit_events_bundle(person_id: str, entries: list[dict[str, Any]], hub_endpoint: str) -> dict[str, Any]:
+    """The person's disclosures as FHIR R4 AuditEvent resources in a collection Bundle."""
+    resources = []
+    for e in entries:
+        kind = "read" if e["channel"] == "read" else ("refusal" if e["decision"] == "denied" else "disclosure")
+        code, display = AUDIT_EVENT_TYPES[kind]
+        org = e["recipient"]
+        system = ("https://fhir.hl7.org.uk/Id/gss-code" if len(org) == 9 and org[:1] in "EWSN"
+                  else "https://fhir.nhs.uk/Id/ods-organization-code")
+        ref = f"{person_id}/{e['chain_seq']}/{e['at']}/{org}/{e['event_id']}"
+        resources.append({"fullUrl": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, ref)}",
+                          "resource": {
+            "resourceType": "AuditEvent",
+            "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": code, "display": display},
+            "action": "R" if kind == "read" else "E",
+            "recorded": e["at"],
+            "outcome": "4" if e["decision"] == "denied" else "0",
+            "outcomeDesc": e["reason"][:200] if e["reason"] else None,
+            "agent": [{"who": {"identifier": {"system": system, "value": org}}, "requestor": kind == "read"}],
+            "source": {"observer": {"display": "S117 Hub"}, "site": hub_endpoint},
+            "entity": [{"what": {"reference": f"Patient/{person_id}"},
+                        "detail": [d for d in (
+                            {"type": "event_type", "valueString": e["event_type"]},
+                            {"type": "agreement", "valueString": e["agreement"]} if e["agreement"] else None,
+                            {"type": "field_groups", "valueString": ",".join(e["field_groups"] or [])},
+                            {"type": "chain_seq", "valueString": str(e["chain_seq"])} if e["chain_seq"] else None,
+                        ) if d]}],
+        }})
+        if resources[-1]["resource"]["outcomeDesc"] is None:
+            del resources[-1]["resource"]["outcomeDesc"]
+    return {"resourceType": "Bundle", "type": "collection", "entry": resources}
+

@@ -1,0 +1,64 @@
+"""`s117hub audit verify` (exit 0 intact, 2 problems found) and
+`s117hub audit person` (the NHS number read from standard input, never an
+argument: arguments show in the process list)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from hub.audit import AuditChain, audit_events_bundle, audit_key
+    from hub.crypto import DataProtector
+    from hub.ingest.nhs_number import nhs_number_problem, normalise
+    from hub.settings import get_settings
+    from hub.store.db import create_engine, create_schema
+    from hub.store.schema import persons
+    from sqlalchemy import select
+
+    s = get_settings()
+    engine = create_engine(s.database_url)
+    try:
+        await create_schema(engine)
+        protector = DataProtector.from_settings(s.data_key, s.data_key_file)
+        chain = AuditChain(engine, audit_key(s.audit_key, protector.index))
+        while await chain.extend():
+            pass
+        if args.audit_command == "verify":
+            result = await chain.verify()
+            print(json.dumps(result, indent=2))
+            return 0 if result["ok"] else 2
+        nhs = sys.stdin.readline().strip()
+        reason = nhs_number_problem(nhs)
+        if reason:
+            print(json.dumps({"field": "nhs_number", "reason": reason}))
+            return 1
+        async with engine.connect() as conn:
+            row = (await conn.execute(select(persons.c.person_id).where(
+                persons.c.nhs_number_index == protector.index(normalise(nhs))))).first()
+        if row is None:
+            print(json.dumps({"detail": "no person with that NHS number is on the register"}))
+            return 1
+        entries = await chain.person(row.person_id)
+        out = (audit_events_bundle(row.person_id, entries, s.hub_endpoint) if args.fhir
+               else {"person_id": row.person_id, "disclosures": entries})
+        print(json.dumps(out, indent=2))
+        return 0
+    finally:
+        await engine.dispose()
+
+
+def audit(args: argparse.Namespace) -> None:
+    sys.exit(asyncio.run(_run(args)))
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="verify the tamper-evident audit chain; who was told what about a person")
+    a = p.add_subparsers(dest="audit_command", required=True)
+    a.add_parser("verify", help="check every entry, link, source record and signed checkpoint")
+    pp = a.add_parser("person", help="read an NHS number from standard input; print who was told what")
+    pp.add_argument("--fhir", action="store_true", help="as FHIR AuditEvent resources")
+    p.set_defaults(func=audit)

@@ -1,0 +1,119 @@
+"""Retention: how long the hub keeps what it no longer needs, and the purge
+job that enforces it (settings `S117_RETAIN_*_DAYS`; 0 keeps for ever).
+
+- delivered payloads: the FHIR message of a delivered delivery is emptied
+  (the delivery row, its ids, status and timing stay for the trace);
+- the outbox/log: a message every consumer group has committed past (SQL log)
+  or that the relay has sent to Kafka, is deleted once old enough, unless a
+  dead letter still needs it for a replay;
+- quarantine raw input: emptied (the reasons and ids stay);
+- audit entries: whole days dropped from the start of the chain (hub/audit.py
+  keeps the last dropped hash as the anchor, so what remains still verifies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import and_, delete, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hub.audit import AuditChain
+from hub.observability import metrics
+from hub.observability.logging import get_logger
+from hub.store.schema import bus_messages, consumer_offsets, dead_letters, deliveries, quarantine
+
+log = get_logger("hub.retention")
+BATCH = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    delivered_payload_days: int = 30
+    outbox_days: int = 30
+    quarantine_raw_days: int = 90
+    audit_days: int = 2922  # 8 years
+
+
+class Purger:
+    def __init__(self, engine: AsyncEngine, audit: AuditChain, policy: RetentionPolicy) -> None:
+        self._engine = engine
+        self._audit = audit
+        self._policy = policy
+
+    async def run_once(self, now: datetime | None = None) -> dict[str, int]:
+        now = now or datetime.now(UTC)
+        p = self._policy
+        done = {"delivered_payloads": 0, "outbox": 0, "quarantine_raw": 0, "audit": 0}
+        if p.delivered_payload_days:
+            done["delivered_payloads"] = await self._batched(lambda: deliveries.update().where(
+                deliveries.c.delivery_seq.in_(select(deliveries.c.delivery_seq).where(
+                    deliveries.c.status == "delivered", deliveries.c.delivered_at < now - timedelta(days=p.delivered_payload_days),
+                    func.length(deliveries.c.payload) > 0).limit(BATCH))).values(payload=b""))
+        if p.outbox_days:
+            done["outbox"] = await self._purge_outbox(now - timedelta(days=p.outbox_days))
+        if p.quarantine_raw_days:
+            done["quarantine_raw"] = await self._batched(lambda: quarantine.update().where(
+                quarantine.c.quarantine_id.in_(select(quarantine.c.quarantine_id).where(
+                    quarantine.c.received_at < now - timedelta(days=p.quarantine_raw_days),
+                    func.length(quarantine.c.raw) > 0).limit(BATCH))).values(raw=b""))
+        if p.audit_days:
+            done["audit"] = await self._audit.purge_before((now - timedelta(days=p.audit_days)).date())
+        for kind, n in done.items():
+            if n:
+                metrics.PURGED.labels(kind=kind).inc(n)
+        if any(done.values()):
+            log.info("retention purge", count=sum(done.values()))
+        return done
+
+    async def _batched(self, statement) -> int:  # noqa: ANN001
+        total = 0
+        while True:
+            async with self._engine.begin() as conn:
+                n = (await conn.execute(statement())).rowcount or 0
+            total += n
+            if n < BATCH:
+                return total
+
+    async def _purge_outbox(self, cutoff: datetime) -> int:
+        async with self._engine.connect() as conn:
+            floor = (await conn.execute(select(consumer_offsets.c.topic, func.min(consumer_offsets.c.next_offset))
+                                        .group_by(consumer_offsets.c.topic))).all()
+            await conn.rollback()
+        committed = {topic: n for topic, n in floor}
+        needed = select(dead_letters.c.offset).where(dead_letters.c.replayed_at.is_(None),
+                                                     dead_letters.c.topic == bus_messages.c.topic)
+        total = 0
+        for topic, below in committed.items():
+            total += await self._batched(lambda topic=topic, below=below: delete(bus_messages).where(
+                bus_messages.c.offset.in_(select(bus_messages.c.offset).where(
+                    bus_messages.c.topic == topic, bus_messages.c.offset < below,
+                    bus_messages.c.created_at < cutoff, bus_messages.c.offset.not_in(needed)).limit(BATCH))))
+        # Kafka mode: the relay's mark is enough (Kafka keeps the log; the outbox row was only the hand-over).
+        total += await self._batched(lambda: delete(bus_messages).where(bus_messages.c.offset.in_(
+            select(bus_messages.c.offset).where(and_(bus_messages.c.relayed_at.is_not(None),
+                                                     bus_messages.c.relayed_at < cutoff)).limit(BATCH))))
+        return total
+
+
+async def run_housekeeping(audit: AuditChain, purger: Purger, chain_seconds: float, purge_seconds: float,
+                           stop: asyncio.Event) -> None:
+    """Chain new audit records every few seconds; checkpoint finished days; purge hourly."""
+    last_purge = 0.0
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        try:
+            while await audit.extend():
+                pass
+            await audit.checkpoint(datetime.now(UTC).date())
+            if purge_seconds and loop.time() - last_purge >= purge_seconds:
+                await purger.run_once()
+                last_purge = loop.time()
+        except Exception as exc:  # noqa: BLE001 - keep the worker alive; the next round catches up
+            log.warning("housekeeping failed", exc_type=type(exc).__name__)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=chain_seconds)
+        except TimeoutError:
+            pass

@@ -1,0 +1,142 @@
+"""The console in a real browser (Debian's chromium driven by Playwright):
+an ADT A01/A03 sent over MLLP is traced from its ACK to its webhook delivery;
+a withheld disclosure appears for a body without an agreement; the charts
+draw; the audit chain verifies. Screenshots are compared with checked-in
+references within a tolerance (dynamic text such as ids and times masked);
+S117_UPDATE_SCREENSHOTS=1 rewrites the references."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from hub.clients import add_client
+from hub.store.db import create_engine
+from tests.e2e.conftest import SECRET, SHARING, make_clients
+from tests.e2e.test_mllp import Engine, fixture, msa, nhs_numbers
+from tests.servers.tools import debian_tool
+from tests.support import HubProcess, Receiver, free_port
+
+pytestmark = pytest.mark.e2e
+SHOTS = Path(__file__).resolve().parent / "screenshots"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "console"  # the README's pictures, refreshed with the references
+
+
+async def document(page, name: str) -> None:  # noqa: ANN001
+    if os.environ.get("S117_UPDATE_SCREENSHOTS") == "1":
+        DOCS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(DOCS / name), full_page=True)
+TOLERANCE = 0.03  # share of pixels that may differ (font hinting, anti-aliasing)
+
+
+def compare(png: bytes, name: str) -> None:
+    from io import BytesIO
+
+    from PIL import Image, ImageChops
+
+    ref = SHOTS / name
+    if os.environ.get("S117_UPDATE_SCREENSHOTS") == "1":
+        ref.write_bytes(png)
+    assert ref.exists(), f"no reference screenshot {name}: run with S117_UPDATE_SCREENSHOTS=1 once and check it in"
+    got, want = Image.open(BytesIO(png)).convert("RGB"), Image.open(ref).convert("RGB")
+    assert got.size == want.size, f"{name}: size {got.size} != reference {want.size}"
+    diff = ImageChops.difference(got, want).convert("L").point(lambda v: 255 if v > 40 else 0)
+    changed = diff.histogram()[255] / (got.size[0] * got.size[1])
+    assert changed <= TOLERANCE, f"{name}: {changed:.1%} of pixels differ from the reference"
+
+
+async def test_mllp_change_traced_to_its_webhook_delivery_in_the_browser(tmp_path):
+    from playwright.async_api import async_playwright
+
+    chromium = debian_tool("chromium", "chromium")
+    # No agreement for the ICB: its events are withheld, and the console must show it.
+    sharing = {**SHARING, "agreements": [
+        {**a, "recipients": [r for r in a["recipients"] if r["org_code"] != "QU9"]} for a in SHARING["agreements"]]}
+    (tmp_path / "sharing.yaml").write_text(yaml.safe_dump(sharing))
+    receiver = Receiver(secret=SECRET)
+    await receiver.start()
+    mllp_port = free_port()
+    hub = HubProcess(tmp_path, sharing_path=tmp_path / "sharing.yaml", S117_MLLP_PORT=str(mllp_port),
+                     S117_SAMPLE_SECONDS="1", S117_AUDIT_CHAIN_SECONDS="0.5")
+    keys = await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    _, admin = await add_client(engine, "Operator", "HUB", "hub-operator", ["hub:admin"])
+    await engine.dispose()
+    await hub.start()
+    run = uuid.uuid4().hex[:8]
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
+                                json={"url": receiver.url("E06000060"), "secret": SECRET})
+            assert r.status_code == 201, r.text
+        nhs = nhs_numbers()[7]
+        async with Engine(mllp_port) as trust:
+            ack = await trust.send(fixture("ADT_A01_s3_detained.hl7", nhs, f"A01-{run}"))
+            assert msa(ack)[1:3] == ["AA", f"A01-{run}"], ack
+            ack = await trust.send(fixture("ADT_A03_discharge.hl7", nhs, f"A03-{run}"))
+            assert msa(ack)[1:3] == ["AA", f"A03-{run}"], ack
+        await receiver.wait_for(lambda: len(receiver.received) >= 3)
+
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            await page.goto(f"{hub.base_url}/console")
+            # Before sign-in only the sign-in box shows (no empty panels beneath it).
+            assert not await page.locator("#overview").is_visible()
+            compare(await page.screenshot(), "console-sign-in.png")
+            await page.fill("#key", admin)
+            await page.click("#signin")
+            await page.wait_for_selector("#subs table")
+            await document(page, "overview.png")
+
+            # Trace the discharge by the MSH-10 the trust got back in MSA-2.
+            await page.click("nav button[data-tab=trace]")
+            await page.select_option("#tracekind", "source_message_id")
+            await page.fill("#tracevalue", msa(ack)[2])
+            await page.click("#traceform button[type=submit]")
+            await page.wait_for_selector("tr.stage-delivered")
+            text = await page.inner_text("#traceout")
+            assert "left-hospital" in text and "via mllp" in text and "ACK AA sent after commit" in text
+            stages = await page.locator("#traceout tr").evaluate_all("rows => rows.map(r => r.className)")
+            assert stages[:3] == ["stage-recorded", "stage-answered", "stage-event-derived"]
+            assert stages[-1] == "stage-delivered"
+            assert "s117-entitlement-started" in text and "E06000060: allowed" in text
+            assert "QU9: denied" in text  # the ICB has no agreement here
+            assert "to E06000060 by webhook after" in text
+            assert nhs not in await page.content()
+            compare(await page.locator("#trace section").screenshot(mask=[page.locator(".dyn")]), "console-trace.png")
+            await document(page, "trace.png")
+
+            await page.click("nav button[data-tab=withheld]")
+            await page.wait_for_selector("#withheldout table")
+            withheld = await page.inner_text("#withheldout")
+            assert "QU9" in withheld and "no data-sharing agreement in force names this organisation" in withheld
+            await document(page, "withheld.png")
+
+            await page.click("nav button[data-tab=charts]")
+            await page.wait_for_selector("#chartsout svg")
+            assert await page.locator("#chartsout svg").count() == 5
+            for _ in range(30):  # the sampler runs every second here
+                if await page.locator("#chartsout polyline").count():
+                    break
+                await page.wait_for_timeout(500)
+                await page.select_option("#window", "hour")
+            assert await page.locator("#chartsout polyline").count() >= 1
+            labels = await page.inner_text("#chartsout")
+            assert "Ingest per channel" in labels and "mllp" in labels
+            await document(page, "charts.png")
+
+            await page.click("nav button[data-tab=audit]")
+            await page.click("#verify")
+            await page.wait_for_selector("#verifyout .ok")
+            assert "intact" in await page.inner_text("#verifyout")
+            await document(page, "audit.png")
+            await browser.close()
+    finally:
+        hub.stop()
+        await receiver.stop()
