@@ -206,3 +206,24 @@ async def test_statement_in_three_formats_for_the_two_bodies_only(app_hub, bucks
         assert (await app_hub.http.get(q, headers={"X-API-Key": key})).status_code == 404
     bad = await app_hub.http.get("/v1/statements?month=2026-13&council=E06000060&icb=QU9", headers=h)
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "month"
+
+
+async def test_council_file_package_records(app_hub, bucks):
+    from tests.support import REPO
+    changes = detention_to_move_scenario(random.Random(7), "pkg-file", date(2025, 1, 6))
+    for c in changes[:3]:
+        c["person"]["nhs_number"] = "9991100016"
+        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=c)
+        assert r.status_code == 202, r.text
+    body = (REPO / "tests" / "fixtures" / "council_files" / "bucks_packages.csv").read_bytes()
+    r = await app_hub.http.post("/v1/council-files?format=swift_csv", content=body,
+                                headers={"X-API-Key": bucks, "Content-Type": "text/csv"})
+    assert r.status_code == 200, r.text
+    report = r.json()["report"]
+    assert [(e["record_id"], e["status"], e.get("package_id")) for e in report] == [
+        ("PK-2001", "accepted", "L1"), ("PK-2002", "accepted", "L2"), ("PK-2003", "accepted", "L3"),
+        ("PK-2004", "accepted", "L4"), ("PK-2005", "accepted", "L1"), ("PK-2006", "rejected", None),
+        ("PK-2007", "rejected", None)]
+    assert report[5]["errors"][0]["field"] == "row 6, column WEEKLY_COST"
+    assert report[6]["errors"][0]["field"] == "row 7, column NHS_NO"  # nobody on the register with that number
+    assert "quarantine_id" in report[6]
