@@ -227,3 +227,35 @@ async def test_council_file_package_records(app_hub, bucks):
     assert report[5]["errors"][0]["field"] == "row 6, column WEEKLY_COST"
     assert report[6]["errors"][0]["field"] == "row 7, column NHS_NO"  # nobody on the register with that number
     assert "quarantine_id" in report[6]
+
+
+async def test_oversight_report_shows_spend_suppressed_for_few_people(app_hub, bucks):
+    _, oversight = await add_client(app_hub.hub.engine, "Bucks oversight", "E06000060", "council", ["reports:read"])
+    h = {"X-API-Key": bucks}
+    pids = []
+    for n in range(8):
+        pid, _ = await _person(app_hub, 100 + n)
+        pids.append(pid)
+        body = start(pid, f"o-{n}", f"O{n}", effective_date="2026-04-01", weekly_cost_pence=100_000)
+        assert (await app_hub.http.post("/v1/packages", headers=h, json=body)).status_code == 201
+        if n == 0:
+            few = (await app_hub.http.get("/v1/reports/register-summary",
+                                          headers={"X-API-Key": oversight})).json()["expenditure"]
+            (row,) = few["rows"]
+            assert row["people"] == "*" and row["committed_weekly"] == {"eligible": "*", "council": "*", "icb": "*"}
+    report = (await app_hub.http.get("/v1/reports/register-summary", headers={"X-API-Key": oversight})).json()
+    exp = report["expenditure"]
+    (row,) = exp["rows"]
+    assert (row["council"]["code"], row["commissioner"]["code"], row["people"]) == ("E06000060", "QU9", 10)
+    # 8 x 1000.00 a week = 8000 a week; council 53.93% = 4314.40 -> 4300; ICB 3685.60 -> 3700
+    assert row["committed_weekly"] == {"eligible": 8000, "council": 4300, "icb": 3700}
+    assert exp["cohorts"][0]["cohort"] == "adult" and exp["total"]["people"] == 10
+    assert exp["citation"] == "Worcs 18.2; Worcs Annex 3" and len(exp["trend"]) == 12
+    today = date.today()
+    if date(2026, 4, 1) <= today <= date(2027, 3, 31):
+        assert row["projected_year"]["eligible"] >= row["spent_year_to_date"]["eligible"] > 0
+    assert not any(pid in str(report) for pid in pids)
+    # Another council's oversight group sees none of it.
+    _, other = await add_client(app_hub.hub.engine, "Brum oversight", "E08000025", "council", ["reports:read"])
+    assert (await app_hub.http.get("/v1/reports/register-summary",
+                                   headers={"X-API-Key": other})).json()["expenditure"]["rows"] == []

@@ -231,3 +231,26 @@ def test_property_totals_equal_lines_and_shares_add_up(pairs, share_bp, change_o
     assert st_.totals == Totals.of(items)
     assert st_.totals.council_pence + st_.totals.icb_pence + st_.totals.awaiting_panel_pence \
         == st_.totals.eligible_pence
+
+
+def test_expenditure_committed_spent_projected_and_trend():
+    from hub.domain.money.expenditure import expenditure
+    today = D("2026-11-30")
+    lines = [
+        line(start=D("2026-04-01"), weekly_cost_pence=70_000),  # Worcs 60:40, in force
+        line(person_id="p2", package_id="P2", start=D("2026-04-01"), end=D("2026-04-07"), cohort="older-adult"),
+        line(person_id="p3", package_id="P3", start=D("2026-04-01"), exclusion=Exclusion.TOP_UP),  # never counted
+    ]
+    exp = expenditure(lines, BOOK.funding_history, lambda _pid: (), today)
+    spend = exp.by_pair[(WORCESTERSHIRE, HW_ICB)]
+    assert spend.people == {"p1"}  # p2 ended, p3's line is not s117
+    assert spend.committed_weekly == [70_000, 42_000, 28_000]
+    days_to_date = (today - D("2026-04-01")).days + 1  # 244
+    p1_to_date = round(70_000 * days_to_date / 7)
+    assert spend.spent_to_date[0] == p1_to_date + 70_000
+    p1_rest = round(70_000 * (D("2027-03-31") - today).days / 7)
+    assert spend.projected_year[0] == spend.spent_to_date[0] + p1_rest
+    assert spend.spent_to_date[1] + spend.spent_to_date[2] == spend.spent_to_date[0]
+    assert exp.by_cohort["older-adult"].spent_to_date[0] == 70_000 and exp.by_cohort["older-adult"].people == set()
+    assert exp.months[-1] == "2026-11" and exp.trend["2026-04"][0] == round(70_000 * 30 / 7) + 70_000
+    assert exp.trend["2026-04"][3] == 2 and exp.trend["2026-11"][3] == 1
