@@ -81,3 +81,16 @@ def package_problems(p: PackageIn) -> list[FieldProblem]:
                              "units_per_week", "end_date") if getattr(p, f) is not None]
         out += [FieldProblem(f, "an end takes only its effective_date (the last day of the line)") for f in extra]
     return out
+
+
+class SplitDecisionIn(BaseModel):
+    """One person's split (panel decision, needs-matrix result at review, agreed
+    exception), proposed by one of the person's responsible bodies."""
+
+    model_config = ConfigDict(extra="forbid")
+    person_id: str = Field(max_length=36)
+    kind: Literal["panel", "matrix", "exception"]
+    council_share_percent: Decimal = Field(ge=0, le=100, max_digits=5, decimal_places=2)
+    effective_from: date
+    reference: str = Field(min_length=1, max_length=100, pattern=r"^[^\r\n]*$",
+                           description="the panel minute or review id (never a name)")

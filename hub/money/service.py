@@ -256,3 +256,67 @@ class PackageService:
                 r.person_id, r.kind, r.council_share_bp, r.effective_from, r.proposed_at.date(),
                 r.agreed_at.date(), r.reference))
         return out
+
+
+class DecisionService:
+    """Per-person splits: proposed by one responsible body, in force once the
+    other agrees (Worcs 8.5, A2.3); agreed decisions are never changed, and a
+    new one takes effect only after the last."""
+
+    def __init__(self, packages: PackageService) -> None:
+        self._p = packages
+
+    async def propose(self, client: Client, data: dict[str, Any], original: bytes) -> Outcome:
+        from hub.domain.money.splits import agreement_on, decision_problem
+        from hub.money.contract import SplitDecisionIn
+        try:
+            d = SplitDecisionIn.model_validate(data)
+        except ValidationError as exc:
+            return await self._p._quarantine(client, original, "rest", problems_from_pydantic(exc), None)
+        status = await self._p.status(d.person_id, datetime.now(UTC).date())
+        council = status.responsible_council.org.code if status and status.responsible_council and \
+            status.responsible_council.org else None
+        icb = status.responsible_commissioner.org.code if status and status.responsible_commissioner and \
+            status.responsible_commissioner.org else None
+        if client.org_code not in (council, icb) or council is None or icb is None:
+            return problem(404, "not-found", "Not found", NOT_FOUND)
+        agreement = agreement_on(self._p._agreements.funding_history(council, icb), d.effective_from)
+        problems = []
+        reason = decision_problem(agreement, d.kind)
+        if reason:
+            problems.append(FieldProblem("kind", reason))
+        last = [x for x in (await self._p.decisions([d.person_id])).get(d.person_id, [])]
+        if last and d.effective_from <= last[-1].effective_from:
+            problems.append(FieldProblem("effective_from", "must be after the last agreed decision's: an earlier "
+                                                           "decision is never rewritten (Worcs 8.5)"))
+        if problems:
+            return await self._p._quarantine(client, original, "rest", problems, None)
+        decision_id = str(uuid.uuid4())
+        async with self._p._engine.begin() as conn:
+            await conn.execute(split_decisions.insert().values(
+                decision_id=decision_id, person_id=d.person_id, council=council, icb=icb, kind=d.kind,
+                council_share_bp=int(d.council_share_percent * 100), effective_from=d.effective_from,
+                reference=d.reference, proposed_by=client.org_code, proposed_at=datetime.now(UTC)))
+        other = icb if client.org_code == council else council
+        log.info("split decision proposed", source=client.client_id, org_code=client.org_code)
+        return Outcome(201, {"decision_id": decision_id, "status": "awaiting-agreement", "awaiting": other,
+                             "citation": "Worcs 8.5, A2.3"})
+
+    async def agree(self, client: Client, decision_id: str) -> Outcome:
+        async with self._p._engine.begin() as conn:
+            row = (await conn.execute(select(split_decisions).where(
+                split_decisions.c.decision_id == decision_id))).first()
+            if row is None or client.org_code not in (row.council, row.icb):
+                return problem(404, "not-found", "Not found", "no split decision with that id for this client")
+            if row.agreed_at is not None:
+                return problem(409, "already-agreed", "Already agreed",
+                               "this decision is agreed and in force; it is never changed: propose a new one")
+            if row.proposed_by == client.org_code:
+                return problem(409, "needs-the-other-body", "Needs the other body",
+                               "a split needs both bodies: the other one agrees (Worcs 8.5, A2.3)")
+            await conn.execute(split_decisions.update().where(
+                split_decisions.c.decision_id == decision_id, split_decisions.c.agreed_at.is_(None))
+                .values(agreed_by=client.org_code, agreed_at=datetime.now(UTC)))
+        log.info("split decision agreed", source=client.client_id, org_code=client.org_code)
+        return Outcome(200, {"decision_id": decision_id, "status": "agreed",
+                             "effective_from": row.effective_from.isoformat(), "citation": "Worcs 8.5, A2.3"})

@@ -259,3 +259,44 @@ async def test_oversight_report_shows_spend_suppressed_for_few_people(app_hub, b
     _, other = await add_client(app_hub.hub.engine, "Brum oversight", "E08000025", "council", ["reports:read"])
     assert (await app_hub.http.get("/v1/reports/register-summary",
                                    headers={"X-API-Key": other})).json()["expenditure"]["rows"] == []
+
+
+async def test_a_persons_exception_needs_both_bodies_and_then_splits_the_statement(app_hub, bucks):
+    """Worcs A2.2-A2.3 (case-by-case, both agreeing) and 8.5 (no unilateral change)."""
+    from dataclasses import replace as dc_replace
+
+    from hub.domain.agreements import FundingAgreement, FundingKind
+    book = dc_replace(app_hub.hub.agreements, funding={("E06000060", "QU9"): FundingAgreement(
+        FundingKind.DEFAULT_WITH_EXCEPTIONS, "60:40 with exceptions", "Worcs A2.1, A2.2", council_share_bp=6_000)})
+    app_hub.hub.agreements = book
+    app_hub.hub.packages._agreements = book
+    _, icb = await add_client(app_hub.hub.engine, "BOB ICB finance", "QU9", "icb", ["packages:write", "s117:read"])
+    pid, _ = await _person(app_hub)
+    assert (await app_hub.http.post("/v1/packages", headers={"X-API-Key": bucks},
+                                    json=start(pid, "d-1", "D1", effective_date="2026-10-01"))).status_code == 201
+    body = {"person_id": pid, "kind": "exception", "council_share_percent": "20", "effective_from": "2026-10-11",
+            "reference": "panel 2026-10-09"}
+    wrong = await app_hub.http.post("/v1/split-decisions", headers={"X-API-Key": bucks}, json={**body, "kind": "panel"})
+    assert wrong.status_code == 422 and wrong.json()["errors"][0]["field"] == "kind"
+    r = await app_hub.http.post("/v1/split-decisions", headers={"X-API-Key": bucks}, json=body)
+    assert r.status_code == 201 and r.json()["awaiting"] == "QU9"
+    did = r.json()["decision_id"]
+    q = "/v1/statements?month=2026-10&council=E06000060&icb=QU9"
+    before = (await app_hub.http.get(q, headers={"X-API-Key": icb})).json()
+    assert len(before["persons"][0]["lines"]) == 1  # not in force until the ICB agrees
+    own = await app_hub.http.post(f"/v1/split-decisions/{did}/agree", headers={"X-API-Key": bucks})
+    assert own.status_code == 409  # the proposer cannot agree with itself
+    ok = await app_hub.http.post(f"/v1/split-decisions/{did}/agree", headers={"X-API-Key": icb})
+    assert ok.status_code == 200 and ok.json()["status"] == "agreed"
+    assert (await app_hub.http.post(f"/v1/split-decisions/{did}/agree", headers={"X-API-Key": icb})).status_code == 409
+    after = (await app_hub.http.get(q, headers={"X-API-Key": icb})).json()
+    first, second = after["persons"][0]["lines"]
+    assert (first["to"], first["council_pence"]) == ("2026-10-10", 60_000)  # 10 days of 700.00 = 1000.00, 60%
+    assert (second["from"], second["basis"], second["citation"]) == ("2026-10-11", "agreed exception",
+                                                                     "Worcs A2.2, A2.3")
+    assert second["council_pence"] == round(second["cost_pence"] * 0.2)
+    earlier = await app_hub.http.post("/v1/split-decisions", headers={"X-API-Key": icb},
+                                      json={**body, "effective_from": "2026-10-05"})
+    assert earlier.status_code == 422 and earlier.json()["errors"][0]["field"] == "effective_from"
+    _, brum = await add_client(app_hub.hub.engine, "Brum", "E08000025", "council", ["packages:write"])
+    assert (await app_hub.http.post(f"/v1/split-decisions/{did}/agree", headers={"X-API-Key": brum})).status_code == 404
