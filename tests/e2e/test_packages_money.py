@@ -9,7 +9,6 @@ import csv
 import io
 import random
 import re
-import shutil
 import subprocess
 
 import httpx
@@ -20,7 +19,7 @@ from hub.clients import add_client
 from hub.sample_data import synthetic_nhs_number
 from hub.store.db import create_engine
 from tests.e2e.conftest import SHARING, make_clients
-from tests.servers import unavailable
+from tests.servers.poppler import require_poppler
 from tests.support import REPO, HubProcess
 
 pytestmark = pytest.mark.e2e
@@ -42,8 +41,7 @@ def funding_sharing(tmp_path):
 
 
 async def test_council_file_packages_to_statement_and_oversight(tmp_path, funding_sharing):
-    if shutil.which("pdftoppm") is None:
-        unavailable("pdftoppm (poppler-utils)", "apt-get install -y poppler-utils")
+    require_poppler()
     hub = HubProcess(tmp_path, sharing_path=funding_sharing)
     keys = await make_clients(hub.db_url)
     engine = create_engine(hub.db_url)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import random
-import shutil
 import subprocess
 from datetime import date
 from decimal import Decimal
@@ -15,7 +14,7 @@ import pytest
 
 from hub.clients import add_client
 from hub.sample_data import detention_to_move_scenario
-from tests.servers import unavailable
+from tests.servers.poppler import require_poppler
 
 
 async def _person(app_hub, seed: int = 7) -> tuple[str, str]:  # noqa: ANN001
@@ -114,8 +113,7 @@ async def test_person_query_shows_the_split_with_its_citation_only_with_funding_
 
 
 def _render_first_page(pdf: bytes, tmp_path) -> bytes:  # noqa: ANN001
-    if shutil.which("pdftoppm") is None:
-        unavailable("pdftoppm (poppler-utils)", "install it with apt-get install -y poppler-utils")
+    require_poppler()
     (tmp_path / "s.pdf").write_bytes(pdf)
     for old in tmp_path.glob("page*.png"):
         old.unlink()
