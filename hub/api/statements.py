@@ -20,7 +20,7 @@ from hub.money.render import statement_csv, statement_json, statement_pdf
 from hub.sharing import FUNDING
 
 router = APIRouter(prefix="/v1", tags=["statements"])
-MONTH = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+MONTH = re.compile(r"^(20[0-9]{2}|2100)-(0[1-9]|1[0-2])$")
 
 
 def org_names(hub, council: str, icb: str) -> dict[str, str]:  # noqa: ANN001
@@ -35,7 +35,7 @@ def org_names(hub, council: str, icb: str) -> dict[str, str]:  # noqa: ANN001
                        404: {"description": "Not one of the two bodies, or no funding agreement"}})
 async def get_statement(
     hub: HubDep, client: ClientDep,
-    month: Annotated[str, Query(pattern=MONTH.pattern, description="YYYY-MM")],
+    month: Annotated[str, Query(pattern=MONTH.pattern, description="YYYY-MM, 2000-01 to 2100-12")],
     council: Annotated[str, Query(pattern=r"^[EWSN][0-9]{8}$", description="the council's GSS code")],
     icb: Annotated[str, Query(pattern=r"^[A-Z0-9]{3,6}$", description="the ICB's ODS code")],
     format: Literal["json", "csv", "pdf"] = "json",

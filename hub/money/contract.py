@@ -6,12 +6,22 @@ from datetime import date
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from typing import Annotated
 
 from hub.domain.money import COHORTS
 from hub.ingest.validation import FieldProblem
 
 MAX_PENCE = 10**9  # £10m a week or a unit: anything larger is a keying error
+
+def _in_range(value: date) -> date:
+    # Costs are prorated by the day; a date far outside any package's life is a keying error.
+    if not date(2000, 1, 1) <= value <= date(2100, 12, 31):
+        raise ValueError("must be between 2000-01-01 and 2100-12-31")
+    return value
+
+
+Day = Annotated[date, AfterValidator(_in_range)]
 
 Cohort = Literal["adult", "older-adult", "learning-disability", "children-young-people"]
 assert set(Cohort.__args__) == set(COHORTS)  # type: ignore[attr-defined]
@@ -39,8 +49,8 @@ class PackageIn(BaseModel):
     package_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$", description="the sender's id for the line")
     person_id: str | None = Field(default=None, max_length=36, description="the hub's person id, or person")
     person: PersonRef | None = None
-    effective_date: date
-    end_date: date | None = None
+    effective_date: Day
+    end_date: Day | None = None
     service_type: str | None = Field(default=None, min_length=1, max_length=100)
     provider: ProviderIn | None = None
     need: Literal["health", "social-care", "joint"] | None = None
@@ -91,6 +101,6 @@ class SplitDecisionIn(BaseModel):
     person_id: str = Field(max_length=36)
     kind: Literal["panel", "matrix", "exception"]
     council_share_percent: Decimal = Field(ge=0, le=100, max_digits=5, decimal_places=2)
-    effective_from: date
+    effective_from: Day
     reference: str = Field(min_length=1, max_length=100, pattern=r"^[^\r\n]*$",
                            description="the panel minute or review id (never a name)")
