@@ -107,7 +107,6 @@ async def test_person_query_shows_the_split_with_its_citation_only_with_funding_
     fnc = next(p for p in funding["packages"] if p["package_id"] == "L3")
     assert fnc["split_per_week"]["citation"] == "FOI Q5; Worcs 10.1"
     # A party without the funding group sees the position but no costs.
-    _, trust_key = app_hub.keys["trust"], None
     r = await app_hub.http.get(f"/v1/persons/{pid}/s117", headers={"X-API-Key": app_hub.keys["trust"]})
     assert r.status_code == 200 and "funding" not in r.json()
 
