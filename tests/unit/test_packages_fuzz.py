@@ -25,7 +25,7 @@ DECISION = {"person_id": "x", "kind": "panel", "council_share_percent": "55.5", 
 
 junk = st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=30) \
     | st.sampled_from(["", "0001-01-01", "9999-12-31", "2024-02-30", "change", "end", NHS, "1e9", "-0", "100.001"]) \
-    | st.lists(st.integers(), max_size=2) | st.dictionaries(st.text(max_size=5), st.integers(), max_size=2)
+    | st.lists(st.integers(-9, 9), max_size=2) | st.dictionaries(st.text(max_size=5), st.integers(-9, 9), max_size=2)
 
 
 @st.composite
