@@ -1,7 +1,7 @@
 """care packages and split decisions
 
 Revision ID: 0010
-Revises: 0006
+Revises: 0015
 Create Date: 2026-11-30 20:45:00
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 revision = '0010'
-down_revision = '0006'  # re-chained after main's head (0013 -> 0009 -> 0006) when rebased
+down_revision = '0015'  # re-chained after main's head when rebased (0003 .. 0006 -> 0014 -> 0015)
 branch_labels = None
 depends_on = None
 
