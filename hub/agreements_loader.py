@@ -6,6 +6,7 @@ resulting immutable AgreementBook.
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from hub.domain.agreements import (
     AreaAgreement,
     EscalationStage,
     FundingAgreement,
+    FundingChange,
     FundingKind,
     NeedTag,
 )
@@ -96,6 +98,8 @@ def _funding(raw: dict[str, Any], where: str) -> FundingAgreement:
         share = raw.get("council_share_percent", raw.get("joint_council_share_percent"))
         s17 = raw.get("s17_leave_commissioner_percent", 100)
         tags = tuple((str(need), NeedTag(tag)) for need, tag in (raw.get("need_tags") or {}).items())
+        cohorts = tuple((str(cohort), _basis_points(share, f"{where}.cohort_council_share_percent"))
+                        for cohort, share in (raw.get("cohort_council_share_percent") or {}).items())
         return FundingAgreement(
             kind=kind,
             name=str(raw.get("name", kind.value)),
@@ -103,6 +107,7 @@ def _funding(raw: dict[str, Any], where: str) -> FundingAgreement:
             council_share_bp=None if share is None else _basis_points(share, where),
             s17_leave_commissioner_share_bp=_basis_points(s17, where),
             need_tags=tags,
+            cohort_shares=cohorts,
         )
     except KeyError as exc:
         raise AgreementsError(f"{where}: missing {exc}") from exc
@@ -119,6 +124,7 @@ def agreements_from_mapping(document: dict[str, Any]) -> AgreementBook:
         for gss, raw in (document.get("areas") or {}).items()
     }
     funding: dict[tuple[str, str], FundingAgreement] = {}
+    funding_changes: dict[tuple[str, str], tuple[FundingChange, ...]] = {}
     for index, raw in enumerate(document.get("funding") or []):
         where = f"funding[{index}]"
         try:
@@ -128,7 +134,39 @@ def agreements_from_mapping(document: dict[str, Any]) -> AgreementBook:
         if pair in funding:
             raise AgreementsError(f"{where}: a second agreement for {pair}")
         funding[pair] = _funding(raw, where)
-    return AgreementBook(areas=areas, funding=funding, default_area=default_area, default_funding=default_funding)
+        changes = []
+        for j, change in enumerate(raw.get("changes") or []):
+            cw = f"{where}.changes[{j}]"
+            try:
+                agreed = change["agreed"]
+                changes.append(FundingChange(
+                    effective_from=_date(change["effective_from"], f"{cw}.effective_from"),
+                    agreement=_funding({**raw, **change}, cw),
+                    council_agreed_on=_date(agreed["council"], f"{cw}.agreed.council"),
+                    commissioner_agreed_on=_date(agreed["commissioner"], f"{cw}.agreed.commissioner"),
+                    reference=str(agreed.get("reference", "")),
+                ))
+            except KeyError as exc:
+                raise AgreementsError(f"{cw}: missing {exc} (a change needs both bodies' agreement, "
+                                      "Worcs 8.5)") from exc
+            except (TypeError, ValueError) as exc:
+                raise AgreementsError(f"{cw}: {exc}") from exc
+        if changes:
+            funding_changes[pair] = tuple(changes)
+    try:
+        return AgreementBook(areas=areas, funding=funding, default_area=default_area,
+                             default_funding=default_funding, funding_changes=funding_changes)
+    except ValueError as exc:
+        raise AgreementsError(f"funding: {exc}") from exc
+
+
+def _date(value: Any, where: str) -> date:
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise AgreementsError(f"{where}: is not an ISO date") from exc
 
 
 def load_agreements(path: str | Path) -> AgreementBook:

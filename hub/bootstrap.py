@@ -38,7 +38,8 @@ from hub.refdata.loader import load_reference_data
 from hub.settings import Settings
 from hub.workflows.consumer import WorkflowConsumer, run_workflow_consumer, run_workflow_scanner
 from hub.workflows.service import WorkflowService
-from hub.sharing import SharingAgreements
+from hub.money.service import PackageService
+from hub.sharing import FUNDING, SharingAgreements
 from hub.store.db import create_engine, create_schema
 
 log = get_logger("hub.bootstrap")
@@ -82,6 +83,7 @@ class Hub:
     workflows: WorkflowService | None = None
     workflow_consumer: WorkflowConsumer | None = None
     audit: AuditChain | None = None
+    packages: PackageService | None = None  # aftercare packages and money (always set by build_hub)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -169,7 +171,7 @@ async def build_hub(settings: Settings) -> Hub:
         else AgreementBook.default()
     )
     protector = DataProtector.from_settings(settings.data_key, settings.data_key_file)
-    sharing = SharingAgreements.load(settings.sharing_agreements_path, FIELD_GROUPS)
+    sharing = SharingAgreements.load(settings.sharing_agreements_path, FIELD_GROUPS | {FUNDING})
     relay: KafkaRelay | None = None
     bus: Subscriber
     if kafka_servers:
@@ -184,10 +186,12 @@ async def build_hub(settings: Settings) -> Hub:
     # (hub/delivery/targets.py): DNS may have changed since the subscription.
     http = guarded_client(settings.webhook_allowed_hosts, timeout=settings.webhook_timeout_seconds,
                           limits=httpx.Limits(keepalive_expiry=2.0))
+    ingest = IngestService(engine, ref, agreements, protector)
     hub = Hub(
         settings=settings, engine=engine, ref=ref, agreements=agreements, protector=protector,
         sharing=sharing, bus=bus,
-        ingest=IngestService(engine, ref, agreements, protector),
+        ingest=ingest,
+        packages=PackageService(engine, ref, agreements, protector, ingest),
         dispatcher=Dispatcher(engine, bus, ref, sharing, protector, settings.hub_endpoint, agreements=agreements,
                               namespaces=settings.namespaces()),
         deliverer=WebhookDeliverer(

@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hub.crypto import hash_api_key, new_api_key
 from hub.store.schema import api_clients
 
-SCOPES = ("register:write", "subscriptions:write", "s117:read", "reports:read", "workflows:write", "hub:admin")
+SCOPES = ("register:write", "subscriptions:write", "s117:read", "reports:read", "workflows:write", "packages:write",
+          "hub:admin")
 
 
 async def add_client(

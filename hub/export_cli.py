@@ -27,6 +27,7 @@ async def _run(args: argparse.Namespace) -> dict:
     from hub.domain.agreements import AgreementBook
     from hub.exports import ExportRequest, ExportService
     from hub.fhir.messages import FIELD_GROUPS
+    from hub.sharing import FUNDING
     from hub.refdata.loader import load_reference_data
     from hub.settings import get_settings
     from hub.sharing import SharingAgreements
@@ -39,7 +40,7 @@ async def _run(args: argparse.Namespace) -> dict:
         agreements = (load_agreements(s.area_agreements_path) if s.area_agreements_path.exists()
                       else AgreementBook.default())
         svc = ExportService(engine, load_reference_data(), agreements,
-                            SharingAgreements.load(s.sharing_agreements_path, FIELD_GROUPS),
+                            SharingAgreements.load(s.sharing_agreements_path, FIELD_GROUPS | {FUNDING}),
                             DataProtector.from_settings(s.data_key, s.data_key_file), s.export_dir,
                             s.export_ack_alert_hours)
         if svc.groups_in_force(args.org, __import__("datetime").date.today()) is None:

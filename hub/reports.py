@@ -114,3 +114,52 @@ def list_agreement_rows(rows: Iterable[dict]) -> list[dict]:
         out.append({"body": r["body"], "as_of": r["as_of"], "people_on_either_list": suppress(people),
                     "agreeing": suppress(agreeing), "agreement_rate_percent": rate})
     return out
+
+
+# --------------------------------------------------------------- expenditure
+# Committed and projected s117 spend (Worcs 18.2; Annex 3), kept apart from
+# the register counts above. Money about a few people identifies them as
+# surely as a count does: a row (or month) whose people number 1-7 shows "*"
+# for its people and every amount; amounts are published in pounds rounded to
+# the nearest 100, totals from the exact figures.
+
+SPEND_ROUNDING = "pounds, rounded to the nearest 100; rows and months with 1-7 people shown as '*'"
+
+
+def _pounds(pence: int) -> int:
+    return int(100 * round(pence / 10_000))
+
+
+def _spend_cells(spend, people: int) -> dict:  # noqa: ANN001 - a domain Spend
+    hidden = 0 < people <= 7
+
+    def money(values: list[int]) -> dict:
+        keys = ("eligible", "council", "icb")
+        return {k: SUPPRESSED if hidden else _pounds(v) for k, v in zip(keys, values)}
+
+    return {"people": suppress(people), "committed_weekly": money(spend.committed_weekly),
+            "spent_year_to_date": money(spend.spent_to_date), "projected_year": money(spend.projected_year)}
+
+
+def expenditure_summary(exp, names: dict[str, str]) -> dict:  # noqa: ANN001 - a domain Expenditure
+    """The report's `expenditure` section from hub.domain.money.expenditure."""
+    rows = []
+    for (council, icb) in sorted(exp.by_pair):
+        spend = exp.by_pair[(council, icb)]
+        rows.append({"council": {"code": council, "name": names.get(council, council)},
+                     "commissioner": {"code": icb, "name": names.get(icb, icb)},
+                     **_spend_cells(spend, len(spend.people))})
+    return {
+        "as_of": exp.as_of.isoformat(),
+        "financial_year": f"{exp.year_start.isoformat()}/{exp.year_end.isoformat()}",
+        "amounts": SPEND_ROUNDING,
+        "citation": "Worcs 18.2; Worcs Annex 3",
+        "rows": rows,
+        "cohorts": [{"cohort": c, **_spend_cells(exp.by_cohort[c], len(exp.by_cohort[c].people))}
+                    for c in sorted(exp.by_cohort)],
+        "total": _spend_cells(exp.total, len(exp.total.people)),
+        "trend": [{"month": m, "people": suppress(exp.trend[m][3]),
+                   "spend": {k: SUPPRESSED if 0 < exp.trend[m][3] <= 7 else _pounds(v)
+                             for k, v in zip(("eligible", "council", "icb"), exp.trend[m][:3])}}
+                  for m in exp.months],
+    }

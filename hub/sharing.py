@@ -15,7 +15,11 @@ from hub.domain.model import EventType
 WILDCARD = "*"
 # Explanations name the responsible bodies ("council: Buckinghamshire, ..."), so
 # an agreement cannot grant them while withholding who is responsible.
-GROUP_REQUIRES = {"explanations": frozenset({"responsibility"})}
+GROUP_REQUIRES = {"explanations": frozenset({"responsibility"}), "funding": frozenset({"responsibility"})}
+# Costs, providers and funding splits of a person's aftercare packages (the
+# person query's `funding` part, recharge statements): never implied by any
+# other group, an agreement must name it.
+FUNDING = "funding"
 
 
 class AgreementFileError(ValueError):
@@ -77,6 +81,10 @@ class SharingAgreements:
     def field_groups_for(self, org_code: str, on: date) -> frozenset[str]:
         """Every field group any agreement in force grants the organisation."""
         return frozenset().union(*(g.field_groups for g in self._by_org.get(org_code, []) if g.in_force(on)))
+
+    def grants_group(self, org_code: str, group: str, on: date) -> bool:
+        """Whether an agreement in force on `on` grants `org_code` the field group `group`."""
+        return any(g.in_force(on) and group in g.field_groups for g in self._by_org.get(org_code, []))
 
     def grants_for(self, org_code: str) -> list[Grant]:
         return list(self._by_org.get(org_code, []))

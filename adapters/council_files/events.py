@@ -83,4 +83,35 @@ DISCHARGE_REASON_CODES: dict[str, DischargeReason] = {
     "CTO_S17_ENDED": DischargeReason.NO_LONGER_ON_CTO_OR_S17_LEAVE,
 }
 
+# ---------------------------------------------------------------- packages
+# Aftercare package lines (hub/domain/money): not register changes, so they
+# map to the package contract (hub/money/contract.py) instead.
+
+
+@dataclass(frozen=True, slots=True)
+class PackageSpec:
+    action: str  # start, change, end
+    uses: tuple[str, ...]
+    requires: tuple[str, ...]
+
+
+PACKAGE_COLUMNS = ("PACKAGE_ID", "SERVICE_TYPE", "PROVIDER_TYPE", "PROVIDER", "NEED", "WEEKLY_COST", "UNIT_COST",
+                   "UNITS_PER_WEEK", "S117_NEED", "EXCLUSION", "S17_LEAVE", "COHORT", "PAID_BY", "END_DATE")
+# Columns a package record reads besides these (no name, date of birth or
+# postcode: a package needs none of them).
+PACKAGE_COMMON = ("RECORD_ID", "EVENT", "EFFECTIVE_DATE", "NHS_NO")
+
+PACKAGE_EVENTS: dict[str, PackageSpec] = {
+    "PKG_START": PackageSpec("start", PACKAGE_COLUMNS,
+                             ("PACKAGE_ID", "SERVICE_TYPE", "PROVIDER_TYPE", "PROVIDER", "NEED")),
+    "PKG_CHANGE": PackageSpec("change", PACKAGE_COLUMNS, ("PACKAGE_ID",)),
+    "PKG_END": PackageSpec("end", ("PACKAGE_ID",), ("PACKAGE_ID",)),
+}
+
+NEED_CODES = {"H": "health", "SC": "social-care", "J": "joint"}
+EXCLUSION_CODES = {"FNC": "nhs-funded-nursing-care", "UNIVERSAL": "universal-service", "TOPUP": "top-up"}
+PROVIDER_KIND_CODES = {"ODS": "ods", "LA": "council"}
+COHORT_CODES = {"AD": "adult", "OA": "older-adult", "LD": "learning-disability", "CYP": "children-young-people"}
+PAYER_CODES = {"LA": "council", "ICB": "icb"}
+
 DISPUTE_KIND_CODES: dict[str, DisputeKind] = {"LA": DisputeKind.COUNCIL, "NHS": DisputeKind.COMMISSIONER}

@@ -77,6 +77,22 @@ _DATA_COLUMNS: tuple[tuple[str, str | None, str, int, bool], ...] = (
     ("DISPUTE_TYPE", "dispute.kind", "dispute_kind", 3, False),
     ("DISPUTE_PARTIES", "dispute.parties", "codes", 40, False),
     ("RESOLVED_RESPONSIBLE", "dispute.resolved_responsible", "code", 9, False),
+    # Aftercare package records (PKG_START / PKG_CHANGE / PKG_END), appended
+    # after the register columns so a 460-character export stays valid.
+    ("PACKAGE_ID", "package_id", "id", 20, False),
+    ("SERVICE_TYPE", "service_type", "text", 40, False),
+    ("PROVIDER_TYPE", "provider.kind", "provider_kind", 3, False),
+    ("PROVIDER", "provider.code", "provider", 20, False),
+    ("NEED", "need", "need", 2, False),
+    ("WEEKLY_COST", "weekly_cost_pence", "money", 10, False),
+    ("UNIT_COST", "unit_cost_pence", "money", 10, False),
+    ("UNITS_PER_WEEK", "units_per_week", "decimal", 6, False),
+    ("S117_NEED", "s117_eligible", "flag", 1, False),
+    ("EXCLUSION", "exclusion", "exclusion", 10, False),
+    ("S17_LEAVE", "s17_leave", "flag", 1, False),
+    ("COHORT", "cohort", "cohort", 3, False),
+    ("PAID_BY", "paid_by", "payer", 3, False),
+    ("END_DATE", "end_date", "date", 8, False),
 )
 
 

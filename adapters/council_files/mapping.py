@@ -19,12 +19,20 @@ from datetime import date, datetime
 from typing import Any
 
 from adapters.council_files.events import (
+    COHORT_CODES,
     COMMON_COLUMNS,
     COUNCIL_EVENTS,
     DISCHARGE_REASON_CODES,
     DISPUTE_KIND_CODES,
+    EXCLUSION_CODES,
+    NEED_CODES,
+    PACKAGE_COMMON,
+    PACKAGE_EVENTS,
+    PAYER_CODES,
+    PROVIDER_KIND_CODES,
     REFUSED_EVENTS,
     EventSpec,
+    PackageSpec,
 )
 from adapters.council_files.layouts import Column, Layout
 from hub.ingest.nhs_number import nhs_number_problem
@@ -179,6 +187,33 @@ def _codes(text: str) -> list[str]:
     return out
 
 
+def _choice(codes: dict[str, str], what: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = codes.get(text.upper())
+        if value is None:
+            raise _Bad(f"must be {what}: " + ", ".join(codes))
+        return value
+    return parse
+
+
+_MONEY = re.compile(r"^[0-9]{1,7}(\.[0-9]{1,2})?$")
+_DECIMAL = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,2})?$")
+
+
+def _money(text: str) -> int:
+    """Pounds as the file writes them (1250.00, 1250.5, 1250) -> whole pence, exactly."""
+    if not _MONEY.match(text):
+        raise _Bad("is not an amount in pounds (digits, at most two decimals, no sign or symbol)")
+    pounds, _, pence = text.partition(".")
+    return int(pounds) * 100 + int((pence + "00")[:2])
+
+
+def _decimal(text: str) -> str:
+    if not _DECIMAL.match(text):
+        raise _Bad("is not a number of units (at most 999.99)")
+    return text
+
+
 def _count(text: str) -> int:
     if not (text.isascii() and text.isdigit()):  # not "²" or "٣"
         raise _Bad("is not a number")
@@ -211,6 +246,15 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "codes": _codes,
     "code": _code,
     "count": _count,
+    "money": _money,
+    "decimal": _decimal,
+    "need": _choice(NEED_CODES, "H (health), SC (social care) or J (joint)"),
+    "exclusion": _choice(EXCLUSION_CODES, "blank or one of"),
+    "provider_kind": _choice(PROVIDER_KIND_CODES, "ODS (an NHS organisation) or LA (the council's provider id)"),
+    "provider": _pattern(re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,39}$"),
+                         "must be an ODS code or provider id (letters, digits, . _ : / -)", upper=False),
+    "cohort": _choice(COHORT_CODES, "one of"),
+    "payer": _choice(PAYER_CODES, "LA (the council pays the provider) or ICB"),
 }
 
 
@@ -262,12 +306,18 @@ def map_record(layout: Layout, row: int, values: dict[str, str], original: bytes
             bad("RECORD_ID", f"repeats the RECORD_ID of row {first}: each record needs its own id")
 
     spec: EventSpec | None = None
+    package: PackageSpec | None = None
     event_text = values.get("EVENT", "").strip().upper()
     if event_text:
         spec = COUNCIL_EVENTS.get(event_text)
-        if spec is None:
+        package = PACKAGE_EVENTS.get(event_text)
+        if spec is None and package is None:
             refused = REFUSED_EVENTS.get(event_text)
-            bad("EVENT", refused or "is not an EVENT code of the layout (" + ", ".join(COUNCIL_EVENTS) + ")")
+            bad("EVENT", refused or "is not an EVENT code of the layout ("
+                + ", ".join([*COUNCIL_EVENTS, *PACKAGE_EVENTS]) + ")")
+
+    if package is not None:
+        return _map_package(layout, row, values, original, package, event_text, read, bad, problems, record_id)
 
     names = [*COMMON_COLUMNS, *(spec.uses if spec else ())]
     parsed: dict[str, Any] = {n: read(n) for n in names if n != "EVENT"}
@@ -291,6 +341,25 @@ def map_record(layout: Layout, row: int, values: dict[str, str], original: bytes
 
     data: dict[str, Any] = {"schema_version": "1", "source_system": layout.source_system,
                             "change_type": spec.change_type.value}
+    for name, value in parsed.items():
+        col = layout.column(name)
+        if value is None or col is None or col.target is None:
+            continue
+        _set(data, col.target, _jsonable(value))
+    return MappedRow(row, record_id, original, data, ())
+
+
+def _map_package(layout: Layout, row: int, values: dict[str, str], original: bytes, spec: PackageSpec,
+                 event_text: str, read: Callable[[str], Any], bad: Callable[[str | None, str], None],
+                 problems: list[FieldProblem], record_id: str | None) -> MappedRow:
+    """A package record -> the package contract (hub/money/contract.py), tagged record=package."""
+    parsed = {n: read(n) for n in (*PACKAGE_COMMON, *spec.uses) if n not in ("EVENT", "RECORD_ID")}
+    for name in ("RECORD_ID", "EFFECTIVE_DATE", "NHS_NO", *spec.requires):
+        if not values.get(name, "").strip():
+            bad(name, f"is required for {event_text}" if name in spec.requires else "is required")
+    if problems:
+        return MappedRow(row, record_id, original, None, tuple(problems))
+    data: dict[str, Any] = {"record": "package", "action": spec.action, "source_message_id": record_id}
     for name, value in parsed.items():
         col = layout.column(name)
         if value is None or col is None or col.target is None:

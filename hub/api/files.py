@@ -36,6 +36,8 @@ log = get_logger("hub.files")
 
 MAX_FILE = 20 * 1024 * 1024
 CHANNEL = "file"
+NOT_RESPONSIBLE = ("no one with this NHS number is on the register with this council responsible: a package "
+                   "is recorded by the person's responsible council")
 CONTENT_TYPES = ("text/csv", "text/plain", "application/octet-stream")
 NOT_ON_REGISTER = ("no one with this NHS number is on the s117 register: a council event needs the person's "
                    "qualifying detention, reported by the detaining trust, first")
@@ -60,7 +62,10 @@ def _entry(row: MappedRow, outcome: Outcome, layout: Layout) -> dict[str, Any]:
     entry: dict[str, Any] = {"row": row.row, "record_id": row.record_id}
     if not outcome.is_problem:
         entry["status"] = "duplicate" if outcome.body.get("duplicate") else "accepted"
-        entry["change_id"] = outcome.body.get("change_id")
+        if "package_id" in outcome.body:  # a package record (hub/money), not a register change
+            entry["package_id"] = outcome.body["package_id"]
+        else:
+            entry["change_id"] = outcome.body.get("change_id")
         return entry
     entry["status"] = "rejected"
     entry["errors"] = [_in_file_terms(e, row.row, layout) for e in outcome.body.get("errors", [])]
@@ -82,6 +87,13 @@ def _in_file_terms(error: dict[str, str], row: int, layout: Layout) -> dict[str,
 async def _ingest_row(hub: Hub, client: Client, row: MappedRow) -> Outcome:
     if row.data is None:
         return await hub.ingest.reject_unmapped(client, row.original, CHANNEL, list(row.problems), row.record_id)
+    if row.data.get("record") == "package" and hub.packages is not None:
+        data = {k: v for k, v in row.data.items() if k != "record"}
+        outcome = await hub.packages.record(client, data, row.original, CHANNEL)
+        if outcome.status_code == 404:  # not on the register, or not this council's: held like any bad row
+            problem = FieldProblem(f"row {row.row}, column NHS_NO", NOT_RESPONSIBLE)
+            return await hub.ingest.reject_unmapped(client, row.original, CHANNEL, [problem], row.record_id)
+        return outcome
     if not await hub.ingest.is_on_register(row.data["person"]["nhs_number"]):
         problem = FieldProblem(f"row {row.row}, column NHS_NO", NOT_ON_REGISTER)
         return await hub.ingest.reject_unmapped(client, row.original, CHANNEL, [problem], row.record_id)

@@ -23,6 +23,8 @@ from hub.domain.model import RegisterChange, S117Status
 from hub.domain.rules import evaluate
 from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.service import Client
+from hub.money.view import funding_view
+from hub.sharing import FUNDING
 from hub.store.schema import persons, register_changes, service_levels
 from hub.workflows.distribution import transfers_for_person
 
@@ -105,4 +107,17 @@ async def s117_position(person_id: str, hub: HubDep, client: ClientDep, as_of: d
          "recorded_on": c.recorded_on.isoformat(), **levels.get(c.change_id, {})}
         for c in sorted(changes, key=lambda c: (c.recorded_on, c.change_id))
     ]
+    await _add_funding(hub, client, person_id, status, body)
     return body
+
+
+async def _add_funding(hub, client: Client, person_id: str, status: S117Status, body: dict) -> None:  # noqa: ANN001
+    """Costs, providers and the split with its citation: only for bodies an
+    agreement grants the `funding` field group (hub/money/view.py)."""
+    today = datetime.now(UTC).date()
+    if hub.packages is None or not ("hub:admin" in client.scopes
+                                    or hub.sharing.grants_group(client.org_code, FUNDING, today)):
+        return
+    lines = await hub.packages.lines_for_person(person_id)
+    decisions = (await hub.packages.decisions([person_id])).get(person_id, [])
+    body["funding"] = funding_view(status, hub.agreements, lines, decisions, status.as_of)

@@ -5,7 +5,7 @@ is the responsible council or ICB; the hub operator sees all."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from fastapi import APIRouter
 from sqlalchemy import select
@@ -14,8 +14,12 @@ from hub.api.deps import ClientDep, HubDep, require
 from hub.codec import from_jsonable
 from hub.domain.model import RegisterChange
 from hub.domain.rules import evaluate
+from hub.bootstrap import Hub
+from hub.domain.dates import add_months
+from hub.domain.money.expenditure import expenditure, financial_year
+from hub.ingest.service import Client
 from hub.reconciliation import list_agreement
-from hub.reports import list_agreement_rows, register_summary
+from hub.reports import expenditure_summary, list_agreement_rows, register_summary
 from hub.store.schema import register_changes, service_levels
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
@@ -48,4 +52,21 @@ async def summary(hub: HubDep, client: ClientDep) -> dict:
     report["scope"] = "all" if "hub:admin" in client.scopes else client.org_code
     report["list_agreement"] = list_agreement_rows(
         await list_agreement(hub.engine, None if "hub:admin" in client.scopes else {client.org_code}))
+    report["expenditure"] = await _expenditure(hub, client, today, report)
     return report
+
+
+async def _expenditure(hub: Hub, client: Client, today: date, report: dict) -> dict:
+    """Committed and projected spend (hub/domain/money/expenditure.py) for the
+    pairs the caller is part of (all for the hub operator)."""
+    assert hub.packages is not None
+    year_start, year_end = financial_year(today)
+    lines = await hub.packages.all_lines(min(year_start, add_months(date(today.year, today.month, 1), -11)),
+                                         year_end)
+    if "hub:admin" not in client.scopes:
+        lines = [ln for ln in lines if client.org_code in (ln.council, ln.icb)]
+    decisions = await hub.packages.decisions()
+    exp = expenditure(lines, hub.agreements.funding_history, lambda pid: decisions.get(pid, ()), today)
+    names = {r["council"]["code"]: r["council"]["name"] for r in report["rows"]}
+    names |= {r["commissioner"]["code"]: r["commissioner"]["name"] for r in report["rows"]}
+    return expenditure_summary(exp, names)

@@ -31,7 +31,7 @@ from hub.domain.ports import ReferenceData
 from hub.domain.rules import evaluate
 from hub.domain.rules.precedence import is_late
 from hub.domain.views import NOT_INVOLVED, event_type_for, reason_for, views_for
-from hub.fhir.messages import PatientDetails, build_event_message
+from hub.fhir.messages import FIELD_GROUPS, PatientDetails, build_event_message
 from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
 from hub.ingest.service import load_person_details
 from hub.observability import metrics
@@ -237,10 +237,13 @@ class Dispatcher:
         old = send.held.get(org)
         version = (old.version if old is not None else 0) + 1
         message_id = message_id_for(event_id, org)
+        # The event message carries the FHIR field groups only; `funding`
+        # (costs, providers) is served by the person query and statements.
+        included = decision.field_groups & FIELD_GROUPS
         bundle = build_event_message(
             event=event, status=send.status, change=send.change, patient=send.patient, message_id=message_id,
             sent_at=datetime.now(UTC), source_endpoint=self._hub_endpoint,
-            recipient=self._org(org, send.status), include=decision.field_groups,
+            recipient=self._org(org, send.status), include=included,
             legal_status_display=self._legal_status_display(send.status, send.change),
             position=view, version=version, supersedes=supersedes, reason=reason, ns=self._ns,
         )
@@ -254,7 +257,7 @@ class Dispatcher:
                 continue  # replayed event: already queued
             queued += 1
             await self._audit(conn, event, event_id, recipient, "allowed", decision.agreement_id,
-                              sorted(decision.field_groups), decision.reason, sub.channel)
+                              sorted(included), decision.reason, sub.channel)
         if queued:
             await self._store_view(conn, event.person_id, org, version, view, event_id, old is None)
             send.held[org] = _Held(version, view, event_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -23,6 +24,8 @@ class FundingKind(StrEnum):
     ALIGNED_BUDGET = "aligned-budget"  # a pooled budget at an agreed, re-estimated share
     NEEDS_MATRIX = "needs-matrix"  # each need tagged health / social care / not s117
     PANEL = "panel"  # a joint panel decides each case
+    # One share for everyone, with per-person exceptions both bodies agreed (Worcs A2.1-A2.3).
+    DEFAULT_WITH_EXCEPTIONS = "default-with-exceptions"
 
 
 class NeedTag(StrEnum):
@@ -43,15 +46,23 @@ class FundingAgreement:
     s17_leave_commissioner_share_bp: int = WHOLE
     # A needs matrix's own tagging of named needs; it overrides a cost line's tag.
     need_tags: tuple[tuple[str, NeedTag], ...] = ()
+    # Cohorts with a split of their own, whatever the kind (FOI Q2a: learning
+    # disability and children at 50:50): (cohort code, council share bp).
+    cohort_shares: tuple[tuple[str, int], ...] = ()
+
+    def cohort_share(self, cohort: str | None) -> int | None:
+        return dict(self.cohort_shares).get(cohort) if cohort else None
 
     def tag_for(self, need: str, recorded: NeedTag) -> NeedTag:
         return dict(self.need_tags).get(need, recorded)
 
     def __post_init__(self) -> None:
-        needs_share = self.kind in (FundingKind.FIXED_SPLIT, FundingKind.ALIGNED_BUDGET)
+        needs_share = self.kind in (FundingKind.FIXED_SPLIT, FundingKind.ALIGNED_BUDGET,
+                                    FundingKind.DEFAULT_WITH_EXCEPTIONS)
         if needs_share and self.council_share_bp is None:
             raise ValueError(f"{self.kind} agreement {self.name!r} needs council_share_bp")
-        for share in (self.council_share_bp, self.s17_leave_commissioner_share_bp):
+        for share in (self.council_share_bp, self.s17_leave_commissioner_share_bp,
+                      *(bp for _c, bp in self.cohort_shares)):
             if share is not None and not 0 <= share <= WHOLE:
                 raise ValueError(f"share {share} bp out of range in {self.name!r}")
 
@@ -142,6 +153,25 @@ ANY_COMMISSIONER = "*"
 
 
 @dataclass(frozen=True, slots=True)
+class FundingChange:
+    """A later arrangement for a pair, in force from `effective_from`.
+
+    Neither body may change a split on its own (Worcs 8.5, A2.3): a change
+    records both bodies' agreement. Earlier arrangements are never rewritten;
+    a change only ever starts after the last one."""
+
+    effective_from: date
+    agreement: FundingAgreement
+    council_agreed_on: date
+    commissioner_agreed_on: date
+    reference: str  # e.g. the Joint Management Group minute
+
+    def __post_init__(self) -> None:
+        if not self.reference:
+            raise ValueError(f"a split change needs the reference of both bodies' agreement ({citations.FUNDING_NO_WITHDRAWAL})")
+
+
+@dataclass(frozen=True, slots=True)
 class AgreementBook:
     """Every area's agreements, with an England-wide default for the rest."""
 
@@ -150,10 +180,18 @@ class AgreementBook:
     funding: Mapping[tuple[str, str], FundingAgreement] = field(default_factory=dict)
     default_area: AreaAgreement = ENGLAND_DEFAULT_AREA
     default_funding: FundingAgreement = ENGLAND_DEFAULT_FUNDING
+    # Later arrangements per pair, oldest first (see FundingChange).
+    funding_changes: Mapping[tuple[str, str], tuple[FundingChange, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "areas", MappingProxyType(dict(self.areas)))
         object.__setattr__(self, "funding", MappingProxyType(dict(self.funding)))
+        for pair, changes in self.funding_changes.items():
+            for before, after in zip(changes, changes[1:]):
+                if after.effective_from <= before.effective_from:
+                    raise ValueError(f"funding changes for {pair} must start one after another: an earlier "
+                                     f"arrangement is never rewritten ({citations.FUNDING_NO_WITHDRAWAL})")
+        object.__setattr__(self, "funding_changes", MappingProxyType(dict(self.funding_changes)))
 
     @classmethod
     def default(cls) -> AgreementBook:
@@ -172,3 +210,21 @@ class AgreementBook:
             if (council_gss, ANY_COMMISSIONER) in self.funding:
                 return self.funding[(council_gss, ANY_COMMISSIONER)]
         return self.default_funding
+
+    def funding_history(self, council_gss: str | None, icb_ods: str | None) -> tuple[tuple[date | None, FundingAgreement], ...]:
+        """The pair's arrangements as (in force from, agreement), oldest first;
+        the first applies from the beginning (None)."""
+        history: list[tuple[date | None, FundingAgreement]] = [(None, self.funding_for(council_gss, icb_ods))]
+        if council_gss is not None:
+            key = (council_gss, icb_ods or ANY_COMMISSIONER)
+            if key not in self.funding_changes:
+                key = (council_gss, ANY_COMMISSIONER)
+            history += [(c.effective_from, c.agreement) for c in self.funding_changes.get(key, ())]
+        return tuple(history)
+
+    def funding_on(self, council_gss: str | None, icb_ods: str | None, day: date) -> FundingAgreement:
+        current = self.funding_for(council_gss, icb_ods)
+        for start, agreement in self.funding_history(council_gss, icb_ods)[1:]:
+            if start is not None and start <= day:
+                current = agreement
+        return current

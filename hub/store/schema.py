@@ -472,3 +472,59 @@ metric_samples = Table(
     Column("label", String(32), primary_key=True),
     Column("value", Float, nullable=False),
 )
+
+# Aftercare package lines (hub/domain/money/packages.py): one row per version
+# of a line; a change ends the current version and adds the next, so what
+# was charged before is never rewritten. No personal data: costs, providers
+# and the hub's person id only (the field group `funding` governs sharing).
+care_packages = Table(
+    "care_packages",
+    metadata,
+    Column("line_id", Id, primary_key=True, autoincrement=True),
+    Column("source", String(64), nullable=False),
+    Column("package_id", String(100), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("person_id", String(36), ForeignKey("persons.person_id"), nullable=False),
+    Column("council", String(16), nullable=False),
+    Column("icb", String(16), nullable=False),
+    Column("paid_by", String(8), nullable=False),  # council, icb
+    Column("service_type", String(100), nullable=False),
+    Column("provider_kind", String(8), nullable=False),  # ods, council
+    Column("provider_code", String(40), nullable=False),
+    Column("need", String(16), nullable=False),
+    Column("weekly_cost_pence", BigInteger, nullable=True),
+    Column("unit_cost_pence", BigInteger, nullable=True),
+    Column("units_per_week", String(16), nullable=True),  # a Decimal as text (exact)
+    Column("s117_eligible", Boolean, nullable=False),
+    Column("exclusion", String(32), nullable=True),
+    Column("s17_leave", Boolean, nullable=False),
+    Column("cohort", String(32), nullable=False),
+    Column("start_date", Date, nullable=False),
+    Column("end_date", Date, nullable=True),
+    Column("source_message_id", String(200), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("source", "package_id", "version", name="uq_care_package_version"),
+    Index("ix_care_packages_pair", "council", "icb", "start_date"),
+    Index("ix_care_packages_person", "person_id"),
+)
+
+# A person's split agreed by both bodies (panel decision, needs-matrix result
+# at review, agreed exception): proposed by one, in force once the other
+# agrees (Worcs 8.5, A2.3). Never updated after agreement.
+split_decisions = Table(
+    "split_decisions",
+    metadata,
+    Column("decision_id", String(36), primary_key=True),
+    Column("person_id", String(36), ForeignKey("persons.person_id"), nullable=False),
+    Column("council", String(16), nullable=False),
+    Column("icb", String(16), nullable=False),
+    Column("kind", String(16), nullable=False),  # panel, matrix, exception
+    Column("council_share_bp", Integer, nullable=False),
+    Column("effective_from", Date, nullable=False),
+    Column("reference", String(100), nullable=False),
+    Column("proposed_by", String(16), nullable=False),  # org code
+    Column("proposed_at", DateTime(timezone=True), nullable=False),
+    Column("agreed_by", String(16), nullable=True),
+    Column("agreed_at", DateTime(timezone=True), nullable=True),
+    Index("ix_split_decisions_person", "person_id"),
+)

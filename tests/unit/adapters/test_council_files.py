@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from adapters.council_files import LAYOUTS, SWIFT_CSV, SWIFT_FIXED, Layout, column_for, map_file
+from adapters.council_files.events import PACKAGE_EVENTS
 from adapters.council_files.events import COUNCIL_CHANGE_TYPES, COUNCIL_EVENTS, REFUSED_EVENTS
 from hub.domain.model import ChangeType
 from hub.ingest.contract import RegisterChangeIn
@@ -29,7 +30,7 @@ def _date(layout: Layout, iso: str) -> str:
     return f"{d}/{m}/{y}" if layout is SWIFT_CSV else f"{y}{m}{d}"
 
 
-DATE_COLUMNS = ("EFFECTIVE_DATE", "NOTIFIED_DATE", "DOB")
+DATE_COLUMNS = ("EFFECTIVE_DATE", "NOTIFIED_DATE", "DOB", "END_DATE")
 
 
 def csv_file(rows: list[dict[str, str]], columns: list[str] | None = None, eol: str = "\r\n", bom: bool = False,
@@ -343,7 +344,7 @@ def test_fixed_width_layout_is_contiguous_and_documented_offsets_hold():
     assert cols[0].start == 1
     for a, b in zip(cols, cols[1:]):
         assert b.start == a.end + 1, (a.name, b.name)
-    assert SWIFT_FIXED.record_length == 460
+    assert SWIFT_FIXED.record_length == 597
     offsets = {c.name: (c.start, c.width) for c in cols}
     assert offsets["RECORD_ID"] == (2, 20)
     assert offsets["EVENT"] == (22, 16)
@@ -351,6 +352,8 @@ def test_fixed_width_layout_is_contiguous_and_documented_offsets_hold():
     assert offsets["NHS_NO"] == (54, 10)
     assert offsets["LA_GSS"] == (150, 9)
     assert offsets["RESOLVED_RESPONSIBLE"] == (452, 9)
+    assert offsets["PACKAGE_ID"] == (461, 20)  # package columns appended: a 460-character export stays valid
+    assert offsets["END_DATE"] == (590, 8)
     assert [c.name for c in SWIFT_CSV.columns] == [c.name for c in cols[1:]]
 
 
@@ -371,7 +374,7 @@ def test_fixed_width_trailing_spaces_may_be_trimmed_but_a_longer_record_is_refus
     data = f"HS117REG1E0600006020250302\r\nD{rec[1:].rstrip()}\r\n{rec}XX\r\nT000000002\r\n".encode()
     rows = map_file(data, SWIFT_FIXED).rows
     assert rows[0].ok
-    assert reasons(rows[1]) == {"row 2": "is 462 characters long; a data record has 460"}
+    assert reasons(rows[1]) == {"row 2": "is 599 characters long; a data record has 597"}
 
 
 @pytest.mark.parametrize(("count", "reason"), [
@@ -496,7 +499,53 @@ def test_canonical_fields_are_named_in_the_files_own_columns(field, column):
 
 def test_the_published_readme_matches_the_declared_layout():
     readme = (Path(__file__).resolve().parents[3] / "adapters" / "council_files" / "README.md").read_text()
-    rows = re.findall(r"^\| `([A-Z_]+)` \| (\d+)-(\d+) \|", readme, flags=re.M)
+    rows = re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \| (\d+)-(\d+) \|", readme, flags=re.M)
     assert [(name, int(a), int(b)) for name, a, b in rows] == [(c.name, c.start, c.end) for c in SWIFT_FIXED.columns]
     for code, spec in COUNCIL_EVENTS.items():
         assert f"| `{code}` | `{spec.change_type.value}` |" in readme
+    for code in PACKAGE_EVENTS:
+        assert f"| `{code}` |" in readme
+
+
+# ------------------------------------------------------------------ package records
+
+PKG = {**BASE, "EVENT": "PKG_START", "PACKAGE_ID": "PK-77", "SERVICE_TYPE": "supported accommodation",
+       "PROVIDER_TYPE": "LA", "PROVIDER": "BCC-PRV-00123", "NEED": "SC", "WEEKLY_COST": "1250.50",
+       "COHORT": "LD", "SURNAME": "Example"}
+
+
+@BOTH
+def test_package_start_maps_to_the_package_contract_without_personal_details(layout):
+    row = one(layout, PKG)
+    assert row.ok, row.problems
+    assert row.data == {"record": "package", "action": "start", "source_message_id": "R-1",
+                        "effective_date": "2025-03-01", "person": {"nhs_number": NHS}, "package_id": "PK-77",
+                        "service_type": "supported accommodation", "provider": {"kind": "council",
+                                                                               "code": "BCC-PRV-00123"},
+                        "need": "social-care", "weekly_cost_pence": 125_050, "cohort": "learning-disability"}
+
+
+@BOTH
+@pytest.mark.parametrize(("values", "column", "reason"), [
+    ({"WEEKLY_COST": "£12"}, "WEEKLY_COST", "is not an amount in pounds"),
+    ({"WEEKLY_COST": "12.345"}, "WEEKLY_COST", "is not an amount in pounds"),
+    ({"NEED": "X"}, "NEED", "must be H (health), SC (social care) or J (joint)"),
+    ({"EXCLUSION": "RENT"}, "EXCLUSION", "must be blank or one of: FNC, UNIVERSAL, TOPUP"),
+    ({"PROVIDER": ""}, "PROVIDER", "is required for PKG_START"),
+    ({"PACKAGE_ID": ""}, "PACKAGE_ID", "is required for PKG_START"),
+])
+def test_package_record_problems_are_named_by_column(layout, values, column, reason):
+    row = one(layout, {**PKG, **values})
+    assert not row.ok
+    assert reasons(row)[f"row 1, column {column}"].startswith(reason)
+
+
+@BOTH
+def test_package_change_and_end_need_only_the_line(layout):
+    change = one(layout, {**BASE, "EVENT": "PKG_CHANGE", "PACKAGE_ID": "PK-77", "UNIT_COST": "25.50",
+                          "UNITS_PER_WEEK": "12.5", "EXCLUSION": "TOPUP"})
+    assert change.data["unit_cost_pence"] == 2_550 and change.data["units_per_week"] == "12.5"
+    assert change.data["exclusion"] == "top-up" and change.data["action"] == "change"
+    end = one(layout, {**BASE, "EVENT": "PKG_END", "PACKAGE_ID": "PK-77", "WEEKLY_COST": "5"})
+    assert end.data == {"record": "package", "action": "end", "source_message_id": "R-1",
+                        "effective_date": "2025-03-01", "person": {"nhs_number": NHS}, "package_id": "PK-77"}

@@ -1,0 +1,45 @@
+"""POST /v1/packages: one aftercare package line event (start, change, end)
+from the person's responsible council or ICB (scope packages:write).
+
+The body is the package contract (hub/money/contract.py): bad input is a 422
+naming each field, held in quarantine; the same source_message_id again gets
+the first answer; a person the caller is not responsible for is a 404, the
+same as an unknown person."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from hub.api.deps import ClientDep, HubDep, require
+from hub.api.problems import PROBLEM_JSON, ProblemError
+from hub.ingest.validation import FieldProblem
+
+router = APIRouter(prefix="/v1", tags=["packages"])
+MAX_BODY = 64 * 1024
+
+
+@router.post("/packages", status_code=201, summary="An aftercare package line: start, change (from a date) or end",
+             responses={201: {"description": "Recorded (or the first answer to this source_message_id)"},
+                        404: {"description": "No person on the register for whom the caller is responsible"},
+                        422: {"description": "Named problems; the input is held in quarantine"}})
+async def post_package(request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
+    require(client, "packages:write")
+    if client.org_kind not in ("council", "icb") and "hub:admin" not in client.scopes:
+        raise ProblemError(403, "forbidden", "Not permitted", "packages are recorded by a responsible council or ICB")
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise ProblemError(413, "too-large", "Body too large", f"a package event must be at most {MAX_BODY} bytes")
+    assert hub.packages is not None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        out = await hub.packages._quarantine(client, raw, "rest", [FieldProblem("(body)", "must be a JSON object")],
+                                             None)
+    else:
+        out = await hub.packages.record(client, data, raw, "rest")
+    return JSONResponse(out.body, status_code=out.status_code,
+                        media_type=PROBLEM_JSON if out.is_problem else "application/json")

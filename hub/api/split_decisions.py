@@ -1,0 +1,46 @@
+"""POST /v1/split-decisions and POST /v1/split-decisions/{id}/agree: a
+person's own split (panel decision, needs-matrix result at review, agreed
+exception), proposed by one responsible body and in force from its date once
+the other agrees (Worcs 8.5, A2.3). Scope packages:write."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse
+
+from hub.api.deps import ClientDep, HubDep, require
+from hub.api.problems import PROBLEM_JSON
+from hub.ingest.validation import FieldProblem
+from hub.money.service import DecisionService
+
+router = APIRouter(prefix="/v1/split-decisions", tags=["split decisions"])
+
+
+def _answer(out) -> JSONResponse:  # noqa: ANN001
+    return JSONResponse(out.body, status_code=out.status_code,
+                        media_type=PROBLEM_JSON if out.is_problem else "application/json")
+
+
+@router.post("", status_code=201, summary="Propose a person's split; in force once the other body agrees")
+async def propose(request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
+    require(client, "packages:write")
+    assert hub.packages is not None
+    raw = (await request.body())[:64 * 1024 + 1]
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict) or len(raw) > 64 * 1024:
+        return _answer(await hub.packages._quarantine(
+            client, raw, "rest", [FieldProblem("(body)", "must be a JSON object of at most 64 KiB")], None))
+    return _answer(await DecisionService(hub.packages).propose(client, data, raw))
+
+
+@router.post("/{decision_id}/agree", summary="The other body agrees: the split is in force from its date")
+async def agree(decision_id: Annotated[str, Path(max_length=36)], hub: HubDep, client: ClientDep) -> JSONResponse:
+    require(client, "packages:write")
+    assert hub.packages is not None
+    return _answer(await DecisionService(hub.packages).agree(client, decision_id))

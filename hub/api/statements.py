@@ -1,0 +1,63 @@
+"""GET /v1/statements: a month's recharge statement between a council and an
+ICB, as JSON, CSV or PDF. Only the two bodies themselves (and the hub
+operator) get it, and only while a data-sharing agreement grants them the
+`funding` field group; anyone else gets the same 404 as for a pair with
+nothing to show."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+
+from hub.api.deps import ClientDep, HubDep, require
+from hub.api.problems import ProblemError
+from hub.domain.money import month_bounds, statement_for
+from hub.money.render import statement_csv, statement_json, statement_pdf
+from hub.sharing import FUNDING
+
+router = APIRouter(prefix="/v1", tags=["statements"])
+MONTH = re.compile(r"^(20[0-9]{2}|2100)-(0[1-9]|1[0-2])$")
+
+
+def org_names(hub, council: str, icb: str) -> dict[str, str]:  # noqa: ANN001
+    today = datetime.now(UTC).date()
+    c = hub.ref.council(council, today)
+    i = hub.ref.commissioner_successor(icb, today)
+    return {council: c.name if c else council, icb: i.name if i and i.code == icb else icb}
+
+
+@router.get("/statements", summary="A month's recharge statement between a council and an ICB",
+            responses={200: {"content": {"application/json": {}, "text/csv": {}, "application/pdf": {}}},
+                       404: {"description": "Not one of the two bodies, or no funding agreement"}})
+async def get_statement(
+    hub: HubDep, client: ClientDep,
+    month: Annotated[str, Query(pattern=MONTH.pattern, description="YYYY-MM, 2000-01 to 2100-12")],
+    council: Annotated[str, Query(pattern=r"^[EWSN][0-9]{8}$", description="the council's GSS code")],
+    icb: Annotated[str, Query(pattern=r"^[A-Z0-9]{3,6}$", description="the ICB's ODS code")],
+    format: Literal["json", "csv", "pdf"] = "json",
+) -> Response:
+    require(client, "s117:read")
+    today = datetime.now(UTC).date()
+    admin = "hub:admin" in client.scopes
+    if not admin and (client.org_code not in (council, icb) or not hub.sharing.grants_group(
+            client.org_code, FUNDING, today)):
+        raise ProblemError(404, "not-found", "Not found", "no statement for that pair for this client")
+    assert hub.packages is not None
+    first, last = month_bounds(month)
+    lines = await hub.packages.lines_for_pair(council, icb, first, last)
+    decisions = await hub.packages.decisions()
+    history = hub.agreements.funding_history(council, icb)
+    statement = statement_for(month, council, icb, lines, history, lambda pid: decisions.get(pid, ()))
+    names = org_names(hub, council, icb)
+    stem = f"s117-statement-{council}-{icb}-{month}"
+    if format == "csv":
+        return Response(statement_csv(statement), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{stem}.csv"'})
+    if format == "pdf":
+        return Response(statement_pdf(statement, names), media_type="application/pdf",
+                        headers={"Content-Disposition": f'attachment; filename="{stem}.pdf"'})
+    return JSONResponse(statement_json(statement, names))

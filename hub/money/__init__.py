@@ -1,0 +1,1 @@
+"""Packages and money: the store side of hub/domain/money (services, statement renderers)."""

@@ -1,0 +1,106 @@
+"""The package message contract (REST body; council-file package rows map to it)."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from hub.domain.money import COHORTS
+from hub.ingest.validation import FieldProblem
+
+MAX_PENCE = 10**9  # £10m a week or a unit: anything larger is a keying error
+
+def _in_range(value: date) -> date:
+    # Costs are prorated by the day; a date far outside any package's life is a keying error.
+    if not date(2000, 1, 1) <= value <= date(2100, 12, 31):
+        raise ValueError("must be between 2000-01-01 and 2100-12-31")
+    return value
+
+
+Day = Annotated[date, AfterValidator(_in_range)]
+
+Cohort = Literal["adult", "older-adult", "learning-disability", "children-young-people"]
+assert set(Cohort.__args__) == set(COHORTS)  # type: ignore[attr-defined]
+
+
+class ProviderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["ods", "council"] = Field(description="ods: an NHS organisation's ODS code; council: the "
+                                                        "council's own provider id")
+    code: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,39}$")
+
+
+class PersonRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    nhs_number: str
+
+
+class PackageIn(BaseModel):
+    """One package line event: start, change (from effective_date) or end (on effective_date)."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal["1"] = "1"
+    source_message_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")
+    action: Literal["start", "change", "end"]
+    package_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$", description="the sender's id for the line")
+    person_id: str | None = Field(default=None, max_length=36, description="the hub's person id, or person")
+    person: PersonRef | None = None
+    effective_date: Day
+    end_date: Day | None = None
+    service_type: str | None = Field(default=None, min_length=1, max_length=100)
+    provider: ProviderIn | None = None
+    need: Literal["health", "social-care", "joint"] | None = None
+    weekly_cost_pence: int | None = Field(default=None, ge=0, le=MAX_PENCE)
+    unit_cost_pence: int | None = Field(default=None, ge=0, le=MAX_PENCE)
+    units_per_week: Decimal | None = Field(default=None, ge=0, le=1000, max_digits=8, decimal_places=2)
+    s117_eligible: bool | None = None
+    exclusion: Literal["nhs-funded-nursing-care", "universal-service", "top-up"] | None = None
+    s17_leave: bool | None = None
+    cohort: Cohort | None = None
+    paid_by: Literal["council", "icb"] | None = None
+
+
+START_REQUIRED = ("service_type", "provider", "need")
+
+
+def package_problems(p: PackageIn) -> list[FieldProblem]:
+    """What the contract's types cannot say: which fields an action needs."""
+    out: list[FieldProblem] = []
+    if (p.person_id is None) == (p.person is None):
+        out.append(FieldProblem("person_id", "give the hub's person_id or person.nhs_number, one of them"))
+    weekly, unit = p.weekly_cost_pence is not None, p.unit_cost_pence is not None
+    if weekly and (unit or p.units_per_week is not None):
+        out.append(FieldProblem("weekly_cost_pence", "give a weekly cost or a unit cost with units_per_week, "
+                                                     "not both"))
+    if unit != (p.units_per_week is not None):
+        out.append(FieldProblem("units_per_week" if unit else "unit_cost_pence",
+                                "a unit cost and units_per_week go together"))
+    if p.action == "start":
+        out += [FieldProblem(f, f"is required to start a line") for f in START_REQUIRED if getattr(p, f) is None]
+        if not weekly and not unit:
+            out.append(FieldProblem("weekly_cost_pence", "is required to start a line (or unit_cost_pence with "
+                                                         "units_per_week)"))
+    if p.end_date is not None and p.end_date < p.effective_date:
+        out.append(FieldProblem("end_date", "is before effective_date"))
+    if p.action == "end":
+        extra = [f for f in ("service_type", "provider", "need", "weekly_cost_pence", "unit_cost_pence",
+                             "units_per_week", "end_date") if getattr(p, f) is not None]
+        out += [FieldProblem(f, "an end takes only its effective_date (the last day of the line)") for f in extra]
+    return out
+
+
+class SplitDecisionIn(BaseModel):
+    """One person's split (panel decision, needs-matrix result at review, agreed
+    exception), proposed by one of the person's responsible bodies."""
+
+    model_config = ConfigDict(extra="forbid")
+    person_id: str = Field(max_length=36)
+    kind: Literal["panel", "matrix", "exception"]
+    council_share_percent: Decimal = Field(ge=0, le=100, max_digits=5, decimal_places=2)
+    effective_from: Day
+    reference: str = Field(min_length=1, max_length=100, pattern=r"^[^\r\n]*$",
+                           description="the panel minute or review id (never a name)")

@@ -1,0 +1,64 @@
+"""The person query's `funding` part: the pair's arrangement in force with its
+citation, the person's agreed decisions, and each package line with this
+week's split (shown only to bodies granted the `funding` field group)."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from hub.domain.agreements import WHOLE, AgreementBook, FundingKind
+from hub.domain.model import S117Status
+from hub.domain.money import PackageLine, PersonDecision
+from hub.domain.money.splits import agreement_on, rule_for, split_amount
+from hub.money.service import line_json
+
+
+def _percent(bp: int | None) -> str | None:
+    return None if bp is None else f"{Decimal(bp) / 100:.2f}"
+
+
+def funding_view(status: S117Status, book: AgreementBook, lines: list[PackageLine],
+                 decisions: list[PersonDecision], on: date) -> dict[str, Any]:
+    council = status.responsible_council.org.code if status.responsible_council and status.responsible_council.org else None
+    icb = (status.responsible_commissioner.org.code
+           if status.responsible_commissioner and status.responsible_commissioner.org else None)
+    history = book.funding_history(council, icb)
+    agreement = agreement_on(history, on)
+    since = max((d for d, a in history if d is not None and d <= on), default=None)
+    fixed = agreement.kind not in (FundingKind.NEEDS_MATRIX, FundingKind.PANEL)
+    out_lines = []
+    weekly = dict.fromkeys(("cost_pence", "council_pence", "icb_pence", "excluded_pence", "awaiting_panel_pence"), 0)
+    for line in lines:
+        entry = line_json(line)
+        if line.in_force(on):
+            rule = rule_for(line, on, history, decisions)
+            amount = int(line.weekly_cost.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+            s = split_amount(line, amount, rule)
+            awaiting = amount - s.council_pence - s.commissioner_pence - s.excluded_pence
+            entry["split_per_week"] = {"council_pence": s.council_pence, "icb_pence": s.commissioner_pence,
+                                       "excluded_pence": s.excluded_pence, "awaiting_panel_pence": awaiting,
+                                       "basis": rule.basis, "explanation": s.explanation, "citation": s.citation}
+            for k, v in (("cost_pence", amount), ("council_pence", s.council_pence), ("icb_pence", s.commissioner_pence),
+                         ("excluded_pence", s.excluded_pence), ("awaiting_panel_pence", awaiting)):
+                weekly[k] += v
+        out_lines.append(entry)
+    return {
+        "as_of": on.isoformat(),
+        "council": council, "icb": icb,
+        "arrangement": {
+            "name": agreement.name, "kind": agreement.kind.value,
+            "council_percent": _percent(agreement.council_share_bp) if fixed else None,
+            "nhs_percent": _percent(WHOLE - agreement.council_share_bp) if fixed and agreement.council_share_bp
+            is not None else None,
+            "s17_leave_nhs_percent": _percent(agreement.s17_leave_commissioner_share_bp),
+            "cohorts": {c: _percent(bp) for c, bp in agreement.cohort_shares},
+            "in_force_from": since.isoformat() if since else None,
+            "citation": agreement.citation,
+        },
+        "decisions": [{"kind": d.kind, "council_percent": _percent(d.council_share_bp),
+                       "effective_from": d.effective_from.isoformat(), "reference": d.reference} for d in decisions],
+        "packages": out_lines,
+        "weekly_in_force": weekly,
+    }
