@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.agreements_loader import load_agreements
@@ -20,8 +19,7 @@ from hub.crypto import DataProtector
 from hub.delivery.dispatcher import Dispatcher, run_dispatcher
 from hub.delivery.file_export import FileExportDeliverer
 from hub.delivery.kafka_topic import KafkaTopicDeliverer
-from hub.delivery.targets import guarded_client
-from hub.delivery.webhook import WebhookDeliverer, run_deliverer
+from hub.delivery.webhook import HostClients, WebhookDeliverer, run_deliverer
 from hub.domain.agreements import AgreementBook
 from hub.domain.ports import ReferenceData
 from hub.fhir.messages import FIELD_GROUPS
@@ -74,7 +72,7 @@ class Hub:
     ingest: IngestService
     dispatcher: Dispatcher
     deliverer: WebhookDeliverer
-    http: httpx.AsyncClient
+    http: HostClients
     relay: KafkaRelay | None = None
     file_deliverer: FileExportDeliverer | None = None
     kafka_deliverer: KafkaTopicDeliverer | None = None  # None: no Kafka cluster, no kafka subscriptions
@@ -180,12 +178,10 @@ async def build_hub(settings: Settings) -> Hub:
         bus = KafkaLog(kafka_servers)
     else:
         bus = SqlLog(engine)
-    # Keep idle connections for less than common servers' 5 s keep-alive, so a
-    # POST is not sent on a connection the subscriber is closing.
-    # Every connection it opens is checked against the webhook target rules
-    # (hub/delivery/targets.py): DNS may have changed since the subscription.
-    http = guarded_client(settings.webhook_allowed_hosts, timeout=settings.webhook_timeout_seconds,
-                          limits=httpx.Limits(keepalive_expiry=2.0))
+    # One connection pool per webhook endpoint origin (keep-alive, per-host limit, HTTP/2 if offered),
+    # every connection checked against the webhook target rules (hub/delivery/targets.py).
+    http = HostClients(settings.webhook_timeout_seconds, per_host=settings.webhook_max_connections_per_host,
+                       allowed_hosts=settings.webhook_allowed_hosts)
     ingest = IngestService(engine, ref, agreements, protector)
     hub = Hub(
         settings=settings, engine=engine, ref=ref, agreements=agreements, protector=protector,
@@ -201,6 +197,7 @@ async def build_hub(settings: Settings) -> Hub:
             # outlast the client timeout. A hub killed mid-POST thus delays that
             # one delivery by at most this long after it restarts.
             lease_seconds=settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS,
+            timeout_seconds=settings.webhook_timeout_seconds, max_in_flight=settings.delivery_max_in_flight,
         ),
         http=http,
         relay=relay,
@@ -208,12 +205,15 @@ async def build_hub(settings: Settings) -> Hub:
             engine, protector, settings.export_dir, backoff_base=settings.webhook_backoff_base_seconds,
             backoff_cap=settings.webhook_backoff_cap_seconds, max_attempts=settings.webhook_max_attempts,
             lease_seconds=LEASE_MARGIN_SECONDS,  # an fsync'd append takes milliseconds
+            max_in_flight=settings.delivery_max_in_flight,
         ),
         kafka_deliverer=KafkaTopicDeliverer(
             engine, protector, outbound, backoff_base=settings.webhook_backoff_base_seconds,
             backoff_cap=settings.webhook_backoff_cap_seconds, max_attempts=settings.webhook_max_attempts,
-            partitions=settings.kafka_partitions,
+            partitions=settings.kafka_partitions, source=settings.hub_endpoint,
+            timeout_seconds=KAFKA_REQUEST_TIMEOUT_SECONDS,
             lease_seconds=KAFKA_REQUEST_TIMEOUT_SECONDS + LEASE_MARGIN_SECONDS,
+            max_in_flight=settings.delivery_max_in_flight,
         ) if outbound else None,
         reconciliation=ReconciliationService(engine, protector),
         exports=ExportService(engine, ref, agreements, sharing, protector, settings.export_dir,

@@ -82,6 +82,16 @@ class Settings(BaseSettings):
         return value
 
     worker_poll_seconds: float = 0.2
+    # Each subscription drains its own queue; at most this many attempts are in
+    # flight at once per channel, and at most this many connections per
+    # webhook endpoint (scheme, host, port).
+    delivery_max_in_flight: int = 100
+    webhook_max_connections_per_host: int = 10
+    # Server-Sent Events feeds: a comment line after this long with nothing to
+    # send, and each stream ended after this long (the client reconnects with
+    # Last-Event-ID), so no connection outlives a deploy by much.
+    sse_heartbeat_seconds: float = 15.0
+    sse_max_seconds: float = 60.0
 
     # Outbound channels beyond webhooks and pull feeds (hub/delivery/).
     # `kafka` subscriptions publish each FHIR message to a topic of the

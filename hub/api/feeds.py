@@ -4,56 +4,131 @@ GET /v1/feeds/{subscription_id}?after=<cursor> returns the next messages after
 the cursor, oldest first, and acknowledges everything up to the cursor: the
 subscriber passes back the last cursor it has durably handled, so a crash on
 its side means the same messages again (at least once, in order), never a gap.
+The cursor is the subscription's event number (hub.delivery.queue).
+
+The same URL with `Accept: text/event-stream` is a Server-Sent Events stream
+for a council that can hold a connection open: each message is an event whose
+`id` is its event number, `event` its event type and `data` the same JSON item
+as the pull feed gives. The stream starts after `Last-Event-ID` (or `after`),
+which acknowledges everything up to it, exactly like the cursor; a comment
+line keeps the connection alive while there is nothing to send; the hub ends
+a stream after `S117_SSE_MAX_SECONDS` and the client reconnects with its
+`Last-Event-ID` (what EventSource does by itself).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter
-from fastapi.responses import Response
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hub.api.deps import ClientDep, HubDep, Cursor, Limit, require
+from hub.api.deps import MAX_ID, ClientDep, HubDep, Cursor, Limit, require
 from hub.api.problems import ProblemError
 from hub.observability.logging import get_logger
 from hub.store.schema import deliveries, subscriptions
 
 router = APIRouter(prefix="/v1/feeds", tags=["subscriptions"])
 log = get_logger("hub.feeds")
+SSE = "text/event-stream"
 
 
-@router.get("/{subscription_id}", summary="Pull the next FHIR messages of a feed subscription")
-async def pull(subscription_id: str, hub: HubDep, client: ClientDep, after: Cursor = 0, limit: Limit = 50) -> Response:
-    require(client, "subscriptions:write")
-    now = datetime.now(UTC)
-    async with hub.engine.begin() as conn:
-        sub = (await conn.execute(select(subscriptions).where(subscriptions.c.subscription_id == subscription_id))).first()
-        if sub is None or sub.org_code != client.org_code or sub.channel != "feed":
-            raise ProblemError(404, "not-found", "Not found", "no feed subscription with that id for this organisation")
-        acked = await conn.execute(
-            deliveries.update()
-            .where(deliveries.c.subscription_id == subscription_id, deliveries.c.status == "pending",
-                   deliveries.c.delivery_seq <= after)
-            .values(status="delivered", delivered_at=now))
-        rows = (await conn.execute(
-            select(deliveries.c.delivery_seq, deliveries.c.delivery_id, deliveries.c.event_id, deliveries.c.message_id,
-                   deliveries.c.event_type, deliveries.c.payload, deliveries.c.attempts)
-            .where(deliveries.c.subscription_id == subscription_id, deliveries.c.delivery_seq > after,
-                   deliveries.c.status == "pending")
-            .order_by(deliveries.c.delivery_seq).limit(limit))).all()
-        for r in rows:  # the delivery log shows how often each was fetched
-            await conn.execute(deliveries.update().where(deliveries.c.delivery_seq == r.delivery_seq)
-                               .values(attempts=r.attempts + 1))
-    if acked.rowcount:
-        log.info("feed acknowledged", subscription_id=subscription_id, count=acked.rowcount)
-    items = [
-        {"cursor": r.delivery_seq, "event_id": r.event_id, "message_id": r.message_id, "event_type": r.event_type,
-         "message": orjson.Fragment(hub.protector.decrypt(r.payload))}
-        for r in rows
-    ]
-    body = {"items": items, "next_cursor": rows[-1].delivery_seq if rows else after,
-            "more": len(rows) == limit}
+async def _acknowledge(conn: AsyncConnection, subscription_id: str, upto: int) -> int:
+    acked = await conn.execute(
+        deliveries.update()
+        .where(deliveries.c.subscription_id == subscription_id, deliveries.c.status == "pending",
+               deliveries.c.event_number <= upto)
+        .values(status="delivered", delivered_at=datetime.now(UTC)))
+    return acked.rowcount or 0
+
+
+async def _next(conn: AsyncConnection, subscription_id: str, after: int, limit: int) -> list[Any]:
+    rows = (await conn.execute(
+        select(deliveries.c.delivery_seq, deliveries.c.event_number, deliveries.c.delivery_id,
+               deliveries.c.event_id, deliveries.c.message_id, deliveries.c.event_type, deliveries.c.payload,
+               deliveries.c.attempts)
+        .where(deliveries.c.subscription_id == subscription_id, deliveries.c.event_number > after,
+               deliveries.c.status == "pending")
+        .order_by(deliveries.c.event_number).limit(limit))).all()
+    for r in rows:  # the delivery log shows how often each was fetched
+        await conn.execute(deliveries.update().where(deliveries.c.delivery_seq == r.delivery_seq)
+                           .values(attempts=r.attempts + 1))
+    return rows
+
+
+def _item(hub, r) -> dict:  # noqa: ANN001
     # The messages are stored as JSON already: splice them in without re-parsing.
+    return {"cursor": r.event_number, "event_number": r.event_number, "event_id": r.event_id,
+            "message_id": r.message_id, "event_type": r.event_type,
+            "message": orjson.Fragment(hub.protector.decrypt(r.payload))}
+
+
+async def _feed(hub, client, subscription_id: str):  # noqa: ANN001, ANN202
+    async with hub.engine.connect() as conn:
+        sub = (await conn.execute(select(subscriptions).where(subscriptions.c.subscription_id == subscription_id))).first()
+        await conn.rollback()
+    if sub is None or sub.org_code != client.org_code or sub.channel != "feed":
+        raise ProblemError(404, "not-found", "Not found", "no feed subscription with that id for this organisation")
+    return sub
+
+
+@router.get("/{subscription_id}", summary="Pull the next FHIR messages of a feed subscription (JSON, or SSE)",
+            responses={200: {"content": {"application/json": {}, SSE: {}}}})
+async def pull(subscription_id: str, request: Request, hub: HubDep, client: ClientDep, after: Cursor = 0,
+               limit: Limit = 50, accept: Annotated[str | None, Header()] = None,
+               last_event_id: Annotated[str | None, Header()] = None) -> Response:
+    require(client, "subscriptions:write")
+    await _feed(hub, client, subscription_id)
+    if accept and SSE in accept.lower():
+        if last_event_id is not None and last_event_id.strip():
+            try:
+                after = int(last_event_id.strip())
+            except ValueError:
+                after = -1
+            if not 0 <= after <= MAX_ID:
+                raise ProblemError(422, "invalid-request", "Request rejected", "Last-Event-ID must be an event number",
+                                   errors=[{"field": "Last-Event-ID", "reason": "must be a whole number from 0"}])
+        return StreamingResponse(_stream(hub, request, subscription_id, after), media_type=SSE,
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    async with hub.engine.begin() as conn:
+        acked = await _acknowledge(conn, subscription_id, after)
+        rows = await _next(conn, subscription_id, after, limit)
+    if acked:
+        log.info("feed acknowledged", subscription_id=subscription_id, count=acked)
+    body = {"items": [_item(hub, r) for r in rows], "next_cursor": rows[-1].event_number if rows else after,
+            "more": len(rows) == limit}
     return Response(orjson.dumps(body), media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+async def _stream(hub, request: Request, subscription_id: str, after: int) -> AsyncIterator[bytes]:  # noqa: ANN001
+    settings = hub.settings
+    ends = time.monotonic() + settings.sse_max_seconds
+    quiet_since = time.monotonic()
+    yield b"retry: 1000\n\n"
+    async with hub.engine.begin() as conn:
+        acked = await _acknowledge(conn, subscription_id, after)
+    if acked:
+        log.info("feed acknowledged", subscription_id=subscription_id, count=acked)
+    while time.monotonic() < ends:
+        if await request.is_disconnected():
+            return
+        async with hub.engine.begin() as conn:
+            rows = await _next(conn, subscription_id, after, 100)
+        for r in rows:
+            data = orjson.dumps(_item(hub, r))
+            yield b"id: %d\nevent: %s\ndata: %s\n\n" % (r.event_number, r.event_type.encode(), data)
+            after = r.event_number
+        if rows:
+            quiet_since = time.monotonic()
+            continue
+        if time.monotonic() - quiet_since >= settings.sse_heartbeat_seconds:
+            yield b": keep-alive\n\n"
+            quiet_since = time.monotonic()
+        await asyncio.sleep(max(0.05, settings.worker_poll_seconds))

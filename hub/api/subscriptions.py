@@ -6,18 +6,21 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter
+import orjson
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from hub.api.deps import ClientDep, HubDep, Limit, require
+from hub.api.deps import MAX_ID, ClientDep, HubDep, Limit, require
 from hub.api.problems import ProblemError
+from hub.delivery.queue import create_counter
 from hub.delivery.kafka_topic import TOPIC_PATTERN, default_topic, topic_problem
 from hub.delivery.targets import url_problem
 from hub.domain.model import EventType
-from hub.store.schema import council_file_subscriptions, deliveries, subscriptions
+from hub.store.schema import council_file_subscriptions, deliveries, subscription_counters, subscriptions
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 
@@ -122,6 +125,7 @@ async def create_subscription(body: SubscriptionIn, hub: HubDep, client: ClientD
             event_types=[e.value for e in body.event_types] if body.event_types else None,
             active=True, created_at=datetime.now(UTC),
         ))
+        await create_counter(conn, sub_id)
         council_file = None
         if body.channel == "council-file":
             await conn.execute(council_file_subscriptions.insert().values(
@@ -170,16 +174,93 @@ async def delivery_log(subscription_id: str, hub: HubDep, client: ClientDep, lim
         rows = (await conn.execute(
             select(deliveries.c.delivery_id, deliveries.c.event_id, deliveries.c.message_id, deliveries.c.event_type,
                    deliveries.c.status, deliveries.c.attempts, deliveries.c.last_error, deliveries.c.created_at,
-                   deliveries.c.delivered_at, deliveries.c.next_attempt_at)
+                   deliveries.c.delivered_at, deliveries.c.next_attempt_at, deliveries.c.event_number)
             .where(deliveries.c.subscription_id == subscription_id)
             .order_by(deliveries.c.delivery_seq.desc()).limit(limit)
         )).all()
         await conn.rollback()
     return {"items": [
-        {"delivery_id": r.delivery_id, "event_id": r.event_id, "message_id": r.message_id,
+        {"delivery_id": r.delivery_id, "event_number": r.event_number, "event_id": r.event_id, "message_id": r.message_id,
          "event_type": r.event_type, "status": r.status, "attempts": r.attempts, "last_error": r.last_error,
          "created_at": r.created_at.isoformat(),
          "delivered_at": r.delivered_at.isoformat() if r.delivered_at else None,
          "next_attempt_at": r.next_attempt_at.isoformat()}
         for r in rows
     ]}
+
+
+EventNumber = Annotated[int, Query(ge=1, le=MAX_ID)]
+
+
+@router.get("/{subscription_id}/events", summary="Replay a subscription's messages by event number")
+async def events(subscription_id: str, hub: HubDep, client: ClientDep,
+                 from_: Annotated[int, Query(alias="from", ge=1, le=MAX_ID)] = 1,
+                 to: EventNumber | None = None, limit: Limit = 100) -> Response:
+    """The messages numbered `from`..`to` (inclusive; `to` defaults to the
+    newest), oldest first, up to `limit`; whatever their delivery status. For a
+    subscriber that saw a gap in the event numbers. Reading them changes
+    nothing: delivery goes on as before."""
+    require(client, "subscriptions:write")
+    if to is not None and to < from_:
+        raise _reject("to", "must not be less than from")
+    await _own(hub, client, subscription_id)
+    async with hub.engine.connect() as conn:
+        q = (select(deliveries.c.event_number, deliveries.c.event_id, deliveries.c.message_id,
+                    deliveries.c.event_type, deliveries.c.status, deliveries.c.created_at, deliveries.c.payload)
+             .where(deliveries.c.subscription_id == subscription_id, deliveries.c.event_number >= from_)
+             .order_by(deliveries.c.event_number).limit(limit))
+        if to is not None:
+            q = q.where(deliveries.c.event_number <= to)
+        rows = (await conn.execute(q)).all()
+        last = await _last_number(conn, subscription_id)
+        await conn.rollback()
+    items = [{"event_number": r.event_number, "event_id": r.event_id, "message_id": r.message_id,
+              "event_type": r.event_type, "status": r.status, "queued_at": r.created_at.isoformat(),
+              "message": orjson.Fragment(hub.protector.decrypt(r.payload))} for r in rows]
+    end = to if to is not None else last
+    more = bool(rows) and rows[-1].event_number < end
+    body = {"subscription_id": subscription_id, "events_since_subscription_start": last, "items": items,
+            "more": more}
+    return Response(orjson.dumps(body), media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+async def _last_number(conn, subscription_id: str) -> int:  # noqa: ANN001
+    n = (await conn.execute(select(subscription_counters.c.last_event_number)
+                            .where(subscription_counters.c.subscription_id == subscription_id))).scalar_one_or_none()
+    return int(n or 0)
+
+
+@router.get("/{subscription_id}/status", summary="Event numbers queued, sent and acknowledged; the queue's head")
+async def status(subscription_id: str, hub: HubDep, client: ClientDep) -> dict:
+    require(client, "subscriptions:write")
+    sub = await _own(hub, client, subscription_id)
+    return await subscription_status(hub.engine, sub)
+
+
+async def subscription_status(engine, sub) -> dict:  # noqa: ANN001
+    """What a subscriber (and FHIR $status) is told about its subscription."""
+    sid = sub.subscription_id
+    async with engine.connect() as conn:
+        last = await _last_number(conn, sid)
+        sent = (await conn.execute(select(func.max(deliveries.c.event_number)).where(
+            deliveries.c.subscription_id == sid,
+            (deliveries.c.attempts > 0) | (deliveries.c.status == "delivered")))).scalar_one()
+        acked = (await conn.execute(select(func.max(deliveries.c.event_number)).where(
+            deliveries.c.subscription_id == sid, deliveries.c.status == "delivered"))).scalar_one()
+        counts = dict((await conn.execute(select(deliveries.c.status, func.count()).where(
+            deliveries.c.subscription_id == sid).group_by(deliveries.c.status))).all())
+        head = (await conn.execute(select(deliveries.c.event_number, deliveries.c.attempts, deliveries.c.last_error,
+                                          deliveries.c.next_attempt_at, deliveries.c.created_at)
+                                   .where(deliveries.c.subscription_id == sid, deliveries.c.status == "pending")
+                                   .order_by(deliveries.c.delivery_seq).limit(1))).first()
+        await conn.rollback()
+    return {
+        "subscription_id": sid, "channel": sub.channel, "active": sub.active,
+        "events_since_subscription_start": last,
+        "last_event_number_sent": sent or 0,
+        "last_event_number_acknowledged": acked or 0,
+        "pending": counts.get("pending", 0), "dead": counts.get("dead", 0),
+        "head": None if head is None else {
+            "event_number": head.event_number, "attempts": head.attempts, "last_error": head.last_error,
+            "queued_at": head.created_at.isoformat(), "next_attempt_at": head.next_attempt_at.isoformat()},
+    }

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hub.bus.port import EVENTS_TOPIC, BusMessage, Subscriber
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
+from hub.delivery import queue
 from hub.domain.agreements import AgreementBook
 from hub.domain.model import DomainEvent, EventType, Org, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
@@ -40,7 +41,6 @@ from hub.routing import Recipient, recipients_for
 from hub.sharing import SharingAgreements
 from hub.store.schema import (
     dead_letters,
-    deliveries,
     disclosures,
     dispatched_events,
     persons,
@@ -358,20 +358,11 @@ async def queue_delivery(
     event_type: str, body: bytes, correlation_id: str,
 ) -> bool:
     """Queue one FHIR message for one subscription; False if this event is
-    already queued for it (a replay). The one place a delivery row is made."""
-    exists = (await conn.execute(
-        select(deliveries.c.delivery_id).where(
-            deliveries.c.subscription_id == subscription_id, deliveries.c.event_id == event_id)
-    )).first()
-    if exists:
-        return False
-    now = datetime.now(UTC)
-    await conn.execute(deliveries.insert().values(
-        delivery_id=str(uuid.uuid4()), subscription_id=subscription_id, event_id=event_id,
-        message_id=message_id, event_type=event_type, payload=protector.encrypt(body), status="pending",
-        attempts=0, next_attempt_at=now, correlation_id=correlation_id, created_at=now,
-    ))
-    return True
+    already queued for it (a replay). The row and its event number are made in
+    one place: hub.delivery.queue."""
+    return await queue.queue_delivery(
+        conn, subscription_id=subscription_id, event_id=event_id, message_id=message_id, event_type=event_type,
+        payload=protector.encrypt(body), correlation_id=correlation_id) is not None
 
 
 class _Retry(Exception):

@@ -2,7 +2,8 @@
 as one NDJSON line to `<export_dir>/<org_code>/<YYYY-MM-DD>.ndjson` (UTC date
 of writing), for the council to collect over SFTP.
 
-* Line: `{"event_id", "message_id", "event_type", "message": <the FHIR message Bundle>}`.
+* Line: `{"event_number", "event_id", "message_id", "event_type", "message": <the FHIR message Bundle>}`
+  (`event_number`: the subscription's gap-free sequence, hub.delivery.queue).
 * Order: per subscription, oldest first, one line after the other.
 * Durability: the line is written, flushed and fsync'd (and the directory
   fsync'd when the file is new) before the delivery is marked delivered. A
@@ -30,7 +31,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.crypto import DataProtector
-from hub.delivery.leases import OrderedBatchDeliverer, RetryPolicy, claim, mark_delivered, mark_failed
+from hub.delivery.leases import RetryPolicy, SubscriptionDeliverer, claim, mark_delivered, mark_failed
 from hub.observability.logging import get_logger
 
 log = get_logger("hub.file_export")
@@ -45,10 +46,11 @@ def export_path(export_dir: Path, org_code: str, when: datetime) -> Path:
     return export_dir / org_code / f"{when.astimezone(UTC).date().isoformat()}.ndjson"
 
 
-def ndjson_line(event_id: str, message_id: str, event_type: str, message: bytes) -> bytes:
+def ndjson_line(event_id: str, message_id: str, event_type: str, message: bytes,
+                event_number: int | None = None) -> bytes:
     # The message is stored as compact JSON already: splice it in unparsed, unless it spans lines.
     fragment: Any = orjson.Fragment(message) if b"\n" not in message and b"\r" not in message else orjson.loads(message)
-    return orjson.dumps({"event_id": event_id, "message_id": message_id, "event_type": event_type,
+    return orjson.dumps({"event_number": event_number, "event_id": event_id, "message_id": message_id, "event_type": event_type,
                          "message": fragment}) + b"\n"
 
 
@@ -107,13 +109,13 @@ def append_durably(path: Path, line: bytes) -> None:
         _fsync_dir(path.parent)
 
 
-class FileExportDeliverer(OrderedBatchDeliverer):
+class FileExportDeliverer(SubscriptionDeliverer):
     channel = CHANNEL
 
     def __init__(
         self, engine: AsyncEngine, protector: DataProtector, export_dir: Path, *,
         backoff_base: float = 1.0, backoff_cap: float = 300.0, max_attempts: int = 0, lease_seconds: float = 60.0,
-        per_subscription_batch: int = 100,
+        per_subscription_batch: int = 100, max_in_flight: int = 100,
     ) -> None:
         self._engine = engine
         self._protector = protector
@@ -121,6 +123,7 @@ class FileExportDeliverer(OrderedBatchDeliverer):
         self._policy = RetryPolicy(backoff_base, backoff_cap, max_attempts, lease_seconds)
         self._batch = per_subscription_batch
         self._locks: dict[Path, asyncio.Lock] = {}
+        self._max_in_flight = max_in_flight
 
     async def _attempt(self, row: Any) -> bool | None:
         attempts = await claim(self._engine, row, self._policy.lease_seconds)
@@ -129,7 +132,8 @@ class FileExportDeliverer(OrderedBatchDeliverer):
         error: str | None = None
         try:
             path = export_path(self._dir, row.org_code, datetime.now(UTC))
-            line = ndjson_line(row.event_id, row.message_id, row.event_type, self._protector.decrypt(row.payload))
+            line = ndjson_line(row.event_id, row.message_id, row.event_type, self._protector.decrypt(row.payload),
+                               row.event_number)
             # One writer per file at a time within this process (two subscriptions
             # of one organisation would share a file); the write runs off the loop.
             async with self._locks.setdefault(path, asyncio.Lock()):

@@ -4,8 +4,13 @@ published to the subscriber's topic (default `s117.out.<org code lowercased>`).
 * Record: key = the hub's person id (from the message's Patient, the same key
   as the internal s117.events topic, so one person's messages stay on one
   partition and in order); value = the FHIR message bytes exactly as queued
-  (application/fhir+json); headers `event_id`, `message_id`, `event_type`,
-  `correlation_id` (UTF-8).
+  (application/fhir+json); headers (UTF-8) `event_id`, `message_id`,
+  `event_type`, `correlation_id`, `event_number` (the subscription's gap-free
+  sequence, hub.delivery.queue) and the CloudEvents 1.0 Kafka binary-mode
+  attributes `ce_specversion`, `ce_id` (the message id), `ce_type`
+  (`uk.s117hub.<event type>`), `ce_source` (the hub's endpoint), `ce_time`
+  (the message's timestamp), `ce_subject` (the hub person id) and
+  `content-type`. hub/asyncapi.py describes every topic the hub writes.
 * Order: per subscription, oldest first, one at a time: the next is sent only
   once Kafka has acknowledged the previous (producer `acks="all"`,
   `enable_idempotence=True`), so a failure never lets a later message
@@ -24,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping, Sequence
+from datetime import UTC
 from typing import Any
 
 import orjson
@@ -32,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.bus.kafka import ensure_topic
 from hub.crypto import DataProtector
-from hub.delivery.leases import OrderedBatchDeliverer, RetryPolicy, claim, mark_delivered, mark_failed
+from hub.delivery.leases import RetryPolicy, SubscriptionDeliverer, claim, mark_delivered, mark_failed
 from hub.fhir.namespaces import DEFAULT_NAMESPACES
 from hub.observability.logging import get_logger
 
@@ -66,24 +72,50 @@ def topic_problem(topic: str, org_code: str) -> str | None:
 
 
 
-def _person_key(body: bytes, fallback: str) -> bytes:
+CE_TYPE_PREFIX = "uk.s117hub."
+CONTENT_TYPE = "application/fhir+json"
+
+
+def _person_and_time(body: bytes) -> tuple[str | None, str | None]:
     """The hub person id from the message's Patient (always there, whatever
-    the data-sharing agreement allows); the fallback should never be needed."""
+    the data-sharing agreement allows) and the Bundle's timestamp."""
     try:
         bundle = orjson.loads(body)
+        when = bundle.get("timestamp")
         for entry in bundle.get("entry", []):
             res = entry.get("resource", {})
             if res.get("resourceType") == "Patient":
                 for ident in res.get("identifier", []):
                     # Under whichever canonical base the hub is configured with.
                     if str(ident.get("system", "")).endswith(PERSON_ID_SYSTEM_PATH) and ident.get("value"):
-                        return str(ident["value"]).encode()
+                        return str(ident["value"]), when
+        return None, when
     except (orjson.JSONDecodeError, AttributeError, TypeError):
-        pass
-    return fallback.encode()
+        return None, None
 
 
-class KafkaTopicDeliverer(OrderedBatchDeliverer):
+def _person_key(body: bytes, fallback: str) -> bytes:
+    person, _ = _person_and_time(body)
+    return (person or fallback).encode()
+
+
+def record_headers(row: Any, body: bytes, source: str) -> list[tuple[str, bytes]]:
+    """The Kafka headers of one outbound record (see the module docstring)."""
+    person, when = _person_and_time(body)
+    if not when:
+        created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+        when = created.isoformat()
+    pairs = (
+        ("event_id", row.event_id), ("message_id", row.message_id), ("event_type", row.event_type),
+        ("correlation_id", row.correlation_id), ("event_number", str(row.event_number or "")),
+        ("ce_specversion", "1.0"), ("ce_id", row.message_id), ("ce_type", CE_TYPE_PREFIX + row.event_type),
+        ("ce_source", source), ("ce_time", when), ("ce_subject", person or ""),
+        ("content-type", CONTENT_TYPE),
+    )
+    return [(name, (value or "").encode()) for name, value in pairs]
+
+
+class KafkaTopicDeliverer(SubscriptionDeliverer):
     channel = CHANNEL
 
     """Publishes pending `kafka` deliveries. Create and close on the running loop:
@@ -100,7 +132,8 @@ class KafkaTopicDeliverer(OrderedBatchDeliverer):
         self, engine: AsyncEngine, protector: DataProtector, bootstrap_servers: str | Sequence[str], *,
         backoff_base: float = 1.0, backoff_cap: float = 300.0, max_attempts: int = 0, lease_seconds: float = 90.0,
         partitions: int = 6, per_subscription_batch: int = 100, client_id: str = "s117-hub-outbound",
-        producer_options: Mapping[str, Any] | None = None,
+        producer_options: Mapping[str, Any] | None = None, source: str = "urn:s117-hub",
+        timeout_seconds: float = 30.0, max_in_flight: int = 100,
     ) -> None:
         self._engine = engine
         self._protector = protector
@@ -113,6 +146,9 @@ class KafkaTopicDeliverer(OrderedBatchDeliverer):
         self._producer: AIOKafkaProducer | None = None
         self._producer_lock = asyncio.Lock()
         self._topics: set[str] = set()
+        self._source = source
+        self._deadline = min(timeout_seconds, lease_seconds)  # one attempt, all in; below the lease
+        self._max_in_flight = max_in_flight
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         async with self._producer_lock:
@@ -154,14 +190,13 @@ class KafkaTopicDeliverer(OrderedBatchDeliverer):
             error = "no topic"
         else:
             body = self._protector.decrypt(row.payload)
-            headers = [(name, (value or "").encode()) for name, value in (
-                ("event_id", row.event_id), ("message_id", row.message_id),
-                ("event_type", row.event_type), ("correlation_id", row.correlation_id))]
+            headers = record_headers(row, body, self._source)
             try:
-                producer = await self._ensure_producer()
-                await self._ensure_topic(topic)
-                await producer.send_and_wait(topic, value=body, key=_person_key(body, row.message_id),
-                                             headers=headers)
+                async with asyncio.timeout(self._deadline):
+                    producer = await self._ensure_producer()
+                    await self._ensure_topic(topic)
+                    await producer.send_and_wait(topic, value=body, key=_person_key(body, row.message_id),
+                                                 headers=headers)
             except Exception as exc:  # noqa: BLE001 - any failure is retried with backoff
                 error = type(exc).__name__
         if error is None:

@@ -1,5 +1,6 @@
 """What every push deliverer (webhook, Kafka topic, file export) shares: the
-head of each subscription's queue, the lease, the outcome, the backoff.
+head of each subscription's queue, the lease, the outcome, the backoff, and
+the per-subscription tasks that drain the queues (`SubscriptionDeliverer`).
 
 * Order: a subscription's deliveries go out one at a time, oldest first; only
   the oldest pending one (its *head*) is ever attempted, so a failure holds the
@@ -7,7 +8,10 @@ head of each subscription's queue, the lease, the outcome, the backoff.
 * Lease: before sending, a deliverer claims the head by compare-and-set on its
   attempt count and pushes `next_attempt_at` out by the lease. Another hub
   instance on the same store then leaves it alone; if this one dies mid-send,
-  the lease runs out and the delivery is sent again (at least once).
+  the lease runs out and the delivery is sent again (at least once). The
+  lease is sized to the attempt it covers (the channel's hard deadline for one
+  attempt plus a margin, see hub.bootstrap), so after a crash the delivery is
+  picked up by the next poll once that lease has run out.
 * Outcome: delivered (after the channel has made it durable: an HTTP 2xx, a
   Kafka acknowledgement, an fsync), or failed with capped full-jitter
   exponential backoff, or dead after `max_attempts` failures when that is set.
@@ -52,9 +56,11 @@ def aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-async def pending_heads(conn: AsyncConnection, channel: str, subscription_id: str | None = None) -> list[Any]:
+async def pending_heads(conn: AsyncConnection, channel: str, subscription_id: str | None = None,
+                        columns_only: bool = False) -> list[Any]:
     """The oldest pending delivery of every active subscription on `channel`
-    (or of one subscription), with the subscription's url, secret and org code.
+    (or of one subscription), with the subscription's url, secret and org code
+    (`columns_only`: just subscription_id and next_attempt_at).
     Not filtered by `next_attempt_at`: see `due`."""
     q = (select(func.min(deliveries.c.delivery_seq))
          .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
@@ -65,6 +71,10 @@ async def pending_heads(conn: AsyncConnection, channel: str, subscription_id: st
     heads = (await conn.execute(q)).scalars().all()
     if not heads:
         return []
+    if columns_only:
+        return list((await conn.execute(
+            select(deliveries.c.subscription_id, deliveries.c.next_attempt_at)
+            .where(deliveries.c.delivery_seq.in_(heads)).order_by(deliveries.c.delivery_seq))).all())
     return list((await conn.execute(
         select(deliveries, subscriptions.c.url, subscriptions.c.topic, subscriptions.c.secret, subscriptions.c.org_code)
         .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
@@ -128,41 +138,112 @@ async def mark_failed(engine: AsyncEngine, row: Any, attempts: int, error: str, 
     return wait
 
 
-class OrderedBatchDeliverer:
-    """A push channel that sends each subscription's backlog in order, up to a
-    batch at a time: the next delivery only after the previous one landed, and
-    a failure holds the rest back. Subclasses set `channel`, `_engine` and
-    `_batch` and implement `_attempt` (True sent, False failed, None leased
-    by another instance)."""
+class SubscriptionDeliverer:
+    """A push channel whose subscriptions each drain their own ordered queue.
+
+    `serve` (the running hub) keeps one asyncio task per active subscription
+    that has a due head: the task sends that subscription's deliveries one
+    after the other, oldest first, and ends when its queue is empty or its head
+    is backing off; the next poll starts it again. Subscriptions never wait for
+    each other: one endpoint's latency, timeouts or outage only holds up its own
+    queue. In-flight attempts are bounded overall by `max_in_flight`.
+
+    `run_once` is one awaited pass (up to `_batch` per subscription), for tests
+    and the lockstep baseline of bench/bench_delivery.py.
+
+    Subclasses set `channel`, `_engine` and `_batch` and implement `_attempt`
+    (True sent, False failed, None leased by another instance)."""
 
     channel: str
     _engine: AsyncEngine
-    _batch: int
+    _batch: int = 100
+    _max_in_flight: int = 100
+    _slots: asyncio.Semaphore | None = None
+    stop_grace_seconds: float = 5.0
+
+    async def _due_subscriptions(self) -> list[str]:
+        async with self._engine.connect() as conn:
+            rows = await pending_heads(conn, self.channel, columns_only=True)
+            await conn.rollback()
+        return [r.subscription_id for r in due(rows)]
 
     async def run_once(self) -> int:
-        """Drain every subscription with a due head; returns how many were attempted."""
-        async with self._engine.connect() as conn:
-            rows = await pending_heads(conn, self.channel)
-            await conn.rollback()
-        ready = due(rows)
-        if not ready:
+        """Drain every subscription with a due head (up to a batch each) and
+        wait for all of them; returns how many deliveries were attempted."""
+        subs = await self._due_subscriptions()
+        if not subs:
             return 0
-        return sum(await asyncio.gather(*(self._drain(r) for r in ready)))
+        return sum(await asyncio.gather(*(self._drain(sid, self._batch) for sid in subs)))
 
-    async def _drain(self, row: Any) -> int:
+    async def serve(self, poll_seconds: float, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set: one task per subscription with work."""
+        tasks: dict[str, asyncio.Task] = {}
+        wake = asyncio.Event()
+
+        def finished(sid: str, task: asyncio.Task) -> None:
+            tasks.pop(sid, None)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("delivery task error", channel=self.channel, subscription_id=sid,
+                          exc_type=type(task.exception()).__name__)
+            wake.set()
+
+        try:
+            while not stop.is_set():
+                wake.clear()
+                try:
+                    subs = await self._due_subscriptions()
+                    await self._observe()
+                except Exception as exc:  # noqa: BLE001 - the store may be briefly unavailable: log, poll again
+                    log.error("delivery loop error", channel=self.channel, exc_type=type(exc).__name__)
+                    subs = []
+                for sid in subs:
+                    if sid not in tasks:
+                        task = asyncio.create_task(self._drain(sid, None, stop), name=f"{self.channel}:{sid}")
+                        tasks[sid] = task
+                        task.add_done_callback(lambda t, sid=sid: finished(sid, t))
+                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+                try:
+                    await asyncio.wait(waiters, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waiters:
+                        w.cancel()
+        finally:
+            # Drain: attempts in flight finish (up to a grace period); the
+            # leases of any cut short run out and they are sent again.
+            pending = list(tasks.values())
+            if pending:
+                _, late = await asyncio.wait(pending, timeout=self.stop_grace_seconds)
+                for t in late:
+                    t.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+
+    async def _observe(self) -> None:
+        """Hook for per-poll metrics."""
+
+    async def _drain(self, subscription_id: str, limit: int | None, stop: asyncio.Event | None = None) -> int:
         attempted = 0
-        while row is not None and attempted < self._batch:
-            outcome = await self._attempt(row)
+        while limit is None or attempted < limit:
+            if stop is not None and stop.is_set():
+                break
+            row = await next_head(self._engine, self.channel, subscription_id)
+            if row is None:
+                break  # empty, or the head is backing off
+            if self._slots is None:
+                self._slots = asyncio.Semaphore(self._max_in_flight)
+            async with self._slots:
+                outcome = await self._attempt(row)
             if outcome is None:
                 break  # another instance holds it
             attempted += 1
             if not outcome:
-                break  # failed: the rest wait behind it
-            row = await next_head(self._engine, self.channel, row.subscription_id)
+                break  # failed: the rest wait behind it, until the backoff runs out
         return attempted
 
     async def _attempt(self, row: Any) -> bool | None:
         raise NotImplementedError
+
+
+OrderedBatchDeliverer = SubscriptionDeliverer  # the name before per-subscription tasks
 
 
 class Deliverer(Protocol):
@@ -170,8 +251,13 @@ class Deliverer(Protocol):
 
 
 async def run_deliverer(deliverer: Deliverer, poll_seconds: float, stop: asyncio.Event) -> None:
-    """Run `deliverer` until `stop` is set; sleep `poll_seconds` when idle.
-    A run in progress finishes before the loop ends (drain)."""
+    """Run `deliverer` until `stop` is set: its own per-subscription tasks
+    (`serve`) if it has them, else a loop of `run_once`, sleeping
+    `poll_seconds` when idle. Work in progress finishes before it ends (drain)."""
+    serve = getattr(deliverer, "serve", None)
+    if serve is not None:
+        await serve(poll_seconds, stop)
+        return
     while not stop.is_set():
         try:
             sent = await deliverer.run_once()

@@ -206,7 +206,8 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 def guarded_client(allowed: Iterable[str], timeout: float, **kwargs: Any) -> httpx.AsyncClient:
     """The hub's outbound HTTP client for webhooks: every connection checked.
     No proxies from the environment (a proxy would be the address checked)."""
-    transport = httpx.AsyncHTTPTransport(limits=kwargs.pop("limits", httpx.Limits()), trust_env=False)
+    transport = httpx.AsyncHTTPTransport(limits=kwargs.pop("limits", httpx.Limits()), trust_env=False,
+                                         http2=kwargs.pop("http2", False))
     pool = transport._pool  # httpx builds its httpcore pool without a backend parameter
     assert hasattr(pool, "_network_backend"), "httpx/httpcore changed: the webhook guard is not installed"
     pool._network_backend = GuardedBackend(allowed)

@@ -3,16 +3,28 @@ exponential backoff until the subscriber is back.
 
 Order: only the oldest undelivered message of a subscription is attempted, so
 a subscriber that was down receives everything in the order it was queued.
+Independence: each subscription drains its own queue in its own task
+(hub.delivery.leases.SubscriptionDeliverer), and each endpoint origin has its
+own connection pool (`HostClients`: keep-alive, a per-host connection limit,
+HTTP/2 where the endpoint offers it over TLS), so a slow, timing-out or
+unreachable endpoint holds up only its own subscriptions.
+Deadline: an attempt (connection, waiting for a pooled connection, sending,
+the answer) has one hard deadline, `timeout_seconds`; the lease is longer.
 Signature: `S117-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.event_id.body">`
 under the subscription's secret (see hub.crypto.verify_webhook and the README).
-Targets: the HTTP client's network backend refuses private addresses at every
+Targets: every pool's network backend refuses private addresses at every
 connection (hub.delivery.targets).
+Event number: `S117-Event-Number`, the subscription's gap-free sequence
+(hub.delivery.queue).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,31 +32,74 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.crypto import DataProtector, signature_header
+from hub.delivery.targets import guarded_client
 from hub.delivery.leases import (
     RetryPolicy,
+    SubscriptionDeliverer,
     backoff_seconds,
     claim,
-    due,
     mark_delivered,
     mark_failed,
-    pending_heads,
     run_deliverer,
 )
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.store.schema import deliveries, subscriptions
 
-__all__ = ["SIGNATURE_HEADER", "WebhookDeliverer", "backoff_seconds", "run_deliverer"]
+__all__ = ["EVENT_NUMBER_HEADER", "SIGNATURE_HEADER", "HostClients", "WebhookDeliverer", "backoff_seconds",
+           "run_deliverer"]
 
 log = get_logger("hub.webhook")
 SIGNATURE_HEADER = "S117-Signature"
+EVENT_NUMBER_HEADER = "S117-Event-Number"
+HTTP2_AVAILABLE = importlib.util.find_spec("h2") is not None
 
 
-class WebhookDeliverer:
+class HostClients:
+    """One pooled `httpx.AsyncClient` per endpoint origin (scheme, host, port).
+
+    Each origin gets at most `per_host` connections, kept alive between
+    deliveries (for less than common servers' 5 s keep-alive, so a POST is not
+    sent on a connection the subscriber is closing), and HTTP/2 when the `h2`
+    package is installed and the endpoint offers it (ALPN over TLS; plain http
+    stays HTTP/1.1). Origins do not share a pool, so one endpoint that keeps
+    its connections busy cannot starve another's."""
+
+    def __init__(self, timeout: float, per_host: int = 10, http2: bool | None = None,
+                 allowed_hosts: Iterable[str] = ()) -> None:
+        self._timeout = timeout
+        self._allowed = list(allowed_hosts)
+        self._limits = httpx.Limits(max_connections=per_host, max_keepalive_connections=per_host,
+                                    keepalive_expiry=2.0)
+        self._http2 = HTTP2_AVAILABLE if http2 is None else http2
+        self._clients: dict[tuple[str, str, int | None], httpx.AsyncClient] = {}
+
+    def for_url(self, url: str) -> httpx.AsyncClient:
+        parts = urlsplit(url)
+        key = (parts.scheme, (parts.hostname or "").lower(), parts.port)
+        client = self._clients.get(key)
+        if client is None:
+            client = guarded_client(self._allowed, timeout=self._timeout, limits=self._limits, http2=self._http2)
+            self._clients[key] = client
+        return client
+
+    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.for_url(url).post(url, **kwargs)
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
+
+
+class WebhookDeliverer(SubscriptionDeliverer):
+    channel = "webhook"
+
     def __init__(
-        self, engine: AsyncEngine, protector: DataProtector, client: httpx.AsyncClient,
+        self, engine: AsyncEngine, protector: DataProtector, client: Any,
         backoff_base: float = 1.0, backoff_cap: float = 300.0, max_attempts: int = 0, lease_seconds: float = 60.0,
+        *, timeout_seconds: float | None = None, max_in_flight: int = 100, per_subscription_batch: int = 1,
     ) -> None:
+        """`client`: a HostClients, or anything with an httpx-like `post` used for every endpoint."""
         self._engine = engine
         self._protector = protector
         self._client = client
@@ -52,15 +107,22 @@ class WebhookDeliverer:
         self._cap = backoff_cap
         self._max_attempts = max_attempts
         self._lease = lease_seconds
+        # The hard deadline of one attempt; must stay below the lease.
+        self._deadline = min(timeout_seconds or lease_seconds, lease_seconds)
+        self._max_in_flight = max_in_flight
+        self._batch = per_subscription_batch
+        self._last_gauge = 0.0
 
     @property
     def _policy(self) -> RetryPolicy:
         return RetryPolicy(self._base, self._cap, self._max_attempts, self._lease)
 
-    async def run_once(self) -> int:
-        """Attempt the head delivery of every subscription that has one due."""
+    async def _observe(self) -> None:
+        now = time.monotonic()
+        if now - self._last_gauge < 5.0:
+            return
+        self._last_gauge = now
         async with self._engine.connect() as conn:
-            rows = await pending_heads(conn, "webhook")
             pending = (await conn.execute(
                 select(func.count()).select_from(deliveries).join(
                     subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
@@ -68,24 +130,27 @@ class WebhookDeliverer:
             )).scalar_one()
             await conn.rollback()
         metrics.PENDING_DELIVERIES.set(pending)
-        ready = due(rows)
-        if ready:
-            await asyncio.gather(*(self._attempt(r) for r in ready))
-        return len(ready)
 
-    async def _attempt(self, row) -> None:  # noqa: ANN001
+    async def run_once(self) -> int:
+        """Attempt the head delivery of every subscription that has one due."""
+        self._last_gauge = 0.0
+        await self._observe()
+        return await super().run_once()
+
+    async def _attempt(self, row) -> bool | None:  # noqa: ANN001
         # Lease the delivery before sending (hub.delivery.leases.claim): another
         # hub instance on the same store then leaves it alone, and if this one
         # dies mid-POST the lease runs out and it is sent again.
         attempts = await claim(self._engine, row, self._policy.lease_seconds)
         if attempts is None:
-            return
+            return None
         body = self._protector.decrypt(row.payload)
         secret = self._protector.decrypt(row.secret).decode()
         headers = {
             "Content-Type": "application/fhir+json",
             SIGNATURE_HEADER: signature_header(secret, row.event_id, body),
             "S117-Event-Id": row.event_id,
+            EVENT_NUMBER_HEADER: str(row.event_number or ""),
             "S117-Message-Id": row.message_id,
             "S117-Delivery-Id": row.delivery_id,
             "S117-Event-Type": row.event_type,
@@ -94,11 +159,14 @@ class WebhookDeliverer:
         started = time.perf_counter()
         error: str | None = None
         try:
-            resp = await self._client.post(row.url, content=body, headers=headers)
+            async with asyncio.timeout(self._deadline):
+                resp = await self._client.post(row.url, content=body, headers=headers)
             if 200 <= resp.status_code < 300:
                 outcome = "delivered"
             else:
                 outcome, error = "failed", f"HTTP {resp.status_code}"
+        except TimeoutError:
+            outcome, error = "failed", "Timeout"
         except httpx.HTTPError as exc:
             outcome, error = "failed", type(exc).__name__
         metrics.DELIVERY_SECONDS.observe(time.perf_counter() - started)
@@ -106,13 +174,14 @@ class WebhookDeliverer:
             await mark_delivered(self._engine, row, attempts, "webhook")
             log.info("webhook delivered", delivery_id=row.delivery_id, event_id=row.event_id,
                      recipient=row.org_code, attempt=attempts, correlation_id=row.correlation_id,
-                     url_host=urlsplit(row.url).hostname)
-            return
+                     url_host=urlsplit(row.url).hostname, event_number=row.event_number)
+            return True
         wait = await mark_failed(self._engine, row, attempts, error or "failed", self._policy, handler="webhook")
         if wait is None:
             log.error("webhook delivery dead-lettered", delivery_id=row.delivery_id, recipient=row.org_code,
                       attempt=attempts, error_kind=error, correlation_id=row.correlation_id)
-            return
+            return False
         log.warning("webhook delivery failed, will retry", delivery_id=row.delivery_id, recipient=row.org_code,
                     attempt=attempts, error_kind=error, next_attempt_in=round(wait, 2),
                     correlation_id=row.correlation_id)
+        return False

@@ -26,7 +26,7 @@ ALLOWED_KEYS = frozenset(
         "attempt", "next_attempt_in", "error_kind", "fields", "count", "path",
         "method", "duration_ms", "url_host", "mode", "database", "bus", "port",
         "decision", "agreement", "quarantine_id", "reason_codes", "exc_type",
-        "lag", "breaches", "version", "channel",
+        "lag", "breaches", "version", "channel", "event_number",
         "snapshot_id", "item_id", "rejected", "opened", "fixed", "reopened",
         "case_id",
     }

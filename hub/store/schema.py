@@ -190,8 +190,22 @@ deliveries = Table(
     Column("correlation_id", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("delivered_at", DateTime(timezone=True), nullable=True),
+    # The subscription's gap-free event number (1, 2, 3, ...), assigned when the
+    # row is queued (hub.delivery.queue); every channel carries it.
+    Column("event_number", BigInteger, nullable=True),
     UniqueConstraint("subscription_id", "event_id", name="uq_delivery_subscription_event"),
     Index("ix_deliveries_pending", "subscription_id", "status", "delivery_seq"),
+    Index("ux_deliveries_subscription_number", "subscription_id", "event_number", unique=True),
+)
+
+# One counter row per subscription: the last event number given out. Queuing a
+# delivery updates it in the same transaction (a row lock on PostgreSQL), so
+# numbers are gap-free and strictly increasing even with two hub instances.
+subscription_counters = Table(
+    "subscription_counters",
+    metadata,
+    Column("subscription_id", String(36), ForeignKey("subscriptions.subscription_id"), primary_key=True),
+    Column("last_event_number", BigInteger, nullable=False),
 )
 
 # Every decision to disclose (or withhold) an event to an organisation.

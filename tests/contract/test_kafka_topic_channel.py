@@ -6,12 +6,16 @@ acknowledgement; while Kafka cannot be reached, deliveries back off and wait."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from datetime import datetime
+
 import httpx
+import jsonschema
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -100,18 +104,37 @@ async def test_every_message_reaches_the_topic_in_order_with_its_headers(kafka_h
     assert len(records) == len(log)  # each once
     by_id = {d["event_id"]: d for d in log}
     per_person: dict[bytes, list[str]] = {}
+    # What the hub publishes is what its AsyncAPI document says, header by header.
+    doc = (await kafka_hub.http.get("/asyncapi.json")).json()
+    assert doc["asyncapi"] == "3.0.0" and doc["servers"]["outbound"]["protocol"] == "kafka"
+    message_doc = doc["components"]["messages"]["S117EventMessage"]
+    channel = doc["channels"]["councilOutbound"]
+    assert re.fullmatch(channel["address"].replace("{orgCode}", "[a-z0-9]+") + r"(\..+)?", topic)
+    checker = jsonschema.FormatChecker()
     for rec in records:
         headers = {k: v.decode() for k, v in rec.headers}
-        assert set(headers) == {"event_id", "message_id", "event_type", "correlation_id"}
+        jsonschema.validate(headers, message_doc["headers"], format_checker=checker)
+        jsonschema.validate(rec.key.decode(), message_doc["bindings"]["kafka"]["key"], format_checker=checker)
+        jsonschema.validate(orjson.loads(rec.value), message_doc["payload"], format_checker=checker)
         d = by_id[headers["event_id"]]
         assert headers["message_id"] == d["message_id"] and headers["event_type"] == d["event_type"]
+        assert int(headers["event_number"]) == d["event_number"]
         assert headers["correlation_id"]
+        # CloudEvents 1.0, Kafka binary mode: attributes in ce_ headers, the FHIR message as the value.
+        assert headers["ce_specversion"] == "1.0" and headers["ce_id"] == d["message_id"]
+        assert headers["ce_type"] == "uk.s117hub." + d["event_type"]
+        assert headers["ce_source"] == kafka_hub.hub.settings.hub_endpoint
+        assert headers["content-type"] == "application/fhir+json"
         message = orjson.loads(rec.value)
         validate_message(message)
+        assert datetime.fromisoformat(headers["ce_time"]) == datetime.fromisoformat(message["timestamp"])
         patient = next(e["resource"] for e in message["entry"] if e["resource"]["resourceType"] == "Patient")
         person_id = next(i["value"] for i in patient["identifier"] if i["system"] == HUB_PERSON_ID_SYSTEM)
-        assert rec.key == person_id.encode()
+        assert rec.key == person_id.encode() and headers["ce_subject"] == person_id
         per_person.setdefault(rec.key, []).append(headers["event_id"])
+    # Event numbers: 1..n in the order the subscription's messages were queued.
+    numbers = {dict(r.headers)["event_id"].decode(): int(dict(r.headers)["event_number"]) for r in records}
+    assert [numbers[i] for i in queued] == list(range(1, len(queued) + 1))
     assert len(per_person) == 2
     # Per person (one partition each), the records are in the order the deliveries were queued,
     # which is the order the events happened.

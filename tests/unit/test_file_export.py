@@ -59,8 +59,11 @@ async def test_messages_are_appended_as_ndjson_in_order_then_marked_delivered(ap
     # And in the order they were queued for the subscription (the delivery log is newest first).
     assert ids == [d["event_id"] for d in reversed(log)]
     by_id = {d["event_id"]: d for d in log}
+    # Event numbers: 1, 2, 3, ... in the order of the lines, as the delivery log numbers them.
+    assert [line["event_number"] for line in lines] == list(range(1, len(lines) + 1))
     for line in lines:
-        assert set(line) == {"event_id", "message_id", "event_type", "message"}
+        assert set(line) == {"event_number", "event_id", "message_id", "event_type", "message"}
+        assert line["event_number"] == by_id[line["event_id"]]["event_number"]
         assert line["message_id"] == by_id[line["event_id"]]["message_id"]
         assert line["event_type"] == by_id[line["event_id"]]["event_type"]
         validate_message(line["message"])

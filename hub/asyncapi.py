@@ -1,0 +1,154 @@
+"""The AsyncAPI 3.0 document of every Kafka topic the hub writes, served at
+GET /asyncapi.json.
+
+* `s117.out.{orgCode}`: a council's or ICB's `kafka` subscription
+  (hub.delivery.kafka_topic): FHIR R4 message Bundles, key = hub person id,
+  CloudEvents 1.0 binary-mode headers plus the hub's own.
+* `s117.events`: the hub's internal event log in Kafka mode (hub.bus.kafka
+  KafkaRelay): the domain event, the register change and the S117 status as
+  JSON, key = hub person id. Only the hub consumes it; listed so operators
+  know what is on their cluster.
+
+tests/contract/test_kafka_topic_channel.py reads records back from a real
+broker and validates their headers, key and value against this document, so
+the document cannot drift from what the hub produces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub.bus.port import EVENTS_TOPIC
+from hub.delivery.kafka_topic import CE_TYPE_PREFIX, CONTENT_TYPE
+from hub.domain.model import EventType
+
+_UUID = {"type": "string", "format": "uuid"}
+_TEXT = {"type": "string"}
+EVENT_TYPES = [e.value for e in EventType]
+
+OUTBOUND_HEADERS: dict[str, Any] = {
+    "type": "object",
+    "description": "Kafka record headers, UTF-8 strings. CloudEvents 1.0 Kafka protocol binding, binary "
+                   "content mode: the ce_ headers are the event's attributes, the record value its data.",
+    "properties": {
+        "event_id": {**_UUID, "description": "The hub's event id (the same for every recipient); de-duplicate by it"},
+        "message_id": {**_UUID, "description": "The FHIR MessageHeader id (event id and recipient)"},
+        "event_type": {"type": "string", "enum": EVENT_TYPES},
+        "correlation_id": {**_TEXT, "description": "Trace id of the register change that caused the event"},
+        "event_number": {"type": "string", "pattern": "^[1-9][0-9]*$",
+                         "description": "The subscription's gap-free, strictly increasing event number: a "
+                                        "jump means missed messages; fetch them with GET "
+                                        "/v1/subscriptions/{id}/events?from=N&to=M"},
+        "ce_specversion": {"const": "1.0"},
+        "ce_id": {**_UUID, "description": "CloudEvents id: the message id"},
+        "ce_type": {"type": "string", "enum": [CE_TYPE_PREFIX + e for e in EVENT_TYPES]},
+        "ce_source": {"type": "string", "minLength": 1, "description": "The hub's endpoint (S117_HUB_ENDPOINT)"},
+        "ce_time": {"type": "string", "format": "date-time"},
+        "ce_subject": {**_UUID, "description": "The hub person id (never an NHS number)"},
+        "content-type": {"const": CONTENT_TYPE},
+    },
+    "required": ["event_id", "message_id", "event_type", "correlation_id", "event_number", "ce_specversion",
+                 "ce_id", "ce_type", "ce_source", "ce_time", "ce_subject", "content-type"],
+    "additionalProperties": False,
+}
+
+FHIR_MESSAGE_BUNDLE: dict[str, Any] = {
+    "type": "object",
+    "description": "A FHIR R4 (UK Core) message Bundle: MessageHeader first, then the focus resources; "
+                   "fields limited by the recipient's data-sharing agreement.",
+    "properties": {
+        "resourceType": {"const": "Bundle"},
+        "type": {"const": "message"},
+        "id": _TEXT,
+        "timestamp": {"type": "string", "format": "date-time"},
+        "entry": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["resource"]}},
+    },
+    "required": ["resourceType", "type", "timestamp", "entry"],
+}
+
+INTERNAL_HEADERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event_id": _UUID,
+        "event_type": {"type": "string", "enum": EVENT_TYPES},
+        "correlation_id": _TEXT,
+        "source": {**_TEXT, "description": "The API client (or the review scheduler) that caused the event"},
+    },
+    "required": ["event_id", "event_type", "correlation_id"],
+}
+
+INTERNAL_PAYLOAD: dict[str, Any] = {
+    "type": "object",
+    "properties": {"event": {"type": "object"}, "change": {"type": "object"}, "status": {"type": "object"}},
+    "required": ["event", "change", "status"],
+}
+
+PERSON_KEY = {**_UUID, "description": "The hub person id: one person's records stay on one partition, in order"}
+
+
+def asyncapi_document(*, version: str, kafka_servers: str | None, outbound_servers: str | None) -> dict[str, Any]:
+    servers: dict[str, Any] = {}
+    if kafka_servers:
+        servers["bus"] = {"host": kafka_servers.split(",")[0], "protocol": "kafka",
+                          "description": "The hub's event bus (S117_BUS_URL)"}
+    if outbound_servers:
+        servers["outbound"] = {"host": outbound_servers.split(",")[0], "protocol": "kafka",
+                               "description": "Where `kafka` subscriptions are published"}
+    doc: dict[str, Any] = {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "S117 Hub Kafka topics",
+            "version": version,
+            "description": "Every topic the S117 Hub writes. Councils and ICBs read their own "
+                           "`s117.out.<org code>` topic (a `kafka` subscription: POST /v1/subscriptions "
+                           '{"channel": "kafka"}); delivery is at least once and in order per person.',
+        },
+        "defaultContentType": CONTENT_TYPE,
+        "channels": {
+            "councilOutbound": {
+                "address": "s117.out.{orgCode}",
+                "title": "A subscriber's topic",
+                "description": "The default topic of a `kafka` subscription; a subscription may name another "
+                               "(s117.out.<org>.<suffix>, or a name outside s117.*) with the same messages.",
+                "parameters": {"orgCode": {"description": "The subscriber's ODS / ONS code, lower case"}},
+                "messages": {"s117Event": {"$ref": "#/components/messages/S117EventMessage"}},
+            },
+            "internalEvents": {
+                "address": EVENTS_TOPIC,
+                "title": "The hub's internal event log (Kafka mode)",
+                "messages": {"busEvent": {"$ref": "#/components/messages/BusEvent"}},
+            },
+        },
+        "operations": {
+            "sendCouncilOutbound": {
+                "action": "send", "channel": {"$ref": "#/channels/councilOutbound"},
+                "summary": "One FHIR message per event the subscriber's agreement allows",
+                "messages": [{"$ref": "#/channels/councilOutbound/messages/s117Event"}],
+            },
+            "sendInternalEvents": {
+                "action": "send", "channel": {"$ref": "#/channels/internalEvents"},
+                "summary": "The outbox relayed to Kafka (acks=all, idempotent producer)",
+                "messages": [{"$ref": "#/channels/internalEvents/messages/busEvent"}],
+            },
+        },
+        "components": {
+            "messages": {
+                "S117EventMessage": {
+                    "name": "S117EventMessage", "title": "S117 event (FHIR message, CloudEvent)",
+                    "contentType": CONTENT_TYPE,
+                    "headers": OUTBOUND_HEADERS,
+                    "payload": FHIR_MESSAGE_BUNDLE,
+                    "bindings": {"kafka": {"key": PERSON_KEY, "bindingVersion": "0.5.0"}},
+                },
+                "BusEvent": {
+                    "name": "BusEvent", "title": "Internal domain event", "contentType": "application/json",
+                    "headers": INTERNAL_HEADERS,
+                    "payload": INTERNAL_PAYLOAD,
+                    "bindings": {"kafka": {"key": PERSON_KEY, "bindingVersion": "0.5.0"}},
+                },
+            },
+        },
+    }
+    if servers:
+        doc["servers"] = servers
+    return doc
