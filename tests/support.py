@@ -47,6 +47,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     signature_ok: bool
+    status: int = 204  # what the receiver answered
 
 
 @dataclass
@@ -71,11 +72,12 @@ class Receiver:
         async def hook(org: str, request: Request) -> Response:
             body = await request.body()
             ok = verify_webhook_request(self.secret, request.headers, body)
-            self.received.append(Received(org, dict(request.headers), body, ok))
+            status = self.fail_with or 204
+            self.received.append(Received(org, dict(request.headers), body, ok, status))
             capture(body, request.headers.get("S117-Message-Id"))
             if self.delay:
                 await asyncio.sleep(self.delay)
-            return Response(status_code=self.fail_with or 204)
+            return Response(status_code=status)
 
         return app
 

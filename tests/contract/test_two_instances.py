@@ -41,6 +41,10 @@ async def test_two_dispatchers_and_two_deliverers_do_each_piece_of_work_once(sto
         queued = (await conn.execute(select(func.count()).select_from(deliveries))).scalar_one()
     assert audited == [], "an event was dispatched twice"
     assert queued > 0
+    # Event numbers from the two dispatchers' transactions: 1..n per subscription, no gap, none twice.
+    async with hub.engine.connect() as conn:
+        numbers = (await conn.execute(select(deliveries.c.event_number).order_by(deliveries.c.delivery_seq))).scalars().all()
+    assert numbers == list(range(1, queued + 1))
 
     # Two deliverers racing for the same head deliveries: each is attempted once per round.
     sent: list[str] = []
