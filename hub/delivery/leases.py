@@ -20,7 +20,9 @@ the per-subscription tasks that drain the queues (`SubscriptionDeliverer`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -57,7 +59,7 @@ def aware(dt: datetime) -> datetime:
 
 
 async def pending_heads(conn: AsyncConnection, channel: str, subscription_id: str | None = None,
-                        columns_only: bool = False) -> list[Any]:
+                        columns_only: bool = False, subscription_ids: list[str] | None = None) -> list[Any]:
     """The oldest pending delivery of every active subscription on `channel`
     (or of one subscription), with the subscription's url, secret and org code
     (`columns_only`: just subscription_id and next_attempt_at).
@@ -68,6 +70,8 @@ async def pending_heads(conn: AsyncConnection, channel: str, subscription_id: st
          .group_by(deliveries.c.subscription_id))
     if subscription_id is not None:
         q = q.where(deliveries.c.subscription_id == subscription_id)
+    if subscription_ids is not None:
+        q = q.where(deliveries.c.subscription_id.in_(subscription_ids))
     heads = (await conn.execute(q)).scalars().all()
     if not heads:
         return []
@@ -97,11 +101,27 @@ def due(rows: list[Any], now: datetime | None = None) -> list[Any]:
     return [r for r in rows if aware(r.next_attempt_at) <= now]
 
 
+_WRITERS: "weakref.WeakKeyDictionary[Any, asyncio.Lock]" = weakref.WeakKeyDictionary()
+
+
+def _write_turn(engine: AsyncEngine) -> Any:
+    """SQLite has one writer at a time, and a writer that finds the lock taken
+    sleeps and polls (busy_timeout), so under many concurrent subscription
+    tasks some would starve for seconds. In-process they take turns in FIFO
+    order instead. PostgreSQL needs no turn: these are single-row updates."""
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    lock = _WRITERS.get(engine.sync_engine)
+    if lock is None:
+        lock = _WRITERS[engine.sync_engine] = asyncio.Lock()
+    return lock
+
+
 async def claim(engine: AsyncEngine, row: Any, lease_seconds: float) -> int | None:
     """Lease `row` (compare-and-set on its attempt count). The new attempt
     number if this caller holds the lease, None if another got there first."""
     attempts = row.attempts + 1
-    async with engine.begin() as conn:
+    async with _write_turn(engine), engine.begin() as conn:
         claimed = await conn.execute(
             deliveries.update()
             .where(deliveries.c.delivery_seq == row.delivery_seq, deliveries.c.status == "pending",
@@ -112,7 +132,7 @@ async def claim(engine: AsyncEngine, row: Any, lease_seconds: float) -> int | No
 
 async def mark_delivered(engine: AsyncEngine, row: Any, attempts: int, channel: str) -> None:
     metrics.DELIVERY.labels(channel=channel, outcome="delivered").inc()
-    async with engine.begin() as conn:
+    async with _write_turn(engine), engine.begin() as conn:
         await conn.execute(deliveries.update().where(deliveries.c.delivery_seq == row.delivery_seq)
                            .values(status="delivered", attempts=attempts, delivered_at=datetime.now(UTC),
                                    last_error=None))
@@ -125,7 +145,7 @@ async def mark_failed(engine: AsyncEngine, row: Any, attempts: int, error: str, 
     `error` is a status code or an exception type, never a body."""
     error = error[:200]
     metrics.DELIVERY.labels(channel=handler, outcome="failed").inc()
-    async with engine.begin() as conn:
+    async with _write_turn(engine), engine.begin() as conn:
         if policy.max_attempts and attempts >= policy.max_attempts:
             await conn.execute(deliveries.update().where(deliveries.c.delivery_seq == row.delivery_seq)
                                .values(status="dead", attempts=attempts, last_error=error))
@@ -161,19 +181,22 @@ class SubscriptionDeliverer:
     _slots: asyncio.Semaphore | None = None
     stop_grace_seconds: float = 5.0
 
-    async def _due_subscriptions(self) -> list[str]:
+    async def _due_heads(self, busy: Any = ()) -> list[Any]:
+        """The due head of every subscription on this channel, except those in `busy`."""
         async with self._engine.connect() as conn:
-            rows = await pending_heads(conn, self.channel, columns_only=True)
+            heads = due(await pending_heads(conn, self.channel, columns_only=True))
+            wanted = [h.subscription_id for h in heads if h.subscription_id not in busy]
+            rows = await pending_heads(conn, self.channel, subscription_ids=wanted) if wanted else []
             await conn.rollback()
-        return [r.subscription_id for r in due(rows)]
+        return due(rows)
 
     async def run_once(self) -> int:
         """Drain every subscription with a due head (up to a batch each) and
         wait for all of them; returns how many deliveries were attempted."""
-        subs = await self._due_subscriptions()
-        if not subs:
+        heads = await self._due_heads()
+        if not heads:
             return 0
-        return sum(await asyncio.gather(*(self._drain(sid, self._batch) for sid in subs)))
+        return sum(await asyncio.gather(*(self._drain(h.subscription_id, self._batch, first=h) for h in heads)))
 
     async def serve(self, poll_seconds: float, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set: one task per subscription with work."""
@@ -191,14 +214,16 @@ class SubscriptionDeliverer:
             while not stop.is_set():
                 wake.clear()
                 try:
-                    subs = await self._due_subscriptions()
+                    heads = await self._due_heads(busy=tasks)
                     await self._observe()
                 except Exception as exc:  # noqa: BLE001 - the store may be briefly unavailable: log, poll again
                     log.error("delivery loop error", channel=self.channel, exc_type=type(exc).__name__)
-                    subs = []
-                for sid in subs:
+                    heads = []
+                for head in heads:
+                    sid = head.subscription_id
                     if sid not in tasks:
-                        task = asyncio.create_task(self._drain(sid, None, stop), name=f"{self.channel}:{sid}")
+                        task = asyncio.create_task(self._drain(sid, None, stop, first=head),
+                                                   name=f"{self.channel}:{sid}")
                         tasks[sid] = task
                         task.add_done_callback(lambda t, sid=sid: finished(sid, t))
                 waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
@@ -220,18 +245,22 @@ class SubscriptionDeliverer:
     async def _observe(self) -> None:
         """Hook for per-poll metrics."""
 
-    async def _drain(self, subscription_id: str, limit: int | None, stop: asyncio.Event | None = None) -> int:
+    async def _drain(self, subscription_id: str, limit: int | None, stop: asyncio.Event | None = None,
+                     first: Any = None) -> int:
         attempted = 0
+        row = first
         while limit is None or attempted < limit:
             if stop is not None and stop.is_set():
                 break
-            row = await next_head(self._engine, self.channel, subscription_id)
+            if row is None:
+                row = await next_head(self._engine, self.channel, subscription_id)
             if row is None:
                 break  # empty, or the head is backing off
             if self._slots is None:
                 self._slots = asyncio.Semaphore(self._max_in_flight)
             async with self._slots:
                 outcome = await self._attempt(row)
+            row = None
             if outcome is None:
                 break  # another instance holds it
             attempted += 1

@@ -1,0 +1,203 @@
+"""Webhook delivery with slow subscribers: does one endpoint hold up the others?
+
+50 webhook subscriptions, each with its own local HTTP receiver (a child
+process serving 50 loopback ports; each answers 204 at once, except where a
+run makes one answer after 5 s and one never answer within the hub's 2 s
+attempt deadline). Messages are queued for every subscription at a steady
+rate through hub.delivery.queue (the same path the dispatcher takes), and the
+hub's WebhookDeliverer runs as in a served hub (`serve`: one task per
+subscription). Delivery latency = receiver's arrival time - time queued.
+
+    fast         all 50 answer at once                     (the baseline)
+    slow+hung    one answers in 5 s, one times out         (the others' p99 must stay within 2x)
+    lockstep     slow+hung with the old loop of awaited rounds (run_once), fewer rounds
+
+    .venv/bin/python bench/bench_delivery.py [rounds]     (default 4 rounds of 50 messages)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from cryptography.fernet import Fernet
+
+SUBSCRIBERS = 50
+SLOW, HUNG = 0, 1  # subscriber indexes in the slow+hung runs
+SLOW_SECONDS, HUNG_SECONDS, DEADLINE = 5.0, 60.0, 2.0
+
+
+# --- the receivers' process --------------------------------------------------
+
+async def _serve_receivers(delays: list[float]) -> None:
+    """One tiny HTTP/1.1 server per port (keep-alive, Content-Length bodies):
+    prints its ports, then on stdin EOF prints `delivery_id arrival` lines."""
+    arrivals: list[tuple[int, str, float]] = []
+
+    def handler(index: int, delay: float):  # noqa: ANN202
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    headers = {}
+                    for line in head.decode("latin-1").split("\r\n")[1:]:
+                        if ":" in line:
+                            k, v = line.split(":", 1)
+                            headers[k.strip().lower()] = v.strip()
+                    await reader.readexactly(int(headers.get("content-length", "0")))
+                    arrived = time.time()
+                    if delay:
+                        await asyncio.sleep(delay)
+                    arrivals.append((index, headers.get("s117-event-number", "?"), arrived))
+                    writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+        return handle
+
+    servers = [await asyncio.start_server(handler(i, d), "127.0.0.1", 0) for i, d in enumerate(delays)]
+    print(" ".join(str(s.sockets[0].getsockname()[1]) for s in servers), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for index, number, at in arrivals:
+        print(index, number, at)
+    sys.stdout.flush()
+
+
+# --- the hub side -------------------------------------------------------------
+
+def pct(values: list[float], p: float) -> float:
+    return statistics.quantiles(values, n=100)[int(p) - 1] if len(values) > 1 else values[0]
+
+
+async def run(name: str, delays: list[float], rounds: int, lockstep: bool = False) -> dict:
+    from hub.crypto import DataProtector
+    from hub.delivery.queue import create_counter, queue_delivery
+    from hub.delivery.webhook import HostClients, WebhookDeliverer
+    from hub.store.db import create_engine, create_schema
+    from hub.store.schema import subscriptions
+
+    child = subprocess.Popen([sys.executable, __file__, "--receivers", *map(str, delays)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    ports = [int(p) for p in child.stdout.readline().split()]
+    tmp = Path(tempfile.mkdtemp())
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp / 'hub.db'}")
+    await create_schema(engine)
+    protector = DataProtector(Fernet.generate_key())
+    secret = protector.encrypt(b"s" * 32)
+    subs = [str(uuid.uuid4()) for _ in ports]
+    async with engine.begin() as conn:
+        for sid, port in zip(subs, ports, strict=True):
+            await conn.execute(subscriptions.insert().values(
+                subscription_id=sid, org_code="E06000060", client_id="bench", channel="webhook",
+                url=f"http://127.0.0.1:{port}/hook", secret=secret, active=True, created_at=datetime.now(UTC)))
+            await create_counter(conn, sid)
+    body = orjson.dumps({"resourceType": "Bundle", "type": "message", "entry": [{"pad": "x" * 3000}]})
+    clients = HostClients(DEADLINE)
+    deliverer = WebhookDeliverer(engine, protector, clients, 1.0, 300.0, 0, DEADLINE + 5.0,
+                                 timeout_seconds=DEADLINE)
+    queued: dict[tuple[int, int], float] = {}  # (subscriber, event number) -> time queued
+    stop = asyncio.Event()
+    if lockstep:
+        async def loop() -> None:  # the delivery loop before per-subscription tasks
+            while not stop.is_set():
+                if not await deliverer.run_once():
+                    await asyncio.sleep(0.2)
+        worker = asyncio.create_task(loop())
+    else:
+        worker = asyncio.create_task(deliverer.serve(0.2, stop))
+    normal = [i for i, d in enumerate(delays) if not d]
+    started = time.monotonic()
+    # A steady flow: every 0.5 s, one message for each of 5 subscribers in turn
+    # (10 messages/s, each subscriber one every 5 s): well below what SQLite
+    # with synchronous=FULL commits on a shared core (two commits a delivery),
+    # so the figures measure waiting on other subscribers, not on the disk.
+    for r in range(rounds):
+        for k in range(0, len(subs), 5):
+            async with engine.begin() as conn:
+                numbers = []
+                for i in range(k, min(k + 5, len(subs))):
+                    eid = str(uuid.uuid4())
+                    numbers.append((i, await queue_delivery(
+                        conn, subscription_id=subs[i], event_id=eid, message_id=eid,
+                        event_type="s117-entitlement-started", payload=protector.encrypt(body),
+                        correlation_id="bench")))
+            now = time.time()
+            for i, n in numbers:
+                queued[(i, n)] = now
+            await asyncio.sleep(0.5)
+    # Wait until the normal subscribers have everything (or give up after 60 s).
+    from sqlalchemy import func, select
+
+    from hub.store.schema import deliveries
+    expected = rounds * len(normal)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        async with engine.connect() as conn:
+            done = (await conn.execute(select(func.count()).select_from(deliveries).where(
+                deliveries.c.status == "delivered",
+                deliveries.c.subscription_id.in_([subs[i] for i in normal])))).scalar_one()
+        if done >= expected:
+            break
+        await asyncio.sleep(0.1)
+    elapsed = time.monotonic() - started
+    stop.set()
+    deliverer.stop_grace_seconds = 0.1
+    await worker
+    await clients.aclose()
+    await engine.dispose()
+    out, _ = child.communicate("")
+    latencies = []
+    for line in out.splitlines():
+        index, number, at = line.split()
+        key = (int(index), int(number))
+        if key in queued and key[0] in normal:
+            latencies.append(float(at) - queued[key])
+    return {"name": name, "delivered": len(latencies), "expected": expected, "elapsed": elapsed,
+            "p50": pct(latencies, 50) if latencies else float("nan"),
+            "p99": pct(latencies, 99) if latencies else float("nan")}
+
+
+def show(r: dict) -> None:
+    print(f"{r['name']:<11} others delivered {r['delivered']:>4}/{r['expected']:<4} in {r['elapsed']:5.1f}s   "
+          f"p50 {r['p50'] * 1000:7.0f} ms   p99 {r['p99'] * 1000:7.0f} ms")
+
+
+async def main(rounds: int) -> None:
+    from hub.observability.logging import configure_logging
+
+    configure_logging("ERROR")
+    fast = [0.0] * SUBSCRIBERS
+    slow = list(fast)
+    slow[SLOW], slow[HUNG] = SLOW_SECONDS, HUNG_SECONDS
+    print(f"{SUBSCRIBERS} webhook subscribers on local HTTP receivers, {rounds} messages each, "
+          f"attempt deadline {DEADLINE:.0f}s; slow+hung: #{SLOW} answers in {SLOW_SECONDS:.0f}s, "
+          f"#{HUNG} never in time")
+    base = await run("fast", fast, rounds)
+    show(base)
+    hit = await run("slow+hung", slow, rounds)
+    show(hit)
+    lock = await run("lockstep", slow, 1, lockstep=True)
+    show(lock)
+    ratio = hit["p99"] / base["p99"]
+    print(f"others' p99 with a slow and a hung subscriber / all fast: {ratio:.2f}x "
+          f"({'within' if ratio <= 2 else 'NOT within'} 2x); "
+          f"lockstep rounds (before): p50 {lock['p50'] / base['p50']:.0f}x, p99 {lock['p99'] / base['p99']:.0f}x")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--receivers":
+        asyncio.run(_serve_receivers([float(d) for d in sys.argv[2:]]))
+    else:
+        sys.path.insert(0, os.fspath(Path(__file__).resolve().parent.parent))
+        asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 4))
