@@ -17,6 +17,7 @@ from hub.bus.port import EVENTS_TOPIC, Subscriber
 from hub.bus.sql import SqlLog
 from hub.crypto import DataProtector
 from hub.delivery.dispatcher import Dispatcher, run_dispatcher
+from hub.delivery.fhir_rest_hook import FhirRestHookDeliverer
 from hub.delivery.file_export import FileExportDeliverer
 from hub.delivery.kafka_topic import KafkaTopicDeliverer
 from hub.delivery.webhook import HostClients, WebhookDeliverer, run_deliverer
@@ -82,6 +83,7 @@ class Hub:
     workflow_consumer: WorkflowConsumer | None = None
     audit: AuditChain | None = None
     packages: PackageService | None = None  # aftercare packages and money (always set by build_hub)
+    fhir_deliverer: FhirRestHookDeliverer | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -104,6 +106,9 @@ class Hub:
                 self._tasks.append(asyncio.create_task(
                     run_workflow_scanner(self.workflows, self.settings.workflow_scan_interval_seconds, self._stop),
                     name="workflow-scanner"))
+        if self.fhir_deliverer is not None:
+            self._tasks.append(asyncio.create_task(run_deliverer(self.fhir_deliverer, poll, self._stop),
+                                                   name="fhir-rest-hook-deliverer"))
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(run_relay(self.relay, poll, self._stop), name="kafka-relay"))
         if self.reconciliation is not None:
@@ -200,6 +205,12 @@ async def build_hub(settings: Settings) -> Hub:
             timeout_seconds=settings.webhook_timeout_seconds, max_in_flight=settings.delivery_max_in_flight,
         ),
         http=http,
+        fhir_deliverer=FhirRestHookDeliverer(
+            engine, protector, http, settings.webhook_backoff_base_seconds, settings.webhook_backoff_cap_seconds,
+            settings.webhook_max_attempts, settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS,
+            timeout_seconds=settings.webhook_timeout_seconds, max_in_flight=settings.delivery_max_in_flight,
+            hub_endpoint=settings.hub_endpoint,
+        ),
         relay=relay,
         file_deliverer=FileExportDeliverer(
             engine, protector, settings.export_dir, backoff_base=settings.webhook_backoff_base_seconds,

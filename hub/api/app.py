@@ -13,7 +13,7 @@ from sqlalchemy import text
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hub.api import feeds, files, ops, persons, register_changes, reports, subscriptions
-from hub.api import asyncapi, audit, exports, fhir_inbound, packages, quarantine_triage, reconciliations, split_decisions, statements, trace
+from hub.api import asyncapi, audit, exports, fhir_inbound, fhir_subscriptions, packages, quarantine_triage, reconciliations, split_decisions, statements, trace
 from hub.api import disputes, fhir_tasks, transfers, workflow_ops
 from hub.api.correlation import CorrelationMiddleware
 from hub.api.limits import LimitsMiddleware
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(statements.router)
     app.include_router(split_decisions.router)
     app.include_router(asyncapi.router)
+    app.include_router(fhir_subscriptions.router)
 
     _document_register_change_body(app)
 

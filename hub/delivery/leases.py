@@ -80,7 +80,8 @@ async def pending_heads(conn: AsyncConnection, channel: str, subscription_id: st
             select(deliveries.c.subscription_id, deliveries.c.next_attempt_at)
             .where(deliveries.c.delivery_seq.in_(heads)).order_by(deliveries.c.delivery_seq))).all())
     return list((await conn.execute(
-        select(deliveries, subscriptions.c.url, subscriptions.c.topic, subscriptions.c.secret, subscriptions.c.org_code)
+        select(deliveries, subscriptions.c.url, subscriptions.c.topic, subscriptions.c.secret, subscriptions.c.org_code,
+               subscriptions.c.fhir)
         .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
         .where(deliveries.c.delivery_seq.in_(heads))
         .order_by(deliveries.c.delivery_seq)

@@ -55,6 +55,12 @@ EVENT_NUMBER_HEADER = "S117-Event-Number"
 HTTP2_AVAILABLE = importlib.util.find_spec("h2") is not None
 
 
+def signed_headers(secret: str, event_id: str, body: bytes, extra: dict[str, str]) -> dict[str, str]:
+    """Content type and `S117-Signature` (hub.crypto's signing of `t.event_id.body`) for a POST of `body`."""
+    return {"Content-Type": "application/fhir+json", SIGNATURE_HEADER: signature_header(secret, event_id, body),
+            **extra}
+
+
 class HostClients:
     """One pooled `httpx.AsyncClient` per endpoint origin (scheme, host, port).
 
@@ -131,6 +137,10 @@ class WebhookDeliverer(SubscriptionDeliverer):
             await conn.rollback()
         metrics.PENDING_DELIVERIES.set(pending)
 
+    def _body(self, row: Any, message: bytes) -> bytes:
+        """What is POSTed for a queued message: the FHIR message itself."""
+        return message
+
     async def run_once(self) -> int:
         """Attempt the head delivery of every subscription that has one due."""
         self._last_gauge = 0.0
@@ -144,18 +154,16 @@ class WebhookDeliverer(SubscriptionDeliverer):
         attempts = await claim(self._engine, row, self._policy.lease_seconds)
         if attempts is None:
             return None
-        body = self._protector.decrypt(row.payload)
+        body = self._body(row, self._protector.decrypt(row.payload))
         secret = self._protector.decrypt(row.secret).decode()
-        headers = {
-            "Content-Type": "application/fhir+json",
-            SIGNATURE_HEADER: signature_header(secret, row.event_id, body),
+        headers = signed_headers(secret, row.event_id, body, {
             "S117-Event-Id": row.event_id,
             EVENT_NUMBER_HEADER: str(row.event_number or ""),
             "S117-Message-Id": row.message_id,
             "S117-Delivery-Id": row.delivery_id,
             "S117-Event-Type": row.event_type,
             "X-Correlation-Id": row.correlation_id,
-        }
+        })
         started = time.perf_counter()
         error: str | None = None
         try:

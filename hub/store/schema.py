@@ -168,6 +168,9 @@ subscriptions = Table(
     Column("topic", String(249), nullable=True),  # kafka (249: Kafka's longest topic name)
     Column("secret", LargeBinary, nullable=True),  # Fernet-encrypted signing secret
     Column("event_types", JSON, nullable=True),  # None = every event the agreement allows
+    # channel "fhir" (a FHIR topic-based Subscription, hub/api/fhir_subscriptions.py):
+    # {"topic", "content" (id-only | full-resource), "heartbeat_seconds", "status", "reason"}
+    Column("fhir", JSON, nullable=True),
     Column("active", Boolean, nullable=False, default=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_subscriptions_org", "org_code"),

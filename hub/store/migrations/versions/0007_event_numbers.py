@@ -1,4 +1,4 @@
-"""event numbers per subscription
+"""event numbers per subscription; FHIR topic-based subscriptions
 
 Revision ID: 0007
 Revises: 0013
@@ -23,6 +23,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['subscription_id'], ['subscriptions.subscription_id'], ),
     sa.PrimaryKeyConstraint('subscription_id')
     )
+    with op.batch_alter_table('subscriptions', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('fhir', sa.JSON(), nullable=True))
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.add_column(sa.Column('event_number', sa.BigInteger(), nullable=True))
     # Number the deliveries queued before this revision in the order they were queued.
@@ -40,3 +42,5 @@ def downgrade() -> None:
         batch_op.drop_index('ux_deliveries_subscription_number')
         batch_op.drop_column('event_number')
     op.drop_table('subscription_counters')
+    with op.batch_alter_table('subscriptions', schema=None) as batch_op:
+        batch_op.drop_column('fhir')

@@ -1,0 +1,200 @@
+"""FHIR topic-based subscriptions (R5 Backport IG in R4B) over the same store
+as every other subscription: a `fhir` subscription is a queue of the same
+deliveries, numbered the same way, delivered by hub.delivery.fhir_rest_hook.
+
+GET  /v1/fhir/SubscriptionTopic                      the hub's topics (one per S117 event type)
+POST /v1/fhir/Subscription                           rest-hook, id-only / full-resource, heartbeat; handshake
+GET  /v1/fhir/Subscription/{id}                      the subscription, with its status
+DELETE /v1/fhir/Subscription/{id}                    off
+GET  /v1/fhir/Subscription/{id}/$status              SubscriptionStatus (query-status)
+GET  /v1/fhir/Subscription/{id}/$events              past notifications by event number (query-event)
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
+
+from hub.api.deps import MAX_ID, ClientDep, HubDep, require
+from hub.api.subscriptions import subscription_status
+from hub.delivery.fhir_rest_hook import CHANNEL, post_notification
+from hub.delivery.queue import create_counter
+from hub.delivery.targets import url_problem
+from hub.fhir.subscriptions import (
+    CONTENTS,
+    Event,
+    SubscriptionInvalid,
+    notification,
+    read_subscription,
+    subscription_resource,
+    topics,
+)
+from hub.observability.logging import get_logger
+from hub.store.schema import deliveries, subscriptions
+
+router = APIRouter(prefix="/v1/fhir", tags=["fhir-subscriptions"])
+log = get_logger("hub.fhir_subscriptions")
+FHIR_JSON = "application/fhir+json"
+MAX_BODY = 64 * 1024
+
+
+def _fhir(body: dict, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=FHIR_JSON, headers=headers)
+
+
+def _outcome(status: int, issues: list[tuple[str, str]], code: str = "invalid") -> JSONResponse:
+    return JSONResponse({"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": code, "diagnostics": why, "expression": [where]} for where, why in issues]},
+        status_code=status, media_type=FHIR_JSON)
+
+
+def _not_found() -> JSONResponse:
+    return _outcome(404, [("Subscription.id", "no FHIR subscription with that id for this organisation")],
+                    code="not-found")
+
+
+@router.get("/SubscriptionTopic", summary="The hub's SubscriptionTopics (one per S117 event type)")
+async def list_topics(client: ClientDep) -> Response:
+    entries = [{"fullUrl": t["url"], "resource": t, "search": {"mode": "match"}} for t in topics()]
+    return _fhir({"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries})
+
+
+@router.post("/Subscription", status_code=201, summary="Subscribe (rest-hook) to a topic: handshake, then notifications")
+async def create(request: Request, hub: HubDep, client: ClientDep) -> Response:
+    require(client, "subscriptions:write")
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        return _outcome(413, [("Subscription", f"larger than {MAX_BODY} bytes")], code="too-costly")
+    try:
+        resource = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _outcome(422, [("Subscription", "not JSON")], code="structure")
+    try:
+        req = read_subscription(resource)
+    except SubscriptionInvalid as exc:
+        return _outcome(422, exc.issues)
+    if hub.settings.webhook_require_https and not req.endpoint.startswith("https://"):
+        return _outcome(422, [("Subscription.channel.endpoint", "must use https: notifications carry personal data")])
+    why = await url_problem(req.endpoint, hub.settings.webhook_allowed_hosts)
+    if why:
+        return _outcome(422, [("Subscription.channel.endpoint", why)])
+    decision = hub.sharing.decide(client.org_code, req.event_type, datetime.now(UTC).date())
+    if not decision.allowed:
+        return _outcome(422, [("Subscription.criteria",
+                               "this topic is not within your organisation's data-sharing agreement")],
+                        code="forbidden")
+    sub_id = str(uuid.uuid4())
+    secret = secrets.token_urlsafe(32)
+    fhir: dict[str, Any] = {"event_type": req.event_type, "endpoint": req.endpoint, "content": req.content,
+                            "heartbeat_seconds": req.heartbeat_seconds, "reason": req.reason, "status": "requested"}
+    async with hub.engine.begin() as conn:
+        await conn.execute(subscriptions.insert().values(
+            subscription_id=sub_id, org_code=client.org_code, client_id=client.client_id, channel=CHANNEL,
+            url=req.endpoint, secret=hub.protector.encrypt(secret.encode()), event_types=[req.event_type],
+            fhir=fhir, active=False, created_at=datetime.now(UTC)))
+        await create_counter(conn, sub_id)
+    # Handshake before anything is queued: the endpoint must answer 2xx.
+    handshake = notification(kind="handshake", subscription_id=sub_id, hub_endpoint=hub.settings.hub_endpoint,
+                             fhir=fhir, since_start=0, status="requested")
+    error = await post_notification(hub.http, req.endpoint, secret, handshake,
+                                    hub.settings.webhook_timeout_seconds, "handshake")
+    fhir = {**fhir, "status": "error" if error else "active"}
+    if error:
+        fhir["error"] = [{"text": f"handshake failed: {error}"}]
+    async with hub.engine.begin() as conn:
+        await conn.execute(subscriptions.update().where(subscriptions.c.subscription_id == sub_id)
+                           .values(fhir=fhir, active=error is None))
+    log.info("fhir subscription", subscription_id=sub_id, status="active" if error is None else "error",
+             error_kind=error)
+    body = subscription_resource(subscription_id=sub_id, hub_endpoint=hub.settings.hub_endpoint, fhir=fhir,
+                                 active=True)
+    # The signing secret is shown once (S117-Signature on every notification, as for webhooks).
+    return _fhir(body, 201, {"Location": f"/v1/fhir/Subscription/{sub_id}", "S117-Webhook-Secret": secret})
+
+
+async def _own(hub, client, subscription_id: str):  # noqa: ANN001, ANN202
+    async with hub.engine.connect() as conn:
+        row = (await conn.execute(select(subscriptions).where(subscriptions.c.subscription_id == subscription_id))).first()
+        await conn.rollback()
+    if row is None or row.org_code != client.org_code or row.channel != CHANNEL:
+        return None
+    return row
+
+
+@router.get("/Subscription/{subscription_id}", summary="A FHIR subscription of the caller's organisation")
+async def read(subscription_id: str, hub: HubDep, client: ClientDep) -> Response:
+    require(client, "subscriptions:write")
+    row = await _own(hub, client, subscription_id)
+    if row is None:
+        return _not_found()
+    fhir = row.fhir or {}
+    return _fhir(subscription_resource(subscription_id=row.subscription_id, hub_endpoint=hub.settings.hub_endpoint,
+                                       fhir=fhir, active=row.active or fhir.get("status") == "error"))
+
+
+@router.delete("/Subscription/{subscription_id}", summary="Turn a FHIR subscription off")
+async def delete(subscription_id: str, hub: HubDep, client: ClientDep) -> Response:
+    require(client, "subscriptions:write")
+    row = await _own(hub, client, subscription_id)
+    if row is None:
+        return _not_found()
+    async with hub.engine.begin() as conn:
+        await conn.execute(subscriptions.update().where(subscriptions.c.subscription_id == subscription_id)
+                           .values(active=False, fhir={**(row.fhir or {}), "status": "off"}))
+    return _fhir(subscription_resource(subscription_id=subscription_id, hub_endpoint=hub.settings.hub_endpoint,
+                                       fhir={**(row.fhir or {}), "status": "off"}, active=False))
+
+
+@router.get("/Subscription/{subscription_id}/$status", summary="SubscriptionStatus: events since start")
+async def status(subscription_id: str, hub: HubDep, client: ClientDep) -> Response:
+    require(client, "subscriptions:write")
+    row = await _own(hub, client, subscription_id)
+    if row is None:
+        return _not_found()
+    s = await subscription_status(hub.engine, row)
+    fhir = row.fhir or {}
+    bundle = notification(kind="query-status", subscription_id=subscription_id, hub_endpoint=hub.settings.hub_endpoint,
+                          fhir=fhir, since_start=s["events_since_subscription_start"],
+                          status=fhir.get("status", "active") if row.active else "off", bundle_type="searchset")
+    bundle["entry"][0]["search"] = {"mode": "match"}
+    bundle["total"] = 1
+    return _fhir(bundle)
+
+
+@router.get("/Subscription/{subscription_id}/$events", summary="Past notifications by event number")
+async def events(subscription_id: str, hub: HubDep, client: ClientDep,
+                 eventsSinceNumber: Annotated[int, Query(ge=1, le=MAX_ID)] = 1,  # noqa: N803 - FHIR's name
+                 eventsUntilNumber: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,  # noqa: N803
+                 content: str | None = None) -> Response:
+    require(client, "subscriptions:write")
+    row = await _own(hub, client, subscription_id)
+    if row is None:
+        return _not_found()
+    if content is not None and content not in CONTENTS:
+        return _outcome(422, [("content", "must be id-only or full-resource")])
+    if eventsUntilNumber is not None and eventsUntilNumber < eventsSinceNumber:
+        return _outcome(422, [("eventsUntilNumber", "must not be less than eventsSinceNumber")])
+    async with hub.engine.connect() as conn:
+        q = (select(deliveries.c.event_number, deliveries.c.payload, deliveries.c.message_id, deliveries.c.created_at)
+             .where(deliveries.c.subscription_id == subscription_id,
+                    deliveries.c.event_number >= eventsSinceNumber)
+             .order_by(deliveries.c.event_number).limit(100))
+        if eventsUntilNumber is not None:
+            q = q.where(deliveries.c.event_number <= eventsUntilNumber)
+        rows = (await conn.execute(q)).all()
+        await conn.rollback()
+    s = await subscription_status(hub.engine, row)
+    fhir = row.fhir or {}
+    bundle = notification(
+        kind="query-event", subscription_id=subscription_id, hub_endpoint=hub.settings.hub_endpoint, fhir=fhir,
+        since_start=s["events_since_subscription_start"], content=content or fhir.get("content"),
+        status=fhir.get("status", "active") if row.active else "off",
+        events=[Event(r.event_number, hub.protector.decrypt(r.payload), r.message_id, r.created_at) for r in rows])
+    return _fhir(bundle)

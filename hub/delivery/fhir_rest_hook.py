@@ -1,0 +1,104 @@
+"""FHIR topic-based subscriptions, rest-hook channel: the webhook deliverer
+(same queue, order, leases, backoff, signature, per-subscription tasks) with
+each queued S117 message wrapped in a `subscription-notification` Bundle
+(hub.fhir.subscriptions), plus the handshake and heartbeats.
+
+Heartbeats: while the hub serves, a subscription with a heartbeat period gets
+a `heartbeat` notification whenever nothing was sent to it for that long.
+They carry `eventsSinceSubscriptionStart`, so a receiver learns of a gap even
+when no new event comes. They are not queued (no event number, not retried):
+the next one follows a period later. Two instances on one store may each send
+one; receivers take heartbeats as idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hub.crypto import DataProtector
+from hub.delivery.webhook import WebhookDeliverer, signed_headers
+from hub.fhir.subscriptions import Event, notification
+from hub.observability.logging import get_logger
+from hub.store.schema import subscription_counters, subscriptions
+
+log = get_logger("hub.fhir_rest_hook")
+CHANNEL = "fhir"
+
+
+async def post_notification(client: Any, url: str, secret: str, bundle: dict, deadline: float,
+                            kind: str) -> str | None:
+    """POST one notification Bundle; None if the endpoint took it (2xx), else why not."""
+    body = orjson.dumps(bundle)
+    # Not an event: no S117-Event-Id, so the event id signed is empty.
+    headers = signed_headers(secret, "", body, {"S117-Notification-Type": kind})
+    try:
+        async with asyncio.timeout(deadline):
+            resp = await client.post(url, content=body, headers=headers)
+    except TimeoutError:
+        return "Timeout"
+    except Exception as exc:  # noqa: BLE001 - any transport failure is an answer here
+        return type(exc).__name__
+    return None if 200 <= resp.status_code < 300 else f"HTTP {resp.status_code}"
+
+
+class FhirRestHookDeliverer(WebhookDeliverer):
+    channel = CHANNEL
+
+    def __init__(self, engine: AsyncEngine, protector: DataProtector, client: Any, *args: Any,
+                 hub_endpoint: str, **kwargs: Any) -> None:
+        super().__init__(engine, protector, client, *args, **kwargs)
+        self._hub_endpoint = hub_endpoint
+        self._last_sent: dict[str, float] = {}
+        self._heartbeats: set[asyncio.Task] = set()
+
+    def _body(self, row: Any, message: bytes) -> bytes:
+        fhir = row.fhir or {}
+        self._last_sent[row.subscription_id] = time.monotonic()
+        bundle = notification(kind="event-notification", subscription_id=row.subscription_id,
+                              hub_endpoint=self._hub_endpoint, fhir=fhir, since_start=row.event_number or 0,
+                              events=[Event(row.event_number or 0, message, row.message_id, row.created_at)])
+        return orjson.dumps(bundle)
+
+    async def _observe(self) -> None:
+        await self.send_heartbeats()
+
+    async def send_heartbeats(self) -> int:
+        """Start a heartbeat for every active subscription whose period has passed
+        since it was last sent anything; returns how many were started."""
+        now = time.monotonic()
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(
+                select(subscriptions.c.subscription_id, subscriptions.c.url, subscriptions.c.secret,
+                       subscriptions.c.fhir, subscription_counters.c.last_event_number)
+                .join(subscription_counters,
+                      subscription_counters.c.subscription_id == subscriptions.c.subscription_id, isouter=True)
+                .where(subscriptions.c.channel == CHANNEL, subscriptions.c.active.is_(True)))).all()
+            await conn.rollback()
+        started = 0
+        for r in rows:
+            period = (r.fhir or {}).get("heartbeat_seconds")
+            if not period or (r.fhir or {}).get("status") != "active":
+                continue
+            last = self._last_sent.setdefault(r.subscription_id, now)
+            if now - last < period:
+                continue
+            self._last_sent[r.subscription_id] = now
+            task = asyncio.create_task(self._heartbeat(r))
+            self._heartbeats.add(task)
+            task.add_done_callback(self._heartbeats.discard)
+            started += 1
+        return started
+
+    async def _heartbeat(self, r: Any) -> None:
+        bundle = notification(kind="heartbeat", subscription_id=r.subscription_id, hub_endpoint=self._hub_endpoint,
+                              fhir=r.fhir, since_start=int(r.last_event_number or 0))
+        secret = self._protector.decrypt(r.secret).decode()
+        error = await post_notification(self._client, r.url, secret, bundle, self._deadline, "heartbeat")
+        if error:
+            log.warning("heartbeat not taken", subscription_id=r.subscription_id, error_kind=error)
