@@ -6,13 +6,14 @@ acknowledgement; while Kafka cannot be reached, deliveries back off and wait."""
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from datetime import datetime
+from datetime import date, datetime
 
 import httpx
 import jsonschema
@@ -25,6 +26,7 @@ from hub.clients import add_client
 from hub.delivery.kafka_topic import KafkaTopicDeliverer
 from hub.fhir.namespaces import HUB_PERSON_ID_SYSTEM
 from hub.fhir.validate import validate_message
+from hub.sample_data import detention_to_move_scenario
 from tests.conftest import InProcessHub
 from tests.conftest import test_settings as make_settings
 from tests.support import push_scenario
@@ -178,3 +180,40 @@ async def test_while_kafka_is_unreachable_deliveries_back_off_and_wait(tmp_path,
         assert all(d["status"] == "delivered" for d in log) and log[-1]["attempts"] == 2
         records = await _consume(kafka_bootstrap, topic, len(log))
         assert [dict(r.headers)["event_id"].decode() for r in records] == [d["event_id"] for d in reversed(log)]
+
+
+async def test_the_internal_event_topic_matches_its_asyncapi_description(tmp_path, kafka_bootstrap):
+    """s117.events as the hub writes it in Kafka mode (outbox relayed by KafkaRelay)."""
+    app = create_app(make_settings(tmp_path, bus_url=f"kafka://{kafka_bootstrap}", kafka_partitions=3))
+    async with app.router.lifespan_context(app):
+        hub = app.state.hub
+        trust = (await add_client(hub.engine, "Oxford Health", "RNU", "trust", ["register:write"]))[1]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
+            doc = (await http.get("/asyncapi.json")).json()
+            assert doc["servers"]["bus"]["protocol"] == "kafka"
+            ids: set[str] = set()
+            for c in detention_to_move_scenario(random.Random(24), f"ce-{uuid.uuid4().hex[:6]}", date(2025, 1, 6)):
+                r = await http.post("/v1/register-changes", headers={"X-API-Key": trust}, json=c)
+                assert r.status_code == 202, r.text
+                ids |= {e["event_id"] for e in r.json()["events"]}
+            while await hub.relay.run_once():
+                pass
+        topic = doc["channels"]["internalEvents"]["address"]
+        message_doc = doc["components"]["messages"]["BusEvent"]
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=None,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        mine = []
+        try:
+            async with asyncio.timeout(30):
+                while len(mine) < len(ids):
+                    for records in (await consumer.getmany(timeout_ms=500)).values():
+                        mine += [r for r in records if dict(r.headers).get("event_id", b"").decode() in ids]
+        finally:
+            await consumer.stop()
+        checker = jsonschema.FormatChecker()
+        for rec in mine:
+            jsonschema.validate({k: v.decode() for k, v in rec.headers}, message_doc["headers"], format_checker=checker)
+            jsonschema.validate(rec.key.decode(), message_doc["bindings"]["kafka"]["key"], format_checker=checker)
+            jsonschema.validate(orjson.loads(rec.value), message_doc["payload"])
+        assert {dict(r.headers)["event_id"].decode() for r in mine} == ids
