@@ -1,5 +1,8 @@
 """Councils and ICBs subscribe to their feeds: webhooks, pull feeds, Kafka
-topics and file exports, with a delivery log."""
+topics and file exports, with a delivery log; every message of a subscription
+has a gap-free event number (hub.delivery.queue), replayed by number with
+/events and summed up by /status. FHIR Subscriptions (hub/api/fhir_subscriptions.py)
+are the same subscriptions seen through FHIR."""
 
 from __future__ import annotations
 

@@ -273,9 +273,6 @@ class SubscriptionDeliverer:
         raise NotImplementedError
 
 
-OrderedBatchDeliverer = SubscriptionDeliverer  # the name before per-subscription tasks
-
-
 class Deliverer(Protocol):
     async def run_once(self) -> int: ...
 
