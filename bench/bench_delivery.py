@@ -12,7 +12,7 @@ subscription). Delivery latency = receiver's arrival time - time queued.
     slow+hung    one answers in 5 s, one times out         (the others' p99 must stay within 2x)
     lockstep     slow+hung with the old loop of awaited rounds (run_once), fewer rounds
 
-    .venv/bin/python bench/bench_delivery.py [rounds]     (default 4 rounds of 50 messages)
+    .venv/bin/python bench/bench_delivery.py [rounds]     (default 6 rounds of 50 messages)
 """
 
 from __future__ import annotations
@@ -200,4 +200,4 @@ if __name__ == "__main__":
         asyncio.run(_serve_receivers([float(d) for d in sys.argv[2:]]))
     else:
         sys.path.insert(0, os.fspath(Path(__file__).resolve().parent.parent))
-        asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 4))
+        asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 6))
