@@ -32,7 +32,7 @@ async def test_an_endpoint_that_hangs_does_not_hold_up_another(store_hub):
     fast, hanging = Receiver(secret=SECRET), Receiver(secret=SECRET, delay=3.0)
     await fast.start()
     await hanging.start()
-    clients = HostClients(timeout=1.0)
+    clients = HostClients(timeout=1.0, allowed_hosts=["127.0.0.1"])
     stop = asyncio.Event()
     try:
         await _subscribe(store_hub, hanging.url(COUNCIL))  # created first: its deliveries are queued first
@@ -72,7 +72,7 @@ async def test_an_endpoint_that_hangs_does_not_hold_up_another(store_hub):
 async def test_a_delivery_leased_by_a_dead_instance_goes_once_the_lease_ends(store_hub):
     receiver = Receiver(secret=SECRET)
     await receiver.start()
-    clients = HostClients(timeout=1.0)
+    clients = HostClients(timeout=1.0, allowed_hosts=["127.0.0.1"])
     stop = asyncio.Event()
     try:
         sub = await _subscribe(store_hub, receiver.url(COUNCIL))

@@ -34,7 +34,7 @@ async def test_in_flight_attempts_are_bounded_across_subscriptions(app_hub):
     h = {"X-API-Key": app_hub.keys["E06000060"]}
     for i in range(5):
         r = await app_hub.http.post("/v1/subscriptions", headers=h,
-                                    json={"url": f"https://council-{i}.example/hook", "secret": "s" * 32})
+                                    json={"url": f"http://127.0.0.1:{9100 + i}/hook", "secret": "s" * 32})
         assert r.status_code == 201
     await push_scenario(app_hub, seed=71)
     async with app_hub.hub.engine.connect() as conn:
