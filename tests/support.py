@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import orjson
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
@@ -38,6 +39,11 @@ CAPTURE_LIMIT = 60
 
 def capture(body: bytes, message_id: str | None) -> None:
     if message_id and len(CAPTURED_MESSAGES) < CAPTURE_LIMIT:
+        try:  # S117 message Bundles only: a FHIR subscription-notification wraps one (its own test checks it)
+            if orjson.loads(body).get("type") != "message":
+                return
+        except (orjson.JSONDecodeError, AttributeError):
+            pass
         CAPTURED_MESSAGES.setdefault(message_id, body)
 
 
