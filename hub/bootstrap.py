@@ -187,7 +187,8 @@ async def build_hub(settings: Settings) -> Hub:
     # every connection checked against the webhook target rules (hub/delivery/targets.py).
     http = HostClients(settings.webhook_timeout_seconds, per_host=settings.webhook_max_connections_per_host,
                        allowed_hosts=settings.webhook_allowed_hosts)
-    ingest = IngestService(engine, ref, agreements, protector)
+    ingest = IngestService(engine, ref, agreements, protector, batch_max=settings.ingest_batch_max,
+                           batch_wait=settings.ingest_batch_wait_ms / 1000)
     hub = Hub(
         settings=settings, engine=engine, ref=ref, agreements=agreements, protector=protector,
         sharing=sharing, bus=bus,

@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     # The console's time series (hub/timeseries.py): a sample every this many seconds; 0: off.
     sample_seconds: float = 60.0
     run_workers: bool = True
+    # Group commit (hub/ingest/group_commit.py): at most this many changes per
+    # transaction, waiting at most this many milliseconds for a batch to fill
+    # while changes arrive concurrently. 1 = one transaction per change.
+    ingest_batch_max: int = 64
+    ingest_batch_wait_ms: float = 2.0
 
     # HL7 v2 ADT over MLLP (hub/mllp.py): off unless a port is set. MLLP has no
     # authentication: keep it on a network only the trusts' engines reach.

@@ -26,23 +26,32 @@ def _topic_lock_key(topic: str) -> int:
     return int.from_bytes(hashlib.sha256(b"s117.bus/" + topic.encode()).digest()[:8], "big", signed=True)
 
 
-async def publish(conn: AsyncConnection, message: BusMessage) -> None:
+async def lock_topic(conn: AsyncConnection, topic: str) -> None:
+    """PostgreSQL: hold the topic's publish lock until commit (see `publish`);
+    a no-op on SQLite, whose BEGIN IMMEDIATE already makes one writer."""
     if conn.dialect.name == "postgresql":
-        # An offset is drawn at INSERT but becomes visible at COMMIT. Were two
-        # publishers to commit out of offset order, a consumer could ack past
-        # the lower offset before it was visible and never see it. Holding a
-        # per-topic lock from the first publish to commit makes offset order
-        # commit order. (SQLite gets this from BEGIN IMMEDIATE: one writer.)
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _topic_lock_key(message.topic)})
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _topic_lock_key(topic)})
+
+
+async def publish(conn: AsyncConnection, message: BusMessage) -> None:
+    # An offset is drawn at INSERT but becomes visible at COMMIT. Were two
+    # publishers to commit out of offset order, a consumer could ack past
+    # the lower offset before it was visible and never see it. Holding a
+    # per-topic lock from the first publish to commit makes offset order
+    # commit order. (SQLite gets this from BEGIN IMMEDIATE: one writer.)
+    await lock_topic(conn, message.topic)
+    # One statement for every message (parameters apart): compiled once, and
+    # inside an ingest batch (hub/ingest/group_commit.py) one executemany.
     await conn.execute(
-        bus_messages.insert().values(
+        bus_messages.insert(),
+        dict(
             topic=message.topic,
             key=message.key,
             event_id=message.event_id,
             payload=message.payload,
             headers=message.headers,
             created_at=datetime.now(UTC),
-        )
+        ),
     )
 
 

@@ -22,3 +22,7 @@ PURGED = Counter("s117_retention_purged_total", "Rows purged or emptied by the r
 SUBSCRIPTION_FAILING = Gauge("s117_subscription_failing_seconds",
                              "How long the oldest delivery a subscription has failed to send has waited",
                              ["org_code", "channel"])
+INGEST_BATCH = Histogram("s117_ingest_batch_changes", "Register changes written per group-commit transaction",
+                         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+INGEST_FALLBACKS = Counter("s117_ingest_batch_fallbacks_total",
+                           "Group-commit batches rolled back and re-run one change per transaction")

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy import Table, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from hub.store.private_files import private_sqlite
 
+
+
+READ_ONLY = "s117_read_only"
+
+
+@asynccontextmanager
+async def read_only(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads only (its transaction is rolled back at the end).
+    On SQLite it begins a deferred transaction (a WAL snapshot, no write lock);
+    a write on it fails rather than queueing. PostgreSQL: an ordinary connection."""
+    async with engine.connect() as conn:
+        await conn.execution_options(**{READ_ONLY: True})
+        try:
+            yield conn
+        finally:
+            await conn.rollback()
 
 
 def create_engine(database_url: str) -> AsyncEngine:
@@ -33,8 +51,10 @@ def create_engine(database_url: str) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _sqlite_begin(conn):  # noqa: ANN001
-            # Take the write lock at BEGIN so two writers queue rather than deadlock.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Take the write lock at BEGIN so two writers queue rather than deadlock;
+            # a read-only connection (`read_only`) takes a snapshot and no lock, so
+            # reads never wait behind a writer's fsync (WAL).
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         # Let SQLAlchemy's begin event issue the BEGIN instead of pysqlite.
         @event.listens_for(engine.sync_engine, "connect")

@@ -1,0 +1,307 @@
+"""Load: the hub as a real `uvicorn` process in embedded mode (SQLite WAL,
+synchronous=FULL), N concurrent clients posting register changes to
+`/v1/register-changes`, and a local webhook receiver (a council subscribed to
+everything) recording when each message arrives.
+
+Prints accepted/s, POST p50/p99, POST -> webhook p50/p99, delivered/s and the
+hub's CPU per change (its deliveries included), beside a baseline measured in
+the same run on the same disk: a bare `sqlite3` row insert of a register
+change, one fsync'd transaction per row, with the same pragmas. The ratio
+(hub time per change / bare insert time per row) is what to compare between
+runs on a busy machine.
+
+    .venv/bin/python bench/bench_load.py                 # 3,000 changes at 1, 8 and 32 clients
+    .venv/bin/python bench/bench_load.py --quick         # 600 changes at 32 clients
+    .venv/bin/python bench/bench_load.py --clients 32 --changes 5000
+    .venv/bin/python bench/bench_load.py --quick --profile   # py-spy the hub (pip install py-spy)
+
+Changes are synthetic: people from the 999 test range (hub/sample_data.py),
+four changes each (detained, section changed, left hospital, moved), each
+person's changes sent in order by one client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import date
+from pathlib import Path
+
+import httpx
+import orjson
+import uvicorn
+import yaml
+from fastapi import FastAPI, Request, Response
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hub.clients import add_client  # noqa: E402
+from hub.sample_data import detention_to_move_scenario  # noqa: E402
+from hub.store.db import create_engine, create_schema  # noqa: E402
+from tests.support import HubProcess, free_port  # noqa: E402
+
+SECRET = "bench-webhook-secret-0123456789abcdef0123"
+# Every body the sample people's events are routed to (the council, the host
+# council after the move, the ICB) subscribes to everything its agreement allows.
+ORGS = {"E06000060": "council", "E10000034": "council", "QU9": "icb"}
+SHARING = {"version": 1, "agreements": [{"id": "DSA-BENCH", "valid_from": "2020-01-01", "recipients": [
+    {"org_code": org, "events": ["*"],
+     "field_groups": ["identity", "demographics", "legal-status", "responsibility", "explanations"]}
+    for org in ORGS]}]}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def mean_batch(metrics_text: str) -> float:
+    values = {}
+    for line in metrics_text.splitlines():
+        for name in ("s117_ingest_batch_changes_sum", "s117_ingest_batch_changes_count"):
+            if line.startswith(name + " "):
+                values[name] = float(line.split()[1])
+    return values.get("s117_ingest_batch_changes_sum", 0) / max(values.get("s117_ingest_batch_changes_count", 0), 1)
+
+
+def make_changes(n: int, seed: int) -> list[list[dict]]:
+    rng = random.Random(seed)
+    people = []
+    run = uuid.uuid4().hex[:6]
+    for i in range((n + 3) // 4):
+        people.append(detention_to_move_scenario(rng, f"bench-{run}-{i}", date(2024, 1, 1)))
+    return people
+
+
+def bare_insert(path: Path, changes: list[dict]) -> float:
+    """Rows/s: one register-change-sized row per fsync'd transaction, same pragmas."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE register_changes (change_id TEXT PRIMARY KEY, person_id TEXT, source TEXT,"
+               " source_message_id TEXT, change_type TEXT, effective_date TEXT, canonical TEXT,"
+               " UNIQUE (source, source_message_id))")
+    t0 = time.perf_counter()
+    for c in changes:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO register_changes VALUES (?,?,?,?,?,?,?)",
+                   (str(uuid.uuid4()), "p", "bench", c["source_message_id"], c["change_type"],
+                    c["effective_date"], orjson.dumps(c).decode()))
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - t0
+    db.close()
+    return len(changes) / elapsed
+
+
+class Arrivals:
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}  # event id -> first arrival
+        self.messages = 0
+        self.port = free_port()
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task | None = None
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/hook")
+        async def hook(request: Request) -> Response:
+            await request.body()
+            self.at.setdefault(request.headers.get("s117-event-id", ""), time.perf_counter())
+            self.messages += 1
+            self.last = time.perf_counter()
+            return Response(status_code=204)
+
+        return app
+
+    async def start(self) -> None:
+        self._server = uvicorn.Server(uvicorn.Config(self.app(), host="127.0.0.1", port=self.port,
+                                                     log_config=None, lifespan="off", access_log=False))
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        assert self._server is not None and self._task is not None
+        self._server.should_exit = True
+        await self._task
+
+
+async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, batch_max: int) -> dict:
+    workdir = tmp / f"c{clients}-b{batch_max}"
+    workdir.mkdir()
+    sharing = workdir / "sharing.yaml"
+    sharing.write_text(yaml.safe_dump(SHARING))
+    people = make_changes(n, seed=clients)
+    flat = [c for p in people for c in p][:n]
+
+    base_rate = bare_insert(workdir / "bare.db", flat)
+
+    arrivals = Arrivals()
+    await arrivals.start()
+    env = {"S117_LOG_LEVEL": args.log_level, "S117_WORKER_POLL_SECONDS": "0.05",
+           "S117_INGEST_BATCH_MAX": str(batch_max)}
+    if args.ingest_only:
+        env["S117_RUN_WORKERS"] = "false"
+    hub = HubProcess(workdir, sharing_path=sharing, **env)
+    engine = create_engine(hub.db_url)
+    await create_schema(engine)
+    _, trust_key = await add_client(engine, "Bench trust", "RNU", "trust", ["register:write"])
+    sub_keys = {org: (await add_client(engine, org, org, kind, ["subscriptions:write"]))[1]
+                for org, kind in ORGS.items()}
+    await engine.dispose()
+    await hub.start()
+    profiler = None
+    try:
+        limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=120, limits=limits) as http:
+            for key in sub_keys.values():
+                r = await http.post("/v1/subscriptions", headers={"X-API-Key": key},
+                                    json={"channel": "webhook", "url": f"http://127.0.0.1:{arrivals.port}/hook",
+                                          "secret": SECRET})
+                assert r.status_code == 201, r.text
+            if args.profile:
+                out = tmp / f"profile-c{clients}-b{batch_max}.txt"
+                spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+                assert spy, "--profile needs py-spy (pip install py-spy)"
+                profiler = subprocess.Popen([spy, "record", "--pid", str(hub.proc.pid), "--format", "raw",
+                                             "-o", str(out), "--nonblocking"],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            queue: asyncio.Queue[list[dict]] = asyncio.Queue()
+            budget = n
+            for p in people:
+                take = p[:budget]
+                budget -= len(take)
+                if take:
+                    queue.put_nowait(take)
+            post_lat: list[float] = []
+            sent_at: dict[str, float] = {}
+            failures: list[str] = []
+            types: dict[str, str] = {}
+            headers = {"X-API-Key": trust_key, "Content-Type": "application/json"}
+
+            async def client() -> None:
+                while not queue.empty():
+                    for change in queue.get_nowait():
+                        body = orjson.dumps(change)
+                        s = time.perf_counter()
+                        resp = await http.post("/v1/register-changes", content=body, headers=headers)
+                        post_lat.append(time.perf_counter() - s)
+                        if resp.status_code != 202:
+                            failures.append(f"{resp.status_code} {resp.text[:200]}")
+                            continue
+                        for ev in resp.json()["events"]:
+                            sent_at[ev["event_id"]] = s
+                            types[ev["event_id"]] = ev["event_type"]
+
+            cpu0 = cpu_seconds(hub.proc.pid)
+            t0 = time.perf_counter()
+            await asyncio.gather(*(client() for _ in range(clients)))
+            ingest_elapsed = time.perf_counter() - t0
+            deadline = time.monotonic() + args.drain_timeout
+            while not args.ingest_only and len(set(sent_at) & set(arrivals.at)) < len(sent_at) \
+                    and time.monotonic() < deadline:
+                # Quiet for 10 s with everything accepted: what is left is routed to no subscriber.
+                if time.perf_counter() - getattr(arrivals, "last", t0) > 10:
+                    break
+                await asyncio.sleep(0.05)
+            if not args.ingest_only:
+                await asyncio.sleep(0.5)  # the other recipients' copies of the last events
+            drained = time.perf_counter() - t0
+            cpu = cpu_seconds(hub.proc.pid) - cpu0
+            batch_mean = mean_batch((await http.get("/metrics")).text)
+    finally:
+        if profiler is not None:
+            profiler.send_signal(2)
+            profiler.wait(30)
+        hub.stop()
+        await arrivals.stop()
+    delivered = [eid for eid in sent_at if eid in arrivals.at]
+    e2e = [arrivals.at[eid] - sent_at[eid] for eid in delivered]
+    last_arrival = getattr(arrivals, "last", t0)
+    accepted = len(post_lat) - len(failures)
+    if failures:
+        print(f"  {len(failures)} POSTs failed, first: {failures[0]}", file=sys.stderr)
+    if len(delivered) < len(sent_at) and not args.ingest_only:
+        print(f"  {len(sent_at) - len(delivered)} of {len(sent_at)} messages not delivered within "
+              f"{args.drain_timeout:.0f} s: {sorted({types[e] for e in sent_at if e not in arrivals.at})}",
+              file=sys.stderr)
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "clients": clients, "batch": batch_max, "batch_mean": batch_mean, "changes": accepted, "accepted_s": accepted / ingest_elapsed,
+        "post_p50": pct(post_lat, 50), "post_p99": pct(post_lat, 99),
+        "e2e_p50": pct(e2e, 50), "e2e_p99": pct(e2e, 99),
+        "messages": arrivals.messages, "delivered_s": arrivals.messages / max(last_arrival - t0, 1e-9),
+        "cpu_ms": cpu / max(accepted, 1) * 1000, "drain_s": drained, "bare_s": base_rate,
+        "ratio": base_rate / (accepted / ingest_elapsed),
+    }
+
+
+def gc_label(r: dict) -> str:
+    return "off" if r["batch"] == 1 else f"on ({r['batch_mean']:.1f} changes/txn)"
+
+
+def fmt_ms(s: float) -> str:
+    return f"{s * 1000:,.0f} ms" if s >= 0.1 else f"{s * 1000:.1f} ms"
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="600 changes at 32 clients")
+    ap.add_argument("--clients", type=int, nargs="*", help="concurrency levels (default 1 8 32)")
+    ap.add_argument("--changes", type=int, help="changes per level (default 3000)")
+    ap.add_argument("--log-level", default="INFO", help="the hub's log level (default INFO, as deployed)")
+    ap.add_argument("--drain-timeout", type=float, default=300.0)
+    ap.add_argument("--profile", action="store_true", help="py-spy record the hub (raw stacks under the tmp dir)")
+    ap.add_argument("--ingest-only", action="store_true",
+                    help="no dispatcher or delivery workers in the hub (S117_RUN_WORKERS=false): ingest alone")
+    ap.add_argument("--compare", action="store_true",
+                    help="also run each level without group commit (S117_INGEST_BATCH_MAX=1)")
+    ap.add_argument("--keep", action="store_true", help="keep the databases and logs")
+    args = ap.parse_args()
+    levels = args.clients or ([32] if args.quick else [1, 8, 32])
+    n = args.changes or (600 if args.quick else 3000)
+    tmp = Path(tempfile.mkdtemp(prefix="s117-bench-load-"))
+    print(f"{n} register changes per level to a real hub process (SQLite WAL, synchronous=FULL), "
+          f"a webhook subscriber for every event; {os.cpu_count()} cores; load average "
+          f"{os.getloadavg()[0]:.1f} at start; data in {tmp}")
+    batches = [1, 64] if args.compare else [64]
+    results = [await run_level(c, n, tmp, args, b) for c in levels for b in batches]
+    print()
+    print("| clients | group commit | accepted/s | POST p50 / p99 | POST -> webhook p50 / p99 | delivered/s | hub CPU/change "
+          "| bare insert rows/s | hub / bare |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['clients']} | {gc_label(r)} | {r['accepted_s']:,.0f} | {fmt_ms(r['post_p50'])} / {fmt_ms(r['post_p99'])} "
+              f"| {fmt_ms(r['e2e_p50'])} / {fmt_ms(r['e2e_p99'])} | {r['delivered_s']:,.0f} "
+              f"| {r['cpu_ms']:.1f} ms | {r['bare_s']:,.0f} | {r['ratio']:.1f}x |")
+    print(f"(messages delivered: {', '.join(str(r['messages']) for r in results)}; "
+          f"load average at end {os.getloadavg()[0]:.1f})")
+    if args.profile:
+        print(f"profiles (py-spy raw, collapsed stacks): {tmp}/profile-c*.txt")
+    if not args.keep and not args.profile:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

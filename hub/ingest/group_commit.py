@@ -1,0 +1,243 @@
+"""Group commit: concurrent register changes written in one transaction per
+short batch, each caller answered only once its batch is durable.
+
+A caller hands `GroupCommit.run` a *unit of work*: an async function of a
+connection that reads what it needs (locking the person), evaluates, and
+writes. One writer task takes the units queued since its last commit (up to
+`max_batch`, waiting at most `max_wait` seconds for more while others are
+arriving), opens one transaction, runs them one after another and commits
+once, so a burst of N changes costs one fsync rather than N.
+
+- **Per-person order**: each unit names its keys (the person, the source
+  message id); a unit whose key is already in the forming batch waits for the
+  next one, in arrival order. So within a batch no unit reads what another
+  wrote, and the writes can be deferred:
+- **Write-behind**: a plain `INSERT` executed with a parameter dict
+  (`conn.execute(table.insert(), {...})`) is queued and executed at the end of
+  the batch as one `executemany` per table and column set, in first-seen
+  table order (so foreign keys are satisfied); every other statement (reads,
+  updates, `ON CONFLICT` inserts, locks) runs at once. A unit must not read
+  back rows it inserted itself that way.
+- **Failure is per unit**: if any unit raises or asks to roll back
+  (`async with conn.begin() as tx: ... await tx.rollback()`: alone, that
+  really rolls back, and the unit may then write in a transaction of its
+  own, as a held change does), or the batch
+  fails to commit (a unique key taken by another instance, a deadlock), the
+  batch is rolled back and every unit in it is run again on its own, in its
+  own transaction, exactly as without group commit; each caller gets its own
+  unit's answer or exception. Units must therefore be re-runnable (functions
+  of what is committed), which a register change's unit is.
+- `before_batch(conn)` runs first in every transaction (PostgreSQL: take the
+  event topic's lock before any person lock, so batches of two instances
+  queue rather than deadlock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Table
+from sqlalchemy.engine import Dialect, Result
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import Insert
+
+from hub.observability import metrics
+from hub.observability.logging import get_logger
+
+log = get_logger("hub.ingest.group_commit")
+T = TypeVar("T")
+
+
+class _UnitTx:
+    """What a unit's `async with conn.begin() as tx` yields: its transaction
+    is the batch's. `rollback()` inside a batch abandons the batch (every unit
+    is run again on its own); run alone, it rolls the real transaction back
+    (releasing SQLite's write lock) and the unit may go on to write elsewhere."""
+
+    def __init__(self, wb: WriteBehind) -> None:
+        self._wb = wb
+
+    async def __aenter__(self) -> _UnitTx:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def rollback(self) -> None:
+        if self._wb.tx is None:
+            raise _Fallback
+        self._wb.undo = True
+        self._wb._queued.clear()
+        await self._wb.tx.rollback()
+
+
+class WriteBehind:
+    """The connection a unit of work sees inside a batch (see module doc)."""
+
+    def __init__(self, conn: AsyncConnection, defer: bool = True, tx: Any = None) -> None:
+        self._conn = conn
+        self._defer = defer
+        self.tx = tx  # the unit's own transaction when it runs alone; None inside a batch
+        self._queued: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
+        self.undo = False
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._conn.dialect
+
+    def begin(self) -> _UnitTx:
+        return _UnitTx(self)
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Result | None:
+        if self._defer and type(statement) is Insert and isinstance(parameters, dict) \
+                and statement._values is None and not statement._returning \
+                and statement._post_values_clause is None:
+            self._queued.setdefault((statement.table, tuple(parameters)), []).append(parameters)
+            return None
+        if parameters is None:
+            return await self._conn.execute(statement)
+        return await self._conn.execute(statement, parameters)
+
+    async def flush(self) -> None:
+        # dicts keep insertion order: tables in the order first written.
+        queued, self._queued = self._queued, {}
+        for (table, _cols), rows in queued.items():
+            await self._conn.execute(table.insert(), rows)
+
+
+@dataclass(slots=True)
+class _Item(Generic[T]):
+    unit: Callable[[Any], Awaitable[T]]
+    keys: frozenset[Hashable]
+    future: asyncio.Future[T]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class GroupCommit:
+    def __init__(
+        self, engine: AsyncEngine, max_batch: int = 64, max_wait: float = 0.002,
+        before_batch: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+    ) -> None:
+        self._engine = engine
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self._before_batch = before_batch
+        self._queue: deque[_Item[Any]] = deque()
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_batch = 0
+        self.batches = 0
+        self.units = 0
+
+    async def run(self, unit: Callable[[Any], Awaitable[T]], keys: Iterable[Hashable] = ()) -> T:
+        """Run `unit(conn)` in the next batch; return its result once committed."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (tests): start afresh
+            self._loop, self._queue, self._wake, self._writer = loop, deque(), asyncio.Event(), None
+        item = _Item(unit, frozenset(keys), loop.create_future())
+        self._queue.append(item)
+        assert self._wake is not None
+        self._wake.set()
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write_loop(), name="group-commit")
+        return await item.future
+
+    async def _write_loop(self) -> None:
+        assert self._wake is not None
+        while self._queue:
+            await asyncio.sleep(0)  # let callers that are ready enqueue first
+            if self._last_batch > 1 and len(self._queue) < self.max_batch and self.max_wait > 0:
+                # Under concurrent load: give the batch a few ms to fill.
+                deadline = time.perf_counter() + self.max_wait
+                while len(self._queue) < self.max_batch:
+                    left = deadline - time.perf_counter()
+                    if left <= 0:
+                        break
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), left)
+                    except TimeoutError:
+                        break
+            batch = self._take()
+            self._last_batch = len(batch)
+            try:
+                await self._commit(batch)
+            except BaseException as exc:  # noqa: BLE001 - every caller must hear
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+
+    def _take(self) -> list[_Item[Any]]:
+        batch: list[_Item[Any]] = []
+        taken: set[Hashable] = set()
+        held: deque[_Item[Any]] = deque()
+        while self._queue and len(batch) < self.max_batch:
+            item = self._queue.popleft()
+            if item.keys & taken:
+                held.append(item)  # same person / message: next batch, order kept
+            else:
+                batch.append(item)
+            taken |= item.keys  # a held item's keys block later items too
+        held.extend(self._queue)
+        self._queue = held
+        return batch
+
+    async def _commit(self, batch: list[_Item[Any]]) -> None:
+        if len(batch) == 1:
+            await self._alone(batch[0])
+            return
+        results: list[Any] = []
+        try:
+            async with self._engine.connect() as conn:
+                async with conn.begin():
+                    if self._before_batch is not None:
+                        await self._before_batch(conn)
+                    wb = WriteBehind(conn)
+                    for item in batch:
+                        results.append(await item.unit(wb))
+                    await wb.flush()
+        except Exception as exc:  # noqa: BLE001 - each unit is re-run alone and answers for itself
+            log.info("group commit batch fell back to one transaction per change", count=len(batch),
+                     error=type(exc).__name__)
+            metrics.INGEST_FALLBACKS.inc()
+            for item in batch:
+                await self._alone(item)
+            return
+        self.batches += 1
+        self.units += len(batch)
+        metrics.INGEST_BATCH.observe(len(batch))
+        for item, result in zip(batch, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)
+
+    async def _alone(self, item: _Item[Any]) -> None:
+        try:
+            async with self._engine.connect() as conn:
+                async with conn.begin() as tx:
+                    if self._before_batch is not None:
+                        await self._before_batch(conn)
+                    wb = WriteBehind(conn, tx=tx)
+                    result = await item.unit(wb)
+                    if not wb.undo:
+                        await wb.flush()
+        except Exception as exc:  # noqa: BLE001 - handed to the caller
+            if not item.future.done():
+                item.future.set_exception(exc)
+            return
+        self.batches += 1
+        self.units += 1
+        metrics.INGEST_BATCH.observe(1)
+        if not item.future.done():
+            item.future.set_result(result)
+
+
+class _Fallback(Exception):
+    """A unit asked to roll back: undo the batch, run each unit alone."""

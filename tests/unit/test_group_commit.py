@@ -1,0 +1,158 @@
+"""Group commit (hub/ingest/group_commit.py): concurrent changes share
+transactions, yet each person's changes keep their order, a duplicate is
+answered with the first answer, and one failing unit never takes the others'
+changes with it."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import date
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+
+from hub.ingest.group_commit import GroupCommit
+from hub.sample_data import detention_to_move_scenario
+from hub.store.db import create_engine
+from hub.store.schema import bus_messages, ingest_results, register_changes
+
+
+async def count(engine, table) -> int:  # noqa: ANN001
+    async with engine.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(table))).scalar_one()
+
+
+async def test_concurrent_people_share_transactions_and_each_keeps_its_order(app_hub):
+    h = {"X-API-Key": app_hub.keys["trust"]}
+    people = [detention_to_move_scenario(random.Random(s), f"gc-{s}", date(2025, 1, 6)) for s in range(12)]
+
+    async def send(changes: list[dict]) -> list[dict]:
+        out = []
+        for c in changes:  # one person's changes, in order, as a trust's interface would
+            r = await app_hub.http.post("/v1/register-changes", headers=h, json=c)
+            assert r.status_code == 202, r.text
+            out.append(r.json())
+        return out
+
+    answers = await asyncio.gather(*(send(p) for p in people))
+    gc = app_hub.hub.ingest._commit
+    assert gc.units == 48
+    assert gc.batches < gc.units  # some changes shared a transaction (one fsync)
+    # Each person's events are those of the scenario sent alone: entitlement
+    # starts when they leave hospital, the move comes after it.
+    for person in answers:
+        assert [e["event_type"] for e in person[2]["events"]].count("s117-entitlement-started") == 1
+        assert "s117-moved-out-of-area" in [e["event_type"] for e in person[3]["events"]]
+        assert len({a["person_id"] for a in person}) == 1
+    # The outbox holds every event once, in the order each person's changes were accepted.
+    async with app_hub.hub.engine.connect() as conn:
+        rows = (await conn.execute(select(bus_messages.c.key, bus_messages.c.event_id)
+                                   .order_by(bus_messages.c.offset))).all()
+    for person in answers:
+        pid = person[0]["person_id"]
+        assert [r.event_id for r in rows if r.key == pid] == [e["event_id"] for a in person for e in a["events"]]
+    assert await count(app_hub.hub.engine, register_changes) == 48
+
+
+async def test_the_same_message_sent_concurrently_is_recorded_once(app_hub):
+    h = {"X-API-Key": app_hub.keys["trust"]}
+    change = detention_to_move_scenario(random.Random(5), "gc-dup", date(2025, 1, 6))[0]
+    others = [detention_to_move_scenario(random.Random(s), f"gc-o{s}", date(2025, 1, 6))[0] for s in range(6)]
+    rs = await asyncio.gather(*(app_hub.http.post("/v1/register-changes", headers=h, json=c)
+                                for c in [change] * 5 + others))
+    assert all(r.status_code == 202 for r in rs)
+    dup = [r.json() for r in rs[:5]]
+    assert len({a["change_id"] for a in dup}) == 1
+    assert sum(1 for a in dup if not a.get("duplicate")) == 1
+    assert await count(app_hub.hub.engine, register_changes) == 7
+    assert await count(app_hub.hub.engine, ingest_results) == 7
+
+
+@pytest.fixture
+async def table_engine(tmp_path):  # noqa: ANN001
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'gc.db'}")
+    md = MetaData()
+    t = Table("t", md, Column("id", Integer, primary_key=True), Column("v", String(10), nullable=False))
+    async with engine.begin() as conn:
+        await conn.run_sync(md.create_all)
+    yield engine, t
+    await engine.dispose()
+
+
+async def test_a_failing_unit_fails_alone_and_the_rest_commit(table_engine):
+    engine, t = table_engine
+    gc = GroupCommit(engine, max_wait=0.01)
+
+    def unit(i: int):  # noqa: ANN202
+        async def run(conn):  # noqa: ANN001, ANN202
+            await conn.execute(t.insert(), {"id": i, "v": str(i)})
+            if i == 3:
+                raise ValueError("unit 3 is broken")
+            return i
+        return run
+
+    def undone(i: int):  # noqa: ANN202
+        async def run(conn):  # noqa: ANN001, ANN202
+            async with conn.begin() as tx:
+                await conn.execute(t.insert(), {"id": i, "v": "undo"})
+                await tx.rollback()
+                return "rolled back"
+        return run
+
+    results = await asyncio.gather(*(gc.run(unit(i), keys=[i]) for i in range(8)), gc.run(undone(50), keys=[50]),
+                                   return_exceptions=True)
+    assert isinstance(results[3], ValueError)
+    assert [r for i, r in enumerate(results[:8]) if i != 3] == [0, 1, 2, 4, 5, 6, 7]
+    assert results[8] == "rolled back"
+    async with engine.connect() as conn:
+        ids = (await conn.execute(select(t.c.id).order_by(t.c.id))).scalars().all()
+    assert ids == [0, 1, 2, 4, 5, 6, 7]
+
+
+async def test_units_with_the_same_key_never_share_a_batch(table_engine):
+    engine, t = table_engine
+    gc = GroupCommit(engine, max_wait=0.01)
+    batches: list[list[int]] = []
+
+    def unit(i: int, key: str):  # noqa: ANN202
+        async def run(conn):  # noqa: ANN001, ANN202
+            batches[-1].append(i)
+            await conn.execute(t.insert(), {"id": i, "v": key})
+            return i
+        return run
+
+    take = gc._take
+
+    def watched():  # noqa: ANN202
+        batches.append([])
+        return take()
+
+    gc._take = watched
+    keys = ["a", "b", "a", "c", "a", "b"]
+    results = await asyncio.gather(*(gc.run(unit(i, k), keys=[k]) for i, k in enumerate(keys)))
+    assert results == list(range(6))
+    for batch in batches:
+        assert len({keys[i] for i in batch}) == len(batch), batches
+    ran = [i for batch in batches for i in batch]
+    assert [i for i in ran if keys[i] == "a"] == [0, 2, 4]  # in the order sent
+    assert [i for i in ran if keys[i] == "b"] == [1, 5]
+    assert len(batches[0]) > 1  # different keys did share a batch
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(t.c.id, t.c.v).order_by(t.c.id))).all()
+    assert [(r.id, r.v) for r in rows] == list(enumerate(keys))
+
+
+async def test_a_read_only_connection_does_not_wait_for_a_writer(table_engine):
+    from hub.store.db import read_only
+
+    engine, t = table_engine
+    async with engine.begin() as writer:  # holds SQLite's write lock until the block ends
+        await writer.execute(t.insert(), {"id": 1, "v": "uncommitted"})
+
+        async def read() -> list[int]:
+            async with read_only(engine) as conn:
+                return (await conn.execute(select(t.c.id))).scalars().all()
+
+        # A BEGIN IMMEDIATE reader would wait (busy timeout 30 s) for the writer's commit.
+        assert await asyncio.wait_for(read(), 5) == []  # the last committed snapshot
