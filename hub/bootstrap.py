@@ -34,6 +34,7 @@ from hub.timeseries import Sampler, run_sampler
 from hub.scheduler import ReviewScanner, run_review_scanner
 from hub.observability.logging import get_logger
 from hub.refdata.loader import load_reference_data
+from hub.register_counts import ensure_register_status
 from hub.settings import Settings
 from hub.workflows.consumer import WorkflowConsumer, run_workflow_consumer, run_workflow_scanner
 from hub.workflows.service import WorkflowService
@@ -174,6 +175,7 @@ async def build_hub(settings: Settings) -> Hub:
         else AgreementBook.default()
     )
     protector = DataProtector.from_settings(settings.data_key, settings.data_key_file)
+    await ensure_register_status(engine, ref, agreements)  # the summary's counts (hub/register_counts.py)
     sharing = SharingAgreements.load(settings.sharing_agreements_path, FIELD_GROUPS | {FUNDING})
     relay: KafkaRelay | None = None
     bus: Subscriber

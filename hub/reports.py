@@ -41,10 +41,8 @@ def register_summary(statuses: Iterable[S117Status], today: date, late_changes: 
 
     `late_changes` counts register changes recorded after the 5-working-day
     service level, per council code (the body that keeps the register)."""
-    statuses = list(statuses)
     rows: dict[PairKey, Counter[str]] = defaultdict(Counter)
     names: dict[str, str] = {}
-    months = [add_months(date(today.year, today.month, 1), -i) for i in range(11, -1, -1)]
     started_by_month: Counter[date] = Counter()
     ended_by_month: Counter[date] = Counter()
     year_ago = add_months(today, -12)
@@ -76,8 +74,23 @@ def register_summary(statuses: Iterable[S117Status], today: date, late_changes: 
             c["ended_last_12_months"] += 1
         if st.open_disputes:
             c["open_disputes"] += 1
-    fields = ("entitled", "started_last_12_months", "ended_last_12_months", "on_cto", "in_hospital",
-              "reviews_overdue", "open_disputes")
+    return publish_summary(rows, names, started_by_month, ended_by_month, late_changes or Counter(), today)
+
+
+FIELDS = ("entitled", "started_last_12_months", "ended_last_12_months", "on_cto", "in_hospital",
+          "reviews_overdue", "open_disputes")
+
+
+def publish_summary(
+    rows: dict[PairKey, Counter[str]], names: dict[str, str], started_by_month: Counter[date],
+    ended_by_month: Counter[date], late_changes: Counter[str], today: date,
+) -> dict:
+    """Exact counts per (council, ICB) pair, monthly starts and ends (keyed by
+    the first of the month) and late changes per council -> the suppressed
+    summary. Used on statuses evaluated now and on the maintained counts
+    (hub/register_counts.py) alike."""
+    months = [add_months(date(today.year, today.month, 1), -i) for i in range(11, -1, -1)]
+    fields = FIELDS
     total: Counter[str] = Counter()
     out_rows = []
     for key in sorted(rows, key=lambda k: (k.council, k.commissioner)):
@@ -87,7 +100,7 @@ def register_summary(statuses: Iterable[S117Status], today: date, late_changes: 
             "council": {"code": key.council, "name": names.get(key.council, key.council)},
             "commissioner": {"code": key.commissioner, "name": names.get(key.commissioner, key.commissioner)},
             **{f: suppress(c[f]) for f in fields},
-            "changes_recorded_late": suppress((late_changes or Counter())[key.council]),
+            "changes_recorded_late": suppress(late_changes[key.council]),
         })
     return {
         "as_of": today.isoformat(),

@@ -4,23 +4,18 @@ is the responsible council or ICB; the hub operator sees all."""
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, date, datetime
 
 from fastapi import APIRouter
-from sqlalchemy import select
 
+from hub import register_counts
 from hub.api.deps import ClientDep, HubDep, require
-from hub.codec import from_jsonable
-from hub.domain.model import RegisterChange
-from hub.domain.rules import evaluate
 from hub.bootstrap import Hub
 from hub.domain.dates import add_months
 from hub.domain.money.expenditure import expenditure, financial_year
 from hub.ingest.service import Client
 from hub.reconciliation import list_agreement
-from hub.reports import expenditure_summary, list_agreement_rows, register_summary
-from hub.store.schema import register_changes, service_levels
+from hub.reports import expenditure_summary, list_agreement_rows
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 
@@ -29,26 +24,9 @@ router = APIRouter(prefix="/v1/reports", tags=["reports"])
 async def summary(hub: HubDep, client: ClientDep) -> dict:
     require(client, "reports:read")
     today = datetime.now(UTC).date()
-    async with hub.engine.connect() as conn:
-        rows = (await conn.execute(select(register_changes.c.person_id, register_changes.c.canonical)
-                                   .order_by(register_changes.c.person_id))).all()
-        late = (await conn.execute(select(register_changes.c.person_id)
-                                   .join(service_levels, service_levels.c.change_id == register_changes.c.change_id)
-                                   .where(service_levels.c.state == "breach"))).scalars().all()
-        await conn.rollback()
-    by_person: dict[str, list[RegisterChange]] = {}
-    for r in rows:
-        by_person.setdefault(r.person_id, []).append(from_jsonable(RegisterChange, r.canonical))
-    statuses = {pid: evaluate(pid, changes, hub.ref, hub.agreements, today) for pid, changes in by_person.items()}
-    late_by_council: Counter[str] = Counter()
-    for pid in late:
-        council = statuses[pid].responsible_council
-        late_by_council[council.org.code if council and council.org else "unknown"] += 1
-    mine = list(statuses.values())
-    if "hub:admin" not in client.scopes:
-        mine = [s for s in mine if client.org_code in {
-            d.org.code for d in (s.responsible_council, s.responsible_commissioner) if d is not None and d.org}]
-    report = register_summary(mine, today, late_by_council)
+    # Maintained counts (hub/register_counts.py): one aggregate query, not a
+    # re-evaluation of every person per request.
+    report = await register_counts.summary(hub.engine, today, None if "hub:admin" in client.scopes else client.org_code)
     report["scope"] = "all" if "hub:admin" in client.scopes else client.org_code
     report["list_agreement"] = list_agreement_rows(
         await list_agreement(hub.engine, None if "hub:admin" in client.scopes else {client.org_code}))

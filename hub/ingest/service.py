@@ -37,6 +37,7 @@ from hub.ingest.nhs_number import normalise
 from hub.ingest.validation import FieldProblem, problems_from_pydantic, semantic_problems
 from hub.observability import metrics
 from hub.observability.logging import get_logger
+from hub.register_counts import record_status
 from hub.store.db import insert_or_merge, read_only
 from hub.store.schema import ingest_results, persons, quarantine, register_changes, service_levels
 from hub.domain.workflows.held import hold_reason
@@ -305,6 +306,7 @@ class IngestService:
                 "service_level": {"deadline": sl.deadline.isoformat(), "state": sl.state,
                                   "working_days_taken": sl.working_days_taken, "explanation": sl.explanation},
             }
+            await record_status(conn, person_id, after, late=sl.state == "breach")  # the report's counts
             await conn.execute(
                 ingest_results.insert(), dict(
                     source=client.client_id, source_message_id=change_in.source_message_id,

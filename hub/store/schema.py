@@ -379,6 +379,31 @@ export_items = Table(
     UniqueConstraint("delivery_id", name="uq_export_items_delivery"),
 )
 
+# The register summary's inputs, one row per person, written in the same
+# transaction as each of their changes (hub/register_counts.py) so that
+# GET /v1/reports/register-summary aggregates rows instead of re-evaluating
+# everyone. Organisation codes, flags and dates only: nothing identifying.
+register_status = Table(
+    "register_status",
+    metadata,
+    Column("person_id", String(36), ForeignKey("persons.person_id"), primary_key=True),
+    Column("council_code", String(16), nullable=True),
+    Column("council_name", String(200), nullable=True),
+    Column("icb_code", String(16), nullable=True),
+    Column("icb_name", String(200), nullable=True),
+    Column("entitled", Boolean, nullable=False),
+    Column("on_cto", Boolean, nullable=False),
+    Column("in_hospital", Boolean, nullable=False),
+    Column("open_disputes", Boolean, nullable=False),
+    Column("entitlement_start", Date, nullable=True),
+    Column("entitlement_end", Date, nullable=True),
+    Column("next_review_due", Date, nullable=True),
+    Column("late_changes", Integer, nullable=False),  # changes recorded after the service level
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_register_status_council", "council_code"),
+    Index("ix_register_status_icb", "icb_code"),
+)
+
 # Transfer and dispute cases (hub/workflows): the current case (its domain
 # record in `data`, no personal data), the stages of a dispute, and the
 # append-only history of every transition with the paragraph it rests on.
