@@ -24,6 +24,7 @@ from hub.delivery.webhook import HostClients, WebhookDeliverer, run_deliverer
 from hub.domain.agreements import AgreementBook
 from hub.domain.ports import ReferenceData
 from hub.fhir.messages import FIELD_GROUPS
+from hub.file_jobs import FileJobs
 from hub.ingest.service import IngestService
 from hub.mllp import MllpLimits, MllpServer, server_tls_context
 from hub.reconciliation import ItemWatcher, ReconciliationService, Reconciler, run_reconciler
@@ -85,12 +86,14 @@ class Hub:
     audit: AuditChain | None = None
     packages: PackageService | None = None  # aftercare packages and money (always set by build_hub)
     fhir_deliverer: FhirRestHookDeliverer | None = None
+    files: FileJobs | None = None  # council files recorded in the background (set by build_hub)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     def start_workers(self) -> None:
         poll = self.settings.worker_poll_seconds
         self._tasks = [
+            asyncio.create_task(self.files.resume(), name="council-files-resume"),
             asyncio.create_task(run_dispatcher(self.dispatcher, poll, self._stop), name="dispatcher"),
             asyncio.create_task(run_deliverer(self.deliverer, poll, self._stop), name="webhook-deliverer"),
         ]
@@ -152,6 +155,8 @@ class Hub:
         self._stop.set()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.files is not None:
+            await self.files.close()  # after the chunk in hand; the rest resumes at the next start
         close = getattr(self.bus, "close", None)
         if close is not None:
             await close()  # Kafka: commit handled work, leave the group
@@ -236,5 +241,6 @@ async def build_hub(settings: Settings) -> Hub:
     )
     hub.workflows = WorkflowService(engine, ref, agreements, protector, hub.ingest)
     hub.workflow_consumer = WorkflowConsumer(hub.workflows, bus, engine)
+    hub.files = FileJobs(engine, hub.ingest, protector, packages=hub.packages)
     log.info("hub started", database=engine.dialect.name, bus="kafka" if kafka_servers else "sql")
     return hub

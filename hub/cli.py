@@ -60,10 +60,12 @@ def _contracts(_args: argparse.Namespace) -> None:
 
 
 def _send_file(args: argparse.Namespace) -> None:
-    """POST a council file, print the hub's report; exit 0 if every row was
-    accepted (or was a duplicate), 3 if some rows were rejected, 1 if the whole
-    file was refused or the hub could not be reached: a nightly job's signal."""
+    """POST a council file; while the hub records its rows, show a progress bar
+    (stderr); then print the hub's per-row report (stdout). Exit 0 if every
+    row was accepted (or was a duplicate), 3 if some rows were rejected, 1 if
+    the whole file was refused or the hub could not be reached: a nightly job's signal."""
     import os
+    import time
 
     import httpx
 
@@ -75,10 +77,21 @@ def _send_file(args: argparse.Namespace) -> None:
         data = args.file.read_bytes()
     except OSError as exc:
         sys.exit(f"send-file: cannot read the file ({type(exc).__name__})")
+    base = args.url.rstrip("/")
+    headers = {"X-API-Key": key}
+    deadline = time.monotonic() + args.timeout
     try:
-        r = httpx.post(args.url.rstrip("/") + "/v1/council-files", params={"format": args.format},
-                       content=data, timeout=args.timeout,
-                       headers={"X-API-Key": key, "Content-Type": content_type})
+        r = httpx.post(base + "/v1/council-files", params={"format": args.format}, content=data,
+                       timeout=args.timeout, headers={**headers, "Content-Type": content_type})
+        while r.status_code == 202 or (r.status_code == 200 and r.json().get("status") == "processing"):
+            body = r.json()
+            _progress_bar(body.get("rows_done", 0), body.get("rows", 0))
+            if time.monotonic() > deadline:
+                print(json.dumps({"error": "timeout", "file_id": body.get("file_id"),
+                                  "detail": "the hub is still recording the file; GET /v1/council-files/{id} later"}))
+                sys.exit(1)
+            time.sleep(0.5)
+            r = httpx.get(f"{base}/v1/council-files/{body['file_id']}", timeout=args.timeout, headers=headers)
     except httpx.HTTPError as exc:
         print(json.dumps({"error": type(exc).__name__, "detail": "could not reach the hub"}))
         sys.exit(1)
@@ -86,6 +99,9 @@ def _send_file(args: argparse.Namespace) -> None:
         body = r.json()
     except ValueError:
         body = {"status": r.status_code, "detail": "the hub answered with something other than JSON"}
+    if r.status_code == 200 and body.get("rows"):
+        _progress_bar(body["rows"], body["rows"])
+        print(file=sys.stderr)
     print(json.dumps(body, indent=2))
     if r.status_code != 200:
         sys.exit(1)
@@ -128,6 +144,12 @@ def _fhir_package(args: argparse.Namespace) -> None:
         base, endpoint = settings.canonical_base, settings.hub_endpoint
     written = write_fhir_package(Path(args.out), base, endpoint, Path(args.tgz) if args.tgz else None)
     print(f"{len(written)} files under {Path(args.out) / 'package'}" + (f"; {args.tgz}" if args.tgz else ""))
+
+
+def _progress_bar(done: int, total: int, width: int = 30) -> None:
+    filled = width * done // total if total else width
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} rows")
+    sys.stderr.flush()
 
 
 def contract_schema(model) -> dict:  # noqa: ANN001

@@ -1,9 +1,11 @@
 """Council file channel: POST /v1/council-files takes a council case system's
-nightly export (adapters/council_files layouts), records each row as its own
-register change and answers with a per-row report.
+nightly export (adapters/council_files layouts), checks it as a whole, stores
+it and answers 202 with its id; its rows are then recorded in the background
+(hub/file_jobs.py), each as its own register change, and
+GET /v1/council-files/{id} shows the progress and, when done, the per-row report.
 
 Rows are independent: a bad row is quarantined with its reasons and never
-stops the good ones; each accepted row is committed on its own, so nothing
+stops the good ones; each accepted row is committed with its batch, so nothing
 accepted is lost if a later row fails. Re-sending is idempotent per RECORD_ID
 (the ingest answers a repeated source message id with its first answer), and a
 byte-identical file from the same council is answered from its first receipt
@@ -22,12 +24,12 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from adapters.council_files import LAYOUTS, FileMapping, Layout, MappedRow, column_for, map_file
+from adapters.council_files import LAYOUTS, FileMapping, Layout, map_file
 from hub.api.deps import ClientDep, HubDep, own_row, require
 from hub.api.problems import PROBLEM_JSON, ProblemError
 from hub.bootstrap import Hub
-from hub.ingest.service import PROBLEM_BASE, Client, Outcome
-from hub.ingest.validation import FieldProblem
+from hub.file_jobs import CHANNEL, counts, report_of
+from hub.ingest.service import PROBLEM_BASE, Client
 from hub.observability.logging import get_logger
 from hub.store.schema import file_receipts
 
@@ -35,12 +37,7 @@ router = APIRouter(prefix="/v1", tags=["council files"])
 log = get_logger("hub.files")
 
 MAX_FILE = 20 * 1024 * 1024
-CHANNEL = "file"
-NOT_RESPONSIBLE = ("no one with this NHS number is on the register with this council responsible: a package "
-                   "is recorded by the person's responsible council")
 CONTENT_TYPES = ("text/csv", "text/plain", "application/octet-stream")
-NOT_ON_REGISTER = ("no one with this NHS number is on the s117 register: a council event needs the person's "
-                   "qualifying detention, reported by the detaining trust, first")
 
 
 async def _read_limited(request: Request) -> bytes:
@@ -58,54 +55,6 @@ async def _read_limited(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _entry(row: MappedRow, outcome: Outcome, layout: Layout) -> dict[str, Any]:
-    entry: dict[str, Any] = {"row": row.row, "record_id": row.record_id}
-    if not outcome.is_problem:
-        entry["status"] = "duplicate" if outcome.body.get("duplicate") else "accepted"
-        if "package_id" in outcome.body:  # a package record (hub/money), not a register change
-            entry["package_id"] = outcome.body["package_id"]
-        else:
-            entry["change_id"] = outcome.body.get("change_id")
-        return entry
-    entry["status"] = "rejected"
-    entry["errors"] = [_in_file_terms(e, row.row, layout) for e in outcome.body.get("errors", [])]
-    if outcome.body.get("quarantine_id"):
-        entry["quarantine_id"] = outcome.body["quarantine_id"]
-    return entry
-
-
-def _in_file_terms(error: dict[str, str], row: int, layout: Layout) -> dict[str, str]:
-    """The hub's own validation names canonical fields; the council knows its columns."""
-    name = error.get("field", "")
-    if name.startswith("row "):
-        return error
-    column = column_for(layout, name)
-    return {"field": f"row {row}, column {column}" if column else f"row {row}, field {name}",
-            "reason": error.get("reason", "")}
-
-
-async def _ingest_row(hub: Hub, client: Client, row: MappedRow) -> Outcome:
-    if row.data is None:
-        return await hub.ingest.reject_unmapped(client, row.original, CHANNEL, list(row.problems), row.record_id)
-    if row.data.get("record") == "package" and hub.packages is not None:
-        data = {k: v for k, v in row.data.items() if k != "record"}
-        outcome = await hub.packages.record(client, data, row.original, CHANNEL)
-        if outcome.status_code == 404:  # not on the register, or not this council's: held like any bad row
-            problem = FieldProblem(f"row {row.row}, column NHS_NO", NOT_RESPONSIBLE)
-            return await hub.ingest.reject_unmapped(client, row.original, CHANNEL, [problem], row.record_id)
-        return outcome
-    if not await hub.ingest.is_on_register(row.data["person"]["nhs_number"]):
-        problem = FieldProblem(f"row {row.row}, column NHS_NO", NOT_ON_REGISTER)
-        return await hub.ingest.reject_unmapped(client, row.original, CHANNEL, [problem], row.record_id)
-    return await hub.ingest.accept_mapped(client, row.data, row.original, CHANNEL)
-
-
-def _counts(report: list[dict[str, Any]]) -> dict[str, int]:
-    statuses = [e["status"] for e in report]
-    return {"rows": len(report), "accepted": statuses.count("accepted"),
-            "duplicates": statuses.count("duplicate"), "rejected": statuses.count("rejected")}
-
-
 async def _save(hub: Hub, **values: Any) -> None:
     counts = values.pop("counts")
     async with hub.engine.begin() as conn:
@@ -115,8 +64,8 @@ async def _save(hub: Hub, **values: Any) -> None:
 
 
 async def _previous(hub: Hub, client: Client, sha256: str) -> Any:
-    q = (select(file_receipts).where(file_receipts.c.source == client.client_id,
-                                     file_receipts.c.sha256 == sha256, file_receipts.c.status == "processed")
+    q = (select(file_receipts).where(file_receipts.c.source == client.client_id, file_receipts.c.sha256 == sha256,
+                                     file_receipts.c.status.in_(("processed", "processing")))
          .order_by(file_receipts.c.received_at).limit(1))
     async with hub.engine.connect() as conn:
         row = (await conn.execute(q)).first()
@@ -135,7 +84,9 @@ def _file_problems(mapping: FileMapping, layout: Layout, client: Client) -> list
     "/council-files",
     summary="A council case system's nightly export of s117 register changes; answered row by row",
     responses={
-        200: {"description": "Per-row report: accepted, duplicate (first answer replayed) or rejected (quarantined)"},
+        202: {"description": "Stored; its rows are being recorded: GET /v1/council-files/{file_id} for progress and "
+                     "the per-row report"},
+        200: {"description": "The same file again: the first file's per-row report, accepted rows as duplicates"},
         413: {"description": "File larger than 20 MB"},
         422: {"description": "The whole file was rejected (empty, not UTF-8, bad header, trailer count wrong)"},
     },
@@ -163,20 +114,26 @@ async def post_council_file(
                "size_bytes": len(raw), "received_at": now}
 
     previous = await _previous(hub, client, sha256)
+    if previous is not None and previous.status == "processing":
+        # Sent again while the first is still being recorded: that one's id.
+        return JSONResponse(_progress(previous) | {"duplicate": True}, status_code=202,
+                            headers={"Location": f"/v1/council-files/{previous.file_id}"})
     if previous is not None:
-        report = [{**e, "status": "duplicate"} if e["status"] == "accepted" else e for e in previous.report]
-        counts = _counts(report)
-        await _save(hub, **receipt, status="replayed", counts=counts, replay_of=previous.file_id, report=report)
+        report = [{**e, "status": "duplicate"} if e["status"] == "accepted" else e
+                  for e in await report_of(hub.engine, previous)]
+        counts_ = counts(report)
+        await _save(hub, **receipt, status="replayed", counts=counts_, replay_of=previous.file_id,
+                    report=report if previous.report is not None else None)  # a receipt from before file_rows
         log.info("council file answered from its first receipt", source=client.client_id, channel=CHANNEL,
-                 status="replayed", count=counts["rows"])
-        return JSONResponse({"file_id": file_id, "format": layout.name, **counts, "duplicate": True,
-                             "replay_of": previous.file_id, "report": report})
+                 status="replayed", count=counts_["rows"])
+        return JSONResponse({"file_id": file_id, "format": layout.name, "status": "replayed", **counts_,
+                             "duplicate": True, "replay_of": previous.file_id, "report": report})
 
     mapping = map_file(raw, layout)
     problems = _file_problems(mapping, layout, client)
     if problems:
         errors = [{"field": "(file)", "reason": reason} for _code, reason in problems]
-        await _save(hub, **receipt, status="rejected", counts=_counts([]), problems=errors)
+        await _save(hub, **receipt, status="rejected", counts=counts([]), problems=errors)
         log.info("council file rejected", source=client.client_id, channel=CHANNEL, status="rejected",
                  reason_codes=[code for code, _ in problems])
         return JSONResponse(
@@ -185,21 +142,32 @@ async def post_council_file(
              "errors": errors, "file_id": file_id, "format": layout.name},
             status_code=422, media_type=PROBLEM_JSON)
 
-    report = []
-    for row in mapping.rows:
-        report.append(_entry(row, await _ingest_row(hub, client, row), layout))
-    counts = _counts(report)
-    await _save(hub, **receipt, status="processed", counts=counts, report=report)
-    log.info("council file processed", source=client.client_id, channel=CHANNEL, status="processed",
-             count=counts["rows"])
-    return JSONResponse({"file_id": file_id, "format": layout.name, **counts, "report": report})
+    await _save(hub, **receipt, status="processing", counts={**counts([]), "rows": len(mapping.rows)},
+                rows_done=0, content=hub.protector.encrypt(raw))
+    hub.files.start(file_id, mapping.rows)
+    log.info("council file accepted", source=client.client_id, channel=CHANNEL, status="processing",
+             count=len(mapping.rows), file_id=file_id)
+    return JSONResponse({"file_id": file_id, "format": layout.name, "status": "processing",
+                         "rows": len(mapping.rows), "rows_done": 0},
+                        status_code=202, headers={"Location": f"/v1/council-files/{file_id}"})
 
 
-@router.get("/council-files/{file_id}", summary="A council file's receipt: counts and the per-row report")
+def _progress(row: Any) -> dict[str, Any]:
+    return {"file_id": row.file_id, "format": row.format, "status": row.status, "rows": row.row_count,
+            "rows_done": row.row_count if row.rows_done is None else row.rows_done}
+
+
+@router.get("/council-files/{file_id}",
+            summary="A council file's receipt: progress (rows done / total), counts and, when done, the per-row report")
 async def get_council_file(file_id: Annotated[str, Path(max_length=36)], hub: HubDep, client: ClientDep) -> dict:
     require(client, "register:write")
     row = await own_row(hub, client, file_receipts, file_receipts.c.file_id, file_id, "council file")
-    return {"file_id": row.file_id, "format": row.format, "status": row.status, "sha256": row.sha256,
-            "size_bytes": row.size_bytes, "received_at": row.received_at.isoformat(), "rows": row.row_count,
-            "accepted": row.accepted, "duplicates": row.duplicates, "rejected": row.rejected,
-            "replay_of": row.replay_of, "problems": row.problems, "report": row.report or []}
+    body = {**_progress(row), "sha256": row.sha256, "size_bytes": row.size_bytes,
+            "received_at": row.received_at.isoformat(), "accepted": row.accepted,
+            "duplicates": row.duplicates, "rejected": row.rejected, "replay_of": row.replay_of,
+            "problems": row.problems}
+    if row.replay_of:
+        body["duplicate"] = True
+    # The report once every row is in it (while processing, GET shows progress only).
+    body["report"] = [] if row.status == "processing" else await report_of(hub.engine, row)
+    return body

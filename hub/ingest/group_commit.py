@@ -206,7 +206,7 @@ class GroupCommit:
                     await wb.flush()
         except Exception as exc:  # noqa: BLE001 - each unit is re-run alone and answers for itself
             log.info("group commit batch fell back to one transaction per change", count=len(batch),
-                     error=type(exc).__name__)
+                     exc_type=type(exc).__name__)
             metrics.INGEST_FALLBACKS.inc()
             for item in batch:
                 await self._alone(item)

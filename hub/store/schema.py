@@ -275,8 +275,12 @@ file_receipts = Table(
     Column("rejected", Integer, nullable=False),
     Column("problems", JSON, nullable=True),  # file-level [{field, reason}] when rejected
     Column("replay_of", String(36), nullable=True),  # the first receipt of a byte-identical file
-    Column("report", JSON, nullable=True),  # [{row, record_id, status, change_id?, errors?, quarantine_id?}]
+    Column("report", JSON, nullable=True),  # files before file_rows: [{row, record_id, status, ...}]
     Column("received_at", DateTime(timezone=True), nullable=False),
+    # Processed in the background (hub/file_jobs.py): rows handled so far, and
+    # the file itself (Fernet-encrypted) until it is done, so a restart resumes.
+    Column("rows_done", Integer, nullable=True),
+    Column("content", LargeBinary, nullable=True),
     Index("ix_file_receipts_source_sha", "source", "sha256"),
 )
 
@@ -377,6 +381,17 @@ export_items = Table(
     Column("delivery_id", String(36), primary_key=True),
     Column("event_no", BigInteger, nullable=False),
     UniqueConstraint("delivery_id", name="uq_export_items_delivery"),
+)
+
+
+# A council file's per-row report, written a chunk at a time as it is processed:
+# {row, record_id, status, change_id?, errors?, quarantine_id?}, never a value.
+file_rows = Table(
+    "file_rows",
+    metadata,
+    Column("file_id", String(36), ForeignKey("file_receipts.file_id"), primary_key=True),
+    Column("row", Integer, primary_key=True),
+    Column("entry", JSON, nullable=False),
 )
 
 # The register summary's inputs, one row per person, written in the same

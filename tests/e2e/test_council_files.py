@@ -32,7 +32,7 @@ def event_code(body: bytes) -> str:
     return orjson.loads(body)["entry"][0]["resource"]["eventCoding"]["code"]
 
 
-async def send_file(base_url: str, key: str, path: Path) -> tuple[int, dict]:
+async def send_file(base_url: str, key: str, path: Path) -> tuple[int, dict, str]:
     script = Path(sys.executable).parent / "s117hub"
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "hub.cli"]
     proc = await asyncio.create_subprocess_exec(
@@ -40,7 +40,7 @@ async def send_file(base_url: str, key: str, path: Path) -> tuple[int, dict]:
         cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert out, err.decode()
-    return proc.returncode, orjson.loads(out)
+    return proc.returncode, orjson.loads(out), err.decode()
 
 
 async def test_council_file_sent_by_the_cli_reaches_the_register_and_the_councils(tmp_path, sharing_file):
@@ -70,8 +70,12 @@ async def test_council_file_sent_by_the_cli_reaches_the_register_and_the_council
                 r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
                 assert r.status_code == 202, r.text
 
-            code, report = await send_file(hub.base_url, council_key, CSV)
+            # The hub answers 202 once the file is stored; the CLI shows a progress bar while the rows
+            # are recorded in the background, then prints the report.
+            code, report, progress = await send_file(hub.base_url, council_key, CSV)
             assert code == 3  # some rows rejected: the nightly job's signal to look
+            assert "8/8 rows" in progress
+            assert (report["status"], report["rows_done"], report["rows"]) == ("processed", 8, 8)
             assert [(e["record_id"], e["status"]) for e in report["report"]] == [
                 ("SW-1001", "accepted"), ("SW-1002", "accepted"), ("SW-1003", "accepted"),
                 ("SW-1004", "rejected"), ("SW-1005", "rejected"), ("SW-1006", "rejected"),
@@ -85,7 +89,7 @@ async def test_council_file_sent_by_the_cli_reaches_the_register_and_the_council
                 e["quarantine_id"] for e in report["report"] if e["status"] == "rejected"}
 
             # Sent again (the job was not sure it got through): nothing new is recorded or quarantined.
-            code, again = await send_file(hub.base_url, council_key, CSV)
+            code, again, _ = await send_file(hub.base_url, council_key, CSV)
             assert again["duplicate"] is True
             assert (again["accepted"], again["duplicates"], again["rejected"]) == (0, 4, 4)
             assert {e["change_id"] for e in again["report"] if e["status"] == "duplicate"} == accepted

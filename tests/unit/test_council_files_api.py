@@ -50,8 +50,14 @@ async def council(app_hub):  # noqa: ANN001, ANN201
 
 
 async def send(app_hub, headers, data: bytes, fmt: str = "swift_csv", content_type: str = "text/csv"):  # noqa: ANN001, ANN201
-    return await app_hub.http.post(f"/v1/council-files?format={fmt}", content=data,
-                                   headers={**headers, "Content-Type": content_type})
+    """POST the file; once it is accepted (202), wait for its rows and answer with its receipt (GET)."""
+    r = await app_hub.http.post(f"/v1/council-files?format={fmt}", content=data,
+                                headers={**headers, "Content-Type": content_type})
+    if r.status_code != 202:
+        return r
+    assert r.json()["status"] == "processing" and r.headers["location"] == f"/v1/council-files/{r.json()['file_id']}"
+    await app_hub.hub.files.wait(r.json()["file_id"])
+    return await app_hub.http.get(r.headers["location"], headers=headers)
 
 
 def statuses(body: dict) -> list[tuple[str | None, str]]:
@@ -209,3 +215,36 @@ async def test_a_record_id_reused_for_another_change_is_a_row_error_and_nothing_
     assert row["errors"][0]["field"].endswith("column RECORD_ID")
     assert "already used" in row["errors"][0]["reason"]
     assert await count(app_hub.hub, register_changes) == changes
+
+
+async def test_a_file_interrupted_by_a_restart_is_resumed_with_the_same_report(app_hub, council):
+    from sqlalchemy import delete, update
+
+    from hub.file_jobs import FileJobs
+    from hub.store.schema import file_rows
+
+    data = (FIXTURES / "bucks_nightly.csv").read_bytes()
+    first = (await send(app_hub, council, data)).json()
+    changes = await count(app_hub.hub, register_changes)
+    # As if the hub had been killed after committing the first chunk (rows 1-3) while rows 4-8 were
+    # being recorded: their changes and quarantine entries are in, their report entries are not.
+    hub = app_hub.hub
+    async with hub.engine.begin() as conn:
+        await conn.execute(delete(file_rows).where(file_rows.c.file_id == first["file_id"], file_rows.c.row > 3))
+        await conn.execute(update(file_receipts).where(file_receipts.c.file_id == first["file_id"]).values(
+            status="processing", rows_done=3, accepted=3, rejected=0, content=hub.protector.encrypt(data)))
+    progress = (await app_hub.http.get(f"/v1/council-files/{first['file_id']}", headers=council)).json()
+    assert (progress["status"], progress["rows_done"], progress["rows"], progress["report"]) == (
+        "processing", 3, 8, [])
+
+    jobs = FileJobs(hub.engine, hub.ingest, hub.protector)  # the restarted hub
+    await jobs.resume()
+    await jobs.wait(first["file_id"])
+    again = (await app_hub.http.get(f"/v1/council-files/{first['file_id']}", headers=council)).json()
+    assert statuses(again) == statuses(first)  # SW-1008, recorded before the "crash", is still "accepted"
+    assert [e.get("change_id") for e in again["report"]] == [e.get("change_id") for e in first["report"]]
+    assert (again["status"], again["rows_done"], again["accepted"], again["rejected"]) == ("processed", 8, 4, 4)
+    assert await count(app_hub.hub, register_changes) == changes  # nothing recorded twice
+    async with hub.engine.connect() as conn:
+        assert (await conn.execute(select(file_receipts.c.content)
+                                   .where(file_receipts.c.file_id == first["file_id"]))).scalar_one() is None

@@ -1,7 +1,7 @@
-"""register status: the register summary's maintained counts
+"""throughput: the register summary's maintained counts; council files in the background
 
 Revision ID: 0008
-Revises: 0003
+Revises: 0013
 Create Date: 2026-11-30 21:10:00
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 revision = '0008'
-down_revision = '0003'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 
@@ -40,9 +40,24 @@ def upgrade() -> None:
     )
     op.create_index('ix_register_status_council', 'register_status', ['council_code'])
     op.create_index('ix_register_status_icb', 'register_status', ['icb_code'])
+    with op.batch_alter_table('file_receipts', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('rows_done', sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column('content', sa.LargeBinary(), nullable=True))
+    op.create_table(
+        'file_rows',
+        sa.Column('file_id', sa.String(length=36), nullable=False),
+        sa.Column('row', sa.Integer(), nullable=False),
+        sa.Column('entry', sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(['file_id'], ['file_receipts.file_id']),
+        sa.PrimaryKeyConstraint('file_id', 'row'),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('file_rows')
+    with op.batch_alter_table('file_receipts', schema=None) as batch_op:
+        batch_op.drop_column('content')
+        batch_op.drop_column('rows_done')
     op.drop_index('ix_register_status_icb', table_name='register_status')
     op.drop_index('ix_register_status_council', table_name='register_status')
     op.drop_table('register_status')

@@ -1,0 +1,211 @@
+"""Council files processed in the background.
+
+`POST /v1/council-files` checks the file as a whole (header, trailer, sender),
+stores it (Fernet-encrypted, in its `file_receipts` row) and answers 202 with
+its id; `FileJobs` then records its rows a chunk at a time. Within a chunk,
+rows for different people go through ingest concurrently, so the group commit
+(hub/ingest/group_commit.py) writes many of them per transaction; one
+person's rows are sent one after another, in file order. After each chunk the
+per-row report entries (`file_rows`) and the progress (`rows_done`, counts)
+are committed together. When the last chunk is done the receipt is marked
+`processed` and the stored file is dropped.
+
+Restart-safe: a file still `processing` when the hub stops (or is killed) is
+resumed at the next start from its first unreported row. Rows of the
+interrupted chunk that had been recorded are answered by ingest's idempotency
+(same RECORD_ID); one whose first answer was given to this very file (same
+correlation id, the file id) is reported as accepted, as it would have been.
+A row rejected in the interrupted chunk is quarantined again on resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapters.council_files import LAYOUTS, Layout, MappedRow, column_for, map_file
+from hub.crypto import DataProtector
+from hub.ingest.service import Client, IngestService, Outcome
+from hub.ingest.validation import FieldProblem
+from hub.observability.logging import get_logger
+from hub.store.db import read_only
+from hub.store.schema import api_clients, file_receipts, file_rows
+
+log = get_logger("hub.files")
+CHANNEL = "file"
+CHUNK = 256
+PARALLEL = 12  # people in flight at once (each holds a pooled connection for its reads)
+NOT_ON_REGISTER = ("no one with this NHS number is on the s117 register: a council event needs the person's "
+                   "qualifying detention, reported by the detaining trust, first")
+NOT_RESPONSIBLE = ("no one with this NHS number is on the register with this council responsible: a package "
+                   "is recorded by the person's responsible council")
+
+
+def entry(row: MappedRow, outcome: Outcome, layout: Layout, own_correlation: str | None = None) -> dict[str, Any]:
+    e: dict[str, Any] = {"row": row.row, "record_id": row.record_id}
+    if not outcome.is_problem:
+        duplicate = bool(outcome.body.get("duplicate"))
+        if duplicate and own_correlation and outcome.body.get("correlation_id") == own_correlation:
+            duplicate = False  # recorded by this file before a restart
+        e["status"] = "duplicate" if duplicate else "accepted"
+        if "package_id" in outcome.body:  # a package record (hub/money), not a register change
+            e["package_id"] = outcome.body["package_id"]
+        else:
+            e["change_id"] = outcome.body.get("change_id")
+        return e
+    e["status"] = "rejected"
+    e["errors"] = [_in_file_terms(x, row.row, layout) for x in outcome.body.get("errors", [])]
+    if outcome.body.get("quarantine_id"):
+        e["quarantine_id"] = outcome.body["quarantine_id"]
+    return e
+
+
+def _in_file_terms(error: dict[str, str], row: int, layout: Layout) -> dict[str, str]:
+    """The hub's own validation names canonical fields; the council knows its columns."""
+    name = error.get("field", "")
+    if name.startswith("row "):
+        return error
+    column = column_for(layout, name)
+    return {"field": f"row {row}, column {column}" if column else f"row {row}, field {name}",
+            "reason": error.get("reason", "")}
+
+
+async def ingest_row(ingest: IngestService, client: Client, row: MappedRow, packages: Any = None) -> Outcome:
+    if row.data is None:
+        return await ingest.reject_unmapped(client, row.original, CHANNEL, list(row.problems), row.record_id)
+    if row.data.get("record") == "package" and packages is not None:
+        data = {k: v for k, v in row.data.items() if k != "record"}
+        outcome = await packages.record(client, data, row.original, CHANNEL)
+        if outcome.status_code == 404:  # not on the register, or not this council's: held like any bad row
+            problem = FieldProblem(f"row {row.row}, column NHS_NO", NOT_RESPONSIBLE)
+            return await ingest.reject_unmapped(client, row.original, CHANNEL, [problem], row.record_id)
+        return outcome
+    if not await ingest.is_on_register(row.data["person"]["nhs_number"]):
+        problem = FieldProblem(f"row {row.row}, column NHS_NO", NOT_ON_REGISTER)
+        return await ingest.reject_unmapped(client, row.original, CHANNEL, [problem], row.record_id)
+    return await ingest.accept_mapped(client, row.data, row.original, CHANNEL)
+
+
+def counts(entries: Iterable[dict[str, Any]]) -> dict[str, int]:
+    statuses = [e["status"] for e in entries]
+    return {"rows": len(statuses), "accepted": statuses.count("accepted"),
+            "duplicates": statuses.count("duplicate"), "rejected": statuses.count("rejected")}
+
+
+async def report_of(engine: AsyncEngine, receipt: Any) -> list[dict[str, Any]]:
+    """A receipt's per-row report: its own rows, its first receipt's for a
+    replayed file (accepted rows shown as duplicates), or the report kept in
+    the receipt by hubs before file_rows."""
+    if receipt.report is not None:
+        return list(receipt.report)
+    file_id = receipt.replay_of if receipt.status == "replayed" else receipt.file_id
+    async with read_only(engine) as conn:
+        entries = (await conn.execute(select(file_rows.c.entry).where(file_rows.c.file_id == file_id)
+                                      .order_by(file_rows.c.row))).scalars().all()
+    if receipt.status == "replayed":
+        return [{**e, "status": "duplicate"} if e["status"] == "accepted" else e for e in entries]
+    return list(entries)
+
+
+class FileJobs:
+    def __init__(self, engine: AsyncEngine, ingest: IngestService, protector: DataProtector,
+                 chunk: int = CHUNK, packages: Any = None) -> None:
+        self._engine = engine
+        self._packages = packages  # hub/money PackageService: package records in council files
+        self._ingest = ingest
+        self._protector = protector
+        self._chunk = chunk
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._stop = asyncio.Event()
+
+    def start(self, file_id: str, rows: list[MappedRow] | None = None, resumed: bool = False) -> None:
+        """Process a stored file in the background (no-op if already running)."""
+        running = self._tasks.get(file_id)
+        if running is not None and not running.done():
+            return
+        self._tasks[file_id] = asyncio.create_task(self._run(file_id, rows, resumed), name=f"council-file-{file_id}")
+
+    async def resume(self) -> None:
+        """At start-up: carry on with every file accepted but not finished."""
+        async with read_only(self._engine) as conn:
+            ids = (await conn.execute(select(file_receipts.c.file_id).where(file_receipts.c.status == "processing")
+                                      .order_by(file_receipts.c.received_at))).scalars().all()
+        for file_id in ids:
+            log.info("council file resumed", file_id=file_id)
+            self.start(file_id, resumed=True)
+
+    async def wait(self, file_id: str) -> None:
+        task = self._tasks.get(file_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def close(self) -> None:
+        """Stop after the chunk in hand (the rest is resumed at the next start)."""
+        self._stop.set()
+        if self._tasks:
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def _run(self, file_id: str, rows: list[MappedRow] | None, resumed: bool) -> None:
+        try:
+            with structlog.contextvars.bound_contextvars(correlation_id=file_id):
+                await self._process(file_id, rows, resumed)
+        except Exception as exc:  # noqa: BLE001 - kept as processing: resumed at the next start
+            log.error("council file processing failed", file_id=file_id, exc_type=type(exc).__name__)
+
+    async def _process(self, file_id: str, rows: list[MappedRow] | None, resumed: bool) -> None:
+        async with read_only(self._engine) as conn:
+            receipt = (await conn.execute(select(file_receipts).where(file_receipts.c.file_id == file_id))).one()
+            c = (await conn.execute(select(api_clients).where(api_clients.c.client_id == receipt.source))).one()
+        if receipt.status != "processing":
+            return
+        client = Client(c.client_id, c.name, c.org_code, c.org_kind, tuple(c.scopes))
+        layout = LAYOUTS[receipt.format]
+        if rows is None:
+            rows = map_file(self._protector.decrypt(receipt.content), layout).rows
+        done = receipt.rows_done or 0
+        own = file_id if resumed else None
+        while done < len(rows):
+            if self._stop.is_set():
+                return
+            chunk = rows[done:done + self._chunk]
+            entries = await self._chunk_entries(client, layout, chunk, own)
+            own = None  # only the interrupted chunk can hold rows this file recorded before
+            c = counts(entries)
+            done += len(chunk)
+            async with self._engine.begin() as conn:
+                await conn.execute(file_rows.insert(), [{"file_id": file_id, "row": e["row"], "entry": e}
+                                                        for e in entries])
+                await conn.execute(file_receipts.update().where(file_receipts.c.file_id == file_id).values(
+                    rows_done=done, accepted=file_receipts.c.accepted + c["accepted"],
+                    duplicates=file_receipts.c.duplicates + c["duplicates"],
+                    rejected=file_receipts.c.rejected + c["rejected"]))
+        async with self._engine.begin() as conn:
+            await conn.execute(file_receipts.update().where(file_receipts.c.file_id == file_id)
+                               .values(status="processed", content=None))
+        log.info("council file processed", source=client.client_id, channel=CHANNEL, status="processed",
+                 count=len(rows), file_id=file_id)
+
+    async def _chunk_entries(self, client: Client, layout: Layout, chunk: list[MappedRow],
+                             own: str | None) -> list[dict[str, Any]]:
+        # One person's rows in file order; different people at once (group commit batches them).
+        by_person: dict[Any, list[MappedRow]] = {}
+        for row in chunk:
+            person = (row.data or {}).get("person") or {}
+            key = person.get("nhs_number") or ("row", row.row)
+            by_person.setdefault(key, []).append(row)
+        outcomes: dict[int, Outcome] = {}
+        gate = asyncio.Semaphore(PARALLEL)
+
+        async def person(rows: list[MappedRow]) -> None:
+            async with gate:
+                for r in rows:
+                    outcomes[r.row] = await ingest_row(self._ingest, client, r, self._packages)
+
+        await asyncio.gather(*(person(rs) for rs in by_person.values()))
+        return [entry(r, outcomes[r.row], layout, own) for r in chunk]
+
