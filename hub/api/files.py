@@ -82,7 +82,7 @@ def _file_problems(mapping: FileMapping, layout: Layout, client: Client) -> list
 
 @router.post(
     "/council-files",
-    summary="A council case system's nightly export of s117 register changes; answered row by row",
+    summary="A council case system's nightly export of s117 register changes; 202, rows recorded in the background",
     responses={
         202: {"description": "Stored; its rows are being recorded: GET /v1/council-files/{file_id} for progress and "
                      "the per-row report"},
