@@ -203,3 +203,20 @@ async def push_scenario(app_hub, seed: int, run_id: str | None = None) -> list[d
     while await app_hub.hub.dispatcher.run_once():
         pass
     return events
+
+
+async def council_file_done(http, response, headers: dict[str, str], timeout: float = 60.0):  # noqa: ANN001, ANN201
+    """A council file's receipt once processed: `POST /v1/council-files` answers
+    202 when the file is stored and its rows are recorded in the background;
+    this polls `GET` (the Location) until it is no longer `processing`. Any
+    other answer is returned as it is."""
+    if response.status_code != 202:
+        return response
+    deadline = time.monotonic() + timeout
+    while True:
+        r = await http.get(response.headers["location"], headers=headers)
+        if r.status_code != 200 or r.json().get("status") != "processing":
+            return r
+        if time.monotonic() > deadline:
+            raise AssertionError(f"council file still processing after {timeout}s: {r.text[:300]}")
+        await asyncio.sleep(0.05)

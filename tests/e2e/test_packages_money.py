@@ -20,7 +20,7 @@ from hub.sample_data import synthetic_nhs_number
 from hub.store.db import create_engine
 from tests.e2e.conftest import SHARING, make_clients
 from tests.servers.poppler import require_poppler
-from tests.support import REPO, HubProcess
+from tests.support import council_file_done, REPO, HubProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -66,6 +66,7 @@ async def test_council_file_packages_to_statement_and_oversight(tmp_path, fundin
             # 1. The council's nightly file with package records.
             r = await http.post("/v1/council-files?format=swift_csv", content=PACKAGES.read_bytes(),
                                 headers={"X-API-Key": swift, "Content-Type": "text/csv"})
+            r = await council_file_done(http, r, {"X-API-Key": swift})  # rows recorded in the background
             assert r.status_code == 200, r.text
             assert (r.json()["accepted"], r.json()["rejected"]) == (5, 2)
 
@@ -130,6 +131,7 @@ async def test_council_file_packages_to_statement_and_oversight(tmp_path, fundin
                              f"BCC-PRV-00789,SC,500.00")
             r = await http.post("/v1/council-files?format=swift_csv", content="\n".join(lines).encode(),
                                 headers={"X-API-Key": swift, "Content-Type": "text/csv"})
+            r = await council_file_done(http, r, {"X-API-Key": swift})  # rows recorded in the background
             assert r.json()["accepted"] == 8, r.text
             report = (await http.get("/v1/reports/register-summary", headers={"X-API-Key": oversight})).json()
             (row,) = report["expenditure"]["rows"]
