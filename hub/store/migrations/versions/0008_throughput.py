@@ -1,7 +1,7 @@
 """throughput: the register summary's maintained counts; council files in the background
 
 Revision ID: 0008
-Revises: 0010
+Revises: 0007
 Create Date: 2026-11-30 21:10:00
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 revision = '0008'
-down_revision = '0010'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
