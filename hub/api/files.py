@@ -39,8 +39,6 @@ CHANNEL = "file"
 NOT_RESPONSIBLE = ("no one with this NHS number is on the register with this council responsible: a package "
                    "is recorded by the person's responsible council")
 CONTENT_TYPES = ("text/csv", "text/plain", "application/octet-stream")
-NOT_ON_REGISTER = ("no one with this NHS number is on the s117 register: a council event needs the person's "
-                   "qualifying detention, reported by the detaining trust, first")
 
 
 async def _read_limited(request: Request) -> bytes:
@@ -94,9 +92,12 @@ async def _ingest_row(hub: Hub, client: Client, row: MappedRow) -> Outcome:
             problem = FieldProblem(f"row {row.row}, column NHS_NO", NOT_RESPONSIBLE)
             return await hub.ingest.reject_unmapped(client, row.original, CHANNEL, [problem], row.record_id)
         return outcome
-    if not await hub.ingest.is_on_register(row.data["person"]["nhs_number"]):
-        problem = FieldProblem(f"row {row.row}, column NHS_NO", NOT_ON_REGISTER)
-        return await hub.ingest.reject_unmapped(client, row.original, CHANNEL, [problem], row.record_id)
+    # The access policy before validation: a row about someone not on the
+    # register and one about another council's person get one identical
+    # row error (no membership oracle), and nothing of either is kept.
+    refused = await hub.ingest.write_precheck(client, row.data, CHANNEL)
+    if refused is not None:
+        return refused
     return await hub.ingest.accept_mapped(client, row.data, row.original, CHANNEL)
 
 
