@@ -43,7 +43,7 @@ NOT_FOUND_DETAIL = "no person this client may see matches"
 # (the entitlement itself, its period, the next review's date and kind).
 STATUS_GROUPS: dict[str, str] = {
     "person_id": "", "as_of": "", "entitled": "", "entitlement_start": "", "entitlement_end": "",
-    "discharged_from_s117": "", "died": "", "next_review": "",
+    "discharged_from_s117": "", "died": "", "next_review": "", "pending_reviews": "",
     "detained": "legal-status", "in_hospital": "legal-status", "on_cto": "legal-status",
     "on_s17_leave": "legal-status", "qualifying_section_code": "legal-status", "detention_start": "legal-status",
     "entitling_section_code": "legal-status", "entitling_detention_start": "legal-status",
@@ -53,6 +53,7 @@ STATUS_GROUPS: dict[str, str] = {
     "commissioner_basis_code": "responsibility", "residence_la_gss": "responsibility",
     "open_disputes": "responsibility",
     "entitlement": "explanations", "refused_discharges": "explanations",
+    "transfers": "workflow",  # transfer workflows (hub/workflows/distribution.py)
 }
 # Inside determinations and the next review: the "why" needs explanations.
 _WHY_KEYS = ("explanation", "citation", "rule")
@@ -74,6 +75,9 @@ def filter_status(body: dict[str, Any], groups: frozenset[str]) -> dict[str, Any
         for key in ("responsible_council", "responsible_commissioner", "coordinating_council", "next_review"):
             if isinstance(out.get(key), dict):
                 out[key] = {k: v for k, v in out[key].items() if k not in _WHY_KEYS}
+        if isinstance(out.get("pending_reviews"), list):
+            out["pending_reviews"] = [{k: v for k, v in r.items() if k not in _WHY_KEYS} if isinstance(r, dict) else r
+                                      for r in out["pending_reviews"]]
     return out
 
 
