@@ -99,9 +99,9 @@ class AccessPolicy:
         return person_facts(status, history, self.trust_of, up_to)
 
     def decide_write(self, client: Any, change_type: ChangeType, hospital_ods: str | None,
-                     person: PersonFacts | None) -> Decision:
+                     person: PersonFacts | None, channel: str) -> Decision:
         trust = self.trust_of(hospital_ods) if hospital_ods else None
-        return decide_write(caller_of(client), change_type, trust, bool(hospital_ods), person)
+        return decide_write(caller_of(client), change_type, trust, bool(hospital_ods), person, channel)
 
     @staticmethod
     def read_grant(sharing: SharingAgreements, client: Any, on: date) -> ReadGrant:

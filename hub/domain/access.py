@@ -59,6 +59,7 @@ class Rule(StrEnum):
     NO_RELATIONSHIP = "no-relationship"  # also: not on the register (one answer for both)
     NO_AGREEMENT = "no-agreement"  # reads: no agreement in force grants a field group
     KIND_MAY_NOT_WRITE = "kind-may-not-write"
+    CHANNEL_NOT_FOR_KIND = "channel-not-for-kind"
 
 
 # The change types a council's case system reports (adapters/council_files/events.py
@@ -75,6 +76,11 @@ _HOSPITAL_CHANGES = frozenset({ChangeType.DETAINED, ChangeType.SECTION_CHANGED, 
                                ChangeType.S17_LEAVE_ENDED})
 
 WRITER_KINDS = frozenset({"trust", "council", "icb"})
+# Which kinds of body each write channel is for: MLLP carries a trust's ADT
+# feed, council files a council's case-system export; REST and FHIR anyone's.
+CHANNEL_KINDS: dict[str, frozenset[str]] = {
+    "rest": WRITER_KINDS, "fhir": WRITER_KINDS, "mllp": frozenset({"trust"}), "file": frozenset({"council"}),
+}
 # Roles that may record each class of change about someone already on the register.
 TRUST_ONLY_WRITE_ROLES = frozenset({Role.CARE_PROVIDER})
 COUNCIL_TYPE_WRITE_ROLES = frozenset({
@@ -93,6 +99,7 @@ TEXTS: dict[Rule, str] = {
                            "or coordinating council or commissioner, a party to an open dispute)"),
     Rule.NO_AGREEMENT: "no person this source may report on or see matches",
     Rule.KIND_MAY_NOT_WRITE: "only trusts, councils and commissioners record register changes",
+    Rule.CHANNEL_NOT_FOR_KIND: "this channel is not for this kind of body (MLLP: trusts; council files: councils)",
 }
 
 
@@ -159,9 +166,9 @@ def person_facts(
 
 def decide_write(
     caller: Caller, change_type: ChangeType, hospital_trust: str | None, hospital_named: bool,
-    person: PersonFacts | None,
+    person: PersonFacts | None, channel: str = "rest",
 ) -> Decision:
-    """May `caller` record a change of `change_type` about the person?
+    """May `caller` record a change of `change_type` about the person, sent on `channel`?
 
     `hospital_trust`: the trust running the hospital the change names (None
     if it names none or the site is unknown); `hospital_named`: whether it
@@ -170,6 +177,8 @@ def decide_write(
         return Decision(True, Rule.ALLOWED, Role.HUB_OPERATOR)
     if caller.org_kind not in WRITER_KINDS:
         return Decision(False, Rule.KIND_MAY_NOT_WRITE)
+    if caller.org_kind not in CHANNEL_KINDS.get(channel, frozenset()):
+        return Decision(False, Rule.CHANNEL_NOT_FOR_KIND)
     if change_type in TRUST_ONLY_CHANGE_TYPES:
         if caller.org_kind != "trust":
             return Decision(False, Rule.TRUST_ONLY_CHANGE_TYPE)

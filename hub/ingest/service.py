@@ -206,7 +206,7 @@ class IngestService:
         facts = None
         if history:
             facts = self.access.facts(evaluate(row.person_id, history, self._ref, self._agreements, today), history)
-        decision = self.access.decide_write(client, change_type, hospital, facts)
+        decision = self.access.decide_write(client, change_type, hospital, facts, channel)
         if decision.allowed:
             return None
         return await self._refuse(client, channel, _Refused(decision, row.person_id if history else None),
@@ -316,7 +316,7 @@ class IngestService:
             # The one access policy, against the person's status now, under their lock.
             decision = self.access.decide_write(
                 client, change_in.change_type, change_in.hospital_ods,
-                self.access.facts(before, history) if history else None)
+                self.access.facts(before, history) if history else None, channel)
             if not decision.allowed:
                 await tx.rollback()  # nothing of it is kept, not even a new person's row
                 return _Refused(decision, person_id if history else None)
