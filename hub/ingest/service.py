@@ -172,14 +172,6 @@ class IngestService:
         the source's own fields, e.g. "PID-3" or "row 12, column NHS_NO")."""
         return await self._quarantine(client, channel, original, source_message_id, problems, self._correlation_id())
 
-    async def is_on_register(self, nhs_number: str) -> bool:
-        """Whether the hub holds anything for this NHS number (a keyed-hash look-up)."""
-        index = self._protector.index(normalise(nhs_number))
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(persons.c.person_id).where(persons.c.nhs_number_index == index))).first()
-            await conn.rollback()
-        return row is not None
-
     async def write_precheck(self, client: Client, data: dict[str, Any], channel: str) -> Outcome | None:
         """The access policy asked before validation, for channels that must
         not keep (or even validate) anything about people the source has no
