@@ -48,6 +48,7 @@ class Role(StrEnum):
     PAST_PARTY = "past-party"  # reads only: a party on the as_of date asked
     NOTIFIED = "notified"  # reads only: told of the person up to a date
     HUB_OPERATOR = "hub-operator"
+    HUB_WORKFLOW = "hub-workflow"  # the hub's transfer / dispute workflows (hub/workflows), for a party it checked
 
 
 class Rule(StrEnum):
@@ -81,6 +82,10 @@ WRITER_KINDS = frozenset({"trust", "council", "icb"})
 CHANNEL_KINDS: dict[str, frozenset[str]] = {
     "rest": WRITER_KINDS, "fhir": WRITER_KINDS, "mllp": frozenset({"trust"}), "file": frozenset({"council"}),
 }
+# The hub's own workflows record the dispute changes a transition implies
+# (hub/workflows/service.py), after checking the acting body is a party.
+WORKFLOW_CHANNEL = "workflow"
+WORKFLOW_CHANGE_TYPES = frozenset({ChangeType.DISPUTE_RAISED, ChangeType.DISPUTE_RESOLVED})
 # Roles that may record each class of change about someone already on the register.
 TRUST_ONLY_WRITE_ROLES = frozenset({Role.CARE_PROVIDER})
 COUNCIL_TYPE_WRITE_ROLES = frozenset({
@@ -175,6 +180,10 @@ def decide_write(
     names one. `person`: None when the person is not on the register."""
     if caller.admin:
         return Decision(True, Rule.ALLOWED, Role.HUB_OPERATOR)
+    if caller.org_kind == "hub" and channel == WORKFLOW_CHANNEL:
+        if change_type in WORKFLOW_CHANGE_TYPES:
+            return Decision(True, Rule.ALLOWED, Role.HUB_WORKFLOW)
+        return Decision(False, Rule.KIND_MAY_NOT_WRITE)
     if caller.org_kind not in WRITER_KINDS:
         return Decision(False, Rule.KIND_MAY_NOT_WRITE)
     if caller.org_kind not in CHANNEL_KINDS.get(channel, frozenset()):

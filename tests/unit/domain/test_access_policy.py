@@ -135,3 +135,12 @@ PAST = PersonFacts(frozenset(), {"E10000034": frozenset({Role.RESPONSIBLE_COUNCI
 def test_read_roles(caller, now, at_as_of, given, as_of, notified, allowed, role) -> None:  # noqa: ANN001
     d = decide_read(caller, now, at_as_of, given, as_of, notified)
     assert (d.allowed, d.role) == (allowed, role)
+
+
+@pytest.mark.parametrize("change_type", list(ChangeType), ids=lambda c: c.value)
+@pytest.mark.parametrize("channel", [*CHANNELS, "workflow"])
+def test_the_hubs_own_workflows_record_only_dispute_changes_on_their_channel(change_type, channel) -> None:  # noqa: ANN001
+    d = decide_write(Caller("E06000060", "hub"), change_type, None, False, PERSON, channel)
+    expected = channel == "workflow" and change_type.value in {"dispute-raised", "dispute-resolved"}
+    assert d.allowed is expected
+    assert d.role is (Role.HUB_WORKFLOW if expected else None)
