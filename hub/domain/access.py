@@ -186,7 +186,8 @@ def decide_write(
         return Decision(False, Rule.KIND_MAY_NOT_WRITE)
     if caller.org_kind not in WRITER_KINDS:
         return Decision(False, Rule.KIND_MAY_NOT_WRITE)
-    if caller.org_kind not in CHANNEL_KINDS.get(channel, frozenset()):
+    # A corrected input resubmitted from quarantine keeps its channel's rules.
+    if caller.org_kind not in CHANNEL_KINDS.get(channel.removeprefix("resubmit-"), frozenset()):
         return Decision(False, Rule.CHANNEL_NOT_FOR_KIND)
     if change_type in TRUST_ONLY_CHANGE_TYPES:
         if caller.org_kind != "trust":
