@@ -54,6 +54,7 @@ STATUS_GROUPS: dict[str, str] = {
     "open_disputes": "responsibility",
     "entitlement": "explanations", "refused_discharges": "explanations",
     "transfers": "workflow",  # transfer workflows (hub/workflows/distribution.py)
+    "funding": "funding",  # costs, providers and the split (hub/money/view.py)
 }
 # Inside determinations and the next review: the "why" needs explanations.
 _WHY_KEYS = ("explanation", "citation", "rule")
