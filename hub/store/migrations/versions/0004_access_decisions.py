@@ -1,7 +1,7 @@
 """access decisions (the one access policy's audit)
 
 Revision ID: 0004
-Revises: 0010
+Revises: 0007
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision = '0004'
-down_revision = '0010'  # main's head when rebased (the coordinator re-chains)
+down_revision = '0007'  # main's head when rebased (the coordinator re-chains)
 branch_labels = None
 depends_on = None
 
