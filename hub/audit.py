@@ -33,7 +33,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.observability.logging import get_logger
 from hub.store.db import insert_or_merge
-from hub.store.schema import audit_chain, audit_checkpoints, audit_cursors, disclosures, operator_actions
+from hub.store.schema import (
+    access_decisions,
+    audit_chain,
+    audit_checkpoints,
+    audit_cursors,
+    disclosures,
+    operator_actions,
+)
 
 log = get_logger("hub.audit")
 GENESIS = "0" * 64
@@ -77,6 +84,10 @@ SOURCES: list[Source] = [
            person=lambda r: r.person_id, org=lambda r: r.recipient_org, at=lambda r: r.at),
     Source("operator_actions", operator_actions, "action_id", kind=lambda r: "operator",
            person=lambda r: None, org=lambda r: r.client_id, at=lambda r: r.at),
+    # The access policy's decisions (hub/access.py): every write and read of a person, allowed or refused.
+    Source("access_decisions", access_decisions, "decision_id",
+           kind=lambda r: "refusal" if r.decision == "denied" else ("read" if r.action == "read" else "write"),
+           person=lambda r: r.person_id, org=lambda r: r.org_code, at=lambda r: r.at),
 ]
 
 

@@ -37,14 +37,11 @@ from hub.store.db import read_only
 from hub.store.schema import api_clients, file_receipts, file_rows
 
 log = get_logger("hub.files")
+NOT_RESPONSIBLE = ("no one with this NHS number is on the register with this council responsible: a package "
+                   "is recorded by the person's responsible council")
 CHANNEL = "file"
 CHUNK = 256
 PARALLEL = 12  # people in flight at once (each holds a pooled connection for its reads)
-NOT_ON_REGISTER = ("no one with this NHS number is on the s117 register: a council event needs the person's "
-                   "qualifying detention, reported by the detaining trust, first")
-NOT_RESPONSIBLE = ("no one with this NHS number is on the register with this council responsible: a package "
-                   "is recorded by the person's responsible council")
-
 
 def entry(row: MappedRow, outcome: Outcome, layout: Layout, own_correlation: str | None = None) -> dict[str, Any]:
     e: dict[str, Any] = {"row": row.row, "record_id": row.record_id}
@@ -85,9 +82,12 @@ async def ingest_row(ingest: IngestService, client: Client, row: MappedRow, pack
             problem = FieldProblem(f"row {row.row}, column NHS_NO", NOT_RESPONSIBLE)
             return await ingest.reject_unmapped(client, row.original, CHANNEL, [problem], row.record_id)
         return outcome
-    if not await ingest.is_on_register(row.data["person"]["nhs_number"]):
-        problem = FieldProblem(f"row {row.row}, column NHS_NO", NOT_ON_REGISTER)
-        return await ingest.reject_unmapped(client, row.original, CHANNEL, [problem], row.record_id)
+    # The access policy before validation: a row about someone not on the
+    # register and one about another council's person get one identical
+    # row error (no membership oracle), and nothing of either is kept.
+    refused = await ingest.write_precheck(client, row.data, CHANNEL)
+    if refused is not None:
+        return refused
     return await ingest.accept_mapped(client, row.data, row.original, CHANNEL)
 
 

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.hl7v2 import Disposition, Header, HL7Problem, MappingResult, build_ack, map_adt
 from adapters.hl7v2.mapping import APPLICATION_ERROR
-from hub.ingest.nhs_number import nhs_number_problem
+from hub.domain.access import TEXTS, Rule
 from hub.ingest.service import Client, IngestService, Outcome
 from hub.ingest.validation import FieldProblem
 from hub.observability.logging import get_logger
@@ -38,6 +38,8 @@ from hub.store.schema import api_clients
 
 log = get_logger("hub.mllp")
 
+# One ACK text for "not on the register" and "not in this trust's care".
+NO_RELATIONSHIP_ACK = "no register change: " + TEXTS[Rule.NO_RELATIONSHIP]
 START_BLOCK = 0x0B
 END_BLOCK = b"\x1c\x0d"
 CHANNEL = "mllp"
@@ -380,23 +382,27 @@ class MllpServer:
             return self._ack(header, "AE", "register change rejected", result.problems,
                              quarantine_id=outcome.body.get("quarantine_id"))
         assert result.change is not None
-        if result.change.get("change_type") != "detained" and not await self._known(result.change):
-            # Trusts' interface engines send every discharge and update, most of
-            # them for people never detained under the Act. Keep no personal
-            # details of people who are not on the register (data minimisation).
-            log.info("mllp message for a person not on the register", source=client.client_id, status="AA",
-                     channel=CHANNEL)
-            return self._ack(header, "AA", "no register change: the person is not on the s117 register")
+        # The access policy before validation. Trusts' interface engines send
+        # every discharge and update, most of them for people never detained
+        # under the Act: keep no personal details of people the trust has no
+        # role for (data minimisation). Someone not on the register and
+        # someone in another trust's care get one identical ACK.
+        refused = await self._ingest.write_precheck(client, result.change, CHANNEL)
+        if refused is not None:
+            return self._outcome_ack(header, result, refused)
         outcome = await self._ingest.accept_mapped(client, result.change, payload, CHANNEL)
         return self._outcome_ack(header, result, outcome)
 
-    async def _known(self, change: dict) -> bool:
-        nhs_number = (change.get("person") or {}).get("nhs_number")
-        if not isinstance(nhs_number, str) or nhs_number_problem(nhs_number):
-            return True  # let validation name the problem
-        return await self._ingest.is_on_register(nhs_number)
-
     def _outcome_ack(self, header: Header, result: MappingResult, outcome: Outcome) -> str:
+        if outcome.status_code == 403:
+            rule = outcome.body.get("rule")
+            if rule == Rule.NO_RELATIONSHIP:
+                # AA, as for any message that changes nothing on the register:
+                # an engine must not alert on, or re-send, a routine discharge.
+                return self._ack(header, "AA", NO_RELATIONSHIP_ACK)
+            problems = [HL7Problem(result.hl7_field(e["field"]), f"{rule}: {e['reason']}", APPLICATION_ERROR)
+                        for e in outcome.body.get("errors", [])]
+            return self._ack(header, "AR", f"refused by the access policy ({rule})", problems)
         if outcome.status_code == 202:
             text = "register change accepted" + (" (duplicate)" if outcome.body.get("duplicate") else "")
             if result.notes:

@@ -12,6 +12,8 @@ REST. Answers (FHIR messaging, synchronous):
 * invalid: 422 with an OperationOutcome, one error issue per problem
   (expression = the FHIR location, diagnostics = the reason); the input is
   held in quarantine (GET /v1/quarantine);
+* refused by the access policy (hub/access.py): 403 with an OperationOutcome
+  issue "forbidden" naming the rule; audited, nothing recorded;
 * 413 / 415: an OperationOutcome, nothing recorded.
 
 No answer quotes a value from the message (no NHS number, no name).
@@ -114,6 +116,8 @@ def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, An
     responses={
         200: {"description": "Accepted (or a duplicate of an accepted message): a FHIR response message Bundle",
               "content": {FHIR_JSON: {}}},
+        403: {"description": "Refused by the access policy: an OperationOutcome naming the rule",
+              "content": {FHIR_JSON: {}}},
         422: {"description": "Rejected and quarantined: an OperationOutcome naming each FHIR location",
               "content": {FHIR_JSON: {}}},
     },
@@ -142,6 +146,10 @@ async def process_message(request: Request, hub: HubDep, client: ClientDep) -> J
     if outcome.status_code == 409:  # the message id was used for another change: nothing recorded
         return _outcome(409, [_issue("error", "duplicate", e["reason"], mapped.location_of(e["field"]))
                               for e in outcome.body.get("errors", [])])
+    if outcome.status_code == 403:
+        # The access policy refused it (audited, not quarantined): the rule
+        # named, one identical answer for "not on the register" and "not yours".
+        return _outcome(403, [_issue("error", "forbidden", f"{outcome.body['rule']}: {outcome.body['detail']}")])
     if outcome.is_problem:
         errors = outcome.body.get("errors") or []
         if not errors:

@@ -2,20 +2,28 @@
 
 `person_id` is the hub's own identifier: NHS numbers never go in a URL (URLs
 end up in access logs). Finding a person by NHS number is a POST with the
-number in the body. Only organisations party to the person's aftercare (a
-responsible, coordinating or notified body, a dispute party, or a source that
-reported on them) may see it, and only while a data-sharing agreement names them.
+number in the body. The one access policy (hub/access.py) decides who may
+read: a body with a role in the person's care now, or one that was a party on
+the `as_of` date asked (its own period, nothing later) or was notified of the
+person up to that date; writing about someone never makes a reader. The
+answer carries only the field groups the caller's data-sharing agreement in
+force allows (the same groups as the push messages). Every read, allowed or
+refused, is recorded in `access_decisions`. "No such person", "not yours" and
+"no agreement" are one identical 404.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from hub.access import NOT_FOUND_DETAIL, AccessPolicy, ReadGrant, caller_of, filter_status, record_decision
+from hub.domain.access import Decision, Rule, decide_read
+from hub.fhir.messages import IDENTITY
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
 from hub.codec import from_jsonable, to_jsonable
@@ -25,7 +33,7 @@ from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.service import Client
 from hub.money.view import funding_view
 from hub.sharing import FUNDING
-from hub.store.schema import persons, register_changes, service_levels
+from hub.store.schema import disclosures, persons, register_changes, service_levels
 from hub.workflows.distribution import transfers_for_person
 
 router = APIRouter(prefix="/v1/persons", tags=["persons"])
@@ -34,6 +42,10 @@ router = APIRouter(prefix="/v1/persons", tags=["persons"])
 class LookupIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     nhs_number: str
+
+
+def _not_found() -> ProblemError:
+    return ProblemError(404, "not-found", "Not found", NOT_FOUND_DETAIL)
 
 
 @router.post("/lookup", summary="Find the hub's person id for an NHS number (number in the body, never the URL)")
@@ -47,9 +59,9 @@ async def lookup(body: LookupIn, hub: HubDep, client: ClientDep) -> dict:
     async with hub.engine.connect() as conn:
         row = (await conn.execute(select(persons.c.person_id).where(persons.c.nhs_number_index == index))).first()
         await conn.rollback()
-    if row is None:
-        raise ProblemError(404, "not-found", "Not found", "no person with that NHS number is on the register")
-    await _authorise(hub, client, row.person_id)
+    # Confirming who an NHS number belongs to discloses identity: the
+    # agreement must grant it, like the NHS number in a push.
+    await _authorise(hub, client, row.person_id if row else None, None, "lookup", needs=IDENTITY)
     return {"person_id": row.person_id}
 
 
@@ -67,37 +79,58 @@ async def _changes(hub, person_id: str) -> tuple[list[RegisterChange], dict[str,
     return changes, levels
 
 
+async def _last_notified(hub, client: Client, person_id: str) -> date | None:  # noqa: ANN001
+    async with hub.engine.connect() as conn:
+        at = (await conn.execute(select(func.max(disclosures.c.at)).where(
+            disclosures.c.person_id == person_id, disclosures.c.recipient_org == client.org_code,
+            disclosures.c.decision == "allowed"))).scalar_one_or_none()
+        await conn.rollback()
+    if at is None:
+        return None
+    return at.date() if isinstance(at, datetime) else date.fromisoformat(str(at)[:10])
+
+
 async def _authorise(
-    hub, client: Client, person_id: str,  # noqa: ANN001
-) -> tuple[list[RegisterChange], dict[str, Any], S117Status]:
-    """The person's changes, service levels and status today, if the client
-    may see them; otherwise the same 404 as for an unknown id."""
-    changes, levels = await _changes(hub, person_id)
-    if not changes:
-        raise ProblemError(404, "not-found", "Not found", "no person with that id is on the register")
+    hub, client: Client, person_id: str | None, as_of: date | None, channel: str,  # noqa: ANN001
+    needs: str | None = None,
+) -> tuple[list[RegisterChange], dict[str, Any], S117Status, ReadGrant]:
+    """The person's changes, service levels, status at `as_of` (today if not
+    given) and the field groups the caller may see; otherwise the one 404.
+    Audited either way."""
     today = datetime.now(UTC).date()
-    status = evaluate(person_id, changes, hub.ref, hub.agreements, today)
-    if "hub:admin" in client.scopes:
-        return changes, levels, status
-    parties = {c.source for c in changes}
-    parties |= {d.org.code for d in (status.responsible_council, status.responsible_commissioner,
-                                      status.coordinating_council) if d is not None and d.org is not None}
-    for dispute in status.open_disputes:
-        parties |= set(dispute.parties)
-    party = client.client_id in parties or client.org_code in parties
-    has_agreement = any(g.in_force(today) for g in hub.sharing.grants_for(client.org_code))
-    if not party or (client.org_kind != "trust" and not has_agreement):
+    changes, levels = await _changes(hub, person_id) if person_id else ([], {})
+    grant = AccessPolicy.read_grant(hub.sharing, client, today)
+    decision = Decision(False, Rule.NO_RELATIONSHIP)
+    status = None
+    if changes:
+        policy = hub.ingest.access
+        status_now = evaluate(person_id, changes, hub.ref, hub.agreements, today)
+        status = status_now
+        at_as_of = None
+        if as_of is not None and as_of != today:
+            status = evaluate(person_id, changes, hub.ref, hub.agreements, as_of)
+            at_as_of = policy.facts(status, changes, up_to=as_of)
+        last = await _last_notified(hub, client, person_id) if as_of is not None else None
+        decision = decide_read(caller_of(client), policy.facts(status_now, changes), at_as_of, as_of is not None,
+                               as_of or today, last)
+        if decision.allowed and (not grant.groups or (needs is not None and needs not in grant.groups)):
+            decision = Decision(False, Rule.NO_AGREEMENT, decision.role)
+    async with hub.engine.begin() as conn:
+        await record_decision(conn, client, channel=channel, action="read", decision=decision,
+                              person_id=person_id if changes else None, agreement_id=grant.agreement_id,
+                              field_groups=grant.groups if decision.allowed else (), as_of=as_of)
+    if not decision.allowed or status is None:
         # The same answer as "not found": do not confirm who is on the register.
-        raise ProblemError(404, "not-found", "Not found", "no person with that id is on the register")
-    return changes, levels, status
+        raise _not_found()
+    return changes, levels, status, grant
 
 
 @router.get("/{person_id}/s117", summary="Entitlement, responsible bodies with explanations, reviews, disputes, history")
-async def s117_position(person_id: str, hub: HubDep, client: ClientDep, as_of: date | None = None) -> dict:
+async def s117_position(
+    person_id: Annotated[str, Path(max_length=36)], hub: HubDep, client: ClientDep, as_of: date | None = None,
+) -> dict:
     require(client, "s117:read")
-    changes, levels, status = await _authorise(hub, client, person_id)
-    if as_of is not None and as_of != status.as_of:
-        status = evaluate(person_id, changes, hub.ref, hub.agreements, as_of)
+    changes, levels, status, grant = await _authorise(hub, client, person_id, as_of, "query")
     body = to_jsonable(status)
     async with hub.engine.connect() as conn:  # transfer pending / accepted (hub/workflows/distribution.py)
         body["transfers"] = await transfers_for_person(conn, person_id)
@@ -106,9 +139,10 @@ async def s117_position(person_id: str, hub: HubDep, client: ClientDep, as_of: d
         {"change_id": c.change_id, "change_type": c.change_type.value, "notified_on": c.notified_on.isoformat(),
          "recorded_on": c.recorded_on.isoformat(), **levels.get(c.change_id, {})}
         for c in sorted(changes, key=lambda c: (c.recorded_on, c.change_id))
+        if as_of is None or c.effective_date <= as_of
     ]
     await _add_funding(hub, client, person_id, status, body)
-    return body
+    return filter_status(body, grant.groups)
 
 
 async def _add_funding(hub, client: Client, person_id: str, status: S117Status, body: dict) -> None:  # noqa: ANN001

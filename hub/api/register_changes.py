@@ -18,7 +18,8 @@ MAX_BODY = 256 * 1024
     "/register-changes",
     status_code=202,
     summary="Record a change to a person's s117 register entry",
-    responses={413: {"description": "Body over 256 KB (refused before authentication)"},
+    responses={403: {"description": "Refused by the access policy (hub/access.py); problem details name the rule"},
+               413: {"description": "Body over 256 KB (refused before authentication)"},
                415: {"description": "A Content-Type other than application/json"},
                422: {"description": "Rejected and quarantined; problem details name each field"}},
 )

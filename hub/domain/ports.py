@@ -71,6 +71,11 @@ class ReferenceData(Protocol):
 
     def hospital(self, ods_code: str) -> Org | None: ...
 
+    def hospital_trust(self, ods_code: str) -> str | None:
+        """The ODS code of the trust that runs the hospital site (the ODS rule:
+        a site code's first three characters are its trust)."""
+        ...
+
     def hospital_council_gss(self, ods_code: str) -> str | None:
         """The council the hospital site lies in (coordinates no-fixed-abode cases)."""
         ...

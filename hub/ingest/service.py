@@ -21,19 +21,21 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from hub.access import AccessPolicy, record_decision
 from hub.bus.port import EVENTS_TOPIC, BusMessage
 from hub.bus.sql import lock_topic, publish
 from hub.codec import from_jsonable, to_jsonable
 from hub.crypto import DataProtector
 from hub.domain.agreements import AgreementBook
-from hub.domain.model import DischargeDecision, Dispute, RegisterChange
+from hub.domain.access import TEXTS, Decision, Rule
+from hub.domain.model import ChangeType, DischargeDecision, Dispute, RegisterChange
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import derive_events, evaluate
 from hub.fhir.namespaces import HUB_BASE
 from hub.domain.service_level import register_service_level
 from hub.ingest.group_commit import GroupCommit, WriteBehind
 from hub.ingest.contract import RegisterChangeIn
-from hub.ingest.nhs_number import normalise
+from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.validation import FieldProblem, problems_from_pydantic, semantic_problems
 from hub.observability import metrics
 from hub.observability.logging import get_logger
@@ -94,6 +96,26 @@ def problem(status: int, kind: str, title: str, detail: str, **extra: Any) -> Ou
     return Outcome(status, body)
 
 
+# The field each refusal is about, so every channel can name it in its own terms.
+_REFUSAL_FIELD = {Rule.NO_RELATIONSHIP: "person.nhs_number", Rule.HOSPITAL_NOT_RUN_BY_SOURCE: "hospital_ods",
+                  Rule.TRUST_ONLY_CHANGE_TYPE: "change_type", Rule.KIND_MAY_NOT_WRITE: "change_type"}
+
+
+def refusal(decision: Decision) -> Outcome:
+    """The access policy's refusal as problem details naming the rule. The body
+    depends only on the rule (no ids, no correlation id), so "not on the
+    register" and "not yours" are one identical answer."""
+    text = TEXTS[decision.rule]
+    return problem(403, "forbidden", "Not permitted", text, rule=decision.rule.value,
+                   errors=[{"field": _REFUSAL_FIELD.get(decision.rule, "(body)"), "reason": text}])
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    decision: Decision
+    person_id: str | None
+
+
 class IngestService:
     def __init__(
         self,
@@ -115,6 +137,7 @@ class IngestService:
         # topic's lock first, so batches of two instances queue, not deadlock.
         self._commit = GroupCommit(engine, max_batch=batch_max, max_wait=batch_wait,
                                    before_batch=lambda conn: lock_topic(conn, EVENTS_TOPIC))
+        self.access = AccessPolicy(ref)
 
     async def accept(self, client: Client, raw: bytes, channel: str = "rest") -> Outcome:
         """Take one register change sent as canonical JSON. Never raises for bad input."""
@@ -158,12 +181,48 @@ class IngestService:
         the source's own fields, e.g. "PID-3" or "row 12, column NHS_NO")."""
         return await self._quarantine(client, channel, original, source_message_id, problems, self._correlation_id())
 
-    async def is_on_register(self, nhs_number: str) -> bool:
-        """Whether the hub holds anything for this NHS number (a keyed-hash look-up)."""
+    async def write_precheck(self, client: Client, data: dict[str, Any], channel: str) -> Outcome | None:
+        """The access policy asked before validation, for channels that must
+        not keep (or even validate) anything about people the source has no
+        role for: an interface engine's every discharge, a council file row.
+        None when the change may go on (or is too malformed to judge:
+        validation then names the problem); else the refusal, audited. The
+        record path decides again, authoritatively, under the person's lock."""
+        try:
+            change_type = ChangeType(data.get("change_type"))
+        except ValueError:
+            return None
+        nhs_number = (data.get("person") or {}).get("nhs_number") if isinstance(data.get("person"), dict) else None
+        hospital = data.get("hospital_ods")
+        if not isinstance(nhs_number, str) or nhs_number_problem(nhs_number):
+            return None
+        if hospital is not None and (not isinstance(hospital, str) or self._ref.hospital(hospital) is None):
+            return None
         index = self._protector.index(normalise(nhs_number))
         async with read_only(self._engine) as conn:
             row = (await conn.execute(select(persons.c.person_id).where(persons.c.nhs_number_index == index))).first()
-        return row is not None
+            history = await self._person_changes(conn, row.person_id) if row else []
+            await conn.rollback()
+        today = self._today()
+        facts = None
+        if history:
+            facts = self.access.facts(evaluate(row.person_id, history, self._ref, self._agreements, today), history)
+        decision = self.access.decide_write(client, change_type, hospital, facts, channel)
+        if decision.allowed:
+            return None
+        return await self._refuse(client, channel, _Refused(decision, row.person_id if history else None),
+                                  change_type.value, self._correlation_id())
+
+    async def _refuse(self, client: Client, channel: str, refused: _Refused, change_type: str,
+                      correlation_id: str) -> Outcome:
+        async with self._engine.begin() as conn:
+            await record_decision(conn, client, channel=channel, action="write", decision=refused.decision,
+                                  person_id=refused.person_id, change_type=change_type,
+                                  correlation_id=correlation_id)
+        metrics.INGEST.labels(channel=channel, outcome="refused").inc()
+        log.info("register change refused by the access policy", source=client.client_id, channel=channel,
+                 reason_codes=[refused.decision.rule.value], correlation_id=correlation_id)
+        return refusal(refused.decision)
 
     @staticmethod
     def _correlation_id() -> str:
@@ -219,10 +278,13 @@ class IngestService:
     ) -> Outcome:
         for attempt in range(1, RECORD_ATTEMPTS + 1):
             try:
-                return await self._commit.run(
+                result = await self._commit.run(
                     lambda conn: self._record_once(conn, client, change_in, channel, today, correlation_id, digest),
                     keys=(("person", normalise(change_in.person.nhs_number)),
                           ("message", client.client_id, change_in.source_message_id)))
+                if isinstance(result, _Refused):
+                    return await self._refuse(client, channel, result, change_in.change_type.value, correlation_id)
+                return result
             except IntegrityError:
                 # A concurrent transaction took a unique key this one needed (the
                 # same source message id for another person, say): the whole
@@ -237,7 +299,7 @@ class IngestService:
     async def _record_once(
         self, conn: WriteBehind, client: Client, change_in: RegisterChangeIn, channel: str, today: date,
         correlation_id: str, digest: str | None = None,
-    ) -> Outcome:
+    ) -> Outcome | _Refused:
         """One change's unit of work, run by the group commit inside a batch's
         transaction (`conn.begin()` is the unit's share of it; see group_commit)."""
         now = datetime.now(UTC)
@@ -254,11 +316,21 @@ class IngestService:
             if replay is not None:
                 await tx.rollback()
                 return replay
+            history = await self._person_changes(conn, person_id)
+            before = evaluate(person_id, history, self._ref, self._agreements, today) if history else None
+            # The one access policy, against the person's status now, under their lock.
+            decision = self.access.decide_write(
+                client, change_in.change_type, change_in.hospital_ods,
+                self.access.facts(before, history) if history else None, channel)
+            if not decision.allowed:
+                await tx.rollback()  # nothing of it is kept, not even a new person's row
+                return _Refused(decision, person_id if history else None)
+            await record_decision(conn, client, channel=channel, action="write", decision=decision,
+                                  person_id=person_id, change_type=change_in.change_type.value,
+                                  correlation_id=correlation_id)
             if not created:
                 await self._merge_person_details(conn, person_id, change_in, now)
             change = self._canonical(change_in, client, person_id, today)
-            history = await self._person_changes(conn, person_id)
-            before = evaluate(person_id, history, self._ref, self._agreements, today) if history else None
             after = evaluate(person_id, [*history, change], self._ref, self._agreements, today)
             events = derive_events(before, after, change, holidays=self._ref.bank_holidays())
             # Worcs 8.5: while a dispute is open, a change that would end or move funding is held.

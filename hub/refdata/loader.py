@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from importlib import resources
 
+from hub.refdata.ods import ods_parent_org
 from hub.domain.model import Org
 from hub.domain.ports import CommissionerResolution, LegalStatus
 
@@ -470,11 +471,27 @@ class PublicReferenceData:
 
     # ------------------------------------------------------------ others
     def hospital(self, ods_code: str) -> Org | None:
-        found = self._hospitals.get(_norm(ods_code))
-        return found[0] if found else None
+        code = _norm(ods_code)
+        found = self._hospitals.get(code)
+        if found:
+            return found[0]
+        # A site of a known trust (ODS: a 5-character site code starts with its trust's code).
+        trust = ods_parent_org(code)
+        if trust and trust != code and trust in self._hospitals:
+            return Org(code, f"{self._hospitals[trust][0].name} site {code}", "site")
+        return None
+
+    def hospital_trust(self, ods_code: str) -> str | None:
+        """The trust that runs the hospital site, by the ODS code rule (not
+        from the operator file): None for a site the hub does not know."""
+        code = _norm(ods_code)
+        if self.hospital(code) is None:
+            return None
+        return ods_parent_org(code)
 
     def hospital_council_gss(self, ods_code: str) -> str | None:
-        found = self._hospitals.get(_norm(ods_code))
+        code = _norm(ods_code)
+        found = self._hospitals.get(code) or self._hospitals.get(ods_parent_org(code) or "")
         return found[1] if found else None
 
     def bank_holidays(self) -> frozenset[date]:

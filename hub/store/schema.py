@@ -419,6 +419,31 @@ register_status = Table(
     Index("ix_register_status_icb", "icb_code"),
 )
 
+# The access policy's decisions (hub/access.py): every write and read of a
+# person, allowed or refused, with the rule and role that decided it. Nothing
+# personal: the hub person id (null when no one matched), org and client ids.
+access_decisions = Table(
+    "access_decisions",
+    metadata,
+    Column("decision_id", Id, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("org_code", String(16), nullable=False),
+    Column("channel", String(32), nullable=False),  # rest, fhir, mllp, file, query, lookup
+    Column("action", String(16), nullable=False),  # write, read
+    Column("change_type", String(64), nullable=True),
+    Column("person_id", String(36), nullable=True),
+    Column("decision", String(16), nullable=False),  # allowed, denied
+    Column("rule", String(64), nullable=False),
+    Column("role", String(32), nullable=True),
+    Column("agreement_id", String(100), nullable=True),
+    Column("field_groups", JSON, nullable=True),
+    Column("as_of", Date, nullable=True),
+    Column("correlation_id", String(64), nullable=True),
+    Index("ix_access_decisions_person", "person_id"),
+    Index("ix_access_decisions_at", "at"),
+)
+
 # Transfer and dispute cases (hub/workflows): the current case (its domain
 # record in `data`, no personal data), the stages of a dispute, and the
 # append-only history of every transition with the paragraph it rests on.

@@ -107,15 +107,16 @@ async def test_the_dispatcher_queues_deliveries_once(store_hub):
 
 
 def same_person_changes(seed: int, n: int) -> list[dict]:
-    """n changes for one new person: a detention under s3, then n - 1 moves
-    between two council areas on successive days."""
+    """n changes for one new person, each one the trust may send first (the
+    access policy lets only a detention put someone new on the register): a
+    detention, then n - 1 re-reported detentions on successive days with the
+    residence alternating between two council areas."""
     first, *_ = scenario(seed, f"same-{seed}")
     out = [first]
     start = date.fromisoformat(first["effective_date"])
     for i in range(1, n):
         out.append({
-            "source_system": first["source_system"], "person": first["person"],
-            "source_message_id": f"same-{seed}-move-{i}", "change_type": "moved",
+            **first, "source_message_id": f"same-{seed}-again-{i}",
             "effective_date": (start + timedelta(days=i)).isoformat(),
             "residence_la_gss": "E10000034" if i % 2 else "E06000060",
         })

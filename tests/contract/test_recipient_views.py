@@ -121,7 +121,9 @@ async def _world(tmp_path: Path) -> tuple[World, Any]:
     await lifespan.__aenter__()
     hub: Hub = app.state.hub
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub")
-    trust_key = (await add_client(hub.engine, "Trust", "RNU", "trust", ["register:write", "s117:read"]))[1]
+    # Arbitrary histories in any arrival order (moves before the detention, two trusts'
+    # hospitals): written as the hub operator; the access policy is tested in tests/security.
+    trust_key = (await add_client(hub.engine, "Trust", "RNU", "trust", ["register:write", "s117:read", "hub:admin"]))[1]
     subscribers = {}
     for org in ORGS:
         kind = "council" if org[0] == "E" else "icb"

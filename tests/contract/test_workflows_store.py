@@ -28,9 +28,11 @@ async def test_transfer_clock_reminds_then_breaches_once_and_contest_escalates(s
     http, hub = store_hub.http, store_hub.hub
     keys = {org: (await add_client(hub.engine, org, org, "council", ["s117:read", "workflows:write"]))[1]
             for org in (BUCKS, WORCS)}
+    r1a = (await add_client(hub.engine, "HW Health and Care", "R1A", "trust", ["register:write"]))[1]
     changes, again = redetention_in_worcs("ct")
     for c in [*changes, again]:
-        r = await http.post("/v1/register-changes", headers={"X-API-Key": store_hub.keys["trust"]}, json=c)
+        key = r1a if c is again else store_hub.keys["trust"]  # the re-detention: the trust running that hospital
+        r = await http.post("/v1/register-changes", headers={"X-API-Key": key}, json=c)
         assert r.status_code == 202, r.text
     await drain(store_hub)
     [transfer] = (await http.get("/v1/transfers", headers={"X-API-Key": keys[WORCS]})).json()["items"]

@@ -22,6 +22,8 @@ SHARING = {
                 "s117-dispute-raised", "s117-dispute-resolved", "s117-review-due"],
              "field_groups": ["identity", "demographics", "legal-status", "responsibility", "explanations"]},
             {"org_code": "QU9", "events": ["*"], "field_groups": ["identity", "responsibility"]},
+            # The detaining trust is pushed nothing but reads its patients' position (identity for lookup).
+            {"org_code": "RNU", "events": [], "field_groups": ["identity", "legal-status", "responsibility"]},
         ]},
         {"id": "DSA-TEST-HOST", "valid_from": "2020-01-01", "recipients": [
             {"org_code": "E10000034", "events": ["s117-moved-out-of-area"], "field_groups": ["responsibility"]},

@@ -73,7 +73,9 @@ async def test_a_history_posted_newest_first_leaves_every_receiver_with_the_trut
     hub = HubProcess(tmp_path, sharing_path=sharing_path)
     engine = create_engine(hub.db_url)
     await create_schema(engine)
-    trust_key = (await add_client(engine, "Trust", "RNU", "trust", ["register:write", "s117:read"]))[1]
+    # Arbitrary histories in any arrival order (moves before the detention, two trusts'
+    # hospitals): written as the hub operator; the access policy is tested in tests/security.
+    trust_key = (await add_client(engine, "Trust", "RNU", "trust", ["register:write", "s117:read", "hub:admin"]))[1]
     keys = {org: (await add_client(engine, org, org, "council" if org[0] == "E" else "icb",
                                    ["subscriptions:write", "s117:read"]))[1] for org in ORGS}
     await engine.dispose()

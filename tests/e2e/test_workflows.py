@@ -74,7 +74,9 @@ async def test_transfer_contest_escalation_resolution_and_messages(tmp_path):
     engine = create_engine(hub.db_url)
     await create_schema(engine)
     keys = {"trust": (await add_client(engine, "Oxford Health", "RNU", "trust", ["register:write", "s117:read"]))[1],
-            "admin": (await add_client(engine, "Hub ops", "HUB", "hub-operator", ["hub:admin"]))[1]}
+            "admin": (await add_client(engine, "Hub ops", "HUB", "hub-operator", ["hub:admin"]))[1],
+            # The re-detention in Worcestershire: reported by the trust that runs that hospital.
+            "R1A": (await add_client(engine, "HW Health and Care", "R1A", "trust", ["register:write"]))[1]}
     for org, kind in ((BUCKS, "council"), (WORCS, "council"), (BOB, "icb")):
         keys[org] = (await add_client(engine, org, org, kind,
                                       ["subscriptions:write", "s117:read", "workflows:write"]))[1]
@@ -99,7 +101,8 @@ async def test_transfer_contest_escalation_resolution_and_messages(tmp_path):
                             "effective_date": redetained.isoformat(), "legal_status_code": "03",
                             "hospital_ods": "R1A", "residence_la_gss": WORCS})
             for c in changes:
-                r = await http.post("/v1/register-changes", headers=as_("trust"), json=c)
+                reporter = "R1A" if c.get("hospital_ods") == "R1A" else "trust"  # the hospital's trust reports
+                r = await http.post("/v1/register-changes", headers=as_(reporter), json=c)
                 assert r.status_code == 202, r.text
             person_id = r.json()["person_id"]
 
@@ -148,7 +151,7 @@ async def test_transfer_contest_escalation_resolution_and_messages(tmp_path):
 
             # The resolution went through ingest: the rules engine folds it.
             async def position() -> dict:
-                return (await http.get(f"/v1/persons/{person_id}/s117", headers=as_("trust"))).json()
+                return (await http.get(f"/v1/persons/{person_id}/s117", headers=as_("admin"))).json()  # all groups
 
             settled = await poll(position, lambda p: p["open_disputes"] == []
                                  and any("dispute resolved" in h["text"] for h in p["history"]))

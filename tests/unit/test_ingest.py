@@ -89,7 +89,9 @@ async def test_left_hospital_takes_the_gp_and_residence_at_discharge(app_hub):
 async def test_same_message_id_from_another_source_is_a_different_change(app_hub):
     change = scenario()[0]
     a = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=change)
-    b = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["other-trust"]}, json=change)
+    # The other trust reports its own detention (in its own hospital) of the same person.
+    b = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["other-trust"]},
+                                json={**change, "hospital_ods": "RV3"})
     assert a.json()["change_id"] != b.json()["change_id"]
     assert a.json()["person_id"] == b.json()["person_id"]  # same NHS number, same person
     assert await count(app_hub.hub, persons) == 1

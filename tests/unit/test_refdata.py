@@ -350,3 +350,12 @@ def test_practice_before_the_2021_mergers_says_the_ccg_is_the_merged_one(rd: Pub
     assert "formed on 2021-04-01" in r.trail
     later = rd.practice_commissioner("F82001", D(2021, 6, 1), TODAY)
     assert later is not None and "formed on" not in later.trail
+
+
+def test_the_trust_that_runs_a_hospital_follows_the_ods_site_rule(rd: PublicReferenceData) -> None:
+    assert rd.hospital_trust("RNU") == "RNU"
+    assert rd.hospital_trust("rnu01") == "RNU"  # a site: its first three characters are the trust
+    assert rd.hospital_trust("R1A07") == "R1A"
+    assert rd.hospital("RNU01").kind == "site" and rd.hospital_council_gss("RNU01") == "E10000025"
+    assert rd.hospital_trust("ZZZ01") is None  # a site of a trust the hub does not know
+    assert rd.hospital_trust("K82001") is None  # a GP practice is no hospital

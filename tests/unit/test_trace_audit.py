@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text
 
 from hub.clients import add_client
 from hub.retention import Purger, RetentionPolicy
-from hub.store.schema import audit_chain, bus_messages, deliveries, disclosures, quarantine
+from hub.store.schema import access_decisions, audit_chain, bus_messages, deliveries, disclosures, quarantine
 
 NHS = "9991100016"
 
@@ -167,8 +167,11 @@ async def test_retention_purges_what_is_no_longer_needed_and_the_chain_still_ver
         await conn.execute(text("UPDATE audit_chain SET at = :old WHERE seq <= 2"), {"old": old})
         await conn.execute(text("UPDATE audit_chain SET content = json_set(content, '$.at', :iso) WHERE seq <= 2"),
                            {"iso": old.isoformat()})
-        await conn.execute(disclosures.update().where(disclosures.c.disclosure_id.in_(
-            select(audit_chain.c.source_id).where(audit_chain.c.seq <= 2))).values(at=old))
+        for table, key in ((disclosures, disclosures.c.disclosure_id),
+                           (access_decisions, access_decisions.c.decision_id)):  # both are chained sources
+            await conn.execute(table.update().where(key.in_(
+                select(audit_chain.c.source_id).where(audit_chain.c.seq <= 2,
+                                                      audit_chain.c.source == table.name))).values(at=old))
         before = (await conn.execute(select(func.count()).select_from(bus_messages))).scalar_one()
     # Rehash the two aged entries as they would have been written then.
     from hub.audit import entry_hash

@@ -45,13 +45,16 @@ async def workflow_hub(app_hub):  # noqa: ANN001
         app_hub.keys[f"wf-{org}"] = (await add_client(hub.engine, org, org, kind,
                                                       ["s117:read", "workflows:write", "subscriptions:write"]))[1]
     app_hub.keys["admin"] = (await add_client(hub.engine, "ops", "HUB", "hub-operator", ["hub:admin"]))[1]
+    # The re-detention in Worcestershire is reported by the trust that runs that hospital (the access policy).
+    app_hub.keys["R1A"] = (await add_client(hub.engine, "HW Health and Care", "R1A", "trust", ["register:write"]))[1]
     for org in (BUCKS, WORCS):
         r = await app_hub.http.post("/v1/subscriptions", headers={"X-API-Key": app_hub.keys[f"wf-{org}"]},
                                     json={"channel": "feed"})
         assert r.status_code == 201, r.text
     changes, again = redetention_in_worcs("wf")
     for c in [*changes, again]:
-        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=c)
+        key = app_hub.keys["R1A" if c is again else "trust"]
+        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": key}, json=c)
         assert r.status_code == 202, r.text
     await drain(app_hub)
     app_hub.person_id = r.json()["person_id"]
