@@ -121,6 +121,8 @@ async def test_mllp_change_traced_to_its_webhook_delivery_in_the_browser(tmp_pat
             await page.click("nav button[data-tab=charts]")
             await page.wait_for_selector("#chartsout svg")
             assert await page.locator("#chartsout svg").count() == 5
+            await page.wait_for_selector("#spendout svg")  # the oversight report's spend, as a chart and a table
+            assert "Monthly s117 spend (£)" in await page.inner_text("#spendout")
             for _ in range(30):  # the sampler runs every second here
                 if await page.locator("#chartsout polyline").count():
                     break
