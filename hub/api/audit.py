@@ -7,13 +7,10 @@ from typing import Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
 
-from hub.api.deps import ClientDep, HubDep, require
+from hub.api.deps import ClientDep, HubDep, person_id_for_nhs_number, require
 from hub.api.problems import ProblemError
 from hub.audit import audit_events_bundle, record_operator_action
-from hub.ingest.nhs_number import nhs_number_problem, normalise
-from hub.store.schema import persons
 
 router = APIRouter(prefix="/v1/ops/audit", tags=["audit"])
 
@@ -35,21 +32,15 @@ class PersonAuditIn(BaseModel):
 @router.post("/person", summary="Who was told what about this person, when, under which agreement")
 async def person(body: PersonAuditIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, "hub:admin")
-    reason = nhs_number_problem(body.nhs_number)
-    if reason:
-        raise ProblemError(422, "invalid-request", "Request rejected", "nhs_number " + reason,
-                           errors=[{"field": "nhs_number", "reason": reason}])
-    index = hub.protector.index(normalise(body.nhs_number))
+    person_id = await person_id_for_nhs_number(hub, body.nhs_number)
     async with hub.engine.begin() as conn:
-        row = (await conn.execute(select(persons.c.person_id).where(persons.c.nhs_number_index == index))).first()
         # A subject access look-up is itself an operator action on the record.
-        await record_operator_action(conn, client.client_id, "audit-person",
-                                     row.person_id if row else "(not on the register)")
-    if row is None:
+        await record_operator_action(conn, client.client_id, "audit-person", person_id or "(not on the register)")
+    if person_id is None:
         raise ProblemError(404, "not-found", "Not found", "no person with that NHS number is on the register")
     while await hub.audit.extend():
         pass
-    entries = await hub.audit.person(row.person_id)
+    entries = await hub.audit.person(person_id)
     if body.format == "fhir":
-        return audit_events_bundle(row.person_id, entries, hub.settings.hub_endpoint)
-    return {"person_id": row.person_id, "disclosures": entries}
+        return audit_events_bundle(person_id, entries, hub.settings.hub_endpoint)
+    return {"person_id": person_id, "disclosures": entries}

@@ -61,3 +61,21 @@ async def own_row(hub: Hub, client: Client, table: Table, key: Column, value: st
     if row is None or (row.source != client.client_id and "hub:admin" not in client.scopes):
         raise ProblemError(404, "not-found", "Not found", f"no {what} with that id for this client")
     return row
+
+
+async def person_id_for_nhs_number(hub: Hub, nhs_number: str) -> str | None:
+    """The hub's person id for an NHS number sent in a body (never a URL),
+    found by its keyed hash; a 422 naming `nhs_number` if it is not a valid
+    one; None if no one on the register has it."""
+    from hub.ingest.nhs_number import nhs_number_problem, normalise  # noqa: PLC0415
+    from hub.store.db import read_only  # noqa: PLC0415
+    from hub.store.schema import persons  # noqa: PLC0415
+
+    reason = nhs_number_problem(nhs_number)
+    if reason:
+        raise ProblemError(422, "invalid-request", "Request rejected", "nhs_number " + reason,
+                           errors=[{"field": "nhs_number", "reason": reason}])
+    index = hub.protector.index(normalise(nhs_number))
+    async with read_only(hub.engine) as conn:
+        row = (await conn.execute(select(persons.c.person_id).where(persons.c.nhs_number_index == index))).first()
+    return row.person_id if row else None

@@ -24,16 +24,15 @@ from sqlalchemy import func, select
 from hub.access import NOT_FOUND_DETAIL, AccessPolicy, ReadGrant, caller_of, filter_status, record_decision
 from hub.domain.access import Decision, Rule, decide_read
 from hub.fhir.messages import IDENTITY
-from hub.api.deps import ClientDep, HubDep, require
+from hub.api.deps import ClientDep, HubDep, person_id_for_nhs_number, require
 from hub.api.problems import ProblemError
 from hub.codec import from_jsonable, to_jsonable
 from hub.domain.model import RegisterChange, S117Status
 from hub.domain.rules import evaluate
-from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.service import Client
 from hub.money.view import funding_view
 from hub.sharing import FUNDING
-from hub.store.schema import disclosures, persons, register_changes, service_levels
+from hub.store.schema import disclosures, register_changes, service_levels
 from hub.workflows.distribution import transfers_for_person
 
 router = APIRouter(prefix="/v1/persons", tags=["persons"])
@@ -51,18 +50,11 @@ def _not_found() -> ProblemError:
 @router.post("/lookup", summary="Find the hub's person id for an NHS number (number in the body, never the URL)")
 async def lookup(body: LookupIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, "s117:read")
-    reason = nhs_number_problem(body.nhs_number)
-    if reason:
-        raise ProblemError(422, "invalid-request", "Request rejected", "nhs_number " + reason,
-                           errors=[{"field": "nhs_number", "reason": reason}])
-    index = hub.protector.index(normalise(body.nhs_number))
-    async with hub.engine.connect() as conn:
-        row = (await conn.execute(select(persons.c.person_id).where(persons.c.nhs_number_index == index))).first()
-        await conn.rollback()
+    person_id = await person_id_for_nhs_number(hub, body.nhs_number)
     # Confirming who an NHS number belongs to discloses identity: the
     # agreement must grant it, like the NHS number in a push.
-    await _authorise(hub, client, row.person_id if row else None, None, "lookup", needs=IDENTITY)
-    return {"person_id": row.person_id}
+    await _authorise(hub, client, person_id, None, "lookup", needs=IDENTITY)
+    return {"person_id": person_id}
 
 
 async def _changes(hub, person_id: str) -> tuple[list[RegisterChange], dict[str, Any]]:  # noqa: ANN001

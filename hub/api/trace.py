@@ -12,13 +12,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
 
-from hub.api.deps import ClientDep, Days, HubDep, require
+from hub.api.deps import ClientDep, Days, HubDep, person_id_for_nhs_number, require
 from hub.api.problems import ProblemError
-from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.observability import metrics
-from hub.store.schema import persons
 from hub.timeseries import series
 from hub.trace import TraceQuery, trace, withheld
 
@@ -47,17 +44,10 @@ class PersonTraceIn(BaseModel):
 @router.post("/trace/person", summary="Everything recorded and sent about one person (NHS number in the body)")
 async def trace_person(body: PersonTraceIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, "hub:admin")
-    reason = nhs_number_problem(body.nhs_number)
-    if reason:
-        raise ProblemError(422, "invalid-request", "Request rejected", "nhs_number " + reason,
-                           errors=[{"field": "nhs_number", "reason": reason}])
-    index = hub.protector.index(normalise(body.nhs_number))
-    async with hub.engine.connect() as conn:
-        row = (await conn.execute(select(persons.c.person_id).where(persons.c.nhs_number_index == index))).first()
-        await conn.rollback()
-    if row is None:
+    person_id = await person_id_for_nhs_number(hub, body.nhs_number)
+    if person_id is None:
         raise ProblemError(404, "not-found", "Not found", "no person with that NHS number is on the register")
-    return await trace(hub.engine, TraceQuery(person_id=row.person_id))
+    return await trace(hub.engine, TraceQuery(person_id=person_id))
 
 
 @router.get("/series", summary="Ingest, deliveries, lag, latency, quarantine and dead letters over time")
