@@ -53,8 +53,13 @@ def send_snapshot(args: argparse.Namespace) -> None:
                 sys.exit(1)
             sid = body["snapshot_id"]
             deadline = time.monotonic() + args.timeout
-            while body.get("state") in ("receiving", "comparing") and time.monotonic() < deadline:
-                time.sleep(args.poll)
+            first = True
+            # The report (with its items) comes from GET: read it at least once, even when the
+            # comparison finished before the POST answered.
+            while (first or body.get("state") in ("receiving", "comparing")) and time.monotonic() < deadline:
+                if not first:
+                    time.sleep(args.poll)
+                first = False
                 body = http.get(f"/v1/reconciliations/{sid}", headers={"X-API-Key": key}).json()
                 line = (f"rows {body.get('rows_read')} read, persons "
                         f"{_bar(body.get('persons_compared') or 0, body.get('persons_total'))}, "
