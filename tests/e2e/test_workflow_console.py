@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
-import subprocess
 from datetime import date, timedelta
 
 import httpx
@@ -17,25 +15,19 @@ from hub.clients import add_client
 from hub.sample_data import detention_to_move_scenario
 from hub.store.db import create_engine, create_schema
 from tests.servers import unavailable
-from tests.support import REPO, HubProcess
+from tests.servers.tools import debian_tool
+from tests.support import HubProcess
 
 pytestmark = pytest.mark.e2e
 BUCKS, WORCS = "E06000060", "E10000034"
 
 
 async def test_console_lists_open_cases_oldest_breach_first(tmp_path):
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        # Like PostgreSQL, installed from Debian's packages when missing (and root).
-        script = subprocess.run(["sh", "scripts/chromium-test-browser.sh"], capture_output=True, text=True,
-                                timeout=900, cwd=str(REPO))
-        chromium = script.stdout.strip() or None
+    chromium = debian_tool("chromium", "chromium")  # installed from Debian's packages when missing
     try:
         from playwright.async_api import async_playwright
     except ImportError:
         unavailable("playwright", "the playwright package is not installed")
-    if chromium is None:
-        unavailable("chromium", "Debian's chromium is not installed (apt-get install chromium)")
     hub = HubProcess(tmp_path, S117_WORKFLOW_CLOCK_SETTABLE="true", S117_WORKFLOW_SCAN_INTERVAL_SECONDS="0.2")
     engine = create_engine(hub.db_url)
     await create_schema(engine)
