@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
-from hub.api.workflow_access import is_admin, list_cases, refusal, service, visible_case
+from hub.api.workflow_access import act_on_case, is_admin, list_cases, refusal, service, visible_case
 from hub.domain.workflows.model import Action, CaseKind, DisputeState, WorkflowRefusal
 from sqlalchemy import select
 
@@ -125,19 +125,7 @@ async def reimbursement(case_id: str, hub: HubDep, client: ClientDep) -> dict:
 
 
 async def _act(hub, client, case_id: str, action: Action, body: dict) -> dict:  # noqa: ANN001
-    require(client, "workflows:write")
-    await visible_case(hub, client, case_id, CaseKind.DISPUTE)
-    svc = service(hub)
-    try:
-        acted = await svc.act(case_id, client.org_code, action, body)
-    except WorkflowRefusal as exc:
-        raise refusal(exc) from exc
-    out = case_view(acted.case, svc.clock.today(), svc.holidays)
-    out["transitions"] = [{"action": t.action.value, "from_state": t.from_state, "to_state": t.to_state,
-                           "citation": t.citation, "explanation": t.explanation} for t in acted.transitions]
-    if acted.register_change is not None:
-        recorded = await svc.record_register_change(acted.case.person_id, acted.register_change, client.org_code)
-        out["register_change"] = {"change_id": recorded.get("change_id"), "status": recorded.get("status")}
+    out, acted, svc = await act_on_case(hub, client, case_id, CaseKind.DISPUTE, action, body)
     if acted.case.state == DisputeState.RESOLVED:
         out["reimbursement"] = svc.statement(acted.case)
     return out

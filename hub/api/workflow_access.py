@@ -64,3 +64,26 @@ async def list_cases(hub: Hub, client: Client, kind: CaseKind, state: str | None
     # Oldest breach first, then the nearest deadline, then the oldest case.
     cases.sort(key=lambda c: (c.clock is None, c.clock.due_on if c.clock else date.max, c.opened_on, c.case_id))
     return {"as_of": today.isoformat(), "items": [case_view(c, today, svc.holidays) for c in cases]}
+
+
+async def act_on_case(hub: Hub, client: Client, case_id: str, kind: CaseKind, action: Any,
+                      body: dict[str, Any]) -> tuple[dict[str, Any], Any, WorkflowService]:
+    """A party's action on its transfer or dispute: the case as it now is, the
+    transitions with their citations, and the register change it recorded (a
+    resolution). Returns (answer, what the service did, the service)."""
+    from hub.api.deps import require  # noqa: PLC0415 (deps imports bootstrap, like this module)
+
+    require(client, "workflows:write")
+    await visible_case(hub, client, case_id, kind)
+    svc = service(hub)
+    try:
+        acted = await svc.act(case_id, client.org_code, action, body)
+    except WorkflowRefusal as exc:
+        raise refusal(exc) from exc
+    out = case_view(acted.case, svc.clock.today(), svc.holidays)
+    out["transitions"] = [{"action": t.action.value, "from_state": t.from_state, "to_state": t.to_state,
+                           "citation": t.citation, "explanation": t.explanation} for t in acted.transitions]
+    if acted.register_change is not None:
+        recorded = await svc.record_register_change(acted.case.person_id, acted.register_change, client.org_code)
+        out["register_change"] = {"change_id": recorded.get("change_id"), "status": recorded.get("status")}
+    return out, acted, svc
