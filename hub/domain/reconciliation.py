@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
 
+from hub.domain.access import status_parties
 from hub.domain.model import S117Status
 
 
@@ -111,18 +112,14 @@ class Difference:
 
 def position_for(body: str, person_key: str, status: S117Status) -> Position:
     """The hub's register for one person as it concerns `body` (an ODS or GSS code)."""
-    roles: set[str] = set()
-    det = status.responsible_council
-    if det is not None and det.org is not None and body in (det.org.code, status.council_basis_code):
-        roles.add("responsible-council")
-    det = status.responsible_commissioner
-    if det is not None and det.org is not None and body in (det.org.code, status.commissioner_basis_code):
-        roles.add("responsible-commissioner")
-    det = status.coordinating_council
-    if det is not None and det.org is not None and det.org.code == body:
-        roles.add("coordinating-council")
-    if any(body in d.parties for d in status.open_disputes):
-        roles.add("dispute-party")
+    # The one access policy's reading of who is party to the person (hub/domain/access.py); a body
+    # named by the code its responsibility was determined as (a sub-ICB before its ICB) is that body.
+    parties = status_parties(status)
+    roles = {r.value for r in parties.get(body, ())}
+    for basis, det in ((status.council_basis_code, status.responsible_council),
+                       (status.commissioner_basis_code, status.responsible_commissioner)):
+        if body == basis and det is not None and det.org is not None:
+            roles |= {r.value for r in parties.get(det.org.code, ())}
     council = status.responsible_council.org.code if status.responsible_council and status.responsible_council.org else None
     icb = (status.responsible_commissioner.org.code
            if status.responsible_commissioner and status.responsible_commissioner.org else None)
