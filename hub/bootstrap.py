@@ -25,6 +25,7 @@ from hub.domain.agreements import AgreementBook
 from hub.domain.ports import ReferenceData
 from hub.fhir.messages import FIELD_GROUPS
 from hub.file_jobs import FileJobs
+from hub.clients import ClientCache
 from hub.ingest.service import IngestService
 from hub.mllp import MllpLimits, MllpServer, server_tls_context
 from hub.reconciliation import ItemWatcher, ReconciliationService, Reconciler, run_reconciler
@@ -87,6 +88,7 @@ class Hub:
     packages: PackageService | None = None  # aftercare packages and money (always set by build_hub)
     fhir_deliverer: FhirRestHookDeliverer | None = None
     files: FileJobs | None = None  # council files recorded in the background (set by build_hub)
+    clients: ClientCache = field(default_factory=ClientCache)  # API keys seen in the last few seconds
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -165,6 +167,7 @@ class Hub:
         if self.kafka_deliverer is not None:
             await self.kafka_deliverer.close()  # flush the outbound producer
         await self.http.aclose()
+        self.ingest.close()
         await self.engine.dispose()
 
 
@@ -199,7 +202,7 @@ async def build_hub(settings: Settings) -> Hub:
     hub = Hub(
         settings=settings, engine=engine, ref=ref, agreements=agreements, protector=protector,
         sharing=sharing, bus=bus,
-        ingest=ingest,
+        ingest=ingest, clients=ClientCache(settings.api_key_cache_seconds),
         packages=PackageService(engine, ref, agreements, protector, ingest),
         dispatcher=Dispatcher(engine, bus, ref, sharing, protector, settings.hub_endpoint, agreements=agreements,
                               namespaces=settings.namespaces()),

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.crypto import hash_api_key, new_api_key
+from hub.ingest.service import Client
+from hub.store.db import read_only
 from hub.store.schema import api_clients
 
 SCOPES = ("register:write", "subscriptions:write", "s117:read", "reports:read", "workflows:write", "packages:write",
@@ -29,3 +33,34 @@ async def add_client(
             key_hash=hash_api_key(key), scopes=scopes, active=True, created_at=datetime.now(UTC),
         ))
     return client_id, key
+
+
+class ClientCache:
+    """API keys recognised in the last `ttl` seconds, so a busy source's every
+    request does not read `api_clients`. Only keys found active are kept; an
+    unknown key is looked up each time (a key just added works at once). A key
+    revoked in the store (`active` false) stops working within `ttl` seconds;
+    `ttl` 0 looks every request up."""
+
+    def __init__(self, ttl: float = 5.0, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self._max = max_entries
+        self._held: dict[str, tuple[float, Client]] = {}
+
+    async def client_for(self, engine: AsyncEngine, key_hash: str) -> Client | None:
+        now = time.monotonic()
+        held = self._held.get(key_hash)
+        if held is not None and held[0] > now:
+            return held[1]
+        async with read_only(engine) as conn:
+            row = (await conn.execute(select(api_clients).where(
+                api_clients.c.key_hash == key_hash, api_clients.c.active.is_(True)))).first()
+        if row is None:
+            self._held.pop(key_hash, None)
+            return None
+        client = Client(row.client_id, row.name, row.org_code, row.org_kind, tuple(row.scopes))
+        if self.ttl > 0:
+            if len(self._held) >= self._max:
+                self._held.clear()
+            self._held[key_hash] = (now + self.ttl, client)
+        return client

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from typing import Annotated
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE, Namespaces
@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     # Group commit (hub/ingest/group_commit.py): at most this many changes per
     # transaction, waiting at most this many milliseconds for a batch to fill
     # while changes arrive concurrently. 1 = one transaction per change.
+    # An API key found active is trusted for this long without a look-up; a
+    # key revoked in the store stops working within it (0: look up each request).
+    api_key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     ingest_batch_max: int = 64
     ingest_batch_wait_ms: float = 2.0
 

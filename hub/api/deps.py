@@ -12,7 +12,6 @@ from hub.crypto import hash_api_key
 from hub.ingest.service import Client
 from hub.api.problems import ProblemError
 from hub.store.db import read_only
-from hub.store.schema import api_clients
 
 
 def get_hub(request: Request) -> Hub:
@@ -25,12 +24,10 @@ HubDep = Annotated[Hub, Depends(get_hub)]
 async def get_client(hub: HubDep, x_api_key: Annotated[str | None, Header()] = None) -> Client:
     if not x_api_key:
         raise ProblemError(401, "unauthenticated", "Authentication required", "send the source's API key in X-API-Key")
-    async with read_only(hub.engine) as conn:
-        row = (await conn.execute(select(api_clients).where(
-            api_clients.c.key_hash == hash_api_key(x_api_key), api_clients.c.active.is_(True)))).first()
-    if row is None:
+    client = await hub.clients.client_for(hub.engine, hash_api_key(x_api_key))
+    if client is None:
         raise ProblemError(401, "unauthenticated", "Authentication failed", "the API key is not recognised or is revoked")
-    return Client(row.client_id, row.name, row.org_code, row.org_kind, tuple(row.scopes))
+    return client
 
 
 ClientDep = Annotated[Client, Depends(get_client)]

@@ -116,6 +116,13 @@ class _Refused:
     person_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Replay:
+    """The first answer to a source message id seen before."""
+
+    outcome: Outcome
+
+
 class IngestService:
     def __init__(
         self,
@@ -139,6 +146,10 @@ class IngestService:
                                    before_batch=lambda conn: lock_topic(conn, EVENTS_TOPIC))
         self.access = AccessPolicy(ref)
 
+    def close(self) -> None:
+        """Release the group commit's SQLite writer connection."""
+        self._commit.close()
+
     async def accept(self, client: Client, raw: bytes, channel: str = "rest") -> Outcome:
         """Take one register change sent as canonical JSON. Never raises for bad input."""
         correlation_id = self._correlation_id()
@@ -158,20 +169,29 @@ class IngestService:
         correlation_id = self._correlation_id()
         smid = data.get("source_message_id") if isinstance(data.get("source_message_id"), str) else None
         digest = payload_sha256(data)
-        if smid:
-            replay = await self._previous_answer(client.client_id, smid, digest=digest)
-            if replay is not None:
-                metrics.INGEST.labels(channel=channel, outcome="conflict" if replay.is_problem else "duplicate").inc()
-                return replay
+        # A source message id seen before gets its first answer (or a 409 if
+        # the payload differs). A change that validates is looked up inside
+        # its write transaction (`_record_once`, under the person's lock), so
+        # the common path reads nothing here; one that does not validate is
+        # looked up before it is quarantined.
         try:
             change_in = RegisterChangeIn.model_validate(data)
+            today = self._today()
+            problems = semantic_problems(change_in, self._ref, today)
         except ValidationError as exc:
-            return await self._quarantine(client, channel, original, smid, problems_from_pydantic(exc), correlation_id)
-        today = self._today()
-        problems = semantic_problems(change_in, self._ref, today)
+            problems = problems_from_pydantic(exc)
         if problems:
+            if smid:
+                replay = await self._previous_answer(client.client_id, smid, digest=digest)
+                if replay is not None:
+                    self._count_replay(channel, replay)
+                    return replay
             return await self._quarantine(client, channel, original, smid, problems, correlation_id)
         return await self._record(client, change_in, channel, today, correlation_id, digest)
+
+    @staticmethod
+    def _count_replay(channel: str, replay: Outcome) -> None:
+        metrics.INGEST.labels(channel=channel, outcome="conflict" if replay.is_problem else "duplicate").inc()
 
     async def reject_unmapped(
         self, client: Client, original: bytes, channel: str, problems: list[FieldProblem],
@@ -284,6 +304,9 @@ class IngestService:
                           ("message", client.client_id, change_in.source_message_id)))
                 if isinstance(result, _Refused):
                     return await self._refuse(client, channel, result, change_in.change_type.value, correlation_id)
+                if isinstance(result, _Replay):
+                    self._count_replay(channel, result.outcome)
+                    return result.outcome
                 return result
             except IntegrityError:
                 # A concurrent transaction took a unique key this one needed (the
@@ -299,7 +322,7 @@ class IngestService:
     async def _record_once(
         self, conn: WriteBehind, client: Client, change_in: RegisterChangeIn, channel: str, today: date,
         correlation_id: str, digest: str | None = None,
-    ) -> Outcome | _Refused:
+    ) -> Outcome | _Refused | _Replay:
         """One change's unit of work, run by the group commit inside a batch's
         transaction (`conn.begin()` is the unit's share of it; see group_commit)."""
         now = datetime.now(UTC)
@@ -311,11 +334,12 @@ class IngestService:
             # see every change committed before this one (SQLite: BEGIN IMMEDIATE).
             encrypted = self._protector.encrypt(details)
             person_id, created = await self._lock_or_create_person(conn, nhs_number, encrypted, now)
-            # A concurrent duplicate may have won the race since the first look.
+            # The first answer to this source message id, if any (see accept_mapped).
             replay = await self._previous_answer(client.client_id, change_in.source_message_id, conn, digest=digest)
             if replay is not None:
-                await tx.rollback()
-                return replay
+                if created:  # nothing else was written: only a new person's row to undo
+                    await tx.rollback()
+                return _Replay(replay)
             history = await self._person_changes(conn, person_id)
             before = evaluate(person_id, history, self._ref, self._agreements, today) if history else None
             # The one access policy, against the person's status now, under their lock.

@@ -7,6 +7,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy import Table, event, text
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.engine import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
@@ -38,31 +41,47 @@ def create_engine(database_url: str) -> AsyncEngine:
         if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
             private_sqlite(Path(url.database))  # 0600 file (and -wal/-shm), 0700 directory
         engine = create_async_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
-            cur = dbapi_conn.cursor()
-            # WAL + synchronous=FULL: a committed change survives SIGKILL and power loss.
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _sqlite_begin(conn):  # noqa: ANN001
-            # Take the write lock at BEGIN so two writers queue rather than deadlock;
-            # a read-only connection (`read_only`) takes a snapshot and no lock, so
-            # reads never wait behind a writer's fsync (WAL).
-            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
-
-        # Let SQLAlchemy's begin event issue the BEGIN instead of pysqlite.
-        @event.listens_for(engine.sync_engine, "connect")
-        def _no_auto_begin(dbapi_conn, _record):  # noqa: ANN001
-            dbapi_conn.isolation_level = None
-
+        configure_sqlite(engine.sync_engine)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def configure_sqlite(sync_engine: Engine) -> None:
+    """The hub's SQLite settings, for the async engine and for the group
+    commit's own synchronous writer connection (hub/ingest/group_commit.py)."""
+
+    @event.listens_for(sync_engine, "connect")
+    def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+        cur = dbapi_conn.cursor()
+        # WAL + synchronous=FULL: a committed change survives SIGKILL and power loss.
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+        # Let SQLAlchemy's begin event issue the BEGIN instead of pysqlite.
+        dbapi_conn.isolation_level = None
+
+    @event.listens_for(sync_engine, "begin")
+    def _sqlite_begin(conn):  # noqa: ANN001
+        # Take the write lock at BEGIN so two writers queue rather than deadlock;
+        # a read-only connection (`read_only`) takes a snapshot and no lock, so
+        # reads never wait behind a writer's fsync (WAL).
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
+
+
+def sqlite_writer_engine(async_engine: AsyncEngine) -> Engine | None:
+    """A synchronous engine on the same SQLite file as `async_engine`, with
+    one connection usable from any thread (used by one writer at a time), or
+    None when the store is not a SQLite file (PostgreSQL, `:memory:`)."""
+    url = async_engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:" \
+            or url.database.startswith("file:"):
+        return None
+    engine = sa_create_engine(url.set(drivername="sqlite+pysqlite"), poolclass=StaticPool,
+                              connect_args={"timeout": 30, "check_same_thread": False})
+    configure_sqlite(engine)
+    return engine
 
 
 def insert_or_merge(dialect: Dialect, table: Table) -> postgresql.Insert | sqlite.Insert:

@@ -156,3 +156,40 @@ async def test_a_read_only_connection_does_not_wait_for_a_writer(table_engine):
 
         # A BEGIN IMMEDIATE reader would wait (busy timeout 30 s) for the writer's commit.
         assert await asyncio.wait_for(read(), 5) == []  # the last committed snapshot
+
+
+async def test_a_writer_waiting_for_the_sqlite_lock_never_holds_up_the_event_loop(table_engine):
+    """On a SQLite file the group commit writes on its own connection: its
+    BEGIN IMMEDIATE waits for another writer's lock in a worker thread, so the
+    loop (every other request) keeps running meanwhile, and the batch commits
+    once the lock is free."""
+    engine, t = table_engine
+    gc = GroupCommit(engine, max_wait=0.0)
+    assert gc._sync is not None  # the SQLite writer path is the one under test
+    ticks: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def ticker(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            ticks.append(loop.time())
+            await asyncio.sleep(0.01)
+
+    async def unit(conn):  # noqa: ANN001, ANN202
+        await conn.execute(t.insert(), {"id": 1, "v": "after"})
+        return "written"
+
+    stop = asyncio.Event()
+    tick_task = asyncio.create_task(ticker(stop))
+    async with engine.begin() as other:  # another writer holds the lock for 0.4 s
+        await other.execute(t.insert().values(id=0, v="first"))
+        pending = asyncio.create_task(gc.run(unit, keys=["k"]))
+        await asyncio.sleep(0.4)
+        assert not pending.done()  # still waiting for the lock
+    assert await asyncio.wait_for(pending, 10) == "written"
+    stop.set()
+    await tick_task
+    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    assert len(ticks) > 20 and max(gaps) < 0.2, max(gaps)
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(t.c.v).order_by(t.c.id))).scalars().all() == ["first", "after"]
+    gc.close()

@@ -1,0 +1,44 @@
+"""API keys (hub/clients.py ClientCache): a key found active is trusted for a
+few seconds without a look-up; a key revoked in the store stops working once
+that time has passed; a key not known is looked up every time, so one just
+added works at once."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+
+from hub.clients import add_client
+from hub.store.schema import api_clients
+
+
+async def _revoke(hub, org: str) -> None:  # noqa: ANN001
+    async with hub.engine.begin() as conn:
+        await conn.execute(update(api_clients).where(api_clients.c.org_code == org).values(active=False))
+
+
+async def test_a_revoked_key_stops_working_when_its_cached_time_is_up(app_hub):
+    h = {"X-API-Key": app_hub.keys["E06000060"]}
+    cache = app_hub.hub.clients
+    assert cache.ttl == 5.0  # the default, S117_API_KEY_CACHE_SECONDS
+    assert (await app_hub.http.get("/v1/subscriptions", headers=h)).status_code == 200
+    await _revoke(app_hub.hub, "E06000060")
+    # Within the cached time the key still works (the look-up is skipped) ...
+    assert (await app_hub.http.get("/v1/subscriptions", headers=h)).status_code == 200
+    # ... and once it has passed, the store's answer holds.
+    for key in list(cache._held):
+        cache._held[key] = (0.0, cache._held[key][1])
+    r = await app_hub.http.get("/v1/subscriptions", headers=h)
+    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+
+
+async def test_with_no_cache_a_revoked_key_is_refused_at_once_and_a_new_key_works_at_once(app_hub):
+    app_hub.hub.clients.ttl = 0
+    h = {"X-API-Key": app_hub.keys["E08000025"]}
+    assert (await app_hub.http.get("/v1/subscriptions", headers=h)).status_code == 200
+    await _revoke(app_hub.hub, "E08000025")
+    assert (await app_hub.http.get("/v1/subscriptions", headers=h)).status_code == 401
+    # An unknown key is never remembered as unknown: added now, it works now.
+    app_hub.hub.clients.ttl = 5.0
+    assert (await app_hub.http.get("/v1/subscriptions", headers={"X-API-Key": "not-yet"})).status_code == 401
+    await add_client(app_hub.hub.engine, "Bucks 2", "E06000060", "council", ["subscriptions:write"], api_key="not-yet")
+    assert (await app_hub.http.get("/v1/subscriptions", headers={"X-API-Key": "not-yet"})).status_code == 200
