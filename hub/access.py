@@ -130,7 +130,9 @@ async def record_decision(
 ) -> None:
     if decision is not None:
         allowed, rule, role = decision.allowed, decision.rule, decision.role
-    await conn.execute(access_decisions.insert().values(
+    # A parameter dict, not .values(): the statement is compiled once, and in
+    # an ingest batch the rows go out as one executemany (group_commit).
+    await conn.execute(access_decisions.insert(), dict(
         at=datetime.now(UTC), client_id=client.client_id[:64], org_code=client.org_code[:16], channel=channel,
         action=action, change_type=change_type, person_id=person_id,
         decision="allowed" if allowed else "denied", rule=str(rule), role=str(role) if role else None,

@@ -14,7 +14,8 @@ from hub.api.problems import ProblemError
 from hub.store.db import read_only
 
 
-def get_hub(request: Request) -> Hub:
+async def get_hub(request: Request) -> Hub:
+    # async: FastAPI would run a plain function in its thread pool (a thread hop per request)
     return request.app.state.hub
 
 

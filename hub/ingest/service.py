@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import structlog
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -49,6 +49,19 @@ log = get_logger("hub.ingest")
 EVENT_NAMESPACE = uuid.UUID("5b0f2c1e-7d1a-4c43-9a8e-117117117117")
 PROBLEM_BASE = f"{HUB_BASE}/problems/"
 RECORD_ATTEMPTS = 3
+
+
+# The hot path's statements, built once (SQLAlchemy compiles each once and
+# caches it; building a statement per change costs more than running it).
+_PREVIOUS_ANSWER = select(ingest_results.c.status_code, ingest_results.c.body, ingest_results.c.payload_sha256).where(
+    ingest_results.c.source == bindparam("source"), ingest_results.c.source_message_id == bindparam("smid"))
+# FOR UPDATE serialises changes to one person on PostgreSQL (SQLite drops the
+# clause: its writers are already serial).
+_LOCK_PERSON = select(persons.c.person_id).where(persons.c.nhs_number_index == bindparam("index")).with_for_update()
+_PERSON_DETAILS = select(persons.c.details).where(persons.c.person_id == bindparam("person_id"))
+_UPDATE_DETAILS = persons.update().where(persons.c.person_id == bindparam("pid")).values(
+    details=bindparam("new_details"), updated_at=bindparam("at"))
+_PERSON_CHANGES = select(register_changes.c.canonical).where(register_changes.c.person_id == bindparam("person_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,14 +265,12 @@ class IngestService:
         self, source: str, smid: str, conn: AsyncConnection | None = None, *, digest: str | None = None,
     ) -> Outcome | None:
         """The first answer to (source, smid); a 409 if it was for another payload."""
-        q = select(ingest_results.c.status_code, ingest_results.c.body, ingest_results.c.payload_sha256).where(
-            ingest_results.c.source == source, ingest_results.c.source_message_id == smid
-        )
+        params = {"source": source, "smid": smid}
         if conn is not None:
-            row = (await conn.execute(q)).first()
+            row = (await conn.execute(_PREVIOUS_ANSWER, params)).first()
         else:
             async with read_only(self._engine) as c:
-                row = (await c.execute(q)).first()
+                row = (await c.execute(_PREVIOUS_ANSWER, params)).first()
         if row is None:
             return None
         if digest is not None and row.payload_sha256 is not None and row.payload_sha256 != digest:
@@ -423,14 +434,14 @@ class IngestService:
         """A field the source sent replaces what is held; a field it left out
         is kept. A council row or an HL7 message that carries only the NHS
         number must not erase the name, date of birth or postcode."""
-        stored = (await conn.execute(select(persons.c.details).where(persons.c.person_id == person_id))).one()
+        stored = (await conn.execute(_PERSON_DETAILS, {"person_id": person_id})).one()
         held = load_person_details(self._protector, stored.details)
         sent = change_in.person.model_dump(mode="json", exclude_unset=True, exclude_none=True)
         sent.pop("nhs_number", None)  # the key we found them by; kept as held
         merged = held | sent
         if merged != held:
-            await conn.execute(persons.update().where(persons.c.person_id == person_id)
-                               .values(details=self._protector.encrypt(orjson.dumps(merged)), updated_at=now))
+            await conn.execute(_UPDATE_DETAILS, {"pid": person_id, "new_details": self._protector.encrypt(orjson.dumps(merged)),
+                                                 "at": now})
 
     async def _lock_or_create_person(
         self, conn: AsyncConnection, nhs_number: str, details: bytes, now: datetime,
@@ -439,8 +450,7 @@ class IngestService:
         index = self._protector.index(nhs_number)
         # FOR UPDATE serialises changes to one person on PostgreSQL (SQLite
         # drops the clause: its writers are already serial).
-        lock = select(persons.c.person_id).where(persons.c.nhs_number_index == index).with_for_update()
-        row = (await conn.execute(lock)).first()
+        row = (await conn.execute(_LOCK_PERSON, {"index": index})).first()
         if row:
             return row.person_id, False
         # First sight of this person. Two first sights at once must not fail on
@@ -453,14 +463,12 @@ class IngestService:
                     details=details, created_at=now, updated_at=now)
             .on_conflict_do_nothing(index_elements=[persons.c.nhs_number_index])
         )
-        winner = (await conn.execute(lock)).one().person_id
+        winner = (await conn.execute(_LOCK_PERSON, {"index": index})).one().person_id
         return winner, winner == person_id
 
     @staticmethod
     async def _person_changes(conn: AsyncConnection, person_id: str) -> list[RegisterChange]:
-        rows = (
-            await conn.execute(select(register_changes.c.canonical).where(register_changes.c.person_id == person_id))
-        ).all()
+        rows = (await conn.execute(_PERSON_CHANGES, {"person_id": person_id})).all()
         return [from_jsonable(RegisterChange, r.canonical) for r in rows]
 
     @staticmethod
