@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ END_BLOCK = b"\x1c\x0d"
 CHANNEL = "mllp"
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
 INTERNAL_ERROR = "207"  # HL7 table 0357: application internal error
+SOURCE_TTL = 5.0  # seconds a sending facility's trust client is remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,10 @@ class MllpServer:
         self.port = self._sock.getsockname()[1]
         self._connections: dict[asyncio.Task, bool] = {}  # task -> busy with a message
         self._per_peer: Counter[str] = Counter()
+        # Sending facility -> (expires, trust client): an interface engine sends
+        # thousands of messages a minute from one facility; as for API keys
+        # (hub/clients.py), a client made inactive stops within SOURCE_TTL seconds.
+        self._sources: dict[str, tuple[float, Client]] = {}
         self.refused = 0  # connections closed at once for being over a cap
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -427,6 +433,9 @@ class MllpServer:
         stays the same from message to message."""
         if not facility:
             return None
+        held = self._sources.get(facility)
+        if held is not None and held[0] > time.monotonic():
+            return held[1]
         async with self._engine.connect() as conn:
             rows = (await conn.execute(
                 select(api_clients).where(api_clients.c.org_code == facility, api_clients.c.org_kind == "trust",
@@ -436,7 +445,12 @@ class MllpServer:
             await conn.rollback()
         for row in rows:
             if "register:write" in row.scopes:
-                return Client(row.client_id, row.name, row.org_code, row.org_kind, tuple(row.scopes))
+                client = Client(row.client_id, row.name, row.org_code, row.org_kind, tuple(row.scopes))
+                if len(self._sources) > 10_000:
+                    self._sources.clear()
+                self._sources[facility] = (time.monotonic() + SOURCE_TTL, client)
+                return client
+        self._sources.pop(facility, None)
         return None
 
 

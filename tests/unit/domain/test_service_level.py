@@ -1,6 +1,10 @@
 """Register service level: recorded within 5 working days of notice (Worcs 19.6)."""
 
+from datetime import timedelta
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hub.domain.service_level import register_service_level
 from hub.domain.working_days import add_working_days, working_days_between
@@ -61,3 +65,15 @@ def test_near_breach_window_is_configurable():
     assert register_service_level(d("2024-06-03"), d("2024-06-07"), BANK_HOLIDAYS, near_breach_days=2).state == (
         "near-breach")
     assert register_service_level(d("2024-06-03"), d("2024-06-10"), BANK_HOLIDAYS, near_breach_days=0).state == "met"
+
+
+@given(start=st.dates(min_value=d("2010-01-01"), max_value=d("2030-12-31")), span=st.integers(-30, 4000))
+def test_working_days_between_equals_counting_day_by_day(start, span):
+    """The week-at-a-time count with bisected holidays is the definition:
+    each day after `start` up to `end` that is a weekday and not a holiday."""
+    end = start + timedelta(days=span)
+    by_day, day = 0, start
+    while day < end:
+        day += timedelta(days=1)
+        by_day += day.weekday() < 5 and day not in BANK_HOLIDAYS
+    assert working_days_between(start, end, BANK_HOLIDAYS) == by_day

@@ -1,0 +1,153 @@
+"""HL7 v2 ADT A01 over MLLP: messages/s with ACKs over N connections.
+
+The hub runs as a real process (embedded: SQLite WAL, synchronous=FULL) with
+its MLLP listener on; a trust's interface engines open `--connections` TCP
+connections and each sends ADT^A01 (a detention under s3, each for a new
+person) and waits for the ACK before the next message, as MLLP requires. The
+figures: A01/s with ACK, ACK p50 / p99, hub CPU per message (from /proc), and
+beside them, in the same run on the same disk, a bare SQLite insert of a
+register-change-sized row per fsync'd transaction.
+
+    .venv/bin/python bench/bench_mllp.py                 # 4,000 A01 over 8 connections
+    .venv/bin/python bench/bench_mllp.py --messages 800 # quicker
+
+The MLLP listener is one of the hub's workers, so the dispatcher runs too
+(no subscriptions: each event is decided and audited, nothing is sent); its
+CPU is in the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.bench_load import bare_insert, cpu_seconds, pct  # noqa: E402
+from hub.clients import add_client  # noqa: E402
+from hub.ingest.nhs_number import nhs_number_problem  # noqa: E402
+from hub.mllp import Frame, MllpFramer, frame  # noqa: E402
+from hub.store.db import create_engine, create_schema  # noqa: E402
+from tests.support import HubProcess, free_port  # noqa: E402
+
+FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "hl7v2" / "ADT_A01_s3_detained.hl7"
+FIXTURE_NHS = "9990001006"
+
+
+def nhs_numbers(n: int) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while len(out) < n:
+        candidate = f"99{4_000_000 + i:08d}"
+        i += 1
+        if nhs_number_problem(candidate) is None:
+            out.append(candidate)
+    return out
+
+
+def a01(template: str, nhs: str, control_id: str) -> bytes:
+    text = template.replace(FIXTURE_NHS, nhs)
+    text = re.sub(r"^(MSH(?:\|[^|\r]*){8}\|)[^|\r]*", lambda m: m.group(1) + control_id, text, count=1)
+    return frame(text)
+
+
+async def engine_connection(port: int, messages: list[bytes], latencies: list[float], acks: dict[str, int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    framer = MllpFramer()
+    pending: list[str] = []
+    try:
+        for m in messages:
+            t0 = time.perf_counter()
+            writer.write(m)
+            await writer.drain()
+            while not pending:
+                data = await reader.read(65536)
+                if not data:
+                    raise ConnectionError("the hub closed the connection")
+                pending += [f.payload.decode() for f in framer.feed(data) if isinstance(f, Frame)]
+            ack = pending.pop(0)
+            latencies.append(time.perf_counter() - t0)
+            code = next(s for s in ack.split("\r") if s.startswith("MSA")).split("|")[1]
+            acks[code] = acks.get(code, 0) + 1
+    finally:
+        writer.close()
+
+
+async def main(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="s117-bench-mllp-"))
+    template = FIXTURE.read_bytes().decode()
+    run = uuid.uuid4().hex[:6]
+    numbers = nhs_numbers(args.messages)
+    messages = [a01(template, nhs, f"B{run}-{i}") for i, nhs in enumerate(numbers)]
+    base = bare_insert(tmp / "bare.db", [{"source_message_id": f"B{run}-{i}", "change_type": "detained",
+                                          "effective_date": "2025-01-06"} for i in range(min(args.messages, 2000))])
+    port = free_port()
+    env = {"S117_MLLP_PORT": str(port), "S117_LOG_LEVEL": "WARNING",
+           "S117_MLLP_MAX_CONNECTIONS_PER_PEER": str(max(10, args.connections + 2))}
+    hub = HubProcess(tmp, **env)
+    engine = create_engine(hub.db_url)
+    await create_schema(engine)
+    await add_client(engine, "Oxford Health", "RNU", "trust", ["register:write"])
+    await engine.dispose()
+    await hub.start()
+    try:
+        for _ in range(100):  # the MLLP listener starts with the workers, just after HTTP
+            try:
+                _r, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        # Warm the hub (imports, caches) with a few messages of another run.
+        warm = [a01(template, nhs, f"W{run}-{i}") for i, nhs in enumerate(nhs_numbers(args.messages + 20)[-20:])]
+        await engine_connection(port, warm, [], {})
+        profiler = None
+        if args.profile:
+            spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+            assert spy, "--profile needs py-spy (pip install py-spy)"
+            profiler = subprocess.Popen([spy, "record", "--pid", str(hub.proc.pid), "--format", "raw", "-o",
+                                         str(tmp / "profile.txt"), "--rate", "500", "--nonblocking"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        latencies: list[float] = []
+        acks: dict[str, int] = {}
+        per = [messages[i::args.connections] for i in range(args.connections)]
+        c0 = cpu_seconds(hub.proc.pid)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(engine_connection(port, m, latencies, acks) for m in per))
+        elapsed = time.perf_counter() - t0
+        cpu = cpu_seconds(hub.proc.pid) - c0
+        if profiler is not None:
+            profiler.send_signal(2)
+            profiler.wait(30)
+            print(f"profile (py-spy raw, collapsed stacks): {tmp / 'profile.txt'}")
+    finally:
+        hub.stop()
+    n = len(latencies)
+    rate = n / elapsed
+    print(f"{n} ADT^A01 over {args.connections} MLLP connections to a real hub process (SQLite WAL, "
+          f"synchronous=FULL; dispatcher on, no subscribers); {os.cpu_count()} cores; "
+          f"load average {os.getloadavg()[0]:.1f} at end")
+    print()
+    print("| connections | A01/s with ACK | ACK p50 / p99 | ACK codes | hub CPU/message | bare insert rows/s | hub / bare |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {args.connections} | {rate:,.0f} | {pct(latencies, 50) * 1000:,.1f} ms / {pct(latencies, 99) * 1000:,.1f} ms"
+          f" | {', '.join(f'{k} {v}' for k, v in sorted(acks.items()))} | {cpu / n * 1000:.2f} ms | {base:,.0f} | "
+          f"{base / rate:.1f}x |")
+    assert acks.get("AA", 0) == n, f"not every message was accepted: {acks}"
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=4000)
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--profile", action="store_true", help="py-spy record the hub (pip install py-spy)")
+    asyncio.run(main(ap.parse_args()))
