@@ -1,0 +1,160 @@
+"""Production mode: PostgreSQL + Kafka, the servers the test suite starts.
+
+Two measurements, each beside its baseline in the same run:
+
+1. **Relay against a raw producer.** An outbox of real events (register
+   changes recorded in-process by `IngestService` on PostgreSQL) is relayed
+   to Kafka by `KafkaRelay` (hub/bus/kafka.py: in order per person, each
+   row marked relayed); the baseline sends the same bytes (value, key,
+   headers) with a bare `aiokafka` producer, `acks=all`, idempotent, every
+   send in flight at once. Messages/s, MB/s and relay / raw.
+2. **The hub as a process** (`S117_DATABASE_URL` on PostgreSQL,
+   `S117_BUS_URL=kafka://...`): the same load as bench_load.py (N clients
+   POSTing register changes, a webhook subscriber for every recipient):
+   accepted/s, POST p50 / p99, POST -> webhook p50 / p99, hub CPU per change.
+
+    .venv/bin/python bench/bench_production.py            # 2,000 changes, 32 clients
+    .venv/bin/python bench/bench_production.py --changes 600
+PostgreSQL comes from Debian's packages and Kafka from the jars in
+S117_KAFKA_LIBS (or Maven Central), exactly as `make test` starts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import orjson  # noqa: E402
+from aiokafka import AIOKafkaProducer  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+
+import bench.bench_load as load  # noqa: E402
+from hub.agreements_loader import load_agreements  # noqa: E402
+from hub.bus.kafka import KafkaRelay, _headers, ensure_topic  # noqa: E402
+from hub.bus.port import EVENTS_TOPIC  # noqa: E402
+from hub.crypto import DataProtector  # noqa: E402
+from hub.ingest.service import Client, IngestService  # noqa: E402
+from hub.observability.logging import configure_logging  # noqa: E402
+from hub.refdata.loader import load_reference_data  # noqa: E402
+from hub.sample_data import detention_to_move_scenario  # noqa: E402
+from hub.settings import REPO_ROOT  # noqa: E402
+from hub.store.db import create_engine, create_schema  # noqa: E402
+from hub.store.schema import bus_messages  # noqa: E402
+from tests.servers.kafka import KafkaBroker, fetch_jars  # noqa: E402
+from tests.servers.postgres import PostgresServer, create_database, ensure_binaries  # noqa: E402
+from tests.support import HubProcess  # noqa: E402
+
+
+async def relay_against_raw(admin_url: str, bootstrap: str, changes: int, tmp: Path) -> dict:
+    db_url = await create_database(admin_url, "s117_bench_relay")
+    engine = create_engine(db_url)
+    await create_schema(engine)
+    service = IngestService(engine, load_reference_data(),
+                            load_agreements(REPO_ROOT / "contracts" / "area-agreements.yaml"),
+                            DataProtector.from_settings(None, tmp / "relay.key"))
+    client = Client("bench-trust", "bench", "RNU", "trust", ("register:write",))
+    rng = random.Random(117)
+    people = [detention_to_move_scenario(rng, f"relay-{i}", date(2024, 1, 1)) for i in range((changes + 3) // 4)]
+    flat = [c for p in people for c in p][:changes]
+
+    async def send(person: list[dict]) -> None:
+        for c in person:
+            assert (await service.accept(client, orjson.dumps(c))).status_code == 202
+
+    per = [flat[i:i + 4] for i in range(0, len(flat), 4)]
+    for i in range(0, len(per), 32):
+        await asyncio.gather(*(send(p) for p in per[i:i + 32]))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(bus_messages).order_by(bus_messages.c.offset))).all()
+    await ensure_topic(bootstrap, EVENTS_TOPIC, partitions=6)
+    await ensure_topic(bootstrap, "bench.raw", partitions=6)
+    values = [(orjson.dumps(r.payload), r.key.encode(), _headers(r)) for r in rows]
+    size = sum(len(v) + len(k) + sum(len(a) + len(b) for a, b in h) for v, k, h in values)
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    try:
+        await (await producer.send("bench.raw", value=b"warm-up"))  # connection and metadata, as the relay's start()
+        t0 = time.perf_counter()
+        futures = [await producer.send("bench.raw", value=v, key=k, headers=h) for v, k, h in values]
+        await asyncio.gather(*futures)
+        raw = time.perf_counter() - t0
+    finally:
+        await producer.stop()
+
+    relay = KafkaRelay(engine, bootstrap)
+    await relay.start()
+    try:
+        t0 = time.perf_counter()
+        while await relay.run_once():
+            pass
+        relayed = time.perf_counter() - t0
+    finally:
+        await relay.close()
+    async with engine.connect() as conn:
+        left = (await conn.execute(select(func.count()).select_from(bus_messages)
+                                   .where(bus_messages.c.relayed_at.is_(None)))).scalar_one()
+    await engine.dispose()
+    assert left == 0, f"{left} outbox rows not relayed"
+    return {"messages": len(rows), "mb": size / 1e6, "raw_s": len(rows) / raw, "relay_s": len(rows) / relayed}
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--changes", type=int, default=2000)
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--log-level", default="INFO")
+    ap.add_argument("--drain-timeout", type=float, default=300.0)
+    ap.add_argument("--ingest-only", action="store_true", help="the hub without its workers: ingest alone")
+    ap.add_argument("--skip-relay", action="store_true", help="only the hub process")
+    args = ap.parse_args()
+    configure_logging("WARNING")
+    tmp = Path(tempfile.mkdtemp(prefix="s117-bench-prod-"))
+    pg = PostgresServer(ensure_binaries())
+    broker = KafkaBroker(fetch_jars())
+    pg.start()
+    try:
+        broker.start()
+        try:
+            admin = pg.url().render_as_string(hide_password=False)
+            db_url = await create_database(admin, "s117_bench_hub")
+            # bench_load's level, with the hub on PostgreSQL and Kafka.
+            load.HubProcess = lambda workdir, **kw: HubProcess(  # type: ignore[assignment]
+                workdir, db_url=db_url, bus_url=f"kafka://{broker.bootstrap}", S117_KAFKA_PARTITIONS="6", **kw)
+            ns = argparse.Namespace(ingest_only=args.ingest_only, profile=False, keep=False, log_level=args.log_level,
+                                    drain_timeout=args.drain_timeout)
+            level = await load.run_level(args.clients, args.changes, tmp, ns, 64)
+            # After the hub has stopped: the relay's events go to the same topic.
+            relay = None if args.skip_relay else await relay_against_raw(admin, broker.bootstrap, args.changes, tmp)
+        finally:
+            broker.stop()
+    finally:
+        pg.stop()
+    print(f"Production mode (PostgreSQL 15+ from Debian, Kafka 3.9 KRaft, one broker, 6 partitions); "
+          f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at end")
+    if relay is not None:
+        print()
+        print("| outbox messages | MB | raw aiokafka producer msg/s | hub relay msg/s | relay / raw |")
+        print("|---|---|---|---|---|")
+        print(f"| {relay['messages']:,} | {relay['mb']:.1f} | {relay['raw_s']:,.0f} | {relay['relay_s']:,.0f} | "
+              f"{relay['relay_s'] / relay['raw_s']:.0%} |")
+    print()
+    print(f"hub workers {'off (ingest alone)' if args.ingest_only else 'on'}")
+    print("| clients | accepted/s | POST p50 / p99 | POST -> webhook p50 / p99 | delivered/s | hub CPU/change |")
+    print("|---|---|---|---|---|---|")
+    r = level
+    print(f"| {r['clients']} | {r['accepted_s']:,.0f} | {load.fmt_ms(r['post_p50'])} / {load.fmt_ms(r['post_p99'])} "
+          f"| {load.fmt_ms(r['e2e_p50'])} / {load.fmt_ms(r['e2e_p99'])} | {r['delivered_s']:,.0f} | {r['cpu_ms']:.1f} ms |")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
