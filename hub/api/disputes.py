@@ -110,7 +110,7 @@ async def get_dispute(case_id: str, hub: HubDep, client: ClientDep) -> dict:
         await conn.rollback()
     out = case_view(case, svc.clock.today(), svc.holidays) | {"history": history, "stage_history": stages}
     if case.state == DisputeState.RESOLVED:
-        out["reimbursement"] = svc.statement(case)
+        out["reimbursement"] = await svc.statement(case)
     return out
 
 
@@ -121,13 +121,13 @@ async def reimbursement(case_id: str, hub: HubDep, client: ClientDep) -> dict:
     if case.state != DisputeState.RESOLVED:
         raise ProblemError(409, "not-resolved", "Not resolved yet", "the statement exists once the dispute is resolved",
                            rule="not-resolved", citation="Worcs 4.4.8, 15.6")
-    return service(hub).statement(case)
+    return await service(hub).statement(case)
 
 
 async def _act(hub, client, case_id: str, action: Action, body: dict) -> dict:  # noqa: ANN001
     out, acted, svc = await act_on_case(hub, client, case_id, CaseKind.DISPUTE, action, body)
     if acted.case.state == DisputeState.RESOLVED:
-        out["reimbursement"] = svc.statement(acted.case)
+        out["reimbursement"] = await svc.statement(acted.case)
     return out
 
 
