@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
@@ -36,6 +36,7 @@ from hub.domain.money import (
     statement_for,
 )
 from hub.domain.ports import ReferenceData
+from hub.domain.money.responsibility import InterimSpan, PairSpan
 from hub.domain.rules import evaluate
 from hub.domain.workflows.model import Case
 from hub.ingest.nhs_number import normalise
@@ -267,16 +268,28 @@ class PackageService:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(q)).all()
             lines = [line_from_row(r) for r in rows]
-            # Only people with a change after a line started, or a dispute, need the register.
-            others = (await conn.execute(select(care_packages.c.person_id).distinct().where(
-                overlapping(first, last), or_(moved_since_start(last), in_dispute())))).scalars().all()
-            pairs = await load_pairs(conn, others, first, last, self._ref, self._agreements)
-            interims = await load_interims(conn, others)
+            pairs, interims = await self._moves(conn, first, last)
             await conn.rollback()
         decisions = await self.decisions({line.person_id for line in lines})
         return statement_for(month, council, icb, lines, self._agreements.funding_history,
                              lambda pid: decisions.get(pid, ()), lambda pid: pairs.get(pid, ()),
                              lambda pid: interims.get(pid, ()))
+
+    async def _moves(self, conn: AsyncConnection, first: date, last: date) -> tuple[
+            dict[str, tuple[PairSpan, ...]], dict[str, tuple[InterimSpan, ...]]]:
+        # Only people with a change after a line started, or a dispute, need the register.
+        others = (await conn.execute(select(care_packages.c.person_id).distinct().where(
+            overlapping(first, last), or_(moved_since_start(last), in_dispute())))).scalars().all()
+        return (await load_pairs(conn, others, first, last, self._ref, self._agreements),
+                await load_interims(conn, others))
+
+    async def moves(self, first: date, last: date) -> tuple[
+            dict[str, tuple[PairSpan, ...]], dict[str, tuple[InterimSpan, ...]]]:
+        """Who is charged whose lines between `first` and `last`, where not the recorded pair."""
+        async with self._engine.connect() as conn:
+            out = await self._moves(conn, first, last)
+            await conn.rollback()
+        return out
 
     async def interim_costs(self, case: Case) -> CarriedCosts | None:
         """The reimbursement hook for a resolved dispute: what each body

@@ -263,3 +263,16 @@ def test_property_moves_and_interims_keep_totals_and_shares(lines, moves, disput
         start, end = max(first, ln.start), min(last, ln.end or last)
         if end >= start:
             assert charged_days[(ln.person_id, ln.package_id, ln.version)] == (end - start).days + 1
+
+
+def test_expenditure_follows_the_package_to_the_new_pair():
+    from hub.domain.money.expenditure import expenditure
+    ln = line(start=D("2026-10-01"), weekly_cost_pence=70_000)
+    spans = (PairSpan(D("2026-10-15"), BUCKS, BOB_ICB),)
+    exp = expenditure([ln], HISTORY, lambda _pid: (), D("2026-10-31"), lambda _pid: spans)
+    old, new = exp.by_pair[(WORCS, HW_ICB)], exp.by_pair[(BUCKS, BOB_ICB)]
+    assert old.spent_to_date[0] == 140_000 and new.spent_to_date[0] == 170_000
+    assert old.committed_weekly == [0, 0, 0] and new.committed_weekly[0] == 70_000 and new.people == {"p1"}
+    assert old.projected_year == old.spent_to_date  # nothing more for the old pair
+    only_worcs = expenditure([ln], HISTORY, lambda _pid: (), D("2026-10-31"), lambda _pid: spans, org=WORCS)
+    assert set(only_worcs.by_pair) == {(WORCS, HW_ICB)} and only_worcs.total.spent_to_date[0] == 140_000
