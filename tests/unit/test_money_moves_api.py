@@ -109,6 +109,7 @@ async def test_a_transfer_mid_month_moves_the_package_and_a_stated_month_is_rest
 
 async def test_interim_shares_in_both_icbs_statements_and_reimbursement_from_the_packages(app_hub):
     keys = await _clients(app_hub)
+    sample = app_hub.hub.sharing
     _grant_funding(app_hub, QGH)
     pid, _ = await _person(app_hub, 22)  # Bucks + BOB ICB (QU9) responsible
     body = start(pid, "i-1", "L1", effective_date="2026-09-20")  # 700.00 a week, council-paid
@@ -168,6 +169,13 @@ async def test_interim_shares_in_both_icbs_statements_and_reimbursement_from_the
     bodies = {x["org"]: x for x in s["bodies"]}
     assert bodies[QU9]["balance_pence"] == s["total_pence"] and bodies[QU9]["owed_pence"] == 0
     assert bodies[QGH]["owed_pence"] == four + fifteen and bodies[QGH]["balance_pence"] == -s["total_pence"]
+    # A party whose agreement does not grant `funding` sees the periods and shares, not the amounts.
+    granted = app_hub.hub.sharing
+    app_hub.hub.sharing = sample
+    hidden = (await app_hub.http.get(f"/v1/disputes/{case_id}/reimbursement", headers={"X-API-Key": keys[QGH]})).json()
+    assert hidden["total_pence"] is None and hidden["bodies"] == [] and "funding" in hidden["amounts"]
+    assert [x["amount_pence"] for x in hidden["lines"]] == [None, None] and hidden["lines"][1]["share_bp"] == 6_000
+    app_hub.hub.sharing = granted
     # From the resolution, the package is charged to Bucks and H&W ICB; the interim days stay as charged.
     after = _lines((await _statement(app_hub, keys[QGH], "2026-10", BUCKS, QGH)).json())
     assert [(i["from"], i["to"], i["dispute_id"] is not None) for i in after] == [
