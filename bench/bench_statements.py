@@ -4,9 +4,12 @@ Baseline, measured in the same run on the same SQLite file: reading the same
 rows (the pair's package lines in force in the month) with SQLAlchemy Core.
 Measured: the statement as the API builds it (read the rows into package
 lines, cut each at the split change and the month's edges, cost by the day,
-split, total) and then rendered as JSON (orjson), CSV and PDF. A split change
-for the pair on the 15th and a price change on a third of the lines make
-every line at least two periods.
+split, total: PackageService.statement, which also looks for people the
+register moved to or from the pair and for dispute cases) and then rendered
+as JSON (orjson), CSV and PDF. A split change for the pair on the 15th and a
+price change on a third of the lines make every line at least two periods;
+1% of the people have a commissioner dispute with interim shares agreed from
+the 10th (their lines are cut there and the NHS share divided).
 
     .venv/bin/python bench/bench_statements.py [people]
 """
@@ -26,13 +29,14 @@ from sqlalchemy import or_, select
 
 from hub.agreements_loader import load_agreements
 from hub.domain.agreements import AgreementBook, FundingChange
-from hub.domain.money import statement_for
 from hub.money.render import statement_csv, statement_json, statement_pdf
 from hub.money.service import PackageService
 from hub.observability.logging import configure_logging
 from hub.settings import REPO_ROOT
 from hub.store.db import create_engine, create_schema
-from hub.store.schema import care_packages, persons
+from hub.codec import to_jsonable
+from hub.domain.workflows.model import Case, CaseKind, DisputeState, Interim
+from hub.store.schema import care_packages, persons, workflow_cases
 
 COUNCIL, ICB, MONTH = "E06000060", "QU9", "2026-10"
 FIRST, LAST = date(2026, 10, 1), date(2026, 10, 31)
@@ -65,6 +69,17 @@ async def setup(engine, people: int) -> None:  # noqa: ANN001
                     rows.append(base)
         for k in range(0, len(rows), 5_000):
             await conn.execute(care_packages.insert(), rows[k:k + 5_000])
+        cases = []
+        for i in range(0, people, 100):
+            case = Case(case_id=f"c{i}", kind=CaseKind.DISPUTE, person_id=f"p{i:06d}", state=DisputeState.OPEN,
+                        parties=(ICB, "QGH"), opened_on=date(2026, 10, 1), area="bench", clock=None,
+                        dispute_id=f"D{i}", dispute_kind="commissioner",
+                        interims=(Interim(ICB, ((ICB, 5_000), ("QGH", 5_000)), False, "", date(2026, 10, 1), "x"),
+                                  Interim(ICB, ((ICB, 6_000), ("QGH", 4_000)), True, "QGH", date(2026, 10, 10), "x")))
+            cases.append({"case_id": case.case_id, "kind": "dispute", "person_id": case.person_id, "state": "open",
+                          "parties": list(case.parties), "dispute_id": case.dispute_id, "data": to_jsonable(case),
+                          "version": 1, "opened_on": case.opened_on, "updated_at": now})
+        await conn.execute(workflow_cases.insert(), cases)
 
 
 async def main(people: int) -> None:
@@ -90,10 +105,7 @@ async def main(people: int) -> None:
         return len(rows)
 
     async def statement():  # noqa: ANN202
-        lines = await service.lines_for_pair(COUNCIL, ICB, FIRST, LAST)
-        decisions = await service.decisions()
-        return statement_for(MONTH, COUNCIL, ICB, lines, book.funding_history(COUNCIL, ICB),
-                             lambda pid: decisions.get(pid, ()))
+        return await service.statement(MONTH, COUNCIL, ICB)
 
     await baseline()  # warm the page cache for both
     runs = 3

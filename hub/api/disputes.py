@@ -6,7 +6,7 @@ Only the parties may see or act; others get the same 404 as an unknown id."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
+from hub.sharing import FUNDING
 from hub.api.workflow_access import act_on_case, is_admin, list_cases, refusal, service, visible_case
 from hub.domain.workflows.model import Action, CaseKind, DisputeState, WorkflowRefusal
 from sqlalchemy import select
@@ -110,8 +111,20 @@ async def get_dispute(case_id: str, hub: HubDep, client: ClientDep) -> dict:
         await conn.rollback()
     out = case_view(case, svc.clock.today(), svc.holidays) | {"history": history, "stage_history": stages}
     if case.state == DisputeState.RESOLVED:
-        out["reimbursement"] = svc.statement(case)
+        out["reimbursement"] = await _reimbursement(hub, client, case)
     return out
+
+
+async def _reimbursement(hub, client, case) -> dict:  # noqa: ANN001
+    """The statement; its amounts are package costs, shown only to a party
+    whose agreement grants the `funding` field group (periods and shares are
+    the dispute's own terms, which every party sees)."""
+    statement = await service(hub).statement(case)
+    if is_admin(client) or hub.sharing.grants_group(client.org_code, FUNDING, datetime.now(UTC).date()):
+        return statement
+    return {**statement, "lines": [{**line, "amount_pence": None} for line in statement["lines"]],
+            "total_pence": None, "bodies": [],
+            "amounts": "withheld: the organisation's data-sharing agreement does not grant the funding field group"}
 
 
 @router.get("/{case_id}/reimbursement", summary="What the body found responsible owes for the interim")
@@ -121,13 +134,13 @@ async def reimbursement(case_id: str, hub: HubDep, client: ClientDep) -> dict:
     if case.state != DisputeState.RESOLVED:
         raise ProblemError(409, "not-resolved", "Not resolved yet", "the statement exists once the dispute is resolved",
                            rule="not-resolved", citation="Worcs 4.4.8, 15.6")
-    return service(hub).statement(case)
+    return await _reimbursement(hub, client, case)
 
 
 async def _act(hub, client, case_id: str, action: Action, body: dict) -> dict:  # noqa: ANN001
     out, acted, svc = await act_on_case(hub, client, case_id, CaseKind.DISPUTE, action, body)
     if acted.case.state == DisputeState.RESOLVED:
-        out["reimbursement"] = svc.statement(acted.case)
+        out["reimbursement"] = await _reimbursement(hub, client, acted.case)
     return out
 
 

@@ -41,10 +41,15 @@ async def _expenditure(hub: Hub, client: Client, today: date, report: dict) -> d
     year_start, year_end = financial_year(today)
     lines = await hub.packages.all_lines(min(year_start, add_months(date(today.year, today.month, 1), -11)),
                                          year_end)
-    if "hub:admin" not in client.scopes:
-        lines = [ln for ln in lines if client.org_code in (ln.council, ln.icb)]
+    first = min(year_start, add_months(date(today.year, today.month, 1), -11))
+    pairs, interims = await hub.packages.moves(first, year_end)
+    org = None if "hub:admin" in client.scopes else client.org_code
+    if org is not None:  # the caller's recorded lines, and anyone moved to or from it
+        lines = [ln for ln in lines if org in (ln.council, ln.icb) or ln.person_id in pairs
+                 or ln.person_id in interims]
     decisions = await hub.packages.decisions()
-    exp = expenditure(lines, hub.agreements.funding_history, lambda pid: decisions.get(pid, ()), today)
+    exp = expenditure(lines, hub.agreements.funding_history, lambda pid: decisions.get(pid, ()), today,
+                      lambda pid: pairs.get(pid, ()), lambda pid: interims.get(pid, ()), org)
     names = {r["council"]["code"]: r["council"]["name"] for r in report["rows"]}
     names |= {r["commissioner"]["code"]: r["commissioner"]["name"] for r in report["rows"]}
     return expenditure_summary(exp, names)

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
-from hub.domain.money import month_bounds, statement_for
+from hub.money.issues import issue_for
 from hub.money.render import statement_csv, statement_json, statement_pdf
 from hub.sharing import FUNDING
 
@@ -47,17 +47,14 @@ async def get_statement(
             client.org_code, FUNDING, today)):
         raise ProblemError(404, "not-found", "Not found", "no statement for that pair for this client")
     assert hub.packages is not None
-    first, last = month_bounds(month)
-    lines = await hub.packages.lines_for_pair(council, icb, first, last)
-    decisions = await hub.packages.decisions()
-    history = hub.agreements.funding_history(council, icb)
-    statement = statement_for(month, council, icb, lines, history, lambda pid: decisions.get(pid, ()))
+    statement = await hub.packages.statement(month, council, icb)
+    issue = await issue_for(hub.engine, statement, today)
     names = org_names(hub, council, icb)
     stem = f"s117-statement-{council}-{icb}-{month}"
     if format == "csv":
-        return Response(statement_csv(statement), media_type="text/csv; charset=utf-8",
+        return Response(statement_csv(statement, issue), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{stem}.csv"'})
     if format == "pdf":
-        return Response(statement_pdf(statement, names), media_type="application/pdf",
+        return Response(statement_pdf(statement, names, issue), media_type="application/pdf",
                         headers={"Content-Disposition": f'attachment; filename="{stem}.pdf"'})
-    return JSONResponse(statement_json(statement, names))
+    return JSONResponse(statement_json(statement, names, issue))

@@ -33,11 +33,13 @@ def _item(i: LineItem) -> dict[str, Any]:
         "days": i.days, "weekly_cost_pence": str(i.weekly_cost_pence),
         **{f: getattr(i, f) for f in MONEY_FIELDS},
         "basis": i.basis, "arrangement": i.arrangement, "explanation": i.explanation, "citation": i.citation,
+        "note": i.note, "dispute_id": i.dispute_id,
+        "interim_share_percent": None if i.interim_share_bp is None else f"{Decimal(i.interim_share_bp) / 100:.2f}",
     }
 
 
-def statement_json(s: Statement, names: dict[str, str]) -> dict[str, Any]:
-    return {
+def statement_json(s: Statement, names: dict[str, str], issue: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = {
         "month": s.month, "from": s.first.isoformat(), "to": s.last.isoformat(),
         "council": {"code": s.council, "name": names.get(s.council, s.council)},
         "icb": {"code": s.icb, "name": names.get(s.icb, s.icb)},
@@ -46,16 +48,20 @@ def statement_json(s: Statement, names: dict[str, str]) -> dict[str, Any]:
                     for p in s.persons],
         "totals": _totals(s.totals),
     }
+    if issue is not None:
+        out["issue"] = issue
+    return out
 
 
 CSV_COLUMNS = ("month", "council", "icb", "person_id", "package_id", "version", "service_type", "provider",
                "paid_by", "cohort", "from", "to", "days", "weekly_cost", "cost", "eligible", "council_share",
                "icb_share", "excluded", "awaiting_panel", "icb_owes_council", "council_owes_icb", "basis",
-               "citation")
+               "citation", "note", "dispute_id", "interim_share_percent")
 
 
-def statement_csv(s: Statement) -> str:
-    """One row per line item, amounts in pounds (two decimals), and a TOTAL row."""
+def statement_csv(s: Statement, issue: dict[str, Any] | None = None) -> str:
+    """One row per line item, amounts in pounds (two decimals), and a TOTAL
+    row whose note says which issue this is (and what it restates)."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\r\n")
     w.writerow(CSV_COLUMNS)
@@ -67,9 +73,11 @@ def statement_csv(s: Statement) -> str:
         for i in p.lines:
             w.writerow([s.month, s.council, s.icb, p.person_id, i.package_id, i.version, i.service_type, i.provider,
                         i.paid_by, i.cohort, i.first.isoformat(), i.last.isoformat(), i.days,
-                        pounds(i.weekly_cost_pence.quantize(Decimal(1))), *money(i), i.basis, i.citation])
+                        pounds(i.weekly_cost_pence.quantize(Decimal(1))), *money(i), i.basis, i.citation, i.note,
+                        i.dispute_id or "",
+                        "" if i.interim_share_bp is None else f"{Decimal(i.interim_share_bp) / 100:.2f}"])
     w.writerow([s.month, s.council, s.icb, "TOTAL", "", "", "", "", "", "", s.first.isoformat(), s.last.isoformat(),
-                "", "", *money(s.totals), "", ""])
+                "", "", *money(s.totals), "", "", issue.get("explanation", "") if issue else "", "", ""])
     return out.getvalue()
 
 
@@ -84,7 +92,7 @@ DIGIT_MM = 0.556 * 7 * 25.4 / 72
 CHAR_MM = 1.45
 
 
-def statement_pdf(s: Statement, names: dict[str, str]) -> bytes:
+def statement_pdf(s: Statement, names: dict[str, str], issue: dict[str, Any] | None = None) -> bytes:
     pdf = FPDF(orientation="L", unit="mm", format="A4")
     pdf.set_auto_page_break(auto=True, margin=12)
     pdf.set_title(f"S117 recharge statement {s.month}")
@@ -102,8 +110,18 @@ def statement_pdf(s: Statement, names: dict[str, str]) -> bytes:
     pdf.set_font("Helvetica", "B", 11)
     pdf.cell(0, 8, _latin1(f"Net: {summary}"), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.set_font("Helvetica", "", 8)
+    if issue is not None and issue.get("explanation"):
+        pdf.set_font("Helvetica", "B" if issue.get("restated") else "", 9)
+        pdf.multi_cell(0, 5, _latin1(("RESTATEMENT: " if issue.get("restated") else "Issue: ")
+                                     + issue["explanation"]), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.set_font("Helvetica", "", 8)
     pdf.multi_cell(0, 4, _latin1("Rounding: " + s.rounding), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.ln(2)
+    notes: dict[str, int] = {}
+    for p in s.persons:
+        for i in p.lines:
+            if i.note:
+                notes.setdefault(i.note, len(notes) + 1)
     for payer, title, field in (("council", f"{icb} owes {council} (council-paid lines, NHS share)",
                                  "icb_owes_council_pence"),
                                 ("icb", f"{council} owes {icb} (ICB-paid lines, council share)",
@@ -145,7 +163,13 @@ def statement_pdf(s: Statement, names: dict[str, str]) -> bytes:
                 row((p.person_id[:8], i.package_id, i.service_type, i.provider, i.first.isoformat(),
                      i.last.isoformat(), str(i.days), pounds(i.cost_pence), pounds(i.eligible_pence),
                      pounds(i.council_pence), pounds(i.icb_pence), pounds(getattr(i, field)),
-                     f"{i.basis} ({i.citation})"))
+                     (f"[{notes[i.note]}] " if i.note else "") + f"{i.basis} ({i.citation})"))
         row(("Total", "", "", "", "", "", "", "", "", "", "", pounds(getattr(t, field)), ""), bold=True)
         pdf.ln(4)
+    if notes:
+        pdf.set_font("Helvetica", "B", 11)
+        pdf.cell(0, 7, "Notes", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.set_font("Helvetica", "", 8)
+        for text, n in notes.items():
+            pdf.multi_cell(0, 4, _latin1(f"[{n}] {text}"), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     return bytes(pdf.output())

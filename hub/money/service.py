@@ -16,21 +16,34 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
 from hub.domain.agreements import AgreementBook, NeedTag
 from hub.domain.model import RegisterChange, S117Status
-from hub.domain.money import Exclusion, PackageAction, PackageLine, PersonDecision, Provider, apply_action
+from hub.domain.money import (
+    Exclusion,
+    PackageAction,
+    PackageLine,
+    PersonDecision,
+    Provider,
+    Statement,
+    apply_action,
+    month_bounds,
+    statement_for,
+)
 from hub.domain.ports import ReferenceData
+from hub.domain.money.responsibility import InterimSpan, PairSpan
 from hub.domain.rules import evaluate
+from hub.domain.workflows.model import Case
 from hub.ingest.nhs_number import normalise
 from hub.ingest.service import PROBLEM_BASE, Client, IngestService, Outcome, problem
 from hub.ingest.validation import FieldProblem, problems_from_pydantic
 from hub.money.contract import PackageIn, package_problems
+from hub.money.responsibility import CarriedCosts, in_dispute, load_interims, load_pairs, moved_since_start, overlapping
 from hub.observability.logging import get_logger
 from hub.store.schema import care_packages, ingest_results, persons, register_changes, split_decisions
 
@@ -241,6 +254,58 @@ class PackageService:
             rows = (await conn.execute(q)).all()
             await conn.rollback()
         return [line_from_row(r) for r in rows]
+
+    async def statement(self, month: str, council: str, icb: str) -> Statement:
+        """The pair's recharge statement for `month`: the lines recorded
+        against the pair, and the lines of anyone the register may have moved
+        to or from it since they started, or with a dispute case; each day
+        charged to the pair responsible that day (or by agreed interim
+        shares)."""
+        first, last = month_bounds(month)
+        recorded = and_(care_packages.c.council == council, care_packages.c.icb == icb)
+        q = select(care_packages).where(overlapping(first, last), or_(recorded, moved_since_start(last),
+                                                                       in_dispute()))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+            lines = [line_from_row(r) for r in rows]
+            pairs, interims = await self._moves(conn, first, last)
+            await conn.rollback()
+        decisions = await self.decisions({line.person_id for line in lines})
+        return statement_for(month, council, icb, lines, self._agreements.funding_history,
+                             lambda pid: decisions.get(pid, ()), lambda pid: pairs.get(pid, ()),
+                             lambda pid: interims.get(pid, ()))
+
+    async def _moves(self, conn: AsyncConnection, first: date, last: date) -> tuple[
+            dict[str, tuple[PairSpan, ...]], dict[str, tuple[InterimSpan, ...]]]:
+        # Only people with a change after a line started, or a dispute, need the register.
+        others = (await conn.execute(select(care_packages.c.person_id).distinct().where(
+            overlapping(first, last), or_(moved_since_start(last), in_dispute())))).scalars().all()
+        return (await load_pairs(conn, others, first, last, self._ref, self._agreements),
+                await load_interims(conn, others))
+
+    async def moves(self, first: date, last: date) -> tuple[
+            dict[str, tuple[PairSpan, ...]], dict[str, tuple[InterimSpan, ...]]]:
+        """Who is charged whose lines between `first` and `last`, where not the recorded pair."""
+        async with self._engine.connect() as conn:
+            out = await self._moves(conn, first, last)
+            await conn.rollback()
+        return out
+
+    async def interim_costs(self, case: Case) -> CarriedCosts | None:
+        """The reimbursement hook for a resolved dispute: what each body
+        carried over the interim, from the person's packages."""
+        if case.resolved_on is None:
+            return None
+        first, last = case.opened_on, case.resolved_on
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(care_packages).where(
+                care_packages.c.person_id == case.person_id, overlapping(first, last)))).all()
+            pairs = await load_pairs(conn, [case.person_id], first, last, self._ref, self._agreements)
+            interims = await load_interims(conn, [case.person_id])
+            await conn.rollback()
+        decisions = await self.decisions([case.person_id])
+        return CarriedCosts([line_from_row(r) for r in rows], self._agreements, decisions.get(case.person_id, ()),
+                            pairs.get(case.person_id, ()), interims.get(case.person_id, ()))
 
     async def decisions(self, person_ids: Iterable[str] | None = None) -> dict[str, list[PersonDecision]]:
         q = select(split_decisions).where(split_decisions.c.agreed_at.is_not(None))

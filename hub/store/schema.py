@@ -590,6 +590,22 @@ care_packages = Table(
     Index("ix_care_packages_person", "person_id"),
 )
 
+# Each distinct content of a closed month's recharge statement for a pair, as
+# it was first served (hub/money/issues.py): a later different content is a
+# new issue that says it restates the one before. Codes, totals and a digest
+# only: nothing personal.
+statement_issues = Table(
+    "statement_issues",
+    metadata,
+    Column("council", String(16), primary_key=True),
+    Column("icb", String(16), primary_key=True),
+    Column("month", String(7), primary_key=True),
+    Column("issue", Integer, primary_key=True),
+    Column("digest", String(64), nullable=False),
+    Column("totals", JSON, nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+)
+
 # A person's split agreed by both bodies (panel decision, needs-matrix result
 # at review, agreed exception): proposed by one, in force once the other
 # agrees (Worcs 8.5, A2.3). Never updated after agreement.

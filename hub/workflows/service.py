@@ -11,7 +11,7 @@ so the rules engine folds them like any trust's change.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -100,7 +100,8 @@ class WorkflowService:
         self._protector = protector
         self._ingest = ingest
         self.clock = clock or WorkflowClock()
-        self.costs = costs  # the funding records' hook; None: statements list periods and shares only
+        self.costs = costs  # a fixed hook (tests); None: costs_for, or periods and shares only
+        self.costs_for: Callable[[Case], Awaitable[InterimCosts | None]] | None = None
 
     @property
     def holidays(self) -> frozenset[date]:
@@ -366,8 +367,13 @@ class WorkflowService:
             log.error("workflow register change refused", status_code=outcome.status_code, person_id=person_id)
         return outcome.body
 
-    def statement(self, case: Case) -> dict[str, Any]:
-        return to_jsonable(reimbursement_statement(case, self.costs))
+    async def statement(self, case: Case) -> dict[str, Any]:
+        """The reimbursement statement, with amounts from the funding records
+        when the money side is wired (`costs_for`, set by hub/bootstrap.py)."""
+        costs = self.costs
+        if costs is None and self.costs_for is not None:
+            costs = await self.costs_for(case)
+        return to_jsonable(reimbursement_statement(case, costs))
 
     # -------------------------------------------------------------- clocks
 

@@ -1,7 +1,9 @@
 """Packages and money end to end, the hub as a real uvicorn process: a
 council file with package records -> the person query shows the split with
 its citation -> October's recharge statement as JSON, CSV and PDF -> the
-oversight report shows the spend."""
+oversight report shows the spend -> a re-detention elsewhere notified late
+moves the package's days from its date to the new pair, and October is
+restated, saying so."""
 
 from __future__ import annotations
 
@@ -141,6 +143,29 @@ async def test_council_file_packages_to_statement_and_oversight(tmp_path, fundin
             assert isinstance(row["projected_year"]["council"], int) and row["projected_year"]["council"] > 0
             oct_ = next(t for t in report["expenditure"]["trend"] if t["month"] == "2026-10")
             assert oct_["people"] == 10 and oct_["spend"]["eligible"] > 0
+
+            # 5. Re-detained from Worcestershire on 15 October, notified after October was stated: the
+            #    package's days from the 15th are charged to Worcestershire and BOB ICB (Worcs 4.3.3; the ICB
+            #    stays, 4.4.2), up to the 14th to Bucks; October is restated, and says so.
+            r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json={
+                **base, "source_message_id": "t-3", "change_type": "detained", "effective_date": "2026-10-15",
+                "legal_status_code": "03", "hospital_ods": "RNU", "gp_practice_ods": "K82001",
+                "residence_la_gss": "E10000034"})
+            assert r.status_code == 202, r.text
+            s2 = (await http.get(q, headers={"X-API-Key": keys["QU9"]})).json()
+            assert s2["issue"]["restated"] is True and s2["issue"]["restates"]["number"] >= 1
+            mine = next(p for p in s2["persons"] if p["person_id"] == person_id)
+            assert max(i["to"] for i in mine["lines"]) == "2026-10-14"
+            moved = (await http.get("/v1/statements?month=2026-10&council=E10000034&icb=QU9",
+                                    headers={"X-API-Key": keys["QU9"]})).json()
+            (only,) = moved["persons"]
+            assert only["person_id"] == person_id and min(i["from"] for i in only["lines"]) == "2026-10-15"
+            assert all("responsible on the register from 2026-10-15" in i["note"] for i in only["lines"])
+            p = await http.get(q + "&format=pdf", headers={"X-API-Key": keys["E06000060"]})
+            (tmp_path / "restated.pdf").write_bytes(p.content)
+            text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "restated.pdf"), "-"], capture_output=True,
+                                  text=True, check=True, timeout=60).stdout
+            assert "RESTATEMENT" in text
     finally:
         hub.stop()
     logs = hub.logs()

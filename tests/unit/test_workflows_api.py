@@ -142,7 +142,7 @@ async def test_contest_escalate_on_the_clock_resolve_and_reimburse(workflow_hub)
     assert body["state"] == "resolved" and body["register_change"]["status"] == "accepted"
     statement = body["reimbursement"]
     assert statement["payer"] == WORCS and statement["payees"] == [BUCKS]
-    assert statement["lines"][0]["share_bp"] == 10_000 and statement["lines"][0]["amount"] is None
+    assert statement["lines"][0]["share_bp"] == 10_000 and statement["lines"][0]["amount_pence"] is None
     await drain(workflow_hub)
     position = (await http.get(f"/v1/persons/{workflow_hub.person_id}/s117",
                                headers={"X-API-Key": workflow_hub.keys["trust"]})).json()

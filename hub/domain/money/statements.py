@@ -12,12 +12,21 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
+from hub.domain import citations
 from hub.domain.funding import LineSplit
 from hub.domain.money.packages import PackageLine
+from hub.domain.money.responsibility import (
+    InterimSpan,
+    PairSpan,
+    apportion,
+    boundaries,
+    interim_on,
+    pair_on,
+)
 from hub.domain.money.splits import History, PersonDecision, rule_for, split_amount
 
 ROUNDING_RULES = (
@@ -26,7 +35,9 @@ ROUNDING_RULES = (
     "rounded half up to a penny, once. The council's share of a period is its cost x the council's percentage, "
     "rounded half up to a penny; the NHS share is the rest, so the two shares always add up to the eligible "
     "cost. Every total is a sum of the periods' pence: nothing is rounded above a period, so totals reconcile "
-    "to the line items exactly."
+    "to the line items exactly. While a dispute's agreed interim shares apply, the side in dispute (the council's "
+    "or the NHS share of a period) is divided between the disputing bodies: each body's part is rounded half up "
+    "to a penny, except the largest share's, which takes the rest, so the parts add up to that side exactly."
 )
 PENNY = Decimal(1)
 
@@ -92,7 +103,7 @@ class LineItem:
     last: date
     days: int
     weekly_cost_pence: Decimal
-    cost_pence: int  # the period's whole cost
+    cost_pence: int  # the period's cost charged to this pair (all of it, or its interim part)
     eligible_pence: int  # of which s117 (council + NHS + awaiting a panel)
     council_pence: int
     icb_pence: int
@@ -104,6 +115,11 @@ class LineItem:
     arrangement: str
     explanation: str
     citation: str
+    council: str = ""  # the pair charged for these days
+    icb: str = ""
+    note: str = ""  # why this pair on these days: a move of responsibility, interim shares
+    dispute_id: str | None = None  # interim shares of this dispute applied
+    interim_share_bp: int | None = None  # this pair's body's agreed share of the side in dispute
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,42 +167,110 @@ class Statement:
     rounding: str = ROUNDING_RULES
 
 
-def line_items(line: PackageLine, first: date, last: date, history: History,
-               decisions: Sequence[PersonDecision] = ()) -> list[LineItem]:
-    items = []
+History_For = Callable[[str, str], History]
+
+
+def _history_for(history: History | History_For) -> History_For:
+    return history if callable(history) else (lambda _c, _i: history)  # type: ignore[return-value]
+
+
+def line_items(line: PackageLine, first: date, last: date, history: History | History_For,
+               decisions: Sequence[PersonDecision] = (), pairs: Sequence[PairSpan] = (),
+               interims: Sequence[InterimSpan] = ()) -> list[LineItem]:
+    """The line's items between `first` and `last` for every pair charged:
+    cut where the pair responsible on the register changes (`pairs`), where
+    agreed interim shares start or end (`interims`), and where the split
+    changes; `history` is the split history of a pair (one for all pairs, or
+    a function of the pair)."""
+    history_for = _history_for(history)
+    start = max(first, line.start)
+    end = last if line.end is None else min(last, line.end)
+    if end < start:
+        return []
+    cuts = sorted({start} | {d for d in boundaries(pairs, interims) if start < d <= end})
+    items: list[LineItem] = []
     provider = f"{line.provider.kind}:{line.provider.code}"
-    for p in periods(line, first, last, history, decisions):
-        s = p.split
-        eligible = s.line.amount_pence - s.excluded_pence
-        awaiting = eligible - s.council_pence - s.commissioner_pence
-        icb_owes = s.commissioner_pence if line.paid_by == "council" else 0
-        council_owes = s.council_pence if line.paid_by == "icb" else 0
-        items.append(LineItem(
-            person_id=line.person_id, package_id=line.package_id, version=line.version,
-            service_type=line.service_type, provider=provider, paid_by=line.paid_by, cohort=line.cohort,
-            first=p.first, last=p.last, days=p.days, weekly_cost_pence=line.weekly_cost,
-            cost_pence=s.line.amount_pence, eligible_pence=eligible, council_pence=s.council_pence,
-            icb_pence=s.commissioner_pence, excluded_pence=s.excluded_pence, awaiting_panel_pence=awaiting,
-            icb_owes_council_pence=icb_owes, council_owes_icb_pence=council_owes, basis=p.basis,
-            arrangement=p.arrangement, explanation=s.explanation, citation=s.citation,
-        ))
+    recorded = (line.council, line.icb)
+    for n, seg_first in enumerate(cuts):
+        seg_last = cuts[n + 1] - timedelta(days=1) if n + 1 < len(cuts) else end
+        (council, icb), span = pair_on(pairs, seg_first, recorded)
+        interim = interim_on(interims, seg_first)
+        moved = ""
+        if span is not None and (council, icb) != recorded:
+            moved = (f"charged to {council} and {icb}, responsible on the register from {span.start.isoformat()}"
+                     + (f": {span.why}" if span.why else ""))
+        for p in periods(line, seg_first, seg_last, history_for(council, icb), decisions):
+            s = p.split
+            eligible = s.line.amount_pence - s.excluded_pence
+            awaiting = eligible - s.council_pence - s.commissioner_pence
+            base = dict(person_id=line.person_id, package_id=line.package_id, version=line.version,
+                        service_type=line.service_type, provider=provider, paid_by=line.paid_by, cohort=line.cohort,
+                        first=p.first, last=p.last, days=p.days, weekly_cost_pence=line.weekly_cost,
+                        basis=p.basis, arrangement=p.arrangement, explanation=s.explanation, citation=s.citation)
+            if interim is None:
+                items.append(_item(base, council, icb, s.line.amount_pence, s.council_pence, s.commissioner_pence,
+                                   s.excluded_pence, awaiting, moved))
+                continue
+            side = s.council_pence if interim.kind == "council" else s.commissioner_pence
+            parts = apportion(side, interim.shares, interim.lead_body)
+            share = dict(interim.shares)
+            side_name = "council" if interim.kind == "council" else "NHS"
+            for org in dict.fromkeys((interim.lead_body, *parts)):
+                part = parts.get(org, 0)
+                lead = org == interim.lead_body
+                if not lead and part == 0:
+                    continue
+                pc, pi = (org, icb) if interim.kind == "council" else (council, org)
+                pct = f"{Decimal(share.get(org, 0)) / 100:.2f}"
+                note = (f"interim shares agreed in dispute {interim.dispute_id}: {org} carries {pct}% of the "
+                        f"{side_name} share" + (f"; {interim.lead_body} leads" if lead else
+                                                f" ({interim.lead_body} leads)")
+                        + f" until resolution, then reimbursement ({interim.citation}; "
+                          f"{citations.DISPUTE_RESOLVED_REIMBURSE})")
+                if interim.kind == "council":
+                    cp, ip = part, (s.commissioner_pence if lead else 0)
+                else:
+                    cp, ip = (s.council_pence if lead else 0), part
+                excluded, waiting = (s.excluded_pence, awaiting) if lead else (0, 0)
+                items.append(replace(_item(base, pc, pi, cp + ip + excluded + waiting, cp, ip, excluded, waiting,
+                                           note), dispute_id=interim.dispute_id,
+                                     interim_share_bp=share.get(org, 0)))
     return items
 
 
+def _item(base: dict, council: str, icb: str, cost: int, council_pence: int, icb_pence: int, excluded: int,
+          awaiting: int, note: str) -> LineItem:
+    paid_by = base["paid_by"]
+    return LineItem(
+        **base, cost_pence=cost, eligible_pence=cost - excluded, council_pence=council_pence, icb_pence=icb_pence,
+        excluded_pence=excluded, awaiting_panel_pence=awaiting,
+        icb_owes_council_pence=icb_pence if paid_by == "council" else 0,
+        council_owes_icb_pence=council_pence if paid_by == "icb" else 0, council=council, icb=icb, note=note)
+
+
 def statement_for(
-    month: str, council: str, icb: str, lines: Iterable[PackageLine], history: History,
+    month: str, council: str, icb: str, lines: Iterable[PackageLine], history: History | History_For,
     decisions: Callable[[str], Sequence[PersonDecision]] = lambda _pid: (),
+    pairs: Callable[[str], Sequence[PairSpan]] = lambda _pid: (),
+    interims: Callable[[str], Sequence[InterimSpan]] = lambda _pid: (),
 ) -> Statement:
-    """The pair's statement for `month` from the lines they fund (others are ignored)."""
+    """The pair's statement for `month`: every line's days on which this pair
+    is charged (the recorded pair, unless the register moved responsibility
+    or agreed interim shares apply)."""
     first, last = month_bounds(month)
     by_person: dict[str, list[LineItem]] = {}
     for line in lines:
-        if line.council != council or line.icb != icb or not line.overlaps(first, last):
+        if not line.overlaps(first, last):
             continue
-        by_person.setdefault(line.person_id, []).extend(
-            line_items(line, first, last, history, decisions(line.person_id)))
+        spans, shares = pairs(line.person_id), interims(line.person_id)
+        if not spans and not shares and (line.council != council or line.icb != icb):
+            continue
+        found = [i for i in line_items(line, first, last, history, decisions(line.person_id), spans, shares)
+                 if i.council == council and i.icb == icb]
+        if found:
+            by_person.setdefault(line.person_id, []).extend(found)
     persons = []
     for pid in sorted(by_person):
-        items = tuple(sorted(by_person[pid], key=lambda i: (i.package_id, i.first)))
+        items = tuple(sorted(by_person[pid], key=lambda i: (i.package_id, i.first, i.version)))
         persons.append(PersonStatement(pid, items, Totals.of(items)))
     return Statement(month, first, last, council, icb, tuple(persons), Totals.of(p.totals for p in persons))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date, timedelta
-from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -255,8 +254,11 @@ def test_resolution_requires_a_party_and_a_date_not_in_the_future():
 
 
 class _Costs:
-    def cost(self, person_id, start, end):  # noqa: ANN001, ANN201
-        return Decimal(100) * ((end - start).days + 1)
+    """What each ICB carried: 100p a day, half each before the agreed 70:30 from 10 May."""
+
+    def carried(self, person_id, kind, start, end):  # noqa: ANN001, ANN201
+        days = (end - start).days + 1
+        return {QU9: 50 * days, QGH: 50 * days} if start < date(2025, 5, 10) else {QU9: 70 * days, QGH: 30 * days}
 
 
 def test_reimbursement_statement_names_the_payer_periods_and_shares():
@@ -270,10 +272,13 @@ def test_reimbursement_statement_names_the_payer_periods_and_shares():
         (date(2025, 4, 28), date(2025, 5, 9), 5000, False),
         (date(2025, 5, 10), date(2025, 5, 31), 7000, True),
     ]
-    assert statement.total is None and "Worcs 4.4.8, 15.6" in statement.citation
+    assert statement.total_pence is None and "Worcs 4.4.8, 15.6" in statement.citation
     costed = reimbursement_statement(case, _Costs())
-    assert costed.lines[0].amount == Decimal("600.00")  # 12 days x 100 x 50%
-    assert costed.total == Decimal("600.00") + Decimal("1540.00")
+    assert costed.lines[0].amount_pence == 600  # 12 days x 100 x 50%
+    assert costed.total_pence == 600 + 1540 and costed.side == "NHS"
+    bodies = {b.org: b for b in costed.bodies}
+    assert (bodies[QU9].paid_pence, bodies[QU9].owed_pence, bodies[QU9].balance_pence) == (2140, 0, 2140)
+    assert (bodies[QGH].paid_pence, bodies[QGH].owed_pence, bodies[QGH].balance_pence) == (1260, 3400, -2140)
 
 
 def test_council_found_responsible_after_carrying_the_interim_owes_nothing():

@@ -1,0 +1,82 @@
+"""Statement issues: a closed month's statement is never silently rewritten.
+
+Statements are computed from the packages, the register and the disputes as
+they stand, so a late change (a transfer notified after the month was stated,
+a package change back-dated by its sender) can alter a month already stated.
+The first time a pair's closed month (its last day before today) is served,
+its content's digest and totals are kept as issue 1; served again with the
+same content it is the same issue; with different content it becomes the
+next issue, and says it restates the previous one (when that was issued, its
+totals, and the difference). A month not yet ended is provisional and not
+kept. A transfer or dispute from a date changes nothing before that date, so
+months before it keep their issue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hub.domain.money.statements import Statement
+from hub.money.render import MONEY_FIELDS, statement_json
+from hub.store.schema import statement_issues
+
+ATTEMPTS = 3
+
+
+def digest(s: Statement) -> str:
+    return hashlib.sha256(orjson.dumps(statement_json(s, {}), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _totals(s: Statement) -> dict[str, int]:
+    return {f: getattr(s.totals, f) for f in MONEY_FIELDS}
+
+
+async def issue_for(engine: AsyncEngine, s: Statement, today: date) -> dict[str, Any]:
+    """The statement's issue: provisional while the month runs; otherwise its
+    number, and what it restates if it is not the first."""
+    if s.last >= today:
+        return {"provisional": True, "number": None, "restated": False,
+                "explanation": f"the month has not ended ({s.last.isoformat()}): amounts may still change"}
+    d, totals = digest(s), _totals(s)
+    key = (statement_issues.c.council == s.council, statement_issues.c.icb == s.icb,
+           statement_issues.c.month == s.month)
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            async with engine.begin() as conn:
+                rows = (await conn.execute(select(statement_issues).where(*key)
+                                           .order_by(statement_issues.c.issue))).all()
+                current = next((r for r in reversed(rows) if r.digest == d), None)
+                if current is None or current.issue != rows[-1].issue:
+                    number = (rows[-1].issue if rows else 0) + 1
+                    issued_at = datetime.now(UTC)
+                    await conn.execute(statement_issues.insert().values(
+                        council=s.council, icb=s.icb, month=s.month, issue=number, digest=d, totals=totals,
+                        issued_at=issued_at))
+                else:
+                    number, issued_at = current.issue, current.issued_at
+            break
+        except IntegrityError:  # another request issued it at the same moment: read it again
+            if attempt == ATTEMPTS:
+                raise
+    out: dict[str, Any] = {"provisional": False, "number": number, "issued_at": _iso(issued_at),
+                           "restated": number > 1}
+    if number > 1:
+        prev = rows[number - 2]
+        out["restates"] = {"number": prev.issue, "issued_at": _iso(prev.issued_at), "totals": prev.totals}
+        out["difference"] = {f: totals[f] - prev.totals.get(f, 0) for f in MONEY_FIELDS}
+        out["explanation"] = (f"issue {number} restates issue {prev.issue} of {_iso(prev.issued_at)[:10]}: the "
+                              "packages, the register or a dispute changed after it was issued")
+    else:
+        out["explanation"] = "first issue of this month's statement"
+    return out
+
+
+def _iso(at: datetime) -> str:
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()

@@ -1,0 +1,110 @@
+"""Who is charged a person's packages on each day, from the store: the pair
+the register names (evaluated on the first day and on each day a change takes
+effect, as money sees changes: hub/domain/money/responsibility.py), and the
+agreed interim shares of the person's dispute cases. Also the reimbursement
+hook: what each disputing body carried, by the statements' own arithmetic.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import date
+
+from sqlalchemy import and_, exists, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hub.codec import from_jsonable
+from hub.domain.agreements import AgreementBook
+from hub.domain.model import RegisterChange
+from hub.domain.money import PackageLine, PersonDecision
+from hub.domain.money.responsibility import InterimSpan, PairSpan, interim_spans, money_changes, pair_spans
+from hub.domain.money.statements import line_items
+from hub.domain.ports import ReferenceData
+from hub.domain.rules import evaluate
+from hub.domain.workflows.model import Case, CaseKind
+from hub.store.schema import care_packages, register_changes, workflow_cases
+
+
+def overlapping(first: date, last: date):  # noqa: ANN201
+    return and_(care_packages.c.start_date <= last,
+                or_(care_packages.c.end_date.is_(None), care_packages.c.end_date >= first))
+
+
+def moved_since_start(last: date):  # noqa: ANN201
+    """A line whose person has a register change after the line started (up
+    to `last`): the register may have moved who is charged it."""
+    rc = register_changes.c
+    return exists().where(rc.person_id == care_packages.c.person_id, rc.effective_date <= last,
+                          or_(rc.effective_date > care_packages.c.start_date,
+                              rc.notified_on > care_packages.c.start_date))
+
+
+def in_dispute():  # noqa: ANN201
+    return exists().where(workflow_cases.c.person_id == care_packages.c.person_id,
+                          workflow_cases.c.kind == CaseKind.DISPUTE.value)
+
+
+def case_from_data(data: dict) -> Case:
+    # The reason is encrypted at rest and not needed for money: left as is, never shown.
+    return from_jsonable(Case, data)
+
+
+async def load_pairs(conn: AsyncConnection, person_ids: Iterable[str], first: date, last: date, ref: ReferenceData,
+                     agreements: AgreementBook) -> dict[str, tuple[PairSpan, ...]]:
+    ids = sorted(set(person_ids))
+    if not ids:
+        return {}
+    changes: dict[str, list[RegisterChange]] = defaultdict(list)
+    for k in range(0, len(ids), 500):
+        rows = (await conn.execute(select(register_changes.c.person_id, register_changes.c.canonical)
+                                   .where(register_changes.c.person_id.in_(ids[k:k + 500])))).all()
+        for r in rows:
+            changes[r.person_id].append(from_jsonable(RegisterChange, r.canonical))
+    out = {}
+    for pid, found in changes.items():
+        seen = money_changes(found)
+        days = sorted({first} | {c.effective_date for c in seen if first < c.effective_date <= last})
+        points = []
+        for day in days:
+            status = evaluate(pid, seen, ref, agreements, day)
+            council, icb = status.responsible_council, status.responsible_commissioner
+            points.append((day, council.org.code if council and council.org else None,
+                           icb.org.code if icb and icb.org else None,
+                           f"{council.citation if council else ''}; {icb.citation if icb else ''}"))
+        out[pid] = pair_spans(points)
+    return out
+
+
+async def load_interims(conn: AsyncConnection, person_ids: Iterable[str]) -> dict[str, tuple[InterimSpan, ...]]:
+    ids = sorted(set(person_ids))
+    cases: dict[str, list[Case]] = defaultdict(list)
+    for k in range(0, len(ids), 500):
+        rows = (await conn.execute(select(workflow_cases.c.person_id, workflow_cases.c.data).where(
+            workflow_cases.c.kind == CaseKind.DISPUTE.value, workflow_cases.c.person_id.in_(ids[k:k + 500])))).all()
+        for r in rows:
+            cases[r.person_id].append(case_from_data(r.data))
+    return {pid: spans for pid, found in cases.items() if (spans := interim_spans(found))}
+
+
+class CarriedCosts:
+    """The settlement hook (hub/domain/workflows/settlement.py InterimCosts)
+    over one person's lines, pairs and interim shares, loaded beforehand."""
+
+    def __init__(self, lines: Sequence[PackageLine], agreements: AgreementBook, decisions: Sequence[PersonDecision],
+                 pairs: Sequence[PairSpan], interims: Sequence[InterimSpan]) -> None:
+        self._lines, self._agreements, self._decisions = lines, agreements, decisions
+        self._pairs, self._interims = pairs, interims
+
+    def carried(self, person_id: str, kind: str, start: date, end: date) -> dict[str, int] | None:
+        if not self._lines:
+            return None
+        out: dict[str, int] = defaultdict(int)
+        for line in self._lines:
+            for i in line_items(line, start, end, self._agreements.funding_history, self._decisions, self._pairs,
+                                self._interims):
+                if kind == "council":
+                    out[i.council] += i.council_pence
+                else:
+                    out[i.icb] += i.icb_pence
+        return dict(out)
