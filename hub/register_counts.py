@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, not_, or_, select
+from sqlalchemy import and_, bindparam, case, delete, func, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.codec import from_jsonable
@@ -36,6 +36,10 @@ from hub.store.schema import register_changes, register_status, service_levels
 log = get_logger("hub.register_counts")
 _UPSERTS: dict[str, Any] = {}
 REBUILD_CHUNK = 500
+# A code's name as written with the person's status (one row, by index).
+_COUNCIL_NAME = select(register_status.c.council_name).where(
+    register_status.c.council_code == bindparam("code")).limit(1)
+_ICB_NAME = select(register_status.c.icb_name).where(register_status.c.icb_code == bindparam("code")).limit(1)
 
 
 def status_row(person_id: str, status: S117Status, late_changes: int) -> dict[str, Any]:
@@ -85,9 +89,12 @@ async def summary(engine: AsyncEngine, today: date, org_code: str | None) -> dic
     def scoped(q: Any) -> Any:
         return q.where(scope) if scope is not None else q
 
+    # One pass over the table: every count and the late changes per pair
+    # (a person with neither body yet counts only towards "unknown"'s late
+    # changes, as before); names are looked up per code afterwards, since
+    # carrying the long name strings through the aggregate doubles its cost.
     pairs = scoped(select(
-        t.council_code, t.icb_code, func.max(t.council_name).label("council_name"),
-        func.max(t.icb_name).label("icb_name"),
+        t.council_code, t.icb_code,
         n(t.entitled).label("entitled"),
         n(and_(t.entitled, t.entitlement_start >= year_ago)).label("started_last_12_months"),
         n(and_(not_(t.entitled), t.entitlement_end >= year_ago)).label("ended_last_12_months"),
@@ -95,33 +102,33 @@ async def summary(engine: AsyncEngine, today: date, org_code: str | None) -> dic
         n(and_(t.entitled, t.in_hospital)).label("in_hospital"),
         n(and_(t.entitled, t.next_review_due < today)).label("reviews_overdue"),
         n(t.open_disputes).label("open_disputes"),
-    ).where(or_(t.council_code.is_not(None), t.icb_code.is_not(None)))).group_by(t.council_code, t.icb_code)
-    late_q = scoped(select(t.council_code, func.sum(t.late_changes).label("late"))).group_by(t.council_code)
+        func.coalesce(func.sum(t.late_changes), 0).label("late"),
+    )).group_by(t.council_code, t.icb_code)
     started_q = scoped(select(t.entitlement_start, func.count().label("n"))
                        .where(t.entitlement_start >= first_month)).group_by(t.entitlement_start)
     ended_q = scoped(select(t.entitlement_end, func.count().label("n"))
                      .where(t.entitlement_end >= first_month)).group_by(t.entitlement_end)
     async with read_only(engine) as conn:
         pair_rows = (await conn.execute(pairs)).all()
-        late_rows = (await conn.execute(late_q)).all()
         started_rows = (await conn.execute(started_q)).all()
         ended_rows = (await conn.execute(ended_q)).all()
+        names: dict[str, str] = {}
+        for code in sorted({r.council_code for r in pair_rows if r.council_code}):
+            names[code] = (await conn.execute(_COUNCIL_NAME, {"code": code})).scalar_one()
+        for code in sorted({r.icb_code for r in pair_rows if r.icb_code}):
+            names[code] = (await conn.execute(_ICB_NAME, {"code": code})).scalar_one()
     rows: dict[PairKey, Counter[str]] = defaultdict(Counter)
-    names: dict[str, str] = {}
+    late: Counter[str] = Counter()
     for r in pair_rows:
+        late[r.council_code or "unknown"] += int(r.late or 0)
+        if r.council_code is None and r.icb_code is None:
+            continue
         key = PairKey(r.council_code or "unknown", r.icb_code or "unknown")
         c = rows[key]
         for f in ("entitled", "started_last_12_months", "ended_last_12_months", "on_cto", "in_hospital",
                   "reviews_overdue", "open_disputes"):
             if getattr(r, f):
                 c[f] += int(getattr(r, f))
-        if r.council_code:
-            names[r.council_code] = r.council_name
-        if r.icb_code:
-            names[r.icb_code] = r.icb_name
-    late: Counter[str] = Counter()
-    for r in late_rows:
-        late[r.council_code or "unknown"] += int(r.late or 0)
     started: Counter[date] = Counter()
     for r in started_rows:
         started[date(r.entitlement_start.year, r.entitlement_start.month, 1)] += int(r.n)

@@ -417,6 +417,11 @@ register_status = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_register_status_council", "council_code"),
     Index("ix_register_status_icb", "icb_code"),
+    # The summary's aggregate groups by the pair in index order (no sort),
+    # and its monthly trend reads only the last year's dates.
+    Index("ix_register_status_pair", "council_code", "icb_code"),
+    Index("ix_register_status_started", "entitlement_start"),
+    Index("ix_register_status_ended", "entitlement_end"),
 )
 
 # The access policy's decisions (hub/access.py): every write and read of a
