@@ -58,7 +58,7 @@ from sqlalchemy.sql.dml import Insert
 
 from hub.observability import metrics
 from hub.observability.logging import get_logger
-from hub.store.db import sqlite_writer_engine
+from hub.store.db import SyncConn as _SyncConn, sqlite_writer_engine
 
 log = get_logger("hub.ingest.group_commit")
 T = TypeVar("T")
@@ -119,26 +119,6 @@ class WriteBehind:
         queued, self._queued = self._queued, {}
         for (table, _cols), rows in queued.items():
             await self._conn.execute(table.insert(), rows)
-
-
-class _SyncConn:
-    """The part of `AsyncConnection` a unit of work uses, over the writer's
-    synchronous SQLite connection while it holds the write lock (see module
-    doc): statements run at once; results are the driver's, read at once."""
-
-    __slots__ = ("_conn",)
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    @property
-    def dialect(self) -> Dialect:
-        return self._conn.dialect
-
-    async def execute(self, statement: Any, parameters: Any = None) -> Result:
-        if parameters is None:
-            return self._conn.execute(statement)
-        return self._conn.execute(statement, parameters)
 
 
 class _SyncTx:

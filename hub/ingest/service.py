@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -40,7 +41,7 @@ from hub.ingest.validation import FieldProblem, problems_from_pydantic, semantic
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.register_counts import record_status
-from hub.store.db import insert_or_merge, read_only
+from hub.store.db import InlineReads, insert_or_merge, read_only
 from hub.store.schema import ingest_results, persons, quarantine, register_changes, service_levels
 from hub.domain.workflows.held import hold_reason
 from hub.workflows.held import hold_change
@@ -58,6 +59,7 @@ _PREVIOUS_ANSWER = select(ingest_results.c.status_code, ingest_results.c.body, i
 # FOR UPDATE serialises changes to one person on PostgreSQL (SQLite drops the
 # clause: its writers are already serial).
 _LOCK_PERSON = select(persons.c.person_id).where(persons.c.nhs_number_index == bindparam("index")).with_for_update()
+_PERSON_BY_INDEX = select(persons.c.person_id).where(persons.c.nhs_number_index == bindparam("index"))
 _PERSON_DETAILS = select(persons.c.details).where(persons.c.person_id == bindparam("person_id"))
 _UPDATE_DETAILS = persons.update().where(persons.c.person_id == bindparam("pid")).values(
     details=bindparam("new_details"), updated_at=bindparam("at"))
@@ -158,10 +160,24 @@ class IngestService:
         self._commit = GroupCommit(engine, max_batch=batch_max, max_wait=batch_wait,
                                    before_batch=lambda conn: lock_topic(conn, EVENTS_TOPIC))
         self.access = AccessPolicy(ref)
+        self._reads = InlineReads.for_engine(engine)
 
     def close(self) -> None:
-        """Release the group commit's SQLite writer connection."""
+        """Release the group commit's SQLite writer connection and the readers."""
         self._commit.close()
+        if self._reads is not None:
+            self._reads.close()
+
+    @asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[Any]:
+        """A read-only snapshot: on a SQLite file, read inline on the loop
+        (hub.store.db.InlineReads); otherwise a pooled async connection."""
+        if self._reads is not None:
+            with self._reads.snapshot() as conn:
+                yield conn
+            return
+        async with read_only(self._engine) as conn:
+            yield conn
 
     async def accept(self, client: Client, raw: bytes, channel: str = "rest") -> Outcome:
         """Take one register change sent as canonical JSON. Never raises for bad input."""
@@ -232,10 +248,9 @@ class IngestService:
         if hospital is not None and (not isinstance(hospital, str) or self._ref.hospital(hospital) is None):
             return None
         index = self._protector.index(normalise(nhs_number))
-        async with read_only(self._engine) as conn:
-            row = (await conn.execute(select(persons.c.person_id).where(persons.c.nhs_number_index == index))).first()
+        async with self._snapshot() as conn:
+            row = (await conn.execute(_PERSON_BY_INDEX, {"index": index})).first()
             history = await self._person_changes(conn, row.person_id) if row else []
-            await conn.rollback()
         today = self._today()
         facts = None
         if history:
@@ -269,7 +284,7 @@ class IngestService:
         if conn is not None:
             row = (await conn.execute(_PREVIOUS_ANSWER, params)).first()
         else:
-            async with read_only(self._engine) as c:
+            async with self._snapshot() as c:
                 row = (await c.execute(_PREVIOUS_ANSWER, params)).first()
         if row is None:
             return None
