@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from pathlib import Path
 
+import orjson
+
 from sqlalchemy import Table, event, text
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import Engine
@@ -21,6 +23,17 @@ from hub.store.private_files import private_sqlite
 
 
 READ_ONLY = "s117_read_only"
+
+
+def _json_dumps(value: Any) -> str:
+    # orjson: several times faster than the standard library for the outbox's
+    # event, change and status documents; keys that are not strings (none are
+    # expected) are written as strings, as json.dumps would.
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+# JSON columns in and out with orjson, on every engine the hub makes.
+JSON_CODEC: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
 
 
 @asynccontextmanager
@@ -41,10 +54,10 @@ def create_engine(database_url: str) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
             private_sqlite(Path(url.database))  # 0600 file (and -wal/-shm), 0700 directory
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **JSON_CODEC)
         configure_sqlite(engine.sync_engine)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, **JSON_CODEC)
 
 
 def configure_sqlite(sync_engine: Engine) -> None:
@@ -80,7 +93,7 @@ def sqlite_writer_engine(async_engine: AsyncEngine) -> Engine | None:
             or url.database.startswith("file:"):
         return None
     engine = sa_create_engine(url.set(drivername="sqlite+pysqlite"), poolclass=StaticPool,
-                              connect_args={"timeout": 30, "check_same_thread": False})
+                              connect_args={"timeout": 30, "check_same_thread": False}, **JSON_CODEC)
     configure_sqlite(engine)
     return engine
 
@@ -124,7 +137,7 @@ class InlineReads:
                 or url.database.startswith("file:"):
             return None
         engine = sa_create_engine(url.set(drivername="sqlite+pysqlite"), pool_size=4, max_overflow=16,
-                                  connect_args={"timeout": 30, "check_same_thread": False})
+                                  connect_args={"timeout": 30, "check_same_thread": False}, **JSON_CODEC)
         configure_sqlite(engine)
         return cls(engine)
 
