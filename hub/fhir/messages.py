@@ -79,6 +79,7 @@ PROFILES: Final[dict[str, str]] = {
     "EpisodeOfCare": "S117-EpisodeOfCare",
     "Parameters": "S117-Position",
     "Task": "S117-Task",
+    "Basic": "S117-ReconciliationDrift",  # the drift message's counts (hub/fhir/drift.py)
 }
 
 # --- field groups a data-sharing agreement may allow ------------------------
@@ -109,6 +110,7 @@ EVENT_DISPLAYS: Final[dict[EventType, str]] = {
     EventType.DISPUTE_UPDATED: "S117 responsibility dispute updated",
     EventType.WORKFLOW_DEADLINE: "S117 workflow deadline reminder or breach",
     EventType.NOTIFICATION_CORRECTED: "S117 notification corrected",
+    EventType.RECONCILIATION_DRIFT: "S117 reconciliation drift past the agreed threshold",
 }
 
 HUB_SENDER_ID: Final = "s117-hub"
