@@ -36,11 +36,11 @@ from typing import Any
 
 import orjson
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.crypto import DataProtector
 from hub.delivery import queue
-from hub.domain.drift import DriftThreshold, Step, step
+from hub.domain.drift import Step, step
 from hub.domain.model import EventType, Org
 from hub.domain.ports import ReferenceData
 from hub.domain.reconciliation import LIVE, Kind
@@ -203,5 +203,23 @@ async def _audit(conn: AsyncConnection, event_id: str, body: str, decision: str,
         agreement_id=agreement_id, field_groups=[], reason=reason[:300], channel=channel, at=datetime.now(UTC)))
 
 
-def threshold_json(threshold: DriftThreshold | None) -> dict[str, object] | None:
-    return threshold.as_dict() if threshold is not None else None
+async def alert_overview(engine: AsyncEngine, sharing: SharingAgreements, on: date) -> list[dict[str, Any]]:
+    """Per body that has a threshold or an alert state: the threshold in force, whether it is above it
+    (alerted for the crossing in force), its open differences and the last alert (the console)."""
+    async with engine.connect() as conn:
+        states = {r.body_org: r for r in (await conn.execute(select(drift_alerts))).all()}
+        bodies = set(states) | set((await conn.execute(
+            select(reconciliation_snapshots.c.body_org).distinct())).scalars().all())
+        await conn.rollback()
+    out = []
+    for body in sorted(bodies):
+        threshold = sharing.drift_threshold(body, on)
+        state = states.get(body)
+        if threshold is None and state is None:
+            continue
+        out.append({"body": body, "threshold": threshold.as_dict() if threshold is not None else None,
+                    "above": bool(state and state.above), "open": state.open_total if state else None,
+                    "last_alert_snapshot_id": state.snapshot_id if state else None,
+                    "last_alert_event_id": state.event_id if state else None,
+                    "last_alert_at": state.alerted_at.isoformat() if state and state.alerted_at else None})
+    return out

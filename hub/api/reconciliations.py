@@ -27,6 +27,7 @@ from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
 from hub.domain.reconciliation import ItemState
 from hub.ingest.service import Client
+from hub.drift_alerts import alert_overview
 from hub.reconciliation import Body, drift_history, items_csv_lines
 
 router = APIRouter(prefix="/v1/reconciliations", tags=["reconciliation"])
@@ -144,4 +145,5 @@ async def decide_item(item_id: SnapshotId, decision: ItemDecision, hub: HubDep, 
 @ops_router.get("/reconciliation", summary="Differences per body and kind for each compared snapshot (console)")
 async def reconciliation_overview(hub: HubDep, client: ClientDep) -> dict:
     require(client, "hub:admin")
-    return {"snapshots": await drift_history(hub.engine)}
+    return {"snapshots": await drift_history(hub.engine),
+            "alerts": await alert_overview(hub.engine, hub.sharing, datetime.now(UTC).date())}

@@ -132,6 +132,11 @@ async def test_crossing_alerts_once_falling_below_rearms_and_the_next_crossing_a
     assert [(d.decision, d.person_id, d.recipient_org, d.channel, d.agreement_id) for d in audit] == [
         ("allowed", None, BUCKS, "feed", "DSA-DRIFT-TEST")]
 
+    # The operator's console data shows the body above its threshold, alerted.
+    r = await app_hub.http.get("/v1/ops/reconciliation", headers={"X-API-Key": await _admin_key(app_hub)})
+    (alert,) = [a for a in r.json()["alerts"] if a["body"] == BUCKS]
+    assert (alert["above"], alert["open"], alert["last_alert_snapshot_id"]) == (True, 4, sid2)
+
     # Night 3: the same drift and more: the same crossing, no second alert.
     await night.snapshot(X[:5])
     assert len(await feed(app_hub, sub)) == 1
