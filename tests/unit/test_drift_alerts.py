@@ -219,3 +219,23 @@ async def _admin_key(app_hub) -> str:  # noqa: ANN001
 def test_a_bad_threshold_in_the_agreements_file_is_named_when_agreements_load(recipient: dict, message: str) -> None:
     with pytest.raises(AgreementFileError, match=message.replace("[", r"\[").replace("]", r"\]")):
         sharing(recipient)
+
+
+async def test_the_file_channel_appends_the_alert_as_an_ndjson_line(app_hub, tmp_path) -> None:  # noqa: ANN001
+    from datetime import UTC, datetime
+
+    from hub.delivery.file_export import FileExportDeliverer, export_path
+
+    night = Night(app_hub, alerts_for(app_hub, {"events": ["*"], "reconciliation": {"drift_alert_percent": 50}}))
+    await subscribe(app_hub, channel="file")
+    sid = await night.snapshot(X[:2])  # 2 of 2 on the list unknown to the hub: 100%
+    deliverer = FileExportDeliverer(app_hub.hub.engine, app_hub.hub.protector, tmp_path / "exports",
+                                    backoff_base=0.0, backoff_cap=0.0)
+    while await deliverer.run_once():
+        pass
+    lines = [orjson.loads(line) for line in
+             export_path(tmp_path / "exports", BUCKS, datetime.now(UTC)).read_bytes().splitlines()]
+    assert [(line["event_number"], line["event_type"], line["event_id"]) for line in lines] == [
+        (1, DRIFT, event_id_for(BUCKS, sid))]
+    got = read_drift(lines[0]["message"])
+    assert (got["open"], got["listed"], got["threshold"]) == (2, 2, {"percentOfList": 50.0})
