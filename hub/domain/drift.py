@@ -51,13 +51,13 @@ class DriftThreshold:
 
     @classmethod
     def from_mapping(cls, raw: object) -> DriftThreshold:
-        """From an agreement's `reconciliation` mapping (a dict); ValueError
-        names the field within it ("drift_alert_percent: ...")."""
-        unknown = set(raw) - KEYS if isinstance(raw, dict) else set()
-        if not isinstance(raw, dict) or unknown:
-            bad = sorted(map(str, unknown))[0] if unknown else OPEN_ITEMS
-            raise ValueError(f"{bad}: unknown setting (known: {sorted(KEYS)})" if unknown
-                             else f"{bad}: the reconciliation setting must be a mapping of {sorted(KEYS)}")
+        """From an agreement's `reconciliation` mapping; ValueError names the
+        field within it ("drift_alert_percent: ...")."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"{OPEN_ITEMS}: the reconciliation setting must be a mapping of {sorted(KEYS)}")
+        unknown = sorted(map(str, set(raw) - KEYS))
+        if unknown:
+            raise ValueError(f"{unknown[0]}: unknown setting (known: {sorted(KEYS)})")
         percent = raw.get(PERCENT)
         if percent is not None:
             if isinstance(percent, bool) or not isinstance(percent, (int, float, str)):

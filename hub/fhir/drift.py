@@ -28,7 +28,8 @@ receiver's validator check it like every other hub message.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from hashlib import blake2b
 from html import escape
 from typing import Any, Final
@@ -36,7 +37,7 @@ from typing import Any, Final
 from hub.domain.drift import DriftThreshold
 from hub.domain.model import EventType, Org
 from hub.domain.reconciliation import Kind
-from hub.fhir.messages import EVENT_DISPLAYS, HUB_SENDER_ID, PROFILES
+from hub.fhir.messages import EVENT_DISPLAYS, HUB_SENDER_ID, PROFILES, _org_endpoint  # one org endpoint rule
 from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces, org_identifier_system
 
 DRIFT_EVENT: Final = EventType.RECONCILIATION_DRIFT
@@ -99,8 +100,6 @@ def build_drift_message(*, counts: DriftCounts, message_id: str, sent_at: dateti
     header_id, basic_id = _uuid(message_id, "header"), _uuid(message_id, "drift")
     display = EVENT_DISPLAYS[DRIFT_EVENT]
     coding = {"system": ns.event_codesystem, "code": DRIFT_EVENT.value, "display": display}
-    from hub.fhir.messages import _org_endpoint  # noqa: PLC0415 - one definition of an org's endpoint
-
     summary = _summary_text(counts)
     header = {
         "resourceType": "MessageHeader", "id": header_id, "meta": {"profile": [ns.profile(PROFILES["MessageHeader"])]},
@@ -174,9 +173,6 @@ def read_drift(bundle: dict[str, Any]) -> dict[str, Any]:
 
 def drift_example() -> dict[str, Any]:
     """The package's example (and the validator test's): Buckinghamshire's list past 10 open differences."""
-    from decimal import Decimal  # noqa: PLC0415
-    from datetime import UTC  # noqa: PLC0415
-
     from hub.fhir.examples import BUCKS_COUNCIL  # noqa: PLC0415
 
     counts = DriftCounts(

@@ -19,7 +19,7 @@ from hub.fhir.drift import read_drift
 from hub.fhir.validate import validate_message
 from hub.reconciliation import ItemWatcher, Reconciler
 from hub.sharing import AgreementFileError, SharingAgreements
-from hub.store.schema import deliveries, disclosures, drift_alerts, reconciliation_snapshots
+from hub.store.schema import audit_chain, deliveries, disclosures, drift_alerts, reconciliation_snapshots
 from tests.unit.test_reconciliation_api import detention, ndjson, send
 
 DRIFT = "s117-reconciliation-drift"
@@ -189,6 +189,14 @@ async def test_an_agreement_that_does_not_grant_the_event_is_denied_and_audited_
     assert [(d.decision, d.event_id, d.person_id, d.channel) for d in audit] == [
         ("denied", event_id_for(BUCKS, sid), None, None)]
     assert "does not cover event type s117-reconciliation-drift" in audit[0].reason
+    # The refusal joins the tamper-evident audit chain like every disclosure decision, with no person.
+    chain = app_hub.hub.audit
+    assert await chain.extend() >= 1
+    async with app_hub.hub.engine.connect() as conn:
+        entry = (await conn.execute(select(audit_chain).where(audit_chain.c.source == "disclosures",
+                                                              audit_chain.c.source_id == audit[0].disclosure_id))).one()
+    assert (entry.kind, entry.person_id, entry.org) == ("refusal", None, BUCKS)
+    assert (await chain.verify())["ok"]
     # The operator's withheld view lists it like any other withheld disclosure.
     admin = await _admin_key(app_hub)
     r = await app_hub.http.get("/v1/ops/withheld", headers={"X-API-Key": admin})
