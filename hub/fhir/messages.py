@@ -294,9 +294,14 @@ def build_event_message(
         "identifier": identifiers,
     }
     if DEMOGRAPHICS in include:
-        patient_res["name"] = [
-            {"use": "official", "family": patient.family_name, "given": [patient.given_name]}
-        ]
+        # FHIR strings may not be empty (ele-1): a name the source never sent is left out, not sent as "".
+        name: dict[str, Any] = {"use": "official"}
+        if patient.family_name:
+            name["family"] = patient.family_name
+        if patient.given_name:
+            name["given"] = [patient.given_name]
+        if len(name) > 1:
+            patient_res["name"] = [name]
         if patient.birth_date is not None:
             patient_res["birthDate"] = patient.birth_date.isoformat()
     if ADDRESS in include and patient.postcode:
