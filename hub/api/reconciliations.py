@@ -113,8 +113,10 @@ async def report(
     snap = await _own(hub, client, snapshot_id)
     groups = _agreement_groups(hub, client, datetime.now(UTC).date()) or frozenset()
     body = await hub.reconciliation.snapshot(snapshot_id)
+    # The state of this read, not of the ownership check's earlier one: a comparison finishing in
+    # between must not answer "done" with no items (its items commit with the state).
     items = ([_within_agreement(i, groups) for i in await hub.reconciliation.items_for_snapshot(snap)]
-             if snap.state == "done" else [])
+             if body["state"] == "done" else [])
     if format == "csv":
         return StreamingResponse(iter(items_csv_lines(items)), media_type="text/csv",
                                  headers={"Content-Disposition": f'attachment; filename="reconciliation-{snapshot_id}.csv"'})
