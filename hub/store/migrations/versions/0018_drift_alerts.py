@@ -1,7 +1,7 @@
 """drift alerts per body; disclosures of an event about a body carry no person
 
 Revision ID: 0018
-Revises: 0004
+Revises: 0019
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision = '0018'
-down_revision = '0004'
+down_revision = '0019'  # re-chained after main's head when rebased (0004 -> 0017 -> 0019)
 branch_labels = None
 depends_on = None
 
