@@ -44,7 +44,9 @@ OUTBOUND_HEADERS: dict[str, Any] = {
         "ce_type": {"type": "string", "enum": [CE_TYPE_PREFIX + e for e in EVENT_TYPES]},
         "ce_source": {"type": "string", "minLength": 1, "description": "The hub's endpoint (S117_HUB_ENDPOINT)"},
         "ce_time": {"type": "string", "format": "date-time"},
-        "ce_subject": {**_UUID, "description": "The hub person id (never an NHS number)"},
+        "ce_subject": {"anyOf": [_UUID, {"const": ""}],
+                       "description": "The hub person id (never an NHS number); empty for an event about a "
+                                      "body itself (s117-reconciliation-drift: counts, no person)"},
         "content-type": {"const": CONTENT_TYPE},
     },
     "required": ["event_id", "message_id", "event_type", "correlation_id", "event_number", "ce_specversion",
@@ -83,7 +85,8 @@ INTERNAL_PAYLOAD: dict[str, Any] = {
     "required": ["event", "change", "status"],
 }
 
-PERSON_KEY = {**_UUID, "description": "The hub person id: one person's records stay on one partition, in order"}
+PERSON_KEY = {**_UUID, "description": "The hub person id: one person's records stay on one partition, in order "
+                                      "(an event about a body itself, s117-reconciliation-drift: its message id)"}
 
 
 def asyncapi_document(*, version: str, kafka_servers: str | None, outbound_servers: str | None) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from hub.file_jobs import FileJobs
 from hub.clients import ClientCache
 from hub.ingest.service import IngestService
 from hub.mllp import MllpLimits, MllpServer, server_tls_context
+from hub.drift_alerts import DriftAlerts
 from hub.reconciliation import ItemWatcher, ReconciliationService, Reconciler, run_reconciler
 from hub.exports import ExportService, run_exporter
 from hub.audit import AuditChain, audit_key
@@ -118,9 +119,10 @@ class Hub:
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(run_relay(self.relay, poll, self._stop), name="kafka-relay"))
         if self.reconciliation is not None:
+            alerts = self.reconciliation.alerts
             self._tasks.append(asyncio.create_task(run_reconciler(
-                Reconciler(self.engine, self.ref, self.agreements, self.reconciliation),
-                ItemWatcher(self.engine, self.bus, self.ref, self.agreements),
+                Reconciler(self.engine, self.ref, self.agreements, self.reconciliation, alerts=alerts),
+                ItemWatcher(self.engine, self.bus, self.ref, self.agreements, alerts=alerts),
                 self.reconciliation, poll, self._stop), name="reconciler"))
         if self.audit is not None:
             s = self.settings
@@ -237,7 +239,8 @@ async def build_hub(settings: Settings) -> Hub:
             lease_seconds=KAFKA_REQUEST_TIMEOUT_SECONDS + LEASE_MARGIN_SECONDS,
             max_in_flight=settings.delivery_max_in_flight,
         ) if outbound else None,
-        reconciliation=ReconciliationService(engine, protector),
+        reconciliation=ReconciliationService(engine, protector, alerts=DriftAlerts(
+            sharing, protector, ref, settings.hub_endpoint, settings.namespaces())),
         exports=ExportService(engine, ref, agreements, sharing, protector, settings.export_dir,
                               settings.export_ack_alert_hours),
         audit=AuditChain(engine, audit_key(settings.audit_key, protector.index)),

@@ -33,6 +33,7 @@ from hub.bus.port import EVENTS_TOPIC, Subscriber
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
 from hub.domain.agreements import AgreementBook
+from hub.drift_alerts import DriftAlerts
 from hub.domain.model import RegisterChange
 from hub.domain.ports import ReferenceData
 from hub.domain.reconciliation import (
@@ -103,9 +104,10 @@ def difference_from_json(person_key: str, data: dict[str, Any], local_id: str | 
 
 
 class ReconciliationService:
-    def __init__(self, engine: AsyncEngine, protector: DataProtector) -> None:
+    def __init__(self, engine: AsyncEngine, protector: DataProtector, alerts: DriftAlerts | None = None) -> None:
         self._engine = engine
         self._protector = protector
+        self.alerts = alerts  # drift alerts (hub/drift_alerts.py), shared with the Reconciler and ItemWatcher
         self.wake = asyncio.Event()
 
     async def receive(
@@ -258,6 +260,8 @@ class ReconciliationService:
             await conn.execute(reconciliation_items.update().where(reconciliation_items.c.item_id == item_id)
                                .values(state=changed.state.value, reason=changed.reason,
                                        updated_at=datetime.now(UTC)))
+            if self.alerts is not None and changed.state not in LIVE:
+                await self.alerts.after_items_closed(conn, {r.body_org})  # accepted: may fall back below
             r = (await conn.execute(select(reconciliation_items)
                                     .where(reconciliation_items.c.item_id == item_id))).one()
         return self.item_json(r, None)
@@ -352,11 +356,12 @@ class Reconciler:
     """Compares snapshots waiting in state `comparing`, one at a time."""
 
     def __init__(self, engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook,
-                 service: ReconciliationService) -> None:
+                 service: ReconciliationService, alerts: DriftAlerts | None = None) -> None:
         self._engine = engine
         self._ref = ref
         self._agreements = agreements
         self._service = service
+        self._alerts = alerts  # drift alerts to the body (hub/drift_alerts.py); None: none sent
 
     async def run_once(self) -> int:
         async with self._engine.connect() as conn:
@@ -450,6 +455,9 @@ class Reconciler:
                                .where(reconciliation_snapshots.c.snapshot_id == sid)
                                .values(state="done", persons_compared=compared, differences=differences,
                                        summary=summary, finished_at=now))
+            if self._alerts is not None:
+                # In the same transaction: the alert is queued once with the snapshot's completion.
+                await self._alerts.after_comparison(conn, snap)
         log.info("snapshot compared", snapshot_id=sid, count=differences, **counts)
 
     @staticmethod
@@ -473,12 +481,13 @@ class ItemWatcher:
     body's next snapshot (consumer group "reconciliation" on the event log)."""
 
     def __init__(self, engine: AsyncEngine, log_: Subscriber, ref: ReferenceData, agreements: AgreementBook,
-                 today: Any = None) -> None:
+                 today: Any = None, alerts: DriftAlerts | None = None) -> None:
         self._engine = engine
         self._log = log_
         self._ref = ref
         self._agreements = agreements
         self._today = today or (lambda: datetime.now(UTC).date())
+        self._alerts = alerts  # re-arms a body's drift alert when its count falls back below
 
     async def run_once(self, limit: int = 200) -> int:
         batch = await self._log.fetch(GROUP, EVENTS_TOPIC, limit)
@@ -486,22 +495,27 @@ class ItemWatcher:
             return 0
         people = list(dict.fromkeys(m.key for m in batch))
         async with self._engine.begin() as conn:
+            closed: set[str] = set()
             for person_id in people:
-                await self._recheck(conn, person_id)
+                closed |= await self._recheck(conn, person_id)
+            if closed and self._alerts is not None:
+                await self._alerts.after_items_closed(conn, closed)
             await self._log.commit(GROUP, EVENTS_TOPIC, batch[-1].offset + 1, conn)
         return len(batch)
 
-    async def _recheck(self, conn: AsyncConnection, person_id: str) -> None:
+    async def _recheck(self, conn: AsyncConnection, person_id: str) -> set[str]:
+        """Close the person's items no longer true; returns the bodies that had one closed."""
+        closed: set[str] = set()
         key_row = (await conn.execute(select(persons.c.nhs_number_index)
                                       .where(persons.c.person_id == person_id))).first()
         if key_row is None:
-            return
+            return closed
         key = key_row.nhs_number_index
         live = (await conn.execute(select(reconciliation_items).where(
             reconciliation_items.c.person_key == key,
             reconciliation_items.c.state.in_([s.value for s in LIVE])))).all()
         if not live:
-            return
+            return closed
         changes = [from_jsonable(RegisterChange, r.canonical) for r in (await conn.execute(
             select(register_changes.c.canonical).where(register_changes.c.person_id == person_id))).all()]
         today = self._today()
@@ -524,7 +538,9 @@ class ItemWatcher:
                     await conn.execute(reconciliation_items.update()
                                        .where(reconciliation_items.c.item_id == r.item_id)
                                        .values(state=ItemState.FIXED.value, fixed_by="change", updated_at=now))
+                    closed.add(body)
                     log.info("reconciliation item fixed by a change", item_id=r.item_id, person_id=person_id)
+        return closed
 
 
 async def run_reconciler(reconciler: Reconciler, watcher: ItemWatcher, service: ReconciliationService,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from hub.domain.drift import DriftThreshold, strictest
 from hub.domain.model import EventType
 
 WILDCARD = "*"
@@ -34,6 +35,8 @@ class Grant:
     field_groups: frozenset[str]
     valid_from: date | None
     valid_to: date | None
+    # The recipient's drift alert threshold (recipients[].reconciliation; hub/domain/drift.py), if any.
+    drift: DriftThreshold | None = None
 
     def in_force(self, on: date) -> bool:
         return (self.valid_from is None or self.valid_from <= on) and (self.valid_to is None or on <= self.valid_to)
@@ -86,6 +89,11 @@ class SharingAgreements:
         """Whether an agreement in force on `on` grants `org_code` the field group `group`."""
         return any(g.in_force(on) and group in g.field_groups for g in self._by_org.get(org_code, []))
 
+    def drift_threshold(self, org_code: str, on: date) -> DriftThreshold | None:
+        """The body's drift alert threshold from its agreements in force on `on`
+        (the strictest where several set one); None: no alerts."""
+        return strictest(g.drift for g in self._by_org.get(org_code, []) if g.in_force(on))
+
     def grants_for(self, org_code: str) -> list[Grant]:
         return list(self._by_org.get(org_code, []))
 
@@ -128,9 +136,18 @@ class SharingAgreements:
                             f"{rw}.field_groups: '{group}' names the responsible bodies, so it needs "
                             f"{sorted(needs)} granted too"
                         )
+                drift = None
+                if rec.get("reconciliation") is not None:
+                    if not isinstance(rec["reconciliation"], dict):
+                        raise AgreementFileError(f"{rw}.reconciliation: must be a mapping with "
+                                                 "drift_alert_open_items and/or drift_alert_percent")
+                    try:
+                        drift = DriftThreshold.from_mapping(rec["reconciliation"])
+                    except ValueError as exc:
+                        raise AgreementFileError(f"{rw}.reconciliation.{exc}") from exc
                 grants.append(Grant(
                     agreement_id=str(ag["id"]), org_code=str(org), events=events, field_groups=groups,
-                    valid_from=valid_from, valid_to=valid_to,
+                    valid_from=valid_from, valid_to=valid_to, drift=drift,
                 ))
         return cls(grants)
 

@@ -27,6 +27,7 @@ from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
 from hub.domain.reconciliation import ItemState
 from hub.ingest.service import Client
+from hub.drift_alerts import alert_overview
 from hub.reconciliation import Body, drift_history, items_csv_lines
 
 router = APIRouter(prefix="/v1/reconciliations", tags=["reconciliation"])
@@ -112,8 +113,10 @@ async def report(
     snap = await _own(hub, client, snapshot_id)
     groups = _agreement_groups(hub, client, datetime.now(UTC).date()) or frozenset()
     body = await hub.reconciliation.snapshot(snapshot_id)
+    # The state of this read, not of the ownership check's earlier one: a comparison finishing in
+    # between must not answer "done" with no items (its items commit with the state).
     items = ([_within_agreement(i, groups) for i in await hub.reconciliation.items_for_snapshot(snap)]
-             if snap.state == "done" else [])
+             if body["state"] == "done" else [])
     if format == "csv":
         return StreamingResponse(iter(items_csv_lines(items)), media_type="text/csv",
                                  headers={"Content-Disposition": f'attachment; filename="reconciliation-{snapshot_id}.csv"'})
@@ -144,4 +147,5 @@ async def decide_item(item_id: SnapshotId, decision: ItemDecision, hub: HubDep, 
 @ops_router.get("/reconciliation", summary="Differences per body and kind for each compared snapshot (console)")
 async def reconciliation_overview(hub: HubDep, client: ClientDep) -> dict:
     require(client, "hub:admin")
-    return {"snapshots": await drift_history(hub.engine)}
+    return {"snapshots": await drift_history(hub.engine),
+            "alerts": await alert_overview(hub.engine, hub.sharing, datetime.now(UTC).date())}

@@ -210,6 +210,15 @@ class EventType(StrEnum):
     # Sent to a body told something that later-arriving history contradicts:
     # names the event it supersedes and carries the corrected position.
     NOTIFICATION_CORRECTED = "s117-notification-corrected"
+    # About a body, not a person: its list has drifted from the register past
+    # the threshold in its data-sharing agreement (hub/domain/drift.py).
+    RECONCILIATION_DRIFT = "s117-reconciliation-drift"
+
+
+# Events about a body itself (counts only, no person): never a DomainEvent,
+# never routed by the dispatcher; sent by hub/drift_alerts.py.
+BODY_EVENT_TYPES: frozenset[EventType] = frozenset({EventType.RECONCILIATION_DRIFT})
+PERSON_EVENT_TYPES: tuple[EventType, ...] = tuple(e for e in EventType if e not in BODY_EVENT_TYPES)
 
 
 @dataclass(frozen=True, slots=True)

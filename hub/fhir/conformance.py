@@ -25,7 +25,8 @@ from typing import Any, Final
 
 import orjson
 
-from hub.domain.model import ChangeType, EventType
+from hub.domain.model import BODY_EVENT_TYPES, ChangeType, EventType
+from hub.domain.reconciliation import Kind
 from hub.fhir.namespaces import (
     DEFAULT_NAMESPACES,
     GSS_CODE_SYSTEM,
@@ -154,6 +155,50 @@ EXTENSIONS: Final[tuple[ExtensionDef, ...]] = (
         "applies to. UK Core has no element for it (Address.district is a free-text name).",
         ("Address",),
         value_type="Identifier",
+    ),
+    # The s117-reconciliation-drift message (hub/fhir/drift.py): counts about a body, no person.
+    ExtensionDef(
+        "S117-DriftCount",
+        "S117 reconciliation drift: open differences of one kind",
+        "How many differences of one kind between the body's own s117 list and the hub's register are open "
+        "(open or explained) after the body's last snapshot was compared. One per kind, zeros included.",
+        ("Basic",),
+        parts=(
+            Part("kind", "code", 1, "1", "The kind of difference", valueset="s117-reconciliation-difference"),
+            Part("open", "unsignedInt", 1, "1", "Open differences of this kind"),
+        ),
+        max="*",
+    ),
+    ExtensionDef(
+        "S117-DriftSummary",
+        "S117 reconciliation drift: totals",
+        "The body's open differences in all, the people on its list (rows accepted from its snapshot) and "
+        "the date of the list.",
+        ("Basic",),
+        parts=(
+            Part("open", "unsignedInt", 1, "1", "Open differences in all"),
+            Part("listed", "unsignedInt", 1, "1", "People on the body's list"),
+            Part("asOf", "date", 1, "1", "The date of the body's list"),
+        ),
+    ),
+    ExtensionDef(
+        "S117-DriftThreshold",
+        "S117 reconciliation drift: the agreed threshold",
+        "The threshold the body's data-sharing agreement sets (recipients[].reconciliation): a number of open "
+        "differences and/or a percentage of the body's list; the alert is sent when either is reached.",
+        ("Basic",),
+        parts=(
+            Part("openItems", "unsignedInt", 0, "1", "drift_alert_open_items"),
+            Part("percentOfList", "decimal", 0, "1", "drift_alert_percent"),
+        ),
+    ),
+    ExtensionDef(
+        "S117-ReconciliationReport",
+        "S117 reconciliation report",
+        "Where the body reads the whole report, every difference with who must act: "
+        "GET /v1/reconciliations/{snapshot id} (with the body's API key).",
+        ("Basic",),
+        value_type="url",
     ),
 )
 
@@ -327,6 +372,22 @@ def _profiles(ns: Namespaces) -> tuple[ProfileDef, ...]:
                 _e("Task.for", min=1),
             ),
         ),
+        ProfileDef(
+            "S117-ReconciliationDrift", "Basic", f"{FHIR_CORE}Basic", "S117 reconciliation drift",
+            "The focus of an s117-reconciliation-drift message: a body's own s117 list has drifted from the "
+            "hub's register past the threshold in its data-sharing agreement. Counts only, about the body "
+            "(subject, by GSS or ODS code), never a person: open differences per kind (DriftCount), the totals "
+            "(DriftSummary), the threshold (DriftThreshold), the snapshot id (identifier) and the report's URL "
+            "(ReconciliationReport).",
+            (
+                _e("Basic.identifier", min=1, max="1"),
+                _e("Basic.identifier.system", min=1),
+                _e("Basic.identifier.value", min=1),
+                _e("Basic.subject", min=1),
+                _e("Basic.subject.identifier", min=1),
+                _e("Basic.created", min=1),
+            ),
+        ),
     )
 
 
@@ -403,6 +464,23 @@ _REVIEW_KINDS: Final = (
 )
 
 
+
+# hub.domain.reconciliation.Kind, with displays and definitions (a test keeps the two equal).
+_DIFFERENCE_KINDS: Final = (
+    (Kind.MISSING_ON_BODY_LIST.value, "Missing on the body's list",
+     "The hub's register holds an entitlement the body has a part in; the body's list does not have the person."),
+    (Kind.MISSING_ON_HUB_REGISTER.value, "Missing on the hub's register",
+     "The body's list has the person as entitled; the hub's register holds no entitlement in which the body "
+     "has a part."),
+    (Kind.ENTITLEMENT_DIFFERS.value, "Entitlement differs",
+     "The body's list and the register disagree on whether the person is entitled to s117 aftercare."),
+    (Kind.RESPONSIBLE_BODY_DIFFERS.value, "Responsible body differs", "The responsible council or ICB differs."),
+    (Kind.DATES_DIFFER.value, "Dates differ", "The entitlement's start or end date differs."),
+    (Kind.REVIEW_OVERDUE.value, "Review overdue on one side",
+     "One side has the next review overdue, the other not."),
+)
+
+
 def _codesystem(ns: Namespaces, cid: str, title: str, description: str,
                 concepts: Iterable[tuple[str, str, str]]) -> dict[str, Any]:
     concept = [{"code": c, "display": d, "definition": f} for c, d, f in concepts]
@@ -444,6 +522,11 @@ def _terminology(ns: Namespaces) -> list[dict[str, Any]]:
         _valueset(ns, "s117-message-event", "S117 message events",
                   "MessageHeader.eventCoding of an S117 message: an outbound event or an inbound register change.",
                   [ns.event_codesystem, ns.change_type_codesystem]),
+        _codesystem(ns, "s117-reconciliation-difference", "S117 reconciliation difference",
+                    "Kinds of difference between a body's own s117 list and the hub's register "
+                    "(hub.domain.reconciliation.Kind; Extension-S117-DriftCount kind).", _DIFFERENCE_KINDS),
+        _valueset(ns, "s117-reconciliation-difference", "S117 reconciliation differences", "Every kind.",
+                  [ns.canonical("CodeSystem", "s117-reconciliation-difference")]),
         _valueset(ns, "s117-determination-aspect", "S117 determination aspects", "Every aspect.",
                   [ns.canonical("CodeSystem", "s117-determination-aspect")]),
         _valueset(ns, "s117-review-kind", "S117 review kinds", "Every review kind.",
@@ -479,6 +562,9 @@ def _message_definitions(ns: Namespaces) -> list[dict[str, Any]]:
 
     out = []
     for event, display in EVENT_DISPLAYS.items():
+        if event in BODY_EVENT_TYPES:
+            out.append(_drift_message_definition(ns, event, display))
+            continue
         out.append({
             "resourceType": "MessageDefinition", "id": event.value,
             "url": ns.canonical("MessageDefinition", event.value), "version": PACKAGE_VERSION,
@@ -531,6 +617,28 @@ def _message_definitions(ns: Namespaces) -> list[dict[str, Any]]:
     return out
 
 
+def _drift_message_definition(ns: Namespaces, event: EventType, display: str) -> dict[str, Any]:
+    return {
+        "resourceType": "MessageDefinition", "id": event.value,
+        "url": ns.canonical("MessageDefinition", event.value), "version": PACKAGE_VERSION,
+        "name": event.value.replace("-", "").upper(), "title": display, "status": "draft",
+        "date": "2026-11-30", "publisher": PUBLISHER,
+        "description": f"{display}: sent to a body (council, ICB or trust) when the open differences between its "
+                       "own s117 list and the hub's register reach the threshold its data-sharing agreement sets "
+                       "(recipients[].reconciliation: drift_alert_open_items and/or drift_alert_percent), once "
+                       "per crossing; the agreement must grant the event type. Idempotent: the event id derives "
+                       "from the body and the snapshot.",
+        "purpose": "About the body, not a person: the focus (S117-ReconciliationDrift, a Basic) carries counts "
+                   "only (open differences per kind, the total, the people on the body's list, the threshold, the "
+                   "snapshot id and the report's URL). No Patient, no person id, no NHS number; field groups do "
+                   "not apply.",
+        "eventCoding": {"system": ns.event_codesystem, "code": event.value, "display": display},
+        "category": "notification",
+        "focus": [{"code": "Basic", "profile": ns.profile("S117-ReconciliationDrift"), "min": 1, "max": "1"}],
+        "responseRequired": "never",
+    }
+
+
 REST_ENDPOINTS: Final = (
     ("POST /v1/register-changes", "a trust's register change as canonical JSON"),
     ("POST /v1/fhir/$process-message", "a trust's register change as a FHIR message (this CapabilityStatement)"),
@@ -539,6 +647,8 @@ REST_ENDPOINTS: Final = (
     ("GET /v1/feeds/{id}", "the pull feed of FHIR messages"),
     ("GET /v1/persons/{person_id}/s117", "a person's s117 status with explanations"),
     ("GET /v1/reports/register-summary", "the anonymised register summary"),
+    ("POST /v1/reconciliations", "a body's whole s117 list, compared with the register"),
+    ("GET /v1/reconciliations/{id}", "the drift report of one snapshot (the s117-reconciliation-drift link)"),
 )
 
 
@@ -610,6 +720,11 @@ def _examples(ns: Namespaces) -> dict[str, dict[str, Any]]:
     }).decode()}, frozenset({"workflow"}), ns=ns)
     out["Bundle-transfer-with-task"] = transfer
     out["Task-transfer"] = transfer["entry"][-1]["resource"]
+    from hub.fhir.drift import build_drift_message, drift_example  # noqa: PLC0415
+
+    drift = build_drift_message(**{**drift_example(), "source_endpoint": f"{ns.fhir_base}/messages"}, ns=ns)
+    out["Bundle-reconciliation-drift"] = drift
+    out["Basic-reconciliation-drift"] = drift["entry"][1]["resource"]
     for org, system in ((BUCKS_COUNCIL, GSS_CODE_SYSTEM), (BOB_ICB, ODS_ORGANIZATION_SYSTEM)):
         out[f"Organization-{org.code}"] = {
             "resourceType": "Organization", "id": org.code,

@@ -79,6 +79,7 @@ PROFILES: Final[dict[str, str]] = {
     "EpisodeOfCare": "S117-EpisodeOfCare",
     "Parameters": "S117-Position",
     "Task": "S117-Task",
+    "Basic": "S117-ReconciliationDrift",  # the drift message's counts (hub/fhir/drift.py)
 }
 
 # --- field groups a data-sharing agreement may allow ------------------------
@@ -109,6 +110,7 @@ EVENT_DISPLAYS: Final[dict[EventType, str]] = {
     EventType.DISPUTE_UPDATED: "S117 responsibility dispute updated",
     EventType.WORKFLOW_DEADLINE: "S117 workflow deadline reminder or breach",
     EventType.NOTIFICATION_CORRECTED: "S117 notification corrected",
+    EventType.RECONCILIATION_DRIFT: "S117 reconciliation drift past the agreed threshold",
 }
 
 HUB_SENDER_ID: Final = "s117-hub"
@@ -292,9 +294,14 @@ def build_event_message(
         "identifier": identifiers,
     }
     if DEMOGRAPHICS in include:
-        patient_res["name"] = [
-            {"use": "official", "family": patient.family_name, "given": [patient.given_name]}
-        ]
+        # FHIR strings may not be empty (ele-1): a name the source never sent is left out, not sent as "".
+        name: dict[str, Any] = {"use": "official"}
+        if patient.family_name:
+            name["family"] = patient.family_name
+        if patient.given_name:
+            name["given"] = [patient.given_name]
+        if len(name) > 1:
+            patient_res["name"] = [name]
         if patient.birth_date is not None:
             patient_res["birthDate"] = patient.birth_date.isoformat()
     if ADDRESS in include and patient.postcode:

@@ -217,7 +217,8 @@ disclosures = Table(
     metadata,
     Column("disclosure_id", Id, primary_key=True, autoincrement=True),
     Column("event_id", String(36), nullable=False),
-    Column("person_id", String(36), nullable=False),
+    # None for an event about a body itself (s117-reconciliation-drift: counts, no person).
+    Column("person_id", String(36), nullable=True),
     Column("event_type", String(64), nullable=False),
     Column("recipient_org", String(16), nullable=False),
     Column("decision", String(16), nullable=False),  # allowed, denied, no-subscription
@@ -338,6 +339,22 @@ reconciliation_items = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("body_org", "person_key", "kind", "field", name="uq_reconciliation_item"),
     Index("ix_reconciliation_items_person", "person_key"),
+)
+
+# Drift alerts (hub/drift_alerts.py, hub/domain/drift.py): per body, whether
+# an s117-reconciliation-drift event was sent for the crossing in force, so a
+# crossing is alerted once and the next only after falling back below. Counts
+# and ids only.
+drift_alerts = Table(
+    "drift_alerts",
+    metadata,
+    Column("body_org", String(16), primary_key=True),
+    Column("above", Boolean, nullable=False),
+    Column("snapshot_id", String(36), nullable=True),  # the snapshot whose comparison crossed
+    Column("event_id", String(36), nullable=True),  # the alert's event id (stable: body + snapshot)
+    Column("open_total", Integer, nullable=False),
+    Column("alerted_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 # Council register extracts (hub/exports.py): files in the published outbound

@@ -13,8 +13,14 @@ import httpx
 import orjson
 import pytest
 
-from tests.e2e.conftest import make_clients
-from tests.support import REPO, HubProcess
+import copy
+
+import yaml
+
+from hub.crypto import verify_webhook_request
+from hub.fhir.drift import read_drift
+from tests.e2e.conftest import SECRET, SHARING, make_clients
+from tests.support import REPO, HubProcess, Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -99,3 +105,70 @@ async def test_council_extract_with_seeded_differences_is_reconciled_and_closed(
         assert all(n not in log for n in (A, B, D))
     finally:
         hub.stop()
+
+
+async def test_drift_past_the_agreed_threshold_reaches_the_councils_webhook_signed_with_counts_only(tmp_path):
+    """An agreement with a drift threshold (3 open differences); the council's nightly extract with
+    seeded differences past it -> its webhook receiver (real HTTP) gets one signed
+    s117-reconciliation-drift message with the counts and no NHS number; the next night's extract,
+    the same crossing, sends nothing more."""
+    doc = copy.deepcopy(SHARING)
+    bucks = doc["agreements"][0]["recipients"][0]
+    bucks["events"] = [*bucks["events"], "s117-reconciliation-drift"]
+    bucks["reconciliation"] = {"drift_alert_open_items": 3}
+    sharing_path = tmp_path / "sharing.yaml"
+    sharing_path.write_text(yaml.safe_dump(doc))
+    receiver = Receiver(secret=SECRET)
+    await receiver.start()
+    hub = HubProcess(tmp_path, sharing_path=sharing_path)
+    keys = await make_clients(hub.db_url)
+    await hub.start()
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
+                                json={"url": receiver.url("E06000060"), "secret": SECRET})
+            assert r.status_code == 201, r.text
+            for change in detention(A, "a"):
+                r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
+                assert r.status_code == 202, r.text
+            await receiver.wait_for(lambda: len(receiver.received) >= 2)  # A's detention and entitlement
+            told = len(receiver.received)
+            # The council's extract: A is missing from it (1), and three people the trust never reported (3).
+            unknown = ["9991100067", "9991100075", "9991100083"]
+            extract = tmp_path / "bucks_s117_extract.csv"
+            extract.write_text(
+                "NHS_NO,LOCAL_ID,S117_FLAG,RESP_LA_GSS,RESP_ICB_ODS,S117_START,S117_END,NEXT_REVIEW,FUNDING\n"
+                + "".join(f"{n},SW-{n[-3:]},Y,E06000060,QU9,,,,Y\n" for n in unknown)
+                + "TRAILER,3\n")
+            code, report, _ = await send_snapshot(hub.base_url, keys["E06000060"], extract)
+            assert report["state"] == "done" and report["summary"]["open"] == 4, report
+            await receiver.wait_for(lambda: any(
+                r.headers.get("s117-event-type") == "s117-reconciliation-drift" for r in receiver.received))
+            drift = [r for r in receiver.received if r.headers["s117-event-type"] == "s117-reconciliation-drift"]
+            assert len(drift) == 1
+            got = drift[0]
+            assert got.signature_ok and verify_webhook_request(SECRET, got.headers, got.body)
+            # One sequence with the council's other messages: numbered on from A's, no gaps.
+            numbers = [int(r.headers["s117-event-number"]) for r in receiver.received]
+            assert sorted(numbers) == list(range(1, len(numbers) + 1))
+            assert int(got.headers["s117-event-number"]) > told
+            message = orjson.loads(got.body)
+            counts = read_drift(message)
+            assert (counts["snapshot_id"], counts["body"], counts["open"], counts["listed"]) == (
+                report["snapshot_id"], "E06000060", 4, 3)
+            assert (counts["by_kind"]["missing-on-hub-register"], counts["by_kind"]["missing-on-body-list"]) == (3, 1)
+            assert counts["threshold"] == {"openItems": 3}
+            assert counts["report"].endswith(f"/v1/reconciliations/{report['snapshot_id']}")
+            body = got.body.decode()
+            assert not any(n in body for n in (A, *unknown)) and '"Patient"' not in body
+
+            # The next night, the same list: the same crossing, nothing more is sent.
+            code, night2, _ = await send_snapshot(hub.base_url, keys["E06000060"], extract)
+            assert night2["state"] == "done"
+            await asyncio.sleep(1.0)
+            assert sum(r.headers["s117-event-type"] == "s117-reconciliation-drift" for r in receiver.received) == 1
+        log = hub.log_path.read_text()
+        assert all(n not in log for n in (A, *unknown))
+    finally:
+        hub.stop()
+        await receiver.stop()

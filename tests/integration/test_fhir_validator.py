@@ -3,7 +3,7 @@
 HAPI FHIR 8.8.1's validator (the HL7 InstanceValidator), fetched from Maven
 Central by scripts/fhir-validator/fetch.sh into var/fhir-validator, runs once
 (one JVM) over: the golden files, a message built by the hub's builder for
-every event type (all field groups, and none), the package's examples, and the
+every person event type (all field groups, and none) and the body's drift message, the package's examples, and the
 inbound fixtures (as sent, and declaring the hub's profiles), and the messages
 the e2e tests' webhook receivers got earlier in the session (up to 60), with UK Core (schemas/ukcore and the legal status
 CodeSystems) and the hub's package (schemas/fhir-package/package) loaded
@@ -25,8 +25,12 @@ from typing import Any
 
 import pytest
 
-from hub.domain.model import EventType
+from decimal import Decimal
+
+from hub.domain.drift import DriftThreshold
+from hub.domain.model import PERSON_EVENT_TYPES
 from hub.fhir import conformance, examples
+from hub.fhir.drift import build_drift_message, drift_example
 from hub.fhir.messages import FIELD_GROUPS, build_event_message
 from hub.fhir.namespaces import HUB_BASE
 from tests.servers import unavailable
@@ -41,6 +45,7 @@ DEFS = [
     REPO / "schemas" / "fhir-package" / "package",
 ]
 BROKEN = "broken-message.json"
+BROKEN_DRIFT = "broken-drift-message.json"
 
 
 def _generated_messages(out: Path) -> list[Path]:
@@ -49,7 +54,7 @@ def _generated_messages(out: Path) -> list[Path]:
     paths = []
     for base_name in ("entitlement-started-all-groups", "responsibility-transferred"):
         base = cases[base_name]
-        for event_type in EventType:
+        for event_type in PERSON_EVENT_TYPES:
             for groups, tag in ((FIELD_GROUPS, "all"), (frozenset(), "none")):
                 event = dataclasses.replace(base["event"], event_type=event_type)
                 bundle = build_event_message(**{**base, "event": event, "include": groups,
@@ -57,6 +62,17 @@ def _generated_messages(out: Path) -> list[Path]:
                 path = out / f"{base_name}-{event_type.value}-{tag}.json"
                 path.write_text(json.dumps(bundle), encoding="utf-8")
                 paths.append(path)
+    # The body's drift message (hub/fhir/drift.py): either threshold measure alone, and zero counts.
+    example = drift_example()
+    for tag, threshold in (("items", DriftThreshold(open_items=1)),
+                           ("percent", DriftThreshold(percent_of_list=Decimal("12.5")))):
+        counts = dataclasses.replace(example["counts"], threshold=threshold,
+                                     open_by_kind={"missing-on-body-list": 1})
+        bundle = build_drift_message(**{**example, "counts": counts,
+                                        "message_id": f"{example['message_id'][:-4]}{len(paths):04d}"})
+        path = out / f"reconciliation-drift-{tag}.json"
+        path.write_text(json.dumps(bundle), encoding="utf-8")
+        paths.append(path)
     return paths
 
 
@@ -101,6 +117,17 @@ def _broken(out: Path) -> Path:
     return path
 
 
+def _broken_drift(out: Path) -> Path:
+    """A drift message with a kind outside the hub's CodeSystem and no subject (the body)."""
+    bundle = copy.deepcopy(build_drift_message(**drift_example()))
+    basic = bundle["entry"][1]["resource"]
+    basic["extension"][0]["extension"][0]["valueCode"] = "not-a-kind"
+    del basic["subject"]
+    path = out / BROKEN_DRIFT
+    path.write_text(json.dumps(bundle), encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="module")
 def validation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if shutil.which("java") is None:
@@ -118,6 +145,7 @@ def validation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         *_profiled_inbound(out),
         *_captured(out),
         _broken(out),
+        _broken_drift(out),
     ]
     listing = out / "files.txt"
     listing.write_text("\n".join(str(f) for f in files), encoding="utf-8")
@@ -135,15 +163,16 @@ def validation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "files": files,
         "summary": lines[-1],
         "stderr": run.stderr,
-        "ours": [f for f in findings if not f["file"].endswith(BROKEN)],
+        "ours": [f for f in findings if not f["file"].endswith((BROKEN, BROKEN_DRIFT))],
         "broken": [f for f in findings if f["file"].endswith(BROKEN)],
+        "broken_drift": [f for f in findings if f["file"].endswith(BROKEN_DRIFT)],
     }
 
 
 def test_no_errors_over_every_message(validation: dict[str, Any]) -> None:
     ours = validation["ours"]
     counts = Counter(f["severity"] for f in ours)
-    print(f"\nFHIR validator (HAPI 8.8.1): {len(validation['files']) - 1} files "
+    print(f"\nFHIR validator (HAPI 8.8.1): {len(validation['files']) - 2} files "
           f"({validation['captured']} captured by the e2e tests), "
           f"{counts['error'] + counts['fatal']} errors, {counts['warning']} warnings, "
           f"{counts['information']} information")
@@ -187,3 +216,12 @@ def test_profiles_are_applied_and_can_fail(validation: dict[str, Any]) -> None:
     # The undefined hub extension and code system are what the check above looks for.
     unknown = " ".join(f["message"] for f in _unknown_hub_definitions(validation["broken"]))
     assert "Extension-S117-Undefined" in unknown and "CodeSystem/s117-undefined" in unknown, unknown
+
+
+def test_the_drift_profile_is_applied_and_can_fail(validation: dict[str, Any]) -> None:
+    """The body's drift message is checked against S117-ReconciliationDrift: a kind of difference
+    outside the hub's CodeSystem and a missing subject are each caught."""
+    text = "\n".join(f"{f['location']}: {f['message']}" for f in validation["broken_drift"]
+                     if f["severity"] in ("error", "fatal"))
+    assert "not-a-kind" in text, text
+    assert "Basic.subject" in text, text

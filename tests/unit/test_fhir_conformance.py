@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from hub.cli import write_fhir_package
-from hub.domain.model import EventType
+from hub.domain.model import BODY_EVENT_TYPES, PERSON_EVENT_TYPES, EventType
 from hub.fhir import conformance, messages
+from hub.fhir.drift import build_drift_message, drift_example
 from hub.fhir.examples import golden_cases
 from hub.fhir.messages import build_event_message
 from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
@@ -27,8 +28,8 @@ def _load(rel: str) -> dict[str, Any]:
 
 def _emitted_types() -> set[str]:
     types = set()
-    for kwargs in golden_cases().values():
-        bundle = build_event_message(**kwargs)
+    for bundle in [*(build_event_message(**kwargs) for kwargs in golden_cases().values()),
+                   build_drift_message(**drift_example())]:
         types.add(bundle["resourceType"])
         types.update(e["resource"]["resourceType"] for e in bundle["entry"])
     return types
@@ -77,6 +78,7 @@ def test_every_extension_the_hub_uses_is_defined_in_one_place() -> None:
 
     for kwargs in golden_cases().values():
         walk(build_event_message(**kwargs))
+    walk(build_drift_message(**drift_example()))
     for fixture in (ROOT / "tests" / "fixtures" / "fhir_inbound").glob("*.json"):
         walk(json.loads(fixture.read_text(encoding="utf-8")))
     assert used and used <= defined, used - defined
@@ -93,12 +95,17 @@ def test_an_extension_def_yields_its_definition_and_a_slice_in_each_profile_of_i
 
 
 def test_a_message_definition_per_event_type_and_the_capability_statement_names_them() -> None:
-    for event in EventType:
+    for event in PERSON_EVENT_TYPES:
         md = _load(f"MessageDefinition-{event.value}.json")
         assert md["eventCoding"]["code"] == event.value
         assert {f["code"] for f in md["focus"]} == {"EpisodeOfCare", "Encounter", "Parameters", "Task"}
         for group in messages.FIELD_GROUPS:
             assert f"`{group}`" in md["purpose"]
+    for event in BODY_EVENT_TYPES:  # about a body: counts only, no person, field groups do not apply
+        md = _load(f"MessageDefinition-{event.value}.json")
+        assert md["eventCoding"]["code"] == event.value
+        assert [(f["code"], f["profile"]) for f in md["focus"]] == [
+            ("Basic", DEFAULT_NAMESPACES.profile("S117-ReconciliationDrift"))]
     assert set(conformance.FIELD_GROUP_CONTENT) == set(messages.FIELD_GROUPS)
     cs = _load("CapabilityStatement-s117-hub.json")
     sent = {m["definition"] for m in cs["messaging"][0]["supportedMessage"] if m["mode"] == "sender"}

@@ -567,3 +567,16 @@ def test_a_position_needs_its_version() -> None:
 def test_messages_without_a_position_have_no_parameters() -> None:
     assert not _resources(_build(), "Parameters")
     assert read_position(_build()) is None
+
+
+@pytest.mark.parametrize(("given", "family", "expected"), [
+    ("", "", None),  # no name recorded (a change that sent only the NHS number): no name, not ""
+    ("Alex", "", [{"use": "official", "given": ["Alex"]}]),
+    ("", "Smith", [{"use": "official", "family": "Smith"}]),
+])
+def test_a_name_the_source_never_sent_is_left_out_not_sent_empty(given: str, family: str, expected: Any) -> None:
+    patient = dataclasses.replace(CASES["entitlement-started-all-groups"]["patient"], given_name=given,
+                                  family_name=family)
+    bundle = _build(patient=patient)
+    assert _resources(bundle, "Patient")[0].get("name") == expected
+    assert '""' not in _text(bundle)
