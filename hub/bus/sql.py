@@ -112,11 +112,10 @@ class SqlLog:
             )
         )
 
-    async def claim(self, conn: AsyncConnection, group_id: str, topic: str, offset: int) -> bool:
-        """Inside the handler's transaction: lock the group's offset row and say
-        whether `offset` is still unhandled. Two hub instances that fetched the
-        same batch then handle each message once: the second waits for the
-        first's commit and finds the offset already past it."""
+    async def claim_batch(self, conn: AsyncConnection, group_id: str, topic: str) -> int:
+        """`claim` for a batch: lock the group's offset row until the caller's
+        transaction ends and return the group's next offset; the caller skips
+        the fetched messages below it (another instance handled them since)."""
         await conn.execute(
             insert_or_merge(conn.dialect, consumer_offsets)
             .values(group_id=group_id, topic=topic, next_offset=0, updated_at=datetime.now(UTC))
@@ -127,7 +126,14 @@ class SqlLog:
             .where(consumer_offsets.c.group_id == group_id, consumer_offsets.c.topic == topic)
             .with_for_update()
         )).one()
-        return offset >= int(row.next_offset)
+        return int(row.next_offset)
+
+    async def claim(self, conn: AsyncConnection, group_id: str, topic: str, offset: int) -> bool:
+        """Inside the handler's transaction: lock the group's offset row and say
+        whether `offset` is still unhandled. Two hub instances that fetched the
+        same batch then handle each message once: the second waits for the
+        first's commit and finds the offset already past it."""
+        return offset >= await self.claim_batch(conn, group_id, topic)
 
     async def rewind(self, group_id: str, topic: str, to_offset: int) -> None:
         """Replay: move a group back (an operator action, audited by the caller)."""

@@ -45,13 +45,15 @@ async def create_counter(conn: AsyncConnection, subscription_id: str) -> None:
 
 async def queue_delivery(
     conn: AsyncConnection, *, subscription_id: str, event_id: str, message_id: str, event_type: str,
-    payload: bytes, correlation_id: str, now: datetime | None = None,
+    payload: bytes, correlation_id: str, now: datetime | None = None, known_new: bool = False,
 ) -> int | None:
     """Queue one message (`payload` already encrypted) for a subscription in
     the caller's transaction. Returns its event number, or None when this event
     is already on this subscription's queue (a replayed event: the unique
-    (subscription, event) key means it is never queued twice)."""
-    exists = (await conn.execute(
+    (subscription, event) key means it is never queued twice). `known_new`:
+    the caller knows this event was never queued (the look-up is skipped; the
+    unique key still refuses a second row)."""
+    exists = not known_new and (await conn.execute(
         select(deliveries.c.delivery_seq).where(
             deliveries.c.subscription_id == subscription_id, deliveries.c.event_id == event_id))).first()
     if exists:
