@@ -48,6 +48,7 @@ from hub.routing import Recipient, recipients_for
 from hub.sharing import SharingAgreements
 from hub.store.schema import (
     dead_letters,
+    deliveries,
     disclosures,
     dispatched_events,
     persons,
@@ -137,6 +138,7 @@ class Dispatcher:
                 for msg in todo:
                     structlog.contextvars.bind_contextvars(
                         correlation_id=msg.headers.get("correlation_id"), event_id=msg.event_id, topic=msg.topic)
+                    cache.begin()
                     try:
                         async with conn.begin_nested():
                             await self.handle(conn, msg, cache)
@@ -158,6 +160,7 @@ class Dispatcher:
                     finally:
                         structlog.contextvars.unbind_contextvars("correlation_id", "event_id", "topic")
                     handled.append(msg)
+                await cache.flush(conn)
                 if handled:
                     await self._commit(handled, conn)
         except Exception as exc:  # noqa: BLE001 - the batch's own transaction failed (store unavailable): all again
@@ -204,13 +207,15 @@ class Dispatcher:
         its details, the views held (updated as this handling writes them, so
         message k sees what messages before it wrote), the subscriptions.
         """
+        own_cache = cache is None
         cache = cache or _BatchCache(today=self._today())
         if cache.dispatched is None:
             cache.dispatched = await self._dispatched(conn, [msg.event_id])
         if msg.event_id in cache.dispatched:
             return  # handled and committed before: a redelivery changes nothing
-        await conn.execute(dispatched_events.insert().values(event_id=msg.event_id, at=datetime.now(UTC)))
-        cache.dispatched.add(msg.event_id)  # (taken back by cache.forget if this handling is rolled back)
+        # Written with the batch's others by `cache.flush` (taken back by cache.forget if rolled back).
+        cache.dispatched.add(msg.event_id)
+        cache.newly_dispatched[msg.event_id] = datetime.now(UTC)
         event = from_jsonable(DomainEvent, msg.payload["event"])
         change = from_jsonable(RegisterChange, msg.payload["change"])
         person_id = event.person_id
@@ -235,11 +240,15 @@ class Dispatcher:
         if held is None:
             held = cache.held[person_id] = await self._held_views(conn, person_id)
         truth = views_for(status, held, lambda org: self._sharing.field_groups_for(org, today))
-        send = _Sending(conn=conn, msg=msg, status=status, change=change, held=held, today=today, cache=cache)
+        send = _Sending(conn=conn, msg=msg, status=status, change=change, held=held, today=today, cache=cache,
+                        now=datetime.now(UTC))
 
         recipients = recipients_for(event, status)
         # Until a transfer is accepted the outgoing body keeps hearing (hub/workflows/distribution.py).
-        recipients += await outgoing_until_accepted(conn, person_id, recipients)
+        key = (person_id, tuple(r.org_code for r in recipients))
+        if key not in cache.outgoing:  # the dispatcher never changes workflow cases: once per batch
+            cache.outgoing[key] = await outgoing_until_accepted(conn, person_id, recipients)
+        recipients += cache.outgoing[key]
         for recipient in recipients:
             org = recipient.org_code
             target = truth.get(org, NOT_INVOLVED)
@@ -273,8 +282,13 @@ class Dispatcher:
             await self._send(send, view_event_id_for(msg.event_id, org), view_event, org, target,
                              supersedes=old.last_event_id if old is not None and event_type is
                              EventType.NOTIFICATION_CORRECTED else None, reason=reason)
-        if send.audits:  # the disclosure decisions of this message, one statement
+        # The message's deliveries and disclosure decisions, one statement each.
+        if send.deliveries:
+            await conn.execute(deliveries.insert(), send.deliveries)
+        if send.audits:
             await conn.execute(disclosures.insert(), send.audits)
+        if own_cache:
+            await cache.flush(conn)
 
     async def _send(
         self, send: "_Sending", event_id: str, event: DomainEvent, org: str, view: dict[str, Any],
@@ -319,13 +333,19 @@ class Dispatcher:
         body = orjson.dumps(bundle)
         correlation_id = send.msg.headers.get("correlation_id", "")
         queued = 0
+        payload = self._protector.encrypt(body)
         for sub in subs:
-            if not await queue_delivery(conn, self._protector, sub.subscription_id, event_id, message_id,
-                                        event.event_type.value, body, correlation_id, fresh=True):
-                continue  # replayed event: already queued
+            if (sub.subscription_id, event_id) in send.queued:
+                continue  # already on this subscription's queue (the unique key would refuse it)
+            send.queued.add((sub.subscription_id, event_id))
+            # Queued with the message's others at the end of its handling (hub.delivery.queue).
+            send.deliveries.append(queue.delivery_row(
+                subscription_id=sub.subscription_id, event_id=event_id, message_id=message_id,
+                event_type=event.event_type.value, payload=payload, correlation_id=correlation_id,
+                event_number=await send.cache.numbers.take(conn, sub.subscription_id), now=send.now))
             queued += 1
             self._audit(send, event, event_id, recipient, "allowed", decision.agreement_id,
-                              sorted(included), decision.reason, sub.channel)
+                        sorted(included), decision.reason, sub.channel)
         if queued:
             await self._store_view(conn, event.person_id, org, version, view, event_id, old is None)
             send.held[org] = _Held(version, view, event_id)
@@ -422,9 +442,12 @@ class _Sending:
     held: dict[str, _Held]
     today: date
     cache: "_BatchCache"
+    now: datetime
     patient: PatientDetails | None = None
     refused: set[tuple[str, EventType]] = field(default_factory=set)
     audits: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    queued: set[tuple[str, str]] = field(default_factory=set)  # (subscription, event id)
 
 
 @dataclass
@@ -445,29 +468,36 @@ class _BatchCache:
     held: dict[str, dict[str, _Held]] = field(default_factory=dict)
     patients: dict[str, PatientDetails] = field(default_factory=dict)
     subscriptions: dict[str, list[Any]] = field(default_factory=dict)
+    outgoing: dict[tuple[str, tuple[str, ...]], list[Recipient]] = field(default_factory=dict)
     person_of: dict[str, str] = field(default_factory=dict)  # event id -> person id
+    numbers: queue.EventNumbers = field(default_factory=queue.EventNumbers)
+    newly_dispatched: dict[str, datetime] = field(default_factory=dict)  # written by `flush`
+    _numbers_before: dict[str, int] = field(default_factory=dict)
+
+    def begin(self) -> None:
+        """Before a message's savepoint: what `forget` puts back."""
+        self._numbers_before = self.numbers.snapshot()
 
     def forget(self, msg: BusMessage) -> None:
+        """The message's savepoint was rolled back: drop what it changed."""
         if self.dispatched is not None:
             self.dispatched.discard(msg.event_id)
+        self.newly_dispatched.pop(msg.event_id, None)
+        self.numbers.restore(self._numbers_before)
         person = self.person_of.pop(msg.event_id, None)
         if person is not None:
             for per_person in (self.history, self.status, self.held, self.patients):
                 per_person.pop(person, None)
+            self.outgoing = {k: v for k, v in self.outgoing.items() if k[0] != person}
 
-
-async def queue_delivery(
-    conn: AsyncConnection, protector: DataProtector, subscription_id: str, event_id: str, message_id: str,
-    event_type: str, body: bytes, correlation_id: str, fresh: bool = False,
-) -> bool:
-    """Queue one FHIR message for one subscription; False if this event is
-    already queued for it (a replay). The row and its event number are made in
-    one place: hub.delivery.queue. `fresh`: the event was never dispatched
-    (no dispatched_events row until this transaction), so nothing of it can be
-    queued yet: the look-up is skipped (the unique key still guards)."""
-    return await queue.queue_delivery(
-        conn, subscription_id=subscription_id, event_id=event_id, message_id=message_id, event_type=event_type,
-        payload=protector.encrypt(body), correlation_id=correlation_id, known_new=fresh) is not None
+    async def flush(self, conn: AsyncConnection) -> None:
+        """The batch's writes kept until its end: the subscriptions' event
+        counters and the dispatched_events rows (in the batch's transaction)."""
+        await self.numbers.flush(conn)
+        if self.newly_dispatched:
+            await conn.execute(dispatched_events.insert(),
+                               [{"event_id": e, "at": at} for e, at in self.newly_dispatched.items()])
+            self.newly_dispatched = {}
 
 
 class _Retry(Exception):
