@@ -113,6 +113,7 @@ class WebhookDeliverer(SubscriptionDeliverer):
         self._batch = per_subscription_batch  # run_once: attempts per subscription per pass
         self._claim_max = claim_max  # deliveries leased (and recorded) per transaction
         self._last_gauge = 0.0
+        self._secrets: dict[bytes, str] = {}  # subscription secret token -> secret
 
     @property
     def _policy(self) -> RetryPolicy:
@@ -147,7 +148,11 @@ class WebhookDeliverer(SubscriptionDeliverer):
         # instance leaves it alone, and if this one dies mid-POST the lease
         # runs out and it is sent again.
         body = self._body(row, self._protector.decrypt(row.payload))
-        secret = self._protector.decrypt(row.secret).decode()
+        secret = self._secrets.get(row.secret)
+        if secret is None:  # keyed by the stored token: a changed secret is a new key
+            if len(self._secrets) > 10_000:
+                self._secrets.clear()
+            secret = self._secrets[row.secret] = self._protector.decrypt(row.secret).decode()
         headers = signed_headers(secret, row.event_id, body, {
             "S117-Event-Id": row.event_id,
             EVENT_NUMBER_HEADER: str(row.event_number or ""),
