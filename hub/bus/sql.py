@@ -9,11 +9,13 @@ effect.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import BusMessage, Capabilities
@@ -33,6 +35,32 @@ async def lock_topic(conn: AsyncConnection, topic: str) -> None:
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _topic_lock_key(topic)})
 
 
+# The readers (SqlLog) in this process, told when a transaction that published commits.
+_READERS: "weakref.WeakSet[SqlLog]" = weakref.WeakSet()
+_ARMED: "weakref.WeakSet[Any]" = weakref.WeakSet()  # connections whose commit will tell them
+
+
+def _told_on_commit(conn: Any) -> None:
+    # An AsyncConnection, or ingest's group-commit wrapper around one (hub.ingest.group_commit.WriteBehind).
+    sync = getattr(conn, "sync_connection", None) or getattr(getattr(conn, "_conn", None), "sync_connection", None)
+    if sync is None:  # no connection to watch: tell now (a reader that looks too soon polls again)
+        for reader in list(_READERS):
+            reader._new.set()
+        return
+    if sync in _ARMED:
+        return
+    _ARMED.add(sync)
+
+    def committed(_conn: Any) -> None:
+        # SQLAlchemy's commit event, on the loop's thread as the COMMIT is
+        # issued: a reader's next fetch on SQLite waits behind it (BEGIN IMMEDIATE).
+        _ARMED.discard(sync)
+        for reader in list(_READERS):
+            reader._new.set()
+
+    event.listen(sync, "commit", committed, once=True)
+
+
 async def publish(conn: AsyncConnection, message: BusMessage) -> None:
     # An offset is drawn at INSERT but becomes visible at COMMIT. Were two
     # publishers to commit out of offset order, a consumer could ack past
@@ -40,6 +68,7 @@ async def publish(conn: AsyncConnection, message: BusMessage) -> None:
     # per-topic lock from the first publish to commit makes offset order
     # commit order. (SQLite gets this from BEGIN IMMEDIATE: one writer.)
     await lock_topic(conn, message.topic)
+    _told_on_commit(conn)
     # One statement for every message (parameters apart): compiled once, and
     # inside an ingest batch (hub/ingest/group_commit.py) one executemany.
     await conn.execute(
@@ -60,6 +89,14 @@ class SqlLog:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._new = asyncio.Event()
+        _READERS.add(self)
+
+    async def published(self) -> None:
+        """Return once a transaction in this process that published has
+        committed (since the last call); another process's are seen by polling."""
+        await self._new.wait()
+        self._new.clear()
 
     async def _committed(self, conn: AsyncConnection, group_id: str, topic: str) -> int:
         row = (

@@ -101,6 +101,9 @@ class Dispatcher:
         self._today = today
         # Failures per event id (Kafka offsets are per partition, so not unique).
         self._failures: dict[str, int] = {}
+        # Called after a batch that queued deliveries has committed (the
+        # deliverers' `wake`, wired by hub.bootstrap): they need not wait for their poll.
+        self.on_queued: list[Callable[[], None]] = []
 
     async def run_once(self, limit: int = 100) -> int:
         """Handle what is waiting (up to `limit` messages, in one transaction);
@@ -168,6 +171,9 @@ class Dispatcher:
             raise _Retry from exc
         for msg in handled:
             self._failures.pop(msg.event_id, None)
+        if cache.queued:
+            for wake in self.on_queued:
+                wake()
         for _ in dead:
             metrics.DEAD_LETTERS.labels(handler="dispatcher").inc()
         if retry is not None:
@@ -285,6 +291,7 @@ class Dispatcher:
         # The message's deliveries and disclosure decisions, one statement each.
         if send.deliveries:
             await conn.execute(deliveries.insert(), send.deliveries)
+            cache.queued += len(send.deliveries)
         if send.audits:
             await conn.execute(disclosures.insert(), send.audits)
         if own_cache:
@@ -472,6 +479,7 @@ class _BatchCache:
     person_of: dict[str, str] = field(default_factory=dict)  # event id -> person id
     numbers: queue.EventNumbers = field(default_factory=queue.EventNumbers)
     newly_dispatched: dict[str, datetime] = field(default_factory=dict)  # written by `flush`
+    queued: int = 0  # deliveries queued by the batch (an over-count if a savepoint rolls back: only a wake-up)
     _numbers_before: dict[str, int] = field(default_factory=dict)
 
     def begin(self) -> None:
@@ -505,6 +513,9 @@ class _Retry(Exception):
 
 
 async def run_dispatcher(dispatcher: Dispatcher, poll_seconds: float, stop: asyncio.Event) -> None:
+    # The SQL log says when this process has published (hub.bus.sql.SqlLog.published):
+    # the dispatcher then fetches at once rather than at its next poll.
+    published = getattr(dispatcher._log, "published", None)
     while not stop.is_set():
         try:
             handled = await dispatcher.run_once()
@@ -512,7 +523,11 @@ async def run_dispatcher(dispatcher: Dispatcher, poll_seconds: float, stop: asyn
             handled = 0
             await asyncio.sleep(min(2.0, poll_seconds * 5))
         if not handled:
+            waiters = [asyncio.ensure_future(stop.wait())]
+            if published is not None:
+                waiters.append(asyncio.ensure_future(published()))
             try:
-                await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
-            except TimeoutError:
-                pass
+                await asyncio.wait(waiters, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()

@@ -228,7 +228,7 @@ class SubscriptionDeliverer:
     async def serve(self, poll_seconds: float, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set: one task per subscription with work."""
         tasks: dict[str, asyncio.Task] = {}
-        wake = asyncio.Event()
+        wake = self._wake = asyncio.Event()
 
         def finished(sid: str, task: asyncio.Task) -> None:
             tasks.pop(sid, None)
@@ -268,6 +268,14 @@ class SubscriptionDeliverer:
                 for t in late:
                     t.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
+
+    _wake: asyncio.Event | None = None
+
+    def wake(self) -> None:
+        """New deliveries were queued in this process (the dispatcher calls it
+        after its commit): look for due heads now rather than at the next poll."""
+        if self._wake is not None:
+            self._wake.set()
 
     async def _observe(self) -> None:
         """Hook for per-poll metrics."""
