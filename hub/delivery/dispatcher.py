@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import EVENTS_TOPIC, BusMessage, Subscriber
@@ -288,7 +288,15 @@ class Dispatcher:
             await self._send(send, view_event_id_for(msg.event_id, org), view_event, org, target,
                              supersedes=old.last_event_id if old is not None and event_type is
                              EventType.NOTIFICATION_CORRECTED else None, reason=reason)
-        # The message's deliveries and disclosure decisions, one statement each.
+        # The message's views, deliveries and disclosure decisions, one statement each.
+        inserts = [{"person_id": person_id, "org_code": org, **v} for org, (v, new) in send.views.items() if new]
+        updates = [{"p": person_id, "o": org, **v} for org, (v, new) in send.views.items() if not new]
+        if inserts:
+            await conn.execute(recipient_views.insert(), inserts)
+        if updates:
+            await conn.execute(recipient_views.update().where(
+                recipient_views.c.person_id == bindparam("p"), recipient_views.c.org_code == bindparam("o")),
+                updates)
         if send.deliveries:
             await conn.execute(deliveries.insert(), send.deliveries)
             cache.queued += len(send.deliveries)
@@ -354,7 +362,7 @@ class Dispatcher:
             self._audit(send, event, event_id, recipient, "allowed", decision.agreement_id,
                         sorted(included), decision.reason, sub.channel)
         if queued:
-            await self._store_view(conn, event.person_id, org, version, view, event_id, old is None)
+            send.store_view(org, version, view, event_id, new=old is None)
             send.held[org] = _Held(version, view, event_id)
         metrics.DISPATCHED.labels(event_type=event.event_type.value, decision="allowed").inc()
         log.info("event queued for recipient", recipient=org, event_type=event.event_type.value,
@@ -370,16 +378,6 @@ class Dispatcher:
     async def _held_views(conn: AsyncConnection, person_id: str) -> dict[str, "_Held"]:
         rows = (await conn.execute(select(recipient_views).where(recipient_views.c.person_id == person_id))).all()
         return {r.org_code: _Held(r.version, r.view, r.last_event_id) for r in rows}
-
-    @staticmethod
-    async def _store_view(conn: AsyncConnection, person_id: str, org: str, version: int, view: dict[str, Any],
-                          event_id: str, new: bool) -> None:
-        values = {"version": version, "view": view, "last_event_id": event_id, "updated_at": datetime.now(UTC)}
-        if new:
-            await conn.execute(recipient_views.insert().values(person_id=person_id, org_code=org, **values))
-        else:
-            await conn.execute(recipient_views.update().where(
-                recipient_views.c.person_id == person_id, recipient_views.c.org_code == org).values(**values))
 
     async def _subscriptions(self, conn: AsyncConnection, org_code: str, event_type: str,
                              cache: "_BatchCache") -> list[Any]:
@@ -455,6 +453,14 @@ class _Sending:
     audits: list[dict[str, Any]] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     queued: set[tuple[str, str]] = field(default_factory=set)  # (subscription, event id)
+    views: dict[str, tuple[dict[str, Any], bool]] = field(default_factory=dict)  # org -> (row values, new row)
+
+    def store_view(self, org: str, version: int, view: dict[str, Any], event_id: str, new: bool) -> None:
+        """What `org` now holds: written with the message's other views at the end of its handling."""
+        if org in self.views:
+            new = self.views[org][1]  # inserted or updated, whichever the first store of this handling was
+        self.views[org] = ({"version": version, "view": view, "last_event_id": event_id,
+                            "updated_at": datetime.now(UTC)}, new)
 
 
 @dataclass
