@@ -111,7 +111,9 @@ class Dispatcher:
         batch = await self._log.fetch(GROUP, EVENTS_TOPIC, limit)
         if batch:
             await self._handle_batch(batch)
-        metrics.CONSUMER_LAG.labels(group=GROUP, topic=EVENTS_TOPIC).set(await self._log.lag(GROUP, EVENTS_TOPIC))
+        # Nothing fetched: nothing after the committed offset (no need to count it on every idle poll).
+        lag = await self._log.lag(GROUP, EVENTS_TOPIC) if batch else 0
+        metrics.CONSUMER_LAG.labels(group=GROUP, topic=EVENTS_TOPIC).set(lag)
         return len(batch)
 
     async def _handle_batch(self, batch: list[BusMessage]) -> None:

@@ -77,7 +77,8 @@ class WorkflowConsumer:
             self._failures.pop(msg.event_id, None)
         if dead:
             metrics.DEAD_LETTERS.labels(handler="workflows").inc(dead)
-        metrics.CONSUMER_LAG.labels(group=GROUP, topic=EVENTS_TOPIC).set(await self._bus.lag(GROUP, EVENTS_TOPIC))
+        lag = await self._bus.lag(GROUP, EVENTS_TOPIC) if batch else 0  # nothing fetched: nothing waiting
+        metrics.CONSUMER_LAG.labels(group=GROUP, topic=EVENTS_TOPIC).set(lag)
         return len(handled)
 
 
