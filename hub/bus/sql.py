@@ -19,7 +19,7 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import BusMessage, Capabilities
-from hub.store.db import insert_or_merge
+from hub.store.db import insert_or_merge, read_only
 from hub.store.schema import bus_messages, consumer_offsets
 
 
@@ -182,7 +182,7 @@ class SqlLog:
             )
 
     async def lag(self, group_id: str, topic: str) -> int:
-        async with self._engine.connect() as conn:
+        async with read_only(self._engine) as conn:  # a count: a snapshot, no write lock
             start = await self._committed(conn, group_id, topic)
             n = (
                 await conn.execute(
@@ -191,5 +191,4 @@ class SqlLog:
                     )
                 )
             ).scalar_one()
-            await conn.rollback()
         return int(n)

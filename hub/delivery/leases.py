@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.observability import metrics
 from hub.observability.logging import get_logger
+from hub.store.db import read_only
 from hub.store.schema import deliveries, subscriptions
 
 log = get_logger("hub.delivery")
@@ -212,9 +213,9 @@ class SubscriptionDeliverer:
 
     async def _due_heads(self, busy: Any = ()) -> list[Any]:
         """The due head of every subscription on this channel, except those in `busy`."""
-        async with self._engine.connect() as conn:
+        # A read (a WAL snapshot on SQLite): polling never queues behind a writer.
+        async with read_only(self._engine) as conn:
             heads = due(await pending_heads(conn, self.channel))
-            await conn.rollback()
         return [h for h in heads if h.subscription_id not in busy]
 
     async def run_once(self) -> int:

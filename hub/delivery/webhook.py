@@ -36,6 +36,7 @@ from hub.delivery.targets import guarded_client
 from hub.delivery.leases import RetryPolicy, SubscriptionDeliverer, backoff_seconds, run_deliverer
 from hub.observability import metrics
 from hub.observability.logging import get_logger
+from hub.store.db import read_only
 from hub.store.schema import deliveries, subscriptions
 
 __all__ = ["EVENT_NUMBER_HEADER", "SIGNATURE_HEADER", "HostClients", "WebhookDeliverer", "backoff_seconds",
@@ -124,13 +125,12 @@ class WebhookDeliverer(SubscriptionDeliverer):
         if now - self._last_gauge < 5.0:
             return
         self._last_gauge = now
-        async with self._engine.connect() as conn:
+        async with read_only(self._engine) as conn:
             pending = (await conn.execute(
                 select(func.count()).select_from(deliveries).join(
                     subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
                 .where(deliveries.c.status == "pending", subscriptions.c.channel == "webhook")
             )).scalar_one()
-            await conn.rollback()
         metrics.PENDING_DELIVERIES.set(pending)
 
     def _body(self, row: Any, message: bytes) -> bytes:
