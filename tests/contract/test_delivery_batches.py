@@ -130,24 +130,27 @@ async def test_a_batch_sent_but_not_recorded_is_sent_again_in_order_never_skippe
             raise ConnectionError("the hub died after sending")
 
         monkeypatch.setattr(leases, "record_batch", crash_before_recording)
-        # One-second deadline, a lease of 1.5 s: every delivery leased in one batch.
-        deliverer = WebhookDeliverer(hub.engine, hub.protector, clients, 0.05, 0.2, 0, 1.5, timeout_seconds=1.0,
+        # Half-second deadline, a lease of 2 s: every delivery leased in one batch, and
+        # sent while a whole attempt still fits in the lease (all of them, unless the machine is slow).
+        deliverer = WebhookDeliverer(hub.engine, hub.protector, clients, 0.05, 0.2, 0, 2.0, timeout_seconds=0.5,
                                      per_subscription_batch=100)
         with pytest.raises(ConnectionError):
             await deliverer.run_once()
-        assert crashes["n"] == 1 and len(receiver.received) == n
+        sent = len(receiver.received)
+        assert crashes["n"] == 1 and 1 <= sent <= n
+        assert receiver.event_ids() == expected[:sent]
         assert await deliverer.run_once() == 0  # leased: nothing sent twice while the lease runs
         pending = await _rows(hub.engine, select(deliveries.c.status, deliveries.c.attempts)
                               .where(deliveries.c.subscription_id == sub))
         assert {(p.status, p.attempts) for p in pending} == {("pending", 1)}
 
         monkeypatch.setattr(leases, "record_batch", real)
-        await asyncio.sleep(1.6)  # the lease runs out
+        await asyncio.sleep(2.1)  # the lease runs out
         assert await deliverer.run_once() == n
         # Everything again, in the same order with the same numbers; nothing skipped.
-        assert receiver.event_ids() == expected + expected
+        assert receiver.event_ids() == expected[:sent] + expected
         numbers = [int(r.headers["s117-event-number"]) for r in receiver.received]
-        assert numbers == list(range(1, n + 1)) * 2
+        assert numbers == list(range(1, sent + 1)) + list(range(1, n + 1))
         assert all(r.signature_ok for r in receiver.received)
         done = await _rows(hub.engine, select(deliveries.c.status, deliveries.c.attempts)
                            .where(deliveries.c.subscription_id == sub))
