@@ -75,7 +75,7 @@ class EventNumbers:
     holds the one write lock), numbers are handed out in memory and `flush`
     writes the last one back, once per subscription. Gap-free as
     `next_event_number`: a caller whose savepoint rolls back puts the numbers
-    it took back with `restore(snapshot())`; the rows are queued in `take`
+    it took back with `restore(snapshot())` (taken before the savepoint); the rows are queued in `take`
     order, so numbers follow `delivery_seq` within each subscription."""
 
     def __init__(self) -> None:
@@ -98,7 +98,12 @@ class EventNumbers:
         return dict(self._last)
 
     def restore(self, snapshot: dict[str, int]) -> None:
-        self._last = {sid: snapshot.get(sid, self._stored[sid] or 0) for sid in self._last}
+        # A counter first read after the snapshot was read (and locked) inside
+        # the rolled-back savepoint, which released its lock (PostgreSQL): forget
+        # it, so the next `take` reads and locks it again.
+        for sid in [sid for sid in self._last if sid not in snapshot]:
+            del self._last[sid], self._stored[sid]
+        self._last.update(snapshot)
 
     async def flush(self, conn: AsyncConnection) -> None:
         """Write every counter that moved (call before the transaction commits)."""

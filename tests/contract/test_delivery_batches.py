@@ -207,3 +207,40 @@ async def test_a_failure_mid_batch_records_what_went_gives_back_the_rest_and_res
     finally:
         await clients.aclose()
         await receiver.stop()
+
+
+async def test_event_numbers_taken_in_a_rolled_back_savepoint_are_given_back(engine):
+    from datetime import UTC, datetime
+
+    from hub.delivery.queue import EventNumbers, create_counter
+    from hub.store.schema import subscription_counters, subscriptions
+
+    async with engine.begin() as conn:
+        for sid in ("sub-a", "sub-b"):
+            await conn.execute(subscriptions.insert().values(
+                subscription_id=sid, org_code="E06000060", client_id="c", channel="webhook",
+                url="https://council.invalid/hook", secret=b"x", active=True, created_at=datetime.now(UTC)))
+            await create_counter(conn, sid)
+    numbers = EventNumbers()
+    async with engine.begin() as conn:
+        assert await numbers.take(conn, "sub-a") == 1
+        before = numbers.snapshot()
+        with pytest.raises(RuntimeError):
+            async with conn.begin_nested():
+                assert await numbers.take(conn, "sub-a") == 2
+                assert await numbers.take(conn, "sub-b") == 1  # first read inside the savepoint
+                raise RuntimeError("this event failed")
+        numbers.restore(before)
+        moved = 0
+        if engine.dialect.name == "postgresql":
+            # The rollback released sub-b's row lock: another instance queues 5 for it meanwhile.
+            async with engine.begin() as other:
+                await other.execute(subscription_counters.update().where(
+                    subscription_counters.c.subscription_id == "sub-b").values(last_event_number=5))
+            moved = 5
+        assert await numbers.take(conn, "sub-b") == moved + 1  # read (and locked) again, not remembered
+        assert await numbers.take(conn, "sub-a") == 2
+        await numbers.flush(conn)
+    counters = dict((await _rows(engine, select(subscription_counters.c.subscription_id,
+                                                subscription_counters.c.last_event_number))))
+    assert counters == {"sub-a": 2, "sub-b": moved + 1}
