@@ -13,6 +13,14 @@ subscription). Delivery latency = receiver's arrival time - time queued.
     lockstep     slow+hung with the old loop of awaited rounds (run_once), fewer rounds
 
     .venv/bin/python bench/bench_delivery.py [rounds]     (default 6 rounds of 50 messages)
+
+Throughput (`--throughput [N]`): N messages (default 4,000) queued up front
+for 4 of the fast receivers, then drained by `serve`: deliveries/s and the
+hub side's CPU per delivery, with batches of 100 leased and recorded per
+transaction, beside one per transaction (`claim_max=1`, as before batching)
+in the same run.
+
+    .venv/bin/python bench/bench_delivery.py --throughput 4000
 """
 
 from __future__ import annotations
@@ -168,6 +176,71 @@ async def run(name: str, delays: list[float], rounds: int, lockstep: bool = Fals
             "p99": pct(latencies, 99) if latencies else float("nan")}
 
 
+async def throughput(total: int, claim_max: int, subscribers: int = 4) -> dict:
+    """Drain `total` queued messages over `subscribers` fast receivers; deliveries/s and CPU per delivery."""
+    from sqlalchemy import func, select
+
+    from hub.crypto import DataProtector
+    from hub.delivery.queue import create_counter, queue_delivery
+    from hub.delivery.webhook import HostClients, WebhookDeliverer
+    from hub.store.db import create_engine, create_schema
+    from hub.store.schema import deliveries, subscriptions
+
+    child = subprocess.Popen([sys.executable, __file__, "--receivers", *(["0"] * subscribers)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    ports = [int(p) for p in child.stdout.readline().split()]
+    tmp = Path(tempfile.mkdtemp())
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp / 'hub.db'}")
+    await create_schema(engine)
+    protector = DataProtector(Fernet.generate_key())
+    secret = protector.encrypt(b"s" * 32)
+    subs = [str(uuid.uuid4()) for _ in ports]
+    body = protector.encrypt(orjson.dumps({"resourceType": "Bundle", "type": "message", "entry": [{"pad": "x" * 3000}]}))
+    async with engine.begin() as conn:
+        for sid, port in zip(subs, ports, strict=True):
+            await conn.execute(subscriptions.insert().values(
+                subscription_id=sid, org_code="E06000060", client_id="bench", channel="webhook",
+                url=f"http://127.0.0.1:{port}/hook", secret=secret, active=True, created_at=datetime.now(UTC)))
+            await create_counter(conn, sid)
+        for i in range(total):
+            eid = str(uuid.uuid4())
+            await queue_delivery(conn, subscription_id=subs[i % len(subs)], event_id=eid, message_id=eid,
+                                 event_type="s117-entitlement-started", payload=body, correlation_id="bench")
+    clients = HostClients(DEADLINE, allowed_hosts=["127.0.0.1"])
+    deliverer = WebhookDeliverer(engine, protector, clients, 1.0, 300.0, 0, DEADLINE + 5.0,
+                                 timeout_seconds=DEADLINE, claim_max=claim_max)
+    stop = asyncio.Event()
+    cpu0, t0 = time.process_time(), time.monotonic()
+    worker = asyncio.create_task(deliverer.serve(0.05, stop))
+    while True:
+        async with engine.connect() as conn:
+            done = (await conn.execute(select(func.count()).select_from(deliveries).where(
+                deliveries.c.status == "delivered"))).scalar_one()
+            await conn.rollback()
+        if done >= total or time.monotonic() - t0 > 300:
+            break
+        await asyncio.sleep(0.05)
+    elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    stop.set()
+    await worker
+    await clients.aclose()
+    await engine.dispose()
+    out, _ = child.communicate("")
+    got: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        index, number, _at = line.split()
+        got.setdefault(int(index), []).append(int(number))
+    in_order = all(v == sorted(v) and len(set(v)) == len(v) for v in got.values())
+    return {"claim_max": claim_max, "delivered": done, "arrived": sum(map(len, got.values())),
+            "per_s": done / elapsed, "cpu_ms": cpu / max(done, 1) * 1000, "in_order": in_order}
+
+
+def show_throughput(r: dict) -> None:
+    print(f"claim_max {r['claim_max']:>3}: {r['delivered']:>5} delivered ({r['arrived']} arrivals, "
+          f"{'in order' if r['in_order'] else 'OUT OF ORDER'}) at {r['per_s']:7,.0f}/s, "
+          f"hub CPU {r['cpu_ms']:.2f} ms per delivery")
+
+
 def show(r: dict) -> None:
     print(f"{r['name']:<11} others delivered {r['delivered']:>4}/{r['expected']:<4} in {r['elapsed']:5.1f}s   "
           f"p50 {r['p50'] * 1000:7.0f} ms   p99 {r['p99'] * 1000:7.0f} ms")
@@ -195,9 +268,26 @@ async def main(rounds: int) -> None:
           f"lockstep rounds (before): p50 {lock['p50'] / base['p50']:.0f}x, p99 {lock['p99'] / base['p99']:.0f}x")
 
 
+async def throughput_main(total: int) -> None:
+    from hub.observability.logging import configure_logging
+
+    configure_logging("ERROR")
+    print(f"{total} webhook messages queued for 4 fast local receivers (SQLite WAL, synchronous=FULL), "
+          f"drained by WebhookDeliverer.serve; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    one = await throughput(total, 1)
+    show_throughput(one)
+    batched = await throughput(total, 100)
+    show_throughput(batched)
+    print(f"batches of 100 / one per transaction: {batched['per_s'] / one['per_s']:.1f}x deliveries/s, "
+          f"CPU per delivery {batched['cpu_ms'] / one['cpu_ms']:.2f}x")
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--receivers":
         asyncio.run(_serve_receivers([float(d) for d in sys.argv[2:]]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--throughput":
+        sys.path.insert(0, os.fspath(Path(__file__).resolve().parent.parent))
+        asyncio.run(throughput_main(int(sys.argv[2]) if len(sys.argv) > 2 else 4000))
     else:
         sys.path.insert(0, os.fspath(Path(__file__).resolve().parent.parent))
         asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 6))

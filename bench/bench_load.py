@@ -14,6 +14,7 @@ runs on a busy machine.
     .venv/bin/python bench/bench_load.py --quick         # 600 changes at 32 clients
     .venv/bin/python bench/bench_load.py --clients 32 --changes 5000
     .venv/bin/python bench/bench_load.py --quick --profile   # py-spy the hub (pip install py-spy)
+    .venv/bin/python bench/bench_load.py --rate 200 --changes 2000   # a steady 200 changes/s (open loop)
 
 Changes are synthetic: people from the 999 test range (hub/sample_data.py),
 four changes each (detained, section changed, left hospital, moved), each
@@ -184,7 +185,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                 spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
                 assert spy, "--profile needs py-spy (pip install py-spy)"
                 profiler = subprocess.Popen([spy, "record", "--pid", str(hub.proc.pid), "--format", "raw",
-                                             "-o", str(out), "--rate", "500", "--nonblocking"],
+                                             "-o", str(out), "--rate", "500", "--nonblocking", "--gil"],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             queue: asyncio.Queue[list[dict]] = asyncio.Queue()
             budget = n
@@ -199,23 +200,49 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
             types: dict[str, str] = {}
             headers = {"X-API-Key": trust_key, "Content-Type": "application/json"}
 
+            async def post(change: dict) -> None:
+                body = orjson.dumps(change)
+                s = time.perf_counter()
+                resp = await http.post("/v1/register-changes", content=body, headers=headers)
+                post_lat.append(time.perf_counter() - s)
+                if resp.status_code != 202:
+                    failures.append(f"{resp.status_code} {resp.text[:200]}")
+                    return
+                for ev in resp.json()["events"]:
+                    sent_at[ev["event_id"]] = s
+                    types[ev["event_id"]] = ev["event_type"]
+
             async def client() -> None:
                 while not queue.empty():
                     for change in queue.get_nowait():
-                        body = orjson.dumps(change)
-                        s = time.perf_counter()
-                        resp = await http.post("/v1/register-changes", content=body, headers=headers)
-                        post_lat.append(time.perf_counter() - s)
-                        if resp.status_code != 202:
-                            failures.append(f"{resp.status_code} {resp.text[:200]}")
-                            continue
-                        for ev in resp.json()["events"]:
-                            sent_at[ev["event_id"]] = s
-                            types[ev["event_id"]] = ev["event_type"]
+                        await post(change)
+
+            async def paced(rate: float) -> None:
+                """Open loop: change i is posted at t0 + i/rate whatever the answers so far
+                (each person's changes still in order: a change waits for the one before it)."""
+                work = []
+                while not queue.empty():
+                    work.append(queue.get_nowait())
+                slots = [(p, k) for k in range(max(map(len, work), default=0)) for p in range(len(work))
+                         if k < len(work[p])]
+                done = {pk: asyncio.Event() for pk in slots}
+                start = time.perf_counter()
+
+                async def one(i: int, p: int, k: int) -> None:
+                    await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+                    if k:
+                        await done[(p, k - 1)].wait()
+                    await post(work[p][k])
+                    done[(p, k)].set()
+
+                await asyncio.gather(*(one(i, p, k) for i, (p, k) in enumerate(slots)))
 
             cpu0 = cpu_seconds(hub.proc.pid)
             t0 = time.perf_counter()
-            await asyncio.gather(*(client() for _ in range(clients)))
+            if args.rate:
+                await paced(args.rate)
+            else:
+                await asyncio.gather(*(client() for _ in range(clients)))
             ingest_elapsed = time.perf_counter() - t0
             deadline = time.monotonic() + args.drain_timeout
             while not args.ingest_only and len(set(sent_at) & set(arrivals.at)) < len(sent_at) \
@@ -278,11 +305,15 @@ async def main() -> None:
     ap.add_argument("--compare", action="store_true",
                     help="also run each level without group commit (S117_INGEST_BATCH_MAX=1)")
     ap.add_argument("--keep", action="store_true", help="keep the databases and logs")
+    ap.add_argument("--rate", type=float,
+                    help="post at a steady rate (changes/s, open loop) instead of as fast as the clients can; "
+                         "--clients is then the connection pool size")
     args = ap.parse_args()
     levels = args.clients or ([32] if args.quick else [1, 8, 32])
     n = args.changes or (600 if args.quick else 3000)
     tmp = Path(tempfile.mkdtemp(prefix="s117-bench-load-"))
-    print(f"{n} register changes per level to a real hub process (SQLite WAL, synchronous=FULL), "
+    pace = f"at a steady {args.rate:,.0f}/s " if args.rate else ""
+    print(f"{n} register changes per level {pace}to a real hub process (SQLite WAL, synchronous=FULL), "
           f"a webhook subscriber for every event; {os.cpu_count()} cores; load average "
           f"{os.getloadavg()[0]:.1f} at start; data in {tmp}")
     batches = [1, 64] if args.compare else [64]

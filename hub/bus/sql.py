@@ -9,15 +9,17 @@ effect.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import BusMessage, Capabilities
-from hub.store.db import insert_or_merge
+from hub.store.db import insert_or_merge, read_only
 from hub.store.schema import bus_messages, consumer_offsets
 
 
@@ -33,6 +35,32 @@ async def lock_topic(conn: AsyncConnection, topic: str) -> None:
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _topic_lock_key(topic)})
 
 
+# The readers (SqlLog) in this process, told when a transaction that published commits.
+_READERS: "weakref.WeakSet[SqlLog]" = weakref.WeakSet()
+_ARMED: "weakref.WeakSet[Any]" = weakref.WeakSet()  # connections whose commit will tell them
+
+
+def _told_on_commit(conn: Any) -> None:
+    # An AsyncConnection, or ingest's group-commit wrapper around one (hub.ingest.group_commit.WriteBehind).
+    sync = getattr(conn, "sync_connection", None) or getattr(getattr(conn, "_conn", None), "sync_connection", None)
+    if sync is None:  # no connection to watch: tell now (a reader that looks too soon polls again)
+        for reader in list(_READERS):
+            reader._new.set()
+        return
+    if sync in _ARMED:
+        return
+    _ARMED.add(sync)
+
+    def committed(_conn: Any) -> None:
+        # SQLAlchemy's commit event, on the loop's thread as the COMMIT is
+        # issued: a reader's next fetch on SQLite waits behind it (BEGIN IMMEDIATE).
+        _ARMED.discard(sync)
+        for reader in list(_READERS):
+            reader._new.set()
+
+    event.listen(sync, "commit", committed, once=True)
+
+
 async def publish(conn: AsyncConnection, message: BusMessage) -> None:
     # An offset is drawn at INSERT but becomes visible at COMMIT. Were two
     # publishers to commit out of offset order, a consumer could ack past
@@ -40,6 +68,7 @@ async def publish(conn: AsyncConnection, message: BusMessage) -> None:
     # per-topic lock from the first publish to commit makes offset order
     # commit order. (SQLite gets this from BEGIN IMMEDIATE: one writer.)
     await lock_topic(conn, message.topic)
+    _told_on_commit(conn)
     # One statement for every message (parameters apart): compiled once, and
     # inside an ingest batch (hub/ingest/group_commit.py) one executemany.
     await conn.execute(
@@ -60,6 +89,14 @@ class SqlLog:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._new = asyncio.Event()
+        _READERS.add(self)
+
+    async def published(self) -> None:
+        """Return once a transaction in this process that published has
+        committed (since the last call); another process's are seen by polling."""
+        await self._new.wait()
+        self._new.clear()
 
     async def _committed(self, conn: AsyncConnection, group_id: str, topic: str) -> int:
         row = (
@@ -112,11 +149,10 @@ class SqlLog:
             )
         )
 
-    async def claim(self, conn: AsyncConnection, group_id: str, topic: str, offset: int) -> bool:
-        """Inside the handler's transaction: lock the group's offset row and say
-        whether `offset` is still unhandled. Two hub instances that fetched the
-        same batch then handle each message once: the second waits for the
-        first's commit and finds the offset already past it."""
+    async def claim_batch(self, conn: AsyncConnection, group_id: str, topic: str) -> int:
+        """`claim` for a batch: lock the group's offset row until the caller's
+        transaction ends and return the group's next offset; the caller skips
+        the fetched messages below it (another instance handled them since)."""
         await conn.execute(
             insert_or_merge(conn.dialect, consumer_offsets)
             .values(group_id=group_id, topic=topic, next_offset=0, updated_at=datetime.now(UTC))
@@ -127,7 +163,14 @@ class SqlLog:
             .where(consumer_offsets.c.group_id == group_id, consumer_offsets.c.topic == topic)
             .with_for_update()
         )).one()
-        return offset >= int(row.next_offset)
+        return int(row.next_offset)
+
+    async def claim(self, conn: AsyncConnection, group_id: str, topic: str, offset: int) -> bool:
+        """Inside the handler's transaction: lock the group's offset row and say
+        whether `offset` is still unhandled. Two hub instances that fetched the
+        same batch then handle each message once: the second waits for the
+        first's commit and finds the offset already past it."""
+        return offset >= await self.claim_batch(conn, group_id, topic)
 
     async def rewind(self, group_id: str, topic: str, to_offset: int) -> None:
         """Replay: move a group back (an operator action, audited by the caller)."""
@@ -139,7 +182,7 @@ class SqlLog:
             )
 
     async def lag(self, group_id: str, topic: str) -> int:
-        async with self._engine.connect() as conn:
+        async with read_only(self._engine) as conn:  # a count: a snapshot, no write lock
             start = await self._committed(conn, group_id, topic)
             n = (
                 await conn.execute(
@@ -148,5 +191,4 @@ class SqlLog:
                     )
                 )
             ).scalar_one()
-            await conn.rollback()
         return int(n)

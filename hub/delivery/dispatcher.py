@@ -6,6 +6,13 @@ recipient with a subscription gets a FHIR message queued for delivery. The
 disclosure decisions (allowed and denied alike), the queued deliveries and the
 consumer offset are written in one transaction, so a crash replays the event
 and the unique (subscription, event) key stops it being queued twice.
+
+Batches: the messages waiting (up to `run_once`'s limit) are handled in one
+transaction, each in its own SAVEPOINT, and the offset is committed once per
+batch; a message that fails is rolled back alone, retried, and dead-lettered
+after `max_handler_attempts` while the rest of its batch goes through. What
+the batch reads once (history and status per person, held views, details,
+subscriptions) is kept in `_BatchCache`.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import EVENTS_TOPIC, BusMessage, Subscriber
@@ -41,6 +48,7 @@ from hub.routing import Recipient, recipients_for
 from hub.sharing import SharingAgreements
 from hub.store.schema import (
     dead_letters,
+    deliveries,
     disclosures,
     dispatched_events,
     persons,
@@ -93,49 +101,101 @@ class Dispatcher:
         self._today = today
         # Failures per event id (Kafka offsets are per partition, so not unique).
         self._failures: dict[str, int] = {}
+        # Called after a batch that queued deliveries has committed (the
+        # deliverers' `wake`, wired by hub.bootstrap): they need not wait for their poll.
+        self.on_queued: list[Callable[[], None]] = []
 
     async def run_once(self, limit: int = 100) -> int:
-        """Handle what is waiting; returns how many messages were handled."""
+        """Handle what is waiting (up to `limit` messages, in one transaction);
+        returns how many messages were fetched."""
         batch = await self._log.fetch(GROUP, EVENTS_TOPIC, limit)
-        for msg in batch:
-            await self._handle_with_retry(msg)
-        metrics.CONSUMER_LAG.labels(group=GROUP, topic=EVENTS_TOPIC).set(await self._log.lag(GROUP, EVENTS_TOPIC))
+        if batch:
+            await self._handle_batch(batch)
+        # Nothing fetched: nothing after the committed offset (no need to count it on every idle poll).
+        lag = await self._log.lag(GROUP, EVENTS_TOPIC) if batch else 0
+        metrics.CONSUMER_LAG.labels(group=GROUP, topic=EVENTS_TOPIC).set(lag)
         return len(batch)
 
-    async def _handle_with_retry(self, msg: BusMessage) -> None:
-        structlog.contextvars.bind_contextvars(
-            correlation_id=msg.headers.get("correlation_id"), event_id=msg.event_id, topic=msg.topic
-        )
+    async def _handle_batch(self, batch: list[BusMessage]) -> None:
+        """One transaction for the whole batch, a savepoint per message.
+
+        A message whose handling fails is rolled back to its savepoint alone:
+        what came before it is committed with the offset just before it, and
+        the worker backs off and fetches from it again (`_Retry`). At its
+        `max_handler_attempts`-th failure it is dead-lettered inside the batch
+        and the messages after it are handled in the same transaction. The
+        offset is committed once, at the end, in the same transaction as the
+        work (the SQL log; Kafka's is committed once that transaction has)."""
+        retry: Exception | None = None
+        handled: list[BusMessage] = []
+        dead: list[str] = []
         try:
             async with self._engine.begin() as conn:
-                # The SQL log can be shared by several hub instances: claim the
-                # message first (Kafka needs no claim: a partition has one owner).
-                claim = getattr(self._log, "claim", None)
-                if claim is not None and not await claim(conn, GROUP, EVENTS_TOPIC, msg.offset):
-                    return
-                await self.handle(conn, msg)
-                await self._log.commit(GROUP, EVENTS_TOPIC, msg.offset + 1, conn)
-            self._failures.pop(msg.event_id, None)
-        except Exception as exc:  # noqa: BLE001 - a handler bug must not stop the flow: retry, then dead-letter
-            n = self._failures.get(msg.event_id, 0) + 1
-            self._failures[msg.event_id] = n
-            log.warning("dispatch failed", attempt=n, exc_type=type(exc).__name__, offset=msg.offset)
-            if n >= self._max_attempts:
-                async with self._engine.begin() as conn:
-                    await conn.execute(dead_letters.insert().values(
-                        topic=msg.topic, group_id=GROUP, offset=msg.offset, event_id=msg.event_id,
-                        handler="dispatcher", reason=f"{type(exc).__name__} after {n} attempts"[:300],
-                        at=datetime.now(UTC),
-                    ))
-                    await self._log.commit(GROUP, EVENTS_TOPIC, msg.offset + 1, conn)
-                self._failures.pop(msg.event_id, None)
-                metrics.DEAD_LETTERS.labels(handler="dispatcher").inc()
-                log.error("event moved to dead letters", offset=msg.offset)
+                # The SQL log can be shared by several hub instances: lock the
+                # group's offset for the batch and skip what another instance
+                # handled since the fetch (Kafka needs no claim: a partition has one owner).
+                claim = getattr(self._log, "claim_batch", None)
+                start = await claim(conn, GROUP, EVENTS_TOPIC) if claim is not None else None
+                todo = [m for m in batch if start is None or m.offset >= start]
+                cache = _BatchCache(today=self._today())
+                if todo:
+                    cache.dispatched = await self._dispatched(conn, [m.event_id for m in todo])
+                for msg in todo:
+                    structlog.contextvars.bind_contextvars(
+                        correlation_id=msg.headers.get("correlation_id"), event_id=msg.event_id, topic=msg.topic)
+                    cache.begin()
+                    try:
+                        async with conn.begin_nested():
+                            await self.handle(conn, msg, cache)
+                    except Exception as exc:  # noqa: BLE001 - a handler bug must not stop the flow: retry, then dead-letter
+                        cache.forget(msg)  # what the cache learnt from the rolled-back writes
+                        n = self._failures.get(msg.event_id, 0) + 1
+                        self._failures[msg.event_id] = n
+                        log.warning("dispatch failed", attempt=n, exc_type=type(exc).__name__, offset=msg.offset)
+                        if n < self._max_attempts:
+                            retry = exc
+                            break  # this one and those after it are fetched again after a back-off
+                        await conn.execute(dead_letters.insert().values(
+                            topic=msg.topic, group_id=GROUP, offset=msg.offset, event_id=msg.event_id,
+                            handler="dispatcher", reason=f"{type(exc).__name__} after {n} attempts"[:300],
+                            at=datetime.now(UTC),
+                        ))
+                        dead.append(msg.event_id)
+                        log.error("event moved to dead letters", offset=msg.offset)
+                    finally:
+                        structlog.contextvars.unbind_contextvars("correlation_id", "event_id", "topic")
+                    handled.append(msg)
+                await cache.flush(conn)
+                if handled:
+                    await self._commit(handled, conn)
+        except Exception as exc:  # noqa: BLE001 - the batch's own transaction failed (store unavailable): all again
+            log.warning("dispatch batch failed", exc_type=type(exc).__name__, count=len(batch))
             raise _Retry from exc
-        finally:
-            structlog.contextvars.unbind_contextvars("correlation_id", "event_id", "topic")
+        for msg in handled:
+            self._failures.pop(msg.event_id, None)
+        if cache.queued:
+            for wake in self.on_queued:
+                wake()
+        for _ in dead:
+            metrics.DEAD_LETTERS.labels(handler="dispatcher").inc()
+        if retry is not None:
+            raise _Retry from retry
 
-    async def handle(self, conn: AsyncConnection, msg: BusMessage) -> None:
+    async def _commit(self, handled: list[BusMessage], conn: AsyncConnection) -> None:
+        if getattr(self._log, "claim_batch", None) is not None:
+            # The SQL log: one offset per topic, so the last handled covers the batch.
+            await self._log.commit(GROUP, EVENTS_TOPIC, max(m.offset for m in handled) + 1, conn)
+            return
+        for msg in handled:  # Kafka: offsets are per partition, each message marks its own
+            await self._log.commit(GROUP, EVENTS_TOPIC, msg.offset + 1, conn)
+
+    @staticmethod
+    async def _dispatched(conn: AsyncConnection, event_ids: list[str]) -> set[str]:
+        """Which of `event_ids` were handled and committed before (replays)."""
+        return set((await conn.execute(select(dispatched_events.c.event_id)
+                                       .where(dispatched_events.c.event_id.in_(event_ids)))).scalars())
+
+    async def handle(self, conn: AsyncConnection, msg: BusMessage, cache: "_BatchCache | None" = None) -> None:
         """Decide what each organisation must be told, inside the caller's transaction.
 
         1. The person's whole history is re-evaluated (the event's own status
@@ -149,19 +209,34 @@ class Dispatcher:
            naming the event it supersedes.
         Every message carries the recipient's whole position and a version one
         higher than the last it was sent (hub/domain/views.py).
+
+        `cache` (a batch of messages in one transaction, see `_handle_batch`)
+        keeps what the batch read once per person: its history and status,
+        its details, the views held (updated as this handling writes them, so
+        message k sees what messages before it wrote), the subscriptions.
         """
-        if (await conn.execute(select(dispatched_events.c.event_id)
-                               .where(dispatched_events.c.event_id == msg.event_id))).first():
+        own_cache = cache is None
+        cache = cache or _BatchCache(today=self._today())
+        if cache.dispatched is None:
+            cache.dispatched = await self._dispatched(conn, [msg.event_id])
+        if msg.event_id in cache.dispatched:
             return  # handled and committed before: a redelivery changes nothing
-        await conn.execute(dispatched_events.insert().values(event_id=msg.event_id, at=datetime.now(UTC)))
+        # Written with the batch's others by `cache.flush` (taken back by cache.forget if rolled back).
+        cache.dispatched.add(msg.event_id)
+        cache.newly_dispatched[msg.event_id] = datetime.now(UTC)
         event = from_jsonable(DomainEvent, msg.payload["event"])
         change = from_jsonable(RegisterChange, msg.payload["change"])
         person_id = event.person_id
-        today = self._today()
-        received = await self._history(conn, person_id)
+        cache.person_of[msg.event_id] = person_id
+        today = cache.today
+        received = cache.history.get(person_id)
+        if received is None:
+            received = cache.history[person_id] = await self._history(conn, person_id)
         history = [c for c, _ in received]
         if history and self._agreements is not None:
-            status = evaluate(person_id, history, self._ref, self._agreements, today)
+            status = cache.status.get(person_id)
+            if status is None:
+                status = cache.status[person_id] = evaluate(person_id, history, self._ref, self._agreements, today)
         else:
             status = from_jsonable(S117Status, msg.payload["status"])
         # A change that sorts before a change received before it arrived late:
@@ -169,13 +244,19 @@ class Dispatcher:
         arrived = next((t for c, t in received if c.change_id == change.change_id), None)
         late = (msg.headers.get("source") != REVIEW_SCANNER_SOURCE and arrived is not None
                 and is_late(change, [c for c, t in received if t < arrived]))
-        held = await self._held_views(conn, person_id)
+        held = cache.held.get(person_id)
+        if held is None:
+            held = cache.held[person_id] = await self._held_views(conn, person_id)
         truth = views_for(status, held, lambda org: self._sharing.field_groups_for(org, today))
-        send = _Sending(conn=conn, msg=msg, status=status, change=change, held=held, today=today)
+        send = _Sending(conn=conn, msg=msg, status=status, change=change, held=held, today=today, cache=cache,
+                        now=datetime.now(UTC))
 
         recipients = recipients_for(event, status)
         # Until a transfer is accepted the outgoing body keeps hearing (hub/workflows/distribution.py).
-        recipients += await outgoing_until_accepted(conn, person_id, recipients)
+        key = (person_id, tuple(r.org_code for r in recipients))
+        if key not in cache.outgoing:  # the dispatcher never changes workflow cases: once per batch
+            cache.outgoing[key] = await outgoing_until_accepted(conn, person_id, recipients)
+        recipients += cache.outgoing[key]
         for recipient in recipients:
             org = recipient.org_code
             target = truth.get(org, NOT_INVOLVED)
@@ -209,6 +290,22 @@ class Dispatcher:
             await self._send(send, view_event_id_for(msg.event_id, org), view_event, org, target,
                              supersedes=old.last_event_id if old is not None and event_type is
                              EventType.NOTIFICATION_CORRECTED else None, reason=reason)
+        # The message's views, deliveries and disclosure decisions, one statement each.
+        inserts = [{"person_id": person_id, "org_code": org, **v} for org, (v, new) in send.views.items() if new]
+        updates = [{"p": person_id, "o": org, **v} for org, (v, new) in send.views.items() if not new]
+        if inserts:
+            await conn.execute(recipient_views.insert(), inserts)
+        if updates:
+            await conn.execute(recipient_views.update().where(
+                recipient_views.c.person_id == bindparam("p"), recipient_views.c.org_code == bindparam("o")),
+                updates)
+        if send.deliveries:
+            await conn.execute(deliveries.insert(), send.deliveries)
+            cache.queued += len(send.deliveries)
+        if send.audits:
+            await conn.execute(disclosures.insert(), send.audits)
+        if own_cache:
+            await cache.flush(conn)
 
     async def _send(
         self, send: "_Sending", event_id: str, event: DomainEvent, org: str, view: dict[str, Any],
@@ -220,20 +317,22 @@ class Dispatcher:
         if (org, event.event_type) in send.refused:
             return
         decision = self._sharing.decide(org, event.event_type.value, send.today)
-        subs = await self._subscriptions(conn, org, event.event_type.value)
+        subs = await self._subscriptions(conn, org, event.event_type.value, send.cache)
         if not decision.allowed:
             send.refused.add((org, event.event_type))
-            await self._audit(conn, event, event_id, recipient, "denied", decision.agreement_id, [], decision.reason, None)
+            self._audit(send, event, event_id, recipient, "denied", decision.agreement_id, [], decision.reason, None)
             metrics.DISPATCHED.labels(event_type=event.event_type.value, decision="denied").inc()
             return
         if not subs:
             send.refused.add((org, event.event_type))
-            await self._audit(conn, event, event_id, recipient, "no-subscription", decision.agreement_id,
+            self._audit(send, event, event_id, recipient, "no-subscription", decision.agreement_id,
                               sorted(decision.field_groups), "allowed, but the organisation has no active subscription", None)
             metrics.DISPATCHED.labels(event_type=event.event_type.value, decision="no-subscription").inc()
             return
         if send.patient is None:
-            send.patient = await self._patient(conn, event.person_id)
+            send.patient = send.cache.patients.get(event.person_id)
+            if send.patient is None:
+                send.patient = send.cache.patients[event.person_id] = await self._patient(conn, event.person_id)
         old = send.held.get(org)
         version = (old.version if old is not None else 0) + 1
         message_id = message_id_for(event_id, org)
@@ -251,15 +350,21 @@ class Dispatcher:
         body = orjson.dumps(bundle)
         correlation_id = send.msg.headers.get("correlation_id", "")
         queued = 0
+        payload = self._protector.encrypt(body)
         for sub in subs:
-            if not await queue_delivery(conn, self._protector, sub.subscription_id, event_id, message_id,
-                                        event.event_type.value, body, correlation_id):
-                continue  # replayed event: already queued
+            if (sub.subscription_id, event_id) in send.queued:
+                continue  # already on this subscription's queue (the unique key would refuse it)
+            send.queued.add((sub.subscription_id, event_id))
+            # Queued with the message's others at the end of its handling (hub.delivery.queue).
+            send.deliveries.append(queue.delivery_row(
+                subscription_id=sub.subscription_id, event_id=event_id, message_id=message_id,
+                event_type=event.event_type.value, payload=payload, correlation_id=correlation_id,
+                event_number=await send.cache.numbers.take(conn, sub.subscription_id), now=send.now))
             queued += 1
-            await self._audit(conn, event, event_id, recipient, "allowed", decision.agreement_id,
-                              sorted(included), decision.reason, sub.channel)
+            self._audit(send, event, event_id, recipient, "allowed", decision.agreement_id,
+                        sorted(included), decision.reason, sub.channel)
         if queued:
-            await self._store_view(conn, event.person_id, org, version, view, event_id, old is None)
+            send.store_view(org, version, view, event_id, new=old is None)
             send.held[org] = _Held(version, view, event_id)
         metrics.DISPATCHED.labels(event_type=event.event_type.value, decision="allowed").inc()
         log.info("event queued for recipient", recipient=org, event_type=event.event_type.value,
@@ -276,21 +381,14 @@ class Dispatcher:
         rows = (await conn.execute(select(recipient_views).where(recipient_views.c.person_id == person_id))).all()
         return {r.org_code: _Held(r.version, r.view, r.last_event_id) for r in rows}
 
-    @staticmethod
-    async def _store_view(conn: AsyncConnection, person_id: str, org: str, version: int, view: dict[str, Any],
-                          event_id: str, new: bool) -> None:
-        values = {"version": version, "view": view, "last_event_id": event_id, "updated_at": datetime.now(UTC)}
-        if new:
-            await conn.execute(recipient_views.insert().values(person_id=person_id, org_code=org, **values))
-        else:
-            await conn.execute(recipient_views.update().where(
-                recipient_views.c.person_id == person_id, recipient_views.c.org_code == org).values(**values))
-
-    async def _subscriptions(self, conn: AsyncConnection, org_code: str, event_type: str) -> list[Any]:
-        rows = (await conn.execute(
-            select(subscriptions).where(subscriptions.c.org_code == org_code, subscriptions.c.active.is_(True))
-            .order_by(subscriptions.c.created_at)
-        )).all()
+    async def _subscriptions(self, conn: AsyncConnection, org_code: str, event_type: str,
+                             cache: "_BatchCache") -> list[Any]:
+        rows = cache.subscriptions.get(org_code)
+        if rows is None:  # once per organisation per batch (the dispatcher never changes them)
+            rows = cache.subscriptions[org_code] = (await conn.execute(
+                select(subscriptions).where(subscriptions.c.org_code == org_code, subscriptions.c.active.is_(True))
+                .order_by(subscriptions.c.created_at)
+            )).all()
         return [r for r in rows if not r.event_types or event_type in r.event_types]
 
     async def _patient(self, conn: AsyncConnection, person_id: str) -> PatientDetails:
@@ -319,11 +417,12 @@ class Dispatcher:
         return ls.description if ls else None
 
     @staticmethod
-    async def _audit(
-        conn: AsyncConnection, event: DomainEvent, event_id: str, recipient: Recipient, decision: str,
+    def _audit(
+        send: "_Sending", event: DomainEvent, event_id: str, recipient: Recipient, decision: str,
         agreement_id: str | None, groups: list[str], reason: str, channel: str | None,
     ) -> None:
-        await conn.execute(disclosures.insert().values(
+        """A disclosure decision, written with the others at the end of the message's handling."""
+        send.audits.append(dict(
             event_id=event_id, person_id=event.person_id, event_type=event.event_type.value,
             recipient_org=recipient.org_code, decision=decision, agreement_id=agreement_id,
             field_groups=groups, reason=reason[:300], channel=channel, at=datetime.now(UTC),
@@ -349,20 +448,72 @@ class _Sending:
     change: RegisterChange
     held: dict[str, _Held]
     today: date
+    cache: "_BatchCache"
+    now: datetime
     patient: PatientDetails | None = None
     refused: set[tuple[str, EventType]] = field(default_factory=set)
+    audits: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    queued: set[tuple[str, str]] = field(default_factory=set)  # (subscription, event id)
+    views: dict[str, tuple[dict[str, Any], bool]] = field(default_factory=dict)  # org -> (row values, new row)
+
+    def store_view(self, org: str, version: int, view: dict[str, Any], event_id: str, new: bool) -> None:
+        """What `org` now holds: written with the message's other views at the end of its handling."""
+        if org in self.views:
+            new = self.views[org][1]  # inserted or updated, whichever the first store of this handling was
+        self.views[org] = ({"version": version, "view": view, "last_event_id": event_id,
+                            "updated_at": datetime.now(UTC)}, new)
 
 
-async def queue_delivery(
-    conn: AsyncConnection, protector: DataProtector, subscription_id: str, event_id: str, message_id: str,
-    event_type: str, body: bytes, correlation_id: str,
-) -> bool:
-    """Queue one FHIR message for one subscription; False if this event is
-    already queued for it (a replay). The row and its event number are made in
-    one place: hub.delivery.queue."""
-    return await queue.queue_delivery(
-        conn, subscription_id=subscription_id, event_id=event_id, message_id=message_id, event_type=event_type,
-        payload=protector.encrypt(body), correlation_id=correlation_id) is not None
+@dataclass
+class _BatchCache:
+    """What a batch of messages handled in one transaction reads once.
+
+    Per person: the history (the dispatcher never writes register changes, and
+    every change of a message in the batch was committed before the message
+    was published), its evaluation (same history, same day), the decrypted
+    details, and the views held, which `_send` updates as it writes them.
+    Per organisation: its active subscriptions. `forget` drops a person's
+    entries when a message's savepoint is rolled back."""
+
+    today: date
+    dispatched: set[str] | None = None  # event ids handled and committed before, or in this batch
+    history: dict[str, list[tuple[RegisterChange, datetime]]] = field(default_factory=dict)
+    status: dict[str, S117Status] = field(default_factory=dict)
+    held: dict[str, dict[str, _Held]] = field(default_factory=dict)
+    patients: dict[str, PatientDetails] = field(default_factory=dict)
+    subscriptions: dict[str, list[Any]] = field(default_factory=dict)
+    outgoing: dict[tuple[str, tuple[str, ...]], list[Recipient]] = field(default_factory=dict)
+    person_of: dict[str, str] = field(default_factory=dict)  # event id -> person id
+    numbers: queue.EventNumbers = field(default_factory=queue.EventNumbers)
+    newly_dispatched: dict[str, datetime] = field(default_factory=dict)  # written by `flush`
+    queued: int = 0  # deliveries queued by the batch (an over-count if a savepoint rolls back: only a wake-up)
+    _numbers_before: dict[str, int] = field(default_factory=dict)
+
+    def begin(self) -> None:
+        """Before a message's savepoint: what `forget` puts back."""
+        self._numbers_before = self.numbers.snapshot()
+
+    def forget(self, msg: BusMessage) -> None:
+        """The message's savepoint was rolled back: drop what it changed."""
+        if self.dispatched is not None:
+            self.dispatched.discard(msg.event_id)
+        self.newly_dispatched.pop(msg.event_id, None)
+        self.numbers.restore(self._numbers_before)
+        person = self.person_of.pop(msg.event_id, None)
+        if person is not None:
+            for per_person in (self.history, self.status, self.held, self.patients):
+                per_person.pop(person, None)
+            self.outgoing = {k: v for k, v in self.outgoing.items() if k[0] != person}
+
+    async def flush(self, conn: AsyncConnection) -> None:
+        """The batch's writes kept until its end: the subscriptions' event
+        counters and the dispatched_events rows (in the batch's transaction)."""
+        await self.numbers.flush(conn)
+        if self.newly_dispatched:
+            await conn.execute(dispatched_events.insert(),
+                               [{"event_id": e, "at": at} for e, at in self.newly_dispatched.items()])
+            self.newly_dispatched = {}
 
 
 class _Retry(Exception):
@@ -370,6 +521,9 @@ class _Retry(Exception):
 
 
 async def run_dispatcher(dispatcher: Dispatcher, poll_seconds: float, stop: asyncio.Event) -> None:
+    # The SQL log says when this process has published (hub.bus.sql.SqlLog.published):
+    # the dispatcher then fetches at once rather than at its next poll.
+    published = getattr(dispatcher._log, "published", None)
     while not stop.is_set():
         try:
             handled = await dispatcher.run_once()
@@ -377,7 +531,11 @@ async def run_dispatcher(dispatcher: Dispatcher, poll_seconds: float, stop: asyn
             handled = 0
             await asyncio.sleep(min(2.0, poll_seconds * 5))
         if not handled:
+            waiters = [asyncio.ensure_future(stop.wait())]
+            if published is not None:
+                waiters.append(asyncio.ensure_future(published()))
             try:
-                await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
-            except TimeoutError:
-                pass
+                await asyncio.wait(waiters, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()

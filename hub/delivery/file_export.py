@@ -31,7 +31,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.crypto import DataProtector
-from hub.delivery.leases import RetryPolicy, SubscriptionDeliverer, claim, mark_delivered, mark_failed
+from hub.delivery.leases import RetryPolicy, SubscriptionDeliverer
 from hub.observability.logging import get_logger
 
 log = get_logger("hub.file_export")
@@ -111,6 +111,8 @@ def append_durably(path: Path, line: bytes) -> None:
 
 class FileExportDeliverer(SubscriptionDeliverer):
     channel = CHANNEL
+    handler = "file-export"
+    _deadline = 1.0  # an fsync'd append: well inside the lease
 
     def __init__(
         self, engine: AsyncEngine, protector: DataProtector, export_dir: Path, *,
@@ -125,11 +127,8 @@ class FileExportDeliverer(SubscriptionDeliverer):
         self._locks: dict[Path, asyncio.Lock] = {}
         self._max_in_flight = max_in_flight
 
-    async def _attempt(self, row: Any) -> bool | None:
-        attempts = await claim(self._engine, row, self._policy.lease_seconds)
-        if attempts is None:
-            return None
-        error: str | None = None
+    async def _send(self, row: Any) -> str | None:
+        # Leased by hub.delivery.leases.claim_batch before this.
         try:
             path = export_path(self._dir, row.org_code, datetime.now(UTC))
             line = ndjson_line(row.event_id, row.message_id, row.event_type, self._protector.decrypt(row.payload),
@@ -139,18 +138,18 @@ class FileExportDeliverer(SubscriptionDeliverer):
             async with self._locks.setdefault(path, asyncio.Lock()):
                 await asyncio.to_thread(append_durably, path, line)
         except (OSError, ValueError) as exc:
-            error = type(exc).__name__
+            return type(exc).__name__
+        return None
+
+    def _outcome(self, row: Any, error: str | None, wait: float | None) -> None:
+        attempts = row.attempts + 1
         if error is None:
-            await mark_delivered(self._engine, row, attempts, "file-export")
             log.info("file export written", delivery_id=row.delivery_id, event_id=row.event_id,
                      recipient=row.org_code, attempt=attempts, correlation_id=row.correlation_id)
-            return True
-        wait = await mark_failed(self._engine, row, attempts, error, self._policy, handler="file-export")
-        if wait is None:
+        elif wait is None:
             log.error("file export dead-lettered", delivery_id=row.delivery_id, recipient=row.org_code,
                       attempt=attempts, error_kind=error, correlation_id=row.correlation_id)
         else:
             log.warning("file export failed, will retry", delivery_id=row.delivery_id, recipient=row.org_code,
                         attempt=attempts, error_kind=error, next_attempt_in=round(wait, 2),
                         correlation_id=row.correlation_id)
-        return False

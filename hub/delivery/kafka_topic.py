@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.bus.kafka import ensure_topic
 from hub.crypto import DataProtector
-from hub.delivery.leases import RetryPolicy, SubscriptionDeliverer, claim, mark_delivered, mark_failed
+from hub.delivery.leases import RetryPolicy, SubscriptionDeliverer
 from hub.fhir.namespaces import DEFAULT_NAMESPACES
 from hub.observability.logging import get_logger
 
@@ -117,6 +117,7 @@ def record_headers(row: Any, body: bytes, source: str) -> list[tuple[str, bytes]
 
 class KafkaTopicDeliverer(SubscriptionDeliverer):
     channel = CHANNEL
+    handler = "kafka-topic"
 
     """Publishes pending `kafka` deliveries. Create and close on the running loop:
 
@@ -180,36 +181,33 @@ class KafkaTopicDeliverer(SubscriptionDeliverer):
                 producer, self._producer = self._producer, None
                 await producer.stop()
 
-    async def _attempt(self, row: Any) -> bool | None:
-        attempts = await claim(self._engine, row, self._policy.lease_seconds)
-        if attempts is None:
-            return None
+    async def _send(self, row: Any) -> str | None:
+        # Leased by hub.delivery.leases.claim_batch; the next record of the
+        # subscription is sent only once Kafka has acknowledged this one.
         topic = row.topic
-        error: str | None = None
         if topic is None:
-            error = "no topic"
-        else:
-            body = self._protector.decrypt(row.payload)
-            headers = record_headers(row, body, self._source)
-            try:
-                async with asyncio.timeout(self._deadline):
-                    producer = await self._ensure_producer()
-                    await self._ensure_topic(topic)
-                    await producer.send_and_wait(topic, value=body, key=_person_key(body, row.message_id),
-                                                 headers=headers)
-            except Exception as exc:  # noqa: BLE001 - any failure is retried with backoff
-                error = type(exc).__name__
+            return "no topic"
+        body = self._protector.decrypt(row.payload)
+        headers = record_headers(row, body, self._source)
+        try:
+            async with asyncio.timeout(self._deadline):
+                producer = await self._ensure_producer()
+                await self._ensure_topic(topic)
+                await producer.send_and_wait(topic, value=body, key=_person_key(body, row.message_id),
+                                             headers=headers)
+        except Exception as exc:  # noqa: BLE001 - any failure is retried with backoff
+            return type(exc).__name__
+        return None
+
+    def _outcome(self, row: Any, error: str | None, wait: float | None) -> None:
+        attempts, topic = row.attempts + 1, row.topic
         if error is None:
-            await mark_delivered(self._engine, row, attempts, "kafka-topic")
             log.info("kafka topic delivered", delivery_id=row.delivery_id, event_id=row.event_id,
                      recipient=row.org_code, topic=topic, attempt=attempts, correlation_id=row.correlation_id)
-            return True
-        wait = await mark_failed(self._engine, row, attempts, error, self._policy, handler="kafka-topic")
-        if wait is None:
+        elif wait is None:
             log.error("kafka topic delivery dead-lettered", delivery_id=row.delivery_id, recipient=row.org_code,
                       topic=topic, attempt=attempts, error_kind=error, correlation_id=row.correlation_id)
         else:
             log.warning("kafka topic delivery failed, will retry", delivery_id=row.delivery_id,
                         recipient=row.org_code, topic=topic, attempt=attempts, error_kind=error,
                         next_attempt_in=round(wait, 2), correlation_id=row.correlation_id)
-        return False

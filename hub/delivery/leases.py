@@ -2,16 +2,26 @@
 head of each subscription's queue, the lease, the outcome, the backoff, and
 the per-subscription tasks that drain the queues (`SubscriptionDeliverer`).
 
-* Order: a subscription's deliveries go out one at a time, oldest first; only
-  the oldest pending one (its *head*) is ever attempted, so a failure holds the
-  rest back rather than letting a later message overtake it.
-* Lease: before sending, a deliverer claims the head by compare-and-set on its
-  attempt count and pushes `next_attempt_at` out by the lease. Another hub
+* Order: a subscription's deliveries go out one at a time, oldest first; a
+  batch starts only at the oldest pending one (its *head*) once it is due, and
+  stops at the first failure, so a failure holds the rest back rather than
+  letting a later message overtake it.
+* Batches (`claim_batch`, `record_batch`): a subscription's task leases up to
+  `_claim_max` of its oldest pending deliveries in one transaction, sends them
+  one after the other (on the channel's kept-alive connection), and records
+  every outcome in one transaction: delivered, the failed one (backoff or
+  dead), and those not sent after it (given back as they were). A crash
+  between a send and the record leaves them pending: they are sent again once
+  the lease runs out (at least once, in order, the same event numbers).
+* Lease: before sending, a deliverer claims the head (and the batch behind
+  it) and pushes `next_attempt_at` out by the lease. Another hub
   instance on the same store then leaves it alone; if this one dies mid-send,
   the lease runs out and the delivery is sent again (at least once). The
   lease is sized to the attempt it covers (the channel's hard deadline for one
   attempt plus a margin, see hub.bootstrap), so after a crash the delivery is
-  picked up by the next poll once that lease has run out.
+  picked up by the next poll once that lease has run out. A batch sends its
+  next delivery only while a whole attempt still fits in its lease; the rest
+  are given back and leased again.
 * Outcome: delivered (after the channel has made it durable: an HTTP 2xx, a
   Kafka acknowledgement, an fsync), or failed with capped full-jitter
   exponential backoff, or dead after `max_attempts` failures when that is set.
@@ -22,16 +32,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.observability import metrics
 from hub.observability.logging import get_logger
+from hub.store.db import read_only
 from hub.store.schema import deliveries, subscriptions
 
 log = get_logger("hub.delivery")
@@ -58,43 +70,19 @@ def aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-async def pending_heads(conn: AsyncConnection, channel: str, subscription_id: str | None = None,
-                        columns_only: bool = False, subscription_ids: list[str] | None = None) -> list[Any]:
-    """The oldest pending delivery of every active subscription on `channel`
-    (or of one subscription), with the subscription's url, secret and org code
-    (`columns_only`: just subscription_id and next_attempt_at).
-    Not filtered by `next_attempt_at`: see `due`."""
-    q = (select(func.min(deliveries.c.delivery_seq))
-         .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
-         .where(deliveries.c.status == "pending", subscriptions.c.active.is_(True), subscriptions.c.channel == channel)
-         .group_by(deliveries.c.subscription_id))
-    if subscription_id is not None:
-        q = q.where(deliveries.c.subscription_id == subscription_id)
-    if subscription_ids is not None:
-        q = q.where(deliveries.c.subscription_id.in_(subscription_ids))
-    heads = (await conn.execute(q)).scalars().all()
-    if not heads:
-        return []
-    if columns_only:
-        return list((await conn.execute(
-            select(deliveries.c.subscription_id, deliveries.c.next_attempt_at)
-            .where(deliveries.c.delivery_seq.in_(heads)).order_by(deliveries.c.delivery_seq))).all())
+async def pending_heads(conn: AsyncConnection, channel: str) -> list[Any]:
+    """The oldest pending delivery (subscription_id, next_attempt_at) of every
+    active subscription on `channel`, in one statement. Not filtered by
+    `next_attempt_at`: see `due`."""
+    heads = (select(func.min(deliveries.c.delivery_seq).label("seq"))
+             .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
+             .where(deliveries.c.status == "pending", subscriptions.c.active.is_(True),
+                    subscriptions.c.channel == channel)
+             .group_by(deliveries.c.subscription_id)).subquery()
     return list((await conn.execute(
-        select(deliveries, subscriptions.c.url, subscriptions.c.topic, subscriptions.c.secret, subscriptions.c.org_code,
-               subscriptions.c.fhir)
-        .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
-        .where(deliveries.c.delivery_seq.in_(heads))
-        .order_by(deliveries.c.delivery_seq)
-    )).all())
-
-
-async def next_head(engine: AsyncEngine, channel: str, subscription_id: str) -> Any | None:
-    """The head of one subscription now, if it is due."""
-    async with engine.connect() as conn:
-        rows = await pending_heads(conn, channel, subscription_id)
-        await conn.rollback()
-    rows = due(rows)
-    return rows[0] if rows else None
+        select(deliveries.c.subscription_id, deliveries.c.next_attempt_at)
+        .join(heads, heads.c.seq == deliveries.c.delivery_seq)
+        .order_by(deliveries.c.delivery_seq))).all())
 
 
 def due(rows: list[Any], now: datetime | None = None) -> list[Any]:
@@ -118,44 +106,78 @@ def _write_turn(engine: AsyncEngine) -> Any:
     return lock
 
 
-async def claim(engine: AsyncEngine, row: Any, lease_seconds: float) -> int | None:
-    """Lease `row` (compare-and-set on its attempt count). The new attempt
-    number if this caller holds the lease, None if another got there first."""
-    attempts = row.attempts + 1
+async def claim_batch(engine: AsyncEngine, channel: str, subscription_id: str, limit: int,
+                      lease_seconds: float) -> list[Any]:
+    """Lease up to `limit` of the subscription's pending deliveries, oldest
+    first, in one transaction, if its head is due (else []): each one's
+    attempt count goes up by one (`row.attempts + 1` is the attempt made) and
+    its `next_attempt_at` moves out by the lease. The rows carry the
+    subscription's url, topic, secret, org code and FHIR settings.
+
+    PostgreSQL: the rows are locked (FOR UPDATE) until commit, so a second
+    instance waits and then finds the head leased; SQLite: BEGIN IMMEDIATE."""
+    q = (select(deliveries, subscriptions.c.url, subscriptions.c.topic, subscriptions.c.secret,
+                subscriptions.c.org_code, subscriptions.c.fhir)
+         .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
+         .where(deliveries.c.subscription_id == subscription_id, deliveries.c.status == "pending",
+                subscriptions.c.active.is_(True), subscriptions.c.channel == channel)
+         .order_by(deliveries.c.delivery_seq).limit(limit))
     async with _write_turn(engine), engine.begin() as conn:
-        claimed = await conn.execute(
-            deliveries.update()
-            .where(deliveries.c.delivery_seq == row.delivery_seq, deliveries.c.status == "pending",
-                   deliveries.c.attempts == row.attempts)
-            .values(attempts=attempts, next_attempt_at=datetime.now(UTC) + timedelta(seconds=lease_seconds)))
-    return attempts if claimed.rowcount == 1 else None
+        if conn.dialect.name == "postgresql":
+            q = q.with_for_update(of=deliveries)
+        rows = (await conn.execute(q)).all()
+        now = datetime.now(UTC)
+        taken = []
+        for r in rows:
+            if aware(r.next_attempt_at) > now:
+                break  # the head backing off or leased by another instance (or one behind it leased)
+            taken.append(r)
+        if taken:
+            await conn.execute(deliveries.update()
+                               .where(deliveries.c.delivery_seq.in_([r.delivery_seq for r in taken]))
+                               .values(attempts=deliveries.c.attempts + 1,
+                                       next_attempt_at=now + timedelta(seconds=lease_seconds)))
+    return taken
 
 
-async def mark_delivered(engine: AsyncEngine, row: Any, attempts: int, channel: str) -> None:
-    metrics.DELIVERY.labels(channel=channel, outcome="delivered").inc()
+async def record_batch(engine: AsyncEngine, delivered: list[Any], failed: Any, error: str | None,
+                       unsent: list[Any], policy: RetryPolicy, handler: str) -> float | None:
+    """Record the outcomes of one leased batch (rows from `claim_batch`) in one
+    transaction: `delivered` as delivered; `failed` (if any) due again after a
+    backoff, returning the wait, or dead at `policy.max_attempts` (None; None too
+    when nothing failed); `unsent` given
+    back with the attempt count they had and due at once (compare-and-set on
+    the count: rows another instance has leased since are left alone)."""
+    now = datetime.now(UTC)
+    wait: float | None = None
     async with _write_turn(engine), engine.begin() as conn:
-        await conn.execute(deliveries.update().where(deliveries.c.delivery_seq == row.delivery_seq)
-                           .values(status="delivered", attempts=attempts, delivered_at=datetime.now(UTC),
-                                   last_error=None))
-
-
-async def mark_failed(engine: AsyncEngine, row: Any, attempts: int, error: str, policy: RetryPolicy,
-                      handler: str) -> float | None:
-    """Record a failed attempt: dead (returns None) once `policy.max_attempts`
-    is reached, else due again after a backoff (returns the wait in seconds).
-    `error` is a status code or an exception type, never a body."""
-    error = error[:200]
-    metrics.DELIVERY.labels(channel=handler, outcome="failed").inc()
-    async with _write_turn(engine), engine.begin() as conn:
-        if policy.max_attempts and attempts >= policy.max_attempts:
-            await conn.execute(deliveries.update().where(deliveries.c.delivery_seq == row.delivery_seq)
-                               .values(status="dead", attempts=attempts, last_error=error))
+        if delivered:
+            await conn.execute(deliveries.update()
+                               .where(deliveries.c.delivery_seq.in_([r.delivery_seq for r in delivered]))
+                               .values(status="delivered", delivered_at=now, last_error=None))
+        if failed is not None:
+            attempts, err = failed.attempts + 1, (error or "failed")[:200]
+            if policy.max_attempts and attempts >= policy.max_attempts:
+                await conn.execute(deliveries.update().where(deliveries.c.delivery_seq == failed.delivery_seq)
+                                   .values(status="dead", attempts=attempts, last_error=err))
+            else:
+                wait = backoff_seconds(attempts, policy.backoff_base, policy.backoff_cap)
+                await conn.execute(deliveries.update().where(deliveries.c.delivery_seq == failed.delivery_seq)
+                                   .values(attempts=attempts, last_error=err,
+                                           next_attempt_at=now + timedelta(seconds=wait)))
+        if unsent:
+            await conn.execute(
+                deliveries.update()
+                .where(deliveries.c.delivery_seq == bindparam("seq"), deliveries.c.status == "pending",
+                       deliveries.c.attempts == bindparam("leased"))
+                .values(attempts=bindparam("given_back"), next_attempt_at=now),
+                [{"seq": r.delivery_seq, "leased": r.attempts + 1, "given_back": r.attempts} for r in unsent])
+    if delivered:
+        metrics.DELIVERY.labels(channel=handler, outcome="delivered").inc(len(delivered))
+    if failed is not None:
+        metrics.DELIVERY.labels(channel=handler, outcome="failed").inc()
+        if wait is None:
             metrics.DEAD_LETTERS.labels(handler=handler).inc()
-            return None
-        wait = backoff_seconds(attempts, policy.backoff_base, policy.backoff_cap)
-        await conn.execute(deliveries.update().where(deliveries.c.delivery_seq == row.delivery_seq)
-                           .values(attempts=attempts, last_error=error,
-                                   next_attempt_at=datetime.now(UTC) + timedelta(seconds=wait)))
     return wait
 
 
@@ -163,33 +185,38 @@ class SubscriptionDeliverer:
     """A push channel whose subscriptions each drain their own ordered queue.
 
     `serve` (the running hub) keeps one asyncio task per active subscription
-    that has a due head: the task sends that subscription's deliveries one
-    after the other, oldest first, and ends when its queue is empty or its head
-    is backing off; the next poll starts it again. Subscriptions never wait for
+    that has a due head: the task leases that subscription's deliveries in
+    batches (`claim_batch`, up to `_claim_max`), sends them one after the
+    other, oldest first, records each batch's outcomes in one transaction
+    (`record_batch`), and ends when its queue is empty or its head is backing
+    off; the next poll starts it again. Subscriptions never wait for
     each other: one endpoint's latency, timeouts or outage only holds up its own
     queue. In-flight attempts are bounded overall by `max_in_flight`.
 
     `run_once` is one awaited pass (up to `_batch` per subscription), for tests
     and the lockstep baseline of bench/bench_delivery.py.
 
-    Subclasses set `channel`, `_engine` and `_batch` and implement `_attempt`
-    (True sent, False failed, None leased by another instance)."""
+    Subclasses set `channel`, `_engine`, `_policy`, `_deadline` (one attempt's
+    hard deadline) and `_batch`, and implement `_send` (None: the channel took
+    it; else the error kind) and `_outcome` (logging)."""
 
     channel: str
+    handler: str  # the metric / dead-letter label
     _engine: AsyncEngine
+    _policy: RetryPolicy
+    _deadline: float = 0.0
     _batch: int = 100
+    _claim_max: int = 100
     _max_in_flight: int = 100
     _slots: asyncio.Semaphore | None = None
     stop_grace_seconds: float = 5.0
 
     async def _due_heads(self, busy: Any = ()) -> list[Any]:
         """The due head of every subscription on this channel, except those in `busy`."""
-        async with self._engine.connect() as conn:
-            heads = due(await pending_heads(conn, self.channel, columns_only=True))
-            wanted = [h.subscription_id for h in heads if h.subscription_id not in busy]
-            rows = await pending_heads(conn, self.channel, subscription_ids=wanted) if wanted else []
-            await conn.rollback()
-        return due(rows)
+        # A read (a WAL snapshot on SQLite): polling never queues behind a writer.
+        async with read_only(self._engine) as conn:
+            heads = due(await pending_heads(conn, self.channel))
+        return [h for h in heads if h.subscription_id not in busy]
 
     async def run_once(self) -> int:
         """Drain every subscription with a due head (up to a batch each) and
@@ -197,12 +224,12 @@ class SubscriptionDeliverer:
         heads = await self._due_heads()
         if not heads:
             return 0
-        return sum(await asyncio.gather(*(self._drain(h.subscription_id, self._batch, first=h) for h in heads)))
+        return sum(await asyncio.gather(*(self._drain(h.subscription_id, self._batch) for h in heads)))
 
     async def serve(self, poll_seconds: float, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set: one task per subscription with work."""
         tasks: dict[str, asyncio.Task] = {}
-        wake = asyncio.Event()
+        wake = self._wake = asyncio.Event()
 
         def finished(sid: str, task: asyncio.Task) -> None:
             tasks.pop(sid, None)
@@ -223,7 +250,7 @@ class SubscriptionDeliverer:
                 for head in heads:
                     sid = head.subscription_id
                     if sid not in tasks:
-                        task = asyncio.create_task(self._drain(sid, None, stop, first=head),
+                        task = asyncio.create_task(self._drain(sid, None, stop),
                                                    name=f"{self.channel}:{sid}")
                         tasks[sid] = task
                         task.add_done_callback(lambda t, sid=sid: finished(sid, t))
@@ -243,34 +270,67 @@ class SubscriptionDeliverer:
                     t.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
 
+    _wake: asyncio.Event | None = None
+
+    def wake(self) -> None:
+        """New deliveries were queued in this process (the dispatcher calls it
+        after its commit): look for due heads now rather than at the next poll."""
+        if self._wake is not None:
+            self._wake.set()
+
     async def _observe(self) -> None:
         """Hook for per-poll metrics."""
 
-    async def _drain(self, subscription_id: str, limit: int | None, stop: asyncio.Event | None = None,
-                     first: Any = None) -> int:
+    async def _drain(self, subscription_id: str, limit: int | None, stop: asyncio.Event | None = None) -> int:
+        """Send the subscription's due deliveries in leased batches, oldest
+        first, until its queue is empty, its head fails (the rest wait behind
+        it), `limit` attempts are made or `stop` is set; returns the attempts."""
         attempted = 0
-        row = first
+        lease = self._policy.lease_seconds
         while limit is None or attempted < limit:
             if stop is not None and stop.is_set():
                 break
-            if row is None:
-                row = await next_head(self._engine, self.channel, subscription_id)
-            if row is None:
-                break  # empty, or the head is backing off
-            if self._slots is None:
-                self._slots = asyncio.Semaphore(self._max_in_flight)
-            async with self._slots:
-                outcome = await self._attempt(row)
-            row = None
-            if outcome is None:
-                break  # another instance holds it
-            attempted += 1
-            if not outcome:
+            want = self._claim_max if limit is None else min(self._claim_max, limit - attempted)
+            leased_at = time.monotonic()
+            rows = await claim_batch(self._engine, self.channel, subscription_id, want, lease)
+            if not rows:
+                break  # empty, the head is backing off, or another instance holds it
+            delivered: list[Any] = []
+            failed, error = None, None
+            for row in rows:
+                # The first attempt always fits in the lease; a later one only
+                # while a whole attempt still ends well inside it.
+                if delivered and ((stop is not None and stop.is_set())
+                                  or time.monotonic() - leased_at + self._deadline > lease * 0.8):
+                    break
+                if self._slots is None:
+                    self._slots = asyncio.Semaphore(self._max_in_flight)
+                async with self._slots:
+                    error = await self._send(row)
+                if error is None:
+                    delivered.append(row)
+                else:
+                    failed = row
+                    break
+            unsent = rows[len(delivered) + (failed is not None):]
+            wait = await record_batch(self._engine, delivered, failed, error, unsent, self._policy, self.handler)
+            for row in delivered:
+                self._outcome(row, None, None)
+            if failed is not None:
+                self._outcome(failed, error, wait)
+            attempted += len(delivered) + (failed is not None)
+            if failed is not None:
                 break  # failed: the rest wait behind it, until the backoff runs out
         return attempted
 
-    async def _attempt(self, row: Any) -> bool | None:
+    async def _send(self, row: Any) -> str | None:
+        """Send one leased delivery: None when the channel has taken it (made
+        durable), else the kind of error (a status code or exception type)."""
         raise NotImplementedError
+
+    def _outcome(self, row: Any, error: str | None, wait: float | None) -> None:
+        """Log one recorded outcome: delivered (`error` None), failed and due
+        again in `wait` seconds, or dead (`wait` None)."""
 
 
 class Deliverer(Protocol):

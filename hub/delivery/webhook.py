@@ -33,17 +33,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.crypto import DataProtector, signature_header
 from hub.delivery.targets import guarded_client
-from hub.delivery.leases import (
-    RetryPolicy,
-    SubscriptionDeliverer,
-    backoff_seconds,
-    claim,
-    mark_delivered,
-    mark_failed,
-    run_deliverer,
-)
+from hub.delivery.leases import RetryPolicy, SubscriptionDeliverer, backoff_seconds, run_deliverer
 from hub.observability import metrics
 from hub.observability.logging import get_logger
+from hub.store.db import read_only
 from hub.store.schema import deliveries, subscriptions
 
 __all__ = ["EVENT_NUMBER_HEADER", "SIGNATURE_HEADER", "HostClients", "WebhookDeliverer", "backoff_seconds",
@@ -99,11 +92,13 @@ class HostClients:
 
 class WebhookDeliverer(SubscriptionDeliverer):
     channel = "webhook"
+    handler = "webhook"
 
     def __init__(
         self, engine: AsyncEngine, protector: DataProtector, client: Any,
         backoff_base: float = 1.0, backoff_cap: float = 300.0, max_attempts: int = 0, lease_seconds: float = 60.0,
         *, timeout_seconds: float | None = None, max_in_flight: int = 100, per_subscription_batch: int = 1,
+        claim_max: int = 100,
     ) -> None:
         """`client`: a HostClients, or anything with an httpx-like `post` used for every endpoint."""
         self._engine = engine
@@ -116,8 +111,10 @@ class WebhookDeliverer(SubscriptionDeliverer):
         # The hard deadline of one attempt; must stay below the lease.
         self._deadline = min(timeout_seconds or lease_seconds, lease_seconds)
         self._max_in_flight = max_in_flight
-        self._batch = per_subscription_batch
+        self._batch = per_subscription_batch  # run_once: attempts per subscription per pass
+        self._claim_max = claim_max  # deliveries leased (and recorded) per transaction
         self._last_gauge = 0.0
+        self._secrets: dict[bytes, str] = {}  # subscription secret token -> secret
 
     @property
     def _policy(self) -> RetryPolicy:
@@ -128,13 +125,12 @@ class WebhookDeliverer(SubscriptionDeliverer):
         if now - self._last_gauge < 5.0:
             return
         self._last_gauge = now
-        async with self._engine.connect() as conn:
+        async with read_only(self._engine) as conn:
             pending = (await conn.execute(
                 select(func.count()).select_from(deliveries).join(
                     subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
                 .where(deliveries.c.status == "pending", subscriptions.c.channel == "webhook")
             )).scalar_one()
-            await conn.rollback()
         metrics.PENDING_DELIVERIES.set(pending)
 
     def _body(self, row: Any, message: bytes) -> bytes:
@@ -147,15 +143,16 @@ class WebhookDeliverer(SubscriptionDeliverer):
         await self._observe()
         return await super().run_once()
 
-    async def _attempt(self, row) -> bool | None:  # noqa: ANN001
-        # Lease the delivery before sending (hub.delivery.leases.claim): another
-        # hub instance on the same store then leaves it alone, and if this one
-        # dies mid-POST the lease runs out and it is sent again.
-        attempts = await claim(self._engine, row, self._policy.lease_seconds)
-        if attempts is None:
-            return None
+    async def _send(self, row: Any) -> str | None:
+        # Leased by hub.delivery.leases.claim_batch before this: another hub
+        # instance leaves it alone, and if this one dies mid-POST the lease
+        # runs out and it is sent again.
         body = self._body(row, self._protector.decrypt(row.payload))
-        secret = self._protector.decrypt(row.secret).decode()
+        secret = self._secrets.get(row.secret)
+        if secret is None:  # keyed by the stored token: a changed secret is a new key
+            if len(self._secrets) > 10_000:
+                self._secrets.clear()
+            secret = self._secrets[row.secret] = self._protector.decrypt(row.secret).decode()
         headers = signed_headers(secret, row.event_id, body, {
             "S117-Event-Id": row.event_id,
             EVENT_NUMBER_HEADER: str(row.event_number or ""),
@@ -169,27 +166,25 @@ class WebhookDeliverer(SubscriptionDeliverer):
         try:
             async with asyncio.timeout(self._deadline):
                 resp = await self._client.post(row.url, content=body, headers=headers)
-            if 200 <= resp.status_code < 300:
-                outcome = "delivered"
-            else:
-                outcome, error = "failed", f"HTTP {resp.status_code}"
+            if not 200 <= resp.status_code < 300:
+                error = f"HTTP {resp.status_code}"
         except TimeoutError:
-            outcome, error = "failed", "Timeout"
+            error = "Timeout"
         except httpx.HTTPError as exc:
-            outcome, error = "failed", type(exc).__name__
+            error = type(exc).__name__
         metrics.DELIVERY_SECONDS.observe(time.perf_counter() - started)
-        if outcome == "delivered":
-            await mark_delivered(self._engine, row, attempts, "webhook")
+        return error
+
+    def _outcome(self, row: Any, error: str | None, wait: float | None) -> None:
+        attempts = row.attempts + 1
+        if error is None:
             log.info("webhook delivered", delivery_id=row.delivery_id, event_id=row.event_id,
                      recipient=row.org_code, attempt=attempts, correlation_id=row.correlation_id,
                      url_host=urlsplit(row.url).hostname, event_number=row.event_number)
-            return True
-        wait = await mark_failed(self._engine, row, attempts, error or "failed", self._policy, handler="webhook")
-        if wait is None:
+        elif wait is None:
             log.error("webhook delivery dead-lettered", delivery_id=row.delivery_id, recipient=row.org_code,
                       attempt=attempts, error_kind=error, correlation_id=row.correlation_id)
-            return False
-        log.warning("webhook delivery failed, will retry", delivery_id=row.delivery_id, recipient=row.org_code,
-                    attempt=attempts, error_kind=error, next_attempt_in=round(wait, 2),
-                    correlation_id=row.correlation_id)
-        return False
+        else:
+            log.warning("webhook delivery failed, will retry", delivery_id=row.delivery_id, recipient=row.org_code,
+                        attempt=attempts, error_kind=error, next_attempt_in=round(wait, 2),
+                        correlation_id=row.correlation_id)

@@ -3,11 +3,12 @@ clock scanner's loop.
 
 The consumer opens a transfer case when `s117-responsibility-transferred`
 appears and a dispute case when `s117-dispute-raised` does (a source's own
-register change), and closes a dispute a source resolves on the register. It claims each
-message under the group's offset row lock and commits the offset in the same
-transaction as the case it opens (as the dispatcher does), so a replay opens
-nothing twice; case ids are derived from the event id for the same reason.
-A run of events that concern no case is passed over with one offset commit.
+register change), and closes a dispute a source resolves on the register. It
+handles a batch of messages in one transaction under the group's offset row
+lock (each interesting one in a savepoint) and commits the offset in that
+transaction (as the dispatcher does), so a replay opens nothing twice; case
+ids are derived from the event id for the same reason. A run of events that
+concern no case costs no more than the one offset commit of its batch.
 """
 
 from __future__ import annotations
@@ -35,52 +36,50 @@ class WorkflowConsumer:
         self._failures: dict[str, int] = {}
 
     async def run_once(self, limit: int = 100) -> int:
+        """Handle what is waiting in one transaction (most events interest no
+        workflow: they only move the offset), each interesting one in its own
+        savepoint; returns how many messages were handled."""
         batch = await self._bus.fetch(GROUP, EVENTS_TOPIC, limit)
-        handled = 0
-        i = 0
-        while i < len(batch):
-            # Most events open or close no case: a run of them costs one offset
-            # commit (one transaction), not a transaction each.
-            j = i
-            while j < len(batch) and batch[j].headers.get("event_type") not in INTERESTING:
-                j += 1
-            if j > i:
-                await self._bus.commit(GROUP, EVENTS_TOPIC, batch[j - 1].offset + 1)
-                handled += j - i
-                i = j
-                continue
-            if not await self._handle(batch[i]):
-                break  # retry this message (and keep order) after a pause
-            handled += 1
-            i += 1
-        metrics.CONSUMER_LAG.labels(group=GROUP, topic=EVENTS_TOPIC).set(await self._bus.lag(GROUP, EVENTS_TOPIC))
-        return handled
-
-    async def _handle(self, msg: BusMessage) -> bool:
-        try:
+        handled: list[BusMessage] = []
+        dead = 0
+        if batch:
             async with self._engine.begin() as conn:
-                claim = getattr(self._bus, "claim", None)
-                if claim is not None and not await claim(conn, GROUP, EVENTS_TOPIC, msg.offset):
-                    return True
-                if msg.headers.get("event_type") in INTERESTING:
-                    await self._service.on_event(conn, msg.payload, msg.event_id)
-                await self._bus.commit(GROUP, EVENTS_TOPIC, msg.offset + 1, conn)
+                # The SQL log: lock the group's offset for the batch, skip what
+                # another instance handled since the fetch.
+                claim = getattr(self._bus, "claim_batch", None)
+                start = await claim(conn, GROUP, EVENTS_TOPIC) if claim is not None else None
+                for msg in batch:
+                    if start is not None and msg.offset < start:
+                        continue
+                    if msg.headers.get("event_type") in INTERESTING:
+                        try:
+                            async with conn.begin_nested():
+                                await self._service.on_event(conn, msg.payload, msg.event_id)
+                        except Exception as exc:  # noqa: BLE001 - retry, then dead-letter; never stop the flow
+                            n = self._failures.get(msg.event_id, 0) + 1
+                            self._failures[msg.event_id] = n
+                            log.warning("workflow consumer failed", attempt=n, exc_type=type(exc).__name__,
+                                        offset=msg.offset)
+                            if n < self._max_attempts:
+                                break  # retry this message (and keep order) after a pause
+                            await conn.execute(dead_letters.insert().values(
+                                topic=msg.topic, group_id=GROUP, offset=msg.offset, event_id=msg.event_id,
+                                handler="workflows", reason=f"{type(exc).__name__} after {n} attempts"[:300],
+                                at=datetime.now(UTC)))
+                            dead += 1
+                    handled.append(msg)
+                if handled and claim is not None:  # one offset per topic: the last covers the batch
+                    await self._bus.commit(GROUP, EVENTS_TOPIC, handled[-1].offset + 1, conn)
+                else:
+                    for msg in handled:  # Kafka: per partition, each message marks its own
+                        await self._bus.commit(GROUP, EVENTS_TOPIC, msg.offset + 1, conn)
+        for msg in handled:
             self._failures.pop(msg.event_id, None)
-            return True
-        except Exception as exc:  # noqa: BLE001 - retry, then dead-letter; never stop the flow
-            n = self._failures.get(msg.event_id, 0) + 1
-            self._failures[msg.event_id] = n
-            log.warning("workflow consumer failed", attempt=n, exc_type=type(exc).__name__, offset=msg.offset)
-            if n < self._max_attempts:
-                return False
-            async with self._engine.begin() as conn:
-                await conn.execute(dead_letters.insert().values(
-                    topic=msg.topic, group_id=GROUP, offset=msg.offset, event_id=msg.event_id,
-                    handler="workflows", reason=f"{type(exc).__name__} after {n} attempts"[:300], at=datetime.now(UTC)))
-                await self._bus.commit(GROUP, EVENTS_TOPIC, msg.offset + 1, conn)
-            self._failures.pop(msg.event_id, None)
-            metrics.DEAD_LETTERS.labels(handler="workflows").inc()
-            return True
+        if dead:
+            metrics.DEAD_LETTERS.labels(handler="workflows").inc(dead)
+        lag = await self._bus.lag(GROUP, EVENTS_TOPIC) if batch else 0  # nothing fetched: nothing waiting
+        metrics.CONSUMER_LAG.labels(group=GROUP, topic=EVENTS_TOPIC).set(lag)
+        return len(handled)
 
 
 async def run_workflow_consumer(consumer: WorkflowConsumer, poll_seconds: float, stop: asyncio.Event) -> None:

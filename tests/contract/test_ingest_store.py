@@ -163,8 +163,8 @@ async def test_concurrent_changes_for_many_people_are_all_dispatched(store_hub):
     handled: list[str] = []
     handle = hub.dispatcher.handle
 
-    async def recording_handle(conn, msg):  # noqa: ANN001, ANN202
-        await handle(conn, msg)
+    async def recording_handle(conn, msg, *batch):  # noqa: ANN001, ANN002, ANN202
+        await handle(conn, msg, *batch)
         handled.append(msg.event_id)
 
     hub.dispatcher.handle = recording_handle

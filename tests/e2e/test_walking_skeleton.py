@@ -4,6 +4,8 @@ process, a real webhook receiver, the embedded SQLite store and log."""
 
 from __future__ import annotations
 
+import asyncio
+
 import random
 import re
 from datetime import date
@@ -86,9 +88,14 @@ async def test_trust_change_reaches_council_webhook_signed_and_filtered(tmp_path
             assert changes[0]["person"]["family_name"] not in host.body.decode()
 
             # The council can read its delivery log through the API.
+            # (Outcomes are recorded once the subscription's batch is sent: poll briefly.)
             subs = (await http.get("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]})).json()["items"]
-            log = (await http.get(f"/v1/subscriptions/{subs[0]['subscription_id']}/deliveries",
-                                  headers={"X-API-Key": keys["E06000060"]})).json()["items"]
+            for _ in range(100):
+                log = (await http.get(f"/v1/subscriptions/{subs[0]['subscription_id']}/deliveries",
+                                      headers={"X-API-Key": keys["E06000060"]})).json()["items"]
+                if any(d["status"] == "delivered" and d["event_type"] == "s117-entitlement-started" for d in log):
+                    break
+                await asyncio.sleep(0.1)
             assert any(d["status"] == "delivered" and d["event_type"] == "s117-entitlement-started" for d in log)
     finally:
         hub.stop()
