@@ -18,7 +18,7 @@ from adapters.council_files.outbound import OUT_LAYOUTS, read_export
 from hub.clients import add_client
 from hub.exports import ExportService, last_due
 from hub.reconciliation import Reconciler
-from hub.store.schema import deliveries
+from hub.store.schema import council_file_subscriptions, deliveries
 
 NHS = ["9991100016", "9991100032", "9991100059"]
 
@@ -79,6 +79,12 @@ async def test_daily_delta_files_start_where_the_last_ended(app_hub, exporter, c
     sub = r.json()
     assert (sub["channel"], sub["layout"], sub["schedule"], sub["mode"]) == ("council-file", "swift_csv",
                                                                                 "daily 02:00", "delta")
+    # The subscription was made on the test clock's day, not the machine's (the
+    # first file is the first scheduled time after subscribing).
+    async with app_hub.hub.engine.begin() as conn:
+        await conn.execute(council_file_subscriptions.update()
+                           .where(council_file_subscriptions.c.subscription_id == sub["subscription_id"])
+                           .values(created_at=clock.at))
     # Day 1: two people's changes flow; nothing is written before 02:00.
     for nhs, run in zip(NHS[:2], "ab"):
         for change in detention(nhs, run):
