@@ -173,6 +173,7 @@ class Hub:
             await self.kafka_deliverer.close()  # flush the outbound producer
         await self.http.aclose()
         self.ingest.close()
+        self.dispatcher.close()
         await self.engine.dispose()
 
 

@@ -40,12 +40,22 @@ _READERS: "weakref.WeakSet[SqlLog]" = weakref.WeakSet()
 _ARMED: "weakref.WeakSet[Any]" = weakref.WeakSet()  # connections whose commit will tell them
 
 
+def _tell_readers() -> None:
+    for reader in list(_READERS):
+        reader._new.set()
+
+
 def _told_on_commit(conn: Any) -> None:
-    # An AsyncConnection, or ingest's group-commit wrapper around one (hub.ingest.group_commit.WriteBehind).
-    sync = getattr(conn, "sync_connection", None) or getattr(getattr(conn, "_conn", None), "sync_connection", None)
+    # The inline SQLite writer (hub.store.db.SyncConn, or ingest's group-commit
+    # WriteBehind around one) calls back on the loop once its COMMIT is durable.
+    after_commit = getattr(conn, "after_commit", None)
+    if after_commit is not None:
+        after_commit(_tell_readers)
+        return
+    # An AsyncConnection (or WriteBehind around one): SQLAlchemy's commit event.
+    sync = getattr(conn, "sync_connection", None)
     if sync is None:  # no connection to watch: tell now (a reader that looks too soon polls again)
-        for reader in list(_READERS):
-            reader._new.set()
+        _tell_readers()
         return
     if sync in _ARMED:
         return
@@ -55,8 +65,7 @@ def _told_on_commit(conn: Any) -> None:
         # SQLAlchemy's commit event, on the loop's thread as the COMMIT is
         # issued: a reader's next fetch on SQLite waits behind it (BEGIN IMMEDIATE).
         _ARMED.discard(sync)
-        for reader in list(_READERS):
-            reader._new.set()
+        _tell_readers()
 
     event.listen(sync, "commit", committed, once=True)
 

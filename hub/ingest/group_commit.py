@@ -28,7 +28,7 @@ once, so a burst of N changes costs one fsync rather than N.
   unit's answer or exception. Units must therefore be re-runnable (functions
   of what is committed), which a register change's unit is.
 - **SQLite: one thread hop per batch, not per statement.** On a SQLite file
-  the writer uses its own synchronous connection (`sqlite_writer_engine`):
+  the writer uses its own synchronous connection (`hub.store.db.InlineWriter`):
   `BEGIN IMMEDIATE` (which may wait for another writer's lock) and `COMMIT`
   (the fsync) run in a worker thread, and every statement between them runs
   at once on the event loop: with the write lock held and WAL, a statement
@@ -52,13 +52,13 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Table
-from sqlalchemy.engine import Connection, Dialect, Engine, Result
+from sqlalchemy.engine import Connection, Dialect, Result
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
 from hub.observability import metrics
 from hub.observability.logging import get_logger
-from hub.store.db import SyncConn as _SyncConn, sqlite_writer_engine
+from hub.store.db import InlineWriter
 
 log = get_logger("hub.ingest.group_commit")
 T = TypeVar("T")
@@ -100,6 +100,16 @@ class WriteBehind:
     @property
     def dialect(self) -> Dialect:
         return self._conn.dialect
+
+    @property
+    def sync_connection(self) -> Connection:
+        """The connection whose commit makes the batch durable (hub/bus/sql.py listens for it)."""
+        return self._conn.sync_connection
+
+    @property
+    def after_commit(self) -> Callable[[Callable[[], None]], None] | None:
+        """The inline SQLite writer's after-commit hook (hub.store.db.SyncConn), if it is one."""
+        return getattr(self._conn, "after_commit", None)
 
     def begin(self) -> _UnitTx:
         return _UnitTx(self)
@@ -153,8 +163,7 @@ class GroupCommit:
         self._writer: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_batch = 0
-        self._sync: Engine | None = sqlite_writer_engine(engine)
-        self._sync_conn: Connection | None = None
+        self._inline = InlineWriter.for_engine(engine)  # SQLite file: statements inline (hub/store/db.py)
         self.batches = 0
         self.units = 0
 
@@ -263,38 +272,18 @@ class GroupCommit:
     async def _transaction(self) -> AsyncIterator[tuple[Any, Any]]:
         """One write transaction: committed if the block ends normally (and
         not rolled back by a unit), rolled back if it raises."""
-        if self._sync is None:
+        if self._inline is None:
             async with self._engine.connect() as aconn:
                 async with aconn.begin() as atx:
                     yield aconn, atx
             return
-        if self._sync_conn is None or self._sync_conn.closed:
-            self._sync_conn = await asyncio.to_thread(self._sync.connect)
-        conn = self._sync_conn
-        if conn.in_transaction():  # a cancelled batch left one open
-            conn.rollback()
-        await asyncio.to_thread(conn.begin)  # BEGIN IMMEDIATE: may wait for another writer
-        try:
-            yield _SyncConn(conn), _SyncTx(conn)
-        except BaseException:
-            if conn.in_transaction():
-                conn.rollback()
-            raise
-        if conn.in_transaction():
-            try:
-                await asyncio.to_thread(conn.commit)  # the fsync
-            except BaseException:
-                if conn.in_transaction():
-                    conn.rollback()
-                raise
+        async with self._inline.transaction() as conn:
+            yield conn, _SyncTx(conn.sync_connection)
 
     def close(self) -> None:
         """Release the SQLite writer connection (the hub is stopping)."""
-        if self._sync_conn is not None:
-            self._sync_conn.close()
-            self._sync_conn = None
-        if self._sync is not None:
-            self._sync.dispose()
+        if self._inline is not None:
+            self._inline.close()
 
 
 class _Fallback(Exception):

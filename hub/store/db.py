@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from pathlib import Path
@@ -84,39 +86,144 @@ def configure_sqlite(sync_engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
+def _inline_capable(async_engine: AsyncEngine) -> bool:
+    url = async_engine.url
+    return url.get_backend_name() == "sqlite" and bool(url.database) and url.database != ":memory:" \
+        and not url.database.startswith("file:")
+
+
 def sqlite_writer_engine(async_engine: AsyncEngine) -> Engine | None:
     """A synchronous engine on the same SQLite file as `async_engine`, with
     one connection usable from any thread (used by one writer at a time), or
     None when the store is not a SQLite file (PostgreSQL, `:memory:`)."""
-    url = async_engine.url
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:" \
-            or url.database.startswith("file:"):
+    if not _inline_capable(async_engine):
         return None
-    engine = sa_create_engine(url.set(drivername="sqlite+pysqlite"), poolclass=StaticPool,
+    engine = sa_create_engine(async_engine.url.set(drivername="sqlite+pysqlite"), poolclass=StaticPool,
                               connect_args={"timeout": 30, "check_same_thread": False}, **JSON_CODEC)
     configure_sqlite(engine)
     return engine
 
 
-class SyncConn:
-    """The part of `AsyncConnection` the hot paths use (`execute`, `dialect`),
-    over a synchronous SQLite connection, run at once on the event loop. Only
-    where a statement cannot wait for a lock: the group commit's writer once
-    it holds the write lock, and WAL snapshot reads (`sqlite_reads`)."""
+class _Savepoint:
+    """`async with conn.begin_nested():` on a `SyncConn`: a SAVEPOINT,
+    released if the block ends normally, rolled back to if it raises."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_tx")
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        self._tx: Any = None
+
+    async def __aenter__(self) -> _Savepoint:
+        self._tx = self._conn.begin_nested()
+        return self
+
+    async def __aexit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            self._tx.commit()
+        else:
+            self._tx.rollback()
+
+
+class SyncConn:
+    """The part of `AsyncConnection` the hot paths use (`execute`,
+    `begin_nested`, `dialect`, `sync_connection`), over a synchronous SQLite
+    connection, run at once on the event loop. Only where a statement cannot
+    wait for a lock: a writer once it holds the write lock (`InlineWriter`),
+    and WAL snapshot reads (`InlineReads`)."""
+
+    __slots__ = ("_conn", "_after_commit")
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._after_commit: list[Callable[[], None]] | None = None
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` on the loop once this transaction has committed
+        (`InlineWriter`: the COMMIT runs in a thread; SQLAlchemy's commit event
+        would fire there, and before the COMMIT is durable)."""
+        if self._after_commit is None:
+            self._after_commit = []
+        if callback not in self._after_commit:
+            self._after_commit.append(callback)
 
     @property
     def dialect(self) -> Dialect:
         return self._conn.dialect
 
+    @property
+    def sync_connection(self) -> Connection:
+        """As `AsyncConnection.sync_connection`: where commit events are heard (hub/bus/sql.py)."""
+        return self._conn
+
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
         if parameters is None:
             return self._conn.execute(statement)
         return self._conn.execute(statement, parameters)
+
+    def begin_nested(self) -> _Savepoint:
+        return _Savepoint(self._conn)
+
+
+class InlineWriter:
+    """Write transactions on a SQLite file without the aiosqlite thread hop
+    per statement. One synchronous connection: `BEGIN IMMEDIATE` (which may
+    wait for another writer's lock) and `COMMIT` (the fsync) run in a worker
+    thread; every statement between them runs at once on the event loop.
+    With the write lock held and WAL, a statement never waits for a lock,
+    only for the page cache, so the loop is held for tens of microseconds a
+    statement, where aiosqlite costs a queue put, a thread wake-up and a
+    future for each. One transaction at a time per writer (a lock); the
+    ingest group commit and the dispatcher each have their own, and SQLite's
+    write lock orders them. `for_engine` gives None for PostgreSQL and
+    `:memory:`: use the async engine there."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Connection | None = None
+        self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def for_engine(cls, async_engine: AsyncEngine) -> InlineWriter | None:
+        engine = sqlite_writer_engine(async_engine)
+        return cls(engine) if engine is not None else None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SyncConn]:
+        """Committed if the block ends normally (and is still open), rolled back if it raises."""
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._loop is not loop:  # a new event loop (tests): a new lock
+            self._lock, self._loop = asyncio.Lock(), loop
+        async with self._lock:
+            if self._conn is None or self._conn.closed:
+                self._conn = await asyncio.to_thread(self._engine.connect)
+            conn = self._conn
+            if conn.in_transaction():  # a cancelled transaction left one open
+                conn.rollback()
+            await asyncio.to_thread(conn.begin)  # BEGIN IMMEDIATE: may wait for another writer
+            sconn = SyncConn(conn)
+            try:
+                yield sconn
+            except BaseException:
+                if conn.in_transaction():
+                    conn.rollback()
+                raise
+            if conn.in_transaction():
+                try:
+                    await asyncio.to_thread(conn.commit)  # the fsync
+                except BaseException:
+                    if conn.in_transaction():
+                        conn.rollback()
+                    raise
+                for callback in sconn._after_commit or ():
+                    callback()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._engine.dispose()
 
 
 class InlineReads:
@@ -132,11 +239,9 @@ class InlineReads:
 
     @classmethod
     def for_engine(cls, async_engine: AsyncEngine) -> InlineReads | None:
-        url = async_engine.url
-        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:" \
-                or url.database.startswith("file:"):
+        if not _inline_capable(async_engine):
             return None
-        engine = sa_create_engine(url.set(drivername="sqlite+pysqlite"), pool_size=4, max_overflow=16,
+        engine = sa_create_engine(async_engine.url.set(drivername="sqlite+pysqlite"), pool_size=4, max_overflow=16,
                                   connect_args={"timeout": 30, "check_same_thread": False}, **JSON_CODEC)
         configure_sqlite(engine)
         return cls(engine)

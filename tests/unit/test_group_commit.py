@@ -165,7 +165,7 @@ async def test_a_writer_waiting_for_the_sqlite_lock_never_holds_up_the_event_loo
     once the lock is free."""
     engine, t = table_engine
     gc = GroupCommit(engine, max_wait=0.0)
-    assert gc._sync is not None  # the SQLite writer path is the one under test
+    assert gc._inline is not None  # the SQLite writer path is the one under test
     ticks: list[float] = []
     loop = asyncio.get_running_loop()
 
