@@ -41,6 +41,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Section 117 aftercare register changes in; FHIR R4 (UK Core) event messages out.",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry hooks look up the tracer, meter and log
+        # providers (environment reads) on every request; the hub's telemetry
+        # is its Prometheus metrics, structured logs and correlation ids.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_problem_handlers(app)
     app.include_router(register_changes.router)

@@ -57,10 +57,17 @@ from hub.store.schema import (
     register_changes,
     subscriptions,
 )
-from hub.workflows.distribution import outgoing_until_accepted
+from hub.workflows.distribution import outgoing_of, pending_transfers
 from hub.workflows.fhir_task import add_task
 
 log = get_logger("hub.dispatcher")
+
+# Built once (compiled once per engine): what a batch reads for its people.
+_IDS = bindparam("ids", expanding=True)
+_HISTORIES = select(register_changes.c.person_id, register_changes.c.canonical,
+                    register_changes.c.received_at).where(register_changes.c.person_id.in_(_IDS))
+_HELD_VIEWS = select(recipient_views).where(recipient_views.c.person_id.in_(_IDS))
+_DETAILS = select(persons.c.person_id, persons.c.details).where(persons.c.person_id.in_(_IDS))
 GROUP = "dispatcher"
 REVIEW_SCANNER_SOURCE = "review-scheduler"  # the bus header `source` of hub/scheduler.py's reminders
 MESSAGE_NAMESPACE = uuid.UUID("0c8f7d0e-2b54-4d61-8a4b-511751175117")
@@ -153,6 +160,7 @@ class Dispatcher:
                 cache = _BatchCache(today=self._today())
                 if todo:
                     cache.dispatched = await self._dispatched(conn, [m.event_id for m in todo])
+                    await self._prefetch(conn, cache, [m for m in todo if m.event_id not in cache.dispatched])
                 for msg in todo:
                     if self._inline is not None:
                         # Inline statements never yield: let requests in between messages
@@ -206,6 +214,21 @@ class Dispatcher:
         for msg in handled:  # Kafka: offsets are per partition, each message marks its own
             await self._log.commit(GROUP, EVENTS_TOPIC, msg.offset + 1, conn)
 
+    async def _prefetch(self, conn: AsyncConnection, cache: "_BatchCache", msgs: list[BusMessage]) -> None:
+        """What the batch's messages will read per person, for all its people
+        at once (a statement each rather than four per person): their
+        histories, the views held, the stored details and the transfers
+        awaiting acceptance. `handle` reads one person alone only after a
+        rolled-back message made the batch forget them."""
+        people = list(dict.fromkeys(str(m.payload["event"]["person_id"]) for m in msgs))
+        if not people:
+            return
+        cache.history.update(await self._histories(conn, people))
+        cache.held.update(await self._held_views_of(conn, people))
+        for row in await conn.execute(_DETAILS, {"ids": people}):
+            cache.details[row.person_id] = row.details
+        cache.pending.update(await pending_transfers(conn, people))
+
     @staticmethod
     async def _dispatched(conn: AsyncConnection, event_ids: list[str]) -> set[str]:
         """Which of `event_ids` were handled and committed before (replays)."""
@@ -248,7 +271,7 @@ class Dispatcher:
         today = cache.today
         received = cache.history.get(person_id)
         if received is None:
-            received = cache.history[person_id] = await self._history(conn, person_id)
+            received = cache.history[person_id] = (await self._histories(conn, [person_id]))[person_id]
         history = [c for c, _ in received]
         if history and self._agreements is not None:
             status = cache.status.get(person_id)
@@ -263,17 +286,17 @@ class Dispatcher:
                 and is_late(change, [c for c, t in received if t < arrived]))
         held = cache.held.get(person_id)
         if held is None:
-            held = cache.held[person_id] = await self._held_views(conn, person_id)
+            held = cache.held[person_id] = (await self._held_views_of(conn, [person_id]))[person_id]
         truth = views_for(status, held, lambda org: self._sharing.field_groups_for(org, today))
         send = _Sending(conn=conn, msg=msg, status=status, change=change, held=held, today=today, cache=cache,
                         now=datetime.now(UTC))
 
         recipients = recipients_for(event, status)
         # Until a transfer is accepted the outgoing body keeps hearing (hub/workflows/distribution.py).
-        key = (person_id, tuple(r.org_code for r in recipients))
-        if key not in cache.outgoing:  # the dispatcher never changes workflow cases: once per batch
-            cache.outgoing[key] = await outgoing_until_accepted(conn, person_id, recipients)
-        recipients += cache.outgoing[key]
+        pending = cache.pending.get(person_id)
+        if pending is None:  # the dispatcher never changes workflow cases: once per batch
+            pending = cache.pending[person_id] = (await pending_transfers(conn, [person_id]))[person_id]
+        recipients += outgoing_of(pending, recipients)
         for recipient in recipients:
             org = recipient.org_code
             target = truth.get(org, NOT_INVOLVED)
@@ -349,7 +372,7 @@ class Dispatcher:
         if send.patient is None:
             send.patient = send.cache.patients.get(event.person_id)
             if send.patient is None:
-                send.patient = send.cache.patients[event.person_id] = await self._patient(conn, event.person_id)
+                send.patient = send.cache.patients[event.person_id] = await self._patient(conn, event.person_id, send.cache)
         old = send.held.get(org)
         version = (old.version if old is not None else 0) + 1
         message_id = message_id_for(event_id, org)
@@ -387,16 +410,20 @@ class Dispatcher:
         log.info("event queued for recipient", recipient=org, event_type=event.event_type.value,
                  count=queued, decision="allowed")
 
-    async def _history(self, conn: AsyncConnection, person_id: str) -> list[tuple[RegisterChange, datetime]]:
-        """Every change recorded for the person, with when the hub received it."""
-        rows = (await conn.execute(select(register_changes.c.canonical, register_changes.c.received_at)
-                                   .where(register_changes.c.person_id == person_id))).all()
-        return [(from_jsonable(RegisterChange, r.canonical), r.received_at) for r in rows]
+    @staticmethod
+    async def _histories(conn: AsyncConnection, people: list[str]) -> dict[str, list[tuple[RegisterChange, datetime]]]:
+        """Every change recorded for each person, with when the hub received it."""
+        out: dict[str, list[tuple[RegisterChange, datetime]]] = {p: [] for p in people}
+        for r in await conn.execute(_HISTORIES, {"ids": people}):
+            out[r.person_id].append((from_jsonable(RegisterChange, r.canonical), r.received_at))
+        return out
 
     @staticmethod
-    async def _held_views(conn: AsyncConnection, person_id: str) -> dict[str, "_Held"]:
-        rows = (await conn.execute(select(recipient_views).where(recipient_views.c.person_id == person_id))).all()
-        return {r.org_code: _Held(r.version, r.view, r.last_event_id) for r in rows}
+    async def _held_views_of(conn: AsyncConnection, people: list[str]) -> dict[str, dict[str, "_Held"]]:
+        out: dict[str, dict[str, _Held]] = {p: {} for p in people}
+        for r in await conn.execute(_HELD_VIEWS, {"ids": people}):
+            out[r.person_id][r.org_code] = _Held(r.version, r.view, r.last_event_id)
+        return out
 
     async def _subscriptions(self, conn: AsyncConnection, org_code: str, event_type: str,
                              cache: "_BatchCache") -> list[Any]:
@@ -408,9 +435,11 @@ class Dispatcher:
             )).all()
         return [r for r in rows if not r.event_types or event_type in r.event_types]
 
-    async def _patient(self, conn: AsyncConnection, person_id: str) -> PatientDetails:
-        row = (await conn.execute(select(persons.c.details).where(persons.c.person_id == person_id))).one()
-        d = load_person_details(self._protector, row.details)
+    async def _patient(self, conn: AsyncConnection, person_id: str, cache: "_BatchCache") -> PatientDetails:
+        stored = cache.details.get(person_id)
+        if stored is None:
+            stored = (await conn.execute(_DETAILS, {"ids": [person_id]})).one().details
+        d = load_person_details(self._protector, stored)
         return PatientDetails(
             nhs_number=d["nhs_number"], given_name=d.get("given_name") or "", family_name=d.get("family_name") or "",
             birth_date=date.fromisoformat(d["birth_date"]) if d.get("birth_date") else None,
@@ -500,7 +529,8 @@ class _BatchCache:
     held: dict[str, dict[str, _Held]] = field(default_factory=dict)
     patients: dict[str, PatientDetails] = field(default_factory=dict)
     subscriptions: dict[str, list[Any]] = field(default_factory=dict)
-    outgoing: dict[tuple[str, tuple[str, ...]], list[Recipient]] = field(default_factory=dict)
+    details: dict[str, bytes] = field(default_factory=dict)  # person -> stored (encrypted) details
+    pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # person -> transfers awaiting acceptance
     person_of: dict[str, str] = field(default_factory=dict)  # event id -> person id
     numbers: queue.EventNumbers = field(default_factory=queue.EventNumbers)
     newly_dispatched: dict[str, datetime] = field(default_factory=dict)  # written by `flush`
@@ -519,9 +549,8 @@ class _BatchCache:
         self.numbers.restore(self._numbers_before)
         person = self.person_of.pop(msg.event_id, None)
         if person is not None:
-            for per_person in (self.history, self.status, self.held, self.patients):
+            for per_person in (self.history, self.status, self.held, self.patients, self.details, self.pending):
                 per_person.pop(person, None)
-            self.outgoing = {k: v for k, v in self.outgoing.items() if k[0] != person}
 
     async def flush(self, conn: AsyncConnection) -> None:
         """The batch's writes kept until its end: the subscriptions' event

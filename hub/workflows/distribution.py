@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.codec import from_jsonable
@@ -17,19 +17,36 @@ from hub.store.schema import workflow_cases, workflow_transitions
 PENDING = (TransferState.AWAITING.value, TransferState.OVERDUE.value)
 
 
-async def outgoing_until_accepted(conn: AsyncConnection, person_id: str, already: list[Recipient]) -> list[Recipient]:
-    """Outgoing bodies of the person's transfers not yet accepted, not already routed to."""
-    rows = (await conn.execute(select(workflow_cases.c.data).where(
-        workflow_cases.c.person_id == person_id, workflow_cases.c.kind == "transfer",
-        workflow_cases.c.state.in_(PENDING)))).all()
+# The transfer cases awaiting acceptance of some people (the dispatcher reads a batch's at once).
+PENDING_TRANSFERS = (select(workflow_cases.c.person_id, workflow_cases.c.data).where(
+    workflow_cases.c.person_id.in_(bindparam("person_ids", expanding=True)), workflow_cases.c.kind == "transfer",
+    workflow_cases.c.state.in_(PENDING)))
+
+
+async def pending_transfers(conn: AsyncConnection, person_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each person's transfer cases not yet accepted (their `data`), in one statement."""
+    out: dict[str, list[dict[str, Any]]] = {p: [] for p in person_ids}
+    if person_ids:
+        for row in await conn.execute(PENDING_TRANSFERS, {"person_ids": person_ids}):
+            out[row.person_id].append(row.data)
+    return out
+
+
+def outgoing_of(pending: list[dict[str, Any]], already: list[Recipient]) -> list[Recipient]:
+    """The outgoing bodies of `pending` transfer cases not already routed to."""
     seen = {r.org_code for r in already}
     out = []
-    for row in rows:
-        code = row.data.get("outgoing")
+    for data in pending:
+        code = data.get("outgoing")
         if code and code not in seen:
             seen.add(code)
             out.append(Recipient(code, "outgoing-until-accepted"))
     return out
+
+
+async def outgoing_until_accepted(conn: AsyncConnection, person_id: str, already: list[Recipient]) -> list[Recipient]:
+    """Outgoing bodies of the person's transfers not yet accepted, not already routed to."""
+    return outgoing_of((await pending_transfers(conn, [person_id]))[person_id], already)
 
 
 async def transfers_for_person(conn: AsyncConnection, person_id: str) -> list[dict[str, Any]]:
