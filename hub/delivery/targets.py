@@ -10,11 +10,14 @@ IPv4-mapped / NAT64 / 6to4 / Teredo IPv6, decimal `2130706433` or hex
 The host is resolved and every address it resolves to is checked twice:
 
 * when the subscription is made (`url_problem`: a 422 naming `url`), and
-* at every connection the webhook client opens (`GuardedBackend`, the
-  network backend of the hub's HTTP client), because DNS can change after the
-  check. The backend connects to the very address it checked (the name still
-  goes in the Host header and in TLS SNI / certificate checks), so a DNS
-  answer that changes between check and connect cannot slip through.
+* at every connection the webhook client opens, because DNS can change
+  after the check: the delivery client (aiohttp, `HostClients` in
+  hub/delivery/webhook.py) resolves names through `GuardedResolver` and
+  checks a literal address before connecting (`literal_refusal`); the httpx
+  client for FHIR subscription handshakes through `GuardedBackend`, its
+  network backend. Either connects to the very address it checked (the name
+  still goes in the Host header and in TLS SNI / certificate checks), so a
+  DNS answer that changes between check and connect cannot slip through.
 
 An operator allow-list (`S117_WEBHOOK_ALLOWED_HOSTS`: host names, IP
 addresses or networks) lifts the rule for named hosts: tests and the demo
@@ -33,6 +36,8 @@ from urllib.parse import urlsplit
 
 import httpcore
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
@@ -40,8 +45,8 @@ _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1:
 
 class WebhookTargetRefused(httpx.ConnectError):
     """The webhook's host resolves to an address the hub must not reach.
-    An httpx error, so a delivery records it (by this name) as a failed
-    attempt; the delivery log then says the same for an open or a closed port."""
+    A delivery records it (by this name) as a failed attempt, from either
+    client; the delivery log then says the same for an open or a closed port."""
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -201,6 +206,45 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp resolver for the delivery client: a name is resolved, every
+    address checked, and only checked addresses are handed to the connector
+    (which connects to them: no second look-up). aiohttp does not resolve a
+    literal address, so the caller checks those first (`literal_refusal`)."""
+
+    def __init__(self, allowed: Iterable[str]) -> None:
+        self._allow = AllowList.parse(allowed)
+        self._plain = ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET,
+                      ) -> list[ResolveResult]:
+        if self._allow.names_host(host):
+            return await self._plain.resolve(host, port, family)
+        try:
+            addresses = await resolve(host, port)
+        except (OSError, TimeoutError, UnicodeError, ValueError) as exc:
+            raise OSError(f"cannot resolve the webhook host ({type(exc).__name__})") from None
+        why = _refusal(host, addresses, self._allow) if addresses else "resolves to no address"
+        if why:
+            raise WebhookTargetRefused(f"webhook host {why}")
+        return [{"hostname": host, "host": str(ip), "port": port,
+                 "family": socket.AF_INET6 if ip.version == 6 else socket.AF_INET, "proto": 0,
+                 "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV} for ip in addresses]
+
+    async def close(self) -> None:
+        await self._plain.close()
+
+
+def literal_refusal(host: str, allowed: Iterable[str]) -> str | None:
+    """Why a URL whose host is a literal address must not be reached, or None
+    (a name, checked by `GuardedResolver` at each connection, gives None)."""
+    allow = AllowList.parse(allowed)
+    ip = _literal(host)
+    if ip is None or allow.names_host(host):
+        return None
+    return _refusal(host, [ip], allow)
 
 
 def guarded_client(allowed: Iterable[str], timeout: float, **kwargs: Any) -> httpx.AsyncClient:
