@@ -97,7 +97,7 @@ class DriftAlerts:
         threshold = self._sharing.drift_threshold(body, today)
         by_kind = await open_by_kind(conn, body)
         total = sum(by_kind.values())
-        listed = max(int(snap.rows_read or 0) - int(snap.rows_rejected or 0), 0)
+        listed = _listed(snap)
         state = await _state(conn, body)
         decided = step(threshold, total, listed, bool(state and state.above), snapshot_completed=True)
         if decided is Step.ALERT:
@@ -124,7 +124,7 @@ class DriftAlerts:
                 select(reconciliation_snapshots.c.rows_read, reconciliation_snapshots.c.rows_rejected)
                 .where(reconciliation_snapshots.c.body_org == body, reconciliation_snapshots.c.state == "done")
                 .order_by(reconciliation_snapshots.c.finished_at.desc()).limit(1))).first()
-            listed = max(int(last.rows_read) - int(last.rows_rejected), 0) if last else 0
+            listed = _listed(last) if last else 0
             total = sum((await open_by_kind(conn, body)).values())
             threshold = self._sharing.drift_threshold(body, today)
             if step(threshold, total, listed, True, snapshot_completed=False) is Step.REARM:
@@ -157,6 +157,11 @@ class DriftAlerts:
         found = (self._ref.council(code, today) if kind == "council" else
                  self._ref.commissioner_successor(code, today) or self._ref.hospital(code))
         return Org(code=code, name=found.name if found is not None else code, kind=kind)
+
+
+def _listed(snap: Any) -> int:
+    """The people on a snapshot's list: its rows read less those rejected."""
+    return max(int(snap.rows_read or 0) - int(snap.rows_rejected or 0), 0)
 
 
 async def _state(conn: AsyncConnection, body: str) -> Any:
