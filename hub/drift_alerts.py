@@ -46,16 +46,9 @@ from hub.domain.ports import ReferenceData
 from hub.domain.reconciliation import LIVE, Kind
 from hub.fhir.drift import DriftCounts, build_drift_message
 from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
-from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.sharing import SharingAgreements
-from hub.store.schema import (
-    disclosures,
-    drift_alerts,
-    reconciliation_items,
-    reconciliation_snapshots,
-    subscriptions,
-)
+from hub.store.schema import drift_alerts, reconciliation_items, reconciliation_snapshots
 
 log = get_logger("hub.drift_alerts")
 EVENT = EventType.RECONCILIATION_DRIFT
@@ -104,7 +97,7 @@ class DriftAlerts:
         threshold = self._sharing.drift_threshold(body, today)
         by_kind = await open_by_kind(conn, body)
         total = sum(by_kind.values())
-        listed = max(int(snap.rows_read or 0) - int(snap.rows_rejected or 0), 0)
+        listed = _listed(snap)
         state = await _state(conn, body)
         decided = step(threshold, total, listed, bool(state and state.above), snapshot_completed=True)
         if decided is Step.ALERT:
@@ -131,7 +124,7 @@ class DriftAlerts:
                 select(reconciliation_snapshots.c.rows_read, reconciliation_snapshots.c.rows_rejected)
                 .where(reconciliation_snapshots.c.body_org == body, reconciliation_snapshots.c.state == "done")
                 .order_by(reconciliation_snapshots.c.finished_at.desc()).limit(1))).first()
-            listed = max(int(last.rows_read) - int(last.rows_rejected), 0) if last else 0
+            listed = _listed(last) if last else 0
             total = sum((await open_by_kind(conn, body)).values())
             threshold = self._sharing.drift_threshold(body, today)
             if step(threshold, total, listed, True, snapshot_completed=False) is Step.REARM:
@@ -139,37 +132,23 @@ class DriftAlerts:
                 log.info("drift back below the threshold", org_code=body, count=total)
 
     async def _send(self, conn: AsyncConnection, event_id: str, counts: DriftCounts, today: date) -> None:
+        """Through hub/delivery/queue.py `share`: the agreement's decision, each
+        subscription queued, each decision a disclosure (no person id)."""
         body = counts.body.code
-        decision = self._sharing.decide(body, EVENT.value, today)
-        if not decision.allowed:
-            await _audit(conn, event_id, body, "denied", decision.agreement_id, decision.reason, None)
-            metrics.DISPATCHED.labels(event_type=EVENT.value, decision="denied").inc()
-            log.info("drift alert withheld", org_code=body, snapshot_id=counts.snapshot_id, decision="denied")
-            return
-        rows = (await conn.execute(
-            select(subscriptions.c.subscription_id, subscriptions.c.channel, subscriptions.c.event_types)
-            .where(subscriptions.c.org_code == body, subscriptions.c.active.is_(True))
-            .order_by(subscriptions.c.created_at))).all()
-        subs = [r for r in rows if r.channel in CHANNELS and (not r.event_types or EVENT.value in r.event_types)]
-        if not subs:
-            await _audit(conn, event_id, body, "no-subscription", decision.agreement_id,
-                         "allowed, but the organisation has no active subscription for it", None)
-            metrics.DISPATCHED.labels(event_type=EVENT.value, decision="no-subscription").inc()
-            return
         message_id = message_id_for(event_id, body)
-        bundle = build_drift_message(counts=counts, message_id=message_id, sent_at=datetime.now(UTC),
-                                     source_endpoint=self._hub_endpoint, ns=self._ns)
-        payload = self._protector.encrypt(orjson.dumps(bundle))
-        queued = 0
-        for sub in subs:
-            number = await queue.queue_delivery(
-                conn, subscription_id=sub.subscription_id, event_id=event_id, message_id=message_id,
-                event_type=EVENT.value, payload=payload, correlation_id=counts.snapshot_id)
-            if number is None:
-                continue  # already queued for this subscription: a replay
-            queued += 1
-            await _audit(conn, event_id, body, "allowed", decision.agreement_id, decision.reason, sub.channel)
-        metrics.DISPATCHED.labels(event_type=EVENT.value, decision="allowed").inc()
+
+        def payload() -> bytes:
+            bundle = build_drift_message(counts=counts, message_id=message_id, sent_at=datetime.now(UTC),
+                                         source_endpoint=self._hub_endpoint, ns=self._ns)
+            return self._protector.encrypt(orjson.dumps(bundle))
+
+        queued = await queue.share(
+            conn, org=body, decision=self._sharing.decide(body, EVENT.value, today), event_id=event_id,
+            event_type=EVENT.value, message_id=message_id, payload=payload, correlation_id=counts.snapshot_id,
+            channels=CHANNELS)
+        if queued is None:
+            log.info("drift alert not sent", org_code=body, snapshot_id=counts.snapshot_id)
+            return
         log.info("drift alert queued", org_code=body, snapshot_id=counts.snapshot_id, event_id=event_id,
                  count=queued, decision="allowed")
 
@@ -178,6 +157,11 @@ class DriftAlerts:
         found = (self._ref.council(code, today) if kind == "council" else
                  self._ref.commissioner_successor(code, today) or self._ref.hospital(code))
         return Org(code=code, name=found.name if found is not None else code, kind=kind)
+
+
+def _listed(snap: Any) -> int:
+    """The people on a snapshot's list: its rows read less those rejected."""
+    return max(int(snap.rows_read or 0) - int(snap.rows_rejected or 0), 0)
 
 
 async def _state(conn: AsyncConnection, body: str) -> Any:
@@ -194,13 +178,6 @@ async def _save(conn: AsyncConnection, state: Any, body: str, *, above: bool, op
         await conn.execute(drift_alerts.insert().values(body_org=body, **values))
     else:
         await conn.execute(drift_alerts.update().where(drift_alerts.c.body_org == body).values(**values))
-
-
-async def _audit(conn: AsyncConnection, event_id: str, body: str, decision: str, agreement_id: str | None,
-                 reason: str, channel: str | None) -> None:
-    await conn.execute(disclosures.insert().values(
-        event_id=event_id, person_id=None, event_type=EVENT.value, recipient_org=body, decision=decision,
-        agreement_id=agreement_id, field_groups=[], reason=reason[:300], channel=channel, at=datetime.now(UTC)))
 
 
 async def alert_overview(engine: AsyncEngine, sharing: SharingAgreements, on: date) -> list[dict[str, Any]]:

@@ -220,3 +220,11 @@ async def council_file_done(http, response, headers: dict[str, str], timeout: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"council file still processing after {timeout}s: {r.text[:300]}")
         await asyncio.sleep(0.05)
+
+
+async def subscribe_webhook(hub_client, org: str, url: str, secret: str) -> str:  # noqa: ANN001
+    """A webhook subscription for `org` (its key in `hub_client.keys`) to `url`; its id."""
+    r = await hub_client.http.post("/v1/subscriptions", headers={"X-API-Key": hub_client.keys[org]},
+                                   json={"url": url, "secret": secret})
+    assert r.status_code == 201, r.text
+    return r.json()["subscription_id"]

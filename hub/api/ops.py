@@ -115,20 +115,39 @@ async def replay_dead_letter(dead_letter_id: RowId, hub: HubDep, client: ClientD
         raise ProblemError(404, "not-found", "Not found", "no dead letter with that id")
     if dl.replayed_at is not None:
         raise ProblemError(409, "already-replayed", "Already replayed", "this dead letter was replayed already")
+    handlers = _replay_handlers(hub, dl.handler)
+    if not handlers:
+        raise ProblemError(409, "not-replayable", "Not replayable",
+                           f"handler: no handler in this hub replays '{dl.handler}' dead letters",
+                           rule="not-replayable", errors=[{"field": "handler", "reason": "not replayable here"}])
     message = BusMessage(topic=msg.topic, key=msg.key, event_id=msg.event_id, payload=msg.payload,
                          headers=msg.headers, offset=int(msg.offset))
     try:
         async with hub.engine.begin() as conn:
-            await hub.dispatcher.handle(conn, message)
+            for handle in handlers:
+                await handle(conn, message)
             await conn.execute(dead_letters.update().where(dead_letters.c.dead_letter_id == dead_letter_id)
                                .values(replayed_at=datetime.now(UTC)))
             await record_operator_action(conn, client.client_id, "replay-dead-letter", str(dead_letter_id),
-                                         {"event_id": dl.event_id})
+                                         {"event_id": dl.event_id, "handler": dl.handler})
     except Exception as exc:  # noqa: BLE001 - report, keep the dead letter
         raise ProblemError(422, "replay-failed", "Replay failed",
                            f"the handler failed again ({type(exc).__name__}); the dead letter is kept") from exc
-    log.info("dead letter replayed", offset=dl.offset, event_id=dl.event_id, source=client.client_id)
-    return {"dead_letter_id": dead_letter_id, "replayed": True}
+    log.info("dead letter replayed", offset=dl.offset, event_id=dl.event_id, source=client.client_id,
+             group=dl.group_id)
+    return {"dead_letter_id": dead_letter_id, "replayed": True, "handler": dl.handler}
+
+
+def _replay_handlers(hub, handler: str) -> list:  # noqa: ANN001
+    """Who runs a dead letter again: the consumer that dead-lettered it (the
+    dispatcher, the workflows' consumer); a message the Kafka relay could not
+    send never reached either, so both (each skips what it handled before)."""
+    found = []
+    if handler in ("dispatcher", "kafka-relay"):
+        found.append(hub.dispatcher.handle)
+    if handler in ("workflows", "kafka-relay") and hub.workflow_consumer is not None:
+        found.append(hub.workflow_consumer.handle)
+    return found
 
 
 @router.post("/deliveries/{delivery_id}/retry", summary="Send a dead (or waiting) webhook delivery again now")

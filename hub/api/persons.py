@@ -138,12 +138,14 @@ async def s117_position(
 
 
 async def _add_funding(hub, client: Client, person_id: str, status: S117Status, body: dict) -> None:  # noqa: ANN001
-    """Costs, providers and the split with its citation: only for bodies an
-    agreement grants the `funding` field group (hub/money/view.py)."""
+    """Costs, providers, the split with its citation and agreed interim
+    dispute shares: only for bodies an agreement grants the `funding` field
+    group (hub/money/view.py)."""
     today = datetime.now(UTC).date()
     if hub.packages is None or not ("hub:admin" in client.scopes
                                     or hub.sharing.grants_group(client.org_code, FUNDING, today)):
         return
     lines = await hub.packages.lines_for_person(person_id)
     decisions = (await hub.packages.decisions([person_id])).get(person_id, [])
-    body["funding"] = funding_view(status, hub.agreements, lines, decisions, status.as_of)
+    interims = await hub.packages.interims_for_person(person_id)
+    body["funding"] = funding_view(status, hub.agreements, lines, decisions, status.as_of, interims)

@@ -55,7 +55,6 @@ from hub.store.schema import (
     persons,
     recipient_views,
     register_changes,
-    subscriptions,
 )
 from hub.workflows.distribution import outgoing_of, pending_transfers
 from hub.workflows.fhir_task import add_task
@@ -366,7 +365,7 @@ class Dispatcher:
         if not subs:
             send.refused.add((org, event.event_type))
             self._audit(send, event, event_id, recipient, "no-subscription", decision.agreement_id,
-                              sorted(decision.field_groups), "allowed, but the organisation has no active subscription", None)
+                              sorted(decision.field_groups), queue.NO_SUBSCRIPTION, None)
             metrics.DISPATCHED.labels(event_type=event.event_type.value, decision="no-subscription").inc()
             return
         if send.patient is None:
@@ -429,11 +428,8 @@ class Dispatcher:
                              cache: "_BatchCache") -> list[Any]:
         rows = cache.subscriptions.get(org_code)
         if rows is None:  # once per organisation per batch (the dispatcher never changes them)
-            rows = cache.subscriptions[org_code] = (await conn.execute(
-                select(subscriptions).where(subscriptions.c.org_code == org_code, subscriptions.c.active.is_(True))
-                .order_by(subscriptions.c.created_at)
-            )).all()
-        return [r for r in rows if not r.event_types or event_type in r.event_types]
+            rows = cache.subscriptions[org_code] = await queue.active_subscriptions(conn, org_code)
+        return queue.subscribed(rows, event_type)
 
     async def _patient(self, conn: AsyncConnection, person_id: str, cache: "_BatchCache") -> PatientDetails:
         stored = cache.details.get(person_id)
@@ -468,11 +464,10 @@ class Dispatcher:
         agreement_id: str | None, groups: list[str], reason: str, channel: str | None,
     ) -> None:
         """A disclosure decision, written with the others at the end of the message's handling."""
-        send.audits.append(dict(
+        send.audits.append(queue.disclosure_row(
             event_id=event_id, person_id=event.person_id, event_type=event.event_type.value,
             recipient_org=recipient.org_code, decision=decision, agreement_id=agreement_id,
-            field_groups=groups, reason=reason[:300], channel=channel, at=datetime.now(UTC),
-        ))
+            field_groups=groups, reason=reason, channel=channel))
 
 
 @dataclass

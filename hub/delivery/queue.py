@@ -10,17 +10,95 @@ rolled-back transaction gives its number back with it. Every channel carries
 the number (webhook `S117-Event-Number`, Kafka `event_number`, the feed cursor
 and SSE id, the NDJSON `event_number` field), so a subscriber that sees N+2
 after N knows it missed N+1 and can ask GET /v1/subscriptions/{id}/events for it.
+
+Every sharing decision is a row of `disclosures` (allowed per subscription
+queued, denied, or allowed with no subscription), which the audit chain takes
+up: `disclosure_row` is that row for every sender; `share` is the whole
+decide-queue-audit step for a sender that sends one message at a time (the
+drift alerts); the dispatcher batches the same rows (hub/delivery/dispatcher.py).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Collection, Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hub.store.schema import deliveries, subscription_counters
+from hub.observability import metrics
+from hub.store.schema import deliveries, disclosures, subscription_counters, subscriptions
+
+NO_SUBSCRIPTION = "allowed, but the organisation has no active subscription"
+
+
+def disclosure_row(*, event_id: str, person_id: str | None, event_type: str, recipient_org: str, decision: str,
+                   agreement_id: str | None, field_groups: Iterable[str] = (), reason: str, channel: str | None,
+                   at: datetime | None = None) -> dict[str, Any]:
+    """One sharing decision (`allowed`, `denied`, `no-subscription`) as a
+    `disclosures` row: no personal data beyond the hub's person id (None for a
+    message about a body)."""
+    return dict(event_id=event_id, person_id=person_id, event_type=event_type, recipient_org=recipient_org,
+                decision=decision, agreement_id=agreement_id, field_groups=list(field_groups), reason=reason[:300],
+                channel=channel, at=at or datetime.now(UTC))
+
+
+def subscribed(rows: Iterable[Any], event_type: str, channels: Collection[str] | None = None) -> list[Any]:
+    """The subscriptions (rows with `channel`, `event_types`) that take `event_type` (and, if given, whose
+    channel is one of `channels`)."""
+    return [r for r in rows if (not r.event_types or event_type in r.event_types)
+            and (channels is None or r.channel in channels)]
+
+
+async def active_subscriptions(conn: AsyncConnection, org_code: str) -> list[Any]:
+    """The organisation's active subscriptions, oldest first."""
+    return list((await conn.execute(
+        select(subscriptions).where(subscriptions.c.org_code == org_code, subscriptions.c.active.is_(True))
+        .order_by(subscriptions.c.created_at))).all())
+
+
+async def share(
+    conn: AsyncConnection, *, org: str, decision: Any, event_id: str, event_type: str, message_id: str,
+    payload: Callable[[], bytes], correlation_id: str, person_id: str | None = None,
+    channels: Collection[str] | None = None, field_groups: Iterable[str] = (),
+) -> int | None:
+    """Share one message with one organisation in the caller's transaction:
+    `decision` is the agreement's (hub/sharing.py `decide`); refused, one
+    `denied` disclosure; allowed with no active subscription taking the event
+    (on one of `channels`), one `no-subscription`; else the message
+    (`payload()`, encrypted, built only then) is queued to each such
+    subscription with its next event number and each queuing is an `allowed`
+    disclosure naming the channel (an event already on a subscription's queue
+    is skipped, not audited again). The number queued, or None when not shared."""
+    groups = sorted(field_groups)
+    audit = dict(event_id=event_id, person_id=person_id, event_type=event_type, recipient_org=org,
+                 agreement_id=decision.agreement_id)
+    if not decision.allowed:
+        await conn.execute(disclosures.insert().values(**disclosure_row(
+            **audit, decision="denied", reason=decision.reason, channel=None)))
+        metrics.DISPATCHED.labels(event_type=event_type, decision="denied").inc()
+        return None
+    subs = subscribed(await active_subscriptions(conn, org), event_type, channels)
+    if not subs:
+        await conn.execute(disclosures.insert().values(**disclosure_row(
+            **audit, decision="no-subscription", field_groups=groups, reason=NO_SUBSCRIPTION, channel=None)))
+        metrics.DISPATCHED.labels(event_type=event_type, decision="no-subscription").inc()
+        return None
+    body = payload()
+    queued = 0
+    for sub in subs:
+        number = await queue_delivery(conn, subscription_id=sub.subscription_id, event_id=event_id,
+                                      message_id=message_id, event_type=event_type, payload=body,
+                                      correlation_id=correlation_id)
+        if number is None:
+            continue  # already on this subscription's queue: a replay
+        queued += 1
+        await conn.execute(disclosures.insert().values(**disclosure_row(
+            **audit, decision="allowed", field_groups=groups, reason=decision.reason, channel=sub.channel)))
+    metrics.DISPATCHED.labels(event_type=event_type, decision="allowed").inc()
+    return queued
 
 
 async def next_event_number(conn: AsyncConnection, subscription_id: str) -> int:

@@ -238,6 +238,13 @@ class PackageService:
             await conn.rollback()
         return [line_from_row(r) for r in rows]
 
+    async def interims_for_person(self, person_id: str) -> tuple[InterimSpan, ...]:
+        """The agreed interim shares of the person's disputes, as the statements apply them."""
+        async with self._engine.connect() as conn:
+            found = await load_interims(conn, [person_id])
+            await conn.rollback()
+        return found.get(person_id, ())
+
     async def lines_for_pair(self, council: str, icb: str, first: date, last: date) -> list[PackageLine]:
         q = select(care_packages).where(
             care_packages.c.council == council, care_packages.c.icb == icb, care_packages.c.start_date <= last,

@@ -27,6 +27,10 @@ GROUP = "workflows"
 INTERESTING = frozenset({"s117-responsibility-transferred", "s117-dispute-raised", "s117-dispute-resolved"})
 
 
+def interesting(msg: BusMessage) -> bool:
+    return msg.headers.get("event_type") in INTERESTING
+
+
 class WorkflowConsumer:
     def __init__(self, service: WorkflowService, bus: Subscriber, engine, max_attempts: int = 3) -> None:  # noqa: ANN001
         self._service = service
@@ -34,6 +38,14 @@ class WorkflowConsumer:
         self._engine = engine
         self._max_attempts = max_attempts
         self._failures: dict[str, int] = {}
+
+    async def handle(self, conn, msg: BusMessage) -> None:  # noqa: ANN001
+        """Handle one message in the caller's transaction (the loop below, and
+        the engineers' replay of a dead letter, POST /v1/ops/dead-letters/{id}/replay).
+        Idempotent: case ids come from the event, and an event that opened a
+        case opens nothing again."""
+        if interesting(msg):
+            await self._service.on_event(conn, msg.payload, msg.event_id)
 
     async def run_once(self, limit: int = 100) -> int:
         """Handle what is waiting in one transaction (most events interest no
@@ -51,10 +63,10 @@ class WorkflowConsumer:
                 for msg in batch:
                     if start is not None and msg.offset < start:
                         continue
-                    if msg.headers.get("event_type") in INTERESTING:
+                    if interesting(msg):
                         try:
                             async with conn.begin_nested():
-                                await self._service.on_event(conn, msg.payload, msg.event_id)
+                                await self.handle(conn, msg)
                         except Exception as exc:  # noqa: BLE001 - retry, then dead-letter; never stop the flow
                             n = self._failures.get(msg.event_id, 0) + 1
                             self._failures[msg.event_id] = n

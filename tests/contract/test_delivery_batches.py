@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import date
 
 import httpx
@@ -22,17 +25,14 @@ from hub.delivery.webhook import HostClients, WebhookDeliverer
 from hub.sample_data import detention_to_move_scenario
 from hub.store.schema import dead_letters, deliveries, dispatched_events, recipient_views
 from tests.e2e.conftest import SECRET
-from tests.support import Receiver
+from tests.support import Receiver, subscribe_webhook
 
 pytestmark = pytest.mark.integration
 COUNCIL = "E06000060"
 
 
 async def _subscribe(store_hub, url: str) -> str:  # noqa: ANN001
-    r = await store_hub.http.post("/v1/subscriptions", headers={"X-API-Key": store_hub.keys[COUNCIL]},
-                                  json={"url": url, "secret": SECRET})
-    assert r.status_code == 201, r.text
-    return r.json()["subscription_id"]
+    return await subscribe_webhook(store_hub, COUNCIL, url, SECRET)
 
 
 async def _post_people(store_hub, seeds: list[int]) -> list[dict]:  # noqa: ANN001
@@ -52,6 +52,36 @@ async def _rows(engine, query):  # noqa: ANN001, ANN202
         rows = (await conn.execute(query)).all()
         await conn.rollback()
     return rows
+
+
+@dataclass
+class _Queued:
+    receiver: Receiver
+    clients: HostClients
+    sub: str
+    expected: list[str]  # the subscription's queued event ids, in queue order
+
+
+@asynccontextmanager
+async def _queued(store_hub, seeds: list[int]) -> AsyncIterator[_Queued]:  # noqa: ANN001
+    """A council webhook on a real receiver, these people's changes posted and dispatched (at least four
+    deliveries queued); the receiver and the HTTP clients closed afterwards."""
+    hub = store_hub.hub
+    receiver = Receiver(secret=SECRET)
+    await receiver.start()
+    clients = HostClients(timeout=1.0, allowed_hosts=["127.0.0.1"])
+    try:
+        sub = await _subscribe(store_hub, receiver.url(COUNCIL))
+        await _post_people(store_hub, seeds)
+        while await hub.dispatcher.run_once():
+            pass
+        expected = [r.event_id for r in await _rows(hub.engine, select(deliveries.c.event_id)
+                    .where(deliveries.c.subscription_id == sub).order_by(deliveries.c.delivery_seq))]
+        assert len(expected) >= 4
+        yield _Queued(receiver, clients, sub, expected)
+    finally:
+        await clients.aclose()
+        await receiver.stop()
 
 
 async def test_a_poison_event_is_retried_then_dead_lettered_alone_and_the_batch_goes_through(store_hub):
@@ -110,18 +140,8 @@ async def _admin(hub) -> str:  # noqa: ANN001
 
 async def test_a_batch_sent_but_not_recorded_is_sent_again_in_order_never_skipped(store_hub, monkeypatch):
     hub = store_hub.hub
-    receiver = Receiver(secret=SECRET)
-    await receiver.start()
-    clients = HostClients(timeout=1.0, allowed_hosts=["127.0.0.1"])
-    try:
-        sub = await _subscribe(store_hub, receiver.url(COUNCIL))
-        await _post_people(store_hub, [51, 52])
-        while await hub.dispatcher.run_once():
-            pass
-        expected = [r.event_id for r in await _rows(hub.engine, select(deliveries.c.event_id)
-                    .where(deliveries.c.subscription_id == sub).order_by(deliveries.c.delivery_seq))]
-        n = len(expected)
-        assert n >= 4
+    async with _queued(store_hub, [51, 52]) as q:
+        receiver, clients, sub, expected, n = q.receiver, q.clients, q.sub, q.expected, len(q.expected)
         real = leases.record_batch
         crashes = {"n": 0}
 
@@ -155,25 +175,12 @@ async def test_a_batch_sent_but_not_recorded_is_sent_again_in_order_never_skippe
         done = await _rows(hub.engine, select(deliveries.c.status, deliveries.c.attempts)
                            .where(deliveries.c.subscription_id == sub))
         assert {(d.status, d.attempts) for d in done} == {("delivered", 2)}
-    finally:
-        await clients.aclose()
-        await receiver.stop()
 
 
 async def test_a_failure_mid_batch_records_what_went_gives_back_the_rest_and_resumes_at_it(store_hub):
     hub = store_hub.hub
-    receiver = Receiver(secret=SECRET)
-    await receiver.start()
-    clients = HostClients(timeout=1.0, allowed_hosts=["127.0.0.1"])
-    try:
-        sub = await _subscribe(store_hub, receiver.url(COUNCIL))
-        await _post_people(store_hub, [61, 62])
-        while await hub.dispatcher.run_once():
-            pass
-        expected = [r.event_id for r in await _rows(hub.engine, select(deliveries.c.event_id)
-                    .where(deliveries.c.subscription_id == sub).order_by(deliveries.c.delivery_seq))]
-        n = len(expected)
-        assert n >= 4
+    async with _queued(store_hub, [61, 62]) as q:
+        receiver, clients, sub, expected, n = q.receiver, q.clients, q.sub, q.expected, len(q.expected)
 
         class FailThird:
             """The real endpoint, except that the third POST gets a 503."""
@@ -204,9 +211,6 @@ async def test_a_failure_mid_batch_records_what_went_gives_back_the_rest_and_res
             delivered = (await conn.execute(select(func.count()).select_from(deliveries).where(
                 deliveries.c.subscription_id == sub, deliveries.c.status == "delivered"))).scalar_one()
         assert delivered == n
-    finally:
-        await clients.aclose()
-        await receiver.stop()
 
 
 async def test_event_numbers_taken_in_a_rolled_back_savepoint_are_given_back(engine):

@@ -15,17 +15,14 @@ from sqlalchemy import select
 from hub.delivery.webhook import HostClients, WebhookDeliverer
 from hub.store.schema import deliveries
 from tests.e2e.conftest import SECRET
-from tests.support import Receiver, push_scenario
+from tests.support import Receiver, push_scenario, subscribe_webhook
 
 pytestmark = pytest.mark.integration
 COUNCIL = "E06000060"
 
 
 async def _subscribe(store_hub, url: str) -> str:  # noqa: ANN001
-    r = await store_hub.http.post("/v1/subscriptions", headers={"X-API-Key": store_hub.keys[COUNCIL]},
-                                  json={"url": url, "secret": SECRET})
-    assert r.status_code == 201, r.text
-    return r.json()["subscription_id"]
+    return await subscribe_webhook(store_hub, COUNCIL, url, SECRET)
 
 
 async def test_an_endpoint_that_hangs_does_not_hold_up_another(store_hub):

@@ -174,6 +174,59 @@ def _history_for(history: History | History_For) -> History_For:
     return history if callable(history) else (lambda _c, _i: history)  # type: ignore[return-value]
 
 
+@dataclass(frozen=True, slots=True)
+class InterimPart:
+    """One disputing body's part of a period's cost under agreed interim
+    shares, and the pair whose statement charges it."""
+
+    org: str
+    council: str
+    icb: str
+    share_bp: int  # its agreed share of the side in dispute
+    lead: bool
+    council_pence: int
+    icb_pence: int
+    excluded_pence: int
+    awaiting_panel_pence: int
+    note: str
+
+    @property
+    def cost_pence(self) -> int:
+        return self.council_pence + self.icb_pence + self.excluded_pence + self.awaiting_panel_pence
+
+
+def interim_parts(s: LineSplit, interim: InterimSpan, council: str, icb: str) -> list[InterimPart]:
+    """A period's split (`s`, for the register's `council` and `icb`) under
+    agreed interim shares: the side in dispute (the council's share in a
+    `council` dispute, the NHS share in a `commissioner` one) divided between
+    the disputing bodies (`apportion`); the lead body also carries the other
+    side, excluded cost and any amount awaiting a panel. The one arithmetic
+    for the statements, the reimbursement and the person query."""
+    awaiting = s.line.amount_pence - s.excluded_pence - s.council_pence - s.commissioner_pence
+    side = s.council_pence if interim.kind == "council" else s.commissioner_pence
+    parts = apportion(side, interim.shares, interim.lead_body)
+    share = dict(interim.shares)
+    side_name = "council" if interim.kind == "council" else "NHS"
+    out = []
+    for org in dict.fromkeys((interim.lead_body, *parts)):
+        part = parts.get(org, 0)
+        lead = org == interim.lead_body
+        if not lead and part == 0:
+            continue
+        pc, pi = (org, icb) if interim.kind == "council" else (council, org)
+        pct = f"{Decimal(share.get(org, 0)) / 100:.2f}"
+        note = (f"interim shares agreed in dispute {interim.dispute_id}: {org} carries {pct}% of the "
+                f"{side_name} share" + (f"; {interim.lead_body} leads" if lead else f" ({interim.lead_body} leads)")
+                + f" until resolution, then reimbursement ({interim.citation}; {citations.DISPUTE_RESOLVED_REIMBURSE})")
+        if interim.kind == "council":
+            cp, ip = part, (s.commissioner_pence if lead else 0)
+        else:
+            cp, ip = (s.council_pence if lead else 0), part
+        excluded, waiting = (s.excluded_pence, awaiting) if lead else (0, 0)
+        out.append(InterimPart(org, pc, pi, share.get(org, 0), lead, cp, ip, excluded, waiting, note))
+    return out
+
+
 def line_items(line: PackageLine, first: date, last: date, history: History | History_For,
                decisions: Sequence[PersonDecision] = (), pairs: Sequence[PairSpan] = (),
                interims: Sequence[InterimSpan] = ()) -> list[LineItem]:
@@ -211,30 +264,10 @@ def line_items(line: PackageLine, first: date, last: date, history: History | Hi
                 items.append(_item(base, council, icb, s.line.amount_pence, s.council_pence, s.commissioner_pence,
                                    s.excluded_pence, awaiting, moved))
                 continue
-            side = s.council_pence if interim.kind == "council" else s.commissioner_pence
-            parts = apportion(side, interim.shares, interim.lead_body)
-            share = dict(interim.shares)
-            side_name = "council" if interim.kind == "council" else "NHS"
-            for org in dict.fromkeys((interim.lead_body, *parts)):
-                part = parts.get(org, 0)
-                lead = org == interim.lead_body
-                if not lead and part == 0:
-                    continue
-                pc, pi = (org, icb) if interim.kind == "council" else (council, org)
-                pct = f"{Decimal(share.get(org, 0)) / 100:.2f}"
-                note = (f"interim shares agreed in dispute {interim.dispute_id}: {org} carries {pct}% of the "
-                        f"{side_name} share" + (f"; {interim.lead_body} leads" if lead else
-                                                f" ({interim.lead_body} leads)")
-                        + f" until resolution, then reimbursement ({interim.citation}; "
-                          f"{citations.DISPUTE_RESOLVED_REIMBURSE})")
-                if interim.kind == "council":
-                    cp, ip = part, (s.commissioner_pence if lead else 0)
-                else:
-                    cp, ip = (s.council_pence if lead else 0), part
-                excluded, waiting = (s.excluded_pence, awaiting) if lead else (0, 0)
-                items.append(replace(_item(base, pc, pi, cp + ip + excluded + waiting, cp, ip, excluded, waiting,
-                                           note), dispute_id=interim.dispute_id,
-                                     interim_share_bp=share.get(org, 0)))
+            for part in interim_parts(s, interim, council, icb):
+                items.append(replace(_item(base, part.council, part.icb, part.cost_pence, part.council_pence,
+                                           part.icb_pence, part.excluded_pence, part.awaiting_panel_pence, part.note),
+                                     dispute_id=interim.dispute_id, interim_share_bp=part.share_bp))
     return items
 
 

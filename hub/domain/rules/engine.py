@@ -615,25 +615,24 @@ def _on_review_completed(fold: _Fold, change: RegisterChange) -> None:
     fold.note(change, "review completed")
 
 
-def _on_review_requested(fold: _Fold, change: RegisterChange) -> None:
+def _unscheduled_review(fold: _Fold, change: RegisterChange, what: str, trigger: str) -> None:
+    """An unscheduled review owed from the change's date (Worcs 14.1), while entitled."""
     if fold.entitled:
         fold.unscheduled.append(_Review(
             change.effective_date, "unscheduled",
-            f"unscheduled review: requested on {change.effective_date.isoformat()}"
+            f"unscheduled review: {what} on {change.effective_date.isoformat()}"
             + (f" ({change.review_reason})" if change.review_reason else ""),
-            citations.REVIEW_UNSCHEDULED, "review-requested", change.effective_date,
+            citations.REVIEW_UNSCHEDULED, trigger, change.effective_date,
         ))
+
+
+def _on_review_requested(fold: _Fold, change: RegisterChange) -> None:
+    _unscheduled_review(fold, change, "requested", "review-requested")
     fold.note(change, "review requested")
 
 
 def _on_discharge_considered(fold: _Fold, change: RegisterChange) -> None:
-    if fold.entitled:
-        fold.unscheduled.append(_Review(
-            change.effective_date, "unscheduled",
-            f"unscheduled review: discharge from s117 considered on {change.effective_date.isoformat()}"
-            + (f" ({change.review_reason})" if change.review_reason else ""),
-            citations.REVIEW_UNSCHEDULED, "discharge-considered", change.effective_date,
-        ))
+    _unscheduled_review(fold, change, "discharge from s117 considered", "discharge-considered")
     fold.note(change, "discharge from s117 considered")
 
 
