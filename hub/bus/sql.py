@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import weakref
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +19,7 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import BusMessage, Capabilities
-from hub.store.db import InlineReads, insert_or_merge, read_only
+from hub.store.db import insert_or_merge, snapshot
 from hub.store.schema import bus_messages, consumer_offsets
 
 
@@ -101,24 +99,7 @@ class SqlLog:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._new = asyncio.Event()
-        # SQLite file: fetches and counts read a WAL snapshot inline on the
-        # loop (no thread hop per statement, no write lock); else `read_only`.
-        self._reads = InlineReads.for_engine(engine)
         _READERS.add(self)
-
-    @asynccontextmanager
-    async def _snapshot(self) -> AsyncIterator[Any]:
-        if self._reads is not None:
-            with self._reads.snapshot() as conn:
-                yield conn
-        else:
-            async with read_only(self._engine) as conn:
-                yield conn
-
-    async def close(self) -> None:
-        """Release the inline readers' connections (the hub is stopping)."""
-        if self._reads is not None:
-            self._reads.close()
 
     async def published(self) -> None:
         """Return once a transaction in this process that published has
@@ -137,7 +118,7 @@ class SqlLog:
         return int(row[0]) if row else 0
 
     async def fetch(self, group_id: str, topic: str, limit: int = 100) -> list[BusMessage]:
-        async with self._snapshot() as conn:  # reads only: a snapshot, never the write lock
+        async with snapshot(self._engine) as conn:  # reads only: a snapshot, never the write lock
             start = await self._committed(conn, group_id, topic)
             rows = (
                 await conn.execute(
@@ -209,7 +190,7 @@ class SqlLog:
             )
 
     async def lag(self, group_id: str, topic: str) -> int:
-        async with self._snapshot() as conn:  # a count: a snapshot, no write lock
+        async with snapshot(self._engine) as conn:  # a count: a snapshot, no write lock
             start = await self._committed(conn, group_id, topic)
             n = (
                 await conn.execute(

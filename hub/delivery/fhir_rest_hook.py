@@ -25,7 +25,7 @@ from hub.crypto import DataProtector
 from hub.delivery.webhook import WebhookDeliverer, signed_headers
 from hub.fhir.subscriptions import Event, notification
 from hub.observability.logging import get_logger
-from hub.store.db import read_only
+from hub.store.db import snapshot
 from hub.store.schema import subscription_counters, subscriptions
 
 log = get_logger("hub.fhir_rest_hook")
@@ -73,7 +73,7 @@ class FhirRestHookDeliverer(WebhookDeliverer):
         """Start a heartbeat for every active subscription whose period has passed
         since it was last sent anything; returns how many were started."""
         now = time.monotonic()
-        async with read_only(self._engine) as conn:  # every poll: a snapshot, no write lock
+        async with snapshot(self._engine) as conn:  # every poll: a snapshot (inline on SQLite), no write lock
             rows = (await conn.execute(
                 select(subscriptions.c.subscription_id, subscriptions.c.url, subscriptions.c.secret,
                        subscriptions.c.fhir, subscription_counters.c.last_event_number)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -257,6 +258,32 @@ class InlineReads:
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+_SNAPSHOTS: "weakref.WeakKeyDictionary[AsyncEngine, InlineReads | None]" = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def snapshot(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """A read-only snapshot for a short block of reads that awaits nothing
+    else (pollers: the event log's fetch and lag, the deliverers' due heads):
+    on a SQLite file inline on the loop (`InlineReads`, shared per engine),
+    elsewhere `read_only`. `close_snapshots` releases the inline connections."""
+    if engine not in _SNAPSHOTS:
+        _SNAPSHOTS[engine] = InlineReads.for_engine(engine)
+    reads = _SNAPSHOTS[engine]
+    if reads is None:
+        async with read_only(engine) as conn:
+            yield conn
+        return
+    with reads.snapshot() as sconn:
+        yield sconn
+
+
+def close_snapshots(engine: AsyncEngine) -> None:
+    reads = _SNAPSHOTS.pop(engine, None)
+    if reads is not None:
+        reads.close()
 
 
 def insert_or_merge(dialect: Dialect, table: Table) -> postgresql.Insert | sqlite.Insert:
