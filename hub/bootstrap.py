@@ -43,7 +43,7 @@ from hub.workflows.consumer import WorkflowConsumer, run_workflow_consumer, run_
 from hub.workflows.service import WorkflowService
 from hub.money.service import PackageService
 from hub.sharing import FUNDING, SharingAgreements
-from hub.store.db import close_snapshots, create_engine, create_schema
+from hub.store.db import close_inline, create_engine, create_schema
 
 log = get_logger("hub.bootstrap")
 LEASE_MARGIN_SECONDS = 5.0
@@ -173,8 +173,7 @@ class Hub:
             await self.kafka_deliverer.close()  # flush the outbound producer
         await self.http.aclose()
         self.ingest.close()
-        self.dispatcher.close()
-        close_snapshots(self.engine)
+        close_inline(self.engine)
         await self.engine.dispose()
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.snapshots import ParsedRow, SnapshotFileError, reader_for
+from hub.store.db import snapshot, write_transaction
 from hub.bus.port import EVENTS_TOPIC, Subscriber
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
@@ -364,12 +365,11 @@ class Reconciler:
         self._alerts = alerts  # drift alerts to the body (hub/drift_alerts.py); None: none sent
 
     async def run_once(self) -> int:
-        async with self._engine.connect() as conn:
+        async with snapshot(self._engine) as conn:  # every poll: a snapshot, never the write lock
             waiting = (await conn.execute(
                 select(reconciliation_snapshots).where(reconciliation_snapshots.c.state == "comparing")
                 .order_by(reconciliation_snapshots.c.received_at)
             )).all()
-            await conn.rollback()
         for snap in waiting:
             await self.compare_snapshot(snap)
         return len(waiting)
@@ -494,7 +494,7 @@ class ItemWatcher:
         if not batch:
             return 0
         people = list(dict.fromkeys(m.key for m in batch))
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:  # inline on SQLite (hub/store/db.py)
             closed: set[str] = set()
             for person_id in people:
                 closed |= await self._recheck(conn, person_id)

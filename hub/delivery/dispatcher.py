@@ -46,7 +46,7 @@ from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.routing import Recipient, recipients_for
 from hub.sharing import SharingAgreements
-from hub.store.db import InlineWriter
+from hub.store.db import inline_writer, write_transaction
 from hub.store.schema import (
     dead_letters,
     deliveries,
@@ -112,17 +112,13 @@ class Dispatcher:
         # deliverers' `wake`, wired by hub.bootstrap): they need not wait for their poll.
         self.on_queued: list[Callable[[], None]] = []
         # SQLite file: the batch's statements run inline on the loop once the
-        # write lock is held (hub/store/db.py InlineWriter), not one aiosqlite
-        # thread hop each (about 40 a message); PostgreSQL: the async engine.
-        self._inline = InlineWriter.for_engine(engine)
+        # write lock is held (hub/store/db.py `write_transaction`, the engine's
+        # shared InlineWriter), not one aiosqlite thread hop each (about 40 a
+        # message); PostgreSQL: the async engine.
+        self._inline = inline_writer(engine) is not None
 
     def _transaction(self) -> Any:
-        return self._inline.transaction() if self._inline is not None else self._engine.begin()
-
-    def close(self) -> None:
-        """Release the SQLite writer connection (the hub is stopping)."""
-        if self._inline is not None:
-            self._inline.close()
+        return write_transaction(self._engine)
 
     async def run_once(self, limit: int = 100) -> int:
         """Handle what is waiting (up to `limit` messages, in one transaction);
@@ -161,7 +157,7 @@ class Dispatcher:
                     cache.dispatched = await self._dispatched(conn, [m.event_id for m in todo])
                     await self._prefetch(conn, cache, [m for m in todo if m.event_id not in cache.dispatched])
                 for msg in todo:
-                    if self._inline is not None:
+                    if self._inline:
                         # Inline statements never yield: let requests in between messages
                         # (the write lock stays held, as it would across aiosqlite's hops).
                         await asyncio.sleep(0)

@@ -30,10 +30,8 @@ the per-subscription tasks that drain the queues (`SubscriptionDeliverer`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
-import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -43,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.observability import metrics
 from hub.observability.logging import get_logger
-from hub.store.db import snapshot
+from hub.store.db import snapshot, write_transaction
 from hub.store.schema import deliveries, subscriptions
 
 log = get_logger("hub.delivery")
@@ -95,22 +93,6 @@ def due(rows: list[Any], now: datetime | None = None) -> list[Any]:
     return [r for r in rows if aware(r.next_attempt_at) <= now]
 
 
-_WRITERS: "weakref.WeakKeyDictionary[Any, asyncio.Lock]" = weakref.WeakKeyDictionary()
-
-
-def _write_turn(engine: AsyncEngine) -> Any:
-    """SQLite has one writer at a time, and a writer that finds the lock taken
-    sleeps and polls (busy_timeout), so under many concurrent subscription
-    tasks some would starve for seconds. In-process they take turns in FIFO
-    order instead. PostgreSQL needs no turn: these are single-row updates."""
-    if engine.dialect.name != "sqlite":
-        return contextlib.nullcontext()
-    lock = _WRITERS.get(engine.sync_engine)
-    if lock is None:
-        lock = _WRITERS[engine.sync_engine] = asyncio.Lock()
-    return lock
-
-
 async def claim_batch(engine: AsyncEngine, channel: str, subscription_id: str, limit: int,
                       lease_seconds: float) -> list[Any]:
     """Lease up to `limit` of the subscription's pending deliveries, oldest
@@ -127,7 +109,7 @@ async def claim_batch(engine: AsyncEngine, channel: str, subscription_id: str, l
          .where(deliveries.c.subscription_id == subscription_id, deliveries.c.status == "pending",
                 subscriptions.c.active.is_(True), subscriptions.c.channel == channel)
          .order_by(deliveries.c.delivery_seq).limit(limit))
-    async with _write_turn(engine), engine.begin() as conn:
+    async with write_transaction(engine) as conn:  # in-process writers take turns (FIFO)
         if conn.dialect.name == "postgresql":
             q = q.with_for_update(of=deliveries)
         rows = (await conn.execute(q)).all()
@@ -155,7 +137,7 @@ async def record_batch(engine: AsyncEngine, delivered: list[Any], failed: Any, e
     the count: rows another instance has leased since are left alone)."""
     now = datetime.now(UTC)
     wait: float | None = None
-    async with _write_turn(engine), engine.begin() as conn:
+    async with write_transaction(engine) as conn:  # in-process writers take turns (FIFO)
         if delivered:
             await conn.execute(deliveries.update()
                                .where(deliveries.c.delivery_seq.in_([r.delivery_seq for r in delivered]))

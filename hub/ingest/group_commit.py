@@ -28,7 +28,7 @@ once, so a burst of N changes costs one fsync rather than N.
   unit's answer or exception. Units must therefore be re-runnable (functions
   of what is committed), which a register change's unit is.
 - **SQLite: one thread hop per batch, not per statement.** On a SQLite file
-  the writer uses its own synchronous connection (`hub.store.db.InlineWriter`):
+  the writer uses the engine's shared synchronous connection (`hub.store.db.InlineWriter`):
   `BEGIN IMMEDIATE` (which may wait for another writer's lock) and `COMMIT`
   (the fsync) run in a worker thread, and every statement between them runs
   at once on the event loop: with the write lock held and WAL, a statement
@@ -58,7 +58,7 @@ from sqlalchemy.sql.dml import Insert
 
 from hub.observability import metrics
 from hub.observability.logging import get_logger
-from hub.store.db import InlineWriter
+from hub.store.db import inline_writer
 
 log = get_logger("hub.ingest.group_commit")
 T = TypeVar("T")
@@ -163,7 +163,7 @@ class GroupCommit:
         self._writer: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_batch = 0
-        self._inline = InlineWriter.for_engine(engine)  # SQLite file: statements inline (hub/store/db.py)
+        self._inline = inline_writer(engine)  # SQLite file: statements inline (hub/store/db.py), shared
         self.batches = 0
         self.units = 0
 
@@ -281,9 +281,8 @@ class GroupCommit:
             yield conn, _SyncTx(conn.sync_connection)
 
     def close(self) -> None:
-        """Release the SQLite writer connection (the hub is stopping)."""
-        if self._inline is not None:
-            self._inline.close()
+        """Nothing of its own to release: the engine's shared inline writer is
+        released with the engine's (hub.store.db.close_inline)."""
 
 
 class _Fallback(Exception):

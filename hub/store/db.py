@@ -268,7 +268,7 @@ async def snapshot(engine: AsyncEngine) -> AsyncIterator[Any]:
     """A read-only snapshot for a short block of reads that awaits nothing
     else (pollers: the event log's fetch and lag, the deliverers' due heads):
     on a SQLite file inline on the loop (`InlineReads`, shared per engine),
-    elsewhere `read_only`. `close_snapshots` releases the inline connections."""
+    elsewhere `read_only`. `close_inline` releases the inline connections."""
     if engine not in _SNAPSHOTS:
         _SNAPSHOTS[engine] = InlineReads.for_engine(engine)
     reads = _SNAPSHOTS[engine]
@@ -280,10 +280,54 @@ async def snapshot(engine: AsyncEngine) -> AsyncIterator[Any]:
         yield sconn
 
 
-def close_snapshots(engine: AsyncEngine) -> None:
+_WRITERS: "weakref.WeakKeyDictionary[AsyncEngine, tuple[InlineWriter | None, asyncio.Lock | None]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _writer_of(engine: AsyncEngine) -> tuple[InlineWriter | None, asyncio.Lock | None]:
+    got = _WRITERS.get(engine)
+    if got is None:
+        inline = InlineWriter.for_engine(engine)
+        # SQLite without an inline writer (`:memory:`): writers still take turns in-process.
+        got = _WRITERS[engine] = (inline, asyncio.Lock() if inline is None and engine.dialect.name == "sqlite"
+                                  else None)
+    return got
+
+
+def inline_writer(engine: AsyncEngine) -> InlineWriter | None:
+    """The engine's shared inline SQLite writer (None for PostgreSQL and `:memory:`)."""
+    return _writer_of(engine)[0]
+
+
+@asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """One write transaction, committed if the block ends normally. On a
+    SQLite file through the engine's shared `InlineWriter`: the process's
+    writers take turns in FIFO order on one connection (SQLite has one
+    writer at a time, and a writer that finds the lock taken sleeps and
+    polls in steps of up to 100 ms), and statements run inline. PostgreSQL:
+    `engine.begin()`, row locks order the writers."""
+    inline, turn = _writer_of(engine)
+    if inline is not None:
+        async with inline.transaction() as conn:
+            yield conn
+        return
+    if turn is not None:
+        async with turn, engine.begin() as conn:
+            yield conn
+        return
+    async with engine.begin() as conn:
+        yield conn
+
+
+def close_inline(engine: AsyncEngine) -> None:
+    """Release the engine's inline readers and writer (the hub is stopping)."""
     reads = _SNAPSHOTS.pop(engine, None)
     if reads is not None:
         reads.close()
+    inline, _ = _WRITERS.pop(engine, (None, None))
+    if inline is not None:
+        inline.close()
 
 
 def insert_or_merge(dialect: Dialect, table: Table) -> postgresql.Insert | sqlite.Insert:

@@ -21,6 +21,7 @@ from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.store.schema import dead_letters
 from hub.workflows.service import WorkflowService
+from hub.store.db import write_transaction
 
 log = get_logger("hub.workflows.consumer")
 GROUP = "workflows"
@@ -55,7 +56,7 @@ class WorkflowConsumer:
         handled: list[BusMessage] = []
         dead = 0
         if batch:
-            async with self._engine.begin() as conn:
+            async with write_transaction(self._engine) as conn:  # inline on SQLite (hub/store/db.py)
                 # The SQL log: lock the group's offset for the batch, skip what
                 # another instance handled since the fetch.
                 claim = getattr(self._bus, "claim_batch", None)
