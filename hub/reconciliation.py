@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.snapshots import ParsedRow, SnapshotFileError, reader_for
@@ -476,6 +476,13 @@ class Reconciler:
                 "fixed": sum(n for _k, s, n in rows if s == ItemState.FIXED)}
 
 
+_PEOPLE_WITH_LIVE_ITEMS = (
+    select(persons.c.person_id).distinct()
+    .join(reconciliation_items, reconciliation_items.c.person_key == persons.c.nhs_number_index)
+    .where(persons.c.person_id.in_(bindparam("ids", expanding=True)),
+           reconciliation_items.c.state.in_([s.value for s in LIVE])))
+
+
 class ItemWatcher:
     """Closes items that later register changes fix, without waiting for the
     body's next snapshot (consumer group "reconciliation" on the event log)."""
@@ -496,7 +503,9 @@ class ItemWatcher:
         people = list(dict.fromkeys(m.key for m in batch))
         async with write_transaction(self._engine) as conn:  # inline on SQLite (hub/store/db.py)
             closed: set[str] = set()
-            for person_id in people:
+            # Most people have no open item: one statement finds those who do.
+            with_items = set((await conn.execute(_PEOPLE_WITH_LIVE_ITEMS, {"ids": people})).scalars())
+            for person_id in (p for p in people if p in with_items):
                 closed |= await self._recheck(conn, person_id)
             if closed and self._alerts is not None:
                 await self._alerts.after_items_closed(conn, closed)
