@@ -7,6 +7,7 @@ field added to a domain dataclass travels without hand-written mapping code.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 import types
 import typing
 from datetime import date, datetime
@@ -52,38 +53,55 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _convert(tp: Any, value: Any) -> Any:
-    if value is None:
-        return None
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _convert(args[0], value) if len(args) == 1 else value
-    if origin is tuple:
-        args = typing.get_args(tp)
-        inner = args[0] if args else Any
-        return tuple(_convert(inner, v) for v in value)
-    if origin in (list, frozenset, set):
-        (inner,) = typing.get_args(tp) or (Any,)
-        return origin(_convert(inner, v) for v in value)
-    if origin is dict:
-        return dict(value)
-    if isinstance(tp, type):
-        if dataclasses.is_dataclass(tp):
-            return from_jsonable(tp, value)
-        if issubclass(tp, Enum):
-            return tp(value)
-        if tp is datetime:
-            return datetime.fromisoformat(value)
-        if tp is date:
-            return date.fromisoformat(value)
+def _identity(value: Any) -> Any:
     return value
 
 
-def from_jsonable(cls: type[T], data: dict[str, Any]) -> T:
+@cache
+def _converter(tp: Any) -> Callable[[Any], Any]:
+    """A function turning the JSON form of a `tp` value back into one, worked
+    out once per type (the dispatcher decodes every event, change and history
+    entry it reads: the type inspection was most of the cost)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _converter(args[0]) if len(args) == 1 else _identity
+    if origin is tuple:
+        args = typing.get_args(tp)
+        inner_t = _converter(args[0] if args else Any)
+        return lambda value: tuple(inner_t(v) if v is not None else None for v in value)
+    if origin in (list, frozenset, set):
+        (inner,) = typing.get_args(tp) or (Any,)
+        inner_c, make = _converter(inner), origin
+        return lambda value: make(inner_c(v) if v is not None else None for v in value)
+    if origin is dict:
+        return dict
+    if isinstance(tp, type):
+        if dataclasses.is_dataclass(tp):
+            return lambda value: from_jsonable(tp, value)
+        if issubclass(tp, Enum):
+            return tp
+        if tp is datetime:
+            return datetime.fromisoformat
+        if tp is date:
+            return date.fromisoformat
+    return _identity
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    return None if value is None else _converter(tp)(value)
+
+
+@cache
+def _fields(cls: type) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
     hints = _hints(cls)
+    return tuple((f.name, _converter(hints[f.name])) for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+
+def from_jsonable(cls: type[T], data: dict[str, Any]) -> T:
     kwargs = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in data:
-            kwargs[f.name] = _convert(hints[f.name], data[f.name])
+    for name, convert in _fields(cls):
+        if name in data:
+            value = data[name]
+            kwargs[name] = None if value is None else convert(value)
     return cls(**kwargs)
