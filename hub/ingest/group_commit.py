@@ -27,14 +27,12 @@ once, so a burst of N changes costs one fsync rather than N.
   own transaction, exactly as without group commit; each caller gets its own
   unit's answer or exception. Units must therefore be re-runnable (functions
   of what is committed), which a register change's unit is.
-- **SQLite: one thread hop per batch, not per statement.** On a SQLite file
-  the writer uses the engine's shared synchronous connection (`hub.store.db.InlineWriter`):
-  `BEGIN IMMEDIATE` (which may wait for another writer's lock) and `COMMIT`
-  (the fsync) run in a worker thread, and every statement between them runs
-  at once on the event loop: with the write lock held and WAL, a statement
-  never waits for a lock, only for the page cache, so the loop is held for
-  tens of microseconds rather than paying the aiosqlite hand-off (a queue
-  put, a thread wake-up and a future) for each of a change's statements.
+- **SQLite: no thread hop per statement.** On a SQLite file the writer
+  uses the engine's shared synchronous connection (`hub.store.db.InlineWriter`):
+  the batch's statements, its `BEGIN IMMEDIATE` (in a thread only when
+  another connection holds the lock) and its `COMMIT` run on the event loop,
+  rather than paying the aiosqlite hand-off (a queue put, a thread wake-up
+  and a future) for each of a change's statements.
   PostgreSQL (and `:memory:`) use the async engine as before.
 - `before_batch(conn)` runs first in every transaction (PostgreSQL: take the
   event topic's lock before any person lock, so batches of two instances

@@ -17,6 +17,7 @@ from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -171,16 +172,20 @@ class SyncConn:
 
 class InlineWriter:
     """Write transactions on a SQLite file without the aiosqlite thread hop
-    per statement. One synchronous connection: `BEGIN IMMEDIATE` (which may
-    wait for another writer's lock) and `COMMIT` (the fsync) run in a worker
-    thread; every statement between them runs at once on the event loop.
-    With the write lock held and WAL, a statement never waits for a lock,
-    only for the page cache, so the loop is held for tens of microseconds a
-    statement, where aiosqlite costs a queue put, a thread wake-up and a
-    future for each. One transaction at a time per writer (a lock); the
-    ingest group commit and the dispatcher each have their own, and SQLite's
-    write lock orders them. `for_engine` gives None for PostgreSQL and
-    `:memory:`: use the async engine there."""
+    per statement: one synchronous connection whose statements run at once
+    on the event loop. With the write lock held and WAL, a statement never
+    waits for a lock, only for the page cache, so the loop is held for tens
+    of microseconds a statement, where aiosqlite costs a queue put, a thread
+    wake-up and a future for each. `BEGIN IMMEDIATE` is tried at once (busy
+    timeout 0) and, only if another connection holds the lock, waited for
+    in a worker thread. `COMMIT` (the fsync of the WAL, a fraction of a
+    millisecond on a local disk: see the bare-insert baseline of bench/) runs
+    on the loop too: handed to a thread, the GIL hand-over back and forth
+    cost more than the fsync and held each batch open for milliseconds.
+    One transaction at a time (a lock): the process's writers share one per
+    engine (`write_transaction`) and take turns in FIFO order.
+    `for_engine` gives None for PostgreSQL and `:memory:`: use the async
+    engine there."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -205,7 +210,8 @@ class InlineWriter:
             conn = self._conn
             if conn.in_transaction():  # a cancelled transaction left one open
                 conn.rollback()
-            await asyncio.to_thread(conn.begin)  # BEGIN IMMEDIATE: may wait for another writer
+            if not self._begin_at_once(conn):
+                await asyncio.to_thread(conn.begin)  # BEGIN IMMEDIATE: waits for another writer's lock
             sconn = SyncConn(conn)
             try:
                 yield sconn
@@ -215,13 +221,33 @@ class InlineWriter:
                 raise
             if conn.in_transaction():
                 try:
-                    await asyncio.to_thread(conn.commit)  # the fsync
+                    conn.commit()  # the fsync
                 except BaseException:
                     if conn.in_transaction():
                         conn.rollback()
                     raise
                 for callback in sconn._after_commit or ():
                     callback()
+
+    @staticmethod
+    def _begin_at_once(conn: Connection) -> bool:
+        """`BEGIN IMMEDIATE` on the loop if the write lock is free (the usual
+        case: this process's writers take turns on this connection), without
+        the thread hop; False, with nothing begun, if another connection
+        holds it (then the caller waits for it in a thread)."""
+        dbapi = conn.connection.dbapi_connection
+        dbapi.execute("PRAGMA busy_timeout=0")
+        try:
+            conn.begin()
+            return True
+        except OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if conn.in_transaction():
+                conn.rollback()
+            return False
+        finally:
+            dbapi.execute("PRAGMA busy_timeout=30000")
 
     def close(self) -> None:
         if self._conn is not None:

@@ -86,3 +86,43 @@ async def test_the_sql_log_wakes_its_readers_when_an_inline_publish_commits(tmp_
     assert [m.event_id for m in await log.fetch("g", "s117.events", 10)] == ["e1"]
     writer.close()
     await engine.dispose()
+
+
+async def test_a_lock_held_elsewhere_is_waited_for_off_the_loop_and_the_writer_stays_usable(table_engine) -> None:  # noqa: ANN001
+    """BEGIN IMMEDIATE is tried at once on the loop; when another connection
+    holds the write lock it is waited for in a thread (the loop runs on), the
+    connection is left as it was (busy timeout back at 30 s) and later
+    transactions begin at once again."""
+    import asyncio
+
+    engine, t = table_engine
+    writer = InlineWriter.for_engine(engine)
+    assert writer is not None
+    loop = asyncio.get_running_loop()
+    ticks: list[float] = []
+
+    async def tick(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            ticks.append(loop.time())
+            await asyncio.sleep(0.01)
+
+    async def write(i: int) -> None:
+        async with writer.transaction() as conn:
+            await conn.execute(t.insert(), {"id": i, "v": "w"})
+
+    stop = asyncio.Event()
+    ticker = asyncio.create_task(tick(stop))
+    async with engine.begin() as other:  # another connection holds the lock for 0.3 s
+        await other.execute(t.insert(), {"id": 0, "v": "other"})
+        pending = asyncio.create_task(write(1))
+        await asyncio.sleep(0.3)
+        assert not pending.done()
+    await asyncio.wait_for(pending, 10)
+    await write(2)
+    stop.set()
+    await ticker
+    assert max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) < 0.2
+    assert await rows(engine, t) == [0, 1, 2]
+    dbapi = writer._conn.connection.dbapi_connection
+    assert dbapi.execute("PRAGMA busy_timeout").fetchone()[0] == 30000
+    writer.close()
