@@ -126,3 +126,39 @@ async def test_a_lock_held_elsewhere_is_waited_for_off_the_loop_and_the_writer_s
     dbapi = writer._conn.connection.dbapi_connection
     assert dbapi.execute("PRAGMA busy_timeout").fetchone()[0] == 30000
     writer.close()
+
+
+async def test_inserts_on_the_driver_store_what_sqlalchemy_would(tmp_path) -> None:  # noqa: ANN001
+    """The inline writer's compiled-once INSERT (SyncConn's fast path) and
+    SQLAlchemy's own execution store the same values: JSON (also JSON null),
+    dates and datetimes, booleans and bytes; a column default falls back to SQLAlchemy."""
+    from datetime import date
+
+    from sqlalchemy import JSON, Boolean, Date, DateTime, LargeBinary
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
+    md = MetaData()
+    t = Table("t", md, Column("id", Integer, primary_key=True), Column("doc", JSON, nullable=True),
+              Column("on", Date), Column("at", DateTime(timezone=True)), Column("ok", Boolean),
+              Column("raw", LargeBinary), Column("n", Integer, default=7))
+    async with engine.begin() as conn:
+        await conn.run_sync(md.create_all)
+    at = datetime(2026, 12, 1, 3, 4, 5, 678901, tzinfo=UTC)
+    row = {"doc": {"a": [1, "é"]}, "on": date(2026, 2, 3), "at": at, "ok": True, "raw": b"\x00\x01"}
+    writer = InlineWriter.for_engine(engine)
+    assert writer is not None
+    async with writer.transaction() as conn:
+        fast = await conn.execute(t.insert(), [{"id": 1, **row}, {"id": 2, **row, "doc": None}])
+        assert fast.rowcount == 2
+        await conn.execute(t.insert(), {"id": 3, **row})  # no "n": its default, through SQLAlchemy
+    async with engine.begin() as conn:  # SQLAlchemy's own execution, for comparison
+        await conn.execute(t.insert(), [{"id": 11, **row, "n": 7}, {"id": 12, **row, "doc": None, "n": 7}])
+        raw = {r[0]: r[1:] for r in (await conn.exec_driver_sql(
+            "SELECT id, doc, \"on\", at, ok, raw, n FROM t")).all()}
+        typed = {r.id: r for r in (await conn.execute(select(t))).all()}
+    assert raw[1] == raw[11] and raw[2] == raw[12]  # byte for byte what SQLAlchemy writes
+    assert raw[3][-1] == 7
+    assert typed[1].doc == {"a": [1, "é"]} and typed[1].on == date(2026, 2, 3) and typed[1].ok is True
+    assert typed[1].raw == b"\x00\x01" and typed[2].doc is None
+    writer.close()
+    await engine.dispose()
