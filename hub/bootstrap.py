@@ -96,8 +96,9 @@ class Hub:
     def start_workers(self) -> None:
         poll = self.settings.worker_poll_seconds
         # The deliverers look for work as soon as the dispatcher has queued some.
-        self.dispatcher.on_queued = [d.wake for d in (self.deliverer, self.file_deliverer, self.kafka_deliverer,
-                                                      self.fhir_deliverer) if d is not None]
+        self.dispatcher.on_queued = {d.channel: d.wake for d in (self.deliverer, self.file_deliverer,
+                                                                 self.kafka_deliverer, self.fhir_deliverer)
+                                     if d is not None}
         self._tasks = [
             asyncio.create_task(self.files.resume(), name="council-files-resume"),
             asyncio.create_task(run_dispatcher(self.dispatcher, poll, self._stop), name="dispatcher"),

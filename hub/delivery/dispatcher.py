@@ -110,7 +110,8 @@ class Dispatcher:
         self._failures: dict[str, int] = {}
         # Called after a batch that queued deliveries has committed (the
         # deliverers' `wake`, wired by hub.bootstrap): they need not wait for their poll.
-        self.on_queued: list[Callable[[], None]] = []
+        # Channel -> the deliverer's wake-up; only the channels a batch queued for are woken.
+        self.on_queued: dict[str, Callable[[], None]] = {}
         # SQLite file: the batch's statements run inline on the loop once the
         # write lock is held (hub/store/db.py `write_transaction`, the engine's
         # shared InlineWriter), not one aiosqlite thread hop each (about 40 a
@@ -193,8 +194,9 @@ class Dispatcher:
             raise _Retry from exc
         for msg in handled:
             self._failures.pop(msg.event_id, None)
-        if cache.queued:
-            for wake in self.on_queued:
+        for channel in cache.channels:
+            wake = self.on_queued.get(channel)
+            if wake is not None:
                 wake()
         for _ in dead:
             metrics.DEAD_LETTERS.labels(handler="dispatcher").inc()
@@ -396,6 +398,7 @@ class Dispatcher:
                 event_type=event.event_type.value, payload=payload, correlation_id=correlation_id,
                 event_number=await send.cache.numbers.take(conn, sub.subscription_id), now=send.now))
             queued += 1
+            send.cache.channels.add(sub.channel)
             self._audit(send, event, event_id, recipient, "allowed", decision.agreement_id,
                         sorted(included), decision.reason, sub.channel)
         if queued:
@@ -526,6 +529,7 @@ class _BatchCache:
     numbers: queue.EventNumbers = field(default_factory=queue.EventNumbers)
     newly_dispatched: dict[str, datetime] = field(default_factory=dict)  # written by `flush`
     queued: int = 0  # deliveries queued by the batch (an over-count if a savepoint rolls back: only a wake-up)
+    channels: set[str] = field(default_factory=set)  # the channels they were queued on (the same)
     _numbers_before: dict[str, int] = field(default_factory=dict)
 
     def begin(self) -> None:
