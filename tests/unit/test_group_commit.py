@@ -9,12 +9,10 @@ import asyncio
 import random
 from datetime import date
 
-import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy import func, select
 
 from hub.ingest.group_commit import GroupCommit
 from hub.sample_data import detention_to_move_scenario
-from hub.store.db import create_engine
 from hub.store.schema import bus_messages, ingest_results, register_changes
 
 
@@ -67,17 +65,6 @@ async def test_the_same_message_sent_concurrently_is_recorded_once(app_hub):
     assert sum(1 for a in dup if not a.get("duplicate")) == 1
     assert await count(app_hub.hub.engine, register_changes) == 7
     assert await count(app_hub.hub.engine, ingest_results) == 7
-
-
-@pytest.fixture
-async def table_engine(tmp_path):  # noqa: ANN001
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'gc.db'}")
-    md = MetaData()
-    t = Table("t", md, Column("id", Integer, primary_key=True), Column("v", String(10), nullable=False))
-    async with engine.begin() as conn:
-        await conn.run_sync(md.create_all)
-    yield engine, t
-    await engine.dispose()
 
 
 async def test_a_failing_unit_fails_alone_and_the_rest_commit(table_engine):

@@ -9,22 +9,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, select
+from sqlalchemy import Column, Integer, MetaData, Table, select
 
 from hub.bus.port import BusMessage
 from hub.bus.sql import SqlLog, publish
 from hub.store.db import InlineWriter, create_engine, create_schema, read_only
-
-
-@pytest.fixture
-async def table_engine(tmp_path):  # noqa: ANN001
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
-    md = MetaData()
-    t = Table("t", md, Column("id", Integer, primary_key=True), Column("v", String(10), nullable=False))
-    async with engine.begin() as conn:
-        await conn.run_sync(md.create_all)
-    yield engine, t
-    await engine.dispose()
 
 
 async def rows(engine, t) -> list[int]:  # noqa: ANN001
