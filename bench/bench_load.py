@@ -50,6 +50,7 @@ from hub.clients import add_client  # noqa: E402
 from hub.sample_data import detention_to_move_scenario  # noqa: E402
 from hub.store.db import create_engine, create_schema  # noqa: E402
 from tests.support import HubProcess, free_port  # noqa: E402
+from bench.rawhttp import RawClient  # noqa: E402
 
 SECRET = "bench-webhook-secret-0123456789abcdef0123"
 # Every body the sample people's events are routed to (the council, the host
@@ -200,22 +201,35 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
             types: dict[str, str] = {}
             headers = {"X-API-Key": trust_key, "Content-Type": "application/json"}
 
-            async def post(change: dict) -> None:
+            async def post(change: dict, raw: RawClient | None = None) -> None:
                 body = orjson.dumps(change)
                 s = time.perf_counter()
-                resp = await http.post("/v1/register-changes", content=body, headers=headers)
+                if raw is not None:
+                    status, answer = await raw.post_json("/v1/register-changes", body)
+                else:
+                    resp = await http.post("/v1/register-changes", content=body, headers=headers)
+                    status, answer = resp.status_code, (resp.json() if resp.status_code == 202 else resp.text)
                 post_lat.append(time.perf_counter() - s)
-                if resp.status_code != 202:
-                    failures.append(f"{resp.status_code} {resp.text[:200]}")
+                if status != 202:
+                    failures.append(f"{status} {str(answer)[:200]}")
                     return
-                for ev in resp.json()["events"]:
+                for ev in answer["events"]:
                     sent_at[ev["event_id"]] = s
                     types[ev["event_id"]] = ev["event_type"]
 
+            host, port = hub.base_url.split("//", 1)[1].rsplit(":", 1)
+
             async def client() -> None:
-                while not queue.empty():
-                    for change in queue.get_nowait():
-                        await post(change)
+                # One kept-alive connection each; bench/rawhttp.py rather than httpx unless
+                # --httpx-clients: httpx's CPU per request would take the core the hub needs.
+                raw = None if args.httpx_clients else RawClient(host, int(port), headers)
+                try:
+                    while not queue.empty():
+                        for change in queue.get_nowait():
+                            await post(change, raw)
+                finally:
+                    if raw is not None:
+                        await raw.close()
 
             async def paced(rate: float) -> None:
                 """Open loop: change i is posted at t0 + i/rate whatever the answers so far
@@ -305,6 +319,8 @@ async def main() -> None:
     ap.add_argument("--compare", action="store_true",
                     help="also run each level without group commit (S117_INGEST_BATCH_MAX=1)")
     ap.add_argument("--keep", action="store_true", help="keep the databases and logs")
+    ap.add_argument("--httpx-clients", action="store_true",
+                    help="post with httpx rather than bench/rawhttp.py (the clients then take far more CPU)")
     ap.add_argument("--rate", type=float,
                     help="post at a steady rate (changes/s, open loop) instead of as fast as the clients can; "
                          "--clients is then the connection pool size")
