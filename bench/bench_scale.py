@@ -34,6 +34,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_load import bare_insert, cpu_seconds  # noqa: E402
+from bench.rawhttp import RawClient  # noqa: E402
 from hub.clients import add_client  # noqa: E402
 from hub.sample_data import detention_to_move_scenario  # noqa: E402
 from hub.store.db import create_engine, create_schema  # noqa: E402
@@ -87,7 +88,6 @@ async def main() -> None:
     _, admin = await add_client(engine, "Hub operator", "HUB", "hub-operator", ["hub:admin"])
     await engine.dispose()
     await hub.start()
-    rng = random.Random(117)
     rows = []
     person_ids: list[str] = []
     loaded = 0
@@ -95,23 +95,31 @@ async def main() -> None:
         limits = httpx.Limits(max_connections=args.clients + 4, max_keepalive_connections=args.clients + 4)
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=120, limits=limits) as http:
             h = {"X-API-Key": trust, "Content-Type": "application/json"}
+            host, port = hub.base_url.split("//", 1)[1].rsplit(":", 1)
             for size in sizes:
-                people = [ten_changes(rng, f"s{i}") for i in range(loaded, size)]
-                queue = list(reversed(people))
-                n_changes = sum(len(p) for p in people)
+                # People made as they are sent (a 100k register is a million changes: not held at once).
+                todo = iter(range(loaded, size))
+                sample = [ten_changes(random.Random(i), f"s{i}") for i in range(loaded, min(size, loaded + 500))]
+                counts: list[int] = []
 
                 async def client() -> None:
-                    while queue:
-                        p = queue.pop()
-                        for c in p:
-                            r = await http.post("/v1/register-changes", content=orjson.dumps(c), headers=h)
-                            if r.status_code != 202:
-                                raise RuntimeError(f"{r.status_code}: {r.text[:300]}")
-                        person_ids.append(r.json()["person_id"])
+                    raw = RawClient(host, int(port), h)  # bench/rawhttp.py: httpx would take the hub's core
+                    try:
+                        for i in todo:
+                            p = ten_changes(random.Random(i), f"s{i}")
+                            for c in p:
+                                status, answer = await raw.post_json("/v1/register-changes", orjson.dumps(c))
+                                if status != 202:
+                                    raise RuntimeError(f"{status}: {str(answer)[:300]}")
+                            counts.append(len(p))
+                            person_ids.append(answer["person_id"])
+                    finally:
+                        await raw.close()
 
                 cpu0, t0 = cpu_seconds(hub.proc.pid), time.perf_counter()
                 await asyncio.gather(*(client() for _ in range(args.clients)))
                 wall, cpu = time.perf_counter() - t0, cpu_seconds(hub.proc.pid) - cpu0
+                n_changes = sum(counts)
                 loaded = size
                 q_lat = []
                 for pid in random.Random(size).sample(person_ids, min(50, len(person_ids))):
@@ -125,12 +133,16 @@ async def main() -> None:
                     r = await http.get("/v1/reports/register-summary", headers={"X-API-Key": admin})
                     s_lat.append(time.perf_counter() - s)
                     assert r.status_code == 200, r.text
-                flat = [c for p in people[:500] for c in p][:2000]
+                flat = [c for p in sample for c in p][:2000]
                 bare = bare_insert(tmp / f"bare-{size}.db", flat)
                 rows.append((size, n_changes / wall, wall / n_changes * 1000, cpu / n_changes * 1000,
                              statistics.median(q_lat) * 1000, statistics.median(s_lat) * 1000,
                              rss_mb(hub.proc.pid), db_bytes(db_path) / size / 1024, bare))
-                print(f"  {size:,} people loaded ({n_changes:,} changes in {wall:.0f} s)", flush=True)
+                r = rows[-1]
+                print(f"  {size:,} people loaded ({n_changes:,} changes in {wall:.0f} s): {r[1]:,.0f} changes/s, "
+                      f"{r[3]:.2f} ms hub CPU per change, person query p50 {r[4]:.1f} ms, summary p50 {r[5]:.1f} ms, "
+                      f"RSS {r[6]:.0f} MB, {r[7]:.1f} KB per person, bare insert {r[8]:,.0f} rows/s; "
+                      f"load average {os.getloadavg()[0]:.1f}", flush=True)
     finally:
         hub.stop()
     print()
