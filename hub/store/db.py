@@ -190,9 +190,9 @@ class SyncConn:
         self._after_commit: list[Callable[[], None]] | None = None
 
     def after_commit(self, callback: Callable[[], None]) -> None:
-        """Call `callback` on the loop once this transaction has committed
-        (`InlineWriter`: the COMMIT runs in a thread; SQLAlchemy's commit event
-        would fire there, and before the COMMIT is durable)."""
+        """Call `callback` once this transaction's COMMIT has returned (the
+        change is durable), never if it rolls back. SQLAlchemy's commit event
+        fires before the COMMIT is issued: a reader woken by it can look too soon."""
         if self._after_commit is None:
             self._after_commit = []
         if callback not in self._after_commit:
