@@ -1,0 +1,87 @@
+"""The mapping's field reader (`adapters.hl7v2.mapping._Msg`) splits fields
+only when read instead of building python-hl7's full container tree: it must
+read every position exactly as python-hl7's own parser and accessor do,
+including escapes, other delimiters, repeated segments and missing parts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hl7
+import pytest
+from hl7.exceptions import HL7Exception
+
+from adapters.hl7v2 import Disposition, map_adt
+from adapters.hl7v2.mapping import _Msg, _normalise_segments
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "hl7v2"
+MESSAGES = sorted([*FIXTURES.glob("*.hl7"), *FIXTURES.glob("itk/*.hl7")])
+
+
+def hl7_reads(message: hl7.Message, segment: str, f: int, c: int, r: int, s: int) -> str:
+    """What python-hl7's parser and accessor read there (the accessor unescapes)."""
+    try:
+        value = message[f"{segment}.F{f}.R{r}.C{c}.S{s}"]
+    except (IndexError, KeyError):
+        return ""
+    return str(value).strip() if value else ""
+
+
+def every_position(text: str) -> tuple[hl7.Message, _Msg, list[tuple[str, int, int, int, int]]]:
+    text = _normalise_segments(text).strip()
+    positions = []
+    for line in text.split("\r"):
+        name, *fields = line.split(text[3])
+        for f in range(1, len(fields) + 3):  # past the last field too
+            for r in (1, 2, 3):
+                for c in range(1, 12):
+                    for s in (1, 2, 3):
+                        positions.append((name, f, c, r, s))
+    return hl7.parse(text), _Msg(text), positions
+
+
+@pytest.mark.parametrize("path", MESSAGES, ids=lambda p: p.name)
+def test_every_position_of_every_fixture_reads_as_python_hl7_reads_it(path: Path) -> None:
+    parsed, reader, positions = every_position(path.read_bytes().decode())
+    assert len(positions) > 1000
+    for pos in positions:
+        if pos[0] == "MSH" and pos[1] <= 2:
+            continue  # the delimiters themselves: the mapping never reads them
+        assert reader.get(*pos) == hl7_reads(parsed, *pos), pos
+    for name in {p[0] for p in positions}:
+        for f in range(1 if name != "MSH" else 3, 40):
+            seg = parsed.segment(name)
+            expected = (len(seg[f]) if str(seg[f]) else 0) if f < len(seg) else 0
+            assert reader.repetitions(name, f) == expected, (name, f)
+    assert not reader.has("ZZZ") and reader.has("PID")
+
+
+def test_escapes_other_delimiters_repeated_segments_and_whitespace_read_as_python_hl7() -> None:
+    # Delimiters # for fields, @ components, * repetitions, $ escape, % subcomponents.
+    text = ("  MSH#@*$%#APP#RNU#HUB#HUB#20250106##ADT@A01#C1#P#2.4\r"
+            "EVN##202501061010\r"
+            "PID#1##9990001006@@@NHS@NH*X1@@@RNU@PI##SMITH$F$JONES@ANN$S$B%sub%more@$T$ ##19800214\r"
+            "PID#2##9990001014@@@NHS@NH\r"
+            "NTE#1##a$E$b$R$c  \r")
+    parsed, reader, positions = every_position(text)
+    for pos in positions:
+        if pos[0] == "MSH" and pos[1] <= 2:
+            continue
+        assert reader.get(*pos) == hl7_reads(parsed, *pos), pos
+    assert reader.get("PID", 5, 1) == "SMITH#JONES"
+    assert reader.get("PID", 5, 2) == "ANN@B"
+    assert reader.get("PID", 3, 1, 2) == "X1"
+    assert reader.get("PID", 3, 1) == "9990001006"  # the first PID, as hl7's segment()
+    # Unescaped once: the mapping used to unescape python-hl7's value (already
+    # unescaped) a second time, which read a\E\b\R\c as "a".
+    assert reader.get("NTE", 3) == "a$b*c"
+
+
+@pytest.mark.parametrize("text", ["", "PID|1||x", "MSH", "ADT^A01\rMSH|^~\\&|x"])
+def test_text_python_hl7_cannot_parse_is_refused_the_same_way(text: str) -> None:
+    with pytest.raises((HL7Exception, IndexError, ValueError)):
+        hl7.parse(text.strip())
+    with pytest.raises((HL7Exception, IndexError, ValueError)):
+        _Msg(text)
+    result = map_adt(text)
+    assert result.disposition is Disposition.REJECT and result.problems[0].field == "MSH"
