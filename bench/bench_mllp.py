@@ -32,6 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import httpx  # noqa: E402
+
 from bench.bench_load import bare_insert, cpu_seconds, pct  # noqa: E402
 from hub.clients import add_client  # noqa: E402
 from hub.ingest.nhs_number import nhs_number_problem  # noqa: E402
@@ -120,11 +122,17 @@ async def main(args: argparse.Namespace) -> None:
         latencies: list[float] = []
         acks: dict[str, int] = {}
         per = [messages[i::args.connections] for i in range(args.connections)]
+        load_start = os.getloadavg()[0]
+        async with httpx.AsyncClient(base_url=hub.base_url) as http:
+            before = (await http.get("/metrics")).text
         c0 = cpu_seconds(hub.proc.pid)
         t0 = time.perf_counter()
         await asyncio.gather(*(engine_connection(port, m, latencies, acks) for m in per))
         elapsed = time.perf_counter() - t0
         cpu = cpu_seconds(hub.proc.pid) - c0
+        async with httpx.AsyncClient(base_url=hub.base_url) as http:
+            after = (await http.get("/metrics")).text
+        batch = _batch_delta(before, after)
         if profiler is not None:
             profiler.send_signal(2)
             profiler.wait(30)
@@ -135,14 +143,29 @@ async def main(args: argparse.Namespace) -> None:
     rate = n / elapsed
     print(f"{n} ADT^A01 over {args.connections} MLLP connections to a real hub process (SQLite WAL, "
           f"synchronous=FULL; dispatcher on, no subscribers); {os.cpu_count()} cores; "
-          f"load average {os.getloadavg()[0]:.1f} at end")
+          f"load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end; "
+          f"S117_INGEST_BATCH_WAIT_MS={os.environ.get('S117_INGEST_BATCH_WAIT_MS', 'default')}")
     print()
-    print("| connections | A01/s with ACK | ACK p50 / p99 | ACK codes | hub CPU/message | bare insert rows/s | hub / bare |")
-    print("|---|---|---|---|---|---|---|")
+    print("| connections | A01/s with ACK | ACK p50 / p99 | ACK codes | hub CPU/message | changes/txn "
+          "| bare insert rows/s | hub / bare |")
+    print("|---|---|---|---|---|---|---|---|")
     print(f"| {args.connections} | {rate:,.0f} | {pct(latencies, 50) * 1000:,.1f} ms / {pct(latencies, 99) * 1000:,.1f} ms"
-          f" | {', '.join(f'{k} {v}' for k, v in sorted(acks.items()))} | {cpu / n * 1000:.2f} ms | {base:,.0f} | "
+          f" | {', '.join(f'{k} {v}' for k, v in sorted(acks.items()))} | {cpu / n * 1000:.2f} ms | {batch:.1f} | {base:,.0f} | "
           f"{base / rate:.1f}x |")
     assert acks.get("AA", 0) == n, f"not every message was accepted: {acks}"
+
+
+def _batch_delta(before: str, after: str) -> float:
+    """Mean changes per group-commit transaction between two /metrics texts."""
+    def totals(text: str) -> tuple[float, float]:
+        values = {}
+        for line in text.splitlines():
+            for name in ("s117_ingest_batch_changes_sum", "s117_ingest_batch_changes_count"):
+                if line.startswith(name + " "):
+                    values[name] = float(line.split()[1])
+        return values.get("s117_ingest_batch_changes_sum", 0.0), values.get("s117_ingest_batch_changes_count", 0.0)
+    (s0, c0), (s1, c1) = totals(before), totals(after)
+    return (s1 - s0) / max(c1 - c0, 1)
 
 
 if __name__ == "__main__":
