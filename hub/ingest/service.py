@@ -64,6 +64,19 @@ _PERSON_DETAILS = select(persons.c.details).where(persons.c.person_id == bindpar
 _UPDATE_DETAILS = persons.update().where(persons.c.person_id == bindparam("pid")).values(
     details=bindparam("new_details"), updated_at=bindparam("at"))
 _PERSON_CHANGES = select(register_changes.c.canonical).where(register_changes.c.person_id == bindparam("person_id"))
+_INSERT_PERSON: dict[str, Any] = {}  # dialect name -> INSERT ... ON CONFLICT DO NOTHING, built once
+
+
+def _insert_person(dialect: Any) -> Any:
+    """A new person's row; two first sights at once do not fail on the unique index."""
+    stmt = _INSERT_PERSON.get(dialect.name)
+    if stmt is None:
+        stmt = _INSERT_PERSON[dialect.name] = (
+            insert_or_merge(dialect, persons)
+            .values(person_id=bindparam("pid"), nhs_number_index=bindparam("index"), details=bindparam("details"),
+                    created_at=bindparam("at"), updated_at=bindparam("at"))
+            .on_conflict_do_nothing(index_elements=[persons.c.nhs_number_index]))
+    return stmt
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,12 +485,8 @@ class IngestService:
         # the unique index: DO NOTHING waits for the other insert, then the
         # select finds and locks whichever row won.
         person_id = str(uuid.uuid4())
-        await conn.execute(
-            insert_or_merge(conn.dialect, persons)
-            .values(person_id=person_id, nhs_number_index=index,
-                    details=details, created_at=now, updated_at=now)
-            .on_conflict_do_nothing(index_elements=[persons.c.nhs_number_index])
-        )
+        await conn.execute(_insert_person(conn.dialect),
+                           {"pid": person_id, "index": index, "details": details, "at": now})
         winner = (await conn.execute(_LOCK_PERSON, {"index": index})).one().person_id
         return winner, winner == person_id
 
