@@ -38,6 +38,7 @@ from bench.bench_load import bare_insert, cpu_seconds, pct  # noqa: E402
 from hub.clients import add_client  # noqa: E402
 from hub.ingest.nhs_number import nhs_number_problem  # noqa: E402
 from hub.mllp import Frame, MllpFramer, frame  # noqa: E402
+from hub.settings import Settings  # noqa: E402
 from hub.store.db import create_engine, create_schema  # noqa: E402
 from tests.support import HubProcess, free_port  # noqa: E402
 
@@ -94,6 +95,9 @@ async def main(args: argparse.Namespace) -> None:
                                           "effective_date": "2025-01-06"} for i in range(min(args.messages, 2000))])
     port = free_port()
     env = {"S117_MLLP_PORT": str(port), "S117_LOG_LEVEL": "WARNING",
+           # The workers' poll as deployed (tests poll every 50 ms, which costs the hub CPU and write-lock waits).
+           "S117_WORKER_POLL_SECONDS": os.environ.get("S117_WORKER_POLL_SECONDS",
+                                                      str(Settings.model_fields["worker_poll_seconds"].default)),
            "S117_MLLP_MAX_CONNECTIONS_PER_PEER": str(max(10, args.connections + 2))}
     hub = HubProcess(tmp, **env)
     engine = create_engine(hub.db_url)
@@ -117,7 +121,8 @@ async def main(args: argparse.Namespace) -> None:
             spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
             assert spy, "--profile needs py-spy (pip install py-spy)"
             profiler = subprocess.Popen([spy, "record", "--pid", str(hub.proc.pid), "--format", "raw", "-o",
-                                         str(tmp / "profile.txt"), "--rate", "500", "--nonblocking", "--gil"],
+                                         str(tmp / "profile.txt"), "--rate", "500", "--nonblocking",
+                                         "--gil" if args.profile == "gil" else "--idle"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         latencies: list[float] = []
         acks: dict[str, int] = {}
@@ -144,7 +149,8 @@ async def main(args: argparse.Namespace) -> None:
     print(f"{n} ADT^A01 over {args.connections} MLLP connections to a real hub process (SQLite WAL, "
           f"synchronous=FULL; dispatcher on, no subscribers); {os.cpu_count()} cores; "
           f"load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end; "
-          f"S117_INGEST_BATCH_WAIT_MS={os.environ.get('S117_INGEST_BATCH_WAIT_MS', 'default')}")
+          f"S117_INGEST_BATCH_WAIT_MS={os.environ.get('S117_INGEST_BATCH_WAIT_MS', 'default')}, "
+          f"S117_WORKER_POLL_SECONDS={env['S117_WORKER_POLL_SECONDS']}")
     print()
     print("| connections | A01/s with ACK | ACK p50 / p99 | ACK codes | hub CPU/message | changes/txn "
           "| bare insert rows/s | hub / bare |")
@@ -172,5 +178,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=4000)
     ap.add_argument("--connections", type=int, default=8)
-    ap.add_argument("--profile", action="store_true", help="py-spy record the hub (pip install py-spy)")
+    ap.add_argument("--profile", nargs="?", const="gil", choices=("gil", "wall"),
+                    help="py-spy record the hub (pip install py-spy): samples holding the GIL (the CPU each "
+                         "function costs), or 'wall': every thread, idle ones too (where messages wait)")
     asyncio.run(main(ap.parse_args()))

@@ -85,3 +85,13 @@ def test_text_python_hl7_cannot_parse_is_refused_the_same_way(text: str) -> None
         _Msg(text)
     result = map_adt(text)
     assert result.disposition is Disposition.REJECT and result.problems[0].field == "MSH"
+
+
+def test_an_escaped_value_maps_unescaped_once() -> None:
+    text = (FIXTURES / "ADT_A01_s3_detained.hl7").read_bytes().decode()
+    text = text.replace("TESTPATIENT^ALEX", "O\\E\\TESTPATIENT\\T\\CO^ALEX\\F\\JO")
+    result = map_adt(text)
+    assert result.disposition is Disposition.CHANGE
+    assert result.change is not None
+    assert result.change["person"]["family_name"] == "O\\TESTPATIENT&CO"
+    assert result.change["person"]["given_name"] == "ALEX|JO"
