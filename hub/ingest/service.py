@@ -68,14 +68,16 @@ _INSERT_PERSON: dict[str, Any] = {}  # dialect name -> INSERT ... ON CONFLICT DO
 
 
 def _insert_person(dialect: Any) -> Any:
-    """A new person's row; two first sights at once do not fail on the unique index."""
+    """A new person's row; two first sights at once do not fail on the unique
+    index. RETURNING says whether this insert made the row (no second read)."""
     stmt = _INSERT_PERSON.get(dialect.name)
     if stmt is None:
         stmt = _INSERT_PERSON[dialect.name] = (
             insert_or_merge(dialect, persons)
             .values(person_id=bindparam("pid"), nhs_number_index=bindparam("index"), details=bindparam("details"),
                     created_at=bindparam("at"), updated_at=bindparam("at"))
-            .on_conflict_do_nothing(index_elements=[persons.c.nhs_number_index]))
+            .on_conflict_do_nothing(index_elements=[persons.c.nhs_number_index])
+            .returning(persons.c.person_id))
     return stmt
 
 
@@ -485,10 +487,12 @@ class IngestService:
         # the unique index: DO NOTHING waits for the other insert, then the
         # select finds and locks whichever row won.
         person_id = str(uuid.uuid4())
-        await conn.execute(_insert_person(conn.dialect),
-                           {"pid": person_id, "index": index, "details": details, "at": now})
+        inserted = (await conn.execute(_insert_person(conn.dialect),
+                                       {"pid": person_id, "index": index, "details": details, "at": now})).first()
+        if inserted is not None:  # ours (and, being new, locked by this transaction until commit)
+            return person_id, True
         winner = (await conn.execute(_LOCK_PERSON, {"index": index})).one().person_id
-        return winner, winner == person_id
+        return winner, False
 
     @staticmethod
     async def _person_changes(conn: AsyncConnection, person_id: str) -> list[RegisterChange]:
