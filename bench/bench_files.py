@@ -18,6 +18,7 @@ import asyncio
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +43,7 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--people", type=int, default=200)
     ap.add_argument("--rows", type=int, default=5000)
+    ap.add_argument("--profile", action="store_true", help="py-spy record the hub while it processes the file")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="s117-bench-files-"))
     hub = HubProcess(tmp, S117_RUN_WORKERS="false", S117_LOG_LEVEL="WARNING")
@@ -74,6 +76,14 @@ async def main() -> None:
                 else:
                     lines.append(f"B-{i},GP_CHANGE,{day},{day},{p},,,,,,,{('K82001', 'M81001')[i // 2 % 2]},,,,,,")
             data = ("\r\n".join(lines) + "\r\n").encode()
+            profiler = None
+            if args.profile:
+                spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+                profiler = subprocess.Popen([spy, "record", "--pid", str(hub.proc.pid), "--format", "raw",
+                                             "-o", str(Path("/tmp") / "files-profile.txt"), "--rate", "250",
+                                             "--nonblocking", "--gil"],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(1)
             cpu0, t0 = cpu_seconds(hub.proc.pid), time.perf_counter()
             r = await http.post("/v1/council-files", params={"format": "swift_csv"}, content=data,
                                 headers={"X-API-Key": council, "Content-Type": "text/csv"})
@@ -85,6 +95,9 @@ async def main() -> None:
                     break
                 await asyncio.sleep(0.2)
             elapsed, cpu = time.perf_counter() - t0, cpu_seconds(hub.proc.pid) - cpu0
+            if profiler is not None:
+                profiler.send_signal(2)
+                profiler.wait(30)
     finally:
         hub.stop()
     flat = [c for p in people for c in p][:2000]

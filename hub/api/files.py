@@ -24,7 +24,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from adapters.council_files import LAYOUTS, FileMapping, Layout, map_file
+from adapters.council_files import LAYOUTS, FileStream, Layout, open_file
 from hub.api.deps import ClientDep, HubDep, own_row, require
 from hub.api.problems import PROBLEM_JSON, ProblemError
 from hub.bootstrap import Hub
@@ -73,7 +73,7 @@ async def _previous(hub: Hub, client: Client, sha256: str) -> Any:
     return row
 
 
-def _file_problems(mapping: FileMapping, layout: Layout, client: Client) -> list[tuple[str, str]]:
+def _file_problems(mapping: FileStream, layout: Layout, client: Client) -> list[tuple[str, str]]:
     problems = [(p.code, p.reason) for p in mapping.problems]
     if not problems and mapping.sender is not None and mapping.sender != client.org_code:
         problems.append(("sender", "header record: COUNCIL_GSS is not the council of the sending client"))
@@ -129,7 +129,7 @@ async def post_council_file(
         return JSONResponse({"file_id": file_id, "format": layout.name, "status": "replayed", **counts_,
                              "duplicate": True, "replay_of": previous.file_id, "report": report})
 
-    mapping = map_file(raw, layout)
+    mapping = open_file(raw, layout)  # checked as a whole; rows are mapped by the job, a chunk at a time
     problems = _file_problems(mapping, layout, client)
     if problems:
         errors = [{"field": "(file)", "reason": reason} for _code, reason in problems]
@@ -142,13 +142,15 @@ async def post_council_file(
              "errors": errors, "file_id": file_id, "format": layout.name},
             status_code=422, media_type=PROBLEM_JSON)
 
-    await _save(hub, **receipt, status="processing", counts={**counts([]), "rows": len(mapping.rows)},
+    rows = mapping.count
+    await _save(hub, **receipt, status="processing", counts={**counts([]), "rows": rows},
                 rows_done=0, content=hub.protector.encrypt(raw))
-    hub.files.start(file_id, mapping.rows)
+    del raw, mapping
+    hub.files.start(file_id)
     log.info("council file accepted", source=client.client_id, channel=CHANNEL, status="processing",
-             count=len(mapping.rows), file_id=file_id)
+             count=rows, file_id=file_id)
     return JSONResponse({"file_id": file_id, "format": layout.name, "status": "processing",
-                         "rows": len(mapping.rows), "rows_done": 0},
+                         "rows": rows, "rows_done": 0},
                         status_code=202, headers={"Location": f"/v1/council-files/{file_id}"})
 
 
