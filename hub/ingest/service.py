@@ -218,6 +218,8 @@ class IngestService:
                                    before_batch=lambda conn: lock_topic(conn, EVENTS_TOPIC))
         self.access = AccessPolicy(ref)
         self._reads = InlineReads.for_engine(engine)
+        self.bulk_rows = 0  # rows answered by `accept_bulk` (the rest went the per-change way)
+        self.bulk_failures = 0  # bulk transactions that failed (their rows went the per-change way)
 
     def close(self) -> None:
         """Release the group commit's SQLite writer connection and the readers."""
@@ -601,11 +603,13 @@ class IngestService:
                                              correlation_id),
                 keys=keys)
         except Exception as exc:  # noqa: BLE001 - nothing was kept: every row goes the per-change way
+            self.bulk_failures += 1
             log.info("bulk ingest fell back to one change at a time", source=client.client_id, channel=channel,
                      count=len(rows), exc_type=type(exc).__name__, correlation_id=correlation_id)
             return [None] * len(rows)
         for done in result.after:
             done()
+        self.bulk_rows += sum(o is not None for o in result.outcomes)
         return result.outcomes
 
 
