@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.council_files import LAYOUTS, Layout, MappedRow, column_for, open_file
 from hub.crypto import DataProtector
-from hub.ingest.service import BulkRow, Client, IngestService, Outcome, bulk_person_key
+from hub.ingest.service import BulkCache, BulkRow, Client, IngestService, Outcome, bulk_person_key
 from hub.ingest.validation import FieldProblem
 from hub.observability.logging import get_logger
 from hub.store.db import read_only
@@ -183,6 +183,7 @@ class FileJobs:
         for _ in itertools.islice(rows, done):  # reported before a restart (mapped for RECORD_ID repeats)
             pass
         own = file_id if resumed else None
+        cache = BulkCache()  # people's histories from chunk to chunk, bounded
         while True:
             if self._stop.is_set():
                 return
@@ -191,7 +192,7 @@ class FileJobs:
                 break
             self.chunks_mapped += 1
             if self._bulk:
-                entries = await self._bulk_entries(client, layout, chunk, own)
+                entries = await self._bulk_entries(client, layout, chunk, own, cache)
             else:
                 entries = await self._chunk_entries(client, layout, chunk, own)
             own = None  # only the interrupted chunk can hold rows this file recorded before
@@ -218,7 +219,7 @@ class FileJobs:
         return done or 0
 
     async def _bulk_entries(self, client: Client, layout: Layout, chunk: list[MappedRow],
-                            own: str | None) -> list[dict[str, Any]]:
+                            own: str | None, cache: BulkCache | None = None) -> list[dict[str, Any]]:
         """The chunk through ingest's bulk path; what it leaves aside (and each
         such person's later rows) through the per-change path afterwards."""
         aside: set[str] = set()  # people whose rows from here on go the per-change way
@@ -232,7 +233,7 @@ class FileJobs:
             bulk.append(row)
         outcomes: dict[int, Outcome] = {}
         answers = await self._ingest.accept_bulk(
-            client, [BulkRow(r.data, r.original, r.problems, r.record_id) for r in bulk], CHANNEL)
+            client, [BulkRow(r.data, r.original, r.problems, r.record_id) for r in bulk], CHANNEL, cache)
         for row, outcome in zip(bulk, answers, strict=True):
             if outcome is not None:
                 outcomes[row.row] = outcome

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 import structlog
 from pydantic import ValidationError
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -189,10 +190,51 @@ def bulk_person_key(data: dict[str, Any] | None) -> str | None:
     return normalise(nhs) if isinstance(nhs, str) else None
 
 
+_BULK_COUNTS = select(register_changes.c.person_id, func.count()).where(
+    register_changes.c.person_id.in_(bindparam("person_ids", expanding=True))).group_by(register_changes.c.person_id)
+
+
+class BulkCache:
+    """People's decoded histories and statuses carried from one bulk chunk to
+    the next (a file whose rows for one person are spread over its chunks),
+    at most `max_changes` changes held. An entry is used only if the person
+    still has exactly as many changes in the store (register changes are only
+    ever inserted, so the same count is the same history) and it is the same
+    day; otherwise the history is read again."""
+
+    def __init__(self, max_changes: int = 20_000) -> None:
+        self.max_changes = max_changes
+        self._entries: OrderedDict[str, tuple[list[RegisterChange], Any]] = OrderedDict()
+        self._held = 0
+        self._day: date | None = None
+        self.hits = 0
+
+    def get(self, person_id: str) -> tuple[list[RegisterChange], Any] | None:
+        return self._entries.get(person_id)
+
+    def keep(self, today: date, histories: dict[str, list[RegisterChange]], statuses: dict[str, Any]) -> None:
+        if self._day != today:
+            self._entries.clear()
+            self._held, self._day = 0, today
+        for pid, history in histories.items():
+            old = self._entries.pop(pid, None)
+            if old is not None:
+                self._held -= len(old[0])
+            if len(history) > self.max_changes:
+                continue
+            self._entries[pid] = (history, statuses.get(pid))
+            self._held += len(history)
+        while self._held > self.max_changes:
+            _, (history, _status) = self._entries.popitem(last=False)
+            self._held -= len(history)
+
+
 class _BulkOutcomes:
     def __init__(self, n: int) -> None:
         self.outcomes: list[Outcome | None] = [None] * n
         self.after: list[Callable[[], None]] = []  # metrics and logs, once committed
+        self.histories: dict[str, list[RegisterChange]] = {}  # as committed (for BulkCache)
+        self.statuses: dict[str, Any] = {}
 
 
 class IngestService:
@@ -577,8 +619,8 @@ class IngestService:
             already_receiving_s117_from=c.already_receiving_s117_from,
         )
 
-    async def accept_bulk(self, client: Client, rows: list[BulkRow],
-                                  channel: str) -> list[Outcome | None]:
+    async def accept_bulk(self, client: Client, rows: list[BulkRow], channel: str,
+                          cache: BulkCache | None = None) -> list[Outcome | None]:
         """Many rows in one transaction, in order. Returns one answer per row, or
         None for a row left to the per-change path (a person not on the register
         whom the policy would let this source create, a change a dispute holds):
@@ -600,7 +642,7 @@ class IngestService:
         try:
             result = await self._commit.run(
                 lambda conn: self._bulk_unit(conn, client, prepared, sorted(indexes), sorted(smids), channel, today,
-                                             correlation_id),
+                                             correlation_id, cache),
                 keys=keys)
         except Exception as exc:  # noqa: BLE001 - nothing was kept: every row goes the per-change way
             self.bulk_failures += 1
@@ -609,6 +651,8 @@ class IngestService:
             return [None] * len(rows)
         for done in result.after:
             done()
+        if cache is not None:
+            cache.keep(today, result.histories, result.statuses)
         self.bulk_rows += sum(o is not None for o in result.outcomes)
         return result.outcomes
 
@@ -646,8 +690,8 @@ class IngestService:
 
 
     async def _bulk_unit(self, conn: WriteBehind, client: Client, prepared: list[_Prepared],
-                                indexes: list[str], smids: list[str], channel: str, today: date,
-                                correlation_id: str) -> _BulkOutcomes:
+                         indexes: list[str], smids: list[str], channel: str, today: date,
+                         correlation_id: str, cache: BulkCache | None = None) -> _BulkOutcomes:
         """The chunk's unit of work, run by the group commit (re-runnable: a
         function of what is committed, like a single change's unit)."""
         out = _BulkOutcomes(len(prepared))
@@ -659,14 +703,26 @@ class IngestService:
                 person_of[r.nhs_number_index] = r.person_id
                 details[r.person_id] = r.details
         histories: dict[str, list[RegisterChange]] = {pid: [] for pid in person_of.values()}
-        if histories:
-            for r in (await conn.execute(_BULK_CHANGES, {"person_ids": list(histories)})).all():
+        statuses: dict[str, Any] = {}  # person id -> status after the latest row (or as held)
+        cached = {pid: hit for pid in histories if cache is not None and (hit := cache.get(pid)) is not None}
+        if cached:  # still as many changes as when cached: the same history
+            counts = dict((await conn.execute(_BULK_COUNTS, {"person_ids": list(cached)})).all())
+            for pid, (history, status) in list(cached.items()):
+                if counts.get(pid, 0) == len(history):
+                    histories[pid] = list(history)
+                    if status is not None:
+                        statuses[pid] = status
+                    cache.hits += 1  # type: ignore[union-attr]
+                else:
+                    del cached[pid]
+        unread = [pid for pid in histories if pid not in cached]
+        if unread:
+            for r in (await conn.execute(_BULK_CHANGES, {"person_ids": unread})).all():
                 histories[r.person_id].append(from_jsonable(RegisterChange, r.canonical))
         answers: dict[str, tuple[int, dict[str, Any], str | None]] = {}
         if smids:
             for r in (await conn.execute(_BULK_ANSWERS, {"source": client.client_id, "smids": smids})).all():
                 answers[r.source_message_id] = (r.status_code, r.body, r.payload_sha256)
-        statuses: dict[str, Any] = {}  # person id -> status after the latest row (or as held)
         status_rows: list[dict[str, Any]] = []
         stopped: set[str] = set()  # people whose remaining rows go the per-change way
         holidays = self._ref.bank_holidays()
@@ -820,6 +876,7 @@ class IngestService:
             out.after.append(accepted)
         if status_rows:  # the report's counts: one upsert per row, in order, as one executemany
             await conn.execute(status_upsert(conn.dialect), status_rows)
+        out.histories, out.statuses = histories, statuses
         return out
 
 

@@ -222,9 +222,9 @@ async def test_rows_are_mapped_a_chunk_at_a_time(tmp_path, monkeypatch):
         seen: list[tuple[int, int]] = []
         real_bulk = h.hub.ingest.accept_bulk
 
-        async def spy(client: Any, rows: list, channel: str) -> Any:
+        async def spy(client: Any, rows: list, channel: str, cache: Any = None) -> Any:
             seen.append((mapped, len(rows)))
-            return await real_bulk(client, rows, channel)
+            return await real_bulk(client, rows, channel, cache)
 
         monkeypatch.setattr(h.hub.ingest, "accept_bulk", spy)
         rows = [f"M-{i},REVIEW_DONE,{1 + i % 28:02d}/07/2025,,{('9991100016', '9991100032')[i % 2]},,,,,,,,,,,,,"
@@ -254,3 +254,37 @@ async def test_a_failed_bulk_transaction_leaves_its_rows_to_the_per_change_path(
         reports = same(await run_nights(h))
         assert h.hub.ingest.bulk_failures == 2 and 0 < h.hub.ingest.bulk_rows < 16
     assert reports == expected
+
+
+async def test_a_history_carried_between_chunks_is_read_again_once_someone_else_changed_it(tmp_path):
+    """BulkCache: chunk 1 reads Alex's history and keeps it; the trust then records a re-admission;
+    chunk 2 must judge Alex's row against the history with it (the count differs: read again)."""
+    from adapters.council_files import SWIFT_CSV, map_file
+    from hub.ingest.service import BulkCache, BulkRow, Client
+
+    async with hub_at(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", tmp_path) as h:
+        await run_nights(h)
+        async with h.hub.engine.connect() as conn:
+            row = (await conn.execute(select(file_receipts.c.source))).first()
+        council = Client(row.source, "Bucks SWIFT", "E06000060", "council", ("register:write",))
+        cache = BulkCache()
+
+        async def night(record_id: str, day: str) -> dict:
+            mapped = map_file(csv(f"{record_id},GP_CHANGE,{day},,9991100032,,,,,,,M81001,,,,,,"), SWIFT_CSV).rows[0]
+            [outcome] = await h.hub.ingest.accept_bulk(council, [BulkRow(mapped.data, mapped.original)], "file", cache)
+            assert outcome is not None and outcome.status_code == 202, outcome
+            async with h.hub.engine.connect() as conn:
+                return (await conn.execute(select(register_status).where(
+                    register_status.c.person_id == outcome.body["person_id"]))).one()._asdict()
+
+        assert (await night("C-1", "01/09/2025"))["in_hospital"] is False
+        assert cache.get(next(iter(cache._entries))) is not None and cache.hits == 0
+        r = await h.http.post("/v1/register-changes", headers={"X-API-Key": h.keys["trust"]}, json={
+            "source_system": "RiO", "person": PERSON_C, "source_message_id": "c-3", "change_type": "detained",
+            "effective_date": "2025-09-05", "legal_status_code": "03", "hospital_ods": "RNU",
+            "residence_la_gss": "E06000060"})
+        assert r.status_code == 202, r.text
+        assert (await night("C-2", "06/09/2025"))["in_hospital"] is True  # not the history cached before
+        assert cache.hits == 0
+        assert (await night("C-3", "07/09/2025"))["in_hospital"] is True  # unchanged since: carried over
+        assert cache.hits == 1
