@@ -1,11 +1,12 @@
 """Council file channel: POST /v1/council-files takes a council case system's
 nightly export (adapters/council_files layouts), checks it as a whole, stores
 it and answers 202 with its id; its rows are then recorded in the background
-(hub/file_jobs.py), each as its own register change, and
+(hub/file_jobs.py), each as its own register change, a chunk of rows per
+transaction (ingest's bulk path), and
 GET /v1/council-files/{id} shows the progress and, when done, the per-row report.
 
 Rows are independent: a bad row is quarantined with its reasons and never
-stops the good ones; each accepted row is committed with its batch, so nothing
+stops the good ones; each accepted row is committed with its chunk, so nothing
 accepted is lost if a later row fails. Re-sending is idempotent per RECORD_ID
 (the ingest answers a repeated source message id with its first answer), and a
 byte-identical file from the same council is answered from its first receipt
