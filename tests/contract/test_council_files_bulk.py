@@ -288,3 +288,34 @@ async def test_a_history_carried_between_chunks_is_read_again_once_someone_else_
         assert cache.hits == 0
         assert (await night("C-3", "07/09/2025"))["in_hospital"] is True  # unchanged since: carried over
         assert cache.hits == 1
+
+
+async def test_the_report_is_streamed_a_page_at_a_time(tmp_path, monkeypatch):
+    import hub.api.files as files_api
+
+    async with hub_at(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", tmp_path) as h:
+        first, second = await run_nights(h)  # pages of 1,000: one page each
+        monkeypatch.setattr(files_api, "REPORT_PAGE", 3)
+        pages = []
+        real = files_api.read_only
+
+        def counting(engine: Any) -> Any:
+            pages.append(1)
+            return real(engine)
+
+        monkeypatch.setattr(files_api, "read_only", counting)
+        for body in (first, second):
+            async with h.http.stream("GET", f"/v1/council-files/{body['file_id']}",
+                                     headers={"X-API-Key": h.keys["council"]}) as r:
+                assert "content-length" not in r.headers  # streamed, not built whole
+                again = orjson.loads(await r.aread())
+            assert again == body
+        # Per report: the receipt, then pages of 3 rows (3 + 3 + 2) and the empty page that ends it.
+        assert len(pages) == 2 * 5
+        replay = await h.http.post("/v1/council-files?format=swift_csv", content=SECOND_NIGHT,
+                                   headers={"X-API-Key": h.keys["council"], "Content-Type": "text/csv"})
+        assert replay.status_code == 200 and replay.json()["replay_of"] == second["file_id"]
+        again = (await h.http.get(f"/v1/council-files/{replay.json()['file_id']}",
+                                  headers={"X-API-Key": h.keys["council"]})).json()
+        assert again["report"] == replay.json()["report"] == [
+            {**e, "status": "duplicate"} if e["status"] == "accepted" else e for e in second["report"]]
