@@ -105,12 +105,24 @@ SECOND_NIGHT = csv(
 )
 
 
+# A third: a dispute raised about Robin, then an end of entitlement it holds (the bulk path leaves it, and
+# Robin's later rows, to the per-change path), then a GP change.
+THIRD_NIGHT = (
+    "RECORD_ID,EVENT,EFFECTIVE_DATE,NHS_NO,DISPUTE_ID,DISPUTE_TYPE,DISPUTE_PARTIES,LA_AGREES,NHS_AGREES,"
+    "PERSON_INVOLVED,END_REASONS,PARTICIPANTS,GP_ODS\r\n"
+    "SW-1020,DISPUTE_RAISED,01/09/2025,9991100032,OR-88,LA,E06000060;E10000034,,,,,,\r\n"
+    "SW-1021,S117_END,02/09/2025,9991100032,,,,Y,Y,Y,NO_NEED,care coordinator;AMHP,\r\n"
+    "SW-1022,GP_CHANGE,03/09/2025,9991100032,,,,,,,,,M81001\r\n"
+    "SW-1023,REVIEW_DONE,03/09/2025,9991100016,,,,,,,,,\r\n").encode()
+
+
 async def run_nights(h: InProcessHub) -> list[dict]:
     for person, run in ((PERSON_A, "a"), (PERSON_C, "c")):
         for change in trust_changes(person, run):
             r = await h.http.post("/v1/register-changes", headers={"X-API-Key": h.keys["trust"]}, json=change)
             assert r.status_code == 202, r.text
-    return [await send(h, (FIXTURES / "bucks_nightly.csv").read_bytes()), await send(h, SECOND_NIGHT)]
+    return [await send(h, (FIXTURES / "bucks_nightly.csv").read_bytes()), await send(h, SECOND_NIGHT),
+            await send(h, THIRD_NIGHT)]
 
 
 async def state(hub: Hub) -> dict[str, Any]:
@@ -146,7 +158,7 @@ async def test_bulk_path_gives_the_same_register_events_and_report_as_row_by_row
             reports = await run_nights(h)
             results[bulk] = (same(reports), await state(h.hub))
             # The bulk run took the bulk path for every row (not its per-change fallback).
-            assert (h.hub.ingest.bulk_rows, h.hub.ingest.bulk_failures) == ((16, 0) if bulk else (0, 0))
+            assert (h.hub.ingest.bulk_rows, h.hub.ingest.bulk_failures) == ((18, 0) if bulk else (0, 0))
     (row_reports, row_state), (bulk_reports, bulk_state) = results[False], results[True]
     second = bulk_reports[1]["report"]
     assert [(e["record_id"], e["status"]) for e in second] == [
@@ -162,15 +174,19 @@ async def test_bulk_path_gives_the_same_register_events_and_report_as_row_by_row
             b = json.dumps(bulk_state[part], indent=1, sort_keys=True).splitlines()
             print("\n".join(difflib.unified_diff(a, b, lineterm="", n=2)))
         assert bulk_state[part] == row_state[part], part
+    third = bulk_reports[2]["report"]
+    assert [(e["record_id"], e["status"]) for e in third] == [
+        ("SW-1020", "accepted"), ("SW-1021", "rejected"), ("SW-1022", "accepted"), ("SW-1023", "accepted")]
+    assert "while dispute OR-88 is open" in third[1]["errors"][0]["reason"] and third[1]["quarantine_id"]
     # Robin's rows in file order: placed, moved home (a new GP), reviewed.
     robin = bulk_state["changes"]["9991100032"]
-    assert [(c["source_message_id"], c["change_type"]) for c in robin[2:]] == [
+    assert [(c["source_message_id"], c["change_type"]) for c in robin[2:5]] == [
         ("SW-1009", "placement-started"), ("SW-1010", "moved"), ("SW-1013", "review-completed")]
 
 
 async def test_a_file_interrupted_mid_chunk_resumes_without_loss_or_duplication(databases, tmp_path):
     async with hub_at(await databases("hub"), tmp_path / "hub", files_chunk_rows=3) as h:
-        first, second = await run_nights(h)
+        first, second, _third = await run_nights(h)
         hub = h.hub
         changes_before = await _count(hub, register_changes)
         events_before = await _count(hub, bus_messages)
@@ -252,7 +268,7 @@ async def test_a_failed_bulk_transaction_leaves_its_rows_to_the_per_change_path(
 
         monkeypatch.setattr(h.hub.ingest, "_bulk_unit", failing)
         reports = same(await run_nights(h))
-        assert h.hub.ingest.bulk_failures == 2 and 0 < h.hub.ingest.bulk_rows < 16
+        assert h.hub.ingest.bulk_failures == 3 and 0 < h.hub.ingest.bulk_rows < 18
     assert reports == expected
 
 
@@ -294,7 +310,7 @@ async def test_the_report_is_streamed_a_page_at_a_time(tmp_path, monkeypatch):
     import hub.api.files as files_api
 
     async with hub_at(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", tmp_path) as h:
-        first, second = await run_nights(h)  # pages of 1,000: one page each
+        first, second, _third = await run_nights(h)  # pages of 1,000: one page each
         monkeypatch.setattr(files_api, "REPORT_PAGE", 3)
         pages = []
         real = files_api.read_only
@@ -304,14 +320,14 @@ async def test_the_report_is_streamed_a_page_at_a_time(tmp_path, monkeypatch):
             return real(engine)
 
         monkeypatch.setattr(files_api, "read_only", counting)
-        for body in (first, second):
+        for body in (first, second, _third):
             async with h.http.stream("GET", f"/v1/council-files/{body['file_id']}",
                                      headers={"X-API-Key": h.keys["council"]}) as r:
                 assert "content-length" not in r.headers  # streamed, not built whole
                 again = orjson.loads(await r.aread())
             assert again == body
-        # Per report: the receipt, then pages of 3 rows (3 + 3 + 2) and the empty page that ends it.
-        assert len(pages) == 2 * 5
+        # Per report: the receipt, then pages of 3 rows (3 + 3 + 2, 3 + 1) and the empty page that ends it.
+        assert len(pages) == 5 + 5 + 4
         replay = await h.http.post("/v1/council-files?format=swift_csv", content=SECOND_NIGHT,
                                    headers={"X-API-Key": h.keys["council"], "Content-Type": "text/csv"})
         assert replay.status_code == 200 and replay.json()["replay_of"] == second["file_id"]
