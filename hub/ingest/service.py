@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -196,15 +195,20 @@ _BULK_COUNTS = select(register_changes.c.person_id, func.count()).where(
 
 class BulkCache:
     """People's decoded histories and statuses carried from one bulk chunk to
-    the next (a file whose rows for one person are spread over its chunks),
-    at most `max_changes` changes held. An entry is used only if the person
-    still has exactly as many changes in the store (register changes are only
-    ever inserted, so the same count is the same history) and it is the same
-    day; otherwise the history is read again."""
+    the next (a file whose rows for one person are spread over its chunks).
+    An entry is used only if the person still has exactly as many changes in
+    the store (register changes are only ever inserted, so the same count is
+    the same history) and it is the same day; otherwise the history is read
+    again. Bounded: at most `max_weight` (a change weighs 1, a status 8:
+    about 0.4 KB each), 50,000 by default (about 20 MB); once full, people
+    not yet held are not added (a file that cycles through more people than
+    fit keeps hitting the ones held, where evicting the oldest would miss every time)."""
 
-    def __init__(self, max_changes: int = 20_000) -> None:
-        self.max_changes = max_changes
-        self._entries: OrderedDict[str, tuple[list[RegisterChange], Any]] = OrderedDict()
+    STATUS_WEIGHT = 8
+
+    def __init__(self, max_weight: int = 50_000) -> None:
+        self.max_weight = max_weight
+        self._entries: dict[str, tuple[list[RegisterChange], Any]] = {}
         self._held = 0
         self._day: date | None = None
         self.hits = 0
@@ -219,14 +223,12 @@ class BulkCache:
         for pid, history in histories.items():
             old = self._entries.pop(pid, None)
             if old is not None:
-                self._held -= len(old[0])
-            if len(history) > self.max_changes:
+                self._held -= len(old[0]) + self.STATUS_WEIGHT
+            weight = len(history) + self.STATUS_WEIGHT
+            if self._held + weight > self.max_weight:
                 continue
             self._entries[pid] = (history, statuses.get(pid))
-            self._held += len(history)
-        while self._held > self.max_changes:
-            _, (history, _status) = self._entries.popitem(last=False)
-            self._held -= len(history)
+            self._held += weight
 
 
 class _BulkOutcomes:

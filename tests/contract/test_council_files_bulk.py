@@ -335,3 +335,18 @@ async def test_the_report_is_streamed_a_page_at_a_time(tmp_path, monkeypatch):
                                   headers={"X-API-Key": h.keys["council"]})).json()
         assert again["report"] == replay.json()["report"] == [
             {**e, "status": "duplicate"} if e["status"] == "accepted" else e for e in second["report"]]
+
+
+def test_the_history_cache_is_bounded():
+    from datetime import date
+
+    from hub.ingest.service import BulkCache
+
+    cache = BulkCache(max_weight=30)
+    today = date(2025, 9, 1)
+    cache.keep(today, {"p1": [object()] * 5, "p2": [object()] * 5, "p3": [object()] * 5}, {"p1": "s1"})
+    assert cache.get("p1") is not None and cache.get("p2") is not None and cache.get("p3") is None  # 13 + 13
+    cache.keep(today, {"p1": [object()] * 20}, {})  # grown past the bound: dropped, not kept over it
+    assert cache.get("p1") is None and cache.get("p2") is not None
+    cache.keep(date(2025, 9, 2), {"p3": [object()] * 2}, {})  # another day: statuses are stale, all dropped
+    assert cache.get("p2") is None and cache.get("p3") is not None
