@@ -97,9 +97,9 @@ def council_file(people: list, rows: int) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode()
 
 
-async def run(path: str, rows: int, n_people: int, profile: Path | None) -> dict:
+async def run(path: str, rows: int, n_people: int, profile: Path | None, env: dict[str, str]) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="s117-bench-files-"))
-    hub = HubProcess(tmp, S117_RUN_WORKERS="false", S117_LOG_LEVEL="WARNING", S117_FILES_BULK=PATHS[path])
+    hub = HubProcess(tmp, S117_RUN_WORKERS="false", S117_LOG_LEVEL="WARNING", S117_FILES_BULK=PATHS[path], **env)
     engine = create_engine(hub.db_url)
     await create_schema(engine)
     _, trust = await add_client(engine, "Bench trust", "RNU", "trust", ["register:write"])
@@ -138,9 +138,12 @@ async def run(path: str, rows: int, n_people: int, profile: Path | None) -> dict
                                 headers={"X-API-Key": council, "Content-Type": "text/csv"})
             assert r.status_code == 202, r.text
             answered = time.perf_counter() - t0
+            series = []  # (rows done, RSS in kB)
             while True:
-                processing_peak = memory_kb(pid)["VmHWM"]  # before the GET that brings the report
+                mem = memory_kb(pid)
+                processing_peak = mem["VmHWM"]  # before the GET that brings the report
                 body = (await http.get(r.headers["location"], headers={"X-API-Key": council})).json()
+                series.append((body["rows_done"], mem["VmRSS"]))
                 if body["status"] != "processing":
                     break
                 await asyncio.sleep(0.05)
@@ -159,7 +162,7 @@ async def run(path: str, rows: int, n_people: int, profile: Path | None) -> dict
     shutil.rmtree(tmp, ignore_errors=True)
     return {"path": path, "rows": rows, "people": n_people, "mb": len(data) / 1e6, "answered": answered,
             "elapsed": elapsed, "rate": rows / elapsed, "cpu_ms": cpu / rows * 1000, "rss_before": rss_before,
-            "peak": peak, "processing_peak": processing_peak, "accepted": statuses["accepted"], "rejected": statuses["rejected"], "bare": bare,
+            "peak": peak, "processing_peak": processing_peak, "series": series, "accepted": statuses["accepted"], "rejected": statuses["rejected"], "bare": bare,
             "batched": batched, "load": load}
 
 
@@ -169,12 +172,15 @@ async def main() -> None:
     ap.add_argument("--people", type=int, default=0, help="people on the register (default: rows / 25)")
     ap.add_argument("--paths", nargs="+", choices=list(PATHS), default=["before", "after"])
     ap.add_argument("--profile", action="store_true", help="py-spy record the hub while it takes the file")
+    ap.add_argument("--env", nargs="*", default=[], help="KEY=VALUE for the hub process (e.g. MALLOC_ARENA_MAX=2)")
+    ap.add_argument("--rss-series", action="store_true", help="also print the hub's RSS as the rows are done")
     args = ap.parse_args()
+    env = dict(e.split("=", 1) for e in args.env)
     results = []
     for rows in args.rows:
         for path in args.paths:
             profile = Path(tempfile.gettempdir()) / f"files-profile-{path}-{rows}.txt" if args.profile else None
-            results.append(await run(path, rows, args.people or max(1, rows // 25), profile))
+            results.append(await run(path, rows, args.people or max(1, rows // 25), profile, env))
             if profile:
                 print(f"profile: {profile}", file=sys.stderr)
     print(f"{os.cpu_count()} cores; load average (1 min) in brackets")
@@ -189,6 +195,11 @@ async def main() -> None:
               f"{r['peak'] / 1024:.0f} MB (+{(r['peak'] - r['rss_before']) / 1024:.0f} MB) "
               f"| {r['accepted']} / {r['rejected']} | {r['bare']:,.0f} / {r['batched']:,.0f} "
               f"| {r['rate'] / r['bare']:.2f}x |")
+    if args.rss_series:
+        for r in results:
+            step = max(1, len(r["series"]) // 10)
+            print(f"{r['path']} {r['rows']:,}: RSS (MB) by rows done: " + ", ".join(
+                f"{done:,}: {rss / 1024:.0f}" for done, rss in r["series"][::step] + r["series"][-1:]))
     by = {(r["path"], r["rows"]): r for r in results}
     for rows in args.rows:
         if ("before", rows) in by and ("after", rows) in by:
