@@ -631,17 +631,17 @@ class IngestService:
         If the transaction fails, every row is None (nothing of it was kept)."""
         correlation_id = self._correlation_id()
         today = self._today()
-        prepared = [self._bulk_prepare(r, today) for r in rows]
-        indexes = {p.precheck_index for p in prepared if p.precheck_index} | {p.index for p in prepared if p.index}
-        smids = {p.smid for p in prepared if p.smid}
-        keys: list[Any] = []
-        for p in prepared:
-            nhs = bulk_person_key(p.row.data)
-            if nhs:
-                keys.append(("person", nhs))
-            if p.smid:
-                keys.append(("message", client.client_id, p.smid))
         try:
+            prepared = [self._bulk_prepare(r, today) for r in rows]
+            indexes = {p.precheck_index for p in prepared if p.precheck_index} | {p.index for p in prepared if p.index}
+            smids = {p.smid for p in prepared if p.smid}
+            keys: list[Any] = []
+            for p in prepared:
+                nhs = bulk_person_key(p.row.data)
+                if nhs:
+                    keys.append(("person", nhs))
+                if p.smid:
+                    keys.append(("message", client.client_id, p.smid))
             result = await self._commit.run(
                 lambda conn: self._bulk_unit(conn, client, prepared, sorted(indexes), sorted(smids), channel, today,
                                              correlation_id, cache),
@@ -657,7 +657,6 @@ class IngestService:
             cache.keep(today, result.histories, result.statuses)
         self.bulk_rows += sum(o is not None for o in result.outcomes)
         return result.outcomes
-
 
     def _bulk_prepare(self, row: BulkRow, today: date) -> _Prepared:
         """What needs no database: the precheck's inputs and the validation."""
@@ -689,7 +688,6 @@ class IngestService:
             p.change_in = change_in
             p.index = self._protector.index(normalise(change_in.person.nhs_number))
         return p
-
 
     async def _bulk_unit(self, conn: WriteBehind, client: Client, prepared: list[_Prepared],
                          indexes: list[str], smids: list[str], channel: str, today: date,
