@@ -130,7 +130,6 @@ class FileJobs:
         self._protector = protector
         self._chunk = chunk
         self._bulk = bulk  # False: every row through the per-change path (the way before bulk)
-        self.chunks_mapped = 0  # chunks of rows mapped from the stored text (tests)
         self._tasks: dict[str, asyncio.Task] = {}
         self._stop = asyncio.Event()
 
@@ -190,7 +189,6 @@ class FileJobs:
             chunk = list(itertools.islice(rows, self._chunk))
             if not chunk:
                 break
-            self.chunks_mapped += 1
             if self._bulk:
                 entries = await self._bulk_entries(client, layout, chunk, own, cache)
             else:
