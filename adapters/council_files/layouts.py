@@ -12,6 +12,7 @@ UTF-8 decoded record, not bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,15 @@ class Column:
     def end(self) -> int:
         """1-based last character (fixed width)."""
         return self.start + self.width - 1
+
+
+@cache
+def _columns_by_name(columns: tuple[Column, ...]) -> dict[str, Column]:
+    """Name -> column, the first of each name (looked up for every field of every row)."""
+    by_name: dict[str, Column] = {}
+    for c in columns:
+        by_name.setdefault(c.name, c)
+    return by_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +55,7 @@ class Layout:
     record_length: int = 0
 
     def column(self, name: str) -> Column | None:
-        return next((c for c in self.columns if c.name == name), None)
+        return _columns_by_name(self.columns).get(name)
 
     def column_for_target(self, target: str) -> str | None:
         return next((c.name for c in self.columns if c.target == target), None)

@@ -221,8 +221,20 @@ def _count(text: str) -> int:
     return int(text)
 
 
+_DMY = re.compile(r"^[0-9]{2}/[0-9]{2}/[0-9]{4}$")
+_YMD = re.compile(r"^[0-9]{8}$")
+
+
 def _date_parser(layout: Layout) -> Callable[[str], date]:
     def parse(text: str) -> date:
+        # The common forms without strptime (a date that does not exist falls through to it, and fails there).
+        try:
+            if "%d/%m/%Y" in layout.date_formats and _DMY.match(text):
+                return date(int(text[6:]), int(text[3:5]), int(text[:2]))
+            if "%Y%m%d" in layout.date_formats and _YMD.match(text):
+                return date(int(text[:4]), int(text[4:6]), int(text[6:]))
+        except ValueError:
+            pass
         for fmt in layout.date_formats:
             try:
                 return datetime.strptime(text, fmt).date()
