@@ -7,6 +7,7 @@ domain event the rules derive. Either all of it is durable or none is.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -148,6 +149,7 @@ class _Replay:
 # group commit's write-behind). Each row gets exactly the answer the per-change
 # path (`write_precheck`, then `accept_mapped`) would give it.
 
+BULK_YIELD_EVERY = 50  # rows between yields to the event loop
 _BULK_PERSONS = select(persons.c.person_id, persons.c.nhs_number_index, persons.c.details).where(
     persons.c.nhs_number_index.in_(bindparam("indexes", expanding=True))).with_for_update()
 _BULK_CHANGES = select(register_changes.c.person_id, register_changes.c.canonical).where(
@@ -632,7 +634,11 @@ class IngestService:
         correlation_id = self._correlation_id()
         today = self._today()
         try:
-            prepared = [self._bulk_prepare(r, today) for r in rows]
+            prepared = []
+            for n, r in enumerate(rows, 1):
+                prepared.append(self._bulk_prepare(r, today))
+                if n % BULK_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let requests in (SQLite statements run on the loop)
             indexes = {p.precheck_index for p in prepared if p.precheck_index} | {p.index for p in prepared if p.index}
             smids = {p.smid for p in prepared if p.smid}
             keys: list[Any] = []
@@ -772,6 +778,10 @@ class IngestService:
                            errors=[x.as_dict() for x in problems], quarantine_id=qid, correlation_id=correlation_id)
 
         for i, p in enumerate(prepared):
+            if i and i % BULK_YIELD_EVERY == 0:
+                # A chunk is a few hundred ms of work: let requests be read and answered meanwhile (on
+                # SQLite the writer holds the write lock, so other writers wait in the group commit anyway).
+                await asyncio.sleep(0)
             row = p.row
             if row.data is None:  # reject_unmapped
                 out.outcomes[i] = await hold_in_quarantine(row.original, row.source_message_id, list(row.problems))
