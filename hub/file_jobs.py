@@ -176,8 +176,8 @@ class FileJobs:
         client = Client(c.client_id, c.name, c.org_code, c.org_kind, tuple(c.scopes))
         layout = LAYOUTS[receipt.format]
         stream = open_file(self._protector.decrypt(receipt.content), layout)
+        done = receipt.rows_done or 0
         del receipt  # the encrypted copy
-        done = receipt_done = await self._rows_done(file_id)
         rows = stream.rows()
         for _ in itertools.islice(rows, done):  # reported before a restart (mapped for RECORD_ID repeats)
             pass
@@ -208,13 +208,7 @@ class FileJobs:
             await conn.execute(file_receipts.update().where(file_receipts.c.file_id == file_id)
                                .values(status="processed", content=None))
         log.info("council file processed", source=client.client_id, channel=CHANNEL, status="processed",
-                 count=done - receipt_done, file_id=file_id)
-
-    async def _rows_done(self, file_id: str) -> int:
-        async with read_only(self._engine) as conn:
-            done = (await conn.execute(select(file_receipts.c.rows_done)
-                                       .where(file_receipts.c.file_id == file_id))).scalar_one()
-        return done or 0
+                 count=done, file_id=file_id)
 
     async def _bulk_entries(self, client: Client, layout: Layout, chunk: list[MappedRow],
                             own: str | None, cache: BulkCache | None = None) -> list[dict[str, Any]]:
