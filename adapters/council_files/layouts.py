@@ -12,7 +12,6 @@ UTF-8 decoded record, not bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +29,19 @@ class Column:
         return self.start + self.width - 1
 
 
-@cache
+# id(columns) -> (columns, name -> the first column of that name): looked up for
+# every field of every row, so not by hashing the tuple of columns each time.
+_BY_NAME: dict[int, tuple[tuple[Column, ...], dict[str, Column]]] = {}
+
+
 def _columns_by_name(columns: tuple[Column, ...]) -> dict[str, Column]:
-    """Name -> column, the first of each name (looked up for every field of every row)."""
-    by_name: dict[str, Column] = {}
-    for c in columns:
-        by_name.setdefault(c.name, c)
-    return by_name
+    entry = _BY_NAME.get(id(columns))
+    if entry is None or entry[0] is not columns:
+        by_name: dict[str, Column] = {}
+        for c in columns:
+            by_name.setdefault(c.name, c)
+        entry = _BY_NAME[id(columns)] = (columns, by_name)
+    return entry[1]
 
 
 @dataclass(frozen=True, slots=True)
