@@ -3,12 +3,22 @@
 A real hub process (embedded: SQLite WAL, synchronous=FULL; delivery workers
 off) with people put on the register by a trust through the API; then one
 SWIFT-style CSV (adapters/council_files) of GP changes and completed reviews
-for them is sent to `POST /v1/council-files` and polled until processed.
-Prints rows/s from POST to processed beside a bare SQLite row insert measured
-in the same run (one fsync'd transaction per row).
+for them (25 rows a person by default) is sent to `POST /v1/council-files`
+and polled until processed. Each run is a fresh hub, for each path:
 
-    .venv/bin/python bench/bench_files.py                # 200 people, 5,000 rows
-    .venv/bin/python bench/bench_files.py --rows 20000 --people 1000
+- `after`: the bulk path (a chunk of 500 rows per transaction, the default);
+- `before`: each row through the per-change path (`S117_FILES_BULK=false`),
+  as before the bulk path.
+
+Prints rows/s from POST to processed, hub CPU per row (from /proc: robust to
+other load on the machine), the hub's peak RSS while it took and processed
+the file (its high-water mark reset just before the POST) and its growth over
+the RSS before, while the file is processed and with the GET of the per-row report, beside a bare SQLite row insert measured in the same run on
+the same disk: one fsync'd transaction per row, and 500 rows per transaction.
+
+    .venv/bin/python bench/bench_files.py                           # 5,000 rows, before and after
+    .venv/bin/python bench/bench_files.py --rows 5000 50000 --paths after   # memory: 5k vs 50k rows
+    .venv/bin/python bench/bench_files.py --profile                 # py-spy the hub (GIL samples)
 """
 
 from __future__ import annotations
@@ -18,13 +28,18 @@ import asyncio
 import os
 import random
 import shutil
+import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
+import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -36,23 +51,65 @@ from tests.support import HubProcess  # noqa: E402
 
 HEADER = ("RECORD_ID,EVENT,EFFECTIVE_DATE,NOTIFIED_DATE,NHS_NO,SURNAME,FORENAME,DOB,POSTCODE,LA_GSS,NFA,GP_ODS,"
           "REVIEW_REASON,LA_AGREES,NHS_AGREES,PERSON_INVOLVED,END_REASONS,PARTICIPANTS")
+PATHS = {"before": "false", "after": "true"}
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--people", type=int, default=200)
-    ap.add_argument("--rows", type=int, default=5000)
-    args = ap.parse_args()
+def bare_insert_batched(path: Path, changes: list[dict], per_txn: int = 500) -> float:
+    """Rows/s: the same rows, `per_txn` per fsync'd transaction (one executemany each)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE register_changes (change_id TEXT PRIMARY KEY, person_id TEXT, source TEXT,"
+               " source_message_id TEXT, change_type TEXT, effective_date TEXT, canonical TEXT,"
+               " UNIQUE (source, source_message_id))")
+    t0 = time.perf_counter()
+    for i in range(0, len(changes), per_txn):
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT INTO register_changes VALUES (?,?,?,?,?,?,?)",
+                       [(str(uuid.uuid4()), "p", "bench", f"{c['source_message_id']}-{i + j}", c["change_type"],
+                         c["effective_date"], orjson.dumps(c).decode())
+                        for j, c in enumerate(changes[i:i + per_txn])])
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - t0
+    db.close()
+    return len(changes) / elapsed
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0])
+    return fields
+
+
+def council_file(people: list, rows: int) -> bytes:
+    lines = [HEADER]
+    start = date(2024, 1, 1)
+    for i in range(rows):
+        p = people[i % len(people)][0]["person"]["nhs_number"]
+        day = (start + timedelta(days=i // len(people))).strftime("%d/%m/%Y")
+        if i % 2:
+            lines.append(f"B-{i},REVIEW_DONE,{day},{day},{p},,,,,,,,,,,,,")
+        else:
+            lines.append(f"B-{i},GP_CHANGE,{day},{day},{p},,,,,,,{('K82001', 'M81001')[i // 2 % 2]},,,,,,")
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+async def run(path: str, rows: int, n_people: int, profile: Path | None, env: dict[str, str]) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="s117-bench-files-"))
-    hub = HubProcess(tmp, S117_RUN_WORKERS="false", S117_LOG_LEVEL="WARNING")
+    hub = HubProcess(tmp, S117_RUN_WORKERS="false", S117_LOG_LEVEL="WARNING", S117_FILES_BULK=PATHS[path], **env)
     engine = create_engine(hub.db_url)
     await create_schema(engine)
     _, trust = await add_client(engine, "Bench trust", "RNU", "trust", ["register:write"])
     _, council = await add_client(engine, "Bucks SWIFT", "E06000060", "council", ["register:write"])
     await engine.dispose()
     rng = random.Random(117)
-    people = [detention_to_move_scenario(rng, f"f{i}", date(2023, 1, 2))[:3] for i in range(args.people)]
+    people = [detention_to_move_scenario(rng, f"f{i}", date(2023, 1, 2))[:3] for i in range(n_people)]
+    data = council_file(people, rows)
     await hub.start()
+    profiler = None
     try:
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=600) as http:
             queue = list(people)
@@ -64,40 +121,91 @@ async def main() -> None:
                         assert r.status_code == 202, r.text
 
             await asyncio.gather(*(client() for _ in range(16)))
-            lines = [HEADER]
-            start = date(2024, 1, 1)
-            for i in range(args.rows):
-                p = people[i % args.people][0]["person"]["nhs_number"]
-                day = (start + timedelta(days=i // args.people)).strftime("%d/%m/%Y")
-                if i % 2:
-                    lines.append(f"B-{i},REVIEW_DONE,{day},{day},{p},,,,,,,,,,,,,")
-                else:
-                    lines.append(f"B-{i},GP_CHANGE,{day},{day},{p},,,,,,,{('K82001', 'M81001')[i // 2 % 2]},,,,,,")
-            data = ("\r\n".join(lines) + "\r\n").encode()
-            cpu0, t0 = cpu_seconds(hub.proc.pid), time.perf_counter()
+            assert hub.proc is not None
+            pid = hub.proc.pid
+            if profile is not None:
+                spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+                assert spy, "--profile needs py-spy (pip install py-spy)"
+                profiler = subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "-o", str(profile),
+                                             "--rate", "250", "--nonblocking", "--gil"],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                await asyncio.sleep(1)
+            Path(f"/proc/{pid}/clear_refs").write_text("5")  # reset the peak RSS to the RSS now
+            rss_before = memory_kb(pid)["VmRSS"]
+            load = os.getloadavg()[0]
+            cpu0, t0 = cpu_seconds(pid), time.perf_counter()
             r = await http.post("/v1/council-files", params={"format": "swift_csv"}, content=data,
                                 headers={"X-API-Key": council, "Content-Type": "text/csv"})
             assert r.status_code == 202, r.text
             answered = time.perf_counter() - t0
+            series = []  # (rows done, RSS in kB)
             while True:
+                mem = memory_kb(pid)
+                processing_peak = mem["VmHWM"]  # before the GET that brings the report
                 body = (await http.get(r.headers["location"], headers={"X-API-Key": council})).json()
+                series.append((body["rows_done"], mem["VmRSS"]))
                 if body["status"] != "processing":
                     break
-                await asyncio.sleep(0.2)
-            elapsed, cpu = time.perf_counter() - t0, cpu_seconds(hub.proc.pid) - cpu0
+                await asyncio.sleep(0.05)
+            elapsed, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
+            peak = memory_kb(pid)["VmHWM"]
+            load = max(load, os.getloadavg()[0])
+            statuses = Counter(e["status"] for e in body["report"])
     finally:
+        if profiler is not None:
+            profiler.send_signal(2)
+            profiler.wait(30)
         hub.stop()
     flat = [c for p in people for c in p][:2000]
     bare = bare_insert(tmp / "bare.db", flat)
-    rate = args.rows / elapsed
-    print(f"{args.rows:,} rows ({len(data) / 1e6:.1f} MB) for {args.people} people; {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.1f}")
-    print("| rows | 202 after | processed after | rows/s | hub CPU/row | accepted / rejected "
-          "| bare insert rows/s | hub / bare |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(f"| {args.rows:,} | {answered * 1000:.0f} ms | {elapsed:.1f} s | {rate:,.0f} | {cpu / args.rows * 1000:.1f} ms "
-          f"| {body['accepted']} / {body['rejected']} | {bare:,.0f} | {bare / rate:.1f}x |")
+    batched = bare_insert_batched(tmp / "bare-batched.db", [c for p in people for c in p] * 3)
     shutil.rmtree(tmp, ignore_errors=True)
+    return {"path": path, "rows": rows, "people": n_people, "mb": len(data) / 1e6, "answered": answered,
+            "elapsed": elapsed, "rate": rows / elapsed, "cpu_ms": cpu / rows * 1000, "rss_before": rss_before,
+            "peak": peak, "processing_peak": processing_peak, "series": series, "accepted": statuses["accepted"], "rejected": statuses["rejected"], "bare": bare,
+            "batched": batched, "load": load}
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, nargs="+", default=[5000])
+    ap.add_argument("--people", type=int, default=0, help="people on the register (default: rows / 25)")
+    ap.add_argument("--paths", nargs="+", choices=list(PATHS), default=["before", "after"])
+    ap.add_argument("--profile", action="store_true", help="py-spy record the hub while it takes the file")
+    ap.add_argument("--env", nargs="*", default=[], help="KEY=VALUE for the hub process (e.g. MALLOC_ARENA_MAX=2)")
+    ap.add_argument("--rss-series", action="store_true", help="also print the hub's RSS as the rows are done")
+    args = ap.parse_args()
+    env = dict(e.split("=", 1) for e in args.env)
+    results = []
+    for rows in args.rows:
+        for path in args.paths:
+            profile = Path(tempfile.gettempdir()) / f"files-profile-{path}-{rows}.txt" if args.profile else None
+            results.append(await run(path, rows, args.people or max(1, rows // 25), profile, env))
+            if profile:
+                print(f"profile: {profile}", file=sys.stderr)
+    print(f"{os.cpu_count()} cores; load average (1 min) in brackets")
+    print("| path | rows (MB) | people | 202 after | processed after | rows/s | hub CPU/row | hub peak RSS "
+          "(growth): processing / with the report GET | accepted / rejected | bare insert rows/s: 1 / 500 per txn "
+          "| rows/s / bare (1 per txn) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['path']} ({r['load']:.1f}) | {r['rows']:,} ({r['mb']:.1f}) | {r['people']:,} "
+              f"| {r['answered'] * 1000:.0f} ms | {r['elapsed']:.1f} s | {r['rate']:,.0f} | {r['cpu_ms']:.2f} ms "
+              f"| {r['processing_peak'] / 1024:.0f} MB (+{(r['processing_peak'] - r['rss_before']) / 1024:.0f} MB) / "
+              f"{r['peak'] / 1024:.0f} MB (+{(r['peak'] - r['rss_before']) / 1024:.0f} MB) "
+              f"| {r['accepted']} / {r['rejected']} | {r['bare']:,.0f} / {r['batched']:,.0f} "
+              f"| {r['rate'] / r['bare']:.2f}x |")
+    if args.rss_series:
+        for r in results:
+            step = max(1, len(r["series"]) // 10)
+            print(f"{r['path']} {r['rows']:,}: RSS (MB) by rows done: " + ", ".join(
+                f"{done:,}: {rss / 1024:.0f}" for done, rss in r["series"][::step] + r["series"][-1:]))
+    by = {(r["path"], r["rows"]): r for r in results}
+    for rows in args.rows:
+        if ("before", rows) in by and ("after", rows) in by:
+            b, a = by["before", rows], by["after", rows]
+            print(f"{rows:,} rows: after / before: {a['rate'] / b['rate']:.1f}x rows/s, "
+                  f"{b['cpu_ms'] / a['cpu_ms']:.1f}x less CPU per row")
 
 
 if __name__ == "__main__":

@@ -253,6 +253,7 @@ async def build_hub(settings: Settings) -> Hub:
     hub.workflows = WorkflowService(engine, ref, agreements, protector, hub.ingest)
     hub.workflows.costs_for = hub.packages.interim_costs  # reimbursement from the real package costs
     hub.workflow_consumer = WorkflowConsumer(hub.workflows, bus, engine)
-    hub.files = FileJobs(engine, hub.ingest, protector, packages=hub.packages)
+    hub.files = FileJobs(engine, hub.ingest, protector, packages=hub.packages, chunk=settings.files_chunk_rows,
+                         bulk=settings.files_bulk)
     log.info("hub started", database=engine.dialect.name, bus="kafka" if kafka_servers else "sql")
     return hub

@@ -2,13 +2,21 @@
 
 `POST /v1/council-files` checks the file as a whole (header, trailer, sender),
 stores it (Fernet-encrypted, in its `file_receipts` row) and answers 202 with
-its id; `FileJobs` then records its rows a chunk at a time. Within a chunk,
-rows for different people go through ingest concurrently, so the group commit
-(hub/ingest/group_commit.py) writes many of them per transaction; one
-person's rows are sent one after another, in file order. After each chunk the
-per-row report entries (`file_rows`) and the progress (`rows_done`, counts)
-are committed together. When the last chunk is done the receipt is marked
-`processed` and the stored file is dropped.
+its id; `FileJobs` then records its rows a chunk at a time (500 rows by
+default), mapping them from the stored text as it goes: only the chunk in
+hand is held as mapped rows, whatever the file's length.
+
+A chunk goes through ingest's bulk path (`IngestService.accept_bulk`): one
+unit of the group commit (hub/ingest/group_commit.py), so one transaction
+for the chunk, its people, their histories and earlier answers read in a
+statement each, and every row judged in file order against that state (a
+person's second row sees their first). Rows the bulk path leaves aside (a
+package record, a person the council may add, a change a dispute holds) and
+the later rows of the same person then go through the per-change path, one
+person's rows one after another, different people at once. After each chunk
+the per-row report entries (`file_rows`) and the progress (`rows_done`,
+counts) are committed together. When the last chunk is done the receipt is
+marked `processed` and the stored file is dropped.
 
 Restart-safe: a file still `processing` when the hub stops (or is killed) is
 resumed at the next start from its first unreported row. Rows of the
@@ -21,6 +29,7 @@ A row rejected in the interrupted chunk is quarantined again on resume.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,9 +37,9 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from adapters.council_files import LAYOUTS, Layout, MappedRow, column_for, map_file
+from adapters.council_files import LAYOUTS, Layout, MappedRow, column_for, open_file
 from hub.crypto import DataProtector
-from hub.ingest.service import Client, IngestService, Outcome
+from hub.ingest.service import BulkCache, BulkRow, Client, IngestService, Outcome, bulk_person_key
 from hub.ingest.validation import FieldProblem
 from hub.observability.logging import get_logger
 from hub.store.db import read_only
@@ -40,7 +49,7 @@ log = get_logger("hub.files")
 NOT_RESPONSIBLE = ("no one with this NHS number is on the register with this council responsible: a package "
                    "is recorded by the person's responsible council")
 CHANNEL = "file"
-CHUNK = 256
+CHUNK = 500
 PARALLEL = 64  # people in flight at once (their rows share group-commit batches)
 
 def entry(row: MappedRow, outcome: Outcome, layout: Layout, own_correlation: str | None = None) -> dict[str, Any]:
@@ -114,21 +123,22 @@ async def report_of(engine: AsyncEngine, receipt: Any) -> list[dict[str, Any]]:
 
 class FileJobs:
     def __init__(self, engine: AsyncEngine, ingest: IngestService, protector: DataProtector,
-                 chunk: int = CHUNK, packages: Any = None) -> None:
+                 chunk: int = CHUNK, packages: Any = None, bulk: bool = True) -> None:
         self._engine = engine
         self._packages = packages  # hub/money PackageService: package records in council files
         self._ingest = ingest
         self._protector = protector
         self._chunk = chunk
+        self._bulk = bulk  # False: every row through the per-change path (the way before bulk)
         self._tasks: dict[str, asyncio.Task] = {}
         self._stop = asyncio.Event()
 
-    def start(self, file_id: str, rows: list[MappedRow] | None = None, resumed: bool = False) -> None:
+    def start(self, file_id: str, resumed: bool = False) -> None:
         """Process a stored file in the background (no-op if already running)."""
         running = self._tasks.get(file_id)
         if running is not None and not running.done():
             return
-        self._tasks[file_id] = asyncio.create_task(self._run(file_id, rows, resumed), name=f"council-file-{file_id}")
+        self._tasks[file_id] = asyncio.create_task(self._run(file_id, resumed), name=f"council-file-{file_id}")
 
     async def resume(self) -> None:
         """At start-up: carry on with every file accepted but not finished."""
@@ -150,14 +160,14 @@ class FileJobs:
         if self._tasks:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
-    async def _run(self, file_id: str, rows: list[MappedRow] | None, resumed: bool) -> None:
+    async def _run(self, file_id: str, resumed: bool) -> None:
         try:
             with structlog.contextvars.bound_contextvars(correlation_id=file_id):
-                await self._process(file_id, rows, resumed)
+                await self._process(file_id, resumed)
         except Exception as exc:  # noqa: BLE001 - kept as processing: resumed at the next start
             log.error("council file processing failed", file_id=file_id, exc_type=type(exc).__name__)
 
-    async def _process(self, file_id: str, rows: list[MappedRow] | None, resumed: bool) -> None:
+    async def _process(self, file_id: str, resumed: bool) -> None:
         async with read_only(self._engine) as conn:
             receipt = (await conn.execute(select(file_receipts).where(file_receipts.c.file_id == file_id))).one()
             c = (await conn.execute(select(api_clients).where(api_clients.c.client_id == receipt.source))).one()
@@ -165,15 +175,24 @@ class FileJobs:
             return
         client = Client(c.client_id, c.name, c.org_code, c.org_kind, tuple(c.scopes))
         layout = LAYOUTS[receipt.format]
-        if rows is None:
-            rows = map_file(self._protector.decrypt(receipt.content), layout).rows
+        stream = open_file(self._protector.decrypt(receipt.content), layout)
         done = receipt.rows_done or 0
+        del receipt  # the encrypted copy
+        rows = stream.rows()
+        for _ in itertools.islice(rows, done):  # reported before a restart (mapped for RECORD_ID repeats)
+            pass
         own = file_id if resumed else None
-        while done < len(rows):
+        cache = BulkCache()  # people's histories from chunk to chunk, bounded
+        while True:
             if self._stop.is_set():
                 return
-            chunk = rows[done:done + self._chunk]
-            entries = await self._chunk_entries(client, layout, chunk, own)
+            chunk = list(itertools.islice(rows, self._chunk))
+            if not chunk:
+                break
+            if self._bulk:
+                entries = await self._bulk_entries(client, layout, chunk, own, cache)
+            else:
+                entries = await self._chunk_entries(client, layout, chunk, own)
             own = None  # only the interrupted chunk can hold rows this file recorded before
             c = counts(entries)
             done += len(chunk)
@@ -184,15 +203,45 @@ class FileJobs:
                     rows_done=done, accepted=file_receipts.c.accepted + c["accepted"],
                     duplicates=file_receipts.c.duplicates + c["duplicates"],
                     rejected=file_receipts.c.rejected + c["rejected"]))
+            del chunk, entries
         async with self._engine.begin() as conn:
             await conn.execute(file_receipts.update().where(file_receipts.c.file_id == file_id)
                                .values(status="processed", content=None))
         log.info("council file processed", source=client.client_id, channel=CHANNEL, status="processed",
-                 count=len(rows), file_id=file_id)
+                 count=done, file_id=file_id)
+
+    async def _bulk_entries(self, client: Client, layout: Layout, chunk: list[MappedRow],
+                            own: str | None, cache: BulkCache | None = None) -> list[dict[str, Any]]:
+        """The chunk through ingest's bulk path; what it leaves aside (and each
+        such person's later rows) through the per-change path afterwards."""
+        aside: set[str] = set()  # people whose rows from here on go the per-change way
+        bulk: list[MappedRow] = []
+        for row in chunk:
+            key = bulk_person_key(row.data)
+            if (row.data or {}).get("record") == "package" or (key is not None and key in aside):
+                if key is not None:
+                    aside.add(key)
+                continue
+            bulk.append(row)
+        outcomes: dict[int, Outcome] = {}
+        answers = await self._ingest.accept_bulk(
+            client, [BulkRow(r.data, r.original, r.problems, r.record_id) for r in bulk], CHANNEL, cache)
+        for row, outcome in zip(bulk, answers, strict=True):
+            if outcome is not None:
+                outcomes[row.row] = outcome
+        rest = [r for r in chunk if r.row not in outcomes]
+        if rest:
+            outcomes |= await self._one_by_one(client, rest)
+        return [entry(r, outcomes[r.row], layout, own) for r in chunk]
 
     async def _chunk_entries(self, client: Client, layout: Layout, chunk: list[MappedRow],
                              own: str | None) -> list[dict[str, Any]]:
-        # One person's rows in file order; different people at once (group commit batches them).
+        outcomes = await self._one_by_one(client, chunk)
+        return [entry(r, outcomes[r.row], layout, own) for r in chunk]
+
+    async def _one_by_one(self, client: Client, chunk: list[MappedRow]) -> dict[int, Outcome]:
+        """Each row through the per-change path: one person's rows in file
+        order, different people at once (group commit batches them)."""
         by_person: dict[Any, list[MappedRow]] = {}
         for row in chunk:
             person = (row.data or {}).get("person") or {}
@@ -207,5 +256,5 @@ class FileJobs:
                     outcomes[r.row] = await ingest_row(self._ingest, client, r, self._packages)
 
         await asyncio.gather(*(person(rs) for rs in by_person.values()))
-        return [entry(r, outcomes[r.row], layout, own) for r in chunk]
+        return outcomes
 

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     ingest_batch_max: int = 64
     ingest_batch_wait_ms: float = 2.0
+    # Council files (hub/file_jobs.py): rows per chunk (one bulk transaction
+    # each, the mapped rows held at once); false: each row through the
+    # per-change path, as a REST change (for comparison: bench/bench_files.py).
+    files_chunk_rows: int = Field(default=500, ge=1, le=5000)
+    files_bulk: bool = True
 
     # HL7 v2 ADT over MLLP (hub/mllp.py): off unless a port is set. MLLP has no
     # authentication: keep it on a network only the trusts' engines reach.

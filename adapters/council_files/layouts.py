@@ -29,6 +29,21 @@ class Column:
         return self.start + self.width - 1
 
 
+# id(columns) -> (columns, name -> the first column of that name): looked up for
+# every field of every row, so not by hashing the tuple of columns each time.
+_BY_NAME: dict[int, tuple[tuple[Column, ...], dict[str, Column]]] = {}
+
+
+def _columns_by_name(columns: tuple[Column, ...]) -> dict[str, Column]:
+    entry = _BY_NAME.get(id(columns))
+    if entry is None or entry[0] is not columns:
+        by_name: dict[str, Column] = {}
+        for c in columns:
+            by_name.setdefault(c.name, c)
+        entry = _BY_NAME[id(columns)] = (columns, by_name)
+    return entry[1]
+
+
 @dataclass(frozen=True, slots=True)
 class Layout:
     name: str
@@ -45,7 +60,7 @@ class Layout:
     record_length: int = 0
 
     def column(self, name: str) -> Column | None:
-        return next((c for c in self.columns if c.name == name), None)
+        return _columns_by_name(self.columns).get(name)
 
     def column_for_target(self, target: str) -> str | None:
         return next((c.name for c in self.columns if c.target == target), None)

@@ -12,8 +12,9 @@ the first data record after the header.
 from __future__ import annotations
 
 import csv
+import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -220,8 +221,20 @@ def _count(text: str) -> int:
     return int(text)
 
 
+_DMY = re.compile(r"^[0-9]{2}/[0-9]{2}/[0-9]{4}$")
+_YMD = re.compile(r"^[0-9]{8}$")
+
+
 def _date_parser(layout: Layout) -> Callable[[str], date]:
     def parse(text: str) -> date:
+        # The common forms without strptime (a date that does not exist falls through to it, and fails there).
+        try:
+            if "%d/%m/%Y" in layout.date_formats and _DMY.match(text):
+                return date(int(text[6:]), int(text[3:5]), int(text[:2]))
+            if "%Y%m%d" in layout.date_formats and _YMD.match(text):
+                return date(int(text[:4]), int(text[4:6]), int(text[6:]))
+        except ValueError:
+            pass
         for fmt in layout.date_formats:
             try:
                 return datetime.strptime(text, fmt).date()
@@ -389,12 +402,33 @@ def _decode(data: bytes) -> tuple[str | None, FileProblem | None]:
     return text, None
 
 
-def _csv_records(text: str) -> tuple[list[str], FileProblem | None]:
+def _csv_records(text: str) -> tuple[Iterator[str], FileProblem | None]:
     """Split into records at line ends outside quoted fields (a quoted field
     may hold commas and line breaks; a quote only opens one at the start of a
     field). CRLF or LF; blank lines are skipped. Malformed quoting inside a
-    record is left for the CSV reader to refuse, for that record only."""
-    records, start, state = [], 0, "start"  # start, plain, quoted, closing
+    record is left for the CSV reader to refuse, for that record only.
+    Checks the quoting of the whole text first, then yields one record at a time."""
+    if '"' not in text:  # no quoted field: records are the lines
+        return (r for r in _lines(text) if r.strip()), None
+    if _quoting_state(text) == "quoted":
+        return iter(()), FileProblem("quoting", "a quoted field is not closed before the end of the file")
+    return _quoted_records(text), None
+
+
+def _lines(text: str) -> Iterator[str]:
+    start = 0
+    while True:
+        end = text.find("\n", start)
+        if end < 0:
+            yield text[start:].removesuffix("\r")
+            return
+        yield text[start:end].removesuffix("\r")
+        start = end + 1
+
+
+def _scan(text: str) -> Iterator[tuple[int, int] | str]:
+    """The quoting state machine: yields each record's span as it ends, then the final state."""
+    start, state = 0, "start"  # start, plain, quoted, closing
     for i, ch in enumerate(text):
         if state == "quoted":
             if ch == '"':
@@ -405,29 +439,79 @@ def _csv_records(text: str) -> tuple[list[str], FileProblem | None]:
         elif ch == ",":
             state = "start"
         elif ch == "\n":
-            records.append(text[start:i].removesuffix("\r"))
+            yield start, i
             start, state = i + 1, "start"
         elif state == "start" and ch == '"':
             state = "quoted"
         else:
             state = "plain"
-    if state == "quoted":
-        return [], FileProblem("quoting", "a quoted field is not closed before the end of the file")
-    records.append(text[start:].removesuffix("\r"))
-    return [r for r in records if r.strip()], None
+    if state != "quoted":
+        yield start, len(text)
+    yield state
 
 
-def _map_csv(data: bytes, layout: Layout) -> FileMapping:
+def _quoting_state(text: str) -> str:
+    state: Any = None
+    for state in _scan(text):
+        pass
+    return state
+
+
+def _quoted_records(text: str) -> Iterator[str]:
+    for span in _scan(text):
+        if isinstance(span, str):
+            return
+        record = text[span[0]:span[1]].removesuffix("\r")
+        if record.strip():
+            yield record
+
+
+@dataclass(slots=True)
+class FileStream:
+    """A council file checked as a whole (header, trailer, quoting), its data
+    records mapped one at a time by `rows()`: only the text and the row in hand
+    are held, never every mapped row."""
+
+    layout: Layout
+    problems: tuple[FileProblem, ...] = ()  # non-empty: the whole file is rejected
+    count: int = 0  # data records
+    sender: str | None = None
+    header: dict[str, Any] = field(default_factory=dict)
+    _records: Callable[[], Iterator[str]] | None = None
+    _names: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def rows(self) -> Iterator[MappedRow]:
+        """The data records, mapped in file order (each call reads the text again)."""
+        if self._records is None:
+            return
+        seen: dict[str, int] = {}
+        for n, record in enumerate(self._records(), 1):
+            if self.layout.kind == "csv":
+                yield _csv_row(self.layout, self._names, n, record, seen)
+            else:
+                yield _fixed_row(self.layout, n, record, seen)
+
+
+def _rejected(layout: Layout, code: str, reason: str) -> FileStream:
+    return FileStream(layout, problems=(FileProblem(code, reason),))
+
+
+def _open_csv(data: bytes, layout: Layout) -> FileStream:
     text, problem = _decode(data)
     if problem:
-        return FileMapping(layout.name, problems=(problem,))
+        return FileStream(layout, problems=(problem,))
     records, problem = _csv_records(text)
     if problem:
-        return FileMapping(layout.name, problems=(problem,))
+        return FileStream(layout, problems=(problem,))
+    first = next(records)
     try:
-        header = next(csv.reader([records[0]], strict=True))
+        header = next(csv.reader([first], strict=True))
     except csv.Error:
-        return FileMapping(layout.name, problems=(FileProblem("header", "the header row is not valid CSV"),))
+        return _rejected(layout, "header", "the header row is not valid CSV")
     names = [h.strip().upper() for h in header]
     known = {c.name for c in layout.columns}
     problems = []
@@ -442,43 +526,47 @@ def _map_csv(data: bytes, layout: Layout) -> FileMapping:
         if col.required and col.name not in names:
             problems.append(FileProblem("header", f"the header has no {col.name} column (required)"))
     if problems:
-        return FileMapping(layout.name, problems=tuple(problems))
+        return FileStream(layout, problems=tuple(problems))
+    count = sum(1 for _ in records)
 
-    rows, seen = [], {}
-    for n, record in enumerate(records[1:], 1):
-        original = record.encode("utf-8")
-        try:
-            fields = next(csv.reader([record], strict=True))
-        except csv.Error:
-            rows.append(MappedRow(n, None, original, None, (FieldProblem(
-                f"row {n}", "is not valid CSV (a quote inside an unquoted field, or text after a closing quote)"),)))
-            continue
-        if len(fields) != len(names):
-            rows.append(MappedRow(n, None, original, None, (FieldProblem(
-                f"row {n}", f"has {len(fields)} fields; the header has {len(names)}"),)))
-            continue
-        values = {name: value.strip() for name, value in zip(names, fields)}
-        rows.append(map_record(layout, n, values, original, seen))
-    return FileMapping(layout.name, rows=tuple(rows))
+    def body() -> Iterator[str]:
+        again, _ = _csv_records(text)
+        next(again)  # the header
+        return again
+
+    return FileStream(layout, count=count, _records=body, _names=names)
+
+
+def _csv_row(layout: Layout, names: list[str], n: int, record: str, seen: dict[str, int]) -> MappedRow:
+    original = record.encode("utf-8")
+    try:
+        fields = next(csv.reader([record], strict=True))
+    except csv.Error:
+        return MappedRow(n, None, original, None, (FieldProblem(
+            f"row {n}", "is not valid CSV (a quote inside an unquoted field, or text after a closing quote)"),))
+    if len(fields) != len(names):
+        return MappedRow(n, None, original, None, (FieldProblem(
+            f"row {n}", f"has {len(fields)} fields; the header has {len(names)}"),))
+    values = {name: value.strip() for name, value in zip(names, fields)}
+    return map_record(layout, n, values, original, seen)
 
 
 def _slice(line: str, col: Column) -> str:
     return line[col.start - 1: col.end].strip()
 
 
-def _map_fixed(data: bytes, layout: Layout) -> FileMapping:
+def _open_fixed(data: bytes, layout: Layout) -> FileStream:
     text, problem = _decode(data)
     if problem:
-        return FileMapping(layout.name, problems=(problem,))
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
-    lines = [line for line in lines if line.strip()]
+        return FileStream(layout, problems=(problem,))
 
-    def reject(code: str, reason: str) -> FileMapping:
-        return FileMapping(layout.name, problems=(FileProblem(code, reason),))
+    def lines() -> Iterator[str]:
+        return (line for line in _lines(text) if line.strip())
 
-    head = lines[0]
+    first = next(lines())
+    head = first
     if not head.startswith("H"):
-        return reject("header", "the first record is not a header record (H)")
+        return _rejected(layout, "header", "the first record is not a header record (H)")
     header: dict[str, Any] = {}
     problems = []
     for col in layout.header[1:]:
@@ -495,45 +583,61 @@ def _map_fixed(data: bytes, layout: Layout) -> FileMapping:
     if "FILE_TYPE" in header and header["FILE_TYPE"] != layout.file_type:
         problems.append(FileProblem("header", f"header record: FILE_TYPE is not {layout.file_type}"))
     if problems:
-        return FileMapping(layout.name, problems=tuple(problems))
+        return FileStream(layout, problems=tuple(problems))
 
-    if len(lines) < 2 or not lines[-1].startswith("T"):
-        return reject("trailer", "the last record is not a trailer record (T): the file may be truncated")
+    total, last = 0, ""
+    for line in lines():
+        total, last = total + 1, line
+    if total < 2 or not last.startswith("T"):
+        return _rejected(layout, "trailer", "the last record is not a trailer record (T): the file may be truncated")
     count_col = layout.trailer[1]
     try:
-        declared = _parse(layout, count_col, _slice(lines[-1], count_col))
+        declared = _parse(layout, count_col, _slice(last, count_col))
     except _Bad:
-        return reject("trailer", f"trailer record: RECORD_COUNT (columns {count_col.start}-{count_col.end}) "
-                                 "is not a number")
-    body = lines[1:-1]
-    if declared != len(body):
-        return reject("trailer", f"trailer record: RECORD_COUNT says {declared} data records; the file has "
-                                 f"{len(body)}: the file may be truncated or padded")
+        return _rejected(layout, "trailer", f"trailer record: RECORD_COUNT (columns {count_col.start}-"
+                                            f"{count_col.end}) is not a number")
+    count = total - 2
+    if declared != count:
+        return _rejected(layout, "trailer", f"trailer record: RECORD_COUNT says {declared} data records; the file "
+                                            f"has {count}: the file may be truncated or padded")
 
-    rows, seen = [], {}
-    for n, line in enumerate(body, 1):
-        original = line.encode("utf-8")
-        if not line.startswith("D"):
-            rows.append(MappedRow(n, None, original, None, (FieldProblem(
-                f"row {n}, column REC_TYPE", "is not a data record (D)"),)))
-            continue
-        if len(line) > layout.record_length:
-            rows.append(MappedRow(n, None, original, None, (FieldProblem(
-                f"row {n}", f"is {len(line)} characters long; a data record has {layout.record_length}"),)))
-            continue
-        values = {col.name: _slice(line, col) for col in layout.columns if col.name != "REC_TYPE"}
-        rows.append(map_record(layout, n, values, original, seen))
-    return FileMapping(layout.name, rows=tuple(rows), sender=header.get("COUNCIL_GSS"),
-                       header={k: _jsonable(v) for k, v in header.items()})
+    def body() -> Iterator[str]:
+        it = lines()
+        next(it)  # the header
+        return itertools.islice(it, count)  # not the trailer
+
+    return FileStream(layout, count=count, sender=header.get("COUNCIL_GSS"),
+                      header={k: _jsonable(v) for k, v in header.items()}, _records=body)
+
+
+def _fixed_row(layout: Layout, n: int, line: str, seen: dict[str, int]) -> MappedRow:
+    original = line.encode("utf-8")
+    if not line.startswith("D"):
+        return MappedRow(n, None, original, None, (FieldProblem(f"row {n}, column REC_TYPE",
+                                                                "is not a data record (D)"),))
+    if len(line) > layout.record_length:
+        return MappedRow(n, None, original, None, (FieldProblem(
+            f"row {n}", f"is {len(line)} characters long; a data record has {layout.record_length}"),))
+    values = {col.name: _slice(line, col) for col in layout.columns if col.name != "REC_TYPE"}
+    return map_record(layout, n, values, original, seen)
+
+
+def open_file(data: bytes, layout: Layout) -> FileStream:
+    """Check a council file as a whole; its rows are then mapped lazily (`rows()`). Never raises for bad input."""
+    if layout.kind == "csv":
+        return _open_csv(data, layout)
+    if layout.kind == "fixed":
+        return _open_fixed(data, layout)
+    raise ValueError(f"layout kind {layout.kind!r} is not supported")
 
 
 def map_file(data: bytes, layout: Layout) -> FileMapping:
-    """Map a whole council file. Never raises for bad input."""
-    if layout.kind == "csv":
-        return _map_csv(data, layout)
-    if layout.kind == "fixed":
-        return _map_fixed(data, layout)
-    raise ValueError(f"layout kind {layout.kind!r} is not supported")
+    """Map a whole council file (every row in memory: small files and tests;
+    the hub's file jobs use `open_file`). Never raises for bad input."""
+    stream = open_file(data, layout)
+    if stream.problems:
+        return FileMapping(layout.name, problems=stream.problems)
+    return FileMapping(layout.name, rows=tuple(stream.rows()), sender=stream.sender, header=stream.header)
 
 
 def column_for(layout: Layout, canonical_field: str) -> str | None:

@@ -1,11 +1,12 @@
 """Council file channel: POST /v1/council-files takes a council case system's
 nightly export (adapters/council_files layouts), checks it as a whole, stores
 it and answers 202 with its id; its rows are then recorded in the background
-(hub/file_jobs.py), each as its own register change, and
+(hub/file_jobs.py), each as its own register change, a chunk of rows per
+transaction (ingest's bulk path), and
 GET /v1/council-files/{id} shows the progress and, when done, the per-row report.
 
 Rows are independent: a bad row is quarantined with its reasons and never
-stops the good ones; each accepted row is committed with its batch, so nothing
+stops the good ones; each accepted row is committed with its chunk, so nothing
 accepted is lost if a later row fails. Re-sending is idempotent per RECORD_ID
 (the ingest answers a repeated source message id with its first answer), and a
 byte-identical file from the same council is answered from its first receipt
@@ -17,21 +18,25 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import orjson
+
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
 
-from adapters.council_files import LAYOUTS, FileMapping, Layout, map_file
-from hub.api.deps import ClientDep, HubDep, own_row, require
+from adapters.council_files import LAYOUTS, FileStream, Layout, open_file
+from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import PROBLEM_JSON, ProblemError
 from hub.bootstrap import Hub
 from hub.file_jobs import CHANNEL, counts, report_of
 from hub.ingest.service import PROBLEM_BASE, Client
 from hub.observability.logging import get_logger
-from hub.store.schema import file_receipts
+from hub.store.db import read_only
+from hub.store.schema import file_receipts, file_rows
 
 router = APIRouter(prefix="/v1", tags=["council files"])
 log = get_logger("hub.files")
@@ -64,7 +69,7 @@ async def _save(hub: Hub, **values: Any) -> None:
 
 
 async def _previous(hub: Hub, client: Client, sha256: str) -> Any:
-    q = (select(file_receipts).where(file_receipts.c.source == client.client_id, file_receipts.c.sha256 == sha256,
+    q = (select(*_RECEIPT).where(file_receipts.c.source == client.client_id, file_receipts.c.sha256 == sha256,
                                      file_receipts.c.status.in_(("processed", "processing")))
          .order_by(file_receipts.c.received_at).limit(1))
     async with hub.engine.connect() as conn:
@@ -73,7 +78,7 @@ async def _previous(hub: Hub, client: Client, sha256: str) -> Any:
     return row
 
 
-def _file_problems(mapping: FileMapping, layout: Layout, client: Client) -> list[tuple[str, str]]:
+def _file_problems(mapping: FileStream, layout: Layout, client: Client) -> list[tuple[str, str]]:
     problems = [(p.code, p.reason) for p in mapping.problems]
     if not problems and mapping.sender is not None and mapping.sender != client.org_code:
         problems.append(("sender", "header record: COUNCIL_GSS is not the council of the sending client"))
@@ -129,7 +134,7 @@ async def post_council_file(
         return JSONResponse({"file_id": file_id, "format": layout.name, "status": "replayed", **counts_,
                              "duplicate": True, "replay_of": previous.file_id, "report": report})
 
-    mapping = map_file(raw, layout)
+    mapping = open_file(raw, layout)  # checked as a whole; rows are mapped by the job, a chunk at a time
     problems = _file_problems(mapping, layout, client)
     if problems:
         errors = [{"field": "(file)", "reason": reason} for _code, reason in problems]
@@ -142,13 +147,15 @@ async def post_council_file(
              "errors": errors, "file_id": file_id, "format": layout.name},
             status_code=422, media_type=PROBLEM_JSON)
 
-    await _save(hub, **receipt, status="processing", counts={**counts([]), "rows": len(mapping.rows)},
+    rows = mapping.count
+    await _save(hub, **receipt, status="processing", counts={**counts([]), "rows": rows},
                 rows_done=0, content=hub.protector.encrypt(raw))
-    hub.files.start(file_id, mapping.rows)
+    del raw, mapping
+    hub.files.start(file_id)
     log.info("council file accepted", source=client.client_id, channel=CHANNEL, status="processing",
-             count=len(mapping.rows), file_id=file_id)
+             count=rows, file_id=file_id)
     return JSONResponse({"file_id": file_id, "format": layout.name, "status": "processing",
-                         "rows": len(mapping.rows), "rows_done": 0},
+                         "rows": rows, "rows_done": 0},
                         status_code=202, headers={"Location": f"/v1/council-files/{file_id}"})
 
 
@@ -159,9 +166,12 @@ def _progress(row: Any) -> dict[str, Any]:
 
 @router.get("/council-files/{file_id}",
             summary="A council file's receipt: progress (rows done / total), counts and, when done, the per-row report")
-async def get_council_file(file_id: Annotated[str, Path(max_length=36)], hub: HubDep, client: ClientDep) -> dict:
+async def get_council_file(file_id: Annotated[str, Path(max_length=36)], hub: HubDep, client: ClientDep) -> Response:
     require(client, "register:write")
-    row = await own_row(hub, client, file_receipts, file_receipts.c.file_id, file_id, "council file")
+    async with read_only(hub.engine) as conn:  # not the stored file itself (up to 20 MB, encrypted)
+        row = (await conn.execute(select(*_RECEIPT).where(file_receipts.c.file_id == file_id))).first()
+    if row is None or (row.source != client.client_id and "hub:admin" not in client.scopes):
+        raise ProblemError(404, "not-found", "Not found", "no council file with that id for this client")
     body = {**_progress(row), "sha256": row.sha256, "size_bytes": row.size_bytes,
             "received_at": row.received_at.isoformat(), "accepted": row.accepted,
             "duplicates": row.duplicates, "rejected": row.rejected, "replay_of": row.replay_of,
@@ -169,5 +179,32 @@ async def get_council_file(file_id: Annotated[str, Path(max_length=36)], hub: Hu
     if row.replay_of:
         body["duplicate"] = True
     # The report once every row is in it (while processing, GET shows progress only).
-    body["report"] = [] if row.status == "processing" else await report_of(hub.engine, row)
-    return body
+    if row.status == "processing" or row.report is not None:
+        body["report"] = [] if row.status == "processing" else list(row.report)
+        return JSONResponse(body)
+    # Streamed from file_rows a page at a time: a file's report is never held whole.
+    return StreamingResponse(_streamed(hub, body, row), media_type="application/json")
+
+
+REPORT_PAGE = 1000
+_RECEIPT = [c for c in file_receipts.c if c.name != "content"]
+
+
+async def _streamed(hub: Hub, body: dict[str, Any], receipt: Any) -> AsyncIterator[bytes]:
+    yield orjson.dumps(body)[:-1] + b',"report":['
+    file_id = receipt.replay_of if receipt.status == "replayed" else receipt.file_id
+    replayed = receipt.status == "replayed"
+    after, first = 0, True
+    while True:
+        async with read_only(hub.engine) as conn:
+            page = (await conn.execute(
+                select(file_rows.c.row, file_rows.c.entry)
+                .where(file_rows.c.file_id == file_id, file_rows.c.row > after)
+                .order_by(file_rows.c.row).limit(REPORT_PAGE))).all()
+        if not page:
+            break
+        entries = [{**e, "status": "duplicate"} if replayed and e["status"] == "accepted" else e
+                   for _, e in page]
+        yield (b"" if first else b",") + b",".join(orjson.dumps(e) for e in entries)
+        first, after = False, page[-1].row
+    yield b"]}"

@@ -7,6 +7,7 @@ domain event the rules derive. Either all of it is durable or none is.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 import structlog
 from pydantic import ValidationError
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -40,7 +41,7 @@ from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.validation import FieldProblem, problems_from_pydantic, semantic_problems
 from hub.observability import metrics
 from hub.observability.logging import get_logger
-from hub.register_counts import record_status
+from hub.register_counts import _upsert as status_upsert, record_status, status_row
 from hub.store.db import InlineReads, insert_or_merge, read_only
 from hub.store.schema import ingest_results, persons, quarantine, register_changes, service_levels
 from hub.domain.workflows.held import hold_reason
@@ -153,6 +154,108 @@ class _Replay:
     outcome: Outcome
 
 
+# ----------------------------------------------------------------- bulk (council files)
+#
+# A council file's rows, hundreds per transaction: the people of a chunk,
+# their histories and the earlier answers to its source message ids are read
+# in one statement each, every row is then judged in file order against that
+# state kept up to date in memory (the previous row's status is the next
+# row's "before"), and the writes go out as one executemany per table (the
+# group commit's write-behind). Each row gets exactly the answer the per-change
+# path (`write_precheck`, then `accept_mapped`) would give it.
+
+BULK_YIELD_EVERY = 50  # rows between yields to the event loop
+_BULK_PERSONS = select(persons.c.person_id, persons.c.nhs_number_index, persons.c.details).where(
+    persons.c.nhs_number_index.in_(bindparam("indexes", expanding=True))).with_for_update()
+_BULK_CHANGES = select(register_changes.c.person_id, register_changes.c.canonical).where(
+    register_changes.c.person_id.in_(bindparam("person_ids", expanding=True)))
+_BULK_ANSWERS = select(ingest_results.c.source_message_id, ingest_results.c.status_code, ingest_results.c.body,
+                       ingest_results.c.payload_sha256).where(
+    ingest_results.c.source == bindparam("source"),
+    ingest_results.c.source_message_id.in_(bindparam("smids", expanding=True)))
+
+
+@dataclass(slots=True)
+class BulkRow:
+    """One input for `IngestService.accept_bulk`: a mapped register change
+    (`data`), or input an adapter could not map (`data` None, `problems` set)."""
+
+    data: dict[str, Any] | None
+    original: bytes
+    problems: tuple[FieldProblem, ...] = ()
+    source_message_id: str | None = None  # for unmapped input (quarantine keeps it)
+
+
+@dataclass(slots=True)
+class _Prepared:
+    row: BulkRow
+    smid: str | None = None
+    digest: str | None = None
+    change_type: ChangeType | None = None
+    precheck_index: str | None = None  # set when write_precheck would ask the access policy
+    hospital: str | None = None
+    change_in: RegisterChangeIn | None = None
+    problems: list[FieldProblem] | None = None
+    index: str | None = None  # the person's index once the change validates
+
+
+def bulk_person_key(data: dict[str, Any] | None) -> str | None:
+    """The person a mapped row is about (its NHS number as sent), for per-person order."""
+    person = (data or {}).get("person")
+    nhs = person.get("nhs_number") if isinstance(person, dict) else None
+    return normalise(nhs) if isinstance(nhs, str) else None
+
+
+_BULK_COUNTS = select(register_changes.c.person_id, func.count()).where(
+    register_changes.c.person_id.in_(bindparam("person_ids", expanding=True))).group_by(register_changes.c.person_id)
+
+
+class BulkCache:
+    """People's decoded histories and statuses carried from one bulk chunk to
+    the next (a file whose rows for one person are spread over its chunks).
+    An entry is used only if the person still has exactly as many changes in
+    the store (register changes are only ever inserted, so the same count is
+    the same history) and it is the same day; otherwise the history is read
+    again. Bounded: at most `max_weight` (a change weighs 1, a status 8:
+    about 0.4 KB each), 50,000 by default (about 20 MB); once full, people
+    not yet held are not added (a file that cycles through more people than
+    fit keeps hitting the ones held, where evicting the oldest would miss every time)."""
+
+    STATUS_WEIGHT = 8
+
+    def __init__(self, max_weight: int = 50_000) -> None:
+        self.max_weight = max_weight
+        self._entries: dict[str, tuple[list[RegisterChange], Any]] = {}
+        self._held = 0
+        self._day: date | None = None
+        self.hits = 0
+
+    def get(self, person_id: str) -> tuple[list[RegisterChange], Any] | None:
+        return self._entries.get(person_id)
+
+    def keep(self, today: date, histories: dict[str, list[RegisterChange]], statuses: dict[str, Any]) -> None:
+        if self._day != today:
+            self._entries.clear()
+            self._held, self._day = 0, today
+        for pid, history in histories.items():
+            old = self._entries.pop(pid, None)
+            if old is not None:
+                self._held -= len(old[0]) + self.STATUS_WEIGHT
+            weight = len(history) + self.STATUS_WEIGHT
+            if self._held + weight > self.max_weight:
+                continue
+            self._entries[pid] = (history, statuses.get(pid))
+            self._held += weight
+
+
+class _BulkOutcomes:
+    def __init__(self, n: int) -> None:
+        self.outcomes: list[Outcome | None] = [None] * n
+        self.after: list[Callable[[], None]] = []  # metrics and logs, once committed
+        self.histories: dict[str, list[RegisterChange]] = {}  # as committed (for BulkCache)
+        self.statuses: dict[str, Any] = {}
+
+
 class IngestService:
     def __init__(
         self,
@@ -176,6 +279,8 @@ class IngestService:
                                    before_batch=lambda conn: lock_topic(conn, EVENTS_TOPIC))
         self.access = AccessPolicy(ref)
         self._reads = InlineReads.for_engine(engine)
+        self.bulk_rows = 0  # rows answered by `accept_bulk` (the rest went the per-change way)
+        self.bulk_failures = 0  # bulk transactions that failed (their rows went the per-change way)
 
     def close(self) -> None:
         """Release the group commit's SQLite writer connection and the readers."""
@@ -530,6 +635,272 @@ class IngestService:
             review_reason=c.review_reason,
             already_receiving_s117_from=c.already_receiving_s117_from,
         )
+
+    async def accept_bulk(self, client: Client, rows: list[BulkRow], channel: str,
+                          cache: BulkCache | None = None) -> list[Outcome | None]:
+        """Many rows in one transaction, in order. Returns one answer per row, or
+        None for a row left to the per-change path (a person not on the register
+        whom the policy would let this source create, a change a dispute holds):
+        once a person has a None, all their later rows have one too, so running
+        the None rows afterwards, per person in order, keeps each person's order.
+        If the transaction fails, every row is None (nothing of it was kept)."""
+        correlation_id = self._correlation_id()
+        today = self._today()
+        try:
+            prepared = []
+            for n, r in enumerate(rows, 1):
+                prepared.append(self._bulk_prepare(r, today))
+                if n % BULK_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let requests in (SQLite statements run on the loop)
+            indexes = {p.precheck_index for p in prepared if p.precheck_index} | {p.index for p in prepared if p.index}
+            smids = {p.smid for p in prepared if p.smid}
+            keys: list[Any] = []
+            for p in prepared:
+                nhs = bulk_person_key(p.row.data)
+                if nhs:
+                    keys.append(("person", nhs))
+                if p.smid:
+                    keys.append(("message", client.client_id, p.smid))
+            result = await self._commit.run(
+                lambda conn: self._bulk_unit(conn, client, prepared, sorted(indexes), sorted(smids), channel, today,
+                                             correlation_id, cache),
+                keys=keys)
+        except Exception as exc:  # noqa: BLE001 - nothing was kept: every row goes the per-change way
+            self.bulk_failures += 1
+            log.info("bulk ingest fell back to one change at a time", source=client.client_id, channel=channel,
+                     count=len(rows), exc_type=type(exc).__name__, correlation_id=correlation_id)
+            return [None] * len(rows)
+        for done in result.after:
+            done()
+        if cache is not None:
+            cache.keep(today, result.histories, result.statuses)
+        self.bulk_rows += sum(o is not None for o in result.outcomes)
+        return result.outcomes
+
+    def _bulk_prepare(self, row: BulkRow, today: date) -> _Prepared:
+        """What needs no database: the precheck's inputs and the validation."""
+        data = row.data
+        if data is None:
+            return _Prepared(row)
+        p = _Prepared(row, smid=data.get("source_message_id") if isinstance(data.get("source_message_id"), str)
+                      else None, digest=payload_sha256(data))
+        try:
+            p.change_type = ChangeType(data.get("change_type"))
+        except ValueError:
+            p.change_type = None
+        if p.change_type is not None:
+            person = data.get("person")
+            nhs = person.get("nhs_number") if isinstance(person, dict) else None
+            hospital = data.get("hospital_ods")
+            if isinstance(nhs, str) and not nhs_number_problem(nhs) and (
+                    hospital is None or (isinstance(hospital, str) and self._ref.hospital(hospital) is not None)):
+                p.precheck_index = self._protector.index(normalise(nhs))
+                p.hospital = hospital
+        try:
+            change_in = RegisterChangeIn.model_validate(data)
+            problems = semantic_problems(change_in, self._ref, today)
+        except ValidationError as exc:
+            change_in, problems = None, problems_from_pydantic(exc)
+        if problems:
+            p.problems = problems
+        else:
+            p.change_in = change_in
+            p.index = self._protector.index(normalise(change_in.person.nhs_number))
+        return p
+
+    async def _bulk_unit(self, conn: WriteBehind, client: Client, prepared: list[_Prepared],
+                         indexes: list[str], smids: list[str], channel: str, today: date,
+                         correlation_id: str, cache: BulkCache | None = None) -> _BulkOutcomes:
+        """The chunk's unit of work, run by the group commit (re-runnable: a
+        function of what is committed, like a single change's unit)."""
+        out = _BulkOutcomes(len(prepared))
+        now = datetime.now(UTC)
+        person_of: dict[str, str] = {}
+        details: dict[str, bytes] = {}
+        if indexes:
+            for r in (await conn.execute(_BULK_PERSONS, {"indexes": indexes})).all():
+                person_of[r.nhs_number_index] = r.person_id
+                details[r.person_id] = r.details
+        histories: dict[str, list[RegisterChange]] = {pid: [] for pid in person_of.values()}
+        statuses: dict[str, Any] = {}  # person id -> status after the latest row (or as held)
+        cached = {pid: hit for pid in histories if cache is not None and (hit := cache.get(pid)) is not None}
+        if cached:  # still as many changes as when cached: the same history
+            counts = dict((await conn.execute(_BULK_COUNTS, {"person_ids": list(cached)})).all())
+            for pid, (history, status) in list(cached.items()):
+                if counts.get(pid, 0) == len(history):
+                    histories[pid] = list(history)
+                    if status is not None:
+                        statuses[pid] = status
+                    cache.hits += 1  # type: ignore[union-attr]
+                else:
+                    del cached[pid]
+        unread = [pid for pid in histories if pid not in cached]
+        if unread:
+            for r in (await conn.execute(_BULK_CHANGES, {"person_ids": unread})).all():
+                histories[r.person_id].append(from_jsonable(RegisterChange, r.canonical))
+        answers: dict[str, tuple[int, dict[str, Any], str | None]] = {}
+        if smids:
+            for r in (await conn.execute(_BULK_ANSWERS, {"source": client.client_id, "smids": smids})).all():
+                answers[r.source_message_id] = (r.status_code, r.body, r.payload_sha256)
+        status_rows: list[dict[str, Any]] = []
+        stopped: set[str] = set()  # people whose remaining rows go the per-change way
+        holidays = self._ref.bank_holidays()
+
+        def status_of(pid: str) -> Any:
+            if pid not in statuses:
+                statuses[pid] = evaluate(pid, histories[pid], self._ref, self._agreements, today)
+            return statuses[pid]
+
+        def decide(p: _Prepared, index: str, change_type: ChangeType, hospital: str | None) -> tuple[Decision, str | None]:
+            pid = person_of.get(index)
+            history = histories.get(pid, []) if pid else []
+            facts = self.access.facts(status_of(pid), history) if history else None
+            return self.access.decide_write(client, change_type, hospital, facts, channel), (pid if history else None)
+
+        def replayed(smid: str, digest: str | None) -> Outcome | None:
+            first = answers.get(smid)
+            if first is None:
+                return None
+            status_code, body, sha = first
+            if digest is not None and sha is not None and sha != digest:
+                out.after.append(lambda: log.info("idempotency key reused with another payload", source=client.client_id,
+                                                  status=409))
+                return key_reused(smid, correlation_id)
+            return Outcome(status_code, {**body, "duplicate": True})
+
+        async def refuse(decision: Decision, person_id: str | None, change_type: str) -> Outcome:
+            await record_decision(conn, client, channel=channel, action="write", decision=decision,
+                                  person_id=person_id, change_type=change_type, correlation_id=correlation_id)
+            out.after.append(lambda: (metrics.INGEST.labels(channel=channel, outcome="refused").inc(), log.info(
+                "register change refused by the access policy", source=client.client_id, channel=channel,
+                reason_codes=[decision.rule.value], correlation_id=correlation_id)))
+            return refusal(decision)
+
+        async def hold_in_quarantine(raw: bytes, smid: str | None, problems: list[FieldProblem]) -> Outcome:
+            qid = str(uuid.uuid4())
+            stored = [x.stored_dict() for x in problems]
+            await conn.execute(quarantine.insert(), dict(
+                quarantine_id=qid, source=client.client_id, channel=channel,
+                source_message_id=smid[:200] if smid else None, errors=stored, raw=self._protector.encrypt(raw),
+                received_at=now, status="held", correlation_id=correlation_id))
+            out.after.append(lambda: (metrics.INGEST.labels(channel=channel, outcome="quarantined").inc(), log.info(
+                "register change quarantined", source=client.client_id, channel=channel, quarantine_id=qid,
+                fields=[e["field"] for e in stored], correlation_id=correlation_id)))
+            return problem(422, "invalid-register-change", "Register change rejected",
+                           f"{len(problems)} field(s) failed validation; the input is held in quarantine",
+                           errors=[x.as_dict() for x in problems], quarantine_id=qid, correlation_id=correlation_id)
+
+        for i, p in enumerate(prepared):
+            if i and i % BULK_YIELD_EVERY == 0:
+                # A chunk is a few hundred ms of work: let requests be read and answered meanwhile (on
+                # SQLite the writer holds the write lock, so other writers wait in the group commit anyway).
+                await asyncio.sleep(0)
+            row = p.row
+            if row.data is None:  # reject_unmapped
+                out.outcomes[i] = await hold_in_quarantine(row.original, row.source_message_id, list(row.problems))
+                continue
+            key = bulk_person_key(row.data)
+            if key is not None and key in stopped:
+                continue
+            # write_precheck: the access policy before validation.
+            decision = None
+            if p.precheck_index is not None:
+                assert p.change_type is not None
+                decision, refused_pid = decide(p, p.precheck_index, p.change_type, p.hospital)
+                if not decision.allowed:
+                    out.outcomes[i] = await refuse(decision, refused_pid, p.change_type.value)
+                    continue
+            # accept_mapped: a change that does not validate is replayed or quarantined.
+            if p.change_in is None:
+                replay = replayed(p.smid, p.digest) if p.smid else None
+                if replay is not None:
+                    out.after.append(lambda r=replay: self._count_replay(channel, r))
+                    out.outcomes[i] = replay
+                else:
+                    out.outcomes[i] = await hold_in_quarantine(row.original, p.smid, p.problems or [])
+                continue
+            change_in = p.change_in
+            pid = person_of.get(p.index)
+            if pid is None:  # someone new: made by the per-change path
+                stopped.add(key)
+                continue
+            replay = replayed(change_in.source_message_id, p.digest)
+            if replay is not None:
+                out.after.append(lambda r=replay: self._count_replay(channel, r))
+                out.outcomes[i] = replay
+                continue
+            history = histories[pid]
+            before = status_of(pid) if history else None
+            if decision is None or p.index != p.precheck_index or change_in.hospital_ods != p.hospital:
+                decision, refused_pid = decide(p, p.index, change_in.change_type, change_in.hospital_ods)
+                if not decision.allowed:
+                    out.outcomes[i] = await refuse(decision, refused_pid, change_in.change_type.value)
+                    continue
+            change = self._canonical(change_in, client, pid, today)
+            after = evaluate(pid, [*history, change], self._ref, self._agreements, today)
+            events = derive_events(before, after, change, holidays=holidays)
+            if hold_reason(before, after, change) is not None:  # held while a dispute is open: per-change path
+                stopped.add(key)
+                continue
+            await record_decision(conn, client, channel=channel, action="write", decision=decision,
+                                  person_id=pid, change_type=change_in.change_type.value,
+                                  correlation_id=correlation_id)
+            sent = change_in.person.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+            sent.pop("nhs_number", None)
+            if sent:  # _merge_person_details (nothing to merge when the row carries only the NHS number)
+                held = load_person_details(self._protector, details[pid])
+                merged = held | sent
+                if merged != held:
+                    details[pid] = self._protector.encrypt(orjson.dumps(merged))
+                    await conn.execute(_UPDATE_DETAILS, {"pid": pid, "new_details": details[pid], "at": now})
+            await conn.execute(register_changes.insert(), dict(
+                change_id=change.change_id, person_id=pid, source=client.client_id,
+                source_message_id=change_in.source_message_id, change_type=change.change_type.value,
+                effective_date=change.effective_date, notified_on=change.notified_on,
+                recorded_on=change.recorded_on, canonical=to_jsonable(change),
+                correlation_id=correlation_id, received_at=now, channel=channel))
+            sl = register_service_level(change.notified_on, change.recorded_on, holidays)
+            await conn.execute(service_levels.insert(), dict(
+                change_id=change.change_id, notified_on=change.notified_on, recorded_on=change.recorded_on,
+                deadline=sl.deadline, working_days_taken=sl.working_days_taken, state=sl.state))
+            status_json = to_jsonable(after)
+            change_json = to_jsonable(change)
+            event_ids = []
+            for n, ev in enumerate(events):
+                eid = event_id_for(change.change_id, n, ev.event_type.value)
+                event_ids.append({"event_id": eid, "event_type": ev.event_type.value})
+                await publish(conn, BusMessage(
+                    topic=EVENTS_TOPIC, key=pid, event_id=eid,
+                    payload={"event": to_jsonable(ev), "change": change_json, "status": status_json},
+                    headers={"correlation_id": correlation_id, "source": client.client_id,
+                             "event_type": ev.event_type.value}))
+            body = {
+                "change_id": change.change_id, "person_id": pid, "status": "accepted",
+                "correlation_id": correlation_id, "events": event_ids, "entitled": after.entitled,
+                "service_level": {"deadline": sl.deadline.isoformat(), "state": sl.state,
+                                  "working_days_taken": sl.working_days_taken, "explanation": sl.explanation},
+            }
+            status_rows.append(status_row(pid, after, 1 if sl.state == "breach" else 0))
+            await conn.execute(ingest_results.insert(), dict(
+                source=client.client_id, source_message_id=change_in.source_message_id, status_code=202, body=body,
+                payload_sha256=p.digest, created_at=now))
+            answers[change_in.source_message_id] = (202, body, p.digest)
+            history.append(change)
+            statuses[pid] = after
+            out.outcomes[i] = Outcome(202, body)
+
+            def accepted(change: RegisterChange = change, pid: str = pid, n: int = len(events), state: str = sl.state) -> None:
+                metrics.INGEST.labels(channel=channel, outcome="accepted").inc()
+                if state != "met":
+                    metrics.SERVICE_LEVEL.labels(state=state).inc()
+                log.info("register change accepted", source=client.client_id, channel=channel,
+                         change_id=change.change_id, person_id=pid, change_type=change.change_type.value,
+                         count=n, correlation_id=correlation_id, status=state)
+            out.after.append(accepted)
+        if status_rows:  # the report's counts: one upsert per row, in order, as one executemany
+            await conn.execute(status_upsert(conn.dialect), status_rows)
+        out.histories, out.statuses = histories, statuses
+        return out
 
 
 def load_person_details(protector: DataProtector, token: bytes) -> dict[str, Any]:
