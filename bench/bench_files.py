@@ -28,18 +28,15 @@ import asyncio
 import os
 import random
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
-import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -52,27 +49,6 @@ from tests.support import HubProcess  # noqa: E402
 HEADER = ("RECORD_ID,EVENT,EFFECTIVE_DATE,NOTIFIED_DATE,NHS_NO,SURNAME,FORENAME,DOB,POSTCODE,LA_GSS,NFA,GP_ODS,"
           "REVIEW_REASON,LA_AGREES,NHS_AGREES,PERSON_INVOLVED,END_REASONS,PARTICIPANTS")
 PATHS = {"before": "false", "after": "true"}
-
-
-def bare_insert_batched(path: Path, changes: list[dict], per_txn: int = 500) -> float:
-    """Rows/s: the same rows, `per_txn` per fsync'd transaction (one executemany each)."""
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("CREATE TABLE register_changes (change_id TEXT PRIMARY KEY, person_id TEXT, source TEXT,"
-               " source_message_id TEXT, change_type TEXT, effective_date TEXT, canonical TEXT,"
-               " UNIQUE (source, source_message_id))")
-    t0 = time.perf_counter()
-    for i in range(0, len(changes), per_txn):
-        db.execute("BEGIN IMMEDIATE")
-        db.executemany("INSERT INTO register_changes VALUES (?,?,?,?,?,?,?)",
-                       [(str(uuid.uuid4()), "p", "bench", f"{c['source_message_id']}-{i + j}", c["change_type"],
-                         c["effective_date"], orjson.dumps(c).decode())
-                        for j, c in enumerate(changes[i:i + per_txn])])
-        db.execute("COMMIT")
-    elapsed = time.perf_counter() - t0
-    db.close()
-    return len(changes) / elapsed
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -158,7 +134,7 @@ async def run(path: str, rows: int, n_people: int, profile: Path | None, env: di
         hub.stop()
     flat = [c for p in people for c in p][:2000]
     bare = bare_insert(tmp / "bare.db", flat)
-    batched = bare_insert_batched(tmp / "bare-batched.db", [c for p in people for c in p] * 3)
+    batched = bare_insert(tmp / "bare-batched.db", [c for p in people for c in p] * 3, per_txn=500)
     shutil.rmtree(tmp, ignore_errors=True)
     return {"path": path, "rows": rows, "people": n_people, "mb": len(data) / 1e6, "answered": answered,
             "elapsed": elapsed, "rate": rows / elapsed, "cpu_ms": cpu / rows * 1000, "rss_before": rss_before,

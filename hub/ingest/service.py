@@ -30,7 +30,7 @@ from hub.codec import from_jsonable, to_jsonable
 from hub.crypto import DataProtector
 from hub.domain.agreements import AgreementBook
 from hub.domain.access import TEXTS, Decision, Rule
-from hub.domain.model import ChangeType, DischargeDecision, Dispute, RegisterChange
+from hub.domain.model import ChangeType, DischargeDecision, Dispute, DomainEvent, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import derive_events, evaluate
 from hub.fhir.namespaces import HUB_BASE
@@ -254,6 +254,45 @@ class _BulkOutcomes:
         self.after: list[Callable[[], None]] = []  # metrics and logs, once committed
         self.histories: dict[str, list[RegisterChange]] = {}  # as committed (for BulkCache)
         self.statuses: dict[str, Any] = {}
+
+
+async def write_recorded(
+    conn: Any, client: Client, change_in: RegisterChangeIn, change: RegisterChange, after: S117Status,
+    events: list[DomainEvent], person_id: str, correlation_id: str, channel: str, now: datetime,
+    holidays: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """A recorded change's rows, the same for one change and for a council
+    file's chunk: the register change, its service level (5 working days)
+    and its events on the outbox, with the whole status. Returns the service
+    level and the 202 body."""
+    await conn.execute(register_changes.insert(), dict(
+        change_id=change.change_id, person_id=person_id, source=client.client_id,
+        source_message_id=change_in.source_message_id, change_type=change.change_type.value,
+        effective_date=change.effective_date, notified_on=change.notified_on,
+        recorded_on=change.recorded_on, canonical=to_jsonable(change),
+        correlation_id=correlation_id, received_at=now, channel=channel))
+    sl = register_service_level(change.notified_on, change.recorded_on, holidays)
+    await conn.execute(service_levels.insert(), dict(
+        change_id=change.change_id, notified_on=change.notified_on, recorded_on=change.recorded_on,
+        deadline=sl.deadline, working_days_taken=sl.working_days_taken, state=sl.state))
+    status_json = to_jsonable(after)
+    change_json = to_jsonable(change)
+    event_ids = []
+    for n, ev in enumerate(events):
+        eid = event_id_for(change.change_id, n, ev.event_type.value)
+        event_ids.append({"event_id": eid, "event_type": ev.event_type.value})
+        await publish(conn, BusMessage(
+            topic=EVENTS_TOPIC, key=person_id, event_id=eid,
+            payload={"event": to_jsonable(ev), "change": change_json, "status": status_json},
+            headers={"correlation_id": correlation_id, "source": client.client_id,
+                     "event_type": ev.event_type.value}))
+    body = {
+        "change_id": change.change_id, "person_id": person_id, "status": "accepted",
+        "correlation_id": correlation_id, "events": event_ids, "entitled": after.entitled,
+        "service_level": {"deadline": sl.deadline.isoformat(), "state": sl.state,
+                          "working_days_taken": sl.working_days_taken, "explanation": sl.explanation},
+    }
+    return sl, body
 
 
 class IngestService:
@@ -510,44 +549,8 @@ class IngestService:
                 return await hold_change(self._engine, self._protector, client, channel, change_in, change, hold,
                                          correlation_id)
 
-            await conn.execute(
-                register_changes.insert(), dict(
-                    change_id=change.change_id, person_id=person_id, source=client.client_id,
-                    source_message_id=change_in.source_message_id, change_type=change.change_type.value,
-                    effective_date=change.effective_date, notified_on=change.notified_on,
-                    recorded_on=change.recorded_on, canonical=to_jsonable(change),
-                    correlation_id=correlation_id, received_at=now, channel=channel,
-                )
-            )
-            sl = register_service_level(change.notified_on, change.recorded_on, self._ref.bank_holidays())
-            await conn.execute(
-                service_levels.insert(), dict(
-                    change_id=change.change_id, notified_on=change.notified_on, recorded_on=change.recorded_on,
-                    deadline=sl.deadline, working_days_taken=sl.working_days_taken, state=sl.state,
-                )
-            )
-            status_json = to_jsonable(after)
-            change_json = to_jsonable(change)
-            event_ids = []
-            for i, ev in enumerate(events):
-                eid = event_id_for(change.change_id, i, ev.event_type.value)
-                event_ids.append({"event_id": eid, "event_type": ev.event_type.value})
-                await publish(conn, BusMessage(
-                    topic=EVENTS_TOPIC, key=person_id, event_id=eid,
-                    payload={"event": to_jsonable(ev), "change": change_json, "status": status_json},
-                    headers={"correlation_id": correlation_id, "source": client.client_id,
-                             "event_type": ev.event_type.value},
-                ))
-            body = {
-                "change_id": change.change_id,
-                "person_id": person_id,
-                "status": "accepted",
-                "correlation_id": correlation_id,
-                "events": event_ids,
-                "entitled": after.entitled,
-                "service_level": {"deadline": sl.deadline.isoformat(), "state": sl.state,
-                                  "working_days_taken": sl.working_days_taken, "explanation": sl.explanation},
-            }
+            sl, body = await write_recorded(conn, client, change_in, change, after, events, person_id,
+                                            correlation_id, channel, now, self._ref.bank_holidays())
             await record_status(conn, person_id, after, late=sl.state == "breach")  # the report's counts
             await conn.execute(
                 ingest_results.insert(), dict(
@@ -853,33 +856,8 @@ class IngestService:
                 if merged != held:
                     details[pid] = self._protector.encrypt(orjson.dumps(merged))
                     await conn.execute(_UPDATE_DETAILS, {"pid": pid, "new_details": details[pid], "at": now})
-            await conn.execute(register_changes.insert(), dict(
-                change_id=change.change_id, person_id=pid, source=client.client_id,
-                source_message_id=change_in.source_message_id, change_type=change.change_type.value,
-                effective_date=change.effective_date, notified_on=change.notified_on,
-                recorded_on=change.recorded_on, canonical=to_jsonable(change),
-                correlation_id=correlation_id, received_at=now, channel=channel))
-            sl = register_service_level(change.notified_on, change.recorded_on, holidays)
-            await conn.execute(service_levels.insert(), dict(
-                change_id=change.change_id, notified_on=change.notified_on, recorded_on=change.recorded_on,
-                deadline=sl.deadline, working_days_taken=sl.working_days_taken, state=sl.state))
-            status_json = to_jsonable(after)
-            change_json = to_jsonable(change)
-            event_ids = []
-            for n, ev in enumerate(events):
-                eid = event_id_for(change.change_id, n, ev.event_type.value)
-                event_ids.append({"event_id": eid, "event_type": ev.event_type.value})
-                await publish(conn, BusMessage(
-                    topic=EVENTS_TOPIC, key=pid, event_id=eid,
-                    payload={"event": to_jsonable(ev), "change": change_json, "status": status_json},
-                    headers={"correlation_id": correlation_id, "source": client.client_id,
-                             "event_type": ev.event_type.value}))
-            body = {
-                "change_id": change.change_id, "person_id": pid, "status": "accepted",
-                "correlation_id": correlation_id, "events": event_ids, "entitled": after.entitled,
-                "service_level": {"deadline": sl.deadline.isoformat(), "state": sl.state,
-                                  "working_days_taken": sl.working_days_taken, "explanation": sl.explanation},
-            }
+            sl, body = await write_recorded(conn, client, change_in, change, after, events, pid,
+                                            correlation_id, channel, now, holidays)
             status_rows.append(status_row(pid, after, 1 if sl.state == "breach" else 0))
             await conn.execute(ingest_results.insert(), dict(
                 source=client.client_id, source_message_id=change_in.source_message_id, status_code=202, body=body,
