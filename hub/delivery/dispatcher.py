@@ -338,7 +338,6 @@ class Dispatcher:
                 updates)
         if send.deliveries:
             await conn.execute(deliveries.insert(), send.deliveries)
-            cache.queued += len(send.deliveries)
         if send.audits:
             await conn.execute(disclosures.insert(), send.audits)
         if own_cache:
@@ -528,8 +527,8 @@ class _BatchCache:
     person_of: dict[str, str] = field(default_factory=dict)  # event id -> person id
     numbers: queue.EventNumbers = field(default_factory=queue.EventNumbers)
     newly_dispatched: dict[str, datetime] = field(default_factory=dict)  # written by `flush`
-    queued: int = 0  # deliveries queued by the batch (an over-count if a savepoint rolls back: only a wake-up)
-    channels: set[str] = field(default_factory=set)  # the channels they were queued on (the same)
+    # The channels deliveries were queued on (an over-count if a savepoint rolls back: only a wake-up).
+    channels: set[str] = field(default_factory=set)
     _numbers_before: dict[str, int] = field(default_factory=dict)
 
     def begin(self) -> None:

@@ -13,9 +13,9 @@ The host is resolved and every address it resolves to is checked twice:
 * at every connection the webhook client opens, because DNS can change
   after the check: the delivery client (aiohttp, `HostClients` in
   hub/delivery/webhook.py) resolves names through `GuardedResolver` and
-  checks a literal address before connecting (`literal_refusal`); the httpx
-  client for FHIR subscription handshakes through `GuardedBackend`, its
-  network backend. Either connects to the very address it checked (the name
+  checks a literal address before connecting (`literal_refusal`); FHIR
+  subscription handshakes and heartbeats go through the same client. It
+  connects to the very address it checked (the name
   still goes in the Host header and in TLS SNI / certificate checks), so a
   DNS answer that changes between check and connect cannot slip through.
 
@@ -31,11 +31,9 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
-import httpcore
-import httpx
+import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
@@ -43,10 +41,11 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
-class WebhookTargetRefused(httpx.ConnectError):
+class WebhookTargetRefused(aiohttp.ClientConnectionError):
     """The webhook's host resolves to an address the hub must not reach.
-    A delivery records it (by this name) as a failed attempt, from either
-    client; the delivery log then says the same for an open or a closed port."""
+    A delivery records it (by this name) as a failed attempt; the delivery
+    log then says the same for an open or a closed port. Not an OSError, so
+    aiohttp passes it on from the resolver as it is."""
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -170,44 +169,6 @@ async def url_problem(url: str, allowed: Iterable[str], timeout: float = 5.0) ->
     return _refusal(host, addresses, allow)
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore network backend: resolve, check every address, connect to a
-    checked one. Everything else is the default backend's."""
-
-    def __init__(self, allowed: Iterable[str], inner: httpcore.AsyncNetworkBackend | None = None) -> None:
-        self._allow = AllowList.parse(allowed)
-        self._inner = inner or httpcore.AnyIOBackend()
-
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None, socket_options: Any = None) -> httpcore.AsyncNetworkStream:
-        if self._allow.names_host(host):
-            return await self._inner.connect_tcp(host, port, timeout=timeout, local_address=local_address,
-                                                 socket_options=socket_options)
-        try:
-            addresses = await resolve(host, port, timeout)
-        except (OSError, TimeoutError, UnicodeError, ValueError) as exc:
-            raise httpcore.ConnectError(f"cannot resolve the webhook host ({type(exc).__name__})") from None
-        why = _refusal(host, addresses, self._allow) if addresses else "resolves to no address"
-        if why:
-            raise WebhookTargetRefused(f"webhook host {why}")
-        last: Exception | None = None
-        for ip in addresses:
-            try:
-                return await self._inner.connect_tcp(str(ip), port, timeout=timeout, local_address=local_address,
-                                                     socket_options=socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        assert last is not None
-        raise last
-
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
-        raise WebhookTargetRefused("webhooks never go to a unix socket")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
 class GuardedResolver(AbstractResolver):
     """aiohttp resolver for the delivery client: a name is resolved, every
     address checked, and only checked addresses are handed to the connector
@@ -245,15 +206,3 @@ def literal_refusal(host: str, allowed: Iterable[str]) -> str | None:
     if ip is None or allow.names_host(host):
         return None
     return _refusal(host, [ip], allow)
-
-
-def guarded_client(allowed: Iterable[str], timeout: float, **kwargs: Any) -> httpx.AsyncClient:
-    """The hub's outbound HTTP client for webhooks: every connection checked.
-    No proxies from the environment (a proxy would be the address checked)."""
-    transport = httpx.AsyncHTTPTransport(limits=kwargs.pop("limits", httpx.Limits()), trust_env=False,
-                                         http2=kwargs.pop("http2", False))
-    pool = transport._pool  # httpx builds its httpcore pool without a backend parameter
-    assert hasattr(pool, "_network_backend"), "httpx/httpcore changed: the webhook guard is not installed"
-    pool._network_backend = GuardedBackend(allowed)
-    return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False,
-                             **kwargs)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -42,7 +41,7 @@ from hub.ingest.validation import FieldProblem, problems_from_pydantic, semantic
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.register_counts import _upsert as status_upsert, record_status, status_row
-from hub.store.db import InlineReads, insert_or_merge, read_only
+from hub.store.db import insert_or_merge, snapshot
 from hub.store.schema import ingest_results, persons, quarantine, register_changes, service_levels
 from hub.domain.workflows.held import hold_reason
 from hub.workflows.held import hold_change
@@ -317,26 +316,13 @@ class IngestService:
         self._commit = GroupCommit(engine, max_batch=batch_max, max_wait=batch_wait,
                                    before_batch=lambda conn: lock_topic(conn, EVENTS_TOPIC))
         self.access = AccessPolicy(ref)
-        self._reads = InlineReads.for_engine(engine)
         self.bulk_rows = 0  # rows answered by `accept_bulk` (the rest went the per-change way)
         self.bulk_failures = 0  # bulk transactions that failed (their rows went the per-change way)
 
     def close(self) -> None:
-        """Release the group commit's SQLite writer connection and the readers."""
+        """Nothing of its own to release: the engine's inline reader and writer
+        go with the engine (hub.store.db.close_inline)."""
         self._commit.close()
-        if self._reads is not None:
-            self._reads.close()
-
-    @asynccontextmanager
-    async def _snapshot(self) -> AsyncIterator[Any]:
-        """A read-only snapshot: on a SQLite file, read inline on the loop
-        (hub.store.db.InlineReads); otherwise a pooled async connection."""
-        if self._reads is not None:
-            with self._reads.snapshot() as conn:
-                yield conn
-            return
-        async with read_only(self._engine) as conn:
-            yield conn
 
     async def accept(self, client: Client, raw: bytes, channel: str = "rest") -> Outcome:
         """Take one register change sent as canonical JSON. Never raises for bad input."""
@@ -407,7 +393,7 @@ class IngestService:
         if hospital is not None and (not isinstance(hospital, str) or self._ref.hospital(hospital) is None):
             return None
         index = self._protector.index(normalise(nhs_number))
-        async with self._snapshot() as conn:
+        async with snapshot(self._engine) as conn:
             row = (await conn.execute(_PERSON_BY_INDEX, {"index": index})).first()
             history = await self._person_changes(conn, row.person_id) if row else []
         today = self._today()
@@ -443,7 +429,7 @@ class IngestService:
         if conn is not None:
             row = (await conn.execute(_PREVIOUS_ANSWER, params)).first()
         else:
-            async with self._snapshot() as c:
+            async with snapshot(self._engine) as c:
                 row = (await c.execute(_PREVIOUS_ANSWER, params)).first()
         if row is None:
             return None

@@ -44,11 +44,6 @@ def outgoing_of(pending: list[dict[str, Any]], already: list[Recipient]) -> list
     return out
 
 
-async def outgoing_until_accepted(conn: AsyncConnection, person_id: str, already: list[Recipient]) -> list[Recipient]:
-    """Outgoing bodies of the person's transfers not yet accepted, not already routed to."""
-    return outgoing_of((await pending_transfers(conn, [person_id]))[person_id], already)
-
-
 async def transfers_for_person(conn: AsyncConnection, person_id: str) -> list[dict[str, Any]]:
     """The person's transfers for their s117 position: pending ones name both
     bodies and the deadline; accepted ones say by whom and on which day."""
