@@ -33,13 +33,22 @@ ALLOWED_KEYS = frozenset(
 )
 REDACTED = "[redacted]"
 # Belt and braces: a ten-digit run (an NHS number) is masked even inside an
-# allowed value, e.g. an exception text that quoted its input.
-_TEN_DIGITS = re.compile(r"(?<!\d)\d{3}[ -]?\d{3}[ -]?\d{4}(?!\d)")
+# allowed value, e.g. an exception text that quoted its input. A UUID (the
+# hub's ids: correlation, change, event) is matched whole first and kept: a
+# random one can hold "196923-0154", which is not an NHS number, and a
+# masked id can no longer be traced.
+_TEN_DIGITS = re.compile(
+    r"(?P<uuid>(?<![0-9a-fA-F-])[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"(?![0-9a-fA-F-]))|(?<!\d)\d{3}[ -]?\d{3}[ -]?\d{4}(?!\d)")
+
+
+def _mask_match(m: re.Match[str]) -> str:
+    return m.group(0) if m.group("uuid") else "[nhs-number]"
 
 
 def _mask(value: Any) -> Any:
     if isinstance(value, str):
-        return _TEN_DIGITS.sub("[nhs-number]", value)
+        return _TEN_DIGITS.sub(_mask_match, value)
     if isinstance(value, (list, tuple)):
         return [_mask(v) for v in value]
     return value
