@@ -17,7 +17,7 @@ import uuid
 import structlog
 
 from hub.api.limits import ASGIApp, Message, Receive, Scope, Send
-from hub.observability.logging import get_logger
+from hub.observability.logging import get_logger, new_correlation_id
 
 log = get_logger("hub.http")
 HEADER = b"x-correlation-id"
@@ -48,7 +48,7 @@ def _token(value: str) -> str | None:
 
 
 def correlation_id_for(value: str | bytes | None) -> str:
-    return accepted_correlation_id(value) or str(uuid.uuid4())
+    return accepted_correlation_id(value) or new_correlation_id()
 
 
 class CorrelationMiddleware:

@@ -39,7 +39,7 @@ from hub.ingest.contract import RegisterChangeIn
 from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.validation import FieldProblem, problems_from_pydantic, semantic_problems
 from hub.observability import metrics
-from hub.observability.logging import get_logger
+from hub.observability.logging import get_logger, new_correlation_id
 from hub.register_counts import _upsert as status_upsert, record_status, status_row
 from hub.store.db import insert_or_merge, snapshot
 from hub.store.schema import ingest_results, persons, quarantine, register_changes, service_levels
@@ -419,7 +419,7 @@ class IngestService:
 
     @staticmethod
     def _correlation_id() -> str:
-        return structlog.contextvars.get_contextvars().get("correlation_id") or str(uuid.uuid4())
+        return structlog.contextvars.get_contextvars().get("correlation_id") or new_correlation_id()
 
     async def _previous_answer(
         self, source: str, smid: str, conn: AsyncConnection | None = None, *, digest: str | None = None,

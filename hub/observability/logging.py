@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 import sys
 from typing import Any
 
@@ -34,16 +35,30 @@ ALLOWED_KEYS = frozenset(
 REDACTED = "[redacted]"
 # Belt and braces: a ten-digit run (an NHS number) is masked even inside an
 # allowed value, e.g. an exception text that quoted its input. A UUID (the
-# hub's ids: correlation, change, event) is matched whole first and kept: a
-# random one can hold "196923-0154", which is not an NHS number, and a
-# masked id can no longer be traced.
+# hub's ids) is matched whole first and kept, unless it holds a bare run of
+# ten digits (what a log scanner takes for an NHS number): a random id's
+# "196923-0154" is not one, and a masked id can no longer be traced. The
+# correlation ids the hub mints never hold such a run (`new_correlation_id`).
+_BARE_TEN = re.compile(r"(?<!\d)\d{10}(?!\d)")
 _TEN_DIGITS = re.compile(
     r"(?P<uuid>(?<![0-9a-fA-F-])[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
     r"(?![0-9a-fA-F-]))|(?<!\d)\d{3}[ -]?\d{3}[ -]?\d{4}(?!\d)")
 
 
 def _mask_match(m: re.Match[str]) -> str:
-    return m.group(0) if m.group("uuid") else "[nhs-number]"
+    if m.group("uuid"):
+        return _BARE_TEN.sub("[nhs-number]", m.group(0))
+    return "[nhs-number]"
+
+
+def new_correlation_id() -> str:
+    """A UUID4 for a request or message without a usable correlation id of
+    its own, drawn again (about 1 in 60) if it holds a bare run of ten digits,
+    so that the log redactor never has to mask it and it can always be traced."""
+    while True:
+        value = str(uuid.uuid4())
+        if not _BARE_TEN.search(value):
+            return value
 
 
 def _mask(value: Any) -> Any:

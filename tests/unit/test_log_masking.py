@@ -1,14 +1,15 @@
 """The log redactor's belt and braces (hub/observability/logging.py): a
 ten-digit run is masked as an NHS number in any allowed value, however it is
-spaced, but the hub's UUIDs are kept whole even when a random one holds ten
-digits in a row across a hyphen (it used to be cut, and its correlation id
-could no longer be traced)."""
+spaced, but a UUID is kept whole when its digits only line up across a
+hyphen (it used to be cut, and its correlation id could no longer be
+traced); a bare run of ten digits is masked even inside a UUID, and the
+correlation ids the hub mints never hold one."""
 
 from __future__ import annotations
 
 import uuid
 
-from hub.observability.logging import allowlist_redactor
+from hub.observability.logging import _BARE_TEN, allowlist_redactor, new_correlation_id
 
 
 def redact(**kw: object) -> dict:
@@ -21,9 +22,9 @@ def test_ten_digit_runs_are_masked_however_spaced() -> None:
         assert "5919" not in redact(event=text)["event"]
 
 
-def test_uuids_are_kept_whole_even_with_ten_digits_in_a_row() -> None:
-    ids = ["1f196923-0154-4fd1-83b0-068213881018", "12345678-9012-4abc-8def-123456789012",
-           *(str(uuid.uuid4()) for _ in range(2000))]
+def test_uuids_are_kept_whole_when_their_digits_line_up_only_across_hyphens() -> None:
+    ids = ["1f196923-0154-4fd1-83b0-068213881018", "12345678-9012-4abc-8def-12345678901a",
+           *(u for u in (str(uuid.uuid4()) for _ in range(2000)) if not _BARE_TEN.search(u))]
     for cid in ids:
         out = redact(correlation_id=cid, event=f"dispatch failed for {cid}")
         assert out["correlation_id"] == cid and out["event"] == f"dispatch failed for {cid}"
@@ -33,3 +34,15 @@ def test_an_nhs_number_beside_a_uuid_is_still_masked() -> None:
     cid = "1f196923-0154-4fd1-83b0-068213881018"
     out = redact(event=f"{cid} 9434765919")["event"]
     assert out == f"{cid} [nhs-number]"
+
+
+def test_a_bare_ten_digit_run_inside_a_uuid_is_masked() -> None:
+    out = redact(event="id 12345678-9012-4abc-8def-a9434765919b")["event"]
+    assert "9434765919" not in out and out == "id 12345678-9012-4abc-8def-a[nhs-number]b"
+
+
+def test_minted_correlation_ids_are_uuids_the_redactor_keeps() -> None:
+    for _ in range(5000):
+        cid = new_correlation_id()
+        assert uuid.UUID(cid).version == 4 and not _BARE_TEN.search(cid)
+        assert redact(correlation_id=cid)["correlation_id"] == cid
