@@ -111,6 +111,11 @@ async def test_csv_export_is_recorded_row_by_row_and_bad_rows_are_quarantined(ap
     # Another source cannot read the receipt.
     r = await app_hub.http.get(f"/v1/council-files/{body['file_id']}", headers={"X-API-Key": app_hub.keys["trust"]})
     assert r.status_code == 404
+    # ...and is told exactly what an unknown id gets: the answer does not say the file exists.
+    unknown = await app_hub.http.get("/v1/council-files/00000000-0000-4000-8000-000000000000",
+                                     headers={"X-API-Key": app_hub.keys["trust"]})
+    same = ("type", "title", "status", "detail")
+    assert unknown.status_code == 404 and {k: unknown.json().get(k) for k in same} == {k: r.json().get(k) for k in same}
 
 
 async def test_resending_a_file_gives_duplicates_and_changes_nothing(app_hub, council):
