@@ -15,11 +15,11 @@ import weakref
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, func, select, text
+from sqlalchemy import bindparam, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import BusMessage, Capabilities
-from hub.store.db import insert_or_merge, snapshot
+from hub.store.db import Prepared, execute_prepared, insert_or_merge, snapshot
 from hub.store.schema import bus_messages, consumer_offsets
 
 
@@ -108,26 +108,13 @@ class SqlLog:
         self._new.clear()
 
     async def _committed(self, conn: AsyncConnection, group_id: str, topic: str) -> int:
-        row = (
-            await conn.execute(
-                select(consumer_offsets.c.next_offset).where(
-                    consumer_offsets.c.group_id == group_id, consumer_offsets.c.topic == topic
-                )
-            )
-        ).first()
+        row = (await execute_prepared(conn, _COMMITTED, {"group_id": group_id, "topic": topic})).first()
         return int(row[0]) if row else 0
 
     async def fetch(self, group_id: str, topic: str, limit: int = 100) -> list[BusMessage]:
         async with snapshot(self._engine) as conn:  # reads only: a snapshot, never the write lock
             start = await self._committed(conn, group_id, topic)
-            rows = (
-                await conn.execute(
-                    select(bus_messages)
-                    .where(bus_messages.c.topic == topic, bus_messages.c.offset >= start)
-                    .order_by(bus_messages.c.offset)
-                    .limit(limit)
-                )
-            ).all()
+            rows = (await execute_prepared(conn, _FETCH, {"topic": topic, "start": start, "limit": limit})).all()
         return [
             BusMessage(
                 topic=r.topic, key=r.key, event_id=r.event_id, payload=r.payload,
@@ -146,31 +133,18 @@ class SqlLog:
     async def _upsert(self, conn: AsyncConnection, group_id: str, topic: str, next_offset: int) -> None:
         # One statement, so concurrent acks neither collide on the group's first
         # commit nor move the offset backwards (a late ack of an earlier message).
-        stmt = insert_or_merge(conn.dialect, consumer_offsets).values(
-            group_id=group_id, topic=topic, next_offset=next_offset, updated_at=datetime.now(UTC)
-        )
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[consumer_offsets.c.group_id, consumer_offsets.c.topic],
-                set_={"next_offset": stmt.excluded.next_offset, "updated_at": stmt.excluded.updated_at},
-                where=consumer_offsets.c.next_offset < stmt.excluded.next_offset,
-            )
-        )
+        await execute_prepared(conn, _offsets_statement(conn.dialect, "advance"),
+                               {"group_id": group_id, "topic": topic, "next_offset": next_offset,
+                                "updated_at": datetime.now(UTC)})
 
     async def claim_batch(self, conn: AsyncConnection, group_id: str, topic: str) -> int:
         """`claim` for a batch: lock the group's offset row until the caller's
         transaction ends and return the group's next offset; the caller skips
         the fetched messages below it (another instance handled them since)."""
-        await conn.execute(
-            insert_or_merge(conn.dialect, consumer_offsets)
-            .values(group_id=group_id, topic=topic, next_offset=0, updated_at=datetime.now(UTC))
-            .on_conflict_do_nothing(index_elements=[consumer_offsets.c.group_id, consumer_offsets.c.topic])
-        )
-        row = (await conn.execute(
-            select(consumer_offsets.c.next_offset)
-            .where(consumer_offsets.c.group_id == group_id, consumer_offsets.c.topic == topic)
-            .with_for_update()
-        )).one()
+        await execute_prepared(conn, _offsets_statement(conn.dialect, "create"),
+                               {"group_id": group_id, "topic": topic, "next_offset": 0,
+                                "updated_at": datetime.now(UTC)})
+        row = (await execute_prepared(conn, _CLAIM, {"group_id": group_id, "topic": topic})).one()
         return int(row.next_offset)
 
     async def claim(self, conn: AsyncConnection, group_id: str, topic: str, offset: int) -> bool:
@@ -192,11 +166,39 @@ class SqlLog:
     async def lag(self, group_id: str, topic: str) -> int:
         async with snapshot(self._engine) as conn:  # a count: a snapshot, no write lock
             start = await self._committed(conn, group_id, topic)
-            n = (
-                await conn.execute(
-                    select(func.count()).select_from(bus_messages).where(
-                        bus_messages.c.topic == topic, bus_messages.c.offset >= start
-                    )
-                )
-            ).scalar_one()
+            n = (await execute_prepared(conn, _COUNT, {"topic": topic, "start": start})).scalar_one()
         return int(n)
+
+
+# The log's statements, built once (hub.store.db.Prepared: on SQLite's inline
+# connections compiled once and run on the driver; the consumers poll them).
+_COMMITTED = Prepared(select(consumer_offsets.c.next_offset).where(
+    consumer_offsets.c.group_id == bindparam("group_id"), consumer_offsets.c.topic == bindparam("topic")))
+_CLAIM = Prepared(select(consumer_offsets.c.next_offset).where(
+    consumer_offsets.c.group_id == bindparam("group_id"), consumer_offsets.c.topic == bindparam("topic"))
+    .with_for_update())
+_FETCH = Prepared(select(bus_messages)
+                  .where(bus_messages.c.topic == bindparam("topic"), bus_messages.c.offset >= bindparam("start"))
+                  .order_by(bus_messages.c.offset).limit(bindparam("limit")))
+_COUNT = Prepared(select(func.count()).select_from(bus_messages).where(
+    bus_messages.c.topic == bindparam("topic"), bus_messages.c.offset >= bindparam("start")))
+_OFFSETS: dict[tuple[str, str], Prepared] = {}
+
+
+def _offsets_statement(dialect: Any, kind: str) -> Prepared:
+    """The offset row's upserts, per dialect (`insert_or_merge`): `create`
+    (the group's first claim, if absent) or `advance` (never backwards)."""
+    got = _OFFSETS.get((dialect.name, kind))
+    if got is None:
+        stmt = insert_or_merge(dialect, consumer_offsets).values(
+            group_id=bindparam("group_id"), topic=bindparam("topic"), next_offset=bindparam("next_offset"),
+            updated_at=bindparam("updated_at"))
+        if kind == "create":
+            stmt = stmt.on_conflict_do_nothing(index_elements=[consumer_offsets.c.group_id, consumer_offsets.c.topic])
+        else:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[consumer_offsets.c.group_id, consumer_offsets.c.topic],
+                set_={"next_offset": stmt.excluded.next_offset, "updated_at": stmt.excluded.updated_at},
+                where=consumer_offsets.c.next_offset < stmt.excluded.next_offset)
+        got = _OFFSETS[(dialect.name, kind)] = Prepared(stmt)
+    return got

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections import namedtuple
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import MultipleResultsFound, NoResultFound, OperationalError
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
@@ -176,6 +177,168 @@ def _insert_plan(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> _Inse
     return _InsertPlan(compiled.string, names, tuple(procs.get(n) for n in names))
 
 
+class _Rows:
+    """What a prepared statement gives back on the driver path: the part of
+    SQLAlchemy's `Result` the hub uses (`all`, `first`, `one`,
+    `scalar`, `scalars`, `mappings`, `rowcount`, iteration)."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+    def all(self) -> list[Any]:
+        return list(self._rows)
+
+    fetchall = all
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def one(self) -> Any:
+        if len(self._rows) != 1:
+            raise NoResultFound("expected one row") if not self._rows else MultipleResultsFound("more than one row")
+        return self._rows[0]
+
+    def one_or_none(self) -> Any:
+        if len(self._rows) > 1:
+            raise MultipleResultsFound("more than one row")
+        return self._rows[0] if self._rows else None
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def scalar_one_or_none(self) -> Any:
+        row = self.one_or_none()
+        return None if row is None else row[0]
+
+    def scalars(self) -> _Rows:
+        return _Rows([r[0] for r in self._rows], self.rowcount)
+
+    def mappings(self) -> _Rows:
+        return _Rows([r._asdict() for r in self._rows], self.rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    sql: str
+    names: tuple[str, ...]
+    defaults: dict[str, Any]
+    binds: tuple[Callable[[Any], Any] | None, ...]
+    row_type: Any  # a namedtuple of the result's columns; None for DML
+    results: tuple[tuple[int, Callable[[Any], Any]], ...]  # (column index, result processor)
+
+    def args(self, params: Any) -> tuple[Any, ...]:
+        out = []
+        for name, proc in zip(self.names, self.binds):
+            if params is not None and name in params:
+                value = params[name]
+            elif name in self.defaults:
+                value = self.defaults[name]
+            else:
+                raise KeyError(f"prepared statement: no value for parameter {name!r}")
+            out.append(value if proc is None else proc(value))
+        return tuple(out)
+
+    def run(self, dbapi: Any, params: Any) -> _Rows:
+        cursor = dbapi.cursor()
+        try:
+            if isinstance(params, list):
+                cursor.executemany(self.sql, [self.args(p) for p in params])
+                return _Rows([], cursor.rowcount)
+            cursor.execute(self.sql, self.args(params))
+            if self.row_type is None:
+                return _Rows([], cursor.rowcount)
+            raw = cursor.fetchall()
+        finally:
+            cursor.close()
+        make, results = self.row_type._make, self.results
+        if not results:
+            return _Rows([make(r) for r in raw], -1)
+        rows = []
+        for r in raw:
+            values = list(r)
+            for i, proc in results:
+                if values[i] is not None:
+                    values[i] = proc(values[i])
+            rows.append(make(values))
+        return _Rows(rows, -1)
+
+
+def _row_type(fields: tuple[str, ...]) -> Any:
+    base = namedtuple("Row", fields)  # noqa: PYI024 - a plain row type, made once per statement
+
+    class Row(base):  # type: ignore[misc, valid-type]
+        __slots__ = ()
+
+        @property
+        def _mapping(self) -> dict[str, Any]:
+            return self._asdict()
+
+    return Row
+
+
+class Prepared:
+    """A statement built once (its varying values `bindparam`s) and run with
+    `execute_prepared(conn, prepared, params)`. On the inline SQLite
+    connections (`SyncConn`: the shared writer and the WAL snapshots) it is
+    compiled once and run on the driver's cursor, with SQLAlchemy's own bind
+    and result processors (datetimes, JSON through `JSON_CODEC`, booleans),
+    its rows light named tuples (attribute and index access, `_mapping`);
+    SQLAlchemy's execution around each statement (cache key, context, result
+    metadata, row objects) cost several times the statement on the pollers'
+    and the dispatcher's hot paths. Elsewhere (PostgreSQL, `:memory:`) the
+    statement is executed by SQLAlchemy as usual. Statements SQLAlchemy
+    must rewrite per call (expanding IN lists) are refused when built."""
+
+    __slots__ = ("statement", "_plans")
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+        self._plans: dict[Dialect, _Plan] = {}
+
+    def plan(self, dialect: Dialect) -> _Plan:
+        got = self._plans.get(dialect)
+        if got is None:
+            got = self._plans[dialect] = self._compile(dialect)
+        return got
+
+    def _compile(self, dialect: Dialect) -> _Plan:
+        compiled = self.statement.compile(dialect=dialect)
+        if "POSTCOMPILE" in compiled.string or compiled.positiontup is None:
+            raise ValueError("a prepared statement cannot take an expanding IN list")
+        names = tuple(compiled.positiontup)
+        procs = compiled._bind_processors
+        defaults = {n: b.effective_value for n, b in compiled.binds.items() if not b.required}
+        row_type, results = None, ()
+        cols = compiled._result_columns
+        if cols:
+            row_type = _row_type(tuple(c.keyname for c in cols))
+            results = tuple((i, p) for i, c in enumerate(cols)
+                            if (p := c.type._cached_result_processor(dialect, None)) is not None)
+        return _Plan(compiled.string, names, defaults, tuple(procs.get(n) for n in names), row_type, results)
+
+
+async def execute_prepared(conn: Any, prepared: Prepared, params: Any = None) -> Any:
+    """`prepared` on `conn`: on the driver if `conn` is an inline SQLite
+    connection (or wraps one), else through SQLAlchemy."""
+    run = getattr(conn, "run_prepared", None)
+    if run is not None:
+        got = run(prepared, params)
+        if got is not None:
+            return got
+    if params is None:
+        return await conn.execute(prepared.statement)
+    return await conn.execute(prepared.statement, params)
+
+
 class SyncConn:
     """The part of `AsyncConnection` the hot paths use (`execute`,
     `begin_nested`, `dialect`, `sync_connection`), over a synchronous SQLite
@@ -221,6 +384,9 @@ class SyncConn:
 
     def begin_nested(self) -> _Savepoint:
         return _Savepoint(self._conn)
+
+    def run_prepared(self, prepared: Prepared, params: Any = None) -> _Rows:
+        return prepared.plan(self._conn.dialect).run(self._conn.connection.dbapi_connection, params)
 
 
 class InlineWriter:

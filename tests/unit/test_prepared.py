@@ -1,0 +1,137 @@
+"""hub.store.db.Prepared: a statement run on the SQLite driver gives what
+SQLAlchemy gives for it (values, types, row access, row counts), on the
+inline writer and on snapshots; elsewhere it is SQLAlchemy's own execution."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import bindparam, func, select
+
+from hub.store.db import (
+    Prepared,
+    close_inline,
+    create_engine,
+    create_schema,
+    execute_prepared,
+    insert_or_merge,
+    snapshot,
+    write_transaction,
+)
+from hub.store.schema import bus_messages, consumer_offsets
+
+FETCH = Prepared(select(bus_messages)
+                 .where(bus_messages.c.topic == bindparam("topic"), bus_messages.c.offset >= bindparam("start"))
+                 .order_by(bus_messages.c.offset).limit(bindparam("limit")))
+COUNT = Prepared(select(func.count()).select_from(bus_messages).where(bus_messages.c.topic == bindparam("topic")))
+MOVE = Prepared(consumer_offsets.update().where(consumer_offsets.c.group_id == bindparam("g"))
+                .values(next_offset=bindparam("n"), updated_at=bindparam("at")))
+
+
+async def _engine(tmp_path: Path):  # noqa: ANN202
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
+    await create_schema(engine)
+    return engine
+
+
+async def _publish(engine, n: int) -> None:  # noqa: ANN001
+    at = datetime(2026, 12, 1, 9, 30, 15, 123456, tzinfo=UTC)
+    async with write_transaction(engine) as conn:
+        await conn.execute(bus_messages.insert(), [
+            {"topic": "t" if i % 3 else "u", "key": f"k{i}", "event_id": f"e{i}",
+             "payload": {"n": i, "nested": {"a": [1, "x"]}, "text": "é"}, "headers": {"h": str(i)},
+             "created_at": at, "relayed_at": None} for i in range(n)])
+
+
+async def test_select_gives_what_sqlalchemy_gives(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path)
+    try:
+        await _publish(engine, 30)
+        params = {"topic": "t", "start": 4, "limit": 7}
+        async with snapshot(engine) as conn:
+            assert hasattr(conn, "run_prepared")  # the driver path is the one under test
+            fast = (await execute_prepared(conn, FETCH, params)).all()
+            slow = (await conn.execute(FETCH.statement, params)).all()
+        assert len(fast) == 7
+        assert [tuple(r) for r in fast] == [tuple(r) for r in slow]
+        first = fast[0]
+        # Attribute, index and mapping access; JSON decoded, datetimes parsed, NULL kept.
+        assert first.payload == {"n": 4, "nested": {"a": [1, "x"]}, "text": "é"}
+        assert first[0] == first.offset and first._mapping["event_id"] == "e4"
+        assert isinstance(first.created_at, datetime) and first.created_at.microsecond == 123456
+        assert first.relayed_at is None
+        # The statement's built-in values (OFFSET 0) are taken when not given.
+        assert "OFFSET" in FETCH.plan(conn.dialect).sql
+    finally:
+        close_inline(engine)
+        await engine.dispose()
+
+
+async def test_result_methods_and_missing_parameter(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path)
+    try:
+        await _publish(engine, 9)
+        async with snapshot(engine) as conn:
+            assert (await execute_prepared(conn, COUNT, {"topic": "t"})).scalar_one() == 6
+            assert (await execute_prepared(conn, COUNT, {"topic": "t"})).scalar() == 6
+            none = await execute_prepared(conn, FETCH, {"topic": "zz", "start": 0, "limit": 5})
+            assert none.first() is None and none.all() == [] and none.scalar() is None
+            got = await execute_prepared(conn, FETCH, {"topic": "u", "start": 0, "limit": 5})
+            assert [m["key"] for m in got.mappings().all()] == ["k0", "k3", "k6"]
+            assert got.scalars().all() == [r.offset for r in got.all()]
+            with pytest.raises(KeyError, match="limit"):
+                await execute_prepared(conn, FETCH, {"topic": "u", "start": 0})
+    finally:
+        close_inline(engine)
+        await engine.dispose()
+
+
+async def test_writes_executemany_rowcount_and_stored_bytes(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path)
+    at = datetime(2026, 12, 1, 10, 0, 0, 5, tzinfo=UTC)
+    try:
+        upsert = Prepared(insert_or_merge(engine.dialect, consumer_offsets)
+                          .values(group_id=bindparam("g"), topic=bindparam("t"), next_offset=bindparam("n"),
+                                  updated_at=bindparam("at"))
+                          .on_conflict_do_nothing(index_elements=[consumer_offsets.c.group_id,
+                                                                  consumer_offsets.c.topic]))
+        async with write_transaction(engine) as conn:
+            await execute_prepared(conn, upsert, [{"g": "a", "t": "x", "n": 1, "at": at},
+                                                  {"g": "b", "t": "x", "n": 2, "at": at}])
+            await execute_prepared(conn, upsert, {"g": "a", "t": "x", "n": 99, "at": at})  # conflict: kept
+            moved = await execute_prepared(conn, MOVE, [{"g": "a", "n": 5, "at": at}, {"g": "zz", "n": 5, "at": at}])
+            assert moved.rowcount == 1
+        # The same column text SQLAlchemy would have written (its bind processors ran).
+        async with engine.begin() as conn:
+            await conn.execute(consumer_offsets.insert().values(group_id="c", topic="x", next_offset=3, updated_at=at))
+        async with engine.connect() as conn:
+            from sqlalchemy import text
+            raw = dict((await conn.execute(text("SELECT group_id, updated_at FROM consumer_offsets"))).all())
+            rows = {r.group_id: r.next_offset for r in (await conn.execute(select(consumer_offsets))).all()}
+        assert raw["a"] == raw["c"] == raw["b"]
+        assert rows == {"a": 5, "b": 2, "c": 3}
+    finally:
+        close_inline(engine)
+        await engine.dispose()
+
+
+async def test_without_the_driver_path_sqlalchemy_runs_it(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path)
+    try:
+        await _publish(engine, 6)
+        async with engine.connect() as conn:  # an AsyncConnection: no run_prepared
+            rows = (await execute_prepared(conn, FETCH, {"topic": "t", "start": 0, "limit": 10})).all()
+        assert [r.key for r in rows] == ["k1", "k2", "k4", "k5"]
+    finally:
+        close_inline(engine)
+        await engine.dispose()
+
+
+def test_an_expanding_in_list_is_refused() -> None:
+    from sqlalchemy.dialects import sqlite
+
+    bad = Prepared(select(bus_messages).where(bus_messages.c.event_id.in_(bindparam("ids", expanding=True))))
+    with pytest.raises(ValueError, match="expanding"):
+        bad.plan(sqlite.dialect())
