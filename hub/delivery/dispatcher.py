@@ -46,7 +46,7 @@ from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.routing import Recipient, recipients_for
 from hub.sharing import SharingAgreements
-from hub.store.db import inline_writer, write_transaction
+from hub.store.db import Prepared, execute_prepared, inline_writer, write_transaction
 from hub.store.schema import (
     dead_letters,
     deliveries,
@@ -67,6 +67,11 @@ _HISTORIES = select(register_changes.c.person_id, register_changes.c.canonical,
                     register_changes.c.received_at).where(register_changes.c.person_id.in_(_IDS))
 _HELD_VIEWS = select(recipient_views).where(recipient_views.c.person_id.in_(_IDS))
 _DETAILS = select(persons.c.person_id, persons.c.details).where(persons.c.person_id.in_(_IDS))
+# A held view moved on: one executemany per message (hub.store.db.Prepared).
+_VIEW_UPDATE = Prepared(recipient_views.update()
+                        .where(recipient_views.c.person_id == bindparam("p"), recipient_views.c.org_code == bindparam("o"))
+                        .values(version=bindparam("v_version"), view=bindparam("v_view"),
+                                last_event_id=bindparam("v_last"), updated_at=bindparam("v_at")))
 GROUP = "dispatcher"
 REVIEW_SCANNER_SOURCE = "review-scheduler"  # the bus header `source` of hub/scheduler.py's reminders
 MESSAGE_NAMESPACE = uuid.UUID("0c8f7d0e-2b54-4d61-8a4b-511751175117")
@@ -329,13 +334,13 @@ class Dispatcher:
                              EventType.NOTIFICATION_CORRECTED else None, reason=reason)
         # The message's views, deliveries and disclosure decisions, one statement each.
         inserts = [{"person_id": person_id, "org_code": org, **v} for org, (v, new) in send.views.items() if new]
-        updates = [{"p": person_id, "o": org, **v} for org, (v, new) in send.views.items() if not new]
+        updates = [{"p": person_id, "o": org, "v_version": v["version"], "v_view": v["view"],
+                    "v_last": v["last_event_id"], "v_at": v["updated_at"]}
+                   for org, (v, new) in send.views.items() if not new]
         if inserts:
             await conn.execute(recipient_views.insert(), inserts)
         if updates:
-            await conn.execute(recipient_views.update().where(
-                recipient_views.c.person_id == bindparam("p"), recipient_views.c.org_code == bindparam("o")),
-                updates)
+            await execute_prepared(conn, _VIEW_UPDATE, updates)
         if send.deliveries:
             await conn.execute(deliveries.insert(), send.deliveries)
         if send.audits:

@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.observability import metrics
 from hub.observability.logging import get_logger
-from hub.store.db import snapshot, write_transaction
+from hub.store.db import Prepared, execute_prepared, snapshot, write_transaction
 from hub.store.schema import deliveries, subscriptions
 
 log = get_logger("hub.delivery")
@@ -75,17 +75,41 @@ async def pending_heads(conn: AsyncConnection, channel: str) -> list[Any]:
     `ix_deliveries_pending` (its lowest pending number): the cost follows
     the number of subscriptions, not the backlog (a GROUP BY over every
     pending delivery made each poll slower the further delivery fell behind)."""
-    return list((await conn.execute(_PENDING_HEADS, {"channel": channel})).all())
+    return list((await execute_prepared(conn, _PENDING_HEADS, {"channel": channel})).all())
 
 
 _HEAD_SEQ = (select(func.min(deliveries.c.delivery_seq))
              .where(deliveries.c.subscription_id == subscriptions.c.subscription_id,
                     deliveries.c.status == "pending")
              .correlate(subscriptions).scalar_subquery())
-_PENDING_HEADS = (select(deliveries.c.subscription_id, deliveries.c.next_attempt_at)
-                  .select_from(subscriptions.join(deliveries, deliveries.c.delivery_seq == _HEAD_SEQ))
-                  .where(subscriptions.c.channel == bindparam("channel"), subscriptions.c.active.is_(True))
-                  .order_by(deliveries.c.delivery_seq))
+_PENDING_HEADS = Prepared(select(deliveries.c.subscription_id, deliveries.c.next_attempt_at)
+                          .select_from(subscriptions.join(deliveries, deliveries.c.delivery_seq == _HEAD_SEQ))
+                          .where(subscriptions.c.channel == bindparam("channel"), subscriptions.c.active.is_(True))
+                          .order_by(deliveries.c.delivery_seq))
+# A lease's statements, built once (hub.store.db.Prepared). Each row is updated
+# by its own key in one executemany rather than an IN list, which SQLAlchemy
+# would re-render for every length.
+_CLAIM = Prepared(select(deliveries, subscriptions.c.url, subscriptions.c.topic, subscriptions.c.secret,
+                         subscriptions.c.org_code, subscriptions.c.fhir)
+                  .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
+                  .where(deliveries.c.subscription_id == bindparam("subscription_id"),
+                         deliveries.c.status == "pending", subscriptions.c.active.is_(True),
+                         subscriptions.c.channel == bindparam("channel"))
+                  .order_by(deliveries.c.delivery_seq).limit(bindparam("limit"))
+                  .with_for_update(of=deliveries))
+_LEASE = Prepared(deliveries.update().where(deliveries.c.delivery_seq == bindparam("seq"))
+                  .values(attempts=deliveries.c.attempts + 1, next_attempt_at=bindparam("until")))
+_DELIVERED = Prepared(deliveries.update().where(deliveries.c.delivery_seq == bindparam("seq"))
+                      .values(status="delivered", delivered_at=bindparam("at"), last_error=None))
+_FAILED = Prepared(deliveries.update().where(deliveries.c.delivery_seq == bindparam("seq"))
+                   .values(attempts=bindparam("attempts"), last_error=bindparam("err"),
+                           next_attempt_at=bindparam("until")))
+_DEAD = Prepared(deliveries.update().where(deliveries.c.delivery_seq == bindparam("seq"))
+                 .values(status="dead", attempts=bindparam("attempts"), last_error=bindparam("err")))
+_GIVEN_BACK = Prepared(deliveries.update()
+                       .where(deliveries.c.delivery_seq == bindparam("seq"), deliveries.c.status == "pending",
+                              deliveries.c.attempts == bindparam("leased"))
+                       .values(attempts=bindparam("given_back"), next_attempt_at=bindparam("at")))
 
 
 def due(rows: list[Any], now: datetime | None = None) -> list[Any]:
@@ -103,16 +127,10 @@ async def claim_batch(engine: AsyncEngine, channel: str, subscription_id: str, l
 
     PostgreSQL: the rows are locked (FOR UPDATE) until commit, so a second
     instance waits and then finds the head leased; SQLite: BEGIN IMMEDIATE."""
-    q = (select(deliveries, subscriptions.c.url, subscriptions.c.topic, subscriptions.c.secret,
-                subscriptions.c.org_code, subscriptions.c.fhir)
-         .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
-         .where(deliveries.c.subscription_id == subscription_id, deliveries.c.status == "pending",
-                subscriptions.c.active.is_(True), subscriptions.c.channel == channel)
-         .order_by(deliveries.c.delivery_seq).limit(limit))
     async with write_transaction(engine) as conn:  # in-process writers take turns (FIFO)
-        if conn.dialect.name == "postgresql":
-            q = q.with_for_update(of=deliveries)
-        rows = (await conn.execute(q)).all()
+        # PostgreSQL: the rows are locked (FOR UPDATE OF deliveries); SQLite renders no lock.
+        rows = (await execute_prepared(conn, _CLAIM, {"subscription_id": subscription_id, "channel": channel,
+                                                      "limit": limit})).all()
         now = datetime.now(UTC)
         taken = []
         for r in rows:
@@ -120,10 +138,8 @@ async def claim_batch(engine: AsyncEngine, channel: str, subscription_id: str, l
                 break  # the head backing off or leased by another instance (or one behind it leased)
             taken.append(r)
         if taken:
-            await conn.execute(deliveries.update()
-                               .where(deliveries.c.delivery_seq.in_([r.delivery_seq for r in taken]))
-                               .values(attempts=deliveries.c.attempts + 1,
-                                       next_attempt_at=now + timedelta(seconds=lease_seconds)))
+            until = now + timedelta(seconds=lease_seconds)
+            await execute_prepared(conn, _LEASE, [{"seq": r.delivery_seq, "until": until} for r in taken])
     return taken
 
 
@@ -139,26 +155,19 @@ async def record_batch(engine: AsyncEngine, delivered: list[Any], failed: Any, e
     wait: float | None = None
     async with write_transaction(engine) as conn:  # in-process writers take turns (FIFO)
         if delivered:
-            await conn.execute(deliveries.update()
-                               .where(deliveries.c.delivery_seq.in_([r.delivery_seq for r in delivered]))
-                               .values(status="delivered", delivered_at=now, last_error=None))
+            await execute_prepared(conn, _DELIVERED, [{"seq": r.delivery_seq, "at": now} for r in delivered])
         if failed is not None:
             attempts, err = failed.attempts + 1, (error or "failed")[:200]
             if policy.max_attempts and attempts >= policy.max_attempts:
-                await conn.execute(deliveries.update().where(deliveries.c.delivery_seq == failed.delivery_seq)
-                                   .values(status="dead", attempts=attempts, last_error=err))
+                await execute_prepared(conn, _DEAD, {"seq": failed.delivery_seq, "attempts": attempts, "err": err})
             else:
                 wait = backoff_seconds(attempts, policy.backoff_base, policy.backoff_cap)
-                await conn.execute(deliveries.update().where(deliveries.c.delivery_seq == failed.delivery_seq)
-                                   .values(attempts=attempts, last_error=err,
-                                           next_attempt_at=now + timedelta(seconds=wait)))
+                await execute_prepared(conn, _FAILED, {"seq": failed.delivery_seq, "attempts": attempts, "err": err,
+                                                       "until": now + timedelta(seconds=wait)})
         if unsent:
-            await conn.execute(
-                deliveries.update()
-                .where(deliveries.c.delivery_seq == bindparam("seq"), deliveries.c.status == "pending",
-                       deliveries.c.attempts == bindparam("leased"))
-                .values(attempts=bindparam("given_back"), next_attempt_at=now),
-                [{"seq": r.delivery_seq, "leased": r.attempts + 1, "given_back": r.attempts} for r in unsent])
+            await execute_prepared(conn, _GIVEN_BACK, [
+                {"seq": r.delivery_seq, "leased": r.attempts + 1, "given_back": r.attempts, "at": now}
+                for r in unsent])
     if delivered:
         metrics.DELIVERY.labels(channel=handler, outcome="delivered").inc(len(delivered))
     if failed is not None:

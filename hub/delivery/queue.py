@@ -29,6 +29,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.observability import metrics
+from hub.store.db import Prepared, execute_prepared
 from hub.store.schema import deliveries, disclosures, subscription_counters, subscriptions
 
 NO_SUBSCRIPTION = "allowed, but the organisation has no active subscription"
@@ -54,9 +55,7 @@ def subscribed(rows: Iterable[Any], event_type: str, channels: Collection[str] |
 
 async def active_subscriptions(conn: AsyncConnection, org_code: str) -> list[Any]:
     """The organisation's active subscriptions, oldest first."""
-    return list((await conn.execute(
-        select(subscriptions).where(subscriptions.c.org_code == org_code, subscriptions.c.active.is_(True))
-        .order_by(subscriptions.c.created_at))).all())
+    return list((await execute_prepared(conn, _ACTIVE, {"org_code": org_code})).all())
 
 
 async def share(
@@ -162,10 +161,7 @@ class EventNumbers:
 
     async def take(self, conn: AsyncConnection, subscription_id: str) -> int:
         if subscription_id not in self._last:
-            row = (await conn.execute(
-                select(subscription_counters.c.last_event_number)
-                .where(subscription_counters.c.subscription_id == subscription_id)
-                .with_for_update())).first()
+            row = (await execute_prepared(conn, _COUNTER, {"subscription_id": subscription_id})).first()
             stored = int(row.last_event_number) if row is not None else None
             self._stored[subscription_id] = stored
             self._last[subscription_id] = stored or 0
@@ -206,3 +202,12 @@ def delivery_row(*, subscription_id: str, event_id: str, message_id: str, event_
         event_type=event_type, payload=payload, status="pending", attempts=0, next_attempt_at=now,
         correlation_id=correlation_id, created_at=now, event_number=event_number,
     )
+
+
+# Statements the dispatcher runs per organisation or subscription of a batch (hub.store.db.Prepared).
+_ACTIVE = Prepared(select(subscriptions).where(subscriptions.c.org_code == bindparam("org_code"),
+                                               subscriptions.c.active.is_(True))
+                   .order_by(subscriptions.c.created_at))
+_COUNTER = Prepared(select(subscription_counters.c.last_event_number)
+                    .where(subscription_counters.c.subscription_id == bindparam("subscription_id"))
+                    .with_for_update())

@@ -485,6 +485,7 @@ class InlineReads:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._idle: list[Connection] = []  # connections kept checked out between snapshots
 
     @classmethod
     def for_engine(cls, async_engine: AsyncEngine) -> InlineReads | None:
@@ -497,14 +498,24 @@ class InlineReads:
 
     @contextmanager
     def snapshot(self) -> Iterator[SyncConn]:
-        with self._engine.connect() as conn:
-            conn = conn.execution_options(**{READ_ONLY: True})
-            try:
-                yield SyncConn(conn)
-            finally:
-                conn.rollback()
+        # A connection is reused while idle (a pool check-out and check-in
+        # cost more than the pollers' statements); its read transaction
+        # ends (rollback) before it is put back, so each snapshot is new.
+        conn = self._idle.pop() if self._idle else self._engine.connect().execution_options(**{READ_ONLY: True})
+        try:
+            yield SyncConn(conn)
+        except BaseException:
+            conn.close()
+            raise
+        conn.rollback()
+        if len(self._idle) < 4:
+            self._idle.append(conn)
+        else:
+            conn.close()
 
     def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
         self._engine.dispose()
 
 
