@@ -28,11 +28,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, delete, select, text
+from sqlalchemy import Table, bindparam, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.observability.logging import get_logger
-from hub.store.db import insert_or_merge
+from hub.store.db import Prepared, execute_prepared, insert_or_merge, write_transaction
 from hub.store.schema import (
     access_decisions,
     audit_chain,
@@ -99,13 +99,56 @@ def register_source(source: Source) -> None:
 
 def _content(source: Source, row: Any) -> dict[str, Any]:
     """The record as JSON values (what the entry stores and its hash covers)."""
-    return {"source": source.name, **{str(c.name): _jsonable(getattr(row, c.name)) for c in source.table.columns}}
+    content: dict[str, Any] = {"source": source.name}
+    for name in _columns(source.table):
+        content[name] = _jsonable(getattr(row, name))
+    return content
+
+
+_COLUMNS: dict[Table, tuple[str, ...]] = {}
+_NEW_RECORDS: dict[tuple[Table, str], Prepared] = {}
+_CURSOR = Prepared(select(audit_cursors.c.last_id).where(audit_cursors.c.source == bindparam("source")))
+_CURSOR_MOVES: dict[str, Prepared] = {}
+_CHAIN_AFTER = Prepared(select(audit_chain.c.at, audit_chain.c.seq, audit_chain.c.entry_hash)
+                        .where(audit_chain.c.seq > bindparam("after")).order_by(audit_chain.c.seq))
+
+
+def _columns(table: Table) -> tuple[str, ...]:
+    got = _COLUMNS.get(table)
+    if got is None:
+        got = _COLUMNS[table] = tuple(str(c.name) for c in table.columns)
+    return got
+
+
+def _new_records(source: Source) -> Prepared:
+    """A source's records after its cursor, oldest first (built once per source)."""
+    got = _NEW_RECORDS.get((source.table, source.id_column))
+    if got is None:
+        idcol = source.table.c[source.id_column]
+        got = _NEW_RECORDS[(source.table, source.id_column)] = Prepared(
+            select(source.table).where(idcol > bindparam("after")).order_by(idcol).limit(BATCH))
+    return got
+
+
+def _cursor_move(dialect: Any) -> Prepared:
+    got = _CURSOR_MOVES.get(dialect.name)
+    if got is None:
+        got = _CURSOR_MOVES[dialect.name] = Prepared(
+            insert_or_merge(dialect, audit_cursors)
+            .values(source=bindparam("source"), last_id=bindparam("last_id"), anchor_hash=None)
+            .on_conflict_do_update(index_elements=[audit_cursors.c.source],
+                                   set_={"last_id": bindparam("last_id")}))
+    return got
 
 
 class AuditChain:
     def __init__(self, engine: AsyncEngine, key: bytes) -> None:
         self._engine = engine
         self._key = key
+        # `checkpoint` reads each entry once: the entries up to `_scanned`
+        # are folded into the last (seq, hash) of each day not yet signed.
+        self._scanned: int | None = None
+        self._last_of: dict[date, tuple[int, str]] = {}
 
     async def _lock(self, conn: AsyncConnection) -> None:
         if conn.dialect.name == "postgresql":
@@ -123,17 +166,14 @@ class AuditChain:
     async def extend(self) -> int:
         """Append every record not yet chained; returns how many."""
         added = 0
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:  # SQLite: the shared inline writer
             await self._lock(conn)
             seq, prev = await self._head(conn)
             rows: list[tuple[datetime, str, int, Source, Any]] = []
             cursors: dict[str, int] = {}
             for source in SOURCES:
-                cur = (await conn.execute(select(audit_cursors.c.last_id)
-                                          .where(audit_cursors.c.source == source.name))).scalar() or 0
-                idcol = source.table.c[source.id_column]
-                for r in (await conn.execute(select(source.table).where(idcol > cur).order_by(idcol)
-                                             .limit(BATCH))).all():
+                cur = (await execute_prepared(conn, _CURSOR, {"source": source.name})).scalar() or 0
+                for r in (await execute_prepared(conn, _new_records(source), {"after": cur})).all():
                     rows.append((source.at(r), source.name, getattr(r, source.id_column), source, r))
                 cursors[source.name] = cur
             rows.sort(key=lambda t: (_jsonable(t[0]), t[1], t[2]))
@@ -149,11 +189,8 @@ class AuditChain:
                 cursors[name] = max(cursors[name], rid)
             if entries:
                 await conn.execute(audit_chain.insert(), entries)
-                for name, last in cursors.items():
-                    await conn.execute(insert_or_merge(conn.dialect, audit_cursors)
-                                       .values(source=name, last_id=last, anchor_hash=None)
-                                       .on_conflict_do_update(index_elements=[audit_cursors.c.source],
-                                                              set_={"last_id": last}))
+                await execute_prepared(conn, _cursor_move(conn.dialect),
+                                       [{"source": name, "last_id": last} for name, last in cursors.items()])
                 added = len(entries)
         return added
 
@@ -161,23 +198,35 @@ class AuditChain:
         return hmac.new(self._key, f"{day.isoformat()}|{last_seq}|{last_hash}".encode(), hashlib.sha256).hexdigest()
 
     async def checkpoint(self, today: date) -> int:
-        """Sign every finished day that has entries and no checkpoint yet."""
+        """Sign every finished day that has entries and no checkpoint yet.
+
+        Each entry is read once: the first call starts after the newest
+        checkpoint's entry, later calls after the last entry seen (reading
+        the whole chain every few seconds grew with the register; an entry
+        chained after its day was signed is not signed again, as before)."""
         made = 0
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             await self._lock(conn)
-            done = set((await conn.execute(select(audit_checkpoints.c.day))).scalars().all())
-            days = (await conn.execute(select(audit_chain.c.at, audit_chain.c.seq, audit_chain.c.entry_hash)
-                                       .order_by(audit_chain.c.seq))).all()
-            last_of: dict[date, tuple[int, str]] = {}
-            for at, seq, h in days:
-                d = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).date()
-                last_of[d] = (seq, h)
-            for d, (seq, h) in sorted(last_of.items()):
-                if d < today and d not in done:
-                    await conn.execute(audit_checkpoints.insert().values(
-                        day=d, last_seq=seq, last_hash=h, signature=self._sign(d, seq, h),
-                        created_at=datetime.now(UTC)))
-                    made += 1
+            scanned = self._scanned
+            if scanned is None:
+                scanned = (await conn.execute(select(func.max(audit_checkpoints.c.last_seq)))).scalar() or 0
+            last_of = dict(self._last_of)
+            for at, seq, h in (await execute_prepared(conn, _CHAIN_AFTER, {"after": scanned})).all():
+                last_of[(at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).date()] = (seq, h)
+                scanned = seq
+            finished = sorted(d for d in last_of if d < today)
+            if finished:
+                done = set((await conn.execute(select(audit_checkpoints.c.day)
+                                               .where(audit_checkpoints.c.day.in_(finished)))).scalars().all())
+                for d in finished:
+                    seq, h = last_of.pop(d)
+                    if d not in done:
+                        await conn.execute(audit_checkpoints.insert().values(
+                            day=d, last_seq=seq, last_hash=h, signature=self._sign(d, seq, h),
+                            created_at=datetime.now(UTC)))
+                        made += 1
+        # Only once committed: a failed round is read again next time.
+        self._scanned, self._last_of = scanned, last_of
         return made
 
     async def verify(self) -> dict[str, Any]:

@@ -236,3 +236,60 @@ async def test_the_console_time_series(app_hub, admin, flowed) -> None:  # noqa:
     day = (await app_hub.http.get("/v1/ops/series?window=day", headers=admin)).json()
     assert len(day["buckets"]) == 96 and sum(v or 0 for v in day["series"]["ingest"]["rest"]) == 2
     assert (await app_hub.http.get("/v1/ops/series?window=year", headers=admin)).status_code == 422
+
+
+async def test_each_finished_day_is_signed_once_reading_each_entry_once(tmp_path) -> None:  # noqa: ANN001
+    """Checkpoints over days, across a restart: every finished day with
+    entries is signed with its last entry, once; the chain verifies; a later
+    round reads only the entries chained since (not the whole chain)."""
+    from hub.audit import AuditChain
+    from hub.store.db import close_inline, create_engine, create_schema
+    from hub.store.schema import audit_checkpoints, operator_actions
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
+    await create_schema(engine)
+    day1 = datetime(2026, 11, 28, 10, tzinfo=UTC)
+
+    async def act(at: datetime, n: int) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(operator_actions.insert(), [
+                {"at": at + timedelta(minutes=i), "client_id": "ops", "action": "replay", "target": f"t{i}",
+                 "detail": {}} for i in range(n)])
+
+    statements: list[str] = []
+    try:
+        chain = AuditChain(engine, b"k" * 32)
+        await act(day1, 3)
+        await act(day1 + timedelta(days=1), 2)
+        await chain.extend()
+        assert await chain.checkpoint(day1.date()) == 0  # day 1 not finished yet
+        assert await chain.checkpoint((day1 + timedelta(days=1)).date()) == 1  # day 1
+        assert await chain.checkpoint((day1 + timedelta(days=1)).date()) == 0  # not twice
+        await act(day1 + timedelta(days=2), 4)
+        await chain.extend()
+        restarted = AuditChain(engine, b"k" * 32)  # a new process: starts after the newest checkpoint
+        assert await restarted.checkpoint((day1 + timedelta(days=3)).date()) == 2  # days 2 and 3
+        assert await chain.checkpoint((day1 + timedelta(days=3)).date()) == 0  # another instance: signed already
+        async with engine.connect() as conn:
+            signed = {r.day: r.last_seq for r in (await conn.execute(select(audit_checkpoints))).all()}
+        assert signed == {day1.date(): 3, (day1 + timedelta(days=1)).date(): 5,
+                          (day1 + timedelta(days=2)).date(): 9}
+        assert (await restarted.verify())["ok"]
+        # A quiet round reads only what is new since the last one (the SQL
+        # as SQLite ran it, parameters expanded, from the writer's connection).
+        await act(day1 + timedelta(days=3), 2)  # today's: read, not yet signed
+        await restarted.extend()
+        assert await restarted.checkpoint((day1 + timedelta(days=3)).date()) == 0
+        from hub.store.db import inline_writer
+        dbapi = inline_writer(engine)._conn.connection.dbapi_connection
+        dbapi.set_trace_callback(statements.append)
+        try:
+            await restarted.checkpoint((day1 + timedelta(days=3)).date())
+        finally:
+            dbapi.set_trace_callback(None)
+        reads = [s for s in statements if "FROM audit_chain" in s]
+        assert reads and all("audit_chain.seq > 11" in s for s in reads), reads
+        assert await restarted.checkpoint((day1 + timedelta(days=4)).date()) == 1  # today's, once finished
+    finally:
+        close_inline(engine)
+        await engine.dispose()
