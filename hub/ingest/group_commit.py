@@ -122,6 +122,13 @@ class WriteBehind:
             return await self._conn.execute(statement)
         return await self._conn.execute(statement, parameters)
 
+    def run_prepared(self, prepared: Any, parameters: Any = None) -> Any:
+        """A prepared statement (hub.store.db.Prepared) runs at once, on the
+        driver if the batch's connection is the inline SQLite writer (None
+        otherwise: the caller then executes it through SQLAlchemy)."""
+        run = getattr(self._conn, "run_prepared", None)
+        return run(prepared, parameters) if run is not None else None
+
     async def flush(self) -> None:
         # dicts keep insertion order: tables in the order first written.
         queued, self._queued = self._queued, {}

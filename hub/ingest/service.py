@@ -41,7 +41,7 @@ from hub.ingest.validation import FieldProblem, problems_from_pydantic, semantic
 from hub.observability import metrics
 from hub.observability.logging import get_logger, new_correlation_id
 from hub.register_counts import _upsert as status_upsert, record_status, status_row
-from hub.store.db import insert_or_merge, snapshot
+from hub.store.db import Prepared, execute_prepared, insert_or_merge, snapshot
 from hub.store.schema import ingest_results, persons, quarantine, register_changes, service_levels
 from hub.domain.workflows.held import hold_reason
 from hub.workflows.held import hold_change
@@ -65,6 +65,14 @@ _UPDATE_DETAILS = persons.update().where(persons.c.person_id == bindparam("pid")
     details=bindparam("new_details"), updated_at=bindparam("at"))
 _PERSON_CHANGES = select(register_changes.c.canonical).where(register_changes.c.person_id == bindparam("person_id"))
 _INSERT_PERSON: dict[str, Any] = {}  # dialect name -> INSERT ... ON CONFLICT DO NOTHING, built once
+# The per-change path's statements as prepared statements (hub.store.db.Prepared:
+# on SQLite's inline writer and snapshots, compiled once and run on the driver).
+_P_PREVIOUS_ANSWER = Prepared(_PREVIOUS_ANSWER)
+_P_LOCK_PERSON = Prepared(_LOCK_PERSON)
+_P_PERSON_BY_INDEX = Prepared(_PERSON_BY_INDEX)
+_P_PERSON_DETAILS = Prepared(_PERSON_DETAILS)
+_P_UPDATE_DETAILS = Prepared(_UPDATE_DETAILS)
+_P_PERSON_CHANGES = Prepared(_PERSON_CHANGES)
 
 
 def _insert_person(dialect: Any) -> Any:
@@ -78,6 +86,7 @@ def _insert_person(dialect: Any) -> Any:
                     created_at=bindparam("at"), updated_at=bindparam("at"))
             .on_conflict_do_nothing(index_elements=[persons.c.nhs_number_index])
             .returning(persons.c.person_id))
+        stmt = _INSERT_PERSON[dialect.name] = Prepared(stmt)
     return stmt
 
 
@@ -394,7 +403,7 @@ class IngestService:
             return None
         index = self._protector.index(normalise(nhs_number))
         async with snapshot(self._engine) as conn:
-            row = (await conn.execute(_PERSON_BY_INDEX, {"index": index})).first()
+            row = (await execute_prepared(conn, _P_PERSON_BY_INDEX, {"index": index})).first()
             history = await self._person_changes(conn, row.person_id) if row else []
         today = self._today()
         facts = None
@@ -427,10 +436,10 @@ class IngestService:
         """The first answer to (source, smid); a 409 if it was for another payload."""
         params = {"source": source, "smid": smid}
         if conn is not None:
-            row = (await conn.execute(_PREVIOUS_ANSWER, params)).first()
+            row = (await execute_prepared(conn, _P_PREVIOUS_ANSWER, params)).first()
         else:
             async with snapshot(self._engine) as c:
-                row = (await c.execute(_PREVIOUS_ANSWER, params)).first()
+                row = (await execute_prepared(c, _P_PREVIOUS_ANSWER, params)).first()
         if row is None:
             return None
         if digest is not None and row.payload_sha256 is not None and row.payload_sha256 != digest:
@@ -558,14 +567,14 @@ class IngestService:
         """A field the source sent replaces what is held; a field it left out
         is kept. A council row or an HL7 message that carries only the NHS
         number must not erase the name, date of birth or postcode."""
-        stored = (await conn.execute(_PERSON_DETAILS, {"person_id": person_id})).one()
+        stored = (await execute_prepared(conn, _P_PERSON_DETAILS, {"person_id": person_id})).one()
         held = load_person_details(self._protector, stored.details)
         sent = change_in.person.model_dump(mode="json", exclude_unset=True, exclude_none=True)
         sent.pop("nhs_number", None)  # the key we found them by; kept as held
         merged = held | sent
         if merged != held:
-            await conn.execute(_UPDATE_DETAILS, {"pid": person_id, "new_details": self._protector.encrypt(orjson.dumps(merged)),
-                                                 "at": now})
+            await execute_prepared(conn, _P_UPDATE_DETAILS, {"pid": person_id, "at": now,
+                                                             "new_details": self._protector.encrypt(orjson.dumps(merged))})
 
     async def _lock_or_create_person(
         self, conn: AsyncConnection, nhs_number: str, details: bytes, now: datetime,
@@ -574,23 +583,23 @@ class IngestService:
         index = self._protector.index(nhs_number)
         # FOR UPDATE serialises changes to one person on PostgreSQL (SQLite
         # drops the clause: its writers are already serial).
-        row = (await conn.execute(_LOCK_PERSON, {"index": index})).first()
+        row = (await execute_prepared(conn, _P_LOCK_PERSON, {"index": index})).first()
         if row:
             return row.person_id, False
         # First sight of this person. Two first sights at once must not fail on
         # the unique index: DO NOTHING waits for the other insert, then the
         # select finds and locks whichever row won.
         person_id = str(uuid.uuid4())
-        inserted = (await conn.execute(_insert_person(conn.dialect),
-                                       {"pid": person_id, "index": index, "details": details, "at": now})).first()
+        inserted = (await execute_prepared(conn, _insert_person(conn.dialect),
+                                           {"pid": person_id, "index": index, "details": details, "at": now})).first()
         if inserted is not None:  # ours (and, being new, locked by this transaction until commit)
             return person_id, True
-        winner = (await conn.execute(_LOCK_PERSON, {"index": index})).one().person_id
+        winner = (await execute_prepared(conn, _P_LOCK_PERSON, {"index": index})).one().person_id
         return winner, False
 
     @staticmethod
     async def _person_changes(conn: AsyncConnection, person_id: str) -> list[RegisterChange]:
-        rows = (await conn.execute(_PERSON_CHANGES, {"person_id": person_id})).all()
+        rows = (await execute_prepared(conn, _P_PERSON_CHANGES, {"person_id": person_id})).all()
         return [from_jsonable(RegisterChange, r.canonical) for r in rows]
 
     @staticmethod
