@@ -29,7 +29,7 @@ from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.snapshots import ParsedRow, SnapshotFileError, reader_for
-from hub.store.db import snapshot, write_transaction
+from hub.store.db import Prepared, execute_prepared, snapshot, write_transaction
 from hub.bus.port import EVENTS_TOPIC, Subscriber
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
@@ -353,6 +353,11 @@ async def _merge(
             b = await anext(right, sentinel)
 
 
+# The reconciler's poll (hub.store.db.Prepared: on SQLite compiled once, run on the driver).
+_COMPARING = Prepared(select(reconciliation_snapshots).where(reconciliation_snapshots.c.state == "comparing")
+                      .order_by(reconciliation_snapshots.c.received_at))
+
+
 class Reconciler:
     """Compares snapshots waiting in state `comparing`, one at a time."""
 
@@ -366,10 +371,7 @@ class Reconciler:
 
     async def run_once(self) -> int:
         async with snapshot(self._engine) as conn:  # every poll: a snapshot, never the write lock
-            waiting = (await conn.execute(
-                select(reconciliation_snapshots).where(reconciliation_snapshots.c.state == "comparing")
-                .order_by(reconciliation_snapshots.c.received_at)
-            )).all()
+            waiting = (await execute_prepared(conn, _COMPARING)).all()
         for snap in waiting:
             await self.compare_snapshot(snap)
         return len(waiting)

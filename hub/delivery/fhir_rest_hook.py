@@ -25,11 +25,18 @@ from hub.crypto import DataProtector
 from hub.delivery.webhook import WebhookDeliverer, signed_headers
 from hub.fhir.subscriptions import Event, notification
 from hub.observability.logging import get_logger
-from hub.store.db import snapshot
+from hub.store.db import Prepared, execute_prepared, snapshot
 from hub.store.schema import subscription_counters, subscriptions
 
 log = get_logger("hub.fhir_rest_hook")
 CHANNEL = "fhir"
+# Polled by every deliverer pass (hub.store.db.Prepared: on SQLite compiled once, run on the driver).
+_HEARTBEAT_ROWS = Prepared(
+    select(subscriptions.c.subscription_id, subscriptions.c.url, subscriptions.c.secret,
+           subscriptions.c.fhir, subscription_counters.c.last_event_number)
+    .join(subscription_counters, subscription_counters.c.subscription_id == subscriptions.c.subscription_id,
+          isouter=True)
+    .where(subscriptions.c.channel == CHANNEL, subscriptions.c.active.is_(True)))
 
 
 async def post_notification(client: Any, url: str, secret: str, bundle: dict, deadline: float,
@@ -74,12 +81,7 @@ class FhirRestHookDeliverer(WebhookDeliverer):
         since it was last sent anything; returns how many were started."""
         now = time.monotonic()
         async with snapshot(self._engine) as conn:  # every poll: a snapshot (inline on SQLite), no write lock
-            rows = (await conn.execute(
-                select(subscriptions.c.subscription_id, subscriptions.c.url, subscriptions.c.secret,
-                       subscriptions.c.fhir, subscription_counters.c.last_event_number)
-                .join(subscription_counters,
-                      subscription_counters.c.subscription_id == subscriptions.c.subscription_id, isouter=True)
-                .where(subscriptions.c.channel == CHANNEL, subscriptions.c.active.is_(True)))).all()
+            rows = (await execute_prepared(conn, _HEARTBEAT_ROWS)).all()
         started = 0
         for r in rows:
             period = (r.fhir or {}).get("heartbeat_seconds")
