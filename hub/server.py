@@ -27,6 +27,27 @@ from hub.observability.logging import get_logger
 from hub.settings import Settings
 
 log = get_logger("hub.server")
+_GC_TUNED = False
+
+
+def tune_gc() -> None:
+    """Once per process, after start-up: the objects made so far (reference
+    data, agreements, modules, schemas: hundreds of thousands, kept for the
+    process's life) are moved out of the cyclic collector's view
+    (`gc.freeze`), and the youngest generation is collected every 20,000
+    allocations rather than 700. Measured under bench/bench_load.py --quick,
+    the collector took about 0.5 s of the hub's CPU for 600 changes (0.8 ms a
+    change), most of it six full collections walking those start-up objects;
+    the hub's own garbage is almost all freed by reference counting."""
+    global _GC_TUNED
+    if _GC_TUNED:
+        return
+    _GC_TUNED = True
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 class HeadDeadlineProtocol(HttpToolsProtocol):

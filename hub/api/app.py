@@ -19,6 +19,7 @@ from hub.api.correlation import CorrelationMiddleware
 from hub.api.limits import LimitsMiddleware
 from hub.api.problems import install_problem_handlers
 from hub.bootstrap import build_hub
+from hub.server import tune_gc
 from hub.settings import Settings, get_settings
 
 
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.hub = hub
         if settings.run_workers:
             hub.start_workers()
+        tune_gc()
         try:
             yield
         finally:
