@@ -7,6 +7,7 @@ import hmac
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,10 +23,21 @@ class DataProtector:
     does not reveal who is on the register.
     """
 
+    # Tokens this process made recently, with their plaintext: the dispatcher
+    # encrypts each queued message and the deliverer decrypts it moments later
+    # (and ingest encrypts details the dispatcher then reads); a token made
+    # here is not decrypted again while it is held. Bounded by count and bytes,
+    # oldest out first; only this process's memory, never written anywhere.
+    recent_max_items = 4096
+    recent_max_bytes = 32 * 1024 * 1024
+
     def __init__(self, key: str | bytes) -> None:
         key_bytes = key.encode() if isinstance(key, str) else key
         self._fernet = Fernet(key_bytes)
         self._index_key = hashlib.sha256(b"s117hub-index:" + key_bytes).digest()
+        self._recent: dict[bytes, bytes] = {}
+        self._recent_bytes = 0
+        self._recent_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, data_key: str | None, key_file: Path) -> "DataProtector":
@@ -44,9 +56,21 @@ class DataProtector:
         return cls(key)
 
     def encrypt(self, plaintext: bytes) -> bytes:
-        return self._fernet.encrypt(plaintext)
+        token = self._fernet.encrypt(plaintext)
+        size = len(token) + len(plaintext)
+        with self._recent_lock:
+            recent = self._recent
+            recent[token] = bytes(plaintext)
+            self._recent_bytes += size
+            while len(recent) > self.recent_max_items or self._recent_bytes > self.recent_max_bytes:
+                old = next(iter(recent))
+                self._recent_bytes -= len(old) + len(recent.pop(old))
+        return token
 
     def decrypt(self, token: bytes) -> bytes:
+        held = self._recent.get(token) if type(token) is bytes else None
+        if held is not None:
+            return held
         try:
             return self._fernet.decrypt(token)
         except InvalidToken as exc:  # wrong key: say so without echoing data

@@ -34,6 +34,7 @@ from hub.domain.ports import ReferenceData
 from hub.domain.rules import derive_events, evaluate
 from hub.fhir.namespaces import HUB_BASE
 from hub.domain.service_level import register_service_level
+from hub.ingest.status_cache import StatusCache
 from hub.ingest.group_commit import GroupCommit, WriteBehind
 from hub.ingest.contract import RegisterChangeIn
 from hub.ingest.nhs_number import nhs_number_problem, normalise
@@ -325,6 +326,7 @@ class IngestService:
         self._commit = GroupCommit(engine, max_batch=batch_max, max_wait=batch_wait,
                                    before_batch=lambda conn: lock_topic(conn, EVENTS_TOPIC))
         self.access = AccessPolicy(ref)
+        self.statuses = StatusCache()  # the status last evaluated per person (hub/ingest/status_cache.py)
         self.bulk_rows = 0  # rows answered by `accept_bulk` (the rest went the per-change way)
         self.bulk_failures = 0  # bulk transactions that failed (their rows went the per-change way)
 
@@ -408,7 +410,7 @@ class IngestService:
         today = self._today()
         facts = None
         if history:
-            facts = self.access.facts(evaluate(row.person_id, history, self._ref, self._agreements, today), history)
+            facts = self.access.facts(self._evaluate(row.person_id, history, today), history)
         decision = self.access.decide_write(client, change_type, hospital, facts, channel)
         if decision.allowed:
             return None
@@ -521,7 +523,7 @@ class IngestService:
                     await tx.rollback()
                 return _Replay(replay)
             history = await self._person_changes(conn, person_id)
-            before = evaluate(person_id, history, self._ref, self._agreements, today) if history else None
+            before = self._evaluate(person_id, history, today) if history else None
             # The one access policy, against the person's status now, under their lock.
             decision = self.access.decide_write(
                 client, change_in.change_type, change_in.hospital_ods,
@@ -536,6 +538,7 @@ class IngestService:
                 await self._merge_person_details(conn, person_id, change_in, now)
             change = self._canonical(change_in, client, person_id, today)
             after = evaluate(person_id, [*history, change], self._ref, self._agreements, today)
+            self._remember(conn, person_id, [*history, change], today, after)
             events = derive_events(before, after, change, holidays=self._ref.bank_holidays())
             # Worcs 8.5: while a dispute is open, a change that would end or move funding is held.
             hold = hold_reason(before, after, change)
@@ -596,6 +599,22 @@ class IngestService:
             return person_id, True
         winner = (await execute_prepared(conn, _P_LOCK_PERSON, {"index": index})).one().person_id
         return winner, False
+
+    def _evaluate(self, person_id: str, history: list[RegisterChange], today: date) -> S117Status:
+        """`evaluate`, or the status this process evaluated from exactly this history today (`StatusCache`)."""
+        held = self.statuses.get(person_id, history, today, self._ref, self._agreements)
+        if held is not None:
+            return held
+        return evaluate(person_id, history, self._ref, self._agreements, today)
+
+    def _remember(self, conn: Any, person_id: str, history: list[RegisterChange], today: date,
+                  status: S117Status) -> None:
+        """Hold `status` for the person's next change once this transaction commits
+        (only on a connection that says when: the inline SQLite writer)."""
+        after_commit = getattr(conn, "after_commit", None)
+        if after_commit is not None:
+            ref, agreements, statuses = self._ref, self._agreements, self.statuses
+            after_commit(lambda: statuses.put(person_id, history, today, ref, agreements, status))
 
     @staticmethod
     async def _person_changes(conn: AsyncConnection, person_id: str) -> list[RegisterChange]:

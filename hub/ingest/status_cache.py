@@ -1,0 +1,48 @@
+"""The status this process last evaluated for a person, and what from.
+
+A register change is evaluated against the person's history three times on
+its way in: the access pre-check (before the request waits for a batch),
+`before` and `after` inside its unit of work. The next change for the same
+person would evaluate that same history again. `StatusCache` holds, per
+person, the status evaluated from a history (the set of its change ids), the
+day it was evaluated for and the reference data and agreements it used; a
+look-up is a hit only if all of these are the same objects and values now,
+so a hit is exactly what `evaluate` would return. Entries are put only once
+the change they follow is committed (`after_commit`), so a rolled-back
+batch leaves nothing behind. Bounded: oldest out first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+from hub.domain.model import RegisterChange, S117Status
+
+
+class StatusCache:
+    def __init__(self, max_people: int = 20_000) -> None:
+        self._max = max_people
+        self._held: dict[str, tuple[date, frozenset[str], S117Status, Any, Any]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, person_id: str, history: Sequence[RegisterChange], today: date, ref: Any,
+            agreements: Any) -> S117Status | None:
+        held = self._held.get(person_id)
+        if held is not None:
+            on, ids, status, held_ref, held_agreements = held
+            if on == today and held_ref is ref and held_agreements is agreements and len(ids) == len(history) \
+                    and ids == frozenset(c.change_id for c in history):
+                self.hits += 1
+                return status
+        self.misses += 1
+        return None
+
+    def put(self, person_id: str, history: Sequence[RegisterChange], today: date, ref: Any, agreements: Any,
+            status: S117Status) -> None:
+        held = self._held
+        held.pop(person_id, None)  # re-inserted last: the oldest is first out
+        held[person_id] = (today, frozenset(c.change_id for c in history), status, ref, agreements)
+        while len(held) > self._max:
+            held.pop(next(iter(held)))
