@@ -61,8 +61,16 @@ def new_correlation_id() -> str:
             return value
 
 
+# Anything `_TEN_DIGITS` would change holds this (a UUID is changed only if
+# it holds ten digits in a row): a value without it is returned as it is,
+# without the substitution and its per-UUID callback (most values: ids, codes).
+_HINT = re.compile(r"\d{3}[ -]?\d{3}[ -]?\d{4}")
+
+
 def _mask(value: Any) -> Any:
     if isinstance(value, str):
+        if len(value) < 10 or _HINT.search(value) is None:
+            return value
         return _TEN_DIGITS.sub(_mask_match, value)
     if isinstance(value, (list, tuple)):
         return [_mask(v) for v in value]
