@@ -72,8 +72,21 @@ def pct(values: list[float], p: float) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    """CPU of the process and its live child processes (the worker process
+    of `S117_SEPARATE_WORKERS`), utime + stime."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:
+            continue
+        total += sum(cpu_seconds(int(c)) for c in children)
+    return total
 
 
 def mean_batch(metrics_text: str) -> float:
@@ -166,6 +179,8 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
            "S117_INGEST_BATCH_MAX": str(batch_max)}
     if args.ingest_only:
         env["S117_RUN_WORKERS"] = "false"
+    if args.separate_workers:
+        env["S117_SEPARATE_WORKERS"] = "true"
     hub = HubProcess(workdir, sharing_path=sharing, **env)
     engine = create_engine(hub.db_url)
     await create_schema(engine)
@@ -318,6 +333,9 @@ async def main() -> None:
     ap.add_argument("--profile", action="store_true", help="py-spy record the hub (raw stacks under the tmp dir)")
     ap.add_argument("--ingest-only", action="store_true",
                     help="no dispatcher or delivery workers in the hub (S117_RUN_WORKERS=false): ingest alone")
+    ap.add_argument("--separate-workers", action="store_true",
+                    help="the hub's background workers in a second process (S117_SEPARATE_WORKERS=true); "
+                         "the CPU figures include it")
     ap.add_argument("--compare", action="store_true",
                     help="also run each level without group commit (S117_INGEST_BATCH_MAX=1)")
     ap.add_argument("--keep", action="store_true", help="keep the databases and logs")

@@ -39,6 +39,7 @@ from hub.observability.logging import get_logger
 from hub.refdata.loader import load_reference_data
 from hub.register_counts import ensure_register_status
 from hub.settings import Settings
+from hub.worker_process import WorkerProcess
 from hub.workflows.consumer import WorkflowConsumer, run_workflow_consumer, run_workflow_scanner
 from hub.workflows.service import WorkflowService
 from hub.money.service import PackageService
@@ -90,17 +91,49 @@ class Hub:
     fhir_deliverer: FhirRestHookDeliverer | None = None
     files: FileJobs | None = None  # council files recorded in the background (set by build_hub)
     clients: ClientCache = field(default_factory=ClientCache)  # API keys seen in the last few seconds
+    worker_process: WorkerProcess | None = None  # the back workers' process (S117_SEPARATE_WORKERS)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
+    _startup: list[asyncio.Task] = field(default_factory=list)  # one-shot start-up tasks
 
-    def start_workers(self) -> None:
+    def start_workers(self, front: bool = True, back: bool = True) -> None:
+        """Start the hub's tasks: `front` the listeners beside the API (MLLP,
+        council files left half-done), `back` the background workers
+        (dispatcher, deliverers, consumers, housekeeping). Both in one
+        process by default; with `S117_SEPARATE_WORKERS` the back ones run in
+        a process of their own (hub/worker_process.py)."""
+        self._tasks = []
+        if front:
+            self._start_front()
+        if back:
+            self._start_back()
+
+    def _start_front(self) -> None:
+        # A one-shot task: done once the files are handed to their jobs (not a worker that stopped).
+        self._startup.append(asyncio.create_task(self.files.resume(), name="council-files-resume"))
+        if self.settings.mllp_port is not None:
+            s = self.settings
+            tls = (server_tls_context(s.mllp_tls_cert, s.mllp_tls_key, s.mllp_tls_client_ca)
+                   if s.mllp_tls_cert and s.mllp_tls_key else None)
+            limits = MllpLimits(max_frame_bytes=s.mllp_max_frame_bytes, read_timeout=s.mllp_read_timeout_seconds,
+                                idle_timeout=s.mllp_idle_timeout_seconds, max_connections=s.mllp_max_connections,
+                                max_per_peer=s.mllp_max_connections_per_peer)
+            mllp = MllpServer(self.engine, self.ingest, s.mllp_host, s.mllp_port, tls=tls, limits=limits)
+            self._tasks.append(asyncio.create_task(mllp.serve(self._stop), name="mllp"))
+
+    def start_worker_process(self) -> WorkerProcess:
+        """The back workers in a second process, supervised from this one."""
+        self.worker_process = WorkerProcess()
+        self._tasks.append(asyncio.create_task(self.worker_process.run(self._stop), name="worker-process"))
+        return self.worker_process
+
+    def _start_back(self) -> None:
         poll = self.settings.worker_poll_seconds
         # The deliverers look for work as soon as the dispatcher has queued some.
         self.dispatcher.on_queued = {d.channel: d.wake for d in (self.deliverer, self.file_deliverer,
                                                                  self.kafka_deliverer, self.fhir_deliverer)
                                      if d is not None}
-        self._tasks = [
-            asyncio.create_task(self.files.resume(), name="council-files-resume"),
+        self._tasks += [
             asyncio.create_task(run_dispatcher(self.dispatcher, poll, self._stop), name="dispatcher"),
             asyncio.create_task(run_deliverer(self.deliverer, poll, self._stop), name="webhook-deliverer"),
         ]
@@ -145,24 +178,20 @@ class Hub:
             self._tasks.append(asyncio.create_task(
                 run_review_scanner(scanner, self.settings.review_scan_interval_seconds, self._stop),
                 name="review-scanner"))
-        if self.settings.mllp_port is not None:
-            s = self.settings
-            tls = (server_tls_context(s.mllp_tls_cert, s.mllp_tls_key, s.mllp_tls_client_ca)
-                   if s.mllp_tls_cert and s.mllp_tls_key else None)
-            limits = MllpLimits(max_frame_bytes=s.mllp_max_frame_bytes, read_timeout=s.mllp_read_timeout_seconds,
-                                idle_timeout=s.mllp_idle_timeout_seconds, max_connections=s.mllp_max_connections,
-                                max_per_peer=s.mllp_max_connections_per_peer)
-            mllp = MllpServer(self.engine, self.ingest, s.mllp_host, s.mllp_port, tls=tls, limits=limits)
-            self._tasks.append(asyncio.create_task(mllp.serve(self._stop), name="mllp"))
 
     def worker_tasks(self) -> list[asyncio.Task]:
+        """The long-running tasks: one that is done has stopped (the hub is not ready)."""
         return list(self._tasks)
+
+    def failed_startup_tasks(self) -> list[str]:
+        """One-shot start-up tasks that raised."""
+        return [t.get_name() for t in self._startup if t.done() and not t.cancelled() and t.exception() is not None]
 
     async def close(self) -> None:
         # Drain: workers finish the message in hand, then stop.
         self._stop.set()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks or self._startup:
+            await asyncio.gather(*self._tasks, *self._startup, return_exceptions=True)
         if self.files is not None:
             await self.files.close()  # after the chunk in hand; the rest resumes at the next start
         close = getattr(self.bus, "close", None)

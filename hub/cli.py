@@ -24,6 +24,14 @@ def _serve(args: argparse.Namespace) -> None:
     uvicorn.Server(uvicorn_config(create_app(settings), settings, host=args.host, port=args.port)).run()
 
 
+def _workers(_args: argparse.Namespace) -> None:
+    from hub.worker_process import run_workers
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    asyncio.run(run_workers(settings))
+
+
 def _demo(args: argparse.Namespace) -> None:
     from hub.demo import run_demo
 
@@ -167,6 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.set_defaults(func=_serve)
+    p = sub.add_parser("workers", help="run the hub's background workers only (started by `serve` when "
+                                       "S117_SEPARATE_WORKERS=true; settings from S117_* variables)")
+    p.set_defaults(func=_workers)
     p = sub.add_parser("demo", help="run the hub with a sample trust and a sample council receiver")
     p.add_argument("--port", type=int, default=8117)
     p.add_argument("--receiver-port", type=int, default=8118)

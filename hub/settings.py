@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     # The console's time series (hub/timeseries.py): a sample every this many seconds; 0: off.
     sample_seconds: float = 60.0
     run_workers: bool = True
+    # The background workers (dispatcher, deliverers, consumers, housekeeping)
+    # in a second process beside the API's, supervised by it, so that ingest
+    # and delivery each have a core (hub/worker_process.py).
+    separate_workers: bool = False
     # Group commit (hub/ingest/group_commit.py): at most this many changes per
     # transaction, waiting at most this many milliseconds for a batch to fill
     # while changes arrive concurrently. 1 = one transaction per change.

@@ -20,6 +20,7 @@ from hub.api.limits import LimitsMiddleware
 from hub.api.problems import install_problem_handlers
 from hub.bootstrap import build_hub
 from hub.server import tune_gc
+from hub.worker_process import share_write_lock
 from hub.settings import Settings, get_settings
 
 
@@ -30,7 +31,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub = await build_hub(settings)
         app.state.hub = hub
-        if settings.run_workers:
+        if settings.run_workers and settings.separate_workers:
+            share_write_lock(settings.database_url, hub.engine, yields=False)
+            hub.start_workers(back=False)
+            hub.start_worker_process()
+        elif settings.run_workers:
             hub.start_workers()
         tune_gc()
         try:
@@ -106,8 +111,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             checks["store"] = "ok"
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             checks["store"] = type(exc).__name__
-        dead = [t.get_name() for t in hub.worker_tasks() if t.done()]
+        dead = [t.get_name() for t in hub.worker_tasks() if t.done()] + hub.failed_startup_tasks()
         checks["workers"] = "ok" if not dead else "stopped: " + ",".join(dead)
+        if hub.worker_process is not None:
+            checks["worker_process"] = "ok" if hub.worker_process.alive else "restarting"
         ok = all(v == "ok" for v in checks.values())
         body = {"status": "ready" if ok else "not-ready", "checks": checks}
         return JSONResponse(body, status_code=200 if ok else 503)

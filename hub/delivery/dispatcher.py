@@ -126,10 +126,12 @@ class Dispatcher:
     def _transaction(self) -> Any:
         return write_transaction(self._engine)
 
-    async def run_once(self, limit: int = 100) -> int:
+    batch_limit = 100  # messages per batch (one transaction); the worker process takes fewer
+
+    async def run_once(self, limit: int | None = None) -> int:
         """Handle what is waiting (up to `limit` messages, in one transaction);
         returns how many messages were fetched."""
-        batch = await self._log.fetch(GROUP, EVENTS_TOPIC, limit)
+        batch = await self._log.fetch(GROUP, EVENTS_TOPIC, limit or self.batch_limit)
         if batch:
             await self._handle_batch(batch)
         # Nothing fetched: nothing after the committed offset (no need to count it on every idle poll).

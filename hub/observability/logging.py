@@ -29,7 +29,7 @@ ALLOWED_KEYS = frozenset(
         "decision", "agreement", "quarantine_id", "reason_codes", "exc_type",
         "lag", "breaches", "version", "channel", "event_number",
         "snapshot_id", "item_id", "rejected", "opened", "fixed", "reopened",
-        "case_id", "file_id",
+        "case_id", "file_id", "pid",
     }
 )
 REDACTED = "[redacted]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import weakref
 from collections import namedtuple
 
@@ -411,6 +412,11 @@ class InlineWriter:
         self._conn: Connection | None = None
         self._lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Set when the hub's processes share the file (hub/worker_process.py):
+        # the front process raises `turns` while it waits for the lock, and a
+        # writer that `yields` (the worker process) lets it go first.
+        self.turns: WriterTurns | None = None
+        self.yields = False
 
     @classmethod
     def for_engine(cls, async_engine: AsyncEngine) -> InlineWriter | None:
@@ -429,8 +435,15 @@ class InlineWriter:
             conn = self._conn
             if conn.in_transaction():  # a cancelled transaction left one open
                 conn.rollback()
+            turns = self.turns
+            if turns is not None and self.yields:
+                await turns.let_through(loop)
             if not self._begin_at_once(conn):
-                await asyncio.to_thread(conn.begin)  # BEGIN IMMEDIATE: waits for another writer's lock
+                if turns is not None and not self.yields:
+                    with turns.waiting():
+                        await self._wait_for_lock(conn, loop)
+                else:
+                    await self._wait_for_lock(conn, loop)
             sconn = SyncConn(conn)
             try:
                 yield sconn
@@ -447,6 +460,23 @@ class InlineWriter:
                     raise
                 for callback in sconn._after_commit or ():
                     callback()
+
+    async def _wait_for_lock(self, conn: Connection, loop: asyncio.AbstractEventLoop) -> None:
+        """Another connection holds the write lock (another process: the
+        worker process of `S117_SEPARATE_WORKERS`, another instance, or an
+        aiosqlite writer of this one). Try again on the loop every 0.2 ms,
+        backing off to 4 ms: SQLite's own busy handler sleeps 1, 2, 5, 10,
+        ... 100 ms between tries, so a writer that gives the lock up and takes
+        it again at once (a busy dispatcher) starves the one sleeping. After
+        30 s, one last wait in a thread with SQLite's busy timeout (then
+        'database is locked', as before)."""
+        delay, deadline = 0.0002, loop.time() + 30.0
+        while loop.time() < deadline:
+            await asyncio.sleep(delay)
+            if self._begin_at_once(conn):
+                return
+            delay = min(delay * 2, 0.004)
+        await asyncio.to_thread(conn.begin)  # BEGIN IMMEDIATE with the busy timeout
 
     @staticmethod
     def _begin_at_once(conn: Connection) -> bool:
@@ -473,6 +503,43 @@ class InlineWriter:
             self._conn.close()
             self._conn = None
         self._engine.dispose()
+
+
+class WriterTurns:
+    """Whose turn it is at a SQLite file's one write lock, between the hub's
+    front process and its worker process: a byte in `<database>-turns`
+    (shared memory, mmap), set while the front waits for the lock. The
+    worker process checks it before each write transaction and, while it is
+    set, waits (up to 50 ms) for the front to go first. Without it, a busy
+    dispatcher gives the lock up and takes it again at once, and the front's
+    ingest, retrying every few milliseconds, almost never finds it free."""
+
+    def __init__(self, database: str) -> None:
+        import mmap
+
+        path = Path(database + "-turns")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < 1:
+                os.write(fd, b"\0")
+            self._map = mmap.mmap(fd, 1)
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        self._map[0] = 1
+        try:
+            yield
+        finally:
+            self._map[0] = 0
+
+    async def let_through(self, loop: asyncio.AbstractEventLoop, most: float = 0.05) -> None:
+        if not self._map[0]:
+            return
+        until = loop.time() + most
+        while self._map[0] and loop.time() < until:
+            await asyncio.sleep(0.0005)
 
 
 class InlineReads:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import random
 from datetime import date, timedelta
 
@@ -119,6 +121,24 @@ async def test_out_of_range_numbers_are_named_not_overflowed(app_hub, admin):
         r = await method(path, headers=admin)
         assert r.status_code == 422, (path, r.text)
         assert r.json()["errors"][0]["field"] in {"hours", "days", "limit", "dead_letter_id"}
+
+
+async def test_a_running_hub_with_its_workers_is_ready_and_a_stopped_worker_is_not(app_hub) -> None:
+    # The start-up task that resumes council files ends at once: that is not a stopped worker
+    # (it made every running hub answer 503).
+    app_hub.hub.start_workers()
+    try:
+        await asyncio.sleep(0.2)
+        r = await app_hub.http.get("/health/ready")
+        assert r.status_code == 200 and r.json()["checks"] == {"store": "ok", "workers": "ok"}, r.text
+        dispatcher = next(t for t in app_hub.hub.worker_tasks() if t.get_name() == "dispatcher")
+        dispatcher.cancel()
+        await asyncio.sleep(0)
+        r = await app_hub.http.get("/health/ready")
+        assert r.status_code == 503 and r.json()["checks"]["workers"] == "stopped: dispatcher"
+    finally:
+        app_hub.hub._stop.set()
+        await asyncio.gather(*app_hub.hub.worker_tasks(), return_exceptions=True)
 
 
 async def test_readiness_reports_the_store_and_workers(app_hub, monkeypatch):

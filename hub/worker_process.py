@@ -1,0 +1,206 @@
+"""The background workers in a second process (`S117_SEPARATE_WORKERS=true`).
+
+One Python process runs on one core. With the workers in their own process,
+the HTTP and MLLP front door (ingest, the API, council files) has one core and
+the dispatcher, deliverers, consumers and housekeeping the other; both work
+on the same store (SQLite WAL: one writer at a time, readers never wait;
+PostgreSQL as for several instances) and the same log.
+
+- **Front** (`hub serve`): the API, MLLP, council files. It starts the worker
+  process (`s117hub workers`) and supervises it: restarted after a crash
+  (backoff 1 s doubling to 30 s), stopped with the hub (SIGTERM, then SIGKILL
+  after `stop_grace_seconds`). `/health/ready` says `worker_process:
+  restarting` while it is down.
+- **Workers** (`s117hub workers`): everything `Hub.start_workers(front=False)`
+  starts. It exits if the front process goes away (checked every second), so
+  a SIGKILLed front leaves no orphan writing to the store.
+- **Wake-ups across processes**: the front's commits cannot set the workers'
+  in-process events. On a SQLite file, `ChangeWatcher` reads `PRAGMA
+  data_version` (it changes when another connection has committed; a few
+  microseconds, no lock) every 10 ms and wakes the log's readers and the
+  deliverers, so a change waits about 10 ms for the dispatcher rather than a
+  whole poll. On PostgreSQL with Kafka the consumers are woken by Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from hub.observability.logging import get_logger
+from hub.settings import REPO_ROOT, Settings
+
+log = get_logger("hub.worker_process")
+
+
+class WorkerProcess:
+    """The front process's handle on the worker process: start, restart, stop."""
+
+    stop_grace_seconds = 15.0
+
+    def __init__(self, command: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        self._command = command or [sys.executable, "-m", "hub.cli", "workers"]
+        self._env = env
+        self._proc: asyncio.subprocess.Process | None = None
+        self._stopping = False
+        self.restarts = 0
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.alive and self._proc is not None else None
+
+    async def _start(self) -> None:
+        # Its stdout and stderr are the front's: one log stream, the same redactor.
+        self._proc = await asyncio.create_subprocess_exec(
+            *self._command, cwd=str(REPO_ROOT), env={**os.environ, **(self._env or {}),
+                                                     "S117_FRONT_PID": str(os.getpid())})
+        log.info("worker process started", pid=self._proc.pid)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep the worker process running until `stop` is set, then stop it."""
+        backoff = 1.0
+        try:
+            while not stop.is_set():
+                await self._start()
+                assert self._proc is not None
+                exited = asyncio.ensure_future(self._proc.wait())
+                stopped = asyncio.ensure_future(stop.wait())
+                await asyncio.wait([exited, stopped], return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                if stop.is_set():
+                    exited.cancel()
+                    break
+                self.restarts += 1
+                log.warning("worker process exited; restarting", status_code=self._proc.returncode,
+                            next_attempt_in=backoff, count=self.restarts)
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                except TimeoutError:
+                    pass
+                backoff = min(30.0, backoff * 2)
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=self.stop_grace_seconds)
+        except TimeoutError:
+            log.warning("worker process did not stop in time; killed")
+            proc.kill()
+            await proc.wait()
+
+
+class ChangeWatcher:
+    """Calls `on_change` soon after another connection commits to the SQLite
+    file at `path` (`PRAGMA data_version`, read every `interval` seconds on a
+    connection of its own)."""
+
+    def __init__(self, path: str, on_change: Callable[[], None], interval: float = 0.01) -> None:
+        self._path = path
+        self._on_change = on_change
+        self._interval = interval
+
+    async def run(self, stop: asyncio.Event) -> None:
+        conn = sqlite3.connect(self._path, check_same_thread=False)
+        try:
+            last = conn.execute("PRAGMA data_version").fetchone()[0]
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=self._interval)
+                except TimeoutError:
+                    pass
+                now = conn.execute("PRAGMA data_version").fetchone()[0]
+                if now != last:
+                    last = now
+                    self._on_change()
+        finally:
+            conn.close()
+
+
+def share_write_lock(database_url: str, engine: Any, *, yields: bool) -> None:
+    """SQLite: the front and worker processes take turns at the write lock,
+    the front first (hub.store.db.WriterTurns)."""
+    from hub.store.db import WriterTurns, inline_writer
+
+    path, writer = sqlite_file(database_url), inline_writer(engine)
+    if path is not None and writer is not None:
+        writer.turns, writer.yields = WriterTurns(path), yields
+
+
+def sqlite_file(database_url: str) -> str | None:
+    """The file of a SQLite database URL (None for PostgreSQL and `:memory:`)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:":
+        return None
+    return url.database
+
+
+async def _front_gone(front_pid: int | None, stop: asyncio.Event) -> None:
+    """Set `stop` if the front process that started this one has gone (its
+    parent is then another process: init, or a subreaper)."""
+    if not front_pid:
+        return
+    while not stop.is_set():
+        if os.getppid() != front_pid:
+            log.warning("front process gone; worker process stopping")
+            stop.set()
+            return
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        except TimeoutError:
+            pass
+
+
+async def run_workers(settings: Settings) -> None:
+    """`s117hub workers`: the hub's background workers, without HTTP or MLLP."""
+    from hub.bootstrap import build_hub
+    from hub.bus.sql import _tell_readers
+    from hub.server import tune_gc
+
+    hub = await build_hub(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # Shorter dispatcher batches: each holds the store's one write lock, which
+    # the front process's ingest now waits for (SQLite).
+    hub.dispatcher.batch_limit = 20
+    share_write_lock(settings.database_url, hub.engine, yields=True)
+    hub.start_workers(front=False)
+    extra: list[asyncio.Task[Any]] = [asyncio.create_task(
+        _front_gone(int(os.environ.get("S117_FRONT_PID") or 0) or None, stop), name="front-watch")]
+    path = sqlite_file(settings.database_url)
+    if path is not None:
+        deliverers = [d for d in (hub.deliverer, hub.file_deliverer, hub.kafka_deliverer, hub.fhir_deliverer)
+                      if d is not None]
+
+        def changed() -> None:
+            _tell_readers()
+            for d in deliverers:
+                d.wake()
+
+        extra.append(asyncio.create_task(ChangeWatcher(path, changed).run(stop), name="change-watcher"))
+    tune_gc()
+    log.info("worker process ready", mode="separate-workers", database=settings.database_url.split(":")[0])
+    try:
+        await stop.wait()
+    finally:
+        for t in extra:
+            t.cancel()
+        await asyncio.gather(*extra, return_exceptions=True)
+        await hub.close()
