@@ -30,7 +30,7 @@ from hub.domain.ports import ReferenceData
 from hub.domain.rules import evaluate
 from hub.observability.logging import get_logger
 from hub.reports import PairKey, publish_summary
-from hub.store.db import insert_or_merge, read_only
+from hub.store.db import Prepared, execute_prepared, insert_or_merge, read_only
 from hub.store.schema import register_changes, register_status, service_levels
 
 log = get_logger("hub.register_counts")
@@ -69,10 +69,28 @@ def _upsert(dialect: Any) -> Any:
     return stmt
 
 
+_PREPARED_UPSERTS: dict[str, Prepared] = {}
+
+
+def _prepared_upsert(dialect: Any) -> Prepared:
+    """`_upsert` with its values named (`v_<column>`), as a prepared statement
+    (hub.store.db.Prepared: on SQLite compiled once and run on the driver)."""
+    got = _PREPARED_UPSERTS.get(dialect.name)
+    if got is None:
+        ins = insert_or_merge(dialect, register_status).values(
+            {c.name: bindparam(f"v_{c.name}") for c in register_status.c})
+        cols = {c.name: ins.excluded[c.name] for c in register_status.c if c.name != "person_id"}
+        cols["late_changes"] = register_status.c.late_changes + ins.excluded.late_changes
+        got = _PREPARED_UPSERTS[dialect.name] = Prepared(
+            ins.on_conflict_do_update(index_elements=[register_status.c.person_id], set_=cols))
+    return got
+
+
 async def record_status(conn: Any, person_id: str, status: S117Status, late: bool) -> None:
     """In the change's transaction: the person's status after it, and one
     more late change if this one was recorded late."""
-    await conn.execute(_upsert(conn.dialect), status_row(person_id, status, 1 if late else 0))
+    row = status_row(person_id, status, 1 if late else 0)
+    await execute_prepared(conn, _prepared_upsert(conn.dialect), {f"v_{k}": v for k, v in row.items()})
 
 
 async def summary(engine: AsyncEngine, today: date, org_code: str | None) -> dict:
