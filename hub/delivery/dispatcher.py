@@ -46,7 +46,7 @@ from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.routing import Recipient, recipients_for
 from hub.sharing import SharingAgreements
-from hub.store.db import Prepared, execute_prepared, inline_writer, write_transaction
+from hub.store.db import InList, Prepared, execute_prepared, inline_writer, write_transaction
 from hub.store.schema import (
     dead_letters,
     deliveries,
@@ -62,11 +62,13 @@ from hub.workflows.fhir_task import add_task
 log = get_logger("hub.dispatcher")
 
 # Built once (compiled once per engine): what a batch reads for its people.
-_IDS = bindparam("ids", expanding=True)
-_HISTORIES = select(register_changes.c.person_id, register_changes.c.canonical,
-                    register_changes.c.received_at).where(register_changes.c.person_id.in_(_IDS))
-_HELD_VIEWS = select(recipient_views).where(recipient_views.c.person_id.in_(_IDS))
-_DETAILS = select(persons.c.person_id, persons.c.details).where(persons.c.person_id.in_(_IDS))
+_HISTORIES = InList("ids", lambda ids: select(register_changes.c.person_id, register_changes.c.canonical,
+                                                register_changes.c.received_at)
+                    .where(register_changes.c.person_id.in_(ids)))
+_HELD_VIEWS = InList("ids", lambda ids: select(recipient_views).where(recipient_views.c.person_id.in_(ids)))
+_DETAILS = InList("ids", lambda ids: select(persons.c.person_id, persons.c.details).where(persons.c.person_id.in_(ids)))
+_DISPATCHED = InList("ids", lambda ids: select(dispatched_events.c.event_id)
+                     .where(dispatched_events.c.event_id.in_(ids)))
 # A held view moved on: one executemany per message (hub.store.db.Prepared).
 _VIEW_UPDATE = Prepared(recipient_views.update()
                         .where(recipient_views.c.person_id == bindparam("p"), recipient_views.c.org_code == bindparam("o"))
@@ -229,15 +231,14 @@ class Dispatcher:
             return
         cache.history.update(await self._histories(conn, people))
         cache.held.update(await self._held_views_of(conn, people))
-        for row in await conn.execute(_DETAILS, {"ids": people}):
+        for row in await _DETAILS.execute(conn, people):
             cache.details[row.person_id] = row.details
         cache.pending.update(await pending_transfers(conn, people))
 
     @staticmethod
     async def _dispatched(conn: AsyncConnection, event_ids: list[str]) -> set[str]:
         """Which of `event_ids` were handled and committed before (replays)."""
-        return set((await conn.execute(select(dispatched_events.c.event_id)
-                                       .where(dispatched_events.c.event_id.in_(event_ids)))).scalars())
+        return set((await _DISPATCHED.execute(conn, event_ids)).scalars())
 
     async def handle(self, conn: AsyncConnection, msg: BusMessage, cache: "_BatchCache | None" = None) -> None:
         """Decide what each organisation must be told, inside the caller's transaction.
@@ -418,14 +419,14 @@ class Dispatcher:
     async def _histories(conn: AsyncConnection, people: list[str]) -> dict[str, list[tuple[RegisterChange, datetime]]]:
         """Every change recorded for each person, with when the hub received it."""
         out: dict[str, list[tuple[RegisterChange, datetime]]] = {p: [] for p in people}
-        for r in await conn.execute(_HISTORIES, {"ids": people}):
+        for r in await _HISTORIES.execute(conn, people):
             out[r.person_id].append((from_jsonable(RegisterChange, r.canonical), r.received_at))
         return out
 
     @staticmethod
     async def _held_views_of(conn: AsyncConnection, people: list[str]) -> dict[str, dict[str, "_Held"]]:
         out: dict[str, dict[str, _Held]] = {p: {} for p in people}
-        for r in await conn.execute(_HELD_VIEWS, {"ids": people}):
+        for r in await _HELD_VIEWS.execute(conn, people):
             out[r.person_id][r.org_code] = _Held(r.version, r.view, r.last_event_id)
         return out
 
@@ -439,7 +440,7 @@ class Dispatcher:
     async def _patient(self, conn: AsyncConnection, person_id: str, cache: "_BatchCache") -> PatientDetails:
         stored = cache.details.get(person_id)
         if stored is None:
-            stored = (await conn.execute(_DETAILS, {"ids": [person_id]})).one().details
+            stored = (await _DETAILS.execute(conn, [person_id])).one().details
         d = load_person_details(self._protector, stored)
         return PatientDetails(
             nhs_number=d["nhs_number"], given_name=d.get("given_name") or "", family_name=d.get("family_name") or "",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from sqlalchemy import Table, event, text
+from sqlalchemy import Table, bindparam, event, text
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
@@ -325,6 +325,33 @@ class Prepared:
             results = tuple((i, p) for i, c in enumerate(cols)
                             if (p := c.type._cached_result_processor(dialect, None)) is not None)
         return _Plan(compiled.string, names, defaults, tuple(procs.get(n) for n in names), row_type, results)
+
+
+class InList:
+    """A statement with one list of values (`column IN (...)`), built once by
+    `build(values_clause)`: through SQLAlchemy an expanding IN list (PostgreSQL,
+    `:memory:`), re-rendered for each length; on SQLite's inline connections
+    a prepared statement whose list is one JSON parameter,
+    `IN (SELECT value FROM json_each(?))`, compiled once (the dispatcher
+    reads a batch's people and event ids this way)."""
+
+    __slots__ = ("_name", "_expanding", "_json")
+
+    def __init__(self, name: str, build: Callable[[Any], Any]) -> None:
+        from sqlalchemy import func, select as sa_select
+
+        self._name = name
+        self._expanding = build(bindparam(name, expanding=True))
+        each = func.json_each(bindparam(f"{name}__json")).table_valued("value")
+        self._json = Prepared(build(sa_select(each.c.value)))
+
+    async def execute(self, conn: Any, values: list[Any], params: dict[str, Any] | None = None) -> Any:
+        run = getattr(conn, "run_prepared", None)
+        if run is not None and conn.dialect.name == "sqlite":
+            got = run(self._json, {**(params or {}), f"{self._name}__json": orjson.dumps(list(values)).decode()})
+            if got is not None:
+                return got
+        return await conn.execute(self._expanding, {**(params or {}), self._name: list(values)})
 
 
 async def execute_prepared(conn: Any, prepared: Prepared, params: Any = None) -> Any:

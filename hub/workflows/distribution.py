@@ -6,28 +6,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.codec import from_jsonable
 from hub.domain.workflows.model import Case, TransferState
 from hub.routing import Recipient
+from hub.store.db import InList
 from hub.store.schema import workflow_cases, workflow_transitions
 
 PENDING = (TransferState.AWAITING.value, TransferState.OVERDUE.value)
 
 
 # The transfer cases awaiting acceptance of some people (the dispatcher reads a batch's at once).
-PENDING_TRANSFERS = (select(workflow_cases.c.person_id, workflow_cases.c.data).where(
-    workflow_cases.c.person_id.in_(bindparam("person_ids", expanding=True)), workflow_cases.c.kind == "transfer",
-    workflow_cases.c.state.in_(PENDING)))
+PENDING_TRANSFERS = InList("person_ids", lambda ids: select(workflow_cases.c.person_id, workflow_cases.c.data).where(
+    workflow_cases.c.person_id.in_(ids), workflow_cases.c.kind == "transfer",
+    or_(workflow_cases.c.state == bindparam("awaiting"), workflow_cases.c.state == bindparam("overdue"))))
 
 
 async def pending_transfers(conn: AsyncConnection, person_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     """Each person's transfer cases not yet accepted (their `data`), in one statement."""
     out: dict[str, list[dict[str, Any]]] = {p: [] for p in person_ids}
     if person_ids:
-        for row in await conn.execute(PENDING_TRANSFERS, {"person_ids": person_ids}):
+        for row in await PENDING_TRANSFERS.execute(conn, person_ids, {"awaiting": PENDING[0], "overdue": PENDING[1]}):
             out[row.person_id].append(row.data)
     return out
 

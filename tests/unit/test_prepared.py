@@ -135,3 +135,26 @@ def test_an_expanding_in_list_is_refused() -> None:
     bad = Prepared(select(bus_messages).where(bus_messages.c.event_id.in_(bindparam("ids", expanding=True))))
     with pytest.raises(ValueError, match="expanding"):
         bad.plan(sqlite.dialect())
+
+
+async def test_an_in_list_gives_the_same_rows_either_way(tmp_path: Path) -> None:
+    from hub.store.db import InList
+
+    engine = await _engine(tmp_path)
+    keys = InList("keys", lambda keys: select(bus_messages.c.key, bus_messages.c.payload)
+                  .where(bus_messages.c.key.in_(keys), bus_messages.c.topic == bindparam("topic"))
+                  .order_by(bus_messages.c.offset))
+    try:
+        await _publish(engine, 12)
+        wanted = ["k1", "k2", "k7", "missing", "k2"]
+        async with snapshot(engine) as conn:
+            inline = (await keys.execute(conn, wanted, {"topic": "t"})).all()
+            assert "json_each" in keys._json.plan(conn.dialect).sql  # the driver path ran
+            assert (await keys.execute(conn, [], {"topic": "t"})).all() == []
+        async with engine.connect() as conn:  # no inline connection: SQLAlchemy's expanding IN
+            expanding = (await keys.execute(conn, wanted, {"topic": "t"})).all()
+        assert [tuple(r) for r in inline] == [tuple(r) for r in expanding]
+        assert [r.key for r in inline] == ["k1", "k2", "k7"] and inline[0].payload["n"] == 1
+    finally:
+        close_inline(engine)
+        await engine.dispose()
