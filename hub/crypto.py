@@ -28,8 +28,8 @@ class DataProtector:
     # (and ingest encrypts details the dispatcher then reads); a token made
     # here is not decrypted again while it is held. Bounded by count and bytes,
     # oldest out first; only this process's memory, never written anywhere.
-    recent_max_items = 4096
-    recent_max_bytes = 32 * 1024 * 1024
+    recent_max_items = 2048
+    recent_max_bytes = 8 * 1024 * 1024
 
     def __init__(self, key: str | bytes) -> None:
         key_bytes = key.encode() if isinstance(key, str) else key

@@ -21,7 +21,7 @@ from hub.domain.model import RegisterChange, S117Status
 
 
 class StatusCache:
-    def __init__(self, max_people: int = 20_000) -> None:
+    def __init__(self, max_people: int = 2_048) -> None:
         self._max = max_people
         self._held: dict[str, tuple[date, frozenset[str], S117Status, Any, Any]] = {}
         self.hits = 0
