@@ -274,18 +274,18 @@ async def write_recorded(
     file's chunk: the register change, its service level (5 working days)
     and its events on the outbox, with the whole status. Returns the service
     level and the 202 body."""
+    change_json = to_jsonable(change)  # the stored change and each event's, serialised at the flush
     await conn.execute(register_changes.insert(), dict(
         change_id=change.change_id, person_id=person_id, source=client.client_id,
         source_message_id=change_in.source_message_id, change_type=change.change_type.value,
         effective_date=change.effective_date, notified_on=change.notified_on,
-        recorded_on=change.recorded_on, canonical=to_jsonable(change),
+        recorded_on=change.recorded_on, canonical=change_json,
         correlation_id=correlation_id, received_at=now, channel=channel))
     sl = register_service_level(change.notified_on, change.recorded_on, holidays)
     await conn.execute(service_levels.insert(), dict(
         change_id=change.change_id, notified_on=change.notified_on, recorded_on=change.recorded_on,
         deadline=sl.deadline, working_days_taken=sl.working_days_taken, state=sl.state))
     status_json = to_jsonable(after)
-    change_json = to_jsonable(change)
     event_ids = []
     for n, ev in enumerate(events):
         eid = event_id_for(change.change_id, n, ev.event_type.value)
