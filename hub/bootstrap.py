@@ -123,7 +123,7 @@ class Hub:
 
     def start_worker_process(self) -> WorkerProcess:
         """The back workers in a second process, supervised from this one."""
-        self.worker_process = WorkerProcess()
+        self.worker_process = WorkerProcess(self.settings)
         self._tasks.append(asyncio.create_task(self.worker_process.run(self._stop), name="worker-process"))
         return self.worker_process
 

@@ -25,9 +25,9 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _workers(_args: argparse.Namespace) -> None:
-    from hub.worker_process import run_workers
+    from hub.worker_process import run_workers, worker_settings
 
-    settings = get_settings()
+    settings = worker_settings()
     configure_logging(settings.log_level, settings.log_json)
     asyncio.run(run_workers(settings))
 

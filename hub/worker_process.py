@@ -36,6 +36,15 @@ from hub.observability.logging import get_logger
 from hub.settings import REPO_ROOT, Settings
 
 log = get_logger("hub.worker_process")
+SETTINGS_ENV = "S117_WORKER_SETTINGS"
+
+
+def worker_settings() -> Settings:
+    """In the worker process: the front's settings as it passed them (else the environment's)."""
+    from hub.settings import get_settings
+
+    passed = os.environ.pop(SETTINGS_ENV, None)
+    return Settings.model_validate_json(passed) if passed else get_settings()
 
 
 class WorkerProcess:
@@ -43,9 +52,11 @@ class WorkerProcess:
 
     stop_grace_seconds = 15.0
 
-    def __init__(self, command: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, command: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self._command = command or [sys.executable, "-m", "hub.cli", "workers"]
-        self._env = env
+        # The front's own settings (which may not all come from the environment), whole.
+        self._env = {**(env or {}), **({SETTINGS_ENV: settings.model_dump_json()} if settings is not None else {})}
         self._proc: asyncio.subprocess.Process | None = None
         self._stopping = False
         self.restarts = 0
