@@ -9,7 +9,7 @@ never depends on the order changes arrived in.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import date, timedelta
 
 from hub.domain import citations
@@ -860,6 +860,31 @@ def _snapshot(fold: _Fold) -> S117Status:
     )
 
 
+def _fold_one(fold: _Fold, change: RegisterChange) -> None:
+    if fold.died:
+        fold.note(change, f"ignored after death: {change.change_type.value}")
+        return
+    if change.change_type in TAKES_FACTS:
+        _take_facts(fold, change)
+    CHANGE_HANDLERS[change.change_type](fold, change)
+
+
+def _fold_all(
+    person_id: str, changes: Sequence[RegisterChange], ref: ReferenceData, agreements: AgreementBook, as_of: date,
+) -> tuple[_Fold, tuple[date, int, date, str, str] | None]:
+    """The fold of every change effective by `as_of`, in `change_order`
+    (a stable sort: changes with equal keys keep their order in `changes`),
+    and the key of the last change folded (None if none was)."""
+    fold = _Fold(person_id=person_id, ref=ref, agreements=agreements, as_of=as_of)
+    relevant = sorted(
+        (c for c in changes if c.effective_date <= as_of),
+        key=change_order,
+    )
+    for change in relevant:
+        _fold_one(fold, change)
+    return fold, (change_order(relevant[-1]) if relevant else None)
+
+
 def evaluate(
     person_id: str,
     changes: Sequence[RegisterChange],
@@ -868,16 +893,76 @@ def evaluate(
     as_of: date,
 ) -> S117Status:
     """The person's s117 status on `as_of`, from every change effective by then."""
-    fold = _Fold(person_id=person_id, ref=ref, agreements=agreements, as_of=as_of)
-    relevant = sorted(
-        (c for c in changes if c.effective_date <= as_of),
-        key=change_order,
-    )
-    for change in relevant:
-        if fold.died:
-            fold.note(change, f"ignored after death: {change.change_type.value}")
-            continue
-        if change.change_type in TAKES_FACTS:
-            _take_facts(fold, change)
-        CHANGE_HANDLERS[change.change_type](fold, change)
-    return _snapshot(fold)
+    return _snapshot(_fold_all(person_id, changes, ref, agreements, as_of)[0])
+
+
+# The _Fold fields holding containers the handlers change in place (every
+# other field holds an immutable value and is only ever re-bound).
+_CONTAINER_FIELDS = tuple(f.name for f in fields(_Fold) if f.default_factory is not MISSING)
+
+
+def _copy_fold(fold: _Fold) -> _Fold:
+    """A fold that can move on without changing `fold`: its containers copied."""
+    new = _Fold.__new__(_Fold)
+    new.__dict__.update(fold.__dict__)
+    for name in _CONTAINER_FIELDS:
+        value = getattr(fold, name)
+        setattr(new, name, type(value)(value))
+    return new
+
+
+class Evaluation:
+    """`evaluate`'s answer that can take one more change without replaying the
+    history: `evaluation(...).extended(change).status` equals
+    `evaluate(person_id, [*changes, change], ...)` exactly.
+
+    A change that sorts at or after every change already folded (`change_order`;
+    on a tie `evaluate`'s stable sort puts the later-listed change last too) is
+    folded onto a copy of the state; a change effective after `as_of` leaves the
+    status as it is; any other (a late change, sorting before one already
+    folded) replays the whole history, as `evaluate` does. An Evaluation never
+    changes once made: `extended` returns a new one, and a status is built of
+    immutable values (tuples of frozen dataclasses), so no later change can
+    reach an earlier status."""
+
+    __slots__ = ("person_id", "ref", "agreements", "as_of", "changes", "status", "_fold", "_last", "replays")
+
+    def __init__(self, person_id: str, ref: ReferenceData, agreements: AgreementBook, as_of: date,
+                 changes: tuple[RegisterChange, ...], fold: _Fold,
+                 last: tuple[date, int, date, str, str] | None, status: S117Status | None = None,
+                 replays: int = 0) -> None:
+        self.person_id, self.ref, self.agreements, self.as_of = person_id, ref, agreements, as_of
+        self.changes = changes
+        self._fold = fold  # never changed after this: `extended` folds onto a copy
+        self._last = last
+        self.status = status if status is not None else _snapshot(fold)
+        self.replays = replays  # how many extensions replayed the history (late changes)
+
+    def extended(self, change: RegisterChange) -> Evaluation:
+        """The evaluation with `change` added after the changes held."""
+        changes = (*self.changes, change)
+        if change.effective_date > self.as_of:
+            return Evaluation(self.person_id, self.ref, self.agreements, self.as_of, changes, self._fold,
+                              self._last, self.status, self.replays)
+        key = change_order(change)
+        if self._last is None or key >= self._last:
+            fold = _copy_fold(self._fold)
+            _fold_one(fold, change)
+            return Evaluation(self.person_id, self.ref, self.agreements, self.as_of, changes, fold, key,
+                              replays=self.replays)
+        fold, last = _fold_all(self.person_id, changes, self.ref, self.agreements, self.as_of)
+        return Evaluation(self.person_id, self.ref, self.agreements, self.as_of, changes, fold, last,
+                          replays=self.replays + 1)
+
+
+def evaluation(
+    person_id: str,
+    changes: Sequence[RegisterChange],
+    ref: ReferenceData,
+    agreements: AgreementBook,
+    as_of: date,
+) -> Evaluation:
+    """`evaluate(person_id, changes, ref, agreements, as_of)` as an Evaluation
+    (its `status`), ready to take more changes with `extended`."""
+    fold, last = _fold_all(person_id, changes, ref, agreements, as_of)
+    return Evaluation(person_id, ref, agreements, as_of, tuple(changes), fold, last)

@@ -1,0 +1,101 @@
+"""Incremental evaluation (`evaluation(...).extended(change)`) gives exactly
+`evaluate`'s status at every prefix of a history, whatever the arrival order,
+and extending never changes an earlier evaluation or status (hypothesis)."""
+
+from dataclasses import replace
+from datetime import date, timedelta
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from hub.domain.model import ChangeType as T
+from hub.domain.rules import Evaluation, evaluate, evaluation
+from hub.domain.rules.engine import _CONTAINER_FIELDS, _fold_all
+from tests.unit.domain.builders import BOOK, PERSON, REF, change, detained, left
+from tests.unit.domain.test_properties import histories
+
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def arrivals(draw) -> tuple[list, object]:
+    """A generated history with same-day groups, ties on the whole sort key,
+    and an arrival order that is mostly the narrative one with some changes
+    late (swapped with a neighbour or moved to the end); and an `as_of` that
+    may leave the newest changes in the future."""
+    changes = draw(histories())
+    out = []
+    for c in changes:
+        if out and draw(st.integers(0, 3)) == 0:  # the same day as the one before
+            c = replace(c, effective_date=out[-1].effective_date, notified_on=out[-1].notified_on)
+        out.append(c)
+        if draw(st.integers(0, 6)) == 0:  # an exact tie on change_order (same type, day, notice, source)
+            out.append(replace(c, change_id=c.change_id + "-tie", gp_practice_ods="Z99999"))
+    for i in range(len(out) - 1):
+        if draw(st.integers(0, 4)) == 0:
+            out[i], out[i + 1] = out[i + 1], out[i]
+    if len(out) > 2 and draw(st.booleans()):
+        out.append(out.pop(draw(st.integers(0, len(out) - 2))))
+    last = max(c.effective_date for c in out)
+    as_of = last + timedelta(days=draw(st.sampled_from([-200, -1, 0, 1, 30])))
+    return out, as_of
+
+
+@FAST
+@given(arrivals(), st.integers(0, 3))
+def test_extending_gives_evaluate_at_every_prefix(arrival, start):
+    changes, as_of = arrival
+    start = min(start, len(changes))
+    made = [evaluation(PERSON, changes[:start], REF, BOOK, as_of)]
+    for c in changes[start:]:
+        made.append(made[-1].extended(c))
+    for k, ev in enumerate(made, start):
+        assert ev.status == evaluate(PERSON, changes[:k], REF, BOOK, as_of)
+        assert ev.changes == tuple(changes[:k])
+    # Nothing folded later reached an earlier evaluation or its status.
+    for k, ev in enumerate(made, start):
+        assert ev.status == evaluate(PERSON, changes[:k], REF, BOOK, as_of)
+        assert ev.extended(changes[-1]).status == evaluate(PERSON, [*changes[:k], changes[-1]], REF, BOOK, as_of)
+
+
+@FAST
+@given(arrivals(), st.data())
+def test_branches_from_one_evaluation_do_not_share_state(arrival, data):
+    changes, as_of = arrival
+    k = data.draw(st.integers(0, len(changes) - 1))
+    base = evaluation(PERSON, changes[:k], REF, BOOK, as_of)
+    before = base.status
+    a = base.extended(changes[k])
+    b = base.extended(data.draw(st.sampled_from(changes)))
+    a2 = a.extended(changes[-1])
+    assert base.status is before and base.status == evaluate(PERSON, changes[:k], REF, BOOK, as_of)
+    assert a.status == evaluate(PERSON, changes[:k + 1], REF, BOOK, as_of)
+    assert a2.status == evaluate(PERSON, [*changes[:k + 1], changes[-1]], REF, BOOK, as_of)
+    assert b.status == evaluate(PERSON, list(b.changes), REF, BOOK, as_of)
+
+
+@FAST
+@given(histories())
+def test_the_fold_holds_no_other_mutable_value(changes):
+    """_copy_fold copies the containers it knows of; every other field of the
+    fold must hold an immutable value, or a copy would share it."""
+    fold, _ = _fold_all(PERSON, changes, REF, BOOK, changes[-1].effective_date + timedelta(days=1))
+    for name, value in vars(fold).items():
+        if name in _CONTAINER_FIELDS or name in ("ref", "agreements"):
+            continue
+        hash(value)  # frozen dataclasses, dates, strings, None: all hashable
+
+
+def test_a_late_change_replays_the_history_and_an_in_order_one_does_not():
+    as_of = date(2025, 1, 1)
+    ev = evaluation(PERSON, [detained("2024-01-10")], REF, BOOK, as_of)
+    discharged = ev.extended(left("2024-03-01"))
+    assert discharged.replays == 0 and discharged.status.entitled
+    late_move = change(T.MOVED, "2023-12-01", residence_la_gss="E06000060")  # before the detention: re-determines
+    corrected = discharged.extended(late_move)
+    assert corrected.replays == 1
+    assert corrected.status == evaluate(PERSON, list(corrected.changes), REF, BOOK, as_of)
+    assert discharged.status.responsible_council is None
+    assert corrected.status.responsible_council.org.code == "E06000060"
+    future = corrected.extended(change(T.DIED, "2030-01-01"))  # after as_of: no change to the status
+    assert future.status is corrected.status and not future.status.died
+    assert isinstance(future, Evaluation)
