@@ -23,29 +23,83 @@ _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 @cache
 def _field_names(cls: type) -> tuple[str, ...] | None:
-    """A dataclass's field names, or None for any other type (cached per type:
-    this runs for every value of every bus payload)."""
+    """A dataclass's field names, or None for any other type."""
     if dataclasses.is_dataclass(cls):
         return tuple(f.name for f in dataclasses.fields(cls))
     return None
 
 
+def _enum_value(value: Any) -> Any:
+    return value.value
+
+
+def _isoformat(value: Any) -> Any:
+    return value.isoformat()
+
+
+def _items(value: Any) -> Any:
+    return [to_jsonable(v) for v in value]
+
+
+def _mapping(value: Any) -> Any:
+    return {str(k): to_jsonable(v) for k, v in value.items()}
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _dataclass_encoder(cls: type, names: tuple[str, ...]) -> Callable[[Any], Any]:
+    """`{name: to_jsonable(value.name) for name in names}` as one generated
+    function: the attribute reads unrolled and a plain value (str, int,
+    float, bool, None) kept without a call. The bus payloads hold a status
+    of a few dozen nested dataclasses per event; this walk was most of the
+    cost of writing a council file's rows."""
+    lines = ["def encode(value):"]
+    lines += [f"    _{i} = value.{name}" for i, name in enumerate(names)]
+    items = ", ".join(f"{name!r}: _{i} if type(_{i}) in _PLAIN else to_jsonable(_{i})"
+                      for i, name in enumerate(names))
+    lines.append(f"    return {{{items}}}")
+    scope: dict[str, Any] = {"_PLAIN": _PLAIN, "to_jsonable": to_jsonable}
+    exec("\n".join(lines), scope)  # noqa: S102 - the names are a dataclass's own field names
+    encode = scope["encode"]
+    encode.__qualname__ = f"encode_{cls.__name__}"
+    return encode
+
+
+def _encoder(cls: type) -> Callable[[Any], Any]:
+    """How `to_jsonable` turns a value of type `cls` into JSON-ready data,
+    worked out once per type (every test below depends on the type alone)."""
+    names = _field_names(cls)
+    if names is not None:
+        encode = _dataclass_encoder(cls, names)
+    elif issubclass(cls, Enum):
+        encode = _enum_value
+    elif issubclass(cls, (date, datetime)):
+        encode = _isoformat
+    elif issubclass(cls, (list, tuple, frozenset, set)):
+        encode = _items
+    elif issubclass(cls, dict):
+        encode = _mapping
+    else:
+        encode = _as_is
+    _ENCODERS[cls] = encode
+    return encode
+
+
+_ENCODERS: dict[type, Callable[[Any], Any]] = {}
+
+
 def to_jsonable(value: Any) -> Any:
+    """Dataclasses as dicts of their fields, enums as their values, dates as
+    ISO strings, sequences and sets as lists, dict keys as strings."""
     cls = type(value)
     if cls in _PLAIN:
         return value
-    names = _field_names(cls)
-    if names is not None:
-        return {n: to_jsonable(getattr(value, n)) for n in names}
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    if isinstance(value, (list, tuple, frozenset, set)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    return value
+    encode = _ENCODERS.get(cls)
+    if encode is None:
+        encode = _encoder(cls)
+    return encode(value)
 
 
 @cache

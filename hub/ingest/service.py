@@ -31,7 +31,7 @@ from hub.domain.agreements import AgreementBook
 from hub.domain.access import TEXTS, Decision, Rule
 from hub.domain.model import ChangeType, DischargeDecision, Dispute, DomainEvent, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
-from hub.domain.rules import derive_events, evaluate
+from hub.domain.rules import Evaluation, derive_events, evaluate, evaluation
 from hub.fhir.namespaces import HUB_BASE
 from hub.domain.service_level import register_service_level
 from hub.ingest.status_cache import StatusCache
@@ -262,7 +262,7 @@ class _BulkOutcomes:
         self.outcomes: list[Outcome | None] = [None] * n
         self.after: list[Callable[[], None]] = []  # metrics and logs, once committed
         self.histories: dict[str, list[RegisterChange]] = {}  # as committed (for BulkCache)
-        self.statuses: dict[str, Any] = {}
+        self.statuses: dict[str, Evaluation] = {}  # each person's evaluation of that history
 
 
 async def write_recorded(
@@ -739,14 +739,16 @@ class IngestService:
                 person_of[r.nhs_number_index] = r.person_id
                 details[r.person_id] = r.details
         histories: dict[str, list[RegisterChange]] = {pid: [] for pid in person_of.values()}
-        statuses: dict[str, Any] = {}  # person id -> status after the latest row (or as held)
+        # person id -> the evaluation of their history after the latest row (or as held): a row's
+        # change is folded onto it (`extended`) rather than the whole history evaluated again.
+        statuses: dict[str, Evaluation] = {}
         cached = {pid: hit for pid in histories if cache is not None and (hit := cache.get(pid)) is not None}
         if cached:  # still as many changes as when cached: the same history
             counts = dict((await conn.execute(_BULK_COUNTS, {"person_ids": list(cached)})).all())
             for pid, (history, status) in list(cached.items()):
                 if counts.get(pid, 0) == len(history):
                     histories[pid] = list(history)
-                    if status is not None:
+                    if isinstance(status, Evaluation) and len(status.changes) == len(history):
                         statuses[pid] = status
                     cache.hits += 1  # type: ignore[union-attr]
                 else:
@@ -763,10 +765,13 @@ class IngestService:
         stopped: set[str] = set()  # people whose remaining rows go the per-change way
         holidays = self._ref.bank_holidays()
 
-        def status_of(pid: str) -> Any:
+        def evaluation_of(pid: str) -> Evaluation:
             if pid not in statuses:
-                statuses[pid] = evaluate(pid, histories[pid], self._ref, self._agreements, today)
+                statuses[pid] = evaluation(pid, histories[pid], self._ref, self._agreements, today)
             return statuses[pid]
+
+        def status_of(pid: str) -> S117Status:
+            return evaluation_of(pid).status
 
         def decide(p: _Prepared, index: str, change_type: ChangeType, hospital: str | None) -> tuple[Decision, str | None]:
             pid = person_of.get(index)
@@ -854,7 +859,8 @@ class IngestService:
                     out.outcomes[i] = await refuse(decision, refused_pid, change_in.change_type.value)
                     continue
             change = self._canonical(change_in, client, pid, today)
-            after = evaluate(pid, [*history, change], self._ref, self._agreements, today)
+            extended = evaluation_of(pid).extended(change)  # == evaluate(pid, [*history, change], ...)
+            after = extended.status
             events = derive_events(before, after, change, holidays=holidays)
             if hold_reason(before, after, change) is not None:  # held while a dispute is open: per-change path
                 stopped.add(key)
@@ -878,7 +884,7 @@ class IngestService:
                 payload_sha256=p.digest, created_at=now))
             answers[change_in.source_message_id] = (202, body, p.digest)
             history.append(change)
-            statuses[pid] = after
+            statuses[pid] = extended
             out.outcomes[i] = Outcome(202, body)
 
             def accepted(change: RegisterChange = change, pid: str = pid, n: int = len(events), state: str = sl.state) -> None:
