@@ -122,6 +122,9 @@ def refusal_body(decision: Decision) -> tuple[str, str]:
     return "forbidden-" + decision.rule.value, TEXTS[decision.rule]
 
 
+_INSERT_DECISION = access_decisions.insert()  # built once: one per change written
+
+
 async def record_decision(
     conn: AsyncConnection, client: Any, *, channel: str, action: str, decision: Decision | None = None,
     allowed: bool | None = None, rule: Rule | str | None = None, role: Role | None = None,
@@ -132,7 +135,7 @@ async def record_decision(
         allowed, rule, role = decision.allowed, decision.rule, decision.role
     # A parameter dict, not .values(): the statement is compiled once, and in
     # an ingest batch the rows go out as one executemany (group_commit).
-    await conn.execute(access_decisions.insert(), dict(
+    await conn.execute(_INSERT_DECISION, dict(
         at=datetime.now(UTC), client_id=client.client_id[:64], org_code=client.org_code[:16], channel=channel,
         action=action, change_type=change_type, person_id=person_id,
         decision="allowed" if allowed else "denied", rule=str(rule), role=str(role) if role else None,

@@ -67,6 +67,27 @@ def _dataclass_encoder(cls: type, names: tuple[str, ...]) -> Callable[[Any], Any
     return encode
 
 
+@cache
+def _encoder_with(cls: type, name: str) -> Callable[[Any, Callable[[Any], Any]], Any]:
+    names = _field_names(cls)
+    assert names is not None and name in names, (cls, name)
+    lines = ["def encode(value, special):"]
+    lines += [f"    _{i} = value.{n}" for i, n in enumerate(names)]
+    items = ", ".join(f"{n!r}: special(_{i})" if n == name else f"{n!r}: _{i} if type(_{i}) in _PLAIN else to_jsonable(_{i})"
+                      for i, n in enumerate(names))
+    lines.append(f"    return {{{items}}}")
+    scope: dict[str, Any] = {"_PLAIN": _PLAIN, "to_jsonable": to_jsonable}
+    exec("\n".join(lines), scope)  # noqa: S102 - the names are a dataclass's own field names
+    return scope["encode"]
+
+
+def to_jsonable_with(value: Any, name: str, special: Callable[[Any], Any]) -> dict[str, Any]:
+    """`to_jsonable(value)` of a dataclass, but its field `name` encoded by
+    `special` (which must give what to_jsonable would: e.g. a memo of the
+    entries of a history that many statuses share)."""
+    return _encoder_with(type(value), name)(value, special)
+
+
 def _encoder(cls: type) -> Callable[[Any], Any]:
     """How `to_jsonable` turns a value of type `cls` into JSON-ready data,
     worked out once per type (every test below depends on the type alone)."""

@@ -70,6 +70,9 @@ def _told_on_commit(conn: Any) -> None:
     event.listen(sync, "commit", committed, once=True)
 
 
+_INSERT_MESSAGE = bus_messages.insert()  # built once: a message per event
+
+
 async def publish(conn: AsyncConnection, message: BusMessage) -> None:
     # An offset is drawn at INSERT but becomes visible at COMMIT. Were two
     # publishers to commit out of offset order, a consumer could ack past
@@ -81,7 +84,7 @@ async def publish(conn: AsyncConnection, message: BusMessage) -> None:
     # One statement for every message (parameters apart): compiled once, and
     # inside an ingest batch (hub/ingest/group_commit.py) one executemany.
     await conn.execute(
-        bus_messages.insert(),
+        _INSERT_MESSAGE,
         dict(
             topic=message.topic,
             key=message.key,

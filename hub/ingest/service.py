@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hub.access import AccessPolicy, record_decision
 from hub.bus.port import EVENTS_TOPIC, BusMessage
 from hub.bus.sql import lock_topic, publish
-from hub.codec import from_jsonable, to_jsonable
+from hub.codec import from_jsonable, to_jsonable, to_jsonable_with
 from hub.crypto import DataProtector
 from hub.domain.agreements import AgreementBook
 from hub.domain.access import TEXTS, Decision, Rule
@@ -215,6 +215,13 @@ def bulk_person_key(data: dict[str, Any] | None) -> str | None:
     return normalise(nhs) if isinstance(nhs, str) else None
 
 
+# Plain INSERTs built once (building a statement costs more than queuing its
+# parameters for the batch's executemany: hub/ingest/group_commit.py).
+_INSERT_CHANGE = register_changes.insert()
+_INSERT_SERVICE_LEVEL = service_levels.insert()
+_INSERT_RESULT = ingest_results.insert()
+_INSERT_QUARANTINE = quarantine.insert()
+
 _BULK_COUNTS = select(register_changes.c.person_id, func.count()).where(
     register_changes.c.person_id.in_(bindparam("person_ids", expanding=True))).group_by(register_changes.c.person_id)
 
@@ -265,27 +272,58 @@ class _BulkOutcomes:
         self.statuses: dict[str, Evaluation] = {}  # each person's evaluation of that history
 
 
+class HistoryJson:
+    """`to_jsonable` of a status's history entries, each entry encoded once:
+    a person's successive statuses share the same HistoryEntry objects (the
+    fold appends), so each row's status JSON costs its newest entries only.
+    Keyed by the entry's id, holding the entry so that the id is not reused
+    while the memo lives (one bulk unit); the dicts are shared between the
+    payloads, which are only ever serialised."""
+
+    __slots__ = ("_memo",)
+
+    def __init__(self) -> None:
+        self._memo: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+    def __call__(self, entries: Any) -> list[Any]:
+        memo, out = self._memo, []
+        for entry in entries:
+            hit = memo.get(id(entry))
+            if hit is None or hit[0] is not entry:
+                hit = memo[id(entry)] = (entry, to_jsonable(entry))
+            out.append(hit[1])
+        return out
+
+
 async def write_recorded(
     conn: Any, client: Client, change_in: RegisterChangeIn, change: RegisterChange, after: S117Status,
     events: list[DomainEvent], person_id: str, correlation_id: str, channel: str, now: datetime,
-    holidays: Any,
+    holidays: Any, levels: dict[tuple[date, date], Any] | None = None,
+    history_json: HistoryJson | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """A recorded change's rows, the same for one change and for a council
     file's chunk: the register change, its service level (5 working days)
     and its events on the outbox, with the whole status. Returns the service
-    level and the 202 body."""
-    change_json = to_jsonable(change)  # the stored change and each event's, serialised at the flush
-    await conn.execute(register_changes.insert(), dict(
+    level and the 202 body. `levels`: service levels already worked out
+    (a council file's rows share a few notice and recording days);
+    `history_json`: the JSON of history entries already encoded (a person's
+    successive statuses share all but the newest)."""
+    change_json = to_jsonable(change)  # the canonical column and each event's payload
+    await conn.execute(_INSERT_CHANGE, dict(
         change_id=change.change_id, person_id=person_id, source=client.client_id,
         source_message_id=change_in.source_message_id, change_type=change.change_type.value,
         effective_date=change.effective_date, notified_on=change.notified_on,
         recorded_on=change.recorded_on, canonical=change_json,
         correlation_id=correlation_id, received_at=now, channel=channel))
-    sl = register_service_level(change.notified_on, change.recorded_on, holidays)
-    await conn.execute(service_levels.insert(), dict(
+    if levels is None:
+        sl = register_service_level(change.notified_on, change.recorded_on, holidays)
+    elif (sl := levels.get((change.notified_on, change.recorded_on))) is None:
+        sl = levels[change.notified_on, change.recorded_on] = register_service_level(
+            change.notified_on, change.recorded_on, holidays)
+    await conn.execute(_INSERT_SERVICE_LEVEL, dict(
         change_id=change.change_id, notified_on=change.notified_on, recorded_on=change.recorded_on,
         deadline=sl.deadline, working_days_taken=sl.working_days_taken, state=sl.state))
-    status_json = to_jsonable(after)
+    status_json = to_jsonable(after) if history_json is None else to_jsonable_with(after, "history", history_json)
     event_ids = []
     for n, ev in enumerate(events):
         eid = event_id_for(change.change_id, n, ev.event_type.value)
@@ -551,7 +589,7 @@ class IngestService:
                                             correlation_id, channel, now, self._ref.bank_holidays())
             await record_status(conn, person_id, after, late=sl.state == "breach")  # the report's counts
             await conn.execute(
-                ingest_results.insert(), dict(
+                _INSERT_RESULT, dict(
                     source=client.client_id, source_message_id=change_in.source_message_id,
                     status_code=202, body=body, payload_sha256=digest, created_at=now,
                 )
@@ -764,6 +802,8 @@ class IngestService:
         status_rows: list[dict[str, Any]] = []
         stopped: set[str] = set()  # people whose remaining rows go the per-change way
         holidays = self._ref.bank_holidays()
+        levels: dict[tuple[date, date], Any] = {}  # (notified on, recorded on) -> service level
+        history_json = HistoryJson()
 
         def evaluation_of(pid: str) -> Evaluation:
             if pid not in statuses:
@@ -801,7 +841,7 @@ class IngestService:
         async def hold_in_quarantine(raw: bytes, smid: str | None, problems: list[FieldProblem]) -> Outcome:
             qid = str(uuid.uuid4())
             stored = [x.stored_dict() for x in problems]
-            await conn.execute(quarantine.insert(), dict(
+            await conn.execute(_INSERT_QUARANTINE, dict(
                 quarantine_id=qid, source=client.client_id, channel=channel,
                 source_message_id=smid[:200] if smid else None, errors=stored, raw=self._protector.encrypt(raw),
                 received_at=now, status="held", correlation_id=correlation_id))
@@ -877,9 +917,9 @@ class IngestService:
                     details[pid] = self._protector.encrypt(orjson.dumps(merged))
                     await conn.execute(_UPDATE_DETAILS, {"pid": pid, "new_details": details[pid], "at": now})
             sl, body = await write_recorded(conn, client, change_in, change, after, events, pid,
-                                            correlation_id, channel, now, holidays)
+                                            correlation_id, channel, now, holidays, levels, history_json)
             status_rows.append(status_row(pid, after, 1 if sl.state == "breach" else 0))
-            await conn.execute(ingest_results.insert(), dict(
+            await conn.execute(_INSERT_RESULT, dict(
                 source=client.client_id, source_message_id=change_in.source_message_id, status_code=202, body=body,
                 payload_sha256=p.digest, created_at=now))
             answers[change_in.source_message_id] = (202, body, p.digest)

@@ -147,3 +147,20 @@ def test_generated_encoders_give_the_walk_of_the_fields_byte_for_byte(outbox) ->
     for value in values:
         assert to_jsonable(value) == _reference_to_jsonable(value)
         assert repr(to_jsonable(value)) == repr(_reference_to_jsonable(value))  # same order, same types
+
+
+def test_a_status_with_its_history_memoised_is_the_same_json(outbox) -> None:  # noqa: ANN001
+    """The bulk path's status JSON (to_jsonable_with + HistoryJson, one memo
+    over many statuses sharing history entries) is to_jsonable's, byte for byte."""
+    from dataclasses import replace
+
+    from hub.codec import to_jsonable_with
+    from hub.ingest.service import HistoryJson
+
+    memo = HistoryJson()
+    statuses = [from_jsonable(S117Status, p["status"]) for p in outbox]
+    # Statuses that share entry objects, as a person's successive statuses do (the fold appends).
+    grown = [replace(s, history=s.history + statuses[0].history) for s in statuses]
+    for status in [*statuses, *grown, *statuses]:
+        assert orjson.dumps(to_jsonable_with(status, "history", memo)) == orjson.dumps(to_jsonable(status))
+    assert len(memo._memo) == sum(len(s.history) for s in statuses)  # each entry object encoded once
