@@ -49,6 +49,7 @@ from tests.support import HubProcess  # noqa: E402
 HEADER = ("RECORD_ID,EVENT,EFFECTIVE_DATE,NOTIFIED_DATE,NHS_NO,SURNAME,FORENAME,DOB,POSTCODE,LA_GSS,NFA,GP_ODS,"
           "REVIEW_REASON,LA_AGREES,NHS_AGREES,PERSON_INVOLVED,END_REASONS,PARTICIPANTS")
 PATHS = {"before": "false", "after": "true"}
+GIL_ONLY = True  # --profile samples the thread holding the GIL; --profile-native: every active thread
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -103,7 +104,7 @@ async def run(path: str, rows: int, n_people: int, profile: Path | None, env: di
                 spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
                 assert spy, "--profile needs py-spy (pip install py-spy)"
                 profiler = subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "-o", str(profile),
-                                             "--rate", "250", "--nonblocking", "--gil"],
+                                             "--rate", "250", "--nonblocking", *(["--gil"] if GIL_ONLY else [])],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 await asyncio.sleep(1)
             Path(f"/proc/{pid}/clear_refs").write_text("5")  # reset the peak RSS to the RSS now
@@ -148,10 +149,15 @@ async def main() -> None:
     ap.add_argument("--people", type=int, default=0, help="people on the register (default: rows / 25)")
     ap.add_argument("--paths", nargs="+", choices=list(PATHS), default=["before", "after"])
     ap.add_argument("--profile", action="store_true", help="py-spy record the hub while it takes the file")
+    ap.add_argument("--profile-native", action="store_true",
+                    help="with --profile: sample every running thread, not only the GIL holder (SQLite's own "
+                         "work runs without the GIL)")
     ap.add_argument("--env", nargs="*", default=[], help="KEY=VALUE for the hub process (e.g. MALLOC_ARENA_MAX=2)")
     ap.add_argument("--rss-series", action="store_true", help="also print the hub's RSS as the rows are done")
     args = ap.parse_args()
     env = dict(e.split("=", 1) for e in args.env)
+    global GIL_ONLY
+    GIL_ONLY = not args.profile_native
     results = []
     for rows in args.rows:
         for path in args.paths:

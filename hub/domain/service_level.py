@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date
 from typing import Literal
 
@@ -23,6 +24,7 @@ class ServiceLevel:
     citation: str = citations.REGISTER_SERVICE_LEVEL
 
 
+@lru_cache(maxsize=4096)  # a pure function of its arguments; a council file's rows share a few days
 def register_service_level(
     notified_on: date,
     recorded_on: date,

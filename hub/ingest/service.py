@@ -245,6 +245,8 @@ class BulkCache:
         self._held = 0
         self._day: date | None = None
         self.hits = 0
+        # The JSON of the history entries of the statuses written (people's rows are spread over chunks).
+        self.history_json = HistoryJson()
 
     def get(self, person_id: str) -> tuple[list[RegisterChange], Any] | None:
         return self._entries.get(person_id)
@@ -277,16 +279,20 @@ class HistoryJson:
     a person's successive statuses share the same HistoryEntry objects (the
     fold appends), so each row's status JSON costs its newest entries only.
     Keyed by the entry's id, holding the entry so that the id is not reused
-    while the memo lives (one bulk unit); the dicts are shared between the
-    payloads, which are only ever serialised."""
+    while the memo lives (a file's job, in its BulkCache; else one bulk
+    unit); the dicts are shared between the payloads, which are only ever
+    serialised."""
 
-    __slots__ = ("_memo",)
+    __slots__ = ("_memo", "max_entries")
 
-    def __init__(self) -> None:
+    def __init__(self, max_entries: int = 50_000) -> None:
         self._memo: dict[int, tuple[Any, dict[str, Any]]] = {}
+        self.max_entries = max_entries  # about 0.3 KB each: emptied when full
 
     def __call__(self, entries: Any) -> list[Any]:
         memo, out = self._memo, []
+        if len(memo) > self.max_entries:
+            memo.clear()
         for entry in entries:
             hit = memo.get(id(entry))
             if hit is None or hit[0] is not entry:
@@ -298,15 +304,12 @@ class HistoryJson:
 async def write_recorded(
     conn: Any, client: Client, change_in: RegisterChangeIn, change: RegisterChange, after: S117Status,
     events: list[DomainEvent], person_id: str, correlation_id: str, channel: str, now: datetime,
-    holidays: Any, levels: dict[tuple[date, date], Any] | None = None,
-    history_json: HistoryJson | None = None,
+    holidays: Any, history_json: HistoryJson | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """A recorded change's rows, the same for one change and for a council
     file's chunk: the register change, its service level (5 working days)
     and its events on the outbox, with the whole status. Returns the service
-    level and the 202 body. `levels`: service levels already worked out
-    (a council file's rows share a few notice and recording days);
-    `history_json`: the JSON of history entries already encoded (a person's
+    level and the 202 body. `history_json`: the JSON of history entries already encoded (a person's
     successive statuses share all but the newest)."""
     change_json = to_jsonable(change)  # the canonical column and each event's payload
     await conn.execute(_INSERT_CHANGE, dict(
@@ -315,11 +318,7 @@ async def write_recorded(
         effective_date=change.effective_date, notified_on=change.notified_on,
         recorded_on=change.recorded_on, canonical=change_json,
         correlation_id=correlation_id, received_at=now, channel=channel))
-    if levels is None:
-        sl = register_service_level(change.notified_on, change.recorded_on, holidays)
-    elif (sl := levels.get((change.notified_on, change.recorded_on))) is None:
-        sl = levels[change.notified_on, change.recorded_on] = register_service_level(
-            change.notified_on, change.recorded_on, holidays)
+    sl = register_service_level(change.notified_on, change.recorded_on, holidays)
     await conn.execute(_INSERT_SERVICE_LEVEL, dict(
         change_id=change.change_id, notified_on=change.notified_on, recorded_on=change.recorded_on,
         deadline=sl.deadline, working_days_taken=sl.working_days_taken, state=sl.state))
@@ -802,8 +801,8 @@ class IngestService:
         status_rows: list[dict[str, Any]] = []
         stopped: set[str] = set()  # people whose remaining rows go the per-change way
         holidays = self._ref.bank_holidays()
-        levels: dict[tuple[date, date], Any] = {}  # (notified on, recorded on) -> service level
-        history_json = HistoryJson()
+        history_json = cache.history_json if cache is not None else HistoryJson()
+        facts_of: dict[str, tuple[Evaluation, Any]] = {}  # person id -> (their evaluation, its access facts)
 
         def evaluation_of(pid: str) -> Evaluation:
             if pid not in statuses:
@@ -816,7 +815,13 @@ class IngestService:
         def decide(p: _Prepared, index: str, change_type: ChangeType, hospital: str | None) -> tuple[Decision, str | None]:
             pid = person_of.get(index)
             history = histories.get(pid, []) if pid else []
-            facts = self.access.facts(status_of(pid), history) if history else None
+            facts = None
+            if history:  # the same evaluation is the same history (they move together): the same facts
+                ev = evaluation_of(pid)
+                held = facts_of.get(pid)
+                if held is None or held[0] is not ev:
+                    held = facts_of[pid] = (ev, self.access.facts(ev.status, history))
+                facts = held[1]
             return self.access.decide_write(client, change_type, hospital, facts, channel), (pid if history else None)
 
         def replayed(smid: str, digest: str | None) -> Outcome | None:
@@ -917,7 +922,7 @@ class IngestService:
                     details[pid] = self._protector.encrypt(orjson.dumps(merged))
                     await conn.execute(_UPDATE_DETAILS, {"pid": pid, "new_details": details[pid], "at": now})
             sl, body = await write_recorded(conn, client, change_in, change, after, events, pid,
-                                            correlation_id, channel, now, holidays, levels, history_json)
+                                            correlation_id, channel, now, holidays, history_json)
             status_rows.append(status_row(pid, after, 1 if sl.state == "breach" else 0))
             await conn.execute(_INSERT_RESULT, dict(
                 source=client.client_id, source_message_id=change_in.source_message_id, status_code=202, body=body,
