@@ -245,8 +245,10 @@ class BulkCache:
         self._held = 0
         self._day: date | None = None
         self.hits = 0
-        # The JSON of the history entries of the statuses written (people's rows are spread over chunks).
+        # The JSON of the history entries of the statuses written, and each person's access facts
+        # with the evaluation they come from (people's rows are spread over chunks).
         self.history_json = HistoryJson()
+        self.facts: dict[str, tuple[Any, Any]] = {}
 
     def get(self, person_id: str) -> tuple[list[RegisterChange], Any] | None:
         return self._entries.get(person_id)
@@ -272,6 +274,16 @@ class _BulkOutcomes:
         self.after: list[Callable[[], None]] = []  # metrics and logs, once committed
         self.histories: dict[str, list[RegisterChange]] = {}  # as committed (for BulkCache)
         self.statuses: dict[str, Evaluation] = {}  # each person's evaluation of that history
+
+
+_STATUS_UPSERTS: dict[str, Prepared] = {}
+
+
+def _status_upsert(dialect: Any) -> Prepared:
+    got = _STATUS_UPSERTS.get(dialect.name)
+    if got is None:
+        got = _STATUS_UPSERTS[dialect.name] = Prepared(status_upsert(dialect))
+    return got
 
 
 class HistoryJson:
@@ -798,11 +810,14 @@ class IngestService:
         if smids:
             for r in (await conn.execute(_BULK_ANSWERS, {"source": client.client_id, "smids": smids})).all():
                 answers[r.source_message_id] = (r.status_code, r.body, r.payload_sha256)
-        status_rows: list[dict[str, Any]] = []
+        late_of: dict[str, int] = {}  # person id -> their rows recorded late (the person's report row)
         stopped: set[str] = set()  # people whose remaining rows go the per-change way
         holidays = self._ref.bank_holidays()
         history_json = cache.history_json if cache is not None else HistoryJson()
-        facts_of: dict[str, tuple[Evaluation, Any]] = {}  # person id -> (their evaluation, its access facts)
+        # person id -> (their evaluation, its access facts): the same evaluation is the same history
+        facts_of: dict[str, tuple[Evaluation, Any]] = cache.facts if cache is not None else {}
+        if len(facts_of) > 50_000:
+            facts_of.clear()
 
         def evaluation_of(pid: str) -> Evaluation:
             if pid not in statuses:
@@ -816,7 +831,7 @@ class IngestService:
             pid = person_of.get(index)
             history = histories.get(pid, []) if pid else []
             facts = None
-            if history:  # the same evaluation is the same history (they move together): the same facts
+            if history:  # the same evaluation is the same history (they move together), the same facts
                 ev = evaluation_of(pid)
                 held = facts_of.get(pid)
                 if held is None or held[0] is not ev:
@@ -923,7 +938,7 @@ class IngestService:
                     await conn.execute(_UPDATE_DETAILS, {"pid": pid, "new_details": details[pid], "at": now})
             sl, body = await write_recorded(conn, client, change_in, change, after, events, pid,
                                             correlation_id, channel, now, holidays, history_json)
-            status_rows.append(status_row(pid, after, 1 if sl.state == "breach" else 0))
+            late_of[pid] = late_of.get(pid, 0) + (1 if sl.state == "breach" else 0)
             await conn.execute(_INSERT_RESULT, dict(
                 source=client.client_id, source_message_id=change_in.source_message_id, status_code=202, body=body,
                 payload_sha256=p.digest, created_at=now))
@@ -940,8 +955,11 @@ class IngestService:
                          change_id=change.change_id, person_id=pid, change_type=change.change_type.value,
                          count=n, correlation_id=correlation_id, status=state)
             out.after.append(accepted)
-        if status_rows:  # the report's counts: one upsert per row, in order, as one executemany
-            await conn.execute(status_upsert(conn.dialect), status_rows)
+        if late_of:
+            # The report's counts: one upsert per person, of their status after their last row and
+            # the late rows summed (what one upsert per row, in order, left), as one executemany.
+            await execute_prepared(conn, _status_upsert(conn.dialect), [
+                status_row(pid, statuses[pid].status, late) for pid, late in late_of.items()])
         out.histories, out.statuses = histories, statuses
         return out
 
