@@ -8,6 +8,7 @@ domain event the rules derive. Either all of it is durable or none is.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import uuid
 from collections.abc import Callable
@@ -241,14 +242,19 @@ class BulkCache:
     An entry is used only if the person still has exactly as many changes in
     the store (register changes are only ever inserted, so the same count is
     the same history) and it is the same day; otherwise the history is read
-    again. Bounded: at most `max_weight` (a change weighs 1, a status 8:
-    about 0.4 KB each), 50,000 by default (about 20 MB); once full, people
+    again. Also held per person: the evaluation of that history (the next
+    row's change is folded onto it), the JSON of its history entries
+    (`HistoryJson`) and the access facts. Bounded: at most `max_weight` (a
+    change with its history entry and that entry's JSON weighs 2, a status
+    and its fold 8: about 0.4 KB each), 150,000 by default (about 60 MB); once full, people
     not yet held are not added (a file that cycles through more people than
     fit keeps hitting the ones held, where evicting the oldest would miss every time)."""
 
     STATUS_WEIGHT = 8
 
-    def __init__(self, max_weight: int = 50_000) -> None:
+    CHANGE_WEIGHT = 2
+
+    def __init__(self, max_weight: int = 150_000) -> None:
         self.max_weight = max_weight
         self._entries: dict[str, tuple[list[RegisterChange], Any]] = {}
         self._held = 0
@@ -269,12 +275,15 @@ class BulkCache:
         for pid, history in histories.items():
             old = self._entries.pop(pid, None)
             if old is not None:
-                self._held -= len(old[0]) + self.STATUS_WEIGHT
-            weight = len(history) + self.STATUS_WEIGHT
+                self._held -= len(old[0]) * self.CHANGE_WEIGHT + self.STATUS_WEIGHT
+            weight = len(history) * self.CHANGE_WEIGHT + self.STATUS_WEIGHT
             if self._held + weight > self.max_weight:
                 continue
             self._entries[pid] = (history, statuses.get(pid))
             self._held += weight
+        self.history_json.keep_only(self._entries)
+        for pid in [p for p in self.facts if p not in self._entries]:
+            del self.facts[pid]
 
 
 class _BulkOutcomes:
@@ -296,36 +305,44 @@ def _status_upsert(dialect: Any) -> Prepared:
 
 
 class HistoryJson:
-    """`to_jsonable` of a status's history entries, each entry encoded once:
-    a person's successive statuses share the same HistoryEntry objects (the
-    fold appends), so each row's status JSON costs its newest entries only.
-    Keyed by the entry's id, holding the entry so that the id is not reused
-    while the memo lives (a file's job, in its BulkCache; else one bulk
-    unit); the dicts are shared between the payloads, which are only ever
-    serialised."""
+    """`to_jsonable` of people's status histories, each entry encoded once: a
+    person's successive statuses share the same HistoryEntry objects (the
+    fold only ever appends, and a copied fold copies the list), so each
+    row's status JSON costs its newest entries only. Held per person: how
+    many entries were encoded, the last of them, and their JSON; if the new
+    history holds that very entry object at that place, every entry before
+    it is the same object too (the same fold's list, copied and appended
+    to), so only what follows is encoded; otherwise (a history replayed for
+    a late change, or read again) all of it. The lists are never changed once
+    made (each row gets a new one), so payloads waiting to be written may
+    share them."""
 
-    __slots__ = ("_memo", "max_entries")
+    __slots__ = ("_held",)
 
-    def __init__(self, max_entries: int = 50_000) -> None:
-        self._memo: dict[int, tuple[Any, dict[str, Any]]] = {}
-        self.max_entries = max_entries  # about 0.3 KB each: emptied when full
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[int, Any, list[Any]]] = {}
 
-    def __call__(self, entries: Any) -> list[Any]:
-        memo, out = self._memo, []
-        if len(memo) > self.max_entries:
-            memo.clear()
-        for entry in entries:
-            hit = memo.get(id(entry))
-            if hit is None or hit[0] is not entry:
-                hit = memo[id(entry)] = (entry, to_jsonable(entry))
-            out.append(hit[1])
+    def encode(self, person_id: str, entries: Any) -> list[Any]:
+        held = self._held.get(person_id)
+        done, jsons = 0, []
+        if held is not None:
+            n, last, encoded = held
+            if 0 < n <= len(entries) and entries[n - 1] is last:
+                done, jsons = n, encoded
+        out = jsons + [to_jsonable(e) for e in entries[done:]] if done < len(entries) else jsons
+        if entries:
+            self._held[person_id] = (len(entries), entries[-1], out)
         return out
+
+    def keep_only(self, person_ids: Any) -> None:
+        for pid in [p for p in self._held if p not in person_ids]:
+            del self._held[pid]
 
 
 async def write_recorded(
     conn: Any, client: Client, change_in: RegisterChangeIn, change: RegisterChange, after: S117Status,
     events: list[DomainEvent], person_id: str, correlation_id: str, channel: str, now: datetime,
-    holidays: Any, history_json: HistoryJson | None = None,
+    holidays: Any, history_json: Callable[[Any], list[Any]] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """A recorded change's rows, the same for one change and for a council
     file's chunk: the register change, its service level (5 working days)
@@ -825,8 +842,6 @@ class IngestService:
         history_json = cache.history_json if cache is not None else HistoryJson()
         # person id -> (their evaluation, its access facts): the same evaluation is the same history
         facts_of: dict[str, tuple[Evaluation, Any]] = cache.facts if cache is not None else {}
-        if len(facts_of) > 50_000:
-            facts_of.clear()
 
         def evaluation_of(pid: str) -> Evaluation:
             if pid not in statuses:
@@ -946,7 +961,8 @@ class IngestService:
                     details[pid] = self._protector.encrypt(orjson.dumps(merged))
                     await conn.execute(_UPDATE_DETAILS, {"pid": pid, "new_details": details[pid], "at": now})
             sl, body = await write_recorded(conn, client, change_in, change, after, events, pid,
-                                            correlation_id, channel, now, holidays, history_json)
+                                            correlation_id, channel, now, holidays,
+                                            functools.partial(history_json.encode, pid))
             late_of[pid] = late_of.get(pid, 0) + (1 if sl.state == "breach" else 0)
             await conn.execute(_INSERT_RESULT, dict(
                 source=client.client_id, source_message_id=change_in.source_message_id, status_code=202, body=body,

@@ -150,17 +150,33 @@ def test_generated_encoders_give_the_walk_of_the_fields_byte_for_byte(outbox) ->
 
 
 def test_a_status_with_its_history_memoised_is_the_same_json(outbox) -> None:  # noqa: ANN001
-    """The bulk path's status JSON (to_jsonable_with + HistoryJson, one memo
-    over many statuses sharing history entries) is to_jsonable's, byte for byte."""
+    """The bulk path's status JSON (to_jsonable_with + HistoryJson: a
+    person's history entries encoded once over their successive statuses) is
+    to_jsonable's, byte for byte: statuses that extend the history held,
+    that replace it (a replayed fold: new entry objects) and that shorten it."""
     from dataclasses import replace
+    from functools import partial
 
     from hub.codec import to_jsonable_with
     from hub.ingest.service import HistoryJson
 
     memo = HistoryJson()
     statuses = [from_jsonable(S117Status, p["status"]) for p in outbox]
-    # Statuses that share entry objects, as a person's successive statuses do (the fold appends).
-    grown = [replace(s, history=s.history + statuses[0].history) for s in statuses]
-    for status in [*statuses, *grown, *statuses]:
-        assert orjson.dumps(to_jsonable_with(status, "history", memo)) == orjson.dumps(to_jsonable(status))
-    assert len(memo._memo) == sum(len(s.history) for s in statuses)  # each entry object encoded once
+    longest = max(statuses, key=lambda s: len(s.history))
+    entries = longest.history
+    assert len(entries) >= 3
+    encoded = []
+    for status in [
+        *(replace(longest, history=entries[:k]) for k in range(len(entries) + 1)),  # grown one at a time
+        replace(longest, history=entries[:2]),  # shorter than the one held
+        replace(longest, history=entries),
+        replace(longest, history=(*from_jsonable(S117Status, to_jsonable(longest)).history,)),  # new objects
+        *statuses,  # other people's under the same id: none of their entries is the one held
+    ]:
+        got = to_jsonable_with(status, "history", partial(memo.encode, "P"))
+        assert orjson.dumps(got) == orjson.dumps(to_jsonable(status))
+        encoded.append(got)
+    # Nothing encoded later changed a list handed out before (payloads wait for the batch's flush).
+    assert [orjson.dumps(e) for e in encoded] == [orjson.dumps(to_jsonable(s)) for s in [
+        *(replace(longest, history=entries[:k]) for k in range(len(entries) + 1)),
+        replace(longest, history=entries[:2]), longest, longest, *statuses]]
