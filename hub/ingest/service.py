@@ -780,13 +780,15 @@ class IngestService:
             p.change_type = ChangeType(data.get("change_type"))
         except ValueError:
             p.change_type = None
+        precheck_nhs = None
         if p.change_type is not None:
             person = data.get("person")
             nhs = person.get("nhs_number") if isinstance(person, dict) else None
             hospital = data.get("hospital_ods")
             if isinstance(nhs, str) and not nhs_number_problem(nhs) and (
                     hospital is None or (isinstance(hospital, str) and self._ref.hospital(hospital) is not None)):
-                p.precheck_index = self._protector.index(normalise(nhs))
+                precheck_nhs = normalise(nhs)
+                p.precheck_index = self._protector.index(precheck_nhs)
                 p.hospital = hospital
         try:
             change_in = RegisterChangeIn.model_validate(data)
@@ -797,7 +799,9 @@ class IngestService:
             p.problems = problems
         else:
             p.change_in = change_in
-            p.index = self._protector.index(normalise(change_in.person.nhs_number))
+            nhs_in = normalise(change_in.person.nhs_number)
+            p.index = p.precheck_index if p.precheck_index is not None and nhs_in == precheck_nhs \
+                else self._protector.index(nhs_in)  # the same number: the same keyed hash
         return p
 
     async def _bulk_unit(self, conn: WriteBehind, client: Client, prepared: list[_Prepared],
