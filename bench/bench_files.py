@@ -61,6 +61,33 @@ def memory_kb(pid: int) -> dict[str, int]:
     return fields
 
 
+def db_bytes(tmp: Path) -> int:
+    """The hub's SQLite database with its WAL (what the rows made it write, checkpoints aside)."""
+    return sum(f.stat().st_size for f in tmp.glob("hub.db*"))
+
+
+def bare_bytes(path: Path, rows: int, size: int, per_txn: int = 500) -> float:
+    """Rows/s of a bare insert writing as many bytes per row as the hub's
+    database grew by per file row (`size`), `per_txn` rows per fsync'd
+    transaction, the hub's pragmas: what storing that volume costs alone."""
+    import sqlite3
+    import uuid
+
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t (id TEXT PRIMARY KEY, body TEXT)")
+    body = os.urandom(size // 2).hex()
+    t0 = time.perf_counter()
+    for i in range(0, rows, per_txn):
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT INTO t VALUES (?, ?)", [(str(uuid.uuid4()), body) for _ in range(min(per_txn, rows - i))])
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - t0
+    db.close()
+    return rows / elapsed
+
+
 def council_file(people: list, rows: int) -> bytes:
     lines = [HEADER]
     start = date(2024, 1, 1)
@@ -110,6 +137,7 @@ async def run(path: str, rows: int, n_people: int, profile: Path | None, env: di
             Path(f"/proc/{pid}/clear_refs").write_text("5")  # reset the peak RSS to the RSS now
             rss_before = memory_kb(pid)["VmRSS"]
             load = os.getloadavg()[0]
+            db0 = db_bytes(tmp)
             cpu0, t0 = cpu_seconds(pid), time.perf_counter()
             r = await http.post("/v1/council-files", params={"format": "swift_csv"}, content=data,
                                 headers={"X-API-Key": council, "Content-Type": "text/csv"})
@@ -126,6 +154,7 @@ async def run(path: str, rows: int, n_people: int, profile: Path | None, env: di
                 await asyncio.sleep(0.05)
             elapsed, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
             peak = memory_kb(pid)["VmHWM"]
+            db_growth = db_bytes(tmp) - db0
             load = max(load, os.getloadavg()[0])
             statuses = Counter(e["status"] for e in body["report"])
     finally:
@@ -136,11 +165,13 @@ async def run(path: str, rows: int, n_people: int, profile: Path | None, env: di
     flat = [c for p in people for c in p][:2000]
     bare = bare_insert(tmp / "bare.db", flat)
     batched = bare_insert(tmp / "bare-batched.db", [c for p in people for c in p] * 3, per_txn=500)
+    same_bytes = bare_bytes(tmp / "bare-bytes.db", min(rows, 5000), int(db_growth / rows))
     shutil.rmtree(tmp, ignore_errors=True)
     return {"path": path, "rows": rows, "people": n_people, "mb": len(data) / 1e6, "answered": answered,
             "elapsed": elapsed, "rate": rows / elapsed, "cpu_ms": cpu / rows * 1000, "rss_before": rss_before,
             "peak": peak, "processing_peak": processing_peak, "series": series, "accepted": statuses["accepted"], "rejected": statuses["rejected"], "bare": bare,
-            "batched": batched, "load": load}
+            "batched": batched, "load": load, "db_kb_per_row": db_growth / rows / 1024,
+            "same_bytes": same_bytes}
 
 
 async def main() -> None:
@@ -168,15 +199,17 @@ async def main() -> None:
     print(f"{os.cpu_count()} cores; load average (1 min) in brackets")
     print("| path | rows (MB) | people | 202 after | processed after | rows/s | hub CPU/row | hub peak RSS "
           "(growth): processing / with the report GET | accepted / rejected | bare insert rows/s: 1 / 500 per txn "
-          "| rows/s / bare (1 per txn) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| rows/s / bare (1 per txn) | database growth per row | bare insert of that many bytes, 500 per txn: rows/s "
+          "(hub / it) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['path']} ({r['load']:.1f}) | {r['rows']:,} ({r['mb']:.1f}) | {r['people']:,} "
               f"| {r['answered'] * 1000:.0f} ms | {r['elapsed']:.1f} s | {r['rate']:,.0f} | {r['cpu_ms']:.2f} ms "
               f"| {r['processing_peak'] / 1024:.0f} MB (+{(r['processing_peak'] - r['rss_before']) / 1024:.0f} MB) / "
               f"{r['peak'] / 1024:.0f} MB (+{(r['peak'] - r['rss_before']) / 1024:.0f} MB) "
               f"| {r['accepted']} / {r['rejected']} | {r['bare']:,.0f} / {r['batched']:,.0f} "
-              f"| {r['rate'] / r['bare']:.2f}x |")
+              f"| {r['rate'] / r['bare']:.2f}x | {r['db_kb_per_row']:.1f} KB "
+              f"| {r['same_bytes']:,.0f} ({r['rate'] / r['same_bytes']:.2f}x) |")
     if args.rss_series:
         for r in results:
             step = max(1, len(r["series"]) // 10)
