@@ -811,6 +811,10 @@ class IngestService:
         function of what is committed, like a single change's unit)."""
         out = _BulkOutcomes(len(prepared))
         now = datetime.now(UTC)
+        # The module's logger bound once for the chunk (what its lazy proxy does on every call; the
+        # processors, context variables included, still run at each call).
+        blog = log.bind()
+        accepted_count = metrics.INGEST.labels(channel=channel, outcome="accepted")
         person_of: dict[str, str] = {}
         details: dict[str, bytes] = {}
         if indexes:
@@ -873,7 +877,7 @@ class IngestService:
                 return None
             status_code, body, sha = first
             if digest is not None and sha is not None and sha != digest:
-                out.after.append(lambda: log.info("idempotency key reused with another payload", source=client.client_id,
+                out.after.append(lambda: blog.info("idempotency key reused with another payload", source=client.client_id,
                                                   status=409))
                 return key_reused(smid, correlation_id)
             return Outcome(status_code, {**body, "duplicate": True})
@@ -881,7 +885,7 @@ class IngestService:
         async def refuse(decision: Decision, person_id: str | None, change_type: str) -> Outcome:
             await record_decision(conn, client, channel=channel, action="write", decision=decision,
                                   person_id=person_id, change_type=change_type, correlation_id=correlation_id)
-            out.after.append(lambda: (metrics.INGEST.labels(channel=channel, outcome="refused").inc(), log.info(
+            out.after.append(lambda: (metrics.INGEST.labels(channel=channel, outcome="refused").inc(), blog.info(
                 "register change refused by the access policy", source=client.client_id, channel=channel,
                 reason_codes=[decision.rule.value], correlation_id=correlation_id)))
             return refusal(decision)
@@ -893,7 +897,7 @@ class IngestService:
                 quarantine_id=qid, source=client.client_id, channel=channel,
                 source_message_id=smid[:200] if smid else None, errors=stored, raw=self._protector.encrypt(raw),
                 received_at=now, status="held", correlation_id=correlation_id))
-            out.after.append(lambda: (metrics.INGEST.labels(channel=channel, outcome="quarantined").inc(), log.info(
+            out.after.append(lambda: (metrics.INGEST.labels(channel=channel, outcome="quarantined").inc(), blog.info(
                 "register change quarantined", source=client.client_id, channel=channel, quarantine_id=qid,
                 fields=[e["field"] for e in stored], correlation_id=correlation_id)))
             return problem(422, "invalid-register-change", "Register change rejected",
@@ -977,12 +981,12 @@ class IngestService:
             out.outcomes[i] = Outcome(202, body)
 
             def accepted(change: RegisterChange = change, pid: str = pid, n: int = len(events), state: str = sl.state) -> None:
-                metrics.INGEST.labels(channel=channel, outcome="accepted").inc()
+                accepted_count.inc()
                 if state != "met":
                     metrics.SERVICE_LEVEL.labels(state=state).inc()
-                log.info("register change accepted", source=client.client_id, channel=channel,
-                         change_id=change.change_id, person_id=pid, change_type=change.change_type.value,
-                         count=n, correlation_id=correlation_id, status=state)
+                blog.info("register change accepted", source=client.client_id, channel=channel,
+                          change_id=change.change_id, person_id=pid, change_type=change.change_type.value,
+                          count=n, correlation_id=correlation_id, status=state)
             out.after.append(accepted)
         if late_of:
             # The report's counts: one upsert per person, of their status after their last row and
