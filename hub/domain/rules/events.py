@@ -128,9 +128,10 @@ def derive_events(
     if after.entitled:
         # Each unscheduled review this change set off, even when an earlier
         # review (an overdue first one, say) is due before it.
-        held = set(before.pending_reviews) if before is not None else set()
-        for review in after.pending_reviews:
-            if review.kind == "unscheduled" and review not in held:
+        unscheduled = [review for review in after.pending_reviews if review.kind == "unscheduled"]
+        held = set(before.pending_reviews) if before is not None and unscheduled else set()
+        for review in unscheduled:
+            if review not in held:
                 events.append(event(
                     EventType.REVIEW_DUE,
                     f"An unscheduled section 117 review is due by {review.due_on}.",
