@@ -42,7 +42,7 @@ from hub.crypto import DataProtector
 from hub.ingest.service import BulkCache, BulkRow, Client, IngestService, Outcome, bulk_person_key
 from hub.ingest.validation import FieldProblem
 from hub.observability.logging import get_logger
-from hub.store.db import read_only
+from hub.store.db import read_only, write_transaction
 from hub.store.schema import api_clients, file_receipts, file_rows
 
 log = get_logger("hub.files")
@@ -121,6 +121,9 @@ async def report_of(engine: AsyncEngine, receipt: Any) -> list[dict[str, Any]]:
     return list(entries)
 
 
+_INSERT_FILE_ROWS = file_rows.insert()
+
+
 class FileJobs:
     def __init__(self, engine: AsyncEngine, ingest: IngestService, protector: DataProtector,
                  chunk: int = CHUNK, packages: Any = None, bulk: bool = True) -> None:
@@ -196,15 +199,17 @@ class FileJobs:
             own = None  # only the interrupted chunk can hold rows this file recorded before
             c = counts(entries)
             done += len(chunk)
-            async with self._engine.begin() as conn:
-                await conn.execute(file_rows.insert(), [{"file_id": file_id, "row": e["row"], "entry": e}
+            # The chunk's report rows and progress: on SQLite through the shared inline writer, in turn with
+            # ingest's transactions (a second connection would poll for the write lock), rows as one executemany.
+            async with write_transaction(self._engine) as conn:
+                await conn.execute(_INSERT_FILE_ROWS, [{"file_id": file_id, "row": e["row"], "entry": e}
                                                         for e in entries])
                 await conn.execute(file_receipts.update().where(file_receipts.c.file_id == file_id).values(
                     rows_done=done, accepted=file_receipts.c.accepted + c["accepted"],
                     duplicates=file_receipts.c.duplicates + c["duplicates"],
                     rejected=file_receipts.c.rejected + c["rejected"]))
             del chunk, entries
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             await conn.execute(file_receipts.update().where(file_receipts.c.file_id == file_id)
                                .values(status="processed", content=None))
         log.info("council file processed", source=client.client_id, channel=CHANNEL, status="processed",
