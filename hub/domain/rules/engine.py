@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import date, timedelta
+from functools import lru_cache
 
 from hub.domain import citations
 from hub.domain.agreements import AgreementBook, AreaAgreement
@@ -770,32 +771,41 @@ def _pending_reviews(fold: _Fold) -> tuple[ReviewDue, ...]:
         return ()  # a discharged or dead person is owed no reviews
     area = fold.area()
     start = fold.entitlement_start
-    done = [day for day in fold.reviews_completed if day >= start]
-    last = max(done) if done else None
+    last = None
+    for day in fold.reviews_completed:
+        if day >= start and (last is None or day > last):
+            last = day
+    placements = tuple(placed for placed in fold.placements if placed >= start and (last is None or placed > last))
+    unscheduled = tuple(r for r in fold.unscheduled if r.on >= start and (last is None or r.on > last))
+    return _reviews_due(start, last, area.first_review_months, area.review_interval_months,
+                        area.new_placement_review_weeks, placements, unscheduled)
+
+
+@lru_cache(maxsize=4096)  # a pure function of its arguments; a status is built for every change folded
+def _reviews_due(start: date, last: date | None, first_review_months: int, review_interval_months: int,
+                 new_placement_review_weeks: int, placements: tuple[date, ...],
+                 unscheduled: tuple[_Review, ...]) -> tuple[ReviewDue, ...]:
     candidates: list[_Review] = []
     if last is None:
-        due = add_months(start, area.first_review_months)
+        due = add_months(start, first_review_months)
         candidates.append(_Review(due, "first",
-                                  f"first review due by {due.isoformat()}: within {area.first_review_months} months "
+                                  f"first review due by {due.isoformat()}: within {first_review_months} months "
                                   f"of leaving hospital on {start.isoformat()}", citations.REVIEW_FIRST,
                                   "left-hospital", start))
     else:
-        due = add_months(last, area.review_interval_months)
+        due = add_months(last, review_interval_months)
         candidates.append(_Review(due, "annual",
-                                  f"review due by {due.isoformat()}: {area.review_interval_months} months after the "
+                                  f"review due by {due.isoformat()}: {review_interval_months} months after the "
                                   f"last review on {last.isoformat()}", citations.REVIEW_ANNUAL,
                                   "review-completed", last))
-    for placed in fold.placements:
-        if placed >= start and (last is None or placed > last):
-            due = placed + timedelta(weeks=area.new_placement_review_weeks)
-            candidates.append(_Review(due, "new-placement",
-                                      f"new-placement review due by {due.isoformat()}: "
-                                      f"{area.new_placement_review_weeks} weeks after the placement on "
-                                      f"{placed.isoformat()}", citations.REVIEW_NEW_PLACEMENT,
-                                      "placement-started", placed))
-    for review in fold.unscheduled:
-        if review.on >= start and (last is None or review.on > last):
-            candidates.append(review)
+    for placed in placements:
+        due = placed + timedelta(weeks=new_placement_review_weeks)
+        candidates.append(_Review(due, "new-placement",
+                                  f"new-placement review due by {due.isoformat()}: "
+                                  f"{new_placement_review_weeks} weeks after the placement on "
+                                  f"{placed.isoformat()}", citations.REVIEW_NEW_PLACEMENT,
+                                  "placement-started", placed))
+    candidates.extend(unscheduled)
     # On a tie the more specific trigger comes first (and names next_review).
     ordered = sorted(candidates, key=lambda r: (r.on, REVIEW_KIND_PRIORITY[r.kind], r.triggered_on or r.on))
     out: list[ReviewDue] = []
