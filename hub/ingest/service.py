@@ -831,7 +831,9 @@ class IngestService:
             for pid, (history, status) in list(cached.items()):
                 if counts.get(pid, 0) == len(history):
                     histories[pid] = list(history)
-                    if isinstance(status, Evaluation) and len(status.changes) == len(history):
+                    # An evaluation as of today (the cache is emptied on another day only when it
+                    # keeps the next chunk: one made before midnight is not used after it).
+                    if isinstance(status, Evaluation) and status.as_of == today and len(status.changes) == len(history):
                         statuses[pid] = status
                     cache.hits += 1  # type: ignore[union-attr]
                 else:

@@ -306,6 +306,48 @@ async def test_a_history_carried_between_chunks_is_read_again_once_someone_else_
         assert cache.hits == 1
 
 
+async def test_an_evaluation_carried_over_midnight_is_not_used_the_next_day(tmp_path):
+    """BulkCache carries each person's evaluation (as of the day it was made): a chunk processed the
+    next day evaluates as of that day, so a change effective that day is folded in, not left out as
+    one in the future."""
+    from datetime import date
+
+    from adapters.council_files import SWIFT_CSV, map_file
+    from hub.codec import from_jsonable, to_jsonable
+    from hub.domain.model import RegisterChange
+    from hub.domain.rules import evaluate
+    from hub.ingest.service import BulkCache, BulkRow, Client
+
+    async with hub_at(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", tmp_path) as h:
+        await run_nights(h)
+        async with h.hub.engine.connect() as conn:
+            row = (await conn.execute(select(file_receipts.c.source))).first()
+        council = Client(row.source, "Bucks SWIFT", "E06000060", "council", ("register:write",))
+        cache = BulkCache()
+
+        async def night(record_id: str, day: date, gp: str) -> dict:
+            h.hub.ingest._today = lambda: day
+            text = f"{record_id},GP_CHANGE,{day:%d/%m/%Y},,9991100032,,,,,,,{gp},,,,,,"
+            mapped = map_file(csv(text), SWIFT_CSV).rows[0]
+            [outcome] = await h.hub.ingest.accept_bulk(council, [BulkRow(mapped.data, mapped.original)], "file", cache)
+            assert outcome is not None and outcome.status_code == 202, outcome
+            async with h.hub.engine.connect() as conn:
+                payload = (await conn.execute(select(bus_messages.c.payload).where(
+                    bus_messages.c.event_id == outcome.body["events"][0]["event_id"]))).scalar_one()
+                history = [from_jsonable(RegisterChange, c) for c in (await conn.execute(
+                    select(register_changes.c.canonical).where(
+                        register_changes.c.person_id == outcome.body["person_id"]))).scalars()]
+            expected = evaluate(outcome.body["person_id"], history, h.hub.ingest._ref, h.hub.ingest._agreements, day)
+            assert payload["status"] == orjson.loads(orjson.dumps(to_jsonable(expected)))
+            return payload["status"]
+
+        first = await night("M-1", date(2025, 9, 1), "M81001")
+        assert first["as_of"] == "2025-09-01"
+        second = await night("M-2", date(2025, 9, 2), "K82001")  # the next day: the evaluation cached is stale
+        assert second["as_of"] == "2025-09-02" and cache.hits == 1
+        assert second["history"][-1]["on"] == "2025-09-02"
+
+
 async def test_the_report_is_streamed_a_page_at_a_time(tmp_path, monkeypatch):
     import hub.api.files as files_api
 
