@@ -29,7 +29,7 @@ from hub.bus.sql import lock_topic, publish
 from hub.codec import from_jsonable, to_jsonable, to_jsonable_with
 from hub.crypto import DataProtector
 from hub.domain.agreements import AgreementBook
-from hub.domain.access import TEXTS, Decision, Rule
+from hub.domain.access import TEXTS, Decision, PersonFacts, Rule
 from hub.domain.model import ChangeType, DischargeDecision, Dispute, DomainEvent, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import Evaluation, derive_events, evaluate, evaluation
@@ -953,7 +953,8 @@ class IngestService:
                     out.outcomes[i] = await refuse(decision, refused_pid, change_in.change_type.value)
                     continue
             change = self._canonical(change_in, client, pid, today)
-            extended = evaluation_of(pid).extended(change)  # == evaluate(pid, [*history, change], ...)
+            previous = evaluation_of(pid)
+            extended = previous.extended(change)  # == evaluate(pid, [*history, change], ...)
             after = extended.status
             events = derive_events(before, after, change, holidays=holidays)
             if hold_reason(before, after, change) is not None:  # held while a dispute is open: per-change path
@@ -980,6 +981,12 @@ class IngestService:
             answers[change_in.source_message_id] = (202, body, p.digest)
             history.append(change)
             statuses[pid] = extended
+            held = facts_of.get(pid)
+            if held is not None and held[0] is previous:
+                # The facts of the history with this change: the trusts are a union over the history's
+                # changes (in any order), the roles the new status's.
+                added = self.access.facts(extended.status, (change,))
+                facts_of[pid] = (extended, PersonFacts(held[1].care_trusts | added.care_trusts, added.roles_by_org))
             out.outcomes[i] = Outcome(202, body)
 
             def accepted(change: RegisterChange = change, pid: str = pid, n: int = len(events), state: str = sl.state) -> None:

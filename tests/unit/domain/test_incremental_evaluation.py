@@ -99,3 +99,24 @@ def test_a_late_change_replays_the_history_and_an_in_order_one_does_not():
     future = corrected.extended(change(T.DIED, "2030-01-01"))  # after as_of: no change to the status
     assert future.status is corrected.status and not future.status.died
     assert isinstance(future, Evaluation)
+
+
+@FAST
+@given(arrivals())
+def test_access_facts_extend_by_union_over_the_changes(arrival):
+    """The bulk path extends a person's access facts row by row: the trusts
+    of the history plus the new change's, the roles of the new status. That
+    is person_facts of the whole history, at every prefix."""
+    from hub.domain.access import PersonFacts, person_facts
+
+    def trust_of(ods: str) -> str | None:  # some sites' trusts unknown
+        return None if ods.endswith("A") else ods[:3]
+
+    changes, as_of = arrival
+    ev = evaluation(PERSON, [], REF, BOOK, as_of)
+    facts = person_facts(ev.status, [], trust_of)
+    for k, c in enumerate(changes, 1):
+        ev = ev.extended(c)
+        added = person_facts(ev.status, (c,), trust_of)
+        facts = PersonFacts(facts.care_trusts | added.care_trusts, added.roles_by_org)
+        assert facts == person_facts(ev.status, changes[:k], trust_of)
