@@ -35,7 +35,7 @@ from adapters.council_files.events import (
     EventSpec,
     PackageSpec,
 )
-from adapters.council_files.layouts import Column, Layout
+from adapters.council_files.layouts import Column, Layout, _columns_by_name
 from hub.ingest.nhs_number import nhs_number_problem
 from hub.ingest.validation import FieldProblem
 
@@ -271,9 +271,16 @@ PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
+# id(layout) -> (layout, its date parser): built once per layout, not for every date of every row.
+_DATE_PARSERS: dict[int, tuple[Layout, Callable[[str], date]]] = {}
+
+
 def _parse(layout: Layout, col: Column, text: str) -> Any:
     if col.kind in ("date", "date_fixed"):
-        return _date_parser(layout)(text)
+        entry = _DATE_PARSERS.get(id(layout))
+        if entry is None or entry[0] is not layout:
+            entry = _DATE_PARSERS[id(layout)] = (layout, _date_parser(layout))
+        return entry[1](text)
     return PARSERS[col.kind](text)
 
 
@@ -301,8 +308,10 @@ def map_record(layout: Layout, row: int, values: dict[str, str], original: bytes
         where = f"row {row}, column {column}" if column else f"row {row}"
         problems.append(FieldProblem(where, reason))
 
+    columns = _columns_by_name(layout.columns)
+
     def read(name: str) -> Any:
-        col = layout.column(name)
+        col = columns.get(name)
         text = values.get(name, "")
         if col is None or not text:
             return None
@@ -355,7 +364,7 @@ def map_record(layout: Layout, row: int, values: dict[str, str], original: bytes
     data: dict[str, Any] = {"schema_version": "1", "source_system": layout.source_system,
                             "change_type": spec.change_type.value}
     for name, value in parsed.items():
-        col = layout.column(name)
+        col = columns.get(name)
         if value is None or col is None or col.target is None:
             continue
         _set(data, col.target, _jsonable(value))
