@@ -57,25 +57,23 @@ RECORD_ATTEMPTS = 3
 
 # The hot path's statements, built once (SQLAlchemy compiles each once and
 # caches it; building a statement per change costs more than running it).
-_PREVIOUS_ANSWER = select(ingest_results.c.status_code, ingest_results.c.body, ingest_results.c.payload_sha256).where(
-    ingest_results.c.source == bindparam("source"), ingest_results.c.source_message_id == bindparam("smid"))
+# The per-change path's statements, built once as prepared statements
+# (hub.store.db.Prepared: on SQLite's inline writer and snapshots compiled once
+# and run on the driver; elsewhere executed by SQLAlchemy).
+_PREVIOUS_ANSWER = Prepared(select(ingest_results.c.status_code, ingest_results.c.body,
+                                   ingest_results.c.payload_sha256).where(
+    ingest_results.c.source == bindparam("source"), ingest_results.c.source_message_id == bindparam("smid")))
 # FOR UPDATE serialises changes to one person on PostgreSQL (SQLite drops the
 # clause: its writers are already serial).
-_LOCK_PERSON = select(persons.c.person_id).where(persons.c.nhs_number_index == bindparam("index")).with_for_update()
-_PERSON_BY_INDEX = select(persons.c.person_id).where(persons.c.nhs_number_index == bindparam("index"))
-_PERSON_DETAILS = select(persons.c.details).where(persons.c.person_id == bindparam("person_id"))
-_UPDATE_DETAILS = persons.update().where(persons.c.person_id == bindparam("pid")).values(
-    details=bindparam("new_details"), updated_at=bindparam("at"))
-_PERSON_CHANGES = select(register_changes.c.canonical).where(register_changes.c.person_id == bindparam("person_id"))
+_LOCK_PERSON = Prepared(select(persons.c.person_id).where(persons.c.nhs_number_index == bindparam("index"))
+                        .with_for_update())
+_PERSON_BY_INDEX = Prepared(select(persons.c.person_id).where(persons.c.nhs_number_index == bindparam("index")))
+_PERSON_DETAILS = Prepared(select(persons.c.details).where(persons.c.person_id == bindparam("person_id")))
+_UPDATE_DETAILS = Prepared(persons.update().where(persons.c.person_id == bindparam("pid")).values(
+    details=bindparam("new_details"), updated_at=bindparam("at")))
+_PERSON_CHANGES = Prepared(select(register_changes.c.canonical)
+                           .where(register_changes.c.person_id == bindparam("person_id")))
 _INSERT_PERSON: dict[str, Any] = {}  # dialect name -> INSERT ... ON CONFLICT DO NOTHING, built once
-# The per-change path's statements as prepared statements (hub.store.db.Prepared:
-# on SQLite's inline writer and snapshots, compiled once and run on the driver).
-_P_PREVIOUS_ANSWER = Prepared(_PREVIOUS_ANSWER)
-_P_LOCK_PERSON = Prepared(_LOCK_PERSON)
-_P_PERSON_BY_INDEX = Prepared(_PERSON_BY_INDEX)
-_P_PERSON_DETAILS = Prepared(_PERSON_DETAILS)
-_P_UPDATE_DETAILS = Prepared(_UPDATE_DETAILS)
-_P_PERSON_CHANGES = Prepared(_PERSON_CHANGES)
 
 
 def _insert_person(dialect: Any) -> Any:
@@ -480,7 +478,7 @@ class IngestService:
             return None
         index = self._protector.index(normalise(nhs_number))
         async with snapshot(self._engine) as conn:
-            row = (await execute_prepared(conn, _P_PERSON_BY_INDEX, {"index": index})).first()
+            row = (await execute_prepared(conn, _PERSON_BY_INDEX, {"index": index})).first()
             history = await self._person_changes(conn, row.person_id) if row else []
         today = self._today()
         facts = None
@@ -513,10 +511,10 @@ class IngestService:
         """The first answer to (source, smid); a 409 if it was for another payload."""
         params = {"source": source, "smid": smid}
         if conn is not None:
-            row = (await execute_prepared(conn, _P_PREVIOUS_ANSWER, params)).first()
+            row = (await execute_prepared(conn, _PREVIOUS_ANSWER, params)).first()
         else:
             async with snapshot(self._engine) as c:
-                row = (await execute_prepared(c, _P_PREVIOUS_ANSWER, params)).first()
+                row = (await execute_prepared(c, _PREVIOUS_ANSWER, params)).first()
         if row is None:
             return None
         if digest is not None and row.payload_sha256 is not None and row.payload_sha256 != digest:
@@ -645,13 +643,13 @@ class IngestService:
         """A field the source sent replaces what is held; a field it left out
         is kept. A council row or an HL7 message that carries only the NHS
         number must not erase the name, date of birth or postcode."""
-        stored = (await execute_prepared(conn, _P_PERSON_DETAILS, {"person_id": person_id})).one()
+        stored = (await execute_prepared(conn, _PERSON_DETAILS, {"person_id": person_id})).one()
         held = load_person_details(self._protector, stored.details)
         sent = change_in.person.model_dump(mode="json", exclude_unset=True, exclude_none=True)
         sent.pop("nhs_number", None)  # the key we found them by; kept as held
         merged = held | sent
         if merged != held:
-            await execute_prepared(conn, _P_UPDATE_DETAILS, {"pid": person_id, "at": now,
+            await execute_prepared(conn, _UPDATE_DETAILS, {"pid": person_id, "at": now,
                                                              "new_details": self._protector.encrypt(orjson.dumps(merged))})
 
     async def _lock_or_create_person(
@@ -661,7 +659,7 @@ class IngestService:
         index = self._protector.index(nhs_number)
         # FOR UPDATE serialises changes to one person on PostgreSQL (SQLite
         # drops the clause: its writers are already serial).
-        row = (await execute_prepared(conn, _P_LOCK_PERSON, {"index": index})).first()
+        row = (await execute_prepared(conn, _LOCK_PERSON, {"index": index})).first()
         if row:
             return row.person_id, False
         # First sight of this person. Two first sights at once must not fail on
@@ -672,7 +670,7 @@ class IngestService:
                                            {"pid": person_id, "index": index, "details": details, "at": now})).first()
         if inserted is not None:  # ours (and, being new, locked by this transaction until commit)
             return person_id, True
-        winner = (await execute_prepared(conn, _P_LOCK_PERSON, {"index": index})).one().person_id
+        winner = (await execute_prepared(conn, _LOCK_PERSON, {"index": index})).one().person_id
         return winner, False
 
     def _evaluate(self, person_id: str, history: list[RegisterChange], today: date) -> S117Status:
@@ -693,7 +691,7 @@ class IngestService:
 
     @staticmethod
     async def _person_changes(conn: AsyncConnection, person_id: str) -> list[RegisterChange]:
-        rows = (await execute_prepared(conn, _P_PERSON_CHANGES, {"person_id": person_id})).all()
+        rows = (await execute_prepared(conn, _PERSON_CHANGES, {"person_id": person_id})).all()
         return [from_jsonable(RegisterChange, r.canonical) for r in rows]
 
     @staticmethod
@@ -970,7 +968,7 @@ class IngestService:
                 merged = held | sent
                 if merged != held:
                     details[pid] = self._protector.encrypt(orjson.dumps(merged))
-                    await conn.execute(_UPDATE_DETAILS, {"pid": pid, "new_details": details[pid], "at": now})
+                    await execute_prepared(conn, _UPDATE_DETAILS, {"pid": pid, "new_details": details[pid], "at": now})
             sl, body = await write_recorded(conn, client, change_in, change, after, events, pid,
                                             correlation_id, channel, now, holidays,
                                             functools.partial(history_json.encode, pid))
