@@ -121,7 +121,7 @@ async def main(args: argparse.Namespace) -> None:
             spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
             assert spy, "--profile needs py-spy (pip install py-spy)"
             profiler = subprocess.Popen([spy, "record", "--pid", str(hub.proc.pid), "--format", "raw", "-o",
-                                         str(tmp / "profile.txt"), "--rate", "500", "--nonblocking",
+                                         str(tmp / "profile.txt"), "--rate", os.environ.get("BENCH_SPY_RATE", "500"), "--nonblocking",
                                          "--gil" if args.profile == "gil" else "--idle"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         latencies: list[float] = []

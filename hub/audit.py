@@ -49,6 +49,13 @@ _LOCK_KEY = 117_117_001
 
 
 def _jsonable(v: Any) -> Any:
+    t = type(v)
+    if t is str or v is None or t is int:  # most of a record's values
+        return v
+    if t is datetime:
+        # Naive values are UTC (SQLite gives them so): the same string as
+        # `astimezone(UTC).isoformat()` of the aware value, without making it.
+        return v.isoformat() + "+00:00" if v.tzinfo is None else v.astimezone(UTC).isoformat()
     if isinstance(v, datetime):
         return (v if v.tzinfo else v.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
     if isinstance(v, date):

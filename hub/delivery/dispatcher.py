@@ -29,6 +29,7 @@ import structlog
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from hub.ids import uuid5
 from hub.bus.port import EVENTS_TOPIC, BusMessage, Subscriber
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
@@ -84,13 +85,13 @@ VIEW_EVENT_NAMESPACE = uuid.UUID("3e6a1f4b-9c2d-4b7e-8f10-117117000f1e")
 
 def message_id_for(event_id: str, org_code: str) -> str:
     # Stable across replays, so a recipient can de-duplicate by message id too.
-    return str(uuid.uuid5(MESSAGE_NAMESPACE, f"{event_id}/{org_code}"))
+    return uuid5(MESSAGE_NAMESPACE, f"{event_id}/{org_code}")
 
 
 def view_event_id_for(trigger_event_id: str, org_code: str) -> str:
     """The event telling `org_code` its position changed because of the
     triggering bus event: a replay of that event gives the same id."""
-    return str(uuid.uuid5(VIEW_EVENT_NAMESPACE, f"{trigger_event_id}/{org_code}"))
+    return uuid5(VIEW_EVENT_NAMESPACE, f"{trigger_event_id}/{org_code}")
 
 
 class Dispatcher:

@@ -29,11 +29,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, datetime
 import uuid
 from hashlib import blake2b
 from typing import Any, Final
 
+from hub.ids import uuid5
 from hub.domain.model import (
     Determination,
     DomainEvent,
@@ -163,7 +165,12 @@ def _org_endpoint(org: Org) -> str:
     # R4 makes destination.endpoint mandatory; the delivery channel's real
     # address is not the message's business, so the default is a stable
     # urn:uuid per organisation (UUIDv5 of its identifier system and code).
-    return f"urn:uuid:{uuid.uuid5(_ORG_ENDPOINT_NS, org_identifier_system(org.kind) + '|' + org.code)}"
+    return _endpoint_of(org_identifier_system(org.kind), org.code)
+
+
+@lru_cache(maxsize=4096)
+def _endpoint_of(system: str, code: str) -> str:
+    return f"urn:uuid:{uuid5(_ORG_ENDPOINT_NS, system + '|' + code)}"
 
 
 def _profiled(resource_type: str, ns: Namespaces) -> dict[str, list[str]]:

@@ -23,6 +23,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from hub.ids import uuid5
 from hub.access import AccessPolicy, record_decision
 from hub.bus.port import EVENTS_TOPIC, BusMessage
 from hub.bus.sql import lock_topic, publish
@@ -50,7 +51,6 @@ from hub.workflows.held import hold_change
 
 log = get_logger("hub.ingest")
 EVENT_NAMESPACE = uuid.UUID("5b0f2c1e-7d1a-4c43-9a8e-117117117117")
-_EVENT_NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
 PROBLEM_BASE = f"{HUB_BASE}/problems/"
 RECORD_ATTEMPTS = 3
 
@@ -111,15 +111,9 @@ class Outcome:
 
 
 def event_id_for(change_id: str, index: int, event_type: str) -> str:
-    """`str(uuid.uuid5(EVENT_NAMESPACE, f"{change_id}/{index}/{event_type}"))`,
-    without building the UUID object (a council file's rows need thousands
-    a second): RFC 4122 section 4.3, SHA-1, version 5, the RFC 4122 variant."""
-    digest = bytearray(hashlib.sha1(_EVENT_NAMESPACE_BYTES + f"{change_id}/{index}/{event_type}".encode(),
-                                    usedforsecurity=False).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """`str(uuid.uuid5(EVENT_NAMESPACE, f"{change_id}/{index}/{event_type}"))`
+    (hub/ids.py: without building the UUID object)."""
+    return uuid5(EVENT_NAMESPACE, f"{change_id}/{index}/{event_type}")
 
 
 def payload_sha256(data: dict[str, Any]) -> str:

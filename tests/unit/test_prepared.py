@@ -158,3 +158,55 @@ async def test_an_in_list_gives_the_same_rows_either_way(tmp_path: Path) -> None
     finally:
         close_inline(engine)
         await engine.dispose()
+
+
+def test_the_fast_datetime_binding_stores_what_sqlalchemy_stores() -> None:
+    """The plans' own SQLite DATETIME processor gives SQLAlchemy's string
+    for every kind of value (aware, naive, whole seconds, early years, a
+    date, None, a datetime subclass), and only replaces the default format."""
+    from datetime import date, timedelta, timezone
+
+    from sqlalchemy import DateTime
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    from hub.store.db import _fast_bind
+
+    dialect = sqlite_dialect.dialect()
+    ours_type = DateTime(timezone=True)
+    theirs = ours_type.dialect_impl(dialect).bind_processor(dialect)
+    ours = _fast_bind(dialect, ours_type, theirs)
+    assert ours is not theirs
+
+    class Later(datetime):
+        pass
+
+    values = [datetime(2026, 12, 1, 9, 30, 15, 123456, tzinfo=UTC), datetime(2026, 12, 1, 9, 30, 15),
+              datetime(2026, 3, 29, 1, 0, 0, 0, tzinfo=timezone(timedelta(hours=1))),
+              datetime(5, 1, 2, 3, 4, 5, 6), date(2026, 12, 1), None, Later(2026, 1, 1, 0, 0, 0, 7)]
+    for v in values:
+        assert ours(v) == theirs(v), v
+    custom = sqlite_dialect.DATETIME(storage_format="%(year)04d%(month)02d%(day)02d")
+    proc = custom.bind_processor(dialect)
+    assert _fast_bind(dialect, custom, proc) is proc
+
+
+async def test_plans_take_parameters_in_order_with_defaults_and_processors(tmp_path: Path) -> None:
+    """A plan's rows are bound in the statement's order whichever order the
+    dicts give them in; a set leaning on a default takes the slow path."""
+    engine = await _engine(tmp_path)
+    at = datetime(2026, 12, 1, 9, 30, 15, 123456, tzinfo=UTC)
+    seed = Prepared(consumer_offsets.insert().values(group_id=bindparam("g"), topic=bindparam("t"),
+                                                      next_offset=bindparam("n", 7), updated_at=bindparam("at")))
+    try:
+        async with write_transaction(engine) as conn:
+            await execute_prepared(conn, seed, [{"at": at, "t": "a", "g": "g1", "n": 1},
+                                                {"g": "g2", "t": "a", "at": at}])
+            await conn.execute(consumer_offsets.insert(), [{"updated_at": at, "topic": "b", "group_id": "g3",
+                                                           "next_offset": 3}])
+        async with snapshot(engine) as conn:
+            rows = (await conn.execute(select(consumer_offsets).order_by(consumer_offsets.c.group_id))).all()
+        assert [(r.group_id, r.topic, r.next_offset) for r in rows] == [("g1", "a", 1), ("g2", "a", 7), ("g3", "b", 3)]
+        assert {r.updated_at.replace(tzinfo=UTC) for r in rows} == {at}
+    finally:
+        close_inline(engine)
+        await engine.dispose()
