@@ -131,7 +131,7 @@ async def run(path: str, rows: int, n_people: int, profile: Path | None, env: di
                 spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
                 assert spy, "--profile needs py-spy (pip install py-spy)"
                 profiler = subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "-o", str(profile),
-                                             "--rate", "250", "--nonblocking", *(["--gil"] if GIL_ONLY else [])],
+                                             "--rate", os.environ.get("BENCH_SPY_RATE", "250"), "--nonblocking", *(["--gil"] if GIL_ONLY else [])],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 await asyncio.sleep(1)
             Path(f"/proc/{pid}/clear_refs").write_text("5")  # reset the peak RSS to the RSS now

@@ -203,7 +203,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                 spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
                 assert spy, "--profile needs py-spy (pip install py-spy)"
                 profiler = subprocess.Popen([spy, "record", "--pid", str(hub.proc.pid), "--format", "raw",
-                                             "-o", str(out), "--rate", "500", "--nonblocking", "--gil"],
+                                             "-o", str(out), "--rate", os.environ.get("BENCH_SPY_RATE", "500"), "--nonblocking", "--gil"],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             queue: asyncio.Queue[list[dict]] = asyncio.Queue()
             budget = n

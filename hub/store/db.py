@@ -9,7 +9,7 @@ from collections import namedtuple
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from operator import itemgetter
 from functools import lru_cache
 from contextlib import asynccontextmanager, contextmanager
@@ -193,28 +193,38 @@ def _bind_rows(get: Callable[[Any], tuple[Any, ...]], process: tuple[tuple[int, 
 
 
 _SQLITE_DATETIME_FORMAT = sqlite.DATETIME._storage_format
+_SQLITE_DATE_FORMAT = sqlite.DATE._storage_format
 
 
 def _fast_bind(dialect: Dialect, type_: Any, proc: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
     """SQLAlchemy's bind processor, or a faster one giving the same value:
     SQLite's DATETIME in its default storage format is
-    `YYYY-MM-DD HH:MM:SS.ffffff` (no offset), what `isoformat` gives in C
-    (a third less time than its `%`-format of seven fields; a change's
-    handling binds about ten). Anything but a plain datetime (a date, None,
-    a subclass) goes to SQLAlchemy's own."""
+    `YYYY-MM-DD HH:MM:SS.ffffff` (no offset) and its DATE `YYYY-MM-DD`,
+    what `isoformat` gives in C (a third of the time of its `%`-format of
+    the fields; a change's handling binds about fifteen). Anything but a
+    plain datetime or date (None, a subclass) goes to SQLAlchemy's own."""
     if proc is None or dialect.name != "sqlite" or type_ is None:
         return proc
     impl = type_.dialect_impl(dialect)
-    if not isinstance(impl, sqlite.DATETIME) or impl._storage_format != _SQLITE_DATETIME_FORMAT:
-        return proc
-    plain = datetime
+    if isinstance(impl, sqlite.DATETIME) and impl._storage_format == _SQLITE_DATETIME_FORMAT:
+        plain_datetime = datetime
 
-    def process(value: Any) -> Any:
-        if type(value) is plain:
-            return value.isoformat(" ", "microseconds")[:26]
-        return proc(value)
+        def process_datetime(value: Any) -> Any:
+            if type(value) is plain_datetime:
+                return value.isoformat(" ", "microseconds")[:26]
+            return proc(value)
 
-    return process
+        return process_datetime
+    if isinstance(impl, sqlite.DATE) and impl._storage_format == _SQLITE_DATE_FORMAT:
+        plain_date = date
+
+        def process_date(value: Any) -> Any:
+            if type(value) is plain_date:
+                return value.isoformat()
+            return proc(value)
+
+        return process_date
+    return proc
 
 
 def _plan_processors(compiled: Any, dialect: Dialect, names: tuple[str, ...]) -> tuple[Any, ...]:

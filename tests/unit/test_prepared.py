@@ -185,6 +185,13 @@ def test_the_fast_datetime_binding_stores_what_sqlalchemy_stores() -> None:
               datetime(5, 1, 2, 3, 4, 5, 6), date(2026, 12, 1), None, Later(2026, 1, 1, 0, 0, 0, 7)]
     for v in values:
         assert ours(v) == theirs(v), v
+    from sqlalchemy import Date
+
+    day_theirs = Date().dialect_impl(dialect).bind_processor(dialect)
+    day_ours = _fast_bind(dialect, Date(), day_theirs)
+    assert day_ours is not day_theirs
+    for v in [date(2026, 12, 1), date(7, 1, 2), datetime(2026, 12, 1, 23, 59, 59, 999999, tzinfo=UTC), None]:
+        assert day_ours(v) == day_theirs(v), v
     custom = sqlite_dialect.DATETIME(storage_format="%(year)04d%(month)02d%(day)02d")
     proc = custom.bind_processor(dialect)
     assert _fast_bind(dialect, custom, proc) is proc
