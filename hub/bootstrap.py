@@ -241,7 +241,7 @@ async def build_hub(settings: Settings) -> Hub:
         ingest=ingest, clients=ClientCache(settings.api_key_cache_seconds),
         packages=PackageService(engine, ref, agreements, protector, ingest),
         dispatcher=Dispatcher(engine, bus, ref, sharing, protector, settings.hub_endpoint, agreements=agreements,
-                              namespaces=settings.namespaces()),
+                              namespaces=settings.namespaces(), statuses=ingest.statuses),
         deliverer=WebhookDeliverer(
             engine, protector, http, settings.webhook_backoff_base_seconds,
             settings.webhook_backoff_cap_seconds, settings.webhook_max_attempts,

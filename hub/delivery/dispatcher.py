@@ -30,6 +30,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.ids import uuid5
+from hub.ingest.status_cache import StatusCache
 from hub.bus.port import EVENTS_TOPIC, BusMessage, Subscriber
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
@@ -101,8 +102,13 @@ class Dispatcher:
         agreements: AgreementBook | None = None,
         today: Callable[[], date] = lambda: datetime.now(UTC).date(),
         namespaces: Namespaces = DEFAULT_NAMESPACES,
+        statuses: StatusCache | None = None,
     ) -> None:
         self._engine = engine
+        # Ingest's statuses (hub/ingest/status_cache.py), in the same process:
+        # a person's status evaluated from exactly this history, this day,
+        # with these reference data and agreements, is not evaluated again.
+        self._statuses = statuses
         self._log = log_
         self._ref = ref
         self._sharing = sharing
@@ -281,8 +287,11 @@ class Dispatcher:
         history = [c for c, _ in received]
         if history and self._agreements is not None:
             status = cache.status.get(person_id)
+            if status is None and self._statuses is not None:
+                status = self._statuses.get(person_id, history, today, self._ref, self._agreements)
             if status is None:
-                status = cache.status[person_id] = evaluate(person_id, history, self._ref, self._agreements, today)
+                status = evaluate(person_id, history, self._ref, self._agreements, today)
+            cache.status[person_id] = status
         else:
             status = from_jsonable(S117Status, msg.payload["status"])
         # A change that sorts before a change received before it arrived late:

@@ -56,3 +56,56 @@ def test_another_day_history_or_agreements_is_a_miss() -> None:
     cache.put("p2", history, day, ref, agreements, status)  # type: ignore[arg-type]
     cache.put("p3", history, day, ref, agreements, status)  # type: ignore[arg-type]
     assert cache.get("p1", history, day, ref, agreements) is None  # bounded: the oldest went first
+
+
+async def test_the_dispatcher_takes_ingests_statuses_only_when_exact(app_hub, monkeypatch) -> None:  # noqa: ANN001
+    """The dispatcher (same process) re-evaluates each person's history; a
+    status ingest evaluated from exactly that history is taken instead, and
+    every one taken equals a fresh evaluation. A change that reaches the
+    register after ingest's entry (here: one written behind its back) is a
+    miss, and the dispatcher evaluates."""
+    from hub.delivery import dispatcher as dispatcher_mod
+
+    hub = app_hub.hub
+    assert hub.dispatcher._statuses is hub.ingest.statuses
+    taken: list[str] = []
+    real_get = StatusCache.get
+    evaluated: list[str] = []
+    real_evaluate = dispatcher_mod.evaluate
+
+    def checking_get(self, person_id, history, today, ref, agreements):  # noqa: ANN001, ANN202
+        got = real_get(self, person_id, history, today, ref, agreements)
+        if got is not None:
+            assert got == evaluate(person_id, list(history), ref, agreements, today)
+            taken.append(person_id)
+        return got
+
+    def counting_evaluate(person_id, *args):  # noqa: ANN001, ANN202
+        evaluated.append(person_id)
+        return real_evaluate(person_id, *args)
+
+    monkeypatch.setattr(StatusCache, "get", checking_get)
+    monkeypatch.setattr(dispatcher_mod, "evaluate", counting_evaluate)
+    people = [detention_to_move_scenario(random.Random(n), f"disp-{n}", date(2025, 1, 6)) for n in range(3)]
+    for changes in people:
+        for change in changes:
+            r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]},
+                                        json=change)
+            assert r.status_code == 202, r.text
+        taken.clear()
+        while await hub.dispatcher.run_once():
+            pass
+    # Each person's events were dispatched after all their changes: every
+    # person's status came from ingest's cache, none was evaluated again.
+    assert evaluated == [] and taken
+    # Forget what ingest held: the dispatcher evaluates for itself.
+    hub.ingest.statuses._held.clear()
+    extra = detention_to_move_scenario(random.Random(99), "disp-extra", date(2025, 1, 6))
+    for change in extra:
+        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]},
+                                    json=change)
+        assert r.status_code == 202, r.text
+    hub.ingest.statuses._held.clear()
+    while await hub.dispatcher.run_once():
+        pass
+    assert evaluated and set(evaluated) == {evaluated[0]}
