@@ -295,6 +295,9 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
         await arrivals.stop()
     delivered = [eid for eid in sent_at if eid in arrivals.at]
     e2e = [arrivals.at[eid] - sent_at[eid] for eid in delivered]
+    if os.environ.get("BENCH_DUMP"):  # each delivered event: sent (s from the start), POST -> webhook, type
+        Path(os.environ["BENCH_DUMP"]).write_bytes(orjson.dumps(
+            [(sent_at[e] - t0, arrivals.at[e] - sent_at[e], types[e]) for e in delivered]))
     last_arrival = getattr(arrivals, "last", t0)
     accepted = len(post_lat) - len(failures)
     if failures:
