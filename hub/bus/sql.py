@@ -150,6 +150,11 @@ class SqlLog:
         row = (await execute_prepared(conn, _CLAIM, {"group_id": group_id, "topic": topic})).one()
         return int(row.next_offset)
 
+    async def committed(self, conn: AsyncConnection, group_id: str, topic: str) -> int:
+        """The group's next offset as `conn` sees it, claiming nothing (a
+        snapshot's read; `claim_batch` later, under the lock, must agree)."""
+        return await self._committed(conn, group_id, topic)
+
     async def claim(self, conn: AsyncConnection, group_id: str, topic: str, offset: int) -> bool:
         """Inside the handler's transaction: lock the group's offset row and say
         whether `offset` is still unhandled. Two hub instances that fetched the

@@ -18,6 +18,7 @@ subscriptions) is kept in `_BatchCache`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.ids import uuid5
+from hub.store.recording import RecordingConn
 from hub.ingest.status_cache import StatusCache
 from hub.bus.port import EVENTS_TOPIC, BusMessage, Subscriber
 from hub.codec import from_jsonable
@@ -48,7 +50,7 @@ from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.routing import Recipient, recipients_for
 from hub.sharing import SharingAgreements
-from hub.store.db import InList, Prepared, execute_prepared, inline_writer, write_transaction
+from hub.store.db import InList, Prepared, execute_prepared, inline_writer, snapshot, write_transaction
 from hub.store.schema import (
     dead_letters,
     deliveries,
@@ -157,57 +159,28 @@ class Dispatcher:
         `max_handler_attempts`-th failure it is dead-lettered inside the batch
         and the messages after it are handled in the same transaction. The
         offset is committed once, at the end, in the same transaction as the
-        work (the SQL log; Kafka's is committed once that transaction has)."""
-        retry: Exception | None = None
-        handled: list[BusMessage] = []
-        dead: list[str] = []
+        work (the SQL log; Kafka's is committed once that transaction has).
+
+        On a SQLite file the batch is first worked out on a WAL snapshot,
+        without the write lock, its writes kept (hub/store/recording.py);
+        then, holding the lock, the hub checks that what it read still holds
+        (the claim on the log, the subscriptions and event counters it used)
+        and makes the writes. Changes posted meanwhile commit rather than wait
+        for the whole batch, and a worker process can work beside ingest.
+        If anything it read has moved, or a message failed, the batch is done
+        again as one locked transaction, as on PostgreSQL."""
+        work: _Work | None = None
         try:
-            async with self._transaction() as conn:
-                # The SQL log can be shared by several hub instances: lock the
-                # group's offset for the batch and skip what another instance
-                # handled since the fetch (Kafka needs no claim: a partition has one owner).
-                claim = getattr(self._log, "claim_batch", None)
-                start = await claim(conn, GROUP, EVENTS_TOPIC) if claim is not None else None
-                todo = [m for m in batch if start is None or m.offset >= start]
-                cache = _BatchCache(today=self._today())
-                if todo:
-                    cache.dispatched = await self._dispatched(conn, [m.event_id for m in todo])
-                    await self._prefetch(conn, cache, [m for m in todo if m.event_id not in cache.dispatched])
-                for msg in todo:
-                    if self._inline:
-                        # Inline statements never yield: let requests in between messages
-                        # (the write lock stays held, as it would across aiosqlite's hops).
-                        await asyncio.sleep(0)
-                    structlog.contextvars.bind_contextvars(
-                        correlation_id=msg.headers.get("correlation_id"), event_id=msg.event_id, topic=msg.topic)
-                    cache.begin()
-                    try:
-                        async with conn.begin_nested():
-                            await self.handle(conn, msg, cache)
-                    except Exception as exc:  # noqa: BLE001 - a handler bug must not stop the flow: retry, then dead-letter
-                        cache.forget(msg)  # what the cache learnt from the rolled-back writes
-                        n = self._failures.get(msg.event_id, 0) + 1
-                        self._failures[msg.event_id] = n
-                        log.warning("dispatch failed", attempt=n, exc_type=type(exc).__name__, offset=msg.offset)
-                        if n < self._max_attempts:
-                            retry = exc
-                            break  # this one and those after it are fetched again after a back-off
-                        await conn.execute(dead_letters.insert().values(
-                            topic=msg.topic, group_id=GROUP, offset=msg.offset, event_id=msg.event_id,
-                            handler="dispatcher", reason=f"{type(exc).__name__} after {n} attempts"[:300],
-                            at=datetime.now(UTC),
-                        ))
-                        dead.append(msg.event_id)
-                        log.error("event moved to dead letters", offset=msg.offset)
-                    finally:
-                        structlog.contextvars.unbind_contextvars("correlation_id", "event_id", "topic")
-                    handled.append(msg)
-                await cache.flush(conn)
-                if handled:
-                    await self._commit(handled, conn)
+            if self._inline:
+                work = await self._two_phase(batch)
+            if work is None:
+                async with self._transaction() as conn:
+                    work = await self._work(conn, batch, keep=False)
         except Exception as exc:  # noqa: BLE001 - the batch's own transaction failed (store unavailable): all again
             log.warning("dispatch batch failed", exc_type=type(exc).__name__, count=len(batch))
             raise _Retry from exc
+        handled, dead, retry, cache = work.handled, work.dead, work.retry, work.cache
+        cache.count_dispatched()
         for msg in handled:
             self._failures.pop(msg.event_id, None)
         for channel in cache.channels:
@@ -218,6 +191,99 @@ class Dispatcher:
             metrics.DEAD_LETTERS.labels(handler="dispatcher").inc()
         if retry is not None:
             raise _Retry from retry
+
+    async def _two_phase(self, batch: list[BusMessage]) -> "_Work | None":
+        """The batch worked out on a snapshot, then its writes made under the
+        lock if what it read still holds; None: do it again, locked."""
+        kept: RecordingConn | None = None
+        try:
+            async with snapshot(self._engine) as snap:
+                kept = RecordingConn(snap)
+                work = await self._work(kept, batch, keep=True)
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong on the snapshot is met again, locked
+            log.info("dispatch batch redone under the lock", exc_type=type(exc).__name__)
+            work = None
+        if work is None or kept is None or kept.rolled_back:
+            metrics.DISPATCH_REDONE.labels(reason="failed").inc()
+            return None
+        async with self._transaction() as conn:
+            if not await self._still_holds(conn, work):
+                metrics.DISPATCH_REDONE.labels(reason="moved").inc()
+                return None
+            await kept.replay(conn)
+        return work
+
+    async def _still_holds(self, conn: AsyncConnection, work: "_Work") -> bool:
+        """Under the write lock: nobody handled part of the batch since (the
+        claim), and the subscriptions and event counters it used are as read."""
+        claim = getattr(self._log, "claim_batch", None)
+        if claim is not None and await claim(conn, GROUP, EVENTS_TOPIC) != work.start:
+            return False
+        if not await work.cache.numbers.unchanged(conn):
+            return False
+        for org, rows in work.cache.subscriptions.items():
+            if await queue.active_subscriptions(conn, org) != rows:
+                return False
+        return True
+
+    async def _work(self, conn: Any, batch: list[BusMessage], *, keep: bool) -> "_Work | None":
+        """The batch's transaction: claim, read, handle each message in its
+        savepoint, write the counters and the offset. `keep`: `conn` keeps
+        the writes (a snapshot's work): a message that fails there makes it
+        give up (None), to be done again under the lock."""
+        retry: Exception | None = None
+        handled: list[BusMessage] = []
+        dead: list[str] = []
+        # The SQL log can be shared by several hub instances: lock the
+        # group's offset for the batch and skip what another instance
+        # handled since the fetch (Kafka needs no claim: a partition has one owner).
+        claim = getattr(self._log, "claim_batch", None)
+        if claim is None:
+            start = None
+        elif keep:  # a snapshot: read the offset; the claim is made, and compared, under the lock
+            start = await self._log.committed(conn, GROUP, EVENTS_TOPIC)  # type: ignore[attr-defined]
+        else:
+            start = await claim(conn, GROUP, EVENTS_TOPIC)
+        todo = [m for m in batch if start is None or m.offset >= start]
+        cache = _BatchCache(today=self._today())
+        if todo:
+            cache.dispatched = await self._dispatched(conn, [m.event_id for m in todo])
+            await self._prefetch(conn, cache, [m for m in todo if m.event_id not in cache.dispatched])
+        for msg in todo:
+            if self._inline:
+                # Inline statements never yield: let requests in between messages
+                # (under the lock, the write lock stays held, as it would across aiosqlite's hops).
+                await asyncio.sleep(0)
+            structlog.contextvars.bind_contextvars(
+                correlation_id=msg.headers.get("correlation_id"), event_id=msg.event_id, topic=msg.topic)
+            cache.begin()
+            try:
+                async with conn.begin_nested():
+                    await self.handle(conn, msg, cache)
+            except Exception as exc:  # noqa: BLE001 - a handler bug must not stop the flow: retry, then dead-letter
+                if keep:
+                    return None  # counted, logged and dead-lettered by the locked run
+                cache.forget(msg)  # what the cache learnt from the rolled-back writes
+                n = self._failures.get(msg.event_id, 0) + 1
+                self._failures[msg.event_id] = n
+                log.warning("dispatch failed", attempt=n, exc_type=type(exc).__name__, offset=msg.offset)
+                if n < self._max_attempts:
+                    retry = exc
+                    break  # this one and those after it are fetched again after a back-off
+                await conn.execute(dead_letters.insert().values(
+                    topic=msg.topic, group_id=GROUP, offset=msg.offset, event_id=msg.event_id,
+                    handler="dispatcher", reason=f"{type(exc).__name__} after {n} attempts"[:300],
+                    at=datetime.now(UTC),
+                ))
+                dead.append(msg.event_id)
+                log.error("event moved to dead letters", offset=msg.offset)
+            finally:
+                structlog.contextvars.unbind_contextvars("correlation_id", "event_id", "topic")
+            handled.append(msg)
+        await cache.flush(conn)
+        if handled:
+            await self._commit(handled, conn)
+        return _Work(start, cache, handled, dead, retry)
 
     async def _commit(self, handled: list[BusMessage], conn: AsyncConnection) -> None:
         if getattr(self._log, "claim_batch", None) is not None:
@@ -360,6 +426,7 @@ class Dispatcher:
             await conn.execute(disclosures.insert(), send.audits)
         if own_cache:
             await cache.flush(conn)
+            cache.count_dispatched()
 
     async def _send(
         self, send: "_Sending", event_id: str, event: DomainEvent, org: str, view: dict[str, Any],
@@ -375,13 +442,13 @@ class Dispatcher:
         if not decision.allowed:
             send.refused.add((org, event.event_type))
             self._audit(send, event, event_id, recipient, "denied", decision.agreement_id, [], decision.reason, None)
-            metrics.DISPATCHED.labels(event_type=event.event_type.value, decision="denied").inc()
+            send.cache.counted[(event.event_type.value, "denied")] += 1
             return
         if not subs:
             send.refused.add((org, event.event_type))
             self._audit(send, event, event_id, recipient, "no-subscription", decision.agreement_id,
                               sorted(decision.field_groups), queue.NO_SUBSCRIPTION, None)
-            metrics.DISPATCHED.labels(event_type=event.event_type.value, decision="no-subscription").inc()
+            send.cache.counted[(event.event_type.value, "no-subscription")] += 1
             return
         if send.patient is None:
             send.patient = send.cache.patients.get(event.person_id)
@@ -421,7 +488,7 @@ class Dispatcher:
         if queued:
             send.store_view(org, version, view, event_id, new=old is None)
             send.held[org] = _Held(version, view, event_id)
-        metrics.DISPATCHED.labels(event_type=event.event_type.value, decision="allowed").inc()
+        send.cache.counted[(event.event_type.value, "allowed")] += 1
         log.info("event queued for recipient", recipient=org, event_type=event.event_type.value,
                  count=queued, decision="allowed")
 
@@ -545,13 +612,22 @@ class _BatchCache:
     person_of: dict[str, str] = field(default_factory=dict)  # event id -> person id
     numbers: queue.EventNumbers = field(default_factory=queue.EventNumbers)
     newly_dispatched: dict[str, datetime] = field(default_factory=dict)  # written by `flush`
+    # (event type, decision) -> messages, counted into s117_events_dispatched_total once committed.
+    counted: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     # The channels deliveries were queued on (an over-count if a savepoint rolls back: only a wake-up).
     channels: set[str] = field(default_factory=set)
     _numbers_before: dict[str, int] = field(default_factory=dict)
+    _counted_before: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+
+    def count_dispatched(self) -> None:
+        for (event_type, decision), n in self.counted.items():
+            metrics.DISPATCHED.labels(event_type=event_type, decision=decision).inc(n)
+        self.counted.clear()
 
     def begin(self) -> None:
         """Before a message's savepoint: what `forget` puts back."""
         self._numbers_before = self.numbers.snapshot()
+        self._counted_before = collections.Counter(self.counted)
 
     def forget(self, msg: BusMessage) -> None:
         """The message's savepoint was rolled back: drop what it changed."""
@@ -559,6 +635,7 @@ class _BatchCache:
             self.dispatched.discard(msg.event_id)
         self.newly_dispatched.pop(msg.event_id, None)
         self.numbers.restore(self._numbers_before)
+        self.counted = self._counted_before
         person = self.person_of.pop(msg.event_id, None)
         if person is not None:
             for per_person in (self.history, self.status, self.held, self.patients, self.details, self.pending):
@@ -572,6 +649,18 @@ class _BatchCache:
             await conn.execute(dispatched_events.insert(),
                                [{"event_id": e, "at": at} for e, at in self.newly_dispatched.items()])
             self.newly_dispatched = {}
+
+
+@dataclass
+class _Work:
+    """What a batch's transaction did: the claim it read, its cache, the
+    messages handled and dead-lettered, the failure to retry after."""
+
+    start: int | None
+    cache: "_BatchCache"
+    handled: list[BusMessage]
+    dead: list[str]
+    retry: Exception | None
 
 
 class _Retry(Exception):

@@ -158,12 +158,13 @@ class EventNumbers:
     def __init__(self) -> None:
         self._last: dict[str, int] = {}
         self._stored: dict[str, int | None] = {}  # what the row holds (None: no row yet)
+        self._read: dict[str, int | None] = {}  # what the row held when first read
 
     async def take(self, conn: AsyncConnection, subscription_id: str) -> int:
         if subscription_id not in self._last:
             row = (await execute_prepared(conn, _COUNTER, {"subscription_id": subscription_id})).first()
             stored = int(row.last_event_number) if row is not None else None
-            self._stored[subscription_id] = stored
+            self._stored[subscription_id] = self._read[subscription_id] = stored
             self._last[subscription_id] = stored or 0
         self._last[subscription_id] += 1
         return self._last[subscription_id]
@@ -171,12 +172,21 @@ class EventNumbers:
     def snapshot(self) -> dict[str, int]:
         return dict(self._last)
 
+    async def unchanged(self, conn: AsyncConnection) -> bool:
+        """Whether every counter read is still as read (another writer, such
+        as a drift alert or a workflow notice, may have taken numbers since)."""
+        for sid, read in self._read.items():
+            row = (await execute_prepared(conn, _COUNTER, {"subscription_id": sid})).first()
+            if (int(row.last_event_number) if row is not None else None) != read:
+                return False
+        return True
+
     def restore(self, snapshot: dict[str, int]) -> None:
         # A counter first read after the snapshot was read (and locked) inside
         # the rolled-back savepoint, which released its lock (PostgreSQL): forget
         # it, so the next `take` reads and locks it again.
         for sid in [sid for sid in self._last if sid not in snapshot]:
-            del self._last[sid], self._stored[sid]
+            del self._last[sid], self._stored[sid], self._read[sid]
         self._last.update(snapshot)
 
     async def flush(self, conn: AsyncConnection) -> None:

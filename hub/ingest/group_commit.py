@@ -189,10 +189,14 @@ class GroupCommit:
         assert self._wake is not None
         while self._queue:
             await asyncio.sleep(0)  # let callers that are ready enqueue first
-            if self._last_batch > 1 and len(self._queue) < self.max_batch and self.max_wait > 0:
-                # Under concurrent load: give the batch a few ms to fill.
+            # Under concurrent load: give the batch a few ms to fill, up to as
+            # many as the last one took. Senders that each wait for their
+            # answer (an interface engine's MLLP connections) are all back by
+            # then: waiting for more only left the loop idle.
+            target = min(self.max_batch, self._last_batch)
+            if target > 1 and len(self._queue) < target and self.max_wait > 0:
                 deadline = time.perf_counter() + self.max_wait
-                while len(self._queue) < self.max_batch:
+                while len(self._queue) < target:
                     left = deadline - time.perf_counter()
                     if left <= 0:
                         break

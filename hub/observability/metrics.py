@@ -8,6 +8,10 @@ from prometheus_client import Counter, Gauge, Histogram
 INGEST = Counter("s117_ingest_total", "Register changes received", ["channel", "outcome"])
 SERVICE_LEVEL = Counter("s117_register_service_level_total", "Changes recorded late or nearly late", ["state"])
 DISPATCHED = Counter("s117_events_dispatched_total", "Events routed to recipients", ["event_type", "decision"])
+# A dispatcher batch worked out on a snapshot and done again under the write lock:
+# a message failed there (reason="failed") or what it read moved meanwhile ("moved").
+DISPATCH_REDONE = Counter("s117_dispatch_batches_redone_total",
+                          "Dispatcher batches worked out on a snapshot and done again under the write lock", ["reason"])
 DELIVERY = Counter("s117_deliveries_total", "Push delivery attempts (webhook, kafka-topic, file-export)",
                    ["channel", "outcome"])
 DELIVERY_SECONDS = Histogram("s117_webhook_delivery_seconds", "Webhook POST duration")

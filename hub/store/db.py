@@ -493,7 +493,13 @@ class SyncConn:
         return _Savepoint(self._conn)
 
     def run_prepared(self, prepared: Prepared, params: Any = None) -> _Rows:
-        return prepared.plan(self._conn.dialect).run(self._conn.connection.dbapi_connection, params)
+        conn = self._conn
+        if not conn.in_transaction():
+            # The driver runs the statement; SQLAlchemy must still begin the
+            # transaction (a snapshot's BEGIN), or each statement would be
+            # its own and a snapshot's reads would not see one moment.
+            conn.begin()
+        return prepared.plan(conn.dialect).run(conn.connection.dbapi_connection, params)
 
 
 class InlineWriter:

@@ -180,3 +180,38 @@ async def test_a_writer_waiting_for_the_sqlite_lock_never_holds_up_the_event_loo
     async with engine.connect() as conn:
         assert (await conn.execute(select(t.c.v).order_by(t.c.id))).scalars().all() == ["first", "after"]
     gc.close()
+
+
+async def test_senders_that_wait_for_their_answer_are_not_kept_waiting_for_more(table_engine):
+    """Eight senders each waiting for its answer before sending again (an
+    interface engine's MLLP connections): once all eight are queued, the
+    batch goes, rather than waiting out the fill time for senders that
+    cannot come. The fill time here is 5 s: a wait for more would show."""
+    engine, t = table_engine
+    gc = GroupCommit(engine, max_batch=64, max_wait=5.0)
+    sizes: list[int] = []
+    take = gc._take
+
+    def watched():  # noqa: ANN202
+        got = take()
+        sizes.append(len(got))
+        return got
+
+    gc._take = watched
+
+    def unit(i: int):  # noqa: ANN202
+        async def run(conn):  # noqa: ANN001, ANN202
+            await conn.execute(t.insert(), {"id": i, "v": "x"})
+            return i
+        return run
+
+    async def sender(n: int) -> None:
+        for r in range(3):
+            assert await gc.run(unit(r * 8 + n), keys=[n]) == r * 8 + n
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(asyncio.gather(*(sender(n) for n in range(8))), timeout=30)
+    assert loop.time() - started < 2.5, sizes  # not one 5 s wait
+    assert sizes == [8, 8, 8]
+    assert await count(engine, t) == 24

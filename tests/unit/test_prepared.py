@@ -36,13 +36,13 @@ async def _engine(tmp_path: Path):  # noqa: ANN202
     return engine
 
 
-async def _publish(engine, n: int) -> None:  # noqa: ANN001
+async def _publish(engine, n: int, first: int = 0) -> None:  # noqa: ANN001
     at = datetime(2026, 12, 1, 9, 30, 15, 123456, tzinfo=UTC)
     async with write_transaction(engine) as conn:
         await conn.execute(bus_messages.insert(), [
             {"topic": "t" if i % 3 else "u", "key": f"k{i}", "event_id": f"e{i}",
              "payload": {"n": i, "nested": {"a": [1, "x"]}, "text": "é"}, "headers": {"h": str(i)},
-             "created_at": at, "relayed_at": None} for i in range(n)])
+             "created_at": at, "relayed_at": None} for i in range(first, first + n)])
 
 
 async def test_select_gives_what_sqlalchemy_gives(tmp_path: Path) -> None:
@@ -214,6 +214,24 @@ async def test_plans_take_parameters_in_order_with_defaults_and_processors(tmp_p
             rows = (await conn.execute(select(consumer_offsets).order_by(consumer_offsets.c.group_id))).all()
         assert [(r.group_id, r.topic, r.next_offset) for r in rows] == [("g1", "a", 1), ("g2", "a", 7), ("g3", "b", 3)]
         assert {r.updated_at.replace(tzinfo=UTC) for r in rows} == {at}
+    finally:
+        close_inline(engine)
+        await engine.dispose()
+
+
+async def test_a_snapshots_prepared_reads_see_one_moment(tmp_path: Path) -> None:
+    """Prepared statements run on the driver still begin the snapshot's
+    transaction: what is committed between two of its reads is not seen."""
+    engine = await _engine(tmp_path)
+    try:
+        await _publish(engine, 3)
+        async with snapshot(engine) as conn:
+            first = (await execute_prepared(conn, COUNT, {"topic": "t"})).scalar()
+            await _publish(engine, 3, first=3)  # committed meanwhile, by the writer
+            again = (await execute_prepared(conn, COUNT, {"topic": "t"})).scalar()
+            assert again == first
+        async with snapshot(engine) as conn:
+            assert (await execute_prepared(conn, COUNT, {"topic": "t"})).scalar() == 2 * first
     finally:
         close_inline(engine)
         await engine.dispose()
