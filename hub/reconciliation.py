@@ -499,7 +499,8 @@ class ItemWatcher:
         self._alerts = alerts  # re-arms a body's drift alert when its count falls back below
 
     async def run_once(self, limit: int = 200) -> int:
-        batch = await self._log.fetch(GROUP, EVENTS_TOPIC, limit)
+        # Only who and where: the payloads are not read.
+        batch = await self._log.fetch(GROUP, EVENTS_TOPIC, limit, payload_for=())
         if not batch:
             return 0
         people = list(dict.fromkeys(m.key for m in batch))

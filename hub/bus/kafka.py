@@ -54,7 +54,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -515,8 +515,10 @@ class KafkaLog:
             self._groups[key] = group
             return group
 
-    async def fetch(self, group_id: str, topic: str, limit: int = 100) -> list[BusMessage]:
+    async def fetch(self, group_id: str, topic: str, limit: int = 100, *,
+                    payload_for: Collection[str] | None = None) -> list[BusMessage]:  # noqa: ARG002
         """Messages from the group's last commit on, at most `limit`, in per-partition (per-key) order.
+        (`payload_for` is the SQL log's saving; a Kafka record comes whole.)
 
         Waits up to `fetch_timeout_ms` when nothing is ready (the first call
         also joins the group). Returns [] if nothing arrived in that time.

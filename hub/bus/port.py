@@ -4,6 +4,7 @@ later, Kafka. Each backend must pass tests/contract/test_bus_contract.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Collection
 from typing import Any, Protocol
 
 EVENTS_TOPIC = "s117.events"
@@ -29,7 +30,8 @@ class Capabilities:
 class Subscriber(Protocol):
     capabilities: Capabilities
 
-    async def fetch(self, group_id: str, topic: str, limit: int) -> list[BusMessage]: ...
+    async def fetch(self, group_id: str, topic: str, limit: int, *,
+                    payload_for: Collection[str] | None = None) -> list[BusMessage]: ...
 
     async def commit(self, group_id: str, topic: str, next_offset: int, conn: Any = None) -> None: ...
 

@@ -13,13 +13,14 @@ import asyncio
 import hashlib
 import weakref
 from datetime import UTC, datetime
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import bindparam, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import BusMessage, Capabilities
-from hub.store.db import Prepared, execute_prepared, insert_or_merge, snapshot
+from hub.store.db import InList, Prepared, execute_prepared, insert_or_merge, snapshot
 from hub.store.schema import bus_messages, consumer_offsets
 
 
@@ -114,17 +115,25 @@ class SqlLog:
         row = (await execute_prepared(conn, _COMMITTED, {"group_id": group_id, "topic": topic})).first()
         return int(row[0]) if row else 0
 
-    async def fetch(self, group_id: str, topic: str, limit: int = 100) -> list[BusMessage]:
+    async def fetch(self, group_id: str, topic: str, limit: int = 100, *,
+                    payload_for: Collection[str] | None = None) -> list[BusMessage]:
+        """The group's next messages. `payload_for`: only messages of these
+        event types (the `event_type` header) carry their payload; the others
+        come with an empty one (a consumer that reads most events only to move
+        its offset is not made to decode every status)."""
         async with snapshot(self._engine) as conn:  # reads only: a snapshot, never the write lock
             start = await self._committed(conn, group_id, topic)
-            rows = (await execute_prepared(conn, _FETCH, {"topic": topic, "start": start, "limit": limit})).all()
-        return [
-            BusMessage(
-                topic=r.topic, key=r.key, event_id=r.event_id, payload=r.payload,
-                headers=r.headers, offset=int(r.offset),
-            )
-            for r in rows
-        ]
+            params = {"topic": topic, "start": start, "limit": limit}
+            if payload_for is None:
+                rows = (await execute_prepared(conn, _FETCH, params)).all()
+                return [BusMessage(topic=r.topic, key=r.key, event_id=r.event_id, payload=r.payload,
+                                   headers=r.headers, offset=int(r.offset)) for r in rows]
+            rows = (await execute_prepared(conn, _FETCH_HEADS, params)).all()
+            wanted = [int(r.offset) for r in rows if r.headers.get("event_type") in payload_for]
+            payloads = ({int(p.offset): p.payload for p in await _PAYLOADS.execute(conn, wanted, {"topic": topic})}
+                        if wanted else {})
+        return [BusMessage(topic=r.topic, key=r.key, event_id=r.event_id, payload=payloads.get(int(r.offset), {}),
+                           headers=r.headers, offset=int(r.offset)) for r in rows]
 
     async def commit(self, group_id: str, topic: str, next_offset: int, conn: Any = None) -> None:
         if conn is None:
@@ -188,6 +197,12 @@ _CLAIM = Prepared(select(consumer_offsets.c.next_offset).where(
 _FETCH = Prepared(select(bus_messages)
                   .where(bus_messages.c.topic == bindparam("topic"), bus_messages.c.offset >= bindparam("start"))
                   .order_by(bus_messages.c.offset).limit(bindparam("limit")))
+_FETCH_HEADS = Prepared(select(bus_messages.c.topic, bus_messages.c.key, bus_messages.c.event_id,
+                               bus_messages.c.headers, bus_messages.c.offset)
+                        .where(bus_messages.c.topic == bindparam("topic"), bus_messages.c.offset >= bindparam("start"))
+                        .order_by(bus_messages.c.offset).limit(bindparam("limit")))
+_PAYLOADS = InList("offsets", lambda offsets: select(bus_messages.c.offset, bus_messages.c.payload).where(
+    bus_messages.c.topic == bindparam("topic"), bus_messages.c.offset.in_(offsets)))
 _COUNT = Prepared(select(func.count()).select_from(bus_messages).where(
     bus_messages.c.topic == bindparam("topic"), bus_messages.c.offset >= bindparam("start")))
 _OFFSETS: dict[tuple[str, str], Prepared] = {}

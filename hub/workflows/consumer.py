@@ -52,7 +52,7 @@ class WorkflowConsumer:
         """Handle what is waiting in one transaction (most events interest no
         workflow: they only move the offset), each interesting one in its own
         savepoint; returns how many messages were handled."""
-        batch = await self._bus.fetch(GROUP, EVENTS_TOPIC, limit)
+        batch = await self._bus.fetch(GROUP, EVENTS_TOPIC, limit, payload_for=INTERESTING)
         handled: list[BusMessage] = []
         dead = 0
         if batch:

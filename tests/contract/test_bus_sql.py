@@ -105,6 +105,23 @@ async def test_fetch_is_in_offset_order_from_the_committed_offset(engine):
     assert await committed_offset(engine, "g") == first[2].offset + 1
 
 
+async def test_fetch_with_payloads_only_for_some_event_types(engine):
+    """A consumer that reads most events only to move its offset asks for
+    the payloads of some event types: every message comes, in order, with its
+    key, headers and offset; only those carry their payload."""
+    log = SqlLog(engine)
+    kinds = ["a", "b", "a", "c", "b"]
+    await publish_committed(engine, *(BusMessage(topic=TOPIC, key=f"p{i}", event_id=str(uuid.uuid4()),
+                                                 payload={"n": i}, headers={"event_type": k})
+                                      for i, k in enumerate(kinds)))
+    whole = await log.fetch("g", TOPIC, 100)
+    some = await log.fetch("g", TOPIC, 100, payload_for={"b", "c"})
+    assert [(m.offset, m.key, m.event_id, m.headers) for m in some] == \
+        [(m.offset, m.key, m.event_id, m.headers) for m in whole]
+    assert [m.payload for m in some] == [{}, {"n": 1}, {}, {"n": 3}, {"n": 4}]
+    assert [m.payload for m in await log.fetch("g", TOPIC, 2, payload_for=())] == [{}, {}]
+
+
 async def test_a_committed_offset_never_moves_backwards(engine):
     log = SqlLog(engine)
     await publish_committed(engine, *(message(i) for i in range(6)))

@@ -100,18 +100,21 @@ async def test_a_poison_event_is_retried_then_dead_lettered_alone_and_the_batch_
             raise RuntimeError("renderer bug")
 
     hub.dispatcher.handle = handle
+    # On a SQLite file the batch is worked out on a snapshot first: a failure
+    # there is not counted, the batch is done again under the lock, where it is.
+    runs = 2 if hub.dispatcher._inline else 1
     before = []
     for attempt in (1, 2):
         with pytest.raises(_Retry):
             await hub.dispatcher.run_once()
-        assert tries == [poison] * attempt
+        assert tries == [poison] * attempt * runs
         # What came before the poison event is committed; it and what follows wait.
         done = {r.event_id for r in await _rows(hub.engine, select(dispatched_events.c.event_id))}
         before = [e["event_id"] for e in events[:len(events) // 2]]
         assert done == set(before)
         assert await hub.bus.lag(GROUP, EVENTS_TOPIC) == len(events) - len(before)
     assert await hub.dispatcher.run_once() == len(events) - len(before)  # the third failure: dead-lettered
-    assert tries == [poison] * 3
+    assert tries == [poison] * 3 * runs
     assert await hub.bus.lag(GROUP, EVENTS_TOPIC) == 0
     [dead] = await _rows(hub.engine, select(dead_letters))
     assert dead.event_id == poison and dead.reason.startswith("RuntimeError after 3 attempts")
