@@ -49,25 +49,36 @@ def _scenario(seed: int, run: str) -> list[dict]:
     return detention_to_move_scenario(random.Random(seed), run, date(2025, 1, 6))
 
 
+def _meanwhile(monkeypatch, action) -> list:  # noqa: ANN001
+    """Run `action()` once, while the dispatcher works out its next batch
+    (before its first message is handled); returns what it gave, once run."""
+    real_handle = Dispatcher.handle
+    got: list = []
+
+    async def handle(self, conn, msg, cache=None):  # noqa: ANN001, ANN202
+        if not got:
+            got.append(await action())
+        return await real_handle(self, conn, msg, cache)
+
+    monkeypatch.setattr(Dispatcher, "handle", handle)
+    return got
+
+
 async def test_a_change_posted_while_a_batch_is_worked_out_commits_at_once(app_hub, monkeypatch) -> None:  # noqa: ANN001
     sid = await _subscribe(app_hub, 9201)
     await push_scenario(app_hub, seed=71)  # a first batch, dispatched
     before = await _numbers(app_hub, sid)
     assert before, "the scenario's council subscribes: its messages are queued"
     await _post_all(app_hub, _scenario(72, "two-phase-a"))
-    real_handle = Dispatcher.handle
-    posted: list[int] = []
 
-    async def handle(self, conn, msg, cache=None):  # noqa: ANN001, ANN202
-        if not posted:
-            # Locked for the whole batch, this POST would wait for the batch's end (and time out here).
-            change = _scenario(73, "two-phase-b")[0]
-            r = await asyncio.wait_for(app_hub.http.post(
-                "/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=change), timeout=5)
-            posted.append(r.status_code)
-        return await real_handle(self, conn, msg, cache)
+    async def post() -> int:
+        # Locked for the whole batch, this POST would wait for the batch's end (and time out here).
+        r = await asyncio.wait_for(app_hub.http.post(
+            "/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]},
+            json=_scenario(73, "two-phase-b")[0]), timeout=5)
+        return r.status_code
 
-    monkeypatch.setattr(Dispatcher, "handle", handle)
+    posted = _meanwhile(monkeypatch, post)
     failed, moved = _redone("failed"), _redone("moved")
     while await app_hub.hub.dispatcher.run_once():
         pass
@@ -82,17 +93,13 @@ async def test_a_counter_moved_meanwhile_makes_the_batch_be_done_again(app_hub, 
     sid = await _subscribe(app_hub, 9202)
     await push_scenario(app_hub, seed=71)
     await _post_all(app_hub, _scenario(72, "two-phase-c"))
-    real_handle = Dispatcher.handle
-    taken: list[int] = []
 
-    async def handle(self, conn, msg, cache=None):  # noqa: ANN001, ANN202
-        if not taken:
-            # Another writer (a drift alert, a workflow notice) takes a number on the same subscription.
-            async with write_transaction(app_hub.hub.engine) as other:
-                taken.append(await queue.next_event_number(other, sid))
-        return await real_handle(self, conn, msg, cache)
+    async def take_one() -> int:
+        # Another writer (a drift alert, a workflow notice) takes a number on the same subscription.
+        async with write_transaction(app_hub.hub.engine) as other:
+            return await queue.next_event_number(other, sid)
 
-    monkeypatch.setattr(Dispatcher, "handle", handle)
+    taken = _meanwhile(monkeypatch, take_one)
     moved = _redone("moved")
     while await app_hub.hub.dispatcher.run_once():
         pass
@@ -106,15 +113,7 @@ async def test_a_subscription_made_meanwhile_gets_the_batch(app_hub, monkeypatch
     first = await _subscribe(app_hub, 9203)
     await push_scenario(app_hub, seed=71)
     await _post_all(app_hub, _scenario(72, "two-phase-d"))
-    real_handle = Dispatcher.handle
-    made: list[str] = []
-
-    async def handle(self, conn, msg, cache=None):  # noqa: ANN001, ANN202
-        if not made:
-            made.append(await _subscribe(app_hub, 9204))
-        return await real_handle(self, conn, msg, cache)
-
-    monkeypatch.setattr(Dispatcher, "handle", handle)
+    made = _meanwhile(monkeypatch, lambda: _subscribe(app_hub, 9204))
     before_first = len(await _numbers(app_hub, first))
     moved = _redone("moved")
     while await app_hub.hub.dispatcher.run_once():
