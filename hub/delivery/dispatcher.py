@@ -133,6 +133,10 @@ class Dispatcher:
         # shared InlineWriter), not one aiosqlite thread hop each (about 40 a
         # message); PostgreSQL: the async engine.
         self._inline = inline_writer(engine) is not None
+        # The snapshot phase: a SQLite file and the SQL log (a claim to check
+        # under the lock, offsets written with the batch). Kafka's offsets are
+        # committed after the transaction it watches, which must be the real one.
+        self._two_phases = self._inline and getattr(log_, "claim_batch", None) is not None
 
     def _transaction(self) -> Any:
         return write_transaction(self._engine)
@@ -161,7 +165,7 @@ class Dispatcher:
         offset is committed once, at the end, in the same transaction as the
         work (the SQL log; Kafka's is committed once that transaction has).
 
-        On a SQLite file the batch is first worked out on a WAL snapshot,
+        On a SQLite file with the SQL log the batch is first worked out on a WAL snapshot,
         without the write lock, its writes kept (hub/store/recording.py);
         then, holding the lock, the hub checks that what it read still holds
         (the claim on the log, the subscriptions and event counters it used)
@@ -171,7 +175,7 @@ class Dispatcher:
         again as one locked transaction, as on PostgreSQL."""
         work: _Work | None = None
         try:
-            if self._inline:
+            if self._two_phases:
                 work = await self._two_phase(batch)
             if work is None:
                 async with self._transaction() as conn:

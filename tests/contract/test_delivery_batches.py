@@ -102,7 +102,7 @@ async def test_a_poison_event_is_retried_then_dead_lettered_alone_and_the_batch_
     hub.dispatcher.handle = handle
     # On a SQLite file the batch is worked out on a snapshot first: a failure
     # there is not counted, the batch is done again under the lock, where it is.
-    runs = 2 if hub.dispatcher._inline else 1
+    runs = 2 if hub.dispatcher._two_phases else 1
     before = []
     for attempt in (1, 2):
         with pytest.raises(_Retry):

@@ -124,3 +124,20 @@ async def test_a_subscription_made_meanwhile_gets_the_batch(app_hub, monkeypatch
     # The batch read the organisation's subscriptions before the second was
     # made; done again, the second is sent the same messages as the first.
     assert await _numbers(app_hub, made[0]) == list(range(1, new_count + 1))
+
+
+async def test_only_the_sql_log_is_worked_out_on_a_snapshot(app_hub) -> None:  # noqa: ANN001
+    """Kafka's offsets are committed once the transaction given to `commit`
+    has committed: that must be the real one, never a snapshot's. With a log
+    that has no claim to check (Kafka's), the dispatcher on a SQLite file
+    works each batch under the lock, as on PostgreSQL."""
+    hub = app_hub.hub
+    assert hub.dispatcher._two_phases  # SQLite file, SQL log
+
+    class KafkaShaped:  # what the dispatcher looks for: no claim_batch
+        async def fetch(self, *args, **kwargs) -> list:  # noqa: ANN002, ANN003
+            return []
+
+    other = Dispatcher(hub.engine, KafkaShaped(), hub.ref, hub.sharing, hub.protector, "urn:test",
+                       agreements=hub.agreements)
+    assert other._inline and not other._two_phases
