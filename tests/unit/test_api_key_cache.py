@@ -42,3 +42,31 @@ async def test_with_no_cache_a_revoked_key_is_refused_at_once_and_a_new_key_work
     assert (await app_hub.http.get("/v1/subscriptions", headers={"X-API-Key": "not-yet"})).status_code == 401
     await add_client(app_hub.hub.engine, "Bucks 2", "E06000060", "council", ["subscriptions:write"], api_key="not-yet")
     assert (await app_hub.http.get("/v1/subscriptions", headers={"X-API-Key": "not-yet"})).status_code == 200
+
+
+async def test_register_changes_authenticates_as_every_route_does(app_hub):
+    """POST /v1/register-changes reads its key without FastAPI's dependencies:
+    the same answers, nothing recorded, for no key, an unknown key, a revoked
+    key and a key without the scope; the key is documented on the route."""
+    from hub.store.schema import quarantine, register_changes
+    from sqlalchemy import func, select
+
+    app_hub.hub.clients.ttl = 0
+    change = {"source_message_id": "auth-1", "change_type": "detained"}
+    r = await app_hub.http.post("/v1/register-changes", json=change)
+    assert r.status_code == 401 and r.json()["title"] == "Authentication required"
+    r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": "s117_unknown"}, json=change)
+    assert r.status_code == 401 and "not recognised" in r.json()["detail"]
+    r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["E06000060"]},
+                                json=change)
+    assert r.status_code == 403 and "register:write" in r.json()["detail"]
+    await _revoke(app_hub.hub, "RV3")
+    r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["other-trust"]},
+                                json=change)
+    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    async with app_hub.hub.engine.connect() as conn:
+        for table in (register_changes, quarantine):
+            assert (await conn.execute(select(func.count()).select_from(table))).scalar_one() == 0
+    doc = (await app_hub.http.get("/openapi.json")).json()
+    params = doc["paths"]["/v1/register-changes"]["post"]["parameters"]
+    assert [p["name"] for p in params] == ["x-api-key"] and params[0]["in"] == "header"
