@@ -201,7 +201,7 @@ class Dispatcher:
         lock if what it read still holds; None: do it again, locked."""
         kept: RecordingConn | None = None
         try:
-            async with snapshot(self._engine) as snap:
+            async with snapshot(self._engine, consistent=True) as snap:
                 kept = RecordingConn(snap)
                 work = await self._work(kept, batch, keep=True)
         except Exception as exc:  # noqa: BLE001 - whatever went wrong on the snapshot is met again, locked

@@ -493,13 +493,9 @@ class SyncConn:
         return _Savepoint(self._conn)
 
     def run_prepared(self, prepared: Prepared, params: Any = None) -> _Rows:
-        conn = self._conn
-        if not conn.in_transaction():
-            # The driver runs the statement; SQLAlchemy must still begin the
-            # transaction (a snapshot's BEGIN), or each statement would be
-            # its own and a snapshot's reads would not see one moment.
-            conn.begin()
-        return prepared.plan(conn.dialect).run(conn.connection.dbapi_connection, params)
+        # On the driver: no BEGIN of its own (a snapshot that must see one
+        # moment across statements is begun when taken, `snapshot(consistent=True)`).
+        return prepared.plan(self._conn.dialect).run(self._conn.connection.dbapi_connection, params)
 
 
 class InlineWriter:
@@ -676,12 +672,14 @@ class InlineReads:
         return cls(engine)
 
     @contextmanager
-    def snapshot(self) -> Iterator[SyncConn]:
+    def snapshot(self, consistent: bool = False) -> Iterator[SyncConn]:
         # A connection is reused while idle (a pool check-out and check-in
         # cost more than the pollers' statements); its read transaction
         # ends (rollback) before it is put back, so each snapshot is new.
         conn = self._idle.pop() if self._idle else self._engine.connect().execution_options(**{READ_ONLY: True})
         try:
+            if consistent and not conn.in_transaction():
+                conn.begin()  # BEGIN now: every statement after it, the driver's too, reads this moment
             yield SyncConn(conn)
         except BaseException:
             conn.close()
@@ -702,11 +700,14 @@ _SNAPSHOTS: "weakref.WeakKeyDictionary[AsyncEngine, InlineReads | None]" = weakr
 
 
 @asynccontextmanager
-async def snapshot(engine: AsyncEngine) -> AsyncIterator[Any]:
+async def snapshot(engine: AsyncEngine, consistent: bool = False) -> AsyncIterator[Any]:
     """A read-only snapshot for a short block of reads that awaits nothing
     else (pollers: the event log's fetch and lag, the deliverers' due heads):
     on a SQLite file inline on the loop (`InlineReads`, shared per engine),
-    elsewhere `read_only`. `close_inline` releases the inline connections."""
+    elsewhere `read_only`. `close_inline` releases the inline connections.
+    `consistent`: all its reads see one moment (its transaction begun at
+    once; otherwise a prepared statement run on the driver, outside
+    SQLAlchemy's transaction, reads the latest commit)."""
     if engine not in _SNAPSHOTS:
         _SNAPSHOTS[engine] = InlineReads.for_engine(engine)
     reads = _SNAPSHOTS[engine]
@@ -714,7 +715,7 @@ async def snapshot(engine: AsyncEngine) -> AsyncIterator[Any]:
         async with read_only(engine) as conn:
             yield conn
         return
-    with reads.snapshot() as sconn:
+    with reads.snapshot(consistent) as sconn:
         yield sconn
 
 

@@ -220,12 +220,13 @@ async def test_plans_take_parameters_in_order_with_defaults_and_processors(tmp_p
 
 
 async def test_a_snapshots_prepared_reads_see_one_moment(tmp_path: Path) -> None:
-    """Prepared statements run on the driver still begin the snapshot's
-    transaction: what is committed between two of its reads is not seen."""
+    """A consistent snapshot (the dispatcher's) is begun when taken, so its
+    prepared statements, run on the driver, read one moment: what is
+    committed between two of its reads is not seen."""
     engine = await _engine(tmp_path)
     try:
         await _publish(engine, 3)
-        async with snapshot(engine) as conn:
+        async with snapshot(engine, consistent=True) as conn:
             first = (await execute_prepared(conn, COUNT, {"topic": "t"})).scalar()
             await _publish(engine, 3, first=3)  # committed meanwhile, by the writer
             again = (await execute_prepared(conn, COUNT, {"topic": "t"})).scalar()
