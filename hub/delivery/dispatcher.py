@@ -347,13 +347,18 @@ class Dispatcher:
         cache.dispatched.add(msg.event_id)
         cache.newly_dispatched[msg.event_id] = datetime.now(UTC)
         event = from_jsonable(DomainEvent, msg.payload["event"])
-        change = from_jsonable(RegisterChange, msg.payload["change"])
         person_id = event.person_id
         cache.person_of[msg.event_id] = person_id
         today = cache.today
         received = cache.history.get(person_id)
         if received is None:
             received = cache.history[person_id] = (await self._histories(conn, [person_id]))[person_id]
+        # The event's change is one of the history's (the same canonical JSON): taken from there, with
+        # when it arrived, rather than decoded again; decoded only if it is not there.
+        change_id = msg.payload["change"].get("change_id")
+        found = next(((c, t) for c, t in received if c.change_id == change_id), None)
+        change = found[0] if found is not None else from_jsonable(RegisterChange, msg.payload["change"])
+        arrived = found[1] if found is not None else None
         history = [c for c, _ in received]
         if history and self._agreements is not None:
             status = cache.status.get(person_id)
@@ -366,7 +371,6 @@ class Dispatcher:
             status = from_jsonable(S117Status, msg.payload["status"])
         # A change that sorts before a change received before it arrived late:
         # what was told since may be contradicted (a review reminder never is).
-        arrived = next((t for c, t in received if c.change_id == change.change_id), None)
         late = (msg.headers.get("source") != REVIEW_SCANNER_SOURCE and arrived is not None
                 and is_late(change, [c for c, t in received if t < arrived]))
         held = cache.held.get(person_id)
