@@ -210,11 +210,16 @@ class Dispatcher:
         if work is None or kept is None or kept.rolled_back:
             metrics.DISPATCH_REDONE.labels(reason="failed").inc()
             return None
-        async with self._transaction() as conn:
-            if not await self._still_holds(conn, work):
-                metrics.DISPATCH_REDONE.labels(reason="moved").inc()
-                return None
-            await kept.replay(conn)
+        try:
+            async with self._transaction() as conn:
+                if not await self._still_holds(conn, work):
+                    metrics.DISPATCH_REDONE.labels(reason="moved").inc()
+                    return None
+                await kept.replay(conn)
+        except Exception as exc:  # noqa: BLE001 - rolled back whole: done again locked (a store that is down fails there too)
+            log.info("dispatch batch redone under the lock", exc_type=type(exc).__name__)
+            metrics.DISPATCH_REDONE.labels(reason="failed").inc()
+            return None
         return work
 
     async def _still_holds(self, conn: AsyncConnection, work: "_Work") -> bool:

@@ -141,3 +141,32 @@ async def test_only_the_sql_log_is_worked_out_on_a_snapshot(app_hub) -> None:  #
     other = Dispatcher(hub.engine, KafkaShaped(), hub.ref, hub.sharing, hub.protector, "urn:test",
                        agreements=hub.agreements)
     assert other._inline and not other._two_phases
+
+
+async def test_writes_refused_under_the_lock_make_the_batch_be_done_again(app_hub, monkeypatch) -> None:  # noqa: ANN001
+    """If making the kept writes fails (whatever the reason), they are all
+    rolled back and the batch is done again under the lock: nothing is lost
+    or written twice."""
+    from hub.store.recording import RecordingConn
+
+    sid = await _subscribe(app_hub, 9205)
+    await push_scenario(app_hub, seed=71)
+    await _post_all(app_hub, _scenario(72, "two-phase-e"))
+    real_replay = RecordingConn.replay
+    replays: list[int] = []
+
+    async def replay(self, conn):  # noqa: ANN001, ANN202
+        replays.append(len(self.records))
+        if len(replays) == 1:
+            await real_replay(self, conn)  # every write made, then the transaction fails: all rolled back
+            raise RuntimeError("disk full")
+        return await real_replay(self, conn)
+
+    monkeypatch.setattr(RecordingConn, "replay", replay)
+    failed = _redone("failed")
+    while await app_hub.hub.dispatcher.run_once():
+        pass
+    assert replays and _redone("failed") == failed + 1
+    numbers = await _numbers(app_hub, sid)
+    assert numbers == list(range(1, len(numbers) + 1))  # each message queued once, no gap
+    assert app_hub.hub.dispatcher._failures == {}
