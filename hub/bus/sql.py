@@ -124,14 +124,13 @@ class SqlLog:
         async with snapshot(self._engine) as conn:  # reads only: a snapshot, never the write lock
             start = await self._committed(conn, group_id, topic)
             params = {"topic": topic, "start": start, "limit": limit}
+            rows = (await execute_prepared(conn, _FETCH if payload_for is None else _FETCH_HEADS, params)).all()
             if payload_for is None:
-                rows = (await execute_prepared(conn, _FETCH, params)).all()
-                return [BusMessage(topic=r.topic, key=r.key, event_id=r.event_id, payload=r.payload,
-                                   headers=r.headers, offset=int(r.offset)) for r in rows]
-            rows = (await execute_prepared(conn, _FETCH_HEADS, params)).all()
-            wanted = [int(r.offset) for r in rows if r.headers.get("event_type") in payload_for]
-            payloads = ({int(p.offset): p.payload for p in await _PAYLOADS.execute(conn, wanted, {"topic": topic})}
-                        if wanted else {})
+                payloads = {int(r.offset): r.payload for r in rows}
+            else:
+                wanted = [int(r.offset) for r in rows if r.headers.get("event_type") in payload_for]
+                payloads = ({int(p.offset): p.payload for p in await _PAYLOADS.execute(conn, wanted, {"topic": topic})}
+                            if wanted else {})
         return [BusMessage(topic=r.topic, key=r.key, event_id=r.event_id, payload=payloads.get(int(r.offset), {}),
                            headers=r.headers, offset=int(r.offset)) for r in rows]
 

@@ -206,25 +206,19 @@ def _fast_bind(dialect: Dialect, type_: Any, proc: Callable[[Any], Any] | None) 
     if proc is None or dialect.name != "sqlite" or type_ is None:
         return proc
     impl = type_.dialect_impl(dialect)
-    if isinstance(impl, sqlite.DATETIME) and impl._storage_format == _SQLITE_DATETIME_FORMAT:
-        plain_datetime = datetime
-
-        def process_datetime(value: Any) -> Any:
-            if type(value) is plain_datetime:
-                return value.isoformat(" ", "microseconds")[:26]
-            return proc(value)
-
-        return process_datetime
-    if isinstance(impl, sqlite.DATE) and impl._storage_format == _SQLITE_DATE_FORMAT:
-        plain_date = date
-
-        def process_date(value: Any) -> Any:
-            if type(value) is plain_date:
-                return value.isoformat()
-            return proc(value)
-
-        return process_date
+    for kind, default, plain, fast in _FAST_FORMATS:
+        if isinstance(impl, kind) and impl._storage_format == default:
+            def process(value: Any, plain: type = plain, fast: Callable[[Any], str] = fast) -> Any:
+                return fast(value) if type(value) is plain else proc(value)
+            return process
     return proc
+
+
+# (SQLite type, its default storage format, the plain Python type, the same string by isoformat)
+_FAST_FORMATS: tuple[tuple[Any, str, type, Callable[[Any], str]], ...] = (
+    (sqlite.DATETIME, _SQLITE_DATETIME_FORMAT, datetime, lambda v: v.isoformat(" ", "microseconds")[:26]),
+    (sqlite.DATE, _SQLITE_DATE_FORMAT, date, date.isoformat),
+)
 
 
 def _plan_processors(compiled: Any, dialect: Dialect, names: tuple[str, ...]) -> tuple[Any, ...]:

@@ -272,17 +272,24 @@ async def test_a_failed_bulk_transaction_leaves_its_rows_to_the_per_change_path(
     assert reports == expected
 
 
+async def _council_after_nights(h):  # noqa: ANN001, ANN202
+    """The nights' files recorded; the council client that sent them (its source id)."""
+    from hub.ingest.service import Client
+
+    await run_nights(h)
+    async with h.hub.engine.connect() as conn:
+        row = (await conn.execute(select(file_receipts.c.source))).first()
+    return Client(row.source, "Bucks SWIFT", "E06000060", "council", ("register:write",))
+
+
 async def test_a_history_carried_between_chunks_is_read_again_once_someone_else_changed_it(tmp_path):
     """BulkCache: chunk 1 reads Alex's history and keeps it; the trust then records a re-admission;
     chunk 2 must judge Alex's row against the history with it (the count differs: read again)."""
     from adapters.council_files import SWIFT_CSV, map_file
-    from hub.ingest.service import BulkCache, BulkRow, Client
+    from hub.ingest.service import BulkCache, BulkRow
 
     async with hub_at(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", tmp_path) as h:
-        await run_nights(h)
-        async with h.hub.engine.connect() as conn:
-            row = (await conn.execute(select(file_receipts.c.source))).first()
-        council = Client(row.source, "Bucks SWIFT", "E06000060", "council", ("register:write",))
+        council = await _council_after_nights(h)
         cache = BulkCache()
 
         async def night(record_id: str, day: str) -> dict:
@@ -316,13 +323,10 @@ async def test_an_evaluation_carried_over_midnight_is_not_used_the_next_day(tmp_
     from hub.codec import from_jsonable, to_jsonable
     from hub.domain.model import RegisterChange
     from hub.domain.rules import evaluate
-    from hub.ingest.service import BulkCache, BulkRow, Client
+    from hub.ingest.service import BulkCache, BulkRow
 
     async with hub_at(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", tmp_path) as h:
-        await run_nights(h)
-        async with h.hub.engine.connect() as conn:
-            row = (await conn.execute(select(file_receipts.c.source))).first()
-        council = Client(row.source, "Bucks SWIFT", "E06000060", "council", ("register:write",))
+        council = await _council_after_nights(h)
         cache = BulkCache()
 
         async def night(record_id: str, day: date, gp: str) -> dict:

@@ -19,7 +19,7 @@ from hub.delivery.dispatcher import Dispatcher
 from hub.sample_data import detention_to_move_scenario
 from hub.store.db import write_transaction
 from hub.store.schema import deliveries
-from tests.support import push_scenario
+from tests.support import push_scenario, subscribe_webhook
 
 
 def _redone(reason: str) -> float:
@@ -27,10 +27,7 @@ def _redone(reason: str) -> float:
 
 
 async def _subscribe(app_hub, port: int) -> str:  # noqa: ANN001
-    r = await app_hub.http.post("/v1/subscriptions", headers={"X-API-Key": app_hub.keys["E06000060"]},
-                                json={"url": f"http://127.0.0.1:{port}/hook", "secret": "s" * 32})
-    assert r.status_code == 201, r.text
-    return r.json()["subscription_id"]
+    return await subscribe_webhook(app_hub, "E06000060", f"http://127.0.0.1:{port}/hook", "s" * 32)
 
 
 async def _post_all(app_hub, changes: list[dict]) -> None:  # noqa: ANN001
