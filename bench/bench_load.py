@@ -42,6 +42,7 @@ import httpx
 import orjson
 import uvicorn
 import yaml
+from sqlalchemy import func, select
 from fastapi import FastAPI, Request, Response
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -49,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hub.clients import add_client  # noqa: E402
 from hub.sample_data import detention_to_move_scenario  # noqa: E402
 from hub.store.db import create_engine, create_schema  # noqa: E402
+from hub.store.schema import deliveries, disclosures  # noqa: E402
 from tests.support import HubProcess, free_port  # noqa: E402
 from bench.rawhttp import RawClient  # noqa: E402
 
@@ -308,9 +310,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
     if failures:
         print(f"  {len(failures)} POSTs failed, first: {failures[0]}", file=sys.stderr)
     if len(delivered) < len(sent_at) and not args.ingest_only:
-        print(f"  {len(sent_at) - len(delivered)} of {len(sent_at)} messages not delivered within "
-              f"{args.drain_timeout:.0f} s: {sorted({types[e] for e in sent_at if e not in arrivals.at})}",
-              file=sys.stderr)
+        await explain_undelivered(hub.db_url, [e for e in sent_at if e not in arrivals.at], types, args.drain_timeout)
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return {
@@ -321,6 +321,34 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
         "cpu_ms": cpu / max(accepted, 1) * 1000, "drain_s": drained, "bare_s": base_rate,
         "ratio": base_rate / (accepted / ingest_elapsed),
     }
+
+
+async def explain_undelivered(db_url: str, missing: list[str], types: dict[str, str], waited: float) -> None:
+    """Events the receiver never got, told apart by what the hub recorded: an
+    event shared with no subscribed body (no `allowed` disclosure: the
+    dispatcher routes on the person's status when it handles the event, so a
+    first change for someone not entitled yet, handled before the change
+    that makes them entitled arrived, goes to nobody) is not a loss; an
+    event shared and queued that never arrived is one, and is reported loudly."""
+    engine = create_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            shared = {r[0] for r in await conn.execute(
+                select(disclosures.c.event_id).where(disclosures.c.decision == "allowed",
+                                                     disclosures.c.event_id.in_(missing)))}
+            waiting = dict((await conn.execute(
+                select(deliveries.c.status, func.count()).where(deliveries.c.status != "delivered")
+                .group_by(deliveries.c.status))).all())
+    finally:
+        await engine.dispose()
+    nobody = [e for e in missing if e not in shared]
+    if nobody:
+        print(f"  {len(nobody)} events routed to no subscribed body (no allowed disclosure): "
+              f"{sorted({types[e] for e in nobody})}", file=sys.stderr)
+    lost = [e for e in missing if e in shared]
+    if lost or waiting:
+        print(f"  NOT DELIVERED: {len(lost)} events shared with a subscriber never arrived within {waited:.0f} s "
+              f"({sorted({types[e] for e in lost})}); deliveries left by status: {waiting}", file=sys.stderr)
 
 
 def gc_label(r: dict) -> str:
