@@ -31,6 +31,7 @@ import orjson
 from sqlalchemy import Table, bindparam, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from hub.ids import uuid5
 from hub.observability.logging import get_logger
 from hub.store.db import Prepared, execute_prepared, insert_or_merge, write_transaction
 from hub.store.schema import (
@@ -347,7 +348,7 @@ def audit_events_bundle(person_id: str, entries: list[dict[str, Any]], hub_endpo
         system = ("https://fhir.hl7.org.uk/Id/gss-code" if len(org) == 9 and org[:1] in "EWSN"
                   else "https://fhir.nhs.uk/Id/ods-organization-code")
         ref = f"{person_id}/{e['chain_seq']}/{e['at']}/{org}/{e['event_id']}"
-        resources.append({"fullUrl": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, ref)}",
+        resources.append({"fullUrl": f"urn:uuid:{uuid5(uuid.NAMESPACE_URL, ref)}",
                           "resource": {
             "resourceType": "AuditEvent",
             "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": code, "display": display},

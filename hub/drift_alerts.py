@@ -46,6 +46,7 @@ from hub.domain.ports import ReferenceData
 from hub.domain.reconciliation import LIVE, Kind
 from hub.fhir.drift import DriftCounts, build_drift_message
 from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
+from hub.ids import uuid5
 from hub.observability.logging import get_logger
 from hub.sharing import SharingAgreements
 from hub.store.schema import drift_alerts, reconciliation_items, reconciliation_snapshots
@@ -60,11 +61,11 @@ MESSAGE_NAMESPACE = uuid.UUID("9b7e2c41-6d3a-4f85-a1c0-117d21f70002")
 
 def event_id_for(body_org: str, snapshot_id: str) -> str:
     """Stable: the same body and snapshot always give the same event."""
-    return str(uuid.uuid5(EVENT_NAMESPACE, f"{body_org}/{snapshot_id}"))
+    return uuid5(EVENT_NAMESPACE, f"{body_org}/{snapshot_id}")
 
 
 def message_id_for(event_id: str, body_org: str) -> str:
-    return str(uuid.uuid5(MESSAGE_NAMESPACE, f"{event_id}/{body_org}"))
+    return uuid5(MESSAGE_NAMESPACE, f"{event_id}/{body_org}")
 
 
 async def open_by_kind(conn: AsyncConnection, body_org: str) -> dict[str, int]:

@@ -29,6 +29,7 @@ from hub.domain.model import DomainEvent, EventType, RegisterChange, ReviewDue, 
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import evaluate
 from hub.domain.rules.precedence import change_order
+from hub.ids import uuid5
 from hub.observability.logging import get_logger
 from hub.store.schema import bus_messages, register_changes
 
@@ -37,7 +38,7 @@ REVIEW_NAMESPACE = uuid.UUID("7d2b5a52-1d0c-4e41-9f0e-117117000aaa")
 
 
 def review_event_id(person_id: str, due_on: date, kind: str) -> str:
-    return str(uuid.uuid5(REVIEW_NAMESPACE, f"{person_id}/{due_on.isoformat()}/{kind}"))
+    return uuid5(REVIEW_NAMESPACE, f"{person_id}/{due_on.isoformat()}/{kind}")
 
 
 class ReviewScanner:

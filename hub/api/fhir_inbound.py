@@ -32,6 +32,7 @@ from adapters.fhir_inbound import MappingResult, map_message
 from adapters.fhir_inbound.mapping import INVALID, REQUIRED, VALUE
 from hub.api.deps import ClientDep, HubDep, require
 from hub.fhir.namespaces import Namespaces
+from hub.ids import uuid5
 from hub.ingest.validation import FieldProblem
 
 router = APIRouter(prefix="/v1/fhir", tags=["register"])
@@ -72,8 +73,8 @@ def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, An
     """The FHIR response message for an accepted register change. Its ids
     derive from the change id, so a duplicate gets the same answer."""
     change_id, person_id = body["change_id"], body["person_id"]
-    header_id = str(uuid.uuid5(RESPONSE_NAMESPACE, f"{change_id}/header"))
-    outcome_id = str(uuid.uuid5(RESPONSE_NAMESPACE, f"{change_id}/outcome"))
+    header_id = uuid5(RESPONSE_NAMESPACE, f"{change_id}/header")
+    outcome_id = uuid5(RESPONSE_NAMESPACE, f"{change_id}/outcome")
     sl = body.get("service_level") or {}
     text = (f"Register change accepted: change id {change_id}, person id {person_id}; "
             f"{len(body.get('events') or [])} event(s); register service level {sl.get('state', 'unknown')}"
@@ -98,7 +99,7 @@ def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, An
         header["destination"] = [{"endpoint": mapped.source_endpoint}]
     return {
         "resourceType": "Bundle",
-        "id": str(uuid.uuid5(RESPONSE_NAMESPACE, f"{change_id}/bundle")),
+        "id": uuid5(RESPONSE_NAMESPACE, f"{change_id}/bundle"),
         "type": "message",
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "entry": [

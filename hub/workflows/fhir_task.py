@@ -26,6 +26,7 @@ from hub.fhir.namespaces import (
 )
 from hub.fhir.messages import WORKFLOW
 from hub.domain.workflows.model import Case, CaseKind, DisputeState, TransferState
+from hub.ids import uuid5
 
 CASE_ID_SYSTEM = f"{HUB_FHIR_BASE}/Id/workflow-case"
 TASK_NAMESPACE = uuid.UUID("b3c1a7e2-6f0d-4c55-9e1a-117117117a5c")
@@ -127,7 +128,7 @@ def add_task(bundle: dict[str, Any], details: dict[str, str], include: frozenset
     by_type = {e["resource"]["resourceType"]: e["fullUrl"] for e in entries}
     task["focus"] = {"reference": by_type["EpisodeOfCare"]}
     task["for"] = {"reference": by_type["Patient"]}
-    entry_id = str(uuid.uuid5(TASK_NAMESPACE, f"{bundle['id']}/task"))
+    entry_id = uuid5(TASK_NAMESPACE, f"{bundle['id']}/task")
     task["id"] = entry_id
     entries.append({"fullUrl": f"urn:uuid:{entry_id}", "resource": task})
     entries[0]["resource"]["focus"].append({"reference": f"urn:uuid:{entry_id}"})

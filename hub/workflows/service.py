@@ -40,6 +40,7 @@ from hub.domain.workflows.model import (
     WorkflowRefusal,
 )
 from hub.domain.workflows.settlement import InterimCosts, reimbursement_statement
+from hub.ids import uuid5
 from hub.ingest.service import Client, IngestService, load_person_details
 from hub.observability.logging import get_logger
 from hub.store.schema import persons, register_changes, workflow_cases, workflow_stages, workflow_transitions
@@ -70,7 +71,7 @@ class Acted:
 
 
 def case_id_for(*parts: str) -> str:
-    return str(uuid.uuid5(CASE_NAMESPACE, "/".join(parts)))
+    return uuid5(CASE_NAMESPACE, "/".join(parts))
 
 
 def case_view(case: Case, today: date, holidays: frozenset[date]) -> dict[str, Any]:
@@ -193,7 +194,7 @@ class WorkflowService:
                        kind: str = "") -> str:
         n = (await conn.execute(select(func.count()).select_from(workflow_transitions)
                                 .where(workflow_transitions.c.case_id == case.case_id))).scalar_one()
-        event_id = str(uuid.uuid5(CASE_NAMESPACE, f"{case.case_id}/{n}/{step.action.value}/{kind}"))
+        event_id = uuid5(CASE_NAMESPACE, f"{case.case_id}/{n}/{step.action.value}/{kind}")
         rows = (await conn.execute(select(register_changes.c.canonical)
                                    .where(register_changes.c.person_id == case.person_id))).all()
         changes = [from_jsonable(RegisterChange, r.canonical) for r in rows]
