@@ -24,6 +24,21 @@ from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE
 REPO = Path(__file__).resolve().parent.parent
 
 
+def detention(nhs: str, run: str, *, hospital: str = "RNU", council: str = "E06000060", gp: str = "K82001",
+              **person: str) -> list[dict]:
+    """A trust's two changes for one synthetic person: detained under s3 on
+    2025-01-06 (living in `council`, registered with `gp`), left hospital on
+    2025-04-07: from then entitled to s117 aftercare. `person`: more of the
+    person's details (given_name, ...); `run` makes the source message ids."""
+    base = {"source_system": "RiO", "person": {"nhs_number": nhs, **person}}
+    return [
+        {**base, "source_message_id": f"{run}-1", "change_type": "detained", "effective_date": "2025-01-06",
+         "legal_status_code": "03", "hospital_ods": hospital, "gp_practice_ods": gp, "residence_la_gss": council},
+        {**base, "source_message_id": f"{run}-2", "change_type": "left-hospital", "effective_date": "2025-04-07",
+         "hospital_ods": hospital},
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

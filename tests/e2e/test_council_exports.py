@@ -21,21 +21,11 @@ from adapters.council_files.outbound import OUT_LAYOUTS, read_export
 from hub.clients import add_client
 from hub.store.db import create_engine
 from tests.e2e.conftest import make_clients
-from tests.support import REPO, HubProcess
+from tests.support import REPO, HubProcess, detention
 
 pytestmark = pytest.mark.e2e
 NHS = ["9991100016", "9991100032", "9991100059"]
 
-
-def detention(nhs: str, run: str) -> list[dict]:
-    base = {"source_system": "RiO", "person": {"nhs_number": nhs}}
-    return [
-        {**base, "source_message_id": f"{run}-1", "change_type": "detained", "effective_date": "2025-01-06",
-         "legal_status_code": "03", "hospital_ods": "RNU", "gp_practice_ods": "K82001",
-         "residence_la_gss": "E06000060"},
-        {**base, "source_message_id": f"{run}-2", "change_type": "left-hospital", "effective_date": "2025-04-07",
-         "hospital_ods": "RNU"},
-    ]
 
 
 def check_manifest(path: Path) -> None:

@@ -20,22 +20,12 @@ import yaml
 from hub.crypto import verify_webhook_request
 from hub.fhir.drift import read_drift
 from tests.e2e.conftest import SECRET, SHARING, make_clients
-from tests.support import REPO, HubProcess, Receiver
+from tests.support import REPO, HubProcess, Receiver, detention
 
 pytestmark = pytest.mark.e2e
 
 A, B, D = "9991100016", "9991100032", "9991100067"  # synthetic, 999 range
 
-
-def detention(nhs: str, run: str) -> list[dict]:
-    base = {"source_system": "RiO", "person": {"nhs_number": nhs}}
-    return [
-        {**base, "source_message_id": f"{run}-1", "change_type": "detained", "effective_date": "2025-01-06",
-         "legal_status_code": "03", "hospital_ods": "RNU", "gp_practice_ods": "K82001",
-         "residence_la_gss": "E06000060"},
-        {**base, "source_message_id": f"{run}-2", "change_type": "left-hospital", "effective_date": "2025-04-07",
-         "hospital_ods": "RNU"},
-    ]
 
 
 async def send_snapshot(base_url: str, key: str, path: Path) -> tuple[int, dict, str]:

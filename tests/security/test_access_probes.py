@@ -16,26 +16,17 @@ from hub.ingest.nhs_number import with_check_digit
 from hub.mllp import MllpServer
 from hub.sample_data import WORCS
 from hub.store.schema import access_decisions, persons, quarantine, register_changes
-from tests.support import council_file_done
+from tests.support import council_file_done, detention
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+NAMED = {"given_name": "Alex", "family_name": "Testpatient"}  # synthetic: the people probed have names to leak
 
 
 def nhs(n: int) -> str:
     """A distinct test-range NHS number for each n (some 9-digit stems have no check digit)."""
     return next(v for k in range(n * 10, n * 10 + 10) if (v := with_check_digit(f"999{k:06d}")))
 
-
-def detention(person_nhs: str, run: str, hospital: str = "RNU", council: str = "E06000060",
-              gp: str = "K82001") -> list[dict]:
-    base = {"source_system": "RiO", "person": {"nhs_number": person_nhs, "given_name": "Alex",
-                                               "family_name": "Testpatient"}}
-    return [
-        {**base, "source_message_id": f"{run}-1", "change_type": "detained", "effective_date": "2025-01-06",
-         "legal_status_code": "03", "hospital_ods": hospital, "gp_practice_ods": gp, "residence_la_gss": council},
-        {**base, "source_message_id": f"{run}-2", "change_type": "left-hospital", "effective_date": "2025-04-07",
-         "hospital_ods": hospital},
-    ]
 
 
 async def post(app_hub, key: str, change: dict):  # noqa: ANN001, ANN201
@@ -59,11 +50,11 @@ async def world(app_hub):  # noqa: ANN001, ANN201
     keys["worcs-writer"] = (await add_client(hub.engine, "Worcs case system", "E10000034", "council",
                                              ["register:write", "s117:read"]))[1]
     ids = {}
-    for change in detention(nhs(1001), "a"):
+    for change in detention(nhs(1001), "a", **NAMED):
         r = await post(app_hub, keys["trust"], change)
         assert r.status_code == 202, r.text
     ids["A"] = r.json()["person_id"]
-    for change in detention(nhs(1002), "w", hospital=WORCS.hospital_ods, council=WORCS.council_gss,
+    for change in detention(nhs(1002), "w", **NAMED, hospital=WORCS.hospital_ods, council=WORCS.council_gss,
                             gp=WORCS.gp_practice_ods):
         r = await post(app_hub, keys["R1A"], change)
         assert r.status_code == 202, r.text
@@ -131,7 +122,7 @@ async def test_council_review_request_for_another_councils_person_by_file(app_hu
 async def test_council_key_posting_detained_over_rest_and_fhir(app_hub, world):
     """Old: a council key posted `detained` on REST: 202. New: 403 trust-only-change-type on REST and FHIR."""
     keys, _ = world
-    change = detention(nhs(1003), "council")[0]
+    change = detention(nhs(1003), "council", **NAMED)[0]
     r = await post(app_hub, keys["bucks-writer"], change)
     assert r.status_code == 403 and r.json()["rule"] == "trust-only-change-type", r.text
     bundle = (FIXTURES / "fhir_inbound" / "detained.json").read_bytes()
@@ -147,7 +138,7 @@ async def test_trust_reporting_a_detention_in_another_trusts_hospital(app_hub, w
     """Old: RNU reported a detention in R1A's hospital: 202. New: 403 hospital-not-run-by-source, on REST
     and over MLLP (AR naming the rule); a site code of its own (RNU01) is its own."""
     keys, _ = world
-    change = detention(nhs(1004), "x", hospital="R1A", council="E10000034", gp="M81001")[0]
+    change = detention(nhs(1004), "x", **NAMED, hospital="R1A", council="E10000034", gp="M81001")[0]
     r = await post(app_hub, keys["trust"], change)
     assert r.status_code == 403 and r.json()["rule"] == "hospital-not-run-by-source", r.text
     assert r.json()["errors"][0]["field"] == "hospital_ods"

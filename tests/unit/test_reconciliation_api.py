@@ -11,21 +11,12 @@ from sqlalchemy import func, select
 from hub.clients import add_client
 from hub.reconciliation import ItemWatcher, Reconciler
 from hub.store.schema import quarantine, reconciliation_rows, register_changes
+from tests.support import detention
 
 PEOPLE = {  # synthetic NHS numbers from the 999 test range
     "A": "9991100016", "B": "9991100032", "C": "9991100059", "D": "9991100067",
 }
 
-
-def detention(nhs: str, run: str, residence: str = "E06000060") -> list[dict]:
-    base = {"source_system": "RiO", "person": {"nhs_number": nhs}}
-    return [
-        {**base, "source_message_id": f"{run}-1", "change_type": "detained", "effective_date": "2025-01-06",
-         "legal_status_code": "03", "hospital_ods": "RNU", "gp_practice_ods": "K82001",
-         "residence_la_gss": residence},
-        {**base, "source_message_id": f"{run}-2", "change_type": "left-hospital", "effective_date": "2025-04-07",
-         "hospital_ods": "RNU"},
-    ]
 
 
 async def put_on_register(app_hub, who: str) -> str:  # noqa: ANN001

@@ -12,19 +12,10 @@ from sqlalchemy import func, select, text
 from hub.clients import add_client
 from hub.retention import Purger, RetentionPolicy
 from hub.store.schema import access_decisions, audit_chain, bus_messages, deliveries, disclosures, quarantine
+from tests.support import detention
 
 NHS = "9991100016"
 
-
-def detention(run: str) -> list[dict]:
-    base = {"source_system": "RiO", "person": {"nhs_number": NHS}}
-    return [
-        {**base, "source_message_id": f"{run}-1", "change_type": "detained", "effective_date": "2025-01-06",
-         "legal_status_code": "03", "hospital_ods": "RNU", "gp_practice_ods": "K82001",
-         "residence_la_gss": "E06000060"},
-        {**base, "source_message_id": f"{run}-2", "change_type": "left-hospital", "effective_date": "2025-04-07",
-         "hospital_ods": "RNU"},
-    ]
 
 
 @pytest.fixture
@@ -39,13 +30,13 @@ async def flowed(app_hub):  # noqa: ANN001
                                 json={"channel": "feed"})
     assert r.status_code == 201
     answers = []
-    for c in detention("t"):
+    for c in detention(NHS, "t"):
         r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"],
                                                                     "X-Correlation-Id": f"corr-{c['source_message_id']}"},
                                     json=c)
         assert r.status_code == 202, r.text
         answers.append(r.json())
-    bad = {**detention("bad")[0], "legal_status_code": "XX"}
+    bad = {**detention(NHS, "bad")[0], "legal_status_code": "XX"}
     r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"],
                                                                 "X-Correlation-Id": "corr-bad"}, json=bad)
     assert r.status_code == 422
@@ -197,7 +188,7 @@ async def test_retention_purges_what_is_no_longer_needed_and_the_chain_still_ver
 
 async def test_quarantine_triage_resubmit_linked_or_discard_with_reason(app_hub) -> None:  # noqa: ANN001
     trust = {"X-API-Key": app_hub.keys["trust"]}
-    bad = {**detention("q")[0], "legal_status_code": "XX"}
+    bad = {**detention(NHS, "q")[0], "legal_status_code": "XX"}
     held = (await app_hub.http.post("/v1/register-changes", headers=trust, json=bad)).json()["quarantine_id"]
     still_bad = await app_hub.http.post(f"/v1/quarantine/{held}/resubmit", headers=trust, json={**bad, "source_message_id": "q-1b"})
     assert still_bad.status_code == 422 and still_bad.json()["resubmission_of"] == held
