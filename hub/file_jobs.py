@@ -1,7 +1,7 @@
 """Council files processed in the background.
 
 `POST /v1/council-files` checks the file as a whole (header, trailer, sender),
-stores it (Fernet-encrypted, in its `file_receipts` row) and answers 202 with
+stores it (encrypted, in its `file_receipts` row) and answers 202 with
 its id; `FileJobs` then records its rows a chunk at a time (500 rows by
 default), mapping them from the stored text as it goes: only the chunk in
 hand is held as mapped rows, whatever the file's length.

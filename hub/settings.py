@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
-    # Field encryption (Fernet) for personal details at rest, and the key for the
+    # The data key: field encryption (hub/crypto.py) for personal details at rest, and the key for the
     # keyed hash that indexes NHS numbers. In embedded mode a key file is made
     # on first run under var/; production passes S117_DATA_KEY from a secret store.
     data_key: str | None = None

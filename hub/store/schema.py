@@ -48,7 +48,7 @@ persons = Table(
     metadata,
     Column("person_id", String(36), primary_key=True),
     Column("nhs_number_index", String(64), nullable=False, unique=True),
-    Column("details", LargeBinary, nullable=False),  # Fernet-encrypted JSON
+    Column("details", LargeBinary, nullable=False),  # encrypted JSON (hub.crypto: AES-256-GCM)
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
@@ -119,7 +119,7 @@ quarantine = Table(
     Column("channel", String(32), nullable=False),  # rest, fhir, mllp, file
     Column("source_message_id", String(200), nullable=True),
     Column("errors", JSON, nullable=False),  # [{field, reason}] - never values
-    Column("raw", LargeBinary, nullable=False),  # Fernet-encrypted input as received
+    Column("raw", LargeBinary, nullable=False),  # encrypted input as received (hub.crypto)
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("status", String(16), nullable=False, default="held"),  # held, released, discarded
     Column("correlation_id", String(64), nullable=True),  # the trace of the request that sent it
@@ -166,7 +166,7 @@ subscriptions = Table(
     Column("channel", String(16), nullable=False),  # webhook (pull feed, kafka, file later)
     Column("url", Text, nullable=True),  # webhook
     Column("topic", String(249), nullable=True),  # kafka (249: Kafka's longest topic name)
-    Column("secret", LargeBinary, nullable=True),  # Fernet-encrypted signing secret
+    Column("secret", LargeBinary, nullable=True),  # encrypted signing secret (hub.crypto)
     Column("event_types", JSON, nullable=True),  # None = every event the agreement allows
     # channel "fhir" (a FHIR topic-based Subscription, hub/api/fhir_subscriptions.py):
     # {"topic", "content" (id-only | full-resource), "heartbeat_seconds", "status", "reason"}
@@ -185,7 +185,7 @@ deliveries = Table(
     Column("event_id", String(36), nullable=False),
     Column("message_id", String(36), nullable=False),
     Column("event_type", String(64), nullable=False),
-    Column("payload", LargeBinary, nullable=False),  # Fernet-encrypted FHIR message
+    Column("payload", LargeBinary, nullable=False),  # encrypted FHIR message (hub.crypto)
     Column("status", String(16), nullable=False),  # pending, delivered, dead
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False),
@@ -279,7 +279,7 @@ file_receipts = Table(
     Column("report", JSON, nullable=True),  # files before file_rows: [{row, record_id, status, ...}]
     Column("received_at", DateTime(timezone=True), nullable=False),
     # Processed in the background (hub/file_jobs.py): rows handled so far, and
-    # the file itself (Fernet-encrypted) until it is done, so a restart resumes.
+    # the file itself (encrypted, hub.crypto) until it is done, so a restart resumes.
     Column("rows_done", Integer, nullable=True),
     Column("content", LargeBinary, nullable=True),
     Index("ix_file_receipts_source_sha", "source", "sha256"),
@@ -316,7 +316,7 @@ reconciliation_rows = Table(
     Column("snapshot_id", String(36), ForeignKey("reconciliation_snapshots.snapshot_id"), primary_key=True),
     Column("row_no", Integer, primary_key=True),
     Column("person_key", String(64), nullable=False),  # keyed hash of the NHS number
-    Column("local_id", LargeBinary, nullable=True),  # Fernet-encrypted
+    Column("local_id", LargeBinary, nullable=True),  # encrypted (hub.crypto)
     Column("belief", JSON, nullable=False),  # entitled, responsible bodies, dates: codes and dates only
     Index("ix_reconciliation_rows_person", "person_key"),
 )

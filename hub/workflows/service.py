@@ -129,13 +129,13 @@ class WorkflowService:
     def to_row(self, case: Case) -> dict[str, Any]:
         data = to_jsonable(case)
         if case.reason:
-            data["reason"] = self._protector.encrypt(case.reason.encode()).decode()
+            data["reason"] = self._protector.encrypt_text(case.reason)
         return data
 
     def from_row(self, data: dict[str, Any]) -> Case:
         case = from_jsonable(Case, data)
         if case.reason:
-            case = replace(case, reason=self._protector.decrypt(case.reason.encode()).decode())
+            case = replace(case, reason=self._protector.decrypt_text(case.reason))
         return case
 
     async def history(self, conn: AsyncConnection, case_id: str) -> list[dict[str, Any]]:
