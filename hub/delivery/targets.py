@@ -11,11 +11,10 @@ The host is resolved and every address it resolves to is checked twice:
 
 * when the subscription is made (`url_problem`: a 422 naming `url`), and
 * at every connection the webhook client opens, because DNS can change
-  after the check: the delivery client (aiohttp, `HostClients` in
-  hub/delivery/webhook.py) resolves names through `GuardedResolver` and
-  checks a literal address before connecting (`literal_refusal`); FHIR
-  subscription handshakes and heartbeats go through the same client. It
-  connects to the very address it checked (the name
+  after the check: the delivery client (`HostClients` in
+  hub/delivery/http1.py) asks `checked_addresses` before each connection;
+  FHIR subscription handshakes and heartbeats go through the same client.
+  It connects to the very address it checked (the name
   still goes in the Host header and in TLS SNI / certificate checks), so a
   DNS answer that changes between check and connect cannot slip through.
 
@@ -33,19 +32,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
-
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
-class WebhookTargetRefused(aiohttp.ClientConnectionError):
+class WebhookTargetRefused(ConnectionError):
     """The webhook's host resolves to an address the hub must not reach.
     A delivery records it (by this name) as a failed attempt; the delivery
-    log then says the same for an open or a closed port. Not an OSError, so
-    aiohttp passes it on from the resolver as it is."""
+    log then says the same for an open or a closed port."""
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -169,40 +163,19 @@ async def url_problem(url: str, allowed: Iterable[str], timeout: float = 5.0) ->
     return _refusal(host, addresses, allow)
 
 
-class GuardedResolver(AbstractResolver):
-    """aiohttp resolver for the delivery client: a name is resolved, every
-    address checked, and only checked addresses are handed to the connector
-    (which connects to them: no second look-up). aiohttp does not resolve a
-    literal address, so the caller checks those first (`literal_refusal`)."""
-
-    def __init__(self, allowed: Iterable[str]) -> None:
-        self._allow = AllowList.parse(allowed)
-        self._plain = ThreadedResolver()
-
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET,
-                      ) -> list[ResolveResult]:
-        if self._allow.names_host(host):
-            return await self._plain.resolve(host, port, family)
-        try:
-            addresses = await resolve(host, port)
-        except (OSError, TimeoutError, UnicodeError, ValueError) as exc:
-            raise OSError(f"cannot resolve the webhook host ({type(exc).__name__})") from None
-        why = _refusal(host, addresses, self._allow) if addresses else "resolves to no address"
-        if why:
-            raise WebhookTargetRefused(f"webhook host {why}")
-        return [{"hostname": host, "host": str(ip), "port": port,
-                 "family": socket.AF_INET6 if ip.version == 6 else socket.AF_INET, "proto": 0,
-                 "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV} for ip in addresses]
-
-    async def close(self) -> None:
-        await self._plain.close()
-
-
-def literal_refusal(host: str, allowed: Iterable[str]) -> str | None:
-    """Why a URL whose host is a literal address must not be reached, or None
-    (a name, checked by `GuardedResolver` at each connection, gives None)."""
-    allow = AllowList.parse(allowed)
-    ip = _literal(host)
-    if ip is None or allow.names_host(host):
-        return None
-    return _refusal(host, [ip], allow)
+async def checked_addresses(host: str, port: int, allow: AllowList) -> list[str]:
+    """Where a webhook connection to `host` may go: every address it resolves
+    to, each checked (the connection is made to these, not to the name);
+    the name itself when the operator allows it. Raises WebhookTargetRefused
+    for an address the hub must not reach (a literal one included), OSError
+    when the name cannot be resolved."""
+    if allow.names_host(host):
+        return [host]
+    try:
+        addresses = await resolve(host, port)
+    except (OSError, TimeoutError, UnicodeError, ValueError) as exc:
+        raise OSError(f"cannot resolve the webhook host ({type(exc).__name__})") from None
+    why = _refusal(host, addresses, allow) if addresses else "resolves to no address"
+    if why:
+        raise WebhookTargetRefused(f"webhook host {why}")
+    return [str(ip) for ip in addresses]

@@ -5,8 +5,8 @@ Order: only the oldest undelivered message of a subscription is attempted, so
 a subscriber that was down receives everything in the order it was queued.
 Independence: each subscription drains its own queue in its own task
 (hub.delivery.leases.SubscriptionDeliverer), and each endpoint origin has its
-own connection pool (`HostClients`: aiohttp, keep-alive, a per-host
-connection limit), so a slow, timing-out or
+own connection pool (`HostClients`, hub/delivery/http1.py: kept-alive
+HTTP/1.1, a per-host connection limit), so a slow, timing-out or
 unreachable endpoint holds up only its own subscriptions.
 Deadline: an attempt (connection, waiting for a pooled connection, sending,
 the answer) has one hard deadline, `timeout_seconds`; the lease is longer.
@@ -22,26 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.crypto import DataProtector, signature_header
-from hub.delivery.targets import GuardedResolver, WebhookTargetRefused, literal_refusal
+from hub.delivery.http1 import ANSWER_READ_MAX, HostClients, WebhookAnswer
 from hub.delivery.leases import RetryPolicy, SubscriptionDeliverer, backoff_seconds, run_deliverer
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.store.db import read_only
 from hub.store.schema import deliveries, subscriptions
 
-__all__ = ["EVENT_NUMBER_HEADER", "SIGNATURE_HEADER", "HostClients", "WebhookDeliverer", "backoff_seconds",
-           "run_deliverer"]
+__all__ = ["ANSWER_READ_MAX", "EVENT_NUMBER_HEADER", "SIGNATURE_HEADER", "HostClients", "WebhookAnswer",
+           "WebhookDeliverer", "backoff_seconds", "run_deliverer"]
 
 log = get_logger("hub.webhook")
 SIGNATURE_HEADER = "S117-Signature"
@@ -52,68 +49,6 @@ def signed_headers(secret: str, event_id: str, body: bytes, extra: dict[str, str
     """Content type and `S117-Signature` (hub.crypto's signing of `t.event_id.body`) for a POST of `body`."""
     return {"Content-Type": "application/fhir+json", SIGNATURE_HEADER: signature_header(secret, event_id, body),
             **extra}
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookAnswer:
-    """What a delivery needs of the subscriber's answer: its status."""
-
-    status_code: int
-
-
-# The most of a subscriber's answer that is read (and thrown away): an answer is
-# its status; a longer body is not read, and its connection is not kept.
-ANSWER_READ_MAX = 64 * 1024
-
-
-class HostClients:
-    """One pooled aiohttp client session per endpoint origin (scheme, host, port).
-
-    Each origin gets at most `per_host` connections, kept alive between
-    deliveries (for less than common servers' 5 s keep-alive, so a POST is not
-    sent on a connection the subscriber is closing); origins do not share a
-    pool, so one endpoint that keeps its connections busy cannot starve
-    another's. HTTP/1.1 (TLS verified by the system's trust store); no
-    proxies from the environment, no redirects followed. Every connection is
-    checked by hub.delivery.targets (`GuardedResolver` for names, a literal
-    address before connecting). aiohttp rather than httpx here: about a
-    fifth of the CPU per POST (bench/README.md), which is most of what a
-    delivery costs the hub."""
-
-    def __init__(self, timeout: float, per_host: int = 10, allowed_hosts: Iterable[str] = ()) -> None:
-        self._timeout = timeout
-        self._per_host = per_host
-        self._allowed = list(allowed_hosts)
-        self._sessions: dict[tuple[str, str, int | None], aiohttp.ClientSession] = {}
-        self._refused: dict[tuple[str, str, int | None], str | None] = {}
-
-    def _session(self, url: str) -> aiohttp.ClientSession:
-        parts = urlsplit(url)
-        key = (parts.scheme, (parts.hostname or "").lower(), parts.port)
-        session = self._sessions.get(key)
-        if session is None or session.closed:
-            if key not in self._refused:
-                self._refused[key] = literal_refusal(parts.hostname or "", self._allowed)
-            connector = aiohttp.TCPConnector(limit=self._per_host, limit_per_host=self._per_host,
-                                             keepalive_timeout=2.0, resolver=GuardedResolver(self._allowed))
-            session = self._sessions[key] = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=self._timeout), trust_env=False,
-                auto_decompress=False, skip_auto_headers=("User-Agent",))
-        why = self._refused.get(key)
-        if why:
-            raise WebhookTargetRefused(f"webhook host {why}")
-        return session
-
-    async def post(self, url: str, *, content: bytes, headers: dict[str, str]) -> WebhookAnswer:
-        async with self._session(url).post(url, data=content, headers=headers, allow_redirects=False) as resp:
-            await resp.content.read(ANSWER_READ_MAX)
-            if not resp.content.at_eof():
-                resp.close()  # more than an answer needs: drop the connection rather than read on
-            return WebhookAnswer(resp.status)
-
-    async def aclose(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
-        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
 
 
 class WebhookDeliverer(SubscriptionDeliverer):
@@ -196,7 +131,7 @@ class WebhookDeliverer(SubscriptionDeliverer):
                 error = f"HTTP {resp.status_code}"
         except TimeoutError:
             error = "Timeout"
-        except (httpx.HTTPError, aiohttp.ClientError, OSError) as exc:  # the subscriber or the path to it
+        except (httpx.HTTPError, OSError) as exc:  # the subscriber or the path to it (a refused target too)
             error = type(exc).__name__
         metrics.DELIVERY_SECONDS.observe(time.perf_counter() - started)
         return error

@@ -136,8 +136,8 @@ async def test_the_guard_connects_to_the_address_it_checked(monkeypatch):
 @pytest.mark.parametrize("url", ["http://127.0.0.1:{port}/hook", "http://[::1]:{port}/hook",
                                  "http://[::ffff:127.0.0.1]:{port}/hook", "http://169.254.169.254:{port}/x"])
 async def test_the_delivery_client_refuses_a_literal_address_before_connecting(url):
-    """aiohttp does not resolve a literal address (so no resolver sees it):
-    HostClients checks it first, and the loopback receiver hears nothing."""
+    """A literal address needs no look-up, and is checked all the same
+    before connecting: the loopback receiver hears nothing."""
     receiver = Receiver(secret="s" * 32)
     await receiver.start()
     clients = HostClients(5.0, allowed_hosts=[])
