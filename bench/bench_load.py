@@ -131,7 +131,29 @@ def bare_insert(path: Path, changes: list[dict], per_txn: int = 1) -> float:
     return len(changes) / elapsed
 
 
+def _receive(port: int, out: int) -> None:
+    """The webhook receiver, in a child process: each POST's event id and
+    arrival time (`time.perf_counter`: CLOCK_MONOTONIC, the same clock in
+    every process) written to the pipe `out` as a line."""
+    app = FastAPI()
+    sink = os.fdopen(out, "wb", buffering=0)
+
+    @app.post("/hook")
+    async def hook(request: Request) -> Response:
+        await request.body()
+        sink.write(f"{request.headers.get('s117-event-id', '')} {time.perf_counter()}\n".encode())
+        return Response(status_code=204)
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, lifespan="off", access_log=False)
+
+
 class Arrivals:
+    """The subscribers' receiver on the bench's own loop (the default: the
+    figures of earlier runs were taken so). A burst of deliveries then also
+    delays the bench's own POSTs, and on 2 cores the receiver takes CPU
+    from the bench process rather than from the hub; `--receiver-process`
+    runs it in a process of its own (`ArrivalsProcess`)."""
+
     def __init__(self) -> None:
         self.at: dict[str, float] = {}  # event id -> first arrival
         self.messages = 0
@@ -165,6 +187,55 @@ class Arrivals:
         await self._task
 
 
+class ArrivalsProcess:
+    """The subscribers' receiver in a process of its own (`--receiver-process`):
+    the bench's POSTs are timed on a loop that does nothing else; the
+    receiver then competes with the hub for the 2 cores."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}  # event id -> first arrival
+        self.messages = 0
+        self.port = free_port()
+        self._child: subprocess.Popen | None = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        read, write = os.pipe()
+        self._child = subprocess.Popen(
+            [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import bench.bench_load as b; "
+             "b._receive(int(sys.argv[2]), int(sys.argv[3]))", str(Path(__file__).resolve().parent.parent),
+             str(self.port), str(write)], pass_fds=(write,))
+        os.close(write)
+        reader = asyncio.StreamReader(limit=1 << 20)
+        await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read, "rb", buffering=0))
+        self._task = asyncio.create_task(self._read(reader))
+        deadline = time.monotonic() + 15
+        async with httpx.AsyncClient() as http:
+            while True:
+                try:
+                    await http.get(f"http://127.0.0.1:{self.port}/")
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.05)
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        while line := await reader.readline():
+            event_id, at = line.split()
+            self.at.setdefault(event_id.decode(), float(at))
+            self.messages += 1
+            self.last = float(at)
+
+    async def stop(self) -> None:
+        assert self._child is not None and self._task is not None
+        await asyncio.sleep(0.2)  # the last lines through the pipe
+        self._child.terminate()
+        self._child.wait(10)
+        await asyncio.wait_for(self._task, 10)  # the pipe's end, once the child is gone
+
+
 async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, batch_max: int) -> dict:
     workdir = tmp / f"c{clients}-b{batch_max}"
     workdir.mkdir()
@@ -175,7 +246,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
 
     base_rate = bare_insert(workdir / "bare.db", flat)
 
-    arrivals = Arrivals()
+    arrivals = ArrivalsProcess() if args.receiver_process else Arrivals()
     await arrivals.start()
     env = {"S117_LOG_LEVEL": args.log_level, "S117_WORKER_POLL_SECONDS": "0.05",
            "S117_INGEST_BATCH_MAX": str(batch_max)}
@@ -375,6 +446,8 @@ async def main() -> None:
     ap.add_argument("--compare", action="store_true",
                     help="also run each level without group commit (S117_INGEST_BATCH_MAX=1)")
     ap.add_argument("--keep", action="store_true", help="keep the databases and logs")
+    ap.add_argument("--receiver-process", action="store_true",
+                    help="the webhook receiver in a process of its own, not on the bench's loop")
     ap.add_argument("--httpx-clients", action="store_true",
                     help="post with httpx rather than bench/rawhttp.py (the clients then take far more CPU)")
     ap.add_argument("--rate", type=float,
