@@ -25,8 +25,9 @@ cost of a change's deliveries.
 * Nothing else: no redirects followed (a 3xx is the answer), no proxies
   from the environment, no cookies, no decompression. The caller's
   deadline (`asyncio.timeout`) covers waiting for a connection, connecting,
-  sending and the answer; a connection interrupted by it is closed, never
-  reused.
+  sending and the answer (and `timeout`, the client's own bound, covers
+  each POST whatever its caller sets); a connection interrupted by either is
+  closed, never reused.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ class HostClients:
 
     def __init__(self, timeout: float, per_host: int = 10, allowed_hosts: list[str] | tuple[str, ...] = (),
                  *, keepalive: float = 2.0, ssl_context: ssl.SSLContext | None = None) -> None:
-        self._timeout = timeout  # kept for callers that ask; deadlines are the caller's asyncio.timeout
+        self._timeout = timeout  # the most one POST may take, whatever deadline its caller sets
         self._per_host = per_host
         self._allow = AllowList.parse(allowed_hosts)
         self._keepalive = keepalive
@@ -198,6 +199,10 @@ class HostClients:
         return origin, line
 
     async def post(self, url: str, *, content: bytes, headers: dict[str, str]) -> WebhookAnswer:
+        async with asyncio.timeout(self._timeout):
+            return await self._post(url, content, headers)
+
+    async def _post(self, url: str, content: bytes, headers: dict[str, str]) -> WebhookAnswer:
         origin, line = self._target(url)
         head = "".join(f"{k}: {_CTL.sub(' ', v)}\r\n" for k, v in headers.items()
                        if not _CTL.search(k) and k.lower() not in ("host", "content-length"))

@@ -30,15 +30,15 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.crypto import DataProtector, signature_header
-from hub.delivery.http1 import ANSWER_READ_MAX, HostClients, WebhookAnswer
+from hub.delivery.http1 import HostClients
 from hub.delivery.leases import RetryPolicy, SubscriptionDeliverer, backoff_seconds, run_deliverer
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.store.db import read_only
 from hub.store.schema import deliveries, subscriptions
 
-__all__ = ["ANSWER_READ_MAX", "EVENT_NUMBER_HEADER", "SIGNATURE_HEADER", "HostClients", "WebhookAnswer",
-           "WebhookDeliverer", "backoff_seconds", "run_deliverer"]
+__all__ = ["EVENT_NUMBER_HEADER", "SIGNATURE_HEADER", "HostClients", "WebhookDeliverer", "backoff_seconds",
+           "run_deliverer"]
 
 log = get_logger("hub.webhook")
 SIGNATURE_HEADER = "S117-Signature"

@@ -201,6 +201,17 @@ async def test_a_deadline_mid_answer_drops_the_connection() -> None:
     await sub.stop()
 
 
+async def test_the_clients_own_bound_holds_without_a_callers_deadline() -> None:
+    sub = await Subscriber(unanswered=lambda n: False, answer=lambda n: b"").start()  # reads, never answers
+    clients = HostClients(0.3, allowed_hosts=["127.0.0.1"])
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TimeoutError):
+        await post(clients, sub.port)
+    assert asyncio.get_running_loop().time() - started < 2.0
+    await clients.aclose()
+    await sub.stop()
+
+
 async def test_header_values_cannot_split_the_request() -> None:
     sub = await Subscriber().start()
     clients = HostClients(5.0, allowed_hosts=["127.0.0.1"])
