@@ -8,7 +8,6 @@ domain event the rules derive. Either all of it is durable or none is.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import uuid
 from collections.abc import Callable
@@ -27,7 +26,8 @@ from hub.ids import uuid5
 from hub.access import AccessPolicy, record_decision
 from hub.bus.port import EVENTS_TOPIC, BusMessage
 from hub.bus.sql import lock_topic, publish
-from hub.codec import from_jsonable, to_jsonable, to_jsonable_with
+from hub.bus.payload import status_on_the_bus
+from hub.codec import from_jsonable, to_jsonable
 from hub.crypto import DataProtector
 from hub.domain.agreements import AgreementBook
 from hub.domain.access import TEXTS, Decision, PersonFacts, Rule
@@ -235,9 +235,8 @@ class BulkCache:
     the store (register changes are only ever inserted, so the same count is
     the same history) and it is the same day; otherwise the history is read
     again. Also held per person: the evaluation of that history (the next
-    row's change is folded onto it), the JSON of its history entries
-    (`HistoryJson`) and the access facts. Bounded: at most `max_weight` (a
-    change with its history entry and that entry's JSON weighs 2, a status
+    row's change is folded onto it) and the access facts. Bounded: at most `max_weight` (a
+    change with its history entry weighs 2, a status
     and its fold 8: about 0.4 KB each), 150,000 by default (about 60 MB); once full, people
     not yet held are not added (a file that cycles through more people than
     fit keeps hitting the ones held, where evicting the oldest would miss every time)."""
@@ -252,9 +251,7 @@ class BulkCache:
         self._held = 0
         self._day: date | None = None
         self.hits = 0
-        # The JSON of the history entries of the statuses written, and each person's access facts
-        # with the evaluation they come from (people's rows are spread over chunks).
-        self.history_json = HistoryJson()
+        # Each person's access facts with the evaluation they come from (people's rows are spread over chunks).
         self.facts: dict[str, tuple[Any, Any]] = {}
 
     def get(self, person_id: str) -> tuple[list[RegisterChange], Any] | None:
@@ -273,7 +270,6 @@ class BulkCache:
                 continue
             self._entries[pid] = (history, statuses.get(pid))
             self._held += weight
-        self.history_json.keep_only(self._entries)
         for pid in [p for p in self.facts if p not in self._entries]:
             del self.facts[pid]
 
@@ -296,51 +292,15 @@ def _status_upsert(dialect: Any) -> Prepared:
     return got
 
 
-class HistoryJson:
-    """`to_jsonable` of people's status histories, each entry encoded once: a
-    person's successive statuses share the same HistoryEntry objects (the
-    fold only ever appends, and a copied fold copies the list), so each
-    row's status JSON costs its newest entries only. Held per person: how
-    many entries were encoded, the last of them, and their JSON; if the new
-    history holds that very entry object at that place, every entry before
-    it is the same object too (the same fold's list, copied and appended
-    to), so only what follows is encoded; otherwise (a history replayed for
-    a late change, or read again) all of it. The lists are never changed once
-    made (each row gets a new one), so payloads waiting to be written may
-    share them."""
-
-    __slots__ = ("_held",)
-
-    def __init__(self) -> None:
-        self._held: dict[str, tuple[int, Any, list[Any]]] = {}
-
-    def encode(self, person_id: str, entries: Any) -> list[Any]:
-        held = self._held.get(person_id)
-        done, jsons = 0, []
-        if held is not None:
-            n, last, encoded = held
-            if 0 < n <= len(entries) and entries[n - 1] is last:
-                done, jsons = n, encoded
-        out = jsons + [to_jsonable(e) for e in entries[done:]] if done < len(entries) else jsons
-        if entries:
-            self._held[person_id] = (len(entries), entries[-1], out)
-        return out
-
-    def keep_only(self, person_ids: Any) -> None:
-        for pid in [p for p in self._held if p not in person_ids]:
-            del self._held[pid]
-
-
 async def write_recorded(
     conn: Any, client: Client, change_in: RegisterChangeIn, change: RegisterChange, after: S117Status,
     events: list[DomainEvent], person_id: str, correlation_id: str, channel: str, now: datetime,
-    holidays: Any, history_json: Callable[[Any], list[Any]] | None = None,
+    holidays: Any,
 ) -> tuple[Any, dict[str, Any]]:
     """A recorded change's rows, the same for one change and for a council
     file's chunk: the register change, its service level (5 working days)
-    and its events on the outbox, with the whole status. Returns the service
-    level and the 202 body. `history_json`: the JSON of history entries already encoded (a person's
-    successive statuses share all but the newest)."""
+    and its events on the outbox, with the status (without its history:
+    hub/bus/payload.py). Returns the service level and the 202 body."""
     change_json = to_jsonable(change)  # the canonical column and each event's payload
     await conn.execute(_INSERT_CHANGE, dict(
         change_id=change.change_id, person_id=person_id, source=client.client_id,
@@ -352,7 +312,7 @@ async def write_recorded(
     await conn.execute(_INSERT_SERVICE_LEVEL, dict(
         change_id=change.change_id, notified_on=change.notified_on, recorded_on=change.recorded_on,
         deadline=sl.deadline, working_days_taken=sl.working_days_taken, state=sl.state))
-    status_json = to_jsonable(after) if history_json is None else to_jsonable_with(after, "history", history_json)
+    status_json = status_on_the_bus(after)
     event_ids = []
     for n, ev in enumerate(events):
         eid = event_id_for(change.change_id, n, ev.event_type.value)
@@ -841,7 +801,6 @@ class IngestService:
         late_of: dict[str, int] = {}  # person id -> their rows recorded late (the person's report row)
         stopped: set[str] = set()  # people whose remaining rows go the per-change way
         holidays = self._ref.bank_holidays()
-        history_json = cache.history_json if cache is not None else HistoryJson()
         # person id -> (their evaluation, its access facts): the same evaluation is the same history
         facts_of: dict[str, tuple[Evaluation, Any]] = cache.facts if cache is not None else {}
 
@@ -964,8 +923,7 @@ class IngestService:
                     details[pid] = self._protector.encrypt(orjson.dumps(merged))
                     await execute_prepared(conn, _UPDATE_DETAILS, {"pid": pid, "new_details": details[pid], "at": now})
             sl, body = await write_recorded(conn, client, change_in, change, after, events, pid,
-                                            correlation_id, channel, now, holidays,
-                                            functools.partial(history_json.encode, pid))
+                                            correlation_id, channel, now, holidays)
             late_of[pid] = late_of.get(pid, 0) + (1 if sl.state == "breach" else 0)
             await conn.execute(_INSERT_RESULT, dict(
                 source=client.client_id, source_message_id=change_in.source_message_id, status_code=202, body=body,

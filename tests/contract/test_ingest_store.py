@@ -10,9 +10,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from hub.bus.payload import status_on_the_bus
 from hub.bus.port import EVENTS_TOPIC
+from hub.codec import from_jsonable
 from hub.delivery.dispatcher import GROUP
-from hub.domain.model import EventType
+from hub.domain.model import EventType, RegisterChange
+from hub.domain.rules import evaluate
 from hub.sample_data import bad_change, detention_to_move_scenario
 from hub.store.schema import (
     bus_messages,
@@ -143,10 +146,27 @@ async def test_concurrent_changes_for_one_new_person_all_land_once_and_in_sequen
         rows = (await conn.execute(select(bus_messages).order_by(bus_messages.c.offset))).all()
         await conn.rollback()
     assert sorted(r.event_id for r in rows) == sorted(event_ids)
-    # In log order, the "change recorded" events show the person's history
-    # growing by exactly one change each time: 1, 2, ..., 20.
+    # In log order, each "change recorded" event carries the status of
+    # exactly the changes committed up to it: 1, 2, ..., 20 of them.
     recorded = [r for r in rows if r.payload["event"]["event_type"] == EventType.REGISTER_CHANGE_RECORDED.value]
-    assert [len(r.payload["status"]["history"]) for r in recorded] == list(range(1, 21))
+    assert len(recorded) == 20
+    async with hub.engine.connect() as conn:
+        by_id = {c.change_id: c for c in (from_jsonable(RegisterChange, r.canonical) for r in await conn.execute(
+            select(register_changes.c.canonical)))}
+        await conn.rollback()
+    ingest, pid = hub.ingest, answers[0].json()["person_id"]
+
+    def status_of(changes: list[RegisterChange]) -> dict:
+        return status_on_the_bus(evaluate(pid, changes, ingest._ref, ingest._agreements, ingest._today()))
+
+    seen: list[RegisterChange] = []
+    telling = 0  # (step, earlier change) pairs where leaving that change out would show
+    for r in recorded:
+        seen.append(by_id[r.payload["event"]["change_id"]])
+        assert r.payload["status"] == status_of(seen), len(seen)
+        telling += sum(status_of(seen[:j] + seen[j + 1:-1] + seen[-1:]) != r.payload["status"]
+                       for j in range(len(seen) - 1))
+    assert telling >= 10, telling
     # And one change's events are contiguous in the log.
     change_order = [r.payload["event"]["change_id"] for r in rows]
     runs = [c for i, c in enumerate(change_order) if i == 0 or change_order[i - 1] != c]
