@@ -166,7 +166,10 @@ async def run(path: str, rows: int, n_people: int, profile: Path | None, env: di
     bare = bare_insert(tmp / "bare.db", flat)
     batched = bare_insert(tmp / "bare-batched.db", [c for p in people for c in p] * 3, per_txn=500)
     same_bytes = bare_bytes(tmp / "bare-bytes.db", min(rows, 5000), int(db_growth / rows))
-    shutil.rmtree(tmp, ignore_errors=True)
+    if os.environ.get("BENCH_KEEP"):
+        print(f"kept: {tmp}", file=sys.stderr)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return {"path": path, "rows": rows, "people": n_people, "mb": len(data) / 1e6, "answered": answered,
             "elapsed": elapsed, "rate": rows / elapsed, "cpu_ms": cpu / rows * 1000, "rss_before": rss_before,
             "peak": peak, "processing_peak": processing_peak, "series": series, "accepted": statuses["accepted"], "rejected": statuses["rejected"], "bare": bare,

@@ -52,7 +52,7 @@ from hub.sample_data import detention_to_move_scenario  # noqa: E402
 from hub.store.db import create_engine, create_schema  # noqa: E402
 from hub.store.schema import deliveries, disclosures  # noqa: E402
 from tests.support import HubProcess, free_port  # noqa: E402
-from bench.rawhttp import RawClient  # noqa: E402
+from bench.rawhttp import RawClient, serve_receiver  # noqa: E402
 
 SECRET = "bench-webhook-secret-0123456789abcdef0123"
 # Every body the sample people's events are routed to (the council, the host
@@ -131,12 +131,19 @@ def bare_insert(path: Path, changes: list[dict], per_txn: int = 1) -> float:
     return len(changes) / elapsed
 
 
-def _receive(port: int, out: int) -> None:
+def _receive(port: int, out: int, fastapi: bool = False) -> None:
     """The webhook receiver, in a child process: each POST's event id and
     arrival time (`time.perf_counter`: CLOCK_MONOTONIC, the same clock in
     every process) written to the pipe `out` as a line."""
-    app = FastAPI()
     sink = os.fdopen(out, "wb", buffering=0)
+    if not fastapi:
+        async def serve() -> None:
+            await serve_receiver(port, lambda event_id: sink.write(b"%s %r\n" % (event_id, time.perf_counter())))
+            await asyncio.Event().wait()
+
+        asyncio.run(serve())
+        return
+    app = FastAPI()
 
     @app.post("/hook")
     async def hook(request: Request) -> Response:
@@ -152,14 +159,26 @@ class Arrivals:
     figures of earlier runs were taken so). A burst of deliveries then also
     delays the bench's own POSTs, and on 2 cores the receiver takes CPU
     from the bench process rather than from the hub; `--receiver-process`
-    runs it in a process of its own (`ArrivalsProcess`)."""
+    runs it in a process of its own (`ArrivalsProcess`). It answers with
+    `bench/rawhttp.py`'s receiver (tens of microseconds a POST); with
+    `fastapi=True` (`--fastapi-receiver`, as in runs before 2026-12-01's
+    fifth session) with uvicorn and FastAPI, a few hundred microseconds a
+    POST of the 2 cores the hub also needs."""
 
-    def __init__(self) -> None:
+    def __init__(self, fastapi: bool = False) -> None:
         self.at: dict[str, float] = {}  # event id -> first arrival
         self.messages = 0
         self.port = free_port()
+        self._fastapi = fastapi
         self._server: uvicorn.Server | None = None
+        self._raw: asyncio.Server | None = None
         self._task: asyncio.Task | None = None
+
+    def _arrived(self, event_id: bytes) -> None:
+        now = time.perf_counter()
+        self.at.setdefault(event_id.decode(), now)
+        self.messages += 1
+        self.last = now
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -175,6 +194,9 @@ class Arrivals:
         return app
 
     async def start(self) -> None:
+        if not self._fastapi:
+            self._raw = await serve_receiver(self.port, self._arrived)
+            return
         self._server = uvicorn.Server(uvicorn.Config(self.app(), host="127.0.0.1", port=self.port,
                                                      log_config=None, lifespan="off", access_log=False))
         self._task = asyncio.create_task(self._server.serve())
@@ -182,6 +204,9 @@ class Arrivals:
             await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+            return
         assert self._server is not None and self._task is not None
         self._server.should_exit = True
         await self._task
@@ -192,10 +217,11 @@ class ArrivalsProcess:
     the bench's POSTs are timed on a loop that does nothing else; the
     receiver then competes with the hub for the 2 cores."""
 
-    def __init__(self) -> None:
+    def __init__(self, fastapi: bool = False) -> None:
         self.at: dict[str, float] = {}  # event id -> first arrival
         self.messages = 0
         self.port = free_port()
+        self._fastapi = fastapi
         self._child: subprocess.Popen | None = None
         self._task: asyncio.Task | None = None
 
@@ -203,23 +229,24 @@ class ArrivalsProcess:
         read, write = os.pipe()
         self._child = subprocess.Popen(
             [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import bench.bench_load as b; "
-             "b._receive(int(sys.argv[2]), int(sys.argv[3]))", str(Path(__file__).resolve().parent.parent),
-             str(self.port), str(write)], pass_fds=(write,))
+             "b._receive(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == '1')",
+             str(Path(__file__).resolve().parent.parent), str(self.port), str(write), "1" if self._fastapi else "0"],
+            pass_fds=(write,))
         os.close(write)
         reader = asyncio.StreamReader(limit=1 << 20)
         await asyncio.get_running_loop().connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read, "rb", buffering=0))
         self._task = asyncio.create_task(self._read(reader))
         deadline = time.monotonic() + 15
-        async with httpx.AsyncClient() as http:
-            while True:
-                try:
-                    await http.get(f"http://127.0.0.1:{self.port}/")
-                    break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.05)
+        while True:  # listening
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         while line := await reader.readline():
@@ -246,7 +273,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
 
     base_rate = bare_insert(workdir / "bare.db", flat)
 
-    arrivals = ArrivalsProcess() if args.receiver_process else Arrivals()
+    arrivals = (ArrivalsProcess if args.receiver_process else Arrivals)(fastapi=args.fastapi_receiver)
     await arrivals.start()
     env = {"S117_LOG_LEVEL": args.log_level, "S117_WORKER_POLL_SECONDS": "0.05",
            "S117_INGEST_BATCH_MAX": str(batch_max)}
@@ -446,6 +473,9 @@ async def main() -> None:
     ap.add_argument("--compare", action="store_true",
                     help="also run each level without group commit (S117_INGEST_BATCH_MAX=1)")
     ap.add_argument("--keep", action="store_true", help="keep the databases and logs")
+    ap.add_argument("--fastapi-receiver", action="store_true",
+                    help="the webhook receiver on uvicorn and FastAPI (runs before 2026-12-01's fifth session) "
+                         "rather than bench/rawhttp.py's: a few hundred microseconds of the 2 cores a POST")
     ap.add_argument("--receiver-process", action="store_true",
                     help="the webhook receiver in a process of its own, not on the bench's loop")
     ap.add_argument("--httpx-clients", action="store_true",

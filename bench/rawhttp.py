@@ -1,4 +1,4 @@
-"""A minimal HTTP/1.1 keep-alive client for the load benches.
+"""A minimal HTTP/1.1 keep-alive client and webhook receiver for the load benches.
 
 httpx spends a few milliseconds of CPU per request; on a 2-core machine the
 bench's own clients then take the core the hub would use, and the figures
@@ -10,6 +10,7 @@ no chunked bodies: the hub answers with a length), for about 50 us a request.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import orjson
 
@@ -57,3 +58,53 @@ class RawClient:
             except (ConnectionError, OSError):
                 pass
         self._reader = self._writer = None
+
+
+class _Receiving(asyncio.Protocol):
+    """One connection of `serve_receiver`: requests read one after another
+    (keep-alive, `Content-Length` bodies, as the hub's webhook client sends
+    them), each answered 204 once its body is in."""
+
+    def __init__(self, on_request: Callable[[bytes], None]) -> None:
+        self._on_request = on_request
+        self._buf = bytearray()
+        self._body: int | None = None  # the body length still awaited, once a head is in
+        self._event_id = b""
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        while True:
+            if self._body is None:
+                end = self._buf.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                length, event_id = 0, b""
+                for line in bytes(self._buf[:end]).split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    name = name.strip().lower()
+                    if name == b"content-length":
+                        length = int(value)
+                    elif name == b"s117-event-id":
+                        event_id = value.strip()
+                del self._buf[:end + 4]
+                self._body, self._event_id = length, event_id
+            if len(self._buf) < self._body:
+                return
+            del self._buf[:self._body]
+            self._body = None
+            self._on_request(self._event_id)
+            assert self._transport is not None
+            self._transport.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+
+
+async def serve_receiver(port: int, on_request: Callable[[bytes], None]) -> asyncio.Server:
+    """A webhook receiver that does nothing but answer 204 and call
+    `on_request(event id header)` for each POST: tens of microseconds of CPU
+    a request where uvicorn with FastAPI takes a few hundred, so that on 2
+    cores the receiver does not take the CPU the hub under test would use."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: _Receiving(on_request), "127.0.0.1", port)
