@@ -73,8 +73,8 @@ def pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU of the process and its live child processes (the worker process
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """CPU of the process and (`children`) its live child processes (the worker process
     of `S117_SEPARATE_WORKERS`), utime + stime."""
     total = 0.0
     try:
@@ -82,6 +82,8 @@ def cpu_seconds(pid: int) -> float:
     except FileNotFoundError:
         return 0.0
     total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    if not children:
+        return total
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
             children = (task / "children").read_text().split()
@@ -357,18 +359,33 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                 slots = [(p, k) for k in range(max(map(len, work), default=0)) for p in range(len(work))
                          if k < len(work[p])]
                 done = {pk: asyncio.Event() for pk in slots}
+                # `clients` kept-alive connections (bench/rawhttp.py unless --httpx-clients), each
+                # carrying one POST at a time: a change due when all are busy waits for one.
+                pool: asyncio.Queue[RawClient | None] = asyncio.Queue()
+                for _ in range(clients):
+                    pool.put_nowait(None if args.httpx_clients else RawClient(host, int(port), headers))
                 start = time.perf_counter()
 
                 async def one(i: int, p: int, k: int) -> None:
                     await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
                     if k:
                         await done[(p, k - 1)].wait()
-                    await post(work[p][k])
+                    raw = await pool.get()
+                    try:
+                        await post(work[p][k], raw)
+                    finally:
+                        pool.put_nowait(raw)
                     done[(p, k)].set()
 
-                await asyncio.gather(*(one(i, p, k) for i, (p, k) in enumerate(slots)))
+                try:
+                    await asyncio.gather(*(one(i, p, k) for i, (p, k) in enumerate(slots)))
+                finally:
+                    while not pool.empty():
+                        raw = pool.get_nowait()
+                        if raw is not None:
+                            await raw.close()
 
-            cpu0 = cpu_seconds(hub.proc.pid)
+            cpu0, own0 = cpu_seconds(hub.proc.pid), cpu_seconds(hub.proc.pid, children=False)
             t0 = time.perf_counter()
             if args.rate:
                 await paced(args.rate)
@@ -386,6 +403,10 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                 await asyncio.sleep(0.5)  # the other recipients' copies of the last events
             drained = time.perf_counter() - t0
             cpu = cpu_seconds(hub.proc.pid) - cpu0
+            if args.separate_workers:  # the front (HTTP, ingest) and the worker process apart
+                front = cpu_seconds(hub.proc.pid, children=False) - own0
+                print(f"  hub CPU per change: front {front / n * 1e3:.1f} ms, worker process "
+                      f"{(cpu - front) / n * 1e3:.1f} ms", file=sys.stderr)
             metrics_text = (await http.get("/metrics")).text
             batch_mean = mean_batch(metrics_text)
             redone = {line.split('"')[1]: float(line.split()[-1]) for line in metrics_text.splitlines()

@@ -28,3 +28,18 @@ def test_only_a_sqlite_file_is_watched() -> None:
     assert sqlite_file("sqlite+aiosqlite:////var/lib/s117/hub.db") == "/var/lib/s117/hub.db"
     assert sqlite_file("sqlite+aiosqlite:///:memory:") is None
     assert sqlite_file("postgresql+asyncpg://hub@db/s117") is None
+
+
+def test_the_worker_process_runs_on_uvloop_where_installed() -> None:
+    """`s117hub workers` runs its loop as uvicorn runs the front's: on uvloop
+    (installed with uvicorn[standard] on Linux), returning what the coroutine returns."""
+    import asyncio
+
+    import uvloop
+
+    from hub.cli import run_loop
+
+    async def which() -> type:
+        return type(asyncio.get_running_loop())
+
+    assert run_loop(which()) is uvloop.Loop
