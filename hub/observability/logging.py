@@ -13,6 +13,7 @@ import logging
 import re
 import uuid
 import sys
+import threading
 from typing import Any
 
 import orjson
@@ -77,10 +78,19 @@ def _mask(value: Any) -> Any:
     return value
 
 
+# Written by the chain's own processors, never from a caller's values: not scanned.
+_GENERATED = frozenset({"level", "timestamp"})
+
+
 def allowlist_redactor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in event_dict.items():
-        out[key] = _mask(value) if key in ALLOWED_KEYS else REDACTED
+        if key not in ALLOWED_KEYS:
+            out[key] = REDACTED
+        elif key in _GENERATED or (type(value) is str and (len(value) < 10 or _HINT.search(value) is None)):
+            out[key] = value  # most values (ids, codes, counts as text): what `_mask` would give, without the call
+        else:
+            out[key] = _mask(value)
     return out
 
 
@@ -100,11 +110,34 @@ def _drop_exception_text(_logger: Any, _name: str, event_dict: dict[str, Any]) -
     return event_dict
 
 
+class _StreamLogger:
+    """structlog's PrintLogger, but one per stream name, looking the stream
+    up at each line rather than when the logger is made: sys.stdout may be
+    swapped (tests, daemons) and closed, and with `cache_logger_on_first_use`
+    off a logger is made for every line (a PrintLogger and its lock look-up
+    each time)."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def msg(self, message: str) -> None:
+        with _WRITE_LOCK:
+            print(message, file=getattr(sys, self._name), flush=True)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+_WRITE_LOCK = threading.Lock()  # whole lines from every thread (the aiosqlite and commit threads log too)
+
+
 def _current_stream_logger(name: str) -> Any:
-    # Look the stream up each time a logger is made rather than binding the
-    # file object once: sys.stdout may be swapped (tests, daemons) and closed.
-    def factory(*_args: Any) -> structlog.PrintLogger:
-        return structlog.PrintLogger(getattr(sys, name))
+    logger = _StreamLogger(name)
+
+    def factory(*_args: Any) -> _StreamLogger:
+        return logger
 
     return factory
 
