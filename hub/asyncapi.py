@@ -5,8 +5,8 @@ GET /asyncapi.json.
   (hub.delivery.kafka_topic): FHIR R4 message Bundles, key = hub person id,
   CloudEvents 1.0 binary-mode headers plus the hub's own.
 * `s117.events`: the hub's internal event log in Kafka mode (hub.bus.kafka
-  KafkaRelay): the domain event, the register change and the S117 status as
-  JSON, key = hub person id. Only the hub consumes it; listed so operators
+  KafkaRelay): the domain event, the register change and the S117 status
+  (without its history: hub/bus/payload.py) as JSON, key = hub person id. Only the hub consumes it; listed so operators
   know what is on their cluster.
 
 tests/contract/test_kafka_topic_channel.py reads records back from a real
@@ -81,7 +81,9 @@ INTERNAL_HEADERS: dict[str, Any] = {
 
 INTERNAL_PAYLOAD: dict[str, Any] = {
     "type": "object",
-    "properties": {"event": {"type": "object"}, "change": {"type": "object"}, "status": {"type": "object"}},
+    "properties": {"event": {"type": "object"}, "change": {"type": "object"},
+                   "status": {"type": "object", "description": "The person's S117 status after the change, "
+                              "without its history (the register's changes are that)"}},
     "required": ["event", "change", "status"],
 }
 
