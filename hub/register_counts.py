@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, not_, or_, select
+from sqlalchemy import and_, bindparam, case, delete, func, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.codec import from_jsonable
@@ -86,10 +86,43 @@ def _prepared_upsert(dialect: Any) -> Prepared:
     return got
 
 
+# On SQLite an UPDATE rewrites an index whenever one of its columns is in
+# the SET list, even to the value it had: the upsert above writes the table's
+# page and a page of each of its five indexes for every change. A person's
+# council, ICB and entitlement dates rarely move, so once the person has a
+# row only the indexed columns that changed are set (the table's page alone,
+# most of the time). PostgreSQL leaves an unchanged index alone by itself.
+_INDEXED = frozenset(c.name for ix in register_status.indexes for c in ix.columns)
+_ALWAYS = tuple(c.name for c in register_status.c
+                if c.name not in _INDEXED and c.name not in ("person_id", "late_changes"))
+_READ_ROW = Prepared(select(*(register_status.c[c] for c in sorted(_INDEXED)))
+                     .where(register_status.c.person_id == bindparam("pid")))
+_UPDATES: dict[frozenset[str], Prepared] = {}
+
+
+def _update(changed: frozenset[str]) -> Prepared:
+    """UPDATE of the row's unindexed columns and of the indexed ones in `changed`."""
+    got = _UPDATES.get(changed)
+    if got is None:
+        values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in (*_ALWAYS, *sorted(changed))}
+        values["late_changes"] = register_status.c.late_changes + bindparam("v_late_changes")
+        got = _UPDATES[changed] = Prepared(
+            update(register_status).where(register_status.c.person_id == bindparam("v_person_id")).values(values))
+    return got
+
+
 async def record_status(conn: Any, person_id: str, status: S117Status, late: bool) -> None:
     """In the change's transaction: the person's status after it, and one
     more late change if this one was recorded late."""
     row = status_row(person_id, status, 1 if late else 0)
+    if conn.dialect.name == "sqlite":
+        held = (await execute_prepared(conn, _READ_ROW, {"pid": person_id})).first()
+        if held is not None:
+            changed = frozenset(c for c in _INDEXED if getattr(held, c) != row[c])
+            await execute_prepared(conn, _update(changed), {
+                "v_person_id": person_id, "v_late_changes": row["late_changes"],
+                **{f"v_{c}": row[c] for c in (*_ALWAYS, *changed)}})
+            return
     await execute_prepared(conn, _prepared_upsert(conn.dialect), {f"v_{k}": v for k, v in row.items()})
 
 

@@ -95,6 +95,23 @@ async def test_maintained_counts_equal_a_full_re_evaluation(app_hub, exact):
         assert maintained == full
     assert sum(r["entitled"] for r in maintained["rows"]) > 0
     assert sum(r["changes_recorded_late"] for r in maintained["rows"]) > 0
+    # Row by row too: each person's row (written whole once, then only the indexed columns
+    # that moved: hub/register_counts.py) is the status of their whole history.
+    today = datetime.now(UTC).date()
+    async with hub.engine.connect() as conn:
+        held = {r.person_id: r._mapping for r in (await conn.execute(select(register_status))).all()}
+        histories: dict[str, list[RegisterChange]] = {}
+        for r in (await conn.execute(select(register_changes.c.person_id, register_changes.c.canonical))).all():
+            histories.setdefault(r.person_id, []).append(from_jsonable(RegisterChange, r.canonical))
+    assert held.keys() == histories.keys()
+    moved = 0
+    for pid, history in histories.items():
+        want = register_counts.status_row(pid, evaluate(pid, history, hub.ref, hub.agreements, today), 0)
+        got = held[pid]
+        assert {k: got[k] for k in want if k not in ("updated_at", "late_changes")} == \
+            {k: v for k, v in want.items() if k not in ("updated_at", "late_changes")}, pid
+        moved += len(history) > 1 and got["council_code"] is not None
+    assert moved > 10
 
 
 async def test_a_store_without_the_counts_is_rebuilt_at_start(app_hub, exact):
