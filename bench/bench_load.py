@@ -478,7 +478,8 @@ def fmt_ms(s: float) -> str:
     return f"{s * 1000:,.0f} ms" if s >= 0.1 else f"{s * 1000:.1f} ms"
 
 
-async def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The options; bench_production.py takes their defaults for its run of `run_level`."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="600 changes at 32 clients")
     ap.add_argument("--clients", type=int, nargs="*", help="concurrency levels (default 1 8 32)")
@@ -504,7 +505,11 @@ async def main() -> None:
     ap.add_argument("--rate", type=float,
                     help="post at a steady rate (changes/s, open loop) instead of as fast as the clients can; "
                          "--clients is then the connection pool size")
-    args = ap.parse_args()
+    return ap
+
+
+async def main() -> None:
+    args = parser().parse_args()
     levels = args.clients or ([32] if args.quick else [1, 8, 32])
     n = args.changes or (600 if args.quick else 3000)
     tmp = Path(tempfile.mkdtemp(prefix="s117-bench-load-"))

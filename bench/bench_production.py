@@ -130,8 +130,8 @@ async def main() -> None:
             # bench_load's level, with the hub on PostgreSQL and Kafka.
             load.HubProcess = lambda workdir, **kw: HubProcess(  # type: ignore[assignment]
                 workdir, db_url=db_url, bus_url=f"kafka://{broker.bootstrap}", S117_KAFKA_PARTITIONS="6", **kw)
-            ns = argparse.Namespace(ingest_only=args.ingest_only, separate_workers=False, profile=False, keep=False, log_level=args.log_level, rate=None, httpx_clients=False,
-                                    drain_timeout=args.drain_timeout)
+            ns = load.parser().parse_args([])  # bench_load's defaults, whatever options it gains
+            ns.ingest_only, ns.log_level, ns.drain_timeout = args.ingest_only, args.log_level, args.drain_timeout
             level = await load.run_level(args.clients, args.changes, tmp, ns, 64)
             # After the hub has stopped: the relay's events go to the same topic.
             relay = None if args.skip_relay else await relay_against_raw(admin, broker.bootstrap, args.changes, tmp)
