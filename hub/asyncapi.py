@@ -6,8 +6,8 @@ GET /asyncapi.json.
   CloudEvents 1.0 binary-mode headers plus the hub's own.
 * `s117.events`: the hub's internal event log in Kafka mode (hub.bus.kafka
   KafkaRelay): the domain event, the register change and the S117 status
-  (without its history: hub/bus/payload.py) as JSON, key = hub person id. Only the hub consumes it; listed so operators
-  know what is on their cluster.
+  (without its history: hub/bus/payload.py) as JSON, key = hub person id.
+  Only the hub consumes it; listed so operators know what is on their cluster.
 
 tests/contract/test_kafka_topic_channel.py reads records back from a real
 broker and validates their headers, key and value against this document, so

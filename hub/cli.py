@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from hub.observability.logging import configure_logging
 from hub.settings import REPO_ROOT, get_settings
@@ -36,8 +36,8 @@ def _workers(_args: argparse.Namespace) -> None:
 def run_loop(main: Any) -> Any:
     """`asyncio.run(main)` on uvloop where it is installed (uvicorn[standard]
     brings it on Linux and macOS), as uvicorn runs the hub's front: the
-    worker process's webhook deliveries and SQL round trips are I/O callbacks
-    that the pure-Python loop took about a tenth of its CPU for."""
+    worker process's webhook deliveries and SQL round trips are I/O callbacks,
+    and the pure-Python loop's own frames were a few percent of its samples."""
     try:
         import uvloop
     except ImportError:  # Windows: the standard loop

@@ -235,9 +235,9 @@ class BulkCache:
     the store (register changes are only ever inserted, so the same count is
     the same history) and it is the same day; otherwise the history is read
     again. Also held per person: the evaluation of that history (the next
-    row's change is folded onto it) and the access facts. Bounded: at most `max_weight` (a
-    change with its history entry weighs 2, a status
-    and its fold 8: about 0.4 KB each), 150,000 by default (about 60 MB); once full, people
+    row's change is folded onto it) and the access facts. Bounded: at most
+    `max_weight` (a change with its history entry weighs 2, a status and its
+    fold 8: about 0.4 KB each), 150,000 by default (about 60 MB); once full, people
     not yet held are not added (a file that cycles through more people than
     fit keeps hitting the ones held, where evicting the oldest would miss every time)."""
 

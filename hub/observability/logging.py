@@ -130,7 +130,7 @@ class _StreamLogger:
     fatal = failure = err = error = critical = exception = msg
 
 
-_WRITE_LOCK = threading.Lock()  # whole lines from every thread (the aiosqlite and commit threads log too)
+_WRITE_LOCK = threading.Lock()  # a line written from any thread stays whole
 
 
 def _current_stream_logger(name: str) -> Any:
