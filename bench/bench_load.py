@@ -156,7 +156,22 @@ def _receive(port: int, out: int, fastapi: bool = False) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, lifespan="off", access_log=False)
 
 
-class Arrivals:
+class _Recorded:
+    """What a receiver heard: each event id's first arrival, messages in all, the last one's time."""
+
+    def __init__(self, fastapi: bool = False) -> None:
+        self.at: dict[str, float] = {}  # event id -> first arrival
+        self.messages = 0
+        self.port = free_port()
+        self._fastapi = fastapi
+
+    def record(self, event_id: str, at: float) -> None:
+        self.at.setdefault(event_id, at)
+        self.messages += 1
+        self.last = at
+
+
+class Arrivals(_Recorded):
     """The subscribers' receiver on the bench's own loop (the default: the
     figures of earlier runs were taken so). A burst of deliveries then also
     delays the bench's own POSTs, and on 2 cores the receiver takes CPU
@@ -168,19 +183,13 @@ class Arrivals:
     POST of the 2 cores the hub also needs."""
 
     def __init__(self, fastapi: bool = False) -> None:
-        self.at: dict[str, float] = {}  # event id -> first arrival
-        self.messages = 0
-        self.port = free_port()
-        self._fastapi = fastapi
+        super().__init__(fastapi)
         self._server: uvicorn.Server | None = None
         self._raw: asyncio.Server | None = None
         self._task: asyncio.Task | None = None
 
     def _arrived(self, event_id: bytes) -> None:
-        now = time.perf_counter()
-        self.at.setdefault(event_id.decode(), now)
-        self.messages += 1
-        self.last = now
+        self.record(event_id.decode(), time.perf_counter())
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -188,9 +197,7 @@ class Arrivals:
         @app.post("/hook")
         async def hook(request: Request) -> Response:
             await request.body()
-            self.at.setdefault(request.headers.get("s117-event-id", ""), time.perf_counter())
-            self.messages += 1
-            self.last = time.perf_counter()
+            self.record(request.headers.get("s117-event-id", ""), time.perf_counter())
             return Response(status_code=204)
 
         return app
@@ -214,16 +221,13 @@ class Arrivals:
         await self._task
 
 
-class ArrivalsProcess:
+class ArrivalsProcess(_Recorded):
     """The subscribers' receiver in a process of its own (`--receiver-process`):
     the bench's POSTs are timed on a loop that does nothing else; the
     receiver then competes with the hub for the 2 cores."""
 
     def __init__(self, fastapi: bool = False) -> None:
-        self.at: dict[str, float] = {}  # event id -> first arrival
-        self.messages = 0
-        self.port = free_port()
-        self._fastapi = fastapi
+        super().__init__(fastapi)
         self._child: subprocess.Popen | None = None
         self._task: asyncio.Task | None = None
 
@@ -253,9 +257,7 @@ class ArrivalsProcess:
     async def _read(self, reader: asyncio.StreamReader) -> None:
         while line := await reader.readline():
             event_id, at = line.split()
-            self.at.setdefault(event_id.decode(), float(at))
-            self.messages += 1
-            self.last = float(at)
+            self.record(event_id.decode(), float(at))
 
     async def stop(self) -> None:
         assert self._child is not None and self._task is not None
