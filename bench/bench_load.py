@@ -73,24 +73,30 @@ def pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
 
 
-def cpu_seconds(pid: int, children: bool = True) -> float:
-    """CPU of the process and (`children`) its live child processes (the worker process
-    of `S117_SEPARATE_WORKERS`), utime + stime."""
-    total = 0.0
+def cpu_times(pid: int, children: bool = True) -> tuple[float, float]:
+    """(user, kernel) CPU seconds of the process and (`children`) its live child
+    processes (the worker process of `S117_SEPARATE_WORKERS`): utime, stime."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except FileNotFoundError:
-        return 0.0
-    total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return 0.0, 0.0
+    user, kernel = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
     if not children:
-        return total
+        return user, kernel
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
-            children = (task / "children").read_text().split()
+            kids = (task / "children").read_text().split()
         except FileNotFoundError:
             continue
-        total += sum(cpu_seconds(int(c)) for c in children)
-    return total
+        for c in kids:
+            u, k = cpu_times(int(c))
+            user, kernel = user + u, kernel + k
+    return user, kernel
+
+
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """CPU of the process and (`children`) its live child processes, utime + stime."""
+    return sum(cpu_times(pid, children))
 
 
 def mean_batch(metrics_text: str) -> float:
@@ -307,7 +313,9 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                 spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
                 assert spy, "--profile needs py-spy (pip install py-spy)"
                 profiler = subprocess.Popen([spy, "record", "--pid", str(hub.proc.pid), "--format", "raw",
-                                             "-o", str(out), "--rate", os.environ.get("BENCH_SPY_RATE", "500"), "--nonblocking", "--gil"],
+                                             "-o", str(out), "--rate", os.environ.get("BENCH_SPY_RATE", "500"),
+                                             # BENCH_SPY_NATIVE=1: every running thread, C frames too (SQLite's own work)
+                                             *(["--native", "--threads"] if os.environ.get("BENCH_SPY_NATIVE") else ["--nonblocking", "--gil"])],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             queue: asyncio.Queue[list[dict]] = asyncio.Queue()
             budget = n
@@ -387,7 +395,12 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                         if raw is not None:
                             await raw.close()
 
+            idle0 = cpu_seconds(hub.proc.pid)
+            await asyncio.sleep(3)  # the hub at rest: its pollers' cost, paid whatever the load
+            print(f"  hub CPU at rest: {(cpu_seconds(hub.proc.pid) - idle0) / 3 * 100:.1f}% of a core",
+                  file=sys.stderr)
             cpu0, own0 = cpu_seconds(hub.proc.pid), cpu_seconds(hub.proc.pid, children=False)
+            kernel0 = cpu_times(hub.proc.pid)[1]
             t0 = time.perf_counter()
             if args.rate:
                 await paced(args.rate)
@@ -405,6 +418,9 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                 await asyncio.sleep(0.5)  # the other recipients' copies of the last events
             drained = time.perf_counter() - t0
             cpu = cpu_seconds(hub.proc.pid) - cpu0
+            kernel = cpu_times(hub.proc.pid)[1] - kernel0  # system calls: the WAL's writes and fsyncs, sockets
+            print(f"  hub CPU per change: {(cpu - kernel) / n * 1e3:.1f} ms user, {kernel / n * 1e3:.1f} ms kernel",
+                  file=sys.stderr)
             if args.separate_workers:  # the front (HTTP, ingest) and the worker process apart
                 front = cpu_seconds(hub.proc.pid, children=False) - own0
                 print(f"  hub CPU per change: front {front / n * 1e3:.1f} ms, worker process "

@@ -142,6 +142,11 @@ class Dispatcher:
         return write_transaction(self._engine)
 
     batch_limit = 100  # messages per batch (one transaction); the worker process takes fewer
+    # A batch this small is done at once under the lock: worked out on a
+    # snapshot, it pays a second transaction, the checks that what it read
+    # still holds and a replay of its writes, to spare a writer waiting
+    # behind it a millisecond or two (bench/README.md, "Sixth session").
+    two_phase_from = 3
 
     async def run_once(self, limit: int | None = None) -> int:
         """Handle what is waiting (up to `limit` messages, in one transaction);
@@ -165,7 +170,8 @@ class Dispatcher:
         offset is committed once, at the end, in the same transaction as the
         work (the SQL log; Kafka's is committed once that transaction has).
 
-        On a SQLite file with the SQL log the batch is first worked out on a WAL snapshot,
+        On a SQLite file with the SQL log a batch of `two_phase_from` messages
+        or more is first worked out on a WAL snapshot,
         without the write lock, its writes kept (hub/store/recording.py);
         then, holding the lock, the hub checks that what it read still holds
         (the claim on the log, the subscriptions and event counters it used)
@@ -175,7 +181,7 @@ class Dispatcher:
         again as one locked transaction, as on PostgreSQL."""
         work: _Work | None = None
         try:
-            if self._two_phases:
+            if self._two_phases and len(batch) >= self.two_phase_from:
                 work = await self._two_phase(batch)
             if work is None:
                 async with self._transaction() as conn:

@@ -7,12 +7,15 @@ the per-subscription tasks that drain the queues (`SubscriptionDeliverer`).
   stops at the first failure, so a failure holds the rest back rather than
   letting a later message overtake it.
 * Batches (`claim_batch`, `record_batch`): a subscription's task leases up to
-  `_claim_max` of its oldest pending deliveries in one transaction, sends them
-  one after the other (on the channel's kept-alive connection), and records
-  every outcome in one transaction: delivered, the failed one (backoff or
-  dead), and those not sent after it (given back as they were). A crash
-  between a send and the record leaves them pending: they are sent again once
-  the lease runs out (at least once, in order, the same event numbers).
+  `_claim_max` of its oldest pending deliveries, sends them one after the
+  other (on the channel's kept-alive connection), and records every outcome
+  at once: delivered, the failed one (backoff or dead), and those not sent
+  after it (given back as they were); unless it failed or is stopping, its
+  next batch is leased in that same transaction. Every task's claims and
+  records go through the process's one `Ledger` (hub/delivery/ledger.py):
+  those waiting at the same moment share a transaction. A crash between a
+  send and the record leaves them pending: they are sent again once the
+  lease runs out (at least once, in order, the same event numbers).
 * Lease: before sending, a deliverer claims the head (and the batch behind
   it) and pushes `next_attempt_at` out by the lease. Another hub
   instance on the same store then leaves it alone; if this one dies mid-send,
@@ -41,7 +44,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.observability import metrics
 from hub.observability.logging import get_logger
-from hub.store.db import Prepared, execute_prepared, snapshot, write_transaction
+from hub.delivery.ledger import ledger_for
+from hub.store.db import Prepared, execute_prepared, snapshot
 from hub.store.schema import deliveries, subscriptions
 
 log = get_logger("hub.delivery")
@@ -120,60 +124,92 @@ def due(rows: list[Any], now: datetime | None = None) -> list[Any]:
 async def claim_batch(engine: AsyncEngine, channel: str, subscription_id: str, limit: int,
                       lease_seconds: float) -> list[Any]:
     """Lease up to `limit` of the subscription's pending deliveries, oldest
-    first, in one transaction, if its head is due (else []): each one's
-    attempt count goes up by one (`row.attempts + 1` is the attempt made) and
-    its `next_attempt_at` moves out by the lease. The rows carry the
-    subscription's url, topic, secret, org code and FHIR settings.
+    first, if its head is due (else []): each one's attempt count goes up by
+    one (`row.attempts + 1` is the attempt made) and its `next_attempt_at`
+    moves out by the lease. The rows carry the subscription's url, topic,
+    secret, org code and FHIR settings. Made in the process's next ledger
+    transaction with the other deliverers' claims and outcomes (hub.delivery.ledger).
 
     PostgreSQL: the rows are locked (FOR UPDATE) until commit, so a second
     instance waits and then finds the head leased; SQLite: BEGIN IMMEDIATE."""
-    async with write_transaction(engine) as conn:  # in-process writers take turns (FIFO)
-        # PostgreSQL: the rows are locked (FOR UPDATE OF deliveries); SQLite renders no lock.
-        rows = (await execute_prepared(conn, _CLAIM, {"subscription_id": subscription_id, "channel": channel,
-                                                      "limit": limit})).all()
-        now = datetime.now(UTC)
-        taken = []
-        for r in rows:
-            if aware(r.next_attempt_at) > now:
-                break  # the head backing off or leased by another instance (or one behind it leased)
-            taken.append(r)
-        if taken:
-            until = now + timedelta(seconds=lease_seconds)
-            await execute_prepared(conn, _LEASE, [{"seq": r.delivery_seq, "until": until} for r in taken])
+    return await ledger_for(engine).run(lambda conn: _claim(conn, Claim(channel, subscription_id, limit,
+                                                                          lease_seconds)))
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    channel: str
+    subscription_id: str
+    limit: int
+    lease_seconds: float
+
+
+async def _claim(conn: AsyncConnection, claim: Claim) -> list[Any]:
+    # PostgreSQL: the rows are locked (FOR UPDATE OF deliveries); SQLite renders no lock.
+    rows = (await execute_prepared(conn, _CLAIM, {"subscription_id": claim.subscription_id,
+                                                  "channel": claim.channel, "limit": claim.limit})).all()
+    now = datetime.now(UTC)
+    taken = []
+    for r in rows:
+        if aware(r.next_attempt_at) > now:
+            break  # the head backing off or leased by another instance (or one behind it leased)
+        taken.append(r)
+    if taken:
+        until = now + timedelta(seconds=claim.lease_seconds)
+        await execute_prepared(conn, _LEASE, [{"seq": r.delivery_seq, "until": until} for r in taken])
     return taken
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    wait: float | None  # the failed one's backoff; None: nothing failed, or it is dead
+    claimed: list[Any]  # the next batch, when `then_claim` was asked for
+
+
 async def record_batch(engine: AsyncEngine, delivered: list[Any], failed: Any, error: str | None,
-                       unsent: list[Any], policy: RetryPolicy, handler: str) -> float | None:
+                       unsent: list[Any], policy: RetryPolicy, handler: str,
+                       then_claim: Claim | None = None) -> Recorded:
     """Record the outcomes of one leased batch (rows from `claim_batch`) in one
     transaction: `delivered` as delivered; `failed` (if any) due again after a
-    backoff, returning the wait, or dead at `policy.max_attempts` (None; None too
-    when nothing failed); `unsent` given
-    back with the attempt count they had and due at once (compare-and-set on
-    the count: rows another instance has leased since are left alone)."""
-    now = datetime.now(UTC)
-    wait: float | None = None
-    async with write_transaction(engine) as conn:  # in-process writers take turns (FIFO)
-        if delivered:
-            await execute_prepared(conn, _DELIVERED, [{"seq": r.delivery_seq, "at": now} for r in delivered])
-        if failed is not None:
-            attempts, err = failed.attempts + 1, (error or "failed")[:200]
-            if policy.max_attempts and attempts >= policy.max_attempts:
-                await execute_prepared(conn, _DEAD, {"seq": failed.delivery_seq, "attempts": attempts, "err": err})
-            else:
-                wait = backoff_seconds(attempts, policy.backoff_base, policy.backoff_cap)
-                await execute_prepared(conn, _FAILED, {"seq": failed.delivery_seq, "attempts": attempts, "err": err,
-                                                       "until": now + timedelta(seconds=wait)})
-        if unsent:
-            await execute_prepared(conn, _GIVEN_BACK, [
-                {"seq": r.delivery_seq, "leased": r.attempts + 1, "given_back": r.attempts, "at": now}
-                for r in unsent])
+    backoff (`wait`), or dead at `policy.max_attempts` (`wait` None; None too
+    when nothing failed); `unsent` given back with the attempt count they had
+    and due at once (compare-and-set on the count: rows another instance has
+    leased since are left alone). `then_claim`: the subscription's next batch
+    leased in the same transaction, after the outcomes (`claimed`).
+    Made in the process's next ledger transaction (hub.delivery.ledger)."""
+
+    async def op(conn: AsyncConnection) -> Recorded:
+        wait = await _record(conn, delivered, failed, error, unsent, policy)
+        return Recorded(wait, await _claim(conn, then_claim) if then_claim is not None else [])
+
+    recorded = await ledger_for(engine).run(op)
     if delivered:
         metrics.DELIVERY.labels(channel=handler, outcome="delivered").inc(len(delivered))
     if failed is not None:
         metrics.DELIVERY.labels(channel=handler, outcome="failed").inc()
-        if wait is None:
+        if recorded.wait is None:
             metrics.DEAD_LETTERS.labels(handler=handler).inc()
+    return recorded
+
+
+async def _record(conn: AsyncConnection, delivered: list[Any], failed: Any, error: str | None,
+                  unsent: list[Any], policy: RetryPolicy) -> float | None:
+    now = datetime.now(UTC)
+    wait: float | None = None
+    if delivered:
+        await execute_prepared(conn, _DELIVERED, [{"seq": r.delivery_seq, "at": now} for r in delivered])
+    if failed is not None:
+        attempts, err = failed.attempts + 1, (error or "failed")[:200]
+        if policy.max_attempts and attempts >= policy.max_attempts:
+            await execute_prepared(conn, _DEAD, {"seq": failed.delivery_seq, "attempts": attempts, "err": err})
+        else:
+            wait = backoff_seconds(attempts, policy.backoff_base, policy.backoff_cap)
+            await execute_prepared(conn, _FAILED, {"seq": failed.delivery_seq, "attempts": attempts, "err": err,
+                                                   "until": now + timedelta(seconds=wait)})
+    if unsent:
+        await execute_prepared(conn, _GIVEN_BACK, [
+            {"seq": r.delivery_seq, "leased": r.attempts + 1, "given_back": r.attempts, "at": now}
+            for r in unsent])
     return wait
 
 
@@ -283,12 +319,17 @@ class SubscriptionDeliverer:
         it), `limit` attempts are made or `stop` is set; returns the attempts."""
         attempted = 0
         lease = self._policy.lease_seconds
+        claimed: list[Any] | None = None  # the next batch, leased with the last batch's outcomes
+        leased_at = time.monotonic()
         while limit is None or attempted < limit:
             if stop is not None and stop.is_set():
                 break
-            want = self._claim_max if limit is None else min(self._claim_max, limit - attempted)
-            leased_at = time.monotonic()
-            rows = await claim_batch(self._engine, self.channel, subscription_id, want, lease)
+            if claimed is None:
+                leased_at = time.monotonic()
+                rows = await claim_batch(self._engine, self.channel, subscription_id, self._want(limit, attempted),
+                                         lease)
+            else:
+                rows = claimed
             if not rows:
                 break  # empty, the head is backing off, or another instance holds it
             delivered: list[Any] = []
@@ -309,15 +350,25 @@ class SubscriptionDeliverer:
                     failed = row
                     break
             unsent = rows[len(delivered) + (failed is not None):]
-            wait = await record_batch(self._engine, delivered, failed, error, unsent, self._policy, self.handler)
+            attempted += len(delivered) + (failed is not None)
+            # Going on: the next batch is leased in the same transaction as these outcomes.
+            more = failed is None and (limit is None or attempted < limit) and not (stop is not None and stop.is_set())
+            next_lease = time.monotonic()
+            recorded = await record_batch(
+                self._engine, delivered, failed, error, unsent, self._policy, self.handler,
+                then_claim=Claim(self.channel, subscription_id, self._want(limit, attempted), lease) if more else None)
             for row in delivered:
                 self._outcome(row, None, None)
             if failed is not None:
-                self._outcome(failed, error, wait)
-            attempted += len(delivered) + (failed is not None)
-            if failed is not None:
+                self._outcome(failed, error, recorded.wait)
                 break  # failed: the rest wait behind it, until the backoff runs out
+            claimed, leased_at = (recorded.claimed, next_lease) if more else (None, leased_at)
+            if not more:
+                break
         return attempted
+
+    def _want(self, limit: int | None, attempted: int) -> int:
+        return self._claim_max if limit is None else min(self._claim_max, limit - attempted)
 
     async def _send(self, row: Any) -> str | None:
         """Send one leased delivery: None when the channel has taken it (made

@@ -514,6 +514,7 @@ class InlineWriter:
         self._conn: Connection | None = None
         self._lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._no_wait: Any = None  # the DBAPI connection whose busy timeout is 0
         # Set when the hub's processes share the file (hub/worker_process.py):
         # the front process raises `turns` while it waits for the lock, and a
         # writer that `yields` (the worker process) lets it go first.
@@ -578,16 +579,20 @@ class InlineWriter:
             if self._begin_at_once(conn):
                 return
             delay = min(delay * 2, 0.004)
-        await asyncio.to_thread(conn.begin)  # BEGIN IMMEDIATE with the busy timeout
+        await asyncio.to_thread(self._begin_waiting, conn)
 
-    @staticmethod
-    def _begin_at_once(conn: Connection) -> bool:
+    def _begin_at_once(self, conn: Connection) -> bool:
         """`BEGIN IMMEDIATE` on the loop if the write lock is free (the usual
         case: this process's writers take turns on this connection), without
         the thread hop; False, with nothing begun, if another connection
-        holds it (then the caller waits for it in a thread)."""
+        holds it (then the caller waits for it in a thread). The connection's
+        busy timeout is 0 (set once, not around every BEGIN: two statements
+        a transaction): only BEGIN can meet a lock under WAL, and the thread's
+        last wait raises it for its own BEGIN."""
         dbapi = conn.connection.dbapi_connection
-        dbapi.execute("PRAGMA busy_timeout=0")
+        if dbapi is not self._no_wait:
+            dbapi.execute("PRAGMA busy_timeout=0")
+            self._no_wait = dbapi
         try:
             conn.begin()
             return True
@@ -597,8 +602,16 @@ class InlineWriter:
             if conn.in_transaction():
                 conn.rollback()
             return False
+
+    @staticmethod
+    def _begin_waiting(conn: Connection) -> None:
+        """BEGIN IMMEDIATE with SQLite's busy timeout (30 s; in a worker thread)."""
+        dbapi = conn.connection.dbapi_connection
+        dbapi.execute("PRAGMA busy_timeout=30000")
+        try:
+            conn.begin()
         finally:
-            dbapi.execute("PRAGMA busy_timeout=30000")
+            dbapi.execute("PRAGMA busy_timeout=0")
 
     def close(self) -> None:
         if self._conn is not None:

@@ -79,9 +79,10 @@ async def test_the_sql_log_wakes_its_readers_when_an_inline_publish_commits(tmp_
 
 async def test_a_lock_held_elsewhere_is_waited_for_off_the_loop_and_the_writer_stays_usable(table_engine) -> None:  # noqa: ANN001
     """BEGIN IMMEDIATE is tried at once on the loop; when another connection
-    holds the write lock it is waited for in a thread (the loop runs on), the
-    connection is left as it was (busy timeout back at 30 s) and later
-    transactions begin at once again."""
+    holds the write lock it is waited for (the loop runs on), the connection
+    is left as it was (its busy timeout 0: the writer waits on the loop, and
+    raises it only for its last wait in a thread) and later transactions
+    begin at once again."""
     import asyncio
 
     engine, t = table_engine
@@ -112,8 +113,9 @@ async def test_a_lock_held_elsewhere_is_waited_for_off_the_loop_and_the_writer_s
     await ticker
     assert max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) < 0.2
     assert await rows(engine, t) == [0, 1, 2]
+    # The writer's connection keeps a busy timeout of 0 (set once): it waits on the loop, not in SQLite.
     dbapi = writer._conn.connection.dbapi_connection
-    assert dbapi.execute("PRAGMA busy_timeout").fetchone()[0] == 30000
+    assert dbapi.execute("PRAGMA busy_timeout").fetchone()[0] == 0
     writer.close()
 
 
