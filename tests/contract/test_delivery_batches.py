@@ -251,3 +251,25 @@ async def test_event_numbers_taken_in_a_rolled_back_savepoint_are_given_back(eng
     counters = dict((await _rows(engine, select(subscription_counters.c.subscription_id,
                                                 subscription_counters.c.last_event_number))))
     assert counters == {"sub-a": 2, "sub-b": moved + 1}
+
+
+async def test_each_next_batch_is_leased_with_the_last_ones_outcomes(store_hub):
+    """Draining in batches of two, the next batch is leased in the transaction
+    that records the last one's outcomes: one for the first lease, then one
+    per batch (the last finding nothing more), every delivery once, in order."""
+    from hub.delivery.ledger import ledger_for
+
+    hub = store_hub.hub
+    async with _queued(store_hub, [81]) as q:
+        deliverer = WebhookDeliverer(hub.engine, hub.protector, q.clients, 0.05, 0.1, 0, 30.0, timeout_seconds=1.0,
+                                     per_subscription_batch=100)
+        deliverer._claim_max = 2
+        ledger = ledger_for(hub.engine)
+        before = ledger.transactions
+        n = len(q.expected)
+        assert await deliverer.run_once() == n
+        assert ledger.transactions - before == 1 + (n + 1) // 2  # a lease apart for each batch: 2 + n
+        assert q.receiver.event_ids() == q.expected
+        done = await _rows(hub.engine, select(deliveries.c.status, deliveries.c.attempts)
+                           .where(deliveries.c.subscription_id == q.sub))
+        assert {(d.status, d.attempts) for d in done} == {("delivered", 1)}
