@@ -141,11 +141,18 @@ class Dispatcher:
     def _transaction(self) -> Any:
         return write_transaction(self._engine)
 
+    def _shared_file(self) -> bool:
+        """The hub's front and worker processes share the SQLite file (`S117_SEPARATE_WORKERS`):
+        then even a small batch is worked out on a snapshot, so that the front's ingest
+        never waits in another process for a batch's handling, only for its writes."""
+        writer = inline_writer(self._engine)
+        return writer is not None and writer.turns is not None
+
     batch_limit = 100  # messages per batch (one transaction); the worker process takes fewer
-    # A batch this small is done at once under the lock: worked out on a
-    # snapshot, it pays a second transaction, the checks that what it read
-    # still holds and a replay of its writes, to spare a writer waiting
-    # behind it a millisecond or two (bench/README.md, "Sixth session").
+    # In one process, a batch this small is done at once under the lock:
+    # worked out on a snapshot, it pays a second transaction, the checks
+    # that what it read still holds and a replay of its writes, to spare a
+    # writer waiting behind it a millisecond or two (bench/README.md, "Sixth session").
     two_phase_from = 3
 
     async def run_once(self, limit: int | None = None) -> int:
@@ -181,7 +188,7 @@ class Dispatcher:
         again as one locked transaction, as on PostgreSQL."""
         work: _Work | None = None
         try:
-            if self._two_phases and len(batch) >= self.two_phase_from:
+            if self._two_phases and (len(batch) >= self.two_phase_from or self._shared_file()):
                 work = await self._two_phase(batch)
             if work is None:
                 async with self._transaction() as conn:
