@@ -167,3 +167,40 @@ async def test_writes_refused_under_the_lock_make_the_batch_be_done_again(app_hu
     numbers = await _numbers(app_hub, sid)
     assert numbers == list(range(1, len(numbers) + 1))  # each message queued once, no gap
     assert app_hub.hub.dispatcher._failures == {}
+
+
+async def test_a_small_batch_is_done_under_the_lock_unless_a_worker_process_shares_the_file(
+        app_hub, monkeypatch, tmp_path) -> None:  # noqa: ANN001
+    """In one process a batch of fewer than `two_phase_from` messages is
+    handled in one locked transaction (a snapshot would cost more than it
+    spares); with the front and a worker process sharing the file, on a
+    snapshot. Either way each message is queued once, numbers gap-free."""
+    from hub.store.db import WriterTurns, inline_writer
+
+    hub = app_hub.hub
+    sid = await _subscribe(app_hub, 9206)
+    await push_scenario(app_hub, seed=71)
+    snapshots: list[int] = []
+    real = Dispatcher._two_phase
+
+    async def spy(self, batch):  # noqa: ANN001, ANN202
+        snapshots.append(len(batch))
+        return await real(self, batch)
+
+    monkeypatch.setattr(Dispatcher, "_two_phase", spy)
+    changes = _scenario(74, "two-phase-small")
+    await _post_all(app_hub, changes[:1])
+    assert await hub.dispatcher.run_once(limit=1) == 1
+    assert snapshots == []  # one message: locked at once
+    writer = inline_writer(hub.engine)
+    writer.turns = WriterTurns(str(tmp_path / "shared.db"))
+    try:
+        await _post_all(app_hub, changes[1:2])
+        assert await hub.dispatcher.run_once(limit=1) == 1
+        assert snapshots == [1]
+    finally:
+        writer.turns = None
+    while await hub.dispatcher.run_once():
+        pass
+    numbers = await _numbers(app_hub, sid)
+    assert numbers == list(range(1, len(numbers) + 1))
