@@ -17,9 +17,12 @@ PostgreSQL as for several instances) and the same log.
 - **Wake-ups across processes**: the front's commits cannot set the workers'
   in-process events. On a SQLite file, `ChangeWatcher` reads `PRAGMA
   data_version` (it changes when another connection has committed; a few
-  microseconds, no lock) every 10 ms and wakes the log's readers and the
-  deliverers, so a change waits about 10 ms for the dispatcher rather than a
-  whole poll. On PostgreSQL with Kafka the consumers are woken by Kafka.
+  microseconds, no lock) every 10 ms and wakes the log's readers, so a
+  change waits about 10 ms for the dispatcher rather than a whole poll. The
+  deliverers are woken by the dispatcher beside them when it queues for
+  their channel; what the front queues or puts back (an operator's
+  redelivery) waits for their poll. On PostgreSQL with Kafka the consumers
+  are woken by Kafka.
 """
 
 from __future__ import annotations
@@ -197,15 +200,11 @@ async def run_workers(settings: Settings) -> None:
         _front_gone(int(os.environ.get("S117_FRONT_PID") or 0) or None, stop), name="front-watch")]
     path = sqlite_file(settings.database_url)
     if path is not None:
-        deliverers = [d for d in (hub.deliverer, hub.file_deliverer, hub.kafka_deliverer, hub.fhir_deliverer)
-                      if d is not None]
-
-        def changed() -> None:
-            _tell_readers()
-            for d in deliverers:
-                d.wake()
-
-        extra.append(asyncio.create_task(ChangeWatcher(path, changed).run(stop), name="change-watcher"))
+        # The log's readers only: the deliverers are woken by this process's
+        # dispatcher when it queues for their channel (`on_queued`); woken on
+        # every commit seen (this process's own included), each ran a query
+        # for its due heads up to 100 times a second.
+        extra.append(asyncio.create_task(ChangeWatcher(path, _tell_readers).run(stop), name="change-watcher"))
     tune_gc()
     log.info("worker process ready", mode="separate-workers", database=settings.database_url.split(":")[0])
     try:
