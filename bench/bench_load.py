@@ -113,6 +113,18 @@ async def settle(pid: int, most: float = 60.0) -> None:
     print(f"  the hub did not come to rest within {most:.0f} s", file=sys.stderr)
 
 
+async def statement_counts(workdir: Path) -> dict[str, int]:
+    """The hub processes' SQL counts (bench/probe/sitecustomize.py), summed, once each has written them anew."""
+    await asyncio.sleep(1.2)
+    total: dict[str, int] = {}
+    for f in workdir.glob("statements.*"):
+        if f.suffix == ".tmp":
+            continue
+        for k, v in orjson.loads(f.read_bytes()).items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
 def mean_batch(metrics_text: str) -> float:
     values = {}
     for line in metrics_text.splitlines():
@@ -303,6 +315,10 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
            "S117_INGEST_BATCH_MAX": str(batch_max)}
     if args.ingest_only:
         env["S117_RUN_WORKERS"] = "false"
+    if args.count_statements:  # bench/probe/sitecustomize.py in the hub's processes
+        env["S117_BENCH_STATEMENTS"] = str(workdir / "statements")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent / "probe"),
+                                                           os.environ.get("PYTHONPATH")]))
     if args.separate_workers:
         env["S117_SEPARATE_WORKERS"] = "true"
     hub = HubProcess(workdir, sharing_path=sharing, **env)
@@ -414,6 +430,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
             await asyncio.sleep(3)  # the hub at rest: its pollers' cost, paid whatever the load
             print(f"  hub CPU at rest: {(cpu_seconds(hub.proc.pid) - idle0) / 3 * 100:.1f}% of a core",
                   file=sys.stderr)
+            statements0 = await statement_counts(workdir) if args.count_statements else {}
             cpu0, own0 = cpu_seconds(hub.proc.pid), cpu_seconds(hub.proc.pid, children=False)
             kernel0 = cpu_times(hub.proc.pid)[1]
             t0 = time.perf_counter()
@@ -440,6 +457,12 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                 front = cpu_seconds(hub.proc.pid, children=False) - own0
                 print(f"  hub CPU per change: front {front / n * 1e3:.1f} ms, worker process "
                       f"{(cpu - front) / n * 1e3:.1f} ms", file=sys.stderr)
+            if args.count_statements:
+                counted = await statement_counts(workdir)
+                per = {k: (v - statements0.get(k, 0)) / n for k, v in counted.items()}
+                print(f"  SQL per change (every hub process): {per['statements']:.1f} statements, "
+                      f"{per['write_transactions']:.2f} write transactions, {per['commits']:.2f} commits",
+                      file=sys.stderr)
             metrics_text = (await http.get("/metrics")).text
             batch_mean = mean_batch(metrics_text)
             redone = {line.split('"')[1]: float(line.split()[-1]) for line in metrics_text.splitlines()
@@ -520,6 +543,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--log-level", default="INFO", help="the hub's log level (default INFO, as deployed)")
     ap.add_argument("--drain-timeout", type=float, default=300.0)
     ap.add_argument("--profile", action="store_true", help="py-spy record the hub (raw stacks under the tmp dir)")
+    ap.add_argument("--count-statements", action="store_true",
+                    help="count the hub's SQL statements and write transactions per change (bench/probe)")
     ap.add_argument("--ingest-only", action="store_true",
                     help="no dispatcher or delivery workers in the hub (S117_RUN_WORKERS=false): ingest alone")
     ap.add_argument("--separate-workers", action="store_true",
