@@ -13,6 +13,8 @@ fsync on the event loop). Coalesced, the operations of one turn of the loop,
 and those that arrive while the transaction waits for the write lock, share
 one (bench/README.md, "Sixth session").
 
+On PostgreSQL each operation keeps its own transaction (see `Ledger`).
+
 Order and atomicity are unchanged: an operation touches only its own
 subscription's rows, operations run in the order they were asked for, and
 each caller is answered only once the transaction that holds its operation
@@ -31,7 +33,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hub.store.db import write_transaction
+from hub.store.db import inline_writer, write_transaction
 
 T = TypeVar("T")
 Op = Callable[[Any], Awaitable[Any]]
@@ -46,10 +48,20 @@ class Ledger:
         self._waiting: list[tuple[Op, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._taken: list[tuple[Op, asyncio.Future[Any]]] = []  # in the transaction being made
-        self.transactions = 0  # how many it made (tests, bench)
+        self.transactions = 0  # how many it has committed (tests, bench)
+        # SQLite (one writer at a time: BEGIN IMMEDIATE) shares; PostgreSQL
+        # does not: there two instances' shared transactions could lock two
+        # subscriptions' rows in opposite orders and deadlock, and its
+        # commits do not queue behind one write lock.
+        self._shared = inline_writer(engine) is not None
 
     async def run(self, op: Callable[[Any], Awaitable[T]]) -> T:
         """`op` made in the next transaction (with whatever else is waiting); its result once committed."""
+        if not self._shared:
+            async with write_transaction(self._engine) as conn:
+                result = await op(conn)
+            self.transactions += 1
+            return result
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (tests): nothing of the old one carries over
             self._loop, self._waiting, self._flusher = loop, [], None
