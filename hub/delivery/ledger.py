@@ -18,9 +18,10 @@ On PostgreSQL each operation keeps its own transaction (see `Ledger`).
 Order and atomicity are unchanged: an operation touches only its own
 subscription's rows, operations run in the order they were asked for, and
 each caller is answered only once the transaction that holds its operation
-has committed. If that transaction fails, every operation in it fails with
-the same exception (as each one's own transaction would have: a store that
-is down fails them all), and nothing of it was written. An operation whose
+has committed. If that transaction fails, nothing of it was written and
+each of its operations is made again in a transaction of its own: one that
+fails (a subscription whose rows cannot be read) fails only its own caller,
+as before, and never holds up the other subscriptions. An operation whose
 caller has gone (cancelled: the hub is stopping) before its transaction
 starts is not made."""
 
@@ -83,13 +84,10 @@ class Ledger:
                         self._taken = [w for w in self._waiting if not w[1].done()]
                         self._waiting = []
                         results = [await op(conn) for op, _ in self._taken]
-                except Exception as exc:  # noqa: BLE001 - handed to every caller of the failed transaction
+                except Exception:  # noqa: BLE001 - rolled back whole: each operation again, alone
                     if not began:  # BEGIN itself failed: all that were waiting
                         self._taken, self._waiting = self._waiting, []
-                    for _, done in self._taken:
-                        if not done.done():
-                            done.set_exception(exc)
-                    self._taken = []
+                    await self._one_by_one()
                     continue
                 self.transactions += 1
                 for (_, done), result in zip(self._taken, results, strict=True):
@@ -103,6 +101,27 @@ class Ledger:
                 if not done.done():
                     done.cancel()
             self._taken, self._waiting = [], []
+
+
+    async def _one_by_one(self) -> None:
+        """The shared transaction failed and nothing of it was written: each of
+        its operations is made again in a transaction of its own, so that one
+        that fails (a subscription whose rows cannot be read) fails only its
+        own caller, never the other subscriptions' (a store that is down fails each)."""
+        for op, done in self._taken:
+            if done.done():
+                continue
+            try:
+                async with write_transaction(self._engine) as conn:
+                    result = await op(conn)
+            except Exception as exc:  # noqa: BLE001 - the caller's own failure
+                if not done.done():
+                    done.set_exception(exc)
+                continue
+            self.transactions += 1
+            if not done.done():
+                done.set_result(result)
+        self._taken = []
 
 
 _LEDGERS: "weakref.WeakKeyDictionary[AsyncEngine, Ledger]" = weakref.WeakKeyDictionary()

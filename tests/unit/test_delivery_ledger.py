@@ -1,8 +1,8 @@
 """The deliverers' ledger (hub/delivery/ledger.py): operations waiting at the
 same moment are made in one write transaction, each caller answered only
-once it has committed; a failed transaction fails every operation in it and
-writes nothing; an operation whose caller has gone before its transaction
-begins is not made."""
+once it has committed; an operation that fails fails its own caller alone
+(the others are made again, each alone); an operation whose caller has gone
+before its transaction begins is not made."""
 
 from __future__ import annotations
 
@@ -55,21 +55,40 @@ async def test_those_that_come_while_the_lock_is_awaited_join_the_transaction(ta
     assert ledger.transactions == 1
 
 
-async def test_a_failed_transaction_fails_each_of_its_operations_and_writes_nothing(table_engine) -> None:  # noqa: ANN001
+async def test_an_operation_that_fails_fails_its_own_caller_alone(table_engine) -> None:  # noqa: ANN001
+    """The shared transaction is rolled back whole (nothing of the failing
+    operation is written) and the others are made again, each alone."""
     engine, t = table_engine
     ledger = Ledger(engine)
 
     async def broken(conn):  # noqa: ANN001, ANN202
         await conn.execute(t.insert(), {"id": 2, "v": "x"})
-        raise RuntimeError("store went away")
+        raise RuntimeError("this subscription's rows cannot be read")
 
     results = await asyncio.gather(ledger.run(_insert(t, 1)), ledger.run(broken), ledger.run(_insert(t, 3)),
                                    return_exceptions=True)
-    assert [type(r) for r in results] == [RuntimeError] * 3
-    assert await _ids(engine, t) == []
-    assert ledger.transactions == 0
+    assert results[0] == 1 and results[2] == 3
+    assert isinstance(results[1], RuntimeError)
+    assert await _ids(engine, t) == [1, 3]
+    assert ledger.transactions == 2  # each good one alone, after the shared one failed
     assert await ledger.run(_insert(t, 4)) == 4  # the ledger goes on
-    assert await _ids(engine, t) == [4]
+    assert await _ids(engine, t) == [1, 3, 4]
+
+
+async def test_when_the_store_fails_every_caller_is_told(table_engine, monkeypatch) -> None:  # noqa: ANN001
+    import hub.delivery.ledger as ledger_module
+
+    engine, t = table_engine
+    ledger = Ledger(engine)
+
+    def unavailable(_engine):  # noqa: ANN001, ANN202
+        raise ConnectionError("database unavailable")
+
+    monkeypatch.setattr(ledger_module, "write_transaction", unavailable)
+    results = await asyncio.gather(ledger.run(_insert(t, 1)), ledger.run(_insert(t, 2)), return_exceptions=True)
+    assert [type(r) for r in results] == [ConnectionError, ConnectionError]
+    monkeypatch.undo()
+    assert await _ids(engine, t) == []
 
 
 async def test_an_operation_whose_caller_has_gone_is_not_made(table_engine) -> None:  # noqa: ANN001
