@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -161,10 +162,18 @@ class Dispatcher:
         batch = await self._log.fetch(GROUP, EVENTS_TOPIC, limit or self.batch_limit)
         if batch:
             await self._handle_batch(batch)
-        # Nothing fetched: nothing after the committed offset (no need to count it on every idle poll).
-        lag = await self._log.lag(GROUP, EVENTS_TOPIC) if batch else 0
-        metrics.CONSUMER_LAG.labels(group=GROUP, topic=EVENTS_TOPIC).set(lag)
+        gauge = metrics.CONSUMER_LAG.labels(group=GROUP, topic=EVENTS_TOPIC)
+        if not batch:  # nothing after the committed offset (no need to count it on every idle poll)
+            gauge.set(0)
+        elif (now := time.monotonic()) - self._lag_counted_at >= self.lag_every:
+            # Counted at most once a `lag_every`: at a few changes a batch, a
+            # count after each was a snapshot and two statements a batch.
+            self._lag_counted_at = now
+            gauge.set(await self._log.lag(GROUP, EVENTS_TOPIC))
         return len(batch)
+
+    lag_every = 1.0  # seconds between counts of the lag while batches come
+    _lag_counted_at = float("-inf")
 
     async def _handle_batch(self, batch: list[BusMessage]) -> None:
         """One transaction for the whole batch, a savepoint per message.
