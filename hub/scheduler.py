@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.bus.port import EVENTS_TOPIC, BusMessage
-from hub.bus.payload import status_on_the_bus
+from hub.bus.payload import event_payload, status_on_the_bus
 from hub.bus.sql import publish
 from hub.codec import from_jsonable, to_jsonable
 from hub.domain.agreements import AgreementBook
@@ -104,7 +104,7 @@ class ReviewScanner:
                     return 0
                 await publish(conn, BusMessage(
                     topic=EVENTS_TOPIC, key=person_id, event_id=event_id,
-                    payload={"event": to_jsonable(event), "change": to_jsonable(latest), "status": status_on_the_bus(status)},
+                    payload=event_payload(event, to_jsonable(latest), status_on_the_bus(status)),
                     headers={"correlation_id": str(uuid.uuid4()), "source": "review-scheduler",
                              "event_type": EventType.REVIEW_DUE.value},
                 ))

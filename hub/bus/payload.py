@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.codec import to_jsonable_with
+from hub.codec import to_jsonable, to_jsonable_with
 from hub.domain.model import S117Status
 
 
@@ -20,6 +20,13 @@ def status_on_the_bus(status: S117Status) -> dict[str, Any]:
     out = to_jsonable_with(status, "history", _left_out)
     del out["history"]
     return out
+
+
+def event_payload(event: Any, change_json: dict[str, Any], status_json: dict[str, Any]) -> dict[str, Any]:
+    """An event's payload on `s117.events`: the domain event, its register
+    change and the person's status after it (`status_on_the_bus`), the last
+    two given as JSON already made (a change's events share them)."""
+    return {"event": to_jsonable(event), "change": change_json, "status": status_json}
 
 
 def _left_out(_: Any) -> None:

@@ -320,7 +320,6 @@ class SubscriptionDeliverer:
         attempted = 0
         lease = self._policy.lease_seconds
         claimed: list[Any] | None = None  # the next batch, leased with the last batch's outcomes
-        leased_at = time.monotonic()
         while limit is None or attempted < limit:
             if stop is not None and stop.is_set():
                 break
@@ -362,9 +361,9 @@ class SubscriptionDeliverer:
             if failed is not None:
                 self._outcome(failed, error, recorded.wait)
                 break  # failed: the rest wait behind it, until the backoff runs out
-            claimed, leased_at = (recorded.claimed, next_lease) if more else (None, leased_at)
             if not more:
                 break
+            claimed, leased_at = recorded.claimed, next_lease
         return attempted
 
     def _want(self, limit: int | None, attempted: int) -> int:

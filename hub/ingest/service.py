@@ -26,7 +26,7 @@ from hub.ids import uuid5
 from hub.access import AccessPolicy, record_decision
 from hub.bus.port import EVENTS_TOPIC, BusMessage
 from hub.bus.sql import lock_topic, publish
-from hub.bus.payload import status_on_the_bus
+from hub.bus.payload import event_payload, status_on_the_bus
 from hub.codec import from_jsonable, to_jsonable
 from hub.crypto import DataProtector
 from hub.domain.agreements import AgreementBook
@@ -319,7 +319,7 @@ async def write_recorded(
         event_ids.append({"event_id": eid, "event_type": ev.event_type.value})
         await publish(conn, BusMessage(
             topic=EVENTS_TOPIC, key=person_id, event_id=eid,
-            payload={"event": to_jsonable(ev), "change": change_json, "status": status_json},
+            payload=event_payload(ev, change_json, status_json),
             headers={"correlation_id": correlation_id, "source": client.client_id,
                      "event_type": ev.event_type.value}))
     body = {

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import EVENTS_TOPIC, BusMessage
-from hub.bus.payload import status_on_the_bus
+from hub.bus.payload import event_payload, status_on_the_bus
 from hub.bus.sql import publish
 from hub.codec import from_jsonable, to_jsonable
 from hub.crypto import DataProtector
@@ -219,7 +219,7 @@ class WorkflowService:
         )
         await publish(conn, BusMessage(
             topic=EVENTS_TOPIC, key=case.person_id, event_id=event_id,
-            payload={"event": to_jsonable(event), "change": to_jsonable(latest), "status": status_on_the_bus(status)},
+            payload=event_payload(event, to_jsonable(latest), status_on_the_bus(status)),
             headers={"correlation_id": str(uuid.uuid4()), "source": WORKFLOW_SOURCE, "event_type": event_type.value},
         ))
         return event_id
