@@ -123,8 +123,13 @@ class _StreamLogger:
         self._name = name
 
     def msg(self, message: str) -> None:
+        # One write of the line and its newline: `print` makes two, and the
+        # hub's processes (S117_SEPARATE_WORKERS) share one stream, where
+        # another process's line could come between them (a torn JSON line).
+        stream = getattr(sys, self._name)
         with _WRITE_LOCK:
-            print(message, file=getattr(sys, self._name), flush=True)
+            stream.write(message + "\n")
+            stream.flush()
 
     log = debug = info = warn = warning = msg
     fatal = failure = err = error = critical = exception = msg

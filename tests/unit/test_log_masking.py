@@ -46,3 +46,35 @@ def test_minted_correlation_ids_are_uuids_the_redactor_keeps() -> None:
         cid = new_correlation_id()
         assert uuid.UUID(cid).version == 4 and not _BARE_TEN.search(cid)
         assert redact(correlation_id=cid)["correlation_id"] == cid
+
+
+def test_each_log_line_is_one_write_so_processes_sharing_a_stream_never_tear_lines(monkeypatch) -> None:
+    """The front and worker processes (S117_SEPARATE_WORKERS) write to one
+    stream: a line written in two parts (`print`'s text, then its newline)
+    let another process's line in between, and the JSON lines tore."""
+    import io
+    import sys
+
+    import orjson
+
+    from hub.observability.logging import configure_logging, get_logger
+
+    writes: list[str] = []
+
+    class Recording(io.StringIO):
+        def write(self, s: str) -> int:
+            writes.append(s)
+            return len(s)
+
+    monkeypatch.setattr(sys, "stdout", Recording())
+    configure_logging("INFO")
+    try:
+        get_logger("hub.test").info("event queued for recipient", recipient="E06000060", count=1)
+        get_logger("hub.test").warning("dispatch failed", attempt=2)
+    finally:
+        monkeypatch.undo()
+        configure_logging("INFO")
+    assert len(writes) == 2
+    for w in writes:
+        assert w.endswith("\n") and w.count("\n") == 1
+        orjson.loads(w)
