@@ -319,8 +319,10 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
         env["S117_BENCH_STATEMENTS"] = str(workdir / "statements")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent / "probe"),
                                                            os.environ.get("PYTHONPATH")]))
-    if args.separate_workers:
+    if args.separate_workers or args.separate_delivery:
         env["S117_SEPARATE_WORKERS"] = "true"
+    if args.separate_delivery:
+        env["S117_SEPARATE_DELIVERY"] = "true"
     hub = HubProcess(workdir, sharing_path=sharing, **env)
     engine = create_engine(hub.db_url)
     await create_schema(engine)
@@ -453,9 +455,9 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
             kernel = cpu_times(hub.proc.pid)[1] - kernel0  # system calls: the WAL's writes and fsyncs, sockets
             print(f"  hub CPU per change: {(cpu - kernel) / n * 1e3:.1f} ms user, {kernel / n * 1e3:.1f} ms kernel",
                   file=sys.stderr)
-            if args.separate_workers:  # the front (HTTP, ingest) and the worker process apart
+            if args.separate_workers or args.separate_delivery:  # the front (HTTP, ingest) and the worker processes apart
                 front = cpu_seconds(hub.proc.pid, children=False) - own0
-                print(f"  hub CPU per change: front {front / n * 1e3:.1f} ms, worker process "
+                print(f"  hub CPU per change: front {front / n * 1e3:.1f} ms, worker processes "
                       f"{(cpu - front) / n * 1e3:.1f} ms", file=sys.stderr)
             if args.count_statements:
                 counted = await statement_counts(workdir)
@@ -550,6 +552,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--separate-workers", action="store_true",
                     help="the hub's background workers in a second process (S117_SEPARATE_WORKERS=true); "
                          "the CPU figures include it")
+    ap.add_argument("--separate-delivery", action="store_true",
+                    help="--separate-workers with the deliverers in a third process (S117_SEPARATE_DELIVERY=true)")
     ap.add_argument("--compare", action="store_true",
                     help="also run each level without group commit (S117_INGEST_BATCH_MAX=1)")
     ap.add_argument("--keep", action="store_true", help="keep the databases and logs")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -92,21 +93,30 @@ class Hub:
     files: FileJobs | None = None  # council files recorded in the background (set by build_hub)
     clients: ClientCache = field(default_factory=ClientCache)  # API keys seen in the last few seconds
     worker_process: WorkerProcess | None = None  # the back workers' process (S117_SEPARATE_WORKERS)
+    delivery_process: WorkerProcess | None = None  # the deliverers' process (S117_SEPARATE_DELIVERY)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _startup: list[asyncio.Task] = field(default_factory=list)  # one-shot start-up tasks
 
-    def start_workers(self, front: bool = True, back: bool = True) -> None:
+    def start_workers(self, front: bool = True, back: bool = True, deliver: bool = True) -> None:
         """Start the hub's tasks: `front` the listeners beside the API (MLLP,
         council files left half-done), `back` the background workers
-        (dispatcher, deliverers, consumers, housekeeping). Both in one
-        process by default; with `S117_SEPARATE_WORKERS` the back ones run in
-        a process of their own (hub/worker_process.py)."""
+        (dispatcher, consumers, housekeeping), `deliver` the deliverers. All in
+        one process by default; with `S117_SEPARATE_WORKERS` the back ones and
+        the deliverers run in a process of their own, and with
+        `S117_SEPARATE_DELIVERY` too the deliverers in a third (hub/worker_process.py)."""
         self._tasks = []
         if front:
             self._start_front()
         if back:
-            self._start_back()
+            self._start_back(deliver_here=deliver)
+        if deliver:
+            self._start_deliverers()
+
+    def deliverers(self) -> list[Any]:
+        """The deliverers this hub has, one per channel."""
+        return [d for d in (self.deliverer, self.file_deliverer, self.kafka_deliverer, self.fhir_deliverer)
+                if d is not None]
 
     def _start_front(self) -> None:
         # A one-shot task: done once the files are handed to their jobs (not a worker that stopped).
@@ -122,27 +132,33 @@ class Hub:
             self._tasks.append(asyncio.create_task(mllp.serve(self._stop), name="mllp"))
 
     def start_worker_process(self) -> WorkerProcess:
-        """The back workers in a second process, supervised from this one."""
-        self.worker_process = WorkerProcess(self.settings)
+        """The back workers in a second process (and with `S117_SEPARATE_DELIVERY`
+        the deliverers in a third), supervised from this one."""
+        separate = self.settings.separate_delivery
+        self.worker_process = WorkerProcess(self.settings, role="back" if separate else "all")
         self._tasks.append(asyncio.create_task(self.worker_process.run(self._stop), name="worker-process"))
+        if separate:
+            self.delivery_process = WorkerProcess(self.settings, role="deliver")
+            self._tasks.append(asyncio.create_task(self.delivery_process.run(self._stop), name="delivery-process"))
         return self.worker_process
 
-    def _start_back(self) -> None:
+    def _start_deliverers(self) -> None:
         poll = self.settings.worker_poll_seconds
-        # The deliverers look for work as soon as the dispatcher has queued some.
-        self.dispatcher.on_queued = {d.channel: d.wake for d in (self.deliverer, self.file_deliverer,
-                                                                 self.kafka_deliverer, self.fhir_deliverer)
-                                     if d is not None}
+        names = {"webhook": "webhook-deliverer", "file": "file-deliverer", "kafka": "kafka-topic-deliverer",
+                 "fhir-rest-hook": "fhir-rest-hook-deliverer"}
+        for d in self.deliverers():
+            self._tasks.append(asyncio.create_task(run_deliverer(d, poll, self._stop),
+                                                   name=names.get(d.channel, f"{d.channel}-deliverer")))
+
+    def _start_back(self, deliver_here: bool = True) -> None:
+        poll = self.settings.worker_poll_seconds
+        # The deliverers look for work as soon as the dispatcher has queued
+        # some (in another process: hub/delivery/wake.py, set by the caller).
+        if deliver_here:
+            self.dispatcher.on_queued = {d.channel: d.wake for d in self.deliverers()}
         self._tasks += [
             asyncio.create_task(run_dispatcher(self.dispatcher, poll, self._stop), name="dispatcher"),
-            asyncio.create_task(run_deliverer(self.deliverer, poll, self._stop), name="webhook-deliverer"),
         ]
-        if self.file_deliverer is not None:
-            self._tasks.append(asyncio.create_task(run_deliverer(self.file_deliverer, poll, self._stop),
-                                                   name="file-deliverer"))
-        if self.kafka_deliverer is not None:
-            self._tasks.append(asyncio.create_task(run_deliverer(self.kafka_deliverer, poll, self._stop),
-                                                   name="kafka-topic-deliverer"))
         if self.workflow_consumer is not None and self.workflows is not None:
             self._tasks.append(asyncio.create_task(run_workflow_consumer(self.workflow_consumer, poll, self._stop),
                                                    name="workflow-consumer"))
@@ -150,9 +166,6 @@ class Hub:
                 self._tasks.append(asyncio.create_task(
                     run_workflow_scanner(self.workflows, self.settings.workflow_scan_interval_seconds, self._stop),
                     name="workflow-scanner"))
-        if self.fhir_deliverer is not None:
-            self._tasks.append(asyncio.create_task(run_deliverer(self.fhir_deliverer, poll, self._stop),
-                                                   name="fhir-rest-hook-deliverer"))
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(run_relay(self.relay, poll, self._stop), name="kafka-relay"))
         if self.reconciliation is not None:

@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     # in a second process beside the API's, supervised by it, so that ingest
     # and delivery each have a core (hub/worker_process.py).
     separate_workers: bool = False
+    # With separate_workers: the deliverers in a third process of their own,
+    # woken by the dispatcher's process over a Unix datagram socket
+    # (hub/delivery/wake.py), so that neither the dispatcher nor the
+    # deliverers have to share a core's time with the other.
+    separate_delivery: bool = False
     # Group commit (hub/ingest/group_commit.py): at most this many changes per
     # transaction, waiting at most this many milliseconds for a batch to fill
     # while changes arrive concurrently. 1 = one transaction per change.

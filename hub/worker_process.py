@@ -14,6 +14,11 @@ PostgreSQL as for several instances) and the same log.
 - **Workers** (`s117hub workers`): everything `Hub.start_workers(front=False)`
   starts. It exits if the front process goes away (checked every second), so
   a SIGKILLed front leaves no orphan writing to the store.
+- **Deliverers apart** (`S117_SEPARATE_DELIVERY=true` as well): the front
+  starts two worker processes, `back` (the dispatcher, consumers,
+  housekeeping) and `deliver` (the deliverers), each supervised the same way.
+  The dispatcher's process wakes the deliverers' with a datagram naming the
+  channel (hub/delivery/wake.py).
 - **Wake-ups across processes**: the front's commits cannot set the workers'
   in-process events. On a SQLite file, `ChangeWatcher` reads `PRAGMA
   data_version` (it changes when another connection has committed; a few
@@ -40,6 +45,11 @@ from hub.settings import REPO_ROOT, Settings
 
 log = get_logger("hub.worker_process")
 SETTINGS_ENV = "S117_WORKER_SETTINGS"
+# What a worker process runs: "all" (the dispatcher, deliverers, consumers and
+# housekeeping), "back" (all but the deliverers) or "deliver" (the deliverers
+# alone: S117_SEPARATE_DELIVERY).
+ROLE_ENV = "S117_WORKER_ROLE"
+ROLES = ("all", "back", "deliver")
 
 
 def worker_settings() -> Settings:
@@ -56,10 +66,12 @@ class WorkerProcess:
     stop_grace_seconds = 15.0
 
     def __init__(self, settings: Settings | None = None, command: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, role: str = "all") -> None:
         self._command = command or [sys.executable, "-m", "hub.cli", "workers"]
         # The front's own settings (which may not all come from the environment), whole.
-        self._env = {**(env or {}), **({SETTINGS_ENV: settings.model_dump_json()} if settings is not None else {})}
+        self._env = {**(env or {}), **({SETTINGS_ENV: settings.model_dump_json()} if settings is not None else {}),
+                     ROLE_ENV: role}
+        self.role = role
         self._proc: asyncio.subprocess.Process | None = None
         self._stopping = False
         self.restarts = 0
@@ -77,7 +89,7 @@ class WorkerProcess:
         self._proc = await asyncio.create_subprocess_exec(
             *self._command, cwd=str(REPO_ROOT), env={**os.environ, **(self._env or {}),
                                                      "S117_FRONT_PID": str(os.getpid())})
-        log.info("worker process started", pid=self._proc.pid)
+        log.info("worker process started", pid=self._proc.pid, mode=self.role)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep the worker process running until `stop` is set, then stop it."""
@@ -186,6 +198,9 @@ async def run_workers(settings: Settings) -> None:
     from hub.bus.sql import _tell_readers
     from hub.server import tune_gc
 
+    role = os.environ.pop(ROLE_ENV, "all")
+    if role not in ROLES:
+        raise SystemExit(f"{ROLE_ENV}: must be one of {', '.join(ROLES)}")
     hub = await build_hub(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -195,18 +210,30 @@ async def run_workers(settings: Settings) -> None:
     # the front process's ingest now waits for (SQLite).
     hub.dispatcher.batch_limit = 20
     share_write_lock(settings.database_url, hub.engine, yields=True)
-    hub.start_workers(front=False)
+    path = sqlite_file(settings.database_url)
+    closing: list[Callable[[], None]] = []
+    if role == "back":
+        from hub.delivery.wake import WakeSender, wake_address
+
+        sender = WakeSender(wake_address(settings.database_url))
+        hub.dispatcher.on_queued = {d.channel: sender.waker(d.channel) for d in hub.deliverers()}
+        closing.append(sender.close)
+    if role == "deliver":
+        from hub.delivery.wake import listen, wake_address
+
+        closing.append((await listen(wake_address(settings.database_url),
+                                     {d.channel: d.wake for d in hub.deliverers()})).close)
+    hub.start_workers(front=False, back=role != "deliver", deliver=role != "back")
     extra: list[asyncio.Task[Any]] = [asyncio.create_task(
         _front_gone(int(os.environ.get("S117_FRONT_PID") or 0) or None, stop), name="front-watch")]
-    path = sqlite_file(settings.database_url)
-    if path is not None:
+    if path is not None and role != "deliver":
         # The log's readers only: the deliverers are woken by this process's
         # dispatcher when it queues for their channel (`on_queued`); woken on
         # every commit seen (this process's own included), each ran a query
         # for its due heads up to 100 times a second.
         extra.append(asyncio.create_task(ChangeWatcher(path, _tell_readers).run(stop), name="change-watcher"))
     tune_gc()
-    log.info("worker process ready", mode="separate-workers", database=settings.database_url.split(":")[0])
+    log.info("worker process ready", mode=role, database=settings.database_url.split(":")[0])
     try:
         await stop.wait()
     finally:
@@ -214,3 +241,5 @@ async def run_workers(settings: Settings) -> None:
             t.cancel()
         await asyncio.gather(*extra, return_exceptions=True)
         await hub.close()
+        for close in closing:
+            close()

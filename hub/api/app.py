@@ -115,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         checks["workers"] = "ok" if not dead else "stopped: " + ",".join(dead)
         if hub.worker_process is not None:
             checks["worker_process"] = "ok" if hub.worker_process.alive else "restarting"
+        if hub.delivery_process is not None:
+            checks["delivery_process"] = "ok" if hub.delivery_process.alive else "restarting"
         ok = all(v == "ok" for v in checks.values())
         body = {"status": "ready" if ok else "not-ready", "checks": checks}
         return JSONResponse(body, status_code=200 if ok else 503)

@@ -132,3 +132,72 @@ async def test_a_killed_front_leaves_no_worker_process(tmp_path, sharing_file) -
         await _until(exited, 10, "the orphaned worker process to stop")
     finally:
         hub.stop()
+
+
+def _role(pid: int) -> str | None:
+    for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        if item.startswith(b"S117_WORKER_ROLE="):
+            return item.split(b"=", 1)[1].decode()
+    return None
+
+
+async def test_deliverers_in_a_third_process_are_woken_at_once_and_restarted(tmp_path, sharing_file) -> None:
+    """`S117_SEPARATE_DELIVERY=true`: the deliverers in a process of their
+    own. With a 30 s poll, a delivery within seconds can only come from the
+    dispatcher's wake-up over the socket (hub/delivery/wake.py); a killed
+    delivery process is restarted and finds what was queued meanwhile; and
+    the three processes' log lines, sharing one stream, stay whole."""
+    receiver = Receiver(secret=SECRET)
+    await receiver.start()
+    hub = HubProcess(tmp_path, sharing_path=sharing_file, S117_SEPARATE_WORKERS="true",
+                     S117_SEPARATE_DELIVERY="true", S117_WORKER_POLL_SECONDS="30")
+    keys = await make_clients(hub.db_url)
+    await hub.start()
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
+                                json={"url": receiver.url("E06000060"), "secret": SECRET})
+            assert r.status_code == 201
+
+            async def ready() -> dict | None:
+                got = await http.get("/health/ready")
+                return got.json() if got.status_code == 200 else None
+
+            body = await _until(ready, 20, "the worker processes")
+            assert body["checks"]["worker_process"] == "ok" and body["checks"]["delivery_process"] == "ok"
+
+            async def both() -> dict[str, int] | None:
+                roles = {_role(p): p for p in _worker_pids(hub.proc.pid) if not _gone(p)}
+                return roles if {"back", "deliver"} <= set(roles) else None
+
+            roles = await _until(both, 20, "the back and delivery processes")
+            await asyncio.sleep(1.5)  # both have looked once; the next poll is 30 s away
+            started = time.monotonic()
+            expected = await _push(http, keys["trust"], people=2, seed=21)
+
+            async def delivered() -> bool:
+                return expected <= set(receiver.event_ids("E06000060"))
+
+            await _until(delivered, 10, "deliveries woken by the dispatcher's process")
+            assert time.monotonic() - started < 10  # not the 30 s poll
+
+            os.kill(roles["deliver"], signal.SIGKILL)  # the delivery process crashes
+            more = await _push(http, keys["trust"], people=1, seed=22)  # queued while it is down
+
+            async def restarted() -> bool:
+                pids = {_role(p) for p in _worker_pids(hub.proc.pid) if p != roles["deliver"] and not _gone(p)}
+                return "deliver" in pids
+
+            await _until(restarted, 20, "a new delivery process")
+
+            async def delivered_again() -> bool:
+                return more <= set(receiver.event_ids("E06000060"))
+
+            await _until(delivered_again, 20, "what was queued while it was down")
+            assert (await _until(ready, 20, "ready again"))["checks"]["delivery_process"] == "ok"
+            assert roles["back"] in _worker_pids(hub.proc.pid)  # the dispatcher's process went on
+    finally:
+        hub.stop()
+        await receiver.stop()
+    lines = [line for line in hub.logs().splitlines() if line.strip()]
+    assert lines and all(line.startswith("{") and line.endswith("}") for line in lines), "a torn log line"

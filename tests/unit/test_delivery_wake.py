@@ -1,0 +1,72 @@
+"""Waking another process's deliverers (hub/delivery/wake.py): a datagram
+naming a channel wakes that channel's deliverer; anything else wakes nobody;
+a sender with no listener neither blocks nor raises (the deliverers poll)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+
+from hub.delivery.wake import WakeSender, listen, wake_address
+
+
+def _address() -> str:
+    return wake_address(f"sqlite+aiosqlite:///{uuid.uuid4()}.db")
+
+
+async def _settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0.005)
+
+
+async def test_a_datagram_naming_a_channel_wakes_its_deliverer_alone() -> None:
+    woken: list[str] = []
+    address = _address()
+    transport = await listen(address, {"webhook": lambda: woken.append("webhook"),
+                                       "file": lambda: woken.append("file")})
+    sender = WakeSender(address)
+    try:
+        sender.waker("webhook")()
+        sender.send("file")
+        sender.send("webhook")
+        await _settle()
+        assert woken == ["webhook", "file", "webhook"]
+        assert sender.lost == 0
+    finally:
+        sender.close()
+        transport.close()
+
+
+async def test_unknown_and_oversized_datagrams_wake_nobody() -> None:
+    woken: list[str] = []
+    address = _address()
+    transport = await listen(address, {"webhook": lambda: woken.append("webhook")})
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        raw.sendto(b"kafka", address)  # a channel this process has no deliverer for
+        raw.sendto(b"webhook" * 10, address)  # longer than any channel name
+        raw.sendto(b"\xff\xfe", address)  # not text
+        raw.sendto(b"webhook", address)
+        await _settle()
+        assert woken == ["webhook"]
+    finally:
+        raw.close()
+        transport.close()
+
+
+async def test_a_sender_without_a_listener_counts_the_wake_up_lost_and_goes_on() -> None:
+    sender = WakeSender(_address())  # the delivery process not started yet, or restarting
+    try:
+        sender.send("webhook")
+        sender.send("webhook")
+        assert sender.lost == 2
+    finally:
+        sender.close()
+
+
+def test_two_hubs_on_one_machine_have_different_addresses() -> None:
+    a = wake_address("sqlite+aiosqlite:////srv/a/hub.db")
+    assert a == wake_address("sqlite+aiosqlite:////srv/a/hub.db")
+    assert a != wake_address("sqlite+aiosqlite:////srv/b/hub.db")
+    assert a.startswith("\0")  # the abstract namespace: no file left behind
