@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.hub = hub
         if settings.run_workers and settings.separate_workers:
             share_write_lock(settings.database_url, hub.engine, yields=False)
-            hub.start_workers(back=False)
+            hub.start_workers(back=False, deliver=False)  # both run in the worker process(es)
             hub.start_worker_process()
         elif settings.run_workers:
             hub.start_workers()

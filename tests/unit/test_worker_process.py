@@ -43,3 +43,50 @@ def test_the_worker_process_runs_on_uvloop_where_installed() -> None:
         return type(asyncio.get_running_loop())
 
     assert run_loop(which()) is uvloop.Loop
+
+
+@pytest.mark.parametrize("delivery_apart", [False, True])
+async def test_each_process_runs_its_own_workers_and_no_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               delivery_apart: bool) -> None:
+    """With separate workers the front runs no dispatcher and no deliverer
+    (a deliverer left in the front, as one was for a while, polls and sends
+    beside the worker process's); with the deliverers apart too, the worker
+    processes are asked for `back` and `deliver`, else for `all`."""
+    import asyncio
+
+    from hub.api.app import create_app
+    from hub.bootstrap import Hub
+    from hub.worker_process import ROLE_ENV
+
+    started: list[str] = []
+
+    def fake_start(self: Hub) -> None:  # no real processes in a unit test: the roles they would be given
+        started.append(WorkerProcess(self.settings, role="back" if self.settings.separate_delivery else "all")
+                       ._env[ROLE_ENV])
+        if self.settings.separate_delivery:
+            started.append(WorkerProcess(self.settings, role="deliver")._env[ROLE_ENV])
+
+    monkeypatch.setattr(Hub, "start_worker_process", fake_start)
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", data_key_file=tmp_path / "k",
+                        separate_workers=True, separate_delivery=delivery_apart, worker_poll_seconds=0.05)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        front = {t.get_name() for t in app.state.hub.worker_tasks()}
+        await asyncio.sleep(0)
+    assert "dispatcher" not in front and not any(n.endswith("-deliverer") for n in front), front
+    assert started == (["back", "deliver"] if delivery_apart else ["all"])
+
+    # The same hub's tasks as each worker process starts them (hub/worker_process.py run_workers).
+    from hub.bootstrap import build_hub
+
+    for back, deliver, has_dispatcher, has_deliverer in ((True, False, True, False), (False, True, False, True),
+                                                         (True, True, True, True)):
+        hub = await build_hub(settings)
+        try:
+            hub.start_workers(front=False, back=back, deliver=deliver)
+            names = {t.get_name() for t in hub.worker_tasks()}
+            assert ("dispatcher" in names) is has_dispatcher, names
+            assert ("webhook-deliverer" in names) is has_deliverer, names
+            assert ("housekeeping" in names) is has_dispatcher, names
+        finally:
+            await hub.close()
