@@ -498,12 +498,23 @@ class ItemWatcher:
         self._today = today or (lambda: datetime.now(UTC).date())
         self._alerts = alerts  # re-arms a body's drift alert when its count falls back below
 
+    passed_commit_seconds = 1.0  # how long an offset moved past events of people with no open item may go unwritten
+
     async def run_once(self, limit: int = 200) -> int:
         # Only who and where: the payloads are not read.
         batch = await self._log.fetch(GROUP, EVENTS_TOPIC, limit, payload_for=())
+        pass_over = getattr(self._log, "pass_over", None)  # the SQL log (hub/bus/sql.py)
         if not batch:
+            if pass_over is not None:
+                await self._log.commit_passed(GROUP, EVENTS_TOPIC, self.passed_commit_seconds)
             return 0
         people = list(dict.fromkeys(m.key for m in batch))
+        if pass_over is not None:
+            async with snapshot(self._engine) as snap:  # no write lock to find that nobody has an open item
+                anyone = (await snap.execute(_PEOPLE_WITH_LIVE_ITEMS, {"ids": people})).first() is not None
+            if not anyone:  # the offset moves in memory, written with the next commit or within a second
+                pass_over(GROUP, EVENTS_TOPIC, batch[-1].offset + 1)
+                return len(batch)
         async with write_transaction(self._engine) as conn:  # inline on SQLite (hub/store/db.py)
             closed: set[str] = set()
             # Most people have no open item: one statement finds those who do.

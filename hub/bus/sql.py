@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import weakref
 from datetime import UTC, datetime
 from collections.abc import Collection
@@ -20,7 +21,7 @@ from sqlalchemy import bindparam, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import BusMessage, Capabilities
-from hub.store.db import InList, Prepared, execute_prepared, insert_or_merge, snapshot
+from hub.store.db import InList, Prepared, execute_prepared, insert_or_merge, snapshot, write_transaction
 from hub.store.schema import bus_messages, consumer_offsets
 
 
@@ -104,6 +105,44 @@ class SqlLog:
         self._engine = engine
         self._new = asyncio.Event()
         _READERS.add(self)
+        # (group, topic) -> the committed offset last fetched from, and, once
+        # `pass_over` is called, how far this process has read past it with
+        # nothing to do and since when (`time.monotonic`).
+        self._seen: dict[tuple[str, str], int] = {}
+        self._passed: dict[tuple[str, str], tuple[int, int, float]] = {}
+
+    def pass_over(self, group_id: str, topic: str, next_offset: int) -> None:
+        """The group's messages below `next_offset` were read and needed
+        nothing (no workflow, no open item): its next fetch in this process
+        starts there, and the offset is written with the group's next
+        commit, or by `commit_passed`, rather than in a write transaction
+        (and an fsync) of its own for each such batch. Lost with the
+        process: messages that needed nothing are then read again, and
+        again need nothing. Dropped if the committed offset moves meanwhile
+        (an operator's rewind, another instance's commit)."""
+        key = (group_id, topic)
+        base = self._seen.get(key)
+        if base is None or next_offset <= base:
+            return
+        since = self._passed[key][2] if key in self._passed and self._passed[key][0] == base else time.monotonic()
+        self._passed[key] = (base, next_offset, since)
+
+    async def commit_passed(self, group_id: str, topic: str, older_than: float = 1.0) -> bool:
+        """Write the offset `pass_over` moved once it is `older_than` seconds
+        old (so the stored offset, the lag and a restart's re-reading stay
+        within about that); True if it was written."""
+        key = (group_id, topic)
+        passed = self._passed.get(key)
+        if passed is None or time.monotonic() - passed[2] < older_than:
+            return False
+        base, ahead, _ = passed
+        async with write_transaction(self._engine) as conn:
+            if await self.claim_batch(conn, group_id, topic) != base:
+                self._passed.pop(key, None)  # moved meanwhile (a rewind, another instance): read from there
+                return False
+            await self._upsert(conn, group_id, topic, ahead)
+        self._passed.pop(key, None)
+        return True
 
     async def published(self) -> None:
         """Return once a transaction in this process that published has
@@ -123,6 +162,14 @@ class SqlLog:
         its offset is not made to decode every status)."""
         async with snapshot(self._engine) as conn:  # reads only: a snapshot, never the write lock
             start = await self._committed(conn, group_id, topic)
+            key = (group_id, topic)
+            self._seen[key] = start
+            passed = self._passed.get(key)
+            if passed is not None:
+                if passed[0] == start:
+                    start = passed[1]  # what this process read past with nothing to do (`pass_over`)
+                else:  # the offset moved since: committed with more, rewound, or another instance's
+                    del self._passed[key]
             params = {"topic": topic, "start": start, "limit": limit}
             rows = (await execute_prepared(conn, _FETCH if payload_for is None else _FETCH_HEADS, params)).all()
             if payload_for is None:

@@ -48,6 +48,8 @@ class WorkflowConsumer:
         if interesting(msg):
             await self._service.on_event(conn, msg.payload, msg.event_id)
 
+    passed_commit_seconds = 1.0  # how long an offset moved past uninteresting events may go unwritten
+
     async def run_once(self, limit: int = 100) -> int:
         """Handle what is waiting in one transaction (most events interest no
         workflow: they only move the offset), each interesting one in its own
@@ -55,6 +57,16 @@ class WorkflowConsumer:
         batch = await self._bus.fetch(GROUP, EVENTS_TOPIC, limit, payload_for=INTERESTING)
         handled: list[BusMessage] = []
         dead = 0
+        pass_over = getattr(self._bus, "pass_over", None)  # the SQL log (hub/bus/sql.py)
+        if pass_over is not None:
+            if not batch:
+                await self._bus.commit_passed(GROUP, EVENTS_TOPIC, self.passed_commit_seconds)
+            elif not any(interesting(m) for m in batch):
+                # Nothing for a workflow: the offset moves in memory and is
+                # written with the next commit or within a second, not in a
+                # write transaction of its own per batch.
+                pass_over(GROUP, EVENTS_TOPIC, batch[-1].offset + 1)
+                return len(batch)
         if batch:
             async with write_transaction(self._engine) as conn:  # inline on SQLite (hub/store/db.py)
                 # The SQL log: lock the group's offset for the batch, skip what

@@ -216,3 +216,52 @@ async def test_a_publisher_that_commits_late_is_not_skipped(engine):
     seen = await consumer
     seen += await drain(log)
     assert sorted(seen) == ["early", "late"]
+
+
+async def test_messages_passed_over_are_not_read_again_and_their_offset_is_written_within_its_age(engine):
+    """`pass_over`: a consumer that needed nothing from a batch moves on
+    without a write transaction of its own; the offset is written by
+    `commit_passed` once old enough, or with the group's next commit."""
+    log = SqlLog(engine)
+    await publish_committed(engine, *(message(i) for i in range(5)))
+    first = await log.fetch("passer", TOPIC, 3)
+    assert [m.payload["n"] for m in first] == [0, 1, 2]
+    log.pass_over("passer", TOPIC, first[-1].offset + 1)
+    assert await committed_offset(engine, "passer") is None  # nothing written yet
+    assert [m.payload["n"] for m in await log.fetch("passer", TOPIC, 10)] == [3, 4]  # not 0, 1, 2 again
+    assert await log.commit_passed("passer", TOPIC, older_than=60) is False  # too young: still unwritten
+    assert await committed_offset(engine, "passer") is None
+    assert await log.commit_passed("passer", TOPIC, older_than=0) is True
+    assert await committed_offset(engine, "passer") == first[-1].offset + 1
+    assert await log.lag("passer", TOPIC) == 2
+
+    # Passed over again, then a batch that needed something is committed: that commit covers both.
+    rest = await log.fetch("passer", TOPIC, 1)
+    log.pass_over("passer", TOPIC, rest[-1].offset + 1)
+    last = await log.fetch("passer", TOPIC, 10)
+    assert [m.payload["n"] for m in last] == [4]
+    await log.commit("passer", TOPIC, last[-1].offset + 1)
+    assert await committed_offset(engine, "passer") == last[-1].offset + 1
+    assert await log.fetch("passer", TOPIC, 10) == []
+    assert await log.commit_passed("passer", TOPIC, older_than=0) is False  # nothing left to write
+
+
+async def test_a_rewind_or_another_instance_moving_the_offset_drops_what_was_passed_over(engine):
+    log, operator = SqlLog(engine), SqlLog(engine)
+    await publish_committed(engine, *(message(i) for i in range(4)))
+    batch = await log.fetch("rewound", TOPIC, 10)
+    await log.commit("rewound", TOPIC, batch[1].offset + 1)  # 0 and 1 handled
+    ahead = await log.fetch("rewound", TOPIC, 10)
+    log.pass_over("rewound", TOPIC, ahead[-1].offset + 1)  # 2 and 3 needed nothing
+    await operator.rewind("rewound", TOPIC, batch[0].offset)  # an operator replays from 0
+    assert [m.payload["n"] for m in await log.fetch("rewound", TOPIC, 10)] == [0, 1, 2, 3]
+    assert await log.commit_passed("rewound", TOPIC, older_than=0) is False  # nothing passed any more
+    assert await committed_offset(engine, "rewound") == batch[0].offset
+
+    # Passed over, then the offset moved by another instance before it was written: not written over it.
+    again = await log.fetch("rewound", TOPIC, 10)
+    log.pass_over("rewound", TOPIC, again[1].offset + 1)
+    await operator.commit("rewound", TOPIC, again[0].offset + 1)
+    assert await log.commit_passed("rewound", TOPIC, older_than=0) is False
+    assert await committed_offset(engine, "rewound") == again[0].offset + 1
+    assert [m.payload["n"] for m in await log.fetch("rewound", TOPIC, 10)] == [1, 2, 3]
