@@ -99,6 +99,41 @@ def cpu_seconds(pid: int, children: bool = True) -> float:
     return sum(cpu_times(pid, children))
 
 
+def spied(front_pid: int) -> int:
+    """The process `--profile` records: the front, or with BENCH_SPY_ROLE=back
+    (or all, deliver) that worker process."""
+    role = os.environ.get("BENCH_SPY_ROLE")
+    if not role:
+        return front_pid
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for task in Path(f"/proc/{front_pid}/task").glob("*"):
+            for c in (task / "children").read_text().split():
+                if f"S117_WORKER_ROLE={role}".encode() in Path(f"/proc/{c}/environ").read_bytes().split(b"\0"):
+                    return int(c)
+        time.sleep(0.2)
+    raise SystemExit(f"BENCH_SPY_ROLE={role}: no such worker process")
+
+
+def worker_cpu(front_pid: int) -> dict[str, float]:
+    """CPU seconds of each live worker process of the hub, by its role
+    (`S117_WORKER_ROLE`: all, back, deliver)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{front_pid}/task").glob("*"):
+        try:
+            kids = (task / "children").read_text().split()
+        except FileNotFoundError:
+            continue
+        for c in kids:
+            try:
+                env = Path(f"/proc/{c}/environ").read_bytes().split(b"\0")
+            except (FileNotFoundError, PermissionError):
+                continue
+            role = next((e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"S117_WORKER_ROLE=")), "?")
+            out[role] = out.get(role, 0.0) + cpu_seconds(int(c))
+    return out
+
+
 async def settle(pid: int, most: float = 60.0) -> None:
     """Wait until the hub is at rest (under a fifth of a core over half a
     second): with `--separate-workers` the worker process is still starting
@@ -344,7 +379,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                 out = tmp / f"profile-c{clients}-b{batch_max}.txt"
                 spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
                 assert spy, "--profile needs py-spy (pip install py-spy)"
-                profiler = subprocess.Popen([spy, "record", "--pid", str(hub.proc.pid), "--format", "raw",
+                profiler = subprocess.Popen([spy, "record", "--pid", str(spied(hub.proc.pid)), "--format", "raw",
                                              "-o", str(out), "--rate", os.environ.get("BENCH_SPY_RATE", "500"),
                                              # BENCH_SPY_NATIVE=1: every running thread, C frames too (SQLite's own work)
                                              *(["--native", "--threads"] if os.environ.get("BENCH_SPY_NATIVE") else ["--nonblocking", "--gil"])],
@@ -434,6 +469,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                   file=sys.stderr)
             statements0 = await statement_counts(workdir) if args.count_statements else {}
             cpu0, own0 = cpu_seconds(hub.proc.pid), cpu_seconds(hub.proc.pid, children=False)
+            roles0 = worker_cpu(hub.proc.pid)
             kernel0 = cpu_times(hub.proc.pid)[1]
             t0 = time.perf_counter()
             if args.rate:
@@ -457,8 +493,10 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                   file=sys.stderr)
             if args.separate_workers or args.separate_delivery:  # the front (HTTP, ingest) and the worker processes apart
                 front = cpu_seconds(hub.proc.pid, children=False) - own0
+                roles = {role: (spent - roles0.get(role, 0.0)) / n * 1e3 for role, spent in worker_cpu(hub.proc.pid).items()}
                 print(f"  hub CPU per change: front {front / n * 1e3:.1f} ms, worker processes "
-                      f"{(cpu - front) / n * 1e3:.1f} ms", file=sys.stderr)
+                      f"{(cpu - front) / n * 1e3:.1f} ms ({', '.join(f'{r} {v:.1f} ms' for r, v in sorted(roles.items()))})",
+                      file=sys.stderr)
             if args.count_statements:
                 counted = await statement_counts(workdir)
                 per = {k: (v - statements0.get(k, 0)) / n for k, v in counted.items()}

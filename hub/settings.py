@@ -134,6 +134,11 @@ class Settings(BaseSettings):
     # key revoked in the store stops working within it (0: look up each request).
     api_key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     ingest_batch_max: int = 64
+    # The dispatcher, after a batch shorter than its limit, waits this long
+    # from that batch's start before fetching the next (0: at once): fewer,
+    # larger batches under sustained load, for at most this much more
+    # latency; an event after a quiet spell is dispatched at once.
+    dispatch_linger_ms: float = Field(default=20.0, ge=0, le=1000)
     ingest_batch_wait_ms: float = 2.0
     # Council files (hub/file_jobs.py): rows per chunk (one bulk transaction
     # each, the mapped rows held at once); false: each row through the

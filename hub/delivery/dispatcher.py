@@ -173,6 +173,11 @@ class Dispatcher:
         return len(batch)
 
     lag_every = 1.0  # seconds between counts of the lag while batches come
+    # Seconds from a short batch's start before the next is fetched
+    # (`run_dispatcher`; S117_DISPATCH_LINGER_MS): each batch pays for a
+    # transaction, its reads, checks and fsync whatever its size (about
+    # 1.5 ms of CPU on a snapshot, bench/README.md "Seventh session").
+    linger = 0.0
     _lag_counted_at = float("-inf")
 
     async def _handle_batch(self, batch: list[BusMessage]) -> None:
@@ -706,12 +711,27 @@ async def run_dispatcher(dispatcher: Dispatcher, poll_seconds: float, stop: asyn
     # The SQL log says when this process has published (hub.bus.sql.SqlLog.published):
     # the dispatcher then fetches at once rather than at its next poll.
     published = getattr(dispatcher._log, "published", None)
+    loop = asyncio.get_running_loop()
     while not stop.is_set():
+        started = loop.time()
         try:
             handled = await dispatcher.run_once()
         except _Retry:
             handled = 0
             await asyncio.sleep(min(2.0, poll_seconds * 5))
+        if handled and handled < dispatcher.batch_limit and dispatcher.linger > 0:
+            # A short batch while changes keep coming: the next one gathers
+            # for up to `linger` from this one's start (as a Kafka producer's
+            # linger.ms), rather than a batch, its transaction and its fsync
+            # for every change or two. After a quiet spell the first event
+            # is still dispatched at once (the wait below).
+            rest = started + dispatcher.linger - loop.time()
+            if rest > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=rest)
+                except TimeoutError:
+                    pass
+            continue
         if not handled:
             waiters = [asyncio.ensure_future(stop.wait())]
             if published is not None:
