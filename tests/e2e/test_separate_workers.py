@@ -53,6 +53,19 @@ async def _until(check, timeout: float, what: str):  # noqa: ANN001, ANN202
         await asyncio.sleep(0.1)
 
 
+async def _ready(http: httpx.AsyncClient) -> dict | None:
+    got = await http.get("/health/ready")
+    return got.json() if got.status_code == 200 else None
+
+
+async def _subscribe_and_wait_ready(http: httpx.AsyncClient, keys: dict, receiver: Receiver, what: str) -> dict:
+    """The council's webhook subscribed; `/health/ready`'s body once the worker process(es) are up."""
+    r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
+                        json={"url": receiver.url("E06000060"), "secret": SECRET})
+    assert r.status_code == 201
+    return await _until(lambda: _ready(http), 20, what)
+
+
 async def _push(http: httpx.AsyncClient, key: str, people: int, seed: int) -> set[str]:
     rng, queued = random.Random(seed), set()
     for i in range(people):
@@ -71,15 +84,7 @@ async def test_workers_in_their_own_process_deliver_restart_and_stop_with_the_hu
     await hub.start()
     try:
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
-            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
-                                json={"url": receiver.url("E06000060"), "secret": SECRET})
-            assert r.status_code == 201
-
-            async def ready() -> dict | None:
-                got = await http.get("/health/ready")
-                return got.json() if got.status_code == 200 else None
-
-            body = await _until(ready, 20, "the worker process")
+            body = await _subscribe_and_wait_ready(http, keys, receiver, "the worker process")
             assert body["checks"]["worker_process"] == "ok"
             [first] = _worker_pids(hub.proc.pid)
             # The front has no dispatcher of its own: what reaches the receiver was sent by the worker process.
@@ -105,7 +110,7 @@ async def test_workers_in_their_own_process_deliver_restart_and_stop_with_the_hu
                 return more <= set(receiver.event_ids("E06000060"))
 
             await _until(delivered_again, 20, "deliveries after the restart")
-            assert (await _until(ready, 20, "ready again"))["checks"]["worker_process"] == "ok"
+            assert (await _until(lambda: _ready(http), 20, "ready again"))["checks"]["worker_process"] == "ok"
         hub.stop()  # SIGTERM: the front stops its worker process first
         assert _gone(second)
     finally:
@@ -155,15 +160,7 @@ async def test_deliverers_in_a_third_process_are_woken_at_once_and_restarted(tmp
     await hub.start()
     try:
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
-            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
-                                json={"url": receiver.url("E06000060"), "secret": SECRET})
-            assert r.status_code == 201
-
-            async def ready() -> dict | None:
-                got = await http.get("/health/ready")
-                return got.json() if got.status_code == 200 else None
-
-            body = await _until(ready, 20, "the worker processes")
+            body = await _subscribe_and_wait_ready(http, keys, receiver, "the worker processes")
             assert body["checks"]["worker_process"] == "ok" and body["checks"]["delivery_process"] == "ok"
 
             async def both() -> dict[str, int] | None:
@@ -194,7 +191,7 @@ async def test_deliverers_in_a_third_process_are_woken_at_once_and_restarted(tmp
                 return more <= set(receiver.event_ids("E06000060"))
 
             await _until(delivered_again, 20, "what was queued while it was down")
-            assert (await _until(ready, 20, "ready again"))["checks"]["delivery_process"] == "ok"
+            assert (await _until(lambda: _ready(http), 20, "ready again"))["checks"]["delivery_process"] == "ok"
             assert roles["back"] in _worker_pids(hub.proc.pid)  # the dispatcher's process went on
     finally:
         hub.stop()
