@@ -83,15 +83,30 @@ def cpu_times(pid: int, children: bool = True) -> tuple[float, float]:
     user, kernel = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
     if not children:
         return user, kernel
+    for c in child_pids(pid):
+        u, k = cpu_times(c)
+        user, kernel = user + u, kernel + k
+    return user, kernel
+
+
+def child_pids(pid: int) -> list[int]:
+    """The process's live child processes (every thread's)."""
+    out = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
-            kids = (task / "children").read_text().split()
+            out += [int(c) for c in (task / "children").read_text().split()]
         except FileNotFoundError:
             continue
-        for c in kids:
-            u, k = cpu_times(int(c))
-            user, kernel = user + u, kernel + k
-    return user, kernel
+    return out
+
+
+def worker_role(pid: int) -> str:
+    """A hub worker process's `S117_WORKER_ROLE` (all, back, deliver); "?" if unknown."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except (FileNotFoundError, PermissionError):
+        return "?"
+    return next((e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"S117_WORKER_ROLE=")), "?")
 
 
 def cpu_seconds(pid: int, children: bool = True) -> float:
@@ -107,10 +122,9 @@ def spied(front_pid: int) -> int:
         return front_pid
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        for task in Path(f"/proc/{front_pid}/task").glob("*"):
-            for c in (task / "children").read_text().split():
-                if f"S117_WORKER_ROLE={role}".encode() in Path(f"/proc/{c}/environ").read_bytes().split(b"\0"):
-                    return int(c)
+        for c in child_pids(front_pid):
+            if worker_role(c) == role:
+                return c
         time.sleep(0.2)
     raise SystemExit(f"BENCH_SPY_ROLE={role}: no such worker process")
 
@@ -119,18 +133,9 @@ def worker_cpu(front_pid: int) -> dict[str, float]:
     """CPU seconds of each live worker process of the hub, by its role
     (`S117_WORKER_ROLE`: all, back, deliver)."""
     out: dict[str, float] = {}
-    for task in Path(f"/proc/{front_pid}/task").glob("*"):
-        try:
-            kids = (task / "children").read_text().split()
-        except FileNotFoundError:
-            continue
-        for c in kids:
-            try:
-                env = Path(f"/proc/{c}/environ").read_bytes().split(b"\0")
-            except (FileNotFoundError, PermissionError):
-                continue
-            role = next((e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"S117_WORKER_ROLE=")), "?")
-            out[role] = out.get(role, 0.0) + cpu_seconds(int(c))
+    for c in child_pids(front_pid):
+        role = worker_role(c)
+        out[role] = out.get(role, 0.0) + cpu_seconds(c)
     return out
 
 
