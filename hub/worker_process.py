@@ -221,8 +221,9 @@ async def run_workers(settings: Settings) -> None:
     if role == "deliver":
         from hub.delivery.wake import listen, wake_address
 
-        closing.append((await listen(wake_address(settings.database_url),
-                                     {d.channel: d.wake for d in hub.deliverers()})).close)
+        listener = await listen(wake_address(settings.database_url), {d.channel: d.wake for d in hub.deliverers()})
+        if listener is not None:
+            closing.append(listener.close)
     hub.start_workers(front=False, back=role != "deliver", deliver=role != "back")
     extra: list[asyncio.Task[Any]] = [asyncio.create_task(
         _front_gone(int(os.environ.get("S117_FRONT_PID") or 0) or None, stop), name="front-watch")]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import socket
 from collections.abc import Callable, Mapping
 
@@ -30,8 +31,15 @@ _MAX_NAME = 32  # a channel name: "webhook", "file", "kafka", "fhir-rest-hook"
 
 def wake_address(database_url: str) -> str:
     """The abstract socket address of the delivery process of the hub whose
-    store is `database_url` (its processes are given the same settings)."""
-    digest = hashlib.sha256(database_url.encode()).hexdigest()[:24]
+    store is `database_url` (its processes are given the same settings). A
+    SQLite file is named by its real path: two installations whose relative
+    URLs read alike are still two hubs."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    key = (os.path.realpath(url.database) if url.drivername.startswith("sqlite") and url.database
+           and url.database != ":memory:" else database_url)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
     return f"\0s117hub-wake-{digest}"
 
 
@@ -69,10 +77,17 @@ class _Listener(asyncio.DatagramProtocol):
             wake()
 
 
-async def listen(address: str, wakes: Mapping[str, Callable[[], None]]) -> asyncio.DatagramTransport:
-    """The delivery process's side: each datagram naming a channel in `wakes` calls its wake-up."""
+async def listen(address: str, wakes: Mapping[str, Callable[[], None]]) -> asyncio.DatagramTransport | None:
+    """The delivery process's side: each datagram naming a channel in `wakes`
+    calls its wake-up. None if the address is taken (another process of the
+    same hub still closing): the deliverers then find their work by polling."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(address)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        log.warning("delivery wake-ups not received; deliverers poll", exc_type=type(exc).__name__)
+        return None
     sock.setblocking(False)
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: _Listener(wakes), sock=sock)
     return transport

@@ -70,3 +70,25 @@ def test_two_hubs_on_one_machine_have_different_addresses() -> None:
     assert a == wake_address("sqlite+aiosqlite:////srv/a/hub.db")
     assert a != wake_address("sqlite+aiosqlite:////srv/b/hub.db")
     assert a.startswith("\0")  # the abstract namespace: no file left behind
+
+
+def test_a_sqlite_file_is_named_by_its_real_path(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """Two installations with the same relative URL are two hubs; one file reached two ways is one."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    in_a = wake_address("sqlite+aiosqlite:///var/hub.db")
+    assert in_a == wake_address(f"sqlite+aiosqlite:///{tmp_path / 'a' / 'var' / 'hub.db'}")
+    monkeypatch.chdir(tmp_path / "b")
+    assert wake_address("sqlite+aiosqlite:///var/hub.db") != in_a
+
+
+async def test_an_address_already_taken_leaves_the_deliverers_polling_rather_than_failing() -> None:
+    address = _address()
+    first = await listen(address, {})
+    try:
+        assert first is not None
+        assert await listen(address, {}) is None
+    finally:
+        assert first is not None
+        first.close()
