@@ -15,26 +15,21 @@ from pathlib import Path
 from hub.store.db import WriterTurns
 
 
-async def _blocked(turns: WriterTurns) -> asyncio.Task:
-    """`turns.hold()` started, and still waiting 50 ms later."""
-    waiting = asyncio.create_task(turns.hold())
-    await asyncio.sleep(0.05)
-    assert not waiting.done()
-    return waiting
-
-
 async def test_a_waiter_is_woken_as_the_holder_lets_go(tmp_path: Path) -> None:
     db = str(tmp_path / "hub.db")
     front, worker = WriterTurns(db), WriterTurns(db)
     await front.hold()
-    waiting = await _blocked(worker)
-    assert worker.waited == 1
+    waiting = asyncio.create_task(worker.hold())
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and worker.waited == 1
     let_go_at = time.monotonic()
     front.let_go()
     await asyncio.wait_for(waiting, 1.0)
     assert time.monotonic() - let_go_at < 0.1
     # Now the worker holds it: the front waits in turn.
-    again = await _blocked(front)
+    again = asyncio.create_task(front.hold())
+    await asyncio.sleep(0.05)
+    assert not again.done()
     worker.let_go()
     await asyncio.wait_for(again, 1.0)
     front.let_go()
@@ -44,7 +39,8 @@ async def test_a_cancelled_waiter_never_keeps_the_lock(tmp_path: Path) -> None:
     db = str(tmp_path / "hub.db")
     holder, cancelled, third = WriterTurns(db), WriterTurns(db), WriterTurns(db)
     await holder.hold()
-    waiting = await _blocked(cancelled)
+    waiting = asyncio.create_task(cancelled.hold())
+    await asyncio.sleep(0.05)
     waiting.cancel()
     holder.let_go()  # the cancelled waiter's thread gets it now, and lets go at once
     await asyncio.wait_for(third.hold(), 1.0)
@@ -62,7 +58,9 @@ async def test_a_process_that_dies_holding_the_lock_loses_it(tmp_path: Path) -> 
         "time.sleep(60)\n")], stdout=subprocess.PIPE)
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == b"held"
-        waiting = await _blocked(turns)
+        waiting = asyncio.create_task(turns.hold())
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
         child.kill()
         await asyncio.wait_for(waiting, 5.0)
         turns.let_go()
