@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import weakref
 from collections import namedtuple
 
@@ -540,42 +539,30 @@ class InlineWriter:
             if conn.in_transaction():  # a cancelled transaction left one open
                 conn.rollback()
             turns = self.turns
-            if turns is not None:
-                # The hub's processes hand the write lock over through a file
-                # lock (`WriterTurns.hold`): a waiting process is woken by the
-                # kernel when the holder lets go, rather than polling BEGIN.
-                if self.yields:
-                    await turns.let_through(loop)
-                    await turns.hold()
-                else:
+            if turns is not None and self.yields:
+                await turns.let_through(loop)
+            if not self._begin_at_once(conn):
+                if turns is not None and not self.yields:
                     with turns.waiting():
-                        await turns.hold()
-            try:
-                if not self._begin_at_once(conn):  # a writer outside the turns (a CLI, an aiosqlite writer)
-                    if turns is not None and not self.yields:
-                        with turns.waiting():
-                            await self._wait_for_lock(conn, loop)
-                    else:
                         await self._wait_for_lock(conn, loop)
-                sconn = SyncConn(conn)
+                else:
+                    await self._wait_for_lock(conn, loop)
+            sconn = SyncConn(conn)
+            try:
+                yield sconn
+            except BaseException:
+                if conn.in_transaction():
+                    conn.rollback()
+                raise
+            if conn.in_transaction():
                 try:
-                    yield sconn
+                    conn.commit()  # the fsync
                 except BaseException:
                     if conn.in_transaction():
                         conn.rollback()
                     raise
-                if conn.in_transaction():
-                    try:
-                        conn.commit()  # the fsync
-                    except BaseException:
-                        if conn.in_transaction():
-                            conn.rollback()
-                        raise
-                    for callback in sconn._after_commit or ():
-                        callback()
-            finally:
-                if turns is not None:
-                    turns.let_go()
+                for callback in sconn._after_commit or ():
+                    callback()
 
     async def _wait_for_lock(self, conn: Connection, loop: asyncio.AbstractEventLoop) -> None:
         """Another connection holds the write lock (another process: the
@@ -635,20 +622,12 @@ class InlineWriter:
 
 class WriterTurns:
     """Whose turn it is at a SQLite file's one write lock, between the hub's
-    front process and its worker processes.
-
-    - **Hand-over** (`hold`, `let_go`): each write transaction holds an
-      exclusive `flock` on `<database>-turns` from before its BEGIN to after
-      its COMMIT. A process that finds it taken waits for it in a thread,
-      and the kernel wakes it as the holder lets go: no polling of BEGIN
-      (each failed try an exception through SQLAlchemy, and a back-off of up
-      to 4 ms during which the lock could stand free). A process that dies
-      holding it loses it with its file descriptors.
-    - **The front first**: a byte in the same file (shared memory, mmap),
-      set while the front waits. A worker process checks it before each
-      write transaction and, while it is set, waits (up to 50 ms) for the
-      front to go first. Without it, a busy dispatcher gives the lock up and
-      takes it again at once, and the front's ingest almost never gets it."""
+    front process and its worker process: a byte in `<database>-turns`
+    (shared memory, mmap), set while the front waits for the lock. The
+    worker process checks it before each write transaction and, while it is
+    set, waits (up to 50 ms) for the front to go first. Without it, a busy
+    dispatcher gives the lock up and takes it again at once, and the front's
+    ingest, retrying every few milliseconds, almost never finds it free."""
 
     def __init__(self, database: str) -> None:
         import mmap
@@ -659,48 +638,8 @@ class WriterTurns:
             if os.fstat(fd).st_size < 1:
                 os.write(fd, b"\0")
             self._map = mmap.mmap(fd, 1)
-        except BaseException:
+        finally:
             os.close(fd)
-            raise
-        self._fd = fd  # this process's open file description: its flock
-        self.waited = 0  # hand-overs that had to wait for another process
-
-    async def hold(self) -> None:
-        """Take the file lock: at once if free, else in a thread until the
-        holder lets go. If the caller is cancelled meanwhile, the lock the
-        thread then gets is let go at once (never held for nobody)."""
-        import fcntl
-
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            pass
-        self.waited += 1
-        state = {"cancelled": False, "held": False}
-        guard = threading.Lock()
-
-        def wait() -> None:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-            with guard:
-                if state["cancelled"]:
-                    fcntl.flock(self._fd, fcntl.LOCK_UN)
-                else:
-                    state["held"] = True
-
-        try:
-            await asyncio.shield(asyncio.to_thread(wait))
-        except BaseException:
-            with guard:
-                state["cancelled"] = True
-                if state["held"]:
-                    fcntl.flock(self._fd, fcntl.LOCK_UN)
-            raise
-
-    def let_go(self) -> None:
-        import fcntl
-
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     @contextmanager
     def waiting(self) -> Iterator[None]:
