@@ -144,11 +144,9 @@ class Hub:
 
     def _start_deliverers(self) -> None:
         poll = self.settings.worker_poll_seconds
-        names = {"webhook": "webhook-deliverer", "file": "file-deliverer", "kafka": "kafka-topic-deliverer",
-                 "fhir-rest-hook": "fhir-rest-hook-deliverer"}
-        for d in self.deliverers():
-            self._tasks.append(asyncio.create_task(run_deliverer(d, poll, self._stop),
-                                                   name=names.get(d.channel, f"{d.channel}-deliverer")))
+        for d in self.deliverers():  # named as before: "webhook-deliverer", "kafka-topic-deliverer", ...
+            name = {"kafka": "kafka-topic", "fhir": "fhir-rest-hook"}.get(d.channel, d.channel) + "-deliverer"
+            self._tasks.append(asyncio.create_task(run_deliverer(d, poll, self._stop), name=name))
 
     def _start_back(self, deliver_here: bool = True) -> None:
         poll = self.settings.worker_poll_seconds

@@ -124,7 +124,8 @@ class SqlLog:
         base = self._seen.get(key)
         if base is None or next_offset <= base:
             return
-        since = self._passed[key][2] if key in self._passed and self._passed[key][0] == base else time.monotonic()
+        before = self._passed.get(key)
+        since = before[2] if before is not None and before[0] == base else time.monotonic()  # the oldest unwritten
         self._passed[key] = (base, next_offset, since)
 
     async def commit_passed(self, group_id: str, topic: str, older_than: float = 1.0) -> bool:

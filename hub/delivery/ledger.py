@@ -59,10 +59,7 @@ class Ledger:
     async def run(self, op: Callable[[Any], Awaitable[T]]) -> T:
         """`op` made in the next transaction (with whatever else is waiting); its result once committed."""
         if not self._shared:
-            async with write_transaction(self._engine) as conn:
-                result = await op(conn)
-            self.transactions += 1
-            return result
+            return await self._alone(op)
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (tests): nothing of the old one carries over
             self._loop, self._waiting, self._flusher = loop, [], None
@@ -102,6 +99,12 @@ class Ledger:
                     done.cancel()
             self._taken, self._waiting = [], []
 
+    async def _alone(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        """`op` in a transaction of its own."""
+        async with write_transaction(self._engine) as conn:
+            result = await op(conn)
+        self.transactions += 1
+        return result
 
     async def _one_by_one(self) -> None:
         """The shared transaction failed and nothing of it was written: each of
@@ -112,13 +115,11 @@ class Ledger:
             if done.done():
                 continue
             try:
-                async with write_transaction(self._engine) as conn:
-                    result = await op(conn)
+                result = await self._alone(op)
             except Exception as exc:  # noqa: BLE001 - the caller's own failure
                 if not done.done():
                     done.set_exception(exc)
                 continue
-            self.transactions += 1
             if not done.done():
                 done.set_result(result)
         self._taken = []

@@ -34,11 +34,10 @@ def wake_address(database_url: str) -> str:
     store is `database_url` (its processes are given the same settings). A
     SQLite file is named by its real path: two installations whose relative
     URLs read alike are still two hubs."""
-    from sqlalchemy.engine import make_url
+    from hub.worker_process import sqlite_file
 
-    url = make_url(database_url)
-    key = (os.path.realpath(url.database) if url.drivername.startswith("sqlite") and url.database
-           and url.database != ":memory:" else database_url)
+    path = sqlite_file(database_url)
+    key = os.path.realpath(path) if path is not None else database_url
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]
     return f"\0s117hub-wake-{digest}"
 

@@ -87,6 +87,8 @@ async def test_each_process_runs_its_own_workers_and_no_others(tmp_path: Path, m
             names = {t.get_name() for t in hub.worker_tasks()}
             assert ("dispatcher" in names) is has_dispatcher, names
             assert ("webhook-deliverer" in names) is has_deliverer, names
+            # The deliverers' task names as they were (the readiness check names a stopped one).
+            assert ({"file-deliverer", "fhir-rest-hook-deliverer"} <= names) is has_deliverer, names
             assert ("housekeeping" in names) is has_dispatcher, names
         finally:
             await hub.close()
