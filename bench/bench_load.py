@@ -505,9 +505,15 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
             if args.count_statements:
                 counted = await statement_counts(workdir)
                 per = {k: (v - statements0.get(k, 0)) / n for k, v in counted.items()}
-                print(f"  SQL per change (every hub process): {per['statements']:.1f} statements, "
-                      f"{per['write_transactions']:.2f} write transactions, {per['commits']:.2f} commits",
-                      file=sys.stderr)
+                if "pings" in per:  # asyncpg (bench/probe): round trips, every transaction begun
+                    print(f"  PostgreSQL round trips per change (every hub process): {per['statements']:.1f}, "
+                          f"of them {per['write_transactions']:.2f} BEGIN, {per['commits']:.2f} COMMIT, "
+                          f"{per['pings']:.2f} pre-pings; {per['prepares']:.2f} statements prepared",
+                          file=sys.stderr)
+                else:
+                    print(f"  SQL per change (every hub process): {per['statements']:.1f} statements, "
+                          f"{per['write_transactions']:.2f} write transactions, {per['commits']:.2f} commits",
+                          file=sys.stderr)
             metrics_text = (await http.get("/metrics")).text
             batch_mean = mean_batch(metrics_text)
             redone = {line.split('"')[1]: float(line.split()[-1]) for line in metrics_text.splitlines()

@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -116,6 +117,12 @@ async def main() -> None:
     ap.add_argument("--drain-timeout", type=float, default=300.0)
     ap.add_argument("--ingest-only", action="store_true", help="the hub without its workers: ingest alone")
     ap.add_argument("--skip-relay", action="store_true", help="only the hub process")
+    ap.add_argument("--profile", action="store_true",
+                    help="py-spy the hub as bench_load.py --profile does (BENCH_SPY_ROLE picks a worker process)")
+    ap.add_argument("--count-statements", action="store_true",
+                    help="round trips to PostgreSQL per change in every hub process (bench/probe)")
+    ap.add_argument("--separate-workers", action="store_true", help="the workers in a process of their own")
+    ap.add_argument("--keep", action="store_true", help="keep the tmp dir (profiles, the hub's log)")
     args = ap.parse_args()
     configure_logging("WARNING")
     tmp = Path(tempfile.mkdtemp(prefix="s117-bench-prod-"))
@@ -132,6 +139,8 @@ async def main() -> None:
                 workdir, db_url=db_url, bus_url=f"kafka://{broker.bootstrap}", S117_KAFKA_PARTITIONS="6", **kw)
             ns = load.parser().parse_args([])  # bench_load's defaults, whatever options it gains
             ns.ingest_only, ns.log_level, ns.drain_timeout = args.ingest_only, args.log_level, args.drain_timeout
+            ns.profile, ns.separate_workers, ns.count_statements = \
+                args.profile, args.separate_workers, args.count_statements
             level = await load.run_level(args.clients, args.changes, tmp, ns, 64)
             # After the hub has stopped: the relay's events go to the same topic.
             relay = None if args.skip_relay else await relay_against_raw(admin, broker.bootstrap, args.changes, tmp)
@@ -154,6 +163,10 @@ async def main() -> None:
     r = level
     print(f"| {r['clients']} | {r['accepted_s']:,.0f} | {load.fmt_ms(r['post_p50'])} / {load.fmt_ms(r['post_p99'])} "
           f"| {load.fmt_ms(r['e2e_p50'])} / {load.fmt_ms(r['e2e_p99'])} | {r['delivered_s']:,.0f} | {r['cpu_ms']:.1f} ms |")
+    if args.profile or args.keep:
+        print(f"kept: {tmp} (profiles: profile-c*.txt)")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Bench-only: counts the SQL statements a hub process runs on SQLite.
+"""Bench-only: counts the SQL statements a hub process runs (SQLite and asyncpg).
 
 `bench_load.py --count-statements` puts this directory first on the hub's
 PYTHONPATH and sets `S117_BENCH_STATEMENTS` to a file prefix; every sqlite3
@@ -7,7 +7,13 @@ callback: each statement stepped, each row of an executemany, BEGIN and
 COMMIT too) and the process writes its totals to `<prefix>.<pid>` twice a
 second as JSON: statements, write transactions begun (BEGIN IMMEDIATE) and
 commits. A figure the host's speed does not move, unlike CPU and time.
-Nothing of the statements' text or values is kept or written."""
+Nothing of the statements' text or values is kept or written.
+
+On PostgreSQL (asyncpg) it counts round trips instead: each prepared
+statement's execution (an executemany is one), each simple query (BEGIN,
+COMMIT, ROLLBACK, SQLAlchemy's pre-ping `;`) and each statement prepared;
+`write_transactions` is then every transaction begun (reads too),
+`commits` every COMMIT, and `pings` every pre-ping."""
 
 from __future__ import annotations
 
@@ -37,6 +43,52 @@ if os.environ.get("S117_BENCH_STATEMENTS"):
         return conn
 
     sqlite3.connect = sqlite3.dbapi2.connect = _connect
+
+    try:
+        import asyncpg.connection
+        import asyncpg.prepared_stmt
+    except ImportError:
+        pass
+    else:
+        _counts.update(pings=0, prepares=0)
+        _pg = asyncpg.connection.Connection
+        _ps = asyncpg.prepared_stmt.PreparedStatement
+
+        def _counting(real, classify=None):  # noqa: ANN001, ANN202
+            async def wrapper(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+                if classify is not None and len(args) > 1:  # execute with arguments: counted in _execute
+                    return await real(self, *args, **kwargs)
+                _counts["statements"] += 1
+                if classify is not None and args and isinstance(args[0], str):
+                    head = args[0][:8].upper()
+                    if head.startswith("BEGIN"):
+                        _counts["write_transactions"] += 1
+                    elif head.startswith("COMMIT"):
+                        _counts["commits"] += 1
+                    elif head == ";":
+                        _counts["pings"] += 1
+                return await real(self, *args, **kwargs)
+            return wrapper
+
+        _real_fetchrow = _pg.fetchrow
+
+        async def _fetchrow(self, query, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            if query == ";":  # SQLAlchemy's pre-ping
+                _counts["pings"] += 1
+            return await _real_fetchrow(self, query, *args, **kwargs)
+
+        _real_prepare = _pg._prepare
+
+        async def _prepare(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            _counts["prepares"] += 1
+            return await _real_prepare(self, *args, **kwargs)
+
+        _pg.execute = _counting(_pg.execute, classify=True)  # simple queries: BEGIN, COMMIT, ROLLBACK
+        _pg._execute = _counting(_pg._execute)  # fetch, fetchrow (the ping) without a prepared statement
+        _pg._executemany = _counting(_pg._executemany)
+        _pg.fetchrow = _fetchrow
+        _pg._prepare = _prepare
+        _ps._PreparedStatement__do_execute = _counting(_ps._PreparedStatement__do_execute)
 
     def _write() -> None:
         path = f"{os.environ['S117_BENCH_STATEMENTS']}.{os.getpid()}"
