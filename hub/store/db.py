@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import weakref
 from collections import namedtuple
 
@@ -51,13 +52,50 @@ JSON_CODEC: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer
 async def read_only(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection for reads only (its transaction is rolled back at the end).
     On SQLite it begins a deferred transaction (a WAL snapshot, no write lock);
-    a write on it fails rather than queueing. PostgreSQL: an ordinary connection."""
+    a write on it fails rather than queueing. PostgreSQL: each statement on
+    its own (autocommit), as READ COMMITTED would read it inside a
+    transaction, without the BEGIN and ROLLBACK round trips around it."""
     async with engine.connect() as conn:
-        await conn.execution_options(**{READ_ONLY: True})
+        options: dict[str, Any] = {READ_ONLY: True}
+        if conn.dialect.name == "postgresql":
+            options["isolation_level"] = "AUTOCOMMIT"
+        await conn.execution_options(**options)
         try:
             yield conn
         finally:
             await conn.rollback()
+
+
+# PostgreSQL: a pooled connection idle this long is pinged before it is used
+# (a restart, an idle timeout or a firewall may have cut it meanwhile);
+# one used more recently is not. SQLAlchemy's pool_pre_ping pinged on every
+# checkout: a BEGIN, a `;` and a ROLLBACK, three round trips before each
+# use, a third of all the hub's round trips under load (bench/README.md,
+# "Eighth session"). A connection cut while in use fails its statement,
+# and the pool then replaces every connection older than the failure.
+PING_AFTER_IDLE_SECONDS = 2.0
+
+
+def ping_when_idle(sync_engine: Engine) -> None:
+    """Pessimistic disconnect handling for connections that sat idle: ping
+    on checkout after `PING_AFTER_IDLE_SECONDS` in the pool; a failed ping
+    replaces the connection (DisconnectionError: the pool retries with a new one)."""
+    from sqlalchemy import exc as sa_exc  # noqa: PLC0415
+
+    @event.listens_for(sync_engine, "checkin")
+    def _idle_from(_dbapi_conn, record):  # noqa: ANN001
+        if record is not None:
+            record.info["s117_idle_from"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _ping_if_idle(dbapi_conn, record, _proxy):  # noqa: ANN001
+        since = record.info.get("s117_idle_from")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return  # new, or in use a moment ago
+        try:
+            dbapi_conn.ping()
+        except Exception as exc:  # noqa: BLE001 - any failure: this connection is gone
+            raise sa_exc.DisconnectionError("connection lost while idle") from exc
 
 
 def create_engine(database_url: str) -> AsyncEngine:
@@ -68,7 +106,9 @@ def create_engine(database_url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30}, **JSON_CODEC)
         configure_sqlite(engine.sync_engine)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, **JSON_CODEC)
+    engine = create_async_engine(url, pool_size=10, max_overflow=10, **JSON_CODEC)
+    ping_when_idle(engine.sync_engine)
+    return engine
 
 
 def configure_sqlite(sync_engine: Engine) -> None:
