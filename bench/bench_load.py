@@ -505,9 +505,9 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
             if args.count_statements:
                 counted = await statement_counts(workdir)
                 per = {k: (v - statements0.get(k, 0)) / n for k, v in counted.items()}
-                if "pings" in per:  # asyncpg (bench/probe): round trips, every transaction begun
-                    print(f"  PostgreSQL round trips per change (every hub process): {per['statements']:.1f}, "
-                          f"of them {per['write_transactions']:.2f} BEGIN, {per['commits']:.2f} COMMIT, "
+                if per.get("pg_round_trips"):  # asyncpg (bench/probe): round trips, every transaction begun
+                    print(f"  PostgreSQL round trips per change (every hub process): {per['pg_round_trips']:.1f}, "
+                          f"of them {per['pg_begins']:.2f} BEGIN, {per['pg_commits']:.2f} COMMIT, "
                           f"{per['pings']:.2f} pre-pings; {per['prepares']:.2f} statements prepared",
                           file=sys.stderr)
                 else:

@@ -9,11 +9,11 @@ second as JSON: statements, write transactions begun (BEGIN IMMEDIATE) and
 commits. A figure the host's speed does not move, unlike CPU and time.
 Nothing of the statements' text or values is kept or written.
 
-On PostgreSQL (asyncpg) it counts round trips instead: each prepared
-statement's execution (an executemany is one), each simple query (BEGIN,
-COMMIT, ROLLBACK, SQLAlchemy's pre-ping `;`) and each statement prepared;
-`write_transactions` is then every transaction begun (reads too),
-`commits` every COMMIT, and `pings` every pre-ping."""
+On PostgreSQL (asyncpg) it counts round trips: `pg_round_trips` (each
+prepared statement's execution, an executemany being one, and each simple
+query: BEGIN, COMMIT, ROLLBACK, SQLAlchemy's pre-ping `;`), `pg_begins`
+(every transaction begun, reads too), `pg_commits`, `pings` and `prepares`
+(statements prepared)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ if os.environ.get("S117_BENCH_STATEMENTS"):
     except ImportError:
         pass
     else:
-        _counts.update(pings=0, prepares=0)
+        _counts.update(pg_round_trips=0, pg_begins=0, pg_commits=0, pings=0, prepares=0)
         _pg = asyncpg.connection.Connection
         _ps = asyncpg.prepared_stmt.PreparedStatement
 
@@ -58,13 +58,13 @@ if os.environ.get("S117_BENCH_STATEMENTS"):
             async def wrapper(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
                 if classify is not None and len(args) > 1:  # execute with arguments: counted in _execute
                     return await real(self, *args, **kwargs)
-                _counts["statements"] += 1
+                _counts["pg_round_trips"] += 1
                 if classify is not None and args and isinstance(args[0], str):
                     head = args[0][:8].upper()
                     if head.startswith("BEGIN"):
-                        _counts["write_transactions"] += 1
+                        _counts["pg_begins"] += 1
                     elif head.startswith("COMMIT"):
-                        _counts["commits"] += 1
+                        _counts["pg_commits"] += 1
                     elif head == ";":
                         _counts["pings"] += 1
                 return await real(self, *args, **kwargs)
