@@ -297,6 +297,8 @@ class Dispatcher:
             start = await claim(conn, GROUP, EVENTS_TOPIC)
         todo = [m for m in batch if start is None or m.offset >= start]
         cache = _BatchCache(today=self._today())
+        if not guarded or keep:  # no savepoints: a failure abandons the batch, so its writes can wait for its end
+            cache.deferred = _Writes()
         if todo:
             cache.dispatched = await self._dispatched(conn, [m.event_id for m in todo])
             await self._prefetch(conn, cache, [m for m in todo if m.event_id not in cache.dispatched])
@@ -471,19 +473,18 @@ class Dispatcher:
             await self._send(send, view_event_id_for(msg.event_id, org), view_event, org, target,
                              supersedes=old.last_event_id if old is not None and event_type is
                              EventType.NOTIFICATION_CORRECTED else None, reason=reason)
-        # The message's views, deliveries and disclosure decisions, one statement each.
-        inserts = [{"person_id": person_id, "org_code": org, **v} for org, (v, new) in send.views.items() if new]
-        updates = [{"p": person_id, "o": org, "v_version": v["version"], "v_view": v["view"],
-                    "v_last": v["last_event_id"], "v_at": v["updated_at"]}
-                   for org, (v, new) in send.views.items() if not new]
-        if inserts:
-            await conn.execute(recipient_views.insert(), inserts)
-        if updates:
-            await execute_prepared(conn, _VIEW_UPDATE, updates)
-        if send.deliveries:
-            await conn.execute(deliveries.insert(), send.deliveries)
-        if send.audits:
-            await conn.execute(disclosures.insert(), send.audits)
+        # The message's views, deliveries and disclosure decisions, one statement
+        # each; in a batch without savepoints, one each for the whole batch (`_BatchCache.flush`).
+        writes = cache.deferred if cache.deferred is not None else _Writes()
+        writes.view_inserts += [{"person_id": person_id, "org_code": org, **v}
+                                for org, (v, new) in send.views.items() if new]
+        writes.view_updates += [{"p": person_id, "o": org, "v_version": v["version"], "v_view": v["view"],
+                                 "v_last": v["last_event_id"], "v_at": v["updated_at"]}
+                                for org, (v, new) in send.views.items() if not new]
+        writes.deliveries += send.deliveries
+        writes.disclosures += send.audits
+        if cache.deferred is None:
+            await writes.write(conn)
         if own_cache:
             await cache.flush(conn)
             cache.count_dispatched()
@@ -676,6 +677,10 @@ class _BatchCache:
     counted: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     # The channels deliveries were queued on (an over-count if a savepoint rolls back: only a wake-up).
     channels: set[str] = field(default_factory=set)
+    # In a batch without savepoints (`_work`, unguarded): the messages' views,
+    # deliveries and disclosures, written at its end by `flush`; None: each
+    # message writes its own (in its savepoint).
+    deferred: "_Writes | None" = None
     _numbers_before: dict[str, int] = field(default_factory=dict)
     _counted_before: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
 
@@ -702,13 +707,38 @@ class _BatchCache:
                 per_person.pop(person, None)
 
     async def flush(self, conn: AsyncConnection) -> None:
-        """The batch's writes kept until its end: the subscriptions' event
+        """The batch's writes kept until its end: the messages' views,
+        deliveries and disclosures if deferred, the subscriptions' event
         counters and the dispatched_events rows (in the batch's transaction)."""
+        if self.deferred is not None:
+            await self.deferred.write(conn)
+            self.deferred = _Writes()
         await self.numbers.flush(conn)
         if self.newly_dispatched:
             await conn.execute(dispatched_events.insert(),
                                [{"event_id": e, "at": at} for e, at in self.newly_dispatched.items()])
             self.newly_dispatched = {}
+
+
+@dataclass
+class _Writes:
+    """Rows for recipient_views (new and updated), deliveries and disclosures,
+    written in that order (a view inserted before any update of it)."""
+
+    view_inserts: list[dict[str, Any]] = field(default_factory=list)
+    view_updates: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    disclosures: list[dict[str, Any]] = field(default_factory=list)
+
+    async def write(self, conn: AsyncConnection) -> None:
+        if self.view_inserts:
+            await conn.execute(recipient_views.insert(), self.view_inserts)
+        if self.view_updates:
+            await execute_prepared(conn, _VIEW_UPDATE, self.view_updates)
+        if self.deliveries:
+            await conn.execute(deliveries.insert(), self.deliveries)
+        if self.disclosures:
+            await conn.execute(disclosures.insert(), self.disclosures)
 
 
 @dataclass
