@@ -30,11 +30,29 @@ def _topic_lock_key(topic: str) -> int:
     return int.from_bytes(hashlib.sha256(b"s117.bus/" + topic.encode()).digest()[:8], "big", signed=True)
 
 
+_TOPIC_LOCKS = "s117_topic_locks"  # Connection.info: (the transaction or savepoint, the topics it locked)
+
+
 async def lock_topic(conn: AsyncConnection, topic: str) -> None:
     """PostgreSQL: hold the topic's publish lock until commit (see `publish`);
-    a no-op on SQLite, whose BEGIN IMMEDIATE already makes one writer."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _topic_lock_key(topic)})
+    a no-op on SQLite, whose BEGIN IMMEDIATE already makes one writer.
+    Taken once per transaction: an ingest batch takes it first, and each of
+    its changes' events then publishes without another round trip. Inside a
+    savepoint it is taken again (a rollback to the savepoint releases a lock
+    taken after it)."""
+    if conn.dialect.name != "postgresql":
+        return
+    sync = getattr(conn, "sync_connection", None)
+    tx = (sync.get_nested_transaction() or sync.get_transaction()) if sync is not None else None
+    held = sync.info.get(_TOPIC_LOCKS) if tx is not None else None
+    if held is not None and held[0] is tx and topic in held[1]:
+        return
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _topic_lock_key(topic)})
+    if tx is not None:
+        if held is not None and held[0] is tx:
+            held[1].add(topic)
+        else:
+            sync.info[_TOPIC_LOCKS] = (tx, {topic})
 
 
 # The readers (SqlLog) in this process, told when a transaction that published commits.
