@@ -65,8 +65,8 @@ _PREVIOUS_ANSWER = Prepared(select(ingest_results.c.status_code, ingest_results.
     ingest_results.c.source == bindparam("source"), ingest_results.c.source_message_id == bindparam("smid")))
 # FOR UPDATE serialises changes to one person on PostgreSQL (SQLite drops the
 # clause: its writers are already serial).
-_LOCK_PERSON = Prepared(select(persons.c.person_id).where(persons.c.nhs_number_index == bindparam("index"))
-                        .with_for_update())
+_LOCK_PERSON = Prepared(select(persons.c.person_id, persons.c.details)
+                        .where(persons.c.nhs_number_index == bindparam("index")).with_for_update())
 _PERSON_BY_INDEX = Prepared(select(persons.c.person_id).where(persons.c.nhs_number_index == bindparam("index")))
 _PERSON_DETAILS = Prepared(select(persons.c.details).where(persons.c.person_id == bindparam("person_id")))
 _UPDATE_DETAILS = Prepared(persons.update().where(persons.c.person_id == bindparam("pid")).values(
@@ -542,7 +542,7 @@ class IngestService:
             # commit, so the look for a duplicate and the history read below
             # see every change committed before this one (SQLite: BEGIN IMMEDIATE).
             encrypted = self._protector.encrypt(details)
-            person_id, created = await self._lock_or_create_person(conn, nhs_number, encrypted, now)
+            person_id, created, stored = await self._lock_or_create_person(conn, nhs_number, encrypted, now)
             # The first answer to this source message id, if any (see accept_mapped).
             replay = await self._previous_answer(client.client_id, change_in.source_message_id, conn, digest=digest)
             if replay is not None:
@@ -562,7 +562,7 @@ class IngestService:
                                   person_id=person_id, change_type=change_in.change_type.value,
                                   correlation_id=correlation_id)
             if not created:
-                await self._merge_person_details(conn, person_id, change_in, now)
+                await self._merge_person_details(conn, person_id, change_in, now, stored)
             change = self._canonical(change_in, client, person_id, today)
             after = evaluate(person_id, [*history, change], self._ref, self._agreements, today)
             self._remember(conn, person_id, [*history, change], today, after)
@@ -593,12 +593,15 @@ class IngestService:
 
     async def _merge_person_details(
         self, conn: AsyncConnection, person_id: str, change_in: RegisterChangeIn, now: datetime,
+        stored: bytes | None = None,
     ) -> None:
         """A field the source sent replaces what is held; a field it left out
         is kept. A council row or an HL7 message that carries only the NHS
-        number must not erase the name, date of birth or postcode."""
-        stored = (await execute_prepared(conn, _PERSON_DETAILS, {"person_id": person_id})).one()
-        held = load_person_details(self._protector, stored.details)
+        number must not erase the name, date of birth or postcode. `stored`:
+        the details as read with the person's lock (else read here)."""
+        if stored is None:
+            stored = (await execute_prepared(conn, _PERSON_DETAILS, {"person_id": person_id})).one().details
+        held = load_person_details(self._protector, stored)
         sent = change_in.person.model_dump(mode="json", exclude_unset=True, exclude_none=True)
         sent.pop("nhs_number", None)  # the key we found them by; kept as held
         merged = held | sent
@@ -608,14 +611,15 @@ class IngestService:
 
     async def _lock_or_create_person(
         self, conn: AsyncConnection, nhs_number: str, details: bytes, now: datetime,
-    ) -> tuple[str, bool]:
-        """The person's id, their row locked until commit; True if made now."""
+    ) -> tuple[str, bool, bytes | None]:
+        """The person's id, their row locked until commit; True if made now;
+        their stored (encrypted) details, read with the lock (None if made now)."""
         index = self._protector.index(nhs_number)
         # FOR UPDATE serialises changes to one person on PostgreSQL (SQLite
         # drops the clause: its writers are already serial).
         row = (await execute_prepared(conn, _LOCK_PERSON, {"index": index})).first()
         if row:
-            return row.person_id, False
+            return row.person_id, False, row.details
         # First sight of this person. Two first sights at once must not fail on
         # the unique index: DO NOTHING waits for the other insert, then the
         # select finds and locks whichever row won.
@@ -623,9 +627,9 @@ class IngestService:
         inserted = (await execute_prepared(conn, _insert_person(conn.dialect),
                                            {"pid": person_id, "index": index, "details": details, "at": now})).first()
         if inserted is not None:  # ours (and, being new, locked by this transaction until commit)
-            return person_id, True
-        winner = (await execute_prepared(conn, _LOCK_PERSON, {"index": index})).one().person_id
-        return winner, False
+            return person_id, True, None
+        winner = (await execute_prepared(conn, _LOCK_PERSON, {"index": index})).one()
+        return winner.person_id, False, winner.details
 
     def _evaluate(self, person_id: str, history: list[RegisterChange], today: date) -> S117Status:
         """`evaluate`, or the status this process evaluated from exactly this history today (`StatusCache`)."""
