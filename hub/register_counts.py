@@ -123,7 +123,12 @@ async def record_status(conn: Any, person_id: str, status: S117Status, late: boo
                 "v_person_id": person_id, "v_late_changes": row["late_changes"],
                 **{f"v_{c}": row[c] for c in (*_ALWAYS, *changed)}})
             return
-    await execute_prepared(conn, _prepared_upsert(conn.dialect), {f"v_{k}": v for k, v in row.items()})
+    params = {f"v_{k}": v for k, v in row.items()}
+    defer = getattr(conn, "defer", None)
+    if defer is not None:  # an ingest batch (hub/ingest/group_commit.py): one executemany for its changes
+        await defer(_prepared_upsert(conn.dialect).statement, params)
+        return
+    await execute_prepared(conn, _prepared_upsert(conn.dialect), params)
 
 
 async def summary(engine: AsyncEngine, today: date, org_code: str | None) -> dict:

@@ -92,7 +92,7 @@ class WriteBehind:
         self._conn = conn
         self._defer = defer
         self.tx = tx  # the unit's own transaction when it runs alone; None inside a batch
-        self._queued: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
+        self._queued: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}  # (table or statement, columns)
         self.undo = False
 
     @property
@@ -129,11 +129,22 @@ class WriteBehind:
         run = getattr(self._conn, "run_prepared", None)
         return run(prepared, parameters) if run is not None else None
 
+    async def defer(self, statement: Any, parameters: dict[str, Any]) -> None:
+        """`statement` (one whose result nobody reads: an upsert, say) run
+        with the batch's plain inserts, one executemany per statement and
+        parameter set, in first-seen order; at once when not deferring. The
+        unit must not read what it writes, nor may another unit of the batch
+        (each writes its own rows: keys keep one unit per person in a batch)."""
+        if not self._defer:
+            await self._conn.execute(statement, parameters)
+            return
+        self._queued.setdefault((statement, tuple(parameters)), []).append(parameters)
+
     async def flush(self) -> None:
         # dicts keep insertion order: tables in the order first written.
         queued, self._queued = self._queued, {}
-        for (table, _cols), rows in queued.items():
-            await self._conn.execute(table.insert(), rows)
+        for (target, _cols), rows in queued.items():
+            await self._conn.execute(target.insert() if isinstance(target, Table) else target, rows)
 
 
 class _SyncTx:

@@ -222,3 +222,32 @@ async def test_senders_that_wait_for_their_answer_are_not_kept_waiting_for_more(
     assert loop.time() - started < 2.5, sizes  # not one 5 s wait
     assert sizes == [8, 8, 8]
     assert await count(engine, t) == 24
+
+
+async def test_a_deferred_upsert_runs_once_for_the_batch_after_its_inserts_and_fails_with_its_unit(table_engine):
+    """`WriteBehind.defer` (the register counts' upsert): written with the
+    batch's inserts, in the order first seen, so it sees the rows inserted
+    before it; a unit that fails takes its deferred statement with it."""
+    from sqlalchemy.dialects.sqlite import insert as upsert
+
+    engine, t = table_engine
+    gc = GroupCommit(engine, max_wait=0.01)
+    ins = upsert(t)
+    stmt = ins.on_conflict_do_update(index_elements=[t.c.id], set_={"v": ins.excluded.v + "+"})
+    executed: list[int] = []
+
+    def unit(i: int):  # noqa: ANN202
+        async def run(conn):  # noqa: ANN001, ANN202
+            await conn.execute(t.insert(), {"id": i, "v": str(i)})
+            await conn.defer(stmt, {"id": i, "v": f"u{i}"})  # conflicts with the insert above: an update
+            executed.append(i)
+            if i == 2:
+                raise ValueError("unit 2 is broken")
+            return i
+        return run
+
+    results = await asyncio.gather(*(gc.run(unit(i), keys=[i]) for i in range(5)), return_exceptions=True)
+    assert isinstance(results[2], ValueError) and [r for i, r in enumerate(results) if i != 2] == [0, 1, 3, 4]
+    async with engine.connect() as conn:
+        rows = dict((await conn.execute(select(t.c.id, t.c.v).order_by(t.c.id))).all())
+    assert rows == {0: "u0+", 1: "u1+", 3: "u3+", 4: "u4+"}  # each upsert ran after its insert, once
