@@ -37,6 +37,10 @@ once, so a burst of N changes costs one fsync rather than N.
 - `before_batch(conn)` runs first in every transaction (PostgreSQL: take the
   event topic's lock before any person lock, so batches of two instances
   queue rather than deadlock).
+- `prefetch(conn, hints)` runs next in a batch's transaction (not a unit's
+  own), with each unit's `hint`: what the units would each read, read once
+  for the batch; a unit finds it as `conn.prefetched` (PostgreSQL ingest:
+  hub/ingest/prefetch.py).
 """
 
 from __future__ import annotations
@@ -94,6 +98,8 @@ class WriteBehind:
         self.tx = tx  # the unit's own transaction when it runs alone; None inside a batch
         self._queued: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}  # (table or statement, columns)
         self.undo = False
+        # What `GroupCommit`'s `prefetch` read for the whole batch (None: each unit reads for itself).
+        self.prefetched: Any = None
 
     @property
     def dialect(self) -> Dialect:
@@ -163,17 +169,22 @@ class _Item(Generic[T]):
     keys: frozenset[Hashable]
     future: asyncio.Future[T]
     enqueued: float = field(default_factory=time.perf_counter)
+    hint: Any = None  # handed to `prefetch` with the rest of its batch's
 
 
 class GroupCommit:
     def __init__(
         self, engine: AsyncEngine, max_batch: int = 64, max_wait: float = 0.002,
         before_batch: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+        prefetch: Callable[[AsyncConnection, list[Any]], Awaitable[Any]] | None = None,
     ) -> None:
         self._engine = engine
         self.max_batch = max_batch
         self.max_wait = max_wait
         self._before_batch = before_batch
+        # After `before_batch`, with every unit's hint: what the batch's units
+        # would each read, read once (`WriteBehind.prefetched`; hub/ingest/prefetch.py).
+        self._prefetch = prefetch
         self._queue: deque[_Item[Any]] = deque()
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task | None = None
@@ -183,12 +194,12 @@ class GroupCommit:
         self.batches = 0
         self.units = 0
 
-    async def run(self, unit: Callable[[Any], Awaitable[T]], keys: Iterable[Hashable] = ()) -> T:
+    async def run(self, unit: Callable[[Any], Awaitable[T]], keys: Iterable[Hashable] = (), hint: Any = None) -> T:
         """Run `unit(conn)` in the next batch; return its result once committed."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop (tests): start afresh
             self._loop, self._queue, self._wake, self._writer = loop, deque(), asyncio.Event(), None
-        item = _Item(unit, frozenset(keys), loop.create_future())
+        item = _Item(unit, frozenset(keys), loop.create_future(), hint=hint)
         self._queue.append(item)
         assert self._wake is not None
         self._wake.set()
@@ -252,6 +263,8 @@ class GroupCommit:
                 if self._before_batch is not None:
                     await self._before_batch(conn)
                 wb = WriteBehind(conn)
+                if self._prefetch is not None:
+                    wb.prefetched = await self._prefetch(conn, [item.hint for item in batch])
                 for item in batch:
                     results.append(await item.unit(wb))
                 await wb.flush()

@@ -38,6 +38,7 @@ from hub.fhir.namespaces import HUB_BASE
 from hub.domain.service_level import register_service_level
 from hub.ingest.status_cache import StatusCache
 from hub.ingest.group_commit import GroupCommit, WriteBehind
+from hub.ingest.prefetch import BatchReads, Hint, read_batch
 from hub.ingest.contract import RegisterChangeIn
 from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.validation import FieldProblem, problems_from_pydantic, semantic_problems
@@ -350,8 +351,12 @@ class IngestService:
         # Changes from every channel are written in shared transactions (one
         # fsync per short batch); on PostgreSQL each batch takes the event
         # topic's lock first, so batches of two instances queue, not deadlock.
+        # On PostgreSQL a batch's people, earlier answers and histories are
+        # read in three statements for the batch (hub/ingest/prefetch.py).
+        self._prefetching = engine.dialect.name == "postgresql"
         self._commit = GroupCommit(engine, max_batch=batch_max, max_wait=batch_wait,
-                                   before_batch=lambda conn: lock_topic(conn, EVENTS_TOPIC))
+                                   before_batch=lambda conn: lock_topic(conn, EVENTS_TOPIC),
+                                   prefetch=read_batch if self._prefetching else None)
         self.access = AccessPolicy(ref)
         self.statuses = StatusCache()  # the status last evaluated per person (hub/ingest/status_cache.py)
         self.bulk_rows = 0  # rows answered by `accept_bulk` (the rest went the per-change way)
@@ -469,6 +474,10 @@ class IngestService:
         else:
             async with snapshot(self._engine) as c:
                 row = (await execute_prepared(c, _PREVIOUS_ANSWER, params)).first()
+        return self._answer_from(row, source, smid, digest)
+
+    def _answer_from(self, row: Any, source: str, smid: str, digest: str | None) -> Outcome | None:
+        """An ingest_results row as the answer to a repeat (a 409 if its payload differs)."""
         if row is None:
             return None
         if digest is not None and row.payload_sha256 is not None and row.payload_sha256 != digest:
@@ -505,12 +514,15 @@ class IngestService:
         self, client: Client, change_in: RegisterChangeIn, channel: str, today: date, correlation_id: str,
         digest: str | None = None,
     ) -> Outcome:
+        nhs_number = normalise(change_in.person.nhs_number)
+        hint = Hint(self._protector.index(nhs_number), client.client_id, change_in.source_message_id) \
+            if self._prefetching else None
         for attempt in range(1, RECORD_ATTEMPTS + 1):
             try:
                 result = await self._commit.run(
                     lambda conn: self._record_once(conn, client, change_in, channel, today, correlation_id, digest),
-                    keys=(("person", normalise(change_in.person.nhs_number)),
-                          ("message", client.client_id, change_in.source_message_id)))
+                    keys=(("person", nhs_number), ("message", client.client_id, change_in.source_message_id)),
+                    hint=hint)
                 if isinstance(result, _Refused):
                     return await self._refuse(client, channel, result, change_in.change_type.value, correlation_id)
                 if isinstance(result, _Replay):
@@ -542,14 +554,26 @@ class IngestService:
             # commit, so the look for a duplicate and the history read below
             # see every change committed before this one (SQLite: BEGIN IMMEDIATE).
             encrypted = self._protector.encrypt(details)
-            person_id, created, stored = await self._lock_or_create_person(conn, nhs_number, encrypted, now)
+            # What the batch read for all its changes at once (PostgreSQL), else None.
+            pre: BatchReads | None = getattr(conn, "prefetched", None)
+            person_id, created, stored = await self._lock_or_create_person(conn, nhs_number, encrypted, now, pre)
             # The first answer to this source message id, if any (see accept_mapped).
-            replay = await self._previous_answer(client.client_id, change_in.source_message_id, conn, digest=digest)
+            if pre is not None:
+                replay = self._answer_from(pre.answers.get((client.client_id, change_in.source_message_id)),
+                                           client.client_id, change_in.source_message_id, digest)
+            else:
+                replay = await self._previous_answer(client.client_id, change_in.source_message_id, conn,
+                                                     digest=digest)
             if replay is not None:
                 if created:  # nothing else was written: only a new person's row to undo
                     await tx.rollback()
                 return _Replay(replay)
-            history = await self._person_changes(conn, person_id)
+            if created:
+                history: list[RegisterChange] = []  # a row made now: no change can name it yet
+            elif pre is not None and person_id in pre.histories:
+                history = list(pre.histories[person_id])
+            else:
+                history = await self._person_changes(conn, person_id)
             before = self._evaluate(person_id, history, today) if history else None
             # The one access policy, against the person's status now, under their lock.
             decision = self.access.decide_write(
@@ -611,13 +635,21 @@ class IngestService:
 
     async def _lock_or_create_person(
         self, conn: AsyncConnection, nhs_number: str, details: bytes, now: datetime,
+        pre: BatchReads | None = None,
     ) -> tuple[str, bool, bytes | None]:
         """The person's id, their row locked until commit; True if made now;
-        their stored (encrypted) details, read with the lock (None if made now)."""
+        their stored (encrypted) details, read with the lock (None if made now).
+        `pre`: the batch's people, locked already (not among them: new to the register)."""
         index = self._protector.index(nhs_number)
-        # FOR UPDATE serialises changes to one person on PostgreSQL (SQLite
-        # drops the clause: its writers are already serial).
-        row = (await execute_prepared(conn, _LOCK_PERSON, {"index": index})).first()
+        if pre is not None:
+            found = pre.people.get(index)
+            if found is not None:
+                return found[0], False, found[1]
+            row = None
+        else:
+            # FOR UPDATE serialises changes to one person on PostgreSQL (SQLite
+            # drops the clause: its writers are already serial).
+            row = (await execute_prepared(conn, _LOCK_PERSON, {"index": index})).first()
         if row:
             return row.person_id, False, row.details
         # First sight of this person. Two first sights at once must not fail on
