@@ -181,9 +181,12 @@ class Dispatcher:
     _lag_counted_at = float("-inf")
 
     async def _handle_batch(self, batch: list[BusMessage]) -> None:
-        """One transaction for the whole batch, a savepoint per message.
+        """One transaction for the whole batch.
 
-        A message whose handling fails is rolled back to its savepoint alone:
+        The batch is handled first without savepoints, its messages' writes
+        made at its end. If a message fails, that transaction is rolled back
+        and the batch done again with a savepoint per message, where
+        a message whose handling fails is rolled back to its savepoint alone:
         what came before it is committed with the offset just before it, and
         the worker backs off and fetches from it again (`_Retry`). At its
         `max_handler_attempts`-th failure it is dead-lettered inside the batch
