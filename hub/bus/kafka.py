@@ -77,6 +77,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hub.bus.port import BusMessage, Capabilities
 from hub.observability.logging import get_logger
 from hub.observability import metrics
+from hub.store.db import read_only
 from hub.store.schema import bus_messages, dead_letters
 
 log = get_logger("hub.bus.kafka")
@@ -211,14 +212,13 @@ class KafkaRelay:
         the first error is raised (the loop backs off and retries the rest).
         """
         async with self._lock:
-            async with self._engine.connect() as conn:
+            async with read_only(self._engine) as conn:  # PostgreSQL: no BEGIN/ROLLBACK round trips
                 rows = (await conn.execute(
                     select(bus_messages)
                     .where(bus_messages.c.relayed_at.is_(None))
                     .order_by(bus_messages.c.offset)
                     .limit(limit or self._batch_size)
                 )).all()
-                await conn.rollback()
             if not rows:
                 return 0
             producer = await self._ensure_producer()
