@@ -26,8 +26,8 @@ from hub.ids import uuid5
 from hub.access import AccessPolicy, record_decision
 from hub.bus.port import EVENTS_TOPIC, BusMessage
 from hub.bus.sql import lock_topic, publish
-from hub.bus.payload import event_payload, status_on_the_bus
-from hub.codec import from_jsonable, to_jsonable
+from hub.bus.payload import event_payload_fragment, json_fragment, status_fragment
+from hub.codec import from_jsonable
 from hub.crypto import DataProtector
 from hub.domain.agreements import AgreementBook
 from hub.domain.access import TEXTS, Decision, PersonFacts, Rule
@@ -301,7 +301,9 @@ async def write_recorded(
     file's chunk: the register change, its service level (5 working days)
     and its events on the outbox, with the status (without its history:
     hub/bus/payload.py). Returns the service level and the 202 body."""
-    change_json = to_jsonable(change)  # the canonical column and each event's payload
+    # The canonical column and each event's payload as JSON made once (hub/bus/payload.py: the same bytes
+    # as to_jsonable's dicts through the store's serializer; a change's events share its change and status).
+    change_json = json_fragment(change)
     await conn.execute(_INSERT_CHANGE, dict(
         change_id=change.change_id, person_id=person_id, source=client.client_id,
         source_message_id=change_in.source_message_id, change_type=change.change_type.value,
@@ -312,14 +314,14 @@ async def write_recorded(
     await conn.execute(_INSERT_SERVICE_LEVEL, dict(
         change_id=change.change_id, notified_on=change.notified_on, recorded_on=change.recorded_on,
         deadline=sl.deadline, working_days_taken=sl.working_days_taken, state=sl.state))
-    status_json = status_on_the_bus(after)
+    status_json = status_fragment(after)
     event_ids = []
     for n, ev in enumerate(events):
         eid = event_id_for(change.change_id, n, ev.event_type.value)
         event_ids.append({"event_id": eid, "event_type": ev.event_type.value})
         await publish(conn, BusMessage(
             topic=EVENTS_TOPIC, key=person_id, event_id=eid,
-            payload=event_payload(ev, change_json, status_json),
+            payload=event_payload_fragment(ev, change_json, status_json),
             headers={"correlation_id": correlation_id, "source": client.client_id,
                      "event_type": ev.event_type.value}))
     body = {
