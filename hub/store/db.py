@@ -10,7 +10,7 @@ from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 from functools import lru_cache
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -178,18 +178,20 @@ def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
 
 def _bind_rows(get: Callable[[Any], tuple[Any, ...]], process: tuple[tuple[int, Callable[[Any], Any]], ...],
                rows: list[Any]) -> list[Any]:
-    """Each row's values in order through their bind processors (the values
-    are taken with one C call a row; only the columns with a processor are
-    touched in Python)."""
+    """Each row's values in order through their bind processors, a column at
+    a time: the values taken with one C call a row, each processed column
+    with one `map` (a whole column of plain dates or datetimes formatted in
+    C, `_fast_bind`), the rows put back together by `zip`. Only the
+    processors themselves run in Python (and none for such a column)."""
     if not process:
         return [get(r) for r in rows]
-    out = []
-    for r in rows:
-        values = list(get(r))
-        for i, proc in process:
-            values[i] = proc(values[i])
-        out.append(values)
-    return out
+    columns = list(zip(*map(get, rows)))
+    if not columns:
+        return []
+    for i, proc in process:
+        whole = getattr(proc, "column", None)
+        columns[i] = whole(columns[i]) if whole is not None else list(map(proc, columns[i]))
+    return list(zip(*columns))
 
 
 _SQLITE_DATETIME_FORMAT = sqlite.DATETIME._storage_format
@@ -206,18 +208,39 @@ def _fast_bind(dialect: Dialect, type_: Any, proc: Callable[[Any], Any] | None) 
     if proc is None or dialect.name != "sqlite" or type_ is None:
         return proc
     impl = type_.dialect_impl(dialect)
-    for kind, default, plain, fast in _FAST_FORMATS:
+    for kind, default, plain, fast, in_c in _FAST_FORMATS:
         if isinstance(impl, kind) and impl._storage_format == default:
             def process(value: Any, plain: type = plain, fast: Callable[[Any], str] = fast) -> Any:
                 return fast(value) if type(value) is plain else proc(value)
+
+            def column(values: tuple[Any, ...], plain: type = plain,
+                       in_c: Callable[[tuple[Any, ...]], list[str]] = in_c) -> list[Any]:
+                """`process` over a column (`_bind_rows`): in C where every value is a plain one, each
+                object once (a batch's rows often share one: the time it was received, today's date)."""
+                if set(map(type, values)) != {plain}:
+                    return list(map(process, values))
+                ids = list(map(id, values))  # the values are alive (in `values`): their ids are theirs
+                distinct = dict(zip(ids, values))
+                if len(distinct) == len(ids):
+                    return in_c(values)
+                made = dict(zip(distinct, in_c(distinct.values())))
+                return list(map(made.__getitem__, ids))
+
+            process.column = column  # type: ignore[attr-defined]
             return process
     return proc
 
 
-# (SQLite type, its default storage format, the plain Python type, the same string by isoformat)
-_FAST_FORMATS: tuple[tuple[Any, str, type, Callable[[Any], str]], ...] = (
-    (sqlite.DATETIME, _SQLITE_DATETIME_FORMAT, datetime, lambda v: v.isoformat(" ", "microseconds")[:26]),
-    (sqlite.DATE, _SQLITE_DATE_FORMAT, date, date.isoformat),
+_NAIVE = methodcaller("replace", tzinfo=None)
+_ISO_MICROSECONDS = methodcaller("isoformat", " ", "microseconds")
+
+
+# (SQLite type, its default storage format, the plain Python type, the same string by isoformat, and for a
+# column of them in C: a datetime's isoformat without its offset is the first 26 characters of it with one)
+_FAST_FORMATS: tuple[tuple[Any, str, type, Callable[[Any], str], Callable[[Any], list[str]]], ...] = (
+    (sqlite.DATETIME, _SQLITE_DATETIME_FORMAT, datetime, lambda v: v.isoformat(" ", "microseconds")[:26],
+     lambda values: list(map(_ISO_MICROSECONDS, map(_NAIVE, values)))),
+    (sqlite.DATE, _SQLITE_DATE_FORMAT, date, date.isoformat, lambda values: list(map(date.isoformat, values))),
 )
 
 

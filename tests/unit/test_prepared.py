@@ -236,3 +236,43 @@ async def test_a_snapshots_prepared_reads_see_one_moment(tmp_path: Path) -> None
     finally:
         close_inline(engine)
         await engine.dispose()
+
+
+def test_rows_bound_a_column_at_a_time_are_the_values_through_each_processor() -> None:
+    """hub/store/db.py `_bind_rows`: a column of plain dates or datetimes is
+    formatted in C, a mixed one value by value; either way each value is what
+    its processor (and SQLAlchemy's own) gives it, row by row, in order."""
+    from datetime import date, timedelta, timezone
+    from operator import itemgetter
+
+    from sqlalchemy import Date, DateTime, JSON
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    from hub.store.db import _bind_rows, _fast_bind
+
+    dialect = sqlite_dialect.dialect()
+    when = DateTime(timezone=True)
+    when_theirs = when.dialect_impl(dialect).bind_processor(dialect)
+    day_theirs = Date().dialect_impl(dialect).bind_processor(dialect)
+    doc = JSON().dialect_impl(dialect).bind_processor(dialect)
+    procs = (_fast_bind(dialect, when, when_theirs), _fast_bind(dialect, Date(), day_theirs))
+    assert all(hasattr(p, "column") for p in procs)
+
+    class Later(datetime):
+        pass
+
+    plus_one = timezone(timedelta(hours=1))
+    aware = [datetime(2026, 12, 1, 9, 30, 15, 123456, tzinfo=UTC), datetime(2026, 3, 29, 1, 0, tzinfo=plus_one),
+             datetime(5, 1, 2, 3, 4, 5, 6, tzinfo=UTC), datetime(2026, 12, 1, 9, 30, 15)]
+    days = [date(2026, 12, 1), date(7, 1, 2), date(2024, 2, 29), date(1999, 12, 31)]
+    columns_of_when = [aware, [*aware[:3], None], [aware[0], Later(2026, 1, 1, 0, 0, 0, 7), aware[1], aware[2]],
+                       [aware[0]] * 4]
+    columns_of_days = [days, [None, *days[1:]], [days[0], datetime(2026, 12, 1, 23, 59, tzinfo=UTC), *days[2:]],
+                       [days[2]] * 4]
+    for whens in columns_of_when:
+        for ds in columns_of_days:
+            rows = [{"w": w, "d": d, "j": {"n": n}, "t": f"x{n}"} for n, (w, d) in enumerate(zip(whens, ds))]
+            got = _bind_rows(itemgetter("t", "w", "d", "j"), ((1, procs[0]), (2, procs[1]), (3, doc)), rows)
+            want = [(r["t"], when_theirs(r["w"]), day_theirs(r["d"]), doc(r["j"])) for r in rows]
+            assert [tuple(g) for g in got] == want
+    assert _bind_rows(itemgetter("t", "w"), ((1, procs[0]),), []) == []
