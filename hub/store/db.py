@@ -231,15 +231,15 @@ def _fast_bind(dialect: Dialect, type_: Any, proc: Callable[[Any], Any] | None) 
     return proc
 
 
-_NAIVE = methodcaller("replace", tzinfo=None)
 _ISO_MICROSECONDS = methodcaller("isoformat", " ", "microseconds")
+_FIRST_26 = itemgetter(slice(0, 26))  # without the offset an aware datetime's isoformat ends with
 
 
-# (SQLite type, its default storage format, the plain Python type, the same string by isoformat, and for a
-# column of them in C: a datetime's isoformat without its offset is the first 26 characters of it with one)
+# (SQLite type, its default storage format, the plain Python type, the same string by isoformat, and the
+# same for a column of them, in C)
 _FAST_FORMATS: tuple[tuple[Any, str, type, Callable[[Any], str], Callable[[Any], list[str]]], ...] = (
     (sqlite.DATETIME, _SQLITE_DATETIME_FORMAT, datetime, lambda v: v.isoformat(" ", "microseconds")[:26],
-     lambda values: list(map(_ISO_MICROSECONDS, map(_NAIVE, values)))),
+     lambda values: list(map(_FIRST_26, map(_ISO_MICROSECONDS, values)))),
     (sqlite.DATE, _SQLITE_DATE_FORMAT, date, date.isoformat, lambda values: list(map(date.isoformat, values))),
 )
 
