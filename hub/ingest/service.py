@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -774,7 +775,10 @@ class IngestService:
         # processors, context variables included, still run at each call).
         blog = log.bind()
         accepted_count = metrics.INGEST.labels(channel=channel, outcome="accepted")
-        service_level_count: dict[str, Any] = {}  # state -> its labelled counter, looked up once a chunk
+        accepted_states: dict[str, int] = {}  # service-level state -> rows accepted (the metrics, once committed)
+        # Each accepted row's log line, when it is logged at all (the level is the process's, fixed).
+        enabled = getattr(blog, "is_enabled_for", None)
+        info_logged = enabled(logging.INFO) if callable(enabled) else True
         person_of: dict[str, str] = {}
         details: dict[str, bytes] = {}
         if indexes:
@@ -950,17 +954,22 @@ class IngestService:
                 facts_of[pid] = (extended, PersonFacts(held[1].care_trusts | added.care_trusts, added.roles_by_org))
             out.outcomes[i] = Outcome(202, body)
 
-            def accepted(change: RegisterChange = change, pid: str = pid, n: int = len(events), state: str = sl.state) -> None:
-                accepted_count.inc()
-                if state != "met":
-                    level = service_level_count.get(state)
-                    if level is None:
-                        level = service_level_count[state] = metrics.SERVICE_LEVEL.labels(state=state)
-                    level.inc()
-                blog.info("register change accepted", source=client.client_id, channel=channel,
-                          change_id=change.change_id, person_id=pid, change_type=change.change_type.value,
-                          count=n, correlation_id=correlation_id, status=state)
-            out.after.append(accepted)
+            accepted_states[sl.state] = accepted_states.get(sl.state, 0) + 1
+            if info_logged:
+                def accepted(change: RegisterChange = change, pid: str = pid, n: int = len(events),
+                             state: str = sl.state) -> None:
+                    blog.info("register change accepted", source=client.client_id, channel=channel,
+                              change_id=change.change_id, person_id=pid, change_type=change.change_type.value,
+                              count=n, correlation_id=correlation_id, status=state)
+                out.after.append(accepted)
+        if accepted_states:
+            def count_accepted(states: dict[str, int] = accepted_states) -> None:
+                # What one increment per accepted row added, a chunk's worth at once.
+                accepted_count.inc(sum(states.values()))
+                for state, n in states.items():
+                    if state != "met":
+                        metrics.SERVICE_LEVEL.labels(state=state).inc(n)
+            out.after.append(count_accepted)
         if late_of:
             # The report's counts: one upsert per person, of their status after their last row and
             # the late rows summed (what one upsert per row, in order, left), as one executemany.
