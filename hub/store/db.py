@@ -11,14 +11,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from operator import itemgetter, methodcaller
-from functools import lru_cache
+from functools import lru_cache, partial
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from pathlib import Path
 
 import orjson
 
-from sqlalchemy import Table, bindparam, event, text
+from sqlalchemy import JSON, Table, bindparam, event, text
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
@@ -208,6 +208,9 @@ def _fast_bind(dialect: Dialect, type_: Any, proc: Callable[[Any], Any] | None) 
     if proc is None or dialect.name != "sqlite" or type_ is None:
         return proc
     impl = type_.dialect_impl(dialect)
+    if isinstance(impl, JSON) and getattr(dialect, "_json_serializer", None) is _json_dumps \
+            and impl._str_impl.bind_processor(dialect) is None:
+        return _json_column(proc)
     for kind, default, plain, fast, in_c in _FAST_FORMATS:
         if isinstance(impl, kind) and impl._storage_format == default:
             def process(value: Any, plain: type = plain, fast: Callable[[Any], str] = fast) -> Any:
@@ -231,6 +234,25 @@ def _fast_bind(dialect: Dialect, type_: Any, proc: Callable[[Any], Any] | None) 
     return proc
 
 
+def _json_column(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """SQLAlchemy's JSON bind processor (here `_json_dumps` of the value, None and SQL NULL aside),
+    with a column of documents (`_bind_rows`) written by orjson without a Python call a value."""
+
+    def process(value: Any) -> Any:
+        return proc(value)
+
+    def column(values: tuple[Any, ...]) -> list[Any]:
+        if set(map(type, values)) <= _JSON_DOCUMENTS:
+            return list(map(_DECODE, map(_DUMPS, values)))
+        return list(map(proc, values))
+
+    process.column = column  # type: ignore[attr-defined]
+    return process
+
+
+_DUMPS = partial(orjson.dumps, option=orjson.OPT_NON_STR_KEYS)  # _json_dumps, less its decode
+_DECODE = methodcaller("decode")
+_JSON_DOCUMENTS = frozenset({dict, list, orjson.Fragment, str, int, float, bool})
 _ISO_MICROSECONDS = methodcaller("isoformat", " ", "microseconds")
 _FIRST_26 = itemgetter(slice(0, 26))  # without the offset an aware datetime's isoformat ends with
 
