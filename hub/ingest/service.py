@@ -24,14 +24,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.ids import uuid5
-from hub.access import AccessPolicy, record_decision
+from hub.access import AccessPolicy, caller_of, record_decision
 from hub.bus.port import EVENTS_TOPIC, BusMessage
 from hub.bus.sql import lock_topic, publish
 from hub.bus.payload import event_payload_fragment, json_fragment, status_fragment
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
 from hub.domain.agreements import AgreementBook
-from hub.domain.access import TEXTS, Decision, PersonFacts, Rule
+from hub.domain.access import TEXTS, Decision, PersonFacts, Rule, decide_write
 from hub.domain.model import ChangeType, DischargeDecision, Dispute, DomainEvent, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import Evaluation, derive_events, evaluate, evaluation
@@ -775,6 +775,7 @@ class IngestService:
         # processors, context variables included, still run at each call).
         blog = log.bind()
         accepted_count = metrics.INGEST.labels(channel=channel, outcome="accepted")
+        caller = caller_of(client)
         accepted_states: dict[str, int] = {}  # service-level state -> rows accepted (the metrics, once committed)
         # Each accepted row's log line, when it is logged at all (the level is the process's, fixed).
         enabled = getattr(blog, "is_enabled_for", None)
@@ -834,7 +835,10 @@ class IngestService:
                 if held is None or held[0] is not ev:
                     held = facts_of[pid] = (ev, self.access.facts(ev.status, history))
                 facts = held[1]
-            return self.access.decide_write(client, change_type, hospital, facts, channel), (pid if history else None)
+            # AccessPolicy.decide_write, the caller worked out once a chunk
+            trust = self.access.trust_of(hospital) if hospital else None
+            return (decide_write(caller, change_type, trust, bool(hospital), facts, channel),
+                    pid if history else None)
 
         def replayed(smid: str, digest: str | None) -> Outcome | None:
             first = answers.get(smid)
