@@ -44,10 +44,9 @@ from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.validation import FieldProblem, problems_from_pydantic, semantic_problems
 from hub.observability import metrics
 from hub.observability.logging import get_logger, new_correlation_id
-from hub.register_counts import (_ALWAYS as STATUS_ALWAYS, _INDEXED as STATUS_INDEXED, _update as status_update,
-                                  _upsert as status_upsert, record_status, status_row)
+from hub.register_counts import _upsert as status_upsert, record_status, status_row
 from hub.store.db import InList, Prepared, execute_prepared, insert_or_merge, snapshot
-from hub.store.schema import ingest_results, persons, quarantine, register_changes, register_status, service_levels
+from hub.store.schema import ingest_results, persons, quarantine, register_changes, service_levels
 from hub.domain.workflows.held import hold_reason
 from hub.workflows.held import hold_change
 
@@ -297,36 +296,6 @@ def _status_upsert(dialect: Any) -> Prepared:
     if got is None:
         got = _STATUS_UPSERTS[dialect.name] = Prepared(status_upsert(dialect))
     return got
-
-
-# A chunk's people's indexed register_status columns as held (hub/register_counts.py `record_status`).
-_HELD_STATUS = InList("person_ids", lambda values: select(
-    register_status.c.person_id, *(register_status.c[c] for c in sorted(STATUS_INDEXED))).where(
-    register_status.c.person_id.in_(values)))
-
-
-async def _write_statuses(conn: Any, rows: list[dict[str, Any]]) -> None:
-    """The chunk's `register_status` rows (`status_row`s), as `record_status` writes one: on SQLite a
-    person who has a row gets an UPDATE setting only the indexed columns that changed (SQLite
-    rewrites an index for every indexed column in the SET list, even to the value it had), one
-    executemany per set of changed columns; the rest one upsert executemany."""
-    upserts = rows
-    if conn.dialect.name == "sqlite":
-        held = {r.person_id: r for r in (await _HELD_STATUS.execute(conn, [r["person_id"] for r in rows])).all()}
-        upserts, updates = [], {}
-        for row in rows:
-            was = held.get(row["person_id"])
-            if was is None:
-                upserts.append(row)
-                continue
-            changed = frozenset(c for c in STATUS_INDEXED if getattr(was, c) != row[c])
-            updates.setdefault(changed, []).append({
-                "v_person_id": row["person_id"], "v_late_changes": row["late_changes"],
-                **{f"v_{c}": row[c] for c in (*STATUS_ALWAYS, *changed)}})
-        for changed, params in updates.items():
-            await execute_prepared(conn, status_update(changed), params)
-    if upserts:
-        await execute_prepared(conn, _status_upsert(conn.dialect), upserts)
 
 
 async def write_recorded(
@@ -1006,10 +975,10 @@ class IngestService:
                         metrics.SERVICE_LEVEL.labels(state=state).inc(n)
             out.after.append(count_accepted)
         if late_of:
-            # The report's counts: one row per person, of their status after their last row and
-            # the late rows summed (what one upsert per row, in order, left).
-            await _write_statuses(conn, [status_row(pid, statuses[pid].status, late)
-                                         for pid, late in late_of.items()])
+            # The report's counts: one upsert per person, of their status after their last row and
+            # the late rows summed (what one upsert per row, in order, left), as one executemany.
+            await execute_prepared(conn, _status_upsert(conn.dialect), [
+                status_row(pid, statuses[pid].status, late) for pid, late in late_of.items()])
         out.histories, out.statuses = histories, statuses
         return out
 
