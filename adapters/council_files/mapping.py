@@ -127,11 +127,14 @@ _check_record_id = _pattern(_RECORD_ID, "must be 1-100 letters, digits or . _ : 
                             upper=False)
 
 
+_SEPARATORS = str.maketrans("", "", " ./:_-")
+
+
 def _record_id(text: str) -> str:
     """RECORD_ID is echoed in reports and kept in clear as the idempotency key:
     it must not be an NHS number (some case systems use one as the record id)."""
     value = _check_record_id(text)
-    digits = re.sub(r"[ ./:_-]", "", value)
+    digits = value.translate(_SEPARATORS)  # re.sub(r"[ ./:_-]", "", value), without the regex
     if len(digits) == 10 and nhs_number_problem(digits) is None:
         raise _Bad("must not be an NHS number: use the case system's own record id")
     return value
@@ -275,13 +278,35 @@ PARSERS: dict[str, Callable[[str], Any]] = {
 _DATE_PARSERS: dict[int, tuple[Layout, Callable[[str], date]]] = {}
 
 
-def _parse(layout: Layout, col: Column, text: str) -> Any:
+def _parser(layout: Layout, col: Column) -> Callable[[str], Any]:
     if col.kind in ("date", "date_fixed"):
         entry = _DATE_PARSERS.get(id(layout))
         if entry is None or entry[0] is not layout:
             entry = _DATE_PARSERS[id(layout)] = (layout, _date_parser(layout))
-        return entry[1](text)
-    return PARSERS[col.kind](text)
+        return entry[1]
+    return PARSERS[col.kind]
+
+
+def _parse(layout: Layout, col: Column, text: str) -> Any:
+    return _parser(layout, col)(text)
+
+
+# id(layout) -> (layout, column name -> (column, its parser), the columns every record requires): worked
+# out once per layout rather than for every column of every row.
+_PLANS: dict[int, tuple[Layout, dict[str, tuple[Column, Callable[[str], Any]]], tuple[str, ...]]] = {}
+
+
+def _plan(layout: Layout) -> tuple[dict[str, tuple[Column, Callable[[str], Any]]], tuple[str, ...]]:
+    entry = _PLANS.get(id(layout))
+    if entry is None or entry[0] is not layout:
+        def parser(col: Column) -> Callable[[str], Any]:
+            if col.kind in ("date", "date_fixed") or col.kind in PARSERS:
+                return _parser(layout, col)
+            return lambda text: _parse(layout, col, text)  # an unknown kind fails when read, as before
+        by_name = {name: (col, parser(col)) for name, col in _columns_by_name(layout.columns).items()}
+        required = tuple(c.name for c in layout.columns if c.required and c.name != "REC_TYPE")
+        entry = _PLANS[id(layout)] = (layout, by_name, required)
+    return entry[1], entry[2]
 
 
 # ----------------------------------------------------------------- records
@@ -309,14 +334,17 @@ def map_record(layout: Layout, row: int, values: dict[str, str], original: bytes
         problems.append(FieldProblem(where, reason))
 
     columns = _columns_by_name(layout.columns)
+    parsers, every_record_requires = _plan(layout)
 
     def read(name: str) -> Any:
-        col = columns.get(name)
         text = values.get(name, "")
-        if col is None or not text:
+        if not text:
+            return None
+        found = parsers.get(name)
+        if found is None:
             return None
         try:
-            return _parse(layout, col, text)
+            return found[1](text)
         except _Bad as exc:
             bad(name, str(exc))
             return None
@@ -342,10 +370,12 @@ def map_record(layout: Layout, row: int, values: dict[str, str], original: bytes
         return _map_package(layout, row, values, original, package, event_text, read, bad, problems, record_id)
 
     names = [*COMMON_COLUMNS, *(spec.uses if spec else ())]
-    parsed: dict[str, Any] = {n: read(n) for n in names if n != "EVENT"}
+    # RECORD_ID as read above (read again only when that failed or it is blank: its problem is then
+    # reported as before, twice; reading a good one again cost a regex and a check digit a row).
+    parsed: dict[str, Any] = {n: record_id if n == "RECORD_ID" and record_id is not None else read(n)
+                              for n in names if n != "EVENT"}
 
-    required = [c.name for c in layout.columns if c.required and c.name != "REC_TYPE"]
-    required += list(spec.requires) if spec else []
+    required = [*every_record_requires, *spec.requires] if spec else every_record_requires
     for name in required:
         if not values.get(name, "").strip():
             what = f"is required for {event_text}" if spec and name in spec.requires else "is required"
@@ -546,10 +576,19 @@ def _open_csv(data: bytes, layout: Layout) -> FileStream:
     return FileStream(layout, count=count, _records=body, _names=names)
 
 
+def _fields(record: str) -> list[str]:
+    """A CSV record's fields, as `csv.reader(strict=True)` reads them (csv.Error if it refuses the
+    record). Without a quote or a carriage return they are the record split at its commas (the reader
+    refuses a CR in an unquoted field: such a record is left to it)."""
+    if '"' not in record and "\r" not in record:
+        return record.split(",")
+    return next(csv.reader([record], strict=True))
+
+
 def _csv_row(layout: Layout, names: list[str], n: int, record: str, seen: dict[str, int]) -> MappedRow:
     original = record.encode("utf-8")
     try:
-        fields = next(csv.reader([record], strict=True))
+        fields = _fields(record)
     except csv.Error:
         return MappedRow(n, None, original, None, (FieldProblem(
             f"row {n}", "is not valid CSV (a quote inside an unquoted field, or text after a closing quote)"),))

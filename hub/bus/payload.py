@@ -9,7 +9,12 @@ read the status's bases only."""
 
 from __future__ import annotations
 
+import dataclasses
+from functools import cache
+from operator import attrgetter
 from typing import Any
+
+import orjson
 
 from hub.codec import to_jsonable, to_jsonable_with
 from hub.domain.model import S117Status
@@ -31,3 +36,43 @@ def event_payload(event: Any, change_json: dict[str, Any], status_json: dict[str
 
 def _left_out(_: Any) -> None:
     return None
+
+
+# ------------------------------------------------------------ JSON made once
+#
+# The outbox's payloads and a change's canonical column as JSON already made
+# (`orjson.Fragment`): orjson writes the domain's dataclasses, enums, dates
+# and tuples itself, in C, as to_jsonable would have them (anything else,
+# a set say, through to_jsonable), and a fragment is written into the
+# document that holds it verbatim. The stored bytes are exactly those of the
+# dicts above through the store's JSON serializer (hub/store/db.py: orjson,
+# OPT_NON_STR_KEYS): tests/unit/test_payload_json.py checks it over
+# generated histories. For writers only: a fragment is opaque to Python.
+
+_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def _encode(value: Any) -> bytes:
+    return orjson.dumps(value, option=_OPTIONS, default=to_jsonable)
+
+
+@cache
+def _bus_fields(cls: type) -> tuple[tuple[str, ...], Any]:
+    names = tuple(f.name for f in dataclasses.fields(cls) if f.name != "history")
+    return names, attrgetter(*names)
+
+
+def status_fragment(status: S117Status) -> orjson.Fragment:
+    """`status_on_the_bus(status)` as JSON already made."""
+    names, get = _bus_fields(type(status))
+    return orjson.Fragment(_encode(dict(zip(names, get(status)))))
+
+
+def json_fragment(value: Any) -> orjson.Fragment:
+    """`to_jsonable(value)` (a change, an event) as JSON already made."""
+    return orjson.Fragment(_encode(value))
+
+
+def event_payload_fragment(event: Any, change: orjson.Fragment, status: orjson.Fragment) -> orjson.Fragment:
+    """`event_payload(event, to_jsonable(change), status_on_the_bus(status))` as JSON already made."""
+    return orjson.Fragment(_encode({"event": event, "change": change, "status": status}))

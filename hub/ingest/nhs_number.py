@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 
 _TEN_ASCII_DIGITS = re.compile(r"[0-9]{10}", re.ASCII)
-_WEIGHTS = range(10, 1, -1)
 # Passes the check digit but is never issued: a placeholder some systems send
 # for "no number", which must not collect everyone without one into one person.
 NEVER_ISSUED = frozenset({"0000000000"})
@@ -22,7 +21,10 @@ NEVER_ISSUED = frozenset({"0000000000"})
 
 def _check_digit(first_nine: str) -> int:
     """The modulus-11 check digit of nine ASCII digits; 10 means none is possible."""
-    total = sum((ord(d) - 48) * w for d, w in zip(first_nine, _WEIGHTS, strict=True))
+    # sum((ord(d) - 48) * w for d, w in zip(first_nine, range(10, 1, -1))), unrolled (a few times faster:
+    # every channel checks every number, a council file's row three times); 2592 = 48 * (10 + 9 + ... + 2).
+    a, b, c, d, e, f, g, h, i = map(ord, first_nine)
+    total = 10 * a + 9 * b + 8 * c + 7 * d + 6 * e + 5 * f + 4 * g + 3 * h + 2 * i - 2592
     check = 11 - (total % 11)
     return 0 if check == 11 else check
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,14 +24,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.ids import uuid5
-from hub.access import AccessPolicy, record_decision
+from hub.access import AccessPolicy, caller_of, record_decision
 from hub.bus.port import EVENTS_TOPIC, BusMessage
 from hub.bus.sql import lock_topic, publish
-from hub.bus.payload import event_payload, status_on_the_bus
-from hub.codec import from_jsonable, to_jsonable
+from hub.bus.payload import event_payload_fragment, json_fragment, status_fragment
+from hub.codec import from_jsonable
 from hub.crypto import DataProtector
 from hub.domain.agreements import AgreementBook
-from hub.domain.access import TEXTS, Decision, PersonFacts, Rule
+from hub.domain.access import TEXTS, Decision, PersonFacts, Rule, decide_write
 from hub.domain.model import ChangeType, DischargeDecision, Dispute, DomainEvent, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import Evaluation, derive_events, evaluate, evaluation
@@ -45,7 +46,7 @@ from hub.ingest.validation import FieldProblem, problems_from_pydantic, semantic
 from hub.observability import metrics
 from hub.observability.logging import get_logger, new_correlation_id
 from hub.register_counts import _upsert as status_upsert, record_status, status_row
-from hub.store.db import Prepared, execute_prepared, insert_or_merge, snapshot
+from hub.store.db import InList, Prepared, execute_prepared, insert_or_merge, snapshot
 from hub.store.schema import ingest_results, persons, quarantine, register_changes, service_levels
 from hub.domain.workflows.held import hold_reason
 from hub.workflows.held import hold_change
@@ -177,14 +178,17 @@ class _Replay:
 # path (`write_precheck`, then `accept_mapped`) would give it.
 
 BULK_YIELD_EVERY = 50  # rows between yields to the event loop
-_BULK_PERSONS = select(persons.c.person_id, persons.c.nhs_number_index, persons.c.details).where(
-    persons.c.nhs_number_index.in_(bindparam("indexes", expanding=True))).with_for_update()
-_BULK_CHANGES = select(register_changes.c.person_id, register_changes.c.canonical).where(
-    register_changes.c.person_id.in_(bindparam("person_ids", expanding=True)))
-_BULK_ANSWERS = select(ingest_results.c.source_message_id, ingest_results.c.status_code, ingest_results.c.body,
-                       ingest_results.c.payload_sha256).where(
-    ingest_results.c.source == bindparam("source"),
-    ingest_results.c.source_message_id.in_(bindparam("smids", expanding=True)))
+# The chunk's reads, each with one list of values (hub.store.db.InList: on SQLite's inline writer a
+# statement compiled once, its list one JSON parameter; elsewhere an expanding IN list, rendered per length).
+_BULK_PERSONS = InList("indexes", lambda values: select(
+    persons.c.person_id, persons.c.nhs_number_index, persons.c.details).where(
+    persons.c.nhs_number_index.in_(values)).with_for_update())
+_BULK_CHANGES = InList("person_ids", lambda values: select(
+    register_changes.c.person_id, register_changes.c.canonical).where(register_changes.c.person_id.in_(values)))
+_BULK_ANSWERS = InList("smids", lambda values: select(
+    ingest_results.c.source_message_id, ingest_results.c.status_code, ingest_results.c.body,
+    ingest_results.c.payload_sha256).where(
+    ingest_results.c.source == bindparam("source"), ingest_results.c.source_message_id.in_(values)))
 
 
 @dataclass(slots=True)
@@ -209,6 +213,7 @@ class _Prepared:
     change_in: RegisterChangeIn | None = None
     problems: list[FieldProblem] | None = None
     index: str | None = None  # the person's index once the change validates
+    key: str | None = None  # bulk_person_key(row.data): the person, for per-person order
 
 
 def bulk_person_key(data: dict[str, Any] | None) -> str | None:
@@ -220,13 +225,14 @@ def bulk_person_key(data: dict[str, Any] | None) -> str | None:
 
 # Plain INSERTs built once (building a statement costs more than queuing its
 # parameters for the batch's executemany: hub/ingest/group_commit.py).
+_NHS_NUMBER_ONLY = frozenset({"nhs_number"})
 _INSERT_CHANGE = register_changes.insert()
 _INSERT_SERVICE_LEVEL = service_levels.insert()
 _INSERT_RESULT = ingest_results.insert()
 _INSERT_QUARANTINE = quarantine.insert()
 
-_BULK_COUNTS = select(register_changes.c.person_id, func.count()).where(
-    register_changes.c.person_id.in_(bindparam("person_ids", expanding=True))).group_by(register_changes.c.person_id)
+_BULK_COUNTS = InList("person_ids", lambda values: select(register_changes.c.person_id, func.count()).where(
+    register_changes.c.person_id.in_(values)).group_by(register_changes.c.person_id))
 
 
 class BulkCache:
@@ -302,7 +308,9 @@ async def write_recorded(
     file's chunk: the register change, its service level (5 working days)
     and its events on the outbox, with the status (without its history:
     hub/bus/payload.py). Returns the service level and the 202 body."""
-    change_json = to_jsonable(change)  # the canonical column and each event's payload
+    # The canonical column and each event's payload as JSON made once (hub/bus/payload.py: the same bytes
+    # as to_jsonable's dicts through the store's serializer; a change's events share its change and status).
+    change_json = json_fragment(change)
     await conn.execute(_INSERT_CHANGE, dict(
         change_id=change.change_id, person_id=person_id, source=client.client_id,
         source_message_id=change_in.source_message_id, change_type=change.change_type.value,
@@ -313,14 +321,14 @@ async def write_recorded(
     await conn.execute(_INSERT_SERVICE_LEVEL, dict(
         change_id=change.change_id, notified_on=change.notified_on, recorded_on=change.recorded_on,
         deadline=sl.deadline, working_days_taken=sl.working_days_taken, state=sl.state))
-    status_json = status_on_the_bus(after)
+    status_json = status_fragment(after)
     event_ids = []
     for n, ev in enumerate(events):
         eid = event_id_for(change.change_id, n, ev.event_type.value)
         event_ids.append({"event_id": eid, "event_type": ev.event_type.value})
         await publish(conn, BusMessage(
             topic=EVENTS_TOPIC, key=person_id, event_id=eid,
-            payload=event_payload(ev, change_json, status_json),
+            payload=event_payload_fragment(ev, change_json, status_json),
             headers={"correlation_id": correlation_id, "source": client.client_id,
                      "event_type": ev.event_type.value}))
     body = {
@@ -736,7 +744,7 @@ class IngestService:
             smids = {p.smid for p in prepared if p.smid}
             keys: list[Any] = []
             for p in prepared:
-                nhs = bulk_person_key(p.row.data)
+                nhs = p.key
                 if nhs:
                     keys.append(("person", nhs))
                 if p.smid:
@@ -763,7 +771,7 @@ class IngestService:
         if data is None:
             return _Prepared(row)
         p = _Prepared(row, smid=data.get("source_message_id") if isinstance(data.get("source_message_id"), str)
-                      else None, digest=payload_sha256(data))
+                      else None, digest=payload_sha256(data), key=bulk_person_key(data))
         try:
             p.change_type = ChangeType(data.get("change_type"))
         except ValueError:
@@ -803,10 +811,15 @@ class IngestService:
         # processors, context variables included, still run at each call).
         blog = log.bind()
         accepted_count = metrics.INGEST.labels(channel=channel, outcome="accepted")
+        caller = caller_of(client)
+        accepted_states: dict[str, int] = {}  # service-level state -> rows accepted (the metrics, once committed)
+        # Each accepted row's log line, when it is logged at all (the level is the process's, fixed).
+        enabled = getattr(blog, "is_enabled_for", None)
+        info_logged = enabled(logging.INFO) if callable(enabled) else True
         person_of: dict[str, str] = {}
         details: dict[str, bytes] = {}
         if indexes:
-            for r in (await conn.execute(_BULK_PERSONS, {"indexes": indexes})).all():
+            for r in (await _BULK_PERSONS.execute(conn, indexes)).all():
                 person_of[r.nhs_number_index] = r.person_id
                 details[r.person_id] = r.details
         histories: dict[str, list[RegisterChange]] = {pid: [] for pid in person_of.values()}
@@ -815,7 +828,7 @@ class IngestService:
         statuses: dict[str, Evaluation] = {}
         cached = {pid: hit for pid in histories if cache is not None and (hit := cache.get(pid)) is not None}
         if cached:  # still as many changes as when cached: the same history
-            counts = dict((await conn.execute(_BULK_COUNTS, {"person_ids": list(cached)})).all())
+            counts = dict((await _BULK_COUNTS.execute(conn, list(cached))).all())
             for pid, (history, status) in list(cached.items()):
                 if counts.get(pid, 0) == len(history):
                     histories[pid] = list(history)
@@ -828,11 +841,11 @@ class IngestService:
                     del cached[pid]
         unread = [pid for pid in histories if pid not in cached]
         if unread:
-            for r in (await conn.execute(_BULK_CHANGES, {"person_ids": unread})).all():
+            for r in (await _BULK_CHANGES.execute(conn, unread)).all():
                 histories[r.person_id].append(from_jsonable(RegisterChange, r.canonical))
         answers: dict[str, tuple[int, dict[str, Any], str | None]] = {}
         if smids:
-            for r in (await conn.execute(_BULK_ANSWERS, {"source": client.client_id, "smids": smids})).all():
+            for r in (await _BULK_ANSWERS.execute(conn, smids, {"source": client.client_id})).all():
                 answers[r.source_message_id] = (r.status_code, r.body, r.payload_sha256)
         late_of: dict[str, int] = {}  # person id -> their rows recorded late (the person's report row)
         stopped: set[str] = set()  # people whose remaining rows go the per-change way
@@ -858,7 +871,10 @@ class IngestService:
                 if held is None or held[0] is not ev:
                     held = facts_of[pid] = (ev, self.access.facts(ev.status, history))
                 facts = held[1]
-            return self.access.decide_write(client, change_type, hospital, facts, channel), (pid if history else None)
+            # AccessPolicy.decide_write, the caller worked out once a chunk
+            trust = self.access.trust_of(hospital) if hospital else None
+            return (decide_write(caller, change_type, trust, bool(hospital), facts, channel),
+                    pid if history else None)
 
         def replayed(smid: str, digest: str | None) -> Outcome | None:
             first = answers.get(smid)
@@ -902,7 +918,7 @@ class IngestService:
             if row.data is None:  # reject_unmapped
                 out.outcomes[i] = await hold_in_quarantine(row.original, row.source_message_id, list(row.problems))
                 continue
-            key = bulk_person_key(row.data)
+            key = p.key
             if key is not None and key in stopped:
                 continue
             # write_precheck: the access policy before validation.
@@ -950,9 +966,12 @@ class IngestService:
             await record_decision(conn, client, channel=channel, action="write", decision=decision,
                                   person_id=pid, change_type=change_in.change_type.value,
                                   correlation_id=correlation_id)
-            sent = change_in.person.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+            # _merge_person_details (nothing to merge when the row set no field but the NHS number: then
+            # model_dump(exclude_unset=True) would give that number alone, which is not merged)
+            sent = {} if change_in.person.model_fields_set <= _NHS_NUMBER_ONLY else \
+                change_in.person.model_dump(mode="json", exclude_unset=True, exclude_none=True)
             sent.pop("nhs_number", None)
-            if sent:  # _merge_person_details (nothing to merge when the row carries only the NHS number)
+            if sent:
                 held = load_person_details(self._protector, details[pid])
                 merged = held | sent
                 if merged != held:
@@ -975,14 +994,22 @@ class IngestService:
                 facts_of[pid] = (extended, PersonFacts(held[1].care_trusts | added.care_trusts, added.roles_by_org))
             out.outcomes[i] = Outcome(202, body)
 
-            def accepted(change: RegisterChange = change, pid: str = pid, n: int = len(events), state: str = sl.state) -> None:
-                accepted_count.inc()
-                if state != "met":
-                    metrics.SERVICE_LEVEL.labels(state=state).inc()
-                blog.info("register change accepted", source=client.client_id, channel=channel,
-                          change_id=change.change_id, person_id=pid, change_type=change.change_type.value,
-                          count=n, correlation_id=correlation_id, status=state)
-            out.after.append(accepted)
+            accepted_states[sl.state] = accepted_states.get(sl.state, 0) + 1
+            if info_logged:
+                def accepted(change: RegisterChange = change, pid: str = pid, n: int = len(events),
+                             state: str = sl.state) -> None:
+                    blog.info("register change accepted", source=client.client_id, channel=channel,
+                              change_id=change.change_id, person_id=pid, change_type=change.change_type.value,
+                              count=n, correlation_id=correlation_id, status=state)
+                out.after.append(accepted)
+        if accepted_states:
+            def count_accepted(states: dict[str, int] = accepted_states) -> None:
+                # What one increment per accepted row added, a chunk's worth at once.
+                accepted_count.inc(sum(states.values()))
+                for state, n in states.items():
+                    if state != "met":
+                        metrics.SERVICE_LEVEL.labels(state=state).inc(n)
+            out.after.append(count_accepted)
         if late_of:
             # The report's counts: one upsert per person, of their status after their last row and
             # the late rows summed (what one upsert per row, in order, left), as one executemany.

@@ -11,15 +11,15 @@ from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from operator import itemgetter
-from functools import lru_cache
+from operator import itemgetter, methodcaller
+from functools import lru_cache, partial
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from pathlib import Path
 
 import orjson
 
-from sqlalchemy import Table, bindparam, event, text
+from sqlalchemy import JSON, Table, bindparam, event, text
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
@@ -218,18 +218,20 @@ def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
 
 def _bind_rows(get: Callable[[Any], tuple[Any, ...]], process: tuple[tuple[int, Callable[[Any], Any]], ...],
                rows: list[Any]) -> list[Any]:
-    """Each row's values in order through their bind processors (the values
-    are taken with one C call a row; only the columns with a processor are
-    touched in Python)."""
+    """Each row's values in order through their bind processors, a column at
+    a time: the values taken with one C call a row, each processed column
+    with one `map` (a whole column of plain dates or datetimes formatted in
+    C, `_fast_bind`), the rows put back together by `zip`. Only the
+    processors themselves run in Python (and none for such a column)."""
     if not process:
         return [get(r) for r in rows]
-    out = []
-    for r in rows:
-        values = list(get(r))
-        for i, proc in process:
-            values[i] = proc(values[i])
-        out.append(values)
-    return out
+    columns = list(zip(*map(get, rows)))
+    if not columns:
+        return []
+    for i, proc in process:
+        whole = getattr(proc, "column", None)
+        columns[i] = whole(columns[i]) if whole is not None else list(map(proc, columns[i]))
+    return list(zip(*columns))
 
 
 _SQLITE_DATETIME_FORMAT = sqlite.DATETIME._storage_format
@@ -246,18 +248,61 @@ def _fast_bind(dialect: Dialect, type_: Any, proc: Callable[[Any], Any] | None) 
     if proc is None or dialect.name != "sqlite" or type_ is None:
         return proc
     impl = type_.dialect_impl(dialect)
-    for kind, default, plain, fast in _FAST_FORMATS:
+    if isinstance(impl, JSON) and getattr(dialect, "_json_serializer", None) is _json_dumps \
+            and impl._str_impl.bind_processor(dialect) is None:
+        return _json_column(proc)
+    for kind, default, plain, fast, in_c in _FAST_FORMATS:
         if isinstance(impl, kind) and impl._storage_format == default:
             def process(value: Any, plain: type = plain, fast: Callable[[Any], str] = fast) -> Any:
                 return fast(value) if type(value) is plain else proc(value)
+
+            def column(values: tuple[Any, ...], plain: type = plain,
+                       in_c: Callable[[tuple[Any, ...]], list[str]] = in_c) -> list[Any]:
+                """`process` over a column (`_bind_rows`): in C where every value is a plain one, each
+                object once (a batch's rows often share one: the time it was received, today's date)."""
+                if set(map(type, values)) != {plain}:
+                    return list(map(process, values))
+                ids = list(map(id, values))  # the values are alive (in `values`): their ids are theirs
+                distinct = dict(zip(ids, values))
+                if len(distinct) == len(ids):
+                    return in_c(values)
+                made = dict(zip(distinct, in_c(distinct.values())))
+                return list(map(made.__getitem__, ids))
+
+            process.column = column  # type: ignore[attr-defined]
             return process
     return proc
 
 
-# (SQLite type, its default storage format, the plain Python type, the same string by isoformat)
-_FAST_FORMATS: tuple[tuple[Any, str, type, Callable[[Any], str]], ...] = (
-    (sqlite.DATETIME, _SQLITE_DATETIME_FORMAT, datetime, lambda v: v.isoformat(" ", "microseconds")[:26]),
-    (sqlite.DATE, _SQLITE_DATE_FORMAT, date, date.isoformat),
+def _json_column(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """SQLAlchemy's JSON bind processor (here `_json_dumps` of the value, None and SQL NULL aside),
+    with a column of documents (`_bind_rows`) written by orjson without a Python call a value."""
+
+    def process(value: Any) -> Any:
+        return proc(value)
+
+    def column(values: tuple[Any, ...]) -> list[Any]:
+        if set(map(type, values)) <= _JSON_DOCUMENTS:
+            return list(map(_DECODE, map(_DUMPS, values)))
+        return list(map(proc, values))
+
+    process.column = column  # type: ignore[attr-defined]
+    return process
+
+
+_DUMPS = partial(orjson.dumps, option=orjson.OPT_NON_STR_KEYS)  # _json_dumps, less its decode
+_DECODE = methodcaller("decode")
+_JSON_DOCUMENTS = frozenset({dict, list, orjson.Fragment, str, int, float, bool})
+_ISO_MICROSECONDS = methodcaller("isoformat", " ", "microseconds")
+_FIRST_26 = itemgetter(slice(0, 26))  # without the offset an aware datetime's isoformat ends with
+
+
+# (SQLite type, its default storage format, the plain Python type, the same string by isoformat, and the
+# same for a column of them, in C)
+_FAST_FORMATS: tuple[tuple[Any, str, type, Callable[[Any], str], Callable[[Any], list[str]]], ...] = (
+    (sqlite.DATETIME, _SQLITE_DATETIME_FORMAT, datetime, lambda v: v.isoformat(" ", "microseconds")[:26],
+     lambda values: list(map(_FIRST_26, map(_ISO_MICROSECONDS, values)))),
+    (sqlite.DATE, _SQLITE_DATE_FORMAT, date, date.isoformat, lambda values: list(map(date.isoformat, values))),
 )
 
 

@@ -150,16 +150,36 @@ async def state(hub: Hub) -> dict[str, Any]:
                  "audit": sorted(audit.items())})
 
 
+def counted() -> Counter:
+    """The ingest and service-level counters (hub/observability/metrics.py) as they stand."""
+    from hub.observability import metrics
+
+    out: Counter = Counter()
+    for metric in (metrics.INGEST, metrics.SERVICE_LEVEL):
+        for family in metric.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
 async def test_bulk_path_gives_the_same_register_events_and_report_as_row_by_row(databases, tmp_path):
     results = {}
+    counts_by_path = {}
     for bulk in (False, True):
         async with hub_at(await databases(f"hub-{bulk}"), tmp_path / f"hub-{bulk}", files_bulk=bulk,
                           files_chunk_rows=4) as h:
+            before = counted()
             reports = await run_nights(h)
+            counts_by_path[bulk] = {k: v for k, v in (counted() - before).items() if v}
             results[bulk] = (same(reports), await state(h.hub))
             # The bulk run took the bulk path for every row (not its per-change fallback).
             assert (h.hub.ingest.bulk_rows, h.hub.ingest.bulk_failures) == ((18, 0) if bulk else (0, 0))
     (row_reports, row_state), (bulk_reports, bulk_state) = results[False], results[True]
+    # The same changes counted accepted, duplicate, refused, quarantined; the same late ones.
+    assert counts_by_path[True] == counts_by_path[False]
+    assert any("accepted" in str(k) for k in counts_by_path[True]) and \
+        any("service_level" in k[0] for k in counts_by_path[True])
     second = bulk_reports[1]["report"]
     assert [(e["record_id"], e["status"]) for e in second] == [
         ("SW-1001", "duplicate"), ("SW-1002", "rejected"), ("SW-1006", "accepted"), ("SW-1009", "accepted"),

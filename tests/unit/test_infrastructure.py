@@ -9,6 +9,7 @@ import sys
 from datetime import date
 
 import pytest
+from hypothesis import given, strategies as st
 import structlog
 
 from hub.crypto import sign_webhook, verify_webhook
@@ -128,6 +129,18 @@ def test_nhs_number_check_digit():
     assert nhs_number_problem("12345").startswith("must be 10 digits")
     assert with_check_digit("999000001") == "9990000018"
     assert nhs_number_problem("3333333333") is None  # the ITK specification's example
+
+
+@given(st.text(alphabet="0123456789", min_size=9, max_size=9))
+def test_the_check_digit_is_the_modulus_11_definition(first_nine):
+    """hub/ingest/nhs_number.py computes it unrolled: the same as the Data Dictionary's weighted sum."""
+    total = sum(int(d) * w for d, w in zip(first_nine, range(10, 1, -1)))
+    check = 11 - total % 11
+    expected = None if check == 10 else first_nine + str(0 if check == 11 else check)
+    assert with_check_digit(first_nine) == expected
+    for last in "0123456789":
+        assert (nhs_number_problem(first_nine + last) is None) == (first_nine + last == expected
+                                                                   and expected != "0000000000")
 
 
 def test_register_change_contract_file_matches_the_model():

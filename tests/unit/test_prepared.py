@@ -236,3 +236,52 @@ async def test_a_snapshots_prepared_reads_see_one_moment(tmp_path: Path) -> None
     finally:
         close_inline(engine)
         await engine.dispose()
+
+
+def test_rows_bound_a_column_at_a_time_are_the_values_through_each_processor() -> None:
+    """hub/store/db.py `_bind_rows`: a column of plain dates or datetimes is
+    formatted in C, a mixed one value by value; either way each value is what
+    its processor (and SQLAlchemy's own) gives it, row by row, in order."""
+    from datetime import date, timedelta, timezone
+    from operator import itemgetter
+
+    from sqlalchemy import Date, DateTime, JSON
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    import orjson
+
+    from hub.store.db import _bind_rows, _fast_bind, _json_dumps
+
+    dialect = sqlite_dialect.dialect(json_serializer=_json_dumps)  # as the hub's engines have it
+    when = DateTime(timezone=True)
+    when_theirs = when.dialect_impl(dialect).bind_processor(dialect)
+    day_theirs = Date().dialect_impl(dialect).bind_processor(dialect)
+    doc_theirs = JSON().dialect_impl(dialect).bind_processor(dialect)
+    doc = _fast_bind(dialect, JSON(), doc_theirs)
+    procs = (_fast_bind(dialect, when, when_theirs), _fast_bind(dialect, Date(), day_theirs))
+    assert all(hasattr(p, "column") for p in (*procs, doc))
+
+    class Later(datetime):
+        pass
+
+    plus_one = timezone(timedelta(hours=1))
+    aware = [datetime(2026, 12, 1, 9, 30, 15, 123456, tzinfo=UTC), datetime(2026, 3, 29, 1, 0, tzinfo=plus_one),
+             datetime(5, 1, 2, 3, 4, 5, 6, tzinfo=UTC), datetime(2026, 12, 1, 9, 30, 15)]
+    days = [date(2026, 12, 1), date(7, 1, 2), date(2024, 2, 29), date(1999, 12, 31)]
+    columns_of_when = [aware, [*aware[:3], None], [aware[0], Later(2026, 1, 1, 0, 0, 0, 7), aware[1], aware[2]],
+                       [aware[0]] * 4]
+    columns_of_days = [days, [None, *days[1:]], [days[0], datetime(2026, 12, 1, 23, 59, tzinfo=UTC), *days[2:]],
+                       [days[2]] * 4]
+    for whens in columns_of_when:
+        for ds in columns_of_days:
+            rows = [{"w": w, "d": d, "j": {"n": n}, "t": f"x{n}"} for n, (w, d) in enumerate(zip(whens, ds))]
+            got = _bind_rows(itemgetter("t", "w", "d", "j"), ((1, procs[0]), (2, procs[1]), (3, doc)), rows)
+            want = [(r["t"], when_theirs(r["w"]), day_theirs(r["d"]), doc_theirs(r["j"])) for r in rows]
+            assert [tuple(g) for g in got] == want
+    # JSON documents of every kind a column takes, and the values SQLAlchemy itself treats apart (None, NULL)
+    documents = [{"a": [1, 2.5, None, True], 3: "k"}, [1, "x"], orjson.Fragment(b'{"f":1}'), "text", 7, 1.5, False]
+    for column in (documents, [*documents, None], [*documents, JSON.NULL], [documents[0]] * 3):
+        got = _bind_rows(lambda r: (r["j"],), ((0, doc),), [{"j": v} for v in column])
+        assert [g[0] for g in got] == [doc_theirs(v) for v in column]
+        assert doc(column[0]) == doc_theirs(column[0])
+    assert _bind_rows(itemgetter("t", "w"), ((1, procs[0]),), []) == []

@@ -3,11 +3,14 @@ exports to canonical register changes, row by row, never quoting a value."""
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
+import adapters.council_files.mapping as mapping
 from adapters.council_files import LAYOUTS, SWIFT_CSV, SWIFT_FIXED, Layout, column_for, map_file
 from adapters.council_files.events import PACKAGE_EVENTS
 from adapters.council_files.events import COUNCIL_CHANGE_TYPES, COUNCIL_EVENTS, REFUSED_EVENTS
@@ -549,3 +552,16 @@ def test_package_change_and_end_need_only_the_line(layout):
     end = one(layout, {**BASE, "EVENT": "PKG_END", "PACKAGE_ID": "PK-77", "WEEKLY_COST": "5"})
     assert end.data == {"record": "package", "action": "end", "source_message_id": "R-1",
                         "effective_date": "2025-03-01", "person": {"nhs_number": NHS}, "package_id": "PK-77"}
+
+
+@given(st.text(alphabet=['a', '1', ',', ' ', '"', '\r', '/', 'é', '\t'], max_size=30))
+def test_a_records_fields_are_what_the_csv_reader_reads(record):
+    """mapping._fields splits a record without quotes or CR itself: the same fields, or the same refusal."""
+    try:
+        expected = next(csv.reader([record], strict=True), [])
+    except csv.Error:
+        with pytest.raises(csv.Error):
+            mapping._fields(record)
+        return
+    if record:
+        assert mapping._fields(record) == expected
