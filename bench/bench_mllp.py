@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from bench.bench_load import bare_insert, cpu_seconds, pct  # noqa: E402
+from bench.bench_load import bare_insert, cpu_seconds, cpu_times, pct, settle, worker_cpu  # noqa: E402
 from hub.clients import add_client  # noqa: E402
 from hub.ingest.nhs_number import nhs_number_problem  # noqa: E402
 from hub.mllp import Frame, MllpFramer, frame  # noqa: E402
@@ -99,6 +99,10 @@ async def main(args: argparse.Namespace) -> None:
            "S117_WORKER_POLL_SECONDS": os.environ.get("S117_WORKER_POLL_SECONDS",
                                                       str(Settings.model_fields["worker_poll_seconds"].default)),
            "S117_MLLP_MAX_CONNECTIONS_PER_PEER": str(max(10, args.connections + 2))}
+    if args.separate_workers or args.separate_delivery:  # the dispatcher and the rest in worker processes
+        env["S117_SEPARATE_WORKERS"] = "true"
+    if args.separate_delivery:
+        env["S117_SEPARATE_DELIVERY"] = "true"
     hub = HubProcess(tmp, **env)
     engine = create_engine(hub.db_url)
     await create_schema(engine)
@@ -116,6 +120,7 @@ async def main(args: argparse.Namespace) -> None:
         # Warm the hub (imports, caches) with a few messages of another run.
         warm = [a01(template, nhs, f"W{run}-{i}") for i, nhs in enumerate(nhs_numbers(args.messages + 20)[-20:])]
         await engine_connection(port, warm, [], {})
+        await settle(hub.proc.pid)  # separate workers: the worker processes finish starting first
         profiler = None
         if args.profile:
             spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
@@ -130,11 +135,15 @@ async def main(args: argparse.Namespace) -> None:
         load_start = os.getloadavg()[0]
         async with httpx.AsyncClient(base_url=hub.base_url) as http:
             before = (await http.get("/metrics")).text
-        c0 = cpu_seconds(hub.proc.pid)
+        c0, k0 = cpu_seconds(hub.proc.pid), cpu_times(hub.proc.pid)[1]
+        own0, roles0 = cpu_seconds(hub.proc.pid, children=False), worker_cpu(hub.proc.pid)
         t0 = time.perf_counter()
         await asyncio.gather(*(engine_connection(port, m, latencies, acks) for m in per))
         elapsed = time.perf_counter() - t0
         cpu = cpu_seconds(hub.proc.pid) - c0
+        kernel = cpu_times(hub.proc.pid)[1] - k0
+        front = cpu_seconds(hub.proc.pid, children=False) - own0
+        roles = {role: spent - roles0.get(role, 0.0) for role, spent in worker_cpu(hub.proc.pid).items()}
         async with httpx.AsyncClient(base_url=hub.base_url) as http:
             after = (await http.get("/metrics")).text
         batch = _batch_delta(before, after)
@@ -150,7 +159,9 @@ async def main(args: argparse.Namespace) -> None:
           f"synchronous=FULL; dispatcher on, no subscribers); {os.cpu_count()} cores; "
           f"load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end; "
           f"S117_INGEST_BATCH_WAIT_MS={os.environ.get('S117_INGEST_BATCH_WAIT_MS', 'default')}, "
-          f"S117_WORKER_POLL_SECONDS={env['S117_WORKER_POLL_SECONDS']}")
+          f"S117_WORKER_POLL_SECONDS={env['S117_WORKER_POLL_SECONDS']}"
+          + (", separate workers" if args.separate_workers or args.separate_delivery else "")
+          + (" and delivery" if args.separate_delivery else ""))
     print()
     print("| connections | A01/s with ACK | ACK p50 / p99 | ACK codes | hub CPU/message | changes/txn "
           "| bare insert rows/s | hub / bare |")
@@ -158,6 +169,8 @@ async def main(args: argparse.Namespace) -> None:
     print(f"| {args.connections} | {rate:,.0f} | {pct(latencies, 50) * 1000:,.1f} ms / {pct(latencies, 99) * 1000:,.1f} ms"
           f" | {', '.join(f'{k} {v}' for k, v in sorted(acks.items()))} | {cpu / n * 1000:.2f} ms | {batch:.1f} | {base:,.0f} | "
           f"{base / rate:.1f}x |")
+    print(f"hub CPU per message: {(cpu - kernel) / n * 1e3:.2f} ms user, {kernel / n * 1e3:.2f} ms kernel; "
+          f"front {front / n * 1e3:.2f} ms" + "".join(f", {r} {v / n * 1e3:.2f} ms" for r, v in sorted(roles.items())))
     assert acks.get("AA", 0) == n, f"not every message was accepted: {acks}"
 
 
@@ -178,6 +191,10 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=4000)
     ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--separate-workers", action="store_true",
+                    help="the dispatcher, consumers and deliverers in a worker process (S117_SEPARATE_WORKERS=true)")
+    ap.add_argument("--separate-delivery", action="store_true",
+                    help="--separate-workers with the deliverers in a third process (S117_SEPARATE_DELIVERY=true)")
     ap.add_argument("--profile", nargs="?", const="gil", choices=("gil", "wall"),
                     help="py-spy record the hub (pip install py-spy): samples holding the GIL (the CPU each "
                          "function costs), or 'wall': every thread, idle ones too (where messages wait)")

@@ -443,6 +443,11 @@ class IngestService:
             return None
         if hospital is not None and (not isinstance(hospital, str) or self._ref.hospital(hospital) is None):
             return None
+        # What the policy allows knowing nothing of the person (a detention
+        # by the trust running the hospital) it allows whatever they are: a
+        # person's facts only add roles. Then there is nothing to read.
+        if self.access.decide_write(client, change_type, hospital, None, channel).allowed:
+            return None
         index = self._protector.index(normalise(nhs_number))
         async with snapshot(self._engine) as conn:
             row = (await execute_prepared(conn, _PERSON_BY_INDEX, {"index": index})).first()

@@ -144,3 +144,19 @@ def test_the_hubs_own_workflows_record_only_dispute_changes_on_their_channel(cha
     expected = channel == "workflow" and change_type.value in {"dispute-raised", "dispute-resolved"}
     assert d.allowed is expected
     assert d.role is (Role.HUB_WORKFLOW if expected else None)
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+@pytest.mark.parametrize("change_type", list(ChangeType))
+def test_a_write_allowed_knowing_nothing_of_the_person_is_allowed_whoever_they_are(change_type, channel) -> None:  # noqa: ANN001
+    """`IngestService.write_precheck` reads nothing when the policy allows a
+    write without the person's facts: that is sound only if facts never take
+    an allowance away."""
+    callers = [caller for caller, _known, _hospital, _allowed in ROLES.values()] + [Caller("X", "hub", admin=True)]
+    people = [PERSON, PersonFacts(care_trusts=frozenset(), roles_by_org={}),
+              PersonFacts(care_trusts=frozenset({"RV3"}), roles_by_org={"E08000025": frozenset(Role)})]
+    for caller in callers:
+        for trust, named in ((None, False), ("RNU", True), ("RV3", True), (None, True)):
+            if decide_write(caller, change_type, trust, named, None, channel).allowed:
+                for person in people:
+                    assert decide_write(caller, change_type, trust, named, person, channel).allowed, (caller, trust)
