@@ -313,9 +313,11 @@ class MllpServer:
 
     async def _answer(self, writer: asyncio.StreamWriter, ack: str) -> None:
         writer.write(frame(ack))
-        # A sender that does not read its ACKs cannot hold the connection.
-        async with asyncio.timeout(self.limits.read_timeout):
-            await writer.drain()
+        # Usually the socket takes the whole ACK at once: nothing to wait for.
+        # Otherwise a sender that does not read its ACKs cannot hold the connection.
+        if writer.transport.get_write_buffer_size() or writer.transport.is_closing():
+            async with asyncio.timeout(self.limits.read_timeout):
+                await writer.drain()
 
     def _oversize_ack(self, item: Oversize) -> str:
         header = map_adt(_decode(item.head).split("\r", 1)[0]).header  # MSH only, for MSA-2

@@ -152,3 +152,45 @@ async def test_an_oversize_frame_gets_ar_and_the_connection_is_closed(mllp):
     assert b"MSA|AR|BIG-1|" in ack and b"size limit" in ack
     assert await closed_within(reader, 5) < 4
     writer.close()
+
+
+class _StuckTransport:
+    """A socket whose peer reads nothing: the ACK stays in the buffer."""
+
+    def __init__(self, buffered: int) -> None:
+        self.buffered = buffered
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def is_closing(self) -> bool:
+        return False
+
+
+class _Writer:
+    def __init__(self, buffered: int) -> None:
+        self.transport = _StuckTransport(buffered)
+        self.written: list[bytes] = []
+        self.drains = 0
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    async def drain(self) -> None:
+        self.drains += 1
+        await asyncio.Event().wait()  # never drained: the sender does not read
+
+
+async def test_a_sender_that_does_not_read_its_acks_is_cut_off_after_the_read_timeout() -> None:
+    server = MllpServer.__new__(MllpServer)
+    server.limits = MllpLimits(read_timeout=0.3)
+    stuck = _Writer(buffered=64 * 1024)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await server._answer(stuck, "MSH|^~\\&|S117HUB\rMSA|AA|X\r")  # type: ignore[arg-type]
+    assert 0.25 < time.monotonic() - started < 2.0
+    assert stuck.written == [frame("MSH|^~\\&|S117HUB\rMSA|AA|X\r")]
+    # A socket that took the whole ACK is not waited on.
+    taken = _Writer(buffered=0)
+    await server._answer(taken, "MSH|^~\\&|S117HUB\rMSA|AA|Y\r")  # type: ignore[arg-type]
+    assert taken.written and taken.drains == 0
