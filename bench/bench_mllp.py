@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from bench.bench_load import bare_insert, cpu_seconds, cpu_times, pct, settle, worker_cpu  # noqa: E402
+from bench.bench_load import bare_insert, cpu_seconds, cpu_times, pct, settle, statement_counts, worker_cpu  # noqa: E402
 from hub.clients import add_client  # noqa: E402
 from hub.ingest.nhs_number import nhs_number_problem  # noqa: E402
 from hub.mllp import Frame, MllpFramer, frame  # noqa: E402
@@ -103,6 +103,10 @@ async def main(args: argparse.Namespace) -> None:
         env["S117_SEPARATE_WORKERS"] = "true"
     if args.separate_delivery:
         env["S117_SEPARATE_DELIVERY"] = "true"
+    if args.count_statements:  # bench/probe/sitecustomize.py in the hub's processes
+        env["S117_BENCH_STATEMENTS"] = str(tmp / "statements")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent / "probe"),
+                                                           os.environ.get("PYTHONPATH")]))
     hub = HubProcess(tmp, **env)
     engine = create_engine(hub.db_url)
     await create_schema(engine)
@@ -129,6 +133,7 @@ async def main(args: argparse.Namespace) -> None:
                                          str(tmp / "profile.txt"), "--rate", os.environ.get("BENCH_SPY_RATE", "500"), "--nonblocking",
                                          "--gil" if args.profile == "gil" else "--idle"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        statements0 = await statement_counts(tmp) if args.count_statements else {}
         latencies: list[float] = []
         acks: dict[str, int] = {}
         per = [messages[i::args.connections] for i in range(args.connections)]
@@ -147,6 +152,7 @@ async def main(args: argparse.Namespace) -> None:
         async with httpx.AsyncClient(base_url=hub.base_url) as http:
             after = (await http.get("/metrics")).text
         batch = _batch_delta(before, after)
+        counted = await statement_counts(tmp) if args.count_statements else {}
         if profiler is not None:
             profiler.send_signal(2)
             profiler.wait(30)
@@ -171,6 +177,10 @@ async def main(args: argparse.Namespace) -> None:
           f"{base / rate:.1f}x |")
     print(f"hub CPU per message: {(cpu - kernel) / n * 1e3:.2f} ms user, {kernel / n * 1e3:.2f} ms kernel; "
           f"front {front / n * 1e3:.2f} ms" + "".join(f", {r} {v / n * 1e3:.2f} ms" for r, v in sorted(roles.items())))
+    if counted:
+        per = {k: (v - statements0.get(k, 0)) / n for k, v in counted.items()}
+        print(f"SQL per message (every hub process): {per['statements']:.1f} statements, "
+              f"{per['write_transactions']:.2f} write transactions, {per['commits']:.2f} commits")
     assert acks.get("AA", 0) == n, f"not every message was accepted: {acks}"
 
 
@@ -195,6 +205,9 @@ if __name__ == "__main__":
                     help="the dispatcher, consumers and deliverers in a worker process (S117_SEPARATE_WORKERS=true)")
     ap.add_argument("--separate-delivery", action="store_true",
                     help="--separate-workers with the deliverers in a third process (S117_SEPARATE_DELIVERY=true)")
+    ap.add_argument("--count-statements", action="store_true",
+                    help="SQL statements, write transactions and commits per message in every hub process "
+                         "(bench/probe/): figures the host's speed does not move")
     ap.add_argument("--profile", nargs="?", const="gil", choices=("gil", "wall"),
                     help="py-spy record the hub (pip install py-spy): samples holding the GIL (the CPU each "
                          "function costs), or 'wall': every thread, idle ones too (where messages wait)")
