@@ -153,3 +153,75 @@ async def test_inserts_on_the_driver_store_what_sqlalchemy_would(tmp_path) -> No
     assert typed[1].raw == b"\x00\x01" and typed[2].doc is None
     writer.close()
     await engine.dispose()
+
+
+def _wal_state(path: str) -> tuple[int, int]:
+    """(frames in the WAL, frames of it already copied into the database
+    file), read from the WAL index (`-shm`: the header's mxFrame, the
+    checkpoint info's nBackfill) so that looking copies nothing."""
+    import struct
+
+    with open(path + "-shm", "rb") as f:
+        head = f.read(136)
+    return struct.unpack_from("=I", head, 16)[0], struct.unpack_from("=I", head, 96)[0]
+
+
+async def _write_pages(writer: InlineWriter, t, start: int, transactions: int) -> None:  # noqa: ANN001
+    for i in range(start, start + transactions):
+        async with writer.transaction() as conn:
+            await conn.execute(t.insert(), [{"id": i * 1000 + j, "v": "x"} for j in range(400)])
+
+
+async def test_the_writer_leaves_checkpoints_to_a_thread_off_the_event_loop(table_engine, tmp_path) -> None:  # noqa: ANN001
+    """SQLite's own checkpoint runs inside the COMMIT that takes the WAL past
+    1,000 pages: on the inline writer, on the event loop. The writer's
+    connection does not checkpoint; its checkpointer's thread does."""
+    import asyncio
+
+    engine, t = table_engine
+    writer = InlineWriter.for_engine(engine)
+    assert writer is not None
+    await _write_pages(writer, t, 0, 1)
+    assert writer.checkpointer is not None
+    dbapi = writer._conn.connection.dbapi_connection  # type: ignore[union-attr]
+    assert dbapi.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    await _write_pages(writer, t, 1, 60)
+    for _ in range(100):
+        if writer.checkpointer.checkpoints and not writer.checkpointer._wake.is_set():
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(writer.checkpointer.interval * 2)
+    async with writer.transaction() as conn:  # one more poke, after the interval
+        await conn.execute(t.insert(), {"id": 10**7, "v": "last"})
+    await asyncio.sleep(writer.checkpointer.interval * 3)
+    frames, copied = _wal_state(str(tmp_path / "gc.db"))
+    assert writer.checkpointer.checkpoints >= 1
+    assert frames > 0 and copied == frames  # all of the WAL is in the database file
+    writer.close()
+    assert writer.checkpointer is None
+
+
+async def test_the_writer_checkpoints_in_its_commit_again_while_the_thread_is_behind(table_engine) -> None:  # noqa: ANN001
+    import asyncio
+
+    engine, t = table_engine
+    writer = InlineWriter.for_engine(engine)
+    assert writer is not None
+    await _write_pages(writer, t, 0, 1)
+    assert writer.checkpointer is not None
+    writer.checkpointer.most_frames = 1  # any WAL at all is "too long"
+    dbapi = writer._conn.connection.dbapi_connection  # type: ignore[union-attr]
+    for i in range(1, 40):
+        await _write_pages(writer, t, i, 1)
+        if dbapi.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000:
+            break
+        await asyncio.sleep(0.05)
+    assert dbapi.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    writer.checkpointer.most_frames = 10**9
+    for i in range(40, 80):
+        await _write_pages(writer, t, i, 1)
+        if dbapi.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert dbapi.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    writer.close()
