@@ -577,70 +577,6 @@ class SyncConn:
         return prepared.plan(self._conn.dialect).run(self._conn.connection.dbapi_connection, params)
 
 
-class Checkpointer:
-    """WAL checkpoints in a thread of their own, off the event loop.
-
-    SQLite checkpoints inside a COMMIT once the WAL holds 1,000 pages (its
-    `wal_autocheckpoint`): it copies them into the database file and fsyncs
-    it. On the inline writer that COMMIT runs on the event loop, so every
-    few batches the loop stopped for the checkpoint: 5-20 ms, up to 575 ms
-    on a busy disk (bench_mllp: 600 commits held the loop 4.1 s of a 12.7 s
-    run). The inline writer's connection does not checkpoint
-    (`wal_autocheckpoint=0`); after each commit it `poke`s this thread,
-    which runs a PASSIVE checkpoint on its own connection (it waits for no
-    reader or writer, and the loop goes on meanwhile), at most every
-    `interval` seconds. Should the WAL still grow past `most_frames` (no
-    checkpoint completing between writes, so the WAL never starts again from
-    its beginning), `behind` is set and the writer checkpoints in its
-    COMMIT again, as before, until it is back under."""
-
-    def __init__(self, database: str, interval: float = 0.1, most_frames: int = 8192) -> None:
-        import threading
-
-        self._database = database
-        self.interval = interval
-        self.most_frames = most_frames
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self.checkpoints = 0  # PASSIVE checkpoints run
-        self.behind = False  # the WAL was over most_frames after the last checkpoint
-        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
-        self._thread.start()
-
-    def poke(self) -> None:
-        """A transaction committed: checkpoint soon."""
-        self._wake.set()
-
-    def _run(self) -> None:
-        import sqlite3
-
-        conn = sqlite3.connect(self._database, timeout=30, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA synchronous=FULL")  # the checkpoint fsyncs the WAL, then the database file
-            while True:
-                self._wake.wait()
-                if self._stopping.is_set():
-                    return
-                self._wake.clear()
-                try:
-                    _busy, log, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                except sqlite3.Error as exc:  # the next poke tries again
-                    log = 0
-                    from hub.observability.logging import get_logger
-                    get_logger("hub.store.db").warning("sqlite checkpoint failed", exc_type=type(exc).__name__)
-                self.checkpoints += 1
-                self.behind = log > self.most_frames
-                if self._stopping.wait(self.interval):
-                    return
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        self._thread.join(5)
-
-
 class InlineWriter:
     """Write transactions on a SQLite file without the aiosqlite thread hop
     per statement: one synchronous connection whose statements run at once
@@ -669,8 +605,6 @@ class InlineWriter:
         # writer that `yields` (the worker process) lets it go first.
         self.turns: WriterTurns | None = None
         self.yields = False
-        self.checkpointer: Checkpointer | None = None  # started with the connection
-        self._self_checkpoints = False  # the checkpointer is behind: checkpoint in COMMIT, as SQLite does
 
     @classmethod
     def for_engine(cls, async_engine: AsyncEngine) -> InlineWriter | None:
@@ -712,19 +646,8 @@ class InlineWriter:
                     if conn.in_transaction():
                         conn.rollback()
                     raise
-                self._after_commit_checkpoint(conn)
                 for callback in sconn._after_commit or ():
                     callback()
-
-    def _after_commit_checkpoint(self, conn: Connection) -> None:
-        checkpointer = self.checkpointer
-        if checkpointer is None:
-            return
-        checkpointer.poke()
-        if checkpointer.behind is not self._self_checkpoints:
-            self._self_checkpoints = checkpointer.behind
-            conn.connection.dbapi_connection.execute(
-                f"PRAGMA wal_autocheckpoint={1000 if checkpointer.behind else 0}")
 
     async def _wait_for_lock(self, conn: Connection, loop: asyncio.AbstractEventLoop) -> None:
         """Another connection holds the write lock (another process: the
@@ -754,11 +677,6 @@ class InlineWriter:
         dbapi = conn.connection.dbapi_connection
         if dbapi is not self._no_wait:
             dbapi.execute("PRAGMA busy_timeout=0")
-            if self.checkpointer is None:
-                self.checkpointer = Checkpointer(self._engine.url.database)
-            # Checkpoints are the checkpointer's (its thread), not this COMMIT's.
-            dbapi.execute("PRAGMA wal_autocheckpoint=0")
-            self._self_checkpoints = False
             self._no_wait = dbapi
         try:
             conn.begin()
@@ -781,9 +699,6 @@ class InlineWriter:
             dbapi.execute("PRAGMA busy_timeout=0")
 
     def close(self) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer.close()
-            self.checkpointer = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
