@@ -43,6 +43,16 @@ async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
+async def pg_engine(postgres_database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The hub's engine on a fresh PostgreSQL database (no schema): tests of PostgreSQL alone."""
+    engine = create_engine(postgres_database_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
 async def store_hub(store_url: str, tmp_path: Path) -> AsyncIterator[InProcessHub]:
     """The app in-process on each backend (lifespan run, workers off)."""
     settings = Settings(

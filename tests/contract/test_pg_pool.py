@@ -15,15 +15,6 @@ from hub.store.db import create_engine, read_only, snapshot
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def pg_engine(postgres_database_url: str):  # noqa: ANN201
-    engine = create_engine(postgres_database_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
 async def _backend_pids(engine) -> set[int]:  # noqa: ANN001
     """Every server process behind the engine's pooled connections (checked out one by one, held together)."""
     held = []

@@ -9,18 +9,8 @@ from sqlalchemy import event, text
 
 from hub.bus.port import EVENTS_TOPIC
 from hub.bus.sql import lock_topic
-from hub.store.db import create_engine
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def pg_engine(postgres_database_url: str):  # noqa: ANN201
-    engine = create_engine(postgres_database_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 async def _held(conn) -> int:  # noqa: ANN001
