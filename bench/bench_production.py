@@ -109,6 +109,18 @@ async def relay_against_raw(admin_url: str, bootstrap: str, changes: int, tmp: P
     return {"messages": len(rows), "mb": size / 1e6, "raw_s": len(rows) / raw, "relay_s": len(rows) / relayed}
 
 
+def server_cpu(pid: int) -> float:
+    """CPU seconds of a server process and every process under it, live or
+    reaped (PostgreSQL's backends come and go with the hub's connections):
+    utime, stime, cutime and cstime, the live children's added."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    total = sum(int(f) for f in fields[11:15]) / load.CLK_TCK
+    return total + sum(server_cpu(c) for c in load.child_pids(pid))
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--changes", type=int, default=2000)
@@ -141,7 +153,10 @@ async def main() -> None:
             ns.ingest_only, ns.log_level, ns.drain_timeout = args.ingest_only, args.log_level, args.drain_timeout
             ns.profile, ns.separate_workers, ns.count_statements = \
                 args.profile, args.separate_workers, args.count_statements
+            servers0 = server_cpu(pg._proc.pid), server_cpu(broker._proc.pid)
             level = await load.run_level(args.clients, args.changes, tmp, ns, 64)
+            servers = [(server_cpu(pg._proc.pid) - servers0[0]) / args.changes * 1e3,
+                       (server_cpu(broker._proc.pid) - servers0[1]) / args.changes * 1e3]
             # After the hub has stopped: the relay's events go to the same topic.
             relay = None if args.skip_relay else await relay_against_raw(admin, broker.bootstrap, args.changes, tmp)
         finally:
@@ -163,6 +178,8 @@ async def main() -> None:
     r = level
     print(f"| {r['clients']} | {r['accepted_s']:,.0f} | {load.fmt_ms(r['post_p50'])} / {load.fmt_ms(r['post_p99'])} "
           f"| {load.fmt_ms(r['e2e_p50'])} / {load.fmt_ms(r['e2e_p99'])} | {r['delivered_s']:,.0f} | {r['cpu_ms']:.1f} ms |")
+    print(f"servers' CPU per change over the whole level (its set-up, load and drain): PostgreSQL "
+          f"{servers[0]:.1f} ms, Kafka {servers[1]:.1f} ms")
     if args.profile or args.keep:
         print(f"kept: {tmp} (profiles: profile-c*.txt)")
     else:
