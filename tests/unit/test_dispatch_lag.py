@@ -45,3 +45,27 @@ async def push_scenario_undispatched(app_hub) -> list[dict]:  # noqa: ANN001
         assert r.status_code == 202, r.text
         events += r.json()["events"]
     return events
+
+
+async def test_the_workflow_consumers_lag_is_counted_at_most_once_a_period(app_hub, monkeypatch) -> None:  # noqa: ANN001
+    """The workflow consumer counts its lag as the dispatcher does: on Kafka a
+    count is four requests to the broker, and it came after every batch."""
+    hub = app_hub.hub
+    consumer = hub.workflow_consumer
+    await push_scenario_undispatched(app_hub)
+    monkeypatch.setattr(hub.bus, "pass_over", None, raising=False)  # as on Kafka: every batch committed
+    consumer.lag_every = 3600.0
+    consumer._lag_counted_at = float("-inf")
+    waiting = await hub.bus.lag("workflows", EVENTS_TOPIC)
+    assert waiting >= 3
+
+    def lag() -> float | None:
+        return REGISTRY.get_sample_value("s117_consumer_lag_messages", {"group": "workflows", "topic": EVENTS_TOPIC})
+
+    assert await consumer.run_once(limit=1) == 1
+    assert lag() == waiting - 1  # counted: the first batch since the period began
+    assert await consumer.run_once(limit=1) == 1
+    assert lag() == waiting - 1  # within the period: not counted again
+    while await consumer.run_once():
+        pass
+    assert lag() == 0  # the fetch that found nothing
