@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import bindparam, event, func, select, text
+from sqlalchemy import BigInteger, bindparam, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import BusMessage, Capabilities
@@ -267,7 +267,7 @@ _FETCH_HEADS = Prepared(select(bus_messages.c.topic, bus_messages.c.key, bus_mes
                         .where(bus_messages.c.topic == bindparam("topic"), bus_messages.c.offset >= bindparam("start"))
                         .order_by(bus_messages.c.offset).limit(bindparam("limit")))
 _PAYLOADS = InList("offsets", lambda offsets: select(bus_messages.c.offset, bus_messages.c.payload).where(
-    bus_messages.c.topic == bindparam("topic"), bus_messages.c.offset.in_(offsets)))
+    bus_messages.c.topic == bindparam("topic"), bus_messages.c.offset.in_(offsets)), element=BigInteger)
 _COUNT = Prepared(select(func.count()).select_from(bus_messages).where(
     bus_messages.c.topic == bindparam("topic"), bus_messages.c.offset >= bindparam("start")))
 _OFFSETS: dict[tuple[str, str], Prepared] = {}

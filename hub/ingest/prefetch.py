@@ -34,7 +34,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from hub.codec import from_jsonable
 from hub.domain.model import RegisterChange
-from hub.store.db import Prepared, execute_prepared
+from hub.store.db import InList, Prepared, execute_prepared
 from hub.store.schema import ingest_results, persons, register_changes
 
 
@@ -55,18 +55,18 @@ class BatchReads:
 
 
 _TEXTS = ARRAY(String)
-_LOCK_PEOPLE = Prepared(
-    select(persons.c.nhs_number_index, persons.c.person_id, persons.c.details)
-    .where(persons.c.nhs_number_index == any_(bindparam("indexes", type_=_TEXTS)))
-    .order_by(persons.c.nhs_number_index).with_for_update())
+# A batch's people locked (in key order) with their stored details, and their
+# histories: the council-file chunk's reads too (`IngestService.accept_bulk`).
+LOCK_PEOPLE = InList("indexes", lambda values: select(
+    persons.c.nhs_number_index, persons.c.person_id, persons.c.details)
+    .where(persons.c.nhs_number_index.in_(values)).order_by(persons.c.nhs_number_index).with_for_update())
+HISTORIES = InList("person_ids", lambda values: select(register_changes.c.person_id, register_changes.c.canonical)
+                   .where(register_changes.c.person_id.in_(values)))
 _ANSWERS = Prepared(
     select(ingest_results.c.source, ingest_results.c.source_message_id, ingest_results.c.status_code,
            ingest_results.c.body, ingest_results.c.payload_sha256)
     .where(ingest_results.c.source == any_(bindparam("sources", type_=_TEXTS)),
            ingest_results.c.source_message_id == any_(bindparam("smids", type_=_TEXTS))))
-_HISTORIES = Prepared(
-    select(register_changes.c.person_id, register_changes.c.canonical)
-    .where(register_changes.c.person_id == any_(bindparam("ids", type_=_TEXTS))))
 
 
 async def read_batch(conn: Any, hints: list[Hint | None]) -> BatchReads | None:
@@ -77,7 +77,7 @@ async def read_batch(conn: Any, hints: list[Hint | None]) -> BatchReads | None:
     reads = BatchReads()
     if not given:
         return reads
-    for r in await execute_prepared(conn, _LOCK_PEOPLE, {"indexes": sorted({h.index for h in given})}):
+    for r in await LOCK_PEOPLE.execute(conn, sorted({h.index for h in given})):
         reads.people[r.nhs_number_index] = (r.person_id, r.details)
     pairs = {(h.source, h.source_message_id) for h in given}
     for r in await execute_prepared(conn, _ANSWERS, {"sources": sorted({s for s, _ in pairs}),
@@ -86,6 +86,6 @@ async def read_batch(conn: Any, hints: list[Hint | None]) -> BatchReads | None:
             reads.answers[(r.source, r.source_message_id)] = r
     if reads.people:
         reads.histories = {pid: [] for pid, _ in reads.people.values()}
-        for r in await execute_prepared(conn, _HISTORIES, {"ids": list(reads.histories)}):
+        for r in await HISTORIES.execute(conn, list(reads.histories)):
             reads.histories[r.person_id].append(from_jsonable(RegisterChange, r.canonical))
     return reads

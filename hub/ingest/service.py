@@ -39,7 +39,7 @@ from hub.fhir.namespaces import HUB_BASE
 from hub.domain.service_level import register_service_level
 from hub.ingest.status_cache import StatusCache
 from hub.ingest.group_commit import GroupCommit, WriteBehind
-from hub.ingest.prefetch import BatchReads, Hint, read_batch
+from hub.ingest.prefetch import HISTORIES, LOCK_PEOPLE, BatchReads, Hint, read_batch
 from hub.ingest.contract import RegisterChangeIn
 from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.validation import FieldProblem, problems_from_pydantic, semantic_problems
@@ -178,13 +178,10 @@ class _Replay:
 # path (`write_precheck`, then `accept_mapped`) would give it.
 
 BULK_YIELD_EVERY = 50  # rows between yields to the event loop
-# The chunk's reads, each with one list of values (hub.store.db.InList: on SQLite's inline writer a
-# statement compiled once, its list one JSON parameter; elsewhere an expanding IN list, rendered per length).
-_BULK_PERSONS = InList("indexes", lambda values: select(
-    persons.c.person_id, persons.c.nhs_number_index, persons.c.details).where(
-    persons.c.nhs_number_index.in_(values)).with_for_update())
-_BULK_CHANGES = InList("person_ids", lambda values: select(
-    register_changes.c.person_id, register_changes.c.canonical).where(register_changes.c.person_id.in_(values)))
+# The chunk's reads, each with one list of values (hub.store.db.InList: one statement whatever the
+# list's length); its people and histories as a PostgreSQL ingest batch reads them (hub/ingest/prefetch.py).
+_BULK_PERSONS = LOCK_PEOPLE
+_BULK_CHANGES = HISTORIES
 _BULK_ANSWERS = InList("smids", lambda values: select(
     ingest_results.c.source_message_id, ingest_results.c.status_code, ingest_results.c.body,
     ingest_results.c.payload_sha256).where(

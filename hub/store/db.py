@@ -487,25 +487,34 @@ class Prepared:
 
 class InList:
     """A statement with one list of values (`column IN (...)`), built once by
-    `build(values_clause)`: through SQLAlchemy an expanding IN list (PostgreSQL,
-    `:memory:`), re-rendered for each length; on SQLite's inline connections
-    a prepared statement whose list is one JSON parameter,
-    `IN (SELECT value FROM json_each(?))`, compiled once (the dispatcher
-    reads a batch's people and event ids this way)."""
+    `build(values_clause)`: on SQLite's inline connections a prepared
+    statement whose list is one JSON parameter, `IN (SELECT value FROM
+    json_each(?))`, compiled once (the dispatcher reads a batch's people and
+    event ids this way); on PostgreSQL the list is one array parameter,
+    `IN (SELECT unnest(?))` (`element`: the type of its values), so the
+    statement's text, and the statement asyncpg prepares for it, is the same
+    whatever the list's length; elsewhere (`:memory:`) an expanding IN list,
+    re-rendered for each length."""
 
-    __slots__ = ("_name", "_expanding", "_json")
+    __slots__ = ("_name", "_expanding", "_json", "_array")
 
-    def __init__(self, name: str, build: Callable[[Any], Any]) -> None:
-        from sqlalchemy import func, select as sa_select
+    def __init__(self, name: str, build: Callable[[Any], Any], element: Any = None) -> None:
+        from sqlalchemy import String, func, select as sa_select
+        from sqlalchemy.dialects.postgresql import ARRAY
 
         self._name = name
         self._expanding = build(bindparam(name, expanding=True))
         each = func.json_each(bindparam(f"{name}__json")).table_valued("value")
         self._json = Prepared(build(sa_select(each.c.value)))
+        array = bindparam(f"{name}__array", type_=ARRAY(element if element is not None else String))
+        self._array = Prepared(build(sa_select(func.unnest(array))))
 
-    async def execute(self, conn: Any, values: list[Any], params: dict[str, Any] | None = None) -> Any:
+    async def execute(self, conn: Any, values: Any, params: dict[str, Any] | None = None) -> Any:
+        name = conn.dialect.name
+        if name == "postgresql":
+            return await execute_prepared(conn, self._array, {**(params or {}), f"{self._name}__array": list(values)})
         run = getattr(conn, "run_prepared", None)
-        if run is not None and conn.dialect.name == "sqlite":
+        if run is not None and name == "sqlite":
             got = run(self._json, {**(params or {}), f"{self._name}__json": orjson.dumps(list(values)).decode()})
             if got is not None:
                 return got
