@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -107,6 +108,11 @@ def worker_role(pid: int) -> str:
     except (FileNotFoundError, PermissionError):
         return "?"
     return next((e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"S117_WORKER_ROLE=")), "?")
+
+
+# Servers' CPU seconds by name (bench_production.py: PostgreSQL and Kafka), sampled over
+# the same window as the hub's CPU per change (the load and its drain, not the set-up).
+SERVERS_CPU: Callable[[], dict[str, float]] | None = None
 
 
 def cpu_seconds(pid: int, children: bool = True) -> float:
@@ -476,6 +482,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
             cpu0, own0 = cpu_seconds(hub.proc.pid), cpu_seconds(hub.proc.pid, children=False)
             roles0 = worker_cpu(hub.proc.pid)
             kernel0 = cpu_times(hub.proc.pid)[1]
+            servers0 = SERVERS_CPU() if SERVERS_CPU is not None else {}
             t0 = time.perf_counter()
             if args.rate:
                 await paced(args.rate)
@@ -492,6 +499,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
             if not args.ingest_only:
                 await asyncio.sleep(0.5)  # the other recipients' copies of the last events
             drained = time.perf_counter() - t0
+            servers = {k: (v - servers0[k]) / n * 1e3 for k, v in SERVERS_CPU().items()} if SERVERS_CPU else {}
             cpu = cpu_seconds(hub.proc.pid) - cpu0
             kernel = cpu_times(hub.proc.pid)[1] - kernel0  # system calls: the WAL's writes and fsyncs, sockets
             print(f"  hub CPU per change: {(cpu - kernel) / n * 1e3:.1f} ms user, {kernel / n * 1e3:.1f} ms kernel",
@@ -540,7 +548,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return {
-        "clients": clients, "batch": batch_max, "batch_mean": batch_mean, "changes": accepted, "accepted_s": accepted / ingest_elapsed,
+        "clients": clients, "batch": batch_max, "servers_ms": servers, "batch_mean": batch_mean, "changes": accepted, "accepted_s": accepted / ingest_elapsed,
         "post_p50": pct(post_lat, 50), "post_p99": pct(post_lat, 99),
         "e2e_p50": pct(e2e, 50), "e2e_p99": pct(e2e, 99),
         "messages": arrivals.messages, "delivered_s": arrivals.messages / max(last_arrival - t0, 1e-9),

@@ -135,6 +135,9 @@ async def main() -> None:
                     help="round trips to PostgreSQL per change in every hub process (bench/probe)")
     ap.add_argument("--separate-workers", action="store_true", help="the workers in a process of their own")
     ap.add_argument("--keep", action="store_true", help="keep the tmp dir (profiles, the hub's log)")
+    ap.add_argument("--warm-up", type=int, default=0, metavar="N",
+                    help="first run a level of N changes (not reported, its own database) so that the measured "
+                         "one meets a broker whose JVM has compiled its hot paths, as a running one has")
     args = ap.parse_args()
     configure_logging("WARNING")
     tmp = Path(tempfile.mkdtemp(prefix="s117-bench-prod-"))
@@ -145,14 +148,22 @@ async def main() -> None:
         broker.start()
         try:
             admin = pg.url().render_as_string(hide_password=False)
+            ns = load.parser().parse_args([])  # bench_load's defaults, whatever options it gains
+            ns.ingest_only, ns.log_level, ns.drain_timeout = args.ingest_only, args.log_level, args.drain_timeout
+            if args.warm_up:
+                warm_url = await create_database(admin, "s117_bench_warm")
+                load.HubProcess = lambda workdir, **kw: HubProcess(  # type: ignore[assignment]
+                    workdir, db_url=warm_url, bus_url=f"kafka://{broker.bootstrap}", S117_KAFKA_PARTITIONS="6", **kw)
+                (tmp / "warm-up").mkdir()
+                warm = await load.run_level(args.clients, args.warm_up, tmp / "warm-up", ns, 64)
+                print(f"  warm-up: {args.warm_up} changes at {warm['accepted_s']:,.0f}/s (not reported)", file=sys.stderr)
             db_url = await create_database(admin, "s117_bench_hub")
             # bench_load's level, with the hub on PostgreSQL and Kafka.
             load.HubProcess = lambda workdir, **kw: HubProcess(  # type: ignore[assignment]
                 workdir, db_url=db_url, bus_url=f"kafka://{broker.bootstrap}", S117_KAFKA_PARTITIONS="6", **kw)
-            ns = load.parser().parse_args([])  # bench_load's defaults, whatever options it gains
-            ns.ingest_only, ns.log_level, ns.drain_timeout = args.ingest_only, args.log_level, args.drain_timeout
             ns.profile, ns.separate_workers, ns.count_statements = \
                 args.profile, args.separate_workers, args.count_statements
+            load.SERVERS_CPU = lambda: {"PostgreSQL": server_cpu(pg._proc.pid), "Kafka": server_cpu(broker._proc.pid)}
             servers0 = server_cpu(pg._proc.pid), server_cpu(broker._proc.pid)
             level = await load.run_level(args.clients, args.changes, tmp, ns, 64)
             servers = [(server_cpu(pg._proc.pid) - servers0[0]) / args.changes * 1e3,
@@ -179,7 +190,8 @@ async def main() -> None:
     print(f"| {r['clients']} | {r['accepted_s']:,.0f} | {load.fmt_ms(r['post_p50'])} / {load.fmt_ms(r['post_p99'])} "
           f"| {load.fmt_ms(r['e2e_p50'])} / {load.fmt_ms(r['e2e_p99'])} | {r['delivered_s']:,.0f} | {r['cpu_ms']:.1f} ms |")
     print(f"servers' CPU per change over the whole level (its set-up, load and drain): PostgreSQL "
-          f"{servers[0]:.1f} ms, Kafka {servers[1]:.1f} ms")
+          f"{servers[0]:.1f} ms, Kafka {servers[1]:.1f} ms; over the load and its drain only (the hub's window): "
+          + ", ".join(f"{k} {v:.1f} ms" for k, v in r["servers_ms"].items()))
     if args.profile or args.keep:
         print(f"kept: {tmp} (profiles: profile-c*.txt)")
     else:
