@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -65,6 +66,12 @@ from hub.workflows.distribution import outgoing_of, pending_transfers
 from hub.workflows.fhir_task import add_task
 
 log = get_logger("hub.dispatcher")
+
+
+def _debug_logged() -> bool:
+    """Whether DEBUG lines are written (the process's level, fixed once logging is configured)."""
+    enabled = getattr(log.bind(), "is_enabled_for", None)
+    return enabled(logging.DEBUG) if callable(enabled) else True
 
 # Built once (compiled once per engine): what a batch reads for its people.
 _HISTORIES = InList("ids", lambda ids: select(register_changes.c.person_id, register_changes.c.canonical,
@@ -486,6 +493,11 @@ class Dispatcher:
                                 for org, (v, new) in send.views.items() if not new]
         writes.deliveries += send.deliveries
         writes.disclosures += send.audits
+        # One line a message (its correlation id bound by `_work`): who was told, who was
+        # not and why, counted; each recipient's decision is audited in `disclosures`.
+        log.info("event dispatched", event_type=event.event_type.value, allowed=send.decided["allowed"],
+                 denied=send.decided["denied"], unsubscribed=send.decided["no-subscription"],
+                 queued=len(send.deliveries))
         if cache.deferred is None:
             await writes.write(conn)
         if own_cache:
@@ -507,12 +519,14 @@ class Dispatcher:
             send.refused.add((org, event.event_type))
             self._audit(send, event, event_id, recipient, "denied", decision.agreement_id, [], decision.reason, None)
             send.cache.counted[(event.event_type.value, "denied")] += 1
+            send.decided["denied"] += 1
             return
         if not subs:
             send.refused.add((org, event.event_type))
             self._audit(send, event, event_id, recipient, "no-subscription", decision.agreement_id,
                               sorted(decision.field_groups), queue.NO_SUBSCRIPTION, None)
             send.cache.counted[(event.event_type.value, "no-subscription")] += 1
+            send.decided["no-subscription"] += 1
             return
         if send.patient is None:
             send.patient = send.cache.patients.get(event.person_id)
@@ -553,8 +567,10 @@ class Dispatcher:
             send.store_view(org, version, view, event_id, new=old is None)
             send.held[org] = _Held(version, view, event_id)
         send.cache.counted[(event.event_type.value, "allowed")] += 1
-        log.info("event queued for recipient", recipient=org, event_type=event.event_type.value,
-                 count=queued, decision="allowed")
+        send.decided["allowed"] += 1
+        if send.cache.debug:  # each recipient at DEBUG; the message's counts at INFO (end of `handle`)
+            log.debug("event queued for recipient", recipient=org, event_type=event.event_type.value,
+                      count=queued, decision="allowed")
 
     @staticmethod
     async def _histories(conn: AsyncConnection, people: list[str]) -> dict[str, list[tuple[RegisterChange, datetime]]]:
@@ -644,6 +660,8 @@ class _Sending:
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     queued: set[tuple[str, str]] = field(default_factory=set)  # (subscription, event id)
     views: dict[str, tuple[dict[str, Any], bool]] = field(default_factory=dict)  # org -> (row values, new row)
+    # decision -> recipients (allowed, denied, no-subscription): the message's log line
+    decided: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def store_view(self, org: str, version: int, view: dict[str, Any], event_id: str, new: bool) -> None:
         """What `org` now holds: written with the message's other views at the end of its handling."""
@@ -684,6 +702,7 @@ class _BatchCache:
     # deliveries and disclosures, written at its end by `flush`; None: each
     # message writes its own (in its savepoint).
     deferred: "_Writes | None" = None
+    debug: bool = field(default_factory=_debug_logged)  # each recipient's decision logged (DEBUG)
     _numbers_before: dict[str, int] = field(default_factory=dict)
     _counted_before: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
 

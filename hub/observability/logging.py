@@ -31,6 +31,7 @@ ALLOWED_KEYS = frozenset(
         "lag", "breaches", "version", "channel", "event_number",
         "snapshot_id", "item_id", "rejected", "opened", "fixed", "reopened",
         "case_id", "file_id", "pid",
+        "queued", "allowed", "denied", "unsubscribed",
     }
 )
 REDACTED = "[redacted]"

@@ -111,7 +111,13 @@ async def test_trust_change_reaches_council_webhook_signed_and_filtered(tmp_path
     # ...and the change's correlation id is on its ingest, dispatch and delivery log lines.
     lines = [orjson.loads(line) for line in logs.splitlines() if line.startswith("{")]
     mine = {line["event"] for line in lines if line.get("correlation_id") == left_hospital["correlation_id"]}
-    assert {"register change accepted", "event queued for recipient", "webhook delivered"} <= mine
+    assert {"register change accepted", "event dispatched", "webhook delivered"} <= mine
+    # One dispatch line a message, its recipients counted (each one's decision is in `disclosures`,
+    # and at DEBUG): the council was told of the entitlement.
+    dispatched = [line for line in lines if line["event"] == "event dispatched"
+                  and line.get("event_type") == "s117-entitlement-started"]
+    assert dispatched and all(line["allowed"] >= 1 and line["queued"] >= 1 for line in dispatched)
+    assert not any(line["event"] == "event queued for recipient" for line in lines)
 
 
 async def test_bad_input_is_named_and_quarantined_never_a_500(tmp_path, sharing_file):
