@@ -75,6 +75,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import BusMessage, Capabilities
+from hub.bus.sql import publish_signal
 from hub.observability.logging import get_logger
 from hub.observability import metrics
 from hub.store.db import read_only
@@ -163,6 +164,9 @@ class KafkaRelay:
         self._options = dict(producer_options or {})
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+        # Set when this process commits outbox rows (hub.bus.sql.publish): `run_relay`
+        # relays them then rather than at its next poll; other processes' rows are polled for.
+        self.published = publish_signal()
 
     async def start(self) -> None:
         """Connect the producer now (otherwise the first run does). Raises if Kafka is unreachable."""
@@ -293,6 +297,7 @@ async def run_relay(relay: KafkaRelay, poll_seconds: float, stop: asyncio.Event,
     stay in the outbox until they are acknowledged."""
     failures = 0
     while not stop.is_set():
+        relay.published.clear()  # rows committed from here on are relayed by this run or wake the wait below
         try:
             relayed = await relay.run_once()
             failures = 0
@@ -304,14 +309,23 @@ async def run_relay(relay: KafkaRelay, poll_seconds: float, stop: asyncio.Event,
             await _wait(stop, delay)
             continue
         if not relayed:
-            await _wait(stop, poll_seconds)
+            await _wait(stop, poll_seconds, relay.published)
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
+async def _wait(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:
+    """Up to `seconds`, less if `stop` (or `wake`) is set."""
+    if wake is None:
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+        return
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
     try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 # --------------------------------------------------------------------------- subscriber

@@ -21,7 +21,8 @@ from sqlalchemy import BigInteger, bindparam, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import BusMessage, Capabilities
-from hub.store.db import InList, Prepared, execute_prepared, insert_or_merge, snapshot, write_transaction
+from hub.store.db import (InList, Prepared, after_commit_hook, execute_prepared, insert_or_merge, snapshot,
+                          write_transaction)
 from hub.store.schema import bus_messages, consumer_offsets
 
 
@@ -60,15 +61,30 @@ _READERS: "weakref.WeakSet[SqlLog]" = weakref.WeakSet()
 _ARMED: "weakref.WeakSet[Any]" = weakref.WeakSet()  # connections whose commit will tell them
 
 
+# Others told the same (the Kafka relay): events set on each such commit.
+_SIGNALS: "weakref.WeakSet[asyncio.Event]" = weakref.WeakSet()
+
+
+def publish_signal() -> asyncio.Event:
+    """An event set each time a transaction in this process that published
+    (`publish`) commits; held weakly: the caller keeps it, and clears it."""
+    signal = asyncio.Event()
+    _SIGNALS.add(signal)
+    return signal
+
+
 def _tell_readers() -> None:
     for reader in list(_READERS):
         reader._new.set()
+    for signal in list(_SIGNALS):
+        signal.set()
 
 
 def _told_on_commit(conn: Any) -> None:
     # The inline SQLite writer (hub.store.db.SyncConn, or ingest's group-commit
-    # WriteBehind around one) calls back on the loop once its COMMIT is durable.
-    after_commit = getattr(conn, "after_commit", None)
+    # WriteBehind around one), or a transaction begun with hooks (PostgreSQL's
+    # group commit and write_transaction), calls back on the loop once its COMMIT is durable.
+    after_commit = after_commit_hook(conn)
     if after_commit is not None:
         after_commit(_tell_readers)
         return

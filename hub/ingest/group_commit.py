@@ -60,7 +60,7 @@ from sqlalchemy.sql.dml import Insert
 
 from hub.observability import metrics
 from hub.observability.logging import get_logger
-from hub.store.db import inline_writer
+from hub.store.db import after_commit_hook, begin_with_hooks, inline_writer
 
 log = get_logger("hub.ingest.group_commit")
 T = TypeVar("T")
@@ -112,8 +112,8 @@ class WriteBehind:
 
     @property
     def after_commit(self) -> Callable[[Callable[[], None]], None] | None:
-        """The inline SQLite writer's after-commit hook (hub.store.db.SyncConn), if it is one."""
-        return getattr(self._conn, "after_commit", None)
+        """The connection's after-commit hook (hub.store.db.after_commit_hook), if it has one."""
+        return after_commit_hook(self._conn)
 
     def begin(self) -> _UnitTx:
         return _UnitTx(self)
@@ -307,7 +307,7 @@ class GroupCommit:
         not rolled back by a unit), rolled back if it raises."""
         if self._inline is None:
             async with self._engine.connect() as aconn:
-                async with aconn.begin() as atx:
+                async with begin_with_hooks(aconn) as atx:  # `after_commit_hook`: told once committed
                     yield aconn, atx
             return
         async with self._inline.transaction() as conn:

@@ -46,7 +46,7 @@ from hub.ingest.validation import FieldProblem, problems_from_pydantic, semantic
 from hub.observability import metrics
 from hub.observability.logging import get_logger, new_correlation_id
 from hub.register_counts import _upsert as status_upsert, record_status, status_row
-from hub.store.db import InList, Prepared, execute_prepared, insert_or_merge, snapshot
+from hub.store.db import InList, Prepared, after_commit_hook, execute_prepared, insert_or_merge, snapshot
 from hub.store.schema import ingest_results, persons, quarantine, register_changes, service_levels
 from hub.domain.workflows.held import hold_reason
 from hub.workflows.held import hold_change
@@ -683,8 +683,8 @@ class IngestService:
     def _remember(self, conn: Any, person_id: str, history: list[RegisterChange], today: date,
                   status: S117Status) -> None:
         """Hold `status` for the person's next change once this transaction commits
-        (only on a connection that says when: the inline SQLite writer)."""
-        after_commit = getattr(conn, "after_commit", None)
+        (only on a connection that says when: hub.store.db.after_commit_hook)."""
+        after_commit = after_commit_hook(conn)
         if after_commit is not None:
             ref, agreements, statuses = self._ref, self._agreements, self.statuses
             after_commit(lambda: statuses.put(person_id, history, today, ref, agreements, status))

@@ -839,6 +839,46 @@ def inline_writer(engine: AsyncEngine) -> InlineWriter | None:
     return _writer_of(engine)[0]
 
 
+# Callbacks to run once a transaction begun by `begin_with_hooks` has committed (PostgreSQL,
+# aiosqlite): what the inline SQLite writer's `SyncConn.after_commit` does for its own.
+_AFTER_COMMIT: "weakref.WeakKeyDictionary[Connection, list[Callable[[], None]]]" = weakref.WeakKeyDictionary()
+
+
+def after_commit_hook(conn: Any) -> Callable[[Callable[[], None]], None] | None:
+    """How to have a callback run once `conn`'s transaction has committed
+    (not if it rolls back): the inline writer's `SyncConn.after_commit` (or a
+    wrapper's, the group commit's `WriteBehind`), or the hook of a transaction
+    `begin_with_hooks` began; None if `conn` cannot say (then SQLAlchemy's
+    `commit` event, which fires just before the COMMIT, is what there is)."""
+    own = getattr(conn, "after_commit", None)
+    if own is not None:
+        return own
+    sync = getattr(conn, "sync_connection", None)
+    callbacks = _AFTER_COMMIT.get(sync) if sync is not None else None
+    if callbacks is None:
+        return None
+
+    def register(callback: Callable[[], None]) -> None:
+        if callback not in callbacks:
+            callbacks.append(callback)
+    return register
+
+
+@asynccontextmanager
+async def begin_with_hooks(conn: AsyncConnection) -> AsyncIterator[Any]:
+    """`conn.begin()`, whose `after_commit_hook` callbacks run once it has committed."""
+    sync = conn.sync_connection
+    callbacks: list[Callable[[], None]] = []
+    _AFTER_COMMIT[sync] = callbacks
+    try:
+        async with conn.begin() as tx:
+            yield tx
+    finally:
+        _AFTER_COMMIT.pop(sync, None)
+    for callback in callbacks:  # reached only once committed: an exception ends the block above
+        callback()
+
+
 @asynccontextmanager
 async def write_transaction(engine: AsyncEngine) -> AsyncIterator[Any]:
     """One write transaction, committed if the block ends normally. On a
@@ -853,10 +893,10 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[Any]:
             yield conn
         return
     if turn is not None:
-        async with turn, engine.begin() as conn:
+        async with turn, engine.connect() as conn, begin_with_hooks(conn):
             yield conn
         return
-    async with engine.begin() as conn:
+    async with engine.connect() as conn, begin_with_hooks(conn):
         yield conn
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hub.bus.kafka import KafkaLog, KafkaRelay, ensure_topic, run_relay
 from hub.bus.port import BusMessage
 from hub.bus.sql import publish
-from hub.store.db import create_engine, create_schema
+from hub.store.db import create_engine, create_schema, write_transaction
 from hub.store.schema import deliveries, subscriptions
 
 pytestmark = pytest.mark.integration
@@ -249,3 +249,29 @@ async def test_a_row_kafka_refuses_is_dead_lettered_and_does_not_hold_up_the_per
                                       .where(bus_messages.c.relayed_at.is_(None)))).scalar_one()
     assert (dl.event_id, dl.handler, waiting) == (msgs[1].event_id, "kafka-relay", 0)
     assert "MessageSizeTooLargeError" in dl.reason
+
+
+async def test_rows_this_process_commits_are_relayed_at_once_not_at_the_next_poll(
+    outbox: AsyncEngine, kafka_bootstrap: str, topic: str,
+) -> None:
+    """The relay polls for other processes' rows; this process's commits wake it
+    (hub.bus.sql.publish_signal), so a change reaches Kafka without waiting a poll."""
+    relay = KafkaRelay(outbox, kafka_bootstrap)
+    await relay.start()
+    stop = asyncio.Event()
+    loop_task = asyncio.create_task(run_relay(relay, poll_seconds=30.0, stop=stop))
+    try:
+        await asyncio.sleep(0.5)  # the first run found nothing: the loop waits its poll
+        for round_ in range(3):
+            started = time.monotonic()
+            async with write_transaction(outbox) as conn:  # as the hub's writers commit (after-commit hooks)
+                for m in events(topic, 2, f"person-{round_}"):
+                    await publish(conn, m)
+            await wait_until(lambda: _none_pending(relay), timeout=5.0)
+            assert time.monotonic() - started < 5.0
+        got = await read_all(kafka_bootstrap, topic, 6)
+        assert len(got) == 6
+    finally:
+        stop.set()
+        await loop_task
+        await relay.close()
