@@ -135,6 +135,8 @@ async def main() -> None:
                     help="round trips to PostgreSQL per change in every hub process (bench/probe)")
     ap.add_argument("--separate-workers", action="store_true", help="the workers in a process of their own")
     ap.add_argument("--keep", action="store_true", help="keep the tmp dir (profiles, the hub's log)")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="post at a steady rate (changes/s, open loop) as bench_load.py --rate does")
     ap.add_argument("--warm-up", type=int, default=0, metavar="N",
                     help="first run a level of N changes (not reported, its own database) so that the measured "
                          "one meets a broker whose JVM has compiled its hot paths, as a running one has")
@@ -150,6 +152,7 @@ async def main() -> None:
             admin = pg.url().render_as_string(hide_password=False)
             ns = load.parser().parse_args([])  # bench_load's defaults, whatever options it gains
             ns.ingest_only, ns.log_level, ns.drain_timeout = args.ingest_only, args.log_level, args.drain_timeout
+            ns.rate = args.rate
             if args.warm_up:
                 warm_url = await create_database(admin, "s117_bench_warm")
                 load.HubProcess = lambda workdir, **kw: HubProcess(  # type: ignore[assignment]
