@@ -73,8 +73,14 @@ class FhirRestHookDeliverer(WebhookDeliverer):
                               events=[Event(row.event_number or 0, message, row.message_id, row.created_at)])
         return orjson.dumps(bundle)
 
+    heartbeat_check_seconds = 1.0  # heartbeat periods are whole seconds: checked at most this often
+    _heartbeats_checked = float("-inf")
+
     async def _observe(self) -> None:
-        await self.send_heartbeats()
+        now = time.monotonic()
+        if now - self._heartbeats_checked >= self.heartbeat_check_seconds:
+            self._heartbeats_checked = now
+            await self.send_heartbeats()
 
     async def send_heartbeats(self) -> int:
         """Start a heartbeat for every active subscription whose period has passed

@@ -242,13 +242,24 @@ class SubscriptionDeliverer:
     _max_in_flight: int = 100
     _slots: asyncio.Semaphore | None = None
     stop_grace_seconds: float = 5.0
+    # Polls that find nothing to do (no head due, no drain running) come further
+    # apart, doubling up to this, and never later than the next head falls due:
+    # a wake-up (`wake`: this process's dispatcher queued deliveries) is at once
+    # whatever the wait. What only a poll finds (another process's deliveries
+    # with no wake-up, an operator's retry) waits at most this long.
+    idle_poll_max_seconds: float = 1.0
+    _next_due_in: float | None = None  # seconds until the earliest head not yet due (the last poll's)
 
     async def _due_heads(self, busy: Any = ()) -> list[Any]:
         """The due head of every subscription on this channel, except those in `busy`."""
         # A read (a WAL snapshot on SQLite, inline): polling never queues behind a writer.
         async with snapshot(self._engine) as conn:
-            heads = due(await pending_heads(conn, self.channel))
-        return [h for h in heads if h.subscription_id not in busy]
+            heads = await pending_heads(conn, self.channel)
+        now = datetime.now(UTC)
+        ready = due(heads, now)
+        later = [aware(h.next_attempt_at) for h in heads if aware(h.next_attempt_at) > now]
+        self._next_due_in = (min(later) - now).total_seconds() if later else None
+        return [h for h in ready if h.subscription_id not in busy]
 
     async def run_once(self) -> int:
         """Drain every subscription with a due head (up to a batch each) and
@@ -270,6 +281,7 @@ class SubscriptionDeliverer:
                           exc_type=type(task.exception()).__name__)
             wake.set()
 
+        idle_wait = poll_seconds
         try:
             while not stop.is_set():
                 wake.clear()
@@ -279,6 +291,7 @@ class SubscriptionDeliverer:
                 except Exception as exc:  # noqa: BLE001 - the store may be briefly unavailable: log, poll again
                     log.error("delivery loop error", channel=self.channel, exc_type=type(exc).__name__)
                     heads = []
+                    self._next_due_in = None
                 for head in heads:
                     sid = head.subscription_id
                     if sid not in tasks:
@@ -286,9 +299,16 @@ class SubscriptionDeliverer:
                                                    name=f"{self.channel}:{sid}")
                         tasks[sid] = task
                         task.add_done_callback(lambda t, sid=sid: finished(sid, t))
+                if heads or tasks:
+                    idle_wait, wait = poll_seconds, poll_seconds
+                else:  # nothing to do: poll less often (`idle_poll_max_seconds`), not past the next head's time
+                    wait = idle_wait
+                    idle_wait = min(max(idle_wait * 2, poll_seconds), max(self.idle_poll_max_seconds, poll_seconds))
+                    if self._next_due_in is not None:
+                        wait = min(wait, max(self._next_due_in, 0.0) + 0.005)
                 waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
                 try:
-                    await asyncio.wait(waiters, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     for w in waiters:
                         w.cancel()
