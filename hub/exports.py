@@ -58,6 +58,7 @@ from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.reconciliation import PAGE, _hub_people
 from hub.sharing import SharingAgreements
+from hub.store.db import read_only
 from hub.store.schema import (
     bus_messages,
     council_exports,
@@ -245,11 +246,10 @@ class ExportService:
 
     async def build_waiting(self) -> int:
         """Build every export queued or left half-built (a restart)."""
-        async with self._engine.connect() as conn:
+        async with read_only(self._engine) as conn:  # PostgreSQL: no BEGIN/ROLLBACK around a poll's read
             rows = (await conn.execute(select(council_exports)
                                        .where(council_exports.c.state.in_(["queued", "building"]))
                                        .order_by(council_exports.c.created_at))).all()
-            await conn.rollback()
         for row in rows:
             await self.build(row)
         return len(rows)
@@ -420,11 +420,10 @@ class ExportService:
 
     async def scan_ack_folders(self) -> int:
         """A file the council moved (or copied) into outbound/ack/ is acknowledged."""
-        async with self._engine.connect() as conn:
+        async with read_only(self._engine) as conn:
             ready = (await conn.execute(select(council_exports.c.export_id, council_exports.c.org_code,
                                                council_exports.c.file_name)
                                         .where(council_exports.c.state == "ready"))).all()
-            await conn.rollback()
         n = 0
         for r in ready:
             if (outbound_dir(self._dir, r.org_code) / "ack" / r.file_name).exists():
@@ -433,10 +432,9 @@ class ExportService:
         return n
 
     async def unacknowledged(self) -> list[dict[str, Any]]:
-        async with self._engine.connect() as conn:
+        async with read_only(self._engine) as conn:
             rows = (await conn.execute(select(council_exports).where(council_exports.c.state == "ready")
                                        .order_by(council_exports.c.ready_at))).all()
-            await conn.rollback()
         now = self._now()
         out = [export_json(r, now, self._alert) for r in rows]
         metrics.EXPORTS_UNACKNOWLEDGED.set(sum(1 for e in out if e["overdue"]))
@@ -445,19 +443,17 @@ class ExportService:
     async def run_schedules(self) -> int:
         """Queue the scheduled file of every council-file subscription whose time has come."""
         now = self._now()
+        # Read first, outside a write transaction (every poll; PostgreSQL: autocommit);
+        # only when a file is due is it read again and queued in one transaction.
+        async with read_only(self._engine) as conn:
+            if not any(_schedule_due(s, now) for s in (await conn.execute(_SCHEDULED)).all()):
+                return 0
         async with self._engine.begin() as conn:
-            subs = (await conn.execute(
-                select(council_file_subscriptions, subscriptions.c.org_code)
-                .join(subscriptions, subscriptions.c.subscription_id == council_file_subscriptions.c.subscription_id)
-                .where(subscriptions.c.active.is_(True)))).all()
+            subs = (await conn.execute(_SCHEDULED)).all()
             queued = 0
             for s in subs:
-                due = last_due(s.schedule, now)
-                last = s.last_run_at if s.last_run_at is None or s.last_run_at.tzinfo else s.last_run_at.replace(tzinfo=UTC)
-                if last is not None and last >= due:
+                if not _schedule_due(s, now):
                     continue
-                if last is None and due < (s.created_at if s.created_at.tzinfo else s.created_at.replace(tzinfo=UTC)):
-                    continue  # the first run is the first scheduled time after subscribing
                 await conn.execute(council_exports.insert().values(
                     export_id=str(uuid.uuid4()), org_code=s.org_code, subscription_id=s.subscription_id,
                     layout=s.layout, mode=s.mode, state="queued", record_count=0, created_at=now))
@@ -486,6 +482,22 @@ class ExportService:
         await self.scan_ack_folders()
         await self.unacknowledged()
         return busy
+
+
+_SCHEDULED = (select(council_file_subscriptions, subscriptions.c.org_code)
+              .join(subscriptions, subscriptions.c.subscription_id == council_file_subscriptions.c.subscription_id)
+              .where(subscriptions.c.active.is_(True)))
+
+
+def _schedule_due(s: Any, now: datetime) -> bool:
+    """A council-file subscription's scheduled file is due (not yet run since its last scheduled time)."""
+    due = last_due(s.schedule, now)
+    last = s.last_run_at if s.last_run_at is None or s.last_run_at.tzinfo else s.last_run_at.replace(tzinfo=UTC)
+    if last is not None and last >= due:
+        return False
+    if last is None and due < (s.created_at if s.created_at.tzinfo else s.created_at.replace(tzinfo=UTC)):
+        return False  # the first run is the first scheduled time after subscribing
+    return True
 
 
 def _date(value: Any) -> date | None:
