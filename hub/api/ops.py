@@ -7,6 +7,7 @@ Nothing here returns personal data: ids, codes, counts and timestamps only.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fastapi import APIRouter
 from sqlalchemy import func, select
@@ -150,6 +151,13 @@ def _replay_handlers(hub, handler: str) -> list:  # noqa: ANN001
     return found
 
 
+def _wake_deliverers(hub: Any) -> None:
+    """Deliveries made due now: this process's deliverers look at once rather than at
+    their next (idle) poll; deliverers in another process find them by polling."""
+    for deliverer in hub.deliverers():
+        deliverer.wake()
+
+
 @router.post("/deliveries/{delivery_id}/retry", summary="Send a dead (or waiting) webhook delivery again now")
 async def retry_delivery(delivery_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "hub:admin")
@@ -163,6 +171,7 @@ async def retry_delivery(delivery_id: str, hub: HubDep, client: ClientDep) -> di
     if result.rowcount == 0:
         raise ProblemError(404, "not-found", "Not found", "no undelivered delivery with that id")
     log.info("delivery requeued", delivery_id=delivery_id, source=client.client_id)
+    _wake_deliverers(hub)
     return {"delivery_id": delivery_id, "status": "pending"}
 
 
@@ -184,6 +193,7 @@ async def replay_subscription(subscription_id: str, since: datetime, hub: HubDep
         await record_operator_action(conn, client.client_id, "replay-subscription", subscription_id,
                                      {"since": since.isoformat(), "requeued": result.rowcount})
     log.info("subscription replay", subscription_id=subscription_id, count=result.rowcount, source=client.client_id)
+    _wake_deliverers(hub)
     return {"subscription_id": subscription_id, "requeued": result.rowcount, "purged_by_retention": purged}
 
 

@@ -152,3 +152,33 @@ async def test_readiness_reports_the_store_and_workers(app_hub, monkeypatch):
     monkeypatch.setattr(app_hub.hub, "engine", StoreDown())
     r = await app_hub.http.get("/health/ready")
     assert r.status_code == 503 and r.json()["status"] == "not-ready"
+
+
+async def test_an_operators_retry_and_replay_requeue_and_wake_the_deliverers(app_hub, admin, monkeypatch):
+    from sqlalchemy import select, update
+
+    from hub.store.schema import deliveries
+
+    await _subscribe_and_push(app_hub)
+    await app_hub.hub.dispatcher.run_once()
+    woken: list[str] = []
+    for d in app_hub.hub.deliverers():
+        monkeypatch.setattr(d, "wake", lambda channel=d.channel: woken.append(channel))
+    async with app_hub.hub.engine.begin() as conn:
+        row = (await conn.execute(select(deliveries.c.delivery_id, deliveries.c.subscription_id).limit(1))).one()
+        await conn.execute(update(deliveries).where(deliveries.c.delivery_id == row.delivery_id)
+                           .values(status="dead", attempts=5))
+    r = await app_hub.http.post(f"/v1/ops/deliveries/{row.delivery_id}/retry", headers=admin)
+    assert r.status_code == 200 and r.json()["status"] == "pending"
+    async with app_hub.hub.engine.connect() as conn:
+        status, attempts = (await conn.execute(select(deliveries.c.status, deliveries.c.attempts)
+                                               .where(deliveries.c.delivery_id == row.delivery_id))).one()
+    assert (status, attempts) == ("pending", 0)
+    assert "webhook" in woken, "the deliverers would find the retry only at their next idle poll"
+
+    woken.clear()
+    r = await app_hub.http.post(f"/v1/ops/subscriptions/{row.subscription_id}/replay",
+                                params={"since": "2000-01-01T00:00:00Z"}, headers=admin)
+    assert r.status_code == 200 and r.json()["requeued"] >= 1
+    assert "webhook" in woken
+    assert (await app_hub.http.post("/v1/ops/deliveries/no-such-id/retry", headers=admin)).status_code == 404
