@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from adapters.hl7v2 import Disposition, Header, HL7Problem, MappingResult, build_ack, map_adt
 from adapters.hl7v2.mapping import APPLICATION_ERROR
 from hub.domain.access import TEXTS, Rule
+from hub.ids import uuid4
 from hub.ingest.service import Client, IngestService, Outcome
 from hub.ingest.validation import FieldProblem
 from hub.observability.logging import get_logger
@@ -327,7 +328,7 @@ class MllpServer:
     async def handle(self, payload: bytes, peer_org: str | None = None) -> str:
         """One framed message -> its ACK text, after everything is durable.
         `peer_org`: the ODS code in the sender's TLS client certificate, if any."""
-        correlation_id = str(uuid.uuid4())
+        correlation_id = uuid4()
         structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
         try:
             return await self._handle(payload, peer_org)

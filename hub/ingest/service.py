@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from hub.ids import uuid5
+from hub.ids import uuid4, uuid5
 from hub.access import AccessPolicy, caller_of, record_decision
 from hub.bus.port import EVENTS_TOPIC, BusMessage
 from hub.bus.sql import lock_topic, publish
@@ -76,6 +76,7 @@ _UPDATE_DETAILS = Prepared(persons.update().where(persons.c.person_id == bindpar
 _PERSON_CHANGES = Prepared(select(register_changes.c.canonical)
                            .where(register_changes.c.person_id == bindparam("person_id")))
 _INSERT_PERSON: dict[str, Any] = {}  # dialect name -> INSERT ... ON CONFLICT DO NOTHING, built once
+_INSERT_NEW_PERSON = persons.insert()
 
 
 def _insert_person(dialect: Any) -> Any:
@@ -356,9 +357,9 @@ class IngestService:
         # Changes from every channel are written in shared transactions (one
         # fsync per short batch); on PostgreSQL each batch takes the event
         # topic's lock first, so batches of two instances queue, not deadlock.
-        # On PostgreSQL a batch's people, earlier answers and histories are
-        # read in three statements for the batch (hub/ingest/prefetch.py).
-        self._prefetching = engine.dialect.name == "postgresql"
+        # A batch's people, earlier answers and histories are read in three
+        # statements for the batch (hub/ingest/prefetch.py), on SQLite too.
+        self._prefetching = engine.dialect.name in ("postgresql", "sqlite")
         self._commit = GroupCommit(engine, max_batch=batch_max, max_wait=batch_wait,
                                    before_batch=lambda conn: lock_topic(conn, EVENTS_TOPIC),
                                    prefetch=read_batch if self._prefetching else None)
@@ -610,7 +611,7 @@ class IngestService:
 
             sl, body = await write_recorded(conn, client, change_in, change, after, events, person_id,
                                             correlation_id, channel, now, self._ref.bank_holidays())
-            await record_status(conn, person_id, after, late=sl.state == "breach")  # the report's counts
+            await record_status(conn, person_id, after, late=sl.state == "breach", new=created)  # the report's counts
             await conn.execute(
                 _INSERT_RESULT, dict(
                     source=client.client_id, source_message_id=change_in.source_message_id,
@@ -665,7 +666,15 @@ class IngestService:
         # First sight of this person. Two first sights at once must not fail on
         # the unique index: DO NOTHING waits for the other insert, then the
         # select finds and locks whichever row won.
-        person_id = str(uuid.uuid4())
+        person_id = uuid4()
+        if pre is not None and conn.dialect.name == "sqlite":
+            # The batch read its people holding SQLite's write lock: nobody can
+            # insert this one before it commits (and no other unit of the batch
+            # is about them): a plain insert, with the batch's other inserts.
+            # Ahead of the batch's other inserts: its changes name the person.
+            await conn.insert_first(_INSERT_NEW_PERSON, {"person_id": person_id, "nhs_number_index": index,
+                                                         "details": details, "created_at": now, "updated_at": now})
+            return person_id, True, None
         inserted = (await execute_prepared(conn, _insert_person(conn.dialect),
                                            {"pid": person_id, "index": index, "details": details, "at": now})).first()
         if inserted is not None:  # ours (and, being new, locked by this transaction until commit)
@@ -697,7 +706,7 @@ class IngestService:
     @staticmethod
     def _canonical(c: RegisterChangeIn, client: Client, person_id: str, today: date) -> RegisterChange:
         return RegisterChange(
-            change_id=str(uuid.uuid4()),
+            change_id=uuid4(),
             person_id=person_id,
             change_type=c.change_type,
             effective_date=c.effective_date,
