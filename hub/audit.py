@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, bindparam, delete, func, select, text
+from sqlalchemy import JSON, Boolean, Integer, String, Table, bindparam, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.ids import uuid5
@@ -106,11 +106,37 @@ def register_source(source: Source) -> None:
 
 
 def _content(source: Source, row: Any) -> dict[str, Any]:
-    """The record as JSON values (what the entry stores and its hash covers)."""
+    """The record as JSON values (what the entry stores and its hash covers):
+    `_jsonable` of each column's value. A row of the source's columns in table
+    order (as `select(table)` gives) is taken whole, and only the columns
+    whose values can be a datetime, a date or bytes are converted: for any
+    other value `_jsonable` is the value itself (three entries a message,
+    fifteen columns each)."""
+    names, convert = _content_plan(source.table)
     content: dict[str, Any] = {"source": source.name}
-    for name in _columns(source.table):
+    if getattr(row, "_fields", None) == names:
+        content.update(zip(names, row))
+        for i, name in convert:
+            content[name] = _jsonable(row[i])
+        return content
+    for name in names:
         content[name] = _jsonable(getattr(row, name))
     return content
+
+
+# Column types whose values (as read) are never a datetime, a date or bytes: `_jsonable` leaves them as they are.
+_AS_READ = (String, Integer, Boolean, JSON)
+_CONTENT_PLANS: dict[Table, tuple[tuple[str, ...], tuple[tuple[int, str], ...]]] = {}
+
+
+def _content_plan(table: Table) -> tuple[tuple[str, ...], tuple[tuple[int, str], ...]]:
+    """The table's column names in order, and (position, name) of those `_jsonable` may change."""
+    got = _CONTENT_PLANS.get(table)
+    if got is None:
+        names = _columns(table)
+        convert = tuple((i, str(c.name)) for i, c in enumerate(table.columns) if not isinstance(c.type, _AS_READ))
+        got = _CONTENT_PLANS[table] = (names, convert)
+    return got
 
 
 _COLUMNS: dict[Table, tuple[str, ...]] = {}
@@ -188,11 +214,13 @@ class AuditChain:
             entries = []
             for at, name, rid, source, r in rows:
                 seq += 1
-                content = _content(source, r)
-                h = entry_hash(prev, content)
+                # The content's canonical JSON is what the hash covers and what is stored (as
+                # written, not serialised again: the same document, its keys sorted).
+                body = canonical(_content(source, r))
+                h = hashlib.sha256(prev.encode() + body).hexdigest()
                 entries.append({"seq": seq, "kind": source.kind(r), "source": name, "source_id": rid,
                                 "at": at, "person_id": source.person(r), "org": source.org(r),
-                                "content": content, "prev_hash": prev, "entry_hash": h})
+                                "content": orjson.Fragment(body), "prev_hash": prev, "entry_hash": h})
                 prev = h
                 cursors[name] = max(cursors[name], rid)
             if entries:
