@@ -16,10 +16,10 @@ Listen only on a network the trusts' interface engines alone can reach
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -428,7 +428,7 @@ class MllpServer:
              quarantine_id: str | None = None) -> str:
         if quarantine_id:
             text = f"{text}; quarantine id {quarantine_id}"
-        return build_ack(header, code, uuid.uuid4().hex[:20], datetime.now(UTC), text, problems)
+        return build_ack(header, code, os.urandom(10).hex(), datetime.now(UTC), text, problems)  # MSH-10: 20 hex digits
 
     async def _source(self, facility: str) -> Client | None:
         """The trust client whose org_code is the sending facility. Several
