@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -139,6 +140,7 @@ def _content_plan(table: Table) -> tuple[tuple[str, ...], tuple[tuple[int, str],
     return got
 
 
+_ORDER = itemgetter(0, 1, 2)
 _COLUMNS: dict[Table, tuple[str, ...]] = {}
 _NEW_RECORDS: dict[tuple[Table, str], Prepared] = {}
 _CURSOR = Prepared(select(audit_cursors.c.last_id).where(audit_cursors.c.source == bindparam("source")))
@@ -203,16 +205,17 @@ class AuditChain:
         async with write_transaction(self._engine) as conn:  # SQLite: the shared inline writer
             await self._lock(conn)
             seq, prev = await self._head(conn)
-            rows: list[tuple[datetime, str, int, Source, Any]] = []
+            rows: list[tuple[Any, str, int, datetime, Source, Any]] = []
             cursors: dict[str, int] = {}
             for source in SOURCES:
                 cur = (await execute_prepared(conn, _CURSOR, {"source": source.name})).scalar() or 0
                 for r in (await execute_prepared(conn, _new_records(source), {"after": cur})).all():
-                    rows.append((source.at(r), source.name, getattr(r, source.id_column), source, r))
+                    at = source.at(r)
+                    rows.append((_jsonable(at), source.name, getattr(r, source.id_column), at, source, r))
                 cursors[source.name] = cur
-            rows.sort(key=lambda t: (_jsonable(t[0]), t[1], t[2]))
+            rows.sort(key=_ORDER)  # by time (as the entry writes it), source, id
             entries = []
-            for at, name, rid, source, r in rows:
+            for _when, name, rid, at, source, r in rows:
                 seq += 1
                 # The content's canonical JSON is what the hash covers and what is stored (as
                 # written, not serialised again: the same document, its keys sorted).

@@ -541,7 +541,8 @@ class IngestService:
         for attempt in range(1, RECORD_ATTEMPTS + 1):
             try:
                 result = await self._commit.run(
-                    lambda conn: self._record_once(conn, client, change_in, channel, today, correlation_id, digest),
+                    lambda conn: self._record_once(conn, client, change_in, channel, today, correlation_id, digest,
+                                                   hint.index if hint is not None else None),
                     keys=(("person", nhs_number), ("message", client.client_id, change_in.source_message_id)),
                     hint=hint)
                 if isinstance(result, _Refused):
@@ -563,21 +564,25 @@ class IngestService:
 
     async def _record_once(
         self, conn: WriteBehind, client: Client, change_in: RegisterChangeIn, channel: str, today: date,
-        correlation_id: str, digest: str | None = None,
+        correlation_id: str, digest: str | None = None, index: str | None = None,
     ) -> Outcome | _Refused | _Replay:
         """One change's unit of work, run by the group commit inside a batch's
         transaction (`conn.begin()` is the unit's share of it; see group_commit)."""
         now = datetime.now(UTC)
         nhs_number = normalise(change_in.person.nhs_number)
-        details = orjson.dumps(change_in.person.model_dump(mode="json", exclude_none=True) | {"nhs_number": nhs_number})
+
+        def encrypted() -> bytes:  # a new person's details, made only for one
+            return self._protector.encrypt(orjson.dumps(
+                change_in.person.model_dump(mode="json", exclude_none=True) | {"nhs_number": nhs_number}))
+
         async with conn.begin() as tx:
             # Lock the person first: from here on no other change for them can
             # commit, so the look for a duplicate and the history read below
             # see every change committed before this one (SQLite: BEGIN IMMEDIATE).
-            encrypted = self._protector.encrypt(details)
-            # What the batch read for all its changes at once (PostgreSQL), else None.
+            # What the batch read for all its changes at once, else None.
             pre: BatchReads | None = getattr(conn, "prefetched", None)
-            person_id, created, stored = await self._lock_or_create_person(conn, nhs_number, encrypted, now, pre)
+            person_id, created, stored = await self._lock_or_create_person(conn, nhs_number, encrypted, now, pre,
+                                                                           index)
             # The first answer to this source message id, if any (see accept_mapped).
             if pre is not None:
                 replay = self._answer_from(pre.answers.get((client.client_id, change_in.source_message_id)),
@@ -655,13 +660,16 @@ class IngestService:
                                                              "new_details": self._protector.encrypt(orjson.dumps(merged))})
 
     async def _lock_or_create_person(
-        self, conn: AsyncConnection, nhs_number: str, details: bytes, now: datetime,
-        pre: BatchReads | None = None,
+        self, conn: AsyncConnection, nhs_number: str, details: bytes | Callable[[], bytes], now: datetime,
+        pre: BatchReads | None = None, index: str | None = None,
     ) -> tuple[str, bool, bytes | None]:
         """The person's id, their row locked until commit; True if made now;
         their stored (encrypted) details, read with the lock (None if made now).
-        `pre`: the batch's people, locked already (not among them: new to the register)."""
-        index = self._protector.index(nhs_number)
+        `details`: a new person's (encrypted) details, or what makes them, called only for one.
+        `pre`: the batch's people, locked already (not among them: new to the register).
+        `index`: the NHS number's index, if already worked out."""
+        if index is None:
+            index = self._protector.index(nhs_number)
         if pre is not None:
             found = pre.people.get(index)
             if found is not None:
@@ -677,6 +685,8 @@ class IngestService:
         # the unique index: DO NOTHING waits for the other insert, then the
         # select finds and locks whichever row won.
         person_id = uuid4()
+        if callable(details):
+            details = details()
         if pre is not None and conn.dialect.name == "sqlite":
             # The batch read its people holding SQLite's write lock: nobody can
             # insert this one before it commits (and no other unit of the batch

@@ -53,9 +53,9 @@ async def test_a_batch_answers_each_change_as_it_would_alone(store_hub) -> None:
     prefetched: list[bool] = []
     lock_or_create = ingest._lock_or_create_person
 
-    async def spy(conn, nhs_number, details, now, pre=None):  # noqa: ANN001, ANN202
+    async def spy(conn, nhs_number, details, now, pre=None, index=None):  # noqa: ANN001, ANN202
         prefetched.append(pre is not None)
-        return await lock_or_create(conn, nhs_number, details, now, pre)
+        return await lock_or_create(conn, nhs_number, details, now, pre, index)
 
     ingest._lock_or_create_person = spy
     fallbacks = metrics.INGEST_FALLBACKS._value.get()
