@@ -251,7 +251,8 @@ class AuditChain:
                 scanned = (await conn.execute(select(func.max(audit_checkpoints.c.last_seq)))).scalar() or 0
             last_of = dict(self._last_of)
             for at, seq, h in (await execute_prepared(conn, _CHAIN_AFTER, {"after": scanned})).all():
-                last_of[(at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).date()] = (seq, h)
+                # The entry's UTC day (a naive time is UTC: SQLite gives them so).
+                last_of[at.date() if at.tzinfo is None else at.astimezone(UTC).date()] = (seq, h)
                 scanned = seq
             finished = sorted(d for d in last_of if d < today)
             if finished:
