@@ -94,13 +94,21 @@ def _insert_person(dialect: Any) -> Any:
     return stmt
 
 
-_ACCEPTED: dict[str, Any] = {}  # channel -> its "accepted" counter (`labels` costs more than `inc`)
+_COUNTERS: dict[tuple[Any, str], Any] = {}  # (metric, label) -> its child (`labels` costs more than `inc`)
 
 
 def _accepted(channel: str) -> Any:
-    got = _ACCEPTED.get(channel)
+    got = _COUNTERS.get((metrics.INGEST, channel))
     if got is None:
-        got = _ACCEPTED[channel] = metrics.INGEST.labels(channel=channel, outcome="accepted")
+        got = _COUNTERS[(metrics.INGEST, channel)] = metrics.INGEST.labels(channel=channel, outcome="accepted")
+    return got
+
+
+def _counter(metric: Any, value: str) -> Any:
+    """A one-label metric's child for `value`."""
+    got = _COUNTERS.get((metric, value))
+    if got is None:
+        got = _COUNTERS[(metric, value)] = metric.labels(value)
     return got
 
 
@@ -635,7 +643,7 @@ class IngestService:
             )
         _accepted(channel).inc()
         if sl.state != "met":
-            metrics.SERVICE_LEVEL.labels(state=sl.state).inc()
+            _counter(metrics.SERVICE_LEVEL, sl.state).inc()
         log.info("register change accepted", source=client.client_id, channel=channel,
                  change_id=change.change_id, person_id=person_id, change_type=change.change_type.value,
                  count=len(events), correlation_id=correlation_id, status=sl.state)
