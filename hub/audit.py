@@ -147,6 +147,11 @@ _CURSOR = Prepared(select(audit_cursors.c.last_id).where(audit_cursors.c.source 
 _CURSOR_MOVES: dict[str, Prepared] = {}
 _CHAIN_AFTER = Prepared(select(audit_chain.c.at, audit_chain.c.seq, audit_chain.c.entry_hash)
                         .where(audit_chain.c.seq > bindparam("after")).order_by(audit_chain.c.seq))
+# SQLite: the last entry of each day after `after`. With one max() aggregate SQLite takes a bare
+# column (the hash) from the row holding the maximum (sqlite.org/lang_select.html, "bare columns").
+_DAY = func.substr(audit_chain.c.at, 1, 10, type_=String).label("day")
+_DAYS_AFTER = Prepared(select(_DAY, func.max(audit_chain.c.seq).label("seq"), audit_chain.c.entry_hash)
+                       .where(audit_chain.c.seq > bindparam("after")).group_by(_DAY))
 
 
 def _columns(table: Table) -> tuple[str, ...]:
@@ -250,10 +255,16 @@ class AuditChain:
             if scanned is None:
                 scanned = (await conn.execute(select(func.max(audit_checkpoints.c.last_seq)))).scalar() or 0
             last_of = dict(self._last_of)
-            for at, seq, h in (await execute_prepared(conn, _CHAIN_AFTER, {"after": scanned})).all():
-                # The entry's UTC day (a naive time is UTC: SQLite gives them so).
-                last_of[at.date() if at.tzinfo is None else at.astimezone(UTC).date()] = (seq, h)
-                scanned = seq
+            if conn.dialect.name == "sqlite":
+                # Each day's last entry found by SQLite: a row a day, not one an entry (a
+                # time is stored as its UTC fields, 'YYYY-MM-DD HH:MM:SS...': its day first).
+                for day, seq, h in (await execute_prepared(conn, _DAYS_AFTER, {"after": scanned})).all():
+                    last_of[date.fromisoformat(day)] = (seq, h)
+                    scanned = max(scanned, seq)
+            else:
+                for at, seq, h in (await execute_prepared(conn, _CHAIN_AFTER, {"after": scanned})).all():
+                    last_of[(at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).date()] = (seq, h)
+                    scanned = seq
             finished = sorted(d for d in last_of if d < today)
             if finished:
                 done = set((await conn.execute(select(audit_checkpoints.c.day)
