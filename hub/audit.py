@@ -25,10 +25,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from operator import itemgetter
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, bindparam, delete, func, select, text
+from sqlalchemy import JSON, Boolean, Integer, String, Table, bindparam, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.ids import uuid5
@@ -106,19 +107,51 @@ def register_source(source: Source) -> None:
 
 
 def _content(source: Source, row: Any) -> dict[str, Any]:
-    """The record as JSON values (what the entry stores and its hash covers)."""
+    """The record as JSON values (what the entry stores and its hash covers):
+    `_jsonable` of each column's value. A row of the source's columns in table
+    order (as `select(table)` gives) is taken whole, and only the columns
+    whose values can be a datetime, a date or bytes are converted: for any
+    other value `_jsonable` is the value itself (three entries a message,
+    fifteen columns each)."""
+    names, convert = _content_plan(source.table)
     content: dict[str, Any] = {"source": source.name}
-    for name in _columns(source.table):
+    if getattr(row, "_fields", None) == names:
+        content.update(zip(names, row))
+        for i, name in convert:
+            content[name] = _jsonable(row[i])
+        return content
+    for name in names:
         content[name] = _jsonable(getattr(row, name))
     return content
 
 
+# Column types whose values (as read) are never a datetime, a date or bytes: `_jsonable` leaves them as they are.
+_AS_READ = (String, Integer, Boolean, JSON)
+_CONTENT_PLANS: dict[Table, tuple[tuple[str, ...], tuple[tuple[int, str], ...]]] = {}
+
+
+def _content_plan(table: Table) -> tuple[tuple[str, ...], tuple[tuple[int, str], ...]]:
+    """The table's column names in order, and (position, name) of those `_jsonable` may change."""
+    got = _CONTENT_PLANS.get(table)
+    if got is None:
+        names = _columns(table)
+        convert = tuple((i, str(c.name)) for i, c in enumerate(table.columns) if not isinstance(c.type, _AS_READ))
+        got = _CONTENT_PLANS[table] = (names, convert)
+    return got
+
+
+_ORDER = itemgetter(0, 1, 2)
 _COLUMNS: dict[Table, tuple[str, ...]] = {}
 _NEW_RECORDS: dict[tuple[Table, str], Prepared] = {}
 _CURSOR = Prepared(select(audit_cursors.c.last_id).where(audit_cursors.c.source == bindparam("source")))
 _CURSOR_MOVES: dict[str, Prepared] = {}
 _CHAIN_AFTER = Prepared(select(audit_chain.c.at, audit_chain.c.seq, audit_chain.c.entry_hash)
                         .where(audit_chain.c.seq > bindparam("after")).order_by(audit_chain.c.seq))
+# SQLite: the last entry of each day after `after`. With one max() aggregate SQLite takes a bare
+# column (the hash) from the row holding the maximum (sqlite.org/lang_select.html, "bare columns").
+_DAY = func.substr(audit_chain.c.at, 1, 10, type_=String).label("day")
+_DAYS_AFTER = Prepared(select(_DAY, func.max(audit_chain.c.seq).label("seq"), audit_chain.c.entry_hash)
+                       .where(audit_chain.c.seq > bindparam("after")).group_by(_DAY))
 
 
 def _columns(table: Table) -> tuple[str, ...]:
@@ -177,22 +210,25 @@ class AuditChain:
         async with write_transaction(self._engine) as conn:  # SQLite: the shared inline writer
             await self._lock(conn)
             seq, prev = await self._head(conn)
-            rows: list[tuple[datetime, str, int, Source, Any]] = []
+            rows: list[tuple[Any, str, int, datetime, Source, Any]] = []
             cursors: dict[str, int] = {}
             for source in SOURCES:
                 cur = (await execute_prepared(conn, _CURSOR, {"source": source.name})).scalar() or 0
                 for r in (await execute_prepared(conn, _new_records(source), {"after": cur})).all():
-                    rows.append((source.at(r), source.name, getattr(r, source.id_column), source, r))
+                    at = source.at(r)
+                    rows.append((_jsonable(at), source.name, getattr(r, source.id_column), at, source, r))
                 cursors[source.name] = cur
-            rows.sort(key=lambda t: (_jsonable(t[0]), t[1], t[2]))
+            rows.sort(key=_ORDER)  # by time (as the entry writes it), source, id
             entries = []
-            for at, name, rid, source, r in rows:
+            for _when, name, rid, at, source, r in rows:
                 seq += 1
-                content = _content(source, r)
-                h = entry_hash(prev, content)
+                # The content's canonical JSON is what the hash covers and what is stored (as
+                # written, not serialised again: the same document, its keys sorted).
+                body = canonical(_content(source, r))
+                h = hashlib.sha256(prev.encode() + body).hexdigest()
                 entries.append({"seq": seq, "kind": source.kind(r), "source": name, "source_id": rid,
                                 "at": at, "person_id": source.person(r), "org": source.org(r),
-                                "content": content, "prev_hash": prev, "entry_hash": h})
+                                "content": orjson.Fragment(body), "prev_hash": prev, "entry_hash": h})
                 prev = h
                 cursors[name] = max(cursors[name], rid)
             if entries:
@@ -219,9 +255,16 @@ class AuditChain:
             if scanned is None:
                 scanned = (await conn.execute(select(func.max(audit_checkpoints.c.last_seq)))).scalar() or 0
             last_of = dict(self._last_of)
-            for at, seq, h in (await execute_prepared(conn, _CHAIN_AFTER, {"after": scanned})).all():
-                last_of[(at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).date()] = (seq, h)
-                scanned = seq
+            if conn.dialect.name == "sqlite":
+                # Each day's last entry found by SQLite: a row a day, not one an entry (a
+                # time is stored as its UTC fields, 'YYYY-MM-DD HH:MM:SS...': its day first).
+                for day, seq, h in (await execute_prepared(conn, _DAYS_AFTER, {"after": scanned})).all():
+                    last_of[date.fromisoformat(day)] = (seq, h)
+                    scanned = max(scanned, seq)
+            else:
+                for at, seq, h in (await execute_prepared(conn, _CHAIN_AFTER, {"after": scanned})).all():
+                    last_of[(at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).date()] = (seq, h)
+                    scanned = seq
             finished = sorted(d for d in last_of if d < today)
             if finished:
                 done = set((await conn.execute(select(audit_checkpoints.c.day)

@@ -8,6 +8,7 @@ object's construction and formatting cost more than the SHA-1."""
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 
 
@@ -18,4 +19,16 @@ def uuid5(namespace: uuid.UUID, name: str) -> str:
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def uuid4() -> str:
+    """RFC 4122 section 4.4: 122 random bits (os.urandom, as `uuid.uuid4`),
+    version 4, the RFC 4122 variant; `str(uuid.uuid4())` without the `UUID`
+    object (a register change takes several: its id, a new person's, the
+    message's correlation id)."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -16,25 +16,27 @@ Listen only on a network the trusts' interface engines alone can reach
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.hl7v2 import Disposition, Header, HL7Problem, MappingResult, build_ack, map_adt
 from adapters.hl7v2.mapping import APPLICATION_ERROR
 from hub.domain.access import TEXTS, Rule
+from hub.ids import uuid4
 from hub.ingest.service import Client, IngestService, Outcome
 from hub.ingest.validation import FieldProblem
 from hub.observability.logging import get_logger
+from hub.store.db import Prepared, execute_prepared, snapshot
 from hub.store.schema import api_clients
 
 log = get_logger("hub.mllp")
@@ -47,6 +49,10 @@ CHANNEL = "mllp"
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
 INTERNAL_ERROR = "207"  # HL7 table 0357: application internal error
 SOURCE_TTL = 5.0  # seconds a sending facility's trust client is remembered
+_SOURCE_CLIENTS = Prepared(
+    select(api_clients).where(api_clients.c.org_code == bindparam("facility"), api_clients.c.org_kind == "trust",
+                              api_clients.c.active.is_(True))
+    .order_by(api_clients.c.created_at, api_clients.c.client_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +187,7 @@ class MllpServer:
         # thousands of messages a minute from one facility; as for API keys
         # (hub/clients.py), a client made inactive stops within SOURCE_TTL seconds.
         self._sources: dict[str, tuple[float, Client]] = {}
+        self._looking_up: dict[str, asyncio.Future[Client | None]] = {}  # facility -> its read in flight
         self.refused = 0  # connections closed at once for being over a cap
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -327,7 +334,7 @@ class MllpServer:
     async def handle(self, payload: bytes, peer_org: str | None = None) -> str:
         """One framed message -> its ACK text, after everything is durable.
         `peer_org`: the ODS code in the sender's TLS client certificate, if any."""
-        correlation_id = str(uuid.uuid4())
+        correlation_id = uuid4()
         structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
         try:
             return await self._handle(payload, peer_org)
@@ -427,7 +434,7 @@ class MllpServer:
              quarantine_id: str | None = None) -> str:
         if quarantine_id:
             text = f"{text}; quarantine id {quarantine_id}"
-        return build_ack(header, code, uuid.uuid4().hex[:20], datetime.now(UTC), text, problems)
+        return build_ack(header, code, os.urandom(10).hex(), datetime.now(UTC), text, problems)  # MSH-10: 20 hex digits
 
     async def _source(self, facility: str) -> Client | None:
         """The trust client whose org_code is the sending facility. Several
@@ -438,13 +445,17 @@ class MllpServer:
         held = self._sources.get(facility)
         if held is not None and held[0] > time.monotonic():
             return held[1]
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(
-                select(api_clients).where(api_clients.c.org_code == facility, api_clients.c.org_kind == "trust",
-                                          api_clients.c.active.is_(True))
-                .order_by(api_clients.c.created_at, api_clients.c.client_id)
-            )).all()
-            await conn.rollback()
+        # One read per facility at a time: an engine's connections all find the
+        # remembered client expired at once, and wait for the one read.
+        pending = self._looking_up.get(facility)
+        if pending is None:
+            pending = self._looking_up[facility] = asyncio.ensure_future(self._look_up(facility))
+            pending.add_done_callback(lambda _f: self._looking_up.pop(facility, None))
+        return await asyncio.shield(pending)
+
+    async def _look_up(self, facility: str) -> Client | None:
+        async with snapshot(self._engine) as conn:  # SQLite: inline on the loop, no thread hop
+            rows = (await execute_prepared(conn, _SOURCE_CLIENTS, {"facility": facility})).all()
         for row in rows:
             if "register:write" in row.scopes:
                 client = Client(row.client_id, row.name, row.org_code, row.org_kind, tuple(row.scopes))

@@ -111,10 +111,18 @@ def _update(changed: frozenset[str]) -> Prepared:
     return got
 
 
-async def record_status(conn: Any, person_id: str, status: S117Status, late: bool) -> None:
+_INSERT_ROW = register_status.insert()
+
+
+async def record_status(conn: Any, person_id: str, status: S117Status, late: bool, new: bool = False) -> None:
     """In the change's transaction: the person's status after it, and one
-    more late change if this one was recorded late."""
+    more late change if this one was recorded late. `new`: the person was
+    made in this transaction, so has no row yet: a plain insert (in an ingest
+    batch, with the batch's other inserts), nothing read first."""
     row = status_row(person_id, status, 1 if late else 0)
+    if new:
+        await conn.execute(_INSERT_ROW, row)
+        return
     if conn.dialect.name == "sqlite":
         held = (await execute_prepared(conn, _READ_ROW, {"pid": person_id})).first()
         if held is not None:

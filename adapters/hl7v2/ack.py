@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import datetime
+from functools import lru_cache
 
 from adapters.hl7v2.mapping import Header, HL7Problem
 
@@ -37,14 +38,28 @@ def build_ack(
     header: Header, ack_code: str, control_id: str, now: datetime,
     text: str = "", problems: Iterable[HL7Problem] = (),
 ) -> str:
-    """ACK for `header`'s message: MSA-1 `ack_code`, MSA-2 the original MSH-10."""
-    event = header.trigger_event if header.trigger_event.isalnum() else ""
-    msh = "|".join([
-        "MSH", "^~\\&", HUB_APPLICATION, HUB_APPLICATION,
-        escape(header.sending_application), escape(header.sending_facility),
-        now.strftime("%Y%m%d%H%M%S"), "", f"ACK^{event}^ACK", control_id, "P", header.version or "2.4",
-    ])
-    msa = f"MSA|{ack_code}|{escape(header.control_id)}|{escape(text[:_MAX_TEXT])}"
-    segments = [msh, msa, *(err_segment(p) for p in problems)]
-    return "\r".join(segments) + "\r"
+    """ACK for `header`'s message: MSA-1 `ack_code`, MSA-2 the original MSH-10.
+
+    From a template: the MSH's fields before and after its time come from the
+    sender's header (one interface engine sends thousands with the same
+    application, facility, event and version) and MSA-3's text is one of a
+    few, each escaped once and remembered (`_msh_around`, `_escaped`)."""
+    head, tail = _msh_around(header.sending_application, header.sending_facility, header.trigger_event,
+                             header.version)
+    ack = (f"{head}{now.strftime('%Y%m%d%H%M%S')}{tail[0]}{control_id}{tail[1]}"
+           f"MSA|{ack_code}|{escape(header.control_id)}|{_escaped(text[:_MAX_TEXT])}\r")
+    for p in problems:
+        ack += err_segment(p) + "\r"
+    return ack
+
+
+@lru_cache(maxsize=256)
+def _msh_around(application: str, facility: str, trigger_event: str, version: str) -> tuple[str, tuple[str, str]]:
+    """The ACK's MSH up to its date/time (MSH-7), and the text between that and MSH-10 and after MSH-10."""
+    event = trigger_event if trigger_event.isalnum() else ""
+    head = "|".join(["MSH", "^~\\&", HUB_APPLICATION, HUB_APPLICATION, escape(application), escape(facility), ""])
+    return head, (f"||ACK^{event}^ACK|", f"|P|{version or '2.4'}\r")
+
+
+_escaped = lru_cache(maxsize=1024)(escape)  # MSA-3's texts: a few, sent again and again
 

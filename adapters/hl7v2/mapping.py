@@ -107,17 +107,17 @@ class _Msg:
     the dozen values the mapping reads (tests/unit/adapters compares every
     position of the fixtures with `hl7.parse`)."""
 
-    __slots__ = ("_segments", "_field_sep", "_rep", "_comp", "_sub", "_esc", "_escaper")
+    __slots__ = ("_segments", "_field_sep", "_rep", "_comp", "_sub", "_esc", "_plan", "_escaper")
 
     def __init__(self, text: str) -> None:
         # Raises hl7.ParseException (an HL7Exception) or IndexError, as hl7.parse
         # does, for text that does not start with an MSH segment and its delimiters.
         text = text.strip()  # as hl7.parse
-        plan = hl7.parser.create_parse_plan(text)
+        plan = self._plan = hl7.parser.create_parse_plan(text)
         # separators: segment, field, repetition, component, subcomponent
         _seg, self._field_sep, self._rep, self._comp, self._sub = plan.separators
         self._esc = plan.esc
-        self._escaper = hl7.Message("\r", [], esc=plan.esc, separators=plan.separators)
+        self._escaper: hl7.Message | None = None  # made for the first value with an escape sequence
         self._segments: dict[str, list[str]] = {}
         for segment in text.split("\r"):
             fields = segment.split(self._field_sep)
@@ -152,6 +152,8 @@ class _Msg:
         if not value:
             return ""
         if self._esc in value:
+            if self._escaper is None:
+                self._escaper = hl7.Message("\r", [], esc=self._plan.esc, separators=self._plan.separators)
             value = self._escaper.unescape(value)
         return value.strip()
 

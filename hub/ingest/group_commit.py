@@ -15,7 +15,8 @@ once, so a burst of N changes costs one fsync rather than N.
 - **Write-behind**: a plain `INSERT` executed with a parameter dict
   (`conn.execute(table.insert(), {...})`) is queued and executed at the end of
   the batch as one `executemany` per table and column set, in first-seen
-  table order (so foreign keys are satisfied); every other statement (reads,
+  table order (so foreign keys are satisfied; `insert_first`'s rows go
+  ahead of all of them); every other statement (reads,
   updates, `ON CONFLICT` inserts, locks) runs at once. A unit must not read
   back rows it inserted itself that way.
 - **Failure is per unit**: if any unit raises or asks to roll back
@@ -86,6 +87,7 @@ class _UnitTx:
             raise _Fallback
         self._wb.undo = True
         self._wb._queued.clear()
+        self._wb._first.clear()
         await self._wb.tx.rollback()
 
 
@@ -97,6 +99,7 @@ class WriteBehind:
         self._defer = defer
         self.tx = tx  # the unit's own transaction when it runs alone; None inside a batch
         self._queued: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}  # (table or statement, columns)
+        self._first: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}  # `insert_first`'s
         self.undo = False
         # What `GroupCommit`'s `prefetch` read for the whole batch (None: each unit reads for itself).
         self.prefetched: Any = None
@@ -146,10 +149,20 @@ class WriteBehind:
             return
         self._queued.setdefault((statement, tuple(parameters)), []).append(parameters)
 
+    async def insert_first(self, statement: Insert, parameters: dict[str, Any]) -> None:
+        """A plain INSERT queued ahead of every other statement of the batch,
+        whoever queued theirs first: rows the batch's other rows refer to (a
+        person new to the register, whose changes name them). At once when
+        not deferring."""
+        if not self._defer:
+            await self._conn.execute(statement, parameters)
+            return
+        self._first.setdefault((statement.table, tuple(parameters)), []).append(parameters)
+
     async def flush(self) -> None:
         # dicts keep insertion order: tables in the order first written.
-        queued, self._queued = self._queued, {}
-        for (target, _cols), rows in queued.items():
+        first, queued, self._first, self._queued = self._first, self._queued, {}, {}
+        for (target, _cols), rows in (*first.items(), *queued.items()):
             await self._conn.execute(target.insert() if isinstance(target, Table) else target, rows)
 
 

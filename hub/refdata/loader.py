@@ -93,6 +93,9 @@ class PublicReferenceData:
     """The `ReferenceData` port (hub/domain/ports.py) over the shipped files."""
 
     def __init__(self) -> None:
+        # (code, date) -> council_successors' answer: the reference data does not change once
+        # loaded, and every evaluation of a detention asks it (the dispatcher's again).
+        self._successors_of: dict[tuple[str, date], tuple[Org, ...]] = {}
         self._load_legal_status()
         self._load_councils()
         self._load_nhs_orgs()
@@ -243,10 +246,17 @@ class PublicReferenceData:
         """Every social services authority in place on `on` that holds the
         code's area. A lower-tier district code resolves to its county (or,
         after the district's abolition, to the unitary that replaced it)."""
-        out: list[Org] = []
-        self._successors(self._canonical_gss(gss_code), on, out, 0)
-        seen: set[str] = set()
-        return tuple(o for o in out if not (o.code in seen or seen.add(o.code)))
+        key = (gss_code, on)
+        got = self._successors_of.get(key)
+        if got is None:
+            out: list[Org] = []
+            self._successors(self._canonical_gss(gss_code), on, out, 0)
+            seen: set[str] = set()
+            got = tuple(o for o in out if not (o.code in seen or seen.add(o.code)))
+            if len(self._successors_of) >= 50_000:  # bounded: codes a day apart are many keys
+                self._successors_of.clear()
+            self._successors_of[key] = got
+        return got
 
     def _successors(self, gss: str, on: date, out: list[Org], depth: int) -> None:
         c = self._councils.get(gss)

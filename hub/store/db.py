@@ -293,15 +293,18 @@ def _json_column(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
 _DUMPS = partial(orjson.dumps, option=orjson.OPT_NON_STR_KEYS)  # _json_dumps, less its decode
 _DECODE = methodcaller("decode")
 _JSON_DOCUMENTS = frozenset({dict, list, orjson.Fragment, str, int, float, bool})
-_ISO_MICROSECONDS = methodcaller("isoformat", " ", "microseconds")
-_FIRST_26 = itemgetter(slice(0, 26))  # without the offset an aware datetime's isoformat ends with
+_TIME_MICROSECONDS = methodcaller("isoformat", "microseconds")
 
 
 # (SQLite type, its default storage format, the plain Python type, the same string by isoformat, and the
 # same for a column of them, in C)
 _FAST_FORMATS: tuple[tuple[Any, str, type, Callable[[Any], str], Callable[[Any], list[str]]], ...] = (
-    (sqlite.DATETIME, _SQLITE_DATETIME_FORMAT, datetime, lambda v: v.isoformat(" ", "microseconds")[:26],
-     lambda values: list(map(_FIRST_26, map(_ISO_MICROSECONDS, values)))),
+    # The date's and the time's isoformat joined: an aware value's own isoformat asks its tzinfo for the
+    # offset, a fifth more for a column of them (the hub's times are aware: `datetime.now(UTC)`).
+    (sqlite.DATETIME, _SQLITE_DATETIME_FORMAT, datetime,
+     lambda v: f"{v.date().isoformat()} {v.time().isoformat('microseconds')}",
+     lambda values: list(map("{} {}".format, map(date.isoformat, map(datetime.date, values)),
+                             map(_TIME_MICROSECONDS, map(datetime.time, values))))),
     (sqlite.DATE, _SQLITE_DATE_FORMAT, date, date.isoformat, lambda values: list(map(date.isoformat, values))),
 )
 

@@ -1,5 +1,5 @@
-"""Ingest batches on both stores: on PostgreSQL a batch's people, earlier
-answers and histories are read in three statements for the batch
+"""Ingest batches on both stores: a batch's people, earlier answers and
+histories are read in three statements for the batch
 (hub/ingest/prefetch.py); every change must get exactly the answer it would
 get alone: events from the person's whole history, a repeat's first answer,
 a 409 for a message id reused with another payload, a new person created once."""
@@ -16,6 +16,7 @@ from sqlalchemy import event, func, select
 from hub.domain.rules import derive_events, evaluate
 from hub.codec import from_jsonable
 from hub.domain.model import RegisterChange
+from hub.observability import metrics
 from hub.sample_data import detention_to_move_scenario
 from hub.store.schema import ingest_results, persons, register_changes
 
@@ -45,7 +46,22 @@ async def test_a_batch_answers_each_change_as_it_would_alone(store_hub) -> None:
     reused = {**firsts[9], "effective_date": "2024-12-01"}
     newcomer = _people(1, 900)[0][0]
     sent = [*seconds, repeat, reused, newcomer]
+    # Which units found the batch's reads (both stores), and no batch fell back to one change at a
+    # time (on SQLite the newcomer's row is inserted with the batch's inserts: ahead of them all, or
+    # the others' rows, queued first, would name a person not there yet).
+    ingest = hub.ingest
+    prefetched: list[bool] = []
+    lock_or_create = ingest._lock_or_create_person
+
+    async def spy(conn, nhs_number, details, now, pre=None, index=None):  # noqa: ANN001, ANN202
+        prefetched.append(pre is not None)
+        return await lock_or_create(conn, nhs_number, details, now, pre, index)
+
+    ingest._lock_or_create_person = spy
+    fallbacks = metrics.INGEST_FALLBACKS._value.get()
     answers = await asyncio.gather(*(http.post("/v1/register-changes", headers=key, json=c) for c in sent))
+    del ingest._lock_or_create_person
+    assert any(prefetched) and metrics.INGEST_FALLBACKS._value.get() == fallbacks
     by_id = dict(zip((c["source_message_id"] for c in sent), answers, strict=True))
     for c in seconds:
         assert by_id[c["source_message_id"]].status_code == 202, by_id[c["source_message_id"]].text
@@ -56,7 +72,6 @@ async def test_a_batch_answers_each_change_as_it_would_alone(store_hub) -> None:
     assert by_id[newcomer["source_message_id"]].status_code == 202
 
     # Each second change's events are those its person's whole history gives, as evaluated alone.
-    ingest = hub.ingest
     async with hub.engine.connect() as conn:
         for c in seconds:
             body = by_id[c["source_message_id"]].json()

@@ -19,3 +19,31 @@ def test_other_values() -> None:
     assert _jsonable(date(2026, 12, 1)) == "2026-12-01"
     assert _jsonable(b"x") == "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
     assert [_jsonable(v) for v in ("a", None, 3, True, 1.5)] == ["a", None, 3, True, 1.5]
+
+
+def test_an_entrys_content_is_jsonable_of_every_column_whichever_way_the_row_is_read():
+    """`_content` takes a row of the table's columns whole and converts only the
+    columns whose type can hold a datetime, a date or bytes: the same content
+    as `_jsonable` of every value, for every source."""
+    from collections import namedtuple
+
+    from sqlalchemy import JSON, Boolean, Integer, String
+
+    from hub.audit import SOURCES, _columns, _content
+
+    as_read = [None, "text", 7, True, {"a": [1, 2]}, ["x"], 1.5]  # what a string, number or JSON column gives
+    dated = [None, datetime(2026, 12, 1, 9, 30, 0, 5), datetime(2026, 12, 1, 9, 30, tzinfo=UTC),
+             date(2026, 12, 1), b"raw"]  # and what a date, time or binary one may
+    for source in SOURCES:
+        names = _columns(source.table)
+        row_type = namedtuple("Row", names)
+        assert any(not isinstance(c.type, (String, Integer, Boolean, JSON)) for c in source.table.columns)
+        for shift in range(len(as_read) * len(dated)):
+            values = [(as_read if isinstance(c.type, (String, Integer, Boolean, JSON)) else dated)[(i + shift) % (
+                len(as_read) if isinstance(c.type, (String, Integer, Boolean, JSON)) else len(dated))]
+                for i, c in enumerate(source.table.columns)]
+            expected = {"source": source.name, **{n: _jsonable(v) for n, v in zip(names, values, strict=True)}}
+            assert _content(source, row_type(*values)) == expected
+            # A row read another way (its columns in another order) goes by name.
+            other = namedtuple("Other", tuple(reversed(names)))(*reversed(values))
+            assert _content(source, other) == expected

@@ -28,3 +28,17 @@ def test_message_view_and_endpoint_ids(event_id, org):
     assert view_event_id_for(event_id, org) == str(uuid.uuid5(VIEW_EVENT_NAMESPACE, f"{event_id}/{org}"))
     assert _endpoint_of("https://fhir.nhs.uk/Id/ods-organization-code", org) == \
         f"urn:uuid:{uuid.uuid5(_ORG_ENDPOINT_NS, 'https://fhir.nhs.uk/Id/ods-organization-code|' + org)}"
+
+
+def test_uuid4_is_a_random_version_4_uuid_as_the_standard_library_writes_it(monkeypatch):
+    from hub import ids
+
+    seen = {ids.uuid4() for _ in range(2000)}
+    assert len(seen) == 2000
+    for u in seen:
+        parsed = uuid.UUID(u)
+        assert str(parsed) == u and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # The same bits as uuid.uuid4 given the same 16 random bytes.
+    raw = bytes(range(200, 216))
+    monkeypatch.setattr(ids.os, "urandom", lambda n: raw[:n])
+    assert ids.uuid4() == str(uuid.UUID(bytes=raw, version=4))

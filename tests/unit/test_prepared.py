@@ -285,3 +285,28 @@ def test_rows_bound_a_column_at_a_time_are_the_values_through_each_processor() -
         assert [g[0] for g in got] == [doc_theirs(v) for v in column]
         assert doc(column[0]) == doc_theirs(column[0])
     assert _bind_rows(itemgetter("t", "w"), ((1, procs[0]),), []) == []
+
+
+def test_a_column_of_datetimes_binds_as_sqlalchemy_binds_each() -> None:
+    """SQLite's DATETIME as SQLAlchemy writes it, for any datetime (any offset,
+    naive, any year), one at a time and a column at once (`_bind_rows`)."""
+    from datetime import timedelta, timezone
+
+    from hypothesis import given, settings, strategies as st
+    from sqlalchemy import DateTime
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    from hub.store.db import _fast_bind
+
+    dialect = sqlite_dialect.dialect()
+    theirs = DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+    ours = _fast_bind(dialect, DateTime(timezone=True), theirs)
+    offsets = st.one_of(st.none(), st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m))))
+
+    @settings(max_examples=500)
+    @given(st.lists(st.datetimes(timezones=offsets), min_size=1, max_size=6))
+    def check(values: list[datetime]) -> None:
+        assert [ours(v) for v in values] == [theirs(v) for v in values]
+        assert ours.column(tuple(values)) == [theirs(v) for v in values]
+
+    check()
