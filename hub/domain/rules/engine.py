@@ -820,16 +820,37 @@ def _reviews_due(start: date, last: date | None, first_review_months: int, revie
 # ----------------------------------------------------------------- assembly
 
 
+# A responsibility's determination, made once per _Responsibility (the fold
+# keeps the same one until a handler sets another): successive statuses of a
+# person share it, and what is made from it (hub/bus/payload.py keeps each
+# part's JSON by identity). Keyed by identity, the responsibility held with
+# it (so its id is not another's); bounded, emptied when full. Determinations
+# are frozen: sharing one changes nothing a status says.
+_DETERMINATIONS: dict[int, tuple[_Responsibility, Determination]] = {}
+_DETERMINATIONS_MAX = 8192
+
+
 def _determination(responsibility: _Responsibility | None) -> Determination | None:
     if responsibility is None:
         return None
-    return Determination(org=responsibility.org, explanation=responsibility.explanation, citation=responsibility.citation)
+    held = _DETERMINATIONS.get(id(responsibility))
+    if held is not None and held[0] is responsibility:
+        return held[1]
+    made = Determination(org=responsibility.org, explanation=responsibility.explanation,
+                         citation=responsibility.citation)
+    if len(_DETERMINATIONS) >= _DETERMINATIONS_MAX:
+        _DETERMINATIONS.clear()
+    _DETERMINATIONS[id(responsibility)] = (responsibility, made)
+    return made
 
 
 def _entitlement(fold: _Fold) -> Determination:
-    why = fold.entitlement_why
-    citation = fold.entitlement_citation
-    if fold.entitled and fold.in_hospital:
+    return _entitlement_of(fold.entitlement_why, fold.entitlement_citation, fold.entitled and fold.in_hospital)
+
+
+@lru_cache(maxsize=4096)  # a pure function of its arguments (the same determination for the same words)
+def _entitlement_of(why: str, citation: str, back_in_hospital: bool) -> Determination:
+    if back_in_hospital:
         why += "; back in hospital, which does not end entitlement"
         citation = f"{citation}; {citations.DISCHARGE_FORBIDDEN_GROUNDS}"
     return Determination(org=None, explanation=f"{why} ({citation})", citation=citation)
