@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from hub.ids import uuid5
+from hub.ids import uuid4, uuid5
 from hub.access import AccessPolicy, caller_of, record_decision
 from hub.bus.port import EVENTS_TOPIC, BusMessage
 from hub.bus.sql import lock_topic, publish
@@ -697,7 +697,7 @@ class IngestService:
     @staticmethod
     def _canonical(c: RegisterChangeIn, client: Client, person_id: str, today: date) -> RegisterChange:
         return RegisterChange(
-            change_id=str(uuid.uuid4()),
+            change_id=uuid4(),
             person_id=person_id,
             change_type=c.change_type,
             effective_date=c.effective_date,
