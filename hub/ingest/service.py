@@ -992,8 +992,12 @@ class IngestService:
             if held is not None and held[0] is previous:
                 # The facts of the history with this change: the trusts are a union over the history's
                 # changes (in any order), the roles the new status's.
-                added = self.access.facts(extended.status, (change,))
-                facts_of[pid] = (extended, PersonFacts(held[1].care_trusts | added.care_trusts, added.roles_by_org))
+                if not change.hospital_ods and _same_parties(previous.status, after):
+                    facts_of[pid] = (extended, held[1])  # no trust added (none named), the same roles
+                else:
+                    added = self.access.facts(after, (change,))
+                    facts_of[pid] = (extended, PersonFacts(held[1].care_trusts | added.care_trusts,
+                                                           added.roles_by_org))
             out.outcomes[i] = Outcome(202, body)
 
             accepted_states[sl.state] = accepted_states.get(sl.state, 0) + 1
@@ -1019,6 +1023,18 @@ class IngestService:
                 status_row(pid, statuses[pid].status, late) for pid, late in late_of.items()])
         out.histories, out.statuses = histories, statuses
         return out
+
+
+def _same_parties(before: S117Status, after: S117Status) -> bool:
+    """Whether `after` names the same bodies in the same roles as `before`
+    (hub/domain/access.py `status_parties`: the responsible and coordinating
+    bodies' determinations and the open disputes' parties), known without
+    working them out: the same determinations (the rules engine re-uses one
+    while its responsibility is unchanged) and equal open disputes."""
+    return (after.responsible_council is before.responsible_council
+            and after.responsible_commissioner is before.responsible_commissioner
+            and after.coordinating_council is before.coordinating_council
+            and after.open_disputes == before.open_disputes)
 
 
 def load_person_details(protector: DataProtector, token: bytes) -> dict[str, Any]:
