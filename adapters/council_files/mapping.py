@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
 from adapters.council_files.events import (
@@ -312,8 +313,14 @@ def _plan(layout: Layout) -> tuple[dict[str, tuple[Column, Callable[[str], Any]]
 # ----------------------------------------------------------------- records
 
 
-def _set(target: dict[str, Any], path: str, value: Any) -> None:
+@lru_cache(maxsize=256)  # a layout's few column targets: split once, not once a value
+def _path(path: str) -> tuple[tuple[str, ...], str]:
     *parents, leaf = path.split(".")
+    return tuple(parents), leaf
+
+
+def _set(target: dict[str, Any], path: str, value: Any) -> None:
+    parents, leaf = _path(path)
     for p in parents:
         target = target.setdefault(p, {})
     target[leaf] = value
