@@ -933,12 +933,13 @@ _CONTAINER_FIELDS = tuple(f.name for f in fields(_Fold) if f.default_factory is 
 
 
 def _copy_fold(fold: _Fold) -> _Fold:
-    """A fold that can move on without changing `fold`: its containers copied."""
+    """A fold that can move on without changing `fold`: its containers copied
+    (each a list, dict or set: its own `copy`, of the same type)."""
     new = _Fold.__new__(_Fold)
-    new.__dict__.update(fold.__dict__)
+    state = fold.__dict__.copy()
     for name in _CONTAINER_FIELDS:
-        value = getattr(fold, name)
-        setattr(new, name, type(value)(value))
+        state[name] = state[name].copy()
+    new.__dict__ = state
     return new
 
 
