@@ -855,6 +855,9 @@ class IngestService:
         # person id -> (their evaluation, its access facts): the same evaluation is the same history
         facts_of: dict[str, tuple[Evaluation, Any]] = cache.facts if cache is not None else {}
 
+        # (person id, change type, trust, hospital named) -> (the facts decided on, the decision)
+        decided: dict[tuple[str | None, ChangeType, str | None, bool], tuple[Any, Decision]] = {}
+
         def evaluation_of(pid: str) -> Evaluation:
             if pid not in statuses:
                 statuses[pid] = evaluation(pid, histories[pid], self._ref, self._agreements, today)
@@ -873,10 +876,17 @@ class IngestService:
                 if held is None or held[0] is not ev:
                     held = facts_of[pid] = (ev, self.access.facts(ev.status, history))
                 facts = held[1]
-            # AccessPolicy.decide_write, the caller worked out once a chunk
+            # AccessPolicy.decide_write, the caller worked out once a chunk; a pure function of its
+            # arguments, so decided once for the same facts (the same object, held with the answer: a
+            # person's facts stay one object from row to row while their parties do not change).
             trust = self.access.trust_of(hospital) if hospital else None
-            return (decide_write(caller, change_type, trust, bool(hospital), facts, channel),
-                    pid if history else None)
+            key = (pid, change_type, trust, bool(hospital))
+            known = decided.get(key)
+            if known is not None and known[0] is facts:
+                return known[1], pid if history else None
+            decision = decide_write(caller, change_type, trust, bool(hospital), facts, channel)
+            decided[key] = (facts, decision)
+            return decision, pid if history else None
 
         def replayed(smid: str, digest: str | None) -> Outcome | None:
             first = answers.get(smid)
