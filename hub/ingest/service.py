@@ -42,7 +42,7 @@ from hub.ingest.group_commit import GroupCommit, WriteBehind
 from hub.ingest.prefetch import HISTORIES, LOCK_PEOPLE, BatchReads, Hint, read_batch
 from hub.ingest.contract import RegisterChangeIn
 from hub.ingest.nhs_number import nhs_number_problem, normalise
-from hub.ingest.validation import FieldProblem, problems_from_pydantic, semantic_problems
+from hub.ingest.validation import UNCHECKED, FieldProblem, problems_from_pydantic, semantic_problems
 from hub.observability import metrics
 from hub.observability.logging import get_logger, new_correlation_id
 from hub.register_counts import _upsert as status_upsert, record_status, status_row
@@ -779,18 +779,23 @@ class IngestService:
         except ValueError:
             p.change_type = None
         precheck_nhs = None
+        nhs, nhs_problem = None, None  # the number as sent and its problem, if checked (a string)
         if p.change_type is not None:
             person = data.get("person")
             nhs = person.get("nhs_number") if isinstance(person, dict) else None
             hospital = data.get("hospital_ods")
-            if isinstance(nhs, str) and not nhs_number_problem(nhs) and (
+            if isinstance(nhs, str):
+                nhs_problem = nhs_number_problem(nhs)
+            if isinstance(nhs, str) and not nhs_problem and (
                     hospital is None or (isinstance(hospital, str) and self._ref.hospital(hospital) is not None)):
                 precheck_nhs = normalise(nhs)
                 p.precheck_index = self._protector.index(precheck_nhs)
                 p.hospital = hospital
         try:
             change_in = RegisterChangeIn.model_validate(data)
-            problems = semantic_problems(change_in, self._ref, today)
+            # The validated number is the one checked above (the same string): its problem is known.
+            known = nhs_problem if isinstance(nhs, str) and change_in.person.nhs_number == nhs else UNCHECKED
+            problems = semantic_problems(change_in, self._ref, today, nhs_problem=known)
         except ValidationError as exc:
             change_in, problems = None, problems_from_pydantic(exc)
         if problems:
