@@ -73,13 +73,11 @@ def _bus_fields(cls: type) -> tuple[tuple[str, ...], Any, tuple[str, ...]]:
 # A person's successive statuses from an incremental evaluation (the bulk
 # path) share most of their parts: the rules engine re-uses the determination
 # of a responsibility that did not change, and the same pending reviews
-# (hub/domain/rules/engine.py), so a part's JSON is made once and used again
-# while the part is the same object: in the `parts` the caller keeps for the
-# person (the bulk path: with the person's evaluation, BulkCache.parts), each
-# field's last part and its JSON (six at most); without them, here, by the
-# part's identity (the part held with it, so its id is not another object's),
-# for 1,024 parts (about 4 MB; at 8,192, filled by the per-change path's
-# statuses, which share nothing, they held 36 MB after 6,000 changes).
+# (hub/domain/rules/engine.py), so each part's JSON is made once and kept by
+# the part's identity (the part itself held with it, so its id is not another
+# object's). Bounded, emptied when full: 1,024 parts, about 4 MB (at 8,192,
+# filled by the per-change path's statuses, which share nothing, they held
+# 36 MB after 6,000 changes).
 _SHARED_FIELDS = frozenset({"entitlement", "responsible_council", "responsible_commissioner",
                             "coordinating_council", "next_review", "pending_reviews"})
 _PARTS: dict[int, tuple[Any, orjson.Fragment]] = {}
@@ -98,24 +96,14 @@ def _part(value: Any) -> Any:
     return fragment
 
 
-def status_fragment(status: S117Status, parts: dict[str, tuple[Any, orjson.Fragment]] | None = None
-                    ) -> orjson.Fragment:
-    """`status_on_the_bus(status)` as JSON already made. `parts`: the person's
-    status parts' JSON, kept from one of their statuses to the next (field ->
-    the part and its JSON; None: kept here)."""
+def status_fragment(status: S117Status) -> orjson.Fragment:
+    """`status_on_the_bus(status)` as JSON already made."""
     names, get, shared = _bus_fields(type(status))
     out = dict(zip(names, get(status)))
     for name in shared:
         value = out[name]
-        if value is None or value == ():
-            continue
-        if parts is None:
+        if value is not None and value != ():
             out[name] = _part(value)
-            continue
-        held = parts.get(name)
-        if held is None or held[0] is not value:
-            held = parts[name] = (value, orjson.Fragment(_encode(value)))
-        out[name] = held[1]
     return orjson.Fragment(_encode(out))
 
 
