@@ -1,4 +1,5 @@
-"""Stable identifiers: name-based UUIDs (RFC 4122 version 5) as strings.
+"""Identifiers: name-based UUIDs (RFC 4122 version 5) and random ones
+(version 4) as strings.
 
 `uuid5(namespace, name)` is `str(uuid.uuid5(namespace, name))` without the
 `UUID` object: the dispatcher derives a message id and a view event id per
@@ -23,10 +24,10 @@ def uuid5(namespace: uuid.UUID, name: str) -> str:
 
 
 def uuid4() -> str:
-    """RFC 4122 section 4.4: 122 random bits (os.urandom, as `uuid.uuid4`),
-    version 4, the RFC 4122 variant; `str(uuid.uuid4())` without the `UUID`
-    object (a register change takes several: its id, a new person's, the
-    message's correlation id)."""
+    """A random UUID (RFC 4122 version 4) as a string: `str(uuid.uuid4())`
+    without the UUID object (a third of the time; ingest makes one a change):
+    16 bytes from `os.urandom`, as `uuid.uuid4` takes them, with the version
+    and variant bits set as it sets them."""
     b = bytearray(os.urandom(16))
     b[6] = (b[6] & 0x0F) | 0x40
     b[8] = (b[8] & 0x3F) | 0x80

@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
 from adapters.council_files.events import (
@@ -291,29 +292,40 @@ def _parse(layout: Layout, col: Column, text: str) -> Any:
     return _parser(layout, col)(text)
 
 
-# id(layout) -> (layout, column name -> (column, its parser), the columns every record requires): worked
-# out once per layout rather than for every column of every row.
-_PLANS: dict[int, tuple[Layout, dict[str, tuple[Column, Callable[[str], Any]]], tuple[str, ...]]] = {}
+# id(layout) -> (layout, column name -> (column, its parser), the columns every record requires, column
+# name -> where its value goes in the change (parents, leaf) for columns with a target): worked out once
+# per layout rather than for every column of every row.
+_PLANS: dict[int, tuple[Layout, dict[str, tuple[Column, Callable[[str], Any]]], tuple[str, ...],
+                        dict[str, tuple[tuple[str, ...], str]]]] = {}
 
 
-def _plan(layout: Layout) -> tuple[dict[str, tuple[Column, Callable[[str], Any]]], tuple[str, ...]]:
+def _plan(layout: Layout) -> tuple[dict[str, tuple[Column, Callable[[str], Any]]], tuple[str, ...],
+                                   dict[str, tuple[tuple[str, ...], str]]]:
     entry = _PLANS.get(id(layout))
     if entry is None or entry[0] is not layout:
         def parser(col: Column) -> Callable[[str], Any]:
             if col.kind in ("date", "date_fixed") or col.kind in PARSERS:
                 return _parser(layout, col)
             return lambda text: _parse(layout, col, text)  # an unknown kind fails when read, as before
-        by_name = {name: (col, parser(col)) for name, col in _columns_by_name(layout.columns).items()}
+        columns = _columns_by_name(layout.columns)
+        by_name = {name: (col, parser(col)) for name, col in columns.items()}
         required = tuple(c.name for c in layout.columns if c.required and c.name != "REC_TYPE")
-        entry = _PLANS[id(layout)] = (layout, by_name, required)
-    return entry[1], entry[2]
+        targets = {name: _path(col.target) for name, col in columns.items() if col.target is not None}
+        entry = _PLANS[id(layout)] = (layout, by_name, required, targets)
+    return entry[1], entry[2], entry[3]
 
 
 # ----------------------------------------------------------------- records
 
 
-def _set(target: dict[str, Any], path: str, value: Any) -> None:
+@lru_cache(maxsize=256)  # a layout's few column targets: split once, not once a value
+def _path(path: str) -> tuple[tuple[str, ...], str]:
     *parents, leaf = path.split(".")
+    return tuple(parents), leaf
+
+
+def _set(target: dict[str, Any], path: str, value: Any) -> None:
+    parents, leaf = _path(path)
     for p in parents:
         target = target.setdefault(p, {})
     target[leaf] = value
@@ -333,8 +345,7 @@ def map_record(layout: Layout, row: int, values: dict[str, str], original: bytes
         where = f"row {row}, column {column}" if column else f"row {row}"
         problems.append(FieldProblem(where, reason))
 
-    columns = _columns_by_name(layout.columns)
-    parsers, every_record_requires = _plan(layout)
+    parsers, every_record_requires, targets = _plan(layout)
 
     def read(name: str) -> Any:
         text = values.get(name, "")
@@ -393,11 +404,17 @@ def map_record(layout: Layout, row: int, values: dict[str, str], original: bytes
 
     data: dict[str, Any] = {"schema_version": "1", "source_system": layout.source_system,
                             "change_type": spec.change_type.value}
-    for name, value in parsed.items():
-        col = columns.get(name)
-        if value is None or col is None or col.target is None:
+    for name, value in parsed.items():  # _set(data, column.target, _jsonable(value)), the path split once
+        if value is None:
             continue
-        _set(data, col.target, _jsonable(value))
+        where = targets.get(name)
+        if where is None:
+            continue
+        parents, leaf = where
+        target = data
+        for p in parents:
+            target = target.setdefault(p, {})
+        target[leaf] = value.isoformat() if isinstance(value, date) else value
     return MappedRow(row, record_id, original, data, ())
 
 

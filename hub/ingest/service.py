@@ -42,7 +42,7 @@ from hub.ingest.group_commit import GroupCommit, WriteBehind
 from hub.ingest.prefetch import HISTORIES, LOCK_PEOPLE, BatchReads, Hint, read_batch
 from hub.ingest.contract import RegisterChangeIn
 from hub.ingest.nhs_number import nhs_number_problem, normalise
-from hub.ingest.validation import FieldProblem, problems_from_pydantic, semantic_problems
+from hub.ingest.validation import UNCHECKED, FieldProblem, problems_from_pydantic, semantic_problems
 from hub.observability import metrics
 from hub.observability.logging import get_logger, new_correlation_id
 from hub.register_counts import _upsert as status_upsert, record_status, status_row
@@ -816,18 +816,23 @@ class IngestService:
         except ValueError:
             p.change_type = None
         precheck_nhs = None
+        nhs, nhs_problem = None, None  # the number as sent and its problem, if checked (a string)
         if p.change_type is not None:
             person = data.get("person")
             nhs = person.get("nhs_number") if isinstance(person, dict) else None
             hospital = data.get("hospital_ods")
-            if isinstance(nhs, str) and not nhs_number_problem(nhs) and (
+            if isinstance(nhs, str):
+                nhs_problem = nhs_number_problem(nhs)
+            if isinstance(nhs, str) and not nhs_problem and (
                     hospital is None or (isinstance(hospital, str) and self._ref.hospital(hospital) is not None)):
                 precheck_nhs = normalise(nhs)
                 p.precheck_index = self._protector.index(precheck_nhs)
                 p.hospital = hospital
         try:
             change_in = RegisterChangeIn.model_validate(data)
-            problems = semantic_problems(change_in, self._ref, today)
+            # The validated number is the one checked above (the same string): its problem is known.
+            known = nhs_problem if isinstance(nhs, str) and change_in.person.nhs_number == nhs else UNCHECKED
+            problems = semantic_problems(change_in, self._ref, today, nhs_problem=known)
         except ValidationError as exc:
             change_in, problems = None, problems_from_pydantic(exc)
         if problems:
@@ -892,6 +897,9 @@ class IngestService:
         # person id -> (their evaluation, its access facts): the same evaluation is the same history
         facts_of: dict[str, tuple[Evaluation, Any]] = cache.facts if cache is not None else {}
 
+        # (person id, change type, trust, hospital named) -> (the facts decided on, the decision)
+        decided: dict[tuple[str | None, ChangeType, str | None, bool], tuple[Any, Decision]] = {}
+
         def evaluation_of(pid: str) -> Evaluation:
             if pid not in statuses:
                 statuses[pid] = evaluation(pid, histories[pid], self._ref, self._agreements, today)
@@ -910,10 +918,17 @@ class IngestService:
                 if held is None or held[0] is not ev:
                     held = facts_of[pid] = (ev, self.access.facts(ev.status, history))
                 facts = held[1]
-            # AccessPolicy.decide_write, the caller worked out once a chunk
+            # AccessPolicy.decide_write, the caller worked out once a chunk; a pure function of its
+            # arguments, so decided once for the same facts (the same object, held with the answer: a
+            # person's facts stay one object from row to row while their parties do not change).
             trust = self.access.trust_of(hospital) if hospital else None
-            return (decide_write(caller, change_type, trust, bool(hospital), facts, channel),
-                    pid if history else None)
+            key = (pid, change_type, trust, bool(hospital))
+            known = decided.get(key)
+            if known is not None and known[0] is facts:
+                return known[1], pid if history else None
+            decision = decide_write(caller, change_type, trust, bool(hospital), facts, channel)
+            decided[key] = (facts, decision)
+            return decision, pid if history else None
 
         def replayed(smid: str, digest: str | None) -> Outcome | None:
             first = answers.get(smid)
@@ -1029,8 +1044,12 @@ class IngestService:
             if held is not None and held[0] is previous:
                 # The facts of the history with this change: the trusts are a union over the history's
                 # changes (in any order), the roles the new status's.
-                added = self.access.facts(extended.status, (change,))
-                facts_of[pid] = (extended, PersonFacts(held[1].care_trusts | added.care_trusts, added.roles_by_org))
+                if not change.hospital_ods and _same_parties(previous.status, after):
+                    facts_of[pid] = (extended, held[1])  # no trust added (none named), the same roles
+                else:
+                    added = self.access.facts(after, (change,))
+                    facts_of[pid] = (extended, PersonFacts(held[1].care_trusts | added.care_trusts,
+                                                           added.roles_by_org))
             out.outcomes[i] = Outcome(202, body)
 
             accepted_states[sl.state] = accepted_states.get(sl.state, 0) + 1
@@ -1056,6 +1075,18 @@ class IngestService:
                 status_row(pid, statuses[pid].status, late) for pid, late in late_of.items()])
         out.histories, out.statuses = histories, statuses
         return out
+
+
+def _same_parties(before: S117Status, after: S117Status) -> bool:
+    """Whether `after` names the same bodies in the same roles as `before`
+    (hub/domain/access.py `status_parties`: the responsible and coordinating
+    bodies' determinations and the open disputes' parties), known without
+    working them out: the same determinations (the rules engine re-uses one
+    while its responsibility is unchanged) and equal open disputes."""
+    return (after.responsible_council is before.responsible_council
+            and after.responsible_commissioner is before.responsible_commissioner
+            and after.coordinating_council is before.coordinating_council
+            and after.open_disputes == before.open_disputes)
 
 
 def load_person_details(protector: DataProtector, token: bytes) -> dict[str, Any]:

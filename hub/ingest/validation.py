@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -105,11 +106,18 @@ OPTIONAL_FACTS = (
 )
 
 
-def semantic_problems(change: RegisterChangeIn, ref: ReferenceData, today: date) -> list[FieldProblem]:
+UNCHECKED: Any = object()  # semantic_problems' nhs_problem when the caller has not checked the number
+
+
+def semantic_problems(change: RegisterChangeIn, ref: ReferenceData, today: date,
+                      nhs_problem: str | None | Any = UNCHECKED) -> list[FieldProblem]:
+    """`nhs_problem`: `nhs_number_problem(change.person.nhs_number)` when the
+    caller has it already (ingest's bulk path checks the number for its access
+    precheck), so it is not worked out twice."""
     problems: list[FieldProblem] = []
     add = lambda f, r: problems.append(FieldProblem(f, r))  # noqa: E731
 
-    reason = nhs_number_problem(change.person.nhs_number)
+    reason = nhs_number_problem(change.person.nhs_number) if nhs_problem is UNCHECKED else nhs_problem
     if reason:
         add("person.nhs_number", reason)
 

@@ -1,6 +1,8 @@
 """Name-based ids built without the UUID object (hub/ids.py) are uuid5 of
 the same namespace and name, exactly: event ids, per-recipient message ids,
-view event ids, organisations' endpoints."""
+view event ids, organisations' endpoints; random ones (uuid4) are the
+standard library's for the same random bytes; the keyed NHS-number index is
+HMAC-SHA256's hex digest."""
 
 import uuid
 
@@ -30,15 +32,34 @@ def test_message_view_and_endpoint_ids(event_id, org):
         f"urn:uuid:{uuid.uuid5(_ORG_ENDPOINT_NS, 'https://fhir.nhs.uk/Id/ods-organization-code|' + org)}"
 
 
-def test_uuid4_is_a_random_version_4_uuid_as_the_standard_library_writes_it(monkeypatch):
-    from hub import ids
+@given(st.binary(min_size=16, max_size=16))
+def test_uuid4_is_the_standard_librarys_for_the_same_random_bytes(random_bytes):
+    from unittest import mock
 
-    seen = {ids.uuid4() for _ in range(2000)}
-    assert len(seen) == 2000
-    for u in seen:
-        parsed = uuid.UUID(u)
-        assert str(parsed) == u and parsed.version == 4 and parsed.variant == uuid.RFC_4122
-    # The same bits as uuid.uuid4 given the same 16 random bytes.
-    raw = bytes(range(200, 216))
-    monkeypatch.setattr(ids.os, "urandom", lambda n: raw[:n])
-    assert ids.uuid4() == str(uuid.UUID(bytes=raw, version=4))
+    import hub.ids
+
+    with mock.patch.object(hub.ids.os, "urandom", return_value=random_bytes), \
+            mock.patch.object(uuid.os, "urandom", return_value=random_bytes):
+        assert hub.ids.uuid4() == str(uuid.uuid4())
+
+
+def test_uuid4_is_random_version_4():
+    from hub.ids import uuid4
+
+    made = {uuid4() for _ in range(1000)}
+    assert len(made) == 1000
+    assert all(uuid.UUID(u).version == 4 and uuid.UUID(u).variant == uuid.RFC_4122 and str(uuid.UUID(u)) == u
+               for u in made)
+
+
+@given(st.text(max_size=30))
+def test_the_keyed_index_is_hmac_sha256_hexdigest(value):
+    import hashlib
+    import hmac
+
+    from cryptography.fernet import Fernet
+
+    from hub.crypto import DataProtector
+
+    protector = DataProtector(Fernet.generate_key())
+    assert protector.index(value) == hmac.new(protector._index_key, value.encode(), hashlib.sha256).hexdigest()

@@ -71,3 +71,32 @@ def test_what_orjson_cannot_write_goes_through_to_jsonable() -> None:
         json_fragment(_Opaque())
     with pytest.raises(TypeError):
         _json_dumps(to_jsonable(_Opaque()))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories())
+def test_statuses_of_an_incremental_evaluation_share_parts_and_keep_their_bytes(changes) -> None:  # noqa: ANN001
+    """The bulk path's statuses (`evaluation(...).extended`) share the parts a
+    change left alone (a determination, the pending reviews), whose JSON is
+    kept by identity (hub/bus/payload.py `_part`): each status's fragment is
+    still the bytes of its own dicts, with the parts' JSON kept, made again
+    and dropped when the store of parts is full."""
+    import hub.bus.payload as payload
+    from hub.domain.rules import evaluation
+
+    as_of = max(c.effective_date for c in changes)
+    for bound in (payload._PARTS_MAX, 3):
+        saved, payload._PARTS_MAX = payload._PARTS_MAX, bound
+        payload._PARTS.clear()
+        try:
+            ev = evaluation(PERSON, [], REF, BOOK, as_of)
+            statuses = []
+            for change in changes:
+                ev = ev.extended(change)
+                statuses.append(ev.status)
+                assert _json_dumps(status_fragment(ev.status)) == _json_dumps(status_on_the_bus(ev.status))
+            for status in statuses:  # again, from the parts kept
+                assert _json_dumps(status_fragment(status)) == _json_dumps(status_on_the_bus(status))
+            assert len(payload._PARTS) <= bound
+        finally:
+            payload._PARTS_MAX = saved

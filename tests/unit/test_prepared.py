@@ -280,7 +280,15 @@ def test_rows_bound_a_column_at_a_time_are_the_values_through_each_processor() -
             assert [tuple(g) for g in got] == want
     # JSON documents of every kind a column takes, and the values SQLAlchemy itself treats apart (None, NULL)
     documents = [{"a": [1, 2.5, None, True], 3: "k"}, [1, "x"], orjson.Fragment(b'{"f":1}'), "text", 7, 1.5, False]
-    for column in (documents, [*documents, None], [*documents, JSON.NULL], [documents[0]] * 3):
+    from enum import StrEnum
+
+    class Key(StrEnum):
+        K = "k"
+
+    # string keys only (written without OPT_NON_STR_KEYS), and a key orjson takes only with it (a str subclass)
+    only_str_keys = [{"a": [1, {"b": None}]}, {"c": orjson.Fragment(b"[1]")}, [{"d": 2}]]
+    for column in (documents, [*documents, None], [*documents, JSON.NULL], [documents[0]] * 3, only_str_keys,
+                   [*only_str_keys, {Key.K: 1}], [{1: 2}, {"a": 1}]):
         got = _bind_rows(lambda r: (r["j"],), ((0, doc),), [{"j": v} for v in column])
         assert [g[0] for g in got] == [doc_theirs(v) for v in column]
         assert doc(column[0]) == doc_theirs(column[0])

@@ -820,22 +820,48 @@ def _reviews_due(start: date, last: date | None, first_review_months: int, revie
 # ----------------------------------------------------------------- assembly
 
 
-def _determination(responsibility: _Responsibility | None) -> Determination | None:
+# An incremental evaluation's statuses (`Evaluation.extended`) share a
+# responsibility's determination while the fold keeps that responsibility
+# (the same object until a handler sets another), and what is made from it
+# (hub/bus/payload.py keeps each part's JSON by identity). Kept per chain of
+# evaluations (`Evaluation._memo`, by the responsibility's identity, the
+# responsibility held with it so its id is not another's; a few entries,
+# emptied past _MEMO_MAX), so it lives and dies with the evaluations; a
+# status from `evaluate` makes its own. Determinations are frozen: sharing
+# one changes nothing a status says.
+_MEMO_MAX = 16
+
+
+def _determination(responsibility: _Responsibility | None,
+                   memo: dict[int, tuple[_Responsibility, Determination]] | None = None) -> Determination | None:
     if responsibility is None:
         return None
-    return Determination(org=responsibility.org, explanation=responsibility.explanation, citation=responsibility.citation)
+    if memo is not None:
+        held = memo.get(id(responsibility))
+        if held is not None and held[0] is responsibility:
+            return held[1]
+    made = Determination(org=responsibility.org, explanation=responsibility.explanation,
+                         citation=responsibility.citation)
+    if memo is not None:
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        memo[id(responsibility)] = (responsibility, made)
+    return made
 
 
 def _entitlement(fold: _Fold) -> Determination:
-    why = fold.entitlement_why
-    citation = fold.entitlement_citation
-    if fold.entitled and fold.in_hospital:
+    return _entitlement_of(fold.entitlement_why, fold.entitlement_citation, fold.entitled and fold.in_hospital)
+
+
+@lru_cache(maxsize=4096)  # a pure function of its arguments (the same determination for the same words)
+def _entitlement_of(why: str, citation: str, back_in_hospital: bool) -> Determination:
+    if back_in_hospital:
         why += "; back in hospital, which does not end entitlement"
         citation = f"{citation}; {citations.DISCHARGE_FORBIDDEN_GROUNDS}"
     return Determination(org=None, explanation=f"{why} ({citation})", citation=citation)
 
 
-def _snapshot(fold: _Fold) -> S117Status:
+def _snapshot(fold: _Fold, memo: dict[int, tuple[_Responsibility, Determination]] | None = None) -> S117Status:
     current_code = fold.stay_qualifying.code if fold.stay_qualifying else None
     pending = _pending_reviews(fold)
     return S117Status(
@@ -853,9 +879,9 @@ def _snapshot(fold: _Fold) -> S117Status:
         entitling_section_code=fold.entitling_section.code if fold.entitling_section else None,
         entitling_detention_start=fold.entitling_detention_start,
         entitling_hospital_ods=fold.entitling_hospital_ods,
-        responsible_council=_determination(fold.council),
-        responsible_commissioner=_determination(fold.commissioner),
-        coordinating_council=_determination(fold.coordinating_council),
+        responsible_council=_determination(fold.council, memo),
+        responsible_commissioner=_determination(fold.commissioner, memo),
+        coordinating_council=_determination(fold.coordinating_council, memo),
         next_review=pending[0] if pending else None,
         pending_reviews=pending,
         open_disputes=tuple(fold.open_disputes.values()),
@@ -912,12 +938,13 @@ _CONTAINER_FIELDS = tuple(f.name for f in fields(_Fold) if f.default_factory is 
 
 
 def _copy_fold(fold: _Fold) -> _Fold:
-    """A fold that can move on without changing `fold`: its containers copied."""
+    """A fold that can move on without changing `fold`: its containers copied
+    (each a list, dict or set: its own `copy`, of the same type)."""
     new = _Fold.__new__(_Fold)
-    new.__dict__.update(fold.__dict__)
+    state = fold.__dict__.copy()
     for name in _CONTAINER_FIELDS:
-        value = getattr(fold, name)
-        setattr(new, name, type(value)(value))
+        state[name] = state[name].copy()
+    new.__dict__ = state
     return new
 
 
@@ -935,17 +962,20 @@ class Evaluation:
     immutable values (tuples of frozen dataclasses), so no later change can
     reach an earlier status."""
 
-    __slots__ = ("person_id", "ref", "agreements", "as_of", "changes", "status", "_fold", "_last", "replays")
+    __slots__ = ("person_id", "ref", "agreements", "as_of", "changes", "status", "_fold", "_last", "replays",
+                 "_memo")
 
     def __init__(self, person_id: str, ref: ReferenceData, agreements: AgreementBook, as_of: date,
                  changes: tuple[RegisterChange, ...], fold: _Fold,
                  last: tuple[date, int, date, str, str] | None, status: S117Status | None = None,
-                 replays: int = 0) -> None:
+                 replays: int = 0, memo: dict[int, tuple[_Responsibility, Determination]] | None = None) -> None:
         self.person_id, self.ref, self.agreements, self.as_of = person_id, ref, agreements, as_of
         self.changes = changes
         self._fold = fold  # never changed after this: `extended` folds onto a copy
         self._last = last
-        self.status = status if status is not None else _snapshot(fold)
+        # The chain's determinations by responsibility (_determination), shared by every evaluation extended from it
+        self._memo = memo if memo is not None else {}
+        self.status = status if status is not None else _snapshot(fold, self._memo)
         self.replays = replays  # how many extensions replayed the history (late changes)
 
     def extended(self, change: RegisterChange) -> Evaluation:
@@ -953,16 +983,16 @@ class Evaluation:
         changes = (*self.changes, change)
         if change.effective_date > self.as_of:
             return Evaluation(self.person_id, self.ref, self.agreements, self.as_of, changes, self._fold,
-                              self._last, self.status, self.replays)
+                              self._last, self.status, self.replays, self._memo)
         key = change_order(change)
         if self._last is None or key >= self._last:
             fold = _copy_fold(self._fold)
             _fold_one(fold, change)
             return Evaluation(self.person_id, self.ref, self.agreements, self.as_of, changes, fold, key,
-                              replays=self.replays)
+                              replays=self.replays, memo=self._memo)
         fold, last = _fold_all(self.person_id, changes, self.ref, self.agreements, self.as_of)
         return Evaluation(self.person_id, self.ref, self.agreements, self.as_of, changes, fold, last,
-                          replays=self.replays + 1)
+                          replays=self.replays + 1, memo=self._memo)
 
 
 def evaluation(

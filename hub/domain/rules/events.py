@@ -15,6 +15,10 @@ from hub.domain.model import (
 from hub.domain.service_level import register_service_level
 
 
+# A change type in words, for the recorded event's summary ("gp-changed" -> "gp changed").
+_IN_WORDS = {t: t.value.replace("-", " ") for t in ChangeType}
+
+
 def _codes(*orgs: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(code for code in orgs if code))
 
@@ -44,20 +48,21 @@ def derive_events(
             details=dict(details),
         )
 
-    recorded_details = {"change_type": change.change_type.value, "effective_date": change.effective_date.isoformat()}
+    effective = change.effective_date.isoformat()
+    recorded_details = {"change_type": change.change_type.value, "effective_date": effective}
     if holidays is not None:
         level = register_service_level(change.notified_on, change.recorded_on, holidays)
-        recorded_details |= {
-            "service_level": level.state,
-            "service_level_deadline": level.deadline.isoformat(),
-            "service_level_explanation": level.explanation,
-        }
+        recorded_details["service_level"] = level.state
+        recorded_details["service_level_deadline"] = level.deadline.isoformat()
+        recorded_details["service_level_explanation"] = level.explanation
     events = [
-        event(
-            EventType.REGISTER_CHANGE_RECORDED,
-            f"Register change recorded: {change.change_type.value.replace('-', ' ')} "
-            f"effective {change.effective_date.isoformat()}.",
-            **recorded_details,
+        DomainEvent(
+            event_type=EventType.REGISTER_CHANGE_RECORDED,
+            person_id=after.person_id,
+            change_id=change.change_id,
+            occurred_on=change.effective_date,
+            summary=f"Register change recorded: {_IN_WORDS[change.change_type]} effective {effective}.",
+            details=recorded_details,
         )
     ]
 
@@ -146,8 +151,9 @@ def derive_events(
 def _transfer_events(
     before: S117Status | None, after: S117Status, event: Callable[..., DomainEvent]
 ) -> list[DomainEvent]:
-    if before is None:
-        return []
+    if before is None or (before.council_basis_code == after.council_basis_code
+                          and before.commissioner_basis_code == after.commissioner_basis_code):
+        return []  # neither role's basis changed: no transfer (the loop below would skip both)
     outgoing: list[str] = []
     details: dict[str, str] = {}
     parts: list[str] = []

@@ -120,3 +120,27 @@ def test_access_facts_extend_by_union_over_the_changes(arrival):
         added = person_facts(ev.status, (c,), trust_of)
         facts = PersonFacts(facts.care_trusts | added.care_trusts, added.roles_by_org)
         assert facts == person_facts(ev.status, changes[:k], trust_of)
+
+
+@FAST
+@given(histories())
+def test_extended_statuses_share_the_determination_of_an_unchanged_responsibility(changes):
+    """An evaluation chain re-uses a responsibility's determination while the
+    fold keeps that responsibility (hub/bus/payload.py then re-uses its JSON);
+    `evaluate` and a new chain make their own. Equal either way."""
+    as_of = max(c.effective_date for c in changes)
+    ev = evaluation(PERSON, changes[:1], REF, BOOK, as_of)
+    for c in changes[1:]:
+        nxt = ev.extended(c)
+        for name in ("council", "commissioner", "coordinating_council"):
+            before, after = getattr(ev._fold, name), getattr(nxt._fold, name)
+            field = {"council": "responsible_council", "commissioner": "responsible_commissioner"}.get(name, name)
+            if before is not None and after is before and nxt.replays == ev.replays:
+                assert getattr(nxt.status, field) is getattr(ev.status, field)
+        assert nxt.status == evaluate(PERSON, list(nxt.changes), REF, BOOK, as_of)
+        ev = nxt
+    assert len(ev._memo) <= 16
+    fresh = evaluate(PERSON, list(ev.changes), REF, BOOK, as_of)
+    assert fresh == ev.status
+    if fresh.responsible_council is not None:
+        assert fresh.responsible_council is not ev.status.responsible_council
