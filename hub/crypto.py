@@ -49,9 +49,7 @@ class DataProtector:
         key_bytes = key.encode() if isinstance(key, str) else key
         self._fernet = Fernet(key_bytes)  # validates the key; reads tokens written before AES-GCM
         self._index_key = hashlib.sha256(b"s117hub-index:" + key_bytes).digest()
-        block = self._index_key.ljust(64, b"\0")  # SHA-256's block: the 32-byte key padded with zeros
-        self._index_inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-        self._index_outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+        self._index_hmac = hmac.new(self._index_key, digestmod=hashlib.sha256)  # keyed once, copied per value
         self._aead = AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                                  info=b"s117hub data at rest: AES-256-GCM v1")
                             .derive(base64.urlsafe_b64decode(key_bytes)))
@@ -103,14 +101,12 @@ class DataProtector:
         return self.decrypt(raw).decode()
 
     def index(self, value: str) -> str:
-        """HMAC-SHA256 of `value` under the index key, as hex: `hmac.new(key, value, sha256).hexdigest()`
-        from the key's inner and outer SHA-256 states made once (RFC 2104; half the time of hmac.new,
-        which pads the key again each call: ingest indexes every change's NHS number)."""
-        inner = self._index_inner.copy()
-        inner.update(value.encode())
-        outer = self._index_outer.copy()
-        outer.update(inner.digest())
-        return outer.hexdigest()
+        """HMAC-SHA256 of `value` under the index key, as hex: a copy of the HMAC keyed once
+        (the standard library's, not hand-rolled: 1.2 us against hmac.new's 1.7, which keys it
+        again each call; ingest indexes every change's NHS number)."""
+        mac = self._index_hmac.copy()
+        mac.update(value.encode())
+        return mac.hexdigest()
 
 
 def new_api_key() -> str:
