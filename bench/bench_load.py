@@ -361,14 +361,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
            "S117_INGEST_BATCH_MAX": str(batch_max)}
     if args.ingest_only:
         env["S117_RUN_WORKERS"] = "false"
-    if args.count_statements:  # bench/probe/sitecustomize.py in the hub's processes
-        env["S117_BENCH_STATEMENTS"] = str(workdir / "statements")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent / "probe"),
-                                                           os.environ.get("PYTHONPATH")]))
-    if args.separate_workers or args.separate_delivery:
-        env["S117_SEPARATE_WORKERS"] = "true"
-    if args.separate_delivery:
-        env["S117_SEPARATE_DELIVERY"] = "true"
+    env.update(hub_process_env(args, workdir))
     hub = HubProcess(workdir, sharing_path=sharing, **env)
     engine = create_engine(hub.db_url)
     await create_schema(engine)
@@ -593,6 +586,32 @@ def fmt_ms(s: float) -> str:
     return f"{s * 1000:,.0f} ms" if s >= 0.1 else f"{s * 1000:.1f} ms"
 
 
+def hub_process_options(ap: argparse.ArgumentParser, per: str) -> None:
+    """The options on how the hub runs, shared with bench_mllp.py: `per` names the unit its counts are per."""
+    ap.add_argument("--count-statements", action="store_true",
+                    help=f"SQL statements, write transactions and commits per {per} in every hub process "
+                         "(bench/probe/): figures the host's speed does not move")
+    ap.add_argument("--separate-workers", action="store_true",
+                    help="the hub's background workers in a second process (S117_SEPARATE_WORKERS=true); "
+                         "the CPU figures include it")
+    ap.add_argument("--separate-delivery", action="store_true",
+                    help="--separate-workers with the deliverers in a third process (S117_SEPARATE_DELIVERY=true)")
+
+
+def hub_process_env(args: argparse.Namespace, workdir: Path) -> dict[str, str]:
+    """The hub's environment for `hub_process_options`' choices."""
+    env: dict[str, str] = {}
+    if args.count_statements:  # bench/probe/sitecustomize.py in the hub's processes
+        env["S117_BENCH_STATEMENTS"] = str(workdir / "statements")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent / "probe"),
+                                                           os.environ.get("PYTHONPATH")]))
+    if args.separate_workers or args.separate_delivery:
+        env["S117_SEPARATE_WORKERS"] = "true"
+    if args.separate_delivery:
+        env["S117_SEPARATE_DELIVERY"] = "true"
+    return env
+
+
 def parser() -> argparse.ArgumentParser:
     """The options; bench_production.py takes their defaults for its run of `run_level`."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -602,15 +621,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--log-level", default="INFO", help="the hub's log level (default INFO, as deployed)")
     ap.add_argument("--drain-timeout", type=float, default=300.0)
     ap.add_argument("--profile", action="store_true", help="py-spy record the hub (raw stacks under the tmp dir)")
-    ap.add_argument("--count-statements", action="store_true",
-                    help="count the hub's SQL statements and write transactions per change (bench/probe)")
     ap.add_argument("--ingest-only", action="store_true",
                     help="no dispatcher or delivery workers in the hub (S117_RUN_WORKERS=false): ingest alone")
-    ap.add_argument("--separate-workers", action="store_true",
-                    help="the hub's background workers in a second process (S117_SEPARATE_WORKERS=true); "
-                         "the CPU figures include it")
-    ap.add_argument("--separate-delivery", action="store_true",
-                    help="--separate-workers with the deliverers in a third process (S117_SEPARATE_DELIVERY=true)")
+    hub_process_options(ap, "change")
     ap.add_argument("--compare", action="store_true",
                     help="also run each level without group commit (S117_INGEST_BATCH_MAX=1)")
     ap.add_argument("--keep", action="store_true", help="keep the databases and logs")

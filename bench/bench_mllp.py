@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from bench.bench_load import bare_insert, cpu_seconds, cpu_times, pct, settle, statement_counts, worker_cpu  # noqa: E402
+from bench.bench_load import (bare_insert, cpu_seconds, cpu_times, hub_process_env,  # noqa: E402
+                              hub_process_options, pct, settle, statement_counts, worker_cpu)
 from hub.clients import add_client  # noqa: E402
 from hub.ingest.nhs_number import nhs_number_problem  # noqa: E402
 from hub.mllp import Frame, MllpFramer, frame  # noqa: E402
@@ -99,14 +100,7 @@ async def main(args: argparse.Namespace) -> None:
            "S117_WORKER_POLL_SECONDS": os.environ.get("S117_WORKER_POLL_SECONDS",
                                                       str(Settings.model_fields["worker_poll_seconds"].default)),
            "S117_MLLP_MAX_CONNECTIONS_PER_PEER": str(max(10, args.connections + 2))}
-    if args.separate_workers or args.separate_delivery:  # the dispatcher and the rest in worker processes
-        env["S117_SEPARATE_WORKERS"] = "true"
-    if args.separate_delivery:
-        env["S117_SEPARATE_DELIVERY"] = "true"
-    if args.count_statements:  # bench/probe/sitecustomize.py in the hub's processes
-        env["S117_BENCH_STATEMENTS"] = str(tmp / "statements")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent / "probe"),
-                                                           os.environ.get("PYTHONPATH")]))
+    env.update(hub_process_env(args, tmp))  # worker processes, the statement probe
     hub = HubProcess(tmp, **env)
     engine = create_engine(hub.db_url)
     await create_schema(engine)
@@ -201,13 +195,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=4000)
     ap.add_argument("--connections", type=int, default=8)
-    ap.add_argument("--separate-workers", action="store_true",
-                    help="the dispatcher, consumers and deliverers in a worker process (S117_SEPARATE_WORKERS=true)")
-    ap.add_argument("--separate-delivery", action="store_true",
-                    help="--separate-workers with the deliverers in a third process (S117_SEPARATE_DELIVERY=true)")
-    ap.add_argument("--count-statements", action="store_true",
-                    help="SQL statements, write transactions and commits per message in every hub process "
-                         "(bench/probe/): figures the host's speed does not move")
+    hub_process_options(ap, "message")
     ap.add_argument("--profile", nargs="?", const="gil", choices=("gil", "wall"),
                     help="py-spy record the hub (pip install py-spy): samples holding the GIL (the CPU each "
                          "function costs), or 'wall': every thread, idle ones too (where messages wait)")

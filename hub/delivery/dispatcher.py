@@ -49,7 +49,7 @@ from hub.fhir.messages import FIELD_GROUPS, PatientDetails, build_event_message
 from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
 from hub.ingest.service import load_person_details
 from hub.observability import metrics
-from hub.observability.logging import get_logger
+from hub.observability.logging import get_logger, logs_at
 from hub.routing import Recipient, recipients_for
 from hub.sharing import SharingAgreements
 from hub.store.db import InList, Prepared, execute_prepared, inline_writer, snapshot, write_transaction
@@ -66,12 +66,6 @@ from hub.workflows.distribution import outgoing_of, pending_transfers
 from hub.workflows.fhir_task import add_task
 
 log = get_logger("hub.dispatcher")
-
-
-def _debug_logged() -> bool:
-    """Whether DEBUG lines are written (the process's level, fixed once logging is configured)."""
-    enabled = getattr(log.bind(), "is_enabled_for", None)
-    return enabled(logging.DEBUG) if callable(enabled) else True
 
 # Built once (compiled once per engine): what a batch reads for its people.
 _HISTORIES = InList("ids", lambda ids: select(register_changes.c.person_id, register_changes.c.canonical,
@@ -518,15 +512,13 @@ class Dispatcher:
         if not decision.allowed:
             send.refused.add((org, event.event_type))
             self._audit(send, event, event_id, recipient, "denied", decision.agreement_id, [], decision.reason, None)
-            send.cache.counted[(event.event_type.value, "denied")] += 1
-            send.decided["denied"] += 1
+            send.count(event.event_type.value, "denied")
             return
         if not subs:
             send.refused.add((org, event.event_type))
             self._audit(send, event, event_id, recipient, "no-subscription", decision.agreement_id,
                               sorted(decision.field_groups), queue.NO_SUBSCRIPTION, None)
-            send.cache.counted[(event.event_type.value, "no-subscription")] += 1
-            send.decided["no-subscription"] += 1
+            send.count(event.event_type.value, "no-subscription")
             return
         if send.patient is None:
             send.patient = send.cache.patients.get(event.person_id)
@@ -566,8 +558,7 @@ class Dispatcher:
         if queued:
             send.store_view(org, version, view, event_id, new=old is None)
             send.held[org] = _Held(version, view, event_id)
-        send.cache.counted[(event.event_type.value, "allowed")] += 1
-        send.decided["allowed"] += 1
+        send.count(event.event_type.value, "allowed")
         if send.cache.debug:  # each recipient at DEBUG; the message's counts at INFO (end of `handle`)
             log.debug("event queued for recipient", recipient=org, event_type=event.event_type.value,
                       count=queued, decision="allowed")
@@ -663,6 +654,11 @@ class _Sending:
     # decision -> recipients (allowed, denied, no-subscription): the message's log line
     decided: collections.Counter[str] = field(default_factory=collections.Counter)
 
+    def count(self, event_type: str, decision: str) -> None:
+        """One recipient's decision: in the batch's metrics (once committed) and the message's log line."""
+        self.cache.counted[(event_type, decision)] += 1
+        self.decided[decision] += 1
+
     def store_view(self, org: str, version: int, view: dict[str, Any], event_id: str, new: bool) -> None:
         """What `org` now holds: written with the message's other views at the end of its handling."""
         if org in self.views:
@@ -702,7 +698,7 @@ class _BatchCache:
     # deliveries and disclosures, written at its end by `flush`; None: each
     # message writes its own (in its savepoint).
     deferred: "_Writes | None" = None
-    debug: bool = field(default_factory=_debug_logged)  # each recipient's decision logged (DEBUG)
+    debug: bool = field(default_factory=lambda: logs_at(log.bind(), logging.DEBUG))  # each recipient logged
     _numbers_before: dict[str, int] = field(default_factory=dict)
     _counted_before: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
 

@@ -75,7 +75,7 @@ def aware(dt: datetime) -> datetime:
 async def pending_heads(conn: AsyncConnection, channel: str) -> list[Any]:
     """The oldest pending delivery (subscription_id, next_attempt_at) of every
     active subscription on `channel`, in one statement. Not filtered by
-    `next_attempt_at`: see `due`. Per subscription, one probe of
+    `next_attempt_at`: see `SubscriptionDeliverer._due_heads`. Per subscription, one probe of
     `ix_deliveries_pending` (its lowest pending number): the cost follows
     the number of subscriptions, not the backlog (a GROUP BY over every
     pending delivery made each poll slower the further delivery fell behind)."""
@@ -114,11 +114,6 @@ _GIVEN_BACK = Prepared(deliveries.update()
                        .where(deliveries.c.delivery_seq == bindparam("seq"), deliveries.c.status == "pending",
                               deliveries.c.attempts == bindparam("leased"))
                        .values(attempts=bindparam("given_back"), next_attempt_at=bindparam("at")))
-
-
-def due(rows: list[Any], now: datetime | None = None) -> list[Any]:
-    now = now or datetime.now(UTC)
-    return [r for r in rows if aware(r.next_attempt_at) <= now]
 
 
 async def claim_batch(engine: AsyncEngine, channel: str, subscription_id: str, limit: int,
@@ -256,9 +251,14 @@ class SubscriptionDeliverer:
         async with snapshot(self._engine) as conn:
             heads = await pending_heads(conn, self.channel)
         now = datetime.now(UTC)
-        ready = due(heads, now)
-        later = [aware(h.next_attempt_at) for h in heads if aware(h.next_attempt_at) > now]
-        self._next_due_in = (min(later) - now).total_seconds() if later else None
+        ready, next_due = [], None  # the heads due now, and the earliest time one not yet due falls due
+        for h in heads:
+            at = aware(h.next_attempt_at)
+            if at <= now:
+                ready.append(h)
+            elif next_due is None or at < next_due:
+                next_due = at
+        self._next_due_in = (next_due - now).total_seconds() if next_due is not None else None
         return [h for h in ready if h.subscription_id not in busy]
 
     async def run_once(self) -> int:

@@ -144,20 +144,22 @@ class WriteBehind:
         parameter set, in first-seen order; at once when not deferring. The
         unit must not read what it writes, nor may another unit of the batch
         (each writes its own rows: keys keep one unit per person in a batch)."""
-        if not self._defer:
-            await self._conn.execute(statement, parameters)
-            return
-        self._queued.setdefault((statement, tuple(parameters)), []).append(parameters)
+        await self._later(self._queued, statement, statement, parameters)
 
     async def insert_first(self, statement: Insert, parameters: dict[str, Any]) -> None:
         """A plain INSERT queued ahead of every other statement of the batch,
         whoever queued theirs first: rows the batch's other rows refer to (a
         person new to the register, whose changes name them). At once when
         not deferring."""
+        await self._later(self._first, statement.table, statement, parameters)
+
+    async def _later(self, queue: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]], target: Any,
+                     statement: Any, parameters: dict[str, Any]) -> None:
+        """Queued under `target` (a table: its plain insert; else the statement) for `flush`; at once when not deferring."""
         if not self._defer:
             await self._conn.execute(statement, parameters)
             return
-        self._first.setdefault((statement.table, tuple(parameters)), []).append(parameters)
+        queue.setdefault((target, tuple(parameters)), []).append(parameters)
 
     async def flush(self) -> None:
         # dicts keep insertion order: tables in the order first written.

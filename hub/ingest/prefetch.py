@@ -1,4 +1,4 @@
-"""PostgreSQL: what an ingest batch's changes read, read for the whole batch.
+"""What an ingest batch's changes read, read for the whole batch (PostgreSQL and SQLite).
 
 Each change's unit of work (hub/ingest/service.py `_record_once`) locks its
 person, looks for an earlier answer to its source message id and reads the

@@ -44,7 +44,7 @@ from hub.ingest.contract import RegisterChangeIn
 from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.validation import UNCHECKED, FieldProblem, problems_from_pydantic, semantic_problems
 from hub.observability import metrics
-from hub.observability.logging import get_logger, new_correlation_id
+from hub.observability.logging import get_logger, logs_at, new_correlation_id
 from hub.register_counts import _upsert as status_upsert, record_status, status_row
 from hub.store.db import InList, Prepared, after_commit_hook, execute_prepared, insert_or_merge, snapshot
 from hub.store.schema import ingest_results, persons, quarantine, register_changes, service_levels
@@ -94,21 +94,14 @@ def _insert_person(dialect: Any) -> Any:
     return stmt
 
 
-_COUNTERS: dict[tuple[Any, str], Any] = {}  # (metric, label) -> its child (`labels` costs more than `inc`)
+_COUNTERS: dict[tuple[Any, tuple[str, ...]], Any] = {}  # (metric, label values) -> its child
 
 
-def _accepted(channel: str) -> Any:
-    got = _COUNTERS.get((metrics.INGEST, channel))
+def _counter(metric: Any, *values: str) -> Any:
+    """The metric's child for these label values, in the metric's label order (`labels` costs more than `inc`)."""
+    got = _COUNTERS.get((metric, values))
     if got is None:
-        got = _COUNTERS[(metrics.INGEST, channel)] = metrics.INGEST.labels(channel=channel, outcome="accepted")
-    return got
-
-
-def _counter(metric: Any, value: str) -> Any:
-    """A one-label metric's child for `value`."""
-    got = _COUNTERS.get((metric, value))
-    if got is None:
-        got = _COUNTERS[(metric, value)] = metric.labels(value)
+        got = _COUNTERS[(metric, values)] = metric.labels(*values)
     return got
 
 
@@ -641,7 +634,7 @@ class IngestService:
                     status_code=202, body=body, payload_sha256=digest, created_at=now,
                 )
             )
-        _accepted(channel).inc()
+        _counter(metrics.INGEST, channel, "accepted").inc()
         if sl.state != "met":
             _counter(metrics.SERVICE_LEVEL, sl.state).inc()
         log.info("register change accepted", source=client.client_id, channel=channel,
@@ -858,8 +851,7 @@ class IngestService:
         caller = caller_of(client)
         accepted_states: dict[str, int] = {}  # service-level state -> rows accepted (the metrics, once committed)
         # Each accepted row's log line, when it is logged at all (the level is the process's, fixed).
-        enabled = getattr(blog, "is_enabled_for", None)
-        info_logged = enabled(logging.INFO) if callable(enabled) else True
+        info_logged = logs_at(blog, logging.INFO)
         person_of: dict[str, str] = {}
         details: dict[str, bytes] = {}
         if indexes:

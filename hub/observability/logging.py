@@ -194,6 +194,14 @@ def get_logger(name: str = "s117hub") -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)
 
 
+def logs_at(logger: Any, level: int) -> bool:
+    """Whether `logger` (bound: `log.bind()`) writes lines at `level` (the
+    process's level, fixed once logging is configured): a hot path can skip
+    building a line nobody writes."""
+    enabled = getattr(logger, "is_enabled_for", None)
+    return enabled(level) if callable(enabled) else True
+
+
 def _safe_default() -> None:
     # Until configure_logging() runs (a library user, a script, a benchmark),
     # structlog's own default chain would print every field as given. Install
