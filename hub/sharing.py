@@ -23,6 +23,9 @@ GROUP_REQUIRES = {"explanations": frozenset({"responsibility"}), "funding": froz
 FUNDING = "funding"
 
 
+_ANSWERS_KEPT = 4096  # decisions (and field groups) kept per agreements object; emptied when full
+
+
 class AgreementFileError(ValueError):
     """The agreements file is malformed; the message names the entry and field."""
 
@@ -58,8 +61,22 @@ class SharingAgreements:
         self._by_org: dict[str, list[Grant]] = {}
         for g in grants:
             self._by_org.setdefault(g.org_code, []).append(g)
+        # Answers kept per question: the grants never change once loaded (a
+        # reload makes a new object), and the dispatcher asks the same few
+        # (organisation, event type, day) thousands of times a second.
+        self._decided: dict[tuple[str, str, date], SharingDecision] = {}
+        self._groups: dict[tuple[str, date], frozenset[str]] = {}
 
     def decide(self, org_code: str, event_type: str, on: date) -> SharingDecision:
+        key = (org_code, event_type, on)
+        got = self._decided.get(key)
+        if got is None:
+            if len(self._decided) >= _ANSWERS_KEPT:
+                self._decided.clear()
+            got = self._decided[key] = self._decide(org_code, event_type, on)
+        return got
+
+    def _decide(self, org_code: str, event_type: str, on: date) -> SharingDecision:
         grants = [g for g in self._by_org.get(org_code, []) if g.in_force(on)]
         if not grants:
             return SharingDecision(False, None, frozenset(), "no data-sharing agreement in force names this organisation")
@@ -83,7 +100,14 @@ class SharingAgreements:
 
     def field_groups_for(self, org_code: str, on: date) -> frozenset[str]:
         """Every field group any agreement in force grants the organisation."""
-        return frozenset().union(*(g.field_groups for g in self._by_org.get(org_code, []) if g.in_force(on)))
+        key = (org_code, on)
+        got = self._groups.get(key)
+        if got is None:
+            if len(self._groups) >= _ANSWERS_KEPT:
+                self._groups.clear()
+            got = self._groups[key] = frozenset().union(
+                *(g.field_groups for g in self._by_org.get(org_code, []) if g.in_force(on)))
+        return got
 
     def grants_group(self, org_code: str, group: str, on: date) -> bool:
         """Whether an agreement in force on `on` grants `org_code` the field group `group`."""

@@ -434,7 +434,7 @@ class Dispatcher:
         held = cache.held.get(person_id)
         if held is None:
             held = cache.held[person_id] = (await self._held_views_of(conn, [person_id]))[person_id]
-        truth = views_for(status, held, lambda org: self._sharing.field_groups_for(org, today))
+        truth = cache.truth_for(person_id, status, held, lambda org: self._sharing.field_groups_for(org, today))
         send = _Sending(conn=conn, msg=msg, status=status, change=change, held=held, today=today, cache=cache,
                         now=datetime.now(UTC))
 
@@ -687,6 +687,8 @@ class _BatchCache:
     subscriptions: dict[str, list[Any]] = field(default_factory=dict)
     details: dict[str, bytes] = field(default_factory=dict)  # person -> stored (encrypted) details
     pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # person -> transfers awaiting acceptance
+    # person -> (the status, every organisation's view of it: `views_for`), for the person's next message
+    truth: dict[str, tuple[S117Status, dict[str, Any]]] = field(default_factory=dict)
     person_of: dict[str, str] = field(default_factory=dict)  # event id -> person id
     numbers: queue.EventNumbers = field(default_factory=queue.EventNumbers)
     newly_dispatched: dict[str, datetime] = field(default_factory=dict)  # written by `flush`
@@ -712,6 +714,20 @@ class _BatchCache:
         self._numbers_before = self.numbers.snapshot()
         self._counted_before = collections.Counter(self.counted)
 
+    def truth_for(self, person_id: str, status: S117Status, held: dict[str, "_Held"],
+                  groups_of: Callable[[str], frozenset[str]]) -> dict[str, Any]:
+        """`views_for(status, held, groups_of)`, worked out once for a person's
+        messages in the batch (a move is three events for the same status):
+        again only if the status is another or an organisation is held that
+        the views do not name (one told since, as not involved). The views
+        are read, never changed: those `_send` stores are the same objects."""
+        kept = self.truth.get(person_id)
+        if kept is not None and kept[0] is status and held.keys() <= kept[1].keys():
+            return kept[1]
+        truth = views_for(status, held, groups_of)
+        self.truth[person_id] = (status, truth)
+        return truth
+
     def forget(self, msg: BusMessage) -> None:
         """The message's savepoint was rolled back: drop what it changed."""
         if self.dispatched is not None:
@@ -721,7 +737,8 @@ class _BatchCache:
         self.counted = self._counted_before
         person = self.person_of.pop(msg.event_id, None)
         if person is not None:
-            for per_person in (self.history, self.status, self.held, self.patients, self.details, self.pending):
+            for per_person in (self.history, self.status, self.held, self.patients, self.details, self.pending,
+                               self.truth):
                 per_person.pop(person, None)
 
     async def flush(self, conn: AsyncConnection) -> None:

@@ -20,7 +20,6 @@ drift alerts); the dispatcher batches the same rows (hub/delivery/dispatcher.py)
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hub.ids import uuid4
 from hub.observability import metrics
 from hub.store.db import Prepared, execute_prepared
 from hub.store.schema import deliveries, disclosures, subscription_counters, subscriptions
@@ -138,7 +138,7 @@ async def queue_delivery(
     number = await next_event_number(conn, subscription_id)
     now = now or datetime.now(UTC)
     await conn.execute(deliveries.insert().values(
-        delivery_id=str(uuid.uuid4()), subscription_id=subscription_id, event_id=event_id, message_id=message_id,
+        delivery_id=uuid4(), subscription_id=subscription_id, event_id=event_id, message_id=message_id,
         event_type=event_type, payload=payload, status="pending", attempts=0, next_attempt_at=now,
         correlation_id=correlation_id, created_at=now, event_number=number,
     ))
@@ -208,7 +208,7 @@ def delivery_row(*, subscription_id: str, event_id: str, message_id: str, event_
                  correlation_id: str, event_number: int, now: datetime) -> dict:
     """A pending delivery, as `queue_delivery` writes it, for an executemany insert."""
     return dict(
-        delivery_id=str(uuid.uuid4()), subscription_id=subscription_id, event_id=event_id, message_id=message_id,
+        delivery_id=uuid4(), subscription_id=subscription_id, event_id=event_id, message_id=message_id,
         event_type=event_type, payload=payload, status="pending", attempts=0, next_attempt_at=now,
         correlation_id=correlation_id, created_at=now, event_number=event_number,
     )

@@ -141,14 +141,16 @@ def _entry_uuids(message_id: str) -> tuple[str, str, str, str]:
     the hot path. The version nibble is set to 4 and the variant to RFC 4122
     so the strings are well-formed UUIDs.
     """
-    h = blake2b(message_id.encode(), digest_size=64).hexdigest()
-    out = []
-    for i in range(0, 128, 32):
-        s = h[i : i + 32]
-        out.append(
-            f"{s[0:8]}-{s[8:12]}-4{s[13:16]}-{'89ab'[int(s[16], 16) & 3]}{s[17:20]}-{s[20:32]}"
-        )
-    return out[0], out[1], out[2], out[3]
+    d = bytearray(blake2b(message_id.encode(), digest_size=64).digest())
+    for i in (6, 22, 38, 54):  # each 16 bytes' version nibble: 4 (the digest's own nibble dropped)
+        d[i] = (d[i] & 0x0F) | 0x40
+    for i in (8, 24, 40, 56):  # and variant: 10xx, the digest's low two bits kept ("89ab"[n & 3])
+        d[i] = (d[i] & 0x3F) | 0x80
+    h = d.hex()
+    return (f"{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}",
+            f"{h[32:40]}-{h[40:44]}-{h[44:48]}-{h[48:52]}-{h[52:64]}",
+            f"{h[64:72]}-{h[72:76]}-{h[76:80]}-{h[80:84]}-{h[84:96]}",
+            f"{h[96:104]}-{h[104:108]}-{h[108:112]}-{h[112:116]}-{h[116:128]}")
 
 
 def _org_ref(org: Org) -> dict[str, Any]:

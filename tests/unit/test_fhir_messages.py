@@ -580,3 +580,31 @@ def test_a_name_the_source_never_sent_is_left_out_not_sent_empty(given: str, fam
     bundle = _build(patient=patient)
     assert _resources(bundle, "Patient")[0].get("name") == expected
     assert '""' not in _text(bundle)
+
+
+def test_entry_uuids_are_the_message_ids_digest_as_four_version_4_uuids():
+    """The four entry ids: the BLAKE2b-512 of the message id, 32 hex digits
+    each, version nibble 4 and RFC 4122 variant (the digest's low two bits
+    kept), as first written with string slices; stable across releases (a
+    re-sent message is byte-identical)."""
+    import uuid as uuid_module
+    from hashlib import blake2b
+
+    from hypothesis import given, settings, strategies as st
+
+    from hub.fhir.messages import _entry_uuids
+
+    def by_slices(message_id: str) -> tuple[str, ...]:
+        h = blake2b(message_id.encode(), digest_size=64).hexdigest()
+        return tuple(f"{s[0:8]}-{s[8:12]}-4{s[13:16]}-{'89ab'[int(s[16], 16) & 3]}{s[17:20]}-{s[20:32]}"
+                     for s in (h[i:i + 32] for i in range(0, 128, 32)))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.one_of(st.uuids().map(str), st.text(max_size=80)))
+    def check(message_id: str) -> None:
+        got = _entry_uuids(message_id)
+        assert got == by_slices(message_id)
+        assert len(set(got)) == 4
+        assert all(uuid_module.UUID(u).version == 4 and str(uuid_module.UUID(u)) == u for u in got)
+
+    check()
