@@ -204,3 +204,35 @@ async def test_a_small_batch_is_done_under_the_lock_unless_a_worker_process_shar
         pass
     numbers = await _numbers(app_hub, sid)
     assert numbers == list(range(1, len(numbers) + 1))
+
+
+def test_a_batch_works_out_a_persons_views_once_per_status():
+    """_BatchCache.truth_for: the views of one status are worked out once for
+    the person's messages in a batch, and again for another status or once an
+    organisation is held that they do not name (told since, as not involved)."""
+    import dataclasses
+
+    from hub.delivery.dispatcher import _BatchCache, _Held
+    from hub.domain.views import NOT_INVOLVED, views_for
+    from tests.unit.domain.builders import detained, left, moved, status
+    from tests.unit.domain.fakes import BUCKINGHAMSHIRE, BUCKS_PRACTICE, HARROW, OXFORDSHIRE
+
+    s = status([detained("2024-01-10", residence_la_gss=BUCKINGHAMSHIRE, gp_practice_ods=BUCKS_PRACTICE),
+                left("2024-03-01"), moved("2024-04-01", HARROW)], "2024-05-01")
+    asked: list[str] = []
+
+    def groups(org: str) -> frozenset[str]:
+        asked.append(org)
+        return frozenset({"responsibility"})
+
+    cache = _BatchCache(today=date(2024, 5, 1))
+    held: dict[str, _Held] = {}
+    first = cache.truth_for("p1", s, held, groups)
+    assert first == views_for(s, held, lambda org: frozenset({"responsibility"})) and HARROW in first
+    worked = len(asked)
+    assert cache.truth_for("p1", s, held, groups) is first and len(asked) == worked  # kept
+    held[OXFORDSHIRE] = _Held(1, dict(NOT_INVOLVED), "e1")  # told since; not in the views kept
+    again = cache.truth_for("p1", s, held, groups)
+    assert again is not first and again[OXFORDSHIRE] == NOT_INVOLVED and len(asked) > worked
+    assert cache.truth_for("p1", dataclasses.replace(s), held, groups) is not again  # another status
+    assert cache.truth_for("p2", s, held, groups) is not cache.truth["p1"][1]  # another person
