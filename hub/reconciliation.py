@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.snapshots import ParsedRow, SnapshotFileError, reader_for
-from hub.store.db import Prepared, execute_prepared, snapshot, write_transaction
+from hub.store.db import InList, Prepared, execute_prepared, snapshot, write_transaction
 from hub.bus.port import EVENTS_TOPIC, Subscriber
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
@@ -478,11 +478,15 @@ class Reconciler:
                 "fixed": sum(n for _k, s, n in rows if s == ItemState.FIXED)}
 
 
-_PEOPLE_WITH_LIVE_ITEMS = (
+# Which of a batch's people have a live item: an InList (one array or JSON
+# parameter), so the statement's text, and what PostgreSQL prepares for it,
+# is the same whatever the batch's size (an expanding IN list was a new
+# statement prepared on each connection for each size).
+_PEOPLE_WITH_LIVE_ITEMS = InList("ids", lambda ids: (
     select(persons.c.person_id).distinct()
     .join(reconciliation_items, reconciliation_items.c.person_key == persons.c.nhs_number_index)
-    .where(persons.c.person_id.in_(bindparam("ids", expanding=True)),
-           reconciliation_items.c.state.in_([s.value for s in LIVE])))
+    .where(persons.c.person_id.in_(ids),
+           or_(*(reconciliation_items.c.state == s for s in sorted(v.value for v in LIVE))))))
 
 
 class ItemWatcher:
@@ -511,14 +515,14 @@ class ItemWatcher:
         people = list(dict.fromkeys(m.key for m in batch))
         if pass_over is not None:
             async with snapshot(self._engine) as snap:  # no write lock to find that nobody has an open item
-                anyone = (await snap.execute(_PEOPLE_WITH_LIVE_ITEMS, {"ids": people})).first() is not None
+                anyone = (await _PEOPLE_WITH_LIVE_ITEMS.execute(snap, people)).first() is not None
             if not anyone:  # the offset moves in memory, written with the next commit or within a second
                 pass_over(GROUP, EVENTS_TOPIC, batch[-1].offset + 1)
                 return len(batch)
         async with write_transaction(self._engine) as conn:  # inline on SQLite (hub/store/db.py)
             closed: set[str] = set()
             # Most people have no open item: one statement finds those who do.
-            with_items = set((await conn.execute(_PEOPLE_WITH_LIVE_ITEMS, {"ids": people})).scalars())
+            with_items = set((await _PEOPLE_WITH_LIVE_ITEMS.execute(conn, people)).scalars())
             for person_id in (p for p in people if p in with_items):
                 closed |= await self._recheck(conn, person_id)
             if closed and self._alerts is not None:

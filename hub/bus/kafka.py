@@ -71,14 +71,14 @@ from aiokafka.errors import (
     UnknownMemberIdError,
 )
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
-from sqlalchemy import event, func, select
+from sqlalchemy import BigInteger, bindparam, event, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import BusMessage, Capabilities
 from hub.bus.sql import publish_signal
 from hub.observability.logging import get_logger
 from hub.observability import metrics
-from hub.store.db import read_only
+from hub.store.db import InList, read_only
 from hub.store.schema import bus_messages, dead_letters
 
 log = get_logger("hub.bus.kafka")
@@ -277,10 +277,14 @@ class KafkaRelay:
                 metrics.DEAD_LETTERS.labels(handler="kafka-relay").inc()
             offsets = [*offsets, *(int(row.offset) for row, _ in refused)]
             for i in range(0, len(offsets), 500):
-                chunk = offsets[i:i + 500]
-                await conn.execute(
-                    bus_messages.update().where(bus_messages.c.offset.in_(chunk)).values(relayed_at=now)
-                )
+                await _MARK_RELAYED.execute(conn, offsets[i:i + 500], {"now": now})
+
+
+# Outbox rows marked relayed: an InList (one array parameter on PostgreSQL),
+# so the statement is the same, and prepared once a connection, whatever the
+# number of rows (an expanding IN list was prepared again for each count).
+_MARK_RELAYED = InList("offsets", lambda offsets: bus_messages.update().where(bus_messages.c.offset.in_(offsets))
+                       .values(relayed_at=bindparam("now")), element=BigInteger)
 
 
 def _headers(row: Any) -> list[tuple[str, bytes]]:
