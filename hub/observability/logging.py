@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 import sys
 import threading
 from typing import Any
 
 import orjson
 import structlog
+
+from hub.ids import uuid4
 
 ALLOWED_KEYS = frozenset(
     {
@@ -58,7 +59,7 @@ def new_correlation_id() -> str:
     its own, drawn again (about 1 in 60) if it holds a bare run of ten digits,
     so that the log redactor never has to mask it and it can always be traced."""
     while True:
-        value = str(uuid.uuid4())
+        value = uuid4()
         if not _BARE_TEN.search(value):
             return value
 
