@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
+import threading
 import time
 import weakref
 from collections import namedtuple
@@ -16,6 +18,7 @@ from functools import lru_cache, partial
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from pathlib import Path
+from urllib.parse import quote
 
 import orjson
 
@@ -30,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from hub.observability.logging import get_logger
 from hub.store.private_files import private_sqlite
 
 
@@ -592,6 +596,74 @@ class SyncConn:
         return prepared.plan(self._conn.dialect).run(self._conn.connection.dbapi_connection, params)
 
 
+# The shared writer's own automatic checkpoint, as a backstop only: the WAL is
+# checkpointed by `WalCheckpointer` in a thread of its own; should that fall
+# behind, the writer checkpoints once the WAL holds this many pages (40 MB).
+WRITER_AUTOCHECKPOINT_PAGES = 10_000
+log = get_logger("hub.store")
+
+
+class WalCheckpointer:
+    """Checkpoints a SQLite file's WAL (copies the committed pages into the
+    database file and fsyncs it) in a thread of its own, off the event loop.
+
+    SQLite's automatic checkpoint runs inside the COMMIT that takes the WAL
+    past 1,000 pages, in the committing connection: for the shared inline
+    writer, on the event loop, which then stops for the checkpoint's
+    writes and fsync (every few ingest batches; bench/README.md, "Tenth
+    session"). Here, every `interval` seconds in which a transaction was
+    committed, a PASSIVE checkpoint (it waits for no reader or writer:
+    writers append to the WAL meanwhile, readers keep their snapshots) runs on
+    the thread's own connection, `synchronous=FULL` as every hub connection,
+    with the GIL released while SQLite works. The writer's own automatic
+    checkpoint stays, at `WRITER_AUTOCHECKPOINT_PAGES`, should this thread
+    fall behind. Durability is unchanged: every COMMIT is fsync'd in the WAL."""
+
+    interval = 0.5
+
+    def __init__(self, database: str) -> None:
+        self._database = database
+        self._stop = threading.Event()
+        self._committed = 0  # counted by the writer (the loop's thread); read here
+        self._seen = 0
+        self.checkpoints = 0
+        self._thread = threading.Thread(target=self._run, name="s117-wal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def committed(self) -> None:
+        """A transaction was committed (the writer, after its COMMIT)."""
+        self._committed += 1
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        failing = False
+        try:
+            while not self._stop.wait(self.interval):
+                seen = self._committed
+                if seen == self._seen:
+                    continue
+                try:
+                    if conn is None:  # mode=rw: never makes a database where the file is gone
+                        conn = sqlite3.connect(f"file:{quote(os.path.abspath(self._database))}?mode=rw",
+                                               uri=True, timeout=0, isolation_level=None)
+                        conn.execute("PRAGMA synchronous=FULL")
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                    self._seen = seen
+                    failing = False
+                except sqlite3.Error as exc:  # busy or gone a moment: tried again at the next interval
+                    if not failing:  # once a run of failures, not every half second
+                        log.warning("wal checkpoint failed, will retry", exc_type=type(exc).__name__)
+                    failing = True
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 class InlineWriter:
     """Write transactions on a SQLite file without the aiosqlite thread hop
     per statement: one synchronous connection whose statements run at once
@@ -611,6 +683,7 @@ class InlineWriter:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._checkpointer: WalCheckpointer | None = None
         self._conn: Connection | None = None
         self._lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -661,6 +734,8 @@ class InlineWriter:
                     if conn.in_transaction():
                         conn.rollback()
                     raise
+                if self._checkpointer is not None:
+                    self._checkpointer.committed()
                 for callback in sconn._after_commit or ():
                     callback()
 
@@ -692,6 +767,10 @@ class InlineWriter:
         dbapi = conn.connection.dbapi_connection
         if dbapi is not self._no_wait:
             dbapi.execute("PRAGMA busy_timeout=0")
+            # Checkpoints are the checkpointer thread's; the writer's own only a backstop.
+            dbapi.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
+            if self._checkpointer is None and self._engine.url.database:
+                self._checkpointer = WalCheckpointer(self._engine.url.database)
             self._no_wait = dbapi
         try:
             conn.begin()
@@ -714,6 +793,9 @@ class InlineWriter:
             dbapi.execute("PRAGMA busy_timeout=0")
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -1,0 +1,71 @@
+"""The WAL of a SQLite store is checkpointed by a thread of its own
+(hub.store.db.WalCheckpointer), not inside the shared writer's COMMIT on the
+event loop; the writer's own automatic checkpoint is only a backstop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hub.store import db as store_db
+from hub.store.db import close_inline, create_engine, create_schema, inline_writer, write_transaction
+from hub.store.schema import bus_messages
+
+
+async def _write(engine, rows: int, start: int = 0) -> None:  # noqa: ANN001
+    now = datetime.now(UTC)
+    async with write_transaction(engine) as conn:
+        await conn.execute(bus_messages.insert(), [
+            {"topic": "t", "key": "k", "event_id": f"e{start + i}", "payload": {"pad": "x" * 4000}, "headers": {},
+             "created_at": now} for i in range(rows)])
+
+
+async def _grown(path: Path, size: int, within: float) -> bool:
+    for _ in range(int(within / 0.05)):
+        if path.stat().st_size > size:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_committed_pages_reach_the_database_file_from_the_checkpointer_thread(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    await create_schema(engine)
+    try:
+        await _write(engine, 1)  # the writer opens its connection, and the checkpointer starts
+        writer = inline_writer(engine)
+        assert writer is not None and writer._checkpointer is not None
+        checkpointer = writer._checkpointer
+        assert any(t.name == "s117-wal-checkpoint" for t in threading.enumerate())
+        dbapi = writer._conn.connection.dbapi_connection
+        assert dbapi.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == store_db.WRITER_AUTOCHECKPOINT_PAGES
+        await asyncio.sleep(checkpointer.interval * 3)  # the first row's checkpoint done
+        size, before = path.stat().st_size, checkpointer.checkpoints
+        # About 200 pages: far below the writer's own threshold, so only the thread can copy them in.
+        await _write(engine, 200, start=1)
+        assert await _grown(path, size, within=5.0), "the database file never took the WAL's pages"
+        assert checkpointer.checkpoints > before
+        idle = checkpointer.checkpoints
+        await asyncio.sleep(checkpointer.interval * 3)
+        assert checkpointer.checkpoints == idle  # nothing committed: no checkpoint
+    finally:
+        close_inline(engine)
+        await engine.dispose()
+    assert not checkpointer._thread.is_alive()  # stopped with the writer
+
+
+def test_a_checkpointer_never_makes_a_database_where_the_file_is_gone(tmp_path: Path) -> None:
+    gone = tmp_path / "gone.db"
+    checkpointer = store_db.WalCheckpointer(str(gone))
+    checkpointer.interval = 0.01
+    try:
+        checkpointer.committed()
+        for _ in range(100):
+            if not gone.exists() and checkpointer.checkpoints == 0:
+                threading.Event().wait(0.01)
+        assert not gone.exists() and checkpointer.checkpoints == 0
+    finally:
+        checkpointer.close()
