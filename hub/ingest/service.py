@@ -348,13 +348,14 @@ async def write_recorded(
     status_json = status_fragment(after)
     event_ids = []
     for n, ev in enumerate(events):
-        eid = event_id_for(change.change_id, n, ev.event_type.value)
-        event_ids.append({"event_id": eid, "event_type": ev.event_type.value})
+        event_type = ev.event_type.value  # an enum member's value: a descriptor call each time it is read
+        eid = event_id_for(change.change_id, n, event_type)
+        event_ids.append({"event_id": eid, "event_type": event_type})
         await publish(conn, BusMessage(
             topic=EVENTS_TOPIC, key=person_id, event_id=eid,
             payload=event_payload_fragment(ev, change_json, status_json),
             headers={"correlation_id": correlation_id, "source": client.client_id,
-                     "event_type": ev.event_type.value}))
+                     "event_type": event_type}))
     body = {
         "change_id": change.change_id, "person_id": person_id, "status": "accepted",
         "correlation_id": correlation_id, "events": event_ids, "entitled": after.entitled,
