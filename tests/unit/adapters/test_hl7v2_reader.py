@@ -9,6 +9,8 @@ from pathlib import Path
 
 import hl7
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hl7.exceptions import HL7Exception
 
 from adapters.hl7v2 import Disposition, map_adt
@@ -95,3 +97,20 @@ def test_an_escaped_value_maps_unescaped_once() -> None:
     assert result.change is not None
     assert result.change["person"]["family_name"] == "O\\TESTPATIENT&CO"
     assert result.change["person"]["given_name"] == "ALEX|JO"
+
+
+_FIELD = st.text(alphabet="AB1 ^~&", max_size=8)  # plain values and values with each separator
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_FIELD, min_size=1, max_size=6))
+def test_any_field_reads_as_python_hl7_reads_it(fields: list[str]) -> None:
+    """Any field, plain or with each separator, at every repetition, component
+    and subcomponent (a value with no separator is its own first of each)."""
+    text = "MSH|^~\\&|APP|RNU|HUB|HUB|20250106||ADT^A01|C1|P|2.4\rPID|" + "|".join(fields)
+    parsed, reader = hl7.parse(text), _Msg(text)
+    for f in range(1, len(fields) + 2):
+        for r in (1, 2, 3):
+            for c in (1, 2, 3):
+                for s in (1, 2, 3):
+                    assert reader.get("PID", f, c, r, s) == hl7_reads(parsed, "PID", f, c, r, s), (f, c, r, s)
