@@ -659,6 +659,10 @@ class WalCheckpointer:
             if conn is not None:
                 conn.close()
 
+    def stop(self) -> None:
+        """Ask the thread to end after its current checkpoint (without waiting for it)."""
+        self._stop.set()
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
@@ -771,6 +775,8 @@ class InlineWriter:
             dbapi.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
             if self._checkpointer is None and self._engine.url.database:
                 self._checkpointer = WalCheckpointer(self._engine.url.database)
+                # A writer dropped without `close` (its engine gone) stops its thread too.
+                weakref.finalize(self, self._checkpointer.stop)
             self._no_wait = dbapi
         try:
             conn.begin()

@@ -69,3 +69,26 @@ def test_a_checkpointer_never_makes_a_database_where_the_file_is_gone(tmp_path: 
         assert not gone.exists() and checkpointer.checkpoints == 0
     finally:
         checkpointer.close()
+
+
+def test_a_writer_dropped_without_close_stops_its_checkpointer(tmp_path: Path) -> None:
+    import gc
+
+    from hub.store.db import InlineWriter, sqlite_writer_engine
+
+    async def run() -> store_db.WalCheckpointer:
+        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
+        await create_schema(engine)
+        writer = InlineWriter(sqlite_writer_engine(engine))
+        async with writer.transaction() as conn:
+            await conn.execute(bus_messages.insert(), {"topic": "t", "key": "k", "event_id": "e", "payload": {},
+                                                       "headers": {}, "created_at": datetime.now(UTC)})
+        checkpointer = writer._checkpointer
+        writer._conn.close()
+        await engine.dispose()
+        return checkpointer
+
+    checkpointer = asyncio.run(run())
+    gc.collect()
+    checkpointer._thread.join(timeout=5)
+    assert not checkpointer._thread.is_alive()
