@@ -105,24 +105,14 @@ def _part(value: Any) -> Any:
     return fragment
 
 
-def status_fragment(status: S117Status, parts: dict[str, tuple[Any, orjson.Fragment]] | None = None
-                    ) -> orjson.Fragment:
-    """`status_on_the_bus(status)` as JSON already made. `parts`: the person's
-    status parts' JSON, kept from one of their statuses to the next (field ->
-    the part and its JSON, six at most; None: kept here)."""
+def status_fragment(status: S117Status) -> orjson.Fragment:
+    """`status_on_the_bus(status)` as JSON already made."""
     names, get, shared = _bus_fields(type(status))
     out = dict(zip(names, get(status)))
     for name in shared:
         value = out[name]
-        if value is None or value == ():
-            continue
-        if parts is None:
+        if value is not None and value != ():
             out[name] = _part(value)
-            continue
-        held = parts.get(name)
-        if held is None or held[0] is not value:
-            held = parts[name] = (value, _kept(value))
-        out[name] = held[1]
     return orjson.Fragment(_encode(out))
 
 

@@ -269,8 +269,6 @@ class BulkCache:
         self.hits = 0
         # Each person's access facts with the evaluation they come from (people's rows are spread over chunks).
         self.facts: dict[str, tuple[Any, Any]] = {}
-        # Each person's status parts' JSON (hub/bus/payload.py status_fragment: six at most), while they are held.
-        self.parts: dict[str, dict[str, Any]] = {}
 
     def get(self, person_id: str) -> tuple[list[RegisterChange], Any] | None:
         return self._entries.get(person_id)
@@ -290,8 +288,6 @@ class BulkCache:
             self._held += weight
         for pid in [p for p in self.facts if p not in self._entries]:
             del self.facts[pid]
-        for pid in [p for p in self.parts if p not in self._entries]:
-            del self.parts[pid]
 
 
 class _BulkOutcomes:
@@ -315,7 +311,7 @@ def _status_upsert(dialect: Any) -> Prepared:
 async def write_recorded(
     conn: Any, client: Client, change_in: RegisterChangeIn, change: RegisterChange, after: S117Status,
     events: list[DomainEvent], person_id: str, correlation_id: str, channel: str, now: datetime,
-    holidays: Any, parts: dict[str, Any] | None = None,
+    holidays: Any,
 ) -> tuple[Any, dict[str, Any]]:
     """A recorded change's rows, the same for one change and for a council
     file's chunk: the register change, its service level (5 working days)
@@ -334,7 +330,7 @@ async def write_recorded(
     await conn.execute(_INSERT_SERVICE_LEVEL, dict(
         change_id=change.change_id, notified_on=change.notified_on, recorded_on=change.recorded_on,
         deadline=sl.deadline, working_days_taken=sl.working_days_taken, state=sl.state))
-    status_json = status_fragment(after, parts)  # parts: the person's status parts' JSON, kept (bulk path)
+    status_json = status_fragment(after)
     event_ids = []
     for n, ev in enumerate(events):
         eid = event_id_for(change.change_id, n, ev.event_type.value)
@@ -892,8 +888,6 @@ class IngestService:
         holidays = self._ref.bank_holidays()
         # person id -> (their evaluation, its access facts): the same evaluation is the same history
         facts_of: dict[str, tuple[Evaluation, Any]] = cache.facts if cache is not None else {}
-        # person id -> their statuses' parts' JSON (hub/bus/payload.py status_fragment), kept with the evaluation
-        parts_of: dict[str, dict[str, Any]] = cache.parts if cache is not None else {}
 
         # (person id, change type, trust, hospital named) -> (the facts decided on, the decision)
         decided: dict[tuple[str | None, ChangeType, str | None, bool], tuple[Any, Decision]] = {}
@@ -1029,11 +1023,8 @@ class IngestService:
                 if merged != held:
                     details[pid] = self._protector.encrypt(orjson.dumps(merged))
                     await execute_prepared(conn, _UPDATE_DETAILS, {"pid": pid, "new_details": details[pid], "at": now})
-            parts = parts_of.get(pid)
-            if parts is None:
-                parts = parts_of[pid] = {}
             sl, body = await write_recorded(conn, client, change_in, change, after, events, pid,
-                                            correlation_id, channel, now, holidays, parts)
+                                            correlation_id, channel, now, holidays)
             late_of[pid] = late_of.get(pid, 0) + (1 if sl.state == "breach" else 0)
             await conn.execute(_INSERT_RESULT, dict(
                 source=client.client_id, source_message_id=change_in.source_message_id, status_code=202, body=body,
