@@ -100,3 +100,21 @@ def test_statuses_of_an_incremental_evaluation_share_parts_and_keep_their_bytes(
             assert len(payload._PARTS) <= bound
         finally:
             payload._PARTS_MAX = saved
+
+
+def test_a_kept_part_holds_its_own_length() -> None:
+    """A part's JSON kept (hub/bus/payload.py `_part`) is a copy of its own
+    length: orjson's output as written sits in a buffer of at least 4 KB."""
+    import tracemalloc
+
+    import hub.bus.payload as payload
+
+    value = {"org": {"code": "E06000060", "name": "Buckinghamshire Council"}, "basis": "x" * 300}
+    tracemalloc.start()
+    try:
+        kept = [payload._kept(value) for _ in range(200)]
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert orjson.loads(orjson.dumps({"v": kept[0]}))["v"] == value
+    assert held < 200 * 1024  # about 0.4 KB each; as written, 4 KB each

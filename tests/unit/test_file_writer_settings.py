@@ -1,0 +1,54 @@
+"""The shared SQLite writer's page cache and checkpoint interval while council
+files are processed (hub/file_jobs.py `roomier_writer`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hub.file_jobs import FILE_CACHE_KIB, FILE_CHECKPOINT_PAGES, roomier_writer
+from hub.store.db import close_inline, create_engine, write_transaction
+
+
+async def _settings(engine) -> tuple[int, int]:  # noqa: ANN001
+    async with write_transaction(engine) as conn:
+        dbapi = conn.sync_connection.connection.dbapi_connection
+        return (dbapi.execute("PRAGMA cache_size").fetchone()[0],
+                dbapi.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+
+@pytest.fixture
+async def engine(tmp_path: Path):  # noqa: ANN201
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
+    yield engine
+    close_inline(engine)
+    await engine.dispose()
+
+
+async def test_raised_while_held_and_put_back_by_the_last_holder(engine) -> None:  # noqa: ANN001
+    before = await _settings(engine)
+    assert before == (-2000, 1000)  # SQLite's defaults, which the hub keeps
+    async with roomier_writer(engine):
+        assert await _settings(engine) == (-FILE_CACHE_KIB, FILE_CHECKPOINT_PAGES)
+        async with roomier_writer(engine):  # a second file at once
+            assert await _settings(engine) == (-FILE_CACHE_KIB, FILE_CHECKPOINT_PAGES)
+        assert await _settings(engine) == (-FILE_CACHE_KIB, FILE_CHECKPOINT_PAGES)  # the first is still processed
+    assert await _settings(engine) == before
+
+
+async def test_put_back_when_processing_fails(engine) -> None:  # noqa: ANN001
+    before = await _settings(engine)
+    with pytest.raises(RuntimeError):
+        async with roomier_writer(engine):
+            raise RuntimeError("chunk failed")
+    assert await _settings(engine) == before
+
+
+async def test_nothing_without_an_inline_writer() -> None:
+    engine = create_engine("sqlite+aiosqlite:///:memory:")
+    try:
+        async with roomier_writer(engine):
+            pass
+    finally:
+        await engine.dispose()
