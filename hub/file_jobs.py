@@ -58,11 +58,10 @@ PARALLEL = 64  # people in flight at once (their rows share group-commit batches
 FILE_GC_THRESHOLD = 100_000
 _gc_saved: tuple[int, int, int] | None = None
 _gc_holders = 0
-# The shared SQLite writer's page cache (KiB) and WAL checkpoint interval (pages) while a file is
-# processed (SQLite's defaults, which the hub keeps otherwise: 2,000 KiB and 1,000 pages): see `roomier_writer`.
+# The shared SQLite writer's page cache (KiB) while a file is processed (SQLite's default, which
+# the hub keeps otherwise: 2,000 KiB): see `roomier_writer`.
 FILE_CACHE_KIB = 16_384
-FILE_CHECKPOINT_PAGES = 10_000
-_writer_saved: dict[Any, tuple[int, int]] = {}  # engine -> its writer's settings before, while files are in hand
+_writer_saved: dict[Any, int] = {}  # engine -> its writer's page cache before, while files are in hand
 _writer_holders: dict[Any, int] = {}
 
 
@@ -99,44 +98,40 @@ def fewer_collections() -> Iterator[None]:
             _gc_saved = None
 
 
-async def _writer_pragmas(engine: AsyncEngine, cache: int | None, checkpoint: int | None) -> tuple[int, int]:
-    """The shared writer connection's page cache and checkpoint interval (set to
-    `cache` and `checkpoint` where given), as they were."""
+async def _writer_cache(engine: AsyncEngine, cache: int) -> int:
+    """The shared writer connection's page cache set to `cache` (SQLite's
+    `cache_size`: negative in KiB); what it was."""
     async with write_transaction(engine) as conn:  # the writer's turn: nothing written, nothing to fsync
         dbapi = conn.sync_connection.connection.dbapi_connection
-        was = (dbapi.execute("PRAGMA cache_size").fetchone()[0], dbapi.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
-        if cache is not None:
-            dbapi.execute(f"PRAGMA cache_size={int(cache)}")
-        if checkpoint is not None:
-            dbapi.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint)}")
-    return was
+        was = dbapi.execute("PRAGMA cache_size").fetchone()[0]
+        dbapi.execute(f"PRAGMA cache_size={int(cache)}")
+    return int(was)
 
 
 @asynccontextmanager
 async def roomier_writer(engine: AsyncEngine) -> AsyncIterator[None]:
     """On a SQLite file, the shared writer connection (hub/store/db.py
     InlineWriter: the group commit's, so the bulk path's) keeps up to
-    FILE_CACHE_KIB of pages rather than 2 MB and checkpoints the WAL every
-    FILE_CHECKPOINT_PAGES pages rather than 1,000, while a file is processed;
-    as before once no file is. A chunk of 500 rows about 500 different people
+    FILE_CACHE_KIB of pages rather than 2 MB while a file is processed; as
+    before once no file is. A chunk of 500 rows about 500 different people
     (a file of many people) puts an entry into random places of five indexes
     keyed by person or change id (ix_changes_person, ix_access_decisions_person,
     and the change and event ids' unique indexes): about 5 of the chunk's 2,600
     WAL frames a row at 50,000 rows, and with a 2 MB cache most of those pages
     are read back from the file first (17 pread64 calls a row, measured with
-    strace -c, against 3 at 5,000 rows). The bigger cache keeps them, and a
-    checkpoint every few chunks copies each index page to the database once
-    rather than once a chunk. Memory: the cache is at most FILE_CACHE_KIB,
-    given back when the file is done; the WAL file grows to about
-    FILE_CHECKPOINT_PAGES x 4 KB between checkpoints (disk, not memory).
-    Files processed at once share one hold per engine. PostgreSQL and
+    strace -c, against 3 at 5,000 rows). The bigger cache keeps them. (The
+    WAL is checkpointed by a thread of its own every half second,
+    hub/store/db.py `WalCheckpointer`: every few chunks, each index page is
+    copied to the database once rather than once a chunk, off the event
+    loop.) Memory: the cache is at most FILE_CACHE_KIB, given back when the
+    file is done. Files processed at once share one hold per engine. PostgreSQL and
     `:memory:`: nothing to do."""
     if inline_writer(engine) is None:
         yield
         return
     if _writer_holders.get(engine, 0) == 0:
         try:
-            _writer_saved[engine] = await _writer_pragmas(engine, -FILE_CACHE_KIB, FILE_CHECKPOINT_PAGES)
+            _writer_saved[engine] = await _writer_cache(engine, -FILE_CACHE_KIB)
         except Exception as exc:  # noqa: BLE001 - the defaults are no worse than before: carry on with them
             log.warning("council file: writer settings not raised", exc_type=type(exc).__name__)
     _writer_holders[engine] = _writer_holders.get(engine, 0) + 1
@@ -149,8 +144,8 @@ async def roomier_writer(engine: AsyncEngine) -> AsyncIterator[None]:
             saved = _writer_saved.pop(engine, None)
             if saved is not None:
                 try:
-                    await _writer_pragmas(engine, *saved)
-                except Exception as exc:  # noqa: BLE001 - a bigger cache and fewer checkpoints until restart
+                    await _writer_cache(engine, saved)
+                except Exception as exc:  # noqa: BLE001 - a bigger cache until restart
                     log.warning("council file: writer settings not put back", exc_type=type(exc).__name__)
 
 

@@ -1,5 +1,6 @@
-"""The shared SQLite writer's page cache and checkpoint interval while council
-files are processed (hub/file_jobs.py `roomier_writer`)."""
+"""The shared SQLite writer's page cache while council files are processed
+(hub/file_jobs.py `roomier_writer`); its checkpoints stay the checkpointer
+thread's, its own automatic one the backstop (hub/store/db.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hub.file_jobs import FILE_CACHE_KIB, FILE_CHECKPOINT_PAGES, roomier_writer
-from hub.store.db import close_inline, create_engine, write_transaction
+from hub.file_jobs import FILE_CACHE_KIB, roomier_writer
+from hub.store.db import WRITER_AUTOCHECKPOINT_PAGES, close_inline, create_engine, write_transaction
 
 
 async def _settings(engine) -> tuple[int, int]:  # noqa: ANN001
@@ -28,12 +29,12 @@ async def engine(tmp_path: Path):  # noqa: ANN201
 
 async def test_raised_while_held_and_put_back_by_the_last_holder(engine) -> None:  # noqa: ANN001
     before = await _settings(engine)
-    assert before == (-2000, 1000)  # SQLite's defaults, which the hub keeps
+    assert before == (-2000, WRITER_AUTOCHECKPOINT_PAGES)  # SQLite's page cache; the writer's backstop
     async with roomier_writer(engine):
-        assert await _settings(engine) == (-FILE_CACHE_KIB, FILE_CHECKPOINT_PAGES)
+        assert await _settings(engine) == (-FILE_CACHE_KIB, WRITER_AUTOCHECKPOINT_PAGES)
         async with roomier_writer(engine):  # a second file at once
-            assert await _settings(engine) == (-FILE_CACHE_KIB, FILE_CHECKPOINT_PAGES)
-        assert await _settings(engine) == (-FILE_CACHE_KIB, FILE_CHECKPOINT_PAGES)  # the first is still processed
+            assert await _settings(engine) == (-FILE_CACHE_KIB, WRITER_AUTOCHECKPOINT_PAGES)
+        assert await _settings(engine) == (-FILE_CACHE_KIB, WRITER_AUTOCHECKPOINT_PAGES)  # the first is still processed
     assert await _settings(engine) == before
 
 
