@@ -600,6 +600,9 @@ class SyncConn:
 # checkpointed by `WalCheckpointer` in a thread of its own; should that fall
 # behind, the writer checkpoints once the WAL holds this many pages (40 MB).
 WRITER_AUTOCHECKPOINT_PAGES = 10_000
+# False: SQLite's own automatic checkpoint every 1,000 pages in the writer's
+# COMMIT, no thread (what the hub did before; bench/bench_checkpoint.py's baseline).
+CHECKPOINT_THREAD = True
 log = get_logger("hub.store")
 
 
@@ -772,8 +775,8 @@ class InlineWriter:
         if dbapi is not self._no_wait:
             dbapi.execute("PRAGMA busy_timeout=0")
             # Checkpoints are the checkpointer thread's; the writer's own only a backstop.
-            dbapi.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
-            if self._checkpointer is None and self._engine.url.database:
+            dbapi.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES if CHECKPOINT_THREAD else 1000}")
+            if self._checkpointer is None and self._engine.url.database and CHECKPOINT_THREAD:
                 self._checkpointer = WalCheckpointer(self._engine.url.database)
                 # A writer dropped without `close` (its engine gone) stops its thread too.
                 weakref.finalize(self, self._checkpointer.stop)

@@ -1,0 +1,104 @@
+"""The dispatcher alone, in-process: CPU per event on a register made by the
+hub itself.
+
+`bench_load.py --ingest-only --keep` records N changes through a real hub
+process (workers off: nothing dispatched), beside its bare-insert baseline;
+then, R times, a copy of that database is dispatched here by the hub's own
+`Dispatcher.run_once` in batches of B (every event: routing, the agreements,
+views, one FHIR message per recipient, deliveries and disclosures queued and
+committed), and the process's CPU per event is printed. Alternate two
+checkouts' runs on one database (`--db DIR`) to compare them.
+
+    .venv/bin/python bench/bench_dispatch.py                     # 4,000 changes, batches of 64, 3 rounds
+    .venv/bin/python bench/bench_dispatch.py --db /tmp/kept-dir   # a kept bench_load level (hub.db, data.key, sharing.yaml)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def make_register(changes: int) -> tuple[Path, str]:
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_load.py"), "--clients", "32", "--changes",
+                          str(changes), "--ingest-only", "--keep"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    kept = Path(re.search(r"data in (\S+)", out).group(1))
+    level = next(p for p in kept.iterdir() if (p / "hub.db").exists())
+    row = next((line for line in out.splitlines() if line.startswith("| 32 ")), "")
+    return level, row
+
+
+def run_round(source: Path, batch: int) -> tuple[int, int, float, float]:
+    """One dispatch of a copy of `source` in a child process (a fresh hub each round)."""
+    code = f"""
+import asyncio, os, sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from hub.settings import Settings
+from hub.bootstrap import build_hub
+from sqlalchemy import text
+async def main():
+    hub = await build_hub(Settings())
+    d = hub.dispatcher
+    await d.run_once(1)
+    n, c0, w0 = 0, time.process_time(), time.perf_counter()
+    while (k := await d.run_once({batch})):
+        n += k
+    c1, w1 = time.process_time(), time.perf_counter()
+    async with hub.engine.connect() as conn:
+        queued = (await conn.execute(text("select count(*) from deliveries"))).scalar()
+    print(n, queued, c1 - c0, w1 - w0)
+    await hub.close()
+asyncio.run(main())
+"""
+    work = Path(tempfile.mkdtemp(prefix="s117-bench-dispatch-"))
+    try:
+        for name in ("hub.db", "data.key", "sharing.yaml"):
+            shutil.copy(source / name, work / name)
+        env = {**os.environ, "S117_DATABASE_URL": f"sqlite+aiosqlite:///{work / 'hub.db'}",
+               "S117_DATA_KEY_FILE": str(work / "data.key"), "S117_SHARING_AGREEMENTS_PATH": str(work / "sharing.yaml"),
+               "S117_BUS_URL": "sql", "S117_LOG_LEVEL": "INFO", "S117_CANONICAL_BASE": "https://s117hub.example.org",
+               "S117_REVIEW_SCAN_INTERVAL_SECONDS": "0"}
+        with open(work / "hub.log", "w") as log:  # the hub's lines go to a file, as deployed
+            out = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=log,
+                                 text=True, check=True).stdout.split("\n")
+        line = next(x for x in reversed(out) if x.strip() and x.split()[0].isdigit())
+        n, queued, cpu, wall = line.split()
+        return int(n), int(queued), float(cpu), float(wall)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--changes", type=int, default=4000)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--db", type=Path, help="a kept bench_load level to dispatch (else one is made)")
+    args = ap.parse_args()
+    if args.db:
+        source, row = args.db, ""
+    else:
+        source, row = make_register(args.changes)
+        print(f"register: {args.changes} changes by bench_load.py --ingest-only (kept in {source.parent})")
+        print(f"  its level: {row}")
+    print(f"dispatching a copy of {source} in batches of {args.batch}; 2 cores, load average {os.getloadavg()[0]:.1f}")
+    print("| round | events | deliveries queued | CPU per event | wall per event |")
+    print("|---|---|---|---|---|")
+    for r in range(1, args.rounds + 1):
+        n, queued, cpu, wall = run_round(source, args.batch)
+        print(f"| {r} | {n:,} | {queued:,} | {1000 * cpu / max(n, 1):.3f} ms | {1000 * wall / max(n, 1):.3f} ms |")
+    print(f"(load average at end {os.getloadavg()[0]:.1f})")
+
+
+if __name__ == "__main__":
+    main()
