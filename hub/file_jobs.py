@@ -120,7 +120,7 @@ async def roomier_writer(engine: AsyncEngine) -> AsyncIterator[None]:
     WAL frames a row at 50,000 rows, and with a 2 MB cache most of those pages
     are read back from the file first (17 pread64 calls a row, measured with
     strace -c, against 3 at 5,000 rows). The bigger cache keeps them. (The
-    WAL is checkpointed by a thread of its own every half second,
+    WAL is checkpointed by a thread of its own every quarter of a second,
     hub/store/db.py `WalCheckpointer`: every few chunks, each index page is
     copied to the database once rather than once a chunk, off the event
     loop.) Memory: the cache is at most FILE_CACHE_KIB, given back when the

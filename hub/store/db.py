@@ -614,7 +614,7 @@ class WalCheckpointer:
     past 1,000 pages, in the committing connection: for the shared inline
     writer, on the event loop, which then stops for the checkpoint's
     writes and fsync (every few ingest batches; bench/README.md, "Tenth
-    session"). Here, every `interval` seconds in which a transaction was
+    session"). Here, every `interval` seconds (a quarter of a second) in which a transaction was
     committed, a PASSIVE checkpoint (it waits for no reader or writer:
     writers append to the WAL meanwhile, readers keep their snapshots) runs on
     the thread's own connection, `synchronous=FULL` as every hub connection,
@@ -622,7 +622,7 @@ class WalCheckpointer:
     checkpoint stays, at `WRITER_AUTOCHECKPOINT_PAGES`, should this thread
     fall behind. Durability is unchanged: every COMMIT is fsync'd in the WAL."""
 
-    interval = 0.5
+    interval = 0.25
 
     def __init__(self, database: str) -> None:
         self._database = database
@@ -655,7 +655,7 @@ class WalCheckpointer:
                     self._seen = seen
                     failing = False
                 except sqlite3.Error as exc:  # busy or gone a moment: tried again at the next interval
-                    if not failing:  # once a run of failures, not every half second
+                    if not failing:  # once a run of failures, not at every interval
                         log.warning("wal checkpoint failed, will retry", exc_type=type(exc).__name__)
                     failing = True
         finally:
