@@ -5,6 +5,7 @@ field group that no agreement in force names is not disclosed."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date
 from pathlib import Path
 
@@ -23,7 +24,7 @@ GROUP_REQUIRES = {"explanations": frozenset({"responsibility"}), "funding": froz
 FUNDING = "funding"
 
 
-_ANSWERS_KEPT = 4096  # decisions (and field groups) kept per agreements object; emptied when full
+_ANSWERS_KEPT = 4096  # decisions (and field groups) kept per agreements object, the least recently asked dropped
 
 
 class AgreementFileError(ValueError):
@@ -64,17 +65,12 @@ class SharingAgreements:
         # Answers kept per question: the grants never change once loaded (a
         # reload makes a new object), and the dispatcher asks the same few
         # (organisation, event type, day) thousands of times a second.
-        self._decided: dict[tuple[str, str, date], SharingDecision] = {}
-        self._groups: dict[tuple[str, date], frozenset[str]] = {}
+        self._decided = lru_cache(maxsize=_ANSWERS_KEPT)(self._decide)
+        self._groups = lru_cache(maxsize=_ANSWERS_KEPT)(self._field_groups_for)
 
     def decide(self, org_code: str, event_type: str, on: date) -> SharingDecision:
-        key = (org_code, event_type, on)
-        got = self._decided.get(key)
-        if got is None:
-            if len(self._decided) >= _ANSWERS_KEPT:
-                self._decided.clear()
-            got = self._decided[key] = self._decide(org_code, event_type, on)
-        return got
+        """What `org_code` may be told of an event of `event_type` on `on` (kept per question: `__init__`)."""
+        return self._decided(org_code, event_type, on)
 
     def _decide(self, org_code: str, event_type: str, on: date) -> SharingDecision:
         grants = [g for g in self._by_org.get(org_code, []) if g.in_force(on)]
@@ -99,15 +95,11 @@ class SharingAgreements:
         return SharingDecision(True, ids, groups, f"allowed by {ids}")
 
     def field_groups_for(self, org_code: str, on: date) -> frozenset[str]:
-        """Every field group any agreement in force grants the organisation."""
-        key = (org_code, on)
-        got = self._groups.get(key)
-        if got is None:
-            if len(self._groups) >= _ANSWERS_KEPT:
-                self._groups.clear()
-            got = self._groups[key] = frozenset().union(
-                *(g.field_groups for g in self._by_org.get(org_code, []) if g.in_force(on)))
-        return got
+        """Every field group any agreement in force grants the organisation (kept per question: `__init__`)."""
+        return self._groups(org_code, on)
+
+    def _field_groups_for(self, org_code: str, on: date) -> frozenset[str]:
+        return frozenset().union(*(g.field_groups for g in self._by_org.get(org_code, []) if g.in_force(on)))
 
     def grants_group(self, org_code: str, group: str, on: date) -> bool:
         """Whether an agreement in force on `on` grants `org_code` the field group `group`."""

@@ -49,7 +49,7 @@ from hub.fhir.messages import FIELD_GROUPS, PatientDetails, build_event_message
 from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
 from hub.ingest.service import load_person_details
 from hub.observability import metrics
-from hub.observability.logging import get_logger, logs_at
+from hub.observability.logging import get_logger, writes_at
 from hub.routing import Recipient, recipients_for
 from hub.sharing import SharingAgreements
 from hub.store.db import InList, Prepared, execute_prepared, inline_writer, snapshot, write_transaction
@@ -700,7 +700,7 @@ class _BatchCache:
     # deliveries and disclosures, written at its end by `flush`; None: each
     # message writes its own (in its savepoint).
     deferred: "_Writes | None" = None
-    debug: bool = field(default_factory=lambda: logs_at(log.bind(), logging.DEBUG))  # each recipient logged
+    debug: bool = field(default_factory=lambda: writes_at(logging.DEBUG))  # each recipient logged
     _numbers_before: dict[str, int] = field(default_factory=dict)
     _counted_before: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
 

@@ -44,7 +44,7 @@ from hub.ingest.contract import RegisterChangeIn
 from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.validation import UNCHECKED, FieldProblem, problems_from_pydantic, semantic_problems
 from hub.observability import metrics
-from hub.observability.logging import get_logger, logs_at, new_correlation_id
+from hub.observability.logging import get_logger, new_correlation_id, writes_at
 from hub.register_counts import _upsert as status_upsert, record_status, status_row
 from hub.store.db import InList, Prepared, after_commit_hook, execute_prepared, insert_or_merge, snapshot
 from hub.store.schema import ingest_results, persons, quarantine, register_changes, service_levels
@@ -102,21 +102,6 @@ def _counter(metric: Any, *values: str) -> Any:
     got = _COUNTERS.get((metric, values))
     if got is None:
         got = _COUNTERS[(metric, values)] = metric.labels(*values)
-    return got
-
-
-_LOGS_INFO: dict[type, bool] = {}  # structlog's configured wrapper class -> whether it writes INFO lines
-
-
-def _logs_info() -> bool:
-    """Whether `log.info` writes a line (`logs_at`), known per configured
-    wrapper class: structlog makes a logger for each call (no caching on first
-    use), about 2.4 us for a line its level then drops, and the hot path's
-    accepted line is dropped at the deployed WARNING level."""
-    wrapper = structlog.get_config()["wrapper_class"]
-    got = _LOGS_INFO.get(wrapper)
-    if got is None:
-        got = _LOGS_INFO[wrapper] = logs_at(log.bind(), logging.INFO)
     return got
 
 
@@ -671,7 +656,7 @@ class IngestService:
         _counter(metrics.INGEST, channel, "accepted").inc()
         if sl.state != "met":
             _counter(metrics.SERVICE_LEVEL, sl.state).inc()
-        if _logs_info():
+        if writes_at(logging.INFO):
             log.info("register change accepted", source=client.client_id, channel=channel,
                      change_id=change.change_id, person_id=person_id, change_type=change.change_type.value,
                      count=len(events), correlation_id=correlation_id, status=sl.state)
@@ -886,7 +871,7 @@ class IngestService:
         caller = caller_of(client)
         accepted_states: dict[str, int] = {}  # service-level state -> rows accepted (the metrics, once committed)
         # Each accepted row's log line, when it is logged at all (the level is the process's, fixed).
-        info_logged = logs_at(blog, logging.INFO)
+        info_logged = writes_at(logging.INFO)
         person_of: dict[str, str] = {}
         details: dict[str, bytes] = {}
         if indexes:

@@ -1,7 +1,8 @@
 """Ingest's per-message shortcuts give what the straightforward calls give:
 the write decision knowing nothing of the person, decided once per
 combination (`IngestService._decide_blind`), and whether the accepted line
-is logged, known once per configured logger class (`_logs_info`)."""
+is logged, known once per configured logger class
+(`hub.observability.logging.writes_at`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from hub.crypto import DataProtector
 from hub.domain.model import ChangeType
 from hub.ingest import service as ingest_service
 from hub.ingest.service import Client, IngestService
-from hub.observability.logging import logs_at
+from hub.observability.logging import logs_at, writes_at
 from hub.refdata.loader import load_reference_data
 from hub.settings import REPO_ROOT
 from hub.store.db import create_engine
@@ -70,7 +71,7 @@ def test_logs_info_follows_the_configured_level() -> None:
     try:
         for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR):
             structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
-            assert ingest_service._logs_info() is logs_at(ingest_service.log.bind(), logging.INFO)
-            assert ingest_service._logs_info() is (level <= logging.INFO)
+            assert writes_at(logging.INFO) is logs_at(ingest_service.log.bind(), logging.INFO)
+            assert writes_at(logging.INFO) is (level <= logging.INFO)
     finally:
         structlog.configure(**before)
