@@ -45,9 +45,12 @@ import asyncio, os, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 from hub.settings import Settings
 from hub.bootstrap import build_hub
+from hub.observability.logging import configure_logging
 from sqlalchemy import text
 async def main():
-    hub = await build_hub(Settings())
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)  # as `s117hub serve` and `workers` do: JSON lines
+    hub = await build_hub(settings)
     d = hub.dispatcher
     await d.run_once(1)
     n, c0, w0 = 0, time.process_time(), time.perf_counter()
@@ -56,7 +59,7 @@ async def main():
     c1, w1 = time.process_time(), time.perf_counter()
     async with hub.engine.connect() as conn:
         queued = (await conn.execute(text("select count(*) from deliveries"))).scalar()
-    print(n, queued, c1 - c0, w1 - w0)
+    print(n, queued, c1 - c0, w1 - w0, file=sys.stderr)  # the hub's JSON lines are on stdout
     await hub.close()
 asyncio.run(main())
 """
@@ -69,8 +72,8 @@ asyncio.run(main())
                "S117_BUS_URL": "sql", "S117_LOG_LEVEL": "INFO", "S117_CANONICAL_BASE": "https://s117hub.example.org",
                "S117_REVIEW_SCAN_INTERVAL_SECONDS": "0"}
         with open(work / "hub.log", "w") as log:  # the hub's lines go to a file, as deployed
-            out = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=log,
-                                 text=True, check=True).stdout.split("\n")
+            out = subprocess.run([sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.PIPE,
+                                 text=True, check=True).stderr.split("\n")
         line = next(x for x in reversed(out) if x.strip() and x.split()[0].isdigit())
         n, queued, cpu, wall = line.split()
         return int(n), int(queued), float(cpu), float(wall)
