@@ -291,6 +291,7 @@ async def build_hub(settings: Settings) -> Hub:
         audit=AuditChain(engine, audit_key(settings.audit_key, protector.index)),
     )
     hub.dispatcher.linger = settings.dispatch_linger_ms / 1000
+    hub.dispatcher.batch_limit = settings.dispatch_batch_max
     hub.workflows = WorkflowService(engine, ref, agreements, protector, hub.ingest)
     hub.workflows.costs_for = hub.packages.interim_costs  # reimbursement from the real package costs
     hub.workflow_consumer = WorkflowConsumer(hub.workflows, bus, engine)

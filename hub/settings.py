@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     # larger batches under sustained load, for at most this much more
     # latency; an event after a quiet spell is dispatched at once.
     dispatch_linger_ms: float = Field(default=20.0, ge=0, le=1000)
+    # At most this many events a dispatcher batch (one transaction). A batch
+    # pays about 3 ms of CPU whatever its size (its reads, checks, commit):
+    # when events back up, larger batches are what let the dispatcher catch
+    # up (bench/README.md, "Eleventh session"). On SQLite a batch is worked
+    # out on a snapshot and holds the write lock only to make its writes.
+    dispatch_batch_max: int = Field(default=100, ge=1, le=1000)
     ingest_batch_wait_ms: float = 2.0
     # Council files (hub/file_jobs.py): rows per chunk (one bulk transaction
     # each, the mapped rows held at once); false: each row through the

@@ -206,9 +206,6 @@ async def run_workers(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    # Shorter dispatcher batches: each holds the store's one write lock, which
-    # the front process's ingest now waits for (SQLite).
-    hub.dispatcher.batch_limit = 20
     share_write_lock(settings.database_url, hub.engine, yields=True)
     path = sqlite_file(settings.database_url)
     closing: list[Callable[[], None]] = []

@@ -150,7 +150,7 @@ class Dispatcher:
         writer = inline_writer(self._engine)
         return writer is not None and writer.turns is not None
 
-    batch_limit = 100  # messages per batch (one transaction); the worker process takes fewer
+    batch_limit = 100  # messages per batch (one transaction): S117_DISPATCH_BATCH_MAX
     # In one process, a batch this small is done at once under the lock:
     # worked out on a snapshot, it pays a second transaction, the checks
     # that what it read still holds and a replay of its writes, to spare a

@@ -92,3 +92,23 @@ async def test_each_process_runs_its_own_workers_and_no_others(tmp_path: Path, m
             assert ("housekeeping" in names) is has_dispatcher, names
         finally:
             await hub.close()
+
+
+async def test_the_dispatchers_batch_limit_is_the_setting_in_every_process(tmp_path: Path) -> None:
+    """`S117_DISPATCH_BATCH_MAX` is the dispatcher's batch limit, and the
+    worker process no longer cuts it down (it did, to 20, before batches
+    were worked out on a snapshot: a backlog then cost a batch's fixed CPU
+    every 20 events, bench/README.md "Eleventh session")."""
+    import inspect
+
+    from hub import worker_process
+    from hub.bootstrap import build_hub
+
+    hub = await build_hub(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}",
+                                   data_key_file=tmp_path / "k", dispatch_batch_max=37))
+    try:
+        assert hub.dispatcher.batch_limit == 37
+    finally:
+        await hub.close()
+    assert Settings().dispatch_batch_max == 100
+    assert "batch_limit" not in inspect.getsource(worker_process.run_workers)
