@@ -270,10 +270,8 @@ class Dispatcher:
             return False
         if not await work.cache.numbers.unchanged(conn):
             return False
-        for org, rows in work.cache.subscriptions.items():
-            if await queue.active_subscriptions(conn, org) != rows:
-                return False
-        return True
+        held = work.cache.subscriptions
+        return not held or await queue.active_subscriptions_of(conn, held) == held
 
     async def _work(self, conn: Any, batch: list[BusMessage], *, keep: bool,
                     guarded: bool = True) -> "_Work | None":

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.ids import uuid4
 from hub.observability import metrics
-from hub.store.db import Prepared, execute_prepared
+from hub.store.db import InList, Prepared, execute_prepared
 from hub.store.schema import deliveries, disclosures, subscription_counters, subscriptions
 
 NO_SUBSCRIPTION = "allowed, but the organisation has no active subscription"
@@ -56,6 +56,16 @@ def subscribed(rows: Iterable[Any], event_type: str, channels: Collection[str] |
 async def active_subscriptions(conn: AsyncConnection, org_code: str) -> list[Any]:
     """The organisation's active subscriptions, oldest first."""
     return list((await execute_prepared(conn, _ACTIVE, {"org_code": org_code})).all())
+
+
+async def active_subscriptions_of(conn: AsyncConnection, orgs: Collection[str]) -> dict[str, list[Any]]:
+    """`active_subscriptions` of each of `orgs`, in one statement (each
+    organisation's list, oldest first; empty if it has none)."""
+    out: dict[str, list[Any]] = {org: [] for org in orgs}
+    if out:
+        for row in await _ACTIVE_OF.execute(conn, list(out)):
+            out[row.org_code].append(row)
+    return out
 
 
 async def share(
@@ -174,12 +184,14 @@ class EventNumbers:
 
     async def unchanged(self, conn: AsyncConnection) -> bool:
         """Whether every counter read is still as read (another writer, such
-        as a drift alert or a workflow notice, may have taken numbers since)."""
-        for sid, read in self._read.items():
-            row = (await execute_prepared(conn, _COUNTER, {"subscription_id": sid})).first()
-            if (int(row.last_event_number) if row is not None else None) != read:
-                return False
-        return True
+        as a drift alert or a workflow notice, may have taken numbers since):
+        all of them read again in one statement."""
+        if not self._read:
+            return True
+        now: dict[str, int | None] = dict.fromkeys(self._read)
+        for row in await _COUNTERS_OF.execute(conn, list(self._read)):
+            now[row.subscription_id] = int(row.last_event_number)
+        return now == self._read
 
     def restore(self, snapshot: dict[str, int]) -> None:
         # A counter first read after the snapshot was read (and locked) inside
@@ -197,9 +209,7 @@ class EventNumbers:
         if new:
             await conn.execute(subscription_counters.insert(), new)
         if old:
-            await conn.execute(subscription_counters.update()
-                               .where(subscription_counters.c.subscription_id == bindparam("sid"))
-                               .values(last_event_number=bindparam("n")), old)
+            await execute_prepared(conn, _COUNTER_UPDATE, old)
         for sid, n in moved:
             self._stored[sid] = n
 
@@ -217,7 +227,19 @@ def delivery_row(*, subscription_id: str, event_id: str, message_id: str, event_
 # Statements the dispatcher runs per organisation or subscription of a batch (hub.store.db.Prepared).
 _ACTIVE = Prepared(select(subscriptions).where(subscriptions.c.org_code == bindparam("org_code"),
                                                subscriptions.c.active.is_(True))
-                   .order_by(subscriptions.c.created_at))
+                   .order_by(subscriptions.c.created_at, subscriptions.c.subscription_id))
+# Built once: a batch's counters were an UPDATE statement built, cache-keyed
+# and compiled by SQLAlchemy at each flush (and again at the replay of a
+# batch worked out on a snapshot).
+_COUNTER_UPDATE = Prepared(subscription_counters.update()
+                           .where(subscription_counters.c.subscription_id == bindparam("sid"))
+                           .values(last_event_number=bindparam("n")))
+_ACTIVE_OF = InList("orgs", lambda orgs: select(subscriptions)
+                    .where(subscriptions.c.org_code.in_(orgs), subscriptions.c.active.is_(True))
+                    .order_by(subscriptions.c.created_at, subscriptions.c.subscription_id))
+_COUNTERS_OF = InList("sids", lambda sids: select(subscription_counters.c.subscription_id,
+                                                  subscription_counters.c.last_event_number)
+                      .where(subscription_counters.c.subscription_id.in_(sids)).with_for_update())
 _COUNTER = Prepared(select(subscription_counters.c.last_event_number)
                     .where(subscription_counters.c.subscription_id == bindparam("subscription_id"))
                     .with_for_update())

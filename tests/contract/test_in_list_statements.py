@@ -47,3 +47,43 @@ async def test_the_relay_marks_exactly_the_rows_it_names(engine) -> None:  # noq
         marked = [r.relayed_at is not None for r in (await conn.execute(
             select(bus_messages.c.relayed_at).order_by(bus_messages.c.offset))).all()]
     assert marked == [False, True, False, False, True, False, True, True]
+
+
+async def test_the_dispatchers_check_of_a_batchs_subscriptions_and_counters(engine) -> None:  # noqa: ANN001
+    """Under the lock a batch worked out on a snapshot checks what it read in
+    one statement each (hub.delivery.queue): every organisation's active
+    subscriptions as `active_subscriptions` gives them one organisation at a
+    time, and whether any counter it read has moved since."""
+    from datetime import timedelta
+
+    from hub.delivery import queue
+    from hub.store.schema import subscription_counters, subscriptions
+
+    now = datetime.now(UTC)
+    rows = [("s1", "E06000060", True, 3), ("s2", "E06000060", True, 1), ("s3", "E06000060", False, 2),
+            ("s4", "QRV", True, 0), ("s5", "E09000005", False, 0)]
+    async with write_transaction(engine) as conn:
+        await conn.execute(subscriptions.insert(), [
+            {"subscription_id": sid, "org_code": org, "client_id": "c", "channel": "webhook", "active": active,
+             "created_at": now + timedelta(seconds=age)} for sid, org, active, age in rows])
+        await conn.execute(subscription_counters.insert(), [
+            {"subscription_id": "s1", "last_event_number": 7}, {"subscription_id": "s4", "last_event_number": 2}])
+    async with write_transaction(engine) as conn:
+        orgs = ["E06000060", "QRV", "E09000005", "X99"]
+        got = await queue.active_subscriptions_of(conn, orgs)
+        assert got == {org: await queue.active_subscriptions(conn, org) for org in orgs}
+        assert [r.subscription_id for r in got["E06000060"]] == ["s2", "s1"]  # oldest first, the inactive left out
+        assert got["E09000005"] == [] and got["X99"] == []
+        assert await queue.active_subscriptions_of(conn, []) == {}
+
+        numbers = queue.EventNumbers()
+        assert [await numbers.take(conn, sid) for sid in ("s1", "s4", "s2")] == [8, 3, 1]
+        assert await numbers.unchanged(conn)  # as read (s2 has no row: still none)
+    async with write_transaction(engine) as conn:
+        await conn.execute(subscription_counters.insert(), [{"subscription_id": "s2", "last_event_number": 1}])
+        assert not await numbers.unchanged(conn)  # a row made since for one read as absent
+        await conn.execute(subscription_counters.delete().where(subscription_counters.c.subscription_id == "s2"))
+        assert await numbers.unchanged(conn)
+        await conn.execute(subscription_counters.update().where(subscription_counters.c.subscription_id == "s4")
+                           .values(last_event_number=3))
+        assert not await numbers.unchanged(conn)  # another writer took a number
