@@ -283,11 +283,19 @@ async def throughput_main(total: int) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--receivers":
+    if len(sys.argv) > 1 and sys.argv[1] == "--receivers":  # the child process serving the receivers
         asyncio.run(_serve_receivers([float(d) for d in sys.argv[2:]]))
-    elif len(sys.argv) > 1 and sys.argv[1] == "--throughput":
-        sys.path.insert(0, os.fspath(Path(__file__).resolve().parent.parent))
-        asyncio.run(throughput_main(int(sys.argv[2]) if len(sys.argv) > 2 else 4000))
+        sys.exit()
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("rounds", nargs="?", type=int, default=6, help="messages per subscriber (default 6)")
+    ap.add_argument("--throughput", nargs="?", type=int, const=4000, metavar="N",
+                    help="N messages for 4 fast receivers: deliveries/s and CPU per delivery (default 4,000)")
+    args = ap.parse_args()
+    sys.path.insert(0, os.fspath(Path(__file__).resolve().parent.parent))
+    if args.throughput is not None:
+        asyncio.run(throughput_main(args.throughput))
     else:
-        sys.path.insert(0, os.fspath(Path(__file__).resolve().parent.parent))
-        asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 6))
+        asyncio.run(main(args.rounds))
