@@ -538,6 +538,8 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
         print(f"  {len(failures)} POSTs failed, first: {failures[0]}", file=sys.stderr)
     if len(delivered) < len(sent_at) and not args.ingest_only:
         await explain_undelivered(hub.db_url, [e for e in sent_at if e not in arrivals.at], types, args.drain_timeout)
+    if args.stages and not args.ingest_only:
+        print_stages(workdir / "hub.db")
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return {
@@ -548,6 +550,41 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
         "cpu_ms": cpu / max(accepted, 1) * 1000, "drain_s": drained, "bare_s": base_rate,
         "ratio": base_rate / (accepted / ingest_elapsed),
     }
+
+
+def print_stages(db_path: Path) -> None:
+    """`--stages`: where a change's messages waited, per second of receipt,
+    from what the hub recorded (its clock): received -> queued (the change's
+    `received_at` to its deliveries' `created_at`, set when the dispatcher
+    began the event's handling: the dispatcher's backlog) and queued ->
+    recorded (to `delivered_at`, set when the deliverer recorded the answer,
+    in the transaction after the POST: the wait for the commit, the wake, the
+    claim, the POST and the record)."""
+    from datetime import datetime
+
+    def at(text: str) -> float:
+        return datetime.fromisoformat(text).timestamp()
+
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        received = {c: at(r) for c, r in db.execute("select correlation_id, received_at from register_changes")}
+        per: dict[int, tuple[list[float], list[float]]] = {}
+        t0 = min(received.values(), default=0.0)
+        for corr, queued, done in db.execute(
+                "select correlation_id, created_at, delivered_at from deliveries where delivered_at is not null"):
+            got = received.get(corr)
+            if got is None:
+                continue
+            waits = per.setdefault(int(got - t0), ([], []))
+            waits[0].append(1000 * (at(queued) - got))
+            waits[1].append(1000 * (at(done) - at(queued)))
+    finally:
+        db.close()
+    print("  | s | messages | received -> queued p50 / p99 | queued -> recorded p50 / p99 |", file=sys.stderr)
+    for sec in sorted(per):
+        a, b = per[sec]
+        print(f"  | {sec} | {len(a)} | {pct(a, 50):,.0f} / {pct(a, 99):,.0f} ms | {pct(b, 50):,.0f} / "
+              f"{pct(b, 99):,.0f} ms |", file=sys.stderr)
 
 
 async def explain_undelivered(db_url: str, missing: list[str], types: dict[str, str], waited: float) -> None:
@@ -627,6 +664,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--compare", action="store_true",
                     help="also run each level without group commit (S117_INGEST_BATCH_MAX=1)")
     ap.add_argument("--keep", action="store_true", help="keep the databases and logs")
+    ap.add_argument("--stages", action="store_true",
+                    help="per second of receipt: received -> queued (the dispatcher) and queued -> recorded "
+                         "(the deliverer) p50 / p99, from the hub's database (SQLite)")
     ap.add_argument("--fastapi-receiver", action="store_true",
                     help="the webhook receiver on uvicorn and FastAPI (runs before 2026-12-01's fifth session) "
                          "rather than bench/rawhttp.py's: a few hundred microseconds of the 2 cores a POST")
