@@ -270,6 +270,18 @@ class BulkCache:
         self.hits = 0
         # Each person's access facts with the evaluation they come from (people's rows are spread over chunks).
         self.facts: dict[str, tuple[Any, Any]] = {}
+        # The write decisions taken for those facts (decide_write is a pure function of the caller, channel,
+        # change type, trust, whether a hospital is named and the facts): (person id, change type, trust,
+        # hospital named) -> (the facts, the decision), for one caller and channel (`decisions`).
+        self._decided: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+        self._decided_for: tuple[Any, str] | None = None
+
+    def decisions(self, caller: Any, channel: str) -> dict[tuple[Any, ...], tuple[Any, Any]]:
+        """The decisions kept for `caller` on `channel` (emptied for another)."""
+        if self._decided_for != (caller, channel):
+            self._decided.clear()
+            self._decided_for = (caller, channel)
+        return self._decided
 
     def get(self, person_id: str) -> tuple[list[RegisterChange], Any] | None:
         return self._entries.get(person_id)
@@ -289,6 +301,8 @@ class BulkCache:
             self._held += weight
         for pid in [p for p in self.facts if p not in self._entries]:
             del self.facts[pid]
+        for key in [k for k in self._decided if k[0] is not None and k[0] not in self._entries]:
+            del self._decided[key]
 
 
 class _BulkOutcomes:
@@ -933,8 +947,9 @@ class IngestService:
         # person id -> (their evaluation, its access facts): the same evaluation is the same history
         facts_of: dict[str, tuple[Evaluation, Any]] = cache.facts if cache is not None else {}
 
-        # (person id, change type, trust, hospital named) -> (the facts decided on, the decision)
-        decided: dict[tuple[str | None, ChangeType, str | None, bool], tuple[Any, Decision]] = {}
+        # (person id, change type, trust, hospital named) -> (the facts decided on, the decision): the
+        # file's (BulkCache.decisions: its people's, for this caller and channel), else the chunk's
+        decided = cache.decisions(caller, channel) if cache is not None else {}
 
         def evaluation_of(pid: str) -> Evaluation:
             if pid not in statuses:

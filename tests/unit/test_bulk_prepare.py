@@ -124,3 +124,24 @@ def test_bulk_prepare_is_the_reference(tmp_path: Path) -> None:
             _same(service._bulk_prepare(row, TODAY), want)  # without a memo
 
     check()
+
+
+def test_bulk_cache_keeps_decisions_for_one_caller_and_channel_and_its_people_only() -> None:
+    """BulkCache.decisions: the write decisions a file's chunks share are for one caller and channel
+    (another empties them) and only for the people the cache still holds (with their facts)."""
+    from hub.domain.access import Caller
+    from hub.ingest.service import BulkCache
+
+    cache = BulkCache(max_weight=100)
+    council, other = Caller("E06000060", "council"), Caller("E10000034", "council")
+    decided = cache.decisions(council, "file")
+    decided[("p1", ChangeType.GP_CHANGED, None, False)] = ("facts-1", "allowed")
+    decided[("p2", ChangeType.GP_CHANGED, None, False)] = ("facts-2", "allowed")
+    decided[(None, ChangeType.GP_CHANGED, None, False)] = (None, "refused")
+    assert cache.decisions(council, "file") is decided and len(decided) == 3  # the same caller: kept
+    cache.keep(TODAY, {"p1": []}, {})  # p1 held, p2 not: p2's decisions go (no person: kept)
+    assert set(cache.decisions(council, "file")) == {("p1", ChangeType.GP_CHANGED, None, False),
+                                                     (None, ChangeType.GP_CHANGED, None, False)}
+    assert cache.decisions(other, "file") == {}  # another caller: emptied
+    cache.decisions(other, "file")[("p1", ChangeType.GP_CHANGED, None, False)] = ("facts-1", "refused")
+    assert cache.decisions(other, "rest") == {}  # another channel: emptied
