@@ -320,11 +320,14 @@ class FileJobs:
         aside: set[str] = set()  # people whose rows from here on go the per-change way
         bulk: list[MappedRow] = []
         for row in chunk:
-            key = bulk_person_key(row.data)
-            if (row.data or {}).get("record") == "package" or (key is not None and key in aside):
-                if key is not None:
-                    aside.add(key)
-                continue
+            # The row's person is looked up only once someone's rows go aside (a package record's
+            # person's do): until then every row goes the bulk way.
+            if (row.data or {}).get("record") == "package" or aside:
+                key = bulk_person_key(row.data)
+                if (row.data or {}).get("record") == "package" or (key is not None and key in aside):
+                    if key is not None:
+                        aside.add(key)
+                    continue
             bulk.append(row)
         outcomes: dict[int, Outcome] = {}
         answers = await self._ingest.accept_bulk(

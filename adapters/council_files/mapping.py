@@ -299,11 +299,36 @@ _PLANS: dict[int, tuple[Layout, dict[str, tuple[Column, Callable[[str], Any]]], 
                         dict[str, tuple[tuple[str, ...], str]]]] = {}
 
 
+_KEPT_DATES = 4096  # distinct texts a change-date column keeps read; emptied when full
+
+
+def _kept_dates(parse: Callable[[str], date]) -> Callable[[str], date]:
+    """`parse` with the dates it read kept by their text: a nightly file's
+    effective and notified dates are a few days' worth, read for every row (a
+    date is immutable: the same object serves every row). Only good dates are
+    kept (a bad one raises each time, as before), at most _KEPT_DATES of them;
+    used for a change's date columns, never a person's date of birth."""
+    kept: dict[str, date] = {}
+
+    def read(text: str) -> date:
+        got = kept.get(text)
+        if got is None:
+            got = parse(text)
+            if len(kept) >= _KEPT_DATES:
+                kept.clear()
+            kept[text] = got
+        return got
+
+    return read
+
+
 def _plan(layout: Layout) -> tuple[dict[str, tuple[Column, Callable[[str], Any]]], tuple[str, ...],
                                    dict[str, tuple[tuple[str, ...], str]]]:
     entry = _PLANS.get(id(layout))
     if entry is None or entry[0] is not layout:
         def parser(col: Column) -> Callable[[str], Any]:
+            if col.kind in ("date", "date_fixed") and not (col.target or "").startswith("person."):
+                return _kept_dates(_parser(layout, col))  # a change's dates (not a person's: DOB)
             if col.kind in ("date", "date_fixed") or col.kind in PARSERS:
                 return _parser(layout, col)
             return lambda text: _parse(layout, col, text)  # an unknown kind fails when read, as before
@@ -335,36 +360,57 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
 
 
+# (id(layout), EVENT code or None) -> (layout, the event's columns in the order read: (name, its parser or None,
+# where its value goes or None), the required columns with their reasons): worked out once per layout and event
+# rather than for every row. Keyed by the code only when it is an EVENT of the layout (a fixed set).
+_EVENT_PLANS: dict[tuple[int, str | None], tuple[Layout, tuple[tuple[str, Callable[[str], Any] | None,
+                                                                  tuple[tuple[str, ...], str] | None], ...],
+                                                  tuple[tuple[str, str], ...], str | None]] = {}
+
+
+def _event_plan(layout: Layout, spec: EventSpec | None, event_text: str) -> tuple[
+        tuple[tuple[str, Callable[[str], Any] | None, tuple[tuple[str, ...], str] | None], ...],
+        tuple[tuple[str, str], ...], str | None]:
+    key = (id(layout), event_text if spec is not None else None)
+    entry = _EVENT_PLANS.get(key)
+    if entry is None or entry[0] is not layout:
+        parsers, every_record_requires, targets = _plan(layout)
+        names = [*COMMON_COLUMNS, *(spec.uses if spec else ())]
+        columns = tuple((n, found[1] if (found := parsers.get(n)) is not None else None, targets.get(n))
+                        for n in names if n != "EVENT")
+        required = [*every_record_requires, *spec.requires] if spec else every_record_requires
+        reasons = tuple((name, f"is required for {event_text}" if spec and name in spec.requires else "is required")
+                        for name in required)
+        entry = _EVENT_PLANS[key] = (layout, columns, reasons, spec.change_type.value if spec else None)
+    return entry[1], entry[2], entry[3]
+
+
 def map_record(layout: Layout, row: int, values: dict[str, str], original: bytes,
                seen_ids: dict[str, int] | None = None) -> MappedRow:
     """One data record (column name -> text as read, stripped) to a MappedRow.
-    Columns absent from `values` count as blank."""
+    Columns absent from `values` count as blank.
+
+    Each column of the record's EVENT read in one loop over the event's plan
+    (`_event_plan`: its columns, parsers, targets and required columns worked
+    out once per layout and event), the change built as the values are read
+    (dropped if the record has a problem). The same MappedRow, problems in the
+    same order, as reading each column by name (`map_record_by_name`, kept as
+    the reference: tests/unit/adapters/test_council_mapping_plan.py)."""
     problems: list[FieldProblem] = []
-
-    def bad(column: str | None, reason: str) -> None:
-        where = f"row {row}, column {column}" if column else f"row {row}"
-        problems.append(FieldProblem(where, reason))
-
-    parsers, every_record_requires, targets = _plan(layout)
-
-    def read(name: str) -> Any:
-        text = values.get(name, "")
-        if not text:
-            return None
-        found = parsers.get(name)
-        if found is None:
-            return None
-        try:
-            return found[1](text)
-        except _Bad as exc:
-            bad(name, str(exc))
-            return None
-
-    record_id = read("RECORD_ID")
+    record_id = None
+    text = values.get("RECORD_ID", "")
+    if text:
+        found = _plan(layout)[0].get("RECORD_ID")
+        if found is not None:
+            try:
+                record_id = found[1](text)
+            except _Bad as exc:
+                problems.append(FieldProblem(f"row {row}, column RECORD_ID", str(exc)))
     if record_id is not None and seen_ids is not None:
         first = seen_ids.setdefault(record_id, row)
         if first != row:
-            bad("RECORD_ID", f"repeats the RECORD_ID of row {first}: each record needs its own id")
+            problems.append(FieldProblem(f"row {row}, column RECORD_ID",
+                                         f"repeats the RECORD_ID of row {first}: each record needs its own id"))
 
     spec: EventSpec | None = None
     package: PackageSpec | None = None
@@ -374,40 +420,54 @@ def map_record(layout: Layout, row: int, values: dict[str, str], original: bytes
         package = PACKAGE_EVENTS.get(event_text)
         if spec is None and package is None:
             refused = REFUSED_EVENTS.get(event_text)
-            bad("EVENT", refused or "is not an EVENT code of the layout ("
-                + ", ".join([*COUNCIL_EVENTS, *PACKAGE_EVENTS]) + ")")
+            problems.append(FieldProblem(f"row {row}, column EVENT", refused or "is not an EVENT code of the layout ("
+                                         + ", ".join([*COUNCIL_EVENTS, *PACKAGE_EVENTS]) + ")"))
 
     if package is not None:
+        def bad(column: str | None, reason: str) -> None:
+            where = f"row {row}, column {column}" if column else f"row {row}"
+            problems.append(FieldProblem(where, reason))
+
+        parsers = _plan(layout)[0]
+
+        def read(name: str) -> Any:
+            text = values.get(name, "")
+            if not text:
+                return None
+            found = parsers.get(name)
+            if found is None:
+                return None
+            try:
+                return found[1](text)
+            except _Bad as exc:
+                bad(name, str(exc))
+                return None
+
         return _map_package(layout, row, values, original, package, event_text, read, bad, problems, record_id)
 
-    names = [*COMMON_COLUMNS, *(spec.uses if spec else ())]
-    # RECORD_ID as read above (read again only when that failed or it is blank: its problem is then
-    # reported as before, twice; reading a good one again cost a regex and a check digit a row).
-    parsed: dict[str, Any] = {n: record_id if n == "RECORD_ID" and record_id is not None else read(n)
-                              for n in names if n != "EVENT"}
-
-    required = [*every_record_requires, *spec.requires] if spec else every_record_requires
-    for name in required:
-        if not values.get(name, "").strip():
-            what = f"is required for {event_text}" if spec and name in spec.requires else "is required"
-            bad(name, what)
-
-    if spec is not None and spec.change_type.value == "moved":
-        if parsed.get("NFA") is True and parsed.get("LA_GSS") is not None:
-            bad("LA_GSS", "must be blank when NFA is Y (no fixed abode)")
-        elif parsed.get("NFA") is not True and not values.get("LA_GSS", "").strip():
-            bad("LA_GSS", "is required for ADDR_CHANGE (the council of ordinary residence after the move), "
-                          "or NFA Y when the person has no fixed abode")
-
-    if problems or spec is None:
-        return MappedRow(row, record_id, original, None, tuple(problems))
-
+    columns, required, change_type = _event_plan(layout, spec, event_text)
     data: dict[str, Any] = {"schema_version": "1", "source_system": layout.source_system,
-                            "change_type": spec.change_type.value}
-    for name, value in parsed.items():  # _set(data, column.target, _jsonable(value)), the path split once
-        if value is None:
-            continue
-        where = targets.get(name)
+                            "change_type": change_type} if spec is not None else {}
+    nfa: Any = None
+    la_gss: Any = None
+    for name, parse, where in columns:
+        if name == "RECORD_ID" and record_id is not None:  # read above (a bad or blank one is read again: reported twice)
+            value: Any = record_id
+        else:
+            text = values.get(name, "")
+            if not text or parse is None:
+                continue
+            try:
+                value = parse(text)
+            except _Bad as exc:
+                problems.append(FieldProblem(f"row {row}, column {name}", str(exc)))
+                continue
+            if value is None:
+                continue
+        if name == "NFA":
+            nfa = value
+        elif name == "LA_GSS":
+            la_gss = value
         if where is None:
             continue
         parents, leaf = where
@@ -415,6 +475,21 @@ def map_record(layout: Layout, row: int, values: dict[str, str], original: bytes
         for p in parents:
             target = target.setdefault(p, {})
         target[leaf] = value.isoformat() if isinstance(value, date) else value
+
+    for name, reason in required:
+        if not values.get(name, "").strip():
+            problems.append(FieldProblem(f"row {row}, column {name}", reason))
+
+    if change_type == "moved":
+        if nfa is True and la_gss is not None:
+            problems.append(FieldProblem(f"row {row}, column LA_GSS", "must be blank when NFA is Y (no fixed abode)"))
+        elif nfa is not True and not values.get("LA_GSS", "").strip():
+            problems.append(FieldProblem(
+                f"row {row}, column LA_GSS", "is required for ADDR_CHANGE (the council of ordinary residence after "
+                "the move), or NFA Y when the person has no fixed abode"))
+
+    if problems or spec is None:
+        return MappedRow(row, record_id, original, None, tuple(problems))
     return MappedRow(row, record_id, original, data, ())
 
 
@@ -612,7 +687,7 @@ def _csv_row(layout: Layout, names: list[str], n: int, record: str, seen: dict[s
     if len(fields) != len(names):
         return MappedRow(n, None, original, None, (FieldProblem(
             f"row {n}", f"has {len(fields)} fields; the header has {len(names)}"),))
-    values = {name: value.strip() for name, value in zip(names, fields)}
+    values = dict(zip(names, map(str.strip, fields)))  # {name: value.strip() ...}, in C
     return map_record(layout, n, values, original, seen)
 
 
@@ -715,3 +790,89 @@ def column_for(layout: Layout, canonical_field: str) -> str | None:
             if best is None or len(t) > len(best[1]):
                 best = (col.name, t)
     return best[0] if best else None
+
+
+# ----------------------------------------------------------------- reference
+
+
+def map_record_by_name(layout: Layout, row: int, values: dict[str, str], original: bytes,
+               seen_ids: dict[str, int] | None = None) -> MappedRow:
+    """`map_record` as it was written before its per-event plan: each column
+    read by name. The reference its tests compare it with; not used by the hub."""
+    problems: list[FieldProblem] = []
+
+    def bad(column: str | None, reason: str) -> None:
+        where = f"row {row}, column {column}" if column else f"row {row}"
+        problems.append(FieldProblem(where, reason))
+
+    parsers, every_record_requires, targets = _plan(layout)
+
+    def read(name: str) -> Any:
+        text = values.get(name, "")
+        if not text:
+            return None
+        found = parsers.get(name)
+        if found is None:
+            return None
+        try:
+            return found[1](text)
+        except _Bad as exc:
+            bad(name, str(exc))
+            return None
+
+    record_id = read("RECORD_ID")
+    if record_id is not None and seen_ids is not None:
+        first = seen_ids.setdefault(record_id, row)
+        if first != row:
+            bad("RECORD_ID", f"repeats the RECORD_ID of row {first}: each record needs its own id")
+
+    spec: EventSpec | None = None
+    package: PackageSpec | None = None
+    event_text = values.get("EVENT", "").strip().upper()
+    if event_text:
+        spec = COUNCIL_EVENTS.get(event_text)
+        package = PACKAGE_EVENTS.get(event_text)
+        if spec is None and package is None:
+            refused = REFUSED_EVENTS.get(event_text)
+            bad("EVENT", refused or "is not an EVENT code of the layout ("
+                + ", ".join([*COUNCIL_EVENTS, *PACKAGE_EVENTS]) + ")")
+
+    if package is not None:
+        return _map_package(layout, row, values, original, package, event_text, read, bad, problems, record_id)
+
+    names = [*COMMON_COLUMNS, *(spec.uses if spec else ())]
+    # RECORD_ID as read above (read again only when that failed or it is blank: its problem is then
+    # reported as before, twice; reading a good one again cost a regex and a check digit a row).
+    parsed: dict[str, Any] = {n: record_id if n == "RECORD_ID" and record_id is not None else read(n)
+                              for n in names if n != "EVENT"}
+
+    required = [*every_record_requires, *spec.requires] if spec else every_record_requires
+    for name in required:
+        if not values.get(name, "").strip():
+            what = f"is required for {event_text}" if spec and name in spec.requires else "is required"
+            bad(name, what)
+
+    if spec is not None and spec.change_type.value == "moved":
+        if parsed.get("NFA") is True and parsed.get("LA_GSS") is not None:
+            bad("LA_GSS", "must be blank when NFA is Y (no fixed abode)")
+        elif parsed.get("NFA") is not True and not values.get("LA_GSS", "").strip():
+            bad("LA_GSS", "is required for ADDR_CHANGE (the council of ordinary residence after the move), "
+                          "or NFA Y when the person has no fixed abode")
+
+    if problems or spec is None:
+        return MappedRow(row, record_id, original, None, tuple(problems))
+
+    data: dict[str, Any] = {"schema_version": "1", "source_system": layout.source_system,
+                            "change_type": spec.change_type.value}
+    for name, value in parsed.items():  # _set(data, column.target, _jsonable(value)), the path split once
+        if value is None:
+            continue
+        where = targets.get(name)
+        if where is None:
+            continue
+        parents, leaf = where
+        target = data
+        for p in parents:
+            target = target.setdefault(p, {})
+        target[leaf] = value.isoformat() if isinstance(value, date) else value
+    return MappedRow(row, record_id, original, data, ())

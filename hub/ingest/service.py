@@ -235,6 +235,7 @@ def bulk_person_key(data: dict[str, Any] | None) -> str | None:
 # Plain INSERTs built once (building a statement costs more than queuing its
 # parameters for the batch's executemany: hub/ingest/group_commit.py).
 _NHS_NUMBER_ONLY = frozenset({"nhs_number"})
+_CHANGE_TYPES: dict[str, ChangeType] = {t.value: t for t in ChangeType}  # ChangeType(value) for a string
 _INSERT_CHANGE = register_changes.insert()
 _INSERT_SERVICE_LEVEL = service_levels.insert()
 _INSERT_RESULT = ingest_results.insert()
@@ -269,6 +270,18 @@ class BulkCache:
         self.hits = 0
         # Each person's access facts with the evaluation they come from (people's rows are spread over chunks).
         self.facts: dict[str, tuple[Any, Any]] = {}
+        # The write decisions taken for those facts (decide_write is a pure function of the caller, channel,
+        # change type, trust, whether a hospital is named and the facts): (person id, change type, trust,
+        # hospital named) -> (the facts, the decision), for one caller and channel (`decisions`).
+        self._decided: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+        self._decided_for: tuple[Any, str] | None = None
+
+    def decisions(self, caller: Any, channel: str) -> dict[tuple[Any, ...], tuple[Any, Any]]:
+        """The decisions kept for `caller` on `channel` (emptied for another)."""
+        if self._decided_for != (caller, channel):
+            self._decided.clear()
+            self._decided_for = (caller, channel)
+        return self._decided
 
     def get(self, person_id: str) -> tuple[list[RegisterChange], Any] | None:
         return self._entries.get(person_id)
@@ -288,6 +301,8 @@ class BulkCache:
             self._held += weight
         for pid in [p for p in self.facts if p not in self._entries]:
             del self.facts[pid]
+        for key in [k for k in self._decided if k[0] is not None and k[0] not in self._entries]:
+            del self._decided[key]
 
 
 class _BulkOutcomes:
@@ -788,8 +803,11 @@ class IngestService:
         today = self._today()
         try:
             prepared = []
+            # The chunk's NHS numbers as sent -> their check and keyed index (a person's rows share them);
+            # dropped with the chunk.
+            numbers: dict[str, tuple[str | None, str, str | None]] = {}
             for n, r in enumerate(rows, 1):
-                prepared.append(self._bulk_prepare(r, today))
+                prepared.append(self._bulk_prepare(r, today, numbers))
                 if n % BULK_YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # let requests in (SQLite statements run on the loop)
             indexes = {p.precheck_index for p in prepared if p.precheck_index} | {p.index for p in prepared if p.index}
@@ -817,29 +835,49 @@ class IngestService:
         self.bulk_rows += sum(o is not None for o in result.outcomes)
         return result.outcomes
 
-    def _bulk_prepare(self, row: BulkRow, today: date) -> _Prepared:
-        """What needs no database: the precheck's inputs and the validation."""
+    def _number(self, nhs: str, numbers: dict[str, tuple[str | None, str, str | None]] | None,
+                ) -> tuple[str | None, str, str | None]:
+        """An NHS number as sent: its problem (`nhs_number_problem`), the number
+        normalised, and that number's keyed index when it has no problem; once
+        per chunk (`numbers`) for the rows of one person."""
+        known = numbers.get(nhs) if numbers is not None else None
+        if known is None:
+            problem_ = nhs_number_problem(nhs)
+            digits = normalise(nhs)
+            known = (problem_, digits, None if problem_ else self._protector.index(digits))
+            if numbers is not None:
+                numbers[nhs] = known
+        return known
+
+    def _bulk_prepare(self, row: BulkRow, today: date,
+                      numbers: dict[str, tuple[str | None, str, str | None]] | None = None) -> _Prepared:
+        """What needs no database: the precheck's inputs and the validation.
+        `numbers`: the chunk's NHS numbers already checked and indexed (`_number`)."""
         data = row.data
         if data is None:
             return _Prepared(row)
-        p = _Prepared(row, smid=data.get("source_message_id") if isinstance(data.get("source_message_id"), str)
-                      else None, digest=payload_sha256(data), key=bulk_person_key(data))
-        try:
-            p.change_type = ChangeType(data.get("change_type"))
-        except ValueError:
-            p.change_type = None
+        smid = data.get("source_message_id")
+        p = _Prepared(row, smid=smid if isinstance(smid, str) else None, digest=payload_sha256(data))
+        person = data.get("person")
+        nhs = person.get("nhs_number") if isinstance(person, dict) else None
+        number = self._number(nhs, numbers) if isinstance(nhs, str) else None
+        p.key = number[1] if number is not None else None  # bulk_person_key(data)
+        change_type = data.get("change_type")
+        if type(change_type) is str:
+            p.change_type = _CHANGE_TYPES.get(change_type)  # ChangeType(change_type), or None
+        else:
+            try:
+                p.change_type = ChangeType(change_type)
+            except ValueError:
+                p.change_type = None
         precheck_nhs = None
-        nhs, nhs_problem = None, None  # the number as sent and its problem, if checked (a string)
+        nhs_problem = number[0] if number is not None else None  # the number's problem (sent as a string)
         if p.change_type is not None:
-            person = data.get("person")
-            nhs = person.get("nhs_number") if isinstance(person, dict) else None
             hospital = data.get("hospital_ods")
-            if isinstance(nhs, str):
-                nhs_problem = nhs_number_problem(nhs)
-            if isinstance(nhs, str) and not nhs_problem and (
+            if number is not None and not nhs_problem and (
                     hospital is None or (isinstance(hospital, str) and self._ref.hospital(hospital) is not None)):
-                precheck_nhs = normalise(nhs)
-                p.precheck_index = self._protector.index(precheck_nhs)
+                precheck_nhs = number[1]
+                p.precheck_index = number[2]
                 p.hospital = hospital
         try:
             change_in = RegisterChangeIn.model_validate(data)
@@ -909,8 +947,9 @@ class IngestService:
         # person id -> (their evaluation, its access facts): the same evaluation is the same history
         facts_of: dict[str, tuple[Evaluation, Any]] = cache.facts if cache is not None else {}
 
-        # (person id, change type, trust, hospital named) -> (the facts decided on, the decision)
-        decided: dict[tuple[str | None, ChangeType, str | None, bool], tuple[Any, Decision]] = {}
+        # (person id, change type, trust, hospital named) -> (the facts decided on, the decision): the
+        # file's (BulkCache.decisions: its people's, for this caller and channel), else the chunk's
+        decided = cache.decisions(caller, channel) if cache is not None else {}
 
         def evaluation_of(pid: str) -> Evaluation:
             if pid not in statuses:
