@@ -50,3 +50,25 @@ async def app_hub(tmp_path: Path) -> AsyncIterator[InProcessHub]:
         }
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
             yield InProcessHub(http, hub, keys)
+
+
+@pytest.fixture
+def restore_logging():  # noqa: ANN201
+    """For a test that configures logging (`configure_logging`: JSON lines to
+    stdout): the redacting default (lines to stderr) and the root logger's
+    handlers put back afterwards. Left configured, every later test in the
+    process that reads the hub's lines from stderr (capsys) found none."""
+    import importlib
+    import logging
+
+    import structlog
+
+    import hub.observability.logging as hub_logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+    importlib.reload(hub_logging)  # back to the redacting default

@@ -78,23 +78,6 @@ def test_backoff_grows_exponentially_and_is_capped():
     assert all(c <= 60.0 for c in ceilings) and ceilings[-1] > 30.0
 
 
-@pytest.fixture
-def restore_logging():  # noqa: ANN201
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    import importlib
-
-    import hub.observability.logging as hub_logging
-
-    structlog.reset_defaults()
-    importlib.reload(hub_logging)  # back to the redacting default
-
-
 def test_logs_keep_only_allowlisted_fields_and_mask_ten_digit_runs(monkeypatch, restore_logging):
     out = io.StringIO()
     monkeypatch.setattr(sys, "stdout", out)

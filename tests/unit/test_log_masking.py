@@ -48,7 +48,8 @@ def test_minted_correlation_ids_are_uuids_the_redactor_keeps() -> None:
         assert redact(correlation_id=cid)["correlation_id"] == cid
 
 
-def test_each_log_line_is_one_write_so_processes_sharing_a_stream_never_tear_lines(monkeypatch) -> None:
+def test_each_log_line_is_one_write_so_processes_sharing_a_stream_never_tear_lines(
+        monkeypatch, restore_logging) -> None:
     """The front and worker processes (S117_SEPARATE_WORKERS) write to one
     stream: a line written in two parts (`print`'s text, then its newline)
     let another process's line in between, and the JSON lines tore."""
@@ -73,7 +74,6 @@ def test_each_log_line_is_one_write_so_processes_sharing_a_stream_never_tear_lin
         get_logger("hub.test").warning("dispatch failed", attempt=2)
     finally:
         monkeypatch.undo()
-        configure_logging("INFO")
     assert len(writes) == 2
     for w in writes:
         assert w.endswith("\n") and w.count("\n") == 1
