@@ -92,7 +92,7 @@ def test_section_labels_remembered_are_the_labels_worked_out(ref):
     code of the reference data, asked twice."""
     from hub.domain.rules.legal_status import section_label
 
-    for code, status in ref._legal.items():
+    for code, legal in ref._legal.items():
         for _ in range(2):
-            assert section_label(code, status.description) == section_label.__wrapped__(code, status.description)
+            assert section_label(code, legal.description) == section_label.__wrapped__(code, legal.description)
     assert section_label("03", "Section 3 and Section 41") == "s3/s41"
