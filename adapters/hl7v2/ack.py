@@ -46,11 +46,21 @@ def build_ack(
     few, each escaped once and remembered (`_msh_around`, `_escaped`)."""
     head, tail = _msh_around(header.sending_application, header.sending_facility, header.trigger_event,
                              header.version)
-    ack = (f"{head}{now.strftime('%Y%m%d%H%M%S')}{tail[0]}{control_id}{tail[1]}"
+    ack = (f"{head}{_timestamp(now)}{tail[0]}{control_id}{tail[1]}"
            f"MSA|{ack_code}|{escape(header.control_id)}|{_escaped(text[:_MAX_TEXT])}\r")
     for p in problems:
         ack += err_segment(p) + "\r"
     return ack
+
+
+def _timestamp(now: datetime) -> str:
+    """`now.strftime("%Y%m%d%H%M%S")` (MSH-7), by %-formatting its fields: a
+    fifth of the time (strftime goes through the C library's, about 3.7 us
+    an ACK). Years before 1000 (never the clock's) through strftime itself,
+    which does not pad them."""
+    if now.year < 1000:
+        return now.strftime("%Y%m%d%H%M%S")
+    return "%04d%02d%02d%02d%02d%02d" % (now.year, now.month, now.day, now.hour, now.minute, now.second)
 
 
 @lru_cache(maxsize=256)

@@ -107,16 +107,16 @@ class _Msg:
     the dozen values the mapping reads (tests/unit/adapters compares every
     position of the fixtures with `hl7.parse`)."""
 
-    __slots__ = ("_segments", "_field_sep", "_rep", "_comp", "_sub", "_esc", "_plan", "_escaper")
+    __slots__ = ("_segments", "_field_sep", "_rep", "_comp", "_sub", "_esc", "_separators", "_escaper")
 
     def __init__(self, text: str) -> None:
         # Raises hl7.ParseException (an HL7Exception) or IndexError, as hl7.parse
         # does, for text that does not start with an MSH segment and its delimiters.
         text = text.strip()  # as hl7.parse
-        plan = self._plan = hl7.parser.create_parse_plan(text)
+        separators, self._esc = _delimiters(text)
+        self._separators = separators
         # separators: segment, field, repetition, component, subcomponent
-        _seg, self._field_sep, self._rep, self._comp, self._sub = plan.separators
-        self._esc = plan.esc
+        _seg, self._field_sep, self._rep, self._comp, self._sub = separators
         self._escaper: hl7.Message | None = None  # made for the first value with an escape sequence
         self._segments: dict[str, list[str]] = {}
         for segment in text.split("\r"):
@@ -153,7 +153,7 @@ class _Msg:
             return ""
         if self._esc in value:
             if self._escaper is None:
-                self._escaper = hl7.Message("\r", [], esc=self._plan.esc, separators=self._plan.separators)
+                self._escaper = hl7.Message("\r", [], esc=self._esc, separators=self._separators)
             value = self._escaper.unescape(value)
         return value.strip()
 
@@ -162,6 +162,30 @@ class _Msg:
         if fields is None or f >= len(fields) or not fields[f]:
             return 0
         return len(fields[f].split(self._rep))
+
+
+# MSH up to the end of MSH-2 (the delimiters) -> python-hl7's separators and escape
+# character for it: an interface engine sends every message with the same few.
+_DELIMITERS: dict[str, tuple[str, str]] = {}
+
+
+def _delimiters(text: str) -> tuple[str, str]:
+    """`create_parse_plan(text)`'s separators and escape character (or its
+    exception): they depend only on the text up to MSH-2's end (its first
+    three characters and those between the first and second field
+    separators), so each such head is worked out once and remembered."""
+    end = text.find(text[3], 4) if len(text) > 3 else -1
+    if end < 0:  # no second field separator: python-hl7 reads to the text's end
+        plan = hl7.parser.create_parse_plan(text)
+        return plan.separators, plan.esc
+    head = text[:end]
+    got = _DELIMITERS.get(head)
+    if got is None:
+        plan = hl7.parser.create_parse_plan(text[:end + 1])  # raises as for the whole text
+        if len(_DELIMITERS) >= 64:
+            _DELIMITERS.clear()
+        got = _DELIMITERS[head] = (plan.separators, plan.esc)
+    return got
 
 
 def _normalise_segments(text: str) -> str:

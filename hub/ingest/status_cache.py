@@ -9,10 +9,13 @@ day it was evaluated for and the reference data and agreements it used; a
 look-up is a hit only if all of these are the same objects and values now,
 so a hit is exactly what `evaluate` would return. Entries are put only once
 the change they follow is committed (`after_commit`), so a rolled-back
-batch leaves nothing behind. Bounded: oldest out first."""
+batch leaves nothing behind. Bounded: oldest out first (an OrderedDict: a
+plain dict's first item, once many have been taken from its front, is found
+by walking past their empty slots, about 1 us a put when full)."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
@@ -23,7 +26,7 @@ from hub.domain.model import RegisterChange, S117Status
 class StatusCache:
     def __init__(self, max_people: int = 2_048) -> None:
         self._max = max_people
-        self._held: dict[str, tuple[date, frozenset[str], S117Status, Any, Any]] = {}
+        self._held: OrderedDict[str, tuple[date, frozenset[str], S117Status, Any, Any]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -45,4 +48,4 @@ class StatusCache:
         held.pop(person_id, None)  # re-inserted last: the oldest is first out
         held[person_id] = (today, frozenset(c.change_id for c in history), status, ref, agreements)
         while len(held) > self._max:
-            held.pop(next(iter(held)))
+            held.popitem(last=False)

@@ -251,3 +251,15 @@ async def test_a_deferred_upsert_runs_once_for_the_batch_after_its_inserts_and_f
     async with engine.connect() as conn:
         rows = dict((await conn.execute(select(t.c.id, t.c.v).order_by(t.c.id))).all())
     assert rows == {0: "u0+", 1: "u1+", 3: "u3+", 4: "u4+"}  # each upsert ran after its insert, once
+
+
+def test_the_write_behinds_plain_insert_is_made_once_per_table_and_is_table_insert() -> None:
+    from sqlalchemy.dialects import sqlite
+
+    from hub.ingest.group_commit import _plain_insert
+    from hub.store.schema import persons, register_changes
+
+    for table in (persons, register_changes):
+        made = _plain_insert(table)
+        assert made is _plain_insert(table) and made.table is table
+        assert str(made.compile(dialect=sqlite.dialect())) == str(table.insert().compile(dialect=sqlite.dialect()))

@@ -105,3 +105,22 @@ async def test_the_dispatcher_takes_ingests_statuses_only_when_exact(app_hub, mo
     while await hub.dispatcher.run_once():
         pass
     assert evaluated and set(evaluated) == {evaluated[0]}
+
+
+def test_the_oldest_put_goes_first_however_many_came_and_went() -> None:
+    """Oldest out first over many puts (the cache's order kept as a dict's insertion order would be)."""
+    class C:
+        def __init__(self, change_id: str) -> None:
+            self.change_id = change_id
+
+    cache, ref, agreements, day = StatusCache(max_people=3), object(), object(), date(2026, 12, 1)
+    for n in range(50):
+        cache.put(f"p{n}", [C(str(n))], day, ref, agreements, n)  # type: ignore[arg-type]
+        if n % 7 == 0 and n:  # put again: now the newest
+            cache.put(f"p{n - 1}", [C(str(n - 1))], day, ref, agreements, n - 1)  # type: ignore[arg-type]
+    held = [p for p in (f"p{n}" for n in range(50)) if cache.get(p, [C(p[1:])], day, ref, agreements) is not None]
+    assert held == ["p47", "p48", "p49"]
+    cache.put("p48", [C("48")], day, ref, agreements, 48)  # type: ignore[arg-type]
+    cache.put("p50", [C("50")], day, ref, agreements, 50)  # type: ignore[arg-type]
+    assert cache.get("p47", [C("47")], day, ref, agreements) is None  # p48 was put again: p47 the oldest
+    assert cache.get("p48", [C("48")], day, ref, agreements) == 48

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from hub.domain import citations
 from hub.domain.ports import ReferenceData
@@ -28,6 +29,7 @@ def normalise_code(code: str) -> str:
     return code.zfill(2) if code.isascii() and code.isdigit() else code
 
 
+@lru_cache(maxsize=256)  # a pure function of a few dozen codes' texts; every detention's evaluation asks (about 2 us)
 def section_label(code: str, description: str) -> str:
     if code == CPIA_CODE:
         return "CP(I)A 1964 order"

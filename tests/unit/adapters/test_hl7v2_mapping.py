@@ -301,3 +301,11 @@ def test_the_ack_template_gives_the_ack_the_fields_joined_gave(header, code, con
     for _ in range(2):  # the first time and from what was remembered
         assert build_ack(header, code, control_id, now, text, problems) == \
             _ack_as_joined(header, code, control_id, now, text, problems)
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999),
+                    timezones=st.one_of(st.none(), st.just(UTC))))
+def test_the_acks_time_is_strftimes(now):  # noqa: ANN001
+    from adapters.hl7v2.ack import _timestamp
+
+    assert _timestamp(now) == now.strftime("%Y%m%d%H%M%S")

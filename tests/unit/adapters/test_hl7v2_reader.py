@@ -114,3 +114,31 @@ def test_any_field_reads_as_python_hl7_reads_it(fields: list[str]) -> None:
             for c in (1, 2, 3):
                 for s in (1, 2, 3):
                     assert reader.get("PID", f, c, r, s) == hl7_reads(parsed, "PID", f, c, r, s), (f, c, r, s)
+
+
+def _plan_of(text: str) -> tuple[str, str] | type:
+    try:
+        plan = hl7.parser.create_parse_plan(text)
+    except Exception as exc:  # noqa: BLE001 - the exception's type is what is compared
+        return type(exc)
+    return plan.separators, plan.esc
+
+
+def _delimiters_of(text: str) -> tuple[str, str] | type:
+    from adapters.hl7v2.mapping import _delimiters
+
+    try:
+        return _delimiters(text)
+    except Exception as exc:  # noqa: BLE001
+        return type(exc)
+
+
+_HEADS = st.one_of(st.sampled_from(["MSH", "FHS", "BHS", "MS", "", "PID", "msh"]), st.text(max_size=4))
+
+
+@settings(max_examples=400)
+@given(_HEADS, st.text(alphabet="|^~\\&#$*!", max_size=7), st.text(alphabet="|^~\\&ABC\r", max_size=20))
+def test_the_remembered_delimiters_are_python_hl7s(head: str, delimiters: str, rest: str) -> None:
+    text = head + delimiters + rest
+    for _ in range(2):  # worked out, then remembered
+        assert _delimiters_of(text) == _plan_of(text)

@@ -85,3 +85,14 @@ def test_gp_change_does_not_move_the_commissioner_with_real_practices(ref):
     changes = [detained("2021-01-10", residence_la_gss=BUCKINGHAMSHIRE, gp_practice_ods=RECTORY_MEADOW),
                left("2021-03-01"), change(ChangeType.GP_CHANGED, "2021-06-01", gp_practice_ods=ST_STEPHENS)]
     assert status(changes, "2024-01-01", ref=ref).responsible_commissioner.org.code == "QU9"
+
+
+def test_section_labels_remembered_are_the_labels_worked_out(ref):
+    """`section_label` is remembered per (code, description): the same label as worked out afresh, for every
+    code of the reference data, asked twice."""
+    from hub.domain.rules.legal_status import section_label
+
+    for code, legal in ref._legal.items():
+        for _ in range(2):
+            assert section_label(code, legal.description) == section_label.__wrapped__(code, legal.description)
+    assert section_label("03", "Section 3 and Section 41") == "s3/s41"
