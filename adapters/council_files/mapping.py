@@ -394,7 +394,7 @@ def map_record(layout: Layout, row: int, values: dict[str, str], original: bytes
     (`_event_plan`: its columns, parsers, targets and required columns worked
     out once per layout and event), the change built as the values are read
     (dropped if the record has a problem). The same MappedRow, problems in the
-    same order, as reading each column by name (`map_record_by_name`, kept as
+    same order, as reading each column by name (`map_record_by_name` in its test, kept as
     the reference: tests/unit/adapters/test_council_mapping_plan.py)."""
     problems: list[FieldProblem] = []
     record_id = None
@@ -790,89 +790,3 @@ def column_for(layout: Layout, canonical_field: str) -> str | None:
             if best is None or len(t) > len(best[1]):
                 best = (col.name, t)
     return best[0] if best else None
-
-
-# ----------------------------------------------------------------- reference
-
-
-def map_record_by_name(layout: Layout, row: int, values: dict[str, str], original: bytes,
-               seen_ids: dict[str, int] | None = None) -> MappedRow:
-    """`map_record` as it was written before its per-event plan: each column
-    read by name. The reference its tests compare it with; not used by the hub."""
-    problems: list[FieldProblem] = []
-
-    def bad(column: str | None, reason: str) -> None:
-        where = f"row {row}, column {column}" if column else f"row {row}"
-        problems.append(FieldProblem(where, reason))
-
-    parsers, every_record_requires, targets = _plan(layout)
-
-    def read(name: str) -> Any:
-        text = values.get(name, "")
-        if not text:
-            return None
-        found = parsers.get(name)
-        if found is None:
-            return None
-        try:
-            return found[1](text)
-        except _Bad as exc:
-            bad(name, str(exc))
-            return None
-
-    record_id = read("RECORD_ID")
-    if record_id is not None and seen_ids is not None:
-        first = seen_ids.setdefault(record_id, row)
-        if first != row:
-            bad("RECORD_ID", f"repeats the RECORD_ID of row {first}: each record needs its own id")
-
-    spec: EventSpec | None = None
-    package: PackageSpec | None = None
-    event_text = values.get("EVENT", "").strip().upper()
-    if event_text:
-        spec = COUNCIL_EVENTS.get(event_text)
-        package = PACKAGE_EVENTS.get(event_text)
-        if spec is None and package is None:
-            refused = REFUSED_EVENTS.get(event_text)
-            bad("EVENT", refused or "is not an EVENT code of the layout ("
-                + ", ".join([*COUNCIL_EVENTS, *PACKAGE_EVENTS]) + ")")
-
-    if package is not None:
-        return _map_package(layout, row, values, original, package, event_text, read, bad, problems, record_id)
-
-    names = [*COMMON_COLUMNS, *(spec.uses if spec else ())]
-    # RECORD_ID as read above (read again only when that failed or it is blank: its problem is then
-    # reported as before, twice; reading a good one again cost a regex and a check digit a row).
-    parsed: dict[str, Any] = {n: record_id if n == "RECORD_ID" and record_id is not None else read(n)
-                              for n in names if n != "EVENT"}
-
-    required = [*every_record_requires, *spec.requires] if spec else every_record_requires
-    for name in required:
-        if not values.get(name, "").strip():
-            what = f"is required for {event_text}" if spec and name in spec.requires else "is required"
-            bad(name, what)
-
-    if spec is not None and spec.change_type.value == "moved":
-        if parsed.get("NFA") is True and parsed.get("LA_GSS") is not None:
-            bad("LA_GSS", "must be blank when NFA is Y (no fixed abode)")
-        elif parsed.get("NFA") is not True and not values.get("LA_GSS", "").strip():
-            bad("LA_GSS", "is required for ADDR_CHANGE (the council of ordinary residence after the move), "
-                          "or NFA Y when the person has no fixed abode")
-
-    if problems or spec is None:
-        return MappedRow(row, record_id, original, None, tuple(problems))
-
-    data: dict[str, Any] = {"schema_version": "1", "source_system": layout.source_system,
-                            "change_type": spec.change_type.value}
-    for name, value in parsed.items():  # _set(data, column.target, _jsonable(value)), the path split once
-        if value is None:
-            continue
-        where = targets.get(name)
-        if where is None:
-            continue
-        parents, leaf = where
-        target = data
-        for p in parents:
-            target = target.setdefault(p, {})
-        target[leaf] = value.isoformat() if isinstance(value, date) else value
-    return MappedRow(row, record_id, original, data, ())
