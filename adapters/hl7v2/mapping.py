@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 import hl7
@@ -164,28 +165,22 @@ class _Msg:
         return len(fields[f].split(self._rep))
 
 
-# MSH up to the end of MSH-2 (the delimiters) -> python-hl7's separators and escape
-# character for it: an interface engine sends every message with the same few.
-_DELIMITERS: dict[str, tuple[str, str]] = {}
-
-
 def _delimiters(text: str) -> tuple[str, str]:
     """`create_parse_plan(text)`'s separators and escape character (or its
     exception): they depend only on the text up to MSH-2's end (its first
     three characters and those between the first and second field
-    separators), so each such head is worked out once and remembered."""
+    separators), so each such head is worked out once and remembered (an
+    interface engine sends every message with the same few)."""
     end = text.find(text[3], 4) if len(text) > 3 else -1
     if end < 0:  # no second field separator: python-hl7 reads to the text's end
-        plan = hl7.parser.create_parse_plan(text)
-        return plan.separators, plan.esc
-    head = text[:end]
-    got = _DELIMITERS.get(head)
-    if got is None:
-        plan = hl7.parser.create_parse_plan(text[:end + 1])  # raises as for the whole text
-        if len(_DELIMITERS) >= 64:
-            _DELIMITERS.clear()
-        got = _DELIMITERS[head] = (plan.separators, plan.esc)
-    return got
+        return _plan_of.__wrapped__(text)
+    return _plan_of(text[:end + 1])  # raises as for the whole text (an exception is not kept)
+
+
+@lru_cache(maxsize=64)
+def _plan_of(head: str) -> tuple[str, str]:
+    plan = hl7.parser.create_parse_plan(head)
+    return plan.separators, plan.esc
 
 
 def _normalise_segments(text: str) -> str:

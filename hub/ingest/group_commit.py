@@ -52,6 +52,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Table
@@ -168,16 +169,11 @@ class WriteBehind:
             await self._conn.execute(_plain_insert(target) if isinstance(target, Table) else target, rows)
 
 
-_PLAIN_INSERTS: dict[Table, Insert] = {}
-
-
+@cache
 def _plain_insert(table: Table) -> Insert:
     """`table.insert()`, made once per table (an Insert is immutable; making one costs
     about 1.5 us, seven a batch)."""
-    got = _PLAIN_INSERTS.get(table)
-    if got is None:
-        got = _PLAIN_INSERTS[table] = table.insert()
-    return got
+    return table.insert()
 
 
 class _SyncTx:
