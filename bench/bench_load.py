@@ -377,7 +377,8 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
             for key in sub_keys.values():
                 r = await http.post("/v1/subscriptions", headers={"X-API-Key": key},
                                     json={"channel": "webhook", "url": f"http://127.0.0.1:{arrivals.port}/hook",
-                                          "secret": SECRET})
+                                          "secret": SECRET,
+                                          **({"pipeline": args.pipeline} if getattr(args, "pipeline", 1) > 1 else {})})
                 assert r.status_code == 201, r.text
             if args.profile:
                 out = tmp / f"profile-c{clients}-b{batch_max}.txt"
@@ -664,6 +665,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--compare", action="store_true",
                     help="also run each level without group commit (S117_INGEST_BATCH_MAX=1)")
     ap.add_argument("--keep", action="store_true", help="keep the databases and logs")
+    ap.add_argument("--pipeline", type=int, default=1,
+                    help="the webhook subscriptions' pipeline (POSTs in flight on a connection; default 1)")
     ap.add_argument("--stages", action="store_true",
                     help="per second of receipt: received -> queued (the dispatcher) and queued -> recorded "
                          "(the deliverer) p50 / p99, from the hub's database (SQLite)")

@@ -49,6 +49,11 @@ class SubscriptionIn(BaseModel):
     schedule: str | None = Field(default=None, max_length=32,
                                  description="council-file only: 'daily HH:MM' (UK time); default daily 02:00")
     mode: Literal["delta", "full"] | None = Field(default=None, description="council-file only: default delta")
+    pipeline: int | None = Field(
+        default=None, ge=1, le=16,
+        description="webhook only: how many POSTs may be in flight on the connection (default 1: each sent "
+                    "once the one before it was accepted). More: pipelined, for a subscriber that orders by "
+                    "S117-Event-Number: a message that fails can be overtaken by those sent behind it")
 
     @model_validator(mode="after")
     def _fields_for_the_channel(self) -> "SubscriptionIn":
@@ -60,6 +65,8 @@ class SubscriptionIn(BaseModel):
             raise ValueError(f"a {self.channel} subscription takes no url or secret")
         if self.channel != "kafka" and self.topic is not None:
             raise ValueError("topic is for kafka subscriptions only")
+        if self.channel != "webhook" and self.pipeline is not None:
+            raise ValueError("pipeline is for webhook subscriptions only")
         if self.channel == "council-file":
             if self.url is not None or self.secret is not None:
                 raise ValueError("a council-file subscription takes no url or secret")
@@ -79,6 +86,7 @@ def _view(row, council_file=None) -> dict:  # noqa: ANN001
              if council_file is not None else {})
     return {"subscription_id": row.subscription_id, "org_code": row.org_code, "channel": row.channel,
             "url": row.url, **({"topic": row.topic} if kafka else {}),
+            **({"pipeline": row.pipeline} if row.channel == "webhook" else {}),
             "event_types": row.event_types, "active": row.active,
             "created_at": row.created_at.isoformat(), **extra}
 
@@ -126,7 +134,7 @@ async def create_subscription(body: SubscriptionIn, hub: HubDep, client: ClientD
             channel=body.channel, url=url, topic=topic,
             secret=hub.protector.encrypt(secret.encode()) if secret else None,
             event_types=[e.value for e in body.event_types] if body.event_types else None,
-            active=True, created_at=datetime.now(UTC),
+            active=True, created_at=datetime.now(UTC), pipeline=body.pipeline or 1,
         ))
         await create_counter(conn, sub_id)
         council_file = None

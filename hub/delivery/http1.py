@@ -1,7 +1,8 @@
 """The webhook client: signed POSTs over kept-alive HTTP/1.1 connections,
 one pool per endpoint origin, the SSRF guard at every connection.
 
-What a delivery needs of HTTP is small: send one POST with a body and
+What a delivery needs of HTTP is small: send one POST with a body (or a
+window of them written back to back on one connection, pipelined: `post_window`) and
 read the answer's status (the answer's body is read up to
 `ANSWER_READ_MAX` and thrown away). The answer is parsed by httptools
 (llhttp, Node.js's parser: Content-Length, chunked, read-until-close,
@@ -36,6 +37,7 @@ import asyncio
 import re
 import ssl
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
@@ -64,15 +66,17 @@ class WebhookAnswer:
 
 
 class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection: one request at a time, its answer parsed as it arrives."""
+    """One HTTP/1.1 connection: its requests' answers parsed as they arrive,
+    in the order the requests were written (one at a time, or a window of
+    them written back to back: pipelined)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[int] | None = None
+        self._waiters: deque[asyncio.Future[int]] = deque()  # one per request not yet answered, in order
         self._status = 0
         self._body = 0
-        self.answered_bytes = False  # any byte of an answer to the current request
+        self.answered_bytes = False  # any byte of an answer to the current request(s)
         self.reusable = False
         self.closed = False
         self.idle_since = 0.0
@@ -92,8 +96,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self._status >= 200:  # an answer read until the connection closed: its status stands
             self._finish(status=self._status)
-        else:
-            self._finish(error=AnswerError("the connection closed before an answer"))
+        self._finish(error=AnswerError("the connection closed before an answer"))
 
     # httptools callbacks
     def on_headers_complete(self) -> None:
@@ -106,29 +109,47 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def on_message_complete(self) -> None:
-        if self._status < 200:  # an interim answer (100 Continue, 103): the real one follows
-            self._status, self._body = 0, 0
+        status, self._body = self._status, 0
+        self._status = 0
+        if status < 200:  # an interim answer (100 Continue, 103): the real one follows
             return
         self.reusable = self._parser.should_keep_alive()
-        self._finish(status=self._status)
+        self._finish(status=status)
 
     def _finish(self, *, status: int = 0, error: Exception | None = None) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is None or waiter.done():
-            return
+        """An answer's status for the oldest request waiting; an error for every request waiting."""
         if error is not None:
             self.reusable = False
-            waiter.set_exception(error)
-        else:
-            waiter.set_result(status)
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(error)
+            return
+        if self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(status)
 
-    async def request(self, data: bytes) -> int:
+    def _ready(self) -> None:
         if self.closed or self.transport is None or self.transport.is_closing():
             raise AnswerError("the connection closed before an answer")
         self._status, self._body, self.answered_bytes, self.reusable = 0, 0, False, False
-        self._waiter = asyncio.get_running_loop().create_future()
+
+    async def request(self, data: bytes) -> int:
+        self._ready()
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         self.transport.write(data)
-        return await self._waiter
+        return await waiter
+
+    def request_window(self, requests: list[bytes]) -> list[asyncio.Future[int]]:
+        """Write every request at once (pipelined); each answer's status, in order."""
+        self._ready()
+        loop = asyncio.get_running_loop()
+        waiters = [loop.create_future() for _ in requests]
+        self._waiters.extend(waiters)
+        self.transport.write(b"".join(requests))
+        return waiters
 
     def close(self) -> None:
         self.reusable = False
@@ -202,12 +223,80 @@ class HostClients:
         async with asyncio.timeout(self._timeout):
             return await self._post(url, content, headers)
 
-    async def _post(self, url: str, content: bytes, headers: dict[str, str]) -> WebhookAnswer:
-        origin, line = self._target(url)
+    @staticmethod
+    def _request(line: bytes, content: bytes, headers: dict[str, str]) -> bytes:
         head = "".join(f"{k}: {_CTL.sub(' ', v)}\r\n" for k, v in headers.items()
                        if not _CTL.search(k) and k.lower() not in ("host", "content-length"))
-        data = b"".join((line, head.encode("latin-1", "replace"),
+        return b"".join((line, head.encode("latin-1", "replace"),
                          b"Content-Length: %d\r\n\r\n" % len(content), content))
+
+    async def post_window(self, url: str, requests: list[tuple[bytes, dict[str, str]]],
+                          deadline: float) -> list[int | BaseException]:
+        """POST every `(content, headers)` to `url` on one connection, written
+        back to back (pipelined), the answers read in order: each request's
+        status, or the exception that stands for it (`TimeoutError` once
+        `deadline` seconds (at most the client's `timeout`) have passed, the
+        connection's error for those after a connection that ended). Every
+        request is given a result; none is left unknown. A reused connection
+        the subscriber closed before any byte of an answer: the window is
+        written once more on a new connection, as `post` does."""
+        origin, line = self._target(url)
+        datas = [self._request(line, content, headers) for content, headers in requests]
+        results: list[int | BaseException] = []
+        try:
+            async with asyncio.timeout(min(deadline, self._timeout)):
+                async with origin.slots:
+                    conn, reused = self._idle(origin), True
+                    if conn is None:
+                        conn, reused = await self._connect(origin), False
+                    try:
+                        await self._window(conn, datas, results)
+                        if reused and isinstance(results[0], AnswerError) and not conn.answered_bytes:
+                            conn.close()  # closed as the window went out: once more, anew
+                            conn = await self._connect(origin)
+                            results.clear()
+                            await self._window(conn, datas, results)
+                    except BaseException:
+                        conn.close()  # interrupted by the deadline (or cancelled): never reused
+                        raise
+                    self._put_back(origin, conn)
+        except TimeoutError as exc:
+            results = results + [exc] * (len(datas) - len(results))
+        except (OSError, WebhookTargetRefused) as exc:  # no connection: nothing was sent
+            results = [exc] * len(datas)
+        return results
+
+    @staticmethod
+    async def _window(conn: _Connection, datas: list[bytes], out: list[int | BaseException]) -> None:
+        """Each answer appended to `out` as it comes (kept if the deadline cuts the window short)."""
+        try:
+            waiters = conn.request_window(datas)
+        except AnswerError as exc:
+            out.extend([exc] * len(datas))
+            return
+        try:
+            for waiter in waiters:
+                try:
+                    out.append(await waiter)
+                except AnswerError as exc:
+                    out.append(exc)
+        finally:
+            for waiter in waiters:  # cut short (the deadline): nobody waits for the rest
+                if not waiter.done():
+                    waiter.cancel()
+
+    def _put_back(self, origin: _Origin, conn: _Connection) -> None:
+        if conn.reusable and not conn.closed:
+            conn.idle_since = time.monotonic()
+            origin.idle.append(conn)
+            if origin.expiry is None:
+                origin.expiry = asyncio.get_running_loop().call_later(self._keepalive, self._expire, origin)
+        else:
+            conn.close()
+
+    async def _post(self, url: str, content: bytes, headers: dict[str, str]) -> WebhookAnswer:
+        origin, line = self._target(url)
+        data = self._request(line, content, headers)
         async with origin.slots:
             conn, reused = self._idle(origin), True
             if conn is None:
@@ -225,13 +314,7 @@ class HostClients:
             except BaseException:
                 conn.close()  # failed, or interrupted by the deadline: never reused
                 raise
-            if conn.reusable and not conn.closed:
-                conn.idle_since = time.monotonic()
-                origin.idle.append(conn)
-                if origin.expiry is None:
-                    origin.expiry = asyncio.get_running_loop().call_later(self._keepalive, self._expire, origin)
-            else:
-                conn.close()
+            self._put_back(origin, conn)
         return WebhookAnswer(status)
 
     def _idle(self, origin: _Origin) -> _Connection | None:

@@ -5,7 +5,12 @@ the per-subscription tasks that drain the queues (`SubscriptionDeliverer`).
 * Order: a subscription's deliveries go out one at a time, oldest first; a
   batch starts only at the oldest pending one (its *head*) once it is due, and
   stops at the first failure, so a failure holds the rest back rather than
-  letting a later message overtake it.
+  letting a later message overtake it. A channel may pipeline, if the
+  subscription asked (`subscriptions.pipeline`, webhooks): a window of
+  deliveries is sent at once and their outcomes come back in order; the
+  first that failed stops the batch, those behind it in its window that the
+  subscriber took are delivered (they overtook it: the subscriber's choice),
+  the rest are given back and sent again after it.
 * Batches (`claim_batch`, `record_batch`): a subscription's task leases up to
   `_claim_max` of its oldest pending deliveries, sends them one after the
   other (on the channel's kept-alive connection), and records every outcome
@@ -94,7 +99,7 @@ _PENDING_HEADS = Prepared(select(deliveries.c.subscription_id, deliveries.c.next
 # by its own key in one executemany rather than an IN list, which SQLAlchemy
 # would re-render for every length.
 _CLAIM = Prepared(select(deliveries, subscriptions.c.url, subscriptions.c.topic, subscriptions.c.secret,
-                         subscriptions.c.org_code, subscriptions.c.fhir)
+                         subscriptions.c.org_code, subscriptions.c.fhir, subscriptions.c.pipeline)
                   .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
                   .where(deliveries.c.subscription_id == bindparam("subscription_id"),
                          deliveries.c.status == "pending", subscriptions.c.active.is_(True),
@@ -353,22 +358,47 @@ class SubscriptionDeliverer:
                 break  # empty, the head is backing off, or another instance holds it
             delivered: list[Any] = []
             failed, error = None, None
-            for row in rows:
+            if self._slots is None:
+                self._slots = asyncio.Semaphore(self._max_in_flight)
+            window = self._window_of(rows[0])
+            sent = 0  # rows[:sent] have an outcome
+            while sent < len(rows):
                 # The first attempt always fits in the lease; a later one only
                 # while a whole attempt still ends well inside it.
-                if delivered and ((stop is not None and stop.is_set())
-                                  or time.monotonic() - leased_at + self._deadline > lease * 0.8):
+                if sent and ((stop is not None and stop.is_set())
+                             or time.monotonic() - leased_at + self._deadline > lease * 0.8):
                     break
-                if self._slots is None:
-                    self._slots = asyncio.Semaphore(self._max_in_flight)
-                async with self._slots:
-                    error = await self._send(row)
-                if error is None:
-                    delivered.append(row)
-                else:
+                if window == 1:
+                    row = rows[sent]
+                    async with self._slots:
+                        error = await self._send(row)
+                    sent += 1
+                    if error is None:
+                        delivered.append(row)
+                        continue
                     failed = row
                     break
-            unsent = rows[len(delivered) + (failed is not None):]
+                # Pipelined (the subscription's choice): a window written at once,
+                # its answers in order. One that failed holds back what was not
+                # yet taken; those behind it that the subscriber took are delivered.
+                chunk = rows[sent:sent + window]
+                async with self._slots:
+                    errors = await self._send_window(chunk)
+                sent += len(chunk)
+                later_failed = []
+                for row, err in zip(chunk, errors, strict=True):
+                    if err is None:
+                        delivered.append(row)
+                    elif failed is None:
+                        failed, error = row, err
+                    else:
+                        later_failed.append(row)
+                if failed is not None:
+                    break  # `later_failed` (not taken) are given back with the unsent, sent again after it
+            settled = {id(r) for r in delivered}
+            if failed is not None:
+                settled.add(id(failed))
+            unsent = [r for r in rows if id(r) not in settled]
             attempted += len(delivered) + (failed is not None)
             # Going on: the next batch is leased in the same transaction as these outcomes.
             more = failed is None and (limit is None or attempted < limit) and not (stop is not None and stop.is_set())
@@ -385,6 +415,16 @@ class SubscriptionDeliverer:
                 break
             claimed, leased_at = recorded.claimed, next_lease
         return attempted
+
+    def _window_of(self, row: Any) -> int:
+        """How many of the subscription's deliveries may be in flight at once: 1
+        (one after the other) unless the channel pipelines and the subscription
+        asked for it (`subscriptions.pipeline`)."""
+        return 1
+
+    async def _send_window(self, rows: list[Any]) -> list[str | None]:
+        """Send `rows` pipelined: each one's outcome as `_send` gives it, in order."""
+        return [await self._send(row) for row in rows]
 
     def _want(self, limit: int | None, attempted: int) -> int:
         return self._claim_max if limit is None else min(self._claim_max, limit - attempted)

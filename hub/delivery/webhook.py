@@ -3,6 +3,10 @@ exponential backoff until the subscriber is back.
 
 Order: only the oldest undelivered message of a subscription is attempted, so
 a subscriber that was down receives everything in the order it was queued.
+A subscription created with `pipeline` N > 1 has windows of up to N POSTs
+written at once on one connection (`HostClients.post_window`), the answers
+read in order: a failed one can be overtaken by those behind it in its
+window (hub.delivery.leases, "Order").
 Independence: each subscription drains its own queue in its own task
 (hub.delivery.leases.SubscriptionDeliverer), and each endpoint origin has its
 own connection pool (`HostClients`, hub/delivery/http1.py: kept-alive
@@ -104,17 +108,15 @@ class WebhookDeliverer(SubscriptionDeliverer):
         await self._observe()
         return await super().run_once()
 
-    async def _send(self, row: Any) -> str | None:
-        # Leased by hub.delivery.leases.claim_batch before this: another hub
-        # instance leaves it alone, and if this one dies mid-POST the lease
-        # runs out and it is sent again.
+    def _request(self, row: Any) -> tuple[bytes, dict[str, str]]:
+        """The POST's body and signed headers for a leased delivery."""
         body = self._body(row, self._protector.decrypt(row.payload))
         secret = self._secrets.get(row.secret)
         if secret is None:  # keyed by the stored token: a changed secret is a new key
             if len(self._secrets) > 10_000:
                 self._secrets.clear()
             secret = self._secrets[row.secret] = self._protector.decrypt(row.secret).decode()
-        headers = signed_headers(secret, row.event_id, body, {
+        return body, signed_headers(secret, row.event_id, body, {
             "S117-Event-Id": row.event_id,
             EVENT_NUMBER_HEADER: str(row.event_number or ""),
             "S117-Message-Id": row.message_id,
@@ -122,6 +124,32 @@ class WebhookDeliverer(SubscriptionDeliverer):
             "S117-Event-Type": row.event_type,
             "X-Correlation-Id": row.correlation_id,
         })
+
+    def _window_of(self, row: Any) -> int:
+        # Pipelining needs the hub's own client (HostClients.post_window).
+        pipeline = getattr(row, "pipeline", 1) or 1
+        return pipeline if pipeline > 1 and hasattr(self._client, "post_window") else 1
+
+    async def _send_window(self, rows: list[Any]) -> list[str | None]:
+        requests = [self._request(row) for row in rows]
+        started = time.perf_counter()
+        answers = await self._client.post_window(rows[0].url, requests, self._deadline)
+        metrics.DELIVERY_SECONDS.observe(time.perf_counter() - started)
+        errors: list[str | None] = []
+        for answer in answers:
+            if isinstance(answer, int):
+                errors.append(None if 200 <= answer < 300 else f"HTTP {answer}")
+            elif isinstance(answer, TimeoutError):
+                errors.append("Timeout")
+            else:  # the subscriber or the path to it (a refused target too)
+                errors.append(type(answer).__name__)
+        return errors
+
+    async def _send(self, row: Any) -> str | None:
+        # Leased by hub.delivery.leases.claim_batch before this: another hub
+        # instance leaves it alone, and if this one dies mid-POST the lease
+        # runs out and it is sent again.
+        body, headers = self._request(row)
         started = time.perf_counter()
         error: str | None = None
         try:

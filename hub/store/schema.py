@@ -173,6 +173,10 @@ subscriptions = Table(
     Column("fhir", JSON, nullable=True),
     Column("active", Boolean, nullable=False, default=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # webhook: how many POSTs may be in flight on its connection (1: one at a
+    # time, strictly in order; more: pipelined, the subscriber accepting that a
+    # failed message may be overtaken by those sent behind it)
+    Column("pipeline", Integer, nullable=False, default=1, server_default="1"),
     Index("ix_subscriptions_org", "org_code"),
 )
 

@@ -1,0 +1,194 @@
+"""Pipelined webhook POSTs (a subscription's `pipeline` > 1): the hub's
+client writes a window of requests at once on one kept-alive connection and
+reads the answers in order; the deliverer records each outcome. With the
+default (1) a subscriber receives each message only after the one before it
+was accepted; pipelined, a failed message may be overtaken by those sent
+behind it, and every message still arrives (at least once)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import select
+
+from hub.crypto import DataProtector
+from hub.delivery.http1 import AnswerError, HostClients
+from hub.delivery.queue import create_counter, queue_delivery
+from hub.delivery.webhook import EVENT_NUMBER_HEADER, WebhookDeliverer
+from hub.store.db import create_engine, create_schema
+from hub.store.schema import deliveries, subscriptions
+
+
+class Receiver:
+    """A local HTTP/1.1 server: records each request's event number (or body)
+    in arrival order and answers with `answer(n, seen)` (a status, or None:
+    close the connection); a connection's first `hold` requests are read
+    before any is answered (so they can only have come pipelined)."""
+
+    def __init__(self, answer=lambda n, seen: 204, hold: int = 1, hang_after: int | None = None) -> None:  # noqa: ANN001
+        self.answer, self.hold, self.hang_after = answer, hold, hang_after
+        self.seen: list[str] = []
+        self.accepted: list[str] = []
+        self.connections = 0
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _read(self, reader: asyncio.StreamReader) -> str:
+        head = await reader.readuntil(b"\r\n\r\n")
+        headers = {}
+        for line in head.decode("latin-1").split("\r\n")[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                headers[k.strip().lower()] = v.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        return headers.get(EVENT_NUMBER_HEADER.lower()) or body.decode()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            hold = self.hold  # the connection's first requests: answered only once all are in
+            while True:
+                batch = [await self._read(reader)]
+                while len(batch) < hold:
+                    batch.append(await self._read(reader))
+                hold = 1
+                for n in batch:
+                    self.seen.append(n)
+                    if self.hang_after is not None and len(self.seen) > self.hang_after:
+                        await asyncio.sleep(30)
+                    status = self.answer(n, self.seen)
+                    if status is None:
+                        writer.close()
+                        return
+                    if 200 <= status < 300:
+                        self.accepted.append(n)
+                    writer.write(b"HTTP/1.1 %d X\r\nContent-Length: 0\r\n\r\n" % status)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+async def test_a_window_is_written_at_once_and_its_answers_read_in_order() -> None:
+    receiver = Receiver(answer=lambda n, seen: 500 if n == "b" else 204, hold=3)  # answers only once all 3 are in
+    port = await receiver.start()
+    client = HostClients(5.0, allowed_hosts=["127.0.0.1"])
+    url = f"http://127.0.0.1:{port}/hook"
+    answers = await asyncio.wait_for(client.post_window(url, [(x.encode(), {}) for x in "abc"], 5.0), 5)
+    assert answers == [204, 500, 204]
+    assert receiver.seen == ["a", "b", "c"]
+    # The connection is kept and used again.
+    assert await client.post_window(url, [(x.encode(), {}) for x in "def"], 5.0) == [204, 204, 204]
+    assert receiver.connections == 1
+    await client.aclose()
+    receiver.close()
+
+
+async def test_a_connection_closed_mid_window_fails_the_rest_and_a_deadline_the_unanswered() -> None:
+    closing = Receiver(answer=lambda n, seen: None if n == "b" else 204)
+    port = await closing.start()
+    client = HostClients(5.0, allowed_hosts=["127.0.0.1"])
+    answers = await client.post_window(f"http://127.0.0.1:{port}/hook", [(x.encode(), {}) for x in "abc"], 5.0)
+    assert answers[0] == 204 and all(isinstance(a, AnswerError) for a in answers[1:])
+    closing.close()
+
+    hanging = Receiver(hang_after=1)  # answers the first, then never
+    port = await hanging.start()
+    answers = await client.post_window(f"http://127.0.0.1:{port}/hook", [(x.encode(), {}) for x in "abc"], 0.3)
+    assert answers[0] == 204 and all(isinstance(a, TimeoutError) for a in answers[1:])
+    await client.aclose()
+    hanging.close()
+
+
+async def _register(tmp_path, port: int, pipeline: int, messages: int):  # noqa: ANN001, ANN202
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
+    await create_schema(engine)
+    protector = DataProtector(Fernet.generate_key())
+    sid = str(uuid.uuid4())
+    async with engine.begin() as conn:
+        await conn.execute(subscriptions.insert().values(
+            subscription_id=sid, org_code="E06000060", client_id="t", channel="webhook",
+            url=f"http://127.0.0.1:{port}/hook", secret=protector.encrypt(b"s" * 32), active=True,
+            created_at=datetime.now(UTC), pipeline=pipeline))
+        await create_counter(conn, sid)
+        for _ in range(messages):
+            eid = str(uuid.uuid4())
+            await queue_delivery(conn, subscription_id=sid, event_id=eid, message_id=eid,
+                                 event_type="s117-entitlement-started", payload=protector.encrypt(b"{}"),
+                                 correlation_id="c")
+    return engine, protector
+
+
+async def _deliver_all(engine, protector, messages: int) -> list:  # noqa: ANN001
+    client = HostClients(2.0, allowed_hosts=["127.0.0.1"])
+    deliverer = WebhookDeliverer(engine, protector, client, 0.01, 0.02, 0, 5.0, timeout_seconds=2.0)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(deliverer.serve(0.02, stop))
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                async with engine.connect() as conn:
+                    rows = (await conn.execute(select(deliveries.c.event_number, deliveries.c.status,
+                                                      deliveries.c.attempts))).all()
+                if sum(r.status == "delivered" for r in rows) == messages:
+                    return rows
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await worker
+        await client.aclose()
+
+
+@pytest.mark.parametrize("pipeline", [1, 4])
+async def test_every_message_arrives_and_only_a_pipelined_subscription_sees_a_failed_one_overtaken(
+        tmp_path, pipeline: int) -> None:  # noqa: ANN001
+    failed_once: set[str] = set()
+
+    def answer(n: str, seen: list[str]) -> int:
+        if n == "3" and n not in failed_once:  # event number 3 fails the first time
+            failed_once.add(n)
+            return 503
+        return 204
+
+    receiver = Receiver(answer=answer, hold=min(pipeline, 4))
+    port = await receiver.start()
+    engine, protector = await _register(tmp_path, port, pipeline, 10)
+    rows = await _deliver_all(engine, protector, 10)
+    receiver.close()
+    await engine.dispose()
+    numbers = [str(i) for i in range(1, 11)]
+    assert sorted(receiver.accepted, key=int) == numbers  # every message accepted once
+    assert {r.event_number: r.attempts for r in rows}[3] == 2  # the failed one was retried
+    if pipeline == 1:
+        assert receiver.accepted == numbers  # strictly in order: nothing sent while 3 waited
+        assert receiver.seen == ["1", "2", "3", *numbers[2:]]
+    else:
+        # 4 was in the same window as 3 and was taken; 5 onwards waited for 3.
+        assert receiver.accepted == ["1", "2", "4", "3", *numbers[4:]]
+        assert receiver.seen[:4] == ["1", "2", "3", "4"]
+
+
+async def test_a_subscription_asks_for_pipelining_and_bad_values_are_refused_by_name(app_hub) -> None:  # noqa: ANN001
+    h = {"X-API-Key": app_hub.keys["E06000060"]}
+    url = "http://127.0.0.1:9199/hook"
+    r = await app_hub.http.post("/v1/subscriptions", headers=h, json={"url": url, "secret": "s" * 32})
+    assert r.status_code == 201 and r.json()["pipeline"] == 1  # the default: one at a time
+    r = await app_hub.http.post("/v1/subscriptions", headers=h, json={"url": url, "secret": "s" * 32, "pipeline": 8})
+    assert r.status_code == 201 and r.json()["pipeline"] == 8
+    listed = {s["subscription_id"]: s for s in (await app_hub.http.get("/v1/subscriptions", headers=h)).json()["items"]}
+    assert listed[r.json()["subscription_id"]]["pipeline"] == 8
+    for body, field in (({"url": url, "pipeline": 0}, "pipeline"), ({"url": url, "pipeline": 17}, "pipeline"),
+                        ({"channel": "feed", "pipeline": 2}, None)):
+        r = await app_hub.http.post("/v1/subscriptions", headers=h, json=body)
+        assert r.status_code == 422, body
+        assert "pipeline" in r.text  # the field named, whichever check refused it
