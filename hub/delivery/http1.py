@@ -239,7 +239,9 @@ class HostClients:
         connection's error for those after a connection that ended). Every
         request is given a result; none is left unknown. A reused connection
         the subscriber closed before any byte of an answer: the window is
-        written once more on a new connection, as `post` does."""
+        written once more on a new connection, as `post` does. Shorter than
+        `requests` when an answer closed the connection (`Connection: close`):
+        the server took none of those behind it; they can be sent again."""
         origin, line = self._target(url)
         datas = [self._request(line, content, headers) for content, headers in requests]
         results: list[int | BaseException] = []
@@ -261,7 +263,7 @@ class HostClients:
                         raise
                     self._put_back(origin, conn)
         except TimeoutError as exc:
-            results = results + [exc] * (len(datas) - len(results))
+            results.extend([exc] * (len(datas) - len(results)))
         except (OSError, WebhookTargetRefused) as exc:  # no connection: nothing was sent
             results = [exc] * len(datas)
         return results
@@ -280,6 +282,9 @@ class HostClients:
                     out.append(await waiter)
                 except AnswerError as exc:
                     out.append(exc)
+                    continue
+                if not conn.reusable:  # the answer closed the connection: the requests behind it were not taken
+                    return
         finally:
             for waiter in waiters:  # cut short (the deadline): nobody waits for the rest
                 if not waiter.done():

@@ -385,16 +385,14 @@ class SubscriptionDeliverer:
                 async with self._slots:
                     errors = await self._send_window(chunk)
                 sent += len(chunk)
-                later_failed = []
-                for row, err in zip(chunk, errors, strict=True):
+                for row, err in zip(chunk, errors):  # fewer outcomes than rows: the rest were not taken
                     if err is None:
                         delivered.append(row)
                     elif failed is None:
                         failed, error = row, err
-                    else:
-                        later_failed.append(row)
-                if failed is not None:
-                    break  # `later_failed` (not taken) are given back with the unsent, sent again after it
+                    # a later failure was not taken either: given back with the unsent, sent again after it
+                if failed is not None or len(errors) < len(chunk):
+                    break
             settled = {id(r) for r in delivered}
             if failed is not None:
                 settled.add(id(failed))
@@ -423,7 +421,8 @@ class SubscriptionDeliverer:
         return 1
 
     async def _send_window(self, rows: list[Any]) -> list[str | None]:
-        """Send `rows` pipelined: each one's outcome as `_send` gives it, in order."""
+        """Send `rows` pipelined: each one's outcome as `_send` gives it, in
+        order; fewer than `rows` when the rest were not taken (they are given back)."""
         return [await self._send(row) for row in rows]
 
     def _want(self, limit: int | None, attempted: int) -> int:

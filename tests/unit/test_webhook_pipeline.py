@@ -29,8 +29,9 @@ class Receiver:
     close the connection); a connection's first `hold` requests are read
     before any is answered (so they can only have come pipelined)."""
 
-    def __init__(self, answer=lambda n, seen: 204, hold: int = 1, hang_after: int | None = None) -> None:  # noqa: ANN001
-        self.answer, self.hold, self.hang_after = answer, hold, hang_after
+    def __init__(self, answer=lambda n, seen: 204, hold: int = 1, hang_after: int | None = None,  # noqa: ANN001
+                 close_each: bool = False) -> None:
+        self.answer, self.hold, self.hang_after, self.close_each = answer, hold, hang_after, close_each
         self.seen: list[str] = []
         self.accepted: list[str] = []
         self.connections = 0
@@ -68,6 +69,10 @@ class Receiver:
                         return
                     if 200 <= status < 300:
                         self.accepted.append(n)
+                    if self.close_each:  # no keep-alive: one request a connection, the rest left unread
+                        writer.write(b"HTTP/1.1 %d X\r\nConnection: close\r\nContent-Length: 0\r\n\r\n" % status)
+                        await writer.drain()
+                        return
                     writer.write(b"HTTP/1.1 %d X\r\nContent-Length: 0\r\n\r\n" % status)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -192,3 +197,18 @@ async def test_a_subscription_asks_for_pipelining_and_bad_values_are_refused_by_
         r = await app_hub.http.post("/v1/subscriptions", headers=h, json=body)
         assert r.status_code == 422, body
         assert "pipeline" in r.text  # the field named, whichever check refused it
+
+
+async def test_a_subscriber_that_closes_after_each_answer_loses_nothing_and_fails_nothing(tmp_path) -> None:  # noqa: ANN001
+    """Pipelined to a server without keep-alive: each answer says
+    `Connection: close`, so the requests written behind it were not taken.
+    They are given back (no attempt counted, no backoff) and sent again on a
+    new connection: every message once, in order."""
+    receiver = Receiver(close_each=True)
+    port = await receiver.start()
+    engine, protector = await _register(tmp_path, port, 4, 6)
+    rows = await _deliver_all(engine, protector, 6)
+    receiver.close()
+    await engine.dispose()
+    assert receiver.accepted == [str(i) for i in range(1, 7)]
+    assert all(r.attempts == 1 for r in rows)  # none failed
