@@ -18,7 +18,8 @@ Throughput (`--throughput [N]`): N messages (default 4,000) queued up front
 for 4 of the fast receivers, then drained by `serve`: deliveries/s and the
 hub side's CPU per delivery, with batches of 100 leased and recorded per
 transaction, beside one per transaction (`claim_max=1`, as before batching)
-in the same run.
+in the same run, and with batches of 100 pipelined (the subscriptions'
+`pipeline` 8: eight POSTs written at once on a connection).
 
     .venv/bin/python bench/bench_delivery.py --throughput 4000
 """
@@ -176,8 +177,9 @@ async def run(name: str, delays: list[float], rounds: int, lockstep: bool = Fals
             "p99": pct(latencies, 99) if latencies else float("nan")}
 
 
-async def throughput(total: int, claim_max: int, subscribers: int = 4) -> dict:
-    """Drain `total` queued messages over `subscribers` fast receivers; deliveries/s and CPU per delivery."""
+async def throughput(total: int, claim_max: int, subscribers: int = 4, pipeline: int = 1) -> dict:
+    """Drain `total` queued messages over `subscribers` fast receivers; deliveries/s and CPU per delivery
+    (`pipeline`: the subscriptions' POSTs in flight on a connection)."""
     from sqlalchemy import func, select
 
     from hub.crypto import DataProtector
@@ -200,7 +202,8 @@ async def throughput(total: int, claim_max: int, subscribers: int = 4) -> dict:
         for sid, port in zip(subs, ports, strict=True):
             await conn.execute(subscriptions.insert().values(
                 subscription_id=sid, org_code="E06000060", client_id="bench", channel="webhook",
-                url=f"http://127.0.0.1:{port}/hook", secret=secret, active=True, created_at=datetime.now(UTC)))
+                url=f"http://127.0.0.1:{port}/hook", secret=secret, active=True, created_at=datetime.now(UTC),
+                pipeline=pipeline))
             await create_counter(conn, sid)
         for i in range(total):
             eid = str(uuid.uuid4())
@@ -231,12 +234,12 @@ async def throughput(total: int, claim_max: int, subscribers: int = 4) -> dict:
         index, number, _at = line.split()
         got.setdefault(int(index), []).append(int(number))
     in_order = all(v == sorted(v) and len(set(v)) == len(v) for v in got.values())
-    return {"claim_max": claim_max, "delivered": done, "arrived": sum(map(len, got.values())),
+    return {"claim_max": claim_max, "pipeline": pipeline, "delivered": done, "arrived": sum(map(len, got.values())),
             "per_s": done / elapsed, "cpu_ms": cpu / max(done, 1) * 1000, "in_order": in_order}
 
 
 def show_throughput(r: dict) -> None:
-    print(f"claim_max {r['claim_max']:>3}: {r['delivered']:>5} delivered ({r['arrived']} arrivals, "
+    print(f"claim_max {r['claim_max']:>3}, pipeline {r['pipeline']}: {r['delivered']:>5} delivered ({r['arrived']} arrivals, "
           f"{'in order' if r['in_order'] else 'OUT OF ORDER'}) at {r['per_s']:7,.0f}/s, "
           f"hub CPU {r['cpu_ms']:.2f} ms per delivery")
 
@@ -280,6 +283,10 @@ async def throughput_main(total: int) -> None:
     show_throughput(batched)
     print(f"batches of 100 / one per transaction: {batched['per_s'] / one['per_s']:.1f}x deliveries/s, "
           f"CPU per delivery {batched['cpu_ms'] / one['cpu_ms']:.2f}x")
+    piped = await throughput(total, 100, pipeline=8)
+    show_throughput(piped)
+    print(f"pipelined (8 POSTs in flight) / one at a time, batches of 100: {piped['per_s'] / batched['per_s']:.1f}x "
+          f"deliveries/s, CPU per delivery {piped['cpu_ms'] / batched['cpu_ms']:.2f}x")
 
 
 if __name__ == "__main__":
