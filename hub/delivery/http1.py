@@ -105,7 +105,8 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._body += len(body)
         if self._body > ANSWER_READ_MAX:  # more than an answer needs: drop the connection rather than read on
-            self._finish(status=self._status)
+            status, self._status = self._status, 0  # this answer's; those behind it get the closed connection's error
+            self._finish(status=status)
             self.close()
 
     def on_message_complete(self) -> None:
@@ -240,8 +241,9 @@ class HostClients:
         request is given a result; none is left unknown. A reused connection
         the subscriber closed before any byte of an answer: the window is
         written once more on a new connection, as `post` does. Shorter than
-        `requests` when an answer closed the connection (`Connection: close`):
-        the server took none of those behind it; they can be sent again."""
+        `requests` when an answer closed the connection (`Connection: close`,
+        or an answer longer than is read): those behind it have no outcome
+        (a server that closes takes none of them); they can be sent again."""
         origin, line = self._target(url)
         datas = [self._request(line, content, headers) for content, headers in requests]
         results: list[int | BaseException] = []
@@ -283,8 +285,8 @@ class HostClients:
                 except AnswerError as exc:
                     out.append(exc)
                     continue
-                if not conn.reusable:  # the answer closed the connection: the requests behind it were not taken
-                    return
+                if not conn.reusable:  # the answer closed the connection (or was too long to read on):
+                    return  # the requests behind it have no outcome; they can be sent again
         finally:
             for waiter in waiters:  # cut short (the deadline): nobody waits for the rest
                 if not waiter.done():

@@ -115,6 +115,29 @@ async def test_a_connection_closed_mid_window_fails_the_rest_and_a_deadline_the_
     hanging.close()
 
 
+async def test_an_answer_too_long_to_read_stands_for_its_own_request_only() -> None:
+    """The first answer's body is longer than the client reads: its status
+    stands, the connection is dropped, and the requests behind it have no
+    outcome (left to be sent again), never that status."""
+    from hub.delivery.http1 import ANSWER_READ_MAX
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (ANSWER_READ_MAX * 4)
+                     + b"x" * (ANSWER_READ_MAX * 2))
+        await writer.drain()
+        await asyncio.sleep(1)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = HostClients(5.0, allowed_hosts=["127.0.0.1"])
+    answers = await client.post_window(f"http://127.0.0.1:{port}/hook", [(b"a", {}), (b"b", {})], 5.0)
+    assert answers == [200]
+    await client.aclose()
+    server.close()
+
+
 async def _register(tmp_path, port: int, pipeline: int, messages: int):  # noqa: ANN001, ANN202
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
     await create_schema(engine)
