@@ -244,10 +244,10 @@ class HostClients:
         `requests` when an answer closed the connection (`Connection: close`,
         or an answer longer than is read): those behind it have no outcome
         (a server that closes takes none of them); they can be sent again."""
-        origin, line = self._target(url)
-        datas = [self._request(line, content, headers) for content, headers in requests]
         results: list[int | BaseException] = []
         try:
+            origin, line = self._target(url)
+            datas = [self._request(line, content, headers) for content, headers in requests]
             async with asyncio.timeout(min(deadline, self._timeout)):
                 async with origin.slots:
                     conn, reused = self._idle(origin), True
@@ -265,9 +265,9 @@ class HostClients:
                         raise
                     self._put_back(origin, conn)
         except TimeoutError as exc:
-            results.extend([exc] * (len(datas) - len(results)))
-        except (OSError, WebhookTargetRefused) as exc:  # no connection: nothing was sent
-            results = [exc] * len(datas)
+            results.extend([exc] * (len(requests) - len(results)))
+        except (OSError, WebhookTargetRefused) as exc:  # no connection (or a refused target): nothing was sent
+            results = [exc] * len(requests)
         return results
 
     @staticmethod

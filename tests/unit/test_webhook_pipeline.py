@@ -235,3 +235,17 @@ async def test_a_subscriber_that_closes_after_each_answer_loses_nothing_and_fail
     await engine.dispose()
     assert receiver.accepted == [str(i) for i in range(1, 7)]
     assert all(r.attempts == 1 for r in rows)  # none failed
+
+
+async def test_a_refused_target_is_each_request_s_outcome_not_an_exception() -> None:
+    """A pipelined window to an address the hub must not reach (no allow list:
+    loopback and private ranges refused) comes back as each request's
+    outcome, so the deliverer records a failure rather than losing its task."""
+    from hub.delivery.targets import WebhookTargetRefused
+
+    client = HostClients(5.0)
+    answers = await client.post_window("http://127.0.0.1:9/hook", [(b"a", {}), (b"b", {})], 5.0)
+    assert len(answers) == 2 and all(isinstance(a, WebhookTargetRefused) for a in answers)
+    answers = await client.post_window("ftp://example.org/hook", [(b"a", {})], 5.0)
+    assert isinstance(answers[0], WebhookTargetRefused)
+    await client.aclose()
