@@ -507,7 +507,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                 counted = await statement_counts(workdir)
                 per = {k: (v - statements0.get(k, 0)) / n for k, v in counted.items()}
                 if per.get("pg_round_trips"):  # asyncpg (bench/probe): round trips, every transaction begun
-                    print(f"  PostgreSQL round trips per change (every hub process): {per['pg_round_trips']:.1f}, "
+                    print(f"  PostgreSQL round trips per change (every hub process): {per['pg_round_trips']:.2f}, "
                           f"of them {per['pg_begins']:.2f} BEGIN, {per['pg_commits']:.2f} COMMIT, "
                           f"{per['pings']:.2f} pre-pings; {per['prepares']:.2f} statements prepared",
                           file=sys.stderr)
