@@ -79,7 +79,7 @@ def cpu_times(pid: int, children: bool = True) -> tuple[float, float]:
     processes (the worker process of `S117_SEPARATE_WORKERS`): utime, stime."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return 0.0, 0.0
     user, kernel = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
     if not children:
@@ -96,7 +96,7 @@ def child_pids(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
             out += [int(c) for c in (task / "children").read_text().split()]
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             continue
     return out
 

@@ -133,7 +133,7 @@ def server_cpu(pid: int) -> float:
     utime, stime, cutime and cstime, the live children's added."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone meanwhile (a backend exiting)
         return 0.0
     total = sum(int(f) for f in fields[11:15]) / load.CLK_TCK
     return total + sum(server_cpu(c) for c in load.child_pids(pid))
