@@ -79,7 +79,7 @@ def cpu_times(pid: int, children: bool = True) -> tuple[float, float]:
     processes (the worker process of `S117_SEPARATE_WORKERS`): utime, stime."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return 0.0, 0.0
     user, kernel = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
     if not children:
@@ -96,7 +96,7 @@ def child_pids(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
             out += [int(c) for c in (task / "children").read_text().split()]
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             continue
     return out
 
@@ -508,7 +508,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                 counted = await statement_counts(workdir)
                 per = {k: (v - statements0.get(k, 0)) / n for k, v in counted.items()}
                 if per.get("pg_round_trips"):  # asyncpg (bench/probe): round trips, every transaction begun
-                    print(f"  PostgreSQL round trips per change (every hub process): {per['pg_round_trips']:.1f}, "
+                    print(f"  PostgreSQL round trips per change (every hub process): {per['pg_round_trips']:.2f}, "
                           f"of them {per['pg_begins']:.2f} BEGIN, {per['pg_commits']:.2f} COMMIT, "
                           f"{per['pings']:.2f} pre-pings; {per['prepares']:.2f} statements prepared",
                           file=sys.stderr)

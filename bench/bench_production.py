@@ -26,6 +26,7 @@ import asyncio
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
 import bench.bench_load as load  # noqa: E402
 from hub.agreements_loader import load_agreements  # noqa: E402
@@ -109,13 +111,29 @@ async def relay_against_raw(admin_url: str, bootstrap: str, changes: int, tmp: P
     return {"messages": len(rows), "mb": size / 1e6, "raw_s": len(rows) / raw, "relay_s": len(rows) / relayed}
 
 
+def pg_sessions(pg: PostgresServer, database: str) -> int:
+    """Sessions PostgreSQL has opened on `database` so far (`pg_stat_database.sessions`,
+    PostgreSQL 14+): each a backend forked and a password exchange (SCRAM), a
+    count the host's speed does not move. -1 if psql cannot say."""
+    psql = pg.bindir / "psql" if (pg.bindir / "psql").exists() else shutil.which("psql")
+    if psql is None:
+        return -1
+    out = subprocess.run([str(psql), "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "-d", "postgres",
+                          "-At", "-c", f"SELECT sessions FROM pg_stat_database WHERE datname = '{database}'"],
+                         env={**os.environ, "PGPASSWORD": pg.password}, capture_output=True, text=True, check=False)
+    try:
+        return int(out.stdout.strip())
+    except ValueError:
+        return -1
+
+
 def server_cpu(pid: int) -> float:
     """CPU seconds of a server process and every process under it, live or
     reaped (PostgreSQL's backends come and go with the hub's connections):
     utime, stime, cutime and cstime, the live children's added."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone meanwhile (a backend exiting)
         return 0.0
     total = sum(int(f) for f in fields[11:15]) / load.CLK_TCK
     return total + sum(server_cpu(c) for c in load.child_pids(pid))
@@ -166,7 +184,12 @@ async def main() -> None:
                 workdir, db_url=db_url, bus_url=f"kafka://{broker.bootstrap}", S117_KAFKA_PARTITIONS="6", **kw)
             ns.profile, ns.separate_workers, ns.count_statements = \
                 args.profile, args.separate_workers, args.count_statements
-            load.SERVERS_CPU = lambda: {"PostgreSQL": server_cpu(pg._proc.pid), "Kafka": server_cpu(broker._proc.pid)}
+            sessions: list[int] = []  # at each end of the hub's window
+
+            def servers_cpu() -> dict[str, float]:
+                sessions.append(pg_sessions(pg, make_url(db_url).database))
+                return {"PostgreSQL": server_cpu(pg._proc.pid), "Kafka": server_cpu(broker._proc.pid)}
+            load.SERVERS_CPU = servers_cpu
             servers0 = server_cpu(pg._proc.pid), server_cpu(broker._proc.pid)
             level = await load.run_level(args.clients, args.changes, tmp, ns, 64)
             servers = [(server_cpu(pg._proc.pid) - servers0[0]) / args.changes * 1e3,
@@ -195,6 +218,9 @@ async def main() -> None:
     print(f"servers' CPU per change over the whole level (its set-up, load and drain): PostgreSQL "
           f"{servers[0]:.1f} ms, Kafka {servers[1]:.1f} ms; over the load and its drain only (the hub's window): "
           + ", ".join(f"{k} {v:.1f} ms" for k, v in r["servers_ms"].items()))
+    if len(sessions) == 2 and min(sessions) >= 0:
+        print(f"PostgreSQL sessions opened on the hub's database in its window: {sessions[1] - sessions[0]} "
+              f"({(sessions[1] - sessions[0]) / args.changes * 1000:.1f} per 1,000 changes)")
     if args.profile or args.keep:
         print(f"kept: {tmp} (profiles: profile-c*.txt)")
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
@@ -40,18 +41,33 @@ class ClientCache:
     request does not read `api_clients`. Only keys found active are kept; an
     unknown key is looked up each time (a key just added works at once). A key
     revoked in the store (`active` false) stops working within `ttl` seconds;
-    `ttl` 0 looks every request up."""
+    `ttl` 0 looks every request up. Requests that find a held key's time up
+    while its look-up is in flight wait for that one look-up."""
 
     def __init__(self, ttl: float = 5.0, max_entries: int = 10_000) -> None:
         self.ttl = ttl
         self._max = max_entries
         self._held: dict[str, tuple[float, Client]] = {}
+        # A held key's look-up in flight, shared by the requests that find its time up meanwhile:
+        # a busy source's every connection found it up at once (32 look-ups, and on PostgreSQL a
+        # burst of pool connections opened and closed again, every `ttl` seconds).
+        self._looking: dict[str, asyncio.Future[Client | None]] = {}
 
     async def client_for(self, engine: AsyncEngine, key_hash: str) -> Client | None:
         now = time.monotonic()
         held = self._held.get(key_hash)
         if held is not None and held[0] > now:
             return held[1]
+        if held is None:  # not known: looked up each time (a key just added works at once)
+            return await self._look_up(engine, key_hash, now)
+        looking = self._looking.get(key_hash)
+        if looking is None or looking.get_loop() is not asyncio.get_running_loop():
+            looking = self._looking[key_hash] = asyncio.ensure_future(self._look_up(engine, key_hash, now))
+            looking.add_done_callback(lambda done: self._looking.pop(key_hash, None)
+                                      if self._looking.get(key_hash) is done else None)
+        return await asyncio.shield(looking)  # one waiter cancelled does not cancel the others' look-up
+
+    async def _look_up(self, engine: AsyncEngine, key_hash: str, now: float) -> Client | None:
         async with read_only(engine) as conn:
             row = (await conn.execute(select(api_clients).where(
                 api_clients.c.key_hash == key_hash, api_clients.c.active.is_(True)))).first()

@@ -71,14 +71,14 @@ from aiokafka.errors import (
     UnknownMemberIdError,
 )
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
-from sqlalchemy import BigInteger, bindparam, event, func, select
+from sqlalchemy import BigInteger, Text, bindparam, cast, event, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import BusMessage, Capabilities
 from hub.bus.sql import publish_signal
 from hub.observability.logging import get_logger
 from hub.observability import metrics
-from hub.store.db import InList, read_only
+from hub.store.db import InList, Prepared, execute_prepared, read_only
 from hub.store.schema import bus_messages, dead_letters
 
 log = get_logger("hub.bus.kafka")
@@ -217,12 +217,7 @@ class KafkaRelay:
         """
         async with self._lock:
             async with read_only(self._engine) as conn:  # PostgreSQL: no BEGIN/ROLLBACK round trips
-                rows = (await conn.execute(
-                    select(bus_messages)
-                    .where(bus_messages.c.relayed_at.is_(None))
-                    .order_by(bus_messages.c.offset)
-                    .limit(limit or self._batch_size)
-                )).all()
+                rows = (await execute_prepared(conn, _WAITING, {"limit": limit or self._batch_size})).all()
             if not rows:
                 return 0
             producer = await self._ensure_producer()
@@ -254,7 +249,7 @@ class KafkaRelay:
         for row in rows:
             try:
                 ack = await producer.send(
-                    row.topic, value=orjson.dumps(row.payload), key=row.key.encode(), headers=_headers(row),
+                    row.topic, value=row.payload_json.encode(), key=row.key.encode(), headers=_headers(row),
                 )
                 await ack
             except KafkaError as exc:
@@ -278,6 +273,14 @@ class KafkaRelay:
             offsets = [*offsets, *(int(row.offset) for row, _ in refused)]
             for i in range(0, len(offsets), 500):
                 await _MARK_RELAYED.execute(conn, offsets[i:i + 500], {"now": now})
+
+
+# The outbox rows waiting, oldest first; the payload as the JSON text stored (the hub writes it
+# with orjson: the same bytes as decoding it and encoding it again, as the relay did, for each row).
+_WAITING = Prepared(
+    select(bus_messages.c.offset, bus_messages.c.topic, bus_messages.c.key, bus_messages.c.event_id,
+           cast(bus_messages.c.payload, Text).label("payload_json"), bus_messages.c.headers)
+    .where(bus_messages.c.relayed_at.is_(None)).order_by(bus_messages.c.offset).limit(bindparam("limit")))
 
 
 # Outbox rows marked relayed: an InList (one array parameter on PostgreSQL),

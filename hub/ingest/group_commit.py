@@ -62,7 +62,7 @@ from sqlalchemy.sql.dml import Insert
 
 from hub.observability import metrics
 from hub.observability.logging import get_logger
-from hub.store.db import after_commit_hook, begin_with_hooks, inline_writer
+from hub.store.db import after_commit_hook, begin_with_hooks, inline_writer, insert_rows
 
 log = get_logger("hub.ingest.group_commit")
 T = TypeVar("T")
@@ -166,6 +166,8 @@ class WriteBehind:
         # dicts keep insertion order: tables in the order first written.
         first, queued, self._first, self._queued = self._first, self._queued, {}, {}
         for (target, _cols), rows in (*first.items(), *queued.items()):
+            if isinstance(target, Table) and await insert_rows(self._conn, target, rows):
+                continue  # PostgreSQL: on asyncpg, without SQLAlchemy's execution (hub.store.db)
             await self._conn.execute(_plain_insert(target) if isinstance(target, Table) else target, rows)
 
 

@@ -18,9 +18,12 @@ read: the people are locked before their histories are read (anyone else
 writing a change for them must take the same lock first), batches of two
 instances are serialised by the topic lock, and within a batch no two units
 share a person or a message id (the group commit's keys). A person not found
-is new to the register: the unit inserts them (`ON CONFLICT DO NOTHING`,
-then locks whoever won a race, and reads that history itself). A unit run
-alone, after its batch failed, reads for itself as before.
+is new to the register, and with the topic lock held (every transaction that
+makes a person takes it first) nobody else can make them before the batch
+commits: the unit's insert of them goes out with the batch's other inserts
+(`IngestService._lock_or_create_person`), not as a round trip of its own.
+A unit run alone, after its batch failed, reads for itself as before (and
+inserts a new person `ON CONFLICT DO NOTHING`, then locks whoever won a race).
 
 SQLite: the same reads, each list one JSON parameter (`json_each`), run once
 the batch's `BEGIN IMMEDIATE` holds the write lock (nobody else can write

@@ -744,10 +744,16 @@ class IngestService:
         person_id = uuid4()
         if callable(details):
             details = details()
-        if pre is not None and conn.dialect.name == "sqlite":
-            # The batch read its people holding SQLite's write lock: nobody can
-            # insert this one before it commits (and no other unit of the batch
-            # is about them): a plain insert, with the batch's other inserts.
+        if pre is not None:
+            # The batch read its people holding SQLite's write lock, or on
+            # PostgreSQL the event topic's lock, which every transaction that
+            # makes a person takes first (`before_batch`: only this method
+            # inserts people, always in the group commit): nobody can insert
+            # this one before the batch commits (and no other unit of the batch
+            # is about them): a plain insert, with the batch's other inserts,
+            # not a round trip of its own while the batch holds the lock.
+            # Should it meet the unique index all the same, the batch fails
+            # and each unit runs alone, the way below (no `pre`).
             # Ahead of the batch's other inserts: its changes name the person.
             await conn.insert_first(_INSERT_NEW_PERSON, {"person_id": person_id, "nhs_number_index": index,
                                                          "details": details, "created_at": now, "updated_at": now})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -32,6 +33,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util.concurrency import greenlet_spawn
 
 from hub.observability.logging import get_logger
 from hub.store.private_files import private_sqlite
@@ -458,6 +460,9 @@ def _row_type(fields: tuple[str, ...]) -> Any:
     return Row
 
 
+_UNPLANNED = object()
+
+
 class Prepared:
     """A statement built once (its varying values `bindparam`s) and run with
     `execute_prepared(conn, prepared, params)`. On the inline SQLite
@@ -481,6 +486,18 @@ class Prepared:
         got = self._plans.get(dialect)
         if got is None:
             got = self._plans[dialect] = self._compile(dialect)
+        return got
+
+    def driver_plan(self, dialect: Dialect) -> _Plan | None:
+        """`plan`, or None where it cannot be made for this dialect (a result
+        type whose processor needs the driver's column type: SQLAlchemy runs it)."""
+        got = self._plans.get(dialect, _UNPLANNED)
+        if got is _UNPLANNED:
+            try:
+                got = self._compile(dialect)
+            except Exception:  # noqa: BLE001 - SQLAlchemy's execution handles every statement
+                got = None
+            self._plans[dialect] = got  # type: ignore[assignment]
         return got
 
     def _compile(self, dialect: Dialect) -> _Plan:
@@ -538,15 +555,100 @@ class InList:
 
 async def execute_prepared(conn: Any, prepared: Prepared, params: Any = None) -> Any:
     """`prepared` on `conn`: on the driver if `conn` is an inline SQLite
-    connection (or wraps one), else through SQLAlchemy."""
+    connection (or wraps one) or an asyncpg connection in a transaction or in
+    autocommit (`_on_asyncpg`), else through SQLAlchemy."""
     run = getattr(conn, "run_prepared", None)
     if run is not None:
         got = run(prepared, params)
         if got is not None:
             return got
+    if PG_DRIVER_PATH and conn.dialect.name == "postgresql":
+        plan = prepared.driver_plan(conn.dialect)
+        if plan is not None:
+            got = await _on_asyncpg(conn, plan, params)
+            if got is not None:
+                return got
     if params is None:
         return await conn.execute(prepared.statement)
     return await conn.execute(prepared.statement, params)
+
+
+# False: every statement through SQLAlchemy's execution on PostgreSQL (before; bench A/B).
+PG_DRIVER_PATH = True
+
+
+async def insert_rows(conn: Any, table: Table, rows: list[dict[str, Any]]) -> bool:
+    """A plain INSERT of `rows` (each with the same columns) as one executemany
+    on the asyncpg connection under `conn` (`_on_asyncpg`); False, with nothing
+    done, where SQLAlchemy must run it (another database, a column default, no
+    transaction begun)."""
+    if not (PG_DRIVER_PATH and rows and conn.dialect.name == "postgresql"):
+        return False
+    plan = _insert_plan(conn.dialect, table, tuple(rows[0]))
+    if plan is None or not all(len(r) == len(plan.names) for r in rows):
+        return False
+    return await _on_asyncpg(conn, plan, rows) is not None
+
+
+async def _on_asyncpg(conn: Any, plan: _Plan | _InsertPlan, params: Any) -> _Rows | None:
+    """A compiled statement run on the asyncpg connection under `conn`, as
+    SQLAlchemy's asyncpg adapter runs it (its statement cache: each statement
+    prepared once a connection, shared with SQLAlchemy's own executions; its
+    lock; its transaction, begun as its cursor begins it), without
+    SQLAlchemy's execution around it (cache key, execution context, result
+    metadata, row objects, the greenlet hop): about 90 us of CPU a statement
+    of the 130 SQLAlchemy costs (bench/README.md). None, for SQLAlchemy to
+    run it, where SQLAlchemy has not begun a transaction (it would begin one
+    as it executes) and the connection is not in autocommit. Errors go
+    through SQLAlchemy's own handling (the `handle_error` event, a lost
+    connection invalidated, the exception wrapped as `sqlalchemy.exc`'s)."""
+    sync = conn.sync_connection
+    if sync is None or not (sync.in_transaction() or sync._is_autocommit_isolation()):
+        return None
+    adapt = sync.connection.dbapi_connection
+    sql = plan.sql
+    if isinstance(params, list):
+        args: Any = plan._all_args(params) if isinstance(plan, _Plan) else _bind_rows(plan.get, plan.process, params)
+    elif isinstance(plan, _Plan):
+        args = plan.args(params) if params is None else plan._all_args([params])[0]
+    else:
+        args = _bind_rows(plan.get, plan.process, [params])[0]
+    if sync._has_events or sync.engine._has_events:  # statement observers (tests) see it as SQLAlchemy's own
+        sync.dispatch.before_cursor_execute(sync, None, sql, args, None, isinstance(params, list))
+    try:
+        async with adapt._execute_mutex:
+            if adapt._transaction is None:
+                await adapt._start_transaction()
+            if isinstance(params, list):
+                await adapt._connection.executemany(sql, args)
+                return _Rows([], -1)
+            stmt, _ = await adapt._prepare(sql, getattr(sync.dialect, "_invalidate_schema_cache_asof", 0))
+            raw = await stmt.fetch(*args)
+            status = stmt.get_statusmsg() or ""
+    except Exception as exc:  # noqa: BLE001 - as SQLAlchemy's cursor handles it
+        try:
+            adapt._handle_exception(exc)  # raises the adapter's DB-API exception
+        except Exception as dbapi_exc:  # noqa: BLE001
+            await greenlet_spawn(sync._handle_dbapi_exception, dbapi_exc, sql, args, None, None)
+        raise
+    row_type = getattr(plan, "row_type", None)
+    if row_type is None:
+        counted = _ROWCOUNT.match(status)
+        return _Rows([], int(counted.group(1)) if counted else -1)
+    make, results = row_type._make, plan.results
+    if not results:
+        return _Rows([make(r) for r in raw], -1)
+    rows = []
+    for r in raw:
+        values = list(r)
+        for i, proc in results:
+            if values[i] is not None:
+                values[i] = proc(values[i])
+        rows.append(make(values))
+    return _Rows(rows, -1)
+
+
+_ROWCOUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")  # as SQLAlchemy's asyncpg cursor reads it
 
 
 class SyncConn:

@@ -275,3 +275,40 @@ async def test_rows_this_process_commits_are_relayed_at_once_not_at_the_next_pol
         stop.set()
         await loop_task
         await relay.close()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+async def test_the_relay_sends_each_payload_as_the_json_it_was_stored_as(
+        store: str, outbox: AsyncEngine, pg_engine: AsyncEngine, kafka_bootstrap: str, topic: str) -> None:
+    """The relay sends the outbox's stored JSON text as the record's value: the
+    very bytes it sent when it decoded each payload and encoded it again."""
+    import orjson
+    from aiokafka import AIOKafkaConsumer
+
+    engine = outbox if store == "sqlite" else pg_engine
+    if store == "postgresql":
+        await create_schema(engine)
+    payloads = [{"n": i, "text": "Ysbyty Gwynedd – ŵ", "nested": {"list": [1, 2.5, None, True]}, "z": "last"}
+                for i in range(5)]
+    msgs = [BusMessage(topic=topic, key=f"person-{i % 2}", event_id=str(uuid.uuid4()), payload=p,
+                       headers={"correlation_id": f"c-{i}", "event_type": "entitlement-started"})
+            for i, p in enumerate(payloads)]
+    await publish_committed(engine, msgs)
+    relay = KafkaRelay(engine, kafka_bootstrap)
+    try:
+        assert await relay.run_once() == len(msgs)
+    finally:
+        await relay.close()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                                group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        values: dict[str, bytes] = {}
+        deadline = time.monotonic() + 30
+        while len(values) < len(msgs) and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                for r in records:
+                    values[dict(r.headers)["event_id"].decode()] = r.value
+    finally:
+        await consumer.stop()
+    assert values == {m.event_id: orjson.dumps(m.payload) for m in msgs}

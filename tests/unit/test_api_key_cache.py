@@ -31,6 +31,36 @@ async def test_a_revoked_key_stops_working_when_its_cached_time_is_up(app_hub):
     assert r.status_code == 401 and "revoked" in r.json()["detail"]
 
 
+async def test_requests_finding_a_held_key_up_together_share_one_look_up(app_hub):
+    """A busy source's connections all find its key's time up at once: one read
+    of the store answers them all (on PostgreSQL each read was a pool connection,
+    and a burst of them opened connections past the pool's size)."""
+    import asyncio
+
+    h = {"X-API-Key": app_hub.keys["E06000060"]}
+    cache = app_hub.hub.clients
+    assert (await app_hub.http.get("/v1/subscriptions", headers=h)).status_code == 200
+    for key in list(cache._held):
+        cache._held[key] = (0.0, cache._held[key][1])
+    looked_up = cache._look_up
+    calls = []
+
+    async def counted(*args):  # noqa: ANN002, ANN202
+        calls.append(args[1])
+        return await looked_up(*args)
+
+    cache._look_up = counted
+    answers = await asyncio.gather(*(app_hub.http.get("/v1/subscriptions", headers=h) for _ in range(12)))
+    assert [r.status_code for r in answers] == [200] * 12
+    assert len(calls) == 1
+    # Revoked, its time up: every request waiting on the one look-up is refused.
+    await _revoke(app_hub.hub, "E06000060")
+    for key in list(cache._held):
+        cache._held[key] = (0.0, cache._held[key][1])
+    answers = await asyncio.gather(*(app_hub.http.get("/v1/subscriptions", headers=h) for _ in range(6)))
+    assert [r.status_code for r in answers] == [401] * 6 and len(calls) == 2
+
+
 async def test_with_no_cache_a_revoked_key_is_refused_at_once_and_a_new_key_works_at_once(app_hub):
     app_hub.hub.clients.ttl = 0
     h = {"X-API-Key": app_hub.keys["E08000025"]}
