@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from operator import itemgetter, methodcaller
-from functools import lru_cache, partial
+from functools import cache, lru_cache, partial
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from pathlib import Path
@@ -603,7 +603,9 @@ async def _on_asyncpg(conn: Any, plan: _Plan | _InsertPlan, params: Any) -> _Row
     through SQLAlchemy's own handling (the `handle_error` event, a lost
     connection invalidated, the exception wrapped as `sqlalchemy.exc`'s)."""
     sync = conn.sync_connection
-    if sync is None or not (sync.in_transaction() or sync._is_autocommit_isolation()):
+    if sync is None or not _driver_path_fits(type(sync), type(sync.connection.dbapi_connection)):
+        return None
+    if not (sync.in_transaction() or sync._is_autocommit_isolation()):
         return None
     adapt = sync.connection.dbapi_connection
     sql = plan.sql
@@ -646,6 +648,20 @@ async def _on_asyncpg(conn: Any, plan: _Plan | _InsertPlan, params: Any) -> _Row
                 values[i] = proc(values[i])
         rows.append(make(values))
     return _Rows(rows, -1)
+
+
+@cache
+def _driver_path_fits(connection_type: type, adapter_type: type) -> bool:
+    """The SQLAlchemy internals `_on_asyncpg` uses are there (another SQLAlchemy
+    version may name them otherwise: then every statement goes through
+    SQLAlchemy's execution, as before, and the hub says so once)."""
+    fits = all(hasattr(adapter_type, a) for a in ("_execute_mutex", "_transaction", "_start_transaction",
+                                                  "_connection", "_prepare", "_handle_exception")) \
+        and all(hasattr(connection_type, a) for a in ("_is_autocommit_isolation", "_handle_dbapi_exception"))
+    if not fits:
+        log.warning("PostgreSQL statements through SQLAlchemy's execution: its asyncpg adapter is not the one "
+                    "the driver path was written for", adapter=adapter_type.__name__)
+    return fits
 
 
 _ROWCOUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")  # as SQLAlchemy's asyncpg cursor reads it
