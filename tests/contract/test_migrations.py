@@ -9,7 +9,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from hub.store.db import create_engine, create_schema
-from hub.store.schema import metadata
+from hub.store.schema import for_dialect, metadata
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,8 @@ async def test_migrations_match_the_declared_schema(store_url):
         await create_schema(engine)  # idempotent: a restart migrates nothing
 
         def diff(sync_conn):  # noqa: ANN001, ANN202
-            ctx = MigrationContext.configure(sync_conn, opts={"compare_type": True})
+            ctx = MigrationContext.configure(sync_conn, opts={
+                "compare_type": True, "include_object": for_dialect(sync_conn.dialect.name)})
             return compare_metadata(ctx, metadata), inspect(sync_conn).get_table_names()
 
         async with engine.connect() as conn:

@@ -9,7 +9,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from hub.store.schema import metadata
+from hub.store.schema import for_dialect, metadata
 
 config = context.config
 
@@ -20,6 +20,7 @@ def _run(connection: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",  # ALTER TABLE via copy on SQLite
         compare_type=True,
+        include_object=for_dialect(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()
