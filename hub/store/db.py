@@ -434,6 +434,10 @@ class _Plan:
             raw = cursor.fetchall()
         finally:
             cursor.close()
+        return self.rows_of(raw)
+
+    def rows_of(self, raw: Any) -> _Rows:
+        """The driver's rows made the statement's rows (its result processors applied)."""
         make, results = self.row_type._make, self.results
         if not results:
             return _Rows([make(r) for r in raw], -1)
@@ -633,21 +637,10 @@ async def _on_asyncpg(conn: Any, plan: _Plan | _InsertPlan, params: Any) -> _Row
         except Exception as dbapi_exc:  # noqa: BLE001
             await greenlet_spawn(sync._handle_dbapi_exception, dbapi_exc, sql, args, None, None)
         raise
-    row_type = getattr(plan, "row_type", None)
-    if row_type is None:
+    if getattr(plan, "row_type", None) is None:
         counted = _ROWCOUNT.match(status)
         return _Rows([], int(counted.group(1)) if counted else -1)
-    make, results = row_type._make, plan.results
-    if not results:
-        return _Rows([make(r) for r in raw], -1)
-    rows = []
-    for r in raw:
-        values = list(r)
-        for i, proc in results:
-            if values[i] is not None:
-                values[i] = proc(values[i])
-        rows.append(make(values))
-    return _Rows(rows, -1)
+    return plan.rows_of(raw)
 
 
 @cache
