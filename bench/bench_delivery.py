@@ -22,6 +22,13 @@ in the same run, and with batches of 100 pipelined (the subscriptions'
 `pipeline` 8: eight POSTs written at once on a connection).
 
     .venv/bin/python bench/bench_delivery.py --throughput 4000
+
+Bursts (`--bursts [N]`): the deliverer as the separate delivery process
+runs it, woken by another process that queues a change (a message for 3 of
+8 subscriptions) every 5 ms: its CPU per delivery, the two processes taking
+turns at SQLite's write lock (the hub's log lines go to stdout, as JSON).
+
+    .venv/bin/python bench/bench_delivery.py --bursts 2000 > /dev/null
 """
 
 from __future__ import annotations
@@ -238,6 +245,97 @@ async def throughput(total: int, claim_max: int, subscribers: int = 4, pipeline:
             "per_s": done / elapsed, "cpu_ms": cpu / max(done, 1) * 1000, "in_order": in_order}
 
 
+async def _produce(db: str, key: str, subs: list[str], changes: int, fan: int, gap: float) -> None:
+    """The bursts' producer (a process of its own, as the dispatcher's is with
+    separate delivery): every `gap` seconds one change queued for `fan` of the
+    subscriptions in one transaction, then the wake-up datagram."""
+    from hub.crypto import DataProtector
+    from hub.delivery.queue import queue_delivery
+    from hub.delivery.wake import WakeSender, wake_address
+    from hub.store.db import create_engine
+
+    url = f"sqlite+aiosqlite:///{db}"
+    engine = create_engine(url)
+    protector = DataProtector(key.encode())
+    body = protector.encrypt(orjson.dumps({"resourceType": "Bundle", "type": "message",
+                                           "entry": [{"pad": "x" * 3000}]}))
+    sender = WakeSender(wake_address(url))
+    due = time.monotonic()
+    for c in range(changes):
+        async with engine.begin() as conn:
+            for j in range(fan):
+                eid = str(uuid.uuid4())
+                await queue_delivery(conn, subscription_id=subs[(c + j) % len(subs)], event_id=eid, message_id=eid,
+                                     event_type="s117-entitlement-started", payload=body, correlation_id="bench")
+        sender.send("webhook")
+        due += gap
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+    sender.close()
+    await engine.dispose()
+
+
+async def bursts(changes: int, subscribers: int = 8, fan: int = 3, gap: float = 0.005) -> dict:
+    """The deliverer at small bursts, in the delivery process's place: another
+    process queues a change for `fan` of `subscribers` every `gap` seconds and
+    wakes it (hub.delivery.wake); CPU per delivery of this process alone. Its
+    writes and the producer's take turns at SQLite's write lock, as the
+    deliver and back processes' do."""
+    from sqlalchemy import func, select
+
+    from hub.crypto import DataProtector
+    from hub.delivery.queue import create_counter
+    from hub.delivery.wake import listen, wake_address
+    from hub.delivery.webhook import HostClients, WebhookDeliverer
+    from hub.store.db import create_engine, create_schema
+    from hub.store.schema import deliveries, subscriptions
+
+    child = subprocess.Popen([sys.executable, __file__, "--receivers", *(["0"] * subscribers)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    ports = [int(p) for p in child.stdout.readline().split()]
+    db = Path(tempfile.mkdtemp()) / "hub.db"
+    url = f"sqlite+aiosqlite:///{db}"
+    engine = create_engine(url)
+    await create_schema(engine)
+    key = Fernet.generate_key()
+    protector = DataProtector(key)
+    secret = protector.encrypt(b"s" * 32)
+    subs = [str(uuid.uuid4()) for _ in ports]
+    async with engine.begin() as conn:
+        for sid, port in zip(subs, ports, strict=True):
+            await conn.execute(subscriptions.insert().values(
+                subscription_id=sid, org_code="E06000060", client_id="bench", channel="webhook",
+                url=f"http://127.0.0.1:{port}/hook", secret=secret, active=True, created_at=datetime.now(UTC)))
+            await create_counter(conn, sid)
+    clients = HostClients(DEADLINE, allowed_hosts=["127.0.0.1"])
+    deliverer = WebhookDeliverer(engine, protector, clients, 1.0, 300.0, 0, DEADLINE + 5.0, timeout_seconds=DEADLINE)
+    stop = asyncio.Event()
+    transport = await listen(wake_address(url), {"webhook": deliverer.wake})
+    worker = asyncio.create_task(deliverer.serve(0.2, stop))
+    await asyncio.sleep(0.3)
+    producer = subprocess.Popen([sys.executable, __file__, "--produce", str(db), key.decode(), str(changes),
+                                 str(fan), str(gap), *subs])
+    total = changes * fan
+    cpu0, t0 = time.process_time(), time.monotonic()
+    while True:
+        async with engine.connect() as conn:
+            done = (await conn.execute(select(func.count()).select_from(deliveries).where(
+                deliveries.c.status == "delivered"))).scalar_one()
+            await conn.rollback()
+        if done >= total or time.monotonic() - t0 > 300:
+            break
+        await asyncio.sleep(0.05)
+    elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    producer.wait()
+    stop.set()
+    await worker
+    if transport is not None:
+        transport.close()
+    await clients.aclose()
+    await engine.dispose()
+    child.communicate("")
+    return {"delivered": done, "elapsed": elapsed, "cpu_ms": cpu / max(done, 1) * 1000}
+
+
 def show_throughput(r: dict) -> None:
     print(f"claim_max {r['claim_max']:>3}, pipeline {r['pipeline']}: {r['delivered']:>5} delivered ({r['arrived']} arrivals, "
           f"{'in order' if r['in_order'] else 'OUT OF ORDER'}) at {r['per_s']:7,.0f}/s, "
@@ -293,6 +391,11 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--receivers":  # the child process serving the receivers
         asyncio.run(_serve_receivers([float(d) for d in sys.argv[2:]]))
         sys.exit()
+    if len(sys.argv) > 1 and sys.argv[1] == "--produce":  # the bursts' producer process
+        sys.path.insert(0, os.fspath(Path(__file__).resolve().parent.parent))
+        db_, key_, n_, fan_, gap_, *subs_ = sys.argv[2:]
+        asyncio.run(_produce(db_, key_, subs_, int(n_), int(fan_), float(gap_)))
+        sys.exit()
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
@@ -300,9 +403,19 @@ if __name__ == "__main__":
     ap.add_argument("rounds", nargs="?", type=int, default=6, help="messages per subscriber (default 6)")
     ap.add_argument("--throughput", nargs="?", type=int, const=4000, metavar="N",
                     help="N messages for 4 fast receivers: deliveries/s and CPU per delivery (default 4,000)")
+    ap.add_argument("--bursts", nargs="?", type=int, const=2000, metavar="N",
+                    help="N changes, each a message for 3 of 8 subscriptions, queued every 5 ms by another "
+                         "process that wakes the deliverer: its CPU per delivery (default 2,000)")
     args = ap.parse_args()
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parent.parent))
-    if args.throughput is not None:
+    if args.bursts is not None:
+        from hub.observability.logging import configure_logging
+
+        configure_logging("INFO")  # as the delivery process logs: a JSON line a delivery (to stdout)
+        r = asyncio.run(bursts(args.bursts))
+        print(f"bursts: {r['delivered']} delivered in {r['elapsed']:.1f} s, deliverer CPU "
+              f"{r['cpu_ms']:.3f} ms per delivery; load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
+    elif args.throughput is not None:
         asyncio.run(throughput_main(args.throughput))
     else:
         asyncio.run(main(args.rounds))
