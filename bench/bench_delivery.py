@@ -41,8 +41,10 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 from cryptography.fernet import Fernet
@@ -184,27 +186,37 @@ async def run(name: str, delays: list[float], rounds: int, lockstep: bool = Fals
             "p99": pct(latencies, 99) if latencies else float("nan")}
 
 
-async def throughput(total: int, claim_max: int, subscribers: int = 4, pipeline: int = 1) -> dict:
-    """Drain `total` queued messages over `subscribers` fast receivers; deliveries/s and CPU per delivery
-    (`pipeline`: the subscriptions' POSTs in flight on a connection)."""
-    from sqlalchemy import func, select
+@dataclass
+class _Bench:
+    """Fast local receivers (a child process) and a SQLite register with a webhook subscription for each."""
+    child: subprocess.Popen
+    db: Path
+    engine: Any
+    key: bytes
+    protector: Any
+    subs: list[str]
 
+    @property
+    def url(self) -> str:
+        return f"sqlite+aiosqlite:///{self.db}"
+
+
+async def _fast_subscribers(subscribers: int, pipeline: int = 1) -> _Bench:
     from hub.crypto import DataProtector
-    from hub.delivery.queue import create_counter, queue_delivery
-    from hub.delivery.webhook import HostClients, WebhookDeliverer
+    from hub.delivery.queue import create_counter
     from hub.store.db import create_engine, create_schema
-    from hub.store.schema import deliveries, subscriptions
+    from hub.store.schema import subscriptions
 
     child = subprocess.Popen([sys.executable, __file__, "--receivers", *(["0"] * subscribers)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     ports = [int(p) for p in child.stdout.readline().split()]
-    tmp = Path(tempfile.mkdtemp())
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp / 'hub.db'}")
+    db = Path(tempfile.mkdtemp()) / "hub.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{db}")
     await create_schema(engine)
-    protector = DataProtector(Fernet.generate_key())
+    key = Fernet.generate_key()
+    protector = DataProtector(key)
     secret = protector.encrypt(b"s" * 32)
     subs = [str(uuid.uuid4()) for _ in ports]
-    body = protector.encrypt(orjson.dumps({"resourceType": "Bundle", "type": "message", "entry": [{"pad": "x" * 3000}]}))
     async with engine.begin() as conn:
         for sid, port in zip(subs, ports, strict=True):
             await conn.execute(subscriptions.insert().values(
@@ -212,30 +224,52 @@ async def throughput(total: int, claim_max: int, subscribers: int = 4, pipeline:
                 url=f"http://127.0.0.1:{port}/hook", secret=secret, active=True, created_at=datetime.now(UTC),
                 pipeline=pipeline))
             await create_counter(conn, sid)
-        for i in range(total):
-            eid = str(uuid.uuid4())
-            await queue_delivery(conn, subscription_id=subs[i % len(subs)], event_id=eid, message_id=eid,
-                                 event_type="s117-entitlement-started", payload=body, correlation_id="bench")
-    clients = HostClients(DEADLINE, allowed_hosts=["127.0.0.1"])
-    deliverer = WebhookDeliverer(engine, protector, clients, 1.0, 300.0, 0, DEADLINE + 5.0,
-                                 timeout_seconds=DEADLINE, claim_max=claim_max)
-    stop = asyncio.Event()
-    cpu0, t0 = time.process_time(), time.monotonic()
-    worker = asyncio.create_task(deliverer.serve(0.05, stop))
+    return _Bench(child, db, engine, key, protector, subs)
+
+
+async def _until_delivered(engine: Any, total: int, t0: float, most: float = 300.0) -> int:
+    """Polls until `total` deliveries are recorded delivered (or `most` seconds from `t0`); how many were."""
+    from sqlalchemy import func, select
+
+    from hub.store.schema import deliveries
+
     while True:
         async with engine.connect() as conn:
             done = (await conn.execute(select(func.count()).select_from(deliveries).where(
                 deliveries.c.status == "delivered"))).scalar_one()
             await conn.rollback()
-        if done >= total or time.monotonic() - t0 > 300:
-            break
+        if done >= total or time.monotonic() - t0 > most:
+            return done
         await asyncio.sleep(0.05)
+
+
+async def throughput(total: int, claim_max: int, subscribers: int = 4, pipeline: int = 1) -> dict:
+    """Drain `total` queued messages over `subscribers` fast receivers; deliveries/s and CPU per delivery
+    (`pipeline`: the subscriptions' POSTs in flight on a connection)."""
+    from hub.delivery.queue import queue_delivery
+    from hub.delivery.webhook import HostClients, WebhookDeliverer
+
+    b = await _fast_subscribers(subscribers, pipeline)
+    body = b.protector.encrypt(orjson.dumps({"resourceType": "Bundle", "type": "message",
+                                             "entry": [{"pad": "x" * 3000}]}))
+    async with b.engine.begin() as conn:
+        for i in range(total):
+            eid = str(uuid.uuid4())
+            await queue_delivery(conn, subscription_id=b.subs[i % len(b.subs)], event_id=eid, message_id=eid,
+                                 event_type="s117-entitlement-started", payload=body, correlation_id="bench")
+    clients = HostClients(DEADLINE, allowed_hosts=["127.0.0.1"])
+    deliverer = WebhookDeliverer(b.engine, b.protector, clients, 1.0, 300.0, 0, DEADLINE + 5.0,
+                                 timeout_seconds=DEADLINE, claim_max=claim_max)
+    stop = asyncio.Event()
+    cpu0, t0 = time.process_time(), time.monotonic()
+    worker = asyncio.create_task(deliverer.serve(0.05, stop))
+    done = await _until_delivered(b.engine, total, t0)
     elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
     stop.set()
     await worker
     await clients.aclose()
-    await engine.dispose()
-    out, _ = child.communicate("")
+    await b.engine.dispose()
+    out, _ = b.child.communicate("")
     got: dict[int, list[int]] = {}
     for line in out.splitlines():
         index, number, _at = line.split()
@@ -280,50 +314,21 @@ async def bursts(changes: int, subscribers: int = 8, fan: int = 3, gap: float = 
     wakes it (hub.delivery.wake); CPU per delivery of this process alone. Its
     writes and the producer's take turns at SQLite's write lock, as the
     deliver and back processes' do."""
-    from sqlalchemy import func, select
-
-    from hub.crypto import DataProtector
-    from hub.delivery.queue import create_counter
     from hub.delivery.wake import listen, wake_address
     from hub.delivery.webhook import HostClients, WebhookDeliverer
-    from hub.store.db import create_engine, create_schema
-    from hub.store.schema import deliveries, subscriptions
 
-    child = subprocess.Popen([sys.executable, __file__, "--receivers", *(["0"] * subscribers)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    ports = [int(p) for p in child.stdout.readline().split()]
-    db = Path(tempfile.mkdtemp()) / "hub.db"
-    url = f"sqlite+aiosqlite:///{db}"
-    engine = create_engine(url)
-    await create_schema(engine)
-    key = Fernet.generate_key()
-    protector = DataProtector(key)
-    secret = protector.encrypt(b"s" * 32)
-    subs = [str(uuid.uuid4()) for _ in ports]
-    async with engine.begin() as conn:
-        for sid, port in zip(subs, ports, strict=True):
-            await conn.execute(subscriptions.insert().values(
-                subscription_id=sid, org_code="E06000060", client_id="bench", channel="webhook",
-                url=f"http://127.0.0.1:{port}/hook", secret=secret, active=True, created_at=datetime.now(UTC)))
-            await create_counter(conn, sid)
+    b = await _fast_subscribers(subscribers)
     clients = HostClients(DEADLINE, allowed_hosts=["127.0.0.1"])
-    deliverer = WebhookDeliverer(engine, protector, clients, 1.0, 300.0, 0, DEADLINE + 5.0, timeout_seconds=DEADLINE)
+    deliverer = WebhookDeliverer(b.engine, b.protector, clients, 1.0, 300.0, 0, DEADLINE + 5.0,
+                                 timeout_seconds=DEADLINE)
     stop = asyncio.Event()
-    transport = await listen(wake_address(url), {"webhook": deliverer.wake})
+    transport = await listen(wake_address(b.url), {"webhook": deliverer.wake})
     worker = asyncio.create_task(deliverer.serve(0.2, stop))
     await asyncio.sleep(0.3)
-    producer = subprocess.Popen([sys.executable, __file__, "--produce", str(db), key.decode(), str(changes),
-                                 str(fan), str(gap), *subs])
-    total = changes * fan
+    producer = subprocess.Popen([sys.executable, __file__, "--produce", str(b.db), b.key.decode(), str(changes),
+                                 str(fan), str(gap), *b.subs])
     cpu0, t0 = time.process_time(), time.monotonic()
-    while True:
-        async with engine.connect() as conn:
-            done = (await conn.execute(select(func.count()).select_from(deliveries).where(
-                deliveries.c.status == "delivered"))).scalar_one()
-            await conn.rollback()
-        if done >= total or time.monotonic() - t0 > 300:
-            break
-        await asyncio.sleep(0.05)
+    done = await _until_delivered(b.engine, changes * fan, t0)
     elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
     producer.wait()
     stop.set()
@@ -331,8 +336,8 @@ async def bursts(changes: int, subscribers: int = 8, fan: int = 3, gap: float = 
     if transport is not None:
         transport.close()
     await clients.aclose()
-    await engine.dispose()
-    child.communicate("")
+    await b.engine.dispose()
+    b.child.communicate("")
     return {"delivered": done, "elapsed": elapsed, "cpu_ms": cpu / max(done, 1) * 1000}
 
 
