@@ -20,14 +20,18 @@ PostgreSQL as for several instances) and the same log.
   The dispatcher's process wakes the deliverers' with a datagram naming the
   channel (hub/delivery/wake.py).
 - **Wake-ups across processes**: the front's commits cannot set the workers'
-  in-process events. On a SQLite file, `ChangeWatcher` reads `PRAGMA
-  data_version` (it changes when another connection has committed; a few
-  microseconds, no lock) every 10 ms and wakes the log's readers, so a
-  change waits about 10 ms for the dispatcher rather than a whole poll. The
-  deliverers are woken by the dispatcher beside them when it queues for
-  their channel; what the front queues or puts back (an operator's
-  redelivery) waits for their poll. On PostgreSQL with Kafka the consumers
-  are woken by Kafka.
+  in-process events. Once a commit that published is durable, the front
+  sends a datagram to the back workers' process (`wake_workers_on_publish`,
+  hub/delivery/wake.py), which wakes its log's readers at once. On a SQLite
+  file `ChangeWatcher` reads `PRAGMA data_version` (it changes when another
+  connection has committed) as well: every 10 ms if that process could not
+  listen for the datagrams, else every 100 ms, for commits from elsewhere
+  (a CLI) and a lost datagram. (It used to be every 10 ms always: about 2%
+  of the back process's CPU under load, and most of the hub's CPU at rest
+  with the workers apart.) The deliverers are woken by the dispatcher beside
+  them when it queues for their channel; what the front queues or puts back
+  (an operator's redelivery) waits for their poll. On PostgreSQL with Kafka
+  the consumers are woken by Kafka.
 """
 
 from __future__ import annotations
@@ -144,16 +148,30 @@ class ChangeWatcher:
         try:
             last = conn.execute("PRAGMA data_version").fetchone()[0]
             while not stop.is_set():
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=self._interval)
-                except TimeoutError:
-                    pass
+                await asyncio.sleep(self._interval)  # a stop is seen within one interval (no task a turn)
                 now = conn.execute("PRAGMA data_version").fetchone()[0]
                 if now != last:
                     last = now
                     self._on_change()
         finally:
             conn.close()
+
+
+def wake_workers_on_publish(database_url: str) -> Callable[[], None]:
+    """In the front, with the workers apart: each commit that published (once
+    durable) sends the back workers' process a datagram that wakes its log's
+    readers (hub/delivery/wake.py). Returns what stops it (the hub closing)."""
+    from hub.bus.sql import tell_elsewhere
+    from hub.delivery.wake import LOG, WakeSender, log_waker, wake_address
+
+    sender = WakeSender(wake_address(database_url, LOG))
+    untell = tell_elsewhere(log_waker(sender, asyncio.get_running_loop()))
+
+    def stop() -> None:
+        untell()
+        sender.close()
+
+    return stop
 
 
 def share_write_lock(database_url: str, engine: Any, *, yields: bool) -> None:
@@ -224,12 +242,19 @@ async def run_workers(settings: Settings) -> None:
     hub.start_workers(front=False, back=role != "deliver", deliver=role != "back")
     extra: list[asyncio.Task[Any]] = [asyncio.create_task(
         _front_gone(int(os.environ.get("S117_FRONT_PID") or 0) or None, stop), name="front-watch")]
-    if path is not None and role != "deliver":
+    if role != "deliver":
         # The log's readers only: the deliverers are woken by this process's
         # dispatcher when it queues for their channel (`on_queued`); woken on
         # every commit seen (this process's own included), each ran a query
         # for its due heads up to 100 times a second.
-        extra.append(asyncio.create_task(ChangeWatcher(path, _tell_readers).run(stop), name="change-watcher"))
+        from hub.delivery.wake import LOG, listen, wake_address
+
+        told = await listen(wake_address(settings.database_url, LOG), {LOG: _tell_readers})
+        if told is not None:
+            closing.append(told.close)
+        if path is not None:  # the front's datagrams, with data_version as a fallback (slower if they come)
+            watcher = ChangeWatcher(path, _tell_readers, interval=0.01 if told is None else 0.1)
+            extra.append(asyncio.create_task(watcher.run(stop), name="change-watcher"))
     tune_gc()
     log.info("worker process ready", mode=role, database=settings.database_url.split(":")[0])
     try:

@@ -3,7 +3,7 @@ owns the database engine, HTTP client and background workers."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from hub.api.limits import LimitsMiddleware
 from hub.api.problems import install_problem_handlers
 from hub.bootstrap import build_hub
 from hub.server import tune_gc
-from hub.worker_process import share_write_lock
+from hub.worker_process import share_write_lock, wake_workers_on_publish
 from hub.settings import Settings, get_settings
 
 
@@ -31,16 +31,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub = await build_hub(settings)
         app.state.hub = hub
+        untell: Callable[[], None] | None = None
         if settings.run_workers and settings.separate_workers:
             share_write_lock(settings.database_url, hub.engine, yields=False)
             hub.start_workers(back=False, deliver=False)  # both run in the worker process(es)
             hub.start_worker_process()
+            untell = wake_workers_on_publish(settings.database_url)
         elif settings.run_workers:
             hub.start_workers()
         tune_gc()
         try:
             yield
         finally:
+            if untell is not None:
+                untell()
             await hub.close()
 
     app = FastAPI(

@@ -14,7 +14,7 @@ import hashlib
 import time
 import weakref
 from datetime import UTC, datetime
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from sqlalchemy import BigInteger, bindparam, event, func, select, text
@@ -73,11 +73,24 @@ def publish_signal() -> asyncio.Event:
     return signal
 
 
+# Readers in other processes (the back workers' SqlLog), told by a datagram
+# (hub.delivery.wake.log_waker): set by the front when the workers run apart.
+_ELSEWHERE: list[Callable[[], None]] = []
+
+
+def tell_elsewhere(tell: Callable[[], None]) -> Callable[[], None]:
+    """Also call `tell` each time the readers here are told; returns its removal."""
+    _ELSEWHERE.append(tell)
+    return lambda: _ELSEWHERE.remove(tell) if tell in _ELSEWHERE else None
+
+
 def _tell_readers() -> None:
     for reader in list(_READERS):
         reader._new.set()
     for signal in list(_SIGNALS):
         signal.set()
+    for tell in _ELSEWHERE:
+        tell()
 
 
 def _told_on_commit(conn: Any) -> None:

@@ -92,3 +92,53 @@ async def test_an_address_already_taken_leaves_the_deliverers_polling_rather_tha
     finally:
         assert first is not None
         first.close()
+
+
+async def test_the_log_wake_is_sent_once_a_loop_turn_however_often_it_is_asked() -> None:
+    from hub.delivery.wake import LOG, log_waker
+
+    address = wake_address(f"sqlite+aiosqlite:///{uuid.uuid4()}.db", LOG)
+    woken: list[str] = []
+    transport = await listen(address, {LOG: lambda: woken.append(LOG)})
+    sender = WakeSender(address)
+    try:
+        wake = log_waker(sender, asyncio.get_running_loop())
+        for _ in range(5):  # a group commit telling the readers once a message it published
+            wake()
+        await _settle()
+        assert woken == [LOG]
+        wake()  # a later commit: told again
+        await _settle()
+        assert woken == [LOG, LOG]
+    finally:
+        sender.close()
+        transport.close()
+
+
+async def test_a_commit_that_published_in_the_front_wakes_the_back_process_readers() -> None:
+    """The front (workers apart) tells the back workers' log readers through
+    its own address, not the deliverers'; once stopped, it tells nobody."""
+    from hub.bus import sql
+    from hub.delivery.wake import LOG
+    from hub.worker_process import wake_workers_on_publish
+
+    url = f"sqlite+aiosqlite:///{uuid.uuid4()}.db"
+    back: list[str] = []
+    deliver: list[str] = []
+    to_back = await listen(wake_address(url, LOG), {LOG: lambda: back.append(LOG)})
+    to_deliver = await listen(wake_address(url), {LOG: lambda: deliver.append(LOG),
+                                                  "webhook": lambda: deliver.append("webhook")})
+    stop = wake_workers_on_publish(url)
+    try:
+        sql._tell_readers()  # what a publishing transaction's commit calls
+        sql._tell_readers()
+        await _settle()
+        assert back == [LOG] and deliver == []
+        stop()
+        sql._tell_readers()
+        await _settle()
+        assert back == [LOG]
+    finally:
+        stop()
+        to_back.close()
+        to_deliver.close()
