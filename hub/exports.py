@@ -58,7 +58,7 @@ from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.reconciliation import PAGE, _hub_people
 from hub.sharing import SharingAgreements
-from hub.store.db import read_only
+from hub.store.db import snapshot
 from hub.store.schema import (
     bus_messages,
     council_exports,
@@ -246,7 +246,7 @@ class ExportService:
 
     async def build_waiting(self) -> int:
         """Build every export queued or left half-built (a restart)."""
-        async with read_only(self._engine) as conn:  # PostgreSQL: no BEGIN/ROLLBACK around a poll's read
+        async with snapshot(self._engine) as conn:  # every poll: inline on SQLite; PostgreSQL no BEGIN/ROLLBACK
             rows = (await conn.execute(select(council_exports)
                                        .where(council_exports.c.state.in_(["queued", "building"]))
                                        .order_by(council_exports.c.created_at))).all()
@@ -420,7 +420,7 @@ class ExportService:
 
     async def scan_ack_folders(self) -> int:
         """A file the council moved (or copied) into outbound/ack/ is acknowledged."""
-        async with read_only(self._engine) as conn:
+        async with snapshot(self._engine) as conn:  # every poll
             ready = (await conn.execute(select(council_exports.c.export_id, council_exports.c.org_code,
                                                council_exports.c.file_name)
                                         .where(council_exports.c.state == "ready"))).all()
@@ -432,7 +432,7 @@ class ExportService:
         return n
 
     async def unacknowledged(self) -> list[dict[str, Any]]:
-        async with read_only(self._engine) as conn:
+        async with snapshot(self._engine) as conn:  # every poll
             rows = (await conn.execute(select(council_exports).where(council_exports.c.state == "ready")
                                        .order_by(council_exports.c.ready_at))).all()
         now = self._now()
@@ -445,7 +445,7 @@ class ExportService:
         now = self._now()
         # Read first, outside a write transaction (every poll; PostgreSQL: autocommit);
         # only when a file is due is it read again and queued in one transaction.
-        async with read_only(self._engine) as conn:
+        async with snapshot(self._engine) as conn:
             if not any(_schedule_due(s, now) for s in (await conn.execute(_SCHEDULED)).all()):
                 return 0
         async with self._engine.begin() as conn:
