@@ -187,7 +187,9 @@ def _normalise_segments(text: str) -> str:
     # HL7 separates segments with CR. python-hl7 parses an LF-separated
     # message as one long MSH segment without complaint, so LF and CRLF are
     # turned into CR first (a literal LF inside a field must be escaped in HL7).
-    return text.replace("\r\n", "\r").replace("\n", "\r").strip("\r")
+    if "\n" in text:  # (one scan, and no copies, for the usual CR-only message)
+        text = text.replace("\r\n", "\r").replace("\n", "\r")
+    return text.strip("\r")
 
 
 def _header(msg: _Msg) -> Header:
