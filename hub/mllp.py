@@ -16,11 +16,13 @@ Listen only on a network the trusts' interface engines alone can reach
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 import ssl
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -487,7 +489,7 @@ class MllpServer:
              quarantine_id: str | None = None) -> str:
         if quarantine_id:
             text = f"{text}; quarantine id {quarantine_id}"
-        return build_ack(header, code, os.urandom(10).hex(), _this_second(), text, problems)  # MSH-10: 20 hex digits
+        return build_ack(header, code, _ack_control_id(), _this_second(), text, problems)
 
     async def _source(self, facility: str) -> Client | None:
         """The trust client whose org_code is the sending facility. Several
@@ -521,6 +523,23 @@ class MllpServer:
 
 
 _START = bytes([START_BLOCK])
+
+
+def _new_ack_ids() -> tuple[str, Iterator[int]]:
+    return os.urandom(4).hex(), itertools.count(int.from_bytes(os.urandom(4)))
+
+
+# An ACK's MSH-10: 20 hex digits, 8 random for the process (new in a forked
+# child) and 12 counting up from a random start, rather than 20 from
+# os.urandom each (a system call an ACK). Unique for the process's life
+# (2^48 ACKs) and, as before, across processes by chance alone.
+_ack_ids = _new_ack_ids()
+os.register_at_fork(after_in_child=lambda: globals().__setitem__("_ack_ids", _new_ack_ids()))
+
+
+def _ack_control_id() -> str:
+    prefix, counter = _ack_ids
+    return f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
 _clock: tuple[float, datetime] = (-1.0, datetime.fromtimestamp(0, UTC))  # a second (time.time() // 1), as a datetime
 
 

@@ -262,6 +262,7 @@ class _Mapper:
         self.header = header
         self.problems: list[HL7Problem] = []
         self.notes: list[str] = []
+        self._home: int | None | bool = False  # `_home_address`, once found
         self.origins: dict[str, str] = {
             "source_message_id": "MSH-10", "source_system": "MSH-3", "notified_on": "EVN-2",
             "person": "PID", "person.nhs_number": "PID-3", "person.given_name": "PID-5.2",
@@ -401,12 +402,18 @@ class _Mapper:
 
     def _home_address(self) -> int | None:
         """The PID-11 repetition that is the home address (XAD-7 "H", or the
-        first one if none is typed)."""
+        first one if none is typed); found once (the person and the residence
+        both ask)."""
+        if self._home is not False:
+            return self._home
         count = self.msg.repetitions("PID", 11)
+        home = 1 if count else None
         for r in range(1, count + 1):
             if self.msg.get("PID", 11, 7, r).upper() == "H":
-                return r
-        return 1 if count else None
+                home = r
+                break
+        self._home = home
+        return home
 
     def _hospital(self) -> tuple[str | None, str]:
         # ITK: PV1-3 assigned location, PL-4 facility = the site's ODS code

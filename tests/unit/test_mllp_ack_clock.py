@@ -83,3 +83,22 @@ def test_an_ack_made_in_one_second_after_another_shows_its_own_time() -> None:
     a = build_ack(header, "AA", "x", datetime(2025, 1, 6, 10, 15, 0, tzinfo=UTC), "ok")
     b = build_ack(header, "AA", "x", datetime(2025, 1, 6, 10, 15, 1, tzinfo=UTC), "ok")
     assert "|20250106101500|" in a and "|20250106101501|" in b
+
+
+def test_ack_control_ids_are_20_hex_digits_and_never_repeat_in_a_process_or_its_forked_child() -> None:
+    import os
+    import re
+
+    ids = [mllp._ack_control_id() for _ in range(10_000)]
+    assert all(re.fullmatch(r"[0-9a-f]{20}", i) for i in ids) and len(set(ids)) == len(ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, mllp._ack_control_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    ours = mllp._ack_control_id()
+    assert child[:8] != ours[:8] and child not in ids  # the child's own random prefix
