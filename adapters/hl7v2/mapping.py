@@ -133,23 +133,38 @@ class _Msg:
 
     def get(self, segment: str, f: int, c: int = 1, r: int = 1, s: int = 1) -> str:
         fields = self._segments.get(segment)
-        if fields is None or f >= len(fields) or not fields[f]:
+        if fields is None or f >= len(fields):
             return ""
         value = fields[f]
-        if f == 1 and segment == "MSH":
-            return value
-        if f == 2 and segment == "MSH":
+        if not value:
+            return ""
+        if segment == "MSH" and (f == 1 or f == 2):
+            if f == 1:
+                return value
             return value if (c, r, s) == (1, 1, 1) else ""
-        parts = value.split(self._rep)
-        if r > len(parts):
-            return ""
-        parts = parts[r - 1].split(self._comp)
-        if c > len(parts):
-            return ""
-        parts = parts[c - 1].split(self._sub)
-        if s > len(parts):
-            return ""
-        value = parts[s - 1]
+        # The first repetition, component or subcomponent (most reads) by
+        # `partition`, which makes no list; a later one by `split`.
+        if r == 1:
+            value = value.partition(self._rep)[0]
+        else:
+            parts = value.split(self._rep)
+            if r > len(parts):
+                return ""
+            value = parts[r - 1]
+        if c == 1:
+            value = value.partition(self._comp)[0]
+        else:
+            parts = value.split(self._comp)
+            if c > len(parts):
+                return ""
+            value = parts[c - 1]
+        if s == 1:
+            value = value.partition(self._sub)[0]
+        else:
+            parts = value.split(self._sub)
+            if s > len(parts):
+                return ""
+            value = parts[s - 1]
         if not value:
             return ""
         if self._esc in value:
