@@ -540,6 +540,8 @@ os.register_at_fork(after_in_child=lambda: globals().__setitem__("_ack_ids", _ne
 def _ack_control_id() -> str:
     prefix, counter = _ack_ids
     return f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
+
+
 _clock: tuple[float, datetime] = (-1.0, datetime.fromtimestamp(0, UTC))  # a second (time.time() // 1), as a datetime
 
 
