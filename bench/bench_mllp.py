@@ -174,7 +174,8 @@ async def main(args: argparse.Namespace) -> None:
           f" | {', '.join(f'{k} {v}' for k, v in sorted(acks.items()))} | {cpu / n * 1000:.2f} ms | {batch:.1f} | {base:,.0f} | "
           f"{base / rate:.1f}x |")
     print(f"hub CPU per message: {(cpu - kernel) / n * 1e3:.2f} ms user, {kernel / n * 1e3:.2f} ms kernel; "
-          f"front {front / n * 1e3:.2f} ms ({front_kernel / n * 1e3:.2f} kernel)" + "".join(f", {r} {v / n * 1e3:.2f} ms" for r, v in sorted(roles.items())))
+          f"front {front / n * 1e3:.2f} ms ({front_kernel / n * 1e3:.2f} kernel)"
+          + "".join(f", {r} {v / n * 1e3:.2f} ms" for r, v in sorted(roles.items())))
     print("front by thread (ms a message): " + ", ".join(
         f"{name} {v / n * 1e3:.3f}" for name, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v / n >= 5e-6))
     if counted:
