@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from bench.bench_load import (bare_insert, cpu_seconds, cpu_times, hub_process_env,  # noqa: E402
+from bench.bench_load import (CLK_TCK, bare_insert, cpu_seconds, cpu_times, hub_process_env,  # noqa: E402
                               hub_process_options, pct, settle, statement_counts, worker_cpu)
 from hub.clients import add_client  # noqa: E402
 from hub.ingest.nhs_number import nhs_number_problem  # noqa: E402
@@ -136,12 +136,16 @@ async def main(args: argparse.Namespace) -> None:
             before = (await http.get("/metrics")).text
         c0, k0 = cpu_seconds(hub.proc.pid), cpu_times(hub.proc.pid)[1]
         own0, roles0 = cpu_seconds(hub.proc.pid, children=False), worker_cpu(hub.proc.pid)
+        front_k0 = cpu_times(hub.proc.pid, children=False)[1]
+        threads0 = thread_cpu(hub.proc.pid)
         t0 = time.perf_counter()
         await asyncio.gather(*(engine_connection(port, m, latencies, acks) for m in per))
         elapsed = time.perf_counter() - t0
         cpu = cpu_seconds(hub.proc.pid) - c0
         kernel = cpu_times(hub.proc.pid)[1] - k0
         front = cpu_seconds(hub.proc.pid, children=False) - own0
+        front_kernel = cpu_times(hub.proc.pid, children=False)[1] - front_k0
+        threads = {name: spent - threads0.get(name, 0.0) for name, spent in thread_cpu(hub.proc.pid).items()}
         roles = {role: spent - roles0.get(role, 0.0) for role, spent in worker_cpu(hub.proc.pid).items()}
         async with httpx.AsyncClient(base_url=hub.base_url) as http:
             after = (await http.get("/metrics")).text
@@ -170,12 +174,29 @@ async def main(args: argparse.Namespace) -> None:
           f" | {', '.join(f'{k} {v}' for k, v in sorted(acks.items()))} | {cpu / n * 1000:.2f} ms | {batch:.1f} | {base:,.0f} | "
           f"{base / rate:.1f}x |")
     print(f"hub CPU per message: {(cpu - kernel) / n * 1e3:.2f} ms user, {kernel / n * 1e3:.2f} ms kernel; "
-          f"front {front / n * 1e3:.2f} ms" + "".join(f", {r} {v / n * 1e3:.2f} ms" for r, v in sorted(roles.items())))
+          f"front {front / n * 1e3:.2f} ms ({front_kernel / n * 1e3:.2f} kernel)"
+          + "".join(f", {r} {v / n * 1e3:.2f} ms" for r, v in sorted(roles.items())))
+    print("front by thread (ms a message): " + ", ".join(
+        f"{name} {v / n * 1e3:.3f}" for name, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v / n >= 5e-6))
     if counted:
         per = {k: (v - statements0.get(k, 0)) / n for k, v in counted.items()}
         print(f"SQL per message (every hub process): {per['statements']:.1f} statements, "
               f"{per['write_transactions']:.2f} write transactions, {per['commits']:.2f} commits")
     assert acks.get("AA", 0) == n, f"not every message was accepted: {acks}"
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + kernel) of the process's main thread (the event loop) and of its other
+    threads together (the WAL checkpointer, aiosqlite's, the default executor's)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        key = "loop" if task.name == str(pid) else "other threads"
+        out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
 
 
 def _batch_delta(before: str, after: str) -> float:

@@ -16,14 +16,17 @@ Listen only on a network the trusts' interface engines alone can reach
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 import ssl
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 from sqlalchemy import bindparam, select
@@ -371,10 +374,11 @@ class MllpServer:
             pass
 
     async def _answer(self, writer: asyncio.StreamWriter, ack: str) -> None:
-        writer.write(frame(ack))
+        writer.write(_START + ack.encode() + END_BLOCK)  # frame(ack)
+        transport = writer.transport
         # Usually the socket takes the whole ACK at once: nothing to wait for.
         # Otherwise a sender that does not read its ACKs cannot hold the connection.
-        if writer.transport.get_write_buffer_size() or writer.transport.is_closing():
+        if transport.get_write_buffer_size() or transport.is_closing():
             async with asyncio.timeout(self.limits.read_timeout):
                 await writer.drain()
 
@@ -386,8 +390,7 @@ class MllpServer:
     async def handle(self, payload: bytes, peer_org: str | None = None) -> str:
         """One framed message -> its ACK text, after everything is durable.
         `peer_org`: the ODS code in the sender's TLS client certificate, if any."""
-        correlation_id = uuid4()
-        structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+        token = _bind_correlation_id(uuid4())
         try:
             return await self._handle(payload, peer_org)
         except Exception as exc:  # noqa: BLE001 - every message gets an ACK, never a dropped connection
@@ -398,7 +401,7 @@ class MllpServer:
                       status="AE", channel=CHANNEL)
             return self._failure_ack(payload)
         finally:
-            structlog.contextvars.unbind_contextvars("correlation_id")
+            _unbind_correlation_id(token)
 
     def _failure_ack(self, payload: bytes) -> str:
         try:
@@ -486,7 +489,7 @@ class MllpServer:
              quarantine_id: str | None = None) -> str:
         if quarantine_id:
             text = f"{text}; quarantine id {quarantine_id}"
-        return build_ack(header, code, os.urandom(10).hex(), datetime.now(UTC), text, problems)  # MSH-10: 20 hex digits
+        return build_ack(header, code, _ack_control_id(), _this_second(), text, problems)
 
     async def _source(self, facility: str) -> Client | None:
         """The trust client whose org_code is the sending facility. Several
@@ -517,6 +520,67 @@ class MllpServer:
                 return client
         self._sources.pop(facility, None)
         return None
+
+
+_START = bytes([START_BLOCK])
+
+
+def _new_ack_ids() -> tuple[str, Iterator[int]]:
+    return os.urandom(4).hex(), itertools.count(int.from_bytes(os.urandom(4)))
+
+
+# An ACK's MSH-10: 20 hex digits, 8 random for the process (new in a forked
+# child) and 12 counting up from a random start, rather than 20 from
+# os.urandom each (a system call an ACK). Unique for the process's life
+# (2^48 ACKs) and, as before, across processes by chance alone.
+_ack_ids = _new_ack_ids()
+os.register_at_fork(after_in_child=lambda: globals().__setitem__("_ack_ids", _new_ack_ids()))
+
+
+def _ack_control_id() -> str:
+    prefix, counter = _ack_ids
+    return f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+_clock: tuple[float, datetime] = (-1.0, datetime.fromtimestamp(0, UTC))  # a second (time.time() // 1), as a datetime
+
+
+def _this_second() -> datetime:
+    """`datetime.now(UTC)` to the second (all MSH-7 shows), made once a
+    second: an engine's connections are answered hundreds of times a second,
+    and ack.py formats a time once for the same object."""
+    global _clock
+    second = time.time() // 1
+    held, now = _clock
+    if second != held:
+        now = datetime.fromtimestamp(second, UTC)
+        _clock = (second, now)
+    return now
+
+
+# The correlation id bound for a message's handling, as
+# `structlog.contextvars.bind_contextvars(correlation_id=...)` binds it and
+# `unbind_contextvars` drops it, by setting and resetting structlog's own
+# variable for the key (it keeps one per key): what ingest reads
+# (`bound_correlation_id`) and every log line of the message carries.
+# Resetting gives back what was bound before (nothing, on a connection's task).
+_CORRELATION_KEY = getattr(structlog.contextvars, "STRUCTLOG_KEY_PREFIX", "structlog_") + "correlation_id"
+
+
+def _bind_correlation_id(correlation_id: str) -> Any:
+    variables = getattr(structlog.contextvars, "_CONTEXT_VARS", None)
+    var = variables.get(_CORRELATION_KEY) if variables is not None else None
+    if var is None:  # its first binding makes structlog's variable; or structlog keeps them otherwise
+        return structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+    return var, var.set(correlation_id)
+
+
+def _unbind_correlation_id(token: Any) -> None:
+    if isinstance(token, tuple):
+        var, reset = token
+        var.reset(reset)
+    else:
+        structlog.contextvars.reset_contextvars(**token)
 
 
 def _code_for(reason: str) -> str:

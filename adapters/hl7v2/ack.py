@@ -57,10 +57,21 @@ def _timestamp(now: datetime) -> str:
     """`now.strftime("%Y%m%d%H%M%S")` (MSH-7), by %-formatting its fields: a
     fifth of the time (strftime goes through the C library's, about 3.7 us
     an ACK). Years before 1000 (never the clock's) through strftime itself,
-    which does not pad them."""
+    which does not pad them. The last one made is kept for the same `now`
+    object: the MLLP listener passes one a second (hub/mllp.py `_this_second`)."""
+    global _last_timestamp
+    held, text = _last_timestamp
+    if held is now:
+        return text
     if now.year < 1000:
-        return now.strftime("%Y%m%d%H%M%S")
-    return "%04d%02d%02d%02d%02d%02d" % (now.year, now.month, now.day, now.hour, now.minute, now.second)
+        text = now.strftime("%Y%m%d%H%M%S")
+    else:
+        text = "%04d%02d%02d%02d%02d%02d" % (now.year, now.month, now.day, now.hour, now.minute, now.second)
+    _last_timestamp = (now, text)
+    return text
+
+
+_last_timestamp: tuple[datetime | None, str] = (None, "")  # the datetime object last formatted, its MSH-7
 
 
 @lru_cache(maxsize=256)

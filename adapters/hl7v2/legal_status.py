@@ -12,6 +12,7 @@ direction ended").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 # England codes shared with the ITK table value for value (padded to two digits).
 _SAME = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17, 18, 19, 20, 31, 32, 35, 36, 98, 99})
@@ -34,7 +35,15 @@ class LegalStatus:
 
 
 def england_code(itk_value: str) -> LegalStatus:
-    """Map one ZU047/ZU048 value (CE identifier, e.g. "3" or "03")."""
+    """Map one ZU047/ZU048 value (CE identifier, e.g. "3" or "03"). One of
+    up to two characters is remembered (a LegalStatus is immutable; the
+    mapping asks for one or two a message, of a handful an engine sends)."""
+    if len(itk_value) <= 2:
+        return _short(itk_value)
+    return _england_code(itk_value)
+
+
+def _england_code(itk_value: str) -> LegalStatus:
     if not (itk_value.isascii() and itk_value.isdigit()) or len(itk_value) > 2:
         return LegalStatus(None, "is not a value of ITK table ZU047/ZU048 (one or two digits)")
     n = int(itk_value)
@@ -47,3 +56,6 @@ def england_code(itk_value: str) -> LegalStatus:
                                  "abolished on 3 November 2008 and not in the England legal status list; "
                                  "send the patient's current legal status")
     return LegalStatus(None, "is not a value of ITK table ZU047/ZU048")
+
+
+_short = lru_cache(maxsize=512)(_england_code)

@@ -133,23 +133,38 @@ class _Msg:
 
     def get(self, segment: str, f: int, c: int = 1, r: int = 1, s: int = 1) -> str:
         fields = self._segments.get(segment)
-        if fields is None or f >= len(fields) or not fields[f]:
+        if fields is None or f >= len(fields):
             return ""
         value = fields[f]
-        if f == 1 and segment == "MSH":
-            return value
-        if f == 2 and segment == "MSH":
+        if not value:
+            return ""
+        if segment == "MSH" and (f == 1 or f == 2):
+            if f == 1:
+                return value
             return value if (c, r, s) == (1, 1, 1) else ""
-        parts = value.split(self._rep)
-        if r > len(parts):
-            return ""
-        parts = parts[r - 1].split(self._comp)
-        if c > len(parts):
-            return ""
-        parts = parts[c - 1].split(self._sub)
-        if s > len(parts):
-            return ""
-        value = parts[s - 1]
+        # The first repetition, component or subcomponent (most reads) by
+        # `partition`, which makes no list; a later one by `split`.
+        if r == 1:
+            value = value.partition(self._rep)[0]
+        else:
+            parts = value.split(self._rep)
+            if r > len(parts):
+                return ""
+            value = parts[r - 1]
+        if c == 1:
+            value = value.partition(self._comp)[0]
+        else:
+            parts = value.split(self._comp)
+            if c > len(parts):
+                return ""
+            value = parts[c - 1]
+        if s == 1:
+            value = value.partition(self._sub)[0]
+        else:
+            parts = value.split(self._sub)
+            if s > len(parts):
+                return ""
+            value = parts[s - 1]
         if not value:
             return ""
         if self._esc in value:
@@ -187,7 +202,9 @@ def _normalise_segments(text: str) -> str:
     # HL7 separates segments with CR. python-hl7 parses an LF-separated
     # message as one long MSH segment without complaint, so LF and CRLF are
     # turned into CR first (a literal LF inside a field must be escaped in HL7).
-    return text.replace("\r\n", "\r").replace("\n", "\r").strip("\r")
+    if "\n" in text:  # (one scan, and no copies, for the usual CR-only message)
+        text = text.replace("\r\n", "\r").replace("\n", "\r")
+    return text.strip("\r")
 
 
 def _header(msg: _Msg) -> Header:
@@ -260,6 +277,7 @@ class _Mapper:
         self.header = header
         self.problems: list[HL7Problem] = []
         self.notes: list[str] = []
+        self._home: int | None | bool = False  # `_home_address`, once found
         self.origins: dict[str, str] = {
             "source_message_id": "MSH-10", "source_system": "MSH-3", "notified_on": "EVN-2",
             "person": "PID", "person.nhs_number": "PID-3", "person.given_name": "PID-5.2",
@@ -399,12 +417,18 @@ class _Mapper:
 
     def _home_address(self) -> int | None:
         """The PID-11 repetition that is the home address (XAD-7 "H", or the
-        first one if none is typed)."""
+        first one if none is typed); found once (the person and the residence
+        both ask)."""
+        if self._home is not False:
+            return self._home
         count = self.msg.repetitions("PID", 11)
+        home = 1 if count else None
         for r in range(1, count + 1):
             if self.msg.get("PID", 11, 7, r).upper() == "H":
-                return r
-        return 1 if count else None
+                home = r
+                break
+        self._home = home
+        return home
 
     def _hospital(self) -> tuple[str | None, str]:
         # ITK: PV1-3 assigned location, PL-4 facility = the site's ODS code

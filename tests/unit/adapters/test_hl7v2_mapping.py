@@ -309,3 +309,11 @@ def test_the_acks_time_is_strftimes(now):  # noqa: ANN001
     from adapters.hl7v2.ack import _timestamp
 
     assert _timestamp(now) == now.strftime("%Y%m%d%H%M%S")
+
+
+@given(st.text(max_size=4))
+def test_a_remembered_legal_status_is_the_one_worked_out(value):  # noqa: ANN001
+    from adapters.hl7v2.legal_status import _england_code
+
+    for _ in range(2):  # the first time and from what was remembered
+        assert england_code(value) == _england_code(value)
