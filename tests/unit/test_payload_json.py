@@ -118,3 +118,42 @@ def test_a_kept_part_holds_its_own_length() -> None:
         tracemalloc.stop()
     assert orjson.loads(orjson.dumps({"v": kept[0]}))["v"] == value
     assert held < 200 * 1024  # about 0.4 KB each; as written, 4 KB each
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories())
+def test_a_status_the_same_on_the_bus_reuses_the_last_json_and_any_other_is_its_own(changes) -> None:  # noqa: ANN001
+    """`status_fragment_again` (the bulk path: each person's last status JSON
+    kept): over an incremental evaluation and over statuses evaluated afresh
+    (equal, not the same objects), each status's JSON is the bytes of its own
+    dicts whether the last one was reused or made again, and it is reused
+    exactly when the fields on the bus are equal."""
+    from hub.bus.payload import status_fragment_again
+    from hub.domain.rules import evaluation
+
+    as_of = max(c.effective_date for c in changes)
+    ev = evaluation(PERSON, [], REF, BOOK, as_of)
+    held = status_fragment_again(ev.status, None)
+    reused = 0
+    for k, change in enumerate(changes, 1):
+        ev = ev.extended(change)
+        for status in (ev.status, evaluate(PERSON, changes[:k], REF, BOOK, as_of)):
+            made = status_fragment_again(status, held)
+            assert _json_dumps(made[1]) == _json_dumps(status_on_the_bus(status))
+            same = status_on_the_bus(status) == orjson.loads(orjson.dumps(held[1]))
+            assert (made is held) == same
+            reused += made is held
+            held = made
+    assert reused >= len(changes)  # at least each afresh evaluation's, equal to the incremental one
+
+
+def test_a_status_reused_only_when_every_field_on_the_bus_is_equal() -> None:
+    from hub.bus.payload import status_fragment_again
+
+    status = evaluate(PERSON, [], REF, BOOK, date(2025, 1, 2))
+    held = status_fragment_again(status, None)
+    assert status_fragment_again(replace(status, history=("anything",)), held) is held  # not on the bus
+    for change in ({"as_of": date(2025, 1, 3)}, {"entitled": not status.entitled}, {"residence_la_gss": "E10000034"},
+                   {"pending_reviews": ("x",)}):
+        other = status_fragment_again(replace(status, **change), held)
+        assert other is not held and other[1] != held[1]
