@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.council_files import LAYOUTS, Layout, MappedRow, column_for, open_file
 from hub.crypto import DataProtector
-from hub.ingest.service import BULK_REPORT, BulkCache, BulkRow, Client, IngestService, Outcome, bulk_person_key
+from hub.ingest.service import BulkCache, BulkRow, Client, IngestService, Outcome, bulk_person_key
 from hub.ingest.validation import FieldProblem
 from hub.observability.logging import get_logger
 from hub.store.db import inline_writer, read_only, write_transaction
@@ -221,38 +221,6 @@ async def report_of(engine: AsyncEngine, receipt: Any) -> list[dict[str, Any]]:
 _INSERT_FILE_ROWS = file_rows.insert()
 
 
-async def _write_report(conn: Any, file_id: str, entries: list[dict[str, Any]], done: int) -> None:
-    """A chunk's report rows (one executemany) and the file's progress after it."""
-    c = counts(entries)
-    await conn.execute(_INSERT_FILE_ROWS, [{"file_id": file_id, "row": e["row"], "entry": e} for e in entries])
-    await conn.execute(file_receipts.update().where(file_receipts.c.file_id == file_id).values(
-        rows_done=done, accepted=file_receipts.c.accepted + c["accepted"],
-        duplicates=file_receipts.c.duplicates + c["duplicates"], rejected=file_receipts.c.rejected + c["rejected"]))
-
-
-class _ChunkReport:
-    """A chunk's report rows and progress written in the bulk path's own
-    transaction when every row of the chunk went that way and has its answer
-    (`IngestService.accept_bulk`'s `report`): one transaction a chunk rather
-    than two (the second, its own BEGIN, COMMIT and fsync, cost about 8 us a
-    row of CPU with its rows). Also closes the window in which a chunk's rows
-    were committed and its report not (a restart then answered them again by
-    ingest's idempotency, as it still does when the report goes apart).
-    `written`: that transaction committed with them; `entries`: the rows written."""
-
-    __slots__ = ("file_id", "rows", "layout", "own", "done", "entries", "written")
-
-    def __init__(self, file_id: str, rows: list[MappedRow], layout: Layout, own: str | None, done: int) -> None:
-        self.file_id, self.rows, self.layout, self.own, self.done = file_id, rows, layout, own, done
-        self.entries: list[dict[str, Any]] | None = None
-        self.written = False
-
-    async def write(self, conn: Any, outcomes: list[Outcome]) -> None:
-        entries = [entry(r, o, self.layout, self.own) for r, o in zip(self.rows, outcomes, strict=True)]
-        await _write_report(conn, self.file_id, entries, self.done)
-        self.entries = entries  # kept whatever the transaction's fate: `written` says if it held
-
-
 class FileJobs:
     def __init__(self, engine: AsyncEngine, ingest: IngestService, protector: DataProtector,
                  chunk: int = CHUNK, packages: Any = None, bulk: bool = True) -> None:
@@ -322,20 +290,23 @@ class FileJobs:
             chunk = list(itertools.islice(rows, self._chunk))
             if not chunk:
                 break
-            report = None
             if self._bulk:
-                report = _ChunkReport(file_id, chunk, layout, own, done + len(chunk))
-                entries = await self._bulk_entries(client, layout, chunk, own, cache, report)
+                entries = await self._bulk_entries(client, layout, chunk, own, cache)
             else:
                 entries = await self._chunk_entries(client, layout, chunk, own)
             own = None  # only the interrupted chunk can hold rows this file recorded before
+            c = counts(entries)
             done += len(chunk)
-            if report is None or not report.written:
-                # The chunk's report rows and progress: on SQLite through the shared inline writer, in turn
-                # with ingest's transactions (a second connection would poll for the write lock).
-                async with write_transaction(self._engine) as conn:
-                    await _write_report(conn, file_id, entries, done)
-            del chunk, entries, report
+            # The chunk's report rows and progress: on SQLite through the shared inline writer, in turn with
+            # ingest's transactions (a second connection would poll for the write lock), rows as one executemany.
+            async with write_transaction(self._engine) as conn:
+                await conn.execute(_INSERT_FILE_ROWS, [{"file_id": file_id, "row": e["row"], "entry": e}
+                                                        for e in entries])
+                await conn.execute(file_receipts.update().where(file_receipts.c.file_id == file_id).values(
+                    rows_done=done, accepted=file_receipts.c.accepted + c["accepted"],
+                    duplicates=file_receipts.c.duplicates + c["duplicates"],
+                    rejected=file_receipts.c.rejected + c["rejected"]))
+            del chunk, entries
         async with write_transaction(self._engine) as conn:
             await conn.execute(file_receipts.update().where(file_receipts.c.file_id == file_id)
                                .values(status="processed", content=None))
@@ -343,12 +314,9 @@ class FileJobs:
                  count=done, file_id=file_id)
 
     async def _bulk_entries(self, client: Client, layout: Layout, chunk: list[MappedRow],
-                            own: str | None, cache: BulkCache | None = None,
-                            report: _ChunkReport | None = None) -> list[dict[str, Any]]:
+                            own: str | None, cache: BulkCache | None = None) -> list[dict[str, Any]]:
         """The chunk through ingest's bulk path; what it leaves aside (and each
-        such person's later rows) through the per-change path afterwards.
-        `report`: written by the bulk path's transaction if the whole chunk
-        went that way (`report.written`)."""
+        such person's later rows) through the per-change path afterwards."""
         aside: set[str] = set()  # people whose rows from here on go the per-change way
         bulk: list[MappedRow] = []
         for row in chunk:
@@ -362,14 +330,8 @@ class FileJobs:
                     continue
             bulk.append(row)
         outcomes: dict[int, Outcome] = {}
-        token = BULK_REPORT.set(report if report is not None and len(bulk) == len(chunk) else None)
-        try:
-            answers = await self._ingest.accept_bulk(
-                client, [BulkRow(r.data, r.original, r.problems, r.record_id) for r in bulk], CHANNEL, cache)
-        finally:
-            BULK_REPORT.reset(token)
-        if report is not None and report.written and report.entries is not None:
-            return report.entries
+        answers = await self._ingest.accept_bulk(
+            client, [BulkRow(r.data, r.original, r.problems, r.record_id) for r in bulk], CHANNEL, cache)
         for row, outcome in zip(bulk, answers, strict=True):
             if outcome is not None:
                 outcomes[row.row] = outcome

@@ -12,7 +12,6 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -334,18 +333,12 @@ class BulkCache:
             del self._decided[key]
 
 
-# What a bulk chunk's caller writes in the chunk's own transaction once every row has its answer (a council
-# file's report rows and progress, hub/file_jobs.py `_ChunkReport`): set by the caller around `accept_bulk`.
-BULK_REPORT: ContextVar[Any] = ContextVar("s117_bulk_report", default=None)
-
-
 class _BulkOutcomes:
     def __init__(self, n: int) -> None:
         self.outcomes: list[Outcome | None] = [None] * n
         self.after: list[Callable[[], None]] = []  # metrics and logs, once committed
         self.histories: dict[str, list[RegisterChange]] = {}  # as committed (for BulkCache)
         self.statuses: dict[str, Evaluation] = {}  # each person's evaluation of that history
-        self.reported = False  # the caller's report written in the transaction (accept_bulk `report`)
 
 
 _STATUS_UPSERTS: dict[str, Prepared] = {}
@@ -841,13 +834,7 @@ class IngestService:
         whom the policy would let this source create, a change a dispute holds):
         once a person has a None, all their later rows have one too, so running
         the None rows afterwards, per person in order, keeps each person's order.
-        If the transaction fails, every row is None (nothing of it was kept).
-        The caller's `BULK_REPORT` (hub/file_jobs.py `_ChunkReport`), if set:
-        when every row has its answer, `await report.write(conn, answers)` in
-        the same transaction; `report.written` says whether that committed."""
-        report = BULK_REPORT.get()
-        if report is not None:
-            report.written = False
+        If the transaction fails, every row is None (nothing of it was kept)."""
         correlation_id = self._correlation_id()
         today = self._today()
         try:
@@ -870,7 +857,7 @@ class IngestService:
                     keys.append(("message", client.client_id, p.smid))
             result = await self._commit.run(
                 lambda conn: self._bulk_unit(conn, client, prepared, sorted(indexes), sorted(smids), channel, today,
-                                             correlation_id, cache, report),
+                                             correlation_id, cache),
                 keys=keys)
         except Exception as exc:  # noqa: BLE001 - nothing was kept: every row goes the per-change way
             self.bulk_failures += 1
@@ -882,8 +869,6 @@ class IngestService:
         if cache is not None:
             cache.keep(today, result.histories, result.statuses)
         self.bulk_rows += sum(o is not None for o in result.outcomes)
-        if report is not None:
-            report.written = result.reported
         return result.outcomes
 
     def _number(self, nhs: str, numbers: dict[str, tuple[str | None, str, str | None]] | None,
@@ -948,7 +933,7 @@ class IngestService:
 
     async def _bulk_unit(self, conn: WriteBehind, client: Client, prepared: list[_Prepared],
                          indexes: list[str], smids: list[str], channel: str, today: date,
-                         correlation_id: str, cache: BulkCache | None = None, report: Any = None) -> _BulkOutcomes:
+                         correlation_id: str, cache: BulkCache | None = None) -> _BulkOutcomes:
         """The chunk's unit of work, run by the group commit (re-runnable: a
         function of what is committed, like a single change's unit)."""
         out = _BulkOutcomes(len(prepared))
@@ -1182,9 +1167,6 @@ class IngestService:
             # the late rows summed (what one upsert per row, in order, left), as one executemany.
             await execute_prepared(conn, _status_upsert(conn.dialect), [
                 status_row(pid, statuses[pid].status, late) for pid, late in late_of.items()])
-        if report is not None and all(o is not None for o in out.outcomes):
-            await report.write(conn, out.outcomes)  # the caller's rows for these answers, in this transaction
-            out.reported = True
         out.histories, out.statuses = histories, statuses
         return out
 
