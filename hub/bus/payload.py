@@ -116,29 +116,6 @@ def status_fragment(status: S117Status) -> orjson.Fragment:
     return orjson.Fragment(_encode(out))
 
 
-def status_fragment_again(status: S117Status, held: tuple[tuple[Any, ...], orjson.Fragment] | None,
-                          ) -> tuple[tuple[Any, ...], orjson.Fragment]:
-    """`status_fragment(status)` with the field values it was made of: `held`'s
-    fragment again (the same object) when `status`'s fields on the bus equal
-    the values `held` was made of. A person's status often does not change on
-    the bus from one change to the next (a GP change, say: only the history,
-    which the bus leaves out, grows); the bulk path keeps each person's last
-    (hub/ingest/service.py). Equal values write the same JSON: the domain's
-    statuses hold dates, strings, booleans, None, enums and frozen dataclasses
-    and tuples of them (no floats, no sets: nothing equal to another value
-    that orjson writes differently). tests/unit/test_payload_json.py checks it."""
-    names, get, shared = _bus_fields(type(status))
-    values = get(status)
-    if held is not None and held[0] == values:
-        return held
-    out = dict(zip(names, values))
-    for name in shared:
-        value = out[name]
-        if value is not None and value != ():
-            out[name] = _part(value)
-    return values, orjson.Fragment(_encode(out))
-
-
 def json_fragment(value: Any) -> orjson.Fragment:
     """`to_jsonable(value)` (a change, an event) as JSON already made."""
     return orjson.Fragment(_encode(value))

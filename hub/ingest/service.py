@@ -27,7 +27,7 @@ from hub.ids import uuid4, uuid5
 from hub.access import AccessPolicy, caller_of, record_decision
 from hub.bus.port import EVENTS_TOPIC, BusMessage
 from hub.bus.sql import lock_topic, publish
-from hub.bus.payload import event_payload_fragment, json_fragment, status_fragment, status_fragment_again
+from hub.bus.payload import event_payload_fragment, json_fragment, status_fragment
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
 from hub.domain.agreements import AgreementBook
@@ -281,8 +281,6 @@ class BulkCache:
 
     STATUS_WEIGHT = 8
 
-    STATUS_JSON_MAX = 4096
-
     CHANGE_WEIGHT = 2
 
     def __init__(self, max_weight: int = 150_000) -> None:
@@ -298,9 +296,6 @@ class BulkCache:
         # hospital named) -> (the facts, the decision), for one caller and channel (`decisions`).
         self._decided: dict[tuple[Any, ...], tuple[Any, Any]] = {}
         self._decided_for: tuple[Any, str] | None = None
-        # Each person's last status on the bus: its field values and its JSON (hub/bus/payload.py
-        # `status_fragment_again`), for the people held, at most STATUS_JSON_MAX (about 3.3 KB each).
-        self.status_json: dict[str, tuple[tuple[Any, ...], Any]] = {}
 
     def decisions(self, caller: Any, channel: str) -> dict[tuple[Any, ...], tuple[Any, Any]]:
         """The decisions kept for `caller` on `channel` (emptied for another)."""
@@ -327,8 +322,6 @@ class BulkCache:
             self._held += weight
         for pid in [p for p in self.facts if p not in self._entries]:
             del self.facts[pid]
-        for pid in [p for p in self.status_json if p not in self._entries]:
-            del self.status_json[pid]
         for key in [k for k in self._decided if k[0] is not None and k[0] not in self._entries]:
             del self._decided[key]
 
@@ -354,13 +347,12 @@ def _status_upsert(dialect: Any) -> Prepared:
 async def write_recorded(
     conn: Any, client: Client, change_in: RegisterChangeIn, change: RegisterChange, after: S117Status,
     events: list[DomainEvent], person_id: str, correlation_id: str, channel: str, now: datetime,
-    holidays: Any, status_json: Any = None,
+    holidays: Any,
 ) -> tuple[Any, dict[str, Any]]:
     """A recorded change's rows, the same for one change and for a council
     file's chunk: the register change, its service level (5 working days)
     and its events on the outbox, with the status (without its history:
-    hub/bus/payload.py; `status_json`: `status_fragment(after)` made
-    already, by the bulk path). Returns the service level and the 202 body."""
+    hub/bus/payload.py). Returns the service level and the 202 body."""
     # The canonical column and each event's payload as JSON made once (hub/bus/payload.py: the same bytes
     # as to_jsonable's dicts through the store's serializer; a change's events share its change and status).
     change_json = json_fragment(change)
@@ -374,8 +366,7 @@ async def write_recorded(
     await conn.execute(_INSERT_SERVICE_LEVEL, dict(
         change_id=change.change_id, notified_on=change.notified_on, recorded_on=change.recorded_on,
         deadline=sl.deadline, working_days_taken=sl.working_days_taken, state=sl.state))
-    if status_json is None:
-        status_json = status_fragment(after)
+    status_json = status_fragment(after)
     event_ids = []
     for n, ev in enumerate(events):
         event_type = ev.event_type.value  # an enum member's value: a descriptor call each time it is read
@@ -986,8 +977,6 @@ class IngestService:
         # (person id, change type, trust, hospital named) -> (the facts decided on, the decision): the
         # file's (BulkCache.decisions: its people's, for this caller and channel), else the chunk's
         decided = cache.decisions(caller, channel) if cache is not None else {}
-        # person id -> their last status on the bus, its values and JSON: the file's (BulkCache), else the chunk's
-        bus_json = cache.status_json if cache is not None else {}
 
         def evaluation_of(pid: str) -> Evaluation:
             if pid not in statuses:
@@ -1120,13 +1109,8 @@ class IngestService:
                 if merged != held:
                     details[pid] = self._protector.encrypt(orjson.dumps(merged))
                     await execute_prepared(conn, _UPDATE_DETAILS, {"pid": pid, "new_details": details[pid], "at": now})
-            # The status's JSON: the person's last again when it is the same on the bus (often: a GP change)
-            held_json = bus_json.get(pid)
-            made = status_fragment_again(after, held_json)
-            if made is not held_json and (held_json is not None or len(bus_json) < BulkCache.STATUS_JSON_MAX):
-                bus_json[pid] = made
             sl, body = await write_recorded(conn, client, change_in, change, after, events, pid,
-                                            correlation_id, channel, now, holidays, made[1])
+                                            correlation_id, channel, now, holidays)
             late_of[pid] = late_of.get(pid, 0) + (1 if sl.state == "breach" else 0)
             await conn.execute(_INSERT_RESULT, dict(
                 source=client.client_id, source_message_id=change_in.source_message_id, status_code=202, body=body,
