@@ -19,6 +19,7 @@ the same disk: one fsync'd transaction per row, and 500 rows per transaction.
     .venv/bin/python bench/bench_files.py                           # 5,000 rows, before and after
     .venv/bin/python bench/bench_files.py --rows 5000 50000 --paths after   # memory: 5k vs 50k rows
     .venv/bin/python bench/bench_files.py --profile                 # py-spy the hub (GIL samples)
+    .venv/bin/python bench/bench_files.py --in-process 6            # 6 files in this process: CPU per row
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import asyncio
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -177,6 +179,60 @@ async def run(path: str, rows: int, n_people: int, profile: Path | None, env: di
             "same_bytes": same_bytes}
 
 
+async def in_process(files: int, rows: int, n_people: int) -> list[dict]:
+    """`files` council files of `rows` rows, each for `n_people` people new to the register, through
+    the hub's app in this process (the bulk path; no HTTP polls, no report GET): the process's and
+    the main thread's CPU from POST until processed (`FileJobs.wait`). Steadier than the hub process's
+    CPU over HTTP: the same process, warm, several files a run (take the min or the median)."""
+    from hub.api.app import create_app
+    from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE
+    from hub.observability.logging import configure_logging
+    from hub.settings import REPO_ROOT, Settings
+
+    tmp = Path(tempfile.mkdtemp(prefix="s117-bench-files-inproc-"))
+    configure_logging("WARNING", True)
+    app = create_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp / 'hub.db'}", data_key_file=tmp / "data.key",
+                              canonical_base=DEFAULT_CANONICAL_BASE, run_workers=False, log_level="WARNING",
+                              sharing_agreements_path=REPO_ROOT / "contracts" / "data-sharing-agreements.yaml"))
+    out = []
+    try:
+        async with app.router.lifespan_context(app):
+            hub = app.state.hub
+            _, trust = await add_client(hub.engine, "Bench trust", "RNU", "trust", ["register:write"])
+            _, council = await add_client(hub.engine, "Bucks SWIFT", "E06000060", "council", ["register:write"])
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub",
+                                         timeout=600) as http:
+                for f in range(files):
+                    rng = random.Random(117 + f)
+                    people = [detention_to_move_scenario(rng, f"f{f}-{i}", date(2023, 1, 2))[:3]
+                              for i in range(n_people)]
+                    queue = list(people)
+
+                    async def client() -> None:
+                        while queue:
+                            for c in queue.pop():
+                                r = await http.post("/v1/register-changes", json=c, headers={"X-API-Key": trust})
+                                assert r.status_code == 202, r.text
+
+                    await asyncio.gather(*(client() for _ in range(16)))
+                    data = council_file(people, rows).replace(b"\r\nB-", f"\r\nF{f}-".encode())
+                    load = os.getloadavg()[0]
+                    cpu0, main0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
+                    r = await http.post("/v1/council-files", params={"format": "swift_csv"}, content=data,
+                                        headers={"X-API-Key": council, "Content-Type": "text/csv"})
+                    assert r.status_code == 202, r.text
+                    await hub.files.wait(r.json()["file_id"])
+                    cpu, main, elapsed = (time.process_time() - cpu0, time.thread_time() - main0,
+                                          time.perf_counter() - t0)
+                    got = (await http.get(r.headers["location"], headers={"X-API-Key": council})).json()
+                    assert got["accepted"] == rows, {k: v for k, v in got.items() if k != "report"}
+                    out.append({"rate": rows / elapsed, "cpu_us": cpu / rows * 1e6, "main_us": main / rows * 1e6,
+                                "load": max(load, os.getloadavg()[0])})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, nargs="+", default=[5000])
@@ -188,7 +244,23 @@ async def main() -> None:
                          "work runs without the GIL)")
     ap.add_argument("--env", nargs="*", default=[], help="KEY=VALUE for the hub process (e.g. MALLOC_ARENA_MAX=2)")
     ap.add_argument("--rss-series", action="store_true", help="also print the hub's RSS as the rows are done")
+    ap.add_argument("--in-process", type=int, default=0, metavar="FILES",
+                    help="instead: FILES files through the hub's app in this process (the bulk path), each for "
+                         "new people; CPU per row from POST to processed")
     args = ap.parse_args()
+    if args.in_process:
+        for rows in args.rows:
+            runs = await in_process(args.in_process, rows, args.people or max(1, rows // 25))
+            cpus = sorted(r["cpu_us"] for r in runs)
+
+            def each(key: str, fmt: str, runs: list[dict] = runs) -> str:
+                return " ".join(format(r[key], fmt) for r in runs)
+
+            loads = [r["load"] for r in runs]
+            print(f"in-process, {rows:,} rows a file: CPU us/row min {cpus[0]:.1f} median "
+                  f"{statistics.median(cpus):.1f} | per file: CPU {each('cpu_us', '.0f')} | main thread "
+                  f"{each('main_us', '.0f')} | rows/s {each('rate', ',.0f')} | load {min(loads):.1f}-{max(loads):.1f}")
+        return
     env = dict(e.split("=", 1) for e in args.env)
     global GIL_ONLY
     GIL_ONLY = not args.profile_native
