@@ -30,3 +30,15 @@ INGEST_BATCH = Histogram("s117_ingest_batch_changes", "Register changes written 
                          buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 INGEST_FALLBACKS = Counter("s117_ingest_batch_fallbacks_total",
                            "Group-commit batches rolled back and re-run one change per transaction")
+# SQLite (embedded mode): how long the shared writer's COMMITs (the WAL's fsync,
+# on the event loop: the process waits for it) and the WAL checkpoints (pages
+# copied into the database file and fsynced, in a thread) take in this process.
+# A slow disk shows here first: a COMMIT held for hundreds of milliseconds holds
+# every ACK, POST answer and delivery behind it (bench/README.md, "Thirteenth session").
+_DISK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+STORE_COMMIT_SECONDS = Histogram("s117_store_commit_seconds",
+                                 "SQLite write transactions' COMMIT (the WAL's fsync) in this process",
+                                 buckets=_DISK_BUCKETS)
+STORE_CHECKPOINT_SECONDS = Histogram("s117_store_checkpoint_seconds",
+                                     "SQLite WAL checkpoints (pages copied into the database file, fsynced)",
+                                     buckets=_DISK_BUCKETS)

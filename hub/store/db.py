@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.util.concurrency import greenlet_spawn
 
 from hub.observability.logging import get_logger
+from hub.observability import metrics
 from hub.store.private_files import private_sqlite
 
 
@@ -766,7 +767,9 @@ class WalCheckpointer:
                         conn = sqlite3.connect(f"file:{quote(os.path.abspath(self._database))}?mode=rw",
                                                uri=True, timeout=0, isolation_level=None)
                         conn.execute("PRAGMA synchronous=FULL")
+                    began = time.perf_counter()
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    metrics.STORE_CHECKPOINT_SECONDS.observe(time.perf_counter() - began)
                     self.checkpoints += 1
                     self._seen = seen
                     failing = False
@@ -852,7 +855,9 @@ class InlineWriter:
                 raise
             if conn.in_transaction():
                 try:
+                    began = time.perf_counter()
                     conn.commit()  # the fsync
+                    metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - began)
                 except BaseException:
                     if conn.in_transaction():
                         conn.rollback()

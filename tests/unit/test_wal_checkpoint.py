@@ -96,3 +96,42 @@ def test_a_writer_dropped_without_close_stops_its_checkpointer(tmp_path: Path) -
     gc.collect()
     checkpointer._thread.join(timeout=5)
     assert not checkpointer._thread.is_alive()
+
+
+def _observed(histogram) -> float:  # noqa: ANN001
+    """How many observations a prometheus_client Histogram has had (its _count sample)."""
+    return next(s.value for m in histogram.collect() for s in m.samples if s.name.endswith("_count"))
+
+
+async def test_each_commit_and_checkpoint_is_timed_for_the_operators(tmp_path: Path) -> None:
+    """`s117_store_commit_seconds` and `s117_store_checkpoint_seconds`: a slow
+    disk (a COMMIT's fsync held for hundreds of milliseconds, the event loop
+    with it) shows in /metrics. A rolled-back transaction is not a commit."""
+    from hub.observability import metrics
+
+    path = tmp_path / "hub.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    await create_schema(engine)
+    try:
+        commits, checkpoints = _observed(metrics.STORE_COMMIT_SECONDS), _observed(metrics.STORE_CHECKPOINT_SECONDS)
+        await _write(engine, 1)
+        await _write(engine, 1, start=1)
+        assert _observed(metrics.STORE_COMMIT_SECONDS) == commits + 2
+        try:
+            async with write_transaction(engine) as conn:
+                await conn.execute(bus_messages.insert(), {"topic": "t", "key": "k", "event_id": "rolled-back",
+                                                           "payload": {}, "headers": {}, "created_at": datetime.now(UTC)})
+                raise RuntimeError("rolled back")
+        except RuntimeError:
+            pass
+        assert _observed(metrics.STORE_COMMIT_SECONDS) == commits + 2
+        writer = inline_writer(engine)
+        assert writer is not None and writer._checkpointer is not None
+        for _ in range(100):  # the checkpointer's thread, within an interval or two
+            if _observed(metrics.STORE_CHECKPOINT_SECONDS) > checkpoints:
+                break
+            await asyncio.sleep(0.05)
+        assert _observed(metrics.STORE_CHECKPOINT_SECONDS) > checkpoints
+    finally:
+        close_inline(engine)
+        await engine.dispose()
