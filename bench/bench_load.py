@@ -541,6 +541,9 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
         await explain_undelivered(hub.db_url, [e for e in sent_at if e not in arrivals.at], types, args.drain_timeout)
     if args.stages and not args.ingest_only:
         print_stages(workdir / "hub.db")
+    if args.commit_times:
+        await asyncio.sleep(0.6)  # each process's last figures written
+        print_commit_times(workdir, since=time.time() - (time.perf_counter() - t0))
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return {
@@ -551,6 +554,27 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
         "cpu_ms": cpu / max(accepted, 1) * 1000, "drain_s": drained, "bare_s": base_rate,
         "ratio": base_rate / (accepted / ingest_elapsed),
     }
+
+
+def print_commit_times(workdir: Path, since: float) -> None:
+    """`--commit-times`: each hub process's COMMITs and WAL checkpoints since
+    the level began (bench/probe/sitecustomize.py), and how many of the slow
+    commits (over 100 ms) overlapped a checkpoint of any process."""
+    runs = [orjson.loads(p.read_bytes()) for p in sorted(workdir.glob("commits.*")) if not p.name.endswith(".tmp")]
+    checkpoints = [(end - secs, end) for r in runs for end, secs in r["checkpoint"] if end >= since]
+    print("  | process | commits | COMMIT p50 / p99 / max | over 100 ms (of them during a checkpoint) |"
+          " checkpoints | checkpoint p99 / max |")
+    for r in runs:
+        commits = [(end, secs) for end, secs in r["commit"] if end >= since]
+        if not commits:
+            continue
+        ms = [secs * 1e3 for _, secs in commits]
+        slow = [(end - secs, end) for end, secs in commits if secs > 0.1]
+        during = sum(1 for a, b in slow if any(c0 < b and c1 > a for c0, c1 in checkpoints))
+        own = [secs * 1e3 for end, secs in r["checkpoint"] if end >= since]
+        print(f"  | {r['role']} | {len(ms):,} | {pct(ms, 50):.1f} / {pct(ms, 99):.1f} / {max(ms):,.0f} ms | "
+              f"{len(slow)} ({during}) | {len(own)} | "
+              + (f"{pct(own, 99):.1f} / {max(own):,.0f} ms |" if own else "- |"))
 
 
 def print_stages(db_path: Path) -> None:
@@ -639,8 +663,11 @@ def hub_process_options(ap: argparse.ArgumentParser, per: str) -> None:
 def hub_process_env(args: argparse.Namespace, workdir: Path) -> dict[str, str]:
     """The hub's environment for `hub_process_options`' choices."""
     env: dict[str, str] = {}
-    if args.count_statements:  # bench/probe/sitecustomize.py in the hub's processes
-        env["S117_BENCH_STATEMENTS"] = str(workdir / "statements")
+    if args.commit_times:  # bench/probe/sitecustomize.py: each COMMIT and WAL checkpoint, timed
+        env["S117_BENCH_COMMITS"] = str(workdir / "commits")
+    if args.count_statements or args.commit_times:  # bench/probe/sitecustomize.py in the hub's processes
+        if args.count_statements:
+            env["S117_BENCH_STATEMENTS"] = str(workdir / "statements")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent / "probe"),
                                                            os.environ.get("PYTHONPATH")]))
     if args.separate_workers or args.separate_delivery:
@@ -657,6 +684,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--clients", type=int, nargs="*", help="concurrency levels (default 1 8 32)")
     ap.add_argument("--changes", type=int, help="changes per level (default 3000)")
     ap.add_argument("--log-level", default="INFO", help="the hub's log level (default INFO, as deployed)")
+    ap.add_argument("--commit-times", action="store_true",
+                    help="each hub process's SQLite COMMITs and WAL checkpoints timed (bench/probe/): p50/p99/max, "
+                         "and how many slow commits overlapped a checkpoint")
     ap.add_argument("--drain-timeout", type=float, default=300.0)
     ap.add_argument("--profile", action="store_true", help="py-spy record the hub (raw stacks under the tmp dir)")
     ap.add_argument("--ingest-only", action="store_true",

@@ -1,4 +1,5 @@
-"""Bench-only: counts the SQL statements a hub process runs (SQLite and asyncpg).
+"""Bench-only: counts the SQL statements a hub process runs (SQLite and
+asyncpg), and (`--commit-times`, below) times its SQLite COMMITs and WAL checkpoints.
 
 `bench_load.py --count-statements` puts this directory first on the hub's
 PYTHONPATH and sets `S117_BENCH_STATEMENTS` to a file prefix; every sqlite3
@@ -17,14 +18,15 @@ query: BEGIN, COMMIT, ROLLBACK, SQLAlchemy's pre-ping `;`), `pg_begins`
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+import threading
+import time
 
 if os.environ.get("S117_BENCH_STATEMENTS"):
-    import json
     import sqlite3
     import sqlite3.dbapi2
-    import threading
-    import time
 
     _counts = {"statements": 0, "write_transactions": 0, "commits": 0}
     _real_connect = sqlite3.connect
@@ -99,3 +101,40 @@ if os.environ.get("S117_BENCH_STATEMENTS"):
             os.replace(path + ".tmp", path)
 
     threading.Thread(target=_write, daemon=True, name="bench-statements").start()
+
+
+# `bench_load.py --commit-times` (S117_BENCH_COMMITS=<file prefix>): every COMMIT of
+# the hub's SQLite writer and every WAL checkpoint, as the hub times them for its
+# own metrics (s117_store_commit_seconds, s117_store_checkpoint_seconds), with when
+# each ended, written to `<prefix>.<pid>` as JSON twice a second: which of a level's
+# slow commits overlapped a checkpoint (any process's), and its p99 and worst.
+if os.environ.get("S117_BENCH_COMMITS"):
+    _times: dict = {"role": os.environ.get("S117_WORKER_ROLE", "front"), "commit": [], "checkpoint": []}
+
+    def _recording(histogram, key: str) -> None:  # noqa: ANN001
+        real = histogram.observe
+
+        def observe(amount: float, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            _times[key].append((time.time(), amount))
+            return real(amount, *args, **kwargs)
+
+        histogram.observe = observe
+
+    def _watch() -> None:
+        # The hub's modules are importable only once `python -m` has put the
+        # repository on sys.path: the metrics are wrapped when first imported.
+        while "hub.observability.metrics" not in sys.modules:
+            time.sleep(0.01)
+        metrics = sys.modules["hub.observability.metrics"]
+        while not hasattr(metrics, "STORE_CHECKPOINT_SECONDS"):
+            time.sleep(0.01)
+        _recording(metrics.STORE_COMMIT_SECONDS, "commit")
+        _recording(metrics.STORE_CHECKPOINT_SECONDS, "checkpoint")
+        path = f"{os.environ['S117_BENCH_COMMITS']}.{os.getpid()}"
+        while True:
+            time.sleep(0.5)
+            with open(path + ".tmp", "w") as f:
+                json.dump(_times, f)
+            os.replace(path + ".tmp", path)
+
+    threading.Thread(target=_watch, daemon=True, name="bench-commits").start()
