@@ -663,9 +663,10 @@ def hub_process_options(ap: argparse.ArgumentParser, per: str) -> None:
 def hub_process_env(args: argparse.Namespace, workdir: Path) -> dict[str, str]:
     """The hub's environment for `hub_process_options`' choices."""
     env: dict[str, str] = {}
-    if args.commit_times:  # bench/probe/sitecustomize.py: each COMMIT and WAL checkpoint, timed
+    commit_times = getattr(args, "commit_times", False)  # bench_mllp.py's options share this
+    if commit_times:  # bench/probe/sitecustomize.py: each COMMIT and WAL checkpoint, timed
         env["S117_BENCH_COMMITS"] = str(workdir / "commits")
-    if args.count_statements or args.commit_times:  # bench/probe/sitecustomize.py in the hub's processes
+    if args.count_statements or commit_times:  # bench/probe/sitecustomize.py in the hub's processes
         if args.count_statements:
             env["S117_BENCH_STATEMENTS"] = str(workdir / "statements")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent / "probe"),
