@@ -10,8 +10,9 @@ rather than at its next poll.
 - The socket is in Linux's abstract namespace (no file to clean up, no path
   length limit), named after the hub's database, so two hubs on one machine
   never wake each other's deliverers.
-- A wake-up carries nothing but a channel name; anything else is ignored. It
-  is only a hint: a lost one (the delivery process restarting, a full socket
+- A wake-up carries nothing but a channel name; anything else is ignored,
+  and so is one not sent by the hub's own user (the kernel's credentials on
+  each datagram: an abstract socket has no file permissions). It is only a hint: a lost one (the delivery process restarting, a full socket
   buffer) costs that channel its next poll, never a delivery.
 - The same for the event log's readers (the dispatcher and the consumers) in
   the back workers' process (`S117_SEPARATE_WORKERS`): the front sends `LOG`
@@ -28,6 +29,7 @@ import asyncio
 import hashlib
 import os
 import socket
+import struct
 from collections.abc import Callable, Mapping
 
 from hub.observability.logging import get_logger
@@ -93,23 +95,63 @@ def log_waker(sender: WakeSender, loop: asyncio.AbstractEventLoop) -> Callable[[
     return wake
 
 
-class _Listener(asyncio.DatagramProtocol):
-    def __init__(self, wakes: Mapping[str, Callable[[], None]]) -> None:
-        self._wakes = wakes
-
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        if len(data) > _MAX_NAME:
-            return
-        wake = self._wakes.get(data.decode("ascii", "replace"))
-        if wake is not None:
-            wake()
+_CREDENTIALS = struct.Struct("iII")  # struct ucred: pid, uid, gid
+_CREDENTIALS_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
 
 
-async def listen(address: str, wakes: Mapping[str, Callable[[], None]]) -> asyncio.DatagramTransport | None:
-    """The receiving process's side: each datagram naming a key of `wakes`
-    (a channel, or `LOG`) calls its wake-up. None if the address is taken
-    (another process of the same hub still closing): the workers then find
-    their work by polling."""
+def sent_by(ancdata: list[tuple[int, int, bytes]]) -> int | None:
+    """The uid the kernel gives as a datagram's sender (SCM_CREDENTIALS, with
+    SO_PASSCRED on the receiving socket); None if it gives none."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(data) >= _CREDENTIALS.size:
+            return _CREDENTIALS.unpack_from(data)[1]
+    return None
+
+
+class Listening:
+    """A bound wake-up socket read on the event loop. Only datagrams the
+    kernel says come from this process's own user wake anyone: an abstract
+    socket has no file permissions, so any local user could reach it, and a
+    stranger's flood would make the workers look for work as fast as their
+    loop turns. Others are counted (`refused`) and dropped."""
+
+    def __init__(self, sock: socket.socket, wakes: Mapping[str, Callable[[], None]],
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self._sock, self._wakes, self._loop = sock, wakes, loop
+        self._uid = os.getuid()
+        self.refused = 0
+        self._open = True
+        loop.add_reader(sock.fileno(), self._read)
+
+    def _read(self) -> None:
+        while True:  # every datagram waiting (one readiness, many wake-ups)
+            try:
+                data, ancdata, _flags, _addr = self._sock.recvmsg(_MAX_NAME + 1, _CREDENTIALS_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # closed under us: nothing more to read
+                return
+            if sent_by(ancdata) != self._uid:
+                self.refused += 1
+                continue
+            if len(data) > _MAX_NAME:  # longer than any name (read cut short)
+                continue
+            wake = self._wakes.get(data.decode("ascii", "replace"))
+            if wake is not None:
+                wake()
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+
+
+async def listen(address: str, wakes: Mapping[str, Callable[[], None]]) -> Listening | None:
+    """The receiving process's side: each datagram from this user naming a
+    key of `wakes` (a channel, or `LOG`) calls its wake-up. None if the
+    address is taken (another process of the same hub still closing): the
+    workers then find their work by polling."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
         sock.bind(address)
@@ -118,6 +160,6 @@ async def listen(address: str, wakes: Mapping[str, Callable[[], None]]) -> async
         log.warning("wake-ups not received; workers poll", channel=",".join(sorted(wakes)),
                     exc_type=type(exc).__name__)
         return None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # the kernel names each datagram's sender
     sock.setblocking(False)
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: _Listener(wakes), sock=sock)
-    return transport
+    return Listening(sock, wakes, asyncio.get_running_loop())

@@ -142,3 +142,50 @@ async def test_a_commit_that_published_in_the_front_wakes_the_back_process_reade
         stop()
         to_back.close()
         to_deliver.close()
+
+
+async def test_a_datagram_from_another_user_wakes_nobody(monkeypatch) -> None:  # noqa: ANN001
+    """An abstract socket has no file permissions: any local user can send to
+    it. The kernel names each datagram's sender (SO_PASSCRED), and one from
+    a user other than the hub's is counted and dropped, never a wake-up."""
+    import os
+
+    from hub.delivery import wake
+
+    woken: list[str] = []
+    address = _address()
+    hub_user = os.getuid()
+    monkeypatch.setattr(wake.os, "getuid", lambda: hub_user + 1)  # the hub runs as another user than this sender
+    listening = await listen(address, {"webhook": lambda: woken.append("webhook")})
+    assert listening is not None
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        raw.sendto(b"webhook", address)
+        raw.sendto(b"webhook", address)
+        await _settle()
+        assert woken == [] and listening.refused == 2
+    finally:
+        raw.close()
+        listening.close()
+    monkeypatch.undo()
+    listening = await listen(address, {"webhook": lambda: woken.append("webhook")})  # the same user: woken
+    assert listening is not None
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        raw.sendto(b"webhook", address)
+        await _settle()
+        assert woken == ["webhook"] and listening.refused == 0
+    finally:
+        raw.close()
+        listening.close()
+
+
+def test_the_sender_is_read_from_the_kernels_credentials() -> None:
+    import struct
+
+    from hub.delivery.wake import sent_by
+
+    creds = struct.pack("iII", 4242, 1000, 1000)
+    assert sent_by([(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds)]) == 1000
+    assert sent_by([]) is None  # none given: not the hub's user
+    assert sent_by([(socket.SOL_SOCKET, socket.SCM_RIGHTS, creds)]) is None
