@@ -27,8 +27,8 @@ PostgreSQL as for several instances) and the same log.
   connection has committed) as well: every 10 ms if that process could not
   listen for the datagrams, else every 100 ms, for commits from elsewhere
   (a CLI) and a lost datagram. (It used to be every 10 ms always: about 2%
-  of the back process's CPU under load, and most of the hub's CPU at rest
-  with the workers apart.) The deliverers are woken by the dispatcher beside
+  of the back process's CPU under load, and about half of the hub's CPU at
+  rest with the workers apart.) The deliverers are woken by the dispatcher beside
   them when it queues for their channel; what the front queues or puts back
   (an operator's redelivery) waits for their poll. On PostgreSQL with Kafka
   the consumers are woken by Kafka.
