@@ -103,6 +103,19 @@ def council_file(people: list, rows: int) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode()
 
 
+async def register(http: httpx.AsyncClient, people: list, key: str, clients: int = 16) -> None:
+    """Each person's changes through `POST /v1/register-changes`, in order, `clients` people at a time."""
+    queue = list(people)
+
+    async def client() -> None:
+        while queue:
+            for c in queue.pop():
+                r = await http.post("/v1/register-changes", json=c, headers={"X-API-Key": key})
+                assert r.status_code == 202, r.text
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+
+
 async def run(path: str, rows: int, n_people: int, profile: Path | None, env: dict[str, str]) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="s117-bench-files-"))
     hub = HubProcess(tmp, S117_RUN_WORKERS="false", S117_LOG_LEVEL="WARNING", S117_FILES_BULK=PATHS[path], **env)
@@ -118,15 +131,7 @@ async def run(path: str, rows: int, n_people: int, profile: Path | None, env: di
     profiler = None
     try:
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=600) as http:
-            queue = list(people)
-
-            async def client() -> None:
-                while queue:
-                    for c in queue.pop():
-                        r = await http.post("/v1/register-changes", json=c, headers={"X-API-Key": trust})
-                        assert r.status_code == 202, r.text
-
-            await asyncio.gather(*(client() for _ in range(16)))
+            await register(http, people, trust)
             assert hub.proc is not None
             pid = hub.proc.pid
             if profile is not None:
@@ -206,15 +211,7 @@ async def in_process(files: int, rows: int, n_people: int) -> list[dict]:
                     rng = random.Random(117 + f)
                     people = [detention_to_move_scenario(rng, f"f{f}-{i}", date(2023, 1, 2))[:3]
                               for i in range(n_people)]
-                    queue = list(people)
-
-                    async def client() -> None:
-                        while queue:
-                            for c in queue.pop():
-                                r = await http.post("/v1/register-changes", json=c, headers={"X-API-Key": trust})
-                                assert r.status_code == 202, r.text
-
-                    await asyncio.gather(*(client() for _ in range(16)))
+                    await register(http, people, trust)
                     data = council_file(people, rows).replace(b"\r\nB-", f"\r\nF{f}-".encode())
                     load = os.getloadavg()[0]
                     cpu0, main0, t0 = time.process_time(), time.thread_time(), time.perf_counter()

@@ -24,6 +24,15 @@ import sys
 import threading
 import time
 
+def _dump_every(path: str, data: dict, seconds: float = 0.5) -> None:
+    """Write `data` as JSON to `path` every `seconds`, replacing it whole (a reader never sees half)."""
+    while True:
+        time.sleep(seconds)
+        with open(path + ".tmp", "w") as f:
+            json.dump(data, f)
+        os.replace(path + ".tmp", path)
+
+
 if os.environ.get("S117_BENCH_STATEMENTS"):
     import sqlite3
     import sqlite3.dbapi2
@@ -92,15 +101,8 @@ if os.environ.get("S117_BENCH_STATEMENTS"):
         _pg._prepare = _prepare
         _ps._PreparedStatement__do_execute = _counting(_ps._PreparedStatement__do_execute)
 
-    def _write() -> None:
-        path = f"{os.environ['S117_BENCH_STATEMENTS']}.{os.getpid()}"
-        while True:
-            time.sleep(0.5)
-            with open(path + ".tmp", "w") as f:
-                json.dump(_counts, f)
-            os.replace(path + ".tmp", path)
-
-    threading.Thread(target=_write, daemon=True, name="bench-statements").start()
+    threading.Thread(target=_dump_every, args=(f"{os.environ['S117_BENCH_STATEMENTS']}.{os.getpid()}", _counts),
+                     daemon=True, name="bench-statements").start()
 
 
 # `bench_load.py --commit-times` (S117_BENCH_COMMITS=<file prefix>): every COMMIT of
@@ -130,11 +132,6 @@ if os.environ.get("S117_BENCH_COMMITS"):
             time.sleep(0.01)
         _recording(metrics.STORE_COMMIT_SECONDS, "commit")
         _recording(metrics.STORE_CHECKPOINT_SECONDS, "checkpoint")
-        path = f"{os.environ['S117_BENCH_COMMITS']}.{os.getpid()}"
-        while True:
-            time.sleep(0.5)
-            with open(path + ".tmp", "w") as f:
-                json.dump(_times, f)
-            os.replace(path + ".tmp", path)
+        _dump_every(f"{os.environ['S117_BENCH_COMMITS']}.{os.getpid()}", _times)
 
     threading.Thread(target=_watch, daemon=True, name="bench-commits").start()
