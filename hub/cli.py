@@ -14,13 +14,16 @@ from hub.settings import REPO_ROOT, get_settings
 
 
 def _serve(args: argparse.Namespace) -> None:
+    from hub.observability.multiproc import share_between_processes
+
+    settings = get_settings()
+    share_between_processes(settings)  # before any metric is made: the worker processes' on /metrics too
+
     import uvicorn
 
     from hub.api.app import create_app
-
     from hub.server import uvicorn_config
 
-    settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
     uvicorn.Server(uvicorn_config(create_app(settings), settings, host=args.host, port=args.port)).run()
 

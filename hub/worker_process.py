@@ -45,6 +45,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hub.observability.logging import get_logger
+from hub.observability.multiproc import process_gone
 from hub.settings import REPO_ROOT, Settings
 
 log = get_logger("hub.worker_process")
@@ -109,6 +110,7 @@ class WorkerProcess:
                 if stop.is_set():
                     exited.cancel()
                     break
+                process_gone(self._proc.pid)  # its gauges no longer count on /metrics
                 self.restarts += 1
                 log.warning("worker process exited; restarting", status_code=self._proc.returncode,
                             next_attempt_in=backoff, count=self.restarts)
@@ -131,6 +133,7 @@ class WorkerProcess:
             log.warning("worker process did not stop in time; killed")
             proc.kill()
             await proc.wait()
+        process_gone(proc.pid)
 
 
 class ChangeWatcher:

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from hub.api import feeds, files, ops, persons, register_changes, reports, subscriptions
 from hub.api import asyncapi, audit, exports, fhir_inbound, fhir_subscriptions, packages, quarantine_triage, reconciliations, split_decisions, statements, trace
@@ -19,6 +19,7 @@ from hub.api.correlation import CorrelationMiddleware
 from hub.api.limits import LimitsMiddleware
 from hub.api.problems import install_problem_handlers
 from hub.bootstrap import build_hub
+from hub.observability.multiproc import exposition
 from hub.server import tune_gc
 from hub.worker_process import share_write_lock, wake_workers_on_publish
 from hub.settings import Settings, get_settings
@@ -127,7 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["ops"])
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)  # every process's, with the workers apart
 
     return app
 

@@ -15,17 +15,23 @@ DISPATCH_REDONE = Counter("s117_dispatch_batches_redone_total",
 DELIVERY = Counter("s117_deliveries_total", "Push delivery attempts (webhook, kafka-topic, file-export)",
                    ["channel", "outcome"])
 DELIVERY_SECONDS = Histogram("s117_webhook_delivery_seconds", "Webhook POST duration")
-CONSUMER_LAG = Gauge("s117_consumer_lag_messages", "Messages not yet handled", ["group", "topic"])
-PENDING_DELIVERIES = Gauge("s117_pending_deliveries", "Webhook deliveries waiting to be sent")
+# With the workers apart (hub/observability/multiproc.py) a gauge says how the
+# processes' values combine: one process sets each of these series, so the
+# largest of the live ones is that value (a gone process's are dropped).
+CONSUMER_LAG = Gauge("s117_consumer_lag_messages", "Messages not yet handled", ["group", "topic"],
+                     multiprocess_mode="livemax")
+PENDING_DELIVERIES = Gauge("s117_pending_deliveries", "Webhook deliveries waiting to be sent",
+                           multiprocess_mode="livemax")
 DEAD_LETTERS = Counter("s117_dead_letters_total", "Messages moved to the dead letters", ["handler"])
 EXPORTS_UNACKNOWLEDGED = Gauge("s117_council_exports_unacknowledged_overdue",
-                               "Council files ready but not acknowledged within the alert time")
+                               "Council files ready but not acknowledged within the alert time",
+                               multiprocess_mode="livemax")
 WITHHELD = Gauge("s117_withheld_disclosures", "Events addressed to a body and withheld (look-back of the last query)",
-                 ["recipient", "decision"])
+                 ["recipient", "decision"], multiprocess_mode="livemax")
 PURGED = Counter("s117_retention_purged_total", "Rows purged or emptied by the retention job", ["kind"])
 SUBSCRIPTION_FAILING = Gauge("s117_subscription_failing_seconds",
                              "How long the oldest delivery a subscription has failed to send has waited",
-                             ["org_code", "channel"])
+                             ["org_code", "channel"], multiprocess_mode="livemax")
 INGEST_BATCH = Histogram("s117_ingest_batch_changes", "Register changes written per group-commit transaction",
                          buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 INGEST_FALLBACKS = Counter("s117_ingest_batch_fallbacks_total",

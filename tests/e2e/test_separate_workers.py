@@ -66,6 +66,20 @@ async def _subscribe_and_wait_ready(http: httpx.AsyncClient, keys: dict, receive
     return await _until(lambda: _ready(http), 20, what)
 
 
+async def _metrics(http: httpx.AsyncClient) -> dict[tuple[str, tuple], float]:
+    """The front's /metrics: each sample's value by its name and labels (the worker processes' included)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    got = await http.get("/metrics")
+    assert got.status_code == 200
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(got.text) for s in family.samples}
+
+
+def _total(samples: dict[tuple[str, tuple], float], name: str, **labels: str) -> float:
+    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
+
+
 async def _push(http: httpx.AsyncClient, key: str, people: int, seed: int) -> set[str]:
     rng, queued = random.Random(seed), set()
     for i in range(people):
@@ -193,6 +207,17 @@ async def test_deliverers_in_a_third_process_are_woken_at_once_and_restarted(tmp
             await _until(delivered_again, 20, "what was queued while it was down")
             assert (await _until(lambda: _ready(http), 20, "ready again"))["checks"]["delivery_process"] == "ok"
             assert roles["back"] in _worker_pids(hub.proc.pid)  # the dispatcher's process went on
+
+            # Every process's metrics on the front's /metrics (hub/observability/multiproc.py): the
+            # dispatcher's and the consumers' (the back process), the deliveries of both delivery
+            # processes (the killed one's still counted), and the COMMITs of all three.
+            samples = await _metrics(http)
+            assert _total(samples, "s117_ingest_total", outcome="accepted") >= 1  # the front's own
+            assert _total(samples, "s117_events_dispatched_total", decision="allowed") >= len(expected | more)
+            assert _total(samples, "s117_deliveries_total", channel="webhook", outcome="delivered") \
+                >= len(expected | more)
+            assert ("s117_consumer_lag_messages", (("group", "dispatcher"), ("topic", "s117.events"))) in samples
+            assert _total(samples, "s117_store_commit_seconds_count") > _total(samples, "s117_ingest_batch_changes_count")
     finally:
         hub.stop()
         await receiver.stop()

@@ -1,0 +1,78 @@
+"""Every hub process's metrics on the front's `/metrics` when the workers run
+apart (`S117_SEPARATE_WORKERS`, hub/worker_process.py).
+
+A Prometheus client library keeps its metrics in the process that made
+them, so with the workers apart the dispatcher's, the deliverers' and the
+consumers' figures (`s117_consumer_lag_messages`, `s117_events_dispatched_total`,
+`s117_deliveries_total`, `s117_dead_letters_total`, the COMMIT timings of
+those processes...) were on nobody's `/metrics`, and the alerts on them
+(deploy/alerts.yml) could not fire. Here prometheus_client's multiprocess
+mode is used: `s117hub serve` makes a directory of its own before any metric
+exists and names it in `PROMETHEUS_MULTIPROC_DIR`, which the worker
+processes inherit; each process writes its values into files there, and the
+front's `/metrics` reads them all (`exposition`). Counters and histograms are
+summed over the processes, those of a process that has gone included (what
+it counted still happened); a gauge says how it is combined
+(`multiprocess_mode` in hub/observability/metrics.py), and a gone process's
+gauges are dropped (`process_gone`, called by the front's supervisor). One
+process (the default) keeps the client's usual in-memory registry.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+
+from hub.observability.logging import get_logger
+from hub.settings import Settings
+
+log = get_logger("hub.observability.multiproc")
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def share_between_processes(settings: Settings) -> str | None:
+    """In `s117hub serve`, before any metric is made: with the workers apart,
+    a fresh directory for every process's metrics (removed when the front
+    exits). A directory the operator named in the environment is used as it
+    is. None (each process its own registry) for one process."""
+    if not (settings.run_workers and settings.separate_workers):
+        return None
+    if os.environ.get(ENV):
+        return os.environ[ENV]
+    if "prometheus_client.values" in sys.modules:  # a metric may already hold its value in memory
+        log.warning("worker processes' metrics not shared: the metrics library was loaded first")
+        return None
+    directory = tempfile.mkdtemp(prefix="s117hub-metrics-")
+    os.environ[ENV] = directory
+    atexit.register(shutil.rmtree, directory, True)
+    return directory
+
+
+def exposition() -> bytes:
+    """The text `/metrics` serves: every process's metrics if they share a
+    directory, else this process's."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    if not os.environ.get(ENV):
+        return generate_latest()
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
+def process_gone(pid: int | None) -> None:
+    """A worker process exited (stopped, crashed): its gauges no longer count
+    (its counters and histograms still do)."""
+    if pid is None or not os.environ.get(ENV):
+        return
+    from prometheus_client import multiprocess
+
+    try:
+        multiprocess.mark_process_dead(pid)
+    except OSError:  # the directory gone with the hub
+        pass
