@@ -12,8 +12,9 @@ rather than at its next poll.
   never wake each other's deliverers.
 - A wake-up carries nothing but a channel name; anything else is ignored,
   and so is one not sent by the hub's own user (the kernel's credentials on
-  each datagram: an abstract socket has no file permissions). It is only a hint: a lost one (the delivery process restarting, a full socket
-  buffer) costs that channel its next poll, never a delivery.
+  each datagram: an abstract socket has no file permissions). It is only a
+  hint: a lost one (the delivery process restarting, a full socket buffer)
+  costs that channel its next poll, never a delivery.
 - The same for the event log's readers (the dispatcher and the consumers) in
   the back workers' process (`S117_SEPARATE_WORKERS`): the front sends `LOG`
   to that process's own address (`wake_address(url, LOG)`) once a commit
