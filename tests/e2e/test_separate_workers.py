@@ -217,7 +217,8 @@ async def test_deliverers_in_a_third_process_are_woken_at_once_and_restarted(tmp
             assert _total(samples, "s117_deliveries_total", channel="webhook", outcome="delivered") \
                 >= len(expected | more)
             assert ("s117_consumer_lag_messages", (("group", "dispatcher"), ("topic", "s117.events"))) in samples
-            assert _total(samples, "s117_store_commit_seconds_count") > _total(samples, "s117_ingest_batch_changes_count")
+            commits = _total(samples, "s117_store_commit_seconds_count")
+            assert commits > _total(samples, "s117_ingest_batch_changes_count")  # more than the front's own
     finally:
         hub.stop()
         await receiver.stop()

@@ -120,7 +120,8 @@ async def test_each_commit_and_checkpoint_is_timed_for_the_operators(tmp_path: P
         try:
             async with write_transaction(engine) as conn:
                 await conn.execute(bus_messages.insert(), {"topic": "t", "key": "k", "event_id": "rolled-back",
-                                                           "payload": {}, "headers": {}, "created_at": datetime.now(UTC)})
+                                                           "payload": {}, "headers": {},
+                                                           "created_at": datetime.now(UTC)})
                 raise RuntimeError("rolled back")
         except RuntimeError:
             pass
