@@ -59,19 +59,15 @@ SLOW_SECONDS, HUNG_SECONDS, DEADLINE = 5.0, 60.0, 2.0
 async def _serve_receivers(delays: list[float]) -> None:
     """One tiny HTTP/1.1 server per port (keep-alive, Content-Length bodies):
     prints its ports, then on stdin EOF prints `delivery_id arrival` lines."""
+    from tests.support import read_http_request
+
     arrivals: list[tuple[int, str, float]] = []
 
     def handler(index: int, delay: float):  # noqa: ANN202
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 while True:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    headers = {}
-                    for line in head.decode("latin-1").split("\r\n")[1:]:
-                        if ":" in line:
-                            k, v = line.split(":", 1)
-                            headers[k.strip().lower()] = v.strip()
-                    await reader.readexactly(int(headers.get("content-length", "0")))
+                    headers, _ = await read_http_request(reader)
                     arrived = time.time()
                     if delay:
                         await asyncio.sleep(delay)
@@ -394,6 +390,7 @@ async def throughput_main(total: int) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--receivers":  # the child process serving the receivers
+        sys.path.insert(0, os.fspath(Path(__file__).resolve().parent.parent))
         asyncio.run(_serve_receivers([float(d) for d in sys.argv[2:]]))
         sys.exit()
     if len(sys.argv) > 1 and sys.argv[1] == "--produce":  # the bursts' producer process

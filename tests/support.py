@@ -39,6 +39,19 @@ def detention(nhs: str, run: str, *, hospital: str = "RNU", council: str = "E060
     ]
 
 
+async def read_http_request(reader: asyncio.StreamReader) -> tuple[dict[str, str], bytes]:
+    """One HTTP/1.1 request from a kept-alive connection (a `Content-Length`
+    body, as the hub's webhook client sends): its headers, names lower-cased,
+    and its body. The tests' raw receivers and bench/bench_delivery.py's use it."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    headers = {}
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+    return headers, await reader.readexactly(int(headers.get("content-length", "0")))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -21,6 +21,7 @@ from hub.delivery.queue import create_counter, queue_delivery
 from hub.delivery.webhook import EVENT_NUMBER_HEADER, WebhookDeliverer
 from hub.store.db import create_engine, create_schema
 from hub.store.schema import deliveries, subscriptions
+from tests.support import read_http_request
 
 
 class Receiver:
@@ -41,13 +42,7 @@ class Receiver:
         return self.server.sockets[0].getsockname()[1]
 
     async def _read(self, reader: asyncio.StreamReader) -> str:
-        head = await reader.readuntil(b"\r\n\r\n")
-        headers = {}
-        for line in head.decode("latin-1").split("\r\n")[1:]:
-            if ":" in line:
-                k, v = line.split(":", 1)
-                headers[k.strip().lower()] = v.strip()
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        headers, body = await read_http_request(reader)
         return headers.get(EVENT_NUMBER_HEADER.lower()) or body.decode()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
