@@ -45,7 +45,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hub.observability.logging import get_logger
-from hub.observability.multiproc import process_gone
+from hub.observability.multiproc import process_gone, worker_started
 from hub.settings import REPO_ROOT, Settings
 
 log = get_logger("hub.worker_process")
@@ -94,6 +94,7 @@ class WorkerProcess:
         self._proc = await asyncio.create_subprocess_exec(
             *self._command, cwd=str(REPO_ROOT), env={**os.environ, **(self._env or {}),
                                                      "S117_FRONT_PID": str(os.getpid())})
+        worker_started(self._proc.pid, self.role)  # its process figures on /metrics
         log.info("worker process started", pid=self._proc.pid, mode=self.role)
 
     async def run(self, stop: asyncio.Event) -> None:

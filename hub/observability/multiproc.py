@@ -16,6 +16,14 @@ it counted still happened); a gauge says how it is combined
 (`multiprocess_mode` in hub/observability/metrics.py), and a gone process's
 gauges are dropped (`process_gone`, called by the front's supervisor). One
 process (the default) keeps the client's usual in-memory registry.
+
+The library's process figures (`process_cpu_seconds_total`,
+`process_resident_memory_bytes`, open file descriptors...) and Python's
+(`python_gc_*`, `python_info`) are read live, not written to the shared
+directory, so multiprocess mode would leave them out: the front serves its
+own under their usual names (it is the process scraped), and each live
+worker process's as `s117_worker_process_*{role="back"|"deliver"|"all"}`,
+read from `/proc` at each scrape (`worker_started`, `process_gone`).
 """
 
 from __future__ import annotations
@@ -25,12 +33,20 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from hub.observability.logging import get_logger
 from hub.settings import Settings
 
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
 log = get_logger("hub.observability.multiproc")
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+WORKER_NAMESPACE = "s117_worker"
+# The live worker processes the front started: pid -> role (the supervisor's, on the loop's thread).
+_workers: dict[int, str] = {}
 
 
 def share_between_processes(settings: Settings) -> str | None:
@@ -58,11 +74,45 @@ def exposition() -> bytes:
 
     if not os.environ.get(ENV):
         return generate_latest()
-    from prometheus_client import multiprocess
+    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector, multiprocess
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    registry.register(_WorkerProcesses())
     return generate_latest(registry)
+
+
+def worker_started(pid: int | None, role: str) -> None:
+    """The front started a worker process: its process figures on /metrics
+    (with the role as a label) until `process_gone`."""
+    if pid is not None and os.environ.get(ENV):
+        _workers[pid] = role
+
+
+class _WorkerProcesses:
+    """Each live worker process's `/proc` figures, as prometheus_client's
+    ProcessCollector reads them for one process, under
+    `s117_worker_process_*` with the process's role as a label."""
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client import ProcessCollector
+        from prometheus_client.metrics_core import Metric
+
+        families: dict[str, Metric] = {}
+        for pid, role in list(_workers.items()):
+            # A process gone meanwhile gives nothing (the collector's own OSError handling).
+            for family in ProcessCollector(namespace=WORKER_NAMESPACE, pid=lambda pid=pid: pid,
+                                           registry=None).collect():
+                merged = families.get(family.name)
+                if merged is None:
+                    merged = families[family.name] = Metric(
+                        family.name, f"{family.documentation} (a worker process, by role)", family.type)
+                for sample in family.samples:
+                    merged.add_sample(sample.name, {**sample.labels, "role": role}, sample.value)
+        yield from families.values()
 
 
 def process_gone(pid: int | None) -> None:
@@ -70,6 +120,7 @@ def process_gone(pid: int | None) -> None:
     (its counters and histograms still do)."""
     if pid is None or not os.environ.get(ENV):
         return
+    _workers.pop(pid, None)
     from prometheus_client import multiprocess
 
     try:

@@ -217,6 +217,14 @@ async def test_deliverers_in_a_third_process_are_woken_at_once_and_restarted(tmp
             assert _total(samples, "s117_deliveries_total", channel="webhook", outcome="delivered") \
                 >= len(expected | more)
             assert ("s117_consumer_lag_messages", (("group", "dispatcher"), ("topic", "s117.events"))) in samples
+            # The process figures multiprocess mode leaves out: the front's own, and each live worker
+            # process's by role (the killed delivery process's gone with it, its successor's there).
+            assert samples[("process_resident_memory_bytes", ())] > 0
+            assert any(n.startswith("python_gc_") for n, _ in samples)
+            cpu_by_role = {dict(ls)["role"]: v for (n, ls), v in samples.items()
+                           if n == "s117_worker_process_cpu_seconds_total"}
+            assert set(cpu_by_role) == {"back", "deliver"} and cpu_by_role["back"] > 0
+            assert len([1 for n, _ in samples if n == "s117_worker_process_resident_memory_bytes"]) == 2
     finally:
         hub.stop()
         await receiver.stop()

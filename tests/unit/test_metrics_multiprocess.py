@@ -32,3 +32,47 @@ def test_metrics_already_loaded_are_not_shared_half_way(monkeypatch) -> None:  #
 
     assert multiproc.share_between_processes(Settings(separate_workers=True)) is None
     assert multiproc.ENV not in __import__("os").environ
+
+
+def test_the_process_figures_of_the_front_and_of_each_live_worker(monkeypatch, tmp_path) -> None:  # noqa: ANN001
+    """Multiprocess mode reads only the shared files, so the process and
+    Python figures (read live) would be missing: the front's are served under
+    their usual names, each live worker process's by role until it is gone."""
+    import subprocess
+    import sys
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    monkeypatch.setenv(multiproc.ENV, str(tmp_path))
+    monkeypatch.setattr(multiproc, "_workers", {})
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        multiproc.worker_started(child.pid, "back")
+
+        def samples() -> dict[tuple[str, tuple], float]:
+            return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                    for f in text_string_to_metric_families(multiproc.exposition().decode()) for s in f.samples}
+
+        got = samples()
+        assert got[("process_resident_memory_bytes", ())] > 0  # this process's (the front's)
+        assert any(name.startswith("python_gc_") for name, _ in got)
+        rss = got[("s117_worker_process_resident_memory_bytes", (("role", "back"),))]
+        assert rss > 0 and rss != got[("process_resident_memory_bytes", ())]
+        assert ("s117_worker_process_cpu_seconds_total", (("role", "back"),)) in got
+        multiproc.process_gone(child.pid)
+        assert not any(name.startswith("s117_worker_process_") for name, _ in samples())
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_worker_gone_unnoticed_gives_no_figures_and_no_error(monkeypatch, tmp_path) -> None:  # noqa: ANN001
+    import subprocess
+    import sys
+
+    monkeypatch.setenv(multiproc.ENV, str(tmp_path))
+    monkeypatch.setattr(multiproc, "_workers", {})
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    multiproc.worker_started(child.pid, "deliver")  # exited before a scrape, not yet reported gone
+    assert b"s117_worker_process_cpu_seconds_total{" not in multiproc.exposition()
