@@ -6,8 +6,8 @@ PYTHONPATH and sets `S117_BENCH_STATEMENTS` to a file prefix; every sqlite3
 connection the process opens then counts its statements (SQLite's trace
 callback: each statement stepped, each row of an executemany, BEGIN and
 COMMIT too) and the process writes its totals to `<prefix>.<pid>` twice a
-second as JSON: statements, write transactions begun (BEGIN IMMEDIATE) and
-commits. A figure the host's speed does not move, unlike CPU and time.
+second as JSON: statements, write transactions begun (a BEGIN IMMEDIATE that
+took the lock, not one refused while another process held it) and commits. A figure the host's speed does not move, unlike CPU and time.
 Nothing of the statements' text or values is kept or written.
 
 On PostgreSQL (asyncpg) it counts round trips: `pg_round_trips` (each
@@ -40,17 +40,28 @@ if os.environ.get("S117_BENCH_STATEMENTS"):
     _counts = {"statements": 0, "write_transactions": 0, "commits": 0}
     _real_connect = sqlite3.connect
 
-    def _trace(sql: str) -> None:
-        _counts["statements"] += 1
-        head = sql[:16].upper()
-        if head.startswith("BEGIN IMMEDIATE"):
-            _counts["write_transactions"] += 1
-        elif head.startswith("COMMIT"):
-            _counts["commits"] += 1
+    def _tracer(conn: sqlite3.Connection):  # noqa: ANN202
+        # A BEGIN IMMEDIATE refused (another process holds the write lock; the
+        # hub waits and tries again) is traced as well: it counts as a write
+        # transaction only once the connection is seen in a transaction, at its
+        # next statement (its first write, or its COMMIT).
+        pending = False
+
+        def trace(sql: str) -> None:
+            nonlocal pending
+            _counts["statements"] += 1
+            if pending and conn.in_transaction:
+                _counts["write_transactions"] += 1
+            head = sql[:16].upper()
+            pending = head.startswith("BEGIN IMMEDIATE")
+            if head.startswith("COMMIT"):
+                _counts["commits"] += 1
+
+        return trace
 
     def _connect(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         conn = _real_connect(*args, **kwargs)
-        conn.set_trace_callback(_trace)
+        conn.set_trace_callback(_tracer(conn))
         return conn
 
     sqlite3.connect = sqlite3.dbapi2.connect = _connect
