@@ -518,6 +518,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
             roles0 = worker_cpu(hub.proc.pid)
             kernel0 = cpu_times(hub.proc.pid)[1]
             servers0 = SERVERS_CPU() if SERVERS_CPU is not None else {}
+            bench_cpu0 = time.process_time()  # the bench's own clients and (unless --receiver-process) receiver
             t0 = time.perf_counter()
             if args.rate:
                 await paced(args.rate)
@@ -536,6 +537,12 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
             drained = time.perf_counter() - t0
             servers = {k: (v - servers0[k]) / n * 1e3 for k, v in SERVERS_CPU().items()} if SERVERS_CPU else {}
             cpu = cpu_seconds(hub.proc.pid) - cpu0
+            bench_cpu = time.process_time() - bench_cpu0
+            busy = max(getattr(arrivals, "last", 0.0) - t0, ingest_elapsed, 1e-9)
+            print(f"  the bench's own CPU (its clients{'' if args.receiver_process else ' and receiver'}): "
+                  f"{bench_cpu / n * 1e3:.1f} ms a change; hub and bench together {(cpu + bench_cpu) / busy:.2f} "
+                  f"of the {os.cpu_count()} cores on average from the first POST to the last arrival "
+                  f"({busy:.1f} s)", file=sys.stderr)
             kernel = cpu_times(hub.proc.pid)[1] - kernel0  # system calls: the WAL's writes and fsyncs, sockets
             print(f"  hub CPU per change: {(cpu - kernel) / n * 1e3:.1f} ms user, {kernel / n * 1e3:.1f} ms kernel",
                   file=sys.stderr)
