@@ -481,6 +481,8 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                     work.append(queue.get_nowait())
                 slots = [(p, k) for k in range(max(map(len, work), default=0)) for p in range(len(work))
                          if k < len(work[p])]
+                if args.mix == "mixed":  # each person's next change a second after its last: the kinds interleaved
+                    slots.sort(key=lambda pk: pk[0] + pk[1] * max(int(rate), 1))
                 done = {pk: asyncio.Event() for pk in slots}
                 # `clients` kept-alive connections (bench/rawhttp.py unless --httpx-clients), each
                 # carrying one POST at a time: a change due when all are busy waits for one.
@@ -762,6 +764,12 @@ def parser() -> argparse.ArgumentParser:
                     help="the webhook receiver in a process of its own, not on the bench's loop")
     ap.add_argument("--httpx-clients", action="store_true",
                     help="post with httpx rather than bench/rawhttp.py (the clients then take far more CPU)")
+    ap.add_argument("--mix", choices=("phased", "mixed"), default="phased",
+                    help="with --rate, the order of the changes: 'phased' (default) every person's first change, "
+                         "then every person's second... so the moves (about 8 webhook messages a change, against 2 "
+                         "for a detention) all come in the last quarter; 'mixed': each person's next change a "
+                         "second after its last, so detentions, discharges and moves arrive together at a steady "
+                         "message rate")
     ap.add_argument("--rate", type=float,
                     help="post at a steady rate (changes/s, open loop) instead of as fast as the clients can; "
                          "--clients is then the connection pool size")
@@ -773,7 +781,7 @@ async def main() -> None:
     levels = args.clients or ([32] if args.quick else [1, 8, 32])
     n = args.changes or (600 if args.quick else 3000)
     tmp = Path(tempfile.mkdtemp(prefix="s117-bench-load-"))
-    pace = f"at a steady {args.rate:,.0f}/s " if args.rate else ""
+    pace = f"at a steady {args.rate:,.0f}/s ({args.mix}) " if args.rate else ""
     print(f"{n} register changes per level {pace}to a real hub process (SQLite WAL, synchronous=FULL), "
           f"a webhook subscriber for every event; {os.cpu_count()} cores; load average "
           f"{os.getloadavg()[0]:.1f} at start; data in {tmp}")
