@@ -35,7 +35,6 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -43,7 +42,7 @@ from adapters.council_files import LAYOUTS, Layout, MappedRow, column_for, open_
 from hub.crypto import DataProtector
 from hub.ingest.service import BulkCache, BulkRow, Client, IngestService, Outcome, bulk_person_key
 from hub.ingest.validation import FieldProblem
-from hub.observability.logging import get_logger
+from hub.observability.logging import correlation_bound, get_logger
 from hub.store.db import inline_writer, read_only, write_transaction
 from hub.store.schema import api_clients, file_receipts, file_rows
 
@@ -262,7 +261,7 @@ class FileJobs:
 
     async def _run(self, file_id: str, resumed: bool) -> None:
         try:
-            with structlog.contextvars.bound_contextvars(correlation_id=file_id), fewer_collections():
+            with correlation_bound(file_id), fewer_collections():
                 async with roomier_writer(self._engine):
                     await self._process(file_id, resumed)
         except Exception as exc:  # noqa: BLE001 - kept as processing: resumed at the next start

@@ -26,9 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import structlog
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,7 +36,7 @@ from hub.domain.access import TEXTS, Rule
 from hub.ids import uuid4
 from hub.ingest.service import Client, IngestService, Outcome
 from hub.ingest.validation import FieldProblem
-from hub.observability.logging import get_logger
+from hub.observability.logging import bind_correlation_id, get_logger, unbind_correlation_id
 from hub.store.db import Prepared, execute_prepared, snapshot
 from hub.store.schema import api_clients
 
@@ -390,7 +388,7 @@ class MllpServer:
     async def handle(self, payload: bytes, peer_org: str | None = None) -> str:
         """One framed message -> its ACK text, after everything is durable.
         `peer_org`: the ODS code in the sender's TLS client certificate, if any."""
-        token = _bind_correlation_id(uuid4())
+        token = bind_correlation_id(uuid4())
         try:
             return await self._handle(payload, peer_org)
         except Exception as exc:  # noqa: BLE001 - every message gets an ACK, never a dropped connection
@@ -401,7 +399,7 @@ class MllpServer:
                       status="AE", channel=CHANNEL)
             return self._failure_ack(payload)
         finally:
-            _unbind_correlation_id(token)
+            unbind_correlation_id(token)
 
     def _failure_ack(self, payload: bytes) -> str:
         try:
@@ -556,31 +554,6 @@ def _this_second() -> datetime:
         now = datetime.fromtimestamp(second, UTC)
         _clock = (second, now)
     return now
-
-
-# The correlation id bound for a message's handling, as
-# `structlog.contextvars.bind_contextvars(correlation_id=...)` binds it and
-# `unbind_contextvars` drops it, by setting and resetting structlog's own
-# variable for the key (it keeps one per key): what ingest reads
-# (`bound_correlation_id`) and every log line of the message carries.
-# Resetting gives back what was bound before (nothing, on a connection's task).
-_CORRELATION_KEY = getattr(structlog.contextvars, "STRUCTLOG_KEY_PREFIX", "structlog_") + "correlation_id"
-
-
-def _bind_correlation_id(correlation_id: str) -> Any:
-    variables = getattr(structlog.contextvars, "_CONTEXT_VARS", None)
-    var = variables.get(_CORRELATION_KEY) if variables is not None else None
-    if var is None:  # its first binding makes structlog's variable; or structlog keeps them otherwise
-        return structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
-    return var, var.set(correlation_id)
-
-
-def _unbind_correlation_id(token: Any) -> None:
-    if isinstance(token, tuple):
-        var, reset = token
-        var.reset(reset)
-    else:
-        structlog.contextvars.reset_contextvars(**token)
 
 
 def _code_for(reason: str) -> str:

@@ -14,10 +14,9 @@ import re
 import time
 import uuid
 
-import structlog
 
 from hub.api.limits import ASGIApp, Message, Receive, Scope, Send
-from hub.observability.logging import get_logger, new_correlation_id
+from hub.observability.logging import bind_correlation_id, get_logger, new_correlation_id, unbind_correlation_id
 
 log = get_logger("hub.http")
 HEADER = b"x-correlation-id"
@@ -77,11 +76,11 @@ class CorrelationMiddleware:
                 message["headers"] = [*headers, (HEADER, cid.encode())]
             await send(message)
 
-        structlog.contextvars.bind_contextvars(correlation_id=cid)
+        token = bind_correlation_id(cid)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            structlog.contextvars.unbind_contextvars("correlation_id")
+            unbind_correlation_id(token)
             route = scope.get("route")
             log.info("request", method=scope["method"], path=getattr(route, "path", "(unmatched)"),
                      status_code=status["code"], duration_ms=round((time.perf_counter() - started) * 1000, 1),

@@ -17,7 +17,6 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
-import structlog
 from pydantic import ValidationError
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
@@ -44,7 +43,7 @@ from hub.ingest.contract import RegisterChangeIn
 from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.validation import UNCHECKED, FieldProblem, problems_from_pydantic, semantic_problems
 from hub.observability import metrics
-from hub.observability.logging import get_logger, new_correlation_id, writes_at
+from hub.observability.logging import bound_correlation_id, get_logger, new_correlation_id, writes_at
 from hub.register_counts import _upsert as status_upsert, record_status, status_row
 from hub.store.db import InList, Prepared, after_commit_hook, execute_prepared, insert_or_merge, snapshot
 from hub.store.schema import ingest_results, persons, quarantine, register_changes, service_levels
@@ -122,27 +121,6 @@ class Outcome:
     @property
     def is_problem(self) -> bool:
         return self.status_code >= 400
-
-
-# structlog's context variable for a key bound with `bind_contextvars` (its module keeps them by
-# prefixed name; `get_contextvars` copies the whole context and walks every variable in it, the
-# running hub's many: about 4 us a message where one variable's `get` is 0.1 us).
-_STRUCTLOG_VARS: dict[str, Any] | None = getattr(structlog.contextvars, "_CONTEXT_VARS", None)
-_CORRELATION_VAR = getattr(structlog.contextvars, "STRUCTLOG_KEY_PREFIX", "structlog_") + "correlation_id"
-
-
-def bound_correlation_id() -> Any:
-    """`structlog.contextvars.get_contextvars().get("correlation_id")`: the
-    correlation id bound for this context, None if none is (structlog's own
-    variable read directly; through `get_contextvars` should its module not
-    keep them as it does today)."""
-    if _STRUCTLOG_VARS is None:
-        return structlog.contextvars.get_contextvars().get("correlation_id")
-    var = _STRUCTLOG_VARS.get(_CORRELATION_VAR)
-    if var is None:
-        return None
-    value = var.get(Ellipsis)
-    return None if value is Ellipsis else value
 
 
 def event_id_for(change_id: str, index: int, event_type: str) -> str:

@@ -1,63 +1,18 @@
-"""The MLLP listener's per-message small things: the correlation id bound for
-a message's handling (structlog's own variable set and reset, as
-`bind_contextvars` and `unbind_contextvars` would), and the ACK's time taken
-once a second (MSH-7 shows seconds) and formatted once for it."""
+"""The MLLP listener's per-message small things: the ACK's time taken once a
+second (MSH-7 shows seconds) and formatted once for it, and its control ids.
+(The correlation id bound for a message's handling: tests/unit/test_correlation_var.py.)"""
 
 from __future__ import annotations
 
-import contextvars
 import time
 from datetime import UTC, datetime
 
-import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.hl7v2 import Header, build_ack
 from adapters.hl7v2.ack import _timestamp
 from hub import mllp
-from hub.ingest.service import bound_correlation_id
-
-
-def _public() -> object:
-    return structlog.contextvars.get_contextvars().get("correlation_id")
-
-
-@given(st.lists(st.one_of(st.none(), st.text(max_size=20)), max_size=4), st.text(min_size=1, max_size=20))
-def test_a_messages_correlation_id_is_bound_while_handled_and_what_was_there_before_comes_back(
-        before: list[str | None], cid: str) -> None:
-    def run() -> None:
-        for value in before:
-            if value is None:
-                structlog.contextvars.unbind_contextvars("correlation_id")
-            else:
-                structlog.contextvars.bind_contextvars(correlation_id=value)
-        was = _public()
-        token = mllp._bind_correlation_id(cid)
-        assert _public() == bound_correlation_id() == cid
-        inner = contextvars.copy_context()  # another context (another connection's task) does not see it
-        inner.run(structlog.contextvars.unbind_contextvars, "correlation_id")
-        assert inner.run(_public) is None and _public() == cid
-        mllp._unbind_correlation_id(token)
-        assert _public() == bound_correlation_id() == was
-
-    contextvars.copy_context().run(run)
-
-
-def test_the_first_binding_in_a_process_makes_structlogs_variable(monkeypatch) -> None:  # noqa: ANN001
-    monkeypatch.setattr(structlog.contextvars, "_CONTEXT_VARS", {})
-
-    def run() -> None:
-        token = mllp._bind_correlation_id("first")
-        assert _public() == "first"
-        mllp._unbind_correlation_id(token)
-        assert _public() is None
-        token = mllp._bind_correlation_id("second")  # the variable made by the first is set and reset
-        assert isinstance(token, tuple) and _public() == "second"
-        mllp._unbind_correlation_id(token)
-        assert _public() is None
-
-    contextvars.copy_context().run(run)
 
 
 def test_the_acks_time_is_this_second() -> None:
