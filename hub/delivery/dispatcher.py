@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import bindparam, select
+from sqlalchemy import Text, bindparam, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.ids import uuid5
@@ -68,7 +68,10 @@ from hub.workflows.fhir_task import add_task
 log = get_logger("hub.dispatcher")
 
 # Built once (compiled once per engine): what a batch reads for its people.
-_HISTORIES = InList("ids", lambda ids: select(register_changes.c.person_id, register_changes.c.canonical,
+# The canonical JSON as its text (the same SQL: only the result is not decoded), so that a change
+# decoded in an earlier batch is taken from `Dispatcher._decoded` by its text, not decoded again.
+_HISTORIES = InList("ids", lambda ids: select(register_changes.c.person_id,
+                                                type_coerce(register_changes.c.canonical, Text).label("canonical"),
                                                 register_changes.c.received_at)
                     .where(register_changes.c.person_id.in_(ids)))
 _HELD_VIEWS = InList("ids", lambda ids: select(recipient_views).where(recipient_views.c.person_id.in_(ids)))
@@ -126,6 +129,10 @@ class Dispatcher:
         self._today = today
         # Failures per event id (Kafka offsets are per partition, so not unique).
         self._failures: dict[str, int] = {}
+        # Register changes decoded, by their canonical JSON text (a change is never rewritten, and
+        # the same text decodes to the same frozen value): a person's history is read again by each
+        # batch that has an event of theirs, its older changes decoded once. Oldest out first.
+        self._decoded: collections.OrderedDict[str, RegisterChange] = collections.OrderedDict()
         # Called after a batch that queued deliveries has committed (the
         # deliverers' `wake`, wired by hub.bootstrap): they need not wait for their poll.
         # Channel -> the deliverer's wake-up; only the channels a batch queued for are woken.
@@ -561,12 +568,23 @@ class Dispatcher:
             log.debug("event queued for recipient", recipient=org, event_type=event.event_type.value,
                       count=queued, decision="allowed")
 
-    @staticmethod
-    async def _histories(conn: AsyncConnection, people: list[str]) -> dict[str, list[tuple[RegisterChange, datetime]]]:
+    decoded_kept = 8_192  # register changes kept decoded (`_decoded`)
+
+    async def _histories(self, conn: AsyncConnection, people: list[str]) -> dict[str, list[tuple[RegisterChange, datetime]]]:
         """Every change recorded for each person, with when the hub received it."""
         out: dict[str, list[tuple[RegisterChange, datetime]]] = {p: [] for p in people}
+        decoded = self._decoded
         for r in await _HISTORIES.execute(conn, people):
-            out[r.person_id].append((from_jsonable(RegisterChange, r.canonical), r.received_at))
+            canonical = r.canonical
+            if type(canonical) is not str:  # a driver that decodes JSON itself (asyncpg): decoded here
+                change = from_jsonable(RegisterChange, canonical)
+            else:
+                change = decoded.get(canonical)
+                if change is None:
+                    change = decoded[canonical] = from_jsonable(RegisterChange, orjson.loads(canonical))
+                    if len(decoded) > self.decoded_kept:
+                        decoded.popitem(last=False)
+            out[r.person_id].append((change, r.received_at))
         return out
 
     @staticmethod
