@@ -116,6 +116,16 @@ class Dispatcher:
         # a person's status evaluated from exactly this history, this day,
         # with these reference data and agreements, is not evaluated again.
         self._statuses = statuses
+        # The statuses this dispatcher evaluated, by the same key (person, the history's change ids,
+        # the day, these reference data and agreements): a person whose events fall in two batches
+        # with no change between them (a change's events split by a batch's end, a backlog whose
+        # histories are whole) is not evaluated again. Its own, so that ingest's is left as ingest
+        # keeps it; in a worker process (S117_SEPARATE_WORKERS) ingest's is never filled.
+        self._evaluated = StatusCache()
+        # Each person's views of a status (`_BatchCache.truth_for`), kept from batch to batch for
+        # one day: a status taken from `_evaluated` is the same object, so its views are too.
+        self._truths: collections.OrderedDict[str, tuple[S117Status, dict[str, Any]]] = collections.OrderedDict()
+        self._truths_on: date | None = None
         self._log = log_
         self._ref = ref
         self._sharing = sharing
@@ -306,6 +316,12 @@ class Dispatcher:
             start = await claim(conn, GROUP, EVENTS_TOPIC)
         todo = [m for m in batch if start is None or m.offset >= start]
         cache = _BatchCache(today=self._today())
+        if self._truths_on != cache.today:  # another day: other agreements may be in force
+            self._truths.clear()
+            self._truths_on = cache.today
+        while len(self._truths) > self.truths_kept:
+            self._truths.popitem(last=False)
+        cache.truth = self._truths
         if not guarded or keep:  # no savepoints: a failure abandons the batch, so its writes can wait for its end
             cache.deferred = _Writes()
         if todo:
@@ -427,8 +443,11 @@ class Dispatcher:
             status = cache.status.get(person_id)
             if status is None and self._statuses is not None:
                 status = self._statuses.get(person_id, history, today, self._ref, self._agreements)
+            if status is None:  # evaluated by an earlier batch from exactly this history (`_evaluated`)
+                status = self._evaluated.get(person_id, history, today, self._ref, self._agreements)
             if status is None:
                 status = evaluate(person_id, history, self._ref, self._agreements, today)
+                self._evaluated.put(person_id, history, today, self._ref, self._agreements, status)
             cache.status[person_id] = status
         else:
             status = from_jsonable(S117Status, msg.payload["status"])
@@ -568,6 +587,7 @@ class Dispatcher:
             log.debug("event queued for recipient", recipient=org, event_type=event.event_type.value,
                       count=queued, decision="allowed")
 
+    truths_kept = 2_048  # people whose views are kept from batch to batch (`_truths`)
     decoded_kept = 8_192  # register changes kept decoded (`_decoded`)
 
     async def _histories(self, conn: AsyncConnection, people: list[str]) -> dict[str, list[tuple[RegisterChange, datetime]]]:
@@ -736,7 +756,8 @@ class _BatchCache:
         messages in the batch (a move is three events for the same status):
         again only if the status is another or an organisation is held that
         the views do not name (one told since, as not involved). The views
-        are read, never changed: those `_send` stores are the same objects."""
+        are read, never changed: those `_send` stores are the same objects.
+        A dispatcher's batches share `truth` (`Dispatcher._truths`, one day's)."""
         kept = self.truth.get(person_id)
         if kept is not None and kept[0] is status and held.keys() <= kept[1].keys():
             return kept[1]
