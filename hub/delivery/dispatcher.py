@@ -531,18 +531,20 @@ class Dispatcher:
         conn, recipient = send.conn, Recipient(org, ",".join(view.get("roles", [])) or "notified")
         if (org, event.event_type) in send.refused:
             return
-        decision = self._sharing.decide(org, event.event_type.value, send.today)
-        subs = await self._subscriptions(conn, org, event.event_type.value, send.cache)
+        event_type = event.event_type.value  # an Enum's value is a property: taken once
+        decision = self._sharing.decide(org, event_type, send.today)
+        subs = await self._subscriptions(conn, org, event_type, send.cache)
         if not decision.allowed:
             send.refused.add((org, event.event_type))
-            self._audit(send, event, event_id, recipient, "denied", decision.agreement_id, [], decision.reason, None)
-            send.count(event.event_type.value, "denied")
+            self._audit(send, event, event_type, event_id, recipient, "denied", decision.agreement_id, [],
+                        decision.reason, None)
+            send.count(event_type, "denied")
             return
         if not subs:
             send.refused.add((org, event.event_type))
-            self._audit(send, event, event_id, recipient, "no-subscription", decision.agreement_id,
+            self._audit(send, event, event_type, event_id, recipient, "no-subscription", decision.agreement_id,
                               sorted(decision.field_groups), queue.NO_SUBSCRIPTION, None)
-            send.count(event.event_type.value, "no-subscription")
+            send.count(event_type, "no-subscription")
             return
         if send.patient is None:
             send.patient = send.cache.patients.get(event.person_id)
@@ -558,7 +560,7 @@ class Dispatcher:
             event=event, status=send.status, change=send.change, patient=send.patient, message_id=message_id,
             sent_at=datetime.now(UTC), source_endpoint=self._hub_endpoint,
             recipient=self._org(org, send.status), include=included,
-            legal_status_display=self._legal_status_display(send.status, send.change),
+            legal_status_display=send.legal_status_display(self._legal_status_display),
             position=view, version=version, supersedes=supersedes, reason=reason, ns=self._ns,
         )
         add_task(bundle, event.details, decision.field_groups, ns=self._ns)  # transfer / dispute events: the Task
@@ -566,6 +568,7 @@ class Dispatcher:
         correlation_id = send.msg.headers.get("correlation_id", "")
         queued = 0
         payload = self._protector.encrypt(body)
+        groups = sorted(included)
         for sub in subs:
             if (sub.subscription_id, event_id) in send.queued:
                 continue  # already on this subscription's queue (the unique key would refuse it)
@@ -573,24 +576,25 @@ class Dispatcher:
             # Queued with the message's others at the end of its handling (hub.delivery.queue).
             send.deliveries.append(queue.delivery_row(
                 subscription_id=sub.subscription_id, event_id=event_id, message_id=message_id,
-                event_type=event.event_type.value, payload=payload, correlation_id=correlation_id,
+                event_type=event_type, payload=payload, correlation_id=correlation_id,
                 event_number=await send.cache.numbers.take(conn, sub.subscription_id), now=send.now))
             queued += 1
             send.cache.channels.add(sub.channel)
-            self._audit(send, event, event_id, recipient, "allowed", decision.agreement_id,
-                        sorted(included), decision.reason, sub.channel)
+            self._audit(send, event, event_type, event_id, recipient, "allowed", decision.agreement_id,
+                        groups, decision.reason, sub.channel)
         if queued:
             send.store_view(org, version, view, event_id, new=old is None)
             send.held[org] = _Held(version, view, event_id)
-        send.count(event.event_type.value, "allowed")
+        send.count(event_type, "allowed")
         if send.cache.debug:  # each recipient at DEBUG; the message's counts at INFO (end of `handle`)
-            log.debug("event queued for recipient", recipient=org, event_type=event.event_type.value,
+            log.debug("event queued for recipient", recipient=org, event_type=event_type,
                       count=queued, decision="allowed")
 
     truths_kept = 2_048  # people whose views are kept from batch to batch (`_truths`)
     decoded_kept = 8_192  # register changes kept decoded (`_decoded`)
 
-    async def _histories(self, conn: AsyncConnection, people: list[str]) -> dict[str, list[tuple[RegisterChange, datetime]]]:
+    async def _histories(self, conn: AsyncConnection,
+                         people: list[str]) -> dict[str, list[tuple[RegisterChange, datetime]]]:
         """Every change recorded for each person, with when the hub received it."""
         out: dict[str, list[tuple[RegisterChange, datetime]]] = {p: [] for p in people}
         decoded = self._decoded
@@ -650,12 +654,12 @@ class Dispatcher:
 
     @staticmethod
     def _audit(
-        send: "_Sending", event: DomainEvent, event_id: str, recipient: Recipient, decision: str,
+        send: "_Sending", event: DomainEvent, event_type: str, event_id: str, recipient: Recipient, decision: str,
         agreement_id: str | None, groups: list[str], reason: str, channel: str | None,
     ) -> None:
         """A disclosure decision, written with the others at the end of the message's handling."""
         send.audits.append(queue.disclosure_row(
-            event_id=event_id, person_id=event.person_id, event_type=event.event_type.value,
+            event_id=event_id, person_id=event.person_id, event_type=event_type,
             recipient_org=recipient.org_code, decision=decision, agreement_id=agreement_id,
             field_groups=groups, reason=reason, channel=channel))
 
@@ -689,6 +693,15 @@ class _Sending:
     views: dict[str, tuple[dict[str, Any], bool]] = field(default_factory=dict)  # org -> (row values, new row)
     # decision -> recipients (allowed, denied, no-subscription): the message's log line
     decided: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    _display: Any = field(default=None)  # the legal status's display (`legal_status_display`), once worked out
+    _display_known: bool = False
+
+    def legal_status_display(self, look_up: Callable[[S117Status, RegisterChange], str | None]) -> str | None:
+        """`look_up(status, change)`: the same for every message of this handling, asked once."""
+        if not self._display_known:
+            self._display, self._display_known = look_up(self.status, self.change), True
+        return self._display
 
     def count(self, event_type: str, decision: str) -> None:
         """One recipient's decision: in the batch's metrics (once committed) and the message's log line."""
