@@ -504,11 +504,7 @@ class Dispatcher:
         # The message's views, deliveries and disclosure decisions, one statement
         # each; in a batch without savepoints, one each for the whole batch (`_BatchCache.flush`).
         writes = cache.deferred if cache.deferred is not None else _Writes()
-        writes.view_inserts += [{"person_id": person_id, "org_code": org, **v}
-                                for org, (v, new) in send.views.items() if new]
-        writes.view_updates += [{"p": person_id, "o": org, "v_version": v["version"], "v_view": v["view"],
-                                 "v_last": v["last_event_id"], "v_at": v["updated_at"]}
-                                for org, (v, new) in send.views.items() if not new]
+        writes.store_views(person_id, send.views)
         writes.deliveries += send.deliveries
         writes.disclosures += send.audits
         # One line a message (its correlation id bound by `_work`): who was told, who was
@@ -808,18 +804,38 @@ class _BatchCache:
 @dataclass
 class _Writes:
     """Rows for recipient_views (new and updated), deliveries and disclosures,
-    written in that order (a view inserted before any update of it)."""
+    written in that order (a view inserted before any update of it).
 
-    view_inserts: list[dict[str, Any]] = field(default_factory=list)
-    view_updates: list[dict[str, Any]] = field(default_factory=list)
+    A view is one row per (person, organisation), each write setting all of
+    its values: where a batch's messages (`_BatchCache.deferred`) move one
+    view several times (a move is three events for one person), the row is
+    written once with the last values, an update of a view the batch
+    inserts folded into its insert. The rows left are those the writes one
+    by one would leave."""
+
+    view_inserts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (person, org) -> row
+    view_updates: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     disclosures: list[dict[str, Any]] = field(default_factory=list)
 
+    def store_views(self, person_id: str, views: dict[str, tuple[dict[str, Any], bool]]) -> None:
+        """A message's views (`_Sending.views`: org -> (values, new row))."""
+        for org, (v, new) in views.items():
+            key = (person_id, org)
+            inserted = self.view_inserts.get(key)
+            if inserted is not None:  # inserted by this batch: the insert takes the later values
+                inserted.update(v)
+            elif new:
+                self.view_inserts[key] = {"person_id": person_id, "org_code": org, **v}
+            else:
+                self.view_updates[key] = {"p": person_id, "o": org, "v_version": v["version"], "v_view": v["view"],
+                                          "v_last": v["last_event_id"], "v_at": v["updated_at"]}
+
     async def write(self, conn: AsyncConnection) -> None:
         if self.view_inserts:
-            await conn.execute(recipient_views.insert(), self.view_inserts)
+            await conn.execute(recipient_views.insert(), list(self.view_inserts.values()))
         if self.view_updates:
-            await execute_prepared(conn, _VIEW_UPDATE, self.view_updates)
+            await execute_prepared(conn, _VIEW_UPDATE, list(self.view_updates.values()))
         if self.deliveries:
             await conn.execute(deliveries.insert(), self.deliveries)
         if self.disclosures:
