@@ -334,9 +334,9 @@ class Dispatcher:
                 await asyncio.sleep(0)
             structlog.contextvars.bind_contextvars(
                 correlation_id=msg.headers.get("correlation_id"), event_id=msg.event_id, topic=msg.topic)
-            cache.begin()
             try:
                 if guarded and not keep:
+                    cache.begin()  # only a savepoint is rolled back alone (`forget`); else the batch is abandoned
                     async with conn.begin_nested():
                         await self.handle(conn, msg, cache)
                 else:
