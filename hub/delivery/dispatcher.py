@@ -538,8 +538,8 @@ class Dispatcher:
             return
         if not subs:
             send.refused.add((org, event.event_type))
-            self._audit(send, event, event_type, event_id, recipient, "no-subscription", decision.agreement_id,
-                              sorted(decision.field_groups), queue.NO_SUBSCRIPTION, None)
+            self._audit(send, event, event_type, event_id, recipient, "no-subscription",
+                        decision.agreement_id, sorted(decision.field_groups), queue.NO_SUBSCRIPTION, None)
             send.count(event_type, "no-subscription")
             return
         if send.patient is None:
@@ -587,7 +587,7 @@ class Dispatcher:
                       count=queued, decision="allowed")
 
     truths_kept = 2_048  # people whose views are kept from batch to batch (`_truths`)
-    decoded_kept = 8_192  # register changes kept decoded (`_decoded`)
+    decoded_kept = 4_096  # register changes kept decoded (`_decoded`): a few MB (a change about 1.5 KB with its text)
 
     async def _histories(self, conn: AsyncConnection,
                          people: list[str]) -> dict[str, list[tuple[RegisterChange, datetime]]]:
