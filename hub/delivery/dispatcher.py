@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import bindparam, select
+from sqlalchemy import Text, bindparam, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.ids import uuid5
@@ -68,7 +68,10 @@ from hub.workflows.fhir_task import add_task
 log = get_logger("hub.dispatcher")
 
 # Built once (compiled once per engine): what a batch reads for its people.
-_HISTORIES = InList("ids", lambda ids: select(register_changes.c.person_id, register_changes.c.canonical,
+# The canonical JSON as its text (the same SQL: only the result is not decoded), so that a change
+# decoded in an earlier batch is taken from `Dispatcher._decoded` by its text, not decoded again.
+_HISTORIES = InList("ids", lambda ids: select(register_changes.c.person_id,
+                                                type_coerce(register_changes.c.canonical, Text).label("canonical"),
                                                 register_changes.c.received_at)
                     .where(register_changes.c.person_id.in_(ids)))
 _HELD_VIEWS = InList("ids", lambda ids: select(recipient_views).where(recipient_views.c.person_id.in_(ids)))
@@ -113,6 +116,16 @@ class Dispatcher:
         # a person's status evaluated from exactly this history, this day,
         # with these reference data and agreements, is not evaluated again.
         self._statuses = statuses
+        # The statuses this dispatcher evaluated, by the same key (person, the history's change ids,
+        # the day, these reference data and agreements): a person whose events fall in two batches
+        # with no change between them (a change's events split by a batch's end, a backlog whose
+        # histories are whole) is not evaluated again. Its own, so that ingest's is left as ingest
+        # keeps it; in a worker process (S117_SEPARATE_WORKERS) ingest's is never filled.
+        self._evaluated = StatusCache()
+        # Each person's views of a status (`_BatchCache.truth_for`), kept from batch to batch for
+        # one day: a status taken from `_evaluated` is the same object, so its views are too.
+        self._truths: collections.OrderedDict[str, tuple[S117Status, dict[str, Any]]] = collections.OrderedDict()
+        self._truths_on: date | None = None
         self._log = log_
         self._ref = ref
         self._sharing = sharing
@@ -126,6 +139,10 @@ class Dispatcher:
         self._today = today
         # Failures per event id (Kafka offsets are per partition, so not unique).
         self._failures: dict[str, int] = {}
+        # Register changes decoded, by their canonical JSON text (a change is never rewritten, and
+        # the same text decodes to the same frozen value): a person's history is read again by each
+        # batch that has an event of theirs, its older changes decoded once. Oldest out first.
+        self._decoded: collections.OrderedDict[str, RegisterChange] = collections.OrderedDict()
         # Called after a batch that queued deliveries has committed (the
         # deliverers' `wake`, wired by hub.bootstrap): they need not wait for their poll.
         # Channel -> the deliverer's wake-up; only the channels a batch queued for are woken.
@@ -299,6 +316,12 @@ class Dispatcher:
             start = await claim(conn, GROUP, EVENTS_TOPIC)
         todo = [m for m in batch if start is None or m.offset >= start]
         cache = _BatchCache(today=self._today())
+        if self._truths_on != cache.today:  # another day: other agreements may be in force
+            self._truths.clear()
+            self._truths_on = cache.today
+        while len(self._truths) > self.truths_kept:
+            self._truths.popitem(last=False)
+        cache.truth = self._truths
         if not guarded or keep:  # no savepoints: a failure abandons the batch, so its writes can wait for its end
             cache.deferred = _Writes()
         if todo:
@@ -311,9 +334,9 @@ class Dispatcher:
                 await asyncio.sleep(0)
             structlog.contextvars.bind_contextvars(
                 correlation_id=msg.headers.get("correlation_id"), event_id=msg.event_id, topic=msg.topic)
-            cache.begin()
             try:
                 if guarded and not keep:
+                    cache.begin()  # only a savepoint is rolled back alone (`forget`); else the batch is abandoned
                     async with conn.begin_nested():
                         await self.handle(conn, msg, cache)
                 else:
@@ -420,8 +443,11 @@ class Dispatcher:
             status = cache.status.get(person_id)
             if status is None and self._statuses is not None:
                 status = self._statuses.get(person_id, history, today, self._ref, self._agreements)
+            if status is None:  # evaluated by an earlier batch from exactly this history (`_evaluated`)
+                status = self._evaluated.get(person_id, history, today, self._ref, self._agreements)
             if status is None:
                 status = evaluate(person_id, history, self._ref, self._agreements, today)
+                self._evaluated.put(person_id, history, today, self._ref, self._agreements, status)
             cache.status[person_id] = status
         else:
             status = from_jsonable(S117Status, msg.payload["status"])
@@ -478,11 +504,7 @@ class Dispatcher:
         # The message's views, deliveries and disclosure decisions, one statement
         # each; in a batch without savepoints, one each for the whole batch (`_BatchCache.flush`).
         writes = cache.deferred if cache.deferred is not None else _Writes()
-        writes.view_inserts += [{"person_id": person_id, "org_code": org, **v}
-                                for org, (v, new) in send.views.items() if new]
-        writes.view_updates += [{"p": person_id, "o": org, "v_version": v["version"], "v_view": v["view"],
-                                 "v_last": v["last_event_id"], "v_at": v["updated_at"]}
-                                for org, (v, new) in send.views.items() if not new]
+        writes.store_views(person_id, send.views)
         writes.deliveries += send.deliveries
         writes.disclosures += send.audits
         # One line a message (its correlation id bound by `_work`): who was told, who was
@@ -505,18 +527,20 @@ class Dispatcher:
         conn, recipient = send.conn, Recipient(org, ",".join(view.get("roles", [])) or "notified")
         if (org, event.event_type) in send.refused:
             return
-        decision = self._sharing.decide(org, event.event_type.value, send.today)
-        subs = await self._subscriptions(conn, org, event.event_type.value, send.cache)
+        event_type = event.event_type.value  # an Enum's value is a property: taken once
+        decision = self._sharing.decide(org, event_type, send.today)
+        subs = await self._subscriptions(conn, org, event_type, send.cache)
         if not decision.allowed:
             send.refused.add((org, event.event_type))
-            self._audit(send, event, event_id, recipient, "denied", decision.agreement_id, [], decision.reason, None)
-            send.count(event.event_type.value, "denied")
+            self._audit(send, event, event_type, event_id, recipient, "denied", decision.agreement_id, [],
+                        decision.reason, None)
+            send.count(event_type, "denied")
             return
         if not subs:
             send.refused.add((org, event.event_type))
-            self._audit(send, event, event_id, recipient, "no-subscription", decision.agreement_id,
-                              sorted(decision.field_groups), queue.NO_SUBSCRIPTION, None)
-            send.count(event.event_type.value, "no-subscription")
+            self._audit(send, event, event_type, event_id, recipient, "no-subscription",
+                        decision.agreement_id, sorted(decision.field_groups), queue.NO_SUBSCRIPTION, None)
+            send.count(event_type, "no-subscription")
             return
         if send.patient is None:
             send.patient = send.cache.patients.get(event.person_id)
@@ -532,7 +556,7 @@ class Dispatcher:
             event=event, status=send.status, change=send.change, patient=send.patient, message_id=message_id,
             sent_at=datetime.now(UTC), source_endpoint=self._hub_endpoint,
             recipient=self._org(org, send.status), include=included,
-            legal_status_display=self._legal_status_display(send.status, send.change),
+            legal_status_display=send.legal_status_display(self._legal_status_display),
             position=view, version=version, supersedes=supersedes, reason=reason, ns=self._ns,
         )
         add_task(bundle, event.details, decision.field_groups, ns=self._ns)  # transfer / dispute events: the Task
@@ -540,6 +564,7 @@ class Dispatcher:
         correlation_id = send.msg.headers.get("correlation_id", "")
         queued = 0
         payload = self._protector.encrypt(body)
+        groups = sorted(included)
         for sub in subs:
             if (sub.subscription_id, event_id) in send.queued:
                 continue  # already on this subscription's queue (the unique key would refuse it)
@@ -547,26 +572,39 @@ class Dispatcher:
             # Queued with the message's others at the end of its handling (hub.delivery.queue).
             send.deliveries.append(queue.delivery_row(
                 subscription_id=sub.subscription_id, event_id=event_id, message_id=message_id,
-                event_type=event.event_type.value, payload=payload, correlation_id=correlation_id,
+                event_type=event_type, payload=payload, correlation_id=correlation_id,
                 event_number=await send.cache.numbers.take(conn, sub.subscription_id), now=send.now))
             queued += 1
             send.cache.channels.add(sub.channel)
-            self._audit(send, event, event_id, recipient, "allowed", decision.agreement_id,
-                        sorted(included), decision.reason, sub.channel)
+            self._audit(send, event, event_type, event_id, recipient, "allowed", decision.agreement_id,
+                        groups, decision.reason, sub.channel)
         if queued:
             send.store_view(org, version, view, event_id, new=old is None)
             send.held[org] = _Held(version, view, event_id)
-        send.count(event.event_type.value, "allowed")
+        send.count(event_type, "allowed")
         if send.cache.debug:  # each recipient at DEBUG; the message's counts at INFO (end of `handle`)
-            log.debug("event queued for recipient", recipient=org, event_type=event.event_type.value,
+            log.debug("event queued for recipient", recipient=org, event_type=event_type,
                       count=queued, decision="allowed")
 
-    @staticmethod
-    async def _histories(conn: AsyncConnection, people: list[str]) -> dict[str, list[tuple[RegisterChange, datetime]]]:
+    truths_kept = 2_048  # people whose views are kept from batch to batch (`_truths`)
+    decoded_kept = 4_096  # register changes kept decoded (`_decoded`): a few MB (a change about 1.5 KB with its text)
+
+    async def _histories(self, conn: AsyncConnection,
+                         people: list[str]) -> dict[str, list[tuple[RegisterChange, datetime]]]:
         """Every change recorded for each person, with when the hub received it."""
         out: dict[str, list[tuple[RegisterChange, datetime]]] = {p: [] for p in people}
+        decoded = self._decoded
         for r in await _HISTORIES.execute(conn, people):
-            out[r.person_id].append((from_jsonable(RegisterChange, r.canonical), r.received_at))
+            canonical = r.canonical
+            if type(canonical) is not str:  # a driver that decodes JSON itself (asyncpg): decoded here
+                change = from_jsonable(RegisterChange, canonical)
+            else:
+                change = decoded.get(canonical)
+                if change is None:
+                    change = decoded[canonical] = from_jsonable(RegisterChange, orjson.loads(canonical))
+                    if len(decoded) > self.decoded_kept:
+                        decoded.popitem(last=False)
+            out[r.person_id].append((change, r.received_at))
         return out
 
     @staticmethod
@@ -612,12 +650,12 @@ class Dispatcher:
 
     @staticmethod
     def _audit(
-        send: "_Sending", event: DomainEvent, event_id: str, recipient: Recipient, decision: str,
+        send: "_Sending", event: DomainEvent, event_type: str, event_id: str, recipient: Recipient, decision: str,
         agreement_id: str | None, groups: list[str], reason: str, channel: str | None,
     ) -> None:
         """A disclosure decision, written with the others at the end of the message's handling."""
         send.audits.append(queue.disclosure_row(
-            event_id=event_id, person_id=event.person_id, event_type=event.event_type.value,
+            event_id=event_id, person_id=event.person_id, event_type=event_type,
             recipient_org=recipient.org_code, decision=decision, agreement_id=agreement_id,
             field_groups=groups, reason=reason, channel=channel))
 
@@ -651,6 +689,15 @@ class _Sending:
     views: dict[str, tuple[dict[str, Any], bool]] = field(default_factory=dict)  # org -> (row values, new row)
     # decision -> recipients (allowed, denied, no-subscription): the message's log line
     decided: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    _display: Any = field(default=None)  # the legal status's display (`legal_status_display`), once worked out
+    _display_known: bool = False
+
+    def legal_status_display(self, look_up: Callable[[S117Status, RegisterChange], str | None]) -> str | None:
+        """`look_up(status, change)`: the same for every message of this handling, asked once."""
+        if not self._display_known:
+            self._display, self._display_known = look_up(self.status, self.change), True
+        return self._display
 
     def count(self, event_type: str, decision: str) -> None:
         """One recipient's decision: in the batch's metrics (once committed) and the message's log line."""
@@ -718,7 +765,8 @@ class _BatchCache:
         messages in the batch (a move is three events for the same status):
         again only if the status is another or an organisation is held that
         the views do not name (one told since, as not involved). The views
-        are read, never changed: those `_send` stores are the same objects."""
+        are read, never changed: those `_send` stores are the same objects.
+        A dispatcher's batches share `truth` (`Dispatcher._truths`, one day's)."""
         kept = self.truth.get(person_id)
         if kept is not None and kept[0] is status and held.keys() <= kept[1].keys():
             return kept[1]
@@ -756,18 +804,38 @@ class _BatchCache:
 @dataclass
 class _Writes:
     """Rows for recipient_views (new and updated), deliveries and disclosures,
-    written in that order (a view inserted before any update of it)."""
+    written in that order (a view inserted before any update of it).
 
-    view_inserts: list[dict[str, Any]] = field(default_factory=list)
-    view_updates: list[dict[str, Any]] = field(default_factory=list)
+    A view is one row per (person, organisation), each write setting all of
+    its values: where a batch's messages (`_BatchCache.deferred`) move one
+    view several times (a move is three events for one person), the row is
+    written once with the last values, an update of a view the batch
+    inserts folded into its insert. The rows left are those the writes one
+    by one would leave."""
+
+    view_inserts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (person, org) -> row
+    view_updates: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     disclosures: list[dict[str, Any]] = field(default_factory=list)
 
+    def store_views(self, person_id: str, views: dict[str, tuple[dict[str, Any], bool]]) -> None:
+        """A message's views (`_Sending.views`: org -> (values, new row))."""
+        for org, (v, new) in views.items():
+            key = (person_id, org)
+            inserted = self.view_inserts.get(key)
+            if inserted is not None:  # inserted by this batch: the insert takes the later values
+                inserted.update(v)
+            elif new:
+                self.view_inserts[key] = {"person_id": person_id, "org_code": org, **v}
+            else:
+                self.view_updates[key] = {"p": person_id, "o": org, "v_version": v["version"], "v_view": v["view"],
+                                          "v_last": v["last_event_id"], "v_at": v["updated_at"]}
+
     async def write(self, conn: AsyncConnection) -> None:
         if self.view_inserts:
-            await conn.execute(recipient_views.insert(), self.view_inserts)
+            await conn.execute(recipient_views.insert(), list(self.view_inserts.values()))
         if self.view_updates:
-            await execute_prepared(conn, _VIEW_UPDATE, self.view_updates)
+            await execute_prepared(conn, _VIEW_UPDATE, list(self.view_updates.values()))
         if self.deliveries:
             await conn.execute(deliveries.insert(), self.deliveries)
         if self.disclosures:
