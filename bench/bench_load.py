@@ -189,15 +189,21 @@ def make_changes(n: int, seed: int) -> list[list[dict]]:
     return people
 
 
-def bare_insert(path: Path, changes: list[dict], per_txn: int = 1) -> float:
-    """Rows/s: register-change-sized rows, `per_txn` per fsync'd transaction
-    (one `executemany` each; 1: a transaction per row), the hub's pragmas."""
+def _bare_db(path: Path) -> sqlite3.Connection:
+    """A register_changes table alone, the hub's pragmas: the baselines' store."""
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute("CREATE TABLE register_changes (change_id TEXT PRIMARY KEY, person_id TEXT, source TEXT,"
                " source_message_id TEXT, change_type TEXT, effective_date TEXT, canonical TEXT,"
                " UNIQUE (source, source_message_id))")
+    return db
+
+
+def bare_insert(path: Path, changes: list[dict], per_txn: int = 1) -> float:
+    """Rows/s: register-change-sized rows, `per_txn` per fsync'd transaction
+    (one `executemany` each; 1: a transaction per row), the hub's pragmas."""
+    db = _bare_db(path)
     t0 = time.perf_counter()
     for i in range(0, len(changes), per_txn):
         db.execute("BEGIN IMMEDIATE")
@@ -218,12 +224,7 @@ def bare_paced(path: Path, changes: list[dict], rate: float) -> dict:
     other work), the hub's pragmas. Each row's latency is from when it was
     due to when its COMMIT returned; the hub's POST -> webhook path has at
     least two such commits in a row (the change's, then the dispatcher's)."""
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("CREATE TABLE register_changes (change_id TEXT PRIMARY KEY, person_id TEXT, source TEXT,"
-               " source_message_id TEXT, change_type TEXT, effective_date TEXT, canonical TEXT,"
-               " UNIQUE (source, source_message_id))")
+    db = _bare_db(path)
     rows = [(str(uuid.uuid4()), "p", "bench", f"{c['source_message_id']}-{i}", c["change_type"],
              c["effective_date"], orjson.dumps(c).decode()) for i, c in enumerate(changes)]
     latencies: list[float] = []
