@@ -153,6 +153,13 @@ class RegisterChangeRoute:
             self.enabled = False
             log.warning("register-changes route not found; its requests go through the router")
             return False
+        # FastAPI's own body limit (`max_body_size`: the app's, an inclusion's, the
+        # route's) is applied by the router: with one set, leave every request to it.
+        limits = [getattr(app, "max_body_size", None), getattr(route, "max_body_size", None),
+                  *(getattr(getattr(r, "include_context", None), "max_body_size", None) for r in app.router.routes)]
+        if any(limit is not None for limit in limits):
+            self.enabled = False
+            return False
         # The handlers the router's exception middleware has: FastAPI hands it every
         # handler but the 500 one (`Exception`: the outer ServerErrorMiddleware's).
         inner = ExceptionMiddleware(self.app, handlers={k: v for k, v in app.exception_handlers.items()

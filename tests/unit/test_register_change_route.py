@@ -131,3 +131,15 @@ async def test_the_shortcut_finds_its_route_and_logs_its_template(app_http, caps
     assert r.status_code == 401
     assert layer.enabled and layer._route is not None and layer._route.path == "/v1/register-changes"
     assert "path=/v1/register-changes" in capsys.readouterr().err
+
+
+async def test_with_fastapis_own_body_limit_set_every_request_goes_through_the_router(app_http):
+    """The router applies FastAPI's `max_body_size`; the shortcut does not, so
+    with one set it stands aside (the hub sets none: its limits are its own)."""
+    app = app_http.http._transport.app
+    app.max_body_size = 10
+    layer = _route_layer(app)
+    r = await app_http.http.post("/v1/register-changes", headers={"X-API-Key": app_http.keys["trust"]},
+                                 json={"source_message_id": "x" * 40})
+    assert not layer.enabled
+    assert r.status_code == 413  # FastAPI's own limit, through the router
