@@ -88,7 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _document_register_change_body(app)
 
     # Outermost first: the correlation id, then the body and time limits, both
-    # before authentication or any handler reads the body.
+    # before authentication or any handler reads the body; then, for POST
+    # /v1/register-changes only, its handler without the router's layers.
+    app.add_middleware(register_changes.RegisterChangeRoute)
     app.add_middleware(LimitsMiddleware)
     app.add_middleware(CorrelationMiddleware)
 
