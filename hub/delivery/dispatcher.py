@@ -49,7 +49,7 @@ from hub.fhir.messages import FIELD_GROUPS, PatientDetails, build_event_message
 from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
 from hub.ingest.service import load_person_details
 from hub.observability import metrics
-from hub.observability.logging import get_logger, writes_at
+from hub.observability.logging import bind_correlation_id, get_logger, unbind_correlation_id, writes_at
 from hub.routing import Recipient, recipients_for
 from hub.sharing import SharingAgreements
 from hub.store.db import InList, Prepared, execute_prepared, inline_writer, snapshot, write_transaction
@@ -332,8 +332,8 @@ class Dispatcher:
                 # Inline statements never yield: let requests in between messages
                 # (under the lock, the write lock stays held, as it would across aiosqlite's hops).
                 await asyncio.sleep(0)
-            structlog.contextvars.bind_contextvars(
-                correlation_id=msg.headers.get("correlation_id"), event_id=msg.event_id, topic=msg.topic)
+            bound = bind_correlation_id(msg.headers.get("correlation_id"))  # the change's, on every line
+            structlog.contextvars.bind_contextvars(event_id=msg.event_id, topic=msg.topic)
             try:
                 if guarded and not keep:
                     cache.begin()  # only a savepoint is rolled back alone (`forget`); else the batch is abandoned
@@ -361,7 +361,8 @@ class Dispatcher:
                 dead.append(msg.event_id)
                 log.error("event moved to dead letters", offset=msg.offset)
             finally:
-                structlog.contextvars.unbind_contextvars("correlation_id", "event_id", "topic")
+                structlog.contextvars.unbind_contextvars("event_id", "topic")
+                unbind_correlation_id(bound)
             handled.append(msg)
         await cache.flush(conn)
         if handled:

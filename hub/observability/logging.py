@@ -172,9 +172,9 @@ def bound_correlation_id() -> str | None:
     return _CORRELATION_ID.get()
 
 
-def bind_correlation_id(correlation_id: str) -> Token[str | None]:
-    """Bind `correlation_id` in this context; `unbind_correlation_id(token)`
-    gives back what was bound before."""
+def bind_correlation_id(correlation_id: str | None) -> Token[str | None]:
+    """Bind `correlation_id` in this context (None: none, whatever was bound
+    around it); `unbind_correlation_id(token)` gives back what was bound before."""
     return _CORRELATION_ID.set(correlation_id)
 
 

@@ -40,13 +40,15 @@ from hub.observability.logging import get_logger
 from hub.settings import Settings
 
 if TYPE_CHECKING:
+    from prometheus_client import ProcessCollector
     from prometheus_client.metrics_core import Metric
 
 log = get_logger("hub.observability.multiproc")
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 WORKER_NAMESPACE = "s117_worker"
-# The live worker processes the front started: pid -> role (the supervisor's, on the loop's thread).
-_workers: dict[int, str] = {}
+# The live worker processes the front started: pid -> (role, the collector reading its /proc figures;
+# made once, as it reads the boot time when made). The supervisor's, on the loop's thread.
+_workers: dict[int, tuple[str, ProcessCollector]] = {}
 
 
 def share_between_processes(settings: Settings) -> str | None:
@@ -89,7 +91,9 @@ def worker_started(pid: int | None, role: str) -> None:
     """The front started a worker process: its process figures on /metrics
     (with the role as a label) until `process_gone`."""
     if pid is not None and os.environ.get(ENV):
-        _workers[pid] = role
+        from prometheus_client import ProcessCollector
+
+        _workers[pid] = (role, ProcessCollector(namespace=WORKER_NAMESPACE, pid=lambda: pid, registry=None))
 
 
 class _WorkerProcesses:
@@ -98,14 +102,12 @@ class _WorkerProcesses:
     `s117_worker_process_*` with the process's role as a label."""
 
     def collect(self) -> Iterator[Metric]:
-        from prometheus_client import ProcessCollector
         from prometheus_client.metrics_core import Metric
 
         families: dict[str, Metric] = {}
-        for pid, role in list(_workers.items()):
+        for role, collector in list(_workers.values()):
             # A process gone meanwhile gives nothing (the collector's own OSError handling).
-            for family in ProcessCollector(namespace=WORKER_NAMESPACE, pid=lambda pid=pid: pid,
-                                           registry=None).collect():
+            for family in collector.collect():
                 merged = families.get(family.name)
                 if merged is None:
                     merged = families[family.name] = Metric(

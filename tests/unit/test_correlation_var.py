@@ -96,3 +96,17 @@ def test_the_variable_outlives_a_reload_of_the_logging_module() -> None:
             assert hub_logging.add_correlation_id(None, "info", {})["correlation_id"] == "kept"
 
     contextvars.copy_context().run(run)
+
+
+def test_binding_none_hides_the_id_around_it_until_unbound() -> None:
+    """The dispatcher binds each event's correlation id, None for an event
+    that came with none: its lines must not carry an id bound around it."""
+    def run() -> None:
+        with correlation_bound("outer"):
+            token = bind_correlation_id(None)
+            assert bound_correlation_id() is None
+            assert "correlation_id" not in add_correlation_id(None, "info", {"event": "x"})
+            unbind_correlation_id(token)
+            assert bound_correlation_id() == "outer"
+
+    contextvars.copy_context().run(run)
