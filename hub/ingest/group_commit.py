@@ -51,7 +51,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Generic, TypeVar
 
@@ -193,7 +193,6 @@ class _Item(Generic[T]):
     unit: Callable[[Any], Awaitable[T]]
     keys: frozenset[Hashable]
     future: asyncio.Future[T]
-    enqueued: float = field(default_factory=time.perf_counter)
     hint: Any = None  # handed to `prefetch` with the rest of its batch's
 
 
