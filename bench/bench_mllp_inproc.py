@@ -15,7 +15,7 @@ Python function calls (cProfile: a figure the host's speed does not move).
 `--mixed`: every 5th message a discharge (A03) of someone not on the
 register (refused before anything is kept: AA), every 7th an A01 with a
 bad NHS number (AE, quarantined), every 11th a repeat of a message sent 40
-earlier (the first answer again). `--dump` writes each message's ACK and every table's rows (ids, times and
+earlier (the first answer again). `--dump` writes each message's ACK, every table's rows and the ingest counters (ids, times and
 encrypted bytes masked, rows sorted) so that two checkouts can be diffed for
 the same input.
 """
@@ -44,6 +44,7 @@ from hub.clients import add_client  # noqa: E402
 from hub.crypto import DataProtector  # noqa: E402
 from hub.ingest.service import IngestService  # noqa: E402
 from hub.mllp import MllpFramer, MllpServer  # noqa: E402
+from hub.observability import metrics  # noqa: E402
 from hub.observability.logging import configure_logging  # noqa: E402
 from hub.refdata.loader import load_reference_data  # noqa: E402
 from hub.register_counts import ensure_register_status  # noqa: E402
@@ -119,7 +120,10 @@ async def dump(engine, acks: list[str | None], path: Path) -> None:
                                                     for k, v in r.items()}, sort_keys=True) for r in rows)
     masked_acks = [mask(re.sub(r"^(MSH(?:\|[^|\r]*){5}\|)[^|\r]*((?:\|[^|\r]*){2}\|)[^|\r]*", r"\1<ts>\2<id>",
                                a or "")) for a in acks]
-    path.write_text(json.dumps({"acks": masked_acks, "tables": tables}, indent=1, sort_keys=True))
+    counted = {f"{x.name}{sorted(x.labels.items())}": x.value for m in (metrics.INGEST, metrics.SERVICE_LEVEL)
+               for metric in m.collect() for x in metric.samples if x.name.endswith("_total")}
+    path.write_text(json.dumps({"acks": masked_acks, "tables": tables, "metrics": counted}, indent=1,
+                               sort_keys=True))
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -675,9 +675,10 @@ class IngestService:
                     status_code=202, body=body, payload_sha256=digest, created_at=now,
                 )
             )
-        _counter(metrics.INGEST, channel, "accepted").inc()
+        # Counted once the batch commits (not for a batch that fails and is run again change by change).
+        conn.count(_counter(metrics.INGEST, channel, "accepted"))
         if sl.state != "met":
-            _counter(metrics.SERVICE_LEVEL, sl.state).inc()
+            conn.count(_counter(metrics.SERVICE_LEVEL, sl.state))
         if writes_at(logging.INFO):
             log.info("register change accepted", source=client.client_id, channel=channel,
                      change_id=change.change_id, person_id=person_id, change_type=change.change_type.value,
