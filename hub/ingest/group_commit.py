@@ -35,6 +35,10 @@ once, so a burst of N changes costs one fsync rather than N.
   rather than paying the aiosqlite hand-off (a queue put, a thread wake-up
   and a future) for each of a change's statements.
   PostgreSQL (and `:memory:`) use the async engine as before.
+- **Counts once committed**: `conn.count(counter)` adds to a metric once the
+  transaction has committed, each counter once a batch with its total; a
+  batch that fails counts nothing (its units, run again alone, count for
+  themselves).
 - `before_batch(conn)` runs first in every transaction (PostgreSQL: take the
   event topic's lock before any person lock, so batches of two instances
   queue rather than deadlock).
@@ -51,7 +55,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Generic, TypeVar
 
@@ -104,6 +108,7 @@ class WriteBehind:
         self.undo = False
         # What `GroupCommit`'s `prefetch` read for the whole batch (None: each unit reads for itself).
         self.prefetched: Any = None
+        self.counted: dict[Any, float] = {}  # counter -> amount, added once committed (`count`)
 
     @property
     def dialect(self) -> Dialect:
@@ -121,6 +126,13 @@ class WriteBehind:
 
     def begin(self) -> _UnitTx:
         return _UnitTx(self)
+
+    def count(self, counter: Any, amount: float = 1) -> None:
+        """`counter.inc(amount)` once the transaction has committed, summed over
+        the batch: one increment a counter a batch (in the hub's multiprocess
+        metrics each is a write to a shared file), and none for a batch that
+        failed (its units, run again alone, count for themselves)."""
+        self.counted[counter] = self.counted.get(counter, 0) + amount
 
     async def execute(self, statement: Any, parameters: Any = None) -> Result | None:
         if self._defer and type(statement) is Insert and isinstance(parameters, dict) \
@@ -171,6 +183,11 @@ class WriteBehind:
             await self._conn.execute(_plain_insert(target) if isinstance(target, Table) else target, rows)
 
 
+def _add_counts(counted: dict[Any, float]) -> None:
+    for counter, amount in counted.items():
+        counter.inc(amount)
+
+
 @cache
 def _plain_insert(table: Table) -> Insert:
     """`table.insert()`, made once per table (an Insert is immutable; making one costs
@@ -193,7 +210,6 @@ class _Item(Generic[T]):
     unit: Callable[[Any], Awaitable[T]]
     keys: frozenset[Hashable]
     future: asyncio.Future[T]
-    enqueued: float = field(default_factory=time.perf_counter)
     hint: Any = None  # handed to `prefetch` with the rest of its batch's
 
 
@@ -303,6 +319,7 @@ class GroupCommit:
         self.batches += 1
         self.units += len(batch)
         metrics.INGEST_BATCH.observe(len(batch))
+        _add_counts(wb.counted)
         for item, result in zip(batch, results, strict=True):
             if not item.future.done():
                 item.future.set_result(result)
@@ -323,6 +340,8 @@ class GroupCommit:
         self.batches += 1
         self.units += 1
         metrics.INGEST_BATCH.observe(1)
+        if not wb.undo:  # rolled back: nothing of the unit's transaction was kept
+            _add_counts(wb.counted)
         if not item.future.done():
             item.future.set_result(result)
 

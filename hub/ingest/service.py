@@ -390,9 +390,9 @@ class IngestService:
                                    before_batch=lambda conn: lock_topic(conn, EVENTS_TOPIC),
                                    prefetch=read_batch if self._prefetching else None)
         self.access = AccessPolicy(ref)
-        # The write decision knowing nothing of the person, per (client, change type, hospital's trust,
-        # hospital named, channel): a pure function of those (`_decide_blind`).
-        self._blind: dict[tuple[Any, ...], Decision] = {}
+        # The write decision knowing nothing of the person, per (client's id, change type, hospital, channel)
+        # with the client it was decided for: a pure function of those (`_decide_blind`).
+        self._blind: dict[tuple[Any, ...], tuple[Client, Decision]] = {}
         self.statuses = StatusCache()  # the status last evaluated per person (hub/ingest/status_cache.py)
         self.bulk_rows = 0  # rows answered by `accept_bulk` (the rest went the per-change way)
         self.bulk_failures = 0  # bulk transactions that failed (their rows went the per-change way)
@@ -464,16 +464,19 @@ class IngestService:
             change_type = ChangeType(data.get("change_type"))
         except ValueError:
             return None
-        nhs_number = (data.get("person") or {}).get("nhs_number") if isinstance(data.get("person"), dict) else None
         hospital = data.get("hospital_ods")
-        if not isinstance(nhs_number, str) or nhs_number_problem(nhs_number):
-            return None
-        if hospital is not None and (not isinstance(hospital, str) or self._ref.hospital(hospital) is None):
+        if hospital is not None and not isinstance(hospital, str):
             return None
         # What the policy allows knowing nothing of the person (a detention
         # by the trust running the hospital) it allows whatever they are: a
-        # person's facts only add roles. Then there is nothing to read.
+        # person's facts only add roles. Then there is nothing to read, and
+        # nothing to check first: every check below also ends in None (go on).
         if self._decide_blind(client, change_type, hospital, channel).allowed:
+            return None
+        nhs_number = (data.get("person") or {}).get("nhs_number") if isinstance(data.get("person"), dict) else None
+        if not isinstance(nhs_number, str) or nhs_number_problem(nhs_number):
+            return None
+        if hospital is not None and self._ref.hospital(hospital) is None:
             return None
         index = self._protector.index(normalise(nhs_number))
         async with snapshot(self._engine) as conn:
@@ -492,17 +495,22 @@ class IngestService:
     def _decide_blind(self, client: Client, change_type: ChangeType, hospital: str | None, channel: str) -> Decision:
         """`self.access.decide_write(client, change_type, hospital, None, channel)`:
         with no person facts `decide_write` is a pure function of the caller, the
-        change type, the hospital's trust, whether one is named and the channel,
-        so each combination is decided once (the trust is looked up each time)."""
+        change type, the hospital (through its trust: the reference data does
+        not change while the hub runs) and the channel, so each combination is
+        decided once. Kept under the client's identity (a `Client`'s hash is
+        worked out from its five fields at each look-up); the entry holds the
+        client, so its id is not reused while it is kept, and is a hit only for
+        that very object."""
+        key = (id(client), change_type, hospital, channel)
+        held = self._blind.get(key)
+        if held is not None and held[0] is client:
+            return held[1]
+        if len(self._blind) >= 4096:
+            self._blind.clear()
         trust = self.access.trust_of(hospital) if hospital else None
-        key = (client, change_type, trust, bool(hospital), channel)
-        got = self._blind.get(key)
-        if got is None:
-            if len(self._blind) >= 4096:
-                self._blind.clear()
-            got = self._blind[key] = decide_write(caller_of(client), change_type, trust, bool(hospital), None,
-                                                  channel)
-        return got
+        decision = decide_write(caller_of(client), change_type, trust, bool(hospital), None, channel)
+        self._blind[key] = (client, decision)
+        return decision
 
     async def _refuse(self, client: Client, channel: str, refused: _Refused, change_type: str,
                       correlation_id: str) -> Outcome:
@@ -667,9 +675,10 @@ class IngestService:
                     status_code=202, body=body, payload_sha256=digest, created_at=now,
                 )
             )
-        _counter(metrics.INGEST, channel, "accepted").inc()
+        # Counted once the batch commits (not for a batch that fails and is run again change by change).
+        conn.count(_counter(metrics.INGEST, channel, "accepted"))
         if sl.state != "met":
-            _counter(metrics.SERVICE_LEVEL, sl.state).inc()
+            conn.count(_counter(metrics.SERVICE_LEVEL, sl.state))
         if writes_at(logging.INFO):
             log.info("register change accepted", source=client.client_id, channel=channel,
                      change_id=change.change_id, person_id=person_id, change_type=change.change_type.value,

@@ -105,6 +105,10 @@ OPTIONAL_FACTS = (
     "already_receiving_s117_from",
 )
 
+# The optional facts a change type does not take, in OPTIONAL_FACTS' order (the order problems are named in).
+_NOT_USED: dict[ChangeType, tuple[str, ...]] = {
+    t: tuple(name for name in OPTIONAL_FACTS if name not in USED_BY_CHANGE[t]) for t in ChangeType}
+
 
 UNCHECKED: Any = object()  # semantic_problems' nhs_problem when the caller has not checked the number
 
@@ -121,10 +125,9 @@ def semantic_problems(change: RegisterChangeIn, ref: ReferenceData, today: date,
     if reason:
         add("person.nhs_number", reason)
 
-    used = USED_BY_CHANGE[change.change_type]
-    for name in OPTIONAL_FACTS:
+    for name in _NOT_USED[change.change_type]:
         value = getattr(change, name)
-        if value is not None and value is not False and name not in used:
+        if value is not None and value is not False:
             add(name, f"is not used by a '{change.change_type.value}' change: send it on a change that "
                 "takes it (or leave it out)")
     for name in REQUIRED_BY_CHANGE.get(change.change_type, ()):

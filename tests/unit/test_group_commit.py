@@ -263,3 +263,64 @@ def test_the_write_behinds_plain_insert_is_made_once_per_table_and_is_table_inse
         made = _plain_insert(table)
         assert made is _plain_insert(table) and made.table is table
         assert str(made.compile(dialect=sqlite.dialect())) == str(table.insert().compile(dialect=sqlite.dialect()))
+
+
+class _Tally:
+    """A counter's `inc`, recorded."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.calls = 0
+
+    def inc(self, amount: float = 1) -> None:
+        self.total += amount
+        self.calls += 1
+
+
+async def test_counts_are_added_once_committed_and_only_for_what_was_kept(table_engine):
+    engine, t = table_engine
+    gc = GroupCommit(engine, max_wait=0.01)
+    accepted, broken = _Tally(), _Tally()
+
+    def unit(i: int):  # noqa: ANN202
+        async def run(conn):  # noqa: ANN001, ANN202
+            await conn.execute(t.insert(), {"id": i, "v": str(i)})
+            conn.count(accepted)
+            if i == 3:
+                conn.count(broken)
+                raise ValueError("unit 3 is broken")  # the batch fails: every unit runs again alone
+            return i
+        return run
+
+    def undone(i: int):  # noqa: ANN202
+        async def run(conn):  # noqa: ANN001, ANN202
+            async with conn.begin() as tx:
+                await conn.execute(t.insert(), {"id": i, "v": "undo"})
+                conn.count(accepted, 100)
+                await tx.rollback()
+                return "rolled back"
+        return run
+
+    results = await asyncio.gather(*(gc.run(unit(i), keys=[i]) for i in range(8)), gc.run(undone(50), keys=[50]),
+                                   return_exceptions=True)
+    assert isinstance(results[3], ValueError) and results[8] == "rolled back"
+    # Seven units committed, each counted once: not the failed batch's counts, not unit 3's, not the undone one's.
+    assert accepted.total == 7 and broken.total == 0
+
+    # A batch that commits adds each counter once, with its total, before its callers are answered.
+    accepted.total = accepted.calls = 0
+
+    def counted(i: int):  # noqa: ANN202
+        async def run(conn):  # noqa: ANN001, ANN202
+            await conn.execute(t.insert(), {"id": 100 + i, "v": "ok"})
+            conn.count(accepted)
+            return i
+        return run
+
+    async def answered(i: int) -> float:
+        await gc.run(counted(i), keys=[100 + i])
+        return accepted.total
+
+    seen = await asyncio.gather(*(answered(i) for i in range(6)))
+    assert accepted.total == 6 and all(s > 0 for s in seen)
+    assert accepted.calls < 6  # changes that shared a transaction were added together

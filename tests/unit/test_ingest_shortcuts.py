@@ -6,9 +6,11 @@ is logged, known once per configured logger class
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
+import pytest
 import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,7 +23,8 @@ from hub.ingest.service import Client, IngestService
 from hub.observability.logging import logs_at, writes_at
 from hub.refdata.loader import load_reference_data
 from hub.settings import REPO_ROOT
-from hub.store.db import create_engine
+from hub.domain.access import Rule
+from hub.store.db import close_inline, create_engine, create_schema
 
 _REF = load_reference_data()
 _HOSPITALS = sorted(_REF._hospitals)[:40]  # some of the shipped sites and trusts
@@ -64,6 +67,64 @@ def test_blind_decisions_stay_bounded(tmp_path: Path) -> None:
         assert service._decide_blind(client, ChangeType.DETAINED, "RNU01", "mllp") == \
             service.access.decide_write(client, ChangeType.DETAINED, "RNU01", None, "mllp")
     assert len(service._blind) <= 4096
+
+
+def test_a_blind_decision_is_kept_for_that_client_object_only(tmp_path: Path) -> None:
+    """Decisions are kept under the client's id with the client itself: an
+    entry left by another object (an id the interpreter reused) is not taken."""
+    service = _service(tmp_path)
+    council = CLIENTS[3]  # may not record a detention
+    trust = Client(*[getattr(CLIENTS[0], f) for f in ("client_id", "name", "org_code", "org_kind", "scopes")])
+    service._blind[(id(trust), ChangeType.DETAINED, "RNU01", "mllp")] = (
+        council, service.access.decide_write(council, ChangeType.DETAINED, "RNU01", None, "mllp"))
+    decision = service._decide_blind(trust, ChangeType.DETAINED, "RNU01", "mllp")
+    assert decision == service.access.decide_write(trust, ChangeType.DETAINED, "RNU01", None, "mllp")
+    assert decision.allowed
+    assert service._blind[(id(trust), ChangeType.DETAINED, "RNU01", "mllp")][0] is trust
+    # An equal client that is another object is decided for itself (and gets the same answer).
+    assert service._decide_blind(CLIENTS[0], ChangeType.DETAINED, "RNU01", "mllp") == decision
+
+
+def _change(change_type: str, nhs_number: object = "9990001006", hospital: object = "RNU01") -> dict:
+    return {"change_type": change_type, "person": {"nhs_number": nhs_number}, "hospital_ods": hospital,
+            "source_message_id": "m1", "effective_date": "2025-01-06"}
+
+
+@pytest.mark.parametrize(("data", "refused"), [
+    # allowed knowing nothing of the person: go on, the number and site are validation's to name
+    (_change("detained"), False),
+    (_change("detained", nhs_number="123"), False),
+    (_change("detained", nhs_number=None), False),
+    (_change("detained", hospital="ZZZ99"), False),
+    # not allowed blind: malformed input goes on to validation, which names it
+    (_change("left-hospital", nhs_number="123"), False),
+    (_change("left-hospital", nhs_number=123), False),
+    (_change("left-hospital", hospital="ZZZ99"), False),
+    (_change("left-hospital", hospital=["RNU01"]), False),
+    (_change("detained", hospital={"ods": "RNU01"}), False),
+    ({**_change("detained"), "change_type": "no-such-type"}, False),
+    # not allowed blind, well formed: the person is read; not on the register, refused
+    (_change("left-hospital"), True),
+], ids=lambda v: repr(v) if isinstance(v, bool) else f"{v.get('change_type')}-{v.get('hospital_ods')}-"
+                                                       f"{(v.get('person') or {}).get('nhs_number')}")
+def test_the_precheck_refuses_only_well_formed_changes_it_cannot_allow_blind(tmp_path: Path, data: dict,
+                                                                               refused: bool) -> None:
+    service = _service(tmp_path)
+
+    async def go() -> object:
+        await create_schema(service._engine)
+        try:
+            return await service.write_precheck(CLIENTS[0], data, "mllp")
+        finally:
+            close_inline(service._engine)
+            await service._engine.dispose()
+
+    outcome = asyncio.run(go())
+    if refused:
+        assert outcome is not None and outcome.status_code == 403
+        assert outcome.body["rule"] == Rule.NO_RELATIONSHIP.value
+    else:
+        assert outcome is None
 
 
 def test_logs_info_follows_the_configured_level() -> None:
