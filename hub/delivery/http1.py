@@ -52,6 +52,7 @@ ANSWER_READ_MAX = 64 * 1024
 
 # Control characters have no place in a header value (CR LF would split the request).
 _CTL = re.compile(r"[\x00-\x1f\x7f]")
+_OWN_HEADERS = frozenset(("host", "content-length"))  # written by the client itself, never the caller's
 
 
 class AnswerError(ConnectionError):
@@ -220,14 +221,23 @@ class HostClients:
         self._targets[url] = (origin, line)
         return origin, line
 
-    async def post(self, url: str, *, content: bytes, headers: dict[str, str]) -> WebhookAnswer:
-        async with asyncio.timeout(self._timeout):
+    async def post(self, url: str, *, content: bytes, headers: dict[str, str],
+                   deadline: float | None = None) -> WebhookAnswer:
+        """`deadline`: the caller's own limit for this POST (at most the client's
+        `timeout`), kept by the same timer rather than a second one around the call."""
+        async with asyncio.timeout(self._timeout if deadline is None else min(deadline, self._timeout)):
             return await self._post(url, content, headers)
 
     @staticmethod
     def _request(line: bytes, content: bytes, headers: dict[str, str]) -> bytes:
-        head = "".join(f"{k}: {_CTL.sub(' ', v)}\r\n" for k, v in headers.items()
-                       if not _CTL.search(k) and k.lower() not in ("host", "content-length"))
+        # The usual case (the hub's own headers: no control character, no Host or Content-Length)
+        # checked with one search over the names and one over the values, not two a header.
+        if (_CTL.search("".join(headers)) is None and _CTL.search("".join(headers.values())) is None
+                and _OWN_HEADERS.isdisjoint(map(str.lower, headers))):
+            head = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
+        else:  # a name with a control character is left out; in a value each is a space
+            head = "".join(f"{k}: {_CTL.sub(' ', v)}\r\n" for k, v in headers.items()
+                           if not _CTL.search(k) and k.lower() not in _OWN_HEADERS)
         return b"".join((line, head.encode("latin-1", "replace"),
                          b"Content-Length: %d\r\n\r\n" % len(content), content))
 

@@ -175,8 +175,34 @@ def _endpoint_of(system: str, code: str) -> str:
     return f"urn:uuid:{uuid5(_ORG_ENDPOINT_NS, system + '|' + code)}"
 
 
-def _profiled(resource_type: str, ns: Namespaces) -> dict[str, list[str]]:
-    return {"profile": [ns.profile(PROFILES[resource_type])]}
+@dataclass(frozen=True, slots=True)
+class _Urls:
+    """The hub URLs a message names, formatted once per canonical base (not a few times a message)."""
+
+    profiles: dict[str, str]  # resource type -> its hub profile
+    event_occurred: str
+    commissioner: str
+    coordinating: str
+    next_review: str
+    determination: str
+
+
+_URLS: dict[int, tuple[Namespaces, _Urls]] = {}  # id(ns) -> (ns, its URLs); ns kept, so its id stays its own
+
+
+def _urls(ns: Namespaces) -> _Urls:
+    got = _URLS.get(id(ns))
+    if got is None or got[0] is not ns:
+        if len(_URLS) > 64:  # a hub has one base; tests make many
+            _URLS.clear()
+        got = _URLS[id(ns)] = (ns, _Urls(
+            profiles={t: ns.profile(name) for t, name in PROFILES.items()},
+            event_occurred=ns.extension("S117-EventOccurred"),
+            commissioner=ns.extension("S117-ResponsibleCommissioner"),
+            coordinating=ns.extension("S117-CoordinatingCouncil"),
+            next_review=ns.extension("S117-NextReview"),
+            determination=ns.extension("S117-Determination")))
+    return got[1]
 
 
 def _determination_ext(aspect: str, det: Determination, url: str) -> dict[str, Any]:
@@ -257,6 +283,8 @@ def build_event_message(
     if sent_at.tzinfo is None or sent_at.utcoffset() is None:
         raise ValueError("sent_at must be timezone-aware (FHIR instant)")
 
+    urls = _urls(ns)
+    profiles = urls.profiles
     header_id, patient_id, encounter_id, episode_id = _entry_uuids(message_id)
     patient_url = f"urn:uuid:{patient_id}"
     episode_url = f"urn:uuid:{episode_id}"
@@ -266,8 +294,8 @@ def build_event_message(
     header: dict[str, Any] = {
         "resourceType": "MessageHeader",
         "id": header_id,
-        "meta": _profiled("MessageHeader", ns),
-        "extension": [{"url": ns.extension("S117-EventOccurred"), "valueDate": event.occurred_on.isoformat()}],
+        "meta": {"profile": [profiles["MessageHeader"]]},
+        "extension": [{"url": urls.event_occurred, "valueDate": event.occurred_on.isoformat()}],
         "eventCoding": {
             "system": ns.event_codesystem,
             "code": event_type.value,
@@ -299,7 +327,7 @@ def build_event_message(
     patient_res: dict[str, Any] = {
         "resourceType": "Patient",
         "id": patient_id,
-        "meta": _profiled("Patient", ns),
+        "meta": {"profile": [profiles["Patient"]]},
         "identifier": identifiers,
     }
     if DEMOGRAPHICS in include:
@@ -329,7 +357,7 @@ def build_event_message(
         detention_start = status.detention_start or status.entitling_detention_start
         if legal_code is not None or detention_start is not None:
             encounter: dict[str, Any] = {
-                "resourceType": "Encounter", "id": encounter_id, "meta": _profiled("Encounter", ns)}
+                "resourceType": "Encounter", "id": encounter_id, "meta": {"profile": [profiles["Encounter"]]}}
             if legal_code is not None:
                 # Still in hospital: the status as admitted/held; otherwise
                 # the qualifying status the person left hospital under.
@@ -383,24 +411,24 @@ def build_event_message(
 
     # --- EpisodeOfCare: the s117 entitlement --------------------------------
     episode: dict[str, Any] = {
-        "resourceType": "EpisodeOfCare", "id": episode_id, "meta": _profiled("EpisodeOfCare", ns)}
+        "resourceType": "EpisodeOfCare", "id": episode_id, "meta": {"profile": [profiles["EpisodeOfCare"]]}}
     extensions: list[dict[str, Any]] = []
     if RESPONSIBILITY in include:
         commissioner = status.responsible_commissioner
         if commissioner is not None and commissioner.org is not None:
             extensions.append(
-                {"url": ns.extension("S117-ResponsibleCommissioner"), "valueReference": _org_ref(commissioner.org)}
+                {"url": urls.commissioner, "valueReference": _org_ref(commissioner.org)}
             )
         coordinating = status.coordinating_council
         if coordinating is not None and coordinating.org is not None:
             extensions.append(
-                {"url": ns.extension("S117-CoordinatingCouncil"), "valueReference": _org_ref(coordinating.org)}
+                {"url": urls.coordinating, "valueReference": _org_ref(coordinating.org)}
             )
     review = status.next_review
     if review is not None:
         extensions.append(
             {
-                "url": ns.extension("S117-NextReview"),
+                "url": urls.next_review,
                 "extension": [
                     {"url": "dueDate", "valueDate": review.due_on.isoformat()},
                     {"url": "kind", "valueCode": review.kind},
@@ -408,7 +436,7 @@ def build_event_message(
             }
         )
     if EXPLANATIONS in include:
-        extensions.extend(_explanations(event, status, ns.extension("S117-Determination")))
+        extensions.extend(_explanations(event, status, urls.determination))
     if extensions:
         episode["extension"] = extensions
     episode["status"] = _episode_status(status)
@@ -429,7 +457,7 @@ def build_event_message(
         params_id = _position_uuid(message_id)
         header["focus"].append({"reference": f"urn:uuid:{params_id}"})
         parameters = position_parameters(params_id, position, version, supersedes, reason)
-        parameters["meta"] = _profiled("Parameters", ns)
+        parameters["meta"] = {"profile": [profiles["Parameters"]]}
         entries.append({"fullUrl": f"urn:uuid:{params_id}", "resource": parameters})
 
     timestamp = sent_at.isoformat()
@@ -438,7 +466,7 @@ def build_event_message(
     return {
         "resourceType": "Bundle",
         "id": message_id,
-        "meta": _profiled("Bundle", ns),
+        "meta": {"profile": [profiles["Bundle"]]},
         "type": "message",
         "timestamp": timestamp,
         "entry": entries,

@@ -223,6 +223,33 @@ async def test_header_values_cannot_split_the_request() -> None:
     await sub.stop()
 
 
+async def test_a_callers_deadline_is_kept_by_the_clients_own_timer() -> None:
+    sub = await Subscriber(answer=lambda n: b"").start()  # reads, never answers
+    clients = HostClients(30.0, allowed_hosts=["127.0.0.1"])
+    # The outer bound only stops a client that ignored the deadline: that would fail with
+    # CancelledError/TimeoutError from outside post (the deadline's TimeoutError comes from inside).
+    task = asyncio.ensure_future(clients.post(f"http://127.0.0.1:{sub.port}/h", content=b"{}", headers={},
+                                              deadline=0.2))
+    done, _ = await asyncio.wait([task], timeout=10.0)
+    assert task in done, "the caller's 0.2 s deadline was not kept"
+    assert isinstance(task.exception(), TimeoutError)
+    await clients.aclose()
+    await sub.stop()
+
+
+@pytest.mark.parametrize(("headers", "written"), [
+    ({"Content-Type": "application/fhir+json", "S117-Event-Number": "7"},
+     b"Content-Type: application/fhir+json\r\nS117-Event-Number: 7\r\n"),
+    ({"A": "x\ty", "B": "1"}, b"A: x y\r\nB: 1\r\n"),  # a control character in a value: a space
+    ({"Bad\nName": "v", "B": "1"}, b"B: 1\r\n"),  # in a name: the header left out
+    ({"host": "elsewhere.test", "Content-Length": "1", "B": "\x7f"}, b"B:  \r\n"),  # the client's own: left out
+    ({}, b""),
+])
+def test_request_head_written_as_given_or_made_safe(headers: dict[str, str], written: bytes) -> None:
+    line = b"POST /h HTTP/1.1\r\nHost: 127.0.0.1:1\r\n"
+    assert HostClients._request(line, b"{}", headers) == line + written + b"Content-Length: 2\r\n\r\n{}"
+
+
 def _self_signed() -> tuple[bytes, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "s117 test subscriber")])

@@ -155,6 +155,26 @@ def test_every_hub_url_follows_the_canonical_base() -> None:
     assert "https://s117.example.nhs.uk/fhir/StructureDefinition/S117-EpisodeOfCare" in text
 
 
+def test_messages_under_two_bases_alternated_each_name_their_own() -> None:
+    # The URLs are formatted once per base (hub/fhir/messages.py `_urls`): alternating
+    # bases, and a base made again equal to one before, each message names only its own.
+    bases = ["https://a.example.nhs.uk", "https://b.example.nhs.uk", "https://a.example.nhs.uk"]
+    for base in bases * 2:
+        other = next(b for b in bases if b != base)
+        text = orjson.dumps(_build(ns=Namespaces.for_base(base), source_endpoint=f"{base}/fhir")).decode()
+        assert f"{base}/fhir/StructureDefinition/S117-MessageBundle" in text
+        assert f"{base}/fhir/StructureDefinition/Extension-S117-Determination" in text
+        assert other not in text and "https://s117-hub.localhost" not in text
+
+
+def test_no_dict_is_shared_between_two_messages() -> None:
+    first, second = _build(), _build()
+    first["meta"]["profile"].append("changed")
+    for resource in (e["resource"] for e in first["entry"]):
+        resource["meta"]["profile"].append("changed")
+    assert "changed" not in orjson.dumps(second).decode()
+
+
 def test_icb_recipient_is_named_by_ods_code() -> None:
     b = _build("entitlement-started-responsibility-only")
     (header,) = _resources(b, "MessageHeader")
