@@ -96,6 +96,9 @@ class PublicReferenceData:
         # (code, date) -> council_successors' answer: the reference data does not change once
         # loaded, and every evaluation of a detention asks it (the dispatcher's again).
         self._successors_of: dict[tuple[str, date], tuple[Org, ...]] = {}
+        # (code, date) -> council_commissioner's answer, for the same reason: the usual-residence
+        # fallback walks every district of the council's area (about 250 us a miss).
+        self._commissioner_of: dict[tuple[str, date], Org | None] = {}
         self._load_legal_status()
         self._load_councils()
         self._load_nhs_orgs()
@@ -458,6 +461,16 @@ class PublicReferenceData:
         carried to their 2022 sub-ICB locations whole (except the Glossop and
         West Birmingham moves, applied at district level). From 1 July 2022 it
         is an ICB; for an earlier `as_of` the CCG then in place."""
+        key = (gss_code, as_of)
+        if key in self._commissioner_of:
+            return self._commissioner_of[key]
+        found = self._council_commissioner(gss_code, as_of)
+        if len(self._commissioner_of) >= 50_000:  # bounded, as _successors_of
+            self._commissioner_of.clear()
+        self._commissioner_of[key] = found
+        return found
+
+    def _council_commissioner(self, gss_code: str, as_of: date) -> Org | None:
         area = self._lad_area(self._canonical_gss(gss_code))
         if not area:
             return None

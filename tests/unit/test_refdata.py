@@ -282,6 +282,21 @@ def test_council_commissioner_before_icbs(rd: PublicReferenceData) -> None:
     assert rd.council_commissioner("E99999999", TODAY) is None
 
 
+def test_council_commissioner_is_remembered_per_code_and_date() -> None:
+    """Asked again, the same answer (the same object, not walked again); another date is its own answer."""
+    fresh = PublicReferenceData()
+    walks = []
+    walk = fresh._council_commissioner
+    fresh._council_commissioner = lambda gss, on: walks.append((gss, on)) or walk(gss, on)
+    first = fresh.council_commissioner("E09000030", D(2021, 1, 1))
+    assert fresh.council_commissioner("E09000030", D(2021, 1, 1)) is first
+    assert walks == [("E09000030", D(2021, 1, 1))]
+    assert fresh.council_commissioner("E09000030", D(2022, 1, 1)) == Org("A3A8R", "NHS North East London CCG", "ccg")
+    assert fresh.council_commissioner("E09000030", D(2021, 1, 1)) == Org("08V", "NHS Tower Hamlets CCG", "ccg")
+    assert fresh.council_commissioner("E99999999", TODAY) is None
+    assert fresh.council_commissioner("E99999999", TODAY) is None
+
+
 # ------------------------------------------------------------------ others
 def test_hospitals(rd: PublicReferenceData) -> None:
     assert rd.hospital("RXT") == Org("RXT", "Birmingham and Solihull Mental Health NHS Foundation Trust", "trust")
