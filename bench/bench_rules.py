@@ -12,7 +12,7 @@ the host's speed does not move; `--dump FILE` writes every status and event
     .venv/bin/python bench/bench_rules.py                 # 2,000 people, 5 rounds
     .venv/bin/python bench/bench_rules.py --people 500 --rounds 3
     .venv/bin/python bench/bench_rules.py --calls [--top 25]
-    .venv/bin/python bench/bench_rules.py --dump /tmp/rules.txt --people 3000
+    .venv/bin/python bench/bench_rules.py --dump /tmp/rules.txt --people 3000 [--seed 7] [--as-of 2021-06-01]
 """
 
 from __future__ import annotations
@@ -141,6 +141,7 @@ def dump(histories, ref, book, holidays, path: str) -> None:
 
 
 def main() -> None:
+    global AS_OF
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--people", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
@@ -149,7 +150,10 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--dump")
+    parser.add_argument("--as-of", type=date.fromisoformat, default=date(2026, 12, 2),
+                        help="the day evaluated (earlier: later changes in the future, the CCG era)")
     args = parser.parse_args()
+    AS_OF = args.as_of
     ref, book = load_reference_data(), AgreementBook.default()
     holidays = ref.bank_holidays()
     histories = build(args.people, args.seed)

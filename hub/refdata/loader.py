@@ -99,6 +99,9 @@ class PublicReferenceData:
         # (code, date) -> council_commissioner's answer, for the same reason: the usual-residence
         # fallback walks every district of the council's area (about 250 us a miss).
         self._commissioner_of: dict[tuple[str, date], Org | None] = {}
+        # (practice, date, as_of) -> practice_commissioner's answer (about 2 us a resolution): every
+        # evaluation of a detention asks it, again each time a person's history is evaluated.
+        self._practice_commissioner_of: dict[tuple[str, date, date], CommissionerResolution | None] = {}
         self._load_legal_status()
         self._load_councils()
         self._load_nhs_orgs()
@@ -343,10 +346,15 @@ class PublicReferenceData:
     def practice_commissioner(
         self, practice_ods: str, on: date, as_of: date
     ) -> CommissionerResolution | None:
+        key = (practice_ods, on, as_of)
+        if key in self._practice_commissioner_of:
+            return self._practice_commissioner_of[key]
         p = _norm(practice_ods)
-        if on < ICB_START:
-            return self._practice_ccg_era(p, on, as_of)
-        return self._practice_icb_era(p, on, as_of)
+        found = self._practice_ccg_era(p, on, as_of) if on < ICB_START else self._practice_icb_era(p, on, as_of)
+        if len(self._practice_commissioner_of) >= 50_000:  # bounded, as _successors_of
+            self._practice_commissioner_of.clear()
+        self._practice_commissioner_of[key] = found
+        return found
 
     def _practice_ccg_era(self, p: str, on: date, as_of: date) -> CommissionerResolution | None:
         if p in self._prac22:
