@@ -1,5 +1,6 @@
 """The rules engine alone, in-process: CPU per change of `evaluate` (a whole
-history at once), of `Evaluation.extended` (a history folded change by
+history at once; and each prefix, from scratch, as the front and the
+dispatcher evaluate a person's history for each change), of `Evaluation.extended` (a history folded change by
 change, as the council files' bulk path does) and of `derive_events`, over
 seeded random histories of 1-25 changes a person (detentions, section
 changes, discharges, CTOs, moves, GP changes, placements, reviews,
@@ -117,6 +118,14 @@ def run_evaluate(histories, ref, book) -> None:
         evaluate(person_id, changes, ref, book, AS_OF)
 
 
+def run_prefixes(histories, ref, book) -> None:
+    """As the HTTP/MLLP front and the dispatcher do: each change evaluates the
+    person's history up to and including it, from scratch."""
+    for person_id, changes in histories:
+        for k in range(1, len(changes) + 1):
+            evaluate(person_id, changes[:k], ref, book, AS_OF)
+
+
 def run_extended(histories, ref, book, holidays) -> None:
     for person_id, changes in histories:
         ev = evaluation(person_id, (), ref, book, AS_OF)
@@ -174,10 +183,11 @@ def main() -> None:
             stats.sort_stats(args.sort).print_stats(args.top)
         return
     print(f"{len(histories)} people, {n} changes ({n / len(histories):.1f} a person)")
-    results: dict[str, list[float]] = {"evaluate": [], "extended+derive_events": []}
+    results: dict[str, list[float]] = {"evaluate": [], "evaluate each prefix": [], "extended+derive_events": []}
     gc.disable()
     for _ in range(args.rounds):
         for name, fn in (("evaluate", lambda: run_evaluate(histories, ref, book)),
+                         ("evaluate each prefix", lambda: run_prefixes(histories, ref, book)),
                          ("extended+derive_events", lambda: run_extended(histories, ref, book, holidays))):
             start = time.process_time()
             fn()

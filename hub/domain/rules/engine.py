@@ -931,7 +931,7 @@ def _fold_all(
     """The fold of every change effective by `as_of`, in `change_order`
     (a stable sort: changes with equal keys keep their order in `changes`),
     and the key of the last change folded (None if none was)."""
-    fold = _Fold(person_id=person_id, ref=ref, agreements=agreements, as_of=as_of)
+    fold = _new_fold(person_id, ref, agreements, as_of)
     relevant = sorted(
         (c for c in changes if c.effective_date <= as_of),
         key=change_order,
@@ -955,6 +955,23 @@ def evaluate(
 # The _Fold fields holding containers the handlers change in place (every
 # other field holds an immutable value and is only ever re-bound).
 _CONTAINER_FIELDS = tuple(f.name for f in fields(_Fold) if f.default_factory is not MISSING)
+
+
+# Every field of a fold as `_Fold(...)` starts it: `_new_fold` copies it (the
+# dataclass's __init__ of some 45 keyword defaults cost twice the copy, once
+# per `evaluate`, that is per change on the HTTP/MLLP front and dispatched).
+_FRESH_STATE = vars(_Fold(person_id="", ref=None, agreements=None, as_of=date.min))  # type: ignore[arg-type]
+
+
+def _new_fold(person_id: str, ref: ReferenceData, agreements: AgreementBook, as_of: date) -> _Fold:
+    """`_Fold(person_id=..., ref=..., agreements=..., as_of=...)`, each container its own."""
+    state = _FRESH_STATE.copy()
+    state["person_id"], state["ref"], state["agreements"], state["as_of"] = person_id, ref, agreements, as_of
+    for name in _CONTAINER_FIELDS:
+        state[name] = state[name].copy()
+    new = _Fold.__new__(_Fold)
+    new.__dict__ = state
+    return new
 
 
 def _copy_fold(fold: _Fold) -> _Fold:

@@ -162,3 +162,18 @@ def test_pending_reviews_are_worked_out_again_only_when_what_they_come_from_chan
         assert nxt.status.pending_reviews != gp.status.pending_reviews
         assert nxt.status == evaluate(PERSON, list(nxt.changes), REF, BOOK, as_of)
         gp = nxt
+
+
+def test_a_new_fold_is_the_dataclass_default_and_shares_no_container():
+    from hub.domain.rules.engine import _Fold, _new_fold
+
+    as_of = date(2025, 1, 1)
+    made = _new_fold(PERSON, REF, BOOK, as_of)
+    assert vars(made) == vars(_Fold(person_id=PERSON, ref=REF, agreements=BOOK, as_of=as_of))
+    other = _new_fold("P-0002", REF, BOOK, as_of)
+    assert other.person_id == "P-0002" and made.person_id == PERSON
+    for name in _CONTAINER_FIELDS:
+        assert getattr(made, name) is not getattr(other, name)
+    made.open_disputes["D1"] = object()
+    made.resolved_disputes.add("D1")
+    assert not _new_fold(PERSON, REF, BOOK, as_of).open_disputes and not other.resolved_disputes
