@@ -89,6 +89,13 @@ class _Council:
         self.ssa = ssa  # a local social services authority (upper tier / unitary)
 
 
+# How many answers each of council_commissioner and practice_commissioner keeps (emptied when
+# full): both full held 4.4 MB (tracemalloc, random practices, councils and dates); the answers
+# that repeat (a person's history evaluated again for each change, a day's detentions at one
+# practice) repeat within far fewer.
+_ANSWERS_KEPT = 8_192
+
+
 class PublicReferenceData:
     """The `ReferenceData` port (hub/domain/ports.py) over the shipped files."""
 
@@ -351,7 +358,7 @@ class PublicReferenceData:
             return self._practice_commissioner_of[key]
         p = _norm(practice_ods)
         found = self._practice_ccg_era(p, on, as_of) if on < ICB_START else self._practice_icb_era(p, on, as_of)
-        if len(self._practice_commissioner_of) >= 50_000:  # bounded, as _successors_of
+        if len(self._practice_commissioner_of) >= _ANSWERS_KEPT:
             self._practice_commissioner_of.clear()
         self._practice_commissioner_of[key] = found
         return found
@@ -473,7 +480,7 @@ class PublicReferenceData:
         if key in self._commissioner_of:
             return self._commissioner_of[key]
         found = self._council_commissioner(gss_code, as_of)
-        if len(self._commissioner_of) >= 50_000:  # bounded, as _successors_of
+        if len(self._commissioner_of) >= _ANSWERS_KEPT:
             self._commissioner_of.clear()
         self._commissioner_of[key] = found
         return found
