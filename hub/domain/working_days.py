@@ -7,6 +7,9 @@ from datetime import date, timedelta
 from functools import lru_cache
 
 
+_ONE_DAY = timedelta(days=1)
+
+
 def is_working_day(day: date, holidays: frozenset[date]) -> bool:
     return day.weekday() < 5 and day not in holidays
 
@@ -20,9 +23,10 @@ def add_working_days(start: date, n: int, holidays: frozenset[date]) -> date:
         raise ValueError("n must not be negative")
     day = start
     remaining = n
+    one_day = _ONE_DAY
     while remaining:
-        day += timedelta(days=1)
-        if is_working_day(day, holidays):
+        day += one_day
+        if day.weekday() < 5 and day not in holidays:  # is_working_day, inline: a call a day was half the cost
             remaining -= 1
     return day
 

@@ -89,6 +89,13 @@ class _Council:
         self.ssa = ssa  # a local social services authority (upper tier / unitary)
 
 
+# How many answers each of council_commissioner and practice_commissioner keeps (emptied when
+# full): both full held 4.4 MB (tracemalloc, random practices, councils and dates); the answers
+# that repeat (a person's history evaluated again for each change, a day's detentions at one
+# practice) repeat within far fewer.
+_ANSWERS_KEPT = 8_192
+
+
 class PublicReferenceData:
     """The `ReferenceData` port (hub/domain/ports.py) over the shipped files."""
 
@@ -96,6 +103,12 @@ class PublicReferenceData:
         # (code, date) -> council_successors' answer: the reference data does not change once
         # loaded, and every evaluation of a detention asks it (the dispatcher's again).
         self._successors_of: dict[tuple[str, date], tuple[Org, ...]] = {}
+        # (code, date) -> council_commissioner's answer, for the same reason: the usual-residence
+        # fallback walks every district of the council's area (about 250 us a miss).
+        self._commissioner_of: dict[tuple[str, date], Org | None] = {}
+        # (practice, date, as_of) -> practice_commissioner's answer (about 2 us a resolution): every
+        # evaluation of a detention asks it, again each time a person's history is evaluated.
+        self._practice_commissioner_of: dict[tuple[str, date, date], CommissionerResolution | None] = {}
         self._load_legal_status()
         self._load_councils()
         self._load_nhs_orgs()
@@ -340,10 +353,15 @@ class PublicReferenceData:
     def practice_commissioner(
         self, practice_ods: str, on: date, as_of: date
     ) -> CommissionerResolution | None:
+        key = (practice_ods, on, as_of)
+        if key in self._practice_commissioner_of:
+            return self._practice_commissioner_of[key]
         p = _norm(practice_ods)
-        if on < ICB_START:
-            return self._practice_ccg_era(p, on, as_of)
-        return self._practice_icb_era(p, on, as_of)
+        found = self._practice_ccg_era(p, on, as_of) if on < ICB_START else self._practice_icb_era(p, on, as_of)
+        if len(self._practice_commissioner_of) >= _ANSWERS_KEPT:
+            self._practice_commissioner_of.clear()
+        self._practice_commissioner_of[key] = found
+        return found
 
     def _practice_ccg_era(self, p: str, on: date, as_of: date) -> CommissionerResolution | None:
         if p in self._prac22:
@@ -458,6 +476,16 @@ class PublicReferenceData:
         carried to their 2022 sub-ICB locations whole (except the Glossop and
         West Birmingham moves, applied at district level). From 1 July 2022 it
         is an ICB; for an earlier `as_of` the CCG then in place."""
+        key = (gss_code, as_of)
+        if key in self._commissioner_of:
+            return self._commissioner_of[key]
+        found = self._council_commissioner(gss_code, as_of)
+        if len(self._commissioner_of) >= _ANSWERS_KEPT:
+            self._commissioner_of.clear()
+        self._commissioner_of[key] = found
+        return found
+
+    def _council_commissioner(self, gss_code: str, as_of: date) -> Org | None:
         area = self._lad_area(self._canonical_gss(gss_code))
         if not area:
             return None

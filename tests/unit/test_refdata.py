@@ -282,6 +282,39 @@ def test_council_commissioner_before_icbs(rd: PublicReferenceData) -> None:
     assert rd.council_commissioner("E99999999", TODAY) is None
 
 
+def test_practice_commissioner_is_remembered_per_practice_and_dates() -> None:
+    """Asked again with the same practice and dates, the same answer without resolving it again;
+    another date, or another spelling of the code, is resolved on its own (to the same body)."""
+    fresh = PublicReferenceData()
+    resolved = []
+    ccg_era = fresh._practice_ccg_era
+    fresh._practice_ccg_era = lambda p, on, as_of: resolved.append((p, on, as_of)) or ccg_era(p, on, as_of)
+    first = fresh.practice_commissioner("A81001", D(2021, 5, 1), TODAY)
+    assert fresh.practice_commissioner("A81001", D(2021, 5, 1), TODAY) is first
+    assert resolved == [("A81001", D(2021, 5, 1), TODAY)]
+    assert fresh.practice_commissioner("a81001", D(2021, 5, 1), TODAY) == first
+    assert fresh.practice_commissioner("A81001", D(2021, 5, 1), D(2022, 1, 1)) == \
+        PublicReferenceData().practice_commissioner("A81001", D(2021, 5, 1), D(2022, 1, 1))
+    assert len(resolved) == 3
+    assert fresh.practice_commissioner("Z99999", D(2021, 5, 1), TODAY) is None
+    assert fresh.practice_commissioner("Z99999", D(2021, 5, 1), TODAY) is None
+
+
+def test_council_commissioner_is_remembered_per_code_and_date() -> None:
+    """Asked again, the same answer (the same object, not walked again); another date is its own answer."""
+    fresh = PublicReferenceData()
+    walks = []
+    walk = fresh._council_commissioner
+    fresh._council_commissioner = lambda gss, on: walks.append((gss, on)) or walk(gss, on)
+    first = fresh.council_commissioner("E09000030", D(2021, 1, 1))
+    assert fresh.council_commissioner("E09000030", D(2021, 1, 1)) is first
+    assert walks == [("E09000030", D(2021, 1, 1))]
+    assert fresh.council_commissioner("E09000030", D(2022, 1, 1)) == Org("A3A8R", "NHS North East London CCG", "ccg")
+    assert fresh.council_commissioner("E09000030", D(2021, 1, 1)) == Org("08V", "NHS Tower Hamlets CCG", "ccg")
+    assert fresh.council_commissioner("E99999999", TODAY) is None
+    assert fresh.council_commissioner("E99999999", TODAY) is None
+
+
 # ------------------------------------------------------------------ others
 def test_hospitals(rd: PublicReferenceData) -> None:
     assert rd.hospital("RXT") == Org("RXT", "Birmingham and Solihull Mental Health NHS Foundation Trust", "trust")

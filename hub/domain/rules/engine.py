@@ -101,17 +101,25 @@ class _Fold:
     council_awaits_destination: bool = False
     commissioner: _Responsibility | None = None
     commissioner_provisional: bool = False
-    # Reviews: completed dates and pending triggers.
-    reviews_completed: list[date] = field(default_factory=list)
-    placements: list[date] = field(default_factory=list)
-    unscheduled: list[_Review] = field(default_factory=list)
+    # Reviews: completed dates and pending triggers. The sequences the
+    # handlers add to are tuples, re-bound on each addition: a fold's copy
+    # (`Evaluation.extended`) shares them rather than copying each, a status
+    # takes them as they are, and a tuple replaced is a tuple changed
+    # (`_pending_reviews` knows its inputs unchanged by identity).
+    reviews_completed: tuple[date, ...] = ()
+    placements: tuple[date, ...] = ()
+    unscheduled: tuple[_Review, ...] = ()
     open_disputes: dict[str, Dispute] = field(default_factory=dict)
     resolved_disputes: set[str] = field(default_factory=set)
-    history: list[HistoryEntry] = field(default_factory=list)
-    refused: list[Determination] = field(default_factory=list)
+    history: tuple[HistoryEntry, ...] = ()
+    refused: tuple[Determination, ...] = ()
+    # The last pending reviews worked out, with what they were worked out
+    # from (`_pending_reviews`): a change that adds no review, placement or
+    # trigger (most of them) gets them again without the work.
+    reviews_memo: tuple | None = None
 
     def note(self, change: RegisterChange, text: str) -> None:
-        self.history.append(HistoryEntry(on=change.effective_date, change_id=change.change_id, text=text))
+        self.history += (HistoryEntry(on=change.effective_date, change_id=change.change_id, text=text),)
 
     def area(self) -> AreaAgreement:
         return self.agreements.area(self.council.basis_code if self.council else None)
@@ -591,12 +599,12 @@ def _on_moved(fold: _Fold, change: RegisterChange) -> None:
     new_area = fold.residence
     reference_area = previous if previous is not None else (fold.council.basis_code if fold.council else None)
     if fold.entitled and new_area is not None and new_area != reference_area:
-        fold.unscheduled.append(_Review(
+        fold.unscheduled += (_Review(
             change.effective_date, "unscheduled",
             f"unscheduled review: moved to another council area on {change.effective_date.isoformat()}; "
             "the responsible council does not change",
             citations.REVIEW_MOVE, "moved", change.effective_date,
-        ))
+        ),)
     fold.note(change, "moved (ordinary residence changed); responsibility unchanged" if fold.entitled else "moved")
 
 
@@ -607,24 +615,24 @@ def _on_gp_changed(fold: _Fold, change: RegisterChange) -> None:  # noqa: D103
 
 
 def _on_placement(fold: _Fold, change: RegisterChange) -> None:
-    fold.placements.append(change.effective_date)
+    fold.placements += (change.effective_date,)
     fold.note(change, "new placement started")
 
 
 def _on_review_completed(fold: _Fold, change: RegisterChange) -> None:
-    fold.reviews_completed.append(change.effective_date)
+    fold.reviews_completed += (change.effective_date,)
     fold.note(change, "review completed")
 
 
 def _unscheduled_review(fold: _Fold, change: RegisterChange, what: str, trigger: str) -> None:
     """An unscheduled review owed from the change's date (Worcs 14.1), while entitled."""
     if fold.entitled:
-        fold.unscheduled.append(_Review(
+        fold.unscheduled += (_Review(
             change.effective_date, "unscheduled",
             f"unscheduled review: {what} on {change.effective_date.isoformat()}"
             + (f" ({change.review_reason})" if change.review_reason else ""),
             citations.REVIEW_UNSCHEDULED, trigger, change.effective_date,
-        ))
+        ),)
 
 
 def _on_review_requested(fold: _Fold, change: RegisterChange) -> None:
@@ -646,7 +654,7 @@ def _on_discharge_decided(fold: _Fold, change: RegisterChange) -> None:
     else:
         refusal = check_discharge(_snapshot(fold), change.discharge)
     if refusal is not None:
-        fold.refused.append(refusal)
+        fold.refused += (refusal,)
         fold.note(change, f"s117 discharge refused ({refusal.rule})")
         return
     fold.entitled = False
@@ -657,7 +665,7 @@ def _on_discharge_decided(fold: _Fold, change: RegisterChange) -> None:
         "council and the NHS commissioner"
     )
     fold.entitlement_citation = citations.DISCHARGE_JOINT
-    fold.unscheduled.clear()
+    fold.unscheduled = ()
     fold.note(change, "discharged from s117 by joint decision")
 
 
@@ -701,7 +709,7 @@ def _on_died(fold: _Fold, change: RegisterChange) -> None:
     fold.in_hospital = fold.detained = fold.on_cto = fold.on_s17_leave = False
     fold.entitlement_why = f"not entitled: died on {change.effective_date.isoformat()}"
     fold.entitlement_citation = citations.DIED
-    fold.unscheduled.clear()
+    fold.unscheduled = ()
     fold.note(change, "died")
 
 
@@ -769,8 +777,20 @@ def _pending_reviews(fold: _Fold) -> tuple[ReviewDue, ...]:
     """
     if not fold.entitled or fold.entitlement_start is None:
         return ()  # a discharged or dead person is owed no reviews
-    area = fold.area()
     start = fold.entitlement_start
+    memo = fold.reviews_memo
+    # The same inputs: the same start, the same tuples (immutable, so the same
+    # object is the same content) and the same council (its area's intervals).
+    if (memo is not None and memo[0] == start and memo[1] is fold.reviews_completed and memo[2] is fold.placements
+            and memo[3] is fold.unscheduled and memo[4] is fold.council):
+        return memo[5]
+    pending = _pending_reviews_of(fold, start)
+    fold.reviews_memo = (start, fold.reviews_completed, fold.placements, fold.unscheduled, fold.council, pending)
+    return pending
+
+
+def _pending_reviews_of(fold: _Fold, start: date) -> tuple[ReviewDue, ...]:
+    area = fold.area()
     last = None
     for day in fold.reviews_completed:
         if day >= start and (last is None or day > last):
@@ -885,8 +905,8 @@ def _snapshot(fold: _Fold, memo: dict[int, tuple[_Responsibility, Determination]
         next_review=pending[0] if pending else None,
         pending_reviews=pending,
         open_disputes=tuple(fold.open_disputes.values()),
-        history=tuple(fold.history),
-        refused_discharges=tuple(fold.refused),
+        history=fold.history,
+        refused_discharges=fold.refused,
         on_s17_leave=fold.on_s17_leave,
         discharged_from_s117=fold.discharged,
         died=fold.died,
@@ -911,7 +931,7 @@ def _fold_all(
     """The fold of every change effective by `as_of`, in `change_order`
     (a stable sort: changes with equal keys keep their order in `changes`),
     and the key of the last change folded (None if none was)."""
-    fold = _Fold(person_id=person_id, ref=ref, agreements=agreements, as_of=as_of)
+    fold = _new_fold(person_id, ref, agreements, as_of)
     relevant = sorted(
         (c for c in changes if c.effective_date <= as_of),
         key=change_order,
@@ -935,6 +955,23 @@ def evaluate(
 # The _Fold fields holding containers the handlers change in place (every
 # other field holds an immutable value and is only ever re-bound).
 _CONTAINER_FIELDS = tuple(f.name for f in fields(_Fold) if f.default_factory is not MISSING)
+
+
+# Every field of a fold as `_Fold(...)` starts it: `_new_fold` copies it (the
+# dataclass's __init__ of some 45 keyword defaults cost twice the copy, once
+# per `evaluate`, that is per change on the HTTP/MLLP front and dispatched).
+_FRESH_STATE = vars(_Fold(person_id="", ref=None, agreements=None, as_of=date.min))  # type: ignore[arg-type]
+
+
+def _new_fold(person_id: str, ref: ReferenceData, agreements: AgreementBook, as_of: date) -> _Fold:
+    """`_Fold(person_id=..., ref=..., agreements=..., as_of=...)`, each container its own."""
+    state = _FRESH_STATE.copy()
+    state["person_id"], state["ref"], state["agreements"], state["as_of"] = person_id, ref, agreements, as_of
+    for name in _CONTAINER_FIELDS:
+        state[name] = state[name].copy()
+    new = _Fold.__new__(_Fold)
+    new.__dict__ = state
+    return new
 
 
 def _copy_fold(fold: _Fold) -> _Fold:

@@ -144,3 +144,36 @@ def test_extended_statuses_share_the_determination_of_an_unchanged_responsibilit
     assert fresh == ev.status
     if fresh.responsible_council is not None:
         assert fresh.responsible_council is not ev.status.responsible_council
+
+
+def test_pending_reviews_are_worked_out_again_only_when_what_they_come_from_changes():
+    """A change that adds no review, placement or trigger keeps the pending
+    reviews (the same tuple); one that does gets them worked out again, as
+    `evaluate` would."""
+    as_of = date(2025, 6, 1)
+    ev = evaluation(PERSON, [detained("2024-01-10", residence_la_gss="E06000060"), left("2024-03-01")],
+                    REF, BOOK, as_of)
+    gp = ev.extended(change(T.GP_CHANGED, "2024-04-01", gp_practice_ods="K82901"))
+    assert gp.status.pending_reviews is ev.status.pending_reviews
+    steps = [change(T.PLACEMENT_STARTED, "2024-05-01"), change(T.REVIEW_COMPLETED, "2024-06-01"),
+             change(T.REVIEW_REQUESTED, "2024-07-01"), change(T.MOVED, "2024-08-01", residence_la_gss="E09000015")]
+    for step in steps:
+        nxt = gp.extended(step)
+        assert nxt.status.pending_reviews != gp.status.pending_reviews
+        assert nxt.status == evaluate(PERSON, list(nxt.changes), REF, BOOK, as_of)
+        gp = nxt
+
+
+def test_a_new_fold_is_the_dataclass_default_and_shares_no_container():
+    from hub.domain.rules.engine import _Fold, _new_fold
+
+    as_of = date(2025, 1, 1)
+    made = _new_fold(PERSON, REF, BOOK, as_of)
+    assert vars(made) == vars(_Fold(person_id=PERSON, ref=REF, agreements=BOOK, as_of=as_of))
+    other = _new_fold("P-0002", REF, BOOK, as_of)
+    assert other.person_id == "P-0002" and made.person_id == PERSON
+    for name in _CONTAINER_FIELDS:
+        assert getattr(made, name) is not getattr(other, name)
+    made.open_disputes["D1"] = object()
+    made.resolved_disputes.add("D1")
+    assert not _new_fold(PERSON, REF, BOOK, as_of).open_disputes and not other.resolved_disputes

@@ -77,3 +77,13 @@ def test_working_days_between_equals_counting_day_by_day(start, span):
         day += timedelta(days=1)
         by_day += day.weekday() < 5 and day not in BANK_HOLIDAYS
     assert working_days_between(start, end, BANK_HOLIDAYS) == by_day
+
+
+@given(start=st.dates(min_value=d("2010-01-01"), max_value=d("2030-12-31")), n=st.integers(0, 40))
+def test_add_working_days_equals_stepping_day_by_day(start, n):
+    """The n-th day after `start` that is a weekday and not a holiday (`start` itself when n is 0)."""
+    day, left = start, n
+    while left:
+        day += timedelta(days=1)
+        left -= day.weekday() < 5 and day not in BANK_HOLIDAYS
+    assert add_working_days(start, n, BANK_HOLIDAYS) == day
