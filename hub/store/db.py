@@ -750,8 +750,8 @@ class SyncConn:
 # behind, the writer checkpoints once the WAL holds this many bytes (10,000
 # pages of 4 KB, 2,500 of 16 KB).
 WRITER_AUTOCHECKPOINT_BYTES = 10_000 * 4096
-# False: SQLite's own automatic checkpoint every 1,000 pages in the writer's
-# COMMIT, no thread (what the hub did before; bench/bench_checkpoint.py's baseline).
+# False: SQLite's own automatic checkpoint every AUTOCHECKPOINT_BYTES (1,000
+# pages of 4 KB) in the writer's COMMIT, no thread (what the hub did before; bench/bench_checkpoint.py's baseline).
 CHECKPOINT_THREAD = True
 log = get_logger("hub.store")
 
@@ -761,7 +761,7 @@ class WalCheckpointer:
     database file and fsyncs it) in a thread of its own, off the event loop.
 
     SQLite's automatic checkpoint runs inside the COMMIT that takes the WAL
-    past 1,000 pages, in the committing connection: for the shared inline
+    past its threshold (AUTOCHECKPOINT_BYTES), in the committing connection: for the shared inline
     writer, on the event loop, which then stops for the checkpoint's
     writes and fsync (every few ingest batches; bench/README.md, "Tenth
     session"). Here, every `interval` seconds (a quarter of a second) in which a transaction was
