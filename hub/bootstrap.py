@@ -221,7 +221,7 @@ class Hub:
 async def build_hub(settings: Settings) -> Hub:
     kafka_servers = kafka_bootstrap(settings.bus_url)
     outbound = outbound_kafka_bootstrap(settings)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, sqlite_page_size=settings.sqlite_page_size)
     await create_schema(engine)
     ref = load_reference_data()
     agreements = (

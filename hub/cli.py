@@ -64,7 +64,8 @@ def _add_client(args: argparse.Namespace) -> None:
     from hub.store.db import create_engine, create_schema
 
     async def go() -> tuple[str, str]:
-        engine = create_engine(get_settings().database_url)
+        settings = get_settings()
+        engine = create_engine(settings.database_url, sqlite_page_size=settings.sqlite_page_size)
         await create_schema(engine)
         try:
             return await add_client(engine, args.name, args.org, args.kind, args.scopes)

@@ -94,7 +94,7 @@ async def run_demo(port: int = 8117, receiver_port: int = 8118, duration: float 
                         data_key_file=data_dir / "data.key", port=port, webhook_backoff_base_seconds=0.5,
                         # The sample receiver runs on this machine: allow loopback webhooks for it only.
                         webhook_allowed_hosts=["127.0.0.1"])
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, sqlite_page_size=settings.sqlite_page_size)
     await create_schema(engine)
     _, trust_key = await add_client(engine, "Oxford Health (demo trust)", "RNU", "trust", ["register:write", "s117:read"])
     org_keys = {org: (await add_client(engine, name, org, "council" if org.startswith("E") else "icb",

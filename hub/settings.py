@@ -24,6 +24,12 @@ class Settings(BaseSettings):
 
     # sqlite+aiosqlite:///path for the embedded mode, postgresql+asyncpg://... in production.
     database_url: str = f"sqlite+aiosqlite:///{REPO_ROOT / 'var' / 's117hub.db'}"
+    # SQLite (embedded): the page size of a database file the hub creates, in
+    # bytes (a power of two, 512-65536); an existing file keeps its own. 16 KB:
+    # a council file's bulk commits write a quarter of the WAL frames of 4 KB
+    # pages (bench/README.md, "Fifteenth session"). Checkpoints go by the WAL's
+    # bytes, whatever the page size (hub/store/db.py).
+    sqlite_page_size: int = 16384
     # "sql" = the embedded durable log in the same database (the outbox is the log);
     # "kafka://host:port[,host:port]" = the same outbox relayed to Apache Kafka,
     # and the dispatcher consuming from Kafka.
@@ -73,6 +79,13 @@ class Settings(BaseSettings):
     # name or an IP address, or a network such as 10.20.0.0/16) is named here.
     # Comma-separated in S117_WEBHOOK_ALLOWED_HOSTS, e.g. "127.0.0.1,hooks.lan".
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = []
+
+    @field_validator("sqlite_page_size")
+    @classmethod
+    def _page_size(cls, value: int) -> int:
+        if not 512 <= value <= 65536 or value & (value - 1):
+            raise ValueError("sqlite_page_size must be a power of two from 512 to 65536")
+        return value
 
     @field_validator("webhook_allowed_hosts", mode="before")
     @classmethod

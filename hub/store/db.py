@@ -108,28 +108,60 @@ def ping_when_idle(sync_engine: Engine) -> None:
             raise sa_exc.DisconnectionError("connection lost while idle") from exc
 
 
-def create_engine(database_url: str) -> AsyncEngine:
+# SQLite's page size for a database file the hub creates (`S117_SQLITE_PAGE_SIZE`).
+# A council file's chunk of 500 rows commits about 6.5 MB of WAL: at 16 KB a
+# quarter of the frames (and `pwrite` calls) of 4 KB pages, and fewer index
+# pages split; a single change's transaction writes larger frames (bench/README.md,
+# "Fifteenth session"). A file keeps the page size it was made with: under WAL
+# `PRAGMA page_size` changes nothing once the file has pages.
+DEFAULT_PAGE_SIZE = 16384
+# WAL thresholds in bytes, so that a file of any page size checkpoints at the
+# same WAL size: SQLite's automatic checkpoint (its default, 1,000 pages, was
+# set for 4 KB pages) and the shared writer's backstop (WRITER_AUTOCHECKPOINT_BYTES below).
+AUTOCHECKPOINT_BYTES = 1000 * 4096
+
+
+def wal_pages(nbytes: int, page_size: int) -> int:
+    """`nbytes` of WAL as pages of `page_size` (`PRAGMA wal_autocheckpoint` counts pages)."""
+    return max(1, nbytes // page_size)
+
+
+# Each engine's page size for new files, for the writer engine made beside it (`sqlite_writer_engine`).
+_page_sizes: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
+
+
+def create_engine(database_url: str, *, sqlite_page_size: int = DEFAULT_PAGE_SIZE) -> AsyncEngine:
+    """An engine on `database_url`; on SQLite, a database file it creates
+    gets pages of `sqlite_page_size` bytes (`S117_SQLITE_PAGE_SIZE`), an
+    existing one keeps its own."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
             private_sqlite(Path(url.database))  # 0600 file (and -wal/-shm), 0700 directory
         engine = create_async_engine(url, connect_args={"timeout": 30}, **JSON_CODEC)
-        configure_sqlite(engine.sync_engine)
+        configure_sqlite(engine.sync_engine, sqlite_page_size)
         return engine
     engine = create_async_engine(url, pool_size=10, max_overflow=10, **JSON_CODEC)
     ping_when_idle(engine.sync_engine)
     return engine
 
 
-def configure_sqlite(sync_engine: Engine) -> None:
+def configure_sqlite(sync_engine: Engine, page_size: int = DEFAULT_PAGE_SIZE) -> None:
     """The hub's SQLite settings, for the async engine and for the group
-    commit's own synchronous writer connection (hub/ingest/group_commit.py)."""
+    commit's own synchronous writer connection (hub/ingest/group_commit.py);
+    `page_size` for a file the connection creates."""
+    _page_sizes[sync_engine] = page_size
 
     @event.listens_for(sync_engine, "connect")
     def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
         cur = dbapi_conn.cursor()
+        # Before journal_mode: WAL mode writes a new file's header, and with it its page size.
+        cur.execute(f"PRAGMA page_size={int(page_size)}")
         # WAL + synchronous=FULL: a committed change survives SIGKILL and power loss.
         cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA page_size")
+        actual = cur.fetchone()[0]  # the file's own (an existing file keeps its page size)
+        cur.execute(f"PRAGMA wal_autocheckpoint={wal_pages(AUTOCHECKPOINT_BYTES, actual)}")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
@@ -161,7 +193,7 @@ def sqlite_writer_engine(async_engine: AsyncEngine) -> Engine | None:
         return None
     engine = sa_create_engine(async_engine.url.set(drivername="sqlite+pysqlite"), poolclass=StaticPool,
                               connect_args={"timeout": 30, "check_same_thread": False}, **JSON_CODEC)
-    configure_sqlite(engine)
+    configure_sqlite(engine, _page_sizes.get(async_engine.sync_engine, DEFAULT_PAGE_SIZE))
     return engine
 
 
@@ -715,10 +747,11 @@ class SyncConn:
 
 # The shared writer's own automatic checkpoint, as a backstop only: the WAL is
 # checkpointed by `WalCheckpointer` in a thread of its own; should that fall
-# behind, the writer checkpoints once the WAL holds this many pages (40 MB).
-WRITER_AUTOCHECKPOINT_PAGES = 10_000
-# False: SQLite's own automatic checkpoint every 1,000 pages in the writer's
-# COMMIT, no thread (what the hub did before; bench/bench_checkpoint.py's baseline).
+# behind, the writer checkpoints once the WAL holds this many bytes (10,000
+# pages of 4 KB, 2,500 of 16 KB).
+WRITER_AUTOCHECKPOINT_BYTES = 10_000 * 4096
+# False: SQLite's own automatic checkpoint every AUTOCHECKPOINT_BYTES (1,000
+# pages of 4 KB) in the writer's COMMIT, no thread (what the hub did before; bench/bench_checkpoint.py's baseline).
 CHECKPOINT_THREAD = True
 log = get_logger("hub.store")
 
@@ -728,7 +761,7 @@ class WalCheckpointer:
     database file and fsyncs it) in a thread of its own, off the event loop.
 
     SQLite's automatic checkpoint runs inside the COMMIT that takes the WAL
-    past 1,000 pages, in the committing connection: for the shared inline
+    past its threshold (AUTOCHECKPOINT_BYTES), in the committing connection: for the shared inline
     writer, on the event loop, which then stops for the checkpoint's
     writes and fsync (every few ingest batches; bench/README.md, "Tenth
     session"). Here, every `interval` seconds (a quarter of a second) in which a transaction was
@@ -736,7 +769,7 @@ class WalCheckpointer:
     writers append to the WAL meanwhile, readers keep their snapshots) runs on
     the thread's own connection, `synchronous=FULL` as every hub connection,
     with the GIL released while SQLite works. The writer's own automatic
-    checkpoint stays, at `WRITER_AUTOCHECKPOINT_PAGES`, should this thread
+    checkpoint stays, at `WRITER_AUTOCHECKPOINT_BYTES`, should this thread
     fall behind. Durability is unchanged: every COMMIT is fsync'd in the WAL."""
 
     interval = 0.25
@@ -896,7 +929,9 @@ class InlineWriter:
         if dbapi is not self._no_wait:
             dbapi.execute("PRAGMA busy_timeout=0")
             # Checkpoints are the checkpointer thread's; the writer's own only a backstop.
-            dbapi.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES if CHECKPOINT_THREAD else 1000}")
+            page_size = dbapi.execute("PRAGMA page_size").fetchone()[0]
+            backstop = WRITER_AUTOCHECKPOINT_BYTES if CHECKPOINT_THREAD else AUTOCHECKPOINT_BYTES
+            dbapi.execute(f"PRAGMA wal_autocheckpoint={wal_pages(backstop, page_size)}")
             if self._checkpointer is None and self._engine.url.database and CHECKPOINT_THREAD:
                 self._checkpointer = WalCheckpointer(self._engine.url.database)
                 # A writer dropped without `close` (its engine gone) stops its thread too.

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, literal_column, select, update
 
 import adapters.council_files.mapping as mapping
 from hub.api.app import create_app
@@ -416,3 +416,28 @@ def test_the_history_cache_is_bounded():
     assert cache.get("p1") is None and cache.get("p2") is not None
     cache.keep(date(2025, 9, 2), {"p3": [object()] * 2}, {})  # another day: statuses are stale, all dropped
     assert cache.get("p2") is None and cache.get("p3") is not None
+
+
+async def test_the_bulk_paths_change_ids_are_time_ordered_uuids(tmp_path):
+    """A row recorded in a bulk chunk gets a version 7 UUID (time-ordered: its index entries are appended);
+    the per-change path's stay version 4; either is a UUID, masked alike in the comparison above."""
+    import time
+    import uuid
+
+    began = time.time_ns() // 1_000_000
+    async with hub_at(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", tmp_path / "hub", files_chunk_rows=4) as h:
+        await run_nights(h)
+        async with h.hub.engine.connect() as conn:
+            rows = (await conn.execute(select(register_changes.c.change_id, register_changes.c.channel,
+                                              register_changes.c.source_message_id)
+                                       .order_by(literal_column("rowid")))).all()  # as inserted (SQLite)
+        bulk = h.hub.ingest.bulk_rows
+    ended = time.time_ns() // 1_000_000
+    ids = [(uuid.UUID(r.change_id), r.channel) for r in rows]
+    assert all(str(u) == r.change_id for (u, _), r in zip(ids, rows))
+    assert {u.version for u, channel in ids if channel != "file"} == {4}  # the trust's, one at a time
+    seven = [u for u, channel in ids if u.version == 7]
+    assert all(channel == "file" for u, channel in ids if u.version == 7)
+    assert 0 < len(seven) <= bulk
+    stamps = [u.int >> 80 for u in seven]
+    assert stamps == sorted(stamps) and began <= stamps[0] and stamps[-1] <= ended

@@ -63,3 +63,34 @@ def test_the_keyed_index_is_hmac_sha256_hexdigest(value):
 
     protector = DataProtector(Fernet.generate_key())
     assert protector.index(value) == hmac.new(protector._index_key, value.encode(), hashlib.sha256).hexdigest()
+
+
+@given(st.binary(min_size=10, max_size=10), st.integers(0, 2**48 - 1))
+def test_uuid7_is_the_time_in_milliseconds_then_random_bits_with_version_7(random_bytes, ms):
+    from unittest import mock
+
+    import hub.ids
+
+    with mock.patch.object(hub.ids.os, "urandom", return_value=random_bytes), \
+            mock.patch.object(hub.ids.time, "time_ns", return_value=ms * 1_000_000 + 999_999):
+        made = hub.ids.uuid7()
+    u = uuid.UUID(made)
+    assert str(u) == made and u.version == 7 and u.variant == uuid.RFC_4122
+    assert u.int >> 80 == ms  # RFC 9562: unix_ts_ms in the first 48 bits
+    # The 74 bits left are the random bytes' (less the version's 4 and the variant's 2).
+    rand = int.from_bytes(random_bytes, "big")
+    assert u.int & ((1 << 62) - 1) == rand & ((1 << 62) - 1)
+    assert (u.int >> 64) & 0xFFF == (rand >> 64) & 0xFFF
+
+
+def test_uuid7_ids_made_later_sort_after_and_are_unique():
+    import time
+
+    from hub.ids import uuid7
+
+    first = [uuid7() for _ in range(500)]
+    time.sleep(0.002)
+    later = [uuid7() for _ in range(500)]
+    assert len(set(first) | set(later)) == 1000
+    assert max(first) < min(later)
+    assert all(uuid.UUID(u).version == 7 for u in first + later)

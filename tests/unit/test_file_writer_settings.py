@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from hub.file_jobs import FILE_CACHE_KIB, roomier_writer
-from hub.store.db import WRITER_AUTOCHECKPOINT_PAGES, close_inline, create_engine, write_transaction
+from hub.store.db import DEFAULT_PAGE_SIZE, WRITER_AUTOCHECKPOINT_BYTES, close_inline, create_engine, write_transaction
+
+WRITER_AUTOCHECKPOINT_PAGES = WRITER_AUTOCHECKPOINT_BYTES // DEFAULT_PAGE_SIZE  # a new file's pages
 
 
 async def _settings(engine) -> tuple[int, int]:  # noqa: ANN001

@@ -41,7 +41,8 @@ async def test_committed_pages_reach_the_database_file_from_the_checkpointer_thr
         checkpointer = writer._checkpointer
         assert any(t.name == "s117-wal-checkpoint" for t in threading.enumerate())
         dbapi = writer._conn.connection.dbapi_connection
-        assert dbapi.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == store_db.WRITER_AUTOCHECKPOINT_PAGES
+        backstop = dbapi.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        assert backstop * dbapi.execute("PRAGMA page_size").fetchone()[0] == store_db.WRITER_AUTOCHECKPOINT_BYTES
         await asyncio.sleep(checkpointer.interval * 3)  # the first row's checkpoint done
         size, before = path.stat().st_size, checkpointer.checkpoints
         # About 200 pages: far below the writer's own threshold, so only the thread can copy them in.

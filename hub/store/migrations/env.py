@@ -31,7 +31,8 @@ def _run_standalone() -> None:
     from hub.store.db import create_engine
 
     async def go() -> None:
-        engine = create_engine(get_settings().database_url)
+        settings = get_settings()
+        engine = create_engine(settings.database_url, sqlite_page_size=settings.sqlite_page_size)
         async with engine.begin() as conn:
             await conn.run_sync(_run)
         await engine.dispose()
