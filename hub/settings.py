@@ -25,11 +25,11 @@ class Settings(BaseSettings):
     # sqlite+aiosqlite:///path for the embedded mode, postgresql+asyncpg://... in production.
     database_url: str = f"sqlite+aiosqlite:///{REPO_ROOT / 'var' / 's117hub.db'}"
     # SQLite (embedded): the page size of a database file the hub creates, in
-    # bytes (a power of two, 512-65536); an existing file keeps its own. 16 KB:
-    # a council file's bulk commits write a quarter of the WAL frames of 4 KB
-    # pages (bench/README.md, "Fifteenth session"). Checkpoints go by the WAL's
-    # bytes, whatever the page size (hub/store/db.py).
-    sqlite_page_size: int = 16384
+    # bytes (a power of two, 512-65536); an existing file keeps its own. 4 KB by
+    # default: 16 KB cuts a council file's WAL frames to a quarter but makes each
+    # single change write about 3.3x the WAL bytes (bench/README.md, "Fifteenth
+    # session"). Checkpoints go by the WAL's bytes, whatever the page size (hub/store/db.py).
+    sqlite_page_size: int = 4096
     # "sql" = the embedded durable log in the same database (the outbox is the log);
     # "kafka://host:port[,host:port]" = the same outbox relayed to Apache Kafka,
     # and the dispatcher consuming from Kafka.

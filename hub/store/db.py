@@ -109,12 +109,13 @@ def ping_when_idle(sync_engine: Engine) -> None:
 
 
 # SQLite's page size for a database file the hub creates (`S117_SQLITE_PAGE_SIZE`).
-# A council file's chunk of 500 rows commits about 6.5 MB of WAL: at 16 KB a
-# quarter of the frames (and `pwrite` calls) of 4 KB pages, and fewer index
-# pages split; a single change's transaction writes larger frames (bench/README.md,
-# "Fifteenth session"). A file keeps the page size it was made with: under WAL
-# `PRAGMA page_size` changes nothing once the file has pages.
-DEFAULT_PAGE_SIZE = 16384
+# 4 KB, SQLite's own: at 16 KB a council file's chunk of 500 rows writes a
+# quarter of the WAL frames (and `pwrite` calls), but that paid 2-3% of a row's
+# CPU in-process and nothing measurable over HTTP, while a single change's
+# transaction wrote about 3.3x the WAL bytes (the fsync on the path of every
+# POST's p99; bench/README.md, "Fifteenth session"). A file keeps the page size
+# it was made with: under WAL `PRAGMA page_size` changes nothing once the file has pages.
+DEFAULT_PAGE_SIZE = 4096
 # WAL thresholds in bytes, so that a file of any page size checkpoints at the
 # same WAL size: SQLite's automatic checkpoint (its default, 1,000 pages, was
 # set for 4 KB pages) and the shared writer's backstop (WRITER_AUTOCHECKPOINT_BYTES below).

@@ -1,5 +1,5 @@
 """SQLite's page size: a database file the hub creates gets the configured
-size (`S117_SQLITE_PAGE_SIZE`, 16 KB by default), an existing file keeps its
+size (`S117_SQLITE_PAGE_SIZE`, 4 KB by default), an existing file keeps its
 own and goes on working, and every WAL threshold counts bytes, so a file of
 either size checkpoints at the same WAL size (hub/store/db.py)."""
 
@@ -43,7 +43,7 @@ async def _thresholds(engine) -> tuple[int, int, int]:  # noqa: ANN001
     return page_size, pooled, writer
 
 
-@pytest.mark.parametrize("page_size", [DEFAULT_PAGE_SIZE, 4096, 8192])
+@pytest.mark.parametrize("page_size", [DEFAULT_PAGE_SIZE, 8192, 16384])
 async def test_a_new_file_gets_the_page_size_and_thresholds_in_bytes(tmp_path: Path, page_size: int) -> None:
     path = tmp_path / "hub.db"
     engine = create_engine(f"sqlite+aiosqlite:///{path}", sqlite_page_size=page_size)
@@ -61,15 +61,15 @@ async def test_a_new_file_gets_the_page_size_and_thresholds_in_bytes(tmp_path: P
         await engine.dispose()
 
 
-async def test_the_default_for_a_new_file_is_16_kb(tmp_path: Path) -> None:
+async def test_the_default_for_a_new_file_is_4_kb(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
     try:
         await create_schema(engine)
-        assert (await _thresholds(engine))[0] == 16384
+        assert await _thresholds(engine) == (4096, 1000, 10_000)
     finally:
         close_inline(engine)
         await engine.dispose()
-    assert Settings().sqlite_page_size == DEFAULT_PAGE_SIZE == 16384
+    assert Settings().sqlite_page_size == DEFAULT_PAGE_SIZE == 4096
 
 
 async def test_an_existing_4_kb_wal_file_keeps_its_pages_and_its_rows(tmp_path: Path) -> None:
@@ -83,7 +83,7 @@ async def test_an_existing_4_kb_wal_file_keeps_its_pages_and_its_rows(tmp_path: 
         await old.dispose()
     assert _header_page_size(path) == 4096
 
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")  # today's default: 16 KB for new files
+    engine = create_engine(f"sqlite+aiosqlite:///{path}", sqlite_page_size=16384)  # asking for 16 KB
     try:
         await create_schema(engine)  # idempotent on an existing store
         await _write(engine, 50, start=50)
@@ -102,7 +102,7 @@ async def test_an_existing_4_kb_wal_file_keeps_its_pages_and_its_rows(tmp_path: 
 
 async def test_a_16_kb_file_stays_16_kb_when_opened_asking_for_4_kb(tmp_path: Path) -> None:
     path = tmp_path / "hub.db"
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    engine = create_engine(f"sqlite+aiosqlite:///{path}", sqlite_page_size=16384)
     await create_schema(engine)
     await engine.dispose()
     again = create_engine(f"sqlite+aiosqlite:///{path}", sqlite_page_size=4096)
@@ -121,7 +121,7 @@ def test_the_writer_without_the_checkpoint_thread_uses_sqlites_own_threshold_in_
     monkeypatch.setattr(store_db, "CHECKPOINT_THREAD", False)
 
     async def go() -> tuple[int, int, int]:
-        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
+        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", sqlite_page_size=16384)
         try:
             await create_schema(engine)
             return await _thresholds(engine)
