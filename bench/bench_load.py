@@ -547,13 +547,13 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                   f"of the {os.cpu_count()} cores on average from the first POST to the last arrival "
                   f"({busy:.1f} s)", file=sys.stderr)
             kernel = cpu_times(hub.proc.pid)[1] - kernel0  # system calls: the WAL's writes and fsyncs, sockets
-            print(f"  hub CPU per change: {(cpu - kernel) / n * 1e3:.1f} ms user, {kernel / n * 1e3:.1f} ms kernel",
-                  file=sys.stderr)
+            print(f"  hub CPU per change: {(cpu - kernel) / n * 1e3:.2f} ms user, {kernel / n * 1e3:.2f} ms kernel "
+                  f"(total {cpu / n * 1e3:.2f} ms)", file=sys.stderr)
             if args.separate_workers or args.separate_delivery:  # the front (HTTP, ingest) and the worker processes apart
                 front = cpu_seconds(hub.proc.pid, children=False) - own0
                 roles = {role: (spent - roles0.get(role, 0.0)) / n * 1e3 for role, spent in worker_cpu(hub.proc.pid).items()}
-                print(f"  hub CPU per change: front {front / n * 1e3:.1f} ms, worker processes "
-                      f"{(cpu - front) / n * 1e3:.1f} ms ({', '.join(f'{r} {v:.1f} ms' for r, v in sorted(roles.items()))})",
+                print(f"  hub CPU per change: front {front / n * 1e3:.2f} ms, worker processes "
+                      f"{(cpu - front) / n * 1e3:.2f} ms ({', '.join(f'{r} {v:.2f} ms' for r, v in sorted(roles.items()))})",
                       file=sys.stderr)
             if args.count_statements:
                 counted = await statement_counts(workdir)
