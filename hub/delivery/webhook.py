@@ -25,6 +25,7 @@ Event number: `S117-Event-Number`, the subscription's gap-free sequence
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,7 +46,6 @@ __all__ = ["EVENT_NUMBER_HEADER", "SIGNATURE_HEADER", "HostClients", "WebhookDel
            "run_deliverer"]
 
 log = get_logger("hub.webhook")
-_UNPARSED = object()
 SIGNATURE_HEADER = "S117-Signature"
 EVENT_NUMBER_HEADER = "S117-Event-Number"
 
@@ -81,7 +81,6 @@ class WebhookDeliverer(SubscriptionDeliverer):
         self._claim_max = claim_max  # deliveries leased (and recorded) per transaction
         self._last_gauge = 0.0
         self._secrets: dict[bytes, str] = {}  # subscription secret token -> secret
-        self._hosts: dict[str, str | None] = {}  # url -> its host (`_host_of`)
 
     @property
     def _policy(self) -> RetryPolicy:
@@ -169,21 +168,12 @@ class WebhookDeliverer(SubscriptionDeliverer):
         metrics.DELIVERY_SECONDS.observe(time.perf_counter() - started)
         return error
 
-    def _host_of(self, url: str) -> str | None:
-        """The URL's host for the log line, parsed once per URL (a subscription's is always the same)."""
-        host = self._hosts.get(url, _UNPARSED)
-        if host is _UNPARSED:
-            if len(self._hosts) > 10_000:
-                self._hosts.clear()
-            host = self._hosts[url] = urlsplit(url).hostname
-        return host
-
     def _outcome(self, row: Any, error: str | None, wait: float | None) -> None:
         attempts = row.attempts + 1
         if error is None:
             log.info("webhook delivered", delivery_id=row.delivery_id, event_id=row.event_id,
                      recipient=row.org_code, attempt=attempts, correlation_id=row.correlation_id,
-                     url_host=self._host_of(row.url), event_number=row.event_number)
+                     url_host=_host_of(row.url), event_number=row.event_number)
         elif wait is None:
             log.error("webhook delivery dead-lettered", delivery_id=row.delivery_id, recipient=row.org_code,
                       attempt=attempts, error_kind=error, correlation_id=row.correlation_id)
@@ -191,3 +181,9 @@ class WebhookDeliverer(SubscriptionDeliverer):
             log.warning("webhook delivery failed, will retry", delivery_id=row.delivery_id, recipient=row.org_code,
                         attempt=attempts, error_kind=error, next_attempt_in=round(wait, 2),
                         correlation_id=row.correlation_id)
+
+
+@functools.lru_cache(maxsize=4096)
+def _host_of(url: str) -> str | None:
+    """The URL's host for the log line, parsed once per URL (a subscription's is always the same)."""
+    return urlsplit(url).hostname

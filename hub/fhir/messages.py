@@ -187,22 +187,15 @@ class _Urls:
     determination: str
 
 
-_URLS: dict[int, tuple[Namespaces, _Urls]] = {}  # id(ns) -> (ns, its URLs); ns kept, so its id stays its own
-
-
+@lru_cache(maxsize=64)  # a hub has one base; tests make many
 def _urls(ns: Namespaces) -> _Urls:
-    got = _URLS.get(id(ns))
-    if got is None or got[0] is not ns:
-        if len(_URLS) > 64:  # a hub has one base; tests make many
-            _URLS.clear()
-        got = _URLS[id(ns)] = (ns, _Urls(
-            profiles={t: ns.profile(name) for t, name in PROFILES.items()},
-            event_occurred=ns.extension("S117-EventOccurred"),
-            commissioner=ns.extension("S117-ResponsibleCommissioner"),
-            coordinating=ns.extension("S117-CoordinatingCouncil"),
-            next_review=ns.extension("S117-NextReview"),
-            determination=ns.extension("S117-Determination")))
-    return got[1]
+    return _Urls(
+        profiles={t: ns.profile(name) for t, name in PROFILES.items()},
+        event_occurred=ns.extension("S117-EventOccurred"),
+        commissioner=ns.extension("S117-ResponsibleCommissioner"),
+        coordinating=ns.extension("S117-CoordinatingCouncil"),
+        next_review=ns.extension("S117-NextReview"),
+        determination=ns.extension("S117-Determination"))
 
 
 def _determination_ext(aspect: str, det: Determination, url: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from datetime import date, timedelta
 from importlib import resources
+from typing import Any
 
 from hub.refdata.ods import ods_parent_org
 from hub.domain.model import Org
@@ -94,6 +95,29 @@ class _Council:
 # that repeat (a person's history evaluated again for each change, a day's detentions at one
 # practice) repeat within far fewer.
 _ANSWERS_KEPT = 8_192
+_UNKNOWN = object()
+
+
+class _Answers:
+    """A look-up's answers by its arguments, at most `kept` of them (emptied
+    when full): the reference data does not change once loaded, so an answer
+    holds for as long as the hub runs."""
+
+    __slots__ = ("_by_key", "_kept")
+
+    def __init__(self, kept: int) -> None:
+        self._by_key: dict[Any, Any] = {}
+        self._kept = kept
+
+    def get(self, key: Any) -> Any:
+        """The answer kept for `key`, or `_UNKNOWN`."""
+        return self._by_key.get(key, _UNKNOWN)
+
+    def keep(self, key: Any, answer: Any) -> Any:
+        if len(self._by_key) >= self._kept:
+            self._by_key.clear()
+        self._by_key[key] = answer
+        return answer
 
 
 class PublicReferenceData:
@@ -102,13 +126,14 @@ class PublicReferenceData:
     def __init__(self) -> None:
         # (code, date) -> council_successors' answer: the reference data does not change once
         # loaded, and every evaluation of a detention asks it (the dispatcher's again).
-        self._successors_of: dict[tuple[str, date], tuple[Org, ...]] = {}
+        # Bounded at 50,000: codes a day apart are many keys.
+        self._successors_of = _Answers(50_000)
         # (code, date) -> council_commissioner's answer, for the same reason: the usual-residence
         # fallback walks every district of the council's area (about 250 us a miss).
-        self._commissioner_of: dict[tuple[str, date], Org | None] = {}
+        self._commissioner_of = _Answers(_ANSWERS_KEPT)
         # (practice, date, as_of) -> practice_commissioner's answer (about 2 us a resolution): every
         # evaluation of a detention asks it, again each time a person's history is evaluated.
-        self._practice_commissioner_of: dict[tuple[str, date, date], CommissionerResolution | None] = {}
+        self._practice_commissioner_of = _Answers(_ANSWERS_KEPT)
         self._load_legal_status()
         self._load_councils()
         self._load_nhs_orgs()
@@ -261,14 +286,11 @@ class PublicReferenceData:
         after the district's abolition, to the unitary that replaced it)."""
         key = (gss_code, on)
         got = self._successors_of.get(key)
-        if got is None:
+        if got is _UNKNOWN:
             out: list[Org] = []
             self._successors(self._canonical_gss(gss_code), on, out, 0)
             seen: set[str] = set()
-            got = tuple(o for o in out if not (o.code in seen or seen.add(o.code)))
-            if len(self._successors_of) >= 50_000:  # bounded: codes a day apart are many keys
-                self._successors_of.clear()
-            self._successors_of[key] = got
+            got = self._successors_of.keep(key, tuple(o for o in out if not (o.code in seen or seen.add(o.code))))
         return got
 
     def _successors(self, gss: str, on: date, out: list[Org], depth: int) -> None:
@@ -354,14 +376,12 @@ class PublicReferenceData:
         self, practice_ods: str, on: date, as_of: date
     ) -> CommissionerResolution | None:
         key = (practice_ods, on, as_of)
-        if key in self._practice_commissioner_of:
-            return self._practice_commissioner_of[key]
-        p = _norm(practice_ods)
-        found = self._practice_ccg_era(p, on, as_of) if on < ICB_START else self._practice_icb_era(p, on, as_of)
-        if len(self._practice_commissioner_of) >= _ANSWERS_KEPT:
-            self._practice_commissioner_of.clear()
-        self._practice_commissioner_of[key] = found
-        return found
+        got = self._practice_commissioner_of.get(key)
+        if got is _UNKNOWN:
+            p = _norm(practice_ods)
+            got = self._practice_commissioner_of.keep(
+                key, self._practice_ccg_era(p, on, as_of) if on < ICB_START else self._practice_icb_era(p, on, as_of))
+        return got
 
     def _practice_ccg_era(self, p: str, on: date, as_of: date) -> CommissionerResolution | None:
         if p in self._prac22:
@@ -477,13 +497,10 @@ class PublicReferenceData:
         West Birmingham moves, applied at district level). From 1 July 2022 it
         is an ICB; for an earlier `as_of` the CCG then in place."""
         key = (gss_code, as_of)
-        if key in self._commissioner_of:
-            return self._commissioner_of[key]
-        found = self._council_commissioner(gss_code, as_of)
-        if len(self._commissioner_of) >= _ANSWERS_KEPT:
-            self._commissioner_of.clear()
-        self._commissioner_of[key] = found
-        return found
+        got = self._commissioner_of.get(key)
+        if got is _UNKNOWN:
+            got = self._commissioner_of.keep(key, self._council_commissioner(gss_code, as_of))
+        return got
 
     def _council_commissioner(self, gss_code: str, as_of: date) -> Org | None:
         area = self._lad_area(self._canonical_gss(gss_code))

@@ -68,28 +68,38 @@ async def test_the_same_message_sent_concurrently_is_recorded_once(app_hub):
     assert await count(app_hub.hub.engine, ingest_results) == 7
 
 
+def _broken_at_3(t, i: int, accepted=None, broken=None):  # noqa: ANN001, ANN202
+    """A unit inserting row `i` (counting `accepted`); unit 3 then fails (counting `broken` first)."""
+    async def run(conn):  # noqa: ANN001, ANN202
+        await conn.execute(t.insert(), {"id": i, "v": str(i)})
+        if accepted is not None:
+            conn.count(accepted)
+        if i == 3:
+            if broken is not None:
+                conn.count(broken)
+            raise ValueError("unit 3 is broken")
+        return i
+    return run
+
+
+def _undone(t, i: int, accepted=None):  # noqa: ANN001, ANN202
+    """A unit that inserts row `i` (counting 100 `accepted`) and rolls its own transaction back."""
+    async def run(conn):  # noqa: ANN001, ANN202
+        async with conn.begin() as tx:
+            await conn.execute(t.insert(), {"id": i, "v": "undo"})
+            if accepted is not None:
+                conn.count(accepted, 100)
+            await tx.rollback()
+            return "rolled back"
+    return run
+
+
 async def test_a_failing_unit_fails_alone_and_the_rest_commit(table_engine):
     engine, t = table_engine
     gc = GroupCommit(engine, max_wait=0.01)
 
-    def unit(i: int):  # noqa: ANN202
-        async def run(conn):  # noqa: ANN001, ANN202
-            await conn.execute(t.insert(), {"id": i, "v": str(i)})
-            if i == 3:
-                raise ValueError("unit 3 is broken")
-            return i
-        return run
-
-    def undone(i: int):  # noqa: ANN202
-        async def run(conn):  # noqa: ANN001, ANN202
-            async with conn.begin() as tx:
-                await conn.execute(t.insert(), {"id": i, "v": "undo"})
-                await tx.rollback()
-                return "rolled back"
-        return run
-
-    results = await asyncio.gather(*(gc.run(unit(i), keys=[i]) for i in range(8)), gc.run(undone(50), keys=[50]),
-                                   return_exceptions=True)
+    results = await asyncio.gather(*(gc.run(_broken_at_3(t, i), keys=[i]) for i in range(8)),
+                                   gc.run(_undone(t, 50), keys=[50]), return_exceptions=True)
     assert isinstance(results[3], ValueError)
     assert [r for i, r in enumerate(results[:8]) if i != 3] == [0, 1, 2, 4, 5, 6, 7]
     assert results[8] == "rolled back"
@@ -282,27 +292,9 @@ async def test_counts_are_added_once_committed_and_only_for_what_was_kept(table_
     gc = GroupCommit(engine, max_wait=0.01)
     accepted, broken = _Tally(), _Tally()
 
-    def unit(i: int):  # noqa: ANN202
-        async def run(conn):  # noqa: ANN001, ANN202
-            await conn.execute(t.insert(), {"id": i, "v": str(i)})
-            conn.count(accepted)
-            if i == 3:
-                conn.count(broken)
-                raise ValueError("unit 3 is broken")  # the batch fails: every unit runs again alone
-            return i
-        return run
-
-    def undone(i: int):  # noqa: ANN202
-        async def run(conn):  # noqa: ANN001, ANN202
-            async with conn.begin() as tx:
-                await conn.execute(t.insert(), {"id": i, "v": "undo"})
-                conn.count(accepted, 100)
-                await tx.rollback()
-                return "rolled back"
-        return run
-
-    results = await asyncio.gather(*(gc.run(unit(i), keys=[i]) for i in range(8)), gc.run(undone(50), keys=[50]),
-                                   return_exceptions=True)
+    # Unit 3 fails its batch: every unit of it runs again alone.
+    results = await asyncio.gather(*(gc.run(_broken_at_3(t, i, accepted, broken), keys=[i]) for i in range(8)),
+                                   gc.run(_undone(t, 50, accepted), keys=[50]), return_exceptions=True)
     assert isinstance(results[3], ValueError) and results[8] == "rolled back"
     # Seven units committed, each counted once: not the failed batch's counts, not unit 3's, not the undone one's.
     assert accepted.total == 7 and broken.total == 0
