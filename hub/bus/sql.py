@@ -56,13 +56,44 @@ async def lock_topic(conn: AsyncConnection, topic: str) -> None:
             sync.info[_TOPIC_LOCKS] = (tx, {topic})
 
 
+class _Told:
+    """Objects held weakly, to be told of each commit that published: a dict
+    of weak references rather than a `WeakSet`, whose iteration (a generator
+    guarding against removals, its `len`) cost more than the telling. With
+    the workers apart the back process tells its readers at every datagram
+    from the front: a change a datagram at one client (bench/README.md,
+    "Sixteenth session")."""
+
+    __slots__ = ("_refs",)
+
+    def __init__(self) -> None:
+        self._refs: dict[int, weakref.ref[Any]] = {}
+
+    def add(self, obj: Any) -> None:
+        key, refs = id(obj), self._refs
+
+        def gone(ref: weakref.ref[Any]) -> None:  # at the object's end, before its id can be another's
+            if refs.get(key) is ref:
+                del refs[key]
+
+        if key not in refs:
+            refs[key] = weakref.ref(obj, gone)
+
+    def alive(self) -> list[Any]:
+        """The objects still alive, in the order added."""
+        return [obj for obj in map(weakref.ref.__call__, tuple(self._refs.values())) if obj is not None]
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+
 # The readers (SqlLog) in this process, told when a transaction that published commits.
-_READERS: "weakref.WeakSet[SqlLog]" = weakref.WeakSet()
+_READERS = _Told()
 _ARMED: "weakref.WeakSet[Any]" = weakref.WeakSet()  # connections whose commit will tell them
 
 
 # Others told the same (the Kafka relay): events set on each such commit.
-_SIGNALS: "weakref.WeakSet[asyncio.Event]" = weakref.WeakSet()
+_SIGNALS = _Told()
 
 
 def publish_signal() -> asyncio.Event:
@@ -85,9 +116,9 @@ def tell_elsewhere(tell: Callable[[], None]) -> Callable[[], None]:
 
 
 def _tell_readers() -> None:
-    for reader in list(_READERS):
+    for reader in _READERS.alive():
         reader._new.set()
-    for signal in list(_SIGNALS):
+    for signal in _SIGNALS.alive():
         signal.set()
     for tell in _ELSEWHERE:
         tell()
