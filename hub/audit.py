@@ -106,19 +106,21 @@ def register_source(source: Source) -> None:
         SOURCES.append(source)
 
 
-def _content(source: Source, row: Any) -> dict[str, Any]:
+def _content(source: Source, row: Any, known: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """The record as JSON values (what the entry stores and its hash covers):
     `_jsonable` of each column's value. A row of the source's columns in table
     order (as `select(table)` gives) is taken whole, and only the columns
     whose values can be a datetime, a date or bytes are converted: for any
     other value `_jsonable` is the value itself (three entries a message,
-    fifteen columns each)."""
+    fifteen columns each). `known`: a value of the row and its `_jsonable`
+    already made (`extend` sorts by the record's time as JSON: not made twice)."""
     names, convert = _content_plan(source.table)
     content: dict[str, Any] = {"source": source.name}
     if getattr(row, "_fields", None) == names:
         content.update(zip(names, row))
         for i, name in convert:
-            content[name] = _jsonable(row[i])
+            value = row[i]
+            content[name] = known[1] if known is not None and value is known[0] else _jsonable(value)
         return content
     for name in names:
         content[name] = _jsonable(getattr(row, name))
@@ -210,27 +212,28 @@ class AuditChain:
         async with write_transaction(self._engine) as conn:  # SQLite: the shared inline writer
             await self._lock(conn)
             seq, prev = await self._head(conn)
-            rows: list[tuple[Any, str, int, datetime, Source, Any]] = []
+            rows: list[tuple[str, str, int, datetime, Source, Any]] = []
             cursors: dict[str, int] = {}
             for source in SOURCES:
                 cur = (await execute_prepared(conn, _CURSOR, {"source": source.name})).scalar() or 0
+                name, at_of, idcol = source.name, source.at, source.id_column
                 for r in (await execute_prepared(conn, _new_records(source), {"after": cur})).all():
-                    at = source.at(r)
-                    rows.append((_jsonable(at), source.name, getattr(r, source.id_column), at, source, r))
-                cursors[source.name] = cur
+                    at = at_of(r)
+                    rows.append((_jsonable(at), name, cur := getattr(r, idcol), at, source, r))
+                cursors[name] = cur  # read in id order, every one chained below: the last is the cursor
             rows.sort(key=_ORDER)  # by time (as the entry writes it), source, id
             entries = []
-            for _when, name, rid, at, source, r in rows:
+            sha256 = hashlib.sha256
+            for when, name, rid, at, source, r in rows:
                 seq += 1
                 # The content's canonical JSON is what the hash covers and what is stored (as
                 # written, not serialised again: the same document, its keys sorted).
-                body = canonical(_content(source, r))
-                h = hashlib.sha256(prev.encode() + body).hexdigest()
+                body = canonical(_content(source, r, (at, when)))
+                h = sha256(prev.encode() + body).hexdigest()
                 entries.append({"seq": seq, "kind": source.kind(r), "source": name, "source_id": rid,
                                 "at": at, "person_id": source.person(r), "org": source.org(r),
                                 "content": orjson.Fragment(body), "prev_hash": prev, "entry_hash": h})
                 prev = h
-                cursors[name] = max(cursors[name], rid)
             if entries:
                 await conn.execute(audit_chain.insert(), entries)
                 await execute_prepared(conn, _cursor_move(conn.dialect),

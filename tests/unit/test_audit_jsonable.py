@@ -47,3 +47,22 @@ def test_an_entrys_content_is_jsonable_of_every_column_whichever_way_the_row_is_
             # A row read another way (its columns in another order) goes by name.
             other = namedtuple("Other", tuple(reversed(names)))(*reversed(values))
             assert _content(source, other) == expected
+
+
+def test_a_value_already_made_jsonable_is_used_for_that_object_only():
+    """`extend` passes the record's time with its `_jsonable` (made for the sort):
+    the content is the same as without it, and a column holding another object,
+    even an equal one, is converted itself."""
+    from collections import namedtuple
+
+    from hub.audit import SOURCES, _columns, _content
+
+    source = next(s for s in SOURCES if s.name == "disclosures")
+    names = _columns(source.table)
+    at = datetime(2026, 12, 2, 13, 31, 7, 23635)
+    row = namedtuple("Row", names)(*[at if n == "at" else None for n in names])
+    expected = _content(source, row)
+    assert expected["at"] == "2026-12-02T13:31:07.023635+00:00"
+    assert _content(source, row, (at, _jsonable(at))) == expected
+    equal_not_same = datetime(2026, 12, 2, 13, 31, 7, 23635)
+    assert _content(source, row, (equal_not_same, "not used"))["at"] == expected["at"]
