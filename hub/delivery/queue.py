@@ -235,6 +235,7 @@ _MESSAGES = Prepared(delivery_messages.insert().from_select(
     ["delivery_seq", "payload"],
     select(deliveries.c.delivery_seq, bindparam("payload", type_=LargeBinary))
     .where(deliveries.c.delivery_id == bindparam("delivery_id"))))
+
 # Statements the dispatcher runs per organisation or subscription of a batch (hub.store.db.Prepared).
 _ACTIVE = Prepared(select(subscriptions).where(subscriptions.c.org_code == bindparam("org_code"),
                                                subscriptions.c.active.is_(True))

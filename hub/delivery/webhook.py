@@ -183,7 +183,6 @@ class WebhookDeliverer(SubscriptionDeliverer):
                         attempt=attempts, error_kind=error, next_attempt_in=round(wait, 2),
                         correlation_id=row.correlation_id)
 
-
     def _log_delivered(self) -> None:
         """One "webhook delivered" line for every delivery recorded delivered
         in this turn of the event loop: the subscriptions' outcomes recorded
