@@ -344,7 +344,7 @@ async def bursts(changes: int, subscribers: int = 8, fan: int = 3, gap: float = 
 def show_throughput(r: dict) -> None:
     print(f"claim_max {r['claim_max']:>3}, pipeline {r['pipeline']}: {r['delivered']:>5} delivered ({r['arrived']} arrivals, "
           f"{'in order' if r['in_order'] else 'OUT OF ORDER'}) at {r['per_s']:7,.0f}/s, "
-          f"hub CPU {r['cpu_ms']:.2f} ms per delivery")
+          f"hub CPU {r['cpu_ms']:.3f} ms per delivery")
 
 
 def show(r: dict) -> None:
