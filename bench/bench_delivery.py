@@ -417,7 +417,7 @@ if __name__ == "__main__":
     if args.bursts is not None:
         from hub.observability.logging import configure_logging
 
-        configure_logging("INFO")  # as the delivery process logs: a JSON line a delivery (to stdout)
+        configure_logging("INFO")  # as the delivery process logs (JSON lines to stdout)
         r = asyncio.run(bursts(args.bursts))
         print(f"bursts: {r['delivered']} delivered in {r['elapsed']:.1f} s, deliverer CPU "
               f"{r['cpu_ms']:.3f} ms per delivery; load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
