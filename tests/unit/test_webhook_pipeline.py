@@ -278,3 +278,14 @@ async def test_deliveries_recorded_together_share_one_log_line_naming_each(tmp_p
                     strict=True)) == [tuple(r) for r in queued]
     assert line["recipients"] == ["E06000060"] * 6 and line["attempts"] == [1] * 6
     assert line["url_hosts"] == ["127.0.0.1"] * 6
+
+
+def test_a_queued_delivery_row_is_inserted_whole_its_message_apart() -> None:
+    """`insert_deliveries` names the columns it writes (built once, on the
+    store's driver path): every key of a `delivery_row` but its message is
+    one of them, so nothing a row carries is left out of `deliveries`."""
+    from hub.delivery import queue
+
+    row = queue.delivery_row(subscription_id="s", event_id="e", message_id="m", event_type="t", payload=b"p",
+                             correlation_id="c", event_number=1, now=datetime.now(UTC))
+    assert set(row) - {"payload"} == set(queue._QUEUED)
