@@ -38,7 +38,8 @@ async def main(entries: int, n_deliveries: int) -> None:
     from hub.observability.logging import configure_logging
     from hub.retention import Purger, RetentionPolicy
     from hub.store.db import create_engine, create_schema
-    from hub.store.schema import deliveries, disclosures, subscriptions
+    from hub.delivery.queue import insert_deliveries
+    from hub.store.schema import delivery_messages, disclosures, subscriptions
     from hub.trace import TraceQuery, trace
 
     configure_logging("WARNING")
@@ -91,17 +92,17 @@ async def main(entries: int, n_deliveries: int) -> None:
         payload = b"x" * 2000
         for start in range(0, n_deliveries, 20_000):
             async with engine.begin() as conn:
-                await conn.execute(deliveries.insert(), [{
+                await insert_deliveries(conn, [{
                     "delivery_id": str(uuid.uuid4()), "subscription_id": "s", "event_id": str(uuid.uuid4()),
                     "message_id": str(uuid.uuid4()), "event_type": "s117-entitlement-started", "payload": payload,
                     "status": "delivered", "attempts": 1, "next_attempt_at": t0, "correlation_id": "b",
                     "created_at": t0, "delivered_at": t0} for _ in range(min(20_000, n_deliveries - start))])
         started = time.perf_counter()
         async with engine.begin() as conn:  # baseline: one bare UPDATE of the same rows, then put them back
-            await conn.execute(text("UPDATE deliveries SET payload = x'' WHERE status = 'delivered'"))
+            await conn.execute(text("UPDATE delivery_messages SET payload = x''"))
         bare_s = time.perf_counter() - started
         async with engine.begin() as conn:
-            await conn.execute(deliveries.update().values(payload=payload))
+            await conn.execute(delivery_messages.update().values(payload=payload))
         started = time.perf_counter()
         done = await Purger(engine, chain, RetentionPolicy(30, 0, 0, 0)).run_once(datetime(2026, 12, 1, tzinfo=UTC))
         purge_s = time.perf_counter() - started

@@ -19,6 +19,19 @@ deleted and put back) is a frame too: comparing the file's pages would miss it.
     .venv/bin/python bench/bench_pages.py                 # 2,000 people, 5 samples a kind
     .venv/bin/python bench/bench_pages.py --people 500 --samples 10
     .venv/bin/python bench/bench_pages.py --page-size 4096  # a database of 4 KB pages
+
+`--deliveries`: the pages of a webhook delivery's three steps instead, each
+a transaction of its own through the hub's own functions (`queue_delivery`,
+`claim_batch`, `record_batch`), on one subscription with a backlog of
+`--backlog` pending deliveries of `--message` bytes each (a real message,
+encrypted, is about 5 KB): queue one, lease the head, mark it delivered; and
+the process's CPU a step (user and kernel, the WAL's writes and fsync with it;
+`samples` deliveries of their own, with no look at the WAL between steps).
+`--batch N`: N deliveries a transaction at each step, as the dispatcher
+queues a batch's and the deliverers lease and record theirs (the figures
+are still a delivery's).
+
+    .venv/bin/python bench/bench_pages.py --deliveries --samples 20
 """
 
 from __future__ import annotations
@@ -31,9 +44,11 @@ import shutil
 import sqlite3
 import sys
 import tempfile
+import time
 from collections import Counter
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import orjson
 import structlog
@@ -119,20 +134,104 @@ async def run(people: int, samples: int, tmp: Path, page_size: int = 0) -> tuple
     return page_size, out
 
 
+DELIVERY_STEPS = ("queue a delivery", "lease it", "mark it delivered")
+
+
+async def run_deliveries(backlog: int, samples: int, message: int, tmp: Path,
+                         page_size: int = 0, batch: int = 1) -> tuple[int, list[tuple[str, int, Counter[str], int]], dict[str, float]]:
+    """The WAL frames of each of a delivery's steps (`DELIVERY_STEPS`), `samples` deliveries,
+    and the CPU seconds each step took in all."""
+    import os
+    import uuid
+    from datetime import UTC, datetime
+
+    from hub.delivery.leases import RetryPolicy, claim_batch, record_batch
+    from hub.delivery.queue import create_counter, queue_delivery
+    from hub.store.schema import subscriptions
+
+    db = tmp / "hub.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{db}", **({"sqlite_page_size": page_size} if page_size else {}))
+    await create_schema(engine)
+    sid = str(uuid.uuid4())
+
+    async def queue(n: int) -> None:
+        async with engine.begin() as conn:
+            for _ in range(n):
+                eid = str(uuid.uuid4())
+                await queue_delivery(conn, subscription_id=sid, event_id=eid, message_id=eid,
+                                     event_type="s117-entitlement-started", payload=os.urandom(message),
+                                     correlation_id=str(uuid.uuid4()))
+
+    async with engine.begin() as conn:
+        await conn.execute(subscriptions.insert().values(
+            subscription_id=sid, org_code="E06000060", client_id="bench", channel="webhook",
+            url="http://127.0.0.1:9/hook", secret=b"s", active=True, created_at=datetime.now(UTC)))
+        await create_counter(conn, sid)
+    for _ in range(0, backlog, 500):
+        await queue(min(500, backlog))
+    seen = {step: Counter[str]() for step in DELIVERY_STEPS}
+    written = dict.fromkeys(DELIVERY_STEPS, 0)
+    cpu = dict.fromkeys(DELIVERY_STEPS, 0.0)  # the process's CPU (user and kernel: the WAL's writes, its fsync)
+
+    async def step(name: str, work: Any) -> Any:
+        _checkpoint(db)
+        out = await work
+        frames, size = _frames(db.with_name(db.name + "-wal"))
+        owners = _owners(db)
+        seen[name].update(owners.get(page, "(free)") for page in frames)
+        written[name] += len(frames) * (24 + size)
+        return out
+
+    async def timed(name: str, work: Any) -> Any:
+        started = time.process_time()
+        out = await work
+        cpu[name] += time.process_time() - started
+        return out
+
+    for _ in range(samples):  # the CPU, in a run of its own: no checkpoint or look at the WAL between steps
+        await timed(DELIVERY_STEPS[0], queue(batch))
+        rows = await timed(DELIVERY_STEPS[1], claim_batch(engine, "webhook", sid, batch, 60.0))
+        await timed(DELIVERY_STEPS[2], record_batch(engine, rows, None, None, [], RetryPolicy(), "webhook"))
+    for _ in range(samples):
+        await step(DELIVERY_STEPS[0], queue(batch))
+        rows = await step(DELIVERY_STEPS[1], claim_batch(engine, "webhook", sid, batch, 60.0))
+        assert len(rows) == batch, rows
+        await step(DELIVERY_STEPS[2], record_batch(engine, rows, None, None, [], RetryPolicy(), "webhook"))
+    async with engine.connect() as conn:
+        page_size = (await conn.exec_driver_sql("PRAGMA page_size")).scalar_one()
+    close_inline(engine)
+    await engine.dispose()
+    return page_size, [(name, samples * batch, seen[name], written[name]) for name in DELIVERY_STEPS], cpu
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--people", type=int, default=2000, help="the register's size first (4 changes each)")
     ap.add_argument("--samples", type=int, default=5, help="changes of each kind measured")
     ap.add_argument("--page-size", type=int, default=0, help="the new database's page size (default: the hub's)")
+    ap.add_argument("--deliveries", action="store_true", help="a webhook delivery's steps rather than changes")
+    ap.add_argument("--backlog", type=int, default=2000, help="--deliveries: pending deliveries queued first")
+    ap.add_argument("--message", type=int, default=5000, help="--deliveries: a message's bytes (encrypted)")
+    ap.add_argument("--batch", type=int, default=1,
+                    help="--deliveries: deliveries a transaction (queued, leased, recorded together)")
     args = ap.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     tmp = Path(tempfile.mkdtemp(prefix="s117-bench-pages-"))
     try:
-        page_size, results = asyncio.run(run(args.people, args.samples, tmp, args.page_size))
+        if args.deliveries:
+            page_size, results, cpu = asyncio.run(run_deliveries(args.backlog, args.samples, args.message, tmp,
+                                                                 args.page_size, args.batch))
+        else:
+            page_size, results = asyncio.run(run(args.people, args.samples, tmp, args.page_size))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"Pages a register change writes (SQLite, {page_size // 1024} KB pages), a register of {args.people:,}"
-          " people first; WAL frames, mean of the samples; page 1 (`sqlite_schema`) holds the file's size\n")
+    if args.deliveries:
+        print(f"Pages a webhook delivery's steps write (SQLite, {page_size // 1024} KB pages), {args.backlog:,}"
+              f" pending deliveries of {args.message:,} bytes first, {args.batch} a transaction; WAL frames and CPU"
+              f" a delivery, {args.samples * args.batch} deliveries\n")
+    else:
+        print(f"Pages a register change writes (SQLite, {page_size // 1024} KB pages), a register of {args.people:,}"
+              " people first; WAL frames, mean of the samples; page 1 (`sqlite_schema`) holds the file's size\n")
     names = sorted({n for _, _, c, _ in results for n in c})
     print("| table or index | " + " | ".join(what for what, _, _, _ in results) + " |")
     print("|---|" + "---|" * len(results))
@@ -140,6 +239,9 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(f"{c[name] / n:.1f}" if c[name] else "" for _, n, c, _ in results) + " |")
     print("| **all** | " + " | ".join(f"**{sum(c.values()) / n:.1f}**" for _, n, c, _ in results) + " |")
     print("| **WAL KB** | " + " | ".join(f"**{w / n / 1024:.1f}**" for _, n, _, w in results) + " |")
+    if args.deliveries:
+        print("| **CPU us** (the process, user and kernel) | "
+              + " | ".join(f"**{cpu[what] / n * 1e6:.0f}**" for what, n, _, _ in results) + " |")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hub.audit import AuditChain
 from hub.observability import metrics
 from hub.observability.logging import get_logger
-from hub.store.schema import bus_messages, consumer_offsets, dead_letters, deliveries, quarantine
+from hub.store.schema import (
+    bus_messages,
+    consumer_offsets,
+    dead_letters,
+    deliveries,
+    deliveries_with_messages,
+    delivery_messages,
+    quarantine,
+)
 
 log = get_logger("hub.retention")
 BATCH = 5000
@@ -48,10 +56,12 @@ class Purger:
         p = self._policy
         done = {"delivered_payloads": 0, "outbox": 0, "quarantine_raw": 0, "audit": 0}
         if p.delivered_payload_days:
-            done["delivered_payloads"] = await self._batched(lambda: deliveries.update().where(
-                deliveries.c.delivery_seq.in_(select(deliveries.c.delivery_seq).where(
-                    deliveries.c.status == "delivered", deliveries.c.delivered_at < now - timedelta(days=p.delivered_payload_days),
-                    func.length(deliveries.c.payload) > 0).limit(BATCH))).values(payload=b""))
+            done["delivered_payloads"] = await self._batched(lambda: delivery_messages.update().where(
+                delivery_messages.c.delivery_seq.in_(
+                    select(deliveries.c.delivery_seq).select_from(deliveries_with_messages).where(
+                        deliveries.c.status == "delivered",
+                        deliveries.c.delivered_at < now - timedelta(days=p.delivered_payload_days),
+                        func.length(delivery_messages.c.payload) > 0).limit(BATCH))).values(payload=b""))
         if p.outbox_days:
             done["outbox"] = await self._purge_outbox(now - timedelta(days=p.outbox_days))
         if p.quarantine_raw_days:

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub.api.deps import MAX_ID, ClientDep, HubDep, Cursor, Limit, require
 from hub.api.problems import ProblemError
 from hub.observability.logging import get_logger
-from hub.store.schema import deliveries, subscriptions
+from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, subscriptions
 
 router = APIRouter(prefix="/v1/feeds", tags=["subscriptions"])
 log = get_logger("hub.feeds")
@@ -52,8 +52,9 @@ async def _acknowledge(conn: AsyncConnection, subscription_id: str, upto: int) -
 async def _next(conn: AsyncConnection, subscription_id: str, after: int, limit: int) -> list[Any]:
     rows = (await conn.execute(
         select(deliveries.c.delivery_seq, deliveries.c.event_number, deliveries.c.delivery_id,
-               deliveries.c.event_id, deliveries.c.message_id, deliveries.c.event_type, deliveries.c.payload,
+               deliveries.c.event_id, deliveries.c.message_id, deliveries.c.event_type, delivery_messages.c.payload,
                deliveries.c.attempts)
+        .select_from(deliveries_with_messages)
         .where(deliveries.c.subscription_id == subscription_id, deliveries.c.event_number > after,
                deliveries.c.status == "pending")
         .order_by(deliveries.c.event_number).limit(limit))).all()

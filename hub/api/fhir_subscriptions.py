@@ -37,7 +37,7 @@ from hub.fhir.subscriptions import (
     topics,
 )
 from hub.observability.logging import get_logger
-from hub.store.schema import deliveries, subscriptions
+from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, subscriptions
 
 router = APIRouter(prefix="/v1/fhir", tags=["fhir-subscriptions"])
 log = get_logger("hub.fhir_subscriptions")
@@ -182,7 +182,9 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
     if eventsUntilNumber is not None and eventsUntilNumber < eventsSinceNumber:
         return _outcome(422, [("eventsUntilNumber", "must not be less than eventsSinceNumber")])
     async with hub.engine.connect() as conn:
-        q = (select(deliveries.c.event_number, deliveries.c.payload, deliveries.c.message_id, deliveries.c.created_at)
+        q = (select(deliveries.c.event_number, delivery_messages.c.payload, deliveries.c.message_id,
+                    deliveries.c.created_at)
+             .select_from(deliveries_with_messages)
              .where(deliveries.c.subscription_id == subscription_id,
                     deliveries.c.event_number >= eventsSinceNumber)
              .order_by(deliveries.c.event_number).limit(100))

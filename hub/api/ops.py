@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 
 from hub.api.deps import ClientDep, HubDep, Days, Hours, RowId, require
 from hub.api.problems import ProblemError
@@ -22,6 +22,7 @@ from hub.store.schema import (
     bus_messages,
     dead_letters,
     deliveries,
+    delivery_messages,
     quarantine,
     register_changes,
     service_levels,
@@ -158,13 +159,20 @@ def _wake_deliverers(hub: Any) -> None:
         deliverer.wake()
 
 
+def _message_kept() -> Any:
+    """Whether a delivery's message is still there to send (the retention
+    purge empties it: hub/retention.py)."""
+    return exists().where(delivery_messages.c.delivery_seq == deliveries.c.delivery_seq,
+                          func.length(delivery_messages.c.payload) > 0)
+
+
 @router.post("/deliveries/{delivery_id}/retry", summary="Send a dead (or waiting) webhook delivery again now")
 async def retry_delivery(delivery_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "hub:admin")
     async with hub.engine.begin() as conn:
         result = await conn.execute(
             deliveries.update().where(deliveries.c.delivery_id == delivery_id, deliveries.c.status != "delivered",
-                                      func.length(deliveries.c.payload) > 0)
+                                      _message_kept())
             .values(status="pending", attempts=0, next_attempt_at=datetime.now(UTC)))
         if result.rowcount:
             await record_operator_action(conn, client.client_id, "retry-delivery", delivery_id)
@@ -185,11 +193,11 @@ async def replay_subscription(subscription_id: str, since: datetime, hub: HubDep
         # A delivery whose payload the retention job has emptied cannot be sent again: it is counted, not sent.
         result = await conn.execute(
             deliveries.update().where(deliveries.c.subscription_id == subscription_id,
-                                      deliveries.c.created_at >= since, func.length(deliveries.c.payload) > 0)
+                                      deliveries.c.created_at >= since, _message_kept())
             .values(status="pending", attempts=0, next_attempt_at=datetime.now(UTC)))
         purged = (await conn.execute(select(func.count()).select_from(deliveries).where(
             deliveries.c.subscription_id == subscription_id, deliveries.c.created_at >= since,
-            func.length(deliveries.c.payload) == 0))).scalar_one()
+            ~_message_kept()))).scalar_one()
         await record_operator_action(conn, client.client_id, "replay-subscription", subscription_id,
                                      {"since": since.isoformat(), "requeued": result.rowcount})
     log.info("subscription replay", subscription_id=subscription_id, count=result.rowcount, source=client.client_id)

@@ -23,7 +23,14 @@ from hub.delivery.queue import create_counter
 from hub.delivery.kafka_topic import TOPIC_PATTERN, default_topic, topic_problem
 from hub.delivery.targets import url_problem
 from hub.domain.model import EventType
-from hub.store.schema import council_file_subscriptions, deliveries, subscription_counters, subscriptions
+from hub.store.schema import (
+    council_file_subscriptions,
+    deliveries,
+    deliveries_with_messages,
+    delivery_messages,
+    subscription_counters,
+    subscriptions,
+)
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 
@@ -217,7 +224,9 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
     await _own(hub, client, subscription_id)
     async with hub.engine.connect() as conn:
         q = (select(deliveries.c.event_number, deliveries.c.event_id, deliveries.c.message_id,
-                    deliveries.c.event_type, deliveries.c.status, deliveries.c.created_at, deliveries.c.payload)
+                    deliveries.c.event_type, deliveries.c.status, deliveries.c.created_at,
+                    delivery_messages.c.payload)
+             .select_from(deliveries_with_messages)
              .where(deliveries.c.subscription_id == subscription_id, deliveries.c.event_number >= from_)
              .order_by(deliveries.c.event_number).limit(limit))
         if to is not None:

@@ -55,7 +55,6 @@ from hub.sharing import SharingAgreements
 from hub.store.db import InList, Prepared, execute_prepared, inline_writer, snapshot, write_transaction
 from hub.store.schema import (
     dead_letters,
-    deliveries,
     disclosures,
     dispatched_events,
     persons,
@@ -838,7 +837,7 @@ class _Writes:
         if self.view_updates:
             await execute_prepared(conn, _VIEW_UPDATE, list(self.view_updates.values()))
         if self.deliveries:
-            await conn.execute(deliveries.insert(), self.deliveries)
+            await queue.insert_deliveries(conn, self.deliveries)
         if self.disclosures:
             await conn.execute(disclosures.insert(), self.disclosures)
 

@@ -51,7 +51,7 @@ from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.delivery.ledger import ledger_for
 from hub.store.db import Prepared, execute_prepared, snapshot
-from hub.store.schema import deliveries, subscriptions
+from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, subscriptions
 
 log = get_logger("hub.delivery")
 
@@ -98,9 +98,12 @@ _PENDING_HEADS = Prepared(select(deliveries.c.subscription_id, deliveries.c.next
 # A lease's statements, built once (hub.store.db.Prepared). Each row is updated
 # by its own key in one executemany rather than an IN list, which SQLAlchemy
 # would re-render for every length.
-_CLAIM = Prepared(select(deliveries, subscriptions.c.url, subscriptions.c.topic, subscriptions.c.secret,
-                         subscriptions.c.org_code, subscriptions.c.fhir, subscriptions.c.pipeline)
-                  .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
+# The claim carries each delivery's message (`row.payload`, from `delivery_messages`).
+_CLAIM = Prepared(select(deliveries, delivery_messages.c.payload, subscriptions.c.url, subscriptions.c.topic,
+                         subscriptions.c.secret, subscriptions.c.org_code, subscriptions.c.fhir,
+                         subscriptions.c.pipeline)
+                  .select_from(deliveries_with_messages.join(
+                      subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id))
                   .where(deliveries.c.subscription_id == bindparam("subscription_id"),
                          deliveries.c.status == "pending", subscriptions.c.active.is_(True),
                          subscriptions.c.channel == bindparam("channel"))

@@ -24,13 +24,13 @@ from collections.abc import Callable, Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import LargeBinary, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.ids import uuid4
 from hub.observability import metrics
 from hub.store.db import InList, Prepared, execute_prepared
-from hub.store.schema import deliveries, disclosures, subscription_counters, subscriptions
+from hub.store.schema import delivery_messages, deliveries, disclosures, subscription_counters, subscriptions
 
 NO_SUBSCRIPTION = "allowed, but the organisation has no active subscription"
 
@@ -146,12 +146,9 @@ async def queue_delivery(
     if exists:
         return None
     number = await next_event_number(conn, subscription_id)
-    now = now or datetime.now(UTC)
-    await conn.execute(deliveries.insert().values(
-        delivery_id=uuid4(), subscription_id=subscription_id, event_id=event_id, message_id=message_id,
-        event_type=event_type, payload=payload, status="pending", attempts=0, next_attempt_at=now,
-        correlation_id=correlation_id, created_at=now, event_number=number,
-    ))
+    await insert_deliveries(conn, [delivery_row(
+        subscription_id=subscription_id, event_id=event_id, message_id=message_id, event_type=event_type,
+        payload=payload, correlation_id=correlation_id, event_number=number, now=now or datetime.now(UTC))])
     return number
 
 
@@ -216,13 +213,37 @@ class EventNumbers:
 
 def delivery_row(*, subscription_id: str, event_id: str, message_id: str, event_type: str, payload: bytes,
                  correlation_id: str, event_number: int, now: datetime) -> dict:
-    """A pending delivery, as `queue_delivery` writes it, for an executemany insert."""
+    """A pending delivery with its message (`payload`), as `insert_deliveries` takes it."""
     return dict(
         delivery_id=uuid4(), subscription_id=subscription_id, event_id=event_id, message_id=message_id,
         event_type=event_type, payload=payload, status="pending", attempts=0, next_attempt_at=now,
         correlation_id=correlation_id, created_at=now, event_number=event_number,
     )
 
+
+async def insert_deliveries(conn: AsyncConnection, rows: list[dict]) -> None:
+    """Queue `rows` (`delivery_row`s) in the caller's transaction: the
+    deliveries in one executemany, then each message into `delivery_messages`
+    under the `delivery_seq` its delivery was given, found by its
+    `delivery_id` (an INSERT ... SELECT, so both stay one executemany, with
+    no RETURNING). Both statements are built once and name their parameters,
+    so a row's `payload` is simply not read by the first (a plain insert of
+    a dict with a key that is not a column would leave the store's
+    driver path for SQLAlchemy's whole execution: 7-10% more of the
+    dispatcher's CPU at small batches)."""
+    await execute_prepared(conn, _DELIVERIES, rows)
+    await execute_prepared(conn, _MESSAGES, rows)
+
+
+# The columns of a `delivery_row` but its message.
+_QUEUED = ("delivery_id", "subscription_id", "event_id", "message_id", "event_type", "status", "attempts",
+           "next_attempt_at", "correlation_id", "created_at", "event_number")
+_DELIVERIES = Prepared(deliveries.insert().values(
+    {name: bindparam(name, type_=deliveries.c[name].type) for name in _QUEUED}))
+_MESSAGES = Prepared(delivery_messages.insert().from_select(
+    ["delivery_seq", "payload"],
+    select(deliveries.c.delivery_seq, bindparam("payload", type_=LargeBinary))
+    .where(deliveries.c.delivery_id == bindparam("delivery_id"))))
 
 # Statements the dispatcher runs per organisation or subscription of a batch (hub.store.db.Prepared).
 _ACTIVE = Prepared(select(subscriptions).where(subscriptions.c.org_code == bindparam("org_code"),

@@ -36,6 +36,8 @@ ALLOWED_KEYS = frozenset(
         "snapshot_id", "item_id", "rejected", "opened", "fixed", "reopened",
         "case_id", "file_id", "pid",
         "queued", "allowed", "denied", "unsubscribed",
+        # one line for several deliveries (hub.delivery.webhook): parallel lists
+        "delivery_ids", "event_ids", "correlation_ids", "recipients", "event_numbers", "attempts", "url_hosts",
     }
 )
 REDACTED = "[redacted]"

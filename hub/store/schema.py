@@ -210,7 +210,7 @@ deliveries = Table(
     Column("event_id", String(36), nullable=False),
     Column("message_id", String(36), nullable=False),
     Column("event_type", String(64), nullable=False),
-    Column("payload", LargeBinary, nullable=False),  # encrypted FHIR message (hub.crypto)
+    # the message itself: `delivery_messages` (below)
     Column("status", String(16), nullable=False),  # pending, delivered, dead
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False),
@@ -225,6 +225,28 @@ deliveries = Table(
     Index("ix_deliveries_pending", "subscription_id", "status", "delivery_seq"),
     Index("ux_deliveries_subscription_number", "subscription_id", "event_number", unique=True),
 )
+
+# A delivery's message (encrypted FHIR, hub.crypto; about 5 KB), one row per
+# delivery, written when it is queued and never updated but by the retention
+# purge (emptied, b""). Kept apart from `deliveries` because that row is
+# written again at every lease and outcome: with the message in it, the record
+# ran onto an overflow page, and marking it delivered (a record of another
+# size) made SQLite rewrite the whole cell and free and re-allocate its
+# overflow chain, about 5 WAL frames against 2 (bench/README.md, "Sixteenth
+# session"). Readers join on `delivery_seq` (the table's integer key: no
+# index of its own). No foreign key: the row is written in its delivery's
+# transaction and deliveries are never deleted, and one would make SQLite's
+# migrations that rebuild `deliveries` (copy, drop, rename) fail while
+# messages point at it.
+delivery_messages = Table(
+    "delivery_messages",
+    metadata,
+    Column("delivery_seq", Id, primary_key=True, autoincrement=False),
+    Column("payload", LargeBinary, nullable=False),
+)
+# `deliveries` with each one's message: select from it to read `delivery_messages.c.payload`.
+deliveries_with_messages = deliveries.join(delivery_messages,
+                                           delivery_messages.c.delivery_seq == deliveries.c.delivery_seq)
 
 # One counter row per subscription: the last event number given out. Queuing a
 # delivery updates it in the same transaction (a row lock on PostgreSQL), so

@@ -1,15 +1,25 @@
 """The Alembic migrations build exactly the schema hub/store/schema.py declares,
-on each store backend, and running them again is a no-op."""
+on each store backend, and running them again is a no-op; a migration that
+moves data keeps every row's."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import DateTime, LargeBinary, String, bindparam, inspect, select, text
 
-from hub.store.db import create_engine, create_schema
-from hub.store.schema import for_dialect, metadata
+from hub.store.db import MIGRATIONS, create_engine, create_schema
+from hub.store.schema import (
+    deliveries,
+    deliveries_with_messages,
+    delivery_messages,
+    for_dialect,
+    metadata,
+    subscriptions,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -29,5 +39,58 @@ async def test_migrations_match_the_declared_schema(store_url):
             differences, tables = await conn.run_sync(diff)
         assert differences == []
         assert set(metadata.tables) | {"alembic_version"} == set(tables)
+    finally:
+        await engine.dispose()
+
+
+def _migrate(sync_conn, verb: str, target: str) -> None:  # noqa: ANN001
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = sync_conn
+    getattr(command, verb)(cfg, target)
+
+
+_OLD_DELIVERY = text(
+    "INSERT INTO deliveries (delivery_id, subscription_id, event_id, message_id, event_type, payload, status,"
+    " attempts, next_attempt_at, correlation_id, created_at, delivered_at, event_number) VALUES"
+    " (:id, 'sub-1', :id, :id, 'entitlement-started', :payload, :status, 1, :at, 'c', :at, NULL, :n)"
+).bindparams(bindparam("payload", type_=LargeBinary), bindparam("at", type_=DateTime(timezone=True)))
+
+
+async def test_0022_moves_each_delivery_message_to_delivery_messages_and_back(store_url):
+    """0022 moves every delivery's message (an emptied one too) into
+    `delivery_messages` under its `delivery_seq`, and drops the column;
+    its downgrade puts each back."""
+    engine = create_engine(store_url)
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_migrate, "upgrade", "0021")
+            await conn.execute(subscriptions.insert().values(
+                subscription_id="sub-1", org_code="E06000060", client_id="c", channel="webhook",
+                url="https://example.org/hook", active=True, created_at=at))
+            for n, (payload, status) in enumerate([(b"message-1", "pending"), (b"", "delivered"),
+                                                   (b"\x00" * 5000, "dead")], start=1):
+                await conn.execute(_OLD_DELIVERY, {"id": f"d-{n}", "payload": payload, "status": status,
+                                                   "at": at, "n": n})
+        await create_schema(engine)
+        async with engine.connect() as conn:
+            moved = (await conn.execute(
+                select(deliveries.c.delivery_id, deliveries.c.status, delivery_messages.c.payload)
+                .select_from(deliveries_with_messages).order_by(deliveries.c.event_number))).all()
+            columns = {c["name"] for c in await conn.run_sync(lambda c: inspect(c).get_columns("deliveries"))}
+        assert [tuple(r) for r in moved] == [("d-1", "pending", b"message-1"), ("d-2", "delivered", b""),
+                                             ("d-3", "dead", b"\x00" * 5000)]
+        assert "payload" not in columns
+        async with engine.begin() as conn:
+            await conn.run_sync(_migrate, "downgrade", "0021")
+            back = (await conn.execute(text("SELECT delivery_id, payload FROM deliveries ORDER BY event_number")
+                                       .columns(delivery_id=String, payload=LargeBinary))).all()
+            tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
+        assert [tuple(r) for r in back] == [("d-1", b"message-1"), ("d-2", b""), ("d-3", b"\x00" * 5000)]
+        assert "delivery_messages" not in tables
     finally:
         await engine.dispose()

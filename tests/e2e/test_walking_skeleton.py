@@ -108,10 +108,21 @@ async def test_trust_change_reaches_council_webhook_signed_and_filtered(tmp_path
     for secret_value in (person["nhs_number"], person["family_name"], person["birth_date"], person["postcode"]):
         assert secret_value not in logs
     assert not re.search(r"(?<!\d)\d{10}(?!\d)", logs)
-    # ...and the change's correlation id is on its ingest, dispatch and delivery log lines.
+    # ...and the change's correlation id is on its ingest, dispatch and delivery log lines (a
+    # "webhook delivered" line names each delivery it reports in parallel lists).
     lines = [orjson.loads(line) for line in logs.splitlines() if line.startswith("{")]
-    mine = {line["event"] for line in lines if line.get("correlation_id") == left_hospital["correlation_id"]}
+    cid = left_hospital["correlation_id"]
+    mine = {line["event"] for line in lines
+            if line.get("correlation_id") == cid or cid in line.get("correlation_ids", ())}
     assert {"register change accepted", "event dispatched", "webhook delivered"} <= mine
+    # Each delivery the line reports for it is one the council's receiver got, with its event id.
+    logged = {d: e for line in lines if line["event"] == "webhook delivered"
+              for d, e, c in zip(line["delivery_ids"], line["event_ids"], line["correlation_ids"], strict=True)
+              if c == cid}
+    got = {r.headers["s117-delivery-id"]: r.headers["s117-event-id"] for r in receiver.received
+           if r.headers.get("x-correlation-id") == cid}
+    assert started.headers["s117-delivery-id"] in logged
+    assert logged.items() <= got.items()
     # One dispatch line a message, its recipients counted (each one's decision is in `disclosures`,
     # and at DEBUG): the council was told of the entitlement.
     dispatched = [line for line in lines if line["event"] == "event dispatched"

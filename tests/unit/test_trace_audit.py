@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text
 
 from hub.clients import add_client
 from hub.retention import Purger, RetentionPolicy
-from hub.store.schema import access_decisions, audit_chain, bus_messages, deliveries, disclosures, quarantine
+from hub.store.schema import access_decisions, audit_chain, bus_messages, deliveries, delivery_messages, disclosures, quarantine
 from tests.support import detention
 
 NHS = "9991100016"
@@ -177,8 +177,8 @@ async def test_retention_purges_what_is_no_longer_needed_and_the_chain_still_ver
     assert done["delivered_payloads"] >= 1 and done["quarantine_raw"] == 1 and done["audit"] == 2
     assert 0 < done["outbox"] <= before  # only what the dispatcher committed past
     async with engine.connect() as conn:
-        empty = (await conn.execute(select(func.count()).select_from(deliveries)
-                                    .where(func.length(deliveries.c.payload) == 0))).scalar_one()
+        empty = (await conn.execute(select(func.count()).select_from(delivery_messages)
+                                    .where(func.length(delivery_messages.c.payload) == 0))).scalar_one()
     assert empty >= 1
     result = await chain.verify()
     assert result["ok"], result

@@ -133,7 +133,8 @@ async def test_an_answer_too_long_to_read_stands_for_its_own_request_only() -> N
     server.close()
 
 
-async def _register(tmp_path, port: int, pipeline: int, messages: int):  # noqa: ANN001, ANN202
+async def _register(tmp_path, port: int, pipeline: int, messages: int,  # noqa: ANN001, ANN202
+                    correlation_id=lambda i: "c"):  # noqa: ANN001
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
     await create_schema(engine)
     protector = DataProtector(Fernet.generate_key())
@@ -144,11 +145,11 @@ async def _register(tmp_path, port: int, pipeline: int, messages: int):  # noqa:
             url=f"http://127.0.0.1:{port}/hook", secret=protector.encrypt(b"s" * 32), active=True,
             created_at=datetime.now(UTC), pipeline=pipeline))
         await create_counter(conn, sid)
-        for _ in range(messages):
+        for i in range(messages):
             eid = str(uuid.uuid4())
             await queue_delivery(conn, subscription_id=sid, event_id=eid, message_id=eid,
                                  event_type="s117-entitlement-started", payload=protector.encrypt(b"{}"),
-                                 correlation_id="c")
+                                 correlation_id=correlation_id(i))
     return engine, protector
 
 
@@ -244,3 +245,47 @@ async def test_a_refused_target_is_each_request_s_outcome_not_an_exception() -> 
     answers = await client.post_window("ftp://example.org/hook", [(b"a", {})], 5.0)
     assert isinstance(answers[0], WebhookTargetRefused)
     await client.aclose()
+
+
+@pytest.mark.parametrize("pipeline", [1, 4])
+async def test_deliveries_recorded_together_share_one_log_line_naming_each(tmp_path, pipeline: int) -> None:  # noqa: ANN001
+    """The deliveries recorded delivered in one turn of the event loop (here a
+    batch of six, claimed and recorded at once) are reported by one
+    "webhook delivered" line whose parallel lists name each one: its delivery
+    id, event id, correlation id, recipient and event number. A search for a
+    correlation id finds its delivery."""
+    from structlog.testing import capture_logs
+
+    from hub.observability.logging import ALLOWED_KEYS
+
+    receiver = Receiver()
+    port = await receiver.start()
+    engine, protector = await _register(tmp_path, port, pipeline, 6, correlation_id=lambda i: f"corr-{i}")
+    with capture_logs() as logs:
+        await _deliver_all(engine, protector, 6)
+        await asyncio.sleep(0)  # the line is written at the end of the turn that recorded them
+    async with engine.connect() as conn:
+        queued = (await conn.execute(select(deliveries.c.delivery_id, deliveries.c.event_id,
+                                            deliveries.c.correlation_id, deliveries.c.event_number)
+                                     .order_by(deliveries.c.event_number))).all()
+    receiver.close()
+    await engine.dispose()
+    lines = [line for line in logs if line["event"] == "webhook delivered"]
+    assert len(lines) == 1 and lines[0]["count"] == 6
+    line = lines[0]
+    assert set(line) - {"log_level"} <= ALLOWED_KEYS
+    assert list(zip(line["delivery_ids"], line["event_ids"], line["correlation_ids"], line["event_numbers"],
+                    strict=True)) == [tuple(r) for r in queued]
+    assert line["recipients"] == ["E06000060"] * 6 and line["attempts"] == [1] * 6
+    assert line["url_hosts"] == ["127.0.0.1"] * 6
+
+
+def test_a_queued_delivery_row_is_inserted_whole_its_message_apart() -> None:
+    """`insert_deliveries` names the columns it writes (built once, on the
+    store's driver path): every key of a `delivery_row` but its message is
+    one of them, so nothing a row carries is left out of `deliveries`."""
+    from hub.delivery import queue
+
+    row = queue.delivery_row(subscription_id="s", event_id="e", message_id="m", event_type="t", payload=b"p",
+                             correlation_id="c", event_number=1, now=datetime.now(UTC))
+    assert set(row) - {"payload"} == set(queue._QUEUED)

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from hub.clients import add_client
 from hub.fhir.validate import validate_message
 from hub.sample_data import detention_to_move_scenario
-from hub.store.schema import deliveries, quarantine, subscriptions, workflow_transitions
+from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, quarantine, subscriptions, workflow_transitions
 from hub.workflows.consumer import WorkflowConsumer
 
 BUCKS, WORCS = "E06000060", "E10000034"
@@ -152,7 +152,8 @@ async def test_contest_escalate_on_the_clock_resolve_and_reimburse(workflow_hub)
     # Every transition is in the append-only history with a citation.
     async with hub.engine.connect() as conn:
         steps = (await conn.execute(select(workflow_transitions.c.action, workflow_transitions.c.citation))).all()
-        payloads = (await conn.execute(select(deliveries.c.payload, deliveries.c.event_type))).all()
+        payloads = (await conn.execute(select(delivery_messages.c.payload, deliveries.c.event_type)
+                                       .select_from(deliveries_with_messages))).all()
     assert {s.action for s in steps} >= {"open", "contest", "raise", "escalate", "resolve"}
     assert all(s.citation for s in steps)
     tasks = 0
