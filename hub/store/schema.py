@@ -57,6 +57,7 @@ def index_of_set(name: str, column: str) -> Index:
     where = text(f"{column} IS NOT NULL")
     return Index(name, column, sqlite_where=where, postgresql_where=where)
 
+
 api_clients = Table(
     "api_clients",
     metadata,
