@@ -518,6 +518,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                   file=sys.stderr)
             statements0 = await statement_counts(workdir) if args.count_statements else {}
             cpu0, own0 = cpu_seconds(hub.proc.pid), cpu_seconds(hub.proc.pid, children=False)
+            own_kernel0 = cpu_times(hub.proc.pid, children=False)[1]
             roles0 = worker_cpu(hub.proc.pid)
             kernel0 = cpu_times(hub.proc.pid)[1]
             servers0 = SERVERS_CPU() if SERVERS_CPU is not None else {}
@@ -551,8 +552,10 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                   f"(total {cpu / n * 1e3:.2f} ms)", file=sys.stderr)
             if args.separate_workers or args.separate_delivery:  # the front (HTTP, ingest) and the worker processes apart
                 front = cpu_seconds(hub.proc.pid, children=False) - own0
+                front_kernel = cpu_times(hub.proc.pid, children=False)[1] - own_kernel0
                 roles = {role: (spent - roles0.get(role, 0.0)) / n * 1e3 for role, spent in worker_cpu(hub.proc.pid).items()}
-                print(f"  hub CPU per change: front {front / n * 1e3:.2f} ms, worker processes "
+                print(f"  hub CPU per change: front {front / n * 1e3:.2f} ms ({front_kernel / n * 1e3:.2f} kernel), "
+                      f"worker processes "
                       f"{(cpu - front) / n * 1e3:.2f} ms ({', '.join(f'{r} {v:.2f} ms' for r, v in sorted(roles.items()))})",
                       file=sys.stderr)
             if args.count_statements:

@@ -113,9 +113,10 @@ async def roomier_writer(engine: AsyncEngine) -> AsyncIterator[None]:
     InlineWriter: the group commit's, so the bulk path's) keeps up to
     FILE_CACHE_KIB of pages rather than 2 MB while a file is processed; as
     before once no file is. A chunk of 500 rows about 500 different people
-    (a file of many people) puts an entry into random places of five indexes
-    keyed by person or change id (ix_changes_person, ix_access_decisions_person,
-    and the change and event ids' unique indexes): about 5 of the chunk's 2,600
+    (a file of many people) puts an entry into random places of the indexes
+    keyed by person or change id (ix_changes_person and the change and event
+    ids' unique indexes; ix_access_decisions_person too until migration 0023
+    dropped it): about 5 of the chunk's 2,600
     WAL frames a row at 50,000 rows, and with a 2 MB cache most of those pages
     are read back from the file first (17 pread64 calls a row, measured with
     strace -c, against 3 at 5,000 rows). The bigger cache keeps them. (The

@@ -244,7 +244,8 @@ class _InsertPlan:
     process: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, bind processor) where there is one
 
     def run(self, dbapi: Any, rows: list[dict[str, Any]]) -> _Inserted:
-        data = _bind_rows(self.get, self.process, rows)
+        data = [_bind_one(self.get, self.process, rows[0])] if len(rows) == 1 else \
+            _bind_rows(self.get, self.process, rows)
         cursor = dbapi.cursor()
         try:
             cursor.executemany(self.sql, data)
@@ -277,6 +278,22 @@ def _bind_rows(get: Callable[[Any], tuple[Any, ...]], process: tuple[tuple[int, 
         whole = getattr(proc, "column", None)
         columns[i] = whole(columns[i]) if whole is not None else list(map(proc, columns[i]))
     return list(zip(*columns))
+
+
+def _bind_one(get: Callable[[Any], tuple[Any, ...]], process: tuple[tuple[int, Callable[[Any], Any]], ...],
+              row: Any) -> tuple[Any, ...]:
+    """`_bind_rows` of a single row (the same values): each processed value
+    through its processor. A transaction of one change runs its inserts and
+    prepared statements a row at a time, where taking the row apart into
+    columns and putting it back cost more than the processors (4-7 us a
+    row against about 1.5)."""
+    values = get(row)
+    if not process:
+        return values
+    out = list(values)
+    for i, proc in process:
+        out[i] = proc(out[i])
+    return tuple(out)
 
 
 _SQLITE_DATETIME_FORMAT = sqlite.DATETIME._storage_format
@@ -324,6 +341,11 @@ def _json_column(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
     with a column of documents (`_bind_rows`) written by orjson without a Python call a value."""
 
     def process(value: Any) -> Any:
+        if type(value) in _JSON_DOCUMENTS:  # as `column` does for one
+            try:
+                return orjson.dumps(value).decode()
+            except orjson.JSONEncodeError:
+                return _DUMPS(value).decode()
         return proc(value)
 
     def column(values: tuple[Any, ...]) -> list[Any]:
@@ -456,13 +478,22 @@ class _Plan:
         except KeyError:
             return [self.args(p) for p in params]
 
+    def one_args(self, params: Any) -> tuple[Any, ...]:
+        """`_all_args([params])[0]`, without taking one set apart into columns."""
+        if params is None:
+            return self.args(params)
+        try:
+            return _bind_one(self.get, self.process, params)
+        except KeyError:
+            return self.args(params)
+
     def run(self, dbapi: Any, params: Any) -> _Rows:
         cursor = dbapi.cursor()
         try:
             if isinstance(params, list):
                 cursor.executemany(self.sql, self._all_args(params))
                 return _Rows([], cursor.rowcount)
-            cursor.execute(self.sql, self.args(params) if params is None else self._all_args([params])[0])
+            cursor.execute(self.sql, self.one_args(params))
             if self.row_type is None:
                 return _Rows([], cursor.rowcount)
             raw = cursor.fetchall()
@@ -650,9 +681,9 @@ async def _on_asyncpg(conn: Any, plan: _Plan | _InsertPlan, params: Any) -> _Row
     if isinstance(params, list):
         args: Any = plan._all_args(params) if isinstance(plan, _Plan) else _bind_rows(plan.get, plan.process, params)
     elif isinstance(plan, _Plan):
-        args = plan.args(params) if params is None else plan._all_args([params])[0]
+        args = plan.one_args(params)
     else:
-        args = _bind_rows(plan.get, plan.process, [params])[0]
+        args = _bind_one(plan.get, plan.process, params)
     if sync._has_events or sync.engine._has_events:  # statement observers (tests) see it as SQLAlchemy's own
         sync.dispatch.before_cursor_execute(sync, None, sql, args, None, isinstance(params, list))
     try:

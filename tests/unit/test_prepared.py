@@ -241,7 +241,8 @@ async def test_a_snapshots_prepared_reads_see_one_moment(tmp_path: Path) -> None
 def test_rows_bound_a_column_at_a_time_are_the_values_through_each_processor() -> None:
     """hub/store/db.py `_bind_rows`: a column of plain dates or datetimes is
     formatted in C, a mixed one value by value; either way each value is what
-    its processor (and SQLAlchemy's own) gives it, row by row, in order."""
+    its processor (and SQLAlchemy's own) gives it, row by row, in order. A
+    row bound alone (`_bind_one`: a transaction of one change) is the same."""
     from datetime import date, timedelta, timezone
     from operator import itemgetter
 
@@ -250,7 +251,7 @@ def test_rows_bound_a_column_at_a_time_are_the_values_through_each_processor() -
 
     import orjson
 
-    from hub.store.db import _bind_rows, _fast_bind, _json_dumps
+    from hub.store.db import _bind_one, _bind_rows, _fast_bind, _json_dumps
 
     dialect = sqlite_dialect.dialect(json_serializer=_json_dumps)  # as the hub's engines have it
     when = DateTime(timezone=True)
@@ -278,6 +279,8 @@ def test_rows_bound_a_column_at_a_time_are_the_values_through_each_processor() -
             got = _bind_rows(itemgetter("t", "w", "d", "j"), ((1, procs[0]), (2, procs[1]), (3, doc)), rows)
             want = [(r["t"], when_theirs(r["w"]), day_theirs(r["d"]), doc_theirs(r["j"])) for r in rows]
             assert [tuple(g) for g in got] == want
+            get = itemgetter("t", "w", "d", "j")
+            assert [_bind_one(get, ((1, procs[0]), (2, procs[1]), (3, doc)), r) for r in rows] == want
     # JSON documents of every kind a column takes, and the values SQLAlchemy itself treats apart (None, NULL)
     documents = [{"a": [1, 2.5, None, True], 3: "k"}, [1, "x"], orjson.Fragment(b'{"f":1}'), "text", 7, 1.5, False]
     from enum import StrEnum
@@ -291,8 +294,11 @@ def test_rows_bound_a_column_at_a_time_are_the_values_through_each_processor() -
                    [*only_str_keys, {Key.K: 1}], [{1: 2}, {"a": 1}]):
         got = _bind_rows(lambda r: (r["j"],), ((0, doc),), [{"j": v} for v in column])
         assert [g[0] for g in got] == [doc_theirs(v) for v in column]
-        assert doc(column[0]) == doc_theirs(column[0])
+        assert [doc(v) for v in column] == [doc_theirs(v) for v in column]
+        assert [_bind_one(lambda r: (r["j"],), ((0, doc),), {"j": v}) for v in column] == \
+            [(doc_theirs(v),) for v in column]
     assert _bind_rows(itemgetter("t", "w"), ((1, procs[0]),), []) == []
+    assert _bind_one(itemgetter("t", "w"), (), {"t": "x", "w": None}) == ("x", None)
 
 
 def test_a_column_of_datetimes_binds_as_sqlalchemy_binds_each() -> None:

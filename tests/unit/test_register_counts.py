@@ -128,3 +128,48 @@ async def test_a_store_without_the_counts_is_rebuilt_at_start(app_hub, exact):
     async with hub.engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(register_status))).scalar_one() == 12
     assert await register_counts.summary(hub.engine, today, None) == before == await full_summary(hub, today)
+
+
+async def test_the_summary_reads_go_by_index(app_hub):
+    """Every read of the summary (the pairs' aggregate, the months' trend, a
+    code's name; for everyone and for one organisation) finds its rows of
+    `register_status` through an index, the entitlement dates and the ICB
+    through their indexes of the rows where they are set (migration 0023):
+    SQLite's plan for each statement as the summary ran it."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    h = await operator(app_hub)
+    for scenario in random_changes(random.Random(11), 12):
+        for c in scenario:
+            await app_hub.http.post("/v1/register-changes", headers=h, json=c)
+    engine = app_hub.hub.engine
+    ran: list[tuple[str, tuple]] = []
+
+    def seen(_conn, _cursor, statement, parameters, _context, _many):  # noqa: ANN001, ANN202
+        if "register_status" in statement:
+            ran.append((statement, tuple(parameters)))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        today = datetime.now(UTC).date()
+        everyone = await register_counts.summary(engine, today, None)
+        council = next(r["council"]["code"] for r in everyone["rows"] if r["council"]["code"] != "unknown")
+        await register_counts.summary(engine, today, council)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", seen)
+    db = sqlite3.connect(engine.url.database)
+    try:
+        plans = {statement: [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + statement, params)]
+                 for statement, params in ran}
+    finally:
+        db.close()
+    assert len(plans) >= 6
+    for statement, plan in plans.items():
+        reads = [step for step in plan if "register_status" in step]
+        assert reads and all("INDEX" in step for step in reads), (statement, plan)
+    used = " ".join(step for plan in plans.values() for step in plan)
+    for index in ("ix_register_status_pair", "ix_register_status_icb", "ix_register_status_started",
+                  "ix_register_status_ended"):
+        assert index in used, index
