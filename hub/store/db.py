@@ -341,11 +341,8 @@ def _json_column(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
     with a column of documents (`_bind_rows`) written by orjson without a Python call a value."""
 
     def process(value: Any) -> Any:
-        if type(value) in _JSON_DOCUMENTS:  # as `column` does for one
-            try:
-                return orjson.dumps(value).decode()
-            except orjson.JSONEncodeError:
-                return _DUMPS(value).decode()
+        if type(value) in _JSON_DOCUMENTS:  # a row bound alone (`_bind_one`): the same bytes as a column's
+            return column((value,))[0]
         return proc(value)
 
     def column(values: tuple[Any, ...]) -> list[Any]:
