@@ -50,6 +50,50 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
+class _OneWriteResponse:
+    """One response's view of its connection's transport, through which
+    uvicorn's `RequestResponseCycle` writes: the response's first write (its
+    head) is held and sent with the next (its body, written in the same turn
+    of the event loop by a whole response), so a small response leaves in
+    one `send` and one TCP segment rather than two (uvloop writes each at
+    once). Should nothing follow in this turn (a streamed body, a `100
+    Continue`), it is sent at the turn's end; anything else is the
+    transport's own (`close` sends what is held first)."""
+
+    __slots__ = ("_transport", "_loop", "_held", "_first")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._first = True
+
+    def write(self, data: bytes) -> None:
+        if self._first:
+            self._first = False
+            self._held = data
+            self._loop.call_soon(self._send_held)
+            return
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        self._transport.write(data)
+
+    def _send_held(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self._send_held()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class HeadDeadlineProtocol(HttpToolsProtocol):
     head_timeout: float = 10.0
     max_head_bytes: int = 64 * 1024
@@ -114,7 +158,10 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         if size > self.max_head_bytes:
             self._refuse_head(size)
             return
+        before = self.cycle
         super().on_headers_complete()
+        if self.cycle is not before:  # a request (not an upgrade): its response's head and body in one write
+            self.cycle.transport = _OneWriteResponse(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
         if not self._head_refused:

@@ -38,6 +38,9 @@ ALLOWED_KEYS = frozenset(
         "queued", "allowed", "denied", "unsubscribed",
         # one line for several deliveries (hub.delivery.webhook): parallel lists
         "delivery_ids", "event_ids", "correlation_ids", "recipients", "event_numbers", "attempts", "url_hosts",
+        # one line for a dispatch batch's messages (hub.delivery.dispatcher), with the lists above
+        # and `allowed`, `denied`, `unsubscribed`, `queued` as lists of counts
+        "event_types",
     }
 )
 REDACTED = "[redacted]"

@@ -108,8 +108,9 @@ async def test_trust_change_reaches_council_webhook_signed_and_filtered(tmp_path
     for secret_value in (person["nhs_number"], person["family_name"], person["birth_date"], person["postcode"]):
         assert secret_value not in logs
     assert not re.search(r"(?<!\d)\d{10}(?!\d)", logs)
-    # ...and the change's correlation id is on its ingest, dispatch and delivery log lines (a
-    # "webhook delivered" line names each delivery it reports in parallel lists).
+    # ...and the change's correlation id is on its ingest, dispatch and delivery log lines (an
+    # "event dispatched" line names each message of its batch, a "webhook delivered" line each
+    # delivery it reports, in parallel lists).
     lines = [orjson.loads(line) for line in logs.splitlines() if line.startswith("{")]
     cid = left_hospital["correlation_id"]
     mine = {line["event"] for line in lines
@@ -123,11 +124,15 @@ async def test_trust_change_reaches_council_webhook_signed_and_filtered(tmp_path
            if r.headers.get("x-correlation-id") == cid}
     assert started.headers["s117-delivery-id"] in logged
     assert logged.items() <= got.items()
-    # One dispatch line a message, its recipients counted (each one's decision is in `disclosures`,
-    # and at DEBUG): the council was told of the entitlement.
-    dispatched = [line for line in lines if line["event"] == "event dispatched"
-                  and line.get("event_type") == "s117-entitlement-started"]
-    assert dispatched and all(line["allowed"] >= 1 and line["queued"] >= 1 for line in dispatched)
+    # One dispatch line a batch, each message's recipients counted (each one's decision is in
+    # `disclosures`, and at DEBUG): the council was told of the entitlement, by the change's message.
+    dispatched = [dict(zip(("event_id", "correlation_id", "event_type", "allowed", "queued"), row, strict=True))
+                  for line in lines if line["event"] == "event dispatched"
+                  for row in zip(line["event_ids"], line["correlation_ids"], line["event_types"], line["allowed"],
+                                 line["queued"], strict=True)]
+    started_lines = [d for d in dispatched if d["event_type"] == "s117-entitlement-started"]
+    assert started_lines and all(d["allowed"] >= 1 and d["queued"] >= 1 for d in started_lines)
+    assert started.headers["s117-event-id"] in {d["event_id"] for d in dispatched if d["correlation_id"] == cid}
     assert not any(line["event"] == "event queued for recipient" for line in lines)
 
 
