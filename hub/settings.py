@@ -150,8 +150,12 @@ class Settings(BaseSettings):
     # The dispatcher, after a batch shorter than its limit, waits this long
     # from that batch's start before fetching the next (0: at once): fewer,
     # larger batches under sustained load, for at most this much more
-    # latency; an event after a quiet spell is dispatched at once.
-    dispatch_linger_ms: float = Field(default=20.0, ge=0, le=1000)
+    # latency; an event after a quiet spell is dispatched at once. 50 ms:
+    # at one client (about 300 changes/s) batches of about 14 changes rather
+    # than 6, about a fifth less of the hub's CPU a change, for about 20 ms
+    # more POST -> webhook at the median (bench/README.md, "Seventeenth
+    # session").
+    dispatch_linger_ms: float = Field(default=50.0, ge=0, le=1000)
     # At most this many events a dispatcher batch (one transaction). A batch
     # pays about 3 ms of CPU whatever its size (its reads, checks, commit):
     # when events back up, larger batches are what let the dispatcher catch
