@@ -43,7 +43,13 @@ from hub.ingest.contract import RegisterChangeIn
 from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.validation import UNCHECKED, FieldProblem, problems_from_pydantic, semantic_problems
 from hub.observability import metrics
-from hub.observability.logging import bound_correlation_id, get_logger, new_correlation_id, writes_at
+from hub.observability.logging import (
+    bound_correlation_id,
+    carry_on_request_line,
+    get_logger,
+    new_correlation_id,
+    writes_at,
+)
 from hub.register_counts import _upsert as status_upsert, record_status, status_row
 from hub.store.db import InList, Prepared, after_commit_hook, execute_prepared, insert_or_merge, snapshot
 from hub.store.schema import ingest_results, persons, quarantine, register_changes, service_levels
@@ -169,6 +175,13 @@ def refusal(decision: Decision) -> Outcome:
 class _Refused:
     decision: Decision
     person_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    """A change recorded: its 202 (logged by `_record` once committed)."""
+
+    outcome: Outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -592,6 +605,9 @@ class IngestService:
                 if isinstance(result, _Replay):
                     self._count_replay(channel, result.outcome)
                     return result.outcome
+                if isinstance(result, _Accepted):
+                    self._log_accepted(client, channel, change_in, result.outcome.body, correlation_id)
+                    return result.outcome
                 return result
             except IntegrityError:
                 # A concurrent transaction took a unique key this one needed (the
@@ -604,10 +620,26 @@ class IngestService:
                          channel=channel, attempt=attempt, correlation_id=correlation_id)
         raise AssertionError("unreachable")
 
+    @staticmethod
+    def _log_accepted(client: Client, channel: str, change_in: RegisterChangeIn, body: dict[str, Any],
+                      correlation_id: str) -> None:
+        """The `register change accepted` line, once the change is durable
+        (written from the unit, it came before the COMMIT, and twice for a
+        batch that failed and ran its units again); on the request's own line
+        when it is a request's one change (hub.observability.logging.RequestLine)."""
+        if not writes_at(logging.INFO):
+            return
+        fields = {"source": client.client_id, "channel": channel, "change_id": body["change_id"],
+                  "person_id": body["person_id"], "change_type": change_in.change_type.value,
+                  "count": len(body["events"]), "correlation_id": correlation_id,
+                  "status": body["service_level"]["state"]}
+        if not carry_on_request_line("register change accepted", fields):
+            log.info("register change accepted", **fields)
+
     async def _record_once(
         self, conn: WriteBehind, client: Client, change_in: RegisterChangeIn, channel: str, today: date,
         correlation_id: str, digest: str | None = None, index: str | None = None,
-    ) -> Outcome | _Refused | _Replay:
+    ) -> Outcome | _Refused | _Replay | _Accepted:
         """One change's unit of work, run by the group commit inside a batch's
         transaction (`conn.begin()` is the unit's share of it; see group_commit)."""
         now = datetime.now(UTC)
@@ -679,11 +711,7 @@ class IngestService:
         conn.count(_counter(metrics.INGEST, channel, "accepted"))
         if sl.state != "met":
             conn.count(_counter(metrics.SERVICE_LEVEL, sl.state))
-        if writes_at(logging.INFO):
-            log.info("register change accepted", source=client.client_id, channel=channel,
-                     change_id=change.change_id, person_id=person_id, change_type=change.change_type.value,
-                     count=len(events), correlation_id=correlation_id, status=sl.state)
-        return Outcome(202, body)
+        return _Accepted(Outcome(202, body))
 
     async def _merge_person_details(
         self, conn: AsyncConnection, person_id: str, change_in: RegisterChangeIn, now: datetime,
