@@ -12,7 +12,8 @@ with it) and, with `--calls`, cProfile's top functions and Python calls a reques
     .venv/bin/python bench/bench_front.py                 # 300 people, 4 changes each
     .venv/bin/python bench/bench_front.py 500 --rounds 3
     .venv/bin/python bench/bench_front.py --calls --top 30
-    .venv/bin/python bench/bench_front.py 100 --dump FILE  # each answer (status, headers, body), ids masked: diff two checkouts
+    .venv/bin/python bench/bench_front.py 100 --dump FILE  # each answer (status, headers, body) and every
+                                                           # table's rows, ids and times masked: diff two checkouts
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bench_mllp_inproc import dump as dump_tables  # noqa: E402
 from hub.api.app import create_app  # noqa: E402
 from hub.clients import add_client  # noqa: E402
 from hub.observability.logging import configure_logging  # noqa: E402
@@ -120,9 +122,9 @@ async def run(people: int, rounds: int, calls: bool, top: int, dump: Path | None
                 print(f"  Python calls a request: {st.total_calls / n:.1f}", file=OUT)
                 st.sort_stats("tottime").print_stats(top)
                 print(s.getvalue(), file=OUT, flush=True)
-            if dump is not None:
-                with dump.open("ab" if r else "wb") as f:
-                    f.write(b"\n".join(answers) + b"\n")
+            if dump is not None:  # the answers, and every table's rows (masked as bench_mllp_inproc's)
+                await dump_tables(hub.engine, [a.decode() for a in answers],
+                                  dump.with_name(f"{dump.name}.{r + 1}") if rounds > 1 else dump)
 
 
 def main() -> None:
