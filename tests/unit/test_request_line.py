@@ -116,3 +116,15 @@ async def test_a_task_the_request_started_that_outlives_it_logs_its_own_line() -
     later.set()
     assert await running is False
     assert line.event is None
+
+
+async def test_a_fhir_message_is_one_line_too(app_hub) -> None:  # noqa: ANN001
+    from tests.unit.test_fhir_inbound_api import URL, load, post
+
+    with capture_logs() as logs:
+        r = await post(app_hub, load("detained.json"))
+    assert r.status_code == 200, r.text
+    cid = r.headers["x-correlation-id"]
+    [line] = _of(logs, cid)
+    assert line["event"] == "register change accepted"
+    assert (line["method"], line["path"], line["status_code"], line["channel"]) == ("POST", URL, 200, "fhir")
