@@ -16,7 +16,14 @@ import uuid
 
 
 from hub.api.limits import ASGIApp, Message, Receive, Scope, Send
-from hub.observability.logging import bind_correlation_id, get_logger, new_correlation_id, unbind_correlation_id
+from hub.observability.logging import (
+    bind_correlation_id,
+    close_request_line,
+    get_logger,
+    new_correlation_id,
+    open_request_line,
+    unbind_correlation_id,
+)
 
 log = get_logger("hub.http")
 HEADER = b"x-correlation-id"
@@ -52,7 +59,9 @@ def correlation_id_for(value: str | bytes | None) -> str:
 
 class CorrelationMiddleware:
     """Binds the correlation id for the request, sets it on the answer, and
-    logs one line per request (route template, never the raw path)."""
+    logs one line per request (route template, never the raw path): `request`,
+    or the one register change it recorded, `register change accepted`, with
+    the request's fields (hub.observability.logging.RequestLine)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -77,11 +86,17 @@ class CorrelationMiddleware:
             await send(message)
 
         token = bind_correlation_id(cid)
+        line, line_token = open_request_line(cid)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             unbind_correlation_id(token)
+            close_request_line(line, line_token)
             route = scope.get("route")
-            log.info("request", method=scope["method"], path=getattr(route, "path", "(unmatched)"),
-                     status_code=status["code"], duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                     correlation_id=cid)
+            request = {"method": scope["method"], "path": getattr(route, "path", "(unmatched)"),
+                       "status_code": status["code"],
+                       "duration_ms": round((time.perf_counter() - started) * 1000, 1), "correlation_id": cid}
+            if line.fields is None:
+                log.info("request", **request)
+            else:  # one line for the request and the change it recorded (RequestLine)
+                log.info(line.event, **(line.fields | request))

@@ -11,7 +11,14 @@ so a hit is exactly what `evaluate` would return. Entries are put only once
 the change they follow is committed (`after_commit`), so a rolled-back
 batch leaves nothing behind. Bounded: oldest out first (an OrderedDict: a
 plain dict's first item, once many have been taken from its front, is found
-by walking past their empty slots, about 1 us a put when full)."""
+by walking past their empty slots, about 1 us a put when full).
+
+With `histories`, it also gives back the history itself (`history`), for a change sent alone:
+register changes are only ever inserted, never updated or deleted, so a
+person with as many changes in the store as the history held has exactly
+that history, and a count of them on the person's index
+(`ix_changes_person`) stands for reading and decoding every one
+(hub/ingest/service.py `_history`)."""
 
 from __future__ import annotations
 
@@ -24,11 +31,15 @@ from hub.domain.model import RegisterChange, S117Status
 
 
 class StatusCache:
-    def __init__(self, max_people: int = 2_048) -> None:
+    def __init__(self, max_people: int = 2_048, histories: bool = False) -> None:
         self._max = max_people
+        self._keep_histories = histories  # ingest's (`history`); the dispatcher's holds statuses only
         self._held: OrderedDict[str, tuple[date, frozenset[str], S117Status, Any, Any]] = OrderedDict()
+        # person -> their history as committed, in the order the store gives it (see `put`)
+        self._histories: dict[str, tuple[RegisterChange, ...]] = {}
         self.hits = 0
         self.misses = 0
+        self.history_hits = 0
 
     def get(self, person_id: str, history: Sequence[RegisterChange], today: date, ref: Any,
             agreements: Any) -> S117Status | None:
@@ -47,5 +58,20 @@ class StatusCache:
         held = self._held
         held.pop(person_id, None)  # re-inserted last: the oldest is first out
         held[person_id] = (today, frozenset(c.change_id for c in history), status, ref, agreements)
+        # In the order SQLite reads them by `ix_changes_person`: by effective date, then as inserted
+        # (a stable sort of the history as read, the new change last). Nothing depends on the order
+        # (the fold sorts by `change_order`, a total order), but the same order keeps every step the same.
+        if self._keep_histories:
+            self._histories[person_id] = tuple(sorted(history, key=_effective))
         while len(held) > self._max:
-            held.popitem(last=False)
+            gone, _ = held.popitem(last=False)
+            self._histories.pop(gone, None)
+
+    def history(self, person_id: str) -> tuple[RegisterChange, ...] | None:
+        """The person's history as last committed by this process, if held:
+        theirs now only if the store holds as many changes for them."""
+        return self._histories.get(person_id)
+
+
+def _effective(change: RegisterChange) -> date:
+    return change.effective_date

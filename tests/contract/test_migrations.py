@@ -4,7 +4,7 @@ moves data keeps every row's."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -18,6 +18,9 @@ from hub.store.schema import (
     delivery_messages,
     for_dialect,
     metadata,
+    persons,
+    register_changes,
+    service_levels,
     subscriptions,
 )
 
@@ -92,5 +95,49 @@ async def test_0022_moves_each_delivery_message_to_delivery_messages_and_back(st
             tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
         assert [tuple(r) for r in back] == [("d-1", b"message-1"), ("d-2", b""), ("d-3", b"\x00" * 5000)]
         assert "delivery_messages" not in tables
+    finally:
+        await engine.dispose()
+
+
+def _table_sql(sync_conn, table: str) -> str:  # noqa: ANN001
+    if sync_conn.dialect.name != "sqlite":
+        return ""
+    return sync_conn.execute(text("SELECT sql FROM sqlite_schema WHERE name = :t"), {"t": table}).scalar_one()
+
+
+async def test_0024_keeps_every_service_level_without_rowid_and_back(store_url):
+    """0024 rebuilds `service_levels` WITHOUT ROWID on SQLite (its primary
+    key's own index gone), every row kept; its downgrade rebuilds it with a
+    rowid, every row kept. PostgreSQL has no rowid: the rows stay as they are."""
+    engine = create_engine(store_url)
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    day = date(2026, 12, 1)
+    levels = [(f"c-{n}", day, day, date(2026, 12, 8), n, state)
+              for n, state in enumerate(("met", "breach", "at-risk"))]
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_migrate, "upgrade", "0023")
+            await conn.execute(persons.insert().values(person_id="p-1", nhs_number_index="i", details=b"x",
+                                                       created_at=at, updated_at=at))
+            for change_id, *_ in levels:
+                await conn.execute(register_changes.insert().values(
+                    change_id=change_id, person_id="p-1", source="s", source_message_id=change_id,
+                    change_type="admitted-under-s3", effective_date=day, notified_on=day, recorded_on=day,
+                    canonical={}, correlation_id="c", received_at=at))
+            for change_id, notified, recorded, deadline, taken, state in levels:
+                await conn.execute(service_levels.insert().values(
+                    change_id=change_id, notified_on=notified, recorded_on=recorded, deadline=deadline,
+                    working_days_taken=taken, state=state))
+        sqlite = engine.dialect.name == "sqlite"
+        for verb, target, without_rowid in (("upgrade", "head", True), ("downgrade", "0023", False)):
+            async with engine.begin() as conn:
+                await conn.run_sync(_migrate, verb, target)
+                rows = (await conn.execute(select(service_levels).order_by(service_levels.c.change_id))).all()
+                sql = await conn.run_sync(_table_sql, "service_levels")
+                indexes = await conn.run_sync(lambda c: inspect(c).get_indexes("service_levels"))
+            assert [tuple(r) for r in rows] == levels
+            if sqlite:
+                assert ("WITHOUT ROWID" in sql) is without_rowid, sql
+                assert indexes == []  # the primary key is the only index, as before
     finally:
         await engine.dispose()
