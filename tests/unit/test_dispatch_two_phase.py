@@ -181,13 +181,14 @@ async def test_a_small_batch_is_done_under_the_lock_unless_a_worker_process_shar
     sid = await _subscribe(app_hub, 9206)
     await push_scenario(app_hub, seed=71)
     snapshots: list[int] = []
-    real = Dispatcher._two_phase
+    real = Dispatcher._work
 
-    async def spy(self, batch):  # noqa: ANN001, ANN202
-        snapshots.append(len(batch))
-        return await real(self, batch)
+    async def spy(self, conn, batch, **kw):  # noqa: ANN001, ANN003, ANN202
+        if kw.get("keep"):  # worked out on a snapshot
+            snapshots.append(len(batch))
+        return await real(self, conn, batch, **kw)
 
-    monkeypatch.setattr(Dispatcher, "_two_phase", spy)
+    monkeypatch.setattr(Dispatcher, "_work", spy)
     changes = _scenario(74, "two-phase-small")
     await _post_all(app_hub, changes[:1])
     assert await hub.dispatcher.run_once(limit=1) == 1
@@ -236,3 +237,44 @@ def test_a_batch_works_out_a_persons_views_once_per_status():
     assert again is not first and again[OXFORDSHIRE] == NOT_INVOLVED and len(asked) > worked
     assert cache.truth_for("p1", dataclasses.replace(s), held, groups) is not again  # another status
     assert cache.truth_for("p2", s, held, groups) is not cache.truth["p1"][1]  # another person
+
+
+async def test_a_batch_is_fetched_and_worked_out_in_one_snapshot(app_hub, monkeypatch) -> None:  # noqa: ANN001
+    """The fetch and the snapshot's work share one read transaction (one
+    snapshot a batch, the offset read once): the messages fetched are those
+    the work reads the histories of, at the same moment; the writes are the
+    same as when each had its own (numbers gap-free, each message queued once)."""
+    import hub.delivery.dispatcher as dispatcher_module
+    from hub.bus.sql import SqlLog
+
+    hub = app_hub.hub
+    sid = await _subscribe(app_hub, 9207)
+    await push_scenario(app_hub, seed=71)
+    await _post_all(app_hub, _scenario(75, "two-phase-one-snapshot"))
+    opened: list[bool] = []
+    real_snapshot = dispatcher_module.snapshot
+
+    def counting(engine, consistent=False):  # noqa: ANN001, ANN202
+        opened.append(consistent)
+        return real_snapshot(engine, consistent)
+
+    async def no_fetch(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("a snapshot of its own for the fetch")
+
+    monkeypatch.setattr(dispatcher_module, "snapshot", counting)
+    monkeypatch.setattr(SqlLog, "fetch", no_fetch)
+    committed = []
+    real_committed = SqlLog.committed
+
+    async def counting_committed(self, conn, group_id, topic):  # noqa: ANN001, ANN202
+        committed.append(group_id)
+        return await real_committed(self, conn, group_id, topic)
+
+    monkeypatch.setattr(SqlLog, "committed", counting_committed)
+    batches = 0
+    while await hub.dispatcher.run_once():
+        batches += 1
+    assert batches > 0 and opened == [True] * (batches + 1)  # the last: an empty fetch
+    assert committed == []  # the offset read once, by the fetch
+    numbers = await _numbers(app_hub, sid)
+    assert numbers and numbers == list(range(1, len(numbers) + 1))
