@@ -285,11 +285,17 @@ class SqlLog:
     async def claim_batch(self, conn: AsyncConnection, group_id: str, topic: str) -> int:
         """`claim` for a batch: lock the group's offset row until the caller's
         transaction ends and return the group's next offset; the caller skips
-        the fetched messages below it (another instance handled them since)."""
-        await execute_prepared(conn, _offsets_statement(conn.dialect, "create"),
-                               {"group_id": group_id, "topic": topic, "next_offset": 0,
-                                "updated_at": datetime.now(UTC)})
-        row = (await execute_prepared(conn, _CLAIM, {"group_id": group_id, "topic": topic})).one()
+        the fetched messages below it (another instance handled them since).
+        The row is read (and locked) first and made only if it is not there
+        (the group's first claim): a statement a claim rather than two, the
+        dispatcher claiming once a batch (`INSERT ... ON CONFLICT DO NOTHING`
+        of a row that is there writes nothing, so the rows are the same)."""
+        key = {"group_id": group_id, "topic": topic}
+        row = (await execute_prepared(conn, _CLAIM, key)).first()
+        if row is None:
+            await execute_prepared(conn, _offsets_statement(conn.dialect, "create"),
+                                   {**key, "next_offset": 0, "updated_at": datetime.now(UTC)})
+            row = (await execute_prepared(conn, _CLAIM, key)).one()
         return int(row.next_offset)
 
     async def committed(self, conn: AsyncConnection, group_id: str, topic: str) -> int:
