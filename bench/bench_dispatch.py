@@ -86,6 +86,8 @@ async def main():
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)  # as `s117hub serve` and `workers` do: JSON lines
     hub = await build_hub(settings)
+    from hub.server import tune_gc
+    tune_gc()  # as the worker process does after its start-up (hub/worker_process.py)
     d = hub.dispatcher
     await d.run_once(1)
     prof = cProfile.Profile(time.process_time) if {str(profile) if profile else ""!r} else None
