@@ -155,6 +155,16 @@ class Dispatcher:
         # under the lock, offsets written with the batch). Kafka's offsets are
         # committed after the transaction it watches, which must be the real one.
         self._two_phases = self._inline and getattr(log_, "claim_batch", None) is not None
+        # The subscriptions (organisation -> active rows) and event counters
+        # (subscription -> last number) as the last committed batch left them:
+        # a batch worked out on a snapshot takes them from here rather than
+        # reading them again (six statements a batch of a few organisations),
+        # since `_still_holds` reads both again under the lock before any write
+        # and has the batch done again, locked and reading afresh, if either
+        # moved (a subscription made or ended, a number another writer took).
+        # Refreshed from every committed batch; dropped when one fails.
+        self._known_subscriptions: dict[str, list[Any]] = {}
+        self._known_numbers: dict[str, int] = {}
 
     def _transaction(self) -> Any:
         return write_transaction(self._engine)
@@ -274,9 +284,14 @@ class Dispatcher:
                     async with self._transaction() as conn:
                         work = await self._work(conn, batch, keep=False, guarded=True)
         except Exception as exc:  # noqa: BLE001 - the batch's own transaction failed (store unavailable): all again
+            self._known_subscriptions.clear()
+            self._known_numbers.clear()
             log.warning("dispatch batch failed", exc_type=type(exc).__name__, count=len(batch))
             raise _Retry from exc
         handled, dead, retry, cache = work.handled, work.dead, work.retry, work.cache
+        if self._two_phases:  # as committed: read under the lock, or checked there (`_still_holds`)
+            self._known_subscriptions.update(cache.subscriptions)
+            self._known_numbers.update(cache.numbers.stored())
         cache.count_dispatched()
         for msg in handled:
             self._failures.pop(msg.event_id, None)
@@ -359,6 +374,9 @@ class Dispatcher:
             start = await claim(conn, GROUP, EVENTS_TOPIC)
         todo = [m for m in batch if start is None or m.offset >= start]
         cache = _BatchCache(today=self._today())
+        if keep:  # a snapshot: checked under the lock before any write (`_still_holds`)
+            cache.known_subscriptions = self._known_subscriptions
+            cache.numbers = queue.EventNumbers(known=self._known_numbers)
         if self._truths_on != cache.today:  # another day: other agreements may be in force
             self._truths.clear()
             self._truths_on = cache.today
@@ -663,7 +681,11 @@ class Dispatcher:
                              cache: "_BatchCache") -> list[Any]:
         rows = cache.subscriptions.get(org_code)
         if rows is None:  # once per organisation per batch (the dispatcher never changes them)
-            rows = cache.subscriptions[org_code] = await queue.active_subscriptions(conn, org_code)
+            known = cache.known_subscriptions
+            rows = known.get(org_code) if known is not None else None
+            if rows is None:
+                rows = await queue.active_subscriptions(conn, org_code)
+            cache.subscriptions[org_code] = rows
         return queue.subscribed(rows, event_type)
 
     async def _patient(self, conn: AsyncConnection, person_id: str, cache: "_BatchCache") -> PatientDetails:
@@ -775,6 +797,8 @@ class _BatchCache:
     held: dict[str, dict[str, _Held]] = field(default_factory=dict)
     patients: dict[str, PatientDetails] = field(default_factory=dict)
     subscriptions: dict[str, list[Any]] = field(default_factory=dict)
+    # A snapshot's batch: the subscriptions the last committed batch left (`Dispatcher._known_subscriptions`).
+    known_subscriptions: dict[str, list[Any]] | None = None
     details: dict[str, bytes] = field(default_factory=dict)  # person -> stored (encrypted) details
     pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # person -> transfers awaiting acceptance
     # person -> (the status, every organisation's view of it: `views_for`), for the person's next message

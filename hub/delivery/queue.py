@@ -162,15 +162,23 @@ class EventNumbers:
     it took back with `restore(snapshot())` (taken before the savepoint); the rows are queued in `take`
     order, so numbers follow `delivery_seq` within each subscription."""
 
-    def __init__(self) -> None:
+    def __init__(self, known: dict[str, int] | None = None) -> None:
         self._last: dict[str, int] = {}
         self._stored: dict[str, int | None] = {}  # what the row holds (None: no row yet)
         self._read: dict[str, int | None] = {}  # what the row held when first read
+        # Counters as an earlier transaction left them, taken instead of reading the
+        # row: only where `unchanged` is asked under the lock before any write (the
+        # dispatcher's snapshot phase), so a counter moved since is caught there.
+        self._known = known
 
     async def take(self, conn: AsyncConnection, subscription_id: str) -> int:
         if subscription_id not in self._last:
-            row = (await execute_prepared(conn, _COUNTER, {"subscription_id": subscription_id})).first()
-            stored = int(row.last_event_number) if row is not None else None
+            known = self._known.get(subscription_id) if self._known is not None else None
+            if known is not None:
+                stored: int | None = known
+            else:
+                row = (await execute_prepared(conn, _COUNTER, {"subscription_id": subscription_id})).first()
+                stored = int(row.last_event_number) if row is not None else None
             self._stored[subscription_id] = self._read[subscription_id] = stored
             self._last[subscription_id] = stored or 0
         self._last[subscription_id] += 1
@@ -178,6 +186,11 @@ class EventNumbers:
 
     def snapshot(self) -> dict[str, int]:
         return dict(self._last)
+
+    def stored(self) -> dict[str, int]:
+        """Each counter row as this transaction leaves it (after `flush`): what
+        a later one may take as `known`, once this one has committed."""
+        return {sid: n for sid, n in self._stored.items() if n is not None}
 
     async def unchanged(self, conn: AsyncConnection) -> bool:
         """Whether every counter read is still as read (another writer, such

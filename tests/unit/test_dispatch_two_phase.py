@@ -278,3 +278,51 @@ async def test_a_batch_is_fetched_and_worked_out_in_one_snapshot(app_hub, monkey
     assert committed == []  # the offset read once, by the fetch
     numbers = await _numbers(app_hub, sid)
     assert numbers and numbers == list(range(1, len(numbers) + 1))
+
+
+async def test_subscriptions_and_counters_are_taken_from_the_last_batch_and_a_change_between_is_seen(
+        app_hub, monkeypatch) -> None:  # noqa: ANN001
+    """A batch worked out on a snapshot takes the subscriptions and event
+    counters the last committed batch left, rather than reading them again;
+    a subscription made, or a number taken by another writer, between two
+    batches is still seen at once: the check under the lock finds it moved
+    and the batch is done again, locked, reading afresh (every message then
+    queued to the new subscription, numbers gap-free and unique)."""
+    from hub.store import db
+
+    hub = app_hub.hub
+    first = await _subscribe(app_hub, 9208)
+    await push_scenario(app_hub, seed=71)  # dispatched: the council's subscriptions and counter known
+    assert hub.dispatcher._known_subscriptions and hub.dispatcher._known_numbers
+    read: list[str] = []
+    real = db.execute_prepared
+
+    async def counting(conn, prepared, params=None):  # noqa: ANN001, ANN202
+        if prepared in (queue._ACTIVE, queue._COUNTER):
+            read.append("subscriptions" if prepared is queue._ACTIVE else "counter")
+        return await real(conn, prepared, params)
+
+    monkeypatch.setattr(queue, "execute_prepared", counting)
+    await _post_all(app_hub, _scenario(76, "two-phase-known-a"))
+    moved = _redone("moved")
+    while await hub.dispatcher.run_once():
+        pass
+    assert _redone("moved") == moved
+    known_orgs = set(hub.dispatcher._known_subscriptions)
+    assert all(r == "subscriptions" for r in read) and "counter" not in read  # the council's: not read again
+    numbers = await _numbers(app_hub, first)
+    assert numbers == list(range(1, len(numbers) + 1))
+
+    # Between two batches: a second subscription for the council, and a number taken on the first.
+    second = await _subscribe(app_hub, 9209)
+    async with write_transaction(hub.engine) as other:
+        taken = await queue.next_event_number(other, first)
+    await _post_all(app_hub, _scenario(77, "two-phase-known-b"))
+    while await hub.dispatcher.run_once():
+        pass
+    assert _redone("moved") == moved + 1  # caught under the lock, done again
+    after = await _numbers(app_hub, first)
+    assert sorted([*after, taken]) == list(range(1, len(after) + 2))  # gap-free and unique
+    got = await _numbers(app_hub, second)
+    assert got and got == list(range(1, len(got) + 1))  # the new subscription had every later message
+    assert known_orgs <= set(hub.dispatcher._known_subscriptions)
