@@ -240,25 +240,33 @@ class SqlLog:
         come with an empty one (a consumer that reads most events only to move
         its offset is not made to decode every status)."""
         async with snapshot(self._engine) as conn:  # reads only: a snapshot, never the write lock
-            start = await self._committed(conn, group_id, topic)
-            key = (group_id, topic)
-            self._seen[key] = start
-            passed = self._passed.get(key)
-            if passed is not None:
-                if passed[0] == start:
-                    start = passed[1]  # what this process read past with nothing to do (`pass_over`)
-                else:  # the offset moved since: committed with more, rewound, or another instance's
-                    del self._passed[key]
-            params = {"topic": topic, "start": start, "limit": limit}
-            rows = (await execute_prepared(conn, _FETCH if payload_for is None else _FETCH_HEADS, params)).all()
-            if payload_for is None:
-                payloads = {int(r.offset): r.payload for r in rows}
-            else:
-                wanted = [int(r.offset) for r in rows if r.headers.get("event_type") in payload_for]
-                payloads = ({int(p.offset): p.payload for p in await _PAYLOADS.execute(conn, wanted, {"topic": topic})}
-                            if wanted else {})
-        return [BusMessage(topic=r.topic, key=r.key, event_id=r.event_id, payload=payloads.get(int(r.offset), {}),
-                           headers=r.headers, offset=int(r.offset)) for r in rows]
+            return (await self.fetch_on(conn, group_id, topic, limit, payload_for=payload_for))[1]
+
+    async def fetch_on(self, conn: AsyncConnection, group_id: str, topic: str, limit: int = 100, *,
+                       payload_for: Collection[str] | None = None) -> tuple[int, list[BusMessage]]:
+        """`fetch` on the caller's snapshot (a consumer that goes on reading in
+        it, the dispatcher: one read transaction a batch rather than two);
+        with the group's committed offset as `conn` sees it (`committed`)."""
+        committed = start = await self._committed(conn, group_id, topic)
+        key = (group_id, topic)
+        self._seen[key] = start
+        passed = self._passed.get(key)
+        if passed is not None:
+            if passed[0] == start:
+                start = passed[1]  # what this process read past with nothing to do (`pass_over`)
+            else:  # the offset moved since: committed with more, rewound, or another instance's
+                del self._passed[key]
+        params = {"topic": topic, "start": start, "limit": limit}
+        rows = (await execute_prepared(conn, _FETCH if payload_for is None else _FETCH_HEADS, params)).all()
+        if payload_for is None:
+            payloads = {int(r.offset): r.payload for r in rows}
+        else:
+            wanted = [int(r.offset) for r in rows if r.headers.get("event_type") in payload_for]
+            payloads = ({int(p.offset): p.payload for p in await _PAYLOADS.execute(conn, wanted, {"topic": topic})}
+                        if wanted else {})
+        return committed, [BusMessage(topic=r.topic, key=r.key, event_id=r.event_id,
+                                      payload=payloads.get(int(r.offset), {}), headers=r.headers,
+                                      offset=int(r.offset)) for r in rows]
 
     async def commit(self, group_id: str, topic: str, next_offset: int, conn: Any = None) -> None:
         if conn is None:
@@ -277,11 +285,17 @@ class SqlLog:
     async def claim_batch(self, conn: AsyncConnection, group_id: str, topic: str) -> int:
         """`claim` for a batch: lock the group's offset row until the caller's
         transaction ends and return the group's next offset; the caller skips
-        the fetched messages below it (another instance handled them since)."""
-        await execute_prepared(conn, _offsets_statement(conn.dialect, "create"),
-                               {"group_id": group_id, "topic": topic, "next_offset": 0,
-                                "updated_at": datetime.now(UTC)})
-        row = (await execute_prepared(conn, _CLAIM, {"group_id": group_id, "topic": topic})).one()
+        the fetched messages below it (another instance handled them since).
+        The row is read (and locked) first and made only if it is not there
+        (the group's first claim): a statement a claim rather than two, the
+        dispatcher claiming once a batch (`INSERT ... ON CONFLICT DO NOTHING`
+        of a row that is there writes nothing, so the rows are the same)."""
+        key = {"group_id": group_id, "topic": topic}
+        row = (await execute_prepared(conn, _CLAIM, key)).first()
+        if row is None:
+            await execute_prepared(conn, _offsets_statement(conn.dialect, "create"),
+                                   {**key, "next_offset": 0, "updated_at": datetime.now(UTC)})
+            row = (await execute_prepared(conn, _CLAIM, key)).one()
         return int(row.next_offset)
 
     async def committed(self, conn: AsyncConnection, group_id: str, topic: str) -> int:

@@ -155,6 +155,16 @@ class Dispatcher:
         # under the lock, offsets written with the batch). Kafka's offsets are
         # committed after the transaction it watches, which must be the real one.
         self._two_phases = self._inline and getattr(log_, "claim_batch", None) is not None
+        # The subscriptions (organisation -> active rows) and event counters
+        # (subscription -> last number) as the last committed batch left them:
+        # a batch worked out on a snapshot takes them from here rather than
+        # reading them again (six statements a batch of a few organisations),
+        # since `_still_holds` reads both again under the lock before any write
+        # and has the batch done again, locked and reading afresh, if either
+        # moved (a subscription made or ended, a number another writer took).
+        # Refreshed from every committed batch; dropped when one fails.
+        self._known_subscriptions: dict[str, list[Any]] = {}
+        self._known_numbers: dict[str, int] = {}
 
     def _transaction(self) -> Any:
         return write_transaction(self._engine)
@@ -176,9 +186,12 @@ class Dispatcher:
     async def run_once(self, limit: int | None = None) -> int:
         """Handle what is waiting (up to `limit` messages, in one transaction);
         returns how many messages were fetched."""
-        batch = await self._log.fetch(GROUP, EVENTS_TOPIC, limit or self.batch_limit)
-        if batch:
-            await self._handle_batch(batch)
+        if self._two_phases:
+            batch = await self._fetch_and_work_out(limit or self.batch_limit)
+        else:
+            batch = await self._log.fetch(GROUP, EVENTS_TOPIC, limit or self.batch_limit)
+            if batch:
+                await self._handle_batch(batch)
         gauge = metrics.CONSUMER_LAG.labels(group=GROUP, topic=EVENTS_TOPIC)
         if not batch:  # nothing after the committed offset (no need to count it on every idle poll)
             gauge.set(0)
@@ -197,7 +210,37 @@ class Dispatcher:
     linger = 0.0
     _lag_counted_at = float("-inf")
 
-    async def _handle_batch(self, batch: list[BusMessage]) -> None:
+    async def _fetch_and_work_out(self, limit: int) -> list[BusMessage]:
+        """`run_once` on a SQLite file with the SQL log: the batch fetched and
+        worked out in one snapshot (`_two_phase`'s first phase), its writes
+        then made under the lock (`_handle_batch`). One read transaction a
+        batch rather than a snapshot for the fetch and another for the work:
+        the offset read once, and the pages the fetch read still cached for
+        the work (another process's commit in between would have made the
+        second snapshot read them again). A batch too small for a snapshot
+        (`two_phase_from`, in one process) is handled locked, as before."""
+        fetched, worked_out = False, False
+        work: _Work | None = None
+        kept: RecordingConn | None = None
+        try:
+            async with snapshot(self._engine, consistent=True) as snap:
+                start, batch = await self._log.fetch_on(snap, GROUP, EVENTS_TOPIC, limit)  # type: ignore[attr-defined]
+                fetched = True
+                if batch and (len(batch) >= self.two_phase_from or self._shared_file()):
+                    worked_out = True
+                    kept = RecordingConn(snap)
+                    work = await self._work(kept, batch, keep=True, start=start)
+        except Exception as exc:  # noqa: BLE001 - as `_two_phase`: met again, locked; a failed fetch is raised
+            if not fetched:
+                raise
+            log.info("dispatch batch redone under the lock", exc_type=type(exc).__name__)
+            work = None
+        if batch:
+            await self._handle_batch(batch, (work, kept) if worked_out else None)
+        return batch
+
+    async def _handle_batch(self, batch: list[BusMessage],
+                            worked_out: "tuple[_Work | None, RecordingConn | None] | None" = None) -> None:
         """One transaction for the whole batch.
 
         The batch is handled first without savepoints, its messages' writes
@@ -219,11 +262,15 @@ class Dispatcher:
         and makes the writes. Changes posted meanwhile commit rather than wait
         for the whole batch, and a worker process can work beside ingest.
         If anything it read has moved, or a message failed, the batch is done
-        again as one locked transaction, as on PostgreSQL."""
+        again as one locked transaction, as on PostgreSQL. `worked_out`: the
+        snapshot's work done already (`_fetch_and_work_out`)."""
         work: _Work | None = None
         tried = False  # worked out on a snapshot first: done again, it is done guarded at once
         try:
-            if self._two_phases and (len(batch) >= self.two_phase_from or self._shared_file()):
+            if worked_out is not None:
+                tried = True
+                work = await self._write_out(*worked_out)
+            elif self._two_phases and (len(batch) >= self.two_phase_from or self._shared_file()):
                 tried = True
                 work = await self._two_phase(batch)
             if work is None:
@@ -237,9 +284,14 @@ class Dispatcher:
                     async with self._transaction() as conn:
                         work = await self._work(conn, batch, keep=False, guarded=True)
         except Exception as exc:  # noqa: BLE001 - the batch's own transaction failed (store unavailable): all again
+            self._known_subscriptions.clear()
+            self._known_numbers.clear()
             log.warning("dispatch batch failed", exc_type=type(exc).__name__, count=len(batch))
             raise _Retry from exc
         handled, dead, retry, cache = work.handled, work.dead, work.retry, work.cache
+        if self._two_phases:  # as committed: read under the lock, or checked there (`_still_holds`)
+            self._known_subscriptions.update(cache.subscriptions)
+            self._known_numbers.update(cache.numbers.stored())
         cache.count_dispatched()
         for msg in handled:
             self._failures.pop(msg.event_id, None)
@@ -263,6 +315,11 @@ class Dispatcher:
         except Exception as exc:  # noqa: BLE001 - whatever went wrong on the snapshot is met again, locked
             log.info("dispatch batch redone under the lock", exc_type=type(exc).__name__)
             work = None
+        return await self._write_out(work, kept)
+
+    async def _write_out(self, work: "_Work | None", kept: RecordingConn | None) -> "_Work | None":
+        """The second phase: a snapshot's kept writes made under the lock if
+        what it read still holds; None: do it again, locked."""
         if work is None or kept is None or kept.rolled_back:
             metrics.DISPATCH_REDONE.labels(reason="failed").inc()
             return None
@@ -290,7 +347,7 @@ class Dispatcher:
         return not held or await queue.active_subscriptions_of(conn, held) == held
 
     async def _work(self, conn: Any, batch: list[BusMessage], *, keep: bool,
-                    guarded: bool = True) -> "_Work | None":
+                    guarded: bool = True, start: int | None = None) -> "_Work | None":
         """The batch's transaction: claim, read, handle each message, write
         the counters and the offset. `keep`: `conn` keeps the writes (a
         snapshot's work): a message that fails there makes it give up (None),
@@ -299,7 +356,8 @@ class Dispatcher:
         snapshot's work, and a locked batch's first try), a failure abandons
         the whole batch (`_Unguarded`) and spares every message a SAVEPOINT
         and a RELEASE (on PostgreSQL each also a statement prepared: four
-        round trips a message)."""
+        round trips a message). `start`: the group's offset as `conn` (a
+        snapshot) has read it already (`_fetch_and_work_out`)."""
         retry: Exception | None = None
         handled: list[BusMessage] = []
         dead: list[str] = []
@@ -310,11 +368,15 @@ class Dispatcher:
         if claim is None:
             start = None
         elif keep:  # a snapshot: read the offset; the claim is made, and compared, under the lock
-            start = await self._log.committed(conn, GROUP, EVENTS_TOPIC)  # type: ignore[attr-defined]
+            if start is None:
+                start = await self._log.committed(conn, GROUP, EVENTS_TOPIC)  # type: ignore[attr-defined]
         else:
             start = await claim(conn, GROUP, EVENTS_TOPIC)
         todo = [m for m in batch if start is None or m.offset >= start]
         cache = _BatchCache(today=self._today())
+        if keep:  # a snapshot: checked under the lock before any write (`_still_holds`)
+            cache.known_subscriptions = self._known_subscriptions
+            cache.numbers = queue.EventNumbers(known=self._known_numbers)
         if self._truths_on != cache.today:  # another day: other agreements may be in force
             self._truths.clear()
             self._truths_on = cache.today
@@ -619,7 +681,11 @@ class Dispatcher:
                              cache: "_BatchCache") -> list[Any]:
         rows = cache.subscriptions.get(org_code)
         if rows is None:  # once per organisation per batch (the dispatcher never changes them)
-            rows = cache.subscriptions[org_code] = await queue.active_subscriptions(conn, org_code)
+            known = cache.known_subscriptions
+            rows = known.get(org_code) if known is not None else None
+            if rows is None:
+                rows = await queue.active_subscriptions(conn, org_code)
+            cache.subscriptions[org_code] = rows
         return queue.subscribed(rows, event_type)
 
     async def _patient(self, conn: AsyncConnection, person_id: str, cache: "_BatchCache") -> PatientDetails:
@@ -731,6 +797,8 @@ class _BatchCache:
     held: dict[str, dict[str, _Held]] = field(default_factory=dict)
     patients: dict[str, PatientDetails] = field(default_factory=dict)
     subscriptions: dict[str, list[Any]] = field(default_factory=dict)
+    # A snapshot's batch: the subscriptions the last committed batch left (`Dispatcher._known_subscriptions`).
+    known_subscriptions: dict[str, list[Any]] | None = None
     details: dict[str, bytes] = field(default_factory=dict)  # person -> stored (encrypted) details
     pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # person -> transfers awaiting acceptance
     # person -> (the status, every organisation's view of it: `views_for`), for the person's next message

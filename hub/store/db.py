@@ -1075,7 +1075,13 @@ class InlineReads:
         conn = self._idle.pop() if self._idle else self._engine.connect().execution_options(**{READ_ONLY: True})
         try:
             if consistent and not conn.in_transaction():
-                conn.begin()  # BEGIN now: every statement after it, the driver's too, reads this moment
+                # BEGIN now: every statement after it, the driver's too, reads this moment. Issued
+                # on the driver, as `InlineWriter` issues its BEGIN IMMEDIATE (the begin event then
+                # leaves it out): SQLAlchemy's `exec_driver_sql` of it cost more than the BEGIN
+                # itself, once a dispatcher batch (bench/README.md, "Seventeenth session").
+                conn.connection.dbapi_connection.execute("BEGIN")
+                conn.info[BEGUN_ON_DRIVER] = True
+                conn.begin()
             yield SyncConn(conn)
         except BaseException:
             conn.close()

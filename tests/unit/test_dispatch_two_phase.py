@@ -181,13 +181,14 @@ async def test_a_small_batch_is_done_under_the_lock_unless_a_worker_process_shar
     sid = await _subscribe(app_hub, 9206)
     await push_scenario(app_hub, seed=71)
     snapshots: list[int] = []
-    real = Dispatcher._two_phase
+    real = Dispatcher._work
 
-    async def spy(self, batch):  # noqa: ANN001, ANN202
-        snapshots.append(len(batch))
-        return await real(self, batch)
+    async def spy(self, conn, batch, **kw):  # noqa: ANN001, ANN003, ANN202
+        if kw.get("keep"):  # worked out on a snapshot
+            snapshots.append(len(batch))
+        return await real(self, conn, batch, **kw)
 
-    monkeypatch.setattr(Dispatcher, "_two_phase", spy)
+    monkeypatch.setattr(Dispatcher, "_work", spy)
     changes = _scenario(74, "two-phase-small")
     await _post_all(app_hub, changes[:1])
     assert await hub.dispatcher.run_once(limit=1) == 1
@@ -236,3 +237,92 @@ def test_a_batch_works_out_a_persons_views_once_per_status():
     assert again is not first and again[OXFORDSHIRE] == NOT_INVOLVED and len(asked) > worked
     assert cache.truth_for("p1", dataclasses.replace(s), held, groups) is not again  # another status
     assert cache.truth_for("p2", s, held, groups) is not cache.truth["p1"][1]  # another person
+
+
+async def test_a_batch_is_fetched_and_worked_out_in_one_snapshot(app_hub, monkeypatch) -> None:  # noqa: ANN001
+    """The fetch and the snapshot's work share one read transaction (one
+    snapshot a batch, the offset read once): the messages fetched are those
+    the work reads the histories of, at the same moment; the writes are the
+    same as when each had its own (numbers gap-free, each message queued once)."""
+    import hub.delivery.dispatcher as dispatcher_module
+    from hub.bus.sql import SqlLog
+
+    hub = app_hub.hub
+    sid = await _subscribe(app_hub, 9207)
+    await push_scenario(app_hub, seed=71)
+    await _post_all(app_hub, _scenario(75, "two-phase-one-snapshot"))
+    opened: list[bool] = []
+    real_snapshot = dispatcher_module.snapshot
+
+    def counting(engine, consistent=False):  # noqa: ANN001, ANN202
+        opened.append(consistent)
+        return real_snapshot(engine, consistent)
+
+    async def no_fetch(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("a snapshot of its own for the fetch")
+
+    monkeypatch.setattr(dispatcher_module, "snapshot", counting)
+    monkeypatch.setattr(SqlLog, "fetch", no_fetch)
+    committed = []
+    real_committed = SqlLog.committed
+
+    async def counting_committed(self, conn, group_id, topic):  # noqa: ANN001, ANN202
+        committed.append(group_id)
+        return await real_committed(self, conn, group_id, topic)
+
+    monkeypatch.setattr(SqlLog, "committed", counting_committed)
+    batches = 0
+    while await hub.dispatcher.run_once():
+        batches += 1
+    assert batches > 0 and opened == [True] * (batches + 1)  # the last: an empty fetch
+    assert committed == []  # the offset read once, by the fetch
+    numbers = await _numbers(app_hub, sid)
+    assert numbers and numbers == list(range(1, len(numbers) + 1))
+
+
+async def test_subscriptions_and_counters_are_taken_from_the_last_batch_and_a_change_between_is_seen(
+        app_hub, monkeypatch) -> None:  # noqa: ANN001
+    """A batch worked out on a snapshot takes the subscriptions and event
+    counters the last committed batch left, rather than reading them again;
+    a subscription made, or a number taken by another writer, between two
+    batches is still seen at once: the check under the lock finds it moved
+    and the batch is done again, locked, reading afresh (every message then
+    queued to the new subscription, numbers gap-free and unique)."""
+    from hub.store import db
+
+    hub = app_hub.hub
+    first = await _subscribe(app_hub, 9208)
+    await push_scenario(app_hub, seed=71)  # dispatched: the council's subscriptions and counter known
+    assert hub.dispatcher._known_subscriptions and hub.dispatcher._known_numbers
+    read: list[str] = []
+    real = db.execute_prepared
+
+    async def counting(conn, prepared, params=None):  # noqa: ANN001, ANN202
+        if prepared in (queue._ACTIVE, queue._COUNTER):
+            read.append("subscriptions" if prepared is queue._ACTIVE else "counter")
+        return await real(conn, prepared, params)
+
+    monkeypatch.setattr(queue, "execute_prepared", counting)
+    await _post_all(app_hub, _scenario(76, "two-phase-known-a"))
+    moved = _redone("moved")
+    while await hub.dispatcher.run_once():
+        pass
+    assert _redone("moved") == moved
+    known_orgs = set(hub.dispatcher._known_subscriptions)
+    assert all(r == "subscriptions" for r in read) and "counter" not in read  # the council's: not read again
+    numbers = await _numbers(app_hub, first)
+    assert numbers == list(range(1, len(numbers) + 1))
+
+    # Between two batches: a second subscription for the council, and a number taken on the first.
+    second = await _subscribe(app_hub, 9209)
+    async with write_transaction(hub.engine) as other:
+        taken = await queue.next_event_number(other, first)
+    await _post_all(app_hub, _scenario(77, "two-phase-known-b"))
+    while await hub.dispatcher.run_once():
+        pass
+    assert _redone("moved") == moved + 1  # caught under the lock, done again
+    after = await _numbers(app_hub, first)
+    assert sorted([*after, taken]) == list(range(1, len(after) + 2))  # gap-free and unique
+    got = await _numbers(app_hub, second)
+    assert got and got == list(range(1, len(got) + 1))  # the new subscription had every later message
+    assert known_orgs <= set(hub.dispatcher._known_subscriptions)

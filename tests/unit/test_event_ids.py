@@ -94,3 +94,22 @@ def test_uuid7_ids_made_later_sort_after_and_are_unique():
     assert len(set(first) | set(later)) == 1000
     assert max(first) < min(later)
     assert all(uuid.UUID(u).version == 7 for u in first + later)
+
+
+def test_a_queued_delivery_has_a_time_ordered_id():
+    """`deliveries.delivery_id` has a unique index: a random id put each delivery on a random
+    leaf of it (a WAL frame a delivery), a time-ordered one on its right-hand edge."""
+    import time
+    from datetime import UTC, datetime
+
+    from hub.delivery.queue import delivery_row
+
+    def row() -> dict:
+        return delivery_row(subscription_id="s", event_id="e", message_id="m", event_type="t", payload=b"",
+                            correlation_id="c", event_number=1, now=datetime.now(UTC))
+
+    first = row()["delivery_id"]
+    time.sleep(0.002)
+    later = row()["delivery_id"]
+    assert uuid.UUID(first).version == 7 and uuid.UUID(later).version == 7
+    assert first < later

@@ -198,3 +198,37 @@ async def test_the_write_lock_is_tried_on_the_driver_and_a_transaction_holds_it_
 async def _insert(writer: InlineWriter, t, i: int) -> None:  # noqa: ANN001
     async with writer.transaction() as conn:
         await conn.execute(t.insert(), {"id": i, "v": "w"})
+
+
+async def test_a_claim_makes_the_groups_offset_row_once_and_then_only_reads_it(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """`SqlLog.claim_batch` (the dispatcher's, once a batch): the group's
+    offset row is made at its first claim, at offset 0; after that a claim is
+    one statement (the row read, locked on PostgreSQL), not an INSERT ... ON
+    CONFLICT DO NOTHING before it. The offset it returns is the committed one."""
+    import hub.bus.sql as sql
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
+    await create_schema(engine)
+    log = SqlLog(engine)
+    writer = InlineWriter.for_engine(engine)
+    assert writer is not None
+    ran: list[str] = []
+    real = sql.execute_prepared
+
+    async def counting(conn, prepared, params=None):  # noqa: ANN001, ANN202
+        ran.append("claim" if prepared is sql._CLAIM else "write")
+        return await real(conn, prepared, params)
+
+    monkeypatch.setattr(sql, "execute_prepared", counting)
+    async with writer.transaction() as conn:
+        assert await log.claim_batch(conn, "g", "s117.events") == 0
+    assert ran == ["claim", "write", "claim"]  # not there: made, then read
+    async with writer.transaction() as conn:
+        await log.commit("g", "s117.events", 7, conn)
+    ran.clear()
+    async with writer.transaction() as conn:
+        assert await log.claim_batch(conn, "g", "s117.events") == 7
+        assert await log.claim(conn, "g", "s117.events", 6) is False
+    assert ran == ["claim", "claim"]
+    writer.close()
+    await engine.dispose()

@@ -324,3 +324,36 @@ def test_a_column_of_datetimes_binds_as_sqlalchemy_binds_each() -> None:
         assert ours.column(tuple(values)) == [theirs(v) for v in values]
 
     check()
+
+
+async def test_a_consistent_snapshot_is_begun_on_the_driver_and_its_sqlalchemy_reads_share_its_moment(
+        tmp_path: Path) -> None:
+    """The consistent snapshot's BEGIN is issued on the driver (as the inline
+    writer's BEGIN IMMEDIATE), not through SQLAlchemy's `exec_driver_sql` from
+    the begin event: a statement through SQLAlchemy inside it begins nothing
+    again and reads the same moment as the driver's; the connection, put
+    back, gives the next snapshot a new moment."""
+    from sqlalchemy import event, func
+
+    from hub.store.db import _SNAPSHOTS
+
+    engine = await _engine(tmp_path)
+    try:
+        await _publish(engine, 3)
+        async with snapshot(engine) as conn:  # the engine's inline readers made
+            pass
+        through_sqlalchemy: list[str] = []
+        event.listen(_SNAPSHOTS[engine]._engine, "before_cursor_execute",
+                     lambda *a: through_sqlalchemy.append(a[2]))
+        count = select(func.count()).select_from(bus_messages).where(bus_messages.c.topic == "t")
+        async with snapshot(engine, consistent=True) as conn:
+            first = (await execute_prepared(conn, COUNT, {"topic": "t"})).scalar()
+            await _publish(engine, 3, first=3)  # committed meanwhile, by the writer
+            assert (await conn.execute(count)).scalar() == first
+            assert (await execute_prepared(conn, COUNT, {"topic": "t"})).scalar() == first
+        assert not any(s.strip().upper().startswith("BEGIN") for s in through_sqlalchemy)
+        async with snapshot(engine, consistent=True) as conn:
+            assert (await conn.execute(count)).scalar() == 2 * first
+    finally:
+        close_inline(engine)
+        await engine.dispose()
