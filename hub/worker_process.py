@@ -161,21 +161,15 @@ class ChangeWatcher:
             conn.close()
 
 
-# The front's wake-ups to the back process come at most this often, or the
-# dispatcher's linger if shorter (hub.delivery.wake.log_waker).
-LOG_WAKE_SPACING_MAX = 0.010
-
-
-def wake_workers_on_publish(database_url: str, spacing: float = 0.0) -> Callable[[], None]:
+def wake_workers_on_publish(database_url: str) -> Callable[[], None]:
     """In the front, with the workers apart: each commit that published (once
     durable) sends the back workers' process a datagram that wakes its log's
-    readers (hub/delivery/wake.py), no more often than every `spacing`
-    seconds (`log_waker`). Returns what stops it (the hub closing)."""
+    readers (hub/delivery/wake.py). Returns what stops it (the hub closing)."""
     from hub.bus.sql import tell_elsewhere
     from hub.delivery.wake import LOG, WakeSender, log_waker, wake_address
 
     sender = WakeSender(wake_address(database_url, LOG))
-    untell = tell_elsewhere(log_waker(sender, asyncio.get_running_loop(), spacing))
+    untell = tell_elsewhere(log_waker(sender, asyncio.get_running_loop()))
 
     def stop() -> None:
         untell()

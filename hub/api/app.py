@@ -21,7 +21,7 @@ from hub.api.problems import install_problem_handlers
 from hub.bootstrap import build_hub
 from hub.observability.multiproc import exposition
 from hub.server import tune_gc
-from hub.worker_process import LOG_WAKE_SPACING_MAX, share_write_lock, wake_workers_on_publish
+from hub.worker_process import share_write_lock, wake_workers_on_publish
 from hub.settings import Settings, get_settings
 
 
@@ -37,10 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             share_write_lock(settings.database_url, hub.engine, yields=False)
             hub.start_workers(back=False, deliver=False)  # both run in the worker process(es)
             hub.start_worker_process()
-            # Spaced by the dispatcher's linger (at most 10 ms): a wake-up
-            # sooner than that finds the dispatcher lingering (hub.delivery.wake.log_waker).
-            untell = wake_workers_on_publish(settings.database_url,
-                                             min(settings.dispatch_linger_ms / 1000, LOG_WAKE_SPACING_MAX))
+            untell = wake_workers_on_publish(settings.database_url)
         elif settings.run_workers:
             hub.start_workers()
         tune_gc()

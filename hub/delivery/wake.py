@@ -76,35 +76,22 @@ class WakeSender:
         self._sock.close()
 
 
-def log_waker(sender: WakeSender, loop: asyncio.AbstractEventLoop, spacing: float = 0.0) -> Callable[[], None]:
+def log_waker(sender: WakeSender, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
     """A callable that sends `LOG` once, at the end of the loop's turn, however
     often it is called in that turn (a group commit tells the readers once a
-    message it published), and no sooner than `spacing` seconds after the last
-    one: a call within that time is sent once, when the time is up (never
-    dropped, at most `spacing` late).
-
-    The front passes the dispatcher's linger (at most 10 ms): while changes
-    keep coming the dispatcher does not look at a wake-up before its linger
-    is up anyway, and each datagram woke the back process for nothing (one a
-    change at one client: about 300 a second)."""
+    message it published)."""
     pending = False
-    last = -spacing
 
     def sent() -> None:
-        nonlocal pending, last
+        nonlocal pending
         pending = False
-        last = loop.time()
         sender.send(LOG)
 
     def wake() -> None:
         nonlocal pending
         if not pending:
             pending = True
-            wait = last + spacing - loop.time()
-            if wait > 0:
-                loop.call_later(wait, sent)
-            else:
-                loop.call_soon(sent)
+            loop.call_soon(sent)
 
     return wake
 

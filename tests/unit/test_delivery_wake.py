@@ -115,42 +115,6 @@ async def test_the_log_wake_is_sent_once_a_loop_turn_however_often_it_is_asked()
         transport.close()
 
 
-async def test_spaced_log_wakes_come_no_sooner_than_the_spacing_and_none_is_lost() -> None:
-    """The front's wake-ups spaced (the dispatcher lingers meanwhile): the
-    first goes at once, those asked for within the spacing go once when it is
-    up, not before, and a wake-up after a quiet spell goes at once again."""
-    from hub.delivery.wake import LOG, log_waker
-
-    address = wake_address(f"sqlite+aiosqlite:///{uuid.uuid4()}.db", LOG)
-    loop = asyncio.get_running_loop()
-    woken: list[float] = []
-    transport = await listen(address, {LOG: lambda: woken.append(loop.time())})
-    sender = WakeSender(address)
-    spacing = 0.5  # beside _settle's 0.1 s
-    try:
-        wake = log_waker(sender, loop, spacing)
-        start = loop.time()
-        wake()
-        await _settle()
-        assert len(woken) == 1 and woken[0] - start < spacing / 2  # at once
-        for _ in range(3):  # three commits within the spacing
-            wake()
-            await asyncio.sleep(0.01)
-        await _settle()
-        assert len(woken) == 1  # not yet: the spacing is not up
-        await asyncio.sleep(spacing)
-        await _settle()
-        assert len(woken) == 2 and woken[1] - woken[0] >= spacing * 0.95  # once, when it was up
-        await asyncio.sleep(spacing * 1.5)  # a quiet spell
-        asked = loop.time()
-        wake()
-        await _settle()
-        assert len(woken) == 3 and woken[2] - asked < spacing / 2
-    finally:
-        sender.close()
-        transport.close()
-
-
 async def test_a_commit_that_published_in_the_front_wakes_the_back_process_readers() -> None:
     """The front (workers apart) tells the back workers' log readers through
     its own address, not the deliverers'; once stopped, it tells nobody."""
