@@ -43,7 +43,10 @@ async def one(batch):
     log = d._log
     log.fetch = timed(acc, "fetch", log.fetch)
     log.fetch_on = timed(acc, "fetch_on", log.fetch_on) if hasattr(log, "fetch_on") else None
-    d._two_phase = timed(acc, "two_phase(all)", d._two_phase)
+    if hasattr(d, "_two_phase"):  # 2362d5e's snapshot phase (main's is `_fetch_and_work_out`)
+        d._two_phase = timed(acc, "two_phase(all)", d._two_phase)
+    if hasattr(d, "_fetch_and_work_out"):
+        d._fetch_and_work_out = timed(acc, "fetch_and_work_out(all)", d._fetch_and_work_out)
     d._still_holds = timed(acc, "still_holds", d._still_holds)
     orig_work = d._work
     d._work = timed(acc, "work(snapshot)", d._work)

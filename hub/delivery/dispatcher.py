@@ -212,8 +212,8 @@ class Dispatcher:
 
     async def _fetch_and_work_out(self, limit: int) -> list[BusMessage]:
         """`run_once` on a SQLite file with the SQL log: the batch fetched and
-        worked out in one snapshot (`_two_phase`'s first phase), its writes
-        then made under the lock (`_handle_batch`). One read transaction a
+        worked out in one snapshot, its writes then made under the lock
+        (`_handle_batch`, `_write_out`). One read transaction a
         batch rather than a snapshot for the fetch and another for the work:
         the offset read once, and the pages the fetch read still cached for
         the work (another process's commit in between would have made the
@@ -230,7 +230,7 @@ class Dispatcher:
                     worked_out = True
                     kept = RecordingConn(snap)
                     work = await self._work(kept, batch, keep=True, start=start)
-        except Exception as exc:  # noqa: BLE001 - as `_two_phase`: met again, locked; a failed fetch is raised
+        except Exception as exc:  # noqa: BLE001 - met again, locked (a failed fetch is raised)
             if not fetched:
                 raise
             log.info("dispatch batch redone under the lock", exc_type=type(exc).__name__)
@@ -263,16 +263,14 @@ class Dispatcher:
         for the whole batch, and a worker process can work beside ingest.
         If anything it read has moved, or a message failed, the batch is done
         again as one locked transaction, as on PostgreSQL. `worked_out`: the
-        snapshot's work done already (`_fetch_and_work_out`)."""
+        snapshot's work (`_fetch_and_work_out`, which decides whether a batch
+        is worked out there); None: the batch is done locked."""
         work: _Work | None = None
         tried = False  # worked out on a snapshot first: done again, it is done guarded at once
         try:
             if worked_out is not None:
                 tried = True
                 work = await self._write_out(*worked_out)
-            elif self._two_phases and (len(batch) >= self.two_phase_from or self._shared_file()):
-                tried = True
-                work = await self._two_phase(batch)
             if work is None:
                 try:
                     async with self._transaction() as conn:
@@ -303,19 +301,6 @@ class Dispatcher:
             metrics.DEAD_LETTERS.labels(handler="dispatcher").inc()
         if retry is not None:
             raise _Retry from retry
-
-    async def _two_phase(self, batch: list[BusMessage]) -> "_Work | None":
-        """The batch worked out on a snapshot, then its writes made under the
-        lock if what it read still holds; None: do it again, locked."""
-        kept: RecordingConn | None = None
-        try:
-            async with snapshot(self._engine, consistent=True) as snap:
-                kept = RecordingConn(snap)
-                work = await self._work(kept, batch, keep=True)
-        except Exception as exc:  # noqa: BLE001 - whatever went wrong on the snapshot is met again, locked
-            log.info("dispatch batch redone under the lock", exc_type=type(exc).__name__)
-            work = None
-        return await self._write_out(work, kept)
 
     async def _write_out(self, work: "_Work | None", kept: RecordingConn | None) -> "_Work | None":
         """The second phase: a snapshot's kept writes made under the lock if
