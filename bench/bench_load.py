@@ -49,6 +49,7 @@ from fastapi import FastAPI, Request, Response
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hub.clients import add_client  # noqa: E402
+from hub.settings import Settings  # noqa: E402
 from hub.sample_data import detention_to_move_scenario  # noqa: E402
 from hub.store.db import create_engine, create_schema  # noqa: E402
 from hub.store.schema import deliveries, disclosures  # noqa: E402
@@ -399,8 +400,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
 
     arrivals = (ArrivalsProcess if args.receiver_process else Arrivals)(fastapi=args.fastapi_receiver)
     await arrivals.start()
-    env = {"S117_LOG_LEVEL": args.log_level, "S117_WORKER_POLL_SECONDS": "0.05",
-           "S117_INGEST_BATCH_MAX": str(batch_max)}
+    env = {"S117_LOG_LEVEL": args.log_level, "S117_INGEST_BATCH_MAX": str(batch_max)}
     if args.ingest_only:
         env["S117_RUN_WORKERS"] = "false"
     env.update(hub_process_env(args, workdir))
@@ -720,9 +720,17 @@ def hub_process_options(ap: argparse.ArgumentParser, per: str) -> None:
                     help="--separate-workers with the deliverers in a third process (S117_SEPARATE_DELIVERY=true)")
 
 
+def worker_poll_seconds() -> str:
+    """The hub's worker poll for the bench: S117_WORKER_POLL_SECONDS if set, else the hub's default."""
+    return os.environ.get("S117_WORKER_POLL_SECONDS", str(Settings.model_fields["worker_poll_seconds"].default))
+
+
 def hub_process_env(args: argparse.Namespace, workdir: Path) -> dict[str, str]:
     """The hub's environment for `hub_process_options`' choices."""
-    env: dict[str, str] = {}
+    # The workers' poll as deployed, as a fresh clone runs them (tests poll every 50 ms, which costs
+    # the hub CPU: each poll a read transaction, its pages read again after every other process's
+    # commit); S117_WORKER_POLL_SECONDS in the bench's environment sets another.
+    env: dict[str, str] = {"S117_WORKER_POLL_SECONDS": worker_poll_seconds()}
     commit_times = getattr(args, "commit_times", False)  # bench_mllp.py's options share this
     if commit_times:  # bench/probe/sitecustomize.py: each COMMIT and WAL checkpoint, timed
         env["S117_BENCH_COMMITS"] = str(workdir / "commits")
@@ -788,7 +796,7 @@ async def main() -> None:
     pace = f"at a steady {args.rate:,.0f}/s ({args.mix}) " if args.rate else ""
     print(f"{n} register changes per level {pace}to a real hub process (SQLite WAL, synchronous=FULL), "
           f"a webhook subscriber for every event; {os.cpu_count()} cores; load average "
-          f"{os.getloadavg()[0]:.1f} at start; data in {tmp}")
+          f"{os.getloadavg()[0]:.1f} at start; S117_WORKER_POLL_SECONDS={worker_poll_seconds()}; data in {tmp}")
     batches = [1, 64] if args.compare else [64]
     results = [await run_level(c, n, tmp, args, b) for c in levels for b in batches]
     print()

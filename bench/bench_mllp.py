@@ -39,7 +39,6 @@ from bench.bench_load import (CLK_TCK, bare_insert, cpu_seconds, cpu_times, hub_
 from hub.clients import add_client  # noqa: E402
 from hub.ingest.nhs_number import nhs_number_problem  # noqa: E402
 from hub.mllp import Frame, MllpFramer, frame  # noqa: E402
-from hub.settings import Settings  # noqa: E402
 from hub.store.db import create_engine, create_schema  # noqa: E402
 from tests.support import HubProcess, free_port  # noqa: E402
 
@@ -96,9 +95,6 @@ async def main(args: argparse.Namespace) -> None:
                                           "effective_date": "2025-01-06"} for i in range(min(args.messages, 2000))])
     port = free_port()
     env = {"S117_MLLP_PORT": str(port), "S117_LOG_LEVEL": "WARNING",
-           # The workers' poll as deployed (tests poll every 50 ms, which costs the hub CPU and write-lock waits).
-           "S117_WORKER_POLL_SECONDS": os.environ.get("S117_WORKER_POLL_SECONDS",
-                                                      str(Settings.model_fields["worker_poll_seconds"].default)),
            "S117_MLLP_MAX_CONNECTIONS_PER_PEER": str(max(10, args.connections + 2))}
     env.update(hub_process_env(args, tmp))  # worker processes, the statement probe
     hub = HubProcess(tmp, **env)
