@@ -281,20 +281,33 @@ class SubscriptionDeliverer:
         """Deliver until `stop` is set: one task per subscription with work."""
         tasks: dict[str, asyncio.Task] = {}
         wake = self._wake = asyncio.Event()
+        # Subscriptions a poll found due while their task was running (it may
+        # have made its last claim before those deliveries were queued): polled
+        # again as soon as the task ends. A task that emptied its queue (its
+        # last claim, made after the outcomes, found nothing) needs no poll of
+        # its own: whatever is queued for it later comes with a wake-up or is
+        # found by the next poll, as for a subscription with no task.
+        missed: set[str] = set()
+        emptied: set[str] = set()  # the tasks that ended on an empty claim (`_drain`)
 
         def finished(sid: str, task: asyncio.Task) -> None:
             tasks.pop(sid, None)
+            done_empty = sid in emptied
+            emptied.discard(sid)
             if not task.cancelled() and task.exception() is not None:
                 log.error("delivery task error", channel=self.channel, subscription_id=sid,
                           exc_type=type(task.exception()).__name__)
-            wake.set()
+                done_empty = False
+            if sid in missed or not done_empty:  # failed (its backoff), stopped, or maybe more
+                missed.discard(sid)
+                wake.set()
 
         idle_wait = poll_seconds
         try:
             while not stop.is_set():
                 wake.clear()
                 try:
-                    heads = await self._due_heads(busy=tasks)
+                    heads = await self._due_heads()
                     await self._observe()
                 except Exception as exc:  # noqa: BLE001 - the store may be briefly unavailable: log, poll again
                     log.error("delivery loop error", channel=self.channel, exc_type=type(exc).__name__)
@@ -302,8 +315,10 @@ class SubscriptionDeliverer:
                     self._next_due_in = None
                 for head in heads:
                     sid = head.subscription_id
-                    if sid not in tasks:
-                        task = asyncio.create_task(self._drain(sid, None, stop),
+                    if sid in tasks:
+                        missed.add(sid)
+                    else:
+                        task = asyncio.create_task(self._drain(sid, None, stop, emptied),
                                                    name=f"{self.channel}:{sid}")
                         tasks[sid] = task
                         task.add_done_callback(lambda t, sid=sid: finished(sid, t))
@@ -341,10 +356,13 @@ class SubscriptionDeliverer:
     async def _observe(self) -> None:
         """Hook for per-poll metrics."""
 
-    async def _drain(self, subscription_id: str, limit: int | None, stop: asyncio.Event | None = None) -> int:
+    async def _drain(self, subscription_id: str, limit: int | None, stop: asyncio.Event | None = None,
+                     emptied: set[str] | None = None) -> int:
         """Send the subscription's due deliveries in leased batches, oldest
         first, until its queue is empty, its head fails (the rest wait behind
-        it), `limit` attempts are made or `stop` is set; returns the attempts."""
+        it), `limit` attempts are made or `stop` is set; returns the attempts.
+        `emptied`: the subscription is added to it when it ended on a claim
+        that found nothing due (`serve`: no poll of its own needed)."""
         attempted = 0
         lease = self._policy.lease_seconds
         claimed: list[Any] | None = None  # the next batch, leased with the last batch's outcomes
@@ -358,6 +376,8 @@ class SubscriptionDeliverer:
             else:
                 rows = claimed
             if not rows:
+                if emptied is not None:
+                    emptied.add(subscription_id)
                 break  # empty, the head is backing off, or another instance holds it
             delivered: list[Any] = []
             failed, error = None, None

@@ -1038,12 +1038,18 @@ class WriterTurns:
         finally:
             self._map[0] = 0
 
+    # How often a worker waiting for the front looks at the byte again. Not
+    # under 1 ms: uvloop rounds a timer's delay to whole milliseconds, so
+    # 0.5 ms was a timer due at once, the loop polled without sleeping, a
+    # core's worth of CPU for as long as the front waited (up to `most`).
+    poll_seconds = 0.001
+
     async def let_through(self, loop: asyncio.AbstractEventLoop, most: float = 0.05) -> None:
         if not self._map[0]:
             return
         until = loop.time() + most
         while self._map[0] and loop.time() < until:
-            await asyncio.sleep(0.0005)
+            await asyncio.sleep(self.poll_seconds)
 
 
 class InlineReads:

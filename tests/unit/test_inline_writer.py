@@ -232,3 +232,36 @@ async def test_a_claim_makes_the_groups_offset_row_once_and_then_only_reads_it(t
     assert ran == ["claim", "claim"]
     writer.close()
     await engine.dispose()
+
+
+def test_a_worker_letting_the_front_through_sleeps_between_looks_on_uvloop(tmp_path) -> None:  # noqa: ANN001
+    """`WriterTurns.let_through` (a worker process waiting, up to `most`,
+    while the front waits for the write lock) sleeps between its looks at
+    the byte. On uvloop, which rounds a timer's delay to whole milliseconds,
+    a poll under 1 ms was a timer due at once: the loop turned without
+    sleeping, thousands of looks (and a core's CPU) in 30 ms."""
+    import asyncio
+    import time
+
+    uvloop = pytest.importorskip("uvloop")
+    from hub.store.db import WriterTurns
+
+    turns = WriterTurns(str(tmp_path / "hub.db"))
+    looks = 0
+
+    class Byte:  # the shared byte, set (the front waiting) all along; counts the worker's looks
+        def __getitem__(self, i: int) -> int:
+            nonlocal looks
+            looks += 1
+            return 1
+
+    turns._map = Byte()  # type: ignore[assignment]
+
+    async def wait() -> float:
+        began = time.monotonic()
+        await turns.let_through(asyncio.get_running_loop(), most=0.03)
+        return time.monotonic() - began
+
+    waited = uvloop.run(wait())
+    assert waited >= 0.02  # it waited about as long as it was asked (the front never went; uvloop's clock is in ms)
+    assert looks <= 40, looks  # about one look a millisecond, not one a turn of the loop
