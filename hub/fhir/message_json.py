@@ -82,7 +82,7 @@ class EventMessages:
                  hospital_ods: str | None = None, ns: Namespaces = DEFAULT_NAMESPACES) -> None:
         self._status, self._change, self._patient = status, change, patient
         self._legal_status_display, self._hospital_ods, self._ns = legal_status_display, hospital_ods, ns
-        urls = self._urls = _urls(ns)
+        self._urls = _urls(ns)
         self._metas, self._event_occurred = _ns_parts(ns)
         self._sender_source = b"".join((b',"sender":', _dumps(_org_ref(sender) if sender is not None else {
             "identifier": {"system": ns.system_id_system, "value": HUB_SENDER_ID}, "display": "S117 Hub"}),
@@ -149,7 +149,7 @@ class EventMessages:
             if found is not None:
                 full_url, task = found
                 focus += (b",", _dumps({"reference": full_url}))
-                body += (b"},", _dumps({"fullUrl": full_url, "resource": task})[1:-1])
+                body += (b"},", _dumps({"fullUrl": full_url, "resource": task})[:-1])  # its brace closed as the others
 
         timestamp = sent_at.isoformat()
         if timestamp.endswith("+00:00"):  # the usual FHIR spelling of UTC, as R4B renders it
