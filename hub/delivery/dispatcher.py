@@ -601,10 +601,14 @@ class Dispatcher:
         # (costs, providers) is served by the person query and statements.
         included = decision.field_groups & FIELD_GROUPS
         messages = send.messages  # the parts of the message every recipient of this status shares, made once
-        if messages is None:
-            messages = send.messages = EventMessages(
-                status=send.status, change=send.change, patient=send.patient, source_endpoint=self._hub_endpoint,
-                legal_status_display=send.legal_status_display(self._legal_status_display), ns=self._ns)
+        if messages is None:  # and kept for the person's next message in the batch (a move is three events)
+            display = send.legal_status_display(self._legal_status_display)
+            messages = send.cache.messages.get(event.person_id)
+            if messages is None or not messages.serves(send.status, send.change, send.patient, display):
+                messages = send.cache.messages[event.person_id] = EventMessages(
+                    status=send.status, change=send.change, patient=send.patient, source_endpoint=self._hub_endpoint,
+                    legal_status_display=display, ns=self._ns)
+            send.messages = messages
         # `build_event_message` with the event's Task (transfer / dispute events: `add_task`), serialised.
         body = messages.render(
             event=event, message_id=message_id, sent_at=datetime.now(UTC), recipient=self._org(org, send.status),
@@ -782,6 +786,8 @@ class _BatchCache:
     status: dict[str, S117Status] = field(default_factory=dict)
     held: dict[str, dict[str, _Held]] = field(default_factory=dict)
     patients: dict[str, PatientDetails] = field(default_factory=dict)
+    # person -> the parts of its messages shared by recipients (`_send`), for the status, change and details they were made of
+    messages: dict[str, EventMessages] = field(default_factory=dict)
     subscriptions: dict[str, list[Any]] = field(default_factory=dict)
     # A snapshot's batch: the subscriptions the last committed batch left (`Dispatcher._known_subscriptions`).
     known_subscriptions: dict[str, list[Any]] | None = None

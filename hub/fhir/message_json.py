@@ -33,10 +33,6 @@ from hub.fhir.messages import (
     FIELD_GROUPS,
     HUB_SENDER_ID,
     LEGAL_STATUS,
-    RESPONSIBILITY,
-    IDENTITY,
-    DEMOGRAPHICS,
-    ADDRESS,
     PatientDetails,
     _encounter_parts,
     _entry_uuids,
@@ -47,10 +43,10 @@ from hub.fhir.messages import (
     _org_endpoint,
     _org_ref,
     _patient_fields,
+    _position_params,
     _position_uuid,
     _status_explanations,
     _urls,
-    position_parameters,
 )
 from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
 from hub.workflows.fhir_task import task_entry
@@ -74,8 +70,8 @@ class EventMessages:
     """
 
     __slots__ = ("_status", "_change", "_patient", "_legal_status_display", "_hospital_ods", "_ns", "_urls",
-                 "_metas", "_event_occurred", "_sender_source", "_patients", "_encounters", "_episodes", "_codings",
-                 "_destinations")
+                 "_metas", "_event_occurred", "_sender_source", "_parts", "_summaries", "_codings",
+                 "_destinations", "_positions")
 
     def __init__(self, *, status: S117Status, change: RegisterChange, patient: PatientDetails,
                  source_endpoint: str, legal_status_display: str | None, sender: Org | None = None,
@@ -87,11 +83,18 @@ class EventMessages:
         self._sender_source = b"".join((b',"sender":', _dumps(_org_ref(sender) if sender is not None else {
             "identifier": {"system": ns.system_id_system, "value": HUB_SENDER_ID}, "display": "S117 Hub"}),
             b',"source":', _dumps({"name": "S117 Hub", "endpoint": source_endpoint}), b',"focus":['))
-        self._patients: dict[tuple[bool, bool, bool], bytes] = {}
-        self._encounters: dict[bool, tuple[bytes, bytes] | None] = {}
-        self._episodes: dict[tuple[bool, bool], tuple[tuple[bytes, bytes], tuple[bytes, bytes], bytes]] = {}
+        self._parts: dict[frozenset[str], Any] = {}  # field groups -> `_parts_for`
+        self._summaries: dict[str, bytes] = {}  # an event's summary -> its explanation's JSON
         self._codings: dict[EventType, bytes] = {}
         self._destinations: dict[tuple[Org, str | None], bytes] = {}
+        self._positions: dict[int, tuple[dict[str, Any], bytes]] = {}  # id(view) -> (the view, its parameters)
+
+    def serves(self, status: S117Status, change: RegisterChange, patient: PatientDetails,
+               legal_status_display: str | None) -> bool:
+        """Whether this was made of these very objects (and this display): a
+        caller may keep it for its next message only then."""
+        return (status is self._status and change is self._change and patient is self._patient
+                and legal_status_display == self._legal_status_display)
 
     def render(self, *, event: DomainEvent, message_id: str, sent_at: datetime, recipient: Org,
                include: frozenset[str], destination_endpoint: str | None = None,
@@ -109,38 +112,52 @@ class EventMessages:
             raise ValueError("a position needs its version")
         metas = self._metas
         h_id, p_id, e_id, ep_id = (x.encode() for x in _entry_uuids(message_id))
+        parts = self._parts.get(include)
+        if parts is None:
+            parts = self._parts[include] = self._parts_for(include)
+        patient_inner, encounter, plain, explained, episode_tail = parts
         # One list of pieces, joined once (a chain of `+` copied the 7 KB message over and over).
         body: list[bytes] = [
             b'},{"fullUrl":"urn:uuid:', p_id, b'","resource":{"resourceType":"Patient","id":"', p_id, b'",',
-            self._patient_inner(include), b"}"]
+            patient_inner, b"}"]
         focus = [b'{"reference":"urn:uuid:', ep_id, b'"}']
 
-        # --- Encounter ----------------------------------------------------
-        if LEGAL_STATUS in include:
-            parts = self._encounter()
-            if parts is not None:
-                body += (b'},{"fullUrl":"urn:uuid:', e_id, b'","resource":{"resourceType":"Encounter","id":"', e_id,
-                         b'",', parts[0], b',"subject":{"reference":"urn:uuid:', p_id,
-                         b'"},"episodeOfCare":[{"reference":"urn:uuid:', ep_id, b'"}]', parts[1])
-                focus += (b',{"reference":"urn:uuid:', e_id, b'"}')
+        # --- Encounter (group "legal-status", if there is a detention to tell) ---
+        if encounter is not None:
+            body += (b'},{"fullUrl":"urn:uuid:', e_id, b'","resource":{"resourceType":"Encounter","id":"', e_id,
+                     b'",', encounter[0], b',"subject":{"reference":"urn:uuid:', p_id,
+                     b'"},"episodeOfCare":[{"reference":"urn:uuid:', ep_id, b'"}]', encounter[1])
+            focus += (b',{"reference":"urn:uuid:', e_id, b'"}')
 
-        # --- EpisodeOfCare ------------------------------------------------
-        plain, explained, tail = self._episode(include)
+        # --- EpisodeOfCare: the event's explanation between the shared parts ---
         body += (b'},{"fullUrl":"urn:uuid:', ep_id, b'","resource":{"resourceType":"EpisodeOfCare","id":"', ep_id)
-        summary = _event_explanation(event, self._urls.determination) if EXPLANATIONS in include else None
+        summary = event.summary if explained is not None else None
         if summary:
-            body += (explained[0], _dumps(summary[0]), explained[1])
+            said = self._summaries.get(summary)
+            if said is None:
+                said = self._summaries[summary] = _dumps(_event_explanation(event, self._urls.determination)[0])
+            body += (explained[0], said, explained[1])
         else:
             body += plain
-        body += (b'"reference":"urn:uuid:', p_id, b'"}', tail)
+        body += (b'"reference":"urn:uuid:', p_id, b'"}', episode_tail)
 
         # --- the recipient's position ----------------------------------------
         if position is not None:
             params_id = _position_uuid(message_id).encode()
             focus += (b',{"reference":"urn:uuid:', params_id, b'"}')
-            parameters = position_parameters("", position, version, supersedes, reason)  # type: ignore[arg-type]
+            # `position_parameters`: the version, what it supersedes and why, then the position (kept by the
+            # view's identity: a recipient's view is one object for the person's messages in a batch, never changed).
+            held = self._positions.get(id(position))
+            if held is None or held[0] is not position:
+                held = self._positions[id(position)] = (
+                    position, b"".join(b"," + _dumps(p) for p in _position_params(position)) + b"]")
             body += (b'},{"fullUrl":"urn:uuid:', params_id, b'","resource":{"resourceType":"Parameters","id":"',
-                     params_id, b'","parameter":', _dumps(parameters["parameter"]), metas["Parameters"])
+                     params_id, b'","parameter":[{"name":"version","valueInteger":', _dumps(version), b"}")
+            if supersedes:
+                body += (b',{"name":"supersedes","valueString":', _dumps(supersedes), b"}")
+            if reason:
+                body += (b',{"name":"reason","valueString":', _dumps(reason), b"}")
+            body += (held[1], metas["Parameters"])
 
         # --- the event's Task (transfer / dispute events) ---------------------
         if event.details:
@@ -159,49 +176,39 @@ class EventMessages:
             b'{"resourceType":"Bundle","id":', _dumps(message_id), metas["Bundle"], _dumps(timestamp),
             b',"entry":[{"fullUrl":"urn:uuid:', h_id, b'","resource":{"resourceType":"MessageHeader","id":"', h_id,
             metas["MessageHeader"], self._event_occurred, event.occurred_on.isoformat().encode(),
-            b'"}],"eventCoding":', self._coding(event.event_type),
-            b',"destination":', self._destination(recipient, destination_endpoint), self._sender_source,
+            b'"}],"eventCoding":', self._codings.get(event.event_type) or self._coding(event.event_type),
+            b',"destination":', self._destinations.get((recipient, destination_endpoint))
+            or self._destination(recipient, destination_endpoint), self._sender_source,
             b"".join(focus), b"]}", b"".join(body), b"}]}"))
 
     # --- the shared parts, serialised at their first use -------------------
 
-    def _patient_inner(self, include: frozenset[str]) -> bytes:
-        key = (IDENTITY in include, DEMOGRAPHICS in include, ADDRESS in include)
-        out = self._patients.get(key)
-        if out is None:
-            out = self._patients[key] = _inner(_patient_fields(self._status, self._patient, include, self._ns,
-                                                               self._urls.profiles))
-        return out
-
-    def _encounter(self) -> tuple[bytes, bytes] | None:
-        if True not in self._encounters:
-            parts = _encounter_parts(self._status, self._change, self._legal_status_display, self._hospital_ods,
-                                     self._urls.profiles)
-            self._encounters[True] = None if parts is None else (
-                _inner(parts[0]), (b"," + _inner(parts[1]) if parts[1] else b"") + b"}")
-        return self._encounters[True]
-
-    def _episode(self, include: frozenset[str]) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes], bytes]:
-        """The EpisodeOfCare's JSON from its id to its patient's reference, in
-        two pieces around the event's explanation, without (0) and with (1) one;
-        and after the reference."""
-        key = (RESPONSIBILITY in include, EXPLANATIONS in include)
-        out = self._episodes.get(key)
-        if out is None:
-            status, urls = self._status, self._urls
-            meta = b'","meta":' + _dumps({"profile": [urls.profiles["EpisodeOfCare"]]})
-            before = [_dumps(x) for x in _episode_extensions(status, include, urls)]
-            after = [_dumps(x) for x in _status_explanations(status, urls.determination)] \
-                if EXPLANATIONS in include else []
-            rest = b"," + _inner(_episode_middle(status)) + b',"patient":{'
-            extensions = before + after
-            without = meta + (b',"extension":[' + b",".join(extensions) + b"]" if extensions else b"")
-            with_head = meta + b',"extension":[' + b"".join(x + b"," for x in before)
-            with_tail = b"".join(b"," + x for x in after) + b"]"
-            tail = _inner(_episode_tail(status, include))
-            out = self._episodes[key] = ((without, rest), (with_head, with_tail + rest),
-                                         (b"," + tail if tail else b"") + b"}")
-        return out
+    def _parts_for(self, include: frozenset[str]) -> tuple[bytes, tuple[bytes, bytes] | None, tuple[bytes, bytes],
+                                                           tuple[bytes, bytes] | None, bytes]:
+        """What the messages with these field groups share: the Patient's JSON
+        after its id; the Encounter's around its references (None if none);
+        the EpisodeOfCare's from its id to its patient's reference, without the
+        event's explanation and in two pieces around it (None without group
+        "explanations"); and the EpisodeOfCare's after the reference."""
+        status, urls = self._status, self._urls
+        patient_inner = _inner(_patient_fields(status, self._patient, include, self._ns, urls.profiles))
+        encounter = None
+        if LEGAL_STATUS in include:
+            found = _encounter_parts(status, self._change, self._legal_status_display, self._hospital_ods,
+                                     urls.profiles)
+            if found is not None:
+                encounter = (_inner(found[0]), (b"," + _inner(found[1]) if found[1] else b"") + b"}")
+        meta = b'","meta":' + _dumps({"profile": [urls.profiles["EpisodeOfCare"]]})
+        before = [_dumps(x) for x in _episode_extensions(status, include, urls)]
+        after = [_dumps(x) for x in _status_explanations(status, urls.determination)] \
+            if EXPLANATIONS in include else []
+        rest = b"," + _inner(_episode_middle(status)) + b',"patient":{'
+        extensions = before + after
+        plain = (meta + (b',"extension":[' + b",".join(extensions) + b"]" if extensions else b""), rest)
+        explained = (meta + b',"extension":[' + b"".join(x + b"," for x in before),
+                     b"".join(b"," + x for x in after) + b"]" + rest) if EXPLANATIONS in include else None
+        tail = _inner(_episode_tail(status, include))
+        return patient_inner, encounter, plain, explained, (b"," + tail if tail else b"") + b"}"
 
     def _coding(self, event_type: EventType) -> bytes:
         out = self._codings.get(event_type)

@@ -570,7 +570,13 @@ def position_parameters(
         params.append({"name": "supersedes", "valueString": supersedes})
     if reason:
         params.append({"name": "reason", "valueString": reason})
-    params.extend({"name": "role", "valueCode": role} for role in position.get("roles", []))
+    params.extend(_position_params(position))
+    return {"resourceType": "Parameters", "id": params_id, "parameter": params}
+
+
+def _position_params(position: dict[str, Any]) -> list[dict[str, Any]]:
+    """The position's parameters after its version, supersedes and reason."""
+    params: list[dict[str, Any]] = [{"name": "role", "valueCode": role} for role in position.get("roles", [])]
     for name, key, kind in _SCALARS:
         if key in position:
             params.append({"name": name, kind: position[key]})
@@ -582,7 +588,7 @@ def position_parameters(
         params.append({"name": "dispute", "part": [
             {"name": name, kind: dispute[key]} for name, key, kind in _DISPUTE_PARTS if key in dispute
         ]})
-    return {"resourceType": "Parameters", "id": params_id, "parameter": params}
+    return params
 
 
 @dataclass(frozen=True, slots=True)
