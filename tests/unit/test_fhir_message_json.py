@@ -117,3 +117,25 @@ def test_a_hub_under_another_base_renders_its_own_urls() -> None:
         assert body == _expected(kwargs)
         assert b"https://other.example.net/s117/fhir/StructureDefinition/S117-MessageBundle" in body
         assert DEFAULT_NAMESPACES.fhir_base.encode() not in body
+
+
+def test_a_renderer_serves_only_the_objects_it_was_made_of() -> None:
+    kwargs = CASES["entitlement-started-all-groups"]
+    messages = _messages(kwargs)
+    status, change, patient = kwargs["status"], kwargs["change"], kwargs["patient"]
+    display = kwargs["legal_status_display"]
+    assert messages.serves(status, change, patient, display)
+    assert not messages.serves(dataclasses.replace(status), change, patient, display)  # equal, not the same
+    assert not messages.serves(status, dataclasses.replace(change), patient, display)
+    assert not messages.serves(status, change, dataclasses.replace(patient), display)
+    assert not messages.serves(status, change, patient, "another display")
+
+
+def test_a_position_is_read_afresh_when_it_is_another_object() -> None:
+    kwargs = {**CASES["entitlement-started-with-position"], "include": FIELD_GROUPS}
+    messages = _messages(kwargs)
+    first = {"roles": ["responsible-council"], "entitled": True}
+    second = {"roles": ["coordinating-council"], "entitled": False}
+    for i, position in enumerate((first, second, first, dict(second, entitled=True))):
+        k = {**kwargs, "position": position, "version": i + 1, "message_id": f"p-{i}"}
+        assert _render(messages, k) == _expected(k)
