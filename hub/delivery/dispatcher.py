@@ -786,7 +786,8 @@ class _BatchCache:
     status: dict[str, S117Status] = field(default_factory=dict)
     held: dict[str, dict[str, _Held]] = field(default_factory=dict)
     patients: dict[str, PatientDetails] = field(default_factory=dict)
-    # person -> the parts of its messages shared by recipients (`_send`), for the status, change and details they were made of
+    # person -> the parts its recipients' messages share (`_send`), for the status, change and details
+    # they were made of
     messages: dict[str, EventMessages] = field(default_factory=dict)
     subscriptions: dict[str, list[Any]] = field(default_factory=dict)
     # A snapshot's batch: the subscriptions the last committed batch left (`Dispatcher._known_subscriptions`).

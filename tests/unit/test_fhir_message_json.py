@@ -56,7 +56,8 @@ def _variants() -> list[dict[str, Any]]:
         event = dataclasses.replace(kwargs["event"], details={"task": TASK}, summary="")
         out.append({**kwargs, "event": event, "message_id": f"{name}-task", "position": position, "version": 1})
         out.append({**kwargs, "sender": Org("QU9", "An ICB \u00e9", "icb"), "destination_endpoint": "https://x/y",
-                    "hospital_ods": "RNU", "sent_at": datetime(2024, 1, 2, 3, 4, 5, 678, tzinfo=timezone(timedelta(hours=1)))})
+                    "hospital_ods": "RNU",
+                    "sent_at": datetime(2024, 1, 2, 3, 4, 5, 678, tzinfo=timezone(timedelta(hours=1)))})
     return out
 
 
