@@ -45,7 +45,8 @@ from hub.domain.ports import ReferenceData
 from hub.domain.rules import evaluate
 from hub.domain.rules.precedence import is_late
 from hub.domain.views import NOT_INVOLVED, event_type_for, reason_for, views_for
-from hub.fhir.messages import FIELD_GROUPS, PatientDetails, build_event_message
+from hub.fhir.message_json import EventMessages
+from hub.fhir.messages import FIELD_GROUPS, PatientDetails
 from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
 from hub.ingest.service import load_person_details
 from hub.observability import metrics
@@ -62,7 +63,6 @@ from hub.store.schema import (
     register_changes,
 )
 from hub.workflows.distribution import outgoing_of, pending_transfers
-from hub.workflows.fhir_task import add_task
 
 log = get_logger("hub.dispatcher")
 
@@ -600,15 +600,19 @@ class Dispatcher:
         # The event message carries the FHIR field groups only; `funding`
         # (costs, providers) is served by the person query and statements.
         included = decision.field_groups & FIELD_GROUPS
-        bundle = build_event_message(
-            event=event, status=send.status, change=send.change, patient=send.patient, message_id=message_id,
-            sent_at=datetime.now(UTC), source_endpoint=self._hub_endpoint,
-            recipient=self._org(org, send.status), include=included,
-            legal_status_display=send.legal_status_display(self._legal_status_display),
-            position=view, version=version, supersedes=supersedes, reason=reason, ns=self._ns,
-        )
-        add_task(bundle, event.details, decision.field_groups, ns=self._ns)  # transfer / dispute events: the Task
-        body = orjson.dumps(bundle)
+        messages = send.messages  # the parts of the message every recipient of this status shares, made once
+        if messages is None:  # and kept for the person's next message in the batch (a move is three events)
+            display = send.legal_status_display(self._legal_status_display)
+            messages = send.cache.messages.get(event.person_id)
+            if messages is None or not messages.serves(send.status, send.change, send.patient, display):
+                messages = send.cache.messages[event.person_id] = EventMessages(
+                    status=send.status, change=send.change, patient=send.patient, source_endpoint=self._hub_endpoint,
+                    legal_status_display=display, ns=self._ns)
+            send.messages = messages
+        # `build_event_message` with the event's Task (transfer / dispute events: `add_task`), serialised.
+        body = messages.render(
+            event=event, message_id=message_id, sent_at=datetime.now(UTC), recipient=self._org(org, send.status),
+            include=included, position=view, version=version, supersedes=supersedes, reason=reason)
         correlation_id = send.msg.headers.get("correlation_id", "")
         queued = 0
         payload = self._protector.encrypt(body)
@@ -742,6 +746,7 @@ class _Sending:
     # decision -> recipients (allowed, denied, no-subscription): the message's log line
     decided: collections.Counter[str] = field(default_factory=collections.Counter)
 
+    messages: EventMessages | None = None  # the recipients' messages (`_send`), made at the first
     _display: Any = field(default=None)  # the legal status's display (`legal_status_display`), once worked out
     _display_known: bool = False
 
@@ -781,6 +786,9 @@ class _BatchCache:
     status: dict[str, S117Status] = field(default_factory=dict)
     held: dict[str, dict[str, _Held]] = field(default_factory=dict)
     patients: dict[str, PatientDetails] = field(default_factory=dict)
+    # person -> the parts its recipients' messages share (`_send`), for the status, change and details
+    # they were made of
+    messages: dict[str, EventMessages] = field(default_factory=dict)
     subscriptions: dict[str, list[Any]] = field(default_factory=dict)
     # A snapshot's batch: the subscriptions the last committed batch left (`Dispatcher._known_subscriptions`).
     known_subscriptions: dict[str, list[Any]] | None = None

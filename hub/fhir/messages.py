@@ -233,6 +233,140 @@ def _period(start: date | None, end: date | None) -> dict[str, str] | None:
     return p
 
 
+def _patient_fields(status: S117Status, patient: PatientDetails, include: frozenset[str], ns: Namespaces,
+                    profiles: dict[str, str]) -> dict[str, Any]:
+    """The Patient's fields after its id: the hub person id always, the rest by field group."""
+    identifiers: list[dict[str, str]] = [
+        {"system": ns.person_id_system, "value": status.person_id}
+    ]
+    if IDENTITY in include:
+        identifiers.append({"system": NHS_NUMBER_SYSTEM, "value": patient.nhs_number})
+    out: dict[str, Any] = {"meta": {"profile": [profiles["Patient"]]}, "identifier": identifiers}
+    if DEMOGRAPHICS in include:
+        # FHIR strings may not be empty (ele-1): a name the source never sent is left out, not sent as "".
+        name: dict[str, Any] = {"use": "official"}
+        if patient.family_name:
+            name["family"] = patient.family_name
+        if patient.given_name:
+            name["given"] = [patient.given_name]
+        if len(name) > 1:
+            out["name"] = [name]
+        if patient.birth_date is not None:
+            out["birthDate"] = patient.birth_date.isoformat()
+    if ADDRESS in include and patient.postcode:
+        out["address"] = [{"postalCode": patient.postcode}]
+    return out
+
+
+def _encounter_parts(status: S117Status, change: RegisterChange, legal_status_display: str | None,
+                     hospital_ods: str | None, profiles: dict[str, str]
+                     ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The detention Encounter's fields after its id and before its references
+    (subject, episodeOfCare), and those after them; None if there is none to tell."""
+    # While detained: the current section; after leaving hospital: the
+    # qualifying detention the aftercare duty flows from.
+    legal_code = status.qualifying_section_code or status.entitling_section_code or change.legal_status_code
+    detention_start = status.detention_start or status.entitling_detention_start
+    if legal_code is None and detention_start is None:
+        return None
+    head: dict[str, Any] = {"meta": {"profile": [profiles["Encounter"]]}}
+    if legal_code is not None:
+        # Still in hospital: the status as admitted/held; otherwise
+        # the qualifying status the person left hospital under.
+        context = "admission" if status.in_hospital or status.detained else "discharge"
+        classification: dict[str, str] = {
+            "system": LEGAL_STATUS_ENGLAND_SYSTEM,
+            "code": legal_code,
+        }
+        if legal_status_display:
+            classification["display"] = legal_status_display
+        head["extension"] = [
+            {
+                "extension": [
+                    {
+                        "url": "legalStatusContext",
+                        "valueCodeableConcept": {
+                            "coding": [
+                                {
+                                    "system": LEGAL_STATUS_CONTEXT_SYSTEM,
+                                    "code": context,
+                                    "display": _CONTEXT_DISPLAY[context],
+                                }
+                            ]
+                        },
+                    },
+                    {
+                        "url": "legalStatusClassification",
+                        "valueCodeableConcept": {"coding": [classification]},
+                    },
+                ],
+                "url": LEGAL_STATUS_EXTENSION_URL,
+            }
+        ]
+    head["status"] = "in-progress" if status.in_hospital or status.detained else "finished"
+    head["class"] = {
+        "system": ACT_CODE_SYSTEM,
+        "code": "IMP",
+        "display": "inpatient encounter",
+    }
+    tail: dict[str, Any] = {}
+    if detention_start is not None:
+        tail["period"] = {"start": detention_start.isoformat()}
+    hospital = hospital_ods or change.hospital_ods or status.entitling_hospital_ods
+    if hospital:
+        tail["serviceProvider"] = {
+            "identifier": {"system": ODS_ORGANIZATION_SYSTEM, "value": hospital}
+        }
+    return head, tail
+
+
+def _episode_extensions(status: S117Status, include: frozenset[str], urls: _Urls) -> list[dict[str, Any]]:
+    """The EpisodeOfCare's extensions before the explanations: the responsible
+    bodies (group "responsibility") and the next review."""
+    extensions: list[dict[str, Any]] = []
+    if RESPONSIBILITY in include:
+        commissioner = status.responsible_commissioner
+        if commissioner is not None and commissioner.org is not None:
+            extensions.append(
+                {"url": urls.commissioner, "valueReference": _org_ref(commissioner.org)}
+            )
+        coordinating = status.coordinating_council
+        if coordinating is not None and coordinating.org is not None:
+            extensions.append(
+                {"url": urls.coordinating, "valueReference": _org_ref(coordinating.org)}
+            )
+    review = status.next_review
+    if review is not None:
+        extensions.append(
+            {
+                "url": urls.next_review,
+                "extension": [
+                    {"url": "dueDate", "valueDate": review.due_on.isoformat()},
+                    {"url": "kind", "valueCode": review.kind},
+                ],
+            }
+        )
+    return extensions
+
+
+def _episode_middle(status: S117Status) -> dict[str, Any]:
+    """The EpisodeOfCare's fields between its extensions and its patient."""
+    return {"status": _episode_status(status), "type": [{"text": _EOC_TYPE_TEXT}]}
+
+
+def _episode_tail(status: S117Status, include: frozenset[str]) -> dict[str, Any]:
+    """The EpisodeOfCare's fields after its patient."""
+    tail: dict[str, Any] = {}
+    if RESPONSIBILITY in include:
+        council = status.responsible_council
+        if council is not None and council.org is not None:
+            tail["managingOrganization"] = _org_ref(council.org)
+    period = _period(status.entitlement_start, status.entitlement_end)
+    if period is not None:
+        tail["period"] = period
+    return tail
+
+
 def build_event_message(
     *,
     event: DomainEvent,
@@ -312,30 +446,8 @@ def build_event_message(
     }
 
     # --- Patient ----------------------------------------------------------
-    identifiers: list[dict[str, str]] = [
-        {"system": ns.person_id_system, "value": status.person_id}
-    ]
-    if IDENTITY in include:
-        identifiers.append({"system": NHS_NUMBER_SYSTEM, "value": patient.nhs_number})
     patient_res: dict[str, Any] = {
-        "resourceType": "Patient",
-        "id": patient_id,
-        "meta": {"profile": [profiles["Patient"]]},
-        "identifier": identifiers,
-    }
-    if DEMOGRAPHICS in include:
-        # FHIR strings may not be empty (ele-1): a name the source never sent is left out, not sent as "".
-        name: dict[str, Any] = {"use": "official"}
-        if patient.family_name:
-            name["family"] = patient.family_name
-        if patient.given_name:
-            name["given"] = [patient.given_name]
-        if len(name) > 1:
-            patient_res["name"] = [name]
-        if patient.birth_date is not None:
-            patient_res["birthDate"] = patient.birth_date.isoformat()
-    if ADDRESS in include and patient.postcode:
-        patient_res["address"] = [{"postalCode": patient.postcode}]
+        "resourceType": "Patient", "id": patient_id, **_patient_fields(status, patient, include, ns, profiles)}
 
     entries: list[dict[str, Any]] = [
         {"fullUrl": f"urn:uuid:{header_id}", "resource": header},
@@ -344,104 +456,26 @@ def build_event_message(
 
     # --- Encounter: the detention ------------------------------------------
     if LEGAL_STATUS in include:
-        # While detained: the current section; after leaving hospital: the
-        # qualifying detention the aftercare duty flows from.
-        legal_code = status.qualifying_section_code or status.entitling_section_code or change.legal_status_code
-        detention_start = status.detention_start or status.entitling_detention_start
-        if legal_code is not None or detention_start is not None:
+        parts = _encounter_parts(status, change, legal_status_display, hospital_ods, profiles)
+        if parts is not None:
+            head, tail = parts
             encounter: dict[str, Any] = {
-                "resourceType": "Encounter", "id": encounter_id, "meta": {"profile": [profiles["Encounter"]]}}
-            if legal_code is not None:
-                # Still in hospital: the status as admitted/held; otherwise
-                # the qualifying status the person left hospital under.
-                context = "admission" if status.in_hospital or status.detained else "discharge"
-                classification: dict[str, str] = {
-                    "system": LEGAL_STATUS_ENGLAND_SYSTEM,
-                    "code": legal_code,
-                }
-                if legal_status_display:
-                    classification["display"] = legal_status_display
-                encounter["extension"] = [
-                    {
-                        "extension": [
-                            {
-                                "url": "legalStatusContext",
-                                "valueCodeableConcept": {
-                                    "coding": [
-                                        {
-                                            "system": LEGAL_STATUS_CONTEXT_SYSTEM,
-                                            "code": context,
-                                            "display": _CONTEXT_DISPLAY[context],
-                                        }
-                                    ]
-                                },
-                            },
-                            {
-                                "url": "legalStatusClassification",
-                                "valueCodeableConcept": {"coding": [classification]},
-                            },
-                        ],
-                        "url": LEGAL_STATUS_EXTENSION_URL,
-                    }
-                ]
-            encounter["status"] = "in-progress" if status.in_hospital or status.detained else "finished"
-            encounter["class"] = {
-                "system": ACT_CODE_SYSTEM,
-                "code": "IMP",
-                "display": "inpatient encounter",
-            }
-            encounter["subject"] = {"reference": patient_url}
-            encounter["episodeOfCare"] = [{"reference": episode_url}]
-            if detention_start is not None:
-                encounter["period"] = {"start": detention_start.isoformat()}
-            hospital = hospital_ods or change.hospital_ods or status.entitling_hospital_ods
-            if hospital:
-                encounter["serviceProvider"] = {
-                    "identifier": {"system": ODS_ORGANIZATION_SYSTEM, "value": hospital}
-                }
+                "resourceType": "Encounter", "id": encounter_id, **head, "subject": {"reference": patient_url},
+                "episodeOfCare": [{"reference": episode_url}], **tail}
             entries.append({"fullUrl": f"urn:uuid:{encounter_id}", "resource": encounter})
             header["focus"].append({"reference": f"urn:uuid:{encounter_id}"})
 
     # --- EpisodeOfCare: the s117 entitlement --------------------------------
-    episode: dict[str, Any] = {
-        "resourceType": "EpisodeOfCare", "id": episode_id, "meta": {"profile": [profiles["EpisodeOfCare"]]}}
-    extensions: list[dict[str, Any]] = []
-    if RESPONSIBILITY in include:
-        commissioner = status.responsible_commissioner
-        if commissioner is not None and commissioner.org is not None:
-            extensions.append(
-                {"url": urls.commissioner, "valueReference": _org_ref(commissioner.org)}
-            )
-        coordinating = status.coordinating_council
-        if coordinating is not None and coordinating.org is not None:
-            extensions.append(
-                {"url": urls.coordinating, "valueReference": _org_ref(coordinating.org)}
-            )
-    review = status.next_review
-    if review is not None:
-        extensions.append(
-            {
-                "url": urls.next_review,
-                "extension": [
-                    {"url": "dueDate", "valueDate": review.due_on.isoformat()},
-                    {"url": "kind", "valueCode": review.kind},
-                ],
-            }
-        )
+    extensions = _episode_extensions(status, include, urls)
     if EXPLANATIONS in include:
         extensions.extend(_explanations(event, status, urls.determination))
+    episode: dict[str, Any] = {
+        "resourceType": "EpisodeOfCare", "id": episode_id, "meta": {"profile": [profiles["EpisodeOfCare"]]}}
     if extensions:
         episode["extension"] = extensions
-    episode["status"] = _episode_status(status)
-    episode["type"] = [{"text": _EOC_TYPE_TEXT}]
+    episode.update(_episode_middle(status))
     episode["patient"] = {"reference": patient_url}
-    if RESPONSIBILITY in include:
-        council = status.responsible_council
-        if council is not None and council.org is not None:
-            episode["managingOrganization"] = _org_ref(council.org)
-    period = _period(status.entitlement_start, status.entitlement_end)
-    if period is not None:
-        episode["period"] = period
+    episode.update(_episode_tail(status, include))
     entries.append({"fullUrl": episode_url, "resource": episode})
 
     if position is not None:
@@ -468,17 +502,22 @@ def build_event_message(
 
 def _explanations(event: DomainEvent, status: S117Status, url: str) -> Iterable[dict[str, Any]]:
     # FHIR strings may not be empty, so a blank explanation is left out.
+    out = _event_explanation(event, url)
+    out.extend(_status_explanations(status, url))
+    return out
+
+
+def _event_explanation(event: DomainEvent, url: str) -> list[dict[str, Any]]:
+    """The event's own explanation (its summary), first of the explanations."""
+    if not event.summary:
+        return []
+    return [{"url": url, "extension": [{"url": "aspect", "valueCode": "event"},
+                                       {"url": "explanation", "valueString": event.summary}]}]
+
+
+def _status_explanations(status: S117Status, url: str) -> list[dict[str, Any]]:
+    """The determinations' explanations, after the event's."""
     out = []
-    if event.summary:
-        out.append(
-            {
-                "url": url,
-                "extension": [
-                    {"url": "aspect", "valueCode": "event"},
-                    {"url": "explanation", "valueString": event.summary},
-                ],
-            }
-        )
     pairs: list[tuple[str, Determination | None]] = [
         ("entitlement", status.entitlement),
         ("responsible-council", status.responsible_council),
@@ -531,7 +570,13 @@ def position_parameters(
         params.append({"name": "supersedes", "valueString": supersedes})
     if reason:
         params.append({"name": "reason", "valueString": reason})
-    params.extend({"name": "role", "valueCode": role} for role in position.get("roles", []))
+    params.extend(_position_params(position))
+    return {"resourceType": "Parameters", "id": params_id, "parameter": params}
+
+
+def _position_params(position: dict[str, Any]) -> list[dict[str, Any]]:
+    """The position's parameters after its version, supersedes and reason."""
+    params: list[dict[str, Any]] = [{"name": "role", "valueCode": role} for role in position.get("roles", [])]
     for name, key, kind in _SCALARS:
         if key in position:
             params.append({"name": name, kind: position[key]})
@@ -543,7 +588,7 @@ def position_parameters(
         params.append({"name": "dispute", "part": [
             {"name": name, kind: dispute[key]} for name, key, kind in _DISPUTE_PARTS if key in dispute
         ]})
-    return {"resourceType": "Parameters", "id": params_id, "parameter": params}
+    return params
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,18 +117,29 @@ def build_task(case: Case, *, focus: dict[str, Any] | None = None, subject: dict
 def add_task(bundle: dict[str, Any], details: dict[str, str], include: frozenset[str],
              ns: Namespaces = DEFAULT_NAMESPACES) -> None:
     """Put the event's Task into a message Bundle if the recipient may see it."""
+    entries = bundle["entry"]
+    by_type = {e["resource"]["resourceType"]: e["fullUrl"] for e in entries}
+    found = task_entry(bundle["id"], details, include, by_type.get("EpisodeOfCare", ""), by_type.get("Patient", ""), ns)
+    if found is None:
+        return
+    full_url, task = found
+    entries.append({"fullUrl": full_url, "resource": task})
+    entries[0]["resource"]["focus"].append({"reference": full_url})
+
+
+def task_entry(message_id: str, details: dict[str, str], include: frozenset[str], episode_url: str,
+               patient_url: str, ns: Namespaces = DEFAULT_NAMESPACES) -> tuple[str, dict[str, Any]] | None:
+    """The event's Task for message `message_id` (its fullUrl and resource), or
+    None if the event has none or the recipient may not see it."""
     raw = details.get("task")
     if not raw or WORKFLOW not in include:
-        return
+        return None
     task = orjson.loads(raw)
     task["meta"] = {"profile": [ns.profile("S117-Task")]}
     task["identifier"] = [{"system": f"{ns.fhir_base}/Id/workflow-case",
                            "value": task.get("identifier", [{}])[0].get("value", task.get("id", ""))}]
-    entries = bundle["entry"]
-    by_type = {e["resource"]["resourceType"]: e["fullUrl"] for e in entries}
-    task["focus"] = {"reference": by_type["EpisodeOfCare"]}
-    task["for"] = {"reference": by_type["Patient"]}
-    entry_id = uuid5(TASK_NAMESPACE, f"{bundle['id']}/task")
+    task["focus"] = {"reference": episode_url}
+    task["for"] = {"reference": patient_url}
+    entry_id = uuid5(TASK_NAMESPACE, f"{message_id}/task")
     task["id"] = entry_id
-    entries.append({"fullUrl": f"urn:uuid:{entry_id}", "resource": task})
-    entries[0]["resource"]["focus"].append({"reference": f"urn:uuid:{entry_id}"})
+    return f"urn:uuid:{entry_id}", task

@@ -104,3 +104,36 @@ def test_a_batch_writes_each_view_once_with_the_rows_the_writes_one_by_one_leave
     assert {**inserted, **updated} == _one_by_one(steps)
     assert len(inserted) == 2 and len(updated) == 2
     assert steps[0][2] == v(1), "the values stored by a message are not changed"
+
+
+async def test_a_persons_messages_in_a_batch_share_their_rendered_parts_and_validate(app_hub,  # noqa: ANN001
+                                                                                       monkeypatch) -> None:
+    import orjson  # noqa: PLC0415
+    from sqlalchemy import select  # noqa: PLC0415
+
+    from hub.fhir.validate import validate_message  # noqa: PLC0415
+    from hub.store.schema import delivery_messages  # noqa: PLC0415
+
+    made: list = []
+
+    class Counted(dispatcher_module.EventMessages):
+        def __init__(self, **kwargs) -> None:  # noqa: ANN003
+            made.append((id(kwargs["status"]), id(kwargs["change"])))
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(dispatcher_module, "EventMessages", Counted)
+    d = app_hub.hub.dispatcher
+    r = await app_hub.http.post("/v1/subscriptions", headers={"X-API-Key": app_hub.keys["E06000060"]},
+                                json={"url": "http://127.0.0.1:9/hook", "secret": "x" * 32})
+    assert r.status_code == 201, r.text
+    changes = detention_to_move_scenario(random.Random(83), "kept-3", date(2025, 1, 6))
+    await _post(app_hub, changes)
+    handled = await d.run_once(100)  # one batch: every change's events
+    assert handled >= 3
+    async with app_hub.hub.engine.connect() as conn:
+        payloads = [r.payload for r in await conn.execute(select(delivery_messages.c.payload))]
+    assert len(payloads) >= 3
+    # One renderer a status and change: a change's events (a move is three) and their recipients share it.
+    assert len(made) == len(set(made)) < len(payloads)
+    for p in payloads:
+        validate_message(orjson.loads(app_hub.hub.protector.decrypt(p)))

@@ -33,14 +33,14 @@ async def _subscribe_and_push(app_hub) -> list[dict]:  # noqa: ANN001
 
 async def test_a_failing_handler_dead_letters_the_event_and_replay_delivers_it(app_hub, admin, monkeypatch):
     await _subscribe_and_push(app_hub)
-    real = dispatcher_module.build_event_message
+    real = dispatcher_module.EventMessages.render
     calls = {"n": 0}
 
-    def broken(**kwargs):  # noqa: ANN003, ANN202
+    def broken(self, **kwargs):  # noqa: ANN001, ANN003, ANN202
         calls["n"] += 1
         raise RuntimeError("renderer bug")
 
-    monkeypatch.setattr(dispatcher_module, "build_event_message", broken)
+    monkeypatch.setattr(dispatcher_module.EventMessages, "render", broken)
     for _ in range(20):  # the worker's retries, then the dead letter (3 per message)
         try:
             await app_hub.hub.dispatcher.run_once()
@@ -52,7 +52,7 @@ async def test_a_failing_handler_dead_letters_the_event_and_replay_delivers_it(a
     dead = (await app_hub.http.get("/v1/ops/dead-letters", headers=admin)).json()["handlers"]
     assert dead[0]["reason"].startswith("RuntimeError after 3 attempts")
 
-    monkeypatch.setattr(dispatcher_module, "build_event_message", real)
+    monkeypatch.setattr(dispatcher_module.EventMessages, "render", real)
     for d in dead:
         r = await app_hub.http.post(f"/v1/ops/dead-letters/{d['dead_letter_id']}/replay", headers=admin)
         assert r.status_code == 200, r.text
