@@ -253,8 +253,8 @@ class SubscriptionDeliverer:
     idle_poll_max_seconds: float = 1.0
     _next_due_in: float | None = None  # seconds until the earliest head not yet due (the last poll's)
 
-    async def _due_heads(self, busy: Any = ()) -> list[Any]:
-        """The due head of every subscription on this channel, except those in `busy`."""
+    async def _due_heads(self) -> list[Any]:
+        """The due head of every subscription on this channel (`serve` notes those whose task is still running)."""
         # A read (a WAL snapshot on SQLite, inline): polling never queues behind a writer.
         async with snapshot(self._engine) as conn:
             heads = await pending_heads(conn, self.channel)
@@ -267,7 +267,7 @@ class SubscriptionDeliverer:
             elif next_due is None or at < next_due:
                 next_due = at
         self._next_due_in = (next_due - now).total_seconds() if next_due is not None else None
-        return [h for h in ready if h.subscription_id not in busy]
+        return ready
 
     async def run_once(self) -> int:
         """Drain every subscription with a due head (up to a batch each) and

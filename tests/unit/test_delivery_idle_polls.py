@@ -20,7 +20,7 @@ class _Polled(SubscriptionDeliverer):
         self.polls: list[float] = []
         self._next = next_due or []
 
-    async def _due_heads(self, busy: Any = ()) -> list[Any]:
+    async def _due_heads(self) -> list[Any]:
         self.polls.append(time.monotonic())
         self._next_due_in = self._next.pop(0) if self._next else None
         return []

@@ -26,7 +26,7 @@ class _Tasks(SubscriptionDeliverer):
         self._drain_seconds = drain_seconds
         self._empties = empties
 
-    async def _due_heads(self, busy: Any = ()) -> list[Any]:
+    async def _due_heads(self) -> list[Any]:
         self.polls.append(time.monotonic())
         self._next_due_in = None
         found = self._heads.pop(0) if self._heads else []
