@@ -102,7 +102,7 @@ class WriteBehind:
     def __init__(self, conn: AsyncConnection, defer: bool = True, tx: Any = None) -> None:
         self._conn = conn
         self._defer = defer
-        self.tx = tx  # the unit's own transaction when it runs alone; None inside a batch
+        self.tx = tx  # what rolls back the unit's own transaction when it runs alone (its connection); None in a batch
         self._queued: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}  # (table or statement, columns)
         self._first: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}  # `insert_first`'s
         self.undo = False
