@@ -70,19 +70,27 @@ class CorrelationMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        sent = next((v for k, v in scope.get("headers") or [] if k.lower() == HEADER), None)
+        # The client's id (its first such header) and the other headers, in one pass.
+        sent, headers = None, []
+        for k, v in scope.get("headers") or ():
+            if k.lower() != HEADER:
+                headers.append((k, v))
+            elif sent is None:
+                sent = v
         cid = correlation_id_for(sent)
+        cid_header = (HEADER, cid.encode())
         # Handlers read the header through the request; they see the id in use.
-        scope["headers"] = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != HEADER]
-        scope["headers"].append((HEADER, cid.encode()))
+        headers.append(cid_header)
+        scope["headers"] = headers
         status = {"code": 500}
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
-                message["headers"] = [*headers, (HEADER, cid.encode())]
+                answer = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
+                answer.append(cid_header)
+                message["headers"] = answer
             await send(message)
 
         token = bind_correlation_id(cid)

@@ -92,7 +92,7 @@ def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     if len(values) > 1:
         raise _BadLength("more than one Content-Length")
     (value,) = values
-    if not value or len(value) > 19 or not all(0x30 <= b <= 0x39 for b in value):
+    if len(value) > 19 or not value.isdigit():  # bytes: ASCII digits only, and not empty
         raise _BadLength("Content-Length is not a number")
     return int(value)
 

@@ -102,7 +102,7 @@ class WriteBehind:
     def __init__(self, conn: AsyncConnection, defer: bool = True, tx: Any = None) -> None:
         self._conn = conn
         self._defer = defer
-        self.tx = tx  # the unit's own transaction when it runs alone; None inside a batch
+        self.tx = tx  # what rolls back the unit's own transaction when it runs alone (its connection); None in a batch
         self._queued: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}  # (table or statement, columns)
         self._first: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}  # `insert_first`'s
         self.undo = False
@@ -195,14 +195,12 @@ def _plain_insert(table: Table) -> Insert:
     return table.insert()
 
 
-class _SyncTx:
-    """The unit's own transaction when it runs alone on the sync writer."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    async def rollback(self) -> None:
-        self._conn.rollback()
+@asynccontextmanager
+async def _engine_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A write transaction on the async engine (PostgreSQL, `:memory:`)."""
+    async with engine.connect() as aconn:
+        async with begin_with_hooks(aconn):  # `after_commit_hook`: told once committed
+            yield aconn
 
 
 @dataclass(slots=True)
@@ -300,7 +298,7 @@ class GroupCommit:
             return
         results: list[Any] = []
         try:
-            async with self._transaction() as (conn, _tx):
+            async with self._transaction() as conn:
                 if self._before_batch is not None:
                     await self._before_batch(conn)
                 wb = WriteBehind(conn)
@@ -326,10 +324,10 @@ class GroupCommit:
 
     async def _alone(self, item: _Item[Any]) -> None:
         try:
-            async with self._transaction() as (conn, tx):
+            async with self._transaction() as conn:
                 if self._before_batch is not None:
                     await self._before_batch(conn)
-                wb = WriteBehind(conn, tx=tx)
+                wb = WriteBehind(conn, tx=conn)  # the unit's `rollback()` is its connection's
                 result = await item.unit(wb)
                 if not wb.undo:
                     await wb.flush()
@@ -345,17 +343,14 @@ class GroupCommit:
         if not item.future.done():
             item.future.set_result(result)
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[tuple[Any, Any]]:
-        """One write transaction: committed if the block ends normally (and
-        not rolled back by a unit), rolled back if it raises."""
-        if self._inline is None:
-            async with self._engine.connect() as aconn:
-                async with begin_with_hooks(aconn) as atx:  # `after_commit_hook`: told once committed
-                    yield aconn, atx
-            return
-        async with self._inline.transaction() as conn:
-            yield conn, _SyncTx(conn.sync_connection)
+    def _transaction(self) -> Any:
+        """One write transaction (an async context manager giving its
+        connection): committed if the block ends normally (and not rolled back
+        by a unit: `await conn.rollback()`), rolled back if it raises. On a
+        SQLite file the inline writer's own, without a layer around it."""
+        if self._inline is not None:
+            return self._inline.transaction()
+        return _engine_transaction(self._engine)
 
     def close(self) -> None:
         """Nothing of its own to release: the engine's shared inline writer is

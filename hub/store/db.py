@@ -342,7 +342,10 @@ def _json_column(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
     def process(value: Any) -> Any:
         if type(value) in _JSON_DOCUMENTS:  # a row bound alone (`_bind_one`): the same bytes as a column's
-            return column((value,))[0]
+            try:
+                return orjson.dumps(value).decode()
+            except orjson.JSONEncodeError:
+                return _DUMPS(value).decode()
         return proc(value)
 
     def column(values: tuple[Any, ...]) -> list[Any]:
@@ -761,12 +764,17 @@ class SyncConn:
             rows = parameters if isinstance(parameters, list) else [parameters]
             if rows and isinstance(rows[0], dict):
                 plan = _insert_plan(self._conn.dialect, statement.table, tuple(rows[0]))
-                if plan is not None and all(len(r) == len(plan.names) for r in rows):
+                # The plan is for the first row's keys; any other row must have as many.
+                if plan is not None and (len(rows) == 1 or all(len(r) == len(plan.names) for r in rows)):
                     return plan.run(self._conn.connection.dbapi_connection, rows)
         return self._conn.execute(statement, parameters)
 
     def begin_nested(self) -> _Savepoint:
         return _Savepoint(self._conn)
+
+    async def rollback(self) -> None:
+        """Roll the transaction back (as `AsyncConnection.rollback`); its block then commits nothing."""
+        self._conn.rollback()
 
     def run_prepared(self, prepared: Prepared, params: Any = None) -> _Rows:
         # On the driver: no BEGIN of its own (a snapshot that must see one

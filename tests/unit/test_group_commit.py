@@ -316,3 +316,26 @@ async def test_counts_are_added_once_committed_and_only_for_what_was_kept(table_
     seen = await asyncio.gather(*(answered(i) for i in range(6)))
     assert accepted.total == 6 and all(s > 0 for s in seen)
     assert accepted.calls < 6  # changes that shared a transaction were added together
+
+
+async def test_a_unit_alone_that_rolls_back_keeps_nothing_on_either_writer(table_engine):
+    """Run alone, a unit's `tx.rollback()` rolls its real transaction back,
+    through the inline SQLite writer (a file) and through the async engine
+    (the PostgreSQL path: here the same file without the inline writer);
+    the next unit commits as usual, and nothing of the first is counted."""
+    from prometheus_client import CollectorRegistry, Counter
+
+    engine, t = table_engine
+    for inline in (True, False):
+        gc = GroupCommit(engine, max_wait=0)
+        if not inline:
+            gc._inline = None  # the engine's own transactions, as on PostgreSQL
+        assert (gc._inline is not None) is inline
+        base = 100 if inline else 200
+        accepted = Counter("accepted", "units counted", registry=CollectorRegistry())
+        assert await gc.run(_undone(t, base, accepted), keys=[base]) == "rolled back"
+        assert await gc.run(_broken_at_3(t, base + 1, accepted), keys=[base + 1]) == base + 1
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(t.c.id, t.c.v).where(t.c.id >= base, t.c.id < base + 100))).all()
+        assert [tuple(r) for r in rows] == [(base + 1, str(base + 1))]
+        assert accepted._value.get() == 1
