@@ -149,8 +149,10 @@ class EventMessages:
             # view's identity: a recipient's view is one object for the person's messages in a batch, never changed).
             held = self._positions.get(id(position))
             if held is None or held[0] is not position:
-                held = self._positions[id(position)] = (
-                    position, b"".join(b"," + _dumps(p) for p in _position_params(position)) + b"]")
+                # The parameters after the version and so on: the list's JSON less its "[" (orjson writes a
+                # list as its items' JSON between commas), one call rather than one an item.
+                params = _position_params(position)
+                held = self._positions[id(position)] = (position, b"," + _dumps(params)[1:] if params else b"]")
             body += (b'},{"fullUrl":"urn:uuid:', params_id, b'","resource":{"resourceType":"Parameters","id":"',
                      params_id, b'","parameter":[{"name":"version","valueInteger":', _dumps(version), b"}")
             if supersedes:
