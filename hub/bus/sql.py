@@ -333,8 +333,8 @@ _COMMITTED = Prepared(select(consumer_offsets.c.next_offset).where(
 _CLAIM = Prepared(select(consumer_offsets.c.next_offset).where(
     consumer_offsets.c.group_id == bindparam("group_id"), consumer_offsets.c.topic == bindparam("topic"))
     .with_for_update())
-# The columns a `BusMessage` carries, no more: `created_at` (and `relayed_at`) were a time parsed a
-# message for nothing (about 5% of a fetch of 16 in-process).
+# The columns a `BusMessage` carries, no more: `created_at` and `relayed_at` were read and their
+# result processors run a message for nothing (14.8 -> 13.8 Python calls a message fetched).
 _FETCH = Prepared(select(bus_messages.c.topic, bus_messages.c.key, bus_messages.c.event_id, bus_messages.c.payload,
                          bus_messages.c.headers, bus_messages.c.offset)
                   .where(bus_messages.c.topic == bindparam("topic"), bus_messages.c.offset >= bindparam("start"))

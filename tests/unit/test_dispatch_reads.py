@@ -26,7 +26,8 @@ def test_the_fetch_reads_a_bus_message_s_columns_only() -> None:
 
 
 def test_the_held_views_are_read_without_their_time() -> None:
-    assert _columns(dispatcher_module._HELD_VIEWS._expanding) == ["person_id", "org_code", "version", "view", "last_event_id"]
+    assert _columns(dispatcher_module._HELD_VIEWS._expanding) == \
+        ["person_id", "org_code", "version", "view", "last_event_id"]
 
 
 async def test_a_fetch_gives_each_message_as_published(app_hub) -> None:  # noqa: ANN001
