@@ -259,11 +259,11 @@ class SqlLog:
         params = {"topic": topic, "start": start, "limit": limit}
         rows = (await execute_prepared(conn, _FETCH if payload_for is None else _FETCH_HEADS, params)).all()
         if payload_for is None:
-            payloads = {int(r.offset): r.payload for r in rows}
-        else:
-            wanted = [int(r.offset) for r in rows if r.headers.get("event_type") in payload_for]
-            payloads = ({int(p.offset): p.payload for p in await _PAYLOADS.execute(conn, wanted, {"topic": topic})}
-                        if wanted else {})
+            return committed, [BusMessage(topic=r.topic, key=r.key, event_id=r.event_id, payload=r.payload,
+                                          headers=r.headers, offset=int(r.offset)) for r in rows]
+        wanted = [int(r.offset) for r in rows if r.headers.get("event_type") in payload_for]
+        payloads = ({int(p.offset): p.payload for p in await _PAYLOADS.execute(conn, wanted, {"topic": topic})}
+                    if wanted else {})
         return committed, [BusMessage(topic=r.topic, key=r.key, event_id=r.event_id,
                                       payload=payloads.get(int(r.offset), {}), headers=r.headers,
                                       offset=int(r.offset)) for r in rows]
@@ -333,7 +333,10 @@ _COMMITTED = Prepared(select(consumer_offsets.c.next_offset).where(
 _CLAIM = Prepared(select(consumer_offsets.c.next_offset).where(
     consumer_offsets.c.group_id == bindparam("group_id"), consumer_offsets.c.topic == bindparam("topic"))
     .with_for_update())
-_FETCH = Prepared(select(bus_messages)
+# The columns a `BusMessage` carries, no more: `created_at` and `relayed_at` were read and their
+# result processors run a message for nothing (14.8 -> 13.8 Python calls a message fetched).
+_FETCH = Prepared(select(bus_messages.c.topic, bus_messages.c.key, bus_messages.c.event_id, bus_messages.c.payload,
+                         bus_messages.c.headers, bus_messages.c.offset)
                   .where(bus_messages.c.topic == bindparam("topic"), bus_messages.c.offset >= bindparam("start"))
                   .order_by(bus_messages.c.offset).limit(bindparam("limit")))
 _FETCH_HEADS = Prepared(select(bus_messages.c.topic, bus_messages.c.key, bus_messages.c.event_id,

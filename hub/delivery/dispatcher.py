@@ -73,7 +73,11 @@ _HISTORIES = InList("ids", lambda ids: select(register_changes.c.person_id,
                                                 type_coerce(register_changes.c.canonical, Text).label("canonical"),
                                                 register_changes.c.received_at)
                     .where(register_changes.c.person_id.in_(ids)))
-_HELD_VIEWS = InList("ids", lambda ids: select(recipient_views).where(recipient_views.c.person_id.in_(ids)))
+# What a `_Held` keeps (not `updated_at`: a time parsed a view for nothing).
+_HELD_VIEWS = InList("ids", lambda ids: select(recipient_views.c.person_id, recipient_views.c.org_code,
+                                               recipient_views.c.version, recipient_views.c.view,
+                                               recipient_views.c.last_event_id)
+                     .where(recipient_views.c.person_id.in_(ids)))
 _DETAILS = InList("ids", lambda ids: select(persons.c.person_id, persons.c.details).where(persons.c.person_id.in_(ids)))
 _DISPATCHED = InList("ids", lambda ids: select(dispatched_events.c.event_id)
                      .where(dispatched_events.c.event_id.in_(ids)))

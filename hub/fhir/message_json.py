@@ -103,15 +103,15 @@ class EventMessages:
         """``orjson.dumps`` of ``build_event_message(...)`` with the event's Task
         (``add_task(bundle, event.details, include)``), the other arguments this
         object's."""
-        unknown = include - FIELD_GROUPS
-        if unknown:
-            raise ValueError(f"unknown field group(s) {sorted(unknown)}; known: {sorted(FIELD_GROUPS)}")
+        if not include <= FIELD_GROUPS:
+            raise ValueError(f"unknown field group(s) {sorted(include - FIELD_GROUPS)}; known: {sorted(FIELD_GROUPS)}")
         if sent_at.tzinfo is None or sent_at.utcoffset() is None:
             raise ValueError("sent_at must be timezone-aware (FHIR instant)")
         if position is not None and version is None:
             raise ValueError("a position needs its version")
         metas = self._metas
-        h_id, p_id, e_id, ep_id = (x.encode() for x in _entry_uuids(message_id))
+        ids = _entry_uuids(message_id)  # (header, patient, encounter, episode): as text for a Task, else as bytes
+        h_id, p_id, e_id, ep_id = ids[0].encode(), ids[1].encode(), ids[2].encode(), ids[3].encode()
         parts = self._parts.get(include)
         if parts is None:
             parts = self._parts[include] = self._parts_for(include)
@@ -149,8 +149,10 @@ class EventMessages:
             # view's identity: a recipient's view is one object for the person's messages in a batch, never changed).
             held = self._positions.get(id(position))
             if held is None or held[0] is not position:
-                held = self._positions[id(position)] = (
-                    position, b"".join(b"," + _dumps(p) for p in _position_params(position)) + b"]")
+                # The parameters after the version and so on: the list's JSON less its "[" (orjson writes a
+                # list as its items' JSON between commas), one call rather than one an item.
+                params = _position_params(position)
+                held = self._positions[id(position)] = (position, b"," + _dumps(params)[1:] if params else b"]")
             body += (b'},{"fullUrl":"urn:uuid:', params_id, b'","resource":{"resourceType":"Parameters","id":"',
                      params_id, b'","parameter":[{"name":"version","valueInteger":', _dumps(version), b"}")
             if supersedes:
@@ -161,8 +163,8 @@ class EventMessages:
 
         # --- the event's Task (transfer / dispute events) ---------------------
         if event.details:
-            found = task_entry(message_id, event.details, include, "urn:uuid:" + ep_id.decode(),
-                               "urn:uuid:" + p_id.decode(), self._ns)
+            found = task_entry(message_id, event.details, include, "urn:uuid:" + ids[3], "urn:uuid:" + ids[1],
+                               self._ns)
             if found is not None:
                 full_url, task = found
                 focus += (b",", _dumps({"reference": full_url}))

@@ -140,3 +140,15 @@ def test_a_position_is_read_afresh_when_it_is_another_object() -> None:
     for i, position in enumerate((first, second, first, dict(second, entitled=True))):
         k = {**kwargs, "position": position, "version": i + 1, "message_id": f"p-{i}"}
         assert _render(messages, k) == _expected(k)
+
+
+def test_a_position_with_no_parameters_and_one_with_one_render_alike() -> None:
+    """The position's parameters after the version are the list's JSON less its "[" (`render`): a body
+    told it is not involved (no roles, nothing else) has none, and the bytes close the list at once."""
+    kwargs = {**CASES["entitlement-started-with-position"], "include": FIELD_GROUPS}
+    messages = _messages(kwargs)
+    for i, position in enumerate(({"roles": []}, {}, {"roles": ["coordinating-council"]}, {"entitled": False})):
+        for supersedes, reason in ((None, None), ("ev-0", "not \"involved\"")):
+            k = {**kwargs, "position": position, "version": i + 1, "supersedes": supersedes, "reason": reason,
+                 "message_id": f"n-{i}-{supersedes}"}
+            assert _render(messages, k) == _expected(k)
