@@ -103,3 +103,41 @@ async def test_an_operation_whose_caller_has_gone_is_not_made(table_engine) -> N
     with pytest.raises(asyncio.CancelledError):
         await gone
     assert await _ids(engine, t) == [2]
+
+
+async def test_a_lingering_operation_waits_for_one_in_a_hurry_and_shares_its_transaction(table_engine) -> None:  # noqa: ANN001
+    engine, t = table_engine
+    ledger = Ledger(engine)
+    lingering = asyncio.ensure_future(ledger.run(_insert(t, 1), linger=5.0))
+    await asyncio.sleep(0.1)
+    assert not lingering.done() and ledger.transactions == 0  # waiting for company
+    assert await ledger.run(_insert(t, 2)) == 2  # one in a hurry: both made now
+    assert await lingering == 1
+    assert ledger.transactions == 1
+    assert await _ids(engine, t) == [1, 2]
+
+
+async def test_a_nudge_makes_the_lingering_operations_transaction_at_once(table_engine) -> None:  # noqa: ANN001
+    engine, t = table_engine
+    ledger = Ledger(engine)
+    lingering = [asyncio.ensure_future(ledger.run(_insert(t, i), linger=5.0)) for i in (1, 2)]
+    await asyncio.sleep(0.1)
+    assert not any(f.done() for f in lingering)
+    began = asyncio.get_running_loop().time()
+    ledger.nudge()  # a wake-up: deliveries were queued
+    assert await asyncio.gather(*lingering) == [1, 2]
+    assert asyncio.get_running_loop().time() - began < 1.0
+    assert ledger.transactions == 1
+
+
+async def test_a_lingering_operation_is_made_when_its_linger_runs_out(table_engine) -> None:  # noqa: ANN001
+    engine, t = table_engine
+    ledger = Ledger(engine)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    first = asyncio.ensure_future(ledger.run(_insert(t, 1), linger=0.2))
+    await asyncio.sleep(0.05)
+    second = asyncio.ensure_future(ledger.run(_insert(t, 2), linger=5.0))  # the earliest linger decides
+    assert await asyncio.gather(first, second) == [1, 2]
+    assert 0.15 <= loop.time() - began < 2.0
+    assert ledger.transactions == 1
