@@ -171,8 +171,7 @@ class Recorded:
 
 async def record_batch(engine: AsyncEngine, delivered: list[Any], failed: Any, error: str | None,
                        unsent: list[Any], policy: RetryPolicy, handler: str,
-                       then_claim: Claim | None = None, *, delivered_at: datetime | None = None,
-                       linger: float = 0.0) -> Recorded:
+                       then_claim: Claim | None = None) -> Recorded:
     """Record the outcomes of one leased batch (rows from `claim_batch`) in one
     transaction: `delivered` as delivered; `failed` (if any) due again after a
     backoff (`wait`), or dead at `policy.max_attempts` (`wait` None; None too
@@ -180,15 +179,13 @@ async def record_batch(engine: AsyncEngine, delivered: list[Any], failed: Any, e
     and due at once (compare-and-set on the count: rows another instance has
     leased since are left alone). `then_claim`: the subscription's next batch
     leased in the same transaction, after the outcomes (`claimed`).
-    `delivered_at`: when the delivered were taken (else when recorded).
-    Made in the process's next ledger transaction (hub.delivery.ledger), which
-    it may wait up to `linger` seconds to share."""
+    Made in the process's next ledger transaction (hub.delivery.ledger)."""
 
     async def op(conn: AsyncConnection) -> Recorded:
-        wait = await _record(conn, delivered, failed, error, unsent, policy, delivered_at)
+        wait = await _record(conn, delivered, failed, error, unsent, policy)
         return Recorded(wait, await _claim(conn, then_claim) if then_claim is not None else [])
 
-    recorded = await ledger_for(engine).run(op, linger)
+    recorded = await ledger_for(engine).run(op)
     if delivered:
         metrics.DELIVERY.labels(channel=handler, outcome="delivered").inc(len(delivered))
     if failed is not None:
@@ -199,12 +196,11 @@ async def record_batch(engine: AsyncEngine, delivered: list[Any], failed: Any, e
 
 
 async def _record(conn: AsyncConnection, delivered: list[Any], failed: Any, error: str | None,
-                  unsent: list[Any], policy: RetryPolicy, delivered_at: datetime | None = None) -> float | None:
+                  unsent: list[Any], policy: RetryPolicy) -> float | None:
     now = datetime.now(UTC)
     wait: float | None = None
     if delivered:
-        at = delivered_at or now
-        await execute_prepared(conn, _DELIVERED, [{"seq": r.delivery_seq, "at": at} for r in delivered])
+        await execute_prepared(conn, _DELIVERED, [{"seq": r.delivery_seq, "at": now} for r in delivered])
     if failed is not None:
         attempts, err = failed.attempts + 1, (error or "failed")[:200]
         if policy.max_attempts and attempts >= policy.max_attempts:
@@ -256,15 +252,6 @@ class SubscriptionDeliverer:
     # with no wake-up, an operator's retry) waits at most this long.
     idle_poll_max_seconds: float = 1.0
     _next_due_in: float | None = None  # seconds until the earliest head not yet due (the last poll's)
-    # Under `serve`, a batch that emptied its queue (fewer claimed than asked
-    # for) and went through whole records its outcomes, with its next claim,
-    # in a ledger transaction that may wait up to this long (never longer than
-    # the poll) for company: the next wake-up's (hub.delivery.ledger, "Lingering").
-    # That claim then finds the wake-up's deliveries, and a burst costs one
-    # transaction, not two. Nothing waits for it: the deliveries are already
-    # taken; a crash before it is recorded sends them again (at least once).
-    record_linger_seconds: float = 0.2
-    _record_linger: float = 0.0  # serve's: min(record_linger_seconds, poll_seconds)
 
     async def _due_heads(self) -> list[Any]:
         """The due head of every subscription on this channel (`serve` notes those whose task is still running)."""
@@ -316,7 +303,6 @@ class SubscriptionDeliverer:
                 wake.set()
 
         idle_wait = poll_seconds
-        self._record_linger = max(0.0, min(self.record_linger_seconds, poll_seconds))
         try:
             while not stop.is_set():
                 wake.clear()
@@ -352,8 +338,6 @@ class SubscriptionDeliverer:
         finally:
             # Drain: attempts in flight finish (up to a grace period); the
             # leases of any cut short run out and they are sent again.
-            self._record_linger = 0.0
-            self._nudge()  # outcomes lingering for company: recorded now
             pending = list(tasks.values())
             if pending:
                 _, late = await asyncio.wait(pending, timeout=self.stop_grace_seconds)
@@ -368,14 +352,6 @@ class SubscriptionDeliverer:
         after its commit): look for due heads now rather than at the next poll."""
         if self._wake is not None:
             self._wake.set()
-            # A task's outcomes lingering for company (`record_linger_seconds`) are
-            # recorded now, with its next claim, which finds what was just queued.
-            self._nudge()
-
-    def _nudge(self) -> None:
-        engine = getattr(self, "_engine", None)  # (a test's deliverer may have no store)
-        if engine is not None:
-            ledger_for(engine).nudge()
 
     async def _observe(self) -> None:
         """Hook for per-poll metrics."""
@@ -447,15 +423,10 @@ class SubscriptionDeliverer:
             attempted += len(delivered) + (failed is not None)
             # Going on: the next batch is leased in the same transaction as these outcomes.
             more = failed is None and (limit is None or attempted < limit) and not (stop is not None and stop.is_set())
-            # The queue was empty at this batch's claim and all of it went: the
-            # record may wait for the next wake-up's transaction (`record_linger_seconds`).
-            linger = (self._record_linger if more and limit is None and not unsent and len(rows) < self._claim_max
-                      else 0.0)
             next_lease = time.monotonic()
             recorded = await record_batch(
                 self._engine, delivered, failed, error, unsent, self._policy, self.handler,
-                then_claim=Claim(self.channel, subscription_id, self._want(limit, attempted), lease) if more else None,
-                delivered_at=datetime.now(UTC), linger=linger)
+                then_claim=Claim(self.channel, subscription_id, self._want(limit, attempted), lease) if more else None)
             for row in delivered:
                 self._outcome(row, None, None)
             if failed is not None:

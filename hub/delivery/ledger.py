@@ -23,16 +23,7 @@ each of its operations is made again in a transaction of its own: one that
 fails (a subscription whose rows cannot be read) fails only its own caller,
 as before, and never holds up the other subscriptions. An operation whose
 caller has gone (cancelled: the hub is stopping) before its transaction
-starts is not made.
-
-Lingering (`run(op, linger=...)`): an operation that is in no hurry (a task's
-outcomes whose next claim is expected to find nothing: its queue was empty
-when it was claimed) may wait up to `linger` seconds for company. Its
-transaction is made as soon as an operation that does not linger is asked
-for, or `nudge` is called (a wake-up: deliveries were queued), or the
-earliest of the waiting operations' lingers runs out. At one client a burst
-of deliveries then costs one transaction, its outcomes recorded with the
-next burst's claims, rather than two (bench/README.md, "Nineteenth session")."""
+starts is not made."""
 
 from __future__ import annotations
 
@@ -58,8 +49,6 @@ class Ledger:
         self._waiting: list[tuple[Op, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._taken: list[tuple[Op, asyncio.Future[Any]]] = []  # in the transaction being made
-        self._hold_until: float | None = None  # every operation waiting lingers: made at the latest then
-        self._go: asyncio.Event | None = None  # set when the waiting operations should not wait any longer
         self.transactions = 0  # how many it has committed (tests, bench)
         # SQLite (one writer at a time: BEGIN IMMEDIATE) shares; PostgreSQL
         # does not: there two instances' shared transactions could lock two
@@ -67,59 +56,34 @@ class Ledger:
         # commits do not queue behind one write lock.
         self._shared = inline_writer(engine) is not None
 
-    async def run(self, op: Callable[[Any], Awaitable[T]], linger: float = 0.0) -> T:
-        """`op` made in the next transaction (with whatever else is waiting); its result once committed.
-        `linger`: seconds it may wait for company (see the module's doc)."""
+    async def run(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        """`op` made in the next transaction (with whatever else is waiting); its result once committed."""
         if not self._shared:
             return await self._alone(op)
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (tests): nothing of the old one carries over
-            self._loop, self._waiting, self._flusher, self._go = loop, [], None, None
-        if self._go is None:
-            self._go = asyncio.Event()
+            self._loop, self._waiting, self._flusher = loop, [], None
         done: asyncio.Future[Any] = loop.create_future()
-        if not self._waiting:
-            self._hold_until = None
-        if linger > 0 and (self._hold_until is not None or not self._waiting):
-            until = loop.time() + linger
-            self._hold_until = until if self._hold_until is None else min(self._hold_until, until)
-        else:  # an operation in a hurry: nobody waits
-            self._hold_until = None
-            self._go.set()
         self._waiting.append((op, done))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
         return await done
 
-    def nudge(self) -> None:
-        """Make the waiting operations' transaction now, however long they may linger."""
-        if self._go is not None and self._waiting:
-            self._hold_until = None
-            self._go.set()
-
     async def _flush(self) -> None:
         try:
             await asyncio.sleep(0)  # the other tasks woken in this turn of the loop join
             while self._waiting:
-                if self._hold_until is not None and self._go is not None:  # all of them linger: wait for company
-                    try:
-                        async with asyncio.timeout_at(self._hold_until):
-                            await self._go.wait()
-                    except TimeoutError:
-                        pass
                 began = False
                 try:
                     async with write_transaction(self._engine) as conn:
                         # Taken once the lock is held: those that came while it was awaited join too.
                         began = True
                         self._taken = [w for w in self._waiting if not w[1].done()]
-                        self._waiting, self._hold_until = [], None
-                        if self._go is not None:
-                            self._go.clear()
+                        self._waiting = []
                         results = [await op(conn) for op, _ in self._taken]
                 except Exception:  # noqa: BLE001 - rolled back whole: each operation again, alone
                     if not began:  # BEGIN itself failed: all that were waiting
-                        self._taken, self._waiting, self._hold_until = self._waiting, [], None
+                        self._taken, self._waiting = self._waiting, []
                     await self._one_by_one()
                     continue
                 self.transactions += 1
