@@ -29,6 +29,17 @@ runs it, woken by another process that queues a change (a message for 3 of
 turns at SQLite's write lock (the hub's log lines go to stdout, as JSON).
 
     .venv/bin/python bench/bench_delivery.py --bursts 2000 > /dev/null
+
+The delivery process at one client of bench_load.py (a dispatch batch of
+about ten changes, each a message for the four subscriptions, pipelined 8),
+and its Python calls a delivery under cProfile (`--calls`, to stderr):
+
+    .venv/bin/python bench/bench_delivery.py --bursts 2000 --subscribers 4 --fan 4 --per-burst 10 \
+        --gap 0.06 --pipeline 8 [--calls] > /dev/null
+
+The deliverer runs on uvloop where it is installed (as the delivery process
+does), its delivered are counted in-process (`_outcome`), and it prints the
+ledger transactions it made.
 """
 
 from __future__ import annotations
