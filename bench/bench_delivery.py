@@ -29,6 +29,17 @@ runs it, woken by another process that queues a change (a message for 3 of
 turns at SQLite's write lock (the hub's log lines go to stdout, as JSON).
 
     .venv/bin/python bench/bench_delivery.py --bursts 2000 > /dev/null
+
+The delivery process at one client of bench_load.py (a dispatch batch of
+about ten changes, each a message for the four subscriptions, pipelined 8),
+and its Python calls a delivery under cProfile (`--calls`, to stderr):
+
+    .venv/bin/python bench/bench_delivery.py --bursts 2000 --subscribers 4 --fan 4 --per-burst 10 \
+        --gap 0.06 --pipeline 8 [--calls] > /dev/null
+
+The deliverer runs on uvloop where it is installed (as the delivery process
+does), its delivered are counted in-process (`_outcome`), and it prints the
+ledger transactions it made.
 """
 
 from __future__ import annotations
@@ -279,14 +290,19 @@ async def throughput(total: int, claim_max: int, subscribers: int = 4, pipeline:
             "per_s": done / elapsed, "cpu_ms": cpu / max(done, 1) * 1000, "in_order": in_order}
 
 
-async def _produce(db: str, key: str, subs: list[str], changes: int, fan: int, gap: float) -> None:
+async def _produce(db: str, key: str, subs: list[str], changes: int, fan: int, gap: float,
+                   per_burst: int = 1) -> None:
     """The bursts' producer (a process of its own, as the dispatcher's is with
-    separate delivery): every `gap` seconds one change queued for `fan` of the
-    subscriptions in one transaction, then the wake-up datagram."""
+    separate delivery): every `gap` seconds `per_burst` changes, each queued for
+    `fan` of the subscriptions, in one transaction on the store's inline writer
+    through `insert_deliveries` (as the dispatcher queues them), then the
+    wake-up datagram. (Before the nineteenth session each delivery was queued
+    by `queue_delivery` on aiosqlite: a slower producer, holding the write lock
+    longer.)"""
     from hub.crypto import DataProtector
-    from hub.delivery.queue import queue_delivery
+    from hub.delivery.queue import delivery_row, insert_deliveries
     from hub.delivery.wake import WakeSender, wake_address
-    from hub.store.db import create_engine
+    from hub.store.db import create_engine, write_transaction
 
     url = f"sqlite+aiosqlite:///{db}"
     engine = create_engine(url)
@@ -294,13 +310,20 @@ async def _produce(db: str, key: str, subs: list[str], changes: int, fan: int, g
     body = protector.encrypt(orjson.dumps({"resourceType": "Bundle", "type": "message",
                                            "entry": [{"pad": "x" * 3000}]}))
     sender = WakeSender(wake_address(url))
+    numbers = dict.fromkeys(subs, 0)  # each subscription's event numbers (this process queues all of them)
     due = time.monotonic()
-    for c in range(changes):
-        async with engine.begin() as conn:
+    for first in range(0, changes, per_burst):
+        rows = []
+        now = datetime.now(UTC)
+        for c in range(first, min(first + per_burst, changes)):
             for j in range(fan):
-                eid = str(uuid.uuid4())
-                await queue_delivery(conn, subscription_id=subs[(c + j) % len(subs)], event_id=eid, message_id=eid,
-                                     event_type="s117-entitlement-started", payload=body, correlation_id="bench")
+                sid, eid = subs[(c + j) % len(subs)], str(uuid.uuid4())
+                numbers[sid] += 1
+                rows.append(delivery_row(subscription_id=sid, event_id=eid, message_id=eid,
+                                         event_type="s117-entitlement-started", payload=body,
+                                         correlation_id="bench", event_number=numbers[sid], now=now))
+        async with write_transaction(engine) as conn:
+            await insert_deliveries(conn, rows)
         sender.send("webhook")
         due += gap
         await asyncio.sleep(max(0.0, due - time.monotonic()))
@@ -308,28 +331,57 @@ async def _produce(db: str, key: str, subs: list[str], changes: int, fan: int, g
     await engine.dispose()
 
 
-async def bursts(changes: int, subscribers: int = 8, fan: int = 3, gap: float = 0.005) -> dict:
+async def bursts(changes: int, subscribers: int = 8, fan: int = 3, gap: float = 0.005, *, per_burst: int = 1,
+                 pipeline: int = 1, calls: bool = False) -> dict:
     """The deliverer at small bursts, in the delivery process's place: another
-    process queues a change for `fan` of `subscribers` every `gap` seconds and
-    wakes it (hub.delivery.wake); CPU per delivery of this process alone. Its
-    writes and the producer's take turns at SQLite's write lock, as the
-    deliver and back processes' do."""
+    process queues `per_burst` changes, each for `fan` of `subscribers`, every
+    `gap` seconds and wakes it (hub.delivery.wake); CPU per delivery of this
+    process alone. Its writes and the producer's take turns at SQLite's write
+    lock, as the deliver and back processes' do. `pipeline`: the
+    subscriptions' POSTs in flight on a connection; `calls`: this process's
+    Python calls under cProfile (a figure the host's speed does not move)."""
     from hub.delivery.wake import listen, wake_address
     from hub.delivery.webhook import HostClients, WebhookDeliverer
 
-    b = await _fast_subscribers(subscribers)
+    b = await _fast_subscribers(subscribers, pipeline)
     clients = HostClients(DEADLINE, allowed_hosts=["127.0.0.1"])
-    deliverer = WebhookDeliverer(b.engine, b.protector, clients, 1.0, 300.0, 0, DEADLINE + 5.0,
-                                 timeout_seconds=DEADLINE)
+    total = changes * fan
+    all_in = asyncio.Event()
+
+    class Counted(WebhookDeliverer):
+        """Counts the outcomes recorded delivered, so that the bench's own CPU
+        is not a poll of the store (it had been: about a tenth of the figure)."""
+        delivered = 0
+
+        def _outcome(self, row: Any, error: str | None, wait: float | None) -> None:
+            super()._outcome(row, error, wait)
+            if error is None:
+                self.delivered += 1
+                if self.delivered >= total:
+                    all_in.set()
+
+    deliverer = Counted(b.engine, b.protector, clients, 1.0, 300.0, 0, DEADLINE + 5.0, timeout_seconds=DEADLINE)
     stop = asyncio.Event()
     transport = await listen(wake_address(b.url), {"webhook": deliverer.wake})
     worker = asyncio.create_task(deliverer.serve(0.2, stop))
     await asyncio.sleep(0.3)
     producer = subprocess.Popen([sys.executable, __file__, "--produce", str(b.db), b.key.decode(), str(changes),
-                                 str(fan), str(gap), *b.subs])
+                                 str(fan), str(gap), str(per_burst), *b.subs])
+    profile = None
+    if calls:
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
     cpu0, t0 = time.process_time(), time.monotonic()
-    done = await _until_delivered(b.engine, b.subs, changes * fan, t0)
+    try:
+        await asyncio.wait_for(all_in.wait(), 300.0)
+    except TimeoutError:
+        pass
     elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    done = deliverer.delivered
+    if profile is not None:
+        profile.disable()
     producer.wait()
     stop.set()
     await worker
@@ -338,7 +390,11 @@ async def bursts(changes: int, subscribers: int = 8, fan: int = 3, gap: float = 
     await clients.aclose()
     await b.engine.dispose()
     b.child.communicate("")
-    return {"delivered": done, "elapsed": elapsed, "cpu_ms": cpu / max(done, 1) * 1000}
+    from hub.delivery.ledger import ledger_for
+
+    transactions = ledger_for(b.engine).transactions
+    return {"delivered": done, "elapsed": elapsed, "cpu_ms": cpu / max(done, 1) * 1000, "profile": profile,
+            "transactions": transactions}
 
 
 def show_throughput(r: dict) -> None:
@@ -399,8 +455,8 @@ if __name__ == "__main__":
         sys.exit()
     if len(sys.argv) > 1 and sys.argv[1] == "--produce":  # the bursts' producer process
         sys.path.insert(0, os.fspath(Path(__file__).resolve().parent.parent))
-        db_, key_, n_, fan_, gap_, *subs_ = sys.argv[2:]
-        asyncio.run(_produce(db_, key_, subs_, int(n_), int(fan_), float(gap_)))
+        db_, key_, n_, fan_, gap_, per_, *subs_ = sys.argv[2:]
+        asyncio.run(_produce(db_, key_, subs_, int(n_), int(fan_), float(gap_), int(per_)))
         sys.exit()
     import argparse
 
@@ -412,15 +468,34 @@ if __name__ == "__main__":
     ap.add_argument("--bursts", nargs="?", type=int, const=2000, metavar="N",
                     help="N changes, each a message for 3 of 8 subscriptions, queued every 5 ms by another "
                          "process that wakes the deliverer: its CPU per delivery (default 2,000)")
+    ap.add_argument("--subscribers", type=int, default=8, help="--bursts: subscriptions (default 8)")
+    ap.add_argument("--fan", type=int, default=3, help="--bursts: subscriptions a change is queued for (default 3)")
+    ap.add_argument("--per-burst", type=int, default=1, help="--bursts: changes a burst (default 1)")
+    ap.add_argument("--gap", type=float, default=0.005, help="--bursts: seconds between bursts (default 0.005)")
+    ap.add_argument("--pipeline", type=int, default=1, help="--bursts: the subscriptions' pipeline (default 1)")
+    ap.add_argument("--calls", action="store_true",
+                    help="--bursts: the deliverer's Python calls a delivery under cProfile and the top functions "
+                         "(to stderr)")
     args = ap.parse_args()
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parent.parent))
     if args.bursts is not None:
         from hub.observability.logging import configure_logging
 
         configure_logging("INFO")  # as the delivery process logs (JSON lines to stdout)
-        r = asyncio.run(bursts(args.bursts))
+        from hub.cli import run_loop
+
+        # On uvloop where installed, as the delivery process runs (hub.cli.run_loop).
+        r = run_loop(bursts(args.bursts, args.subscribers, args.fan, args.gap, per_burst=args.per_burst,
+                               pipeline=args.pipeline, calls=args.calls))
         print(f"bursts: {r['delivered']} delivered in {r['elapsed']:.1f} s, deliverer CPU "
-              f"{r['cpu_ms']:.3f} ms per delivery; load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
+              f"{r['cpu_ms']:.3f} ms per delivery, {r['transactions']} ledger transactions; "
+              f"load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
+        if r["profile"] is not None:
+            import pstats
+
+            stats = pstats.Stats(r["profile"], stream=sys.stderr)
+            print(f"Python calls a delivery: {stats.total_calls / max(r['delivered'], 1):.1f}", file=sys.stderr)
+            stats.sort_stats(os.environ.get("BENCH_CALLS_SORT", "tottime")).print_stats(int(os.environ.get("BENCH_CALLS_TOP", "25")))
     elif args.throughput is not None:
         asyncio.run(throughput_main(args.throughput))
     else:
