@@ -88,21 +88,21 @@ class _UnitTx:
         return None
 
     async def rollback(self) -> None:
-        if self._wb.tx is None:
+        if not self._wb.alone:
             raise _Fallback
         self._wb.undo = True
         self._wb._queued.clear()
         self._wb._first.clear()
-        await self._wb.tx.rollback()
+        await self._wb._conn.rollback()  # the unit's own transaction is its connection's
 
 
 class WriteBehind:
     """The connection a unit of work sees inside a batch (see module doc)."""
 
-    def __init__(self, conn: AsyncConnection, defer: bool = True, tx: Any = None) -> None:
+    def __init__(self, conn: AsyncConnection, defer: bool = True, alone: bool = False) -> None:
         self._conn = conn
         self._defer = defer
-        self.tx = tx  # what rolls back the unit's own transaction when it runs alone (its connection); None in a batch
+        self.alone = alone  # the unit runs in a transaction of its own (its `rollback()` rolls it back), not a batch's
         self._queued: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}  # (table or statement, columns)
         self._first: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}  # `insert_first`'s
         self.undo = False
@@ -327,7 +327,7 @@ class GroupCommit:
             async with self._transaction() as conn:
                 if self._before_batch is not None:
                     await self._before_batch(conn)
-                wb = WriteBehind(conn, tx=conn)  # the unit's `rollback()` is its connection's
+                wb = WriteBehind(conn, alone=True)
                 result = await item.unit(wb)
                 if not wb.undo:
                     await wb.flush()

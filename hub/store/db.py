@@ -342,10 +342,7 @@ def _json_column(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
     def process(value: Any) -> Any:
         if type(value) in _JSON_DOCUMENTS:  # a row bound alone (`_bind_one`): the same bytes as a column's
-            try:
-                return orjson.dumps(value).decode()
-            except orjson.JSONEncodeError:
-                return _DUMPS(value).decode()
+            return _document_json(value)
         return proc(value)
 
     def column(values: tuple[Any, ...]) -> list[Any]:
@@ -353,7 +350,7 @@ def _json_column(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
             try:  # string keys only (all the hub writes): the same bytes, in half the time for a dict
                 return list(map(_DECODE, map(orjson.dumps, values)))
             except orjson.JSONEncodeError:
-                return list(map(_DECODE, map(_DUMPS, values)))
+                return list(map(_document_json, values))
         return list(map(proc, values))
 
     process.column = column  # type: ignore[attr-defined]
@@ -361,6 +358,15 @@ def _json_column(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 _DUMPS = partial(orjson.dumps, option=orjson.OPT_NON_STR_KEYS)  # _json_dumps, less its decode
+
+
+def _document_json(value: Any) -> str:
+    """SQLAlchemy's `_json_dumps` of a document: orjson's plain call where every key is a string (all
+    the hub writes), the same bytes as with OPT_NON_STR_KEYS, which takes the rest."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return _DUMPS(value).decode()
 _DECODE = methodcaller("decode")
 _JSON_DOCUMENTS = frozenset({dict, list, orjson.Fragment, str, int, float, bool})
 _TIME_MICROSECONDS = methodcaller("isoformat", "microseconds")

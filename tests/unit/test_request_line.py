@@ -73,7 +73,7 @@ async def test_a_batch_run_again_change_by_change_logs_each_change_once(app_hub,
     flush, failed = group_commit.WriteBehind.flush, []
 
     async def failing_once(self) -> None:  # noqa: ANN001
-        if self.tx is None and not failed:  # inside a batch (not a unit alone)
+        if not self.alone and not failed:  # inside a batch (not a unit alone)
             failed.append(True)
             raise RuntimeError("the batch fails")
         await flush(self)
