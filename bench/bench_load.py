@@ -53,6 +53,7 @@ from hub.settings import Settings  # noqa: E402
 from hub.sample_data import detention_to_move_scenario  # noqa: E402
 from hub.store.db import create_engine, create_schema  # noqa: E402
 from hub.store.schema import deliveries, disclosures  # noqa: E402
+from hub.worker_process import processes, serving_layout  # noqa: E402
 from tests.support import HubProcess, free_port  # noqa: E402
 from bench.rawhttp import RawClient, serve_receiver  # noqa: E402
 
@@ -550,7 +551,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
             kernel = cpu_times(hub.proc.pid)[1] - kernel0  # system calls: the WAL's writes and fsyncs, sockets
             print(f"  hub CPU per change: {(cpu - kernel) / n * 1e3:.2f} ms user, {kernel / n * 1e3:.2f} ms kernel "
                   f"(total {cpu / n * 1e3:.2f} ms)", file=sys.stderr)
-            if args.separate_workers or args.separate_delivery:  # the front (HTTP, ingest) and the worker processes apart
+            if roles0 or worker_cpu(hub.proc.pid):  # the front (HTTP, ingest) and the worker processes apart
                 front = cpu_seconds(hub.proc.pid, children=False) - own0
                 front_kernel = cpu_times(hub.proc.pid, children=False)[1] - own_kernel0
                 roles = {role: (spent - roles0.get(role, 0.0)) / n * 1e3 for role, spent in worker_cpu(hub.proc.pid).items()}
@@ -718,6 +719,10 @@ def hub_process_options(ap: argparse.ArgumentParser, per: str) -> None:
                          "the CPU figures include it")
     ap.add_argument("--separate-delivery", action="store_true",
                     help="--separate-workers with the deliverers in a third process (S117_SEPARATE_DELIVERY=true)")
+    ap.add_argument("--one-process", action="store_true",
+                    help="the workers in the hub's one process (S117_SEPARATE_WORKERS=false, "
+                         "S117_SEPARATE_DELIVERY=false); without a layout option the hub chooses as "
+                         "`s117hub serve` does (three processes on two cores or more)")
 
 
 def worker_poll_seconds() -> str:
@@ -743,7 +748,21 @@ def hub_process_env(args: argparse.Namespace, workdir: Path) -> dict[str, str]:
         env["S117_SEPARATE_WORKERS"] = "true"
     if args.separate_delivery:
         env["S117_SEPARATE_DELIVERY"] = "true"
+    if getattr(args, "one_process", False):
+        env["S117_SEPARATE_WORKERS"] = env["S117_SEPARATE_DELIVERY"] = "false"
     return env
+
+
+def hub_layout(args: argparse.Namespace) -> str:
+    """The hub's processes as `hub_process_env` asks for them (else `s117hub serve`'s own choice), for a header."""
+    if getattr(args, "one_process", False):
+        return "one process"
+    if args.separate_delivery:
+        return "three processes"
+    if args.separate_workers:
+        return "two processes"
+    settings = serving_layout(Settings(database_url="sqlite+aiosqlite:///hub.db"))  # and S117_* of this environment
+    return f"{['one process', 'two processes', 'three processes'][processes(settings) - 1]} (the hub's choice)"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -796,7 +815,7 @@ async def main() -> None:
     pace = f"at a steady {args.rate:,.0f}/s ({args.mix}) " if args.rate else ""
     print(f"{n} register changes per level {pace}to a real hub process (SQLite WAL, synchronous=FULL), "
           f"a webhook subscriber for every event; {os.cpu_count()} cores; load average "
-          f"{os.getloadavg()[0]:.1f} at start; S117_WORKER_POLL_SECONDS={worker_poll_seconds()}; data in {tmp}")
+          f"{os.getloadavg()[0]:.1f} at start; S117_WORKER_POLL_SECONDS={worker_poll_seconds()}; {hub_layout(args)}; data in {tmp}")
     batches = [1, 64] if args.compare else [64]
     results = [await run_level(c, n, tmp, args, b) for c in levels for b in batches]
     print()

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx  # noqa: E402
 
 from bench.bench_load import (CLK_TCK, bare_insert, cpu_seconds, cpu_times, hub_process_env,  # noqa: E402
-                              hub_process_options, pct, settle, statement_counts, worker_cpu)
+                              hub_layout, hub_process_options, pct, settle, statement_counts, worker_cpu)
 from hub.clients import add_client  # noqa: E402
 from hub.ingest.nhs_number import nhs_number_problem  # noqa: E402
 from hub.mllp import Frame, MllpFramer, frame  # noqa: E402
@@ -160,8 +160,7 @@ async def main(args: argparse.Namespace) -> None:
           f"load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end; "
           f"S117_INGEST_BATCH_WAIT_MS={os.environ.get('S117_INGEST_BATCH_WAIT_MS', 'default')}, "
           f"S117_WORKER_POLL_SECONDS={env['S117_WORKER_POLL_SECONDS']}"
-          + (", separate workers" if args.separate_workers or args.separate_delivery else "")
-          + (" and delivery" if args.separate_delivery else ""))
+          + f"; {hub_layout(args)}")
     print()
     print("| connections | A01/s with ACK | ACK p50 / p99 | ACK codes | hub CPU/message | changes/txn "
           "| bare insert rows/s | hub / bare |")

@@ -152,6 +152,11 @@ async def main() -> None:
     ap.add_argument("--count-statements", action="store_true",
                     help="round trips to PostgreSQL per change in every hub process (bench/probe)")
     ap.add_argument("--separate-workers", action="store_true", help="the workers in a process of their own")
+    ap.add_argument("--separate-delivery", action="store_true",
+                    help="--separate-workers with the deliverers in a third process")
+    ap.add_argument("--one-process", action="store_true",
+                    help="the workers in the hub's one process (without a layout option the hub chooses as "
+                         "`s117hub serve` does: three processes on two cores or more)")
     ap.add_argument("--keep", action="store_true", help="keep the tmp dir (profiles, the hub's log)")
     ap.add_argument("--rate", type=float, default=0.0,
                     help="post at a steady rate (changes/s, open loop) as bench_load.py --rate does")
@@ -184,6 +189,7 @@ async def main() -> None:
                 workdir, db_url=db_url, bus_url=f"kafka://{broker.bootstrap}", S117_KAFKA_PARTITIONS="6", **kw)
             ns.profile, ns.separate_workers, ns.count_statements = \
                 args.profile, args.separate_workers, args.count_statements
+            ns.separate_delivery, ns.one_process = args.separate_delivery, args.one_process
             sessions: list[int] = []  # at each end of the hub's window
 
             def servers_cpu() -> dict[str, float]:

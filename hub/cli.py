@@ -15,8 +15,10 @@ from hub.settings import REPO_ROOT, get_settings
 
 def _serve(args: argparse.Namespace) -> None:
     from hub.observability.multiproc import share_between_processes
+    from hub.worker_process import processes, serving_layout, usable_cores
 
-    settings = get_settings()
+    given = get_settings()
+    settings = serving_layout(given)  # the processes, where S117_SEPARATE_WORKERS / _DELIVERY are unset
     share_between_processes(settings)  # before any metric is made: the worker processes' on /metrics too
 
     import uvicorn
@@ -25,6 +27,10 @@ def _serve(args: argparse.Namespace) -> None:
     from hub.server import uvicorn_config
 
     configure_logging(settings.log_level, settings.log_json)
+    from hub.observability.logging import get_logger
+
+    get_logger("hub.cli").info("hub layout", processes=processes(settings), usable_cores=usable_cores(),
+                               chosen="auto" if given.separate_workers is None and given.separate_delivery is None else "set")
     uvicorn.Server(uvicorn_config(create_app(settings), settings, host=args.host, port=args.port)).run()
 
 

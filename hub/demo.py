@@ -93,6 +93,8 @@ async def run_demo(port: int = 8117, receiver_port: int = 8118, duration: float 
     settings = Settings(database_url=f"sqlite+aiosqlite:///{data_dir / 'hub.db'}",
                         data_key_file=data_dir / "data.key", port=port, webhook_backoff_base_seconds=0.5,
                         # The sample receiver runs on this machine: allow loopback webhooks for it only.
+                        # The workers run in this process (a change every few seconds needs no more):
+                        # `s117hub serve` chooses its processes by the host's cores (serving_layout).
                         webhook_allowed_hosts=["127.0.0.1"])
     engine = create_engine(settings.database_url, sqlite_page_size=settings.sqlite_page_size)
     await create_schema(engine)

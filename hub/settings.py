@@ -134,12 +134,26 @@ class Settings(BaseSettings):
     # The background workers (dispatcher, deliverers, consumers, housekeeping)
     # in a second process beside the API's, supervised by it, so that ingest
     # and delivery each have a core (hub/worker_process.py).
-    separate_workers: bool = False
     # With separate_workers: the deliverers in a third process of their own,
     # woken by the dispatcher's process over a Unix datagram socket
     # (hub/delivery/wake.py), so that neither the dispatcher nor the
     # deliverers have to share a core's time with the other.
-    separate_delivery: bool = False
+    # Unset (or "auto"): `s117hub serve` chooses (`serving_layout` in
+    # hub/worker_process.py): three processes when the hub may use two cores
+    # or more and its store is a file or a server (and the tests' settable
+    # workflow clock is off: it lives in one process), else one. An app built
+    # directly (`create_app`, the demo, the tests) runs one process unless
+    # they are set.
+    separate_workers: bool | None = None
+    separate_delivery: bool | None = None
+
+    @field_validator("separate_workers", "separate_delivery", mode="before")
+    @classmethod
+    def _auto_layout(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "auto"):
+            return None
+        return value
+
     # Group commit (hub/ingest/group_commit.py): at most this many changes per
     # transaction, waiting at most this many milliseconds for a batch to fill
     # while changes arrive concurrently. 1 = one transaction per change.

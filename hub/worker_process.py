@@ -1,4 +1,5 @@
-"""The background workers in a second process (`S117_SEPARATE_WORKERS=true`).
+"""The background workers in a second process (`S117_SEPARATE_WORKERS=true`;
+unset, `s117hub serve` decides by the host's cores: `serving_layout`).
 
 One Python process runs on one core. With the workers in their own process,
 the HTTP and MLLP front door (ingest, the API, council files) has one core and
@@ -10,7 +11,9 @@ PostgreSQL as for several instances) and the same log.
   process (`s117hub workers`) and supervises it: restarted after a crash
   (backoff 1 s doubling to 30 s), stopped with the hub (SIGTERM, then SIGKILL
   after `stop_grace_seconds`). `/health/ready` says `worker_process:
-  restarting` while it is down.
+  starting` until the process writes to a pipe the front gave it
+  (`READY_FD_ENV`) that its workers have started, `restarting` while it is
+  down.
 - **Workers** (`s117hub workers`): everything `Hub.start_workers(front=False)`
   starts. It exits if the front process goes away (checked every second), so
   a SIGKILLed front leaves no orphan writing to the store.
@@ -55,6 +58,10 @@ SETTINGS_ENV = "S117_WORKER_SETTINGS"
 # alone: S117_SEPARATE_DELIVERY).
 ROLE_ENV = "S117_WORKER_ROLE"
 ROLES = ("all", "back", "deliver")
+# The write end of a pipe the worker process writes a byte to once its
+# workers have started (`WorkerProcess.ready`; `/health/ready` says
+# `starting` until then).
+READY_FD_ENV = "S117_WORKER_READY_FD"
 
 
 def worker_settings() -> Settings:
@@ -79,6 +86,8 @@ class WorkerProcess:
         self.role = role
         self._proc: asyncio.subprocess.Process | None = None
         self._stopping = False
+        self._ready = False
+        self._told: asyncio.Task[None] | None = None
         self.restarts = 0
 
     @property
@@ -86,16 +95,41 @@ class WorkerProcess:
         return self._proc is not None and self._proc.returncode is None
 
     @property
+    def ready(self) -> bool:
+        """Running, and its workers started (it said so on its pipe)."""
+        return self._ready and self.alive
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self.alive and self._proc is not None else None
 
     async def _start(self) -> None:
-        # Its stdout and stderr are the front's: one log stream, the same redactor.
-        self._proc = await asyncio.create_subprocess_exec(
-            *self._command, cwd=str(REPO_ROOT), env={**os.environ, **(self._env or {}),
-                                                     "S117_FRONT_PID": str(os.getpid())})
+        self._ready = False
+        theirs, ours = os.pipe()[::-1]
+        try:
+            # Its stdout and stderr are the front's: one log stream, the same redactor.
+            self._proc = await asyncio.create_subprocess_exec(
+                *self._command, cwd=str(REPO_ROOT), pass_fds=(theirs,),
+                env={**os.environ, **(self._env or {}), "S117_FRONT_PID": str(os.getpid()), READY_FD_ENV: str(theirs)})
+        except BaseException:
+            os.close(ours)
+            raise
+        finally:
+            os.close(theirs)
+        self._told = asyncio.create_task(self._await_ready(ours), name=f"{self.role}-worker-ready")
         worker_started(self._proc.pid, self.role)  # its process figures on /metrics
         log.info("worker process started", pid=self._proc.pid, mode=self.role)
+
+    async def _await_ready(self, fd: int) -> None:
+        """Ready once the process writes to its pipe; the pipe's end (it exited) without a byte is not."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                                    os.fdopen(fd, "rb", 0))
+        try:
+            self._ready = bool(await reader.read(1))
+        finally:
+            transport.close()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep the worker process running until `stop` is set, then stop it."""
@@ -124,6 +158,8 @@ class WorkerProcess:
             await self.stop()
 
     async def stop(self) -> None:
+        if self._told is not None:
+            self._told.cancel()
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return
@@ -198,6 +234,90 @@ def sqlite_file(database_url: str) -> str | None:
     return url.database
 
 
+def usable_cores(cgroup_root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup") -> int:
+    """The cores this process may use: those it may run on (its CPU affinity,
+    as a container's cpuset limits it, else the machine's), fewer if a CPU
+    quota is smaller (cgroup v2's `cpu.max` of this process's cgroup or any
+    above it: a container's CPU limit, systemd's `CPUQuota=`), rounded up."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cores(cgroup_root, proc_cgroup)
+    return min(cores, quota) if quota is not None else cores
+
+
+def _cgroup_cores(root: str, proc_cgroup: str) -> int | None:
+    """The smallest CPU quota (cgroup v2 `cpu.max`: "quota period", or "max"
+    for none) on the way from this process's cgroup up to the root, in cores
+    rounded up; None if there is none (or no cgroup v2 to read)."""
+    from pathlib import Path
+
+    try:
+        lines = Path(proc_cgroup).read_text().splitlines()
+    except OSError:
+        lines = []
+    own = next((line[3:] for line in lines if line.startswith("0::")), "/")
+    top = Path(root)
+    here, least = top / own.strip().lstrip("/"), None
+    while True:
+        try:
+            fields = (here / "cpu.max").read_text().split()
+        except OSError:
+            fields = []
+        if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit() and int(fields[1]) > 0:
+            cores = max(1, -(-int(fields[0]) // int(fields[1])))
+            least = cores if least is None else min(least, cores)
+        if here == top or top not in here.parents:
+            return least
+        here = here.parent
+
+
+def shared_store(database_url: str) -> bool:
+    """Whether several processes can work on the store: a SQLite file or a
+    server (PostgreSQL), not an in-memory SQLite database (one per process)."""
+    from sqlalchemy.engine import make_url
+
+    return sqlite_file(database_url) is not None or not make_url(database_url).drivername.startswith("sqlite")
+
+
+def serving_layout(settings: Settings, cores: int | None = None) -> Settings:
+    """`s117hub serve`'s processes: the settings with `separate_workers` and
+    `separate_delivery` decided where they were left unset.
+
+    Unset, both follow the host: with two usable cores or more and a store
+    several processes can share, the workers and the deliverers each run in
+    a process of their own (three processes); else, and with the tests'
+    settable workflow clock (in one process's memory), one. One process shares one core
+    between ingest, the dispatcher and the deliverers: cheaper a change while
+    the hub is lightly loaded (about 15% at one client), but at a steady 200
+    changes/s its POST -> webhook p99 was 792-861 ms against 211-257 ms with
+    the deliverers apart, and at 32 clients its deliveries fell seconds
+    behind (bench/README.md, "Twentieth session"). A setting given is kept:
+    `S117_SEPARATE_WORKERS=true` alone still means two processes, as before.
+    """
+    workers, delivery = settings.separate_workers, settings.separate_delivery
+    if workers is not None and delivery is not None:
+        return settings
+    # The end-to-end tests' settable workflow clock (`workflow_clock_settable`) lives in one process's memory.
+    apart = ((usable_cores() if cores is None else cores) >= 2 and shared_store(settings.database_url)
+             and not settings.workflow_clock_settable)
+    if workers is None:
+        workers = bool(delivery) or apart
+        if delivery is None:
+            delivery = apart
+    elif delivery is None:
+        delivery = False
+    return settings.model_copy(update={"separate_workers": workers, "separate_delivery": delivery})
+
+
+def processes(settings: Settings) -> int:
+    """How many processes the hub runs with these settings (1, 2 or 3)."""
+    if not (settings.run_workers and settings.separate_workers):
+        return 1
+    return 3 if settings.separate_delivery else 2
+
+
 async def _front_gone(front_pid: int | None, stop: asyncio.Event) -> None:
     """Set `stop` if the front process that started this one has gone (its
     parent is then another process: init, or a subreaper)."""
@@ -212,6 +332,18 @@ async def _front_gone(front_pid: int | None, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=1.0)
         except TimeoutError:
             pass
+
+
+def _tell_front_ready() -> None:
+    """Write a byte to the front's pipe (`READY_FD_ENV`), once; nothing if started without one."""
+    fd = os.environ.pop(READY_FD_ENV, "")
+    if not fd.isdigit():
+        return
+    try:
+        os.write(int(fd), b"1")
+        os.close(int(fd))
+    except OSError:  # the front has gone: _front_gone stops this process
+        pass
 
 
 async def run_workers(settings: Settings) -> None:
@@ -261,6 +393,7 @@ async def run_workers(settings: Settings) -> None:
             extra.append(asyncio.create_task(watcher.run(stop), name="change-watcher"))
     tune_gc()
     log.info("worker process ready", mode=role, database=settings.database_url.split(":")[0])
+    _tell_front_ready()
     try:
         await stop.wait()
     finally:

@@ -120,10 +120,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             checks["store"] = type(exc).__name__
         dead = [t.get_name() for t in hub.worker_tasks() if t.done()] + hub.failed_startup_tasks()
         checks["workers"] = "ok" if not dead else "stopped: " + ",".join(dead)
-        if hub.worker_process is not None:
-            checks["worker_process"] = "ok" if hub.worker_process.alive else "restarting"
-        if hub.delivery_process is not None:
-            checks["delivery_process"] = "ok" if hub.delivery_process.alive else "restarting"
+        for name, process in (("worker_process", hub.worker_process), ("delivery_process", hub.delivery_process)):
+            if process is not None:  # running with its workers started; started, not yet; or down
+                checks[name] = "ok" if process.ready else "starting" if process.alive else "restarting"
         ok = all(v == "ok" for v in checks.values())
         body = {"status": "ready" if ok else "not-ready", "checks": checks}
         return JSONResponse(body, status_code=200 if ok else 503)

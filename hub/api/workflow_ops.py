@@ -49,6 +49,11 @@ async def set_clock(body: ClockIn, hub: HubDep, client: ClientDep) -> dict:
     if not hub.settings.workflow_clock_settable:
         raise ProblemError(404, "not-found", "Not found", "no such endpoint")
     require(client, "hub:admin")
+    if hub.worker_process is not None:  # its scanner's clock is in another process's memory
+        raise ProblemError(409, "workflow-clock-elsewhere", "Workflow clock not in this process",
+                           "the workflow scanner runs in a worker process, which this clock does not reach: "
+                           "run the hub in one process (S117_SEPARATE_WORKERS=false) to set it",
+                           rule="workflow-clock-elsewhere")
     svc = service(hub)
     svc.clock.offset_days = body.advance_days
     return {"as_of": svc.clock.today().isoformat(), "offset_days": body.advance_days}

@@ -41,6 +41,8 @@ ALLOWED_KEYS = frozenset(
         # one line for a dispatch batch's messages (hub.delivery.dispatcher), with the lists above
         # and `allowed`, `denied`, `unsubscribed`, `queued` as lists of counts
         "event_types",
+        # `s117hub serve`'s processes at start (hub/cli.py): counts and "auto" / "set"
+        "processes", "usable_cores", "chosen",
     }
 )
 REDACTED = "[redacted]"

@@ -230,3 +230,45 @@ async def test_deliverers_in_a_third_process_are_woken_at_once_and_restarted(tmp
         await receiver.stop()
     lines = [line for line in hub.logs().splitlines() if line.strip()]
     assert lines and all(line.startswith("{") and line.endswith("}") for line in lines), "a torn log line"
+
+
+async def test_unset_the_hub_chooses_its_processes_by_the_cores_and_says_so(tmp_path, sharing_file) -> None:
+    """Neither S117_SEPARATE_WORKERS nor S117_SEPARATE_DELIVERY set: `s117hub
+    serve` runs three processes on two usable cores or more, one on one
+    (hub/worker_process.py `serving_layout`), logs the choice, and is ready
+    only once the worker processes' workers have started; a change then
+    reaches the council."""
+    from hub.worker_process import usable_cores
+
+    receiver = Receiver(secret=SECRET)
+    await receiver.start()
+    hub = HubProcess(tmp_path, sharing_path=sharing_file)
+    hub.env.pop("S117_SEPARATE_WORKERS", None)  # unset, whatever this environment says
+    hub.env.pop("S117_SEPARATE_DELIVERY", None)
+    keys = await make_clients(hub.db_url)
+    await hub.start()  # waits for /health/ready: every worker process has said it started
+    try:
+        apart = usable_cores() >= 2
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            checks = (await http.get("/health/ready")).json()["checks"]
+            roles = sorted(_role(p) for p in _worker_pids(hub.proc.pid) if not _gone(p))
+            if apart:
+                assert checks["worker_process"] == "ok" and checks["delivery_process"] == "ok"
+                assert roles == ["back", "deliver"]
+            else:
+                assert "worker_process" not in checks and roles == []
+            layout = [line for line in hub.logs().splitlines() if '"hub layout"' in line]
+            assert len(layout) == 1 and f'"processes":{3 if apart else 1}' in layout[0].replace(" ", "")
+            assert '"chosen":"auto"' in layout[0].replace(" ", "")
+            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
+                                json={"url": receiver.url("E06000060"), "secret": SECRET})
+            assert r.status_code == 201
+            expected = await _push(http, keys["trust"], people=1, seed=31)
+
+            async def delivered() -> bool:
+                return expected <= set(receiver.event_ids("E06000060"))
+
+            await _until(delivered, 20, "the delivery")
+    finally:
+        hub.stop()
+        await receiver.stop()
