@@ -10,6 +10,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -28,12 +30,22 @@ async def until(check, timeout: float = 10.0) -> None:  # noqa: ANN001
         await asyncio.sleep(0.02)
 
 
-async def test_ready_only_once_the_process_says_so_and_again_after_a_restart() -> None:
-    wp = WorkerProcess(command=[sys.executable, "-c", SAYS_READY], role="back")
+@asynccontextmanager
+async def supervised(script: str, role: str) -> AsyncIterator[WorkerProcess]:
+    """`script` run and supervised as the front runs a worker process; stopped afterwards."""
+    wp = WorkerProcess(command=[sys.executable, "-c", script], role=role)
     stop = asyncio.Event()
     task = asyncio.create_task(wp.run(stop))
     try:
         await until(lambda: wp.alive)
+        yield wp
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+async def test_ready_only_once_the_process_says_so_and_again_after_a_restart() -> None:
+    async with supervised(SAYS_READY, "back") as wp:
         assert not wp.ready  # started, its workers not yet
         await until(lambda: wp.ready)
         first = wp.pid
@@ -44,23 +56,13 @@ async def test_ready_only_once_the_process_says_so_and_again_after_a_restart() -
         assert not wp.ready  # the new process has not said so yet
         await until(lambda: wp.ready)
         assert wp.restarts == 1
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
     assert not wp.alive and not wp.ready
 
 
 async def test_a_process_that_never_says_so_is_never_ready() -> None:
-    wp = WorkerProcess(command=[sys.executable, "-c", NEVER_SAYS], role="deliver")
-    stop = asyncio.Event()
-    task = asyncio.create_task(wp.run(stop))
-    try:
-        await until(lambda: wp.alive)
+    async with supervised(NEVER_SAYS, "deliver") as wp:
         await asyncio.sleep(1.0)
         assert wp.alive and not wp.ready
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
 
 
 def test_telling_the_front_writes_one_byte_once(monkeypatch: pytest.MonkeyPatch) -> None:
