@@ -29,8 +29,8 @@ def _serve(args: argparse.Namespace) -> None:
     configure_logging(settings.log_level, settings.log_json)
     from hub.observability.logging import get_logger
 
-    get_logger("hub.cli").info("hub layout", processes=processes(settings), usable_cores=usable_cores(),
-                               chosen="auto" if given.separate_workers is None and given.separate_delivery is None else "set")
+    chosen = "auto" if given.separate_workers is None and given.separate_delivery is None else "set"
+    get_logger("hub.cli").info("hub layout", processes=processes(settings), usable_cores=usable_cores(), chosen=chosen)
     uvicorn.Server(uvicorn_config(create_app(settings), settings, host=args.host, port=args.port)).run()
 
 

@@ -288,12 +288,13 @@ def serving_layout(settings: Settings, cores: int | None = None) -> Settings:
     Unset, both follow the host: with two usable cores or more and a store
     several processes can share, the workers and the deliverers each run in
     a process of their own (three processes); else, and with the tests'
-    settable workflow clock (in one process's memory), one. One process shares one core
-    between ingest, the dispatcher and the deliverers: cheaper a change while
-    the hub is lightly loaded (about 15% at one client), but at a steady 200
-    changes/s its POST -> webhook p99 was 792-861 ms against 211-257 ms with
-    the deliverers apart, and at 32 clients its deliveries fell seconds
-    behind (bench/README.md, "Twentieth session"). A setting given is kept:
+    settable workflow clock (in one process's memory), one. One process
+    shares one core between ingest, the dispatcher and the deliverers:
+    cheaper a change while the hub is lightly loaded (4-15% at one client),
+    but at a steady 200 changes/s its POST -> webhook p99 was 260-1,194 ms
+    against 279-305 ms with the deliverers apart, and at 32 clients its
+    deliveries fell 3.4 s behind against 0.3 s (bench/README.md, "Twentieth
+    session" and "Twenty-first session"). A setting given is kept:
     `S117_SEPARATE_WORKERS=true` alone still means two processes, as before.
     """
     workers, delivery = settings.separate_workers, settings.separate_delivery

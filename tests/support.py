@@ -175,9 +175,9 @@ class HubProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self, timeout: float = 30.0, ready: bool = True) -> None:
-        """Started, and (`ready`) `/health/ready` says so: the store answers and
-        the workers run, in a worker process of their own too (`s117hub serve`
+    async def start(self, timeout: float = 30.0) -> None:
+        """Started, and `/health/ready` says so: the store answers and the
+        workers run, in a worker process of their own too (`s117hub serve`
         puts them apart on two cores: its first seconds would otherwise have
         no dispatcher)."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
@@ -189,14 +189,13 @@ class HubProcess:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"hub exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
                 try:
-                    got = await http.get(self.base_url + ("/health/ready" if ready else "/health"))
+                    got = await http.get(self.base_url + "/health/ready")
                     if got.status_code == 200:
                         return
                 except httpx.TransportError:
                     got = None
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"hub did not become {'ready' if ready else 'healthy'}"
-                                       f" ({got.text if got is not None else 'no answer'}): "
+                    raise RuntimeError(f"hub did not become ready ({got.text if got is not None else 'no answer'}): "
                                        + self.log_path.read_text()[-2000:])
                 await asyncio.sleep(0.1)
 
