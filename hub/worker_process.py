@@ -146,13 +146,24 @@ class WorkerProcess:
                     exited.cancel()
                     break
                 process_gone(self._proc.pid)  # its gauges no longer count on /metrics
-                self.restarts += 1
-                log.warning("worker process exited; restarting", status_code=self._proc.returncode,
-                            next_attempt_in=backoff, count=self.restarts)
+                status = self._proc.returncode
+                if status != 0:  # it crashed or was killed: said at once
+                    self.restarts += 1
+                    log.warning("worker process exited; restarting", status_code=status,
+                                next_attempt_in=backoff, count=self.restarts)
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=backoff)
                 except TimeoutError:
                     pass
+                if stop.is_set():
+                    break
+                if status == 0:
+                    # It stopped cleanly, as when told to (SIGTERM); told as the whole hub stops
+                    # (systemd signals every process of the unit, not the front alone), the front's
+                    # own stop follows within the wait above, and there is nothing to say.
+                    self.restarts += 1
+                    log.warning("worker process exited; restarting", status_code=status,
+                                next_attempt_in=0.0, count=self.restarts)
                 backoff = min(30.0, backoff * 2)
         finally:
             await self.stop()

@@ -74,3 +74,58 @@ def test_telling_the_front_writes_one_byte_once(monkeypatch: pytest.MonkeyPatch)
     assert READY_FD_ENV not in os.environ
     _tell_front_ready()  # started without a pipe (by hand): nothing to tell
     os.close(r)
+
+
+class Said:
+    """The worker_process module's log, recorded: (level, event, fields)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict]] = []
+
+    def warning(self, event: str, **kw: object) -> None:
+        self.lines.append(("warning", event, kw))
+
+    def info(self, event: str, **kw: object) -> None:
+        self.lines.append(("info", event, kw))
+
+    def restarts(self) -> list[dict]:
+        return [kw for level, event, kw in self.lines if event == "worker process exited; restarting"]
+
+
+# Says it is ready, then stops cleanly a moment later, as a worker told to stop (SIGTERM) does.
+STOPS_CLEANLY = ("import os, time; fd = int(os.environ['" + READY_FD_ENV + "']); os.write(fd, b'1'); os.close(fd);"
+                 " time.sleep(0.3)")
+CRASHES = "import sys, time; time.sleep(0.3); sys.exit(3)"
+
+
+@pytest.fixture
+def said(monkeypatch: pytest.MonkeyPatch) -> Said:
+    import hub.worker_process as wp_module
+
+    recorder = Said()
+    monkeypatch.setattr(wp_module, "log", recorder)
+    return recorder
+
+
+async def test_a_clean_exit_as_the_hub_stops_is_not_a_restart(said: Said) -> None:
+    # systemd signals every process of the unit: the workers may stop a moment before the front does.
+    async with supervised(STOPS_CLEANLY, "back") as wp:
+        await until(lambda: not wp.alive)
+        # the front's own stop follows (the `supervised` exit sets it) within the backoff
+    assert said.restarts() == [] and wp.restarts == 0
+
+
+async def test_a_clean_exit_while_the_hub_runs_is_restarted_after_the_backoff_and_said(said: Said) -> None:
+    async with supervised(STOPS_CLEANLY, "deliver") as wp:
+        first = wp.pid
+        await until(lambda: not wp.alive)
+        assert said.restarts() == []  # not yet: the hub may be stopping
+        await until(lambda: wp.alive and wp.pid != first, timeout=10)
+        assert said.restarts()[0]["status_code"] == 0 and wp.restarts >= 1
+
+
+async def test_a_crash_is_said_at_once(said: Said) -> None:
+    async with supervised(CRASHES, "back") as wp:
+        await until(lambda: not wp.alive)
+        await until(lambda: said.restarts() != [], timeout=0.5)  # before the 1 s backoff is over
+        assert said.restarts()[0]["status_code"] == 3 and said.restarts()[0]["next_attempt_in"] == 1.0
