@@ -92,6 +92,17 @@ async def test_mllp_change_traced_to_its_webhook_delivery_in_the_browser(tmp_pat
             await page.fill("#key", admin)
             await page.click("#signin")
             await page.wait_for_selector("#subs table")
+            # The hub's processes as `s117hub serve` chose them (three on two cores or more), each ready.
+            from hub.worker_process import usable_cores
+
+            hub_panel = await page.inner_text("#hub")
+            assert "store: ok" in hub_panel and "workers in the front: ok" in hub_panel
+            if usable_cores() >= 2:
+                assert "ready: 3 process(es)" in hub_panel
+                assert "worker process (dispatcher, consumers): ok" in hub_panel
+                assert "delivery process (deliverers): ok" in hub_panel
+            else:
+                assert "ready: 1 process(es)" in hub_panel
             await document(page, "overview.png")
 
             # Trace the discharge by the MSH-10 the trust got back in MSA-2.
