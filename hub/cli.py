@@ -17,8 +17,8 @@ def _serve(args: argparse.Namespace) -> None:
     from hub.observability.multiproc import share_between_processes
     from hub.worker_process import processes, serving_layout, usable_cores
 
-    given = get_settings()
-    settings = serving_layout(given)  # the processes, where S117_SEPARATE_WORKERS / _DELIVERY are unset
+    given, cores = get_settings(), usable_cores()
+    settings = serving_layout(given, cores)  # the processes, where S117_SEPARATE_WORKERS / _DELIVERY are unset
     share_between_processes(settings)  # before any metric is made: the worker processes' on /metrics too
 
     import uvicorn
@@ -30,7 +30,7 @@ def _serve(args: argparse.Namespace) -> None:
     from hub.observability.logging import get_logger
 
     chosen = "auto" if given.separate_workers is None and given.separate_delivery is None else "set"
-    get_logger("hub.cli").info("hub layout", processes=processes(settings), usable_cores=usable_cores(), chosen=chosen)
+    get_logger("hub.cli").info("hub layout", processes=processes(settings), usable_cores=cores, chosen=chosen)
     uvicorn.Server(uvicorn_config(create_app(settings), settings, host=args.host, port=args.port)).run()
 
 

@@ -45,6 +45,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hub.observability.logging import get_logger
@@ -147,10 +148,11 @@ class WorkerProcess:
                     break
                 process_gone(self._proc.pid)  # its gauges no longer count on /metrics
                 status = self._proc.returncode
-                if status != 0:  # it crashed or was killed: said at once
-                    self.restarts += 1
-                    log.warning("worker process exited; restarting", status_code=status,
-                                next_attempt_in=backoff, count=self.restarts)
+                # A crash or a kill is said at once. A clean stop (SIGTERM) only after the wait: told
+                # as the whole hub stops (systemd signals every process of the unit, not the front
+                # alone), the front's own stop follows within it, and there is nothing to say.
+                if status != 0:
+                    self._restarting(status, backoff)
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=backoff)
                 except TimeoutError:
@@ -158,15 +160,15 @@ class WorkerProcess:
                 if stop.is_set():
                     break
                 if status == 0:
-                    # It stopped cleanly, as when told to (SIGTERM); told as the whole hub stops
-                    # (systemd signals every process of the unit, not the front alone), the front's
-                    # own stop follows within the wait above, and there is nothing to say.
-                    self.restarts += 1
-                    log.warning("worker process exited; restarting", status_code=status,
-                                next_attempt_in=0.0, count=self.restarts)
+                    self._restarting(status, 0.0)
                 backoff = min(30.0, backoff * 2)
         finally:
             await self.stop()
+
+    def _restarting(self, status: int, next_attempt_in: float) -> None:
+        self.restarts += 1
+        log.warning("worker process exited; restarting", status_code=status, next_attempt_in=next_attempt_in,
+                    count=self.restarts)
 
     async def stop(self) -> None:
         if self._told is not None:
@@ -262,8 +264,6 @@ def _cgroup_cores(root: str, proc_cgroup: str) -> int | None:
     """The smallest CPU quota (cgroup v2 `cpu.max`: "quota period", or "max"
     for none) on the way from this process's cgroup up to the root, in cores
     rounded up; None if there is none (or no cgroup v2 to read)."""
-    from pathlib import Path
-
     try:
         lines = Path(proc_cgroup).read_text().splitlines()
     except OSError:

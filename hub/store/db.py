@@ -358,6 +358,9 @@ def _json_column(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 _DUMPS = partial(orjson.dumps, option=orjson.OPT_NON_STR_KEYS)  # _json_dumps, less its decode
+_DECODE = methodcaller("decode")
+_JSON_DOCUMENTS = frozenset({dict, list, orjson.Fragment, str, int, float, bool})
+_TIME_MICROSECONDS = methodcaller("isoformat", "microseconds")
 
 
 def _document_json(value: Any) -> str:
@@ -367,9 +370,6 @@ def _document_json(value: Any) -> str:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:
         return _DUMPS(value).decode()
-_DECODE = methodcaller("decode")
-_JSON_DOCUMENTS = frozenset({dict, list, orjson.Fragment, str, int, float, bool})
-_TIME_MICROSECONDS = methodcaller("isoformat", "microseconds")
 
 
 # (SQLite type, its default storage format, the plain Python type, the same string by isoformat, and the
