@@ -130,7 +130,16 @@ async def test_setting_the_clock_with_the_workers_elsewhere_is_refused_not_ignor
     async with app.router.lifespan_context(app):
         hub = app.state.hub
         admin = (await add_client(hub.engine, "Ops", "HUB", "hub-operator", ["hub:admin"]))[1]
+        council = (await add_client(hub.engine, "Bucks", "E06000060", "council", ["s117:read"]))[1]
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
+            # The access policy first, whatever the layout: no key, or a key without hub:admin, learns nothing.
+            assert (await http.post("/v1/ops/workflows/clock", json={"advance_days": 3})).status_code == 401
+            hub.worker_process = object()
+            try:
+                r = await http.post("/v1/ops/workflows/clock", headers={"X-API-Key": council}, json={"advance_days": 3})
+            finally:
+                hub.worker_process = None
+            assert r.status_code == 403 and "workflow-clock-elsewhere" not in r.text
             r = await http.post("/v1/ops/workflows/clock", headers={"X-API-Key": admin}, json={"advance_days": 3})
             assert r.status_code == 200 and r.json()["offset_days"] == 3
             hub.worker_process = object()  # as `start_worker_process` leaves it: the scanner is elsewhere
