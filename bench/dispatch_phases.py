@@ -2,7 +2,7 @@
 the prefetch, `handle`, `_still_holds`, the replay, SQLAlchemy's `Connection.commit` with the
 committing thread's user and system time, the batch's log line), for each batch size given, on a
 copy of a kept `bench_load.py --ingest-only --keep` level: a phase's part that does not grow with
-the batch is `a16 - 16 * (a64 - a16) / 48` (bench/README.md, "Seventeenth session").
+the batch is `a16 - 16 * (a64 - a16) / 48` (bench/JOURNAL.md, "Seventeenth session").
 
     PYTHONPATH=<checkout> .venv/bin/python bench/dispatch_phases.py <level dir> 16 64
     KEEP=1 ...   # the dispatched copy kept (its path on stderr), e.g. for bench/wal_frames.py

@@ -99,7 +99,7 @@ class RegisterChangeRoute:
     Starlette's and FastAPI's inner layers (the exception middleware, the
     router, the route's exit stacks and dependency solving): about a tenth of
     the front's CPU a change at a steady rate, where each request is handled
-    on its own (bench/README.md). The innermost of the app's own middleware,
+    on its own (bench/JOURNAL.md). The innermost of the app's own middleware,
     so the correlation id and the body and time limits (hub/api/limits.py)
     come first, as for every route, and Starlette's outer layers (the 500
     handler among them) stay around it.

@@ -61,7 +61,7 @@ class _Told:
     of weak references rather than a `WeakSet`, whose iteration (a generator
     guarding against removals, its `len`) cost more than the telling. With
     the workers apart the back process tells its readers at every datagram
-    from the front: a change a datagram at one client (bench/README.md,
+    from the front: a change a datagram at one client (bench/JOURNAL.md,
     "Sixteenth session")."""
 
     __slots__ = ("_refs",)

@@ -184,7 +184,7 @@ class Dispatcher:
     # In one process, a batch this small is done at once under the lock:
     # worked out on a snapshot, it pays a second transaction, the checks
     # that what it read still holds and a replay of its writes, to spare a
-    # writer waiting behind it a millisecond or two (bench/README.md, "Sixth session").
+    # writer waiting behind it a millisecond or two (bench/JOURNAL.md, "Sixth session").
     two_phase_from = 3
 
     async def run_once(self, limit: int | None = None) -> int:
@@ -210,7 +210,7 @@ class Dispatcher:
     # Seconds from a short batch's start before the next is fetched
     # (`run_dispatcher`; S117_DISPATCH_LINGER_MS): each batch pays for a
     # transaction, its reads, checks and fsync whatever its size (about
-    # 1.5 ms of CPU on a snapshot, bench/README.md "Seventh session").
+    # 1.5 ms of CPU on a snapshot, bench/JOURNAL.md "Seventh session").
     linger = 0.0
     _lag_counted_at = float("-inf")
 
@@ -821,7 +821,7 @@ class _BatchCache:
     def count_dispatched(self) -> None:
         """The batch's messages, once committed: counted in the metrics, and
         one "event dispatched" line for them all. A line a message was about
-        4% of the back process's CPU at one client (bench/README.md,
+        4% of the back process's CPU at one client (bench/JOURNAL.md,
         "Sixteenth session"). Each field is a list in the messages' order
         (the i-th event id went with the i-th correlation id, event type,
         recipients allowed, ...), so a search for a change's correlation id

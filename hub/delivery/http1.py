@@ -7,7 +7,7 @@ read the answer's status (the answer's body is read up to
 `ANSWER_READ_MAX` and thrown away). The answer is parsed by httptools
 (llhttp, Node.js's parser: Content-Length, chunked, read-until-close,
 interim 1xx answers), the bytes are asyncio's. aiohttp did the same for
-about 200 us of CPU a POST, three times this client's (bench/README.md);
+about 200 us of CPU a POST, three times this client's (bench/JOURNAL.md);
 at four or so deliveries per register change that was the largest single
 cost of a change's deliveries.
 

@@ -11,7 +11,7 @@ steady 100 changes/s that was 2.25 of the hub's 4.2 commits per change
 (each a BEGIN IMMEDIATE, a turn of the write lock and, when it wrote, a WAL
 fsync on the event loop). Coalesced, the operations of one turn of the loop,
 and those that arrive while the transaction waits for the write lock, share
-one (bench/README.md, "Sixth session").
+one (bench/JOURNAL.md, "Sixth session").
 
 On PostgreSQL each operation keeps its own transaction (see `Ledger`).
 

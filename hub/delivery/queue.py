@@ -232,7 +232,7 @@ def delivery_row(*, subscription_id: str, event_id: str, message_id: str, event_
     unique index on it, and a random id put each new delivery on a random leaf
     of that index, a WAL frame (and a checkpoint's page write) a delivery once
     the table outgrew a batch's pages (25 of the 195 frames a commit of 16
-    events, bench/README.md "Seventeenth session"); a time-ordered one lands on
+    events, bench/JOURNAL.md "Seventeenth session"); a time-ordered one lands on
     the index's right-hand edge, where a batch's deliveries share a leaf. The
     id is still unique and opaque to recipients (`S117-Delivery-Id`)."""
     return dict(

@@ -188,7 +188,7 @@ class WebhookDeliverer(SubscriptionDeliverer):
         in this turn of the event loop: the subscriptions' outcomes recorded
         in one ledger transaction (hub.delivery.ledger) resume their tasks in
         the same turn, so a change's deliveries, or a batch's, share a line.
-        A line a delivery was about a tenth of the deliverer's CPU (bench/README.md,
+        A line a delivery was about a tenth of the deliverer's CPU (bench/JOURNAL.md,
         "Sixteenth session"). Each field is a list, in the same order (the
         i-th delivery id went with the i-th event id, correlation id, ...), so
         a search for a correlation id or delivery id still finds its delivery."""

@@ -11,7 +11,7 @@ serialised once an `EventMessages` (once per agreement's field groups), and a
 recipient's message is those bytes joined around its own ids, destination,
 event and position. Building each message's nested dicts, serialising them
 and freeing them was about a sixth of the back process's CPU at one client
-(bench/README.md, "Eighteenth session"); tests/unit/test_fhir_message_json.py
+(bench/JOURNAL.md, "Eighteenth session"); tests/unit/test_fhir_message_json.py
 holds the two equal.
 
 Everything here is ASCII ids and hub URLs joined with `orjson.dumps` of

@@ -807,7 +807,7 @@ class IngestService:
         transaction of its own, no batch read) for someone seen before:
         one count on an index for the rows' pages and their decoding
         (bench_front.py: 26 fewer Python calls a request of 1,196;
-        bench/README.md, seventeenth session)."""
+        bench/JOURNAL.md, seventeenth session)."""
         held = self.statuses.history(person_id)
         if held is not None:
             count = (await execute_prepared(conn, _PERSON_CHANGE_COUNT, {"person_id": person_id})).scalar()
@@ -1124,7 +1124,7 @@ class IngestService:
                     out.outcomes[i] = await refuse(decision, refused_pid, change_in.change_type.value)
                     continue
             # A time-ordered id (a UUID too): the chunk's 500 ids go to the right-hand edge of the change
-            # and service-level keys' indexes, not to 500 random pages of each (bench/README.md, "Fifteenth session").
+            # and service-level keys' indexes, not to 500 random pages of each (bench/JOURNAL.md, "Fifteenth session").
             change = self._canonical(change_in, client, pid, today, uuid7())
             previous = evaluation_of(pid)
             extended = previous.extended(change)  # == evaluate(pid, [*history, change], ...)

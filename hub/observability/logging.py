@@ -203,7 +203,7 @@ class RequestLine:
     other line's fields: a single register change accepted in the request
     (`carry_on_request_line`). A change sent alone over REST used to write two
     lines, `register change accepted` and then `request`, each about 35 us of
-    the front's CPU in place (bench/README.md, sixteenth and seventeenth
+    the front's CPU in place (bench/JOURNAL.md, sixteenth and seventeenth
     sessions; 36 fewer Python calls a request); now it
     writes one, `register change accepted` with the request's `method`,
     `path`, `status_code` and `duration_ms` added."""

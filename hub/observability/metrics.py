@@ -40,7 +40,7 @@ INGEST_FALLBACKS = Counter("s117_ingest_batch_fallbacks_total",
 # on the event loop: the process waits for it) and the WAL checkpoints (pages
 # copied into the database file and fsynced, in a thread) take in this process.
 # A slow disk shows here first: a COMMIT held for hundreds of milliseconds holds
-# every ACK, POST answer and delivery behind it (bench/README.md, "Thirteenth session").
+# every ACK, POST answer and delivery behind it (bench/JOURNAL.md, "Thirteenth session").
 _DISK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 STORE_COMMIT_SECONDS = Histogram("s117_store_commit_seconds",
                                  "SQLite write transactions' COMMIT (the WAL's fsync) in this process",

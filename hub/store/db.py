@@ -80,7 +80,7 @@ async def read_only(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 # (a restart, an idle timeout or a firewall may have cut it meanwhile);
 # one used more recently is not. SQLAlchemy's pool_pre_ping pinged on every
 # checkout: a BEGIN, a `;` and a ROLLBACK, three round trips before each
-# use, a third of all the hub's round trips under load (bench/README.md,
+# use, a third of all the hub's round trips under load (bench/JOURNAL.md,
 # "Eighth session"). A connection cut while in use fails its statement,
 # and the pool then replaces every connection older than the failure.
 PING_AFTER_IDLE_SECONDS = 2.0
@@ -113,7 +113,7 @@ def ping_when_idle(sync_engine: Engine) -> None:
 # quarter of the WAL frames (and `pwrite` calls), but that paid 2-3% of a row's
 # CPU in-process and nothing measurable over HTTP, while a single change's
 # transaction wrote about 3.3x the WAL bytes (the fsync on the path of every
-# POST's p99; bench/README.md, "Fifteenth session"). A file keeps the page size
+# POST's p99; bench/JOURNAL.md, "Fifteenth session"). A file keeps the page size
 # it was made with: under WAL `PRAGMA page_size` changes nothing once the file has pages.
 DEFAULT_PAGE_SIZE = 4096
 # WAL thresholds in bytes, so that a file of any page size checkpoints at the
@@ -672,7 +672,7 @@ async def _on_asyncpg(conn: Any, plan: _Plan | _InsertPlan, params: Any) -> _Row
     lock; its transaction, begun as its cursor begins it), without
     SQLAlchemy's execution around it (cache key, execution context, result
     metadata, row objects, the greenlet hop): about 90 us of CPU a statement
-    of the 130 SQLAlchemy costs (bench/README.md). None, for SQLAlchemy to
+    of the 130 SQLAlchemy costs (bench/JOURNAL.md). None, for SQLAlchemy to
     run it, where SQLAlchemy has not begun a transaction (it would begin one
     as it executes) and the connection is not in autocommit. Errors go
     through SQLAlchemy's own handling (the `handle_error` event, a lost
@@ -806,7 +806,7 @@ class WalCheckpointer:
     SQLite's automatic checkpoint runs inside the COMMIT that takes the WAL
     past its threshold (AUTOCHECKPOINT_BYTES), in the committing connection: for the shared inline
     writer, on the event loop, which then stops for the checkpoint's
-    writes and fsync (every few ingest batches; bench/README.md, "Tenth
+    writes and fsync (every few ingest batches; bench/JOURNAL.md, "Tenth
     session"). Here, every `interval` seconds (a quarter of a second) in which a transaction was
     committed, a PASSIVE checkpoint (it waits for no reader or writer:
     writers append to the WAL meanwhile, readers keep their snapshots) runs on
@@ -1098,7 +1098,7 @@ class InlineReads:
                 # BEGIN now: every statement after it, the driver's too, reads this moment. Issued
                 # on the driver, as `InlineWriter` issues its BEGIN IMMEDIATE (the begin event then
                 # leaves it out): SQLAlchemy's `exec_driver_sql` of it cost more than the BEGIN
-                # itself, once a dispatcher batch (bench/README.md, "Seventeenth session").
+                # itself, once a dispatcher batch (bench/JOURNAL.md, "Seventeenth session").
                 conn.connection.dbapi_connection.execute("BEGIN")
                 conn.info[BEGUN_ON_DRIVER] = True
                 conn.begin()

@@ -3,7 +3,7 @@ due heads again only if it may have missed something: the task failed or was
 stopped (not emptied), or a poll found the subscription due while its task
 ran (deliveries queued after its last claim). A task whose last claim found
 nothing due ends without a poll of its own: a poll a burst at one client
-(bench/README.md, "Eighteenth session")."""
+(bench/JOURNAL.md, "Eighteenth session")."""
 
 from __future__ import annotations
 

@@ -98,7 +98,7 @@ async def test_the_dispatchers_batch_limit_is_the_setting_in_every_process(tmp_p
     """`S117_DISPATCH_BATCH_MAX` is the dispatcher's batch limit, and the
     worker process no longer cuts it down (it did, to 20, before batches
     were worked out on a snapshot: a backlog then cost a batch's fixed CPU
-    every 20 events, bench/README.md "Eleventh session")."""
+    every 20 events, bench/JOURNAL.md "Eleventh session")."""
     import inspect
 
     from hub import worker_process
