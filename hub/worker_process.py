@@ -86,7 +86,6 @@ class WorkerProcess:
                      ROLE_ENV: role}
         self.role = role
         self._proc: asyncio.subprocess.Process | None = None
-        self._stopping = False
         self._ready = False
         self._told: asyncio.Task[None] | None = None
         self.restarts = 0
