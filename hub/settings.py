@@ -140,8 +140,7 @@ class Settings(BaseSettings):
     # deliverers have to share a core's time with the other.
     # Unset (or "auto"): `s117hub serve` chooses (`serving_layout` in
     # hub/worker_process.py): three processes when the hub may use two cores
-    # or more and its store is a file or a server (and the tests' settable
-    # workflow clock is off: it lives in one process), else one. An app built
+    # or more and its store is a file or a server, else one. An app built
     # directly (`create_app`, the demo, the tests) runs one process unless
     # they are set.
     separate_workers: bool | None = None
@@ -213,7 +212,9 @@ class Settings(BaseSettings):
     # for reminders, breaches and escalation (0 = never; POST
     # /v1/ops/workflows/scan runs one scan). workflow_clock_settable exists for
     # end-to-end tests only: it enables POST /v1/ops/workflows/clock, which
-    # moves the workflows' "today" forward. Never set it in production.
+    # moves the workflows' "today" forward (the offset kept in the store's
+    # `workflow_clock` row, which every process of the hub reads before a
+    # scan; unset, it is never read). Never set it in production.
     workflow_scan_interval_seconds: float = 3600.0
     workflow_clock_settable: bool = False
 

@@ -297,10 +297,9 @@ def serving_layout(settings: Settings, cores: int | None = None) -> Settings:
 
     Unset, both follow the host: with two usable cores or more and a store
     several processes can share, the workers and the deliverers each run in
-    a process of their own (three processes); else, and with the tests'
-    settable workflow clock (in one process's memory), one. One process
-    shares one core between ingest, the dispatcher and the deliverers:
-    cheaper a change while the hub is lightly loaded (4-15% at one client),
+    a process of their own (three processes); else one. One process shares
+    one core between ingest, the dispatcher and the deliverers: cheaper a
+    change while the hub is lightly loaded (4-15% at one client),
     but at a steady 200 changes/s its POST -> webhook p99 was 260-1,194 ms
     against 279-305 ms with the deliverers apart, and at 32 clients its
     deliveries fell 3.4 s behind against 0.3 s (bench/README.md, "Twentieth
@@ -310,9 +309,7 @@ def serving_layout(settings: Settings, cores: int | None = None) -> Settings:
     workers, delivery = settings.separate_workers, settings.separate_delivery
     if workers is not None and delivery is not None:
         return settings
-    # The end-to-end tests' settable workflow clock (`workflow_clock_settable`) lives in one process's memory.
-    apart = ((usable_cores() if cores is None else cores) >= 2 and shared_store(settings.database_url)
-             and not settings.workflow_clock_settable)
+    apart = (usable_cores() if cores is None else cores) >= 2 and shared_store(settings.database_url)
     if workers is None:
         workers = bool(delivery) or apart
         if delivery is None:

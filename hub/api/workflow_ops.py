@@ -4,7 +4,9 @@ console page of open transfers and disputes (GET /console/workflows).
 POST /v1/ops/workflows/scan runs the clock scanner now. POST
 /v1/ops/workflows/clock moves the workflows' "today" forward; it exists only
 when S117_WORKFLOW_CLOCK_SETTABLE is set (end-to-end tests inject time this
-way instead of sleeping) and answers 404 otherwise.
+way instead of sleeping) and answers 404 otherwise. The offset is kept in the
+store (`workflow_clock`), so the clock scanner sees it in whichever process
+it runs (`s117hub serve` may put it in a worker process).
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ class ClockIn(BaseModel):
 async def scan(hub: HubDep, client: ClientDep) -> dict:
     require(client, "hub:admin")
     svc = service(hub)
-    return {"as_of": svc.clock.today().isoformat(), **await svc.scan()}
+    counts = await svc.scan()  # first: it loads a settable clock's offset, which "as_of" then shows
+    return {"as_of": svc.clock.today().isoformat(), **counts}
 
 
 @router.post("/clock", include_in_schema=False)
@@ -49,11 +52,6 @@ async def set_clock(body: ClockIn, hub: HubDep, client: ClientDep) -> dict:
     if not hub.settings.workflow_clock_settable:
         raise ProblemError(404, "not-found", "Not found", "no such endpoint")
     require(client, "hub:admin")
-    if hub.worker_process is not None:  # its scanner's clock is in another process's memory
-        raise ProblemError(409, "workflow-clock-elsewhere", "Workflow clock not in this process",
-                           "the workflow scanner runs in a worker process, which this clock does not reach: "
-                           "run the hub in one process (S117_SEPARATE_WORKERS=false) to set it",
-                           rule="workflow-clock-elsewhere")
     svc = service(hub)
-    svc.clock.offset_days = body.advance_days
+    await svc.clock.set(body.advance_days)  # kept in the store: the scanner may run in a worker process
     return {"as_of": svc.clock.today().isoformat(), "offset_days": body.advance_days}

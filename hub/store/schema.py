@@ -582,6 +582,18 @@ workflow_transitions = Table(
     Index("ix_workflow_transitions_case", "case_id", "seq"),
 )
 
+# The end-to-end tests' settable workflow clock (S117_WORKFLOW_CLOCK_SETTABLE,
+# never in production): one row, the days `POST /v1/ops/workflows/clock` moved
+# the workflows' "today" forward, read by every process of the hub (the clock
+# scanner may run in a worker process: hub/workflows/service.py, WorkflowClock).
+workflow_clock = Table(
+    "workflow_clock",
+    metadata,
+    Column("clock_id", String(16), primary_key=True),  # always "workflows"
+    Column("offset_days", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 # Operator actions (replay, retry, resubmit, discard, run now): who did what, for the audit chain.
 operator_actions = Table(
     "operator_actions",

@@ -44,24 +44,64 @@ from hub.domain.workflows.settlement import InterimCosts, reimbursement_statemen
 from hub.ids import uuid5
 from hub.ingest.service import Client, IngestService, load_person_details
 from hub.observability.logging import get_logger
-from hub.store.schema import persons, register_changes, workflow_cases, workflow_stages, workflow_transitions
+from hub.store.db import insert_or_merge
+from hub.store.schema import (
+    persons,
+    register_changes,
+    workflow_cases,
+    workflow_clock,
+    workflow_stages,
+    workflow_transitions,
+)
 from hub.workflows.fhir_task import build_task, task_id
 
 log = get_logger("hub.workflows")
 CASE_NAMESPACE = uuid.UUID("f2a9d6b4-3c1e-4b7a-8d2f-117117117c45")
 WORKFLOW_SOURCE = "hub:workflows"
+CLOCK_ROW = "workflows"  # the key of the settable clock's one row (`workflow_clock`)
 
 
 class WorkflowClock:
     """Today for the workflows. Tests (and only tests: the ops endpoint that
-    moves it exists only with S117_WORKFLOW_CLOCK_SETTABLE) move it forward."""
+    moves it exists only with S117_WORKFLOW_CLOCK_SETTABLE) move it forward.
 
-    def __init__(self, base: Callable[[], date] = lambda: datetime.now(UTC).date()) -> None:
+    Unit tests set `offset_days` directly. With a `store` (given only when the
+    clock is settable) the offset is kept in the store's `workflow_clock` row
+    as well, so every process of the hub sees it: `set` writes the row, and
+    `load` reads it (the front at start and before a party acts, the scanner
+    before each scan, in whichever process they run). Without one (production)
+    the offset is always 0 and `load` reads nothing."""
+
+    def __init__(self, base: Callable[[], date] = lambda: datetime.now(UTC).date(),
+                 store: AsyncEngine | None = None) -> None:
         self._base = base
+        self._store = store
         self.offset_days = 0
 
     def today(self) -> date:
         return self._base() + timedelta(days=self.offset_days)
+
+    async def load(self) -> None:
+        """The offset as the store holds it (0 if never set); nothing read without a store."""
+        if self._store is None:
+            return
+        async with self._store.connect() as conn:
+            offset = (await conn.execute(select(workflow_clock.c.offset_days)
+                                         .where(workflow_clock.c.clock_id == CLOCK_ROW))).scalar_one_or_none()
+            await conn.rollback()
+        self.offset_days = offset or 0
+
+    async def set(self, offset_days: int) -> None:
+        """Move "today" `offset_days` past the real date: the store's row first
+        (in a transaction of its own), then this process's memory."""
+        if self._store is not None:
+            async with self._store.begin() as conn:
+                upsert = insert_or_merge(conn.dialect, workflow_clock).values(
+                    clock_id=CLOCK_ROW, offset_days=offset_days, updated_at=datetime.now(UTC))
+                await conn.execute(upsert.on_conflict_do_update(
+                    index_elements=[workflow_clock.c.clock_id],
+                    set_={"offset_days": upsert.excluded.offset_days, "updated_at": upsert.excluded.updated_at}))
+        self.offset_days = offset_days
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +135,15 @@ def case_view(case: Case, today: date, holidays: frozenset[date]) -> dict[str, A
 
 class WorkflowService:
     def __init__(self, engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook, protector: DataProtector,
-                 ingest: IngestService, clock: WorkflowClock | None = None, costs: InterimCosts | None = None) -> None:
+                 ingest: IngestService, clock: WorkflowClock | None = None, costs: InterimCosts | None = None,
+                 *, clock_settable: bool = False) -> None:
         self._engine = engine
         self._ref = ref
         self._agreements = agreements
         self._protector = protector
         self._ingest = ingest
-        self.clock = clock or WorkflowClock()
+        # Settable (S117_WORKFLOW_CLOCK_SETTABLE, end-to-end tests only): the offset kept in the store.
+        self.clock = clock or WorkflowClock(store=engine if clock_settable else None)
         self.costs = costs  # a fixed hook (tests); None: costs_for, or periods and shares only
         self.costs_for: Callable[[Case], Awaitable[InterimCosts | None]] | None = None
 
@@ -281,6 +323,7 @@ class WorkflowService:
 
     async def act(self, case_id: str, actor: str, action: Action, body: dict[str, Any]) -> Acted:
         """Apply one party's action; raises WorkflowRefusal for an illegal one."""
+        await self.clock.load()  # settable only: the offset set since, by whichever process
         today = self.clock.today()
         async with self._engine.begin() as conn:
             case = await self.load(conn, case_id, lock=True)
@@ -323,6 +366,7 @@ class WorkflowService:
 
     async def raise_dispute(self, actor: str, person_id: str, kind: str, parties: list[str], reason: str,
                             lead_body: str | None) -> Acted:
+        await self.clock.load()
         today = self.clock.today()
         async with self._engine.begin() as conn:
             rows = (await conn.execute(select(register_changes.c.canonical)
@@ -382,6 +426,7 @@ class WorkflowService:
     async def scan(self) -> dict[str, int]:
         """Reminders before a deadline, breaches after it (escalating a dispute
         to the area's next stage). Each happens once per clock."""
+        await self.clock.load()  # settable only: set through the front, this may be another process
         today = self.clock.today()
         counts = {"reminders": 0, "breaches": 0}
         async with self._engine.connect() as conn:

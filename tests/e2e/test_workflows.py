@@ -19,11 +19,13 @@ import orjson
 import pytest
 import yaml
 from fhir.resources.R4B.task import Task
+from sqlalchemy import select
 
 from hub.clients import add_client
 from hub.fhir.validate import validate_message
 from hub.sample_data import detention_to_move_scenario
 from hub.store.db import create_engine, create_schema
+from hub.store.schema import bus_messages
 from tests.e2e.conftest import SECRET
 from tests.support import HubProcess, Receiver
 
@@ -216,3 +218,85 @@ async def test_transfer_contest_escalation_resolution_and_messages(tmp_path):
     finally:
         hub.stop()
         await receiver.stop()
+
+
+async def test_the_clock_set_through_the_front_moves_the_worker_process_scanner(tmp_path):
+    """The hub in three processes (the front, the back workers with the clock
+    scanner, the deliverers), the clock settable: the offset set through the
+    front's endpoint is kept in the store, and the worker process's periodic
+    scanner (nothing here asks for a scan) reminds on the deadline's day and
+    records the breach the day after, each once. A restarted front keeps it."""
+    hub = HubProcess(tmp_path, S117_WORKFLOW_CLOCK_SETTABLE="true", S117_WORKFLOW_SCAN_INTERVAL_SECONDS="0.2",
+                     S117_SEPARATE_WORKERS="true", S117_SEPARATE_DELIVERY="true")
+    engine = create_engine(hub.db_url)
+    await create_schema(engine)
+    keys = {"trust": (await add_client(engine, "Oxford Health", "RNU", "trust", ["register:write"]))[1],
+            "admin": (await add_client(engine, "Hub ops", "HUB", "hub-operator", ["hub:admin"]))[1],
+            "R1A": (await add_client(engine, "HW Health and Care", "R1A", "trust", ["register:write"]))[1],
+            WORCS: (await add_client(engine, WORCS, WORCS, "council", ["s117:read", "workflows:write"]))[1]}
+
+    async def deadlines() -> list[str]:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(bus_messages.c.payload).where(
+                bus_messages.c.headers["event_type"].as_string() == "s117-workflow-deadline")
+                .order_by(bus_messages.c.offset))).all()
+            await conn.rollback()
+        return [r.payload["event"]["details"]["deadline"] for r in rows]
+
+    await hub.start()
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            ready = (await http.get("/health/ready")).json()["checks"]
+            assert ready["worker_process"] == ready["delivery_process"] == "ok"  # the scanner is not in the front
+            start = date(2025, 1, 6)
+            changes = detention_to_move_scenario(random.Random(13), "e2e-clock", start)
+            changes.append({**{k: changes[0][k] for k in ("source_system", "person")},
+                            "source_message_id": "e2e-clock-5", "change_type": "detained",
+                            "effective_date": (start + timedelta(days=200)).isoformat(), "legal_status_code": "03",
+                            "hospital_ods": "R1A", "residence_la_gss": WORCS})
+            for c in changes:
+                r = await http.post("/v1/register-changes", json=c,
+                                    headers={"X-API-Key": keys["R1A" if c.get("hospital_ods") == "R1A" else "trust"]})
+                assert r.status_code == 202, r.text
+
+            async def transfers() -> list[dict]:
+                return (await http.get("/v1/transfers", headers={"X-API-Key": keys[WORCS]})).json()["items"]
+
+            [transfer] = await poll(transfers, lambda items: len(items) == 1)
+            due = date.fromisoformat(transfer["clock"]["due_on"])
+            today = date.fromisoformat((await http.get("/v1/transfers", headers={"X-API-Key": keys[WORCS]}))
+                                       .json()["as_of"])
+            await asyncio.sleep(0.5)  # a couple of scans at the real date: nothing due yet
+            assert await deadlines() == []
+
+            # The deadline's day: a reminder (the area reminds two working days ahead), from the worker's scanner.
+            r = await http.post("/v1/ops/workflows/clock", headers={"X-API-Key": keys["admin"]},
+                                json={"advance_days": (due - today).days})
+            assert r.status_code == 200, r.text
+            assert await poll(deadlines, lambda d: d == ["reminder"], timeout=20) == ["reminder"]
+
+            # The day after: the transfer is overdue, once, however many scans follow.
+            advance = (due - today).days + 1
+            r = await http.post("/v1/ops/workflows/clock", headers={"X-API-Key": keys["admin"]},
+                                json={"advance_days": advance})
+            assert r.status_code == 200, r.text
+
+            async def case() -> dict:
+                return (await http.get(f"/v1/transfers/{transfer['case_id']}",
+                                       headers={"X-API-Key": keys[WORCS]})).json()
+
+            overdue = await poll(case, lambda c: c["state"] == "overdue", timeout=20)
+            assert overdue["clock"]["breached"] is True
+            await asyncio.sleep(1.0)  # several more scans on the same day
+            assert await deadlines() == ["reminder", "breach"]
+            assert [h["action"] for h in (await case())["history"]] == ["open", "breach"]
+            assert "workflow-clock-elsewhere" not in hub.logs()
+
+        hub.stop()
+        await hub.start()  # a restarted front reads the offset from the store
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            as_of = (await http.get("/v1/transfers", headers={"X-API-Key": keys[WORCS]})).json()["as_of"]
+            assert as_of == (today + timedelta(days=advance)).isoformat()
+    finally:
+        hub.stop()
+        await engine.dispose()

@@ -113,13 +113,15 @@ def test_no_quota_or_no_cgroup_is_the_affinity(tmp_path: Path, sixteen_cores: in
     assert usable_cores(root, str(tmp_path / "v1")) == sixteen_cores
 
 
-def test_the_tests_settable_workflow_clock_keeps_one_process() -> None:
-    # The clock's offset lives in the front's memory; a scanner in a worker process would never see it.
-    assert layout(8, workflow_clock_settable=True) == (False, False, 1)
+def test_the_tests_settable_workflow_clock_decides_nothing() -> None:
+    # Its offset is kept in the store, which every process reads: the layout is the host's, as without it.
+    assert layout(8, workflow_clock_settable=True) == (True, True, 3)
+    assert layout(2, workflow_clock_settable=True) == (True, True, 3)
+    assert layout(1, workflow_clock_settable=True) == (False, False, 1)
     assert layout(8, workflow_clock_settable=True, separate_workers=True) == (True, False, 2)  # set: kept
 
 
-async def test_setting_the_clock_with_the_workers_elsewhere_is_refused_not_ignored(tmp_path: Path) -> None:
+async def test_setting_the_clock_with_the_workers_elsewhere_is_not_refused(tmp_path: Path) -> None:
     import httpx
 
     from hub.api.app import create_app
@@ -132,23 +134,23 @@ async def test_setting_the_clock_with_the_workers_elsewhere_is_refused_not_ignor
         admin = (await add_client(hub.engine, "Ops", "HUB", "hub-operator", ["hub:admin"]))[1]
         council = (await add_client(hub.engine, "Bucks", "E06000060", "council", ["s117:read"]))[1]
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
-            # The access policy first, whatever the layout: no key, or a key without hub:admin, learns nothing.
-            assert (await http.post("/v1/ops/workflows/clock", json={"advance_days": 3})).status_code == 401
-            hub.worker_process = object()
-            try:
-                r = await http.post("/v1/ops/workflows/clock", headers={"X-API-Key": council}, json={"advance_days": 3})
-            finally:
-                hub.worker_process = None
-            assert r.status_code == 403 and "workflow-clock-elsewhere" not in r.text
-            r = await http.post("/v1/ops/workflows/clock", headers={"X-API-Key": admin}, json={"advance_days": 3})
-            assert r.status_code == 200 and r.json()["offset_days"] == 3
             hub.worker_process = object()  # as `start_worker_process` leaves it: the scanner is elsewhere
             try:
+                # The access policy first: no key, or a key without hub:admin, learns nothing.
+                assert (await http.post("/v1/ops/workflows/clock", json={"advance_days": 3})).status_code == 401
+                r = await http.post("/v1/ops/workflows/clock", headers={"X-API-Key": council},
+                                    json={"advance_days": 3})
+                assert r.status_code == 403
                 r = await http.post("/v1/ops/workflows/clock", headers={"X-API-Key": admin},
                                     json={"advance_days": 35})
+                assert r.status_code == 200, r.text
+                assert r.json() == {"as_of": (date.today() + timedelta(days=35)).isoformat(), "offset_days": 35}
+                # A bad body: problem details naming the field, the clock unmoved.
+                r = await http.post("/v1/ops/workflows/clock", headers={"X-API-Key": admin},
+                                    json={"advance_days": -1})
+                assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+                assert [e["field"] for e in r.json()["errors"]] == ["advance_days"]
             finally:
                 hub.worker_process = None
-            assert r.status_code == 409 and r.json()["rule"] == "workflow-clock-elsewhere"
-            assert "S117_SEPARATE_WORKERS" in r.json()["detail"]
             r = await http.post("/v1/ops/workflows/scan", headers={"X-API-Key": admin})
-            assert r.json()["as_of"] == (date.today() + timedelta(days=3)).isoformat()  # unchanged
+            assert r.json()["as_of"] == (date.today() + timedelta(days=35)).isoformat()
