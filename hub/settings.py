@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     # SQLite (embedded): the page size of a database file the hub creates, in
     # bytes (a power of two, 512-65536); an existing file keeps its own. 4 KB by
     # default: 16 KB cuts a council file's WAL frames to a quarter but makes each
-    # single change write about 3.3x the WAL bytes (bench/README.md, "Fifteenth
+    # single change write about 3.3x the WAL bytes (bench/JOURNAL.md, "Fifteenth
     # session"). Checkpoints go by the WAL's bytes, whatever the page size (hub/store/db.py).
     sqlite_page_size: int = 4096
     # "sql" = the embedded durable log in the same database (the outbox is the log);
@@ -166,13 +166,13 @@ class Settings(BaseSettings):
     # latency; an event after a quiet spell is dispatched at once. 50 ms:
     # at one client (about 300 changes/s) batches of about 14 changes rather
     # than 6, about a fifth less of the hub's CPU a change, for about 20 ms
-    # more POST -> webhook at the median (bench/README.md, "Seventeenth
+    # more POST -> webhook at the median (bench/JOURNAL.md, "Seventeenth
     # session").
     dispatch_linger_ms: float = Field(default=50.0, ge=0, le=1000)
     # At most this many events a dispatcher batch (one transaction). A batch
     # pays about 3 ms of CPU whatever its size (its reads, checks, commit):
     # when events back up, larger batches are what let the dispatcher catch
-    # up (bench/README.md, "Eleventh session"). On SQLite a batch is worked
+    # up (bench/JOURNAL.md, "Eleventh session"). On SQLite a batch is worked
     # out on a snapshot and holds the write lock only to make its writes.
     dispatch_batch_max: int = Field(default=100, ge=1, le=1000)
     ingest_batch_wait_ms: float = 2.0

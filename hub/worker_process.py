@@ -302,7 +302,7 @@ def serving_layout(settings: Settings, cores: int | None = None) -> Settings:
     change while the hub is lightly loaded (4-15% at one client),
     but at a steady 200 changes/s its POST -> webhook p99 was 260-1,194 ms
     against 279-305 ms with the deliverers apart, and at 32 clients its
-    deliveries fell 3.4 s behind against 0.3 s (bench/README.md, "Twentieth
+    deliveries fell 3.4 s behind against 0.3 s (bench/JOURNAL.md, "Twentieth
     session" and "Twenty-first session"). A setting given is kept:
     `S117_SEPARATE_WORKERS=true` alone still means two processes, as before.
     """

@@ -244,7 +244,7 @@ deliveries = Table(
 # written again at every lease and outcome: with the message in it, the record
 # ran onto an overflow page, and marking it delivered (a record of another
 # size) made SQLite rewrite the whole cell and free and re-allocate its
-# overflow chain, about 5 WAL frames against 2 (bench/README.md, "Sixteenth
+# overflow chain, about 5 WAL frames against 2 (bench/JOURNAL.md, "Sixteenth
 # session"). Readers join on `delivery_seq` (the table's integer key: no
 # index of its own). No foreign key: the row is written in its delivery's
 # transaction and deliveries are never deleted, and one would make SQLite's
