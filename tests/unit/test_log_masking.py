@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import uuid
 
+from hypothesis import given, settings, strategies as st
+
 from hub.observability.logging import _BARE_TEN, allowlist_redactor, new_correlation_id
 
 
@@ -78,3 +80,34 @@ def test_each_log_line_is_one_write_so_processes_sharing_a_stream_never_tear_lin
     for w in writes:
         assert w.endswith("\n") and w.count("\n") == 1
         orjson.loads(w)
+
+
+def test_a_list_is_masked_element_by_element_whatever_the_elements() -> None:
+    """The dispatcher's line a batch carries lists (a hundred ids, types,
+    counts): a ten-digit run in one element is masked, the rest kept, and
+    digits are never joined across two elements."""
+    cid = "1f196923-0154-4fd1-83b0-068213881018"
+    out = redact(correlation_ids=[cid, "client-9434765919", "abc"], event_ids=(cid, cid),
+                 event_types=["s117-moved-out-of-area"], queued=[1, 2], allowed=[["E06000060"], []])
+    assert out["correlation_ids"] == [cid, "client-[nhs-number]", "abc"]
+    assert out["event_ids"] == [cid, cid] and out["event_types"] == ["s117-moved-out-of-area"]
+    assert out["queued"] == [1, 2]
+    assert out["allowed"] == [["E06000060"], []]
+    # Digits that line up only across two elements (or an element and the next) are two values, not one.
+    assert redact(correlation_ids=["943 476", "5919", "943-476-", "5919x"])["correlation_ids"] == [
+        "943 476", "5919", "943-476-", "5919x"]
+    assert redact(correlation_ids=["a", "943 476 5919"])["correlation_ids"] == ["a", "[nhs-number]"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.text(alphabet="0123456789 -abcdef", max_size=24),
+                          st.sampled_from(["1f196923-0154-4fd1-83b0-068213881018", "9434765919", "x"]),
+                          st.integers(), st.lists(st.text(alphabet="0123456789 -", max_size=14), max_size=3)),
+                max_size=12))
+def test_a_list_gives_what_its_elements_give_one_by_one(values: list) -> None:
+    def alone(v: object) -> object:
+        if isinstance(v, list):
+            return [alone(x) for x in v]
+        return redact(correlation_ids=v)["correlation_ids"] if isinstance(v, str) else v
+    assert redact(correlation_ids=values)["correlation_ids"] == [alone(v) for v in values]
+    assert redact(correlation_ids=tuple(values))["correlation_ids"] == [alone(v) for v in values]
