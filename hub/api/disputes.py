@@ -67,6 +67,7 @@ async def raise_dispute(body: RaiseIn, hub: HubDep, client: ClientDep) -> dict:
         raise ProblemError(403, "not-a-party", "Not permitted", "parties: the raising organisation must be a party",
                            rule="not-a-party", errors=[{"field": "parties", "reason": "must include the caller"}])
     svc = service(hub)
+    await svc.clock.load()  # the tests' settable clock, as another process may have set it; else nothing
     if not await _involved(hub, client.org_code, body.person_id, svc.clock.today()) and not is_admin(client):
         # The same answer as for an unknown id: do not confirm who is on the register.
         raise ProblemError(404, "not-found", "Not found", "no person with that id is on the register")

@@ -33,6 +33,7 @@ def not_found(kind: CaseKind) -> ProblemError:
 
 
 async def visible_case(hub: Hub, client: Client, case_id: str, kind: CaseKind) -> Case:
+    await service(hub).clock.load()  # the tests' settable clock, as another process may have set it; else nothing
     async with hub.engine.connect() as conn:
         case = await service(hub).load(conn, case_id)
         await conn.rollback()
@@ -51,6 +52,7 @@ async def list_cases(hub: Hub, client: Client, kind: CaseKind, state: str | None
         raise ProblemError(403, "forbidden", "Not permitted", "org: an organisation may list only its own cases",
                            errors=[{"field": "org", "reason": "must be the calling organisation"}])
     who = org or (None if is_admin(client) else client.org_code)
+    await service(hub).clock.load()  # the tests' settable clock, as another process may have set it; else nothing
     q = select(workflow_cases.c.data).where(workflow_cases.c.kind == kind.value)
     if state:
         q = q.where(workflow_cases.c.state == state)

@@ -64,7 +64,16 @@ async def test_the_clock_set_through_the_front_is_what_another_process_scans_by(
                 case = (await http.get(f"/v1/transfers/{transfer['case_id']}", headers={"X-API-Key": worcs})).json()
                 assert case["state"] == "overdue" and [h["action"] for h in case["history"]] == ["open", "breach"]
 
-                # Set elsewhere (as another front of the same store could): the front's next action sees it.
+                # Set elsewhere (as another front of the same store could): the front's views and its next
+                # action see it.
+                await worker.workflows.clock.set(advance + 3)
+                later = (today() + timedelta(days=advance + 3)).isoformat()
+                assert (await http.get("/v1/transfers", headers={"X-API-Key": worcs})).json()["as_of"] == later
+                await front.workflows.clock.set(0)  # this process's memory and the store back to the real date
+                await worker.workflows.clock.set(advance + 3)
+                r = await http.get(f"/v1/transfers/{transfer['case_id']}", headers={"X-API-Key": worcs})
+                assert r.json()["clock"]["working_days_overdue"] > 0  # the case as of the offset set elsewhere
+                await front.workflows.clock.set(0)
                 await worker.workflows.clock.set(advance + 3)
                 with pytest.raises(LookupError):
                     await front.workflows.act("no-such-case", WORCS, Action.ACCEPT, {})
