@@ -1,16 +1,21 @@
 """Transfer and dispute cases on SQLite and PostgreSQL: the consumer opens the
 case from the log, the scanner reminds before the deadline and records the
 breach after it (each once), a contest opens a dispute whose stage clock
-escalates it, and the history is append-only."""
+escalates it, and the history is append-only. The end-to-end tests' settable
+clock is one row every engine of the store reads."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 from hub.clients import add_client
 from hub.domain.working_days import add_working_days
-from hub.store.schema import bus_messages, workflow_stages, workflow_transitions
+from hub.store.db import create_engine
+from hub.store.schema import bus_messages, workflow_clock, workflow_stages, workflow_transitions
+from hub.workflows.service import WorkflowClock
 from tests.unit.test_workflows_api import BUCKS, WORCS, drain, redetention_in_worcs
 
 pytestmark = pytest.mark.integration
@@ -80,3 +85,26 @@ async def test_transfer_clock_reminds_then_breaches_once_and_contest_escalates(s
         await conn.rollback()
     assert [tuple(s) for s in stages] == [(0, "escalated"), (1, None)]
     assert steps == 5  # open, breach, accept (transfer); raise, escalate (dispute)
+
+
+async def test_the_settable_clock_is_one_row_every_engine_reads(engine):
+    """The end-to-end tests' clock on each store: set (a first insert, then the
+    update of its one row) is what a clock on another engine of the same store
+    (another process) loads; one without a store never reads it."""
+    other = create_engine(engine.url.render_as_string(hide_password=False))
+    try:
+        here, there = WorkflowClock(store=engine), WorkflowClock(store=other)
+        await there.load()
+        assert there.offset_days == 0  # never set: the real date
+        await here.set(12)
+        await here.set(40)  # the same row again: updated, not a second row or a conflict
+        await there.load()
+        assert there.offset_days == 40 and there.today() == datetime.now(UTC).date() + timedelta(days=40)
+        async with engine.connect() as conn:
+            assert (await conn.execute(select(func.count()).select_from(workflow_clock))).scalar_one() == 1
+            await conn.rollback()
+        unset = WorkflowClock()
+        await unset.load()
+        assert unset.offset_days == 0
+    finally:
+        await other.dispose()
