@@ -294,7 +294,6 @@ async def build_hub(settings: Settings) -> Hub:
     hub.dispatcher.batch_limit = settings.dispatch_batch_max
     hub.workflows = WorkflowService(engine, ref, agreements, protector, hub.ingest,
                                     clock_settable=settings.workflow_clock_settable)
-    await hub.workflows.clock.load()  # settable only (tests): a restarted process keeps the offset set
     hub.workflows.costs_for = hub.packages.interim_costs  # reimbursement from the real package costs
     hub.workflow_consumer = WorkflowConsumer(hub.workflows, bus, engine)
     hub.files = FileJobs(engine, hub.ingest, protector, packages=hub.packages, chunk=settings.files_chunk_rows,

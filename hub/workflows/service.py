@@ -68,8 +68,9 @@ class WorkflowClock:
     Unit tests set `offset_days` directly. With a `store` (given only when the
     clock is settable) the offset is kept in the store's `workflow_clock` row
     as well, so every process of the hub sees it: `set` writes the row, and
-    `load` reads it (a process at start, the API before it shows or acts on a
-    case, the scanner before each scan, in whichever process they run). Without one (production)
+    `load` reads it before each use (the API before it shows or acts on a
+    case, the scanner before each scan, in whichever process they run: a
+    restarted one too). Without one (production)
     the offset is always 0 and `load` reads nothing."""
 
     def __init__(self, base: Callable[[], date] = lambda: datetime.now(UTC).date(),
