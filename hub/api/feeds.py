@@ -4,13 +4,18 @@ GET /v1/feeds/{subscription_id}?after=<cursor> returns the next messages after
 the cursor, oldest first, and acknowledges everything up to the cursor: the
 subscriber passes back the last cursor it has durably handled, so a crash on
 its side means the same messages again (at least once, in order), never a gap.
-The cursor is the subscription's event number (hub.delivery.queue).
+The cursor is the subscription's event number (hub.delivery.queue). A cursor
+acknowledges only what the feed has handed out (`_next` counts an attempt on
+each message it serves): one beyond the highest event number served is refused
+(422) and acknowledges nothing: it would swallow the unread messages up to
+it and, at the next reconnect, every later one numbered up to it.
 
 The same URL with `Accept: text/event-stream` is a Server-Sent Events stream
 for a council that can hold a connection open: each message is an event whose
 `id` is its event number, `event` its event type and `data` the same JSON item
 as the pull feed gives. The stream starts after `Last-Event-ID` (or `after`),
-which acknowledges everything up to it, exactly like the cursor; a comment
+which acknowledges everything up to it, exactly like the cursor (and is
+refused the same way, before the stream starts); a comment
 line keeps the connection alive while there is nothing to send; the hub ends
 a stream after `S117_SSE_MAX_SECONDS` and the client reconnects with its
 `Last-Event-ID` (what EventSource does by itself).
@@ -40,13 +45,43 @@ log = get_logger("hub.feeds")
 SSE = "text/event-stream"
 
 
-async def _acknowledge(conn: AsyncConnection, subscription_id: str, upto: int) -> int:
+# Handed out at least once: `_next` counts an attempt on each message it serves.
+_SERVED = (deliveries.c.attempts > 0) | (deliveries.c.status == "delivered")
+
+
+async def _acknowledge(conn: AsyncConnection, subscription_id: str, upto: int, field: str) -> int:
+    """Acknowledge the feed's messages up to `upto` (the subscriber's cursor,
+    given as `field`), or refuse a cursor beyond what the feed has handed out
+    (422, nothing acknowledged). The check and the acknowledgement are one
+    transaction, the caller's; and the acknowledgement itself takes only
+    messages served, so none that was never handed out is marked delivered
+    whatever happens alongside (an operator's replay puts messages back unserved)."""
+    if upto > 0:
+        await _within_served(conn, subscription_id, upto, field)
     acked = await conn.execute(
         deliveries.update()
         .where(deliveries.c.subscription_id == subscription_id, deliveries.c.status == "pending",
-               deliveries.c.event_number <= upto)
+               deliveries.c.event_number <= upto, deliveries.c.attempts > 0)
         .values(status="delivered", delivered_at=datetime.now(UTC)))
     return acked.rowcount or 0
+
+
+async def _within_served(conn: AsyncConnection, subscription_id: str, upto: int, field: str) -> None:
+    # Some message numbered `upto` or more handed out: normally the one numbered `upto`
+    # itself, the first the index range (subscription, event number) meets.
+    reached = (await conn.execute(
+        select(deliveries.c.event_number)
+        .where(deliveries.c.subscription_id == subscription_id, deliveries.c.event_number >= upto, _SERVED)
+        .order_by(deliveries.c.event_number).limit(1))).first()
+    if reached is not None:
+        return
+    last = (await conn.execute(
+        select(deliveries.c.event_number)
+        .where(deliveries.c.subscription_id == subscription_id, deliveries.c.event_number < upto, _SERVED)
+        .order_by(deliveries.c.event_number.desc()).limit(1))).scalar_one_or_none() or 0
+    reason = f"beyond the last event number this feed has handed out ({last})"
+    raise ProblemError(422, "invalid-request", "Request rejected", f"{field} is {reason}",
+                       errors=[{"field": field, "reason": reason}])
 
 
 async def _next(conn: AsyncConnection, subscription_id: str, after: int, limit: int) -> list[Any]:
@@ -88,7 +123,9 @@ async def pull(subscription_id: str, request: Request, hub: HubDep, client: Clie
     require(client, "subscriptions:write")
     await _feed(hub, client, subscription_id)
     if accept and SSE in accept.lower():
+        field = "after"
         if last_event_id is not None and last_event_id.strip():
+            field = "Last-Event-ID"
             try:
                 after = int(last_event_id.strip())
             except ValueError:
@@ -96,10 +133,15 @@ async def pull(subscription_id: str, request: Request, hub: HubDep, client: Clie
             if not 0 <= after <= MAX_ID:
                 raise ProblemError(422, "invalid-request", "Request rejected", "Last-Event-ID must be an event number",
                                    errors=[{"field": "Last-Event-ID", "reason": "must be a whole number from 0"}])
+        # Acknowledged (or refused) before the stream starts: a refusal is a 422, not a broken stream.
+        async with hub.engine.begin() as conn:
+            acked = await _acknowledge(conn, subscription_id, after, field)
+        if acked:
+            log.info("feed acknowledged", subscription_id=subscription_id, count=acked)
         return StreamingResponse(_stream(hub, request, subscription_id, after), media_type=SSE,
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
     async with hub.engine.begin() as conn:
-        acked = await _acknowledge(conn, subscription_id, after)
+        acked = await _acknowledge(conn, subscription_id, after, "after")
         rows = await _next(conn, subscription_id, after, limit)
     if acked:
         log.info("feed acknowledged", subscription_id=subscription_id, count=acked)
@@ -113,10 +155,6 @@ async def _stream(hub, request: Request, subscription_id: str, after: int) -> As
     ends = time.monotonic() + settings.sse_max_seconds
     quiet_since = time.monotonic()
     yield b"retry: 1000\n\n"
-    async with hub.engine.begin() as conn:
-        acked = await _acknowledge(conn, subscription_id, after)
-    if acked:
-        log.info("feed acknowledged", subscription_id=subscription_id, count=acked)
     while time.monotonic() < ends:
         if await request.is_disconnected():
             return
