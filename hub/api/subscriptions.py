@@ -258,13 +258,23 @@ async def status(subscription_id: str, hub: HubDep, client: ClientDep) -> dict:
 
 
 async def subscription_status(engine, sub) -> dict:  # noqa: ANN001
-    """What a subscriber (and FHIR $status) is told about its subscription."""
+    """What a subscriber (and FHIR $status) is told about its subscription.
+
+    `last_event_number_sent`: for a feed, the highest event number handed out
+    (each fetch counts an attempt: hub/api/feeds.py). For a push channel, the
+    highest with a finished attempt: delivered, or failed (`last_error` set,
+    backing off or dead: hub/delivery/leases.py `_record`). Not the attempt
+    count there: the lease counts an attempt on every row of a batch before
+    any of it is sent (those not sent are given back with their count)."""
     sid = sub.subscription_id
+    if sub.channel == "feed":
+        sent_filter = (deliveries.c.attempts > 0) | (deliveries.c.status == "delivered")
+    else:
+        sent_filter = (deliveries.c.status == "delivered") | deliveries.c.last_error.is_not(None)
     async with engine.connect() as conn:
         last = await _last_number(conn, sid)
         sent = (await conn.execute(select(func.max(deliveries.c.event_number)).where(
-            deliveries.c.subscription_id == sid,
-            (deliveries.c.attempts > 0) | (deliveries.c.status == "delivered")))).scalar_one()
+            deliveries.c.subscription_id == sid, sent_filter))).scalar_one()
         acked = (await conn.execute(select(func.max(deliveries.c.event_number)).where(
             deliveries.c.subscription_id == sid, deliveries.c.status == "delivered"))).scalar_one()
         counts = dict((await conn.execute(select(deliveries.c.status, func.count()).where(
