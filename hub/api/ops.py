@@ -186,15 +186,25 @@ async def retry_delivery(delivery_id: str, hub: HubDep, client: ClientDep) -> di
 @router.post("/subscriptions/{subscription_id}/replay", summary="Deliver a subscription's messages again from a time")
 async def replay_subscription(subscription_id: str, since: datetime, hub: HubDep, client: ClientDep) -> dict:
     """Re-send what was delivered since `since` (e.g. after a subscriber lost data).
-    Messages keep their event and message ids, so the subscriber can de-duplicate."""
+    Messages keep their event and message ids, so the subscriber can de-duplicate.
+    A pull feed's messages are put back to be read again, still counted as
+    handed out: the subscriber re-reads them by rewinding its cursor, and a
+    cursor it already holds stays one the feed accepts (hub/api/feeds.py)."""
     require(client, "hub:admin")
     since = since if since.tzinfo else since.replace(tzinfo=UTC)
     async with hub.engine.begin() as conn:
+        channel = (await conn.execute(select(subscriptions.c.channel)
+                                      .where(subscriptions.c.subscription_id == subscription_id))).scalar_one_or_none()
+        if channel is None:
+            raise ProblemError(404, "not-found", "Not found", "no subscription with that id")
+        again: dict[str, Any] = {"status": "pending", "next_attempt_at": datetime.now(UTC)}
+        if channel != "feed":
+            again["attempts"] = 0
         # A delivery whose payload the retention job has emptied cannot be sent again: it is counted, not sent.
         result = await conn.execute(
             deliveries.update().where(deliveries.c.subscription_id == subscription_id,
                                       deliveries.c.created_at >= since, _message_kept())
-            .values(status="pending", attempts=0, next_attempt_at=datetime.now(UTC)))
+            .values(**again))
         purged = (await conn.execute(select(func.count()).select_from(deliveries).where(
             deliveries.c.subscription_id == subscription_id, deliveries.c.created_at >= since,
             ~_message_kept()))).scalar_one()

@@ -143,3 +143,27 @@ async def test_sse_resumes_from_a_last_event_id_it_handed_out(feed_hub):
     assert ids == list(range(3, n + 1))
     statuses = await _statuses(h, sub, headers)
     assert [k for k, v in sorted(statuses.items()) if v == "delivered"] == [1, 2]
+
+
+async def test_an_operators_replay_of_a_feed_is_read_again_by_rewinding_and_keeps_the_cursor_held(feed_hub):
+    """A replay puts a feed's messages back to be read again, still counted as
+    handed out: the cursor the subscriber holds stays accepted (it is not
+    stuck on a 422), and rewinding it reads them again, in order."""
+    h = feed_hub
+    sub, headers, n = await _queued_feed(h, seed=74)
+    items = (await h.http.get(f"/v1/feeds/{sub}?limit=1000", headers=headers)).json()["items"]
+    assert [i["cursor"] for i in items] == list(range(1, n + 1))
+    assert (await h.http.get(f"/v1/feeds/{sub}?after={n}", headers=headers)).status_code == 200  # all acknowledged
+    assert set((await _statuses(h, sub, headers)).values()) == {"delivered"}
+    admin = (await add_client(h.hub.engine, "Ops", "HUB", "hub", ["hub:admin"]))[1]
+    r = await h.http.post(f"/v1/ops/subscriptions/{sub}/replay", params={"since": "2000-01-01T00:00:00Z"},
+                          headers={"X-API-Key": admin})
+    assert r.status_code == 200 and r.json()["requeued"] == n
+    # The cursor held is still one the feed handed out.
+    r = await h.http.get(f"/v1/feeds/{sub}?after=2", headers=headers)
+    assert r.status_code == 200, r.status_code
+    assert [i["cursor"] for i in r.json()["items"]] == list(range(3, n + 1))
+    # Rewound to the start, the rest is read again (1 and 2 were acknowledged by the cursor 2 above).
+    again = (await h.http.get(f"/v1/feeds/{sub}?after=0&limit=1000", headers=headers)).json()["items"]
+    assert [i["cursor"] for i in again] == list(range(3, n + 1))
+    assert [i["event_id"] for i in again] == [i["event_id"] for i in items[2:]]

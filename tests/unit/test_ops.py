@@ -182,3 +182,7 @@ async def test_an_operators_retry_and_replay_requeue_and_wake_the_deliverers(app
     assert r.status_code == 200 and r.json()["requeued"] >= 1
     assert "webhook" in woken
     assert (await app_hub.http.post("/v1/ops/deliveries/no-such-id/retry", headers=admin)).status_code == 404
+    # An unknown subscription is a 404, not "0 requeued".
+    r = await app_hub.http.post("/v1/ops/subscriptions/no-such-subscription/replay",
+                                params={"since": "2000-01-01T00:00:00Z"}, headers=admin)
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
