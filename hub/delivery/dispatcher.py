@@ -46,7 +46,7 @@ from hub.domain.rules import evaluate
 from hub.domain.rules.precedence import is_late
 from hub.domain.views import NOT_INVOLVED, event_type_for, reason_for, views_for
 from hub.fhir.message_json import EventMessages
-from hub.fhir.messages import FIELD_GROUPS, PatientDetails
+from hub.fhir.messages import EXPLANATIONS, FIELD_GROUPS, PatientDetails
 from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
 from hub.ingest.service import load_person_details
 from hub.observability import metrics
@@ -374,6 +374,10 @@ class Dispatcher:
         cache.truth = self._truths
         if not guarded or keep:  # no savepoints: a failure abandons the batch, so its writes can wait for its end
             cache.deferred = _Writes()
+        for m in todo:
+            change_id = m.payload["change"].get("change_id")
+            if change_id:
+                cache.of_change.setdefault(change_id, []).append(m)
         if todo:
             cache.dispatched = await self._dispatched(conn, [m.event_id for m in todo])
             await self._prefetch(conn, cache, [m for m in todo if m.event_id not in cache.dispatched])
@@ -526,7 +530,9 @@ class Dispatcher:
             corrects = late and old is not None and bool(old.view.get("roles")) and old.view != target
             await self._send(send, msg.event_id, event, org, target,
                              supersedes=old.last_event_id if corrects else None,
-                             reason=reason_for(old.view if old else None, target, status) if corrects else None)
+                             reason=reason_for(old.view if old else None, target, status,
+                                               explain=self._explains(org, event.event_type, today))
+                             if corrects else None)
 
         for org in sorted(truth):
             target = truth[org]
@@ -534,15 +540,19 @@ class Dispatcher:
             if (old is None and not target.get("roles")) or (old is not None and old.view == target):
                 continue
             told = old is not None and bool(old.view.get("roles"))
+            # Late history that contradicts what the body was told is a
+            # rectification, owed to every recipient of the data (UK GDPR
+            # Art. 19: any agreement in force covers it). A new fact in its
+            # turn is not: it needs its own event type granted, else it is
+            # withheld (and audited as such), however the body's position moved.
             event_type = EventType.NOTIFICATION_CORRECTED if late and told else event_type_for(
                 old.view if old else None, target)
-            if event_type is not EventType.NOTIFICATION_CORRECTED and told and not self._sharing.decide(
-                    org, event_type.value, today).allowed:
-                # Its agreement does not cover this kind of event, but the
-                # body holds a position now wrong: a rectification is owed to
-                # every recipient of the data (UK GDPR Art. 19).
-                event_type = EventType.NOTIFICATION_CORRECTED
-            reason = reason_for(old.view if old else None, target, status)
+            # The why (the determinations' explanations: sections, dates,
+            # citations) only to a body whose agreement grants `explanations`.
+            if self._routed_later(cache, msg, event_type, org, status):
+                continue  # a later message of the same change names it and is sent to the body with this position
+            reason = reason_for(old.view if old else None, target, status,
+                                explain=self._explains(org, event_type, today))
             view_event = DomainEvent(
                 event_type=event_type, person_id=person_id, change_id=change.change_id,
                 occurred_on=change.effective_date if event.event_type is not EventType.REVIEW_DUE else event.occurred_on,
@@ -569,6 +579,28 @@ class Dispatcher:
         if own_cache:
             await cache.flush(conn)
             cache.count_dispatched()
+
+    @staticmethod
+    def _routed_later(cache: "_BatchCache", msg: BusMessage, event_type: EventType, org: str,
+                      status: S117Status) -> bool:
+        """Whether a message after `msg` in the batch, of the same change and
+        of `event_type`, will be routed to `org`: a change's events are
+        published together (a move: recorded, then moved-out-of-area), and
+        the body's new position told by the first would otherwise reach it
+        twice under two event ids, the second carrying nothing new."""
+        later = cache.of_change.get(msg.payload["change"].get("change_id"), ())
+        for other in later:
+            if (other.offset <= msg.offset or other.payload["event"].get("event_type") != event_type.value
+                    or (cache.dispatched is not None and other.event_id in cache.dispatched)):
+                continue
+            sibling = from_jsonable(DomainEvent, other.payload["event"])
+            if any(r.org_code == org for r in recipients_for(sibling, status)):
+                return True
+        return False
+
+    def _explains(self, org: str, event_type: EventType, today: date) -> bool:
+        """Whether `org` is told why, in an event of `event_type`: the field groups that event carries to it."""
+        return EXPLANATIONS in self._sharing.decide(org, event_type.value, today).field_groups
 
     async def _send(
         self, send: "_Sending", event_id: str, event: DomainEvent, org: str, view: dict[str, Any],
@@ -801,6 +833,8 @@ class _BatchCache:
     # person -> (the status, every organisation's view of it: `views_for`), for the person's next message
     truth: dict[str, tuple[S117Status, dict[str, Any]]] = field(default_factory=dict)
     person_of: dict[str, str] = field(default_factory=dict)  # event id -> person id
+    # change id -> the batch's messages of that change, in log order (`Dispatcher._routed_later`)
+    of_change: dict[str, list[BusMessage]] = field(default_factory=dict)
     numbers: queue.EventNumbers = field(default_factory=queue.EventNumbers)
     newly_dispatched: dict[str, datetime] = field(default_factory=dict)  # written by `flush`
     # (event type, decision) -> messages, counted into s117_events_dispatched_total once committed.

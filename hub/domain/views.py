@@ -117,16 +117,18 @@ def views_for(
 def event_type_for(old: View | None, new: View) -> EventType:
     """The event that best names what changed from `old` to `new` for one organisation."""
     old = old or NOT_INVOLVED
+    old_roles, new_roles = set(old.get("roles", [])), set(new.get("roles", []))
+    # A body newly involved as host or as a dispute party hears why it is
+    # involved, not that an entitlement it never held "started".
+    if not old_roles and new_roles == {HOST_COUNCIL}:
+        return EventType.MOVED_OUT_OF_AREA
+    if not old_roles and new_roles == {DISPUTE_PARTY}:
+        return EventType.DISPUTE_RAISED
     if new.get("entitled") and not old.get("entitled"):
         return EventType.ENTITLEMENT_STARTED
     if old.get("entitled") and not new.get("entitled") and new.get("roles"):
         return EventType.ENTITLEMENT_ENDED
-    old_roles, new_roles = set(old.get("roles", [])), set(new.get("roles", []))
     if not old_roles and new_roles:  # newly involved, not (yet) entitled
-        if new_roles == {HOST_COUNCIL}:
-            return EventType.MOVED_OUT_OF_AREA
-        if new_roles == {DISPUTE_PARTY}:
-            return EventType.DISPUTE_RAISED
         return EventType.REGISTER_CHANGE_RECORDED
     if (old_roles ^ new_roles) & RESPONSIBILITY_ROLES or any(
         old.get(k) != new.get(k) for k in ("responsible_council", "responsible_commissioner", "coordinating_council")
@@ -156,8 +158,16 @@ _ROLE_WORDS = {
 }
 
 
-def reason_for(old: View | None, new: View, status: S117Status) -> str:
-    """Plain words (no personal data) for what changed for this organisation and why."""
+# The reasons in plain words that name nothing of the person's history.
+_NO_LONGER_HOST = "the person no longer lives in that area, or is no longer entitled"
+_DISPUTE_RESOLVED = "the dispute was resolved"
+_PLAIN_WHY = frozenset({_NO_LONGER_HOST, _DISPUTE_RESOLVED})
+
+
+def reason_for(old: View | None, new: View, status: S117Status, *, explain: bool) -> str:
+    """Plain words (no personal data) for what changed for this organisation and,
+    with `explain` (its agreement grants `explanations`), why: the
+    determinations' explanations name sections, dates and citations."""
     old_roles = set((old or NOT_INVOLVED).get("roles", []))
     new_roles = set(new.get("roles", []))
     parts: list[str] = []
@@ -174,9 +184,9 @@ def reason_for(old: View | None, new: View, status: S117Status) -> str:
     if COORDINATING_COUNCIL in lost and status.responsible_council is not None:
         why.append(status.responsible_council.explanation)
     if HOST_COUNCIL in lost:
-        why.append("the person no longer lives in that area, or is no longer entitled")
+        why.append(_NO_LONGER_HOST)
     if DISPUTE_PARTY in lost:
-        why.append("the dispute was resolved")
+        why.append(_DISPUTE_RESOLVED)
     if old and old.get("entitled") != new.get("entitled") and new_roles:
         why.append(status.entitlement.explanation)
     if new_roles:
@@ -189,6 +199,8 @@ def reason_for(old: View | None, new: View, status: S117Status) -> str:
                 parts.append(f"{words} is now {new[key]}" if new[key] else f"there is no longer {words}")
                 if det is not None and det.explanation not in why:
                     why.append(det.explanation)
+    if not explain:
+        why = [w for w in why if w in _PLAIN_WHY]
     if not parts and not why:
         return "the person's position changed; the position in this message replaces the one held"
     return "; ".join(parts + why)

@@ -111,9 +111,9 @@ class World:
             assert versions == sorted(set(versions)), f"{org}: versions not increasing in delivery order {versions}"
 
 
-async def _world(tmp_path: Path) -> tuple[World, Any]:
+async def _world(tmp_path: Path, agreements_text: str | None = None) -> tuple[World, Any]:
     agreements = tmp_path / "agreements.yaml"
-    agreements.write_text(agreements_yaml())
+    agreements.write_text(agreements_text or agreements_yaml())
     settings_ = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}",
                          data_key_file=tmp_path / "data.key", sharing_agreements_path=agreements, run_workers=False)
     app = create_app(settings_)

@@ -65,7 +65,37 @@ def test_event_type_names_the_difference(name, old, new, expected):
 
 def test_reason_says_what_changed_and_why_without_personal_data():
     s = status(BASE, "2024-04-01")
-    reason = reason_for({"roles": ["responsible-commissioner"]}, NOT_INVOLVED, s)
+    reason = reason_for({"roles": ["responsible-commissioner"]}, NOT_INVOLVED, s, explain=True)
     assert reason.startswith("no longer the responsible NHS commissioner")
-    gained = reason_for(None, view_of(s, {"responsible-council"}, ALL), s)
+    gained = reason_for(None, view_of(s, {"responsible-council"}, ALL), s, explain=True)
     assert gained.startswith("now the responsible council") and "Worcs 4.3.1" in gained
+
+
+def test_the_why_goes_only_to_a_body_granted_explanations():
+    """The determinations' explanations name the detention's section and date
+    and the policy: without `explanations` the reason says what changed for
+    the body, in plain words, and nothing of why."""
+    s = status(BASE, "2024-04-01")
+    told = {"roles": ["responsible-council"], "entitled": False, "responsible_council": BUCKINGHAMSHIRE}
+    now = view_of(s, {"responsible-council"}, frozenset({"responsibility"}))
+    with_why = reason_for(told, now, s, explain=True)
+    bare = reason_for(told, now, s, explain=False)
+    assert s.entitlement.explanation in with_why
+    assert s.entitlement.explanation not in bare and "2024" not in bare and "Worcs" not in bare
+    gained = reason_for(None, now, s, explain=False)
+    assert gained == "now the responsible council"
+    assert s.responsible_council.explanation in reason_for(None, now, s, explain=True)
+    # The plain reasons, naming nothing of the history, stay.
+    host = {"roles": ["host-council"], "entitled": True}
+    assert reason_for(host, NOT_INVOLVED, s, explain=False) == (
+        "no longer the council of the area the person lives in (host); "
+        "the person no longer lives in that area, or is no longer entitled")
+
+
+@pytest.mark.parametrize("role, expected", [("host-council", EventType.MOVED_OUT_OF_AREA),
+                                            ("dispute-party", EventType.DISPUTE_RAISED)])
+def test_a_body_newly_involved_in_an_entitled_persons_care_hears_why_not_that_it_started(role, expected):
+    """The entitlement began months before: a host council or a dispute party
+    first told now is told it became one, not "entitlement started"."""
+    assert event_type_for(None, {**V, "roles": [role]}) is expected
+    assert event_type_for(NOT_INVOLVED, {**V, "roles": [role]}) is expected
