@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -34,6 +34,8 @@ from hub.domain.access import TEXTS, Decision, PersonFacts, Rule, decide_write
 from hub.domain.model import ChangeType, DischargeDecision, Dispute, DomainEvent, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import Evaluation, derive_events, evaluate, evaluation
+from hub.domain.rules.precedence import is_late
+from hub.domain.rules.timeline import TransferStep, revealed_steps
 from hub.fhir.namespaces import HUB_BASE
 from hub.domain.service_level import register_service_level
 from hub.ingest.status_cache import StatusCache
@@ -693,7 +695,8 @@ class IngestService:
             change = self._canonical(change_in, client, person_id, today)
             after = evaluate(person_id, [*history, change], self._ref, self._agreements, today)
             self._remember(conn, person_id, [*history, change], today, after)
-            events = derive_events(before, after, change, holidays=self._ref.bank_holidays())
+            events = derive_events(before, after, change, holidays=self._ref.bank_holidays(),
+                                   revealed=self._revealed(person_id, history, change, today))
             # Worcs 8.5: while a dispute is open, a change that would end or move funding is held.
             hold = hold_reason(before, after, change)
             if hold is not None:
@@ -782,6 +785,15 @@ class IngestService:
             return person_id, True, None
         winner = (await execute_prepared(conn, _LOCK_PERSON, {"index": index})).one()
         return winner.person_id, False, winner.details
+
+    def _revealed(self, person_id: str, history: Sequence[RegisterChange], change: RegisterChange,
+                  today: date) -> list[TransferStep] | None:
+        """For a late change (sorting before one recorded), the transfers its
+        arrival adds to the person's history (hub/domain/rules/timeline.py);
+        None for a change in its turn, whose status before and after say it."""
+        if not history or not is_late(change, history):
+            return None
+        return revealed_steps(person_id, history, change, self._ref, self._agreements, today)
 
     def _evaluate(self, person_id: str, history: list[RegisterChange], today: date) -> S117Status:
         """`evaluate`, or the status this process evaluated from exactly this history today (`StatusCache`)."""
@@ -1129,7 +1141,8 @@ class IngestService:
             previous = evaluation_of(pid)
             extended = previous.extended(change)  # == evaluate(pid, [*history, change], ...)
             after = extended.status
-            events = derive_events(before, after, change, holidays=holidays)
+            events = derive_events(before, after, change, holidays=holidays,
+                                   revealed=self._revealed(pid, previous.changes, change, today))
             if hold_reason(before, after, change) is not None:  # held while a dispute is open: per-change path
                 stopped.add(key)
                 continue

@@ -258,3 +258,34 @@ def test_the_same_history_in_every_order_gives_every_body_the_same_final_positio
         assert len(finals) == 1
 
     loop.run_until_complete(run())
+
+
+def test_the_history_posted_newest_first_tells_the_councils_transfer_and_opens_no_other(world) -> None:  # noqa: ANN001
+    """Posted newest first, the older history shows the September re-detention
+    moved the council from Worcestershire to Buckinghamshire (Worcs 4.3.3) and
+    kept H&W ICB (Worcs 4.4.2). Worcestershire, which held the duty from May to
+    September, hears of that transfer (it had heard nothing of the person); the
+    transfer cases are the ones the history holds, as in date order: the
+    council's, none for the commissioner BOB ICB was first wrongly named."""
+    loop, w = world
+    changes = materialise(late_correction_history(), "newest", seed=3)
+
+    async def run() -> None:
+        person_id = None
+        for change in reversed(changes):
+            person_id = (await w.post(change)).get("person_id", person_id)
+            await w.dispatch()
+            await w.pull_all()
+        await w.check_everyone_told_the_truth(person_id)
+        worcs = [m for m in w.subscribers[WORCS].messages if read_position(m["message"]).person_id == person_id]
+        transferred = [m for m in worcs if m["event_type"] == "s117-responsibility-transferred"]
+        assert transferred, [m["event_type"] for m in worcs]
+        assert read_position(transferred[-1]["message"]).view == {"roles": []}
+        while await w.hub.workflow_consumer.run_once():  # the workflows' consumer opens the cases (no workers here)
+            pass
+        r = await w.http.get("/v1/transfers", headers={"X-API-Key": w.trust_key})
+        assert r.status_code == 200, r.text
+        cases = [c for c in r.json()["items"] if c["person_id"] == person_id]
+        assert [(c["role"], c["outgoing"], c["incoming"]) for c in cases] == [("council", WORCS, BUCKS)], cases
+
+    loop.run_until_complete(run())

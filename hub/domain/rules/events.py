@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
+from functools import partial
+from typing import TYPE_CHECKING
 
 from hub.domain.model import (
     ChangeType,
@@ -13,6 +15,9 @@ from hub.domain.model import (
     S117Status,
 )
 from hub.domain.service_level import register_service_level
+
+if TYPE_CHECKING:
+    from hub.domain.rules.timeline import TransferStep
 
 
 # A change type in words, for the recorded event's summary ("gp-changed" -> "gp changed").
@@ -29,20 +34,25 @@ def derive_events(
     change: RegisterChange,
     *,
     holidays: frozenset[date] | None = None,
+    revealed: Sequence[TransferStep] | None = None,
 ) -> list[DomainEvent]:
     """What others must hear of because `change` turned `before` into `after`.
 
     Summaries are plain words with no personal data: dates and roles only.
     With `holidays`, the recorded event also carries the register service
-    level of this change (Worcs 19.6).
+    level of this change (Worcs 19.6). `revealed`, for a late change: the
+    transfers its arrival adds to the history (`timeline.revealed_steps`),
+    each told as happening where it did, in place of comparing `before` and
+    `after` (a late change's "before" is not the status it followed).
     """
 
-    def event(event_type: EventType, summary: str, also_notify: tuple[str, ...] = (), **details: str) -> DomainEvent:
+    def event(event_type: EventType, summary: str, also_notify: tuple[str, ...] = (),
+              occurred_on: date | None = None, **details: str) -> DomainEvent:
         return DomainEvent(
             event_type=event_type,
             person_id=after.person_id,
             change_id=change.change_id,
-            occurred_on=change.effective_date,
+            occurred_on=occurred_on or change.effective_date,
             summary=summary,
             also_notify=also_notify,
             details=dict(details),
@@ -83,7 +93,11 @@ def derive_events(
             citation=after.entitlement.citation,
         ))
 
-    events.extend(_transfer_events(before, after, event))
+    if revealed is None:
+        events.extend(_transfer_events(before, after, event))
+    else:
+        for step in revealed:
+            events.extend(_transfer_events(step.before, step.after, partial(event, occurred_on=step.change.effective_date)))
 
     if change.change_type is ChangeType.MOVED and after.entitled:
         host = after.residence_la_gss

@@ -1,0 +1,76 @@
+"""Where, in a person's history, responsibility passed from one body to another.
+
+A transfer is a step of the history in date order (`change_order`) at which
+the basis of the responsible council or NHS commissioner moved from one body
+to another: it belongs to the history, not to the order its changes reached
+the hub. A change that arrives in its turn can only add a step at its own
+place, which comparing the status before and after it finds
+(`events._transfer_events`). A late change, sorting before changes already
+recorded, can add a step anywhere after it (the older history shows the
+re-detention of September moved the council from Worcestershire), and can
+remove one told before: the status before and after it then name a "transfer"
+from a body that, the older history shows, never held the duty, and miss the
+one that happened. So for a late change the steps of the whole history are
+compared with and without it (`revealed_steps`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from hub.domain.agreements import AgreementBook
+from hub.domain.model import RegisterChange, S117Status
+from hub.domain.ports import ReferenceData
+from hub.domain.rules.engine import evaluation
+from hub.domain.rules.precedence import change_order
+
+
+@dataclass(frozen=True, slots=True)
+class TransferStep:
+    """The statuses either side of the change at which a basis moved."""
+
+    before: S117Status
+    after: S117Status
+    change: RegisterChange
+
+    @property
+    def key(self) -> tuple[str, tuple[tuple[str, str, str], ...]]:
+        """The step's change and each role's (from, to) bases: the same in any arrival order."""
+        return self.change.change_id, _moves(self.before, self.after)
+
+
+def _moves(before: S117Status, after: S117Status) -> tuple[tuple[str, str, str], ...]:
+    out = []
+    for role, old, new in (("council", before.council_basis_code, after.council_basis_code),
+                           ("commissioner", before.commissioner_basis_code, after.commissioner_basis_code)):
+        if old is not None and new is not None and old != new:
+            out.append((role, old, new))
+    return tuple(out)
+
+
+def transfer_steps(person_id: str, changes: Sequence[RegisterChange], ref: ReferenceData,
+                   agreements: AgreementBook, as_of: date) -> list[TransferStep]:
+    """Every step of the history effective by `as_of`, in date order, at which
+    a responsibility's basis moved from one body to another (each status
+    evaluated on `as_of`, as `evaluate` does: the same bodies, successors
+    resolved alike)."""
+    ordered = sorted((c for c in changes if c.effective_date <= as_of), key=change_order)
+    steps: list[TransferStep] = []
+    current = evaluation(person_id, (), ref, agreements, as_of)
+    for change in ordered:
+        folded = current.extended(change)
+        if _moves(current.status, folded.status):
+            steps.append(TransferStep(current.status, folded.status, change))
+        current = folded
+    return steps
+
+
+def revealed_steps(person_id: str, history: Sequence[RegisterChange], change: RegisterChange,
+                   ref: ReferenceData, agreements: AgreementBook, as_of: date) -> list[TransferStep]:
+    """The transfers the history holds with `change` and did not hold without
+    it, in date order: what a late `change` tells the bodies involved."""
+    held = {step.key for step in transfer_steps(person_id, history, ref, agreements, as_of)}
+    return [step for step in transfer_steps(person_id, [*history, change], ref, agreements, as_of)
+            if step.key not in held]
