@@ -237,7 +237,7 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
     items = [{"event_number": r.event_number, "event_id": r.event_id, "message_id": r.message_id,
               "event_type": r.event_type, "status": r.status, "queued_at": r.created_at.isoformat(),
               "message": orjson.Fragment(hub.protector.decrypt(r.payload))} for r in rows]
-    end = to if to is not None else last
+    end = min(to, last) if to is not None else last  # nothing numbered past the last queued yet
     more = bool(rows) and rows[-1].event_number < end
     body = {"subscription_id": subscription_id, "events_since_subscription_start": last, "items": items,
             "more": more}

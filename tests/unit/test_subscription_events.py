@@ -29,6 +29,9 @@ async def test_events_replays_a_range_by_number_without_touching_delivery(app_hu
     validate_message(part["items"][0]["message"])
     page = (await app_hub.http.get(f"/v1/subscriptions/{sub}/events?from=1&limit=2", headers=h)).json()
     assert [i["event_number"] for i in page["items"]] == [1, 2] and page["more"] is True
+    # A `to` past the newest: the page ends at the newest, with nothing more to fetch.
+    tail = (await app_hub.http.get(f"/v1/subscriptions/{sub}/events?from={n - 1}&to={n + 1000}", headers=h)).json()
+    assert [i["event_number"] for i in tail["items"]] == [n - 1, n] and tail["more"] is False
     # Reading is not acknowledging: the feed still starts at 1 and nothing was marked sent.
     status = (await app_hub.http.get(f"/v1/subscriptions/{sub}/status", headers=h)).json()
     assert status["events_since_subscription_start"] == n and status["pending"] == n
