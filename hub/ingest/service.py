@@ -1142,7 +1142,8 @@ class IngestService:
             extended = previous.extended(change)  # == evaluate(pid, [*history, change], ...)
             after = extended.status
             events = derive_events(before, after, change, holidays=holidays,
-                                   revealed=self._revealed(pid, previous.changes, change, today))
+                                   revealed=self._revealed(pid, previous.changes, change, today)
+                                   if previous.is_late(change) else None)
             if hold_reason(before, after, change) is not None:  # held while a dispute is open: per-change path
                 stopped.add(key)
                 continue

@@ -1015,6 +1015,11 @@ class Evaluation:
         self.status = status if status is not None else _snapshot(fold, self._memo)
         self.replays = replays  # how many extensions replayed the history (late changes)
 
+    def is_late(self, change: RegisterChange) -> bool:
+        """Whether `change` sorts before a change already folded (`precedence.is_late`
+        over the changes held, in constant time: none is effective after `as_of`)."""
+        return self._last is not None and change_order(change) < self._last
+
     def extended(self, change: RegisterChange) -> Evaluation:
         """The evaluation with `change` added after the changes held."""
         changes = (*self.changes, change)
@@ -1030,6 +1035,25 @@ class Evaluation:
         fold, last = _fold_all(self.person_id, changes, self.ref, self.agreements, self.as_of)
         return Evaluation(self.person_id, self.ref, self.agreements, self.as_of, changes, fold, last,
                           replays=self.replays + 1, memo=self._memo)
+
+
+def basis_timeline(
+    person_id: str,
+    changes: Sequence[RegisterChange],
+    ref: ReferenceData,
+    agreements: AgreementBook,
+    as_of: date,
+) -> list[tuple[RegisterChange, str | None, str | None]]:
+    """Each change effective by `as_of`, in the fold's order, with the bases of
+    the responsible council and NHS commissioner once it is folded: one fold
+    of the history and no status built (hub/domain/rules/timeline.py)."""
+    fold = _new_fold(person_id, ref, agreements, as_of)
+    out = []
+    for change in sorted((c for c in changes if c.effective_date <= as_of), key=change_order):
+        _fold_one(fold, change)
+        out.append((change, fold.council.basis_code if fold.council else None,
+                    fold.commissioner.basis_code if fold.commissioner else None))
+    return out
 
 
 def evaluation(

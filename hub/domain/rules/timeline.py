@@ -23,7 +23,7 @@ from datetime import date
 from hub.domain.agreements import AgreementBook
 from hub.domain.model import RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
-from hub.domain.rules.engine import evaluation
+from hub.domain.rules.engine import basis_timeline, evaluate
 from hub.domain.rules.precedence import change_order
 
 
@@ -55,16 +55,23 @@ def transfer_steps(person_id: str, changes: Sequence[RegisterChange], ref: Refer
     """Every step of the history effective by `as_of`, in date order, at which
     a responsibility's basis moved from one body to another (each status
     evaluated on `as_of`, as `evaluate` does: the same bodies, successors
-    resolved alike)."""
-    ordered = sorted((c for c in changes if c.effective_date <= as_of), key=change_order)
+    resolved alike). One fold of the history finds the steps; the statuses
+    either side are evaluated only at those (a history holds few)."""
+    timeline = basis_timeline(person_id, changes, ref, agreements, as_of)
     steps: list[TransferStep] = []
-    current = evaluation(person_id, (), ref, agreements, as_of)
-    for change in ordered:
-        folded = current.extended(change)
-        if _moves(current.status, folded.status):
-            steps.append(TransferStep(current.status, folded.status, change))
-        current = folded
+    for k in range(1, len(timeline)):
+        change, council, commissioner = timeline[k]
+        _, was_council, was_commissioner = timeline[k - 1]
+        if not (_moved(was_council, council) or _moved(was_commissioner, commissioner)):
+            continue
+        folded = [c for c, _, _ in timeline[:k + 1]]  # in the fold's order: the same stable sort again
+        steps.append(TransferStep(evaluate(person_id, folded[:-1], ref, agreements, as_of),
+                                  evaluate(person_id, folded, ref, agreements, as_of), change))
     return steps
+
+
+def _moved(old: str | None, new: str | None) -> bool:
+    return old is not None and new is not None and old != new
 
 
 def revealed_steps(person_id: str, history: Sequence[RegisterChange], change: RegisterChange,
