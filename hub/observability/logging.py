@@ -269,6 +269,34 @@ def shared_processors() -> list[Any]:
     ]
 
 
+# Libraries whose log messages the hub has read and that carry no personal
+# data (servers, brokers, addresses): their text is kept, masked as the hub's
+# own. Any other library's message is free text the hub cannot vouch for (a
+# parser quoting the field it failed on: python-hl7 logs the whole PID-5 it
+# could not unescape): only its template is kept, without its arguments, or,
+# if it was formatted before logging, nothing of it.
+_TRUSTED_LOGGERS = ("uvicorn", "aiokafka", "kafka", "httpx", "httpcore", "asyncio", "alembic", "sqlalchemy",
+                    "hub", "s117hub", "adapters")
+WITHHELD_TEXT = "message withheld: a library's free text"
+
+
+def _foreign_text(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """A library's own log record (not the hub's structlog lines): its text
+    kept only from the trusted libraries above."""
+    args = event_dict.pop("positional_args", ())  # the formatter's `pass_foreign_args`
+    record = event_dict.get("_record")
+    if record is None or event_dict.get("_from_structlog"):
+        return event_dict
+    name = record.name
+    if name.split(".", 1)[0] in _TRUSTED_LOGGERS:
+        return event_dict
+    template = record.msg if isinstance(record.msg, str) else None
+    event_dict["event"] = template if template and args else WITHHELD_TEXT
+    # A logger named by its file (python-hl7's): the package and module, not the install path.
+    event_dict["logger"] = "/".join(name.replace("\\", "/").split("/")[-2:]) if "/" in name else name
+    return event_dict
+
+
 def configure_logging(level: str = "INFO", json: bool = True) -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer(serializer=lambda o, **_: orjson.dumps(o).decode())
@@ -283,7 +311,7 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
     )
     # uvicorn and library logs go through the same chain (and the same redactor).
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared_processors()[:-1],
+        foreign_pre_chain=[_foreign_text, *shared_processors()[:-1]], pass_foreign_args=True,
         processors=[allowlist_redactor, structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
     handler = logging.StreamHandler(sys.stdout)
