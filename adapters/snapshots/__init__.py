@@ -3,12 +3,18 @@ on the s117 register, sent for reconciliation (never as register changes).
 
 Three forms, each read as a stream in bounded memory:
 - NDJSON (`application/x-ndjson`): one JSON object per line;
-- a JSON array (`application/json`), read incrementally with ijson;
+- a JSON array (`application/json`), read incrementally from ijson's parser
+  events: its nesting is counted as it streams and more than `MAX_DEPTH`
+  (the array 1, a row 2) refuses the snapshot, as does an element longer
+  than `MAX_LINE` (counted a 4 KB parser piece at a time), before any of it
+  is built;
 - CSV (`text/csv`), the council file layout `swift_snapshot_csv`: a header
   line of column names, data rows, and a trailer row `TRAILER,<count>`.
 
-Every row is validated into `SnapshotRow`; a bad row is reported by its row
-number and field, never by its values.
+A line (NDJSON, CSV) is at most `MAX_LINE` bytes. Every row is validated into
+`SnapshotRow`; a bad row is reported by its row number and field, never by
+its values. A body that cannot be read whole raises `SnapshotFileError`
+(field and reason, never a value); no other error leaves a reader.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,6 +31,7 @@ from typing import Any
 
 import ijson
 import orjson
+from ijson.common import ObjectBuilder
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hub.ingest.nhs_number import nhs_number_problem, normalise
@@ -31,6 +39,15 @@ from hub.ingest.nhs_number import nhs_number_problem, normalise
 GSS = re.compile(r"^[EWSN]\d{8}$")
 ODS = re.compile(r"^[A-Z0-9]{3,6}$")
 MAX_LINE = 64 * 1024  # one row: far beyond any real row; a longer line is refused, not buffered
+# A row is a flat object of strings, dates and flags: the JSON array is depth 1, a row 2. Deeper
+# nesting is refused as it streams, before anything is built (a body of 100,000 `[` once grew the
+# process to 23.5 GB: ijson built each element whole, and orjson failed on it past 255 levels).
+MAX_DEPTH = 32
+_PIECE = 4096  # bytes given to the JSON parser at a time: bounds the events one piece makes
+TOO_DEEP = f"is nested more than {MAX_DEPTH} deep (a row is a flat object)"
+NOT_AN_ARRAY = "is not a valid JSON array of objects"
+UNREADABLE_VALUE = "holds a value the hub cannot read (a number beyond 64 bits or text that is not valid Unicode)"
+NOT_CSV = "is not a valid CSV line"
 FORMATS = ("ndjson", "json", "swift_snapshot_csv")
 
 # The published CSV layout: column -> canonical field.
@@ -141,16 +158,30 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     buf = b""
     async for chunk in chunks:
         buf += chunk
-        while True:
-            nl = buf.find(b"\n")
-            if nl < 0:
-                break
-            line, buf = buf[:nl], buf[nl + 1:]
-            yield line.rstrip(b"\r")
+        start = 0
+        while (nl := buf.find(b"\n", start)) >= 0:  # by position: one copy per line, not per chunk
+            if nl - start > MAX_LINE:
+                raise SnapshotFileError("(body)", f"a line is longer than {MAX_LINE} bytes")
+            yield buf[start:nl].rstrip(b"\r")
+            start = nl + 1
+        buf = buf[start:]
         if len(buf) > MAX_LINE:
             raise SnapshotFileError("(body)", f"a line is longer than {MAX_LINE} bytes")
     if buf.strip():
         yield buf.rstrip(b"\r")
+
+
+def _nesting(value: Any, limit: int = MAX_DEPTH) -> int:
+    """How deep `value` nests objects and arrays (a scalar 0, a flat object 1),
+    counted a level at a time without recursion, and no further than past `limit`."""
+    depth, level = 0, [value]
+    while depth <= limit:
+        containers = [v for v in level if isinstance(v, dict | list)]
+        if not containers:
+            break
+        depth += 1
+        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
+    return depth
 
 
 async def read_ndjson(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedRow]:
@@ -164,28 +195,125 @@ async def read_ndjson(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedRow]:
         except orjson.JSONDecodeError:
             yield ParsedRow(n, line, None, (RowProblem(n, "", "is not valid JSON"),))
             continue
+        if _nesting(data) >= MAX_DEPTH:  # as deep as a JSON array's row may be (the array counts 1)
+            yield ParsedRow(n, line, None, (RowProblem(n, "", TOO_DEEP),))
+            continue
         yield validate_row(n, data, line)
 
 
-async def read_json_array(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedRow]:
-    events = ijson.sendable_list()
-    coro = ijson.items_coro(events, "item", use_float=True)
-    n = 0
+def _raw_json(item: Any) -> bytes:
+    """What the body sent for one element, as JSON (kept encrypted in quarantine when rejected)."""
     try:
-        async for chunk in chunks:
-            if not chunk:
-                continue  # an empty send means end of input to ijson
-            coro.send(chunk)
-            for item in events:
-                n += 1
-                yield validate_row(n, item, orjson.dumps(item, default=str))
-            del events[:]
-        coro.close()
-    except ijson.JSONError as exc:
-        raise SnapshotFileError("(body)", "is not a valid JSON array of objects") from exc
-    for item in events:
-        n += 1
-        yield validate_row(n, item, orjson.dumps(item, default=str))
+        return orjson.dumps(item, default=str)
+    except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, a lone surrogate
+        try:
+            return json.dumps(item, default=str, ensure_ascii=True).encode()
+        except (TypeError, ValueError):
+            return b""
+
+
+def _element(n: int, item: Any) -> ParsedRow:
+    try:
+        raw = orjson.dumps(item, default=str)
+    except TypeError:  # not something a row can hold; never a 500
+        return ParsedRow(n, _raw_json(item), None, (RowProblem(n, "", UNREADABLE_VALUE),))
+    return validate_row(n, item, raw)
+
+
+class _ArrayReader:
+    """A JSON array of rows from ijson's basic parser events: the nesting is
+    counted event by event and each element built only while it stays within
+    MAX_DEPTH and MAX_LINE bytes, so memory is bounded by those, not the body."""
+
+    def __init__(self) -> None:
+        self._events = ijson.sendable_list()
+        self._parser = ijson.basic_parse_coro(self._events, use_float=True)
+        self._depth = 0
+        self._started = self._ended = False
+        self._builder: ObjectBuilder | None = None
+        self._n = 0
+        self._pending = 0  # bytes given to the parser since the array started or the last element ended
+
+    def feed(self, piece: bytes) -> list[ParsedRow]:
+        try:
+            self._parser.send(piece)
+        except Exception as exc:  # noqa: BLE001 - ijson.JSONError, or anything else the parser raises
+            failure: Exception | None = exc
+        else:
+            failure = None
+        if not self._ended:
+            self._pending += len(piece)
+        rows = self._take()  # the events before a failure first: too deep is named as such
+        if failure is not None:
+            raise SnapshotFileError("(body)", NOT_AN_ARRAY) from failure
+        if self._pending > MAX_LINE and not self._ended:
+            if not self._started:
+                raise SnapshotFileError("(body)", NOT_AN_ARRAY)
+            raise SnapshotFileError(f"row {self._n + 1}", f"is longer than {MAX_LINE} bytes")
+        return rows
+
+    def finish(self) -> list[ParsedRow]:
+        try:
+            self._parser.close()
+        except Exception as exc:  # noqa: BLE001 - a body cut short, trailing garbage
+            raise SnapshotFileError("(body)", NOT_AN_ARRAY) from exc
+        rows = self._take()
+        if not self._ended:
+            raise SnapshotFileError("(body)", NOT_AN_ARRAY)
+        return rows
+
+    def _take(self) -> list[ParsedRow]:
+        rows: list[ParsedRow] = []
+        try:
+            for event, value in self._events:
+                if event == "start_map" or event == "start_array":
+                    self._depth += 1
+                    if self._depth > MAX_DEPTH:
+                        raise SnapshotFileError(f"row {self._n + 1}", TOO_DEEP)
+                    if self._depth == 1:
+                        if event != "start_array" or self._started:
+                            raise SnapshotFileError("(body)", NOT_AN_ARRAY)
+                        self._started, self._pending = True, 0
+                        continue
+                    if self._depth == 2:
+                        self._builder = ObjectBuilder()
+                    assert self._builder is not None
+                    self._builder.event(event, value)
+                elif event == "end_map" or event == "end_array":
+                    self._depth -= 1
+                    if self._depth == 0:
+                        self._ended = True
+                        continue
+                    assert self._builder is not None
+                    self._builder.event(event, value)
+                    if self._depth == 1:
+                        rows.append(self._row(self._builder.value))
+                elif self._depth == 0:  # a scalar where the array should be
+                    raise SnapshotFileError("(body)", NOT_AN_ARRAY)
+                elif self._depth == 1:  # an element that is not an object: a row problem
+                    rows.append(self._row(value))
+                else:
+                    assert self._builder is not None
+                    self._builder.event(event, value)
+        finally:
+            del self._events[:]
+        return rows
+
+    def _row(self, item: Any) -> ParsedRow:
+        self._n += 1
+        self._builder, self._pending = None, 0
+        return _element(self._n, item)
+
+
+async def read_json_array(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedRow]:
+    reader = _ArrayReader()
+    async for chunk in chunks:
+        # In pieces: one send makes at most a piece's worth of events, counted before the next.
+        for start in range(0, len(chunk), _PIECE):  # an empty chunk sends nothing (an empty send ends ijson's input)
+            for parsed in reader.feed(chunk[start:start + _PIECE]):
+                yield parsed
+    for parsed in reader.finish():
+        yield parsed
 
 
 def _csv_value(kind: str, text: str) -> Any:
@@ -226,7 +354,10 @@ async def read_csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedRow]:
     async for raw, text in text_lines():
         if not text.strip():
             continue
-        cells = next(csv.reader([text]))
+        try:
+            cells: list[str] | None = next(csv.reader([text]), None)
+        except csv.Error:  # e.g. a bare carriage return inside an unquoted value
+            cells = None
         if trailer_count is not None and cells and cells[0].strip().upper() == "SHA256" and not checked:
             if len(cells) < 2 or cells[1].strip().lower() != digest.hexdigest():
                 raise SnapshotFileError("SHA256", "does not match the file's contents")
@@ -234,6 +365,8 @@ async def read_csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedRow]:
             continue
         digest.update(raw + b"\r\n")  # the SHA256 line covers the lines as the hub writes them, CRLF
         if header is None:
+            if cells is None:
+                raise SnapshotFileError("header", NOT_CSV)
             header = [c.strip().upper() for c in cells]
             missing = [c for c, _f, _k in CSV_COLUMNS if c not in header and c in ("NHS_NO", "S117_FLAG")]
             unknown = [c for c in header if c not in {name for name, _f, _k in CSV_COLUMNS} | IGNORED_COLUMNS]
@@ -243,6 +376,10 @@ async def read_csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedRow]:
             continue
         if trailer_count is not None:
             raise SnapshotFileError("trailer", "records follow the trailer")
+        if cells is None:
+            n += 1
+            yield ParsedRow(n, raw, None, (RowProblem(n, "", NOT_CSV),))
+            continue
         if cells and cells[0].strip().upper() == "TRAILER":
             try:
                 trailer_count = int(cells[1])
