@@ -1056,6 +1056,48 @@ def basis_timeline(
     return out
 
 
+Bases = tuple[str | None, str | None]  # the responsible council's and NHS commissioner's basis codes
+
+
+def basis_timelines_around(
+    person_id: str,
+    history: Sequence[RegisterChange],
+    change: RegisterChange,
+    ref: ReferenceData,
+    agreements: AgreementBook,
+    as_of: date,
+) -> tuple[list[RegisterChange], Bases, list[tuple[RegisterChange, Bases]], list[tuple[RegisterChange, Bases]]]:
+    """The history's timeline of bases without `change` and with it, sharing
+    the fold of what sorts before it (as `evaluate(..., [*history, change])`
+    sorts: `change` after the changes of equal key): (those changes in order,
+    the bases after them, the rest without `change`, `change` and the rest),
+    each entry a change with the bases once it is folded."""
+    ordered = sorted((c for c in history if c.effective_date <= as_of), key=change_order)
+    key = change_order(change)
+    split = 0
+    while split < len(ordered) and change_order(ordered[split]) <= key:
+        split += 1
+    fold = _new_fold(person_id, ref, agreements, as_of)
+    for c in ordered[:split]:
+        _fold_one(fold, c)
+
+    def bases(f: _Fold) -> Bases:
+        return (f.council.basis_code if f.council else None, f.commissioner.basis_code if f.commissioner else None)
+
+    def run(f: _Fold, changes: list[RegisterChange]) -> list[tuple[RegisterChange, Bases]]:
+        out = []
+        for c in changes:
+            _fold_one(f, c)
+            out.append((c, bases(f)))
+        return out
+
+    start = bases(fold)
+    rest = ordered[split:]
+    without = run(_copy_fold(fold), rest)
+    with_change = run(fold, [change, *rest] if change.effective_date <= as_of else rest)
+    return ordered[:split], start, without, with_change
+
+
 def evaluation(
     person_id: str,
     changes: Sequence[RegisterChange],

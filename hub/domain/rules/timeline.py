@@ -23,7 +23,7 @@ from datetime import date
 from hub.domain.agreements import AgreementBook
 from hub.domain.model import RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
-from hub.domain.rules.engine import basis_timeline, evaluate
+from hub.domain.rules.engine import Bases, basis_timeline, basis_timelines_around, evaluate
 from hub.domain.rules.precedence import change_order
 
 
@@ -77,7 +77,32 @@ def _moved(old: str | None, new: str | None) -> bool:
 def revealed_steps(person_id: str, history: Sequence[RegisterChange], change: RegisterChange,
                    ref: ReferenceData, agreements: AgreementBook, as_of: date) -> list[TransferStep]:
     """The transfers the history holds with `change` and did not hold without
-    it, in date order: what a late `change` tells the bodies involved."""
-    held = {step.key for step in transfer_steps(person_id, history, ref, agreements, as_of)}
-    return [step for step in transfer_steps(person_id, [*history, change], ref, agreements, as_of)
-            if step.key not in held]
+    it, in date order: what a late `change` tells the bodies involved. What
+    sorts before `change` is the same either way: folded once, and its steps
+    are in both; only the rest is folded twice (a late change is most often
+    a little late: a few changes from the end)."""
+    before, start, without, with_change = basis_timelines_around(person_id, history, change, ref, agreements,
+                                                                  as_of)
+    held = {key for key, _ in _steps(start, without)}
+    found = []
+    for key, k in _steps(start, with_change):
+        if key in held:
+            continue
+        folded = [*before, *(c for c, _ in with_change[:k + 1])]  # in the fold's order
+        found.append(TransferStep(evaluate(person_id, folded[:-1], ref, agreements, as_of),
+                                  evaluate(person_id, folded, ref, agreements, as_of), folded[-1]))
+    return found
+
+
+def _steps(start: Bases, timeline: list[tuple[RegisterChange, Bases]]) -> list[tuple[tuple, int]]:
+    """Each step's key (as `TransferStep.key`) and its index in `timeline`."""
+    out = []
+    previous = start
+    for k, (change, now) in enumerate(timeline):
+        moves = tuple((role, old, new) for role, old, new in (("council", previous[0], now[0]),
+                                                              ("commissioner", previous[1], now[1]))
+                      if _moved(old, new))
+        if moves:
+            out.append(((change.change_id, moves), k))
+        previous = now
+    return out

@@ -76,3 +76,35 @@ def test_a_late_change_that_only_corrects_who_was_responsible_is_no_transfer():
     # The status did change: who is the commissioner (a correction the dispatcher tells).
     assert (evaluate(PERSON, [detention], REF, BOOK, TODAY).commissioner_basis_code
             != evaluate(PERSON, [detention, gp], REF, BOOK, TODAY).commissioner_basis_code)
+
+
+def test_revealed_steps_are_the_whole_historys_steps_with_the_change_less_those_without_it():
+    """revealed_steps folds what sorts before the change once: the same steps
+    as comparing the whole timelines, for every change of every order of
+    histories with moves, GP changes and re-detentions."""
+    import random
+
+    rng = random.Random(5)
+    places = [(WORCESTERSHIRE, WORCS_PRACTICE), (BUCKINGHAMSHIRE, BUCKS_PRACTICE)]
+    for _ in range(40):
+        history = []
+        for month in range(1, 13):
+            gss, gp = rng.choice(places)
+            kind = rng.choice(["detained", "left", "moved", "gp", "none"])
+            on = f"2024-{month:02d}-{rng.choice([1, 15]):02d}"
+            if kind == "detained":
+                history.append(detained(on, residence_la_gss=gss, gp_practice_ods=gp))
+            elif kind == "left":
+                history.append(left(on))
+            elif kind == "moved":
+                history.append(moved(on, gss))
+            elif kind == "gp":
+                history.append(change(ChangeType.GP_CHANGED, on, gp_practice_ods=gp))
+        rng.shuffle(history)
+        for k in range(1, len(history)):
+            earlier, c = history[:k], history[k]
+            whole = {s.key for s in transfer_steps(PERSON, [*earlier, c], REF, BOOK, TODAY)} - {
+                s.key for s in transfer_steps(PERSON, earlier, REF, BOOK, TODAY)}
+            revealed = revealed_steps(PERSON, earlier, c, REF, BOOK, TODAY)
+            # (a step's key is worked out from the statuses either side: they say the same moves)
+            assert {s.key for s in revealed} == whole
