@@ -58,6 +58,7 @@ from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.reconciliation import PAGE, _hub_people
 from hub.sharing import SharingAgreements
+from hub.store.private_files import narrow_export_dirs, private_dir
 from hub.store.db import snapshot
 from hub.store.schema import (
     bus_messages,
@@ -114,8 +115,7 @@ class AtomicFile:
     """Write to `.<name>.part`, fsync, rename to `<name>`, fsync the directory."""
 
     def __init__(self, directory: Path, name: str) -> None:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(directory, 0o700)
+        private_dir(directory)  # and its missing parents (export_dir, <org>): 0700 whatever the umask
         self.final = directory / name
         self.part = directory / f".{name}.part"
         fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -178,6 +178,7 @@ class ExportService:
         self._sharing = sharing
         self._protector = protector
         self._dir = export_dir
+        narrow_export_dirs(Path(export_dir))  # at start: what an older hub left wider
         self._alert = timedelta(hours=ack_alert_hours)
         self._now = now
         self.wake = asyncio.Event()
@@ -269,6 +270,8 @@ class ExportService:
             await self._set(row.export_id, state="building", file_name=name)
             rows = self._full_rows(row.org_code, created.date(), progress)
         directory = outbound_dir(self._dir, row.org_code)
+        for d in (self._dir, directory.parent):  # made 0700 if missing, else narrowed if wider
+            private_dir(d)
         writer = ExportWriter(layout, row.org_code, created, row.mode)
         out = AtomicFile(directory, name)
         try:

@@ -10,9 +10,12 @@ of writing), for the council to collect over SFTP.
   crash between the fsync and the mark writes the line again on restart, so a
   line may repeat: consumers de-duplicate by `event_id` (at least once). A
   line torn by a crash mid-write is cut off before the next append.
-* Permissions: directories 0700, files 0600 (they carry personal data); the
-  SFTP account that collects them should be the only other reader (group or
-  ACL set by the operator) and should move or delete files once collected.
+* Permissions: directories 0700 (any the hub makes, whatever the umask, and
+  narrowed at start if wider), files 0600 (they carry personal data). The
+  mode is the mask of any ACL, so a group or ACL entry set by the operator
+  reads nothing: the SFTP account that collects them acts as the hub's user
+  (e.g. a chrooted internal-sftp login) and should move or delete files once
+  collected.
 * Several hub instances: the lease (hub.delivery.leases) means each line is
   written by one instance, into that instance's export_dir; instances that
   share a store must share export_dir too.
@@ -33,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hub.crypto import DataProtector
 from hub.delivery.leases import RetryPolicy, SubscriptionDeliverer
 from hub.observability.logging import get_logger
+from hub.store.private_files import narrow_export_dirs, private_dir
 
 log = get_logger("hub.file_export")
 
@@ -55,11 +59,12 @@ def ndjson_line(event_id: str, message_id: str, event_type: str, message: bytes,
 
 
 def _mkdirs(org_dir: Path) -> None:
-    """export_dir (made 0700 if missing) and the organisation's directory (0700)."""
-    org_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not org_dir.exists():
-        org_dir.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(org_dir, 0o700)  # whatever the umask
+    """export_dir and the organisation's directory: made 0700 if missing (and
+    any missing parent), whatever the umask, and narrowed if wider when the
+    organisation's is made (hub.store.private_files; at start, every one)."""
+    if not org_dir.is_dir():
+        private_dir(org_dir.parent)
+        private_dir(org_dir)
         _fsync_dir(org_dir.parent)
 
 
@@ -122,6 +127,7 @@ class FileExportDeliverer(SubscriptionDeliverer):
         self._engine = engine
         self._protector = protector
         self._dir = Path(export_dir)
+        narrow_export_dirs(self._dir)  # at start: what an older hub left wider
         self._policy = RetryPolicy(backoff_base, backoff_cap, max_attempts, lease_seconds)
         self._batch = per_subscription_batch
         self._locks: dict[Path, asyncio.Lock] = {}

@@ -4,21 +4,60 @@ from a shell with umask 022; the systemd unit sets UMask=0077 as well).
 
 The SQLite database is created empty here, 0600, before SQLite opens it:
 SQLite gives its -wal and -shm files the database file's permissions. A
-database, -wal or -shm left wider by an older hub is narrowed at start-up."""
+database, -wal or -shm left wider by an older hub is narrowed at start-up,
+and so are the export directories (`narrow_export_dirs`)."""
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def private_dir(path: Path) -> None:
-    """Make `path` (and missing parents) with mode 0700; narrow it if it exists."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Make `path` and any missing parents with mode 0700 whatever the umask
+    (`mkdir(parents=True)` gives the parents it makes the umask's mode, 0755
+    under umask 022); narrow `path` to 0700 if it exists wider. Directories
+    above `path` that already exist are not the hub's to change."""
+    missing = []
+    at = path
+    while not at.is_dir() and at.parent != at:
+        missing.append(at)
+        at = at.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+            continue  # made meanwhile (another hub process): made 0700 there
+        os.chmod(d, 0o700)  # whatever the umask
     if path.stat().st_mode & 0o077:
         os.chmod(path, 0o700)
+
+
+def narrow_export_dirs(export_dir: Path) -> None:
+    """At start: narrow to 0700 the directories the hub makes for exports,
+    `export_dir`, each `<org>` in it and each `<org>/outbound`, where an older
+    hub left them wider (it made `export_dir` and `<org>` 0755). Nothing is
+    made; a symbolic link inside `export_dir` is not followed; files were always
+    made 0600."""
+    if not export_dir.is_dir():
+        return
+    if export_dir.stat().st_mode & 0o077:
+        os.chmod(export_dir, 0o700)
+    with os.scandir(export_dir) as entries:
+        orgs = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+    for org in orgs:
+        for d in (org, org / "outbound"):
+            try:
+                st = d.lstat()
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o077:
+                os.chmod(d, 0o700)
 
 
 def private_file(path: Path) -> None:
