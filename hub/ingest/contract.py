@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.domain.model import ChangeType, DischargeReason, DisputeKind
-
+from hub.domain.rules.legal_status import CpiaOrderType
 
 
 def _ods(description: str = "ODS organisation or site code"):  # noqa: ANN202
@@ -62,7 +62,9 @@ class RegisterChangeIn(BaseModel):
     notified_on: date | None = Field(default=None, description="When notice of the change was received; defaults to today")
     person: PersonIn
     legal_status_code: str | None = Field(default=None, pattern=r"^[0-9]{1,2}$", description="England MHA legal status code")
-    order_type: str | None = Field(default=None, max_length=50)
+    order_type: CpiaOrderType | None = Field(
+        default=None, description="With legal status 31 (CP(I)A 1964), the order the court made: hospital-order "
+        "(with or without a restriction order; qualifies for s117), supervision-order or absolute-discharge")
     hospital_ods: str | None = _ods("ODS code of the hospital site or trust")
     gp_practice_ods: str | None = _ods("ODS code of the GP practice the person is registered with")
     residence_la_gss: str | None = _gss("Council of ordinary residence")

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from hub.domain.model import ChangeType
 from hub.domain.ports import ReferenceData
+from hub.domain.rules.legal_status import CPIA_ORDER_TYPES
 from hub.ingest.contract import RegisterChangeIn
 from hub.ingest.nhs_number import nhs_number_problem
 
@@ -21,6 +22,7 @@ MHA_COMMENCEMENT = date(1983, 9, 30)
 
 UNKNOWN_KEY = "(unknown key)"
 MAX_NAMED_KEY = 64
+ORDER_CODES = ", ".join(CPIA_ORDER_TYPES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,8 @@ def problems_from_pydantic(exc: ValidationError) -> list[FieldProblem]:
             loc = loc if len(loc) <= MAX_NAMED_KEY else loc[:MAX_NAMED_KEY] + "..."
         elif err["type"] == "missing":
             msg = "is required"
+        elif loc == "order_type":
+            msg = f"must be one of the CP(I)A 1964 order codes: {ORDER_CODES}"
         out.append(FieldProblem(loc, msg, unknown))
     return out
 
@@ -149,7 +153,8 @@ def semantic_problems(change: RegisterChangeIn, ref: ReferenceData, today: date,
             add("legal_status_code", "is not a detention: a 'detained' change needs a legal status code "
                 "for a formal detention (02-20, 31, 32, 37, 38)")
         elif status.s117_qualifying == "review" and not change.order_type:
-            add("order_type", "is required with legal status 31: only a hospital order qualifies for s117")
+            add("order_type", f"is required with legal status 31 (one of {ORDER_CODES}): only a hospital order "
+                "qualifies for s117")
     if change.hospital_ods is not None and ref.hospital(change.hospital_ods) is None:
         add("hospital_ods", "is not a hospital site registered with the hub")
     if change.gp_practice_ods is not None and not ref.is_known_practice(change.gp_practice_ods):

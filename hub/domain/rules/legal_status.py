@@ -5,12 +5,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal, get_args
 
 from hub.domain import citations
 from hub.domain.ports import ReferenceData
 
 CPIA_CODE = "31"
 CPIA_HOSPITAL_ORDER = "hospital-order"
+# The order a court made on a CP(I)A 1964 finding (s5(2), as substituted in
+# 2004): a hospital order (with or without a restriction order; s37 effect:
+# qualifies, Worcs 3.3), a supervision order or an absolute discharge (neither
+# detains nor qualifies). The register change contract takes these codes only
+# (hub/ingest/contract.py): entitlement turns on them, so they are never free text.
+CpiaOrderType = Literal["hospital-order", "supervision-order", "absolute-discharge"]
+CPIA_ORDER_TYPES: tuple[str, ...] = get_args(CpiaOrderType)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +69,11 @@ def classify(ref: ReferenceData, raw_code: str | None, order_type: str | None) -
         if order_type == CPIA_HOSPITAL_ORDER:
             return SectionVerdict(code, "CP(I)A 1964 hospital order", True, status.detained, True,
                                   "a CP(I)A 1964 hospital order has s37 effect and qualifies", citations.CPIA_ORDER)
+        # The code, never other text: a change recorded before the codes were closed may hold anything.
+        recorded = order_type if order_type in CPIA_ORDER_TYPES else "not one of the order codes" if order_type \
+            else "none"
         return SectionVerdict(code, label, True, status.detained, False,
                               f"a CP(I)A 1964 disposal qualifies only as a hospital order (order recorded: "
-                              f"{order_type or 'none'})", citations.CPIA_ORDER)
+                              f"{recorded})", citations.CPIA_ORDER)
     return SectionVerdict(code, label, True, status.detained, False,
                           f"{label} is not a qualifying section", citations.NOT_QUALIFYING)
