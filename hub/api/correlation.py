@@ -1,19 +1,28 @@
 """X-Correlation-Id: one id per request, bound to every log line, stored with
 the change and forwarded to every subscriber of its events.
 
-A client's id is kept only if it is a UUID or a short token of
-`[A-Za-z0-9._-]` (at most 64 characters, no run of ten digits, which could be
-an NHS number); anything else (free text, a name and a date of birth) is
-replaced by a fresh UUID, so nothing a client writes there is logged, stored
-or forwarded. The answer carries the id used.
+A client's id is kept only if it is opaque, a machine's id:
+- a UUID, any version, canonical 8-4-4-4-12 hex in either case (kept in
+  lower case);
+- a ULID, 26 characters of Crockford base32 in upper case, as its spec
+  writes them;
+- a token of 8-64 characters of `[A-Za-z0-9._:-]` that, its separators
+  `._:-` removed, has no run of 8 or more digits (an NHS number however
+  spaced, `999.100.0011`; a date of birth, `1970-05-05`) and no run of 3 or
+  more letters with any outside a-f (a word or a name, `Zebedee`, `Jane-Doe`;
+  hex ids such as W3C trace ids pass). A ULID is exempt from the letter rule,
+  not the digit rule.
+Anything else (free text, a name and a date of birth, a counter behind a word
+such as HL7's `MSG00001`) is replaced by a fresh UUID, so nothing a client
+writes there is logged, stored or forwarded. The answer carries the id used.
+MLLP takes no correlation id from a message (each gets a new one; MSH-10 is
+only the source message id for idempotency).
 """
 
 from __future__ import annotations
 
 import re
 import time
-import uuid
-
 
 from hub.api.limits import ASGIApp, Message, Receive, Scope, Send
 from hub.observability.logging import (
@@ -27,8 +36,13 @@ from hub.observability.logging import (
 
 log = get_logger("hub.http")
 HEADER = b"x-correlation-id"
-_TOKEN = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
-_TEN_DIGITS = re.compile(r"[0-9]{10}", re.ASCII)
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII | re.IGNORECASE)
+_ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}", re.ASCII)  # Crockford base32: no I, L, O, U
+_TOKEN = re.compile(r"[A-Za-z0-9._:-]{8,64}", re.ASCII)
+_SEPARATORS = re.compile(r"[._:-]", re.ASCII)
+_DIGIT_RUN = re.compile(r"[0-9]{8}", re.ASCII)  # an NHS number (10), a date of birth (8)
+_LETTER_RUN = re.compile(r"[A-Za-z]{3,}", re.ASCII)
+_NOT_HEX = re.compile(r"[G-Zg-z]", re.ASCII)
 
 
 def accepted_correlation_id(value: str | bytes | None) -> str | None:
@@ -41,14 +55,14 @@ def accepted_correlation_id(value: str | bytes | None) -> str | None:
         except UnicodeDecodeError:
             return None
     value = value.strip()
-    try:
-        return str(uuid.UUID(value)) if len(value) == 36 else _token(value)
-    except ValueError:
-        return _token(value)
-
-
-def _token(value: str) -> str | None:
-    if _TOKEN.fullmatch(value) is None or _TEN_DIGITS.search(value):
+    if _UUID.fullmatch(value):
+        return value.lower()
+    if _TOKEN.fullmatch(value) is None:
+        return None
+    bare = _SEPARATORS.sub("", value)
+    if _DIGIT_RUN.search(bare):
+        return None
+    if _ULID.fullmatch(value) is None and any(_NOT_HEX.search(run) for run in _LETTER_RUN.findall(bare)):
         return None
     return value
 
