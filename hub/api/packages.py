@@ -3,26 +3,47 @@ from the person's responsible council or ICB (scope packages:write).
 
 The body is the package contract (hub/money/contract.py): bad input is a 422
 naming each field, held in quarantine; the same source_message_id again gets
-the first answer; a person the caller is not responsible for is a 404, the
-same as an unknown person."""
+the first answer. Only a body responsible for the person on the line's
+effective date, holding `funding`, writes it (hub/money/service.py); anyone
+else gets the same 404 as for an unknown person, and nothing is kept.
+
+The router's lifespan hands the package service the hub's data-sharing
+agreements (`PackageService.sharing_of`), for this route and for the package
+rows of council files alike."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import PROBLEM_JSON, ProblemError
 from hub.ingest.validation import FieldProblem
 
-router = APIRouter(prefix="/v1", tags=["packages"])
+
+@asynccontextmanager
+async def _wire_sharing(app: FastAPI) -> AsyncIterator[None]:
+    """After the app's own lifespan built the hub (FastAPI nests a router's
+    lifespan inside the app's): package writes read the hub's agreements as
+    they are at each write (`hub.sharing`)."""
+    hub = app.state.hub
+    if hub.packages is not None:
+        hub.packages.sharing_of = lambda: hub.sharing
+    yield
+
+
+router = APIRouter(prefix="/v1", tags=["packages"], lifespan=_wire_sharing)
 MAX_BODY = 64 * 1024
 
 
 @router.post("/packages", status_code=201, summary="An aftercare package line: start, change (from a date) or end",
              responses={201: {"description": "Recorded (or the first answer to this source_message_id)"},
-                        404: {"description": "No person on the register for whom the caller is responsible"},
+                        404: {"description": "No person on the register for whom the caller is responsible on "
+                                              "the line's date with `funding` granted (one answer for all)"},
                         422: {"description": "Named problems; the input is held in quarantine"}})
 async def post_package(request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
     require(client, "packages:write")

@@ -3,14 +3,26 @@
 A package event (REST or a council-file row) is idempotent per (source,
 source_message_id) like a register change (the answer is kept in
 ingest_results), validated with named problems, and quarantined when bad.
-Only the person's responsible council or ICB may write their packages; the
-line is funded by the person's responsible pair on its start date.
+
+Who may write a line (README "Roles and access", "Packages and money"): a
+body that is the person's responsible council or ICB on the line's effective
+date (a start: its first day; a change: the day it takes effect; an end: the
+line's last day), holding a data-sharing agreement in force that grants
+`funding` (the group that reads the line); a change or an end also only of a
+line charged to the writer's own pair. A start is charged to the pair
+responsible on its first day. Anyone else gets the answer an unknown person
+gets (REST: the one 404; council files: the access policy's one row error),
+decided before the line is validated, so nothing of it is kept, not even in
+quarantine. Every decision, allowed or refused, is an `access_decisions` row
+(`hub/access.py` record_decision: one statement, in the write's own
+transaction when allowed). Split decisions (`DecisionService`) likewise.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -20,8 +32,10 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from hub.access import record_decision
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
+from hub.domain.access import Decision, Role, Rule
 from hub.domain.agreements import AgreementBook, NeedTag
 from hub.domain.model import RegisterChange, S117Status
 from hub.domain.money import (
@@ -40,16 +54,79 @@ from hub.domain.money.responsibility import InterimSpan, PairSpan
 from hub.domain.rules import evaluate
 from hub.domain.workflows.model import Case
 from hub.ingest.nhs_number import normalise
-from hub.ingest.service import PROBLEM_BASE, Client, IngestService, Outcome, problem
+from hub.ingest.service import PROBLEM_BASE, Client, IngestService, Outcome, problem, refusal
 from hub.ingest.validation import FieldProblem, problems_from_pydantic
 from hub.money.contract import PackageIn, package_problems
-from hub.money.responsibility import CarriedCosts, in_dispute, load_interims, load_pairs, moved_since_start, overlapping
-from hub.observability.logging import get_logger
+from hub.money.responsibility import (
+    CarriedCosts,
+    in_dispute,
+    load_interims,
+    load_pairs,
+    moved_since_start,
+    overlapping,
+)
+from hub.observability.logging import bound_correlation_id, get_logger
+from hub.sharing import FUNDING, SharingAgreements
 from hub.store.schema import care_packages, ingest_results, persons, register_changes, split_decisions
 
 log = get_logger("hub.money")
 NOT_FOUND = "no person with that id is on the register for which the caller is responsible"
 ATTEMPTS = 3
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2100, 12, 31)  # the contract's dates (hub/money/contract.py)
+
+
+def funding_agreement(sharing: SharingAgreements | None, client: Client, on: date) -> str | None:
+    """The ids of the caller's agreements in force on `on` that grant `funding`, or None."""
+    if sharing is None:
+        return None
+    ids = sorted({g.agreement_id for g in sharing.grants_for(client.org_code)
+                  if g.in_force(on) and FUNDING in g.field_groups})
+    return ",".join(ids) or None
+
+
+def responsible_role(status: S117Status | None, org_code: str) -> Role | None:
+    """The caller's role as the person's responsible council or ICB in `status`, if any."""
+    if status is None:
+        return None
+    for det, role in ((status.responsible_council, Role.RESPONSIBLE_COUNCIL),
+                      (status.responsible_commissioner, Role.RESPONSIBLE_COMMISSIONER)):
+        if det is not None and det.org is not None and det.org.code == org_code:
+            return role
+    return None
+
+
+def _code(det: Any) -> str | None:
+    return det.org.code if det is not None and det.org is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Allowed:
+    """A package write the access policy allowed: who, about whom, under which agreement."""
+
+    decision: Decision
+    person_id: str
+    agreement_id: str
+    status: S117Status  # the person's status on the line's effective date
+
+
+def _who_and_when(data: dict[str, Any]) -> tuple[str, str | None, str | None, date] | None:
+    """(action, person_id, NHS number, effective date) of a package event, if
+    they can be read as the contract reads them; None leaves it to validation."""
+    action, pid, person, day = (data.get("action"), data.get("person_id"), data.get("person"),
+                                data.get("effective_date"))
+    if action not in ("start", "change", "end") or (pid is None) == (person is None) or not isinstance(day, str):
+        return None
+    nhs = person.get("nhs_number") if isinstance(person, dict) else None
+    if (pid is not None and (not isinstance(pid, str) or len(pid) > 36)) or (person is not None and
+                                                                            not isinstance(nhs, str)):
+        return None
+    try:
+        on = date.fromisoformat(day)
+    except ValueError:
+        return None
+    if not FIRST_DAY <= on <= LAST_DAY:
+        return None
+    return action, pid, nhs, on
 
 
 def line_from_row(r: Any) -> PackageLine:
@@ -89,11 +166,34 @@ def line_json(line: PackageLine) -> dict[str, Any]:
     }
 
 
+def not_found_answer(channel: str, field: str) -> Outcome:
+    """The one answer for "no such person", "not yours" and "no agreement":
+    council files get the access policy's one row error (as a register change
+    row does), REST the packages' 404."""
+    if channel.removeprefix("resubmit-") == "file":
+        return refusal(Decision(False, Rule.NO_RELATIONSHIP))
+    return problem(404, "not-found", "Not found", NOT_FOUND, errors=[{"field": field, "reason": NOT_FOUND}])
+
+
+async def _audit_write(conn: AsyncConnection, client: Client, channel: str, decision: Decision,
+                       person_id: str | None, change_type: str, agreement_id: str | None = None) -> None:
+    await record_decision(conn, client, channel=channel, action="write", decision=decision, person_id=person_id,
+                          change_type=change_type, agreement_id=agreement_id,
+                          field_groups=(FUNDING,) if decision.allowed else None,
+                          correlation_id=bound_correlation_id())
+
+
 class PackageService:
     def __init__(self, engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook,
                  protector: DataProtector, ingest: IngestService) -> None:
         self._engine, self._ref, self._agreements = engine, ref, agreements
         self._protector, self._ingest = protector, ingest
+        # The hub's data-sharing agreements as they are now (the API wires it at
+        # start-up: hub/api/packages.py). Unset, no one holds `funding`: nothing is written.
+        self.sharing_of: Callable[[], SharingAgreements] | None = None
+
+    def _sharing(self) -> SharingAgreements | None:
+        return self.sharing_of() if self.sharing_of is not None else None
 
     async def status(self, person_id: str, on: date) -> S117Status | None:
         async with self._engine.connect() as conn:
@@ -108,7 +208,10 @@ class PackageService:
         if p.person_id is not None:
             return p.person_id
         assert p.person is not None
-        index = self._protector.index(normalise(p.person.nhs_number))
+        return await self._person_for(p.person.nhs_number)
+
+    async def _person_for(self, nhs_number: str) -> str | None:
+        index = self._protector.index(normalise(nhs_number))
         async with self._engine.connect() as conn:
             pid = (await conn.execute(select(persons.c.person_id)
                                       .where(persons.c.nhs_number_index == index))).scalar()
@@ -133,6 +236,17 @@ class PackageService:
                 await conn.rollback()
             if prev is not None:
                 return Outcome(prev.status_code, {**prev.body, "duplicate": True})
+        # The access policy before validation: nothing of a line the caller may
+        # not write is validated or kept (only an event too malformed to say
+        # whom and which day it is about goes to validation first).
+        allowed: _Allowed | None = None
+        found = _who_and_when(data)
+        if found is not None:
+            action, pid, nhs, on = found
+            decided = await self._decide(client, channel, action, pid, nhs, on, today)
+            if isinstance(decided, Outcome):
+                return decided
+            allowed = decided
         try:
             p = PackageIn.model_validate(data)
         except ValidationError as exc:
@@ -143,34 +257,61 @@ class PackageService:
         problems = package_problems(p)
         if problems:
             return await self._quarantine(client, original, channel, problems, smid)
-        person_id = await self._person_id(p)
-        status = await self.status(person_id, today) if person_id else None
-        responsible = set()
-        if status is not None:
-            responsible = {d.org.code for d in (status.responsible_council, status.responsible_commissioner)
-                           if d is not None and d.org is not None}
-        if status is None or client.org_code not in responsible:
-            # The same answer as for an unknown person: do not confirm who is on the register.
-            return problem(404, "not-found", "Not found", NOT_FOUND, errors=[
-                {"field": "person_id" if p.person_id else "person.nhs_number", "reason": NOT_FOUND}])
-        at_start = await self.status(person_id, p.effective_date) if p.action == "start" else status
-        council = at_start.responsible_council if at_start else None
-        icb = at_start.responsible_commissioner if at_start else None
-        if council is None or council.org is None or icb is None or icb.org is None:
+        if allowed is None:
+            person = p.person.nhs_number if p.person is not None else None
+            decided = await self._decide(client, channel, p.action, p.person_id, person, p.effective_date, today)
+            if isinstance(decided, Outcome):
+                return decided
+            allowed = decided
+        council, icb = _code(allowed.status.responsible_council), _code(allowed.status.responsible_commissioner)
+        if p.action == "start" and (council is None or icb is None):
+            async with self._engine.begin() as conn:
+                await _audit_write(conn, client, channel, allowed.decision, allowed.person_id, "package-start",
+                                   allowed.agreement_id)
             return await self._quarantine(client, original, channel, [FieldProblem(
                 "effective_date", "the person has no responsible council and ICB on this date: a package is "
                                   "funded by the pair responsible when it starts")], smid)
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                return await self._write(client, p, person_id, council.org.code, icb.org.code, original, channel)
+                return await self._write(client, p, allowed, council or "", icb or "", original, channel)
             except IntegrityError:
                 if attempt == ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
 
-    async def _write(self, client: Client, p: PackageIn, person_id: str, council: str, icb: str,
+    async def _decide(self, client: Client, channel: str, action: str, person_id: str | None,
+                      nhs_number: str | None, on: date, today: date) -> _Allowed | Outcome:
+        """May the caller write a line about the person from `on`? Allowed: the
+        person's responsible council or ICB on `on`, with `funding` granted by
+        an agreement in force today. Refused: audited, and the unknown person's answer."""
+        pid = person_id if person_id is not None else await self._person_for(nhs_number or "")
+        status = await self.status(pid, on) if pid else None
+        role = responsible_role(status, client.org_code)
+        agreement = funding_agreement(self._sharing(), client, today) if role is not None else None
+        if status is None or role is None or agreement is None:
+            decision = Decision(False, Rule.NO_AGREEMENT if role is not None else Rule.NO_RELATIONSHIP, role)
+            return await self._refuse(client, channel, decision, pid if status is not None else None,
+                                      f"package-{action}", "person_id" if person_id is not None
+                                      else "person.nhs_number")
+        assert pid is not None
+        return _Allowed(Decision(True, Rule.ALLOWED, role), pid, agreement, status)
+
+    async def _refuse(self, client: Client, channel: str, decision: Decision, person_id: str | None,
+                      change_type: str, field: str, conn: AsyncConnection | None = None) -> Outcome:
+        """Audit a refused write (in `conn`, else alone) and answer as for an unknown person."""
+        if conn is not None:
+            await _audit_write(conn, client, channel, decision, person_id, change_type)
+        else:
+            async with self._engine.begin() as own:
+                await _audit_write(own, client, channel, decision, person_id, change_type)
+        log.info("package refused by the access policy", source=client.client_id, channel=channel,
+                 change_type=change_type, reason_codes=[decision.rule.value])
+        return not_found_answer(channel, field)
+
+    async def _write(self, client: Client, p: PackageIn, allowed: _Allowed, council: str, icb: str,
                      original: bytes, channel: str) -> Outcome:
         now = datetime.now(UTC)
+        person_id, change_type = allowed.person_id, f"package-{p.action}"
         async with self._engine.begin() as conn:
             rows = (await conn.execute(select(care_packages).where(
                 care_packages.c.source == client.client_id, care_packages.c.package_id == p.package_id)
@@ -179,7 +320,14 @@ class PackageService:
             if versions and versions[-1].person_id != person_id:
                 problems = [FieldProblem("package_id", "belongs to another person: a line id is the sender's, "
                                                        "for one person")]
+            elif versions and client.org_code not in (versions[-1].council, versions[-1].icb):
+                # A change or an end of a line charged to a pair the writer is not in.
+                refused = Decision(False, Rule.NO_RELATIONSHIP)
+                return await self._refuse(client, channel, refused, person_id, change_type,
+                                          "person_id" if p.person_id is not None else "person.nhs_number", conn)
             else:
+                if versions:  # the answer names the pair the line is charged to
+                    council, icb = versions[-1].council, versions[-1].icb
                 new = None
                 if p.action == "start":
                     new = PackageLine(
@@ -224,6 +372,9 @@ class PackageService:
                 await conn.execute(ingest_results.insert().values(
                     source=client.client_id, source_message_id=p.source_message_id, status_code=201, body=body,
                     created_at=now))
+            # Allowed, and audited as such also when the line's own problems hold it in quarantine.
+            await _audit_write(conn, client, channel, allowed.decision, person_id, change_type,
+                               allowed.agreement_id)
         if problems:
             return await self._quarantine(client, original, channel, problems, p.source_message_id)
         log.info("package recorded", source=client.client_id, channel=channel, change_type=f"package-{p.action}")
@@ -332,10 +483,17 @@ class PackageService:
 class DecisionService:
     """Per-person splits: proposed by one responsible body, in force once the
     other agrees (Worcs 8.5, A2.3); agreed decisions are never changed, and a
-    new one takes effect only after the last."""
+    new one takes effect only after the last. Each body must be one of the
+    pair responsible now and hold `funding`, as for package lines; every
+    decision, allowed or refused, is audited."""
+
+    PROPOSE, AGREE = "split-decision-propose", "split-decision-agree"
 
     def __init__(self, packages: PackageService) -> None:
         self._p = packages
+
+    def _funding(self, client: Client) -> str | None:
+        return funding_agreement(self._p._sharing(), client, datetime.now(UTC).date())
 
     async def propose(self, client: Client, data: dict[str, Any], original: bytes) -> Outcome:
         from hub.domain.money.splits import agreement_on, decision_problem
@@ -345,15 +503,20 @@ class DecisionService:
         except ValidationError as exc:
             return await self._p._quarantine(client, original, "rest", problems_from_pydantic(exc), None)
         status = await self._p.status(d.person_id, datetime.now(UTC).date())
-        council = status.responsible_council.org.code if status and status.responsible_council and \
-            status.responsible_council.org else None
-        icb = status.responsible_commissioner.org.code if status and status.responsible_commissioner and \
-            status.responsible_commissioner.org else None
-        if client.org_code not in (council, icb) or council is None or icb is None:
+        council, icb = (_code(status.responsible_council), _code(status.responsible_commissioner)) if status \
+            else (None, None)
+        role = responsible_role(status, client.org_code)
+        agreement = self._funding(client) if role is not None else None
+        if role is None or agreement is None or council is None or icb is None:
+            decision = Decision(False, Rule.NO_AGREEMENT if role is not None and agreement is None
+                                else Rule.NO_RELATIONSHIP, role)
+            async with self._p._engine.begin() as conn:
+                await _audit_write(conn, client, "rest", decision, d.person_id if status else None, self.PROPOSE)
             return problem(404, "not-found", "Not found", NOT_FOUND)
-        agreement = agreement_on(self._p._agreements.funding_history(council, icb), d.effective_from)
+        allowed = Decision(True, Rule.ALLOWED, role)
+        agreement_now = agreement_on(self._p._agreements.funding_history(council, icb), d.effective_from)
         problems = []
-        reason = decision_problem(agreement, d.kind)
+        reason = decision_problem(agreement_now, d.kind)
         if reason:
             problems.append(FieldProblem("kind", reason))
         last = [x for x in (await self._p.decisions([d.person_id])).get(d.person_id, [])]
@@ -361,6 +524,8 @@ class DecisionService:
             problems.append(FieldProblem("effective_from", "must be after the last agreed decision's: an earlier "
                                                            "decision is never rewritten (Worcs 8.5)"))
         if problems:
+            async with self._p._engine.begin() as conn:
+                await _audit_write(conn, client, "rest", allowed, d.person_id, self.PROPOSE, agreement)
             return await self._p._quarantine(client, original, "rest", problems, None)
         decision_id = str(uuid.uuid4())
         async with self._p._engine.begin() as conn:
@@ -368,26 +533,39 @@ class DecisionService:
                 decision_id=decision_id, person_id=d.person_id, council=council, icb=icb, kind=d.kind,
                 council_share_bp=int(d.council_share_percent * 100), effective_from=d.effective_from,
                 reference=d.reference, proposed_by=client.org_code, proposed_at=datetime.now(UTC)))
+            await _audit_write(conn, client, "rest", allowed, d.person_id, self.PROPOSE, agreement)
         other = icb if client.org_code == council else council
         log.info("split decision proposed", source=client.client_id, org_code=client.org_code)
         return Outcome(201, {"decision_id": decision_id, "status": "awaiting-agreement", "awaiting": other,
                              "citation": "Worcs 8.5, A2.3"})
 
     async def agree(self, client: Client, decision_id: str) -> Outcome:
+        agreement = self._funding(client)
         async with self._p._engine.begin() as conn:
             row = (await conn.execute(select(split_decisions).where(
                 split_decisions.c.decision_id == decision_id))).first()
-            if row is None or client.org_code not in (row.council, row.icb):
-                return problem(404, "not-found", "Not found", "no split decision with that id for this client")
-            if row.agreed_at is not None:
-                return problem(409, "already-agreed", "Already agreed",
-                               "this decision is agreed and in force; it is never changed: propose a new one")
-            if row.proposed_by == client.org_code:
-                return problem(409, "needs-the-other-body", "Needs the other body",
-                               "a split needs both bodies: the other one agrees (Worcs 8.5, A2.3)")
-            await conn.execute(split_decisions.update().where(
-                split_decisions.c.decision_id == decision_id, split_decisions.c.agreed_at.is_(None))
-                .values(agreed_by=client.org_code, agreed_at=datetime.now(UTC)))
+            role = None if row is None else Role.RESPONSIBLE_COUNCIL if client.org_code == row.council \
+                else Role.RESPONSIBLE_COMMISSIONER if client.org_code == row.icb else None
+            if role is None or agreement is None:
+                decision = Decision(False, Rule.NO_RELATIONSHIP if role is None else Rule.NO_AGREEMENT, role)
+                await _audit_write(conn, client, "rest", decision, row.person_id if row else None, self.AGREE)
+                out = problem(404, "not-found", "Not found", "no split decision with that id for this client")
+            elif row.agreed_at is not None:
+                out = problem(409, "already-agreed", "Already agreed",
+                              "this decision is agreed and in force; it is never changed: propose a new one")
+            elif row.proposed_by == client.org_code:
+                out = problem(409, "needs-the-other-body", "Needs the other body",
+                              "a split needs both bodies: the other one agrees (Worcs 8.5, A2.3)")
+            else:
+                out = None
+                await conn.execute(split_decisions.update().where(
+                    split_decisions.c.decision_id == decision_id, split_decisions.c.agreed_at.is_(None))
+                    .values(agreed_by=client.org_code, agreed_at=datetime.now(UTC)))
+            if role is not None and agreement is not None:
+                await _audit_write(conn, client, "rest", Decision(True, Rule.ALLOWED, role), row.person_id,
+                                   self.AGREE, agreement)
+        if out is not None:
+            return out
         log.info("split decision agreed", source=client.client_id, org_code=client.org_code)
         return Outcome(200, {"decision_id": decision_id, "status": "agreed",
                              "effective_from": row.effective_from.isoformat(), "citation": "Worcs 8.5, A2.3"})
