@@ -2,7 +2,8 @@
 ICB, as JSON, CSV or PDF. Only the two bodies themselves (and the hub
 operator) get it, and only while a data-sharing agreement grants them the
 `funding` field group; anyone else gets the same 404 as for a pair with
-nothing to show."""
+nothing to show. Every read, allowed or refused, is an `access_decisions` row
+(channel `statement`, `as_of` the month's first day; no person)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
+from hub.access import record_decision
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
+from hub.domain.access import Decision, Role, Rule
+from hub.domain.money import month_bounds
 from hub.money.issues import issue_for
 from hub.money.render import statement_csv, statement_json, statement_pdf
-from hub.sharing import FUNDING
+from hub.money.service import funding_agreement
+from hub.observability.logging import bound_correlation_id
 
 router = APIRouter(prefix="/v1", tags=["statements"])
 MONTH = re.compile(r"^(20[0-9]{2}|2100)-(0[1-9]|1[0-2])$")
@@ -42,9 +47,19 @@ async def get_statement(
 ) -> Response:
     require(client, "s117:read")
     today = datetime.now(UTC).date()
-    admin = "hub:admin" in client.scopes
-    if not admin and (client.org_code not in (council, icb) or not hub.sharing.grants_group(
-            client.org_code, FUNDING, today)):
+    if "hub:admin" in client.scopes:
+        decision, agreement = Decision(True, Rule.ALLOWED, Role.HUB_OPERATOR), "hub:admin"
+    else:
+        role = Role.RESPONSIBLE_COUNCIL if client.org_code == council else \
+            Role.RESPONSIBLE_COMMISSIONER if client.org_code == icb else None
+        agreement = funding_agreement(hub.sharing, client, today) if role is not None else None
+        decision = Decision(True, Rule.ALLOWED, role) if agreement is not None else \
+            Decision(False, Rule.NO_AGREEMENT if role is not None else Rule.NO_RELATIONSHIP, role)
+    async with hub.engine.begin() as conn:
+        await record_decision(conn, client, channel="statement", action="read", decision=decision,
+                              agreement_id=agreement, field_groups=("funding",) if decision.allowed else (),
+                              as_of=month_bounds(month)[0], correlation_id=bound_correlation_id())
+    if not decision.allowed:
         raise ProblemError(404, "not-found", "Not found", "no statement for that pair for this client")
     assert hub.packages is not None
     statement = await hub.packages.statement(month, council, icb)

@@ -7,7 +7,8 @@ line's effective date (for a change or an end, one whose pair the line is
 charged to), holding an agreement in force that grants `funding`; anyone else
 gets the answer an unknown person gets, and nothing is kept or quarantined.
 Council-file package rows go through the same rule. Every package and split
-decision write, allowed or refused, is an `access_decisions` row."""
+decision write, allowed or refused, and every statement read, is an
+`access_decisions` row."""
 
 from __future__ import annotations
 
@@ -243,3 +244,23 @@ async def test_split_decisions_need_a_responsible_body_with_funding_and_are_audi
         (*propose, "allowed", "allowed", "responsible-council", ("funding",))]
     assert await _decisions(app_hub, clients[QU9][0]) == [
         (*agree, "allowed", "allowed", "responsible-commissioner", ("funding",))]
+
+
+async def test_every_statement_read_is_an_access_decision(app_hub):
+    clients = await _clients(app_hub)
+    key = {org: k for org, (_, k) in clients.items()}
+    q = f"/v1/statements?month=2025-06&council={BUCKS}&icb={QU9}"
+    assert (await app_hub.http.get(q, headers={"X-API-Key": key[BUCKS]})).status_code == 200
+    assert (await app_hub.http.get(q, headers={"X-API-Key": key[BRUM]})).status_code == 404
+    assert (await app_hub.http.get(q + "&format=csv", headers={"X-API-Key": key[QU9]})).status_code == 200
+    other = f"/v1/statements?month=2025-11&council={WORCS}&icb={QU9}"
+    assert (await app_hub.http.get(other, headers={"X-API-Key": key[WORCS]})).status_code == 404  # no funding
+    rows = await _rows(app_hub, access_decisions, access_decisions.c.channel == "statement")
+    got = sorted((r.org_code, r.action, r.decision, r.rule, r.role, tuple(r.field_groups or ()), r.as_of,
+                  r.person_id) for r in rows)
+    assert got == sorted([
+        (BUCKS, "read", "allowed", "allowed", "responsible-council", ("funding",), date(2025, 6, 1), None),
+        (BRUM, "read", "denied", "no-relationship", None, (), date(2025, 6, 1), None),
+        (QU9, "read", "allowed", "allowed", "responsible-commissioner", ("funding",), date(2025, 6, 1), None),
+        (WORCS, "read", "denied", "no-agreement", "responsible-council", (), date(2025, 11, 1), None),
+    ])
