@@ -40,7 +40,9 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}", re.ASCII)  # Crockford base32: no I, L, O, U
 _TOKEN = re.compile(r"[A-Za-z0-9._:-]{8,64}", re.ASCII)
 _SEPARATORS = re.compile(r"[._:-]", re.ASCII)
-_DIGIT_RUN = re.compile(r"[0-9]{8}", re.ASCII)  # an NHS number (10), a date of birth (8)
+_TEN_DIGITS = re.compile(r"[0-9]{10}", re.ASCII)  # an NHS number, however it was separated
+_EIGHT_DIGITS = re.compile(r"(?=([0-9]{8}))", re.ASCII)  # every 8-digit window: a date of birth?
+_BARE_TEN_IN_GROUP = re.compile(r"(?<![0-9])[0-9]{10,}(?![0-9])", re.ASCII)
 _LETTER_RUN = re.compile(r"[A-Za-z]{3,}", re.ASCII)
 _NOT_HEX = re.compile(r"[G-Zg-z]", re.ASCII)
 
@@ -56,15 +58,25 @@ def accepted_correlation_id(value: str | bytes | None) -> str | None:
             return None
     value = value.strip()
     if _UUID.fullmatch(value):
-        return value.lower()
+        # A group of a UUID may hold a bare run of ten digits (about 1 in 60 at random): not kept.
+        return None if _BARE_TEN_IN_GROUP.search(value) else value.lower()
     if _TOKEN.fullmatch(value) is None:
         return None
     bare = _SEPARATORS.sub("", value)
-    if _DIGIT_RUN.search(bare):
+    if _TEN_DIGITS.search(bare) or any(_a_date(w) for w in _EIGHT_DIGITS.findall(bare)):
         return None
     if _ULID.fullmatch(value) is None and any(_NOT_HEX.search(run) for run in _LETTER_RUN.findall(bare)):
         return None
     return value
+
+
+def _a_date(digits: str) -> bool:
+    """Whether 8 digits read as a date from 1900 to 2099, year first or last
+    (a date of birth in an id); a random hex trace id's 8-digit runs seldom do."""
+    for year, month, day in ((digits[:4], digits[4:6], digits[6:]), (digits[4:], digits[2:4], digits[:2])):
+        if year[:2] in ("19", "20") and 1 <= int(month) <= 12 and 1 <= int(day) <= 31:
+            return True
+    return False
 
 
 def correlation_id_for(value: str | bytes | None) -> str:

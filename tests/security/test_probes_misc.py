@@ -47,7 +47,7 @@ def test_unacceptable_correlation_ids_are_replaced(value):
     assert accepted_correlation_id(value) is None
 
 
-@pytest.mark.parametrize("value", [str(uuid.uuid4()), str(uuid.uuid4()).upper(), "trust-engine.42_a", "A" * 64])
+@pytest.mark.parametrize("value", [str(uuid.uuid4()), str(uuid.uuid4()).upper(), "4bf92f35.42_a", "A" * 64])
 def test_uuids_and_short_tokens_are_kept(value):
     kept = accepted_correlation_id(value)
     assert kept is not None and kept.lower() == value.lower()
@@ -133,6 +133,9 @@ async def test_a_non_json_body_is_415_and_nothing_is_quarantined(app_hub, ctype)
 
 async def test_a_record_id_that_is_an_nhs_number_is_refused_and_not_echoed(app_hub):
     _, key = await add_client(app_hub.hub.engine, "Bucks SWIFT", "E06000060", "council", ["register:write"])
+    # The council's own person (a row about someone it has no role for gets the access policy's row error).
+    r = await app_hub.http.post("/v1/register-changes", headers=trust(app_hub), json=change("rid-1"))
+    assert r.status_code == 202, r.text
     header = ("RECORD_ID,EVENT,EFFECTIVE_DATE,NOTIFIED_DATE,NHS_NO,SURNAME,FORENAME,DOB,POSTCODE,LA_GSS,NFA,GP_ODS,"
               "REVIEW_REASON,LA_AGREES,NHS_AGREES,PERSON_INVOLVED,END_REASONS,PARTICIPANTS")
     row = "999 000 1006,REVIEW_DONE,01/07/2025,01/07/2025,9990001006,Testpatient,Alex,14/03/1971,WR1 2AA,E10000034,N,K82001,,,,,,"
@@ -143,6 +146,14 @@ async def test_a_record_id_that_is_an_nhs_number_is_refused_and_not_echoed(app_h
     (entry,) = r.json()["report"]
     assert entry["status"] == "rejected" and entry["record_id"] is None
     assert any(e["field"] == "row 1, column RECORD_ID" for e in entry["errors"])
+    assert "9990001006" not in r.text and "999 000 1006" not in r.text
+    # ... and the same row about someone not on the register: the policy's one row error, nothing kept.
+    other = row.replace(",9990001006,", ",9990000018,")
+    r = await app_hub.http.post("/v1/council-files?format=swift_csv", content=f"{header}\n{other}\n".encode(),
+                                headers={"X-API-Key": key, "Content-Type": "text/csv"})
+    r = await council_file_done(app_hub.http, r, {"X-API-Key": key})
+    (entry,) = r.json()["report"]
+    assert entry["status"] == "rejected" and entry["rule"] == "no-relationship" and "quarantine_id" not in entry
     assert "9990001006" not in r.text and "999 000 1006" not in r.text
 
 

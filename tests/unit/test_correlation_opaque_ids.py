@@ -1,7 +1,9 @@
 """A client's X-Correlation-Id is kept only if it is opaque (hub/api/correlation.py):
-a UUID, a ULID, or a token of 8-64 characters of `[A-Za-z0-9._:-]` that, its
-separators removed, has no run of 8 digits (an NHS number, a date of birth)
-and no run of 3 letters with any outside a-f (a word, a name; hex ids pass).
+a UUID (none of whose groups is a bare run of ten digits), a ULID, or a token
+of 8-64 characters of `[A-Za-z0-9._:-]` that, its separators removed, has no
+run of 10 digits (an NHS number) nor 8 that read as a date from 1900 to 2099
+(a date of birth), and no run of 3 letters with any outside a-f (a word, a
+name; hex ids pass).
 
 Before: only a run of ten digits was refused, so `999.100.0011`,
 `999-100-0011` (an NHS number with separators) and `Zebedee-1970-05-05` (a
@@ -33,6 +35,8 @@ REFUSED = [
     "abc1234", "c-1", "",  # shorter than 8
     "a" * 65, "a b c d e f", "café-1234", "id;drop", "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668",
     "{6ba7b810-9dad-11d1-80b4-00c04fd430c8}", "urn:uuid:6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+    "ab-05051970", "ab-20011231-cd",  # a date of birth, day first or year first
+    "6ba7b810-9dad-11d1-80b4-a9991000011b",  # a UUID whose last group holds an NHS number
 ]
 ACCEPTED = [
     "6ba7b810-9dad-11d1-80b4-00c04fd430c8",  # a version 1 UUID
@@ -43,6 +47,7 @@ ACCEPTED = [
     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # a whole traceparent
     "deadbeef", "a1b2c3d4:e5f6", "1234567-abcdef", "A" * 64,
     "6ba7b8109dad11d180b400c04fd430c8----",  # not a UUID's 8-4-4-4-12 but a hex token: kept as sent
+    "4bf92f35123456784bf9a3ce",  # eight digits that are no date (1234-56-78, 12-34-5678): a random hex id's
 ]
 
 

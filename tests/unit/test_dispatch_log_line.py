@@ -26,7 +26,7 @@ async def _post(app_hub, seed: int, run: str) -> list[str]:  # noqa: ANN001
     """The scenario's changes posted, each with its own correlation id; returns them."""
     ids = []
     for i, c in enumerate(detention_to_move_scenario(random.Random(seed), run, date(2025, 1, 6))):
-        cid = f"corr-{run}-{i}"
+        cid = f"cafe-{seed}-{i:04d}"
         r = await app_hub.http.post("/v1/register-changes", json=c, headers={
             "X-API-Key": app_hub.keys["trust"], "X-Correlation-Id": cid})
         assert r.status_code == 202, r.text

@@ -28,19 +28,19 @@ async def _through(headers: list[tuple[bytes, bytes]], answer_headers: list[tupl
 
 
 async def test_the_clients_first_correlation_id_is_the_one_the_app_and_the_answer_carry():
-    headers = [(b"host", b"hub"), (b"X-Correlation-Id", b"trace-1"), (b"content-type", b"application/json"),
-               (b"x-correlation-id", b"trace-2")]
+    headers = [(b"host", b"hub"), (b"X-Correlation-Id", b"feed-0001"), (b"content-type", b"application/json"),
+               (b"x-correlation-id", b"feed-0002")]
     app_headers, answer = await _through(headers, [(b"content-type", b"application/json"),
                                                    (HEADER, b"from-the-app")])
-    assert app_headers == [(b"host", b"hub"), (b"content-type", b"application/json"), (HEADER, b"trace-1")]
-    assert answer == [(b"content-type", b"application/json"), (HEADER, b"trace-1")]
+    assert app_headers == [(b"host", b"hub"), (b"content-type", b"application/json"), (HEADER, b"feed-0001")]
+    assert answer == [(b"content-type", b"application/json"), (HEADER, b"feed-0001")]
 
 
 async def test_without_an_acceptable_id_one_is_minted_and_used_throughout():
-    for headers in ([(b"host", b"hub")], [(HEADER, b"Jane Smith 01/02/1980"), (HEADER, b"trace-2")]):
+    for headers in ([(b"host", b"hub")], [(HEADER, b"Jane Smith 01/02/1980"), (HEADER, b"feed-0002")]):
         app_headers, answer = await _through(headers, [])
         ids = [v for k, v in app_headers if k == HEADER]
-        assert len(ids) == 1 and len(ids[0]) == 36 and ids[0] != b"trace-2"  # the first header decides
+        assert len(ids) == 1 and len(ids[0]) == 36 and ids[0] != b"feed-0002"  # the first header decides
         assert answer == [(HEADER, ids[0])]
         assert [k for k, _ in app_headers if k != HEADER] == [k for k, _ in headers if k.lower() != HEADER]
 

@@ -59,7 +59,7 @@ def app_http(app_hub):  # noqa: ANN001, ANN201
 
 async def test_refusals_are_the_routers_byte_for_byte(app_http):
     h = app_http.http
-    cid = {"X-Correlation-Id": "route-test-1"}
+    cid = {"X-Correlation-Id": "feed-0001"}
     trust = {**cid, "X-API-Key": app_http.keys["trust"]}
     change = {"source_message_id": "r-1", "change_type": "detained"}
     cases = [
@@ -79,7 +79,7 @@ async def test_refusals_are_the_routers_byte_for_byte(app_http):
 
 async def test_accepted_quarantined_and_repeated_changes_answer_as_through_the_router(app_http):
     h = app_http.http
-    trust = {"X-Correlation-Id": "route-test-2", "X-API-Key": app_http.keys["trust"]}
+    trust = {"X-Correlation-Id": "feed-0002", "X-API-Key": app_http.keys["trust"]}
     people = {tag: detention_to_move_scenario(random.Random(7), f"route-{tag}", date(2025, 1, 6))[0]
               for tag in ("fast", "routed")}
     # Two people with the same change (their own NHS numbers and message ids).
@@ -105,7 +105,7 @@ async def test_an_unexpected_error_is_the_500_problem_through_either(app_http, m
 
     monkeypatch.setattr(app_http.hub.ingest, "accept", broken)
     app = app_http.http._transport.app
-    trust = {"X-Correlation-Id": "route-test-3", "X-API-Key": app_http.keys["trust"]}
+    trust = {"X-Correlation-Id": "feed-0003", "X-API-Key": app_http.keys["trust"]}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
                                  base_url="http://hub") as h:
         fast, routed = await _both(app_http, lambda tag: h.post("/v1/register-changes", headers=trust,
@@ -127,8 +127,11 @@ async def test_the_shortcut_finds_its_route_and_logs_its_template(app_http, caps
     """A FastAPI whose routes it could not find would send every request through
     the router (correct, but slower): this says so."""
     layer = _route_layer(app_http.http._transport.app)
-    r = await app_http.http.post("/v1/register-changes", json={})
-    assert r.status_code == 401
+    # A key without register:write: past the front's key check (a request
+    # without a key is answered there, before any route), refused by the handler.
+    r = await app_http.http.post("/v1/register-changes", json={},
+                                 headers={"X-API-Key": app_http.keys["E06000060"]})
+    assert r.status_code == 403
     assert layer.enabled and layer._route is not None and layer._route.path == "/v1/register-changes"
     assert "path=/v1/register-changes" in capsys.readouterr().err
 

@@ -32,13 +32,13 @@ async def test_a_change_sent_alone_is_one_line_with_the_requests_fields(app_hub)
     change = detention_to_move_scenario(random.Random(7), "line", date(2025, 1, 6))[0]
     headers = {"X-API-Key": app_hub.keys["trust"]}
     with capture_logs() as logs:
-        r = await app_hub.http.post("/v1/register-changes", json=change, headers={**headers, "X-Correlation-Id": "c-1"})
+        r = await app_hub.http.post("/v1/register-changes", json=change, headers={**headers, "X-Correlation-Id": "c0ffee-01"})
         again = await app_hub.http.post("/v1/register-changes", json=change,
-                                        headers={**headers, "X-Correlation-Id": "c-2"})
-        bad = await app_hub.http.post("/v1/register-changes", json={}, headers={**headers, "X-Correlation-Id": "c-3"})
+                                        headers={**headers, "X-Correlation-Id": "c0ffee-02"})
+        bad = await app_hub.http.post("/v1/register-changes", json={}, headers={**headers, "X-Correlation-Id": "c0ffee-03"})
     assert (r.status_code, again.status_code, bad.status_code) == (202, 202, 422)
     body = r.json()
-    [line] = _of(logs, "c-1")
+    [line] = _of(logs, "c0ffee-01")
     assert line["event"] == "register change accepted"
     assert set(line) - {"event", "log_level"} == _ACCEPTED | _REQUEST
     assert set(line) - {"log_level"} <= ALLOWED_KEYS
@@ -48,8 +48,8 @@ async def test_a_change_sent_alone_is_one_line_with_the_requests_fields(app_hub)
         == (body["change_id"], body["person_id"], len(body["events"]), body["service_level"]["state"],
             change["change_type"], "rest")
     # A repeat (its first answer again) and a rejected change record nothing: their `request` line as before.
-    assert [line["event"] for line in _of(logs, "c-2")] == ["request"]
-    assert [line["event"] for line in _of(logs, "c-3")] == ["register change quarantined", "request"]
+    assert [line["event"] for line in _of(logs, "c0ffee-02")] == ["request"]
+    assert [line["event"] for line in _of(logs, "c0ffee-03")] == ["register change quarantined", "request"]
 
 
 async def test_outside_a_request_the_accepted_line_is_its_own(app_hub) -> None:  # noqa: ANN001

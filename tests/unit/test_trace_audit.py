@@ -32,13 +32,13 @@ async def flowed(app_hub):  # noqa: ANN001
     answers = []
     for c in detention(NHS, "t"):
         r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"],
-                                                                    "X-Correlation-Id": f"corr-{c['source_message_id']}"},
+                                                                    "X-Correlation-Id": f"cafe-000{c['source_message_id'][-1]}"},
                                     json=c)
         assert r.status_code == 202, r.text
         answers.append(r.json())
     bad = {**detention(NHS, "bad")[0], "legal_status_code": "XX"}
     r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"],
-                                                                "X-Correlation-Id": "corr-bad"}, json=bad)
+                                                                "X-Correlation-Id": "cafe-bad"}, json=bad)
     assert r.status_code == 422
     while await app_hub.hub.dispatcher.run_once():
         pass
@@ -46,7 +46,7 @@ async def flowed(app_hub):  # noqa: ANN001
 
 
 async def test_trace_by_correlation_id_runs_from_receipt_to_each_recipient(app_hub, admin, flowed) -> None:  # noqa: ANN001
-    r = await app_hub.http.get("/v1/ops/trace?correlation_id=corr-t-2", headers=admin)
+    r = await app_hub.http.get("/v1/ops/trace?correlation_id=cafe-0002", headers=admin)
     assert r.status_code == 200, r.text
     t = r.json()
     stages = [e["stage"] for e in t["timeline"]]
@@ -67,7 +67,7 @@ async def test_trace_by_correlation_id_runs_from_receipt_to_each_recipient(app_h
     mid = next(e["message_id"] for e in t["timeline"] if e["stage"] == "delivery-queued")
     assert (await app_hub.http.get(f"/v1/ops/trace?message_id={mid}", headers=admin)).json()["changes"] == 1
     # A quarantined input is traced too, with its reasons.
-    bad = (await app_hub.http.get("/v1/ops/trace?correlation_id=corr-bad", headers=admin)).json()
+    bad = (await app_hub.http.get("/v1/ops/trace?correlation_id=cafe-bad", headers=admin)).json()
     [held] = bad["timeline"]
     assert held["stage"] == "quarantined" and held["errors"][0]["field"] == "legal_status_code"
     # By NHS number: in the body.
