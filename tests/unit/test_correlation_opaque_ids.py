@@ -47,7 +47,7 @@ ACCEPTED = [
     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # a whole traceparent
     "deadbeef", "a1b2c3d4:e5f6", "1234567-abcdef", "A" * 64,
     "6ba7b8109dad11d180b400c04fd430c8----",  # not a UUID's 8-4-4-4-12 but a hex token: kept as sent
-    "4bf92f35123456784bf9a3ce",  # eight digits that are no date (1234-56-78, 12-34-5678): a random hex id's
+    "4bf92fa12345678bf9a3ce",  # eight digits that are no date (1234-56-78, 12-34-5678): a random hex id's
 ]
 
 
