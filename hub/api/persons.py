@@ -7,13 +7,17 @@ read: a body with a role in the person's care now, or one that was a party on
 the `as_of` date asked (its own period, nothing later) or was notified of the
 person up to that date; writing about someone never makes a reader. The
 answer carries only the field groups the caller's data-sharing agreement in
-force allows (the same groups as the push messages). Every read, allowed or
-refused, is recorded in `access_decisions`. "No such person", "not yours" and
-"no agreement" are one identical 404.
+force allows (the same groups as the push messages). Transfers are only the
+caller's own cases, and the funding part only the lines charged to a pair it
+belongs to; with `as_of`, both as they stood then (nothing opened, begun or
+done later). Every read, allowed or refused, is recorded in
+`access_decisions`. "No such person", "not yours" and "no agreement" are one
+identical 404.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
@@ -29,6 +33,8 @@ from hub.api.problems import ProblemError
 from hub.codec import from_jsonable, to_jsonable
 from hub.domain.model import RegisterChange, S117Status
 from hub.domain.rules import evaluate
+from hub.domain.workflows.model import Case
+from hub.domain.working_days import add_working_days
 from hub.ingest.service import Client
 from hub.money.view import funding_view
 from hub.sharing import FUNDING
@@ -124,28 +130,47 @@ async def s117_position(
     require(client, "s117:read")
     changes, levels, status, grant = await _authorise(hub, client, person_id, as_of, "query")
     body = to_jsonable(status)
-    async with hub.engine.connect() as conn:  # transfer pending / accepted (hub/workflows/distribution.py)
-        body["transfers"] = await transfers_for_person(conn, person_id)
-        await conn.rollback()
+    if "workflow" in grant.groups:
+        # Transfer pending / accepted (hub/workflows/distribution.py): the caller's own cases
+        # (every case for the hub operator), as they stood on `as_of`, nothing later.
+        async with hub.engine.connect() as conn:
+            body["transfers"] = await transfers_for_person(
+                conn, person_id, as_of=as_of, party=None if "hub:admin" in client.scopes else client.org_code,
+                acknowledge_by=_acknowledge_by(hub))
+            await conn.rollback()
     body["register_service_level"] = [
         {"change_id": c.change_id, "change_type": c.change_type.value, "notified_on": c.notified_on.isoformat(),
          "recorded_on": c.recorded_on.isoformat(), **levels.get(c.change_id, {})}
         for c in sorted(changes, key=lambda c: (c.recorded_on, c.change_id))
         if as_of is None or c.effective_date <= as_of
     ]
-    await _add_funding(hub, client, person_id, status, body)
+    await _add_funding(hub, client, person_id, status, body, as_of)
     return filter_status(body, grant.groups)
 
 
-async def _add_funding(hub, client: Client, person_id: str, status: S117Status, body: dict) -> None:  # noqa: ANN001
+def _acknowledge_by(hub) -> Callable[[Case], date]:  # noqa: ANN001
+    """A transfer's acknowledgement deadline from its area agreement (as the
+    workflows set its clock), for a case whose clock has since stopped."""
+    book = hub.agreements
+    areas = {a.name: a for a in (book.default_area, *book.areas.values())}
+
+    def due(case: Case) -> date:
+        area = areas.get(case.area, book.default_area)
+        return add_working_days(case.opened_on, area.acknowledgement_working_days, hub.ref.bank_holidays())
+    return due
+
+
+async def _add_funding(hub, client: Client, person_id: str, status: S117Status, body: dict,  # noqa: ANN001
+                       as_of: date | None) -> None:
     """Costs, providers, the split with its citation and agreed interim
     dispute shares: only for bodies an agreement grants the `funding` field
-    group (hub/money/view.py)."""
+    group (hub/money/view.py), and of those only the lines charged to a pair
+    the caller belongs to, begun by `as_of` (hub/money/service.py
+    `funding_for`; for the hub operator no pair filter, the date's still)."""
     today = datetime.now(UTC).date()
-    if hub.packages is None or not ("hub:admin" in client.scopes
-                                    or hub.sharing.grants_group(client.org_code, FUNDING, today)):
+    admin = "hub:admin" in client.scopes
+    if hub.packages is None or not (admin or hub.sharing.grants_group(client.org_code, FUNDING, today)):
         return
-    lines = await hub.packages.lines_for_person(person_id)
-    decisions = (await hub.packages.decisions([person_id])).get(person_id, [])
-    interims = await hub.packages.interims_for_person(person_id)
+    lines, decisions, interims = await hub.packages.funding_for(person_id, None if admin else client.org_code,
+                                                                as_of)
     body["funding"] = funding_view(status, hub.agreements, lines, decisions, status.as_of, interims)

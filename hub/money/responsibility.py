@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import date, timedelta
 
 from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -43,6 +43,37 @@ def moved_since_start(last: date):  # noqa: ANN201
 def in_dispute():  # noqa: ANN201
     return exists().where(workflow_cases.c.person_id == care_packages.c.person_id,
                           workflow_cases.c.kind == CaseKind.DISPUTE.value)
+
+
+def _last_day(line: PackageLine, until: date | None) -> date | None:
+    """The line's last day up to `until` (None: open)."""
+    return line.end if until is None or (line.end is not None and line.end < until) else until
+
+
+def interim_covers(interim: InterimSpan, line: PackageLine, until: date | None = None) -> bool:
+    """Whether the interim shares are in force on some day of `line` up to `until`."""
+    last = _last_day(line, until)
+    return (last is None or interim.first <= last) and (interim.last is None or line.start <= interim.last)
+
+
+def charged_to(line: PackageLine, pairs: Sequence[PairSpan], interims: Sequence[InterimSpan],
+               until: date | None = None) -> set[str]:
+    """The bodies `line` is charged to on some day from its start to its end,
+    or to `until` if that is earlier (None: its end): the pair it is recorded
+    against, each pair the register names over those days (`pairs`, oldest
+    first: a span runs to the day before the next), and the parties to agreed
+    interim shares in force on them. Who may see the line in the person query."""
+    last = _last_day(line, until)
+    orgs = {line.council, line.icb}
+    for i, span in enumerate(pairs):
+        span_last = pairs[i + 1].start - timedelta(days=1) if i + 1 < len(pairs) else None
+        if (last is None or span.start <= last) and (span_last is None or line.start <= span_last):
+            orgs.update((span.council, span.icb))
+    for interim in interims:
+        if interim_covers(interim, line, until):
+            orgs.update(org for org, _ in interim.shares)
+            orgs.add(interim.lead_body)
+    return orgs
 
 
 def case_from_data(data: dict) -> Case:

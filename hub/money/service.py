@@ -59,7 +59,9 @@ from hub.ingest.validation import FieldProblem, problems_from_pydantic
 from hub.money.contract import PackageIn, package_problems
 from hub.money.responsibility import (
     CarriedCosts,
+    charged_to,
     in_dispute,
+    interim_covers,
     load_interims,
     load_pairs,
     moved_since_start,
@@ -382,19 +384,34 @@ class PackageService:
 
     # ------------------------------------------------------------- reads
 
-    async def lines_for_person(self, person_id: str) -> list[PackageLine]:
+    async def funding_for(self, person_id: str, org: str | None, as_of: date | None) -> tuple[
+            list[PackageLine], list[PersonDecision], tuple[InterimSpan, ...]]:
+        """What the person query's `funding` part shows `org` (None: the hub
+        operator): the line versions begun by `as_of` (all, without one) and
+        charged to a pair `org` belongs to on some day up to then (`charged_to`:
+        both bodies of a pair see the pair's lines, the new pair a line the
+        register moved to it from the day it did); the decisions in force by
+        then; the agreed interim shares `org` is party to or that cover a line it sees."""
+        q = select(care_packages).where(care_packages.c.person_id == person_id)
+        if as_of is not None:
+            q = q.where(care_packages.c.start_date <= as_of)
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(select(care_packages).where(care_packages.c.person_id == person_id)
-                                       .order_by(care_packages.c.package_id, care_packages.c.version))).all()
+            lines = [line_from_row(r) for r in (await conn.execute(
+                q.order_by(care_packages.c.package_id, care_packages.c.version))).all()]
+            interims = (await load_interims(conn, [person_id])).get(person_id, ())
+            pairs: tuple[PairSpan, ...] = ()
+            if org is not None and lines:
+                pairs = (await load_pairs(conn, [person_id], min(line.start for line in lines), as_of or LAST_DAY,
+                                          self._ref, self._agreements)).get(person_id, ())
             await conn.rollback()
-        return [line_from_row(r) for r in rows]
-
-    async def interims_for_person(self, person_id: str) -> tuple[InterimSpan, ...]:
-        """The agreed interim shares of the person's disputes, as the statements apply them."""
-        async with self._engine.connect() as conn:
-            found = await load_interims(conn, [person_id])
-            await conn.rollback()
-        return found.get(person_id, ())
+        decisions = (await self.decisions([person_id])).get(person_id, [])
+        if as_of is not None:
+            decisions = [d for d in decisions if d.effective_from <= as_of]
+        if org is not None:
+            lines = [line for line in lines if org in charged_to(line, pairs, interims, as_of)]
+            interims = tuple(i for i in interims if org == i.lead_body or org in dict(i.shares)
+                             or any(interim_covers(i, line, as_of) for line in lines))
+        return lines, decisions, interims
 
     async def lines_for_pair(self, council: str, icb: str, first: date, last: date) -> list[PackageLine]:
         q = select(care_packages).where(

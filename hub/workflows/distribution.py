@@ -1,9 +1,12 @@
 """While a transfer awaits acceptance, the outgoing body stays on the
 distribution and the person's position shows the transfer (issue #11, item 1;
-Worcs 17.2: responsibilities are handed over only once agreed)."""
+Worcs 17.2: responsibilities are handed over only once agreed) to the two
+bodies of the transfer, as it stood on the date asked."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 from sqlalchemy import bindparam, or_, select
@@ -45,26 +48,49 @@ def outgoing_of(pending: list[dict[str, Any]], already: list[Recipient]) -> list
     return out
 
 
-async def transfers_for_person(conn: AsyncConnection, person_id: str) -> list[dict[str, Any]]:
+async def transfers_for_person(
+    conn: AsyncConnection, person_id: str, *, as_of: date | None = None, party: str | None = None,
+    acknowledge_by: Callable[[Case], date | None] | None = None,
+) -> list[dict[str, Any]]:
     """The person's transfers for their s117 position: pending ones name both
-    bodies and the deadline; accepted ones say by whom and on which day."""
-    rows = (await conn.execute(select(workflow_cases.c.data).where(
-        workflow_cases.c.person_id == person_id, workflow_cases.c.kind == "transfer")
-        .order_by(workflow_cases.c.opened_on))).all()
+    bodies and the deadline; accepted ones say by whom and on which day.
+
+    `party`: only the cases it is a party to (None: every case, for the hub
+    operator). `as_of`: only the cases opened by then, each in the state its
+    dated steps (`workflow_transitions`) had reached by then, nothing later.
+    `acknowledge_by`: the acknowledgement deadline of a case whose clock has
+    since stopped (accepted or contested after the date asked)."""
+    q = select(workflow_cases.c.data).where(workflow_cases.c.person_id == person_id,
+                                            workflow_cases.c.kind == "transfer")
+    if as_of is not None:
+        q = q.where(workflow_cases.c.opened_on <= as_of)
+    rows = (await conn.execute(q.order_by(workflow_cases.c.opened_on, workflow_cases.c.case_id))).all()
+    cases = [from_jsonable(Case, row.data) for row in rows]
+    if party is not None:
+        cases = [c for c in cases if party in c.parties]
+    if not cases:
+        return []
+    steps: dict[str, list[Any]] = {c.case_id: [] for c in cases}
+    t = workflow_transitions.c
+    for step in (await conn.execute(select(t.case_id, t.to_state, t.on_date).where(
+            t.case_id.in_(list(steps))).order_by(t.seq))).all():
+        if as_of is None or step.on_date <= as_of:
+            steps[step.case_id].append(step)
     out = []
-    for row in rows:
-        case = from_jsonable(Case, row.data)
+    for case in cases:
+        taken = steps[case.case_id]
+        state = taken[-1].to_state if as_of is not None and taken else case.state
         item: dict[str, Any] = {"case_id": case.case_id, "role": case.role, "outgoing": case.outgoing,
-                                "incoming": case.incoming, "state": case.state, "basis": case.basis}
-        if case.state in PENDING and case.clock is not None:
+                                "incoming": case.incoming, "state": state, "basis": case.basis}
+        if state in PENDING:
+            due = case.clock.due_on if case.clock is not None else acknowledge_by(case) if acknowledge_by else None
+            by = f" by {due.isoformat()}" if due is not None else ""
             item["text"] = (f"transfer pending: {case.role} responsibility from {case.outgoing} to {case.incoming}, "
-                            f"to be accepted by {case.incoming} by {case.clock.due_on.isoformat()}; {case.outgoing} "
+                            f"to be accepted by {case.incoming}{by}; {case.outgoing} "
                             "stays on the distribution until then")
-        elif case.state == TransferState.ACCEPTED:
-            accepted = (await conn.execute(select(workflow_transitions.c.on_date).where(
-                workflow_transitions.c.case_id == case.case_id, workflow_transitions.c.to_state == "accepted")
-                .order_by(workflow_transitions.c.seq.desc()))).first()
-            on = accepted.on_date.isoformat() if accepted else case.opened_on.isoformat()
+        elif state == TransferState.ACCEPTED:
+            accepted = [s for s in taken if s.to_state == TransferState.ACCEPTED.value]
+            on = accepted[-1].on_date.isoformat() if accepted else case.opened_on.isoformat()
             item["text"] = f"transfer accepted by {case.incoming} on {on}"
         else:
             item["text"] = f"transfer contested by {case.incoming}; dispute {case.dispute_id or ''}".strip()

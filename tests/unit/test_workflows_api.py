@@ -283,8 +283,9 @@ async def test_outgoing_body_stays_on_the_distribution_until_the_transfer_is_acc
                                        .where(subscriptions.c.org_code == BUCKS))).scalars().all()
         return any(r.event_id in event_ids and r.subscription_id in subs for r in rows)
 
+    # The position shows the transfer to its two bodies (here the incoming council), not to the trust.
     position = (await http.get(f"/v1/persons/{workflow_hub.person_id}/s117",
-                               headers={"X-API-Key": workflow_hub.keys["trust"]})).json()
+                               headers=h(workflow_hub, WORCS))).json()
     [pending] = position["transfers"]
     assert pending["state"] == "awaiting-acknowledgement" and "transfer pending" in pending["text"]
     assert BUCKS in pending["text"] and WORCS in pending["text"]
@@ -294,8 +295,11 @@ async def test_outgoing_body_stays_on_the_distribution_until_the_transfer_is_acc
     assert r.status_code == 200
     assert not await bucks_gets_next_change("dist-2", "2025-08-02")
     position = (await http.get(f"/v1/persons/{workflow_hub.person_id}/s117",
-                               headers={"X-API-Key": workflow_hub.keys["trust"]})).json()
+                               headers=h(workflow_hub, WORCS))).json()
     assert position["transfers"][0]["text"].startswith(f"transfer accepted by {WORCS} on ")
+    trust_view = (await http.get(f"/v1/persons/{workflow_hub.person_id}/s117",
+                                 headers={"X-API-Key": workflow_hub.keys["trust"]})).json()
+    assert trust_view["transfers"] == []  # not a party to the transfer
 
 
 async def test_a_contest_reason_is_encrypted_at_rest_and_kept_out_of_the_event_log(workflow_hub):

@@ -1,0 +1,115 @@
+"""The person query's transfers and funding, for past parties and by caller
+(README "Roles and access": a past party reads "as_of dates inside its own
+period, nothing later"; "Packages and money": each pair's own lines).
+
+With `as_of`, transfers are those opened by then, in the state they had then,
+and only the caller's own cases; funding lines are those begun by then and
+charged to a pair the caller belongs to (on some day up to then). Without
+`as_of`, the same caller filter."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, date, datetime, timedelta
+
+from hub.clients import add_client
+from hub.sample_data import detention_to_move_scenario
+from tests.unit.test_money_moves_api import BUCKS, QU9, WORCS, _grant_funding
+from tests.unit.test_packages_api import start
+from tests.unit.test_workflows_api import drain
+
+
+async def _scenario(app_hub, seed: int):  # noqa: ANN001, ANN202
+    """Bucks' lines from May 2025 (one ended in September); re-detained from Worcestershire on 15 October 2025 (the transfer case
+    Bucks -> Worcestershire opens today); Worcestershire's line from November 2026; the transfer
+    accepted three days from today."""
+    keys = {}
+    for org, kind in ((BUCKS, "council"), (QU9, "icb"), (WORCS, "council")):
+        keys[org] = (await add_client(app_hub.hub.engine, org, org, kind,
+                                      ["packages:write", "s117:read", "workflows:write"]))[1]
+    keys["admin"] = (await add_client(app_hub.hub.engine, "ops", "HUB", "hub-operator", ["hub:admin"]))[1]
+    _grant_funding(app_hub, WORCS)
+    changes = detention_to_move_scenario(random.Random(seed), f"pp-{seed}", date(2025, 1, 6))
+    trust = {"X-API-Key": app_hub.keys["trust"]}
+    for c in changes[:4]:
+        r = await app_hub.http.post("/v1/register-changes", headers=trust, json=c)
+        assert r.status_code == 202, r.text
+    pid = r.json()["person_id"]
+    for body in (start(pid, "pb-1", "BL", effective_date="2025-05-01"),  # Bucks', while it is responsible
+                 {**start(pid, "pb-2", "BE", effective_date="2025-05-01"), "end_date": "2025-09-30"}):
+        r = await app_hub.http.post("/v1/packages", headers={"X-API-Key": keys[BUCKS]}, json=body)
+        assert r.status_code == 201, r.text
+    again = {"source_system": "RiO (demo)", "person": changes[0]["person"], "source_message_id": f"pp-{seed}-re",
+             "change_type": "detained", "effective_date": "2025-10-15", "legal_status_code": "03",
+             "hospital_ods": "RNU", "gp_practice_ods": "M81001", "residence_la_gss": WORCS}
+    r = await app_hub.http.post("/v1/register-changes", headers=trust, json=again)
+    assert r.status_code == 202, r.text
+    await drain(app_hub)
+    r = await app_hub.http.post("/v1/packages", headers={"X-API-Key": keys[WORCS]},
+                                json=start(pid, "pw-1", "WL", effective_date="2026-11-01",
+                                           provider={"kind": "council", "code": "WCC-PRV-9"}))
+    assert r.status_code == 201 and (r.json()["council"], r.json()["icb"]) == (WORCS, QU9), r.text
+    (case,) = (await app_hub.http.get("/v1/transfers", headers={"X-API-Key": keys[WORCS]})).json()["items"]
+    assert (case["outgoing"], case["incoming"], case["role"]) == (BUCKS, WORCS, "council")
+    today = datetime.now(UTC).date()
+    app_hub.hub.workflows.clock.offset_days = 3
+    r = await app_hub.http.post(f"/v1/transfers/{case['case_id']}/accept", headers={"X-API-Key": keys[WORCS]})
+    assert r.status_code == 200, r.text
+    app_hub.hub.workflows.clock.offset_days = 0
+    return keys, pid, today
+
+
+async def _query(app_hub, key: str, pid: str, as_of: date | str | None = None) -> dict:  # noqa: ANN001
+    q = f"/v1/persons/{pid}/s117" + (f"?as_of={as_of}" if as_of else "")
+    r = await app_hub.http.get(q, headers={"X-API-Key": key})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _lines(body: dict) -> list[str]:
+    return sorted(p["package_id"] for p in body["funding"]["packages"])
+
+
+async def test_a_past_party_sees_its_own_period_and_nothing_later(app_hub):
+    keys, pid, _ = await _scenario(app_hub, 51)
+    body = await _query(app_hub, keys[BUCKS], pid, "2025-06-01")
+    assert body["responsible_council"]["org"]["code"] == BUCKS
+    assert body["transfers"] == []  # opened after 1 June 2025, and accepted later still
+    assert _lines(body) == ["BE", "BL"]  # not Worcestershire's line of November 2026
+    assert WORCS not in str(body["funding"]) and "WCC-PRV-9" not in str(body)
+    # Before anything: no responsible body, no transfer, no line.
+    early = await _query(app_hub, keys[QU9], pid, "1900-01-01")
+    assert early["responsible_council"] is None
+    assert early["transfers"] == [] and early["funding"]["packages"] == []
+    # The hub operator sees every case, but as of a date nothing later either.
+    assert (await _query(app_hub, keys["admin"], pid, "2025-06-01"))["transfers"] == []
+    assert len((await _query(app_hub, keys["admin"], pid))["transfers"]) == 1
+
+
+async def test_transfers_are_the_callers_own_in_the_state_they_had_on_the_date(app_hub):
+    keys, pid, today = await _scenario(app_hub, 52)
+    # BOB ICB is responsible throughout but no party to the councils' transfer.
+    assert (await _query(app_hub, keys[QU9], pid))["transfers"] == []
+    assert (await _query(app_hub, keys[QU9], pid, today + timedelta(days=5)))["transfers"] == []
+    # Worcestershire, the incoming council: pending on the day after it opened, accepted from the third day.
+    (pending,) = (await _query(app_hub, keys[WORCS], pid, today + timedelta(days=1)))["transfers"]
+    assert pending["state"] == "awaiting-acknowledgement"
+    assert pending["text"].startswith(f"transfer pending: council responsibility from {BUCKS} to {WORCS}, to be "
+                                      f"accepted by {WORCS} by 20")
+    (accepted,) = (await _query(app_hub, keys[WORCS], pid, today + timedelta(days=3)))["transfers"]
+    assert accepted["state"] == "accepted"
+    assert accepted["text"] == f"transfer accepted by {WORCS} on {(today + timedelta(days=3)).isoformat()}"
+    assert (await _query(app_hub, keys[WORCS], pid))["transfers"] == [accepted]
+    assert (await _query(app_hub, keys[WORCS], pid, today - timedelta(days=1)))["transfers"] == []
+
+
+async def test_each_body_sees_the_lines_charged_to_its_own_pairs(app_hub):
+    keys, pid, _ = await _scenario(app_hub, 53)
+    # Both bodies of a pair see the pair's lines: BOB ICB is in both pairs, Bucks and Worcestershire's.
+    assert _lines(await _query(app_hub, keys[QU9], pid)) == ["BE", "BL", "WL"]
+    # Worcestershire sees its own line, and Bucks' open line from the day it is charged to Worcestershire's
+    # pair (the re-detention of 15 October 2025 moved it: README "A package moves with responsibility"),
+    # not Bucks' line that ended before the move.
+    assert _lines(await _query(app_hub, keys[WORCS], pid)) == ["BL", "WL"]
+    assert _lines(await _query(app_hub, keys[WORCS], pid, "2026-06-01")) == ["BL"]
+    assert _lines(await _query(app_hub, keys[BUCKS], pid, "2025-10-01")) == ["BE", "BL"]
