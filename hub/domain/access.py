@@ -12,7 +12,22 @@ Write roles (evaluated against the person's status at the moment of recording):
   detained or stayed (a detention / section / hospital change names it).
 * ``responsible-council``, ``responsible-commissioner``, ``coordinating-council``:
   the bodies the rules currently name.
-* ``dispute-party``: a party to an open dispute about the person.
+* ``dispute-party``: a party to an open dispute about the person recorded on
+  the register by a source (a trust, council or commissioner the policy let
+  write it), or opened by a contest of a transfer (both bodies the rules
+  named); not one raised through the API (``named-dispute-party``).
+
+Read-only while a dispute is open:
+
+* ``named-dispute-party``: a body named by another in a dispute raised
+  through the hub's workflows (``POST /v1/disputes``). It may see the person
+  so it can answer the dispute; being named gives it no write, and no read
+  once the dispute is resolved (not a past party for it either).
+
+Raising a dispute through the workflows (``decide_raise_dispute``) needs a
+current relationship: responsible or coordinating on the day, or the
+incoming or outgoing body of an open transfer case (``transfer-body``).
+Having been a party to a closed case is not one.
 
 Trust-only change types (detentions, sections, leave, leaving hospital, CTOs)
 are the detaining trust's to report: a council or commissioner key is refused
@@ -20,10 +35,11 @@ them on every channel. Every refusal names its rule; a refusal that depends
 on who the person is (not on the register, or not the caller's) has one rule
 and one text, so an answer never tells whether someone is on the register.
 
-Read roles: the write roles' bodies and the care-provider trust now, or a
-body that was responsible, coordinating or a dispute party on the ``as_of``
-date asked (its own period, nothing later), or a body the hub notified about
-the person up to the day it was last notified. A read also needs a
+Read roles: the write roles' bodies, the named dispute parties and the
+care-provider trust now, or a body that was responsible, coordinating or a
+dispute party on the ``as_of`` date asked (its own period, nothing later),
+or a body the hub notified about the person up to the day it was last
+notified. A read also needs a
 data-sharing agreement in force naming the caller: it gets only the field
 groups the agreement grants (``hub/sharing.py``).
 """
@@ -36,6 +52,7 @@ from datetime import date
 from enum import StrEnum
 
 from hub.domain.model import ChangeType, RegisterChange, S117Status
+from hub.domain.workflows.model import raised_through_api
 
 
 class Role(StrEnum):
@@ -45,6 +62,8 @@ class Role(StrEnum):
     RESPONSIBLE_COMMISSIONER = "responsible-commissioner"
     COORDINATING_COUNCIL = "coordinating-council"
     DISPUTE_PARTY = "dispute-party"
+    NAMED_DISPUTE_PARTY = "named-dispute-party"  # reads only, while open: named in a dispute raised through the API
+    TRANSFER_BODY = "transfer-body"  # raises disputes only: incoming / outgoing body of an open transfer case
     PAST_PARTY = "past-party"  # reads only: a party on the as_of date asked
     NOTIFIED = "notified"  # reads only: told of the person up to a date
     HUB_OPERATOR = "hub-operator"
@@ -92,6 +111,11 @@ COUNCIL_TYPE_WRITE_ROLES = frozenset({
     Role.CARE_PROVIDER, Role.RESPONSIBLE_COUNCIL, Role.RESPONSIBLE_COMMISSIONER, Role.COORDINATING_COUNCIL,
     Role.DISPUTE_PARTY,
 })
+# Roles that may raise a dispute through the workflows (with an open transfer
+# case's incoming and outgoing bodies): a relationship on the day.
+RAISE_DISPUTE_ROLES = frozenset({Role.RESPONSIBLE_COUNCIL, Role.RESPONSIBLE_COMMISSIONER, Role.COORDINATING_COUNCIL})
+# Read only while the dispute is open: not a past party afterwards.
+_OPEN_ONLY_ROLES = frozenset({Role.NAMED_DISPUTE_PARTY})
 
 TEXTS: dict[Rule, str] = {
     Rule.TRUST_ONLY_CHANGE_TYPE: ("a council or commissioner does not report detentions, sections, leave, leaving "
@@ -141,7 +165,9 @@ class Decision:
 
 
 def status_parties(status: S117Status) -> dict[str, frozenset[Role]]:
-    """The bodies the status names, with their roles."""
+    """The bodies the status names, with their roles. The parties of an open
+    dispute raised through the API (its id says so) are named dispute parties
+    (read only); a raiser's own relationship gives it its other roles."""
     out: dict[str, set[Role]] = {}
     for det, role in ((status.responsible_council, Role.RESPONSIBLE_COUNCIL),
                       (status.responsible_commissioner, Role.RESPONSIBLE_COMMISSIONER),
@@ -149,8 +175,9 @@ def status_parties(status: S117Status) -> dict[str, frozenset[Role]]:
         if det is not None and det.org is not None:
             out.setdefault(det.org.code, set()).add(role)
     for dispute in status.open_disputes:
+        role = Role.NAMED_DISPUTE_PARTY if raised_through_api(dispute.dispute_id) else Role.DISPUTE_PARTY
         for party in dispute.parties:
-            out.setdefault(party, set()).add(Role.DISPUTE_PARTY)
+            out.setdefault(party, set()).add(role)
     return {k: frozenset(v) for k, v in out.items()}
 
 
@@ -222,10 +249,31 @@ def decide_read(
     if role:
         return Decision(True, Rule.ALLOWED, role)
     if as_of_given:
-        if at_as_of is not None and _first(at_as_of.roles_of(caller)):
+        if at_as_of is not None and _first(at_as_of.roles_of(caller) - _OPEN_ONLY_ROLES):
             return Decision(True, Rule.ALLOWED, Role.PAST_PARTY)
         if last_notified_on is not None and as_of <= last_notified_on:
             return Decision(True, Rule.ALLOWED, Role.NOTIFIED)
+    return Decision(False, Rule.NO_RELATIONSHIP)
+
+
+def decide_raise_dispute(caller: Caller, person: PersonFacts | None, transfer_bodies: Iterable[str]) -> Decision:
+    """May `caller` raise a dispute about the person through the workflows?
+
+    Only with a relationship on the day: responsible or coordinating
+    (`person`: the facts today), or the incoming or outgoing body of one of
+    the person's open transfer cases (`transfer_bodies`; contesting the
+    transfer opens a dispute too). A former body, a past party, a body named
+    in an open dispute, or one unknown to the person: the one no-relationship
+    refusal (the API answers as for an unknown person)."""
+    if person is None:
+        return Decision(False, Rule.NO_RELATIONSHIP)
+    if caller.admin:
+        return Decision(True, Rule.ALLOWED, Role.HUB_OPERATOR)
+    role = _first(person.roles_by_org.get(caller.org_code, frozenset()) & RAISE_DISPUTE_ROLES)
+    if role:
+        return Decision(True, Rule.ALLOWED, role)
+    if caller.org_code in set(transfer_bodies):
+        return Decision(True, Rule.ALLOWED, Role.TRANSFER_BODY)
     return Decision(False, Rule.NO_RELATIONSHIP)
 
 

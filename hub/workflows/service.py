@@ -25,6 +25,7 @@ from hub.bus.payload import event_payload, status_on_the_bus
 from hub.bus.sql import publish
 from hub.codec import from_jsonable, to_jsonable
 from hub.crypto import DataProtector
+from hub.domain.access import Caller, Decision, PersonFacts, decide_raise_dispute, status_parties
 from hub.domain.agreements import AgreementBook, AreaAgreement
 from hub.domain.model import ChangeType, DomainEvent, EventType, RegisterChange
 from hub.domain.ports import ReferenceData
@@ -37,8 +38,10 @@ from hub.domain.workflows.model import (
     Action,
     Case,
     CaseKind,
+    TransferState,
     Transition,
     WorkflowRefusal,
+    new_api_dispute_id,
 )
 from hub.domain.workflows.settlement import InterimCosts, reimbursement_statement
 from hub.ids import uuid5
@@ -110,6 +113,19 @@ class Acted:
     case: Case
     transitions: list[Transition]
     register_change: dict[str, Any] | None = None  # a change to ingest after commit
+    decision: Decision | None = None  # raising: the access decision that let the raiser raise it
+
+
+class NoRelationship(Exception):
+    """The raiser has no relationship with the person on the day (or no such
+    person): the API answers as for an unknown person and audits `decision`."""
+
+    def __init__(self, decision: Decision, known: bool) -> None:
+        super().__init__(decision.rule.value)
+        self.decision, self.known = decision, known
+
+
+OPEN_TRANSFER_STATES = (TransferState.AWAITING.value, TransferState.OVERDUE.value)
 
 
 def case_id_for(*parts: str) -> str:
@@ -365,24 +381,52 @@ class WorkflowService:
                 register_change = self._dispute_change(after, ChangeType.DISPUTE_RESOLVED, today)
         return Acted(after, steps, register_change)
 
-    async def raise_dispute(self, actor: str, person_id: str, kind: str, parties: list[str], reason: str,
+    async def raise_dispute(self, caller: Caller, person_id: str, kind: str, parties: list[str], reason: str,
                             lead_body: str | None) -> Acted:
+        """A body raises a dispute about a person (POST /v1/disputes). It must
+        have a relationship with the person on the day (hub/domain/access.py
+        `decide_raise_dispute`), else NoRelationship; every party must be a
+        body of the dispute's kind (422)."""
         await self.clock.load()
         today = self.clock.today()
+        actor = caller.org_code
         async with self._engine.begin() as conn:
             rows = (await conn.execute(select(register_changes.c.canonical)
                                        .where(register_changes.c.person_id == person_id))).all()
+            if not rows:
+                raise NoRelationship(decide_raise_dispute(caller, None, ()), known=False)
             changes = [from_jsonable(RegisterChange, r.canonical) for r in rows]
             status = evaluate(person_id, changes, self._ref, self._agreements, today)
+            transfers = (await conn.execute(select(workflow_cases.c.parties).where(
+                workflow_cases.c.person_id == person_id, workflow_cases.c.kind == CaseKind.TRANSFER.value,
+                workflow_cases.c.state.in_(OPEN_TRANSFER_STATES)))).all()
+            decision = decide_raise_dispute(caller, PersonFacts(frozenset(), status_parties(status)),
+                                            {p for t in transfers for p in t.parties})
+            if not decision.allowed:
+                raise NoRelationship(decision, known=True)
             meeting = lead_body or ((status.council_basis_code if kind == "council" else status.commissioner_basis_code)
                                     or parties[0])
-            dispute_id = f"DSP-{uuid.uuid4().hex[:12]}"
+            dispute_id = new_api_dispute_id()
             case, step = machine.raise_dispute(
                 case_id=case_id_for("dispute", dispute_id), person_id=person_id, kind=kind, parties=tuple(parties),
                 raised_by=actor, on=today, reason=reason, meeting_needs=meeting,
-                area=self.area_for(status.council_basis_code), holidays=self.holidays, dispute_id=dispute_id)
+                area=self.area_for(status.council_basis_code), holidays=self.holidays, dispute_id=dispute_id,
+                kind_of=lambda code: self.kind_of(code, today))
             await self._save(conn, None, case, [step], EventType.DISPUTE_UPDATED)
-        return Acted(case, [step], self._dispute_change(case, ChangeType.DISPUTE_RAISED, today))
+        return Acted(case, [step], self._dispute_change(case, ChangeType.DISPUTE_RAISED, today), decision)
+
+    def kind_of(self, code: str, on: date) -> str | None:
+        """"council" for a social services authority in place on `on` (by its
+        own GSS code), "commissioner" for an ICB (a CCG before 1 July 2022) or
+        NHS England by its own ODS code; None otherwise (a predecessor's or a
+        sub-ICB location's code names the body by another code)."""
+        council = self._ref.council(code, on)
+        if council is not None and council.code == code:
+            return "council"
+        commissioner = self._ref.commissioner_successor(code, on)
+        if commissioner is not None and commissioner.code == code:
+            return "commissioner"
+        return None
 
     def _dispute_change(self, case: Case, change_type: ChangeType, today: date) -> dict[str, Any]:
         real_today = datetime.now(UTC).date()

@@ -9,6 +9,7 @@ role gets 403; bad terms get 422.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
 
@@ -30,6 +31,10 @@ from hub.domain.workflows.model import (
     TransferState,
     WorkflowRefusal,
 )
+
+# What the parties of a dispute raised through the API must be.
+PARTY_KIND = {"council": "Worcs 4.3.4, 15.4 (a dispute between local authorities)",
+              "commissioner": "Worcs 4.4.8, 15.5 (a dispute between CCGs / ICBs)"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,14 +224,25 @@ def default_interim(kind: str, parties: tuple[str, ...], meeting_needs: str, on:
 def raise_dispute(
     *, case_id: str, person_id: str, kind: str, parties: tuple[str, ...], raised_by: str, on: date, reason: str,
     meeting_needs: str, area: AreaAgreement, holidays: frozenset[date], dispute_id: str,
-    transfer_case_id: str | None = None,
+    transfer_case_id: str | None = None, kind_of: Callable[[str], str | None] | None = None,
 ) -> tuple[Case, Transition]:
+    """`kind_of` (given when a body raises it through the API): the kind of
+    body ("council", "commissioner") an org code is on the day, None if
+    neither; every party must be of the dispute's kind."""
     parties = tuple(dict.fromkeys(parties))
     rule = DISPUTE_RULES[(None, Action.RAISE)]
     if len(parties) < 2:
         raise WorkflowRefusal(422, "two-parties", "a dispute needs at least two parties", rule.citation)
     if raised_by not in parties and raised_by != REGISTER_ACTOR:
         raise WorkflowRefusal(403, "not-a-party", "only a party may raise a dispute", rule.citation)
+    if kind_of is not None:
+        wrong = [p for p in parties if kind_of(p) != kind]
+        if wrong:
+            what = "a council (a current social services authority, by GSS code)" if kind == "council" else \
+                "an NHS commissioner (a current ICB, or NHS England, by ODS code)"
+            raise WorkflowRefusal(422, f"party-not-a-{kind}",
+                                  f"every party to a {kind} dispute must be {what}: {', '.join(wrong)} is not",
+                                  PARTY_KIND.get(kind, rule.citation))
     if not reason.strip():
         raise WorkflowRefusal(422, "reason-required", "a dispute must give its reason", rule.citation)
     interim = default_interim(kind, parties, meeting_needs, on)

@@ -7,6 +7,8 @@ runs out (the incoming body for a transfer, the stage's owner for a dispute).
 
 from __future__ import annotations
 
+import re
+import uuid
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -61,6 +63,22 @@ class Actor(StrEnum):
 
 CLOCK_ACTOR = "hub:clock"
 REGISTER_ACTOR = "hub:register"
+
+# A dispute raised through the API (POST /v1/disputes) gets an id of this form
+# from the workflows (one opened by a contest: "DSP-" and 8 hex digits). The
+# other bodies such a dispute names are named by the raiser, not related to
+# the person: hub/domain/access.py tells them by the id alone, from any status.
+# A register source choosing an id of this form only narrows its own
+# dispute's parties to reads.
+_API_DISPUTE_ID = re.compile(r"DSP-[0-9a-f]{12}")
+
+
+def new_api_dispute_id() -> str:
+    return f"DSP-{uuid.uuid4().hex[:12]}"
+
+
+def raised_through_api(dispute_id: str) -> bool:
+    return _API_DISPUTE_ID.fullmatch(dispute_id) is not None
 
 
 @dataclass(frozen=True, slots=True)
