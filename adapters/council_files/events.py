@@ -54,21 +54,32 @@ COUNCIL_EVENTS: dict[str, EventSpec] = {
 _TRUST_ONLY = ("a council does not report detentions, leave, leaving hospital or community treatment orders: "
                "the detaining trust reports them")
 
+# Codes a council system might carry for the detaining trust's changes, with the change each claims:
+# a row with one is about that change (MappedRow.about), which the access policy refuses a council
+# (trust-only-change-type) before anything of the row is kept.
+TRUST_EVENTS: dict[str, ChangeType] = {
+    "ADMISSION": ChangeType.DETAINED, "DETAINED": ChangeType.DETAINED, "DETENTION": ChangeType.DETAINED,
+    "SECTION_CHANGE": ChangeType.SECTION_CHANGED, "S17_LEAVE_START": ChangeType.S17_LEAVE_STARTED,
+    "S17_LEAVE_END": ChangeType.S17_LEAVE_ENDED, "LEFT_HOSPITAL": ChangeType.LEFT_HOSPITAL,
+    "HOSP_DISCHARGE": ChangeType.LEFT_HOSPITAL, "INFORMAL": ChangeType.SECTION_ENDED_STAYED_INFORMALLY,
+    "CTO_START": ChangeType.CTO_STARTED, "CTO_RECALL": ChangeType.CTO_RECALLED,
+    "CTO_REVOKE": ChangeType.CTO_REVOKED, "CTO_END": ChangeType.CTO_ENDED,
+}
+
 # Codes a council system might carry that the hub recognises and refuses, with why.
 REFUSED_EVENTS: dict[str, str] = {
     "S117_START": ("is not a council event: s117 entitlement starts from the qualifying detention and leaving "
                    "hospital, which the detaining trust reports; the hub then tells the council"),
-    **{code: "is a trust event: " + _TRUST_ONLY for code in (
-        "ADMISSION", "DETAINED", "DETENTION", "SECTION_CHANGE", "S17_LEAVE_START", "S17_LEAVE_END",
-        "LEFT_HOSPITAL", "HOSP_DISCHARGE", "INFORMAL", "CTO_START", "CTO_RECALL", "CTO_REVOKE", "CTO_END",
-    )},
+    **{code: "is a trust event: " + _TRUST_ONLY for code in TRUST_EVENTS},
 }
 
 COUNCIL_CHANGE_TYPES = frozenset(spec.change_type for spec in COUNCIL_EVENTS.values())
 # The hub's own wire codes for trust-only changes are refused the same way.
 for _ct in ChangeType:
     if _ct not in COUNCIL_CHANGE_TYPES:
-        REFUSED_EVENTS.setdefault(_ct.value.upper().replace("-", "_"), "is a trust event: " + _TRUST_ONLY)
+        _code = _ct.value.upper().replace("-", "_")
+        TRUST_EVENTS.setdefault(_code, _ct)
+        REFUSED_EVENTS.setdefault(_code, "is a trust event: " + _TRUST_ONLY)
 
 # END_REASONS codes (';'-separated). Only NO_NEED is a lawful ground on its
 # own (Worcs 16.1); the others are recorded so the hub can refuse a decision

@@ -33,6 +33,7 @@ from adapters.council_files.events import (
     PAYER_CODES,
     PROVIDER_KIND_CODES,
     REFUSED_EVENTS,
+    TRUST_EVENTS,
     EventSpec,
     PackageSpec,
 )
@@ -62,6 +63,11 @@ class MappedRow:
     original: bytes  # the record as sent (without its line ending)
     data: dict[str, Any] | None  # canonical register change, or None if problems
     problems: tuple[FieldProblem, ...] = ()
+    # A record with problems: what it is about, as far as it could be read (the change type its EVENT
+    # claims, the NHS number when it is valid; a package record is {"record": "package", ...}): all the
+    # access policy asks before anything of the row is kept (hub/file_jobs.py). None when nothing is.
+    # Derived from the record (left out of comparisons).
+    about: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -489,8 +495,26 @@ def map_record(layout: Layout, row: int, values: dict[str, str], original: bytes
                 "the move), or NFA Y when the person has no fixed abode"))
 
     if problems or spec is None:
-        return MappedRow(row, record_id, original, None, tuple(problems))
+        claimed = change_type if spec is not None else _trust_event(event_text)
+        return MappedRow(row, record_id, original, None, tuple(problems), _about(claimed, data.get("person")))
     return MappedRow(row, record_id, original, data, ())
+
+
+def _trust_event(event_text: str) -> str | None:
+    claimed = TRUST_EVENTS.get(event_text)
+    return claimed.value if claimed is not None else None
+
+
+def _about(change_type: str | None, person: Any, **more: Any) -> dict[str, Any] | None:
+    """`MappedRow.about` of a record with problems: its change type, if its EVENT names one, and its NHS
+    number, if valid (nothing else of the person)."""
+    about: dict[str, Any] = dict(more)
+    if change_type is not None:
+        about["change_type"] = change_type
+    nhs = person.get("nhs_number") if isinstance(person, dict) else None
+    if nhs:
+        about["person"] = {"nhs_number": nhs}
+    return about or None
 
 
 def _map_package(layout: Layout, row: int, values: dict[str, str], original: bytes, spec: PackageSpec,
@@ -502,7 +526,8 @@ def _map_package(layout: Layout, row: int, values: dict[str, str], original: byt
         if not values.get(name, "").strip():
             bad(name, f"is required for {event_text}" if name in spec.requires else "is required")
     if problems:
-        return MappedRow(row, record_id, original, None, tuple(problems))
+        return MappedRow(row, record_id, original, None, tuple(problems),
+                         _about(None, {"nhs_number": parsed.get("NHS_NO")}, record="package"))
     data: dict[str, Any] = {"record": "package", "action": spec.action, "source_message_id": record_id}
     for name, value in parsed.items():
         col = layout.column(name)

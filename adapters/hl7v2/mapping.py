@@ -81,6 +81,10 @@ class MappingResult:
     # canonical field (as ingest names it, e.g. "person.nhs_number") -> HL7 position
     origins: dict[str, str] = field(default_factory=dict)
     quarantine: bool = False  # REJECT only: keep the message for the source to see
+    # ERROR only: what the message is about, as far as it could be read: the change type it would be,
+    # the NHS number (when PID-3 names exactly one) and the hospital named; all the access policy asks
+    # before anything of the message is kept (hub/mllp.py). None when the change type cannot be told.
+    about: dict[str, Any] | None = None
 
     @property
     def parsed(self) -> bool:
@@ -278,6 +282,8 @@ class _Mapper:
         self.problems: list[HL7Problem] = []
         self.notes: list[str] = []
         self._home: int | None | bool = False  # `_home_address`, once found
+        self._about_type: str | None = None  # the change type the message would be (`about`) ...
+        self._change: dict[str, Any] | None = None  # ... and the change as far as mapped (`_base`)
         self.origins: dict[str, str] = {
             "source_message_id": "MSH-10", "source_system": "MSH-3", "notified_on": "EVN-2",
             "person": "PID", "person.nhs_number": "PID-3", "person.given_name": "PID-5.2",
@@ -327,6 +333,9 @@ class _Mapper:
         event = self.header.trigger_event
         if not self.msg.get("ZU5", 3):
             return self._no_change(f"{event} carries no legal status (ZU5-3): not a register change")
+        # A change of legal status, or leaving detention for an informal stay, or nothing: the first two
+        # are the care provider's to report alike (the access policy asks the same of both).
+        self._about_type = "section-changed"
         current = self._legal_status(3)
         before = self._legal_status(2, required_reason=(
             f"legal status on admission is required with ZU5-3 on {event}: a change of legal status is told "
@@ -355,12 +364,14 @@ class _Mapper:
     # -- fields --------------------------------------------------------------
 
     def _base(self, change_type: str) -> dict[str, Any]:
+        self._about_type = change_type
         change: dict[str, Any] = {
             "source_system": self.header.sending_application or self.header.sending_facility,
             "source_message_id": self.header.control_id,
             "change_type": change_type,
             "person": self._person(),
         }
+        self._change = change
         recorded = self.msg.get("EVN", 2)
         if recorded:
             notified = _hl7_date(recorded)
@@ -383,13 +394,7 @@ class _Mapper:
             self.problem("PID", "segment is required", REQUIRED_FIELD_MISSING)
             return {}
         person: dict[str, Any] = {}
-        numbers = set()
-        for r in range(1, self.msg.repetitions("PID", 3) + 1):
-            authority = self.msg.get("PID", 3, 4, r).upper()
-            id_type = self.msg.get("PID", 3, 5, r).upper()
-            value = self.msg.get("PID", 3, 1, r)
-            if value and (authority == "NHS" or id_type in _NHS_TYPES):
-                numbers.add(value.replace(" ", ""))
+        numbers = self._nhs_numbers()
         if not numbers:
             self.problem("PID-3", "has no NHS number (a repetition with assigning authority NHS or "
                          "identifier type NH)", REQUIRED_FIELD_MISSING)
@@ -414,6 +419,35 @@ class _Mapper:
         if postcode:
             person["postcode"] = postcode.upper()
         return person
+
+    def _nhs_numbers(self) -> set[str]:
+        """PID-3's NHS numbers: the repetitions with assigning authority NHS or identifier type NH/NHS."""
+        numbers = set()
+        for r in range(1, self.msg.repetitions("PID", 3) + 1):
+            authority = self.msg.get("PID", 3, 4, r).upper()
+            id_type = self.msg.get("PID", 3, 5, r).upper()
+            value = self.msg.get("PID", 3, 1, r)
+            if value and (authority == "NHS" or id_type in _NHS_TYPES):
+                numbers.add(value.replace(" ", ""))
+        return numbers
+
+    def _about(self) -> dict[str, Any] | None:
+        """What a message that did not map is about (`MappingResult.about`), read afresh (nothing of a
+        problem found on the way is needed): its change type, its one NHS number, the hospital named."""
+        if self._about_type is None:
+            return None
+        about: dict[str, Any] = {"change_type": self._about_type}
+        if self._change is not None:  # read already (`_base`)
+            nhs, hospital = self._change["person"].get("nhs_number"), self._change.get("hospital_ods")
+        else:
+            numbers = self._nhs_numbers()
+            nhs = next(iter(numbers)) if len(numbers) == 1 else None
+            hospital = self._hospital()[0]
+        if nhs:
+            about["person"] = {"nhs_number": nhs}
+        if hospital:
+            about["hospital_ods"] = hospital
+        return about
 
     def _home_address(self) -> int | None:
         """The PID-11 repetition that is the home address (XAD-7 "H", or the
@@ -502,7 +536,7 @@ class _Mapper:
 
     def _error(self) -> MappingResult:
         return MappingResult(Disposition.ERROR, self.header, problems=tuple(self.problems), notes=tuple(self.notes),
-                             origins=dict(self.origins))
+                             origins=dict(self.origins), about=self._about())
 
     def _no_change(self, reason: str) -> MappingResult:
         return MappingResult(Disposition.NO_CHANGE, self.header, notes=(*self.notes, reason),
