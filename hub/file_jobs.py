@@ -162,6 +162,8 @@ def entry(row: MappedRow, outcome: Outcome, layout: Layout, own_correlation: str
             e["change_id"] = outcome.body.get("change_id")
         return e
     e["status"] = "rejected"
+    if outcome.status_code == 403 and outcome.body.get("rule"):  # refused by the access policy: nothing kept
+        e["rule"] = outcome.body["rule"]
     e["errors"] = [_in_file_terms(x, row.row, layout) for x in outcome.body.get("errors", [])]
     if outcome.body.get("quarantine_id"):
         e["quarantine_id"] = outcome.body["quarantine_id"]
@@ -179,22 +181,31 @@ def _in_file_terms(error: dict[str, str], row: int, layout: Layout) -> dict[str,
 
 
 async def ingest_row(ingest: IngestService, client: Client, row: MappedRow, packages: Any = None) -> Outcome:
+    # The access policy before validation, on every row: a row about someone not on the register and
+    # one about another council's person get one identical row error (no membership oracle), and
+    # nothing of either is kept, whatever else is wrong with the row; a trust's change type is refused
+    # whoever the row is about. A package record is asked as any council change: the package's own
+    # rule (its responsible council) is the package service's.
     if row.data is None:
+        if row.about is not None:
+            refused = await ingest.write_precheck(client, row.about, CHANNEL)
+            if refused is not None:
+                return refused
         return await ingest.reject_unmapped(client, row.original, CHANNEL, list(row.problems), row.record_id)
     if row.data.get("record") == "package" and packages is not None:
+        refused = await ingest.write_precheck(client, row.data, CHANNEL)
+        if refused is not None:
+            return refused
         data = {k: v for k, v in row.data.items() if k != "record"}
         outcome = await packages.record(client, data, row.original, CHANNEL)
         if outcome.status_code == 404:  # not on the register, or not this council's: held like any bad row
             problem = FieldProblem(f"row {row.row}, column NHS_NO", NOT_RESPONSIBLE)
             return await ingest.reject_unmapped(client, row.original, CHANNEL, [problem], row.record_id)
         return outcome
-    # The access policy before validation: a row about someone not on the
-    # register and one about another council's person get one identical
-    # row error (no membership oracle), and nothing of either is kept.
     refused = await ingest.write_precheck(client, row.data, CHANNEL)
     if refused is not None:
         return refused
-    return await ingest.accept_mapped(client, row.data, row.original, CHANNEL)
+    return await ingest.accept_mapped(client, row.data, row.original, CHANNEL, prechecked=True)
 
 
 def counts(entries: Iterable[dict[str, Any]]) -> dict[str, int]:
@@ -323,7 +334,7 @@ class FileJobs:
             # The row's person is looked up only once someone's rows go aside (a package record's
             # person's do): until then every row goes the bulk way.
             if (row.data or {}).get("record") == "package" or aside:
-                key = bulk_person_key(row.data)
+                key = bulk_person_key(row.data if row.data is not None else row.about)
                 if (row.data or {}).get("record") == "package" or (key is not None and key in aside):
                     if key is not None:
                         aside.add(key)
@@ -331,7 +342,7 @@ class FileJobs:
             bulk.append(row)
         outcomes: dict[int, Outcome] = {}
         answers = await self._ingest.accept_bulk(
-            client, [BulkRow(r.data, r.original, r.problems, r.record_id) for r in bulk], CHANNEL, cache)
+            client, [BulkRow(r.data, r.original, r.problems, r.record_id, r.about) for r in bulk], CHANNEL, cache)
         for row, outcome in zip(bulk, answers, strict=True):
             if outcome is not None:
                 outcomes[row.row] = outcome
@@ -350,8 +361,7 @@ class FileJobs:
         order, different people at once (group commit batches them)."""
         by_person: dict[Any, list[MappedRow]] = {}
         for row in chunk:
-            person = (row.data or {}).get("person") or {}
-            key = person.get("nhs_number") or ("row", row.row)
+            key = bulk_person_key(row.data if row.data is not None else row.about) or ("row", row.row)
             by_person.setdefault(key, []).append(row)
         outcomes: dict[int, Outcome] = {}
         gate = asyncio.Semaphore(PARALLEL)

@@ -444,6 +444,12 @@ class MllpServer:
                      channel=CHANNEL)
             return self._ack(header, "AA", "no register change: " + "; ".join(result.notes))
         if result.disposition is Disposition.ERROR:
+            # The access policy first, as for a change that maps (below): a message about someone the trust
+            # has no role for is answered as a well-formed one would be, and nothing of it is kept.
+            if result.about is not None:
+                refused = await self._ingest.write_precheck(client, result.about, CHANNEL)
+                if refused is not None:
+                    return self._outcome_ack(header, result, refused)
             outcome = await self._ingest.reject_unmapped(
                 client, payload, CHANNEL, [FieldProblem(p.field, p.reason) for p in result.problems],
                 header.control_id)
@@ -458,7 +464,7 @@ class MllpServer:
         refused = await self._ingest.write_precheck(client, result.change, CHANNEL)
         if refused is not None:
             return self._outcome_ack(header, result, refused)
-        outcome = await self._ingest.accept_mapped(client, result.change, payload, CHANNEL)
+        outcome = await self._ingest.accept_mapped(client, result.change, payload, CHANNEL, prechecked=True)
         return self._outcome_ack(header, result, outcome)
 
     def _outcome_ack(self, header: Header, result: MappingResult, outcome: Outcome) -> str:

@@ -27,11 +27,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+import orjson
 
 from adapters.fhir_inbound import MappingResult, map_message
 from adapters.fhir_inbound.mapping import INVALID, REQUIRED, VALUE
 from hub.api.deps import ClientDep, HubDep, require
-from hub.fhir.namespaces import Namespaces
+from hub.fhir.namespaces import NHS_NUMBER_SYSTEM, Namespaces
 from hub.ids import uuid5
 from hub.ingest.validation import FieldProblem
 
@@ -57,6 +58,39 @@ def _outcome(status: int, issues: list[dict[str, Any]]) -> JSONResponse:
 
 def _code_for(reason: str) -> str:
     return REQUIRED if reason.startswith("is required") else VALUE
+
+
+def _refused(body: dict[str, Any]) -> JSONResponse:
+    """The access policy's refusal (audited, not quarantined): the rule named, one identical answer
+    for "not on the register" and "not yours"."""
+    return _outcome(403, [_issue("error", "forbidden", f"{body['rule']}: {body['detail']}")])
+
+
+def _about(raw: bytes, ns: Namespaces) -> dict[str, Any] | None:
+    """What a message that did not map is about, as far as the access policy asks: the change type
+    (MessageHeader.eventCoding, a code of the hub's CodeSystem) and the NHS number when the Bundle's
+    Patients name exactly one. Read from the JSON alone (the mapping stopped at the first problem);
+    the hospital is not read (`write_precheck(partial=True)`). None when neither can be read."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    entries = data.get("entry") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        return None
+    resources = [e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    about: dict[str, Any] = {}
+    header = resources[0] if resources and resources[0].get("resourceType") == "MessageHeader" else {}
+    coding = header.get("eventCoding")
+    if isinstance(coding, dict) and coding.get("system") == ns.change_type_codesystem:
+        about["change_type"] = coding.get("code")
+    numbers = {i["value"].replace(" ", "") for r in resources if r.get("resourceType") == "Patient"
+               and isinstance(r.get("identifier"), list) for i in r["identifier"]
+               if isinstance(i, dict) and i.get("system") == NHS_NUMBER_SYSTEM and isinstance(i.get("value"), str)
+               and i["value"].strip()}
+    if len(numbers) == 1:
+        about["person"] = {"nhs_number": numbers.pop()}
+    return about or None
 
 
 def _rejected(body: dict[str, Any], issues: list[dict[str, Any]]) -> JSONResponse:
@@ -133,8 +167,15 @@ async def process_message(request: Request, hub: HubDep, client: ClientDep) -> J
     if len(raw) > MAX_BODY:
         return _outcome(413, [_issue("error", "too-long", f"a message must be under {MAX_BODY} bytes")])
 
-    mapped = map_message(raw, hub.settings.namespaces())
+    ns = hub.settings.namespaces()
+    mapped = map_message(raw, ns)
     if not mapped.ok:
+        # The access policy before anything of it is kept: a message about someone the trust has no role
+        # for gets the refusal a well-formed one gets (a change that maps is asked by accept_mapped).
+        about = _about(raw, ns)
+        refused = await hub.ingest.write_precheck(client, about, CHANNEL, partial=True) if about else None
+        if refused is not None:
+            return _refused(refused.body)
         problems = list(mapped.problems)
         outcome = await hub.ingest.reject_unmapped(
             client, raw, CHANNEL, [FieldProblem(p.location, p.reason) for p in problems],
@@ -148,9 +189,7 @@ async def process_message(request: Request, hub: HubDep, client: ClientDep) -> J
         return _outcome(409, [_issue("error", "duplicate", e["reason"], mapped.location_of(e["field"]))
                               for e in outcome.body.get("errors", [])])
     if outcome.status_code == 403:
-        # The access policy refused it (audited, not quarantined): the rule
-        # named, one identical answer for "not on the register" and "not yours".
-        return _outcome(403, [_issue("error", "forbidden", f"{outcome.body['rule']}: {outcome.body['detail']}")])
+        return _refused(outcome.body)
     if outcome.is_problem:
         errors = outcome.body.get("errors") or []
         if not errors:
@@ -161,4 +200,4 @@ async def process_message(request: Request, hub: HubDep, client: ClientDep) -> J
             for e in errors
         ]
         return _rejected(outcome.body, issues)
-    return JSONResponse(_response_bundle(request, mapped, outcome.body, hub.settings.namespaces()), status_code=200, media_type=FHIR_JSON)
+    return JSONResponse(_response_bundle(request, mapped, outcome.body, ns), status_code=200, media_type=FHIR_JSON)

@@ -175,6 +175,27 @@ def refusal(decision: Decision) -> Outcome:
                    errors=[{"field": _REFUSAL_FIELD.get(decision.rule, "(body)"), "reason": text}])
 
 
+# Refusals that need nothing but the source, the channel and the change type (no person, no hospital):
+# asked of every input whose change type can be read, whatever else is wrong with it.
+_RULE_ONLY = frozenset({Rule.KIND_MAY_NOT_WRITE, Rule.CHANNEL_NOT_FOR_KIND, Rule.TRUST_ONLY_CHANGE_TYPE})
+# The change type decided for input whose own cannot be read (a council file's unknown EVENT, a package
+# record), from a body that may send only council change types: `decide_write` treats every council
+# change type alike (the caller's roles; no hospital), so one stands for them all.
+_ANY_COUNCIL_CHANGE = ChangeType.REVIEW_REQUESTED
+# Bodies that may record nothing without a role in the person's care (a trust may report anyone's detention).
+_RELATIONSHIP_KINDS = frozenset({"council", "icb"})
+
+
+def _change_type_of(value: Any) -> ChangeType | None:
+    """`ChangeType(value)`, or None."""
+    if type(value) is str:
+        return _CHANGE_TYPES.get(value)
+    try:
+        return ChangeType(value)
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class _Refused:
     decision: Decision
@@ -225,6 +246,7 @@ class BulkRow:
     original: bytes
     problems: tuple[FieldProblem, ...] = ()
     source_message_id: str | None = None  # for unmapped input (quarantine keeps it)
+    about: dict[str, Any] | None = None  # unmapped input: what it is about (`write_precheck`'s data)
 
 
 @dataclass(slots=True)
@@ -235,6 +257,9 @@ class _Prepared:
     change_type: ChangeType | None = None
     precheck_index: str | None = None  # set when write_precheck would ask the access policy
     hospital: str | None = None
+    # set instead when it would ask only whether the source has a relationship (write_precheck's
+    # `relationship_only`: a change type that cannot be read, a hospital the hub does not know)
+    relationship_index: str | None = None
     change_in: RegisterChangeIn | None = None
     problems: list[FieldProblem] | None = None
     index: str | None = None  # the person's index once the change validates
@@ -431,11 +456,16 @@ class IngestService:
             return await self._quarantine(client, channel, raw, None, [FieldProblem("(body)", "must be a JSON object")], correlation_id)
         return await self.accept_mapped(client, data, raw, channel)
 
-    async def accept_mapped(self, client: Client, data: dict[str, Any], original: bytes, channel: str) -> Outcome:
+    async def accept_mapped(self, client: Client, data: dict[str, Any], original: bytes, channel: str, *,
+                            prechecked: bool = False) -> Outcome:
         """Take one register change an adapter has mapped to the canonical
         contract. `original` is the input as the source sent it (an HL7 v2
         message, a file row): that is what quarantine keeps, so the source
-        can see and correct exactly what it sent."""
+        can see and correct exactly what it sent. A change that does not
+        validate is first put to the access policy (`write_precheck`): one
+        about someone the source has no role for gets the refusal a valid
+        one would get, and nothing of it is kept. `prechecked`: the caller
+        asked `write_precheck` already (MLLP, council files)."""
         correlation_id = self._correlation_id()
         smid = data.get("source_message_id") if isinstance(data.get("source_message_id"), str) else None
         digest = payload_sha256(data)
@@ -451,6 +481,12 @@ class IngestService:
         except ValidationError as exc:
             problems = problems_from_pydantic(exc)
         if problems:
+            # Only here, off the path of a valid change (whose record path decides under the person's
+            # lock): the same answer as if the policy had been asked before validation.
+            if not prechecked:
+                refused = await self.write_precheck(client, data, channel)
+                if refused is not None:
+                    return refused
             if smid:
                 replay = await self._previous_answer(client.client_id, smid, digest=digest)
                 if replay is not None:
@@ -471,31 +507,51 @@ class IngestService:
         the source's own fields, e.g. "PID-3" or "row 12, column NHS_NO")."""
         return await self._quarantine(client, channel, original, source_message_id, problems, self._correlation_id())
 
-    async def write_precheck(self, client: Client, data: dict[str, Any], channel: str) -> Outcome | None:
-        """The access policy asked before validation, for channels that must
-        not keep (or even validate) anything about people the source has no
-        role for: an interface engine's every discharge, a council file row.
-        None when the change may go on (or is too malformed to judge:
-        validation then names the problem); else the refusal, audited. The
-        record path decides again, authoritatively, under the person's lock."""
-        try:
-            change_type = ChangeType(data.get("change_type"))
-        except ValueError:
-            return None
+    async def write_precheck(self, client: Client, data: dict[str, Any], channel: str, *,
+                             partial: bool = False) -> Outcome | None:
+        """The access policy asked before validation, for input about people
+        the source may have no role for: nothing of it is validated into
+        quarantine or kept. `data`: a mapped change, or what could be read of
+        input that did not map (an adapter's `about`: the change type, the NHS
+        number, the hospital). `partial`: `data` may leave out a hospital the
+        input names (only the questions needing none are asked).
+
+        First the questions needing nothing but the source, the channel and
+        the change type (kind-may-not-write, channel-not-for-kind,
+        trust-only-change-type), whatever else the input holds; then, when
+        the NHS number is valid, the person's: refused when the change needs
+        a relationship the source does not have, with the one answer for "not
+        on the register" and "not yours". A change type that cannot be read is
+        asked as any council change type, from a body that may send only
+        those. A hospital the hub does not know (or one `partial` input may
+        name) is left to validation: then only "no relationship" is refused.
+        None when the input may go on (validation then names what is wrong);
+        else the refusal, audited. The record path decides again,
+        authoritatively, under the person's lock."""
+        change_type = _change_type_of(data.get("change_type"))
+        if change_type is None and (client.org_kind not in _RELATIONSHIP_KINDS or "hub:admin" in client.scopes):
+            return None  # e.g. a trust: it may report anyone's detention; without the change type, nothing to ask
+        asked = change_type or _ANY_COUNCIL_CHANGE
         hospital = data.get("hospital_ods")
-        if hospital is not None and not isinstance(hospital, str):
-            return None
+        site = hospital if isinstance(hospital, str) and not partial else None
         # What the policy allows knowing nothing of the person (a detention
         # by the trust running the hospital) it allows whatever they are: a
-        # person's facts only add roles. Then there is nothing to read, and
-        # nothing to check first: every check below also ends in None (go on).
-        if self._decide_blind(client, change_type, hospital, channel).allowed:
+        # person's facts only add roles. Then there is nothing to read.
+        blind = self._decide_blind(client, asked, site, channel)
+        if blind.allowed:
             return None
+        if blind.rule in _RULE_ONLY:  # the same whoever the person is, and whatever the rest holds
+            return await self._refuse(client, channel, _Refused(blind, None),
+                                      change_type.value if change_type else None, self._correlation_id())
         nhs_number = (data.get("person") or {}).get("nhs_number") if isinstance(data.get("person"), dict) else None
         if not isinstance(nhs_number, str) or nhs_number_problem(nhs_number):
-            return None
-        if hospital is not None and self._ref.hospital(hospital) is None:
-            return None
+            return None  # no person to ask about: validation names the number
+        relationship_only = change_type is None or partial or (
+            hospital is not None and (site is None or self._ref.hospital(site) is None))
+        if relationship_only:
+            site = None
+            if self._decide_blind(client, asked, None, channel).rule is not Rule.NO_RELATIONSHIP:
+                return None  # not a question of the person (a detention's hospital): validation's
         index = self._protector.index(normalise(nhs_number))
         async with snapshot(self._engine) as conn:
             row = (await execute_prepared(conn, _PERSON_BY_INDEX, {"index": index})).first()
@@ -504,11 +560,11 @@ class IngestService:
         facts = None
         if history:
             facts = self.access.facts(self._evaluate(row.person_id, history, today), history)
-        decision = self.access.decide_write(client, change_type, hospital, facts, channel)
-        if decision.allowed:
+        decision = self.access.decide_write(client, asked, site, facts, channel)
+        if decision.allowed or (relationship_only and decision.rule is not Rule.NO_RELATIONSHIP):
             return None
         return await self._refuse(client, channel, _Refused(decision, row.person_id if history else None),
-                                  change_type.value, self._correlation_id())
+                                  change_type.value if change_type else None, self._correlation_id())
 
     def _decide_blind(self, client: Client, change_type: ChangeType, hospital: str | None, channel: str) -> Decision:
         """`self.access.decide_write(client, change_type, hospital, None, channel)`:
@@ -530,7 +586,7 @@ class IngestService:
         self._blind[key] = (client, decision)
         return decision
 
-    async def _refuse(self, client: Client, channel: str, refused: _Refused, change_type: str,
+    async def _refuse(self, client: Client, channel: str, refused: _Refused, change_type: str | None,
                       correlation_id: str) -> Outcome:
         async with self._engine.begin() as conn:
             await record_decision(conn, client, channel=channel, action="write", decision=refused.decision,
@@ -885,7 +941,7 @@ class IngestService:
                 prepared.append(self._bulk_prepare(r, today, numbers))
                 if n % BULK_YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # let requests in (SQLite statements run on the loop)
-            indexes = {p.precheck_index for p in prepared if p.precheck_index} | {p.index for p in prepared if p.index}
+            indexes = {i for p in prepared for i in (p.precheck_index, p.relationship_index, p.index) if i}
             smids = {p.smid for p in prepared if p.smid}
             keys: list[Any] = []
             for p in prepared:
@@ -930,7 +986,23 @@ class IngestService:
         `numbers`: the chunk's NHS numbers already checked and indexed (`_number`)."""
         data = row.data
         if data is None:
-            return _Prepared(row)
+            if row.about is None:
+                return _Prepared(row)
+            # Unmapped input: only the precheck's inputs (write_precheck(row.about)), and its person for order.
+            p = _Prepared(row)
+            person = row.about.get("person")
+            nhs = person.get("nhs_number") if isinstance(person, dict) else None
+            number = self._number(nhs, numbers) if isinstance(nhs, str) else None
+            p.key = number[1] if number is not None else None
+            p.change_type = _change_type_of(row.about.get("change_type"))
+            if number is not None and not number[0]:
+                hospital = row.about.get("hospital_ods")
+                if p.change_type is not None and (
+                        hospital is None or (isinstance(hospital, str) and self._ref.hospital(hospital) is not None)):
+                    p.precheck_index, p.hospital = number[2], hospital
+                else:
+                    p.relationship_index = number[2]
+            return p
         smid = data.get("source_message_id")
         p = _Prepared(row, smid=smid if isinstance(smid, str) else None, digest=payload_sha256(data))
         person = data.get("person")
@@ -947,13 +1019,15 @@ class IngestService:
                 p.change_type = None
         precheck_nhs = None
         nhs_problem = number[0] if number is not None else None  # the number's problem (sent as a string)
-        if p.change_type is not None:
+        if number is not None and not nhs_problem:
             hospital = data.get("hospital_ods")
-            if number is not None and not nhs_problem and (
+            if p.change_type is not None and (
                     hospital is None or (isinstance(hospital, str) and self._ref.hospital(hospital) is not None)):
                 precheck_nhs = number[1]
                 p.precheck_index = number[2]
                 p.hospital = hospital
+            else:
+                p.relationship_index = number[2]
         try:
             change_in = RegisterChangeIn.model_validate(data)
             # The validated number is the one checked above (the same string): its problem is known.
@@ -1056,6 +1130,17 @@ class IngestService:
             decided[key] = (facts, decision)
             return decision, pid if history else None
 
+        # write_precheck's questions of the source, the channel and the change type alone (a pure
+        # function of those: once a chunk per change type), and the change type it asks for one that
+        # cannot be read (None: nothing to ask, e.g. of a trust).
+        any_change = _ANY_COUNCIL_CHANGE if caller.org_kind in _RELATIONSHIP_KINDS and not caller.admin else None
+        rule_refusals: dict[ChangeType, Decision | None] = {}
+
+        def rule_refusal(change_type: ChangeType) -> Decision | None:
+            d = decide_write(caller, change_type, None, False, None, channel)
+            refused = rule_refusals[change_type] = d if not d.allowed and d.rule in _RULE_ONLY else None
+            return refused
+
         def replayed(smid: str, digest: str | None) -> Outcome | None:
             first = answers.get(smid)
             if first is None:
@@ -1095,20 +1180,31 @@ class IngestService:
                 # SQLite the writer holds the write lock, so other writers wait in the group commit anyway).
                 await asyncio.sleep(0)
             row = p.row
-            if row.data is None:  # reject_unmapped
-                out.outcomes[i] = await hold_in_quarantine(row.original, row.source_message_id, list(row.problems))
-                continue
             key = p.key
             if key is not None and key in stopped:
                 continue
-            # write_precheck: the access policy before validation.
+            # write_precheck: the access policy before validation, and before anything of the row is kept.
             decision = None
-            if p.precheck_index is not None:
-                assert p.change_type is not None
-                decision, refused_pid = decide(p, p.precheck_index, p.change_type, p.hospital)
-                if not decision.allowed:
-                    out.outcomes[i] = await refuse(decision, refused_pid, p.change_type.value)
+            asked = p.change_type if p.change_type is not None else any_change
+            if asked is not None:
+                ruled = rule_refusals[asked] if asked in rule_refusals else rule_refusal(asked)
+                if ruled is not None:  # needs nothing of the person, nor the rest of the row
+                    out.outcomes[i] = await refuse(ruled, None, p.change_type.value if p.change_type else None)
                     continue
+                if p.precheck_index is not None:
+                    decision, refused_pid = decide(p, p.precheck_index, asked, p.hospital)
+                    if not decision.allowed:
+                        out.outcomes[i] = await refuse(decision, refused_pid, asked.value)
+                        continue
+                elif p.relationship_index is not None:
+                    related, refused_pid = decide(p, p.relationship_index, asked, None)
+                    if not related.allowed and related.rule is Rule.NO_RELATIONSHIP:
+                        out.outcomes[i] = await refuse(related, refused_pid,
+                                                       p.change_type.value if p.change_type else None)
+                        continue
+            if row.data is None:  # reject_unmapped
+                out.outcomes[i] = await hold_in_quarantine(row.original, row.source_message_id, list(row.problems))
+                continue
             # accept_mapped: a change that does not validate is replayed or quarantined.
             if p.change_in is None:
                 replay = replayed(p.smid, p.digest) if p.smid else None

@@ -83,9 +83,10 @@ async def test_council_file_sent_by_the_cli_reaches_the_register_and_the_council
             accepted = {e["change_id"] for e in report["report"] if e["status"] == "accepted"}
 
             held = (await http.get("/v1/quarantine", headers={"X-API-Key": council_key})).json()["items"]
-            # SW-1007 is about someone not on the register: refused by the access policy, nothing kept.
+            # SW-1007 is about someone not on the register, SW-1004 claims a detention (a trust's change):
+            # refused by the access policy, nothing kept.
             assert sorted((q["source_message_id"], q["channel"]) for q in held) == [
-                ("SW-1004", "file"), ("SW-1005", "file"), ("SW-1006", "file")]
+                ("SW-1005", "file"), ("SW-1006", "file")]
             assert {q["quarantine_id"] for q in held} == {
                 e["quarantine_id"] for e in report["report"] if e["status"] == "rejected" and "quarantine_id" in e}
 
@@ -94,7 +95,7 @@ async def test_council_file_sent_by_the_cli_reaches_the_register_and_the_council
             assert again["duplicate"] is True
             assert (again["accepted"], again["duplicates"], again["rejected"]) == (0, 4, 4)
             assert {e["change_id"] for e in again["report"] if e["status"] == "duplicate"} == accepted
-            assert len((await http.get("/v1/quarantine", headers={"X-API-Key": council_key})).json()["items"]) == 3
+            assert len((await http.get("/v1/quarantine", headers={"X-API-Key": council_key})).json()["items"]) == 2
             summary = (await http.get(f"/v1/council-files/{report['file_id']}",
                                       headers={"X-API-Key": council_key})).json()
             assert (summary["status"], summary["accepted"], summary["rejected"]) == ("processed", 4, 4)

@@ -76,8 +76,10 @@ async def test_csv_export_is_recorded_row_by_row_and_bad_rows_are_quarantined(ap
     assert (body["format"], body["rows"], body["accepted"], body["duplicates"], body["rejected"]) == (
         "swift_csv", 8, 4, 0, 4)
     errors = {e["record_id"]: e.get("errors") for e in body["report"]}
+    # A trust's change type: refused by the access policy (trust-only-change-type), nothing kept.
     assert [x["field"] for x in errors["SW-1004"]] == ["row 4, column EVENT"]
-    assert "council does not report detentions" in errors["SW-1004"][0]["reason"]
+    assert "council or commissioner does not report detentions" in errors["SW-1004"][0]["reason"]
+    assert next(e for e in body["report"] if e["record_id"] == "SW-1004")["rule"] == "trust-only-change-type"
     assert errors["SW-1005"] == [{"field": "row 5, column NHS_NO", "reason": "fails the modulus-11 check digit"}]
     assert [x["field"] for x in errors["SW-1006"]] == ["row 6, column EFFECTIVE_DATE"]
     assert [x["field"] for x in errors["SW-1007"]] == ["row 7, column NHS_NO"]
@@ -86,15 +88,16 @@ async def test_csv_export_is_recorded_row_by_row_and_bad_rows_are_quarantined(ap
     assert errors["SW-1007"][0]["reason"].startswith("no person this source may report on or see matches")
     for entry in body["report"]:
         assert ("change_id" in entry) == (entry["status"] == "accepted")
-        assert ("quarantine_id" in entry) == (entry["status"] == "rejected" and entry["record_id"] != "SW-1007")
+        assert ("quarantine_id" in entry) == (entry["status"] == "rejected"
+                                              and entry["record_id"] not in ("SW-1004", "SW-1007"))
     for value in ("9991100017", "9991100024", "Example", "Sample", "31/02/2025"):
         assert value not in r.text  # the report never quotes what the council sent
 
     assert await count(app_hub.hub, register_changes) == changes_before + 4
-    assert await count(app_hub.hub, quarantine, quarantine.c.channel == "file") == 3
+    assert await count(app_hub.hub, quarantine, quarantine.c.channel == "file") == 2
     # The council can see its bad rows, raw, to correct them.
     held = (await app_hub.http.get("/v1/quarantine", headers=council)).json()["items"]
-    assert {q["source_message_id"] for q in held} == {"SW-1004", "SW-1005", "SW-1006"}
+    assert {q["source_message_id"] for q in held} == {"SW-1005", "SW-1006"}
     q = next(e for e in body["report"] if e["record_id"] == "SW-1005")["quarantine_id"]
     one = (await app_hub.http.get(f"/v1/quarantine/{q}", headers=council)).json()
     assert one["raw"].startswith("SW-1005,GP_CHANGE,06/08/2025,,9991100017")

@@ -96,35 +96,60 @@ def _change(change_type: str, nhs_number: object = "9990001006", hospital: objec
     (_change("detained", nhs_number="123"), False),
     (_change("detained", nhs_number=None), False),
     (_change("detained", hospital="ZZZ99"), False),
-    # not allowed blind: malformed input goes on to validation, which names it
+    # not allowed blind, no person to ask about (the number unreadable): validation names it
     (_change("left-hospital", nhs_number="123"), False),
     (_change("left-hospital", nhs_number=123), False),
-    (_change("left-hospital", hospital="ZZZ99"), False),
-    (_change("left-hospital", hospital=["RNU01"]), False),
+    # a detention's unknown site is not a question of the person: validation names it
     (_change("detained", hospital={"ods": "RNU01"}), False),
+    # a trust may report anyone's detention: without a change type there is nothing to ask
     ({**_change("detained"), "change_type": "no-such-type"}, False),
-    # not allowed blind, well formed: the person is read; not on the register, refused
-    (_change("left-hospital"), True),
-], ids=lambda v: repr(v) if isinstance(v, bool) else f"{v.get('change_type')}-{v.get('hospital_ods')}-"
-                                                       f"{(v.get('person') or {}).get('nhs_number')}")
-def test_the_precheck_refuses_only_well_formed_changes_it_cannot_allow_blind(tmp_path: Path, data: dict,
-                                                                               refused: bool) -> None:
+    # not allowed blind, the number readable: the person is read; not on the register, refused
+    (_change("left-hospital"), Rule.NO_RELATIONSHIP),
+    # ... whatever else is wrong (a site the hub does not know, one that is not a code)
+    (_change("left-hospital", hospital="ZZZ99"), Rule.NO_RELATIONSHIP),
+    (_change("left-hospital", hospital=["RNU01"]), Rule.NO_RELATIONSHIP),
+], ids=lambda v: repr(v) if not isinstance(v, dict) else f"{v.get('change_type')}-{v.get('hospital_ods')}-"
+                                                           f"{(v.get('person') or {}).get('nhs_number')}")
+def test_the_precheck_refuses_what_needs_a_relationship_the_trust_does_not_have(tmp_path: Path, data: dict,
+                                                                                 refused: Rule | bool) -> None:
+    assert _precheck(tmp_path, CLIENTS[0], data, "mllp") == refused
+
+
+@pytest.mark.parametrize(("data", "refused"), [
+    # a trust's change type: refused whoever the person is, whatever else the input holds
+    (_change("detained"), Rule.TRUST_ONLY_CHANGE_TYPE),
+    (_change("detained", nhs_number="123", hospital=None), Rule.TRUST_ONLY_CHANGE_TYPE),
+    ({"change_type": "left-hospital"}, Rule.TRUST_ONLY_CHANGE_TYPE),
+    # a council change type, a change type that cannot be read, a package record: the person is asked about
+    (_change("moved", hospital=None), Rule.NO_RELATIONSHIP),
+    ({**_change("moved"), "change_type": "no-such-type"}, Rule.NO_RELATIONSHIP),
+    ({"record": "package", "person": {"nhs_number": "9990001006"}}, Rule.NO_RELATIONSHIP),
+    # no person to ask about
+    (_change("moved", nhs_number="123"), False),
+    ({"change_type": "moved"}, False),
+], ids=lambda v: repr(v) if not isinstance(v, dict) else f"{v.get('change_type')}-{v.get('hospital_ods')}-"
+                                                           f"{(v.get('person') or {}).get('nhs_number')}")
+def test_the_precheck_of_a_councils_input(tmp_path: Path, data: dict, refused: Rule | bool) -> None:
+    assert _precheck(tmp_path, CLIENTS[3], data, "file") == refused
+
+
+def _precheck(tmp_path: Path, client: Client, data: dict, channel: str) -> Rule | bool:
+    """The rule `write_precheck` refuses `data` under, or False (go on), with nobody on the register."""
     service = _service(tmp_path)
 
     async def go() -> object:
         await create_schema(service._engine)
         try:
-            return await service.write_precheck(CLIENTS[0], data, "mllp")
+            return await service.write_precheck(client, data, channel)
         finally:
             close_inline(service._engine)
             await service._engine.dispose()
 
     outcome = asyncio.run(go())
-    if refused:
-        assert outcome is not None and outcome.status_code == 403
-        assert outcome.body["rule"] == Rule.NO_RELATIONSHIP.value
-    else:
-        assert outcome is None
+    if outcome is None:
+        return False
+    assert outcome.status_code == 403
+    return Rule(outcome.body["rule"])
 
 
 def test_logs_info_follows_the_configured_level() -> None:

@@ -14,6 +14,7 @@ from decimal import Decimal
 import pytest
 
 from hub.clients import add_client
+from hub.domain.access import TEXTS, Rule
 from hub.sample_data import detention_to_move_scenario
 from tests.servers.poppler import require_poppler
 
@@ -224,8 +225,9 @@ async def test_council_file_package_records(app_hub, bucks):
         ("PK-2004", "accepted", "L4"), ("PK-2005", "accepted", "L1"), ("PK-2006", "rejected", None),
         ("PK-2007", "rejected", None)]
     assert report[5]["errors"][0]["field"] == "row 6, column WEEKLY_COST"
-    assert report[6]["errors"][0]["field"] == "row 7, column NHS_NO"  # nobody on the register with that number
-    assert "quarantine_id" in report[6]
+    # Nobody on the register with that number: the access policy's one row error, nothing kept.
+    assert report[6]["errors"] == [{"field": "row 7, column NHS_NO", "reason": TEXTS[Rule.NO_RELATIONSHIP]}]
+    assert "quarantine_id" not in report[6] and report[6]["rule"] == "no-relationship"
 
 
 async def test_oversight_report_shows_spend_suppressed_for_few_people(app_hub, bucks):
