@@ -295,6 +295,9 @@ async def build_hub(settings: Settings) -> Hub:
     hub.workflows = WorkflowService(engine, ref, agreements, protector, hub.ingest,
                                     clock_settable=settings.workflow_clock_settable)
     hub.workflows.costs_for = hub.packages.interim_costs  # reimbursement from the real package costs
+    # Package writes read the agreements as they are at each write (`funding`), in every process:
+    # the API's and the worker process's council files alike.
+    hub.packages.sharing_of = lambda: hub.sharing
     hub.workflow_consumer = WorkflowConsumer(hub.workflows, bus, engine)
     hub.files = FileJobs(engine, hub.ingest, protector, packages=hub.packages, chunk=settings.files_chunk_rows,
                          bulk=settings.files_bulk)

@@ -5,19 +5,12 @@ The body is the package contract (hub/money/contract.py): bad input is a 422
 naming each field, held in quarantine; the same source_message_id again gets
 the first answer. Only a body responsible for the person on the line's
 effective date, holding `funding`, writes it (hub/money/service.py); anyone
-else gets the same 404 as for an unknown person, and nothing is kept.
-
-The router's lifespan hands the package service the hub's data-sharing
-agreements (`PackageService.sharing_of`), for this route and for the package
-rows of council files alike."""
+else gets the same 404 as for an unknown person, and nothing is kept."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import orjson
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from hub.api.deps import ClientDep, HubDep, require
@@ -25,18 +18,7 @@ from hub.api.problems import PROBLEM_JSON, ProblemError
 from hub.ingest.validation import FieldProblem
 
 
-@asynccontextmanager
-async def _wire_sharing(app: FastAPI) -> AsyncIterator[None]:
-    """After the app's own lifespan built the hub (FastAPI nests a router's
-    lifespan inside the app's): package writes read the hub's agreements as
-    they are at each write (`hub.sharing`)."""
-    hub = app.state.hub
-    if hub.packages is not None:
-        hub.packages.sharing_of = lambda: hub.sharing
-    yield
-
-
-router = APIRouter(prefix="/v1", tags=["packages"], lifespan=_wire_sharing)
+router = APIRouter(prefix="/v1", tags=["packages"])
 MAX_BODY = 64 * 1024
 
 

@@ -190,8 +190,8 @@ class PackageService:
                  protector: DataProtector, ingest: IngestService) -> None:
         self._engine, self._ref, self._agreements = engine, ref, agreements
         self._protector, self._ingest = protector, ingest
-        # The hub's data-sharing agreements as they are now (the API wires it at
-        # start-up: hub/api/packages.py). Unset, no one holds `funding`: nothing is written.
+        # The hub's data-sharing agreements as they are now (hub/bootstrap.py wires
+        # it). Unset, no one holds `funding`: nothing is written.
         self.sharing_of: Callable[[], SharingAgreements] | None = None
 
     def _sharing(self) -> SharingAgreements | None:
