@@ -523,8 +523,9 @@ class IngestService:
         a relationship the source does not have, with the one answer for "not
         on the register" and "not yours". A change type that cannot be read is
         asked as any council change type, from a body that may send only
-        those. A hospital the hub does not know (or one `partial` input may
-        name) is left to validation: then only "no relationship" is refused.
+        those. A hospital the hub does not know, or one `partial` input may
+        name, is left to validation (then only "no relationship" is refused),
+        as is a detention naming none.
         None when the input may go on (validation then names what is wrong);
         else the refusal, audited. The record path decides again,
         authoritatively, under the person's lock."""
@@ -543,6 +544,8 @@ class IngestService:
         if blind.rule in _RULE_ONLY:  # the same whoever the person is, and whatever the rest holds
             return await self._refuse(client, channel, _Refused(blind, None),
                                       change_type.value if change_type else None, self._correlation_id())
+        if site is None and blind.rule is Rule.HOSPITAL_NOT_RUN_BY_SOURCE:
+            return None  # a detention naming no hospital (that can be read): validation's, not the person's
         nhs_number = (data.get("person") or {}).get("nhs_number") if isinstance(data.get("person"), dict) else None
         if not isinstance(nhs_number, str) or nhs_number_problem(nhs_number):
             return None  # no person to ask about: validation names the number
@@ -1194,8 +1197,11 @@ class IngestService:
                 if p.precheck_index is not None:
                     decision, refused_pid = decide(p, p.precheck_index, asked, p.hospital)
                     if not decision.allowed:
-                        out.outcomes[i] = await refuse(decision, refused_pid, asked.value)
-                        continue
+                        if p.hospital is None and decision.rule is Rule.HOSPITAL_NOT_RUN_BY_SOURCE:
+                            decision = None  # a detention naming no hospital: validation's (write_precheck)
+                        else:
+                            out.outcomes[i] = await refuse(decision, refused_pid, asked.value)
+                            continue
                 elif p.relationship_index is not None:
                     related, refused_pid = decide(p, p.relationship_index, asked, None)
                     if not related.allowed and related.rule is Rule.NO_RELATIONSHIP:

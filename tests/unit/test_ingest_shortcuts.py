@@ -99,8 +99,9 @@ def _change(change_type: str, nhs_number: object = "9990001006", hospital: objec
     # not allowed blind, no person to ask about (the number unreadable): validation names it
     (_change("left-hospital", nhs_number="123"), False),
     (_change("left-hospital", nhs_number=123), False),
-    # a detention's unknown site is not a question of the person: validation names it
+    # a detention's unknown site, or none, is not a question of the person: validation names it
     (_change("detained", hospital={"ods": "RNU01"}), False),
+    (_change("detained", hospital=None), False),
     # a trust may report anyone's detention: without a change type there is nothing to ask
     ({**_change("detained"), "change_type": "no-such-type"}, False),
     # not allowed blind, the number readable: the person is read; not on the register, refused
