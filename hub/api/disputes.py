@@ -7,7 +7,10 @@ Only the parties may see or act; others get the same 404 as an unknown id.
 Raising needs a relationship with the person on the day (responsible or
 coordinating, or a body of an open transfer case): anyone else gets the 404
 an unknown person gets, audited as a refused decision. The other parties
-must be bodies of the dispute's kind."""
+must be bodies of the dispute's kind. Resolving: the parties agree (each
+sends the same terms to .../resolve: 202 while some have still to agree, 200
+when the last agreement resolves it), or, at the procedure's final stage,
+the hub operator records the determination of the body owning that stage."""
 
 from __future__ import annotations
 
@@ -15,16 +18,17 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.access import caller_of, record_decision
+from hub.audit import record_operator_action
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
 from hub.sharing import FUNDING
 from hub.api.workflow_access import act_on_case, is_admin, list_cases, refusal, service, visible_case
 from hub.domain.model import ChangeType
-from hub.domain.workflows.model import Action, CaseKind, DisputeState, WorkflowRefusal
+from hub.domain.workflows.model import DETERMINATION_ACTOR, Action, CaseKind, DisputeState, WorkflowRefusal
 from hub.workflows.service import NoRelationship, case_view
 
 router = APIRouter(prefix="/v1/disputes", tags=["disputes"])
@@ -51,6 +55,10 @@ class ResolveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     responsible: Org
     responsible_from: date
+    determination: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description="Hub operator only, at the procedure's final stage: the determination of the body owning that "
+                    "stage being recorded (e.g. its reference). Parties leave it out: they propose or agree.")
 
 
 @router.get("", summary="Dispute cases of the caller's organisation, oldest breach first")
@@ -153,10 +161,41 @@ async def escalate(case_id: str, hub: HubDep, client: ClientDep) -> dict:
     return await _act(hub, client, case_id, Action.ESCALATE, {})
 
 
-@router.post("/{case_id}/resolve", summary="Resolve: the responsible body from a date; a reimbursement statement")
-async def resolve(case_id: str, body: ResolveIn, hub: HubDep, client: ClientDep) -> dict:
-    return await _act(hub, client, case_id, Action.RESOLVE,
-                      {"responsible": body.responsible, "responsible_from": body.responsible_from})
+@router.post("/{case_id}/resolve", summary="Resolve: each party agrees the same responsible body and date (the "
+             "last agreement resolves), or the final stage's determination; a reimbursement statement",
+             responses={202: {"description": "A party's proposal or agreement recorded: the case, its `resolution` "
+                                             "naming the parties still `awaiting`; nothing resolved yet"}})
+async def resolve(case_id: str, body: ResolveIn, response: Response, hub: HubDep, client: ClientDep) -> dict:
+    terms = {"responsible": body.responsible, "responsible_from": body.responsible_from,
+             "determination": body.determination}
+    if is_admin(client):
+        out = await _determine(hub, client, case_id, terms)
+    else:
+        out = await _act(hub, client, case_id, Action.RESOLVE, terms)
+    if out["state"] != DisputeState.RESOLVED:
+        response.status_code = 202  # recorded: a proposal or an agreement; the other parties have still to agree
+    return out
 
 
-
+async def _determine(hub, client, case_id: str, terms: dict) -> dict:  # noqa: ANN001
+    """The hub operator records the determination of the final stage's body
+    (NHS England arbitration, ICET, ...: not organisations on the hub)."""
+    require(client, "workflows:write")
+    await visible_case(hub, client, case_id, CaseKind.DISPUTE)
+    svc = service(hub)
+    try:
+        acted = await svc.act(case_id, DETERMINATION_ACTOR, Action.RESOLVE, terms)
+    except WorkflowRefusal as exc:
+        raise refusal(exc) from exc
+    out = case_view(acted.case, svc.clock.today(), svc.holidays)
+    out["transitions"] = [{"action": t.action.value, "from_state": t.from_state, "to_state": t.to_state,
+                           "citation": t.citation, "explanation": t.explanation} for t in acted.transitions]
+    async with hub.engine.begin() as conn:  # the operator's act, in the audit chain (no personal data)
+        await record_operator_action(conn, client.client_id, "dispute-determination-recorded", case_id, {
+            "responsible": acted.case.responsible, "responsible_from": terms["responsible_from"].isoformat(),
+            "stage": acted.case.stages[acted.case.stage_index].name})
+    if acted.register_change is not None:
+        recorded = await svc.record_register_change(acted.case.person_id, acted.register_change, client.org_code)
+        out["register_change"] = {"change_id": recorded.get("change_id"), "status": recorded.get("status")}
+        out["reimbursement"] = await _reimbursement(hub, client, acted.case)
+    return out

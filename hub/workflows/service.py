@@ -38,6 +38,7 @@ from hub.domain.workflows.model import (
     Action,
     Case,
     CaseKind,
+    DisputeState,
     TransferState,
     Transition,
     WorkflowRefusal,
@@ -144,6 +145,9 @@ def case_view(case: Case, today: date, holidays: frozenset[date]) -> dict[str, A
             "working_days_left": 0 if late else working_days_between(today, case.clock.due_on, holidays),
             "working_days_overdue": working_days_between(case.clock.due_on, today, holidays) if late else 0,
         }
+    if case.resolution is not None:
+        # Who has still to agree the outcome proposed (POST /v1/disputes/{id}/resolve with the same terms).
+        body["resolution"]["awaiting"] = [p for p in case.parties if p not in case.resolution.agreed_by]
     body["age_days"] = (today - case.opened_on).days
     body["fhir_task_id"] = task_id(case)
     body.pop("reminded", None)
@@ -357,7 +361,9 @@ class WorkflowService:
             elif action is Action.ESCALATE:
                 after, step = machine.escalate(case, actor, today, self.holidays)
             elif action is Action.RESOLVE:
-                after, step = machine.resolve(case, actor, today, str(body["responsible"]), body["responsible_from"])
+                # A party's call proposes or agrees; the last agreement (or the determination) resolves.
+                after, step = machine.resolve(case, actor, today, str(body["responsible"]), body["responsible_from"],
+                                              str(body.get("determination") or ""))
             else:
                 raise WorkflowRefusal(409, "illegal-transition", f"'{action.value}' is not a party action", "")
             steps.append(step)
@@ -377,7 +383,7 @@ class WorkflowService:
                 register_change = self._dispute_change(dispute, ChangeType.DISPUTE_RAISED, today)
                 return Acted(after, [*steps, raised], register_change)
             await self._save(conn, case, after, steps, event_type)
-            if action is Action.RESOLVE:
+            if after.state == DisputeState.RESOLVED and case.state != DisputeState.RESOLVED:
                 register_change = self._dispute_change(after, ChangeType.DISPUTE_RESOLVED, today)
         return Acted(after, steps, register_change)
 

@@ -2,7 +2,8 @@
 process on SQLite, a real webhook receiver per body. A re-detention in another
 area opens a transfer; the incoming council contests; the dispute escalates
 once when its stage clock runs out (time injected through the test-only clock
-endpoint, the real background scanner acting on it); it is resolved; the
+endpoint, the real background scanner acting on it); it is resolved by both
+councils agreeing the outcome; the
 reimbursement statement names the payer; and each body received exactly the
 messages its data-sharing agreement allows, with the FHIR Task valid R4."""
 
@@ -143,8 +144,11 @@ async def test_transfer_contest_escalation_resolution_and_messages(tmp_path):
             again = await dispute()
             assert again["stage_index"] == 1 and [h["action"] for h in again["history"]].count("escalate") == 1
 
-            r = await http.post(f"/v1/disputes/{dispute_id}/resolve", headers=as_(BUCKS),
-                                json={"responsible": WORCS, "responsible_from": redetained.isoformat()})
+            # Resolved by agreement (Worcs 15.5): Bucks proposes, Worcestershire's same terms resolve it.
+            outcome = {"responsible": WORCS, "responsible_from": redetained.isoformat()}
+            r = await http.post(f"/v1/disputes/{dispute_id}/resolve", headers=as_(BUCKS), json=outcome)
+            assert r.status_code == 202 and r.json()["state"] == "escalated", r.text
+            r = await http.post(f"/v1/disputes/{dispute_id}/resolve", headers=as_(WORCS), json=outcome)
             assert r.status_code == 200, r.text
             statement = r.json()["reimbursement"]
             assert statement["payer"] == WORCS and statement["payees"] == [BUCKS]
@@ -199,7 +203,7 @@ async def test_transfer_contest_escalation_resolution_and_messages(tmp_path):
             for org in (BUCKS, WORCS):
                 codes = [code(x.body) for x in receiver.received if x.org == org]
                 assert codes.count("s117-transfer-updated") == 2  # opened, contested
-                assert codes.count("s117-dispute-updated") == 3  # raised, escalated, resolved
+                assert codes.count("s117-dispute-updated") == 4  # raised, escalated, outcome proposed, resolved
                 assert codes.count("s117-workflow-deadline") == 1  # the JMG stage ran out
             assert not {code(x.body) for x in receiver.received if x.org == BOB} & set(WORKFLOW_EVENTS)
             assert any(t in WORKFLOW_EVENTS and o == BOB and d == "denied" for t, o, d in rows)

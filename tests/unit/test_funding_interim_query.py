@@ -93,8 +93,10 @@ async def test_interim_shares_between_icbs_in_the_person_query_agree_with_the_st
 
     # A month after the dispute ends nothing is in force; the arrangement is shown with its period.
     _on(app_hub, "2026-10-25")
-    r = await app_hub.http.post(f"/v1/disputes/{case_id}/resolve", headers={"X-API-Key": keys[QU9]},
-                                json={"responsible": QGH, "responsible_from": "2026-10-06"})
+    outcome = {"responsible": QGH, "responsible_from": "2026-10-06"}
+    r = await app_hub.http.post(f"/v1/disputes/{case_id}/resolve", headers={"X-API-Key": keys[QU9]}, json=outcome)
+    assert r.status_code == 202, r.text  # proposed: H&W ICB must agree it (Worcs 15.5)
+    r = await app_hub.http.post(f"/v1/disputes/{case_id}/resolve", headers={"X-API-Key": keys[QGH]}, json=outcome)
     assert r.status_code == 200, r.text
     app_hub.hub.workflows.clock.offset_days = 0
     later = await _funding(app_hub, keys[QGH], pid, "2026-11-05")

@@ -154,8 +154,10 @@ async def test_interim_shares_in_both_icbs_statements_and_reimbursement_from_the
 
     # Resolved on 25 October: BOB ICB was not responsible; H&W ICB was, from the day the dispute arose.
     on("2026-10-25")
-    r = await app_hub.http.post(f"/v1/disputes/{case_id}/resolve", headers={"X-API-Key": keys[QU9]},
-                                json={"responsible": QGH, "responsible_from": "2026-10-06"})
+    outcome = {"responsible": QGH, "responsible_from": "2026-10-06"}
+    r = await app_hub.http.post(f"/v1/disputes/{case_id}/resolve", headers={"X-API-Key": keys[QU9]}, json=outcome)
+    assert r.status_code == 202, r.text  # proposed: H&W ICB must agree it (Worcs 15.5)
+    r = await app_hub.http.post(f"/v1/disputes/{case_id}/resolve", headers={"X-API-Key": keys[QGH]}, json=outcome)
     assert r.status_code == 200, r.text
     s = (await app_hub.http.get(f"/v1/disputes/{case_id}/reimbursement", headers={"X-API-Key": keys[QGH]})).json()
     # 6-9 Oct: no terms agreed, BOB carried the NHS share (4 days of 100.00 x 46.07%);

@@ -135,8 +135,12 @@ async def test_contest_escalate_on_the_clock_resolve_and_reimburse(workflow_hub)
                         json={"responsible": WORCS, "responsible_from": "2025-07-25"})
     assert r.status_code == 404  # not a party
     redetained = (START + timedelta(days=200)).isoformat()
-    r = await http.post(f"/v1/disputes/{d['case_id']}/resolve", headers=h(workflow_hub, BUCKS),
-                        json={"responsible": WORCS, "responsible_from": redetained})
+    outcome = {"responsible": WORCS, "responsible_from": redetained}
+    # Bucks proposes; alone that resolves nothing (Worcs 15.5): Worcestershire's same terms do.
+    r = await http.post(f"/v1/disputes/{d['case_id']}/resolve", headers=h(workflow_hub, BUCKS), json=outcome)
+    assert r.status_code == 202, r.text
+    assert r.json()["state"] == "escalated" and r.json()["resolution"]["awaiting"] == [WORCS]
+    r = await http.post(f"/v1/disputes/{d['case_id']}/resolve", headers=h(workflow_hub, WORCS), json=outcome)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["state"] == "resolved" and body["register_change"]["status"] == "accepted"
@@ -154,7 +158,7 @@ async def test_contest_escalate_on_the_clock_resolve_and_reimburse(workflow_hub)
         steps = (await conn.execute(select(workflow_transitions.c.action, workflow_transitions.c.citation))).all()
         payloads = (await conn.execute(select(delivery_messages.c.payload, deliveries.c.event_type)
                                        .select_from(deliveries_with_messages))).all()
-    assert {s.action for s in steps} >= {"open", "contest", "raise", "escalate", "resolve"}
+    assert {s.action for s in steps} >= {"open", "contest", "raise", "escalate", "agree-resolution", "resolve"}
     assert all(s.citation for s in steps)
     tasks = 0
     for p in payloads:

@@ -5,6 +5,15 @@ leads to, which roles may take it, and the paragraph it rests on. A pair not
 in a table is illegal (409). A caller that is not a party gets 403 here (the
 API answers 404 so as not to confirm the case exists); a party in the wrong
 role gets 403; bad terms get 422.
+
+A dispute is resolved by the parties' agreement (every party agrees the same
+outcome: one proposes, the others send the same terms, the last agreement
+resolves; Worcs 15.5 local resolution, 4.4.8 / 15.6 the commissioners must
+agree) or by the determination of the body that owns the area procedure's
+final stage (Worcs 15.5 arbitration by NHS England; Worcs 15.4 the process of
+the 2014 Disputes Regulations; Bucks: ICET), recorded for it by the hub
+operator; or by a source recording the outcome on the register. One party
+never resolves alone.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from hub.domain.agreements import LEAD_BODY, AreaAgreement, EscalationStage
 from hub.domain.working_days import add_working_days
 from hub.domain.workflows.model import (
     CLOCK_ACTOR,
+    DETERMINATION_ACTOR,
     REGISTER_ACTOR,
     WHOLE,
     Action,
@@ -27,6 +37,7 @@ from hub.domain.workflows.model import (
     Clock,
     DisputeState,
     Interim,
+    Resolution,
     Transition,
     TransferState,
     WorkflowRefusal,
@@ -35,6 +46,11 @@ from hub.domain.workflows.model import (
 # What the parties of a dispute raised through the API must be.
 PARTY_KIND = {"council": "Worcs 4.3.4, 15.4 (a dispute between local authorities)",
               "commissioner": "Worcs 4.4.8, 15.5 (a dispute between CCGs / ICBs)"}
+# The policy paragraphs the resolution rules rest on (the area's stages carry their own).
+RESOLUTION_BY_AGREEMENT = ("Worcs 15.5 (local resolution), 4.4.8, 15.6 (the commissioners must agree); "
+                           "Worcs 4.3.4, 15.4 (councils)")
+RESOLUTION_BY_DETERMINATION = ("Worcs 15.5 (arbitration by NHS England), 15.4 (councils: the 2014 Disputes "
+                               "Regulations' process)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +79,14 @@ DISPUTE_RULES: dict[tuple[str | None, Action], Rule] = {
     # The last stage's clock ran out: recorded as a breach, the state stays.
     (D.OPEN, A.BREACH): Rule(D.OPEN, frozenset({Actor.CLOCK}), citations.ESCALATION_WHO_PAYS),
     (D.ESCALATED, A.BREACH): Rule(D.ESCALATED, frozenset({Actor.CLOCK}), citations.ESCALATION_WHO_PAYS),
-    # A party records the outcome, or a source records it on the register (dispute-resolved).
-    (D.OPEN, A.RESOLVE): Rule(D.RESOLVED, frozenset({Actor.PARTY, Actor.REGISTER}), citations.DISPUTE_RESOLVED_REIMBURSE),
-    (D.ESCALATED, A.RESOLVE): Rule(D.RESOLVED, frozenset({Actor.PARTY, Actor.REGISTER}),
+    # A party proposes an outcome, or agrees the one proposed; the state stays until every party agreed.
+    (D.OPEN, A.AGREE_RESOLUTION): Rule(D.OPEN, frozenset({Actor.PARTY}), RESOLUTION_BY_AGREEMENT),
+    (D.ESCALATED, A.AGREE_RESOLUTION): Rule(D.ESCALATED, frozenset({Actor.PARTY}), RESOLUTION_BY_AGREEMENT),
+    # Resolved: by the last party's agreement (never by one party alone), by the final stage's
+    # determination, or by a source recording the outcome on the register (dispute-resolved).
+    (D.OPEN, A.RESOLVE): Rule(D.RESOLVED, frozenset({Actor.PARTY, Actor.DETERMINER, Actor.REGISTER}),
+                              citations.DISPUTE_RESOLVED_REIMBURSE),
+    (D.ESCALATED, A.RESOLVE): Rule(D.RESOLVED, frozenset({Actor.PARTY, Actor.DETERMINER, Actor.REGISTER}),
                                    citations.DISPUTE_RESOLVED_REIMBURSE),
 }
 
@@ -88,6 +109,8 @@ def _roles(case: Case, actor: str) -> frozenset[Actor]:
         return frozenset({Actor.CLOCK})
     if actor == REGISTER_ACTOR:
         return frozenset({Actor.REGISTER})
+    if actor == DETERMINATION_ACTOR:
+        return frozenset({Actor.DETERMINER})
     roles = set()
     if actor in case.parties:
         roles.add(Actor.PARTY)
@@ -315,16 +338,91 @@ def dispute_breach(case: Case, on: date, actor: str = CLOCK_ACTOR) -> tuple[Case
                  f"the last stage '{stage.name}' ran out of time")
 
 
-def resolve(case: Case, actor: str, on: date, responsible: str, responsible_from: date) -> tuple[Case, Transition]:
+def _resolved(case: Case, rule: Rule, actor: str, on: date, responsible: str, responsible_from: date,
+              citation: str, why: str, determined_by: str = "") -> tuple[Case, Transition]:
+    after = replace(case, state=rule.target, clock=None, responsible=responsible,
+                    responsible_from=responsible_from, resolved_on=on, proposal=None, resolution=None,
+                    determined_by=determined_by)
+    if case.dispute_kind == "council":
+        citation = f"{citations.COUNCIL_DISPUTE}; {citation}"
+    return _step(case, after, Action.RESOLVE, actor, on, citation,
+                 f"resolved at '{case.stages[case.stage_index].name}': {responsible} responsible from "
+                 f"{responsible_from.isoformat()}; {why}")
+
+
+def resolve(case: Case, actor: str, on: date, responsible: str, responsible_from: date,
+            determination: str = "") -> tuple[Case, Transition]:
+    """Resolve, or move towards it, naming the body responsible from a date.
+
+    A party: the first call proposes the outcome (agree-resolution, the state
+    stays); each other party sending the same terms agrees it; the last
+    agreement resolves. Different terms replace the proposal. A party that
+    already agreed the terms standing is refused (409 awaiting-agreement):
+    one party never resolves alone.
+    The determination actor (the hub operator recording the final stage's
+    determination, `determination` naming it): only at the area procedure's
+    final stage, and only where that stage is owned by a body that is not the
+    lead body (a party).
+    The register (a source's dispute-resolved change): resolves, as recorded."""
     rule = _rule(case, Action.RESOLVE, actor)
     if responsible not in case.parties:
         raise WorkflowRefusal(422, "responsible-not-a-party", "responsible must be one of the parties", rule.citation)
     if responsible_from > on:
         raise WorkflowRefusal(422, "responsible-from-in-future", "responsible_from must not be after today",
                               rule.citation)
-    after = replace(case, state=rule.target, clock=None, responsible=responsible,
-                    responsible_from=responsible_from, resolved_on=on, proposal=None)
-    citation = f"{citations.COUNCIL_DISPUTE}; {rule.citation}" if case.dispute_kind == "council" else rule.citation
-    return _step(case, after, Action.RESOLVE, actor, on, citation,
-                 f"resolved at '{case.stages[case.stage_index].name}': {responsible} responsible from "
-                 f"{responsible_from.isoformat()}")
+    if actor == REGISTER_ACTOR:
+        return _resolved(case, rule, actor, on, responsible, responsible_from, rule.citation,
+                         "recorded on the register")
+    stage = case.stages[case.stage_index]
+    last = case.stages[-1]
+    if actor == DETERMINATION_ACTOR:
+        if case.stage_index + 1 < len(case.stages):
+            raise WorkflowRefusal(409, "not-at-final-stage",
+                                  f"a determination is made at the procedure's final stage, '{last.name}' "
+                                  f"({last.owner}); the case is at '{stage.name}': the parties resolve it by "
+                                  "agreement, or escalate", f"{last.citation}; {RESOLUTION_BY_DETERMINATION}")
+        if stage.owner == LEAD_BODY:
+            raise WorkflowRefusal(409, "no-determining-body",
+                                  f"the final stage '{stage.name}' is convened by the lead body, a party: there is "
+                                  "no determination to record; the parties resolve it by agreement",
+                                  f"{stage.citation}; {RESOLUTION_BY_AGREEMENT}")
+        if not determination.strip():
+            raise WorkflowRefusal(422, "determination-required",
+                                  f"name the determination of {stage.owner} (its reference) being recorded",
+                                  f"{stage.citation}; {RESOLUTION_BY_DETERMINATION}")
+        by = f"{stage.owner}: {determination.strip()}"[:300]
+        return _resolved(case, rule, actor, on, responsible, responsible_from,
+                         f"{stage.citation}; {rule.citation}", f"determined by {by}", determined_by=by)
+    # A party: agreement.
+    agreeing = DISPUTE_RULES[(case.state, Action.AGREE_RESOLUTION)]
+    if determination:
+        raise WorkflowRefusal(403, "determining-body-only",
+                              f"a determination is recorded for the final stage's body ({last.owner}), not by a "
+                              "party: a party proposes or agrees an outcome", f"{last.citation}; "
+                              f"{RESOLUTION_BY_DETERMINATION}")
+    standing = case.resolution
+    if standing is not None and standing.same_terms(responsible, responsible_from):
+        if actor in standing.agreed_by:
+            waiting = [p for p in case.parties if p not in standing.agreed_by]
+            otherwise = "" if last.owner == LEAD_BODY else \
+                f", or by the determination at the final stage '{last.name}' ({last.owner})"
+            raise WorkflowRefusal(409, "awaiting-agreement",
+                                  f"{actor} has agreed these terms already; a dispute is resolved when every party "
+                                  f"agrees them (awaiting {', '.join(waiting)}){otherwise}", agreeing.citation)
+        proposal = replace(standing, agreed_by=(*standing.agreed_by, actor))
+        why = f"{actor} agreed the outcome {standing.proposed_by} proposed"
+    else:
+        proposal = Resolution(responsible=responsible, responsible_from=responsible_from, proposed_by=actor,
+                              proposed_on=on, agreed_by=(actor,))
+        why = f"{actor} proposed: {responsible} responsible from {responsible_from.isoformat()}"
+        if standing is not None:
+            why += f" (in place of {standing.proposed_by}'s {standing.responsible} from " \
+                   f"{standing.responsible_from.isoformat()})"
+    waiting = [p for p in case.parties if p not in proposal.agreed_by]
+    if not waiting:
+        return _resolved(case, rule, actor, on, responsible, responsible_from,
+                         f"{agreeing.citation}; {rule.citation}",
+                         f"agreed by every party ({', '.join(proposal.agreed_by)})")
+    after = replace(case, resolution=proposal)
+    return _step(case, after, Action.AGREE_RESOLUTION, actor, on, agreeing.citation,
+                 f"{why}; awaiting {', '.join(waiting)}")

@@ -46,6 +46,7 @@ class Action(StrEnum):
     RAISE = "raise"
     AGREE_INTERIM = "agree-interim"
     ESCALATE = "escalate"
+    AGREE_RESOLUTION = "agree-resolution"  # a party proposes or agrees an outcome; the last agreement resolves
     RESOLVE = "resolve"
     BREACH = "breach"  # the clock ran out
     REMIND = "remind"  # the clock runs out soon (a message, not a transition)
@@ -59,10 +60,16 @@ class Actor(StrEnum):
     PARTY = "party"
     CLOCK = "clock"  # the hub's clock scanner
     REGISTER = "register"  # the register itself (a rule moved responsibility)
+    # The body that determines a dispute at the area procedure's final stage
+    # (NHS England arbitration, Worcs 15.5; ICET, Bucks 'Management of
+    # Disputes'): not a party and not an organisation on the hub, so its
+    # determination is recorded for it by the hub operator.
+    DETERMINER = "determiner"
 
 
 CLOCK_ACTOR = "hub:clock"
 REGISTER_ACTOR = "hub:register"
+DETERMINATION_ACTOR = "hub:determination"  # the final stage's determination, recorded by the hub operator
 
 # A dispute raised through the API (POST /v1/disputes) gets an id of this form
 # from the workflows (one opened by a contest: "DSP-" and 8 hex digits). The
@@ -109,6 +116,24 @@ class Interim:
 
 
 @dataclass(frozen=True, slots=True)
+class Resolution:
+    """An outcome proposed by a party and the parties that agreed it so far.
+
+    A dispute is resolved by agreement when every party has agreed the same
+    outcome (Worcs 15.5 local resolution; 4.4.8, 15.6 commissioners; 15.4
+    councils): the proposer first, the others by sending the same terms."""
+
+    responsible: str
+    responsible_from: date
+    proposed_by: str
+    proposed_on: date
+    agreed_by: tuple[str, ...]  # the proposer first
+
+    def same_terms(self, responsible: str, responsible_from: date) -> bool:
+        return self.responsible == responsible and self.responsible_from == responsible_from
+
+
+@dataclass(frozen=True, slots=True)
 class Case:
     case_id: str
     kind: CaseKind
@@ -133,6 +158,8 @@ class Case:
     stage_index: int = 0
     interims: tuple[Interim, ...] = ()  # in force in turn; the last one applies now
     proposal: Interim | None = None  # interim terms proposed and not yet agreed
+    resolution: Resolution | None = None  # an outcome proposed and not yet agreed by every party
+    determined_by: str = ""  # resolved by the final stage's determination: that body, and its reference
     responsible: str | None = None
     responsible_from: date | None = None
     resolved_on: date | None = None

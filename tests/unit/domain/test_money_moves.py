@@ -164,7 +164,8 @@ def test_interim_spans_from_a_case_only_agreed_terms_until_resolution():
     case, _ = m.agree_interim(case, BOB_ICB, D("2026-10-06"), HW_ICB, {HW_ICB: 6_000, BOB_ICB: 4_000})
     (open_,) = interim_spans([case])
     assert (open_.first, open_.last, open_.kind, open_.lead_body) == (D("2026-10-06"), None, "commissioner", HW_ICB)
-    case, _ = m.resolve(case, HW_ICB, D("2026-10-20"), BOB_ICB, D("2026-09-20"))
+    case, _ = m.resolve(case, HW_ICB, D("2026-10-20"), BOB_ICB, D("2026-09-20"))  # proposed; agreed by the other ICB (Worcs 15.5)
+    case, _ = m.resolve(case, BOB_ICB, D("2026-10-20"), BOB_ICB, D("2026-09-20"))
     (closed,) = interim_spans([case])
     assert closed.last == D("2026-10-19")
 
@@ -195,7 +196,8 @@ def test_reimbursement_uses_what_each_body_paid_against_what_it_owed():
                               holidays=frozenset(), dispute_id="D-9")
     case, _ = m.agree_interim(case, HW_ICB, D("2026-10-08"), HW_ICB, {HW_ICB: 5_000, BOB_ICB: 5_000})
     case, _ = m.agree_interim(case, BOB_ICB, D("2026-10-08"), HW_ICB, {HW_ICB: 5_000, BOB_ICB: 5_000})
-    case, _ = m.resolve(case, HW_ICB, D("2026-10-22"), BOB_ICB, D("2026-10-01"))
+    case, _ = m.resolve(case, HW_ICB, D("2026-10-22"), BOB_ICB, D("2026-10-01"))  # proposed; agreed by the other ICB (Worcs 15.5)
+    case, _ = m.resolve(case, BOB_ICB, D("2026-10-22"), BOB_ICB, D("2026-10-01"))
     ln = line(start=D("2026-01-01"), weekly_cost_pence=70_000)  # NHS share 28,000 a week
     s = reimbursement_statement(case, _Carried([ln], (), interim_spans([case])))
     # 1-7 Oct: no interim agreed, H&W carried the NHS share under the current arrangements (Worcs 8.5);

@@ -16,7 +16,8 @@ from hub.domain.workflows import machine as m
 from hub.domain.workflows.clocks import due_on
 from hub.domain.workflows.held import hold_reason
 from hub.domain.workflows.model import (
-    CLOCK_ACTOR, FINAL_STATES, REGISTER_ACTOR, Action, CaseKind, DisputeState, TransferState, WorkflowRefusal,
+    CLOCK_ACTOR, DETERMINATION_ACTOR, FINAL_STATES, REGISTER_ACTOR, Action, CaseKind, DisputeState, TransferState,
+    WorkflowRefusal,
 )
 from hub.domain.workflows.settlement import reimbursement_statement
 from tests.unit.domain.builders import change, status
@@ -43,6 +44,13 @@ def dispute(kind: str = "commissioner", area: AreaAgreement = AREA, on: date = D
                               reason="ordinary residence", meeting_needs=parties[0], area=area, holidays=HOLIDAYS,
                               dispute_id="D-1")
     return case
+
+
+def agreed(case, on: date, responsible: str, responsible_from: date):
+    """Every party sends the same terms in turn: the last agreement resolves (Worcs 15.5)."""
+    for party in case.parties:
+        case, step = m.resolve(case, party, on, responsible, responsible_from)
+    return case, step
 
 
 def test_acknowledgement_clock_counts_working_days_without_bank_holidays():
@@ -134,23 +142,26 @@ def _dispute_in(state: DisputeState, stages=AREA):
     if state is DisputeState.ESCALATED:
         case, _ = m.escalate(case, QGH, DAY0, HOLIDAYS)
     elif state is DisputeState.RESOLVED:
-        case, _ = m.resolve(case, QGH, DAY0 + timedelta(days=3), QU9, DAY0)
+        case, _ = agreed(case, DAY0 + timedelta(days=3), QU9, DAY0)
     return case
 
 
 DISPUTE_TABLE = [
     (DisputeState.OPEN, "agree-interim", QU9, DisputeState.OPEN, "Worcs 4.4.8"),
     (DisputeState.OPEN, "escalate", QU9, DisputeState.ESCALATED, "Who Pays? 2020 Appendix 1"),
-    (DisputeState.OPEN, "resolve", QGH, DisputeState.RESOLVED, "Worcs 4.4.8, 15.6"),
+    # One party's resolve only proposes (agree-resolution): every party must agree (Worcs 15.5).
+    (DisputeState.OPEN, "resolve", QGH, DisputeState.OPEN, "Worcs 15.5"),
     (DisputeState.OPEN, "resolve", "QRV", (403, "not-a-party"), "Worcs 4.4.8, 15.6"),
     (DisputeState.OPEN, "resolve", REGISTER_ACTOR, DisputeState.RESOLVED, "Worcs 4.4.8, 15.6"),
+    # The final stage's determination, not at the first stage.
+    (DisputeState.OPEN, "resolve", DETERMINATION_ACTOR, (409, "not-at-final-stage"), "Worcs 15.5"),
     (DisputeState.OPEN, "escalate", REGISTER_ACTOR, (403, "clock-or-party-only"), "Who Pays"),
     (DisputeState.OPEN, "breach", QU9, (403, "clock-only"), "Who Pays"),
     (DisputeState.OPEN, "agree-interim", CLOCK_ACTOR, (403, "party-only"), "Worcs 4.4.8"),
     (DisputeState.OPEN, "breach", CLOCK_ACTOR, (409, "escalate-instead"), "Who Pays"),
     (DisputeState.ESCALATED, "agree-interim", QGH, DisputeState.ESCALATED, "Worcs 4.4.8"),
     (DisputeState.ESCALATED, "escalate", QGH, DisputeState.ESCALATED, "Who Pays? 2020 Appendix 1"),
-    (DisputeState.ESCALATED, "resolve", QU9, DisputeState.RESOLVED, "15.6"),
+    (DisputeState.ESCALATED, "resolve", QU9, DisputeState.ESCALATED, "Worcs 15.5"),
     (DisputeState.RESOLVED, "resolve", QU9, (409, "case-closed"), "15.6"),
     (DisputeState.RESOLVED, "escalate", QU9, (409, "case-closed"), "Who Pays"),
     (DisputeState.RESOLVED, "agree-interim", QU9, (409, "case-closed"), "Worcs 4.4.8"),
@@ -163,7 +174,7 @@ def _act_dispute(case, action: str, actor: str, on: date = DAY0 + timedelta(days
     if action == "escalate":
         return m.escalate(case, actor, on, HOLIDAYS)
     if action == "resolve":
-        return m.resolve(case, actor, on, QU9, DAY0)
+        return m.resolve(case, actor, on, QU9, DAY0, "arbitration" if actor == DETERMINATION_ACTOR else "")
     return m.dispute_breach(case, on, actor)
 
 
@@ -265,7 +276,7 @@ def test_reimbursement_statement_names_the_payer_periods_and_shares():
     case = dispute("commissioner")  # opened 28 April, 50:50 by default
     case, _ = m.agree_interim(case, QU9, date(2025, 5, 8), QU9, {QU9: 7000, QGH: 3000})
     case, _ = m.agree_interim(case, QGH, date(2025, 5, 10), QU9, {QU9: 7000, QGH: 3000})
-    case, _ = m.resolve(case, QU9, date(2025, 6, 1), QGH, date(2025, 4, 1))
+    case, _ = agreed(case, date(2025, 6, 1), QGH, date(2025, 4, 1))
     statement = reimbursement_statement(case)
     assert statement.payer == QGH and statement.payees == (QU9,)
     assert [(line.start, line.end, line.share_bp, line.interim_agreed) for line in statement.lines] == [
@@ -283,7 +294,7 @@ def test_reimbursement_statement_names_the_payer_periods_and_shares():
 
 def test_council_found_responsible_after_carrying_the_interim_owes_nothing():
     case = dispute("council")  # Bucks leads and carries 100%
-    case, _ = m.resolve(case, WORCS, date(2025, 6, 1), BUCKS, DAY0)
+    case, _ = agreed(case, date(2025, 6, 1), BUCKS, DAY0)
     statement = reimbursement_statement(case)
     assert statement.payer == BUCKS and statement.lines == () and "nothing to reimburse" in statement.explanation
 
@@ -311,7 +322,7 @@ def test_change_ending_entitlement_or_moving_responsibility_is_held_while_a_disp
 
 
 # --- invariants -----------------------------------------------------------------------
-ORGS = [BUCKS, WORCS, QU9, QGH, OXON, CLOCK_ACTOR]
+ORGS = [BUCKS, WORCS, QU9, QGH, OXON, CLOCK_ACTOR, DETERMINATION_ACTOR]
 steps = st.lists(st.tuples(
     st.sampled_from(["accept", "contest", "breach", "agree-interim", "escalate", "resolve"]),
     st.sampled_from(ORGS), st.integers(min_value=0, max_value=40)), max_size=12)
@@ -325,6 +336,7 @@ def test_a_case_is_always_in_exactly_one_state_and_every_clock_has_an_owner(kind
     on = DAY0
     for action, actor, days in script:
         on = on + timedelta(days=days)
+        before = case
         try:
             if case.kind is CaseKind.TRANSFER:
                 if action in ("accept", "contest", "breach"):
@@ -337,7 +349,10 @@ def test_a_case_is_always_in_exactly_one_state_and_every_clock_has_an_owner(kind
             elif action == "escalate":
                 case, step = m.escalate(case, actor, on, HOLIDAYS)
             elif action == "resolve":
-                case, step = m.resolve(case, actor, on, case.parties[0], DAY0)
+                # Two outcomes a party may propose, so proposals are sometimes replaced, sometimes agreed.
+                responsible = case.parties[days % 2]
+                case, step = m.resolve(case, actor, on, responsible, DAY0,
+                                       "determined" if actor == DETERMINATION_ACTOR else "")
             elif action == "breach":
                 case, step = m.dispute_breach(case, on)
             else:
@@ -347,6 +362,14 @@ def test_a_case_is_always_in_exactly_one_state_and_every_clock_has_an_owner(kind
             continue
         assert step.citation, "every transition cites a paragraph"
         assert [s for s in states if s == case.state] == [case.state]  # exactly one state of its kind
+        if case.state == DisputeState.RESOLVED and before.state != DisputeState.RESOLVED:
+            # Never one party alone: every other party had agreed these terms, or the final stage determined.
+            if actor == DETERMINATION_ACTOR:
+                assert before.stage_index == len(before.stages) - 1
+            else:
+                assert before.resolution is not None
+                assert set(before.resolution.agreed_by) == set(before.parties) - {actor}
+                assert before.resolution.same_terms(case.responsible, case.responsible_from)
         if case.state in FINAL_STATES:
             assert case.clock is None
         else:
