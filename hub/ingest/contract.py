@@ -2,51 +2,102 @@
 
 contracts/register-change.schema.json is generated from this model
 (`s117hub contracts`), and a test fails if the two drift apart.
+
+Types are taken as the schema states them, never coerced (a Unix time or a
+datetime is not a date, "yes" or 1 is not true), and every string refuses
+control and bidirectional-formatting characters: all of it is pydantic-core's
+own work (strict types, patterns), no Python runs per field. The reasons
+named for each pattern are in hub/ingest/validation.py.
 """
 
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, StrictBool
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 from hub.domain.model import ChangeType, DischargeReason, DisputeKind
 from hub.domain.rules.legal_status import CpiaOrderType
 
+# What no string of the contract may hold: C0 and C1 control characters (with
+# DEL) and the Unicode bidirectional formatting characters (LRM / RLM, the
+# embeddings and overrides U+202A-U+202E, the isolates U+2066-U+2069), which
+# reorder what a person reads in a console or a letter. The patterns are
+# written for both pydantic-core's regex engine and JSON Schema's (ECMA-262).
+_BIDI = r"\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CONTROLS = r"\x00-\x1f\x7f-\x9f"
+TEXT = rf"^[^{_CONTROLS}{_BIDI}]*$"
+# Free text (a review reason): tab, LF and CR allowed (a council file's quoted cell may hold line breaks).
+FREE_TEXT = rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI}]*$"
+# An identifier: not blank, no leading or trailing whitespace; inner spaces allowed ("SWIFT (council file)").
+IDENTIFIER = rf"^[^\s{_CONTROLS}{_BIDI}](?:[^{_CONTROLS}{_BIDI}]*[^\s{_CONTROLS}{_BIDI}])?$"
+# A UK postcode in capitals, the inward code with or without its space (as council files check it,
+# adapters/council_files/mapping.py _POSTCODE).
+POSTCODE = r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$"
+ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+ODS = r"^[A-Z0-9]{3,6}$"
+GSS = r"^[EWSN][0-9]{8}$"
+LEGAL_STATUS = r"^[0-9]{1,2}$"
+
+Text = Annotated[str, Field(strict=True, pattern=TEXT)]
+FreeText = Annotated[str, Field(strict=True, pattern=FREE_TEXT)]
+Identifier = Annotated[str, Field(strict=True, pattern=IDENTIFIER)]
+
+
+class _IsoDate:
+    """A calendar date written YYYY-MM-DD, and nothing else: pydantic's lax
+    `date` also takes a Unix time (an int, a float, "20250106") and a
+    datetime at midnight. A strict string of that pattern, then read as a date
+    (which refuses 2025-02-30), both in pydantic-core."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.chain_schema([core_schema.str_schema(strict=True, pattern=ISO_DATE),
+                                         core_schema.date_schema()])
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {"type": "string", "format": "date"}
+
+
+IsoDate = Annotated[date, _IsoDate]
+
 
 def _ods(description: str = "ODS organisation or site code"):  # noqa: ANN202
-    return Field(default=None, pattern=r"^[A-Z0-9]{3,6}$", description=description)
+    return Field(default=None, strict=True, pattern=ODS, description=description)
 
 
 def _gss(description: str = "ONS GSS code of a local authority"):  # noqa: ANN202
-    return Field(default=None, pattern=r"^[EWSN][0-9]{8}$", description=description)
+    return Field(default=None, strict=True, pattern=GSS, description=description)
 
 
 class PersonIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    nhs_number: str = Field(description="10-digit NHS number (spaces allowed)")
-    given_name: str | None = Field(default=None, max_length=100)
-    family_name: str | None = Field(default=None, max_length=100)
-    birth_date: date | None = None
-    postcode: str | None = Field(default=None, max_length=10)
+    nhs_number: str = Field(strict=True, description="10-digit NHS number (spaces allowed)")
+    given_name: Text | None = Field(default=None, max_length=100)
+    family_name: Text | None = Field(default=None, max_length=100)
+    birth_date: IsoDate | None = None
+    postcode: str | None = Field(default=None, strict=True, pattern=POSTCODE, description="UK postcode in capitals")
 
 
 class DischargeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    council_agrees: bool
-    commissioner_agrees: bool
+    council_agrees: StrictBool
+    commissioner_agrees: StrictBool
     reasons: list[DischargeReason] = Field(min_length=1)
-    participants: list[str] = Field(min_length=1)
-    person_involved: bool
+    participants: list[Text] = Field(min_length=1)
+    person_involved: StrictBool
 
 
 class DisputeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    dispute_id: str = Field(min_length=1, max_length=100)
+    dispute_id: Identifier = Field(min_length=1, max_length=100)
     kind: DisputeKind
-    parties: list[str] = Field(min_length=2)
-    resolved_responsible: str | None = None
+    parties: list[Identifier] = Field(min_length=2)
+    resolved_responsible: Identifier | None = None
 
 
 class RegisterChangeIn(BaseModel):
@@ -55,23 +106,26 @@ class RegisterChangeIn(BaseModel):
     model_config = ConfigDict(extra="forbid", title="S117RegisterChange")
 
     schema_version: Literal["1"] = "1"
-    source_system: str = Field(min_length=1, max_length=100, description="Reporting system, e.g. 'RiO'")
-    source_message_id: str = Field(min_length=1, max_length=200, description="Unique per source; the idempotency key")
+    source_system: Identifier = Field(min_length=1, max_length=100, description="Reporting system, e.g. 'RiO'")
+    source_message_id: Identifier = Field(min_length=1, max_length=200,
+                                          description="Unique per source; the idempotency key")
     change_type: ChangeType
-    effective_date: date
-    notified_on: date | None = Field(default=None, description="When notice of the change was received; defaults to today")
+    effective_date: IsoDate
+    notified_on: IsoDate | None = Field(default=None,
+                                        description="When notice of the change was received; defaults to today")
     person: PersonIn
-    legal_status_code: str | None = Field(default=None, pattern=r"^[0-9]{1,2}$", description="England MHA legal status code")
+    legal_status_code: str | None = Field(default=None, strict=True, pattern=LEGAL_STATUS,
+                                          description="England MHA legal status code")
     order_type: CpiaOrderType | None = Field(
         default=None, description="With legal status 31 (CP(I)A 1964), the order the court made: hospital-order "
         "(with or without a restriction order; qualifies for s117), supervision-order or absolute-discharge")
     hospital_ods: str | None = _ods("ODS code of the hospital site or trust")
     gp_practice_ods: str | None = _ods("ODS code of the GP practice the person is registered with")
     residence_la_gss: str | None = _gss("Council of ordinary residence")
-    no_fixed_abode: bool = False
+    no_fixed_abode: StrictBool = False
     discharge_destination_la_gss: str | None = _gss("Council of the discharge destination")
-    from_prison: bool = False
+    from_prison: StrictBool = False
     discharge: DischargeIn | None = None
     dispute: DisputeIn | None = None
-    review_reason: str | None = Field(default=None, max_length=200)
+    review_reason: FreeText | None = Field(default=None, max_length=200)
     already_receiving_s117_from: str | None = _ods("Commissioner already funding s117 aftercare, if any")

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from hub.domain.model import ChangeType
 from hub.domain.ports import ReferenceData
 from hub.domain.rules.legal_status import CPIA_ORDER_TYPES
+from hub.ingest import contract
 from hub.ingest.contract import RegisterChangeIn
 from hub.ingest.nhs_number import nhs_number_problem
 
@@ -23,6 +24,24 @@ MHA_COMMENCEMENT = date(1983, 9, 30)
 UNKNOWN_KEY = "(unknown key)"
 MAX_NAMED_KEY = 64
 ORDER_CODES = ", ".join(CPIA_ORDER_TYPES)
+
+DATE_REASON = "must be a date written YYYY-MM-DD"
+FLAG_REASON = "must be true or false"
+# The contract's fields that are dates (contract.IsoDate): any error on one is told as DATE_REASON.
+DATE_FIELDS = frozenset({"effective_date", "notified_on", "person.birth_date"})
+_NO_CONTROLS = "control characters or Unicode bidirectional formatting characters (U+200E, U+200F, U+202A-U+202E, " \
+    "U+2066-U+2069)"
+# A pattern the value does not match -> the reason (pydantic's own message quotes the pattern).
+PATTERN_REASONS: dict[str, str] = {
+    contract.TEXT: f"must not contain {_NO_CONTROLS}",
+    contract.FREE_TEXT: f"must not contain {_NO_CONTROLS} other than tab, CR and LF",
+    contract.IDENTIFIER: f"must not be blank, begin or end with whitespace, or contain {_NO_CONTROLS}",
+    contract.POSTCODE: "must be a UK postcode in capitals, with or without its space (e.g. SW1A 2AA)",
+    contract.ISO_DATE: DATE_REASON,
+    contract.ODS: "must be an ODS code: 3 to 6 capital letters or digits",
+    contract.GSS: "must be an ONS GSS code: E, W, S or N and 8 digits",
+    contract.LEGAL_STATUS: "must be an England MHA legal status code: 1 or 2 digits",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,16 +65,30 @@ class FieldProblem:
 
 
 def problems_from_pydantic(exc: ValidationError) -> list[FieldProblem]:
+    """Each error as the field and a reason built from the error's type (and
+    pattern), never from the value."""
     out = []
-    for err in exc.errors(include_url=False, include_input=False, include_context=False):
+    for err in exc.errors(include_url=False, include_input=False):
         loc = ".".join(str(p) for p in err["loc"]) or "(body)"
+        kind = err["type"]
         msg = err["msg"]
-        unknown = err["type"] == "extra_forbidden"
+        unknown = kind == "extra_forbidden"
         if unknown:
             msg = "is not a field of the register change contract (it is closed: unknown keys are refused)"
             loc = loc if len(loc) <= MAX_NAMED_KEY else loc[:MAX_NAMED_KEY] + "..."
-        elif err["type"] == "missing":
+        elif kind == "missing":
             msg = "is required"
+        elif loc in DATE_FIELDS:
+            # A string that is not YYYY-MM-DD, another type, or a day the calendar does not have.
+            msg = DATE_REASON if kind in ("string_type", "string_pattern_mismatch") \
+                else f"{DATE_REASON} (a day that exists)"
+        elif kind in ("bool_type", "bool_parsing"):
+            msg = FLAG_REASON
+        elif kind == "string_type":
+            msg = "must be a string"
+        elif kind == "string_pattern_mismatch":
+            msg = PATTERN_REASONS.get((err.get("ctx") or {}).get("pattern"), "is not in the form the contract "
+                                      "requires")
         elif loc == "order_type":
             msg = f"must be one of the CP(I)A 1964 order codes: {ORDER_CODES}"
         out.append(FieldProblem(loc, msg, unknown))
