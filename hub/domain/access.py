@@ -125,7 +125,8 @@ TEXTS: dict[Rule, str] = {
     # One text whether the person is unknown or someone else's: no membership oracle.
     Rule.NO_RELATIONSHIP: ("no person this source may report on or see matches: the hub records a change only "
                            "from a body with a role in the person's care (the detaining trust, the responsible "
-                           "or coordinating council or commissioner, a party to an open dispute)"),
+                           "or coordinating council or commissioner, a party to an open dispute recorded on the "
+                           "register or opened by a contest)"),
     Rule.NO_AGREEMENT: "no person this source may report on or see matches",
     Rule.KIND_MAY_NOT_WRITE: "only trusts, councils and commissioners record register changes",
     Rule.CHANNEL_NOT_FOR_KIND: "this channel is not for this kind of body (MLLP: trusts; council files: councils)",
