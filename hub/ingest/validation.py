@@ -174,6 +174,10 @@ def semantic_problems(change: RegisterChangeIn, ref: ReferenceData, today: date,
         if change.residence_la_gss is None and not change.no_fixed_abode:
             add("residence_la_gss", "is required (or no_fixed_abode: true) for this change: "
                 "responsibility follows ordinary residence")
+    if change.no_fixed_abode and change.residence_la_gss is not None:
+        # As council files refuse LA_GSS with NFA Y: one of the two decides the responsible council.
+        add("residence_la_gss", "must be left out when no_fixed_abode is true: a person with no fixed abode has "
+            "no council of ordinary residence")
     if change.change_type is ChangeType.DISPUTE_RESOLVED and change.dispute and not change.dispute.resolved_responsible:
         add("dispute.resolved_responsible", "is required when a dispute is resolved")
 
@@ -192,6 +196,11 @@ def semantic_problems(change: RegisterChangeIn, ref: ReferenceData, today: date,
         add("hospital_ods", "is not a hospital site registered with the hub")
     if change.gp_practice_ods is not None and not ref.is_known_practice(change.gp_practice_ods):
         add("gp_practice_ods", "is not a GP practice in the ODS reference data")
+    code = change.already_receiving_s117_from
+    if code is not None and ref.commissioner_successor(code, today) is None \
+            and ref.commissioner_successor(code, change.effective_date) is None:
+        add("already_receiving_s117_from", "is not an NHS commissioner (ICB, sub-ICB location, CCG or NHS England) "
+            "in the ODS reference data")
     for name in ("residence_la_gss", "discharge_destination_la_gss"):
         code = getattr(change, name)
         if code is not None and not ref.is_known_council_code(code):
