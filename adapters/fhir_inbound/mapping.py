@@ -53,8 +53,13 @@ NO_FIXED_ABODE_POSTCODE: Final = "ZZ993VZ"  # NHS Data Dictionary pseudo-postcod
 # FHIR mapping yet: they are taken as canonical JSON only.
 NOT_CARRIED: Final = frozenset({ChangeType.S117_DISCHARGE_DECIDED, ChangeType.DISPUTE_RAISED,
                                 ChangeType.DISPUTE_RESOLVED})
-# FHIR R4 `id` datatype (MessageHeader.response.identifier must be one).
-_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+# FHIR R4 `id` datatype (MessageHeader.response.identifier must be one); fullmatch ("$" would let a final LF in).
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+# FHIR strings hold no character below U+0020 but tab, LF and CR. In the JSON text such a character can only
+# be escaped: \b, \f or \u0000-\u001f. A cheap look at the body first; the strings are walked (to name the
+# location) only when it finds one (it also finds an escaped backslash before "b", which the walk then clears).
+_CONTROL_ESCAPE = re.compile(rb"\\(?:[bf]|u00(?:0[0-8bcefBCEF]|1[0-9a-fA-F]))")
+_NOT_FHIR_STRING = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 # fhir.resources' message for an absent required choice element; it lists element names only.
 _CHOICE_MISSING = re.compile(r"Expect any of field value from this list \[([^\]]*)\]")
 _FULL_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -288,7 +293,7 @@ class _Mapper:
         self.set("change_type", change_type.value, f"{loc}.eventCoding.code")
 
         mh_id = mh.get("id")
-        if not isinstance(mh_id, str) or not _FHIR_ID.match(mh_id):
+        if not isinstance(mh_id, str) or not _FHIR_ID.fullmatch(mh_id):
             self.add(f"{loc}.id", "is required: it identifies the message, and the response message refers to it "
                      "(MessageHeader.response.identifier)", REQUIRED)
             mh_id = None
@@ -508,12 +513,14 @@ class _Mapper:
 
     def _ids(self) -> dict[str, Any]:
         mh = self.entries[0].resource if self.entries and self.entries[0].type == "MessageHeader" else {}
-        mh_id = mh.get("id") if isinstance(mh.get("id"), str) and _FHIR_ID.match(mh.get("id")) else None
+        mh_id = mh.get("id") if isinstance(mh.get("id"), str) and _FHIR_ID.fullmatch(mh.get("id")) else None
         coding = mh.get("eventCoding") if isinstance(mh.get("eventCoding"), dict) else {}
         source = mh.get("source") if isinstance(mh.get("source"), dict) else {}
         ident = self.data.get("identifier")
         smid = ident.get("value") if isinstance(ident, dict) and isinstance(ident.get("value"), str) else None
-        return {"source_message_id": (smid or "").strip()[:200] or mh_id, "message_header_id": mh_id,
+        # One with a control character is not kept with the quarantined message (a NUL is no text a column holds).
+        smid = None if smid is not None and _NOT_FHIR_STRING.search(smid) else (smid or "").strip()[:200] or mh_id
+        return {"source_message_id": smid, "message_header_id": mh_id,
                 "event_code": coding.get("code") if isinstance(coding.get("code"), str) else None,
                 "source_endpoint": source.get("endpoint") if isinstance(source.get("endpoint"), str) else None}
 
@@ -549,6 +556,48 @@ def _check_profiles(data: dict[str, Any], ns: Namespaces) -> list[FhirProblem]:
     return problems
 
 
+def _control_characters(value: Any, loc: str, out: list[FhirProblem]) -> None:
+    """Every string under `value` holding a character FHIR strings may not (below U+0020 but tab, LF, CR)."""
+    if isinstance(value, str):
+        if _NOT_FHIR_STRING.search(value):
+            out.append(FhirProblem(loc, "must not contain control characters: a FHIR string holds no character "
+                                   "below U+0020 other than tab, CR and LF", VALUE))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _control_characters(item, f"{loc}.{key}", out)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _control_characters(item, f"{loc}[{i}]", out)
+
+
+def _check_identity(data: dict[str, Any]) -> list[FhirProblem]:
+    """Entries a reference could not tell apart: a fullUrl used twice (FHIR
+    bdl-7; refused even with different meta.versionId, as a message has one
+    version of each resource), or two entries of one resource type and id."""
+    problems: list[FhirProblem] = []
+    urls: dict[str, int] = {}
+    ids: dict[tuple[str, str], int] = {}
+    for i, entry in enumerate(data.get("entry") or []):
+        url = entry.get("fullUrl")
+        if isinstance(url, str):
+            if url in urls:
+                problems.append(FhirProblem(f"Bundle.entry[{i}].fullUrl", f"is the fullUrl of Bundle.entry[{urls[url]}]"
+                                            ": a fullUrl must be unique in the Bundle (FHIR bdl-7)", INVALID))
+                continue
+            urls[url] = i
+        resource = entry["resource"]
+        rid = resource.get("id")
+        if isinstance(rid, str):
+            key = (resource.get("resourceType"), rid)
+            if key in ids:
+                problems.append(FhirProblem(f"Bundle.entry[{i}].resource.id", f"is the id of the {key[0]} in "
+                                            f"Bundle.entry[{ids[key]}]: a reference could not tell the two apart",
+                                            INVALID))
+            else:
+                ids[key] = i
+    return problems
+
+
 def map_message(body: bytes | str, ns: Namespaces = DEFAULT_NAMESPACES) -> MappingResult:
     """Map one FHIR message Bundle (JSON) to the canonical register change.
     ``ns``: the hub's URLs under the configured canonical base."""
@@ -564,6 +613,11 @@ def map_message(body: bytes | str, ns: Namespaces = DEFAULT_NAMESPACES) -> Mappi
     shape = _check_shape(data)
     if shape:
         return MappingResult(problems=tuple(shape))
+    problems = _check_identity(data)
+    if _CONTROL_ESCAPE.search(body.encode() if isinstance(body, str) else body):
+        _control_characters(data, "Bundle", problems)
+    if problems:
+        return MappingResult(problems=tuple(problems), **_Mapper(data, ns)._ids())
     profiled = _check_profiles(data, ns)
     if profiled:
         return MappingResult(problems=tuple(profiled), **_Mapper(data, ns)._ids())
