@@ -12,8 +12,11 @@ named for each pattern are in hub/ingest/validation.py.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
 from typing import Annotated, Any, Literal
+
+import orjson
 
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, StrictBool
 from pydantic.json_schema import JsonSchemaValue
@@ -129,3 +132,24 @@ class RegisterChangeIn(BaseModel):
     dispute: DisputeIn | None = None
     review_reason: FreeText | None = Field(default=None, max_length=200)
     already_receiving_s117_from: str | None = _ods("Commissioner already funding s117 aftercare, if any")
+
+
+def change_digest(change: RegisterChangeIn) -> str:
+    """SHA-256 of what a validated change means, for the idempotency check of
+    a repeated source_message_id: the same change sent again with the NHS
+    number spaced, an explicit null or false where the default is meant,
+    legal status "3" for "03" or its keys in another order gives the same
+    digest; any difference in a value gives another. Defaults are left out,
+    so a field added to the contract later does not change the digest of the
+    changes recorded before it.
+
+    Not used yet: hub/ingest/service.py still hashes the payload as sent
+    (`payload_sha256`, before validation). It is to take this digest for a
+    change that validates, and to accept a stored digest of either kind (the
+    rows recorded before hold the raw payload's)."""
+    data = change.model_dump(mode="json", exclude_defaults=True)
+    person = data["person"]
+    person["nhs_number"] = person["nhs_number"].replace(" ", "")
+    if "legal_status_code" in data:
+        data["legal_status_code"] = data["legal_status_code"].zfill(2)
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
