@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -41,7 +42,7 @@ from hub.domain.service_level import register_service_level
 from hub.ingest.status_cache import StatusCache
 from hub.ingest.group_commit import GroupCommit, WriteBehind
 from hub.ingest.prefetch import HISTORIES, LOCK_PEOPLE, BatchReads, Hint, read_batch
-from hub.ingest.contract import RegisterChangeIn
+from hub.ingest.contract import IDENTIFIER, RegisterChangeIn, change_digest
 from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.validation import UNCHECKED, FieldProblem, problems_from_pydantic, semantic_problems
 from hub.observability import metrics
@@ -142,6 +143,36 @@ def event_id_for(change_id: str, index: int, event_type: str) -> str:
 def payload_sha256(data: dict[str, Any]) -> str:
     """The hash of a mapped register change, independent of key order and spacing."""
     return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+_IDENTIFIER = re.compile(IDENTIFIER)
+
+
+def _usable_smid(value: Any) -> str | None:
+    """A source message id that may be looked up and kept with a quarantined
+    input: none that the contract refuses (a NUL, a control or bidi character,
+    blank or padded: PostgreSQL refuses a NUL in text, a bare 500)."""
+    return value if isinstance(value, str) and _IDENTIFIER.fullmatch(value) else None
+
+
+class Digest(str):
+    """The idempotency digest of a change that validated: `contract.change_digest`,
+    what it means (the NHS number spaced or not, an explicit default or none:
+    one digest), stored with its first answer. `raw` is the payload's own
+    digest, what answers recorded before held: a repeat matches either."""
+
+    raw: str | None = None
+
+
+def validated_digest(change_in: RegisterChangeIn, raw: str | None) -> Digest:
+    digest = Digest(change_digest(change_in))
+    digest.raw = raw
+    return digest
+
+
+def same_change(stored: str | None, digest: str | None) -> bool:
+    """Whether a stored digest is this change's (either of a Digest's)."""
+    return digest is None or stored is None or stored == digest or stored == getattr(digest, "raw", None)
 
 
 def key_reused(smid: str, correlation_id: str) -> Outcome:
@@ -467,7 +498,7 @@ class IngestService:
         one would get, and nothing of it is kept. `prechecked`: the caller
         asked `write_precheck` already (MLLP, council files)."""
         correlation_id = self._correlation_id()
-        smid = data.get("source_message_id") if isinstance(data.get("source_message_id"), str) else None
+        smid = _usable_smid(data.get("source_message_id"))
         digest = payload_sha256(data)
         # A source message id seen before gets its first answer (or a 409 if
         # the payload differs). A change that validates is looked up inside
@@ -493,7 +524,8 @@ class IngestService:
                     self._count_replay(channel, replay)
                     return replay
             return await self._quarantine(client, channel, original, smid, problems, correlation_id)
-        return await self._record(client, change_in, channel, today, correlation_id, digest)
+        return await self._record(client, change_in, channel, today, correlation_id,
+                                  validated_digest(change_in, digest))
 
     @staticmethod
     def _count_replay(channel: str, replay: Outcome) -> None:
@@ -505,7 +537,8 @@ class IngestService:
     ) -> Outcome:
         """Quarantine input an adapter could not map at all (the problems name
         the source's own fields, e.g. "PID-3" or "row 12, column NHS_NO")."""
-        return await self._quarantine(client, channel, original, source_message_id, problems, self._correlation_id())
+        return await self._quarantine(client, channel, original, _usable_smid(source_message_id), problems,
+                                      self._correlation_id())
 
     async def write_precheck(self, client: Client, data: dict[str, Any], channel: str, *,
                              partial: bool = False) -> Outcome | None:
@@ -620,7 +653,7 @@ class IngestService:
         """An ingest_results row as the answer to a repeat (a 409 if its payload differs)."""
         if row is None:
             return None
-        if digest is not None and row.payload_sha256 is not None and row.payload_sha256 != digest:
+        if not same_change(row.payload_sha256, digest):
             log.info("idempotency key reused with another payload", source=source, status=409)
             return key_reused(smid, self._correlation_id())
         return Outcome(row.status_code, {**row.body, "duplicate": True})
@@ -769,7 +802,8 @@ class IngestService:
             await conn.execute(
                 _INSERT_RESULT, dict(
                     source=client.client_id, source_message_id=change_in.source_message_id,
-                    status_code=202, body=body, payload_sha256=digest, created_at=now,
+                    status_code=202, body=body, payload_sha256=str(digest) if digest is not None else None,
+                    created_at=now,
                 )
             )
         # Counted once the batch commits (not for a batch that fails and is run again change by change).
@@ -1006,8 +1040,7 @@ class IngestService:
                 else:
                     p.relationship_index = number[2]
             return p
-        smid = data.get("source_message_id")
-        p = _Prepared(row, smid=smid if isinstance(smid, str) else None, digest=payload_sha256(data))
+        p = _Prepared(row, smid=_usable_smid(data.get("source_message_id")), digest=payload_sha256(data))
         person = data.get("person")
         nhs = person.get("nhs_number") if isinstance(person, dict) else None
         number = self._number(nhs, numbers) if isinstance(nhs, str) else None
@@ -1042,6 +1075,7 @@ class IngestService:
             p.problems = problems
         else:
             p.change_in = change_in
+            p.digest = validated_digest(change_in, p.digest)
             nhs_in = normalise(change_in.person.nhs_number)
             p.index = p.precheck_index if p.precheck_index is not None and nhs_in == precheck_nhs \
                 else self._protector.index(nhs_in)  # the same number: the same keyed hash
@@ -1149,7 +1183,7 @@ class IngestService:
             if first is None:
                 return None
             status_code, body, sha = first
-            if digest is not None and sha is not None and sha != digest:
+            if not same_change(sha, digest):
                 out.after.append(lambda: blog.info("idempotency key reused with another payload", source=client.client_id,
                                                   status=409))
                 return key_reused(smid, correlation_id)
@@ -1268,8 +1302,8 @@ class IngestService:
             late_of[pid] = late_of.get(pid, 0) + (1 if sl.state == "breach" else 0)
             await conn.execute(_INSERT_RESULT, dict(
                 source=client.client_id, source_message_id=change_in.source_message_id, status_code=202, body=body,
-                payload_sha256=p.digest, created_at=now))
-            answers[change_in.source_message_id] = (202, body, p.digest)
+                payload_sha256=str(p.digest), created_at=now))
+            answers[change_in.source_message_id] = (202, body, str(p.digest))
             history.append(change)
             statuses[pid] = extended
             held = facts_of.get(pid)
