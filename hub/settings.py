@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     http_keep_alive_seconds: int = 5
     # Connections + requests in progress beyond which new requests get a 503.
     http_max_concurrency: int = 500
+    # Open connections from one peer address (loopback included) beyond which
+    # a new one is answered a 503 at once and closed, so that one client
+    # cannot take the whole of http_max_concurrency; 0: no per-peer cap (a
+    # hub reached only through a reverse proxy, which then caps its clients).
+    http_max_connections_per_peer: int = Field(default=64, ge=0)
     log_level: str = "INFO"
     log_json: bool = True
 

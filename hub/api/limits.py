@@ -19,7 +19,8 @@ but for the correlation id, so it sees every request first:
   stays, and re-sending is safe: every channel is idempotent); a streamed
   answer is not cut off once it has started.
 
-Slow request heads (slowloris) are the server's business: `hub/server.py`.
+Slow request heads (slowloris) and connection caps are the server's business:
+`hub/server.py`.
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
 _FHIR_CODES = {400: "structure", 408: "timeout", 413: "too-long", 503: "timeout"}
 
 
-def _problem_messages(status: int, kind: str, title: str, detail: str,
-                      extra_headers: tuple[tuple[bytes, bytes], ...] = (), fhir: bool = False) -> list[Message]:
+def problem_messages(status: int, kind: str, title: str, detail: str,
+                     extra_headers: tuple[tuple[bytes, bytes], ...] = (), fhir: bool = False) -> list[Message]:
     """The refusal as RFC 9457 problem details, or as a FHIR OperationOutcome
     on the FHIR endpoints (their clients read nothing else)."""
     if fhir:
@@ -118,13 +119,13 @@ def _problem_messages(status: int, kind: str, title: str, detail: str,
             {"type": "http.response.body", "body": body, "more_body": False}]
 
 
-def _is_fhir(scope: Scope) -> bool:
+def is_fhir(scope: Scope) -> bool:
     return scope["path"].startswith("/v1/fhir/")
 
 
 def too_large(limit: RouteLimit, fhir: bool = False) -> list[Message]:
-    return _problem_messages(413, "too-large", "Body too large",
-                             f"the body of this request must be at most {limit.max_body_bytes} bytes", fhir=fhir)
+    return problem_messages(413, "too-large", "Body too large",
+                            f"the body of this request must be at most {limit.max_body_bytes} bytes", fhir=fhir)
 
 
 class LimitsMiddleware:
@@ -140,11 +141,11 @@ class LimitsMiddleware:
             await self.app(scope, receive, send)
             return
         limit = limit_for(scope["method"], scope["path"], self.routes, self.default)
-        fhir = _is_fhir(scope)
+        fhir = is_fhir(scope)
         try:
             declared = declared_length(scope.get("headers") or [])
         except _BadLength as exc:
-            await self._send_all(send, _problem_messages(400, "bad-request", "Bad request", str(exc), fhir=fhir))
+            await self._send_all(send, problem_messages(400, "bad-request", "Bad request", str(exc), fhir=fhir))
             return
         if declared is not None and declared > limit.max_body_bytes:
             self._refused(scope, 413)
@@ -181,7 +182,7 @@ class LimitsMiddleware:
         except TimeoutError:
             if state["started"]:
                 raise
-            state["refusal"] = _problem_messages(
+            state["refusal"] = problem_messages(
                 503, "timed-out", "Request timed out",
                 f"the hub did not answer within {limit.total_seconds:g} s; anything already committed stays "
                 "recorded, and sending the same request again is safe", ((b"retry-after", b"5"),), fhir)
@@ -206,8 +207,8 @@ class LimitsMiddleware:
 
 
 def _body_timeout(limit: RouteLimit, fhir: bool = False) -> list[Message]:
-    return _problem_messages(408, "body-timeout", "Request body too slow",
-                             f"the body of this request must arrive within {limit.body_seconds:g} s", fhir=fhir)
+    return problem_messages(408, "body-timeout", "Request body too slow",
+                            f"the body of this request must arrive within {limit.body_seconds:g} s", fhir=fhir)
 
 
 def _may_have_body(scope: Scope) -> bool:
