@@ -16,6 +16,7 @@ from hub.api import feeds, files, ops, persons, register_changes, reports, subsc
 from hub.api import asyncapi, audit, exports, fhir_inbound, fhir_subscriptions, packages, quarantine_triage, reconciliations, split_decisions, statements, trace
 from hub.api import disputes, fhir_tasks, transfers, workflow_ops
 from hub.api.correlation import CorrelationMiddleware
+from hub.api.deps import ApiKeyCheck
 from hub.api.limits import LimitsMiddleware
 from hub.api.problems import install_problem_handlers
 from hub.bootstrap import build_hub
@@ -27,11 +28,12 @@ from hub.settings import Settings, get_settings
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    key_check = ApiKeyCheck()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub = await build_hub(settings)
-        app.state.hub = hub
+        app.state.hub = key_check.hub = hub
         untell: Callable[[], None] | None = None
         if settings.run_workers and settings.separate_workers:
             share_write_lock(settings.database_url, hub.engine, yields=False)
@@ -46,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if untell is not None:
                 untell()
+            key_check.hub = None
             await hub.close()
 
     app = FastAPI(
@@ -87,11 +90,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     _document_register_change_body(app)
 
-    # Outermost first: the correlation id, then the body and time limits, both
-    # before authentication or any handler reads the body; then, for POST
-    # /v1/register-changes only, its handler without the router's layers.
+    # Outermost first: the correlation id, then the body and time limits and,
+    # under /v1/, the API key, all before any handler reads the body; then,
+    # for POST /v1/register-changes only, its handler without the router's layers.
     app.add_middleware(register_changes.RegisterChangeRoute)
-    app.add_middleware(LimitsMiddleware)
+    app.add_middleware(LimitsMiddleware, key_check=key_check)
     app.add_middleware(CorrelationMiddleware)
 
     console_html = (Path(__file__).parent / "static" / "console.html").read_text()

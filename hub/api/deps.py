@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from contextvars import ContextVar, Token
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Query, Request
 from sqlalchemy import Column, Row, Table, select
@@ -10,6 +11,7 @@ from sqlalchemy import Column, Row, Table, select
 from hub.bootstrap import Hub
 from hub.crypto import hash_api_key
 from hub.ingest.service import Client
+from hub.api.limits import Refusal, Scope
 from hub.api.problems import ProblemError
 from hub.store.db import read_only
 
@@ -22,13 +24,53 @@ async def get_hub(request: Request) -> Hub:
 HubDep = Annotated[Hub, Depends(get_hub)]
 
 
+# The client the front found for this request's key (`ApiKeyCheck`, before
+# the body was read), as (key, client): the route's own check takes it from
+# here rather than looking the key up again.
+_AUTHENTICATED: ContextVar[tuple[str, Client] | None] = ContextVar("hub_authenticated", default=None)
+_NO_KEY = (401, "unauthenticated", "Authentication required", "send the source's API key in X-API-Key")
+_UNKNOWN_KEY = (401, "unauthenticated", "Authentication failed", "the API key is not recognised or is revoked")
+
+
 async def get_client(hub: HubDep, x_api_key: Annotated[str | None, Header()] = None) -> Client:
+    held = _AUTHENTICATED.get()
+    if held is not None and held[0] == x_api_key:
+        return held[1]
     if not x_api_key:
-        raise ProblemError(401, "unauthenticated", "Authentication required", "send the source's API key in X-API-Key")
+        raise ProblemError(*_NO_KEY)
     client = await hub.clients.client_for(hub.engine, hash_api_key(x_api_key))
     if client is None:
-        raise ProblemError(401, "unauthenticated", "Authentication failed", "the API key is not recognised or is revoked")
+        raise ProblemError(*_UNKNOWN_KEY)
     return client
+
+
+class ApiKeyCheck:
+    """The key of every request under /v1/, checked by the front
+    (hub/api/limits.py `LimitsMiddleware`) before a byte of the body is read
+    or waited for: without a key, or with one not recognised, the answer is
+    the routes' own 401 (`get_client`), at once. FastAPI solves a route's
+    body parameters before its `ClientDep`: a body that never came was
+    waited for, and one that was not JSON answered 422, before the key was
+    looked at. The client found is handed to `get_client` for the request.
+    `hub`: set by the app's lifespan (else the app's state is asked)."""
+
+    prefix = "/v1/"
+
+    def __init__(self) -> None:
+        self.hub: Hub | None = None
+
+    async def check(self, scope: Scope, api_key: bytes | None) -> Token[tuple[str, Client] | None]:
+        if not api_key:
+            raise Refusal(*_NO_KEY)
+        key = api_key.decode("latin-1")  # as Starlette reads a header
+        hub = self.hub or scope["app"].state.hub
+        client = await hub.clients.client_for(hub.engine, hash_api_key(key))
+        if client is None:
+            raise Refusal(*_UNKNOWN_KEY)
+        return _AUTHENTICATED.set((key, client))
+
+    def done(self, token: Any) -> None:
+        _AUTHENTICATED.reset(token)
 
 
 ClientDep = Annotated[Client, Depends(get_client)]

@@ -1,4 +1,4 @@
-"""Bounded requests: body size and time, checked before authentication or any
+"""Bounded requests: body size and time, and the API key, checked before any
 handler reads a byte of the body.
 
 `LimitsMiddleware` is a pure ASGI middleware, the outermost layer of the app
@@ -7,10 +7,14 @@ but for the correlation id, so it sees every request first:
 * a `Content-Length` over the route's limit is answered `413` at once, the
   body never read (the server stops reading once its small buffer is full);
   a malformed `Content-Length` is a `400`;
+* then, under `/v1/`, the API key (`key_check`: hub/api/deps.py): none, or
+  one not recognised, is answered `401` at once, the body never read nor
+  waited for; the client found is handed to the route, which does not look
+  it up again;
 * a body without `Content-Length` (chunked) for a route whose limit is small
   (at most `PREBUFFER_MAX_BYTES`) is read here, up to the limit, before the
-  app runs: `413` as soon as it passes the limit, so an unauthenticated
-  upload costs at most that much memory and never reaches the API-key check;
+  app runs: `413` as soon as it passes the limit, so an upload costs at most
+  that much memory;
 * a larger route (council files) is counted while the handler streams it
   (after authentication); past the limit the handler is stopped and the
   answer is `413`, whatever the handler was about to say;
@@ -28,7 +32,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -87,24 +91,63 @@ class _BadLength(Exception):
 def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     """The request's Content-Length, None if absent; _BadLength unless it is
     one run of ASCII digits (no sign, no "²", no two different values)."""
-    values = {v.strip() for k, v in headers if k.lower() == b"content-length"}
-    if not values:
-        return None
-    if len(values) > 1:
-        raise _BadLength("more than one Content-Length")
-    (value,) = values
-    if len(value) > 19 or not value.isdigit():  # bytes: ASCII digits only, and not empty
+    return request_fields(headers)[0]
+
+
+def request_fields(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bytes | None]:
+    """What the front needs of the head, in one pass: the Content-Length (as
+    `declared_length`) and the first X-API-Key, if any."""
+    length: bytes | None = None
+    api_key: bytes | None = None
+    for k, v in headers:
+        k = k.lower()
+        if k == b"content-length":
+            v = v.strip()
+            if length is None:
+                length = v
+            elif v != length:
+                raise _BadLength("more than one Content-Length")
+        elif k == b"x-api-key" and api_key is None:
+            api_key = v
+    if length is None:
+        return None, api_key
+    if len(length) > 19 or not length.isdigit():  # bytes: ASCII digits only, and not empty
         raise _BadLength("Content-Length is not a number")
-    return int(value)
+    return int(length), api_key
+
+
+class Refusal(Exception):
+    """Raised by a `KeyCheck`: the request is answered with this problem, its
+    body unread."""
+
+    def __init__(self, status: int, kind: str, title: str, detail: str) -> None:
+        super().__init__(title)
+        self.status, self.kind, self.title, self.detail = status, kind, title, detail
+
+
+class KeyCheck(Protocol):
+    """The API-key check the front makes before a byte of the body is read
+    (hub/api/deps.py `ApiKeyCheck`), on every request whose path starts with
+    `prefix`."""
+
+    prefix: str
+
+    async def check(self, scope: Scope, api_key: bytes | None) -> Any:
+        """A token for `done`, or `Refusal`."""
+
+    def done(self, token: Any) -> None:
+        """The request is over (answered, or failed)."""
 
 
 _FHIR_CODES = {400: "structure", 408: "timeout", 413: "too-long", 503: "timeout"}
 
 
 def problem_messages(status: int, kind: str, title: str, detail: str,
-                     extra_headers: tuple[tuple[bytes, bytes], ...] = (), fhir: bool = False) -> list[Message]:
+                     extra_headers: tuple[tuple[bytes, bytes], ...] = (), fhir: bool = False,
+                     close: bool = True) -> list[Message]:
     """The refusal as RFC 9457 problem details, or as a FHIR OperationOutcome
-    on the FHIR endpoints (their clients read nothing else)."""
+    on the FHIR endpoints (their clients read nothing else). `close`: the
+    connection is not kept alive (a body may follow, and is not read)."""
     if fhir:
         media_type = b"application/fhir+json"
         body = orjson.dumps({"resourceType": "OperationOutcome", "issue": [
@@ -112,9 +155,10 @@ def problem_messages(status: int, kind: str, title: str, detail: str,
     else:
         media_type = b"application/problem+json"
         body = orjson.dumps({"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail})
-    headers = [(b"content-type", media_type), (b"content-length", str(len(body)).encode()),
-               # The rest of the body is not read: the connection cannot be reused.
-               (b"connection", b"close"), *extra_headers]
+    headers = [(b"content-type", media_type), (b"content-length", str(len(body)).encode())]
+    if close:  # the rest of the body is not read: the connection cannot be reused
+        headers.append((b"connection", b"close"))
+    headers.extend(extra_headers)
     return [{"type": "http.response.start", "status": status, "headers": headers},
             {"type": "http.response.body", "body": body, "more_body": False}]
 
@@ -130,11 +174,13 @@ def too_large(limit: RouteLimit, fhir: bool = False) -> list[Message]:
 
 class LimitsMiddleware:
     def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], RouteLimit] | None = None,
-                 default: RouteLimit = DEFAULT_LIMIT, prebuffer_max_bytes: int = PREBUFFER_MAX_BYTES) -> None:
+                 default: RouteLimit = DEFAULT_LIMIT, prebuffer_max_bytes: int = PREBUFFER_MAX_BYTES,
+                 key_check: KeyCheck | None = None) -> None:
         self.app = app
         self.routes = ROUTE_LIMITS if routes is None else routes
         self.default = default
         self.prebuffer_max = prebuffer_max_bytes
+        self.key_check = key_check
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -143,7 +189,7 @@ class LimitsMiddleware:
         limit = limit_for(scope["method"], scope["path"], self.routes, self.default)
         fhir = is_fhir(scope)
         try:
-            declared = declared_length(scope.get("headers") or [])
+            declared, api_key = request_fields(scope.get("headers") or [])
         except _BadLength as exc:
             await self._send_all(send, problem_messages(400, "bad-request", "Bad request", str(exc), fhir=fhir))
             return
@@ -167,14 +213,27 @@ class LimitsMiddleware:
                 deadline.reschedule(None)
             await send(message)
 
+        key_check = self.key_check
+        token = None
         try:
             async with deadline:
+                if key_check is not None and scope["path"].startswith(key_check.prefix):
+                    # The key before the body: a request without a valid one is
+                    # answered at once, whatever (and whenever) its body.
+                    token = await key_check.check(scope, api_key)
                 if declared is None and limit.max_body_bytes <= self.prebuffer_max and _may_have_body(scope):
                     body = await _read_body(receive, limit, body_deadline)
                     app_receive = _replay(body, receive)
                 else:
                     app_receive = _counting(receive, limit, body_deadline, state, fhir)
                 await self.app(scope, app_receive, guarded_send)
+        except Refusal as refused:
+            # Not a limit (not logged as one). The connection is kept alive
+            # unless a body may follow, which is not read.
+            body_follows = declared > 0 if declared is not None else _may_have_body(scope)
+            await self._send_all(send, problem_messages(refused.status, refused.kind, refused.title,
+                                                        refused.detail, close=body_follows))
+            return
         except _TooLarge:
             state["refusal"] = state["refusal"] or too_large(limit, fhir)
         except _BodyTimeout:
@@ -190,6 +249,9 @@ class LimitsMiddleware:
             if state["refusal"] is None:
                 raise
             # The app failed because its body was cut off: the refusal is the answer.
+        finally:
+            if token is not None:
+                key_check.done(token)  # type: ignore[union-attr]
         if state["refusal"] is not None and not state["started"]:
             status = state["refusal"][0]["status"]
             self._refused(scope, status)

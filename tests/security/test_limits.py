@@ -1,7 +1,8 @@
 """Issue #6, item 4 (HTTP): bodies and time are bounded before anything reads
 them. Probes replayed: a 100 MB POST with no API key to /v1/persons/lookup or
 /v1/subscriptions was read into memory before the 401 (now 413 from the
-declared length, or after at most the route's limit when no length is sent);
+declared length; with no length sent, 401 with nothing read, or with a key
+413 after at most the route's limit);
 50 connections sending headers slowly were never closed (now closed at the
 head deadline). The RSS figures under 20 x 100 MB uploads are in
 bench/bench_limits.py."""
@@ -45,10 +46,15 @@ async def test_a_declared_oversize_body_is_413_before_authentication(app_hub, pa
 
 
 @pytest.mark.parametrize("path", UNAUTHENTICATED_ROUTES)
-async def test_an_oversize_body_without_content_length_is_413_before_authentication(app_hub, path):
+async def test_an_oversize_body_without_content_length_is_401_unread_without_a_key_and_413_with_one(app_hub, path):
     source = Source(100 * MB)
     r = await app_hub.http.post(path, content=source, headers={"Content-Type": "application/json"})
     assert "content-length" not in r.request.headers
+    assert r.status_code == 401, r.text  # the key before the body: none of it read
+    assert source.pulled <= source.chunk
+    source = Source(100 * MB)
+    r = await app_hub.http.post(path, content=source, headers={"Content-Type": "application/json",
+                                                               "X-API-Key": app_hub.keys["trust"]})
     assert r.status_code == 413, r.text
     assert source.pulled <= 1 * MB + source.chunk  # stopped at the limit, not at 100 MB
 
