@@ -121,13 +121,55 @@ def frame(message: str | bytes) -> bytes:
 
 
 def _decode(payload: bytes) -> str:
-    # MSH-18 names the character set; ITK sends UNICODE (UTF-8). Anything that
-    # is not UTF-8 is read as Latin-1 rather than refused, so the MSH can still
-    # be read and the message answered.
+    # Without MSH-18 (`_decode_declared` reads it; ITK sends UNICODE, UTF-8),
+    # and for the MSH of an ACK only: anything that is not UTF-8 is read as
+    # Latin-1 rather than refused, so the MSH can still be read and answered.
     try:
         return payload.decode("utf-8")
     except UnicodeDecodeError:
         return payload.decode("latin-1")
+
+
+# HL7 table 0211 (MSH-18, the message's character set): the values taken, and the codec each is read with.
+_CHARSETS = {b"8859/1": "latin-1", b"UNICODE UTF-8": "utf-8", b"UNICODE": "utf-8", b"ASCII": "ascii"}
+_UNSUPPORTED_CHARSET = "103"  # HL7 table 0357: table value not found
+_BAD_BYTES = "102"  # HL7 table 0357: data type error
+
+
+def _msh18(payload: bytes) -> bytes:
+    """MSH-18's first repetition, read from the bytes before anything is decoded (the MSH's field
+    separator is its byte 3, the repetition separator MSH-2's second); empty when there is none."""
+    if payload[:3] != b"MSH" or len(payload) < 6:
+        return b""
+    end = payload.find(b"\r")
+    if end < 0:
+        end = len(payload)
+    newline = payload.find(b"\n", 0, end)  # an LF-separated message (mapping.py turns LF into CR)
+    if newline >= 0:
+        end = newline
+    fields = payload[:end].split(payload[3:4], 18)
+    if len(fields) < 18:
+        return b""
+    return fields[17].split(payload[5:6], 1)[0].strip().upper()
+
+
+def _decode_declared(payload: bytes) -> tuple[str, HL7Problem | None]:
+    """The message's text, read in the character set MSH-18 names (table 0211), and a problem naming
+    MSH-18 when it names one the hub does not take or the bytes are not valid in it (the text is then
+    read as `_decode` reads it, for the header of the AR). Without MSH-18: `_decode`."""
+    declared = _msh18(payload)
+    if not declared:
+        return _decode(payload), None
+    codec = _CHARSETS.get(declared)
+    if codec is None:
+        return _decode(payload), HL7Problem(
+            "MSH-18", "names a character set the hub does not take (HL7 table 0211: 8859/1, UNICODE UTF-8, "
+            "UNICODE or ASCII)", _UNSUPPORTED_CHARSET)
+    try:
+        return payload.decode(codec), None
+    except UnicodeDecodeError:
+        return _decode(payload), HL7Problem(
+            "MSH-18", f"the message's bytes are not valid in the character set it names ({codec})", _BAD_BYTES)
 
 
 def certificate_org(peercert: dict | None) -> str | None:
@@ -411,11 +453,15 @@ class MllpServer:
                          [HL7Problem("MSH", "internal error in the hub", INTERNAL_ERROR)])
 
     async def _handle(self, payload: bytes, peer_org: str | None = None) -> str:
-        result = map_adt(_decode(payload))
+        text, charset_problem = _decode_declared(payload)
+        result = map_adt(text)
         header = result.header
         if not result.parsed:
             log.info("mllp message rejected", status="AR", reason_codes=["unparseable"], channel=CHANNEL)
             return self._ack(header, "AR", result.problems[0].reason, result.problems)
+        if charset_problem is not None:  # nothing of a message that cannot be read as sent is kept
+            log.info("mllp message rejected", status="AR", reason_codes=["charset"], channel=CHANNEL)
+            return self._ack(header, "AR", charset_problem.reason, [charset_problem])
         if self._tls is not None and self._tls.verify_mode == ssl.CERT_REQUIRED and peer_org != header.sending_facility:
             log.info("mllp message rejected", status="AR", reason_codes=["facility-not-certificate"],
                      org_code=(peer_org or "")[:16], channel=CHANNEL)

@@ -38,16 +38,19 @@ def build_ack(
     header: Header, ack_code: str, control_id: str, now: datetime,
     text: str = "", problems: Iterable[HL7Problem] = (),
 ) -> str:
-    """ACK for `header`'s message: MSA-1 `ack_code`, MSA-2 the original MSH-10.
+    """ACK for `header`'s message: MSA-1 `ack_code`, MSA-2 the original MSH-10 as sent.
 
     From a template: the MSH's fields before and after its time come from the
     sender's header (one interface engine sends thousands with the same
     application, facility, event and version) and MSA-3's text is one of a
     few, each escaped once and remembered (`_msh_around`, `_escaped`)."""
+    control = header.control_id  # MSA-2: the MSH-10 as sent, byte for byte (escapes and all)
+    if "|" in control:  # only from a sender with other delimiters: ours must not end MSA-2 early
+        control = control.replace("|", "\\F\\")
     head, tail = _msh_around(header.sending_application, header.sending_facility, header.trigger_event,
                              header.version)
     ack = (f"{head}{_timestamp(now)}{tail[0]}{control_id}{tail[1]}"
-           f"MSA|{ack_code}|{escape(header.control_id)}|{_escaped(text[:_MAX_TEXT])}\r")
+           f"MSA|{ack_code}|{control}|{_escaped(text[:_MAX_TEXT])}\r")
     for p in problems:
         ack += err_segment(p) + "\r"
     return ack

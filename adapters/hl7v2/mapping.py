@@ -29,6 +29,12 @@ _ODS = re.compile(r"^[A-Z0-9]{3,6}$")
 _NHS_TYPES = frozenset({"NH", "NHS"})
 
 SUPPORTED_EVENTS = ("A01", "A02", "A03", "A08")
+# Segments the HL7 v2.4 ADT A01/A02/A03/A08 structures (ITK v2.4) allow once, of those the hub reads: a
+# second one is refused (AE), never read past.
+ONCE_SEGMENTS = ("MSH", "EVN", "PID", "PD1", "PV1", "ZU5")
+# A frame with these (or with a second MSH) is a batch: HL7 v2 batch protocol (2.10.3), not taken.
+_BATCH_SEGMENTS = frozenset(("FHS", "BHS", "BTS", "FTS"))
+BATCH_REASON = "batches are not taken: send each message in its own MLLP frame"
 
 
 class Disposition(StrEnum):
@@ -39,6 +45,7 @@ class Disposition(StrEnum):
 
 
 # HL7 table 0357 (message error condition codes) used in ERR-1.4.
+SEGMENT_SEQUENCE_ERROR = "100"
 REQUIRED_FIELD_MISSING = "101"
 DATA_TYPE_ERROR = "102"
 TABLE_VALUE_NOT_FOUND = "103"
@@ -112,7 +119,8 @@ class _Msg:
     the dozen values the mapping reads (tests/unit/adapters compares every
     position of the fixtures with `hl7.parse`)."""
 
-    __slots__ = ("_segments", "_field_sep", "_rep", "_comp", "_sub", "_esc", "_separators", "_escaper")
+    __slots__ = ("_segments", "_field_sep", "_rep", "_comp", "_sub", "_esc", "_separators", "_escaper",
+                 "repeated", "bad_escapes")
 
     def __init__(self, text: str) -> None:
         # Raises hl7.ParseException (an HL7Exception) or IndexError, as hl7.parse
@@ -124,13 +132,24 @@ class _Msg:
         _seg, self._field_sep, self._rep, self._comp, self._sub = separators
         self._escaper: hl7.Message | None = None  # made for the first value with an escape sequence
         self._segments: dict[str, list[str]] = {}
+        # Segments met more than once, each with all its occurrences (the first is also in `_segments`, as
+        # hl7's segment() reads it): a batch (several MSH) or a segment the message allows once is refused
+        # (`map_adt`), never half read. None (the usual case) when no segment repeats.
+        self.repeated: dict[str, list[list[str]]] | None = None
+        self.bad_escapes: list[str] | None = None  # positions read whose escape sequences are not valid
+        segments = self._segments
         for segment in text.split("\r"):
             fields = segment.split(self._field_sep)
             name = fields[0]
             if name == "MSH":
                 # MSH-1 is the field separator itself: MSH.F1 "|", F2 "^~\\&", F3 ...
                 fields.insert(1, self._field_sep)
-            self._segments.setdefault(name, fields)  # the first of a repeated segment, as hl7's segment()
+            if name in segments:
+                if self.repeated is None:
+                    self.repeated = {}
+                self.repeated.setdefault(name, [segments[name]]).append(fields)
+            else:
+                segments[name] = fields
 
     def has(self, segment: str) -> bool:
         return segment in self._segments
@@ -172,16 +191,52 @@ class _Msg:
         if not value:
             return ""
         if self._esc in value:
+            if not _valid_escapes(value, self._esc):  # refused (`_Mapper._error`); not unescaped
+                if self.bad_escapes is None:
+                    self.bad_escapes = []
+                self.bad_escapes.append(f"{segment}-{f}")
+                return value.strip()
             if self._escaper is None:
                 self._escaper = hl7.Message("\r", [], esc=self._esc, separators=self._separators)
             value = self._escaper.unescape(value)
         return value.strip()
+
+    def raw(self, segment: str, f: int) -> str:
+        """A field exactly as sent: no escape undone, nothing stripped (MSH-10, the idempotency key and MSA-2)."""
+        fields = self._segments.get(segment)
+        return fields[f] if fields is not None and f < len(fields) else ""
+
+    def occurrence(self, segment: str, i: int) -> _Msg:
+        """This message read with the i-th (0-based) occurrence of a repeated segment in place of the first."""
+        other = object.__new__(_Msg)
+        for name in _Msg.__slots__:
+            object.__setattr__(other, name, getattr(self, name))
+        other._segments = {**self._segments, segment: self.repeated[segment][i]}  # type: ignore[index]
+        other.bad_escapes = None
+        return other
 
     def repetitions(self, segment: str, f: int) -> int:
         fields = self._segments.get(segment)
         if fields is None or f >= len(fields) or not fields[f]:
             return 0
         return len(fields[f].split(self._rep))
+
+
+# HL7 v2.4 2.7: the escape sequences a field the hub reads may hold. Formatting (\.br\, \H\), character set
+# switches (\C..\, \M..\) and locally defined ones (\Z..\) mean nothing in a name, number, code or date, and
+# python-hl7 drops or replaces what it cannot undo: such a value is refused rather than read changed.
+_SIMPLE_ESCAPES = frozenset(("F", "S", "T", "R", "E"))
+_HEX_ESCAPE = re.compile(r"X(?:[0-9A-Fa-f]{2})+")
+
+
+def _valid_escapes(value: str, esc: str) -> bool:
+    parts = value.split(esc)
+    if len(parts) % 2 == 0:  # an escape sequence left open
+        return False
+    for sequence in parts[1::2]:
+        if sequence not in _SIMPLE_ESCAPES and not _HEX_ESCAPE.fullmatch(sequence):
+            return False
+    return True
 
 
 def _delimiters(text: str) -> tuple[str, str]:
@@ -216,7 +271,7 @@ def _header(msg: _Msg) -> Header:
     return Header(
         sending_application=msg.get("MSH", 3),
         sending_facility=msg.get("MSH", 4).upper(),
-        control_id=msg.get("MSH", 10),
+        control_id=msg.raw("MSH", 10),  # as sent: the idempotency key, echoed byte for byte in MSA-2
         message_type=msg.get("MSH", 9, 1).upper(),
         trigger_event=trigger.upper(),
         version=msg.get("MSH", 12),
@@ -245,6 +300,11 @@ def map_adt(message_text: str) -> MappingResult:
         return _reject(Header(), "MSH", "the message could not be parsed as HL7 v2 (it must start with an MSH segment)",
                        APPLICATION_ERROR)
     header = _header(msg)
+    if not _BATCH_SEGMENTS.isdisjoint(msg._segments) or (msg.repeated is not None and "MSH" in msg.repeated):
+        # Nothing of a batch is kept or answered message by message: one AR, naming the batch.
+        named = next((s for s in ("FHS", "BHS") if msg.has(s)), "MSH")
+        return _reject(header, named, BATCH_REASON if named != "MSH" else
+                       "appears more than once: " + BATCH_REASON, UNSUPPORTED_MESSAGE_TYPE)
     if not header.control_id:
         return _reject(header, "MSH-10", "message control id is required (it is the idempotency key)",
                        REQUIRED_FIELD_MISSING)
@@ -296,10 +356,32 @@ class _Mapper:
     def map(self) -> MappingResult:
         event = self.header.trigger_event
         if event == "A01":
-            return self._admit()
-        if event == "A03":
-            return self._discharge()
-        return self._legal_status_update()  # A02, A08
+            result = self._admit()
+        elif event == "A03":
+            result = self._discharge()
+        else:
+            result = self._legal_status_update()  # A02, A08
+        if self.msg.repeated is not None:
+            repeated = [name for name in ONCE_SEGMENTS if name in self.msg.repeated]
+            if repeated:
+                return self._repeated(repeated)
+        return result
+
+    def _repeated(self, names: list[str]) -> MappingResult:
+        """AE naming each segment the message allows once and carries more often: which one the sender
+        meant cannot be told, so none is read. `about` as far as every occurrence agrees."""
+        assert self.msg.repeated is not None
+        self.problems = []
+        for name in names:
+            count = len(self.msg.repeated[name])
+            self.problem(name, f"appears {'twice' if count == 2 else f'{count} times'}: the "
+                         f"{self.header.trigger_event} message allows it once", SEGMENT_SEQUENCE_ERROR)
+        if self._about_type is None and self.header.trigger_event != "A01":
+            # A02 / A08: any change of legal status is the care provider's to report (`_legal_status_update`)
+            self._about_type = "left-hospital" if self.header.trigger_event == "A03" else "section-changed"
+        self._change = None  # read afresh from every occurrence (`_about`)
+        return MappingResult(Disposition.ERROR, self.header, problems=tuple(self.problems),
+                             origins=dict(self.origins), about=self._about())
 
     # -- events --------------------------------------------------------------
 
@@ -439,6 +521,16 @@ class _Mapper:
         about: dict[str, Any] = {"change_type": self._about_type}
         if self._change is not None:  # read already (`_base`)
             nhs, hospital = self._change["person"].get("nhs_number"), self._change.get("hospital_ods")
+        elif self.msg.repeated is not None:  # every occurrence of PID and PV1 must name the same
+            numbers: set[str] = set()
+            for i in range(len(self.msg.repeated.get("PID", (None,)))):
+                numbers |= _Mapper(self.msg.occurrence("PID", i) if "PID" in self.msg.repeated else self.msg,
+                                   self.header)._nhs_numbers()
+            nhs = next(iter(numbers)) if len(numbers) == 1 else None
+            hospitals = {_Mapper(self.msg.occurrence("PV1", i) if "PV1" in self.msg.repeated else self.msg,
+                                 self.header)._hospital()[0]
+                         for i in range(len(self.msg.repeated.get("PV1", (None,))))}
+            hospital = hospitals.pop() if len(hospitals) == 1 else None
         else:
             numbers = self._nhs_numbers()
             nhs = next(iter(numbers)) if len(numbers) == 1 else None
@@ -529,14 +621,18 @@ class _Mapper:
     # -- results -------------------------------------------------------------
 
     def _done(self, change: dict[str, Any]) -> MappingResult:
-        if self.problems:
+        if self.problems or self.msg.bad_escapes is not None:
             return self._error()
         return MappingResult(Disposition.CHANGE, self.header, change=change, notes=tuple(self.notes),
                              origins=dict(self.origins))
 
     def _error(self) -> MappingResult:
+        about = self._about()
+        for position in dict.fromkeys(self.msg.bad_escapes or ()):  # each position read with a bad escape, once
+            self.problem(position, "holds an escape sequence that is not valid HL7 (v2.4 2.7: \\F\\ \\S\\ \\T\\ "
+                         "\\R\\ \\E\\ or \\Xhh..\\): the value cannot be read as sent", DATA_TYPE_ERROR)
         return MappingResult(Disposition.ERROR, self.header, problems=tuple(self.problems), notes=tuple(self.notes),
-                             origins=dict(self.origins), about=self._about())
+                             origins=dict(self.origins), about=about)
 
     def _no_change(self, reason: str) -> MappingResult:
         return MappingResult(Disposition.NO_CHANGE, self.header, notes=(*self.notes, reason),

@@ -233,3 +233,61 @@ async def test_a_discharge_of_someone_not_on_the_register_is_acknowledged_and_no
         assert r.status_code == 404  # no person record was made
         held = (await http.get("/v1/quarantine", headers={"X-API-Key": keys["trust"]})).json()["items"]
         assert not [q for q in held if q["source_message_id"] == "NOTREG-1"]
+
+
+async def test_bad_input_is_refused_whole_and_msh10_is_echoed_as_sent(mllp_hub):
+    """From an outside review: a batch, a repeated PID, MSH-10s that unescape alike, a bad escape in a
+    name, and MSH-18, over the wire; nothing of a refused batch or an unreadable message is kept."""
+    hub, keys, _ = mllp_hub
+    numbers = nhs_numbers()[20:30]
+    run = uuid.uuid4().hex[:8]
+    a01 = "ADT_A01_s3_detained.hl7"
+    async with Engine(hub.mllp_port) as engine:
+        # A batch of two detentions: one AR naming the batch, neither recorded nor answered one by one.
+        batch = ("FHS|^~\\&|RIO|RNU\rBHS|^~\\&|RIO|RNU\r" + fixture(a01, numbers[0], f"B1-{run}") + "\r"
+                 + fixture(a01, numbers[1], f"B2-{run}") + "\rBTS|2\rFTS|1")
+        ack = await engine.send(batch)
+        assert msa(ack)[1] == "AR" and ack_fields(ack)["ERR"][0].startswith("ERR|FHS^1^"), ack
+        assert "send each message in its own MLLP frame" in ack
+
+        # Two PIDs naming different people: AE naming PID, quarantined.
+        two = fixture(a01, numbers[2], f"PID2-{run}")
+        pid = next(s for s in two.split("\r") if s.startswith("PID|"))
+        two = two.replace(pid, pid + "\r" + pid.replace(numbers[2], numbers[3]))
+        ack = await engine.send(two)
+        assert msa(ack)[1:3] == ["AE", f"PID2-{run}"] and "PID appears twice" in ack, ack
+
+        # Control ids that python-hl7 would unescape alike are two keys, echoed byte for byte.
+        for i, control_id in enumerate((f"m4-{run}\\Xzz\\", f"m4-{run}\\Xqq\\", f"m5-{run}\\")):
+            ack = await engine.send(fixture(a01, numbers[4 + i], control_id))
+            assert msa(ack)[1:3] == ["AA", control_id] and "(duplicate)" not in ack, ack
+
+        # A bad escape in the family name: AE naming PID-5, not a silently changed name.
+        bad = fixture(a01, numbers[7], f"ESC-{run}").replace("TESTPATIENT^", "FOTHERINGAY\\Xzz\\^")
+        ack = await engine.send(bad)
+        assert msa(ack)[1:3] == ["AE", f"ESC-{run}"] and "ERR|PID^1^5^" in ack, ack
+
+        # Declared UTF-8, sent Latin-1: AR naming MSH-18, nothing kept.
+        latin = fixture(a01, numbers[8], f"CS-{run}").encode().replace(b"TESTPATIENT", b"M\xfcLLER")
+        await engine.send_raw(frame(latin))
+        ack = await engine.next_ack()
+        assert msa(ack)[1:3] == ["AR", f"CS-{run}"] and "ERR|MSH^1^18^" in ack, ack
+
+    async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+        trust = {"X-API-Key": keys["trust"]}
+        held = {q["source_message_id"]: q for q in (await http.get("/v1/quarantine", headers=trust)).json()["items"]}
+        assert f"PID2-{run}" in held and held[f"PID2-{run}"]["errors"][0]["field"] == "PID"
+        assert f"ESC-{run}" in held and held[f"ESC-{run}"]["errors"][0]["field"] == "PID-5"
+        assert not {f"B1-{run}", f"B2-{run}", f"CS-{run}"} & set(held)
+        for n in (numbers[0], numbers[1], numbers[8]):
+            r = await http.post("/v1/persons/lookup", headers=trust, json={"nhs_number": n})
+            assert r.status_code == 404  # neither message of the batch, nor the unreadable one, was kept
+        for n in numbers[4:7]:
+            r = await http.post("/v1/persons/lookup", headers=trust, json={"nhs_number": n})
+            assert r.status_code == 200  # each control id recorded its own detention
+
+    hub.stop()
+    logs = hub.logs()
+    for n in numbers:
+        assert n not in logs
+    assert "FOTHERINGAY" not in logs and "TESTPATIENT" not in logs

@@ -284,7 +284,8 @@ def _ack_as_joined(header, ack_code, control_id, now, text="", problems=()):  # 
         escape(header.sending_application), escape(header.sending_facility),
         now.strftime("%Y%m%d%H%M%S"), "", f"ACK^{event}^ACK", control_id, "P", header.version or "2.4",
     ])
-    msa = f"MSA|{ack_code}|{escape(header.control_id)}|{escape(text[:200])}"
+    # MSA-2: the MSH-10 as sent (mapping.py reads it raw), only a "|" of a sender with other delimiters escaped
+    msa = f"MSA|{ack_code}|{header.control_id.replace('|', chr(92) + 'F' + chr(92))}|{escape(text[:200])}"
     return "\r".join([msh, msa, *(err_segment(p) for p in problems)]) + "\r"
 
 
