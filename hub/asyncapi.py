@@ -75,6 +75,9 @@ INTERNAL_HEADERS: dict[str, Any] = {
         "event_type": {"type": "string", "enum": EVENT_TYPES},
         "correlation_id": _TEXT,
         "source": {**_TEXT, "description": "The API client (or the review scheduler) that caused the event"},
+        "later_events": {**_TEXT, "description": "The events of the same register change published after this "
+                         "one: '<event type>=<bodies it tells besides the responsible ones, comma-separated>', "
+                         "joined by ';'"},
     },
     "required": ["event_id", "event_type", "correlation_id"],
 }

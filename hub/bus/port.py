@@ -36,3 +36,9 @@ class Subscriber(Protocol):
     async def commit(self, group_id: str, topic: str, next_offset: int, conn: Any = None) -> None: ...
 
     async def lag(self, group_id: str, topic: str) -> int: ...
+
+
+# A header of an event on s117.events: the events of the same register change
+# published after it, each `<event type>=<bodies it tells besides the
+# responsible ones, comma-separated>`, joined by ";" (hub/ingest/service.py).
+LATER_EVENTS = "later_events"

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hub.ids import uuid5
 from hub.store.recording import RecordingConn
 from hub.ingest.status_cache import StatusCache
-from hub.bus.port import EVENTS_TOPIC, BusMessage, Subscriber
+from hub.bus.port import EVENTS_TOPIC, LATER_EVENTS, BusMessage, Subscriber
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
 from hub.delivery import queue
@@ -375,9 +375,9 @@ class Dispatcher:
         if not guarded or keep:  # no savepoints: a failure abandons the batch, so its writes can wait for its end
             cache.deferred = _Writes()
         for m in todo:
-            change_id = m.payload["change"].get("change_id")
-            if change_id:
-                cache.of_change.setdefault(change_id, []).append(m)
+            event = m.payload.get("event") or {}
+            cache.about.setdefault(m.key, []).append(
+                (m.offset, m.headers.get("event_type") or event.get("event_type"), tuple(event.get("also_notify") or ())))
         if todo:
             cache.dispatched = await self._dispatched(conn, [m.event_id for m in todo])
             await self._prefetch(conn, cache, [m for m in todo if m.event_id not in cache.dispatched])
@@ -549,7 +549,7 @@ class Dispatcher:
                 old.view if old else None, target)
             # The why (the determinations' explanations: sections, dates,
             # citations) only to a body whose agreement grants `explanations`.
-            if self._routed_later(cache, msg, event_type, org, status):
+            if self._routed_later(msg, event_type, org, status, cache):
                 continue  # a later message of the same change names it and is sent to the body with this position
             reason = reason_for(old.view if old else None, target, status,
                                 explain=self._explains(org, event_type, today))
@@ -581,20 +581,26 @@ class Dispatcher:
             cache.count_dispatched()
 
     @staticmethod
-    def _routed_later(cache: "_BatchCache", msg: BusMessage, event_type: EventType, org: str,
-                      status: S117Status) -> bool:
-        """Whether a message after `msg` in the batch, of the same change and
-        of `event_type`, will be routed to `org`: a change's events are
-        published together (a move: recorded, then moved-out-of-area), and
-        the body's new position told by the first would otherwise reach it
-        twice under two event ids, the second carrying nothing new."""
-        later = cache.of_change.get(msg.payload["change"].get("change_id"), ())
-        for other in later:
-            if (other.offset <= msg.offset or other.payload["event"].get("event_type") != event_type.value
-                    or (cache.dispatched is not None and other.event_id in cache.dispatched)):
-                continue
-            sibling = from_jsonable(DomainEvent, other.payload["event"])
-            if any(r.org_code == org for r in recipients_for(sibling, status)):
+    def _routed_later(msg: BusMessage, event_type: EventType, org: str, status: S117Status,
+                      cache: "_BatchCache") -> bool:
+        """Whether an event of `event_type` published after `msg` about the
+        same person will be routed to `org`: the body's new position goes with
+        the event that names it, not also before it under another event id.
+        Those are the events of the same change after it (`LATER_EVENTS`: a move
+        is recorded, then moved-out-of-area), wherever the batches fall, and
+        the later messages in this batch (a backlog: the truth is the whole
+        history's, so an older change's message already finds the move)."""
+        wanted = event_type.value
+        responsible = {det.org.code for det in (status.responsible_council, status.responsible_commissioner,
+                                                status.coordinating_council) if det is not None and det.org is not None}
+        later = msg.headers.get(LATER_EVENTS)
+        if later:
+            for entry in later.split(";"):
+                kind, _, told = entry.partition("=")
+                if kind == wanted and (org in responsible or org in told.split(",")):
+                    return True  # routed to it as `recipients_for` routes: the responsible bodies and those named
+        for offset, kind, told in cache.about.get(msg.key, ()):
+            if offset > msg.offset and kind == wanted and (org in responsible or org in told):
                 return True
         return False
 
@@ -833,8 +839,9 @@ class _BatchCache:
     # person -> (the status, every organisation's view of it: `views_for`), for the person's next message
     truth: dict[str, tuple[S117Status, dict[str, Any]]] = field(default_factory=dict)
     person_of: dict[str, str] = field(default_factory=dict)  # event id -> person id
-    # change id -> the batch's messages of that change, in log order (`Dispatcher._routed_later`)
-    of_change: dict[str, list[BusMessage]] = field(default_factory=dict)
+    # person -> the batch's messages about them: (offset, event type, bodies named besides the
+    # responsible ones), in log order (`Dispatcher._routed_later`)
+    about: dict[str, list[tuple[int, str, tuple[str, ...]]]] = field(default_factory=dict)
     numbers: queue.EventNumbers = field(default_factory=queue.EventNumbers)
     newly_dispatched: dict[str, datetime] = field(default_factory=dict)  # written by `flush`
     # (event type, decision) -> messages, counted into s117_events_dispatched_total once committed.

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.ids import uuid4, uuid5, uuid7
 from hub.access import AccessPolicy, caller_of, record_decision
-from hub.bus.port import EVENTS_TOPIC, BusMessage
+from hub.bus.port import EVENTS_TOPIC, LATER_EVENTS, BusMessage
 from hub.bus.sql import lock_topic, publish
 from hub.bus.payload import event_payload_fragment, json_fragment, status_fragment
 from hub.codec import from_jsonable
@@ -419,15 +419,20 @@ async def write_recorded(
         deadline=sl.deadline, working_days_taken=sl.working_days_taken, state=sl.state))
     status_json = status_fragment(after)
     event_ids = []
+    # Each event names the events of its change after it, with the bodies each
+    # tells besides the responsible ones (`later_events`): the dispatcher sends a
+    # body's new position with the event that names it, not also before it.
+    named = [f"{ev.event_type.value}={','.join(ev.also_notify)}" for ev in events] if len(events) > 1 else None
     for n, ev in enumerate(events):
         event_type = ev.event_type.value  # an enum member's value: a descriptor call each time it is read
         eid = event_id_for(change.change_id, n, event_type)
         event_ids.append({"event_id": eid, "event_type": event_type})
+        headers = {"correlation_id": correlation_id, "source": client.client_id, "event_type": event_type}
+        if named is not None and n + 1 < len(named):
+            headers[LATER_EVENTS] = ";".join(named[n + 1:])
         await publish(conn, BusMessage(
             topic=EVENTS_TOPIC, key=person_id, event_id=eid,
-            payload=event_payload_fragment(ev, change_json, status_json),
-            headers={"correlation_id": correlation_id, "source": client.client_id,
-                     "event_type": event_type}))
+            payload=event_payload_fragment(ev, change_json, status_json), headers=headers))
     body = {
         "change_id": change.change_id, "person_id": person_id, "status": "accepted",
         "correlation_id": correlation_id, "events": event_ids, "entitled": after.entitled,
