@@ -123,7 +123,7 @@ def _pattern(rx: re.Pattern[str], reason: str, upper: bool = True) -> Callable[[
 
 
 def _nhs(text: str) -> str:
-    digits = text.replace(" ", "").replace("-", "")
+    digits = text.replace(" ", "")  # only ASCII spaces may separate the digits, as on every channel (not "-")
     reason = nhs_number_problem(digits)
     if reason:
         raise _Bad(reason)
@@ -235,21 +235,30 @@ _DMY = re.compile(r"^[0-9]{2}/[0-9]{2}/[0-9]{4}$")
 _YMD = re.compile(r"^[0-9]{8}$")
 
 
+_ISO = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+# A layout's date formats as the published layouts write them: every field zero-padded, full length. strptime
+# alone takes `2025071` for %Y%m%d (1 July) and `1/7/2025` for %d/%m/%Y, so only text of the exact shape
+# reaches it; (year, month, day) slices for the forms read without it.
+_DATE_SHAPES: dict[str, tuple[re.Pattern[str], tuple[slice, slice, slice] | None]] = {
+    "%d/%m/%Y": (_DMY, (slice(6, 10), slice(3, 5), slice(0, 2))),
+    "%Y%m%d": (_YMD, (slice(0, 4), slice(4, 6), slice(6, 8))),
+    "%Y-%m-%d": (_ISO, (slice(0, 4), slice(5, 7), slice(8, 10))),
+}
+
+
 def _date_parser(layout: Layout) -> Callable[[str], date]:
+    shapes = [(fmt, *_DATE_SHAPES.get(fmt, (None, None))) for fmt in layout.date_formats]
+
     def parse(text: str) -> date:
-        # The common forms without strptime (a date that does not exist falls through to it, and fails there).
-        try:
-            if "%d/%m/%Y" in layout.date_formats and _DMY.match(text):
-                return date(int(text[6:]), int(text[3:5]), int(text[:2]))
-            if "%Y%m%d" in layout.date_formats and _YMD.match(text):
-                return date(int(text[:4]), int(text[4:6]), int(text[6:]))
-        except ValueError:
-            pass
-        for fmt in layout.date_formats:
+        for fmt, shape, parts in shapes:
+            if shape is not None and not shape.fullmatch(text):
+                continue  # not this form's exact shape
             try:
-                return datetime.strptime(text, fmt).date()
+                if parts is not None:
+                    return date(int(text[parts[0]]), int(text[parts[1]]), int(text[parts[2]]))
+                return datetime.strptime(text, fmt).date()  # a form without a known shape (none published)
             except ValueError:
-                continue
+                continue  # a day that does not exist
         raise _Bad(f"is not a date in the form {layout.date_format_label}")
     return parse
 
@@ -457,7 +466,9 @@ def map_record(layout: Layout, row: int, values: dict[str, str], original: bytes
     nfa: Any = None
     la_gss: Any = None
     for name, parse, where in columns:
-        if name == "RECORD_ID" and record_id is not None:  # read above (a bad or blank one is read again: reported twice)
+        if name == "RECORD_ID":  # read above: a bad one is reported there, a blank one as required (below)
+            if record_id is None:
+                continue
             value: Any = record_id
         else:
             text = values.get(name, "")
@@ -752,6 +763,9 @@ def _open_fixed(data: bytes, layout: Layout) -> FileStream:
 
     total, last = 0, ""
     for line in lines():
+        if line.startswith("H") and total:  # before the trailer count, which a second header would only upset
+            return _rejected(layout, "header", f"row {total} is a second header record (H): a file has one "
+                                               "header (two files joined?)")
         total, last = total + 1, line
     if total < 2 or not last.startswith("T"):
         return _rejected(layout, "trailer", "the last record is not a trailer record (T): the file may be truncated")

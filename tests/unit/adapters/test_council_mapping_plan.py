@@ -155,9 +155,8 @@ def map_record_by_name(layout: Layout, row: int, values: dict[str, str], origina
         return _map_package(layout, row, values, original, package, event_text, read, bad, problems, record_id)
 
     names = [*COMMON_COLUMNS, *(spec.uses if spec else ())]
-    # RECORD_ID as read above (read again only when that failed or it is blank: its problem is then
-    # reported as before, twice; reading a good one again cost a regex and a check digit a row).
-    parsed: dict[str, Any] = {n: record_id if n == "RECORD_ID" and record_id is not None else read(n)
+    # RECORD_ID as read above, never read again: a bad one is reported once, a blank one as required.
+    parsed: dict[str, Any] = {n: record_id if n == "RECORD_ID" else read(n)
                               for n in names if n != "EVENT"}
 
     required = [*every_record_requires, *spec.requires] if spec else every_record_requires
