@@ -56,7 +56,9 @@ def _not_found() -> ProblemError:
 @router.post("/lookup", summary="Find the hub's person id for an NHS number (number in the body, never the URL)")
 async def lookup(body: LookupIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, "s117:read")
-    person_id = await person_id_for_nhs_number(hub, body.nhs_number)
+    grant = AccessPolicy.read_grant(hub.sharing, client, datetime.now(UTC).date())
+    # Without `identity` the number is not even looked up (`_authorise` refuses and audits).
+    person_id = await person_id_for_nhs_number(hub, body.nhs_number) if IDENTITY in grant.groups else None
     # Confirming who an NHS number belongs to discloses identity: the
     # agreement must grant it, like the NHS number in a push.
     await _authorise(hub, client, person_id, None, "lookup", needs=IDENTITY)
@@ -96,9 +98,12 @@ async def _authorise(
     given) and the field groups the caller may see; otherwise the one 404.
     Audited either way."""
     today = datetime.now(UTC).date()
-    changes, levels = await _changes(hub, person_id) if person_id else ([], {})
     grant = AccessPolicy.read_grant(hub.sharing, client, today)
-    decision = Decision(False, Rule.NO_RELATIONSHIP)
+    # No agreement (or none granting what the read needs): refused before the
+    # person is read, so the answer's time says nothing of who is on the register.
+    unentitled = not grant.groups or (needs is not None and needs not in grant.groups)
+    changes, levels = await _changes(hub, person_id) if person_id and not unentitled else ([], {})
+    decision = Decision(False, Rule.NO_AGREEMENT if unentitled else Rule.NO_RELATIONSHIP)
     status = None
     if changes:
         policy = hub.ingest.access

@@ -85,11 +85,13 @@ async def test_trust_a_cannot_write_about_or_read_trust_bs_person(app_hub, world
     assert await count(app_hub.hub, register_changes) == before
     r = await app_hub.http.get(f"/v1/persons/{ids['A']}/s117", headers={"X-API-Key": keys["other-trust"]})
     assert r.status_code == 404
-    # Audited, with nothing personal: the hub person id, the rule, the caller.
+    # Audited, with nothing personal: the hub person id, the rule, the caller. The read is refused
+    # before the person is read (the trust has no agreement: its answer's time must not say who is on
+    # the register), so it names no person.
     async with app_hub.hub.engine.connect() as conn:
         rows = (await conn.execute(select(access_decisions).where(access_decisions.c.decision == "denied"))).all()
     assert {(r.action, r.rule, r.person_id) for r in rows} >= {("write", "no-relationship", ids["A"]),
-                                                               ("read", "no-relationship", ids["A"])}
+                                                               ("read", "no-agreement", None)}
     assert all(nhs(1001) not in str(tuple(r)) for r in rows)
 
 
@@ -284,3 +286,32 @@ async def test_mllp_a03_answers_alike_for_unknown_and_not_yours(app_hub, world):
     assert acks[0] == acks[1]
     assert acks[0][0].startswith("MSA|AA|") and "no register change" in acks[0][0]
     assert await count(app_hub.hub, persons) == 2 and await count(app_hub.hub, quarantine) == 0
+
+
+async def test_a_body_without_an_agreement_is_refused_before_the_person_is_read(app_hub, world, monkeypatch):
+    """A lookup by a body with no agreement took longer for a number on the
+    register (its history read and evaluated) than for one not on it: a
+    membership oracle by time. Now neither the number nor the person is read."""
+    import hub.api.persons as persons
+
+    keys, ids = world
+    read: list[str] = []
+    real_changes, real_lookup = persons._changes, persons.person_id_for_nhs_number
+
+    async def changes(hub, person_id):  # noqa: ANN001, ANN202
+        read.append(person_id)
+        return await real_changes(hub, person_id)
+
+    async def lookup(hub, number):  # noqa: ANN001, ANN202
+        read.append("number")
+        return await real_lookup(hub, number)
+
+    monkeypatch.setattr(persons, "_changes", changes)
+    monkeypatch.setattr(persons, "person_id_for_nhs_number", lookup)
+    headers = {"X-API-Key": keys["other-trust"]}
+    known = await app_hub.http.post("/v1/persons/lookup", headers=headers, json={"nhs_number": nhs(1001)})
+    unknown = await app_hub.http.post("/v1/persons/lookup", headers=headers, json={"nhs_number": nhs(1999)})
+    query = await app_hub.http.get(f"/v1/persons/{ids['A']}/s117", headers=headers)
+    assert known.status_code == unknown.status_code == query.status_code == 404
+    assert known.json()["detail"] == unknown.json()["detail"]
+    assert read == []
