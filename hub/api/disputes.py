@@ -103,7 +103,7 @@ async def _audit(hub, client, decision, person_id: str | None) -> None:  # noqa:
 @router.get("/{case_id}", summary="One dispute: stages, clock, interim terms, history, statement when resolved")
 async def get_dispute(case_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "s117:read")
-    case = await visible_case(hub, client, case_id, CaseKind.DISPUTE)
+    case = await visible_case(hub, client, case_id, CaseKind.DISPUTE, read=True)
     svc = service(hub)
     async with hub.engine.connect() as conn:
         history = await svc.history(conn, case_id)
@@ -130,7 +130,7 @@ async def _reimbursement(hub, client, case) -> dict:  # noqa: ANN001
 @router.get("/{case_id}/reimbursement", summary="What the body found responsible owes for the interim")
 async def reimbursement(case_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "s117:read")
-    case = await visible_case(hub, client, case_id, CaseKind.DISPUTE)
+    case = await visible_case(hub, client, case_id, CaseKind.DISPUTE, read=True)
     if case.state != DisputeState.RESOLVED:
         raise ProblemError(409, "not-resolved", "Not resolved yet", "the statement exists once the dispute is resolved",
                            rule="not-resolved", citation="Worcs 4.4.8, 15.6")

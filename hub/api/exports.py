@@ -15,11 +15,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
+from hub.access import record_decision
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
 from hub.audit import record_operator_action
+from hub.domain.access import Rule
 from hub.exports import ExportRequest
 from hub.ingest.service import Client
+from hub.observability.logging import bound_correlation_id
 from hub.store.schema import council_exports
 
 router = APIRouter(prefix="/v1/exports", tags=["council files out"])
@@ -79,7 +82,12 @@ def _stream(path: Path) -> Iterator[bytes]:
 @router.get("/{export_id}", summary="Download the file (streamed); the SHA-256 is in the S117-SHA256 header")
 async def download(export_id: ExportId, hub: HubDep, client: ClientDep) -> StreamingResponse:
     require(client, SCOPE)
-    row = await _own(hub, client, export_id)
+    try:
+        row = await _own(hub, client, export_id)
+    except ProblemError:
+        await _audit_download(hub, client, allowed=False)
+        raise
+    await _audit_download(hub, client, allowed=True)
     if row.state not in ("ready", "acknowledged"):
         raise ProblemError(409, "not-ready", "Not ready", f"the file is {row.state}; see /status for progress")
     path = hub.exports.file_path(row)
@@ -89,6 +97,14 @@ async def download(export_id: ExportId, hub: HubDep, client: ClientDep) -> Strea
     return StreamingResponse(_stream(path), media_type=media, headers={
         "Content-Disposition": f'attachment; filename="{row.file_name}"', "S117-SHA256": row.sha256,
         "S117-Record-Count": str(row.record_count)})
+
+
+async def _audit_download(hub, client, *, allowed: bool) -> None:  # noqa: ANN001
+    """A download of a register extract (many people: no one person) in `access_decisions`."""
+    async with hub.engine.begin() as conn:
+        await record_decision(conn, client, channel="export", action="read", allowed=allowed,
+                              rule=Rule.ALLOWED if allowed else Rule.NO_RELATIONSHIP,
+                              correlation_id=bound_correlation_id())
 
 
 @router.post("/{export_id}/ack", summary="Acknowledge the file: the council has imported it")

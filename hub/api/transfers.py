@@ -37,7 +37,7 @@ async def list_transfers(hub: HubDep, client: ClientDep,
 @router.get("/{case_id}", summary="One transfer case with its history")
 async def get_transfer(case_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "s117:read")
-    case = await visible_case(hub, client, case_id, CaseKind.TRANSFER)
+    case = await visible_case(hub, client, case_id, CaseKind.TRANSFER, read=True)
     svc = service(hub)
     async with hub.engine.connect() as conn:
         history = await svc.history(conn, case_id)

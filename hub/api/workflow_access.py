@@ -9,10 +9,13 @@ from typing import Any
 
 from sqlalchemy import select
 
+from hub.access import record_decision
 from hub.api.problems import ProblemError
 from hub.bootstrap import Hub
+from hub.domain.access import Rule
 from hub.domain.workflows.model import Case, CaseKind, WorkflowRefusal
 from hub.ingest.service import Client
+from hub.observability.logging import bound_correlation_id
 from hub.store.schema import workflow_cases
 from hub.workflows.service import WorkflowService, case_view
 
@@ -32,12 +35,23 @@ def not_found(kind: CaseKind) -> ProblemError:
     return ProblemError(404, "not-found", "Not found", f"no {kind.value} case with that id for this organisation")
 
 
-async def visible_case(hub: Hub, client: Client, case_id: str, kind: CaseKind) -> Case:
+async def visible_case(hub: Hub, client: Client, case_id: str, kind: CaseKind, *, read: bool = False) -> Case:
+    """The case if the caller is a party to it (or the hub operator), else the
+    unknown id's 404. `read`: a read of the case (its view, its statement),
+    recorded in `access_decisions` allowed or refused (channel `case`, the
+    case's kind as the change type), as every read of a person is."""
     await service(hub).clock.load()  # the tests' settable clock, as another process may have set it; else nothing
     async with hub.engine.connect() as conn:
         case = await service(hub).load(conn, case_id)
         await conn.rollback()
-    if case is None or case.kind is not kind or not (is_admin(client) or client.org_code in case.parties):
+    allowed = case is not None and case.kind is kind and (is_admin(client) or client.org_code in case.parties)
+    if read:
+        async with hub.engine.begin() as conn:
+            await record_decision(conn, client, channel="case", action="read", allowed=allowed,
+                                  rule=Rule.ALLOWED if allowed else Rule.NO_RELATIONSHIP, change_type=kind.value,
+                                  person_id=case.person_id if case is not None else None,
+                                  correlation_id=bound_correlation_id())
+    if not allowed:
         raise not_found(kind)
     return case
 

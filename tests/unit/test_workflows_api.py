@@ -320,3 +320,22 @@ async def test_a_contest_reason_is_encrypted_at_rest_and_kept_out_of_the_event_l
     assert stored and not any("Sample Street" in text for text in stored + logged)
     listed = (await http.get("/v1/disputes", headers=h(workflow_hub, BUCKS))).json()["items"]
     assert listed[0]["reason"] == reason
+
+
+async def test_a_case_read_is_recorded_allowed_or_refused_as_a_persons_read_is(workflow_hub):
+    """The README's audit: every read decision. A transfer's view names the
+    person and both bodies; a party's read and a non-party's refusal are in
+    access_decisions (channel `case`), with the case's person, nothing else personal."""
+    from sqlalchemy import select
+
+    from hub.store.schema import access_decisions
+
+    http = workflow_hub.http
+    t = (await http.get("/v1/transfers", headers=h(workflow_hub, WORCS))).json()["items"][0]
+    assert (await http.get(f"/v1/transfers/{t['case_id']}", headers=h(workflow_hub, WORCS))).status_code == 200
+    assert (await http.get(f"/v1/transfers/{t['case_id']}", headers=h(workflow_hub, "QU9"))).status_code == 404
+    async with workflow_hub.hub.engine.connect() as conn:
+        rows = (await conn.execute(select(access_decisions).where(access_decisions.c.channel == "case"))).all()
+    assert {(r.org_code, r.decision, r.rule, r.change_type, r.person_id) for r in rows} == {
+        (WORCS, "allowed", "allowed", "transfer", workflow_hub.person_id),
+        ("QU9", "denied", "no-relationship", "transfer", workflow_hub.person_id)}
