@@ -107,9 +107,10 @@ class AccessPolicy:
     @staticmethod
     def read_grant(sharing: SharingAgreements, client: Any, on: date) -> ReadGrant:
         """The field groups the caller's agreements in force allow (their union)."""
-        if "hub:admin" in client.scopes:
+        if "hub:admin" in client.scopes:  # the operator reads everything (audited): the push groups and funding
             from hub.fhir.messages import FIELD_GROUPS
-            return ReadGrant(frozenset(FIELD_GROUPS), "hub:admin")
+            from hub.sharing import FUNDING
+            return ReadGrant(frozenset(FIELD_GROUPS) | {FUNDING}, "hub:admin")
         grants = [g for g in sharing.grants_for(client.org_code) if g.in_force(on)]
         if not grants:
             return ReadGrant(frozenset(), None)

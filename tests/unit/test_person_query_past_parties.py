@@ -113,3 +113,5 @@ async def test_each_body_sees_the_lines_charged_to_its_own_pairs(app_hub):
     assert _lines(await _query(app_hub, keys[WORCS], pid)) == ["BL", "WL"]
     assert _lines(await _query(app_hub, keys[WORCS], pid, "2026-06-01")) == ["BL"]
     assert _lines(await _query(app_hub, keys[BUCKS], pid, "2025-10-01")) == ["BE", "BL"]
+    # The hub operator reads everything (audited), the costs too: every pair's lines.
+    assert _lines(await _query(app_hub, keys["admin"], pid)) == ["BE", "BL", "WL"]
