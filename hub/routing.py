@@ -15,22 +15,26 @@ class Recipient:
     role: str  # responsible-council, responsible-commissioner, coordinating-council, notified
 
 
-def recipients_for(event: DomainEvent, status: S117Status) -> list[Recipient]:
-    seen: set[str] = set()
+def responsible_bodies(status: S117Status) -> list[Recipient]:
+    """The bodies every event about the person goes to: the responsible council
+    and NHS commissioner and the coordinating council, each once."""
     out: list[Recipient] = []
-
-    def add(code: str | None, role: str) -> None:
-        if code and code not in seen:
-            seen.add(code)
-            out.append(Recipient(code, role))
-
     for det, role in (
         (status.responsible_council, "responsible-council"),
         (status.responsible_commissioner, "responsible-commissioner"),
         (status.coordinating_council, "coordinating-council"),
     ):
-        if det is not None and det.org is not None:
-            add(det.org.code, role)
+        if det is not None and det.org is not None and all(r.org_code != det.org.code for r in out):
+            out.append(Recipient(det.org.code, role))
+    return out
+
+
+def recipients_for(event: DomainEvent, status: S117Status) -> list[Recipient]:
+    """The responsible bodies, then those the event names (`also_notify`), each once."""
+    out = responsible_bodies(status)
+    seen = {r.org_code for r in out}
     for code in event.also_notify:
-        add(code, "notified")
+        if code and code not in seen:
+            seen.add(code)
+            out.append(Recipient(code, "notified"))
     return out

@@ -38,13 +38,14 @@ from adapters.council_files.events import (
     PackageSpec,
 )
 from adapters.council_files.layouts import Column, Layout, _columns_by_name
+from hub.ingest.contract import POSTCODE
 from hub.ingest.nhs_number import nhs_number_problem
 from hub.ingest.validation import FieldProblem
 
 _RECORD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$")
 _GSS = re.compile(r"^[EWSN][0-9]{8}$")
 _ODS = re.compile(r"^[A-Z0-9]{3,6}$")
-_POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
+_POSTCODE = re.compile(POSTCODE)  # the register change contract's, one pattern for every channel
 
 
 @dataclass(frozen=True, slots=True)

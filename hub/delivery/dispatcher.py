@@ -51,7 +51,7 @@ from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
 from hub.ingest.service import load_person_details
 from hub.observability import metrics
 from hub.observability.logging import bind_correlation_id, get_logger, unbind_correlation_id, writes_at
-from hub.routing import Recipient, recipients_for
+from hub.routing import Recipient, recipients_for, responsible_bodies
 from hub.sharing import SharingAgreements
 from hub.store.db import InList, Prepared, execute_prepared, inline_writer, snapshot, write_transaction
 from hub.store.schema import (
@@ -591,8 +591,7 @@ class Dispatcher:
         the later messages in this batch (a backlog: the truth is the whole
         history's, so an older change's message already finds the move)."""
         wanted = event_type.value
-        responsible = {det.org.code for det in (status.responsible_council, status.responsible_commissioner,
-                                                status.coordinating_council) if det is not None and det.org is not None}
+        responsible = {r.org_code for r in responsible_bodies(status)}
         later = msg.headers.get(LATER_EVENTS)
         if later:
             for entry in later.split(";"):

@@ -37,7 +37,7 @@ TEXT = rf"^[^{_CONTROLS}{_BIDI}]*$"
 FREE_TEXT = rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI}]*$"
 # An identifier: not blank, no leading or trailing whitespace; inner spaces allowed ("SWIFT (council file)").
 IDENTIFIER = rf"^[^\s{_CONTROLS}{_BIDI}](?:[^{_CONTROLS}{_BIDI}]*[^\s{_CONTROLS}{_BIDI}])?$"
-# A UK postcode in capitals, the inward code with or without its space (as council files check it,
+# A UK postcode in capitals, the inward code with or without its space (council files check theirs with it:
 # adapters/council_files/mapping.py _POSTCODE).
 POSTCODE = r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$"
 ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"

@@ -159,14 +159,23 @@ class Digest(str):
     """The idempotency digest of a change that validated: `contract.change_digest`,
     what it means (the NHS number spaced or not, an explicit default or none:
     one digest), stored with its first answer. `raw` is the payload's own
-    digest, what answers recorded before held: a repeat matches either."""
+    digest, what answers recorded before held: a repeat matches either. It is
+    worked out only when asked (a repeat whose stored digest is not this one),
+    not for every change."""
 
-    raw: str | None = None
+    _data: dict[str, Any] | None = None
+    _raw: str | None = None
+
+    @property
+    def raw(self) -> str | None:
+        if self._raw is None and self._data is not None:
+            self._raw = payload_sha256(self._data)
+        return self._raw
 
 
-def validated_digest(change_in: RegisterChangeIn, raw: str | None) -> Digest:
+def validated_digest(change_in: RegisterChangeIn, data: dict[str, Any]) -> Digest:
     digest = Digest(change_digest(change_in))
-    digest.raw = raw
+    digest._data = data
     return digest
 
 
@@ -504,7 +513,6 @@ class IngestService:
         asked `write_precheck` already (MLLP, council files)."""
         correlation_id = self._correlation_id()
         smid = _usable_smid(data.get("source_message_id"))
-        digest = payload_sha256(data)
         # A source message id seen before gets its first answer (or a 409 if
         # the payload differs). A change that validates is looked up inside
         # its write transaction (`_record_once`, under the person's lock), so
@@ -524,13 +532,13 @@ class IngestService:
                 if refused is not None:
                     return refused
             if smid:
-                replay = await self._previous_answer(client.client_id, smid, digest=digest)
+                replay = await self._previous_answer(client.client_id, smid, digest=payload_sha256(data))
                 if replay is not None:
                     self._count_replay(channel, replay)
                     return replay
             return await self._quarantine(client, channel, original, smid, problems, correlation_id)
         return await self._record(client, change_in, channel, today, correlation_id,
-                                  validated_digest(change_in, digest))
+                                  validated_digest(change_in, data))
 
     @staticmethod
     def _count_replay(channel: str, replay: Outcome) -> None:
@@ -1045,7 +1053,7 @@ class IngestService:
                 else:
                     p.relationship_index = number[2]
             return p
-        p = _Prepared(row, smid=_usable_smid(data.get("source_message_id")), digest=payload_sha256(data))
+        p = _Prepared(row, smid=_usable_smid(data.get("source_message_id")))
         person = data.get("person")
         nhs = person.get("nhs_number") if isinstance(person, dict) else None
         number = self._number(nhs, numbers) if isinstance(nhs, str) else None
@@ -1078,9 +1086,10 @@ class IngestService:
             change_in, problems = None, problems_from_pydantic(exc)
         if problems:
             p.problems = problems
+            p.digest = payload_sha256(data)  # a change that did not validate: its payload's own
         else:
             p.change_in = change_in
-            p.digest = validated_digest(change_in, p.digest)
+            p.digest = validated_digest(change_in, data)
             nhs_in = normalise(change_in.person.nhs_number)
             p.index = p.precheck_index if p.precheck_index is not None and nhs_in == precheck_nhs \
                 else self._protector.index(nhs_in)  # the same number: the same keyed hash
