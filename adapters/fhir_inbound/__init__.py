@@ -2,10 +2,13 @@
 
 from adapters.fhir_inbound.mapping import (
     CHANGE_TYPE_SYSTEM,
+    EXT_CPIA_ORDER_TYPE,
     EXT_RESIDENCE_COUNCIL,
     FhirProblem,
     MappingResult,
     map_message,
 )
 
-__all__ = ["CHANGE_TYPE_SYSTEM", "EXT_RESIDENCE_COUNCIL", "FhirProblem", "MappingResult", "map_message"]
+__all__ = [
+    "CHANGE_TYPE_SYSTEM", "EXT_CPIA_ORDER_TYPE", "EXT_RESIDENCE_COUNCIL", "FhirProblem", "MappingResult", "map_message",
+]

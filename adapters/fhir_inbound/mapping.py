@@ -28,6 +28,7 @@ from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
 from hub.domain.model import ChangeType
+from hub.domain.rules.legal_status import CPIA_ORDER_TYPES
 from hub.fhir.conformance import PROFILES, required_elements
 from hub.fhir.namespaces import (
     DEFAULT_NAMESPACES,
@@ -48,6 +49,9 @@ CHANGE_TYPE_SYSTEM: Final = f"{HUB_FHIR_BASE}/CodeSystem/s117-register-change-ty
 # UK Core has no element for it: Address.district is a free-text name and
 # Extension-UKCore-AddressKey carries a UPRN / PAF key, not a council.
 EXT_RESIDENCE_COUNCIL: Final = f"{HUB_FHIR_BASE}/StructureDefinition/Extension-S117-ResidenceCouncil"
+# Encounter extension (valueCode): with legal status 31 (CP(I)A 1964), the order the court made, one of the
+# register change contract's order_type codes. UK Core's legal status extension has no element for it.
+EXT_CPIA_ORDER_TYPE: Final = f"{HUB_FHIR_BASE}/StructureDefinition/Extension-S117-CpiaOrderType"
 NO_FIXED_ABODE_POSTCODE: Final = "ZZ993VZ"  # NHS Data Dictionary pseudo-postcode
 # Change types whose content (a joint discharge decision, a dispute) has no
 # FHIR mapping yet: they are taken as canonical JSON only.
@@ -249,6 +253,7 @@ class _Mapper:
         self.change_type_system = ns.change_type_codesystem
         self.ext_event_occurred = ns.extension("S117-EventOccurred")
         self.ext_residence_council = ns.extension("S117-ResidenceCouncil")
+        self.ext_cpia_order_type = ns.extension("S117-CpiaOrderType")
         self.entries = [
             _Entry(i, e["resource"], e.get("fullUrl") if isinstance(e.get("fullUrl"), str) else None)
             for i, e in enumerate(data.get("entry") or [])
@@ -351,6 +356,7 @@ class _Mapper:
     def encounter(self, enc: _Entry, change_type: ChangeType) -> _Entry | None:
         res = enc.resource
         self.legal_status(enc, change_type)
+        self.order_type(enc)
         provider = res.get("serviceProvider")
         if isinstance(provider, dict):
             code, loc = _ods_of(self.entries, provider, f"{enc.loc}.serviceProvider")
@@ -405,6 +411,29 @@ class _Mapper:
                      "legal status classification only", VALUE)
             return
         self.add(f"{ext_loc}.extension", "needs a legalStatusClassification", REQUIRED)
+
+    def order_type(self, enc: _Entry) -> None:
+        """Extension-S117-CpiaOrderType on the Encounter: the contract's order_type code (FHIR codes are
+        case-sensitive). Without it, a legal status 31 is refused by ingest at the Encounter's extensions."""
+        found = [(j, ext) for j, ext in enumerate(enc.resource.get("extension") or [])
+                 if ext.get("url") == self.ext_cpia_order_type]
+        if not found:
+            self.origins["order_type"] = f"{enc.loc}.extension"
+            return
+        if len(found) > 1:
+            self.add(f"{enc.loc}.extension", "has more than one CP(I)A order type extension", INVALID)
+            return
+        j, ext = found[0]
+        loc = f"{enc.loc}.extension[{j}].valueCode"
+        value = ext.get("valueCode")
+        codes = ", ".join(CPIA_ORDER_TYPES)
+        if not isinstance(value, str) or not value:
+            self.add(loc, f"is required: the CP(I)A 1964 order code ({codes})", REQUIRED)
+        elif value not in CPIA_ORDER_TYPES:
+            self.add(loc, f"must be one of the CP(I)A 1964 order codes: {codes}; only a hospital order "
+                     "qualifies for s117", VALUE)
+        else:
+            self.set("order_type", value, loc)
 
     # The Patient ----------------------------------------------------------
     def patient(self, pat: _Entry) -> None:

@@ -21,12 +21,17 @@ import hl7
 from hl7.exceptions import HL7Exception
 
 from adapters.hl7v2.legal_status import DETAINED, NOT_DETAINED, NOT_KNOWN, england_code
+from hub.domain.rules.legal_status import CPIA_ORDER_TYPES
 
 # NHS Data Dictionary pseudo-postcode for "no fixed abode".
 NO_FIXED_ABODE_POSTCODE = "ZZ993VZ"
 _GSS_COUNCIL = re.compile(r"^E(06|07|08|09|10)[0-9]{6}$")
 _ODS = re.compile(r"^[A-Z0-9]{3,6}$")
 _NHS_TYPES = frozenset({"NH", "NHS"})
+# ZU5-7, a hub-local field after the six the ITK profile defines (README.md, "CP(I)A order type"): with legal
+# status 31, the order the court made, as the register change contract's `order_type` codes (any case).
+ORDER_TYPE_FIELD = 7
+ORDER_TYPE_POSITION = f"ZU5-{ORDER_TYPE_FIELD}"
 
 SUPPORTED_EVENTS = ("A01", "A02", "A03", "A08")
 # Segments the HL7 v2.4 ADT A01/A02/A03/A08 structures (ITK v2.4) allow once, of those the hub reads: a
@@ -400,7 +405,7 @@ class _Mapper:
         change = self._base("detained")
         change["legal_status_code"] = code
         self.origins["legal_status_code"] = "ZU5-2"
-        self.origins["order_type"] = "ZU5-2"
+        self._order_type(change)
         change["effective_date"] = self._first_date(
             (("ZU5", 5), ("PV1", 44)), "date detention commenced (ZU5-5), or the admit date (PV1-44), is required")
         self._residence(change)
@@ -434,7 +439,7 @@ class _Mapper:
             change = self._base("section-changed")
             change["legal_status_code"] = current
             self.origins["legal_status_code"] = "ZU5-3"
-            self.origins["order_type"] = "ZU5-3"
+            self._order_type(change)
         elif current == "01" and before in DETAINED:
             change = self._base("section-ended-stayed-informally")
         else:
@@ -602,6 +607,22 @@ class _Mapper:
         if mapped.note:
             self.notes.append(f"{position}: {mapped.note}")
         return mapped.england_code
+
+    def _order_type(self, change: dict[str, Any]) -> None:
+        """ZU5-7 (hub-local): the CP(I)A 1964 order made, read with the legal status the change carries
+        (ZU5-2 on A01, ZU5-3 on A02 / A08). Component 1, the contract's code in any case. Left out, it is
+        not sent: ingest then asks for it with legal status 31, naming ZU5-7 (as REST names order_type)."""
+        self.origins["order_type"] = ORDER_TYPE_POSITION
+        value = self.msg.get("ZU5", ORDER_TYPE_FIELD, 1)
+        if not value:
+            return
+        code = value.lower() if value.isascii() else value
+        if code not in CPIA_ORDER_TYPES:
+            self.problem(ORDER_TYPE_POSITION, "is not a CP(I)A 1964 order code: one of "
+                         f"{', '.join(CPIA_ORDER_TYPES)} (any case); only a hospital order qualifies for s117",
+                         TABLE_VALUE_NOT_FOUND)
+            return
+        change["order_type"] = code
 
     def _first_date(self, positions: tuple[tuple[str, int], ...], missing: str) -> str | None:
         for segment, f in positions:
