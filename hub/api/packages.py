@@ -5,7 +5,9 @@ The body is the package contract (hub/money/contract.py): bad input is a 422
 naming each field, held in quarantine; the same source_message_id again gets
 the first answer. Only a body responsible for the person on the line's
 effective date, holding `funding`, writes it (hub/money/service.py); anyone
-else gets the same 404 as for an unknown person, and nothing is kept."""
+else gets the same 404 as for an unknown person, and nothing is kept. A
+caller with no agreement granting `funding` gets that 404 whatever its body
+holds, even one that is not JSON: nothing of it is read or quarantined."""
 
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from fastapi.responses import JSONResponse
 
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import PROBLEM_JSON, ProblemError
-from hub.ingest.validation import FieldProblem
 
 
 router = APIRouter(prefix="/v1", tags=["packages"])
@@ -39,10 +40,6 @@ async def post_package(request: Request, hub: HubDep, client: ClientDep) -> JSON
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         data = None
-    if not isinstance(data, dict):
-        out = await hub.packages._quarantine(client, raw, "rest", [FieldProblem("(body)", "must be a JSON object")],
-                                             None)
-    else:
-        out = await hub.packages.record(client, data, raw, "rest")
+    out = await hub.packages.record(client, data, raw, "rest")
     return JSONResponse(out.body, status_code=out.status_code,
                         media_type=PROBLEM_JSON if out.is_problem else "application/json")

@@ -53,7 +53,7 @@ from hub.domain.ports import ReferenceData
 from hub.domain.money.responsibility import InterimSpan, PairSpan
 from hub.domain.rules import evaluate
 from hub.domain.workflows.model import Case
-from hub.ingest.nhs_number import normalise
+from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.service import PROBLEM_BASE, Client, IngestService, Outcome, problem, refusal
 from hub.ingest.validation import FieldProblem, problems_from_pydantic
 from hub.money.contract import PackageIn, package_problems
@@ -129,6 +129,16 @@ def _who_and_when(data: dict[str, Any]) -> tuple[str, str | None, str | None, da
     if not FIRST_DAY <= on <= LAST_DAY:
         return None
     return action, pid, nhs, on
+
+
+def _who(data: dict[str, Any]) -> tuple[str | None, str | None] | None:
+    """(person_id, NHS number) of a package event whose person can be read
+    (one of the two, well formed), whatever else it holds; else None."""
+    pid, person = data.get("person_id"), data.get("person")
+    if pid is not None and person is None:
+        return (pid, None) if isinstance(pid, str) and 0 < len(pid) <= 36 else None
+    nhs = person.get("nhs_number") if isinstance(person, dict) and pid is None else None
+    return (None, nhs) if isinstance(nhs, str) and nhs_number_problem(nhs) is None else None
 
 
 def line_from_row(r: Any) -> PackageLine:
@@ -226,10 +236,24 @@ class PackageService:
         return Outcome(out.status_code, {**out.body, "type": PROBLEM_BASE + "invalid-package",
                                          "title": "Package rejected"})
 
-    async def record(self, client: Client, data: dict[str, Any], original: bytes, channel: str,
+    async def record(self, client: Client, data: Any, original: bytes, channel: str,
                      today: date | None = None) -> Outcome:
-        """One package event. Never raises for bad input."""
+        """One package event (`data`: the parsed body, whatever it is). Never
+        raises for bad input. A caller holding no agreement in force that
+        grants `funding` is refused before anything of the body is read (the
+        unknown person's answer, audited, nothing kept): it may write no line
+        about anyone, so neither its input nor the time taken to refuse it
+        depends on whom the body names."""
         today = today or datetime.now(UTC).date()
+        if funding_agreement(self._sharing(), client, today) is None:
+            action = data.get("action") if isinstance(data, dict) else None
+            return await self._refuse(client, channel, Decision(False, Rule.NO_AGREEMENT, None), None,
+                                      f"package-{action}" if action in ("start", "change", "end") else "package",
+                                      "person_id" if isinstance(data, dict) and "person_id" in data
+                                      else "person.nhs_number")
+        if not isinstance(data, dict):
+            return await self._quarantine(client, original, channel, [FieldProblem("(body)", "must be a JSON object")],
+                                          None)
         smid = data.get("source_message_id") if isinstance(data.get("source_message_id"), str) else None
         if smid:
             async with self._engine.connect() as conn:
@@ -249,6 +273,14 @@ class PackageService:
             if isinstance(decided, Outcome):
                 return decided
             allowed = decided
+        elif (who := _who(data)) is not None:
+            # The person can be read but not the action or the day: asked as of
+            # today whether the caller is responsible at all. Someone else's
+            # person gets the unknown person's answer and nothing is kept; the
+            # allowed caller's line then meets validation (decided again below).
+            refused = await self._decide(client, channel, "unknown", who[0], who[1], today, today)
+            if isinstance(refused, Outcome):
+                return refused
         try:
             p = PackageIn.model_validate(data)
         except ValidationError as exc:

@@ -125,10 +125,11 @@ async def test_a_line_is_written_only_by_a_body_responsible_on_its_date_holding_
     # Each write decision, allowed or refused, is in access_decisions with its rule and group.
     write = ("rest", "write", "package-start")
     assert await _decisions(app_hub, clients[WORCS][0]) == [
-        (*write, "denied", "no-relationship", None, None),  # the unknown person
-        (*write, "denied", "no-relationship", None, None),
-        (*write, "denied", "no-agreement", "responsible-council", None),
-        (*write, "denied", "no-relationship", None, None),
+        # No agreement granting funding: refused before the person is looked up (the unknown one too).
+        (*write, "denied", "no-agreement", None, None),
+        (*write, "denied", "no-agreement", None, None),
+        (*write, "denied", "no-agreement", None, None),
+        (*write, "denied", "no-relationship", None, None),  # granted, not responsible then
         (*write, "allowed", "allowed", "responsible-council", ("funding",)),
     ]
     assert [d[2:5] for d in await _decisions(app_hub, clients[BUCKS][0]) if d[0] == "rest"] == [
@@ -204,8 +205,10 @@ async def test_council_file_package_rows_get_the_same_rule_and_one_row_error(app
     # Each row's decision is audited on the file channel (rows about different people are decided
     # concurrently: compared as sets of outcomes per file).
     decided = [(d[0], d[1], d[3], d[4]) for d in await _decisions(app_hub, worcs_id)]
-    assert sorted(decided[:3]) == sorted([("file", "write", "denied", "no-relationship")] * 2
-                                         + [("file", "write", "denied", "no-agreement")])
+    # Without funding, the package rule refuses before looking the person up (the row about nobody is
+    # refused first by the register-change precheck every file row meets).
+    assert sorted(decided[:3]) == sorted([("file", "write", "denied", "no-agreement")] * 2
+                                         + [("file", "write", "denied", "no-relationship")])
     assert sorted(decided[3:]) == sorted([("file", "write", "denied", "no-relationship")] * 2
                                          + [("file", "write", "allowed", "allowed")])
 
@@ -264,3 +267,46 @@ async def test_every_statement_read_is_an_access_decision(app_hub):
         (QU9, "read", "allowed", "allowed", "responsible-commissioner", ("funding",), date(2025, 6, 1), None),
         (WORCS, "read", "denied", "no-agreement", "responsible-council", (), date(2025, 11, 1), None),
     ])
+
+
+async def test_a_caller_without_funding_is_refused_whatever_its_body_holds_and_nothing_is_kept(app_hub):
+    """A body holding no agreement that grants `funding` may write no line about anyone: its body is
+    not read, validated or quarantined, not even one that is not JSON (the unknown person's answer,
+    audited no-agreement); a body that holds funding still gets its malformed body named and held."""
+    clients = await _clients(app_hub)
+    worcs_id, worcs = clients[WORCS]
+    pid, person = await _moved_to_worcs(app_hub, 44)
+    unknown = await _post(app_hub, worcs, start("no-such-person", "u-0", "U0", effective_date="2025-11-01"))
+    h = {"X-API-Key": worcs, "Content-Type": "application/json"}
+    for n, raw in enumerate((b"not json", b"[1, 2]", b'{"person": {"nhs_number": "' + person["nhs_number"].encode()
+                                                        + b'"}, "action": "bogus"}')):
+        r = await app_hub.http.post("/v1/packages", content=raw, headers=h)
+        assert (r.status_code, r.json()["detail"]) == (404, unknown.json()["detail"]), n
+    assert await _count(app_hub, quarantine) == 0
+    assert {d[4] for d in await _decisions(app_hub, worcs_id)} == {"no-agreement"}
+
+    _grant_funding(app_hub, WORCS)
+    r = await app_hub.http.post("/v1/packages", content=b"not json", headers=h)
+    assert r.status_code == 422 and r.json()["errors"] == [{"field": "(body)", "reason": "must be a JSON object"}]
+    assert await _count(app_hub, quarantine) == 1
+
+
+async def test_a_malformed_line_about_someone_not_the_callers_is_refused_before_validation(app_hub):
+    """When the person can be read but the action or the day cannot, the caller is asked whether it
+    is responsible for the person today: Bucks (responsible until October 2025) gets the unknown
+    person's answer for a malformed line and nothing is kept; Worcestershire, responsible now, gets
+    its problems named and the line held in quarantine."""
+    clients = await _clients(app_hub)
+    _grant_funding(app_hub, WORCS, BUCKS)
+    pid, person = await _moved_to_worcs(app_hub, 45)
+    bad = {"source_message_id": "m-1", "action": "bogus", "package_id": "M1", "effective_date": "soon"}
+    unknown = await _post(app_hub, clients[BUCKS][1], {**bad, "person_id": "no-such-person"})
+    assert unknown.status_code == 404
+    for who in ({"person_id": pid}, {"person": {"nhs_number": person["nhs_number"]}}):
+        r = await _post(app_hub, clients[BUCKS][1], {**bad, **who})
+        assert (r.status_code, r.json()["detail"]) == (404, unknown.json()["detail"])
+    assert await _count(app_hub, quarantine) == 0
+    r = await _post(app_hub, clients[WORCS][1], {**bad, "person_id": pid})
+    assert r.status_code == 422
+    assert {e["field"] for e in r.json()["errors"]} >= {"action", "effective_date"}
+    assert await _count(app_hub, quarantine) == 1
