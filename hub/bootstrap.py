@@ -128,6 +128,9 @@ class Hub:
             limits = MllpLimits(max_frame_bytes=s.mllp_max_frame_bytes, read_timeout=s.mllp_read_timeout_seconds,
                                 idle_timeout=s.mllp_idle_timeout_seconds, max_connections=s.mllp_max_connections,
                                 max_per_peer=s.mllp_max_connections_per_peer)
+            if s.mllp_tls_client_ca is None:  # settings allow it only on loopback or on the operator's word
+                log.warning("mllp without client certificates: MSH-4 names the sending trust unchecked",
+                            port=s.mllp_port, allow_unauthenticated=s.mllp_allow_unauthenticated)
             mllp = MllpServer(self.engine, self.ingest, s.mllp_host, s.mllp_port, tls=tls, limits=limits)
             self._tasks.append(asyncio.create_task(mllp.serve(self._stop), name="mllp"))
 

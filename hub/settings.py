@@ -6,6 +6,7 @@ at import time; tests build their own Settings and pass them in.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cache
 from pathlib import Path
 
@@ -207,6 +208,12 @@ class Settings(BaseSettings):
     mllp_tls_cert: Path | None = None
     mllp_tls_key: Path | None = None
     mllp_tls_client_ca: Path | None = None
+    # Without client certificates MSH-4 names the source unchecked: anyone who
+    # reaches the port can write as any registered trust. So MLLP without
+    # S117_MLLP_TLS_CLIENT_CA listens only on a loopback address unless this is
+    # set, which says the port is on a network only the trusts' engines reach
+    # (e.g. behind an HSCN-facing TLS terminator that checks them).
+    mllp_allow_unauthenticated: bool = False
 
     # Review reminders (hub/scheduler.py): how far ahead a due review is
     # announced, and how often the register is scanned (0 = never).
@@ -222,6 +229,25 @@ class Settings(BaseSettings):
     # scan; unset, it is never read). Never set it in production.
     workflow_scan_interval_seconds: float = 3600.0
     workflow_clock_settable: bool = False
+
+    @model_validator(mode="after")
+    def _mllp_sources_named(self) -> Settings:
+        """MLLP's only proof of who is sending is a client certificate: refuse a
+        listener anyone beyond this machine could reach without one (unless
+        the operator says the network is closed), and half-configured TLS."""
+        if (self.mllp_tls_cert is None) != (self.mllp_tls_key is None):
+            raise ValueError("mllp_tls_cert, mllp_tls_key: S117_MLLP_TLS_CERT and S117_MLLP_TLS_KEY go together")
+        if self.mllp_tls_client_ca is not None and self.mllp_tls_cert is None:
+            raise ValueError("mllp_tls_client_ca: client certificates need the hub's own certificate and key "
+                             "(S117_MLLP_TLS_CERT, S117_MLLP_TLS_KEY)")
+        if (self.mllp_port is not None and self.mllp_tls_client_ca is None and not self.mllp_allow_unauthenticated
+                and not _loopback(self.mllp_host)):
+            raise ValueError(
+                f"mllp_host: MLLP on {self.mllp_host!r} without client certificates would let anyone who reaches "
+                "the port send as any registered trust (MSH-4 is not proof of the sender): set "
+                "S117_MLLP_TLS_CERT, S117_MLLP_TLS_KEY and S117_MLLP_TLS_CLIENT_CA, or S117_MLLP_ALLOW_UNAUTHENTICATED"
+                "=true if only the trusts' engines can reach this network")
+        return self
 
     @model_validator(mode="after")
     def _canonical_base(self) -> Settings:
@@ -243,6 +269,16 @@ class Settings(BaseSettings):
     def namespaces(self) -> Namespaces:
         """The hub's URLs under the configured canonical base."""
         return Namespaces.for_base(self.canonical_base or DEFAULT_CANONICAL_BASE)
+
+
+def _loopback(host: str) -> bool:
+    """A listening address only this machine reaches."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @cache
