@@ -149,6 +149,15 @@ EXTENSIONS: Final[tuple[ExtensionDef, ...]] = (
         ),
     ),
     ExtensionDef(
+        "S117-CpiaOrderType",
+        "S117 CP(I)A 1964 order type",
+        "With legal status 31 (Criminal Procedure (Insanity) Act 1964), the order the court made: hospital-order "
+        "(with or without a restriction order; qualifies for s117), supervision-order or absolute-discharge. "
+        "Inbound: the register change's order_type.",
+        ("Encounter",),
+        value_type="code",
+    ),
+    ExtensionDef(
         "S117-ResidenceCouncil",
         "S117 council of ordinary residence",
         "The council (ONS GSS code) in whose area the person was ordinarily resident, on the address it "
