@@ -113,9 +113,13 @@ async def _authorise(
         if as_of is not None and as_of != today:
             status = evaluate(person_id, changes, hub.ref, hub.agreements, as_of)
             at_as_of = policy.facts(status, changes, up_to=as_of)
-        last = await _last_notified(hub, client, person_id) if as_of is not None else None
-        decision = decide_read(caller_of(client), policy.facts(status_now, changes), at_as_of, as_of is not None,
-                               as_of or today, last)
+        facts_now = policy.facts(status_now, changes)
+        decision = decide_read(caller_of(client), facts_now, at_as_of, as_of is not None, as_of or today, None)
+        if not decision.allowed:
+            # A body the hub told of the person reads it up to the day it was last
+            # told: asked with no date, the date is today, as if as_of=today.
+            last = await _last_notified(hub, client, person_id)
+            decision = decide_read(caller_of(client), facts_now, at_as_of, True, as_of or today, last)
         if decision.allowed and (not grant.groups or (needs is not None and needs not in grant.groups)):
             decision = Decision(False, Rule.NO_AGREEMENT, decision.role)
     async with hub.engine.begin() as conn:

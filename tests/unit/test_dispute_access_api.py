@@ -14,6 +14,8 @@ the rules named) keep their write.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import yaml
 from sqlalchemy import select
 
@@ -119,16 +121,23 @@ async def test_a_former_body_cannot_regain_access_by_raising_a_dispute(workflow_
     app, http = workflow_hub, workflow_hub.http
     [t] = (await http.get("/v1/transfers", headers=h(app, WORCS))).json()["items"]
     assert (await http.post(f"/v1/transfers/{t['case_id']}/accept", headers=h(app, WORCS))).status_code == 200
-    assert (await _position(app, BUCKS)).status_code == 404
+    # Told of the person today (the transfer), Bucks reads it as of today, as a notified body, and no later.
+    tomorrow = (datetime.now(UTC).date() + timedelta(days=1)).isoformat()
+    assert (await _position(app, BUCKS)).status_code == 200
+    assert (await _position(app, BUCKS, tomorrow)).status_code == 404
 
     r = await _raise(app, BUCKS, "council", [BUCKS, WORCS])
     unknown = await _raise(app, BUCKS, "council", [BUCKS, WORCS], person_id="no-such-person")
     assert r.status_code == unknown.status_code == 404
     assert {k: r.json().get(k) for k in SAME_404} == {k: unknown.json().get(k) for k in SAME_404}
     assert (await http.get("/v1/disputes", headers=h(app, BUCKS))).json()["items"] == []
-    assert (await _position(app, BUCKS)).status_code == 404
-    assert (await http.post("/v1/persons/lookup", headers=h(app, BUCKS),
-                            json={"nhs_number": app.person["nhs_number"]})).status_code == 404
+    assert (await _position(app, BUCKS, tomorrow)).status_code == 404
+    async with app.hub.engine.connect() as conn:
+        reads = (await conn.execute(select(access_decisions.c.role).where(
+            access_decisions.c.org_code == BUCKS, access_decisions.c.action == "read",
+            access_decisions.c.decision == "allowed"))).scalars().all()
+        await conn.rollback()
+    assert reads == ["notified"]  # never as a party again
     async with app.hub.engine.connect() as conn:
         rows = (await conn.execute(select(access_decisions).where(
             access_decisions.c.org_code == BUCKS, access_decisions.c.change_type == "dispute-raised"))).all()

@@ -12,7 +12,10 @@ from __future__ import annotations
 import random
 from datetime import UTC, date, datetime, timedelta
 
+from sqlalchemy import select
+
 from hub.clients import add_client
+from hub.store.schema import disclosures
 from hub.sample_data import detention_to_move_scenario
 from tests.unit.test_money_moves_api import BUCKS, QU9, WORCS, _grant_funding
 from tests.unit.test_packages_api import start
@@ -115,3 +118,31 @@ async def test_each_body_sees_the_lines_charged_to_its_own_pairs(app_hub):
     assert _lines(await _query(app_hub, keys[BUCKS], pid, "2025-10-01")) == ["BE", "BL"]
     # The hub operator reads everything (audited), the costs too: every pair's lines.
     assert _lines(await _query(app_hub, keys["admin"], pid)) == ["BE", "BL", "WL"]
+
+
+async def test_asked_with_no_date_a_read_is_the_read_as_of_today(app_hub):
+    """A body the hub told of the person reads it up to the day it was last told. Asked with no
+    `as_of`, the date is today: the same answer as `as_of=today` (before, a body told of the person
+    today got the unknown person's 404 with no date and the person with today's date)."""
+    bucks_feed = (await add_client(app_hub.hub.engine, "bucks feed", BUCKS, "council", ["subscriptions:write"]))[1]
+    r = await app_hub.http.post("/v1/subscriptions", headers={"X-API-Key": bucks_feed}, json={"channel": "feed"})
+    assert r.status_code == 201, r.text
+    keys, pid, today = await _scenario(app_hub, 54)
+    async with app_hub.hub.engine.connect() as conn:
+        told = (await conn.execute(select(disclosures.c.at).where(
+            disclosures.c.person_id == pid, disclosures.c.recipient_org == BUCKS,
+            disclosures.c.decision == "allowed"))).all()
+        await conn.rollback()
+    assert told, "Bucks, the outgoing council, is told of the transfer"
+    # Bucks is no longer responsible (the transfer to Worcestershire was accepted).
+    assert (await _query(app_hub, keys[WORCS], pid))["responsible_council"]["org"]["code"] == WORCS
+    with_date = await _query(app_hub, keys[BUCKS], pid, today)
+    without = await _query(app_hub, keys[BUCKS], pid)
+    # (The scenario accepts the transfer three days ahead: as of today it is still pending.)
+    assert [t["case_id"] for t in without.pop("transfers")] == [t["case_id"] for t in with_date.pop("transfers")]
+    assert without == with_date
+    assert without["responsible_council"]["org"]["code"] == WORCS
+    # A body never told of the person and with no role gets the one 404 either way.
+    brum = (await add_client(app_hub.hub.engine, "brum", "E08000025", "council", ["s117:read"]))[1]
+    for q in (f"/v1/persons/{pid}/s117", f"/v1/persons/{pid}/s117?as_of={today}"):
+        assert (await app_hub.http.get(q, headers={"X-API-Key": brum})).status_code == 404
