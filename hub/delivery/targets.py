@@ -147,6 +147,10 @@ async def url_problem(url: str, allowed: Iterable[str], timeout: float = 5.0) ->
     host = parts.hostname
     if not host:
         return "has no host"
+    if "@" in parts.netloc:
+        # A user name or password in the URL: a credential the hub would store and show back
+        # (and never send: the signature authenticates), on every kind of endpoint (webhook, FHIR rest-hook).
+        return "must not carry credentials (user:password@); the signature authenticates"
     allow = AllowList.parse(allowed)
     if allow.names_host(host):
         return None
