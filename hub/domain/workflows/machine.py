@@ -30,6 +30,7 @@ from hub.domain.workflows.model import (
     DETERMINATION_ACTOR,
     REGISTER_ACTOR,
     WHOLE,
+    WITHDRAWN_REASON,
     Action,
     Actor,
     Case,
@@ -51,6 +52,10 @@ RESOLUTION_BY_AGREEMENT = ("Worcs 15.5 (local resolution), 4.4.8, 15.6 (the comm
                            "Worcs 4.3.4, 15.4 (councils)")
 RESOLUTION_BY_DETERMINATION = ("Worcs 15.5 (arbitration by NHS England), 15.4 (councils: the 2014 Disputes "
                                "Regulations' process)")
+# A transfer withdrawn by the hub: the rule that moved responsibility does not
+# on the history as later corrected, and what the bodies were told is put right.
+TRANSFER_WITHDRAWN = (f"{citations.TRANSFER_REDETENTION} (no hand-over on the corrected history); "
+                      "UK GDPR Art. 16, 19 (rectification told to each recipient)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,9 @@ TRANSFER_RULES: dict[tuple[str | None, Action], Rule] = {
     (T.OVERDUE, A.ACCEPT): Rule(T.ACCEPTED, frozenset({Actor.INCOMING}), citations.TRANSFER_ACKNOWLEDGE),
     (T.AWAITING, A.CONTEST): Rule(T.CONTESTED, frozenset({Actor.INCOMING}), citations.TRANSFER_CONTEST),
     (T.AWAITING, A.BREACH): Rule(T.OVERDUE, frozenset({Actor.CLOCK}), citations.TRANSFER_ACKNOWLEDGE),
+    # Later history shows the hand-over never happened: the hub withdraws the case, from any state not final.
+    (T.AWAITING, A.WITHDRAW): Rule(T.WITHDRAWN, frozenset({Actor.REGISTER}), TRANSFER_WITHDRAWN),
+    (T.OVERDUE, A.WITHDRAW): Rule(T.WITHDRAWN, frozenset({Actor.REGISTER}), TRANSFER_WITHDRAWN),
 }
 
 DISPUTE_RULES: dict[tuple[str | None, Action], Rule] = {
@@ -97,6 +105,9 @@ _ILLEGAL_NAMES = {
     (T.CONTESTED, A.ACCEPT): "already-contested",
     (T.ACCEPTED, A.CONTEST): "already-accepted",
     (T.OVERDUE, A.CONTEST): "contest-after-deadline",
+    (T.WITHDRAWN, A.ACCEPT): "transfer-withdrawn",
+    (T.WITHDRAWN, A.CONTEST): "transfer-withdrawn",
+    (T.WITHDRAWN, A.WITHDRAW): "already-withdrawn",
 }
 
 
@@ -134,6 +145,10 @@ def _rule(case: Case, action: Action, actor: str) -> Rule:
         if name is None:
             name = "case-closed" if case.clock is None else "illegal-transition"
         legal = sorted(a.value for (s, a) in rules if s == case.state)
+        if case.state == TransferState.WITHDRAWN:
+            raise WorkflowRefusal(409, name, f"a {case.kind.value} case in state '{case.state}' cannot "
+                                  f"'{action.value}': it was withdrawn by the hub ({WITHDRAWN_REASON}); "
+                                  "nothing is left to accept or contest", TRANSFER_WITHDRAWN)
         raise WorkflowRefusal(409, name, f"a {case.kind.value} case in state '{case.state}' cannot '{action.value}'"
                               + (f"; it can: {', '.join(legal)}" if legal else "; it is closed"),
                               _citation_of(case, action))
@@ -160,14 +175,16 @@ def _step(case: Case, after: Case, action: Action, actor: str, on: date, citatio
 
 def open_transfer(
     *, case_id: str, person_id: str, role: str, outgoing: str, incoming: str, on: date, basis: str,
-    area: AreaAgreement, holidays: frozenset[date], decided_by_dispute: bool = False,
+    area: AreaAgreement, holidays: frozenset[date], decided_by_dispute: bool = False, opened_by_change: str = "",
 ) -> tuple[Case, Transition]:
     """A rule moved `role` from `outgoing` to `incoming`: the incoming body
-    must acknowledge within the area's period (working days, bank holidays)."""
+    must acknowledge within the area's period (working days, bank holidays).
+    `opened_by_change`: the register change that told it."""
     if outgoing == incoming:
         raise WorkflowRefusal(422, "same-body", "a transfer needs two different bodies", citations.TRANSFER_REDETENTION)
     base = Case(case_id=case_id, kind=CaseKind.TRANSFER, person_id=person_id, state="", parties=(outgoing, incoming),
-                opened_on=on, area=area.name, clock=None, role=role, outgoing=outgoing, incoming=incoming, basis=basis)
+                opened_on=on, area=area.name, clock=None, role=role, outgoing=outgoing, incoming=incoming, basis=basis,
+                opened_by_change=opened_by_change)
     if decided_by_dispute:
         # A resolved dispute binds both bodies: nothing is left to acknowledge.
         after = replace(base, state=TransferState.ACCEPTED)
@@ -204,6 +221,17 @@ def contest(case: Case, actor: str, on: date, reason: str) -> tuple[Case, Transi
     after = replace(case, state=rule.target, clock=None, reason=reason.strip())
     return _step(case, after, Action.CONTEST, actor, on, rule.citation,
                  f"{actor} contested {case.role} responsibility; a dispute opens")
+
+
+def withdraw(case: Case, on: date, detail: str = "", actor: str = REGISTER_ACTOR) -> tuple[Case, Transition]:
+    """Later-arriving history shows the hand-over `case` was opened for did not
+    happen: the hub withdraws it (a final state; the clock stops). `detail`:
+    what showed it, in the hub's words (no personal data)."""
+    rule = _rule(case, Action.WITHDRAW, actor)
+    after = replace(case, state=rule.target, clock=None)
+    why = (f"withdrawn by the hub: {WITHDRAWN_REASON} ({case.role} responsibility stays with {case.outgoing}, "
+           f"not {case.incoming})")
+    return _step(case, after, Action.WITHDRAW, actor, on, rule.citation, why + (f"; {detail}" if detail else ""))
 
 
 def transfer_breach(case: Case, on: date, area: AreaAgreement, actor: str = CLOCK_ACTOR) -> tuple[Case, Transition]:

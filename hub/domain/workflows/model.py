@@ -28,6 +28,10 @@ class TransferState(StrEnum):
     OVERDUE = "overdue"  # the acknowledgement period ran out: breach, escalated
     ACCEPTED = "accepted"  # final
     CONTESTED = "contested"  # final for the transfer; a dispute carries on
+    # Final: later-arriving history shows the hand-over the case was opened for
+    # never happened (the same person, role and bodies: no such step in the
+    # history as corrected). The hub withdraws it; nobody has to act.
+    WITHDRAWN = "withdrawn"
 
 
 class DisputeState(StrEnum):
@@ -36,7 +40,8 @@ class DisputeState(StrEnum):
     RESOLVED = "resolved"  # final: a body found responsible from a date
 
 
-FINAL_STATES = frozenset({TransferState.ACCEPTED, TransferState.CONTESTED, DisputeState.RESOLVED})
+FINAL_STATES = frozenset({TransferState.ACCEPTED, TransferState.CONTESTED, TransferState.WITHDRAWN,
+                          DisputeState.RESOLVED})
 
 
 class Action(StrEnum):
@@ -50,6 +55,7 @@ class Action(StrEnum):
     RESOLVE = "resolve"
     BREACH = "breach"  # the clock ran out
     REMIND = "remind"  # the clock runs out soon (a message, not a transition)
+    WITHDRAW = "withdraw"  # the hub: later history shows the transfer did not happen
 
 
 class Actor(StrEnum):
@@ -59,7 +65,7 @@ class Actor(StrEnum):
     OUTGOING = "outgoing"
     PARTY = "party"
     CLOCK = "clock"  # the hub's clock scanner
-    REGISTER = "register"  # the register itself (a rule moved responsibility)
+    REGISTER = "register"  # the register itself (a rule moved responsibility, or later history shows it did not)
     # The body that determines a dispute at the area procedure's final stage
     # (NHS England arbitration, Worcs 15.5; ICET, Bucks 'Management of
     # Disputes'): not a party and not an organisation on the hub, so its
@@ -70,6 +76,9 @@ class Actor(StrEnum):
 CLOCK_ACTOR = "hub:clock"
 REGISTER_ACTOR = "hub:register"
 DETERMINATION_ACTOR = "hub:determination"  # the final stage's determination, recorded by the hub operator
+# Why a withdrawn transfer was withdrawn: the hub's words, never a body's (no
+# personal data), shown as the Task's statusReason and in the case's history.
+WITHDRAWN_REASON = "later history shows responsibility did not change hands"
 
 # A dispute raised through the API (POST /v1/disputes) gets an id of this form
 # from the workflows (one opened by a contest: "DSP-" and 8 hex digits). The
@@ -149,6 +158,10 @@ class Case:
     incoming: str | None = None
     basis: str = ""  # the rule that moved it, e.g. "Worcs 4.3.3 ..."
     dispute_id: str | None = None  # transfer: the dispute its contest opened; dispute: its register id
+    # Transfers: the register change whose event told the hand-over ("" for a
+    # case opened before it was kept): only history recorded after it can
+    # show the hand-over did not happen (a withdrawal, hub/workflows/service.py).
+    opened_by_change: str = ""
     # Disputes.
     dispute_kind: str = ""  # "council" or "commissioner"
     raised_by: str = ""
