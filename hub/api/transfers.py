@@ -3,7 +3,10 @@
 A transfer case opens when the rules move a responsibility (re-detention in
 another area, a resolved dispute): the incoming body accepts or contests
 within the area agreement's acknowledgement period (working days); a contest
-opens a dispute. Only the two bodies may see or act on the case.
+opens a dispute. When history arriving later shows the hand-over never
+happened, the hub withdraws the case (state `withdrawn`, final: both bodies
+are told, and accepting or contesting it is a 409 `transfer-withdrawn`).
+Only the two bodies may see or act on the case.
 """
 
 from __future__ import annotations

@@ -3,12 +3,19 @@ clock scanner's loop.
 
 The consumer opens a transfer case when `s117-responsibility-transferred`
 appears and a dispute case when `s117-dispute-raised` does (a source's own
-register change), and closes a dispute a source resolves on the register. It
+register change), and closes a dispute a source resolves on the register.
+It withdraws an open transfer case when a register change arriving late
+shows the hand-over never happened (`s117-register-change-recorded` of a
+person with an open transfer case: `WorkflowService.on_history_changed`;
+the engine tells a transfer the late change reveals, never one it takes
+away). It
 handles a batch of messages in one transaction under the group's offset row
 lock (each interesting one in a savepoint) and commits the offset in that
 transaction (as the dispatcher does), so a replay opens nothing twice; case
 ids are derived from the event id for the same reason. A run of events that
-concern no case costs no more than the one offset commit of its batch.
+concern no case costs no more than the one offset commit of its batch (and,
+when it records changes, one read for whether any of their people has a
+transfer case open; their payloads are not read).
 """
 
 from __future__ import annotations
@@ -21,16 +28,23 @@ from hub.bus.port import EVENTS_TOPIC, BusMessage, Subscriber
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.store.schema import dead_letters
-from hub.workflows.service import WorkflowService
-from hub.store.db import write_transaction
+from hub.workflows.service import RECORDED, WorkflowService
+from hub.store.db import snapshot, write_transaction
 
 log = get_logger("hub.workflows.consumer")
 GROUP = "workflows"
-INTERESTING = frozenset({"s117-responsibility-transferred", "s117-dispute-raised", "s117-dispute-resolved"})
+TRANSFERRED = "s117-responsibility-transferred"
+# The events whose payload the consumer reads.
+INTERESTING = frozenset({TRANSFERRED, "s117-dispute-raised", "s117-dispute-resolved"})
 
 
 def interesting(msg: BusMessage) -> bool:
     return msg.headers.get("event_type") in INTERESTING
+
+
+def recorded(msg: BusMessage) -> bool:
+    """A register change's first event: the person's history changed (the key is the person)."""
+    return msg.headers.get("event_type") == RECORDED
 
 
 class WorkflowConsumer:
@@ -48,6 +62,8 @@ class WorkflowConsumer:
         case opens nothing again."""
         if interesting(msg):
             await self._service.on_event(conn, msg.payload, msg.event_id)
+        elif recorded(msg):
+            await self._service.on_history_changed(conn, msg.key, msg.event_id)
 
     passed_commit_seconds = 1.0  # how long an offset moved past uninteresting events may go unwritten
 
@@ -59,10 +75,11 @@ class WorkflowConsumer:
         handled: list[BusMessage] = []
         dead = 0
         pass_over = getattr(self._bus, "pass_over", None)  # the SQL log (hub/bus/sql.py)
+        changed = list(dict.fromkeys(m.key for m in batch if recorded(m)))  # people whose history changed
         if pass_over is not None:
             if not batch:
                 await self._bus.commit_passed(GROUP, EVENTS_TOPIC, self.passed_commit_seconds)
-            elif not any(interesting(m) for m in batch):
+            elif not any(interesting(m) for m in batch) and not await self._any_open_transfer(changed):
                 # Nothing for a workflow: the offset moves in memory and is
                 # written with the next commit or within a second, not in a
                 # write transaction of its own per batch.
@@ -74,10 +91,16 @@ class WorkflowConsumer:
                 # another instance handled since the fetch.
                 claim = getattr(self._bus, "claim_batch", None)
                 start = await claim(conn, GROUP, EVENTS_TOPIC) if claim is not None else None
+                # Whose recorded changes may withdraw a transfer: read under the
+                # claim (another instance may have opened cases since the
+                # fetch), and the people this batch opens a transfer for.
+                watched = await self._service.people_with_open_transfers(conn, changed)
                 for msg in batch:
                     if start is not None and msg.offset < start:
                         continue
-                    if interesting(msg):
+                    if msg.headers.get("event_type") == TRANSFERRED:
+                        watched.add(msg.key)
+                    if interesting(msg) or (recorded(msg) and msg.key in watched):
                         try:
                             async with conn.begin_nested():
                                 await self.handle(conn, msg)
@@ -113,6 +136,13 @@ class WorkflowConsumer:
             self._lag_counted_at = now
             gauge.set(await self._bus.lag(GROUP, EVENTS_TOPIC))
         return len(handled)
+
+    async def _any_open_transfer(self, people: list[str]) -> bool:
+        """Whether any of `people` has a transfer case open, on a snapshot (no write lock to find none)."""
+        if not people:
+            return False
+        async with snapshot(self._engine) as snap:
+            return bool(await self._service.people_with_open_transfers(snap, people))
 
     lag_every = 1.0  # seconds between counts of the lag while batches come
     _lag_counted_at = float("-inf")

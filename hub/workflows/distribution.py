@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.codec import from_jsonable
-from hub.domain.workflows.model import Case, TransferState
+from hub.domain.workflows.model import WITHDRAWN_REASON, Case, TransferState
 from hub.routing import Recipient
 from hub.store.db import InList
 from hub.store.schema import workflow_cases, workflow_transitions
@@ -53,7 +53,8 @@ async def transfers_for_person(
     acknowledge_by: Callable[[Case], date | None] | None = None,
 ) -> list[dict[str, Any]]:
     """The person's transfers for their s117 position: pending ones name both
-    bodies and the deadline; accepted ones say by whom and on which day.
+    bodies and the deadline; accepted ones say by whom and on which day;
+    withdrawn ones (later history shows no hand-over) say so.
 
     `party`: only the cases it is a party to (None: every case, for the hub
     operator). `as_of`: only the cases opened by then, each in the state its
@@ -92,6 +93,11 @@ async def transfers_for_person(
             accepted = [s for s in taken if s.to_state == TransferState.ACCEPTED.value]
             on = accepted[-1].on_date.isoformat() if accepted else case.opened_on.isoformat()
             item["text"] = f"transfer accepted by {case.incoming} on {on}"
+        elif state == TransferState.WITHDRAWN:
+            withdrawn = [s for s in taken if s.to_state == TransferState.WITHDRAWN.value]
+            on = f" on {withdrawn[-1].on_date.isoformat()}" if withdrawn else ""
+            item["text"] = (f"transfer withdrawn by the hub{on}: {WITHDRAWN_REASON}; {case.role} responsibility "
+                            f"did not move from {case.outgoing} to {case.incoming}")
         else:
             item["text"] = f"transfer contested by {case.incoming}; dispute {case.dispute_id or ''}".strip()
         out.append(item)

@@ -1,7 +1,9 @@
 """Each transfer and each dispute stage as a FHIR R4 Task, built as dicts.
 
 Task.status: a transfer awaiting acknowledgement (or overdue) is `requested`,
-accepted `accepted`, contested `rejected`; the current stage of an open
+accepted `accepted`, contested `rejected`, withdrawn by the hub (later history
+shows responsibility did not change hands) `cancelled`, with that reason as
+`statusReason`; the current stage of an open
 dispute is `in-progress`, a resolved one (and a stage left by escalation)
 `completed`. `owner` is the clock's owner, `restriction.period` the clock,
 `focus` the person's s117 EpisodeOfCare; `businessStatus` the hub's state.
@@ -25,7 +27,7 @@ from hub.fhir.namespaces import (
     org_identifier_system,
 )
 from hub.fhir.messages import WORKFLOW
-from hub.domain.workflows.model import Case, CaseKind, DisputeState, TransferState
+from hub.domain.workflows.model import WITHDRAWN_REASON, Case, CaseKind, DisputeState, TransferState
 from hub.ids import uuid5
 
 CASE_ID_SYSTEM = f"{HUB_FHIR_BASE}/Id/workflow-case"
@@ -38,6 +40,7 @@ TRANSFER_STATUS = {
     TransferState.OVERDUE: "requested",
     TransferState.ACCEPTED: "accepted",
     TransferState.CONTESTED: "rejected",
+    TransferState.WITHDRAWN: "cancelled",  # FHIR R4: "the task was not completed" (nobody need act now)
 }
 
 
@@ -99,7 +102,10 @@ def build_task(case: Case, *, focus: dict[str, Any] | None = None, subject: dict
         task["owner"] = _body_ref(case.incoming)
     elif case.responsible:
         task["owner"] = _body_ref(case.responsible)
-    if case.reason:
+    if case.kind is CaseKind.TRANSFER and case.state == TransferState.WITHDRAWN:
+        # The hub's words, not a body's: carried in messages too (a contest's reason is not).
+        task["statusReason"] = {"text": WITHDRAWN_REASON}
+    elif case.reason:
         task["statusReason"] = {"text": case.reason}
     notes = []
     if case.kind is CaseKind.DISPUTE and case.interims:

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.bus.port import EVENTS_TOPIC, BusMessage
@@ -27,9 +27,11 @@ from hub.codec import from_jsonable, to_jsonable
 from hub.crypto import DataProtector
 from hub.domain.access import Caller, Decision, PersonFacts, decide_raise_dispute, status_parties
 from hub.domain.agreements import AgreementBook, AreaAgreement
-from hub.domain.model import ChangeType, DomainEvent, EventType, RegisterChange
+from hub.domain.model import ChangeType, DomainEvent, EventType, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import evaluate
+from hub.domain.rules.precedence import is_late
+from hub.domain.rules.timeline import TransferStep, transfer_steps
 from hub.domain.workflows import machine
 from hub.domain.workflows.clocks import due_on
 from hub.domain.workflows.model import (
@@ -46,9 +48,9 @@ from hub.domain.workflows.model import (
 )
 from hub.domain.workflows.settlement import InterimCosts, reimbursement_statement
 from hub.ids import uuid5
-from hub.ingest.service import Client, IngestService, load_person_details
+from hub.ingest.service import Client, IngestService, event_id_for, load_person_details
 from hub.observability.logging import get_logger
-from hub.store.db import insert_or_merge
+from hub.store.db import InList, insert_or_merge
 from hub.store.schema import (
     persons,
     register_changes,
@@ -127,6 +129,38 @@ class NoRelationship(Exception):
 
 
 OPEN_TRANSFER_STATES = (TransferState.AWAITING.value, TransferState.OVERDUE.value)
+RECORDED = EventType.REGISTER_CHANGE_RECORDED.value  # every register change's first event (index 0)
+
+# Which of some people have a transfer case still open (awaiting or overdue): one statement.
+_PEOPLE_WITH_OPEN_TRANSFERS = InList("ids", lambda ids: select(workflow_cases.c.person_id).distinct().where(
+    workflow_cases.c.person_id.in_(ids), workflow_cases.c.kind == CaseKind.TRANSFER.value,
+    or_(*(workflow_cases.c.state == state for state in OPEN_TRANSFER_STATES))))
+
+
+def handovers(steps: list[TransferStep]) -> set[tuple[str, str, str]]:
+    """Each (role, from, to) the history's steps hand over, by the codes a
+    transfer event names (the responsible body's own code, else the basis:
+    hub/domain/rules/events.py) and by the bases too, so a body renamed or
+    succeeded since the case opened is still found."""
+    out: set[tuple[str, str, str]] = set()
+    for step in steps:
+        for role in ("council", "commissioner"):
+            old_basis, new_basis = _basis(step.before, role), _basis(step.after, role)
+            if old_basis is None or new_basis is None or old_basis == new_basis:
+                continue
+            froms = {old_basis, *_org_code(step.before, role)}
+            tos = {new_basis, *_org_code(step.after, role)}
+            out |= {(role, f, t) for f in froms for t in tos}
+    return out
+
+
+def _basis(status: S117Status, role: str) -> str | None:
+    return status.council_basis_code if role == "council" else status.commissioner_basis_code
+
+
+def _org_code(status: S117Status, role: str) -> tuple[str, ...]:
+    held = status.responsible_council if role == "council" else status.responsible_commissioner
+    return (held.org.code,) if held is not None and held.org is not None else ()
 
 
 def case_id_for(*parts: str) -> str:
@@ -306,7 +340,8 @@ class WorkflowService:
                     case_id=case_id, person_id=event.person_id, role=role, outgoing=outgoing, incoming=incoming,
                     on=change.recorded_on, basis=event.details.get(f"{role}_citation", ""),
                     area=self.area_for(council), holidays=self.holidays,
-                    decided_by_dispute=change.change_type is ChangeType.DISPUTE_RESOLVED)
+                    decided_by_dispute=change.change_type is ChangeType.DISPUTE_RESOLVED,
+                    opened_by_change=change.change_id)
                 await self._save(conn, None, case, [step], EventType.TRANSFER_UPDATED)
                 log.info("transfer case opened", case_id=case_id, person_id=event.person_id, status=case.state)
         elif event.event_type is EventType.DISPUTE_RAISED and change.dispute is not None:
@@ -339,6 +374,69 @@ class WorkflowService:
                             reason_codes=[refusal.rule])
                 return
             await self._save(conn, case, after, [step], EventType.DISPUTE_UPDATED)
+
+    async def people_with_open_transfers(self, conn: AsyncConnection, people: list[str]) -> set[str]:
+        """Which of `people` have a transfer case awaiting acceptance (or overdue)."""
+        if not people:
+            return set()
+        return set((await _PEOPLE_WITH_OPEN_TRANSFERS.execute(conn, people)).scalars())
+
+    async def on_history_changed(self, conn: AsyncConnection, person_id: str, event_id: str) -> list[Case]:
+        """A register change was recorded for `person_id` (`event_id`: its
+        `s117-register-change-recorded` event). If it arrived late (it sorts
+        before a change recorded before it) it can show that a hand-over told
+        earlier never happened (hub/domain/rules/timeline.py): each of the
+        person's open transfer cases whose hand-over (role, from, to) the
+        history no longer holds, as it stood once that change was recorded,
+        is withdrawn (TransferState.WITHDRAWN, by the hub), and both bodies
+        hear of it as of any transition. A change in its turn can only add a
+        step at its own place: nothing to withdraw. Idempotent: a withdrawn
+        case is final, and a replay finds no open case to withdraw; a transfer
+        the history shows again later is told by a new
+        `s117-responsibility-transferred` event, which opens a new case."""
+        t = workflow_cases.c
+        rows = (await conn.execute(select(t.data).where(
+            t.person_id == person_id, t.kind == CaseKind.TRANSFER.value, t.state.in_(OPEN_TRANSFER_STATES))
+            .order_by(t.opened_on, t.case_id).with_for_update())).all()
+        if not rows:
+            return []
+        c = register_changes.c
+        held = (await conn.execute(select(c.change_id, c.canonical, c.received_at)
+                                   .where(c.person_id == person_id))).all()
+        mine = next((r for r in held if event_id_for(r.change_id, 0, RECORDED) == event_id), None)
+        if mine is None:
+            return []  # not this person's change (or no longer held): nothing to go on
+        # The history as the hub held it once this change was recorded (as the
+        # dispatcher tells lateness: what arrived before it), not what has
+        # arrived since: a later change is looked at when its own event is.
+        received = {r.change_id: r.received_at for r in held}
+        # Only a case told by a change recorded before this one: a replay of
+        # this change's event must not judge a case history told since.
+        cases = [case for case in (self.from_row(row.data) for row in rows)
+                 if not case.opened_by_change or (case.opened_by_change != mine.change_id
+                                                  and received.get(case.opened_by_change, mine.received_at)
+                                                  <= mine.received_at)]
+        if not cases:
+            return []
+        history = [from_jsonable(RegisterChange, r.canonical) for r in held if r.received_at <= mine.received_at]
+        change = next(h for h in history if h.change_id == mine.change_id)
+        if not is_late(change, history):
+            return []
+        as_of = max(datetime.now(UTC).date(), change.recorded_on)
+        still = handovers(transfer_steps(person_id, history, self._ref, self._agreements, as_of))
+        on = max(change.recorded_on, self.clock.today())
+        withdrawn = []
+        for case in cases:
+            if (case.role, case.outgoing, case.incoming) in still:
+                continue
+            after, step = machine.withdraw(
+                case, max(on, case.opened_on),
+                f"the {change.change_type.value} change effective {change.effective_date.isoformat()}, "
+                f"received on {change.recorded_on.isoformat()}, changed the history before it")
+            await self._save(conn, case, after, [step], EventType.TRANSFER_UPDATED)
+            log.info("transfer case withdrawn", case_id=case.case_id, person_id=person_id, status=after.state)
+            withdrawn.append(after)
+        return withdrawn
 
     # ----------------------------------------------------------- actions
 
