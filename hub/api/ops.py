@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter
-from sqlalchemy import exists, func, select
+from sqlalchemy import case, exists, func, select
 
 from hub.api.deps import ClientDep, HubDep, Days, Hours, RowId, require
 from hub.api.problems import ProblemError
@@ -170,10 +170,15 @@ def _message_kept() -> Any:
 async def retry_delivery(delivery_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "hub:admin")
     async with hub.engine.begin() as conn:
+        # A pull feed's message keeps its count of fetches: reset, a message the subscriber was
+        # handed would count as never served, and the cursor it holds would be refused (hub/api/feeds.py).
+        is_feed = (select(subscriptions.c.channel).where(subscriptions.c.subscription_id == deliveries.c.subscription_id)
+                   .scalar_subquery() == "feed")
         result = await conn.execute(
             deliveries.update().where(deliveries.c.delivery_id == delivery_id, deliveries.c.status != "delivered",
                                       _message_kept())
-            .values(status="pending", attempts=0, next_attempt_at=datetime.now(UTC)))
+            .values(status="pending", attempts=case((is_feed, deliveries.c.attempts), else_=0),
+                    next_attempt_at=datetime.now(UTC)))
         if result.rowcount:
             await record_operator_action(conn, client.client_id, "retry-delivery", delivery_id)
     if result.rowcount == 0:
@@ -181,6 +186,18 @@ async def retry_delivery(delivery_id: str, hub: HubDep, client: ClientDep) -> di
     log.info("delivery requeued", delivery_id=delivery_id, source=client.client_id)
     _wake_deliverers(hub)
     return {"delivery_id": delivery_id, "status": "pending"}
+
+
+def _utc(when: datetime) -> datetime:
+    """`when` in UTC, as the store keeps its times (an offset honoured, not read as UTC
+    wall-clock time); a time at the edge of the calendar that has no UTC equivalent
+    (0001-01-01T00:00+14:00) is the calendar's first or last moment."""
+    if when.tzinfo is None:
+        return when.replace(tzinfo=UTC)
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:
+        return (datetime.min if when.year == datetime.min.year else datetime.max).replace(tzinfo=UTC)
 
 
 @router.post("/subscriptions/{subscription_id}/replay", summary="Deliver a subscription's messages again from a time")
@@ -191,7 +208,7 @@ async def replay_subscription(subscription_id: str, since: datetime, hub: HubDep
     handed out: the subscriber re-reads them by rewinding its cursor, and a
     cursor it already holds stays one the feed accepts (hub/api/feeds.py)."""
     require(client, "hub:admin")
-    since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    since = _utc(since)
     async with hub.engine.begin() as conn:
         channel = (await conn.execute(select(subscriptions.c.channel)
                                       .where(subscriptions.c.subscription_id == subscription_id))).scalar_one_or_none()
