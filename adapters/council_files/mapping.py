@@ -567,6 +567,8 @@ def _decode(data: bytes) -> tuple[str | None, FileProblem | None]:
                                              "the layout requires UTF-8, with or without BOM")
     if "\x00" in text:
         return None, FileProblem("encoding", "the file contains NUL characters: it is not a text file")
+    if not text.strip():  # Unicode white space only (no-break spaces, separators U+001C-U+001F, ...)
+        return None, FileProblem("empty", "the file is empty")
     return text, None
 
 
@@ -675,7 +677,9 @@ def _open_csv(data: bytes, layout: Layout) -> FileStream:
     records, problem = _csv_records(text)
     if problem:
         return FileStream(layout, problems=(problem,))
-    first = next(records)
+    first = next(records, None)
+    if first is None:  # nothing but blank records: never a StopIteration out of a request
+        return _rejected(layout, "empty", "the file is empty")
     try:
         header = next(csv.reader([first], strict=True))
     except csv.Error:
@@ -695,7 +699,13 @@ def _open_csv(data: bytes, layout: Layout) -> FileStream:
             problems.append(FileProblem("header", f"the header has no {col.name} column (required)"))
     if problems:
         return FileStream(layout, problems=tuple(problems))
-    count = sum(1 for _ in records)
+    count = 0
+    for count, record in enumerate(records, 1):
+        if _MAYBE_HEADER.search(record) and _is_header(record, known):
+            # Two exports joined (`cat a.csv b.csv`): refused whole, as a fixed-width file's second H record
+            # is, rather than its header quarantined as a bad row and the second file's rows taken as this one's.
+            return _rejected(layout, "header", f"row {count} is a second header row (column names): a file has "
+                                               "one header (two files joined?)")
 
     def body() -> Iterator[str]:
         again, _ = _csv_records(text)
@@ -703,6 +713,19 @@ def _open_csv(data: bytes, layout: Layout) -> FileStream:
         return again
 
     return FileStream(layout, count=count, _records=body, _names=names)
+
+
+_MAYBE_HEADER = re.compile("RECORD_ID", re.IGNORECASE)  # the one column every header names
+
+
+def _is_header(record: str, known: set[str]) -> bool:
+    """A record made only of the layout's column names, RECORD_ID among them: a header row (a joined file's
+    own header may start with its byte order mark)."""
+    try:
+        cells = [c.strip().upper() for c in _fields(record.replace("\ufeff", ""))]
+    except csv.Error:
+        return False
+    return "RECORD_ID" in cells and all(c in known for c in cells)
 
 
 def _fields(record: str) -> list[str]:
@@ -740,7 +763,9 @@ def _open_fixed(data: bytes, layout: Layout) -> FileStream:
     def lines() -> Iterator[str]:
         return (line for line in _lines(text) if line.strip())
 
-    first = next(lines())
+    first = next(lines(), None)
+    if first is None:
+        return _rejected(layout, "empty", "the file is empty")
     head = first
     if not head.startswith("H"):
         return _rejected(layout, "header", "the first record is not a header record (H)")
