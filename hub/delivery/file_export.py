@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -96,22 +97,40 @@ def _cut_torn_tail(fd: int) -> None:
 
 
 def append_durably(path: Path, line: bytes) -> None:
-    """Append `line` to `path` (created 0600, parents 0700) and fsync it."""
+    """Append `line` to `path` (created 0600, parents 0700) and fsync it.
+
+    The organisation's directory is where its SFTP account collects (and
+    moves, deletes) files, acting as the hub's user: neither the directory
+    nor the day's file is followed if it is a symbolic link, and the file must
+    be a regular file. A link planted there (to another organisation's file,
+    or anywhere the hub may write) would otherwise have the hub append this
+    organisation's messages to it. Refused: OSError, the delivery retried."""
     _mkdirs(path.parent)
-    new = not path.exists()
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
+        try:
+            new = not stat.S_ISREG(os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+        except FileNotFoundError:
+            new = True
+        # O_NOFOLLOW: a symbolic link as the file, dangling or not, is ELOOP (never created through).
+        fd = os.open(path.name, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600,
+                     dir_fd=dir_fd)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(f"{path.name} is not a regular file")
+            if new:
+                os.fchmod(fd, 0o600)
+            _cut_torn_tail(fd)
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         if new:
-            os.fchmod(fd, 0o600)
-        _cut_torn_tail(fd)
-        view = memoryview(line)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
+            os.fsync(dir_fd)
     finally:
-        os.close(fd)
-    if new:
-        _fsync_dir(path.parent)
+        os.close(dir_fd)
 
 
 class FileExportDeliverer(SubscriptionDeliverer):
