@@ -24,6 +24,13 @@ interrupted chunk that had been recorded are answered by ingest's idempotency
 (same RECORD_ID); one whose first answer was given to this very file (same
 correlation id, the file id) is reported as accepted, as it would have been.
 A row rejected in the interrupted chunk is quarantined again on resume.
+
+A failure inside the hub while the hub runs (a store gone for a moment, a
+bug) is retried the same way, from the first unreported row, RETRIES times
+with a growing pause; after the last the file is given up: `failed`, a file
+problem naming the row it stopped at, every row from there reported rejected
+("send it again"), the stored file dropped. Never `processing` with nothing
+at work on it.
 """
 
 from __future__ import annotations
@@ -51,6 +58,12 @@ NOT_RESPONSIBLE = ("no one with this NHS number is on the register with this cou
                    "is recorded by the person's responsible council")
 CHANNEL = "file"
 CHUNK = 500
+# A file whose processing fails inside the hub: tried again from its first unreported row after
+# RETRY_SECONDS (doubling) this many times, then given up (`FileJobs._give_up`).
+RETRIES = 4
+RETRY_SECONDS = 5.0
+NOT_RECORDED = ("was not recorded: the hub stopped on an internal error before this row's answer was kept; "
+                "send it again (if it was recorded, it is answered as a duplicate)")
 PARALLEL = 64  # people in flight at once (their rows share group-commit batches)
 # The cyclic collector's youngest-generation threshold while a file is processed (hub/server.py
 # tune_gc sets 20,000 for the process): see `fewer_collections`.
@@ -243,6 +256,8 @@ class FileJobs:
         self._bulk = bulk  # False: every row through the per-change path (the way before bulk)
         self._tasks: dict[str, asyncio.Task] = {}
         self._stop = asyncio.Event()
+        self.retries = RETRIES
+        self.retry_seconds = RETRY_SECONDS
 
     def start(self, file_id: str, resumed: bool = False) -> None:
         """Process a stored file in the background (no-op if already running)."""
@@ -272,12 +287,81 @@ class FileJobs:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
     async def _run(self, file_id: str, resumed: bool) -> None:
+        """Process the file; a failure inside the hub (a store that went away, a bug) is retried from the
+        first unreported row after RETRY_SECONDS, doubling, RETRIES times; then the file is given up
+        (`_give_up`): never left `processing` with nothing at work on it until the next restart."""
+        attempt = 0
+        while True:
+            try:
+                with correlation_bound(file_id), fewer_collections():
+                    async with roomier_writer(self._engine):
+                        await self._process(file_id, resumed)
+                return
+            except Exception as exc:  # noqa: BLE001 - retried, then given up; never a job that just stops
+                attempt += 1
+                log.error("council file processing failed", file_id=file_id, exc_type=type(exc).__name__,
+                          count=attempt)
+            if self._stop.is_set():
+                return  # stopping: resumed at the next start
+            if attempt > self.retries:
+                try:
+                    with correlation_bound(file_id):
+                        await self._give_up(file_id)
+                except Exception as exc:  # noqa: BLE001 - still processing: resumed at the next start
+                    log.error("council file could not be given up", file_id=file_id, exc_type=type(exc).__name__)
+                return
+            # Rows of the interrupted chunk this file recorded are its own (accepted), as after a restart.
+            resumed = True
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=self.retry_seconds * 2 ** (attempt - 1))
+            except TimeoutError:
+                pass
+            if self._stop.is_set():
+                return
+
+    async def _give_up(self, file_id: str) -> None:
+        """After the last retry: every row not yet reported gets a report entry (rejected, naming the row,
+        send it again), so each row of the file is accepted, duplicate or rejected; the receipt is marked
+        `failed` with a file problem saying from which row, and the stored file is dropped. Rows already
+        reported stand; a row the hub did record before it stopped is answered as a duplicate when the
+        file (or the row) is sent again."""
+        async with read_only(self._engine) as conn:
+            receipt = (await conn.execute(select(file_receipts).where(file_receipts.c.file_id == file_id))).one()
+        if receipt.status != "processing":
+            return
+        done = receipt.rows_done or 0
+        total = done
+        rows: Iterator[MappedRow] = iter(())
         try:
-            with correlation_bound(file_id), fewer_collections():
-                async with roomier_writer(self._engine):
-                    await self._process(file_id, resumed)
-        except Exception as exc:  # noqa: BLE001 - kept as processing: resumed at the next start
-            log.error("council file processing failed", file_id=file_id, exc_type=type(exc).__name__)
+            if receipt.content is not None:
+                rows = itertools.islice(open_file(self._protector.decrypt(receipt.content),
+                                                  LAYOUTS[receipt.format]).rows(), done, None)
+        except Exception as exc:  # noqa: BLE001 - the rows cannot be listed: the file problem still says from where
+            log.error("council file rows not listed", file_id=file_id, exc_type=type(exc).__name__)
+        problem = [{"field": "(file)", "reason": f"the hub stopped recording this file at row {done + 1} after "
+                    "an internal error (logged under the file id): rows from there are reported rejected, "
+                    "not recorded; send the file again (rows already recorded are answered as duplicates)"}]
+        del receipt
+        while True:
+            try:
+                chunk = list(itertools.islice(rows, self._chunk))
+            except Exception as exc:  # noqa: BLE001 - as far as the rows could be listed
+                log.error("council file rows not listed", file_id=file_id, exc_type=type(exc).__name__)
+                chunk = []
+            if not chunk:
+                break
+            total += len(chunk)
+            entries = [{"row": r.row, "record_id": r.record_id, "status": "rejected",
+                        "errors": [{"field": f"row {r.row}", "reason": NOT_RECORDED}]} for r in chunk]
+            async with write_transaction(self._engine) as conn:
+                await conn.execute(_INSERT_FILE_ROWS, [{"file_id": file_id, "row": e["row"], "entry": e}
+                                                        for e in entries])
+                await conn.execute(file_receipts.update().where(file_receipts.c.file_id == file_id).values(
+                    rows_done=total, rejected=file_receipts.c.rejected + len(entries)))
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(file_receipts.update().where(file_receipts.c.file_id == file_id)
+                               .values(status="failed", content=None, problems=problem))
+        log.error("council file given up", file_id=file_id, status="failed", count=total - done)
 
     async def _process(self, file_id: str, resumed: bool) -> None:
         async with read_only(self._engine) as conn:
