@@ -33,6 +33,8 @@ from hub.store.schema import (
 )
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
+# Active subscriptions an organisation may hold at once, on every channel (FHIR ones included).
+MAX_ACTIVE_PER_ORG = 20
 
 
 class SubscriptionIn(BaseModel):
@@ -129,6 +131,21 @@ async def create_subscription(body: SubscriptionIn, hub: HubDep, client: ClientD
     secret = (body.secret or secrets.token_urlsafe(32)) if body.channel == "webhook" else None
     sub_id = str(uuid.uuid4())
     async with hub.engine.begin() as conn:
+        # Every event is queued once per active subscription: without a bound, one key could
+        # multiply each message (and its POSTs to one URL) as often as it liked.
+        active = (await conn.execute(select(func.count()).select_from(subscriptions).where(
+            subscriptions.c.org_code == client.org_code, subscriptions.c.active.is_(True)))).scalar_one()
+        if active >= MAX_ACTIVE_PER_ORG:
+            raise _reject("channel", f"this organisation already has {MAX_ACTIVE_PER_ORG} active subscriptions "
+                                     "(the most it may hold): delete one it no longer uses first")
+        if topic is not None:
+            # A topic another organisation subscribed (active or not: its consumers may still read it)
+            # is not a destination: this organisation's messages would reach that organisation's readers.
+            taken = (await conn.execute(select(subscriptions.c.subscription_id).where(
+                subscriptions.c.channel == "kafka", subscriptions.c.topic == topic,
+                subscriptions.c.org_code != client.org_code).limit(1))).first()
+            if taken is not None:
+                raise _reject("topic", "is another organisation's topic: choose a name of this organisation's own")
         if body.channel == "file":
             # One file per organisation and day: a second file subscription would write every line twice.
             taken = (await conn.execute(select(subscriptions.c.subscription_id).where(
