@@ -96,7 +96,9 @@ async def download(export_id: ExportId, hub: HubDep, client: ClientDep) -> Strea
     media = "text/csv" if row.file_name.endswith(".csv") else "text/plain"
     return StreamingResponse(_stream(path), media_type=media, headers={
         "Content-Disposition": f'attachment; filename="{row.file_name}"', "S117-SHA256": row.sha256,
-        "S117-Record-Count": str(row.record_count)})
+        "S117-Record-Count": str(row.record_count),
+        # A register extract (NHS numbers, for every person): kept by no cache on the way, never sniffed as a page.
+        "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
 
 async def _audit_download(hub, client, *, allowed: bool) -> None:  # noqa: ANN001
