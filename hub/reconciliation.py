@@ -9,8 +9,10 @@ and close items when later register changes fix them.
 - `Reconciler.run_once` compares snapshots waiting in state `comparing`: a
   merge join of the body's rows and the hub's persons, both read in keyed-hash
   order as streams, each person evaluated from their whole history. Progress
-  (`persons_compared` of `persons_total`, differences so far) is written as
-  it goes; a hub restarted mid-way starts the comparison again.
+  (`persons_compared` of `persons_total`: the rows of the body's own list
+  compared so far, of the rows it sent, never a count of the register;
+  differences so far) is written as it goes; a hub restarted mid-way starts
+  the comparison again.
 - `ItemWatcher` consumes the event log (consumer group "reconciliation"):
   after each change to a person, their live items are compared afresh against
   each body's last snapshot row, and those no longer true close as fixed.
@@ -381,8 +383,11 @@ class Reconciler:
         time; each page's differences are folded into the body's items as it
         goes, so memory stays bounded whatever the size of either list."""
         body, as_of, sid = snap.body_org, snap.as_of, snap.snapshot_id
+        # Progress is counted in the body's own list (its rows compared of the rows it sent), never in the
+        # register: the number of people on the whole register is not the body's to learn from a snapshot.
         async with self._engine.connect() as conn:
-            total = (await conn.execute(select(func.count()).select_from(persons))).scalar_one()
+            total = (await conn.execute(select(func.count()).select_from(reconciliation_rows)
+                                        .where(reconciliation_rows.c.snapshot_id == sid))).scalar_one()
             await conn.rollback()
         await self._progress(sid, persons_total=total, persons_compared=0, differences=0)
         keys: list[str] = []
@@ -391,9 +396,10 @@ class Reconciler:
         counts = {"opened": 0, "fixed": 0, "reopened": 0}
         async for key, belief, held in _merge(_body_rows(self._engine, sid), _hub_people(self._engine)):
             position: Position | None = None
+            if belief is not None:
+                compared += 1
             if held is not None:
                 person_id, changes = held
-                compared += 1
                 position = position_for(body, key, evaluate(person_id, changes, self._ref, self._agreements, as_of))
             keys.append(key)
             found.extend(compare(body, snap.body_kind, belief, position, as_of))

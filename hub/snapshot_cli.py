@@ -61,6 +61,7 @@ def send_snapshot(args: argparse.Namespace) -> None:
                     time.sleep(args.poll)
                 first = False
                 body = http.get(f"/v1/reconciliations/{sid}", headers={"X-API-Key": key}).json()
+                # Progress through the body's own list (persons_total: its rows; never the register's size).
                 line = (f"rows {body.get('rows_read')} read, persons "
                         f"{_bar(body.get('persons_compared') or 0, body.get('persons_total'))}, "
                         f"{body.get('differences_found')} differences")

@@ -2,7 +2,8 @@
 on the s117 register, sent for reconciliation (never as register changes).
 
 Three forms, each read as a stream in bounded memory:
-- NDJSON (`application/x-ndjson`): one JSON object per line;
+- NDJSON (`application/x-ndjson`): one JSON object per line (a body with
+  none is refused: nothing tells an empty list from an export that failed);
 - a JSON array (`application/json`), read incrementally from ijson's parser
   events: its nesting is counted as it streams and more than `MAX_DEPTH`
   (the array 1, a row 2) refuses the snapshot, as does an element longer
@@ -184,6 +185,11 @@ def _nesting(value: Any, limit: int = MAX_DEPTH) -> int:
     return depth
 
 
+EMPTY_NDJSON = ("is empty: an NDJSON list has no count to check it by, so an empty body (an export that wrote "
+                "nothing) is refused rather than compared as a list with no one on it; a body whose list is "
+                "empty sends the JSON array [] or the CSV layout with TRAILER,0")
+
+
 async def read_ndjson(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedRow]:
     n = 0
     async for line in _lines(chunks):
@@ -199,6 +205,8 @@ async def read_ndjson(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedRow]:
             yield ParsedRow(n, line, None, (RowProblem(n, "", TOO_DEEP),))
             continue
         yield validate_row(n, data, line)
+    if n == 0:
+        raise SnapshotFileError("(body)", EMPTY_NDJSON)
 
 
 def _raw_json(item: Any) -> bytes:
