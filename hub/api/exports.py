@@ -87,6 +87,12 @@ async def download(export_id: ExportId, hub: HubDep, client: ClientDep) -> Strea
     except ProblemError:
         await _audit_download(hub, client, allowed=False)
         raise
+    # Its own file, but no agreement in force any more: no read (as POST /v1/exports refuses to build one).
+    if "hub:admin" not in client.scopes and hub.exports.groups_in_force(client.org_code,
+                                                                        datetime.now(UTC).date()) is None:
+        await _audit_download(hub, client, allowed=False, rule=Rule.NO_AGREEMENT)
+        raise ProblemError(403, "forbidden", "Not permitted",
+                           "no data-sharing agreement in force names this organisation", rule="no-agreement")
     await _audit_download(hub, client, allowed=True)
     if row.state not in ("ready", "acknowledged"):
         raise ProblemError(409, "not-ready", "Not ready", f"the file is {row.state}; see /status for progress")
@@ -101,11 +107,11 @@ async def download(export_id: ExportId, hub: HubDep, client: ClientDep) -> Strea
         "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
 
-async def _audit_download(hub, client, *, allowed: bool) -> None:  # noqa: ANN001
+async def _audit_download(hub, client, *, allowed: bool, rule: Rule | None = None) -> None:  # noqa: ANN001
     """A download of a register extract (many people: no one person) in `access_decisions`."""
     async with hub.engine.begin() as conn:
         await record_decision(conn, client, channel="export", action="read", allowed=allowed,
-                              rule=Rule.ALLOWED if allowed else Rule.NO_RELATIONSHIP,
+                              rule=rule or (Rule.ALLOWED if allowed else Rule.NO_RELATIONSHIP),
                               correlation_id=bound_correlation_id())
 
 

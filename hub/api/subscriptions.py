@@ -182,6 +182,18 @@ async def list_subscriptions(hub: HubDep, client: ClientDep) -> dict:
     return {"items": [_view(r) for r in rows]}
 
 
+def require_agreement_in_force(hub, client) -> None:  # noqa: ANN001
+    """A re-read of messages already sent (a replay by event number) is a read:
+    no agreement in force naming the organisation, no read (as for a person's
+    record, README "Roles and access"), whatever it was sent while one was."""
+    if "hub:admin" in client.scopes:
+        return
+    today = datetime.now(UTC).date()
+    if not any(g.in_force(today) for g in hub.sharing.grants_for(client.org_code)):
+        raise ProblemError(403, "forbidden", "Not permitted",
+                           "no data-sharing agreement in force names this organisation", rule="no-agreement")
+
+
 async def _own(hub, client, subscription_id: str):  # noqa: ANN001, ANN202
     async with hub.engine.connect() as conn:
         row = (await conn.execute(select(subscriptions).where(subscriptions.c.subscription_id == subscription_id))).first()
@@ -239,6 +251,7 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
     if to is not None and to < from_:
         raise _reject("to", "must not be less than from")
     await _own(hub, client, subscription_id)
+    require_agreement_in_force(hub, client)
     async with hub.engine.connect() as conn:
         q = (select(deliveries.c.event_number, deliveries.c.event_id, deliveries.c.message_id,
                     deliveries.c.event_type, deliveries.c.status, deliveries.c.created_at,
