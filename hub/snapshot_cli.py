@@ -60,7 +60,13 @@ def send_snapshot(args: argparse.Namespace) -> None:
                 if not first:
                     time.sleep(args.poll)
                 first = False
-                body = http.get(f"/v1/reconciliations/{sid}", headers={"X-API-Key": key}).json()
+                got = http.get(f"/v1/reconciliations/{sid}", headers={"X-API-Key": key})
+                try:
+                    body = got.json()
+                except ValueError:  # a proxy's error page, a hub restarting: exit 1 with what came, not a traceback
+                    body = {"snapshot_id": sid, "status": got.status_code,
+                            "detail": "the hub answered with something other than JSON"}
+                    break
                 # Progress through the body's own list (persons_total: its rows; never the register's size).
                 line = (f"rows {body.get('rows_read')} read, persons "
                         f"{_bar(body.get('persons_compared') or 0, body.get('persons_total'))}, "
