@@ -374,10 +374,6 @@ class Dispatcher:
         cache.truth = self._truths
         if not guarded or keep:  # no savepoints: a failure abandons the batch, so its writes can wait for its end
             cache.deferred = _Writes()
-        for m in todo:
-            event = m.payload.get("event") or {}
-            cache.about.setdefault(m.key, []).append(
-                (m.offset, m.headers.get("event_type") or event.get("event_type"), tuple(event.get("also_notify") or ())))
         if todo:
             cache.dispatched = await self._dispatched(conn, [m.event_id for m in todo])
             await self._prefetch(conn, cache, [m for m in todo if m.event_id not in cache.dispatched])
@@ -459,8 +455,9 @@ class Dispatcher:
         2. The event goes to the bodies routing names under that truth.
         3. Every organisation that is, was, or now becomes involved and
            whose held view (`recipient_views`) differs from its truth is sent
-           the difference: a newly responsible body hears it is, a body no
-           longer involved hears it is not and why, and a body told something
+           the difference (by the messages of the person's last change
+           received, when later ones have messages still to come): a newly
+           responsible body hears it is, a body no longer involved hears it is not and why, and a body told something
            that late history contradicts gets `s117-notification-corrected`
            naming the event it supersedes.
         Every message carries the recipient's whole position and a version one
@@ -534,7 +531,12 @@ class Dispatcher:
                                                explain=self._explains(org, event.event_type, today))
                              if corrects else None)
 
-        for org in sorted(truth):
+        # The truth is the whole history's, so a change received after this
+        # message's has its own messages still to come: the last of them
+        # tells each body what the later changes made it (once, by the message
+        # of the change that made it, or the last), whatever the batches.
+        told_later = arrived is not None and any(t > arrived for _, t in received)
+        for org in sorted(truth) if not told_later else ():
             target = truth[org]
             old = held.get(org)
             if (old is None and not target.get("roles")) or (old is not None and old.view == target):
@@ -549,7 +551,7 @@ class Dispatcher:
                 old.view if old else None, target)
             # The why (the determinations' explanations: sections, dates,
             # citations) only to a body whose agreement grants `explanations`.
-            if self._routed_later(msg, event_type, org, status, cache):
+            if self._routed_later(msg, event_type, org, status):
                 continue  # a later message of the same change names it and is sent to the body with this position
             reason = reason_for(old.view if old else None, target, status,
                                 explain=self._explains(org, event_type, today))
@@ -581,15 +583,14 @@ class Dispatcher:
             cache.count_dispatched()
 
     @staticmethod
-    def _routed_later(msg: BusMessage, event_type: EventType, org: str, status: S117Status,
-                      cache: "_BatchCache") -> bool:
+    def _routed_later(msg: BusMessage, event_type: EventType, org: str, status: S117Status) -> bool:
         """Whether an event of `event_type` published after `msg` about the
         same person will be routed to `org`: the body's new position goes with
         the event that names it, not also before it under another event id.
         Those are the events of the same change after it (`LATER_EVENTS`: a move
-        is recorded, then moved-out-of-area), wherever the batches fall, and
-        the later messages in this batch (a backlog: the truth is the whole
-        history's, so an older change's message already finds the move)."""
+        is recorded, then moved-out-of-area), wherever the batches fall. (The
+        messages of older changes leave every body's new position to the
+        messages of the changes received after theirs: `handle`.)"""
         wanted = event_type.value
         responsible = {r.org_code for r in responsible_bodies(status)}
         later = msg.headers.get(LATER_EVENTS)
@@ -598,9 +599,6 @@ class Dispatcher:
                 kind, _, told = entry.partition("=")
                 if kind == wanted and (org in responsible or org in told.split(",")):
                     return True  # routed to it as `recipients_for` routes: the responsible bodies and those named
-        for offset, kind, told in cache.about.get(msg.key, ()):
-            if offset > msg.offset and kind == wanted and (org in responsible or org in told):
-                return True
         return False
 
     def _explains(self, org: str, event_type: EventType, today: date) -> bool:
@@ -838,9 +836,6 @@ class _BatchCache:
     # person -> (the status, every organisation's view of it: `views_for`), for the person's next message
     truth: dict[str, tuple[S117Status, dict[str, Any]]] = field(default_factory=dict)
     person_of: dict[str, str] = field(default_factory=dict)  # event id -> person id
-    # person -> the batch's messages about them: (offset, event type, bodies named besides the
-    # responsible ones), in log order (`Dispatcher._routed_later`)
-    about: dict[str, list[tuple[int, str, tuple[str, ...]]]] = field(default_factory=dict)
     numbers: queue.EventNumbers = field(default_factory=queue.EventNumbers)
     newly_dispatched: dict[str, datetime] = field(default_factory=dict)  # written by `flush`
     # (event type, decision) -> messages, counted into s117_events_dispatched_total once committed.

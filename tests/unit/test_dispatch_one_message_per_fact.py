@@ -6,11 +6,12 @@ A move of someone entitled publishes `s117-register-change-recorded`, then
 `s117-moved-out-of-area` (routed to the new host council), then a review. The
 recorded event found the host council's position changed and sent it a
 moved-out-of-area of its own, then the routed one came: two event ids for one
-fact. Checked with every message its own batch (the change's events apart)
-and with the whole history dispatched as one backlog, where the truth is the
-whole history's and an older change's message already finds the move (the e2e
-walking skeleton's hub lingering over the posts). Left: a backlog whose
-batches part an older change's message from the move's."""
+fact. Checked with every message its own batch (the change's events apart),
+with the whole history dispatched as one backlog (the e2e walking skeleton's
+hub lingering over the posts), and with backlogs in batches of two and three,
+which part an older change's message from the move's. The truth is the whole
+history's, so an older change's message finds the move; it leaves the bodies'
+new positions to the messages of the changes received after its own."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ WORCS = "E10000034"
 import pytest
 
 
-@pytest.mark.parametrize("dispatch", ["each-alone", "backlog"])
+@pytest.mark.parametrize("dispatch", ["each-alone", "backlog", "backlog-by-2", "backlog-by-3"])
 async def test_the_new_host_council_hears_of_the_move_once(tmp_path, dispatch) -> None:  # noqa: ANN001
     agreements = tmp_path / "sharing.yaml"
     agreements.write_text(yaml.safe_dump(SHARING))  # Worcestershire: s117-moved-out-of-area only
@@ -51,7 +52,8 @@ async def test_the_new_host_council_hears_of_the_move_once(tmp_path, dispatch) -
                 assert r.status_code == 202
                 while dispatch == "each-alone" and await hub.dispatcher.run_once(1):  # each message its own batch
                     pass
-            while await hub.dispatcher.run_once():  # (backlog: the whole history in one batch)
-                pass
+            size = int(dispatch.rsplit("-", 1)[1]) if dispatch.startswith("backlog-by-") else None
+            while await (hub.dispatcher.run_once(size) if size else hub.dispatcher.run_once()):
+                pass  # (backlog: the whole history in one batch, or in batches of `size` messages)
             items = (await http.get(f"/v1/feeds/{sub}", headers={"X-API-Key": worcs})).json()["items"]
     assert [i["event_type"] for i in items] == ["s117-moved-out-of-area"], [i["event_id"] for i in items]
