@@ -172,6 +172,9 @@ class S117Status:
     open_disputes: tuple[Dispute, ...] = ()
     history: tuple[HistoryEntry, ...] = ()
     refused_discharges: tuple[Determination, ...] = ()
+    # A lawful s117 discharge decision one body recorded, awaiting the other
+    # body's own agreement (Worcs 16.1): entitlement continues meanwhile.
+    pending_discharge: Determination | None = None
     on_s17_leave: bool = False
     discharged_from_s117: bool = False
     died: bool = False

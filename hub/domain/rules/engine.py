@@ -8,6 +8,7 @@ never depends on the order changes arrived in.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import date, timedelta
@@ -31,6 +32,7 @@ from hub.domain.ports import ReferenceData
 from hub.domain.rules.discharge import check_discharge
 from hub.domain.rules.legal_status import SectionVerdict, classify
 from hub.domain.rules.precedence import change_order
+from hub.domain.workflows.model import raised_through_api
 
 # Who Pays eras (Bucks "Responsible Commissioner"; Worcs 4.4).
 WHO_PAYS_2013 = date(2013, 4, 1)
@@ -54,6 +56,52 @@ class _Review:
     citation: str
     trigger: str = ""
     triggered_on: date | None = None
+
+
+# ------------------------------------------------------ who speaks for whom
+#
+# A joint decision (an s117 discharge, a dispute's outcome) counts a body's
+# agreement only when that body, or one entitled to act for it, recorded it:
+# the change's `source` says who recorded it. The ingest sets it to the API
+# client's id, `<org code in lower case>-<8 hex>` (hub/clients.py), so the
+# org code is its first part; a source of another shape is taken as an org
+# code itself. The hub's own workflows record the dispute changes a case's
+# transition implies after checking every party agreed (hub/workflows/
+# service.py WORKFLOW_SOURCE): those records speak for every body. A change
+# without a source speaks for none.
+
+HUB_SOURCES = frozenset({"hub:workflows"})
+_CLIENT_ID = re.compile(r"^(?P<org>[a-z0-9]+)-[0-9a-f]{8}$")
+COUNCIL_SIDE = "council"
+COMMISSIONER_SIDE = "commissioner"
+BOTH_SIDES = frozenset({COUNCIL_SIDE, COMMISSIONER_SIDE})
+_SIDE_WORDS = {COUNCIL_SIDE: "the council", COMMISSIONER_SIDE: "the NHS commissioner"}
+# Changes whose hospital names a trust providing care (hub/domain/access.py
+# `_HOSPITAL_CHANGES`: a care-provider trust acts for the NHS commissioner).
+CARE_HOSPITAL_CHANGES = frozenset({ChangeType.DETAINED, ChangeType.SECTION_CHANGED, ChangeType.CTO_RECALLED,
+                                   ChangeType.S17_LEAVE_ENDED})
+# The fold's note when a dispute is resolved: hub/domain/rules/events.py tells
+# a resolution only when a change adds one of these to the history.
+DISPUTE_RESOLVED_NOTE = "responsibility dispute resolved"
+
+
+@lru_cache(maxsize=1024)
+def source_org(source: str) -> str | None:
+    """The org code a change's `source` names (upper case); None for none."""
+    if not source or source in HUB_SOURCES:
+        return None
+    found = _CLIENT_ID.match(source)
+    return (found.group("org") if found else source).upper()
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingDischarge:
+    """A lawful s117 discharge decision not yet agreed by both bodies."""
+
+    decided_on: date  # the first decision's effective date
+    agreed: tuple[tuple[str, str], ...]  # (side, org code that agreed for it)
+    text: str  # "s117 discharge awaiting the council's own agreement"
+    determination: Determination  # what the status shows
 
 
 @dataclass
@@ -113,6 +161,14 @@ class _Fold:
     resolved_disputes: set[str] = field(default_factory=set)
     history: tuple[HistoryEntry, ...] = ()
     refused: tuple[Determination, ...] = ()
+    # Joint decisions awaiting a body's own agreement: a discharge decided by
+    # one side, and each dispute's outcomes by party (dispute id -> {party:
+    # outcome}; each inner dict replaced, never changed, so a copy may share it).
+    pending_discharge: _PendingDischarge | None = None
+    dispute_agreements: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    # The hospitals of the person's detentions and stays: their trusts act
+    # for the NHS commissioner in a discharge decision (care providers).
+    care_hospitals: frozenset[str] = frozenset()
     # The last pending reviews worked out, with what they were worked out
     # from (`_pending_reviews`): a change that adds no review, placement or
     # trigger (most of them) gets them again without the work.
@@ -360,6 +416,12 @@ def _begin_qualifying(fold: _Fold, change: RegisterChange, verdict: SectionVerdi
     if fold.stay_qualifying is not None:
         return  # one determination per period of detention (Worcs 4.3.1)
     redetention = fold.entitled
+    if redetention and fold.pending_discharge is not None:
+        # A new qualifying detention re-determines entitlement: a discharge
+        # decided before it and never agreed by both bodies lapses.
+        fold.pending_discharge = None
+        fold.note(change, "s117 discharge awaiting agreement lapsed: a new qualifying detention re-determines "
+                          "entitlement")
     fold.stay_qualifying = verdict
     fold.stay_qualifying_from = change.effective_date
     fold.detention_start_for_era = fold.detention_start or change.effective_date
@@ -645,6 +707,38 @@ def _on_discharge_considered(fold: _Fold, change: RegisterChange) -> None:
     fold.note(change, "discharge from s117 considered")
 
 
+def _speaks_for(fold: _Fold, org: str) -> frozenset[str]:
+    """The sides of a joint discharge decision `org` may agree for on the
+    fold's day: the council's if it is the responsible council (or, while no
+    council is responsible, the coordinating one); the NHS commissioner's if
+    it is the responsible commissioner or a trust running a hospital of the
+    person's detentions or stays, which acts for it (Worcs 16.1). `org` is a
+    source's org code, or a hub source itself (it speaks for both)."""
+    if org in HUB_SOURCES:
+        return BOTH_SIDES
+    sides = set()
+    council = fold.council or fold.coordinating_council
+    if council is not None and org in (council.basis_code.upper(), council.org.code.upper()):
+        sides.add(COUNCIL_SIDE)
+    commissioner = fold.commissioner
+    if commissioner is not None and org in (commissioner.basis_code.upper(), commissioner.org.code.upper()):
+        sides.add(COMMISSIONER_SIDE)
+    elif any((fold.ref.hospital_trust(h) or "").upper() == org for h in fold.care_hospitals):
+        sides.add(COMMISSIONER_SIDE)
+    return frozenset(sides)
+
+
+def _source_key(change: RegisterChange) -> str | None:
+    """Who recorded the change, as `_speaks_for` takes it: a hub source, an org code, or None."""
+    return change.source if change.source in HUB_SOURCES else source_org(change.source)
+
+
+def _awaited(sides: frozenset[str]) -> str:
+    """"the council's own agreement", "the council's and the NHS commissioner's own agreement"."""
+    bodies = " and ".join(f"{_SIDE_WORDS[s]}'s" for s in (COUNCIL_SIDE, COMMISSIONER_SIDE) if s in sides)
+    return f"{bodies} own agreement"
+
+
 def _on_discharge_decided(fold: _Fold, change: RegisterChange) -> None:
     if change.discharge is None:
         refusal: Determination | None = Determination(
@@ -657,6 +751,38 @@ def _on_discharge_decided(fold: _Fold, change: RegisterChange) -> None:
         fold.refused += (refusal,)
         fold.note(change, f"s117 discharge refused ({refusal.rule})")
         return
+    # Lawful, and it says both bodies agreed: it counts for the sides its
+    # source may speak for, with those an earlier decision gathered from
+    # bodies still holding their side on this day (Worcs 16.1).
+    pending = fold.pending_discharge
+    agreed: dict[str, str] = {}
+    if pending is not None:
+        for side, org in pending.agreed:
+            if side in _speaks_for(fold, org):
+                agreed.setdefault(side, org)
+    who = _source_key(change)
+    if who is not None:
+        for side in _speaks_for(fold, who):
+            agreed[side] = who
+    awaited = BOTH_SIDES - agreed.keys()
+    if awaited:
+        decided_on = pending.decided_on if pending is not None else change.effective_date
+        text = f"s117 discharge awaiting {_awaited(awaited)}"
+        fold.pending_discharge = _PendingDischarge(
+            decided_on=decided_on,
+            agreed=tuple(sorted(agreed.items())),
+            text=f"{text} (decided on {decided_on.isoformat()})",
+            determination=Determination(
+                org=None,
+                explanation=(f"{text}: decided on {decided_on.isoformat()}; entitlement continues until both the "
+                             f"council and the NHS commissioner have agreed ({citations.DISCHARGE_JOINT})"),
+                citation=citations.DISCHARGE_JOINT,
+                rule="joint-agreement-awaited",
+            ),
+        )
+        fold.note(change, text)
+        return
+    fold.pending_discharge = None
     fold.entitled = False
     fold.discharged = True
     fold.entitlement_end = change.effective_date
@@ -684,8 +810,33 @@ def _on_dispute_resolved(fold: _Fold, change: RegisterChange) -> None:
     if dispute is None:
         fold.note(change, "dispute resolution recorded without details")
         return
-    fold.open_disputes.pop(dispute.dispute_id, None)
-    fold.resolved_disputes.add(dispute.dispute_id)
+    dispute_id = dispute.dispute_id
+    if change.source not in HUB_SOURCES and not raised_through_api(dispute_id):
+        # Recorded by a body: the outcome stands once every party to the
+        # dispute has recorded it (Worcs 15.4-15.6). The hub's workflows
+        # record an outcome only after every party agreed to it; a dispute
+        # raised through the API (POST /v1/disputes) is the workflows' to
+        # settle, its parties' agreement checked there.
+        held = fold.open_disputes.get(dispute_id)
+        parties = tuple(dict.fromkeys(p.upper() for p in (held or dispute).parties))
+        agreements = dict(fold.dispute_agreements.get(dispute_id, {}))
+        org = source_org(change.source)
+        if org is not None and org in parties:
+            agreements[org] = dispute.resolved_responsible  # a party's later outcome replaces its earlier one
+        fold.dispute_agreements[dispute_id] = agreements
+        same = sum(1 for p in parties if p in agreements and agreements[p] == dispute.resolved_responsible)
+        if not parties or same < len(parties):
+            if dispute_id not in fold.resolved_disputes and held is None:
+                # An outcome only some parties have recorded: the dispute is open until all have.
+                fold.open_disputes[dispute_id] = Dispute(dispute_id=dispute_id, kind=dispute.kind,
+                                                         parties=dispute.parties)
+            state = "already resolved; unchanged" if dispute_id in fold.resolved_disputes else "stays open"
+            fold.note(change, f"responsibility dispute outcome recorded by {same} of {len(parties)} parties; "
+                              f"{state} until every party records the same outcome")
+            return
+    fold.dispute_agreements.pop(dispute_id, None)
+    fold.open_disputes.pop(dispute_id, None)
+    fold.resolved_disputes.add(dispute_id)
     found = dispute.resolved_responsible
     if found:
         when = change.effective_date.isoformat()
@@ -698,7 +849,7 @@ def _on_dispute_resolved(fold: _Fold, change: RegisterChange) -> None:
             fold.commissioner = _commissioner_from_org(
                 fold, found, f"found responsible when the dispute was resolved on {when}", citations.NHS_DISPUTE)
             fold.commissioner_provisional = False
-    fold.note(change, "responsibility dispute resolved")
+    fold.note(change, DISPUTE_RESOLVED_NOTE)
 
 
 def _on_died(fold: _Fold, change: RegisterChange) -> None:
@@ -706,6 +857,7 @@ def _on_died(fold: _Fold, change: RegisterChange) -> None:
         fold.entitlement_end = change.effective_date
     fold.entitled = False
     fold.died = True
+    fold.pending_discharge = None
     fold.in_hospital = fold.detained = fold.on_cto = fold.on_s17_leave = False
     fold.entitlement_why = f"not entitled: died on {change.effective_date.isoformat()}"
     fold.entitlement_citation = citations.DIED
@@ -870,7 +1022,10 @@ def _determination(responsibility: _Responsibility | None,
 
 
 def _entitlement(fold: _Fold) -> Determination:
-    return _entitlement_of(fold.entitlement_why, fold.entitlement_citation, fold.entitled and fold.in_hospital)
+    why = fold.entitlement_why
+    if fold.pending_discharge is not None:
+        why += "; " + fold.pending_discharge.text
+    return _entitlement_of(why, fold.entitlement_citation, fold.entitled and fold.in_hospital)
 
 
 @lru_cache(maxsize=4096)  # a pure function of its arguments (the same determination for the same words)
@@ -907,6 +1062,7 @@ def _snapshot(fold: _Fold, memo: dict[int, tuple[_Responsibility, Determination]
         open_disputes=tuple(fold.open_disputes.values()),
         history=fold.history,
         refused_discharges=fold.refused,
+        pending_discharge=fold.pending_discharge.determination if fold.pending_discharge is not None else None,
         on_s17_leave=fold.on_s17_leave,
         discharged_from_s117=fold.discharged,
         died=fold.died,
@@ -922,6 +1078,9 @@ def _fold_one(fold: _Fold, change: RegisterChange) -> None:
         return
     if change.change_type in TAKES_FACTS:
         _take_facts(fold, change)
+    hospital = change.hospital_ods
+    if hospital and change.change_type in CARE_HOSPITAL_CHANGES and hospital not in fold.care_hospitals:
+        fold.care_hospitals = fold.care_hospitals | {hospital}
     CHANGE_HANDLERS[change.change_type](fold, change)
 
 
