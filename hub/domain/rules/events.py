@@ -14,6 +14,7 @@ from hub.domain.model import (
     RegisterChange,
     S117Status,
 )
+from hub.domain.rules.engine import DISPUTE_RESOLVED_NOTE
 from hub.domain.service_level import register_service_level
 
 if TYPE_CHECKING:
@@ -26,6 +27,23 @@ _IN_WORDS = {t: t.value.replace("-", " ") for t in ChangeType}
 
 def _codes(*orgs: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(code for code in orgs if code))
+
+
+def _resolved_by(before: S117Status | None, after: S117Status, change: RegisterChange) -> bool:
+    """Whether adding `change` (a dispute-resolved) resolved its dispute: the
+    dispute is not open after it and the history holds one more resolution
+    (the engine's note, hub/domain/rules/engine.py `_on_dispute_resolved`).
+    An outcome only some parties have recorded resolves nothing; the party
+    completing it may fold before an earlier one (the same day's order), so
+    the resolutions are counted, not looked for on the change itself."""
+    assert change.dispute is not None
+    if any(d.dispute_id == change.dispute.dispute_id for d in after.open_disputes):
+        return False
+    return _resolutions(after) > (_resolutions(before) if before is not None else 0)
+
+
+def _resolutions(status: S117Status) -> int:
+    return sum(1 for entry in status.history if entry.text == DISPUTE_RESOLVED_NOTE)
 
 
 def derive_events(
@@ -134,7 +152,7 @@ def derive_events(
                 dispute_id=dispute.dispute_id,
                 kind=dispute.kind.value,
             ))
-        else:
+        elif _resolved_by(before, after, change):
             events.append(event(
                 EventType.DISPUTE_RESOLVED,
                 f"A {dispute.kind.value} responsibility dispute was resolved.",
