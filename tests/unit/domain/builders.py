@@ -8,7 +8,7 @@ from datetime import date
 from hub.domain.agreements import AgreementBook
 from hub.domain.model import ChangeType, DischargeDecision, DischargeReason, RegisterChange, S117Status
 from hub.domain.rules import evaluate
-from tests.unit.domain.fakes import FakeReferenceData
+from tests.unit.domain.fakes import BOB_ICB, BUCKINGHAMSHIRE, FakeReferenceData
 
 PERSON = "P-0001"
 REF = FakeReferenceData()
@@ -52,8 +52,17 @@ def lawful_decision(**overrides) -> DischargeDecision:
     return DischargeDecision(**values)
 
 
-def discharge(on: str, decision: DischargeDecision | None = None) -> RegisterChange:
-    return change(ChangeType.S117_DISCHARGE_DECIDED, on, discharge=decision or lawful_decision())
+def discharge(on: str, decision: DischargeDecision | None = None, **fields) -> RegisterChange:
+    return change(ChangeType.S117_DISCHARGE_DECIDED, on, discharge=decision or lawful_decision(), **fields)
+
+
+def joint_discharge(on: str, decision: DischargeDecision | None = None, council: str = BUCKINGHAMSHIRE,
+                    commissioner: str = BOB_ICB) -> list[RegisterChange]:
+    """The decision as each body records it (the council's, then the NHS
+    commissioner's): entitlement ends only on both (Worcs 16.1). The
+    defaults are the bodies of a person ordinarily resident in
+    Buckinghamshire with a GP there."""
+    return [discharge(on, decision, source=council), discharge(on, decision, source=commissioner)]
 
 
 def status(changes, as_of: str | date, ref=REF, book=BOOK) -> S117Status:

@@ -265,6 +265,10 @@ class FakeReferenceData:
         found = HOSPITALS.get(ods_code)
         return found[1] if found else None
 
+    def hospital_trust(self, ods_code: str) -> str | None:
+        # The ODS rule (hub/refdata/loader.py): a known site's first three characters are its trust.
+        return ods_code[:3] if ods_code[:3] in HOSPITALS else None
+
     def bank_holidays(self) -> frozenset[date]:
         return BANK_HOLIDAYS
 

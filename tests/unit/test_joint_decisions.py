@@ -1,0 +1,287 @@
+"""Joint decisions count a body's agreement only from that body (or one
+entitled to act for it), never on another's word (Worcs 16.1; 15.4-15.6).
+
+* An s117 discharge ends entitlement only once the responsible council and
+  the NHS commissioner (or a care-provider trust acting for it) have each
+  recorded it: one side's decision claiming the other's agreement is held
+  pending, the person stays entitled, and entitlement ends on the day the
+  second side agreed. The guards still judge the completing decision.
+* A dispute recorded on the register is resolved only when every party has
+  recorded the same outcome; the hub's workflows (which check every party
+  agreed) still resolve at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date
+
+from sqlalchemy import select
+
+from hub.clients import add_client
+from hub.domain.model import ChangeType, Dispute, DisputeKind, DischargeReason, EventType
+from hub.domain.rules import derive_events, evaluate
+from hub.domain.rules.engine import HUB_SOURCES, evaluation, source_org
+from hub.store.schema import bus_messages
+from hub.workflows.service import WORKFLOW_SOURCE
+from tests.unit.domain.builders import BOOK, PERSON, REF, change, detained, discharge, lawful_decision, left, status
+from tests.unit.domain.fakes import BUCKINGHAMSHIRE, BUCKS_PRACTICE, OXFORD_HEALTH, OXFORDSHIRE
+
+# The sources as the ingest sets them: the API client's id, `<org code in lower case>-<8 hex>`.
+COUNCIL = "e06000060-1a2b3c4d"  # Buckinghamshire, the responsible council
+TRUST = "rnu-0f0f0f0f"  # Oxford Health: runs the hospital of the detention, so acts for the NHS commissioner
+OTHER_COUNCIL = "e09000015-99aa88bb"  # Harrow: neither responsible nor acting for anyone
+
+
+def stay() -> list:
+    return [detained("2024-01-10", hospital_ods=OXFORD_HEALTH, residence_la_gss=BUCKINGHAMSHIRE,
+                     gp_practice_ods=BUCKS_PRACTICE),
+            left("2024-03-01")]
+
+
+def commissioner_source() -> str:
+    """The responsible NHS commissioner's client id (whatever ICB the practice gives)."""
+    code = status(stay(), "2024-06-01").responsible_commissioner.org.code
+    return f"{code.lower()}-5e5e5e5e"
+
+
+def test_sources_name_the_org_that_recorded_them():
+    assert source_org(COUNCIL) == BUCKINGHAMSHIRE
+    assert source_org(TRUST) == OXFORD_HEALTH
+    assert source_org("E06000060") == "E06000060"  # an org code itself
+    assert source_org("") is None and source_org(WORKFLOW_SOURCE) is None
+    # The hub's workflows record dispute changes under this source (hub/workflows/service.py).
+    assert WORKFLOW_SOURCE in HUB_SOURCES
+
+
+# ------------------------------------------------------------------ discharge
+
+
+def test_a_trust_claiming_the_council_agreed_leaves_the_person_entitled_until_the_council_confirms():
+    trust_decision = discharge("2024-06-03", source=TRUST)
+    pending = status([*stay(), trust_decision], "2024-06-05")
+    assert pending.entitled and not pending.discharged_from_s117 and pending.entitlement_end is None
+    assert pending.pending_discharge is not None and pending.pending_discharge.rule == "joint-agreement-awaited"
+    assert "awaiting the council's own agreement" in pending.pending_discharge.explanation
+    assert "decided on 2024-06-03" in pending.pending_discharge.explanation
+    assert "awaiting the council's own agreement" in pending.entitlement.explanation
+    assert pending.history[-1].text == "s117 discharge awaiting the council's own agreement"
+    assert pending.refused_discharges == ()
+    assert pending.next_review is not None  # still owed reviews
+
+    confirmed = status([*stay(), trust_decision, discharge("2024-06-10", source=COUNCIL)], "2024-06-11")
+    assert not confirmed.entitled and confirmed.discharged_from_s117
+    assert confirmed.entitlement_end == date(2024, 6, 10)  # the day both had agreed
+    assert confirmed.pending_discharge is None
+    assert confirmed.history[-1].text == "discharged from s117 by joint decision"
+
+
+def test_a_council_recording_both_agreed_waits_for_the_commissioner_or_a_care_trust():
+    council_decision = discharge("2024-06-03", source=COUNCIL)
+    pending = status([*stay(), council_decision], "2024-06-04")
+    assert pending.entitled
+    assert "awaiting the NHS commissioner's own agreement" in pending.pending_discharge.explanation
+    # The council saying so again is still only the council.
+    again = status([*stay(), council_decision, discharge("2024-06-04", source=COUNCIL)], "2024-06-05")
+    assert again.entitled and again.pending_discharge is not None
+    # Another council, neither responsible nor acting for the commissioner, completes nothing.
+    other = status([*stay(), council_decision, discharge("2024-06-04", source=OTHER_COUNCIL)], "2024-06-05")
+    assert other.entitled and other.pending_discharge is not None
+    for nhs_side in (commissioner_source(), TRUST):
+        done = status([*stay(), council_decision, discharge("2024-06-20", source=nhs_side)], "2024-07-01")
+        assert not done.entitled and done.entitlement_end == date(2024, 6, 20), nhs_side
+
+
+def test_a_decision_without_a_source_is_no_bodys_agreement():
+    alone = status([*stay(), discharge("2024-06-03")], "2024-06-04")
+    assert alone.entitled
+    assert ("awaiting the council's and the NHS commissioner's own agreement"
+            in alone.pending_discharge.explanation)
+    both_sourceless = status([*stay(), discharge("2024-06-03"), discharge("2024-06-04")], "2024-06-05")
+    assert both_sourceless.entitled
+    # It holds nothing the bodies then give: both of them still have to record it.
+    with_council = status([*stay(), discharge("2024-06-03"), discharge("2024-06-04", source=COUNCIL)], "2024-06-05")
+    assert with_council.entitled
+    assert "awaiting the NHS commissioner's own agreement" in with_council.pending_discharge.explanation
+
+
+def test_the_same_day_pair_ends_entitlement_that_day_whatever_the_arrival_order():
+    pair = [discharge("2024-06-10", source=TRUST), discharge("2024-06-10", source=COUNCIL)]
+    spread = [discharge("2024-06-03", source=TRUST), discharge("2024-06-10", source=COUNCIL)]
+    for decisions in (pair, spread):
+        base = stay()
+        changes = [*base, *decisions]
+        expected = status(changes, "2024-07-01")
+        assert not expected.entitled and expected.entitlement_end == date(2024, 6, 10)
+        for order in itertools.permutations(changes):
+            assert status(list(order), "2024-07-01") == expected
+        # Late history through the incremental evaluation gives the same status as the whole fold.
+        late_first = evaluation(PERSON, [*base, decisions[1]], REF, BOOK, date(2024, 7, 1))
+        assert late_first.status.entitled
+        assert late_first.extended(decisions[0]).status == expected
+
+
+def test_the_guards_still_judge_the_completing_decision():
+    trust_decision = discharge("2024-06-03", source=TRUST)
+    on_cto = [*stay(), trust_decision, change(ChangeType.CTO_STARTED, "2024-06-05"),
+              discharge("2024-06-10", source=COUNCIL)]
+    result = status(on_cto, "2024-06-11")
+    assert result.entitled and result.on_cto
+    assert [r.rule for r in result.refused_discharges] == ["cto-blocks-discharge"]
+    assert result.pending_discharge is not None  # still awaiting the council's own (lawful) agreement
+    forbidden = status([*stay(), trust_decision,
+                        discharge("2024-06-10", lawful_decision(reasons=(DischargeReason.TIME_PASSED,)),
+                                  source=COUNCIL)], "2024-06-11")
+    assert forbidden.entitled and forbidden.refused_discharges[0].rule == "forbidden-sole-grounds"
+    # A refused first decision is not pending: the lawful second one is alone.
+    refused_first = status([*stay(), discharge("2024-06-03", lawful_decision(person_involved=False), source=TRUST),
+                            discharge("2024-06-10", source=COUNCIL)], "2024-06-11")
+    assert refused_first.entitled
+    assert "awaiting the NHS commissioner's own agreement" in refused_first.pending_discharge.explanation
+
+
+def test_a_pending_discharge_lapses_on_a_new_qualifying_detention():
+    changes = [*stay(), discharge("2024-06-03", source=TRUST),
+               detained("2024-07-01", hospital_ods=OXFORD_HEALTH), discharge("2024-07-05", source=COUNCIL)]
+    result = status(changes, "2024-07-06")
+    assert result.entitled
+    assert any("lapsed" in h.text for h in result.history)
+    # The council's decision after the re-detention is alone: the trust's agreement went with the old one.
+    assert "awaiting the NHS commissioner's own agreement" in result.pending_discharge.explanation
+
+
+def test_events_tell_the_end_only_when_both_have_agreed():
+    first = discharge("2024-06-03", source=TRUST)
+    second = discharge("2024-06-10", source=COUNCIL)
+    before = evaluate(PERSON, stay(), REF, BOOK, date(2024, 6, 3))
+    after = evaluate(PERSON, [*stay(), first], REF, BOOK, date(2024, 6, 3))
+    assert [e.event_type for e in derive_events(before, after, first)] == [EventType.REGISTER_CHANGE_RECORDED]
+    before = evaluate(PERSON, [*stay(), first], REF, BOOK, date(2024, 6, 10))
+    after = evaluate(PERSON, [*stay(), first, second], REF, BOOK, date(2024, 6, 10))
+    assert EventType.ENTITLEMENT_ENDED in [e.event_type for e in derive_events(before, after, second)]
+
+
+# ------------------------------------------------------------------- disputes
+
+PARTIES = (BUCKINGHAMSHIRE, OXFORDSHIRE)
+RAISED = change(ChangeType.DISPUTE_RAISED, "2024-04-01", source=COUNCIL,
+                dispute=Dispute("REG-1", DisputeKind.COUNCIL, PARTIES))
+
+
+def resolved(on: str, by: str, found: str, dispute_id: str = "REG-1"):
+    return change(ChangeType.DISPUTE_RESOLVED, on, source=by,
+                  dispute=Dispute(dispute_id, DisputeKind.COUNCIL, PARTIES, resolved_responsible=found))
+
+
+def test_a_register_dispute_is_resolved_only_once_both_parties_record_the_same_outcome():
+    one = status([*stay(), RAISED, resolved("2024-05-01", COUNCIL, OXFORDSHIRE)], "2024-05-02")
+    assert [d.dispute_id for d in one.open_disputes] == ["REG-1"]
+    assert one.responsible_council.org.code == BUCKINGHAMSHIRE  # current arrangements stay
+    assert "recorded by 1 of 2 parties" in one.history[-1].text
+    both = status([*stay(), RAISED, resolved("2024-05-01", COUNCIL, OXFORDSHIRE),
+                   resolved("2024-05-08", "e10000025-77777777", OXFORDSHIRE)], "2024-05-09")
+    assert both.open_disputes == ()
+    assert both.responsible_council.org.code == OXFORDSHIRE
+    assert "resolved on 2024-05-08" in both.responsible_council.explanation
+
+
+def test_a_different_outcome_from_the_second_party_keeps_the_dispute_open_until_one_party_changes_its_own():
+    disagree = [*stay(), RAISED, resolved("2024-05-01", COUNCIL, OXFORDSHIRE),
+                resolved("2024-05-08", "e10000025-77777777", BUCKINGHAMSHIRE)]
+    result = status(disagree, "2024-05-09")
+    assert [d.dispute_id for d in result.open_disputes] == ["REG-1"]
+    assert result.responsible_council.org.code == BUCKINGHAMSHIRE
+    assert "recorded by 1 of 2 parties" in result.history[-1].text
+    # Buckinghamshire records the other outcome: its own earlier one is replaced, and both now agree.
+    settled = status([*disagree, resolved("2024-05-15", COUNCIL, BUCKINGHAMSHIRE)], "2024-05-16")
+    assert settled.open_disputes == () and settled.responsible_council.org.code == BUCKINGHAMSHIRE
+    assert "resolved on 2024-05-15" in settled.responsible_council.explanation
+
+
+def test_a_body_not_a_party_and_a_sourceless_record_resolve_nothing():
+    for by in (OTHER_COUNCIL, TRUST, ""):
+        result = status([*stay(), RAISED, resolved("2024-05-01", by, OXFORDSHIRE)], "2024-05-02")
+        assert [d.dispute_id for d in result.open_disputes] == ["REG-1"], by
+        assert "recorded by 0 of 2 parties" in result.history[-1].text
+
+
+def test_the_parties_outcomes_resolve_the_same_whatever_the_arrival_order():
+    changes = [*stay(), RAISED, resolved("2024-05-01", "e10000025-77777777", OXFORDSHIRE),
+               resolved("2024-05-01", COUNCIL, OXFORDSHIRE)]
+    expected = status(changes, "2024-06-01")
+    assert expected.open_disputes == () and expected.responsible_council.org.code == OXFORDSHIRE
+    for order in itertools.permutations(changes):
+        assert status(list(order), "2024-06-01") == expected
+    late = evaluation(PERSON, changes[:-1], REF, BOOK, date(2024, 6, 1)).extended(changes[-1])
+    assert late.status == expected
+
+
+def test_a_resolution_the_hubs_workflows_record_is_immediate():
+    result = status([*stay(), RAISED, resolved("2024-05-01", WORKFLOW_SOURCE, OXFORDSHIRE)], "2024-05-02")
+    assert result.open_disputes == () and result.responsible_council.org.code == OXFORDSHIRE
+
+
+def test_one_partys_outcome_of_a_dispute_never_raised_opens_it_until_the_other_agrees():
+    one = status([*stay(), resolved("2024-05-01", COUNCIL, OXFORDSHIRE, "REG-2")], "2024-05-02")
+    assert [d.dispute_id for d in one.open_disputes] == ["REG-2"]
+    before = evaluate(PERSON, stay(), REF, BOOK, date(2024, 5, 1))
+    lone = resolved("2024-05-01", COUNCIL, OXFORDSHIRE, "REG-2")
+    events = derive_events(before, evaluate(PERSON, [*stay(), lone], REF, BOOK, date(2024, 5, 1)), lone)
+    assert EventType.DISPUTE_RESOLVED not in [e.event_type for e in events]
+
+
+def test_a_resolved_dispute_is_not_reopened_or_moved_by_one_partys_later_outcome():
+    changes = [*stay(), RAISED, resolved("2024-05-01", WORKFLOW_SOURCE, OXFORDSHIRE),
+               resolved("2024-06-01", COUNCIL, BUCKINGHAMSHIRE)]
+    result = status(changes, "2024-06-02")
+    assert result.open_disputes == () and result.responsible_council.org.code == OXFORDSHIRE
+
+
+# --------------------------------------------------------- through the API
+
+
+DECISION = {"council_agrees": True, "commissioner_agrees": True, "reasons": ["no-longer-needs-services"],
+            "participants": ["care coordinator", "AMHP"], "person_involved": True}
+PERSON_IN = {"nhs_number": "9991100016", "given_name": "Alex", "family_name": "Testpatient",
+             "birth_date": "1971-03-14", "postcode": "HP20 1AA"}
+
+
+async def test_through_the_api_a_trusts_decision_waits_for_the_councils(app_hub):
+    http, hub = app_hub.http, app_hub.hub
+    trust = {"X-API-Key": app_hub.keys["trust"]}
+    base = {"source_system": "RiO", "person": PERSON_IN}
+    for n, body in enumerate([
+        {"change_type": "detained", "effective_date": "2025-01-06", "legal_status_code": "03",
+         "hospital_ods": "RNU", "gp_practice_ods": "K82001", "residence_la_gss": BUCKINGHAMSHIRE},
+        {"change_type": "left-hospital", "effective_date": "2025-04-07", "hospital_ods": "RNU"},
+        {"change_type": "s117-discharge-decided", "effective_date": "2025-06-02", "discharge": DECISION},
+    ]):
+        r = await http.post("/v1/register-changes", headers=trust, json={**base, "source_message_id": f"j-{n}", **body})
+        assert r.status_code == 202, r.text
+    person_id = r.json()["person_id"]
+    _, admin = await add_client(hub.engine, "ops", "HUB", "hub-operator", ["hub:admin"])
+
+    async def position() -> dict:
+        r = await http.get(f"/v1/persons/{person_id}/s117", headers={"X-API-Key": admin})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def event_types() -> set[str]:
+        async with hub.engine.connect() as conn:
+            return {row.headers["event_type"] for row in (await conn.execute(select(bus_messages.c.headers))).all()}
+
+    held = await position()
+    assert held["entitled"] is True and held["discharged_from_s117"] is False
+    assert "awaiting the council's own agreement" in held["entitlement"]["explanation"]
+    assert "s117-entitlement-ended" not in await event_types()
+
+    # The responsible council's own decision completes it.
+    _, council_key = await add_client(hub.engine, "Bucks case system", BUCKINGHAMSHIRE, "council", ["register:write"])
+    r = await http.post("/v1/register-changes", headers={"X-API-Key": council_key}, json={
+        **base, "source_system": "Mosaic", "source_message_id": "j-council", "change_type": "s117-discharge-decided",
+        "effective_date": "2025-06-09", "discharge": DECISION})
+    assert r.status_code == 202, r.text
+    done = await position()
+    assert done["entitled"] is False and done["discharged_from_s117"] is True
+    assert done["entitlement_end"] == "2025-06-09"
+    assert "s117-entitlement-ended" in await event_types()
