@@ -70,15 +70,21 @@ def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
             dispute={"dispute_id": dispute_id, "kind": "council", "parties": [home, other]})
         if draw(st.booleans()):
             offset += draw(STEP)
-            add(offset, change_type="dispute-resolved",
-                dispute={"dispute_id": dispute_id, "kind": "council", "parties": [home, other],
-                         "resolved_responsible": draw(st.sampled_from([home, other]))})
+            resolved = draw(st.sampled_from([home, other]))
+            for party in (home, other):  # the outcome stands once every party has recorded it
+                add(offset, change_type="dispute-resolved", _by=party,
+                    dispute={"dispute_id": dispute_id, "kind": "council", "parties": [home, other],
+                             "resolved_responsible": resolved})
     if draw(st.booleans()):
         offset += draw(STEP)
-        add(offset, change_type="s117-discharge-decided",
-            discharge={"council_agrees": True, "commissioner_agrees": True,
-                       "reasons": ["no-longer-needs-services"], "participants": ["care coordinator"],
-                       "person_involved": True})
+        # A joint decision, as each body records it (Worcs 16.1): the responsible council (home, or
+        # the other council a dispute found responsible: both record it, only the responsible one's
+        # counts) and the trust of the detention, acting for the NHS commissioner.
+        for by in (home, other, detained["hospital_ods"]):
+            add(offset, change_type="s117-discharge-decided", _by=by,
+                discharge={"council_agrees": True, "commissioner_agrees": True,
+                           "reasons": ["no-longer-needs-services"], "participants": ["care coordinator"],
+                           "person_involved": True})
     elif draw(st.booleans()):
         offset += draw(st.sampled_from([1, 20]))
         add(offset, change_type="detained", legal_status_code="03", hospital_ods="RNU",
@@ -91,7 +97,10 @@ def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 def materialise(history: list[dict[str, Any]], run_id: str, seed: int) -> list[dict[str, Any]]:
     """The canonical JSON register changes of one person: source message ids
-    number the changes in narrative order (the source's own sequence)."""
+    number the changes in narrative order (the source's own sequence). A
+    change with `_by` (an org code) is one that body records (a joint
+    decision's part): the poster sends it with that body's key and drops
+    the key from the body."""
     p = person(random.Random(seed))
     return [{"source_system": "RiO (test)", "source_message_id": f"{run_id}-{i:02d}", "person": p, **c}
             for i, c in enumerate(history)]

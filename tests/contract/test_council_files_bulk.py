@@ -106,7 +106,8 @@ SECOND_NIGHT = csv(
 
 
 # A third: a dispute raised about Robin, then an end of entitlement it holds (the bulk path leaves it, and
-# Robin's later rows, to the per-change path), then a GP change.
+# Robin's later rows, to the per-change path), then a GP change. The end is the council's part of a joint
+# decision the care trust recorded first (TRUST_DISCHARGE_OF_ROBIN, sent before this night): it completes it.
 THIRD_NIGHT = (
     "RECORD_ID,EVENT,EFFECTIVE_DATE,NHS_NO,DISPUTE_ID,DISPUTE_TYPE,DISPUTE_PARTIES,LA_AGREES,NHS_AGREES,"
     "PERSON_INVOLVED,END_REASONS,PARTICIPANTS,GP_ODS\r\n"
@@ -121,8 +122,20 @@ async def run_nights(h: InProcessHub) -> list[dict]:
         for change in trust_changes(person, run):
             r = await h.http.post("/v1/register-changes", headers={"X-API-Key": h.keys["trust"]}, json=change)
             assert r.status_code == 202, r.text
-    return [await send(h, (FIXTURES / "bucks_nightly.csv").read_bytes()), await send(h, SECOND_NIGHT),
-            await send(h, THIRD_NIGHT)]
+    first, second = await send(h, (FIXTURES / "bucks_nightly.csv").read_bytes()), await send(h, SECOND_NIGHT)
+    r = await h.http.post("/v1/register-changes", headers={"X-API-Key": h.keys["trust"]},
+                          json=TRUST_DISCHARGE_OF_ROBIN)
+    assert r.status_code == 202, r.text
+    return [first, second, await send(h, THIRD_NIGHT)]
+
+
+# The care trust's part of Robin's joint s117 discharge (for the NHS commissioner): it awaits the
+# council's own, which the third night's S117_END gives (Worcs 16.1).
+TRUST_DISCHARGE_OF_ROBIN = {
+    "source_system": "RiO", "source_message_id": "c-discharge", "person": PERSON_C,
+    "change_type": "s117-discharge-decided", "effective_date": "2025-09-01",
+    "discharge": {"council_agrees": True, "commissioner_agrees": True, "reasons": ["no-longer-needs-services"],
+                  "participants": ["care coordinator", "AMHP"], "person_involved": True}}
 
 
 async def state(hub: Hub) -> dict[str, Any]:

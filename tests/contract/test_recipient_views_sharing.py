@@ -45,9 +45,12 @@ def _history() -> list[dict[str, Any]]:
          "hospital_ods": "RNU", "residence_la_gss": BUCKS, "gp_practice_ods": GP[BUCKS]},
         {"effective_date": "2024-05-01", "change_type": "left-hospital"},
         {"effective_date": "2024-06-03", "change_type": "dispute-raised", "dispute": dispute},
-        {"effective_date": "2024-07-01", "change_type": "dispute-resolved",
-         "dispute": {**dispute, "resolved_responsible": BUCKS}},
-        {"effective_date": "2024-09-02", "change_type": "s117-discharge-decided", "discharge": DISCHARGE},
+        # Each party records the outcome, and each body its part of the joint decision (the care trust
+        # acting for the NHS commissioner): tests/histories.py `_by`.
+        *({"effective_date": "2024-07-01", "change_type": "dispute-resolved", "_by": party,
+           "dispute": {**dispute, "resolved_responsible": BUCKS}} for party in (BUCKS, WORCS)),
+        *({"effective_date": "2024-09-02", "change_type": "s117-discharge-decided", "_by": by, "discharge": DISCHARGE}
+          for by in (BUCKS, "RNU")),
     ]
 
 

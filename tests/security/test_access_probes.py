@@ -212,10 +212,13 @@ async def test_a_body_responsible_in_the_past_reads_its_own_period_only(app_hub,
                "dispute": {"dispute_id": "OR-1", "kind": "council", "parties": ["E10000034", "E06000019"]}}
     r = await post(app_hub, keys["worcs-writer"], resolve)
     assert r.status_code == 202, r.text
-    r = await post(app_hub, keys["worcs-writer"], {
-        **resolve, "source_message_id": "res-2", "change_type": "dispute-resolved", "effective_date": "2025-06-01",
-        "dispute": {**resolve["dispute"], "resolved_responsible": "E06000019"}})
-    assert r.status_code == 202, r.text
+    # The outcome stands once both parties have recorded it: Worcestershire, then Herefordshire.
+    _, hereford = await add_client(app_hub.hub.engine, "Herefordshire", "E06000019", "council", ["register:write"])
+    for key in (keys["worcs-writer"], hereford):
+        r = await post(app_hub, key, {
+            **resolve, "source_message_id": "res-2", "change_type": "dispute-resolved", "effective_date": "2025-06-01",
+            "dispute": {**resolve["dispute"], "resolved_responsible": "E06000019"}})
+        assert r.status_code == 202, r.text
     worcs = {"X-API-Key": keys["worcs-writer"]}
     now = await app_hub.http.get(f"/v1/persons/{ids['W']}/s117", headers=worcs)
     assert now.status_code == 404

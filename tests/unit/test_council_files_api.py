@@ -102,6 +102,15 @@ async def test_csv_export_is_recorded_row_by_row_and_bad_rows_are_quarantined(ap
     one = (await app_hub.http.get(f"/v1/quarantine/{q}", headers=council)).json()
     assert one["raw"].startswith("SW-1005,GP_CHANGE,06/08/2025,,9991100017")
 
+    # The council's s117 discharge (SW-1008) awaits the NHS side's own agreement: the care trust, acting
+    # for the NHS commissioner, records its decision too, and entitlement ends (Worcs 16.1).
+    r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json={
+        "source_system": "RiO", "source_message_id": "a-discharge", "change_type": "s117-discharge-decided",
+        "effective_date": "2025-09-01", "person": PERSON_A,
+        "discharge": {"council_agrees": True, "commissioner_agrees": True, "reasons": ["no-longer-needs-services"],
+                      "participants": ["care coordinator", "consultant psychiatrist"], "person_involved": True}})
+    assert r.status_code == 202, r.text
+
     # The council's changes had their consequences: out of area, review due, entitlement ended.
     async with app_hub.hub.engine.connect() as conn:
         kinds = {row.headers["event_type"] for row in (await conn.execute(select(bus_messages.c.headers))).all()}
@@ -155,6 +164,14 @@ async def test_fixed_width_export_with_header_and_trailer(app_hub, council):
         ("MOS-2005", "rejected"), ("MOS-2006", "accepted"), ("MOS-2007", "accepted")]
     assert {e["field"] for e in body["report"][4]["errors"]} == {"row 5, column END_REASONS",
                                                                  "row 5, column PARTICIPANTS"}
+    # The dispute's outcome (MOS-2006) stands once the other party, Worcestershire, records it too.
+    _, worcs = await add_client(app_hub.hub.engine, "Worcs", "E10000034", "council", ["register:write"])
+    r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": worcs}, json={
+        "source_system": "Mosaic", "source_message_id": "or-77-worcs", "change_type": "dispute-resolved",
+        "effective_date": "2025-08-01", "person": PERSON_C,
+        "dispute": {"dispute_id": "OR-77", "kind": "council", "parties": ["E06000060", "E10000034"],
+                    "resolved_responsible": "E06000060"}})
+    assert r.status_code == 202, r.text
     async with app_hub.hub.engine.connect() as conn:
         kinds = [row.headers["event_type"] for row in (await conn.execute(select(bus_messages.c.headers))).all()]
     assert {"s117-dispute-raised", "s117-dispute-resolved", "s117-entitlement-ended"} <= set(kinds)

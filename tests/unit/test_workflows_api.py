@@ -107,12 +107,20 @@ async def test_contest_escalate_on_the_clock_resolve_and_reimburse(workflow_hub)
     # Bucks' own procedure: the Joint Management Group first; Bucks meets the needs meanwhile (Worcs 4.3.4).
     assert d["clock"]["owner"] == "JMG" and d["interims"][-1]["lead_body"] == BUCKS
 
-    # While the dispute is open, a discharge that would end funding is held (Worcs 8.5).
+    # While the dispute is open, a discharge that would end funding is held (Worcs 8.5). A discharge is
+    # joint: the responsible council's own decision awaits the NHS side's (accepted, ends nothing), and
+    # the care trust's, acting for the NHS commissioner, would end entitlement: that one is held.
     discharge = {"source_system": "RiO", "source_message_id": "wf-discharge", "change_type": "s117-discharge-decided",
                  "effective_date": (START + timedelta(days=260)).isoformat(), "person": workflow_hub.person,
                  "discharge": {"council_agrees": True, "commissioner_agrees": True,
                                "reasons": ["no-longer-needs-services"], "participants": ["RC", "AMHP"],
                                "person_involved": True}}
+    council = (await http.get(f"/v1/persons/{workflow_hub.person_id}/s117",
+                              headers={"X-API-Key": workflow_hub.keys["admin"]})).json()["council_basis_code"]
+    council_key = (await add_client(hub.engine, council, council, "council", ["register:write"]))[1]
+    r = await http.post("/v1/register-changes", headers={"X-API-Key": council_key},
+                        json={**discharge, "source_message_id": "wf-discharge-council"})
+    assert r.status_code == 202, r.text
     r = await http.post("/v1/register-changes", headers={"X-API-Key": workflow_hub.keys["trust"]}, json=discharge)
     assert r.status_code == 409 and r.json()["rule"] == "held-open-dispute" and "Worcs 8.5" in r.json()["detail"]
     async with hub.engine.connect() as conn:
@@ -199,10 +207,16 @@ async def test_disputes_recorded_on_the_register_open_and_close_cases_once(workf
                 "effective_date": "2025-10-01",
                 "dispute": {"dispute_id": "REG-77", "kind": "commissioner", "parties": ["QU9", "QGH"],
                             "resolved_responsible": "QU9"}}
-    r = await http.post("/v1/register-changes", headers={"X-API-Key": workflow_hub.keys["trust"]}, json=resolved)
-    assert r.status_code == 202, r.text
-    await drain(workflow_hub)
-    case = (await http.get(f"/v1/disputes/{items[0]['case_id']}", headers=h(workflow_hub, "QU9"))).json()
+    # A register-recorded outcome stands once every party has recorded it: the first leaves the case open.
+    for party in ("QU9", "QGH"):
+        key = (await add_client(hub.engine, party, party, "icb", ["register:write"]))[1]
+        r = await http.post("/v1/register-changes", headers={"X-API-Key": key},
+                            json={**resolved, "source_message_id": f"reg-d-2-{party}"})
+        assert r.status_code == 202, r.text
+        await drain(workflow_hub)
+        case = (await http.get(f"/v1/disputes/{items[0]['case_id']}", headers=h(workflow_hub, "QU9"))).json()
+        if party == "QU9":
+            assert case["state"] == "open"
     assert case["state"] == "resolved" and case["history"][-1]["actor"] == "hub:register"
     assert case["reimbursement"]["payer"] == "QU9"
 

@@ -150,8 +150,10 @@ def test_commissioner_dispute_resolution_transfers():
                dispute=Dispute("N1", DisputeKind.COMMISSIONER, (OXON_CCG, BSOL_CCG))),
     ]
     assert status(changes, "2021-06-01").responsible_commissioner.org.code == OXON_CCG
-    changes.append(change(ChangeType.DISPUTE_RESOLVED, "2021-09-01",
-                          dispute=Dispute("N1", DisputeKind.COMMISSIONER, (OXON_CCG, BSOL_CCG), BSOL_CCG)))
+    # Each party records the outcome (a register-recorded dispute needs all of them).
+    changes += [change(ChangeType.DISPUTE_RESOLVED, "2021-09-01", source=party,
+                       dispute=Dispute("N1", DisputeKind.COMMISSIONER, (OXON_CCG, BSOL_CCG), BSOL_CCG))
+                for party in (OXON_CCG, BSOL_CCG)]
     resolved = status(changes, "2021-10-01").responsible_commissioner
     assert resolved.org.code == BSOL_CCG
     assert "Worcs 4.4.8" in resolved.citation

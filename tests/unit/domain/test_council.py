@@ -39,8 +39,8 @@ COUNCIL_TABLE = [
      "Worcs 4.3.1", "code E10000002 is now Buckinghamshire"),
     ("dispute resolved for B", A_B_C + [
         change(ChangeType.DISPUTE_RAISED, "2022-02-01", dispute=Dispute("D1", DisputeKind.COUNCIL, (A, B))),
-        change(ChangeType.DISPUTE_RESOLVED, "2022-06-01",
-               dispute=Dispute("D1", DisputeKind.COUNCIL, (A, B), resolved_responsible=B))],
+        *(change(ChangeType.DISPUTE_RESOLVED, "2022-06-01", source=party,  # each party records the outcome
+                 dispute=Dispute("D1", DisputeKind.COUNCIL, (A, B), resolved_responsible=B)) for party in (A, B))],
      "2022-07-01", B, "Worcs 4.3.4", "found responsible when the dispute was resolved on 2022-06-01"),
     ("dispute open: council meeting the needs keeps them", A_B_C + [
         change(ChangeType.DISPUTE_RAISED, "2022-02-01", dispute=Dispute("D1", DisputeKind.COUNCIL, (A, B)))],

@@ -4,7 +4,7 @@ import pytest
 
 from hub.domain.model import ChangeType, DischargeReason as R
 from hub.domain.rules import check_discharge
-from tests.unit.domain.builders import change, detained, discharge, lawful_decision, left, status
+from tests.unit.domain.builders import change, detained, discharge, joint_discharge, lawful_decision, left, status
 from tests.unit.domain.fakes import BUCKINGHAMSHIRE
 
 ENTITLED = status([detained("2024-01-10", residence_la_gss=BUCKINGHAMSHIRE), left("2024-03-01")], "2024-06-01")
@@ -70,7 +70,7 @@ def test_refused_decision_is_recorded_and_does_not_end_entitlement():
 def test_discharge_after_cto_ends_is_allowed():
     changes = [detained("2024-01-10", residence_la_gss=BUCKINGHAMSHIRE),
                change(ChangeType.CTO_STARTED, "2024-03-01"), change(ChangeType.CTO_ENDED, "2024-09-01"),
-               discharge("2024-10-01")]
+               *joint_discharge("2024-10-01")]
     result = status(changes, "2024-10-02")
     assert not result.entitled and result.discharged_from_s117
     assert result.entitlement_end.isoformat() == "2024-10-01"

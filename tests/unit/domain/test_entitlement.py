@@ -3,7 +3,7 @@
 import pytest
 
 from hub.domain.model import ChangeType, DischargeReason
-from tests.unit.domain.builders import change, detained, discharge, lawful_decision, left, status
+from tests.unit.domain.builders import change, detained, discharge, joint_discharge, lawful_decision, left, status
 from tests.unit.domain.fakes import BUCKS_PRACTICE, BUCKINGHAMSHIRE
 
 HOME = dict(residence_la_gss=BUCKINGHAMSHIRE, gp_practice_ods=BUCKS_PRACTICE)
@@ -84,14 +84,14 @@ TIMELINE_TABLE = [
      "does not end entitlement"),
     ("died", [detained("2023-01-01", **HOME), left("2023-03-01"), change(ChangeType.DIED, "2024-01-10")],
      "2024-02-01", False, "2023-03-01", "died on 2024-01-10"),
-    ("joint discharge", [detained("2023-01-01", **HOME), left("2023-03-01"), discharge("2024-01-10")],
+    ("joint discharge", [detained("2023-01-01", **HOME), left("2023-03-01"), *joint_discharge("2024-01-10")],
      "2024-02-01", False, "2023-03-01", "Worcs 16.1"),
     ("refused plan: discharge refused, still entitled",
      [detained("2023-01-01", **HOME), left("2023-03-01"),
       discharge("2024-01-10", lawful_decision(reasons=(DischargeReason.REFUSED_PLAN,)))],
      "2024-02-01", True, "2023-03-01", "entitled since"),
     ("re-sectioned after discharge: entitled again",
-     [detained("2020-01-01", **HOME), left("2020-03-01"), discharge("2021-01-10"), detained("2024-01-01", **HOME),
+     [detained("2020-01-01", **HOME), left("2020-03-01"), *joint_discharge("2021-01-10"), detained("2024-01-01", **HOME),
       left("2024-02-01")], "2024-02-02", True, "2024-02-01", "entitled since 2024-02-01"),
     ("changes after death are ignored", [detained("2023-01-01", **HOME), change(ChangeType.DIED, "2023-02-01"),
                                           left("2023-03-01")], "2023-04-01", False, None, "died"),

@@ -4,9 +4,9 @@ import re
 
 from hub.domain.model import ChangeType, Dispute, DisputeKind, EventType as E
 from hub.domain.rules import derive_events, evaluate
-from tests.unit.domain.builders import BOOK, PERSON, REF, change, detained, discharge, left, moved
+from tests.unit.domain.builders import BOOK, PERSON, REF, change, detained, discharge, joint_discharge, left, moved
 from tests.unit.domain.fakes import (
-    BANK_HOLIDAYS, BUCKINGHAMSHIRE, BUCKS_PRACTICE, HARROW, OXFORDSHIRE, WORCESTERSHIRE, WORCS_PRACTICE,
+    BANK_HOLIDAYS, BUCKINGHAMSHIRE, BUCKS_CCG, BUCKS_PRACTICE, HARROW, OXFORDSHIRE, WORCESTERSHIRE, WORCS_PRACTICE,
 )
 
 
@@ -28,7 +28,10 @@ def test_first_event_is_always_the_recorded_change():
 
 def test_entitlement_started_and_ended():
     assert [e.event_type for e in events_of(BASE[:1], BASE[1])] == [E.REGISTER_CHANGE_RECORDED, E.ENTITLEMENT_STARTED]
-    ended = events_of(BASE, discharge("2022-01-05"))
+    council, commissioner = joint_discharge("2022-01-05", commissioner=BUCKS_CCG)
+    awaiting = events_of(BASE, council)  # one body's decision awaits the other's own agreement
+    assert [e.event_type for e in awaiting] == [E.REGISTER_CHANGE_RECORDED]
+    ended = events_of(BASE + [council], commissioner)
     assert [e.event_type for e in ended] == [E.REGISTER_CHANGE_RECORDED, E.ENTITLEMENT_ENDED]
     assert "joint discharge decision" in ended[1].summary
     died = events_of(BASE, change(ChangeType.DIED, "2022-01-05"))
@@ -89,8 +92,12 @@ def test_dispute_events_notify_all_parties():
     assert raised[-1].also_notify == (BUCKINGHAMSHIRE, OXFORDSHIRE)
     history = BASE + [change(ChangeType.DISPUTE_RAISED, "2021-06-01",
                              dispute=Dispute("D9", DisputeKind.COUNCIL, (BUCKINGHAMSHIRE, OXFORDSHIRE)))]
-    resolved = events_of(history, change(ChangeType.DISPUTE_RESOLVED, "2021-09-01", dispute=Dispute(
-        "D9", DisputeKind.COUNCIL, (BUCKINGHAMSHIRE, OXFORDSHIRE), resolved_responsible=OXFORDSHIRE)))
+    first, second = (change(ChangeType.DISPUTE_RESOLVED, "2021-09-01", source=party, dispute=Dispute(
+        "D9", DisputeKind.COUNCIL, (BUCKINGHAMSHIRE, OXFORDSHIRE), resolved_responsible=OXFORDSHIRE))
+        for party in (BUCKINGHAMSHIRE, OXFORDSHIRE))
+    # One party's outcome leaves the dispute open: nothing resolved to tell.
+    assert [e.event_type for e in events_of(history, first)] == [E.REGISTER_CHANGE_RECORDED]
+    resolved = events_of(history + [first], second)
     types = [e.event_type for e in resolved]
     assert E.DISPUTE_RESOLVED in types and E.RESPONSIBILITY_TRANSFERRED in types
     transfer = next(e for e in resolved if e.event_type is E.RESPONSIBILITY_TRANSFERRED)

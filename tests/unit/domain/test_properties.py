@@ -33,6 +33,12 @@ decisions = st.builds(
 
 LAWFUL = DischargeDecision(True, True, (DischargeReason.NO_LONGER_NEEDS_SERVICES,), ("RC", "AMHP"), True)
 
+# Who records a joint decision (a discharge, a dispute's outcome): its agreement counts only for the
+# bodies it may speak for (the councils, commissioners and trusts of the histories, a body of none of
+# them, the hub's workflows for every body, or no source at all).
+SOURCES = ["", "hub:workflows", "e06000060-0a1b2c3d", HARROW, "14Y", "W2U3Z", "QU9", HW_TRUST, OXFORD_HEALTH,
+           "RXT"]
+
 LATER_TYPES = [t for t in T if t is not T.DIED] * 3 + [T.DIED]
 
 
@@ -65,6 +71,8 @@ def histories(draw) -> list[RegisterChange]:
             fields["discharge_destination_la_gss"] = draw(st.sampled_from(COUNCILS + [None]))
         if change_type is T.S117_DISCHARGE_DECIDED:
             fields["discharge"] = draw(st.one_of(st.just(LAWFUL), decisions))
+        if change_type in (T.S117_DISCHARGE_DECIDED, T.DISPUTE_RESOLVED):
+            fields["source"] = draw(st.sampled_from(SOURCES))
         if change_type in (T.DISPUTE_RAISED, T.DISPUTE_RESOLVED):
             kind = draw(st.sampled_from(list(DisputeKind)))
             parties = (BUCKINGHAMSHIRE, HARROW) if kind is DisputeKind.COUNCIL else ("14Y", "W2U3Z")

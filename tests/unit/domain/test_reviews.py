@@ -4,7 +4,7 @@ import pytest
 
 from hub.domain.agreements import AgreementBook, AreaAgreement
 from hub.domain.model import ChangeType, DischargeReason
-from tests.unit.domain.builders import change, detained, discharge, lawful_decision, left, moved, status
+from tests.unit.domain.builders import change, detained, discharge, joint_discharge, lawful_decision, left, moved, status
 from tests.unit.domain.fakes import BUCKINGHAMSHIRE, BUCKS_PRACTICE, HARROW, OXFORDSHIRE
 
 BASE = [detained("2024-01-10", residence_la_gss=BUCKINGHAMSHIRE, gp_practice_ods=BUCKS_PRACTICE),
@@ -70,7 +70,7 @@ def test_move_within_the_same_council_area_triggers_nothing():
 
 NO_REVIEW_TABLE = [
     ("never entitled", [detained("2024-01-10", "02", residence_la_gss=HARROW), left("2024-02-01")]),
-    ("discharged", BASE + [change(ChangeType.REVIEW_REQUESTED, "2024-04-22"), discharge("2024-05-01")]),
+    ("discharged", BASE + [change(ChangeType.REVIEW_REQUESTED, "2024-04-22"), *joint_discharge("2024-05-01")]),
     ("died", BASE + [change(ChangeType.DIED, "2024-05-01")]),
     ("still detained, first time", [detained("2024-01-10", residence_la_gss=HARROW)]),
 ]

@@ -390,8 +390,11 @@ def test_a_dispute_raised_and_resolved_on_the_same_day_is_resolved_whatever_the_
     parties = (BUCKINGHAMSHIRE, WORCESTERSHIRE)
     raised = change(ChangeType.DISPUTE_RAISED, date(2024, 4, 1), change_id="Z-raised",
                     dispute=Dispute("D-1", DisputeKind.COUNCIL, parties))
-    resolved = change(ChangeType.DISPUTE_RESOLVED, date(2024, 4, 1), change_id="A-resolved",
-                      dispute=Dispute("D-1", DisputeKind.COUNCIL, parties, resolved_responsible=WORCESTERSHIRE))
-    after = status([*history, raised, resolved], date(2024, 6, 1))
+    # Each party records the outcome: a register-recorded dispute needs every party's.
+    resolved = [change(ChangeType.DISPUTE_RESOLVED, date(2024, 4, 1), change_id=f"A-resolved-{party}",
+                       source=party,
+                       dispute=Dispute("D-1", DisputeKind.COUNCIL, parties, resolved_responsible=WORCESTERSHIRE))
+                for party in parties]
+    after = status([*history, raised, *resolved], date(2024, 6, 1))
     assert after.open_disputes == ()
     assert after.responsible_council.org.code == WORCESTERSHIRE
