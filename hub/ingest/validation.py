@@ -78,6 +78,8 @@ def problems_from_pydantic(exc: ValidationError) -> list[FieldProblem]:
             loc = loc if len(loc) <= MAX_NAMED_KEY else loc[:MAX_NAMED_KEY] + "..."
         elif kind == "missing":
             msg = "is required"
+        elif kind == "value_error":  # a contract's own check: its reason, without pydantic's "Value error, "
+            msg = str((err.get("ctx") or {}).get("error") or msg).removeprefix("Value error, ")
         elif loc in DATE_FIELDS:
             # A string that is not YYYY-MM-DD, another type, or a day the calendar does not have.
             msg = DATE_REASON if kind in ("string_type", "string_pattern_mismatch") \

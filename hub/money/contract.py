@@ -16,9 +16,16 @@ MAX_PENCE = 10**9  # £10m a week or a unit: anything larger is a keying error
 
 def _in_range(value: date) -> date:
     # Costs are prorated by the day; a date far outside any package's life is a keying error.
-    if not date(2000, 1, 1) <= value <= date(2100, 12, 31):
-        raise ValueError("must be between 2000-01-01 and 2100-12-31")
+    if value < date(2000, 1, 1):
+        raise ValueError(RANGE_REASON.format(side="before 2000-01-01"))
+    if value > date(2100, 12, 31):
+        raise ValueError(RANGE_REASON.format(side="after 2100-12-31"))
     return value
+
+
+# The value of the ValueError is the reason given (hub/ingest/validation.py
+# `problems_from_pydantic`, for a value error): never the value itself.
+RANGE_REASON = "is {side}: a package line's dates are from 2000-01-01 to 2100-12-31"
 
 
 Day = Annotated[date, AfterValidator(_in_range)]

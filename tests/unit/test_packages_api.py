@@ -301,3 +301,19 @@ async def test_a_persons_exception_needs_both_bodies_and_then_splits_the_stateme
     assert earlier.status_code == 422 and earlier.json()["errors"][0]["field"] == "effective_from"
     _, brum = await add_client(app_hub.hub.engine, "Brum", "E08000025", "council", ["packages:write"])
     assert (await app_hub.http.post(f"/v1/split-decisions/{did}/agree", headers={"X-API-Key": brum})).status_code == 404
+
+
+async def test_a_date_outside_the_contracts_range_is_named_as_such(app_hub, bucks):
+    """A day that exists but lies outside 2000-2100 gets that reason, not "must be a date ... (a day
+    that exists)", and no pydantic "Value error, " prefix; the value itself is never echoed."""
+    pid, _ = await _person(app_hub)
+    h = {"X-API-Key": bucks}
+    r = await app_hub.http.post("/v1/packages", headers=h, json=start(pid, "pk-r1", "R1", effective_date="1990-01-01"))
+    assert r.status_code == 422
+    assert r.json()["errors"] == [{"field": "effective_date", "reason": "is before 2000-01-01: a package line's "
+                                                                        "dates are from 2000-01-01 to 2100-12-31"}]
+    r = await app_hub.http.post("/v1/packages", headers=h, json=start(pid, "pk-r2", "R2", end_date="9999-12-31"))
+    assert r.status_code == 422
+    assert r.json()["errors"] == [{"field": "end_date", "reason": "is after 2100-12-31: a package line's "
+                                                                  "dates are from 2000-01-01 to 2100-12-31"}]
+    assert "9999" not in r.text and "1990" not in r.text
