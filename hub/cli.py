@@ -94,7 +94,8 @@ def _send_file(args: argparse.Namespace) -> None:
     """POST a council file; while the hub records its rows, show a progress bar
     (stderr); then print the hub's per-row report (stdout). Exit 0 if every
     row was accepted (or was a duplicate), 3 if some rows were rejected, 1 if
-    the whole file was refused or the hub could not be reached: a nightly job's signal."""
+    the whole file was refused, given up by the hub (`failed`: send it again)
+    or the hub could not be reached or answered other than JSON: a nightly job's signal."""
     import os
     import time
 
@@ -111,18 +112,27 @@ def _send_file(args: argparse.Namespace) -> None:
     base = args.url.rstrip("/")
     headers = {"X-API-Key": key}
     deadline = time.monotonic() + args.timeout
+    file_id = None
     try:
         r = httpx.post(base + "/v1/council-files", params={"format": args.format}, content=data,
                        timeout=args.timeout, headers={**headers, "Content-Type": content_type})
-        while r.status_code == 202 or (r.status_code == 200 and r.json().get("status") == "processing"):
-            body = r.json()
+        while r.status_code in (200, 202):
+            body = _json_object(r)
+            if body is None:  # a reverse proxy's page, a hub restarting: say what is known, not a traceback
+                print(json.dumps({"error": "not-json", "file_id": file_id, "status": r.status_code,
+                                  "detail": "the hub answered with something other than JSON; "
+                                            "GET /v1/council-files/{id} later"}))
+                sys.exit(1)
+            if r.status_code == 200 and body.get("status") != "processing":
+                break
+            file_id = body.get("file_id", file_id)
             _progress_bar(body.get("rows_done", 0), body.get("rows", 0))
             if time.monotonic() > deadline:
                 print(json.dumps({"error": "timeout", "file_id": body.get("file_id"),
                                   "detail": "the hub is still recording the file; GET /v1/council-files/{id} later"}))
                 sys.exit(1)
             time.sleep(0.5)
-            r = httpx.get(f"{base}/v1/council-files/{body['file_id']}", timeout=args.timeout, headers=headers)
+            r = httpx.get(f"{base}/v1/council-files/{file_id}", timeout=args.timeout, headers=headers)
     except httpx.HTTPError as exc:
         print(json.dumps({"error": type(exc).__name__, "detail": "could not reach the hub"}))
         sys.exit(1)
@@ -134,9 +144,18 @@ def _send_file(args: argparse.Namespace) -> None:
         _progress_bar(body["rows"], body["rows"])
         print(file=sys.stderr)
     print(json.dumps(body, indent=2))
-    if r.status_code != 200:
+    if r.status_code != 200 or body.get("status") == "failed":  # refused, or given up by the hub: send it again
         sys.exit(1)
     sys.exit(3 if body.get("rejected") else 0)
+
+
+def _json_object(r: Any) -> dict | None:
+    """The answer's JSON object, or None if it is not one."""
+    try:
+        body = r.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def write_fhir_package(out: Path, canonical_base: str | None = None, endpoint: str | None = None,
