@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.api.deps import ClientDep, HubDep, require
@@ -23,15 +23,35 @@ from hub.api.workflow_access import service
 
 router = APIRouter(prefix="/v1/ops/workflows", tags=["operations"])
 page_router = APIRouter(tags=["ops"])
-_PAGE = Path(__file__).parent / "static" / "workflows.html"
+_STATIC = Path(__file__).parent / "static"
+_PAGE = _STATIC / "workflows.html"
+
+# The console pages (GET /console, /console/workflows) and their scripts: a
+# page takes an operator's hub:admin key, so nothing but the hub's own script
+# files runs in it (no inline script, no on...= handler, no javascript: URL),
+# it talks to the hub alone, and no other site may frame it (clickjacking).
+CONSOLE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+               "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+CONSOLE_HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": CONSOLE_CSP, "X-Frame-Options": "DENY",
+                   "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+JAVASCRIPT = "text/javascript; charset=utf-8"
+
+
+def console_script(name: str) -> Response:
+    """One of the console's scripts (hub/api/static/<name>), with the pages' headers."""
+    return Response((_STATIC / name).read_bytes(), media_type=JAVASCRIPT, headers=CONSOLE_HEADERS)
 
 
 @page_router.get("/console/workflows", include_in_schema=False)
 async def workflows_page() -> HTMLResponse:
     """Open transfers and disputes by age and clock, oldest breach first. Static:
     it calls /v1/transfers and /v1/disputes with the signed-in key."""
-    return HTMLResponse(_PAGE.read_text(), headers={"Cache-Control": "no-store",
-                                                    "Content-Security-Policy": "default-src 'self' 'unsafe-inline'"})
+    return HTMLResponse(_PAGE.read_text(), headers=CONSOLE_HEADERS)
+
+
+@page_router.get("/console/workflows.js", include_in_schema=False)
+async def workflows_script() -> Response:
+    return console_script("workflows.js")
 
 
 class ClockIn(BaseModel):

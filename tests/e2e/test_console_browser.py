@@ -18,6 +18,7 @@ import yaml
 from hub.clients import add_client
 from hub.store.db import create_engine
 from tests.e2e.conftest import SECRET, SHARING, make_clients
+from tests.e2e.test_console_csp import csp_violations, watch_csp
 from tests.e2e.test_mllp import Engine, fixture, msa, nhs_numbers
 from tests.servers.tools import debian_tool
 from tests.support import HubProcess, Receiver, free_port
@@ -85,6 +86,7 @@ async def test_mllp_change_traced_to_its_webhook_delivery_in_the_browser(tmp_pat
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
             page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            reported = await watch_csp(page)  # the page runs under its policy (no inline script) untouched
             await page.goto(f"{hub.base_url}/console")
             # Before sign-in only the sign-in box shows (no empty panels beneath it).
             assert not await page.locator("#overview").is_visible()
@@ -149,6 +151,8 @@ async def test_mllp_change_traced_to_its_webhook_delivery_in_the_browser(tmp_pat
             await page.wait_for_selector("#verifyout .ok")
             assert "intact" in await page.inner_text("#verifyout")
             await document(page, "audit.png")
+            # Every tab drawn, every button pressed: nothing the Content-Security-Policy refused.
+            assert await csp_violations(page, reported) == []
             await browser.close()
     finally:
         hub.stop()

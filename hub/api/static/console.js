@@ -1,0 +1,184 @@
+// The integration console (GET /console): served as /console/console.js, the page's only script
+// (its Content-Security-Policy allows scripts from the hub alone: no inline script, no on...= handlers).
+const $ = (id) => document.getElementById(id);
+const esc = (v) => String(v ?? "").replace(/[&<>"']/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;","'":"&#39;"}[c]));
+let key = sessionStorage.getItem("s117key");
+let tab = "overview";
+async function api(path, opts = {}) {
+  const r = await fetch(path, {...opts, headers: {"X-API-Key": key, ...(opts.headers || {})}});
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.detail || r.status);
+  return body;
+}
+function table(rows, cols) {
+  if (!rows.length) return '<p class="muted">None.</p>';
+  return "<table><tr>" + cols.map(c => `<th>${esc(c[0])}</th>`).join("") + "</tr>" +
+    rows.map(r => "<tr>" + cols.map(c => `<td>${c[1](r)}</td>`).join("") + "</tr>").join("") + "</table>";
+}
+const time = (iso) => `<span class="dyn">${esc((iso || "").slice(0, 19).replace("T", " "))}</span>`;
+const short = (id) => `<code class="dyn" title="${esc(id)}">${esc((id || "").slice(0, 8))}</code>`;
+
+// /health/ready's checks, named for an engineer: its processes (README "The hub's processes") and their state.
+const CHECKS = {store: "store", workers: "workers in the front", worker_process: "worker process (dispatcher, consumers)",
+                delivery_process: "delivery process (deliverers)"};
+async function ready() {
+  try { return await (await fetch("/health/ready")).json(); } catch (e) { return null; }  // 503 answers JSON too
+}
+async function overview() {
+  const [flows, dead, sla, health] = await Promise.all([api("/v1/ops/flows"), api("/v1/ops/dead-letters"), api("/v1/ops/service-level"), ready()]);
+  $("hub").innerHTML = !health ? '<span class="bad">no answer from /health/ready</span>' :
+    `<div>${esc(health.status)}: ${1 + ["worker_process", "delivery_process"].filter(k => k in health.checks).length} process(es)</div>` +
+    Object.entries(health.checks).map(([k, v]) => `<div>${esc(CHECKS[k] || k)}: <span class="${v === "ok" ? "ok" : v === "starting" ? "warn" : "bad"}">${esc(v)}</span></div>`).join("");
+  const lag = flows.bus.consumers.map(c => `${esc(c.group)}: <span class="${c.lag ? "warn" : "ok"}">${c.lag}</span>`).join(" · ");
+  $("bus").innerHTML = `<div>topic <code>${esc(flows.bus.topic)}</code>, last offset <span class="dyn">${esc(flows.bus.last_offset ?? "-")}</span></div>
+    <div>consumer lag: ${lag}</div><div>open dead letters: <span class="${flows.dead_letters_open ? "bad" : "ok"} big">${flows.dead_letters_open}</span></div>`;
+  $("ingest").innerHTML = table(flows.ingest.accepted, [["source", r => esc(r.source)], ["accepted", r => r.count]]) +
+    table(flows.ingest.quarantined, [["source", r => esc(r.source)], ["channel", r => esc(r.channel)], ["quarantined", r => `<span class="warn">${r.count}</span>`]]);
+  $("subs").innerHTML = table(flows.subscriptions, [
+    ["organisation", r => esc(r.org_code)], ["channel", r => esc(r.channel)], ["active", r => r.active ? "yes" : "no"],
+    ["delivered", r => r.delivered], ["pending", r => `<span class="${r.pending ? "warn" : "ok"}">${r.pending}</span>`],
+    ["oldest pending", r => r.oldest_pending_seconds == null ? "-" : r.oldest_pending_seconds + " s"],
+    ["attempts", r => r.max_attempts_pending], ["dead", r => `<span class="${r.dead ? "bad" : ""}">${r.dead}</span>`]]);
+  $("dead").innerHTML = '<h3 class="muted">Events a handler could not process</h3>' + table(dead.handlers, [["offset", r => r.offset], ["handler", r => esc(r.handler)],
+      ["reason", r => esc(r.reason)], ["", r => r.replayed_at ? "replayed" : `<button data-replay="${r.dead_letter_id}">Replay</button>`]]) +
+    '<h3 class="muted">Deliveries given up</h3>' + table(dead.deliveries, [["event", r => esc(r.event_type)], ["attempts", r => r.attempts], ["last error", r => esc(r.last_error)],
+      ["", r => `<button data-retry="${esc(r.delivery_id)}">Retry</button>`]]);
+  const t = sla.totals;
+  $("sla").innerHTML = `<div>met <span class="ok">${t.met || 0}</span> · near breach <span class="warn">${t["near-breach"] || 0}</span> · breach <span class="bad">${t.breach || 0}</span></div>` +
+    table(sla.items.slice(0, 50), [["change", r => short(r.change_id)], ["source", r => esc(r.source)],
+      ["type", r => esc(r.change_type)], ["notified", r => esc(r.notified_on)], ["recorded", r => esc(r.recorded_on)],
+      ["days", r => r.working_days_taken], ["state", r => `<span class="${r.state === "breach" ? "bad" : "warn"}">${esc(r.state)}</span>`]]);
+}
+
+function describe(e) {
+  switch (e.stage) {
+    case "quarantined": return `${esc(e.channel)} from ${esc(e.source)}: ` + (e.errors || []).map(x => `<code>${esc(x.field)}</code> ${esc(x.reason)}`).join("; ");
+    case "recorded": return `${esc(e.change_type)} effective ${esc(e.effective_date)} via <b>${esc(e.channel || "rest")}</b> from <span class="dyn">${esc(e.source)}</span>; service level ${esc(e.service_level.state)}`;
+    case "answered": return e.ack ? `ACK <b>${esc(e.ack)}</b> sent after commit` : `answered ${e.status_code}`;
+    case "event-derived": return `<b>${esc(e.event_type)}</b> ${e.citation ? "(" + esc(e.citation) + ")" : ""} ${short(e.event_id)}`;
+    case "recipient-considered": return `${esc(e.recipient)}: <span class="${e.decision === "allowed" ? "ok" : "warn"}">${esc(e.decision)}</span> ${e.agreement ? "under " + esc(e.agreement) : ""} ${e.field_groups && e.field_groups.length ? "[" + e.field_groups.map(esc).join(", ") + "]" : ""} <span class="muted">${esc(e.reason)}</span>`;
+    case "delivery-queued": return `to ${esc(e.recipient)} by ${esc(e.channel)}: ${esc(e.status)}, ${e.attempts} attempt(s) ${e.last_error ? '<span class="bad">' + esc(e.last_error) + "</span>" : ""}`;
+    case "delivered": return `to ${esc(e.recipient)} by ${esc(e.channel)} after <span class="dyn">${e.latency_ms}</span> ms`;
+    case "retry-scheduled": return `to ${esc(e.recipient)}: retry after ${e.attempts} attempt(s), ${esc(e.last_error)}`;
+  }
+  return "";
+}
+async function runTrace(ev) {
+  if (ev) ev.preventDefault();
+  const kind = $("tracekind").value, value = $("tracevalue").value.trim();
+  if (!value) return;
+  try {
+    const t = await api(`/v1/ops/trace?${kind}=${encodeURIComponent(value)}`);
+    $("traceout").innerHTML = `<p class="muted">${t.changes} change(s), ${t.events} event(s)</p>` +
+      (t.timeline.length ? "<table>" + t.timeline.map(e => `<tr class="stage-${esc(e.stage)}"><td>${time(e.at)}</td><td><span class="stage">${esc(e.stage)}</span></td><td>${describe(e)}</td></tr>`).join("") + "</table>"
+       : '<p class="muted">Nothing recorded under that id.</p>');
+  } catch (e) { $("traceout").innerHTML = `<p class="bad">${esc(e.message)}</p>`; }
+}
+
+const COLOURS = ["#005eb8", "#007f3b", "#d5281b", "#b35900", "#330072", "#4c6272"];
+function chart(title, buckets, lines) {
+  const w = 460, h = 140, pad = 28;
+  const all = lines.flatMap(l => l.values.filter(v => v != null));
+  const max = Math.max(1, Math.ceil(Math.max(0, ...all)));
+  const x = i => pad + (w - pad - 6) * i / Math.max(1, buckets.length - 1);
+  const y = v => h - 18 - (h - 42) * v / max;
+  const paths = lines.map((l, k) => {
+    const pts = l.values.map((v, i) => v == null ? null : `${x(i).toFixed(1)},${y(v).toFixed(1)}`).filter(Boolean);
+    const colour = COLOURS[k % COLOURS.length];
+    const dots = pts.length <= 60 ? pts.map(p => `<circle r="2" fill="${colour}" cx="${p.split(",")[0]}" cy="${p.split(",")[1]}"/>`).join("") : "";
+    return pts.length ? `<polyline fill="none" stroke="${colour}" stroke-width="1.5" points="${pts.join(" ")}"/>${dots}` : "";
+  }).join("");
+  const legend = lines.map((l, k) => `<tspan fill="${COLOURS[k % COLOURS.length]}">■ ${esc(l.label)}</tspan>`).join(" ");
+  return `<div class="chart"><svg width="${w}" height="${h}" role="img" aria-label="${esc(title)}">
+    <text x="${pad}" y="12" font-size="12" font-weight="600">${esc(title)}</text>
+    <text x="${w - 6}" y="12" font-size="11" text-anchor="end">${legend}</text>
+    <line x1="${pad}" y1="${h - 18}" x2="${w - 6}" y2="${h - 18}" stroke="#aeb7bd"/>
+    <text x="4" y="${y(max) + 10}" font-size="10" class="dyn">${max}</text><text x="4" y="${h - 14}" font-size="10">0</text>
+    ${paths}</svg></div>`;
+}
+async function charts() {
+  const s = await api(`/v1/ops/series?window=${$("window").value}`);
+  const lines = (name, rename) => Object.entries(s.series[name] || {}).map(([label, values]) => ({label: rename || label, values}));
+  $("chartsout").innerHTML =
+    chart("Ingest per channel", s.buckets, lines("ingest")) +
+    chart("Deliveries per channel", s.buckets, lines("delivered")) +
+    chart("Delivery latency (ms)", s.buckets, [...lines("latency_p50_ms", "p50"), ...lines("latency_p99_ms", "p99")]) +
+    chart("Consumer lag (dispatcher)", s.buckets, lines("lag", "lag")) +
+    chart("Quarantined and dead letters", s.buckets, [...lines("quarantined", "quarantined"), ...lines("dead_letters", "dead letters")]);
+}
+async function spend() {
+  const r = await api("/v1/reports/register-summary");
+  const e = r.expenditure;
+  if (!e) { $("spendout").innerHTML = '<p class="muted">No expenditure section.</p>'; return; }
+  const num = v => (typeof v === "number" ? v : null);  // "*": suppressed, drawn as a gap
+  const months = e.trend.map(t => t.month);
+  const money = v => typeof v === "number" ? "£" + v.toLocaleString("en-GB") : esc(v);
+  $("spendout").innerHTML =
+    chart("Monthly s117 spend (£)", months,
+          ["eligible", "council", "icb"].map(k => ({label: k, values: e.trend.map(t => num(t.spend[k]))}))) +
+    table(e.rows, [["council", r => esc(r.council.code)], ["ICB", r => esc(r.commissioner.code)], ["people", r => esc(r.people)],
+      ["committed / week", r => money(r.committed_weekly.eligible)], ["council share", r => money(r.committed_weekly.council)],
+      ["ICB share", r => money(r.committed_weekly.icb)], ["projected this year", r => money(r.projected_year.eligible)]]) +
+    `<p class="muted">Financial year ${esc(e.financial_year)}; ${esc(e.amounts || "")} · ${esc(e.citation || "")}</p>`;
+}
+async function withheld() {
+  const w = await api("/v1/ops/withheld");
+  $("withheldout").innerHTML = table(w.groups, [["body", r => esc(r.recipient)], ["decision", r => `<span class="warn">${esc(r.decision)}</span>`],
+    ["events", r => r.count], ["event types", r => Object.entries(r.event_types).map(([k, v]) => `${esc(k)} (${v})`).join(", ")],
+    ["why", r => esc(r.reason)], ["last", r => time(r.last_at)]]);
+}
+async function lists() {
+  const [recon, out] = await Promise.all([api("/v1/ops/reconciliation"), api("/v1/ops/exports")]);
+  const kinds = ["missing-on-body-list", "missing-on-hub-register", "entitlement-differs", "responsible-body-differs", "dates-differ", "review-overdue"];
+  $("recon").innerHTML = table(recon.snapshots.slice(0, 60), [["body", r => esc(r.body)], ["list as of", r => esc(r.as_of)],
+    ["compared", r => time(r.compared_at)], ["rows", r => r.rows],
+    ["open", r => `<span class="${r.open ? "warn" : "ok"}">${r.open}</span>`], ["accepted", r => r.accepted], ["fixed", r => `<span class="ok">${r.fixed}</span>`],
+    ...kinds.map(k => [k.replaceAll("-", " "), r => r.by_kind[k] || 0])]);
+  const limit = t => t ? [t.drift_alert_open_items != null ? `${t.drift_alert_open_items} open` : "",
+    t.drift_alert_percent != null ? `${t.drift_alert_percent}% of list` : ""].filter(Boolean).join(" or ") : "none";
+  $("driftalerts").innerHTML = table(recon.alerts || [], [["body", r => esc(r.body)], ["threshold", r => esc(limit(r.threshold))],
+    ["open", r => r.open ?? "-"], ["", r => r.above ? '<span class="bad">above: alerted</span>' : '<span class="ok">below</span>'],
+    ["last alert", r => r.last_alert_at ? time(r.last_alert_at) : "-"], ["snapshot", r => esc(r.last_alert_snapshot_id || "-")]]);
+  $("exports").innerHTML = table(out.items, [["council", r => esc(r.org_code)], ["file", r => esc(r.file_name)],
+    ["mode", r => esc(r.mode)], ["rows", r => r.record_count], ["events", r => r.first_event_no == null ? "-" : `${r.first_event_no}-${r.last_event_no}`],
+    ["ready", r => time(r.ready_at)], ["", r => r.overdue ? '<span class="bad">overdue</span>' : '<span class="warn">waiting</span>']]);
+}
+const PAGES = {overview, trace: async () => {}, charts: async () => { await charts(); await spend(); }, withheld, audit: async () => {}, lists};
+async function refresh() {
+  try {
+    await PAGES[tab]();
+    $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+  } catch (e) { $("updated").textContent = "error: " + e.message; }
+}
+function show(name) {
+  tab = name;
+  document.querySelectorAll("nav button").forEach(b => b.setAttribute("aria-selected", String(b.dataset.tab === name)));
+  Object.keys(PAGES).forEach(p => { $(p).hidden = p !== name; });
+  refresh();
+}
+document.addEventListener("click", async (ev) => {
+  const d = ev.target.dataset;
+  if (d.tab) show(d.tab);
+  if (d.replay) await api(`/v1/ops/dead-letters/${d.replay}/replay`, {method: "POST"}).catch(e => alert(e.message));
+  if (d.retry) await api(`/v1/ops/deliveries/${d.retry}/retry`, {method: "POST"}).catch(e => alert(e.message));
+  if (d.replay || d.retry) refresh();
+});
+$("traceform").addEventListener("submit", runTrace);
+$("window").addEventListener("change", refresh);
+$("verify").onclick = async () => {
+  $("verifyout").textContent = "checking...";
+  try {
+    const v = await api("/v1/ops/audit/verify");
+    $("verifyout").innerHTML = v.ok ? `<span class="ok">intact: ${v.entries_checked} entries checked</span>`
+      : `<span class="bad">${v.problems.length} problem(s)</span>` + table(v.problems, [["entry", r => esc(r.seq ?? r.day)], ["problem", r => esc(r.problem)]]);
+  } catch (e) { $("verifyout").innerHTML = `<span class="bad">${esc(e.message)}</span>`; }
+};
+async function start() {
+  try { await api("/v1/ops/flows"); } catch (e) { $("err").textContent = e.message; return; }
+  $("login").hidden = true; $("app").hidden = false; $("logout").hidden = false;
+  show("overview"); setInterval(() => { if (tab !== "trace" && tab !== "audit") refresh(); }, 5000);
+}
+$("signin").onclick = () => { key = $("key").value.trim(); sessionStorage.setItem("s117key", key); start(); };
+$("key").addEventListener("keydown", (ev) => { if (ev.key === "Enter") $("signin").click(); });
+$("logout").onclick = () => { sessionStorage.removeItem("s117key"); location.reload(); };
+if (key) start();
