@@ -4,7 +4,9 @@ console page of open transfers and disputes (GET /console/workflows).
 POST /v1/ops/workflows/scan runs the clock scanner now. POST
 /v1/ops/workflows/clock moves the workflows' "today" forward; it exists only
 when S117_WORKFLOW_CLOCK_SETTABLE is set (end-to-end tests inject time this
-way instead of sleeping) and answers 404 otherwise. The offset is kept in the
+way instead of sleeping); otherwise it answers every method, key and body the
+404 of a route that does not exist (the setting is looked at before the scope,
+and the scope before the body). The offset is kept in the
 store (`workflow_clock`), so the clock scanner sees it in whichever process
 it runs (`s117hub serve` may put it in a worker process).
 """
@@ -13,12 +15,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.api.deps import ClientDep, HubDep, require
-from hub.api.problems import ProblemError
 from hub.api.workflow_access import service
 
 router = APIRouter(prefix="/v1/ops/workflows", tags=["operations"])
@@ -67,11 +70,24 @@ async def scan(hub: HubDep, client: ClientDep) -> dict:
     return {"as_of": svc.clock.today().isoformat(), **counts}
 
 
-@router.post("/clock", include_in_schema=False)
-async def set_clock(body: ClockIn, hub: HubDep, client: ClientDep) -> dict:
+# Every method: on a hub whose clock is not settable, the route answers as one that does not exist.
+_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@router.api_route("/clock", methods=_ANY_METHOD, include_in_schema=False)
+async def set_clock(request: Request, hub: HubDep, client: ClientDep) -> dict:
+    # The setting, then the scope, and only then the body: a hub whose clock is not settable answers
+    # every caller the 404 of a route that does not exist, whatever was sent (a body checked first
+    # answered "422 body Field required", which told anyone the hidden route was there).
     if not hub.settings.workflow_clock_settable:
-        raise ProblemError(404, "not-found", "Not found", "no such endpoint")
+        raise StarletteHTTPException(404)
     require(client, "hub:admin")
+    if request.method != "POST":
+        raise StarletteHTTPException(405, headers={"Allow": "POST"})
+    try:
+        body = ClockIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
     svc = service(hub)
     await svc.clock.set(body.advance_days)  # kept in the store: the scanner may run in a worker process
     return {"as_of": svc.clock.today().isoformat(), "offset_days": body.advance_days}
