@@ -7,7 +7,9 @@ POST /v1/fhir/Subscription                           rest-hook, id-only / full-r
 GET  /v1/fhir/Subscription/{id}                      the subscription, with its status
 DELETE /v1/fhir/Subscription/{id}                    off
 GET  /v1/fhir/Subscription/{id}/$status              SubscriptionStatus (query-status)
-GET  /v1/fhir/Subscription/{id}/$events              past notifications by event number (query-event)
+GET  /v1/fhir/Subscription/{id}/$events              past notifications by event number (query-event); a read:
+                                                     403 no-agreement without a data-sharing agreement in force
+FHIR subscriptions count toward the per-organisation cap (hub/api/subscriptions.py MAX_ACTIVE_PER_ORG).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from hub.api.deps import MAX_ID, ClientDep, HubDep, require
-from hub.api.subscriptions import subscription_status
+from hub.api.problems import ProblemError
+from hub.api.subscriptions import MAX_ACTIVE_PER_ORG, require_agreement_in_force, subscription_status
 from hub.delivery.fhir_rest_hook import CHANNEL, post_notification
 from hub.delivery.queue import create_counter
 from hub.delivery.targets import url_problem
@@ -53,6 +56,16 @@ def _outcome(status: int, issues: list[tuple[str, str]], code: str = "invalid") 
     return JSONResponse({"resourceType": "OperationOutcome", "issue": [
         {"severity": "error", "code": code, "diagnostics": why, "expression": [where]} for where, why in issues]},
         status_code=status, media_type=FHIR_JSON)
+
+
+_AT_CAP = (f"this organisation already has {MAX_ACTIVE_PER_ORG} active subscriptions (the most it may hold, "
+           "on every channel): delete one it no longer uses first")
+
+
+async def _active(conn, org_code: str) -> int:  # noqa: ANN001
+    """The organisation's active subscriptions, every channel (POST /v1/subscriptions counts the same)."""
+    return (await conn.execute(select(func.count()).select_from(subscriptions).where(
+        subscriptions.c.org_code == org_code, subscriptions.c.active.is_(True)))).scalar_one()
 
 
 def _not_found() -> JSONResponse:
@@ -95,6 +108,10 @@ async def create(request: Request, hub: HubDep, client: ClientDep) -> Response:
     fhir: dict[str, Any] = {"event_type": req.event_type, "endpoint": req.endpoint, "content": req.content,
                             "heartbeat_seconds": req.heartbeat_seconds, "reason": req.reason, "status": "requested"}
     async with hub.engine.begin() as conn:
+        # The per-organisation cap of POST /v1/subscriptions: every event is queued once per active
+        # subscription, so without it one key could multiply each message (and its POSTs) at will.
+        if await _active(conn, client.org_code) >= MAX_ACTIVE_PER_ORG:
+            return _outcome(422, [("Subscription.channel", _AT_CAP)], code="business-rule")
         await conn.execute(subscriptions.insert().values(
             subscription_id=sub_id, org_code=client.org_code, client_id=client.client_id, channel=CHANNEL,
             url=req.endpoint, secret=hub.protector.encrypt(secret.encode()), event_types=[req.event_type],
@@ -109,6 +126,11 @@ async def create(request: Request, hub: HubDep, client: ClientDep) -> Response:
     if error:
         fhir["error"] = [{"text": f"handshake failed: {error}"}]
     async with hub.engine.begin() as conn:
+        # Counted again as it is turned on: others may have been made during the handshake.
+        if error is None and await _active(conn, client.org_code) >= MAX_ACTIVE_PER_ORG:
+            await conn.execute(subscriptions.update().where(subscriptions.c.subscription_id == sub_id)
+                               .values(fhir={**fhir, "status": "off"}, active=False))
+            return _outcome(422, [("Subscription.channel", _AT_CAP)], code="business-rule")
         await conn.execute(subscriptions.update().where(subscriptions.c.subscription_id == sub_id)
                            .values(fhir=fhir, active=error is None))
     log.info("fhir subscription", subscription_id=sub_id, status="active" if error is None else "error",
@@ -177,6 +199,12 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
     row = await _own(hub, client, subscription_id)
     if row is None:
         return _not_found()
+    try:
+        # A replay is a read, as GET /v1/subscriptions/{id}/events: no agreement in force naming the
+        # organisation, none of the messages, whatever they were sent under.
+        require_agreement_in_force(hub, client)
+    except ProblemError as exc:
+        return _outcome(403, [("Subscription", f"{exc.extra['rule']}: {exc.detail}")], code="forbidden")
     if content is not None and content not in CONTENTS:
         return _outcome(422, [("content", "must be id-only or full-resource")])
     if eventsUntilNumber is not None and eventsUntilNumber < eventsSinceNumber:
