@@ -130,9 +130,11 @@ def event_type_for(old: View | None, new: View) -> EventType:
         return EventType.ENTITLEMENT_ENDED
     if not old_roles and new_roles:  # newly involved, not (yet) entitled
         return EventType.REGISTER_CHANGE_RECORDED
-    if (old_roles ^ new_roles) & RESPONSIBILITY_ROLES or any(
+    # Who is responsible, as a body still involved sees it (one no longer involved
+    # sees no one: that is its own role's end, not a transfer, below).
+    if (old_roles ^ new_roles) & RESPONSIBILITY_ROLES or (new_roles and any(
         old.get(k) != new.get(k) for k in ("responsible_council", "responsible_commissioner", "coordinating_council")
-    ):
+    )):
         return EventType.RESPONSIBILITY_TRANSFERRED
     if HOST_COUNCIL in old_roles ^ new_roles:
         return EventType.MOVED_OUT_OF_AREA

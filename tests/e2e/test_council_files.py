@@ -100,13 +100,28 @@ async def test_council_file_sent_by_the_cli_reaches_the_register_and_the_council
                                       headers={"X-API-Key": council_key})).json()
             assert (summary["status"], summary["accepted"], summary["rejected"]) == ("processed", 4, 4)
 
+            # The file's S117_END is the council's own agreement; the trust providing care (acting for the
+            # NHS commissioner) records its part, and the joint decision takes effect.
+            r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json={
+                **base, "source_message_id": "t-3", "change_type": "s117-discharge-decided",
+                "effective_date": "2025-09-01", "discharge": {
+                    "council_agrees": True, "commissioner_agrees": True, "reasons": ["no-longer-needs-services"],
+                    "participants": ["care coordinator", "AMHP", "consultant psychiatrist"],
+                    "person_involved": True}})
+            assert r.status_code == 202, r.text
+
             # The council (responsible) hears of the review due and the end of entitlement; Worcestershire
             # (host area after the move) hears of the move.
             def codes(org: str) -> list[str]:
                 return [event_code(r.body) for r in receiver.received if r.org == org]
 
+            def worcs_latest() -> dict | None:
+                told = [read_position(orjson.loads(r.body)) for r in receiver.received if r.org == "E10000034"]
+                return max(told, key=lambda p: p.version).view if told else None
+
             await receiver.wait_for(lambda: {"s117-review-due", "s117-entitlement-ended"} <= set(codes("E06000060"))
-                                    and "s117-moved-out-of-area" in codes("E10000034"))
+                                    and "s117-moved-out-of-area" in codes("E10000034")
+                                    and (worcs_latest() or {}).get("roles") == [])
             assert all(r.signature_ok for r in receiver.received)
             ended = next(r for r in receiver.received
                          if r.org == "E06000060" and event_code(r.body) == "s117-entitlement-ended")

@@ -51,6 +51,9 @@ EVENT_TYPES = [
     ("no longer involved", V, NOT_INVOLVED, EventType.RESPONSIBILITY_TRANSFERRED),
     ("commissioner changed", V, {**V, "responsible_commissioner": "Y"}, EventType.RESPONSIBILITY_TRANSFERRED),
     ("became host", {**V, "roles": []}, {**V, "roles": ["host-council"]}, EventType.MOVED_OUT_OF_AREA),
+    # A host told who is responsible, no longer host (aftercare ended, or the person moved on): its own
+    # role's end, which its agreement grants it to hear, not a transfer of responsibility it never held.
+    ("no longer host", {**V, "roles": ["host-council"], "entitled": True}, NOT_INVOLVED, EventType.MOVED_OUT_OF_AREA),
     ("dispute raised", V, {**V, "disputes": [{"dispute_id": "D", "kind": "council"}]}, EventType.DISPUTE_RAISED),
     ("dispute resolved", {**V, "disputes": [{"dispute_id": "D", "kind": "council"}]}, V, EventType.DISPUTE_RESOLVED),
     ("review added", V, {**V, "reviews": [{"kind": "unscheduled", "due_on": "2024-04-01"}]}, EventType.REVIEW_DUE),
