@@ -6,26 +6,64 @@ resolved; if the correction is still wrong it is held in its turn, linked too.""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 
 from hub.api.deps import ClientDep, HubDep, own_row, require
 from hub.api.problems import PROBLEM_JSON, ProblemError
 from hub.audit import record_operator_action
+from hub.observability.logging import get_logger
 from hub.store.schema import quarantine
 
 router = APIRouter(prefix="/v1/quarantine", tags=["register changes"])
 MAX_BODY = 256 * 1024
+log = get_logger("hub.quarantine")
+
+
+# A held input being resubmitted is claimed first ("resubmitting", the claim's id in resolved_by, its time
+# in resolved_at), so that of two resubmissions (or a resubmission and a discard) at the same moment only
+# one goes through ingest: the other is 409, naming the state it found. A claim its request left behind
+# (the process gone mid-ingest) is taken over after CLAIM_EXPIRES.
+CLAIMED = "resubmitting"
+CLAIM_EXPIRES = timedelta(minutes=10)
+
+
+def _already(status: str) -> ProblemError:
+    state = "being resubmitted" if status == CLAIMED else f"{status} already"
+    return ProblemError(409, "already-resolved", "Already resolved", f"this input is {state}", state=status)
 
 
 async def _held(hub, client, quarantine_id: str):  # noqa: ANN001, ANN202
     row = await own_row(hub, client, quarantine, quarantine.c.quarantine_id, quarantine_id, "quarantined input")
-    if row.status != "held":
-        raise ProblemError(409, "already-resolved", "Already resolved", f"this input is {row.status} already")
+    if row.status != "held" and not _expired(row):
+        raise _already(row.status)
     return row
+
+
+def _expired(row) -> bool:  # noqa: ANN001
+    at = row.resolved_at
+    if row.status != CLAIMED or at is None:
+        return False
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)) < datetime.now(UTC) - CLAIM_EXPIRES
+
+
+def _still_held(quarantine_id: str, now: datetime):  # noqa: ANN202
+    """The WHERE of an update that takes a held input: held still, or claimed by a request long gone."""
+    return (quarantine.c.quarantine_id == quarantine_id) & (
+        (quarantine.c.status == "held")
+        | ((quarantine.c.status == CLAIMED) & (quarantine.c.resolved_at < now - CLAIM_EXPIRES)))
+
+
+async def _refused(conn, quarantine_id: str) -> ProblemError:  # noqa: ANN001
+    """No row changed: someone else took the input first; its state now."""
+    status = (await conn.execute(select(quarantine.c.status)
+                                 .where(quarantine.c.quarantine_id == quarantine_id))).scalar_one()
+    return _already(status)
 
 
 @router.post("/{quarantine_id}/resubmit", summary="Resubmit a corrected input (canonical JSON), linked to the held one")
@@ -35,13 +73,29 @@ async def resubmit(quarantine_id: str, request: Request, hub: HubDep, client: Cl
     raw = await request.body()
     if len(raw) > MAX_BODY:
         raise ProblemError(413, "too-large", "Body too large", f"a register change must be under {MAX_BODY} bytes")
-    outcome = await hub.ingest.accept(client, raw, channel=f"resubmit-{row.channel}"[:32])
+    claim, now = str(uuid.uuid4()), datetime.now(UTC)
+    async with hub.engine.begin() as conn:
+        taken = await conn.execute(quarantine.update().where(_still_held(quarantine_id, now))
+                                   .values(status=CLAIMED, resolved_at=now, resolved_by=claim))
+        if taken.rowcount != 1:
+            raise await _refused(conn, quarantine_id)
+    mine = (quarantine.c.quarantine_id == quarantine_id) & (quarantine.c.status == CLAIMED) & (
+        quarantine.c.resolved_by == claim)
+    try:
+        outcome = await hub.ingest.accept(client, raw, channel=f"resubmit-{row.channel}"[:32])
+    except BaseException:
+        async with hub.engine.begin() as conn:  # held again, for another try
+            await conn.execute(quarantine.update().where(mine).values(status="held", resolved_at=None,
+                                                                      resolved_by=row.resolved_by))
+        raise
     link = outcome.body.get("change_id") or outcome.body.get("quarantine_id")
     async with hub.engine.begin() as conn:
-        await conn.execute(quarantine.update().where(quarantine.c.quarantine_id == quarantine_id).values(
+        done = await conn.execute(quarantine.update().where(mine).values(
             status="resubmitted" if not outcome.is_problem else "held",
             resolved_at=datetime.now(UTC) if not outcome.is_problem else None, resolved_by=link))
-        if "hub:admin" in client.scopes and row.source != client.client_id:
+        if done.rowcount != 1:  # the claim expired and was taken over meanwhile: say so, change nothing more
+            log.warning("quarantine claim taken over", quarantine_id=quarantine_id)
+        elif "hub:admin" in client.scopes and row.source != client.client_id:
             await record_operator_action(conn, client.client_id, "quarantine-resubmit", quarantine_id,
                                          {"resolved_by": link})
     body = {**outcome.body, "resubmission_of": quarantine_id}
@@ -58,9 +112,12 @@ class DiscardIn(BaseModel):
 async def discard(quarantine_id: str, body: DiscardIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, "register:write")
     row = await _held(hub, client, quarantine_id)
+    now = datetime.now(UTC)
     async with hub.engine.begin() as conn:
-        await conn.execute(quarantine.update().where(quarantine.c.quarantine_id == quarantine_id).values(
-            status="discarded", resolved_at=datetime.now(UTC), resolution_reason=body.reason))
+        done = await conn.execute(quarantine.update().where(_still_held(quarantine_id, now)).values(
+            status="discarded", resolved_at=now, resolution_reason=body.reason, resolved_by=None))
+        if done.rowcount != 1:
+            raise await _refused(conn, quarantine_id)
         if "hub:admin" in client.scopes and row.source != client.client_id:
             await record_operator_action(conn, client.client_id, "quarantine-discard", quarantine_id)
     return {"quarantine_id": quarantine_id, "status": "discarded", "resolution_reason": body.reason}
