@@ -4,6 +4,7 @@ field group that no agreement in force names is not disclosed."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import date
@@ -175,3 +176,66 @@ def _date(value: object, where: str) -> date | None:
         return date.fromisoformat(str(value))
     except ValueError as exc:
         raise AgreementFileError(f"{where}: is not an ISO date") from exc
+
+
+# --- at the time of disclosure ------------------------------------------------
+# A message is queued under the decision of the day it was dispatched, and sent
+# (or handed out by a feed) later: behind a slow or failing endpoint, days
+# later. Disclosure rests on an agreement in force when it happens, so every
+# channel asks again just before it sends (hub.delivery.leases, hub/api/feeds.py).
+
+# `Withheld.kind`: why a queued message is held rather than sent.
+NO_AGREEMENT = "no-agreement"  # no agreement in force names the organisation any more
+NOT_COVERED = "event-type"  # an agreement in force, but none covers the event type
+NARROWED = "field-groups"  # covered, but with fewer field groups than the message carries
+
+
+@dataclass(frozen=True, slots=True)
+class Withheld:
+    """Why a queued message may not be disclosed now (`DisclosureCheck.withheld`)."""
+
+    kind: str  # NO_AGREEMENT, NOT_COVERED or NARROWED
+    agreement_id: str | None
+    reason: str  # for the `denied` disclosure row: names the agreement and what changed, nothing personal
+
+
+class DisclosureCheck:
+    """The agreements' decision at the time of disclosure, for one batch of
+    queued messages: `decide(org, event_type, on)`, the dispatcher's own
+    question, asked once per (organisation, event type) of the batch (and
+    kept by the agreements object per day besides). Build one per batch with
+    the agreements in force now (a reload makes a new object) and today's date."""
+
+    __slots__ = ("_sharing", "_on", "_decided")
+
+    def __init__(self, sharing: SharingAgreements, on: date) -> None:
+        self._sharing = sharing
+        self._on = on
+        self._decided: dict[tuple[str, str], SharingDecision] = {}
+
+    def withheld(self, org_code: str, event_type: str, carried: Iterable[str] | None) -> Withheld | None:
+        """None if the message may go now; else why not. `carried`: the field
+        groups the message was rendered with (its `allowed` disclosure), None
+        when unknown (then only whether the event type is allowed is asked).
+        The field groups can only narrow: a message carrying a group the
+        agreement in force no longer grants is held, never re-rendered."""
+        key = (org_code, event_type)
+        decision = self._decided.get(key)
+        if decision is None:
+            decision = self._decided[key] = self._sharing.decide(org_code, event_type, self._on)
+        if not decision.allowed:
+            if decision.agreement_id is None:
+                return Withheld(NO_AGREEMENT, None,
+                                f"agreement no longer in force at the time of delivery: {decision.reason}")
+            return Withheld(NOT_COVERED, decision.agreement_id,
+                            f"agreement in force at the time of delivery no longer allows it: {decision.reason}")
+        if carried is not None and not decision.field_groups.issuperset(carried):
+            lost = sorted(set(carried) - decision.field_groups)
+            return Withheld(NARROWED, decision.agreement_id,
+                            f"agreement in force at the time of delivery ({decision.agreement_id}) no longer "
+                            f"grants field group(s) {', '.join(lost)} the message carries")
+        return None
+
+    def any_in_force(self, org_code: str) -> bool:
+        """Whether any agreement in force names the organisation (else a feed is refused whole)."""
+        return any(g.in_force(self._on) for g in self._sharing.grants_for(org_code))

@@ -26,13 +26,19 @@ from typing import Any
 
 from sqlalchemy import LargeBinary, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 
 from hub.ids import uuid7
 from hub.observability import metrics
 from hub.store.db import InList, Prepared, execute_prepared
+from hub.sharing import Withheld
 from hub.store.schema import delivery_messages, deliveries, disclosures, subscription_counters, subscriptions
 
 NO_SUBSCRIPTION = "allowed, but the organisation has no active subscription"
+# A queued message the agreements in force no longer let go (hub.sharing.DisclosureCheck):
+# out of the queue (the ones behind it go on, as past a dead one), kept, never sent until
+# an operator's retry or replay puts it back (and the check passes then).
+HELD = "held"
 
 
 def disclosure_row(*, event_id: str, person_id: str | None, event_type: str, recipient_org: str, decision: str,
@@ -108,6 +114,43 @@ async def share(
             **audit, decision="allowed", field_groups=groups, reason=decision.reason, channel=sub.channel)))
     metrics.DISPATCHED.labels(event_type=event_type, decision="allowed").inc()
     return queued
+
+
+def carried_field_groups(recipient_org: ColumnElement[Any]) -> Any:
+    """A column for a select over `deliveries`: the field groups the queued
+    message was rendered with, as its `allowed` disclosure to `recipient_org`
+    recorded them when it was queued (None if no such row: a message queued
+    by hand). Read with the delivery, in the same statement: one probe of
+    `ix_disclosures_event` a row, no round trip of its own."""
+    return (select(disclosures.c.field_groups)
+            .where(disclosures.c.event_id == deliveries.c.event_id, disclosures.c.recipient_org == recipient_org,
+                   disclosures.c.decision == "allowed")
+            .limit(1).correlate(deliveries).scalar_subquery().label("carried_groups"))
+
+
+async def hold_withheld(conn: AsyncConnection, held: list[tuple[Any, Withheld]], org_code: str,
+                        channel: str) -> int:
+    """Hold queued deliveries the agreements in force no longer allow
+    (`held`: a row with `delivery_seq`, `event_id`, `event_type`, and why), in
+    the caller's transaction: status `held` (`last_error` names the kind: no
+    agreement, event type, field groups), and one `denied` disclosure each,
+    naming the agreement and why, under the person the message was about.
+    Only a row still pending is held (the caller read it pending in this
+    transaction); returns how many."""
+    if not held:
+        return 0
+    await execute_prepared(conn, _HOLD, [
+        {"seq": r.delivery_seq, "err": f"held: {w.kind} at delivery"} for r, w in held])
+    persons = {row.event_id: row.person_id for row in (await conn.execute(
+        select(disclosures.c.event_id, disclosures.c.person_id)
+        .where(disclosures.c.event_id.in_(sorted({r.event_id for r, _ in held})),
+               disclosures.c.recipient_org == org_code, disclosures.c.decision == "allowed")))}
+    now = datetime.now(UTC)
+    await conn.execute(disclosures.insert(), [disclosure_row(
+        event_id=r.event_id, person_id=persons.get(r.event_id), event_type=r.event_type, recipient_org=org_code,
+        decision="denied", agreement_id=w.agreement_id, reason=w.reason, channel=channel, at=now)
+        for r, w in held])
+    return len(held)
 
 
 async def next_event_number(conn: AsyncConnection, subscription_id: str) -> int:
@@ -282,6 +325,9 @@ _ACTIVE_OF = InList("orgs", lambda orgs: select(subscriptions)
 _COUNTERS_OF = InList("sids", lambda sids: select(subscription_counters.c.subscription_id,
                                                   subscription_counters.c.last_event_number)
                       .where(subscription_counters.c.subscription_id.in_(sids)).with_for_update())
+_HOLD = Prepared(deliveries.update()
+                 .where(deliveries.c.delivery_seq == bindparam("seq"), deliveries.c.status == "pending")
+                 .values(status=HELD, last_error=bindparam("err")))
 _COUNTER = Prepared(select(subscription_counters.c.last_event_number)
                     .where(subscription_counters.c.subscription_id == bindparam("subscription_id"))
                     .with_for_update())
