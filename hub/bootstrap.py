@@ -301,6 +301,10 @@ async def build_hub(settings: Settings) -> Hub:
     # Package writes read the agreements as they are at each write (`funding`), in every process:
     # the API's and the worker process's council files alike.
     hub.packages.sharing_of = lambda: hub.sharing
+    # Every push deliverer asks the agreements as they are when it sends, not as they were
+    # when the message was queued (hub/delivery/leases.py, "Agreement at the time of disclosure").
+    for deliverer in hub.deliverers():
+        deliverer.sharing_of = lambda: hub.sharing
     hub.workflow_consumer = WorkflowConsumer(hub.workflows, bus, engine)
     hub.files = FileJobs(engine, hub.ingest, protector, packages=hub.packages, chunk=settings.files_chunk_rows,
                          bulk=settings.files_bulk)

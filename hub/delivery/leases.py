@@ -30,6 +30,19 @@ the per-subscription tasks that drain the queues (`SubscriptionDeliverer`).
   picked up by the next poll once that lease has run out. A batch sends its
   next delivery only while a whole attempt still fits in its lease; the rest
   are given back and leased again.
+* Agreement at the time of disclosure: each batch, as it is leased, asks the
+  data-sharing agreements in force today (`sharing_of`, the hub's current
+  ones: a reload makes a new object) the dispatcher's question again for each
+  delivery (hub.sharing.DisclosureCheck: the organisation, the event type, and
+  the field groups the message was rendered with, which can only narrow). One
+  no longer allowed is not leased nor sent: it is `held` in the same
+  transaction, with a `denied` disclosure saying why (hub.delivery.queue
+  `hold_withheld`), and counted (`s117_deliveries_total{outcome="held"}`); the
+  queue goes on past it, as past a dead one. An operator's retry
+  (`POST /v1/ops/deliveries/{id}/retry`) or replay puts it back, and it is
+  asked again then. Decided in memory (per batch, per organisation and event
+  type); the message's field groups come with the claim (one correlated probe
+  of `disclosures` a row, in the same statement).
 * Outcome: delivered (after the channel has made it durable: an HTTP 2xx, a
   Kafka acknowledgement, an fsync), or failed with capped full-jitter
   exponential backoff, or dead after `max_attempts` failures when that is set.
@@ -42,6 +55,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, func, select
@@ -50,6 +64,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.delivery.ledger import ledger_for
+from hub.delivery.queue import carried_field_groups, hold_withheld
+from hub.sharing import DisclosureCheck, SharingAgreements, Withheld
 from hub.store.db import Prepared, execute_prepared, snapshot
 from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, subscriptions
 
@@ -101,7 +117,7 @@ _PENDING_HEADS = Prepared(select(deliveries.c.subscription_id, deliveries.c.next
 # The claim carries each delivery's message (`row.payload`, from `delivery_messages`).
 _CLAIM = Prepared(select(deliveries, delivery_messages.c.payload, subscriptions.c.url, subscriptions.c.topic,
                          subscriptions.c.secret, subscriptions.c.org_code, subscriptions.c.fhir,
-                         subscriptions.c.pipeline)
+                         subscriptions.c.pipeline, carried_field_groups(subscriptions.c.org_code))
                   .select_from(deliveries_with_messages.join(
                       subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id))
                   .where(deliveries.c.subscription_id == bindparam("subscription_id"),
@@ -125,7 +141,8 @@ _GIVEN_BACK = Prepared(deliveries.update()
 
 
 async def claim_batch(engine: AsyncEngine, channel: str, subscription_id: str, limit: int,
-                      lease_seconds: float) -> list[Any]:
+                      lease_seconds: float, check: DisclosureCheck | None = None,
+                      handler: str | None = None) -> list[Any]:
     """Lease up to `limit` of the subscription's pending deliveries, oldest
     first, if its head is due (else []): each one's attempt count goes up by
     one (`row.attempts + 1` is the attempt made) and its `next_attempt_at`
@@ -134,9 +151,23 @@ async def claim_batch(engine: AsyncEngine, channel: str, subscription_id: str, l
     transaction with the other deliverers' claims and outcomes (hub.delivery.ledger).
 
     PostgreSQL: the rows are locked (FOR UPDATE) until commit, so a second
-    instance waits and then finds the head leased; SQLite: BEGIN IMMEDIATE."""
-    return await ledger_for(engine).run(lambda conn: _claim(conn, Claim(channel, subscription_id, limit,
-                                                                          lease_seconds)))
+    instance waits and then finds the head leased; SQLite: BEGIN IMMEDIATE.
+
+    `check`: the agreements in force now; a delivery they no longer allow is
+    held, not leased (module docstring), and counted under `handler`."""
+    claim = Claim(channel, subscription_id, limit, lease_seconds, check, _Holds() if check is not None else None)
+    rows = await ledger_for(engine).run(lambda conn: _claim(conn, claim))
+    _count_holds(claim, handler or channel)
+    return rows
+
+
+class _Holds:
+    """What a claim held (counted once its transaction has committed)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,22 +176,66 @@ class Claim:
     subscription_id: str
     limit: int
     lease_seconds: float
+    check: DisclosureCheck | None = None  # the agreements in force now (None: not asked)
+    holds: _Holds | None = None
+
+
+_HELD_ROUNDS = 50  # batches wholly held looked past in one claim (the rest: the next poll)
+
+
+def _count_holds(claim: Claim | None, handler: str) -> None:
+    if claim is not None and claim.holds is not None and claim.holds.count:
+        metrics.DELIVERY.labels(channel=handler, outcome="held").inc(claim.holds.count)
 
 
 async def _claim(conn: AsyncConnection, claim: Claim) -> list[Any]:
-    # PostgreSQL: the rows are locked (FOR UPDATE OF deliveries); SQLite renders no lock.
-    rows = (await execute_prepared(conn, _CLAIM, {"subscription_id": claim.subscription_id,
-                                                  "channel": claim.channel, "limit": claim.limit})).all()
-    now = datetime.now(UTC)
-    taken = []
-    for r in rows:
-        if aware(r.next_attempt_at) > now:
-            break  # the head backing off or leased by another instance (or one behind it leased)
-        taken.append(r)
+    if claim.holds is not None:
+        claim.holds.count = 0  # a ledger transaction made again makes its claims again
+    for _ in range(_HELD_ROUNDS):
+        # PostgreSQL: the rows are locked (FOR UPDATE OF deliveries); SQLite renders no lock.
+        rows = (await execute_prepared(conn, _CLAIM, {"subscription_id": claim.subscription_id,
+                                                      "channel": claim.channel, "limit": claim.limit})).all()
+        now = datetime.now(UTC)
+        taken = []
+        for r in rows:
+            if aware(r.next_attempt_at) > now:
+                break  # the head backing off or leased by another instance (or one behind it leased)
+            taken.append(r)
+        if claim.check is None or not taken:
+            break
+        held = await _hold_withheld(conn, claim, taken)
+        if not held:
+            break
+        taken = [r for r in taken if r.delivery_seq not in held]
+        if taken or len(rows) < claim.limit:
+            break
+        # The whole batch held and there may be more behind it: the next rows, in this transaction.
     if taken:
         until = now + timedelta(seconds=claim.lease_seconds)
         await execute_prepared(conn, _LEASE, [{"seq": r.delivery_seq, "until": until} for r in taken])
     return taken
+
+
+async def _hold_withheld(conn: AsyncConnection, claim: Claim, rows: list[Any]) -> set[int]:
+    """Hold the `rows` the agreements in force no longer allow; their `delivery_seq`s."""
+    check = claim.check
+    assert check is not None
+    withheld: list[tuple[Any, Withheld]] = []
+    for r in rows:
+        why = check.withheld(r.org_code, r.event_type, r.carried_groups)
+        if why is not None:
+            withheld.append((r, why))
+    if not withheld:
+        return set()
+    org = withheld[0][0].org_code  # a claim is one subscription's: one organisation
+    await hold_withheld(conn, withheld, org, claim.channel)
+    if claim.holds is not None:
+        claim.holds.count += len(withheld)
+    kinds = sorted({w.kind for _, w in withheld})
+    log.warning("delivery held: no agreement in force allows it now", channel=claim.channel, recipient=org,
+                subscription_id=claim.subscription_id, count=len(withheld), error_kind=kinds,
+                delivery_ids=[r.delivery_id for r, _ in withheld], event_ids=[r.event_id for r, _ in withheld])
+    return {r.delivery_seq for r, _ in withheld}
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +261,7 @@ async def record_batch(engine: AsyncEngine, delivered: list[Any], failed: Any, e
         return Recorded(wait, await _claim(conn, then_claim) if then_claim is not None else [])
 
     recorded = await ledger_for(engine).run(op)
+    _count_holds(then_claim, handler)
     if delivered:
         metrics.DELIVERY.labels(channel=handler, outcome="delivered").inc(len(delivered))
     if failed is not None:
@@ -252,6 +328,16 @@ class SubscriptionDeliverer:
     # with no wake-up, an operator's retry) waits at most this long.
     idle_poll_max_seconds: float = 1.0
     _next_due_in: float | None = None  # seconds until the earliest head not yet due (the last poll's)
+    # The data-sharing agreements in force now (the hub's current object: a
+    # reload makes a new one), asked again before every batch is sent (module
+    # docstring); set by hub.bootstrap. None: not asked (a deliverer built
+    # bare, in tests and benches, sends what was queued).
+    sharing_of: Callable[[], SharingAgreements | None] | None = None
+
+    def _check(self) -> DisclosureCheck | None:
+        """The agreements' decision at the time of disclosure, for one batch."""
+        sharing = self.sharing_of() if self.sharing_of is not None else None
+        return DisclosureCheck(sharing, datetime.now(UTC).date()) if sharing is not None else None
 
     async def _due_heads(self) -> list[Any]:
         """The due head of every subscription on this channel (`serve` notes those whose task is still running)."""
@@ -372,7 +458,7 @@ class SubscriptionDeliverer:
             if claimed is None:
                 leased_at = time.monotonic()
                 rows = await claim_batch(self._engine, self.channel, subscription_id, self._want(limit, attempted),
-                                         lease)
+                                         lease, self._check(), self.handler)
             else:
                 rows = claimed
             if not rows:
@@ -426,7 +512,7 @@ class SubscriptionDeliverer:
             next_lease = time.monotonic()
             recorded = await record_batch(
                 self._engine, delivered, failed, error, unsent, self._policy, self.handler,
-                then_claim=Claim(self.channel, subscription_id, self._want(limit, attempted), lease) if more else None)
+                then_claim=self._claim_of(subscription_id, self._want(limit, attempted), lease) if more else None)
             for row in delivered:
                 self._outcome(row, None, None)
             if failed is not None:
@@ -436,6 +522,10 @@ class SubscriptionDeliverer:
                 break
             claimed, leased_at = recorded.claimed, next_lease
         return attempted
+
+    def _claim_of(self, subscription_id: str, limit: int, lease: float) -> Claim:
+        check = self._check()
+        return Claim(self.channel, subscription_id, limit, lease, check, _Holds() if check is not None else None)
 
     def _window_of(self, row: Any) -> int:
         """How many of the subscription's deliveries may be in flight at once: 1
