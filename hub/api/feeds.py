@@ -19,6 +19,25 @@ refused the same way, before the stream starts); a comment
 line keeps the connection alive while there is nothing to send; the hub ends
 a stream after `S117_SSE_MAX_SECONDS` and the client reconnects with its
 `Last-Event-ID` (what EventSource does by itself).
+
+Handing a message out is disclosing it, so it rests on the data-sharing
+agreements in force then, not when it was queued (hub.sharing.DisclosureCheck,
+the dispatcher's own question asked again, as every push channel does: 
+hub.delivery.leases). An organisation that no agreement in force names any
+more gets 403 problem `no-agreement` for the whole feed (as a replay by event
+number: hub/api/subscriptions.py), audited as a refused read, and nothing
+changes: its messages stay queued, its cursor stays valid, and once an
+agreement is in force again the feed goes on where it was. Under an agreement
+that no longer covers a message's event type, or grants fewer field groups
+than the message carries, that message is not handed out: it is `held` (a
+`denied` disclosure says why; the delivery log shows it), never counted as
+served, and the feed goes on past it, as a push channel goes on past a held or
+dead delivery. Its event number is then the gap the subscriber sees (a
+cursor past it acknowledges nothing of it: it was never served); an
+operator's retry (`POST /v1/ops/deliveries/{id}/retry`) puts it back, and
+the subscriber reads it by rewinding its cursor to before it, when it is
+asked again. Stopping the feed at a held message instead would stop every
+message after it, for as long as the narrower agreement lasts.
 """
 
 from __future__ import annotations
@@ -32,12 +51,17 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response, StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hub.access import record_decision
 from hub.api.deps import MAX_ID, ClientDep, HubDep, Cursor, Limit, require
 from hub.api.problems import ProblemError
-from hub.observability.logging import get_logger
+from hub.delivery.queue import carried_field_groups, hold_withheld
+from hub.domain.access import Rule
+from hub.observability import metrics
+from hub.observability.logging import bound_correlation_id, get_logger
+from hub.sharing import DisclosureCheck, Withheld
 from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, subscriptions
 
 router = APIRouter(prefix="/v1/feeds", tags=["subscriptions"])
@@ -84,19 +108,59 @@ async def _within_served(conn: AsyncConnection, subscription_id: str, upto: int,
                        errors=[{"field": field, "reason": reason}])
 
 
-async def _next(conn: AsyncConnection, subscription_id: str, after: int, limit: int) -> list[Any]:
+async def _next(conn: AsyncConnection, sub: Any, after: int, limit: int,
+                check: DisclosureCheck | None) -> tuple[list[Any], bool]:
+    """The next pending messages after `after` that the agreements in force
+    (`check`) let go, each counted as served; those they no longer allow are
+    held (module docstring). Also whether `limit` were found (held or not):
+    there may be more."""
     rows = (await conn.execute(
         select(deliveries.c.delivery_seq, deliveries.c.event_number, deliveries.c.delivery_id,
                deliveries.c.event_id, deliveries.c.message_id, deliveries.c.event_type, delivery_messages.c.payload,
-               deliveries.c.attempts)
+               deliveries.c.attempts, carried_field_groups(bindparam("org", sub.org_code)))
         .select_from(deliveries_with_messages)
-        .where(deliveries.c.subscription_id == subscription_id, deliveries.c.event_number > after,
+        .where(deliveries.c.subscription_id == sub.subscription_id, deliveries.c.event_number > after,
                deliveries.c.status == "pending")
         .order_by(deliveries.c.event_number).limit(limit))).all()
+    found = len(rows) == limit
+    if check is not None and rows:
+        withheld: list[tuple[Any, Withheld]] = []
+        for r in rows:
+            why = check.withheld(sub.org_code, r.event_type, r.carried_groups)
+            if why is not None:
+                withheld.append((r, why))
+        if withheld:
+            await hold_withheld(conn, withheld, sub.org_code, "feed")
+            metrics.DELIVERY.labels(channel="feed", outcome="held").inc(len(withheld))
+            log.warning("delivery held: no agreement in force allows it now", channel="feed",
+                        recipient=sub.org_code, subscription_id=sub.subscription_id, count=len(withheld),
+                        error_kind=sorted({w.kind for _, w in withheld}),
+                        delivery_ids=[r.delivery_id for r, _ in withheld],
+                        event_ids=[r.event_id for r, _ in withheld])
+            held = {r.delivery_seq for r, _ in withheld}
+            rows = [r for r in rows if r.delivery_seq not in held]
     for r in rows:  # the delivery log shows how often each was fetched
         await conn.execute(deliveries.update().where(deliveries.c.delivery_seq == r.delivery_seq)
                            .values(attempts=r.attempts + 1))
-    return rows
+    return rows, found
+
+
+def _check(hub) -> DisclosureCheck:  # noqa: ANN001
+    """The agreements in force now, for one page (or one turn of a stream)."""
+    return DisclosureCheck(hub.sharing, datetime.now(UTC).date())
+
+
+async def _require_agreement(hub, client, check: DisclosureCheck) -> None:  # noqa: ANN001
+    """No agreement in force naming the organisation: the whole feed refused
+    (403 `no-agreement`, as a replay by event number), the refused read audited."""
+    if check.any_in_force(client.org_code):
+        return
+    async with hub.engine.begin() as conn:
+        await record_decision(conn, client, channel="feed", action="read", allowed=False, rule=Rule.NO_AGREEMENT,
+                              correlation_id=bound_correlation_id())
+    metrics.DELIVERY.labels(channel="feed", outcome="refused").inc()
+    raise ProblemError(403, "forbidden", "Not permitted",
+                       "no data-sharing agreement in force names this organisation", rule="no-agreement")
 
 
 def _item(hub, r) -> dict:  # noqa: ANN001
@@ -121,7 +185,9 @@ async def pull(subscription_id: str, request: Request, hub: HubDep, client: Clie
                limit: Limit = 50, accept: Annotated[str | None, Header()] = None,
                last_event_id: Annotated[str | None, Header()] = None) -> Response:
     require(client, "subscriptions:write")
-    await _feed(hub, client, subscription_id)
+    sub = await _feed(hub, client, subscription_id)
+    check = _check(hub)
+    await _require_agreement(hub, client, check)
     if accept and SSE in accept.lower():
         field = "after"
         if last_event_id is not None and last_event_id.strip():
@@ -138,19 +204,19 @@ async def pull(subscription_id: str, request: Request, hub: HubDep, client: Clie
             acked = await _acknowledge(conn, subscription_id, after, field)
         if acked:
             log.info("feed acknowledged", subscription_id=subscription_id, count=acked)
-        return StreamingResponse(_stream(hub, request, subscription_id, after), media_type=SSE,
+        return StreamingResponse(_stream(hub, request, sub, after), media_type=SSE,
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
     async with hub.engine.begin() as conn:
         acked = await _acknowledge(conn, subscription_id, after, "after")
-        rows = await _next(conn, subscription_id, after, limit)
+        rows, more = await _next(conn, sub, after, limit, check)
     if acked:
         log.info("feed acknowledged", subscription_id=subscription_id, count=acked)
     body = {"items": [_item(hub, r) for r in rows], "next_cursor": rows[-1].event_number if rows else after,
-            "more": len(rows) == limit}
+            "more": more}
     return Response(orjson.dumps(body), media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
-async def _stream(hub, request: Request, subscription_id: str, after: int) -> AsyncIterator[bytes]:  # noqa: ANN001
+async def _stream(hub, request: Request, sub: Any, after: int) -> AsyncIterator[bytes]:  # noqa: ANN001
     settings = hub.settings
     ends = time.monotonic() + settings.sse_max_seconds
     quiet_since = time.monotonic()
@@ -158,13 +224,16 @@ async def _stream(hub, request: Request, subscription_id: str, after: int) -> As
     while time.monotonic() < ends:
         if await request.is_disconnected():
             return
+        check = _check(hub)
+        if not check.any_in_force(sub.org_code):
+            return  # the agreement ended: the client reconnects and is refused (403 no-agreement)
         async with hub.engine.begin() as conn:
-            rows = await _next(conn, subscription_id, after, 100)
+            rows, more = await _next(conn, sub, after, 100, check)
         for r in rows:
             data = orjson.dumps(_item(hub, r))
             yield b"id: %d\nevent: %s\ndata: %s\n\n" % (r.event_number, r.event_type.encode(), data)
             after = r.event_number
-        if rows:
+        if rows or more:
             quiet_since = time.monotonic()
             continue
         if time.monotonic() - quiet_since >= settings.sse_heartbeat_seconds:
