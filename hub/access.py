@@ -53,6 +53,7 @@ STATUS_GROUPS: dict[str, str] = {
     "commissioner_basis_code": "responsibility", "residence_la_gss": "responsibility",
     "open_disputes": "responsibility",
     "entitlement": "explanations", "refused_discharges": "explanations",
+    "pending_discharge": "explanations",  # a joint decision awaiting the other body's own agreement
     "transfers": "workflow",  # transfer workflows (hub/workflows/distribution.py)
     "funding": "funding",  # costs, providers and the split (hub/money/view.py)
 }

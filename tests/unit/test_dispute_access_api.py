@@ -83,7 +83,8 @@ async def test_a_named_body_sees_the_case_and_the_person_while_open_but_writes_n
     assert r.status_code == 403 and r.json()["rule"] == "no-relationship"
     during = app.hub.workflows.clock.today().isoformat()
 
-    # Resolved for Worcestershire, recorded on the register by the trust (the consumer closes the case).
+    # A body's own register record of an outcome (here the trust's, not even a party) settles nothing:
+    # a dispute raised through the workflows is resolved there.
     case = (await http.get(f"/v1/disputes/{case_id}", headers=h(app, WORCS))).json()
     resolved = {"source_system": "RiO", "source_message_id": "bham-resolved", "change_type": "dispute-resolved",
                 "effective_date": during, "person": app.person,
@@ -91,6 +92,15 @@ async def test_a_named_body_sees_the_case_and_the_person_while_open_but_writes_n
                             "resolved_responsible": WORCS}}
     r = await http.post("/v1/register-changes", headers={"X-API-Key": app.keys["trust"]}, json=resolved)
     assert r.status_code == 202, r.text
+    await drain(app)
+    assert (await http.get(f"/v1/disputes/{case_id}", headers=h(app, WORCS))).json()["state"] != "resolved"
+    assert (await _position(app, BHAM)).status_code == 200  # still named while open
+
+    # Resolved for Worcestershire by both parties agreeing the same terms through the workflows.
+    terms = {"responsible": WORCS, "responsible_from": during}
+    for org in (WORCS, BHAM):
+        r = await http.post(f"/v1/disputes/{case_id}/resolve", headers=h(app, org), json=terms)
+        assert r.status_code in (200, 202), r.text
     await drain(app)
     assert (await http.get(f"/v1/disputes/{case_id}", headers=h(app, WORCS))).json()["state"] == "resolved"
     assert (await _position(app, BHAM)).status_code == 404

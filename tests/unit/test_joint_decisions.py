@@ -273,6 +273,7 @@ async def test_through_the_api_a_trusts_decision_waits_for_the_councils(app_hub)
     held = await position()
     assert held["entitled"] is True and held["discharged_from_s117"] is False
     assert "awaiting the council's own agreement" in held["entitlement"]["explanation"]
+    assert "council" in held["pending_discharge"]["explanation"]  # shown in the person query too
     assert "s117-entitlement-ended" not in await event_types()
 
     # The responsible council's own decision completes it.
@@ -284,4 +285,5 @@ async def test_through_the_api_a_trusts_decision_waits_for_the_councils(app_hub)
     done = await position()
     assert done["entitled"] is False and done["discharged_from_s117"] is True
     assert done["entitlement_end"] == "2025-06-09"
+    assert done.get("pending_discharge") is None
     assert "s117-entitlement-ended" in await event_types()

@@ -811,12 +811,19 @@ def _on_dispute_resolved(fold: _Fold, change: RegisterChange) -> None:
         fold.note(change, "dispute resolution recorded without details")
         return
     dispute_id = dispute.dispute_id
-    if change.source not in HUB_SOURCES and not raised_through_api(dispute_id):
+    if change.source not in HUB_SOURCES and raised_through_api(dispute_id):
+        # A dispute raised through the hub's workflows (POST /v1/disputes) is
+        # settled there: every party's agreement, or the final stage's
+        # determination, checked before the workflows record the outcome. A
+        # body's own record of an outcome changes nothing (one trust, not even
+        # a party, used to close such a case alone).
+        fold.note(change, "responsibility dispute outcome recorded by a body; the dispute was raised through the "
+                          "hub's workflows and is resolved there (POST /v1/disputes/{id}/resolve): unchanged")
+        return
+    if change.source not in HUB_SOURCES:
         # Recorded by a body: the outcome stands once every party to the
         # dispute has recorded it (Worcs 15.4-15.6). The hub's workflows
-        # record an outcome only after every party agreed to it; a dispute
-        # raised through the API (POST /v1/disputes) is the workflows' to
-        # settle, its parties' agreement checked there.
+        # record an outcome only after every party agreed to it.
         held = fold.open_disputes.get(dispute_id)
         parties = tuple(dict.fromkeys(p.upper() for p in (held or dispute).parties))
         agreements = dict(fold.dispute_agreements.get(dispute_id, {}))
