@@ -12,20 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import pytest
 import yaml
 from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
 from hub.clients import add_client
+from hub.delivery.fhir_rest_hook import FhirRestHookDeliverer
 from hub.delivery.file_export import FileExportDeliverer, export_path
+from hub.delivery.kafka_topic import KafkaTopicDeliverer
+from hub.delivery.queue import create_counter
 from hub.delivery.webhook import EVENT_NUMBER_HEADER
 from hub.settings import REPO_ROOT
 from hub.sharing import SharingAgreements
-from hub.store.schema import access_decisions, deliveries, disclosures
+from hub.store.schema import access_decisions, deliveries, disclosures, subscriptions
 from tests.support import push_scenario, read_http_request
 
 COUNCIL = "E06000060"  # Buckinghamshire: every event type, every field group (contracts/data-sharing-agreements.yaml)
@@ -339,3 +344,43 @@ def test_the_check_at_delivery_asks_what_the_dispatcher_asks() -> None:
     assert check.withheld(COUNCIL, "s117-notification-corrected", ["identity"]) is None  # UK GDPR Art. 19
     why = check.withheld(COUNCIL, "s117-entitlement-started", ["identity", "demographics"])
     assert why.kind == NARROWED and "demographics" in why.reason and why.agreement_id == "DSA-BOB-S117-2024"
+
+
+@pytest.mark.parametrize("channel", ["kafka", "fhir"])
+async def test_the_kafka_topic_and_fhir_rest_hook_channels_hold_too(app_hub, channel):
+    """The same lease (hub.delivery.leases) under every push channel: what it would
+    send is recorded instead (no broker, no FHIR server needed to see nothing go)."""
+    h = app_hub.hub
+    sid = str(uuid.uuid4())
+    async with h.engine.begin() as conn:
+        await conn.execute(subscriptions.insert().values(
+            subscription_id=sid, org_code=COUNCIL, client_id="test", channel=channel, active=True,
+            created_at=datetime.now(UTC), topic="s117.out.e06000060" if channel == "kafka" else None,
+            url="http://127.0.0.1:9/fhir" if channel == "fhir" else None,
+            secret=h.protector.encrypt(b"s" * 32), fhir={"status": "active"} if channel == "fhir" else None))
+        await create_counter(conn, sid)
+    await push_scenario(app_hub, seed=77)
+    kind = KafkaTopicDeliverer if channel == "kafka" else FhirRestHookDeliverer
+    deliverer = (KafkaTopicDeliverer(h.engine, h.protector, "127.0.0.1:9") if channel == "kafka" else
+                 FhirRestHookDeliverer(h.engine, h.protector, h.http, hub_endpoint="https://hub.example"))
+    assert isinstance(deliverer, kind)
+    deliverer.sharing_of = lambda: h.sharing
+    sent: list[int] = []
+
+    async def send(row) -> None:  # noqa: ANN001
+        sent.append(row.event_number)
+
+    deliverer._send = send
+    in_force = h.sharing
+    h.sharing = _withdrawn()
+    assert await _drain(deliverer) == 0 and sent == []
+    rows = await _rows(app_hub, sid)
+    assert rows and {r.status for r in rows} == {"held"}
+    assert len(await _denied(app_hub, channel)) == len(rows)
+
+    h.sharing = in_force
+    admin = await _admin(app_hub)
+    for r in rows:
+        assert (await app_hub.http.post(f"/v1/ops/deliveries/{r.delivery_id}/retry", headers=admin)).status_code == 200
+    await _drain(deliverer)
+    assert sent == [r.event_number for r in rows]
