@@ -27,12 +27,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import stat
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -103,42 +104,132 @@ def outbound_dir(export_dir: Path, org_code: str) -> Path:
     return export_dir / org_code / "outbound"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+# `<export_dir>/<org>/outbound/` (and its `ack/`) is where the council's SFTP
+# account collects, moves and deletes files, acting as the hub's user: anything
+# in it may have been put there by the council. Nothing there is followed if it
+# is a symbolic link: not `outbound` or `ack`, not a file the hub writes (its
+# `.part` included), reads back for a download, or looks for in `ack/`; the
+# files must be regular files. A link planted there (to another council's file,
+# the hub's database or data key) would otherwise have the hub truncate and
+# overwrite its target with this council's extract, stream the target to this
+# council's key as its download, or take it for an acknowledgement.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+class NotFollowed(OSError):
+    """A symbolic link (or something not a directory / regular file) where the hub expected its own."""
+
+
+def _open_dir(parent_fd: int, name: str, create: bool) -> int:
+    """`name` in `parent_fd` as a directory fd, never through a link; made 0700 when `create` and
+    missing, narrowed to 0700 if wider (through the fd: nothing else's mode is touched)."""
     try:
-        os.fsync(fd)
-    finally:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent_fd)
+        except FileExistsError:
+            pass  # made meanwhile (another hub process)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except OSError as exc:  # ELOOP (a link) or ENOTDIR (a file)
+        raise NotFollowed(f"{name} is not a directory of the hub's") from exc
+    if os.fstat(fd).st_mode & 0o077:
+        os.fchmod(fd, 0o700)
+    return fd
+
+
+def open_org_dir(export_dir: Path, org_code: str, *sub: str, create: bool = False) -> int:
+    """An fd of `<export_dir>/<org>/outbound[/<sub>...]`, each step opened without following a link
+    (`export_dir` itself is the operator's: taken as configured). FileNotFoundError if missing and
+    not `create`; NotFollowed if any step is a link or not a directory."""
+    outbound_dir(export_dir, org_code)  # the org code checked fit for a directory name
+    private_dir(Path(export_dir))
+    fd = os.open(export_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in (org_code, "outbound", *sub):
+            child = _open_dir(fd, name, create)
+            os.close(fd)
+            fd = child
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
+
+
+def open_regular(dir_fd: int, name: str) -> int:
+    """`name` in `dir_fd` opened for reading, only if it is a regular file and no link (NotFollowed)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except (FileNotFoundError, PermissionError):
+        raise
+    except OSError as exc:  # ELOOP: a link
+        raise NotFollowed(f"{name} is not a regular file") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotFollowed(f"{name} is not a regular file")
+    return fd
 
 
 class AtomicFile:
-    """Write to `.<name>.part`, fsync, rename to `<name>`, fsync the directory."""
+    """Write to `.<name>.part`, fsync, rename to `<name>`, fsync the directory.
+    The directory is the organisation's outbound one (`open_org_dir`, no link
+    followed); a `.part` already there (a link planted to another file, or one
+    left by a crash) is removed, never written through: the new one is
+    created exclusively, without following a link."""
 
     def __init__(self, directory: Path, name: str) -> None:
-        private_dir(directory)  # and its missing parents (export_dir, <org>): 0700 whatever the umask
+        """`directory`: `outbound_dir(export_dir, org_code)`."""
+        if directory.name != "outbound":
+            raise ValueError("a council file is written to its organisation's outbound directory only")
         self.final = directory / name
-        self.part = directory / f".{name}.part"
-        fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.name, self.part = name, f".{name}.part"
+        self._dir_fd = open_org_dir(directory.parent.parent, directory.parent.name, create=True)
+        try:
+            try:
+                os.unlink(self.part, dir_fd=self._dir_fd)  # the entry itself, a link's target untouched
+            except FileNotFoundError:
+                pass
+            fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                         dir_fd=self._dir_fd)
+        except BaseException:
+            os.close(self._dir_fd)
+            raise
         self._f = os.fdopen(fd, "wb")
 
     def write(self, data: bytes) -> None:
         self._f.write(data)
 
     def commit(self) -> None:
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        os.replace(self.part, self.final)
-        _fsync_dir(self.final.parent)
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            # A link planted as `<name>` is replaced (the entry), its target untouched.
+            os.replace(self.part, self.name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+            os.fsync(self._dir_fd)
+        finally:
+            os.close(self._dir_fd)
 
     def abort(self) -> None:
-        self._f.close()
-        self.part.unlink(missing_ok=True)
+        try:
+            self._f.close()
+            try:
+                os.unlink(self.part, dir_fd=self._dir_fd)
+            except FileNotFoundError:
+                pass
+        finally:
+            os.close(self._dir_fd)
 
 
 def write_atomically(directory: Path, name: str, data: bytes) -> None:
     f = AtomicFile(directory, name)
-    f.write(data)
+    try:
+        f.write(data)
+    except BaseException:
+        f.abort()
+        raise
     f.commit()
 
 
@@ -245,6 +336,24 @@ class ExportService:
     def file_path(self, row: Any) -> Path:
         return outbound_dir(self._dir, row.org_code) / row.file_name
 
+    def open_file(self, row: Any) -> BinaryIO | None:
+        """The export's file for reading (a download), or None if it is gone; a link or anything
+        not a regular file in its place (the council's SFTP account may put one there) is not
+        followed: as gone, and logged."""
+        try:
+            dir_fd = open_org_dir(self._dir, row.org_code)
+            try:
+                fd = open_regular(dir_fd, row.file_name)
+            finally:
+                os.close(dir_fd)
+        except FileNotFoundError:
+            return None
+        except NotFollowed:
+            log.warning("council file not followed: not a regular file in the outbound directory",
+                        org_code=row.org_code, export_id=row.export_id)
+            return None
+        return os.fdopen(fd, "rb")
+
     async def build_waiting(self) -> int:
         """Build every export queued or left half-built (a restart)."""
         async with snapshot(self._engine) as conn:  # every poll: inline on SQLite; PostgreSQL no BEGIN/ROLLBACK
@@ -269,10 +378,9 @@ class ExportService:
         else:
             await self._set(row.export_id, state="building", file_name=name)
             rows = self._full_rows(row.org_code, created.date(), progress)
-        directory = outbound_dir(self._dir, row.org_code)
-        for d in (self._dir, directory.parent):  # made 0700 if missing, else narrowed if wider
-            private_dir(d)
+        # <export_dir>/<org>/outbound made 0700 if missing, else narrowed if wider; no link followed.
         writer = ExportWriter(layout, row.org_code, created, row.mode)
+        directory = outbound_dir(self._dir, row.org_code)
         out = AtomicFile(directory, name)
         try:
             out.write(writer.header())
@@ -429,10 +537,23 @@ class ExportService:
                                         .where(council_exports.c.state == "ready"))).all()
         n = 0
         for r in ready:
-            if (outbound_dir(self._dir, r.org_code) / "ack" / r.file_name).exists():
+            if self._in_ack_folder(r.org_code, r.file_name):
                 await self.acknowledge(r.export_id, "folder")
                 n += 1
         return n
+
+    def _in_ack_folder(self, org_code: str, file_name: str) -> bool:
+        """A regular file of that name in `outbound/ack/` (no link followed, for the folder or the file)."""
+        try:
+            dir_fd = open_org_dir(self._dir, org_code, "ack")
+        except (FileNotFoundError, NotFollowed):
+            return False
+        try:
+            return stat.S_ISREG(os.stat(file_name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+        except FileNotFoundError:
+            return False
+        finally:
+            os.close(dir_fd)
 
     async def unacknowledged(self) -> list[dict[str, Any]]:
         async with snapshot(self._engine) as conn:  # every poll

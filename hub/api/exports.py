@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import APIRouter
 from fastapi import Path as PathParam
@@ -73,8 +72,8 @@ async def export_status(export_id: ExportId, hub: HubDep, client: ClientDep) -> 
     return await hub.exports.export(export_id)
 
 
-def _stream(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as f:
+def _stream(f: BinaryIO) -> Iterator[bytes]:
+    with f:
         while chunk := f.read(256 * 1024):
             yield chunk
 
@@ -96,11 +95,11 @@ async def download(export_id: ExportId, hub: HubDep, client: ClientDep) -> Strea
     await _audit_download(hub, client, allowed=True)
     if row.state not in ("ready", "acknowledged"):
         raise ProblemError(409, "not-ready", "Not ready", f"the file is {row.state}; see /status for progress")
-    path = hub.exports.file_path(row)
-    if not path.exists():
+    f = hub.exports.open_file(row)  # never through a link the council's SFTP account put in its place
+    if f is None:
         raise ProblemError(410, "gone", "Gone", "the file has been removed from the export directory")
     media = "text/csv" if row.file_name.endswith(".csv") else "text/plain"
-    return StreamingResponse(_stream(path), media_type=media, headers={
+    return StreamingResponse(_stream(f), media_type=media, headers={
         "Content-Disposition": f'attachment; filename="{row.file_name}"', "S117-SHA256": row.sha256,
         "S117-Record-Count": str(row.record_count),
         # A register extract (NHS numbers, for every person): kept by no cache on the way, never sniffed as a page.
