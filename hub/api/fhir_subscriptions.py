@@ -202,7 +202,7 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
     try:
         # A replay is a read, as GET /v1/subscriptions/{id}/events: no agreement in force naming the
         # organisation, none of the messages, whatever they were sent under.
-        require_agreement_in_force(hub, client)
+        await require_agreement_in_force(hub, client)
     except ProblemError as exc:
         return _outcome(403, [("Subscription", f"{exc.extra['rule']}: {exc.detail}")], code="forbidden")
     if content is not None and content not in CONTENTS:

@@ -18,10 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 from sqlalchemy import func, select
 
 from hub.api.deps import MAX_ID, ClientDep, HubDep, Limit, require
+from hub.access import record_decision
 from hub.api.problems import ProblemError
 from hub.delivery.queue import create_counter
 from hub.delivery.kafka_topic import TOPIC_PATTERN, default_topic, topic_problem
 from hub.delivery.targets import url_problem
+from hub.domain.access import Rule
 from hub.domain.model import EventType
 from hub.store.schema import (
     council_file_subscriptions,
@@ -182,14 +184,18 @@ async def list_subscriptions(hub: HubDep, client: ClientDep) -> dict:
     return {"items": [_view(r) for r in rows]}
 
 
-def require_agreement_in_force(hub, client) -> None:  # noqa: ANN001
+async def require_agreement_in_force(hub, client) -> None:  # noqa: ANN001
     """A re-read of messages already sent (a replay by event number) is a read:
     no agreement in force naming the organisation, no read (as for a person's
-    record, README "Roles and access"), whatever it was sent while one was."""
+    record, README "Roles and access"), whatever it was sent while one was.
+    A refusal is audited (`access_decisions`, channel `replay`), as any refused read."""
     if "hub:admin" in client.scopes:
         return
     today = datetime.now(UTC).date()
     if not any(g.in_force(today) for g in hub.sharing.grants_for(client.org_code)):
+        async with hub.engine.begin() as conn:
+            await record_decision(conn, client, channel="replay", action="read", allowed=False,
+                                  rule=Rule.NO_AGREEMENT)
         raise ProblemError(403, "forbidden", "Not permitted",
                            "no data-sharing agreement in force names this organisation", rule="no-agreement")
 
@@ -251,7 +257,7 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
     if to is not None and to < from_:
         raise _reject("to", "must not be less than from")
     await _own(hub, client, subscription_id)
-    require_agreement_in_force(hub, client)
+    await require_agreement_in_force(hub, client)
     async with hub.engine.connect() as conn:
         q = (select(deliveries.c.event_number, deliveries.c.event_id, deliveries.c.message_id,
                     deliveries.c.event_type, deliveries.c.status, deliveries.c.created_at,

@@ -40,6 +40,12 @@ async def test_replay_by_event_number_needs_an_agreement_in_force(app_hub, monke
     assert r.status_code == 403, r.status_code  # (a 200 would be the messages: not printed)
     assert r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["rule"] == "no-agreement" and "items" not in r.json()
+    async with app_hub.hub.engine.connect() as conn:  # the refused read is audited
+        refused = (await conn.execute(select(access_decisions.c.decision, access_decisions.c.rule,
+                                             access_decisions.c.action).where(
+            access_decisions.c.channel == "replay", access_decisions.c.org_code == COUNCIL))).all()
+        await conn.rollback()
+    assert [tuple(x) for x in refused] == [("denied", "no-agreement", "read")]
 
     _, admin = await add_client(app_hub.hub.engine, "Engineer", "HUB", "hub-operator", ["hub:admin"])
     r = await app_hub.http.get(f"/v1/subscriptions/{sid}/events", headers={"X-API-Key": admin})
