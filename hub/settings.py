@@ -215,6 +215,13 @@ class Settings(BaseSettings):
     # (e.g. behind an HSCN-facing TLS terminator that checks them).
     mllp_allow_unauthenticated: bool = False
 
+    # The person query and look-up answer a refusal (not on the register, not
+    # the caller's, no agreement) no sooner than this after they began: a
+    # refusal that read and evaluated a person's history would otherwise take
+    # longer than one about a number not on the register (a membership oracle
+    # by time, for a body with an agreement). Allowed reads are not delayed.
+    read_refusal_floor_ms: float = Field(default=50.0, ge=0, le=2000)
+
     # Review reminders (hub/scheduler.py): how far ahead a due review is
     # announced, and how often the register is scanned (0 = never).
     review_notice_days: int = 14

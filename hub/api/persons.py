@@ -17,6 +17,8 @@ identical 404.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
@@ -97,6 +99,7 @@ async def _authorise(
     """The person's changes, service levels, status at `as_of` (today if not
     given) and the field groups the caller may see; otherwise the one 404.
     Audited either way."""
+    started = time.monotonic()
     today = datetime.now(UTC).date()
     grant = AccessPolicy.read_grant(hub.sharing, client, today)
     # No agreement (or none granting what the read needs): refused before the
@@ -127,7 +130,11 @@ async def _authorise(
                               person_id=person_id if changes else None, agreement_id=grant.agreement_id,
                               field_groups=grant.groups if decision.allowed else (), as_of=as_of)
     if not decision.allowed or status is None:
-        # The same answer as "not found": do not confirm who is on the register.
+        # The same answer as "not found": do not confirm who is on the register,
+        # not even by the time it took (S117_READ_REFUSAL_FLOOR_MS).
+        wait = hub.settings.read_refusal_floor_ms / 1000 - (time.monotonic() - started)
+        if wait > 0:
+            await asyncio.sleep(wait)
         raise _not_found()
     return changes, levels, status, grant
 
