@@ -384,3 +384,35 @@ async def test_the_kafka_topic_and_fhir_rest_hook_channels_hold_too(app_hub, cha
         assert (await app_hub.http.post(f"/v1/ops/deliveries/{r.delivery_id}/retry", headers=admin)).status_code == 200
     await _drain(deliverer)
     assert sent == [r.event_number for r in rows]
+
+
+@pytest.fixture
+async def pg_app_hub(tmp_path: Path, postgres_database_url: str):  # noqa: ANN201
+    """The app over PostgreSQL: the claim's probe of `disclosures` and the hold on its driver path."""
+    import httpx
+
+    from hub.api.app import create_app
+    from tests.conftest import InProcessHub, test_settings
+
+    app = create_app(test_settings(tmp_path).model_copy(update={"database_url": postgres_database_url}))
+    async with app.router.lifespan_context(app):
+        hub = app.state.hub
+        keys = {"trust": (await add_client(hub.engine, "Oxford Health", "RNU", "trust",
+                                           ["register:write", "s117:read"]))[1],
+                COUNCIL: (await add_client(hub.engine, "Bucks", COUNCIL, "council",
+                                           ["subscriptions:write", "s117:read"]))[1]}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
+            yield InProcessHub(http, hub, keys)
+
+
+async def test_a_webhook_hold_and_release_on_postgresql(pg_app_hub):
+    await test_a_webhook_message_queued_before_the_agreement_ended_is_held_not_sent(pg_app_hub)
+
+
+async def test_a_narrowed_agreement_on_postgresql(pg_app_hub):
+    await test_a_message_carrying_field_groups_the_agreement_no_longer_grants_is_held(pg_app_hub)
+
+
+async def test_the_feed_on_postgresql(pg_app_hub):
+    await test_the_feed_holds_what_a_narrower_agreement_no_longer_allows_and_its_cursor_stays_valid(pg_app_hub)
+    await test_the_feed_refuses_an_organisation_whose_agreement_ended_and_goes_on_once_in_force(pg_app_hub)
