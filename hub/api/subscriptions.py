@@ -15,16 +15,17 @@ import orjson
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select
 
 from hub.api.deps import MAX_ID, ClientDep, HubDep, Limit, require
 from hub.access import record_decision
 from hub.api.problems import ProblemError
-from hub.delivery.queue import create_counter
+from hub.delivery.queue import carried_field_groups, create_counter
 from hub.delivery.kafka_topic import TOPIC_PATTERN, default_topic, topic_problem
 from hub.delivery.targets import url_problem
 from hub.domain.access import Rule
 from hub.domain.model import EventType
+from hub.sharing import DisclosureCheck
 from hub.store.schema import (
     council_file_subscriptions,
     deliveries,
@@ -256,12 +257,16 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
     require(client, "subscriptions:write")
     if to is not None and to < from_:
         raise _reject("to", "must not be less than from")
-    await _own(hub, client, subscription_id)
+    sub = await _own(hub, client, subscription_id)
     await require_agreement_in_force(hub, client)
+    # Each message as the agreement in force now allows it (hub/sharing.py
+    # DisclosureCheck, as a delivery is checked): one it no longer allows is
+    # listed by number, kind and why, without the message.
+    check = None if "hub:admin" in client.scopes else DisclosureCheck(hub.sharing, datetime.now(UTC).date())
     async with hub.engine.connect() as conn:
         q = (select(deliveries.c.event_number, deliveries.c.event_id, deliveries.c.message_id,
                     deliveries.c.event_type, deliveries.c.status, deliveries.c.created_at,
-                    delivery_messages.c.payload)
+                    delivery_messages.c.payload, carried_field_groups(literal(sub.org_code)))
              .select_from(deliveries_with_messages)
              .where(deliveries.c.subscription_id == subscription_id, deliveries.c.event_number >= from_)
              .order_by(deliveries.c.event_number).limit(limit))
@@ -270,9 +275,16 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
         rows = (await conn.execute(q)).all()
         last = await _last_number(conn, subscription_id)
         await conn.rollback()
-    items = [{"event_number": r.event_number, "event_id": r.event_id, "message_id": r.message_id,
-              "event_type": r.event_type, "status": r.status, "queued_at": r.created_at.isoformat(),
-              "message": orjson.Fragment(hub.protector.decrypt(r.payload))} for r in rows]
+    items = []
+    for r in rows:
+        item = {"event_number": r.event_number, "event_id": r.event_id, "message_id": r.message_id,
+                "event_type": r.event_type, "status": r.status, "queued_at": r.created_at.isoformat()}
+        withheld = check.withheld(sub.org_code, r.event_type, r.carried_groups) if check is not None else None
+        if withheld is not None:
+            item["withheld"] = {"kind": withheld.kind, "reason": withheld.reason}
+        else:
+            item["message"] = orjson.Fragment(hub.protector.decrypt(r.payload))
+        items.append(item)
     end = min(to, last) if to is not None else last  # nothing numbered past the last queued yet
     more = bool(rows) and rows[-1].event_number < end
     body = {"subscription_id": subscription_id, "events_since_subscription_start": last, "items": items,

@@ -416,3 +416,29 @@ async def test_a_narrowed_agreement_on_postgresql(pg_app_hub):
 async def test_the_feed_on_postgresql(pg_app_hub):
     await test_the_feed_holds_what_a_narrower_agreement_no_longer_allows_and_its_cursor_stays_valid(pg_app_hub)
     await test_the_feed_refuses_an_organisation_whose_agreement_ended_and_goes_on_once_in_force(pg_app_hub)
+
+
+async def test_a_replay_by_event_number_gives_only_what_the_agreement_in_force_allows(app_hub):
+    """`GET /v1/subscriptions/{id}/events` is a read under the agreement in force now: a message
+    rendered with field groups the agreement no longer grants is listed by number, kind and why,
+    without the message; the operator still reads them all."""
+    h = app_hub.hub
+    sub = await _subscribe(app_hub, {"channel": "feed"})
+    sent = await push_scenario(app_hub, seed=74)  # rendered with demographics (names, birth date)
+    key = {"X-API-Key": app_hub.keys[COUNCIL]}
+    r = await app_hub.http.get(f"/v1/subscriptions/{sub}/events", headers=key)
+    before = r.json()["items"]
+    assert before and all("message" in i and "withheld" not in i for i in before)
+    family = next(e["resource"]["name"][0]["family"] for e in before[0]["message"]["entry"]
+                  if e["resource"]["resourceType"] == "Patient")
+    assert family in r.text and sent
+    h.sharing = _agreements(lambda rec: {**rec, "field_groups": [g for g in rec["field_groups"]
+                                                                  if g not in ("demographics", "address")]})
+    r = await app_hub.http.get(f"/v1/subscriptions/{sub}/events", headers=key)
+    after = r.json()["items"]
+    assert [i["event_number"] for i in after] == [i["event_number"] for i in before]
+    assert all("message" not in i and i["withheld"]["kind"] == "field-groups" for i in after)
+    assert family not in r.text
+    admin = await _admin(app_hub)
+    r = await app_hub.http.get(f"/v1/subscriptions/{sub}/events", headers=admin)
+    assert r.status_code == 404  # the operator is no subscriber: the route is the organisation's own
