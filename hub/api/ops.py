@@ -59,7 +59,8 @@ async def flows(hub: HubDep, client: ClientDep, hours: Hours = 24) -> dict:
     now = datetime.now(UTC)
     for sid, org, channel, active, status, n, oldest, max_attempts in by_sub:
         entry = subs.setdefault(sid, {"subscription_id": sid, "org_code": org, "channel": channel, "active": active,
-                                      "delivered": 0, "pending": 0, "dead": 0, "oldest_pending_seconds": None,
+                                      "delivered": 0, "pending": 0, "dead": 0, "held": 0,
+                                      "oldest_pending_seconds": None,
                                       "max_attempts_pending": 0})
         if status:
             entry[status] = n
@@ -164,6 +165,28 @@ def _message_kept() -> Any:
     purge empties it: hub/retention.py)."""
     return exists().where(delivery_messages.c.delivery_seq == deliveries.c.delivery_seq,
                           func.length(delivery_messages.c.payload) > 0)
+
+
+@router.get("/deliveries/held", summary="Deliveries held because the recipient's agreement no longer allows them")
+async def list_held(hub: HubDep, client: ClientDep) -> dict:
+    """Messages queued while an agreement allowed them and held at sending
+    because the agreement in force then did not (hub/delivery/leases.py): the
+    subscription, the event, the kind (no agreement, event type, field groups).
+    Once an agreement allows them, `POST /v1/ops/deliveries/{id}/retry` releases
+    one (checked again when it is sent). Ids and codes only: nothing personal."""
+    require(client, "hub:admin")
+    async with hub.engine.connect() as conn:
+        rows = (await conn.execute(
+            select(deliveries.c.delivery_id, deliveries.c.subscription_id, subscriptions.c.org_code,
+                   subscriptions.c.channel, deliveries.c.event_id, deliveries.c.event_number,
+                   deliveries.c.event_type, deliveries.c.last_error, deliveries.c.created_at)
+            .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
+            .where(deliveries.c.status == "held").order_by(deliveries.c.delivery_seq.desc()).limit(500))).all()
+        await conn.rollback()
+    return {"deliveries": [{"delivery_id": r.delivery_id, "subscription_id": r.subscription_id,
+                            "org_code": r.org_code, "channel": r.channel, "event_id": r.event_id,
+                            "event_number": r.event_number, "event_type": r.event_type, "why": r.last_error,
+                            "queued_at": r.created_at.isoformat()} for r in rows]}
 
 
 @router.post("/deliveries/{delivery_id}/retry", summary="Send a dead (or waiting) webhook delivery again now")

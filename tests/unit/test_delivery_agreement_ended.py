@@ -168,9 +168,19 @@ async def test_a_webhook_message_queued_before_the_agreement_ended_is_held_not_s
         assert all("no longer in force" in d.reason and d.person_id and d.field_groups == [] for d in denied)
         assert _held_count("webhook") - held_before == len(rows)
 
+        # The operator sees them: counted per subscription, listed with why (ids and codes only).
+        admin = await _admin(app_hub)
+        flows = (await app_hub.http.get("/v1/ops/flows", headers=admin)).json()
+        assert next(x for x in flows["subscriptions"] if x["subscription_id"] == sub)["held"] == len(rows)
+        listed = (await app_hub.http.get("/v1/ops/deliveries/held", headers=admin)).json()["deliveries"]
+        assert sorted(x["delivery_id"] for x in listed) == sorted(r.delivery_id for r in rows)
+        assert {(x["org_code"], x["channel"], x["why"]) for x in listed} == {
+            (COUNCIL, "webhook", "held: no-agreement at delivery")}
+        assert (await app_hub.http.get("/v1/ops/deliveries/held", headers={"X-API-Key": app_hub.keys[COUNCIL]})
+                ).status_code == 403
+
         # The agreement in force again: the operator's retry of each releases it, and it goes.
         h.sharing = in_force
-        admin = await _admin(app_hub)
         for r in rows:
             resp = await app_hub.http.post(f"/v1/ops/deliveries/{r.delivery_id}/retry", headers=admin)
             assert resp.status_code == 200, resp.text
