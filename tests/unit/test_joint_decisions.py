@@ -76,6 +76,28 @@ def test_a_trust_claiming_the_council_agreed_leaves_the_person_entitled_until_th
     assert confirmed.history[-1].text == "discharged from s117 by joint decision"
 
 
+def test_each_body_may_record_only_its_own_agreement_and_is_refused_only_for_withholding_its_own():
+    """A body's record need not claim the other side agreed (it cannot speak for it): the council's
+    own agreement alone is held pending, not refused; the commissioner's own completes it. A body
+    saying it does not agree itself is refused (joint-agreement-required, naming it)."""
+    council_only = change(ChangeType.S117_DISCHARGE_DECIDED, "2024-06-03", source=COUNCIL,
+                          discharge=lawful_decision(commissioner_agrees=False))
+    pending = status([*stay(), council_only], "2024-06-05")
+    assert pending.refused_discharges == () and pending.entitled
+    assert "awaiting the NHS commissioner's own agreement" in pending.pending_discharge.explanation
+    icb_only = change(ChangeType.S117_DISCHARGE_DECIDED, "2024-06-10", source=commissioner_source(),
+                      discharge=lawful_decision(council_agrees=False))
+    done = status([*stay(), council_only, icb_only], "2024-06-11")
+    assert not done.entitled and done.entitlement_end == date(2024, 6, 10)
+
+    withholding = change(ChangeType.S117_DISCHARGE_DECIDED, "2024-06-03", source=COUNCIL,
+                         discharge=lawful_decision(council_agrees=False))
+    refused = status([*stay(), withholding], "2024-06-05")
+    assert refused.entitled and refused.pending_discharge is None
+    (why,) = refused.refused_discharges
+    assert why.rule == "joint-agreement-required" and "the council did not agree" in why.explanation
+
+
 def test_a_council_recording_both_agreed_waits_for_the_commissioner_or_a_care_trust():
     council_decision = discharge("2024-06-03", source=COUNCIL)
     pending = status([*stay(), council_decision], "2024-06-04")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import date, timedelta
 from functools import lru_cache
 
@@ -740,30 +740,40 @@ def _awaited(sides: frozenset[str]) -> str:
 
 
 def _on_discharge_decided(fold: _Fold, change: RegisterChange) -> None:
-    if change.discharge is None:
+    who = _source_key(change)
+    speaks = _speaks_for(fold, who) if who is not None else frozenset()
+    decision = change.discharge
+    if decision is None:
         refusal: Determination | None = Determination(
             org=None, explanation="s117 discharge refused [reasons-required]: no decision was recorded",
             citation=citations.DISCHARGE_REASONS_RECORDED, rule="reasons-required",
         )
     else:
-        refusal = check_discharge(_snapshot(fold), change.discharge)
+        # A body records its own side's agreement: what it says of the other
+        # side counts for nothing (that side records its own), so the guard
+        # does not refuse it for saying the other has not agreed yet; it does
+        # if the body says it does not agree itself.
+        asked = replace(decision, council_agrees=decision.council_agrees or COUNCIL_SIDE not in speaks,
+                        commissioner_agrees=decision.commissioner_agrees or COMMISSIONER_SIDE not in speaks)
+        refusal = check_discharge(_snapshot(fold), asked)
     if refusal is not None:
         fold.refused += (refusal,)
         fold.note(change, f"s117 discharge refused ({refusal.rule})")
         return
-    # Lawful, and it says both bodies agreed: it counts for the sides its
-    # source may speak for, with those an earlier decision gathered from
-    # bodies still holding their side on this day (Worcs 16.1).
+    # Lawful: it counts for the sides its source may speak for and says agree,
+    # with those an earlier decision gathered from bodies still holding their
+    # side on this day (Worcs 16.1).
     pending = fold.pending_discharge
     agreed: dict[str, str] = {}
     if pending is not None:
         for side, org in pending.agreed:
             if side in _speaks_for(fold, org):
                 agreed.setdefault(side, org)
-    who = _source_key(change)
+    says = {COUNCIL_SIDE: decision.council_agrees, COMMISSIONER_SIDE: decision.commissioner_agrees}
     if who is not None:
-        for side in _speaks_for(fold, who):
-            agreed[side] = who
+        for side in speaks:
+            if says[side]:
+                agreed[side] = who
     awaited = BOTH_SIDES - agreed.keys()
     if awaited:
         decided_on = pending.decided_on if pending is not None else change.effective_date
