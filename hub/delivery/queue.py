@@ -121,11 +121,15 @@ def carried_field_groups(recipient_org: ColumnElement[Any]) -> Any:
     message was rendered with, as its `allowed` disclosure to `recipient_org`
     recorded them when it was queued (None if no such row: a message queued
     by hand). Read with the delivery, in the same statement: one probe of
-    `ix_disclosures_event` a row, no round trip of its own."""
+    `ix_disclosures_event` a row, no round trip of its own. Correlated with
+    every table of the enclosing select but `disclosures` (the recipient is
+    the enclosing `subscriptions` row's organisation: correlated with
+    `deliveries` alone, the subquery took `subscriptions` into its own FROM
+    and read any organisation's disclosure of the event)."""
     return (select(disclosures.c.field_groups)
             .where(disclosures.c.event_id == deliveries.c.event_id, disclosures.c.recipient_org == recipient_org,
                    disclosures.c.decision == "allowed")
-            .limit(1).correlate(deliveries).scalar_subquery().label("carried_groups"))
+            .limit(1).correlate_except(disclosures).scalar_subquery().label("carried_groups"))
 
 
 async def hold_withheld(conn: AsyncConnection, held: list[tuple[Any, Withheld]], org_code: str,

@@ -452,3 +452,28 @@ async def test_a_replay_by_event_number_gives_only_what_the_agreement_in_force_a
     admin = await _admin(app_hub)
     r = await app_hub.http.get(f"/v1/subscriptions/{sub}/events", headers=admin)
     assert r.status_code == 404  # the operator is no subscriber: the route is the organisation's own
+
+
+async def test_each_recipient_is_judged_by_the_field_groups_of_its_own_message(app_hub):
+    """Buckinghamshire's messages carry demographics and address; BOB ICB's (QU9) do not, and its
+    agreement does not grant them. Each delivery is checked against the groups its own message was
+    rendered with: QU9's webhook messages go out (the lease once read any recipient's disclosure
+    of the event, and held QU9's as narrowed when the council's was read: the walking skeleton)."""
+    qu9 = {"X-API-Key": (await add_client(app_hub.hub.engine, "BOB ICB", "QU9", "icb", ["subscriptions:write"]))[1]}
+    receiver = Receiver()
+    receiver.up = True
+    port = await receiver.start()
+    try:
+        await _subscribe(app_hub, {"channel": "feed"})  # the council: its messages carry demographics
+        r = await app_hub.http.post("/v1/subscriptions", headers=qu9,
+                                    json={"channel": "webhook", "url": f"http://127.0.0.1:{port}/hook"})
+        assert r.status_code == 201, r.text
+        sub = r.json()["subscription_id"]
+        await push_scenario(app_hub, seed=75)
+        await _due_now(app_hub, sub)
+        await _drain(app_hub.hub.deliverer)
+        rows = await _rows(app_hub, sub)
+        assert rows and {row.status for row in rows} == {"delivered"}, {row.last_error for row in rows}
+        assert receiver.accepted == sorted(row.event_number for row in rows)
+    finally:
+        receiver.close()
