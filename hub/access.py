@@ -9,6 +9,8 @@ data: the hub person id, the caller's ids, the rule, the role, the groups).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -59,6 +61,22 @@ STATUS_GROUPS: dict[str, str] = {
 }
 # Inside determinations and the next review: the "why" needs explanations.
 _WHY_KEYS = ("explanation", "citation", "rule")
+
+
+async def no_sooner_than(started: float, seconds: float) -> None:
+    """Wait until `seconds` after `started` (time.monotonic()): a refusal that
+    looked a person up and evaluated their history answers no sooner than one
+    about a number not on the register (no membership oracle by time;
+    S117_READ_REFUSAL_FLOOR_MS for reads, S117_WRITE_REFUSAL_FLOOR_MS for writes)."""
+    wait = seconds - (time.monotonic() - started)
+    if wait > 0:
+        await asyncio.sleep(wait)
+
+
+def refused_for_relationship(outcome: Any) -> bool:
+    """Whether an ingest outcome is the access policy's one no-relationship refusal."""
+    return outcome.status_code == 403 and isinstance(outcome.body, dict) and \
+        outcome.body.get("rule") == Rule.NO_RELATIONSHIP.value
 
 
 def caller_of(client: Any) -> Caller:

@@ -221,6 +221,9 @@ class Settings(BaseSettings):
     # longer than one about a number not on the register (a membership oracle
     # by time, for a body with an agreement). Allowed reads are not delayed.
     read_refusal_floor_ms: float = Field(default=50.0, ge=0, le=2000)
+    # The same for a register change refused as about someone the source has no
+    # role for (REST and FHIR: the one no-relationship 403).
+    write_refusal_floor_ms: float = Field(default=50.0, ge=0, le=2000)
 
     # Review reminders (hub/scheduler.py): how far ahead a due review is
     # announced, and how often the register is scanned (0 = never).

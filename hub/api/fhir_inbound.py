@@ -21,6 +21,7 @@ No answer quotes a value from the message (no NHS number, no name).
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,7 @@ import orjson
 
 from adapters.fhir_inbound import MappingResult, map_message
 from adapters.fhir_inbound.mapping import INVALID, REQUIRED, VALUE
+from hub.access import no_sooner_than, refused_for_relationship
 from hub.api.deps import ClientDep, HubDep, require
 from hub.fhir.namespaces import NHS_NUMBER_SYSTEM, Namespaces
 from hub.ids import uuid5
@@ -167,6 +169,8 @@ async def process_message(request: Request, hub: HubDep, client: ClientDep) -> J
     if len(raw) > MAX_BODY:
         return _outcome(413, [_issue("error", "too-long", f"a message must be under {MAX_BODY} bytes")])
 
+    started = time.monotonic()
+    floor = hub.settings.write_refusal_floor_ms / 1000
     ns = hub.settings.namespaces()
     mapped = map_message(raw, ns)
     if not mapped.ok:
@@ -175,6 +179,8 @@ async def process_message(request: Request, hub: HubDep, client: ClientDep) -> J
         about = _about(raw, ns)
         refused = await hub.ingest.write_precheck(client, about, CHANNEL, partial=True) if about else None
         if refused is not None:
+            if refused_for_relationship(refused):  # unknown and not-yours alike, in time too
+                await no_sooner_than(started, floor)
             return _refused(refused.body)
         problems = list(mapped.problems)
         outcome = await hub.ingest.reject_unmapped(
@@ -189,6 +195,8 @@ async def process_message(request: Request, hub: HubDep, client: ClientDep) -> J
         return _outcome(409, [_issue("error", "duplicate", e["reason"], mapped.location_of(e["field"]))
                               for e in outcome.body.get("errors", [])])
     if outcome.status_code == 403:
+        if refused_for_relationship(outcome):
+            await no_sooner_than(started, floor)
         return _refused(outcome.body)
     if outcome.is_problem:
         errors = outcome.body.get("errors") or []
