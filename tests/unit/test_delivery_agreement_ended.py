@@ -11,6 +11,7 @@ With the real app on SQLite; the agreements replaced as a reload replaces them."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -95,6 +96,18 @@ class Receiver:
         self.server.close()
 
 
+@contextlib.asynccontextmanager
+async def _live_receiver(up: bool = True):  # noqa: ANN202
+    """A `Receiver` listening (answering 204 if `up`, else 503), closed afterwards: (it, its port)."""
+    receiver = Receiver()
+    receiver.up = up
+    port = await receiver.start()
+    try:
+        yield receiver, port
+    finally:
+        receiver.close()
+
+
 async def _admin(app_hub) -> dict[str, str]:  # noqa: ANN001
     _, key = await add_client(app_hub.hub.engine, "Engineer", "HUB", "hub-operator", ["hub:admin"])
     return {"X-API-Key": key}
@@ -142,9 +155,7 @@ def _held_count(channel: str) -> float:
 async def test_a_webhook_message_queued_before_the_agreement_ended_is_held_not_sent(app_hub):
     h = app_hub.hub
     assert h.deliverer.sharing_of is not None and h.deliverer.sharing_of() is h.sharing  # wired by bootstrap
-    receiver = Receiver()
-    port = await receiver.start()
-    try:
+    async with _live_receiver(up=False) as (receiver, port):
         sub = await _subscribe(app_hub, {"channel": "webhook", "url": f"http://127.0.0.1:{port}/hook"})
         await push_scenario(app_hub, seed=71)
         queued = await _rows(app_hub, sub)
@@ -187,16 +198,11 @@ async def test_a_webhook_message_queued_before_the_agreement_ended_is_held_not_s
         await _drain(h.deliverer)
         assert receiver.accepted == [r.event_number for r in rows]  # all of them, in order
         assert {r.status for r in await _rows(app_hub, sub)} == {"delivered"}
-    finally:
-        receiver.close()
 
 
 async def test_an_expired_agreement_holds_too_and_a_narrower_one_holds_only_what_it_no_longer_allows(app_hub):
     h = app_hub.hub
-    receiver = Receiver()
-    receiver.up = True
-    port = await receiver.start()
-    try:
+    async with _live_receiver() as (receiver, port):
         sub = await _subscribe(app_hub, {"channel": "webhook", "url": f"http://127.0.0.1:{port}/hook"})
         await push_scenario(app_hub, seed=72)
         rows = await _rows(app_hub, sub)
@@ -221,16 +227,11 @@ async def test_an_expired_agreement_holds_too_and_a_narrower_one_holds_only_what
         assert held and all(r.event_type not in allowed for r in held)
         assert {r.last_error for r in held} == {"held: event-type at delivery"}
         assert any("no longer allows" in d.reason for d in await _denied(app_hub, "webhook"))
-    finally:
-        receiver.close()
 
 
 async def test_a_message_carrying_field_groups_the_agreement_no_longer_grants_is_held(app_hub):
     h = app_hub.hub
-    receiver = Receiver()
-    receiver.up = True
-    port = await receiver.start()
-    try:
+    async with _live_receiver() as (receiver, port):
         sub = await _subscribe(app_hub, {"channel": "webhook", "url": f"http://127.0.0.1:{port}/hook"})
         await push_scenario(app_hub, seed=73)  # rendered with demographics (names, birth date)
         h.sharing = _agreements(lambda rec: {**rec, "field_groups": [g for g in rec["field_groups"]
@@ -240,8 +241,6 @@ async def test_a_message_carrying_field_groups_the_agreement_no_longer_grants_is
         assert {r.status for r in rows} == {"held"} and {r.last_error for r in rows} == {
             "held: field-groups at delivery"}
         assert all("address, demographics" in d.reason for d in await _denied(app_hub, "webhook"))
-    finally:
-        receiver.close()
 
 
 async def test_the_feed_refuses_an_organisation_whose_agreement_ended_and_goes_on_once_in_force(app_hub):
@@ -460,10 +459,7 @@ async def test_each_recipient_is_judged_by_the_field_groups_of_its_own_message(a
     rendered with: QU9's webhook messages go out (the lease once read any recipient's disclosure
     of the event, and held QU9's as narrowed when the council's was read: the walking skeleton)."""
     qu9 = {"X-API-Key": (await add_client(app_hub.hub.engine, "BOB ICB", "QU9", "icb", ["subscriptions:write"]))[1]}
-    receiver = Receiver()
-    receiver.up = True
-    port = await receiver.start()
-    try:
+    async with _live_receiver() as (receiver, port):
         await _subscribe(app_hub, {"channel": "feed"})  # the council: its messages carry demographics
         r = await app_hub.http.post("/v1/subscriptions", headers=qu9,
                                     json={"channel": "webhook", "url": f"http://127.0.0.1:{port}/hook"})
@@ -475,5 +471,3 @@ async def test_each_recipient_is_judged_by_the_field_groups_of_its_own_message(a
         rows = await _rows(app_hub, sub)
         assert rows and {row.status for row in rows} == {"delivered"}, {row.last_error for row in rows}
         assert receiver.accepted == sorted(row.event_number for row in rows)
-    finally:
-        receiver.close()
