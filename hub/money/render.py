@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from fpdf import FPDF
@@ -59,9 +59,23 @@ CSV_COLUMNS = ("month", "council", "icb", "person_id", "package_id", "version", 
                "citation", "note", "dispute_id", "interim_share_percent")
 
 
+# A cell a spreadsheet would read as a formula (OWASP "CSV injection"): text
+# a body sent (a service type, a provider or package id) beginning with one of
+# these is written with a leading apostrophe, so finance teams opening the
+# statement see the text, never a formula run. Amounts are written by the hub
+# (never negative) and are left as they are.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def csv_text(value: str) -> str:
+    """`value` as a CSV text cell that no spreadsheet evaluates."""
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
 def statement_csv(s: Statement, issue: dict[str, Any] | None = None) -> str:
     """One row per line item, amounts in pounds (two decimals), and a TOTAL
-    row whose note says which issue this is (and what it restates)."""
+    row whose note says which issue this is (and what it restates). Text a
+    body sent never starts a cell as a formula (`csv_text`)."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\r\n")
     w.writerow(CSV_COLUMNS)
@@ -71,10 +85,11 @@ def statement_csv(s: Statement, issue: dict[str, Any] | None = None) -> str:
 
     for p in s.persons:
         for i in p.lines:
-            w.writerow([s.month, s.council, s.icb, p.person_id, i.package_id, i.version, i.service_type, i.provider,
-                        i.paid_by, i.cohort, i.first.isoformat(), i.last.isoformat(), i.days,
-                        pounds(i.weekly_cost_pence.quantize(Decimal(1))), *money(i), i.basis, i.citation, i.note,
-                        i.dispute_id or "",
+            w.writerow([s.month, s.council, s.icb, p.person_id, csv_text(i.package_id), i.version,
+                        csv_text(i.service_type), csv_text(i.provider), i.paid_by, i.cohort, i.first.isoformat(),
+                        i.last.isoformat(), i.days,
+                        pounds(i.weekly_cost_pence.quantize(Decimal(1), rounding=ROUND_HALF_UP)), *money(i),
+                        csv_text(i.basis), csv_text(i.citation), csv_text(i.note), csv_text(i.dispute_id or ""),
                         "" if i.interim_share_bp is None else f"{Decimal(i.interim_share_bp) / 100:.2f}"])
     w.writerow([s.month, s.council, s.icb, "TOTAL", "", "", "", "", "", "", s.first.isoformat(), s.last.isoformat(),
                 "", "", *money(s.totals), "", "", issue.get("explanation", "") if issue else "", "", ""])
