@@ -605,6 +605,15 @@ class DecisionService:
             elif row.proposed_by == client.org_code:
                 out = problem(409, "needs-the-other-body", "Needs the other body",
                               "a split needs both bodies: the other one agrees (Worcs 8.5, A2.3)")
+            elif (await conn.execute(select(split_decisions.c.decision_id).where(
+                    split_decisions.c.person_id == row.person_id, split_decisions.c.agreed_at.is_not(None),
+                    split_decisions.c.effective_from >= row.effective_from).limit(1))).first() is not None:
+                # Agreed since it was proposed: a decision in force from this day or later. Agreeing this one
+                # would rewrite what applied from then (two on one day, or one before the last).
+                reason = ("must be after the last agreed decision's: an earlier decision is never rewritten "
+                          "(Worcs 8.5); propose a new one")
+                out = problem(409, "superseded", "Superseded", f"effective_from {reason}",
+                              errors=[{"field": "effective_from", "reason": reason}])
             else:
                 out = None
                 await conn.execute(split_decisions.update().where(
