@@ -28,10 +28,29 @@ from hub.api.problems import ProblemError
 from hub.sharing import FUNDING
 from hub.api.workflow_access import act_on_case, is_admin, list_cases, refusal, service, visible_case
 from hub.domain.model import ChangeType
-from hub.domain.workflows.model import DETERMINATION_ACTOR, Action, CaseKind, DisputeState, WorkflowRefusal
+from hub.domain.workflows.model import (
+    DETERMINATION_ACTOR,
+    Action,
+    CaseKind,
+    DisputeState,
+    WorkflowRefusal,
+    refusal_errors,
+)
 from hub.workflows.service import NoRelationship, case_view
 
 router = APIRouter(prefix="/v1/disputes", tags=["disputes"])
+
+
+def named(problem: ProblemError) -> ProblemError:
+    """A bad-terms refusal (422) naming the field it is about (`errors`), as every other 422 does."""
+    rule = problem.extra.get("rule")
+    if problem.status == 422 and "errors" not in problem.extra and isinstance(rule, str):
+        errors = refusal_errors(rule, problem.detail)
+        if errors is not None:
+            problem.extra["errors"] = errors
+    return problem
+
+
 Org = Annotated[str, Field(pattern=r"^([EWSN][0-9]{8}|[A-Z0-9]{3,6})$", description="GSS or ODS code")]
 
 
@@ -45,10 +64,17 @@ class RaiseIn(BaseModel):
                                   "responsible on the register, Worcs 4.3.4)")
 
 
+# A share is a percentage: bounded before any arithmetic (a value such as
+# "1E+999990" once cost the hub half a minute of CPU turning it into an
+# integer, and "1E+2000000" overflowed into a bare 500).
+Percent = Annotated[Decimal, Field(ge=0, le=100)]
+
+
 class InterimIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lead_body: Org
-    shares: dict[Org, Decimal] = Field(description="Percent per party, two decimals at most, totalling 100")
+    shares: dict[Org, Percent] = Field(max_length=4, description="Percent per party (0 to 100), two decimals at "
+                                                                 "most, totalling 100")
 
 
 class ResolveIn(BaseModel):
@@ -85,7 +111,7 @@ async def raise_dispute(body: RaiseIn, hub: HubDep, client: ClientDep) -> dict:
         # The same answer as for an unknown id: do not confirm who is on the register.
         raise ProblemError(404, "not-found", "Not found", "no person with that id is on the register") from refused
     except WorkflowRefusal as exc:
-        raise refusal(exc) from exc
+        raise named(refusal(exc)) from exc
     if acted.decision is not None:
         await _audit(hub, client, acted.decision, body.person_id)
     recorded = await svc.record_register_change(body.person_id, acted.register_change or {}, client.org_code)
@@ -138,7 +164,10 @@ async def reimbursement(case_id: str, hub: HubDep, client: ClientDep) -> dict:
 
 
 async def _act(hub, client, case_id: str, action: Action, body: dict) -> dict:  # noqa: ANN001
-    out, acted, svc = await act_on_case(hub, client, case_id, CaseKind.DISPUTE, action, body)
+    try:
+        out, acted, svc = await act_on_case(hub, client, case_id, CaseKind.DISPUTE, action, body)
+    except ProblemError as problem:
+        raise named(problem) from problem
     if acted.case.state == DisputeState.RESOLVED:
         out["reimbursement"] = await _reimbursement(hub, client, acted.case)
     return out
@@ -148,11 +177,11 @@ async def _act(hub, client, case_id: str, action: Action, body: dict) -> dict:  
 async def interim(case_id: str, body: InterimIn, hub: HubDep, client: ClientDep) -> dict:
     shares = {}
     for org, percent in body.shares.items():
-        points = percent * 100
-        if points != points.to_integral_value():
+        # Exact (no context rounding: 50.000...01 is not 50): at most two decimals.
+        if percent.quantize(Decimal("0.01")) != percent:
             raise ProblemError(422, "invalid-request", "Request rejected", f"shares.{org}: at most two decimals",
                                errors=[{"field": f"shares.{org}", "reason": "at most two decimal places"}])
-        shares[org] = int(points)
+        shares[org] = int(percent * 100)
     return await _act(hub, client, case_id, Action.AGREE_INTERIM, {"lead_body": body.lead_body, "shares": shares})
 
 
@@ -186,7 +215,7 @@ async def _determine(hub, client, case_id: str, terms: dict) -> dict:  # noqa: A
     try:
         acted = await svc.act(case_id, DETERMINATION_ACTOR, Action.RESOLVE, terms)
     except WorkflowRefusal as exc:
-        raise refusal(exc) from exc
+        raise named(refusal(exc)) from exc
     out = case_view(acted.case, svc.clock.today(), svc.holidays)
     out["transitions"] = [{"action": t.action.value, "from_state": t.from_state, "to_state": t.to_state,
                            "citation": t.citation, "explanation": t.explanation} for t in acted.transitions]

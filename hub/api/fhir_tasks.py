@@ -84,8 +84,20 @@ async def _body(request: Request) -> Any:
         return None
 
 
+MAX_REASON = 1000  # as POST /v1/transfers/{id}/contest's `reason`
+
+
+def _reason_problem(reason: Any, where: str) -> JSONResponse | None:
+    """A contest's reason (statusReason.text) as the plain API takes it: text of at most 1000 characters."""
+    if reason is None or (isinstance(reason, str) and len(reason) <= MAX_REASON):
+        return None
+    return _outcome(422, "value", f"{where}: must be text of at most {MAX_REASON} characters", where)
+
+
 async def _apply(hub, client, task_value: str, status: Any, reason: Any) -> JSONResponse:  # noqa: ANN001
     require(client, "workflows:write")
+    if not isinstance(status, str):
+        return _outcome(422, "value", "Task.status: must be a code (a string)", "Task.status")
     found = await _case(hub, client, task_value)
     if found is None:
         return _not_found()
@@ -94,8 +106,9 @@ async def _apply(hub, client, task_value: str, status: Any, reason: Any) -> JSON
     if status == current["status"]:
         return JSONResponse(current, media_type=FHIR_JSON)  # nothing to do
     if case.kind is not CaseKind.TRANSFER or status not in ("accepted", "rejected"):
+        shown = repr(status) if len(status) <= 32 else "this status"
         return _outcome(422, "business-rule",
-                        f"status: '{current['status']}' -> {status!r} is not a change a party can make on this Task; "
+                        f"status: '{current['status']}' -> {shown} is not a change a party can make on this Task; "
                         "a transfer's incoming body may set 'accepted' or 'rejected' (with statusReason.text); "
                         "dispute stages move by POST /v1/disputes/{id}/escalate | resolve", "Task.status")
     action = Action.ACCEPT if status == "accepted" else Action.CONTEST
@@ -117,7 +130,14 @@ async def put_task(task_id: str, request: Request, hub: HubDep, client: ClientDe
         return _outcome(422, "structure", "the body must be a FHIR Task", "Task")
     if body.get("id") not in (None, task_id):
         return _outcome(422, "invariant", "Task.id must equal the id in the URL", "Task.id")
-    return await _apply(hub, client, task_id, body.get("status"), (body.get("statusReason") or {}).get("text"))
+    status_reason = body.get("statusReason")
+    if status_reason is not None and not isinstance(status_reason, dict):
+        return _outcome(422, "structure", "Task.statusReason: must be a CodeableConcept (an object with text)",
+                        "Task.statusReason")
+    reason = (status_reason or {}).get("text")
+    if (bad := _reason_problem(reason, "Task.statusReason.text")) is not None:
+        return bad
+    return await _apply(hub, client, task_id, body.get("status"), reason)
 
 
 @router.patch("/{task_id}", summary="JSON Patch of /status (and /statusReason) of a Task")
@@ -134,9 +154,15 @@ async def patch_task(task_id: str, request: Request, hub: HubDep, client: Client
         if path == "/status":
             status = op.get("value")
         elif path == "/statusReason":
-            reason = (op.get("value") or {}).get("text") if isinstance(op.get("value"), dict) else None
+            value = op.get("value")
+            if not isinstance(value, dict):
+                return _outcome(422, "structure", f"[{i}].value: /statusReason must be a CodeableConcept (an "
+                                "object with text)", f"[{i}].value")
+            reason = value.get("text")
         else:
             reason = op.get("value")
+        if (bad := _reason_problem(reason, f"[{i}].value")) is not None:
+            return bad
     if status is None:
         return _outcome(422, "required", "the patch must set /status", "/status")
     return await _apply(hub, client, task_id, status, reason)

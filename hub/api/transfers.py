@@ -17,6 +17,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.api.deps import ClientDep, HubDep, require
+from hub.api.disputes import named
+from hub.api.problems import ProblemError
 from hub.api.workflow_access import act_on_case, list_cases, service, visible_case
 from hub.domain.workflows.model import Action, CaseKind, TransferState
 from hub.workflows.service import case_view
@@ -49,7 +51,10 @@ async def get_transfer(case_id: str, hub: HubDep, client: ClientDep) -> dict:
 
 
 async def _act(hub, client, case_id: str, action: Action, body: dict) -> dict:  # noqa: ANN001
-    out, _acted, _svc = await act_on_case(hub, client, case_id, CaseKind.TRANSFER, action, body)
+    try:
+        out, _acted, _svc = await act_on_case(hub, client, case_id, CaseKind.TRANSFER, action, body)
+    except ProblemError as problem:
+        raise named(problem) from problem
     return out
 
 

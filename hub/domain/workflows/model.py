@@ -198,3 +198,19 @@ class WorkflowRefusal(Exception):
     def __init__(self, status: int, rule: str, detail: str, citation: str) -> None:
         super().__init__(detail)
         self.status, self.rule, self.detail, self.citation = status, rule, detail, citation
+
+
+# The request field each bad-terms refusal (422) is about, so the problem
+# names the field as every other 422 does (`errors`: field and reason).
+REFUSAL_FIELDS = {
+    "reason-required": "reason", "two-parties": "parties", "party-not-a-council": "parties",
+    "party-not-a-commissioner": "parties", "lead-body-not-a-party": "lead_body", "share-for-non-party": "shares",
+    "shares-must-total-100": "shares", "responsible-not-a-party": "responsible",
+    "responsible-from-in-future": "responsible_from", "determination-required": "determination",
+}
+
+
+def refusal_errors(rule: str, detail: str) -> list[dict[str, str]] | None:
+    """`errors` for a bad-terms refusal: the field its rule is about, and why."""
+    field = REFUSAL_FIELDS.get(rule)
+    return None if field is None else [{"field": field, "reason": detail}]
