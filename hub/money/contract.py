@@ -58,7 +58,9 @@ class PackageIn(BaseModel):
     person: PersonRef | None = None
     effective_date: Day
     end_date: Day | None = None
-    service_type: str | None = Field(default=None, min_length=1, max_length=100)
+    # A label shown in statements (JSON, CSV, PDF): no control characters (a NUL
+    # cannot be stored in PostgreSQL text; a tab or line break starts a CSV formula or a row).
+    service_type: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
     provider: ProviderIn | None = None
     need: Literal["health", "social-care", "joint"] | None = None
     weekly_cost_pence: int | None = Field(default=None, ge=0, le=MAX_PENCE)
