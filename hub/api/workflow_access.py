@@ -13,7 +13,7 @@ from hub.access import record_decision
 from hub.api.problems import ProblemError
 from hub.bootstrap import Hub
 from hub.domain.access import Rule
-from hub.domain.workflows.model import Case, CaseKind, WorkflowRefusal
+from hub.domain.workflows.model import Case, CaseKind, WorkflowRefusal, refusal_errors
 from hub.ingest.service import Client
 from hub.observability.logging import bound_correlation_id
 from hub.store.schema import workflow_cases
@@ -57,8 +57,10 @@ async def visible_case(hub: Hub, client: Client, case_id: str, kind: CaseKind, *
 
 
 def refusal(exc: WorkflowRefusal) -> ProblemError:
+    """The problem for an illegal transition; bad terms (422) name their field in `errors`."""
+    errors = refusal_errors(exc.rule, exc.detail) if exc.status == 422 else None
     return ProblemError(exc.status, exc.rule, _TITLES.get(exc.status, "Refused"), exc.detail, rule=exc.rule,
-                        citation=exc.citation)
+                        citation=exc.citation, **({"errors": errors} if errors else {}))
 
 
 async def list_cases(hub: Hub, client: Client, kind: CaseKind, state: str | None, org: str | None) -> dict[str, Any]:
