@@ -88,6 +88,9 @@ _VIEW_UPDATE = Prepared(recipient_views.update()
                                 last_event_id=bindparam("v_last"), updated_at=bindparam("v_at")))
 GROUP = "dispatcher"
 REVIEW_SCANNER_SOURCE = "review-scheduler"  # the bus header `source` of hub/scheduler.py's reminders
+WORKFLOW_SOURCE = "hub:workflows"  # the bus header `source` of the workflows' events (hub/workflows/service.py)
+# Sources of events that are not one register change's: they tell what the whole history holds.
+_WHOLE_HISTORY_SOURCES = frozenset({REVIEW_SCANNER_SOURCE, WORKFLOW_SOURCE})
 MESSAGE_NAMESPACE = uuid.UUID("0c8f7d0e-2b54-4d61-8a4b-511751175117")
 
 
@@ -490,9 +493,24 @@ class Dispatcher:
         found = next(((c, t) for c, t in received if c.change_id == change_id), None)
         change = found[0] if found is not None else from_jsonable(RegisterChange, msg.payload["change"])
         arrived = found[1] if found is not None else None
+        # A register change's events tell what the history held once that change was
+        # recorded: the changes received by then, not those received since (each has
+        # events of its own still to come, which tell what it changed). So a backlog
+        # tells each body what the same changes dispatched one by one would, whatever
+        # the batches: an older change's event never carries a later change's fact
+        # (a fact the body's agreement may not grant, under an event that names
+        # another). The workflows' and the review scanner's events are not a change's:
+        # they tell the whole history.
+        # (The bodies it is not routed to hear what it changed from the messages of
+        # the last change received, which tell the whole history: `told_later` below.)
+        told_later = arrived is not None and any(t > arrived for _, t in received)
+        upto = arrived if told_later and msg.headers.get("source") not in _WHOLE_HISTORY_SOURCES else None
+        if upto is not None:
+            received = [(c, t) for c, t in received if t <= upto]
         history = [c for c, _ in received]
         if history and self._agreements is not None:
-            status = cache.status.get(person_id)
+            statuses = cache.status.setdefault(person_id, {})
+            status = statuses.get(upto)
             if status is None and self._statuses is not None:
                 status = self._statuses.get(person_id, history, today, self._ref, self._agreements)
             if status is None:  # evaluated by an earlier batch from exactly this history (`_evaluated`)
@@ -500,7 +518,7 @@ class Dispatcher:
             if status is None:
                 status = evaluate(person_id, history, self._ref, self._agreements, today)
                 self._evaluated.put(person_id, history, today, self._ref, self._agreements, status)
-            cache.status[person_id] = status
+            statuses[upto] = status
         else:
             status = from_jsonable(S117Status, msg.payload["status"])
         # A change that sorts before a change received before it arrived late:
@@ -524,6 +542,8 @@ class Dispatcher:
             org = recipient.org_code
             target = truth.get(org, NOT_INVOLVED)
             old = held.get(org)
+            if _already_told(event, old, target):
+                continue
             corrects = late and old is not None and bool(old.view.get("roles")) and old.view != target
             await self._send(send, msg.event_id, event, org, target,
                              supersedes=old.last_event_id if corrects else None,
@@ -531,11 +551,11 @@ class Dispatcher:
                                                explain=self._explains(org, event.event_type, today))
                              if corrects else None)
 
-        # The truth is the whole history's, so a change received after this
-        # message's has its own messages still to come: the last of them
-        # tells each body what the later changes made it (once, by the message
-        # of the change that made it, or the last), whatever the batches.
-        told_later = arrived is not None and any(t > arrived for _, t in received)
+        # A change received after this message's has its own messages still to
+        # come: the last of them tells each body what the later changes made it
+        # (once, by the message of the change that made it, or the last), whatever
+        # the batches. Until then a body hears only the events routed to it, each
+        # with the position as its change left it (above).
         for org in sorted(truth) if not told_later else ():
             target = truth[org]
             old = held.get(org)
@@ -755,6 +775,18 @@ class Dispatcher:
             field_groups=groups, reason=reason, channel=channel))
 
 
+def _already_told(event: DomainEvent, old: "_Held | None", target: dict[str, Any]) -> bool:
+    """Whether the body holding `old` has been told the fact `event` announces:
+    a dispute's raise to a body whose position, unchanged by it, already names
+    the dispute (a party's record of its outcome, arriving first, opened it:
+    hub/domain/rules/engine.py `_on_dispute_resolved`, and the parties heard it
+    raised then). Told again, it would be one fact under two event ids."""
+    if event.event_type is not EventType.DISPUTE_RAISED or old is None or old.view != target:
+        return False
+    dispute_id = event.details.get("dispute_id")
+    return any(d.get("dispute_id") == dispute_id for d in old.view.get("disputes", ()))
+
+
 @dataclass
 class _Held:
     """A row of recipient_views: what the organisation was last told."""
@@ -822,7 +854,8 @@ class _BatchCache:
     today: date
     dispatched: set[str] | None = None  # event ids handled and committed before, or in this batch
     history: dict[str, list[tuple[RegisterChange, datetime]]] = field(default_factory=dict)
-    status: dict[str, S117Status] = field(default_factory=dict)
+    # person -> (the arrival its history was read up to, None: all of it) -> its status
+    status: dict[str, dict[datetime | None, S117Status]] = field(default_factory=dict)
     held: dict[str, dict[str, _Held]] = field(default_factory=dict)
     patients: dict[str, PatientDetails] = field(default_factory=dict)
     # person -> the parts its recipients' messages share (`_send`), for the status, change and details
