@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
@@ -136,11 +136,13 @@ DECISION = {"council_agrees": True, "commissioner_agrees": True, "reasons": ["no
             "participants": ["care coordinator"], "person_involved": True}
 
 
-def joint_history(council_on: str, icb_on: str) -> list[dict[str, Any]]:
+def joint_history(council_on: str, icb_on: str, nhs_by: str = BOB_ICB) -> list[dict[str, Any]]:
     """Detained from Buckinghamshire (BOB ICB by the GP), left hospital in May
     (entitled), moved to Oxfordshire in July (host), a review asked for in
     August; the council and BOB ICB each record their own agreement to
-    discharge from s117 on the days given (before the move and review: late)."""
+    discharge from s117 on the days given (before the move and review: late).
+    `nhs_by`: the NHS side's body, BOB ICB or the trust of the detention acting
+    for it (Worcs 16.1)."""
     return [
         {"effective_date": "2024-03-04", "change_type": "detained", "legal_status_code": "03",
          "hospital_ods": "RNU", "residence_la_gss": BUCKS, "gp_practice_ods": GP[BUCKS]},
@@ -148,14 +150,15 @@ def joint_history(council_on: str, icb_on: str) -> list[dict[str, Any]]:
         {"effective_date": "2024-07-01", "change_type": "moved", "residence_la_gss": OXON},
         {"effective_date": "2024-08-01", "change_type": "review-requested"},
         {"effective_date": council_on, "change_type": "s117-discharge-decided", "_by": BUCKS, "discharge": DECISION},
-        {"effective_date": icb_on, "change_type": "s117-discharge-decided", "_by": BOB_ICB, "discharge": DECISION},
+        {"effective_date": icb_on, "change_type": "s117-discharge-decided", "_by": nhs_by, "discharge": DECISION},
     ]
 
 
-JOINT_DATES = [("2024-09-02", "2024-09-02"),  # the same day, after everything else
-               ("2024-09-02", "2024-09-10"),  # the council first
-               ("2024-09-10", "2024-09-02"),  # the ICB first
-               ("2024-06-10", "2024-06-20")]  # both before the move and the review: late whenever those came first
+JOINT_DATES = [("2024-09-02", "2024-09-02", BOB_ICB),  # the same day, after everything else
+               ("2024-09-02", "2024-09-10", BOB_ICB),  # the council first
+               ("2024-09-10", "2024-09-02", BOB_ICB),  # the ICB first
+               ("2024-06-10", "2024-06-20", BOB_ICB),  # both before the move and the review: late whenever
+               ("2024-06-20", "2024-06-10", "RNU")]    # those came first; the care trust for the ICB
 JOINT_MODES = ["each", "backlog", "by-2", "by-3", "mixed-2"]
 
 
@@ -173,12 +176,12 @@ def test_joint_discharge_ends_entitlement_once_for_each_responsible_body_in_any_
     runs: Counter[str] = Counter()
 
     async def run() -> None:
-        for (council_on, icb_on), mode in itertools.product(JOINT_DATES, JOINT_MODES):
-            history = joint_history(council_on, icb_on)
+        for (council_on, icb_on, nhs_by), mode in itertools.product(JOINT_DATES, JOINT_MODES):
+            history = joint_history(council_on, icb_on, nhs_by)
             for order in orders(len(history), 4, seed=zlib.crc32(f"{council_on}{icb_on}{mode}".encode())):
                 n = next(_runs)
                 changes = materialise(history, f"joint{n}", seed=5000 + n)
-                where = f"{council_on}/{icb_on} {mode} order {order}"
+                where = f"{council_on}/{icb_on} by {nhs_by} {mode} order {order}"
 
                 async def never_ended_while_pending(person_id: str) -> None:
                     truth = await w.truth(person_id)
@@ -443,3 +446,62 @@ def test_a_dispute_a_party_s_outcome_opened_is_not_told_raised_again_by_its_rais
             check_each_fact_told_once(w, person_id, mode)
 
     loop.run_until_complete(run())
+
+
+@pytest.fixture
+def narrow_world(tmp_path: Path) -> Iterator[tuple[asyncio.AbstractEventLoop, World]]:
+    """Buckinghamshire granted only `s117-entitlement-started` with `responsibility`
+    (test_recipient_views_sharing.py's NARROW); every other body everything."""
+    from tests.contract.test_recipient_views_sharing import NARROW
+
+    loop = asyncio.new_event_loop()
+    w, close = loop.run_until_complete(_world(tmp_path, NARROW))
+    try:
+        yield loop, w
+    finally:
+        loop.run_until_complete(close())
+        loop.close()
+
+
+GRANTED = {"s117-entitlement-started", "s117-notification-corrected"}  # a rectification: any agreement
+
+
+def test_a_narrow_agreement_is_told_the_same_whatever_the_batches(narrow_world) -> None:  # noqa: ANN001
+    """One generated history posted twice in the same order, as two people:
+    the first dispatched as each change arrives, the second as a backlog in
+    batches of 1, 2, 3 or all. Buckinghamshire, granted only that an
+    entitlement started, is told only that (or a correction) and ends holding
+    the same position for both; every body granted everything holds the truth."""
+    loop, w = narrow_world
+
+    @given(batched_arrivals())
+    # Found: the GP change (before the detention) arrives after the discharge; a CTO after it. In
+    # batches the GP change's messages left the correction (H&W ICB, not BOB) to the CTO's, which is
+    # in its turn: a transfer, which Buckinghamshire's agreement does not grant. It kept BOB ICB.
+    @example(([{"effective_date": "2024-02-03", "change_type": "gp-changed", "gp_practice_ods": "M81001"},
+               {"effective_date": "2024-03-04", "change_type": "detained", "legal_status_code": "02",
+                "hospital_ods": "RNU", "residence_la_gss": BUCKS},
+               {"effective_date": "2024-03-04", "change_type": "section-changed", "legal_status_code": "03"},
+               {"effective_date": "2024-03-04", "change_type": "left-hospital"},
+               {"effective_date": "2024-03-04", "change_type": "cto-started"}],
+              [1, 2, 3, 0, 4], [False] * 5, 1))
+    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    def check(case: tuple[list[dict[str, Any]], list[int], list[bool], int]) -> None:
+        history, order, _, size = case
+        n = next(_runs)
+        changes = materialise(history, f"na{n}", seed=n)
+        again = materialise(history, f"nb{n}", seed=100_000 + n)
+
+        async def run() -> None:
+            alone = await play(w, changes, tuple(order), "each")
+            backlog = await play(w, again, tuple(order), f"by-{size}")
+            bucks = w.subscribers[BUCKS]
+            for person_id in (alone, backlog):
+                told = {m["event_type"] for m, _ in of_person(w, BUCKS, person_id)}
+                assert told <= GRANTED, (size, told)
+            held = [bucks.positions.get(p, (0, None))[1] for p in (alone, backlog)]
+            assert held[0] == held[1], f"batches of {size}: {held[1]}, one by one: {held[0]}"
+
+        loop.run_until_complete(run())
+
+    check()
