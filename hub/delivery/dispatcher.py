@@ -501,12 +501,13 @@ class Dispatcher:
         # (a fact the body's agreement may not grant, under an event that names
         # another). The workflows' and the review scanner's events are not a change's:
         # they tell the whole history.
-        # (The bodies it is not routed to hear what it changed from the messages of
-        # the last change received, which tell the whole history: `told_later` below.)
+        # Every body it moves hears it from this change's messages, a correction if
+        # the change is late, as when it was dispatched on its own.
         told_later = arrived is not None and any(t > arrived for _, t in received)
         upto = arrived if told_later and msg.headers.get("source") not in _WHOLE_HISTORY_SOURCES else None
         if upto is not None:
             received = [(c, t) for c, t in received if t <= upto]
+            told_later = False
         history = [c for c, _ in received]
         if history and self._agreements is not None:
             statuses = cache.status.setdefault(person_id, {})
@@ -551,11 +552,10 @@ class Dispatcher:
                                                explain=self._explains(org, event.event_type, today))
                              if corrects else None)
 
-        # A change received after this message's has its own messages still to
-        # come: the last of them tells each body what the later changes made it
-        # (once, by the message of the change that made it, or the last), whatever
-        # the batches. Until then a body hears only the events routed to it, each
-        # with the position as its change left it (above).
+        # A workflow's or the review scanner's event tells the whole history: a
+        # change received after the change it names has its own messages still to
+        # come (or sent), which tell each body what that change made it (once, by
+        # the message of the change that made it, or the last), whatever the batches.
         for org in sorted(truth) if not told_later else ():
             target = truth[org]
             old = held.get(org)

@@ -227,7 +227,10 @@ def test_a_late_history_corrects_the_commissioner_told_first(world) -> None:  # 
         position = read_position(corrections[0]["message"])
         assert position.supersedes == first["event_id"]
         assert position.view == {"roles": []}
-        assert "no longer the responsible NHS commissioner" in position.reason and "Worcs 4.4.2" in position.reason
+        # Corrected by the first of the older changes to contradict it (the March detention, from
+        # Worcestershire: H&W ICB by the GP), as when each change is dispatched in its turn, however
+        # the backlog's batches fall.
+        assert "no longer the responsible NHS commissioner" in position.reason and "(QGH)" in position.reason
         hw = w.subscribers[HW_ICB].positions[person_id][1]
         assert hw["roles"] == ["responsible-commissioner"] and hw["entitled"] is True
         bucks = w.subscribers[BUCKS].positions[person_id][1]
