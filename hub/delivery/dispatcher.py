@@ -458,13 +458,15 @@ class Dispatcher:
         2. The event goes to the bodies routing names under that truth.
         3. Every organisation that is, was, or now becomes involved and
            whose held view (`recipient_views`) differs from its truth is sent
-           the difference (by the messages of the person's last change
-           received, when later ones have messages still to come): a newly
+           the difference: a newly
            responsible body hears it is, a body no longer involved hears it is not and why, and a body told something
            that late history contradicts gets `s117-notification-corrected`
            naming the event it supersedes.
         Every message carries the recipient's whole position and a version one
-        higher than the last it was sent (hub/domain/views.py).
+        higher than the last it was sent (hub/domain/views.py). A register
+        change's truth is the history received up to it (changes received
+        since have messages of their own): a backlog, in any batches, tells
+        each body what the changes dispatched one by one would.
 
         `cache` (a batch of messages in one transaction, see `_handle_batch`)
         keeps what the batch read once per person: its history and status,
@@ -608,9 +610,9 @@ class Dispatcher:
         same person will be routed to `org`: the body's new position goes with
         the event that names it, not also before it under another event id.
         Those are the events of the same change after it (`LATER_EVENTS`: a move
-        is recorded, then moved-out-of-area), wherever the batches fall. (The
-        messages of older changes leave every body's new position to the
-        messages of the changes received after theirs: `handle`.)"""
+        is recorded, then moved-out-of-area), wherever the batches fall. (An
+        older change's messages never see a later change: `handle` tells each
+        change's truth from the history received up to it.)"""
         wanted = event_type.value
         responsible = {r.org_code for r in responsible_bodies(status)}
         later = msg.headers.get(LATER_EVENTS)
