@@ -64,8 +64,8 @@ def test_another_day_history_or_agreements_is_a_miss() -> None:
 
 
 async def test_the_dispatcher_takes_ingests_statuses_only_when_exact(app_hub, monkeypatch) -> None:  # noqa: ANN001
-    """The dispatcher (same process) re-evaluates each person's history; a
-    status ingest evaluated from exactly that history is taken instead, and
+    """The dispatcher (same process) re-evaluates each person's history (up to
+    the message's change); a status ingest evaluated from exactly that history is taken instead, and
     every one taken equals a fresh evaluation. A change that reaches the
     register after ingest's entry (here: one written behind its back) is a
     miss, and the dispatcher evaluates."""
@@ -88,12 +88,12 @@ async def test_the_dispatcher_takes_ingests_statuses_only_when_exact(app_hub, mo
             r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]},
                                         json=change)
             assert r.status_code == 202, r.text
-        taken.clear()
-        while await hub.dispatcher.run_once():
-            pass
-    # Each person's events were dispatched after all their changes: every
-    # person's status came from ingest's cache, none was evaluated again.
-    assert evaluated == [] and taken
+            taken.clear()
+            while await hub.dispatcher.run_once():
+                pass
+            # Each change's events were dispatched before the next change (a dispatcher keeping
+            # up): the history up to the change is the one ingest evaluated, none evaluated again.
+            assert evaluated == [] and taken
     # Forget what ingest held: the dispatcher evaluates for itself.
     hub.ingest.statuses._held.clear()
     extra = detention_to_move_scenario(random.Random(99), "disp-extra", date(2025, 1, 6))
