@@ -17,7 +17,6 @@ identical 404.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -27,7 +26,8 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, select
 
-from hub.access import NOT_FOUND_DETAIL, AccessPolicy, ReadGrant, caller_of, filter_status, record_decision
+from hub.access import (NOT_FOUND_DETAIL, AccessPolicy, ReadGrant, caller_of, filter_status, no_sooner_than,
+                        record_decision)
 from hub.domain.access import Decision, Rule, decide_read
 from hub.fhir.messages import IDENTITY
 from hub.api.deps import ClientDep, HubDep, person_id_for_nhs_number, require
@@ -132,9 +132,7 @@ async def _authorise(
     if not decision.allowed or status is None:
         # The same answer as "not found": do not confirm who is on the register,
         # not even by the time it took (S117_READ_REFUSAL_FLOOR_MS).
-        wait = hub.settings.read_refusal_floor_ms / 1000 - (time.monotonic() - started)
-        if wait > 0:
-            await asyncio.sleep(wait)
+        await no_sooner_than(started, hub.settings.read_refusal_floor_ms / 1000)
         raise _not_found()
     return changes, levels, status, grant
 

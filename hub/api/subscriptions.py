@@ -192,8 +192,7 @@ async def require_agreement_in_force(hub, client) -> None:  # noqa: ANN001
     A refusal is audited (`access_decisions`, channel `replay`), as any refused read."""
     if "hub:admin" in client.scopes:
         return
-    today = datetime.now(UTC).date()
-    if not any(g.in_force(today) for g in hub.sharing.grants_for(client.org_code)):
+    if not DisclosureCheck(hub.sharing, datetime.now(UTC).date()).any_in_force(client.org_code):
         async with hub.engine.begin() as conn:
             await record_decision(conn, client, channel="replay", action="read", allowed=False,
                                   rule=Rule.NO_AGREEMENT)
