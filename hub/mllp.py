@@ -32,11 +32,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.hl7v2 import Disposition, Header, HL7Problem, MappingResult, build_ack, map_adt
 from adapters.hl7v2.mapping import APPLICATION_ERROR
+from hub.access import no_sooner_than
 from hub.domain.access import TEXTS, Rule
 from hub.ids import uuid4
 from hub.ingest.service import Client, IngestService, Outcome
 from hub.ingest.validation import FieldProblem
 from hub.observability.logging import bind_correlation_id, get_logger, unbind_correlation_id
+from hub.settings import Settings
 from hub.store.db import Prepared, execute_prepared, snapshot
 from hub.store.schema import api_clients
 
@@ -50,6 +52,8 @@ CHANNEL = "mllp"
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
 INTERNAL_ERROR = "207"  # HL7 table 0357: application internal error
 SOURCE_TTL = 5.0  # seconds a sending facility's trust client is remembered
+# S117_WRITE_REFUSAL_FLOOR_MS's default, in seconds (REST and FHIR read the setting itself).
+DEFAULT_REFUSAL_FLOOR = Settings.model_fields["write_refusal_floor_ms"].default / 1000
 _SOURCE_CLIENTS = Prepared(
     select(api_clients).where(api_clients.c.org_code == bindparam("facility"), api_clients.c.org_kind == "trust",
                               api_clients.c.active.is_(True))
@@ -205,6 +209,11 @@ class MllpLimits:
     max_connections: int = 200  # open connections in total ...
     max_per_peer: int = 10  # ... and from one peer address; extra ones are closed at once
     handshake_timeout: float = 10.0  # TLS handshake, after the connection is counted
+    # An access-policy refusal (the no-relationship AA, an AR naming the rule) is answered no sooner
+    # than this after the message was taken up (S117_WRITE_REFUSAL_FLOOR_MS, as REST and FHIR): one that
+    # read and evaluated a person's history cannot be told by time from one about a number not on the
+    # register. Waited for with asyncio.sleep: the connection's next message waits, no other does.
+    refusal_floor: float = DEFAULT_REFUSAL_FLOOR
 
 
 class ReadDeadline:
@@ -453,6 +462,7 @@ class MllpServer:
                          [HL7Problem("MSH", "internal error in the hub", INTERNAL_ERROR)])
 
     async def _handle(self, payload: bytes, peer_org: str | None = None) -> str:
+        started = time.monotonic()
         text, charset_problem = _decode_declared(payload)
         result = map_adt(text)
         header = result.header
@@ -495,7 +505,7 @@ class MllpServer:
             if result.about is not None:
                 refused = await self._ingest.write_precheck(client, result.about, CHANNEL)
                 if refused is not None:
-                    return self._outcome_ack(header, result, refused)
+                    return await self._refusal_ack(header, result, refused, started)
             outcome = await self._ingest.reject_unmapped(
                 client, payload, CHANNEL, [FieldProblem(p.field, p.reason) for p in result.problems],
                 header.control_id)
@@ -509,9 +519,17 @@ class MllpServer:
         # someone in another trust's care get one identical ACK.
         refused = await self._ingest.write_precheck(client, result.change, CHANNEL)
         if refused is not None:
-            return self._outcome_ack(header, result, refused)
+            return await self._refusal_ack(header, result, refused, started)
         outcome = await self._ingest.accept_mapped(client, result.change, payload, CHANNEL, prechecked=True)
+        if outcome.status_code == 403:  # refused on the record path, under the person's lock
+            return await self._refusal_ack(header, result, outcome, started)
         return self._outcome_ack(header, result, outcome)
+
+    async def _refusal_ack(self, header: Header, result: MappingResult, refused: Outcome, started: float) -> str:
+        """The ACK of an access-policy refusal, no sooner than the floor after `started` (only these wait:
+        an accepted or rejected message is answered as soon as it is committed)."""
+        await no_sooner_than(started, self.limits.refusal_floor)
+        return self._outcome_ack(header, result, refused)
 
     def _outcome_ack(self, header: Header, result: MappingResult, outcome: Outcome) -> str:
         if outcome.status_code == 403:

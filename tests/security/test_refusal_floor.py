@@ -8,6 +8,7 @@ machine's, not asserted.)"""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from datetime import date
@@ -68,3 +69,61 @@ async def test_a_write_refused_for_no_relationship_waits_for_the_floor_too(app_h
     t = time.monotonic()
     r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=changes[3])
     assert r.status_code == 202 and time.monotonic() - t < 2.0
+
+
+def _msa(ack: str) -> str:
+    return next(seg for seg in ack.replace("\n", "\r").split("\r") if seg.startswith("MSA"))
+
+
+async def test_an_mllp_refusal_waits_for_the_floor_and_holds_up_no_other_message(app_hub):  # noqa: ANN001
+    """Over MLLP a refusal for no relationship was answered as soon as it was decided: the AA "no register
+    change" about another trust's patient (the precheck read and evaluated their history) came later than
+    the same AA about a number not on the register. Now both wait for the floor (S117_WRITE_REFUSAL_FLOOR_MS,
+    50, by default); a message that is accepted is not held back, and a refusal's wait (asyncio's, not the
+    thread's) holds up no other message being handled meanwhile."""
+    from pathlib import Path
+
+    from hub.mllp import MllpLimits, MllpServer
+
+    hl7 = Path(__file__).resolve().parents[1] / "fixtures" / "hl7v2"
+    a01 = (hl7 / "ADT_A01_s3_detained.hl7").read_text()
+    a03 = (hl7 / "ADT_A03_discharge.hl7").read_text()
+    hub = app_hub.hub
+    assert MllpServer(hub.engine, hub.ingest, "127.0.0.1", 0).limits.refusal_floor == \
+        hub.settings.write_refusal_floor_ms / 1000 == FLOOR  # the setting's default
+    slow = 1.5  # far beyond what answering takes here, so that the old code fails this test on any machine
+    server = MllpServer(hub.engine, hub.ingest, "127.0.0.1", 0, limits=MllpLimits(refusal_floor=slow))
+
+    async def timed(message: str) -> tuple[str, float]:
+        t = time.monotonic()
+        ack = await server.handle(message.encode())
+        return _msa(ack), time.monotonic() - t
+
+    msa, took = await timed(a01)  # RNU's own detention: accepted, not held to the floor
+    assert msa.startswith("MSA|AA|") and "register change accepted" in msa and took < slow, (msa, took)
+    # CNWL (RV3) reports a discharge of RNU's patient, and of a number not on the register.
+    theirs = a03.replace("RNU", "RV3")
+    answers = []
+    for n, number in enumerate(("9990001006", "9434765919")):
+        msa, took = await timed(theirs.replace("9990001006", number).replace("RV3-A03-0001", f"RV3-A03-floor-{n}"))
+        answers.append(msa.split("|")[3])
+        assert msa.startswith("MSA|AA|") and "no register change" in msa and took >= slow, (msa, took)
+    assert answers[0] == answers[1]
+
+    # A refusal waiting for its floor and an accepted message meanwhile (another connection's): the
+    # accepted one is answered at once, long before the refusal's floor.
+    finished: list[str] = []
+
+    async def handled(name: str, message: str) -> str:
+        msa, _ = await timed(message)
+        finished.append(name)
+        return msa
+
+    t = time.monotonic()
+    refusal = asyncio.create_task(handled("refused", theirs.replace("RV3-A03-0001", "RV3-A03-floor-2")))
+    await asyncio.sleep(0.25)  # the refusal decided (a few ms here) and waiting for its floor
+    msa = await handled("accepted", a03.replace("RNU-A03-0001", "RNU-A03-floor"))  # RNU's own discharge
+    assert "register change accepted" in msa, msa
+    assert finished == ["accepted"] and time.monotonic() - t < slow, finished
+    await refusal
+    assert finished == ["accepted", "refused"] and time.monotonic() - t >= slow
