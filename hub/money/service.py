@@ -50,7 +50,7 @@ from hub.domain.money import (
     statement_for,
 )
 from hub.domain.ports import ReferenceData
-from hub.domain.money.responsibility import InterimSpan, PairSpan
+from hub.domain.money.responsibility import InterimSpan, PairSpan, sides_moved
 from hub.domain.rules import evaluate
 from hub.domain.workflows.model import Case
 from hub.ingest.nhs_number import nhs_number_problem, normalise
@@ -209,9 +209,14 @@ class PackageService:
 
     async def status(self, person_id: str, on: date) -> S117Status | None:
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(select(register_changes.c.canonical)
-                                       .where(register_changes.c.person_id == person_id))).scalars().all()
+            out = await self.status_in(conn, person_id, on)
             await conn.rollback()
+        return out
+
+    async def status_in(self, conn: AsyncConnection, person_id: str, on: date) -> S117Status | None:
+        """The person's status on `on`, read in `conn` (None: not on the register)."""
+        rows = (await conn.execute(select(register_changes.c.canonical)
+                                   .where(register_changes.c.person_id == person_id))).scalars().all()
         if not rows:
             return None
         return evaluate(person_id, [from_jsonable(RegisterChange, c) for c in rows], self._ref, self._agreements, on)
@@ -534,7 +539,16 @@ class DecisionService:
     other agrees (Worcs 8.5, A2.3); agreed decisions are never changed, and a
     new one takes effect only after the last. Each body must be one of the
     pair responsible now and hold `funding`, as for package lines; every
-    decision, allowed or refused, is audited."""
+    decision, allowed or refused, is audited.
+
+    A split divides the costs of the days it covers between the council and
+    the ICB jointly responsible on them, so it is for one pair: the register's
+    pair on every day from its `effective_from` to the day it is agreed
+    (`_covered`), asked when it is agreed. A proposal whose pair the
+    register no longer names over those days (responsibility moved since,
+    or a late change moved it before) can no longer be agreed, by the body
+    that has left or by the one that took its place: `409 responsibility-moved`
+    naming the side that moved; the pair responsible now proposes again."""
 
     PROPOSE, AGREE = "split-decision-propose", "split-decision-agree"
 
@@ -543,6 +557,14 @@ class DecisionService:
 
     def _funding(self, client: Client) -> str | None:
         return funding_agreement(self._p._sharing(), client, datetime.now(UTC).date())
+
+    async def _covered(self, conn: AsyncConnection, person_id: str, effective_from: date,
+                       today: date) -> tuple[PairSpan, ...]:
+        """The register's pairs over the days between `effective_from` and `today`
+        (as money sees the register: hub/money/responsibility.py load_pairs)."""
+        first, last = min(effective_from, today), max(effective_from, today)
+        return (await load_pairs(conn, [person_id], first, last, self._p._ref,
+                                 self._p._agreements)).get(person_id, ())
 
     async def propose(self, client: Client, data: dict[str, Any], original: bytes) -> Outcome:
         from hub.domain.money.splits import agreement_on, decision_problem
@@ -589,19 +611,51 @@ class DecisionService:
                              "citation": "Worcs 8.5, A2.3"})
 
     async def agree(self, client: Client, decision_id: str) -> Outcome:
+        """The other body agrees. Asked of the pair the register names now and over
+        the days the split covers, not only of the pair recorded when it was proposed:
+        a body responsible now, holding `funding`, is allowed (audited so) and told
+        if the proposal's pair has moved; a party to the proposal that is no longer
+        responsible (holding `funding`) is refused (audited no-relationship) and
+        told the proposal can no longer be agreed; anyone else gets the unknown
+        decision's 404."""
         agreement = self._funding(client)
+        today = datetime.now(UTC).date()
         async with self._p._engine.begin() as conn:
             row = (await conn.execute(select(split_decisions).where(
                 split_decisions.c.decision_id == decision_id))).first()
-            role = None if row is None else Role.RESPONSIBLE_COUNCIL if client.org_code == row.council \
-                else Role.RESPONSIBLE_COMMISSIONER if client.org_code == row.icb else None
-            if role is None or agreement is None:
+            party = row is not None and client.org_code in (row.council, row.icb)
+            status = await self._p.status_in(conn, row.person_id, today) if row is not None else None
+            role = responsible_role(status, client.org_code)
+            allowed = role is not None and agreement is not None
+            # Told what became of the decision: a body allowed, or a party to it (holding `funding`) that is
+            # no longer responsible; anyone else learns nothing of it.
+            told = allowed or (party and role is None and agreement is not None)
+            moved: tuple[str, ...] = ()
+            if told:
+                assert row is not None
+                now = (_code(status.responsible_council), _code(status.responsible_commissioner)) if status \
+                    else (None, None)
+                spans = await self._covered(conn, row.person_id, row.effective_from, today)
+                moved = tuple(side for i, side in enumerate(("council", "icb"))
+                              if side in sides_moved(spans, (row.council, row.icb))
+                              or now[i] != (row.council, row.icb)[i])
+            if not allowed:
                 decision = Decision(False, Rule.NO_RELATIONSHIP if role is None else Rule.NO_AGREEMENT, role)
                 await _audit_write(conn, client, "rest", decision, row.person_id if row else None, self.AGREE)
-                out = problem(404, "not-found", "Not found", "no split decision with that id for this client")
-            elif row.agreed_at is not None:
+            if told and row.agreed_at is not None:
                 out = problem(409, "already-agreed", "Already agreed",
                               "this decision is agreed and in force; it is never changed: propose a new one")
+            elif moved:
+                reason = ("is no longer the body responsible for the person on all the days this split covers "
+                          "(from its effective_from): a split is agreed by the pair responsible on them "
+                          "(Worcs 8.5, A2.3); it can no longer be agreed: the bodies responsible now propose a "
+                          "new one")
+                out = problem(409, "responsibility-moved", "Responsibility moved",
+                              f"the person's responsible {' and '.join(moved)} changed since this split was "
+                              "proposed; propose a new one",
+                              errors=[{"field": side, "reason": reason} for side in moved])
+            elif not allowed:
+                out = problem(404, "not-found", "Not found", "no split decision with that id for this client")
             elif row.proposed_by == client.org_code:
                 out = problem(409, "needs-the-other-body", "Needs the other body",
                               "a split needs both bodies: the other one agrees (Worcs 8.5, A2.3)")
@@ -619,7 +673,7 @@ class DecisionService:
                 await conn.execute(split_decisions.update().where(
                     split_decisions.c.decision_id == decision_id, split_decisions.c.agreed_at.is_(None))
                     .values(agreed_by=client.org_code, agreed_at=datetime.now(UTC)))
-            if role is not None and agreement is not None:
+            if allowed:
                 await _audit_write(conn, client, "rest", Decision(True, Rule.ALLOWED, role), row.person_id,
                                    self.AGREE, agreement)
         if out is not None:

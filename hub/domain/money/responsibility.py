@@ -145,6 +145,17 @@ def pair_on(spans: Sequence[PairSpan], day: date, recorded: tuple[str, str]) -> 
     return ((found.council, found.icb), found) if found else (recorded, None)
 
 
+def sides_moved(spans: Sequence[PairSpan], pair: tuple[str | None, str | None]) -> tuple[str, ...]:
+    """The sides of `pair` ("council", "icb") that some span names another body for.
+
+    A person's split divides the costs between the council and the ICB jointly
+    responsible on the days it covers (Worcs 8.5, A2.3): it is agreed by that
+    pair, so a side the register moves over those days can no longer agree it."""
+    council, icb = pair
+    return tuple(side for side, moved in (("council", any(s.council != council for s in spans)),
+                                          ("icb", any(s.icb != icb for s in spans))) if moved)
+
+
 def interim_on(spans: Sequence[InterimSpan], day: date) -> InterimSpan | None:
     """The interim in force on the day (if two disputes overlap, the one agreed last)."""
     found = None
