@@ -4,18 +4,18 @@ clock scanner's loop.
 The consumer opens a transfer case when `s117-responsibility-transferred`
 appears and a dispute case when `s117-dispute-raised` does (a source's own
 register change), and closes a dispute a source resolves on the register.
-It withdraws an open transfer case when a register change arriving late
-shows the hand-over never happened (`s117-register-change-recorded` of a
-person with an open transfer case: `WorkflowService.on_history_changed`;
-the engine tells a transfer the late change reveals, never one it takes
-away). It
+It withdraws a transfer case (open, or accepted) when a register change
+arriving late shows the hand-over never happened, or happened on another date
+(superseded by that date's case) (`s117-register-change-recorded` of a person
+with such a case: `WorkflowService.on_history_changed`; the engine tells a
+transfer the late change reveals, never one it takes away). It
 handles a batch of messages in one transaction under the group's offset row
 lock (each interesting one in a savepoint) and commits the offset in that
 transaction (as the dispatcher does), so a replay opens nothing twice; case
 ids are derived from the event id for the same reason. A run of events that
 concern no case costs no more than the one offset commit of its batch (and,
 when it records changes, one read for whether any of their people has a
-transfer case open; their payloads are not read).
+transfer case late history can withdraw; their payloads are not read).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class WorkflowConsumer:
         if pass_over is not None:
             if not batch:
                 await self._bus.commit_passed(GROUP, EVENTS_TOPIC, self.passed_commit_seconds)
-            elif not any(interesting(m) for m in batch) and not await self._any_open_transfer(changed):
+            elif not any(interesting(m) for m in batch) and not await self._any_withdrawable_transfer(changed):
                 # Nothing for a workflow: the offset moves in memory and is
                 # written with the next commit or within a second, not in a
                 # write transaction of its own per batch.
@@ -94,7 +94,7 @@ class WorkflowConsumer:
                 # Whose recorded changes may withdraw a transfer: read under the
                 # claim (another instance may have opened cases since the
                 # fetch), and the people this batch opens a transfer for.
-                watched = await self._service.people_with_open_transfers(conn, changed)
+                watched = await self._service.people_with_withdrawable_transfers(conn, changed)
                 for msg in batch:
                     if start is not None and msg.offset < start:
                         continue
@@ -137,12 +137,13 @@ class WorkflowConsumer:
             gauge.set(await self._bus.lag(GROUP, EVENTS_TOPIC))
         return len(handled)
 
-    async def _any_open_transfer(self, people: list[str]) -> bool:
-        """Whether any of `people` has a transfer case open, on a snapshot (no write lock to find none)."""
+    async def _any_withdrawable_transfer(self, people: list[str]) -> bool:
+        """Whether any of `people` has a transfer case late history can withdraw, on a snapshot (no write
+        lock to find none)."""
         if not people:
             return False
         async with snapshot(self._engine) as snap:
-            return bool(await self._service.people_with_open_transfers(snap, people))
+            return bool(await self._service.people_with_withdrawable_transfers(snap, people))
 
     lag_every = 1.0  # seconds between counts of the lag while batches come
     _lag_counted_at = float("-inf")

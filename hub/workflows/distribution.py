@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.codec import from_jsonable
-from hub.domain.workflows.model import WITHDRAWN_REASON, Case, TransferState
+from hub.domain.workflows.model import SUPERSEDED_REASON, WITHDRAWN_REASON, Case, TransferState
 from hub.routing import Recipient
 from hub.store.db import InList
 from hub.store.schema import workflow_cases, workflow_transitions
@@ -54,7 +54,8 @@ async def transfers_for_person(
 ) -> list[dict[str, Any]]:
     """The person's transfers for their s117 position: pending ones name both
     bodies and the deadline; accepted ones say by whom and on which day;
-    withdrawn ones (later history shows no hand-over) say so.
+    withdrawn ones (later history shows no hand-over, or shows it on another
+    date: superseded) say so.
 
     `party`: only the cases it is a party to (None: every case, for the hub
     operator). `as_of`: only the cases opened by then, each in the state its
@@ -96,8 +97,13 @@ async def transfers_for_person(
         elif state == TransferState.WITHDRAWN:
             withdrawn = [s for s in taken if s.to_state == TransferState.WITHDRAWN.value]
             on = f" on {withdrawn[-1].on_date.isoformat()}" if withdrawn else ""
-            item["text"] = (f"transfer withdrawn by the hub{on}: {WITHDRAWN_REASON}; {case.role} responsibility "
-                            f"did not move from {case.outgoing} to {case.incoming}")
+            if case.superseded_by_handover_on is not None:
+                item["text"] = (f"transfer superseded by the hub{on}: {SUPERSEDED_REASON}; {case.role} "
+                                f"responsibility moves from {case.outgoing} to {case.incoming} on "
+                                f"{case.superseded_by_handover_on.isoformat()}")
+            else:
+                item["text"] = (f"transfer withdrawn by the hub{on}: {WITHDRAWN_REASON}; {case.role} responsibility "
+                                f"did not move from {case.outgoing} to {case.incoming}")
         else:
             item["text"] = f"transfer contested by {case.incoming}; dispute {case.dispute_id or ''}".strip()
         out.append(item)

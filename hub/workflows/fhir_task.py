@@ -2,7 +2,8 @@
 
 Task.status: a transfer awaiting acknowledgement (or overdue) is `requested`,
 accepted `accepted`, contested `rejected`, withdrawn by the hub (later history
-shows responsibility did not change hands) `cancelled`, with that reason as
+shows responsibility did not change hands, or that the hand-over is on another
+date: superseded by the case for that date) `cancelled`, with that reason as
 `statusReason`; the current stage of an open
 dispute is `in-progress`, a resolved one (and a stage left by escalation)
 `completed`. `owner` is the clock's owner, `restriction.period` the clock,
@@ -27,7 +28,14 @@ from hub.fhir.namespaces import (
     org_identifier_system,
 )
 from hub.fhir.messages import WORKFLOW
-from hub.domain.workflows.model import WITHDRAWN_REASON, Case, CaseKind, DisputeState, TransferState
+from hub.domain.workflows.model import (
+    SUPERSEDED_REASON,
+    WITHDRAWN_REASON,
+    Case,
+    CaseKind,
+    DisputeState,
+    TransferState,
+)
 from hub.ids import uuid5
 
 CASE_ID_SYSTEM = f"{HUB_FHIR_BASE}/Id/workflow-case"
@@ -104,7 +112,8 @@ def build_task(case: Case, *, focus: dict[str, Any] | None = None, subject: dict
         task["owner"] = _body_ref(case.responsible)
     if case.kind is CaseKind.TRANSFER and case.state == TransferState.WITHDRAWN:
         # The hub's words, not a body's: carried in messages too (a contest's reason is not).
-        task["statusReason"] = {"text": WITHDRAWN_REASON}
+        task["statusReason"] = {"text": SUPERSEDED_REASON if case.superseded_by_handover_on is not None
+                                else WITHDRAWN_REASON}
     elif case.reason:
         task["statusReason"] = {"text": case.reason}
     notes = []

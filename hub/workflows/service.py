@@ -129,29 +129,50 @@ class NoRelationship(Exception):
 
 
 OPEN_TRANSFER_STATES = (TransferState.AWAITING.value, TransferState.OVERDUE.value)
+# The transfer cases later-arriving history can still withdraw: open ones, and
+# accepted ones (only those the incoming body accepted: `on_history_changed`).
+WITHDRAWABLE_TRANSFER_STATES = (*OPEN_TRANSFER_STATES, TransferState.ACCEPTED.value)
 RECORDED = EventType.REGISTER_CHANGE_RECORDED.value  # every register change's first event (index 0)
 
-# Which of some people have a transfer case still open (awaiting or overdue): one statement.
-_PEOPLE_WITH_OPEN_TRANSFERS = InList("ids", lambda ids: select(workflow_cases.c.person_id).distinct().where(
+# Which of some people have a transfer case late history can withdraw: one statement.
+_PEOPLE_WITH_WITHDRAWABLE_TRANSFERS = InList("ids", lambda ids: select(workflow_cases.c.person_id).distinct().where(
     workflow_cases.c.person_id.in_(ids), workflow_cases.c.kind == CaseKind.TRANSFER.value,
-    or_(*(workflow_cases.c.state == state for state in OPEN_TRANSFER_STATES))))
+    or_(*(workflow_cases.c.state == state for state in WITHDRAWABLE_TRANSFER_STATES))))
+
+Handover = tuple[str, str, str, date]  # (role, from, to, the date it happens)
 
 
-def handovers(steps: list[TransferStep]) -> set[tuple[str, str, str]]:
-    """Each (role, from, to) the history's steps hand over, by the codes a
-    transfer event names (the responsible body's own code, else the basis:
+def handovers(steps: list[TransferStep]) -> set[Handover]:
+    """Each (role, from, to, date) the history's steps hand over, by the codes
+    a transfer event names (the responsible body's own code, else the basis:
     hub/domain/rules/events.py) and by the bases too, so a body renamed or
-    succeeded since the case opened is still found."""
-    out: set[tuple[str, str, str]] = set()
+    succeeded since the case opened is still found; the date is the step's
+    change's effective date (the `occurred_on` of the event that tells it)."""
+    out: set[Handover] = set()
     for step in steps:
+        on = step.change.effective_date
         for role in ("council", "commissioner"):
             old_basis, new_basis = _basis(step.before, role), _basis(step.after, role)
             if old_basis is None or new_basis is None or old_basis == new_basis:
                 continue
             froms = {old_basis, *_org_code(step.before, role)}
             tos = {new_basis, *_org_code(step.after, role)}
-            out |= {(role, f, t) for f in froms for t in tos}
+            out |= {(role, f, t, on) for f in froms for t in tos}
     return out
+
+
+def same_handover(case: Case, still: set[Handover]) -> tuple[bool, date | None]:
+    """Whether the history (its hand-overs `still`) holds the hand-over `case`
+    was opened for, and if not, the other date it holds the same one on (the
+    role and bodies: the nearest date, if more than one), else None. A case
+    opened before its date was kept is held by the same hand-over on any date."""
+    dates = sorted({on for role, f, t, on in still if (role, f, t) == (case.role, case.outgoing, case.incoming)})
+    if case.handover_on is None:
+        return bool(dates), None
+    if case.handover_on in dates:
+        return True, None
+    handover_on = case.handover_on
+    return False, min(dates, key=lambda d: (abs((d - handover_on).days), d)) if dates else None
 
 
 def _basis(status: S117Status, role: str) -> str | None:
@@ -335,13 +356,15 @@ class WorkflowService:
                 case_id = case_id_for(event_id, role)
                 if await self.load(conn, case_id) is not None:
                     continue  # replayed event
+                if await self._open_for(conn, event.person_id, role, outgoing, incoming, event.occurred_on):
+                    continue  # one hand-over, one open case: told again, it opens nothing
                 council = outgoing if role == "council" else payload["status"].get("council_basis_code")
                 case, step = machine.open_transfer(
                     case_id=case_id, person_id=event.person_id, role=role, outgoing=outgoing, incoming=incoming,
                     on=change.recorded_on, basis=event.details.get(f"{role}_citation", ""),
                     area=self.area_for(council), holidays=self.holidays,
                     decided_by_dispute=change.change_type is ChangeType.DISPUTE_RESOLVED,
-                    opened_by_change=change.change_id)
+                    opened_by_change=change.change_id, handover_on=event.occurred_on)
                 await self._save(conn, None, case, [step], EventType.TRANSFER_UPDATED)
                 log.info("transfer case opened", case_id=case_id, person_id=event.person_id, status=case.state)
         elif event.event_type is EventType.DISPUTE_RAISED and change.dispute is not None:
@@ -375,28 +398,54 @@ class WorkflowService:
                 return
             await self._save(conn, case, after, [step], EventType.DISPUTE_UPDATED)
 
-    async def people_with_open_transfers(self, conn: AsyncConnection, people: list[str]) -> set[str]:
-        """Which of `people` have a transfer case awaiting acceptance (or overdue)."""
+    async def _open_for(self, conn: AsyncConnection, person_id: str, role: str, outgoing: str, incoming: str,
+                        on: date) -> str | None:
+        """The case id of an open transfer case for this very hand-over (role,
+        bodies and date), if there is one."""
+        t = workflow_cases.c
+        for row in (await conn.execute(select(t.case_id, t.data).where(
+                t.person_id == person_id, t.kind == CaseKind.TRANSFER.value,
+                t.state.in_(OPEN_TRANSFER_STATES)))).all():
+            data = row.data
+            if (data.get("role"), data.get("outgoing"), data.get("incoming"), data.get("handover_on")) == (
+                    role, outgoing, incoming, on.isoformat()):
+                return row.case_id
+        return None
+
+    async def people_with_withdrawable_transfers(self, conn: AsyncConnection, people: list[str]) -> set[str]:
+        """Which of `people` have a transfer case late history can withdraw
+        (awaiting acceptance, overdue, or accepted)."""
         if not people:
             return set()
-        return set((await _PEOPLE_WITH_OPEN_TRANSFERS.execute(conn, people)).scalars())
+        return set((await _PEOPLE_WITH_WITHDRAWABLE_TRANSFERS.execute(conn, people)).scalars())
 
     async def on_history_changed(self, conn: AsyncConnection, person_id: str, event_id: str) -> list[Case]:
         """A register change was recorded for `person_id` (`event_id`: its
         `s117-register-change-recorded` event). If it arrived late (it sorts
         before a change recorded before it) it can show that a hand-over told
-        earlier never happened (hub/domain/rules/timeline.py): each of the
-        person's open transfer cases whose hand-over (role, from, to) the
-        history no longer holds, as it stood once that change was recorded,
-        is withdrawn (TransferState.WITHDRAWN, by the hub), and both bodies
-        hear of it as of any transition. A change in its turn can only add a
-        step at its own place: nothing to withdraw. Idempotent: a withdrawn
-        case is final, and a replay finds no open case to withdraw; a transfer
-        the history shows again later is told by a new
-        `s117-responsibility-transferred` event, which opens a new case."""
+        earlier never happened, or happened on another date
+        (hub/domain/rules/timeline.py). Each of the person's transfer cases
+        awaiting acceptance, overdue or accepted by the incoming body whose
+        hand-over (role, from, to, date) the history no longer holds, as it
+        stood once that change was recorded, is withdrawn
+        (TransferState.WITHDRAWN, by the hub), and both bodies hear of it as
+        of any transition. Where the history holds the same hand-over (role
+        and bodies) on another date, the withdrawal says the case is
+        superseded (`superseded_by_handover_on`): that date's hand-over is told
+        by its own `s117-responsibility-transferred` event, which opens its own
+        case, so one hand-over has one open case whatever order the changes
+        arrive in. An accepted case is withdrawn saying it had been accepted
+        (the acceptance stays in its history). Left alone: a contested case
+        (the dispute its contest opened carries the question, and while it is
+        open ingest holds changes that would move responsibility, Worcs 8.5)
+        and one accepted by a resolved dispute's record (binding on both).
+        A change in its turn can only add a step at its own place: nothing to
+        withdraw. Idempotent: a withdrawn case is final, and a replay finds no
+        case to withdraw; a transfer the history shows again later is told by
+        a new `s117-responsibility-transferred` event, which opens a new case."""
         t = workflow_cases.c
         rows = (await conn.execute(select(t.data).where(
-            t.person_id == person_id, t.kind == CaseKind.TRANSFER.value, t.state.in_(OPEN_TRANSFER_STATES))
+            t.person_id == person_id, t.kind == CaseKind.TRANSFER.value, t.state.in_(WITHDRAWABLE_TRANSFER_STATES))
             .order_by(t.opened_on, t.case_id).with_for_update())).all()
         if not rows:
             return []
@@ -422,19 +471,27 @@ class WorkflowService:
         change = next(h for h in history if h.change_id == mine.change_id)
         if not is_late(change, history):
             return []
+        accepted = [case.case_id for case in cases if case.state == TransferState.ACCEPTED]
+        if accepted:  # withdrawable only if the incoming body accepted it (not a resolved dispute's record)
+            w = workflow_transitions.c
+            by_party = set((await conn.execute(select(w.case_id).where(
+                w.case_id.in_(accepted), w.action == Action.ACCEPT.value))).scalars())
+            cases = [case for case in cases if case.state != TransferState.ACCEPTED or case.case_id in by_party]
         as_of = max(datetime.now(UTC).date(), change.recorded_on)
         still = handovers(transfer_steps(person_id, history, self._ref, self._agreements, as_of))
         on = max(change.recorded_on, self.clock.today())
         withdrawn = []
         for case in cases:
-            if (case.role, case.outgoing, case.incoming) in still:
+            holds, moved_to = same_handover(case, still)
+            if holds:
                 continue
             after, step = machine.withdraw(
                 case, max(on, case.opened_on),
                 f"the {change.change_type.value} change effective {change.effective_date.isoformat()}, "
-                f"received on {change.recorded_on.isoformat()}, changed the history before it")
+                f"received on {change.recorded_on.isoformat()}, changed the history before it", moved_to=moved_to)
             await self._save(conn, case, after, [step], EventType.TRANSFER_UPDATED)
-            log.info("transfer case withdrawn", case_id=case.case_id, person_id=person_id, status=after.state)
+            log.info("transfer case withdrawn", case_id=case.case_id, person_id=person_id, status=after.state,
+                     superseded=moved_to is not None, was=case.state)
             withdrawn.append(after)
         return withdrawn
 

@@ -92,10 +92,10 @@ def test_the_hub_withdraws_a_transfer_from_each_state_not_final(state):
                                                                          case.basis)
 
 
-@pytest.mark.parametrize(("state", "rule"), [(TransferState.ACCEPTED, "case-closed"),
-                                             (TransferState.CONTESTED, "case-closed"),
+@pytest.mark.parametrize(("state", "rule"), [(TransferState.CONTESTED, "case-closed"),
                                              (TransferState.WITHDRAWN, "already-withdrawn")])
-def test_a_final_transfer_is_never_withdrawn(state, rule):
+def test_a_contested_or_withdrawn_transfer_is_never_withdrawn(state, rule):
+    """A contested case is left to the dispute its contest opened; a withdrawn one is final."""
     with pytest.raises(WorkflowRefusal) as refused:
         m.withdraw(_in(state), DAY0)
     assert (refused.value.status, refused.value.rule) == (409, rule)

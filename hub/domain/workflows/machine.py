@@ -29,6 +29,7 @@ from hub.domain.workflows.model import (
     CLOCK_ACTOR,
     DETERMINATION_ACTOR,
     REGISTER_ACTOR,
+    SUPERSEDED_REASON,
     WHOLE,
     WITHDRAWN_REASON,
     Action,
@@ -54,7 +55,7 @@ RESOLUTION_BY_DETERMINATION = ("Worcs 15.5 (arbitration by NHS England), 15.4 (c
                                "Regulations' process)")
 # A transfer withdrawn by the hub: the rule that moved responsibility does not
 # on the history as later corrected, and what the bodies were told is put right.
-TRANSFER_WITHDRAWN = (f"{citations.TRANSFER_REDETENTION} (no hand-over on the corrected history); "
+TRANSFER_WITHDRAWN = (f"{citations.TRANSFER_REDETENTION} (no such hand-over on the corrected history); "
                       "UK GDPR Art. 16, 19 (rectification told to each recipient)")
 
 
@@ -73,9 +74,14 @@ TRANSFER_RULES: dict[tuple[str | None, Action], Rule] = {
     (T.OVERDUE, A.ACCEPT): Rule(T.ACCEPTED, frozenset({Actor.INCOMING}), citations.TRANSFER_ACKNOWLEDGE),
     (T.AWAITING, A.CONTEST): Rule(T.CONTESTED, frozenset({Actor.INCOMING}), citations.TRANSFER_CONTEST),
     (T.AWAITING, A.BREACH): Rule(T.OVERDUE, frozenset({Actor.CLOCK}), citations.TRANSFER_ACKNOWLEDGE),
-    # Later history shows the hand-over never happened: the hub withdraws the case, from any state not final.
+    # Later history shows the hand-over never happened, or happened on another
+    # date: the hub withdraws the case, from any state not final, and from
+    # accepted too (the acceptance was of a hand-over the history no longer
+    # holds: both bodies are told, the acceptance stays in the case's history).
+    # A contested case is left to the dispute its contest opened.
     (T.AWAITING, A.WITHDRAW): Rule(T.WITHDRAWN, frozenset({Actor.REGISTER}), TRANSFER_WITHDRAWN),
     (T.OVERDUE, A.WITHDRAW): Rule(T.WITHDRAWN, frozenset({Actor.REGISTER}), TRANSFER_WITHDRAWN),
+    (T.ACCEPTED, A.WITHDRAW): Rule(T.WITHDRAWN, frozenset({Actor.REGISTER}), TRANSFER_WITHDRAWN),
 }
 
 DISPUTE_RULES: dict[tuple[str | None, Action], Rule] = {
@@ -176,15 +182,17 @@ def _step(case: Case, after: Case, action: Action, actor: str, on: date, citatio
 def open_transfer(
     *, case_id: str, person_id: str, role: str, outgoing: str, incoming: str, on: date, basis: str,
     area: AreaAgreement, holidays: frozenset[date], decided_by_dispute: bool = False, opened_by_change: str = "",
+    handover_on: date | None = None,
 ) -> tuple[Case, Transition]:
     """A rule moved `role` from `outgoing` to `incoming`: the incoming body
     must acknowledge within the area's period (working days, bank holidays).
-    `opened_by_change`: the register change that told it."""
+    `opened_by_change`: the register change that told it; `handover_on`: the
+    date of the hand-over in the history (the event's `occurred_on`)."""
     if outgoing == incoming:
         raise WorkflowRefusal(422, "same-body", "a transfer needs two different bodies", citations.TRANSFER_REDETENTION)
     base = Case(case_id=case_id, kind=CaseKind.TRANSFER, person_id=person_id, state="", parties=(outgoing, incoming),
                 opened_on=on, area=area.name, clock=None, role=role, outgoing=outgoing, incoming=incoming, basis=basis,
-                opened_by_change=opened_by_change)
+                opened_by_change=opened_by_change, handover_on=handover_on)
     if decided_by_dispute:
         # A resolved dispute binds both bodies: nothing is left to acknowledge.
         after = replace(base, state=TransferState.ACCEPTED)
@@ -223,14 +231,26 @@ def contest(case: Case, actor: str, on: date, reason: str) -> tuple[Case, Transi
                  f"{actor} contested {case.role} responsibility; a dispute opens")
 
 
-def withdraw(case: Case, on: date, detail: str = "", actor: str = REGISTER_ACTOR) -> tuple[Case, Transition]:
+def withdraw(case: Case, on: date, detail: str = "", actor: str = REGISTER_ACTOR,
+             moved_to: date | None = None) -> tuple[Case, Transition]:
     """Later-arriving history shows the hand-over `case` was opened for did not
-    happen: the hub withdraws it (a final state; the clock stops). `detail`:
-    what showed it, in the hub's words (no personal data)."""
+    happen: the hub withdraws it (a final state; the clock stops). `moved_to`:
+    the history as corrected holds the same hand-over (role and bodies) on that
+    other date, told by a case of its own, which supersedes this one. `detail`:
+    what showed it, in the hub's words (no personal data). An accepted case is
+    withdrawn too, saying so (its acceptance stays in its history)."""
     rule = _rule(case, Action.WITHDRAW, actor)
-    after = replace(case, state=rule.target, clock=None)
-    why = (f"withdrawn by the hub: {WITHDRAWN_REASON} ({case.role} responsibility stays with {case.outgoing}, "
-           f"not {case.incoming})")
+    after = replace(case, state=rule.target, clock=None, superseded_by_handover_on=moved_to)
+    was = (f"{case.role} responsibility moves from {case.outgoing} to {case.incoming}"
+           + (f" on {case.handover_on.isoformat()}" if case.handover_on is not None else ""))
+    if moved_to is not None:
+        why = (f"superseded by the hub: {SUPERSEDED_REASON} ({was} no longer; it moves on {moved_to.isoformat()} "
+               "in the history as corrected)")
+    else:
+        why = (f"withdrawn by the hub: {WITHDRAWN_REASON} ({case.role} responsibility stays with {case.outgoing}, "
+               f"not {case.incoming})")
+    if case.state == TransferState.ACCEPTED:
+        why += f"; it had been accepted by {case.incoming}, for the hand-over as the history then stood"
     return _step(case, after, Action.WITHDRAW, actor, on, rule.citation, why + (f"; {detail}" if detail else ""))
 
 

@@ -79,6 +79,9 @@ DETERMINATION_ACTOR = "hub:determination"  # the final stage's determination, re
 # Why a withdrawn transfer was withdrawn: the hub's words, never a body's (no
 # personal data), shown as the Task's statusReason and in the case's history.
 WITHDRAWN_REASON = "later history shows responsibility did not change hands"
+# Why a transfer was withdrawn when later history moves its hand-over (the
+# same role and bodies) to another date: the case for that date supersedes it.
+SUPERSEDED_REASON = "later history shows the hand-over on another date; the case for that date supersedes this one"
 
 # A dispute raised through the API (POST /v1/disputes) gets an id of this form
 # from the workflows (one opened by a contest: "DSP-" and 8 hex digits). The
@@ -162,6 +165,15 @@ class Case:
     # case opened before it was kept): only history recorded after it can
     # show the hand-over did not happen (a withdrawal, hub/workflows/service.py).
     opened_by_change: str = ""
+    # Transfers: the date of the hand-over the case was opened for (the
+    # effective date of the step of the history, `occurred_on` of the event
+    # that told it; None for a case opened before it was kept). One hand-over
+    # is (role, outgoing, incoming, handover_on): a case whose hand-over the
+    # history as corrected holds on another date is superseded.
+    handover_on: date | None = None
+    # Transfers withdrawn because the hand-over moved: the date it is on in
+    # the history as corrected (a case of its own tells it).
+    superseded_by_handover_on: date | None = None
     # Disputes.
     dispute_kind: str = ""  # "council" or "commissioner"
     raised_by: str = ""
