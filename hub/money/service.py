@@ -50,7 +50,7 @@ from hub.domain.money import (
     statement_for,
 )
 from hub.domain.ports import ReferenceData
-from hub.domain.money.responsibility import InterimSpan, PairSpan, sides_moved
+from hub.domain.money.responsibility import InterimSpan, PairSpan, pair_since, sides_moved
 from hub.domain.rules import evaluate
 from hub.domain.workflows.model import Case
 from hub.ingest.nhs_number import nhs_number_problem, normalise
@@ -543,8 +543,10 @@ class DecisionService:
 
     A split divides the costs of the days it covers between the council and
     the ICB jointly responsible on them, so it is for one pair: the register's
-    pair on every day from its `effective_from` to the day it is agreed
-    (`_covered`), asked when it is agreed. A proposal whose pair the
+    pair on every day from its `effective_from` to the day it is proposed
+    (a proposal reaching back past a change of pair is refused, naming the day
+    from which it may take effect), and again to the day it is agreed
+    (`_covered`). A proposal whose pair the
     register no longer names over those days (responsibility moved since,
     or a late change moved it before) can no longer be agreed, by the body
     that has left or by the one that took its place: `409 responsibility-moved`
@@ -590,6 +592,18 @@ class DecisionService:
         reason = decision_problem(agreement_now, d.kind)
         if reason:
             problems.append(FieldProblem("kind", reason))
+        async with self._p._engine.connect() as conn:
+            spans = await self._covered(conn, d.person_id, d.effective_from, datetime.now(UTC).date())
+            await conn.rollback()
+        if sides_moved(spans, (council, icb)):
+            # Agreed, it would cover days another pair is responsible for (and could never be agreed).
+            since = pair_since(spans, (council, icb))
+            problems.append(FieldProblem("effective_from", (
+                f"the person's responsible council or ICB changes on {since.isoformat()}: a split is agreed by "
+                f"the pair responsible on all the days it covers (Worcs 8.5, A2.3), so it takes effect from "
+                f"{since.isoformat()} or later") if since is not None else (
+                "the person's responsible council or ICB is another on this date: a split is agreed by the pair "
+                "responsible on all the days it covers (Worcs 8.5, A2.3)")))
         last = [x for x in (await self._p.decisions([d.person_id])).get(d.person_id, [])]
         if last and d.effective_from <= last[-1].effective_from:
             problems.append(FieldProblem("effective_from", "must be after the last agreed decision's: an earlier "

@@ -95,6 +95,25 @@ async def test_a_proposal_to_a_council_no_longer_responsible_cannot_be_agreed(ap
         (WORCS, "allowed", "allowed", "responsible-council")])
 
 
+async def test_a_split_from_before_a_move_is_refused_when_proposed_and_when_agreed(app_hub):
+    """Its days from the move are another pair's: a split covers the days of one pair, the one agreeing it."""
+    key, pid, person = await _setup(app_hub, 62)
+    r = await _propose(app_hub, key[BUCKS], pid, "2026-11-01", "panel 2026-10-30")
+    assert r.status_code == 201 and r.json()["awaiting"] == QU9, r.text
+    await _redetained_from_worcs(app_hub, person, 62, "2026-11-20")  # the council moves from 20 November
+    # The ICB is responsible throughout, but the proposal's council is not: superseded.
+    _moved(await _agree(app_hub, key[QU9], r.json()["decision_id"]), "council")
+    # Proposed again from 1 November by the pair responsible now: 20 November is named, nothing else.
+    late = await _propose(app_hub, key[WORCS], pid, "2026-11-01", "panel 2026-10-30")
+    assert late.status_code == 422, late.text
+    assert late.headers["content-type"].startswith("application/problem+json")
+    (err,) = late.json()["errors"]
+    assert err["field"] == "effective_from" and "2026-11-20" in err["reason"], err
+    ok = await _propose(app_hub, key[WORCS], pid, "2026-11-20", "panel 2026-10-30")
+    assert ok.status_code == 201 and ok.json()["awaiting"] == QU9, ok.text
+    assert (await _agree(app_hub, key[QU9], ok.json()["decision_id"])).status_code == 200
+
+
 async def test_a_proposal_with_the_pair_unchanged_is_still_agreed(app_hub):
     """Regression guard: a register change that moves no one (a move of residence: the originating
     council stays responsible, Worcs 4.3.1) leaves the proposal to be agreed."""
@@ -106,3 +125,17 @@ async def test_a_proposal_with_the_pair_unchanged_is_still_agreed(app_hub):
                                     json=moved)).status_code == 202
     ok = await _agree(app_hub, key[QU9], r.json()["decision_id"])
     assert ok.status_code == 200 and ok.json()["status"] == "agreed", ok.text
+
+
+def test_sides_moved_and_pair_since_over_the_days_covered():
+    from hub.domain.money.responsibility import PairSpan, pair_since, sides_moved
+    bucks = PairSpan(date(2026, 1, 1), BUCKS, QU9)
+    worcs = PairSpan(date(2026, 11, 20), WORCS, QU9)
+    assert sides_moved((bucks,), (BUCKS, QU9)) == () and pair_since((bucks,), (BUCKS, QU9)) is None
+    assert sides_moved((bucks, worcs), (BUCKS, QU9)) == ("council",)
+    assert sides_moved((bucks, worcs), (WORCS, "QGH")) == ("council", "icb")
+    assert pair_since((bucks, worcs), (WORCS, QU9)) == date(2026, 11, 20)
+    assert pair_since((bucks, worcs), (BUCKS, QU9)) is None  # the last span is another pair's
+    back = PairSpan(date(2026, 12, 1), BUCKS, QU9)  # moved away and back: only the last run counts
+    assert pair_since((bucks, worcs, back), (BUCKS, QU9)) == date(2026, 12, 1)
+    assert pair_since((), (BUCKS, QU9)) is None

@@ -156,6 +156,19 @@ def sides_moved(spans: Sequence[PairSpan], pair: tuple[str | None, str | None]) 
                                           ("icb", any(s.icb != icb for s in spans))) if moved)
 
 
+def pair_since(spans: Sequence[PairSpan], pair: tuple[str, str]) -> date | None:
+    """The first day of the spans' last run naming `pair`, when an earlier span
+    names another pair (None: every span names `pair`, or the last does not)."""
+    if not spans or (spans[-1].council, spans[-1].icb) != pair or all((s.council, s.icb) == pair for s in spans):
+        return None
+    day = spans[-1].start
+    for s in reversed(spans):
+        if (s.council, s.icb) != pair:
+            break
+        day = s.start
+    return day
+
+
 def interim_on(spans: Sequence[InterimSpan], day: date) -> InterimSpan | None:
     """The interim in force on the day (if two disputes overlap, the one agreed last)."""
     found = None
