@@ -25,7 +25,8 @@ from hub.domain.rules.engine import HUB_SOURCES, evaluation, source_org
 from hub.store.schema import bus_messages
 from hub.workflows.service import WORKFLOW_SOURCE
 from tests.unit.domain.builders import BOOK, PERSON, REF, change, detained, discharge, lawful_decision, left, status
-from tests.unit.domain.fakes import BUCKINGHAMSHIRE, BUCKS_PRACTICE, OXFORD_HEALTH, OXFORDSHIRE
+from tests.unit.domain.fakes import (AYLESBURY_VALE_CCG, BOB_ICB, BUCKINGHAMSHIRE, BUCKS_CCG, BUCKS_PRACTICE, HW_CCG,
+                                     HW_ICB, OXFORD_HEALTH, OXFORDSHIRE, OXON_CCG)
 
 # The sources as the ingest sets them: the API client's id, `<org code in lower case>-<8 hex>`.
 COUNCIL = "e06000060-1a2b3c4d"  # Buckinghamshire, the responsible council
@@ -259,6 +260,137 @@ def test_a_resolved_dispute_is_not_reopened_or_moved_by_one_partys_later_outcome
     assert result.open_disputes == () and result.responsible_council.org.code == OXFORDSHIRE
 
 
+# ------------------------------------------------------------- successors
+#
+# A party named as a CCG (the NHS commissioner before 1 July 2022) is spoken
+# for by the body holding its duties on the fold's day, as the NHS
+# commissioner's side of a joint discharge is (`_speaks_for`: the code as
+# determined, or the ICB holding it now): the ICB that took over the CCG's
+# liabilities. Not by another ICB, nor by another sub-ICB location of the
+# same ICB; nor, the other way round, by a CCG's (sub-ICB location's) code
+# for a party named as the ICB itself.
+
+CCG_PARTIES = (BUCKS_CCG, HW_CCG)  # a dispute raised in the CCG era
+CCG_ERA_RAISED = change(ChangeType.DISPUTE_RAISED, "2021-06-01", source="14y-0a0a0a0a",
+                        dispute=Dispute("REG-7", DisputeKind.COMMISSIONER, CCG_PARTIES))
+BOB = "qu9-1b1b1b1b"  # NHS Buckinghamshire, Oxfordshire and Berkshire West ICB: took over 14Y (and 10Q)
+HW = "qgh-2c2c2c2c"  # NHS Herefordshire and Worcestershire ICB: took over 18C
+NWL = "qrv-3d3d3d3d"  # NHS North West London ICB: took over neither
+
+
+def ccg_era_stay() -> list:
+    return [detained("2021-01-10", hospital_ods=OXFORD_HEALTH, residence_la_gss=BUCKINGHAMSHIRE,
+                     gp_practice_ods=BUCKS_PRACTICE),
+            left("2021-03-01")]
+
+
+def outcome(on: str, by: str, found: str, parties=CCG_PARTIES, dispute_id: str = "REG-7"):
+    return change(ChangeType.DISPUTE_RESOLVED, on, source=by,
+                  dispute=Dispute(dispute_id, DisputeKind.COMMISSIONER, parties, resolved_responsible=found))
+
+
+def test_the_icbs_that_took_over_the_ccg_parties_resolve_a_dispute_raised_in_the_ccg_era():
+    one = status([*ccg_era_stay(), CCG_ERA_RAISED, outcome("2024-05-01", BOB, HW_CCG)], "2024-05-02")
+    assert [d.dispute_id for d in one.open_disputes] == ["REG-7"]
+    assert "recorded by 1 of 2 parties" in one.history[-1].text
+    both = status([*ccg_era_stay(), CCG_ERA_RAISED, outcome("2024-05-01", BOB, HW_CCG),
+                   outcome("2024-05-08", HW, HW_CCG)], "2024-05-09")
+    assert both.open_disputes == ()
+    assert both.history[-1].text == "responsibility dispute resolved"
+    assert both.responsible_commissioner.org.code == HW_ICB  # 18C, now held by its ICB
+    assert "resolved on 2024-05-08" in both.responsible_commissioner.explanation
+
+
+def test_a_ccgs_own_outcome_before_july_2022_and_its_icbs_after_count_as_the_same_party():
+    ccg_then = outcome("2021-12-01", "18c-4e4e4e4e", HW_CCG)  # recorded by the CCG itself, before it was abolished
+    settled = status([*ccg_era_stay(), CCG_ERA_RAISED, ccg_then, outcome("2024-05-01", BOB, HW_CCG)], "2024-05-02")
+    assert settled.open_disputes == () and settled.responsible_commissioner.org.code == HW_ICB
+    # The successor's later outcome replaces its predecessor's: the party has one outcome, not two.
+    changed = status([*ccg_era_stay(), CCG_ERA_RAISED, ccg_then, outcome("2024-05-01", HW, BUCKS_CCG),
+                      outcome("2024-05-02", BOB, HW_CCG)], "2024-05-03")
+    assert [d.dispute_id for d in changed.open_disputes] == ["REG-7"]
+    assert "recorded by 1 of 2 parties" in changed.history[-1].text
+
+
+def test_a_body_that_did_not_take_over_a_party_speaks_for_none():
+    for by in (NWL, "10q-5f5f5f5f", "10y-6a6a6a6a"):  # another ICB; another sub-ICB location of BOB; 14Y's predecessor
+        result = status([*ccg_era_stay(), CCG_ERA_RAISED, outcome("2024-05-01", by, HW_CCG),
+                         outcome("2024-05-02", HW, HW_CCG)], "2024-05-03")
+        assert [d.dispute_id for d in result.open_disputes] == ["REG-7"], by
+        assert "recorded by 1 of 2 parties" in result.history[-1].text, by
+
+
+def test_before_1_july_2022_no_icb_held_a_ccgs_duties():
+    changes = [*ccg_era_stay(), CCG_ERA_RAISED, outcome("2022-06-01", BOB, HW_CCG), outcome("2022-06-02", HW, HW_CCG)]
+    assert [d.dispute_id for d in status(changes, "2022-06-30").open_disputes] == ["REG-7"]
+    assert status(changes, "2022-07-01").open_disputes == ()  # the same records, once the ICBs hold the duties
+
+
+def test_an_outcome_recorded_by_the_ccg_then_holding_a_merged_partys_duties_stays_counted():
+    """Aylesbury Vale CCG (10Y) merged into Buckinghamshire CCG (14Y) on 1 April 2018: 14Y's outcome of
+    2019 was Aylesbury Vale's, and still is once BOB holds both (the dispute does not reopen). A key
+    still held under 14Y's code recording now is not the body holding 10Y's duties (BOB is)."""
+    parties = (AYLESBURY_VALE_CCG, HW_CCG)
+    raised = change(ChangeType.DISPUTE_RAISED, "2017-06-01", source="18c-4e4e4e4e",
+                    dispute=Dispute("REG-6", DisputeKind.COMMISSIONER, parties))
+    changes = [*ccg_era_stay(), raised, outcome("2019-01-07", "14y-0a0a0a0a", HW_CCG, parties, "REG-6"),
+               outcome("2019-01-08", "18c-4e4e4e4e", HW_CCG, parties, "REG-6")]
+    for as_of in ("2019-02-01", "2024-05-01"):
+        assert status(changes, as_of).open_disputes == (), as_of
+    late = [*ccg_era_stay(), raised, outcome("2019-01-08", "18c-4e4e4e4e", HW_CCG, parties, "REG-6"),
+            outcome("2024-04-01", "14y-0a0a0a0a", HW_CCG, parties, "REG-6")]
+    assert [d.dispute_id for d in status(late, "2024-05-01").open_disputes] == ["REG-6"]
+    by_bob = [*late[:-1], outcome("2024-04-01", BOB, HW_CCG, parties, "REG-6")]
+    assert status(by_bob, "2024-05-01").open_disputes == ()
+
+def test_one_icb_that_took_over_both_ccg_parties_records_the_outcome_for_both():
+    parties = (BUCKS_CCG, OXON_CCG)  # both became sub-ICB locations of BOB on 1 July 2022
+    raised = change(ChangeType.DISPUTE_RAISED, "2021-06-01", source="14y-0a0a0a0a",
+                    dispute=Dispute("REG-8", DisputeKind.COMMISSIONER, parties))
+    result = status([*ccg_era_stay(), raised, outcome("2024-05-01", BOB, OXON_CCG, parties, "REG-8")], "2024-05-02")
+    assert result.open_disputes == () and result.responsible_commissioner.org.code == BOB_ICB
+
+
+def test_a_ccgs_code_does_not_speak_for_a_party_named_as_the_icb():
+    """Clients are ICBs now: a key still held under a CCG's (or sub-ICB location's) code is not the ICB's
+    own word when the dispute names the ICB itself; the ICB's own key is."""
+    parties = (BOB_ICB, HW_ICB)
+    raised = change(ChangeType.DISPUTE_RAISED, "2023-06-01", source=HW,
+                    dispute=Dispute("REG-9", DisputeKind.COMMISSIONER, parties))
+    by_ccg_key = status([*ccg_era_stay(), raised, outcome("2024-05-01", "14y-0a0a0a0a", HW_ICB, parties, "REG-9"),
+                         outcome("2024-05-02", HW, HW_ICB, parties, "REG-9")], "2024-05-03")
+    assert [d.dispute_id for d in by_ccg_key.open_disputes] == ["REG-9"]
+    assert "recorded by 1 of 2 parties" in by_ccg_key.history[-1].text
+    by_icb = status([*ccg_era_stay(), raised, outcome("2024-05-01", BOB, HW_ICB, parties, "REG-9"),
+                     outcome("2024-05-02", HW, HW_ICB, parties, "REG-9")], "2024-05-03")
+    assert by_icb.open_disputes == () and by_icb.responsible_commissioner.org.code == HW_ICB
+
+
+def test_successors_outcomes_resolve_the_same_whatever_the_arrival_order():
+    changes = [*ccg_era_stay(), CCG_ERA_RAISED, outcome("2024-05-01", HW, HW_CCG), outcome("2024-05-01", BOB, HW_CCG)]
+    expected = status(changes, "2024-06-01")
+    assert expected.open_disputes == () and expected.responsible_commissioner.org.code == HW_ICB
+    for order in itertools.permutations(changes):
+        assert status(list(order), "2024-06-01") == expected
+    late = evaluation(PERSON, changes[:-1], REF, BOOK, date(2024, 6, 1)).extended(changes[-1])
+    assert late.status == expected
+
+
+def test_a_discharges_commissioner_side_named_as_a_ccg_is_the_icbs_that_took_it_over():
+    """The NHS commissioner determined from a CCG (the practice's in 2021, or one already paying, here
+    Aylesbury Vale CCG, merged into Buckinghamshire CCG in 2018) is the ICB holding it now: the ICB's own
+    decision is the commissioner's agreement; another ICB's is not."""
+    council = discharge("2024-06-03", source=COUNCIL)
+    receiving = [detained("2021-01-10", hospital_ods=OXFORD_HEALTH, residence_la_gss=BUCKINGHAMSHIRE,
+                          already_receiving_s117_from=AYLESBURY_VALE_CCG), left("2021-03-01")]
+    for base in (ccg_era_stay(), receiving):
+        assert status(base, "2024-06-01").responsible_commissioner.org.code == BOB_ICB
+        done = status([*base, council, discharge("2024-06-04", source=BOB)], "2024-06-05")
+        assert not done.entitled and done.entitlement_end == date(2024, 6, 4)
+        other = status([*base, council, discharge("2024-06-04", source=NWL)], "2024-06-05")
+        assert other.entitled and "NHS commissioner's own agreement" in other.pending_discharge.explanation
+
+
 # --------------------------------------------------------- through the API
 
 
@@ -309,3 +441,47 @@ async def test_through_the_api_a_trusts_decision_waits_for_the_councils(app_hub)
     assert done["entitlement_end"] == "2025-06-09"
     assert done.get("pending_discharge") is None
     assert "s117-entitlement-ended" in await event_types()
+
+
+async def test_through_the_api_the_icb_that_took_over_a_ccg_party_records_its_outcome(app_hub):
+    """A dispute recorded on the register in the CCG era, between Buckinghamshire CCG (14Y) and
+    Herefordshire and Worcestershire CCG (18C): 18C recorded its outcome before 1 July 2022; the ICB
+    that took over 14Y (BOB, QU9) records the same outcome now, and the dispute is resolved."""
+    http, hub = app_hub.http, app_hub.hub
+    trust = {"X-API-Key": app_hub.keys["trust"]}
+    base = {"source_system": "RiO", "person": PERSON_IN}
+    for n, body in enumerate([
+        {"change_type": "detained", "effective_date": "2021-01-06", "legal_status_code": "03",
+         "hospital_ods": "RNU", "gp_practice_ods": "K82001", "residence_la_gss": BUCKINGHAMSHIRE},
+        {"change_type": "left-hospital", "effective_date": "2021-04-07", "hospital_ods": "RNU"},
+    ]):
+        r = await http.post("/v1/register-changes", headers=trust, json={**base, "source_message_id": f"s-{n}", **body})
+        assert r.status_code == 202, r.text
+    person_id = r.json()["person_id"]
+    _, admin = await add_client(hub.engine, "ops", "HUB", "hub-operator", ["hub:admin"])
+    _, bob = await add_client(hub.engine, "BOB ICB", "QU9", "icb", ["register:write", "s117:read"])
+    _, hw_ccg = await add_client(hub.engine, "H&W CCG", "18C", "icb", ["register:write"])
+    dispute = {"dispute_id": "REG-CCG-1", "kind": "commissioner", "parties": ["14Y", "18C"]}
+
+    async def record(key: str, message_id: str, change_type: str, on: str, **extra) -> None:
+        r = await http.post("/v1/register-changes", headers={"X-API-Key": key}, json={
+            **base, "source_system": "ICB register", "source_message_id": message_id, "change_type": change_type,
+            "effective_date": on, "dispute": {**dispute, **extra}})
+        assert r.status_code == 202, r.text
+
+    async def position() -> dict:
+        r = await http.get(f"/v1/persons/{person_id}/s117", headers={"X-API-Key": admin})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    await record(bob, "d-raised", "dispute-raised", "2021-06-01")
+    await record(hw_ccg, "d-18c", "dispute-resolved", "2021-12-01", resolved_responsible="18C")
+    held = await position()
+    assert [d["dispute_id"] for d in held["open_disputes"]] == ["REG-CCG-1"]
+    await record(bob, "d-qu9", "dispute-resolved", "2025-06-02", resolved_responsible="18C")
+    done = await position()
+    assert done["open_disputes"] == []
+    assert done["responsible_commissioner"]["org"]["code"] == "QGH"  # 18C's area, held by its ICB now
+    async with hub.engine.connect() as conn:
+        types = [row.headers["event_type"] for row in (await conn.execute(select(bus_messages.c.headers))).all()]
+    assert types.count("s117-dispute-resolved") == 1

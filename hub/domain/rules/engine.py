@@ -68,7 +68,10 @@ class _Review:
 # code itself. The hub's own workflows record the dispute changes a case's
 # transition implies after checking every party agreed (hub/workflows/
 # service.py WORKFLOW_SOURCE): those records speak for every body. A change
-# without a source speaks for none.
+# without a source speaks for none. An NHS commissioner is spoken for by the
+# code as named and by the body holding its duties on the fold's day (a
+# CCG's ICB from 1 July 2022; for a dispute's party, also the body holding
+# them when the outcome was recorded): `_speaks_for`, `_speaks_for_party`.
 
 HUB_SOURCES = frozenset({"hub:workflows"})
 _CLIENT_ID = re.compile(r"^(?P<org>[a-z0-9]+)-[0-9a-f]{8}$")
@@ -728,6 +731,30 @@ def _speaks_for(fold: _Fold, org: str) -> frozenset[str]:
     return frozenset(sides)
 
 
+def _speaks_for_party(fold: _Fold, org: str, party: str, kind: DisputeKind, recorded_on: date) -> bool:
+    """Whether `org` (a source's org code) may record a dispute's outcome for
+    `party` (upper case): the party itself or, for an NHS commissioner, the
+    body holding the party's duties on the fold's day or on the day the
+    outcome was recorded, as for the NHS commissioner's side of a joint
+    discharge (`_speaks_for`: the code as determined, or its holder now). So
+    a CCG party (abolished 1 July 2022) is spoken for by the ICB that took
+    over its liabilities, and an outcome a CCG recorded for a predecessor
+    (merged into it before 2022) still counts once the ICB holds both; not by
+    another ICB, another sub-ICB location of that ICB, nor a CCG's code (a key
+    kept from before July 2022) recording now, or for a party named as the
+    ICB itself. Look-ups only when the source is not the party itself (the
+    reference data's `commissioner_successor`: a few dictionary reads, no scan)."""
+    if org == party:
+        return True
+    if kind is not DisputeKind.COMMISSIONER:
+        return False
+    for on in (fold.as_of, recorded_on) if recorded_on != fold.as_of else (fold.as_of,):
+        holder = fold.ref.commissioner_successor(party, on)
+        if holder is not None and holder.code.upper() == org:
+            return True
+    return False
+
+
 def _source_key(change: RegisterChange) -> str | None:
     """Who recorded the change, as `_speaks_for` takes it: a hub source, an org code, or None."""
     return change.source if change.source in HUB_SOURCES else source_org(change.source)
@@ -832,14 +859,19 @@ def _on_dispute_resolved(fold: _Fold, change: RegisterChange) -> None:
         return
     if change.source not in HUB_SOURCES:
         # Recorded by a body: the outcome stands once every party to the
-        # dispute has recorded it (Worcs 15.4-15.6). The hub's workflows
-        # record an outcome only after every party agreed to it.
+        # dispute has recorded it (Worcs 15.4-15.6), itself or through the
+        # body holding its duties (`_speaks_for_party`: a CCG's ICB). The
+        # hub's workflows record an outcome only after every party agreed to it.
         held = fold.open_disputes.get(dispute_id)
         parties = tuple(dict.fromkeys(p.upper() for p in (held or dispute).parties))
         agreements = dict(fold.dispute_agreements.get(dispute_id, {}))
         org = source_org(change.source)
-        if org is not None and org in parties:
-            agreements[org] = dispute.resolved_responsible  # a party's later outcome replaces its earlier one
+        if org is not None:
+            kind = (held or dispute).kind
+            for party in parties:
+                if _speaks_for_party(fold, org, party, kind, change.recorded_on):
+                    # A party's later outcome replaces its earlier one, whoever of it and its successor recorded it.
+                    agreements[party] = dispute.resolved_responsible
         fold.dispute_agreements[dispute_id] = agreements
         same = sum(1 for p in parties if p in agreements and agreements[p] == dispute.resolved_responsible)
         if not parties or same < len(parties):
