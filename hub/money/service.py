@@ -111,16 +111,24 @@ class _Allowed:
     status: S117Status  # the person's status on the line's effective date
 
 
+def _person_in(data: dict[str, Any]) -> tuple[str | None, str | None] | None:
+    """(person_id, NHS number) of a package event naming its person as the
+    contract reads it: exactly one of the two, a person_id of at most 36
+    characters or a person object whose nhs_number is a string; else None."""
+    pid, person = data.get("person_id"), data.get("person")
+    if (pid is None) == (person is None):
+        return None
+    if pid is not None:
+        return (pid, None) if isinstance(pid, str) and len(pid) <= 36 else None
+    nhs = person.get("nhs_number") if isinstance(person, dict) else None
+    return (None, nhs) if isinstance(nhs, str) else None
+
+
 def _who_and_when(data: dict[str, Any]) -> tuple[str, str | None, str | None, date] | None:
     """(action, person_id, NHS number, effective date) of a package event, if
     they can be read as the contract reads them; None leaves it to validation."""
-    action, pid, person, day = (data.get("action"), data.get("person_id"), data.get("person"),
-                                data.get("effective_date"))
-    if action not in ("start", "change", "end") or (pid is None) == (person is None) or not isinstance(day, str):
-        return None
-    nhs = person.get("nhs_number") if isinstance(person, dict) else None
-    if (pid is not None and (not isinstance(pid, str) or len(pid) > 36)) or (person is not None and
-                                                                            not isinstance(nhs, str)):
+    action, who, day = data.get("action"), _person_in(data), data.get("effective_date")
+    if action not in ("start", "change", "end") or who is None or not isinstance(day, str):
         return None
     try:
         on = date.fromisoformat(day)
@@ -128,17 +136,19 @@ def _who_and_when(data: dict[str, Any]) -> tuple[str, str | None, str | None, da
         return None
     if not FIRST_DAY <= on <= LAST_DAY:
         return None
-    return action, pid, nhs, on
+    return action, who[0], who[1], on
 
 
 def _who(data: dict[str, Any]) -> tuple[str | None, str | None] | None:
     """(person_id, NHS number) of a package event whose person can be read
-    (one of the two, well formed), whatever else it holds; else None."""
-    pid, person = data.get("person_id"), data.get("person")
-    if pid is not None and person is None:
-        return (pid, None) if isinstance(pid, str) and 0 < len(pid) <= 36 else None
-    nhs = person.get("nhs_number") if isinstance(person, dict) and pid is None else None
-    return (None, nhs) if isinstance(nhs, str) and nhs_number_problem(nhs) is None else None
+    (one of the two, well formed: a person_id not empty, an NHS number with
+    its check digit), whatever else it holds; else None."""
+    who = _person_in(data)
+    if who is None:
+        return None
+    pid, nhs = who
+    well_formed = bool(pid) if pid is not None else nhs is not None and nhs_number_problem(nhs) is None
+    return who if well_formed else None
 
 
 def line_from_row(r: Any) -> PackageLine:
