@@ -189,6 +189,27 @@ async def list_held(hub: HubDep, client: ClientDep) -> dict:
                             "queued_at": r.created_at.isoformat()} for r in rows]}
 
 
+@router.get("/deliveries/{delivery_id}", summary="One delivery's state (what became of a released or retried one)")
+async def delivery_state(delivery_id: str, hub: HubDep, client: ClientDep) -> dict:
+    """Where one delivery stands: `pending`, `delivered`, `held` (again: `why`
+    says why), `dead`. The console follows a delivery it released with this.
+    Ids, codes, counts and the error's kind only: nothing personal."""
+    require(client, "hub:admin")
+    async with hub.engine.connect() as conn:
+        r = (await conn.execute(
+            select(deliveries.c.delivery_id, deliveries.c.subscription_id, subscriptions.c.org_code,
+                   subscriptions.c.channel, deliveries.c.event_id, deliveries.c.event_number,
+                   deliveries.c.event_type, deliveries.c.status, deliveries.c.attempts, deliveries.c.last_error)
+            .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
+            .where(deliveries.c.delivery_id == delivery_id))).first()
+        await conn.rollback()
+    if r is None:
+        raise ProblemError(404, "not-found", "Not found", "no delivery with that id")
+    return {"delivery_id": r.delivery_id, "subscription_id": r.subscription_id, "org_code": r.org_code,
+            "channel": r.channel, "event_id": r.event_id, "event_number": r.event_number,
+            "event_type": r.event_type, "status": r.status, "attempts": r.attempts, "why": r.last_error}
+
+
 @router.post("/deliveries/{delivery_id}/retry", summary="Send a dead (or waiting) webhook delivery again now")
 async def retry_delivery(delivery_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "hub:admin")

@@ -186,3 +186,32 @@ async def test_an_operators_retry_and_replay_requeue_and_wake_the_deliverers(app
     r = await app_hub.http.post("/v1/ops/subscriptions/no-such-subscription/replay",
                                 params={"since": "2000-01-01T00:00:00Z"}, headers=admin)
     assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_one_deliverys_state_is_read_by_its_id_for_the_operator_alone(app_hub, admin):
+    """The console follows a delivery it released (held again, delivered, waiting): `GET
+    /v1/ops/deliveries/{id}` says where it stands, with ids and codes only; an unknown id is a 404,
+    and a subscriber's key is refused."""
+    from sqlalchemy import select, update
+
+    from hub.store.schema import deliveries
+
+    await _subscribe_and_push(app_hub)
+    await app_hub.hub.dispatcher.run_once()
+    async with app_hub.hub.engine.begin() as conn:
+        row = (await conn.execute(select(deliveries.c.delivery_id, deliveries.c.subscription_id,
+                                         deliveries.c.event_number, deliveries.c.event_type).limit(1))).one()
+        await conn.execute(update(deliveries).where(deliveries.c.delivery_id == row.delivery_id)
+                           .values(status="held", last_error="held: not-covered at delivery"))
+    r = await app_hub.http.get(f"/v1/ops/deliveries/{row.delivery_id}", headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"delivery_id": row.delivery_id, "subscription_id": row.subscription_id,
+                        "org_code": "E06000060", "channel": "webhook", "event_id": r.json()["event_id"],
+                        "event_number": row.event_number, "event_type": row.event_type, "status": "held",
+                        "attempts": 0, "why": "held: not-covered at delivery"}
+    assert (await app_hub.http.get("/v1/ops/deliveries/held", headers=admin)).json()["deliveries"][0][
+        "delivery_id"] == row.delivery_id  # the list's own path is not taken for an id
+    assert (await app_hub.http.get("/v1/ops/deliveries/no-such-id", headers=admin)).status_code == 404
+    r = await app_hub.http.get(f"/v1/ops/deliveries/{row.delivery_id}",
+                               headers={"X-API-Key": app_hub.keys["E06000060"]})
+    assert r.status_code == 403
