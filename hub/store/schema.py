@@ -233,6 +233,12 @@ deliveries = Table(
     # The subscription's gap-free event number (1, 2, 3, ...), assigned when the
     # row is queued (hub.delivery.queue); every channel carries it.
     Column("event_number", BigInteger, nullable=True),
+    # The field groups the message was rendered with (sorted names: its `allowed`
+    # disclosure's), written when it is queued (hub.delivery.queue); every channel
+    # asks the agreements in force again with them before sending (hub.sharing
+    # DisclosureCheck). NULL: not known (a row queued by hand, or queued before
+    # migration 0026 with no `allowed` disclosure to fill it from): the event type alone is asked.
+    Column("field_groups", JSON(none_as_null=True), nullable=True),
     UniqueConstraint("subscription_id", "event_id", name="uq_delivery_subscription_event"),
     Index("ix_deliveries_pending", "subscription_id", "status", "delivery_seq"),
     Index("ux_deliveries_subscription_number", "subscription_id", "event_number", unique=True),

@@ -16,6 +16,7 @@ from hub.store.schema import (
     deliveries,
     deliveries_with_messages,
     delivery_messages,
+    disclosures,
     for_dialect,
     metadata,
     persons,
@@ -139,5 +140,61 @@ async def test_0024_keeps_every_service_level_without_rowid_and_back(store_url):
             if sqlite:
                 assert ("WITHOUT ROWID" in sql) is without_rowid, sql
                 assert indexes == []  # the primary key is the only index, as before
+    finally:
+        await engine.dispose()
+
+
+async def test_0026_fills_each_delivery_s_field_groups_from_its_own_allowed_disclosure_and_back(store_url):
+    """0026 adds `deliveries.field_groups` and fills it for the rows queued
+    before, whatever their status, from the first `allowed` disclosure of the
+    event to the subscription's organisation (what the lease, the feed and the
+    replay probed for each delivery): not another organisation's, not a
+    denial; NULL where there is none (queued by hand). Its downgrade drops the
+    column, every row kept."""
+    engine = create_engine(store_url)
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    subs = {"sub-council": "E06000060", "sub-council-file": "E06000060", "sub-icb": "QU9"}
+    # (delivery, subscription, event, status)
+    queued = [("d-1", "sub-council", "e-1", "pending"), ("d-2", "sub-icb", "e-1", "pending"),
+              ("d-3", "sub-council", "e-2", "delivered"), ("d-4", "sub-council-file", "e-2", "held"),
+              ("d-5", "sub-council", "e-3", "dead")]
+    # (event, recipient, decision, groups), in the order written
+    audit = [("e-1", "E06000060", "denied", []),  # an earlier refusal of the same event: not the message's
+             ("e-1", "QU9", "allowed", ["identity", "responsibility"]),
+             ("e-1", "E06000060", "allowed", ["address", "demographics", "identity"]),
+             ("e-2", "E06000060", "allowed", ["identity"]),  # one per subscription queued: the first
+             ("e-2", "E06000060", "allowed", ["identity", "workflow"]),
+             ("e-3", "QU9", "allowed", ["identity"])]  # another organisation's only: e-3's own is unknown
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_migrate, "upgrade", "0025")
+            for sid, org in subs.items():
+                await conn.execute(subscriptions.insert().values(
+                    subscription_id=sid, org_code=org, client_id="c", channel="feed", active=True, created_at=at))
+            for n, (did, sid, eid, status) in enumerate(queued, start=1):
+                await conn.execute(deliveries.insert().values(
+                    delivery_id=did, subscription_id=sid, event_id=eid, message_id=eid, event_type="t",
+                    status=status, attempts=0, next_attempt_at=at, correlation_id="c", created_at=at,
+                    event_number=n))
+            for eid, org, decision, groups in audit:
+                await conn.execute(disclosures.insert().values(
+                    event_id=eid, person_id="p-1", event_type="t", recipient_org=org, decision=decision,
+                    agreement_id="DSA-1", field_groups=groups, reason="r", channel="feed", at=at))
+        await create_schema(engine)
+        async with engine.connect() as conn:
+            filled = {r.delivery_id: r.field_groups for r in (await conn.execute(
+                select(deliveries.c.delivery_id, deliveries.c.field_groups))).all()}
+            nulls = (await conn.execute(select(deliveries.c.delivery_id)
+                                        .where(deliveries.c.field_groups.is_(None)))).scalars().all()
+        assert filled == {"d-1": ["address", "demographics", "identity"], "d-2": ["identity", "responsibility"],
+                          "d-3": ["identity"], "d-4": ["identity"], "d-5": None}
+        assert nulls == ["d-5"]  # SQL NULL, not JSON null: unknown
+        async with engine.begin() as conn:
+            await conn.run_sync(_migrate, "downgrade", "0025")
+            columns = {c["name"] for c in await conn.run_sync(lambda c: inspect(c).get_columns("deliveries"))}
+            kept = (await conn.execute(text("SELECT delivery_id, status FROM deliveries ORDER BY event_number")
+                                       .columns(delivery_id=String, status=String))).all()
+        assert "field_groups" not in columns
+        assert [tuple(r) for r in kept] == [(did, status) for did, _, _, status in queued]
     finally:
         await engine.dispose()
