@@ -215,8 +215,9 @@ class DisclosureCheck:
 
     def withheld(self, org_code: str, event_type: str, carried: Iterable[str] | None) -> Withheld | None:
         """None if the message may go now; else why not. `carried`: the field
-        groups the message was rendered with (its `allowed` disclosure), None
-        when unknown (then only whether the event type is allowed is asked).
+        groups the message was rendered with (its `allowed` disclosure's, kept
+        on its delivery row: `deliveries.field_groups`), None when unknown
+        (then only whether the event type is allowed is asked).
         The field groups can only narrow: a message carrying a group the
         agreement in force no longer grants is held, never re-rendered."""
         key = (org_code, event_type)

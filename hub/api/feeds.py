@@ -51,13 +51,13 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response, StreamingResponse
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.access import record_decision
 from hub.api.deps import MAX_ID, ClientDep, HubDep, Cursor, Limit, require
 from hub.api.problems import ProblemError
-from hub.delivery.queue import carried_field_groups, hold_withheld
+from hub.delivery.queue import hold_withheld
 from hub.domain.access import Rule
 from hub.observability import metrics
 from hub.observability.logging import bound_correlation_id, get_logger
@@ -117,7 +117,7 @@ async def _next(conn: AsyncConnection, sub: Any, after: int, limit: int,
     rows = (await conn.execute(
         select(deliveries.c.delivery_seq, deliveries.c.event_number, deliveries.c.delivery_id,
                deliveries.c.event_id, deliveries.c.message_id, deliveries.c.event_type, delivery_messages.c.payload,
-               deliveries.c.attempts, carried_field_groups(bindparam("org", sub.org_code)))
+               deliveries.c.attempts, deliveries.c.field_groups)
         .select_from(deliveries_with_messages)
         .where(deliveries.c.subscription_id == sub.subscription_id, deliveries.c.event_number > after,
                deliveries.c.status == "pending")
@@ -126,7 +126,7 @@ async def _next(conn: AsyncConnection, sub: Any, after: int, limit: int,
     if check is not None and rows:
         withheld: list[tuple[Any, Withheld]] = []
         for r in rows:
-            why = check.withheld(sub.org_code, r.event_type, r.carried_groups)
+            why = check.withheld(sub.org_code, r.event_type, r.field_groups)
             if why is not None:
                 withheld.append((r, why))
         if withheld:

@@ -686,7 +686,8 @@ class Dispatcher:
             send.deliveries.append(queue.delivery_row(
                 subscription_id=sub.subscription_id, event_id=event_id, message_id=message_id,
                 event_type=event_type, payload=payload, correlation_id=correlation_id,
-                event_number=await send.cache.numbers.take(conn, sub.subscription_id), now=send.now))
+                event_number=await send.cache.numbers.take(conn, sub.subscription_id), now=send.now,
+                field_groups=groups))
             queued += 1
             send.cache.channels.add(sub.channel)
             self._audit(send, event, event_type, event_id, recipient, "allowed", decision.agreement_id,

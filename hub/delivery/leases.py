@@ -41,8 +41,8 @@ the per-subscription tasks that drain the queues (`SubscriptionDeliverer`).
   queue goes on past it, as past a dead one. An operator's retry
   (`POST /v1/ops/deliveries/{id}/retry`) or replay puts it back, and it is
   asked again then. Decided in memory (per batch, per organisation and event
-  type); the message's field groups come with the claim (one correlated probe
-  of `disclosures` a row, in the same statement).
+  type); the message's field groups come with the claim: the delivery row
+  carries them (`deliveries.field_groups`, written when it was queued).
 * Outcome: delivered (after the channel has made it durable: an HTTP 2xx, a
   Kafka acknowledgement, an fsync), or failed with capped full-jitter
   exponential backoff, or dead after `max_attempts` failures when that is set.
@@ -64,7 +64,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.delivery.ledger import ledger_for
-from hub.delivery.queue import carried_field_groups, hold_withheld
+from hub.delivery.queue import hold_withheld
 from hub.sharing import DisclosureCheck, SharingAgreements, Withheld
 from hub.store.db import Prepared, execute_prepared, snapshot
 from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, subscriptions
@@ -114,10 +114,11 @@ _PENDING_HEADS = Prepared(select(deliveries.c.subscription_id, deliveries.c.next
 # A lease's statements, built once (hub.store.db.Prepared). Each row is updated
 # by its own key in one executemany rather than an IN list, which SQLAlchemy
 # would re-render for every length.
-# The claim carries each delivery's message (`row.payload`, from `delivery_messages`).
+# The claim carries each delivery's message (`row.payload`, from `delivery_messages`), and
+# (a column of `deliveries`) the field groups it was rendered with (`row.field_groups`).
 _CLAIM = Prepared(select(deliveries, delivery_messages.c.payload, subscriptions.c.url, subscriptions.c.topic,
                          subscriptions.c.secret, subscriptions.c.org_code, subscriptions.c.fhir,
-                         subscriptions.c.pipeline, carried_field_groups(subscriptions.c.org_code))
+                         subscriptions.c.pipeline)
                   .select_from(deliveries_with_messages.join(
                       subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id))
                   .where(deliveries.c.subscription_id == bindparam("subscription_id"),
@@ -222,7 +223,7 @@ async def _hold_withheld(conn: AsyncConnection, claim: Claim, rows: list[Any]) -
     assert check is not None
     withheld: list[tuple[Any, Withheld]] = []
     for r in rows:
-        why = check.withheld(r.org_code, r.event_type, r.carried_groups)
+        why = check.withheld(r.org_code, r.event_type, r.field_groups)
         if why is not None:
             withheld.append((r, why))
     if not withheld:

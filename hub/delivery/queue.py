@@ -106,7 +106,7 @@ async def share(
     for sub in subs:
         number = await queue_delivery(conn, subscription_id=sub.subscription_id, event_id=event_id,
                                       message_id=message_id, event_type=event_type, payload=body,
-                                      correlation_id=correlation_id)
+                                      correlation_id=correlation_id, field_groups=groups)
         if number is None:
             continue  # already on this subscription's queue: a replay
         queued += 1
@@ -116,20 +116,20 @@ async def share(
     return queued
 
 
-def carried_field_groups(recipient_org: ColumnElement[Any]) -> Any:
-    """A column for a select over `deliveries`: the field groups the queued
-    message was rendered with, as its `allowed` disclosure to `recipient_org`
-    recorded them when it was queued (None if no such row: a message queued
-    by hand). Read with the delivery, in the same statement: one probe of
-    `ix_disclosures_event` a row, no round trip of its own. Correlated with
-    every table of the enclosing select but `disclosures` (the recipient is
-    the enclosing `subscriptions` row's organisation: correlated with
-    `deliveries` alone, the subquery took `subscriptions` into its own FROM
-    and read any organisation's disclosure of the event)."""
-    return (select(disclosures.c.field_groups)
-            .where(disclosures.c.event_id == deliveries.c.event_id, disclosures.c.recipient_org == recipient_org,
-                   disclosures.c.decision == "allowed")
-            .limit(1).correlate_except(disclosures).scalar_subquery().label("carried_groups"))
+# The field groups a queued message was rendered with, for a select over
+# `deliveries` (row attribute `carried_groups`): stored on the row when it is
+# queued (`delivery_row`; migration 0026 filled the rows queued before from
+# their `allowed` disclosures). None: not known (a row queued by hand).
+CARRIED_GROUPS = deliveries.c.field_groups.label("carried_groups")
+
+
+def carried_field_groups(recipient_org: ColumnElement[Any] | None = None) -> Any:
+    """`CARRIED_GROUPS`. It was a correlated probe of `disclosures` (the
+    `allowed` row of the event to `recipient_org`) in every lease, feed page
+    and replay; the row now carries its own message's groups, so the
+    recipient (the delivery's subscription's organisation) is no longer
+    needed: `recipient_org` is ignored, kept for the callers that pass it."""
+    return CARRIED_GROUPS
 
 
 async def hold_withheld(conn: AsyncConnection, held: list[tuple[Any, Withheld]], org_code: str,
@@ -180,13 +180,15 @@ async def create_counter(conn: AsyncConnection, subscription_id: str) -> None:
 async def queue_delivery(
     conn: AsyncConnection, *, subscription_id: str, event_id: str, message_id: str, event_type: str,
     payload: bytes, correlation_id: str, now: datetime | None = None, known_new: bool = False,
+    field_groups: list[str] | None = None,
 ) -> int | None:
     """Queue one message (`payload` already encrypted) for a subscription in
     the caller's transaction. Returns its event number, or None when this event
     is already on this subscription's queue (a replayed event: the unique
     (subscription, event) key means it is never queued twice). `known_new`:
     the caller knows this event was never queued (the look-up is skipped; the
-    unique key still refuses a second row)."""
+    unique key still refuses a second row). `field_groups`: those the message
+    was rendered with, as its `allowed` disclosure names them (None: not known)."""
     exists = not known_new and (await conn.execute(
         select(deliveries.c.delivery_seq).where(
             deliveries.c.subscription_id == subscription_id, deliveries.c.event_id == event_id))).first()
@@ -195,7 +197,8 @@ async def queue_delivery(
     number = await next_event_number(conn, subscription_id)
     await insert_deliveries(conn, [delivery_row(
         subscription_id=subscription_id, event_id=event_id, message_id=message_id, event_type=event_type,
-        payload=payload, correlation_id=correlation_id, event_number=number, now=now or datetime.now(UTC))])
+        payload=payload, correlation_id=correlation_id, event_number=number, now=now or datetime.now(UTC),
+        field_groups=field_groups)])
     return number
 
 
@@ -272,8 +275,12 @@ class EventNumbers:
 
 
 def delivery_row(*, subscription_id: str, event_id: str, message_id: str, event_type: str, payload: bytes,
-                 correlation_id: str, event_number: int, now: datetime) -> dict:
+                 correlation_id: str, event_number: int, now: datetime,
+                 field_groups: list[str] | None = None) -> dict:
     """A pending delivery with its message (`payload`), as `insert_deliveries` takes it.
+    `field_groups`: the groups the message was rendered with, sorted, as its
+    `allowed` disclosure names them (None: not known), kept on the row for the
+    check at the time of disclosure (`CARRIED_GROUPS`).
 
     Its id is time-ordered (`uuid7`, RFC 9562), not random: `deliveries` has a
     unique index on it, and a random id put each new delivery on a random leaf
@@ -285,7 +292,7 @@ def delivery_row(*, subscription_id: str, event_id: str, message_id: str, event_
     return dict(
         delivery_id=uuid7(), subscription_id=subscription_id, event_id=event_id, message_id=message_id,
         event_type=event_type, payload=payload, status="pending", attempts=0, next_attempt_at=now,
-        correlation_id=correlation_id, created_at=now, event_number=event_number,
+        correlation_id=correlation_id, created_at=now, event_number=event_number, field_groups=field_groups,
     )
 
 
@@ -305,7 +312,7 @@ async def insert_deliveries(conn: AsyncConnection, rows: list[dict]) -> None:
 
 # The columns of a `delivery_row` but its message.
 _QUEUED = ("delivery_id", "subscription_id", "event_id", "message_id", "event_type", "status", "attempts",
-           "next_attempt_at", "correlation_id", "created_at", "event_number")
+           "next_attempt_at", "correlation_id", "created_at", "event_number", "field_groups")
 _DELIVERIES = Prepared(deliveries.insert().values(
     {name: bindparam(name, type_=deliveries.c[name].type) for name in _QUEUED}))
 _MESSAGES = Prepared(delivery_messages.insert().from_select(
