@@ -7,6 +7,7 @@ S117_UPDATE_SCREENSHOTS=1 rewrites the references."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from pathlib import Path
@@ -157,3 +158,138 @@ async def test_mllp_change_traced_to_its_webhook_delivery_in_the_browser(tmp_pat
     finally:
         hub.stop()
         await receiver.stop()
+
+
+def _narrowed(without: str) -> dict:
+    """The e2e agreements with Buckinghamshire no longer covering the event type `without`."""
+    return {**SHARING, "agreements": [
+        {**a, "recipients": [{**r, "events": [e for e in r["events"] if e != without]} if r["org_code"] == "E06000060"
+                             else r for r in a["recipients"]]} for a in SHARING["agreements"]]}
+
+
+async def test_a_held_delivery_is_listed_and_released_from_the_console(tmp_path):
+    """A message queued for Buckinghamshire while its agreement covered the event type, then held when it
+    was to be sent because the agreement (reloaded at the hub's restart) no longer did: the console lists
+    it (subscription, organisation, channel, event type and number, why, when queued) and counts it with
+    the subscription's; Release puts it back to be sent, and the page follows it: held again while the
+    agreement still leaves the event type out, delivered once an agreement covers it again."""
+    from playwright.async_api import async_playwright
+
+    chromium = debian_tool("chromium", "chromium")
+    held_type = "s117-entitlement-started"
+    sharing_path = tmp_path / "sharing.yaml"
+    sharing_path.write_text(yaml.safe_dump(SHARING))
+    receiver = Receiver(secret=SECRET, fail_with=503)  # down: the messages wait in the queue
+    await receiver.start()
+    mllp_port = free_port()
+    hub = HubProcess(tmp_path, sharing_path=sharing_path, S117_MLLP_PORT=str(mllp_port))
+    keys = await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    _, admin = await add_client(engine, "Operator", "HUB", "hub-operator", ["hub:admin"])
+    await engine.dispose()
+    ops = {"X-API-Key": admin}
+    run = uuid.uuid4().hex[:8]
+    nhs = nhs_numbers()[8]
+
+    async def restart(sharing: dict) -> HubProcess:
+        hub.stop()
+        sharing_path.write_text(yaml.safe_dump(sharing))
+        again = HubProcess(tmp_path, sharing_path=sharing_path, db_url=hub.db_url)  # the same store and key
+        await again.start()
+        return again
+
+    async def until(check, what: str, timeout: float = 30.0):  # noqa: ANN001, ANN202
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not (got := await check()):
+            assert asyncio.get_running_loop().time() < deadline, what
+            await asyncio.sleep(0.1)
+        return got
+
+    async def sign_in(page, base_url: str) -> None:  # noqa: ANN001
+        await page.goto(f"{base_url}/console")
+        await page.fill("#key", admin)
+        await page.click("#signin")
+        await page.wait_for_selector("#held table")
+
+    await hub.start()
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
+                                json={"url": receiver.url("E06000060"), "secret": SECRET})
+            assert r.status_code == 201, r.text
+            subscription = r.json()["subscription_id"]
+            async with Engine(mllp_port) as trust:
+                for name, kind in (("ADT_A01_s3_detained.hl7", "A01"), ("ADT_A03_discharge.hl7", "A03")):
+                    ack = await trust.send(fixture(name, nhs, f"{kind}-{run}"))
+                    assert msa(ack)[1] == "AA", ack
+
+            async def queued() -> bool:  # the discharge's messages queued behind the failing first one
+                trace = (await http.get("/v1/ops/trace", params={"source_message_id": f"A03-{run}"}, headers=ops)).json()
+                return any(e["stage"] == "delivery-queued" and e.get("recipient") == "E06000060"
+                           for e in trace["timeline"]) and len(receiver.received) >= 1
+            await until(queued, "the discharge's message to Buckinghamshire was never queued")
+        assert receiver.received[0].status == 503
+
+        # The agreement no longer covers the event type; the endpoint is back.
+        receiver.fail_with = None
+        hub = await restart(_narrowed(held_type))
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            async def held_rows() -> list:
+                return (await http.get("/v1/ops/deliveries/held", headers=ops)).json()["deliveries"]
+            [row] = await until(held_rows, "nothing was held")
+            sent = await until(lambda: _delivered(http, ops, subscription), "the allowed messages were not sent")
+        assert (row["org_code"], row["channel"], row["event_type"], row["subscription_id"]) == \
+            ("E06000060", "webhook", held_type, subscription)
+        assert row["why"] == "held: event-type at delivery"
+        assert row["event_id"] not in receiver.event_ids() and sent >= 1
+
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            reported = await watch_csp(page)
+            await sign_in(page, hub.base_url)
+            panel = await page.inner_text("#held")
+            for shown in ("E06000060", "webhook", held_type, "held: event-type at delivery", subscription[:8],
+                          row["queued_at"][:19].replace("T", " ")):
+                assert shown in panel, (shown, panel)
+            cells = await page.locator("#held table tr").nth(1).locator("td").all_inner_texts()
+            assert cells[4] == str(row["event_number"]), cells
+            assert "held now: 1" in panel
+            # The overview's subscriptions count it too (GET /v1/ops/flows `held`).
+            heads = await page.locator("#subs table th").all_inner_texts()
+            sub_cells = await page.locator("#subs table tr").nth(1).locator("td").all_inner_texts()
+            assert sub_cells[heads.index("held")] == "1", (heads, sub_cells)
+            assert nhs not in await page.content()
+
+            # Released while the agreement still leaves the event type out: held again, and said so.
+            await page.click(f"#held button[data-release='{row['delivery_id']}']")
+            await page.wait_for_selector("#released .outcome.bad", timeout=30_000)
+            outcome = await page.inner_text("#released")
+            assert "held again" in outcome and "held: event-type at delivery" in outcome and held_type in outcome
+            await page.wait_for_selector(f"#held button[data-release='{row['delivery_id']}']")  # listed again
+            assert row["event_id"] not in receiver.event_ids()
+            assert await csp_violations(page, reported) == []
+            await document(page, "held.png")
+
+            # An agreement covers it again (the full one, at the next restart): released, it is delivered.
+            hub = await restart(SHARING)
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            reported = await watch_csp(page)
+            await sign_in(page, hub.base_url)
+            await page.click(f"#held button[data-release='{row['delivery_id']}']")
+            await page.wait_for_selector("#released .outcome.ok", timeout=30_000)
+            assert "released: delivered" in await page.inner_text("#released")
+            assert row["event_id"] in receiver.event_ids("E06000060")
+            await page.wait_for_function("document.querySelector('#held').innerText.includes('held now: 0')")
+            assert await page.locator("#held button[data-release]").count() == 0
+            assert await csp_violations(page, reported) == []
+            await browser.close()
+    finally:
+        hub.stop()
+        await receiver.stop()
+
+
+async def _delivered(http: httpx.AsyncClient, ops: dict, subscription: str) -> int:
+    flows = (await http.get("/v1/ops/flows", headers=ops)).json()
+    sub = next(s for s in flows["subscriptions"] if s["subscription_id"] == subscription)
+    return sub["delivered"] if sub["pending"] == 0 else 0

@@ -25,7 +25,8 @@ async function ready() {
   try { return await (await fetch("/health/ready")).json(); } catch (e) { return null; }  // 503 answers JSON too
 }
 async function overview() {
-  const [flows, dead, sla, health] = await Promise.all([api("/v1/ops/flows"), api("/v1/ops/dead-letters"), api("/v1/ops/service-level"), ready()]);
+  const [flows, dead, held, sla, health] = await Promise.all([api("/v1/ops/flows"), api("/v1/ops/dead-letters"),
+    api("/v1/ops/deliveries/held"), api("/v1/ops/service-level"), ready()]);
   $("hub").innerHTML = !health ? '<span class="bad">no answer from /health/ready</span>' :
     `<div>${esc(health.status)}: ${1 + ["worker_process", "delivery_process"].filter(k => k in health.checks).length} process(es)</div>` +
     Object.entries(health.checks).map(([k, v]) => `<div>${esc(CHECKS[k] || k)}: <span class="${v === "ok" ? "ok" : v === "starting" ? "warn" : "bad"}">${esc(v)}</span></div>`).join("");
@@ -38,16 +39,64 @@ async function overview() {
     ["organisation", r => esc(r.org_code)], ["channel", r => esc(r.channel)], ["active", r => r.active ? "yes" : "no"],
     ["delivered", r => r.delivered], ["pending", r => `<span class="${r.pending ? "warn" : "ok"}">${r.pending}</span>`],
     ["oldest pending", r => r.oldest_pending_seconds == null ? "-" : r.oldest_pending_seconds + " s"],
-    ["attempts", r => r.max_attempts_pending], ["dead", r => `<span class="${r.dead ? "bad" : ""}">${r.dead}</span>`]]);
+    ["attempts", r => r.max_attempts_pending], ["held", r => `<span class="${r.held ? "warn" : ""}">${r.held}</span>`],
+    ["dead", r => `<span class="${r.dead ? "bad" : ""}">${r.dead}</span>`]]);
   $("dead").innerHTML = '<h3 class="muted">Events a handler could not process</h3>' + table(dead.handlers, [["offset", r => r.offset], ["handler", r => esc(r.handler)],
       ["reason", r => esc(r.reason)], ["", r => r.replayed_at ? "replayed" : `<button data-replay="${r.dead_letter_id}">Replay</button>`]]) +
     '<h3 class="muted">Deliveries given up</h3>' + table(dead.deliveries, [["event", r => esc(r.event_type)], ["attempts", r => r.attempts], ["last error", r => esc(r.last_error)],
       ["", r => `<button data-retry="${esc(r.delivery_id)}">Retry</button>`]]);
+  heldRows = new Map(held.deliveries.map(r => [r.delivery_id, r]));
+  const heldCount = flows.subscriptions.reduce((n, r) => n + (r.held || 0), 0);
+  $("held").innerHTML = `<div>held now: <span class="${heldCount ? "warn" : "ok"} big">${heldCount}</span></div>` +
+    table(held.deliveries, [["subscription", r => short(r.subscription_id)], ["organisation", r => esc(r.org_code)],
+      ["channel", r => esc(r.channel)], ["event", r => esc(r.event_type)], ["event number", r => esc(r.event_number)],
+      ["why held", r => `<span class="warn">${esc(r.why)}</span>`], ["queued", r => time(r.queued_at)],
+      ["", r => released.get(r.delivery_id)?.state === "releasing" ? "releasing..." : `<button data-release="${esc(r.delivery_id)}">Release</button>`]]);
+  showReleased();
   const t = sla.totals;
   $("sla").innerHTML = `<div>met <span class="ok">${t.met || 0}</span> · near breach <span class="warn">${t["near-breach"] || 0}</span> · breach <span class="bad">${t.breach || 0}</span></div>` +
     table(sla.items.slice(0, 50), [["change", r => short(r.change_id)], ["source", r => esc(r.source)],
       ["type", r => esc(r.change_type)], ["notified", r => esc(r.notified_on)], ["recorded", r => esc(r.recorded_on)],
       ["days", r => r.working_days_taken], ["state", r => `<span class="${r.state === "breach" ? "bad" : "warn"}">${esc(r.state)}</span>`]]);
+}
+
+// Held deliveries released from this page: what became of each (the delivery's state, followed until it is sent,
+// held again or given up). Ids and codes only, as the API gives them.
+const released = new Map();
+let heldRows = new Map();  // the held list last drawn, by delivery id
+const OUTCOMES = {releasing: ["muted", "releasing..."], pending: ["warn", "released: waiting to be sent"],
+                  delivered: ["ok", "released: delivered"], held: ["bad", "held again"], dead: ["bad", "released: given up"],
+                  refused: ["bad", "not released"], unread: ["warn", "released: its state could not be read"]};
+function showReleased() {
+  const rows = [...released.values()].reverse();
+  $("released").innerHTML = rows.length ? "<h3>Released</h3>" + table(rows, [
+    ["delivery", r => short(r.delivery_id)], ["organisation", r => esc(r.org_code)], ["event", r => esc(r.event_type)],
+    ["event number", r => esc(r.event_number)],
+    ["outcome", r => `<span class="outcome ${OUTCOMES[r.state]?.[0] || ""}">${esc(OUTCOMES[r.state]?.[1] || r.state)}</span>` +
+      (r.state !== "delivered" && r.why ? ` <span class="muted">${esc(r.why)}</span>` : "")]]) : "";
+}
+async function release(id, row) {
+  released.delete(id);
+  released.set(id, {...row, delivery_id: id, state: "releasing", why: ""});
+  showReleased();
+  try {
+    await api(`/v1/ops/deliveries/${encodeURIComponent(id)}/retry`, {method: "POST"});
+  } catch (e) {
+    released.set(id, {...released.get(id), state: "refused", why: e.message});
+    showReleased();
+    return;
+  }
+  // Checked again when it is sent: follow it for a minute (a failing endpoint keeps it waiting longer).
+  for (let i = 0; i < 60; i++) {
+    try {
+      const d = await api(`/v1/ops/deliveries/${encodeURIComponent(id)}`);
+      released.set(id, {...d, state: d.status});
+    } catch (e) { released.set(id, {...released.get(id), state: "unread", why: e.message}); }
+    showReleased();
+    if (released.get(id).state !== "pending") break;
+    await new Promise(r => setTimeout(r, 1000));
+  }
+  if (tab === "overview") refresh();
 }
 
 function describe(e) {
@@ -162,6 +211,10 @@ document.addEventListener("click", async (ev) => {
   if (d.replay) await api(`/v1/ops/dead-letters/${d.replay}/replay`, {method: "POST"}).catch(e => alert(e.message));
   if (d.retry) await api(`/v1/ops/deliveries/${d.retry}/retry`, {method: "POST"}).catch(e => alert(e.message));
   if (d.replay || d.retry) refresh();
+  if (d.release) {
+    ev.target.disabled = true;
+    release(d.release, heldRows.get(d.release) || {});
+  }
 });
 $("traceform").addEventListener("submit", runTrace);
 $("window").addEventListener("change", refresh);
