@@ -25,8 +25,8 @@ from hub.domain.rules.engine import HUB_SOURCES, evaluation, source_org
 from hub.store.schema import bus_messages
 from hub.workflows.service import WORKFLOW_SOURCE
 from tests.unit.domain.builders import BOOK, PERSON, REF, change, detained, discharge, lawful_decision, left, status
-from tests.unit.domain.fakes import (AYLESBURY_VALE_CCG, BOB_ICB, BUCKINGHAMSHIRE, BUCKS_CCG, BUCKS_PRACTICE, HW_CCG,
-                                     HW_ICB, OXFORD_HEALTH, OXFORDSHIRE, OXON_CCG)
+from tests.unit.domain.fakes import (AYLESBURY_VALE_CCG, BOB_ICB, BUCKINGHAMSHIRE, BUCKS_CCG, BUCKS_COUNTY_OLD,
+                                     BUCKS_PRACTICE, CUMBRIA_OLD, HW_CCG, HW_ICB, OXFORD_HEALTH, OXFORDSHIRE, OXON_CCG)
 
 # The sources as the ingest sets them: the API client's id, `<org code in lower case>-<8 hex>`.
 COUNCIL = "e06000060-1a2b3c4d"  # Buckinghamshire, the responsible council
@@ -365,6 +365,22 @@ def test_a_ccgs_code_does_not_speak_for_a_party_named_as_the_icb():
                      outcome("2024-05-02", HW, HW_ICB, parties, "REG-9")], "2024-05-03")
     assert by_icb.open_disputes == () and by_icb.responsible_commissioner.org.code == HW_ICB
 
+
+def test_the_council_that_took_over_a_former_councils_area_records_for_it_and_a_split_has_no_one_successor():
+    """Buckinghamshire Council took over Buckinghamshire County Council on 1 April 2020: it records the
+    county's outcome. Cumbria split into Cumberland and Westmorland and Furness on 1 April 2023:
+    neither records Cumbria's alone. Another council records for neither."""
+    for old, by, resolves in ((BUCKS_COUNTY_OLD, COUNCIL, True), (BUCKS_COUNTY_OLD, OTHER_COUNCIL, False),
+                              (CUMBRIA_OLD, "e06000063-7b7b7b7b", False)):
+        parties = (old, OXFORDSHIRE)
+        raised = change(ChangeType.DISPUTE_RAISED, "2019-06-01", source="e10000025-77777777",
+                        dispute=Dispute("REG-5", DisputeKind.COUNCIL, parties))
+        decided = [change(ChangeType.DISPUTE_RESOLVED, on, source=src, dispute=Dispute(
+                       "REG-5", DisputeKind.COUNCIL, parties, resolved_responsible=OXFORDSHIRE))
+                   for on, src in (("2024-05-01", by), ("2024-05-02", "e10000025-77777777"))]
+        result = status([*stay(), raised, *decided], "2024-05-03")
+        assert (result.open_disputes == ()) is resolves, (old, by)
+        assert (result.responsible_council.org.code == OXFORDSHIRE) is resolves, (old, by)
 
 def test_successors_outcomes_resolve_the_same_whatever_the_arrival_order():
     changes = [*ccg_era_stay(), CCG_ERA_RAISED, outcome("2024-05-01", HW, HW_CCG), outcome("2024-05-01", BOB, HW_CCG)]

@@ -68,10 +68,11 @@ class _Review:
 # code itself. The hub's own workflows record the dispute changes a case's
 # transition implies after checking every party agreed (hub/workflows/
 # service.py WORKFLOW_SOURCE): those records speak for every body. A change
-# without a source speaks for none. An NHS commissioner is spoken for by the
-# code as named and by the body holding its duties on the fold's day (a
-# CCG's ICB from 1 July 2022; for a dispute's party, also the body holding
-# them when the outcome was recorded): `_speaks_for`, `_speaks_for_party`.
+# without a source speaks for none. A body is spoken for by its code as named
+# and by the body holding its duties on the fold's day (a CCG's ICB from
+# 1 July 2022, a former county's unitary council; for a dispute's party, also
+# the body holding them when the outcome was recorded): `_speaks_for`,
+# `_speaks_for_party`.
 
 HUB_SOURCES = frozenset({"hub:workflows"})
 _CLIENT_ID = re.compile(r"^(?P<org>[a-z0-9]+)-[0-9a-f]{8}$")
@@ -733,23 +734,27 @@ def _speaks_for(fold: _Fold, org: str) -> frozenset[str]:
 
 def _speaks_for_party(fold: _Fold, org: str, party: str, kind: DisputeKind, recorded_on: date) -> bool:
     """Whether `org` (a source's org code) may record a dispute's outcome for
-    `party` (upper case): the party itself or, for an NHS commissioner, the
-    body holding the party's duties on the fold's day or on the day the
-    outcome was recorded, as for the NHS commissioner's side of a joint
-    discharge (`_speaks_for`: the code as determined, or its holder now). So
-    a CCG party (abolished 1 July 2022) is spoken for by the ICB that took
-    over its liabilities, and an outcome a CCG recorded for a predecessor
-    (merged into it before 2022) still counts once the ICB holds both; not by
-    another ICB, another sub-ICB location of that ICB, nor a CCG's code (a key
-    kept from before July 2022) recording now, or for a party named as the
-    ICB itself. Look-ups only when the source is not the party itself (the
-    reference data's `commissioner_successor`: a few dictionary reads, no scan)."""
+    `party` (upper case): the party itself, or the body holding the party's
+    duties on the fold's day or on the day the outcome was recorded, as for a
+    joint discharge's sides (`_speaks_for`: the code as determined, or its
+    holder now). So a CCG party (abolished 1 July 2022) is spoken for by the
+    ICB that took over its liabilities, and an outcome a CCG recorded for a
+    predecessor (merged into it before 2022) still counts once the ICB holds
+    both; a council party by the one council that took over its area (a
+    split's several successors: none alone). Not by another ICB, another
+    sub-ICB location of that ICB, nor a CCG's code (a key kept from before
+    July 2022) recording now, or for a party named as the ICB itself.
+    Look-ups only when the source is not the party itself (the reference
+    data's `commissioner_successor`, a few dictionary reads, and
+    `council_successors`, kept by the loader: no scan)."""
     if org == party:
         return True
-    if kind is not DisputeKind.COMMISSIONER:
-        return False
     for on in (fold.as_of, recorded_on) if recorded_on != fold.as_of else (fold.as_of,):
-        holder = fold.ref.commissioner_successor(party, on)
+        if kind is DisputeKind.COMMISSIONER:
+            holder = fold.ref.commissioner_successor(party, on)
+        else:
+            successors = fold.ref.council_successors(party, on)
+            holder = successors[0] if len(successors) == 1 else None
         if holder is not None and holder.code.upper() == org:
             return True
     return False
@@ -860,7 +865,8 @@ def _on_dispute_resolved(fold: _Fold, change: RegisterChange) -> None:
     if change.source not in HUB_SOURCES:
         # Recorded by a body: the outcome stands once every party to the
         # dispute has recorded it (Worcs 15.4-15.6), itself or through the
-        # body holding its duties (`_speaks_for_party`: a CCG's ICB). The
+        # body holding its duties (`_speaks_for_party`: a CCG's ICB, a
+        # former county's unitary council). The
         # hub's workflows record an outcome only after every party agreed to it.
         held = fold.open_disputes.get(dispute_id)
         parties = tuple(dict.fromkeys(p.upper() for p in (held or dispute).parties))
