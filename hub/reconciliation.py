@@ -5,7 +5,10 @@ and close items when later register changes fix them.
 - `receive` streams the snapshot into `reconciliation_rows` in batches (the
   NHS number only as the keyed hash, the local id encrypted), in bounded memory.
   A bad row is reported by row and field and its raw text quarantined; rows are
-  independent. A snapshot never changes the register.
+  independent. A row rejected for a field other than the NHS number is kept as
+  a marker (`REJECTED`, its errors): the person is reported "row rejected", not
+  compared, never "missing from the body's list". A snapshot never changes the
+  register.
 - `Reconciler.run_once` compares snapshots waiting in state `comparing`: a
   merge join of the body's rows and the hub's persons, both read in keyed-hash
   order as streams, each person evaluated from their whole history. Progress
@@ -41,14 +44,17 @@ from hub.domain.model import RegisterChange
 from hub.domain.ports import ReferenceData
 from hub.domain.reconciliation import (
     LIVE,
+    ROW_REJECTED,
     Belief,
     Difference,
     Item,
     ItemState,
     Kind,
     Position,
+    RejectedRow,
     compare,
     position_for,
+    standing,
     track,
 )
 from hub.domain.rules import evaluate
@@ -67,6 +73,11 @@ GROUP = "reconciliation"
 CHANNEL = "snapshot"
 BATCH = 1000
 MAX_REPORTED_PROBLEMS = 1000
+# A rejected row's marker in reconciliation_rows.belief: {REJECTED: [its errors]} (field and reason, never a
+# value); never a key of a belief (SnapshotRow forbids extra fields).
+REJECTED = "rejected_row"
+REJECTED_ACTION = ("correct the row on the body's list and send the list again: the person was not compared "
+                   "(what was last found about them stands)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +147,8 @@ class ReconciliationService:
                 read += 1
                 row, reasons = self._row(snapshot_id, parsed, seen_keys)
                 if row is not None:
-                    rows.append(row)
-                else:
+                    rows.append(row)  # a belief, or a rejected row's marker
+                if reasons:
                     rejected += 1
                     if len(problems) < MAX_REPORTED_PROBLEMS:
                         problems.extend(reasons)
@@ -159,8 +170,20 @@ class ReconciliationService:
         return await self.snapshot(snapshot_id)
 
     def _row(self, snapshot_id: str, parsed: ParsedRow, seen: set[str]) -> tuple[dict[str, Any] | None, list[dict]]:
+        """The row to keep (None: none) and the row's problems (none: accepted)."""
         if parsed.value is None:
-            return None, [p.as_dict() for p in parsed.problems]
+            reasons = [p.as_dict() for p in parsed.problems]
+            if parsed.nhs_number is None:
+                return None, reasons  # whose row it was cannot be told
+            key = self._protector.index(parsed.nhs_number)
+            if key in seen:
+                return None, reasons  # the person's earlier row stands
+            seen.add(key)  # the body listed the person: their first row decides, a later one is a duplicate
+            return {
+                "snapshot_id": snapshot_id, "row_no": parsed.row, "person_key": key,
+                "local_id": self._protector.encrypt(parsed.local_id.encode()) if parsed.local_id else None,
+                "belief": {REJECTED: reasons},
+            }, reasons
         v = parsed.value
         key = self._protector.index(v.nhs_number)
         if key in seen:
@@ -226,6 +249,27 @@ class ReconciliationService:
             locals_ = await self._local_ids(conn, snapshot.snapshot_id, {r.person_key for r in rows})
             await conn.rollback()
         return [self.item_json(r, locals_.get(r.person_key)) for r in rows]
+
+    async def rejected_for_snapshot(self, snapshot: Any) -> list[dict[str, Any]]:
+        """The people this snapshot listed in rows rejected for a field other than the NHS number: each
+        reported "row rejected" with the row's errors (the first MAX_REPORTED_PROBLEMS, as the problems)."""
+        numbers = list((snapshot.summary or {}).get("row_rejected_rows") or [])
+        out: list[dict[str, Any]] = []
+        async with self._engine.connect() as conn:
+            for i in range(0, len(numbers), 500):
+                for r in (await conn.execute(
+                        select(reconciliation_rows.c.row_no, reconciliation_rows.c.local_id,
+                               reconciliation_rows.c.belief)
+                        .where(reconciliation_rows.c.snapshot_id == snapshot.snapshot_id,
+                               reconciliation_rows.c.row_no.in_(numbers[i:i + 500])))).all():
+                    out.append({
+                        "row": r.row_no, "outcome": ROW_REJECTED,
+                        "local_id": self._protector.decrypt(r.local_id).decode() if r.local_id else None,
+                        "errors": list((r.belief or {}).get(REJECTED) or []), "who_must_act": "body",
+                        "action": REJECTED_ACTION,
+                    })
+            await conn.rollback()
+        return sorted(out, key=lambda e: e["row"])
 
     async def _local_ids(self, conn: AsyncConnection, snapshot_id: str, keys: set[str]) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
@@ -318,26 +362,29 @@ async def _hub_people(engine: AsyncEngine) -> AsyncIterator[tuple[str, str, list
         after = page[-1].nhs_number_index
 
 
-async def _body_rows(engine: AsyncEngine, snapshot_id: str) -> AsyncIterator[tuple[str, Belief]]:
+async def _body_rows(engine: AsyncEngine, snapshot_id: str) -> AsyncIterator[tuple[str, Belief | RejectedRow]]:
     after = ""
     while True:
         async with engine.connect() as conn:
             page = (await conn.execute(
-                select(reconciliation_rows.c.person_key, reconciliation_rows.c.belief)
+                select(reconciliation_rows.c.person_key, reconciliation_rows.c.row_no, reconciliation_rows.c.belief)
                 .where(reconciliation_rows.c.snapshot_id == snapshot_id, reconciliation_rows.c.person_key > after)
                 .order_by(reconciliation_rows.c.person_key).limit(PAGE)
             )).all()
             await conn.rollback()
         for r in page:
-            yield r.person_key, belief_from_row(r.person_key, None, r.belief)
+            if REJECTED in r.belief:
+                yield r.person_key, RejectedRow(r.person_key, r.row_no)
+            else:
+                yield r.person_key, belief_from_row(r.person_key, None, r.belief)
         if len(page) < PAGE:
             return
         after = page[-1].person_key
 
 
 async def _merge(
-    left: AsyncIterator[tuple[str, Belief]], right: AsyncIterator[tuple[str, str, list[RegisterChange]]],
-) -> AsyncIterator[tuple[str, Belief | None, tuple[str, list[RegisterChange]] | None]]:
+    left: AsyncIterator[tuple[str, Belief | RejectedRow]], right: AsyncIterator[tuple[str, str, list[RegisterChange]]],
+) -> AsyncIterator[tuple[str, Belief | RejectedRow | None, tuple[str, list[RegisterChange]] | None]]:
     """Merge join of two streams sorted by person key."""
     sentinel = object()
     a: Any = await anext(left, sentinel)
@@ -392,32 +439,48 @@ class Reconciler:
         await self._progress(sid, persons_total=total, persons_compared=0, differences=0)
         keys: list[str] = []
         found: list[Difference] = []
+        rejected: set[str] = set()  # this batch's people whose row was rejected: not compared
+        rejected_rows: list[int] = []
         compared = differences = 0
-        counts = {"opened": 0, "fixed": 0, "reopened": 0}
+        counts = {"opened": 0, "fixed": 0, "reopened": 0, "row_rejected": 0}
         async for key, belief, held in _merge(_body_rows(self._engine, sid), _hub_people(self._engine)):
             position: Position | None = None
             if belief is not None:
                 compared += 1
-            if held is not None:
-                person_id, changes = held
-                position = position_for(body, key, evaluate(person_id, changes, self._ref, self._agreements, as_of))
             keys.append(key)
-            found.extend(compare(body, snap.body_kind, belief, position, as_of))
+            if isinstance(belief, RejectedRow):
+                # Listed, but what the body believes cannot be read: "row rejected", never "missing".
+                rejected.add(key)
+                counts["row_rejected"] += 1
+                if len(rejected_rows) < MAX_REPORTED_PROBLEMS:
+                    rejected_rows.append(belief.row)
+            else:
+                if held is not None:
+                    person_id, changes = held
+                    position = position_for(body, key, evaluate(person_id, changes, self._ref, self._agreements,
+                                                                as_of))
+                found.extend(compare(body, snap.body_kind, belief, position, as_of))
             if len(keys) >= BATCH:
                 differences += len(found)
-                await self._fold(body, sid, keys, found, counts, compared=compared, differences=differences)
-                keys, found = [], []
+                differences += await self._fold(body, sid, keys, found, counts, rejected, compared=compared,
+                                                differences=differences)
+                keys, found, rejected = [], [], set()
         differences += len(found)
-        await self._fold(body, sid, keys, found, counts, compared=compared, differences=differences)
-        await self._finish(snap, compared, differences, counts)
+        differences += await self._fold(body, sid, keys, found, counts, rejected, compared=compared,
+                                        differences=differences)
+        await self._finish(snap, compared, differences, counts, sorted(rejected_rows))
 
     async def _fold(self, body: str, sid: str, keys: list[str], found: list[Difference], counts: dict[str, int],
-                    **progress: int) -> None:
+                    rejected: set[str], **progress: int) -> int:
+        """Fold a batch's differences into the body's items; returns how many stood for people whose row
+        was rejected (counted with the differences found)."""
         now = datetime.now(UTC)
         async with self._engine.begin() as conn:
             existing = [_item(r) for r in (await conn.execute(select(reconciliation_items).where(
                 reconciliation_items.c.body_org == body, reconciliation_items.c.person_key.in_(keys)))).all()] if keys else []
-            t = track(existing, found, sid)
+            # Not compared: what was last found about them stands (hub/domain/reconciliation.py).
+            stood = standing(i for i in existing if i.key[0] in rejected) if rejected else []
+            t = track(existing, [*found, *stood], sid)
             if t.opened:
                 await conn.execute(reconciliation_items.insert(), [{
                     "item_id": str(uuid.uuid4()), "body_org": body, "person_key": d.person_key,
@@ -442,13 +505,15 @@ class Reconciler:
         counts["opened"] += len(t.opened)
         counts["fixed"] += len(t.fixed)
         counts["reopened"] += len(t.reopened)
+        return len(stood)
 
     async def _progress(self, sid: str, **values: Any) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(reconciliation_snapshots.update()
                                .where(reconciliation_snapshots.c.snapshot_id == sid).values(**values))
 
-    async def _finish(self, snap: Any, compared: int, differences: int, counts: dict[str, int]) -> None:
+    async def _finish(self, snap: Any, compared: int, differences: int, counts: dict[str, int],
+                      rejected_rows: list[int]) -> None:
         sid, body = snap.snapshot_id, snap.body_org
         now = datetime.now(UTC)
         async with self._engine.begin() as conn:
@@ -459,6 +524,9 @@ class Reconciler:
             ).values(state=ItemState.FIXED.value, last_seen=sid, fixed_by="snapshot", updated_at=now))
             counts["fixed"] += gone.rowcount or 0
             summary = await self._summary(conn, body, sid)
+            # People listed in rows rejected for another field than the NHS number (not compared), and those
+            # rows' numbers (the first MAX_REPORTED_PROBLEMS) for the report.
+            summary |= {"row_rejected": counts["row_rejected"], "row_rejected_rows": rejected_rows}
             await conn.execute(reconciliation_snapshots.update()
                                .where(reconciliation_snapshots.c.snapshot_id == sid)
                                .values(state="done", persons_compared=compared, differences=differences,
@@ -564,6 +632,8 @@ class ItemWatcher:
             row = (await conn.execute(select(reconciliation_rows.c.belief).where(
                 reconciliation_rows.c.snapshot_id == last.snapshot_id,
                 reconciliation_rows.c.person_key == key))).first()
+            if row is not None and REJECTED in row.belief:
+                continue  # the body's row could not be read: nothing to check its items against
             belief = belief_from_row(key, None, row.belief) if row else None
             still = {d.key for d in compare(body, last.body_kind, belief, position_for(body, key, status), today)}
             for r in live:
@@ -594,7 +664,9 @@ async def run_reconciler(reconciler: Reconciler, watcher: ItemWatcher, service: 
                 pass
 
 
-def items_csv_lines(items: Iterable[dict[str, Any]]) -> Iterable[str]:
+def items_csv_lines(items: Iterable[dict[str, Any]], rejected: Iterable[dict[str, Any]] = ()) -> Iterable[str]:
+    """The report as CSV: each item, then each error of each rejected row (`row-rejected` as state and kind,
+    the error's field and reason, what the body must do)."""
     import csv
     import io
 
@@ -605,6 +677,11 @@ def items_csv_lines(items: Iterable[dict[str, Any]]) -> Iterable[str]:
     w.writerow(cols)
     for it in items:
         w.writerow(["" if it.get(c) is None else it[c] for c in cols])
+    for r in rejected:
+        for e in r["errors"]:
+            line = {"state": ROW_REJECTED, "kind": ROW_REJECTED, "field": e.get("field"), "local_id": r["local_id"],
+                    "who_must_act": r["who_must_act"], "action": r["action"], "explanation": e.get("reason")}
+            w.writerow(["" if line.get(c) is None else line[c] for c in cols])
     return buf.getvalue().splitlines(keepends=True)
 
 
@@ -632,10 +709,26 @@ async def list_agreement(engine: AsyncEngine, body_orgs: set[str] | None) -> lis
                     reconciliation_items.c.state != ItemState.FIXED.value))).all()
             missing = {r.person_key for r in rows if r.kind == Kind.MISSING_ON_BODY_LIST.value}
             differing = {r.person_key for r in rows if r.kind != Kind.MISSING_ON_BODY_LIST.value}
+            # People in rows rejected for another field: on the body's list, not compared, so not agreeing
+            # (the differences standing for some of them are not counted again against the rows read).
+            not_read = (snap.summary or {}).get("row_rejected", 0)
+            differing -= await _rejected_keys(conn, snap.snapshot_id, differing) if not_read else set()
             listed = snap.rows_read - snap.rows_rejected
             out.append({"body": snap.body_org, "as_of": snap.as_of.isoformat(), "snapshot_id": snap.snapshot_id,
-                        "people": listed + len(missing), "agreeing": max(listed - len(differing), 0)})
+                        "people": listed + not_read + len(missing), "agreeing": max(listed - len(differing), 0)})
         await conn.rollback()
+    return out
+
+
+async def _rejected_keys(conn: AsyncConnection, snapshot_id: str, keys: set[str]) -> set[str]:
+    """Which of `keys` the snapshot listed in a rejected row (a marker, not a belief)."""
+    out: set[str] = set()
+    key_list = sorted(keys)
+    for i in range(0, len(key_list), 500):
+        out |= {r.person_key for r in (await conn.execute(
+            select(reconciliation_rows.c.person_key, reconciliation_rows.c.belief)
+            .where(reconciliation_rows.c.snapshot_id == snapshot_id,
+                   reconciliation_rows.c.person_key.in_(key_list[i:i + 500])))).all() if REJECTED in r.belief}
     return out
 
 

@@ -10,12 +10,17 @@ Three forms, each read as a stream in bounded memory:
   than `MAX_LINE` (counted a 4 KB parser piece at a time), before any of it
   is built;
 - CSV (`text/csv`), the council file layout `swift_snapshot_csv`: a header
-  line of column names, data rows, and a trailer row `TRAILER,<count>`.
+  line of column names, data rows, and a trailer row `TRAILER,<count>`. As in
+  council files (adapters/council_files), a record ends at a line end outside
+  a quoted field (RFC 4180): a quoted field may hold line breaks, each column
+  then checked as usual.
 
-A line (NDJSON, CSV) is at most `MAX_LINE` bytes. Every row is validated into
-`SnapshotRow`; a bad row is reported by its row number and field, never by
-its values. A body that cannot be read whole raises `SnapshotFileError`
-(field and reason, never a value); no other error leaves a reader.
+A line (NDJSON, CSV) is at most `MAX_LINE` bytes, and so is a CSV record
+(its lines together). Every row is validated into `SnapshotRow`; a bad row is
+reported by its row number and field, never by its values, and names who it
+is about (`ParsedRow.nhs_number`) when its NHS number is itself valid. A body
+that cannot be read whole raises `SnapshotFileError` (field and reason, never
+a value); no other error leaves a reader.
 """
 
 from __future__ import annotations
@@ -127,6 +132,10 @@ class ParsedRow:
     raw: bytes  # what the body sent for this row (kept encrypted in quarantine when rejected)
     value: SnapshotRow | None
     problems: tuple[RowProblem, ...] = ()
+    # A rejected row whose NHS number is valid (another field is not): who it is about, so the
+    # comparison can say "row rejected" for that person rather than "missing from the body's list".
+    nhs_number: str | None = None
+    local_id: str | None = None
 
 
 class SnapshotFileError(ValueError):
@@ -135,6 +144,22 @@ class SnapshotFileError(ValueError):
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
         self.field, self.reason = field, reason
+
+
+def about(data: dict[str, Any]) -> tuple[str | None, str | None]:
+    """Who a rejected row is about: its NHS number (normalised) and local id, when
+    the NHS number is valid (the local id only when it is one); else (None, None)."""
+    nhs = data.get("nhs_number")
+    if not isinstance(nhs, str) or nhs_number_problem(nhs.strip()):
+        return None, None
+    local = data.get("local_id")
+    local = local.strip() if isinstance(local, str) else None
+    return normalise(nhs.strip()), local if local and len(local) <= 50 else None
+
+
+def rejected(row: int, raw: bytes, problems: tuple[RowProblem, ...], data: dict[str, Any]) -> ParsedRow:
+    nhs, local = about(data)
+    return ParsedRow(row, raw, None, problems, nhs, local)
 
 
 def validate_row(row: int, data: Any, raw: bytes) -> ParsedRow:
@@ -146,7 +171,7 @@ def validate_row(row: int, data: Any, raw: bytes) -> ParsedRow:
         problems = tuple(
             RowProblem(row, ".".join(str(p) for p in e["loc"]), _reason(e)) for e in exc.errors()
         )
-        return ParsedRow(row, raw, None, problems)
+        return rejected(row, raw, problems, data)
 
 
 def _reason(error: dict[str, Any]) -> str:
@@ -155,7 +180,8 @@ def _reason(error: dict[str, Any]) -> str:
     return msg.removeprefix("Value error, ")
 
 
-async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _lines(chunks: AsyncIterator[bytes], keep_cr: bool = False) -> AsyncIterator[bytes]:
+    """Lines without their LF (and, unless `keep_cr`, without a CR before it)."""
     buf = b""
     async for chunk in chunks:
         buf += chunk
@@ -163,13 +189,71 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         while (nl := buf.find(b"\n", start)) >= 0:  # by position: one copy per line, not per chunk
             if nl - start > MAX_LINE:
                 raise SnapshotFileError("(body)", f"a line is longer than {MAX_LINE} bytes")
-            yield buf[start:nl].rstrip(b"\r")
+            yield buf[start:nl] if keep_cr else buf[start:nl].rstrip(b"\r")
             start = nl + 1
         buf = buf[start:]
         if len(buf) > MAX_LINE:
             raise SnapshotFileError("(body)", f"a line is longer than {MAX_LINE} bytes")
     if buf.strip():
-        yield buf.rstrip(b"\r")
+        yield buf if keep_cr else buf.rstrip(b"\r")
+
+
+UNCLOSED = "a quoted field is not closed before the end of the file"
+RECORD_TOO_LONG = f"is longer than {MAX_LINE} bytes (a quoted field not closed?)"
+
+
+def _still_quoted(line: bytes, quoted: bool) -> bool:
+    """Whether a quoted field is open at the end of `line` (`quoted`: it was open
+    at its start). A quote opens a field only at its start, `""` inside one is a
+    quote, as `csv.reader` and council files (adapters/council_files) read them;
+    other malformed quoting is left to the CSV reader, for that record only."""
+    i = 0
+    while True:
+        if quoted:
+            j = line.find(b'"', i)
+            if j < 0:
+                return True
+            if line[j + 1:j + 2] == b'"':
+                i = j + 2
+                continue
+            quoted = False
+            i = j + 1
+        elif line[i:i + 1] == b'"':  # at the start of a field
+            quoted, i = True, i + 1
+            continue
+        k = line.find(b",", i)  # the next field, if any
+        if k < 0:
+            return False
+        i = k + 1
+
+
+async def _csv_records(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, str | None]]:
+    """CSV records (RFC 4180): a record ends at a line end outside a quoted field;
+    line breaks inside one are kept as sent. Each with None, or, for a record a
+    quoted field never closes (within `MAX_LINE` bytes, or before the end), the
+    reason, and nothing after it."""
+    parts: list[bytes] = []
+    size = 0
+    first = True
+    async for line in _lines(chunks, keep_cr=True):
+        quoted = bool(parts)
+        if not quoted and b'"' not in line:  # most lines: no quote, a record of their own
+            yield line.rstrip(b"\r"), None
+            first = False
+            continue
+        size += len(line) + (1 if parts else 0)  # the record's bytes, its inner line ends counted
+        parts.append(line)
+        if size > MAX_LINE:
+            yield b"\n".join(parts), RECORD_TOO_LONG
+            return
+        scanned = line[len(codecs.BOM_UTF8):] if first and line.startswith(codecs.BOM_UTF8) else line
+        first = False
+        if _still_quoted(scanned, quoted):
+            continue
+        yield b"\n".join(parts).rstrip(b"\r"), None
+        parts, size = [], 0
+    if parts:
+        yield b"\n".join(parts), UNCLOSED
 
 
 def _nesting(value: Any, limit: int = MAX_DEPTH) -> int:
@@ -353,9 +437,11 @@ async def read_csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedRow]:
     checked = False
 
     async def text_lines() -> AsyncIterator[tuple[bytes, str]]:
-        async for line in _lines(chunks):
+        async for record, unclosed in _csv_records(chunks):
+            if unclosed is not None:  # the rest of the file is inside the field: nothing more can be read
+                raise SnapshotFileError(f"row {n + 1}" if header is not None else "header", unclosed)
             try:
-                yield line, decoder.decode(line + b"\n")
+                yield record, decoder.decode(record + b"\n")
             except UnicodeDecodeError as exc:
                 raise SnapshotFileError("(body)", "is not UTF-8 text") from exc
 
@@ -371,7 +457,7 @@ async def read_csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedRow]:
                 raise SnapshotFileError("SHA256", "does not match the file's contents")
             checked = True
             continue
-        digest.update(raw + b"\r\n")  # the SHA256 line covers the lines as the hub writes them, CRLF
+        digest.update(raw + b"\r\n")  # the SHA256 line covers the records as the hub writes them, CRLF
         if header is None:
             if cells is None:
                 raise SnapshotFileError("header", NOT_CSV)
@@ -413,13 +499,13 @@ async def read_csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedRow]:
             if value is not None:
                 data[fld] = value
         if problems:
-            yield ParsedRow(n, raw, None, tuple(problems))
+            yield rejected(n, raw, tuple(problems), data)
             continue
         parsed = validate_row(n, data, raw)
         if parsed.problems:
             names = {fld: name for name, fld, _k in CSV_COLUMNS}
-            parsed = ParsedRow(n, raw, None, tuple(RowProblem(n, names.get(p.field, p.field), p.reason)
-                                                    for p in parsed.problems))
+            parsed = rejected(n, raw, tuple(RowProblem(n, names.get(p.field, p.field), p.reason)
+                                            for p in parsed.problems), data)
         yield parsed
     if header is None:
         raise SnapshotFileError("header", "the file is empty")

@@ -115,12 +115,17 @@ async def report(
     body = await hub.reconciliation.snapshot(snapshot_id)
     # The state of this read, not of the ownership check's earlier one: a comparison finishing in
     # between must not answer "done" with no items (its items commit with the state).
-    items = ([_within_agreement(i, groups) for i in await hub.reconciliation.items_for_snapshot(snap)]
-             if body["state"] == "done" else [])
+    done = body["state"] == "done"
+    items = [_within_agreement(i, groups) for i in await hub.reconciliation.items_for_snapshot(snap)] if done else []
+    # People the body listed in rows rejected for a field other than the NHS number: "row rejected" with the
+    # row's errors, not compared (never reported missing from the list). The row is the body's own: telling it
+    # says nothing about the register. Read from the done snapshot (its summary holds the rows).
+    rejected = await hub.reconciliation.rejected_for_snapshot(
+        await hub.reconciliation.snapshot_row(snapshot_id)) if done else []
     if format == "csv":
-        return StreamingResponse(iter(items_csv_lines(items)), media_type="text/csv",
+        return StreamingResponse(iter(items_csv_lines(items, rejected)), media_type="text/csv",
                                  headers={"Content-Disposition": f'attachment; filename="reconciliation-{snapshot_id}.csv"'})
-    return body | {"items": items}
+    return body | {"items": items, "rejected_rows": rejected}
 
 
 class ItemDecision(BaseModel):

@@ -228,6 +228,28 @@ def compare(body: str, body_kind: str, belief: Belief | None, position: Position
     return out
 
 
+ROW_REJECTED = "row-rejected"  # an outcome, not a Kind of difference: the person's row could not be read
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRow:
+    """A row of the body's list rejected for a field other than the NHS number:
+    the body did list the person, but what it believes cannot be read, so the
+    person is not compared (never "missing from the body's list")."""
+
+    person_key: str
+    row: int
+
+
+def standing(items: Iterable[Item]) -> list[Difference]:
+    """The differences that stand for a person whose row was rejected: the live
+    or accepted items last found about them, unchanged (the row cannot tell
+    whether they still hold), but never `missing-on-body-list` (the body listed
+    them, whatever else is wrong with the row)."""
+    return [i.difference for i in items
+            if i.state is not ItemState.FIXED and i.difference.kind is not Kind.MISSING_ON_BODY_LIST]
+
+
 @dataclass(frozen=True, slots=True)
 class Item:
     """A difference tracked across snapshots."""
