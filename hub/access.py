@@ -28,8 +28,9 @@ from hub.domain.access import (
     decide_write,
     person_facts,
 )
-from hub.domain.model import ChangeType, RegisterChange, S117Status
+from hub.domain.model import ChangeType, DisputeKind, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
+from hub.domain.succession import duty_holder
 from hub.sharing import SharingAgreements
 from hub.store.schema import access_decisions
 
@@ -114,9 +115,13 @@ class AccessPolicy:
     def trust_of(self, hospital_ods: str) -> str | None:
         return self._ref.hospital_trust(hospital_ods)
 
+    def holder_of(self, party: str, kind: DisputeKind, on: date) -> str | None:
+        """The body holding a dispute party's duties on `on` (hub/domain/succession.py)."""
+        return duty_holder(self._ref, party, kind, on)
+
     def facts(self, status: S117Status | None, history: Iterable[RegisterChange],
               up_to: date | None = None) -> PersonFacts:
-        return person_facts(status, history, self.trust_of, up_to)
+        return person_facts(status, history, self.trust_of, up_to, self.holder_of)
 
     def decide_write(self, client: Any, change_type: ChangeType, hospital_ods: str | None,
                      person: PersonFacts | None, channel: str) -> Decision:

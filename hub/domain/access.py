@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
-from hub.domain.model import ChangeType, RegisterChange, S117Status
+from hub.domain.model import ChangeType, DisputeKind, RegisterChange, S117Status
 from hub.domain.workflows.model import raised_through_api
 
 
@@ -165,10 +165,19 @@ class Decision:
         return TEXTS.get(self.rule, "allowed")
 
 
-def status_parties(status: S117Status) -> dict[str, frozenset[Role]]:
+# The body holding a dispute party's duties on a day (hub/domain/succession.py
+# `duty_holder`, with the reference data bound): (party, kind, day) -> code or None.
+HolderOf = Callable[[str, DisputeKind, date], "str | None"]
+
+
+def status_parties(status: S117Status, holder_of: HolderOf | None = None) -> dict[str, frozenset[Role]]:
     """The bodies the status names, with their roles. The parties of an open
     dispute raised through the API (its id says so) are named dispute parties
-    (read only); a raiser's own relationship gives it its other roles."""
+    (read only); a raiser's own relationship gives it its other roles. With
+    `holder_of`, a party's role is also the body's holding the party's duties
+    on the status's day (a CCG party's ICB since 1 July 2022, a merged
+    council's successor), as the rules engine counts that body's outcome for
+    the party (`_speaks_for_party`): it may record it."""
     out: dict[str, set[Role]] = {}
     for det, role in ((status.responsible_council, Role.RESPONSIBLE_COUNCIL),
                       (status.responsible_commissioner, Role.RESPONSIBLE_COMMISSIONER),
@@ -179,22 +188,26 @@ def status_parties(status: S117Status) -> dict[str, frozenset[Role]]:
         role = Role.NAMED_DISPUTE_PARTY if raised_through_api(dispute.dispute_id) else Role.DISPUTE_PARTY
         for party in dispute.parties:
             out.setdefault(party, set()).add(role)
+            holder = holder_of(party, dispute.kind, status.as_of) if holder_of is not None else None
+            if holder is not None and holder != party:
+                out.setdefault(holder, set()).add(role)
     return {k: frozenset(v) for k, v in out.items()}
 
 
 def person_facts(
     status: S117Status | None, history: Iterable[RegisterChange], trust_of: Callable[[str], str | None],
-    up_to: date | None = None,
+    up_to: date | None = None, holder_of: HolderOf | None = None,
 ) -> PersonFacts:
     """Facts from the person's status and history (changes effective after
-    `up_to`, if given, are not counted towards the trusts providing care)."""
+    `up_to`, if given, are not counted towards the trusts providing care;
+    `holder_of`: see `status_parties`)."""
     trusts = set()
     for c in history:
         if c.hospital_ods and c.change_type in _HOSPITAL_CHANGES and (up_to is None or c.effective_date <= up_to):
             trust = trust_of(c.hospital_ods)
             if trust:
                 trusts.add(trust)
-    return PersonFacts(frozenset(trusts), status_parties(status) if status is not None else {})
+    return PersonFacts(frozenset(trusts), status_parties(status, holder_of) if status is not None else {})
 
 
 def decide_write(

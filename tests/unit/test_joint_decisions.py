@@ -501,3 +501,41 @@ async def test_through_the_api_the_icb_that_took_over_a_ccg_party_records_its_ou
     async with hub.engine.connect() as conn:
         types = [row.headers["event_type"] for row in (await conn.execute(select(bus_messages.c.headers))).all()]
     assert types.count("s117-dispute-resolved") == 1
+
+
+async def test_through_the_api_the_access_policy_lets_a_ccg_partys_icb_record_for_it_and_no_other_icb(app_hub):
+    """The ICB holding a CCG party's duties (QGH for 18C since 1 July 2022) has no other relationship to
+    the person, yet it must be able to record the outcome the engine counts for 18C: the access policy
+    gives it the party's role (hub/domain/succession.py `duty_holder`), where it answered 403
+    no-relationship. An ICB holding no party's duties is still refused."""
+    http, hub = app_hub.http, app_hub.hub
+    trust = {"X-API-Key": app_hub.keys["trust"]}
+    base = {"source_system": "RiO", "person": PERSON_IN}
+    for n, body in enumerate([
+        {"change_type": "detained", "effective_date": "2021-01-06", "legal_status_code": "03",
+         "hospital_ods": "RNU", "gp_practice_ods": "K82001", "residence_la_gss": BUCKINGHAMSHIRE},
+        {"change_type": "left-hospital", "effective_date": "2021-04-07", "hospital_ods": "RNU"},
+    ]):
+        r = await http.post("/v1/register-changes", headers=trust, json={**base, "source_message_id": f"a-{n}", **body})
+        assert r.status_code == 202, r.text
+    person_id = r.json()["person_id"]
+    _, admin = await add_client(hub.engine, "ops", "HUB", "hub-operator", ["hub:admin"])
+    _, bob = await add_client(hub.engine, "BOB ICB", "QU9", "icb", ["register:write"])
+    _, hw = await add_client(hub.engine, "H&W ICB", "QGH", "icb", ["register:write"])
+    _, other = await add_client(hub.engine, "Another ICB", "QHL", "icb", ["register:write"])
+    dispute = {"dispute_id": "REG-CCG-2", "kind": "commissioner", "parties": ["14Y", "18C"]}
+
+    async def record(key: str, message_id: str, change_type: str, on: str, **extra):
+        return await http.post("/v1/register-changes", headers={"X-API-Key": key}, json={
+            **base, "source_system": "ICB register", "source_message_id": message_id, "change_type": change_type,
+            "effective_date": on, "dispute": {**dispute, **extra}})
+
+    assert (await record(bob, "b-raised", "dispute-raised", "2021-06-01")).status_code == 202
+    assert (await record(bob, "b-qu9", "dispute-resolved", "2025-06-02", resolved_responsible="18C")).status_code == 202
+    refused = await record(other, "b-qhl", "dispute-resolved", "2025-06-03", resolved_responsible="18C")
+    assert refused.status_code == 403, refused.text
+    r = await record(hw, "b-qgh", "dispute-resolved", "2025-06-03", resolved_responsible="18C")
+    assert r.status_code == 202, r.text
+    r = await http.get(f"/v1/persons/{person_id}/s117", headers={"X-API-Key": admin})
+    assert r.status_code == 200, r.text
+    assert r.json()["open_disputes"] == []

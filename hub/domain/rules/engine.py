@@ -32,6 +32,7 @@ from hub.domain.ports import ReferenceData
 from hub.domain.rules.discharge import check_discharge
 from hub.domain.rules.legal_status import SectionVerdict, classify
 from hub.domain.rules.precedence import change_order
+from hub.domain.succession import duty_holder
 from hub.domain.workflows.model import raised_through_api
 
 # Who Pays eras (Bucks "Responsible Commissioner"; Worcs 4.4).
@@ -749,15 +750,8 @@ def _speaks_for_party(fold: _Fold, org: str, party: str, kind: DisputeKind, reco
     `council_successors`, kept by the loader: no scan)."""
     if org == party:
         return True
-    for on in (fold.as_of, recorded_on) if recorded_on != fold.as_of else (fold.as_of,):
-        if kind is DisputeKind.COMMISSIONER:
-            holder = fold.ref.commissioner_successor(party, on)
-        else:
-            successors = fold.ref.council_successors(party, on)
-            holder = successors[0] if len(successors) == 1 else None
-        if holder is not None and holder.code.upper() == org:
-            return True
-    return False
+    return any(duty_holder(fold.ref, party, kind, on) == org
+               for on in ((fold.as_of, recorded_on) if recorded_on != fold.as_of else (fold.as_of,)))
 
 
 def _source_key(change: RegisterChange) -> str | None:
