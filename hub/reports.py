@@ -114,18 +114,21 @@ def publish_summary(
 
 def list_agreement_rows(rows: Iterable[dict]) -> list[dict]:
     """Agreement between each body's own list and the register (from its last
-    reconciliation), suppressed like every other count: a rate over fewer than
-    eight people is not shown."""
+    reconciliation), suppressed like every other count. The rate is worked out
+    from the two counts as published, never the exact ones: beside a rounded or
+    suppressed count an exact rate narrows it (8 people, 3 agreeing: "10", "*"
+    and 38% leave only 3 of 8), so it says no more than the counts do, and is
+    "*" when either count is."""
     out = []
     for r in rows:
-        people, agreeing = r["people"], r["agreeing"]
+        people, agreeing = suppress(r["people"]), suppress(r["agreeing"])
         rate: int | str | None = None
-        if people > 7:
-            rate = round(100 * agreeing / people)
-        elif people:
+        if people == SUPPRESSED or agreeing == SUPPRESSED:
             rate = SUPPRESSED
-        out.append({"body": r["body"], "as_of": r["as_of"], "people_on_either_list": suppress(people),
-                    "agreeing": suppress(agreeing), "agreement_rate_percent": rate})
+        elif people:
+            rate = round(100 * int(agreeing) / int(people))
+        out.append({"body": r["body"], "as_of": r["as_of"], "people_on_either_list": people,
+                    "agreeing": agreeing, "agreement_rate_percent": rate})
     return out
 
 

@@ -228,6 +228,8 @@ async def test_the_oversight_report_and_the_console_show_how_far_lists_agree(app
 def test_agreement_rate_is_shown_for_larger_lists() -> None:
     from hub.reports import list_agreement_rows
 
+    # Worked out from the published counts (185 of 200), never the exact ones (187 of 200 would narrow
+    # them: tests/unit/test_review_reconciliation_open_items.py).
     assert list_agreement_rows([{"body": "E06000060", "as_of": "2026-11-01", "people": 200, "agreeing": 187}]) == [
         {"body": "E06000060", "as_of": "2026-11-01", "people_on_either_list": 200, "agreeing": 185,
-         "agreement_rate_percent": 94}]
+         "agreement_rate_percent": 92}]

@@ -1,4 +1,4 @@
-"""Review (reconciliation): items an outside review left open.
+"""Review (reconciliation): three items an outside review left open.
 
 - A row rejected for a field other than the NHS number (a bad date) left the
   person out of the body's rows, so the comparison told the body the person
@@ -11,6 +11,10 @@
   reader split it at every line end, so its trailer count no longer matched.
   Records now end at a line end outside quotes; the field's own check applies
   (a line break in a date is that column's row error).
+- `agreement_rate_percent` was worked out from the exact counts beside counts
+  published rounded or suppressed, so a reader could find the suppressed
+  count (8 people, 3 agreeing: "10", "*" and 38% leave only 3 of 8). The rate
+  is now worked out from the published counts, "*" when either is.
 
 Through the API with the hub on SQLite, as tests/unit/test_reconciliation_api.py.
 """
@@ -21,6 +25,7 @@ import orjson
 import pytest
 
 from hub.reconciliation import ItemWatcher, Reconciler
+from hub.reports import suppress
 from tests.support import detention
 
 PEOPLE = {"A": "9991100016", "B": "9991100032", "C": "9991100059"}
@@ -216,6 +221,62 @@ async def test_a_quoted_field_never_closed_fails_the_snapshot_naming_the_row(app
     snap = await send(app_hub, body, "text/csv")
     assert snap["state"] == "failed"
     assert snap["problems"] == [{"field": "row 2", "reason": "a quoted field is not closed before the end of the file"}]
+
+
+# ------------------------------------------------------------- 3. the rate never narrows a suppressed count
+
+
+def consistent(shown: dict, rate_of) -> set[tuple[int, int]]:  # noqa: ANN001
+    """Every (people, agreeing) a reader could take the published row to mean, given how the rate is worked
+    out (`rate_of(people, agreeing)`): what the row lets a reader work out."""
+    out = set()
+    for people in range(1, 200):
+        for agreeing in range(people + 1):
+            if (suppress(people), suppress(agreeing)) != (shown["people_on_either_list"], shown["agreeing"]):
+                continue
+            if rate_of(people, agreeing) == shown["agreement_rate_percent"]:
+                out.add((people, agreeing))
+    return out
+
+
+async def test_the_agreement_rate_does_not_let_a_reader_work_out_a_suppressed_count(app_hub) -> None:  # noqa: ANN001
+    from hub.clients import add_client
+
+    numbers = nhs_numbers(8)
+    person_ids = [await put_on_register(app_hub, nhs, f"P{i}") for i, nhs in enumerate(numbers)]
+    due = await review_due(app_hub, person_ids[0])
+    # The council lists all eight; five with another ICB: 3 of 8 agree.
+    rows = [{"nhs_number": n, "entitled": True, "responsible_council": "E06000060", "next_review_due": due,
+             "responsible_icb": "QU9" if i < 3 else "QHL"} for i, n in enumerate(numbers)]
+    snap = await send(app_hub, ndjson(rows), "application/x-ndjson")
+    await compared(app_hub, snap["snapshot_id"])
+    _, reports = await add_client(app_hub.hub.engine, "Bucks s117 panel", "E06000060", "council", ["reports:read"])
+    r = await app_hub.http.get("/v1/reports/register-summary", headers={"X-API-Key": reports})
+    assert r.status_code == 200, r.text
+    [shown] = r.json()["list_agreement"]
+    assert (shown["people_on_either_list"], shown["agreeing"]) == (10, "*")
+
+    # The old rate (exact counts) beside these counts: only 3 of 8 fits, the suppressed count found.
+    old = dict(shown, agreement_rate_percent=round(100 * 3 / 8))
+    assert consistent(old, lambda p, a: round(100 * a / p)) == {(8, 3)}
+    # Published now: the rate says no more than the counts beside it.
+    assert shown["agreement_rate_percent"] == "*"
+    without_rate = consistent(dict(shown, agreement_rate_percent=None), lambda p, a: None)
+    assert {a for _p, a in without_rate} == set(range(1, 8))
+
+
+def test_the_rate_does_not_undo_the_rounding_of_larger_counts() -> None:
+    from hub.reports import list_agreement_rows
+
+    # 20 people, 17 agreeing: published 20 and 15 (rounded); the old 85% left only (20, 17), so the three
+    # people whose lists differ (a count never published) could be read off it.
+    [shown] = list_agreement_rows([{"body": "E06000060", "as_of": "2026-11-01", "people": 20, "agreeing": 17}])
+    assert (shown["people_on_either_list"], shown["agreeing"]) == (20, 15)
+    assert consistent(dict(shown, agreement_rate_percent=85), lambda p, a: round(100 * a / p)) == {(20, 17)}
+    # Now the rate is the published counts' own: every pair the counts allow is still possible.
+    assert shown["agreement_rate_percent"] == 75
+    from_counts = lambda p, a: round(100 * suppress(a) / suppress(p))  # noqa: E731
+    assert consistent(shown, from_counts) == consistent(dict(shown, agreement_rate_percent=None), lambda p, a: None)
 
 
 # ------------------------------------------------------------- the readers and the domain, directly
