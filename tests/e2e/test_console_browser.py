@@ -266,7 +266,11 @@ async def test_a_held_delivery_is_listed_and_released_from_the_console(tmp_path)
             await page.wait_for_selector("#released .outcome.bad", timeout=30_000)
             outcome = await page.inner_text("#released")
             assert "held again" in outcome and "held: event-type at delivery" in outcome and held_type in outcome
-            await page.wait_for_selector(f"#held button[data-release='{row['delivery_id']}']")  # listed again
+            async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+                state = (await http.get(f"/v1/ops/deliveries/{row['delivery_id']}", headers=ops)).json()
+            assert state["status"] == "held", state
+            await page.wait_for_function(  # listed again once the page has followed it
+                f"!!document.querySelector(\"#held button[data-release='{row['delivery_id']}']:not([disabled])\")")
             assert row["event_id"] not in receiver.event_ids()
             assert await csp_violations(page, reported) == []
             await document(page, "held.png")
