@@ -1,8 +1,10 @@
 """`s117hub send-snapshot`: a body's nightly job sends its whole s117 list for
 reconciliation, shows progress while the hub compares, and prints the report.
 
-Exit 0: compared, no open differences; 3: compared, open differences listed;
-1: refused, failed or the hub could not be reached.
+Exit 0: compared, no open differences and no row rejected; 3: compared, open
+differences or rejected rows listed (a rejected row's person is not compared:
+the body must correct the row); 1: refused, failed or the hub could not be
+reached.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def send_snapshot(args: argparse.Namespace) -> None:
     if body.get("state") != "done":
         sys.exit(1)
     live = [i for i in body.get("items", []) if i.get("state") in ("open", "explained")]
-    sys.exit(3 if live else 0)
+    sys.exit(3 if live or body.get("rows_rejected") else 0)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -21,6 +21,8 @@ Through the API with the hub on SQLite, as tests/unit/test_reconciliation_api.py
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pytest
 
@@ -353,3 +355,35 @@ async def test_a_quoted_record_of_max_line_bytes_is_still_read() -> None:
     body = f"NHS_NO,LOCAL_ID,S117_FLAG,FUNDING\n{record}\nTRAILER,1\n".encode()
     [a] = await read_all(read_csv, body, piece=4096)
     assert len(a.raw) == MAX_LINE and [p.field for p in a.problems] == ["FUNDING"] and a.nhs_number == PEOPLE["A"]
+
+
+def test_send_snapshot_exits_3_when_rows_were_rejected_though_no_difference_is_open(
+        tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    """A nightly job told exit 0 ("compared, no open differences") would never look at the rows to correct:
+    before, a row rejected for a bad date showed as a missing person (an open item, exit 3); now that it does
+    not, the rejected row itself is what the job must see."""
+    import argparse
+
+    import httpx
+
+    from hub import snapshot_cli
+
+    sid = "0b7c5c1e-8a43-4f4e-9d0e-6a1d2b3c4d5e"
+    done = {"snapshot_id": sid, "state": "done", "rows_read": 3, "rows_rejected": 1, "items": [],
+            "rejected_rows": [{"row": 2, "outcome": "row-rejected", "local_id": "SW-B", "errors": [
+                {"field": "row 2, field entitlement_start", "reason": "Input should be a valid date"}]}]}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(202, json={"snapshot_id": sid, "state": "comparing"})
+        return httpx.Response(200, json=done)
+
+    real = httpx.Client
+    monkeypatch.setattr(httpx, "Client", lambda **kw: real(transport=httpx.MockTransport(answer), **kw))
+    path = tmp_path / "list.ndjson"
+    path.write_text('{"nhs_number": "9991100016", "entitled": true}\n')
+    args = argparse.Namespace(api_key="k", url="http://hub", format="ndjson", timeout=5.0, poll=0.0, file=path)
+    with pytest.raises(SystemExit) as exit_:
+        snapshot_cli.send_snapshot(args)
+    assert exit_.value.code == 3
+    assert json.loads(capsys.readouterr().out)["rejected_rows"][0]["local_id"] == "SW-B"
