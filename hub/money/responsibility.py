@@ -8,7 +8,7 @@ hook: what each disputing body carried, by the statements' own arithmetic.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, timedelta
 
 from sqlalchemy import and_, exists, or_, select
@@ -81,8 +81,10 @@ def case_from_data(data: dict) -> Case:
     return from_jsonable(Case, data)
 
 
-async def load_pairs(conn: AsyncConnection, person_ids: Iterable[str], first: date, last: date, ref: ReferenceData,
-                     agreements: AgreementBook) -> dict[str, tuple[PairSpan, ...]]:
+async def load_pairs(conn: AsyncConnection, person_ids: Iterable[str], first: date | Mapping[str, date], last: date,
+                     ref: ReferenceData, agreements: AgreementBook) -> dict[str, tuple[PairSpan, ...]]:
+    """The register's pairs of each person from `first` (one day for all, or
+    each person's own) to `last`, as money sees the register."""
     ids = sorted(set(person_ids))
     if not ids:
         return {}
@@ -95,7 +97,8 @@ async def load_pairs(conn: AsyncConnection, person_ids: Iterable[str], first: da
     out = {}
     for pid, found in changes.items():
         seen = money_changes(found)
-        days = sorted({first} | {c.effective_date for c in seen if first < c.effective_date <= last})
+        start = first[pid] if isinstance(first, Mapping) else first
+        days = sorted({start} | {c.effective_date for c in seen if start < c.effective_date <= last})
         points = []
         for day in days:
             status = evaluate(pid, seen, ref, agreements, day)

@@ -50,7 +50,7 @@ from hub.domain.money import (
     statement_for,
 )
 from hub.domain.ports import ReferenceData
-from hub.domain.money.responsibility import InterimSpan, PairSpan, pair_since, sides_moved
+from hub.domain.money.responsibility import InterimSpan, PairSpan, decisions_ended, pair_since, sides_moved
 from hub.domain.rules import evaluate
 from hub.domain.workflows.model import Case
 from hub.ingest.nhs_number import nhs_number_problem, normalise
@@ -530,18 +530,26 @@ class PackageService:
                             pairs.get(case.person_id, ()), interims.get(case.person_id, ()))
 
     async def decisions(self, person_ids: Iterable[str] | None = None) -> dict[str, list[PersonDecision]]:
+        """The agreed decisions of each person (all, without `person_ids`),
+        oldest first, each with the pair that agreed it and the day it ends
+        if responsibility has left that pair since (`last`, from the register
+        as money sees it: hub/domain/money/responsibility.py decision_last).
+        A decision applies only on its own pair's days, and an ended one does
+        not come back on a return to its pair (hub/domain/money/splits.py)."""
         q = select(split_decisions).where(split_decisions.c.agreed_at.is_not(None))
         if person_ids is not None:
             q = q.where(split_decisions.c.person_id.in_(list(person_ids)))
+        out: dict[str, list[PersonDecision]] = {}
         async with self._engine.connect() as conn:
             rows = (await conn.execute(q.order_by(split_decisions.c.effective_from))).all()
+            for r in rows:
+                out.setdefault(r.person_id, []).append(PersonDecision(
+                    r.person_id, r.kind, r.council_share_bp, r.effective_from, r.proposed_at.date(),
+                    r.agreed_at.date(), r.council, r.icb, r.reference))
+            firsts = {pid: found[0].effective_from for pid, found in out.items()}
+            pairs = await load_pairs(conn, firsts, firsts, LAST_DAY, self._ref, self._agreements)
             await conn.rollback()
-        out: dict[str, list[PersonDecision]] = {}
-        for r in rows:
-            out.setdefault(r.person_id, []).append(PersonDecision(
-                r.person_id, r.kind, r.council_share_bp, r.effective_from, r.proposed_at.date(),
-                r.agreed_at.date(), r.reference))
-        return out
+        return {pid: list(decisions_ended(found, pairs.get(pid, ()))) for pid, found in out.items()}
 
 
 class DecisionService:
@@ -560,7 +568,13 @@ class DecisionService:
     register no longer names over those days (responsibility moved since,
     or a late change moved it before) can no longer be agreed, by the body
     that has left or by the one that took its place: `409 responsibility-moved`
-    naming the side that moved; the pair responsible now proposes again."""
+    naming the side that moved; the pair responsible now proposes again.
+
+    Agreed, it is recorded with its pair (`council`, `icb`) and divides only
+    that pair's days: when responsibility later leaves the pair the split
+    ends, the next pair's days follow the next pair's arrangement, and a
+    return to the pair does not revive it (a new one is agreed):
+    hub/domain/money/splits.py, `PackageService.decisions`."""
 
     PROPOSE, AGREE = "split-decision-propose", "split-decision-agree"
 

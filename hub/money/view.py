@@ -1,6 +1,9 @@
 """The person query's `funding` part: the pair's arrangement in force with its
-citation, the person's agreed decisions, each package line with this week's
-split, and the agreed interim dispute shares (each arrangement, its period
+citation, the person's agreed decisions (each with the pair that agreed it,
+whether it is in force on the day for the pair responsible then, and the day
+it ended if responsibility has left its pair: a decision applies only on its
+own pair's days, hub/domain/money/splits.py), each package line with this
+week's split, and the agreed interim dispute shares (each arrangement, its period
 and each disputing body's share, with the part of each line's week each body
 carries while it is in force, by the statements' own arithmetic:
 hub/domain/money/statements.py `interim_parts`). Shown only to bodies granted
@@ -60,7 +63,7 @@ def funding_view(status: S117Status, book: AgreementBook, lines: list[PackageLin
     for line in lines:
         entry = line_json(line)
         if line.in_force(on):
-            rule = rule_for(line, on, history, decisions)
+            rule = rule_for(line, on, history, decisions, (council, icb) if council and icb else None)
             amount = int(line.weekly_cost.quantize(Decimal(1), rounding=ROUND_HALF_UP))
             s = split_amount(line, amount, rule)
             awaiting = amount - s.council_pence - s.commissioner_pence - s.excluded_pence
@@ -95,7 +98,11 @@ def funding_view(status: S117Status, book: AgreementBook, lines: list[PackageLin
             "citation": agreement.citation,
         },
         "decisions": [{"kind": d.kind, "council_percent": _percent(d.council_share_bp),
-                       "effective_from": d.effective_from.isoformat(), "reference": d.reference} for d in decisions],
+                       "effective_from": d.effective_from.isoformat(), "reference": d.reference,
+                       "council": d.council, "icb": d.icb,
+                       "to": d.last.isoformat() if d.last is not None and d.last <= on else None,
+                       "in_force": council is not None and icb is not None and d.applies_on(on, (council, icb))}
+                      for d in decisions],
         "packages": out_lines,
         "weekly_in_force": weekly,
         "interim_shares": [_interim_json(span, on, carried if span is interim else None)

@@ -13,8 +13,6 @@ import random
 from dataclasses import replace as dc_replace
 from datetime import date
 
-import pytest
-
 from hub.domain.agreements import FundingAgreement, FundingKind
 from hub.sample_data import detention_to_move_scenario
 from hub.store.schema import access_decisions, split_decisions
@@ -144,10 +142,9 @@ def test_sides_moved_and_pair_since_over_the_days_covered():
     assert pair_since((), (BUCKS, QU9)) is None
 
 
-@pytest.mark.xfail(strict=True, reason="open: an agreed person's split is applied on every pair's days "
-                   "(PersonDecision has no pair; rule_for / periods / expenditure / the person query apply it "
-                   "to whichever pair is charged), so a later move carries it to a council that never agreed it")
 async def test_a_split_agreed_by_one_pair_is_not_applied_to_the_next_pairs_days(app_hub):
+    """Was: Worcestershire's November statement showed Bucks and QU9's 30% "agreed exception"
+    (PersonDecision had no pair; it applied to whichever pair was charged)."""
     key, pid, person = await _setup(app_hub, 64)
     r = await _propose(app_hub, key[BUCKS], pid, "2026-06-01", "panel 2026-05-30")  # 30% council
     assert (await _agree(app_hub, key[QU9], r.json()["decision_id"])).status_code == 200

@@ -14,7 +14,10 @@ review the section 117 budget"; Worcs Annex 3 reports).
 
 Spent, projected and trend are the statements' own line items, so a package
 that moved with a transfer counts for each pair on its days, and agreed
-interim dispute shares divide the side in dispute (responsibility.py).
+interim dispute shares divide the side in dispute (responsibility.py). A
+person's agreed decision divides only its own pair's days, committed included
+(splits.py): after a move the new pair's days follow the new pair's
+arrangement.
 
 Exact pence here; suppression and rounding for publication are the
 report's (hub/reports.py).
@@ -97,7 +100,7 @@ def expenditure(
         if line.in_force(today):
             (council, icb), _span = pair_on(pairs, today, (line.council, line.icb))
             weekly = int(line.weekly_cost.quantize(Decimal(1), rounding=ROUND_HALF_UP))
-            s = split_amount(line, weekly, rule_for(line, today, history_for(council, icb), decisions))
+            s = split_amount(line, weekly, rule_for(line, today, history_for(council, icb), decisions, (council, icb)))
             eligible = weekly - s.excluded_pence
             if eligible and mine(council, icb):
                 for t in targets(council, icb):

@@ -57,6 +57,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from hub.domain import citations
 from hub.domain.model import ChangeType, RegisterChange
+from hub.domain.money.splits import PersonDecision
 from hub.domain.workflows.model import Case, CaseKind
 
 WHOLE = 10_000
@@ -167,6 +168,37 @@ def pair_since(spans: Sequence[PairSpan], pair: tuple[str, str]) -> date | None:
             break
         day = s.start
     return day
+
+
+def decision_last(decision: PersonDecision, spans: Sequence[PairSpan]) -> date | None:
+    """The last day `decision` can apply, by the register's pairs (`spans`,
+    oldest first, from on or before its `effective_from`): the day before the
+    first day from its `effective_from` on which another pair is responsible
+    (the day before `effective_from` when another pair already is then);
+    None while its pair stays responsible. A later return to its pair does not
+    revive it (splits.py)."""
+    pair, current = decision.pair, None
+    for s in spans:
+        if s.start <= decision.effective_from:
+            current = s
+    if current is not None and (current.council, current.icb) != pair:
+        return decision.effective_from - timedelta(days=1)
+    for s in spans:
+        if s.start > decision.effective_from and (s.council, s.icb) != pair:
+            return s.start - timedelta(days=1)
+    return None
+
+
+def decisions_ended(decisions: Sequence[PersonDecision], spans: Sequence[PairSpan]) -> tuple[PersonDecision, ...]:
+    """The person's decisions, each with its `last` day set from the
+    register's pairs (`decision_last`; an earlier `last` is kept)."""
+    out = []
+    for d in decisions:
+        last = decision_last(d, spans)
+        if last is not None and (d.last is None or last < d.last):
+            d = replace(d, last=last)
+        out.append(d)
+    return tuple(out)
 
 
 def interim_on(spans: Sequence[InterimSpan], day: date) -> InterimSpan | None:

@@ -18,13 +18,23 @@ then the person's decision, then the agreement in force. A change of the
 pair's arrangement takes effect from its date (FundingChange); a person's
 decision from its own. Neither is valid without both bodies' agreement
 recorded (Worcs 8.5, A2.3), and neither rewrites what applied before.
+
+**A person's decision is its pair's.** It is agreed by the council and the
+ICB responsible when it is made, and divides only the costs charged to that
+pair: on a day charged to another pair (the register moved responsibility,
+Worcs 4.3.3, 4.4.8) it does not apply, and the day is split as if no decision
+had been agreed (the other pair's arrangement: its default split, each line's
+need tag under a needs matrix, awaiting the panel under a panel). It ends when
+responsibility leaves its pair (`last`, set from the register:
+`responsibility.decisions_ended`), and does not come back if the person later
+returns to that pair: the pair then agrees a new one (Worcs 8.5, A2.3).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 from hub.domain import citations
 from hub.domain.agreements import WHOLE, FundingAgreement, FundingKind, NeedTag
@@ -37,7 +47,15 @@ DECISION_KINDS = {"panel": FundingKind.PANEL, "matrix": FundingKind.NEEDS_MATRIX
 
 @dataclass(frozen=True, slots=True)
 class PersonDecision:
-    """One person's split, agreed by both bodies, from a date."""
+    """One person's split, agreed by both bodies of a pair (`council`, `icb`:
+    the pair responsible when it was proposed and agreed), from a date.
+
+    It applies only on days charged to its own pair, from `effective_from` to
+    `last`: the day before responsibility first leaves the pair (None: it has
+    not left). Once ended it stays ended, even if the person returns to the
+    pair later: a split is agreed for the days of one spell of
+    responsibility, and on a return the pair agrees a new one (Worcs 8.5,
+    A2.3)."""
 
     person_id: str
     kind: str  # panel, matrix, exception
@@ -45,13 +63,26 @@ class PersonDecision:
     effective_from: date
     council_agreed_on: date
     commissioner_agreed_on: date
+    council: str  # the pair that agreed it (GSS, ODS)
+    icb: str
     reference: str = ""  # panel minute, matrix review id
+    last: date | None = None  # the day before responsibility left the pair (None: in force)
 
     def __post_init__(self) -> None:
         if self.kind not in DECISION_KINDS:
             raise ValueError(f"kind must be one of {', '.join(DECISION_KINDS)}")
         if not 0 <= self.council_share_bp <= WHOLE:
             raise ValueError("council share out of range")
+        if not self.council or not self.icb:
+            raise ValueError("a decision is agreed by a council and an ICB")
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return self.council, self.icb
+
+    def applies_on(self, day: date, pair: tuple[str, str]) -> bool:
+        """Whether it divides the costs charged to `pair` on `day`."""
+        return pair == self.pair and self.effective_from <= day and (self.last is None or day <= self.last)
 
 
 def decision_problem(agreement: FundingAgreement, decision_kind: str) -> str | None:
@@ -83,12 +114,25 @@ def agreement_on(history: History, day: date) -> FundingAgreement:
     return current
 
 
-def decision_on(decisions: Sequence[PersonDecision], day: date) -> PersonDecision | None:
+def decision_on(decisions: Sequence[PersonDecision], day: date, pair: tuple[str, str]) -> PersonDecision | None:
+    """The decision dividing `pair`'s costs on `day`: of those that apply
+    (`PersonDecision.applies_on`), the one in force from the latest date."""
     found = None
     for d in decisions:  # oldest first
-        if d.effective_from <= day:
+        if d.applies_on(day, pair):
             found = d
     return found
+
+
+def decision_cuts(decisions: Sequence[PersonDecision], pair: tuple[str, str]) -> set[date]:
+    """Days on which `pair`'s decisions may start or stop applying."""
+    days = set()
+    for d in decisions:
+        if d.pair == pair:
+            days.add(d.effective_from)
+            if d.last is not None:
+                days.add(d.last + timedelta(days=1))
+    return days
 
 
 def _fixed(base: FundingAgreement, name: str, citation: str, share_bp: int) -> FundingAgreement:
@@ -96,13 +140,17 @@ def _fixed(base: FundingAgreement, name: str, citation: str, share_bp: int) -> F
                             s17_leave_commissioner_share_bp=base.s17_leave_commissioner_share_bp)
 
 
-def rule_for(line: PackageLine, day: date, history: History, decisions: Sequence[PersonDecision] = ()) -> SplitRule:
+def rule_for(line: PackageLine, day: date, history: History, decisions: Sequence[PersonDecision] = (),
+             pair: tuple[str, str] | None = None) -> SplitRule:
+    """The split of `line` on `day` for the pair charged that day (`pair`;
+    None: the pair the line is recorded against), whose arrangements are
+    `history`. Only that pair's decisions apply (`decision_on`)."""
     agreement = agreement_on(history, day)
     cohort_bp = agreement.cohort_share(line.cohort)
     if cohort_bp is not None:
         return SplitRule(_fixed(agreement, f"{agreement.name}: {line.cohort} cohort",
                                 f"{citations.FUNDING_COHORT}; {agreement.citation}", cohort_bp), None, "cohort")
-    decision = decision_on(decisions, day)
+    decision = decision_on(decisions, day, pair if pair is not None else (line.council, line.icb))
     if decision is not None and DECISION_KINDS[decision.kind] is agreement.kind:
         ref = f" {decision.reference}" if decision.reference else ""
         if decision.kind == "panel":

@@ -1,8 +1,8 @@
 """Monthly recharge statements between a council and an ICB.
 
 For a month and a pair of bodies: every package line the pair funds, cut at
-each day the split changes (a new arrangement for the pair, a person's
-decision) and at the month's edges, each piece costed by the day and split
+each day the split changes (a new arrangement for the pair, a decision the
+pair agreed for the person starting or ending) and at the month's edges, each piece costed by the day and split
 under the rule in force on it. The body that pays the provider recharges the
 other its share: a council-paid line makes the ICB owe the council the NHS
 share, an ICB-paid line makes the council owe the ICB the council share.
@@ -27,7 +27,7 @@ from hub.domain.money.responsibility import (
     interim_on,
     pair_on,
 )
-from hub.domain.money.splits import History, PersonDecision, rule_for, split_amount
+from hub.domain.money.splits import History, PersonDecision, decision_cuts, rule_for, split_amount
 
 ROUNDING_RULES = (
     "Amounts are whole pence. A line's weekly cost is exact (a unit cost times units a week is not rounded). "
@@ -69,21 +69,26 @@ class Period:
 
 
 def periods(line: PackageLine, first: date, last: date, history: History,
-            decisions: Sequence[PersonDecision] = ()) -> list[Period]:
-    """The line's cost between `first` and `last` (inclusive), cut where the split changes."""
+            decisions: Sequence[PersonDecision] = (), pair: tuple[str, str] | None = None) -> list[Period]:
+    """The line's cost between `first` and `last` (inclusive) charged to
+    `pair` (None: the pair the line is recorded against), whose arrangements
+    are `history`, cut where the split changes: where the pair's arrangement
+    changes, and where one of the pair's own decisions starts or stops
+    applying (another pair's decisions never apply to these days: splits.py)."""
     start = max(first, line.start)
     end = last if line.end is None else min(last, line.end)
     if end < start:
         return []
+    pair = pair if pair is not None else (line.council, line.icb)
     cuts = {start}
     cuts.update(d for d, _a in history[1:] if d is not None and start < d <= end)
-    cuts.update(d.effective_from for d in decisions if start < d.effective_from <= end)
+    cuts.update(d for d in decision_cuts(decisions, pair) if start < d <= end)
     ordered = sorted(cuts)
     out = []
     weekly = line.weekly_cost
     for i, cut in enumerate(ordered):
         stop = ordered[i + 1] - timedelta(days=1) if i + 1 < len(ordered) else end
-        rule = rule_for(line, cut, history, decisions)
+        rule = rule_for(line, cut, history, decisions, pair)
         days = (stop - cut).days + 1
         out.append(Period(cut, stop, split_amount(line, period_cost(weekly, days), rule), rule.basis,
                           rule.agreement.name))
@@ -252,7 +257,7 @@ def line_items(line: PackageLine, first: date, last: date, history: History | Hi
         if span is not None and (council, icb) != recorded:
             moved = (f"charged to {council} and {icb}, responsible on the register from {span.start.isoformat()}"
                      + (f": {span.why}" if span.why else ""))
-        for p in periods(line, seg_first, seg_last, history_for(council, icb), decisions):
+        for p in periods(line, seg_first, seg_last, history_for(council, icb), decisions, (council, icb)):
             s = p.split
             eligible = s.line.amount_pence - s.excluded_pence
             awaiting = eligible - s.council_pence - s.commissioner_pence

@@ -33,6 +33,7 @@ D = date.fromisoformat
 FOI_PANEL = FundingAgreement(kind=FundingKind.PANEL, name="CCG joint panel", citation="FOI Q1",
                              cohort_shares=(("learning-disability", 5_000), ("children-young-people", 5_000)))
 AGREED = dict(council_agreed_on=D("2026-01-01"), commissioner_agreed_on=D("2026-01-02"))
+WORCS_AGREED = dict(AGREED, council=WORCESTERSHIRE, icb=HW_ICB)  # line()'s pair agreed it
 
 
 def line(**kw) -> PackageLine:
@@ -60,29 +61,30 @@ RULES = [
      hist(HARROW, BOB_ICB), (), 35_000, 35_000, 0, 0, "FOI Q2a"),
     ("needs matrix: the result recorded at review", "Harrow matrix report, Section 2",
      line(council=HARROW, icb=NWL_ICB), hist(HARROW, NWL_ICB),
-     (PersonDecision("p1", "matrix", 2_500, D("2026-06-01"), reference="review 2026-06", **AGREED),),
+     (PersonDecision("p1", "matrix", 2_500, D("2026-06-01"), reference="review 2026-06", council=HARROW, icb=NWL_ICB,
+                     **AGREED),),
      17_500, 52_500, 0, 0, "Harrow matrix"),
     ("needs matrix without a result: the need's tag", "Harrow matrix report, Section 2",
      line(council=HARROW, icb=NWL_ICB, service_type="psychological therapy"), hist(HARROW, NWL_ICB), (),
      0, 70_000, 0, 0, "Harrow matrix"),
     ("default 60:40", "Worcs A2.1", line(), hist(WORCESTERSHIRE, HW_ICB), (), 42_000, 28_000, 0, 0, "Worcs A2.1"),
     ("default with an agreed exception", "Worcs A2.2, A2.3", line(), hist(WORCESTERSHIRE, HW_ICB),
-     (PersonDecision("p1", "exception", 8_000, D("2026-02-01"), **AGREED),), 56_000, 14_000, 0, 0, "Worcs A2.2"),
+     (PersonDecision("p1", "exception", 8_000, D("2026-02-01"), **WORCS_AGREED),), 56_000, 14_000, 0, 0, "Worcs A2.2"),
     ("aligned budget at the year's percentage", "Bucks 'Aligned Budget Funding Split'",
      line(council=BUCKINGHAMSHIRE, icb=BOB_ICB), hist(BUCKINGHAMSHIRE, BOB_ICB), (), 37_751, 32_249, 0, 0,
      "Bucks 'Aligned"),
     ("panel decision for the case", "FOI Q1", line(), ((None, FOI_PANEL),),
-     (PersonDecision("p1", "panel", 7_000, D("2026-03-01"), **AGREED),), 49_000, 21_000, 0, 0, "FOI Q1"),
+     (PersonDecision("p1", "panel", 7_000, D("2026-03-01"), **WORCS_AGREED),), 49_000, 21_000, 0, 0, "FOI Q1"),
     ("panel not yet decided: awaiting", "FOI Q1", line(), ((None, FOI_PANEL),), (), 0, 0, 0, 70_000, "FOI Q1"),
     ("cohort: learning disability 50:50 under a panel area", "FOI Q2a", line(cohort="learning-disability"),
-     ((None, FOI_PANEL),), (PersonDecision("p1", "panel", 7_000, D("2026-03-01"), **AGREED),),
+     ((None, FOI_PANEL),), (PersonDecision("p1", "panel", 7_000, D("2026-03-01"), **WORCS_AGREED),),
      35_000, 35_000, 0, 0, "FOI Q2a"),
     ("cohort: children and young people 50:50", "FOI Q2a", line(cohort="children-young-people"),
      ((None, FOI_PANEL),), (), 35_000, 35_000, 0, 0, "FOI Q2a"),
     ("s17 leave: the NHS side funds", "Worcs A2.4", line(s17_leave=True), hist(WORCESTERSHIRE, HW_ICB), (),
      0, 70_000, 0, 0, "Worcs A2.4"),
     ("a decision of another kind does not apply", "Worcs A2.6 (binds its own arrangement)", line(),
-     hist(WORCESTERSHIRE, HW_ICB), (PersonDecision("p1", "panel", 0, D("2026-03-01"), **AGREED),),
+     hist(WORCESTERSHIRE, HW_ICB), (PersonDecision("p1", "panel", 0, D("2026-03-01"), **WORCS_AGREED),),
      42_000, 28_000, 0, 0, "Worcs A2.1"),
 ]
 
