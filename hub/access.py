@@ -74,10 +74,16 @@ async def no_sooner_than(started: float, seconds: float) -> None:
         await asyncio.sleep(wait)
 
 
-def refused_for_relationship(outcome: Any) -> bool:
-    """Whether an ingest outcome is the access policy's one no-relationship refusal."""
+_POLICY_RULES = frozenset(r.value for r in Rule if r is not Rule.ALLOWED)
+
+
+def refused_by_policy(outcome: Any) -> bool:
+    """Whether an ingest outcome is an access-policy refusal (a 403 naming its
+    rule: no relationship, a hospital the source does not run...). Each may
+    have read the person's history first, so each answers no sooner than the
+    floor, whatever the rule (the MLLP listener's ACKs alike: hub/mllp.py)."""
     return outcome.status_code == 403 and isinstance(outcome.body, dict) and \
-        outcome.body.get("rule") == Rule.NO_RELATIONSHIP.value
+        outcome.body.get("rule") in _POLICY_RULES
 
 
 def caller_of(client: Any) -> Caller:

@@ -52,6 +52,14 @@ LEASE_MARGIN_SECONDS = 5.0
 KAFKA_REQUEST_TIMEOUT_SECONDS = 30.0  # KafkaTopicDeliverer's producer request_timeout_ms
 
 
+def mllp_limits(s: Settings) -> MllpLimits:
+    """The MLLP listener's limits from the settings (its refusal ACKs wait for
+    the writes' refusal floor, S117_WRITE_REFUSAL_FLOOR_MS, as REST and FHIR do)."""
+    return MllpLimits(max_frame_bytes=s.mllp_max_frame_bytes, read_timeout=s.mllp_read_timeout_seconds,
+                      idle_timeout=s.mllp_idle_timeout_seconds, max_connections=s.mllp_max_connections,
+                      max_per_peer=s.mllp_max_connections_per_peer, refusal_floor=s.write_refusal_floor_ms / 1000)
+
+
 def kafka_bootstrap(bus_url: str) -> str | None:
     """`sql` -> None; `kafka://h1:9092,h2:9092` -> "h1:9092,h2:9092"."""
     if bus_url == "sql":
@@ -125,9 +133,7 @@ class Hub:
             s = self.settings
             tls = (server_tls_context(s.mllp_tls_cert, s.mllp_tls_key, s.mllp_tls_client_ca)
                    if s.mllp_tls_cert and s.mllp_tls_key else None)
-            limits = MllpLimits(max_frame_bytes=s.mllp_max_frame_bytes, read_timeout=s.mllp_read_timeout_seconds,
-                                idle_timeout=s.mllp_idle_timeout_seconds, max_connections=s.mllp_max_connections,
-                                max_per_peer=s.mllp_max_connections_per_peer)
+            limits = mllp_limits(s)
             if s.mllp_tls_client_ca is None:  # settings allow it only on loopback or on the operator's word
                 log.warning("mllp without client certificates: MSH-4 names the sending trust unchecked",
                             port=s.mllp_port, allow_unauthenticated=s.mllp_allow_unauthenticated)

@@ -32,7 +32,7 @@ import orjson
 
 from adapters.fhir_inbound import MappingResult, map_message
 from adapters.fhir_inbound.mapping import INVALID, REQUIRED, VALUE
-from hub.access import no_sooner_than, refused_for_relationship
+from hub.access import no_sooner_than, refused_by_policy
 from hub.api.deps import ClientDep, HubDep, require
 from hub.fhir.namespaces import NHS_NUMBER_SYSTEM, Namespaces
 from hub.ids import uuid5
@@ -179,7 +179,7 @@ async def process_message(request: Request, hub: HubDep, client: ClientDep) -> J
         about = _about(raw, ns)
         refused = await hub.ingest.write_precheck(client, about, CHANNEL, partial=True) if about else None
         if refused is not None:
-            if refused_for_relationship(refused):  # unknown and not-yours alike, in time too
+            if refused_by_policy(refused):  # unknown and not-yours alike, in time too
                 await no_sooner_than(started, floor)
             return _refused(refused.body)
         problems = list(mapped.problems)
@@ -195,7 +195,7 @@ async def process_message(request: Request, hub: HubDep, client: ClientDep) -> J
         return _outcome(409, [_issue("error", "duplicate", e["reason"], mapped.location_of(e["field"]))
                               for e in outcome.body.get("errors", [])])
     if outcome.status_code == 403:
-        if refused_for_relationship(outcome):
+        if refused_by_policy(outcome):
             await no_sooner_than(started, floor)
         return _refused(outcome.body)
     if outcome.is_problem:

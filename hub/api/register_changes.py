@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import Route
 
-from hub.access import no_sooner_than, refused_for_relationship
+from hub.access import no_sooner_than, refused_by_policy
 from hub.api.deps import ClientDep, HubDep, Limit, get_client, own_row, require
 from hub.api.limits import ASGIApp, Receive, Scope, Send
 from hub.api.problems import PROBLEM_JSON, ProblemError
@@ -62,7 +62,7 @@ async def post_register_change(request: Request) -> Response:
         raise ProblemError(413, "too-large", "Body too large", f"a register change must be under {MAX_BODY} bytes")
     started = time.monotonic()
     outcome = await hub.ingest.accept(client, raw, channel="rest")
-    if refused_for_relationship(outcome):  # unknown and not-yours alike, in time too
+    if refused_by_policy(outcome):  # unknown and not-yours alike, in time too
         await no_sooner_than(started, hub.settings.write_refusal_floor_ms / 1000)
     # orjson: the answer to every change of a back-load (the standard library's encoder cost more than the rest of the response).
     return Response(orjson.dumps(outcome.body), status_code=outcome.status_code,

@@ -71,6 +71,20 @@ async def test_a_write_refused_for_no_relationship_waits_for_the_floor_too(app_h
     assert r.status_code == 202 and time.monotonic() - t < 2.0
 
 
+async def test_every_access_policy_refusal_of_a_write_waits_for_the_floor(app_hub):  # noqa: ANN001
+    """Not only no-relationship: a trust's change naming a hospital another trust runs is refused with
+    `hospital-not-run-by-source` whoever the person is, and over REST it was answered as soon as decided
+    (MLLP's ACK of it already waited: hub/mllp.py). Every access-policy 403 of a write now waits."""
+    app_hub.hub.settings.write_refusal_floor_ms = 400.0
+    changes = detention_to_move_scenario(random.Random(5), "hfloor", date(2025, 1, 6))
+    other_trust = (await add_client(app_hub.hub.engine, "CNWL", "RV3", "trust", ["register:write"]))[1]
+    t = time.monotonic()
+    r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": other_trust}, json=changes[0])
+    took = time.monotonic() - t
+    assert r.status_code == 403 and r.json()["rule"] == "hospital-not-run-by-source", r.text
+    assert took >= 0.4, took
+
+
 def _msa(ack: str) -> str:
     return next(seg for seg in ack.replace("\n", "\r").split("\r") if seg.startswith("MSA"))
 

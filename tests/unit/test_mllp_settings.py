@@ -48,3 +48,12 @@ def test_half_configured_tls_is_refused_naming_the_settings() -> None:
         _settings(mllp_tls_cert=Path("hub.crt"))
     with pytest.raises(ValidationError, match="mllp_tls_client_ca"):
         _settings(mllp_tls_client_ca=Path("ca.crt"))
+
+
+def test_the_listeners_refusal_acks_wait_for_the_write_refusal_floor_set() -> None:
+    """S117_WRITE_REFUSAL_FLOOR_MS reaches the MLLP listener as it reaches REST and FHIR (it kept the
+    default 50 ms whatever was set)."""
+    from hub.bootstrap import mllp_limits
+
+    assert mllp_limits(_settings(mllp_port=2575, write_refusal_floor_ms=120)).refusal_floor == 0.12
+    assert mllp_limits(_settings(mllp_port=2575)).refusal_floor == 0.05
