@@ -373,7 +373,8 @@ def _profiles(ns: Namespaces) -> tuple[ProfileDef, ...]:
             "S117-Task", "Task", f"{FHIR_CORE}Task", "S117 transfer or dispute Task",
             "A transfer of responsibility or a dispute stage as a workflow: status (requested, accepted, "
             "rejected, in-progress, completed; cancelled: a transfer withdrawn because later history shows "
-            "responsibility did not change hands, the reason in statusReason), the clock's owner, restriction.period the clock, focus the "
+            "responsibility did not change hands, or superseded by the same hand-over on another date, the reason in "
+            "statusReason), the clock's owner, restriction.period the clock, focus the "
             "person's s117 EpisodeOfCare (Worcs 4.3.4, 4.4.8, 15.1-15.6). Shared under the field group "
             "'workflow'.",
             (
