@@ -1,7 +1,13 @@
 """POST /v1/split-decisions and POST /v1/split-decisions/{id}/agree: a
 person's own split (panel decision, needs-matrix result at review, agreed
 exception), proposed by one responsible body and in force from its date once
-the other agrees (Worcs 8.5, A2.3). Scope packages:write."""
+the other agrees (Worcs 8.5, A2.3). Scope packages:write.
+
+A split is the pair's that agreed it (the answer to the agreement names the
+council and the ICB): it divides only the days charged to that pair, and ends
+when responsibility leaves the pair; the next pair's days follow the next
+pair's arrangement, and a return to the pair does not revive it (the pair
+agrees a new one). hub/domain/money/splits.py."""
 
 from __future__ import annotations
 

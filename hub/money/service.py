@@ -718,4 +718,5 @@ class DecisionService:
             return out
         log.info("split decision agreed", source=client.client_id, org_code=client.org_code)
         return Outcome(200, {"decision_id": decision_id, "status": "agreed",
-                             "effective_from": row.effective_from.isoformat(), "citation": "Worcs 8.5, A2.3"})
+                             "effective_from": row.effective_from.isoformat(), "council": row.council,
+                             "icb": row.icb, "citation": "Worcs 8.5, A2.3"})

@@ -33,7 +33,8 @@ async def _agreed_from_june(app_hub, seed: int) -> tuple[dict[str, str], str, di
     key, pid, person = await _setup(app_hub, seed)
     r = await _propose(app_hub, key[BUCKS], pid, "2026-06-01", "panel 2026-05-30")  # 30% council
     assert r.status_code == 201, r.text
-    assert (await _agree(app_hub, key[QU9], r.json()["decision_id"])).status_code == 200
+    ok = await _agree(app_hub, key[QU9], r.json()["decision_id"])
+    assert ok.status_code == 200 and (ok.json()["council"], ok.json()["icb"]) == (BUCKS, QU9), ok.text
     body = start(pid, f"pd-{seed}", f"PD{seed}", effective_date="2026-06-01")  # 700.00 a week, council-paid
     assert (await app_hub.http.post("/v1/packages", headers={"X-API-Key": key[BUCKS]}, json=body)).status_code == 201
     return key, pid, person
