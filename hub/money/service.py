@@ -438,7 +438,7 @@ class PackageService:
         charged to a pair `org` belongs to on some day up to then (`charged_to`:
         both bodies of a pair see the pair's lines, the new pair a line the
         register moved to it from the day it did); the decisions in force by
-        then; the agreed interim shares `org` is party to or that cover a line it sees."""
+        then of a pair `org` belongs to; the agreed interim shares `org` is party to or that cover a line it sees."""
         q = select(care_packages).where(care_packages.c.person_id == person_id)
         if as_of is not None:
             q = q.where(care_packages.c.start_date <= as_of)
@@ -455,6 +455,9 @@ class PackageService:
         if as_of is not None:
             decisions = [d for d in decisions if d.effective_from <= as_of]
         if org is not None:
+            # A split is its pair's (Worcs 8.5, A2.3): shown to the two bodies that agreed it, not to a body
+            # that took over from one of them (its days follow its own pair's arrangement).
+            decisions = [d for d in decisions if org in (d.council, d.icb)]
             lines = [line for line in lines if org in charged_to(line, pairs, interims, as_of)]
             interims = tuple(i for i in interims if org == i.lead_body or org in dict(i.shares)
                              or any(interim_covers(i, line, as_of) for line in lines))

@@ -184,8 +184,10 @@ async def test_the_person_query_shows_each_pair_its_own_split(app_hub):
         week = line["split_per_week"]
         assert (week["basis"], week["council_pence"], week["icb_pence"]) == ("area agreement", 42_000, 28_000)
         assert after["weekly_in_force"]["council_pence"] == 42_000
-        (d,) = after["decisions"]
-        assert (d["council"], d["in_force"], d["to"]) == (BUCKS, False, "2026-11-19")
+    # The ended decision is shown to its own pair's ICB, not to Worcestershire, which never agreed it.
+    assert (await _funding(app_hub, key[WORCS], pid, "2026-11-25"))["decisions"] == []
+    (d,) = (await _funding(app_hub, key[QU9], pid, "2026-11-25"))["decisions"]
+    assert (d["council"], d["in_force"], d["to"]) == (BUCKS, False, "2026-11-19")
     # The query's week and the statement's days agree: 11 days of Worcestershire's 60%.
     (n,) = _items((await _statement(app_hub, key[WORCS], "2026-11", WORCS)).json())
     assert abs(n["council_pence"] * 7 / n["days"] - 42_000) <= 1
