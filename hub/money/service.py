@@ -549,7 +549,18 @@ class PackageService:
                 out.setdefault(r.person_id, []).append(PersonDecision(
                     r.person_id, r.kind, r.council_share_bp, r.effective_from, r.proposed_at.date(),
                     r.agreed_at.date(), r.council, r.icb, r.reference))
-            firsts = {pid: found[0].effective_from for pid, found in out.items()}
+            # The agreement checked the decision's pair over its days as the register stood then
+            # (DecisionService.agree), so only a register change effective from its day on, or received
+            # since it was proposed, can have moved responsibility away from it: only those people's
+            # registers are evaluated (a report reads every decision: as `_moves`, bounded by who moved).
+            sd, rc = split_decisions.c, register_changes.c
+            since = select(sd.person_id).distinct().where(sd.agreed_at.is_not(None), select(rc.change_id).where(
+                rc.person_id == sd.person_id,
+                or_(rc.effective_date >= sd.effective_from, rc.received_at >= sd.proposed_at)).exists())
+            if person_ids is not None:
+                since = since.where(sd.person_id.in_(list(out)))
+            moved = set((await conn.execute(since)).scalars()) if out else set()
+            firsts = {pid: found[0].effective_from for pid, found in out.items() if pid in moved}
             pairs = await load_pairs(conn, firsts, firsts, LAST_DAY, self._ref, self._agreements)
             await conn.rollback()
         return {pid: list(decisions_ended(found, pairs.get(pid, ()))) for pid, found in out.items()}

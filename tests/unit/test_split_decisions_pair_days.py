@@ -229,3 +229,30 @@ async def test_a_split_ends_when_responsibility_leaves_its_pair_and_does_not_com
     view = await _funding(app_hub, key[BUCKS], pid, "2026-11-01")
     assert [(d["effective_from"], d["in_force"], d["to"]) for d in view["decisions"]] == [
         ("2026-06-01", False, "2026-08-09"), ("2026-10-20", True, None)]
+
+
+async def test_only_people_whose_register_changed_since_a_decision_are_evaluated_for_its_end(app_hub, monkeypatch):
+    """`decisions()` (every decision, for the register summary's spend) evaluates the register only of people
+    with a change effective from a decision's day on or received since it was proposed: the agreement checked
+    the pair over its days as the register stood then. A later move and a late change dated before the
+    decision both end it; a person with neither keeps theirs open, unevaluated."""
+    import hub.money.service as service
+
+    key, still, _ = await _agreed_from_june(app_hub, 75)
+    _, moved, person = await _agreed_from_june(app_hub, 76)
+    await _redetained_from_worcs(app_hub, person, 76, "2026-08-10")
+    _, late, person = await _agreed_from_june(app_hub, 77)
+    await _redetained_from_worcs(app_hub, person, 77, "2026-05-25")  # received now, dated before the decision
+    asked: list[set[str]] = []
+    real = service.load_pairs
+
+    async def spy(conn, person_ids, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        asked.append(set(person_ids))
+        return await real(conn, person_ids, *args, **kw)
+
+    monkeypatch.setattr(service, "load_pairs", spy)
+    found = await app_hub.hub.packages.decisions()
+    assert asked == [{moved, late}]
+    assert [d.last for d in found[still]] == [None]
+    assert [d.last for d in found[moved]] == [date(2026, 8, 9)]
+    assert [d.last for d in found[late]] == [date(2026, 5, 31)]
