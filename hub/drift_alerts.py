@@ -91,14 +91,16 @@ class DriftAlerts:
         self._ns = ns
         self._today = today
 
-    async def after_comparison(self, conn: AsyncConnection, snap: Any) -> Step:
-        """Inside the transaction that marks `snap` (a reconciliation_snapshots row) done."""
+    async def after_comparison(self, conn: AsyncConnection, snap: Any, named: int = 0) -> Step:
+        """Inside the transaction that marks `snap` (a reconciliation_snapshots row) done.
+        `named`: the people its rows rejected for another field than the NHS
+        number named (on the body's list, not compared: hub/reconciliation.py)."""
         body = snap.body_org
         today = self._today()
         threshold = self._sharing.drift_threshold(body, today)
         by_kind = await open_by_kind(conn, body)
         total = sum(by_kind.values())
-        listed = _listed(snap)
+        listed = _listed(snap.rows_read, snap.rows_rejected, named)
         state = await _state(conn, body)
         decided = step(threshold, total, listed, bool(state and state.above), snapshot_completed=True)
         if decided is Step.ALERT:
@@ -122,10 +124,12 @@ class DriftAlerts:
             if state is None or not state.above:
                 continue
             last = (await conn.execute(
-                select(reconciliation_snapshots.c.rows_read, reconciliation_snapshots.c.rows_rejected)
+                select(reconciliation_snapshots.c.rows_read, reconciliation_snapshots.c.rows_rejected,
+                       reconciliation_snapshots.c.summary)
                 .where(reconciliation_snapshots.c.body_org == body, reconciliation_snapshots.c.state == "done")
                 .order_by(reconciliation_snapshots.c.finished_at.desc()).limit(1))).first()
-            listed = _listed(last) if last else 0
+            listed = _listed(last.rows_read, last.rows_rejected, (last.summary or {}).get("row_rejected", 0)) \
+                if last else 0
             total = sum((await open_by_kind(conn, body)).values())
             threshold = self._sharing.drift_threshold(body, today)
             if step(threshold, total, listed, True, snapshot_completed=False) is Step.REARM:
@@ -160,9 +164,12 @@ class DriftAlerts:
         return Org(code=code, name=found.name if found is not None else code, kind=kind)
 
 
-def _listed(snap: Any) -> int:
-    """The people on a snapshot's list: its rows read less those rejected."""
-    return max(int(snap.rows_read or 0) - int(snap.rows_rejected or 0), 0)
+def _listed(rows_read: int | None, rows_rejected: int | None, named: int | None) -> int:
+    """The people on a snapshot's list: its rows read less those rejected, and
+    the people named by rows rejected for another field than the NHS number
+    (the body listed them; they are not compared: hub/reconciliation.py), as
+    the oversight report counts them."""
+    return max(int(rows_read or 0) - int(rows_rejected or 0), 0) + int(named or 0)
 
 
 async def _state(conn: AsyncConnection, body: str) -> Any:

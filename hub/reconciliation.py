@@ -533,7 +533,7 @@ class Reconciler:
                                        summary=summary, finished_at=now))
             if self._alerts is not None:
                 # In the same transaction: the alert is queued once with the snapshot's completion.
-                await self._alerts.after_comparison(conn, snap)
+                await self._alerts.after_comparison(conn, snap, counts["row_rejected"])
         log.info("snapshot compared", snapshot_id=sid, count=differences, **counts)
 
     @staticmethod

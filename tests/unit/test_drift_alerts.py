@@ -247,3 +247,23 @@ async def test_the_file_channel_appends_the_alert_as_an_ndjson_line(app_hub, tmp
         (1, DRIFT, event_id_for(BUCKS, sid))]
     got = read_drift(lines[0]["message"])
     assert (got["open"], got["listed"], got["threshold"]) == (2, 2, {"percentOfList": 50.0})
+
+
+async def test_people_named_by_rows_rejected_for_another_field_count_on_the_list_for_the_percentage(app_hub) -> None:  # noqa: ANN001
+    """A row rejected for a bad date still names its person: the body listed them (hub/reconciliation.py), and
+    the oversight report counts them on its list. The percentage threshold's list did not: four open
+    differences among ten people listed were taken as four of four (100%, alerted at 50%)."""
+    night = Night(app_hub, alerts_for(app_hub, {"events": ["*"], "reconciliation": {"drift_alert_percent": 50}}))
+    sub = await subscribe(app_hub, channel="feed")
+    numbers = nhs_numbers(10, start=771000)
+    rows_ = [{"nhs_number": n, "local_id": f"SW-{n[-4:]}", "entitled": True, "responsible_council": BUCKS}
+             for n in numbers]
+    for r in rows_[4:]:
+        r["entitlement_start"] = "2025-13-40"
+    snap = await send(app_hub, app_hub.keys[BUCKS], ndjson(rows_))
+    await night.reconciler.run_once()
+    (done,) = await rows(app_hub, reconciliation_snapshots, reconciliation_snapshots.c.snapshot_id == snap["snapshot_id"])
+    assert done.summary["row_rejected"] == 6 and done.differences == 4
+    assert await feed(app_hub, sub) == []  # 4 of 10: under 50%
+    (state,) = await rows(app_hub, drift_alerts, drift_alerts.c.body_org == BUCKS)
+    assert (state.above, state.open_total) == (False, 4)
