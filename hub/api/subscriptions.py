@@ -15,12 +15,12 @@ import orjson
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
-from sqlalchemy import func, literal, select
+from sqlalchemy import func, select
 
 from hub.api.deps import MAX_ID, ClientDep, HubDep, Limit, require
 from hub.access import record_decision
 from hub.api.problems import ProblemError
-from hub.delivery.queue import carried_field_groups, create_counter
+from hub.delivery.queue import create_counter
 from hub.delivery.kafka_topic import TOPIC_PATTERN, default_topic, topic_problem
 from hub.delivery.targets import url_problem
 from hub.domain.access import Rule
@@ -265,7 +265,7 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
     async with hub.engine.connect() as conn:
         q = (select(deliveries.c.event_number, deliveries.c.event_id, deliveries.c.message_id,
                     deliveries.c.event_type, deliveries.c.status, deliveries.c.created_at,
-                    delivery_messages.c.payload, carried_field_groups(literal(sub.org_code)))
+                    delivery_messages.c.payload, deliveries.c.field_groups)
              .select_from(deliveries_with_messages)
              .where(deliveries.c.subscription_id == subscription_id, deliveries.c.event_number >= from_)
              .order_by(deliveries.c.event_number).limit(limit))
@@ -278,7 +278,7 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
     for r in rows:
         item = {"event_number": r.event_number, "event_id": r.event_id, "message_id": r.message_id,
                 "event_type": r.event_type, "status": r.status, "queued_at": r.created_at.isoformat()}
-        withheld = check.withheld(sub.org_code, r.event_type, r.carried_groups) if check is not None else None
+        withheld = check.withheld(sub.org_code, r.event_type, r.field_groups) if check is not None else None
         if withheld is not None:
             item["withheld"] = {"kind": withheld.kind, "reason": withheld.reason}
         else:

@@ -26,7 +26,6 @@ from typing import Any
 
 from sqlalchemy import LargeBinary, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import ColumnElement
 
 from hub.ids import uuid7
 from hub.observability import metrics
@@ -114,22 +113,6 @@ async def share(
             **audit, decision="allowed", field_groups=groups, reason=decision.reason, channel=sub.channel)))
     metrics.DISPATCHED.labels(event_type=event_type, decision="allowed").inc()
     return queued
-
-
-# The field groups a queued message was rendered with, for a select over
-# `deliveries` (row attribute `carried_groups`): stored on the row when it is
-# queued (`delivery_row`; migration 0026 filled the rows queued before from
-# their `allowed` disclosures). None: not known (a row queued by hand).
-CARRIED_GROUPS = deliveries.c.field_groups.label("carried_groups")
-
-
-def carried_field_groups(recipient_org: ColumnElement[Any] | None = None) -> Any:
-    """`CARRIED_GROUPS`. It was a correlated probe of `disclosures` (the
-    `allowed` row of the event to `recipient_org`) in every lease, feed page
-    and replay; the row now carries its own message's groups, so the
-    recipient (the delivery's subscription's organisation) is no longer
-    needed: `recipient_org` is ignored, kept for the callers that pass it."""
-    return CARRIED_GROUPS
 
 
 async def hold_withheld(conn: AsyncConnection, held: list[tuple[Any, Withheld]], org_code: str,
@@ -280,7 +263,7 @@ def delivery_row(*, subscription_id: str, event_id: str, message_id: str, event_
     """A pending delivery with its message (`payload`), as `insert_deliveries` takes it.
     `field_groups`: the groups the message was rendered with, sorted, as its
     `allowed` disclosure names them (None: not known), kept on the row for the
-    check at the time of disclosure (`CARRIED_GROUPS`).
+    check at the time of disclosure (hub/delivery/leases.py, hub/api/feeds.py).
 
     Its id is time-ordered (`uuid7`, RFC 9562), not random: `deliveries` has a
     unique index on it, and a random id put each new delivery on a random leaf
