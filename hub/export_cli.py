@@ -56,7 +56,9 @@ async def _run(args: argparse.Namespace) -> dict:
         if tty:
             print(file=sys.stderr)
         done = await svc.export(export["export_id"])
-        return done | {"path": str(svc.file_path(await svc.export_row(export["export_id"])))}
+        # No file when no agreement was in force by the time it was written (state `withheld`).
+        return done | {"path": str(svc.file_path(await svc.export_row(export["export_id"])))
+                       if done["file_name"] else None}
     finally:
         await engine.dispose()
 

@@ -7,6 +7,10 @@ published outbound layouts (adapters/council_files/outbound.py).
 - A **full** extract holds every person the council is or was responsible
   for, coordinates, is host to, or was told of, with their current position.
 - Columns a council's agreement does not grant are empty, never omitted.
+- The agreements asked are those in force when the file is written: a
+  delivery they no longer allow is `held` (a `denied` disclosure), as on
+  every other channel, and a full extract for an organisation no agreement
+  names any more is not written (state `withheld`).
 
 Writing is atomic and restart-safe: the export row and the deliveries it
 takes are recorded first (state `building`), the file is written under a
@@ -50,6 +54,7 @@ from adapters.council_files.outbound import (
 )
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
+from hub.delivery.queue import hold_withheld
 from hub.domain.agreements import AgreementBook
 from hub.domain.model import RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
@@ -58,7 +63,7 @@ from hub.domain.rules import evaluate
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.reconciliation import PAGE, _hub_people
-from hub.sharing import SharingAgreements
+from hub.sharing import DisclosureCheck, SharingAgreements
 from hub.store.private_files import narrow_export_dirs, private_dir
 from hub.store.db import snapshot
 from hub.store.schema import (
@@ -371,9 +376,19 @@ class ExportService:
         name = row.file_name or (
             f"S117_{row.org_code}_{created.astimezone(LONDON):%Y%m%d_%H%M%S}_{row.mode.upper()}_{row.export_id[:8]}"
             f".{'csv' if layout.kind == 'csv' else 'dat'}")
-        groups = self.groups_in_force(row.org_code, created.date()) or frozenset()
+        # Disclosed under the agreements in force when the file is written (as every channel is,
+        # README "A message is disclosed under the agreement in force when it is sent"), not
+        # when it was asked for: the council's SFTP account collects the folder whatever the API says.
+        today = self._now().date()
+        in_force = self.groups_in_force(row.org_code, today)
+        if in_force is None and row.mode == "full":
+            await self._set(row.export_id, state="withheld")
+            log.warning("council file withheld: no data-sharing agreement in force names the organisation",
+                        org_code=row.org_code, mode=row.mode, export_id=row.export_id)
+            return
+        groups = in_force or frozenset()
         if row.mode == "delta":
-            await self._claim_deliveries(row, name)
+            await self._claim_deliveries(row, name, today)
             rows = self._delta_rows(row)
         else:
             await self._set(row.export_id, state="building", file_name=name)
@@ -412,9 +427,12 @@ class ExportService:
             await conn.execute(council_exports.update().where(council_exports.c.export_id == export_id)
                                .values(**values))
 
-    async def _claim_deliveries(self, row: Any, name: str) -> None:
+    async def _claim_deliveries(self, row: Any, name: str, today: date | None = None) -> None:
         """Take the subscription's pending deliveries into this export, numbered
-        on from the last file. Done once: a rebuild after a crash reuses them."""
+        on from the last file. Done once: a rebuild after a crash reuses them.
+        A delivery the agreements in force on `today` no longer allow (ended,
+        event type not covered, a field group it carries no longer granted) is
+        `held` with a `denied` disclosure, as on every other channel, not taken."""
         async with self._engine.begin() as conn:
             taken = (await conn.execute(select(func.count()).select_from(export_items)
                                         .where(export_items.c.export_id == row.export_id))).scalar_one()
@@ -425,11 +443,23 @@ class ExportService:
                     council_exports, council_exports.c.export_id == export_items.c.export_id)
                 .where(council_exports.c.subscription_id == row.subscription_id))).scalar() or 0
             in_files = select(export_items.c.delivery_id)
-            pending = (await conn.execute(
-                select(deliveries.c.delivery_id).where(
+            waiting = (await conn.execute(
+                select(deliveries.c.delivery_id, deliveries.c.delivery_seq, deliveries.c.event_id,
+                       deliveries.c.event_type, deliveries.c.field_groups).where(
                     deliveries.c.subscription_id == row.subscription_id, deliveries.c.status == "pending",
                     deliveries.c.delivery_id.not_in(in_files))
-                .order_by(deliveries.c.delivery_seq))).scalars().all()
+                .order_by(deliveries.c.delivery_seq))).all()
+            check = DisclosureCheck(self._sharing, today or self._now().date())
+            withheld = [(d, w) for d in waiting
+                        if (w := check.withheld(row.org_code, d.event_type, d.field_groups)) is not None]
+            if withheld:
+                await hold_withheld(conn, withheld, row.org_code, CHANNEL)
+                metrics.DELIVERY.labels(channel=CHANNEL, outcome="held").inc(len(withheld))
+                log.warning("delivery held: no agreement in force allows it now", channel=CHANNEL,
+                            recipient=row.org_code, subscription_id=row.subscription_id, count=len(withheld),
+                            error_kind=sorted({w.kind for _d, w in withheld}))
+            held = {d.delivery_id for d, _w in withheld}
+            pending = [d.delivery_id for d in waiting if d.delivery_id not in held]
             if pending:
                 await conn.execute(export_items.insert(), [
                     {"export_id": row.export_id, "delivery_id": d, "event_no": last_no + i}

@@ -54,7 +54,7 @@ async def request_export(body: ExportIn, hub: HubDep, client: ClientDep) -> dict
 
 @router.get("", summary="The caller's council files, newest first")
 async def list_exports(hub: HubDep, client: ClientDep,
-                       state: Literal["queued", "building", "ready", "acknowledged"] | None = None) -> dict:
+                       state: Literal["queued", "building", "ready", "acknowledged", "withheld"] | None = None) -> dict:
     require(client, SCOPE)
     q = select(council_exports.c.export_id).where(council_exports.c.org_code == client.org_code)
     if state:

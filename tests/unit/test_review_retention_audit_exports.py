@@ -1,0 +1,109 @@
+"""Review (retention, audit, council files out), each through the in-process
+app on a real SQLite store:
+
+- a council-file subscription wrote its delta and full files to the SFTP
+  folder whatever the agreements in force when the file was written (every
+  other channel holds what the agreement in force no longer allows);
+- the retention purge deleted log messages a council-file delivery not yet
+  written still needed (its row lost the person: no NHS number, no position);
+- `audit verify` passed a chain whose signed checkpoint's entry had been
+  deleted (the newest entries cut off), and a forged anchor (the oldest
+  entries deleted as if purged);
+- the subject access look-up (`POST /v1/ops/audit/person`) left out every
+  read of the person's record (person query, lookup, FHIR): only pushes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from adapters.council_files.outbound import OUT_LAYOUTS, read_export
+from hub.clients import add_client
+from hub.exports import ExportService
+from hub.retention import Purger, RetentionPolicy
+from hub.sharing import SharingAgreements
+from hub.store.schema import audit_chain, audit_cursors, bus_messages, deliveries, disclosures
+from tests.support import detention
+
+COUNCIL = "E06000060"
+NHS = ["9991100016", "9991100032"]
+
+
+async def _post(app_hub, change: dict) -> None:  # noqa: ANN001
+    r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=change)
+    assert r.status_code == 202, r.text
+
+
+async def _dispatch(app_hub) -> None:  # noqa: ANN001
+    while await app_hub.hub.dispatcher.run_once():
+        pass
+
+
+@pytest.fixture
+def exporter(app_hub, tmp_path: Path) -> ExportService:  # noqa: ANN001
+    h = app_hub.hub
+    h.exports = ExportService(h.engine, h.ref, h.agreements, h.sharing, h.protector, tmp_path / "exports", 36.0)
+    return h.exports
+
+
+@pytest.fixture
+async def admin(app_hub):  # noqa: ANN001
+    return {"X-API-Key": (await add_client(app_hub.hub.engine, "ops", "HUB", "hub-operator", ["hub:admin"]))[1]}
+
+
+async def _council_file(app_hub, mode: str = "delta") -> str:  # noqa: ANN001
+    r = await app_hub.http.post("/v1/subscriptions", headers={"X-API-Key": app_hub.keys[COUNCIL]},
+                                json={"channel": "council-file", "mode": mode})
+    assert r.status_code == 201, r.text
+    return r.json()["subscription_id"]
+
+
+def _end_agreement(app_hub, exporter: ExportService) -> None:  # noqa: ANN001
+    """The hub restarted with every agreement naming the council gone (ended, or withdrawn)."""
+    h = app_hub.hub
+    h.sharing = exporter._sharing = SharingAgreements(
+        [g for org, grants in h.sharing._by_org.items() if org != COUNCIL for g in grants])
+
+
+def _rows(exporter: ExportService, export: dict) -> list[dict]:
+    return read_export((exporter._dir / COUNCIL / "outbound" / export["file_name"]).read_bytes(),
+                       OUT_LAYOUTS["swift_csv"])
+
+
+# --- council files out: the agreement in force when the file is written --------------------------
+
+async def test_a_delta_file_holds_what_the_agreement_in_force_no_longer_allows(app_hub, exporter) -> None:  # noqa: ANN001
+    sub = await _council_file(app_hub)
+    for c in detention(NHS[0], "a"):
+        await _post(app_hub, c)
+    await _dispatch(app_hub)
+    _end_agreement(app_hub, exporter)
+    export = await exporter.run_now(sub)
+    await exporter.build_waiting()
+    export = await exporter.export(export["export_id"])
+    assert _rows(exporter, export) == []  # nothing about the person written to the SFTP folder
+    async with app_hub.hub.engine.connect() as conn:
+        statuses = (await conn.execute(select(deliveries.c.status)
+                                       .where(deliveries.c.subscription_id == sub))).scalars().all()
+        denied = (await conn.execute(select(func.count()).select_from(disclosures).where(
+            disclosures.c.recipient_org == COUNCIL, disclosures.c.decision == "denied",
+            disclosures.c.channel == "council-file"))).scalar_one()
+    assert statuses and set(statuses) == {"held"}  # held, as every other channel holds them
+    assert denied == len(statuses)
+
+
+async def test_a_scheduled_full_extract_is_not_written_once_the_agreement_ended(app_hub, exporter) -> None:  # noqa: ANN001
+    sub = await _council_file(app_hub, "full")
+    for c in detention(NHS[0], "a"):
+        await _post(app_hub, c)
+    await _dispatch(app_hub)
+    _end_agreement(app_hub, exporter)
+    export = await exporter.run_now(sub)
+    await exporter.build_waiting()
+    export = await exporter.export(export["export_id"])
+    assert export["state"] == "withheld" and export["file_name"] is None
+    assert not list((exporter._dir / COUNCIL / "outbound").glob("S117_*")) if (
+        exporter._dir / COUNCIL / "outbound").exists() else True
