@@ -5,7 +5,8 @@ job that enforces it (settings `S117_RETAIN_*_DAYS`; 0 keeps for ever).
   (the delivery row, its ids, status and timing stay for the trace);
 - the outbox/log: a message every consumer group has committed past (SQL log)
   or that the relay has sent to Kafka, is deleted once old enough, unless a
-  dead letter still needs it for a replay;
+  dead letter still needs it for a replay or a council file not yet written
+  (a council-file delivery pending or held) still needs it for its row;
 - quarantine raw input: emptied (the reasons and ids stay);
 - audit entries: whole days dropped from the start of the chain (hub/audit.py
   keeps the last dropped hash as the anchor, so what remains still verifies).
@@ -26,6 +27,7 @@ from hub.observability.logging import get_logger
 from hub.store.schema import (
     bus_messages,
     consumer_offsets,
+    council_file_subscriptions,
     dead_letters,
     deliveries,
     deliveries_with_messages,
@@ -95,16 +97,23 @@ class Purger:
         committed = {topic: n for topic, n in floor}
         needed = select(dead_letters.c.offset).where(dead_letters.c.replayed_at.is_(None),
                                                      dead_letters.c.topic == bus_messages.c.topic)
+        # A council file not yet written reads its rows' events from the log (hub/exports.py): a
+        # council-file delivery still pending or held keeps its message.
+        unwritten = select(deliveries.c.event_id).where(
+            deliveries.c.subscription_id.in_(select(council_file_subscriptions.c.subscription_id)),
+            deliveries.c.status.in_(("pending", "held")))
         total = 0
         for topic, below in committed.items():
             total += await self._batched(lambda topic=topic, below=below: delete(bus_messages).where(
                 bus_messages.c.offset.in_(select(bus_messages.c.offset).where(
                     bus_messages.c.topic == topic, bus_messages.c.offset < below,
-                    bus_messages.c.created_at < cutoff, bus_messages.c.offset.not_in(needed)).limit(BATCH))))
+                    bus_messages.c.created_at < cutoff, bus_messages.c.offset.not_in(needed),
+                    bus_messages.c.event_id.not_in(unwritten)).limit(BATCH))))
         # Kafka mode: the relay's mark is enough (Kafka keeps the log; the outbox row was only the hand-over).
         total += await self._batched(lambda: delete(bus_messages).where(bus_messages.c.offset.in_(
             select(bus_messages.c.offset).where(and_(bus_messages.c.relayed_at.is_not(None),
-                                                     bus_messages.c.relayed_at < cutoff)).limit(BATCH))))
+                                                     bus_messages.c.relayed_at < cutoff,
+                                                     bus_messages.c.event_id.not_in(unwritten))).limit(BATCH))))
         return total
 
 

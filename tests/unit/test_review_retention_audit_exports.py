@@ -107,3 +107,23 @@ async def test_a_scheduled_full_extract_is_not_written_once_the_agreement_ended(
     assert export["state"] == "withheld" and export["file_name"] is None
     assert not list((exporter._dir / COUNCIL / "outbound").glob("S117_*")) if (
         exporter._dir / COUNCIL / "outbound").exists() else True
+
+
+# --- retention: log messages a council file still needs ------------------------------------------
+
+async def test_the_outbox_purge_keeps_what_a_council_file_not_yet_written_needs(app_hub, exporter) -> None:  # noqa: ANN001
+    sub = await _council_file(app_hub)
+    for c in detention(NHS[0], "a"):
+        await _post(app_hub, c)
+    await _dispatch(app_hub)
+    old = datetime.now(UTC) - timedelta(days=400)
+    async with app_hub.hub.engine.begin() as conn:
+        await conn.execute(bus_messages.update().values(created_at=old))
+    done = await Purger(app_hub.hub.engine, app_hub.hub.audit, RetentionPolicy(30, 30, 90, 0)).run_once()
+    export = await exporter.run_now(sub)
+    await exporter.build_waiting()
+    rows = _rows(exporter, await exporter.export(export["export_id"]))
+    assert rows and {r["NHS_NO"] for r in rows} == {NHS[0]}, (done, rows)
+    # Once the file is written, the messages are purged as any other.
+    done = await Purger(app_hub.hub.engine, app_hub.hub.audit, RetentionPolicy(30, 30, 90, 0)).run_once()
+    assert done["outbox"] >= len(rows)
