@@ -19,8 +19,12 @@ SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 def private_dir(path: Path) -> None:
     """Make `path` and any missing parents with mode 0700 whatever the umask
     (`mkdir(parents=True)` gives the parents it makes the umask's mode, 0755
-    under umask 022); narrow `path` to 0700 if it exists wider. Directories
-    above `path` that already exist are not the hub's to change."""
+    under umask 022); narrow `path` to 0700 if it exists wider and is the
+    hub's own. Directories above `path` that already exist are not the hub's
+    to change, nor is `path` when it is shared (`shared_dir`: a sticky
+    directory such as /tmp, or one another user owns): a database or key file
+    put straight into /tmp must not close /tmp to every other user (the
+    files themselves are 0600 all the same)."""
     missing = []
     at = path
     while not at.is_dir() and at.parent != at:
@@ -34,8 +38,15 @@ def private_dir(path: Path) -> None:
                 raise
             continue  # made meanwhile (another hub process): made 0700 there
         os.chmod(d, 0o700)  # whatever the umask
-    if path.stat().st_mode & 0o077:
+    st = path.stat()
+    if st.st_mode & 0o077 and not shared_dir(st):
         os.chmod(path, 0o700)
+
+
+def shared_dir(st: os.stat_result) -> bool:
+    """Whether a directory is shared rather than the hub's: sticky (/tmp,
+    /var/tmp: anyone may make files there) or owned by another user."""
+    return bool(st.st_mode & stat.S_ISVTX) or st.st_uid != os.geteuid()
 
 
 def narrow_export_dirs(export_dir: Path) -> None:
@@ -46,7 +57,8 @@ def narrow_export_dirs(export_dir: Path) -> None:
     made 0600."""
     if not export_dir.is_dir():
         return
-    if export_dir.stat().st_mode & 0o077:
+    st = export_dir.stat()
+    if st.st_mode & 0o077 and not shared_dir(st):
         os.chmod(export_dir, 0o700)
     with os.scandir(export_dir) as entries:
         orgs = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]

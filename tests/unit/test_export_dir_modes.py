@@ -118,3 +118,24 @@ def test_private_dir_makes_missing_parents_0700_and_keeps_what_it_did_not_make(t
     private_dir(tmp_path / "a" / "b" / "c")
     assert [mode(tmp_path / p) for p in ("a", "a/b", "a/b/c")] == [0o700] * 3
     assert mode(tmp_path) == 0o755  # not the hub's: left as it is
+
+
+def test_a_shared_sticky_directory_is_never_narrowed(tmp_path: Path, umask_022: None) -> None:
+    """A database, key file or export directory put straight into a shared directory (/tmp: sticky,
+    1777) made the hub narrow it to 0700, closing it to every other user of the machine (initdb, run as
+    another user, then failed on /tmp). A sticky directory, or one another user owns, is left as it is;
+    the hub's files in it are 0600 all the same."""
+    from hub.store.private_files import private_sqlite
+
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    private_sqlite(shared / "hub.db")
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o1777
+    assert mode(shared / "hub.db") == 0o600
+    private_dir(shared)
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o1777
+    own = tmp_path / "own"
+    own.mkdir(mode=0o755)
+    private_sqlite(own / "hub.db")
+    assert mode(own) == 0o700  # the hub's own directory is still narrowed
