@@ -202,6 +202,11 @@ class AuditChain:
                                   .order_by(audit_chain.c.seq.desc()).limit(1))).first()
         if row is not None:
             return row.seq, row.entry_hash
+        return await self._anchor(conn)
+
+    @staticmethod
+    async def _anchor(conn: AsyncConnection) -> tuple[int, str]:
+        """(seq, hash) the chain starts after: the last purged entry's, else the genesis."""
         anchor = (await conn.execute(select(audit_cursors.c.last_id, audit_cursors.c.anchor_hash)
                                      .where(audit_cursors.c.source == "(anchor)"))).first()
         return (anchor.last_id, anchor.anchor_hash) if anchor else (0, GENESIS)
@@ -287,9 +292,7 @@ class AuditChain:
         problems: list[dict[str, Any]] = []
         checked = 0
         async with self._engine.connect() as conn:
-            anchor = (await conn.execute(select(audit_cursors.c.last_id, audit_cursors.c.anchor_hash)
-                                         .where(audit_cursors.c.source == "(anchor)"))).first()
-            seq, prev = (anchor.last_id, anchor.anchor_hash) if anchor else (0, GENESIS)
+            seq, prev = anchor_seq, anchor_hash = await self._anchor(conn)
             by_source = {s.name: s for s in SOURCES}
             after = seq
             while True:
@@ -326,14 +329,24 @@ class AuditChain:
                                                                       "after it was chained"})
                     seq, prev = e.seq, e.entry_hash
                 after = page[-1].seq
-            hashes = {}
+            anchored = anchor_seq == 0  # a purge's anchor must be a signed day's last entry
             for cp in (await conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.day))).all():
                 if not hmac.compare_digest(cp.signature, self._sign(cp.day, cp.last_seq, cp.last_hash)):
                     problems.append({"day": cp.day.isoformat(), "problem": "checkpoint signature does not verify"})
-                h = hashes.get(cp.last_seq) or (await conn.execute(select(audit_chain.c.entry_hash).where(
+                if cp.last_seq == anchor_seq and cp.last_hash == anchor_hash:
+                    anchored = True
+                if cp.last_seq <= anchor_seq:
+                    continue  # purged: the anchor stands for it
+                h = (await conn.execute(select(audit_chain.c.entry_hash).where(
                     audit_chain.c.seq == cp.last_seq))).scalar()
-                if h is not None and h != cp.last_hash:
+                if h is None:
+                    problems.append({"day": cp.day.isoformat(), "seq": cp.last_seq,
+                                     "problem": "the signed checkpoint's entry is missing: entries deleted"})
+                elif h != cp.last_hash:
                     problems.append({"day": cp.day.isoformat(), "problem": "the chain differs from the signed checkpoint"})
+            if not anchored:
+                problems.append({"seq": anchor_seq, "problem": "the anchor the chain starts from is not a signed "
+                                                               "checkpoint: entries deleted"})
             await conn.rollback()
         return {"entries_checked": checked, "ok": not problems, "problems": problems}
 
@@ -352,13 +365,26 @@ class AuditChain:
                  "chain_seq": r.seq} for r in rows]
 
     async def purge_before(self, cutoff: date) -> int:
-        """Drop whole days of entries before `cutoff`; the last dropped hash becomes the anchor."""
+        """Drop whole days of entries before `cutoff`, up to the newest signed day
+        before it; that day's checkpoint (its last seq and hash) becomes the anchor,
+        so `verify` can tell a purge from entries deleted under a forged anchor.
+        A day not yet signed is signed first; a chain that no longer matches the
+        checkpoint is not purged (what would show the tampering stays)."""
+        await self.checkpoint(cutoff)
         async with self._engine.begin() as conn:
             await self._lock(conn)
-            last = (await conn.execute(select(audit_chain.c.seq, audit_chain.c.entry_hash)
-                                       .where(audit_chain.c.at < datetime.combine(cutoff, datetime.min.time(), UTC))
-                                       .order_by(audit_chain.c.seq.desc()).limit(1))).first()
+            anchor_seq, _ = await self._anchor(conn)
+            last = (await conn.execute(select(audit_checkpoints.c.last_seq.label("seq"),
+                                              audit_checkpoints.c.last_hash.label("entry_hash"))
+                                       .where(audit_checkpoints.c.day < cutoff,
+                                              audit_checkpoints.c.last_seq > anchor_seq)
+                                       .order_by(audit_checkpoints.c.last_seq.desc()).limit(1))).first()
             if last is None:
+                return 0
+            held = (await conn.execute(select(audit_chain.c.entry_hash)
+                                       .where(audit_chain.c.seq == last.seq))).scalar()
+            if held != last.entry_hash:
+                log.warning("audit purge skipped: the chain differs from its signed checkpoint", seq=last.seq)
                 return 0
             n = (await conn.execute(delete(audit_chain).where(audit_chain.c.seq <= last.seq))).rowcount or 0
             await conn.execute(insert_or_merge(conn.dialect, audit_cursors)

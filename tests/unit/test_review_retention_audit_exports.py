@@ -127,3 +127,52 @@ async def test_the_outbox_purge_keeps_what_a_council_file_not_yet_written_needs(
     # Once the file is written, the messages are purged as any other.
     done = await Purger(app_hub.hub.engine, app_hub.hub.audit, RetentionPolicy(30, 30, 90, 0)).run_once()
     assert done["outbox"] >= len(rows)
+
+
+# --- the audit chain ------------------------------------------------------------------------------
+
+async def _chained_and_signed(app_hub) -> None:  # noqa: ANN001
+    for c in detention(NHS[0], "a"):
+        await _post(app_hub, c)
+    await _dispatch(app_hub)
+    chain = app_hub.hub.audit
+    while await chain.extend():
+        pass
+    assert await chain.checkpoint(datetime.now(UTC).date() + timedelta(days=1)) == 1
+    assert (await chain.verify())["ok"]
+
+
+async def test_entries_cut_off_after_a_signed_checkpoint_are_caught(app_hub) -> None:  # noqa: ANN001
+    await _chained_and_signed(app_hub)
+    async with app_hub.hub.engine.begin() as conn:  # the newest entries (the signed one included) deleted
+        top = (await conn.execute(select(func.max(audit_chain.c.seq)))).scalar_one()
+        await conn.execute(audit_chain.delete().where(audit_chain.c.seq >= top - 1))
+    result = await app_hub.hub.audit.verify()
+    assert not result["ok"] and any("checkpoint" in p["problem"] for p in result["problems"]), result
+
+
+async def test_a_forged_anchor_is_caught(app_hub) -> None:  # noqa: ANN001
+    await _chained_and_signed(app_hub)
+    async with app_hub.hub.engine.begin() as conn:  # the oldest entries deleted, as a purge would
+        cut = (await conn.execute(select(audit_chain.c.seq, audit_chain.c.entry_hash)
+                                  .where(audit_chain.c.seq == 3))).one()
+        await conn.execute(audit_chain.delete().where(audit_chain.c.seq <= 3))
+        await conn.execute(audit_cursors.insert().values(source="(anchor)", last_id=cut.seq,
+                                                         anchor_hash=cut.entry_hash))
+    result = await app_hub.hub.audit.verify()
+    assert not result["ok"] and any("anchor" in p["problem"] for p in result["problems"]), result
+
+
+async def test_the_purge_anchors_on_a_signed_checkpoint_and_the_chain_verifies(app_hub) -> None:  # noqa: ANN001
+    await _chained_and_signed(app_hub)
+    chain = app_hub.hub.audit
+    tomorrow = datetime.now(UTC).date() + timedelta(days=2)
+    n = await chain.purge_before(tomorrow)
+    assert n > 0
+    result = await chain.verify()
+    assert result["ok"] and result["entries_checked"] == 0, result
+    # New entries chain on from the anchor and verify.
+    await _post(app_hub, {**detention(NHS[1], "b")[0]})
+    await _dispatch(app_hub)
+    assert await chain.extend() > 0
+    assert (await chain.verify())["ok"]
