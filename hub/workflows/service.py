@@ -29,9 +29,9 @@ from hub.domain.access import Caller, Decision, PersonFacts, decide_raise_disput
 from hub.domain.agreements import AgreementBook, AreaAgreement
 from hub.domain.model import ChangeType, DomainEvent, EventType, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
-from hub.domain.rules import evaluate
+from hub.domain.rules import derive_events, evaluate
 from hub.domain.rules.precedence import is_late
-from hub.domain.rules.timeline import TransferStep, transfer_steps
+from hub.domain.rules.timeline import TransferStep, revealed_steps, transfer_steps
 from hub.domain.workflows import machine
 from hub.domain.workflows.clocks import due_on
 from hub.domain.workflows.model import (
@@ -52,6 +52,7 @@ from hub.ingest.service import Client, IngestService, event_id_for, load_person_
 from hub.observability.logging import get_logger
 from hub.store.db import InList, insert_or_merge
 from hub.store.schema import (
+    bus_messages,
     persons,
     register_changes,
     workflow_cases,
@@ -165,7 +166,9 @@ def same_handover(case: Case, still: set[Handover]) -> tuple[bool, date | None]:
     """Whether the history (its hand-overs `still`) holds the hand-over `case`
     was opened for, and if not, the other date it holds the same one on (the
     role and bodies: the nearest date, if more than one), else None. A case
-    opened before its date was kept is held by the same hand-over on any date."""
+    opened before its date was kept is dated on first use
+    (`WorkflowService._dated`); one that could not be is held by the same
+    hand-over on any date."""
     dates = sorted({on for role, f, t, on in still if (role, f, t) == (case.role, case.outgoing, case.incoming)})
     if case.handover_on is None:
         return bool(dates), None
@@ -173,6 +176,50 @@ def same_handover(case: Case, still: set[Handover]) -> tuple[bool, date | None]:
         return True, None
     handover_on = case.handover_on
     return False, min(dates, key=lambda d: (abs((d - handover_on).days), d)) if dates else None
+
+
+TRANSFERRED = EventType.RESPONSIBILITY_TRANSFERRED.value
+# A change's events are a handful (recorded, entitlement, a transfer for each
+# step a late change reveals, a move, a refusal, a dispute, reviews): the index
+# of the one that opened a case is well below this.
+EVENTS_A_CHANGE = 64
+
+
+def opening_event(case: Case, change_ids: list[str]) -> tuple[str, int, str] | None:
+    """The `s117-responsibility-transferred` event that opened transfer `case`,
+    as (change id, its index among that change's events, event id): the one
+    whose id gives the case's own (`case_id_for(event id, role)`), among the
+    events of `change_ids` (ingest numbers a change's events from 0:
+    hub/ingest/service.py `event_id_for`). None if none of them did."""
+    for change_id in change_ids:
+        for index in range(EVENTS_A_CHANGE):
+            event_id = event_id_for(change_id, index, TRANSFERRED)
+            if case_id_for(event_id, case.role) == case.case_id:
+                return change_id, index, event_id
+    return None
+
+
+def transfer_event_again(person_id: str, history: list[RegisterChange], change: RegisterChange, index: int,
+                         ref: ReferenceData, agreements: AgreementBook) -> DomainEvent | None:
+    """Event `index` of `change`, derived again as ingest derived it when the
+    change was recorded (on its `recorded_on`): `history`, the person's changes
+    recorded before it; a late change tells the transfers its arrival reveals,
+    each dated where it happens (hub/domain/rules/timeline.py). None if the
+    change has no such event."""
+    as_of = change.recorded_on
+    before = evaluate(person_id, history, ref, agreements, as_of) if history else None
+    after = evaluate(person_id, [*history, change], ref, agreements, as_of)
+    revealed = (revealed_steps(person_id, history, change, ref, agreements, as_of)
+                if history and is_late(change, history) else None)
+    events = derive_events(before, after, change, revealed=revealed)
+    return events[index] if index < len(events) else None
+
+
+def _opened(case: Case, event: DomainEvent) -> bool:
+    """Whether `event` tells the hand-over `case` was opened for (its role and bodies)."""
+    return (event.event_type is EventType.RESPONSIBILITY_TRANSFERRED
+            and (event.details.get(f"{case.role}_from"), event.details.get(f"{case.role}_to"))
+            == (case.outgoing, case.incoming))
 
 
 def _basis(status: S117Status, role: str) -> str | None:
@@ -407,10 +454,76 @@ class WorkflowService:
                 t.person_id == person_id, t.kind == CaseKind.TRANSFER.value,
                 t.state.in_(OPEN_TRANSFER_STATES)))).all():
             data = row.data
-            if (data.get("role"), data.get("outgoing"), data.get("incoming"), data.get("handover_on")) == (
-                    role, outgoing, incoming, on.isoformat()):
+            if (data.get("role"), data.get("outgoing"), data.get("incoming")) != (role, outgoing, incoming):
+                continue
+            if data.get("handover_on") is None:  # opened before it was kept: dated now, if it can be
+                handover_on = (await self._dated(conn, self.from_row(data))).handover_on
+            else:
+                handover_on = date.fromisoformat(data["handover_on"])
+            if handover_on == on:
                 return row.case_id
         return None
+
+    async def _dated(self, conn: AsyncConnection, case: Case, held: list[Any] | None = None) -> Case:
+        """`case` with its hand-over's date. A transfer case opened before
+        `handover_on` was kept is given it on first use (kept in the store: no
+        transition, nobody told, its hand-over is the same): the `occurred_on`
+        of the event that opened it (`_opening_handover_on`). One that cannot
+        be dated is returned as it is (matched without a date, as before).
+        `held`: the person's register changes, if already read."""
+        if case.kind is not CaseKind.TRANSFER or case.handover_on is not None:
+            return case
+        handover_on, source = await self._opening_handover_on(conn, case, held)
+        if handover_on is None:
+            log.info("transfer case left undated", case_id=case.case_id)
+            return case
+        # Under the case's lock, as any write of it is (an action may have
+        # moved it since it was read: only the date is added to what is held).
+        t = workflow_cases.c
+        data = (await conn.execute(select(t.data).where(t.case_id == case.case_id).with_for_update())).scalar_one()
+        if data.get("handover_on") is None:
+            await conn.execute(workflow_cases.update().where(t.case_id == case.case_id).values(
+                data={**data, "handover_on": handover_on.isoformat()}, version=t.version + 1,
+                updated_at=datetime.now(UTC)))
+            log.info("transfer case dated", case_id=case.case_id, source=source)
+        else:
+            handover_on = date.fromisoformat(data["handover_on"])
+        return replace(case, handover_on=handover_on)
+
+    async def _opening_handover_on(self, conn: AsyncConnection, case: Case,
+                                   held: list[Any] | None = None) -> tuple[date | None, str]:
+        """The date of the hand-over transfer `case` was opened for: the
+        `occurred_on` of the `s117-responsibility-transferred` event that
+        opened it, found by the case's id among the events of the change that
+        told it (`opened_by_change`; for a case older still, of the person's
+        changes). Read from the log while it holds the event ("log"), else
+        (purged by retention, or relayed to Kafka) derived again from the
+        person's history as the hub held it when that change was recorded
+        ("history"). Not the change's own effective date: a late change tells
+        a hand-over it reveals on the date of the step where it happens
+        (hub/domain/rules/timeline.py). (None, "") if the event is not found,
+        or does not tell this hand-over when derived again."""
+        if held is None:
+            c = register_changes.c
+            held = (await conn.execute(select(c.change_id, c.canonical, c.received_at)
+                                       .where(c.person_id == case.person_id))).all()
+        found = opening_event(case, [case.opened_by_change] if case.opened_by_change
+                              else [r.change_id for r in held])
+        if found is None:
+            return None, ""
+        change_id, index, event_id = found
+        payload = (await conn.execute(select(bus_messages.c.payload)
+                                      .where(bus_messages.c.event_id == event_id))).scalar_one_or_none()
+        if payload is not None:
+            told = from_jsonable(DomainEvent, payload["event"])
+            return (told.occurred_on, "log") if _opened(case, told) else (None, "")
+        mine = next((r for r in held if r.change_id == change_id), None)
+        if mine is None:
+            return None, ""
+        history = [from_jsonable(RegisterChange, r.canonical) for r in held if r.received_at < mine.received_at]
+        again = transfer_event_again(case.person_id, history, from_jsonable(RegisterChange, mine.canonical), index,
+                                     self._ref, self._agreements)
+        return (again.occurred_on, "history") if again is not None and _opened(case, again) else (None, "")
 
     async def people_with_withdrawable_transfers(self, conn: AsyncConnection, people: list[str]) -> set[str]:
         """Which of `people` have a transfer case late history can withdraw
@@ -477,6 +590,9 @@ class WorkflowService:
             by_party = set((await conn.execute(select(w.case_id).where(
                 w.case_id.in_(accepted), w.action == Action.ACCEPT.value))).scalars())
             cases = [case for case in cases if case.state != TransferState.ACCEPTED or case.case_id in by_party]
+        # A case opened before its hand-over's date was kept is dated first (kept,
+        # on first use): else the same hand-over on another date would hold it.
+        cases = [await self._dated(conn, case, held) for case in cases]
         as_of = max(datetime.now(UTC).date(), change.recorded_on)
         still = handovers(transfer_steps(person_id, history, self._ref, self._agreements, as_of))
         on = max(change.recorded_on, self.clock.today())

@@ -167,7 +167,9 @@ class Case:
     opened_by_change: str = ""
     # Transfers: the date of the hand-over the case was opened for (the
     # effective date of the step of the history, `occurred_on` of the event
-    # that told it; None for a case opened before it was kept). One hand-over
+    # that told it; None for a case opened before it was kept, until the
+    # workflows date it on first use from the event that opened it:
+    # hub/workflows/service.py `_dated`). One hand-over
     # is (role, outgoing, incoming, handover_on): a case whose hand-over the
     # history as corrected holds on another date is superseded.
     handover_on: date | None = None
