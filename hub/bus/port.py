@@ -42,3 +42,9 @@ class Subscriber(Protocol):
 # published after it, each `<event type>=<bodies it tells besides the
 # responsible ones, comma-separated>`, joined by ";" (hub/ingest/service.py).
 LATER_EVENTS = "later_events"
+# A header of a register change's first event (`s117-register-change-recorded`):
+# "1" when the change sorts before a change recorded before it (late history:
+# what was told since may be contradicted), "0" when it came in its turn
+# (hub/ingest/service.py `write_recorded`). Absent on events published before
+# it was kept: read as possibly late.
+LATE = "late"

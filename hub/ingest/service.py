@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.ids import uuid4, uuid5, uuid7
 from hub.access import AccessPolicy, caller_of, record_decision
-from hub.bus.port import EVENTS_TOPIC, LATER_EVENTS, BusMessage
+from hub.bus.port import EVENTS_TOPIC, LATE, LATER_EVENTS, BusMessage
 from hub.bus.sql import lock_topic, publish
 from hub.bus.payload import event_payload_fragment, json_fragment, status_fragment
 from hub.codec import from_jsonable
@@ -407,12 +407,16 @@ def _status_upsert(dialect: Any) -> Prepared:
 async def write_recorded(
     conn: Any, client: Client, change_in: RegisterChangeIn, change: RegisterChange, after: S117Status,
     events: list[DomainEvent], person_id: str, correlation_id: str, channel: str, now: datetime,
-    holidays: Any,
+    holidays: Any, late: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """A recorded change's rows, the same for one change and for a council
     file's chunk: the register change, its service level (5 working days)
     and its events on the outbox, with the status (without its history:
-    hub/bus/payload.py). Returns the service level and the 202 body."""
+    hub/bus/payload.py). Returns the service level and the 202 body. `late`:
+    the change sorts before one recorded before it; its first event
+    (`s117-register-change-recorded`) says so in the header `late` ("1" or
+    "0"), so a consumer that acts only on late history (the workflows'
+    withdrawal of a transfer case) passes over the rest unread."""
     # The canonical column and each event's payload as JSON made once (hub/bus/payload.py: the same bytes
     # as to_jsonable's dicts through the store's serializer; a change's events share its change and status).
     change_json = json_fragment(change)
@@ -437,6 +441,8 @@ async def write_recorded(
         eid = event_id_for(change.change_id, n, event_type)
         event_ids.append({"event_id": eid, "event_type": event_type})
         headers = {"correlation_id": correlation_id, "source": client.client_id, "event_type": event_type}
+        if n == 0:
+            headers[LATE] = "1" if late else "0"
         if named is not None and n + 1 < len(named):
             headers[LATER_EVENTS] = ";".join(named[n + 1:])
         await publish(conn, BusMessage(
@@ -800,8 +806,9 @@ class IngestService:
             change = self._canonical(change_in, client, person_id, today)
             after = evaluate(person_id, [*history, change], self._ref, self._agreements, today)
             self._remember(conn, person_id, [*history, change], today, after)
+            late = bool(history) and is_late(change, history)
             events = derive_events(before, after, change, holidays=self._ref.bank_holidays(),
-                                   revealed=self._revealed(person_id, history, change, today))
+                                   revealed=self._revealed(person_id, history, change, today) if late else None)
             # Worcs 8.5: while a dispute is open, a change that would end or move funding is held.
             hold = hold_reason(before, after, change)
             if hold is not None:
@@ -810,7 +817,7 @@ class IngestService:
                                          correlation_id)
 
             sl, body = await write_recorded(conn, client, change_in, change, after, events, person_id,
-                                            correlation_id, channel, now, self._ref.bank_holidays())
+                                            correlation_id, channel, now, self._ref.bank_holidays(), late)
             await record_status(conn, person_id, after, late=sl.state == "breach", new=created)  # the report's counts
             await conn.execute(
                 _INSERT_RESULT, dict(
@@ -894,11 +901,10 @@ class IngestService:
 
     def _revealed(self, person_id: str, history: Sequence[RegisterChange], change: RegisterChange,
                   today: date) -> list[TransferStep] | None:
-        """For a late change (sorting before one recorded), the transfers its
-        arrival adds to the person's history (hub/domain/rules/timeline.py);
-        None for a change in its turn, whose status before and after say it."""
-        if not history or not is_late(change, history):
-            return None
+        """For a late change (sorting before one recorded: the caller asks), the
+        transfers its arrival adds to the person's history
+        (hub/domain/rules/timeline.py); a change in its turn needs none, its
+        status before and after say it."""
         return revealed_steps(person_id, history, change, self._ref, self._agreements, today)
 
     def _evaluate(self, person_id: str, history: list[RegisterChange], today: date) -> S117Status:
@@ -1291,9 +1297,9 @@ class IngestService:
             previous = evaluation_of(pid)
             extended = previous.extended(change)  # == evaluate(pid, [*history, change], ...)
             after = extended.status
+            late = previous.is_late(change)
             events = derive_events(before, after, change, holidays=holidays,
-                                   revealed=self._revealed(pid, previous.changes, change, today)
-                                   if previous.is_late(change) else None)
+                                   revealed=self._revealed(pid, previous.changes, change, today) if late else None)
             if hold_reason(before, after, change) is not None:  # held while a dispute is open: per-change path
                 stopped.add(key)
                 continue
@@ -1312,7 +1318,7 @@ class IngestService:
                     details[pid] = self._protector.encrypt(orjson.dumps(merged))
                     await execute_prepared(conn, _UPDATE_DETAILS, {"pid": pid, "new_details": details[pid], "at": now})
             sl, body = await write_recorded(conn, client, change_in, change, after, events, pid,
-                                            correlation_id, channel, now, holidays)
+                                            correlation_id, channel, now, holidays, late)
             late_of[pid] = late_of.get(pid, 0) + (1 if sl.state == "breach" else 0)
             await conn.execute(_INSERT_RESULT, dict(
                 source=client.client_id, source_message_id=change_in.source_message_id, status_code=202, body=body,

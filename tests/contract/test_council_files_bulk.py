@@ -149,7 +149,7 @@ async def state(hub: Hub) -> dict[str, Any]:
                 {k: v for k, v in r._mapping.items() if k not in ("received_at",)})
         events = defaultdict(list)
         for r in (await conn.execute(select(bus_messages).order_by(bus_messages.c.offset))).all():
-            events[nhs[r.key]["nhs_number"]].append((r.headers["event_type"], r.payload))
+            events[nhs[r.key]["nhs_number"]].append((r.headers["event_type"], r.headers.get("late"), r.payload))
         status = {nhs[r.person_id]["nhs_number"]: {k: v for k, v in r._mapping.items() if k != "updated_at"}
                   for r in (await conn.execute(select(register_status))).all()}
         held = sorted((r.source_message_id or "", r.errors, hub.protector.decrypt(r.raw).decode())
