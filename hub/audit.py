@@ -351,18 +351,36 @@ class AuditChain:
         return {"entries_checked": checked, "ok": not problems, "problems": problems}
 
     async def person(self, person_id: str) -> list[dict[str, Any]]:
-        """Who was told what about this person, when, under which agreement (in chain order)."""
+        """Who was told what about this person, when, under which agreement: every push
+        decision (`disclosures`) and every read of the record (`access_decisions`, `action`
+        `read`), in time order."""
         async with self._engine.connect() as conn:
             rows = (await conn.execute(select(disclosures, audit_chain.c.seq)
                                        .join(audit_chain, (audit_chain.c.source == "disclosures")
                                              & (audit_chain.c.source_id == disclosures.c.disclosure_id), isouter=True)
                                        .where(disclosures.c.person_id == person_id)
                                        .order_by(disclosures.c.at, disclosures.c.disclosure_id))).all()
+            # Reads of the record (person query, lookup, FHIR read, a case's view or statement...): the
+            # access policy's decisions (allowed or refused), each a body told, or asking, about the person.
+            # Found through the chain's person index (`access_decisions` has none): the callers chain
+            # every record first.
+            reads = (await conn.execute(select(access_decisions, audit_chain.c.seq)
+                                        .select_from(audit_chain.join(
+                                            access_decisions, access_decisions.c.decision_id == audit_chain.c.source_id))
+                                        .where(audit_chain.c.person_id == person_id,
+                                               audit_chain.c.source == "access_decisions",
+                                               access_decisions.c.action == "read"))).all()
             await conn.rollback()
-        return [{"at": _jsonable(r.at), "recipient": r.recipient_org, "decision": r.decision,
-                 "event_type": r.event_type, "event_id": r.event_id, "agreement": r.agreement_id,
-                 "field_groups": r.field_groups, "channel": r.channel, "reason": r.reason,
-                 "chain_seq": r.seq} for r in rows]
+        out = [{"at": _jsonable(r.at), "recipient": r.recipient_org, "decision": r.decision,
+                "event_type": r.event_type, "event_id": r.event_id, "agreement": r.agreement_id,
+                "field_groups": r.field_groups, "channel": r.channel, "reason": r.reason,
+                "chain_seq": r.seq} for r in rows]
+        out += [{"at": _jsonable(r.at), "recipient": r.org_code, "decision": r.decision,
+                 "event_type": None, "event_id": None, "agreement": r.agreement_id,
+                 "field_groups": r.field_groups, "channel": r.channel, "reason": r.rule,
+                 "chain_seq": r.seq, "action": "read", "as_of": _jsonable(r.as_of)} for r in reads]
+        out.sort(key=lambda e: (e["at"], e["chain_seq"] or 0))
+        return out
 
     async def purge_before(self, cutoff: date) -> int:
         """Drop whole days of entries before `cutoff`, up to the newest signed day
@@ -414,7 +432,8 @@ def audit_events_bundle(person_id: str, entries: list[dict[str, Any]], hub_endpo
     """The person's disclosures as FHIR R4 AuditEvent resources in a collection Bundle."""
     resources = []
     for e in entries:
-        kind = "read" if e["channel"] == "read" else ("refusal" if e["decision"] == "denied" else "disclosure")
+        read = e["channel"] == "read" or e.get("action") == "read"  # a pushed read, or a read of the record
+        kind = "read" if read else ("refusal" if e["decision"] == "denied" else "disclosure")
         code, display = AUDIT_EVENT_TYPES[kind]
         org = e["recipient"]
         system = ("https://fhir.hl7.org.uk/Id/gss-code" if len(org) == 9 and org[:1] in "EWSN"
@@ -432,9 +451,10 @@ def audit_events_bundle(person_id: str, entries: list[dict[str, Any]], hub_endpo
             "source": {"observer": {"display": "S117 Hub"}, "site": hub_endpoint},
             "entity": [{"what": {"reference": f"Patient/{person_id}"},
                         "detail": [d for d in (
-                            {"type": "event_type", "valueString": e["event_type"]},
+                            {"type": "event_type", "valueString": e["event_type"]} if e["event_type"] else None,
+                            {"type": "channel", "valueString": e["channel"]} if e.get("action") else None,
                             {"type": "agreement", "valueString": e["agreement"]} if e["agreement"] else None,
-                            {"type": "field_groups", "valueString": ",".join(e["field_groups"] or [])},
+                            {"type": "field_groups", "valueString": ",".join(e["field_groups"])} if e["field_groups"] else None,
                             {"type": "chain_seq", "valueString": str(e["chain_seq"])} if e["chain_seq"] else None,
                         ) if d]}],
         }})

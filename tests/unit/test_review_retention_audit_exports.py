@@ -176,3 +176,25 @@ async def test_the_purge_anchors_on_a_signed_checkpoint_and_the_chain_verifies(a
     await _dispatch(app_hub)
     assert await chain.extend() > 0
     assert (await chain.verify())["ok"]
+
+
+# --- who was told what: reads too -----------------------------------------------------------------
+
+async def test_the_subject_access_look_up_includes_reads_of_the_record(app_hub, admin) -> None:  # noqa: ANN001
+    for c in detention(NHS[0], "a"):
+        await _post(app_hub, c)
+    await _dispatch(app_hub)
+    key = {"X-API-Key": app_hub.keys[COUNCIL]}
+    r = await app_hub.http.post("/v1/persons/lookup", headers=key, json={"nhs_number": NHS[0]})
+    assert r.status_code == 200, r.text
+    r = await app_hub.http.get(f"/v1/persons/{r.json()['person_id']}/s117", headers=key)
+    assert r.status_code == 200, r.text
+    r = await app_hub.http.post("/v1/ops/audit/person", headers=admin, json={"nhs_number": NHS[0]})
+    told = r.json()["disclosures"]
+    reads = [d for d in told if d["channel"] in ("query", "lookup")]
+    assert reads and reads[0]["recipient"] == COUNCIL and reads[0]["decision"] == "allowed", told
+    r = await app_hub.http.post("/v1/ops/audit/person", headers=admin, json={"nhs_number": NHS[0], "format": "fhir"})
+    from fhir.resources.R4B.bundle import Bundle  # noqa: PLC0415
+    bundle = Bundle.model_validate(r.json())
+    assert "R" in [e.resource.action for e in bundle.entry]
+    assert len(bundle.entry) == len(told)
