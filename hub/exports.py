@@ -506,10 +506,12 @@ class ExportService:
                        **position_values(statuses[msg.key], nhs, local.get(key))}
 
     async def people_for(self, org_code: str) -> set[str]:
-        """Persons the council was told of (allowed disclosures): the 'was' part of a full extract."""
+        """Persons the council was told of (allowed disclosures): the 'was' part of a full extract.
+        A `no-subscription` decision told it nothing (no subscription took the event): not counted,
+        as the access policy's notified body counts only what was disclosed (hub/api/persons.py)."""
         async with self._engine.connect() as conn:
             ids = set((await conn.execute(select(disclosures.c.person_id).distinct().where(
-                disclosures.c.recipient_org == org_code, disclosures.c.decision.in_(["allowed", "no-subscription"]))
+                disclosures.c.recipient_org == org_code, disclosures.c.decision == "allowed")
             )).scalars().all())
             await conn.rollback()
         return ids

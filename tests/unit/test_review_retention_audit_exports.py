@@ -198,3 +198,33 @@ async def test_the_subject_access_look_up_includes_reads_of_the_record(app_hub, 
     bundle = Bundle.model_validate(r.json())
     assert "R" in [e.resource.action for e in bundle.entry]
     assert len(bundle.entry) == len(told)
+
+
+# --- a full extract: the people the council was told of, not those it was not -----------------------
+
+async def test_a_full_extract_leaves_out_people_the_council_was_never_told_of(app_hub, exporter) -> None:  # noqa: ANN001
+    """Worcestershire (an agreement in force, no subscription) has no part in a Buckinghamshire person;
+    the dispatcher recorded `no-subscription` for it (the agreement would have allowed an event, nothing
+    was sent). The person query refuses it the person; the full extract must not list them either."""
+    from hub.delivery.queue import disclosure_row  # noqa: PLC0415
+
+    worcs = "E10000034"
+    _, key = await add_client(app_hub.hub.engine, "Worcs", worcs, "council", ["subscriptions:write", "s117:read"])
+    for c in detention(NHS[0], "a"):
+        await _post(app_hub, c)
+    await _dispatch(app_hub)
+    async with app_hub.hub.engine.begin() as conn:
+        person_id, event_id = (await conn.execute(select(disclosures.c.person_id, disclosures.c.event_id)
+                                                  .where(disclosures.c.person_id.is_not(None)).limit(1))).one()
+        await conn.execute(disclosures.insert().values(**disclosure_row(
+            event_id=event_id, person_id=person_id, event_type="s117-moved-out-of-area", recipient_org=worcs,
+            decision="no-subscription", agreement_id="DSA-HW-S117-HOST-2024", field_groups=["identity"],
+            reason="no subscription", channel=None)))
+    r = await app_hub.http.get(f"/v1/persons/{person_id}/s117", headers={"X-API-Key": key})
+    assert r.status_code == 404
+    r = await app_hub.http.post("/v1/exports", headers={"X-API-Key": key}, json={"layout": "swift_csv"})
+    assert r.status_code == 202, r.text
+    await exporter.build_waiting()
+    done = await exporter.export(r.json()["export_id"])
+    rows = read_export((exporter._dir / worcs / "outbound" / done["file_name"]).read_bytes(), OUT_LAYOUTS["swift_csv"])
+    assert rows == [], rows
