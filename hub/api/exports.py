@@ -47,8 +47,9 @@ async def _own(hub: Any, client: Client, export_id: str) -> Any:
 async def request_export(body: ExportIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, SCOPE)
     if hub.exports.groups_in_force(client.org_code, datetime.now(UTC).date()) is None:
+        await _audit_download(hub, client, allowed=False, rule=Rule.NO_AGREEMENT)  # a refused read, audited
         raise ProblemError(403, "forbidden", "Not permitted",
-                           "no data-sharing agreement in force names this organisation")
+                           "no data-sharing agreement in force names this organisation", rule="no-agreement")
     return await hub.exports.request(ExportRequest(client.org_code, body.layout, body.mode))
 
 
@@ -92,12 +93,17 @@ async def download(export_id: ExportId, hub: HubDep, client: ClientDep) -> Strea
         await _audit_download(hub, client, allowed=False, rule=Rule.NO_AGREEMENT)
         raise ProblemError(403, "forbidden", "Not permitted",
                            "no data-sharing agreement in force names this organisation", rule="no-agreement")
-    await _audit_download(hub, client, allowed=True)
     if row.state not in ("ready", "acknowledged"):
         raise ProblemError(409, "not-ready", "Not ready", f"the file is {row.state}; see /status for progress")
     f = hub.exports.open_file(row)  # never through a link the council's SFTP account put in its place
     if f is None:
         raise ProblemError(410, "gone", "Gone", "the file has been removed from the export directory")
+    # Audited as a read once there is a file to send: a 409 or 410 disclosed nothing.
+    try:
+        await _audit_download(hub, client, allowed=True)
+    except BaseException:
+        f.close()
+        raise
     media = "text/csv" if row.file_name.endswith(".csv") else "text/plain"
     return StreamingResponse(_stream(f), media_type=media, headers={
         "Content-Disposition": f'attachment; filename="{row.file_name}"', "S117-SHA256": row.sha256,

@@ -228,3 +228,33 @@ async def test_a_full_extract_leaves_out_people_the_council_was_never_told_of(ap
     done = await exporter.export(r.json()["export_id"])
     rows = read_export((exporter._dir / worcs / "outbound" / done["file_name"]).read_bytes(), OUT_LAYOUTS["swift_csv"])
     assert rows == [], rows
+
+
+# --- the extract's audit: what was read, and what was refused ---------------------------------------
+
+async def _export_reads(app_hub) -> list[tuple]:  # noqa: ANN001
+    from hub.store.schema import access_decisions  # noqa: PLC0415
+    async with app_hub.hub.engine.connect() as conn:
+        rows = (await conn.execute(select(access_decisions.c.org_code, access_decisions.c.decision,
+                                          access_decisions.c.rule)
+                                   .where(access_decisions.c.channel == "export")
+                                   .order_by(access_decisions.c.decision_id))).all()
+        await conn.rollback()
+    return [tuple(r) for r in rows]
+
+
+async def test_a_download_of_a_file_not_built_is_not_audited_as_a_read(app_hub, exporter) -> None:  # noqa: ANN001
+    key = {"X-API-Key": app_hub.keys[COUNCIL]}
+    export_id = (await app_hub.http.post("/v1/exports", headers=key, json={})).json()["export_id"]
+    r = await app_hub.http.get(f"/v1/exports/{export_id}", headers=key)
+    assert r.status_code == 409
+    assert await _export_reads(app_hub) == []  # nothing was disclosed
+    await exporter.build_waiting()
+    assert (await app_hub.http.get(f"/v1/exports/{export_id}", headers=key)).status_code == 200
+    assert await _export_reads(app_hub) == [(COUNCIL, "allowed", "allowed")]
+
+
+async def test_an_extract_asked_for_with_no_agreement_is_refused_by_rule_and_audited(app_hub) -> None:  # noqa: ANN001
+    r = await app_hub.http.post("/v1/exports", headers={"X-API-Key": app_hub.keys["E08000025"]}, json={})
+    assert r.status_code == 403 and r.json()["rule"] == "no-agreement"
+    assert await _export_reads(app_hub) == [("E08000025", "denied", "no-agreement")]
