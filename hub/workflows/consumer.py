@@ -14,8 +14,11 @@ lock (each interesting one in a savepoint) and commits the offset in that
 transaction (as the dispatcher does), so a replay opens nothing twice; case
 ids are derived from the event id for the same reason. A run of events that
 concern no case costs no more than the one offset commit of its batch (and,
-when it records changes, one read for whether any of their people has a
-transfer case late history can withdraw; their payloads are not read).
+when it records changes that came late, one read for whether any of their
+people has a transfer case late history can withdraw; their payloads are not
+read). A change in its turn (its recorded event's header `late` is "0") is
+passed over unread: accepted cases stay withdrawable for good, so without it
+every change of anyone who had ever moved would be read.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
-from hub.bus.port import EVENTS_TOPIC, BusMessage, Subscriber
+from hub.bus.port import EVENTS_TOPIC, LATE, BusMessage, Subscriber
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.store.schema import dead_letters
@@ -47,6 +50,14 @@ def recorded(msg: BusMessage) -> bool:
     return msg.headers.get("event_type") == RECORDED
 
 
+def recorded_late(msg: BusMessage) -> bool:
+    """A register change's first event whose change may have come late: only
+    late history can withdraw a transfer case (`on_history_changed`), and the
+    header says which changes came in their turn (hub/bus/port.py LATE; an
+    event published before it was kept is taken as possibly late)."""
+    return recorded(msg) and msg.headers.get(LATE) != "0"
+
+
 class WorkflowConsumer:
     def __init__(self, service: WorkflowService, bus: Subscriber, engine, max_attempts: int = 3) -> None:  # noqa: ANN001
         self._service = service
@@ -62,7 +73,7 @@ class WorkflowConsumer:
         case opens nothing again."""
         if interesting(msg):
             await self._service.on_event(conn, msg.payload, msg.event_id)
-        elif recorded(msg):
+        elif recorded_late(msg):
             await self._service.on_history_changed(conn, msg.key, msg.event_id)
 
     passed_commit_seconds = 1.0  # how long an offset moved past uninteresting events may go unwritten
@@ -75,7 +86,8 @@ class WorkflowConsumer:
         handled: list[BusMessage] = []
         dead = 0
         pass_over = getattr(self._bus, "pass_over", None)  # the SQL log (hub/bus/sql.py)
-        changed = list(dict.fromkeys(m.key for m in batch if recorded(m)))  # people whose history changed
+        # People whose history a change that may have come late changed (one in its turn withdraws nothing).
+        changed = list(dict.fromkeys(m.key for m in batch if recorded_late(m)))
         if pass_over is not None:
             if not batch:
                 await self._bus.commit_passed(GROUP, EVENTS_TOPIC, self.passed_commit_seconds)
@@ -100,7 +112,7 @@ class WorkflowConsumer:
                         continue
                     if msg.headers.get("event_type") == TRANSFERRED:
                         watched.add(msg.key)
-                    if interesting(msg) or (recorded(msg) and msg.key in watched):
+                    if interesting(msg) or (recorded_late(msg) and msg.key in watched):
                         try:
                             async with conn.begin_nested():
                                 await self.handle(conn, msg)

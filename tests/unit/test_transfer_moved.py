@@ -213,3 +213,31 @@ def test_the_machine_supersedes_a_moved_hand_over_and_withdraws_an_accepted_one(
     after, step = m.withdraw(accepted, DAY0)
     assert (step.from_state, after.state) == ("accepted", "withdrawn") and "accepted by" in step.explanation
     assert build_task(after)["statusReason"]["text"] == WITHDRAWN_REASON
+
+
+async def test_a_change_in_its_turn_is_passed_over_unread_by_the_workflows(redetained, monkeypatch):
+    """Accepted cases stay withdrawable for good, so every later change of the person would make the
+    workflows' consumer read and evaluate their history in a write transaction. Only late history can
+    withdraw a case: a change in its turn (its recorded event's header `late` "0") is passed over
+    unread, and a late one still withdraws."""
+    app_hub = redetained
+    http, hub = app_hub.http, app_hub.hub
+    [first] = await transfer_cases(hub)
+    r = await http.post(f"/v1/transfers/{first['case_id']}/accept", headers=h(app_hub, WORCS))
+    assert r.status_code == 200, r.text
+    await drain(app_hub)
+    read: list[str] = []
+    real = hub.workflows.on_history_changed
+
+    async def counted(conn, person_id, event_id):  # noqa: ANN001, ANN202
+        read.append(event_id)
+        return await real(conn, person_id, event_id)
+
+    monkeypatch.setattr(hub.workflows, "on_history_changed", counted)
+    await _post(app_hub, "R1A", {**app_hub.base, "change_type": "left-hospital", "effective_date": _on(260),
+                                 "hospital_ods": "R1A", "source_message_id": "wd-in-turn"})
+    await drain(app_hub)
+    assert read == [] and [c["state"] for c in await transfer_cases(hub)] == ["accepted"]
+    await moved_late(app_hub)
+    assert len(read) == 1
+    assert [c["state"] for c in await transfer_cases(hub) if c["case_id"] == first["case_id"]] == ["withdrawn"]
