@@ -43,6 +43,11 @@ ALLOWED_KEYS = frozenset(
         "event_types",
         # `s117hub serve`'s processes at start (hub/cli.py): counts and "auto" / "set"
         "processes", "usable_cores", "chosen",
+        # a transfer case withdrawn (hub/workflows/service.py: the state it was in, whether superseded),
+        # an audit purge skipped (the checkpoint's seq), a council file withheld (its export id)
+        "was", "superseded", "seq", "export_id",
+        # settings at start: the database adapter's name, MLLP open to unauthenticated senders
+        "adapter", "allow_unauthenticated",
     }
 )
 REDACTED = "[redacted]"
