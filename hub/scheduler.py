@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hub.bus.port import EVENTS_TOPIC, BusMessage
+from hub.bus.port import EVENTS_TOPIC, HISTORY_RECEIVED_BY, BusMessage, history_received_by
 from hub.bus.payload import event_payload, status_on_the_bus
 from hub.bus.sql import publish
 from hub.codec import from_jsonable, to_jsonable
@@ -66,7 +66,7 @@ class ReviewScanner:
 
     async def _scan_person(self, person_id: str, today: date) -> int:
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(select(register_changes.c.canonical)
+            rows = (await conn.execute(select(register_changes.c.canonical, register_changes.c.received_at)
                                        .where(register_changes.c.person_id == person_id))).all()
             await conn.rollback()
         changes = [from_jsonable(RegisterChange, r.canonical) for r in rows]
@@ -74,17 +74,19 @@ class ReviewScanner:
         if not status.entitled:
             return 0
         latest = max(changes, key=change_order)
+        # The history the reminders are told against: the changes received by the latest of these.
+        told_against = history_received_by(max(r.received_at for r in rows))
         published = 0
         # Every pending review, not only the earliest: an overdue first review
         # must not hide the unscheduled one a move sets off (Worcs 14.1, 17.1).
         for review in status.pending_reviews:
             if review.due_on - today > self._notice:
                 continue
-            published += await self._publish(person_id, review, latest, status, today)
+            published += await self._publish(person_id, review, latest, status, today, told_against)
         return published
 
     async def _publish(self, person_id: str, review: ReviewDue, latest: RegisterChange, status: S117Status,
-                       today: date) -> int:
+                       today: date, told_against: str) -> int:
         event_id = review_event_id(person_id, review.due_on, review.kind)
         overdue = review.due_on < today
         event = DomainEvent(
@@ -106,7 +108,7 @@ class ReviewScanner:
                     topic=EVENTS_TOPIC, key=person_id, event_id=event_id,
                     payload=event_payload(event, to_jsonable(latest), status_on_the_bus(status)),
                     headers={"correlation_id": str(uuid.uuid4()), "source": "review-scheduler",
-                             "event_type": EventType.REVIEW_DUE.value},
+                             "event_type": EventType.REVIEW_DUE.value, HISTORY_RECEIVED_BY: told_against},
                 ))
         except IntegrityError:
             return 0  # another instance published the same reminder first

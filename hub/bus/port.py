@@ -4,6 +4,7 @@ later, Kafka. Each backend must pass tests/contract/test_bus_contract.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from collections.abc import Collection
 from typing import Any, Protocol
 
@@ -48,3 +49,17 @@ LATER_EVENTS = "later_events"
 # (hub/ingest/service.py `write_recorded`). Absent on events published before
 # it was kept: read as possibly late.
 LATE = "late"
+# A header of an event the hub's workflows or the review scanner publish (not
+# a register change's): the `received_at` (ISO 8601, UTC) of the latest
+# register change of the person in the history it was told against (read in
+# the transaction or scan that published it). The dispatcher tells the event
+# against the changes received by then, not those received since (each has
+# events of its own still to come). Absent on events published before it was
+# kept: read as the whole history.
+HISTORY_RECEIVED_BY = "history_received_by"
+
+
+def history_received_by(received: datetime) -> str:
+    """The header's value for the latest `received_at` of a history read
+    (a naive value, as SQLite gives it back, is UTC)."""
+    return (received.replace(tzinfo=UTC) if received.tzinfo is None else received.astimezone(UTC)).isoformat()
