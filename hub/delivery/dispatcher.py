@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hub.ids import uuid5
 from hub.store.recording import RecordingConn
 from hub.ingest.status_cache import StatusCache
-from hub.bus.port import EVENTS_TOPIC, LATER_EVENTS, BusMessage, Subscriber
+from hub.bus.port import EVENTS_TOPIC, HISTORY_RECEIVED_BY, LATER_EVENTS, BusMessage, Subscriber
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
 from hub.delivery import queue
@@ -89,7 +89,8 @@ _VIEW_UPDATE = Prepared(recipient_views.update()
 GROUP = "dispatcher"
 REVIEW_SCANNER_SOURCE = "review-scheduler"  # the bus header `source` of hub/scheduler.py's reminders
 WORKFLOW_SOURCE = "hub:workflows"  # the bus header `source` of the workflows' events (hub/workflows/service.py)
-# Sources of events that are not one register change's: they tell what the whole history holds.
+# Sources of events that are not one register change's: they tell what the history held when they were
+# published (their `HISTORY_RECEIVED_BY` header), or, published before it was kept, the whole history.
 _WHOLE_HISTORY_SOURCES = frozenset({REVIEW_SCANNER_SOURCE, WORKFLOW_SOURCE})
 MESSAGE_NAMESPACE = uuid.UUID("0c8f7d0e-2b54-4d61-8a4b-511751175117")
 
@@ -106,6 +107,17 @@ def view_event_id_for(trigger_event_id: str, org_code: str) -> str:
     """The event telling `org_code` its position changed because of the
     triggering bus event: a replay of that event gives the same id."""
     return uuid5(VIEW_EVENT_NAMESPACE, f"{trigger_event_id}/{org_code}")
+
+
+def _received_by(header: str | None, received: list[tuple[RegisterChange, datetime]]) -> datetime | None:
+    """A workflow's or the review scanner's `HISTORY_RECEIVED_BY` header, read once per message, as the
+    history's own `received_at` values are (naive on SQLite, which gives them back in UTC)."""
+    if not header or not received:
+        return None
+    at = datetime.fromisoformat(header)
+    if received[0][1].tzinfo is None:
+        return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo is not None else at
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 class Dispatcher:
@@ -465,8 +477,10 @@ class Dispatcher:
         Every message carries the recipient's whole position and a version one
         higher than the last it was sent (hub/domain/views.py). A register
         change's truth is the history received up to it (changes received
-        since have messages of their own): a backlog, in any batches, tells
-        each body what the changes dispatched one by one would.
+        since have messages of their own), and a workflow's or the review
+        scanner's event's the history received by its publishing (its
+        `history_received_by` header): a backlog, in any batches, tells each
+        body what the events dispatched one by one would.
 
         `cache` (a batch of messages in one transaction, see `_handle_batch`)
         keeps what the batch read once per person: its history and status,
@@ -501,15 +515,27 @@ class Dispatcher:
         # tells each body what the same changes dispatched one by one would, whatever
         # the batches: an older change's event never carries a later change's fact
         # (a fact the body's agreement may not grant, under an event that names
-        # another). The workflows' and the review scanner's events are not a change's:
-        # they tell the whole history.
-        # Every body it moves hears it from this change's messages, a correction if
-        # the change is late, as when it was dispatched on its own.
-        told_later = arrived is not None and any(t > arrived for _, t in received)
-        upto = arrived if told_later and msg.headers.get("source") not in _WHOLE_HISTORY_SOURCES else None
-        if upto is not None:
-            received = [(c, t) for c, t in received if t <= upto]
-            told_later = False
+        # another). Every body it moves hears it from this change's messages, a
+        # correction if the change is late, as when it was dispatched on its own.
+        # The workflows' and the review scanner's events are not a change's: they
+        # tell the history as it stood when they were published (the changes received
+        # by their `history_received_by` header), so a change received after one was
+        # published, before it is dispatched, is told by that change's own messages
+        # only; published before the header was kept, the whole history.
+        if msg.headers.get("source") in _WHOLE_HISTORY_SOURCES:
+            upto = _received_by(msg.headers.get(HISTORY_RECEIVED_BY), received)
+            if upto is not None:
+                if any(t > upto for _, t in received):
+                    received = [(c, t) for c, t in received if t <= upto]
+                else:
+                    upto = None  # nothing received since: the whole history (one status for both)
+            told_later = arrived is not None and any(t > arrived for _, t in received)
+        else:
+            told_later = arrived is not None and any(t > arrived for _, t in received)
+            upto = arrived if told_later else None
+            if upto is not None:
+                received = [(c, t) for c, t in received if t <= upto]
+                told_later = False
         history = [c for c, _ in received]
         if history and self._agreements is not None:
             statuses = cache.status.setdefault(person_id, {})
@@ -554,9 +580,9 @@ class Dispatcher:
                                                explain=self._explains(org, event.event_type, today))
                              if corrects else None)
 
-        # A workflow's or the review scanner's event tells the whole history: a
-        # change received after the change it names has its own messages still to
-        # come (or sent), which tell each body what that change made it (once, by
+        # A workflow's or the review scanner's event tells the history received by its
+        # publishing: a change received after the change it names has its own messages
+        # still to come (or sent), which tell each body what that change made it (once, by
         # the message of the change that made it, or the last), whatever the batches.
         for org in sorted(truth) if not told_later else ():
             target = truth[org]

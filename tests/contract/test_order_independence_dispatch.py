@@ -505,3 +505,93 @@ def test_a_narrow_agreement_is_told_the_same_whatever_the_batches(narrow_world) 
         loop.run_until_complete(run())
 
     check()
+
+
+# ------------------------------------- a workflow's event, a change received after it
+
+# Buckinghamshire may hear that an entitlement started and how a dispute case
+# it is party to moves (`s117-dispute-updated`, the workflows' event), nothing
+# else; every other body everything (test_recipient_views_sharing.py's NARROW).
+def _dispute_updates_granted() -> str:
+    from tests.contract.test_recipient_views_sharing import NARROW
+
+    return NARROW.replace("events: [s117-entitlement-started]",
+                          "events: [s117-entitlement-started, s117-dispute-updated]")
+
+
+def died_during_dispute(dispute_id: str) -> list[dict[str, Any]]:
+    """Entitled (detained from Buckinghamshire, left hospital), a council dispute
+    (`dispute_id`: one case per dispute) with Worcestershire raised (the workflows open its case and publish
+    `s117-dispute-updated`), then the person died (never held by an open
+    dispute: `s117-entitlement-ended`)."""
+    return [
+        {"effective_date": "2024-03-04", "change_type": "detained", "legal_status_code": "03",
+         "hospital_ods": "RNU", "residence_la_gss": BUCKS, "gp_practice_ods": GP[BUCKS]},
+        {"effective_date": "2024-05-01", "change_type": "left-hospital"},
+        {"effective_date": "2024-06-03", "change_type": "dispute-raised",
+         "dispute": {"dispute_id": dispute_id, "kind": "council", "parties": [BUCKS, WORCS]}},
+        {"effective_date": "2024-08-01", "change_type": "died"},
+    ]
+
+
+def test_a_workflow_event_tells_the_history_it_was_published_against_not_a_change_received_after_it(
+        tmp_path: Path) -> None:
+    """The workflows publish the dispute case's `s117-dispute-updated` (W); the
+    death (C2) is received before the dispatcher reaches W; then one batch
+    dispatches both. W's messages used to be told against the whole history
+    received by dispatch time: they carried the death, under
+    `s117-dispute-updated`, to Buckinghamshire, whose agreement grants that
+    event type but not `s117-entitlement-ended`, and the death's own event had
+    nothing left to tell it. W is told against the history as it stood when it
+    was published (its `history_received_by` header); the death is told by its
+    own messages; every body ends holding what one-by-one dispatch leaves it."""
+    (tmp_path / "w").mkdir()
+
+    async def run() -> None:
+        w, close = await _world(tmp_path / "w", _dispute_updates_granted())
+        try:
+            # One by one: W is dispatched before the death arrives.
+            history = died_during_dispute("D-wf-alone")
+            alone = await play(w, materialise(history, "wfalone", seed=11), tuple(range(len(history))), "each",
+                               workflows=True)
+            # W published, the death received, then one batch.
+            changes = materialise(died_during_dispute("D-wf-batch"), "wfbatch", seed=12)
+            person_id = None
+            for change in changes[:-1]:
+                person_id = (await w.post(change)).get("person_id", person_id)
+            await drain(w, None)  # the dispatcher keeps up with the register...
+            while await w.hub.workflow_consumer.run_once():
+                pass  # ...the workflows publish W...
+            async with w.hub.engine.connect() as conn:
+                rows = (await conn.execute(select(bus_messages.c.event_id, bus_messages.c.headers).where(
+                    bus_messages.c.topic == "s117.events", bus_messages.c.key == person_id))).all()
+                await conn.rollback()
+            published = [r.event_id for r in rows if (r.headers or {}).get("event_type") == "s117-dispute-updated"]
+            assert len(published) == 1, rows
+            await w.post(changes[-1])  # ...the death is received before the dispatcher reaches W...
+            assert await w.hub.dispatcher.run_once() >= 2  # ...and one batch dispatches W and the death's events
+            await drain(w, None, workflows=True)
+            await w.pull_all()
+            assert person_id is not None
+
+            for org in w.subscribers:
+                for m, p in of_person(w, org, person_id):
+                    if m["event_id"] == published[0]:
+                        assert p.view.get("ended_by") != "death" and p.view.get("entitled") is not False, \
+                            f"{org} told the death under W ({m['event_type']}): {p.view}"
+            # The death's own messages tell it (BOB ICB, responsible, granted everything).
+            ended = [p.view for m, p in of_person(w, BOB_ICB, person_id) if m["event_type"] == "s117-entitlement-ended"]
+            assert ended and ended[-1]["ended_by"] == "death", \
+                [m["event_type"] for m, _ in of_person(w, BOB_ICB, person_id)]
+            # Buckinghamshire never hears of the death; it holds what it holds one by one, as does everyone.
+            bucks = {m["event_type"] for m, _ in of_person(w, BUCKS, person_id)}
+            assert bucks <= {"s117-entitlement-started", "s117-dispute-updated", "s117-notification-corrected"}, bucks
+            for org, sub in w.subscribers.items():  # (each person's dispute its own id)
+                held = [orjson.dumps(sub.positions.get(p, (0, None))[1]).replace(b"D-wf-batch", b"D-wf-alone")
+                        for p in (alone, person_id)]
+                assert held[1] == held[0], f"{org}: in one batch {held[1]!r}, one by one {held[0]!r}"
+            assert w.subscribers[BUCKS].positions[person_id][1]["entitled"] is True
+        finally:
+            await close()
+
+    asyncio.run(run())

@@ -7,10 +7,12 @@ from datetime import date, timedelta
 
 from sqlalchemy import select
 
+from hub.bus.port import HISTORY_RECEIVED_BY, history_received_by
 from hub.domain.dates import add_months
+from hub.fhir.messages import read_position
 from hub.sample_data import detention_to_move_scenario
 from hub.scheduler import ReviewScanner
-from hub.store.schema import bus_messages
+from hub.store.schema import bus_messages, register_changes
 
 
 async def test_a_review_falling_due_is_announced_once(app_hub):
@@ -74,3 +76,49 @@ async def test_an_overdue_first_review_does_not_hide_the_unscheduled_review_a_mo
                          r.payload["event"]["details"]["overdue"])
                         for r in rows if r.payload["event"]["person_id"] == person_id))
     assert reminders == [("first", "left-hospital", "yes"), ("unscheduled", "moved", "yes")]
+
+
+async def test_a_reminder_tells_the_history_it_was_scanned_against_not_a_change_received_before_its_dispatch(app_hub):
+    """The reminder is published (headed with the latest `received_at` of the
+    history it was scanned against), then the person's death is received, then
+    one dispatch batch: the reminder's message tells the position as the scan
+    found it (entitled), the death's own event tells the death."""
+    hub = app_hub.hub
+    council = app_hub.keys["E06000060"]
+    r = await app_hub.http.post("/v1/subscriptions", headers={"X-API-Key": council}, json={"channel": "feed"})
+    assert r.status_code == 201, r.text
+    subscription_id = r.json()["subscription_id"]
+    left = date.today() - timedelta(days=80)
+    changes = detention_to_move_scenario(random.Random(11), "rev3", left - timedelta(days=90))[:3]
+    changes[2]["effective_date"] = left.isoformat()
+    for c in changes:
+        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=c)
+        assert r.status_code == 202, r.text
+    person_id = r.json()["person_id"]
+    while await hub.dispatcher.run_once():
+        pass
+
+    assert await ReviewScanner(hub.engine, hub.ref, hub.agreements, notice_days=14).run_once() == 1
+    async with hub.engine.connect() as conn:
+        received = (await conn.execute(select(register_changes.c.received_at)
+                                       .where(register_changes.c.person_id == person_id))).scalars().all()
+        headers = (await conn.execute(select(bus_messages.c.headers).where(
+            bus_messages.c.key == person_id,
+            bus_messages.c.headers["source"].as_string() == "review-scheduler"))).scalar_one()
+    assert headers[HISTORY_RECEIVED_BY] == history_received_by(max(received))
+
+    died = {**changes[0], "source_message_id": "rev3-died", "change_type": "died",
+            "effective_date": (left + timedelta(days=10)).isoformat()}
+    for field in ("legal_status_code", "hospital_ods", "gp_practice_ods", "residence_la_gss"):
+        died.pop(field)
+    r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=died)
+    assert r.status_code == 202, r.text
+    assert await hub.dispatcher.run_once() >= 2  # the reminder and the death's events, one batch
+
+    feed = (await app_hub.http.get(f"/v1/feeds/{subscription_id}", headers={"X-API-Key": council})).json()
+    told = [(i["event_type"], read_position(i["message"]).view) for i in feed["items"]
+            if read_position(i["message"]).person_id == person_id]
+    reminders = [v for t, v in told if t == "s117-review-due"]
+    assert reminders and all(v["entitled"] is True and "ended_by" not in v for v in reminders), told
+    ended = [v for t, v in told if t == "s117-entitlement-ended"]
+    assert ended and ended[-1]["ended_by"] == "death", [t for t, _ in told]
