@@ -45,6 +45,7 @@ from hub.domain.ports import ReferenceData
 from hub.domain.rules import evaluate
 from hub.domain.rules.precedence import is_late
 from hub.domain.views import NOT_INVOLVED, event_type_for, reason_for, views_for
+from hub.domain.workflows.model import WORKFLOW_SOURCE
 from hub.fhir.message_json import EventMessages
 from hub.fhir.messages import EXPLANATIONS, FIELD_GROUPS, PatientDetails
 from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
@@ -88,7 +89,6 @@ _VIEW_UPDATE = Prepared(recipient_views.update()
                                 last_event_id=bindparam("v_last"), updated_at=bindparam("v_at")))
 GROUP = "dispatcher"
 REVIEW_SCANNER_SOURCE = "review-scheduler"  # the bus header `source` of hub/scheduler.py's reminders
-WORKFLOW_SOURCE = "hub:workflows"  # the bus header `source` of the workflows' events (hub/workflows/service.py)
 # Sources of events that are not one register change's: they tell what the history held when they were
 # published (their `HISTORY_RECEIVED_BY` header), or, published before it was kept, the whole history.
 _WHOLE_HISTORY_SOURCES = frozenset({REVIEW_SCANNER_SOURCE, WORKFLOW_SOURCE})

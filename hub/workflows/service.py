@@ -37,6 +37,7 @@ from hub.domain.workflows.clocks import due_on
 from hub.domain.workflows.model import (
     CLOCK_ACTOR,
     REGISTER_ACTOR,
+    WORKFLOW_SOURCE,
     Action,
     Case,
     CaseKind,
@@ -64,7 +65,6 @@ from hub.workflows.fhir_task import build_task, task_id
 
 log = get_logger("hub.workflows")
 CASE_NAMESPACE = uuid.UUID("f2a9d6b4-3c1e-4b7a-8d2f-117117117c45")
-WORKFLOW_SOURCE = "hub:workflows"
 CLOCK_ROW = "workflows"  # the key of the settable clock's one row (`workflow_clock`)
 
 

@@ -33,7 +33,7 @@ from hub.domain.rules.discharge import check_discharge
 from hub.domain.rules.legal_status import SectionVerdict, classify
 from hub.domain.rules.precedence import change_order
 from hub.domain.succession import duty_holder
-from hub.domain.workflows.model import raised_through_api
+from hub.domain.workflows.model import WORKFLOW_SOURCE, raised_through_api
 
 # Who Pays eras (Bucks "Responsible Commissioner"; Worcs 4.4).
 WHO_PAYS_2013 = date(2013, 4, 1)
@@ -67,15 +67,15 @@ class _Review:
 # client's id, `<org code in lower case>-<8 hex>` (hub/clients.py), so the
 # org code is its first part; a source of another shape is taken as an org
 # code itself. The hub's own workflows record the dispute changes a case's
-# transition implies after checking every party agreed (hub/workflows/
-# service.py WORKFLOW_SOURCE): those records speak for every body. A change
+# transition implies after checking every party agreed (their source is
+# hub/domain/workflows/model.py WORKFLOW_SOURCE): those records speak for every body. A change
 # without a source speaks for none. A body is spoken for by its code as named
 # and by the body holding its duties on the fold's day (a CCG's ICB from
 # 1 July 2022, a former county's unitary council; for a dispute's party, also
 # the body holding them when the outcome was recorded): `_speaks_for`,
 # `_speaks_for_party`.
 
-HUB_SOURCES = frozenset({"hub:workflows"})
+HUB_SOURCES = frozenset({WORKFLOW_SOURCE})
 _CLIENT_ID = re.compile(r"^(?P<org>[a-z0-9]+)-[0-9a-f]{8}$")
 COUNCIL_SIDE = "council"
 COMMISSIONER_SIDE = "commissioner"

@@ -83,6 +83,13 @@ WITHDRAWN_REASON = "later history shows responsibility did not change hands"
 # same role and bodies) to another date: the case for that date supersedes it.
 SUPERSEDED_REASON = "later history shows the hand-over on another date; the case for that date supersedes this one"
 
+# Who the hub's workflows are when they record a register change (the dispute
+# changes a case's transition implies: hub/workflows/service.py) and publish
+# their events (the bus header `source`): the rules engine takes such a record
+# to speak for every party (hub/domain/rules/engine.py HUB_SOURCES), and the
+# dispatcher tells such an event as the history stood when it was published.
+WORKFLOW_SOURCE = "hub:workflows"
+
 # A dispute raised through the API (POST /v1/disputes) gets an id of this form
 # from the workflows (one opened by a contest: "DSP-" and 8 hex digits). The
 # other bodies such a dispute names are named by the raiser, not related to
