@@ -72,7 +72,8 @@ async def issue_for(engine: AsyncEngine, s: Statement, today: date) -> dict[str,
         out["restates"] = {"number": prev.issue, "issued_at": _iso(prev.issued_at), "totals": prev.totals}
         out["difference"] = {f: totals[f] - prev.totals.get(f, 0) for f in MONEY_FIELDS}
         out["explanation"] = (f"issue {number} restates issue {prev.issue} of {_iso(prev.issued_at)[:10]}: the "
-                              "packages, the register or a dispute changed after it was issued")
+                              "packages, the register, a dispute, or how the hub works the statement out (a "
+                              "corrected rule), changed after it was issued")
     else:
         out["explanation"] = "first issue of this month's statement"
     return out
