@@ -9,7 +9,15 @@ job that enforces it (settings `S117_RETAIN_*_DAYS`; 0 keeps for ever).
   (a council-file delivery pending or held) still needs it for its row;
 - quarantine raw input: emptied (the reasons and ids stay);
 - audit entries: whole days dropped from the start of the chain (hub/audit.py
-  keeps the last dropped hash as the anchor, so what remains still verifies).
+  keeps the last dropped hash as the anchor, so what remains still verifies);
+- the audit records behind them (each table in `hub.audit.SOURCES`:
+  `disclosures`, `access_decisions`, `operator_actions`), on the same cutoff
+  (dated before its day), once chained (at or below the chain's cursor for
+  the table) and their entry purged (no entry left in `audit_chain` for it):
+  `audit verify` checks only the entries left, each against its record, so it
+  never finds a record missing. A record written late (not yet chained), or
+  chained after its day was signed (its entry kept after the anchor), stays
+  until its entry goes. Counted as `audit_<table>`.
 """
 
 from __future__ import annotations
@@ -18,10 +26,10 @@ import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import and_, delete, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hub.audit import AuditChain
+from hub.audit import SOURCES, AuditChain, Source
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.store.schema import (
@@ -32,6 +40,8 @@ from hub.store.schema import (
     deliveries,
     deliveries_with_messages,
     delivery_messages,
+    audit_chain,
+    audit_cursors,
     quarantine,
 )
 
@@ -72,7 +82,11 @@ class Purger:
                     quarantine.c.received_at < now - timedelta(days=p.quarantine_raw_days),
                     func.length(quarantine.c.raw) > 0).limit(BATCH))).values(raw=b""))
         if p.audit_days:
-            done["audit"] = await self._audit.purge_before((now - timedelta(days=p.audit_days)).date())
+            cutoff = (now - timedelta(days=p.audit_days)).date()
+            done["audit"] = await self._audit.purge_before(cutoff)
+            since = datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC)
+            for source in list(SOURCES):
+                done[f"audit_{source.name}"] = await self._purge_audit_source(source, since)
         for kind, n in done.items():
             if n:
                 metrics.PURGED.labels(kind=kind).inc(n)
@@ -88,6 +102,29 @@ class Purger:
             total += n
             if n < BATCH:
                 return total
+
+    async def _purge_audit_source(self, source: Source, cutoff: datetime) -> int:
+        """Delete the source's records dated before `cutoff` that the chain has read (id at or below
+        its cursor) and whose entry is no longer in the chain (purged): never a record not yet
+        chained, nor one an entry left in the chain still checks."""
+        table = source.table
+        if "at" not in table.c:
+            return 0
+        idcol, at = table.c[source.id_column], table.c.at
+        async with self._engine.connect() as conn:
+            cursor = (await conn.execute(select(audit_cursors.c.last_id)
+                                         .where(audit_cursors.c.source == source.name))).scalar()
+            # The first record dated on or after the cutoff (the table read in id order from its
+            # oldest, which the purge keeps few: no index on `at` is needed). Every record below it
+            # is older than the cutoff; one dated earlier but written later waits for a later round.
+            young = (await conn.execute(select(idcol).where(at >= cutoff).order_by(idcol).limit(1))).scalar()
+            await conn.rollback()
+        if not cursor:
+            return 0
+        bound = cursor + 1 if young is None else min(cursor + 1, young)
+        live = exists().where(audit_chain.c.source == source.name, audit_chain.c.source_id == idcol)
+        return await self._batched(lambda: delete(table).where(idcol.in_(
+            select(idcol).where(idcol < bound, at < cutoff, ~live).order_by(idcol).limit(BATCH))))
 
     async def _purge_outbox(self, cutoff: datetime) -> int:
         async with self._engine.connect() as conn:
