@@ -33,6 +33,8 @@ from hub.audit import SOURCES, AuditChain, Source
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.store.schema import (
+    audit_chain,
+    audit_cursors,
     bus_messages,
     consumer_offsets,
     council_file_subscriptions,
@@ -40,8 +42,6 @@ from hub.store.schema import (
     deliveries,
     deliveries_with_messages,
     delivery_messages,
-    audit_chain,
-    audit_cursors,
     quarantine,
 )
 
