@@ -125,3 +125,28 @@ async def test_audit_records_are_kept_for_ever_when_audit_retention_is_off(store
     done = await Purger(hub.engine, hub.audit, RetentionPolicy(0, 0, 0, 0)).run_once()
     assert not any(done.values()), done
     assert await _counts(hub.engine, before=old + timedelta(days=1)) == before
+
+
+async def test_after_the_purge_the_readers_of_the_records_see_only_what_is_kept(store_hub) -> None:  # noqa: ANN001
+    """Decided, as retention intends: the subject access look-up lists what is kept (today's look-ups
+    and what the hub told since the cutoff); a body told of the person only before the cutoff is no
+    longer a notified body for reads, nor counted in its full extract's 'was told of'."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from hub.api.persons import _last_notified  # noqa: PLC0415
+
+    hub = store_hub.hub
+    await _old_records_chained(store_hub)
+    async with hub.engine.connect() as conn:
+        person_id = (await conn.execute(select(disclosures.c.person_id)
+                                        .where(disclosures.c.person_id.is_not(None)).limit(1))).scalar_one()
+        await conn.rollback()
+    bucks = SimpleNamespace(org_code="E06000060")
+    assert await _last_notified(hub, bucks, person_id) is not None
+    assert person_id in await hub.exports.people_for("E06000060")
+    assert await hub.audit.person(person_id)
+    await Purger(hub.engine, hub.audit, RetentionPolicy(0, 0, 0, 365)).run_once()
+    assert await _last_notified(hub, bucks, person_id) is None
+    assert person_id not in await hub.exports.people_for("E06000060")
+    assert await hub.audit.person(person_id) == []
+    assert (await hub.audit.verify())["ok"]
