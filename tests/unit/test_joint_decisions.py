@@ -459,11 +459,9 @@ async def test_through_the_api_a_trusts_decision_waits_for_the_councils(app_hub)
     assert "s117-entitlement-ended" in await event_types()
 
 
-async def test_through_the_api_the_icb_that_took_over_a_ccg_party_records_its_outcome(app_hub):
-    """A dispute recorded on the register in the CCG era, between Buckinghamshire CCG (14Y) and
-    Herefordshire and Worcestershire CCG (18C): 18C recorded its outcome before 1 July 2022; the ICB
-    that took over 14Y (BOB, QU9) records the same outcome now, and the dispute is resolved."""
-    http, hub = app_hub.http, app_hub.hub
+async def _entitled_in_the_ccg_era(app_hub, prefix: str) -> tuple[str, str, dict]:  # noqa: ANN001
+    """A person detained in 2021 from Buckinghamshire (GP K82001: 14Y's then, BOB ICB's now) and discharged:
+    their id, an operator's key, and the base of a register change about them."""
     trust = {"X-API-Key": app_hub.keys["trust"]}
     base = {"source_system": "RiO", "person": PERSON_IN}
     for n, body in enumerate([
@@ -471,10 +469,19 @@ async def test_through_the_api_the_icb_that_took_over_a_ccg_party_records_its_ou
          "hospital_ods": "RNU", "gp_practice_ods": "K82001", "residence_la_gss": BUCKINGHAMSHIRE},
         {"change_type": "left-hospital", "effective_date": "2021-04-07", "hospital_ods": "RNU"},
     ]):
-        r = await http.post("/v1/register-changes", headers=trust, json={**base, "source_message_id": f"s-{n}", **body})
+        r = await app_hub.http.post("/v1/register-changes", headers=trust,
+                                    json={**base, "source_message_id": f"{prefix}-{n}", **body})
         assert r.status_code == 202, r.text
-    person_id = r.json()["person_id"]
-    _, admin = await add_client(hub.engine, "ops", "HUB", "hub-operator", ["hub:admin"])
+    _, admin = await add_client(app_hub.hub.engine, "ops", "HUB", "hub-operator", ["hub:admin"])
+    return r.json()["person_id"], admin, base
+
+
+async def test_through_the_api_the_icb_that_took_over_a_ccg_party_records_its_outcome(app_hub):
+    """A dispute recorded on the register in the CCG era, between Buckinghamshire CCG (14Y) and
+    Herefordshire and Worcestershire CCG (18C): 18C recorded its outcome before 1 July 2022; the ICB
+    that took over 14Y (BOB, QU9) records the same outcome now, and the dispute is resolved."""
+    http, hub = app_hub.http, app_hub.hub
+    person_id, admin, base = await _entitled_in_the_ccg_era(app_hub, "s")
     _, bob = await add_client(hub.engine, "BOB ICB", "QU9", "icb", ["register:write", "s117:read"])
     _, hw_ccg = await add_client(hub.engine, "H&W CCG", "18C", "icb", ["register:write"])
     dispute = {"dispute_id": "REG-CCG-1", "kind": "commissioner", "parties": ["14Y", "18C"]}
@@ -509,17 +516,7 @@ async def test_through_the_api_the_access_policy_lets_a_ccg_partys_icb_record_fo
     gives it the party's role (hub/domain/succession.py `duty_holder`), where it answered 403
     no-relationship. An ICB holding no party's duties is still refused."""
     http, hub = app_hub.http, app_hub.hub
-    trust = {"X-API-Key": app_hub.keys["trust"]}
-    base = {"source_system": "RiO", "person": PERSON_IN}
-    for n, body in enumerate([
-        {"change_type": "detained", "effective_date": "2021-01-06", "legal_status_code": "03",
-         "hospital_ods": "RNU", "gp_practice_ods": "K82001", "residence_la_gss": BUCKINGHAMSHIRE},
-        {"change_type": "left-hospital", "effective_date": "2021-04-07", "hospital_ods": "RNU"},
-    ]):
-        r = await http.post("/v1/register-changes", headers=trust, json={**base, "source_message_id": f"a-{n}", **body})
-        assert r.status_code == 202, r.text
-    person_id = r.json()["person_id"]
-    _, admin = await add_client(hub.engine, "ops", "HUB", "hub-operator", ["hub:admin"])
+    person_id, admin, base = await _entitled_in_the_ccg_era(app_hub, "a")
     _, bob = await add_client(hub.engine, "BOB ICB", "QU9", "icb", ["register:write"])
     _, hw = await add_client(hub.engine, "H&W ICB", "QGH", "icb", ["register:write"])
     _, other = await add_client(hub.engine, "Another ICB", "QHL", "icb", ["register:write"])
