@@ -25,9 +25,10 @@ from tests.contract.test_order_independence_dispatch import (  # noqa: F401 - `w
     orders,
     play,
     task_of,
+    withdrawn_history,
     world,
 )
-from tests.histories import BUCKS, GP, WORCS, materialise
+from tests.histories import BUCKS, WORCS, materialise
 
 START = date(2025, 1, 6)
 
@@ -40,17 +41,11 @@ def moved_history() -> list[dict[str, Any]]:
     """Detained in Buckinghamshire, left hospital, moved to Worcestershire on
     day 150; detained from there on day 180 and still in hospital when
     "re-detained" on day 200 (heard before the day-180 detention, the day-200
-    one alone hands over, Worcs 4.3.3): one hand-over, on day 180."""
-    return [
-        {"effective_date": on(0), "change_type": "detained", "legal_status_code": "03", "hospital_ods": "RNU",
-         "residence_la_gss": BUCKS, "gp_practice_ods": GP[BUCKS]},
-        {"effective_date": on(90), "change_type": "left-hospital", "hospital_ods": "RNU"},
-        {"effective_date": on(150), "change_type": "moved", "residence_la_gss": WORCS},
-        {"effective_date": on(200), "change_type": "detained", "legal_status_code": "03", "hospital_ods": "R1A",
-         "residence_la_gss": WORCS, "_by": "R1A"},
-        {"effective_date": on(180), "change_type": "detained", "legal_status_code": "03", "hospital_ods": "R1A",
-         "residence_la_gss": WORCS, "_by": "R1A"},
-    ]
+    one alone hands over, Worcs 4.3.3): one hand-over, on day 180. The first
+    four changes are the withdrawn-transfer history's."""
+    return [*withdrawn_history()[:4],
+            {"effective_date": on(180), "change_type": "detained", "legal_status_code": "03", "hospital_ods": "R1A",
+             "residence_la_gss": WORCS, "_by": "R1A"}]
 
 
 async def cases_of(w: Any, person_id: str) -> list[Any]:  # noqa: ANN401
