@@ -10,13 +10,14 @@ import pytest
 
 from hub.domain.workflows.model import SUPERSEDED_REASON, WITHDRAWN_REASON
 from tests.unit.test_transfer_moved import (
+    accepted_first,
     check_moved,
     check_told_cancelled,
     moved_late,
     open_cases,
     transfer_cases,
 )
-from tests.unit.test_transfer_withdrawn import STILL_IN_HOSPITAL, WORCS, _post, _told, drain, h, moved_and_redetained_on
+from tests.unit.test_transfer_withdrawn import STILL_IN_HOSPITAL, _post, _told, drain, moved_and_redetained_on
 
 pytestmark = pytest.mark.integration
 
@@ -36,11 +37,8 @@ async def test_a_moved_hand_over_leaves_one_open_case(store_hub):  # noqa: ANN00
 
 async def test_an_accepted_transfer_late_history_undoes_is_withdrawn(store_hub):  # noqa: ANN001
     app_hub = await moved_and_redetained_on(store_hub)
-    http, hub = app_hub.http, app_hub.hub
-    [first] = await transfer_cases(hub)
-    r = await http.post(f"/v1/transfers/{first['case_id']}/accept", headers=h(app_hub, WORCS))
-    assert r.status_code == 200, r.text
-    await drain(app_hub)
+    hub = app_hub.hub
+    first = await accepted_first(app_hub)
     await _post(app_hub, "trust", {**app_hub.base, **STILL_IN_HOSPITAL, "source_message_id": "wd-late"})
     await drain(app_hub)
     assert [c["state"] for c in await transfer_cases(hub)] == ["withdrawn"]

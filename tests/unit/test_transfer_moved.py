@@ -104,6 +104,15 @@ async def check_moved(app_hub, first: dict) -> dict:  # noqa: ANN001
     return still
 
 
+async def accepted_first(app_hub) -> dict:  # noqa: ANN001
+    """The person's one transfer case, accepted by Worcestershire (the incoming body), the acceptance dispatched."""
+    [first] = await transfer_cases(app_hub.hub)
+    r = await app_hub.http.post(f"/v1/transfers/{first['case_id']}/accept", headers=h(app_hub, WORCS))
+    assert r.status_code == 200, r.text
+    await drain(app_hub)
+    return first
+
+
 @pytest.fixture
 async def redetained(app_hub):  # noqa: ANN001
     return await moved_and_redetained_on(app_hub)
@@ -134,10 +143,7 @@ async def test_an_accepted_hand_over_moved_by_late_history_is_superseded(redetai
     accept (the date is what changed: who pays for days 180-200)."""
     app_hub = redetained
     http, hub = app_hub.http, app_hub.hub
-    [first] = await transfer_cases(hub)
-    r = await http.post(f"/v1/transfers/{first['case_id']}/accept", headers=h(app_hub, WORCS))
-    assert r.status_code == 200, r.text
-    await drain(app_hub)
+    first = await accepted_first(app_hub)
     await moved_late(app_hub)
     await check_moved(app_hub, first)
     body = (await http.get(f"/v1/transfers/{first['case_id']}", headers=h(app_hub, BUCKS))).json()
@@ -148,10 +154,7 @@ async def test_an_accepted_hand_over_moved_by_late_history_is_superseded(redetai
 async def test_an_accepted_transfer_late_history_shows_never_happened_is_withdrawn_and_both_told(redetained):
     app_hub = redetained
     http, hub = app_hub.http, app_hub.hub
-    [first] = await transfer_cases(hub)
-    r = await http.post(f"/v1/transfers/{first['case_id']}/accept", headers=h(app_hub, WORCS))
-    assert r.status_code == 200, r.text
-    await drain(app_hub)
+    first = await accepted_first(app_hub)
     await _post(app_hub, "trust", {**app_hub.base, **STILL_IN_HOSPITAL, "source_message_id": "wd-late"})
     await drain(app_hub)
     [case] = await transfer_cases(hub)
@@ -221,11 +224,8 @@ async def test_a_change_in_its_turn_is_passed_over_unread_by_the_workflows(redet
     withdraw a case: a change in its turn (its recorded event's header `late` "0") is passed over
     unread, and a late one still withdraws."""
     app_hub = redetained
-    http, hub = app_hub.http, app_hub.hub
-    [first] = await transfer_cases(hub)
-    r = await http.post(f"/v1/transfers/{first['case_id']}/accept", headers=h(app_hub, WORCS))
-    assert r.status_code == 200, r.text
-    await drain(app_hub)
+    hub = app_hub.hub
+    first = await accepted_first(app_hub)
     read: list[str] = []
     real = hub.workflows.on_history_changed
 
