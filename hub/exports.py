@@ -54,7 +54,7 @@ from adapters.council_files.outbound import (
 )
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
-from hub.delivery.queue import hold_withheld
+from hub.delivery.queue import hold_disallowed
 from hub.domain.agreements import AgreementBook
 from hub.domain.model import RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
@@ -450,14 +450,9 @@ class ExportService:
                     deliveries.c.delivery_id.not_in(in_files))
                 .order_by(deliveries.c.delivery_seq))).all()
             check = DisclosureCheck(self._sharing, today or self._now().date())
-            withheld = [(d, w) for d in waiting
-                        if (w := check.withheld(row.org_code, d.event_type, d.field_groups)) is not None]
+            withheld = await hold_disallowed(conn, check, waiting, row.org_code, CHANNEL, row.subscription_id)
             if withheld:
-                await hold_withheld(conn, withheld, row.org_code, CHANNEL)
                 metrics.DELIVERY.labels(channel=CHANNEL, outcome="held").inc(len(withheld))
-                log.warning("delivery held: no agreement in force allows it now", channel=CHANNEL,
-                            recipient=row.org_code, subscription_id=row.subscription_id, count=len(withheld),
-                            error_kind=sorted({w.kind for _d, w in withheld}))
             held = {d.delivery_id for d, _w in withheld}
             pending = [d.delivery_id for d in waiting if d.delivery_id not in held]
             if pending:

@@ -57,11 +57,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub.access import record_decision
 from hub.api.deps import MAX_ID, ClientDep, HubDep, Cursor, Limit, require
 from hub.api.problems import ProblemError
-from hub.delivery.queue import hold_withheld
+from hub.delivery.queue import hold_disallowed
 from hub.domain.access import Rule
 from hub.observability import metrics
 from hub.observability.logging import bound_correlation_id, get_logger
-from hub.sharing import DisclosureCheck, Withheld
+from hub.sharing import DisclosureCheck
 from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, subscriptions
 
 router = APIRouter(prefix="/v1/feeds", tags=["subscriptions"])
@@ -124,19 +124,9 @@ async def _next(conn: AsyncConnection, sub: Any, after: int, limit: int,
         .order_by(deliveries.c.event_number).limit(limit))).all()
     found = len(rows) == limit
     if check is not None and rows:
-        withheld: list[tuple[Any, Withheld]] = []
-        for r in rows:
-            why = check.withheld(sub.org_code, r.event_type, r.field_groups)
-            if why is not None:
-                withheld.append((r, why))
+        withheld = await hold_disallowed(conn, check, rows, sub.org_code, "feed", sub.subscription_id)
         if withheld:
-            await hold_withheld(conn, withheld, sub.org_code, "feed")
             metrics.DELIVERY.labels(channel="feed", outcome="held").inc(len(withheld))
-            log.warning("delivery held: no agreement in force allows it now", channel="feed",
-                        recipient=sub.org_code, subscription_id=sub.subscription_id, count=len(withheld),
-                        error_kind=sorted({w.kind for _, w in withheld}),
-                        delivery_ids=[r.delivery_id for r, _ in withheld],
-                        event_ids=[r.event_id for r, _ in withheld])
             held = {r.delivery_seq for r, _ in withheld}
             rows = [r for r in rows if r.delivery_seq not in held]
     for r in rows:  # the delivery log shows how often each was fetched

@@ -37,7 +37,7 @@ the per-subscription tasks that drain the queues (`SubscriptionDeliverer`).
   the field groups the message was rendered with, which can only narrow). One
   no longer allowed is not leased nor sent: it is `held` in the same
   transaction, with a `denied` disclosure saying why (hub.delivery.queue
-  `hold_withheld`), and counted (`s117_deliveries_total{outcome="held"}`); the
+  `hold_disallowed`), and counted (`s117_deliveries_total{outcome="held"}`); the
   queue goes on past it, as past a dead one. An operator's retry
   (`POST /v1/ops/deliveries/{id}/retry`) or replay puts it back, and it is
   asked again then. Decided in memory (per batch, per organisation and event
@@ -64,8 +64,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.delivery.ledger import ledger_for
-from hub.delivery.queue import hold_withheld
-from hub.sharing import DisclosureCheck, SharingAgreements, Withheld
+from hub.delivery.queue import hold_disallowed
+from hub.sharing import DisclosureCheck, SharingAgreements
 from hub.store.db import Prepared, execute_prepared, snapshot
 from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, subscriptions
 
@@ -218,24 +218,13 @@ async def _claim(conn: AsyncConnection, claim: Claim) -> list[Any]:
 
 
 async def _hold_withheld(conn: AsyncConnection, claim: Claim, rows: list[Any]) -> set[int]:
-    """Hold the `rows` the agreements in force no longer allow; their `delivery_seq`s."""
-    check = claim.check
-    assert check is not None
-    withheld: list[tuple[Any, Withheld]] = []
-    for r in rows:
-        why = check.withheld(r.org_code, r.event_type, r.field_groups)
-        if why is not None:
-            withheld.append((r, why))
-    if not withheld:
-        return set()
-    org = withheld[0][0].org_code  # a claim is one subscription's: one organisation
-    await hold_withheld(conn, withheld, org, claim.channel)
-    if claim.holds is not None:
+    """Hold the `rows` the agreements in force no longer allow; their `delivery_seq`s (counted once
+    the claim's transaction commits)."""
+    assert claim.check is not None and rows
+    withheld = await hold_disallowed(conn, claim.check, rows, rows[0].org_code, claim.channel,
+                                     claim.subscription_id)  # a claim is one subscription's: one organisation
+    if withheld and claim.holds is not None:
         claim.holds.count += len(withheld)
-    kinds = sorted({w.kind for _, w in withheld})
-    log.warning("delivery held: no agreement in force allows it now", channel=claim.channel, recipient=org,
-                subscription_id=claim.subscription_id, count=len(withheld), error_kind=kinds,
-                delivery_ids=[r.delivery_id for r, _ in withheld], event_ids=[r.event_id for r, _ in withheld])
     return {r.delivery_seq for r, _ in withheld}
 
 

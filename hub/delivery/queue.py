@@ -29,8 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.ids import uuid7
 from hub.observability import metrics
+from hub.observability.logging import get_logger
 from hub.store.db import InList, Prepared, execute_prepared
-from hub.sharing import Withheld
+from hub.sharing import DisclosureCheck, Withheld
 from hub.store.schema import delivery_messages, deliveries, disclosures, subscription_counters, subscriptions
 
 NO_SUBSCRIPTION = "allowed, but the organisation has no active subscription"
@@ -113,6 +114,27 @@ async def share(
             **audit, decision="allowed", field_groups=groups, reason=decision.reason, channel=sub.channel)))
     metrics.DISPATCHED.labels(event_type=event_type, decision="allowed").inc()
     return queued
+
+
+log = get_logger("hub.delivery")
+
+
+async def hold_disallowed(conn: AsyncConnection, check: DisclosureCheck, rows: Iterable[Any], org_code: str,
+                          channel: str, subscription_id: str) -> list[tuple[Any, Withheld]]:
+    """Of one subscription's queued deliveries (`rows`: `delivery_seq`,
+    `delivery_id`, `event_id`, `event_type`, `field_groups`), hold those the
+    agreements in force no longer let go to `org_code` (`hold_withheld`) and
+    say so in one log line; the held rows, each with why. Every channel asks
+    here at the time of disclosure (the lease, a pull feed, a council file);
+    the caller counts them (`s117_deliveries_total{outcome="held"}`)."""
+    withheld = [(r, w) for r in rows if (w := check.withheld(org_code, r.event_type, r.field_groups)) is not None]
+    if withheld:
+        await hold_withheld(conn, withheld, org_code, channel)
+        log.warning("delivery held: no agreement in force allows it now", channel=channel, recipient=org_code,
+                    subscription_id=subscription_id, count=len(withheld),
+                    error_kind=sorted({w.kind for _, w in withheld}),
+                    delivery_ids=[r.delivery_id for r, _ in withheld], event_ids=[r.event_id for r, _ in withheld])
+    return withheld
 
 
 async def hold_withheld(conn: AsyncConnection, held: list[tuple[Any, Withheld]], org_code: str,
