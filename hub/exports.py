@@ -281,8 +281,10 @@ class ExportService:
 
     # --- groups, people ------------------------------------------------------
     def groups_in_force(self, org_code: str, on: date) -> frozenset[str] | None:
-        grants = [g for g in self._sharing.grants_for(org_code) if g.in_force(on)]
-        return frozenset().union(*(g.field_groups for g in grants)) if grants else None
+        """The field groups the agreements in force grant the organisation; None when none names it."""
+        if not self._sharing.names_in_force(org_code, on):
+            return None
+        return self._sharing.field_groups_for(org_code, on)
 
     async def _details(self, conn: AsyncConnection, person_ids: list[str]) -> dict[str, tuple[str, str]]:
         """person id -> (NHS number, keyed hash)."""

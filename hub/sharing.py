@@ -114,6 +114,10 @@ class SharingAgreements:
     def grants_for(self, org_code: str) -> list[Grant]:
         return list(self._by_org.get(org_code, []))
 
+    def names_in_force(self, org_code: str, on: date) -> bool:
+        """Whether any agreement in force on `on` names the organisation."""
+        return any(g.in_force(on) for g in self._by_org.get(org_code, ()))
+
     @classmethod
     def load(cls, path: Path, known_field_groups: frozenset[str] | None = None) -> "SharingAgreements":
         try:
@@ -239,4 +243,4 @@ class DisclosureCheck:
 
     def any_in_force(self, org_code: str) -> bool:
         """Whether any agreement in force names the organisation (else a feed is refused whole)."""
-        return any(g.in_force(self._on) for g in self._sharing.grants_for(org_code))
+        return self._sharing.names_in_force(org_code, self._on)
