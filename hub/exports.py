@@ -434,11 +434,15 @@ class ExportService:
         on from the last file. Done once: a rebuild after a crash reuses them.
         A delivery the agreements in force on `today` no longer allow (ended,
         event type not covered, a field group it carries no longer granted) is
-        `held` with a `denied` disclosure, as on every other channel, not taken."""
+        `held` with a `denied` disclosure, as on every other channel, not taken;
+        a rebuild asks again of those it had taken (the restart after the crash
+        may have loaded other agreements)."""
+        check = DisclosureCheck(self._sharing, today or self._now().date())
         async with self._engine.begin() as conn:
             taken = (await conn.execute(select(func.count()).select_from(export_items)
                                         .where(export_items.c.export_id == row.export_id))).scalar_one()
             if row.state == "building" and taken:
+                await self._recheck_taken(conn, row, check)
                 return
             last_no = (await conn.execute(
                 select(func.max(export_items.c.event_no)).join(
@@ -451,7 +455,6 @@ class ExportService:
                     deliveries.c.subscription_id == row.subscription_id, deliveries.c.status == "pending",
                     deliveries.c.delivery_id.not_in(in_files))
                 .order_by(deliveries.c.delivery_seq))).all()
-            check = DisclosureCheck(self._sharing, today or self._now().date())
             withheld = await hold_disallowed(conn, check, waiting, row.org_code, CHANNEL, row.subscription_id)
             if withheld:
                 metrics.DELIVERY.labels(channel=CHANNEL, outcome="held").inc(len(withheld))
@@ -464,6 +467,33 @@ class ExportService:
             await conn.execute(council_exports.update().where(council_exports.c.export_id == row.export_id).values(
                 state="building", file_name=name,
                 first_event_no=last_no + 1 if pending else None, last_event_no=last_no + len(pending) if pending else None))
+
+    async def _recheck_taken(self, conn: AsyncConnection, row: Any, check: DisclosureCheck) -> None:
+        """A rebuild's deliveries, taken before the crash, asked of the agreements in force now: those
+        no longer allowed are held (a `denied` disclosure each) and leave the file, and the rest are
+        numbered on again from the file's first number (no file carried these numbers yet)."""
+        items = (await conn.execute(
+            select(export_items.c.delivery_id, export_items.c.event_no, deliveries.c.delivery_seq,
+                   deliveries.c.event_id, deliveries.c.event_type, deliveries.c.field_groups)
+            .join(deliveries, deliveries.c.delivery_id == export_items.c.delivery_id)
+            .where(export_items.c.export_id == row.export_id, deliveries.c.status == "pending")
+            .order_by(export_items.c.event_no))).all()
+        withheld = await hold_disallowed(conn, check, items, row.org_code, CHANNEL, row.subscription_id)
+        if not withheld:
+            return
+        metrics.DELIVERY.labels(channel=CHANNEL, outcome="held").inc(len(withheld))
+        held = {d.delivery_id for d, _w in withheld}
+        await conn.execute(export_items.delete().where(export_items.c.export_id == row.export_id,
+                                                       export_items.c.delivery_id.in_(sorted(held))))
+        kept = [i for i in items if i.delivery_id not in held]
+        first = min((i.event_no for i in items), default=None)
+        for n, i in enumerate(kept):
+            if i.event_no != first + n:
+                await conn.execute(export_items.update().where(
+                    export_items.c.export_id == row.export_id, export_items.c.delivery_id == i.delivery_id)
+                    .values(event_no=first + n))
+        await conn.execute(council_exports.update().where(council_exports.c.export_id == row.export_id).values(
+            first_event_no=first if kept else None, last_event_no=first + len(kept) - 1 if kept else None))
 
     async def _delta_rows(self, row: Any) -> AsyncIterator[dict[str, Any]]:
         async with self._engine.connect() as conn:

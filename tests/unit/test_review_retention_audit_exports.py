@@ -14,6 +14,7 @@ app on a real SQLite store:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from hub.clients import add_client
 from hub.exports import ExportService
 from hub.retention import Purger, RetentionPolicy
 from hub.sharing import SharingAgreements
-from hub.store.schema import audit_chain, audit_cursors, bus_messages, deliveries, disclosures
+from hub.store.schema import (audit_chain, audit_cursors, bus_messages, council_exports, deliveries, disclosures,
+                              export_items)
 from tests.support import detention
 
 COUNCIL = "E06000060"
@@ -93,6 +95,66 @@ async def test_a_delta_file_holds_what_the_agreement_in_force_no_longer_allows(a
             disclosures.c.channel == "council-file"))).scalar_one()
     assert statuses and set(statuses) == {"held"}  # held, as every other channel holds them
     assert denied == len(statuses)
+
+
+async def test_a_delta_file_rebuilt_after_a_crash_asks_the_agreements_in_force_again(app_hub, exporter) -> None:  # noqa: ANN001
+    """The build crashed after taking the deliveries into the file; the restart loaded agreements that no
+    longer name the council: the rebuild holds what it had taken rather than writing it to the folder."""
+    sub = await _council_file(app_hub)
+    for c in detention(NHS[0], "a"):
+        await _post(app_hub, c)
+    await _dispatch(app_hub)
+    export = await exporter.run_now(sub)
+    async with app_hub.hub.engine.connect() as conn:
+        row = (await conn.execute(select(council_exports)
+                                  .where(council_exports.c.export_id == export["export_id"]))).one()
+    await exporter._claim_deliveries(row, "S117_crashed.csv")  # taken, then the process died
+    async with app_hub.hub.engine.connect() as conn:
+        taken = (await conn.execute(select(func.count()).select_from(export_items)
+                                    .where(export_items.c.export_id == export["export_id"]))).scalar_one()
+    assert taken > 0
+    _end_agreement(app_hub, exporter)
+    await exporter.build_waiting()
+    export = await exporter.export(export["export_id"])
+    assert export["state"] == "ready" and _rows(exporter, export) == []
+    async with app_hub.hub.engine.connect() as conn:
+        statuses = (await conn.execute(select(deliveries.c.status)
+                                       .where(deliveries.c.subscription_id == sub))).scalars().all()
+        left = (await conn.execute(select(func.count()).select_from(export_items)
+                                   .where(export_items.c.export_id == export["export_id"]))).scalar_one()
+    assert set(statuses) == {"held"} and len(statuses) == taken and left == 0
+
+
+async def test_a_rebuild_numbers_on_what_it_keeps_when_the_agreement_holds_some(app_hub, exporter) -> None:  # noqa: ANN001
+    """Only the event types the agreement in force no longer covers leave a rebuilt file; the rest keep
+    one run of numbers from the file's first."""
+    sub = await _council_file(app_hub)
+    for c in detention(NHS[0], "a"):
+        await _post(app_hub, c)
+    await _dispatch(app_hub)
+    export = await exporter.run_now(sub)
+    async with app_hub.hub.engine.connect() as conn:
+        row = (await conn.execute(select(council_exports)
+                                  .where(council_exports.c.export_id == export["export_id"]))).one()
+    await exporter._claim_deliveries(row, "S117_crashed.csv")
+    async with app_hub.hub.engine.connect() as conn:
+        types = (await conn.execute(select(deliveries.c.event_type).join(
+            export_items, export_items.c.delivery_id == deliveries.c.delivery_id)
+            .where(export_items.c.export_id == export["export_id"]).order_by(export_items.c.event_no)
+        )).scalars().all()
+    assert len(set(types)) > 1, types
+    dropped = types[0]
+    h = app_hub.hub
+    grants = [g for org, gs in h.sharing._by_org.items() for g in gs]
+    h.sharing = exporter._sharing = SharingAgreements([
+        replace(g, events=frozenset(types) - {dropped}) if g.org_code == COUNCIL else g
+        for g in grants])
+    await exporter.build_waiting()
+    export = await exporter.export(export["export_id"])
+    rows = _rows(exporter, export)
+    kept = [t for t in types if t != dropped]
+    assert len(rows) == len(kept)
+    assert [int(r["EVENT_NO"]) for r in rows] == list(range(row.first_event_no or 1, (row.first_event_no or 1) + len(kept)))
 
 
 async def test_a_scheduled_full_extract_is_not_written_once_the_agreement_ended(app_hub, exporter) -> None:  # noqa: ANN001
