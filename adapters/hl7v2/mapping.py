@@ -125,7 +125,7 @@ class _Msg:
     position of the fixtures with `hl7.parse`)."""
 
     __slots__ = ("_segments", "_field_sep", "_rep", "_comp", "_sub", "_esc", "_separators", "_escaper",
-                 "repeated", "bad_escapes")
+                 "repeated", "bad_escapes", "_reps")
 
     def __init__(self, text: str) -> None:
         # Raises hl7.ParseException (an HL7Exception) or IndexError, as hl7.parse
@@ -142,6 +142,10 @@ class _Msg:
         # (`map_adt`), never half read. None (the usual case) when no segment repeats.
         self.repeated: dict[str, list[list[str]]] | None = None
         self.bad_escapes: list[str] | None = None  # positions read whose escape sequences are not valid
+        # (segment, field) -> the field split into its repetitions, for a read past the first: split once, not
+        # once a read (the mapping reads PID-3 and PID-11 repetition by repetition; a field repeated 100,000
+        # times within the frame limit was scanned whole 100,000 times, minutes on the listener's loop).
+        self._reps: dict[tuple[str, int], list[str]] | None = None
         segments = self._segments
         for segment in text.split("\r"):
             fields = segment.split(self._field_sep)
@@ -175,7 +179,7 @@ class _Msg:
         if r == 1:
             value = value.partition(self._rep)[0]
         else:
-            parts = value.split(self._rep)
+            parts = self._repetitions_of(segment, f, value)
             if r > len(parts):
                 return ""
             value = parts[r - 1]
@@ -206,6 +210,15 @@ class _Msg:
             value = self._escaper.unescape(value)
         return value.strip()
 
+    def _repetitions_of(self, segment: str, f: int, value: str) -> list[str]:
+        """The field's repetitions (`value`, the field's text), split the first time they are asked for."""
+        if self._reps is None:
+            self._reps = {}
+        parts = self._reps.get((segment, f))
+        if parts is None:
+            parts = self._reps[(segment, f)] = value.split(self._rep)
+        return parts
+
     def raw(self, segment: str, f: int) -> str:
         """A field exactly as sent: no escape undone, nothing stripped (MSH-10, the idempotency key and MSA-2)."""
         fields = self._segments.get(segment)
@@ -218,13 +231,14 @@ class _Msg:
             object.__setattr__(other, name, getattr(self, name))
         other._segments = {**self._segments, segment: self.repeated[segment][i]}  # type: ignore[index]
         other.bad_escapes = None
+        other._reps = None  # the occurrence's fields are not the first's
         return other
 
     def repetitions(self, segment: str, f: int) -> int:
         fields = self._segments.get(segment)
         if fields is None or f >= len(fields) or not fields[f]:
             return 0
-        return len(fields[f].split(self._rep))
+        return len(self._repetitions_of(segment, f, fields[f]))
 
 
 # HL7 v2.4 2.7: the escape sequences a field the hub reads may hold. Formatting (\.br\, \H\), character set
