@@ -214,14 +214,21 @@ class LimitsMiddleware:
             await send(message)
 
         key_check = self.key_check
+        keyed = key_check is None or scope["path"].startswith(key_check.prefix)
         token = None
         try:
             async with deadline:
-                if key_check is not None and scope["path"].startswith(key_check.prefix):
+                if key_check is not None and keyed:
                     # The key before the body: a request without a valid one is
                     # answered at once, whatever (and whenever) its body.
                     token = await key_check.check(scope, api_key)
-                if declared is None and limit.max_body_bytes <= self.prebuffer_max and _may_have_body(scope):
+                # Outside the keyed prefix no route takes a body (the pages, health,
+                # metrics: GETs): nothing is read ahead for the app, which answers
+                # (404, 405) without waiting for a body. Read ahead there, an
+                # unauthenticated sender held up to the limit in memory for up to
+                # the body deadline per connection (1 MB x every connection allowed).
+                if declared is None and keyed and limit.max_body_bytes <= self.prebuffer_max \
+                        and _may_have_body(scope):
                     body = await _read_body(receive, limit, body_deadline)
                     app_receive = _replay(body, receive)
                 else:
