@@ -8,7 +8,8 @@ GET  /v1/fhir/Subscription/{id}                      the subscription, with its 
 DELETE /v1/fhir/Subscription/{id}                    off
 GET  /v1/fhir/Subscription/{id}/$status              SubscriptionStatus (query-status)
 GET  /v1/fhir/Subscription/{id}/$events              past notifications by event number (query-event); a read:
-                                                     403 no-agreement without a data-sharing agreement in force
+                                                     403 no-agreement without a data-sharing agreement in force,
+                                                     and only the messages the agreement in force allows
 FHIR subscriptions count toward the per-organisation cap (hub/api/subscriptions.py MAX_ACTIVE_PER_ORG).
 """
 
@@ -40,6 +41,7 @@ from hub.fhir.subscriptions import (
     topics,
 )
 from hub.observability.logging import get_logger
+from hub.sharing import DisclosureCheck
 from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, subscriptions
 
 router = APIRouter(prefix="/v1/fhir", tags=["fhir-subscriptions"])
@@ -209,9 +211,14 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
         return _outcome(422, [("content", "must be id-only or full-resource")])
     if eventsUntilNumber is not None and eventsUntilNumber < eventsSinceNumber:
         return _outcome(422, [("eventsUntilNumber", "must not be less than eventsSinceNumber")])
+    # Each message as the agreement in force now allows it, as GET /v1/subscriptions/{id}/events
+    # gives it (hub/sharing.py DisclosureCheck, as a delivery is checked): one the agreement no
+    # longer covers, or rendered with field groups it no longer grants, is left out (its event
+    # number is the gap the subscriber sees, as on the pull feed); the operator is no subscriber.
+    check = None if "hub:admin" in client.scopes else DisclosureCheck(hub.sharing, datetime.now(UTC).date())
     async with hub.engine.connect() as conn:
         q = (select(deliveries.c.event_number, delivery_messages.c.payload, deliveries.c.message_id,
-                    deliveries.c.created_at)
+                    deliveries.c.created_at, deliveries.c.event_type, deliveries.c.field_groups)
              .select_from(deliveries_with_messages)
              .where(deliveries.c.subscription_id == subscription_id,
                     deliveries.c.event_number >= eventsSinceNumber)
@@ -226,5 +233,6 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
         kind="query-event", subscription_id=subscription_id, hub_endpoint=hub.settings.hub_endpoint, fhir=fhir,
         since_start=s["events_since_subscription_start"], content=content or fhir.get("content"),
         status=fhir.get("status", "active") if row.active else "off",
-        events=[Event(r.event_number, hub.protector.decrypt(r.payload), r.message_id, r.created_at) for r in rows])
+        events=[Event(r.event_number, hub.protector.decrypt(r.payload), r.message_id, r.created_at) for r in rows
+                if check is None or check.withheld(row.org_code, r.event_type, r.field_groups) is None])
     return _fhir(bundle)
