@@ -13,6 +13,22 @@ matches), deleted or reordered (the links or the sequence break), any source
 record edited or deleted after it was chained (its content no longer matches
 the entry), and any checkpoint whose signature or hash does not hold.
 
+Records that commit out of id order (PostgreSQL): a serial id is drawn at
+INSERT and becomes visible at COMMIT, so a record may become visible below
+ids the chain has already read past (A draws 100, B draws 101, B commits, the
+chain reads 101, then A commits). The chain takes each source's new records
+after its cursor as before (the hot path, one indexed range), and keeps the
+ids it read past without seeing them as an open gap of the source
+(`audit_gaps`), with the transactions that were writing the table at the
+time (their virtual transaction ids, from `pg_locks`: an INSERT holds its
+table's RowExclusiveLock from before it draws its id until it ends). Each
+round reads the open gaps' records not yet chained (an anti-join on the
+chain's (source, source_id) index) with the new ones, and closes a gap once
+none of its writers is still open: whatever they committed is visible by
+then. No writer waits for another; a gap usually closes the round after it
+was seen. SQLite has one writer at a time, which commits before the next
+draws an id: it never has such a gap.
+
 Retention: entries older than the retention period are purged a whole day at
 a time; the last purged hash is kept as the anchor the chain then starts from.
 """
@@ -29,7 +45,7 @@ from operator import itemgetter
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Boolean, Integer, String, Table, bindparam, delete, func, select, text
+from sqlalchemy import JSON, Boolean, Integer, String, Table, and_, bindparam, delete, exists, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.ids import uuid5
@@ -40,6 +56,7 @@ from hub.store.schema import (
     audit_chain,
     audit_checkpoints,
     audit_cursors,
+    audit_gaps,
     disclosures,
     operator_actions,
 )
@@ -147,6 +164,8 @@ _COLUMNS: dict[Table, tuple[str, ...]] = {}
 _NEW_RECORDS: dict[tuple[Table, str], Prepared] = {}
 _CURSOR = Prepared(select(audit_cursors.c.last_id).where(audit_cursors.c.source == bindparam("source")))
 _CURSOR_MOVES: dict[str, Prepared] = {}
+_LATE_RECORDS: dict[tuple[Table, str], Prepared] = {}
+_GAPS = Prepared(select(audit_gaps.c.source, audit_gaps.c.first_id, audit_gaps.c.writers))
 _CHAIN_AFTER = Prepared(select(audit_chain.c.at, audit_chain.c.seq, audit_chain.c.entry_hash)
                         .where(audit_chain.c.seq > bindparam("after")).order_by(audit_chain.c.seq))
 # SQLite: the last entry of each day after `after`. With one max() aggregate SQLite takes a bare
@@ -171,6 +190,50 @@ def _new_records(source: Source) -> Prepared:
         got = _NEW_RECORDS[(source.table, source.id_column)] = Prepared(
             select(source.table).where(idcol > bindparam("after")).order_by(idcol).limit(BATCH))
     return got
+
+
+def _late_records(source: Source) -> Prepared:
+    """A source's records in its open gaps not yet chained, oldest first (built once per source)."""
+    got = _LATE_RECORDS.get((source.table, source.id_column))
+    if got is None:
+        idcol = source.table.c[source.id_column]
+        chained = exists().where(audit_chain.c.source == bindparam("source"), audit_chain.c.source_id == idcol)
+        gap = and_(audit_gaps.c.source == bindparam("source"),
+                   idcol >= audit_gaps.c.first_id, idcol <= audit_gaps.c.last_id)
+        got = _LATE_RECORDS[(source.table, source.id_column)] = Prepared(
+            select(source.table).select_from(source.table.join(audit_gaps, gap))
+            .where(~chained).order_by(idcol).limit(BATCH))
+    return got
+
+
+# PostgreSQL: the transactions (virtual ids) holding a lock on each named table, other than a
+# reader's (AccessShareLock) and this connection's: every transaction that has inserted into it
+# (or is inserting: the lock is taken before the id is drawn) and has not ended.
+_WRITERS = text(
+    "SELECT t.name, l.virtualtransaction FROM unnest(CAST(:names AS text[])) AS t(name)"
+    " JOIN pg_locks l ON l.locktype = 'relation' AND l.relation = to_regclass(t.name)"
+    " WHERE l.mode <> 'AccessShareLock' AND l.pid IS DISTINCT FROM pg_backend_pid()")
+
+
+async def _writers(conn: AsyncConnection, tables: list[str]) -> dict[str, set[str]]:
+    if conn.dialect.name != "postgresql":
+        return {}  # one writer at a time, committed before the next draws an id
+    out: dict[str, set[str]] = {}
+    for name, vxid in (await conn.execute(_WRITERS, {"names": tables})).all():
+        out.setdefault(name, set()).add(vxid)
+    return out
+
+
+def _missing(cursor: int, ids: list[int]) -> tuple[int, int] | None:
+    """The first and last id after `cursor` missing from `ids` (read in order), or None."""
+    first = last = 0  # ids start at 1
+    before = cursor
+    for i in ids:
+        if i > before + 1:
+            first = first or before + 1
+            last = i - 1
+        before = i
+    return (first, last) if first else None
 
 
 def _cursor_move(dialect: Any) -> Prepared:
@@ -219,13 +282,19 @@ class AuditChain:
             seq, prev = await self._head(conn)
             rows: list[tuple[str, str, int, datetime, Source, Any]] = []
             cursors: dict[str, int] = {}
+            seen: dict[str, tuple[int, int]] = {}  # source: the first and last id read past unseen
+            pg = conn.dialect.name == "postgresql"
             for source in SOURCES:
                 cur = (await execute_prepared(conn, _CURSOR, {"source": source.name})).scalar() or 0
                 name, at_of, idcol = source.name, source.at, source.id_column
-                for r in (await execute_prepared(conn, _new_records(source), {"after": cur})).all():
+                new = (await execute_prepared(conn, _new_records(source), {"after": cur})).all()
+                if pg and new and (gap := _missing(cur, [getattr(r, idcol) for r in new])) is not None:
+                    seen[name] = gap
+                for r in new:
                     at = at_of(r)
                     rows.append((_jsonable(at), name, cur := getattr(r, idcol), at, source, r))
                 cursors[name] = cur  # read in id order, every one chained below: the last is the cursor
+            await self._late(conn, rows, seen)
             rows.sort(key=_ORDER)  # by time (as the entry writes it), source, id
             entries = []
             sha256 = hashlib.sha256
@@ -243,7 +312,61 @@ class AuditChain:
                 await conn.execute(audit_chain.insert(), entries)
                 await execute_prepared(conn, _cursor_move(conn.dialect),
                                        [{"source": name, "last_id": last} for name, last in cursors.items()])
-                added = len(entries)
+            added = len(entries)
+        return added
+
+    async def _late(self, conn: AsyncConnection, rows: list[tuple[str, str, int, datetime, Source, Any]],
+                    seen: dict[str, tuple[int, int]]) -> int:
+        """Record the gaps this round read past (`seen`), add the open gaps' records not yet chained
+        to `rows`, and close each gap none of whose writers is still open. Returns how many were added.
+
+        The writers are asked before the gaps are read: a transaction that held a gap's id then
+        either still holds its lock (the gap stays open) or has ended, and what it committed is
+        visible to the read that follows."""
+        gaps = (await execute_prepared(conn, _GAPS)).all()
+        if not gaps and not seen:
+            return 0
+        by_name = {s.name: s for s in SOURCES}
+        open_in = {g.source for g in gaps} | set(seen)
+        writing = await _writers(conn, sorted({str(by_name[n].table.name) for n in open_in if n in by_name}))
+        now = datetime.now(UTC)
+        closing: list[tuple[str, int]] = []
+        for g in gaps:
+            source = by_name.get(g.source)
+            if source is not None and not set(g.writers or ()) & writing.get(str(source.table.name), set()):
+                closing.append((g.source, g.first_id))
+        if seen:
+            await conn.execute(audit_gaps.insert(), [
+                {"source": name, "first_id": first, "last_id": last, "seen_at": now,
+                 "writers": sorted(writing.get(str(by_name[name].table.name), ()))}
+                for name, (first, last) in seen.items()])
+            closing += [(name, first) for name, (first, _last) in seen.items()
+                        if not writing.get(str(by_name[name].table.name))]
+        taken = {(name, rid) for _w, name, rid, _a, _s, _r in rows}
+        full: set[str] = set()
+        added = 0
+        for name in sorted(open_in):
+            source = by_name.get(name)
+            if source is None:
+                continue
+            idcol, at_of = source.id_column, source.at
+            late = (await execute_prepared(conn, _late_records(source), {"source": name})).all()
+            if len(late) >= BATCH:
+                full.add(name)  # more to read: its gaps stay open until a round reads them all
+            for r in late:
+                rid = getattr(r, idcol)
+                if (name, rid) in taken:  # read this round as a new record (inside a gap's span)
+                    continue
+                at = at_of(r)
+                rows.append((_jsonable(at), name, rid, at, source, r))
+                added += 1
+        closing = [c for c in closing if c[0] not in full]
+        if closing:
+            await conn.execute(delete(audit_gaps).where(audit_gaps.c.source == bindparam("s"),
+                                                        audit_gaps.c.first_id == bindparam("f")),
+                               [{"s": name, "f": first} for name, first in closing])
+        if added:
+            log.info("audit records chained late", count=added)
         return added
 
     def _sign(self, day: date, last_seq: int, last_hash: str) -> str:

@@ -13,11 +13,13 @@ job that enforces it (settings `S117_RETAIN_*_DAYS`; 0 keeps for ever).
 - the audit records behind them (each table in `hub.audit.SOURCES`:
   `disclosures`, `access_decisions`, `operator_actions`), on the same cutoff
   (dated before its day), once chained (at or below the chain's cursor for
-  the table) and their entry purged (no entry left in `audit_chain` for it):
-  `audit verify` checks only the entries left, each against its record, so it
-  never finds a record missing. A record written late (not yet chained), or
-  chained after its day was signed (its entry kept after the anchor), stays
-  until its entry goes. Counted as `audit_<table>`.
+  the table, and below the table's open gaps in `audit_gaps`: ids the chain
+  read past while their transaction was still open) and their entry purged
+  (no entry left in `audit_chain` for it): `audit verify` checks only the
+  entries left, each against its record, so it never finds a record missing.
+  A record written late (not yet chained, or committed after the chain read
+  past its id), or chained after its day was signed (its entry kept after the
+  anchor), stays until its entry goes. Counted as `audit_<table>`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from hub.observability.logging import get_logger
 from hub.store.schema import (
     audit_chain,
     audit_cursors,
+    audit_gaps,
     bus_messages,
     consumer_offsets,
     council_file_subscriptions,
@@ -105,8 +108,8 @@ class Purger:
 
     async def _purge_audit_source(self, source: Source, cutoff: datetime) -> int:
         """Delete the source's records dated before `cutoff` that the chain has read (id at or below
-        its cursor) and whose entry is no longer in the chain (purged): never a record not yet
-        chained, nor one an entry left in the chain still checks."""
+        its cursor, below its first open gap) and whose entry is no longer in the chain (purged):
+        never a record not yet chained, nor one an entry left in the chain still checks."""
         table = source.table
         if "at" not in table.c:
             return 0
@@ -114,6 +117,9 @@ class Purger:
         async with self._engine.connect() as conn:
             cursor = (await conn.execute(select(audit_cursors.c.last_id)
                                          .where(audit_cursors.c.source == source.name))).scalar()
+            # Ids the chain read past while a transaction that may commit them was open: not chained yet.
+            gap = (await conn.execute(select(func.min(audit_gaps.c.first_id))
+                                      .where(audit_gaps.c.source == source.name))).scalar()
             # The first record dated on or after the cutoff (the table read in id order from its
             # oldest, which the purge keeps few: no index on `at` is needed). Every record below it
             # is older than the cutoff; one dated earlier but written later waits for a later round.
@@ -121,7 +127,7 @@ class Purger:
             await conn.rollback()
         if not cursor:
             return 0
-        bound = cursor + 1 if young is None else min(cursor + 1, young)
+        bound = min(b for b in (cursor + 1, young, gap) if b is not None)
         live = exists().where(audit_chain.c.source == source.name, audit_chain.c.source_id == idcol)
         return await self._batched(lambda: delete(table).where(idcol.in_(
             select(idcol).where(idcol < bound, at < cutoff, ~live).order_by(idcol).limit(BATCH))))

@@ -638,6 +638,20 @@ audit_cursors = Table(
     Column("anchor_hash", String(64), nullable=True),
 )
 
+# Ids of an audit source the chain read past without seeing them (hub/audit.py, PostgreSQL): a
+# serial id is drawn at INSERT and visible at COMMIT, so a transaction still open may commit one
+# below ids already chained. Read again (rows not yet chained) until every transaction that was
+# writing the table when the gap was seen (`writers`: their virtual transaction ids) has ended.
+audit_gaps = Table(
+    "audit_gaps",
+    metadata,
+    Column("source", String(32), primary_key=True),
+    Column("first_id", BigInteger, primary_key=True),
+    Column("last_id", BigInteger, nullable=False),
+    Column("writers", JSON, nullable=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False),
+)
+
 audit_checkpoints = Table(
     "audit_checkpoints",
     metadata,
