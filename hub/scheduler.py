@@ -8,22 +8,34 @@ review due within the notice period (or overdue), publishes one REVIEW_DUE
 event for that (person, due date, kind). The event id is derived
 from those three, and the log's event ids are unique, so scanning again — on
 a timer, after a restart, on several instances — never notifies twice.
+A person with a reminder to publish has their history read again under the
+topic's publish lock, in the transaction that publishes it (evaluated again
+if a change came since the scan), and the reminder names the changes read
+(`history_changes`): the dispatcher tells it against exactly those.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from hub.bus.port import EVENTS_TOPIC, HISTORY_RECEIVED_BY, BusMessage, history_received_by
+from hub.bus.port import (
+    EVENTS_TOPIC,
+    HISTORY_CHANGES,
+    HISTORY_RECEIVED_BY,
+    BusMessage,
+    history_changes,
+    history_received_by,
+)
 from hub.bus.payload import event_payload, status_on_the_bus
-from hub.bus.sql import publish
+from hub.bus.sql import lock_topic, publish
 from hub.codec import from_jsonable, to_jsonable
 from hub.domain.agreements import AgreementBook
 from hub.domain.model import DomainEvent, EventType, RegisterChange, ReviewDue, S117Status
@@ -66,28 +78,52 @@ class ReviewScanner:
 
     async def _scan_person(self, person_id: str, today: date) -> int:
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(select(register_changes.c.canonical, register_changes.c.received_at)
-                                       .where(register_changes.c.person_id == person_id))).all()
+            rows = (await conn.execute(_history(person_id))).all()
+            due = self._due(person_id, rows, today)
+            if due:  # those already published (a reminder is published once) are not looked at again
+                known = set((await conn.execute(select(bus_messages.c.event_id).where(
+                    bus_messages.c.event_id.in_([event_id for event_id, *_ in due])))).scalars())
+                due = [d for d in due if d[0] not in known]
             await conn.rollback()
+        if not due:
+            return 0
+        try:
+            async with self._engine.begin() as conn:
+                # The topic's publish lock (held to commit; PostgreSQL only: SQLite's writer is
+                # alone) before the history is read again: no change of the person commits
+                # between this read and the reminders, so the history they are told against is
+                # exactly the changes published before them. Scanned again if one came since.
+                await lock_topic(conn, EVENTS_TOPIC)
+                held = (await conn.execute(_history(person_id))).all()
+                if {r.change_id for r in held} != {r.change_id for r in rows}:
+                    due = self._due(person_id, held, today)
+                told_against = {HISTORY_CHANGES: history_changes([r.change_id for r in held]),
+                                HISTORY_RECEIVED_BY: history_received_by(max(r.received_at for r in held))}
+                published = 0
+                for event_id, review, latest, status in due:
+                    published += await self._publish(conn, event_id, person_id, review, latest, status, today,
+                                                     told_against)
+        except IntegrityError:
+            return 0  # another instance published the same reminder first
+        return published
+
+    def _due(self, person_id: str, rows: Sequence[Any],
+             today: date) -> list[tuple[str, ReviewDue, RegisterChange, S117Status]]:
+        """The reminders the history `rows` makes due `today`: (event id, review, the latest change, the status)."""
+        if not rows:
+            return []
         changes = [from_jsonable(RegisterChange, r.canonical) for r in rows]
         status = evaluate(person_id, changes, self._ref, self._agreements, today)
         if not status.entitled:
-            return 0
+            return []
         latest = max(changes, key=change_order)
-        # The history the reminders are told against: the changes received by the latest of these.
-        told_against = history_received_by(max(r.received_at for r in rows))
-        published = 0
         # Every pending review, not only the earliest: an overdue first review
         # must not hide the unscheduled one a move sets off (Worcs 14.1, 17.1).
-        for review in status.pending_reviews:
-            if review.due_on - today > self._notice:
-                continue
-            published += await self._publish(person_id, review, latest, status, today, told_against)
-        return published
+        return [(review_event_id(person_id, review.due_on, review.kind), review, latest, status)
+                for review in status.pending_reviews if review.due_on - today <= self._notice]
 
-    async def _publish(self, person_id: str, review: ReviewDue, latest: RegisterChange, status: S117Status,
-                       today: date, told_against: str) -> int:
-        event_id = review_event_id(person_id, review.due_on, review.kind)
+    async def _publish(self, conn: AsyncConnection, event_id: str, person_id: str, review: ReviewDue,
+                       latest: RegisterChange, status: S117Status, today: date, told_against: dict[str, str]) -> int:
         overdue = review.due_on < today
         event = DomainEvent(
             event_type=EventType.REVIEW_DUE, person_id=person_id, change_id=latest.change_id, occurred_on=today,
@@ -98,21 +134,22 @@ class ReviewScanner:
                      "triggered_on": review.triggered_on.isoformat() if review.triggered_on else "",
                      "overdue": "yes" if overdue else "no"},
         )
-        try:
-            async with self._engine.begin() as conn:
-                exists = (await conn.execute(select(bus_messages.c.event_id)
-                                             .where(bus_messages.c.event_id == event_id))).first()
-                if exists:
-                    return 0
-                await publish(conn, BusMessage(
-                    topic=EVENTS_TOPIC, key=person_id, event_id=event_id,
-                    payload=event_payload(event, to_jsonable(latest), status_on_the_bus(status)),
-                    headers={"correlation_id": str(uuid.uuid4()), "source": "review-scheduler",
-                             "event_type": EventType.REVIEW_DUE.value, HISTORY_RECEIVED_BY: told_against},
-                ))
-        except IntegrityError:
-            return 0  # another instance published the same reminder first
+        exists = (await conn.execute(select(bus_messages.c.event_id)
+                                     .where(bus_messages.c.event_id == event_id))).first()
+        if exists:
+            return 0
+        await publish(conn, BusMessage(
+            topic=EVENTS_TOPIC, key=person_id, event_id=event_id,
+            payload=event_payload(event, to_jsonable(latest), status_on_the_bus(status)),
+            headers={"correlation_id": str(uuid.uuid4()), "source": "review-scheduler",
+                     "event_type": EventType.REVIEW_DUE.value, **told_against},
+        ))
         return 1
+
+
+def _history(person_id: str) -> Select[Any]:
+    return select(register_changes.c.change_id, register_changes.c.canonical, register_changes.c.received_at) \
+        .where(register_changes.c.person_id == person_id)
 
 
 async def run_review_scanner(scanner: ReviewScanner, interval_seconds: float, stop: asyncio.Event) -> None:

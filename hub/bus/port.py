@@ -50,13 +50,31 @@ LATER_EVENTS = "later_events"
 # it was kept: read as possibly late.
 LATE = "late"
 # A header of an event the hub's workflows or the review scanner publish (not
-# a register change's): the `received_at` (ISO 8601, UTC) of the latest
-# register change of the person in the history it was told against (read in
-# the transaction or scan that published it). The dispatcher tells the event
-# against the changes received by then, not those received since (each has
-# events of its own still to come). Absent on events published before it was
-# kept: read as the whole history.
+# a register change's): the change ids of the person's history it was told
+# against, sorted, joined by "," (`history_changes`). The publisher reads that
+# history holding the topic's publish lock (hub/bus/sql.py `lock_topic`), so no
+# change can commit between the read and the event: the ids are exactly the
+# person's changes published before the event, in commit order, whatever their
+# `received_at` (stamped before commit, and by each instance's own clock). The
+# dispatcher tells the event against those changes only, not those committed
+# since (each has events of its own after it). An exact set rather than a bus
+# offset: the dispatcher knows no change's offset, and in Kafka mode sees the
+# topic's offsets, not the outbox's. Absent on events published before it was
+# kept: `HISTORY_RECEIVED_BY`.
+HISTORY_CHANGES = "history_changes"
+# The header such an event carried before `HISTORY_CHANGES`, and still carries
+# for a dispatcher of that version (several instances on one store, upgraded
+# one by one): the `received_at` (ISO 8601, UTC) of the latest register change
+# of the person in the history it was told against. Read only where
+# `HISTORY_CHANGES` is absent: the changes received by then (received_at is
+# not commit order on PostgreSQL: a change stamped earlier can commit later).
+# Absent as well (published before either was kept): the whole history.
 HISTORY_RECEIVED_BY = "history_received_by"
+
+
+def history_changes(change_ids: Collection[str]) -> str:
+    """The `HISTORY_CHANGES` header's value for the change ids of a history read."""
+    return ",".join(sorted(change_ids))
 
 
 def history_received_by(received: datetime) -> str:

@@ -20,9 +20,16 @@ import orjson
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from hub.bus.port import EVENTS_TOPIC, HISTORY_RECEIVED_BY, BusMessage, history_received_by
+from hub.bus.port import (
+    EVENTS_TOPIC,
+    HISTORY_CHANGES,
+    HISTORY_RECEIVED_BY,
+    BusMessage,
+    history_changes,
+    history_received_by,
+)
 from hub.bus.payload import event_payload, status_on_the_bus
-from hub.bus.sql import publish
+from hub.bus.sql import lock_topic, publish
 from hub.codec import from_jsonable, to_jsonable
 from hub.crypto import DataProtector
 from hub.domain.access import Caller, Decision, PersonFacts, decide_raise_dispute, status_parties
@@ -361,13 +368,19 @@ class WorkflowService:
         n = (await conn.execute(select(func.count()).select_from(workflow_transitions)
                                 .where(workflow_transitions.c.case_id == case.case_id))).scalar_one()
         event_id = uuid5(CASE_NAMESPACE, f"{case.case_id}/{n}/{step.action.value}/{kind}")
+        # The topic's publish lock (held to commit; PostgreSQL only: SQLite's writer is alone)
+        # before the history is read: no change of the person commits between this read and
+        # the event, so the history read is exactly the changes published before it.
+        await lock_topic(conn, EVENTS_TOPIC)
         rows = (await conn.execute(select(register_changes.c.canonical, register_changes.c.received_at)
                                    .where(register_changes.c.person_id == case.person_id))).all()
         changes = [from_jsonable(RegisterChange, r.canonical) for r in rows]
         latest = max(changes, key=lambda c: (c.effective_date, c.recorded_on, c.change_id))
-        # The history this event is told against: the changes received by the latest of these
-        # (the dispatcher leaves out those received since: they have events of their own).
-        told_against = history_received_by(max(r.received_at for r in rows))
+        # The history this event is told against: these changes, by id (the dispatcher leaves
+        # out those committed since: they have events of their own); and, for a dispatcher
+        # of the version before, the latest received_at of these.
+        told_against = {HISTORY_CHANGES: history_changes([c.change_id for c in changes]),
+                        HISTORY_RECEIVED_BY: history_received_by(max(r.received_at for r in rows))}
         status = evaluate(case.person_id, changes, self._ref, self._agreements, max(step.on, latest.effective_date))
         what = "transfer of " + case.role + " responsibility" if case.kind is CaseKind.TRANSFER \
             else case.dispute_kind + " responsibility dispute"
@@ -389,7 +402,7 @@ class WorkflowService:
             topic=EVENTS_TOPIC, key=case.person_id, event_id=event_id,
             payload=event_payload(event, to_jsonable(latest), status_on_the_bus(status)),
             headers={"correlation_id": str(uuid.uuid4()), "source": WORKFLOW_SOURCE, "event_type": event_type.value,
-                     HISTORY_RECEIVED_BY: told_against},
+                     **told_against},
         ))
         return event_id
 
