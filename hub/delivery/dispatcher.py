@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hub.ids import uuid5
 from hub.store.recording import RecordingConn
 from hub.ingest.status_cache import StatusCache
-from hub.bus.port import EVENTS_TOPIC, HISTORY_RECEIVED_BY, LATER_EVENTS, BusMessage, Subscriber
+from hub.bus.port import EVENTS_TOPIC, HISTORY_CHANGES, HISTORY_RECEIVED_BY, LATER_EVENTS, BusMessage, Subscriber
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
 from hub.delivery import queue
@@ -90,7 +90,8 @@ _VIEW_UPDATE = Prepared(recipient_views.update()
 GROUP = "dispatcher"
 REVIEW_SCANNER_SOURCE = "review-scheduler"  # the bus header `source` of hub/scheduler.py's reminders
 # Sources of events that are not one register change's: they tell what the history held when they were
-# published (their `HISTORY_RECEIVED_BY` header), or, published before it was kept, the whole history.
+# published (their `HISTORY_CHANGES` header; before it was kept, `HISTORY_RECEIVED_BY`), or, published
+# before either was kept, the whole history.
 _WHOLE_HISTORY_SOURCES = frozenset({REVIEW_SCANNER_SOURCE, WORKFLOW_SOURCE})
 MESSAGE_NAMESPACE = uuid.UUID("0c8f7d0e-2b54-4d61-8a4b-511751175117")
 
@@ -478,9 +479,9 @@ class Dispatcher:
         higher than the last it was sent (hub/domain/views.py). A register
         change's truth is the history received up to it (changes received
         since have messages of their own), and a workflow's or the review
-        scanner's event's the history received by its publishing (its
-        `history_received_by` header): a backlog, in any batches, tells each
-        body what the events dispatched one by one would.
+        scanner's event's the history committed before its publishing (the
+        changes its `history_changes` header names): a backlog, in any
+        batches, tells each body what the events dispatched one by one would.
 
         `cache` (a batch of messages in one transaction, see `_handle_batch`)
         keeps what the batch read once per person: its history and status,
@@ -518,17 +519,29 @@ class Dispatcher:
         # another). Every body it moves hears it from this change's messages, a
         # correction if the change is late, as when it was dispatched on its own.
         # The workflows' and the review scanner's events are not a change's: they
-        # tell the history as it stood when they were published (the changes received
-        # by their `history_received_by` header), so a change received after one was
-        # published, before it is dispatched, is told by that change's own messages
-        # only; published before the header was kept, the whole history.
+        # tell the history as it stood when they were published (the changes their
+        # `history_changes` header names: those committed before them), so a change
+        # committed after one was published, before it is dispatched, is told by that
+        # change's own messages only, whatever its `received_at`; published before that
+        # header was kept, the changes received by their `history_received_by` header,
+        # and before that, the whole history.
+        upto: datetime | str | None  # the history told: received up to then, these changes, or (None) all
         if msg.headers.get("source") in _WHOLE_HISTORY_SOURCES:
-            upto = _received_by(msg.headers.get(HISTORY_RECEIVED_BY), received)
-            if upto is not None:
-                if any(t > upto for _, t in received):
-                    received = [(c, t) for c, t in received if t <= upto]
-                else:
-                    upto = None  # nothing received since: the whole history (one status for both)
+            told = msg.headers.get(HISTORY_CHANGES)
+            if told is not None:  # exactly the changes published before it (read under the topic's lock)
+                ids = frozenset(told.split(","))
+                kept = [(c, t) for c, t in received if c.change_id in ids]
+                # Nothing committed since: the whole history (one status for both); else these,
+                # the statuses of one batch kept by the header (the same ids, the same text).
+                upto = told if len(kept) < len(received) else None
+                received = kept
+            else:  # published before it was kept: by `received_at` (or the whole history)
+                upto = _received_by(msg.headers.get(HISTORY_RECEIVED_BY), received)
+                if upto is not None:
+                    if any(t > upto for _, t in received):
+                        received = [(c, t) for c, t in received if t <= upto]
+                    else:
+                        upto = None  # nothing received since: the whole history (one status for both)
             told_later = arrived is not None and any(t > arrived for _, t in received)
         else:
             told_later = arrived is not None and any(t > arrived for _, t in received)
@@ -883,8 +896,9 @@ class _BatchCache:
     today: date
     dispatched: set[str] | None = None  # event ids handled and committed before, or in this batch
     history: dict[str, list[tuple[RegisterChange, datetime]]] = field(default_factory=dict)
-    # person -> (the arrival its history was read up to, None: all of it) -> its status
-    status: dict[str, dict[datetime | None, S117Status]] = field(default_factory=dict)
+    # person -> (the arrival its history was read up to, or a workflow's or reminder's
+    # `HISTORY_CHANGES`; None: all of it) -> its status
+    status: dict[str, dict[datetime | str | None, S117Status]] = field(default_factory=dict)
     held: dict[str, dict[str, _Held]] = field(default_factory=dict)
     patients: dict[str, PatientDetails] = field(default_factory=dict)
     # person -> the parts its recipients' messages share (`_send`), for the status, change and details
