@@ -6,7 +6,9 @@ plain JSON API: on a transfer Task the incoming body sets `status` to
 opens a dispute). Other changes are refused with an OperationOutcome naming
 the rule; dispute stages move by POST /v1/disputes/{id}/escalate | resolve.
 PATCH takes a JSON Patch (RFC 6902) of `/status` and `/statusReason`.
-Non-parties get the same 404 as an unknown id.
+Non-parties get the same 404 as an unknown id. Every read, allowed or
+refused, is recorded in `access_decisions` (channel `case`), as the plain
+API's case reads are.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from hub.access import record_decision
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
 from hub.api.workflow_access import is_admin, service
+from hub.domain.access import Rule
 from hub.domain.workflows.model import Action, Case, CaseKind, WorkflowRefusal
+from hub.observability.logging import bound_correlation_id
 from hub.workflows.fhir_task import build_task, parse_task_id, task_id
 
 router = APIRouter(prefix="/v1/fhir/Task", tags=["fhir"])
@@ -41,11 +46,15 @@ def _not_found() -> JSONResponse:
     return _outcome(404, "not-found", "no Task with that id for this organisation")
 
 
-async def _case(hub, client, value: str) -> tuple[Case, int | None] | None:  # noqa: ANN001
+async def _load(hub, value: str) -> tuple[Case | None, int | None]:  # noqa: ANN001
     case_id, stage = parse_task_id(value)
     async with hub.engine.connect() as conn:
         case = await service(hub).load(conn, case_id)
         await conn.rollback()
+    return case, stage
+
+
+def _visible(client, case: Case | None, stage: int | None) -> tuple[Case, int | None] | None:  # noqa: ANN001
     if case is None or not (is_admin(client) or client.org_code in case.parties):
         return None
     if case.kind is CaseKind.TRANSFER and stage is not None:
@@ -53,6 +62,10 @@ async def _case(hub, client, value: str) -> tuple[Case, int | None] | None:  # n
     if case.kind is CaseKind.DISPUTE and (stage is None or stage > case.stage_index):
         return None
     return case, stage
+
+
+async def _case(hub, client, value: str) -> tuple[Case, int | None] | None:  # noqa: ANN001
+    return _visible(client, *await _load(hub, value))
 
 
 def _task(case: Case, stage: int | None) -> dict[str, Any]:
@@ -68,7 +81,16 @@ def _task(case: Case, stage: int | None) -> dict[str, Any]:
 @router.get("/{task_id}", summary="A transfer or dispute-stage Task (FHIR R4)")
 async def read_task(task_id: str, hub: HubDep, client: ClientDep) -> JSONResponse:
     require(client, "s117:read")
-    found = await _case(hub, client, task_id)
+    case, stage = await _load(hub, task_id)
+    found = _visible(client, case, stage)
+    # A read of the case, allowed or refused, in access_decisions (channel `case`, the
+    # case's kind as the change type), as GET /v1/transfers/{id} and /v1/disputes/{id} record it.
+    async with hub.engine.begin() as conn:
+        await record_decision(conn, client, channel="case", action="read", allowed=found is not None,
+                              rule=Rule.ALLOWED if found is not None else Rule.NO_RELATIONSHIP,
+                              change_type=case.kind.value if case is not None else None,
+                              person_id=case.person_id if case is not None else None,
+                              correlation_id=bound_correlation_id())
     if found is None:
         return _not_found()
     return JSONResponse(_task(*found), media_type=FHIR_JSON)
