@@ -117,6 +117,16 @@ async def create_subscription(body: SubscriptionIn, hub: HubDep, client: ClientD
     if body.url is not None and (body.url.username or body.url.password):
         raise ProblemError(422, "invalid-request", "Request rejected", "url must not carry credentials",
                            errors=[{"field": "url", "reason": "must not carry credentials; the signature authenticates"}])
+    if body.event_types:
+        # A filter naming an event type no agreement in force lets the organisation receive
+        # could never deliver anything of it (each message is decided again at dispatch and
+        # at sending): refused, naming them, as POST /v1/fhir/Subscription refuses such a topic.
+        today = datetime.now(UTC).date()
+        outside = sorted({e.value for e in body.event_types
+                          if not hub.sharing.decide(client.org_code, e.value, today).allowed})
+        if outside:
+            raise _reject("event_types", "names event types no data-sharing agreement in force lets this "
+                                         f"organisation receive: {', '.join(outside)}")
     url = str(body.url) if body.url else None
     if url is not None:
         why = await url_problem(url, hub.settings.webhook_allowed_hosts)
