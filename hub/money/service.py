@@ -54,7 +54,8 @@ from hub.domain.money.responsibility import InterimSpan, PairSpan, decisions_end
 from hub.domain.rules import evaluate
 from hub.domain.workflows.model import Case
 from hub.ingest.nhs_number import nhs_number_problem, normalise
-from hub.ingest.service import PROBLEM_BASE, Client, IngestService, Outcome, problem, refusal
+from hub.ingest.service import (PROBLEM_BASE, Client, IngestService, Outcome, payload_sha256, problem, refusal,
+                                same_change)
 from hub.ingest.validation import FieldProblem, problems_from_pydantic
 from hub.money.contract import PackageIn, package_problems
 from hub.money.responsibility import (
@@ -188,6 +189,49 @@ def line_json(line: PackageLine) -> dict[str, Any]:
     }
 
 
+def package_digest(data: Any) -> str:
+    """The idempotency digest of a package event, kept with its first answer (`ingest_results.payload_sha256`):
+    what the event means as the contract reads it (key order, spacing, the NHS number spaced or not and an
+    explicit default or none are one digest). An event the contract refuses has a digest of its own text,
+    which no recorded event's matches."""
+    try:
+        p = PackageIn.model_validate(data)
+    except ValidationError:
+        return "raw:" + payload_sha256(data if isinstance(data, dict) else {"(body)": repr(data)})
+    return _digest_of(p)
+
+
+def _digest_of(p: PackageIn) -> str:
+    canonical = p.model_dump(mode="json", exclude_none=True)
+    if p.person is not None:
+        canonical["person"] = {"nhs_number": normalise(p.person.nhs_number)}
+    return payload_sha256(canonical)
+
+
+def key_reused(smid: str) -> Outcome:
+    """The source message id came before with another payload: another package event, or a register
+    change (a council file's RECORD_ID): nothing recorded, nothing quarantined."""
+    return problem(
+        409, "idempotency-key-reused", "Source message id already used",
+        "this source_message_id was already used by this source for a different package event or register "
+        "change; nothing was recorded. Send a new event with a new source_message_id, or the same event again "
+        "for the first answer",
+        errors=[{"field": "source_message_id",
+                 "reason": "was already used by this source for a different package event or register change"}],
+        correlation_id=bound_correlation_id())
+
+
+def _replay(row: Any, client: Client, smid: str, digest: str) -> Outcome:
+    """A repeat of (source, source_message_id): the first answer if it was this event, else a 409."""
+    if not same_change(row.payload_sha256, digest):
+        log.info("idempotency key reused with another payload", source=client.client_id, status=409)
+        return key_reused(smid)
+    return Outcome(row.status_code, {**row.body, "duplicate": True})
+
+
+_PREVIOUS = (ingest_results.c.status_code, ingest_results.c.body, ingest_results.c.payload_sha256)
+
+
 def not_found_answer(channel: str, field: str) -> Outcome:
     """The one answer for "no such person", "not yours" and "no agreement":
     council files get the access policy's one row error (as a register change
@@ -272,11 +316,11 @@ class PackageService:
         smid = data.get("source_message_id") if isinstance(data.get("source_message_id"), str) else None
         if smid:
             async with self._engine.connect() as conn:
-                prev = (await conn.execute(select(ingest_results.c.status_code, ingest_results.c.body).where(
+                prev = (await conn.execute(select(*_PREVIOUS).where(
                     ingest_results.c.source == client.client_id, ingest_results.c.source_message_id == smid))).first()
                 await conn.rollback()
-            if prev is not None:
-                return Outcome(prev.status_code, {**prev.body, "duplicate": True})
+            if prev is not None:  # the same event again: its first answer; another under the same id: 409
+                return _replay(prev, client, smid, package_digest(data))
         # The access policy before validation: nothing of a line the caller may
         # not write is validated or kept (only an event too malformed to say
         # whom and which day it is about goes to validation first).
@@ -361,10 +405,21 @@ class PackageService:
                      original: bytes, channel: str) -> Outcome:
         now = datetime.now(UTC)
         person_id, change_type = allowed.person_id, f"package-{p.action}"
+        digest = _digest_of(p)
         async with self._engine.begin() as conn:
             rows = (await conn.execute(select(care_packages).where(
                 care_packages.c.source == client.client_id, care_packages.c.package_id == p.package_id)
                 .order_by(care_packages.c.version))).all()
+            # The same id answered since `record` looked (the same event sent several times at once): its first
+            # answer, not the event applied again (a start "already started" and quarantined, a change a second
+            # version). Read after the line's versions: a version committed before that read came with its
+            # answer (one transaction), and under READ COMMITTED this later statement sees it too; one committed
+            # after it makes this transaction's own write fail on the line's key, and the retry comes back here.
+            prev = (await conn.execute(select(*_PREVIOUS).where(
+                ingest_results.c.source == client.client_id,
+                ingest_results.c.source_message_id == p.source_message_id))).first()
+            if prev is not None:
+                return _replay(prev, client, p.source_message_id, digest)
             versions = [line_from_row(r) for r in rows]
             if versions and versions[-1].person_id != person_id:
                 problems = [FieldProblem("package_id", "belongs to another person: a line id is the sender's, "
@@ -420,7 +475,7 @@ class PackageService:
                         "person_id": person_id, "versions": ids, "council": council, "icb": icb}
                 await conn.execute(ingest_results.insert().values(
                     source=client.client_id, source_message_id=p.source_message_id, status_code=201, body=body,
-                    created_at=now))
+                    payload_sha256=digest, created_at=now))
             # Allowed, and audited as such also when the line's own problems hold it in quarantine.
             await _audit_write(conn, client, channel, allowed.decision, person_id, change_type,
                                allowed.agreement_id)
