@@ -666,22 +666,34 @@ async def run_reconciler(reconciler: Reconciler, watcher: ItemWatcher, service: 
 
 def items_csv_lines(items: Iterable[dict[str, Any]], rejected: Iterable[dict[str, Any]] = ()) -> Iterable[str]:
     """The report as CSV: each item, then each error of each rejected row (`row-rejected` as state and kind,
-    the error's field and reason, what the body must do)."""
+    the error's field and reason, what the body must do). Text the body sent (its local id, what its list
+    says, the reason it gave for a decision) never starts a cell as a formula: one beginning with `=`, `+`,
+    `-`, `@`, a tab or a line break is written behind an apostrophe, as in the statements."""
     import csv
     import io
 
+    from hub.money.render import csv_text
+
     cols = ["item_id", "state", "kind", "field", "local_id", "person_id", "body_says", "hub_says",
             "who_must_act", "action", "explanation", "citation", "reason", "fixed_by"]
+    bodys = frozenset(("local_id", "body_says", "reason"))
+
+    def cell(row: dict[str, Any], c: str) -> Any:
+        value = row.get(c)
+        if value is None:
+            return ""
+        return csv_text(value) if c in bodys and isinstance(value, str) else value
+
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(cols)
     for it in items:
-        w.writerow(["" if it.get(c) is None else it[c] for c in cols])
+        w.writerow([cell(it, c) for c in cols])
     for r in rejected:
         for e in r["errors"]:
             line = {"state": ROW_REJECTED, "kind": ROW_REJECTED, "field": e.get("field"), "local_id": r["local_id"],
                     "who_must_act": r["who_must_act"], "action": r["action"], "explanation": e.get("reason")}
-            w.writerow(["" if line.get(c) is None else line[c] for c in cols])
+            w.writerow([cell(line, c) for c in cols])
     return buf.getvalue().splitlines(keepends=True)
 
 

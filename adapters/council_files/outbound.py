@@ -15,6 +15,10 @@ CSV: a header line of column names, the rows, `TRAILER,<record count>`, then
 record with the same SHA-256. A manifest file `<name>.sha256` beside each file
 holds `<hex>  <name>` (the `sha256sum -c` format).
 
+A text cell holds no line break or tab (a council's own reference, from its
+snapshots, may: a quoted CSV field can hold one): each is written as a space,
+so every record is one line in either layout.
+
 The full-extract CSV is also a valid reconciliation snapshot
 (`adapters/snapshots`, layout `swift_snapshot_csv`): the hub reads its own
 extract back as a council's list, which is how the round trip is tested.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -114,8 +119,17 @@ def row_values(values: dict[str, object], groups: frozenset[str], layout: OutLay
         elif c.kind == "flag":
             out.append("Y" if v else "N")
         else:
-            out.append(str(v))
+            out.append(_one_line(str(v)))
     return out
+
+
+_BREAKS = re.compile(r"\r\n|[\r\n\t]")
+
+
+def _one_line(text: str) -> str:
+    """A text cell as one line: a line break or tab is a space (in a fixed-width record it split the record in
+    two, and a line-by-line reader of the CSV found a row the trailer did not count)."""
+    return _BREAKS.sub(" ", text) if ("\n" in text or "\r" in text or "\t" in text) else text
 
 
 class ExportWriter:

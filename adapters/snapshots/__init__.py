@@ -40,7 +40,9 @@ import orjson
 from ijson.common import ObjectBuilder
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hub.ingest.contract import FREE_TEXT
 from hub.ingest.nhs_number import nhs_number_problem, normalise
+from hub.ingest.validation import PATTERN_REASONS
 
 GSS = re.compile(r"^[EWSN]\d{8}$")
 ODS = re.compile(r"^[A-Z0-9]{3,6}$")
@@ -55,6 +57,12 @@ NOT_AN_ARRAY = "is not a valid JSON array of objects"
 UNREADABLE_VALUE = "holds a value the hub cannot read (a number beyond 64 bits or text that is not valid Unicode)"
 NOT_CSV = "is not a valid CSV line"
 FORMATS = ("ndjson", "json", "swift_snapshot_csv")
+# The body's own person reference is kept, shown in the report and the console and written into its council
+# files out: free text as the register change contract's (review_reason), no control or bidirectional
+# formatting character but the tab and line breaks a quoted CSV field may hold (RFC 4180; the fixed-width
+# extract writes those as spaces, adapters/council_files/outbound.py). NUL, ESC and the like were kept as sent.
+_TEXT = re.compile(FREE_TEXT)
+LOCAL_ID_REASON = PATTERN_REASONS[FREE_TEXT]
 
 # The published CSV layout: column -> canonical field.
 CSV_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -99,6 +107,13 @@ class SnapshotRow(BaseModel):
         if reason:
             raise ValueError(reason)
         return normalise(v)
+
+    @field_validator("local_id")
+    @classmethod
+    def _local_id(cls, v: str | None) -> str | None:
+        if v is not None and not _TEXT.match(v):
+            raise ValueError(LOCAL_ID_REASON)
+        return v
 
     @field_validator("responsible_council")
     @classmethod
@@ -154,7 +169,7 @@ def about(data: dict[str, Any]) -> tuple[str | None, str | None]:
         return None, None
     local = data.get("local_id")
     local = local.strip() if isinstance(local, str) else None
-    return normalise(nhs.strip()), local if local and len(local) <= 50 else None
+    return normalise(nhs.strip()), local if local and len(local) <= 50 and _TEXT.match(local) else None
 
 
 def rejected(row: int, raw: bytes, problems: tuple[RowProblem, ...], data: dict[str, Any]) -> ParsedRow:

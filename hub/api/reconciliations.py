@@ -14,18 +14,22 @@ body has no part in is reported exactly as one the hub has never heard of.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from adapters.snapshots import FORMATS
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
 from hub.domain.reconciliation import ItemState
+from hub.ingest.contract import FREE_TEXT
+from hub.ingest.validation import PATTERN_REASONS
 from hub.ingest.service import Client
 from hub.drift_alerts import alert_overview
 from hub.reconciliation import Body, drift_history, items_csv_lines
@@ -37,6 +41,7 @@ SCOPE = "s117:read"
 MAX_SNAPSHOT = 200 * 1024 * 1024  # 100,000 rows is about 20 MB of NDJSON
 CONTENT_FORMATS = {"application/x-ndjson": "ndjson", "application/json": "json", "text/csv": "swift_snapshot_csv"}
 NOT_FOUND = ("no reconciliation with that id for this client")
+_FREE_TEXT = re.compile(FREE_TEXT)
 SnapshotId = Annotated[str, Path(min_length=36, max_length=36, pattern=r"^[0-9a-f-]{36}$")]
 
 
@@ -131,7 +136,16 @@ async def report(
 class ItemDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
     state: Literal["open", "explained", "accepted"]
+    # Shown in the report (JSON and CSV) and the console: no control or bidirectional formatting character but
+    # tab, CR and LF, as the register change contract's free text (review_reason).
     reason: str | None = Field(default=None, max_length=500)
+
+    @field_validator("reason")
+    @classmethod
+    def _free_text(cls, v: str | None) -> str | None:
+        if v is not None and not _FREE_TEXT.match(v):
+            raise PydanticCustomError("free_text", PATTERN_REASONS[FREE_TEXT])  # the reason, no "Value error, "
+        return v
 
 
 @router.post("/items/{item_id}", summary="Explain, accept as is (with a reason) or reopen one difference")
