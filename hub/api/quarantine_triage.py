@@ -2,12 +2,17 @@
 and resubmits it, or discards it with a reason. A resubmission is a new
 submission through the same ingest (canonical JSON, the contract of
 POST /v1/register-changes), linked to the held one, which is then marked
-resolved; if the correction is still wrong it is held in its turn, linked too."""
+resolved; if the correction is still wrong it is held in its turn, linked too.
+A package event (the contract of POST /v1/packages: an object with `action`
+and `package_id`, keys no register change has) goes through the package
+service instead, with the scope that route needs."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+
+import orjson
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -73,6 +78,12 @@ async def resubmit(quarantine_id: str, request: Request, hub: HubDep, client: Cl
     raw = await request.body()
     if len(raw) > MAX_BODY:
         raise ProblemError(413, "too-large", "Body too large", f"a register change must be under {MAX_BODY} bytes")
+    package = _package_event(raw)
+    if package is not None:  # as POST /v1/packages asks of its caller
+        require(client, "packages:write")
+        if client.org_kind not in ("council", "icb") and "hub:admin" not in client.scopes:
+            raise ProblemError(403, "forbidden", "Not permitted", "packages are recorded by a responsible council "
+                                                                  "or ICB")
     claim, now = str(uuid.uuid4()), datetime.now(UTC)
     async with hub.engine.begin() as conn:
         taken = await conn.execute(quarantine.update().where(_still_held(quarantine_id, now))
@@ -81,14 +92,18 @@ async def resubmit(quarantine_id: str, request: Request, hub: HubDep, client: Cl
             raise await _refused(conn, quarantine_id)
     mine = (quarantine.c.quarantine_id == quarantine_id) & (quarantine.c.status == CLAIMED) & (
         quarantine.c.resolved_by == claim)
+    channel = f"resubmit-{row.channel}"[:32]
     try:
-        outcome = await hub.ingest.accept(client, raw, channel=f"resubmit-{row.channel}"[:32])
+        if package is not None and hub.packages is not None:
+            outcome = await hub.packages.record(client, package, raw, channel)
+        else:
+            outcome = await hub.ingest.accept(client, raw, channel=channel)
     except BaseException:
         async with hub.engine.begin() as conn:  # held again, for another try
             await conn.execute(quarantine.update().where(mine).values(status="held", resolved_at=None,
                                                                       resolved_by=row.resolved_by))
         raise
-    link = outcome.body.get("change_id") or outcome.body.get("quarantine_id")
+    link = outcome.body.get("change_id") or outcome.body.get("quarantine_id") or outcome.body.get("package_id")
     async with hub.engine.begin() as conn:
         done = await conn.execute(quarantine.update().where(mine).values(
             status="resubmitted" if not outcome.is_problem else "held",
@@ -101,6 +116,15 @@ async def resubmit(quarantine_id: str, request: Request, hub: HubDep, client: Cl
     body = {**outcome.body, "resubmission_of": quarantine_id}
     return JSONResponse(body, status_code=outcome.status_code,
                         media_type=PROBLEM_JSON if outcome.is_problem else "application/json")
+
+
+def _package_event(raw: bytes) -> dict | None:
+    """The resubmitted body as a package event (a JSON object naming `action` and `package_id`), else None."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) and "action" in data and "package_id" in data else None
 
 
 class DiscardIn(BaseModel):
