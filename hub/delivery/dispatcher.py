@@ -44,12 +44,22 @@ from hub.domain.model import DomainEvent, EventType, Org, RegisterChange, S117St
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import evaluate
 from hub.domain.rules.precedence import is_late
-from hub.domain.views import NOT_INVOLVED, event_type_for, reason_for, views_for
+from hub.domain.rules.timeline import TransferStep, transfer_steps
+from hub.domain.views import (
+    NOT_INVOLVED,
+    TOLD,
+    event_type_for,
+    handover_told,
+    handovers_named,
+    moved_handover_reason,
+    reason_for,
+    views_for,
+)
 from hub.domain.workflows.model import WORKFLOW_SOURCE
 from hub.fhir.message_json import EventMessages
 from hub.fhir.messages import EXPLANATIONS, FIELD_GROUPS, PatientDetails
 from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
-from hub.ingest.service import load_person_details
+from hub.ingest.service import event_id_for, load_person_details
 from hub.observability import metrics
 from hub.observability.logging import bind_correlation_id, get_logger, unbind_correlation_id, writes_at
 from hub.routing import Recipient, recipients_for, responsible_bodies
@@ -64,6 +74,7 @@ from hub.store.schema import (
     register_changes,
 )
 from hub.workflows.distribution import outgoing_of, pending_transfers
+from hub.workflows.service import events_again, handovers
 
 log = get_logger("hub.dispatcher")
 
@@ -482,6 +493,12 @@ class Dispatcher:
         scanner's event's the history committed before its publishing (the
         changes its `history_changes` header names): a backlog, in any
         batches, tells each body what the events dispatched one by one would.
+        A late change's `s117-responsibility-transferred` to a body whose
+        position it leaves as it was (a position carries no hand-over's date)
+        is not told again if the history before it held that hand-over on
+        that date, and is an `s117-notification-corrected` superseding the
+        event that told it if it held it on another date (a hand-over late
+        history moved: `hub.domain.views.handover_told`).
 
         `cache` (a batch of messages in one transaction, see `_handle_batch`)
         keeps what the batch read once per person: its history and status,
@@ -580,12 +597,40 @@ class Dispatcher:
         if pending is None:  # the dispatcher never changes workflow cases: once per batch
             pending = cache.pending[person_id] = (await pending_transfers(conn, [person_id]))[person_id]
         recipients += outgoing_of(pending, recipients)
+        steps_before: list[TransferStep] | None = None  # the history's hand-overs before this change
+        told_by: dict[date, str | None] = {}  # a moved hand-over's date as told -> the event that told it
         for recipient in recipients:
             org = recipient.org_code
             target = truth.get(org, NOT_INVOLVED)
             old = held.get(org)
             if _already_told(event, old, target):
                 continue
+            if late and event.event_type is EventType.RESPONSIBILITY_TRANSFERRED and old is not None \
+                    and old.view == target and self._sharing.decide(org, event.event_type.value, today).allowed:
+                # A late change's hand-over to a body whose position it does not move (a
+                # position carries no hand-over's date) and which may hear of hand-overs: the
+                # body was told it, on its date or on another, by the change that held it
+                # before; told again under the same event type, it read as a second hand-over.
+                if steps_before is None:
+                    steps_before = self._steps_before(person_id, history, change, today)
+                was = handover_told(event, handovers(steps_before))
+                if was == TOLD:
+                    continue  # the same hand-over on the same date: nothing new to tell
+                if isinstance(was, date):  # moved to another date: a rectification (UK GDPR Art. 19)
+                    # It supersedes the event that told the hand-over on the other date, if
+                    # found again, else (as any correction) the one whose position the body holds.
+                    if was not in told_by:
+                        told_by[was] = self._told_by(person_id, received, steps_before, event, was)
+                    supersedes = told_by[was] or old.last_event_id
+                    reason = moved_handover_reason(event, was)
+                    corrected = DomainEvent(
+                        event_type=EventType.NOTIFICATION_CORRECTED, person_id=person_id,
+                        change_id=change.change_id, occurred_on=event.occurred_on,
+                        summary=f"A transfer of responsibility you were told of was corrected: {reason}.",
+                        details={"reason": reason, "supersedes": supersedes})
+                    await self._send(send, view_event_id_for(msg.event_id, org), corrected, org, target,
+                                     supersedes=supersedes, reason=reason)
+                    continue
             corrects = late and old is not None and bool(old.view.get("roles")) and old.view != target
             await self._send(send, msg.event_id, event, org, target,
                              supersedes=old.last_event_id if corrects else None,
@@ -642,6 +687,40 @@ class Dispatcher:
         if own_cache:
             await cache.flush(conn)
             cache.count_dispatched()
+
+    def _steps_before(self, person_id: str, history: list[RegisterChange], change: RegisterChange,
+                      today: date) -> list[TransferStep]:
+        """The hand-overs' steps the history as told before `change` holds (the
+        changes told against, less `change`): what its bodies were told. Worked
+        out only for a late change's transfer to a body it leaves where it was (rare)."""
+        before = [c for c in history if c.change_id != change.change_id]
+        if self._agreements is None or not before:
+            return []
+        return transfer_steps(person_id, before, self._ref, self._agreements, today)
+
+    def _told_by(self, person_id: str, received: list[tuple[RegisterChange, datetime]], steps: list[TransferStep],
+                 event: DomainEvent, was: date) -> str | None:
+        """The id of the `s117-responsibility-transferred` event that told a
+        hand-over `event` names on the date `was`: the event of the change at
+        whose step it happens, derived again as ingest derived it (the changes
+        received before it). None if that change published none telling it
+        (another change's arrival revealed it)."""
+        assert self._agreements is not None  # steps were found
+        named = set(handovers_named(event))
+        arrived = {c.change_id: at for c, at in received}
+        for step in steps:
+            if not any((role, old, new, was) in handovers([step]) for role, old, new in named):
+                continue
+            mine = arrived.get(step.change.change_id)
+            if mine is None:
+                continue
+            events = events_again(person_id, [c for c, t in received if t < mine], step.change, self._ref,
+                                  self._agreements)
+            for index, told in enumerate(events):
+                if (told.event_type is EventType.RESPONSIBILITY_TRANSFERRED and told.occurred_on == was
+                        and named & set(handovers_named(told))):
+                    return event_id_for(step.change.change_id, index, told.event_type.value)
+        return None
 
     @staticmethod
     def _routed_later(msg: BusMessage, event_type: EventType, org: str, status: S117Status) -> bool:

@@ -16,10 +16,11 @@ person beyond having been told that.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
+from datetime import date
 from typing import Any
 
-from hub.domain.model import EventType, S117Status
+from hub.domain.model import DomainEvent, EventType, S117Status
 
 RESPONSIBLE_COUNCIL = "responsible-council"
 RESPONSIBLE_COMMISSIONER = "responsible-commissioner"
@@ -206,3 +207,50 @@ def reason_for(old: View | None, new: View, status: S117Status, *, explain: bool
     if not parts and not why:
         return "the person's position changed; the position in this message replaces the one held"
     return "; ".join(parts + why)
+
+
+# A hand-over the history holds: (role, from, to, the date it happens), by the
+# codes a transfer event names and by the bases (hub/workflows/service.py `handovers`).
+Handover = tuple[str, str, str, date]
+TOLD = "told"  # `handover_told`: every hand-over the event names was held on its date
+
+
+def handovers_named(event: DomainEvent) -> list[tuple[str, str, str]]:
+    """The (role, from, to) each hand-over an `s117-responsibility-transferred` event names."""
+    out = []
+    for role in ("council", "commissioner"):
+        old, new = event.details.get(f"{role}_from"), event.details.get(f"{role}_to")
+        if old and new and old != new:
+            out.append((role, old, new))
+    return out
+
+
+def handover_told(event: DomainEvent, held: Collection[Handover]) -> date | str | None:
+    """A late change's `s117-responsibility-transferred` event, to a body whose
+    position it does not change (a position carries no hand-over's date),
+    against the hand-overs `held` by the history before that change (what the
+    body was told): `TOLD` if each hand-over it names was held on its date
+    (told already: nothing to tell again); else the date one of them was
+    held on instead, the nearest (told on that date: the late history moved
+    it, a rectification); None if none was held (a hand-over not told before)."""
+    named = handovers_named(event)
+    on = event.occurred_on
+    moved: list[date] = []
+    for role, old, new in named:
+        dates = {d for r, f, t, d in held if (r, f, t) == (role, old, new)}
+        if on in dates:
+            continue
+        if not dates:
+            return None
+        moved.append(min(dates, key=lambda d: (abs((d - on).days), d)))
+    if not named:
+        return None
+    return min(moved, key=lambda d: (abs((d - on).days), d)) if moved else TOLD
+
+
+def moved_handover_reason(event: DomainEvent, was: date) -> str:
+    """Plain words for a hand-over late history moved to another date (the
+    date the body was told, the date it took effect: each already in the
+    messages it was sent; no body named, as a not-involved position names none)."""
+    return (f"the transfer of responsibility took effect on {event.occurred_on.isoformat()}, "
+            f"not on {was.isoformat()} as told before")

@@ -213,13 +213,20 @@ def transfer_event_again(person_id: str, history: list[RegisterChange], change: 
     recorded before it; a late change tells the transfers its arrival reveals,
     each dated where it happens (hub/domain/rules/timeline.py). None if the
     change has no such event."""
+    events = events_again(person_id, history, change, ref, agreements)
+    return events[index] if index < len(events) else None
+
+
+def events_again(person_id: str, history: list[RegisterChange], change: RegisterChange, ref: ReferenceData,
+                 agreements: AgreementBook) -> list[DomainEvent]:
+    """The events of `change`, derived again as ingest derived them when it was
+    recorded (`transfer_event_again`), in their order (index i: `event_id_for(change id, i, type)`)."""
     as_of = change.recorded_on
     before = evaluate(person_id, history, ref, agreements, as_of) if history else None
     after = evaluate(person_id, [*history, change], ref, agreements, as_of)
     revealed = (revealed_steps(person_id, history, change, ref, agreements, as_of)
                 if history and is_late(change, history) else None)
-    events = derive_events(before, after, change, revealed=revealed)
-    return events[index] if index < len(events) else None
+    return derive_events(before, after, change, revealed=revealed)
 
 
 def _opened(case: Case, event: DomainEvent) -> bool:
