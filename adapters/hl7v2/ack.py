@@ -82,7 +82,7 @@ def _msh_around(application: str, facility: str, trigger_event: str, version: st
     """The ACK's MSH up to its date/time (MSH-7), and the text between that and MSH-10 and after MSH-10."""
     event = trigger_event if trigger_event.isalnum() else ""
     head = "|".join(["MSH", "^~\\&", HUB_APPLICATION, HUB_APPLICATION, escape(application), escape(facility), ""])
-    return head, (f"||ACK^{event}^ACK|", f"|P|{version or '2.4'}\r")
+    return head, (f"||ACK^{event}^ACK|", f"|P|{escape(version) or '2.4'}\r")  # a `|` sent as data: never a field
 
 
 _escaped = lru_cache(maxsize=1024)(escape)  # MSA-3's texts: a few, sent again and again

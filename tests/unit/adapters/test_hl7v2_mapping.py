@@ -282,7 +282,7 @@ def _ack_as_joined(header, ack_code, control_id, now, text="", problems=()):  # 
     msh = "|".join([
         "MSH", "^~\\&", HUB_APPLICATION, HUB_APPLICATION,
         escape(header.sending_application), escape(header.sending_facility),
-        now.strftime("%Y%m%d%H%M%S"), "", f"ACK^{event}^ACK", control_id, "P", header.version or "2.4",
+        now.strftime("%Y%m%d%H%M%S"), "", f"ACK^{event}^ACK", control_id, "P", escape(header.version) or "2.4",
     ])
     # MSA-2: the MSH-10 as sent (mapping.py reads it raw), only a "|" of a sender with other delimiters escaped
     msa = f"MSA|{ack_code}|{header.control_id.replace('|', chr(92) + 'F' + chr(92))}|{escape(text[:200])}"
