@@ -31,6 +31,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.hl7v2 import Disposition, Header, HL7Problem, MappingResult, build_ack, map_adt
+from adapters.hl7v2.ack import MSA_TEXT_LIMIT
 from adapters.hl7v2.mapping import APPLICATION_ERROR
 from hub.access import no_sooner_than
 from hub.domain.access import TEXTS, Rule
@@ -487,6 +488,12 @@ class MllpServer:
                                                   "with register:write", "204")])
         if result.disposition is Disposition.REJECT:
             if result.quarantine:
+                # A11 / A13: the access policy first, asked about what the message cancels (as for a message
+                # that does not map, below): nothing of one about someone the trust has no role for is kept.
+                if result.about is not None:
+                    refused = await self._ingest.write_precheck(client, result.about, CHANNEL)
+                    if refused is not None:
+                        return await self._refusal_ack(header, result, refused, started)
                 outcome = await self._ingest.reject_unmapped(
                     client, payload, CHANNEL, [FieldProblem(p.field, p.reason) for p in result.problems],
                     header.control_id)
@@ -555,8 +562,9 @@ class MllpServer:
 
     def _ack(self, header: Header, code: str, text: str, problems: list[HL7Problem] | tuple[HL7Problem, ...] = (),
              quarantine_id: str | None = None) -> str:
-        if quarantine_id:
-            text = f"{text}; quarantine id {quarantine_id}"
+        if quarantine_id:  # kept whole: MSA-3 is cut at its limit, and the id is what the trust looks up
+            suffix = f"; quarantine id {quarantine_id}"
+            text = text[:MSA_TEXT_LIMIT - len(suffix)] + suffix
         return build_ack(header, code, _ack_control_id(), _this_second(), text, problems)
 
     async def _source(self, facility: str) -> Client | None:

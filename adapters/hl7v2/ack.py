@@ -16,7 +16,8 @@ from adapters.hl7v2.mapping import Header, HL7Problem
 
 HUB_APPLICATION = "S117HUB"
 _POSITION = re.compile(r"^([A-Z][A-Z0-9]{2})(?:-(\d+))?")
-_MAX_TEXT = 200  # MSA-3 is ST(80) in v2.4; receivers commonly accept more, keep it bounded
+MSA_TEXT_LIMIT = 200  # MSA-3 is ST(80) in v2.4; receivers commonly accept more, keep it bounded
+_MAX_TEXT = MSA_TEXT_LIMIT
 
 
 def escape(text: str) -> str:

@@ -93,9 +93,10 @@ class MappingResult:
     # canonical field (as ingest names it, e.g. "person.nhs_number") -> HL7 position
     origins: dict[str, str] = field(default_factory=dict)
     quarantine: bool = False  # REJECT only: keep the message for the source to see
-    # ERROR only: what the message is about, as far as it could be read: the change type it would be,
-    # the NHS number (when PID-3 names exactly one) and the hospital named; all the access policy asks
-    # before anything of the message is kept (hub/mllp.py). None when the change type cannot be told.
+    # ERROR (and a REJECT held in quarantine, A11 / A13: the change type it cancels): what the message is
+    # about, as far as it could be read: the change type it would be, the NHS number (when PID-3 names exactly
+    # one) and the hospital named; all the access policy asks before anything of the message is kept
+    # (hub/mllp.py). None when the change type cannot be told.
     about: dict[str, Any] | None = None
 
     @property
@@ -336,13 +337,14 @@ def map_adt(message_text: str) -> MappingResult:
         return _reject(header, "MSH-9", "only ADT messages are accepted", UNSUPPORTED_MESSAGE_TYPE)
     event = header.trigger_event
     if event == "A11":
-        return _reject(header, "MSH-9", "A11 (cancel admit) cannot be applied: the register change contract has no "
-                       "cancellation; a detention already recorded stays until corrected by hand. "
-                       "The message is held in quarantine for review", UNSUPPORTED_EVENT_CODE, quarantine=True)
+        return _held_cancellation(msg, header, "detained", "A11 (cancel admit) cannot be applied: the register change "
+                                  "contract has no cancellation; a detention already recorded stays until corrected "
+                                  "by hand. The message is held in quarantine for review")
     if event == "A13":
-        return _reject(header, "MSH-9", "A13 (cancel discharge) cannot be applied: the register change contract has no "
-                       "cancellation of 'left-hospital', and an entitlement it started is not withdrawn. "
-                       "The message is held in quarantine for review", UNSUPPORTED_EVENT_CODE, quarantine=True)
+        return _held_cancellation(msg, header, "left-hospital", "A13 (cancel discharge) cannot be applied: the "
+                                  "register change contract has no cancellation of 'left-hospital', and an "
+                                  "entitlement it started is not withdrawn. The message is held in quarantine for "
+                                  "review")
     if event in ("A28", "A31"):
         return _reject(header, "MSH-9", f"{event} (person update) is not a register change: a change of address "
                        "cannot be told from other person updates without the register's state, and the council of "
@@ -352,6 +354,16 @@ def map_adt(message_text: str) -> MappingResult:
         return _reject(header, "MSH-9", "this ADT event is not taken; accepted: A01, A02, A03, A08 "
                        "(A11 and A13 are held in quarantine)", UNSUPPORTED_EVENT_CODE)
     return _Mapper(msg, header).map()
+
+
+def _held_cancellation(msg: _Msg, header: Header, cancels: str, reason: str) -> MappingResult:
+    """A11 / A13: refused (AR) and held in quarantine, once the access policy has been asked about what it
+    cancels (`about`: the change type it would undo, PID-3's one NHS number, the hospital named), as for any
+    message: nothing of one about someone the trust has no role for is kept."""
+    mapper = _Mapper(msg, header)
+    mapper._about_type = cancels
+    result = _reject(header, "MSH-9", reason, UNSUPPORTED_EVENT_CODE, quarantine=True)
+    return MappingResult(result.disposition, header, problems=result.problems, quarantine=True, about=mapper._about())
 
 
 class _Mapper:
