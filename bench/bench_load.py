@@ -26,7 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import pstats
 import random
+import signal
 import shutil
 import sqlite3
 import statistics
@@ -518,6 +520,8 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
             print(f"  hub CPU at rest: {(cpu_seconds(hub.proc.pid) - idle0) / 3 * 100:.1f}% of a core",
                   file=sys.stderr)
             statements0 = await statement_counts(workdir) if args.count_statements else {}
+            if args.calls:
+                toggle_profiles(hub.proc.pid)  # started: from the first POST to the last arrival
             cpu0, own0 = cpu_seconds(hub.proc.pid), cpu_seconds(hub.proc.pid, children=False)
             own_kernel0 = cpu_times(hub.proc.pid, children=False)[1]
             roles0 = worker_cpu(hub.proc.pid)
@@ -559,6 +563,9 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                       f"worker processes "
                       f"{(cpu - front) / n * 1e3:.2f} ms ({', '.join(f'{r} {v:.2f} ms' for r, v in sorted(roles.items()))})",
                       file=sys.stderr)
+            if args.calls:
+                pids = toggle_profiles(hub.proc.pid)  # stopped; each writes its statistics
+                print_calls(workdir, pids, len(post_lat) - len(failures))
             if args.count_statements:
                 counted = await statement_counts(workdir)
                 per = {k: (v - statements0.get(k, 0)) / n for k, v in counted.items()}
@@ -569,8 +576,9 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                           file=sys.stderr)
                 else:
                     print(f"  SQL per change (every hub process): {per['statements']:.1f} statements, "
-                          f"{per['write_transactions']:.2f} write transactions, {per['commits']:.2f} commits",
-                          file=sys.stderr)
+                          f"{per['write_transactions']:.2f} write transactions, {per['commits']:.2f} commits; "
+                          f"{per.get('begins_refused', 0.0):.2f} BEGIN IMMEDIATE refused (another process held "
+                          f"the write lock; tried again)", file=sys.stderr)
             metrics_text = (await http.get("/metrics")).text
             batch_mean = mean_batch(metrics_text)
             redone = {line.split('"')[1]: float(line.split()[-1]) for line in metrics_text.splitlines()
@@ -615,6 +623,47 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
         "cpu_ms": cpu / max(accepted, 1) * 1000, "drain_s": drained, "bare_s": base_rate,
         "ratio": base_rate / (accepted / ingest_elapsed), "paced_floor": max(paced_floors, key=lambda f: f["p99"]) if paced_floors else None,
     }
+
+
+def toggle_profiles(front_pid: int) -> list[int]:
+    """`--calls`: SIGUSR2 to the hub's processes (the front and its worker processes), which
+    starts their profilers, or stops them and has each write its statistics (bench/probe/)."""
+    pids = [front_pid, *child_pids(front_pid)]
+    for pid in pids:
+        os.kill(pid, signal.SIGUSR2)
+    return pids
+
+
+def print_calls(workdir: Path, pids: list[int], changes: int) -> None:
+    """`--calls`: each hub process's Python calls a change over the load (cProfile), with what
+    its fixed costs are paid per: the dispatcher's batches and the deliverers' wake-ups a change.
+    Run a level at two `S117_DISPATCH_LINGER_MS` to split a process's calls into a fixed part a
+    batch (or wake-up) and a part a change: (calls_a - calls_b) / (batches_a - batches_b)."""
+    deadline = time.monotonic() + 10
+    files: dict[int, Path] = {}
+    while time.monotonic() < deadline and len(files) < len(pids):
+        for pid in pids:
+            found = list(workdir.glob(f"calls.*.{pid}"))
+            if found and pid not in files and found[0].stat().st_size:
+                files[pid] = found[0]
+        time.sleep(0.2)
+    time.sleep(0.3)  # the last one written whole
+    n = max(changes, 1)
+    for pid in pids:
+        path = files.get(pid)
+        if path is None:
+            print(f"  Python calls: no statistics from process {pid}", file=sys.stderr)
+            continue
+        stats = pstats.Stats(str(path))
+        calls = sum(v[1] for v in stats.stats.values())  # every call, a coroutine's each resumption included
+        per_fn = {(k[0].rsplit("/", 1)[-1], k[2]): v[1] for k, v in stats.stats.items()}
+        role = path.name.split(".")[1]
+        batches = per_fn.get(("dispatcher.py", "count_dispatched"), 0)
+        wakes = per_fn.get(("leases.py", "_due_heads"), 0)
+        extra = "".join([f", {n / batches:.1f} changes a dispatch batch" if batches else "",
+                         f", {n / wakes:.1f} changes a deliverer's wake-up (due heads read)" if wakes else ""])
+        print(f"  Python calls a change ({role}): {calls / n:,.1f}; its main thread's CPU under the profiler "
+              f"{stats.total_tt / n * 1e3:.2f} ms a change{extra}", file=sys.stderr)
 
 
 def print_commit_times(workdir: Path, since: float) -> None:
@@ -739,7 +788,10 @@ def hub_process_env(args: argparse.Namespace, workdir: Path) -> dict[str, str]:
     commit_times = getattr(args, "commit_times", False)  # bench_mllp.py's options share this
     if commit_times:  # bench/probe/sitecustomize.py: each COMMIT and WAL checkpoint, timed
         env["S117_BENCH_COMMITS"] = str(workdir / "commits")
-    if args.count_statements or commit_times:  # bench/probe/sitecustomize.py in the hub's processes
+    calls = getattr(args, "calls", False)  # bench_load.py only
+    if calls:  # bench/probe/sitecustomize.py: cProfile in each hub process, toggled by SIGUSR2
+        env["S117_BENCH_CALLS"] = str(workdir / "calls")
+    if args.count_statements or commit_times or calls:  # bench/probe/sitecustomize.py in the hub's processes
         if args.count_statements:
             env["S117_BENCH_STATEMENTS"] = str(workdir / "statements")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent / "probe"),
@@ -777,6 +829,10 @@ def parser() -> argparse.ArgumentParser:
                          "and how many slow commits overlapped a checkpoint")
     ap.add_argument("--drain-timeout", type=float, default=300.0)
     ap.add_argument("--profile", action="store_true", help="py-spy record the hub (raw stacks under the tmp dir)")
+    ap.add_argument("--calls", action="store_true",
+                    help="each hub process's Python calls a change over the load (cProfile, bench/probe/), with "
+                         "the changes a dispatch batch and a deliverer's wake-up: figures the host's speed does "
+                         "not move (the profiler slows the hub: that run's CPU figures are not comparable)")
     ap.add_argument("--ingest-only", action="store_true",
                     help="no dispatcher or delivery workers in the hub (S117_RUN_WORKERS=false): ingest alone")
     hub_process_options(ap, "change")

@@ -7,7 +7,9 @@ connection the process opens then counts its statements (SQLite's trace
 callback: each statement stepped, each row of an executemany, BEGIN and
 COMMIT too) and the process writes its totals to `<prefix>.<pid>` twice a
 second as JSON: statements, write transactions begun (a BEGIN IMMEDIATE that
-took the lock, not one refused while another process held it) and commits. A figure the host's speed does not move, unlike CPU and time.
+took the lock, not one refused while another process held it), those refused
+(`begins_refused`: counted at the connection's next statement, which is
+its next try) and commits. A figure the host's speed does not move, unlike CPU and time.
 Nothing of the statements' text or values is kept or written.
 
 On PostgreSQL (asyncpg) it counts round trips: `pg_round_trips` (each
@@ -37,7 +39,7 @@ if os.environ.get("S117_BENCH_STATEMENTS"):
     import sqlite3
     import sqlite3.dbapi2
 
-    _counts = {"statements": 0, "write_transactions": 0, "commits": 0}
+    _counts = {"statements": 0, "write_transactions": 0, "commits": 0, "begins_refused": 0}
     _real_connect = sqlite3.connect
 
     def _tracer(conn: sqlite3.Connection):  # noqa: ANN202
@@ -50,8 +52,11 @@ if os.environ.get("S117_BENCH_STATEMENTS"):
         def trace(sql: str) -> None:
             nonlocal pending
             _counts["statements"] += 1
-            if pending and conn.in_transaction:
-                _counts["write_transactions"] += 1
+            if pending:
+                if conn.in_transaction:
+                    _counts["write_transactions"] += 1
+                else:  # refused: another connection held the write lock (the hub tries again)
+                    _counts["begins_refused"] += 1
             head = sql[:16].upper()
             pending = head.startswith("BEGIN IMMEDIATE")
             if head.startswith("COMMIT"):
@@ -146,3 +151,32 @@ if os.environ.get("S117_BENCH_COMMITS"):
         _dump_every(f"{os.environ['S117_BENCH_COMMITS']}.{os.getpid()}", _times)
 
     threading.Thread(target=_watch, daemon=True, name="bench-commits").start()
+
+
+# `bench_load.py --calls` (S117_BENCH_CALLS=<file prefix>): the process's Python
+# calls over the load, each hub process apart. A first SIGUSR2 starts cProfile
+# (on the main thread's CPU clock: the event loop, where the hub's work runs), the
+# next stops it and writes its statistics to `<prefix>.<role>.<pid>` (pstats; role
+# front, back, deliver or all). Python calls a change is a figure the host's speed
+# does not move, but the back and deliver processes' depends on how many changes a
+# dispatch batch and a deliverer's wake-up take (their fixed costs a batch): the
+# bench prints those counts beside it. The profiler slows the hub (about 2x), so a
+# run's CPU figures are not comparable with one without it.
+if os.environ.get("S117_BENCH_CALLS"):
+    import cProfile
+    import signal
+
+    _profile = cProfile.Profile(time.thread_time)
+    _profiling = [False]
+    _calls_path = f"{os.environ['S117_BENCH_CALLS']}.{os.environ.get('S117_WORKER_ROLE', 'front')}.{os.getpid()}"
+
+    def _toggle(_signum, _frame):  # noqa: ANN001, ANN202 - runs on the main thread, between two bytecodes
+        if not _profiling[0]:
+            _profiling[0] = True
+            _profile.enable()
+            return
+        _profile.disable()
+        _profiling[0] = False
+        _profile.dump_stats(_calls_path)
+
+    signal.signal(signal.SIGUSR2, _toggle)
