@@ -64,7 +64,15 @@ def refusal(exc: WorkflowRefusal) -> ProblemError:
 
 
 async def list_cases(hub: Hub, client: Client, kind: CaseKind, state: str | None, org: str | None) -> dict[str, Any]:
-    if org is not None and org != client.org_code and not is_admin(client):
+    """The caller's cases of `kind` (the operator's: any organisation's). Each list is recorded in
+    `access_decisions`, allowed or refused (channel `case`, action `list`, no one person: a list
+    polled every few seconds by the console is one row a request, not one a case)."""
+    refused = org is not None and org != client.org_code and not is_admin(client)
+    async with hub.engine.begin() as conn:
+        await record_decision(conn, client, channel="case", action="list", allowed=not refused,
+                              rule=Rule.NO_RELATIONSHIP if refused else Rule.ALLOWED, change_type=kind.value,
+                              correlation_id=bound_correlation_id())
+    if refused:
         raise ProblemError(403, "forbidden", "Not permitted", "org: an organisation may list only its own cases",
                            errors=[{"field": "org", "reason": "must be the calling organisation"}])
     who = org or (None if is_admin(client) else client.org_code)

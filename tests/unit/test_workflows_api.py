@@ -349,7 +349,8 @@ async def test_a_case_read_is_recorded_allowed_or_refused_as_a_persons_read_is(w
     assert (await http.get(f"/v1/transfers/{t['case_id']}", headers=h(workflow_hub, WORCS))).status_code == 200
     assert (await http.get(f"/v1/transfers/{t['case_id']}", headers=h(workflow_hub, "QU9"))).status_code == 404
     async with workflow_hub.hub.engine.connect() as conn:
-        rows = (await conn.execute(select(access_decisions).where(access_decisions.c.channel == "case"))).all()
+        rows = (await conn.execute(select(access_decisions).where(access_decisions.c.channel == "case",
+                                                                  access_decisions.c.action == "read"))).all()
     assert {(r.org_code, r.decision, r.rule, r.change_type, r.person_id) for r in rows} == {
         (WORCS, "allowed", "allowed", "transfer", workflow_hub.person_id),
         ("QU9", "denied", "no-relationship", "transfer", workflow_hub.person_id)}
