@@ -7,6 +7,8 @@ field added to a domain dataclass travels without hand-written mapping code.
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from collections.abc import Callable
 import types
 import typing
@@ -180,3 +182,114 @@ def from_jsonable(cls: type[T], data: dict[str, Any]) -> T:
             value = data[name]
             kwargs[name] = None if value is None else convert(value)
     return cls(**kwargs)
+
+
+# --- JSON objects naming a key twice -------------------------------------------------------------
+#
+# Every JSON parser the hub uses (orjson, the standard library's, pydantic's) keeps one value of a key an
+# object names twice (the last): a sender's bug, or two systems' fields joined, would change the meaning of
+# what was sent without a word. Each JSON entry point refuses such an input instead, naming where the key is.
+
+DUPLICATE_KEY = "duplicate key: the JSON object names it more than once, and which value was meant cannot be told"
+MAX_DUPLICATES_NAMED = 20
+
+# A key's closing quote, then the colon. Matches every key written in a JSON text once, and also any `\"`
+# followed by a colon inside a string: never fewer matches than keys written.
+_KEY_END = re.compile(rb'"[ \t\r\n]*:')
+_KEY_END_STR = re.compile(r'"[ \t\r\n]*:')
+
+JsonPath = tuple[str | int, ...]
+
+
+class _Twice(dict):  # type: ignore[type-arg]
+    """A JSON object that named a key more than once: those keys, in the order written."""
+
+    __slots__ = ("twice",)
+
+
+def _keys_held(value: Any) -> int:
+    """How many keys the parsed value's objects hold, all levels."""
+    n = 0
+    stack = [value]
+    pop, push = stack.pop, stack.append
+    while stack:
+        v = pop()
+        if type(v) is dict:
+            n += len(v)
+            for item in v.values():
+                if type(item) is dict or type(item) is list:
+                    push(item)
+        else:  # a list
+            for item in v:
+                if type(item) is dict or type(item) is list:
+                    push(item)
+    return n
+
+
+def may_repeat_key(body: bytes | str, parsed: Any) -> bool:
+    """False when no object of `body` (parsed already as `parsed`, by any parser) can have named a key twice:
+    as many keys written in the text (counted by `_KEY_END`, which never counts fewer) as the parsed objects
+    hold. True means look closer (`duplicate_keys`): a key repeated, or a string holding `\\"` then a colon."""
+    if type(parsed) is not dict and type(parsed) is not list:
+        return False
+    written = len((_KEY_END if isinstance(body, bytes | bytearray) else _KEY_END_STR).findall(body))
+    return written > _keys_held(parsed)
+
+
+def duplicate_keys(body: bytes | str, parsed: Any = None, limit: int = MAX_DUPLICATES_NAMED) -> list[JsonPath]:
+    """Where the JSON text `body` names a key twice in one object: each such key's path (object keys and
+    array indexes from the top), once, in the order met, at most `limit`. `parsed`: the body as another
+    parser read it, if it did; then a body with no more keys written than read costs one regex count.
+    Read again with the standard library's parser, whose hook sees each object's pairs as written. A body it
+    cannot read gives [] (the caller's parser has its say); one too deep to walk gives [()] (the top)."""
+    if parsed is not None and not may_repeat_key(body, parsed):
+        return []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(items)
+        if len(out) == len(items):
+            return out
+        counts: dict[str, int] = {}
+        for key, _ in items:
+            counts[key] = counts.get(key, 0) + 1
+        marked = _Twice(out)
+        marked.twice = [key for key, n in counts.items() if n > 1]
+        return marked
+
+    try:
+        whole = json.loads(body, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return []
+    found: list[JsonPath] = []
+
+    def walk(value: Any, at: JsonPath) -> None:
+        if len(found) >= limit:
+            return
+        if isinstance(value, dict):
+            for key in getattr(value, "twice", ()):
+                found.append((*at, key))
+            for key, item in value.items():
+                if isinstance(item, (dict, list)):
+                    walk(item, (*at, key))
+        elif isinstance(value, list):
+            for n, item in enumerate(value):
+                if isinstance(item, (dict, list)):
+                    walk(item, (*at, n))
+
+    try:
+        walk(whole, ())
+    except RecursionError:
+        return [()]
+    return found[:limit]
+
+
+def json_path(path: JsonPath, root: str = "") -> str:
+    """`("person", "nhs_number")` as "person.nhs_number", `("entry", 1, "id")` as "entry[1].id", under `root`
+    ("Bundle.entry[1].id"); the top itself is `root`, or "(body)"."""
+    out = root
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out = f"{out}.{part}" if out else str(part)
+    return out or "(body)"

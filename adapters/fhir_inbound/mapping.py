@@ -17,7 +17,6 @@ README.md in this folder has the mapping table and the reasons behind it.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
+from hub.codec import duplicate_keys, json_path
 from hub.domain.model import ChangeType
 from hub.domain.rules.legal_status import CPIA_ORDER_TYPES
 from hub.fhir.conformance import PROFILES, required_elements
@@ -629,57 +629,13 @@ def _check_identity(data: dict[str, Any]) -> list[FhirProblem]:
 
 
 DUPLICATE_KEY = "appears more than once in its JSON object: which value was meant cannot be told"
-_MAX_DUPLICATES_NAMED = 20
 
 
-class _Twice(dict):  # type: ignore[type-arg]
-    """A JSON object that named a property more than once: those properties, in the order written."""
-
-    __slots__ = ("twice",)
-
-
-def _duplicate_keys(body: bytes | str) -> list[FhirProblem]:
+def _duplicate_keys(body: bytes | str, parsed: Any = None) -> list[FhirProblem]:
     """Each property a JSON object of the body names more than once, at its location: a parser keeps one of
-    the values (orjson the last), the sender's system may have meant another. Read again with the standard
-    library's parser, whose hook sees each object's pairs as written (only after orjson took the body, so the
-    two agree on everything else); the objects that repeated a key are found by walking that result."""
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out = dict(items)
-        if len(out) == len(items):
-            return out
-        counts: dict[str, int] = {}
-        for key, _ in items:
-            counts[key] = counts.get(key, 0) + 1
-        marked = _Twice(out)
-        marked.twice = [key for key, n in counts.items() if n > 1]
-        return marked
-
-    try:
-        parsed = json.loads(body, object_pairs_hook=pairs)
-    except (ValueError, RecursionError):
-        return []  # orjson read it; nothing more to say here
-    problems: list[FhirProblem] = []
-
-    def walk(value: Any, loc: str) -> None:
-        if len(problems) >= _MAX_DUPLICATES_NAMED:
-            return
-        if isinstance(value, dict):
-            for key in getattr(value, "twice", ()):
-                problems.append(FhirProblem(f"{loc}.{key}", DUPLICATE_KEY, INVALID))
-            for key, item in value.items():
-                if isinstance(item, (dict, list)):
-                    walk(item, f"{loc}.{key}")
-        elif isinstance(value, list):
-            for n, item in enumerate(value):
-                if isinstance(item, (dict, list)):
-                    walk(item, f"{loc}[{n}]")
-
-    try:
-        walk(parsed, "Bundle")
-    except RecursionError:
-        return [FhirProblem("Bundle", DUPLICATE_KEY, INVALID)]
-    return problems[:_MAX_DUPLICATES_NAMED]
+    the values (orjson the last), the sender's system may have meant another (hub/codec.py `duplicate_keys`,
+    shared with the hub's other JSON entry points; `parsed`: orjson's reading, so most bodies cost a count)."""
+    return [FhirProblem(json_path(path, "Bundle"), DUPLICATE_KEY, INVALID) for path in duplicate_keys(body, parsed)]
 
 
 def map_message(body: bytes | str, ns: Namespaces = DEFAULT_NAMESPACES) -> MappingResult:
@@ -689,7 +645,7 @@ def map_message(body: bytes | str, ns: Namespaces = DEFAULT_NAMESPACES) -> Mappi
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         return MappingResult(problems=(FhirProblem("Bundle", "is not valid JSON", INVALID),))
-    twice = _duplicate_keys(body)
+    twice = _duplicate_keys(body, data)
     if twice:
         return MappingResult(problems=tuple(twice))
     if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
