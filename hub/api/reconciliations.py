@@ -15,7 +15,7 @@ body has no part in is reported exactly as one the hub has never heard of.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
@@ -25,14 +25,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from adapters.snapshots import FORMATS
+from hub.access import AccessPolicy, record_decision
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
+from hub.domain.access import Rule
 from hub.domain.reconciliation import ItemState
 from hub.ingest.contract import FREE_TEXT
 from hub.ingest.validation import PATTERN_REASONS
 from hub.ingest.service import Client
 from hub.drift_alerts import alert_overview
+from hub.observability.logging import bound_correlation_id
 from hub.reconciliation import Body, drift_history, items_csv_lines
+from hub.store.schema import access_decisions
 
 router = APIRouter(prefix="/v1/reconciliations", tags=["reconciliation"])
 ops_router = APIRouter(prefix="/v1/ops", tags=["operations"])
@@ -93,9 +97,42 @@ async def send_snapshot(
     return await hub.reconciliation.receive(body, fmt, _limited(request), as_of or today)
 
 
-async def _own(hub: Any, client: Client, snapshot_id: str) -> Any:
+# Reads of a report, its CSV and an item decision's answer in `access_decisions` (channel
+# `reconciliation`, action `read`; what was read in the change type).
+CHANNEL = "reconciliation"
+REPORT, REPORT_CSV, ITEM = "report", "report-csv", "item-decision"
+
+
+async def _audit_read(hub: Any, client: Client, *, allowed: bool, what: str,
+                      person_ids: Iterable[str | None] = (), groups: frozenset[str] = frozenset()) -> None:
+    """A read recorded, allowed or refused: one row for each hub person the answer names (so a
+    subject-access look-up, `POST /v1/ops/audit/person`, finds the body's every read of the person),
+    or one row naming no one (a report in progress, one naming only people the hub does not know, a
+    refusal). A report's rows go in one statement (executemany): a body reading its report of 5,000
+    people writes 5,000 rows, as 5,000 person queries would, in one transaction."""
+    grant = AccessPolicy.read_grant(hub.sharing, client, datetime.now(UTC).date())
+    people = sorted({p for p in person_ids if p}) or [None]
+    async with hub.engine.begin() as conn:
+        if len(people) == 1:
+            await record_decision(conn, client, channel=CHANNEL, action="read", allowed=allowed,
+                                  rule=Rule.ALLOWED if allowed else Rule.NO_RELATIONSHIP, change_type=what,
+                                  person_id=people[0], agreement_id=grant.agreement_id if allowed else None,
+                                  field_groups=groups if allowed else (), correlation_id=bound_correlation_id())
+            return
+        # The row record_decision writes, once for each person.
+        base = dict(at=datetime.now(UTC), client_id=client.client_id[:64], org_code=client.org_code[:16],
+                    channel=CHANNEL, action="read", change_type=what, decision="allowed" if allowed else "denied",
+                    rule=str(Rule.ALLOWED if allowed else Rule.NO_RELATIONSHIP), role=None,
+                    agreement_id=grant.agreement_id if allowed else None,
+                    field_groups=sorted(groups) if allowed else [], as_of=None,
+                    correlation_id=(bound_correlation_id() or "")[:64] or None)
+        await conn.execute(access_decisions.insert(), [base | {"person_id": p} for p in people])
+
+
+async def _own(hub: Any, client: Client, snapshot_id: str, what: str) -> Any:
     snap = await hub.reconciliation.snapshot_row(snapshot_id)
     if snap is None or (snap.body_org != client.org_code and "hub:admin" not in client.scopes):
+        await _audit_read(hub, client, allowed=False, what=what)  # another body's report, or none: refused
         raise ProblemError(404, "not-found", "Not found", NOT_FOUND)
     return snap
 
@@ -115,7 +152,7 @@ async def report(
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Any:
     require(client, SCOPE)
-    snap = await _own(hub, client, snapshot_id)
+    snap = await _own(hub, client, snapshot_id, REPORT_CSV if format == "csv" else REPORT)
     groups = _agreement_groups(hub, client, datetime.now(UTC).date()) or frozenset()
     body = await hub.reconciliation.snapshot(snapshot_id)
     # The state of this read, not of the ownership check's earlier one: a comparison finishing in
@@ -127,6 +164,10 @@ async def report(
     # says nothing about the register. Read from the done snapshot (its summary holds the rows).
     rejected = await hub.reconciliation.rejected_for_snapshot(
         await hub.reconciliation.snapshot_row(snapshot_id)) if done else []
+    # Recorded before any of it is sent: each hub person the report names (the rejected rows are the
+    # body's own, naming no one the hub knows).
+    await _audit_read(hub, client, allowed=True, what=REPORT_CSV if format == "csv" else REPORT,
+                      person_ids=[i["person_id"] for i in items], groups=groups)
     if format == "csv":
         return StreamingResponse(iter(items_csv_lines(items, rejected)), media_type="text/csv",
                                  headers={"Content-Disposition": f'attachment; filename="reconciliation-{snapshot_id}.csv"'})
@@ -159,8 +200,14 @@ async def decide_item(item_id: SnapshotId, decision: ItemDecision, hub: HubDep, 
         raise ProblemError(409 if field == "state" else 422, "invalid-transition" if field == "state" else "invalid-request",
                            "Item not changed", str(exc), errors=[{"field": field, "reason": reason}]) from exc
     if item is None:
+        await _audit_read(hub, client, allowed=False, what=ITEM)
         raise ProblemError(404, "not-found", "Not found", "no reconciliation item with that id for this client")
-    return item
+    # The answer shows the item as the report does: a read of the person it names, recorded, and within
+    # the body's agreement (without `explanations`, no explanation; without `responsibility`, not the
+    # register's responsible body).
+    groups = _agreement_groups(hub, client, datetime.now(UTC).date()) or frozenset()
+    await _audit_read(hub, client, allowed=True, what=ITEM, person_ids=[item["person_id"]], groups=groups)
+    return _within_agreement(item, groups)
 
 
 @ops_router.get("/reconciliation", summary="Differences per body and kind for each compared snapshot (console)")
