@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+import typing
 from collections.abc import Iterator
+from functools import cache
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from pydantic import BaseModel
 from sqlalchemy import select
 from starlette._exception_handler import _lookup_exception_handler
 from starlette._utils import is_async_callable
@@ -21,6 +24,10 @@ from hub.access import no_sooner_than, refused_by_policy
 from hub.api.deps import ClientDep, HubDep, Limit, get_client, own_row, require
 from hub.api.limits import ASGIApp, Receive, Scope, Send
 from hub.api.problems import PROBLEM_JSON, ProblemError
+from hub.codec import DUPLICATE_KEY, JsonPath, duplicate_keys, json_path
+from hub.ingest.contract import RegisterChangeIn
+from hub.ingest.service import Client, Outcome
+from hub.ingest.validation import FieldProblem
 from hub.observability.logging import get_logger
 from hub.store.schema import quarantine
 
@@ -61,12 +68,88 @@ async def post_register_change(request: Request) -> Response:
     if len(raw) > MAX_BODY:
         raise ProblemError(413, "too-large", "Body too large", f"a register change must be under {MAX_BODY} bytes")
     started = time.monotonic()
-    outcome = await hub.ingest.accept(client, raw, channel="rest")
+    twice = _keys_named_twice(raw)
+    if twice:
+        outcome = await _refuse_keys_named_twice(hub, client, raw, twice)
+    else:
+        outcome = await hub.ingest.accept(client, raw, channel="rest")
     if refused_by_policy(outcome):  # unknown and not-yours alike, in time too
         await no_sooner_than(started, hub.settings.write_refusal_floor_ms / 1000)
     # orjson: the answer to every change of a back-load (the standard library's encoder cost more than the rest of the response).
     return Response(orjson.dumps(outcome.body), status_code=outcome.status_code,
                     media_type=PROBLEM_JSON if outcome.is_problem else "application/json")
+
+
+def _keys_named_twice(raw: bytes) -> tuple[dict[str, Any], list[JsonPath]] | None:
+    """The body (as orjson reads it) and where it names a key twice in one object; None when it names none
+    (or is not a JSON object: ingest says so). Read a second time here, ingest reading it again: orjson takes
+    a change in a few microseconds, and `duplicate_keys` only counts keys unless more were written than read."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(data) is not dict:
+        return None
+    paths = duplicate_keys(raw, data)
+    return (data, paths) if paths else None
+
+
+@cache
+def _contract_keys() -> dict[str, Any]:
+    """The contract's keys, nested: {key: its object's keys (a dict) or None}."""
+    def keys(model: type[BaseModel]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, f in model.model_fields.items():
+            nested = [t for t in (f.annotation, *typing.get_args(f.annotation))
+                      if isinstance(t, type) and issubclass(t, BaseModel)]
+            out[f.alias or name] = keys(nested[0]) if nested else None
+        return out
+    return keys(RegisterChangeIn)
+
+
+def _in_contract(path: JsonPath) -> bool:
+    level: Any = _contract_keys()
+    for part in path:
+        if not isinstance(level, dict) or part not in level:
+            return False
+        level = level[part]
+    return True
+
+
+def _without(data: dict[str, Any], paths: list[JsonPath]) -> dict[str, Any]:
+    """`data` without the values of the keys named twice: what can be read of it unambiguously."""
+    out = dict(data)
+    for path in paths:
+        holder: Any = out
+        for part in path[:-1]:
+            item = holder[part] if isinstance(holder, (dict, list)) and (
+                part in holder if isinstance(holder, dict) else isinstance(part, int) and part < len(holder)) else None
+            if not isinstance(item, (dict, list)):
+                holder = None
+                break
+            item = dict(item) if isinstance(item, dict) else list(item)
+            holder[part] = item
+            holder = item
+        if isinstance(holder, dict):
+            holder.pop(path[-1], None)
+    return out
+
+
+async def _refuse_keys_named_twice(hub: Any, client: Client, raw: bytes,
+                                   twice: tuple[dict[str, Any], list[JsonPath]]) -> Outcome:
+    """A change naming a key twice is a 422 naming each such key (its JSON path, never a value), held in
+    quarantine as any other rejected change: never read as whichever value the parser kept. First, as for
+    any change that does not validate, the access policy is asked on what can be read without those keys
+    (nothing is kept of a change about someone the source has no role for). A key outside the contract is
+    named to the sender but stored and logged as "(unknown key)" (a key is free text)."""
+    data, paths = twice
+    readable = _without(data, paths)
+    problems = [FieldProblem(json_path(p), DUPLICATE_KEY, unknown_key=not _in_contract(p)) for p in paths]
+    refused = await hub.ingest.write_precheck(client, readable, "rest", partial=("hospital_ods",) in paths)
+    if refused is not None:
+        return refused
+    smid = readable.get("source_message_id")
+    return await hub.ingest.reject_unmapped(client, raw, "rest", problems, smid if isinstance(smid, str) else None)
 
 
 @router.get("/quarantine", summary="Inputs held in quarantine, with the reasons")

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import PROBLEM_JSON
+from hub.codec import DUPLICATE_KEY, duplicate_keys, json_path
 from hub.ingest.validation import FieldProblem
 from hub.money.service import DecisionService
 
@@ -42,6 +43,10 @@ async def propose(request: Request, hub: HubDep, client: ClientDep) -> JSONRespo
     if not isinstance(data, dict) or len(raw) > 64 * 1024:
         return _answer(await hub.packages._quarantine(
             client, raw, "rest", [FieldProblem("(body)", "must be a JSON object of at most 64 KiB")], None))
+    twice = duplicate_keys(raw, data)
+    if twice:  # a key named twice: named (never its value) and held, never read as the value kept last
+        return _answer(await hub.packages._quarantine(
+            client, raw, "rest", [FieldProblem(json_path(p), DUPLICATE_KEY, unknown_key=True) for p in twice], None))
     return _answer(await DecisionService(hub.packages).propose(client, data, raw))
 
 
