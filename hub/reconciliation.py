@@ -33,10 +33,12 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from adapters.snapshots import ParsedRow, SnapshotFileError, reader_for
+import orjson
+
+from adapters.snapshots import ParsedRow, RowProblem, SnapshotFileError, reader_for, rejected
 from hub.store.db import InList, Prepared, execute_prepared, snapshot, write_transaction
 from hub.bus.port import EVENTS_TOPIC, Subscriber
-from hub.codec import from_jsonable
+from hub.codec import DUPLICATE_KEY, duplicate_keys, from_jsonable, json_path
 from hub.crypto import DataProtector
 from hub.domain.agreements import AgreementBook
 from hub.drift_alerts import DriftAlerts
@@ -144,6 +146,8 @@ class ReconciliationService:
         read = rejected = 0
         try:
             async for parsed in reader_for(fmt)(chunks):
+                if fmt == "ndjson":
+                    parsed = _keys_named_twice(parsed)
                 read += 1
                 row, reasons = self._row(snapshot_id, parsed, seen_keys)
                 if row is not None:
@@ -760,3 +764,19 @@ async def drift_history(engine: AsyncEngine, limit: int = 200) -> list[dict[str,
              "fixed": (s.summary or {}).get("fixed", 0),
              "by_kind": {k: sum(v.values()) for k, v in ((s.summary or {}).get("by_kind") or {}).items()}}
             for s in snaps]
+
+
+def _keys_named_twice(parsed: ParsedRow) -> ParsedRow:
+    """An NDJSON line naming a key twice in one object: a row problem naming the line and each such key
+    (never a value), the row held as other rejected rows are, never read as the value the parser kept last.
+    Whom it is about is read without those keys (an NHS number written twice names no one)."""
+    try:
+        data = orjson.loads(parsed.raw)
+    except orjson.JSONDecodeError:
+        return parsed
+    paths = duplicate_keys(parsed.raw, data)
+    if not paths:
+        return parsed
+    readable = {k: v for k, v in data.items() if (k,) not in paths} if isinstance(data, dict) else {}
+    return rejected(parsed.row, parsed.raw,
+                    tuple(RowProblem(parsed.row, json_path(p), DUPLICATE_KEY) for p in paths), readable)

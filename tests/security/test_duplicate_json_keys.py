@@ -94,3 +94,15 @@ async def test_split_decision_with_a_key_twice_is_refused_and_quarantined(app_hu
     assert r.status_code == 422, r.text
     assert r.json()["errors"] == [{"field": "council_share_percent", "reason": DUPLICATE_KEY}]
     assert "quarantine_id" in r.json()
+
+
+async def test_an_ndjson_snapshot_line_with_a_key_twice_is_a_row_problem(app_hub) -> None:  # noqa: ANN001
+    key = app_hub.keys["E06000060"]
+    body = (b'{"nhs_number":"' + NHS.encode() + b'","entitled":true}\n'
+            b'{"nhs_number":"9990001006","entitled":false,"entitled":true}\n')
+    r = await app_hub.http.post("/v1/reconciliations", content=body,
+                                headers={"X-API-Key": key, "Content-Type": "application/x-ndjson"})
+    assert r.status_code == 202, r.text
+    snap = r.json()
+    assert (snap["rows_read"], snap["rows_rejected"]) == (2, 1)
+    assert {"field": "row 2, field entitled", "reason": DUPLICATE_KEY} in snap["problems"]
