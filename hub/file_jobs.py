@@ -360,7 +360,8 @@ class FileJobs:
                     rows_done=total, rejected=file_receipts.c.rejected + len(entries)))
         async with write_transaction(self._engine) as conn:
             await conn.execute(file_receipts.update().where(file_receipts.c.file_id == file_id)
-                               .values(status="failed", content=None, problems=problem))
+                               .values(status="failed", content=None, problems=problem,
+                                       claim=None))  # the file may be sent again: recorded under a new receipt
         log.error("council file given up", file_id=file_id, status="failed", count=total - done)
 
     async def _process(self, file_id: str, resumed: bool) -> None:

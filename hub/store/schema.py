@@ -350,7 +350,12 @@ file_receipts = Table(
     # the file itself (encrypted, hub.crypto) until it is done, so a restart resumes.
     Column("rows_done", Integer, nullable=True),
     Column("content", LargeBinary, nullable=True),
+    # The sha256 on the one receipt a file's rows are recorded under (processing, then processed), null on
+    # every other (replayed, rejected, failed: given up releases it): two identical files arriving at once
+    # cannot both claim it, the second is answered from the first (hub/api/files.py, migration 0028).
+    Column("claim", String(64), nullable=True),
     Index("ix_file_receipts_source_sha", "source", "sha256"),
+    Index("uq_file_receipts_source_claim", "source", "claim", unique=True),
 )
 
 # Reconciliation (hub/reconciliation.py): a body's own list of people on the
