@@ -11,7 +11,9 @@ the batch holds the topic lock (`GroupCommit`'s `before_batch`):
 - every person of the batch already on the register, locked (`FOR UPDATE`,
   in key order) with their stored details;
 - the earlier answers to the batch's (source, source message id) pairs;
-- those people's histories.
+- those people's histories (with each person's latest `received_at`: the
+  batch's change for them is stamped after it, hub/ingest/service.py
+  `received_after`).
 
 What a unit then finds here is exactly what its own statements would have
 read: the people are locked before their histories are read (anyone else
@@ -66,6 +68,9 @@ class BatchReads:
     people: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # index -> (person id, stored details)
     answers: dict[tuple[str, str], Any] = field(default_factory=dict)  # (source, smid) -> ingest_results row
     histories: dict[str, list[RegisterChange]] = field(default_factory=dict)  # person id -> changes
+    # person id -> the latest `received_at` of their changes (a person with none: absent); a change
+    # is stamped after it (hub/ingest/service.py `received_after`)
+    latest: dict[str, Any] = field(default_factory=dict)
 
 
 _TEXTS = ARRAY(String)
@@ -74,7 +79,8 @@ _TEXTS = ARRAY(String)
 LOCK_PEOPLE = InList("indexes", lambda values: select(
     persons.c.nhs_number_index, persons.c.person_id, persons.c.details)
     .where(persons.c.nhs_number_index.in_(values)).order_by(persons.c.nhs_number_index).with_for_update())
-HISTORIES = InList("person_ids", lambda values: select(register_changes.c.person_id, register_changes.c.canonical)
+HISTORIES = InList("person_ids", lambda values: select(register_changes.c.person_id, register_changes.c.canonical,
+                                                        register_changes.c.received_at)
                    .where(register_changes.c.person_id.in_(values)))
 _ANSWERS = Prepared(
     select(ingest_results.c.source, ingest_results.c.source_message_id, ingest_results.c.status_code,
@@ -119,6 +125,10 @@ async def read_batch(conn: Any, hints: list[Hint | None]) -> BatchReads | None:
             reads.answers[(r.source, r.source_message_id)] = r
     if reads.people:
         reads.histories = {pid: [] for pid, _ in reads.people.values()}
+        latest = reads.latest
         for r in await HISTORIES.execute(conn, list(reads.histories)):
             reads.histories[r.person_id].append(from_jsonable(RegisterChange, r.canonical))
+            held = latest.get(r.person_id)
+            if held is None or r.received_at > held:
+                latest[r.person_id] = r.received_at
     return reads

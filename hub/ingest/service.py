@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -83,8 +83,48 @@ _UPDATE_DETAILS = Prepared(persons.update().where(persons.c.person_id == bindpar
     details=bindparam("new_details"), updated_at=bindparam("at")))
 _PERSON_CHANGES = Prepared(select(register_changes.c.canonical)
                            .where(register_changes.c.person_id == bindparam("person_id")))
-_PERSON_CHANGE_COUNT = Prepared(select(func.count()).select_from(register_changes)
+# A person's history for their change's unit, with each change's `received_at` (`received_after`).
+_PERSON_HISTORY = Prepared(select(register_changes.c.canonical, register_changes.c.received_at)
+                           .where(register_changes.c.person_id == bindparam("person_id")))
+# How many changes the person has (the same count: the history held, hub/ingest/status_cache.py), and
+# the latest `received_at` of them.
+_PERSON_CHANGE_COUNT = Prepared(select(func.count(), func.max(register_changes.c.received_at))
+                                .select_from(register_changes)
                                 .where(register_changes.c.person_id == bindparam("person_id")))
+_TICK = timedelta(microseconds=1)  # the store's resolution of a time (PostgreSQL, SQLAlchemy's SQLite text)
+
+
+def received_after(now: datetime, latest: datetime | None) -> datetime:
+    """A register change's `received_at`: the clock's reading `now`, or 1 us
+    after the person's latest change (`latest`, read under the person's lock
+    once the batch holds the write lock: None if they have none) if that is
+    not earlier.
+
+    The dispatcher tells a change's events against the person's changes
+    received up to its own `received_at` (hub/delivery/dispatcher.py
+    `handle`), so that order must be the order the changes commit in, which
+    is their events' order on the log. The clock alone does not give it: two
+    instances' clocks a few ms (or, stepped, seconds) apart stamp a change
+    committed later earlier than the one before it, and a council file's
+    chunk stamps its rows at one reading. Stamped here, the person's changes
+    are strictly increasing in commit order whatever the clocks: every change
+    is stamped holding the person's lock and the write lock (PostgreSQL: the
+    event topic's publish lock, taken before the batch reads anything;
+    SQLite: BEGIN IMMEDIATE), after every change that committed before it,
+    and nobody else can commit one for them until it commits. A commit-ordered
+    sequence would give the same order but costs a column, a migration and a
+    round trip; this reads only what the unit reads already (the history, or
+    its count). An instance's clock far ahead moves the person's later
+    stamps that far ahead too (by at most that skew): `received_at` stays
+    the hub's time of receipt to within the instances' clock skew. A naive
+    `latest` (SQLite gives times back naive) is UTC."""
+    if latest is None:
+        return now
+    if latest.tzinfo is None:
+        latest = latest.replace(tzinfo=UTC)
+    after = latest + _TICK
+    return after if after > now else now
+
 _INSERT_PERSON: dict[str, Any] = {}  # dialect name -> INSERT ... ON CONFLICT DO NOTHING, built once
 _INSERT_NEW_PERSON = persons.insert()
 
@@ -322,8 +362,9 @@ _INSERT_SERVICE_LEVEL = service_levels.insert()
 _INSERT_RESULT = ingest_results.insert()
 _INSERT_QUARANTINE = quarantine.insert()
 
-_BULK_COUNTS = InList("person_ids", lambda values: select(register_changes.c.person_id, func.count()).where(
-    register_changes.c.person_id.in_(values)).group_by(register_changes.c.person_id))
+_BULK_COUNTS = InList("person_ids", lambda values: select(
+    register_changes.c.person_id, func.count().label("n"), func.max(register_changes.c.received_at).label("latest"))
+    .where(register_changes.c.person_id.in_(values)).group_by(register_changes.c.person_id))
 
 
 class BulkCache:
@@ -412,7 +453,8 @@ async def write_recorded(
     """A recorded change's rows, the same for one change and for a council
     file's chunk: the register change, its service level (5 working days)
     and its events on the outbox, with the status (without its history:
-    hub/bus/payload.py). Returns the service level and the 202 body. `late`:
+    hub/bus/payload.py). Returns the service level and the 202 body. `now`:
+    its `received_at` (`received_after`: after the person's latest). `late`:
     the change sorts before one recorded before it; its first event
     (`s117-register-change-recorded`) says so in the header `late` ("1" or
     "0"), so a consumer that acts only on late history (the workflows'
@@ -784,12 +826,14 @@ class IngestService:
                 if created:  # nothing else was written: only a new person's row to undo
                     await tx.rollback()
                 return _Replay(replay)
+            latest: datetime | None = None  # the latest received_at of the person's changes
             if created:
                 history: list[RegisterChange] = []  # a row made now: no change can name it yet
             elif pre is not None and person_id in pre.histories:
                 history = list(pre.histories[person_id])
+                latest = pre.latest.get(person_id)
             else:
-                history = await self._history(conn, person_id)
+                history, latest = await self._history(conn, person_id)
             before = self._evaluate(person_id, history, today) if history else None
             # The one access policy, against the person's status now, under their lock.
             decision = self.access.decide_write(
@@ -817,7 +861,8 @@ class IngestService:
                                          correlation_id)
 
             sl, body = await write_recorded(conn, client, change_in, change, after, events, person_id,
-                                            correlation_id, channel, now, self._ref.bank_holidays(), late)
+                                            correlation_id, channel, received_after(now, latest),
+                                            self._ref.bank_holidays(), late)
             await record_status(conn, person_id, after, late=sl.state == "breach", new=created)  # the report's counts
             await conn.execute(
                 _INSERT_RESULT, dict(
@@ -923,7 +968,7 @@ class IngestService:
             ref, agreements, statuses = self._ref, self._agreements, self.statuses
             after_commit(lambda: statuses.put(person_id, history, today, ref, agreements, status))
 
-    async def _history(self, conn: Any, person_id: str) -> list[RegisterChange]:
+    async def _history(self, conn: Any, person_id: str) -> tuple[list[RegisterChange], datetime | None]:
         """The person's changes, under their lock: the history this process
         last committed for them if the store holds as many changes for them
         (changes are only ever inserted: the same count is the same history;
@@ -931,14 +976,17 @@ class IngestService:
         transaction of its own, no batch read) for someone seen before:
         one count on an index for the rows' pages and their decoding
         (bench_front.py: 26 fewer Python calls a request of 1,196;
-        bench/JOURNAL.md, seventeenth session)."""
+        bench/JOURNAL.md, seventeenth session). With the latest `received_at`
+        of them (None: no change), which the change is stamped after (`received_after`)."""
         held = self.statuses.history(person_id)
         if held is not None:
-            count = (await execute_prepared(conn, _PERSON_CHANGE_COUNT, {"person_id": person_id})).scalar()
+            count, latest = (await execute_prepared(conn, _PERSON_CHANGE_COUNT, {"person_id": person_id})).one()
             if count == len(held):
                 self.statuses.history_hits += 1
-                return list(held)
-        return await self._person_changes(conn, person_id)
+                return list(held), latest
+        rows = (await execute_prepared(conn, _PERSON_HISTORY, {"person_id": person_id})).all()
+        return [from_jsonable(RegisterChange, r.canonical) for r in rows], \
+            max((r.received_at for r in rows), default=None)
 
     @staticmethod
     async def _person_changes(conn: AsyncConnection, person_id: str) -> list[RegisterChange]:
@@ -1127,8 +1175,13 @@ class IngestService:
         # change is folded onto it (`extended`) rather than the whole history evaluated again.
         statuses: dict[str, Evaluation] = {}
         cached = {pid: hit for pid in histories if cache is not None and (hit := cache.get(pid)) is not None}
+        # person id -> the latest received_at of their changes: each row is stamped after it (`received_after`)
+        latest: dict[str, datetime] = {}
         if cached:  # still as many changes as when cached: the same history
-            counts = dict((await _BULK_COUNTS.execute(conn, list(cached))).all())
+            counts = {}
+            for r in (await _BULK_COUNTS.execute(conn, list(cached))).all():
+                counts[r.person_id] = r.n
+                latest[r.person_id] = r.latest
             for pid, (history, status) in list(cached.items()):
                 if counts.get(pid, 0) == len(history):
                     histories[pid] = list(history)
@@ -1143,6 +1196,9 @@ class IngestService:
         if unread:
             for r in (await _BULK_CHANGES.execute(conn, unread)).all():
                 histories[r.person_id].append(from_jsonable(RegisterChange, r.canonical))
+                held_at = latest.get(r.person_id)
+                if held_at is None or r.received_at > held_at:
+                    latest[r.person_id] = r.received_at
         answers: dict[str, tuple[int, dict[str, Any], str | None]] = {}
         if smids:
             for r in (await _BULK_ANSWERS.execute(conn, smids, {"source": client.client_id})).all():
@@ -1317,8 +1373,10 @@ class IngestService:
                 if merged != held:
                     details[pid] = self._protector.encrypt(orjson.dumps(merged))
                     await execute_prepared(conn, _UPDATE_DETAILS, {"pid": pid, "new_details": details[pid], "at": now})
+            # After the person's latest change, this chunk's earlier rows for them included.
+            received_at = latest[pid] = received_after(now, latest.get(pid))
             sl, body = await write_recorded(conn, client, change_in, change, after, events, pid,
-                                            correlation_id, channel, now, holidays, late)
+                                            correlation_id, channel, received_at, holidays, late)
             late_of[pid] = late_of.get(pid, 0) + (1 if sl.state == "breach" else 0)
             await conn.execute(_INSERT_RESULT, dict(
                 source=client.client_id, source_message_id=change_in.source_message_id, status_code=202, body=body,
