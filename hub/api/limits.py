@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from hub.codec import DUPLICATE_KEY, duplicate_keys, json_path
 from hub.fhir.namespaces import HUB_BASE
 from hub.observability.logging import get_logger
 
@@ -69,6 +70,50 @@ ROUTE_LIMITS: dict[tuple[str, str], RouteLimit] = {
     ("POST", "/v1/register-changes"): RouteLimit(256 * KB),
     ("POST", "/v1/fhir/$process-message"): RouteLimit(256 * KB),
 }
+
+
+# Routes that refuse a JSON body naming a key twice themselves, and quarantine it (their input is a
+# record a source sent): every other JSON body under /v1/ is checked here (`_repeated_keys`).
+CHECKS_OWN_JSON: frozenset[tuple[str, str]] = frozenset({
+    ("POST", "/v1/register-changes"), ("POST", "/v1/fhir/$process-message"), ("POST", "/v1/packages"),
+    ("POST", "/v1/split-decisions"), ("POST", "/v1/reconciliations"), ("POST", "/v1/council-files"),
+})
+
+
+def _json_body(scope: Scope) -> bool:
+    """A body sent as JSON (any `+json` or `/json` media type), or with no type at all."""
+    for name, value in scope.get("headers") or ():
+        if name == b"content-type":
+            media = value.split(b";", 1)[0].strip().lower()
+            return media.endswith(b"/json") or media.endswith(b"+json")
+    return True
+
+
+def _repeated_keys(body: bytes, fhir: bool) -> list[Message] | None:
+    """A `422` naming each key a JSON object of `body` names twice (its path, never a value), or None.
+    A body that is not JSON is left to the route (its own `422` or `400`)."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    twice = duplicate_keys(body, parsed)
+    if not twice:
+        return None
+    fields = [json_path(p) for p in twice]
+    if fhir:
+        payload = {"resourceType": "OperationOutcome", "issue": [
+            {"severity": "error", "code": "structure", "diagnostics": f"{f}: {DUPLICATE_KEY}", "expression": [f]}
+            for f in fields]}
+        media_type = b"application/fhir+json"
+    else:
+        payload = {"type": PROBLEM_BASE + "invalid-request", "title": "Request rejected", "status": 422,
+                   "detail": "; ".join(f"{f} {DUPLICATE_KEY}" for f in fields),
+                   "errors": [{"field": f, "reason": DUPLICATE_KEY} for f in fields]}
+        media_type = b"application/problem+json"
+    data = orjson.dumps(payload)
+    return [{"type": "http.response.start", "status": 422,
+             "headers": [(b"content-type", media_type), (b"content-length", str(len(data)).encode())]},
+            {"type": "http.response.body", "body": data, "more_body": False}]
 
 
 def limit_for(method: str, path: str, routes: dict[tuple[str, str], RouteLimit] = ROUTE_LIMITS,
@@ -227,9 +272,17 @@ class LimitsMiddleware:
                 # (404, 405) without waiting for a body. Read ahead there, an
                 # unauthenticated sender held up to the limit in memory for up to
                 # the body deadline per connection (1 MB x every connection allowed).
-                if declared is None and keyed and limit.max_body_bytes <= self.prebuffer_max \
-                        and _may_have_body(scope):
+                # A JSON body is read here too, whatever its length, unless its route checks
+                # it itself: one naming a key twice is a `422` naming where, before the route
+                # reads it (a JSON parser keeps the last value, and the meaning changes unseen).
+                small = keyed and limit.max_body_bytes <= self.prebuffer_max and _may_have_body(scope)
+                check_json = small and declared != 0 and (scope["method"], scope["path"]) not in CHECKS_OWN_JSON \
+                    and _json_body(scope)
+                if small and (declared is None or check_json):
                     body = await _read_body(receive, limit, body_deadline)
+                    if check_json and (twice := _repeated_keys(body, fhir)) is not None:
+                        await self._send_all(send, twice)
+                        return
                     app_receive = _replay(body, receive)
                 else:
                     app_receive = _counting(receive, limit, body_deadline, state, fhir)
