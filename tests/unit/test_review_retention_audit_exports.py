@@ -97,9 +97,9 @@ async def test_a_delta_file_holds_what_the_agreement_in_force_no_longer_allows(a
     assert denied == len(statuses)
 
 
-async def test_a_delta_file_rebuilt_after_a_crash_asks_the_agreements_in_force_again(app_hub, exporter) -> None:  # noqa: ANN001
-    """The build crashed after taking the deliveries into the file; the restart loaded agreements that no
-    longer name the council: the rebuild holds what it had taken rather than writing it to the folder."""
+async def _taken_then_crashed(app_hub, exporter: ExportService) -> tuple[str, dict, object]:  # noqa: ANN001
+    """A delta file's build took the subscription's deliveries into the file, then the process died:
+    (subscription id, the export, its row as the crash left it)."""
     sub = await _council_file(app_hub)
     for c in detention(NHS[0], "a"):
         await _post(app_hub, c)
@@ -108,7 +108,14 @@ async def test_a_delta_file_rebuilt_after_a_crash_asks_the_agreements_in_force_a
     async with app_hub.hub.engine.connect() as conn:
         row = (await conn.execute(select(council_exports)
                                   .where(council_exports.c.export_id == export["export_id"]))).one()
-    await exporter._claim_deliveries(row, "S117_crashed.csv")  # taken, then the process died
+    await exporter._claim_deliveries(row, "S117_crashed.csv")
+    return sub, export, row
+
+
+async def test_a_delta_file_rebuilt_after_a_crash_asks_the_agreements_in_force_again(app_hub, exporter) -> None:  # noqa: ANN001
+    """The build crashed after taking the deliveries into the file; the restart loaded agreements that no
+    longer name the council: the rebuild holds what it had taken rather than writing it to the folder."""
+    sub, export, row = await _taken_then_crashed(app_hub, exporter)
     async with app_hub.hub.engine.connect() as conn:
         taken = (await conn.execute(select(func.count()).select_from(export_items)
                                     .where(export_items.c.export_id == export["export_id"]))).scalar_one()
@@ -128,15 +135,7 @@ async def test_a_delta_file_rebuilt_after_a_crash_asks_the_agreements_in_force_a
 async def test_a_rebuild_numbers_on_what_it_keeps_when_the_agreement_holds_some(app_hub, exporter) -> None:  # noqa: ANN001
     """Only the event types the agreement in force no longer covers leave a rebuilt file; the rest keep
     one run of numbers from the file's first."""
-    sub = await _council_file(app_hub)
-    for c in detention(NHS[0], "a"):
-        await _post(app_hub, c)
-    await _dispatch(app_hub)
-    export = await exporter.run_now(sub)
-    async with app_hub.hub.engine.connect() as conn:
-        row = (await conn.execute(select(council_exports)
-                                  .where(council_exports.c.export_id == export["export_id"]))).one()
-    await exporter._claim_deliveries(row, "S117_crashed.csv")
+    sub, export, row = await _taken_then_crashed(app_hub, exporter)
     async with app_hub.hub.engine.connect() as conn:
         types = (await conn.execute(select(deliveries.c.event_type).join(
             export_items, export_items.c.delivery_id == deliveries.c.delivery_id)
