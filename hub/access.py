@@ -161,15 +161,22 @@ async def record_decision(
     allowed: bool | None = None, rule: Rule | str | None = None, role: Role | None = None,
     person_id: str | None = None, change_type: str | None = None, agreement_id: str | None = None,
     field_groups: Iterable[str] | None = None, as_of: date | None = None, correlation_id: str | None = None,
+    person_ids: Iterable[str] | None = None,
 ) -> None:
+    """One decision in `access_decisions`; with `person_ids`, the same decision once for each of those
+    people (a read naming many: one executemany)."""
     if decision is not None:
         allowed, rule, role = decision.allowed, decision.rule, decision.role
     # A parameter dict, not .values(): the statement is compiled once, and in
     # an ingest batch the rows go out as one executemany (group_commit).
-    await conn.execute(_INSERT_DECISION, dict(
+    row = dict(
         at=datetime.now(UTC), client_id=client.client_id[:64], org_code=client.org_code[:16], channel=channel,
         action=action, change_type=change_type, person_id=person_id,
         decision="allowed" if allowed else "denied", rule=str(rule), role=str(role) if role else None,
         agreement_id=agreement_id, field_groups=sorted(field_groups) if field_groups is not None else None,
         as_of=as_of, correlation_id=(correlation_id or "")[:64] or None,
-    ))
+    )
+    if person_ids is None:
+        await conn.execute(_INSERT_DECISION, row)
+    else:
+        await conn.execute(_INSERT_DECISION, [row | {"person_id": p} for p in person_ids])

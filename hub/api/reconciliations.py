@@ -36,7 +36,6 @@ from hub.ingest.service import Client
 from hub.drift_alerts import alert_overview
 from hub.observability.logging import bound_correlation_id
 from hub.reconciliation import Body, drift_history, items_csv_lines
-from hub.store.schema import access_decisions
 
 router = APIRouter(prefix="/v1/reconciliations", tags=["reconciliation"])
 ops_router = APIRouter(prefix="/v1/ops", tags=["operations"])
@@ -111,22 +110,12 @@ async def _audit_read(hub: Any, client: Client, *, allowed: bool, what: str,
     refusal). A report's rows go in one statement (executemany): a body reading its report of 5,000
     people writes 5,000 rows, as 5,000 person queries would, in one transaction."""
     grant = AccessPolicy.read_grant(hub.sharing, client, datetime.now(UTC).date())
-    people = sorted({p for p in person_ids if p}) or [None]
+    people = sorted({p for p in person_ids if p})
     async with hub.engine.begin() as conn:
-        if len(people) == 1:
-            await record_decision(conn, client, channel=CHANNEL, action="read", allowed=allowed,
-                                  rule=Rule.ALLOWED if allowed else Rule.NO_RELATIONSHIP, change_type=what,
-                                  person_id=people[0], agreement_id=grant.agreement_id if allowed else None,
-                                  field_groups=groups if allowed else (), correlation_id=bound_correlation_id())
-            return
-        # The row record_decision writes, once for each person.
-        base = dict(at=datetime.now(UTC), client_id=client.client_id[:64], org_code=client.org_code[:16],
-                    channel=CHANNEL, action="read", change_type=what, decision="allowed" if allowed else "denied",
-                    rule=str(Rule.ALLOWED if allowed else Rule.NO_RELATIONSHIP), role=None,
-                    agreement_id=grant.agreement_id if allowed else None,
-                    field_groups=sorted(groups) if allowed else [], as_of=None,
-                    correlation_id=(bound_correlation_id() or "")[:64] or None)
-        await conn.execute(access_decisions.insert(), [base | {"person_id": p} for p in people])
+        await record_decision(conn, client, channel=CHANNEL, action="read", allowed=allowed,
+                              rule=Rule.ALLOWED if allowed else Rule.NO_RELATIONSHIP, change_type=what,
+                              person_ids=people or None, agreement_id=grant.agreement_id if allowed else None,
+                              field_groups=groups if allowed else (), correlation_id=bound_correlation_id())
 
 
 async def _own(hub: Any, client: Client, snapshot_id: str, what: str) -> Any:
