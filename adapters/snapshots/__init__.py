@@ -40,6 +40,7 @@ import orjson
 from ijson.common import ObjectBuilder
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hub.codec import DUPLICATE_KEY, MAX_DUPLICATES_NAMED, JsonPath, json_path
 from hub.ingest.contract import FREE_TEXT
 from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.validation import PATTERN_REASONS
@@ -339,6 +340,10 @@ class _ArrayReader:
         self._started = self._ended = False
         self._builder: ObjectBuilder | None = None
         self._n = 0
+        # The element being built, level by level: an object's keys seen and its current key, or an
+        # array's current index; and the paths of keys an object named twice (the builder keeps the last).
+        self._frames: list[list[Any]] = []
+        self._twice: list[JsonPath] = []
         self._pending = 0  # bytes given to the parser since the array started or the last element ended
 
     def feed(self, piece: bytes) -> list[ParsedRow]:
@@ -384,6 +389,9 @@ class _ArrayReader:
                         continue
                     if self._depth == 2:
                         self._builder = ObjectBuilder()
+                        self._frames, self._twice = [], []
+                    self._next_in_array()
+                    self._frames.append([set(), None] if event == "start_map" else [-1])
                     assert self._builder is not None
                     self._builder.event(event, value)
                 elif event == "end_map" or event == "end_array":
@@ -391,6 +399,8 @@ class _ArrayReader:
                     if self._depth == 0:
                         self._ended = True
                         continue
+                    if self._frames:
+                        self._frames.pop()
                     assert self._builder is not None
                     self._builder.event(event, value)
                     if self._depth == 1:
@@ -400,15 +410,39 @@ class _ArrayReader:
                 elif self._depth == 1:  # an element that is not an object: a row problem
                     rows.append(self._row(value))
                 else:
+                    if event == "map_key":
+                        self._key(value)
+                    else:
+                        self._next_in_array()
                     assert self._builder is not None
                     self._builder.event(event, value)
         finally:
             del self._events[:]
         return rows
 
+    def _next_in_array(self) -> None:
+        """A value starts inside the element: the next index if it is in an array."""
+        if self._frames and len(self._frames[-1]) == 1:
+            self._frames[-1][0] += 1
+
+    def _key(self, key: str) -> None:
+        frame = self._frames[-1]
+        if key in frame[0]:
+            if len(self._twice) < MAX_DUPLICATES_NAMED:
+                path = tuple(f[1] if len(f) == 2 else f[0] for f in self._frames[:-1])
+                self._twice.append((*path, key))
+        else:
+            frame[0].add(key)
+        frame[1] = key
+
     def _row(self, item: Any) -> ParsedRow:
         self._n += 1
         self._builder, self._pending = None, 0
+        twice, self._twice, self._frames = self._twice, [], []
+        if twice:  # never read as the value the parser kept last; whom it is about read without those keys
+            readable = {k: v for k, v in item.items() if (k,) not in twice} if isinstance(item, dict) else {}
+            return rejected(self._n, _raw_json(item),
+                            tuple(RowProblem(self._n, json_path(p), DUPLICATE_KEY) for p in twice), readable)
         return _element(self._n, item)
 
 

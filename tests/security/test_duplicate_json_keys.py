@@ -106,3 +106,19 @@ async def test_an_ndjson_snapshot_line_with_a_key_twice_is_a_row_problem(app_hub
     snap = r.json()
     assert (snap["rows_read"], snap["rows_rejected"]) == (2, 1)
     assert {"field": "row 2, field entitled", "reason": DUPLICATE_KEY} in snap["problems"]
+
+
+async def test_a_json_array_snapshot_element_with_a_key_twice_is_a_row_problem(app_hub) -> None:  # noqa: ANN001
+    """The JSON array form is read by events (bounded memory, adapters/snapshots): its builder kept the
+    last value of a key named twice, at any depth, as the NDJSON parser did."""
+    key = app_hub.keys["E06000060"]
+    body = (b'[{"nhs_number":"' + NHS.encode() + b'","entitled":true},'
+            b'{"nhs_number":"9990001006","entitled":false,"entitled":true},'
+            b'{"nhs_number":"9990001006","entitled":true,"x":{"y":[1,{"z":1,"z":2}]}}]')
+    r = await app_hub.http.post("/v1/reconciliations", content=body,
+                                headers={"X-API-Key": key, "Content-Type": "application/json"})
+    assert r.status_code == 202, r.text
+    snap = r.json()
+    assert (snap["rows_read"], snap["rows_rejected"]) == (3, 2)
+    assert {"field": "row 2, field entitled", "reason": DUPLICATE_KEY} in snap["problems"]
+    assert {"field": "row 3, field x.y[1].z", "reason": DUPLICATE_KEY} in snap["problems"]
