@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -62,25 +62,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_problem_handlers(app)
+    ops_answers = [Depends(workflow_ops.no_store)]  # the operator's answers: never cached
     app.include_router(register_changes.router)
     app.include_router(subscriptions.router)
     app.include_router(feeds.router)
     app.include_router(persons.router)
-    app.include_router(ops.router)
+    app.include_router(ops.router, dependencies=ops_answers)
     app.include_router(reports.router)
     app.include_router(files.router)
     app.include_router(fhir_inbound.router)
     app.include_router(reconciliations.router)
-    app.include_router(reconciliations.ops_router)
+    app.include_router(reconciliations.ops_router, dependencies=ops_answers)
     app.include_router(exports.router)
-    app.include_router(exports.ops_router)
+    app.include_router(exports.ops_router, dependencies=ops_answers)
     app.include_router(transfers.router)
     app.include_router(disputes.router)
-    app.include_router(workflow_ops.router)
+    app.include_router(workflow_ops.router, dependencies=ops_answers)
     app.include_router(workflow_ops.page_router)
     app.include_router(fhir_tasks.router)
-    app.include_router(trace.router)
-    app.include_router(audit.router)
+    app.include_router(trace.router, dependencies=ops_answers)
+    app.include_router(audit.router, dependencies=ops_answers)
     app.include_router(quarantine_triage.router)
     app.include_router(packages.router)
     app.include_router(statements.router)

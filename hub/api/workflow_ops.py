@@ -40,6 +40,12 @@ CONSOLE_HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": CONSO
 JAVASCRIPT = "text/javascript; charset=utf-8"
 
 
+def no_store(response: Response) -> None:
+    """A dependency of every /v1/ops router (hub/api/app.py): the operator's answers (a person's trace or
+    audit, held and dead deliveries, the lists) are never kept by a browser's or a proxy's cache."""
+    response.headers["Cache-Control"] = "no-store"
+
+
 def console_script(name: str) -> Response:
     """One of the console's scripts (hub/api/static/<name>), with the pages' headers."""
     return Response((_STATIC / name).read_bytes(), media_type=JAVASCRIPT, headers=CONSOLE_HEADERS)
