@@ -117,7 +117,7 @@ async def replay_dead_letter(dead_letter_id: RowId, hub: HubDep, client: ClientD
     if dl is None or msg is None:
         raise ProblemError(404, "not-found", "Not found", "no dead letter with that id")
     if dl.replayed_at is not None:
-        raise ProblemError(409, "already-replayed", "Already replayed", "this dead letter was replayed already")
+        raise _already_replayed()
     handlers = _replay_handlers(hub, dl.handler)
     if not handlers:
         raise ProblemError(409, "not-replayable", "Not replayable",
@@ -127,18 +127,33 @@ async def replay_dead_letter(dead_letter_id: RowId, hub: HubDep, client: ClientD
                          headers=msg.headers, offset=int(msg.offset))
     try:
         async with hub.engine.begin() as conn:
+            # Taken first, in the transaction that replays it: of two replays at once one runs the handler, the
+            # other finds it taken (on PostgreSQL it waits for the first's row lock, then sees it replayed).
+            taken = await conn.execute(dead_letters.update().where(dead_letters.c.dead_letter_id == dead_letter_id,
+                                                                   dead_letters.c.replayed_at.is_(None))
+                                       .values(replayed_at=datetime.now(UTC)))
+            if taken.rowcount != 1:
+                raise _AlreadyReplayed
             for handle in handlers:
                 await handle(conn, message)
-            await conn.execute(dead_letters.update().where(dead_letters.c.dead_letter_id == dead_letter_id)
-                               .values(replayed_at=datetime.now(UTC)))
             await record_operator_action(conn, client.client_id, "replay-dead-letter", str(dead_letter_id),
                                          {"event_id": dl.event_id, "handler": dl.handler})
+    except _AlreadyReplayed:
+        raise _already_replayed() from None
     except Exception as exc:  # noqa: BLE001 - report, keep the dead letter
         raise ProblemError(422, "replay-failed", "Replay failed",
                            f"the handler failed again ({type(exc).__name__}); the dead letter is kept") from exc
     log.info("dead letter replayed", offset=dl.offset, event_id=dl.event_id, source=client.client_id,
              group=dl.group_id)
     return {"dead_letter_id": dead_letter_id, "replayed": True, "handler": dl.handler}
+
+
+class _AlreadyReplayed(Exception):
+    """Another replay took the dead letter first."""
+
+
+def _already_replayed() -> ProblemError:
+    return ProblemError(409, "already-replayed", "Already replayed", "this dead letter was replayed already")
 
 
 def _replay_handlers(hub, handler: str) -> list:  # noqa: ANN001
@@ -226,10 +241,28 @@ async def retry_delivery(delivery_id: str, hub: HubDep, client: ClientDep) -> di
         if result.rowcount:
             await record_operator_action(conn, client.client_id, "retry-delivery", delivery_id)
     if result.rowcount == 0:
-        raise ProblemError(404, "not-found", "Not found", "no undelivered delivery with that id")
+        raise await _not_retried(hub, delivery_id)
     log.info("delivery requeued", delivery_id=delivery_id, source=client.client_id)
     _wake_deliverers(hub)
     return {"delivery_id": delivery_id, "status": "pending"}
+
+
+async def _not_retried(hub: Any, delivery_id: str) -> ProblemError:
+    """Why a retry changed nothing: no such delivery (404), or one in a state a retry cannot change (409,
+    naming it): delivered already, or its message emptied by the retention purge."""
+    async with hub.engine.connect() as conn:
+        status = (await conn.execute(select(deliveries.c.status).where(deliveries.c.delivery_id == delivery_id))
+                  ).scalar_one_or_none()
+        await conn.rollback()
+    if status is None:
+        return ProblemError(404, "not-found", "Not found", "no delivery with that id")
+    if status == "delivered":
+        return ProblemError(409, "already-delivered", "Already delivered",
+                            "status: this delivery was delivered already; to send it again, replay the subscription",
+                            state=status, errors=[{"field": "status", "reason": "delivered already"}])
+    return ProblemError(409, "message-purged", "Message purged",
+                        "its message was emptied by the retention purge: there is nothing to send",
+                        state=status, errors=[{"field": "message", "reason": "purged by retention"}])
 
 
 def _utc(when: datetime) -> datetime:

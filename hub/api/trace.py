@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from hub.api.deps import ClientDep, Days, HubDep, person_id_for_nhs_number, require
 from hub.api.problems import ProblemError
+from hub.audit import record_operator_action
 from hub.observability import metrics
 from hub.timeseries import series
 from hub.trace import TraceQuery, trace, withheld
@@ -33,7 +34,14 @@ async def trace_get(hub: HubDep, client: ClientDep, correlation_id: Id = None, s
         raise ProblemError(422, "invalid-request", "Request rejected", "name what to trace",
                            errors=[{"field": "(query)", "reason": "give correlation_id, event_id, message_id, "
                                     "person_id or source_message_id (with source, or alone)"}])
+    if person_id:  # everything recorded and sent about one person: a look-up on the record, kept as such
+        await _looked_up(hub, client, person_id)
     return await trace(hub.engine, q)
+
+
+async def _looked_up(hub, client, person_id: str) -> None:  # noqa: ANN001
+    async with hub.engine.begin() as conn:
+        await record_operator_action(conn, client.client_id, "trace-person", person_id)
 
 
 class PersonTraceIn(BaseModel):
@@ -45,6 +53,8 @@ class PersonTraceIn(BaseModel):
 async def trace_person(body: PersonTraceIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, "hub:admin")
     person_id = await person_id_for_nhs_number(hub, body.nhs_number)
+    # As a subject access look-up (hub/api/audit.py): recorded, found or not.
+    await _looked_up(hub, client, person_id or "(not on the register)")
     if person_id is None:
         raise ProblemError(404, "not-found", "Not found", "no person with that NHS number is on the register")
     return await trace(hub.engine, TraceQuery(person_id=person_id))
