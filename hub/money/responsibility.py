@@ -32,12 +32,18 @@ def overlapping(first: date, last: date):  # noqa: ANN201
 
 
 def moved_since_start(last: date):  # noqa: ANN201
-    """A line whose person has a register change after the line started (up
-    to `last`): the register may have moved who is charged it."""
-    rc = register_changes.c
+    """A line version whose person has a register change (up to `last`) that
+    may have moved who is charged it: one taking effect, or notified, after
+    the line began, or received after the line was recorded (late history
+    from before its start). Measured from the line's first version: every
+    version keeps the pair recorded on the line's first day, so a change of
+    cost after a move is charged by the register as the days before it were."""
+    rc, first = register_changes.c, care_packages.alias("first_version").c
     return exists().where(rc.person_id == care_packages.c.person_id, rc.effective_date <= last,
-                          or_(rc.effective_date > care_packages.c.start_date,
-                              rc.notified_on > care_packages.c.start_date))
+                          first.source == care_packages.c.source, first.package_id == care_packages.c.package_id,
+                          first.version == 1,
+                          or_(rc.effective_date > first.start_date, rc.notified_on > first.start_date,
+                              rc.received_at > first.recorded_at))
 
 
 def in_dispute():  # noqa: ANN201
