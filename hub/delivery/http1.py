@@ -4,7 +4,8 @@ one pool per endpoint origin, the SSRF guard at every connection.
 What a delivery needs of HTTP is small: send one POST with a body (or a
 window of them written back to back on one connection, pipelined: `post_window`) and
 read the answer's status (the answer's body is read up to
-`ANSWER_READ_MAX` and thrown away). The answer is parsed by httptools
+`ANSWER_READ_MAX` and thrown away; its head up to `ANSWER_HEAD_MAX`, only
+`Retry-After` kept, heeded on a 429 or 503: hub.delivery.leases, "Outcome"). The answer is parsed by httptools
 (llhttp, Node.js's parser: Content-Length, chunked, read-until-close,
 interim 1xx answers), the bytes are asyncio's. aiohttp did the same for
 about 200 us of CPU a POST, three times this client's (bench/JOURNAL.md);
@@ -34,6 +35,7 @@ cost of a change's deliveries.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import re
 import ssl
 import time
@@ -59,11 +61,45 @@ class AnswerError(ConnectionError):
     """The subscriber's answer was not HTTP, or the connection ended before one came."""
 
 
-@dataclass(frozen=True, slots=True)
-class WebhookAnswer:
-    """What a delivery needs of the subscriber's answer: its status."""
+# The most of an answer's status line and headers that is read: a subscriber whose head runs on
+# past it (one endless header) is an error, its connection dropped, whatever the deadline.
+ANSWER_HEAD_MAX = 64 * 1024
+# Retry-After is heeded only on these answers (RFC 9110 15.6.4, RFC 6585 4).
+_RETRY_AFTER_STATUSES = frozenset((429, 503))
 
-    status_code: int
+
+class WebhookAnswer(int):
+    """What a delivery needs of the subscriber's answer: its status (the int
+    itself, and `status_code`) and, on a 429 or 503, the seconds its
+    `Retry-After` asks the hub to wait (`retry_after`; None when absent or
+    not a delta-seconds or HTTP-date)."""
+
+    retry_after: float | None = None
+
+    @property
+    def status_code(self) -> int:
+        return int(self)
+
+    @classmethod
+    def of(cls, status: int, retry_after: bytes | None) -> "WebhookAnswer":
+        answer = cls(status)
+        if retry_after is not None and status in _RETRY_AFTER_STATUSES:
+            answer.retry_after = parse_retry_after(retry_after)
+        return answer
+
+
+def parse_retry_after(value: bytes, now: float | None = None) -> float | None:
+    """Seconds from `Retry-After` (delta-seconds or an HTTP-date; a date past is 0); None if neither."""
+    text = value.decode("latin-1").strip()
+    if text.isascii() and text.isdigit():
+        return float(min(int(text[:12]), 10**9))
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class _Connection(asyncio.Protocol):
@@ -77,6 +113,10 @@ class _Connection(asyncio.Protocol):
         self._waiters: deque[asyncio.Future[int]] = deque()  # one per request not yet answered, in order
         self._status = 0
         self._body = 0
+        self._head = 0  # bytes received while the answer's head was being read (its body's first bytes too)
+        self._head_parsed = 0  # the answer's header lines so far (bounded by ANSWER_HEAD_MAX)
+        self._in_head = True
+        self._retry_after: bytes | None = None
         self.answered_bytes = False  # any byte of an answer to the current request(s)
         self.reusable = False
         self.closed = False
@@ -88,6 +128,14 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.answered_bytes = True
+        if self._in_head:
+            self._head += len(data)
+            # One header running on (httptools holds a header until it ends): dropped well before
+            # memory matters; the slack is one read's worth of body behind a short head.
+            if self._head > ANSWER_HEAD_MAX + 256 * 1024:
+                self._finish(error=AnswerError("the answer's head is too long"))
+                self.close()
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:
@@ -96,27 +144,37 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self._status >= 200:  # an answer read until the connection closed: its status stands
-            self._finish(status=self._status)
+            self._finish(status=WebhookAnswer.of(self._status, self._retry_after))
         self._finish(error=AnswerError("the connection closed before an answer"))
 
     # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # httptools keeps a header's name and value until it ends: the head's bound is checked here too.
+        self._head_parsed += len(name) + len(value) + 4
+        if self._head_parsed > ANSWER_HEAD_MAX:
+            raise AnswerError("the answer's head is too long")  # llhttp: a callback error stops the parse
+        if name.lower() == b"retry-after":
+            self._retry_after = value[:64]
+
     def on_headers_complete(self) -> None:
+        self._in_head = False
         self._status = self._parser.get_status_code()
 
     def on_body(self, body: bytes) -> None:
         self._body += len(body)
         if self._body > ANSWER_READ_MAX:  # more than an answer needs: drop the connection rather than read on
             status, self._status = self._status, 0  # this answer's; those behind it get the closed connection's error
-            self._finish(status=status)
+            self._finish(status=WebhookAnswer.of(status, self._retry_after))
             self.close()
 
     def on_message_complete(self) -> None:
         status, self._body = self._status, 0
-        self._status = 0
+        retry_after, self._retry_after = self._retry_after, None
+        self._status, self._head, self._head_parsed, self._in_head = 0, 0, 0, True
         if status < 200:  # an interim answer (100 Continue, 103): the real one follows
             return
         self.reusable = self._parser.should_keep_alive()
-        self._finish(status=status)
+        self._finish(status=WebhookAnswer.of(status, retry_after))
 
     def _finish(self, *, status: int = 0, error: Exception | None = None) -> None:
         """An answer's status for the oldest request waiting; an error for every request waiting."""
@@ -136,6 +194,7 @@ class _Connection(asyncio.Protocol):
         if self.closed or self.transport is None or self.transport.is_closing():
             raise AnswerError("the connection closed before an answer")
         self._status, self._body, self.answered_bytes, self.reusable = 0, 0, False, False
+        self._head, self._head_parsed, self._in_head, self._retry_after = 0, 0, True, None
 
     async def request(self, data: bytes) -> int:
         self._ready()
@@ -332,7 +391,7 @@ class HostClients:
                 conn.close()  # failed, or interrupted by the deadline: never reused
                 raise
             self._put_back(origin, conn)
-        return WebhookAnswer(status)
+        return status if isinstance(status, WebhookAnswer) else WebhookAnswer(status)
 
     def _idle(self, origin: _Origin) -> _Connection | None:
         now = time.monotonic()

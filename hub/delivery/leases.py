@@ -46,6 +46,10 @@ the per-subscription tasks that drain the queues (`SubscriptionDeliverer`).
 * Outcome: delivered (after the channel has made it durable: an HTTP 2xx, a
   Kafka acknowledgement, an fsync), or failed with capped full-jitter
   exponential backoff, or dead after `max_attempts` failures when that is set.
+  A failure whose answer asked for a wait (a webhook's 429 or 503 with
+  `Retry-After`: `_retry_after`) waits at least that long, up to the
+  backoff cap: the subscriber's word is heeded, but cannot stall its queue
+  for longer than the hub would back off anyway.
 """
 
 from __future__ import annotations
@@ -236,7 +240,7 @@ class Recorded:
 
 async def record_batch(engine: AsyncEngine, delivered: list[Any], failed: Any, error: str | None,
                        unsent: list[Any], policy: RetryPolicy, handler: str,
-                       then_claim: Claim | None = None) -> Recorded:
+                       then_claim: Claim | None = None, retry_after: float | None = None) -> Recorded:
     """Record the outcomes of one leased batch (rows from `claim_batch`) in one
     transaction: `delivered` as delivered; `failed` (if any) due again after a
     backoff (`wait`), or dead at `policy.max_attempts` (`wait` None; None too
@@ -244,10 +248,12 @@ async def record_batch(engine: AsyncEngine, delivered: list[Any], failed: Any, e
     and due at once (compare-and-set on the count: rows another instance has
     leased since are left alone). `then_claim`: the subscription's next batch
     leased in the same transaction, after the outcomes (`claimed`).
+    `retry_after`: the seconds the failed one's answer asked the hub to wait;
+    its backoff is at least that, capped at `policy.backoff_cap`.
     Made in the process's next ledger transaction (hub.delivery.ledger)."""
 
     async def op(conn: AsyncConnection) -> Recorded:
-        wait = await _record(conn, delivered, failed, error, unsent, policy)
+        wait = await _record(conn, delivered, failed, error, unsent, policy, retry_after)
         return Recorded(wait, await _claim(conn, then_claim) if then_claim is not None else [])
 
     recorded = await ledger_for(engine).run(op)
@@ -262,7 +268,7 @@ async def record_batch(engine: AsyncEngine, delivered: list[Any], failed: Any, e
 
 
 async def _record(conn: AsyncConnection, delivered: list[Any], failed: Any, error: str | None,
-                  unsent: list[Any], policy: RetryPolicy) -> float | None:
+                  unsent: list[Any], policy: RetryPolicy, retry_after: float | None = None) -> float | None:
     now = datetime.now(UTC)
     wait: float | None = None
     if delivered:
@@ -273,6 +279,8 @@ async def _record(conn: AsyncConnection, delivered: list[Any], failed: Any, erro
             await execute_prepared(conn, _DEAD, {"seq": failed.delivery_seq, "attempts": attempts, "err": err})
         else:
             wait = backoff_seconds(attempts, policy.backoff_base, policy.backoff_cap)
+            if retry_after is not None:  # the subscriber asked for a wait: heeded, up to the cap
+                wait = max(wait, min(retry_after, policy.backoff_cap))
             await execute_prepared(conn, _FAILED, {"seq": failed.delivery_seq, "attempts": attempts, "err": err,
                                                    "until": now + timedelta(seconds=wait)})
     if unsent:
@@ -502,7 +510,8 @@ class SubscriptionDeliverer:
             next_lease = time.monotonic()
             recorded = await record_batch(
                 self._engine, delivered, failed, error, unsent, self._policy, self.handler,
-                then_claim=self._claim_of(subscription_id, self._want(limit, attempted), lease) if more else None)
+                then_claim=self._claim_of(subscription_id, self._want(limit, attempted), lease) if more else None,
+                retry_after=self._retry_after(failed) if failed is not None else None)
             for row in delivered:
                 self._outcome(row, None, None)
             if failed is not None:
@@ -527,6 +536,11 @@ class SubscriptionDeliverer:
         """Send `rows` pipelined: each one's outcome as `_send` gives it, in
         order; fewer than `rows` when the rest were not taken (they are given back)."""
         return [await self._send(row) for row in rows]
+
+    def _retry_after(self, row: Any) -> float | None:
+        """The seconds the failed `row`'s answer asked the hub to wait before trying again, if it asked
+        (a webhook's `Retry-After`); None: the usual backoff. Asked once per failure."""
+        return None
 
     def _want(self, limit: int | None, attempted: int) -> int:
         return self._claim_max if limit is None else min(self._claim_max, limit - attempted)

@@ -82,6 +82,8 @@ class WebhookDeliverer(SubscriptionDeliverer):
         self._last_gauge = 0.0
         self._secrets: dict[bytes, str] = {}  # subscription secret token -> secret
         self._delivered: list[Any] = []  # recorded delivered, for this turn's "webhook delivered" line
+        # delivery_seq -> the seconds a failed answer's Retry-After asked for (429/503), until recorded
+        self._asked_wait: dict[int, float] = {}
 
     @property
     def _policy(self) -> RetryPolicy:
@@ -138,8 +140,10 @@ class WebhookDeliverer(SubscriptionDeliverer):
         answers = await self._client.post_window(rows[0].url, requests, self._deadline)
         metrics.DELIVERY_SECONDS.observe(time.perf_counter() - started)
         errors: list[str | None] = []
-        for answer in answers:
+        for row, answer in zip(rows, answers):
             if isinstance(answer, int):
+                if not 200 <= answer < 300 and all(e is None for e in errors):  # the failure recorded
+                    self._note_wait(row, answer)
                 errors.append(None if 200 <= answer < 300 else f"HTTP {answer}")
             elif isinstance(answer, TimeoutError):
                 errors.append("Timeout")
@@ -162,12 +166,24 @@ class WebhookDeliverer(SubscriptionDeliverer):
                     resp = await self._client.post(row.url, content=body, headers=headers)
             if not 200 <= resp.status_code < 300:
                 error = f"HTTP {resp.status_code}"
+                self._note_wait(row, resp)
         except TimeoutError:
             error = "Timeout"
         except (httpx.HTTPError, OSError) as exc:  # the subscriber or the path to it (a refused target too)
             error = type(exc).__name__
         metrics.DELIVERY_SECONDS.observe(time.perf_counter() - started)
         return error
+
+    def _note_wait(self, row: Any, answer: Any) -> None:
+        """Keep the wait a failed answer's `Retry-After` asked for (hub.delivery.http1.WebhookAnswer)."""
+        asked = getattr(answer, "retry_after", None)
+        if asked is not None:
+            if len(self._asked_wait) > 10_000:
+                self._asked_wait.clear()
+            self._asked_wait[row.delivery_seq] = asked
+
+    def _retry_after(self, row: Any) -> float | None:
+        return self._asked_wait.pop(row.delivery_seq, None)
 
     def _outcome(self, row: Any, error: str | None, wait: float | None) -> None:
         attempts = row.attempts + 1
