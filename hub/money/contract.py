@@ -6,7 +6,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from typing import Annotated
 
 from hub.domain.money import COHORTS
@@ -29,6 +29,16 @@ RANGE_REASON = "is {side}: a package line's dates are from 2000-01-01 to 2100-12
 
 
 Day = Annotated[date, AfterValidator(_in_range)]
+
+
+def _not_bool(value: object) -> object:
+    # JSON true / false is not an amount (the lax int would read true as 1 penny).
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number of pence, not true or false")
+    return value
+
+
+Pence = Annotated[int, BeforeValidator(_not_bool)]
 
 Cohort = Literal["adult", "older-adult", "learning-disability", "children-young-people"]
 assert set(Cohort.__args__) == set(COHORTS)  # type: ignore[attr-defined]
@@ -63,8 +73,8 @@ class PackageIn(BaseModel):
     service_type: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
     provider: ProviderIn | None = None
     need: Literal["health", "social-care", "joint"] | None = None
-    weekly_cost_pence: int | None = Field(default=None, ge=0, le=MAX_PENCE)
-    unit_cost_pence: int | None = Field(default=None, ge=0, le=MAX_PENCE)
+    weekly_cost_pence: Pence | None = Field(default=None, ge=0, le=MAX_PENCE)
+    unit_cost_pence: Pence | None = Field(default=None, ge=0, le=MAX_PENCE)
     units_per_week: Decimal | None = Field(default=None, ge=0, le=1000, max_digits=8, decimal_places=2)
     s117_eligible: bool | None = None
     exclusion: Literal["nhs-funded-nursing-care", "universal-service", "top-up"] | None = None

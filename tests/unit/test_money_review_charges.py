@@ -77,3 +77,21 @@ async def test_a_move_received_after_the_line_from_before_its_start_is_charged_b
     assert r.status_code == 202, r.text
     before = (await _days(app_hub, keys[QU9], "2026-10", BUCKS), await _days(app_hub, keys[QU9], "2026-10", WORCS))
     assert before == ([], [("M1", "2026-10-01", "2026-10-31", 31)])
+
+
+async def test_true_or_false_is_not_an_amount(app_hub):
+    """JSON `true` as a weekly or unit cost was read as 1 penny and recorded: now a 422 naming the field."""
+    from tests.unit.test_packages_api import _person as person_of
+
+    keys = await _clients(app_hub)
+    pid, _ = await person_of(app_hub)
+    h = {"X-API-Key": keys[BUCKS]}
+    for n, body in enumerate((start(pid, "b-1", "B1", weekly_cost_pence=True),
+                              start(pid, "b-2", "B2", weekly_cost_pence=None, unit_cost_pence=False,
+                                    units_per_week="2"))):
+        r = await app_hub.http.post("/v1/packages", headers=h, json=body)
+        assert r.status_code == 422, r.text
+        field = ("weekly_cost_pence", "unit_cost_pence")[n]
+        assert r.json()["errors"] == [{"field": field, "reason": "must be a whole number of pence, not true or false"}]
+    r = await app_hub.http.post("/v1/packages", headers=h, json=start(pid, "b-3", "B3", weekly_cost_pence=1))
+    assert r.status_code == 201, r.text
