@@ -223,12 +223,19 @@ def boundaries(pairs: Sequence[PairSpan], interims: Sequence[InterimSpan]) -> se
 def apportion(amount: int, shares: Sequence[tuple[str, int]], lead: str) -> dict[str, int]:
     """`amount` pence divided by basis-point shares: each party's part is
     rounded half up to a penny, except the largest share's (the lead's on a
-    tie), which takes the rest, so the parts always add up to `amount`."""
+    tie), which takes the rest, so the parts always add up to `amount`. When
+    the others' rounding up would leave the rest below nothing, those rounded
+    up furthest give a penny back, so no part is ever negative."""
     live = [(org, bp) for org, bp in shares if bp > 0]
     if not live:
         return {lead: amount}
     keeper = max(live, key=lambda p: (p[1], p[0] == lead))[0]
-    parts = {org: int((Decimal(amount) * bp / WHOLE).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-             for org, bp in live if org != keeper}
+    exact = {org: Decimal(amount) * bp / WHOLE for org, bp in live if org != keeper}
+    parts = {org: int(x.quantize(Decimal(1), rounding=ROUND_HALF_UP)) for org, x in exact.items()}
+    # Several parts rounded up can exceed the amount (four equal shares of 2p: 1p each for three): the
+    # keeper's rest is never negative; the parts rounded up furthest give their penny back first.
+    over = sum(parts.values()) - amount
+    for org in sorted(parts, key=lambda o: parts[o] - exact[o], reverse=True)[:max(over, 0)]:
+        parts[org] -= 1
     parts[keeper] = amount - sum(parts.values())
     return parts
