@@ -166,6 +166,10 @@ async def _feed(hub, client, subscription_id: str):  # noqa: ANN001, ANN202
         await conn.rollback()
     if sub is None or sub.org_code != client.org_code or sub.channel != "feed":
         raise ProblemError(404, "not-found", "Not found", "no feed subscription with that id for this organisation")
+    if not sub.active:  # stopped (DELETE /v1/subscriptions/{id}): nothing more is handed out
+        raise ProblemError(410, "subscription-stopped", "Subscription stopped",
+                           "this feed subscription was stopped; its delivery log stays readable at "
+                           "/v1/subscriptions/{id}/deliveries; create a new subscription to receive again")
     return sub
 
 
@@ -218,6 +222,9 @@ async def _stream(hub, request: Request, sub: Any, after: int) -> AsyncIterator[
         if not check.any_in_force(sub.org_code):
             return  # the agreement ended: the client reconnects and is refused (403 no-agreement)
         async with hub.engine.begin() as conn:
+            if not (await conn.execute(select(subscriptions.c.active).where(
+                    subscriptions.c.subscription_id == sub.subscription_id))).scalar():
+                return  # stopped meanwhile: the client reconnects and is answered 410
             rows, more = await _next(conn, sub, after, 100, check)
         for r in rows:
             data = orjson.dumps(_item(hub, r))
