@@ -13,7 +13,10 @@ from hub.crypto import hash_api_key
 from hub.ingest.service import Client
 from hub.api.limits import Refusal, Scope
 from hub.api.problems import ProblemError
+from hub.observability.logging import get_logger
 from hub.store.db import read_only
+
+log = get_logger("hub.api.deps")
 
 
 async def get_hub(request: Request) -> Hub:
@@ -78,6 +81,10 @@ ClientDep = Annotated[Client, Depends(get_client)]
 
 def require(client: Client, scope: str) -> None:
     if scope not in client.scopes and "hub:admin" not in client.scopes:
+        # A key used beyond its scopes (a council's key on /v1/ops, a trust's on subscriptions): on
+        # record for the operator beside the request line, which gives the path and status only.
+        log.warning("request refused: scope not held", source=client.client_id, org_code=client.org_code,
+                    reason_codes=[scope])
         raise ProblemError(403, "forbidden", "Not permitted", f"this client lacks the '{scope}' scope")
 
 

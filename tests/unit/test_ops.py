@@ -78,8 +78,15 @@ async def test_late_recording_shows_as_a_breach(app_hub, admin):
 
 
 async def test_ops_needs_the_admin_scope(app_hub):
-    r = await app_hub.http.get("/v1/ops/flows", headers={"X-API-Key": app_hub.keys["E06000060"]})
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        r = await app_hub.http.get("/v1/ops/flows", headers={"X-API-Key": app_hub.keys["E06000060"]})
     assert r.status_code == 403
+    # On record for the operator: which key, which organisation, which scope it lacked.
+    refused = [e for e in logs if e["event"] == "request refused: scope not held"]
+    assert [(e["org_code"], e["reason_codes"]) for e in refused] == [("E06000060", ["hub:admin"])]
+    assert refused[0]["source"].startswith("e06000060-")
 
 
 async def test_console_page_is_served(app_hub):
