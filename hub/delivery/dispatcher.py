@@ -40,6 +40,7 @@ from hub.codec import from_jsonable
 from hub.crypto import DataProtector
 from hub.delivery import queue
 from hub.domain.agreements import AgreementBook
+from hub.domain.handovers import events_again, handovers
 from hub.domain.model import DomainEvent, EventType, Org, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import evaluate
@@ -74,7 +75,6 @@ from hub.store.schema import (
     register_changes,
 )
 from hub.workflows.distribution import outgoing_of, pending_transfers
-from hub.workflows.service import events_again, handovers
 
 log = get_logger("hub.dispatcher")
 

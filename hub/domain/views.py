@@ -210,7 +210,7 @@ def reason_for(old: View | None, new: View, status: S117Status, *, explain: bool
 
 
 # A hand-over the history holds: (role, from, to, the date it happens), by the
-# codes a transfer event names and by the bases (hub/workflows/service.py `handovers`).
+# codes a transfer event names and by the bases (hub/domain/handovers.py `handovers`).
 Handover = tuple[str, str, str, date]
 TOLD = "told"  # `handover_told`: every hand-over the event names was held on its date
 

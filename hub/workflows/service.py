@@ -34,11 +34,13 @@ from hub.codec import from_jsonable, to_jsonable
 from hub.crypto import DataProtector
 from hub.domain.access import Caller, Decision, PersonFacts, decide_raise_dispute, status_parties
 from hub.domain.agreements import AgreementBook, AreaAgreement
-from hub.domain.model import ChangeType, DomainEvent, EventType, RegisterChange, S117Status
+from hub.domain.handovers import events_again, handovers
+from hub.domain.model import ChangeType, DomainEvent, EventType, RegisterChange
 from hub.domain.ports import ReferenceData
-from hub.domain.rules import derive_events, evaluate
+from hub.domain.rules import evaluate
 from hub.domain.rules.precedence import is_late
-from hub.domain.rules.timeline import TransferStep, revealed_steps, transfer_steps
+from hub.domain.rules.timeline import transfer_steps
+from hub.domain.views import Handover
 from hub.domain.workflows import machine
 from hub.domain.workflows.clocks import due_on
 from hub.domain.workflows.model import (
@@ -147,26 +149,6 @@ _PEOPLE_WITH_WITHDRAWABLE_TRANSFERS = InList("ids", lambda ids: select(workflow_
     workflow_cases.c.person_id.in_(ids), workflow_cases.c.kind == CaseKind.TRANSFER.value,
     or_(*(workflow_cases.c.state == state for state in WITHDRAWABLE_TRANSFER_STATES))))
 
-Handover = tuple[str, str, str, date]  # (role, from, to, the date it happens)
-
-
-def handovers(steps: list[TransferStep]) -> set[Handover]:
-    """Each (role, from, to, date) the history's steps hand over, by the codes
-    a transfer event names (the responsible body's own code, else the basis:
-    hub/domain/rules/events.py) and by the bases too, so a body renamed or
-    succeeded since the case opened is still found; the date is the step's
-    change's effective date (the `occurred_on` of the event that tells it)."""
-    out: set[Handover] = set()
-    for step in steps:
-        on = step.change.effective_date
-        for role in ("council", "commissioner"):
-            old_basis, new_basis = _basis(step.before, role), _basis(step.after, role)
-            if old_basis is None or new_basis is None or old_basis == new_basis:
-                continue
-            froms = {old_basis, *_org_code(step.before, role)}
-            tos = {new_basis, *_org_code(step.after, role)}
-            out |= {(role, f, t, on) for f in froms for t in tos}
-    return out
 
 
 def same_handover(case: Case, still: set[Handover]) -> tuple[bool, date | None]:
@@ -217,32 +199,11 @@ def transfer_event_again(person_id: str, history: list[RegisterChange], change: 
     return events[index] if index < len(events) else None
 
 
-def events_again(person_id: str, history: list[RegisterChange], change: RegisterChange, ref: ReferenceData,
-                 agreements: AgreementBook) -> list[DomainEvent]:
-    """The events of `change`, derived again as ingest derived them when it was
-    recorded (`transfer_event_again`), in their order (index i: `event_id_for(change id, i, type)`)."""
-    as_of = change.recorded_on
-    before = evaluate(person_id, history, ref, agreements, as_of) if history else None
-    after = evaluate(person_id, [*history, change], ref, agreements, as_of)
-    revealed = (revealed_steps(person_id, history, change, ref, agreements, as_of)
-                if history and is_late(change, history) else None)
-    return derive_events(before, after, change, revealed=revealed)
-
-
 def _opened(case: Case, event: DomainEvent) -> bool:
     """Whether `event` tells the hand-over `case` was opened for (its role and bodies)."""
     return (event.event_type is EventType.RESPONSIBILITY_TRANSFERRED
             and (event.details.get(f"{case.role}_from"), event.details.get(f"{case.role}_to"))
             == (case.outgoing, case.incoming))
-
-
-def _basis(status: S117Status, role: str) -> str | None:
-    return status.council_basis_code if role == "council" else status.commissioner_basis_code
-
-
-def _org_code(status: S117Status, role: str) -> tuple[str, ...]:
-    held = status.responsible_council if role == "council" else status.responsible_commissioner
-    return (held.org.code,) if held is not None and held.org is not None else ()
 
 
 def case_id_for(*parts: str) -> str:
