@@ -252,7 +252,8 @@ async def build_hub(settings: Settings) -> Hub:
     # One connection pool per webhook endpoint origin (keep-alive, per-host limit, HTTP/2 if offered),
     # every connection checked against the webhook target rules (hub/delivery/targets.py).
     http = HostClients(settings.webhook_timeout_seconds, per_host=settings.webhook_max_connections_per_host,
-                       allowed_hosts=settings.webhook_allowed_hosts)
+                       allowed_hosts=settings.webhook_allowed_hosts,
+                       require_https=settings.webhook_require_https)
     ingest = IngestService(engine, ref, agreements, protector, batch_max=settings.ingest_batch_max,
                            batch_wait=settings.ingest_batch_wait_ms / 1000)
     hub = Hub(

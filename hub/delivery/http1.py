@@ -238,8 +238,12 @@ class HostClients:
     HTTP answer): the deliverer records each by its class name."""
 
     def __init__(self, timeout: float, per_host: int = 10, allowed_hosts: list[str] | tuple[str, ...] = (),
-                 *, keepalive: float = 2.0, ssl_context: ssl.SSLContext | None = None) -> None:
+                 *, keepalive: float = 2.0, ssl_context: ssl.SSLContext | None = None,
+                 require_https: bool = False) -> None:
         self._timeout = timeout  # the most one POST may take, whatever deadline its caller sets
+        # S117_WEBHOOK_REQUIRE_HTTPS at sending too: a subscription made with an http:// URL before the
+        # operator set it is refused here (nothing sent in clear), not only new ones at the API.
+        self._require_https = require_https
         self._per_host = per_host
         self._allow = AllowList.parse(allowed_hosts)
         self._keepalive = keepalive
@@ -260,6 +264,8 @@ class HostClients:
         scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
         if scheme not in ("http", "https") or not host:
             raise WebhookTargetRefused("webhook URL is not an http(s) URL with a host")
+        if self._require_https and scheme != "https":
+            raise WebhookTargetRefused("webhook URL is http:// and the hub requires https (S117_WEBHOOK_REQUIRE_HTTPS)")
         try:
             port = parts.port or (443 if scheme == "https" else 80)
         except ValueError:

@@ -283,3 +283,17 @@ async def test_tls_checks_the_subscribers_certificate(tmp_path) -> None:  # noqa
     await default.aclose()
     assert len(sub.requests) == 3
     await sub.stop()
+
+
+async def test_with_https_required_an_http_url_is_refused_before_anything_is_sent() -> None:
+    """S117_WEBHOOK_REQUIRE_HTTPS turned on after a subscription was made with an http:// URL: the
+    API refuses new ones, and the client refuses to send to the old one in clear (it went on before)."""
+    from hub.delivery.targets import WebhookTargetRefused
+
+    sub = await Subscriber().start()
+    clients = HostClients(5.0, allowed_hosts=["127.0.0.1"], require_https=True)
+    with pytest.raises(WebhookTargetRefused, match="requires https"):
+        await post(clients, sub.port)
+    assert sub.connections == 0 and sub.requests == []
+    await clients.aclose()
+    await sub.stop()
