@@ -239,6 +239,24 @@ async def push_scenario(app_hub, seed: int, run_id: str | None = None) -> list[d
     return events
 
 
+async def left_hospital_80_days_ago(http, trust_key: str, seed: int, run: str):  # noqa: ANN001, ANN201
+    """A person detained, then discharged 80 days ago, posted by the trust: their first review (within 3
+    months, Worcs 14.1) falls due in about 10 days. Returns (the changes posted, the day they left, their
+    person id)."""
+    import random
+    from datetime import date, timedelta
+
+    from hub.sample_data import detention_to_move_scenario
+
+    left = date.today() - timedelta(days=80)
+    changes = detention_to_move_scenario(random.Random(seed), run, left - timedelta(days=90))[:3]
+    changes[2]["effective_date"] = left.isoformat()
+    for c in changes:
+        r = await http.post("/v1/register-changes", headers={"X-API-Key": trust_key}, json=c)
+        assert r.status_code == 202, r.text
+    return changes, left, r.json()["person_id"]
+
+
 async def council_file_done(http, response, headers: dict[str, str], timeout: float = 60.0):  # noqa: ANN001, ANN201
     """A council file's receipt once processed: `POST /v1/council-files` answers
     202 when the file is stored and its rows are recorded in the background;

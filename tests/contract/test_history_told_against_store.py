@@ -61,6 +61,7 @@ from tests.contract.test_order_independence_dispatch import (
 )
 from tests.contract.test_recipient_views import Subscriber, World
 from tests.histories import BOB_ICB, BUCKS, ORGS, agreements_yaml, materialise
+from tests.support import left_hospital_80_days_ago
 
 pytestmark = pytest.mark.integration
 
@@ -292,21 +293,12 @@ async def test_a_change_committed_between_the_review_scan_and_its_reminder_is_in
     reminded, and the council holds the death (a reminder published against
     the scan's read came after the death in the log, and told the council,
     by the latest `received_at` of that read, the position without it)."""
-    from hub.sample_data import detention_to_move_scenario
-    import random
-
     hub, http = store_hub.hub, store_hub.http
     council = store_hub.keys["E06000060"]
     r = await http.post("/v1/subscriptions", headers={"X-API-Key": council}, json={"channel": "feed"})
     assert r.status_code == 201, r.text
     subscription_id = r.json()["subscription_id"]
-    left = date.today() - timedelta(days=80)
-    changes = detention_to_move_scenario(random.Random(11), "scan", left - timedelta(days=90))[:3]
-    changes[2]["effective_date"] = left.isoformat()
-    for c in changes:
-        r = await http.post("/v1/register-changes", headers={"X-API-Key": store_hub.keys["trust"]}, json=c)
-        assert r.status_code == 202, r.text
-    person_id = r.json()["person_id"]
+    changes, left, person_id = await left_hospital_80_days_ago(http, store_hub.keys["trust"], 11, "scan")
     await until_idle(hub.dispatcher.run_once)
 
     died = {**changes[0], "source_message_id": "scan-died", "change_type": "died",

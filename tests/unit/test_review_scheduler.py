@@ -13,18 +13,13 @@ from hub.fhir.messages import read_position
 from hub.sample_data import detention_to_move_scenario
 from hub.scheduler import ReviewScanner
 from hub.store.schema import bus_messages, register_changes
+from tests.support import left_hospital_80_days_ago
 
 
 async def test_a_review_falling_due_is_announced_once(app_hub):
     hub = app_hub.hub
     # Left hospital 80 days ago: the first review (within 3 months, Worcs 14.1) is due in about 10 days.
-    left = date.today() - timedelta(days=80)
-    changes = detention_to_move_scenario(random.Random(9), "rev", left - timedelta(days=90))[:3]
-    changes[2]["effective_date"] = left.isoformat()
-    for c in changes:
-        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=c)
-        assert r.status_code == 202, r.text
-    person_id = r.json()["person_id"]
+    changes, left, person_id = await left_hospital_80_days_ago(app_hub.http, app_hub.keys["trust"], 9, "rev")
 
     far = ReviewScanner(hub.engine, hub.ref, hub.agreements, notice_days=3)
     assert await far.run_once() == 0  # not yet within three days' notice
@@ -88,13 +83,7 @@ async def test_a_reminder_tells_the_history_it_was_scanned_against_not_a_change_
     r = await app_hub.http.post("/v1/subscriptions", headers={"X-API-Key": council}, json={"channel": "feed"})
     assert r.status_code == 201, r.text
     subscription_id = r.json()["subscription_id"]
-    left = date.today() - timedelta(days=80)
-    changes = detention_to_move_scenario(random.Random(11), "rev3", left - timedelta(days=90))[:3]
-    changes[2]["effective_date"] = left.isoformat()
-    for c in changes:
-        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=c)
-        assert r.status_code == 202, r.text
-    person_id = r.json()["person_id"]
+    changes, left, person_id = await left_hospital_80_days_ago(app_hub.http, app_hub.keys["trust"], 11, "rev3")
     while await hub.dispatcher.run_once():
         pass
 
