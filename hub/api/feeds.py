@@ -62,6 +62,7 @@ from hub.domain.access import Rule
 from hub.observability import metrics
 from hub.observability.logging import bound_correlation_id, get_logger
 from hub.sharing import DisclosureCheck
+from hub.store.db import read_only
 from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, subscriptions
 
 router = APIRouter(prefix="/v1/feeds", tags=["subscriptions"])
@@ -221,10 +222,12 @@ async def _stream(hub, request: Request, sub: Any, after: int) -> AsyncIterator[
         check = _check(hub)
         if not check.any_in_force(sub.org_code):
             return  # the agreement ended: the client reconnects and is refused (403 no-agreement)
+        async with read_only(hub.engine) as conn:  # a read of its own, not ahead of the write below
+            active = (await conn.execute(select(subscriptions.c.active).where(
+                subscriptions.c.subscription_id == sub.subscription_id))).scalar()
+        if not active:
+            return  # stopped meanwhile: the client reconnects and is answered 410
         async with hub.engine.begin() as conn:
-            if not (await conn.execute(select(subscriptions.c.active).where(
-                    subscriptions.c.subscription_id == sub.subscription_id))).scalar():
-                return  # stopped meanwhile: the client reconnects and is answered 410
             rows, more = await _next(conn, sub, after, 100, check)
         for r in rows:
             data = orjson.dumps(_item(hub, r))
