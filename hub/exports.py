@@ -19,6 +19,14 @@ and only then is the export `ready` and its deliveries delivered. A hub that
 dies while building builds the same file again (same rows, same numbers, same
 name) on restart, so no event is lost or repeated between files.
 
+One builder at a time: a build first claims the export (`builder`, a lease
+until `builder_until`, renewed as it writes), so the hub's worker and an
+operator's `s117hub export` beside it never build the same file at once, and
+a builder holding an out-of-date view of the row (read before another built
+it) does not start again on a file already ready or acknowledged. A builder
+that died leaves its claim to lapse (`BUILD_LEASE`), and the file is built
+again after that.
+
 Files go to `<export_dir>/<org_code>/outbound/` (directories 0700, files
 0600). The council collects them over SFTP and acknowledges a file by moving
 it (or a copy) into `outbound/ack/`, or with POST /v1/exports/{id}/ack; an
@@ -33,6 +41,7 @@ import os
 import re
 import stat
 import uuid
+from time import monotonic
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -41,7 +50,7 @@ from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.council_files.outbound import (
@@ -82,6 +91,9 @@ from hub.store.schema import (
 
 log = get_logger("hub.exports")
 CHANNEL = "council-file"
+# How long a builder's claim on an export holds without being renewed (it is renewed as the file is
+# written): a builder that died is taken over after this.
+BUILD_LEASE = timedelta(minutes=2)
 MODES = ("delta", "full")
 LONDON = ZoneInfo("Europe/London")
 SCHEDULE = re.compile(r"^daily (?P<h>[01]\d|2[0-3]):(?P<m>[0-5]\d)$")
@@ -313,8 +325,9 @@ class ExportService:
         return out
 
     # --- building ------------------------------------------------------------
-    async def request(self, req: ExportRequest) -> dict[str, Any]:
-        """Record an export to build; the worker builds it (GET shows progress)."""
+    async def request(self, req: ExportRequest, builder: str | None = None) -> dict[str, Any]:
+        """Record an export to build; the worker builds it (GET shows progress), unless `builder`
+        claims it (`s117hub export` building it itself)."""
         if req.layout not in OUT_LAYOUTS or req.mode not in MODES:
             raise ValueError("layout or mode unknown")
         export_id = str(uuid.uuid4())
@@ -323,8 +336,10 @@ class ExportService:
             await conn.execute(council_exports.insert().values(
                 export_id=export_id, org_code=req.org_code, subscription_id=req.subscription_id,
                 layout=req.layout, mode=req.mode, state="queued", file_name=None, sha256=None, record_count=0,
-                first_event_no=None, last_event_no=None, created_at=now))
-        self.wake.set()
+                first_event_no=None, last_event_no=None, created_at=now,
+                builder=builder, builder_until=now + BUILD_LEASE if builder else None))
+        if builder is None:
+            self.wake.set()
         return await self.export(export_id)
 
     async def export(self, export_id: str) -> dict[str, Any]:
@@ -362,16 +377,38 @@ class ExportService:
         return os.fdopen(fd, "rb")
 
     async def build_waiting(self) -> int:
-        """Build every export queued or left half-built (a restart)."""
+        """Build every export queued or left half-built (a restart) that no other builder holds;
+        the number built."""
         async with snapshot(self._engine) as conn:  # every poll: inline on SQLite; PostgreSQL no BEGIN/ROLLBACK
             rows = (await conn.execute(select(council_exports)
                                        .where(council_exports.c.state.in_(["queued", "building"]))
                                        .order_by(council_exports.c.created_at))).all()
+        built = 0
         for row in rows:
-            await self.build(row)
-        return len(rows)
+            built += await self.build(row)
+        return built
 
-    async def build(self, row: Any, progress: Callable[[int, int | None], None] | None = None) -> None:
+    async def _take(self, export_id: str, builder: str) -> bool:
+        """Claim the export for `builder` (or renew its claim): only while it is still to be built and no
+        other builder's claim holds."""
+        now = self._now()
+        async with self._engine.begin() as conn:
+            taken = await conn.execute(council_exports.update().where(
+                council_exports.c.export_id == export_id,
+                council_exports.c.state.in_(["queued", "building"]),
+                or_(council_exports.c.builder.is_(None), council_exports.c.builder == builder,
+                    council_exports.c.builder_until < now))
+                .values(builder=builder, builder_until=now + BUILD_LEASE))
+        return taken.rowcount == 1
+
+    async def build(self, row: Any, progress: Callable[[int, int | None], None] | None = None,
+                    builder: str | None = None) -> bool:
+        """Build the export's file; False (nothing done) if it is built already, withdrawn from building,
+        or another builder holds it. `builder`: a claim taken when the export was asked for."""
+        builder = builder or str(uuid.uuid4())
+        if not await self._take(row.export_id, builder):
+            return False
+        row = await self.export_row(row.export_id)  # as it is now, not as the caller read it
         layout = OUT_LAYOUTS[row.layout]
         created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
         # A rebuild after a crash keeps the name it was given: the same file, not a second one.
@@ -384,10 +421,10 @@ class ExportService:
         today = self._now().date()
         in_force = self.groups_in_force(row.org_code, today)
         if in_force is None and row.mode == "full":
-            await self._set(row.export_id, state="withheld")
+            await self._set(row.export_id, state="withheld", builder=None, builder_until=None)
             log.warning("council file withheld: no data-sharing agreement in force names the organisation",
                         org_code=row.org_code, mode=row.mode, export_id=row.export_id)
-            return
+            return True
         groups = in_force or frozenset()
         if row.mode == "delta":
             await self._claim_deliveries(row, name, today)
@@ -399,12 +436,15 @@ class ExportService:
         writer = ExportWriter(layout, row.org_code, created, row.mode)
         directory = outbound_dir(self._dir, row.org_code)
         out = AtomicFile(directory, name)
+        renewed = monotonic()
         try:
             out.write(writer.header())
             async for values in rows:
                 out.write(writer.row(row_values(values, groups, layout)))
-                if writer.count % PAGE == 0:
-                    await self._set(row.export_id, record_count=writer.count)
+                if writer.count % PAGE == 0 or monotonic() - renewed > BUILD_LEASE.total_seconds() / 4:
+                    await self._set(row.export_id, record_count=writer.count,
+                                    builder_until=self._now() + BUILD_LEASE)
+                    renewed = monotonic()
             tail, digest = writer.trailer()
             out.write(tail)
             out.commit()
@@ -414,8 +454,14 @@ class ExportService:
         write_atomically(directory, name + ".sha256", f"{digest}  {name}\n".encode())
         now = self._now()
         async with self._engine.begin() as conn:
-            await conn.execute(council_exports.update().where(council_exports.c.export_id == row.export_id).values(
-                state="ready", sha256=digest, record_count=writer.count, ready_at=now))
+            done = await conn.execute(council_exports.update().where(
+                council_exports.c.export_id == row.export_id, council_exports.c.builder == builder).values(
+                state="ready", sha256=digest, record_count=writer.count, ready_at=now,
+                builder=None, builder_until=None))
+            if done.rowcount != 1:  # its claim lapsed and another builder took the file over
+                log.warning("council file build gave way: another builder holds it",
+                            org_code=row.org_code, export_id=row.export_id)
+                return False
             if row.mode == "delta":
                 taken = select(export_items.c.delivery_id).where(export_items.c.export_id == row.export_id)
                 await conn.execute(deliveries.update().where(deliveries.c.delivery_id.in_(taken))
@@ -423,6 +469,7 @@ class ExportService:
         metrics.DELIVERY.labels(channel=CHANNEL, outcome="delivered").inc(writer.count)
         log.info("council file written", org_code=row.org_code, mode=row.mode, count=writer.count,
                  export_id=row.export_id)
+        return True
 
     async def _set(self, export_id: str, **values: Any) -> None:
         async with self._engine.begin() as conn:

@@ -461,6 +461,9 @@ council_exports = Table(
     Column("ready_at", DateTime(timezone=True), nullable=True),
     Column("acknowledged_at", DateTime(timezone=True), nullable=True),
     Column("ack_via", String(16), nullable=True),  # api, folder
+    # The one process building the file, and until when its claim holds (renewed while it writes).
+    Column("builder", String(36), nullable=True),
+    Column("builder_until", DateTime(timezone=True), nullable=True),
     Index("ix_council_exports_org", "org_code", "created_at"),
 )
 

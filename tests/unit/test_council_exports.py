@@ -219,3 +219,41 @@ async def test_full_extract_leaves_withheld_columns_empty(app_hub, exporter) -> 
     assert row["NHS_NO"] == NHS[0] and row["RESP_LA_GSS"] == "E10000034"
     assert (row["LEGAL_STATUS"], row["CITATION"]) == ("", "")
     assert orjson.dumps(done)  # the export record carries no personal data
+
+
+async def test_one_builder_at_a_time_and_a_stale_one_leaves_a_finished_file_alone(app_hub, exporter, clock) -> None:  # noqa: ANN001
+    """An operator's `s117hub export` claims its extract as it asks for it: the hub's worker beside it does
+    not build that file too; and a worker that read the export while it was queued, and reaches it after
+    the operator's file was written and acknowledged, does not set it back to building nor write it again."""
+    from hub.exports import ExportRequest
+
+    for c in detention(NHS[0], "a"):
+        await post(app_hub, c)
+    await dispatch(app_hub)
+    export = await exporter.request(ExportRequest("E06000060", "swift_csv", "full"), builder="operator-cli")
+    stale = await exporter.export_row(export["export_id"])  # what a worker's poll read while it was queued
+    assert await exporter.build_waiting() == 0  # the worker leaves it to the operator
+    assert (await exporter.export(export["export_id"]))["state"] == "queued"
+    assert await exporter.build(stale, builder="operator-cli") is True
+    done = await exporter.acknowledge(export["export_id"], "api")
+    path = exporter._dir / "E06000060" / "outbound" / done["file_name"]
+    written = path.stat().st_mtime_ns
+    assert await exporter.build(stale) is False  # the worker, late, with the row it read before
+    after = await exporter.export(export["export_id"])
+    assert (after["state"], after["ack_via"]) == ("acknowledged", "api")
+    assert path.stat().st_mtime_ns == written
+
+
+async def test_a_builder_that_died_is_taken_over_once_its_claim_lapses(app_hub, exporter, clock) -> None:  # noqa: ANN001
+    from hub.exports import BUILD_LEASE, ExportRequest
+
+    for c in detention(NHS[0], "a"):
+        await post(app_hub, c)
+    await dispatch(app_hub)
+    export = await exporter.request(ExportRequest("E06000060", "swift_csv", "full"), builder="died")
+    clock.at += BUILD_LEASE - timedelta(seconds=1)
+    assert await exporter.build_waiting() == 0
+    clock.at += timedelta(seconds=2)
+    assert await exporter.build_waiting() == 1
+    done = await exporter.export(export["export_id"])
+    assert (done["state"], done["record_count"]) == ("ready", 1)
