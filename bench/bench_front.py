@@ -14,6 +14,7 @@ with it) and, with `--calls`, cProfile's top functions and Python calls a reques
     .venv/bin/python bench/bench_front.py --calls --top 30
     .venv/bin/python bench/bench_front.py 100 --dump FILE  # each answer (status, headers, body) and every
                                                            # table's rows, ids and times masked: diff two checkouts
+                                                           # (FILE.log: the log lines, FILE.metrics: the counts)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bench_mllp_inproc import _CLIENT  # noqa: E402
 from bench.bench_mllp_inproc import dump as dump_tables  # noqa: E402
 from hub.api.app import create_app  # noqa: E402
 from hub.clients import add_client  # noqa: E402
@@ -47,6 +49,9 @@ from hub.settings import REPO_ROOT, Settings  # noqa: E402
 PATH = "/v1/register-changes"
 OUT: Any = sys.stdout  # the figures (stdout itself takes the log lines: /dev/null)
 _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# A log line's fields that differ from run to run whatever the code: when, and how long.
+_LOG_TIMES = re.compile(rb'"(timestamp|duration_ms)":("[^"]*"|[0-9.e+-]+)')
+_REDACTED_UUID = re.compile(rb"[0-9a-f-]{10,}\[nhs-number\][0-9a-f]*")  # a random id the redactor masked in part
 
 
 async def post(app: Any, key: bytes, body: bytes) -> list[dict[str, Any]]:
@@ -125,6 +130,26 @@ async def run(people: int, rounds: int, calls: bool, top: int, dump: Path | None
             if dump is not None:  # the answers, and every table's rows (masked as bench_mllp_inproc's)
                 await dump_tables(hub.engine, [a.decode() for a in answers],
                                   dump.with_name(f"{dump.name}.{r + 1}") if rounds > 1 else dump)
+    if dump is not None:
+        dump_metrics(dump.with_name(dump.name + ".metrics"))
+
+
+def dump_metrics(path: Path) -> None:
+    """Every s117 counter's value and every histogram's count, by labels (not
+    the times a histogram sums, nor the WAL checkpoints, a thread's on a timer: they differ from run to run)."""
+    from prometheus_client import REGISTRY  # noqa: PLC0415
+
+    lines = sorted(f"{s.name}{sorted(s.labels.items())} {s.value:g}" for metric in REGISTRY.collect()
+                   if metric.name.startswith("s117_") for s in metric.samples
+                   if s.name.endswith(("_total", "_count")) and "checkpoint" not in s.name)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def dump_log(raw: Path, path: Path) -> None:
+    """The log lines in order, ids (the client's too), times and durations masked."""
+    text = _LOG_TIMES.sub(rb'"\1":"<masked>"', _REDACTED_UUID.sub(b"<uuid>", _UUID.sub(b"<uuid>", raw.read_bytes())))
+    text = text.decode()
+    path.write_text(_CLIENT.sub("<client>", text))
 
 
 def main() -> None:
@@ -136,15 +161,20 @@ def main() -> None:
     ap.add_argument("--dump", type=Path)
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args()
-    # The log lines (JSON to stdout, as deployed) to /dev/null; the figures to the real stdout.
+    # The log lines (JSON to stdout, as deployed) to /dev/null (with --dump, to a file masked
+    # afterwards); the figures to the real stdout.
     sys.stdout.flush()
     real = os.dup(1)
-    null = os.open(os.devnull, os.O_WRONLY)
+    raw_log = Path(tempfile.mkdtemp()) / "log" if args.dump else None
+    null = os.open(raw_log or os.devnull, os.O_WRONLY | os.O_CREAT, 0o600)
     os.dup2(null, 1)
     configure_logging(args.log_level)
     global OUT
     with open(real, "w", closefd=True) as OUT:
         asyncio.run(run(args.people, args.rounds, args.calls, args.top, args.dump))
+    if raw_log is not None:
+        sys.stdout.flush()
+        dump_log(raw_log, args.dump.with_name(args.dump.name + ".log"))
 
 
 if __name__ == "__main__":
