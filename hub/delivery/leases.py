@@ -50,6 +50,18 @@ the per-subscription tasks that drain the queues (`SubscriptionDeliverer`).
   `Retry-After`: `_retry_after`) waits at least that long, up to the
   backoff cap: the subscriber's word is heeded, but cannot stall its queue
   for longer than the hub would back off anyway.
+* Suspension: a failure the channel says ends the endpoint (`_suspension`: a
+  webhook's `410 Gone`) is not retried. The delivery stays pending, its
+  attempt and error recorded, due at once (nothing lost, the same event
+  number); the *subscription* is suspended in the same transaction
+  (`subscriptions.suspended_at`, `suspended_reason`; a FHIR subscription's
+  status `error`, with the reason). A suspended subscription is still active
+  (DELETE stops one), but neither the polls' heads nor a claim take its
+  queue, in this instance or any other on the store, until a resume clears
+  it (hub/api/subscriptions.py, hub/api/ops.py); then delivery goes on from
+  its oldest pending message, in order. A pipelined window follows "Order":
+  the suspension is the first failure's; a 410 behind an earlier failure is
+  given back with the rest.
 """
 
 from __future__ import annotations
@@ -113,7 +125,8 @@ _HEAD_SEQ = (select(func.min(deliveries.c.delivery_seq))
              .correlate(subscriptions).scalar_subquery())
 _PENDING_HEADS = Prepared(select(deliveries.c.subscription_id, deliveries.c.next_attempt_at)
                           .select_from(subscriptions.join(deliveries, deliveries.c.delivery_seq == _HEAD_SEQ))
-                          .where(subscriptions.c.channel == bindparam("channel"), subscriptions.c.active.is_(True))
+                          .where(subscriptions.c.channel == bindparam("channel"), subscriptions.c.active.is_(True),
+                                 subscriptions.c.suspended_at.is_(None))
                           .order_by(deliveries.c.delivery_seq))
 # A lease's statements, built once (hub.store.db.Prepared). Each row is updated
 # by its own key in one executemany rather than an IN list, which SQLAlchemy
@@ -127,7 +140,7 @@ _CLAIM = Prepared(select(deliveries, delivery_messages.c.payload, subscriptions.
                       subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id))
                   .where(deliveries.c.subscription_id == bindparam("subscription_id"),
                          deliveries.c.status == "pending", subscriptions.c.active.is_(True),
-                         subscriptions.c.channel == bindparam("channel"))
+                         subscriptions.c.suspended_at.is_(None), subscriptions.c.channel == bindparam("channel"))
                   .order_by(deliveries.c.delivery_seq).limit(bindparam("limit"))
                   .with_for_update(of=deliveries))
 _LEASE = Prepared(deliveries.update().where(deliveries.c.delivery_seq == bindparam("seq"))
@@ -234,13 +247,30 @@ async def _hold_withheld(conn: AsyncConnection, claim: Claim, rows: list[Any]) -
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    wait: float | None  # the failed one's backoff; None: nothing failed, or it is dead
+    wait: float | None  # the failed one's backoff; None: nothing failed, it is dead, or its subscription suspended
     claimed: list[Any]  # the next batch, when `then_claim` was asked for
+    suspended: bool = False  # `suspend` was asked for and this record suspended the subscription
+
+
+def suspended_fhir(fhir: dict[str, Any] | None, reason: str) -> dict[str, Any] | None:
+    """A FHIR subscription's settings while suspended: status `error`, the reason as its error
+    (hub.fhir.subscriptions.subscription_resource shows both; heartbeats are sent only while `active`)."""
+    if fhir is None:
+        return None
+    return {**fhir, "status": "error", "error": [{"text": f"delivery suspended: {reason}"}]}
+
+
+def resumed_fhir(fhir: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A FHIR subscription's settings once resumed: `active` again, the suspension's error gone."""
+    if fhir is None:
+        return None
+    return {**{k: v for k, v in fhir.items() if k != "error"}, "status": "active"}
 
 
 async def record_batch(engine: AsyncEngine, delivered: list[Any], failed: Any, error: str | None,
                        unsent: list[Any], policy: RetryPolicy, handler: str,
-                       then_claim: Claim | None = None, retry_after: float | None = None) -> Recorded:
+                       then_claim: Claim | None = None, retry_after: float | None = None,
+                       suspend: str | None = None) -> Recorded:
     """Record the outcomes of one leased batch (rows from `claim_batch`) in one
     transaction: `delivered` as delivered; `failed` (if any) due again after a
     backoff (`wait`), or dead at `policy.max_attempts` (`wait` None; None too
@@ -250,11 +280,14 @@ async def record_batch(engine: AsyncEngine, delivered: list[Any], failed: Any, e
     leased in the same transaction, after the outcomes (`claimed`).
     `retry_after`: the seconds the failed one's answer asked the hub to wait;
     its backoff is at least that, capped at `policy.backoff_cap`.
+    `suspend`: the failed one's answer ended the endpoint (why, e.g. "gone (HTTP 410)"): it stays
+    pending, due at once, never dead, and its subscription is suspended (module docstring;
+    `suspended` says whether this record did it: not if it was stopped or suspended meanwhile).
     Made in the process's next ledger transaction (hub.delivery.ledger)."""
 
     async def op(conn: AsyncConnection) -> Recorded:
-        wait = await _record(conn, delivered, failed, error, unsent, policy, retry_after)
-        return Recorded(wait, await _claim(conn, then_claim) if then_claim is not None else [])
+        wait, suspended = await _record(conn, delivered, failed, error, unsent, policy, retry_after, suspend)
+        return Recorded(wait, await _claim(conn, then_claim) if then_claim is not None else [], suspended)
 
     recorded = await ledger_for(engine).run(op)
     _count_holds(then_claim, handler)
@@ -262,20 +295,27 @@ async def record_batch(engine: AsyncEngine, delivered: list[Any], failed: Any, e
         metrics.DELIVERY.labels(channel=handler, outcome="delivered").inc(len(delivered))
     if failed is not None:
         metrics.DELIVERY.labels(channel=handler, outcome="failed").inc()
-        if recorded.wait is None:
+        if recorded.wait is None and suspend is None:
             metrics.DEAD_LETTERS.labels(handler=handler).inc()
     return recorded
 
 
 async def _record(conn: AsyncConnection, delivered: list[Any], failed: Any, error: str | None,
-                  unsent: list[Any], policy: RetryPolicy, retry_after: float | None = None) -> float | None:
+                  unsent: list[Any], policy: RetryPolicy, retry_after: float | None = None,
+                  suspend: str | None = None) -> tuple[float | None, bool]:
     now = datetime.now(UTC)
     wait: float | None = None
+    suspended = False
     if delivered:
         await execute_prepared(conn, _DELIVERED, [{"seq": r.delivery_seq, "at": now} for r in delivered])
     if failed is not None:
         attempts, err = failed.attempts + 1, (error or "failed")[:200]
-        if policy.max_attempts and attempts >= policy.max_attempts:
+        if suspend is not None:
+            # Not retried, not dead: pending and due, the first sent once its subscription is resumed.
+            await execute_prepared(conn, _FAILED, {"seq": failed.delivery_seq, "attempts": attempts, "err": err,
+                                                   "until": now})
+            suspended = await _suspend(conn, failed, suspend, now)
+        elif policy.max_attempts and attempts >= policy.max_attempts:
             await execute_prepared(conn, _DEAD, {"seq": failed.delivery_seq, "attempts": attempts, "err": err})
         else:
             wait = backoff_seconds(attempts, policy.backoff_base, policy.backoff_cap)
@@ -287,7 +327,20 @@ async def _record(conn: AsyncConnection, delivered: list[Any], failed: Any, erro
         await execute_prepared(conn, _GIVEN_BACK, [
             {"seq": r.delivery_seq, "leased": r.attempts + 1, "given_back": r.attempts, "at": now}
             for r in unsent])
-    return wait
+    return wait, suspended
+
+
+async def _suspend(conn: AsyncConnection, row: Any, reason: str, now: datetime) -> bool:
+    """Suspend `row`'s subscription (a claimed delivery's row: its subscription's columns come with
+    it), unless it was stopped or suspended meanwhile; whether it did."""
+    values: dict[str, Any] = {"suspended_at": now, "suspended_reason": reason[:64]}
+    fhir = suspended_fhir(getattr(row, "fhir", None), reason)
+    if fhir is not None:
+        values["fhir"] = fhir
+    done = await conn.execute(subscriptions.update().where(
+        subscriptions.c.subscription_id == row.subscription_id, subscriptions.c.active.is_(True),
+        subscriptions.c.suspended_at.is_(None)).values(**values))
+    return done.rowcount == 1
 
 
 class SubscriptionDeliverer:
@@ -508,15 +561,21 @@ class SubscriptionDeliverer:
             # Going on: the next batch is leased in the same transaction as these outcomes.
             more = failed is None and (limit is None or attempted < limit) and not (stop is not None and stop.is_set())
             next_lease = time.monotonic()
+            retry_after = self._retry_after(failed) if failed is not None else None
+            suspend = self._suspension(error) if failed is not None else None
             recorded = await record_batch(
                 self._engine, delivered, failed, error, unsent, self._policy, self.handler,
                 then_claim=self._claim_of(subscription_id, self._want(limit, attempted), lease) if more else None,
-                retry_after=self._retry_after(failed) if failed is not None else None)
+                retry_after=retry_after, suspend=suspend)
             for row in delivered:
                 self._outcome(row, None, None)
             if failed is not None:
-                self._outcome(failed, error, recorded.wait)
-                break  # failed: the rest wait behind it, until the backoff runs out
+                if suspend is not None:
+                    if recorded.suspended:
+                        self._suspended(failed, error, suspend)
+                else:
+                    self._outcome(failed, error, recorded.wait)
+                break  # failed: the rest wait behind it, until the backoff runs out (or a resume)
             if not more:
                 break
             claimed, leased_at = recorded.claimed, next_lease
@@ -541,6 +600,14 @@ class SubscriptionDeliverer:
         """The seconds the failed `row`'s answer asked the hub to wait before trying again, if it asked
         (a webhook's `Retry-After`); None: the usual backoff. Asked once per failure."""
         return None
+
+    def _suspension(self, error: str | None) -> str | None:
+        """Why the failure `error` (as `_send` gave it) suspends the subscription rather than being
+        retried (module docstring, "Suspension"); None: retried as usual."""
+        return None
+
+    def _suspended(self, row: Any, error: str | None, reason: str) -> None:
+        """Log (and count) that `row`'s failure suspended its subscription: once, by the record that did."""
 
     def _want(self, limit: int | None, attempted: int) -> int:
         return self._claim_max if limit is None else min(self._claim_max, limit - attempted)

@@ -20,6 +20,12 @@ Targets: every pool refuses private addresses at every connection
 (hub.delivery.targets).
 Event number: `S117-Event-Number`, the subscription's gap-free sequence
 (hub.delivery.queue).
+Gone: an answer `410 Gone` says the endpoint is gone for good. It is not
+retried: the delivery stays pending (its event number kept) and the
+subscription is suspended until the subscriber or an operator resumes it
+(hub.delivery.leases, "Suspension"); one warning is logged, and
+`s117_subscriptions_suspended{reason="gone"}` counts the suspended
+subscriptions. Every other failure (4xx, 5xx, a timeout) is retried as before.
 """
 
 from __future__ import annotations
@@ -48,6 +54,11 @@ __all__ = ["EVENT_NUMBER_HEADER", "SIGNATURE_HEADER", "HostClients", "WebhookDel
 log = get_logger("hub.webhook")
 SIGNATURE_HEADER = "S117-Signature"
 EVENT_NUMBER_HEADER = "S117-Event-Number"
+# The answer that suspends a subscription, and why it is recorded as suspended
+# (`subscriptions.suspended_reason`; its metric label is "gone").
+GONE_ERROR = "HTTP 410"
+GONE = "gone (HTTP 410)"
+_SUSPENSION_LABELS = {GONE: "gone"}
 
 
 def signed_headers(secret: str, event_id: str, body: bytes, extra: dict[str, str]) -> dict[str, str]:
@@ -100,7 +111,14 @@ class WebhookDeliverer(SubscriptionDeliverer):
                     subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
                 .where(deliveries.c.status == "pending", subscriptions.c.channel == "webhook")
             )).scalar_one()
+            # Every push channel's (webhook and FHIR rest-hook): this deliverer's poll sets it for both.
+            suspended = dict((await conn.execute(
+                select(subscriptions.c.suspended_reason, func.count())
+                .where(subscriptions.c.active.is_(True), subscriptions.c.suspended_at.is_not(None))
+                .group_by(subscriptions.c.suspended_reason))).all())
         metrics.PENDING_DELIVERIES.set(pending)
+        for reason, label in _SUSPENSION_LABELS.items():
+            metrics.SUBSCRIPTIONS_SUSPENDED.labels(reason=label).set(suspended.get(reason, 0))
 
     def _body(self, row: Any, message: bytes) -> bytes:
         """What is POSTed for a queued message: the FHIR message itself."""
@@ -184,6 +202,18 @@ class WebhookDeliverer(SubscriptionDeliverer):
 
     def _retry_after(self, row: Any) -> float | None:
         return self._asked_wait.pop(row.delivery_seq, None)
+
+    def _suspension(self, error: str | None) -> str | None:
+        return GONE if error == GONE_ERROR else None
+
+    def _suspended(self, row: Any, error: str | None, reason: str) -> None:
+        # Ids, codes and the status only: the org code as on every delivery line, never the URL's path.
+        log.warning("webhook subscription suspended: the subscriber answered 410 Gone; resume it once the "
+                    "endpoint is back", subscription_id=row.subscription_id, recipient=row.org_code,
+                    channel=self.channel, delivery_id=row.delivery_id, event_number=row.event_number,
+                    attempt=row.attempts + 1, error_kind=error, url_host=_host_of(row.url),
+                    correlation_id=row.correlation_id)
+        self._last_gauge = 0.0  # the next poll sets s117_subscriptions_suspended from the store
 
     def _outcome(self, row: Any, error: str | None, wait: float | None) -> None:
         attempts = row.attempts + 1

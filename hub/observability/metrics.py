@@ -22,6 +22,11 @@ CONSUMER_LAG = Gauge("s117_consumer_lag_messages", "Messages not yet handled", [
                      multiprocess_mode="livemax")
 PENDING_DELIVERIES = Gauge("s117_pending_deliveries", "Webhook deliveries waiting to be sent",
                            multiprocess_mode="livemax")
+# Push subscriptions whose subscriber answered so that the hub stopped sending (reason "gone": a
+# 410 Gone) until resumed: the store's count, set by the webhook deliverer's poll (hub/delivery/webhook.py).
+SUBSCRIPTIONS_SUSPENDED = Gauge("s117_subscriptions_suspended",
+                                "Active push subscriptions suspended until resumed (the subscriber answered 410 Gone)",
+                                ["reason"], multiprocess_mode="livemax")
 DEAD_LETTERS = Counter("s117_dead_letters_total", "Messages moved to the dead letters", ["handler"])
 EXPORTS_UNACKNOWLEDGED = Gauge("s117_council_exports_unacknowledged_overdue",
                                "Council files ready but not acknowledged within the alert time",

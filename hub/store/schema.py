@@ -210,6 +210,11 @@ subscriptions = Table(
     # time, strictly in order; more: pipelined, the subscriber accepting that a
     # failed message may be overtaken by those sent behind it)
     Column("pipeline", Integer, nullable=False, default=1, server_default="1"),
+    # Push channels: delivery paused (not stopped: `active` stays true) since this time, and why,
+    # e.g. "gone (HTTP 410)": the subscriber said its endpoint is gone (hub/delivery/leases.py).
+    # NULL: not suspended. Cleared by a resume (the subscriber's or an operator's).
+    Column("suspended_at", DateTime(timezone=True), nullable=True),
+    Column("suspended_reason", String(64), nullable=True),
     Index("ix_subscriptions_org", "org_code"),
 )
 
