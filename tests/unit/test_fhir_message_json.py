@@ -152,3 +152,60 @@ def test_a_position_with_no_parameters_and_one_with_one_render_alike() -> None:
             k = {**kwargs, "position": position, "version": i + 1, "supersedes": supersedes, "reason": reason,
                  "message_id": f"n-{i}-{supersedes}"}
             assert _render(messages, k) == _expected(k)
+
+
+def test_times_dates_versions_and_details_of_any_kind_render_alike() -> None:
+    """`render` formats a UTC `sent_at`, the event's date and the version with `%` (no call each) and
+    asks for a Task only when the details name one: the bytes stay the dicts' for every other kind too
+    (another zone, a zero offset that is not `UTC`, whole seconds, an old year, a datetime where a date
+    is expected, a large version, details with an empty or no Task)."""
+    from zoneinfo import ZoneInfo
+
+    kwargs = {**CASES["entitlement-started-with-position"], "include": FIELD_GROUPS}
+    messages = _messages(kwargs)
+    times = [datetime(2024, 3, 18, 9, 30, 5, 123456, tzinfo=UTC), datetime(2024, 3, 18, 9, 30, 5, tzinfo=UTC),
+             datetime(2024, 3, 18, 0, 0, 0, 1, tzinfo=UTC), datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC),
+             datetime(2024, 3, 18, 9, 30, 5, 7, tzinfo=timezone(timedelta(0))),
+             datetime(2024, 3, 18, 9, 30, 5, tzinfo=ZoneInfo("UTC")),
+             datetime(2024, 3, 18, 9, 30, 5, 500, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+             datetime(2024, 3, 18, 9, 30, 5, tzinfo=ZoneInfo("Europe/London"))]
+    occurred = [date(2024, 3, 18), date(12, 1, 2), datetime(2024, 3, 18, 1, 2, 3)]
+    details: list[dict[str, str]] = [{}, {"reason": "moved"}, {"task": ""}, {"task": TASK, "reason": "x"}]
+    for i, (sent_at, on, detail, version) in enumerate(itertools.product(times, occurred, details, (1, 10**12))):
+        event = dataclasses.replace(kwargs["event"], occurred_on=on, details=detail)
+        k = {**kwargs, "event": event, "sent_at": sent_at, "version": version, "message_id": f"t-{i}",
+             "position": {"roles": ["responsible-council"], "entitled": True}}
+        assert _render(messages, k) == _expected(k), (sent_at, on, detail, version)
+
+
+def _calls(fn: Any) -> int:
+    """The Python and built-in function calls `fn()` makes (what cProfile counts), not timed."""
+    import sys
+
+    counted = 0
+
+    def profile(_frame: Any, event: str, _arg: Any) -> None:
+        nonlocal counted
+        if event in ("call", "c_call"):
+            counted += 1
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return counted
+
+
+def test_a_recipients_message_takes_few_calls_once_its_status_parts_are_made() -> None:
+    """The dispatcher renders a message a recipient (about two an event): its ids, version, dates and
+    `sent_at` formatted by `%`, one join, no Task asked for when the details name none: 21 calls a
+    message, 35 before (bench/JOURNAL.md, "Twenty-seventh session: the dispatcher's calls an event")."""
+    kwargs = {**CASES["entitlement-started-with-position"], "include": FIELD_GROUPS}
+    messages = _messages(kwargs)
+    event = dataclasses.replace(kwargs["event"], details={"reason": "moved"})
+    position = {"roles": ["responsible-council"], "entitled": True}
+    k = {**kwargs, "event": event, "position": position, "version": 2, "sent_at": datetime.now(UTC)}
+    _render(messages, {**k, "message_id": "c-0"})  # the status's parts and the position's parameters, made once
+    args = {name: v for name, v in k.items() if name not in SHARED} | {"message_id": "c-1"}
+    assert _calls(lambda: messages.render(**args)) <= 25  # 21 (and the lambda's)

@@ -612,7 +612,7 @@ def test_entry_uuids_are_the_message_ids_digest_as_four_version_4_uuids():
 
     from hypothesis import given, settings, strategies as st
 
-    from hub.fhir.messages import _entry_uuids
+    from hub.fhir.messages import _entry_uuids, _entry_uuids_ascii
 
     def by_slices(message_id: str) -> tuple[str, ...]:
         h = blake2b(message_id.encode(), digest_size=64).hexdigest()
@@ -624,6 +624,7 @@ def test_entry_uuids_are_the_message_ids_digest_as_four_version_4_uuids():
     def check(message_id: str) -> None:
         got = _entry_uuids(message_id)
         assert got == by_slices(message_id)
+        assert _entry_uuids_ascii(message_id) == tuple(u.encode() for u in got)  # the renderer's bytes
         assert len(set(got)) == 4
         assert all(uuid_module.UUID(u).version == 4 and str(uuid_module.UUID(u)) == u for u in got)
 
