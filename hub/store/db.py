@@ -738,10 +738,14 @@ class SyncConn:
     wait for a lock: a writer once it holds the write lock (`InlineWriter`),
     and WAL snapshot reads (`InlineReads`)."""
 
-    __slots__ = ("_conn", "_after_commit")
+    __slots__ = ("_conn", "_dbapi", "dialect", "_after_commit")
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, dbapi: Any = None) -> None:
         self._conn = conn
+        # The driver's connection and the dialect, taken once: neither changes while a transaction or a
+        # snapshot lasts, and every statement run on the driver needs both (SQLAlchemy's properties).
+        self._dbapi = dbapi if dbapi is not None else conn.connection.dbapi_connection
+        self.dialect: Dialect = conn.dialect
         self._after_commit: list[Callable[[], None]] | None = None
 
     def after_commit(self, callback: Callable[[], None]) -> None:
@@ -754,13 +758,16 @@ class SyncConn:
             self._after_commit.append(callback)
 
     @property
-    def dialect(self) -> Dialect:
-        return self._conn.dialect
-
-    @property
     def sync_connection(self) -> Connection:
-        """As `AsyncConnection.sync_connection`: where commit events are heard (hub/bus/sql.py)."""
-        return self._conn
+        """As `AsyncConnection.sync_connection`: where commit events are heard
+        and the transaction is looked at (the Kafka log's watch, hub/bus/kafka.py).
+        A transaction the inline writer began on the driver is taken up by
+        SQLAlchemy first (its begin event issues no second BEGIN), so a caller
+        sees, and hears the commit of, SQLAlchemy's transaction as before."""
+        conn = self._conn
+        if BEGUN_ON_DRIVER in conn.info:
+            conn.begin()
+        return conn
 
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
         if parameters is None:
@@ -769,10 +776,10 @@ class SyncConn:
                 and statement._post_values_clause is None:
             rows = parameters if isinstance(parameters, list) else [parameters]
             if rows and isinstance(rows[0], dict):
-                plan = _insert_plan(self._conn.dialect, statement.table, tuple(rows[0]))
+                plan = _insert_plan(self.dialect, statement.table, tuple(rows[0]))
                 # The plan is for the first row's keys; any other row must have as many.
                 if plan is not None and (len(rows) == 1 or all(len(r) == len(plan.names) for r in rows)):
-                    return plan.run(self._conn.connection.dbapi_connection, rows)
+                    return plan.run(self._dbapi, rows)
         return self._conn.execute(statement, parameters)
 
     def begin_nested(self) -> _Savepoint:
@@ -780,12 +787,37 @@ class SyncConn:
 
     async def rollback(self) -> None:
         """Roll the transaction back (as `AsyncConnection.rollback`); its block then commits nothing."""
-        self._conn.rollback()
+        _end_transaction(self._conn, self._dbapi, commit=False)
 
     def run_prepared(self, prepared: Prepared, params: Any = None) -> _Rows:
         # On the driver: no BEGIN of its own (a snapshot that must see one
         # moment across statements is begun when taken, `snapshot(consistent=True)`).
-        return prepared.plan(self._conn.dialect).run(self._conn.connection.dbapi_connection, params)
+        return prepared.plan(self.dialect).run(self._dbapi, params)
+
+
+def _end_transaction(conn: Connection, dbapi: Any, commit: bool) -> bool:
+    """Commit (or roll back) `conn`'s transaction: SQLAlchemy's if it took
+    the transaction up (a statement it ran, `sync_connection`), else the one
+    `InlineWriter` began on the driver, with the driver's COMMIT or ROLLBACK
+    (a failure goes through SQLAlchemy's error handling, as from its own
+    commit: the same exception types, the same `handle_error` event). False
+    if there was no transaction to end. A rollback also ends what a failed
+    COMMIT left open (SQLite keeps the transaction, and the write lock, after
+    one), so the writer goes on."""
+    if conn.in_transaction():
+        conn.commit() if commit else conn.rollback()
+        return True
+    if not commit and conn.get_transaction() is not None:
+        conn.rollback()  # SQLAlchemy's, left inactive by a COMMIT that failed: let go (the driver's ended below)
+    conn.info.pop(BEGUN_ON_DRIVER, None)
+    if not dbapi.in_transaction:
+        return False
+    try:
+        dbapi.commit() if commit else dbapi.rollback()
+    except BaseException as exc:
+        conn._handle_dbapi_exception(exc, None, None, None, None)  # raises SQLAlchemy's wrapping of it
+        raise
+    return True
 
 
 # The shared writer's own automatic checkpoint, as a backstop only: the WAL is
@@ -901,47 +933,52 @@ class InlineWriter:
         engine = sqlite_writer_engine(async_engine)
         return cls(engine) if engine is not None else None
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[SyncConn]:
-        """Committed if the block ends normally (and is still open), rolled back if it raises."""
-        loop = asyncio.get_running_loop()
-        if self._lock is None or self._loop is not loop:  # a new event loop (tests): a new lock
-            self._lock, self._loop = asyncio.Lock(), loop
-        async with self._lock:
-            if self._conn is None or self._conn.closed:
-                self._conn = await asyncio.to_thread(self._engine.connect)
-            conn = self._conn
-            if conn.in_transaction():  # a cancelled transaction left one open
-                conn.rollback()
-            turns = self.turns
-            if turns is not None and self.yields:
-                await turns.let_through(loop)
-            if not self._begin_at_once(conn):
-                if turns is not None and not self.yields:
-                    with turns.waiting():
-                        await self._wait_for_lock(conn, loop)
-                else:
+    def transaction(self) -> _InlineTransaction:
+        """An async context manager giving the transaction's `SyncConn`:
+        committed if the block ends normally (and is still open), rolled back
+        if it raises."""
+        return _InlineTransaction(self)
+
+    async def _begin(self) -> SyncConn:
+        """The writer's turn taken (its lock held): the write lock, a transaction begun."""
+        loop = self._loop
+        assert loop is not None
+        if self._conn is None or self._conn.closed:
+            self._conn = await asyncio.to_thread(self._engine.connect)
+        conn = self._conn
+        dbapi = conn.connection.dbapi_connection
+        if conn.get_transaction() is not None or dbapi.in_transaction:  # a cancelled transaction left one open
+            _end_transaction(conn, dbapi, commit=False)
+        turns = self.turns
+        if turns is not None and self.yields:
+            await turns.let_through(loop)
+        if not self._begin_at_once(conn, dbapi):
+            if turns is not None and not self.yields:
+                with turns.waiting():
                     await self._wait_for_lock(conn, loop)
-            sconn = SyncConn(conn)
-            try:
-                yield sconn
-            except BaseException:
-                if conn.in_transaction():
-                    conn.rollback()
-                raise
-            if conn.in_transaction():
-                try:
-                    began = time.perf_counter()
-                    conn.commit()  # the fsync
-                    metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - began)
-                except BaseException:
-                    if conn.in_transaction():
-                        conn.rollback()
-                    raise
-                if self._checkpointer is not None:
-                    self._checkpointer.committed()
-                for callback in sconn._after_commit or ():
-                    callback()
+            else:
+                await self._wait_for_lock(conn, loop)
+        return SyncConn(conn, dbapi)
+
+    def _end(self, sconn: SyncConn, failed: bool) -> None:
+        """The block is over: commit (the fsync) and tell the after-commit
+        callbacks, or, if it `failed`, roll back."""
+        conn, dbapi = sconn._conn, sconn._dbapi
+        if failed:
+            _end_transaction(conn, dbapi, commit=False)
+            return
+        try:
+            began = time.perf_counter()
+            if not _end_transaction(conn, dbapi, commit=True):  # the fsync
+                return  # rolled back by the block itself: nothing committed, nobody told
+            metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - began)
+        except BaseException:
+            _end_transaction(conn, dbapi, commit=False)
+            raise
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
+        for callback in sconn._after_commit or ():
+            callback()
 
     async def _wait_for_lock(self, conn: Connection, loop: asyncio.AbstractEventLoop) -> None:
         """Another connection holds the write lock (another process: the
@@ -960,7 +997,7 @@ class InlineWriter:
             delay = min(delay * 2, 0.004)
         await asyncio.to_thread(self._begin_waiting, conn)
 
-    def _begin_at_once(self, conn: Connection) -> bool:
+    def _begin_at_once(self, conn: Connection, dbapi: Any = None) -> bool:
         """`BEGIN IMMEDIATE` on the loop if the write lock is free (the usual
         case: this process's writers take turns on this connection), without
         the thread hop; False, with nothing begun, if another connection
@@ -968,7 +1005,8 @@ class InlineWriter:
         busy timeout is 0 (set once, not around every BEGIN: two statements
         a transaction): only BEGIN can meet a lock under WAL, and the thread's
         last wait raises it for its own BEGIN."""
-        dbapi = conn.connection.dbapi_connection
+        if dbapi is None:
+            dbapi = conn.connection.dbapi_connection
         if dbapi is not self._no_wait:
             dbapi.execute("PRAGMA busy_timeout=0")
             # Checkpoints are the checkpointer thread's; the writer's own only a backstop.
@@ -990,7 +1028,13 @@ class InlineWriter:
                 return False
             # Any other failure: BEGIN again through SQLAlchemy, which raises its own error for it.
         else:
-            conn.info[BEGUN_ON_DRIVER] = True  # the begin event then leaves BEGIN out
+            # The transaction is the driver's, committed on the driver (`_end_transaction`):
+            # SQLAlchemy's begin and commit around it cost about 35 Python calls a transaction
+            # (bench/JOURNAL.md, "Twenty-seventh session"). Should a statement go through
+            # SQLAlchemy (or `SyncConn.sync_connection` be asked for), SQLAlchemy takes the
+            # transaction up: its begin event then leaves BEGIN out.
+            conn.info[BEGUN_ON_DRIVER] = True
+            return True
         try:
             conn.begin()
             return True
@@ -1021,6 +1065,38 @@ class InlineWriter:
             self._conn.close()
             self._conn = None
         self._engine.dispose()
+
+
+class _InlineTransaction:
+    """`InlineWriter.transaction()`: the writer's turn (its lock, FIFO), the
+    write lock and a transaction, then the commit or the rollback. A class
+    rather than an `asynccontextmanager`: the generator's frames and hooks
+    cost more than the rest of an empty transaction's Python."""
+
+    __slots__ = ("_writer", "_lock", "_sconn")
+
+    def __init__(self, writer: InlineWriter) -> None:
+        self._writer = writer
+
+    async def __aenter__(self) -> SyncConn:
+        writer = self._writer
+        loop = asyncio.get_running_loop()
+        if writer._lock is None or writer._loop is not loop:  # a new event loop (tests): a new lock
+            writer._lock, writer._loop = asyncio.Lock(), loop
+        lock = self._lock = writer._lock
+        await lock.acquire()
+        try:
+            self._sconn = await writer._begin()
+        except BaseException:
+            lock.release()
+            raise
+        return self._sconn
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self._writer._end(self._sconn, exc_type is not None)
+        finally:
+            self._lock.release()
 
 
 class WriterTurns:
