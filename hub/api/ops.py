@@ -14,6 +14,7 @@ from sqlalchemy import case, exists, func, select
 
 from hub.api.deps import ClientDep, HubDep, Days, Hours, RowId, require
 from hub.api.problems import ProblemError
+from hub.api.subscriptions import clear_suspension
 from hub.audit import record_operator_action
 from hub.bus.port import EVENTS_TOPIC, BusMessage
 from hub.delivery.dispatcher import GROUP as DISPATCHER_GROUP
@@ -47,18 +48,23 @@ async def flows(hub: HubDep, client: ClientDep, hours: Hours = 24) -> dict:
         by_sub = (await conn.execute(
             select(subscriptions.c.subscription_id, subscriptions.c.org_code, subscriptions.c.channel,
                    subscriptions.c.active, deliveries.c.status, func.count(), func.min(deliveries.c.created_at),
-                   func.max(deliveries.c.attempts))
+                   func.max(deliveries.c.attempts), subscriptions.c.suspended_at, subscriptions.c.suspended_reason)
             .join(deliveries, deliveries.c.subscription_id == subscriptions.c.subscription_id, isouter=True)
             .group_by(subscriptions.c.subscription_id, subscriptions.c.org_code, subscriptions.c.channel,
-                      subscriptions.c.active, deliveries.c.status))).all()
+                      subscriptions.c.active, deliveries.c.status, subscriptions.c.suspended_at,
+                      subscriptions.c.suspended_reason))).all()
         dead = (await conn.execute(select(func.count()).select_from(dead_letters)
                                    .where(dead_letters.c.replayed_at.is_(None)))).scalar_one()
         last_offset = (await conn.execute(select(func.max(bus_messages.c.offset)))).scalar_one()
         await conn.rollback()
     subs: dict[str, dict] = {}
     now = datetime.now(UTC)
-    for sid, org, channel, active, status, n, oldest, max_attempts in by_sub:
+    for sid, org, channel, active, status, n, oldest, max_attempts, suspended_at, suspended_reason in by_sub:
+        suspended = active and suspended_at is not None  # its endpoint answered 410 Gone: nothing sent until resumed
         entry = subs.setdefault(sid, {"subscription_id": sid, "org_code": org, "channel": channel, "active": active,
+                                      "state": "stopped" if not active else "suspended" if suspended else "active",
+                                      "suspended_at": suspended_at.isoformat() if suspended else None,
+                                      "suspended_reason": suspended_reason if suspended else None,
                                       "delivered": 0, "pending": 0, "dead": 0, "held": 0,
                                       "oldest_pending_seconds": None,
                                       "max_attempts_pending": 0})
@@ -307,6 +313,24 @@ async def replay_subscription(subscription_id: str, since: datetime, hub: HubDep
     log.info("subscription replay", subscription_id=subscription_id, count=result.rowcount, source=client.client_id)
     _wake_deliverers(hub)
     return {"subscription_id": subscription_id, "requeued": result.rowcount, "purged_by_retention": purged}
+
+
+@router.post("/subscriptions/{subscription_id}/resume",
+             summary="Resume a suspended subscription (its endpoint answered 410 Gone)")
+async def resume_subscription(subscription_id: str, hub: HubDep, client: ClientDep) -> dict:
+    """Clear a subscription's suspension (hub/delivery/leases.py, "Suspension"), as its subscriber can
+    (`POST /v1/subscriptions/{id}/resume`): the deliverers of every instance take its queue again, from
+    the oldest pending message, in order. 409 (naming why) when it is not suspended. Audited."""
+    require(client, "hub:admin")
+    async with hub.engine.begin() as conn:
+        was = await clear_suspension(conn, subscription_id)
+        await record_operator_action(conn, client.client_id, "resume-subscription", subscription_id,
+                                     {"suspended_reason": was.suspended_reason,
+                                      "suspended_at": _utc(was.suspended_at).isoformat()})
+    log.info("subscription resumed", subscription_id=subscription_id, recipient=was.org_code, channel=was.channel,
+             source=client.client_id, was=was.suspended_reason)
+    _wake_deliverers(hub)
+    return {"subscription_id": subscription_id, "state": "active", "was": was.suspended_reason}
 
 
 @router.get("/service-level", summary="Register changes recorded late or nearly late (Worcs 19.6)")

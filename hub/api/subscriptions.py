@@ -2,14 +2,20 @@
 topics and file exports, with a delivery log; every message of a subscription
 has a gap-free event number (hub.delivery.queue), replayed by number with
 /events and summed up by /status. FHIR Subscriptions (hub/api/fhir_subscriptions.py)
-are the same subscriptions seen through FHIR."""
+are the same subscriptions seen through FHIR.
+
+A push subscription whose subscriber answered `410 Gone` is suspended
+(hub/delivery/leases.py, "Suspension"): `state` "suspended" with
+`suspended_at` and `suspended_reason`, nothing sent until
+`POST /v1/subscriptions/{id}/resume` (or the operator's
+`POST /v1/ops/subscriptions/{id}/resume`) clears it."""
 
 from __future__ import annotations
 
 import secrets
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Query
@@ -20,11 +26,13 @@ from sqlalchemy import func, select
 from hub.api.deps import MAX_ID, ClientDep, HubDep, Limit, require
 from hub.access import record_decision
 from hub.api.problems import ProblemError
+from hub.delivery.leases import resumed_fhir
 from hub.delivery.queue import create_counter
 from hub.delivery.kafka_topic import TOPIC_PATTERN, default_topic, topic_problem
 from hub.delivery.targets import url_problem
 from hub.domain.access import Rule
 from hub.domain.model import EventType
+from hub.observability.logging import get_logger
 from hub.sharing import DisclosureCheck
 from hub.store.schema import (
     council_file_subscriptions,
@@ -36,6 +44,7 @@ from hub.store.schema import (
 )
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
+log = get_logger("hub.subscriptions")
 # Active subscriptions an organisation may hold at once, on every channel (FHIR ones included).
 MAX_ACTIVE_PER_ORG = 20
 
@@ -92,6 +101,22 @@ class SubscriptionIn(BaseModel):
         return self
 
 
+def subscription_state(row) -> str:  # noqa: ANN001
+    """`stopped` (DELETE: `active` false), `suspended` (active, but nothing is sent until it is resumed:
+    its subscriber answered 410 Gone) or `active`."""
+    if not row.active:
+        return "stopped"
+    return "suspended" if row.suspended_at is not None else "active"
+
+
+def suspension_view(row) -> dict:  # noqa: ANN001
+    """The state, and since when and why it is suspended (null when it is not)."""
+    suspended = row.active and row.suspended_at is not None
+    return {"state": subscription_state(row),
+            "suspended_at": row.suspended_at.isoformat() if suspended else None,
+            "suspended_reason": row.suspended_reason if suspended else None}
+
+
 def _view(row, council_file=None) -> dict:  # noqa: ANN001
     kafka = row.channel == "kafka"
     extra = ({"layout": council_file.layout, "schedule": council_file.schedule, "mode": council_file.mode}
@@ -99,7 +124,7 @@ def _view(row, council_file=None) -> dict:  # noqa: ANN001
     return {"subscription_id": row.subscription_id, "org_code": row.org_code, "channel": row.channel,
             "url": row.url, **({"topic": row.topic} if kafka else {}),
             **({"pipeline": row.pipeline} if row.channel == "webhook" else {}),
-            "event_types": row.event_types, "active": row.active,
+            "event_types": row.event_types, "active": row.active, **suspension_view(row),
             "created_at": row.created_at.isoformat(), **extra}
 
 
@@ -217,6 +242,70 @@ async def _own(hub, client, subscription_id: str):  # noqa: ANN001, ANN202
     if row is None or row.org_code != client.org_code:
         raise ProblemError(404, "not-found", "Not found", "no subscription with that id for this organisation")
     return row
+
+
+@router.get("/{subscription_id}", summary="One of the caller's organisation's subscriptions, with its state")
+async def read_subscription(subscription_id: str, hub: HubDep, client: ClientDep) -> dict:
+    require(client, "subscriptions:write")
+    row = await _own(hub, client, subscription_id)
+    async with hub.engine.connect() as conn:
+        council_file = (await conn.execute(select(council_file_subscriptions).where(
+            council_file_subscriptions.c.subscription_id == subscription_id))).first()
+        await conn.rollback()
+    return _view(row, council_file)
+
+
+async def clear_suspension(conn, subscription_id: str) -> Any:  # noqa: ANN001
+    """Resume a suspended subscription in `conn`'s transaction: its suspension cleared (a FHIR
+    subscription's status `active` again), so the deliverers of every instance take its queue again
+    from the oldest pending message. The row as it was before; raises a 409 naming why when it is not
+    suspended (stopped, or not suspended), a 404 when there is no such subscription."""
+    row = (await conn.execute(select(subscriptions).where(subscriptions.c.subscription_id == subscription_id))).first()
+    if row is None:
+        raise ProblemError(404, "not-found", "Not found", "no subscription with that id")
+    values: dict[str, Any] = {"suspended_at": None, "suspended_reason": None}
+    if row.fhir is not None and row.suspended_at is not None:
+        values["fhir"] = resumed_fhir(row.fhir)
+    done = await conn.execute(subscriptions.update().where(
+        subscriptions.c.subscription_id == subscription_id, subscriptions.c.active.is_(True),
+        subscriptions.c.suspended_at.is_not(None)).values(**values))
+    if done.rowcount == 1:
+        return row
+    # Not suspended (or stopped, or resumed by another request, since it was read): read again, say why.
+    now = (await conn.execute(select(subscriptions).where(subscriptions.c.subscription_id == subscription_id))).one()
+    state = subscription_state(now)
+    if state == "stopped":
+        raise ProblemError(409, "subscription-stopped", "Subscription stopped",
+                           "state: this subscription was stopped (DELETE) and is not resumed; "
+                           "subscribe again to receive messages", state=state,
+                           errors=[{"field": "state", "reason": "stopped: a stopped subscription is not resumed"}])
+    raise ProblemError(409, "not-suspended", "Not suspended",
+                       "state: this subscription is not suspended: its messages are being sent (a subscription "
+                       "is suspended when its endpoint answers 410 Gone)", state=state,
+                       errors=[{"field": "state", "reason": "not suspended"}])
+
+
+def wake_deliverers(hub) -> None:  # noqa: ANN001
+    """A resumed subscription's deliveries are due: this process's deliverers look at once rather than at
+    their next (idle) poll; deliverers in another process or instance find them by polling."""
+    for deliverer in hub.deliverers():
+        deliverer.wake()
+
+
+@router.post("/{subscription_id}/resume",
+             summary="Resume a suspended subscription (its endpoint answered 410 Gone): sending goes on from "
+                     "the oldest pending message")
+async def resume_subscription(subscription_id: str, hub: HubDep, client: ClientDep) -> dict:
+    require(client, "subscriptions:write")
+    await _own(hub, client, subscription_id)
+    async with hub.engine.begin() as conn:
+        was = await clear_suspension(conn, subscription_id)
+        row = (await conn.execute(select(subscriptions).where(
+            subscriptions.c.subscription_id == subscription_id))).one()
+    log.info("subscription resumed", subscription_id=subscription_id, recipient=row.org_code, channel=row.channel,
+             source=client.client_id, was=was.suspended_reason)
+    wake_deliverers(hub)
+    return _view(row)
 
 
 @router.delete("/{subscription_id}", summary="Stop a subscription (its delivery log is kept)")
@@ -342,7 +431,7 @@ async def subscription_status(engine, sub) -> dict:  # noqa: ANN001
                                    .order_by(deliveries.c.delivery_seq).limit(1))).first()
         await conn.rollback()
     return {
-        "subscription_id": sid, "channel": sub.channel, "active": sub.active,
+        "subscription_id": sid, "channel": sub.channel, "active": sub.active, **suspension_view(sub),
         "events_since_subscription_start": last,
         "last_event_number_sent": sent or 0,
         "last_event_number_acknowledged": acked or 0,
