@@ -1,0 +1,79 @@
+"""A council that decommissioned its endpoint and says so (`410 Gone`) is sent
+nothing more until it resumes its subscription, and then everything that
+waited, in order, with the same event numbers. The hub as a real process
+(its workers apart), a real HTTP receiver."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import SECRET, make_clients
+from tests.e2e.test_subscriptions import _Http, _until
+from tests.support import HubProcess, Receiver, push_scenario
+
+pytestmark = pytest.mark.e2e
+COUNCIL = "E06000060"
+
+
+def _suspended_gauge(metrics: str) -> float | None:
+    m = re.search(r'^s117_subscriptions_suspended\{reason="gone"\} (\S+)$', metrics, re.M)
+    return float(m.group(1)) if m else None
+
+
+async def test_a_gone_endpoint_is_suspended_and_resumed_from_its_oldest_pending_message(tmp_path, sharing_file):
+    receiver = Receiver(secret=SECRET, fail_with=410)
+    hub = HubProcess(tmp_path, sharing_path=sharing_file)
+    keys = await make_clients(hub.db_url)
+    await receiver.start()
+    await hub.start()
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            h = {"X-API-Key": keys[COUNCIL]}
+            sub = (await http.post("/v1/subscriptions", headers=h,
+                                   json={"url": receiver.url(COUNCIL), "secret": SECRET})).json()["subscription_id"]
+            await push_scenario(_Http(http, keys), seed=81)
+
+            async def state() -> str:
+                return (await http.get(f"/v1/subscriptions/{sub}", headers=h)).json()["state"]
+
+            async def suspended() -> bool:
+                return await state() == "suspended"
+
+            await _until(suspended)
+            # Once suspended, nothing more: the one POST answered 410, the first message.
+            assert [(r.headers["s117-event-number"], r.status) for r in receiver.received] == [("1", 410)]
+            one = (await http.get(f"/v1/subscriptions/{sub}", headers=h)).json()
+            assert one["suspended_reason"] == "gone (HTTP 410)" and one["active"] is True
+
+            async def counted() -> bool:  # the delivery process's gauge, through the API's /metrics
+                return _suspended_gauge((await http.get("/metrics")).text) == 1.0
+
+            await _until(counted)
+            lines = [line for line in hub.logs().splitlines() if "webhook subscription suspended" in line]
+            assert len(lines) == 1 and sub in lines[0]
+
+            receiver.fail_with = None  # the endpoint is back
+            r = await http.post(f"/v1/subscriptions/{sub}/resume", headers=h)
+            assert r.status_code == 200 and r.json()["state"] == "active", r.text
+
+            async def caught_up() -> bool:
+                s = (await http.get(f"/v1/subscriptions/{sub}/status", headers=h)).json()
+                return s["pending"] == 0 and s["last_event_number_acknowledged"] == s["events_since_subscription_start"]
+
+            await _until(caught_up)
+            last = (await http.get(f"/v1/subscriptions/{sub}/status", headers=h)).json()["events_since_subscription_start"]
+            numbers = [int(r.headers["s117-event-number"]) for r in receiver.received]
+            assert numbers == [1, *range(1, last + 1)]  # 1 again, then in order: nothing lost, nothing skipped
+            assert all(r.signature_ok for r in receiver.received)
+            assert await state() == "active"
+
+            async def uncounted() -> bool:
+                return _suspended_gauge((await http.get("/metrics")).text) == 0.0
+
+            await _until(uncounted)
+    finally:
+        hub.stop()
+        await receiver.stop()
