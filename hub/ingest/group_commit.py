@@ -102,6 +102,10 @@ class WriteBehind:
     def __init__(self, conn: AsyncConnection, defer: bool = True, alone: bool = False) -> None:
         self._conn = conn
         self._defer = defer
+        # The connection's dialect, and its after-commit hook (hub.store.db.after_commit_hook: None
+        # if it has none), taken once: each unit's statements and publishes ask for them.
+        self.dialect: Dialect = conn.dialect
+        self.after_commit: Callable[[Callable[[], None]], None] | None = after_commit_hook(conn)
         self.alone = alone  # the unit runs in a transaction of its own (its `rollback()` rolls it back), not a batch's
         self._queued: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}  # (table or statement, columns)
         self._first: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}  # `insert_first`'s
@@ -111,18 +115,9 @@ class WriteBehind:
         self.counted: dict[Any, float] = {}  # counter -> amount, added once committed (`count`)
 
     @property
-    def dialect(self) -> Dialect:
-        return self._conn.dialect
-
-    @property
     def sync_connection(self) -> Connection:
         """The connection whose commit makes the batch durable (hub/bus/sql.py listens for it)."""
         return self._conn.sync_connection
-
-    @property
-    def after_commit(self) -> Callable[[Callable[[], None]], None] | None:
-        """The connection's after-commit hook (hub.store.db.after_commit_hook), if it has one."""
-        return after_commit_hook(self._conn)
 
     def begin(self) -> _UnitTx:
         return _UnitTx(self)
@@ -177,10 +172,16 @@ class WriteBehind:
     async def flush(self) -> None:
         # dicts keep insertion order: tables in the order first written.
         first, queued, self._first, self._queued = self._first, self._queued, {}, {}
-        for (target, _cols), rows in (*first.items(), *queued.items()):
-            if isinstance(target, Table) and await insert_rows(self._conn, target, rows):
-                continue  # PostgreSQL: on asyncpg, without SQLAlchemy's execution (hub.store.db)
-            await self._conn.execute(_plain_insert(target) if isinstance(target, Table) else target, rows)
+        on_driver = getattr(self._conn, "insert_rows", None)  # the inline SQLite writer's (hub.store.db.SyncConn)
+        for (target, cols), rows in (*first.items(), *queued.items()):
+            if isinstance(target, Table):
+                if on_driver is not None:
+                    if on_driver(target, cols, rows):
+                        continue  # SQLite: compiled once, on the driver
+                elif await insert_rows(self._conn, target, rows):
+                    continue  # PostgreSQL: on asyncpg, without SQLAlchemy's execution (hub.store.db)
+                target = _plain_insert(target)
+            await self._conn.execute(target, rows)
 
 
 def _add_counts(counted: dict[Any, float]) -> None:

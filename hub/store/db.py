@@ -227,6 +227,9 @@ class _Inserted:
     rowcount: int
 
 
+_ONE_ROW = _Inserted(1)
+
+
 @dataclass(frozen=True, slots=True)
 class _InsertPlan:
     """A plain INSERT of a table's given columns, compiled once: its SQL, the
@@ -244,14 +247,14 @@ class _InsertPlan:
     process: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, bind processor) where there is one
 
     def run(self, dbapi: Any, rows: list[dict[str, Any]]) -> _Inserted:
-        data = [_bind_one(self.get, self.process, rows[0])] if len(rows) == 1 else \
-            _bind_rows(self.get, self.process, rows)
+        one = len(rows) == 1
+        data = [_bind_one(self.get, self.process, rows[0])] if one else _bind_rows(self.get, self.process, rows)
         cursor = dbapi.cursor()
         try:
             cursor.executemany(self.sql, data)
         finally:
             cursor.close()
-        return _Inserted(len(data))
+        return _ONE_ROW if one else _Inserted(len(data))
 
 
 def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
@@ -781,6 +784,18 @@ class SyncConn:
                 if plan is not None and (len(rows) == 1 or all(len(r) == len(plan.names) for r in rows)):
                     return plan.run(self._dbapi, rows)
         return self._conn.execute(statement, parameters)
+
+    def insert_rows(self, table: Table, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> bool:
+        """A plain INSERT of `rows`, each with exactly `columns` (in that
+        order), on the driver: what `execute(table.insert(), rows)` does for
+        them, without working out again that it may (the group commit's
+        write-behind queues rows by table and column set). False, with
+        nothing done, where SQLAlchemy must run it (a column default)."""
+        plan = _insert_plan(self.dialect, table, columns)
+        if plan is None:
+            return False
+        plan.run(self._dbapi, rows)
+        return True
 
     def begin_nested(self) -> _Savepoint:
         return _Savepoint(self._conn)

@@ -1,0 +1,80 @@
+"""The REST front's Python calls for one register change (issue #8: the hub's
+CPU a change at one client), counted, not timed: what `bench/bench_front.py
+--calls` measures, held to budgets here so a change that brings back the
+calls these removed is seen (bench/JOURNAL.md, "Twenty-seventh session").
+Each budget has a little room over what the code takes now, well under what
+it took before."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table
+
+from hub.ingest.group_commit import WriteBehind
+from hub.store.db import InlineWriter, create_engine
+
+
+async def _calls(run: Callable[[], Awaitable[Any]]) -> int:
+    """The Python and built-in function calls made while `run()` is awaited
+    (what cProfile counts), on this thread: the event loop's own included."""
+    count = 0
+
+    def profile(_frame: Any, event: str, _arg: Any) -> None:
+        nonlocal count
+        if event in ("call", "c_call"):
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        await run()
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+async def test_an_empty_inline_write_transaction(table_engine) -> None:  # noqa: ANN001
+    """The writer's turn, BEGIN IMMEDIATE and COMMIT on the driver: 35 calls,
+    74 with SQLAlchemy's begin and commit and an asynccontextmanager around them."""
+    engine, _ = table_engine
+    writer = InlineWriter.for_engine(engine)
+    assert writer is not None
+
+    async def empty() -> None:
+        async with writer.transaction():
+            pass
+
+    for _ in range(3):  # the connection made, its settings read
+        await empty()
+    assert await _calls(empty) <= 45
+    writer.close()
+
+
+async def test_the_write_behind_inserts_of_a_unit_alone(tmp_path) -> None:  # noqa: ANN001
+    """Two tables' plain inserts queued by a unit (three rows, three column
+    sets) written at its end, on the inline writer: 30 calls, 53 when each
+    went through `SyncConn.execute` and the PostgreSQL check first."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'wb.db'}")
+    md = MetaData()
+    t = Table("t", md, Column("id", Integer, primary_key=True), Column("v", String(10)))
+    u = Table("u", md, Column("id", Integer, primary_key=True), Column("at", DateTime(timezone=True)))
+    async with engine.begin() as conn:
+        await conn.run_sync(md.create_all)
+    writer = InlineWriter.for_engine(engine)
+    assert writer is not None
+    counted = []
+    for k in range(2):  # the first compiles the inserts
+        async with writer.transaction() as conn:
+            wb = WriteBehind(conn, alone=True)
+            await wb.execute(t.insert(), {"id": 10 + k, "v": "a"})
+            await wb.execute(u.insert(), {"id": 10 + k, "at": datetime.now(UTC)})
+            await wb.execute(t.insert(), {"id": 20 + k, "v": "b"})
+            counted.append(await _calls(wb.flush))
+    assert counted[1] <= 38
+    async with engine.connect() as conn:
+        assert len((await conn.execute(t.select())).all()) == 4 and len((await conn.execute(u.select())).all()) == 2
+    writer.close()
+    await engine.dispose()
