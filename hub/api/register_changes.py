@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import typing
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from functools import cache
 from typing import Any
 
@@ -18,6 +18,7 @@ from starlette._utils import is_async_callable
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
 from hub.access import no_sooner_than, refused_by_policy
@@ -56,15 +57,26 @@ _API_KEY_HEADER = {"name": "x-api-key", "in": "header", "required": False,
     openapi_extra={"parameters": [_API_KEY_HEADER]},
 )
 async def post_register_change(request: Request) -> Response:
-    hub = request.app.state.hub
-    client = await get_client(hub, request.headers.get("x-api-key"))
+    headers = request.headers
+    status, body, media_type = await register_change(
+        request.app.state.hub, headers.get("x-api-key"), headers.get("content-type", ""), request.body)
+    return Response(body, status_code=status, media_type=media_type)
+
+
+async def register_change(hub: Any, api_key: str | None, content_type: str,
+                          read_body: Callable[[], Awaitable[bytes]]) -> tuple[int, bytes, str]:
+    """The route's work, whichever way the request came (`post_register_change`
+    through the router, `RegisterChangeRoute` past it): the key, the scope, the
+    media type, then the body (`read_body`), the change; the answer's status,
+    body and media type."""
+    client = await get_client(hub, api_key)
     require(client, "register:write")
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type = content_type.split(";")[0].strip().lower()
     if media_type and media_type != "application/json" and not media_type.endswith("+json"):
         # Nothing read, nothing recorded: a text/plain or form body is not a register change.
         raise ProblemError(415, "unsupported-media-type", "Unsupported media type",
                            "send the register change as application/json")
-    raw = await request.body()
+    raw = await read_body()
     if len(raw) > MAX_BODY:
         raise ProblemError(413, "too-large", "Body too large", f"a register change must be under {MAX_BODY} bytes")
     started = time.monotonic()
@@ -76,8 +88,7 @@ async def post_register_change(request: Request) -> Response:
     if refused_by_policy(outcome):  # unknown and not-yours alike, in time too
         await no_sooner_than(started, hub.settings.write_refusal_floor_ms / 1000)
     # orjson: the answer to every change of a back-load (the standard library's encoder cost more than the rest of the response).
-    return Response(orjson.dumps(outcome.body), status_code=outcome.status_code,
-                    media_type=PROBLEM_JSON if outcome.is_problem else "application/json")
+    return outcome.status_code, orjson.dumps(outcome.body), PROBLEM_JSON if outcome.is_problem else "application/json"
 
 
 def _keys_named_twice(raw: bytes) -> tuple[dict[str, Any], list[JsonPath]] | None:
@@ -192,12 +203,16 @@ class RegisterChangeRoute:
     come first, as for every route, and Starlette's outer layers (the 500
     handler among them) stay around it.
 
-    The same answers as through the router: the same endpoint, its `Request`,
-    its `Response`; an exception it raises goes to the handler the app has
-    registered for its type (`install_problem_handlers`: ProblemError's
-    problem details), one without a handler up to the 500 handler, as the
-    router's exception middleware does. Anything else (another method, a
-    trailing slash, a root path) goes through the router, unchanged."""
+    The same answers as through the router: the same work (`register_change`,
+    the endpoint's), the headers it reads found as Starlette finds them, the
+    body read as `Request.body` reads it, and the answer sent as Starlette's
+    `Response` sends it, without making either object (about 50 Python calls
+    a request: bench/JOURNAL.md, "Twenty-seventh session"); an exception it
+    raises goes to the handler the app has registered for its type
+    (`install_problem_handlers`: ProblemError's problem details), one without
+    a handler up to the 500 handler, as the router's exception middleware
+    does. Anything else (another method, a trailing slash, a root path) goes
+    through the router, unchanged."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -211,25 +226,45 @@ class RegisterChangeRoute:
             await self.app(scope, receive, send)
             return
         route = self._route
-        if route is None and not self._prepare(scope["app"]):
-            await self.app(scope, receive, send)
-            return
+        if route is None:
+            if not self._prepare(scope["app"]):
+                await self.app(scope, receive, send)
+                return
+            route = self._route
         # What the router puts in the scope for this route (the correlation
         # middleware logs the route's template).
         scope["endpoint"] = post_register_change
         scope["path_params"] = {}
-        scope["route"] = self._route
-        request = Request(scope, receive, send)
+        scope["route"] = route
+        # The two headers the route reads, as Starlette's `Headers.get` finds them:
+        # the first whose name is exactly the lower-case one, its value as latin-1.
+        api_key = content_type = None
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                if api_key is None:
+                    api_key = value.decode("latin-1")
+            elif name == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
         try:
-            response = await post_register_change(request)
+            status, body, media_type = await register_change(
+                scope["app"].state.hub, api_key, "" if content_type is None else content_type,
+                lambda: _read_body(receive))
         except Exception as exc:  # noqa: BLE001 - the handler registered for it, as the router's middleware
             handler = self._handler_for(exc)
             if handler is None:
                 raise
+            request = Request(scope, receive, send)
             response = await handler(request, exc) if is_async_callable(handler) \
                 else await run_in_threadpool(handler, request, exc)
             exc.__traceback__ = None  # as Starlette does: a reused exception keeps no traceback
-        await response(scope, receive, send)
+            await response(scope, receive, send)
+            return
+        # Starlette's `Response(body, status_code, media_type)` as sent: its length, then its type
+        # (neither a text/ type nor a status without a body here).
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-length", str(len(body)).encode("latin-1")),
+                                (b"content-type", _MEDIA_TYPES[media_type])]})
+        await send({"type": "http.response.body", "body": body})
 
     def _prepare(self, app: Any) -> bool:
         """The route the router would put in the scope, and the exception
@@ -262,6 +297,26 @@ class RegisterChangeRoute:
         exception_handlers, status_handlers = self._handlers
         handler = status_handlers.get(exc.status_code) if isinstance(exc, StarletteHTTPException) else None
         return handler or _lookup_exception_handler(exception_handlers, exc)
+
+
+_MEDIA_TYPES = {"application/json": b"application/json", PROBLEM_JSON: PROBLEM_JSON.encode("latin-1")}
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The body, as Starlette's `Request.body` reads it: every `http.request`
+    message's bytes until one says no more follow; `ClientDisconnect` if the
+    client goes first (the limits' own refusals, a body too large or too
+    slow, are raised by their `receive`)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.request":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        elif kind == "http.disconnect":
+            raise ClientDisconnect()
 
 
 def _api_routes(routes: Any) -> Iterator[Any]:
