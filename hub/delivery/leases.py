@@ -351,7 +351,8 @@ class SubscriptionDeliverer:
     batches (`claim_batch`, up to `_claim_max`), sends them one after the
     other, oldest first, records each batch's outcomes in one transaction
     (`record_batch`), and ends when its queue is empty or its head is backing
-    off; the next poll starts it again. Subscriptions never wait for
+    off (or its subscription was suspended: no poll starts it again until it is
+    resumed); the next poll starts it again. Subscriptions never wait for
     each other: one endpoint's latency, timeouts or outage only holds up its own
     queue. In-flight attempts are bounded overall by `max_in_flight`.
 
