@@ -80,29 +80,28 @@ async def register_change(hub: Any, api_key: str | None, content_type: str,
     if len(raw) > MAX_BODY:
         raise ProblemError(413, "too-large", "Body too large", f"a register change must be under {MAX_BODY} bytes")
     started = time.monotonic()
-    twice = _keys_named_twice(raw)
+    data, twice = _keys_named_twice(raw)
     if twice:
-        outcome = await _refuse_keys_named_twice(hub, client, raw, twice)
+        outcome = await _refuse_keys_named_twice(hub, client, raw, (data, twice))
     else:
-        outcome = await hub.ingest.accept(client, raw, channel="rest")
+        outcome = await hub.ingest.accept(client, raw, channel="rest", data=data)
     if refused_by_policy(outcome):  # unknown and not-yours alike, in time too
         await no_sooner_than(started, hub.settings.write_refusal_floor_ms / 1000)
     # orjson: the answer to every change of a back-load (the standard library's encoder cost more than the rest of the response).
     return outcome.status_code, orjson.dumps(outcome.body), PROBLEM_JSON if outcome.is_problem else "application/json"
 
 
-def _keys_named_twice(raw: bytes) -> tuple[dict[str, Any], list[JsonPath]] | None:
-    """The body (as orjson reads it) and where it names a key twice in one object; None when it names none
-    (or is not a JSON object: ingest says so). Read a second time here, ingest reading it again: orjson takes
-    a change in a few microseconds, and `duplicate_keys` only counts keys unless more were written than read."""
+def _keys_named_twice(raw: bytes) -> tuple[dict[str, Any] | None, list[JsonPath]]:
+    """The body as orjson reads it (None if it is not a JSON object: ingest says so) and where it names a
+    key twice in one object (none: []). Ingest takes the body as read here; `duplicate_keys` only counts
+    keys unless more were written than read."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return None
+        return None, []
     if type(data) is not dict:
-        return None
-    paths = duplicate_keys(raw, data)
-    return (data, paths) if paths else None
+        return None, []
+    return data, duplicate_keys(raw, data)
 
 
 @cache

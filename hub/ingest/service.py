@@ -464,7 +464,7 @@ async def write_recorded(
     change_json = json_fragment(change)
     await conn.execute(_INSERT_CHANGE, dict(
         change_id=change.change_id, person_id=person_id, source=client.client_id,
-        source_message_id=change_in.source_message_id, change_type=change.change_type.value,
+        source_message_id=change_in.source_message_id, change_type=change.change_type._value_,
         effective_date=change.effective_date, notified_on=change.notified_on,
         recorded_on=change.recorded_on, canonical=change_json,
         correlation_id=correlation_id, received_at=now, channel=channel))
@@ -477,9 +477,10 @@ async def write_recorded(
     # Each event names the events of its change after it, with the bodies each
     # tells besides the responsible ones (`later_events`): the dispatcher sends a
     # body's new position with the event that names it, not also before it.
-    named = [f"{ev.event_type.value}={','.join(ev.also_notify)}" for ev in events] if len(events) > 1 else None
+    # An enum member's value as `_value_` (what `.value` reads through a descriptor: two calls each time).
+    named = [f"{ev.event_type._value_}={','.join(ev.also_notify)}" for ev in events] if len(events) > 1 else None
     for n, ev in enumerate(events):
-        event_type = ev.event_type.value  # an enum member's value: a descriptor call each time it is read
+        event_type = ev.event_type._value_
         eid = event_id_for(change.change_id, n, event_type)
         event_ids.append({"event_id": eid, "event_type": event_type})
         headers = {"correlation_id": correlation_id, "source": client.client_id, "event_type": event_type}
@@ -538,15 +539,18 @@ class IngestService:
         go with the engine (hub.store.db.close_inline)."""
         self._commit.close()
 
-    async def accept(self, client: Client, raw: bytes, channel: str = "rest") -> Outcome:
-        """Take one register change sent as canonical JSON. Never raises for bad input."""
-        correlation_id = self._correlation_id()
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return await self._quarantine(client, channel, raw, None, [FieldProblem("(body)", "is not valid JSON")], correlation_id)
-        if not isinstance(data, dict):
-            return await self._quarantine(client, channel, raw, None, [FieldProblem("(body)", "must be a JSON object")], correlation_id)
+    async def accept(self, client: Client, raw: bytes, channel: str = "rest", data: dict[str, Any] | None = None) -> Outcome:
+        """Take one register change sent as canonical JSON. Never raises for bad input.
+        `data`: `raw` as `orjson.loads` reads it, if the caller has read it (and found an object)."""
+        if data is None:
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                return await self._quarantine(client, channel, raw, None, [FieldProblem("(body)", "is not valid JSON")],
+                                              self._correlation_id())
+            if not isinstance(data, dict):
+                return await self._quarantine(client, channel, raw, None,
+                                              [FieldProblem("(body)", "must be a JSON object")], self._correlation_id())
         return await self.accept_mapped(client, data, raw, channel)
 
     async def accept_mapped(self, client: Client, data: dict[str, Any], original: bytes, channel: str, *,
@@ -755,16 +759,16 @@ class IngestService:
             try:
                 result = await self._commit.run(
                     lambda conn: self._record_once(conn, client, change_in, channel, today, correlation_id, digest,
-                                                   hint.index if hint is not None else None),
+                                                   hint.index if hint is not None else None, nhs_number),
                     keys=(("person", nhs_number), ("message", client.client_id, change_in.source_message_id)),
                     hint=hint)
+                if isinstance(result, _Accepted):  # the usual answer first
+                    self._log_accepted(client, channel, change_in, result.outcome.body, correlation_id)
+                    return result.outcome
                 if isinstance(result, _Refused):
                     return await self._refuse(client, channel, result, change_in.change_type.value, correlation_id)
                 if isinstance(result, _Replay):
                     self._count_replay(channel, result.outcome)
-                    return result.outcome
-                if isinstance(result, _Accepted):
-                    self._log_accepted(client, channel, change_in, result.outcome.body, correlation_id)
                     return result.outcome
                 return result
             except IntegrityError:
@@ -788,7 +792,7 @@ class IngestService:
         if not writes_at(logging.INFO):
             return
         fields = {"source": client.client_id, "channel": channel, "change_id": body["change_id"],
-                  "person_id": body["person_id"], "change_type": change_in.change_type.value,
+                  "person_id": body["person_id"], "change_type": change_in.change_type._value_,
                   "count": len(body["events"]), "correlation_id": correlation_id,
                   "status": body["service_level"]["state"]}
         if not carry_on_request_line("register change accepted", fields):
@@ -796,12 +800,14 @@ class IngestService:
 
     async def _record_once(
         self, conn: WriteBehind, client: Client, change_in: RegisterChangeIn, channel: str, today: date,
-        correlation_id: str, digest: str | None = None, index: str | None = None,
+        correlation_id: str, digest: str | None = None, index: str | None = None, nhs_number: str | None = None,
     ) -> Outcome | _Refused | _Replay | _Accepted:
         """One change's unit of work, run by the group commit inside a batch's
-        transaction (`conn.begin()` is the unit's share of it; see group_commit)."""
+        transaction (`conn.begin()` is the unit's share of it; see group_commit).
+        `index`, `nhs_number`: the NHS number's index and its normal form, if worked out already."""
         now = datetime.now(UTC)
-        nhs_number = normalise(change_in.person.nhs_number)
+        if nhs_number is None:
+            nhs_number = normalise(change_in.person.nhs_number)
 
         def encrypted() -> bytes:  # a new person's details, made only for one
             return self._protector.encrypt(orjson.dumps(
@@ -843,7 +849,7 @@ class IngestService:
                 await tx.rollback()  # nothing of it is kept, not even a new person's row
                 return _Refused(decision, person_id if history else None)
             await record_decision(conn, client, channel=channel, action="write", decision=decision,
-                                  person_id=person_id, change_type=change_in.change_type.value,
+                                  person_id=person_id, change_type=change_in.change_type._value_,
                                   correlation_id=correlation_id)
             if not created:
                 await self._merge_person_details(conn, person_id, change_in, now, stored)
