@@ -14,10 +14,13 @@ import time
 import uuid
 
 
-def uuid5(namespace: uuid.UUID, name: str) -> str:
+def uuid5(namespace: uuid.UUID | bytes, name: str) -> str:
     """RFC 4122 section 4.3: SHA-1 of the namespace's bytes and the name,
-    version 5, the RFC 4122 variant; equal to `str(uuid.uuid5(namespace, name))`."""
-    digest = bytearray(hashlib.sha1(namespace.bytes + name.encode(), usedforsecurity=False).digest()[:16])
+    version 5, the RFC 4122 variant; equal to `str(uuid.uuid5(namespace, name))`.
+    `namespace` may be given as its 16 bytes (`UUID.bytes`, a property: two
+    calls each time), taken once by a caller that derives many ids in it."""
+    prefix = namespace if type(namespace) is bytes else namespace.bytes  # type: ignore[union-attr]
+    digest = bytearray(hashlib.sha1(prefix + name.encode(), usedforsecurity=False).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     h = digest.hex()

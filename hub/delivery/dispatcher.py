@@ -63,7 +63,7 @@ from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
 from hub.ingest.service import event_id_for, load_person_details
 from hub.observability import metrics
 from hub.observability.logging import bind_correlation_id, get_logger, unbind_correlation_id, writes_at
-from hub.routing import Recipient, recipients_for, responsible_bodies
+from hub.routing import recipients_for, responsible_bodies
 from hub.sharing import SharingAgreements
 from hub.store.db import InList, Prepared, execute_prepared, inline_writer, snapshot, write_transaction
 from hub.store.schema import (
@@ -105,20 +105,27 @@ REVIEW_SCANNER_SOURCE = "review-scheduler"  # the bus header `source` of hub/sch
 # before either was kept, the whole history.
 _WHOLE_HISTORY_SOURCES = frozenset({REVIEW_SCANNER_SOURCE, WORKFLOW_SOURCE})
 MESSAGE_NAMESPACE = uuid.UUID("0c8f7d0e-2b54-4d61-8a4b-511751175117")
+# An event type's value (an Enum's `value` is a property, two calls each time it is read).
+_TYPE_VALUES: dict[EventType, str] = {t: t.value for t in EventType}
 
 
 VIEW_EVENT_NAMESPACE = uuid.UUID("3e6a1f4b-9c2d-4b7e-8f10-117117000f1e")
 
 
+# The namespaces' bytes, taken once (`uuid5` would read each UUID's `bytes` property a message).
+_MESSAGE_NAMESPACE_BYTES = MESSAGE_NAMESPACE.bytes
+_VIEW_EVENT_NAMESPACE_BYTES = VIEW_EVENT_NAMESPACE.bytes
+
+
 def message_id_for(event_id: str, org_code: str) -> str:
     # Stable across replays, so a recipient can de-duplicate by message id too.
-    return uuid5(MESSAGE_NAMESPACE, f"{event_id}/{org_code}")
+    return uuid5(_MESSAGE_NAMESPACE_BYTES, f"{event_id}/{org_code}")
 
 
 def view_event_id_for(trigger_event_id: str, org_code: str) -> str:
     """The event telling `org_code` its position changed because of the
     triggering bus event: a replay of that event gives the same id."""
-    return uuid5(VIEW_EVENT_NAMESPACE, f"{trigger_event_id}/{org_code}")
+    return uuid5(_VIEW_EVENT_NAMESPACE_BYTES, f"{trigger_event_id}/{org_code}")
 
 
 def _received_by(header: str | None, received: list[tuple[RegisterChange, datetime]]) -> datetime | None:
@@ -524,9 +531,14 @@ class Dispatcher:
         # The event's change is one of the history's (the same canonical JSON): taken from there, with
         # when it arrived, rather than decoded again; decoded only if it is not there.
         change_id = msg.payload["change"].get("change_id")
-        found = next(((c, t) for c, t in received if c.change_id == change_id), None)
-        change = found[0] if found is not None else from_jsonable(RegisterChange, msg.payload["change"])
-        arrived = found[1] if found is not None else None
+        # (Loops rather than `next` or `any` of a generator here: a call a change of the history each.)
+        found: RegisterChange | None = None
+        arrived: datetime | None = None
+        for c, t in received:
+            if c.change_id == change_id:
+                found, arrived = c, t
+                break
+        change = found if found is not None else from_jsonable(RegisterChange, msg.payload["change"])
         # A register change's events tell what the history held once that change was
         # recorded: the changes received by then, not those received since (each has
         # events of its own still to come, which tell what it changed). So a backlog
@@ -543,7 +555,8 @@ class Dispatcher:
         # header was kept, the changes received by their `history_received_by` header,
         # and before that, the whole history.
         upto: datetime | str | None  # the history told: received up to then, these changes, or (None) all
-        if msg.headers.get("source") in _WHOLE_HISTORY_SOURCES:
+        source = msg.headers.get("source")
+        if source in _WHOLE_HISTORY_SOURCES:
             told = msg.headers.get(HISTORY_CHANGES)
             if told is not None:  # exactly the changes published before it (read under the topic's lock)
                 ids = frozenset(told.split(","))
@@ -559,9 +572,9 @@ class Dispatcher:
                         received = [(c, t) for c, t in received if t <= upto]
                     else:
                         upto = None  # nothing received since: the whole history (one status for both)
-            told_later = arrived is not None and any(t > arrived for _, t in received)
+            told_later = arrived is not None and _any_after(received, arrived)
         else:
-            told_later = arrived is not None and any(t > arrived for _, t in received)
+            told_later = arrived is not None and _any_after(received, arrived)
             upto = arrived if told_later else None
             if upto is not None:
                 received = [(c, t) for c, t in received if t <= upto]
@@ -582,28 +595,29 @@ class Dispatcher:
             status = from_jsonable(S117Status, msg.payload["status"])
         # A change that sorts before a change received before it arrived late:
         # what was told since may be contradicted (a review reminder never is).
-        late = (msg.headers.get("source") != REVIEW_SCANNER_SOURCE and arrived is not None
+        late = (source != REVIEW_SCANNER_SOURCE and arrived is not None
                 and is_late(change, [c for c, t in received if t < arrived]))
         held = cache.held.get(person_id)
         if held is None:
             held = cache.held[person_id] = (await self._held_views_of(conn, [person_id]))[person_id]
         truth = cache.truth_for(person_id, status, held, lambda org: self._sharing.field_groups_for(org, today))
         send = _Sending(conn=conn, msg=msg, status=status, change=change, held=held, today=today, cache=cache,
-                        now=datetime.now(UTC))
+                        now=datetime.now(UTC), correlation_id=msg.headers.get("correlation_id", ""))
 
         recipients = recipients_for(event, status)
         # Until a transfer is accepted the outgoing body keeps hearing (hub/workflows/distribution.py).
         pending = cache.pending.get(person_id)
         if pending is None:  # the dispatcher never changes workflow cases: once per batch
             pending = cache.pending[person_id] = (await pending_transfers(conn, [person_id]))[person_id]
-        recipients += outgoing_of(pending, recipients)
+        if pending:
+            recipients += outgoing_of(pending, recipients)
         steps_before: list[TransferStep] | None = None  # the history's hand-overs before this change
         told_by: dict[date, str | None] = {}  # a moved hand-over's date as told -> the event that told it
         for recipient in recipients:
             org = recipient.org_code
             target = truth.get(org, NOT_INVOLVED)
             old = held.get(org)
-            if _already_told(event, old, target):
+            if event.event_type is EventType.DISPUTE_RAISED and _already_told(event, old, target):
                 continue
             if late and event.event_type is EventType.RESPONSIBILITY_TRANSFERRED and old is not None \
                     and old.view == target and self._sharing.decide(org, event.event_type.value, today).allowed:
@@ -679,9 +693,8 @@ class Dispatcher:
         # Who was told, who was not and why, counted: on the batch's "event dispatched"
         # line once committed (`_BatchCache.count_dispatched`); each recipient's decision
         # is audited in `disclosures`.
-        cache.told.append((msg.event_id, msg.headers.get("correlation_id"), event.event_type.value,
-                           send.decided["allowed"], send.decided["denied"], send.decided["no-subscription"],
-                           len(send.deliveries)))
+        cache.told.append((msg.event_id, msg.headers.get("correlation_id"), _TYPE_VALUES[event.event_type],
+                           send.allowed, send.denied, send.unsubscribed, len(send.deliveries)))
         if cache.deferred is None:
             await writes.write(conn)
         if own_cache:
@@ -750,29 +763,44 @@ class Dispatcher:
         supersedes: str | None, reason: str | None,
     ) -> None:
         """Share one event with one organisation (if its agreement allows and it
-        subscribes), carrying its position; bump its view when queued."""
-        conn, recipient = send.conn, Recipient(org, ",".join(view.get("roles", [])) or "notified")
-        if (org, event.event_type) in send.refused:
+        subscribes), carrying its position; bump its view when queued.
+
+        About two a bus message, so its own steps are written out here rather
+        than as helpers (each decision's disclosure row, its count, the view
+        stored), the event type's value taken from a table (an Enum's `value`
+        is a property: two calls) and the subscriptions taking the event kept
+        per organisation and event type for the batch (bench/JOURNAL.md,
+        "Twenty-seventh session: the dispatcher's calls an event")."""
+        kind = event.event_type
+        if (org, kind) in send.refused:
             return
-        event_type = event.event_type.value  # an Enum's value is a property: taken once
+        conn, cache = send.conn, send.cache
+        event_type = _TYPE_VALUES[kind]
         decision = self._sharing.decide(org, event_type, send.today)
-        subs = await self._subscriptions(conn, org, event_type, send.cache)
+        subs = cache.subscribed.get((org, event_type))
+        if subs is None:  # read (or taken as known) even for a body refused: `_still_holds` checks them all
+            subs = cache.subscribed[(org, event_type)] = await self._subscriptions(conn, org, event_type, cache)
         if not decision.allowed:
-            send.refused.add((org, event.event_type))
-            self._audit(send, event, event_type, event_id, recipient, "denied", decision.agreement_id, [],
-                        decision.reason, None)
-            send.count(event_type, "denied")
+            send.refused.add((org, kind))
+            send.audits.append(queue.disclosure_row(
+                event_id=event_id, person_id=event.person_id, event_type=event_type, recipient_org=org,
+                decision="denied", agreement_id=decision.agreement_id, reason=decision.reason, channel=None))
+            cache.counted[(event_type, "denied")] += 1
+            send.denied += 1
             return
         if not subs:
-            send.refused.add((org, event.event_type))
-            self._audit(send, event, event_type, event_id, recipient, "no-subscription",
-                        decision.agreement_id, sorted(decision.field_groups), queue.NO_SUBSCRIPTION, None)
-            send.count(event_type, "no-subscription")
+            send.refused.add((org, kind))
+            send.audits.append(queue.disclosure_row(
+                event_id=event_id, person_id=event.person_id, event_type=event_type, recipient_org=org,
+                decision="no-subscription", agreement_id=decision.agreement_id,
+                field_groups=sorted(decision.field_groups), reason=queue.NO_SUBSCRIPTION, channel=None))
+            cache.counted[(event_type, "no-subscription")] += 1
+            send.unsubscribed += 1
             return
         if send.patient is None:
-            send.patient = send.cache.patients.get(event.person_id)
+            send.patient = cache.patients.get(event.person_id)
             if send.patient is None:
-                send.patient = send.cache.patients[event.person_id] = await self._patient(conn, event.person_id, send.cache)
+                send.patient = cache.patients[event.person_id] = await self._patient(conn, event.person_id, cache)
         old = send.held.get(org)
         version = (old.version if old is not None else 0) + 1
         message_id = message_id_for(event_id, org)
@@ -782,9 +810,9 @@ class Dispatcher:
         messages = send.messages  # the parts of the message every recipient of this status shares, made once
         if messages is None:  # and kept for the person's next message in the batch (a move is three events)
             display = send.legal_status_display(self._legal_status_display)
-            messages = send.cache.messages.get(event.person_id)
+            messages = cache.messages.get(event.person_id)
             if messages is None or not messages.serves(send.status, send.change, send.patient, display):
-                messages = send.cache.messages[event.person_id] = EventMessages(
+                messages = cache.messages[event.person_id] = EventMessages(
                     status=send.status, change=send.change, patient=send.patient, source_endpoint=self._hub_endpoint,
                     legal_status_display=display, ns=self._ns)
             send.messages = messages
@@ -792,7 +820,6 @@ class Dispatcher:
         body = messages.render(
             event=event, message_id=message_id, sent_at=datetime.now(UTC), recipient=self._org(org, send.status),
             include=included, position=view, version=version, supersedes=supersedes, reason=reason)
-        correlation_id = send.msg.headers.get("correlation_id", "")
         queued = 0
         payload = self._protector.encrypt(body)
         groups = sorted(included)
@@ -803,18 +830,25 @@ class Dispatcher:
             # Queued with the message's others at the end of its handling (hub.delivery.queue).
             send.deliveries.append(queue.delivery_row(
                 subscription_id=sub.subscription_id, event_id=event_id, message_id=message_id,
-                event_type=event_type, payload=payload, correlation_id=correlation_id,
-                event_number=await send.cache.numbers.take(conn, sub.subscription_id), now=send.now,
+                event_type=event_type, payload=payload, correlation_id=send.correlation_id,
+                event_number=await cache.numbers.take(conn, sub.subscription_id), now=send.now,
                 field_groups=groups))
             queued += 1
-            send.cache.channels.add(sub.channel)
-            self._audit(send, event, event_type, event_id, recipient, "allowed", decision.agreement_id,
-                        groups, decision.reason, sub.channel)
+            cache.channels.add(sub.channel)
+            send.audits.append(queue.disclosure_row(
+                event_id=event_id, person_id=event.person_id, event_type=event_type, recipient_org=org,
+                decision="allowed", agreement_id=decision.agreement_id, field_groups=groups,
+                reason=decision.reason, channel=sub.channel))
         if queued:
-            send.store_view(org, version, view, event_id, new=old is None)
+            # What `org` now holds: written with the message's other views at the end of its handling
+            # (inserted or updated, whichever the first store of this handling was).
+            stored = send.views.get(org)
+            send.views[org] = ({"version": version, "view": view, "last_event_id": event_id,
+                                "updated_at": datetime.now(UTC)}, old is None if stored is None else stored[1])
             send.held[org] = _Held(version, view, event_id)
-        send.count(event_type, "allowed")
-        if send.cache.debug:  # each recipient at DEBUG; the message's counts at INFO (end of `handle`)
+        cache.counted[(event_type, "allowed")] += 1
+        send.allowed += 1
+        if cache.debug:  # each recipient at DEBUG; the message's counts at INFO (end of `handle`)
             log.debug("event queued for recipient", recipient=org, event_type=event_type,
                       count=queued, decision="allowed")
 
@@ -881,19 +915,28 @@ class Dispatcher:
         code = status.qualifying_section_code or status.entitling_section_code or change.legal_status_code
         if not code:
             return None
+        # Kept per code for these reference data (they never change once loaded: a handling's first
+        # message asked the look-up again, six calls, for one of a few codes).
+        if self._displays_of is not self._ref:
+            self._displays, self._displays_of = {}, self._ref
+        if code in self._displays:
+            return self._displays[code]
+        if len(self._displays) >= 1_024:  # any code may come in a change: bounded
+            self._displays.clear()
         ls = self._ref.legal_status(code)
-        return ls.description if ls else None
+        display = self._displays[code] = ls.description if ls else None
+        return display
 
-    @staticmethod
-    def _audit(
-        send: "_Sending", event: DomainEvent, event_type: str, event_id: str, recipient: Recipient, decision: str,
-        agreement_id: str | None, groups: list[str], reason: str, channel: str | None,
-    ) -> None:
-        """A disclosure decision, written with the others at the end of the message's handling."""
-        send.audits.append(queue.disclosure_row(
-            event_id=event_id, person_id=event.person_id, event_type=event_type,
-            recipient_org=recipient.org_code, decision=decision, agreement_id=agreement_id,
-            field_groups=groups, reason=reason, channel=channel))
+    _displays: dict[str, str | None]
+    _displays_of: Any = None  # the reference data `_displays` were read from
+
+
+def _any_after(received: list[tuple[RegisterChange, datetime]], arrived: datetime) -> bool:
+    """Whether a change of `received` arrived after `arrived` (a loop: `any` of a generator is a call a change)."""
+    for _, t in received:
+        if t > arrived:
+            return True
+    return False
 
 
 def _already_told(event: DomainEvent, old: "_Held | None", target: dict[str, Any]) -> bool:
@@ -929,14 +972,17 @@ class _Sending:
     today: date
     cache: "_BatchCache"
     now: datetime
+    correlation_id: str = ""  # the bus message's header, on its deliveries
     patient: PatientDetails | None = None
     refused: set[tuple[str, EventType]] = field(default_factory=set)
     audits: list[dict[str, Any]] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     queued: set[tuple[str, str]] = field(default_factory=set)  # (subscription, event id)
     views: dict[str, tuple[dict[str, Any], bool]] = field(default_factory=dict)  # org -> (row values, new row)
-    # decision -> recipients (allowed, denied, no-subscription): the message's log line
-    decided: collections.Counter[str] = field(default_factory=collections.Counter)
+    # Recipients allowed, denied and allowed with no subscription: the message's log line
+    allowed: int = 0
+    denied: int = 0
+    unsubscribed: int = 0
 
     messages: EventMessages | None = None  # the recipients' messages (`_send`), made at the first
     _display: Any = field(default=None)  # the legal status's display (`legal_status_display`), once worked out
@@ -947,18 +993,6 @@ class _Sending:
         if not self._display_known:
             self._display, self._display_known = look_up(self.status, self.change), True
         return self._display
-
-    def count(self, event_type: str, decision: str) -> None:
-        """One recipient's decision: in the batch's metrics (once committed) and the message's log line."""
-        self.cache.counted[(event_type, decision)] += 1
-        self.decided[decision] += 1
-
-    def store_view(self, org: str, version: int, view: dict[str, Any], event_id: str, new: bool) -> None:
-        """What `org` now holds: written with the message's other views at the end of its handling."""
-        if org in self.views:
-            new = self.views[org][1]  # inserted or updated, whichever the first store of this handling was
-        self.views[org] = ({"version": version, "view": view, "last_event_id": event_id,
-                            "updated_at": datetime.now(UTC)}, new)
 
 
 @dataclass
@@ -984,6 +1018,8 @@ class _BatchCache:
     # they were made of
     messages: dict[str, EventMessages] = field(default_factory=dict)
     subscriptions: dict[str, list[Any]] = field(default_factory=dict)
+    # (organisation, event type) -> its subscriptions taking that event type (`queue.subscribed`)
+    subscribed: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
     # A snapshot's batch: the subscriptions the last committed batch left (`Dispatcher._known_subscriptions`).
     known_subscriptions: dict[str, list[Any]] | None = None
     details: dict[str, bytes] = field(default_factory=dict)  # person -> stored (encrypted) details

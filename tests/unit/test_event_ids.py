@@ -22,6 +22,7 @@ def test_event_ids_are_uuid5_of_change_index_and_type(change_id, index, event_ty
 @given(st.uuids(), st.text(max_size=80))
 def test_uuid5_is_the_standard_librarys(namespace, name):
     assert uuid5(namespace, name) == str(uuid.uuid5(namespace, name))
+    assert uuid5(namespace.bytes, name) == str(uuid.uuid5(namespace, name))  # the namespace's bytes taken once
 
 
 @given(st.text(max_size=40), st.text(max_size=12))
