@@ -18,23 +18,28 @@ class Recipient:
 def responsible_bodies(status: S117Status) -> list[Recipient]:
     """The bodies every event about the person goes to: the responsible council
     and NHS commissioner and the coordinating council, each once."""
+    # Asked for every event the dispatcher handles: written without `all` of a generator or `append`
+    # (calls each, where a tuple's `in` and a list's `+=` are none).
     out: list[Recipient] = []
+    codes: tuple[str, ...] = ()
     for det, role in (
         (status.responsible_council, "responsible-council"),
         (status.responsible_commissioner, "responsible-commissioner"),
         (status.coordinating_council, "coordinating-council"),
     ):
-        if det is not None and det.org is not None and all(r.org_code != det.org.code for r in out):
-            out.append(Recipient(det.org.code, role))
+        if det is not None and (org := det.org) is not None and org.code not in codes:
+            codes += (org.code,)
+            out += (Recipient(org.code, role),)
     return out
 
 
 def recipients_for(event: DomainEvent, status: S117Status) -> list[Recipient]:
     """The responsible bodies, then those the event names (`also_notify`), each once."""
     out = responsible_bodies(status)
-    seen = {r.org_code for r in out}
-    for code in event.also_notify:
-        if code and code not in seen:
-            seen.add(code)
-            out.append(Recipient(code, "notified"))
+    if event.also_notify:
+        seen = {r.org_code for r in out}
+        for code in event.also_notify:
+            if code and code not in seen:
+                seen.add(code)
+                out.append(Recipient(code, "notified"))
     return out

@@ -39,31 +39,34 @@ View = dict[str, Any]
 
 def roles_of(status: S117Status) -> dict[str, set[str]]:
     """Organisation code -> its roles in the person's aftercare now."""
+    # Asked for every status the dispatcher tells (`views_for`): written without a helper a role
+    # or `setdefault` (calls each, bench/JOURNAL.md "Twenty-seventh session: the dispatcher's calls an event").
     roles: dict[str, set[str]] = {}
-
-    def add(code: str | None, role: str) -> None:
-        if code:
-            roles.setdefault(code, set()).add(role)
-
     for det, role in (
         (status.responsible_council, RESPONSIBLE_COUNCIL),
         (status.responsible_commissioner, RESPONSIBLE_COMMISSIONER),
         (status.coordinating_council, COORDINATING_COUNCIL),
     ):
-        if det is not None and det.org is not None:
-            add(det.org.code, role)
+        if det is not None and det.org is not None and (code := det.org.code):
+            if code in roles:
+                roles[code].add(role)
+            else:
+                roles[code] = {role}
     council = status.responsible_council.org.code if status.responsible_council and status.responsible_council.org else None
     host = status.residence_la_gss
-    if status.entitled and host is not None and host not in (council, status.council_basis_code):
-        add(host, HOST_COUNCIL)  # told of people placed or living there (Worcs 17.1-17.2)
+    if status.entitled and host and host not in (council, status.council_basis_code):
+        if host in roles:  # told of people placed or living there (Worcs 17.1-17.2)
+            roles[host].add(HOST_COUNCIL)
+        else:
+            roles[host] = {HOST_COUNCIL}
     for dispute in status.open_disputes:
         for party in dispute.parties:
-            add(party, DISPUTE_PARTY)
+            if party:
+                if party in roles:
+                    roles[party].add(DISPUTE_PARTY)
+                else:
+                    roles[party] = {DISPUTE_PARTY}
     return roles
-
-
-def _code(det: Any) -> str | None:
-    return det.org.code if det is not None and det.org is not None else None
 
 
 def view_of(status: S117Status, roles: Iterable[str], groups: frozenset[str]) -> View:
@@ -77,29 +80,33 @@ def view_of(status: S117Status, roles: Iterable[str], groups: frozenset[str]) ->
         ended_by = "discharge"
     else:
         ended_by = None
+    # (No review or dispute, the usual case: no comprehension made for them.)
     view: View = {
         "roles": roles,
         "entitled": status.entitled,
         "entitlement_start": status.entitlement_start.isoformat() if status.entitlement_start else None,
         "entitlement_end": status.entitlement_end.isoformat() if status.entitlement_end else None,
         "ended_by": ended_by,
+        # Nothing is None: a key absent means unknown or not disclosed, so the
+        # view survives the round trip through a FHIR message unchanged.
         "reviews": [
-            {"kind": r.kind, "due_on": r.due_on.isoformat(), "trigger": r.trigger,
-             "triggered_on": r.triggered_on.isoformat() if r.triggered_on else None, "citation": r.citation}
+            {k: v for k, v in (("kind", r.kind), ("due_on", r.due_on.isoformat()), ("trigger", r.trigger),
+                               ("triggered_on", r.triggered_on.isoformat() if r.triggered_on else None),
+                               ("citation", r.citation)) if v not in (None, "")}
             for r in status.pending_reviews
-        ],
+        ] if status.pending_reviews else [],
         "disputes": sorted(
             ({"dispute_id": d.dispute_id, "kind": d.kind.value} for d in status.open_disputes),
             key=lambda d: d["dispute_id"],
-        ),
+        ) if status.open_disputes else [],
     }
     if RESPONSIBILITY_GROUP in groups:
-        view["responsible_council"] = _code(status.responsible_council)
-        view["responsible_commissioner"] = _code(status.responsible_commissioner)
-        view["coordinating_council"] = _code(status.coordinating_council)
-    # Nothing is None: a key absent means unknown or not disclosed, so the
-    # view survives the round trip through a FHIR message unchanged.
-    view["reviews"] = [{k: v for k, v in r.items() if v not in (None, "")} for r in view["reviews"]]
+        det = status.responsible_council
+        view["responsible_council"] = det.org.code if det is not None and det.org is not None else None
+        det = status.responsible_commissioner
+        view["responsible_commissioner"] = det.org.code if det is not None and det.org is not None else None
+        det = status.coordinating_council
+        view["coordinating_council"] = det.org.code if det is not None and det.org is not None else None
     return {k: v for k, v in view.items() if v is not None}
 
 
@@ -111,7 +118,8 @@ def views_for(
     roles = roles_of(status)
     out = {code: view_of(status, r, groups_of(code)) for code, r in roles.items()}
     for code in known:
-        out.setdefault(code, dict(NOT_INVOLVED))
+        if code not in out:
+            out[code] = dict(NOT_INVOLVED)
     return out
 
 

@@ -593,19 +593,25 @@ def position_parameters(
 
 
 def _position_params(position: dict[str, Any]) -> list[dict[str, Any]]:
-    """The position's parameters after its version, supersedes and reason."""
-    params: list[dict[str, Any]] = [{"name": "role", "valueCode": role} for role in position.get("roles", [])]
+    """The position's parameters after its version, supersedes and reason.
+
+    Made for every view the dispatcher sends (once a status and recipient): the
+    lists grown with `+=` and read with `in` (no call), not `append` and `get`."""
+    params: list[dict[str, Any]] = (
+        [{"name": "role", "valueCode": role} for role in position["roles"]] if "roles" in position else [])
     for name, key, kind in _SCALARS:
         if key in position:
-            params.append({"name": name, kind: position[key]})
-    for review in position.get("reviews", []):
-        params.append({"name": "review", "part": [
-            {"name": name, kind: review[key]} for name, key, kind in _REVIEW_PARTS if key in review
-        ]})
-    for dispute in position.get("disputes", []):
-        params.append({"name": "dispute", "part": [
-            {"name": name, kind: dispute[key]} for name, key, kind in _DISPUTE_PARTS if key in dispute
-        ]})
+            params += ({"name": name, kind: position[key]},)
+    if "reviews" in position:
+        for review in position["reviews"]:
+            params += ({"name": "review", "part": [
+                {"name": name, kind: review[key]} for name, key, kind in _REVIEW_PARTS if key in review
+            ]},)
+    if "disputes" in position:
+        for dispute in position["disputes"]:
+            params += ({"name": "dispute", "part": [
+                {"name": name, kind: dispute[key]} for name, key, kind in _DISPUTE_PARTS if key in dispute
+            ]},)
     return params
 
 

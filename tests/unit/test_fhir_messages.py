@@ -629,3 +629,47 @@ def test_entry_uuids_are_the_message_ids_digest_as_four_version_4_uuids():
         assert all(uuid_module.UUID(u).version == 4 and str(uuid_module.UUID(u)) == u for u in got)
 
     check()
+
+
+def test_position_parameters_are_the_plain_lists_of_the_view():
+    """`_position_params` (made for every view the dispatcher sends) grows its list with `+=` and reads
+    the view with `in`: the same parameters, in the same order, as the first writing (kept here) for
+    views with and without each key, several reviews and disputes, partial parts."""
+    import itertools
+
+    from hub.fhir.messages import _DISPUTE_PARTS, _REVIEW_PARTS, _SCALARS, _position_params
+
+    def plain(position):
+        params = [{"name": "role", "valueCode": role} for role in position.get("roles", [])]
+        for name, key, kind in _SCALARS:
+            if key in position:
+                params.append({"name": name, kind: position[key]})
+        for review in position.get("reviews", []):
+            params.append({"name": "review", "part": [
+                {"name": name, kind: review[key]} for name, key, kind in _REVIEW_PARTS if key in review]})
+        for dispute in position.get("disputes", []):
+            params.append({"name": "dispute", "part": [
+                {"name": name, kind: dispute[key]} for name, key, kind in _DISPUTE_PARTS if key in dispute]})
+        return params
+
+    pieces = {
+        "roles": [[], ["coordinating-council", "responsible-council"]],
+        "entitled": [False, True], "entitlement_start": ["2024-03-31"], "entitlement_end": ["2025-01-02"],
+        "ended_by": ["death"], "responsible_council": ["E06000060"], "responsible_commissioner": ["QU9"],
+        "coordinating_council": ["E10000034"],
+        "reviews": [[], [{"kind": "first", "due_on": "2024-06-30", "trigger": "left-hospital"},
+                         {"kind": "annual", "due_on": "2025-06-30", "triggered_on": "2024-06-30", "citation": "c"}]],
+        "disputes": [[], [{"dispute_id": "d-1", "kind": "council"}, {"dispute_id": "d-2"}]],
+    }
+    keys = list(pieces)
+    tried = 0
+    for n in range(len(keys) + 1):
+        for chosen in itertools.combinations(keys, n):
+            if n > 3 and tried % 7:
+                tried += 1
+                continue
+            for values in itertools.product(*(pieces[k] for k in chosen)):
+                position = dict(zip(chosen, values))
+                assert _position_params(position) == plain(position), position
+            tried += 1
+    assert tried == 2 ** len(keys)
