@@ -14,16 +14,21 @@ checkouts' runs on one database (`--db DIR`) to compare them.
     .venv/bin/python bench/bench_dispatch.py --db DIR --batch 16 24 64   # rounds of each size in turn: the fixed cost a batch
     .venv/bin/python bench/bench_dispatch.py --db DIR --batch 16 --rounds 1 --profile out.prof   # cProfile (CPU clock)
     .venv/bin/python bench/bench_dispatch.py --db DIR --batch 16 --rounds 1 --dump out.txt   # the dispatched tables, masked
+    .venv/bin/python bench/bench_dispatch.py --db DIR --batch 16 --rounds 1 --log out.log    # the hub's log lines, masked
 
 `--dump` writes what the dispatch wrote (deliveries, their messages
 decrypted, disclosures, recipient views, dispatched events, counters,
 offsets, dead letters), one line a row, sorted, with times and the random
-delivery ids masked: diff two checkouts' dumps of one register.
+delivery ids masked: diff two checkouts' dumps of one register. `--log`
+writes the hub's log lines of the dispatch (its "event dispatched" lines and
+any other), in order, each with its `timestamp` and times masked: diff two
+checkouts' logs of one register at one batch size.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -71,8 +76,25 @@ async def dump(hub, path):
 """
 
 
+_LOG_TIME = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?(\+00:00|Z)?")
+
+
+def masked_log(text: str) -> str:
+    """The hub's JSON lines with their `timestamp` dropped and any time in them masked, in order."""
+    out = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            out.append(_LOG_TIME.sub("<time>", line))
+            continue
+        row.pop("timestamp", None)
+        out.append(_LOG_TIME.sub("<time>", json.dumps(row, sort_keys=True)))
+    return "\n".join(out) + "\n"
+
+
 def run_round(source: Path, batch: int, profile: Path | None = None,
-              dump: Path | None = None) -> tuple[int, int, float, float]:
+              dump: Path | None = None, log_to: Path | None = None) -> tuple[int, int, float, float]:
     """One dispatch of a copy of `source` in a child process (a fresh hub each round)."""
     code = f"""
 import asyncio, cProfile, os, sys, time
@@ -120,6 +142,8 @@ asyncio.run(main())
         with open(work / "hub.log", "w") as log:  # the hub's lines go to a file, as deployed
             out = subprocess.run([sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.PIPE,
                                  text=True, check=True).stderr.split("\n")
+        if log_to is not None:
+            log_to.write_text(masked_log((work / "hub.log").read_text()))
         line = next(x for x in reversed(out) if x.strip() and x.split()[0].isdigit())
         n, queued, cpu, wall = line.split()
         return int(n), int(queued), float(cpu), float(wall)
@@ -136,6 +160,7 @@ def main() -> None:
     ap.add_argument("--db", type=Path, help="a kept bench_load level to dispatch (else one is made)")
     ap.add_argument("--profile", type=Path, help="cProfile (CPU clock) the dispatch into this file (the last round's)")
     ap.add_argument("--dump", type=Path, help="write the dispatched tables, masked and sorted, to this file")
+    ap.add_argument("--log", type=Path, help="write the hub's log lines of the dispatch, masked, to this file")
     args = ap.parse_args()
     if args.db:
         source, row = args.db, ""
@@ -149,7 +174,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for r in range(1, args.rounds + 1):
         for b in args.batch:
-            n, queued, cpu, wall = run_round(source, b, args.profile, args.dump)
+            n, queued, cpu, wall = run_round(source, b, args.profile, args.dump, args.log)
             print(f"| {r} | {b} | {n:,} | {queued:,} | {1000 * cpu / max(n, 1):.3f} ms | "
                   f"{1000 * wall / max(n, 1):.3f} ms |", flush=True)
     print(f"(load average at end {os.getloadavg()[0]:.1f})")
