@@ -106,6 +106,10 @@ class WriteBehind:
         # if it has none), taken once: each unit's statements and publishes ask for them.
         self.dialect: Dialect = conn.dialect
         self.after_commit: Callable[[Callable[[], None]], None] | None = after_commit_hook(conn)
+        # A prepared statement (hub.store.db.Prepared) runs at once, on the driver, if the batch's
+        # connection is the inline SQLite writer: its own `run_prepared`, which `execute_prepared`
+        # calls (None otherwise: it executes the statement through SQLAlchemy).
+        self.run_prepared: Callable[..., Any] | None = getattr(conn, "run_prepared", None)
         self.alone = alone  # the unit runs in a transaction of its own (its `rollback()` rolls it back), not a batch's
         self._queued: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}  # (table or statement, columns)
         self._first: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}  # `insert_first`'s
@@ -138,13 +142,6 @@ class WriteBehind:
         if parameters is None:
             return await self._conn.execute(statement)
         return await self._conn.execute(statement, parameters)
-
-    def run_prepared(self, prepared: Any, parameters: Any = None) -> Any:
-        """A prepared statement (hub.store.db.Prepared) runs at once, on the
-        driver if the batch's connection is the inline SQLite writer (None
-        otherwise: the caller then executes it through SQLAlchemy)."""
-        run = getattr(self._conn, "run_prepared", None)
-        return run(prepared, parameters) if run is not None else None
 
     async def defer(self, statement: Any, parameters: dict[str, Any]) -> None:
         """`statement` (one whose result nobody reads: an upsert, say) run

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import date
+from operator import attrgetter
 from typing import Any
 
 from hub.domain.model import RegisterChange, S117Status
@@ -47,7 +48,7 @@ class StatusCache:
         if held is not None:
             on, ids, status, held_ref, held_agreements = held
             if on == today and held_ref is ref and held_agreements is agreements and len(ids) == len(history) \
-                    and ids == frozenset(c.change_id for c in history):
+                    and ids == frozenset(map(_CHANGE_ID, history)):
                 self.hits += 1
                 return status
         self.misses += 1
@@ -57,12 +58,12 @@ class StatusCache:
             status: S117Status) -> None:
         held = self._held
         held.pop(person_id, None)  # re-inserted last: the oldest is first out
-        held[person_id] = (today, frozenset(c.change_id for c in history), status, ref, agreements)
+        held[person_id] = (today, frozenset(map(_CHANGE_ID, history)), status, ref, agreements)
         # In the order SQLite reads them by `ix_changes_person`: by effective date, then as inserted
         # (a stable sort of the history as read, the new change last). Nothing depends on the order
         # (the fold sorts by `change_order`, a total order), but the same order keeps every step the same.
         if self._keep_histories:
-            self._histories[person_id] = tuple(sorted(history, key=_effective))
+            self._histories[person_id] = tuple(sorted(history, key=_EFFECTIVE))
         while len(held) > self._max:
             gone, _ = held.popitem(last=False)
             self._histories.pop(gone, None)
@@ -73,5 +74,6 @@ class StatusCache:
         return self._histories.get(person_id)
 
 
-def _effective(change: RegisterChange) -> date:
-    return change.effective_date
+# A change's id and its effective date, taken in C (a generator or a key function is a Python call an item).
+_CHANGE_ID = attrgetter("change_id")
+_EFFECTIVE = attrgetter("effective_date")

@@ -502,7 +502,14 @@ class _Plan:
             if isinstance(params, list):
                 cursor.executemany(self.sql, self._all_args(params))
                 return _Rows([], cursor.rowcount)
-            cursor.execute(self.sql, self.one_args(params))
+            if params is None:
+                args = self.args(params)
+            else:  # `one_args`, inline
+                try:
+                    args = _bind_one(self.get, self.process, params)
+                except KeyError:
+                    args = self.args(params)
+            cursor.execute(self.sql, args)
             if self.row_type is None:
                 return _Rows([], cursor.rowcount)
             raw = cursor.fetchall()
@@ -807,7 +814,8 @@ class SyncConn:
     def run_prepared(self, prepared: Prepared, params: Any = None) -> _Rows:
         # On the driver: no BEGIN of its own (a snapshot that must see one
         # moment across statements is begun when taken, `snapshot(consistent=True)`).
-        return prepared.plan(self.dialect).run(self._dbapi, params)
+        plan = prepared._plans.get(self.dialect) or prepared.plan(self.dialect)  # `plan`, its look-up inline
+        return plan.run(self._dbapi, params)
 
 
 def _end_transaction(conn: Connection, dbapi: Any, commit: bool) -> bool:
