@@ -4,7 +4,7 @@ field group that no agreement in force names is not disclosed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import date
@@ -65,15 +65,17 @@ class SharingAgreements:
             self._by_org.setdefault(g.org_code, []).append(g)
         # Answers kept per question: the grants never change once loaded (a
         # reload makes a new object), and the dispatcher asks the same few
-        # (organisation, event type, day) thousands of times a second.
-        self._decided = lru_cache(maxsize=_ANSWERS_KEPT)(self._decide)
-        self._groups = lru_cache(maxsize=_ANSWERS_KEPT)(self._field_groups_for)
-
-    def decide(self, org_code: str, event_type: str, on: date) -> SharingDecision:
-        """What `org_code` may be told of an event of `event_type` on `on` (kept per question: `__init__`)."""
-        return self._decided(org_code, event_type, on)
+        # (organisation, event type, day) thousands of times a second. The
+        # two questions are the caches themselves (`decide(org_code,
+        # event_type, on)`, `field_groups_for(org_code, on)`), not methods
+        # calling them: a Python call fewer an answer (bench/JOURNAL.md,
+        # "Twenty-seventh session: the dispatcher's calls an event").
+        self.decide: Callable[[str, str, date], SharingDecision] = lru_cache(maxsize=_ANSWERS_KEPT)(self._decide)
+        self.field_groups_for: Callable[[str, date], frozenset[str]] = \
+            lru_cache(maxsize=_ANSWERS_KEPT)(self._field_groups_for)
 
     def _decide(self, org_code: str, event_type: str, on: date) -> SharingDecision:
+        """What `org_code` may be told of an event of `event_type` on `on` (`decide`, kept per question)."""
         grants = [g for g in self._by_org.get(org_code, []) if g.in_force(on)]
         if not grants:
             return SharingDecision(False, None, frozenset(), "no data-sharing agreement in force names this organisation")
@@ -95,11 +97,8 @@ class SharingAgreements:
         ids = ",".join(sorted({g.agreement_id for g in matching}))
         return SharingDecision(True, ids, groups, f"allowed by {ids}")
 
-    def field_groups_for(self, org_code: str, on: date) -> frozenset[str]:
-        """Every field group any agreement in force grants the organisation (kept per question: `__init__`)."""
-        return self._groups(org_code, on)
-
     def _field_groups_for(self, org_code: str, on: date) -> frozenset[str]:
+        """Every field group any agreement in force grants the organisation (`field_groups_for`, kept per question)."""
         return frozenset().union(*(g.field_groups for g in self._by_org.get(org_code, []) if g.in_force(on)))
 
     def grants_group(self, org_code: str, group: str, on: date) -> bool:

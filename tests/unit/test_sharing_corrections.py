@@ -60,3 +60,31 @@ def test_answers_kept_per_question_are_the_answers_worked_out_afresh():
         check()
     finally:
         sharing_module._ANSWERS_KEPT = bound
+
+
+def test_a_kept_answer_is_one_call() -> None:
+    """`decide` and `field_groups_for` are the kept answers' caches themselves, not methods calling
+    them: a question asked before calls no Python function (the dispatcher asks two or three an event),
+    and still each object's own (a reload makes a new object, with nothing kept)."""
+    import sys
+
+    sharing = SharingAgreements.from_document(DOC_WIDE)
+    day = date(2025, 6, 1)
+    first = sharing.decide("E06000060", "s117-review-due", day)
+    groups = sharing.field_groups_for("E10000034", day)
+    counted = []
+
+    def profile(_frame, event, _arg):  # noqa: ANN001, ANN202
+        if event in ("call", "c_call"):
+            counted.append(event)
+
+    sys.setprofile(profile)
+    try:
+        again = sharing.decide("E06000060", "s117-review-due", day)
+        groups_again = sharing.field_groups_for("E10000034", day)
+    finally:
+        sys.setprofile(None)
+    assert again is first and groups_again is groups
+    assert len(counted) <= 1, counted  # `setprofile`'s own: a cache's hit is no Python call (a method was one)
+    reloaded = SharingAgreements.from_document(DOC)
+    assert reloaded.decide("E06000060", "s117-review-due", day) != first  # another object: its own answers
