@@ -78,15 +78,21 @@ class EventMessages:
                  hospital_ods: str | None = None, ns: Namespaces = DEFAULT_NAMESPACES) -> None:
         self._status, self._change, self._patient = status, change, patient
         self._legal_status_display, self._hospital_ods, self._ns = legal_status_display, hospital_ods, ns
-        self._urls = _urls(ns)
-        self._metas, self._event_occurred = _ns_parts(ns)
-        self._sender_source = b"".join((b',"sender":', _dumps(_org_ref(sender) if sender is not None else {
-            "identifier": {"system": ns.system_id_system, "value": HUB_SENDER_ID}, "display": "S117 Hub"}),
-            b',"source":', _dumps({"name": "S117 Hub", "endpoint": source_endpoint}), b',"focus":['))
+        # What does not depend on the status (the base's pieces, the event codings, the recipients'
+        # destinations, the hub as sender) is kept per base, for every renderer (one a status).
+        shared = _shared(ns)
+        self._urls, self._metas, self._event_occurred = shared.urls, shared.metas, shared.event_occurred
+        self._codings, self._destinations = shared.codings, shared.destinations
+        if sender is not None:
+            self._sender_source = _sender_source(sender, source_endpoint, ns)
+        elif source_endpoint in shared.sources:
+            self._sender_source = shared.sources[source_endpoint]
+        else:
+            if len(shared.sources) >= _KEPT:
+                shared.sources.clear()
+            self._sender_source = shared.sources[source_endpoint] = _sender_source(None, source_endpoint, ns)
         self._parts: dict[frozenset[str], Any] = {}  # field groups -> `_parts_for`
         self._summaries: dict[str, bytes] = {}  # an event's summary -> its explanation's JSON
-        self._codings: dict[EventType, bytes] = {}
-        self._destinations: dict[tuple[Org, str | None], bytes] = {}
         self._positions: dict[int, tuple[dict[str, Any], bytes]] = {}  # id(view) -> (the view, its parameters)
 
     def serves(self, status: S117Status, change: RegisterChange, patient: PatientDetails,
@@ -119,8 +125,10 @@ class EventMessages:
         metas = self._metas
         # (header, patient, encounter, episode), as bytes; as text only for a Task
         h_id, p_id, e_id, ep_id = _entry_uuids_ascii(message_id)
-        parts = self._parts.get(include)
-        if parts is None:
+        # (What is kept is read with `in` and `[]`, not `get`: no call a message.)
+        if include in self._parts:
+            parts = self._parts[include]
+        else:
             parts = self._parts[include] = self._parts_for(include)
         patient_inner, encounter, plain, explained, episode_tail = parts
         # The message's pieces in order, joined once: the Bundle and its MessageHeader up to the
@@ -141,8 +149,9 @@ class EventMessages:
         body += (b'},{"fullUrl":"urn:uuid:', ep_id, b'","resource":{"resourceType":"EpisodeOfCare","id":"', ep_id)
         summary = event.summary if explained is not None else None
         if summary:
-            said = self._summaries.get(summary)
-            if said is None:
+            if summary in self._summaries:
+                said = self._summaries[summary]
+            else:
                 said = self._summaries[summary] = _dumps(_event_explanation(event, self._urls.determination)[0])
             body += (explained[0], said, explained[1])
         else:
@@ -198,9 +207,11 @@ class EventMessages:
             metas["MessageHeader"], self._event_occurred,
             b"%04d-%02d-%02d" % (occurred.year, occurred.month, occurred.day) if type(occurred) is date
             else occurred.isoformat().encode(),
-            b'"}],"eventCoding":', self._codings.get(event.event_type) or self._coding(event.event_type),
-            b',"destination":', self._destinations.get((recipient, destination_endpoint))
-            or self._destination(recipient, destination_endpoint), self._sender_source,
+            b'"}],"eventCoding":', self._codings[kind] if (kind := event.event_type) in self._codings
+            else self._coding(kind),
+            b',"destination":', self._destinations[to] if (to := (recipient.code, recipient.name, recipient.kind,
+                                                                 destination_endpoint)) in self._destinations
+            else self._destination(recipient, destination_endpoint), self._sender_source,
             *focus, *body, b"}]}"])
 
     # --- the shared parts, serialised at their first use -------------------
@@ -240,12 +251,48 @@ class EventMessages:
         return out
 
     def _destination(self, recipient: Org, endpoint: str | None) -> bytes:
-        out = self._destinations.get((recipient, endpoint))
+        key = (recipient.code, recipient.name, recipient.kind, endpoint)
+        out = self._destinations.get(key)
         if out is None:
-            out = self._destinations[(recipient, endpoint)] = _dumps([{
+            if len(self._destinations) >= _KEPT:  # shared by the base's renderers: bounded
+                self._destinations.clear()
+            out = self._destinations[key] = _dumps([{
                 "name": recipient.name, "endpoint": endpoint or _org_endpoint(recipient),
                 "receiver": _org_ref(recipient)}])
         return out
+
+
+_KEPT: Final = 4_096  # destinations (and sources) kept per base, emptied when full
+
+
+def _sender_source(sender: Org | None, source_endpoint: str, ns: Namespaces) -> bytes:
+    """The MessageHeader's sender and source, up to its focus."""
+    return b"".join((b',"sender":', _dumps(_org_ref(sender) if sender is not None else {
+        "identifier": {"system": ns.system_id_system, "value": HUB_SENDER_ID}, "display": "S117 Hub"}),
+        b',"source":', _dumps({"name": "S117 Hub", "endpoint": source_endpoint}), b',"focus":['))
+
+
+class _Shared:
+    """What every message under one canonical base shares, whatever its status, kept for all the
+    renderers (one a status: a new one for most bus messages): the base's URLs and pieces, each
+    event type's coding, each recipient's destination (by its code, name, kind and endpoint), the
+    hub's sender and source (by the source endpoint). None of it depends on a person."""
+
+    __slots__ = ("urls", "metas", "event_occurred", "codings", "destinations", "sources")
+
+    def __init__(self, ns: Namespaces) -> None:
+        self.urls = _urls(ns)
+        self.metas, self.event_occurred = _ns_parts(ns)
+        self.codings: dict[EventType, bytes] = {}
+        # (the recipient's code, name and kind, the endpoint) -> the destination's JSON: an `Org`'s own
+        # hash is a Python call (a frozen dataclass's), its fields' tuple's none
+        self.destinations: dict[tuple[str, str, str, str | None], bytes] = {}
+        self.sources: dict[str, bytes] = {}  # the source endpoint -> `_sender_source` (the hub as sender)
+
+
+@lru_cache(maxsize=64)  # a hub has one base; tests make many
+def _shared(ns: Namespaces) -> _Shared:
+    return _Shared(ns)
 
 
 @lru_cache(maxsize=64)  # a hub has one base; tests make many
