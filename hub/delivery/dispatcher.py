@@ -615,8 +615,9 @@ class Dispatcher:
         told_by: dict[date, str | None] = {}  # a moved hand-over's date as told -> the event that told it
         for recipient in recipients:
             org = recipient.org_code
-            target = truth.get(org, NOT_INVOLVED)
-            old = held.get(org)
+            # (What is held is read with `in` and `[]` in these loops, not `get`: no call a recipient.)
+            target = truth[org] if org in truth else NOT_INVOLVED
+            old = held[org] if org in held else None
             if event.event_type is EventType.DISPUTE_RAISED and _already_told(event, old, target):
                 continue
             if late and event.event_type is EventType.RESPONSIBILITY_TRANSFERRED and old is not None \
@@ -658,7 +659,7 @@ class Dispatcher:
         # the message of the change that made it, or the last), whatever the batches.
         for org in sorted(truth) if not told_later else ():
             target = truth[org]
-            old = held.get(org)
+            old = held[org] if org in held else None
             if (old is None and not target.get("roles")) or (old is not None and old.view == target):
                 continue
             told = old is not None and bool(old.view.get("roles"))
@@ -777,9 +778,11 @@ class Dispatcher:
         conn, cache = send.conn, send.cache
         event_type = _TYPE_VALUES[kind]
         decision = self._sharing.decide(org, event_type, send.today)
-        subs = cache.subscribed.get((org, event_type))
-        if subs is None:  # read (or taken as known) even for a body refused: `_still_holds` checks them all
-            subs = cache.subscribed[(org, event_type)] = await self._subscriptions(conn, org, event_type, cache)
+        # (What is kept is read with `in` and `[]` here, not `get`: no call a recipient.)
+        if (key := (org, event_type)) in cache.subscribed:
+            subs = cache.subscribed[key]
+        else:  # read (or taken as known) even for a body refused: `_still_holds` checks them all
+            subs = cache.subscribed[key] = await self._subscriptions(conn, org, event_type, cache)
         if not decision.allowed:
             send.refused.add((org, kind))
             send.audits.append(queue.disclosure_row(
@@ -801,7 +804,7 @@ class Dispatcher:
             send.patient = cache.patients.get(event.person_id)
             if send.patient is None:
                 send.patient = cache.patients[event.person_id] = await self._patient(conn, event.person_id, cache)
-        old = send.held.get(org)
+        old = send.held[org] if org in send.held else None
         version = (old.version if old is not None else 0) + 1
         message_id = message_id_for(event_id, org)
         # The event message carries the FHIR field groups only; `funding`
@@ -842,9 +845,8 @@ class Dispatcher:
         if queued:
             # What `org` now holds: written with the message's other views at the end of its handling
             # (inserted or updated, whichever the first store of this handling was).
-            stored = send.views.get(org)
             send.views[org] = ({"version": version, "view": view, "last_event_id": event_id,
-                                "updated_at": datetime.now(UTC)}, old is None if stored is None else stored[1])
+                                "updated_at": datetime.now(UTC)}, send.views[org][1] if org in send.views else old is None)
             send.held[org] = _Held(version, view, event_id)
         cache.counted[(event_type, "allowed")] += 1
         send.allowed += 1
