@@ -76,8 +76,8 @@ async def test_an_event_takes_few_calls_of_the_dispatchers_own(app_hub) -> None:
     handle, send = calls.made[calls.handle] / handled, calls.made[calls.send] / sends
     print(f"{per_event:.1f} calls an event in the dispatcher's own code; handle {handle:.1f} an event, "
           f"_send {send:.1f} a recipient ({sends} for {handled} events)")
-    # Before (bench/JOURNAL.md, "Twenty-seventh session"): 55.7 an event, 14.2 a recipient, 265.5 an event in
-    # all; then 43.0, 10.5, 229.3 (handle's and _send's own trimmed), 199.5 (routing, the views, the
+    # Before (bench/JOURNAL.md, "Twenty-seventh session"): 55.7 an event, 14.2 a recipient, 277.5 an event in
+    # all (265.5 with the message rendered in fewer calls); then 43.0, 10.5, 229.3 (handle's and _send's own trimmed), 199.5 (routing, the views, the
     # position's parameters), 182.5 (the renderer's parts kept per base, the agreements' answers); now
     # about 37, 8.3 and 172.5 (what handle and _send hold read with `in` and `[]`).
     assert handle <= 40, "handle's own calls an event"
