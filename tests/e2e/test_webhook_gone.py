@@ -77,3 +77,78 @@ async def test_a_gone_endpoint_is_suspended_and_resumed_from_its_oldest_pending_
     finally:
         hub.stop()
         await receiver.stop()
+
+
+async def test_the_console_shows_a_suspended_subscription_and_the_operator_resumes_it(tmp_path, sharing_file):
+    """In a real browser: the overview's subscriptions say `suspended` with the reason; the operator's
+    Resume button (POST /v1/ops/subscriptions/{id}/resume, audited) sends what waited, and the row says
+    `active` again. No NHS number on the page, no content-security-policy violation."""
+    from playwright.async_api import async_playwright
+
+    from sqlalchemy import select
+
+    from hub.clients import add_client
+    from hub.store.db import create_engine
+    from hub.store.schema import operator_actions
+    from tests.e2e.test_console_csp import csp_violations, watch_csp
+    from tests.servers.tools import debian_tool
+
+    chromium = debian_tool("chromium", "chromium")
+    receiver = Receiver(secret=SECRET, fail_with=410)
+    hub = HubProcess(tmp_path, sharing_path=sharing_file)
+    keys = await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    _, admin = await add_client(engine, "Operator", "HUB", "hub-operator", ["hub:admin"])
+    await engine.dispose()
+    await receiver.start()
+    await hub.start()
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            h = {"X-API-Key": keys[COUNCIL]}
+            sub = (await http.post("/v1/subscriptions", headers=h,
+                                   json={"url": receiver.url(COUNCIL), "secret": SECRET})).json()["subscription_id"]
+            await push_scenario(_Http(http, keys), seed=82)
+
+            async def suspended() -> bool:
+                return (await http.get(f"/v1/subscriptions/{sub}", headers=h)).json()["state"] == "suspended"
+
+            await _until(suspended)
+            receiver.fail_with = None  # the endpoint is back; the operator resumes it from the console
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+                page = await browser.new_page(viewport={"width": 1280, "height": 900})
+                reported = await watch_csp(page)
+                await page.goto(f"{hub.base_url}/console")
+                await page.fill("#key", admin)
+                await page.click("#signin")
+                button = page.locator(f"#subs button[data-resume='{sub}']")
+                await button.wait_for(timeout=30_000)
+                # Read in one go: the page redraws the table on every refresh.
+                heads, cells = await page.evaluate(f"""() => {{
+                    const b = document.querySelector("#subs button[data-resume='{sub}']");
+                    return [[...document.querySelectorAll("#subs table th")].map(e => e.innerText),
+                            [...b.closest("tr").querySelectorAll("td")].map(e => e.innerText)];
+                }}""")
+                assert cells[heads.index("state")].startswith("suspended gone (HTTP 410)"), (heads, cells)
+                await button.click()
+                await button.wait_for(state="detached", timeout=30_000)  # the row redrawn: active
+                page_text = await page.content()
+                assert await csp_violations(page, reported) == []
+                await browser.close()
+
+            async def caught_up() -> bool:
+                s = (await http.get(f"/v1/subscriptions/{sub}/status", headers=h)).json()
+                return s["pending"] == 0 and s["last_event_number_acknowledged"] == s["events_since_subscription_start"]
+
+            await _until(caught_up)
+            assert (await http.get(f"/v1/subscriptions/{sub}", headers=h)).json()["state"] == "active"
+        engine = create_engine(hub.db_url)
+        async with engine.connect() as conn:
+            actions = (await conn.execute(select(operator_actions.c.action, operator_actions.c.target))).all()
+        await engine.dispose()
+        assert ("resume-subscription", sub) in [tuple(a) for a in actions]  # the operator's resume, audited
+        assert not re.search(r"\b\d{10}\b", page_text)  # no NHS number on the page
+        assert [r.headers["s117-event-number"] for r in receiver.received][:2] == ["1", "1"]
+    finally:
+        hub.stop()
+        await receiver.stop()

@@ -36,7 +36,10 @@ async function overview() {
   $("ingest").innerHTML = table(flows.ingest.accepted, [["source", r => esc(r.source)], ["accepted", r => r.count]]) +
     table(flows.ingest.quarantined, [["source", r => esc(r.source)], ["channel", r => esc(r.channel)], ["quarantined", r => `<span class="warn">${r.count}</span>`]]);
   $("subs").innerHTML = table(flows.subscriptions, [
-    ["organisation", r => esc(r.org_code)], ["channel", r => esc(r.channel)], ["active", r => r.active ? "yes" : "no"],
+    ["organisation", r => esc(r.org_code)], ["channel", r => esc(r.channel)],
+    ["state", r => r.state === "suspended"  // its endpoint answered 410 Gone: nothing sent until resumed
+      ? `<span class="bad">suspended</span> <span class="muted">${esc(r.suspended_reason)}</span> <button data-resume="${esc(r.subscription_id)}">Resume</button>`
+      : esc(r.state)],
     ["delivered", r => r.delivered], ["pending", r => `<span class="${r.pending ? "warn" : "ok"}">${r.pending}</span>`],
     ["oldest pending", r => r.oldest_pending_seconds == null ? "-" : r.oldest_pending_seconds + " s"],
     ["attempts", r => r.max_attempts_pending], ["held", r => `<span class="${r.held ? "warn" : ""}">${r.held}</span>`],
@@ -210,7 +213,11 @@ document.addEventListener("click", async (ev) => {
   if (d.tab) show(d.tab);
   if (d.replay) await api(`/v1/ops/dead-letters/${d.replay}/replay`, {method: "POST"}).catch(e => alert(e.message));
   if (d.retry) await api(`/v1/ops/deliveries/${d.retry}/retry`, {method: "POST"}).catch(e => alert(e.message));
-  if (d.replay || d.retry) refresh();
+  if (d.resume) {
+    ev.target.disabled = true;
+    await api(`/v1/ops/subscriptions/${encodeURIComponent(d.resume)}/resume`, {method: "POST"}).catch(e => alert(e.message));
+  }
+  if (d.replay || d.retry || d.resume) refresh();
   if (d.release) {
     ev.target.disabled = true;
     release(d.release, heldRows.get(d.release) || {});
