@@ -17,7 +17,12 @@ holds `<hex>  <name>` (the `sha256sum -c` format).
 
 A text cell holds no line break or tab (a council's own reference, from its
 snapshots, may: a quoted CSV field can hold one): each is written as a space,
-so every record is one line in either layout.
+so every record is one line in either layout. Otherwise a council's own
+reference is written exactly as its snapshot sent it, the key its case system
+imports by: one beginning with `=`, `+`, `-` or `@` is not escaped as the
+hub's reports and statements escape text meant for a spreadsheet, so a
+person opening a CSV extract by hand opens it as text (a spreadsheet's
+import with the columns as text), never by double-clicking it.
 
 The full-extract CSV is also a valid reconciliation snapshot
 (`adapters/snapshots`, layout `swift_snapshot_csv`): the hub reads its own
