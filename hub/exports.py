@@ -218,10 +218,23 @@ class AtomicFile:
     def write(self, data: bytes) -> None:
         self._f.write(data)
 
+    def _ours(self) -> bool:
+        """Whether `.<name>.part` is still the file this object created (another builder of the same
+        file, one that took it over, removes it and makes its own)."""
+        try:
+            there = os.stat(self.part, dir_fd=self._dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(self._f.fileno())
+        return (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
+
     def commit(self) -> None:
         try:
             self._f.flush()
             os.fsync(self._f.fileno())
+            if not self._ours():  # never publish another writer's (half-written) part under the name
+                self._f.close()
+                raise FileExistsError(f"{self.part} is another writer's now: not published")
             self._f.close()
             # A link planted as `<name>` is replaced (the entry), its target untouched.
             os.replace(self.part, self.name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
@@ -231,11 +244,13 @@ class AtomicFile:
 
     def abort(self) -> None:
         try:
+            ours = not self._f.closed and self._ours()
             self._f.close()
-            try:
-                os.unlink(self.part, dir_fd=self._dir_fd)
-            except FileNotFoundError:
-                pass
+            if ours:  # another writer's part (it took the file over) is left to it
+                try:
+                    os.unlink(self.part, dir_fd=self._dir_fd)
+                except FileNotFoundError:
+                    pass
         finally:
             os.close(self._dir_fd)
 
@@ -442,34 +457,55 @@ class ExportService:
             async for values in rows:
                 out.write(writer.row(row_values(values, groups, layout)))
                 if writer.count % PAGE == 0 or monotonic() - renewed > BUILD_LEASE.total_seconds() / 4:
-                    await self._set(row.export_id, record_count=writer.count,
-                                    builder_until=self._now() + BUILD_LEASE)
+                    if not await self._renew(row.export_id, builder, writer.count):
+                        out.abort()  # its claim lapsed: the builder that took it over writes the file
+                        log.warning("council file build gave way: another builder holds it",
+                                    org_code=row.org_code, export_id=row.export_id)
+                        return False
                     renewed = monotonic()
             tail, digest = writer.trailer()
             out.write(tail)
-            out.commit()
+            now = self._now()
+            # The file is published only inside the transaction that makes it ready, and only while this
+            # builder's claim holds: the UPDATE's row lock (PostgreSQL) or the write lock (SQLite) keeps
+            # another builder from taking the export over until it commits, so a builder whose claim lapsed
+            # (slower than BUILD_LEASE between rows, another machine's clock ahead) never renames a file
+            # over the name, nor over another builder's part.
+            async with self._engine.begin() as conn:
+                done = await conn.execute(council_exports.update().where(
+                    council_exports.c.export_id == row.export_id, council_exports.c.builder == builder,
+                    council_exports.c.state.in_(["queued", "building"])).values(
+                    state="ready", sha256=digest, record_count=writer.count, ready_at=now,
+                    builder=None, builder_until=None))
+                if done.rowcount != 1:  # its claim lapsed and another builder took the file over
+                    out.abort()
+                    log.warning("council file build gave way: another builder holds it",
+                                org_code=row.org_code, export_id=row.export_id)
+                    return False
+                out.commit()
+                write_atomically(directory, name + ".sha256", f"{digest}  {name}\n".encode())
+                if row.mode == "delta":
+                    taken = select(export_items.c.delivery_id).where(export_items.c.export_id == row.export_id)
+                    await conn.execute(deliveries.update().where(deliveries.c.delivery_id.in_(taken))
+                                       .values(status="delivered", delivered_at=now))
         except BaseException:
-            out.abort()
+            if not out._f.closed:
+                out.abort()
             raise
-        write_atomically(directory, name + ".sha256", f"{digest}  {name}\n".encode())
-        now = self._now()
-        async with self._engine.begin() as conn:
-            done = await conn.execute(council_exports.update().where(
-                council_exports.c.export_id == row.export_id, council_exports.c.builder == builder).values(
-                state="ready", sha256=digest, record_count=writer.count, ready_at=now,
-                builder=None, builder_until=None))
-            if done.rowcount != 1:  # its claim lapsed and another builder took the file over
-                log.warning("council file build gave way: another builder holds it",
-                            org_code=row.org_code, export_id=row.export_id)
-                return False
-            if row.mode == "delta":
-                taken = select(export_items.c.delivery_id).where(export_items.c.export_id == row.export_id)
-                await conn.execute(deliveries.update().where(deliveries.c.delivery_id.in_(taken))
-                                   .values(status="delivered", delivered_at=now))
         metrics.DELIVERY.labels(channel=CHANNEL, outcome="delivered").inc(writer.count)
         log.info("council file written", org_code=row.org_code, mode=row.mode, count=writer.count,
                  export_id=row.export_id)
         return True
+
+    async def _renew(self, export_id: str, builder: str, count: int) -> bool:
+        """Renew `builder`'s claim (and record its progress), only while it holds it: False once another
+        builder took the export over (its claim had lapsed), which neither this lease nor this count touch."""
+        async with self._engine.begin() as conn:
+            done = await conn.execute(council_exports.update().where(
+                council_exports.c.export_id == export_id, council_exports.c.builder == builder,
+                council_exports.c.state.in_(["queued", "building"])).values(
+                record_count=count, builder_until=self._now() + BUILD_LEASE))
+        return done.rowcount == 1
 
     async def _set(self, export_id: str, **values: Any) -> None:
         async with self._engine.begin() as conn:
