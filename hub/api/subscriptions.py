@@ -101,6 +101,11 @@ class SubscriptionIn(BaseModel):
         return self
 
 
+# The channels whose subscriptions are suspended by a 410 Gone (hub/delivery/webhook.py; the FHIR rest-hook's
+# deliverer is a webhook's): a pull feed, a Kafka topic or a file is never suspended.
+SUSPENDABLE_CHANNELS = frozenset({"webhook", "fhir"})
+
+
 def subscription_state(row) -> str:  # noqa: ANN001
     """`stopped` (DELETE: `active` false), `suspended` (active, but nothing is sent until it is resumed:
     its subscriber answered 410 Gone) or `active`."""
@@ -279,6 +284,12 @@ async def clear_suspension(conn, subscription_id: str) -> Any:  # noqa: ANN001
                            "state: this subscription was stopped (DELETE) and is not resumed; "
                            "subscribe again to receive messages", state=state,
                            errors=[{"field": "state", "reason": "stopped: a stopped subscription is not resumed"}])
+    if now.channel not in SUSPENDABLE_CHANNELS:
+        raise ProblemError(409, "not-suspendable", "Not suspendable",
+                           f"channel: a {now.channel} subscription is never suspended (only a push subscription "
+                           "is, when its endpoint answers 410 Gone): there is nothing to resume", state=state,
+                           errors=[{"field": "channel", "reason": f"{now.channel}: only a push subscription "
+                                    "(webhook, FHIR rest-hook) is suspended, when its endpoint answers 410 Gone"}])
     raise ProblemError(409, "not-suspended", "Not suspended",
                        "state: this subscription is not suspended: its messages are being sent (a subscription "
                        "is suspended when its endpoint answers 410 Gone)", state=state,
