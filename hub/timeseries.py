@@ -79,8 +79,9 @@ class Sampler:
             for org, channel, oldest in (await conn.execute(
                     select(subscriptions.c.org_code, subscriptions.c.channel, func.min(deliveries.c.created_at))
                     .join(deliveries, deliveries.c.subscription_id == subscriptions.c.subscription_id)
+                    # A suspended subscription (410 Gone) is not retried: its own gauge and alert say so.
                     .where(deliveries.c.status == "pending", deliveries.c.attempts > 0,
-                           subscriptions.c.active.is_(True))
+                           subscriptions.c.active.is_(True), subscriptions.c.suspended_at.is_(None))
                     .group_by(subscriptions.c.org_code, subscriptions.c.channel))).all():
                 oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC)
                 failing[(org, channel)] = max(0.0, (now - oldest).total_seconds())

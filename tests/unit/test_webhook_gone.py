@@ -202,3 +202,45 @@ async def test_a_410_behind_an_earlier_failure_in_its_window_is_given_back_not_s
         await client.aclose()
         receiver.close()
         await engine.dispose()
+
+
+async def test_a_suspended_subscription_is_not_also_reported_as_failing(tmp_path) -> None:  # noqa: ANN001
+    """A suspension has its own gauge and alert (S117SubscriptionSuspended); `s117_subscription_failing_seconds`
+    (S117SubscriberFailing: "failed every delivery for over an hour") counts the subscriptions still being
+    retried, so an operator is told once, with the right runbook."""
+    from datetime import timedelta
+
+    from prometheus_client import REGISTRY
+
+    from hub.timeseries import Sampler
+
+    class Bus:  # the sampler's consumer lag: not what this test is about
+        async def lag(self, group: str, topic: str) -> int:
+            return 0
+
+    def failing() -> float | None:
+        return REGISTRY.get_sample_value("s117_subscription_failing_seconds", {"org_code": ORG, "channel": "webhook"})
+
+    answers = {"status": 503}
+    receiver = Receiver(answer=lambda n, seen: answers["status"])
+    port = await receiver.start()
+    engine, protector, sid = await _store(tmp_path, port, 1)
+    client = HostClients(2.0, allowed_hosts=["127.0.0.1"])
+    later = datetime.now(UTC) + timedelta(hours=2)
+    try:
+        deliverer, sampler = _deliverer(engine, protector, client), Sampler(engine, Bus())
+        await deliverer.run_once()  # a 503: retried, so failing
+        await sampler.sample(later)
+        assert failing() is not None and failing() > 3600
+        answers["status"] = 410
+        await asyncio.sleep(0.01)
+        await deliverer.run_once()  # now gone: suspended
+        assert (await _subscription(engine, sid)).suspended_at is not None
+        await sampler.sample(later + timedelta(minutes=1))
+        assert failing() == 0
+    finally:
+        metrics.SUBSCRIPTION_FAILING.labels(org_code=ORG, channel="webhook").set(0)
+        metrics.SUBSCRIPTIONS_SUSPENDED.labels(reason="gone").set(0)
+        await client.aclose()
+        receiver.close()
+        await engine.dispose()
