@@ -14,7 +14,7 @@ from sqlalchemy import case, exists, func, select
 
 from hub.api.deps import ClientDep, HubDep, Days, Hours, RowId, require
 from hub.api.problems import ProblemError
-from hub.api.subscriptions import clear_suspension
+from hub.api.subscriptions import clear_suspension, suspension_view, wake_deliverers
 from hub.audit import record_operator_action
 from hub.bus.port import EVENTS_TOPIC, BusMessage
 from hub.delivery.dispatcher import GROUP as DISPATCHER_GROUP
@@ -59,15 +59,15 @@ async def flows(hub: HubDep, client: ClientDep, hours: Hours = 24) -> dict:
         await conn.rollback()
     subs: dict[str, dict] = {}
     now = datetime.now(UTC)
-    for sid, org, channel, active, status, n, oldest, max_attempts, suspended_at, suspended_reason in by_sub:
-        suspended = active and suspended_at is not None  # its endpoint answered 410 Gone: nothing sent until resumed
-        entry = subs.setdefault(sid, {"subscription_id": sid, "org_code": org, "channel": channel, "active": active,
-                                      "state": "stopped" if not active else "suspended" if suspended else "active",
-                                      "suspended_at": suspended_at.isoformat() if suspended else None,
-                                      "suspended_reason": suspended_reason if suspended else None,
-                                      "delivered": 0, "pending": 0, "dead": 0, "held": 0,
-                                      "oldest_pending_seconds": None,
-                                      "max_attempts_pending": 0})
+    for row in by_sub:
+        sid, org, channel, active, status, n, oldest, max_attempts = row[:8]
+        entry = subs.get(sid)
+        if entry is None:
+            entry = subs[sid] = {"subscription_id": sid, "org_code": org, "channel": channel, "active": active,
+                                 **suspension_view(row),
+                                 "delivered": 0, "pending": 0, "dead": 0, "held": 0,
+                                 "oldest_pending_seconds": None,
+                                 "max_attempts_pending": 0}
         if status:
             entry[status] = n
         if status == "pending" and oldest is not None:
@@ -174,13 +174,6 @@ def _replay_handlers(hub, handler: str) -> list:  # noqa: ANN001
     return found
 
 
-def _wake_deliverers(hub: Any) -> None:
-    """Deliveries made due now: this process's deliverers look at once rather than at
-    their next (idle) poll; deliverers in another process find them by polling."""
-    for deliverer in hub.deliverers():
-        deliverer.wake()
-
-
 def _message_kept() -> Any:
     """Whether a delivery's message is still there to send (the retention
     purge empties it: hub/retention.py)."""
@@ -249,7 +242,7 @@ async def retry_delivery(delivery_id: str, hub: HubDep, client: ClientDep) -> di
     if result.rowcount == 0:
         raise await _not_retried(hub, delivery_id)
     log.info("delivery requeued", delivery_id=delivery_id, source=client.client_id)
-    _wake_deliverers(hub)
+    wake_deliverers(hub)
     return {"delivery_id": delivery_id, "status": "pending"}
 
 
@@ -311,7 +304,7 @@ async def replay_subscription(subscription_id: str, since: datetime, hub: HubDep
         await record_operator_action(conn, client.client_id, "replay-subscription", subscription_id,
                                      {"since": since.isoformat(), "requeued": result.rowcount})
     log.info("subscription replay", subscription_id=subscription_id, count=result.rowcount, source=client.client_id)
-    _wake_deliverers(hub)
+    wake_deliverers(hub)
     return {"subscription_id": subscription_id, "requeued": result.rowcount, "purged_by_retention": purged}
 
 
@@ -329,7 +322,7 @@ async def resume_subscription(subscription_id: str, hub: HubDep, client: ClientD
                                       "suspended_at": _utc(was.suspended_at).isoformat()})
     log.info("subscription resumed", subscription_id=subscription_id, recipient=was.org_code, channel=was.channel,
              source=client.client_id, was=was.suspended_reason)
-    _wake_deliverers(hub)
+    wake_deliverers(hub)
     return {"subscription_id": subscription_id, "state": "active", "was": was.suspended_reason}
 
 
