@@ -106,6 +106,10 @@ async def test_mllp_change_traced_to_its_webhook_delivery_in_the_browser(tmp_pat
                 assert "delivery process (deliverers): ok" in hub_panel
             else:
                 assert "ready: 1 process(es)" in hub_panel
+            # The ingest panel's two lists are named, so an empty one reads "Quarantined: None.", not a stray "None."
+            ingest_panel = await page.inner_text("#ingest")
+            assert ingest_panel.index("Accepted") < ingest_panel.index("Quarantined")
+            assert ingest_panel.split("Quarantined", 1)[1].strip() == "None."
             await document(page, "overview.png")
 
             # Trace the discharge by the MSH-10 the trust got back in MSA-2.

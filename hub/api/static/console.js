@@ -33,8 +33,8 @@ async function overview() {
   const lag = flows.bus.consumers.map(c => `${esc(c.group)}: <span class="${c.lag ? "warn" : "ok"}">${c.lag}</span>`).join(" · ");
   $("bus").innerHTML = `<div>topic <code>${esc(flows.bus.topic)}</code>, last offset <span class="dyn">${esc(flows.bus.last_offset ?? "-")}</span></div>
     <div>consumer lag: ${lag}</div><div>open dead letters: <span class="${flows.dead_letters_open ? "bad" : "ok"} big">${flows.dead_letters_open}</span></div>`;
-  $("ingest").innerHTML = table(flows.ingest.accepted, [["source", r => esc(r.source)], ["accepted", r => r.count]]) +
-    table(flows.ingest.quarantined, [["source", r => esc(r.source)], ["channel", r => esc(r.channel)], ["quarantined", r => `<span class="warn">${r.count}</span>`]]);
+  $("ingest").innerHTML = '<h3 class="muted">Accepted</h3>' + table(flows.ingest.accepted, [["source", r => esc(r.source)], ["accepted", r => r.count]]) +
+    '<h3 class="muted">Quarantined</h3>' + table(flows.ingest.quarantined, [["source", r => esc(r.source)], ["channel", r => esc(r.channel)], ["quarantined", r => `<span class="warn">${r.count}</span>`]]);
   $("subs").innerHTML = table(flows.subscriptions, [
     ["organisation", r => esc(r.org_code)], ["channel", r => esc(r.channel)],
     ["state", r => r.state === "suspended"  // its endpoint answered 410 Gone: nothing sent until resumed
