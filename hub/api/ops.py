@@ -14,7 +14,7 @@ from sqlalchemy import case, exists, func, select
 
 from hub.api.deps import ClientDep, HubDep, Days, Hours, RowId, require
 from hub.api.problems import ProblemError
-from hub.api.subscriptions import clear_suspension, suspension_view, wake_deliverers
+from hub.api.subscriptions import resume, suspension_view, wake_deliverers
 from hub.audit import record_operator_action
 from hub.bus.port import EVENTS_TOPIC, BusMessage
 from hub.delivery.dispatcher import GROUP as DISPATCHER_GROUP
@@ -313,16 +313,16 @@ async def replay_subscription(subscription_id: str, since: datetime, hub: HubDep
 async def resume_subscription(subscription_id: str, hub: HubDep, client: ClientDep) -> dict:
     """Clear a subscription's suspension (hub/delivery/leases.py, "Suspension"), as its subscriber can
     (`POST /v1/subscriptions/{id}/resume`): the deliverers of every instance take its queue again, from
-    the oldest pending message, in order. 409 (naming why) when it is not suspended. Audited."""
+    the oldest pending message, in order, with a fresh retry budget. 409 (naming why) when it is not
+    suspended. Audited; through hub/api/subscriptions.py `resume`, as the subscriber's."""
     require(client, "hub:admin")
-    async with hub.engine.begin() as conn:
-        was = await clear_suspension(conn, subscription_id)
+
+    async def audit(conn: Any, was: Any) -> None:  # in the resume's transaction
         await record_operator_action(conn, client.client_id, "resume-subscription", subscription_id,
                                      {"suspended_reason": was.suspended_reason,
                                       "suspended_at": _utc(was.suspended_at).isoformat()})
-    log.info("subscription resumed", subscription_id=subscription_id, recipient=was.org_code, channel=was.channel,
-             source=client.client_id, was=was.suspended_reason)
-    wake_deliverers(hub)
+
+    was, _ = await resume(hub, subscription_id, client.client_id, audit)
     return {"subscription_id": subscription_id, "state": "active", "was": was.suspended_reason}
 
 

@@ -8,12 +8,14 @@ A push subscription whose subscriber answered `410 Gone` is suspended
 (hub/delivery/leases.py, "Suspension"): `state` "suspended" with
 `suspended_at` and `suspended_reason`, nothing sent until
 `POST /v1/subscriptions/{id}/resume` (or the operator's
-`POST /v1/ops/subscriptions/{id}/resume`) clears it."""
+`POST /v1/ops/subscriptions/{id}/resume`, both through `resume`) clears it;
+its pending messages then have a fresh retry budget."""
 
 from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -26,7 +28,7 @@ from sqlalchemy import func, select
 from hub.api.deps import MAX_ID, ClientDep, HubDep, Limit, require
 from hub.access import record_decision
 from hub.api.problems import ProblemError
-from hub.delivery.leases import resumed_fhir
+from hub.delivery.leases import lift_suspension
 from hub.delivery.queue import create_counter
 from hub.delivery.kafka_topic import TOPIC_PATTERN, default_topic, topic_problem
 from hub.delivery.targets import url_problem
@@ -261,20 +263,15 @@ async def read_subscription(subscription_id: str, hub: HubDep, client: ClientDep
 
 
 async def clear_suspension(conn, subscription_id: str) -> Any:  # noqa: ANN001
-    """Resume a suspended subscription in `conn`'s transaction: its suspension cleared (a FHIR
-    subscription's status `active` again), so the deliverers of every instance take its queue again
-    from the oldest pending message. The row as it was before; raises a 409 naming why when it is not
-    suspended (stopped, or not suspended), a 404 when there is no such subscription."""
+    """Resume a suspended subscription in `conn`'s transaction (hub.delivery.leases `lift_suspension`: its
+    suspension cleared, a FHIR subscription's status `active` again, its pending deliveries a fresh retry
+    budget), so the deliverers of every instance take its queue again from the oldest pending message.
+    The row as it was before; raises a 409 naming why when it is not suspended (stopped, or not
+    suspended), a 404 when there is no such subscription. Called by `resume`."""
     row = (await conn.execute(select(subscriptions).where(subscriptions.c.subscription_id == subscription_id))).first()
     if row is None:
         raise ProblemError(404, "not-found", "Not found", "no subscription with that id")
-    values: dict[str, Any] = {"suspended_at": None, "suspended_reason": None}
-    if row.fhir is not None and row.suspended_at is not None:
-        values["fhir"] = resumed_fhir(row.fhir)
-    done = await conn.execute(subscriptions.update().where(
-        subscriptions.c.subscription_id == subscription_id, subscriptions.c.active.is_(True),
-        subscriptions.c.suspended_at.is_not(None)).values(**values))
-    if done.rowcount == 1:
+    if await lift_suspension(conn, row):
         return row
     # Not suspended (or stopped, or resumed by another request, since it was read): read again, say why.
     now = (await conn.execute(select(subscriptions).where(subscriptions.c.subscription_id == subscription_id))).one()
@@ -303,19 +300,32 @@ def wake_deliverers(hub) -> None:  # noqa: ANN001
         deliverer.wake()
 
 
+async def resume(hub, subscription_id: str, source: str,  # noqa: ANN001
+                 audit: Callable[[Any, Any], Awaitable[None]] | None = None) -> tuple[Any, Any]:
+    """Resume a suspended subscription: the one way both resume endpoints (the subscriber's, below, and
+    the operator's, hub/api/ops.py) go. Its suspension cleared in one transaction (`clear_suspension`:
+    a 404 or 409 naming why when there is nothing to resume), with `audit(conn, was)` in that same
+    transaction if given (the operator's audit record); once committed, one "subscription resumed" line
+    (`source`: who resumed it) and this process's deliverers woken. The row as it was and as it is now."""
+    async with hub.engine.begin() as conn:
+        was = await clear_suspension(conn, subscription_id)
+        if audit is not None:
+            await audit(conn, was)
+        row = (await conn.execute(select(subscriptions).where(
+            subscriptions.c.subscription_id == subscription_id))).one()
+    log.info("subscription resumed", subscription_id=subscription_id, recipient=row.org_code, channel=row.channel,
+             source=source, was=was.suspended_reason)
+    wake_deliverers(hub)
+    return was, row
+
+
 @router.post("/{subscription_id}/resume",
              summary="Resume a suspended subscription (its endpoint answered 410 Gone): sending goes on from "
                      "the oldest pending message")
 async def resume_subscription(subscription_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "subscriptions:write")
     await _own(hub, client, subscription_id)
-    async with hub.engine.begin() as conn:
-        was = await clear_suspension(conn, subscription_id)
-        row = (await conn.execute(select(subscriptions).where(
-            subscriptions.c.subscription_id == subscription_id))).one()
-    log.info("subscription resumed", subscription_id=subscription_id, recipient=row.org_code, channel=row.channel,
-             source=client.client_id, was=was.suspended_reason)
-    wake_deliverers(hub)
+    _, row = await resume(hub, subscription_id, client.client_id)
     return _view(row)
 
 

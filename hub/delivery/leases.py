@@ -58,10 +58,18 @@ the per-subscription tasks that drain the queues (`SubscriptionDeliverer`).
   status `error`, with the reason). A suspended subscription is still active
   (DELETE stops one), but neither the polls' heads nor a claim take its
   queue, in this instance or any other on the store, until a resume clears
-  it (hub/api/subscriptions.py, hub/api/ops.py); then delivery goes on from
-  its oldest pending message, in order. A pipelined window follows "Order":
-  the suspension is the first failure's; a 410 behind an earlier failure is
-  given back with the rest.
+  it (hub/api/subscriptions.py `resume`, for the subscriber's and the
+  operator's endpoints: `lift_suspension`); then delivery goes on from its
+  oldest pending message, in order, and with a fresh retry budget: a resume
+  puts the attempt count of the subscription's pending deliveries back to 0,
+  so the attempt that was answered 410 (or any failed before it) does not
+  count towards `max_attempts` and a subscriber that was gone and came back
+  gets the full number of attempts for the message it missed. A pipelined
+  window follows "Order": the suspension is the first failure's; a 410 behind
+  an earlier failure is given back with the rest. A FHIR rest-hook
+  subscription is suspended the same way when its handshake or a heartbeat is
+  answered 410 (`suspend_subscription`, hub.delivery.fhir_rest_hook,
+  hub/api/fhir_subscriptions.py).
 """
 
 from __future__ import annotations
@@ -330,17 +338,66 @@ async def _record(conn: AsyncConnection, delivered: list[Any], failed: Any, erro
     return wait, suspended
 
 
+def suspension_values(fhir: dict[str, Any] | None, reason: str, now: datetime) -> dict[str, Any]:
+    """The `subscriptions` columns of a subscription suspended at `now` for `reason` (a FHIR
+    subscription's settings too: `suspended_fhir`). Also written by a FHIR subscription whose
+    handshake was answered 410 Gone (hub/api/fhir_subscriptions.py)."""
+    values: dict[str, Any] = {"suspended_at": now, "suspended_reason": reason[:64]}
+    suspended = suspended_fhir(fhir, reason)
+    if suspended is not None:
+        values["fhir"] = suspended
+    return values
+
+
 async def _suspend(conn: AsyncConnection, row: Any, reason: str, now: datetime) -> bool:
     """Suspend `row`'s subscription (a claimed delivery's row: its subscription's columns come with
     it), unless it was stopped or suspended meanwhile; whether it did."""
-    values: dict[str, Any] = {"suspended_at": now, "suspended_reason": reason[:64]}
-    fhir = suspended_fhir(getattr(row, "fhir", None), reason)
-    if fhir is not None:
-        values["fhir"] = fhir
     done = await conn.execute(subscriptions.update().where(
         subscriptions.c.subscription_id == row.subscription_id, subscriptions.c.active.is_(True),
-        subscriptions.c.suspended_at.is_(None)).values(**values))
+        subscriptions.c.suspended_at.is_(None)).values(**suspension_values(getattr(row, "fhir", None), reason, now)))
     return done.rowcount == 1
+
+
+async def suspend_subscription(engine: AsyncEngine, subscription_id: str, reason: str) -> Any | None:
+    """Suspend a subscription for `reason` outside a delivery's record: a FHIR rest-hook heartbeat
+    answered 410 Gone (hub.delivery.fhir_rest_hook). The same columns as a delivery's suspension
+    (`_suspend`), in the process's next ledger transaction; unless it was stopped or suspended
+    meanwhile. The subscription's row (its org code, channel, url) if this suspended it, else None."""
+
+    async def op(conn: AsyncConnection) -> Any | None:
+        row = (await conn.execute(select(subscriptions.c.subscription_id, subscriptions.c.org_code,
+                                         subscriptions.c.channel, subscriptions.c.url, subscriptions.c.fhir)
+                                  .where(subscriptions.c.subscription_id == subscription_id))).first()
+        if row is None:
+            return None
+        return row if await _suspend(conn, row, reason, datetime.now(UTC)) else None
+
+    return await ledger_for(engine).run(op)
+
+
+async def lift_suspension(conn: AsyncConnection, row: Any) -> bool:
+    """Resume `row`'s suspended subscription (its `subscriptions` row as read in `conn`'s
+    transaction) in that transaction: the suspension cleared (a FHIR subscription's status `active`
+    again, `resumed_fhir`), and its pending deliveries given a fresh retry budget (their `attempts`
+    back to 0, as an operator's retry does): the attempt answered 410 Gone, and any failed before it,
+    do not count towards `RetryPolicy.max_attempts` once the subscriber is back, so the message it
+    missed gets the full number of attempts, and being gone never dead-letters it sooner. The
+    deliverers of every instance take its queue again at their next poll (or wake-up). Whether it
+    did: not when it is stopped or not suspended (or was resumed meanwhile)."""
+    values: dict[str, Any] = {"suspended_at": None, "suspended_reason": None}
+    if row.fhir is not None and row.suspended_at is not None:
+        values["fhir"] = resumed_fhir(row.fhir)
+    done = await conn.execute(subscriptions.update().where(
+        subscriptions.c.subscription_id == row.subscription_id, subscriptions.c.active.is_(True),
+        subscriptions.c.suspended_at.is_not(None)).values(**values))
+    if done.rowcount != 1:
+        return False
+    # Nothing of a suspended subscription is leased (no claim takes its queue), so no lease's
+    # compare-and-set (`_GIVEN_BACK`) is disturbed: usually only its head has attempts to forget.
+    await conn.execute(deliveries.update().where(
+        deliveries.c.subscription_id == row.subscription_id, deliveries.c.status == "pending",
+        deliveries.c.attempts > 0).values(attempts=0))
+    return True
 
 
 class SubscriptionDeliverer:
