@@ -9,6 +9,13 @@ They carry `eventsSinceSubscriptionStart`, so a receiver learns of a gap even
 when no new event comes. They are not queued (no event number, not retried):
 the next one follows a period later. Two instances on one store may each send
 one; receivers take heartbeats as idempotent.
+
+Gone: a heartbeat answered `410 Gone` suspends the subscription as a
+delivery's 410 does (hub.delivery.leases, "Suspension": the same reason,
+`s117_subscriptions_suspended{reason="gone"}`, the same warning line); a
+suspended subscription's status is `error`, so it gets no heartbeats until it
+is resumed. Any other failure of a heartbeat is logged and not retried. A
+handshake answered 410 suspends it too (hub/api/fhir_subscriptions.py).
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.crypto import DataProtector
-from hub.delivery.webhook import WebhookDeliverer, signed_headers
+from hub.delivery.leases import suspend_subscription
+from hub.delivery.webhook import GONE, GONE_ERROR, WebhookDeliverer, log_suspended, signed_headers
 from hub.fhir.subscriptions import Event, notification
 from hub.observability.logging import get_logger
 from hub.store.db import Prepared, execute_prepared, snapshot
@@ -108,5 +116,13 @@ class FhirRestHookDeliverer(WebhookDeliverer):
                               fhir=r.fhir, since_start=int(r.last_event_number or 0))
         secret = self._protector.decrypt(r.secret).decode()
         error = await post_notification(self._client, r.url, secret, bundle, self._deadline, "heartbeat")
-        if error:
+        if error == GONE_ERROR:
+            # Gone for good: suspended as a delivery answered 410 would suspend it (its status `error`,
+            # no more heartbeats), its queue kept, until the subscriber or an operator resumes it.
+            suspended = await suspend_subscription(self._engine, r.subscription_id, GONE)
+            if suspended is not None:
+                log_suspended(subscription_id=r.subscription_id, recipient=suspended.org_code,
+                              channel=suspended.channel, url=suspended.url, error=error)
+                # s117_subscriptions_suspended: set from the store by the webhook deliverer's poll (both channels').
+        elif error:
             log.warning("heartbeat not taken", subscription_id=r.subscription_id, error_kind=error)

@@ -25,7 +25,9 @@ retried: the delivery stays pending (its event number kept) and the
 subscription is suspended until the subscriber or an operator resumes it
 (hub.delivery.leases, "Suspension"); one warning is logged, and
 `s117_subscriptions_suspended{reason="gone"}` counts the suspended
-subscriptions. Every other failure (4xx, 5xx, a timeout) is retried as before.
+subscriptions (a FHIR rest-hook subscription's handshake or heartbeat answered
+410 is suspended the same way: `log_suspended`, the same line). Every other
+failure (4xx, 5xx, a timeout) is retried as before.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ from hub.observability.logging import get_logger
 from hub.store.db import read_only
 from hub.store.schema import deliveries, subscriptions
 
-__all__ = ["EVENT_NUMBER_HEADER", "SIGNATURE_HEADER", "HostClients", "WebhookDeliverer", "backoff_seconds",
-           "run_deliverer"]
+__all__ = ["EVENT_NUMBER_HEADER", "GONE", "GONE_ERROR", "SIGNATURE_HEADER", "HostClients", "WebhookDeliverer",
+           "backoff_seconds", "log_suspended", "run_deliverer"]
 
 log = get_logger("hub.webhook")
 SIGNATURE_HEADER = "S117-Signature"
@@ -207,12 +209,9 @@ class WebhookDeliverer(SubscriptionDeliverer):
         return GONE if error == GONE_ERROR else None
 
     def _suspended(self, row: Any, error: str | None, reason: str) -> None:
-        # Ids, codes and the status only: the org code as on every delivery line, never the URL's path.
-        log.warning("webhook subscription suspended: the subscriber answered 410 Gone; resume it once the "
-                    "endpoint is back", subscription_id=row.subscription_id, recipient=row.org_code,
-                    channel=self.channel, delivery_id=row.delivery_id, event_number=row.event_number,
-                    attempt=row.attempts + 1, error_kind=error, url_host=_host_of(row.url),
-                    correlation_id=row.correlation_id)
+        log_suspended(subscription_id=row.subscription_id, recipient=row.org_code, channel=self.channel,
+                      url=row.url, error=error, delivery_id=row.delivery_id, event_number=row.event_number,
+                      attempt=row.attempts + 1, correlation_id=row.correlation_id)
         self._last_gauge = 0.0  # the next poll sets s117_subscriptions_suspended from the store
 
     def _outcome(self, row: Any, error: str | None, wait: float | None) -> None:
@@ -245,6 +244,20 @@ class WebhookDeliverer(SubscriptionDeliverer):
                  event_ids=[r.event_id for r in rows], correlation_ids=[r.correlation_id for r in rows],
                  recipients=[r.org_code for r in rows], event_numbers=[r.event_number for r in rows],
                  attempts=[r.attempts + 1 for r in rows], url_hosts=[_host_of(r.url) for r in rows])
+
+
+def log_suspended(*, subscription_id: str, recipient: str, channel: str, url: str | None, error: str | None,
+                  delivery_id: str | None = None, event_number: int | None = None, attempt: int | None = None,
+                  correlation_id: str | None = None) -> None:
+    """The one warning that a subscription was suspended (its endpoint answered 410 Gone), with the same
+    keys wherever the 410 came: a delivery (its id, event number, attempt, correlation id), or a FHIR
+    subscription's handshake or heartbeat (hub/api/fhir_subscriptions.py, hub.delivery.fhir_rest_hook:
+    those four null, no message was sent). Ids, codes and the status only: the org code as on every
+    delivery line, never the URL's path."""
+    log.warning("webhook subscription suspended: the subscriber answered 410 Gone; resume it once the "
+                "endpoint is back", subscription_id=subscription_id, recipient=recipient, channel=channel,
+                delivery_id=delivery_id, event_number=event_number, attempt=attempt, error_kind=error,
+                url_host=_host_of(url) if url else None, correlation_id=correlation_id)
 
 
 @functools.lru_cache(maxsize=4096)
