@@ -11,9 +11,6 @@ GET  /v1/fhir/Subscription/{id}/$events              past notifications by event
                                                      403 no-agreement without a data-sharing agreement in force,
                                                      and only the messages the agreement in force allows
 FHIR subscriptions count toward the per-organisation cap (hub/api/subscriptions.py MAX_ACTIVE_PER_ORG).
-A handshake answered 410 Gone: the subscription is created suspended (status `error`, "delivery suspended:
-gone (HTTP 410)"; hub/delivery/leases.py, "Suspension"), its messages queued, until it is resumed
-(POST /v1/subscriptions/{id}/resume); any other handshake failure leaves it in error and off.
 """
 
 from __future__ import annotations
@@ -32,10 +29,8 @@ from hub.api.deps import MAX_ID, ClientDep, HubDep, require
 from hub.api.problems import ProblemError
 from hub.api.subscriptions import MAX_ACTIVE_PER_ORG, require_agreement_in_force, subscription_status
 from hub.delivery.fhir_rest_hook import CHANNEL, post_notification
-from hub.delivery.leases import suspension_values
 from hub.delivery.queue import create_counter
 from hub.delivery.targets import url_problem
-from hub.delivery.webhook import GONE, GONE_ERROR, log_suspended
 from hub.fhir.subscriptions import (
     CONTENTS,
     Event,
@@ -129,32 +124,19 @@ async def create(request: Request, hub: HubDep, client: ClientDep) -> Response:
                              fhir=fhir, since_start=0, status="requested")
     error = await post_notification(hub.http, req.endpoint, secret, handshake,
                                     hub.settings.webhook_timeout_seconds, "handshake")
-    # 410 Gone: turned on, but suspended as a delivery answered 410 suspends it (hub/delivery/leases.py,
-    # "Suspension": status `error` with the reason, messages queued and kept) until it is resumed.
-    # Any other failure: in error and off, as before.
-    gone = error == GONE_ERROR
-    values: dict[str, Any] = {"active": error is None or gone}
-    if gone:
-        values.update(suspension_values({**fhir, "status": "active"}, GONE, datetime.now(UTC)))
-        fhir = values["fhir"]
-    else:
-        fhir = {**fhir, "status": "error" if error else "active"}
-        if error:
-            fhir["error"] = [{"text": f"handshake failed: {error}"}]
-        values["fhir"] = fhir
+    fhir = {**fhir, "status": "error" if error else "active"}
+    if error:
+        fhir["error"] = [{"text": f"handshake failed: {error}"}]
     async with hub.engine.begin() as conn:
         # Counted again as it is turned on: others may have been made during the handshake.
-        if values["active"] and await _active(conn, client.org_code) >= MAX_ACTIVE_PER_ORG:
+        if error is None and await _active(conn, client.org_code) >= MAX_ACTIVE_PER_ORG:
             await conn.execute(subscriptions.update().where(subscriptions.c.subscription_id == sub_id)
                                .values(fhir={**fhir, "status": "off"}, active=False))
             return _outcome(422, [("Subscription.channel", _AT_CAP)], code="business-rule")
         await conn.execute(subscriptions.update().where(subscriptions.c.subscription_id == sub_id)
-                           .values(**values))
+                           .values(fhir=fhir, active=error is None))
     log.info("fhir subscription", subscription_id=sub_id, status="active" if error is None else "error",
              error_kind=error)
-    if gone:
-        log_suspended(subscription_id=sub_id, recipient=client.org_code, channel=CHANNEL, url=req.endpoint,
-                      error=error)
     body = subscription_resource(subscription_id=sub_id, hub_endpoint=hub.settings.hub_endpoint, fhir=fhir,
                                  active=True)
     # The signing secret is shown once (S117-Signature on every notification, as for webhooks).

@@ -1,10 +1,10 @@
 """A FHIR rest-hook subscription whose endpoint answers `410 Gone` to a
-heartbeat (hub.delivery.fhir_rest_hook) or to the handshake
-(hub/api/fhir_subscriptions.py) is suspended as a delivery answered 410 would
+heartbeat (hub.delivery.fhir_rest_hook) is suspended as a delivery answered 410 would
 suspend it (hub/delivery/leases.py, "Suspension"): the same reason, counted in
 `s117_subscriptions_suspended{reason="gone"}`, the same warning line; status
 `error` (no more heartbeats), its messages queued and kept, until the
-subscriber resumes it. Any other failure is as before. The app in process on
+subscriber resumes it. Any other failure is as before, and a handshake
+answered 410 is a failed handshake (in error and off, nothing queued). The app in process on
 SQLite, a real local HTTP receiver on a socket."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from hub.delivery.fhir_rest_hook import FhirRestHookDeliverer
 from hub.delivery.http1 import HostClients
 from hub.delivery.queue import queue_delivery
-from hub.delivery.webhook import GONE
+from hub.delivery.webhook import GONE, GONE_ERROR
 from hub.fhir.subscriptions import HEARTBEAT_EXT, PAYLOAD_CONTENT_EXT, TOPIC_BASE
 from hub.observability import metrics
 from hub.observability.logging import ALLOWED_KEYS
@@ -181,43 +181,22 @@ async def test_a_heartbeat_that_fails_otherwise_suspends_nothing(app_hub) -> Non
         receiver.close()
 
 
-async def test_a_handshake_answered_410_creates_the_subscription_suspended(app_hub) -> None:  # noqa: ANN001
-    status = {"now": 410}
-    receiver = Receiver(answer=lambda n, seen: status["now"])
+async def test_a_handshake_answered_410_leaves_it_in_error_and_off_with_nothing_queued(app_hub) -> None:  # noqa: ANN001
+    """A handshake answered 410 is a failed handshake like any other: the subscription is made
+    in error and off, not suspended, so nothing about anyone is queued for an endpoint that was
+    gone before it was ever used (a suspension is for one that worked and went away)."""
+    receiver = Receiver(answer=lambda n, seen: 410)
     port = await receiver.start()
-    client = HostClients(2.0, allowed_hosts=["127.0.0.1"])
-    h = {"X-API-Key": app_hub.keys[COUNCIL]}
     try:
         with capture_logs() as logs:
             r = await _subscribe(app_hub, f"http://127.0.0.1:{port}/hook", heartbeat=1)
         assert r.status_code == 201, r.text
-        sid = r.json()["id"]
-        assert r.json()["status"] == "error" and GONE in r.json()["error"][0]["text"]
-        assert [_kind(n) for n in receiver.seen] == ["handshake"]
-        fhir, plain = await _views(app_hub, sid)
-        assert (plain["state"], plain["active"], plain["suspended_reason"]) == ("suspended", True, GONE)
-        assert fhir["status"] == "error" and GONE in fhir["error"][0]["text"]
-        warned = _suspension_lines(logs)
-        assert len(warned) == 1 and set(warned[0]) - {"log_level"} <= ALLOWED_KEYS
-        assert (warned[0]["subscription_id"], warned[0]["recipient"], warned[0]["channel"],
-                warned[0]["error_kind"], warned[0]["url_host"]) == (sid, COUNCIL, "fhir", "HTTP 410", "127.0.0.1")
-        assert {"delivery_id", "event_number", "attempt", "correlation_id"} <= set(warned[0])  # the same keys
-        assert await _suspended_gauge(app_hub) == 1
-
-        # Its messages are queued and kept; nothing is sent (no heartbeat either) until it is resumed.
-        await _queue(app_hub, sid)
-        deliverer = _deliverer(app_hub, client)
-        assert await _heartbeat(deliverer, sid) == 0
-        assert await deliverer.run_once() == 0
-        status["now"] = 200
-        assert (await app_hub.http.post(f"/v1/subscriptions/{sid}/resume", headers=h)).status_code == 200
-        assert (await _views(app_hub, sid))[0]["status"] == "active"
-        assert await deliverer.run_once() == 1
-        assert await _statuses(app_hub, sid) == ["delivered"]
-        assert [_kind(n) for n in receiver.seen] == ["handshake", "1"]
+        assert r.json()["status"] == "error" and r.json()["error"][0]["text"] == f"handshake failed: {GONE_ERROR}"
+        fhir, plain = await _views(app_hub, r.json()["id"])
+        assert (plain["state"], plain["active"], plain["suspended_reason"]) == ("stopped", False, None)
+        assert not _suspension_lines(logs)
+        assert await _suspended_gauge(app_hub) == 0
     finally:
-        metrics.SUBSCRIPTIONS_SUSPENDED.labels(reason="gone").set(0)
-        await client.aclose()
         receiver.close()
 
 
