@@ -67,9 +67,10 @@ the per-subscription tasks that drain the queues (`SubscriptionDeliverer`).
   gets the full number of attempts for the message it missed. A pipelined
   window follows "Order": the suspension is the first failure's; a 410 behind
   an earlier failure is given back with the rest. A FHIR rest-hook
-  subscription is suspended the same way when its handshake or a heartbeat is
-  answered 410 (`suspend_subscription`, hub.delivery.fhir_rest_hook,
-  hub/api/fhir_subscriptions.py).
+  subscription is suspended the same way when a heartbeat is answered 410
+  (`suspend_subscription`, hub.delivery.fhir_rest_hook); a handshake answered
+  410 is a failed handshake (hub/api/fhir_subscriptions.py: in error and off,
+  nothing queued for an endpoint gone before it was used).
 """
 
 from __future__ import annotations
@@ -340,8 +341,7 @@ async def _record(conn: AsyncConnection, delivered: list[Any], failed: Any, erro
 
 def suspension_values(fhir: dict[str, Any] | None, reason: str, now: datetime) -> dict[str, Any]:
     """The `subscriptions` columns of a subscription suspended at `now` for `reason` (a FHIR
-    subscription's settings too: `suspended_fhir`). Also written by a FHIR subscription whose
-    handshake was answered 410 Gone (hub/api/fhir_subscriptions.py)."""
+    subscription's settings too: `suspended_fhir`)."""
     values: dict[str, Any] = {"suspended_at": now, "suspended_reason": reason[:64]}
     suspended = suspended_fhir(fhir, reason)
     if suspended is not None:
