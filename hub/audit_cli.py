@@ -16,6 +16,7 @@ async def _run(args: argparse.Namespace) -> int:
     from hub.ingest.nhs_number import nhs_number_problem, normalise
     from hub.settings import get_settings
     from hub.store.db import create_engine, create_schema
+    from hub.store.key_check import check_data_key
     from hub.store.schema import persons
     from sqlalchemy import select
 
@@ -24,6 +25,7 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         await create_schema(engine)
         protector = DataProtector.from_settings(s.data_key, s.data_key_file)
+        await check_data_key(engine, protector)
         chain = AuditChain(engine, audit_key(s.audit_key, protector.index))
         while await chain.extend():
             pass
@@ -52,7 +54,14 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def audit(args: argparse.Namespace) -> None:
-    sys.exit(asyncio.run(_run(args)))
+    from hub.store.key_check import DataKeyMismatch
+
+    try:
+        code = asyncio.run(_run(args))
+    except DataKeyMismatch as exc:  # nothing checked under a key that is not the store's: a problem (2)
+        print(f"audit: {exc}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -31,7 +31,33 @@ def _serve(args: argparse.Namespace) -> None:
 
     chosen = "auto" if given.separate_workers is None and given.separate_delivery is None else "set"
     get_logger("hub.cli").info("hub layout", processes=processes(settings), usable_cores=cores, chosen=chosen)
+    _refuse_another_key(settings)
     uvicorn.Server(uvicorn_config(create_app(settings), settings, host=args.host, port=args.port)).run()
+
+
+def _refuse_another_key(settings: Any) -> None:
+    """Before serving: stop with one plain line (exit 2) if the data key is not the one the store was
+    written under (hub/store/key_check.py), rather than a start-up traceback. The store is migrated here,
+    as the hub's start would (again a no-op there)."""
+    from hub.crypto import DataProtector
+    from hub.observability.logging import get_logger
+    from hub.store.db import create_engine, create_schema
+    from hub.store.key_check import DataKeyMismatch, check_data_key
+
+    async def check() -> None:
+        engine = create_engine(settings.database_url, sqlite_page_size=settings.sqlite_page_size)
+        try:
+            await create_schema(engine)
+            await check_data_key(engine, DataProtector.from_settings(settings.data_key, settings.data_key_file))
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(check())
+    except DataKeyMismatch as exc:
+        get_logger("hub.cli").error("hub not started", error_kind="data-key-mismatch")
+        print(f"s117hub serve: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _workers(_args: argparse.Namespace) -> None:

@@ -33,16 +33,19 @@ async def _run(args: argparse.Namespace) -> dict:
     from hub.settings import get_settings
     from hub.sharing import SharingAgreements
     from hub.store.db import create_engine, create_schema
+    from hub.store.key_check import check_data_key
 
     s = get_settings()
     engine = create_engine(s.database_url)
     try:
         await create_schema(engine)
+        protector = DataProtector.from_settings(s.data_key, s.data_key_file)
+        await check_data_key(engine, protector)  # the store's key, or nothing is built (hub/store/key_check.py)
         agreements = (load_agreements(s.area_agreements_path) if s.area_agreements_path.exists()
                       else AgreementBook.default())
         svc = ExportService(engine, load_reference_data(), agreements,
                             SharingAgreements.load(s.sharing_agreements_path, FIELD_GROUPS | {FUNDING}),
-                            DataProtector.from_settings(s.data_key, s.data_key_file), s.export_dir,
+                            protector, s.export_dir,
                             s.export_ack_alert_hours)
         if svc.groups_in_force(args.org, __import__("datetime").date.today()) is None:
             sys.exit(f"export: no data-sharing agreement in force names {args.org}")
@@ -67,7 +70,12 @@ async def _run(args: argparse.Namespace) -> dict:
 
 
 def export(args: argparse.Namespace) -> None:
-    print(json.dumps(asyncio.run(_run(args)), indent=2))
+    from hub.store.key_check import DataKeyMismatch
+
+    try:
+        print(json.dumps(asyncio.run(_run(args)), indent=2))
+    except DataKeyMismatch as exc:
+        sys.exit(f"export: {exc}")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -757,3 +757,17 @@ split_decisions = Table(
     Column("agreed_at", DateTime(timezone=True), nullable=True),
     Index("ix_split_decisions_person", "person_id"),
 )
+
+# Which data key the store was written under (hub/store/key_check.py): one row,
+# `name` "data", holding a fixed text encrypted under the key. Every process
+# that opens the store (the hub's, `s117hub export`, `s117hub audit`) opens it
+# first and refuses to start if it cannot: a hub started with another key would
+# neither read the people it holds nor find them by NHS number (the index is
+# keyed from the same key), and would write rows the others cannot read.
+store_keys = Table(
+    "store_keys",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("check_token", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

@@ -198,6 +198,23 @@ async def test_an_existing_world_readable_database_is_narrowed_at_start(tmp_path
 
 # ----------------------------------------------------------------------- deploy
 
+def test_the_production_settings_write_only_where_the_systemd_unit_lets_them():
+    """deploy/hub.env.example's paths the hub writes (council files out, the key file it would make)
+    sit under the unit's only writable path: with ProtectSystem=strict, the defaults under
+    /opt/s117hub/var would fail at the first export or the first start without S117_DATA_KEY."""
+    unit = (REPO_ROOT / "deploy" / "s117hub.service").read_text()
+    writable = [line.split("=", 1)[1].strip() for line in unit.splitlines() if line.startswith("ReadWritePaths=")]
+    example = (REPO_ROOT / "deploy" / "hub.env.example").read_text()
+    written = {}
+    for line in example.splitlines():
+        name, _, value = line.lstrip("#").partition("=")
+        if name in ("S117_EXPORT_DIR", "S117_DATA_KEY_FILE"):
+            written[name] = value.strip()
+    assert set(written) == {"S117_EXPORT_DIR", "S117_DATA_KEY_FILE"}
+    for name, path in written.items():
+        assert any(path.startswith(w.rstrip("/") + "/") for w in writable), (name, path, writable)
+
+
 def test_the_systemd_unit_bounds_file_descriptors_and_the_umask():
     unit = (REPO_ROOT / "deploy" / "s117hub.service").read_text()
     limits = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in unit.splitlines() if "=" in line
