@@ -19,13 +19,36 @@ and only then is the export `ready` and its deliveries delivered. A hub that
 dies while building builds the same file again (same rows, same numbers, same
 name) on restart, so no event is lost or repeated between files.
 
-One builder at a time: a build first claims the export (`builder`, a lease
-until `builder_until`, renewed as it writes), so the hub's worker and an
-operator's `s117hub export` beside it never build the same file at once, and
-a builder holding an out-of-date view of the row (read before another built
-it) does not start again on a file already ready or acknowledged. A builder
-that died leaves its claim to lapse (`BUILD_LEASE`), and the file is built
-again after that.
+One builder at a time: a build first claims the export (`builder`), so the
+hub's worker and an operator's `s117hub export` beside it (perhaps on another
+machine) never build the same file at once, and a builder holding an
+out-of-date view of the row (read before another built it) does not start
+again on a file already ready or acknowledged.
+
+The claim is a heartbeat, not a deadline compared across machines: no
+builder ever compares its clock with a time another machine wrote, so a
+machine whose clock is ahead (or behind) cannot take over a live claim.
+While it builds, the holder renews its claim from a side task (an asyncio
+task beside the build, every quarter of `BUILD_LEASE`, whether or not rows
+are coming: a row source stalled on a slow query keeps its claim), and each
+renewal writes a new value into `builder_until` (its own clock's time plus
+the lease, made strictly greater than the value before, so it changes even
+if that clock stood still or stepped back; it is shown to operators as the
+holder's own estimate, and compared by nobody). Another builder that finds
+the export claimed notes the (`builder`, `builder_until`) it saw and when,
+on its *own* monotonic clock; it takes the export over only once it has seen
+that same pair unchanged for `BUILD_LEASE` of its own time, and then only
+if the row still holds that pair (a compare-and-set in one UPDATE, the row
+lock on PostgreSQL, the write lock on SQLite), so a renewal that lands
+first wins. A builder that died stops renewing and is taken over
+`BUILD_LEASE` after another builder first sees its claim (so after a
+restart, up to `BUILD_LEASE` after the new worker's first poll). The same
+on SQLite and PostgreSQL: plain reads, equality and an UPDATE, no database
+clock. A renewal that finds the claim gone (taken over: the holder was
+stalled for longer than the lease, its event loop blocked or the database
+out of reach) makes the build give way at its next row, and in any case
+the file is published only in the transaction that makes the export ready
+while the claim is still this builder's.
 
 Files go to `<export_dir>/<org_code>/outbound/` (directories 0700, files
 0600). The council collects them over SFTP and acknowledges a file by moving
@@ -43,14 +66,14 @@ import stat
 import uuid
 from time import monotonic
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.council_files.outbound import (
@@ -91,8 +114,9 @@ from hub.store.schema import (
 
 log = get_logger("hub.exports")
 CHANNEL = "council-file"
-# How long a builder's claim on an export holds without being renewed (it is renewed as the file is
-# written): a builder that died is taken over after this.
+# How long another builder must see a claim on an export unrenewed, on its own monotonic clock, before
+# it takes the export over (the holder renews every quarter of this while it builds): a builder that
+# died is taken over after this. Read at each use (tests shorten it).
 BUILD_LEASE = timedelta(minutes=2)
 MODES = ("delta", "full")
 LONDON = ZoneInfo("Europe/London")
@@ -273,6 +297,23 @@ class ExportRequest:
     subscription_id: str | None = None
 
 
+@dataclass(slots=True, eq=False)
+class _Claim:
+    """A builder's claim on an export while it builds: `beat` is the `builder_until` it last wrote (the next
+    renewal writes a greater one), `count` the rows written so far (recorded with each renewal), `lost`
+    set once a renewal found the export another builder's (or no longer to be built)."""
+    export_id: str
+    builder: str
+    beat: datetime | None = None
+    count: int = 0
+    lost: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def position_values(status: S117Status, nhs_number: str | None, local_id: str | None) -> dict[str, Any]:
     council = status.responsible_council
     icb = status.responsible_commissioner
@@ -293,8 +334,10 @@ class ExportService:
     def __init__(
         self, engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook, sharing: SharingAgreements,
         protector: DataProtector, export_dir: Path, ack_alert_hours: float = 36.0,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        now: Callable[[], datetime] = lambda: datetime.now(UTC), ticks: Callable[[], float] = monotonic,
     ) -> None:
+        """`now`: the wall clock (file names, dates, states' times); `ticks`: this process's monotonic
+        clock, in seconds, on which another builder's claim is timed (module docstring)."""
         self._engine = engine
         self._ref = ref
         self._agreements = agreements
@@ -304,6 +347,9 @@ class ExportService:
         narrow_export_dirs(Path(export_dir))  # at start: what an older hub left wider
         self._alert = timedelta(hours=ack_alert_hours)
         self._now = now
+        self._ticks = ticks
+        # export id -> (builder, builder_until, ticks) of another builder's claim as first seen unchanged
+        self._seen: dict[str, tuple[str, Any, float]] = {}
         self.wake = asyncio.Event()
 
     # --- groups, people ------------------------------------------------------
@@ -398,31 +444,75 @@ class ExportService:
             rows = (await conn.execute(select(council_exports)
                                        .where(council_exports.c.state.in_(["queued", "building"]))
                                        .order_by(council_exports.c.created_at))).all()
+        waiting = {row.export_id for row in rows}
+        for export_id in [e for e in self._seen if e not in waiting]:
+            del self._seen[export_id]  # built, withheld or gone: no claim on it to time any more
         built = 0
         for row in rows:
             built += await self.build(row)
         return built
 
-    async def _take(self, export_id: str, builder: str) -> bool:
-        """Claim the export for `builder` (or renew its claim): only while it is still to be built and no
-        other builder's claim holds."""
-        now = self._now()
+    def _beat(self, last: datetime | None) -> datetime:
+        """The `builder_until` a claim is written with: this clock's time plus the lease, and always greater
+        than the one before (`last`), so that another builder sees every renewal as one, whatever this
+        machine's clock does (module docstring)."""
+        beat = self._now() + BUILD_LEASE
+        last = _utc(last)
+        return beat if last is None or beat > last else last + timedelta(microseconds=1)
+
+    async def _take(self, export_id: str, builder: str) -> _Claim | None:
+        """Claim the export for `builder` while it is still to be built: unclaimed, claimed by `builder`
+        already (taken up again), or claimed by another builder whose claim this process has seen unrenewed
+        (the same `builder` and `builder_until`) for BUILD_LEASE of its own monotonic time. No builder's
+        clock is compared with another's. None (nothing done) otherwise."""
         async with self._engine.begin() as conn:
+            cur = (await conn.execute(select(council_exports.c.state, council_exports.c.builder,
+                                             council_exports.c.builder_until)
+                                      .where(council_exports.c.export_id == export_id))).first()
+            if cur is None or cur.state not in ("queued", "building"):
+                self._seen.pop(export_id, None)
+                return None
+            if cur.builder is not None and cur.builder != builder:
+                ticks = self._ticks()
+                seen = self._seen.get(export_id)
+                if seen is None or (seen[0], seen[1]) != (cur.builder, cur.builder_until):
+                    # Claimed, or renewed since last seen: timed afresh from now, on this process's clock.
+                    self._seen[export_id] = (cur.builder, cur.builder_until, ticks)
+                    return None
+                if ticks - seen[2] < BUILD_LEASE.total_seconds():
+                    return None
+            beat = self._beat(cur.builder_until)
+            # Compare-and-set: only the claim as read (a renewal that landed since wins; PostgreSQL's
+            # UPDATE re-reads the row once it holds its lock, SQLite's BEGIN IMMEDIATE holds the write lock).
             taken = await conn.execute(council_exports.update().where(
-                council_exports.c.export_id == export_id,
-                council_exports.c.state.in_(["queued", "building"]),
-                or_(council_exports.c.builder.is_(None), council_exports.c.builder == builder,
-                    council_exports.c.builder_until < now))
-                .values(builder=builder, builder_until=now + BUILD_LEASE))
-        return taken.rowcount == 1
+                council_exports.c.export_id == export_id, council_exports.c.state.in_(["queued", "building"]),
+                council_exports.c.builder.is_(None) if cur.builder is None
+                else council_exports.c.builder == cur.builder,
+                council_exports.c.builder_until.is_(None) if cur.builder_until is None
+                else council_exports.c.builder_until == cur.builder_until)
+                .values(builder=builder, builder_until=beat))
+        if taken.rowcount != 1:
+            return None
+        self._seen.pop(export_id, None)
+        return _Claim(export_id, builder, beat)
 
     async def build(self, row: Any, progress: Callable[[int, int | None], None] | None = None,
                     builder: str | None = None) -> bool:
         """Build the export's file; False (nothing done) if it is built already, withdrawn from building,
         or another builder holds it. `builder`: a claim taken when the export was asked for."""
-        builder = builder or str(uuid.uuid4())
-        if not await self._take(row.export_id, builder):
+        claim = await self._take(row.export_id, builder or str(uuid.uuid4()))
+        if claim is None:
             return False
+        # Renewed beside the build, every quarter of the lease, rows or no rows: a row source stalled on a
+        # slow query does not lose the claim. Stopped (and awaited) however the build ends.
+        keeper = asyncio.create_task(self._keep_claim(claim))
+        try:
+            return await self._build(row, progress, claim, keeper)
+        finally:
+            await _stop(keeper)
+
+    async def _build(self, row: Any, progress: Callable[[int, int | None], None] | None, claim: _Claim,
+                     keeper: asyncio.Task[None]) -> bool:
         row = await self.export_row(row.export_id)  # as it is now, not as the caller read it
         layout = OUT_LAYOUTS[row.layout]
         created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
@@ -451,37 +541,40 @@ class ExportService:
         writer = ExportWriter(layout, row.org_code, created, row.mode)
         directory = outbound_dir(self._dir, row.org_code)
         out = AtomicFile(directory, name)
-        renewed = monotonic()
+
+        def give_way() -> bool:
+            out.abort()  # its claim lapsed: the builder that took it over writes the file
+            log.warning("council file build gave way: another builder holds it",
+                        org_code=row.org_code, export_id=row.export_id)
+            return False
+
         try:
             out.write(writer.header())
             async for values in rows:
                 out.write(writer.row(row_values(values, groups, layout)))
-                if writer.count % PAGE == 0 or monotonic() - renewed > BUILD_LEASE.total_seconds() / 4:
-                    if not await self._renew(row.export_id, builder, writer.count):
-                        out.abort()  # its claim lapsed: the builder that took it over writes the file
-                        log.warning("council file build gave way: another builder holds it",
-                                    org_code=row.org_code, export_id=row.export_id)
-                        return False
-                    renewed = monotonic()
+                claim.count = writer.count
+                # The keeper renews on time; every PAGE rows the progress is recorded too.
+                if claim.lost or (writer.count % PAGE == 0 and not await self._renew(claim)):
+                    return give_way()
             tail, digest = writer.trailer()
             out.write(tail)
+            await _stop(keeper)  # no renewal beside the transaction below
+            if claim.lost:
+                return give_way()
             now = self._now()
             # The file is published only inside the transaction that makes it ready, and only while this
             # builder's claim holds: the UPDATE's row lock (PostgreSQL) or the write lock (SQLite) keeps
             # another builder from taking the export over until it commits, so a builder whose claim lapsed
-            # (slower than BUILD_LEASE between rows, another machine's clock ahead) never renames a file
-            # over the name, nor over another builder's part.
+            # (stalled for longer than BUILD_LEASE, unable to renew) never renames a file over the name,
+            # nor over another builder's part.
             async with self._engine.begin() as conn:
                 done = await conn.execute(council_exports.update().where(
-                    council_exports.c.export_id == row.export_id, council_exports.c.builder == builder,
+                    council_exports.c.export_id == row.export_id, council_exports.c.builder == claim.builder,
                     council_exports.c.state.in_(["queued", "building"])).values(
                     state="ready", sha256=digest, record_count=writer.count, ready_at=now,
                     builder=None, builder_until=None))
                 if done.rowcount != 1:  # its claim lapsed and another builder took the file over
-                    out.abort()
-                    log.warning("council file build gave way: another builder holds it",
-                                org_code=row.org_code, export_id=row.export_id)
-                    return False
+                    return give_way()
                 out.commit()
                 write_atomically(directory, name + ".sha256", f"{digest}  {name}\n".encode())
                 if row.mode == "delta":
@@ -497,15 +590,38 @@ class ExportService:
                  export_id=row.export_id)
         return True
 
-    async def _renew(self, export_id: str, builder: str, count: int) -> bool:
-        """Renew `builder`'s claim (and record its progress), only while it holds it: False once another
-        builder took the export over (its claim had lapsed), which neither this lease nor this count touch."""
-        async with self._engine.begin() as conn:
-            done = await conn.execute(council_exports.update().where(
-                council_exports.c.export_id == export_id, council_exports.c.builder == builder,
-                council_exports.c.state.in_(["queued", "building"])).values(
-                record_count=count, builder_until=self._now() + BUILD_LEASE))
-        return done.rowcount == 1
+    async def _keep_claim(self, claim: _Claim) -> None:
+        """Renew `claim` every quarter of BUILD_LEASE until cancelled (the build ended) or a renewal finds
+        it lost (`claim.lost`: the build gives way at its next row and publishes nothing). A renewal that
+        fails (the database out of reach for a moment) is tried again a quarter later."""
+        while True:
+            await asyncio.sleep(BUILD_LEASE.total_seconds() / 4)
+            try:
+                if not await self._renew(claim):
+                    log.warning("council file claim lost: another builder holds it", export_id=claim.export_id)
+                    return
+            except Exception as exc:  # noqa: BLE001 - tried again next time; the build fails on its own if it must
+                log.warning("council file claim not renewed", export_id=claim.export_id,
+                            exc_type=type(exc).__name__)
+
+    async def _renew(self, claim: _Claim) -> bool:
+        """Renew `claim` (a new `builder_until`, and its progress recorded), only while its builder holds the
+        export: False (and `claim.lost`) once another builder took it over, which neither this renewal nor
+        this count touch."""
+        async with claim.lock:  # the keeper's and the rows' renewals one at a time, each beat greater
+            if claim.lost:
+                return False
+            beat = self._beat(claim.beat)
+            async with self._engine.begin() as conn:
+                done = await conn.execute(council_exports.update().where(
+                    council_exports.c.export_id == claim.export_id, council_exports.c.builder == claim.builder,
+                    council_exports.c.state.in_(["queued", "building"])).values(
+                    record_count=claim.count, builder_until=beat))
+            if done.rowcount != 1:
+                claim.lost = True
+                return False
+            claim.beat = beat
+            return True
 
     async def _set(self, export_id: str, **values: Any) -> None:
         async with self._engine.begin() as conn:
@@ -785,6 +901,14 @@ def export_json(row: Any, now: datetime, alert: timedelta) -> dict[str, Any]:
         "ack_via": row.ack_via,
         "overdue": bool(row.state == "ready" and ready is not None and now - ready > alert),
     }
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait for it to end (a cancellation of the caller still propagates)."""
+    task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()  # retrieved: the keeper logs its own failures
 
 
 async def run_exporter(service: ExportService, poll_seconds: float, stop: asyncio.Event) -> None:

@@ -1,7 +1,8 @@
-"""Review of the council exports' one-builder claim (hub/exports.py `_take`, `BUILD_LEASE`): a builder
-whose claim lapsed (slower than BUILD_LEASE between rows, or another machine's clock ahead) must not
-publish anything under the file's name, nor remove the part file of the builder that took it over.
-Two ExportService objects on one store and one export directory stand for two processes."""
+"""Review of the council exports' one-builder claim (hub/exports.py `_take`, `_keep_claim`, `BUILD_LEASE`):
+a builder whose claim lapsed (stalled, and unable to renew, for longer than BUILD_LEASE as the taker's own
+clock measures it) must not publish anything under the file's name, nor remove the part file of the
+builder that took it over. Two ExportService objects on one store and one export directory stand for two
+processes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from hub.exports import BUILD_LEASE, ExportRequest, ExportService
+from hub.exports import BUILD_LEASE, ExportRequest, ExportService, _Claim
 from tests.support import detention
 
 NHS = ["9991100016", "9991100032"]
@@ -24,9 +25,20 @@ class Clock:
         return self.at
 
 
-def service(app_hub, clock: Clock, directory: Path) -> ExportService:  # noqa: ANN001
+class Ticks:
+    """A process's monotonic clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.at = 0.0
+
+    def __call__(self) -> float:
+        return self.at
+
+
+def service(app_hub, clock: Clock, directory: Path, ticks: Ticks | None = None) -> ExportService:  # noqa: ANN001
     h = app_hub.hub
-    return ExportService(h.engine, h.ref, h.agreements, h.sharing, h.protector, directory, 36.0, now=clock)
+    return ExportService(h.engine, h.ref, h.agreements, h.sharing, h.protector, directory, 36.0, now=clock,
+                         **({"ticks": ticks} if ticks else {}))
 
 
 def paused_after_first_row(svc: ExportService) -> tuple[asyncio.Event, asyncio.Event]:
@@ -58,8 +70,13 @@ async def test_a_builder_whose_claim_lapsed_publishes_nothing_and_leaves_the_new
     start = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     directory = tmp_path / "exports"
     a = service(app_hub, Clock(start), directory)
-    # B's machine's clock is ahead by more than the lease (or A stalled that long between rows).
-    b = service(app_hub, Clock(start + BUILD_LEASE + timedelta(seconds=5)), directory)
+    b_ticks = Ticks()
+    b = service(app_hub, Clock(start), directory, b_ticks)
+
+    async def frozen(claim: _Claim) -> None:  # A cannot renew while it stalls (frozen, the database out of reach)
+        await asyncio.Event().wait()
+
+    a._keep_claim = frozen  # type: ignore[method-assign]
     a_paused, a_go = paused_after_first_row(a)
     b_paused, b_go = paused_after_first_row(b)
     export = await a.request(ExportRequest("E06000060", "swift_csv", "full"), builder="a")
@@ -67,7 +84,9 @@ async def test_a_builder_whose_claim_lapsed_publishes_nothing_and_leaves_the_new
 
     a_task = asyncio.create_task(a.build(row, builder="a"))
     await a_paused.wait()
-    b_task = asyncio.create_task(b.build(row, builder="b"))  # A's claim has lapsed on B's clock: B takes it over
+    assert await b.build(row, builder="b") is False  # A's claim seen: B times it on its own clock
+    b_ticks.at += BUILD_LEASE.total_seconds()  # A stalled, unrenewed, for the whole lease
+    b_task = asyncio.create_task(b.build(row, builder="b"))  # A's claim has lapsed: B takes it over
     await b_paused.wait()
     # A goes on while B is half-way through the same file.
     a_go.set()
@@ -104,10 +123,11 @@ async def test_a_lapsed_builder_stops_at_its_next_renewal_and_does_not_extend_th
     async with app_hub.hub.engine.begin() as conn:  # B took it over (A's claim lapsed)
         await conn.execute(council_exports.update().where(council_exports.c.export_id == export["export_id"])
                            .values(builder="b", builder_until=start + timedelta(seconds=1)))
-    assert await a._renew(export["export_id"], "a", 1) is False
+    lapsed = _Claim(export["export_id"], "a", count=1)
+    assert await a._renew(lapsed) is False and lapsed.lost
     async with app_hub.hub.engine.connect() as conn:
         now = (await conn.execute(select(council_exports).where(
             council_exports.c.export_id == export["export_id"]))).one()
     assert (now.builder, now.builder_until.replace(tzinfo=UTC), now.record_count) == (
         "b", start + timedelta(seconds=1), 0)
-    assert await a._renew(export["export_id"], "b", 1) is True
+    assert await a._renew(_Claim(export["export_id"], "b", count=1)) is True

@@ -51,7 +51,9 @@ def clock() -> Clock:
 @pytest.fixture
 def exporter(app_hub, clock, tmp_path: Path) -> ExportService:  # noqa: ANN001
     h = app_hub.hub
-    return ExportService(h.engine, h.ref, h.agreements, h.sharing, h.protector, tmp_path / "exports", 36.0, now=clock)
+    # Its monotonic clock (on which another builder's claim is timed) moves with the test's clock.
+    return ExportService(h.engine, h.ref, h.agreements, h.sharing, h.protector, tmp_path / "exports", 36.0, now=clock,
+                         ticks=lambda: clock.at.timestamp())
 
 
 def test_schedule_is_uk_local_time() -> None:
@@ -251,9 +253,10 @@ async def test_a_builder_that_died_is_taken_over_once_its_claim_lapses(app_hub, 
         await post(app_hub, c)
     await dispatch(app_hub)
     export = await exporter.request(ExportRequest("E06000060", "swift_csv", "full"), builder="died")
+    assert await exporter.build_waiting() == 0  # the claim first seen: timed from here, on the worker's own clock
     clock.at += BUILD_LEASE - timedelta(seconds=1)
     assert await exporter.build_waiting() == 0
-    clock.at += timedelta(seconds=2)
+    clock.at += timedelta(seconds=2)  # seen unrenewed for the whole lease
     assert await exporter.build_waiting() == 1
     done = await exporter.export(export["export_id"])
     assert (done["state"], done["record_count"]) == ("ready", 1)
