@@ -12,15 +12,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from pydantic import ValidationError
 
 from hub.agreements_loader import load_agreements
 from hub.crypto import DataProtector
 from hub.domain.model import ChangeType
-from hub.ingest.contract import RegisterChangeIn
+from hub.ingest.contract import RegisterChangeIn, change_digest
 from hub.ingest.nhs_number import nhs_number_problem, normalise
-from hub.ingest.service import BulkRow, IngestService, _Prepared, bulk_person_key, payload_sha256
+from hub.ingest.service import BulkRow, Digest, IngestService, _Prepared, bulk_person_key, payload_sha256
 from hub.ingest.validation import UNCHECKED, problems_from_pydantic, semantic_problems
 from hub.refdata.loader import load_reference_data
 from hub.settings import REPO_ROOT
@@ -100,13 +100,24 @@ def rows(draw: st.DrawFn) -> BulkRow:
 
 
 def _same(a: _Prepared, b: _Prepared) -> None:
-    assert (a.row, a.smid, a.digest, a.change_type, a.precheck_index, a.hospital, a.index, a.key) == \
+    """`a` (the bulk path now) against `b` (the reference, which kept the payload's own digest for
+    every row): a row that validated now carries the digest of what it means (`Digest`, bd51805),
+    whose `raw` is the reference's; any other row the payload's own, as before."""
+    digest = a.digest
+    if isinstance(digest, Digest):
+        assert a.change_in is not None and digest == change_digest(a.change_in)
+        digest = digest.raw
+    assert (a.row, a.smid, digest, a.change_type, a.precheck_index, a.hospital, a.index, a.key) == \
            (b.row, b.smid, b.digest, b.change_type, b.precheck_index, b.hospital, b.index, b.key)
     assert type(a.change_type) is type(b.change_type)
     assert a.problems == b.problems
     assert (a.change_in is None) == (b.change_in is None)
     if a.change_in is not None:
         assert a.change_in == b.change_in
+
+
+VALID = {"schema_version": "1", "source_system": "swift", "change_type": "review-completed",
+         "source_message_id": "SW-1", "effective_date": "2025-01-02", "person": {"nhs_number": "9991100016"}}
 
 
 def test_bulk_prepare_is_the_reference(tmp_path: Path) -> None:
@@ -116,6 +127,7 @@ def test_bulk_prepare_is_the_reference(tmp_path: Path) -> None:
 
     @settings(max_examples=600, deadline=None)
     @given(st.lists(rows(), min_size=1, max_size=12))
+    @example([BulkRow(VALID, b"raw")])  # a row that validates every run (random ones rarely do)
     def check(chunk: list[BulkRow]) -> None:
         numbers: dict[str, Any] = {}  # one chunk's memo, shared by its rows as in accept_bulk
         for row in chunk:
