@@ -17,23 +17,38 @@ else: the hub's processes (hub/bootstrap.py), `s117hub export` and
 which names the settings to look at and never any key material. The first
 process on an empty store writes the row. Two processes starting together on
 an empty store with different keys: one row is written, and the other process
-fails the check. A store from before this check has its key proved on a
-person's details, if it holds any, before the row is written.
+fails the check. A store from before this check has its key proved, before
+the row is written, on the first of what it already holds encrypted: a
+person's details, else a subscription's signing secret, else quarantined
+input not yet emptied by the retention purge (a store may hold subscriptions
+or quarantined input before anyone is on the register). Only a store with
+none of these takes the key it is first given.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.crypto import DataProtector
-from hub.store.schema import persons, store_keys
+from hub.store.schema import persons, quarantine, store_keys, subscriptions
 
 NAME = "data"
 CHECK_TEXT = b"s117hub: the data key this store was written under"
+
+
+# What a store from before the check may already hold encrypted under its key, in the order tried:
+# (what it is, for the error; the query for one token). The retention purge empties quarantined
+# input (b""), which proves nothing.
+_HELD = (
+    ("the people already on the register", select(persons.c.details).limit(1)),
+    ("the subscriptions' signing secrets", select(subscriptions.c.secret)
+     .where(subscriptions.c.secret.is_not(None)).limit(1)),
+    ("the quarantined input", select(quarantine.c.raw).where(func.length(quarantine.c.raw) > 0).limit(1)),
+)
 
 
 class DataKeyMismatch(RuntimeError):
@@ -56,18 +71,23 @@ def _opens(protector: DataProtector, token: bytes) -> bool:
 async def check_data_key(engine: AsyncEngine, protector: DataProtector) -> None:
     """Raise `DataKeyMismatch` unless `protector`'s key is the one the store was
     written under; on a store without a record of it, record it (after proving
-    it on a person's details, if there are any)."""
+    it on the first of what the store holds encrypted, `_HELD`, if anything)."""
+    held: tuple[str, bytes] | None = None
     async with engine.connect() as conn:
         token = (await conn.execute(select(store_keys.c.check_token)
                                     .where(store_keys.c.name == NAME))).scalar_one_or_none()
         if token is None:
-            details = (await conn.execute(select(persons.c.details).limit(1))).scalar_one_or_none()
+            for what, query in _HELD:
+                found = (await conn.execute(query)).scalar_one_or_none()
+                if found is not None:
+                    held = (what, bytes(found))
+                    break
     if token is None:
-        if details is not None:
+        if held is not None:
             try:
-                protector.decrypt(bytes(details))
+                protector.decrypt(held[1])
             except ValueError:
-                raise DataKeyMismatch("the people already on the register") from None
+                raise DataKeyMismatch(held[0]) from None
         try:
             async with engine.begin() as conn:
                 await conn.execute(store_keys.insert().values(

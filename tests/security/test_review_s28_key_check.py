@@ -1,0 +1,97 @@
+"""Review s28: the data key check (hub/store/key_check.py) on a store from before migration 0031 that
+holds no person yet but already holds data encrypted under its key: a subscription's signing secret
+(councils subscribe before the first trust sends anyone), or quarantined input (everything sent so far
+was refused). Before, only `persons.details` was tried, so a process given another key found nothing
+to prove it on, recorded its own key as the store's, and from then on the instances with the real key
+were refused while the secrets and quarantined input it holds could not be read. Each backend."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hub.crypto import DataProtector
+from hub.store.db import create_engine, create_schema
+from hub.store.key_check import DataKeyMismatch, check_data_key
+from hub.store.schema import quarantine, store_keys, subscriptions
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
+    return request.getfixturevalue("postgres_database_url")
+
+
+@pytest.fixture
+async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(store_url)
+    await create_schema(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def _before_0031(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(delete(store_keys))  # as a store from before migration 0031 has it
+
+
+async def _recorded(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(store_keys))).scalar_one()
+
+
+async def test_a_store_with_subscriptions_but_nobody_yet_refuses_another_key(engine: AsyncEngine) -> None:
+    right, wrong = DataProtector(Fernet.generate_key()), DataProtector(Fernet.generate_key())
+    await _before_0031(engine)
+    async with engine.begin() as conn:
+        await conn.execute(subscriptions.insert().values(
+            subscription_id="s-1", org_code="E06000060", client_id="c-1", channel="webhook",
+            url="https://council.example/hook", secret=right.encrypt(b"whsec"), active=True,
+            created_at=datetime.now(UTC)))
+    with pytest.raises(DataKeyMismatch) as refused:
+        await check_data_key(engine, wrong)
+    assert "S117_DATA_KEY" in str(refused.value)
+    assert await _recorded(engine) == 0  # nothing recorded under the wrong key
+    await check_data_key(engine, right)  # the right key: proved on the secret and recorded
+    assert await _recorded(engine) == 1
+    with pytest.raises(DataKeyMismatch):
+        await check_data_key(engine, wrong)
+
+
+async def test_a_store_with_only_quarantined_input_refuses_another_key(engine: AsyncEngine) -> None:
+    right, wrong = DataProtector(Fernet.generate_key()), DataProtector(Fernet.generate_key())
+    await _before_0031(engine)
+    async with engine.begin() as conn:
+        # One emptied by the retention purge (nothing to prove a key on), one still held.
+        await conn.execute(quarantine.insert(), [
+            {"quarantine_id": "q-1", "source": "RNU", "channel": "rest", "errors": [], "raw": b"",
+             "received_at": datetime.now(UTC), "status": "held"},
+            {"quarantine_id": "q-2", "source": "RNU", "channel": "rest", "errors": [],
+             "raw": right.encrypt(b'{"nhs_number": "9434765919"}'), "received_at": datetime.now(UTC),
+             "status": "held"}])
+    with pytest.raises(DataKeyMismatch):
+        await check_data_key(engine, wrong)
+    assert await _recorded(engine) == 0
+    await check_data_key(engine, right)
+    assert await _recorded(engine) == 1
+
+
+async def test_a_store_whose_quarantine_was_all_purged_takes_the_first_key(engine: AsyncEngine) -> None:
+    """Nothing encrypted left to prove a key on: the first key is recorded, as on an empty store."""
+    key = DataProtector(Fernet.generate_key())
+    await _before_0031(engine)
+    async with engine.begin() as conn:
+        await conn.execute(quarantine.insert().values(
+            quarantine_id="q-1", source="RNU", channel="rest", errors=[], raw=b"", received_at=datetime.now(UTC),
+            status="held"))
+    await check_data_key(engine, key)
+    assert await _recorded(engine) == 1
