@@ -15,7 +15,8 @@ delivery's 410 does (hub.delivery.leases, "Suspension": the same reason,
 `s117_subscriptions_suspended{reason="gone"}`, the same warning line); a
 suspended subscription's status is `error`, so it gets no heartbeats until it
 is resumed. Any other failure of a heartbeat is logged and not retried. A
-handshake answered 410 suspends it too (hub/api/fhir_subscriptions.py).
+handshake answered 410 is a failed handshake, as any other failure of it: the
+subscription is in error and off, nothing queued (hub/api/fhir_subscriptions.py).
 """
 
 from __future__ import annotations
