@@ -7,6 +7,8 @@ were refused while the secrets and quarantined input it holds could not be read.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,3 +97,36 @@ async def test_a_store_whose_quarantine_was_all_purged_takes_the_first_key(engin
             status="held"))
     await check_data_key(engine, key)
     assert await _recorded(engine) == 1
+
+
+class _Together:
+    """`engine` whose write transactions begin only once both checks have read the store: the two
+    processes of a simultaneous first start each find no key recorded, then both insert."""
+
+    def __init__(self, engine: AsyncEngine, barrier: asyncio.Barrier) -> None:
+        self._engine, self._barrier = engine, barrier
+
+    def connect(self):  # noqa: ANN201
+        return self._engine.connect()
+
+    @contextlib.asynccontextmanager
+    async def begin(self):  # noqa: ANN201
+        await self._barrier.wait()
+        async with self._engine.begin() as conn:
+            yield conn
+
+
+async def test_two_first_starts_that_both_insert_one_loses_and_the_store_stays_usable(engine: AsyncEngine) -> None:
+    """The IntegrityError path (the existing race test's second check reads the first's row and never
+    reaches it): the loser reads the winner's record on a fresh connection and is refused; the pool is
+    usable after the failed insert (asyncpg too). No defect found: passes on the code as reviewed."""
+    keys = [DataProtector(Fernet.generate_key()) for _ in range(2)]
+    together = _Together(engine, asyncio.Barrier(2))
+    results = await asyncio.gather(*(check_data_key(together, k) for k in keys),  # type: ignore[arg-type]
+                                   return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["DataKeyMismatch", "NoneType"]
+    await check_data_key(engine, keys[results.index(None)])
+    assert await _recorded(engine) == 1
+    for _ in range(10):
+        async with engine.connect() as conn:
+            assert (await conn.execute(select(1))).scalar_one() == 1
