@@ -12,11 +12,10 @@ import sys
 
 async def _run(args: argparse.Namespace) -> int:
     from hub.audit import AuditChain, audit_events_bundle, audit_key
-    from hub.crypto import DataProtector
     from hub.ingest.nhs_number import nhs_number_problem, normalise
     from hub.settings import get_settings
     from hub.store.db import create_engine, create_schema
-    from hub.store.key_check import check_data_key
+    from hub.store.key_check import store_protector
     from hub.store.schema import persons
     from sqlalchemy import select
 
@@ -24,8 +23,7 @@ async def _run(args: argparse.Namespace) -> int:
     engine = create_engine(s.database_url)
     try:
         await create_schema(engine)
-        protector = DataProtector.from_settings(s.data_key, s.data_key_file)
-        await check_data_key(engine, protector)
+        protector = await store_protector(engine, s.data_key, s.data_key_file)
         chain = AuditChain(engine, audit_key(s.audit_key, protector.index))
         while await chain.extend():
             pass

@@ -17,7 +17,7 @@ from hub.bus.kafka import KafkaLog, KafkaRelay, ensure_topic, run_relay
 from hub.bus.port import EVENTS_TOPIC, Subscriber
 from hub.bus.sql import SqlLog
 from hub.crypto import DataProtector
-from hub.store.key_check import check_data_key
+from hub.store.key_check import store_protector
 from hub.delivery.dispatcher import Dispatcher, run_dispatcher
 from hub.delivery.fhir_rest_hook import FhirRestHookDeliverer
 from hub.delivery.file_export import FileExportDeliverer
@@ -239,8 +239,8 @@ async def build_hub(settings: Settings) -> Hub:
         if settings.area_agreements_path.exists()
         else AgreementBook.default()
     )
-    protector = DataProtector.from_settings(settings.data_key, settings.data_key_file)
-    await check_data_key(engine, protector)  # the store's own key, or stop here (hub/store/key_check.py)
+    # The store's own key, or stop here (hub/store/key_check.py)
+    protector = await store_protector(engine, settings.data_key, settings.data_key_file)
     await ensure_register_status(engine, ref, agreements)  # the summary's counts (hub/register_counts.py)
     sharing = SharingAgreements.load(settings.sharing_agreements_path, FIELD_GROUPS | {FUNDING})
     relay: KafkaRelay | None = None

@@ -39,16 +39,15 @@ def _refuse_another_key(settings: Any) -> None:
     """Before serving: stop with one plain line (exit 2) if the data key is not the one the store was
     written under (hub/store/key_check.py), rather than a start-up traceback. The store is migrated here,
     as the hub's start would (again a no-op there)."""
-    from hub.crypto import DataProtector
     from hub.observability.logging import get_logger
     from hub.store.db import create_engine, create_schema
-    from hub.store.key_check import DataKeyMismatch, check_data_key
+    from hub.store.key_check import DataKeyMismatch, store_protector
 
     async def check() -> None:
         engine = create_engine(settings.database_url, sqlite_page_size=settings.sqlite_page_size)
         try:
             await create_schema(engine)
-            await check_data_key(engine, DataProtector.from_settings(settings.data_key, settings.data_key_file))
+            await store_protector(engine, settings.data_key, settings.data_key_file)
         finally:
             await engine.dispose()
 
@@ -63,9 +62,15 @@ def _refuse_another_key(settings: Any) -> None:
 def _workers(_args: argparse.Namespace) -> None:
     from hub.worker_process import run_workers, worker_settings
 
+    from hub.store.key_check import DataKeyMismatch
+
     settings = worker_settings()
     configure_logging(settings.log_level, settings.log_json)
-    run_loop(run_workers(settings))
+    try:
+        run_loop(run_workers(settings))
+    except DataKeyMismatch as exc:  # run by hand on a store with another key: one plain line, as serve
+        print(f"s117hub workers: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def run_loop(main: Any) -> Any:

@@ -11,9 +11,12 @@ the other instances cannot read. Nothing would say so until someone looked.
 
 So the store records which key it was written under: `store_keys` holds one
 row, "data", a fixed text encrypted under the key (migration 0031). Every
-process that opens the store runs `check_data_key` before it does anything
-else: the hub's processes (hub/bootstrap.py), `s117hub export` and
-`s117hub audit`. If it cannot open the token it stops with `DataKeyMismatch`,
+process that opens the store gets its key through `store_protector`, which
+runs `check_data_key` once the schema is migrated and before any record is
+read or written: the hub's processes (hub/bootstrap.py, and `s117hub serve`
+before it starts them), `s117hub export` and `s117hub audit`. A missing key
+file beside a store written under a key is refused, not replaced by a new
+one. If it cannot open the token it stops with `DataKeyMismatch`,
 which names the settings to look at and never any key material. The first
 process on an empty store writes the row. Two processes starting together on
 an empty store with different keys: one row is written, and the other process
@@ -28,6 +31,8 @@ none of these takes the key it is first given.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -52,13 +57,18 @@ _HELD = (
 
 
 class DataKeyMismatch(RuntimeError):
-    """The configured data key does not open what the store was written under."""
+    """The configured data key does not open what the store was written under (or there is none)."""
 
-    def __init__(self, what: str) -> None:
-        super().__init__(
-            f"the data key (S117_DATA_KEY, else the file S117_DATA_KEY_FILE) does not open {what}: "
-            "this store was written under another key. Start with the key the store was written "
-            "under (every instance and tool on one store shares one key); nothing was read or written")
+    def __init__(self, what: str, *, missing: bool = False) -> None:
+        if missing:
+            said = ("S117_DATA_KEY is not set and the key file S117_DATA_KEY_FILE does not exist, but this "
+                    f"store holds {what} under a key: no new key file was made. Start with the key the store "
+                    "was written under")
+        else:
+            said = (f"the data key (S117_DATA_KEY, else the file S117_DATA_KEY_FILE) does not open {what}: "
+                    "this store was written under another key. Start with the key the store was written under")
+        super().__init__(said + " (every instance and tool on one store shares one key); no record was read "
+                                "or written")
 
 
 def _opens(protector: DataProtector, token: bytes) -> bool:
@@ -66,6 +76,32 @@ def _opens(protector: DataProtector, token: bytes) -> bool:
         return protector.decrypt(bytes(token)) == CHECK_TEXT
     except ValueError:
         return False
+
+
+async def store_protector(engine: AsyncEngine, data_key: str | None, key_file: Path) -> DataProtector:
+    """The data protector the settings give (`DataProtector.from_settings`), checked against the store
+    (`check_data_key`). A key file is made only for a store that holds nothing under any key yet: a
+    missing key file beside a store written under a key is refused, rather than replaced by a new key
+    that would then be refused anyway (and left behind for the next start to trip over)."""
+    if not data_key and not key_file.exists():
+        async with engine.connect() as conn:
+            keyed = (await conn.execute(select(store_keys.c.name).where(store_keys.c.name == NAME)))\
+                .scalar_one_or_none() is not None
+            held = "its key record (store_keys)" if keyed else await _first_held(conn)
+        if keyed or held is not None:
+            raise DataKeyMismatch(held[0] if isinstance(held, tuple) else held, missing=True)
+    protector = DataProtector.from_settings(data_key, key_file)
+    await check_data_key(engine, protector)
+    return protector
+
+
+async def _first_held(conn: Any) -> tuple[str, bytes] | None:  # noqa: ANN401
+    """The first of `_HELD` the store holds: (what it is, its token)."""
+    for what, query in _HELD:
+        found = (await conn.execute(query)).scalar_one_or_none()
+        if found is not None:
+            return what, bytes(found)
+    return None
 
 
 async def check_data_key(engine: AsyncEngine, protector: DataProtector) -> None:
@@ -77,11 +113,7 @@ async def check_data_key(engine: AsyncEngine, protector: DataProtector) -> None:
         token = (await conn.execute(select(store_keys.c.check_token)
                                     .where(store_keys.c.name == NAME))).scalar_one_or_none()
         if token is None:
-            for what, query in _HELD:
-                found = (await conn.execute(query)).scalar_one_or_none()
-                if found is not None:
-                    held = (what, bytes(found))
-                    break
+            held = await _first_held(conn)
     if token is None:
         if held is not None:
             try:

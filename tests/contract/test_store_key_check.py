@@ -20,7 +20,7 @@ from hub.clients import add_client
 from hub.crypto import DataProtector
 from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE
 from hub.settings import REPO_ROOT, Settings
-from hub.store.key_check import DataKeyMismatch, check_data_key
+from hub.store.key_check import DataKeyMismatch, check_data_key, store_protector
 from hub.store.schema import persons, register_changes, store_keys
 from tests.unit.test_council_files_api import PERSON_A, trust_changes
 
@@ -103,9 +103,27 @@ async def test_two_processes_starting_together_with_different_keys_one_of_them_s
 
 
 async def test_a_fresh_store_records_its_key_and_a_restart_with_it_passes(engine, tmp_path: Path) -> None:  # noqa: ANN001
-    protector = DataProtector.from_settings(None, tmp_path / "data.key")  # embedded mode's first run
-    await check_data_key(engine, protector)
-    await check_data_key(engine, DataProtector.from_settings(None, tmp_path / "data.key"))
-    (tmp_path / "data.key").unlink()  # the key file lost: a new one is made, and refused
-    with pytest.raises(DataKeyMismatch):
-        await check_data_key(engine, DataProtector.from_settings(None, tmp_path / "data.key"))
+    key_file = tmp_path / "data.key"
+    await store_protector(engine, None, key_file)  # embedded mode's first run: the key file made, recorded
+    assert key_file.exists()
+    await store_protector(engine, None, key_file)  # a restart with it
+    key_file.unlink()  # the key file lost: refused, and no new key file is made to be refused next time
+    with pytest.raises(DataKeyMismatch, match="does not exist") as refused:
+        await store_protector(engine, None, key_file)
+    assert not key_file.exists()
+    assert "no new key file was made" in str(refused.value)
+
+
+async def test_a_missing_key_file_beside_a_store_holding_data_is_refused_without_making_one(
+        engine, tmp_path: Path) -> None:  # noqa: ANN001
+    """A store from before the check (no key record) that holds someone: the same refusal."""
+    right = DataProtector(Fernet.generate_key())
+    async with engine.begin() as conn:
+        await conn.execute(persons.insert().values(
+            person_id="p-1", nhs_number_index=right.index("9434765919"), details=right.encrypt(b'{"x": 1}'),
+            created_at=func.now(), updated_at=func.now()))
+    with pytest.raises(DataKeyMismatch, match="the people already on the register"):
+        await store_protector(engine, None, tmp_path / "data.key")
+    assert not (tmp_path / "data.key").exists()
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(store_keys))).scalar_one() == 0

@@ -1,7 +1,8 @@
 """The commands an operator runs, given a data key that is not the store's,
 stop with one plain line naming the settings to look at (hub/store/key_check.py):
-`s117hub serve` exits 2 before it listens, `s117hub export` builds nothing and
-`s117hub audit verify` reports a problem (2). Real processes on a real SQLite
+`s117hub serve` (and `s117hub workers` run by hand) exits 2 before it starts,
+`s117hub export` builds nothing and `s117hub audit verify` reports a problem
+(2); with no key given and the key file missing, no key file is made. Real processes on a real SQLite
 store; no traceback, no key material in what they print."""
 
 from __future__ import annotations
@@ -64,14 +65,23 @@ def test_serve_export_and_audit_refuse_a_key_that_is_not_the_stores(tmp_path: Pa
                                  capture_output=True, text=True, timeout=60),
         "audit": subprocess.run([S117HUB, "audit", "verify"], cwd=REPO, env=env, capture_output=True,
                                 text=True, timeout=60),
+        "workers": subprocess.run([S117HUB, "workers"], cwd=REPO, env=env, capture_output=True, text=True,
+                                  timeout=60),
+        # No key given and the key file missing: refused the same way, and no key file is made.
+        "serve without a key": subprocess.run(
+            [S117HUB, "serve"], cwd=REPO, capture_output=True, text=True, timeout=60,
+            env={k: v for k, v in env.items() if k != "S117_DATA_KEY"} | {
+                "S117_DATA_KEY_FILE": str(tmp_path / "var" / "data.key")}),
     }
     for name, run in runs.items():
         said = run.stdout + run.stderr
         assert run.returncode == (1 if name == "export" else 2), (name, said)
-        assert "does not open" in run.stderr and "S117_DATA_KEY" in run.stderr, (name, said)
+        assert ("does not open" in run.stderr or "does not exist" in run.stderr) \
+            and "S117_DATA_KEY" in run.stderr, (name, said)
         assert "Traceback" not in said, (name, said)
         assert right.decode() not in said and wrong.decode() not in said, name
     with socket.socket() as s:  # serve never listened
         assert s.connect_ex(("127.0.0.1", port)) != 0
+    assert not (tmp_path / "var" / "data.key").exists()  # no key file made just to be refused
     assert asyncio.run(_count(url, council_exports)) == 0  # export built nothing
     assert asyncio.run(_count(url, store_keys)) == 1  # and the store's key record is untouched
