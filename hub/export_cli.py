@@ -24,7 +24,6 @@ def _bar(done: int, total: int | None, width: int = 30) -> str:
 
 async def _run(args: argparse.Namespace) -> dict:
     from hub.agreements_loader import load_agreements
-    from hub.crypto import DataProtector
     from hub.domain.agreements import AgreementBook
     from hub.exports import ExportRequest, ExportService
     from hub.fhir.messages import FIELD_GROUPS
@@ -33,14 +32,14 @@ async def _run(args: argparse.Namespace) -> dict:
     from hub.settings import get_settings
     from hub.sharing import SharingAgreements
     from hub.store.db import create_engine, create_schema
-    from hub.store.key_check import check_data_key
+    from hub.store.key_check import store_protector
 
     s = get_settings()
     engine = create_engine(s.database_url)
     try:
         await create_schema(engine)
-        protector = DataProtector.from_settings(s.data_key, s.data_key_file)
-        await check_data_key(engine, protector)  # the store's key, or nothing is built (hub/store/key_check.py)
+        # The store's key, or nothing is built (hub/store/key_check.py)
+        protector = await store_protector(engine, s.data_key, s.data_key_file)
         agreements = (load_agreements(s.area_agreements_path) if s.area_agreements_path.exists()
                       else AgreementBook.default())
         svc = ExportService(engine, load_reference_data(), agreements,
@@ -58,10 +57,16 @@ async def _run(args: argparse.Namespace) -> dict:
         def progress(done: int, total: int | None) -> None:
             print(("\r" if tty else "") + _bar(done, total), end="" if tty else "\n", file=sys.stderr, flush=True)
 
-        await svc.build(row, progress, builder)
+        built = await svc.build(row, progress, builder)
         if tty:
             print(file=sys.stderr)
         done = await svc.export(export["export_id"])
+        if not built and done["state"] not in ("ready", "withheld", "acknowledged"):
+            # It gave way: another builder took the claim over (this one stalled past the lease). That
+            # builder finishes the file; saying `building` with a path to no file, exit 0, misled.
+            sys.exit(f"export: another builder took export {export['export_id']} over before this one "
+                     f"finished (state {done['state']}); it finishes the file: "
+                     f"GET /v1/exports/{export['export_id']}/status shows when it is ready")
         # No file when no agreement was in force by the time it was written (state `withheld`).
         return done | {"path": str(svc.file_path(await svc.export_row(export["export_id"])))
                        if done["file_name"] else None}
