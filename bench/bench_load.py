@@ -139,6 +139,33 @@ def spied(front_pid: int) -> int:
     raise SystemExit(f"BENCH_SPY_ROLE={role}: no such worker process")
 
 
+def switches(pid: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of every thread of the process: a voluntary one is
+    each time a thread waited (an fsync, a socket, an idle event loop) and later woke."""
+    vol = invol = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    vol += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    invol += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return vol, invol
+
+
+def process_switches(front_pid: int) -> dict[str, tuple[int, int]]:
+    """`switches` of the front and of each live worker process, by role."""
+    out = {"front": switches(front_pid)}
+    for c in child_pids(front_pid):
+        role = worker_role(c)
+        v, i = switches(c)
+        was = out.get(role, (0, 0))
+        out[role] = (was[0] + v, was[1] + i)
+    return out
+
+
 def worker_cpu(front_pid: int) -> dict[str, float]:
     """CPU seconds of each live worker process of the hub, by its role
     (`S117_WORKER_ROLE`: all, back, deliver)."""
@@ -525,6 +552,7 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
             cpu0, own0 = cpu_seconds(hub.proc.pid), cpu_seconds(hub.proc.pid, children=False)
             own_kernel0 = cpu_times(hub.proc.pid, children=False)[1]
             roles0 = worker_cpu(hub.proc.pid)
+            switches0 = process_switches(hub.proc.pid)
             kernel0 = cpu_times(hub.proc.pid)[1]
             servers0 = SERVERS_CPU() if SERVERS_CPU is not None else {}
             bench_cpu0 = time.process_time()  # the bench's own clients and (unless --receiver-process) receiver
@@ -563,6 +591,10 @@ async def run_level(clients: int, n: int, tmp: Path, args: argparse.Namespace, b
                       f"worker processes "
                       f"{(cpu - front) / n * 1e3:.2f} ms ({', '.join(f'{r} {v:.2f} ms' for r, v in sorted(roles.items()))})",
                       file=sys.stderr)
+            waits = {role: ((v - switches0.get(role, (0, 0))[0]) / n, (i - switches0.get(role, (0, 0))[1]) / n)
+                     for role, (v, i) in process_switches(hub.proc.pid).items()}
+            print("  context switches per change (voluntary: a thread waited and woke / involuntary): "
+                  + ", ".join(f"{role} {v:.1f} / {i:.1f}" for role, (v, i) in waits.items()), file=sys.stderr)
             if args.calls:
                 pids = toggle_profiles(hub.proc.pid)  # stopped; each writes its statistics
                 print_calls(workdir, pids, len(post_lat) - len(failures))
