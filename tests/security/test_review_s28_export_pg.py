@@ -26,6 +26,7 @@ from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE
 from hub.settings import REPO_ROOT, Settings
 from tests.conftest import InProcessHub
 from tests.support import detention
+from tests.unit.test_export_lease_clock import stalled_after_first_row
 
 LEASE = timedelta(seconds=0.6)
 NHS = ["9991100016", "9991100032"]
@@ -83,19 +84,7 @@ async def test_stalled_keeps_claim(store_hub, tmp_path: Path) -> None:  # noqa: 
     await people(store_hub)
     d = tmp_path / "exports"
     a, other = service(store_hub, d), service(store_hub, d)
-    stalled, go = asyncio.Event(), asyncio.Event()
-    rows_of = a._full_rows
-
-    async def rows(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        first = True
-        async for v in rows_of(*args, **kwargs):
-            yield v
-            if first:
-                first = False
-                stalled.set()
-                await go.wait()
-
-    a._full_rows = rows
+    stalled, go = stalled_after_first_row(a)
     export = await a.request(ExportRequest("E06000060", "swift_csv", "full"), builder="a")
     row = await a.export_row(export["export_id"])
     task = asyncio.create_task(a.build(row, builder="a"))
@@ -109,25 +98,12 @@ async def test_stalled_keeps_claim(store_hub, tmp_path: Path) -> None:  # noqa: 
     assert await task is True
 
 
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)  # a row lock another connection holds
 async def test_keeper_cancelled_mid_renewal(store_hub, store_url: str, tmp_path: Path) -> None:  # noqa: ANN001
-    if not store_url.startswith("postgresql"):
-        pytest.skip("a row lock held by another connection: PostgreSQL")
     await people(store_hub)
     d = tmp_path / "exports"
     a = service(store_hub, d)
-    stalled, go = asyncio.Event(), asyncio.Event()
-    rows_of = a._full_rows
-
-    async def rows(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        first = True
-        async for v in rows_of(*args, **kwargs):
-            yield v
-            if first:
-                first = False
-                stalled.set()
-                await go.wait()
-
-    a._full_rows = rows
+    stalled, go = stalled_after_first_row(a)
     export = await a.request(ExportRequest("E06000060", "swift_csv", "full"), builder="a")
     row = await a.export_row(export["export_id"])
     task = asyncio.create_task(a.build(row, builder="a"))
