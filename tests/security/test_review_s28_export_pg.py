@@ -26,17 +26,11 @@ from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE
 from hub.settings import REPO_ROOT, Settings
 from tests.conftest import InProcessHub
 from tests.support import detention
+from tests.contract.conftest import store_url  # noqa: F401 (the fixture: each backend)
 from tests.unit.test_export_lease_clock import stalled_after_first_row
 
 LEASE = timedelta(seconds=0.6)
 NHS = ["9991100016", "9991100032"]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
-    return request.getfixturevalue("postgres_database_url")
 
 
 @pytest.fixture

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
@@ -19,26 +17,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.crypto import DataProtector
-from hub.store.db import create_engine, create_schema
 from hub.store.key_check import DataKeyMismatch, check_data_key
 from hub.store.schema import quarantine, store_keys, subscriptions
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
-    return request.getfixturevalue("postgres_database_url")
-
-
-@pytest.fixture
-async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(store_url)
-    await create_schema(engine)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
+from tests.contract.conftest import engine, store_url  # noqa: F401 (the fixtures: each backend)
 
 
 async def _before_0031(engine: AsyncEngine) -> None:
