@@ -25,8 +25,8 @@ retried: the delivery stays pending (its event number kept) and the
 subscription is suspended until the subscriber or an operator resumes it
 (hub.delivery.leases, "Suspension"); one warning is logged, and
 `s117_subscriptions_suspended{reason="gone"}` counts the suspended
-subscriptions (a FHIR rest-hook subscription's handshake or heartbeat answered
-410 is suspended the same way: `log_suspended`, the same line). Every other
+subscriptions (a FHIR rest-hook subscription whose heartbeat is answered 410
+is suspended the same way: `log_suspended`, the same line). Every other
 failure (4xx, 5xx, a timeout) is retried as before.
 """
 
@@ -251,8 +251,7 @@ def log_suspended(*, subscription_id: str, recipient: str, channel: str, url: st
                   correlation_id: str | None = None) -> None:
     """The one warning that a subscription was suspended (its endpoint answered 410 Gone), with the same
     keys wherever the 410 came: a delivery (its id, event number, attempt, correlation id), or a FHIR
-    subscription's handshake or heartbeat (hub/api/fhir_subscriptions.py, hub.delivery.fhir_rest_hook:
-    those four null, no message was sent). Ids, codes and the status only: the org code as on every
+    subscription's heartbeat (hub.delivery.fhir_rest_hook: those four null, no message was sent). Ids, codes and the status only: the org code as on every
     delivery line, never the URL's path."""
     log.warning("webhook subscription suspended: the subscriber answered 410 Gone; resume it once the "
                 "endpoint is back", subscription_id=subscription_id, recipient=recipient, channel=channel,
