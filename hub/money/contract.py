@@ -31,14 +31,22 @@ RANGE_REASON = "is {side}: a package line's dates are from 2000-01-01 to 2100-12
 Day = Annotated[date, AfterValidator(_in_range)]
 
 
-def _not_bool(value: object) -> object:
-    # JSON true / false is not an amount (the lax int would read true as 1 penny).
+def _whole_pence(value: object) -> object:
+    """An amount is a JSON integer of pence, nothing the lax int would read as one: `true` (1 penny),
+    a string ("1250" could be pence or pounds; "12.50" is refused anyway) or a number with a
+    decimal point (1250.0: pounds meant, or pence?). Each is refused naming the field, as the
+    register-change contract coerces no type either. Council files write pounds, which their
+    mapping turns into whole pence before this (adapters/council_files/mapping.py `_money`)."""
     if isinstance(value, bool):
         raise ValueError("must be a whole number of pence, not true or false")
+    if isinstance(value, str):
+        raise ValueError("must be a whole number of pence as a JSON number, not a string")
+    if isinstance(value, float):
+        raise ValueError("must be a whole number of pence, without a decimal point")
     return value
 
 
-Pence = Annotated[int, BeforeValidator(_not_bool)]
+Pence = Annotated[int, BeforeValidator(_whole_pence)]
 
 Cohort = Literal["adult", "older-adult", "learning-disability", "children-young-people"]
 assert set(Cohort.__args__) == set(COHORTS)  # type: ignore[attr-defined]

@@ -95,3 +95,28 @@ async def test_true_or_false_is_not_an_amount(app_hub):
         assert r.json()["errors"] == [{"field": field, "reason": "must be a whole number of pence, not true or false"}]
     r = await app_hub.http.post("/v1/packages", headers=h, json=start(pid, "b-3", "B3", weekly_cost_pence=1))
     assert r.status_code == 201, r.text
+
+
+async def test_a_string_or_a_decimal_point_is_not_an_amount_of_pence(app_hub):
+    """"1250" (pence, or pounds?) and 1250.0 were read as 1,250 pence and recorded: now a 422 naming
+    the field and why, never the value; nothing recorded. Whole numbers still are amounts."""
+    from tests.unit.test_packages_api import _person as person_of
+
+    keys = await _clients(app_hub)
+    pid, _ = await person_of(app_hub)
+    h = {"X-API-Key": keys[BUCKS]}
+    refused = (
+        (start(pid, "s-1", "S1", weekly_cost_pence="125000"), "weekly_cost_pence",
+         "must be a whole number of pence as a JSON number, not a string"),
+        (start(pid, "s-2", "S2", weekly_cost_pence=125000.0), "weekly_cost_pence",
+         "must be a whole number of pence, without a decimal point"),
+        (start(pid, "s-3", "S3", weekly_cost_pence=None, unit_cost_pence="9000", units_per_week="2"),
+         "unit_cost_pence", "must be a whole number of pence as a JSON number, not a string"),
+    )
+    for body, field, reason in refused:
+        r = await app_hub.http.post("/v1/packages", headers=h, json=body)
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"] == [{"field": field, "reason": reason}]
+        assert "125000" not in r.text and "9000" not in r.text
+    r = await app_hub.http.post("/v1/packages", headers=h, json=start(pid, "s-4", "S4", weekly_cost_pence=125000))
+    assert r.status_code == 201, r.text
