@@ -6,10 +6,11 @@ from datetime import date
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from typing import Annotated
 
 from hub.domain.money import COHORTS
+from hub.ingest.contract import IsoDate
 from hub.ingest.validation import FieldProblem
 
 MAX_PENCE = 10**9  # £10m a week or a unit: anything larger is a keying error
@@ -28,7 +29,9 @@ def _in_range(value: date) -> date:
 RANGE_REASON = "is {side}: a package line's dates are from 2000-01-01 to 2100-12-31"
 
 
-Day = Annotated[date, AfterValidator(_in_range)]
+# YYYY-MM-DD strings only, as the register-change contract takes dates (hub/ingest/contract.py
+# `IsoDate`): pydantic's lax date also read a Unix time (1735776000) or "20250102" as a date.
+Day = Annotated[IsoDate, AfterValidator(_in_range)]
 
 
 def _whole_pence(value: object) -> object:
@@ -84,9 +87,9 @@ class PackageIn(BaseModel):
     weekly_cost_pence: Pence | None = Field(default=None, ge=0, le=MAX_PENCE)
     unit_cost_pence: Pence | None = Field(default=None, ge=0, le=MAX_PENCE)
     units_per_week: Decimal | None = Field(default=None, ge=0, le=1000, max_digits=8, decimal_places=2)
-    s117_eligible: bool | None = None
+    s117_eligible: StrictBool | None = None  # true / false only, not "yes", "1" or 1 (as register changes)
     exclusion: Literal["nhs-funded-nursing-care", "universal-service", "top-up"] | None = None
-    s17_leave: bool | None = None
+    s17_leave: StrictBool | None = None
     cohort: Cohort | None = None
     paid_by: Literal["council", "icb"] | None = None
 

@@ -120,3 +120,26 @@ async def test_a_string_or_a_decimal_point_is_not_an_amount_of_pence(app_hub):
         assert "125000" not in r.text and "9000" not in r.text
     r = await app_hub.http.post("/v1/packages", headers=h, json=start(pid, "s-4", "S4", weekly_cost_pence=125000))
     assert r.status_code == 201, r.text
+
+
+async def test_package_dates_and_flags_are_not_coerced(app_hub):
+    """As the register-change contract: a date only as a YYYY-MM-DD string (a Unix time, 1789862400, or
+    "20260920" was read as a date and recorded), a flag only true or false ("yes", 1 were read as true)."""
+    from tests.unit.test_packages_api import _person as person_of
+
+    keys = await _clients(app_hub)
+    pid, _ = await person_of(app_hub)
+    h = {"X-API-Key": keys[BUCKS]}
+    refused = ((start(pid, "d-1", "D1", effective_date=1789862400), "effective_date"),
+               (start(pid, "d-2", "D2", effective_date="20260920"), "effective_date"),
+               (start(pid, "d-3", "D3", end_date=1789862400), "end_date"),
+               (start(pid, "d-4", "D4", s117_eligible="yes"), "s117_eligible"),
+               (start(pid, "d-5", "D5", s17_leave=1), "s17_leave"))
+    for body, field in refused:
+        r = await app_hub.http.post("/v1/packages", headers=h, json=body)
+        assert r.status_code == 422, r.text
+        assert [e["field"] for e in r.json()["errors"]] == [field], r.text
+        assert "1789862400" not in r.text and "20260920" not in r.text
+    r = await app_hub.http.post("/v1/packages", headers=h,
+                                json=start(pid, "d-6", "D6", s117_eligible=True, s17_leave=False))
+    assert r.status_code == 201, r.text
