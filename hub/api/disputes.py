@@ -14,7 +14,7 @@ the hub operator records the determination of the body owning that stage."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -28,6 +28,7 @@ from hub.api.problems import ProblemError
 from hub.sharing import FUNDING
 from hub.api.workflow_access import act_on_case, is_admin, list_cases, refusal, service, visible_case
 from hub.domain.model import ChangeType
+from hub.ingest.contract import IsoDate
 from hub.domain.workflows.model import (
     DETERMINATION_ACTOR,
     Action,
@@ -80,7 +81,8 @@ class InterimIn(BaseModel):
 class ResolveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     responsible: Org
-    responsible_from: date
+    # YYYY-MM-DD only, as the register-change contract takes dates: a lax date read a Unix time as one.
+    responsible_from: IsoDate
     determination: str | None = Field(
         default=None, min_length=1, max_length=200,
         description="Hub operator only, at the procedure's final stage: the determination of the body owning that "
