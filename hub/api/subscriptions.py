@@ -72,8 +72,9 @@ class SubscriptionIn(BaseModel):
     schedule: str | None = Field(default=None, max_length=32,
                                  description="council-file only: 'daily HH:MM' (UK time); default daily 02:00")
     mode: Literal["delta", "full"] | None = Field(default=None, description="council-file only: default delta")
+    # strict: a whole JSON number only ("8", 8.0 and true were read as 8, 8 and 1)
     pipeline: int | None = Field(
-        default=None, ge=1, le=16,
+        default=None, strict=True, ge=1, le=16,
         description="webhook only: how many POSTs may be in flight on the connection (default 1: each sent "
                     "once the one before it was accepted). More: pipelined, for a subscriber that orders by "
                     "S117-Event-Number: a message that fails can be overtaken by those sent behind it")

@@ -112,7 +112,9 @@ def read_subscription(resource: Any) -> SubscriptionRequest:
         issues.append(("Subscription.channel.payload.extension(backport-payload-content)",
                        "must be id-only or full-resource"))
     heartbeat = _ext(channel, HEARTBEAT_EXT)
-    if heartbeat is not None and (not isinstance(heartbeat, int) or not 1 <= heartbeat <= MAX_HEARTBEAT_SECONDS):
+    # A whole JSON number: true is an int in Python (it was taken as a heartbeat every second).
+    if heartbeat is not None and (isinstance(heartbeat, bool) or not isinstance(heartbeat, int)
+                                  or not 1 <= heartbeat <= MAX_HEARTBEAT_SECONDS):
         issues.append(("Subscription.channel.extension(backport-heartbeat-period)",
                        f"must be 1 to {MAX_HEARTBEAT_SECONDS} seconds"))
     if resource.get("end"):
