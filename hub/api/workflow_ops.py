@@ -65,7 +65,7 @@ async def workflows_script() -> Response:
 
 class ClockIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    advance_days: int = Field(ge=0, le=3660)
+    advance_days: int = Field(strict=True, ge=0, le=3660)  # a whole JSON number ("3", 3.0, true were read)
 
 
 @router.post("/scan", summary="Run the workflow clock scanner now: reminders, breaches, escalation")
