@@ -32,16 +32,16 @@ import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 import ijson
 import orjson
 from ijson.common import ObjectBuilder
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from hub.codec import DUPLICATE_KEY, MAX_DUPLICATES_NAMED, JsonPath, json_path
-from hub.ingest.contract import FREE_TEXT
+from hub.ingest.contract import FREE_TEXT, IsoDate
 from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.validation import PATTERN_REASONS
 
@@ -93,13 +93,16 @@ class SnapshotRow(BaseModel):
 
     nhs_number: str
     local_id: str | None = Field(default=None, max_length=50)
-    entitled: bool
+    # true / false and YYYY-MM-DD strings only, as the register-change contract takes them (a lax bool
+    # read "yes", "on", 1 as true, a lax date a Unix time); a CSV's Y/N and DD/MM/YYYY are mapped to
+    # these first (`_csv_value`).
+    entitled: StrictBool
     responsible_council: str | None = None
     responsible_icb: str | None = None
-    entitlement_start: date | None = None
-    entitlement_end: date | None = None
-    next_review_due: date | None = None
-    funding: bool | None = None
+    entitlement_start: IsoDate | None = None
+    entitlement_end: IsoDate | None = None
+    next_review_due: IsoDate | None = None
+    funding: StrictBool | None = None
 
     @field_validator("nhs_number")
     @classmethod
@@ -470,7 +473,7 @@ def _csv_value(kind: str, text: str) -> Any:
     if kind == "date":
         for fmt in CSV_DATE_FORMATS:
             try:
-                return datetime.strptime(text, fmt).date()
+                return datetime.strptime(text, fmt).date().isoformat()  # as a JSON row writes it
             except ValueError:
                 pass
         raise ValueError("must be a date DD/MM/YYYY (or YYYY-MM-DD)")
