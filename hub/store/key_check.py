@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -84,36 +83,36 @@ async def store_protector(engine: AsyncEngine, data_key: str | None, key_file: P
     missing key file beside a store written under a key is refused, rather than replaced by a new key
     that would then be refused anyway (and left behind for the next start to trip over)."""
     if not data_key and not key_file.exists():
-        async with engine.connect() as conn:
-            keyed = (await conn.execute(select(store_keys.c.name).where(store_keys.c.name == NAME)))\
-                .scalar_one_or_none() is not None
-            held = "its key record (store_keys)" if keyed else await _first_held(conn)
-        if keyed or held is not None:
-            raise DataKeyMismatch(held[0] if isinstance(held, tuple) else held, missing=True)
+        token, held = await _recorded(engine)
+        if token is not None or held is not None:
+            raise DataKeyMismatch("its key record (store_keys)" if token is not None else held[0], missing=True)
     protector = DataProtector.from_settings(data_key, key_file)
     await check_data_key(engine, protector)
     return protector
 
 
-async def _first_held(conn: Any) -> tuple[str, bytes] | None:  # noqa: ANN401
-    """The first of `_HELD` the store holds: (what it is, its token)."""
-    for what, query in _HELD:
-        found = (await conn.execute(query)).scalar_one_or_none()
-        if found is not None:
-            return what, bytes(found)
-    return None
+_TOKEN = select(store_keys.c.check_token).where(store_keys.c.name == NAME)
+
+
+async def _recorded(engine: AsyncEngine) -> tuple[bytes | None, tuple[str, bytes] | None]:
+    """The store's key record (its token), or else the first of `_HELD` it holds (what it is, its
+    token); None for either it has not."""
+    async with engine.connect() as conn:
+        token = (await conn.execute(_TOKEN)).scalar_one_or_none()
+        if token is not None:
+            return bytes(token), None
+        for what, query in _HELD:
+            found = (await conn.execute(query)).scalar_one_or_none()
+            if found is not None:
+                return None, (what, bytes(found))
+    return None, None
 
 
 async def check_data_key(engine: AsyncEngine, protector: DataProtector) -> None:
     """Raise `DataKeyMismatch` unless `protector`'s key is the one the store was
     written under; on a store without a record of it, record it (after proving
     it on the first of what the store holds encrypted, `_HELD`, if anything)."""
-    held: tuple[str, bytes] | None = None
-    async with engine.connect() as conn:
-        token = (await conn.execute(select(store_keys.c.check_token)
-                                    .where(store_keys.c.name == NAME))).scalar_one_or_none()
-        if token is None:
-            held = await _first_held(conn)
+    token, held = await _recorded(engine)
     if token is None:
         if held is not None:
             try:
@@ -127,7 +126,6 @@ async def check_data_key(engine: AsyncEngine, protector: DataProtector) -> None:
             return
         except IntegrityError:  # another process recorded its key first: it must be ours
             async with engine.connect() as conn:
-                token = (await conn.execute(select(store_keys.c.check_token)
-                                            .where(store_keys.c.name == NAME))).scalar_one()
+                token = (await conn.execute(_TOKEN)).scalar_one()
     if not _opens(protector, token):
         raise DataKeyMismatch("the store's key record (store_keys)")
