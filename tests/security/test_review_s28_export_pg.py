@@ -21,16 +21,14 @@ from hub.store.db import create_engine
 import hub.exports
 from hub.api.app import create_app
 from hub.clients import add_client
-from hub.exports import ExportRequest, ExportService
+from hub.exports import ExportRequest
 from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE
 from hub.settings import REPO_ROOT, Settings
 from tests.conftest import InProcessHub
-from tests.support import detention
 from tests.contract.conftest import store_url  # noqa: F401 (the fixture: each backend)
-from tests.unit.test_export_lease_clock import stalled_after_first_row
+from tests.unit.test_export_lease_clock import people, service, stalled_after_first_row
 
 LEASE = timedelta(seconds=0.6)
-NHS = ["9991100016", "9991100032"]
 
 
 @pytest.fixture
@@ -46,20 +44,6 @@ async def store_hub(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         keys = {"trust": (await add_client(h.engine, "Oxford Health", "RNU", "trust", ["register:write", "s117:read"]))[1]}
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
             yield InProcessHub(http, h, keys)
-
-
-def service(app_hub, directory: Path) -> ExportService:  # noqa: ANN001
-    h = app_hub.hub
-    return ExportService(h.engine, h.ref, h.agreements, h.sharing, h.protector, directory, 36.0)
-
-
-async def people(app_hub) -> None:  # noqa: ANN001
-    for nhs, run in zip(NHS, "ab"):
-        for c in detention(nhs, run):
-            r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=c)
-            assert r.status_code == 202, r.text
-    while await app_hub.hub.dispatcher.run_once():
-        pass
 
 
 async def test_dead_builder_taken_over(store_hub, tmp_path: Path) -> None:  # noqa: ANN001

@@ -22,6 +22,7 @@ from adapters.council_files.outbound import OUT_LAYOUTS, read_export
 from hub.exports import ExportRequest, ExportService
 from hub.store.schema import council_exports
 from tests.support import detention
+from tests.security.test_review_export_lease import paused_after_first_row as stalled_after_first_row
 
 NHS = ["9991100016", "9991100032"]
 LEASE = timedelta(seconds=0.6)
@@ -45,25 +46,6 @@ def short_lease(monkeypatch: pytest.MonkeyPatch) -> None:
 def service(app_hub, directory: Path, skew: timedelta = timedelta(0)) -> ExportService:  # noqa: ANN001
     h = app_hub.hub
     return ExportService(h.engine, h.ref, h.agreements, h.sharing, h.protector, directory, 36.0, now=Skewed(skew))
-
-
-def stalled_after_first_row(svc: ExportService) -> tuple[asyncio.Event, asyncio.Event]:
-    """`svc`'s full extract's row source stalls after its first row (a slow query) until `go` is set;
-    `stalled` is set when it stops."""
-    stalled, go = asyncio.Event(), asyncio.Event()
-    rows_of = svc._full_rows
-
-    async def rows(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        first = True
-        async for values in rows_of(*args, **kwargs):
-            yield values
-            if first:
-                first = False
-                stalled.set()
-                await go.wait()
-
-    svc._full_rows = rows  # type: ignore[method-assign]
-    return stalled, go
 
 
 async def people(app_hub) -> None:  # noqa: ANN001
