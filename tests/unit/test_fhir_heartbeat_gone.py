@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 import orjson
 from sqlalchemy import select
@@ -19,12 +18,12 @@ from structlog.testing import capture_logs
 
 from hub.delivery.fhir_rest_hook import FhirRestHookDeliverer
 from hub.delivery.http1 import HostClients
-from hub.delivery.queue import queue_delivery
 from hub.delivery.webhook import GONE, GONE_ERROR
 from hub.fhir.subscriptions import HEARTBEAT_EXT, PAYLOAD_CONTENT_EXT, TOPIC_BASE
 from hub.observability import metrics
 from hub.observability.logging import ALLOWED_KEYS
 from hub.store.schema import deliveries
+from tests.unit.test_webhook_gone_after_resume import _queue
 from tests.unit.test_webhook_pipeline import Receiver
 
 COUNCIL = "E06000060"
@@ -53,15 +52,6 @@ async def _subscribe(app_hub, url: str, heartbeat: int | None = None):  # noqa: 
                 "criteria": f"{TOPIC_BASE}/s117-entitlement-started", "channel": channel}
     return await app_hub.http.post("/v1/fhir/Subscription", content=orjson.dumps(resource),
                                    headers={"X-API-Key": app_hub.keys[COUNCIL], "Content-Type": "application/fhir+json"})
-
-
-async def _queue(app_hub, sid: str) -> None:  # noqa: ANN001
-    hub = app_hub.hub
-    async with hub.engine.begin() as conn:
-        eid = str(uuid.uuid4())
-        await queue_delivery(conn, subscription_id=sid, event_id=eid, message_id=eid,
-                             event_type="s117-entitlement-started", payload=hub.protector.encrypt(b"{}"),
-                             correlation_id="c")
 
 
 async def _statuses(app_hub, sid: str) -> list[str]:  # noqa: ANN001
