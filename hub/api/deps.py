@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from contextvars import ContextVar, Token
+import re
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Query, Request
+from pydantic import BeforeValidator, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 from sqlalchemy import Column, Row, Table, select
 
 from hub.bootstrap import Hub
 from hub.crypto import hash_api_key
+from hub.ingest.contract import IsoDate
 from hub.ingest.service import Client
 from hub.api.limits import Refusal, Scope
 from hub.api.problems import ProblemError
@@ -91,11 +97,48 @@ def require(client: Client, scope: str) -> None:
 # Bounded query parameters: an out-of-range number is a 422 naming the field,
 # never an overflow inside the database or the date arithmetic.
 MAX_ID = 2**62
-Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
-Cursor = Annotated[int, Query(ge=0, le=MAX_ID, description="last cursor handled")]
-Hours = Annotated[int, Query(ge=1, le=24 * 366, description="look-back window in hours")]
-Days = Annotated[int, Query(ge=1, le=3660, description="look-back window in days")]
-RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+def _digits_only(value: Any) -> Any:
+    """A number in a query or a path is written in the digits 0-9 and nothing else: pydantic's lax
+    int also read "5_0" (50), "+5", " 5 " and "5.0", so a typo became another page or another
+    cursor. Anything else is a 422 naming the parameter."""
+    if isinstance(value, str) and _DIGITS.fullmatch(value) is None:
+        raise ValueError("must be a whole number written in the digits 0-9")
+    return value
+
+
+WholeNumber = BeforeValidator(_digits_only)
+Limit = Annotated[int, WholeNumber, Query(ge=1, le=1000, description="page size")]
+Cursor = Annotated[int, WholeNumber, Query(ge=0, le=MAX_ID, description="last cursor handled")]
+Hours = Annotated[int, WholeNumber, Query(ge=1, le=24 * 366, description="look-back window in hours")]
+Days = Annotated[int, WholeNumber, Query(ge=1, le=3660, description="look-back window in days")]
+RowId = Annotated[int, WholeNumber, Path(ge=1, le=MAX_ID)]
+EventNumber = Annotated[int, WholeNumber, Query(ge=1, le=MAX_ID)]
+# A date in a query: YYYY-MM-DD only (hub.ingest.contract `IsoDate`), where pydantic's lax date
+# also read a Unix time (?as_of=1735689600) or a datetime ("2026-01-01T00:00:00Z") as a date.
+QueryDate = IsoDate
+_INSTANT = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,9})?)?"
+            r"(Z|[+-][0-9]{2}:?[0-9]{2})?$")
+
+
+class _Instant:
+    """An instant in a query: an ISO 8601 date and time (seconds, fraction and offset optional; the
+    handler reads one without an offset as UTC), where pydantic's lax datetime also read a Unix time
+    (?since=1735689600) and a bare date."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.chain_schema([core_schema.str_schema(strict=True, pattern=_INSTANT),
+                                         core_schema.datetime_schema()])
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {"type": "string", "format": "date-time"}
+
+
+QueryInstant = Annotated[datetime, _Instant]
 
 
 async def own_row(hub: Hub, client: Client, table: Table, key: Column, value: str, what: str) -> Row:

@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func, select
 
-from hub.api.deps import MAX_ID, ClientDep, HubDep, require
+from hub.api.deps import ClientDep, EventNumber, HubDep, require
 from hub.api.problems import ProblemError
 from hub.api.subscriptions import MAX_ACTIVE_PER_ORG, require_agreement_in_force, subscription_status
 from hub.delivery.fhir_rest_hook import CHANNEL, post_notification
@@ -194,8 +194,8 @@ async def status(subscription_id: str, hub: HubDep, client: ClientDep) -> Respon
 
 @router.get("/Subscription/{subscription_id}/$events", summary="Past notifications by event number")
 async def events(subscription_id: str, hub: HubDep, client: ClientDep,
-                 eventsSinceNumber: Annotated[int, Query(ge=1, le=MAX_ID)] = 1,  # noqa: N803 - FHIR's name
-                 eventsUntilNumber: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,  # noqa: N803
+                 eventsSinceNumber: EventNumber = 1,  # noqa: N803 - FHIR's name
+                 eventsUntilNumber: EventNumber | None = None,  # noqa: N803
                  content: str | None = None) -> Response:
     require(client, "subscriptions:write")
     row = await _own(hub, client, subscription_id)

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy import case, exists, func, select
 
-from hub.api.deps import ClientDep, HubDep, Days, Hours, RowId, require
+from hub.api.deps import ClientDep, HubDep, Days, Hours, QueryInstant, RowId, require
 from hub.api.problems import ProblemError
 from hub.api.subscriptions import resume, suspension_view, wake_deliverers
 from hub.audit import record_operator_action
@@ -277,7 +277,7 @@ def _utc(when: datetime) -> datetime:
 
 
 @router.post("/subscriptions/{subscription_id}/replay", summary="Deliver a subscription's messages again from a time")
-async def replay_subscription(subscription_id: str, since: datetime, hub: HubDep, client: ClientDep) -> dict:
+async def replay_subscription(subscription_id: str, since: QueryInstant, hub: HubDep, client: ClientDep) -> dict:
     """Re-send what was delivered since `since` (e.g. after a subscriber lost data).
     Messages keep their event and message ids, so the subscriber can de-duplicate.
     A pull feed's messages are put back to be read again, still counted as

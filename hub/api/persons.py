@@ -30,7 +30,7 @@ from hub.access import (NOT_FOUND_DETAIL, AccessPolicy, ReadGrant, caller_of, fi
                         record_decision)
 from hub.domain.access import Decision, Rule, decide_read
 from hub.fhir.messages import IDENTITY
-from hub.api.deps import ClientDep, HubDep, person_id_for_nhs_number, require
+from hub.api.deps import ClientDep, HubDep, QueryDate, person_id_for_nhs_number, require
 from hub.api.problems import ProblemError
 from hub.codec import from_jsonable, to_jsonable
 from hub.domain.model import RegisterChange, S117Status
@@ -139,7 +139,7 @@ async def _authorise(
 
 @router.get("/{person_id}/s117", summary="Entitlement, responsible bodies with explanations, reviews, disputes, history")
 async def s117_position(
-    person_id: Annotated[str, Path(max_length=36)], hub: HubDep, client: ClientDep, as_of: date | None = None,
+    person_id: Annotated[str, Path(max_length=36)], hub: HubDep, client: ClientDep, as_of: QueryDate | None = None,
 ) -> dict:
     require(client, "s117:read")
     changes, levels, status, grant = await _authorise(hub, client, person_id, as_of, "query")

@@ -26,7 +26,7 @@ from pydantic_core import PydanticCustomError
 
 from adapters.snapshots import FORMATS
 from hub.access import AccessPolicy, record_decision
-from hub.api.deps import ClientDep, HubDep, require
+from hub.api.deps import ClientDep, HubDep, QueryDate, require
 from hub.api.problems import ProblemError
 from hub.domain.access import Rule
 from hub.domain.reconciliation import ItemState
@@ -74,7 +74,7 @@ async def send_snapshot(
     request: Request, hub: HubDep, client: ClientDep,
     format: Annotated[Literal["ndjson", "json", "swift_snapshot_csv"] | None, Query(
         description="default from Content-Type")] = None,
-    as_of: Annotated[date | None, Query(description="the date the list describes; default today")] = None,
+    as_of: Annotated[QueryDate | None, Query(description="the date the list describes; default today")] = None,
 ) -> dict:
     require(client, SCOPE)
     today = datetime.now(UTC).date()
