@@ -110,6 +110,11 @@ def _digits_only(value: Any) -> Any:
 
 
 WholeNumber = BeforeValidator(_digits_only)
+
+
+def whole_number(text: str) -> int | None:
+    """A header's number read as a query's is (`_digits_only`): the digits 0-9 only, else None."""
+    return int(text) if _DIGITS.fullmatch(text) else None
 Limit = Annotated[int, WholeNumber, Query(ge=1, le=1000, description="page size")]
 Cursor = Annotated[int, WholeNumber, Query(ge=0, le=MAX_ID, description="last cursor handled")]
 Hours = Annotated[int, WholeNumber, Query(ge=1, le=24 * 366, description="look-back window in hours")]

@@ -55,7 +55,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.access import record_decision
-from hub.api.deps import MAX_ID, ClientDep, HubDep, Cursor, Limit, require
+from hub.api.deps import MAX_ID, ClientDep, HubDep, Cursor, Limit, require, whole_number
 from hub.api.problems import ProblemError
 from hub.delivery.queue import hold_disallowed
 from hub.domain.access import Rule
@@ -187,10 +187,8 @@ async def pull(subscription_id: str, request: Request, hub: HubDep, client: Clie
         field = "after"
         if last_event_id is not None and last_event_id.strip():
             field = "Last-Event-ID"
-            try:
-                after = int(last_event_id.strip())
-            except ValueError:
-                after = -1
+            number = whole_number(last_event_id.strip())  # "5_0", "+5" and "5.0" are not event numbers
+            after = -1 if number is None else number
             if not 0 <= after <= MAX_ID:
                 raise ProblemError(422, "invalid-request", "Request rejected", "Last-Event-ID must be an event number",
                                    errors=[{"field": "Last-Event-ID", "reason": "must be a whole number from 0"}])

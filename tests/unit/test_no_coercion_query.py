@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from hub.clients import add_client
+from tests.unit.test_feed_cursor_bounds import _queued_feed, _statuses, feed_hub  # noqa: F401 (the fixture)
 
 NUMBERS = ["5_0", "+5", " 5", "5 ", "5.0", "0x5", "５"]  # the last a fullwidth digit
 DATES = ["1735689600", "2025-01-01T00:00:00Z", "2025-01-01T00:00:00", "20250101", "2025-1-1"]
@@ -64,3 +65,18 @@ async def test_a_parameter_is_read_only_as_the_contract_writes_it(app_hub, metho
     # unknown id's 404, a snapshot with no body).
     r = await _ask(app_hub, admin, method, path, name, where, good)
     assert r.status_code != 422 or name not in _named(r), r.text
+
+
+@pytest.mark.parametrize("coerced", ["+2", "0_2", "2.0"])
+async def test_a_last_event_id_is_only_digits(feed_hub, coerced):  # noqa: ANN001, F811
+    """The SSE form's cursor (`Last-Event-ID`) as the query's: "+2" was read as 2 and acknowledged
+    the messages up to 2 (delivered, never to be served again) on a header the subscriber did not
+    write as an event number."""
+    h = feed_hub
+    sub, headers, _n = await _queued_feed(h, seed=77)
+    await h.http.get(f"/v1/feeds/{sub}?limit=2", headers=headers)  # serves 1-2
+    sse = {**headers, "Accept": "text/event-stream"}
+    r = await h.http.get(f"/v1/feeds/{sub}", headers={**sse, "Last-Event-ID": coerced})
+    assert r.status_code == 422, r.status_code
+    assert [e["field"] for e in r.json()["errors"]] == ["Last-Event-ID"]
+    assert set((await _statuses(h, sub, headers)).values()) == {"pending"}  # nothing acknowledged
