@@ -527,10 +527,11 @@ async def read_csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedRow]:
             yield ParsedRow(n, raw, None, (RowProblem(n, "", NOT_CSV),))
             continue
         if cells and cells[0].strip().upper() == "TRAILER":
-            try:
-                trailer_count = int(cells[1])
-            except (IndexError, ValueError) as exc:
-                raise SnapshotFileError("trailer", "must be TRAILER,<record count>") from exc
+            # The count alone (cells padded to the header's width by a spreadsheet left empty).
+            count = cells[1].strip() if len(cells) >= 2 and not any(c.strip() for c in cells[2:]) else ""
+            if not (count.isascii() and count.isdigit()):  # int() also read "+2", "2_0" and "٢"
+                raise SnapshotFileError("trailer", "must be TRAILER,<record count>")
+            trailer_count = int(count)
             continue
         n += 1
         if len(cells) != len(header):

@@ -170,3 +170,16 @@ async def test_a_line_longer_than_max_line_is_refused_even_inside_one_chunk(app_
     snap = (await post(app_hub, orjson.dumps(GOOD_ROW) + b"\n" + long_row + b"\n", "application/x-ndjson")).json()
     assert snap["state"] == "failed"
     assert snap["problems"] == [{"field": "(body)", "reason": f"a line is longer than {MAX_LINE} bytes"}]
+
+
+@pytest.mark.parametrize("trailer", [b"TRAILER,+2", b"TRAILER,2_0", b"TRAILER,0x2", b"TRAILER,2,3",
+                                     "TRAILER,٢".encode()])
+async def test_a_trailer_counts_in_digits_only(app_hub, trailer: bytes) -> None:  # noqa: ANN001
+    """`int()` read "+2" as 2 and "٢" (an Arabic-Indic two) as 2, and "2,3" as 2 (the rest ignored):
+    a trailer that does not say plainly how many records the file holds fails the snapshot, naming it."""
+    csv = b"NHS_NO,LOCAL_ID,S117_FLAG\n9991100016,SW-A,Y\n9991100032,SW-B,Y\n" + trailer + b"\n"
+    snap = (await post(app_hub, csv, "text/csv")).json()
+    assert snap["state"] == "failed", snap
+    assert snap["problems"] == [{"field": "trailer", "reason": "must be TRAILER,<record count>"}]
+    padded = (await post(app_hub, csv.replace(trailer, b"TRAILER,2,"), "text/csv")).json()
+    assert padded["state"] == "comparing" and padded["rows_read"] == 2, padded
