@@ -8,14 +8,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Query, Request
-from pydantic import BeforeValidator, GetCoreSchemaHandler, GetJsonSchemaHandler
-from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema, core_schema
+from pydantic import BeforeValidator
+from pydantic_core import core_schema
 from sqlalchemy import Column, Row, Table, select
 
 from hub.bootstrap import Hub
 from hub.crypto import hash_api_key
-from hub.ingest.contract import IsoDate
+from hub.ingest.contract import IsoDate, Written
 from hub.ingest.service import Client
 from hub.api.limits import Refusal, Scope
 from hub.api.problems import ProblemError
@@ -115,6 +114,8 @@ WholeNumber = BeforeValidator(_digits_only)
 def whole_number(text: str) -> int | None:
     """A header's number read as a query's is (`_digits_only`): the digits 0-9 only, else None."""
     return int(text) if _DIGITS.fullmatch(text) else None
+
+
 Limit = Annotated[int, WholeNumber, Query(ge=1, le=1000, description="page size")]
 Cursor = Annotated[int, WholeNumber, Query(ge=0, le=MAX_ID, description="last cursor handled")]
 Hours = Annotated[int, WholeNumber, Query(ge=1, le=24 * 366, description="look-back window in hours")]
@@ -126,24 +127,10 @@ EventNumber = Annotated[int, WholeNumber, Query(ge=1, le=MAX_ID)]
 QueryDate = IsoDate
 _INSTANT = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,9})?)?"
             r"(Z|[+-][0-9]{2}:?[0-9]{2})?$")
-
-
-class _Instant:
-    """An instant in a query: an ISO 8601 date and time (seconds, fraction and offset optional; the
-    handler reads one without an offset as UTC), where pydantic's lax datetime also read a Unix time
-    (?since=1735689600) and a bare date."""
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
-        return core_schema.chain_schema([core_schema.str_schema(strict=True, pattern=_INSTANT),
-                                         core_schema.datetime_schema()])
-
-    @classmethod
-    def __get_pydantic_json_schema__(cls, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
-        return {"type": "string", "format": "date-time"}
-
-
-QueryInstant = Annotated[datetime, _Instant]
+# An instant in a query: an ISO 8601 date and time (seconds, fraction and offset optional; the handler
+# reads one without an offset as UTC), where pydantic's lax datetime also read a Unix time
+# (?since=1735689600) and a bare date.
+QueryInstant = Annotated[datetime, Written(_INSTANT, core_schema.datetime_schema, "date-time")]
 
 
 async def own_row(hub: Hub, client: Client, table: Table, key: Column, value: str, what: str) -> Row:

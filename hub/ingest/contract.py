@@ -13,6 +13,8 @@ named for each pattern are in hub/ingest/validation.py.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -50,22 +52,26 @@ FreeText = Annotated[str, Field(strict=True, pattern=FREE_TEXT)]
 Identifier = Annotated[str, Field(strict=True, pattern=IDENTIFIER)]
 
 
-class _IsoDate:
-    """A calendar date written YYYY-MM-DD, and nothing else: pydantic's lax
-    `date` also takes a Unix time (an int, a float, "20250106") and a
-    datetime at midnight. A strict string of that pattern, then read as a date
-    (which refuses 2025-02-30), both in pydantic-core."""
+@dataclass(frozen=True)
+class Written:
+    """A value taken only as a string of `pattern`, then read by pydantic-core's `read` schema (which
+    refuses a day that does not exist): pydantic's lax `date` also takes a Unix time (an int, a float,
+    "20250106") and a datetime at midnight, its lax `datetime` a Unix time and a bare date. Both steps in
+    pydantic-core; JSON Schema shows a string of `json_format`."""
 
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
-        return core_schema.chain_schema([core_schema.str_schema(strict=True, pattern=ISO_DATE),
-                                         core_schema.date_schema()])
+    pattern: str
+    read: Callable[[], CoreSchema]
+    json_format: str
 
-    @classmethod
-    def __get_pydantic_json_schema__(cls, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
-        return {"type": "string", "format": "date"}
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.chain_schema([core_schema.str_schema(strict=True, pattern=self.pattern), self.read()])
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {"type": "string", "format": self.json_format}
 
 
+# A calendar date written YYYY-MM-DD, and nothing else.
+_IsoDate = Written(ISO_DATE, core_schema.date_schema, "date")
 IsoDate = Annotated[date, _IsoDate]
 
 
