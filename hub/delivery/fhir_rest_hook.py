@@ -14,7 +14,10 @@ Gone: a heartbeat answered `410 Gone` suspends the subscription as a
 delivery's 410 does (hub.delivery.leases, "Suspension": the same reason,
 `s117_subscriptions_suspended{reason="gone"}`, the same warning line); a
 suspended subscription's status is `error`, so it gets no heartbeats until it
-is resumed. Any other failure of a heartbeat is logged and not retried. A
+is resumed. A 410 to a heartbeat sent before the subscription's latest resume
+(it was suspended and resumed while the heartbeat was in flight) is stale: it
+suspends nothing and is logged as such (`suspension_epoch`, read when the
+heartbeat starts). Any other failure of a heartbeat is logged and not retried. A
 handshake answered 410 is a failed handshake, as any other failure of it: the
 subscription is in error and off, nothing queued (hub/api/fhir_subscriptions.py).
 """
@@ -30,7 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.crypto import DataProtector
-from hub.delivery.leases import suspend_subscription
+from hub.delivery.leases import STALE_GONE, suspend_subscription
 from hub.delivery.webhook import GONE, GONE_ERROR, WebhookDeliverer, log_suspended, signed_headers
 from hub.fhir.subscriptions import Event, notification
 from hub.observability.logging import get_logger
@@ -42,7 +45,7 @@ CHANNEL = "fhir"
 # Polled by every deliverer pass (hub.store.db.Prepared: on SQLite compiled once, run on the driver).
 _HEARTBEAT_ROWS = Prepared(
     select(subscriptions.c.subscription_id, subscriptions.c.url, subscriptions.c.secret,
-           subscriptions.c.fhir, subscription_counters.c.last_event_number)
+           subscriptions.c.fhir, subscriptions.c.suspension_epoch, subscription_counters.c.last_event_number)
     .join(subscription_counters, subscription_counters.c.subscription_id == subscriptions.c.subscription_id,
           isouter=True)
     .where(subscriptions.c.channel == CHANNEL, subscriptions.c.active.is_(True)))
@@ -119,11 +122,14 @@ class FhirRestHookDeliverer(WebhookDeliverer):
         error = await post_notification(self._client, r.url, secret, bundle, self._deadline, "heartbeat")
         if error == GONE_ERROR:
             # Gone for good: suspended as a delivery answered 410 would suspend it (its status `error`,
-            # no more heartbeats), its queue kept, until the subscriber or an operator resumes it.
-            suspended = await suspend_subscription(self._engine, r.subscription_id, GONE)
-            if suspended is not None:
-                log_suspended(subscription_id=r.subscription_id, recipient=suspended.org_code,
-                              channel=suspended.channel, url=suspended.url, error=error)
+            # no more heartbeats), its queue kept, until the subscriber or an operator resumes it; unless
+            # it was resumed after this heartbeat was sent (its epoch, read before: stale).
+            done = await suspend_subscription(self._engine, r.subscription_id, GONE, r.suspension_epoch)
+            if done.row is not None:
+                log_suspended(subscription_id=r.subscription_id, recipient=done.row.org_code,
+                              channel=done.row.channel, url=done.row.url, error=error)
                 # s117_subscriptions_suspended: set from the store by the webhook deliverer's poll (both channels').
+            elif done.stale:
+                log.info(STALE_GONE, subscription_id=r.subscription_id, channel=CHANNEL, error_kind=error)
         elif error:
             log.warning("heartbeat not taken", subscription_id=r.subscription_id, error_kind=error)

@@ -64,7 +64,18 @@ the per-subscription tasks that drain the queues (`SubscriptionDeliverer`).
   puts the attempt count of the subscription's pending deliveries back to 0,
   so the attempt that was answered 410 (or any failed before it) does not
   count towards `max_attempts` and a subscriber that was gone and came back
-  gets the full number of attempts for the message it missed. A pipelined
+  gets the full number of attempts for the message it missed. A resume is a
+  line requests in flight do not cross (`subscriptions.suspension_epoch`, one
+  more at every resume, read when a heartbeat or a batch starts): a 410 to a
+  request sent before the latest resume suspends nothing (the suspending
+  UPDATE compares the epoch: compare-and-set) and is logged as stale (`STALE_GONE`);
+  its delivery is sent again at once, and a 410 then suspends as usual. A
+  batch leased before a heartbeat's 410 suspended the subscription may still be
+  in flight when it is resumed: the resume forgives its attempts too, and its
+  record, seeing the epoch moved (`_record`), keeps that: its failure does not
+  count (never dead on the old budget), those it did not send are given back
+  due at once (not left leased until the lease runs out), so delivery goes on
+  at once after it, in order, each attempt counted once. A pipelined
   window follows "Order": the suspension is the first failure's; a 410 behind
   an earlier failure is given back with the rest. A FHIR rest-hook
   subscription is suspended the same way when a heartbeat is answered 410
@@ -144,7 +155,7 @@ _PENDING_HEADS = Prepared(select(deliveries.c.subscription_id, deliveries.c.next
 # (a column of `deliveries`) the field groups it was rendered with (`row.field_groups`).
 _CLAIM = Prepared(select(deliveries, delivery_messages.c.payload, subscriptions.c.url, subscriptions.c.topic,
                          subscriptions.c.secret, subscriptions.c.org_code, subscriptions.c.fhir,
-                         subscriptions.c.pipeline)
+                         subscriptions.c.pipeline, subscriptions.c.suspension_epoch)
                   .select_from(deliveries_with_messages.join(
                       subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id))
                   .where(deliveries.c.subscription_id == bindparam("subscription_id"),
@@ -259,6 +270,7 @@ class Recorded:
     wait: float | None  # the failed one's backoff; None: nothing failed, it is dead, or its subscription suspended
     claimed: list[Any]  # the next batch, when `then_claim` was asked for
     suspended: bool = False  # `suspend` was asked for and this record suspended the subscription
+    stale: bool = False  # `suspend` was asked for, but the batch was leased before the latest resume
 
 
 def suspended_fhir(fhir: dict[str, Any] | None, reason: str) -> dict[str, Any] | None:
@@ -291,12 +303,15 @@ async def record_batch(engine: AsyncEngine, delivered: list[Any], failed: Any, e
     its backoff is at least that, capped at `policy.backoff_cap`.
     `suspend`: the failed one's answer ended the endpoint (why, e.g. "gone (HTTP 410)"): it stays
     pending, due at once, never dead, and its subscription is suspended (module docstring;
-    `suspended` says whether this record did it: not if it was stopped or suspended meanwhile).
-    Made in the process's next ledger transaction (hub.delivery.ledger)."""
+    `suspended` says whether this record did it: not if it was stopped or suspended meanwhile, nor
+    if it was resumed since the batch was leased: `stale`, the 410 answered a request sent before that
+    resume). A batch leased before the subscription's latest resume keeps the fresh retry budget the
+    resume gave (`_record`). Made in the process's next ledger transaction (hub.delivery.ledger)."""
 
     async def op(conn: AsyncConnection) -> Recorded:
-        wait, suspended = await _record(conn, delivered, failed, error, unsent, policy, retry_after, suspend)
-        return Recorded(wait, await _claim(conn, then_claim) if then_claim is not None else [], suspended)
+        wait, suspended, stale = await _record(conn, delivered, failed, error, unsent, policy, retry_after,
+                                               suspend)
+        return Recorded(wait, await _claim(conn, then_claim) if then_claim is not None else [], suspended, stale)
 
     recorded = await ledger_for(engine).run(op)
     _count_holds(then_claim, handler)
@@ -311,19 +326,32 @@ async def record_batch(engine: AsyncEngine, delivered: list[Any], failed: Any, e
 
 async def _record(conn: AsyncConnection, delivered: list[Any], failed: Any, error: str | None,
                   unsent: list[Any], policy: RetryPolicy, retry_after: float | None = None,
-                  suspend: str | None = None) -> tuple[float | None, bool]:
+                  suspend: str | None = None) -> tuple[float | None, bool, bool]:
+    """The outcomes' writes (`record_batch`): the failed one's wait, whether it suspended the
+    subscription, whether its `suspend` was stale (the batch leased before the latest resume)."""
     now = datetime.now(UTC)
     wait: float | None = None
-    suspended = False
+    suspended = stale = False
     if delivered:
         await execute_prepared(conn, _DELIVERED, [{"seq": r.delivery_seq, "at": now} for r in delivered])
+    # Resumed since the batch was leased (a heartbeat's 410 suspended the subscription while the batch
+    # was in flight, then the subscriber resumed it): the resume forgave every attempt made before it,
+    # this batch's too (`lift_suspension` put their counts back to 0, leased or not). Its outcomes keep
+    # that: the failed one's attempt is not counted (never dead on the old budget), a 410 to it is stale
+    # (it suspends nothing: sent again at once, a 410 then suspends), and those not sent are given back
+    # due at once at their count of 0, rather than left leased until the lease runs out.
+    resumed = (failed is not None or bool(unsent)) and await _resumed_since(conn, failed or unsent[0])
     if failed is not None:
-        attempts, err = failed.attempts + 1, (error or "failed")[:200]
+        attempts, err = 0 if resumed else failed.attempts + 1, (error or "failed")[:200]
         if suspend is not None:
             # Not retried, not dead: pending and due, the first sent once its subscription is resumed.
             await execute_prepared(conn, _FAILED, {"seq": failed.delivery_seq, "attempts": attempts, "err": err,
                                                    "until": now})
-            suspended = await _suspend(conn, failed, suspend, now)
+            if resumed:
+                stale = True
+            else:
+                suspended = await _suspend(conn, failed.subscription_id, getattr(failed, "fhir", None),
+                                           failed.suspension_epoch, suspend, now)
         elif policy.max_attempts and attempts >= policy.max_attempts:
             await execute_prepared(conn, _DEAD, {"seq": failed.delivery_seq, "attempts": attempts, "err": err})
         else:
@@ -334,9 +362,21 @@ async def _record(conn: AsyncConnection, delivered: list[Any], failed: Any, erro
                                                    "until": now + timedelta(seconds=wait)})
     if unsent:
         await execute_prepared(conn, _GIVEN_BACK, [
-            {"seq": r.delivery_seq, "leased": r.attempts + 1, "given_back": r.attempts, "at": now}
+            {"seq": r.delivery_seq, "leased": 0 if resumed else r.attempts + 1,
+             "given_back": 0 if resumed else r.attempts, "at": now}
             for r in unsent])
-    return wait, suspended
+    return wait, suspended, stale
+
+
+async def _resumed_since(conn: AsyncConnection, row: Any) -> bool:
+    """Whether `row`'s subscription (a claimed delivery's row) has been resumed since it was leased:
+    its `suspension_epoch` moved on. PostgreSQL: the subscription's row is locked (FOR UPDATE) until
+    the record commits, so a resume (`lift_suspension`, which updates it first) comes wholly before
+    this record's writes or wholly after them, never between the read and the writes."""
+    epoch = (await conn.execute(select(subscriptions.c.suspension_epoch)
+                                .where(subscriptions.c.subscription_id == row.subscription_id)
+                                .with_for_update())).scalar_one_or_none()
+    return epoch is not None and epoch != row.suspension_epoch
 
 
 def suspension_values(fhir: dict[str, Any] | None, reason: str, now: datetime) -> dict[str, Any]:
@@ -349,28 +389,50 @@ def suspension_values(fhir: dict[str, Any] | None, reason: str, now: datetime) -
     return values
 
 
-async def _suspend(conn: AsyncConnection, row: Any, reason: str, now: datetime) -> bool:
-    """Suspend `row`'s subscription (a claimed delivery's row: its subscription's columns come with
-    it), unless it was stopped or suspended meanwhile; whether it did."""
+async def _suspend(conn: AsyncConnection, subscription_id: str, fhir: dict[str, Any] | None, epoch: int,
+                   reason: str, now: datetime) -> bool:
+    """Suspend the subscription (`fhir`: its FHIR settings as read with `epoch`) for a 410 answering a
+    request sent at its `suspension_epoch` `epoch`, unless it was stopped, suspended or resumed since
+    (compare-and-set: a 410 to a request sent before the latest resume suspends nothing); whether it did."""
     done = await conn.execute(subscriptions.update().where(
-        subscriptions.c.subscription_id == row.subscription_id, subscriptions.c.active.is_(True),
-        subscriptions.c.suspended_at.is_(None)).values(**suspension_values(getattr(row, "fhir", None), reason, now)))
+        subscriptions.c.subscription_id == subscription_id, subscriptions.c.active.is_(True),
+        subscriptions.c.suspended_at.is_(None), subscriptions.c.suspension_epoch == epoch)
+        .values(**suspension_values(fhir, reason, now)))
     return done.rowcount == 1
 
 
-async def suspend_subscription(engine: AsyncEngine, subscription_id: str, reason: str) -> Any | None:
-    """Suspend a subscription for `reason` outside a delivery's record: a FHIR rest-hook heartbeat
-    answered 410 Gone (hub.delivery.fhir_rest_hook). The same columns as a delivery's suspension
-    (`_suspend`), in the process's next ledger transaction; unless it was stopped or suspended
-    meanwhile. The subscription's row (its org code, channel, url) if this suspended it, else None."""
+# What is logged (at info) when a 410 Gone answered a request sent before the subscription's latest
+# resume (a delivery's, `SubscriptionDeliverer._stale_suspension`, or a FHIR heartbeat's).
+STALE_GONE = "410 Gone to a request sent before the subscription was resumed: not suspended again"
 
-    async def op(conn: AsyncConnection) -> Any | None:
+
+@dataclass(frozen=True, slots=True)
+class Suspension:
+    """What `suspend_subscription` did: `row` (the subscription's org code, channel, url) if it suspended
+    it, else None; `stale`: it did not, because it was resumed after the request was sent."""
+
+    row: Any | None
+    stale: bool = False
+
+
+async def suspend_subscription(engine: AsyncEngine, subscription_id: str, reason: str, epoch: int) -> Suspension:
+    """Suspend a subscription for `reason` outside a delivery's record: a FHIR rest-hook heartbeat
+    answered 410 Gone (hub.delivery.fhir_rest_hook), sent while its `suspension_epoch` was `epoch`.
+    The same columns as a delivery's suspension (`_suspend`), in the process's next ledger
+    transaction; unless it was stopped or suspended meanwhile, or resumed since the heartbeat was sent
+    (`stale`)."""
+
+    async def op(conn: AsyncConnection) -> Suspension:
         row = (await conn.execute(select(subscriptions.c.subscription_id, subscriptions.c.org_code,
-                                         subscriptions.c.channel, subscriptions.c.url, subscriptions.c.fhir)
-                                  .where(subscriptions.c.subscription_id == subscription_id))).first()
+                                         subscriptions.c.channel, subscriptions.c.url, subscriptions.c.fhir,
+                                         subscriptions.c.suspension_epoch)
+                                  .where(subscriptions.c.subscription_id == subscription_id)
+                                  .with_for_update())).first()  # PostgreSQL: no resume between read and write
         if row is None:
-            return None
-        return row if await _suspend(conn, row, reason, datetime.now(UTC)) else None
+            return Suspension(None)
+        if await _suspend(conn, subscription_id, row.fhir, epoch, reason, datetime.now(UTC)):
+            return Suspension(row)
+        return Suspension(None, stale=row.suspension_epoch != epoch)  # not suspended: stale if resumed since
 
     return await ledger_for(engine).run(op)
 
@@ -381,10 +443,13 @@ async def lift_suspension(conn: AsyncConnection, row: Any) -> bool:
     again, `resumed_fhir`), and its pending deliveries given a fresh retry budget (their `attempts`
     back to 0, as an operator's retry does): the attempt answered 410 Gone, and any failed before it,
     do not count towards `RetryPolicy.max_attempts` once the subscriber is back, so the message it
-    missed gets the full number of attempts, and being gone never dead-letters it sooner. The
-    deliverers of every instance take its queue again at their next poll (or wake-up). Whether it
-    did: not when it is stopped or not suspended (or was resumed meanwhile)."""
-    values: dict[str, Any] = {"suspended_at": None, "suspended_reason": None}
+    missed gets the full number of attempts, and being gone never dead-letters it sooner. Its
+    `suspension_epoch` goes up by one: a 410 to a request sent before this resume (a heartbeat, a batch
+    in flight) suspends nothing (`_suspend`), and a batch leased before it records its outcomes on the
+    fresh budget (`_record`). The deliverers of every instance take its queue again at their next poll
+    (or wake-up). Whether it did: not when it is stopped or not suspended (or was resumed meanwhile)."""
+    values: dict[str, Any] = {"suspended_at": None, "suspended_reason": None,
+                              "suspension_epoch": subscriptions.c.suspension_epoch + 1}
     if row.fhir is not None and row.suspended_at is not None:
         values["fhir"] = resumed_fhir(row.fhir)
     done = await conn.execute(subscriptions.update().where(
@@ -392,8 +457,10 @@ async def lift_suspension(conn: AsyncConnection, row: Any) -> bool:
         subscriptions.c.suspended_at.is_not(None)).values(**values))
     if done.rowcount != 1:
         return False
-    # Nothing of a suspended subscription is leased (no claim takes its queue), so no lease's
-    # compare-and-set (`_GIVEN_BACK`) is disturbed: usually only its head has attempts to forget.
+    # No claim takes a suspended subscription's queue, but a batch leased before a heartbeat's 410
+    # suspended it may still be in flight: its rows are put back to 0 too (the attempt in flight was made
+    # before the resume), and its record, seeing the epoch moved (`_record`), keeps them so: the ones it
+    # did not send are given back at 0 and due at once, the lease's compare-and-set on that count.
     await conn.execute(deliveries.update().where(
         deliveries.c.subscription_id == row.subscription_id, deliveries.c.status == "pending",
         deliveries.c.attempts > 0).values(attempts=0))
@@ -631,6 +698,8 @@ class SubscriptionDeliverer:
                 if suspend is not None:
                     if recorded.suspended:
                         self._suspended(failed, error, suspend)
+                    elif recorded.stale:
+                        self._stale_suspension(failed, error)
                 else:
                     self._outcome(failed, error, recorded.wait)
                 break  # failed: the rest wait behind it, until the backoff runs out (or a resume)
@@ -666,6 +735,13 @@ class SubscriptionDeliverer:
 
     def _suspended(self, row: Any, error: str | None, reason: str) -> None:
         """Log (and count) that `row`'s failure suspended its subscription: once, by the record that did."""
+
+    def _stale_suspension(self, row: Any, error: str | None) -> None:
+        """Log that `row`'s answer would have suspended its subscription, but came to a request sent
+        before its latest resume (`record_batch`: stale): it is sent again at once."""
+        log.info(STALE_GONE, subscription_id=row.subscription_id, recipient=row.org_code, channel=self.channel,
+                 delivery_id=row.delivery_id, event_number=row.event_number, attempt=row.attempts + 1,
+                 error_kind=error, correlation_id=row.correlation_id)
 
     def _want(self, limit: int | None, attempted: int) -> int:
         return self._claim_max if limit is None else min(self._claim_max, limit - attempted)

@@ -215,6 +215,13 @@ subscriptions = Table(
     # NULL: not suspended. Cleared by a resume (the subscriber's or an operator's).
     Column("suspended_at", DateTime(timezone=True), nullable=True),
     Column("suspended_reason", String(64), nullable=True),
+    # How many times it has been resumed (hub/delivery/leases.py, "Suspension"): read when a heartbeat or
+    # a delivery batch starts and compared when its 410 Gone would suspend it, so an answer to a request
+    # sent before the latest resume suspends nothing (compare-and-set), and the outcomes of a batch leased
+    # before it keep the fresh retry budget the resume gave.
+    # (The store's default only, no Python-side one: an INSERT names it only if given, so the
+    # migration tests' inserts into the tables of older revisions still work.)
+    Column("suspension_epoch", Integer, nullable=False, server_default="0"),
     Index("ix_subscriptions_org", "org_code"),
 )
 
