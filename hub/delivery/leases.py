@@ -332,15 +332,17 @@ async def _record(conn: AsyncConnection, delivered: list[Any], failed: Any, erro
     now = datetime.now(UTC)
     wait: float | None = None
     suspended = stale = False
-    if delivered:
-        await execute_prepared(conn, _DELIVERED, [{"seq": r.delivery_seq, "at": now} for r in delivered])
     # Resumed since the batch was leased (a heartbeat's 410 suspended the subscription while the batch
     # was in flight, then the subscriber resumed it): the resume forgave every attempt made before it,
     # this batch's too (`lift_suspension` put their counts back to 0, leased or not). Its outcomes keep
     # that: the failed one's attempt is not counted (never dead on the old budget), a 410 to it is stale
     # (it suspends nothing: sent again at once, a 410 then suspends), and those not sent are given back
     # due at once at their count of 0, rather than left leased until the lease runs out.
+    # Read (and on PostgreSQL locked) before any delivery row is written: the lock order is a resume's
+    # (`lift_suspension`: the subscription, then its deliveries), so the two never wait on each other.
     resumed = (failed is not None or bool(unsent)) and await _resumed_since(conn, failed or unsent[0])
+    if delivered:
+        await execute_prepared(conn, _DELIVERED, [{"seq": r.delivery_seq, "at": now} for r in delivered])
     if failed is not None:
         attempts, err = 0 if resumed else failed.attempts + 1, (error or "failed")[:200]
         if suspend is not None:
