@@ -25,7 +25,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 from sqlalchemy import func, select
 
-from hub.api.deps import MAX_ID, ClientDep, HubDep, Limit, require
+from hub.api.deps import MAX_ID, ClientDep, EventNumber, HubDep, Limit, WholeNumber, require
 from hub.access import record_decision
 from hub.api.problems import ProblemError
 from hub.delivery.leases import lift_suspension
@@ -363,12 +363,9 @@ async def delivery_log(subscription_id: str, hub: HubDep, client: ClientDep, lim
     ]}
 
 
-EventNumber = Annotated[int, Query(ge=1, le=MAX_ID)]
-
-
 @router.get("/{subscription_id}/events", summary="Replay a subscription's messages by event number")
 async def events(subscription_id: str, hub: HubDep, client: ClientDep,
-                 from_: Annotated[int, Query(alias="from", ge=1, le=MAX_ID)] = 1,
+                 from_: Annotated[int, WholeNumber, Query(alias="from", ge=1, le=MAX_ID)] = 1,
                  to: EventNumber | None = None, limit: Limit = 100) -> Response:
     """The messages numbered `from`..`to` (inclusive; `to` defaults to the
     newest), oldest first, up to `limit`; whatever their delivery status. For a
