@@ -4,8 +4,10 @@ from the person's responsible council or ICB (scope packages:write).
 The body is the package contract (hub/money/contract.py): bad input is a 422
 naming each field, held in quarantine; the same source_message_id again gets
 the first answer. Only a body responsible for the person on the line's
-effective date, holding `funding`, writes it (hub/money/service.py); anyone
-else gets the same 404 as for an unknown person, and nothing is kept. A
+effective date (a change or an end: of the pair the line is charged to that
+day; another body's line named by `line_recorded_by`), holding `funding`,
+writes it (hub/money/service.py); anyone else gets the same 404 as for an
+unknown person, and nothing is kept. A
 caller with no agreement granting `funding` gets that 404 whatever its body
 holds, even one that is not JSON: nothing of it is read or quarantined."""
 

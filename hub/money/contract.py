@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
 from typing import Annotated
 
 from hub.domain.money import COHORTS
@@ -51,6 +52,20 @@ def _whole_pence(value: object) -> object:
 
 Pence = Annotated[int, BeforeValidator(_whole_pence)]
 
+ORG_CODE = re.compile(r"[A-Z0-9]{3,6}|[EWSN][0-9]{8}")
+RECORDED_BY_REASON = ("must be the ODS or GSS code of the body that recorded the line (the line's `recorded_by` "
+                      "in the person query's funding part): 3 to 6 capital letters or digits, or E, W, S or N and "
+                      "8 digits")
+
+
+def _org_code(value: str) -> str:
+    if not ORG_CODE.fullmatch(value):
+        raise ValueError(RECORDED_BY_REASON)
+    return value
+
+
+OrgCode = Annotated[StrictStr, AfterValidator(_org_code)]
+
 Cohort = Literal["adult", "older-adult", "learning-disability", "children-young-people"]
 assert set(Cohort.__args__) == set(COHORTS)  # type: ignore[attr-defined]
 
@@ -92,6 +107,12 @@ class PackageIn(BaseModel):
     s17_leave: StrictBool | None = None
     cohort: Cohort | None = None
     paid_by: Literal["council", "icb"] | None = None
+    # A change or an end of a line another body's system recorded: that body's code (the line's `recorded_by`
+    # in the person query's funding part); the line is then the one with this package_id it recorded for the
+    # person. Without it, the line is the sender's own. Who may write it: hub/money/service.py.
+    line_recorded_by: OrgCode | None = Field(default=None, description=(
+        "for a change or an end of a line another body recorded: the ODS or GSS code the person query shows as "
+        "the line's recorded_by; without it, the line is the sender's own"))
 
 
 START_REQUIRED = ("service_type", "provider", "need")
@@ -116,6 +137,9 @@ def package_problems(p: PackageIn) -> list[FieldProblem]:
                                                          "units_per_week)"))
     if p.end_date is not None and p.end_date < p.effective_date:
         out.append(FieldProblem("end_date", "is before effective_date"))
+    if p.action == "start" and p.line_recorded_by is not None:
+        out.append(FieldProblem("line_recorded_by", "a start records a line of the sender's own: line_recorded_by "
+                                                    "names another body's line to change or end"))
     if p.action == "end":
         extra = [f for f in ("service_type", "provider", "need", "weekly_cost_pence", "unit_cost_pence",
                              "units_per_week", "end_date") if getattr(p, f) is not None]

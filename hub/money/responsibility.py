@@ -18,7 +18,8 @@ from hub.codec import from_jsonable
 from hub.domain.agreements import AgreementBook
 from hub.domain.model import RegisterChange
 from hub.domain.money import PackageLine, PersonDecision
-from hub.domain.money.responsibility import InterimSpan, PairSpan, interim_spans, money_changes, pair_spans
+from hub.domain.money.responsibility import (InterimSpan, PairSpan, interim_spans, money_changes, pair_on,
+                                             pair_spans)
 from hub.domain.money.statements import line_items
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import evaluate
@@ -77,6 +78,22 @@ def charged_to(line: PackageLine, pairs: Sequence[PairSpan], interims: Sequence[
             orgs.update((span.council, span.icb))
     for interim in interims:
         if interim_covers(interim, line, until):
+            orgs.update(org for org, _ in interim.shares)
+            orgs.add(interim.lead_body)
+    return orgs
+
+
+def charged_on(line: PackageLine, pairs: Sequence[PairSpan], interims: Sequence[InterimSpan],
+               day: date) -> set[str]:
+    """The bodies `line` is charged to on `day`, as the statements charge it: the
+    pair the register names that day (`pairs`, oldest first; before the first
+    span, the pair the line is recorded against) and the parties to agreed
+    interim shares in force that day (as `charged_to` counts them). Who may
+    change the line from `day` or end it on `day` (hub/money/service.py)."""
+    (council, icb), _ = pair_on(pairs, day, (line.council, line.icb))
+    orgs = {council, icb}
+    for interim in interims:
+        if interim.covers(day):
             orgs.update(org for org, _ in interim.shares)
             orgs.add(interim.lead_body)
     return orgs

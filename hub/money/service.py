@@ -4,18 +4,28 @@ A package event (REST or a council-file row) is idempotent per (source,
 source_message_id) like a register change (the answer is kept in
 ingest_results), validated with named problems, and quarantined when bad.
 
-Who may write a line (README "Roles and access", "Packages and money"): a
-body that is the person's responsible council or ICB on the line's effective
-date (a start: its first day; a change: the day it takes effect; an end: the
-line's last day), holding a data-sharing agreement in force that grants
-`funding` (the group that reads the line); a change or an end also only of a
-line charged to the writer's own pair. A start is charged to the pair
-responsible on its first day. Anyone else gets the answer an unknown person
-gets (REST: the one 404; council files: the access policy's one row error),
-decided before the line is validated, so nothing of it is kept, not even in
-quarantine. Every decision, allowed or refused, is an `access_decisions` row
-(`hub/access.py` record_decision: one statement, in the write's own
-transaction when allowed). Split decisions (`DecisionService`) likewise.
+Who may write a line (README "Roles and access", "Packages and money"),
+holding a data-sharing agreement in force that grants `funding` (the group
+that reads the line): a start, the person's responsible council or ICB on its
+first day (the line is recorded against that pair); a change or an end, a body
+of the pair the line is charged to on the change's day (a change: the day it
+takes effect; an end: the line's last day): the register's pair that day as the
+statements charge it, or an agreed interim share's party (hub/money/
+responsibility.py `charged_on`). A package moves with responsibility, and so
+does who writes it: the old pair its days before a move, the new pair from the
+move. A line is the writer's own (its client's, by `package_id`) unless the
+event names the body whose system recorded it (`line_recorded_by`, the person
+query's `recorded_by`): the new pair's way to change or end a line it did not
+record. The new version keeps the line's key (that source, its package_id, the
+next version); who wrote it is the writer's `access_decisions` row and its
+answer, kept under its own `source_message_id` (idempotency is per writer).
+Anyone else, and a line named that does not exist, gets the answer an unknown
+person gets (REST: the one 404; council files: the access policy's one row
+error); a body with no relationship to the person on the day is refused before
+the line is validated, so nothing of it is kept, not even in quarantine. Every
+decision, allowed or refused, is an `access_decisions` row (`hub/access.py`
+record_decision: one statement, in the write's own transaction when allowed).
+Split decisions (`DecisionService`) likewise.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -50,7 +60,8 @@ from hub.domain.money import (
     statement_for,
 )
 from hub.domain.ports import ReferenceData
-from hub.domain.money.responsibility import InterimSpan, PairSpan, decisions_ended, pair_since, sides_moved
+from hub.domain.money.responsibility import (InterimSpan, PairSpan, decisions_ended, pair_on, pair_since,
+                                             sides_moved)
 from hub.domain.rules import evaluate
 from hub.domain.workflows.model import Case
 from hub.ingest.nhs_number import nhs_number_problem, normalise
@@ -60,6 +71,7 @@ from hub.ingest.validation import FieldProblem, problems_from_pydantic
 from hub.money.contract import PackageIn, package_problems
 from hub.money.responsibility import (
     CarriedCosts,
+    charged_on,
     charged_to,
     in_dispute,
     interim_covers,
@@ -70,7 +82,8 @@ from hub.money.responsibility import (
 )
 from hub.observability.logging import bound_correlation_id, get_logger
 from hub.sharing import FUNDING, SharingAgreements
-from hub.store.schema import care_packages, ingest_results, persons, register_changes, split_decisions
+from hub.store.schema import (api_clients, care_packages, ingest_results, persons, register_changes,
+                              split_decisions)
 
 log = get_logger("hub.money")
 NOT_FOUND = "no person with that id is on the register for which the caller is responsible"
@@ -160,7 +173,7 @@ def line_from_row(r: Any) -> PackageLine:
         unit_cost_pence=r.unit_cost_pence,
         units_per_week=Decimal(r.units_per_week) if r.units_per_week is not None else None,
         s117_eligible=r.s117_eligible, exclusion=Exclusion(r.exclusion) if r.exclusion else None,
-        s17_leave=r.s17_leave, cohort=r.cohort,
+        s17_leave=r.s17_leave, cohort=r.cohort, recorded_by=getattr(r, "recorded_by", None),
     )
 
 
@@ -185,7 +198,7 @@ def line_json(line: PackageLine) -> dict[str, Any]:
         "start": line.start.isoformat(), "end": line.end.isoformat() if line.end else None,
         "s117_eligible": line.s117_eligible, "exclusion": line.exclusion.value if line.exclusion else None,
         "s17_leave": line.s17_leave, "cohort": line.cohort, "paid_by": line.paid_by,
-        "council": line.council, "icb": line.icb,
+        "council": line.council, "icb": line.icb, "recorded_by": line.recorded_by,
     }
 
 
@@ -375,11 +388,15 @@ class PackageService:
     async def _decide(self, client: Client, channel: str, action: str, person_id: str | None,
                       nhs_number: str | None, on: date, today: date) -> _Allowed | Outcome:
         """May the caller write a line about the person from `on`? Allowed: the
-        person's responsible council or ICB on `on`, with `funding` granted by
-        an agreement in force today. Refused: audited, and the unknown person's answer."""
+        person's responsible council or ICB on `on` (for a change or an end, also
+        a body some line of the person may be charged to on `on`: `_charged_role`;
+        the line itself is checked in `_write`), with `funding` granted by an
+        agreement in force today. Refused: audited, and the unknown person's answer."""
         pid = person_id if person_id is not None else await self._person_for(nhs_number or "")
         status = await self.status(pid, on) if pid else None
         role = responsible_role(status, client.org_code)
+        if role is None and status is not None and pid is not None and action in ("change", "end"):
+            role = await self._charged_role(pid, client.org_code, on)
         agreement = funding_agreement(self._sharing(), client, today) if role is not None else None
         if status is None or role is None or agreement is None:
             decision = Decision(False, Rule.NO_AGREEMENT if role is not None else Rule.NO_RELATIONSHIP, role)
@@ -388,6 +405,32 @@ class PackageService:
                                       else "person.nhs_number")
         assert pid is not None
         return _Allowed(Decision(True, Rule.ALLOWED, role), pid, agreement, status)
+
+    async def _charged_role(self, person_id: str, org_code: str, on: date) -> Role | None:
+        """The caller's role as a body the person's lines may be charged to on `on`
+        though the register does not name it responsible then as the rules read it
+        (money counts a resolution from its notice: hub/domain/money/responsibility.py;
+        an agreed interim share's party): a change from `on` or an end on `on` may
+        be its to write. Which line, and whether that line is charged to it on
+        `on`, is decided when it is written (`_write`)."""
+        async with self._engine.connect() as conn:
+            first = (await conn.execute(select(func.min(care_packages.c.start_date)).where(
+                care_packages.c.person_id == person_id))).scalar()
+            if first is None:
+                await conn.rollback()
+                return None
+            pairs = (await load_pairs(conn, [person_id], min(first, on), on, self._ref,
+                                      self._agreements)).get(person_id, ())
+            interims = (await load_interims(conn, [person_id])).get(person_id, ())
+            await conn.rollback()
+        (council, icb), _ = pair_on(pairs, on, ("", ""))
+        if org_code == council:
+            return Role.RESPONSIBLE_COUNCIL
+        if org_code == icb:
+            return Role.RESPONSIBLE_COMMISSIONER
+        if any(i.covers(on) and (org_code == i.lead_body or org_code in dict(i.shares)) for i in interims):
+            return Role.DISPUTE_PARTY
+        return None
 
     async def _refuse(self, client: Client, channel: str, decision: Decision, person_id: str | None,
                       change_type: str, field: str, conn: AsyncConnection | None = None) -> Outcome:
@@ -407,9 +450,17 @@ class PackageService:
         person_id, change_type = allowed.person_id, f"package-{p.action}"
         digest = _digest_of(p)
         async with self._engine.begin() as conn:
-            rows = (await conn.execute(select(care_packages).where(
-                care_packages.c.source == client.client_id, care_packages.c.package_id == p.package_id)
-                .order_by(care_packages.c.version))).all()
+            c = care_packages.c
+            if p.line_recorded_by is None:  # the sender's own line
+                q = select(care_packages).where(c.source == client.client_id, c.package_id == p.package_id)
+            else:  # the line with this id that the named body's systems recorded for the person
+                q = select(care_packages).select_from(care_packages.join(
+                    api_clients, api_clients.c.client_id == c.source)).where(
+                    api_clients.c.org_code == p.line_recorded_by, c.person_id == person_id,
+                    c.package_id == p.package_id)
+            found: dict[str, list[PackageLine]] = {}
+            for r in (await conn.execute(q.order_by(c.source, c.version))).all():
+                found.setdefault(r.source, []).append(line_from_row(r))
             # The same id answered since `record` looked (the same event sent several times at once): its first
             # answer, not the event applied again (a start "already started" and quarantined, a change a second
             # version). Read after the line's versions: a version committed before that read came with its
@@ -420,15 +471,34 @@ class PackageService:
                 ingest_results.c.source_message_id == p.source_message_id))).first()
             if prev is not None:
                 return _replay(prev, client, p.source_message_id, digest)
-            versions = [line_from_row(r) for r in rows]
-            if versions and versions[-1].person_id != person_id:
+            # Who may change the line from its day or end it on its last day: a body of the pair it is charged
+            # to that day (the register's, as the statements charge it, or an interim share's party): the old
+            # pair for its days before a move, the new pair from the move (README "Packages and money").
+            charged: dict[str, list[PackageLine]] = {}
+            if found:
+                first = min(v[0].start for v in found.values())
+                pairs = (await load_pairs(conn, [person_id], min(first, p.effective_date),
+                                          max(first, p.effective_date), self._ref,
+                                          self._agreements)).get(person_id, ())
+                interims = (await load_interims(conn, [person_id])).get(person_id, ())
+                charged = {src: v for src, v in found.items()
+                           if client.org_code in charged_on(v[-1], pairs, interims, p.effective_date)}
+            own = p.line_recorded_by is None
+            versions = found.get(client.client_id, []) if own else next(iter(charged.values()), [])
+            if own and versions and versions[-1].person_id != person_id:
                 problems = [FieldProblem("package_id", "belongs to another person: a line id is the sender's, "
                                                        "for one person")]
-            elif versions and client.org_code not in (versions[-1].council, versions[-1].icb):
-                # A change or an end of a line charged to a pair the writer is not in.
+            elif (own and versions and client.client_id not in charged) or (not own and not charged):
+                # A change or an end of a line not charged to the writer's pair on its day, or a line named as
+                # another body's that is not charged to it then (or that does not exist): the unknown person's
+                # answer, nothing kept.
                 refused = Decision(False, Rule.NO_RELATIONSHIP)
                 return await self._refuse(client, channel, refused, person_id, change_type,
                                           "person_id" if p.person_id is not None else "person.nhs_number", conn)
+            elif not own and len(charged) > 1:
+                problems = [FieldProblem("line_recorded_by", "names more than one line with this package_id for "
+                                                             "the person (recorded by more than one of that body's "
+                                                             "systems): the line cannot be told apart")]
             else:
                 if versions:  # the answer names the pair the line is charged to
                     council, icb = versions[-1].council, versions[-1].icb
@@ -473,6 +543,8 @@ class PackageService:
                     ids.append(line.version)
                 body = {"status": "recorded", "package_id": p.package_id, "action": p.action,
                         "person_id": person_id, "versions": ids, "council": council, "icb": icb}
+                if p.line_recorded_by is not None:  # another body's line: the answer (kept) names it
+                    body["line_recorded_by"] = p.line_recorded_by
                 await conn.execute(ingest_results.insert().values(
                     source=client.client_id, source_message_id=p.source_message_id, status_code=201, body=body,
                     payload_sha256=digest, created_at=now))
@@ -494,7 +566,9 @@ class PackageService:
         both bodies of a pair see the pair's lines, the new pair a line the
         register moved to it from the day it did); the decisions in force by
         then of a pair `org` belongs to; the agreed interim shares `org` is party to or that cover a line it sees."""
-        q = select(care_packages).where(care_packages.c.person_id == person_id)
+        q = select(care_packages, api_clients.c.org_code.label("recorded_by")).select_from(care_packages.outerjoin(
+            api_clients, api_clients.c.client_id == care_packages.c.source)).where(
+            care_packages.c.person_id == person_id)
         if as_of is not None:
             q = q.where(care_packages.c.start_date <= as_of)
         async with self._engine.connect() as conn:

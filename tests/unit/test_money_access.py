@@ -145,7 +145,8 @@ async def test_a_line_is_written_only_by_a_body_responsible_on_its_date_holding_
 
 async def test_a_change_to_a_line_charged_to_another_pair_is_refused(app_hub):
     """A line kept before the rule (Worcestershire's, charged to Bucks and QU9 for a day before it
-    was responsible) cannot be changed by it even from a day it is responsible: not its pair."""
+    was responsible) cannot be changed or ended by it on a day it is charged to Bucks and QU9: not its
+    pair then (from the move on 15 October it is: tests/unit/test_package_handover.py)."""
     clients = await _clients(app_hub)
     worcs_id, worcs = clients[WORCS]
     _grant_funding(app_hub, WORCS)
@@ -158,10 +159,10 @@ async def test_a_change_to_a_line_charged_to_another_pair_is_refused(app_hub):
             start_date=date(2025, 6, 1), end_date=None, source_message_id="old-1",
             recorded_at=datetime(2025, 6, 1, tzinfo=UTC)))
     change = {"action": "change", "package_id": "OLD", "person_id": pid, "weekly_cost_pence": 1}
-    r = await _post(app_hub, worcs, {**change, "source_message_id": "w-9", "effective_date": "2025-11-01"})
+    r = await _post(app_hub, worcs, {**change, "source_message_id": "w-9", "effective_date": "2025-09-01"})
     assert r.status_code == 404 and r.json()["detail"].startswith("no person")
     r = await _post(app_hub, worcs, {"source_message_id": "w-10", "action": "end", "package_id": "OLD",
-                                     "person_id": pid, "effective_date": "2025-12-31"})
+                                     "person_id": pid, "effective_date": "2025-10-14"})
     assert r.status_code == 404
     (row,) = await _rows(app_hub, care_packages, care_packages.c.package_id == "OLD")
     assert (row.version, row.weekly_cost_pence, row.end_date) == (1, 70_000, None)

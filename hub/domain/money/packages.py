@@ -18,7 +18,7 @@ What a line meets decides whether it counts towards the s117 total:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -73,6 +73,10 @@ class PackageLine:
     exclusion: Exclusion | None = None
     s17_leave: bool = False
     cohort: str = "adult"
+    # The ODS or GSS code of the body whose system recorded the line (its `source`'s organisation), as the
+    # person query shows it: with `package_id`, how another body names the line to change or end it
+    # (hub/money/service.py). Not part of what the line is or costs.
+    recorded_by: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if (self.weekly_cost_pence is None) == (self.unit_cost_pence is None):
