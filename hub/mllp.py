@@ -490,15 +490,8 @@ class MllpServer:
             if result.quarantine:
                 # A11 / A13: the access policy first, asked about what the message cancels (as for a message
                 # that does not map, below): nothing of one about someone the trust has no role for is kept.
-                if result.about is not None:
-                    refused = await self._ingest.write_precheck(client, result.about, CHANNEL)
-                    if refused is not None:
-                        return await self._refusal_ack(header, result, refused, started)
-                outcome = await self._ingest.reject_unmapped(
-                    client, payload, CHANNEL, [FieldProblem(p.field, p.reason) for p in result.problems],
-                    header.control_id)
-                return self._ack(header, "AR", result.problems[0].reason, result.problems,
-                                 quarantine_id=outcome.body.get("quarantine_id"))
+                return await self._quarantined(client, payload, header, result, started, "AR",
+                                               result.problems[0].reason)
             log.info("mllp message rejected", source=client.client_id, status="AR",
                      reason_codes=[p.code for p in result.problems], channel=CHANNEL)
             return self._ack(header, "AR", result.problems[0].reason, result.problems)
@@ -509,15 +502,7 @@ class MllpServer:
         if result.disposition is Disposition.ERROR:
             # The access policy first, as for a change that maps (below): a message about someone the trust
             # has no role for is answered as a well-formed one would be, and nothing of it is kept.
-            if result.about is not None:
-                refused = await self._ingest.write_precheck(client, result.about, CHANNEL)
-                if refused is not None:
-                    return await self._refusal_ack(header, result, refused, started)
-            outcome = await self._ingest.reject_unmapped(
-                client, payload, CHANNEL, [FieldProblem(p.field, p.reason) for p in result.problems],
-                header.control_id)
-            return self._ack(header, "AE", "register change rejected", result.problems,
-                             quarantine_id=outcome.body.get("quarantine_id"))
+            return await self._quarantined(client, payload, header, result, started, "AE", "register change rejected")
         assert result.change is not None
         # The access policy before validation. Trusts' interface engines send
         # every discharge and update, most of them for people never detained
@@ -531,6 +516,19 @@ class MllpServer:
         if outcome.status_code == 403:  # refused on the record path, under the person's lock
             return await self._refusal_ack(header, result, outcome, started)
         return self._outcome_ack(header, result, outcome)
+
+    async def _quarantined(self, client: Client, payload: bytes, header: Header, result: MappingResult,
+                           started: float, code: str, text: str) -> str:
+        """A message that did not map, kept in quarantine and answered `code` naming its problems; unless
+        the access policy refuses the trust for the person it is about (`result.about`): then the
+        refusal's answer, and nothing of it kept."""
+        if result.about is not None:
+            refused = await self._ingest.write_precheck(client, result.about, CHANNEL)
+            if refused is not None:
+                return await self._refusal_ack(header, result, refused, started)
+        outcome = await self._ingest.reject_unmapped(
+            client, payload, CHANNEL, [FieldProblem(p.field, p.reason) for p in result.problems], header.control_id)
+        return self._ack(header, code, text, result.problems, quarantine_id=outcome.body.get("quarantine_id"))
 
     async def _refusal_ack(self, header: Header, result: MappingResult, refused: Outcome, started: float) -> str:
         """The ACK of an access-policy refusal, no sooner than the floor after `started` (only these wait:
