@@ -9,16 +9,23 @@ day; another body's line named by `line_recorded_by`), holding `funding`,
 writes it (hub/money/service.py); anyone else gets the same 404 as for an
 unknown person, and nothing is kept. A
 caller with no agreement granting `funding` gets that 404 whatever its body
-holds, even one that is not JSON: nothing of it is read or quarantined."""
+holds, even one that is not JSON: nothing of it is read or quarantined. The
+404 comes no sooner than S117_WRITE_REFUSAL_FLOOR_MS after the body was read
+(`money_answer`; split decisions alike): a refusal about someone on the
+register reads their lines and evaluates their register, one about an unknown
+person reads nothing, and the difference in time would tell who is there."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from hub.access import no_sooner_than
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import PROBLEM_JSON, ProblemError
 from hub.codec import DUPLICATE_KEY, duplicate_keys, json_path
@@ -43,6 +50,7 @@ async def post_package(request: Request, hub: HubDep, client: ClientDep) -> JSON
     raw = await request.body()
     if len(raw) > MAX_BODY:
         raise ProblemError(413, "too-large", "Body too large", f"a package event must be at most {MAX_BODY} bytes")
+    started = time.monotonic()
     assert hub.packages is not None
     try:
         data = orjson.loads(raw)
@@ -59,5 +67,14 @@ async def post_package(request: Request, hub: HubDep, client: ClientDep) -> JSON
             smid if isinstance(smid, str) else None)
     else:
         out = await hub.packages.record(client, data, raw, "rest")
+    return await money_answer(hub, started, out)
+
+
+async def money_answer(hub: Any, started: float, out: Any) -> JSONResponse:
+    """A money write's answer (a package line's, a split decision's); its 404, the unknown person's
+    (or decision's) answer to every body refused, no sooner than the write refusal floor after
+    `started`, whatever the refusal had to read."""
+    if out.status_code == 404:
+        await no_sooner_than(started, hub.settings.write_refusal_floor_ms / 1000)
     return JSONResponse(out.body, status_code=out.status_code,
                         media_type=PROBLEM_JSON if out.is_problem else "application/json")

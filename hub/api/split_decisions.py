@@ -11,6 +11,7 @@ agrees a new one). hub/domain/money/splits.py."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import orjson
@@ -18,6 +19,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
 from hub.api.deps import ClientDep, HubDep, require
+from hub.api.packages import money_answer
 from hub.api.problems import PROBLEM_JSON
 from hub.codec import DUPLICATE_KEY, duplicate_keys, json_path
 from hub.ingest.validation import FieldProblem
@@ -36,6 +38,7 @@ async def propose(request: Request, hub: HubDep, client: ClientDep) -> JSONRespo
     require(client, "packages:write")
     assert hub.packages is not None
     raw = (await request.body())[:64 * 1024 + 1]
+    started = time.monotonic()
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -47,11 +50,12 @@ async def propose(request: Request, hub: HubDep, client: ClientDep) -> JSONRespo
     if twice:  # a key named twice: named (never its value) and held, never read as the value kept last
         return _answer(await hub.packages._quarantine(
             client, raw, "rest", [FieldProblem(json_path(p), DUPLICATE_KEY, unknown_key=True) for p in twice], None))
-    return _answer(await DecisionService(hub.packages).propose(client, data, raw))
+    return await money_answer(hub, started, await DecisionService(hub.packages).propose(client, data, raw))
 
 
 @router.post("/{decision_id}/agree", summary="The other body agrees: the split is in force from its date")
 async def agree(decision_id: Annotated[str, Path(max_length=36)], hub: HubDep, client: ClientDep) -> JSONResponse:
     require(client, "packages:write")
     assert hub.packages is not None
-    return _answer(await DecisionService(hub.packages).agree(client, decision_id))
+    started = time.monotonic()
+    return await money_answer(hub, started, await DecisionService(hub.packages).agree(client, decision_id))
