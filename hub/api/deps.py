@@ -116,12 +116,12 @@ def whole_number(text: str) -> int | None:
     return int(text) if _DIGITS.fullmatch(text) else None
 
 
-Limit = Annotated[int, WholeNumber, Query(ge=1, le=1000, description="page size")]
-Cursor = Annotated[int, WholeNumber, Query(ge=0, le=MAX_ID, description="last cursor handled")]
-Hours = Annotated[int, WholeNumber, Query(ge=1, le=24 * 366, description="look-back window in hours")]
-Days = Annotated[int, WholeNumber, Query(ge=1, le=3660, description="look-back window in days")]
-RowId = Annotated[int, WholeNumber, Path(ge=1, le=MAX_ID)]
-EventNumber = Annotated[int, WholeNumber, Query(ge=1, le=MAX_ID)]
+Limit = Annotated[int, Query(ge=1, le=1000, description="page size"), WholeNumber]
+Cursor = Annotated[int, Query(ge=0, le=MAX_ID, description="last cursor handled"), WholeNumber]
+Hours = Annotated[int, Query(ge=1, le=24 * 366, description="look-back window in hours"), WholeNumber]
+Days = Annotated[int, Query(ge=1, le=3660, description="look-back window in days"), WholeNumber]
+RowId = Annotated[int, Path(ge=1, le=MAX_ID), WholeNumber]
+EventNumber = Annotated[int, Query(ge=1, le=MAX_ID), WholeNumber]
 # A date in a query: YYYY-MM-DD only (hub.ingest.contract `IsoDate`), where pydantic's lax date
 # also read a Unix time (?as_of=1735689600) or a datetime ("2026-01-01T00:00:00Z") as a date.
 QueryDate = IsoDate

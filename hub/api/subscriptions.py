@@ -365,7 +365,7 @@ async def delivery_log(subscription_id: str, hub: HubDep, client: ClientDep, lim
 
 @router.get("/{subscription_id}/events", summary="Replay a subscription's messages by event number")
 async def events(subscription_id: str, hub: HubDep, client: ClientDep,
-                 from_: Annotated[int, WholeNumber, Query(alias="from", ge=1, le=MAX_ID)] = 1,
+                 from_: Annotated[int, Query(alias="from", ge=1, le=MAX_ID), WholeNumber] = 1,
                  to: EventNumber | None = None, limit: Limit = 100) -> Response:
     """The messages numbered `from`..`to` (inclusive; `to` defaults to the
     newest), oldest first, up to `limit`; whatever their delivery status. For a

@@ -84,3 +84,23 @@ async def test_a_last_event_id_is_only_digits(feed_hub, coerced):  # noqa: ANN00
     assert r.status_code == 422, r.status_code
     assert [e["field"] for e in r.json()["errors"]] == ["Last-Event-ID"]
     assert set((await _statuses(h, sub, headers)).values()) == {"pending"}  # nothing acknowledged
+
+
+async def test_the_openapi_document_still_states_each_numbers_bounds(app_hub):  # noqa: ANN001
+    """The digits-only check must not hide the bounds: placed before `Query(ge=, le=)` it published
+    `ge`/`le` (not JSON Schema) for minimum/maximum, so clients and schema-driven tests lost them."""
+    doc = (await app_hub.http.get("/openapi.json")).json()
+
+    def schema(path: str, method: str, name: str) -> dict:
+        (p,) = [p for p in doc["paths"][path][method]["parameters"] if p["name"] == name]
+        s = p["schema"]
+        return next((x for x in s.get("anyOf", []) if x.get("type") != "null"), s)
+
+    assert {k: schema("/v1/quarantine", "get", "limit")[k] for k in ("minimum", "maximum")} == \
+        {"minimum": 1, "maximum": 1000}
+    assert schema("/v1/ops/flows", "get", "hours")["maximum"] == 24 * 366
+    assert schema("/v1/subscriptions/{subscription_id}/events", "get", "from")["minimum"] == 1
+    assert schema("/v1/subscriptions/{subscription_id}/events", "get", "to")["minimum"] == 1
+    assert schema("/v1/ops/dead-letters/{dead_letter_id}/replay", "post", "dead_letter_id")["minimum"] == 1
+    assert schema("/v1/persons/{person_id}/s117", "get", "as_of") == {"type": "string", "format": "date"}
+    assert schema("/v1/ops/subscriptions/{subscription_id}/replay", "post", "since")["format"] == "date-time"
