@@ -22,9 +22,27 @@ class ProblemError(Exception):
         self.status, self.kind, self.title, self.detail, self.extra = status, kind, title, detail, extra
 
 
-def problem_response(status: int, kind: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+def problem_response(status: int, kind: str, title: str, detail: str, headers: dict[str, str] | None = None,
+                     **extra: Any) -> JSONResponse:
     body = {"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail, **extra}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+# FastAPI's answer to a JSON body it could not decode other than as a JSON syntax error (bytes that are
+# not UTF-8): a bare 400 naming nothing. Answered as every other bad body is: a 422 naming `(body)`.
+_BODY_NOT_PARSED = "There was an error parsing the body"
+
+
+def _field_problem(e: dict[str, Any]) -> dict[str, str]:
+    """One validation error as a named field and reason; a body that is not JSON at all is `(body)`
+    (FastAPI's `loc` gives the character offset, not a field), its reason the parser's, never the text."""
+    if e.get("type") == "json_invalid":
+        where = e["loc"][1] if len(e["loc"]) > 1 else None
+        why = str((e.get("ctx") or {}).get("error") or "not JSON")
+        return {"field": "(body)", "reason": f"is not valid JSON: {why}" + (
+            f" (at character {where})" if isinstance(where, int) else "")}
+    # loc starts with where the value came from (body, query, path, header).
+    return {"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "reason": e["msg"]}
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -34,17 +52,18 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            # loc starts with where the value came from (body, query, path, header).
-            {"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "reason": e["msg"]}
-            for e in exc.errors()
-        ]
+        errors = [_field_problem(e) for e in exc.errors()]
         return problem_response(422, "invalid-request", "Request rejected",
                                 f"{len(errors)} field(s) failed validation", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem_response(exc.status_code, "http-" + str(exc.status_code), str(exc.detail), str(exc.detail))
+        if exc.status_code == 400 and exc.detail == _BODY_NOT_PARSED:
+            return problem_response(422, "invalid-request", "Request rejected", "1 field(s) failed validation",
+                                    errors=[{"field": "(body)", "reason": "must be JSON text in UTF-8"}])
+        # Its headers kept: a 405's `Allow` (RFC 9110 15.5.6), a 401's challenge.
+        return problem_response(exc.status_code, "http-" + str(exc.status_code), str(exc.detail), str(exc.detail),
+                                headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
