@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from copy import deepcopy
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+import orjson
 from sqlalchemy import text
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -18,7 +20,14 @@ from hub.api import disputes, fhir_tasks, transfers, workflow_ops
 from hub.api.correlation import CorrelationMiddleware
 from hub.api.deps import ApiKeyCheck
 from hub.api.limits import LimitsMiddleware
-from hub.api.problems import install_problem_handlers
+from hub.api.problems import (
+    FHIR_JSON,
+    OPERATION_OUTCOME_SCHEMA,
+    OUTCOME_CONTENT,
+    PROBLEM_CONTENT,
+    ProblemDetails,
+    install_problem_handlers,
+)
 from hub.bootstrap import build_hub
 from hub.observability.multiproc import exposition
 from hub.server import tune_gc
@@ -114,7 +123,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def health() -> dict:
         return {"status": "ok"}
 
-    @app.get("/health/ready", tags=["ops"])
+    @app.get("/health/ready", tags=["ops"],
+             responses={503: {"description": "Not ready: each check named with its state",
+                              "content": {"application/json": {}}}})
     async def ready(request: Request) -> JSONResponse:
         """Ready to take traffic: the store answers and the workers are alive.
         503 with the failing check named otherwise, so a load balancer stops sending."""
@@ -135,11 +146,73 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = {"status": "ready" if ok else "not-ready", "checks": checks}
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse,
+             responses={200: {"description": "Prometheus text exposition format"}})
     async def metrics() -> Response:
         return Response(exposition(), media_type=CONTENT_TYPE_LATEST)  # every process's, with the workers apart
 
     return app
+
+
+# What every operation under /v1/ may answer whatever its own work: the front's refusals
+# (hub/api/limits.py: the key, the body's size and time, the answer's time) and the routes' shared
+# ones (the scope, a parameter or body refused). Each as problem details, but the limits' answers
+# under /v1/fhir/, which are OperationOutcomes there (`_document_problems`).
+_SHARED = {
+    401: "No API key, or one not recognised or revoked (answered before the body is read)",
+    403: "The key lacks the scope this operation needs, or the access policy refused it (the rule named)",
+    422: "Request rejected: each field named with the reason (a bad parameter, body, or a JSON key named twice)",
+}
+_WITH_BODY = {
+    408: "The body did not arrive within this operation's time limit",
+    413: "The body is over this operation's size limit (refused before it is read)",
+}
+_TIMED_OUT = (503, "No answer within this operation's time limit: anything committed stays, and sending the "
+                   "same request again is safe", {"Retry-After": {"schema": {"type": "string"}}})
+_FRONT = {408, 413, 503}  # answered by the limits, as an OperationOutcome under /v1/fhir/
+_FASTAPI_422 = {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}
+
+
+def _document_problems(doc: dict) -> None:
+    """Every /v1/ operation's shared answers above, and any error a route states without content
+    (`responses={404: {"description": ...}}`), as problem details; FastAPI's own 422 (its
+    HTTPValidationError, never sent: hub/api/problems.py answers every one) likewise. A status a
+    route states with content is the route's own statement, kept as it is (it names every media type
+    it answers with). And every /v1/fhir/ operation's 2xx is application/fhir+json."""
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    problem = ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(problem.pop("$defs", {}))
+    schemas["ProblemDetails"] = problem
+    schemas["OperationOutcome"] = OPERATION_OUTCOME_SCHEMA
+    for path, operations in doc["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        fhir = path.startswith("/v1/fhir/")
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            shared = dict(_SHARED)
+            if method in ("post", "put", "patch"):
+                shared |= _WITH_BODY
+            shared[_TIMED_OUT[0]] = _TIMED_OUT[1]
+            for status, text in shared.items():
+                stated = responses.setdefault(str(status), {})
+                if stated.get("content") == _FASTAPI_422:
+                    stated.clear()
+                if not stated.get("content"):
+                    stated["content"] = deepcopy(OUTCOME_CONTENT if fhir and status in _FRONT else PROBLEM_CONTENT)
+                    stated["description"] = stated.get("description") or text
+                if status == _TIMED_OUT[0]:
+                    stated.setdefault("headers", deepcopy(_TIMED_OUT[2]))
+            for status, stated in responses.items():
+                content = stated.setdefault("content", {})
+                if status[0] in "45" and not content:
+                    content.update(deepcopy(PROBLEM_CONTENT))
+                if fhir and status.startswith("2") and "application/json" in content:
+                    content.setdefault(FHIR_JSON, content.pop("application/json"))
+            operation["responses"] = dict(sorted(responses.items()))
+    if "HTTPValidationError" not in orjson.dumps(doc["paths"]).decode():
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
 
 
 def _document_register_change_body(app: FastAPI) -> None:
@@ -161,6 +234,7 @@ def _document_register_change_body(app: FastAPI) -> None:
         operation = doc["paths"]["/v1/register-changes"]["post"]
         operation["requestBody"] = {"required": True, "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/S117RegisterChange"}}}}
+        _document_problems(doc)
         app.openapi_schema = doc
         return doc
 

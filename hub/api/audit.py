@@ -29,7 +29,8 @@ class PersonAuditIn(BaseModel):
     format: Literal["json", "fhir"] = "json"
 
 
-@router.post("/person", summary="Who was told what about this person, when, under which agreement")
+@router.post("/person", summary="Who was told what about this person, when, under which agreement",
+             responses={404: {"description": "No person with that NHS number is on the register"}})
 async def person(body: PersonAuditIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, "hub:admin")
     person_id = await person_id_for_nhs_number(hub, body.nhs_number)

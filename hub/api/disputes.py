@@ -98,7 +98,9 @@ async def list_disputes(hub: HubDep, client: ClientDep,
 
 
 @router.post("", status_code=201, summary="Raise a dispute (the caller must be a party with a relationship to "
-             "the person on the day)")
+             "the person on the day)",
+             responses={404: {"description": "No person with that id is on the register"},
+                        409: {"description": "The transition is not allowed now (the rule named)"}})
 async def raise_dispute(body: RaiseIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, "workflows:write")
     if client.org_code not in body.parties:
@@ -128,7 +130,8 @@ async def _audit(hub, client, decision, person_id: str | None) -> None:  # noqa:
                               change_type=ChangeType.DISPUTE_RAISED.value, decision=decision, person_id=person_id)
 
 
-@router.get("/{case_id}", summary="One dispute: stages, clock, interim terms, history, statement when resolved")
+@router.get("/{case_id}", summary="One dispute: stages, clock, interim terms, history, statement when resolved",
+            responses={404: {"description": "No dispute with that id for this organisation"}})
 async def get_dispute(case_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "s117:read")
     case = await visible_case(hub, client, case_id, CaseKind.DISPUTE, read=True)
@@ -155,7 +158,9 @@ async def _reimbursement(hub, client, case) -> dict:  # noqa: ANN001
             "amounts": "withheld: the organisation's data-sharing agreement does not grant the funding field group"}
 
 
-@router.get("/{case_id}/reimbursement", summary="What the body found responsible owes for the interim")
+@router.get("/{case_id}/reimbursement", summary="What the body found responsible owes for the interim",
+            responses={404: {"description": "No dispute with that id for this organisation"},
+                       409: {"description": "Not resolved yet"}})
 async def reimbursement(case_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "s117:read")
     case = await visible_case(hub, client, case_id, CaseKind.DISPUTE, read=True)
@@ -175,7 +180,9 @@ async def _act(hub, client, case_id: str, action: Action, body: dict) -> dict:  
     return out
 
 
-@router.post("/{case_id}/interim", summary="Propose (or agree, with the same terms) the lead body and interim split")
+@router.post("/{case_id}/interim", summary="Propose (or agree, with the same terms) the lead body and interim split",
+             responses={404: {"description": "No dispute with that id for this organisation"},
+                        409: {"description": "The transition is not allowed now (the rule named)"}})
 async def interim(case_id: str, body: InterimIn, hub: HubDep, client: ClientDep) -> dict:
     shares = {}
     for org, percent in body.shares.items():
@@ -187,7 +194,9 @@ async def interim(case_id: str, body: InterimIn, hub: HubDep, client: ClientDep)
     return await _act(hub, client, case_id, Action.AGREE_INTERIM, {"lead_body": body.lead_body, "shares": shares})
 
 
-@router.post("/{case_id}/escalate", summary="Escalate to the area agreement's next stage")
+@router.post("/{case_id}/escalate", summary="Escalate to the area agreement's next stage",
+             responses={404: {"description": "No dispute with that id for this organisation"},
+                        409: {"description": "The transition is not allowed now (the rule named)"}})
 async def escalate(case_id: str, hub: HubDep, client: ClientDep) -> dict:
     return await _act(hub, client, case_id, Action.ESCALATE, {})
 
@@ -195,7 +204,10 @@ async def escalate(case_id: str, hub: HubDep, client: ClientDep) -> dict:
 @router.post("/{case_id}/resolve", summary="Resolve: each party agrees the same responsible body and date (the "
              "last agreement resolves), or the final stage's determination; a reimbursement statement",
              responses={202: {"description": "A party's proposal or agreement recorded: the case, its `resolution` "
-                                             "naming the parties still `awaiting`; nothing resolved yet"}})
+                                             "naming the parties still `awaiting`; nothing resolved yet",
+                              "content": {"application/json": {}}},
+                        404: {"description": "No dispute with that id for this organisation"},
+                        409: {"description": "The transition is not allowed now (the rule named)"}})
 async def resolve(case_id: str, body: ResolveIn, response: Response, hub: HubDep, client: ClientDep) -> dict:
     terms = {"responsible": body.responsible, "responsible_from": body.responsible_from,
              "determination": body.determination}

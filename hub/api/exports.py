@@ -66,7 +66,8 @@ async def list_exports(hub: HubDep, client: ClientDep,
     return {"items": [await hub.exports.export(i) for i in ids]}
 
 
-@router.get("/{export_id}/status", summary="State, record count (progress while building), checksum")
+@router.get("/{export_id}/status", summary="State, record count (progress while building), checksum",
+            responses={404: {"description": "No export with that id for this organisation"}})
 async def export_status(export_id: ExportId, hub: HubDep, client: ClientDep) -> dict:
     require(client, SCOPE)
     await _own(hub, client, export_id)
@@ -79,7 +80,14 @@ def _stream(f: BinaryIO) -> Iterator[bytes]:
             yield chunk
 
 
-@router.get("/{export_id}", summary="Download the file (streamed); the SHA-256 is in the S117-SHA256 header")
+@router.get("/{export_id}", summary="Download the file (streamed); the SHA-256 is in the S117-SHA256 header",
+            response_class=StreamingResponse,
+            responses={200: {"description": "The file, streamed (CSV, or fixed-width text)",
+                             "content": {"text/csv": {"schema": {"type": "string"}},
+                                         "text/plain": {"schema": {"type": "string"}}}},
+                       404: {"description": "No export with that id for this organisation"},
+                       409: {"description": "The file is not ready yet"},
+                       410: {"description": "The file has been removed from the export directory"}})
 async def download(export_id: ExportId, hub: HubDep, client: ClientDep) -> StreamingResponse:
     require(client, SCOPE)
     try:
@@ -120,7 +128,9 @@ async def _audit_download(hub, client, *, allowed: bool, rule: Rule | None = Non
                               correlation_id=bound_correlation_id())
 
 
-@router.post("/{export_id}/ack", summary="Acknowledge the file: the council has imported it")
+@router.post("/{export_id}/ack", summary="Acknowledge the file: the council has imported it",
+             responses={404: {"description": "No export with that id for this organisation"},
+                        409: {"description": "Only a ready file is acknowledged"}})
 async def acknowledge(export_id: ExportId, hub: HubDep, client: ClientDep) -> dict:
     require(client, SCOPE)
     row = await _own(hub, client, export_id)
@@ -138,7 +148,8 @@ async def unacknowledged(hub: HubDep, client: ClientDep) -> dict:
 
 
 @ops_router.post("/subscriptions/{subscription_id}/council-file/run", status_code=202,
-                 summary="Write a council-file subscription's next file now")
+                 summary="Write a council-file subscription's next file now",
+                 responses={404: {"description": "No council-file subscription with that id"}})
 async def run_now(subscription_id: ExportId, hub: HubDep, client: ClientDep) -> dict:
     require(client, "hub:admin")
     export = await hub.exports.run_now(subscription_id)

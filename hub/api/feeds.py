@@ -175,7 +175,9 @@ async def _feed(hub, client, subscription_id: str):  # noqa: ANN001, ANN202
 
 
 @router.get("/{subscription_id}", summary="Pull the next FHIR messages of a feed subscription (JSON, or SSE)",
-            responses={200: {"content": {"application/json": {}, SSE: {}}}})
+            responses={200: {"content": {"application/json": {}, SSE: {}}},
+                       404: {"description": "No feed subscription with that id for this organisation"},
+                       410: {"description": "The subscription was stopped; its delivery log stays readable"}})
 async def pull(subscription_id: str, request: Request, hub: HubDep, client: ClientDep, after: Cursor = 0,
                limit: Limit = 50, accept: Annotated[str | None, Header()] = None,
                last_event_id: Annotated[str | None, Header()] = None) -> Response:

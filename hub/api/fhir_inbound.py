@@ -34,6 +34,7 @@ from adapters.fhir_inbound import MappingResult, map_message
 from adapters.fhir_inbound.mapping import INVALID, REQUIRED, VALUE
 from hub.access import no_sooner_than, refused_by_policy
 from hub.api.deps import ClientDep, HubDep, require
+from hub.api.problems import answer
 from hub.fhir.namespaces import NHS_NUMBER_SYSTEM, Namespaces
 from hub.ids import uuid5
 from hub.ingest.validation import FieldProblem
@@ -153,10 +154,14 @@ def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, An
     responses={
         200: {"description": "Accepted (or a duplicate of an accepted message): a FHIR response message Bundle",
               "content": {FHIR_JSON: {}}},
-        403: {"description": "Refused by the access policy: an OperationOutcome naming the rule",
-              "content": {FHIR_JSON: {}}},
-        422: {"description": "Rejected and quarantined: an OperationOutcome naming each FHIR location",
-              "content": {FHIR_JSON: {}}},
+        403: answer("Refused by the access policy: an OperationOutcome naming the rule (a key without the "
+                    "register:write scope: problem details)", fhir=True),
+        409: answer("The message id was used for another change: nothing recorded", problem=False, fhir=True),
+        413: answer("The message is over 256 KB: nothing recorded", problem=False, fhir=True),
+        415: answer("A Content-Type other than application/fhir+json or application/json", problem=False,
+                    fhir=True),
+        422: answer("Rejected and quarantined: an OperationOutcome naming each FHIR location", problem=False,
+                    fhir=True),
     },
 )
 async def process_message(request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:

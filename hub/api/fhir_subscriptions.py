@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func, select
 
 from hub.api.deps import ClientDep, EventNumber, HubDep, require
-from hub.api.problems import ProblemError
+from hub.api.problems import ProblemError, answer
 from hub.api.subscriptions import MAX_ACTIVE_PER_ORG, require_agreement_in_force, subscription_status
 from hub.delivery.fhir_rest_hook import CHANNEL, post_notification
 from hub.delivery.queue import create_counter
@@ -70,6 +70,9 @@ async def _active(conn, org_code: str) -> int:  # noqa: ANN001
         subscriptions.c.org_code == org_code, subscriptions.c.active.is_(True)))).scalar_one()
 
 
+_NO_SUCH = "No FHIR subscription with that id for this organisation"  # the 404's, as documented
+
+
 def _not_found() -> JSONResponse:
     return _outcome(404, [("Subscription.id", "no FHIR subscription with that id for this organisation")],
                     code="not-found")
@@ -81,7 +84,8 @@ async def list_topics(client: ClientDep) -> Response:
     return _fhir({"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries})
 
 
-@router.post("/Subscription", status_code=201, summary="Subscribe (rest-hook) to a topic: handshake, then notifications")
+@router.post("/Subscription", status_code=201, summary="Subscribe (rest-hook) to a topic: handshake, then notifications",
+             responses={422: answer("Refused: an OperationOutcome naming each problem", problem=False, fhir=True)})
 async def create(request: Request, hub: HubDep, client: ClientDep) -> Response:
     require(client, "subscriptions:write")
     raw = await request.body()
@@ -152,7 +156,8 @@ async def _own(hub, client, subscription_id: str):  # noqa: ANN001, ANN202
     return row
 
 
-@router.get("/Subscription/{subscription_id}", summary="A FHIR subscription of the caller's organisation")
+@router.get("/Subscription/{subscription_id}", summary="A FHIR subscription of the caller's organisation",
+            responses={404: answer(_NO_SUCH, problem=False, fhir=True)})
 async def read(subscription_id: str, hub: HubDep, client: ClientDep) -> Response:
     require(client, "subscriptions:write")
     row = await _own(hub, client, subscription_id)
@@ -163,7 +168,8 @@ async def read(subscription_id: str, hub: HubDep, client: ClientDep) -> Response
                                        fhir=fhir, active=row.active or fhir.get("status") == "error"))
 
 
-@router.delete("/Subscription/{subscription_id}", summary="Turn a FHIR subscription off")
+@router.delete("/Subscription/{subscription_id}", summary="Turn a FHIR subscription off",
+               responses={404: answer(_NO_SUCH, problem=False, fhir=True)})
 async def delete(subscription_id: str, hub: HubDep, client: ClientDep) -> Response:
     require(client, "subscriptions:write")
     row = await _own(hub, client, subscription_id)
@@ -176,7 +182,8 @@ async def delete(subscription_id: str, hub: HubDep, client: ClientDep) -> Respon
                                        fhir={**(row.fhir or {}), "status": "off"}, active=False))
 
 
-@router.get("/Subscription/{subscription_id}/$status", summary="SubscriptionStatus: events since start")
+@router.get("/Subscription/{subscription_id}/$status", summary="SubscriptionStatus: events since start",
+            responses={404: answer(_NO_SUCH, problem=False, fhir=True)})
 async def status(subscription_id: str, hub: HubDep, client: ClientDep) -> Response:
     require(client, "subscriptions:write")
     row = await _own(hub, client, subscription_id)
@@ -192,7 +199,12 @@ async def status(subscription_id: str, hub: HubDep, client: ClientDep) -> Respon
     return _fhir(bundle)
 
 
-@router.get("/Subscription/{subscription_id}/$events", summary="Past notifications by event number")
+@router.get("/Subscription/{subscription_id}/$events", summary="Past notifications by event number",
+            responses={403: answer("The key lacks the scope (problem details), or no data-sharing agreement is in "
+                                   "force (an OperationOutcome)", fhir=True),
+                       404: answer(_NO_SUCH, problem=False, fhir=True),
+                       422: answer("A parameter refused: problem details for its form, an OperationOutcome for "
+                                   "its meaning", fhir=True)})
 async def events(subscription_id: str, hub: HubDep, client: ClientDep,
                  eventsSinceNumber: EventNumber = 1,  # noqa: N803 - FHIR's name
                  eventsUntilNumber: EventNumber | None = None,  # noqa: N803

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 
 from hub.access import record_decision
 from hub.api.deps import ClientDep, HubDep, require
-from hub.api.problems import ProblemError
+from hub.api.problems import ProblemError, answer
 from hub.api.workflow_access import is_admin, service
 from hub.domain.access import Rule
 from hub.domain.workflows.model import Action, Case, CaseKind, WorkflowRefusal
@@ -78,7 +78,8 @@ def _task(case: Case, stage: int | None) -> dict[str, Any]:
     return build_task(case)
 
 
-@router.get("/{task_id}", summary="A transfer or dispute-stage Task (FHIR R4)")
+@router.get("/{task_id}", summary="A transfer or dispute-stage Task (FHIR R4)",
+            responses={404: answer("No Task with that id for this organisation", problem=False, fhir=True)})
 async def read_task(task_id: str, hub: HubDep, client: ClientDep) -> JSONResponse:
     require(client, "s117:read")
     case, stage = await _load(hub, task_id)
@@ -145,7 +146,14 @@ async def _apply(hub, client, task_value: str, status: Any, reason: Any) -> JSON
     return JSONResponse(build_task(acted.case), media_type=FHIR_JSON)
 
 
-@router.put("/{task_id}", summary="Update a Task: a transfer's incoming body sets status accepted / rejected")
+@router.put("/{task_id}", summary="Update a Task: a transfer's incoming body sets status accepted / rejected",
+            responses={403: answer("The key lacks the scope (problem details), or the transition is not the "
+                                   "caller's to make (an OperationOutcome)", fhir=True),
+                       404: answer("No Task with that id for this organisation", problem=False, fhir=True),
+                       409: answer("The transition is not allowed now", problem=False, fhir=True),
+                       413: answer("The body is over 64 KB (problem details), or over the limits' 1 MB (an "
+                                   "OperationOutcome)", fhir=True),
+                       422: answer("Refused: an OperationOutcome naming the problem", problem=False, fhir=True)})
 async def put_task(task_id: str, request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
     body = await _body(request)
     if not isinstance(body, dict) or body.get("resourceType") != "Task":
@@ -162,7 +170,14 @@ async def put_task(task_id: str, request: Request, hub: HubDep, client: ClientDe
     return await _apply(hub, client, task_id, body.get("status"), reason)
 
 
-@router.patch("/{task_id}", summary="JSON Patch of /status (and /statusReason) of a Task")
+@router.patch("/{task_id}", summary="JSON Patch of /status (and /statusReason) of a Task",
+            responses={403: answer("The key lacks the scope (problem details), or the transition is not the "
+                                   "caller's to make (an OperationOutcome)", fhir=True),
+                       404: answer("No Task with that id for this organisation", problem=False, fhir=True),
+                       409: answer("The transition is not allowed now", problem=False, fhir=True),
+                       413: answer("The body is over 64 KB (problem details), or over the limits' 1 MB (an "
+                                   "OperationOutcome)", fhir=True),
+                       422: answer("Refused: an OperationOutcome naming the problem", problem=False, fhir=True)})
 async def patch_task(task_id: str, request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
     ops = await _body(request)
     if not isinstance(ops, list) or not all(isinstance(op, dict) for op in ops):

@@ -91,9 +91,10 @@ def _file_problems(mapping: FileStream, layout: Layout, client: Client) -> list[
     summary="A council case system's nightly export of s117 register changes; 202, rows recorded in the background",
     responses={
         202: {"description": "Stored; its rows are being recorded: GET /v1/council-files/{file_id} for progress and "
-                     "the per-row report"},
+                     "the per-row report", "content": {"application/json": {}}},
         200: {"description": "The same file again: the first file's per-row report, accepted rows as duplicates"},
         413: {"description": "File larger than 20 MB"},
+        415: {"description": "A Content-Type other than the file formats taken"},
         422: {"description": "The whole file was rejected (empty, not UTF-8, bad header, trailer count wrong)"},
     },
 )
@@ -185,7 +186,8 @@ def _progress(row: Any) -> dict[str, Any]:
 
 
 @router.get("/council-files/{file_id}",
-            summary="A council file's receipt: progress (rows done / total), counts and, when done, the per-row report")
+            summary="A council file's receipt: progress (rows done / total), counts and, when done, the per-row report",
+            responses={404: {"description": "No council file with that id for this client"}})
 async def get_council_file(file_id: Annotated[str, Path(max_length=36)], hub: HubDep, client: ClientDep) -> Response:
     require(client, "register:write")
     async with read_only(hub.engine) as conn:  # not the stored file itself (up to 20 MB, encrypted)

@@ -110,7 +110,9 @@ async def list_dead_letters(hub: HubDep, client: ClientDep) -> dict:
     }
 
 
-@router.post("/dead-letters/{dead_letter_id}/replay", summary="Run the handler again for a dead-lettered message")
+@router.post("/dead-letters/{dead_letter_id}/replay", summary="Run the handler again for a dead-lettered message",
+             responses={404: {"description": "No dead letter with that id"},
+                        409: {"description": "Not replayable, or replayed already"}})
 async def replay_dead_letter(dead_letter_id: RowId, hub: HubDep, client: ClientDep) -> dict:
     require(client, "hub:admin")
     async with hub.engine.connect() as conn:
@@ -203,7 +205,8 @@ async def list_held(hub: HubDep, client: ClientDep) -> dict:
                             "queued_at": r.created_at.isoformat()} for r in rows]}
 
 
-@router.get("/deliveries/{delivery_id}", summary="One delivery's state (what became of a released or retried one)")
+@router.get("/deliveries/{delivery_id}", summary="One delivery's state (what became of a released or retried one)",
+            responses={404: {"description": "No delivery with that id"}})
 async def delivery_state(delivery_id: str, hub: HubDep, client: ClientDep) -> dict:
     """Where one delivery stands: `pending`, `delivered`, `held` (again: `why`
     says why), `dead`. The console follows a delivery it released with this.
@@ -224,7 +227,9 @@ async def delivery_state(delivery_id: str, hub: HubDep, client: ClientDep) -> di
             "event_type": r.event_type, "status": r.status, "attempts": r.attempts, "why": r.last_error}
 
 
-@router.post("/deliveries/{delivery_id}/retry", summary="Send a dead (or waiting) webhook delivery again now")
+@router.post("/deliveries/{delivery_id}/retry", summary="Send a dead (or waiting) webhook delivery again now",
+             responses={404: {"description": "No delivery with that id"},
+                        409: {"description": "Delivered already, or its message purged"}})
 async def retry_delivery(delivery_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "hub:admin")
     async with hub.engine.begin() as conn:
@@ -276,7 +281,8 @@ def _utc(when: datetime) -> datetime:
         return (datetime.min if when.year == datetime.min.year else datetime.max).replace(tzinfo=UTC)
 
 
-@router.post("/subscriptions/{subscription_id}/replay", summary="Deliver a subscription's messages again from a time")
+@router.post("/subscriptions/{subscription_id}/replay", summary="Deliver a subscription's messages again from a time",
+             responses={404: {"description": "No subscription with that id"}})
 async def replay_subscription(subscription_id: str, since: QueryInstant, hub: HubDep, client: ClientDep) -> dict:
     """Re-send what was delivered since `since` (e.g. after a subscriber lost data).
     Messages keep their event and message ids, so the subscriber can de-duplicate.
@@ -309,7 +315,9 @@ async def replay_subscription(subscription_id: str, since: QueryInstant, hub: Hu
 
 
 @router.post("/subscriptions/{subscription_id}/resume",
-             summary="Resume a suspended subscription (its endpoint answered 410 Gone)")
+             summary="Resume a suspended subscription (its endpoint answered 410 Gone)",
+             responses={404: {"description": "No subscription with that id"},
+                        409: {"description": "Not suspended (or stopped), named"}})
 async def resume_subscription(subscription_id: str, hub: HubDep, client: ClientDep) -> dict:
     """Clear a subscription's suspension (hub/delivery/leases.py, "Suspension"), as its subscriber can
     (`POST /v1/subscriptions/{id}/resume`): the deliverers of every instance take its queue again, from

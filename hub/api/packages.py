@@ -42,6 +42,7 @@ MAX_BODY = 64 * 1024
              responses={201: {"description": "Recorded (or the first answer to this source_message_id)"},
                         404: {"description": "No person on the register for whom the caller is responsible on "
                                               "the line's date with `funding` granted (one answer for all)"},
+                        409: {"description": "The source_message_id was already used for a different event"},
                         422: {"description": "Named problems; the input is held in quarantine"}})
 async def post_package(request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
     require(client, "packages:write")

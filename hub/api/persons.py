@@ -55,7 +55,9 @@ def _not_found() -> ProblemError:
     return ProblemError(404, "not-found", "Not found", NOT_FOUND_DETAIL)
 
 
-@router.post("/lookup", summary="Find the hub's person id for an NHS number (number in the body, never the URL)")
+@router.post("/lookup", summary="Find the hub's person id for an NHS number (number in the body, never the URL)",
+             responses={404: {"description": "No one on the register with that NHS number, or not yours to read "
+                                             "(one answer)"}})
 async def lookup(body: LookupIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, "s117:read")
     grant = AccessPolicy.read_grant(hub.sharing, client, datetime.now(UTC).date())
@@ -137,7 +139,8 @@ async def _authorise(
     return changes, levels, status, grant
 
 
-@router.get("/{person_id}/s117", summary="Entitlement, responsible bodies with explanations, reviews, disputes, history")
+@router.get("/{person_id}/s117", summary="Entitlement, responsible bodies with explanations, reviews, disputes, history",
+            responses={404: {"description": "No one on the register with that id, or not yours to read (one answer)"}})
 async def s117_position(
     person_id: Annotated[str, Path(max_length=36)], hub: HubDep, client: ClientDep, as_of: QueryDate | None = None,
 ) -> dict:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.ingest.service import PROBLEM_BASE
@@ -14,6 +16,50 @@ from hub.observability.logging import get_logger
 
 log = get_logger("hub.api")
 PROBLEM_JSON = "application/problem+json"
+
+
+class FieldProblem(BaseModel):
+    """One refused field and why (never the value sent)."""
+
+    field: str = Field(description="where: a dotted path in the body, or a parameter's name; `(body)` for the "
+                                   "body as a whole")
+    reason: str
+
+
+class ProblemDetails(BaseModel):
+    """The OpenAPI document's schema of every problem the API answers (`problem_response`, and the
+    limits' and key check's own in hub/api/limits.py); never built at run time. Extension members
+    (`rule`, `state`, `quarantine_id`, ...) may follow."""
+
+    model_config = ConfigDict(extra="allow", title="ProblemDetails")
+
+    type: str = Field(description="the problem's kind, a URI under the hub's /problems/")
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    errors: list[FieldProblem] = Field(default_factory=list, description="each field refused (422)")
+
+
+# A FHIR endpoint's own refusal (hub/api/fhir_*.py, and the limits' under /v1/fhir/): an R4
+# OperationOutcome, as the document states it.
+OPERATION_OUTCOME_SCHEMA: dict[str, Any] = {
+    "title": "OperationOutcome", "type": "object", "required": ["resourceType", "issue"],
+    "properties": {
+        "resourceType": {"const": "OperationOutcome"},
+        "issue": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["severity", "code"],
+            "properties": {"severity": {"enum": ["fatal", "error", "warning", "information"]},
+                           "code": {"type": "string"}, "diagnostics": {"type": "string"},
+                           "expression": {"type": "array", "items": {"type": "string"}}}}}}}
+FHIR_JSON = "application/fhir+json"
+PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}
+OUTCOME_CONTENT = {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}}
+
+
+def answer(description: str, problem: bool = True, fhir: bool = False) -> dict[str, Any]:
+    """An error answer for a route's `responses=`: problem details, an OperationOutcome, or either."""
+    return {"description": description, "content": deepcopy({**(PROBLEM_CONTENT if problem else {}),
+                                                             **(OUTCOME_CONTENT if fhir else {})})}
 
 
 class ProblemError(Exception):

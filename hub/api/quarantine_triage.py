@@ -71,7 +71,14 @@ async def _refused(conn, quarantine_id: str) -> ProblemError:  # noqa: ANN001
     return _already(status)
 
 
-@router.post("/{quarantine_id}/resubmit", summary="Resubmit a corrected input (canonical JSON), linked to the held one")
+@router.post("/{quarantine_id}/resubmit", summary="Resubmit a corrected input (canonical JSON), linked to the held one",
+             status_code=202,  # the ingest's answer, as POST /v1/register-changes gives it (a package's: 201)
+             responses={201: {"description": "The corrected package event recorded, as POST /v1/packages answers",
+                              "content": {"application/json": {}}},
+                        404: {"description": "No held input with that id for this client (or, for a package event, "
+                                             "no person it may name)"},
+                        409: {"description": "Resolved already or being resubmitted; or its source_message_id used "
+                                             "for another change"}})
 async def resubmit(quarantine_id: str, request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
     require(client, "register:write")
     row = await _held(hub, client, quarantine_id)
@@ -132,7 +139,9 @@ class DiscardIn(BaseModel):
     reason: str = Field(min_length=3, max_length=500)
 
 
-@router.post("/{quarantine_id}/discard", summary="Discard a held input, with the reason")
+@router.post("/{quarantine_id}/discard", summary="Discard a held input, with the reason",
+             responses={404: {"description": "No held input with that id for this client"},
+                        409: {"description": "Resolved already or being resubmitted"}})
 async def discard(quarantine_id: str, body: DiscardIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, "register:write")
     row = await _held(hub, client, quarantine_id)

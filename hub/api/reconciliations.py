@@ -69,7 +69,8 @@ async def _limited(request: Request) -> AsyncIterator[bytes]:
 
 
 @router.post("", status_code=202,
-             summary="Send the body's whole s117 list for reconciliation (NDJSON, JSON array or CSV); never changes the register")
+             summary="Send the body's whole s117 list for reconciliation (NDJSON, JSON array or CSV); never changes the register",
+             responses={415: {"description": "A snapshot format other than the ones taken"}})
 async def send_snapshot(
     request: Request, hub: HubDep, client: ClientDep,
     format: Annotated[Literal["ndjson", "json", "swift_snapshot_csv"] | None, Query(
@@ -135,7 +136,9 @@ def _within_agreement(item: dict[str, Any], groups: frozenset[str]) -> dict[str,
     return out
 
 
-@router.get("/{snapshot_id}", summary="Progress, then the drift report (JSON, or CSV with ?format=csv)")
+@router.get("/{snapshot_id}", summary="Progress, then the drift report (JSON, or CSV with ?format=csv)",
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+                       404: {"description": "No snapshot with that id for this client"}})
 async def report(
     snapshot_id: SnapshotId, hub: HubDep, client: ClientDep,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
@@ -178,7 +181,9 @@ class ItemDecision(BaseModel):
         return v
 
 
-@router.post("/items/{item_id}", summary="Explain, accept as is (with a reason) or reopen one difference")
+@router.post("/items/{item_id}", summary="Explain, accept as is (with a reason) or reopen one difference",
+             responses={404: {"description": "No reconciliation item with that id for this client"},
+                        409: {"description": "Not a transition the item's state allows"}})
 async def decide_item(item_id: SnapshotId, decision: ItemDecision, hub: HubDep, client: ClientDep) -> dict:
     require(client, SCOPE)
     try:

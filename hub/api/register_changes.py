@@ -52,6 +52,8 @@ _API_KEY_HEADER = {"name": "x-api-key", "in": "header", "required": False,
     summary="Record a change to a person's s117 register entry",
     responses={403: {"description": "Refused by the access policy (hub/access.py); problem details name the rule"},
                413: {"description": "Body over 256 KB (refused before authentication)"},
+               409: {"description": "The source_message_id was already used for a different change; nothing "
+                                    "recorded"},
                415: {"description": "A Content-Type other than application/json"},
                422: {"description": "Rejected and quarantined; problem details name each field"}},
     openapi_extra={"parameters": [_API_KEY_HEADER]},
@@ -181,7 +183,8 @@ async def list_quarantine(hub: HubDep, client: ClientDep, limit: Limit = 100) ->
     ]}
 
 
-@router.get("/quarantine/{quarantine_id}", summary="One quarantined input, with the raw input for its own source")
+@router.get("/quarantine/{quarantine_id}", summary="One quarantined input, with the raw input for its own source",
+            responses={404: {"description": "No quarantined input with that id for this client"}})
 async def get_quarantined(quarantine_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "register:write")
     row = await own_row(hub, client, quarantine, quarantine.c.quarantine_id, quarantine_id, "quarantined input")

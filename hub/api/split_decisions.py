@@ -33,7 +33,9 @@ def _answer(out) -> JSONResponse:  # noqa: ANN001
                         media_type=PROBLEM_JSON if out.is_problem else "application/json")
 
 
-@router.post("", status_code=201, summary="Propose a person's split; in force once the other body agrees")
+@router.post("", status_code=201, summary="Propose a person's split; in force once the other body agrees",
+             responses={404: {"description": "No person for whom the caller may decide a split (one answer for all)"},
+                        409: {"description": "Its source_message_id already used for another decision"}})
 async def propose(request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
     require(client, "packages:write")
     assert hub.packages is not None
@@ -53,7 +55,10 @@ async def propose(request: Request, hub: HubDep, client: ClientDep) -> JSONRespo
     return await money_answer(hub, started, await DecisionService(hub.packages).propose(client, data, raw))
 
 
-@router.post("/{decision_id}/agree", summary="The other body agrees: the split is in force from its date")
+@router.post("/{decision_id}/agree", summary="The other body agrees: the split is in force from its date",
+             responses={404: {"description": "No split decision with that id for this client"},
+                        409: {"description": "Agreed already, superseded, responsibility moved, or needs the other "
+                                             "body"}})
 async def agree(decision_id: Annotated[str, Path(max_length=36)], hub: HubDep, client: ClientDep) -> JSONResponse:
     require(client, "packages:write")
     assert hub.packages is not None

@@ -252,7 +252,8 @@ async def _own(hub, client, subscription_id: str):  # noqa: ANN001, ANN202
     return row
 
 
-@router.get("/{subscription_id}", summary="One of the caller's organisation's subscriptions, with its state")
+@router.get("/{subscription_id}", summary="One of the caller's organisation's subscriptions, with its state",
+            responses={404: {"description": "No subscription with that id for this organisation"}})
 async def read_subscription(subscription_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "subscriptions:write")
     row = await _own(hub, client, subscription_id)
@@ -322,7 +323,9 @@ async def resume(hub, subscription_id: str, source: str,  # noqa: ANN001
 
 @router.post("/{subscription_id}/resume",
              summary="Resume a suspended subscription (its endpoint answered 410 Gone): sending goes on from "
-                     "the oldest pending message")
+                     "the oldest pending message",
+             responses={404: {"description": "No subscription with that id for this organisation"},
+                        409: {"description": "Not suspended, or stopped"}})
 async def resume_subscription(subscription_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "subscriptions:write")
     await _own(hub, client, subscription_id)
@@ -330,7 +333,8 @@ async def resume_subscription(subscription_id: str, hub: HubDep, client: ClientD
     return _view(row)
 
 
-@router.delete("/{subscription_id}", summary="Stop a subscription (its delivery log is kept)")
+@router.delete("/{subscription_id}", summary="Stop a subscription (its delivery log is kept)",
+               responses={404: {"description": "No subscription with that id for this organisation"}})
 async def delete_subscription(subscription_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "subscriptions:write")
     await _own(hub, client, subscription_id)
@@ -340,7 +344,8 @@ async def delete_subscription(subscription_id: str, hub: HubDep, client: ClientD
     return {"subscription_id": subscription_id, "active": False}
 
 
-@router.get("/{subscription_id}/deliveries", summary="Delivery log of a subscription")
+@router.get("/{subscription_id}/deliveries", summary="Delivery log of a subscription",
+            responses={404: {"description": "No subscription with that id for this organisation"}})
 async def delivery_log(subscription_id: str, hub: HubDep, client: ClientDep, limit: Limit = 100) -> dict:
     require(client, "subscriptions:write")
     await _own(hub, client, subscription_id)
@@ -363,7 +368,8 @@ async def delivery_log(subscription_id: str, hub: HubDep, client: ClientDep, lim
     ]}
 
 
-@router.get("/{subscription_id}/events", summary="Replay a subscription's messages by event number")
+@router.get("/{subscription_id}/events", summary="Replay a subscription's messages by event number",
+            responses={404: {"description": "No subscription with that id for this organisation"}})
 async def events(subscription_id: str, hub: HubDep, client: ClientDep,
                  from_: Annotated[int, Query(alias="from", ge=1, le=MAX_ID), WholeNumber] = 1,
                  to: EventNumber | None = None, limit: Limit = 100) -> Response:
@@ -415,7 +421,8 @@ async def _last_number(conn, subscription_id: str) -> int:  # noqa: ANN001
     return int(n or 0)
 
 
-@router.get("/{subscription_id}/status", summary="Event numbers queued, sent and acknowledged; the queue's head")
+@router.get("/{subscription_id}/status", summary="Event numbers queued, sent and acknowledged; the queue's head",
+            responses={404: {"description": "No subscription with that id for this organisation"}})
 async def status(subscription_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "subscriptions:write")
     sub = await _own(hub, client, subscription_id)

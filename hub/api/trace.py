@@ -49,7 +49,8 @@ class PersonTraceIn(BaseModel):
     nhs_number: str
 
 
-@router.post("/trace/person", summary="Everything recorded and sent about one person (NHS number in the body)")
+@router.post("/trace/person", summary="Everything recorded and sent about one person (NHS number in the body)",
+             responses={404: {"description": "No person with that NHS number is on the register"}})
 async def trace_person(body: PersonTraceIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, "hub:admin")
     person_id = await person_id_for_nhs_number(hub, body.nhs_number)

@@ -39,7 +39,8 @@ async def list_transfers(hub: HubDep, client: ClientDep,
     return await list_cases(hub, client, CaseKind.TRANSFER, state.value if state else None, org)
 
 
-@router.get("/{case_id}", summary="One transfer case with its history")
+@router.get("/{case_id}", summary="One transfer case with its history",
+            responses={404: {"description": "No transfer with that id for this organisation"}})
 async def get_transfer(case_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "s117:read")
     case = await visible_case(hub, client, case_id, CaseKind.TRANSFER, read=True)
@@ -58,11 +59,15 @@ async def _act(hub, client, case_id: str, action: Action, body: dict) -> dict:  
     return out
 
 
-@router.post("/{case_id}/accept", summary="The incoming body accepts the transfer")
+@router.post("/{case_id}/accept", summary="The incoming body accepts the transfer",
+             responses={404: {"description": "No transfer with that id for this organisation"},
+                        409: {"description": "The transition is not allowed now (the rule named)"}})
 async def accept(case_id: str, hub: HubDep, client: ClientDep) -> dict:
     return await _act(hub, client, case_id, Action.ACCEPT, {})
 
 
-@router.post("/{case_id}/contest", summary="The incoming body contests the transfer: a dispute opens")
+@router.post("/{case_id}/contest", summary="The incoming body contests the transfer: a dispute opens",
+             responses={404: {"description": "No transfer with that id for this organisation"},
+                        409: {"description": "The transition is not allowed now (the rule named)"}})
 async def contest(case_id: str, body: ContestIn, hub: HubDep, client: ClientDep) -> dict:
     return await _act(hub, client, case_id, Action.CONTEST, {"reason": body.reason})

@@ -3,8 +3,9 @@ generated from the document (its examples, boundary and negative cases, then ran
 in turn with a hub admin's, a trust's and a council's real key to the app in-process (ASGI, no
 socket) over a real SQLite store holding sample people; a case whose path names a person, subscription or quarantine
 item is sent again with a real one. No answer may be a 5xx nor an exception out of the app; each
-answer must match the schema the document gives it; a request the document calls invalid must be
-refused (4xx), and one lacking a header the document requires too.
+answer's status and media type must be ones the document states for its operation, and its body
+match the schema the document gives it; a request the document calls invalid must be refused (4xx),
+and one lacking a header the document requires too.
 
 Bounded and derandomized (`derandomize`, a fixed seed): the same requests every run, a few per
 operation, so it is a regression check that takes seconds. A deeper look is the same test with more
@@ -44,7 +45,8 @@ KEYS = {  # kind: (org code, org kind, scopes, key)
 # Each request goes with the next key in turn (the same order every run): an operation's cases are
 # sent as each kind of client, for a third of the requests of sending every case with every key.
 _KEY_TURN = itertools.cycle([key for _org, _kind, _scopes, key in KEYS.values()])
-CHECKS = ["not_a_server_error", "response_schema_conformance", "negative_data_rejection", "missing_required_header"]
+CHECKS = ["not_a_server_error", "response_schema_conformance", "negative_data_rejection", "missing_required_header",
+          "status_code_conformance", "content_type_conformance"]
 
 CONFIG = SchemathesisConfig()
 CONFIG.update(seed=117, max_failures=None)
