@@ -156,8 +156,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 # What every operation under /v1/ may answer whatever its own work: the front's refusals
 # (hub/api/limits.py: the key, the body's size and time, the answer's time) and the routes' shared
-# ones (the scope, a parameter or body refused). Each as problem details, but the limits' answers
-# under /v1/fhir/, which are OperationOutcomes there (`_document_problems`).
+# ones (the scope, a parameter or body refused). Each as problem details, but under /v1/fhir/, where
+# every refusal is an OperationOutcome (hub/api/limits.py, hub/api/problems.py `_refusal`).
 _SHARED = {
     401: "No API key, or one not recognised or revoked (answered before the body is read)",
     403: "The key lacks the scope this operation needs, or the access policy refused it (the rule named)",
@@ -169,7 +169,6 @@ _WITH_BODY = {
 }
 _TIMED_OUT = (503, "No answer within this operation's time limit: anything committed stays, and sending the "
                    "same request again is safe", {"Retry-After": {"schema": {"type": "string"}}})
-_FRONT = {408, 413, 503}  # answered by the limits, as an OperationOutcome under /v1/fhir/
 _FASTAPI_422 = {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}
 
 
@@ -199,14 +198,14 @@ def _document_problems(doc: dict) -> None:
                 if stated.get("content") == _FASTAPI_422:
                     stated.clear()
                 if not stated.get("content"):
-                    stated["content"] = deepcopy(OUTCOME_CONTENT if fhir and status in _FRONT else PROBLEM_CONTENT)
+                    stated["content"] = deepcopy(OUTCOME_CONTENT if fhir else PROBLEM_CONTENT)
                     stated["description"] = stated.get("description") or text
                 if status == _TIMED_OUT[0]:
                     stated.setdefault("headers", deepcopy(_TIMED_OUT[2]))
             for status, stated in responses.items():
                 content = stated.setdefault("content", {})
                 if status[0] in "45" and not content:
-                    content.update(deepcopy(PROBLEM_CONTENT))
+                    content.update(deepcopy(OUTCOME_CONTENT if fhir else PROBLEM_CONTENT))
                 if fhir and status.startswith("2") and "application/json" in content:
                     content.setdefault(FHIR_JSON, content.pop("application/json"))
             operation["responses"] = dict(sorted(responses.items()))

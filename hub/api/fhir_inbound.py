@@ -154,8 +154,8 @@ def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, An
     responses={
         200: {"description": "Accepted (or a duplicate of an accepted message): a FHIR response message Bundle",
               "content": {FHIR_JSON: {}}},
-        403: answer("Refused by the access policy: an OperationOutcome naming the rule (a key without the "
-                    "register:write scope: problem details)", fhir=True),
+        403: answer("Refused by the access policy: an OperationOutcome naming the rule (or a key without the "
+                    "register:write scope)", problem=False, fhir=True),
         409: answer("The message id was used for another change: nothing recorded", problem=False, fhir=True),
         413: answer("The message is over 256 KB: nothing recorded", problem=False, fhir=True),
         415: answer("A Content-Type other than application/fhir+json or application/json", problem=False,

@@ -200,11 +200,10 @@ async def status(subscription_id: str, hub: HubDep, client: ClientDep) -> Respon
 
 
 @router.get("/Subscription/{subscription_id}/$events", summary="Past notifications by event number",
-            responses={403: answer("The key lacks the scope (problem details), or no data-sharing agreement is in "
-                                   "force (an OperationOutcome)", fhir=True),
+            responses={403: answer("The key lacks the scope, or no data-sharing agreement is in force", problem=False,
+                                   fhir=True),
                        404: answer(_NO_SUCH, problem=False, fhir=True),
-                       422: answer("A parameter refused: problem details for its form, an OperationOutcome for "
-                                   "its meaning", fhir=True)})
+                       422: answer("A parameter refused, for its form or its meaning", problem=False, fhir=True)})
 async def events(subscription_id: str, hub: HubDep, client: ClientDep,
                  eventsSinceNumber: EventNumber = 1,  # noqa: N803 - FHIR's name
                  eventsUntilNumber: EventNumber | None = None,  # noqa: N803

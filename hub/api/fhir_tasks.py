@@ -147,12 +147,11 @@ async def _apply(hub, client, task_value: str, status: Any, reason: Any) -> JSON
 
 
 @router.put("/{task_id}", summary="Update a Task: a transfer's incoming body sets status accepted / rejected",
-            responses={403: answer("The key lacks the scope (problem details), or the transition is not the "
-                                   "caller's to make (an OperationOutcome)", fhir=True),
+            responses={403: answer("The key lacks the scope, or the transition is not the caller's to make", problem=False,
+                                   fhir=True),
                        404: answer("No Task with that id for this organisation", problem=False, fhir=True),
                        409: answer("The transition is not allowed now", problem=False, fhir=True),
-                       413: answer("The body is over 64 KB (problem details), or over the limits' 1 MB (an "
-                                   "OperationOutcome)", fhir=True),
+                       413: answer("The body is over 64 KB", problem=False, fhir=True),
                        422: answer("Refused: an OperationOutcome naming the problem", problem=False, fhir=True)})
 async def put_task(task_id: str, request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
     body = await _body(request)
@@ -171,12 +170,11 @@ async def put_task(task_id: str, request: Request, hub: HubDep, client: ClientDe
 
 
 @router.patch("/{task_id}", summary="JSON Patch of /status (and /statusReason) of a Task",
-            responses={403: answer("The key lacks the scope (problem details), or the transition is not the "
-                                   "caller's to make (an OperationOutcome)", fhir=True),
+            responses={403: answer("The key lacks the scope, or the transition is not the caller's to make", problem=False,
+                                   fhir=True),
                        404: answer("No Task with that id for this organisation", problem=False, fhir=True),
                        409: answer("The transition is not allowed now", problem=False, fhir=True),
-                       413: answer("The body is over 64 KB (problem details), or over the limits' 1 MB (an "
-                                   "OperationOutcome)", fhir=True),
+                       413: answer("The body is over 64 KB", problem=False, fhir=True),
                        422: answer("Refused: an OperationOutcome naming the problem", problem=False, fhir=True)})
 async def patch_task(task_id: str, request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
     ops = await _body(request)

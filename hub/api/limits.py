@@ -184,7 +184,7 @@ class KeyCheck(Protocol):
         """The request is over (answered, or failed)."""
 
 
-_FHIR_CODES = {400: "structure", 408: "timeout", 413: "too-long", 503: "timeout"}
+_FHIR_CODES = {400: "structure", 401: "login", 403: "forbidden", 408: "timeout", 413: "too-long", 503: "timeout"}
 
 
 def problem_messages(status: int, kind: str, title: str, detail: str,
@@ -292,7 +292,7 @@ class LimitsMiddleware:
             # unless a body may follow, which is not read.
             body_follows = declared > 0 if declared is not None else _may_have_body(scope)
             await self._send_all(send, problem_messages(refused.status, refused.kind, refused.title,
-                                                        refused.detail, close=body_follows))
+                                                        refused.detail, fhir=fhir, close=body_follows))
             return
         except _TooLarge:
             state["refusal"] = state["refusal"] or too_large(limit, fhir)

@@ -91,29 +91,57 @@ def _field_problem(e: dict[str, Any]) -> dict[str, str]:
     return {"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "reason": e["msg"]}
 
 
+# An OperationOutcome issue's code (FHIR R4 IssueType) for a refusal's status.
+OUTCOME_CODES = {400: "structure", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
+                 408: "timeout", 409: "conflict", 410: "deleted", 413: "too-long", 415: "not-supported",
+                 422: "invalid", 429: "throttled", 503: "transient"}
+
+
+def outcome_response(status: int, detail: str, errors: list[dict[str, str]] | None = None,
+                     headers: dict[str, str] | None = None) -> JSONResponse:
+    """A refusal as a FHIR OperationOutcome (application/fhir+json): one issue naming each field and
+    why, else one with the detail."""
+    code = OUTCOME_CODES.get(status, "exception" if status >= 500 else "processing")
+    issues = [{"severity": "error", "code": code, "diagnostics": e["reason"], "expression": [e["field"]]}
+              for e in errors or ()] or [{"severity": "error", "code": code, "diagnostics": detail}]
+    return JSONResponse({"resourceType": "OperationOutcome", "issue": issues}, status_code=status,
+                        media_type=FHIR_JSON, headers=headers)
+
+
+def _refusal(req: Request, status: int, kind: str, title: str, detail: str, headers: dict[str, str] | None = None,
+             **extra: Any) -> JSONResponse:
+    """Problem details, or under /v1/fhir/ an OperationOutcome: a FHIR client reads nothing else, so the
+    shared refusals there (a key without the scope, a parameter refused, an unknown method) are in its
+    form too, as the limits' are (hub/api/limits.py `problem_messages`)."""
+    if req.url.path.startswith("/v1/fhir/"):
+        errors = extra.get("errors")
+        return outcome_response(status, detail, errors if isinstance(errors, list) else None, headers)
+    return problem_response(status, kind, title, detail, headers, **extra)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
-    async def _problem(_req: Request, exc: ProblemError) -> JSONResponse:
-        return problem_response(exc.status, exc.kind, exc.title, exc.detail, **exc.extra)
+    async def _problem(req: Request, exc: ProblemError) -> JSONResponse:
+        return _refusal(req, exc.status, exc.kind, exc.title, exc.detail, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(req: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [_field_problem(e) for e in exc.errors()]
-        return problem_response(422, "invalid-request", "Request rejected",
-                                f"{len(errors)} field(s) failed validation", errors=errors)
+        return _refusal(req, 422, "invalid-request", "Request rejected", f"{len(errors)} field(s) failed validation",
+                        errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and exc.detail == _BODY_NOT_PARSED:
-            return problem_response(422, "invalid-request", "Request rejected", "1 field(s) failed validation",
-                                    errors=[{"field": "(body)", "reason": "must be JSON text in UTF-8"}])
+            return _refusal(req, 422, "invalid-request", "Request rejected", "1 field(s) failed validation",
+                            errors=[{"field": "(body)", "reason": "must be JSON text in UTF-8"}])
         # Its headers kept: a 405's `Allow` (RFC 9110 15.5.6), a 401's challenge.
-        return problem_response(exc.status_code, "http-" + str(exc.status_code), str(exc.detail), str(exc.detail),
-                                headers=exc.headers)
+        return _refusal(req, exc.status_code, "http-" + str(exc.status_code), str(exc.detail), str(exc.detail),
+                        headers=exc.headers)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
         # A fault of ours, not of the input: say so without leaking internals.
         log.error("unhandled error", exc_type=type(exc).__name__)
-        return problem_response(500, "internal-error", "Internal error",
-                                "The hub could not complete the request; nothing was recorded. Retry later.")
+        return _refusal(req, 500, "internal-error", "Internal error",
+                        "The hub could not complete the request; nothing was recorded. Retry later.")
