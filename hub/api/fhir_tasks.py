@@ -146,13 +146,18 @@ async def _apply(hub, client, task_value: str, status: Any, reason: Any) -> JSON
     return JSONResponse(build_task(acted.case), media_type=FHIR_JSON)
 
 
+# What a PUT or PATCH of a Task may answer of its own (the OpenAPI document; each an OperationOutcome).
+_WRITE_ANSWERS: dict[int | str, dict] = {
+    403: answer("The key lacks the scope, or the transition is not the caller's to make", problem=False, fhir=True),
+    404: answer("No Task with that id for this organisation", problem=False, fhir=True),
+    409: answer("The transition is not allowed now", problem=False, fhir=True),
+    413: answer("The body is over 64 KB", problem=False, fhir=True),
+    422: answer("Refused: an OperationOutcome naming the problem", problem=False, fhir=True),
+}
+
+
 @router.put("/{task_id}", summary="Update a Task: a transfer's incoming body sets status accepted / rejected",
-            responses={403: answer("The key lacks the scope, or the transition is not the caller's to make", problem=False,
-                                   fhir=True),
-                       404: answer("No Task with that id for this organisation", problem=False, fhir=True),
-                       409: answer("The transition is not allowed now", problem=False, fhir=True),
-                       413: answer("The body is over 64 KB", problem=False, fhir=True),
-                       422: answer("Refused: an OperationOutcome naming the problem", problem=False, fhir=True)})
+            responses=_WRITE_ANSWERS)
 async def put_task(task_id: str, request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
     body = await _body(request)
     if not isinstance(body, dict) or body.get("resourceType") != "Task":
@@ -170,12 +175,7 @@ async def put_task(task_id: str, request: Request, hub: HubDep, client: ClientDe
 
 
 @router.patch("/{task_id}", summary="JSON Patch of /status (and /statusReason) of a Task",
-            responses={403: answer("The key lacks the scope, or the transition is not the caller's to make", problem=False,
-                                   fhir=True),
-                       404: answer("No Task with that id for this organisation", problem=False, fhir=True),
-                       409: answer("The transition is not allowed now", problem=False, fhir=True),
-                       413: answer("The body is over 64 KB", problem=False, fhir=True),
-                       422: answer("Refused: an OperationOutcome naming the problem", problem=False, fhir=True)})
+            responses=_WRITE_ANSWERS)
 async def patch_task(task_id: str, request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
     ops = await _body(request)
     if not isinstance(ops, list) or not all(isinstance(op, dict) for op in ops):
