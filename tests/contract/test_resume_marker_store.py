@@ -137,3 +137,46 @@ async def test_a_batch_recorded_after_a_resume_is_not_dead_lettered_on_its_old_b
     recorded = await record_batch(engine, [], again[0], "HTTP 503", again[1:], policy, "webhook")
     assert recorded.wait is None
     assert [(r.status, r.attempts) for r in await _queue(engine, sid)] == [("dead", 1), ("pending", 0)]
+
+
+async def _waiting_on_a_lock(engine, timeout: float = 5.0) -> None:  # noqa: ANN001
+    """Until another session of the database waits on a lock (PostgreSQL's pg_stat_activity)."""
+    from sqlalchemy import text
+    async with asyncio.timeout(timeout):
+        while True:
+            async with engine.connect() as conn:
+                n = (await conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                             "current_database() AND wait_event_type = 'Lock'"))).scalar_one()
+                await conn.rollback()
+            if n:
+                return
+            await asyncio.sleep(0.02)
+
+
+async def test_a_record_and_a_resume_at_the_same_time_never_deadlock_on_postgresql(pg_engine):  # noqa: ANN001
+    """A batch's record (one delivered, one failed, one not sent) while a resume holds the
+    subscription's row: the record reads and locks the subscription before it writes any delivery row,
+    in the resume's own order (`lift_suspension`: the subscription, then its deliveries), so it waits
+    for the resume and then records on its fresh budget. It marked the delivered one first, holding
+    that row while it waited for the subscription, and the resume's update of the deliveries waited
+    for that row: PostgreSQL's deadlock detector aborted one of them."""
+    from hub.store.db import create_schema
+    engine = pg_engine
+    await create_schema(engine)
+    sid = await _subscription(engine, messages=3)
+    leased = await claim_batch(engine, "webhook", sid, 100, LEASE)
+    assert (await suspend_subscription(engine, sid, GONE, 0)).row is not None  # a heartbeat's 410
+    async with engine.connect() as conn:
+        await conn.begin()
+        row = (await conn.execute(select(subscriptions).where(subscriptions.c.subscription_id == sid)
+                                  .with_for_update())).one()  # the resume has the subscription's row
+        record = asyncio.create_task(record_batch(engine, [leased[0]], leased[1], "HTTP 503", [leased[2]],
+                                                  RetryPolicy(lease_seconds=LEASE), "webhook"))
+        await _waiting_on_a_lock(engine)  # the record waits for the subscription
+        assert await lift_suspension(conn, row)
+        await conn.commit()
+    recorded = await asyncio.wait_for(record, 10)
+    assert recorded.wait is not None and not recorded.stale
+    assert [(r.status, r.attempts) for r in await _queue(engine, sid)] == [
+        ("delivered", 0), ("pending", 0), ("pending", 0)]  # all three sent before the resume: its fresh budget
+    assert (await _sub(engine, sid)).suspension_epoch == 1
