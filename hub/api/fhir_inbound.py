@@ -34,6 +34,7 @@ from adapters.fhir_inbound import MappingResult, map_message
 from adapters.fhir_inbound.mapping import INVALID, REQUIRED, VALUE
 from hub.access import no_sooner_than, refused_by_policy
 from hub.api.deps import ClientDep, HubDep, require
+from hub.api.outcomes import FHIR_JSON
 from hub.api.problems import answer
 from hub.fhir.namespaces import NHS_NUMBER_SYSTEM, Namespaces
 from hub.ids import uuid5
@@ -41,7 +42,6 @@ from hub.ingest.validation import FieldProblem
 
 router = APIRouter(prefix="/v1/fhir", tags=["register"])
 MAX_BODY = 256 * 1024
-FHIR_JSON = "application/fhir+json"
 ACCEPTED_MEDIA_TYPES = frozenset({FHIR_JSON, "application/json"})
 CHANNEL = "fhir"
 RESPONSE_NAMESPACE = uuid.UUID("0f6d8a8e-5c47-4f57-a3f6-117117117118")

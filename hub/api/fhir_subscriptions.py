@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func, select
 
 from hub.api.deps import ClientDep, EventNumber, HubDep, require
+from hub.api.outcomes import FHIR_JSON
 from hub.api.problems import ProblemError, answer
 from hub.api.subscriptions import MAX_ACTIVE_PER_ORG, require_agreement_in_force, subscription_status
 from hub.delivery.fhir_rest_hook import CHANNEL, post_notification
@@ -46,7 +47,6 @@ from hub.store.schema import deliveries, deliveries_with_messages, delivery_mess
 
 router = APIRouter(prefix="/v1/fhir", tags=["fhir-subscriptions"])
 log = get_logger("hub.fhir_subscriptions")
-FHIR_JSON = "application/fhir+json"
 MAX_BODY = 64 * 1024
 
 

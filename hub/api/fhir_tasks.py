@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 
 from hub.access import record_decision
 from hub.api.deps import ClientDep, HubDep, require
+from hub.api.outcomes import FHIR_JSON
 from hub.api.problems import ProblemError, answer
 from hub.api.workflow_access import is_admin, service
 from hub.domain.access import Rule
@@ -30,7 +31,6 @@ from hub.observability.logging import bound_correlation_id
 from hub.workflows.fhir_task import build_task, parse_task_id, task_id
 
 router = APIRouter(prefix="/v1/fhir/Task", tags=["fhir"])
-FHIR_JSON = "application/fhir+json"
 MAX_BODY = 64 * 1024
 
 

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from hub.api.outcomes import FHIR_JSON, outcome_body
 from hub.codec import DUPLICATE_KEY, duplicate_keys, json_path
 from hub.fhir.namespaces import HUB_BASE
 from hub.observability.logging import get_logger
@@ -104,7 +105,7 @@ def _repeated_keys(body: bytes, fhir: bool) -> list[Message] | None:
         payload = {"resourceType": "OperationOutcome", "issue": [
             {"severity": "error", "code": "structure", "diagnostics": f"{f}: {DUPLICATE_KEY}", "expression": [f]}
             for f in fields]}
-        media_type = b"application/fhir+json"
+        media_type = FHIR_JSON.encode()
     else:
         payload = {"type": PROBLEM_BASE + "invalid-request", "title": "Request rejected", "status": 422,
                    "detail": "; ".join(f"{f} {DUPLICATE_KEY}" for f in fields),
@@ -184,9 +185,6 @@ class KeyCheck(Protocol):
         """The request is over (answered, or failed)."""
 
 
-_FHIR_CODES = {400: "structure", 401: "login", 403: "forbidden", 408: "timeout", 413: "too-long", 503: "timeout"}
-
-
 def problem_messages(status: int, kind: str, title: str, detail: str,
                      extra_headers: tuple[tuple[bytes, bytes], ...] = (), fhir: bool = False,
                      close: bool = True) -> list[Message]:
@@ -194,9 +192,8 @@ def problem_messages(status: int, kind: str, title: str, detail: str,
     on the FHIR endpoints (their clients read nothing else). `close`: the
     connection is not kept alive (a body may follow, and is not read)."""
     if fhir:
-        media_type = b"application/fhir+json"
-        body = orjson.dumps({"resourceType": "OperationOutcome", "issue": [
-            {"severity": "error", "code": _FHIR_CODES.get(status, "processing"), "diagnostics": detail}]})
+        media_type = FHIR_JSON.encode()
+        body = orjson.dumps(outcome_body(status, detail))
     else:
         media_type = b"application/problem+json"
         body = orjson.dumps({"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail})

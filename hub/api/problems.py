@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from hub.api.outcomes import FHIR_JSON, outcome_body
 from hub.ingest.service import PROBLEM_BASE
 from hub.observability.logging import get_logger
 
@@ -51,7 +52,6 @@ OPERATION_OUTCOME_SCHEMA: dict[str, Any] = {
             "properties": {"severity": {"enum": ["fatal", "error", "warning", "information"]},
                            "code": {"type": "string"}, "diagnostics": {"type": "string"},
                            "expression": {"type": "array", "items": {"type": "string"}}}}}}}
-FHIR_JSON = "application/fhir+json"
 PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}
 OUTCOME_CONTENT = {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}}
 
@@ -91,21 +91,11 @@ def _field_problem(e: dict[str, Any]) -> dict[str, str]:
     return {"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "reason": e["msg"]}
 
 
-# An OperationOutcome issue's code (FHIR R4 IssueType) for a refusal's status.
-OUTCOME_CODES = {400: "structure", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
-                 408: "timeout", 409: "conflict", 410: "deleted", 413: "too-long", 415: "not-supported",
-                 422: "invalid", 429: "throttled", 503: "transient"}
-
-
 def outcome_response(status: int, detail: str, errors: list[dict[str, str]] | None = None,
                      headers: dict[str, str] | None = None) -> JSONResponse:
-    """A refusal as a FHIR OperationOutcome (application/fhir+json): one issue naming each field and
-    why, else one with the detail."""
-    code = OUTCOME_CODES.get(status, "exception" if status >= 500 else "processing")
-    issues = [{"severity": "error", "code": code, "diagnostics": e["reason"], "expression": [e["field"]]}
-              for e in errors or ()] or [{"severity": "error", "code": code, "diagnostics": detail}]
-    return JSONResponse({"resourceType": "OperationOutcome", "issue": issues}, status_code=status,
-                        media_type=FHIR_JSON, headers=headers)
+    """A refusal as a FHIR OperationOutcome (application/fhir+json, hub/api/outcomes.py)."""
+    return JSONResponse(outcome_body(status, detail, errors), status_code=status, media_type=FHIR_JSON,
+                        headers=headers)
 
 
 def _refusal(req: Request, status: int, kind: str, title: str, detail: str, headers: dict[str, str] | None = None,

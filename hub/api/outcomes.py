@@ -1,0 +1,22 @@
+"""A refusal as a FHIR R4 OperationOutcome: what the FHIR endpoints' clients read, whoever refuses
+(the limits in front, hub/api/limits.py; the shared handlers, hub/api/problems.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+FHIR_JSON = "application/fhir+json"
+
+# An issue's code (FHIR R4 IssueType) for a refusal's status.
+OUTCOME_CODES = {400: "structure", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
+                 408: "timeout", 409: "conflict", 410: "deleted", 413: "too-long", 415: "not-supported",
+                 422: "invalid", 429: "throttled", 503: "timeout"}
+
+
+def outcome_body(status: int, detail: str, errors: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """One issue naming each refused field (`{"field", "reason"}`: its expression and why), else one
+    with the detail; the code from the status."""
+    code = OUTCOME_CODES.get(status, "exception" if status >= 500 else "processing")
+    issues = [{"severity": "error", "code": code, "diagnostics": e["reason"], "expression": [e["field"]]}
+              for e in errors or ()] or [{"severity": "error", "code": code, "diagnostics": detail}]
+    return {"resourceType": "OperationOutcome", "issue": issues}
