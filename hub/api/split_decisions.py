@@ -20,17 +20,11 @@ from fastapi.responses import JSONResponse
 
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.packages import money_answer
-from hub.api.problems import PROBLEM_JSON
 from hub.codec import DUPLICATE_KEY, duplicate_keys, json_path
 from hub.ingest.validation import FieldProblem
 from hub.money.service import DecisionService
 
 router = APIRouter(prefix="/v1/split-decisions", tags=["split decisions"])
-
-
-def _answer(out) -> JSONResponse:  # noqa: ANN001
-    return JSONResponse(out.body, status_code=out.status_code,
-                        media_type=PROBLEM_JSON if out.is_problem else "application/json")
 
 
 @router.post("", status_code=201, summary="Propose a person's split; in force once the other body agrees",
@@ -46,11 +40,11 @@ async def propose(request: Request, hub: HubDep, client: ClientDep) -> JSONRespo
     except orjson.JSONDecodeError:
         data = None
     if not isinstance(data, dict) or len(raw) > 64 * 1024:
-        return _answer(await hub.packages._quarantine(
+        return await money_answer(hub, started, await hub.packages._quarantine(
             client, raw, "rest", [FieldProblem("(body)", "must be a JSON object of at most 64 KiB")], None))
     twice = duplicate_keys(raw, data)
     if twice:  # a key named twice: named (never its value) and held, never read as the value kept last
-        return _answer(await hub.packages._quarantine(
+        return await money_answer(hub, started, await hub.packages._quarantine(
             client, raw, "rest", [FieldProblem(json_path(p), DUPLICATE_KEY, unknown_key=True) for p in twice], None))
     return await money_answer(hub, started, await DecisionService(hub.packages).propose(client, data, raw))
 
