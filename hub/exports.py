@@ -92,6 +92,7 @@ from hub.domain.model import RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
 from hub.domain.reconciliation import position_for
 from hub.domain.rules import evaluate
+from hub.domain.views import roles_of
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.reconciliation import PAGE, _hub_people
@@ -122,6 +123,8 @@ MODES = ("delta", "full")
 LONDON = ZoneInfo("Europe/London")
 SCHEDULE = re.compile(r"^daily (?P<h>[01]\d|2[0-3]):(?P<m>[0-5]\d)$")
 _ORG = re.compile(r"^[A-Za-z0-9]{1,16}$")
+# A delta row's key for the field groups its message was rendered with (not a column).
+GROUPS_KEY = "_field_groups"
 
 
 def schedule_problem(schedule: str) -> str | None:
@@ -312,6 +315,20 @@ class _Claim:
 
 def _utc(value: datetime | None) -> datetime | None:
     return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def has_part(org_code: str, person_key: str, status: S117Status) -> bool:
+    """Whether `org_code` has a part in the person's aftercare on `status`'s date: a role the access
+    policy names (responsible, coordinating, a dispute party, hub/domain/reconciliation.py
+    `position_for`) or the host council a push message names (hub/domain/views.py `roles_of`)."""
+    return bool(position_for(org_code, person_key, status).roles) or org_code in roles_of(status)
+
+
+def identity_values(nhs_number: str | None, local_id: str | None) -> dict[str, Any]:
+    """A row about a person the council has no part in (any more): who it is, no position. The flat-file
+    form of a push message's `roles: []` ("not, or no longer, involved: close your record"): what the
+    register says of the person after the council's part ended is not the council's to read."""
+    return {"LOCAL_ID": local_id, "NHS_NO": nhs_number}
 
 
 def position_values(status: S117Status, nhs_number: str | None, local_id: str | None) -> dict[str, Any]:
@@ -551,7 +568,9 @@ class ExportService:
         try:
             out.write(writer.header())
             async for values in rows:
-                out.write(writer.row(row_values(values, groups, layout)))
+                # A delta row: no wider than the groups its own message was rendered with.
+                row_groups = groups & values.pop(GROUPS_KEY) if GROUPS_KEY in values else groups
+                out.write(writer.row(row_values(values, row_groups, layout)))
                 claim.count = writer.count
                 # The keeper renews on time; every PAGE rows the progress is recorded too.
                 if claim.lost or (writer.count % PAGE == 0 and not await self._renew(claim)):
@@ -697,7 +716,8 @@ class ExportService:
     async def _delta_rows(self, row: Any) -> AsyncIterator[dict[str, Any]]:
         async with self._engine.connect() as conn:
             items = (await conn.execute(
-                select(export_items.c.event_no, deliveries.c.event_id, deliveries.c.event_type)
+                select(export_items.c.event_no, deliveries.c.event_id, deliveries.c.event_type,
+                       deliveries.c.field_groups)
                 .join(deliveries, deliveries.c.delivery_id == export_items.c.delivery_id)
                 .where(export_items.c.export_id == row.export_id).order_by(export_items.c.event_no))).all()
             await conn.rollback()
@@ -729,7 +749,29 @@ class ExportService:
                 yield {"EVENT_ID": it.event_id, "EVENT_NO": it.event_no,
                        "EVENT_CODE": event_code(it.event_type, change.get("change_type")),
                        "EFFECTIVE_DATE": _date(event.get("occurred_on")) or today,
-                       **position_values(statuses[msg.key], nhs, local.get(key))}
+                       **self._told_position(row.org_code, key, statuses[msg.key], msg.payload, nhs,
+                                             local.get(key)),
+                       # The groups its message was rendered with (its `allowed` disclosure's): a
+                       # column the decision for this event type did not grant stays empty, even
+                       # where another agreement grants it for other event types.
+                       **({GROUPS_KEY: frozenset(it.field_groups)} if it.field_groups is not None else {})}
+
+    def _told_position(self, org_code: str, person_key: str, now: S117Status, payload: dict | None,
+                       nhs: str | None, local_id: str | None) -> dict[str, Any]:
+        """A delta row's position: the person's current one while the council has a part in their
+        aftercare; once it has none (moved on, responsibility transferred and accepted), the position
+        the event itself was told with (the status the bus message carries: a transfer's row names
+        the incoming body, as the push message does), never what the register says since; an event
+        that carries none, who it is only."""
+        if has_part(org_code, person_key, now):
+            return position_values(now, nhs, local_id)
+        told = (payload or {}).get("status")
+        if isinstance(told, dict):
+            try:
+                return position_values(from_jsonable(S117Status, told), nhs, local_id)
+            except (TypeError, ValueError, KeyError):
+                pass
+        return identity_values(nhs, local_id)
 
     async def people_for(self, org_code: str) -> set[str]:
         """Persons the council was told of (allowed disclosures): the 'was' part of a full extract.
@@ -748,25 +790,29 @@ class ExportService:
         async with self._engine.connect() as conn:
             total = (await conn.execute(select(func.count()).select_from(persons))).scalar_one()
             await conn.rollback()
-        batch: list[tuple[str, S117Status]] = []
+        batch: list[tuple[str, S117Status, bool]] = []
         seen = 0
 
         async def flush() -> AsyncIterator[dict[str, Any]]:
             async with self._engine.connect() as conn:
-                details = await self._details(conn, [pid for pid, _s in batch])
+                details = await self._details(conn, [pid for pid, _s, _i in batch])
                 local = await self._local_ids(conn, org_code, [k for _n, k in details.values()])
                 await conn.rollback()
-            for pid, status in batch:
+            for pid, status, involved in batch:
                 nhs, key = details[pid]
                 yield {"EVENT_NO": None, "EVENT_CODE": FULL_EXTRACT_CODE, "EFFECTIVE_DATE": on,
-                       **position_values(status, nhs, local.get(key))}
+                       **(position_values(status, nhs, local.get(key)) if involved
+                          else identity_values(nhs, local.get(key)))}
 
         async for key, person_id, changes in _hub_people(self._engine):
             seen += 1
             status = evaluate(person_id, changes, self._ref, self._agreements, on)
-            involved = bool(position_for(org_code, key, status).roles) or status.residence_la_gss == org_code
+            # A person the council has a part in now: their position. One it was told of and has no part
+            # in now (moved away, responsibility transferred, a host area left): who it is, no position
+            # (`identity_values`), as its push messages end with `roles: []`.
+            involved = has_part(org_code, key, status)
             if involved or person_id in told:
-                batch.append((person_id, status))
+                batch.append((person_id, status, involved))
             if len(batch) >= PAGE:
                 async for v in flush():
                     yield v
