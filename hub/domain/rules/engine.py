@@ -160,6 +160,11 @@ class _Fold:
     # takes them as they are, and a tuple replaced is a tuple changed
     # (`_pending_reviews` knows its inputs unchanged by identity).
     reviews_completed: tuple[date, ...] = ()
+    # The day the scheduled reviews count from: entitlement's start, then each
+    # later discharge from hospital after a qualifying stay (a re-detention,
+    # or s17 leave that entitlement started on): "within 3 months of
+    # discharge from hospital" (Worcs 14.1). Reviews before it do not meet it.
+    review_from: date | None = None
     placements: tuple[date, ...] = ()
     unscheduled: tuple[_Review, ...] = ()
     open_disputes: dict[str, Dispute] = field(default_factory=dict)
@@ -501,6 +506,7 @@ def _start_entitlement(fold: _Fold, change: RegisterChange, why: str, citation: 
     fold.entitling_hospital_ods = fold.hospital_ods
     fold.discharged = False
     fold.entitlement_start = change.effective_date
+    fold.review_from = change.effective_date
     fold.entitlement_end = None
     fold.entitlement_why = f"entitled since {change.effective_date.isoformat()}: {why}"
     fold.entitlement_citation = citation
@@ -548,6 +554,11 @@ def _on_left_hospital(fold: _Fold, change: RegisterChange) -> None:
         else:
             _start_entitlement(fold, change, f"left hospital after detention under {verdict.label}",
                                citations.QUALIFYING_SECTIONS)
+        if fold.entitled:
+            # A discharge from hospital after a qualifying stay: the first
+            # scheduled review is owed within 3 months of it (Worcs 14.1),
+            # also when entitlement began earlier (s17 leave, a re-detention).
+            fold.review_from = change.effective_date
     elif fold.council_awaits_destination:
         _settle_council_at_destination(fold, change.discharge_destination_la_gss, change, "discharged to that area")
     if change.discharge_destination_la_gss and not fold.no_fixed_abode:
@@ -609,6 +620,8 @@ def _on_cto_started(fold: _Fold, change: RegisterChange) -> None:
         _settle_commissioner_on_leaving(fold, change)
         _settle_council_at_destination(fold, change.discharge_destination_la_gss, change, "discharged to that area on a CTO")
         _start_entitlement(fold, change, f"discharged onto a CTO after detention under {verdict.label}", citations.CTO_COVERED)
+        if fold.entitled:
+            fold.review_from = change.effective_date  # a discharge from hospital (Worcs 14.1), as on leaving
     fold.on_cto = True
     fold.in_hospital = False
     fold.detained = False
@@ -982,15 +995,21 @@ def _pending_reviews(fold: _Fold) -> tuple[ReviewDue, ...]:
     memo = fold.reviews_memo
     # The same inputs: the same start, the same tuples (immutable, so the same
     # object is the same content) and the same council (its area's intervals).
-    if (memo is not None and memo[0] == start and memo[1] is fold.reviews_completed and memo[2] is fold.placements
-            and memo[3] is fold.unscheduled and memo[4] is fold.council):
+    base = fold.review_from if fold.review_from is not None and fold.review_from > start else start
+    if (memo is not None and memo[0] == (start, base) and memo[1] is fold.reviews_completed
+            and memo[2] is fold.placements and memo[3] is fold.unscheduled and memo[4] is fold.council):
         return memo[5]
-    pending = _pending_reviews_of(fold, start)
-    fold.reviews_memo = (start, fold.reviews_completed, fold.placements, fold.unscheduled, fold.council, pending)
+    pending = _pending_reviews_of(fold, start, base)
+    fold.reviews_memo = ((start, base), fold.reviews_completed, fold.placements, fold.unscheduled, fold.council,
+                         pending)
     return pending
 
 
-def _pending_reviews_of(fold: _Fold, start: date) -> tuple[ReviewDue, ...]:
+def _pending_reviews_of(fold: _Fold, start: date, base: date) -> tuple[ReviewDue, ...]:
+    """`base`: the last discharge from hospital after a qualifying stay (at
+    the earliest `start`): the first or annual review counts from reviews held
+    since it (Worcs 14.1), a placement or unscheduled trigger is met by any
+    review held after it."""
     area = fold.area()
     last = None
     for day in fold.reviews_completed:
@@ -998,7 +1017,8 @@ def _pending_reviews_of(fold: _Fold, start: date) -> tuple[ReviewDue, ...]:
             last = day
     placements = tuple(placed for placed in fold.placements if placed >= start and (last is None or placed > last))
     unscheduled = tuple(r for r in fold.unscheduled if r.on >= start and (last is None or r.on > last))
-    return _reviews_due(start, last, area.first_review_months, area.review_interval_months,
+    scheduled_last = last if last is not None and last >= base else None
+    return _reviews_due(base, scheduled_last, area.first_review_months, area.review_interval_months,
                         area.new_placement_review_weeks, placements, unscheduled)
 
 
