@@ -552,9 +552,24 @@ def _map_package(layout: Layout, row: int, values: dict[str, str], original: byt
 # ----------------------------------------------------------------- files
 
 
+_PACKED = (
+    # What a case system's export may arrive as instead of its text: named, rather than "not UTF-8 on line 1".
+    (b"\x1f\x8b", "the file is gzip-compressed: send the uncompressed export (UTF-8 text)"),
+    (b"PK\x03\x04", "the file is a ZIP archive (or an Excel .xlsx workbook): send the export itself, as UTF-8 "
+                     "text in the layout"),
+    (b"\xd0\xcf\x11\xe0", "the file is an Excel .xls workbook (or another OLE document): send the export itself, "
+                          "as UTF-8 text in the layout"),
+)
+
+
 def _decode(data: bytes) -> tuple[str | None, FileProblem | None]:
+    """The file's text: UTF-8 (a BOM dropped), its line ends CRLF or LF, or CR alone in a file with no LF at
+    all (Excel for Mac's and older case systems' "Macintosh" line ends) read as LF."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return None, FileProblem("encoding", "the file is UTF-16; the layout requires UTF-8 (with or without BOM)")
+    for magic, reason in _PACKED:
+        if data.startswith(magic):
+            return None, FileProblem("encoding", reason)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if not data.strip():
@@ -569,6 +584,10 @@ def _decode(data: bytes) -> tuple[str | None, FileProblem | None]:
         return None, FileProblem("encoding", "the file contains NUL characters: it is not a text file")
     if not text.strip():  # Unicode white space only (no-break spaces, separators U+001C-U+001F, ...)
         return None, FileProblem("empty", "the file is empty")
+    if "\n" not in text and "\r" in text:
+        # Line ends CR alone, the whole file: otherwise one line, refused as a header that is not valid CSV
+        # or a fixed-width file with no trailer. A CR in a file that has LFs stays what it was.
+        text = text.replace("\r", "\n")
     return text, None
 
 
@@ -686,6 +705,14 @@ def _open_csv(data: bytes, layout: Layout) -> FileStream:
         return _rejected(layout, "header", "the header row is not valid CSV")
     names = [h.strip().upper() for h in header]
     known = {c.name for c in layout.columns}
+    if not any(name in known for name in names):
+        # Not a header with a mistake in it: no header at all, or not comma-separated. One problem saying
+        # so, rather than every cell and every required column (and never a cell's text: it may be a person's).
+        if len(names) == 1 and ("\t" in first or ";" in first):
+            return _rejected(layout, "header", "the header row has no commas: the layout is comma-separated "
+                                               "(the file looks tab- or semicolon-separated)")
+        return _rejected(layout, "header", "the first row names none of the layout's columns: the file has no "
+                                           "header row (the first row must be the column names, e.g. RECORD_ID)")
     problems = []
     for i, name in enumerate(names, 1):
         if not name:
@@ -699,20 +726,54 @@ def _open_csv(data: bytes, layout: Layout) -> FileStream:
             problems.append(FileProblem("header", f"the header has no {col.name} column (required)"))
     if problems:
         return FileStream(layout, problems=tuple(problems))
-    count = 0
+    count, trailer, declared = 0, 0, ""
     for count, record in enumerate(records, 1):
+        if trailer:
+            # Rows after a trailer: two files joined, or the trailer written before the end.
+            return _rejected(layout, "trailer", f"row {trailer} is a trailer row (TRAILER,<count>) but rows follow "
+                                                "it: the trailer is the last row of a file (two files joined?)")
         if _MAYBE_HEADER.search(record) and _is_header(record, known):
             # Two exports joined (`cat a.csv b.csv`): refused whole, as a fixed-width file's second H record
             # is, rather than its header quarantined as a bad row and the second file's rows taken as this one's.
             return _rejected(layout, "header", f"row {count} is a second header row (column names): a file has "
                                                "one header (two files joined?)")
+        if _MAYBE_TRAILER.match(record):
+            cells = _trailer_cells(record)
+            if cells is not None:
+                trailer, declared = count, cells
+    if trailer:
+        # The optional trailer (as the reconciliation CSV writes it): the count of data rows, checked, so a file
+        # cut short is refused whole rather than its first part recorded as the night's export.
+        if not (declared.isascii() and declared.isdigit()):
+            return _rejected(layout, "trailer", f"row {trailer} (the trailer, TRAILER,<count>): the count is not "
+                                                "a number")
+        count -= 1
+        if int(declared) != count:
+            return _rejected(layout, "trailer", f"trailer row: TRAILER says {int(declared)} data rows; the file "
+                                                f"has {count}: the file may be truncated or padded")
+    rows = count
 
     def body() -> Iterator[str]:
         again, _ = _csv_records(text)
         next(again)  # the header
-        return again
+        return itertools.islice(again, rows)  # not the trailer
 
     return FileStream(layout, count=count, _records=body, _names=names)
+
+
+_MAYBE_TRAILER = re.compile(r'^\s*"?\s*TRAILER\s*"?\s*,', re.IGNORECASE)
+
+
+def _trailer_cells(record: str) -> str | None:
+    """A trailer row's count: a record `TRAILER,<count>` (any case; further fields, if the export pads the row
+    to the header's width, blank). None: not a trailer (a data record has its required columns filled)."""
+    try:
+        cells = [c.strip() for c in _fields(record)]
+    except csv.Error:
+        return None
+    if len(cells) < 2 or cells[0].upper() != "TRAILER" or any(cells[2:]):
+        return None
+    return cells[1]
 
 
 _MAYBE_HEADER = re.compile("RECORD_ID", re.IGNORECASE)  # the one column every header names
@@ -737,16 +798,48 @@ def _fields(record: str) -> list[str]:
     return next(csv.reader([record], strict=True))
 
 
+def _why_not_csv(record: str) -> tuple[str, list[str] | None]:
+    """Why the CSV reader refused a record, in the council's terms (never quoting it); its fields, when they
+    can still be read (a stray CR)."""
+    if "\r" in record:
+        try:
+            fields = _fields(record.replace("\r", ""))
+        except csv.Error:
+            pass
+        else:
+            return ("has a carriage return (CR) inside an unquoted field: quote the field, or end lines with "
+                    "CRLF or LF"), fields
+    return "is not valid CSV (a quote inside an unquoted field, or text after a closing quote)", None
+
+
+def _about_nhs(text: str) -> dict[str, Any] | None:
+    """`MappedRow.about` of a record that could not be read column by column: its NHS number, if the NHS_NO
+    column's place holds a valid one, so the access policy is asked before anything of the row is kept
+    (a row about someone the council has no role for is refused, whatever else is wrong with it)."""
+    try:
+        return _about(None, {"nhs_number": _nhs(text.strip())})
+    except _Bad:
+        return None
+
+
+def _about_fields(names: list[str], fields: list[str] | None) -> dict[str, Any] | None:
+    if fields is None or "NHS_NO" not in names:
+        return None
+    at = names.index("NHS_NO")
+    return _about_nhs(fields[at]) if at < len(fields) else None
+
+
 def _csv_row(layout: Layout, names: list[str], n: int, record: str, seen: dict[str, int]) -> MappedRow:
     original = record.encode("utf-8")
     try:
         fields = _fields(record)
     except csv.Error:
-        return MappedRow(n, None, original, None, (FieldProblem(
-            f"row {n}", "is not valid CSV (a quote inside an unquoted field, or text after a closing quote)"),))
+        reason, fields = _why_not_csv(record)
+        return MappedRow(n, None, original, None, (FieldProblem(f"row {n}", reason),),
+                         _about_fields(names, fields))
     if len(fields) != len(names):
         return MappedRow(n, None, original, None, (FieldProblem(
-            f"row {n}", f"has {len(fields)} fields; the header has {len(names)}"),))
+            f"row {n}", f"has {len(fields)} fields; the header has {len(names)}"),), _about_fields(names, fields))
     values = dict(zip(names, map(str.strip, fields)))  # {name: value.strip() ...}, in C
     return map_record(layout, n, values, original, seen)
 
@@ -821,10 +914,19 @@ def _fixed_row(layout: Layout, n: int, line: str, seen: dict[str, int]) -> Mappe
         return MappedRow(n, None, original, None, (FieldProblem(f"row {n}, column REC_TYPE",
                                                                 "is not a data record (D)"),))
     if len(line) > layout.record_length:
+        nhs = layout.column("NHS_NO")
         return MappedRow(n, None, original, None, (FieldProblem(
-            f"row {n}", f"is {len(line)} characters long; a data record has {layout.record_length}"),))
+            f"row {n}", f"is {len(line)} characters long; a data record has {layout.record_length}"),),
+            _about_nhs(_slice(line, nhs) if nhs is not None else ""))
     values = {col.name: _slice(line, col) for col in layout.columns if col.name != "REC_TYPE"}
-    return map_record(layout, n, values, original, seen)
+    mapped = map_record(layout, n, values, original, seen)
+    if mapped.data is None and "\t" in line:
+        # A tab is one character where the layout wants spaces: the columns after it are read from the wrong
+        # place, so say so first rather than only naming each column that then fails.
+        tab = FieldProblem(f"row {n}", "contains a tab character: fixed-width records are padded with spaces, "
+                                       "not tabs (columns after it are read from the wrong positions)")
+        return MappedRow(n, mapped.record_id, original, None, (tab, *mapped.problems), mapped.about)
+    return mapped
 
 
 def open_file(data: bytes, layout: Layout) -> FileStream:
