@@ -112,7 +112,17 @@ async def post_council_file(
     media_type = request.headers.get("content-type", "application/octet-stream").split(";")[0].strip().lower()
     if media_type not in CONTENT_TYPES:
         raise ProblemError(415, "unsupported-media-type", "Unsupported media type",
-                           "send the file as " + ", ".join(CONTENT_TYPES))
+                           "send the file as " + ", ".join(CONTENT_TYPES),
+                           errors=[{"field": "Content-Type", "reason": "must be one of " + ", ".join(CONTENT_TYPES)
+                                    + " (the file itself as the body, not a form upload)"}])
+    coding = request.headers.get("content-encoding", "").strip().lower()
+    if coding not in ("", "identity"):
+        # Read as it came, a compressed body would be refused as "not UTF-8" (or, for an encoding whose bytes
+        # happen to decode, recorded as the wrong text): the hub takes the file itself (RFC 9110 8.4.1: 415).
+        raise ProblemError(415, "unsupported-media-type", "Unsupported media type",
+                           "send the council file uncompressed, without a Content-Encoding",
+                           errors=[{"field": "Content-Encoding", "reason": "is not taken: send the file itself, "
+                                    "uncompressed (at most 20 MB)"}])
     raw = await _read_limited(request)
     now = datetime.now(UTC)
     file_id = str(uuid.uuid4())
