@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 from sqlalchemy import func, select
 
 from hub.api.deps import MAX_ID, ClientDep, EventNumber, HubDep, Limit, WholeNumber, require
-from hub.access import record_decision
+from hub.access import AccessPolicy, record_decision
 from hub.api.problems import ProblemError
 from hub.delivery.leases import lift_suspension
 from hub.delivery.queue import create_counter
@@ -34,13 +34,14 @@ from hub.delivery.kafka_topic import TOPIC_PATTERN, default_topic, topic_problem
 from hub.delivery.targets import url_problem
 from hub.domain.access import Rule
 from hub.domain.model import EventType
-from hub.observability.logging import get_logger
+from hub.observability.logging import bound_correlation_id, get_logger
 from hub.sharing import DisclosureCheck
 from hub.store.schema import (
     council_file_subscriptions,
     deliveries,
     deliveries_with_messages,
     delivery_messages,
+    disclosures,
     subscription_counters,
     subscriptions,
 )
@@ -243,6 +244,29 @@ async def require_agreement_in_force(hub, client) -> None:  # noqa: ANN001
                            "no data-sharing agreement in force names this organisation", rule="no-agreement")
 
 
+async def audit_replay(hub, client, org_code: str, handed: list[tuple[str, Any]]) -> None:  # noqa: ANN001
+    """An allowed replay (`/events`, a FHIR Subscription's `$events`) discloses its messages again: one
+    `access_decisions` row (channel `replay`, action `read`, allowed) for each person the messages
+    handed out are about, with the field groups they carried and the agreement now in force, so
+    "who was told what about this person" (audit person) shows the re-read as it shows a person query.
+    `handed`: (event id, the delivery's field groups) of each message given with its body. A message
+    about a body (a drift alert) names no person: no row; none handed out, nothing recorded."""
+    if not handed or "hub:admin" in client.scopes:
+        return
+    event_ids = sorted({e for e, _g in handed})
+    groups = frozenset().union(*(frozenset(g or ()) for _e, g in handed))
+    agreement = AccessPolicy.read_grant(hub.sharing, client, datetime.now(UTC).date()).agreement_id
+    async with hub.engine.begin() as conn:
+        people = sorted({p for p in (await conn.execute(
+            select(disclosures.c.person_id).distinct().where(
+                disclosures.c.event_id.in_(event_ids), disclosures.c.recipient_org == org_code,
+                disclosures.c.person_id.is_not(None)))).scalars().all()})
+        if people:
+            await record_decision(conn, client, channel="replay", action="read", allowed=True, rule=Rule.ALLOWED,
+                                  agreement_id=agreement, field_groups=groups, person_ids=people,
+                                  correlation_id=bound_correlation_id())
+
+
 async def _own(hub, client, subscription_id: str):  # noqa: ANN001, ANN202
     async with hub.engine.connect() as conn:
         row = (await conn.execute(select(subscriptions).where(subscriptions.c.subscription_id == subscription_id))).first()
@@ -399,6 +423,7 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
         last = await _last_number(conn, subscription_id)
         await conn.rollback()
     items = []
+    handed: list[tuple[str, Any]] = []  # (event id, field groups) of each message given with its body
     for r in rows:
         item = {"event_number": r.event_number, "event_id": r.event_id, "message_id": r.message_id,
                 "event_type": r.event_type, "status": r.status, "queued_at": r.created_at.isoformat()}
@@ -407,7 +432,9 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
             item["withheld"] = {"kind": withheld.kind, "reason": withheld.reason}
         else:
             item["message"] = orjson.Fragment(hub.protector.decrypt(r.payload))
+            handed.append((r.event_id, r.field_groups))
         items.append(item)
+    await audit_replay(hub, client, sub.org_code, handed)
     end = min(to, last) if to is not None else last  # nothing numbered past the last queued yet
     more = bool(rows) and rows[-1].event_number < end
     body = {"subscription_id": subscription_id, "events_since_subscription_start": last, "items": items,
