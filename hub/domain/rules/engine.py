@@ -154,6 +154,9 @@ class _Fold:
     council_awaits_destination: bool = False
     commissioner: _Responsibility | None = None
     commissioner_provisional: bool = False
+    # A re-detention before 1 April 2016 kept the commissioner already
+    # responsible: the discharge date settles whether it stays (Bucks eras).
+    commissioner_kept_on_redetention: bool = False
     # Reviews: completed dates and pending triggers. The sequences the
     # handlers add to are tuples, re-bound on each addition: a fold's copy
     # (`Evaluation.extended`) shares them rather than copying each, a status
@@ -342,6 +345,7 @@ def _nhs_england(fold: _Fold, why: str) -> _Responsibility:
 
 def _determine_commissioner_at_detention(fold: _Fold, change: RegisterChange, verdict: SectionVerdict) -> None:
     start = fold.detention_start or change.effective_date
+    fold.commissioner_kept_on_redetention = False
     if fold.entitled and fold.commissioner is not None:
         # The asymmetry with councils: re-detention keeps the NHS commissioner.
         kept = fold.commissioner
@@ -355,6 +359,15 @@ def _determine_commissioner_at_detention(fold: _Fold, change: RegisterChange, ve
             citation=f"{kept.citation}; {citations.NHS_ALREADY_RECEIVING}",
         )
         fold.commissioner_provisional = False
+        if start < WHO_PAYS_2016:
+            # Before the 2016 guidance a discharge between 1 April 2013 and 31
+            # March 2016 re-determined the CCG (Bucks "Responsible
+            # Commissioner"): the one kept holds it until that discharge.
+            fold.commissioner = replace(kept, explanation=(
+                f"{kept.explanation}; kept through the {verdict.label} re-detention on {start.isoformat()} "
+                "because s117 aftercare was already being received"))
+            fold.commissioner_provisional = True
+            fold.commissioner_kept_on_redetention = True
         return
     if change.already_receiving_s117_from:
         fold.commissioner = _commissioner_from_org(
@@ -397,6 +410,15 @@ def _settle_commissioner_on_leaving(fold: _Fold, change: RegisterChange) -> None
     start = fold.detention_start_for_era or fold.stay_qualifying_from
     label = fold.stay_qualifying.label if fold.stay_qualifying else "qualifying"
     residence = _usual_residence_before_detention(fold)
+    kept = fold.commissioner_kept_on_redetention
+    fold.commissioner_kept_on_redetention = False
+    if kept:
+        # A re-detention of a person already receiving aftercare: only a
+        # discharge in the August 2013 guidance's years moves the CCG; before
+        # 1 April 2013 and from 1 April 2016 the legacy/originating one
+        # continues for subsequent admissions (Bucks "Responsible Commissioner").
+        if not WHO_PAYS_2013 <= left < WHO_PAYS_2016:
+            return
     if left < WHO_PAYS_2013:
         found = _originating(fold, fold.gp_before_detention, residence, start,
                              f"legacy/originating commissioner: left hospital on {left.isoformat()}, before 1 April 2013",
