@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 
 from hub.access import (NOT_FOUND_DETAIL, AccessPolicy, ReadGrant, caller_of, filter_status, no_sooner_than,
                         record_decision)
-from hub.domain.access import Decision, Rule, decide_read
+from hub.domain.access import Decision, Role, Rule, decide_read
 from hub.fhir.messages import IDENTITY
 from hub.api.deps import ClientDep, HubDep, QueryDate, person_id_for_nhs_number, require
 from hub.api.problems import ProblemError
@@ -70,28 +70,37 @@ async def lookup(body: LookupIn, hub: HubDep, client: ClientDep) -> dict:
 
 
 async def _changes(hub, person_id: str) -> tuple[list[RegisterChange], dict[str, Any]]:  # noqa: ANN001
+    """The person's changes and each one's service level (`received_at` among its facts: when the hub
+    had it, for a read limited to what a body was told)."""
     async with hub.engine.connect() as conn:
         rows = (await conn.execute(
-            select(register_changes.c.canonical, service_levels.c.state, service_levels.c.deadline)
+            select(register_changes.c.canonical, register_changes.c.received_at, service_levels.c.state,
+                   service_levels.c.deadline)
             .join(service_levels, service_levels.c.change_id == register_changes.c.change_id, isouter=True)
             .where(register_changes.c.person_id == person_id)
         )).all()
         await conn.rollback()
     changes = [from_jsonable(RegisterChange, r.canonical) for r in rows]
-    levels = {r.canonical["change_id"]: {"state": r.state, "deadline": r.deadline.isoformat() if r.deadline else None}
+    levels = {r.canonical["change_id"]: {"state": r.state, "deadline": r.deadline.isoformat() if r.deadline else None,
+                                         "received_at": _instant(r.received_at)}
               for r in rows}
     return changes, levels
 
 
-async def _last_notified(hub, client: Client, person_id: str) -> date | None:  # noqa: ANN001
+def _instant(at: datetime | str) -> datetime:
+    """A stored instant, in UTC (SQLite hands back a naive or ISO value)."""
+    at = at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+async def _last_notified(hub, client: Client, person_id: str) -> datetime | None:  # noqa: ANN001
+    """When the hub last told the caller's organisation of the person (an allowed disclosure)."""
     async with hub.engine.connect() as conn:
         at = (await conn.execute(select(func.max(disclosures.c.at)).where(
             disclosures.c.person_id == person_id, disclosures.c.recipient_org == client.org_code,
             disclosures.c.decision == "allowed"))).scalar_one_or_none()
         await conn.rollback()
-    if at is None:
-        return None
-    return at.date() if isinstance(at, datetime) else date.fromisoformat(str(at)[:10])
+    return None if at is None else _instant(at)
 
 
 async def _authorise(
@@ -123,8 +132,15 @@ async def _authorise(
         if not decision.allowed:
             # A body the hub told of the person reads it up to the day it was last
             # told: asked with no date, the date is today, as if as_of=today.
-            last = await _last_notified(hub, client, person_id)
-            decision = decide_read(caller_of(client), facts_now, at_as_of, True, as_of or today, last)
+            told_at = await _last_notified(hub, client, person_id)
+            decision = decide_read(caller_of(client), facts_now, at_as_of, True, as_of or today,
+                                   told_at.date() if told_at else None)
+            if decision.allowed and decision.role is Role.NOTIFIED:
+                # Told of the person, no part in their care: the register as the hub had it when it
+                # last told the body, never a change it received after (the same day's, or a late
+                # report about an earlier day).
+                changes = [c for c in changes if levels[c.change_id]["received_at"] <= told_at]
+                status = evaluate(person_id, changes, hub.ref, hub.agreements, as_of or today)
         if decision.allowed and (not grant.groups or (needs is not None and needs not in grant.groups)):
             decision = Decision(False, Rule.NO_AGREEMENT, decision.role)
     async with hub.engine.begin() as conn:
@@ -157,7 +173,8 @@ async def s117_position(
             await conn.rollback()
     body["register_service_level"] = [
         {"change_id": c.change_id, "change_type": c.change_type.value, "notified_on": c.notified_on.isoformat(),
-         "recorded_on": c.recorded_on.isoformat(), **levels.get(c.change_id, {})}
+         "recorded_on": c.recorded_on.isoformat(),
+         **{k: v for k, v in levels.get(c.change_id, {}).items() if k != "received_at"}}
         for c in sorted(changes, key=lambda c: (c.recorded_on, c.change_id))
         if as_of is None or c.effective_date <= as_of
     ]

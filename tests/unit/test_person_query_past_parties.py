@@ -146,3 +146,45 @@ async def test_asked_with_no_date_a_read_is_the_read_as_of_today(app_hub):
     brum = (await add_client(app_hub.hub.engine, "brum", "E08000025", "council", ["s117:read"]))[1]
     for q in (f"/v1/persons/{pid}/s117", f"/v1/persons/{pid}/s117?as_of={today}"):
         assert (await app_hub.http.get(q, headers={"X-API-Key": brum})).status_code == 404
+
+
+async def test_a_body_told_of_the_person_reads_what_it_was_told_and_no_change_received_since(app_hub):
+    """A body with no part in the person's care reads the register as the hub had it when it last
+    told the body: not a change received after (the same day's, or a late report about an earlier
+    day). Before, Bucks, told of the transfer today, read a discharge recorded after it was told."""
+    bucks_feed = (await add_client(app_hub.hub.engine, "bucks feed", BUCKS, "council", ["subscriptions:write"]))[1]
+    r = await app_hub.http.post("/v1/subscriptions", headers={"X-API-Key": bucks_feed}, json={"channel": "feed"})
+    assert r.status_code == 201, r.text
+    keys, pid, today = await _scenario(app_hub, 55)
+    await drain(app_hub)
+    told_before = await _told(app_hub, pid, BUCKS)
+    assert told_before, "Bucks, the outgoing council, is told of the transfer"
+    before = await _query(app_hub, keys[BUCKS], pid)
+    before_dated = await _query(app_hub, keys[BUCKS], pid, "2025-11-01")
+    assert before["in_hospital"] is True
+    # The trust reports the person left hospital yesterday: Bucks has no part now and is not told.
+    trust = {"X-API-Key": app_hub.keys["trust"]}
+    assert (await _query(app_hub, keys["admin"], pid))["in_hospital"] is True
+    person = detention_to_move_scenario(random.Random(55), "pp-55", date(2025, 1, 6))[0]["person"]
+    base = {"source_system": "RiO (demo)", "person": person, "hospital_ods": "RNU"}
+    r = await app_hub.http.post("/v1/register-changes", headers=trust, json={
+        **base, "source_message_id": "pp-55-left", "change_type": "left-hospital",
+        "effective_date": (today - timedelta(days=1)).isoformat()})
+    assert r.status_code == 202, r.text
+    await drain(app_hub)
+    assert await _told(app_hub, pid, BUCKS) == told_before, "Bucks is not told of the discharge"
+    assert (await _query(app_hub, keys["admin"], pid))["in_hospital"] is False
+    after = await _query(app_hub, keys[BUCKS], pid)
+    assert after["in_hospital"] is True
+    assert after["history"] == before["history"]
+    assert after == before
+    assert await _query(app_hub, keys[BUCKS], pid, "2025-11-01") == before_dated
+
+
+async def _told(app_hub, pid: str, org: str) -> list:  # noqa: ANN001
+    async with app_hub.hub.engine.connect() as conn:
+        told = (await conn.execute(select(disclosures.c.event_id).where(
+            disclosures.c.person_id == pid, disclosures.c.recipient_org == org,
+            disclosures.c.decision == "allowed").order_by(disclosures.c.event_id))).scalars().all()
+        await conn.rollback()
+    return list(told)
