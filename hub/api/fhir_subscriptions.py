@@ -9,7 +9,9 @@ DELETE /v1/fhir/Subscription/{id}                    off
 GET  /v1/fhir/Subscription/{id}/$status              SubscriptionStatus (query-status)
 GET  /v1/fhir/Subscription/{id}/$events              past notifications by event number (query-event); a read:
                                                      403 no-agreement without a data-sharing agreement in force,
-                                                     and only the messages the agreement in force allows
+                                                     and only the messages the agreement in force allows;
+                                                     those handed out (full-resource) are audited as reads
+                                                     (access_decisions, channel replay, one row a person)
 FHIR subscriptions count toward the per-organisation cap (hub/api/subscriptions.py MAX_ACTIVE_PER_ORG).
 """
 
@@ -28,7 +30,7 @@ from sqlalchemy import func, select
 from hub.api.deps import ClientDep, EventNumber, HubDep, require
 from hub.api.outcomes import FHIR_JSON
 from hub.api.problems import ProblemError, answer
-from hub.api.subscriptions import MAX_ACTIVE_PER_ORG, require_agreement_in_force, subscription_status
+from hub.api.subscriptions import MAX_ACTIVE_PER_ORG, audit_replay, require_agreement_in_force, subscription_status
 from hub.delivery.fhir_rest_hook import CHANNEL, post_notification
 from hub.delivery.queue import create_counter
 from hub.delivery.targets import url_problem
@@ -229,7 +231,8 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
     check = None if "hub:admin" in client.scopes else DisclosureCheck(hub.sharing, datetime.now(UTC).date())
     async with hub.engine.connect() as conn:
         q = (select(deliveries.c.event_number, delivery_messages.c.payload, deliveries.c.message_id,
-                    deliveries.c.created_at, deliveries.c.event_type, deliveries.c.field_groups)
+                    deliveries.c.created_at, deliveries.c.event_type, deliveries.c.field_groups,
+                    deliveries.c.event_id)
              .select_from(deliveries_with_messages)
              .where(deliveries.c.subscription_id == subscription_id,
                     deliveries.c.event_number >= eventsSinceNumber)
@@ -240,10 +243,17 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
         await conn.rollback()
     s = await subscription_status(hub.engine, row)
     fhir = row.fhir or {}
+    given = [r for r in rows if check is None or check.withheld(row.org_code, r.event_type, r.field_groups) is None]
+    shape = content or fhir.get("content")
     bundle = notification(
         kind="query-event", subscription_id=subscription_id, hub_endpoint=hub.settings.hub_endpoint, fhir=fhir,
-        since_start=s["events_since_subscription_start"], content=content or fhir.get("content"),
+        since_start=s["events_since_subscription_start"], content=shape,
         status=fhir.get("status", "active") if row.active else "off",
-        events=[Event(r.event_number, hub.protector.decrypt(r.payload), r.message_id, r.created_at) for r in rows
-                if check is None or check.withheld(row.org_code, r.event_type, r.field_groups) is None])
+        events=[Event(r.event_number, hub.protector.decrypt(r.payload), r.message_id, r.created_at) for r in given])
+    # A replay hands the messages out again: recorded as GET /v1/subscriptions/{id}/events records
+    # it (access_decisions, channel `replay`, one allowed read per person, the groups they carried,
+    # the agreement in force). id-only gives each message's id and number, not the message: no one's
+    # record is read, nothing recorded; nothing handed out, nothing recorded.
+    if shape == "full-resource":
+        await audit_replay(hub, client, row.org_code, [(r.event_id, r.field_groups) for r in given])
     return _fhir(bundle)
