@@ -480,7 +480,45 @@ def _csv_value(kind: str, text: str) -> Any:
     return text
 
 
+_PACKED = (
+    (b"\x1f\x8b", "is gzip-compressed: send the uncompressed list (UTF-8 text)"),
+    (b"PK\x03\x04", "is a ZIP archive (or an Excel .xlsx workbook): send the list itself, as UTF-8 CSV text"),
+    (b"\xd0\xcf\x11\xe0", "is an Excel .xls workbook (or another OLE document): send the list itself, as UTF-8 CSV "
+                          "text"),
+)
+
+
+async def _as_sent(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The CSV body's bytes, a compressed or spreadsheet upload named as such, and line ends CR alone (Excel
+    for Mac's; no LF in the first MAX_LINE bytes, where a header line must end) read as LF: otherwise the
+    whole list is one line, refused as a header that is not valid CSV."""
+    head = b""
+    mode: str | None = None  # "lf": as sent; "cr": CR read as LF
+    async for chunk in chunks:
+        if mode is None:
+            head += chunk
+            if len(head) < 4 and b"\n" not in head:
+                continue
+            for magic, reason in _PACKED:
+                if head.startswith(magic):
+                    raise SnapshotFileError("(body)", reason)
+            if b"\n" in head:
+                mode = "lf"
+            elif len(head) > MAX_LINE:
+                mode = "cr" if b"\r" in head else "lf"
+            else:
+                continue
+            chunk, head = head, b""
+        yield chunk.replace(b"\r", b"\n") if mode == "cr" else chunk
+    if mode is None and head:
+        for magic, reason in _PACKED:
+            if head.startswith(magic):
+                raise SnapshotFileError("(body)", reason)
+        yield head.replace(b"\r", b"\n") if b"\r" in head else head
+
+
 async def read_csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedRow]:
+    chunks = _as_sent(chunks)
     decoder = codecs.getincrementaldecoder("utf-8-sig")()
     header: list[str] | None = None
     n = 0
@@ -494,8 +532,10 @@ async def read_csv(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedRow]:
                 raise SnapshotFileError(f"row {n + 1}" if header is not None else "header", unclosed)
             try:
                 yield record, decoder.decode(record + b"\n")
-            except UnicodeDecodeError as exc:
-                raise SnapshotFileError("(body)", "is not UTF-8 text") from exc
+            except UnicodeDecodeError as exc:  # named by its row: one line's Windows-1252 bytes are found
+                raise SnapshotFileError("header" if header is None else f"row {n + 1}",
+                                        "is not UTF-8 text (the list must be UTF-8: a Windows-1252 or Latin-1 "
+                                        "export?)") from exc
 
     async for raw, text in text_lines():
         if not text.strip():
