@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,7 +39,9 @@ from hub.retention import Purger, RetentionPolicy, run_housekeeping
 from hub.timeseries import Sampler, run_sampler
 from hub.scheduler import ReviewScanner, run_review_scanner
 from hub.observability.logging import get_logger
-from hub.refdata.loader import load_reference_data
+from hub.observability.metrics import BANK_HOLIDAYS_COVERED_UNTIL
+from hub.refdata.bank_holidays import WARN_DAYS, covered_until
+from hub.refdata.loader import reference_data
 from hub.register_counts import ensure_register_status
 from hub.settings import Settings
 from hub.worker_process import WorkerProcess
@@ -228,12 +231,26 @@ class Hub:
         await self.engine.dispose()
 
 
+def _report_calendar(holidays: frozenset[date], today: date | None = None) -> None:
+    """The bank holiday calendar's reach: a metric for the alert, a warning at start when less
+    than half a year is left (hub/refdata/bank_holidays.py)."""
+    until = covered_until(holidays)
+    if until is None:
+        return
+    BANK_HOLIDAYS_COVERED_UNTIL.set(datetime.combine(until, time.max, UTC).timestamp())
+    left = (until - (today or datetime.now(UTC).date())).days
+    if left < WARN_DAYS:
+        log.warning("bank holiday calendar ends soon: clocks past it count no holidays; set S117_BANK_HOLIDAYS_FILE",
+                    covered_until=until.isoformat(), days_left=left)
+
+
 async def build_hub(settings: Settings) -> Hub:
     kafka_servers = kafka_bootstrap(settings.bus_url)
     outbound = outbound_kafka_bootstrap(settings)
     engine = create_engine(settings.database_url, sqlite_page_size=settings.sqlite_page_size)
     await create_schema(engine)
-    ref = load_reference_data()
+    ref = reference_data(settings.bank_holidays_file)
+    _report_calendar(ref.bank_holidays())
     agreements = (
         load_agreements(settings.area_agreements_path)
         if settings.area_agreements_path.exists()

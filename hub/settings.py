@@ -62,6 +62,10 @@ class Settings(BaseSettings):
 
     sharing_agreements_path: Path = REPO_ROOT / "contracts" / "data-sharing-agreements.yaml"
     area_agreements_path: Path = REPO_ROOT / "contracts" / "area-agreements.yaml"
+    # A copy of GOV.UK's https://www.gov.uk/bank-holidays.json: its England and Wales
+    # years replace the shipped calendar's (2018-2027) for the working-day clocks
+    # (hub/refdata/bank_holidays.py); unreadable, the hub does not start.
+    bank_holidays_file: Path | None = None
     # The one base of every URL the hub mints (CodeSystems, profiles,
     # extensions, identifier systems, problem types): hub/fhir/namespaces.py.
     # Embedded mode defaults to a clearly local value; production (PostgreSQL)

@@ -48,6 +48,8 @@ ALLOWED_KEYS = frozenset(
         "was", "superseded", "seq", "export_id",
         # settings at start: the database adapter's name, MLLP open to unauthenticated senders
         "adapter", "allow_unauthenticated",
+        # the bank holiday calendar's last covered day and the days left to it (hub/refdata/bank_holidays.py)
+        "covered_until", "days_left",
     }
 )
 REDACTED = "[redacted]"

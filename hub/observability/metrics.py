@@ -31,6 +31,11 @@ DEAD_LETTERS = Counter("s117_dead_letters_total", "Messages moved to the dead le
 EXPORTS_UNACKNOWLEDGED = Gauge("s117_council_exports_unacknowledged_overdue",
                                "Council files ready but not acknowledged within the alert time",
                                multiprocess_mode="livemax")
+# The last day the bank holiday calendar covers (hub/refdata/bank_holidays.py): a working-day
+# clock past it counts no holidays. Set at start by every process (the same value).
+BANK_HOLIDAYS_COVERED_UNTIL = Gauge("s117_bank_holidays_covered_until_timestamp_seconds",
+                                    "The end of the last year the bank holiday calendar covers (Unix time, UTC)",
+                                    multiprocess_mode="livemax")
 WITHHELD = Gauge("s117_withheld_disclosures", "Events addressed to a body and withheld (look-back of the last query)",
                  ["recipient", "decision"], multiprocess_mode="livemax")
 PURGED = Counter("s117_retention_purged_total", "Rows purged or emptied by the retention job", ["kind"])

@@ -23,14 +23,17 @@ Eras of NHS commissioning, as the data can show them:
 
 from __future__ import annotations
 
+import copy
 import csv
 import functools
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import date, timedelta
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
+from hub.refdata.bank_holidays import merged, read_govuk_file
 from hub.refdata.ods import ods_parent_org
 from hub.domain.model import Org
 from hub.domain.ports import CommissionerResolution, LegalStatus
@@ -552,6 +555,13 @@ class PublicReferenceData:
     def bank_holidays(self) -> frozenset[date]:
         return self._bank_holidays
 
+    def with_bank_holidays(self, holidays: frozenset[date]) -> PublicReferenceData:
+        """The same reference data counting with another calendar (hub/refdata/bank_holidays.py:
+        the operator's GOV.UK file merged over the shipped one); the rest, and its caches, shared."""
+        other = copy.copy(self)
+        other._bank_holidays = holidays
+        return other
+
     def nhs_england(self) -> Org:
         return NHS_ENGLAND
 
@@ -560,3 +570,14 @@ class PublicReferenceData:
 def load_reference_data() -> PublicReferenceData:
     """The shared reference data, parsed once per process."""
     return PublicReferenceData()
+
+
+def reference_data(bank_holidays_file: Path | None = None) -> PublicReferenceData:
+    """The shared reference data, with the operator's bank holidays file
+    (`S117_BANK_HOLIDAYS_FILE`, GOV.UK's bank-holidays.json) merged over the
+    shipped calendar when one is set; a file that cannot be read raises
+    `CalendarError` naming the element."""
+    ref = load_reference_data()
+    if bank_holidays_file is None:
+        return ref
+    return ref.with_bank_holidays(merged(ref.bank_holidays(), read_govuk_file(bank_holidays_file)))
