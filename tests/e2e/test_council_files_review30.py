@@ -105,6 +105,21 @@ async def test_real_exports_over_http(tmp_path, sharing_file):
             held = (await http.get("/v1/quarantine", headers=headers)).json()["items"]
             assert [q["quarantine_id"] for q in held] == [second["quarantine_id"]]
 
+            # The same record twice in one file (an export's join): the copy is a duplicate of the first, with its
+            # change id, nothing quarantined (before: rejected and quarantined though its record was accepted);
+            # a RECORD_ID reused for another record in the same file is still rejected naming the first row.
+            changed = row("DUP-1").replace("01/07/2025", "02/07/2025")
+            r = await council_file_done(http, await post(csv_file(row("DUP-1"), row("DUP-2"), row("DUP-1"),
+                                                                  changed)), headers)
+            done = r.json()
+            assert [e["status"] for e in done["report"]] == ["accepted", "accepted", "duplicate", "rejected"], done
+            assert done["report"][2]["change_id"] == done["report"][0]["change_id"]
+            assert done["report"][3]["errors"] == [{"field": "row 4, column RECORD_ID", "reason": "repeats the "
+                                                    "RECORD_ID of row 1: each record needs its own id"}]
+            assert (done["accepted"], done["duplicates"], done["rejected"]) == (2, 1, 1)
+            held = (await http.get("/v1/quarantine", headers=headers)).json()["items"]
+            assert sorted(q["source_message_id"] or "" for q in held) == ["", "DUP-1"]  # FC-2's, and row 4's
+
             # A file with no header row: one problem, quoting nothing of the person's row it starts with.
             r = await post((row("NH-1") + "\n").encode())
             assert r.status_code == 422, r.text

@@ -189,3 +189,31 @@ def test_a_too_long_fixed_width_record_still_says_whom_it_is_about():
     assert r.about == {"person": {"nhs_number": NHS}}
     [bad] = map_file(fixed_file(fixed_record("FX-2", nhs="9991100017").ljust(598)), SWIFT_FIXED).rows
     assert bad.about is None  # not a valid NHS number: no one to ask about
+
+
+# ----------------------------------------------------------------- the same record twice
+
+
+@pytest.mark.parametrize("layout", [SWIFT_CSV, SWIFT_FIXED])
+def test_the_same_record_twice_in_a_file_maps_twice_for_ingest_to_answer_as_a_duplicate(layout):  # noqa: ANN001
+    """Before: the copy was rejected ("repeats the RECORD_ID of row 1") and quarantined, though its record
+    was accepted: sent again in a later file it is a duplicate, so in the same file too."""
+    data = csv_file(row("SW-1"), row("SW-2"), row("SW-1") + "  ") if layout is SWIFT_CSV else \
+        fixed_file(fixed_record("FX-1"), fixed_record("FX-2"), fixed_record("FX-1"))
+    m = map_file(data, layout)
+    assert [(r.row, r.ok) for r in m.rows] == [(1, True), (2, True), (3, True)]
+    assert m.rows[2].data == m.rows[0].data
+
+
+def test_a_reused_record_id_on_another_record_is_still_refused_naming_the_first_row():
+    m = map_file(csv_file(row("SW-1"), row("SW-1", reason="changed")), SWIFT_CSV)
+    assert [r.ok for r in m.rows] == [True, False]
+    assert [(p.field, p.reason) for p in m.rows[1].problems] == [
+        ("row 2, column RECORD_ID", "repeats the RECORD_ID of row 1: each record needs its own id")]
+
+
+def test_the_same_bad_record_twice_keeps_its_problems_and_names_the_repeat():
+    bad = row("SW-1").replace("01/07/2025", "31/02/2025")
+    m = map_file(csv_file(bad, bad), SWIFT_CSV)
+    assert [p.reason for p in m.rows[1].problems][0] == "repeats the RECORD_ID of row 1: each record needs its own id"
+    assert len(m.rows[1].problems) == 2
