@@ -32,6 +32,7 @@ def _serve(args: argparse.Namespace) -> None:
     chosen = "auto" if given.separate_workers is None and given.separate_delivery is None else "set"
     get_logger("hub.cli").info("hub layout", processes=processes(settings), usable_cores=cores, chosen=chosen)
     _refuse_another_key(settings)
+    _refuse_unreadable_calendar(settings)
     uvicorn.Server(uvicorn_config(create_app(settings), settings, host=args.host, port=args.port)).run()
 
 
@@ -55,6 +56,22 @@ def _refuse_another_key(settings: Any) -> None:
         asyncio.run(check())
     except DataKeyMismatch as exc:
         get_logger("hub.cli").error("hub not started", error_kind="data-key-mismatch")
+        print(f"s117hub serve: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _refuse_unreadable_calendar(settings: Any) -> None:
+    """Before serving: stop with one plain line (exit 2) naming the element if
+    `S117_BANK_HOLIDAYS_FILE` is not GOV.UK's document (hub/refdata/bank_holidays.py),
+    rather than a start-up traceback."""
+    from hub.observability.logging import get_logger
+    from hub.refdata.bank_holidays import CalendarError
+    from hub.refdata.loader import reference_data
+
+    try:
+        reference_data(settings.bank_holidays_file)
+    except CalendarError as exc:
+        get_logger("hub.cli").error("hub not started", error_kind="bank-holidays-file")
         print(f"s117hub serve: {exc}", file=sys.stderr)
         sys.exit(2)
 

@@ -126,3 +126,23 @@ async def test_a_calendar_ending_within_half_a_year_is_warned_of(tmp_path: Path,
     assert "days_left=183" not in capsys.readouterr().err
     _report_calendar(load_reference_data().bank_holidays(), date(2027, 7, 2))
     assert "days_left=182" in capsys.readouterr().err
+
+
+def test_serve_with_an_unreadable_file_stops_with_one_line_naming_the_element(tmp_path: Path) -> None:
+    """`s117hub serve` (a real process): exit 2 and one plain line, not a start-up traceback."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "bh.json"
+    path.write_text(json.dumps({"england-and-wales": {"events": [{"date": "2028-01-03"}, {"date": "03/01/2028"}]}}))
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("S117_")},
+           "S117_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}",
+           "S117_DATA_KEY_FILE": str(tmp_path / "data.key"), "S117_PORT": "0",
+           "S117_BANK_HOLIDAYS_FILE": str(path)}
+    done = subprocess.run([sys.executable, "-m", "hub.cli", "serve"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert ("s117hub serve: S117_BANK_HOLIDAYS_FILE: england-and-wales.events[1].date: must be a YYYY-MM-DD date"
+            in done.stderr), done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr
