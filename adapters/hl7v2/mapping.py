@@ -39,6 +39,9 @@ SUPPORTED_EVENTS = ("A01", "A02", "A03", "A08")
 ONCE_SEGMENTS = ("MSH", "EVN", "PID", "PD1", "PV1", "ZU5")
 # A frame with these (or with a second MSH) is a batch: HL7 v2 batch protocol (2.10.3), not taken.
 _BATCH_SEGMENTS = frozenset(("FHS", "BHS", "BTS", "FTS"))
+# HL7 v2.4 2.5.3: a field sent as `""` is present and null ("delete the value"): no value, never the two
+# characters (a given name `""` was recorded as the name `""`).
+HL7_NULL = '""'
 BATCH_REASON = "batches are not taken: send each message in its own MLLP frame"
 
 
@@ -114,7 +117,8 @@ class MappingResult:
 class _Msg:
     """Read access to one message's fields by HL7 position, as python-hl7's
     accessor reads them ("PID.F3.R1.C4.S1"), with a missing segment, field,
-    repetition, component or subcomponent read as empty.
+    repetition, component or subcomponent read as empty, and so is a value that
+    is the HL7 null `""` (python-hl7 reads the two characters).
 
     python-hl7 finds the delimiters (`create_parse_plan`, from MSH-1/MSH-2)
     and unescapes values (`Container.unescape`); the message is split into
@@ -198,7 +202,7 @@ class _Msg:
             if s > len(parts):
                 return ""
             value = parts[s - 1]
-        if not value:
+        if not value or value == HL7_NULL:
             return ""
         if self._esc in value:
             if not _valid_escapes(value, self._esc):  # refused (`_Mapper._error`); not unescaped
@@ -291,7 +295,8 @@ def _header(msg: _Msg) -> Header:
     return Header(
         sending_application=msg.get("MSH", 3),
         sending_facility=msg.get("MSH", 4).upper(),
-        control_id=msg.raw("MSH", 10),  # as sent: the idempotency key, echoed byte for byte in MSA-2
+        # as sent: the idempotency key, echoed byte for byte in MSA-2 (the HL7 null: none)
+        control_id=control_id if (control_id := msg.raw("MSH", 10)) != HL7_NULL else "",
         message_type=msg.get("MSH", 9, 1).upper(),
         trigger_event=trigger.upper(),
         version=msg.get("MSH", 12),
@@ -322,7 +327,7 @@ def map_adt(message_text: str) -> MappingResult:
     header = _header(msg)
     if not _BATCH_SEGMENTS.isdisjoint(msg._segments) or (msg.repeated is not None and "MSH" in msg.repeated):
         # Nothing of a batch is kept or answered message by message: one AR, naming the batch.
-        named = next((s for s in ("FHS", "BHS") if msg.has(s)), "MSH")
+        named = next((s for s in ("FHS", "BHS", "BTS", "FTS") if msg.has(s)), "MSH")
         return _reject(header, named, BATCH_REASON if named != "MSH" else
                        "appears more than once: " + BATCH_REASON, UNSUPPORTED_MESSAGE_TYPE)
     if not header.control_id:
@@ -363,7 +368,9 @@ def _held_cancellation(msg: _Msg, header: Header, cancels: str, reason: str) -> 
     mapper = _Mapper(msg, header)
     mapper._about_type = cancels
     result = _reject(header, "MSH-9", reason, UNSUPPORTED_EVENT_CODE, quarantine=True)
-    return MappingResult(result.disposition, header, problems=result.problems, quarantine=True, about=mapper._about())
+    about = mapper._about()  # (records where the hospital was read: a refusal's ERR names that HL7 field)
+    return MappingResult(result.disposition, header, problems=result.problems, quarantine=True, about=about,
+                         origins=dict(mapper.origins))
 
 
 class _Mapper:
@@ -552,24 +559,26 @@ class _Mapper:
         about: dict[str, Any] = {"change_type": self._about_type}
         if self._change is not None:  # read already (`_base`)
             nhs, hospital = self._change["person"].get("nhs_number"), self._change.get("hospital_ods")
+            origin = self.origins.get("hospital_ods", "")
         elif self.msg.repeated is not None:  # every occurrence of PID and PV1 must name the same
             numbers: set[str] = set()
             for i in range(len(self.msg.repeated.get("PID", (None,)))):
                 numbers |= _Mapper(self.msg.occurrence("PID", i) if "PID" in self.msg.repeated else self.msg,
                                    self.header)._nhs_numbers()
             nhs = next(iter(numbers)) if len(numbers) == 1 else None
-            hospitals = {_Mapper(self.msg.occurrence("PV1", i) if "PV1" in self.msg.repeated else self.msg,
-                                 self.header)._hospital()[0]
-                         for i in range(len(self.msg.repeated.get("PV1", (None,))))}
-            hospital = hospitals.pop() if len(hospitals) == 1 else None
+            read = [_Mapper(self.msg.occurrence("PV1", i) if "PV1" in self.msg.repeated else self.msg,
+                            self.header)._hospital() for i in range(len(self.msg.repeated.get("PV1", (None,))))]
+            hospital, origin = read[0] if len({h for h, _ in read}) == 1 else (None, "")
         else:
             numbers = self._nhs_numbers()
             nhs = next(iter(numbers)) if len(numbers) == 1 else None
-            hospital = self._hospital()[0]
+            hospital, origin = self._hospital()
         if nhs:
             about["person"] = {"nhs_number": nhs}
         if hospital:
             about["hospital_ods"] = hospital
+            if self._change is None:  # (`_base` recorded it) where it was read: a refusal's ERR names it
+                self.origins["hospital_ods"] = origin
         return about
 
     def _home_address(self) -> int | None:
