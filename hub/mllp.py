@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import socket
 import ssl
 import time
@@ -36,12 +37,13 @@ from adapters.hl7v2.mapping import APPLICATION_ERROR
 from hub.access import no_sooner_than
 from hub.domain.access import TEXTS, Rule
 from hub.ids import uuid4
+from hub.ingest.contract import IDENTIFIER
 from hub.ingest.service import Client, IngestService, Outcome
 from hub.ingest.validation import FieldProblem
 from hub.observability.logging import bind_correlation_id, get_logger, unbind_correlation_id
 from hub.settings import Settings
 from hub.store.db import Prepared, execute_prepared, snapshot
-from hub.store.schema import api_clients
+from hub.store.schema import api_clients, quarantine
 
 log = get_logger("hub.mllp")
 
@@ -59,6 +61,13 @@ _SOURCE_CLIENTS = Prepared(
     select(api_clients).where(api_clients.c.org_code == bindparam("facility"), api_clients.c.org_kind == "trust",
                               api_clients.c.active.is_(True))
     .order_by(api_clients.c.created_at, api_clients.c.client_id))
+# The messages a source has in quarantine, still held, under one control id (the oldest first).
+_HELD = Prepared(
+    select(quarantine.c.quarantine_id, quarantine.c.raw)
+    .where(quarantine.c.source == bindparam("source"), quarantine.c.channel == CHANNEL,
+           quarantine.c.source_message_id == bindparam("smid"), quarantine.c.status == "held")
+    .order_by(quarantine.c.received_at, quarantine.c.quarantine_id))
+_KEPT_ID = re.compile(IDENTIFIER)  # a control id the quarantine keeps (ingest's `_usable_smid`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +134,14 @@ def frame(message: str | bytes) -> bytes:
     return bytes([START_BLOCK]) + data + END_BLOCK
 
 
+# A UTF-8 byte order mark some engines (and files saved on Windows) put before the MSH: not HL7, but with it
+# the message could not be read at all and its ACK had no MSA-2 for the sender to match. Dropped before reading.
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def _decode(payload: bytes) -> str:
+    if payload[:3] == _UTF8_BOM:
+        payload = payload[3:]
     # Without MSH-18 (`_decode_declared` reads it; ITK sends UNICODE, UTF-8),
     # and for the MSH of an ACK only: anything that is not UTF-8 is read as
     # Latin-1 rather than refused, so the MSH can still be read and answered.
@@ -161,7 +177,10 @@ def _msh18(payload: bytes) -> bytes:
 def _decode_declared(payload: bytes) -> tuple[str, HL7Problem | None]:
     """The message's text, read in the character set MSH-18 names (table 0211), and a problem naming
     MSH-18 when it names one the hub does not take or the bytes are not valid in it (the text is then
-    read as `_decode` reads it, for the header of the AR). Without MSH-18: `_decode`."""
+    read as `_decode` reads it, for the header of the AR). Without MSH-18: `_decode`. A UTF-8 byte order
+    mark before the MSH is dropped first, whatever MSH-18 says."""
+    if payload[:3] == _UTF8_BOM:
+        payload = payload[3:]
     declared = _msh18(payload)
     if not declared:
         return _decode(payload), None
@@ -481,8 +500,11 @@ class MllpServer:
                                          "204")])
         client = await self._source(header.sending_facility)
         if client is None:
+            # MSH-4 as an engine sent it, logged only when it has the form of an ODS code (a misconfigured
+            # engine can put anything there, a patient's name included).
+            facility = header.sending_facility
             log.info("mllp message rejected", status="AR", reason_codes=["facility-not-registered"],
-                     org_code=header.sending_facility[:16], channel=CHANNEL)
+                     org_code=facility if _ODS_FORM.fullmatch(facility) else "(not an ODS code)", channel=CHANNEL)
             return self._ack(header, "AR", "sending facility not registered",
                              [HL7Problem("MSH-4", "sending facility not registered with the hub as a trust "
                                                   "with register:write", "204")])
@@ -526,9 +548,33 @@ class MllpServer:
             refused = await self._ingest.write_precheck(client, result.about, CHANNEL)
             if refused is not None:
                 return await self._refusal_ack(header, result, refused, started)
+        held = await self._held_before(client, header.control_id, payload)
+        if held is not None:  # the same message again (an engine retrying its AE): the first's answer
+            log.info("mllp message already held in quarantine", source=client.client_id, status=code,
+                     quarantine_id=held, channel=CHANNEL)
+            return self._ack(header, code, text, result.problems, quarantine_id=held)
         outcome = await self._ingest.reject_unmapped(
             client, payload, CHANNEL, [FieldProblem(p.field, p.reason) for p in result.problems], header.control_id)
         return self._ack(header, code, text, result.problems, quarantine_id=outcome.body.get("quarantine_id"))
+
+    async def _held_before(self, client: Client, control_id: str, payload: bytes) -> str | None:
+        """The quarantine id of this very message (the same bytes under the same MSH-10 from the same source)
+        held in quarantine and not yet resolved, if it is: an engine that sends a message again after its AE
+        (or AR, A11 / A13) gets the same answer, and the quarantine one entry, not one a retry. Read only on
+        this path (a message that did not map), never for one that maps."""
+        if not _KEPT_ID.fullmatch(control_id):
+            return None
+        async with snapshot(self._engine) as conn:
+            rows = (await execute_prepared(conn, _HELD, {"source": client.client_id,
+                                                         "smid": control_id[:200]})).all()
+        protector = self._ingest._protector  # noqa: SLF001 - the data key quarantine's raw is kept under
+        for row in rows:
+            try:
+                if protector.decrypt(row.raw) == payload:
+                    return row.quarantine_id
+            except ValueError:  # kept under another data key: not comparable, so not this message
+                continue
+        return None
 
     async def _refusal_ack(self, header: Header, result: MappingResult, refused: Outcome, started: float) -> str:
         """The ACK of an access-policy refusal, no sooner than the floor after `started` (only these wait:
@@ -597,6 +643,7 @@ class MllpServer:
 
 
 _START = bytes([START_BLOCK])
+_ODS_FORM = re.compile(r"[A-Z0-9]{3,6}")
 
 
 def _new_ack_ids() -> tuple[str, Iterator[int]]:
