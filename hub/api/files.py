@@ -28,6 +28,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from starlette.requests import ClientDisconnect
 
 from adapters.council_files import LAYOUTS, FileStream, Layout, open_file
 from hub.api.deps import ClientDep, HubDep, require
@@ -52,12 +53,20 @@ async def _read_limited(request: Request) -> bytes:
         raise ProblemError(413, "too-large", "File too large", f"a council file must be at most {MAX_FILE} bytes; "
                            "split it into several files")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_FILE:
-            raise ProblemError(413, "too-large", "File too large", f"a council file must be at most {MAX_FILE} "
-                               "bytes; split it into several files")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_FILE:
+                raise ProblemError(413, "too-large", "File too large", f"a council file must be at most {MAX_FILE} "
+                                   "bytes; split it into several files")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The upload cut off (the sender's job killed, a dropped link): nothing of it is kept, and it is the
+        # client's doing, answered (to no one, but logged and counted) as a body that did not arrive, not a 500.
+        raise ProblemError(408, "body-incomplete", "Request body incomplete",
+                           "the connection closed before the whole file arrived: nothing was recorded; send the "
+                           "file again", errors=[{"field": "(body)", "reason": "ended before the whole file arrived"}]
+                           ) from None
     return b"".join(chunks)
 
 

@@ -133,3 +133,42 @@ async def test_real_exports_over_http(tmp_path, sharing_file):
         assert "Traceback" not in logs
     finally:
         hub.stop()
+
+
+async def test_an_upload_cut_off_mid_body_keeps_nothing_and_is_not_a_server_error(tmp_path, sharing_file):
+    """The sending job killed half way (a declared length, or chunked): nothing stored, and the hub logs a
+    408 for it, not an unhandled error and a 500 (which an operator's 5xx alert would page on)."""
+    import asyncio
+    import sqlite3
+
+    hub = HubProcess(tmp_path, sharing_path=sharing_file)
+    await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    _, council = await add_client(engine, "Bucks SWIFT", "E06000060", "council", ["register:write"])
+    await engine.dispose()
+    await hub.start()
+    try:
+        body = csv_file(*(row(f"CUT-{i}") for i in range(2000)))
+        half = body[: len(body) // 2]
+        for framing, sent in ((f"Content-Length: {len(body)}", half),
+                              ("Transfer-Encoding: chunked", b"%x\r\n" % len(half) + half + b"\r\n")):
+            _, writer = await asyncio.open_connection("127.0.0.1", hub.port)
+            writer.write((f"POST /v1/council-files?format=swift_csv HTTP/1.1\r\nHost: hub\r\nX-API-Key: {council}\r\n"
+                          f"Content-Type: text/csv\r\n{framing}\r\n\r\n").encode() + sent)
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            writer.close()
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
+            for _ in range(100):  # both requests logged
+                if hub.logs().count('"path":"/v1/council-files"') >= 2:
+                    break
+                await asyncio.sleep(0.1)
+            assert (await http.get("/v1/quarantine", headers={"X-API-Key": council})).json()["items"] == []
+    finally:
+        hub.stop()
+    logs = [line for line in hub.logs().splitlines() if '"path":"/v1/council-files"' in line]
+    assert len(logs) == 2 and all('"status_code":408' in line for line in logs), logs
+    assert "ClientDisconnect" not in hub.logs() and "unhandled error" not in hub.logs()
+    db = sqlite3.connect(str(tmp_path / "hub.db"))
+    assert db.execute("select count(*) from file_receipts").fetchone() == (0,)
+    db.close()
