@@ -9,7 +9,7 @@ from datetime import date
 
 import pytest
 
-from hub.bootstrap import load_reference_data
+from hub.refdata.loader import load_reference_data
 from hub.ingest.contract import RegisterChangeIn
 from hub.ingest.nhs_number import nhs_number_problem
 from hub.ingest.validation import semantic_problems
