@@ -37,13 +37,12 @@ from adapters.hl7v2.mapping import APPLICATION_ERROR
 from hub.access import no_sooner_than
 from hub.domain.access import TEXTS, Rule
 from hub.ids import uuid4
-from hub.ingest.contract import IDENTIFIER
 from hub.ingest.service import Client, IngestService, Outcome
 from hub.ingest.validation import FieldProblem
 from hub.observability.logging import bind_correlation_id, get_logger, unbind_correlation_id
 from hub.settings import Settings
 from hub.store.db import Prepared, execute_prepared, snapshot
-from hub.store.schema import api_clients, quarantine
+from hub.store.schema import api_clients
 
 log = get_logger("hub.mllp")
 
@@ -61,13 +60,6 @@ _SOURCE_CLIENTS = Prepared(
     select(api_clients).where(api_clients.c.org_code == bindparam("facility"), api_clients.c.org_kind == "trust",
                               api_clients.c.active.is_(True))
     .order_by(api_clients.c.created_at, api_clients.c.client_id))
-# The messages a source has in quarantine, still held, under one control id (the oldest first).
-_HELD = Prepared(
-    select(quarantine.c.quarantine_id, quarantine.c.raw)
-    .where(quarantine.c.source == bindparam("source"), quarantine.c.channel == CHANNEL,
-           quarantine.c.source_message_id == bindparam("smid"), quarantine.c.status == "held")
-    .order_by(quarantine.c.received_at, quarantine.c.quarantine_id))
-_KEPT_ID = re.compile(IDENTIFIER)  # a control id the quarantine keeps (ingest's `_usable_smid`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,33 +540,11 @@ class MllpServer:
             refused = await self._ingest.write_precheck(client, result.about, CHANNEL)
             if refused is not None:
                 return await self._refusal_ack(header, result, refused, started)
-        held = await self._held_before(client, header.control_id, payload)
-        if held is not None:  # the same message again (an engine retrying its AE): the first's answer
-            log.info("mllp message already held in quarantine", source=client.client_id, status=code,
-                     quarantine_id=held, channel=CHANNEL)
-            return self._ack(header, code, text, result.problems, quarantine_id=held)
+        # The same message again (an engine retrying its AE) gets the first one's quarantine id, held once
+        # (IngestService._held_copy).
         outcome = await self._ingest.reject_unmapped(
             client, payload, CHANNEL, [FieldProblem(p.field, p.reason) for p in result.problems], header.control_id)
         return self._ack(header, code, text, result.problems, quarantine_id=outcome.body.get("quarantine_id"))
-
-    async def _held_before(self, client: Client, control_id: str, payload: bytes) -> str | None:
-        """The quarantine id of this very message (the same bytes under the same MSH-10 from the same source)
-        held in quarantine and not yet resolved, if it is: an engine that sends a message again after its AE
-        (or AR, A11 / A13) gets the same answer, and the quarantine one entry, not one a retry. Read only on
-        this path (a message that did not map), never for one that maps."""
-        if not _KEPT_ID.fullmatch(control_id):
-            return None
-        async with snapshot(self._engine) as conn:
-            rows = (await execute_prepared(conn, _HELD, {"source": client.client_id,
-                                                         "smid": control_id[:200]})).all()
-        protector = self._ingest._protector  # noqa: SLF001 - the data key quarantine's raw is kept under
-        for row in rows:
-            try:
-                if protector.decrypt(row.raw) == payload:
-                    return row.quarantine_id
-            except ValueError:  # kept under another data key: not comparable, so not this message
-                continue
-        return None
 
     async def _refusal_ack(self, header: Header, result: MappingResult, refused: Outcome, started: float) -> str:
         """The ACK of an access-policy refusal, no sooner than the floor after `started` (only these wait:

@@ -188,6 +188,14 @@ def payload_sha256(data: dict[str, Any]) -> str:
 _IDENTIFIER = re.compile(IDENTIFIER)
 
 
+# A source's inputs held in quarantine under one source message id on one channel, oldest first.
+_HELD = Prepared(
+    select(quarantine.c.quarantine_id, quarantine.c.raw)
+    .where(quarantine.c.source == bindparam("source"), quarantine.c.channel == bindparam("channel"),
+           quarantine.c.source_message_id == bindparam("smid"), quarantine.c.status == "held")
+    .order_by(quarantine.c.received_at, quarantine.c.quarantine_id))
+
+
 def _usable_smid(value: Any) -> str | None:
     """A source message id that may be looked up and kept with a quarantined
     input: none that the contract refuses (a NUL, a control or bidi character,
@@ -727,26 +735,49 @@ class IngestService:
         self, client: Client, channel: str, raw: bytes, smid: str | None,
         problems: list[FieldProblem], correlation_id: str,
     ) -> Outcome:
-        qid = str(uuid.uuid4())
         errors = [p.as_dict() for p in problems]
         stored = [p.stored_dict() for p in problems]  # unknown keys: named to the sender, never stored
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                quarantine.insert().values(
-                    quarantine_id=qid, source=client.client_id, channel=channel,
-                    source_message_id=smid[:200] if smid else None, errors=stored,
-                    raw=self._protector.encrypt(raw), received_at=datetime.now(UTC), status="held",
-                    correlation_id=correlation_id,
+        held = await self._held_copy(client, channel, smid, raw) if smid else None
+        if held is not None:
+            # The same input again (a REST client's retry, an engine resending after its AE): the
+            # first one's answer and quarantine id, and one entry for the engineer, not one a retry.
+            qid = held
+            log.info("register change already held in quarantine", source=client.client_id, channel=channel,
+                     quarantine_id=qid, fields=[e["field"] for e in stored], correlation_id=correlation_id)
+        else:
+            qid = str(uuid.uuid4())
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    quarantine.insert().values(
+                        quarantine_id=qid, source=client.client_id, channel=channel,
+                        source_message_id=smid[:200] if smid else None, errors=stored,
+                        raw=self._protector.encrypt(raw), received_at=datetime.now(UTC), status="held",
+                        correlation_id=correlation_id,
+                    )
                 )
-            )
+            log.info("register change quarantined", source=client.client_id, channel=channel,
+                     quarantine_id=qid, fields=[e["field"] for e in stored], correlation_id=correlation_id)
         metrics.INGEST.labels(channel=channel, outcome="quarantined").inc()
-        log.info("register change quarantined", source=client.client_id, channel=channel,
-                 quarantine_id=qid, fields=[e["field"] for e in stored], correlation_id=correlation_id)
         return problem(
             422, "invalid-register-change", "Register change rejected",
             f"{len(problems)} field(s) failed validation; the input is held in quarantine",
             errors=errors, quarantine_id=qid, correlation_id=correlation_id,
         )
+
+    async def _held_copy(self, client: Client, channel: str, smid: str, raw: bytes) -> str | None:
+        """The quarantine id of this very input (the same bytes under the same source message id
+        from the same source on the same channel), held and not yet resolved, if it is. Read only
+        on the quarantine path, never for a change that validates."""
+        async with snapshot(self._engine) as conn:
+            rows = (await execute_prepared(conn, _HELD, {"source": client.client_id, "channel": channel,
+                                                         "smid": smid[:200]})).all()
+        for row in rows:
+            try:
+                if self._protector.decrypt(row.raw) == raw:
+                    return row.quarantine_id
+            except ValueError:  # kept under another data key: not comparable, so not this input
+                continue
+        return None
 
     async def _record(
         self, client: Client, change_in: RegisterChangeIn, channel: str, today: date, correlation_id: str,
