@@ -14,6 +14,8 @@ import json
 import sys
 import uuid
 
+CLI_CLIENT = "cli:s117hub-export"  # the client the file's audit rows name (no key: an operator's command)
+
 
 def _bar(done: int, total: int | None, width: int = 30) -> str:
     if not total:
@@ -50,7 +52,9 @@ async def _run(args: argparse.Namespace) -> dict:
             sys.exit(f"export: no data-sharing agreement in force names {args.org}")
         # Claimed as it is asked for: the hub's worker, if it runs, leaves this one to us.
         builder = str(uuid.uuid4())
-        export = await svc.request(ExportRequest(args.org, args.layout, "full"), builder=builder)
+        # Its audit rows (one a person it lists) name the command as the client that asked.
+        export = await svc.request(ExportRequest(args.org, args.layout, "full", requested_by=CLI_CLIENT),
+                                   builder=builder)
         row = await svc.export_row(export["export_id"])
         tty = sys.stderr.isatty()
 

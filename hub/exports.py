@@ -11,6 +11,13 @@ published outbound layouts (adapters/council_files/outbound.py).
   delivery they no longer allow is `held` (a `denied` disclosure), as on
   every other channel, and a full extract for an organisation no agreement
   names any more is not written (state `withheld`).
+- A file is a disclosure of every person it lists: the transaction that
+  publishes it (makes it `ready`) records one allowed read for each in
+  `access_decisions` (channel `export`, the groups their rows carried, the
+  agreements in force, correlation id the export's id), a page at a time.
+  The groups its columns were filled under are kept with it
+  (`council_exports.field_groups`): a download the agreement in force no
+  longer grants them all is refused (hub/api/exports.py).
 
 Writing is atomic and restart-safe: the export row and the deliveries it
 takes are recorded first (state `building`), the file is written under a
@@ -63,9 +70,10 @@ import asyncio
 import os
 import re
 import stat
+import tempfile
 import uuid
 from time import monotonic
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -77,6 +85,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.council_files.outbound import (
+    COLUMNS,
     FULL_EXTRACT_CODE,
     OUT_LAYOUTS,
     ExportWriter,
@@ -84,9 +93,11 @@ from adapters.council_files.outbound import (
     event_code,
     row_values,
 )
+from hub.access import record_decision
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
 from hub.delivery.queue import hold_disallowed
+from hub.domain.access import Rule
 from hub.domain.agreements import AgreementBook
 from hub.domain.model import RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
@@ -125,6 +136,13 @@ SCHEDULE = re.compile(r"^daily (?P<h>[01]\d|2[0-3]):(?P<m>[0-5]\d)$")
 _ORG = re.compile(r"^[A-Za-z0-9]{1,16}$")
 # A delta row's key for the field groups its message was rendered with (not a column).
 GROUPS_KEY = "_field_groups"
+# A row's key for the hub person it is about (not a column): the file's audit rows name them.
+PERSON_KEY = "_person_id"
+# Every field group a council file's columns can carry (the same for every layout): a file built
+# before its groups were recorded (migration 0033) is taken as built with all of them.
+LAYOUT_GROUPS = frozenset(c.group for c in COLUMNS if c.group)
+# The client named in the audit rows of a file no key asked for (one written before 0033).
+EXPORTER = "hub:council-file-export"
 
 
 def schedule_problem(schedule: str) -> str | None:
@@ -298,6 +316,59 @@ class ExportRequest:
     layout: str
     mode: str
     subscription_id: str | None = None
+    requested_by: str | None = None  # the client that asked for an on-demand file (its audit rows name it)
+
+
+@dataclass(frozen=True, slots=True)
+class _Discloser:
+    """Who an export's audit rows name (`record_decision`'s client): the organisation the file is for,
+    and the client that asked for it (a subscription's file: its subscriber)."""
+    client_id: str
+    org_code: str
+    scopes: tuple[str, ...] = ()
+
+
+class _Listed:
+    """The people a file lists, for its audit rows (one allowed read each, channel `export`), written in
+    the transaction that publishes it. Bounded in memory however large the register: a full extract's
+    people (one row each, all under the file's groups) go to an unnamed temporary file, read back
+    `size` at a time; a delta file's (its items are held in memory already) are kept with the union of
+    the groups their rows carried."""
+
+    def __init__(self, spill: bool) -> None:
+        self._spill = tempfile.TemporaryFile() if spill else None  # noqa: SIM115 - closed by close()
+        self._groups: dict[str, frozenset[str]] = {}
+
+    def add(self, person_id: str, groups: frozenset[str]) -> None:
+        if self._spill is not None:
+            self._spill.write(person_id.encode() + b"\n")  # a hub person id: a UUID, no line break
+        else:
+            self._groups[person_id] = self._groups.get(person_id, frozenset()) | groups
+
+    def batches(self, groups: frozenset[str], size: int) -> Iterator[tuple[frozenset[str], list[str]]]:
+        """(field groups, up to `size` people) in turn; a full extract's with `groups`, the file's."""
+        if self._spill is not None:
+            self._spill.flush()
+            self._spill.seek(0)
+            batch: list[str] = []
+            for line in self._spill:
+                batch.append(line.rstrip(b"\n").decode())
+                if len(batch) >= size:
+                    yield groups, batch
+                    batch = []
+            if batch:
+                yield groups, batch
+            return
+        by_groups: dict[frozenset[str], list[str]] = {}
+        for person_id, carried in sorted(self._groups.items()):
+            by_groups.setdefault(carried, []).append(person_id)
+        for carried, people in by_groups.items():
+            for start in range(0, len(people), size):
+                yield carried, people[start:start + size]
+
+    def close(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
 
 
 @dataclass(slots=True, eq=False)
@@ -376,6 +447,22 @@ class ExportService:
             return None
         return self._sharing.field_groups_for(org_code, on)
 
+    def agreement_in_force(self, org_code: str, on: date) -> str | None:
+        """The agreements in force naming the organisation (ids, comma-separated, as a read names them)."""
+        return ",".join(sorted({g.agreement_id for g in self._sharing.grants_for(org_code) if g.in_force(on)})) or None
+
+    @staticmethod
+    def built_with(row: Any) -> frozenset[str]:
+        """The field groups the export's file was built with; a file built before they were recorded
+        (NULL, migration 0033): every group its layout can carry, the safe answer (a download is then
+        refused unless the agreement in force grants all of them)."""
+        return frozenset(row.field_groups) if row.field_groups is not None else LAYOUT_GROUPS
+
+    def groups_withdrawn(self, row: Any, on: date) -> frozenset[str]:
+        """The field groups the file was built with that the agreements in force on `on` no longer grant
+        its organisation (all of them when none is in force): a download of it would disclose them."""
+        return self.built_with(row) - (self.groups_in_force(row.org_code, on) or frozenset())
+
     async def _details(self, conn: AsyncConnection, person_ids: list[str]) -> dict[str, tuple[str, str]]:
         """person id -> (NHS number, keyed hash)."""
         out = {}
@@ -415,7 +502,8 @@ class ExportService:
                 export_id=export_id, org_code=req.org_code, subscription_id=req.subscription_id,
                 layout=req.layout, mode=req.mode, state="queued", file_name=None, sha256=None, record_count=0,
                 first_event_no=None, last_event_no=None, created_at=now,
-                builder=builder, builder_until=now + BUILD_LEASE if builder else None))
+                builder=builder, builder_until=now + BUILD_LEASE if builder else None,
+                requested_by=(req.requested_by or "")[:64] or None))
         if builder is None:
             self.wake.set()
         return await self.export(export_id)
@@ -557,7 +645,9 @@ class ExportService:
         # <export_dir>/<org>/outbound made 0700 if missing, else narrowed if wider; no link followed.
         writer = ExportWriter(layout, row.org_code, created, row.mode)
         directory = outbound_dir(self._dir, row.org_code)
+        listed = _Listed(spill=row.mode == "full")  # the people it discloses: its audit rows
         out = AtomicFile(directory, name)
+        carried: frozenset[str] = frozenset()  # the groups its rows' columns were filled under
 
         def give_way() -> bool:
             out.abort()  # its claim lapsed: the builder that took it over writes the file
@@ -570,7 +660,12 @@ class ExportService:
             async for values in rows:
                 # A delta row: no wider than the groups its own message was rendered with.
                 row_groups = groups & values.pop(GROUPS_KEY) if GROUPS_KEY in values else groups
+                person_id = values.pop(PERSON_KEY, None)
                 out.write(writer.row(row_values(values, row_groups, layout)))
+                row_groups &= LAYOUT_GROUPS  # what its columns can carry
+                carried |= row_groups
+                if person_id is not None:  # none: an event purged from the log, a row naming no one
+                    listed.add(person_id, row_groups)
                 claim.count = writer.count
                 # The keeper renews on time; every PAGE rows the progress is recorded too.
                 if claim.lost or (writer.count % PAGE == 0 and not await self._renew(claim)):
@@ -586,14 +681,19 @@ class ExportService:
             # another builder from taking the export over until it commits, so a builder whose claim lapsed
             # (stalled for longer than BUILD_LEASE, unable to renew) never renames a file over the name,
             # nor over another builder's part.
+            if row.mode == "full":
+                carried = groups & LAYOUT_GROUPS  # every row under the file's groups
             async with self._engine.begin() as conn:
                 done = await conn.execute(council_exports.update().where(
                     council_exports.c.export_id == row.export_id, council_exports.c.builder == claim.builder,
                     council_exports.c.state.in_(["queued", "building"])).values(
                     state="ready", sha256=digest, record_count=writer.count, ready_at=now,
-                    builder=None, builder_until=None))
+                    builder=None, builder_until=None, field_groups=sorted(carried)))
                 if done.rowcount != 1:  # its claim lapsed and another builder took the file over
                     return give_way()
+                # Who it discloses, in the transaction that publishes it: a file is ready (and in the
+                # council's folder) with its audit rows, or neither.
+                await self._record_listed(conn, row, listed, carried, today)
                 out.commit()
                 write_atomically(directory, name + ".sha256", f"{digest}  {name}\n".encode())
                 if row.mode == "delta":
@@ -604,10 +704,31 @@ class ExportService:
             if not out._f.closed:
                 out.abort()
             raise
+        finally:
+            listed.close()
         metrics.DELIVERY.labels(channel=CHANNEL, outcome="delivered").inc(writer.count)
         log.info("council file written", org_code=row.org_code, mode=row.mode, count=writer.count,
                  export_id=row.export_id)
         return True
+
+    async def _record_listed(self, conn: AsyncConnection, row: Any, listed: _Listed, groups: frozenset[str],
+                             today: date) -> None:
+        """A council file discloses every person it lists (written to the folder the council's SFTP account
+        collects): one `access_decisions` row each (channel `export`, action `read`, allowed), with the
+        groups their rows carried (a full extract: the file's) and the agreements in force, as a person
+        query is recorded, so "who was told what about this person" (audit person) shows the file. The
+        client named: the one that asked for it, a subscription's subscriber, else the hub's exporter;
+        the correlation id is the export's id. Inserted `PAGE` people at a time (one executemany each)."""
+        client_id = row.requested_by
+        if client_id is None and row.subscription_id is not None:
+            client_id = (await conn.execute(select(subscriptions.c.client_id).where(
+                subscriptions.c.subscription_id == row.subscription_id))).scalar()
+        who = _Discloser(client_id or EXPORTER, row.org_code)
+        agreement = self.agreement_in_force(row.org_code, today)
+        for carried, people in listed.batches(groups, PAGE):
+            await record_decision(conn, who, channel="export", action="read", allowed=True, rule=Rule.ALLOWED,
+                                  agreement_id=agreement, field_groups=carried, person_ids=people,
+                                  correlation_id=row.export_id)
 
     async def _keep_claim(self, claim: _Claim) -> None:
         """Renew `claim` every quarter of BUILD_LEASE until cancelled (the build ended) or a renewal finds
@@ -754,7 +875,9 @@ class ExportService:
                        # The groups its message was rendered with (its `allowed` disclosure's): a
                        # column the decision for this event type did not grant stays empty, even
                        # where another agreement grants it for other event types.
-                       **({GROUPS_KEY: frozenset(it.field_groups)} if it.field_groups is not None else {})}
+                       **({GROUPS_KEY: frozenset(it.field_groups)} if it.field_groups is not None else {}),
+                       # The person it is about (its audit row); a key naming no one on the register, none.
+                       **({PERSON_KEY: msg.key} if msg.key in details else {})}
 
     def _told_position(self, org_code: str, person_key: str, now: S117Status, payload: dict | None,
                        nhs: str | None, local_id: str | None) -> dict[str, Any]:
@@ -800,7 +923,7 @@ class ExportService:
                 await conn.rollback()
             for pid, status, involved in batch:
                 nhs, key = details[pid]
-                yield {"EVENT_NO": None, "EVENT_CODE": FULL_EXTRACT_CODE, "EFFECTIVE_DATE": on,
+                yield {"EVENT_NO": None, "EVENT_CODE": FULL_EXTRACT_CODE, "EFFECTIVE_DATE": on, PERSON_KEY: pid,
                        **(position_values(status, nhs, local.get(key)) if involved
                           else identity_values(nhs, local.get(key)))}
 

@@ -27,6 +27,7 @@ from hub.store.schema import council_exports
 router = APIRouter(prefix="/v1/exports", tags=["council files out"])
 ops_router = APIRouter(prefix="/v1/ops", tags=["operations"])
 SCOPE = "subscriptions:write"
+NARROWED = "agreement-narrowed"  # the refusal's rule: a group the file was built with is no longer granted
 ExportId = Annotated[str, PathParam(min_length=36, max_length=36, pattern=r"^[0-9a-f-]{36}$")]
 
 
@@ -50,7 +51,8 @@ async def request_export(body: ExportIn, hub: HubDep, client: ClientDep) -> dict
         await _audit_download(hub, client, allowed=False, rule=Rule.NO_AGREEMENT)  # a refused read, audited
         raise ProblemError(403, "forbidden", "Not permitted",
                            "no data-sharing agreement in force names this organisation", rule="no-agreement")
-    return await hub.exports.request(ExportRequest(client.org_code, body.layout, body.mode))
+    return await hub.exports.request(ExportRequest(client.org_code, body.layout, body.mode,
+                                                   requested_by=client.client_id))
 
 
 @router.get("", summary="The caller's council files, newest first")
@@ -85,6 +87,9 @@ def _stream(f: BinaryIO) -> Iterator[bytes]:
             responses={200: {"description": "The file, streamed (CSV, or fixed-width text)",
                              "content": {"text/csv": {"schema": {"type": "string"}},
                                          "text/plain": {"schema": {"type": "string"}}}},
+                       403: {"description": "The key lacks the scope; no data-sharing agreement is in force "
+                                            "(`no-agreement`); or the agreement in force no longer grants a field "
+                                            "group the file was built with (`agreement-narrowed`, naming them)"},
                        404: {"description": "No export with that id for this organisation"},
                        409: {"description": "The file is not ready yet"},
                        410: {"description": "The file has been removed from the export directory"}})
@@ -103,12 +108,24 @@ async def download(export_id: ExportId, hub: HubDep, client: ClientDep) -> Strea
                            "no data-sharing agreement in force names this organisation", rule="no-agreement")
     if row.state not in ("ready", "acknowledged"):
         raise ProblemError(409, "not-ready", "Not ready", f"the file is {row.state}; see /status for progress")
+    # Built while the agreement granted groups it no longer does (NHS numbers once `identity` is
+    # withdrawn...): sending the file now would disclose them. A file built before its groups were
+    # recorded counts as built with every group its layout can carry (hub/exports.py `built_with`).
+    today = datetime.now(UTC).date()
+    withdrawn = set() if "hub:admin" in client.scopes else hub.exports.groups_withdrawn(row, today)
+    if withdrawn:
+        names = sorted(withdrawn)
+        await _audit_download(hub, client, allowed=False, rule=NARROWED, row=row)
+        raise ProblemError(403, "forbidden", "Not permitted",
+                           "the file was built with field groups the data-sharing agreement in force no longer "
+                           f"grants this organisation ({', '.join(names)}): ask for a new file (POST /v1/exports, "
+                           "or the subscription's next)", rule=NARROWED, withdrawn_field_groups=names)
     f = hub.exports.open_file(row)  # never through a link the council's SFTP account put in its place
     if f is None:
         raise ProblemError(410, "gone", "Gone", "the file has been removed from the export directory")
     # Audited as a read once there is a file to send: a 409 or 410 disclosed nothing.
     try:
-        await _audit_download(hub, client, allowed=True)
+        await _audit_download(hub, client, allowed=True, row=row)
     except BaseException:
         f.close()
         raise
@@ -120,11 +137,19 @@ async def download(export_id: ExportId, hub: HubDep, client: ClientDep) -> Strea
         "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
 
-async def _audit_download(hub, client, *, allowed: bool, rule: Rule | None = None) -> None:  # noqa: ANN001
-    """A download of a register extract (many people: no one person) in `access_decisions`."""
+async def _audit_download(hub, client, *, allowed: bool, rule: Rule | str | None = None,  # noqa: ANN001
+                          row: Any = None) -> None:
+    """A download of a register extract (many people: no one person; the file's people were each
+    recorded when it was written, correlation id the export's id) in `access_decisions`: with the
+    file's field groups and the agreements in force, when there is a file of the caller's to name."""
+    groups = agreement = None
+    if row is not None:
+        groups = hub.exports.built_with(row)
+        agreement = hub.exports.agreement_in_force(client.org_code, datetime.now(UTC).date())
     async with hub.engine.begin() as conn:
         await record_decision(conn, client, channel="export", action="read", allowed=allowed,
                               rule=rule or (Rule.ALLOWED if allowed else Rule.NO_RELATIONSHIP),
+                              agreement_id=agreement, field_groups=groups,
                               correlation_id=bound_correlation_id())
 
 

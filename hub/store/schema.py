@@ -476,6 +476,10 @@ council_exports = Table(
     # The one process building the file, and until when its claim holds (renewed while it writes).
     Column("builder", String(36), nullable=True),
     Column("builder_until", DateTime(timezone=True), nullable=True),
+    # The field groups the file's columns were filled under (sorted names; NULL: built before 0033,
+    # taken as every group its layout can carry), and the client that asked for an on-demand file.
+    Column("field_groups", JSON, nullable=True),
+    Column("requested_by", String(64), nullable=True),
     Index("ix_council_exports_org", "org_code", "created_at"),
 )
 

@@ -113,13 +113,15 @@ async def test_daily_delta_files_start_where_the_last_ended(app_hub, exporter, c
     assert r.status_code == 200 and r.content == data and r.headers["S117-SHA256"] == day1["sha256"]
     other = await app_hub.http.get(f"/v1/exports/{day1['export_id']}", headers={"X-API-Key": app_hub.keys["E08000025"]})
     assert other.status_code == 404
-    # Both downloads are in the access decisions (an extract is many people: no one person named).
+    # Both downloads are in the access decisions (an extract is many people: no one person named);
+    # the file itself, as it was written, one allowed row for each of its two people.
     from hub.store.schema import access_decisions  # noqa: PLC0415
     async with app_hub.hub.engine.connect() as conn:
         audited = (await conn.execute(select(access_decisions.c.org_code, access_decisions.c.decision,
                                              access_decisions.c.person_id)
                                       .where(access_decisions.c.channel == "export"))).all()
-    assert sorted(map(tuple, audited)) == [("E06000060", "allowed", None), ("E08000025", "denied", None)]
+    assert sorted((o, d) for o, d, p in audited if p is None) == [("E06000060", "allowed"), ("E08000025", "denied")]
+    assert sorted((o, d) for o, d, p in audited if p is not None) == [("E06000060", "allowed")] * 2
     r = await app_hub.http.post(f"/v1/exports/{day1['export_id']}/ack", headers={"X-API-Key": key})
     assert (r.json()["state"], r.json()["ack_via"]) == ("acknowledged", "api")
 
