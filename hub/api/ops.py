@@ -18,6 +18,7 @@ from hub.api.subscriptions import resume, suspension_view, wake_deliverers
 from hub.audit import record_operator_action
 from hub.bus.port import EVENTS_TOPIC, BusMessage
 from hub.delivery.dispatcher import GROUP as DISPATCHER_GROUP
+from hub.delivery.leases import RELEASED
 from hub.observability.logging import get_logger
 from hub.store.schema import (
     bus_messages,
@@ -176,6 +177,16 @@ def _replay_handlers(hub, handler: str) -> list:  # noqa: ANN001
     return found
 
 
+# The channels whose sends go through hub/delivery/leases.py's claim, where a delivery an operator
+# released is asked again and its disclosure recorded: not a pull feed (read by the subscriber) nor a
+# council file (its file records the people it lists: hub/exports.py).
+_MARKED = ("webhook", "fhir", "kafka", "file")
+
+
+def _released_by(client: Any) -> str:
+    return (RELEASED + client.client_id)[:200]
+
+
 def _message_kept() -> Any:
     """Whether a delivery's message is still there to send (the retention
     purge empties it: hub/retention.py)."""
@@ -235,13 +246,16 @@ async def retry_delivery(delivery_id: str, hub: HubDep, client: ClientDep) -> di
     async with hub.engine.begin() as conn:
         # A pull feed's message keeps its count of fetches: reset, a message the subscriber was
         # handed would count as never served, and the cursor it holds would be refused (hub/api/feeds.py).
-        is_feed = (select(subscriptions.c.channel).where(subscriptions.c.subscription_id == deliveries.c.subscription_id)
-                   .scalar_subquery() == "feed")
+        channel = (select(subscriptions.c.channel).where(subscriptions.c.subscription_id == deliveries.c.subscription_id)
+                   .scalar_subquery())
         result = await conn.execute(
             deliveries.update().where(deliveries.c.delivery_id == delivery_id, deliveries.c.status != "delivered",
                                       _message_kept())
-            .values(status="pending", attempts=case((is_feed, deliveries.c.attempts), else_=0),
-                    next_attempt_at=datetime.now(UTC)))
+            .values(status="pending", attempts=case((channel == "feed", deliveries.c.attempts), else_=0),
+                    next_attempt_at=datetime.now(UTC),
+                    # A push channel's send asks the agreement in force again and records the disclosure,
+                    # naming this operator (hub/delivery/leases.py, "Released by an operator").
+                    last_error=case((channel.in_(_MARKED), _released_by(client)), else_=deliveries.c.last_error)))
         if result.rowcount:
             await record_operator_action(conn, client.client_id, "retry-delivery", delivery_id)
     if result.rowcount == 0:
@@ -299,6 +313,8 @@ async def replay_subscription(subscription_id: str, since: QueryInstant, hub: Hu
         again: dict[str, Any] = {"status": "pending", "next_attempt_at": datetime.now(UTC)}
         if channel != "feed":
             again["attempts"] = 0
+        if channel in _MARKED:  # each sent again is asked and recorded again (hub/delivery/leases.py)
+            again["last_error"] = _released_by(client)
         # A delivery whose payload the retention job has emptied cannot be sent again: it is counted, not sent.
         result = await conn.execute(
             deliveries.update().where(deliveries.c.subscription_id == subscription_id,

@@ -43,6 +43,17 @@ the per-subscription tasks that drain the queues (`SubscriptionDeliverer`).
   asked again then. Decided in memory (per batch, per organisation and event
   type); the message's field groups come with the claim: the delivery row
   carries them (`deliveries.field_groups`, written when it was queued).
+* Released by an operator: a retry or replay (hub/api/ops.py) marks each
+  delivery it puts back on a push channel (`last_error` `released by <the
+  operator's client id>`, `RELEASED`). The claim that next takes it asks the
+  agreements in force as it asks of any (still not allowed: held again, a
+  `denied` disclosure); one allowed is recorded as disclosed again, in the
+  claim's transaction: an `allowed` disclosure (the subscription's channel,
+  the agreement in force now, the field groups the message carries, the
+  reason naming the operator), and the mark is cleared, so the record shows
+  allowed at queue time, denied when held, and allowed when it was released
+  and sent, not nothing. A deliverer that asks no agreements (built bare, in
+  tests and benches) records nothing.
 * Outcome: delivered (after the channel has made it durable: an HTTP 2xx, a
   Kafka acknowledgement, an fsync), or failed with capped full-jitter
   exponential backoff, or dead after `max_attempts` failures when that is set.
@@ -100,12 +111,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.delivery.ledger import ledger_for
-from hub.delivery.queue import hold_disallowed
+from hub.delivery.queue import disclosure_row, hold_disallowed
 from hub.sharing import DisclosureCheck, SharingAgreements
 from hub.store.db import Prepared, execute_prepared, snapshot
-from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, subscriptions
+from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, disclosures, subscriptions
 
 log = get_logger("hub.delivery")
+# A delivery an operator put back to be sent (`last_error`: this and the operator's client id), until
+# the claim that takes it records the disclosure (module docstring, "Released by an operator").
+RELEASED = "released by "
 
 
 def backoff_seconds(attempts: int, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -180,7 +194,7 @@ _GIVEN_BACK = Prepared(deliveries.update()
 
 async def claim_batch(engine: AsyncEngine, channel: str, subscription_id: str, limit: int,
                       lease_seconds: float, check: DisclosureCheck | None = None,
-                      handler: str | None = None) -> list[Any]:
+                      handler: str | None = None, sharing: SharingAgreements | None = None) -> list[Any]:
     """Lease up to `limit` of the subscription's pending deliveries, oldest
     first, if its head is due (else []): each one's attempt count goes up by
     one (`row.attempts + 1` is the attempt made) and its `next_attempt_at`
@@ -192,8 +206,11 @@ async def claim_batch(engine: AsyncEngine, channel: str, subscription_id: str, l
     instance waits and then finds the head leased; SQLite: BEGIN IMMEDIATE.
 
     `check`: the agreements in force now; a delivery they no longer allow is
-    held, not leased (module docstring), and counted under `handler`."""
-    claim = Claim(channel, subscription_id, limit, lease_seconds, check, _Holds() if check is not None else None)
+    held, not leased (module docstring), and counted under `handler`.
+    `sharing`: those agreements (`check`'s), naming the agreement of a delivery an operator released
+    (module docstring, "Released by an operator")."""
+    claim = Claim(channel, subscription_id, limit, lease_seconds, check, _Holds() if check is not None else None,
+                  sharing)
     rows = await ledger_for(engine).run(lambda conn: _claim(conn, claim))
     _count_holds(claim, handler or channel)
     return rows
@@ -216,6 +233,7 @@ class Claim:
     lease_seconds: float
     check: DisclosureCheck | None = None  # the agreements in force now (None: not asked)
     holds: _Holds | None = None
+    sharing: SharingAgreements | None = None  # `check`'s agreements: a released delivery's disclosure names them
 
 
 _HELD_ROUNDS = 50  # batches wholly held looked past in one claim (the rest: the next poll)
@@ -251,7 +269,45 @@ async def _claim(conn: AsyncConnection, claim: Claim) -> list[Any]:
     if taken:
         until = now + timedelta(seconds=claim.lease_seconds)
         await execute_prepared(conn, _LEASE, [{"seq": r.delivery_seq, "until": until} for r in taken])
+        if claim.check is not None and claim.sharing is not None:
+            released = [r for r in taken if r.last_error is not None and r.last_error.startswith(RELEASED)]
+            if released:
+                await _disclosed_again(conn, claim, released, now)
     return taken
+
+
+_UNMARK = Prepared(deliveries.update().where(deliveries.c.delivery_seq == bindparam("seq"),
+                                             deliveries.c.last_error == bindparam("mark"))
+                   .values(last_error=None))
+
+
+async def _disclosed_again(conn: AsyncConnection, claim: Claim, rows: list[Any], now: datetime) -> None:
+    """Deliveries an operator released (`RELEASED`), asked again and allowed by the agreements in force
+    (`_claim`): each an `allowed` disclosure, as the dispatcher's at queue time, under the person its
+    message is about (that disclosure's), with the agreement in force now, the field groups the message
+    carries, and the operator named in the reason; its mark cleared (recorded once). In the claim's
+    transaction: leased and recorded, or neither."""
+    assert claim.sharing is not None
+    org = rows[0].org_code  # a claim is one subscription's: one organisation
+    persons = {row.event_id: row.person_id for row in (await conn.execute(
+        select(disclosures.c.event_id, disclosures.c.person_id)
+        .where(disclosures.c.event_id.in_(sorted({r.event_id for r in rows})),
+               disclosures.c.recipient_org == org, disclosures.c.decision == "allowed")))}
+    today = now.date()
+    out = []
+    for r in rows:
+        decision = claim.sharing.decide(org, r.event_type, today)
+        operator = r.last_error[len(RELEASED):]
+        out.append(disclosure_row(
+            event_id=r.event_id, person_id=persons.get(r.event_id), event_type=r.event_type, recipient_org=org,
+            decision="allowed", agreement_id=decision.agreement_id,
+            field_groups=sorted(r.field_groups) if r.field_groups is not None else sorted(decision.field_groups),
+            reason=f"{decision.reason} at delivery, released by {operator}", channel=claim.channel, at=now))
+    await conn.execute(disclosures.insert(), out)
+    await execute_prepared(conn, _UNMARK, [{"seq": r.delivery_seq, "mark": r.last_error} for r in rows])
+    log.info("released delivery disclosed", channel=claim.channel, recipient=org,
+             subscription_id=claim.subscription_id, count=len(rows),
+             delivery_ids=[r.delivery_id for r in rows], event_ids=[r.event_id for r in rows])
 
 
 async def _hold_withheld(conn: AsyncConnection, claim: Claim, rows: list[Any]) -> set[int]:
@@ -512,10 +568,10 @@ class SubscriptionDeliverer:
     # bare, in tests and benches, sends what was queued).
     sharing_of: Callable[[], SharingAgreements | None] | None = None
 
-    def _check(self) -> DisclosureCheck | None:
-        """The agreements' decision at the time of disclosure, for one batch."""
+    def _check(self) -> tuple[DisclosureCheck | None, SharingAgreements | None]:
+        """The agreements' decision at the time of disclosure, for one batch, and those agreements."""
         sharing = self.sharing_of() if self.sharing_of is not None else None
-        return DisclosureCheck(sharing, datetime.now(UTC).date()) if sharing is not None else None
+        return (DisclosureCheck(sharing, datetime.now(UTC).date()) if sharing is not None else None), sharing
 
     async def _due_heads(self) -> list[Any]:
         """The due head of every subscription on this channel (`serve` notes those whose task is still running)."""
@@ -635,8 +691,9 @@ class SubscriptionDeliverer:
                 break
             if claimed is None:
                 leased_at = time.monotonic()
+                check, sharing = self._check()
                 rows = await claim_batch(self._engine, self.channel, subscription_id, self._want(limit, attempted),
-                                         lease, self._check(), self.handler)
+                                         lease, check, self.handler, sharing)
             else:
                 rows = claimed
             if not rows:
@@ -711,8 +768,9 @@ class SubscriptionDeliverer:
         return attempted
 
     def _claim_of(self, subscription_id: str, limit: int, lease: float) -> Claim:
-        check = self._check()
-        return Claim(self.channel, subscription_id, limit, lease, check, _Holds() if check is not None else None)
+        check, sharing = self._check()
+        return Claim(self.channel, subscription_id, limit, lease, check, _Holds() if check is not None else None,
+                     sharing)
 
     def _window_of(self, row: Any) -> int:
         """How many of the subscription's deliveries may be in flight at once: 1
