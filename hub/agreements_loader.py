@@ -35,6 +35,7 @@ _AREA_KEYS = {
     "acknowledgement_working_days",
     "reminder_working_days",
     "escalation",
+    "council_escalation",
 }
 _STAGE_KEYS = {"name", "owner", "working_days", "citation"}
 
@@ -59,8 +60,12 @@ def _area(raw: dict[str, Any], where: str, default_name: str) -> AreaAgreement:
     if unknown:
         raise AgreementsError(f"{where}: unknown keys {sorted(unknown)}")
     values = {"name": default_name, **raw}
-    if "escalation" in raw:
-        values["escalation"] = _stages(raw["escalation"], f"{where}.escalation")
+    # The dispute procedures, each optional (the hub's defaults otherwise):
+    # `escalation` between NHS commissioners (Worcs 15.5), `council_escalation`
+    # between councils (Worcs 4.3.4, 15.4), each read and checked alike.
+    for key in ("escalation", "council_escalation"):
+        if key in raw:
+            values[key] = _stages(raw[key], f"{where}.{key}")
     try:
         return AreaAgreement(**values)
     except (TypeError, ValueError) as exc:

@@ -1,7 +1,9 @@
 """Responsibility disputes: raise, agree the lead body and interim split,
-escalate through the area's stages, resolve naming the responsible body from
-a date (recorded as a `dispute-resolved` register change through the normal
-ingest, which the rules engine folds), and the reimbursement statement.
+escalate through the stages of the procedure for the dispute's kind (the
+area's `escalation` between NHS commissioners, its `council_escalation`
+between councils), resolve naming the responsible body from a date (recorded
+as a `dispute-resolved` register change through the normal ingest, which the
+rules engine folds), and the reimbursement statement.
 Only the parties may see or act; others get the same 404 as an unknown id.
 
 Raising needs a relationship with the person on the day (responsible or
@@ -194,7 +196,7 @@ async def interim(case_id: str, body: InterimIn, hub: HubDep, client: ClientDep)
     return await _act(hub, client, case_id, Action.AGREE_INTERIM, {"lead_body": body.lead_body, "shares": shares})
 
 
-@router.post("/{case_id}/escalate", summary="Escalate to the area agreement's next stage",
+@router.post("/{case_id}/escalate", summary="Escalate to the next stage of the dispute's procedure",
              responses={404: {"description": "No dispute with that id for this organisation"},
                         409: {"description": "The transition is not allowed now (the rule named)"}})
 async def escalate(case_id: str, hub: HubDep, client: ClientDep) -> dict:
@@ -222,7 +224,9 @@ async def resolve(case_id: str, body: ResolveIn, response: Response, hub: HubDep
 
 async def _determine(hub, client, case_id: str, terms: dict) -> dict:  # noqa: ANN001
     """The hub operator records the determination of the final stage's body
-    (NHS England arbitration, ICET, ...: not organisations on the hub)."""
+    of the case's procedure (NHS England arbitration or ICET between NHS
+    commissioners, the Secretary of State between councils: not organisations
+    on the hub)."""
     require(client, "workflows:write")
     await visible_case(hub, client, case_id, CaseKind.DISPUTE)
     svc = service(hub)

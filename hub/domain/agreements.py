@@ -104,6 +104,27 @@ WHO_PAYS_STAGES: tuple[EscalationStage, ...] = (
 )
 
 
+# Disputes between councils about where a person was ordinarily resident are
+# settled under the Care and Support (Disputes between Local Authorities)
+# Regulations 2014 (Worcs 4.3.4, 15.4): the councils try to resolve it, the
+# lead authority (the one meeting the needs meanwhile) leading, and refer it
+# to the Secretary of State for a determination. Who Pays? and its NHS
+# England arbitration (Worcs 15.5) are for disputes between NHS commissioners
+# only, and an area's own NHS procedure (Bucks JMG -> ICET) binds only its own
+# council and ICB. Neither policy gives a duration for either stage: the
+# working days are the hub's defaults, which each area may set
+# (`council_escalation` in contracts/area-agreements.yaml). The 85 working
+# days of local resolution follow the statutory guidance's roughly four
+# months before a referral to the Secretary of State; they are not a figure
+# from the Worcestershire or Buckinghamshire policies.
+LA_DISPUTE_STAGES: tuple[EscalationStage, ...] = (
+    EscalationStage("local resolution between the councils (the lead authority)", LEAD_BODY, 85,
+                    citations.ESCALATION_LA_DISPUTES),
+    EscalationStage("determination by the Secretary of State", "Secretary of State", 60,
+                    citations.ESCALATION_LA_DISPUTES),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class AreaAgreement:
     name: str
@@ -116,8 +137,13 @@ class AreaAgreement:
     # within this many working days; reminders this many before the deadline.
     acknowledgement_working_days: int = 10
     reminder_working_days: int = 2
-    # The dispute procedure's levels, in order (Worcs 15.5; Bucks JMG -> ICET).
+    # The dispute procedure's levels, in order, for disputes between NHS
+    # commissioners (Worcs 15.5; Bucks JMG -> ICET) ...
     escalation: tuple[EscalationStage, ...] = WHO_PAYS_STAGES
+    # ... and for disputes between councils (Worcs 4.3.4, 15.4: the 2014
+    # Disputes Regulations, whatever the area's NHS procedure), and for an
+    # overdue transfer of the council's responsibility.
+    council_escalation: tuple[EscalationStage, ...] = LA_DISPUTE_STAGES
 
     def __post_init__(self) -> None:
         # The policies set ceilings an area may tighten but not relax.
@@ -135,6 +161,13 @@ class AreaAgreement:
             raise ValueError("reminder_working_days: must be from 0 to less than acknowledgement_working_days")
         if not self.escalation:
             raise ValueError("escalation: needs at least one stage")
+        if not self.council_escalation:
+            raise ValueError("council_escalation: needs at least one stage")
+
+    def escalation_for(self, kind: str) -> tuple[EscalationStage, ...]:
+        """The procedure for a dispute of `kind` ("council" or "commissioner"),
+        or for a transfer of that role whose acknowledgement is overdue."""
+        return self.council_escalation if kind == "council" else self.escalation
 
 
 ENGLAND_DEFAULT_AREA = AreaAgreement(

@@ -63,6 +63,10 @@ FUNDING_NO_WITHDRAWAL = "Worcs 8.5"
 # Transfers and disputes as workflows (hub/domain/workflows).
 ESCALATION_WHO_PAYS = "Who Pays? 2020 Appendix 1; Worcs 15.5"
 ESCALATION_BUCKS = "Bucks 'Management of Disputes'"
+# Disputes between councils over ordinary residence follow the Care and Support
+# (Disputes between Local Authorities) Regulations 2014, not Who Pays?: the
+# Secretary of State determines them, never NHS England (Worcs 4.3.4, 15.4).
+ESCALATION_LA_DISPUTES = "Worcs 4.3.4, 15.4 (Care and Support (Disputes between Local Authorities) Regulations 2014)"
 TRANSFER_REDETENTION = "Worcs 4.3.3, 17.1"
 TRANSFER_ACKNOWLEDGE = "Worcs 17.2 (responsibilities clearly set out and agreed)"
 TRANSFER_CONTEST = "Worcs 4.3.4, 15.4; Who Pays? 2020 Appendix 1"

@@ -625,7 +625,8 @@ class WorkflowService:
             steps.append(step)
             event_type = EventType.TRANSFER_UPDATED if case.kind is CaseKind.TRANSFER else EventType.DISPUTE_UPDATED
             if action is Action.CONTEST:
-                # The contest opens a dispute between the two bodies (Worcs 4.3.4, 15.4; Who Pays? App. 1).
+                # The contest opens a dispute between the two bodies, under the procedure of its
+                # kind: councils' (Worcs 4.3.4, 15.4), commissioners' (Worcs 15.5; Who Pays? App. 1).
                 dispute_id = f"DSP-{case.case_id[:8]}"
                 dispute, raised = machine.raise_dispute(
                     case_id=case_id_for("dispute", dispute_id), person_id=case.person_id, kind=case.role,

@@ -74,7 +74,10 @@ async def test_transfer_clock_reminds_then_breaches_once_and_contest_escalates(s
                               "reason": "ordinary residence"})
     assert r.status_code == 201, r.text
     dispute = r.json()
-    svc.clock.offset_days += 40
+    # A council dispute: the 2014 Disputes Regulations' procedure (Worcs 4.3.4, 15.4), local resolution for
+    # 85 working days (the hub's default) before the Secretary of State; was 40 days into Bucks' JMG -> ICET.
+    assert dispute["clock"]["owner"] == WORCS and dispute["stages"][-1]["owner"] == "Secretary of State"
+    svc.clock.offset_days = (date.fromisoformat(dispute["clock"]["due_on"]) - today).days + 1
     assert (await svc.scan())["breaches"] == 1
     assert (await svc.scan())["breaches"] == 0
     async with hub.engine.connect() as conn:

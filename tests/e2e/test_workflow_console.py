@@ -87,7 +87,9 @@ async def test_console_lists_open_cases_oldest_breach_first(tmp_path):
                 assert first.startswith("transfer") and "overdue" in first and WORCS in first
                 assert await rows.nth(0).locator(".bad").count() == 1
                 assert second.startswith("dispute") and "working days left" in second
-                assert "local resolution at director level" in second  # Worcestershire's first stage (Worcs 15.5)
+                # A council dispute: local resolution under the 2014 Disputes Regulations (Worcs 4.3.4, 15.4),
+                # stage 1 of 2; not Worcestershire's NHS procedure (director level, Worcs 15.5) as before.
+                assert "local resolution between the councils" in second and "stage 1 of 2" in second
             finally:
                 await browser.close()
     finally:

@@ -1,7 +1,8 @@
 """Transfers and disputes end to end over real HTTP: the hub as a uvicorn
 process on SQLite, a real webhook receiver per body. A re-detention in another
-area opens a transfer; the incoming council contests; the dispute escalates
-once when its stage clock runs out (time injected through the test-only clock
+area opens a transfer; the incoming council contests; the dispute between the
+councils (the 2014 Disputes Regulations' procedure) escalates to the
+Secretary of State once when local resolution's clock runs out (time injected through the test-only clock
 endpoint, the real background scanner acting on it); it is resolved by both
 councils agreeing the outcome; the
 reimbursement statement names the payer; and each body received exactly the
@@ -129,17 +130,24 @@ async def test_transfer_contest_escalation_resolution_and_messages(tmp_path):
             disputes = (await http.get("/v1/disputes", headers=as_(BUCKS))).json()["items"]
             assert len(disputes) == 1 and disputes[0]["state"] == "open"
             dispute_id = disputes[0]["case_id"]
-            assert disputes[0]["clock"]["owner"] == "JMG"  # Bucks 'Management of Disputes'
+            # Between councils: the 2014 Disputes Regulations (Worcs 4.3.4, 15.4), local resolution led by
+            # the lead authority, Bucks (meeting the needs meanwhile); not Bucks' NHS procedure (JMG -> ICET,
+            # as this test expected before).
+            clock = disputes[0]["clock"]
+            assert clock["owner"] == BUCKS
+            assert disputes[0]["stages"][0]["name"].startswith("local resolution between the councils")
 
-            # Five weeks on (time injected, not slept): the background scanner escalates once, to ICET.
-            r = await http.post("/v1/ops/workflows/clock", headers=as_("admin"), json={"advance_days": 35})
+            # The day after local resolution's 85 working days (the hub's default; time injected, not
+            # slept): the background scanner escalates once, to the Secretary of State.
+            days = (date.fromisoformat(clock["due_on"]) - date.fromisoformat(clock["started_on"])).days + 1
+            r = await http.post("/v1/ops/workflows/clock", headers=as_("admin"), json={"advance_days": days})
             assert r.status_code == 200, r.text
 
             async def dispute() -> dict:
                 return (await http.get(f"/v1/disputes/{dispute_id}", headers=as_(WORCS))).json()
 
             escalated = await poll(dispute, lambda d: d["state"] == "escalated")
-            assert escalated["clock"]["owner"] == "ICET"
+            assert escalated["clock"]["owner"] == "Secretary of State"
             await asyncio.sleep(1.0)  # several more scans on the same day
             again = await dispute()
             assert again["stage_index"] == 1 and [h["action"] for h in again["history"]].count("escalate") == 1
@@ -204,7 +212,7 @@ async def test_transfer_contest_escalation_resolution_and_messages(tmp_path):
                 codes = [code(x.body) for x in receiver.received if x.org == org]
                 assert codes.count("s117-transfer-updated") == 2  # opened, contested
                 assert codes.count("s117-dispute-updated") == 4  # raised, escalated, outcome proposed, resolved
-                assert codes.count("s117-workflow-deadline") == 1  # the JMG stage ran out
+                assert codes.count("s117-workflow-deadline") == 1  # local resolution ran out
             assert not {code(x.body) for x in receiver.received if x.org == BOB} & set(WORKFLOW_EVENTS)
             assert any(t in WORKFLOW_EVENTS and o == BOB and d == "denied" for t, o, d in rows)
 

@@ -104,8 +104,11 @@ async def test_contest_escalate_on_the_clock_resolve_and_reimburse(workflow_hub)
     assert len(disputes) == 1
     d = disputes[0]
     assert d["state"] == "open" and d["transfer_case_id"] == t["case_id"]
-    # Bucks' own procedure: the Joint Management Group first; Bucks meets the needs meanwhile (Worcs 4.3.4).
-    assert d["clock"]["owner"] == "JMG" and d["interims"][-1]["lead_body"] == BUCKS
+    # A dispute between councils follows the 2014 Disputes Regulations (Worcs 4.3.4, 15.4), not Bucks'
+    # NHS procedure (JMG -> ICET, as this test asserted before): local resolution led by the lead
+    # authority, Bucks, which meets the needs meanwhile (Worcs 4.3.4).
+    assert d["clock"]["owner"] == BUCKS and d["interims"][-1]["lead_body"] == BUCKS
+    assert d["stages"][0]["name"].startswith("local resolution between the councils")
 
     # While the dispute is open, a discharge that would end funding is held (Worcs 8.5). A discharge is
     # joint: the responsible council's own decision awaits the NHS side's (accepted, ends nothing), and
@@ -128,13 +131,15 @@ async def test_contest_escalate_on_the_clock_resolve_and_reimburse(workflow_hub)
             quarantine.c.quarantine_id == r.json()["quarantine_id"]))).scalar_one()
     assert held == "held"
 
-    # Time is injected: 21 working days later the JMG stage has run out; one scan escalates once.
-    hub.workflows.clock.offset_days = 35
+    # Time is injected: the day after local resolution's clock ran out (85 working days, the hub's
+    # default); one scan escalates once, to the Secretary of State (was: 35 days, JMG -> ICET).
+    due = date.fromisoformat(d["clock"]["due_on"])
+    hub.workflows.clock.offset_days = (due - hub.workflows.clock.today()).days + 1
     first = await hub.workflows.scan()
     second = await hub.workflows.scan()
     assert first["breaches"] >= 1 and second["breaches"] == 0
     d = (await http.get(f"/v1/disputes/{d['case_id']}", headers=h(workflow_hub, WORCS))).json()
-    assert d["state"] == "escalated" and d["clock"]["owner"] == "ICET"
+    assert d["state"] == "escalated" and d["clock"]["owner"] == "Secretary of State"
     assert [s["outcome"] for s in d["stage_history"]] == ["escalated", None]
     r = await http.post(f"/v1/disputes/{d['case_id']}/escalate", headers=h(workflow_hub, WORCS))
     assert r.status_code == 409 and r.json()["rule"] == "no-further-stage"

@@ -9,11 +9,19 @@ role gets 403; bad terms get 422.
 A dispute is resolved by the parties' agreement (every party agrees the same
 outcome: one proposes, the others send the same terms, the last agreement
 resolves; Worcs 15.5 local resolution, 4.4.8 / 15.6 the commissioners must
-agree) or by the determination of the body that owns the area procedure's
-final stage (Worcs 15.5 arbitration by NHS England; Worcs 15.4 the process of
-the 2014 Disputes Regulations; Bucks: ICET), recorded for it by the hub
-operator; or by a source recording the outcome on the register. One party
-never resolves alone.
+agree) or by the determination of the body that owns the final stage of the
+case's procedure, recorded for it by the hub operator; or by a source
+recording the outcome on the register. One party never resolves alone.
+
+The procedure is the dispute's kind's (`AreaAgreement.escalation_for`), fixed
+on the case when it is raised (`Case.stages`): between NHS commissioners the
+area's `escalation` (Who Pays? 2020: director level -> ICS -> arbitration by
+NHS England, Worcs 15.5; Bucks: JMG -> ICET); between councils its
+`council_escalation` (the Care and Support (Disputes between Local
+Authorities) Regulations 2014: local resolution led by the lead authority,
+then the Secretary of State's determination, Worcs 4.3.4, 15.4), never NHS
+England's arbitration nor an area's NHS procedure. An overdue transfer is
+escalated to the first stage of its role's procedure.
 """
 
 from __future__ import annotations
@@ -53,6 +61,14 @@ RESOLUTION_BY_AGREEMENT = ("Worcs 15.5 (local resolution), 4.4.8, 15.6 (the comm
                            "Worcs 4.3.4, 15.4 (councils)")
 RESOLUTION_BY_DETERMINATION = ("Worcs 15.5 (arbitration by NHS England), 15.4 (councils: the 2014 Disputes "
                                "Regulations' process)")
+# The same, for one kind of dispute: a council dispute's determination is the
+# Secretary of State's under the 2014 Regulations, never NHS England's.
+DETERMINATION_BY_KIND = {"council": "Worcs 4.3.4, 15.4 (councils: determined under the 2014 Disputes Regulations)",
+                         "commissioner": "Worcs 15.5 (arbitration by NHS England)"}
+
+
+def _determination_citation(case: Case) -> str:
+    return DETERMINATION_BY_KIND.get(case.dispute_kind or "", RESOLUTION_BY_DETERMINATION)
 # A transfer withdrawn by the hub: the rule that moved responsibility does not
 # on the history as later corrected, and what the bodies were told is put right.
 TRANSFER_WITHDRAWN = (f"{citations.TRANSFER_REDETENTION} (no such hand-over on the corrected history); "
@@ -138,9 +154,24 @@ def _roles(case: Case, actor: str) -> frozenset[Actor]:
     return frozenset(roles)
 
 
+# A dispute's escalation and its clock's breach rest on the case's own
+# procedure (its kind's: Who Pays? or the 2014 Disputes Regulations), not on
+# the table's default citation.
+_BY_PROCEDURE = frozenset({Action.ESCALATE, Action.BREACH})
+
+
+def _procedure_citation(case: Case, action: Action) -> str | None:
+    if case.kind is CaseKind.DISPUTE and action in _BY_PROCEDURE and case.stages:
+        return case.stages[min(case.stage_index, len(case.stages) - 1)].citation
+    return None
+
+
 def _rule(case: Case, action: Action, actor: str) -> Rule:
     rules = rules_for(case.kind)
     rule = rules.get((case.state, action))
+    procedure = _procedure_citation(case, action)
+    if rule is not None and procedure is not None:
+        rule = replace(rule, citation=procedure)
     roles = _roles(case, actor)
     if not roles:
         raise WorkflowRefusal(403, "not-a-party", "only the parties to a case may act on it",
@@ -166,6 +197,9 @@ def _rule(case: Case, action: Action, actor: str) -> Rule:
 
 
 def _citation_of(case: Case, action: Action) -> str:
+    procedure = _procedure_citation(case, action)
+    if procedure is not None:
+        return procedure
     for (_, a), rule in rules_for(case.kind).items():
         if a == action:
             return rule.citation
@@ -259,7 +293,7 @@ def transfer_breach(case: Case, on: date, area: AreaAgreement, actor: str = CLOC
     assert case.clock is not None
     if on <= case.clock.due_on:
         raise WorkflowRefusal(409, "clock-running", f"the deadline is {case.clock.due_on.isoformat()}", rule.citation)
-    first = area.escalation[0]
+    first = area.escalation_for(case.role)[0]
     # The incoming body still owns the (now breached) clock; the breach is
     # escalated to the area's first level.
     clock = replace(case.clock, purpose=f"overdue: accept, escalated to {first.name} ({first.owner})")
@@ -317,11 +351,12 @@ def raise_dispute(
     if not reason.strip():
         raise WorkflowRefusal(422, "reason-required", "a dispute must give its reason", rule.citation)
     interim = default_interim(kind, parties, meeting_needs, on)
-    stage = area.escalation[0]
+    stages = area.escalation_for(kind)
+    stage = stages[0]
     case = Case(case_id=case_id, kind=CaseKind.DISPUTE, person_id=person_id, state=rule.target, parties=parties,
                 opened_on=on, area=area.name, clock=_stage_clock(stage, interim.lead_body, on, holidays),
                 dispute_id=dispute_id, dispute_kind=kind, raised_by=raised_by, reason=reason.strip(),
-                transfer_case_id=transfer_case_id, stages=area.escalation, interims=(interim,))
+                transfer_case_id=transfer_case_id, stages=stages, interims=(interim,))
     return case, Transition(case_id, Action.RAISE, None, case.state, raised_by, on, f"{rule.citation}; {interim.citation}",
                             f"{kind} dispute raised by {raised_by}; {interim.lead_body} leads meanwhile; "
                             f"first stage: {stage.name}")
@@ -428,7 +463,7 @@ def resolve(case: Case, actor: str, on: date, responsible: str, responsible_from
             raise WorkflowRefusal(409, "not-at-final-stage",
                                   f"a determination is made at the procedure's final stage, '{last.name}' "
                                   f"({last.owner}); the case is at '{stage.name}': the parties resolve it by "
-                                  "agreement, or escalate", f"{last.citation}; {RESOLUTION_BY_DETERMINATION}")
+                                  "agreement, or escalate", f"{last.citation}; {_determination_citation(case)}")
         if stage.owner == LEAD_BODY:
             raise WorkflowRefusal(409, "no-determining-body",
                                   f"the final stage '{stage.name}' is convened by the lead body, a party: there is "
@@ -437,7 +472,7 @@ def resolve(case: Case, actor: str, on: date, responsible: str, responsible_from
         if not determination.strip():
             raise WorkflowRefusal(422, "determination-required",
                                   f"name the determination of {stage.owner} (its reference) being recorded",
-                                  f"{stage.citation}; {RESOLUTION_BY_DETERMINATION}")
+                                  f"{stage.citation}; {_determination_citation(case)}")
         by = f"{stage.owner}: {determination.strip()}"[:300]
         return _resolved(case, rule, actor, on, responsible, responsible_from,
                          f"{stage.citation}; {rule.citation}", f"determined by {by}", determined_by=by)
@@ -447,7 +482,7 @@ def resolve(case: Case, actor: str, on: date, responsible: str, responsible_from
         raise WorkflowRefusal(403, "determining-body-only",
                               f"a determination is recorded for the final stage's body ({last.owner}), not by a "
                               "party: a party proposes or agrees an outcome", f"{last.citation}; "
-                              f"{RESOLUTION_BY_DETERMINATION}")
+                              f"{_determination_citation(case)}")
     standing = case.resolution
     if standing is not None and standing.same_terms(responsible, responsible_from):
         if actor in standing.agreed_by:

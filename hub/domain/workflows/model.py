@@ -66,10 +66,12 @@ class Actor(StrEnum):
     PARTY = "party"
     CLOCK = "clock"  # the hub's clock scanner
     REGISTER = "register"  # the register itself (a rule moved responsibility, or later history shows it did not)
-    # The body that determines a dispute at the area procedure's final stage
-    # (NHS England arbitration, Worcs 15.5; ICET, Bucks 'Management of
-    # Disputes'): not a party and not an organisation on the hub, so its
-    # determination is recorded for it by the hub operator.
+    # The body that determines a dispute at the final stage of the case's
+    # procedure (between NHS commissioners: NHS England arbitration, Worcs
+    # 15.5, or ICET, Bucks 'Management of Disputes'; between councils: the
+    # Secretary of State, Worcs 4.3.4, 15.4): not a party and not an
+    # organisation on the hub, so its determination is recorded for it by the
+    # hub operator.
     DETERMINER = "determiner"
 
 

@@ -122,11 +122,19 @@ def test_transfer_transitions(state, action, actor, on, expected, cites):
     assert (after.clock is None) == (after.state in FINAL_STATES)
 
 
-def test_overdue_transfer_is_escalated_to_the_areas_first_stage():
+def test_overdue_transfer_is_escalated_to_the_first_stage_of_its_roles_procedure():
+    # A council's responsibility: the councils' procedure (the 2014 Disputes Regulations,
+    # Worcs 4.3.4, 15.4), never Who Pays? (was: Who Pays? director level for every transfer).
     after, step = m.transfer_breach(transfer(), LATE, AREA)
+    assert "local resolution between the councils" in step.explanation
+    assert "Disputes between Local Authorities" in step.citation and "Who Pays" not in step.citation
+    assert after.breaches == ("acknowledgement",)
+    # The NHS commissioner's: the area's NHS procedure (Who Pays? 2020 Appendix 1, Worcs 15.5).
+    nhs, _ = m.open_transfer(case_id="t3", person_id="p1", role="commissioner", outgoing=QU9, incoming=QGH, on=DAY0,
+                             basis="Worcs 4.4.1", area=AREA, holidays=HOLIDAYS)
+    after, step = m.transfer_breach(nhs, LATE, AREA)
     assert "local resolution at director level" in step.explanation
     assert "Who Pays? 2020 Appendix 1" in step.citation
-    assert after.breaches == ("acknowledgement",)
 
 
 def test_transfer_decided_by_a_dispute_opens_accepted():
@@ -226,7 +234,9 @@ def test_bad_interim_terms_are_422_naming_the_rule(lead, shares, rule):
 
 
 def test_stage_clocks_come_from_the_area_agreement_and_escalate_once_then_breach():
-    case = dispute("council", area=BUCKS_AREA)
+    # The area's own procedure (Bucks JMG -> ICET) is for disputes between NHS commissioners: a
+    # commissioner dispute (was a council one, which now follows the 2014 Disputes Regulations).
+    case = dispute("commissioner", area=BUCKS_AREA)
     assert case.clock.owner == "JMG"
     assert case.clock.due_on == date(2025, 5, 28)  # 20 working days, two bank holidays skipped
     with pytest.raises(WorkflowRefusal) as early:
@@ -238,7 +248,7 @@ def test_stage_clocks_come_from_the_area_agreement_and_escalate_once_then_breach
     assert escalated.clock.owner == "ICET" and escalated.breaches == ("Joint Management Group",)
     assert "Bucks 'Management of Disputes'" in step.citation
     with pytest.raises(WorkflowRefusal) as last:
-        m.escalate(escalated, BUCKS, date(2025, 5, 29), HOLIDAYS)
+        m.escalate(escalated, QU9, date(2025, 5, 29), HOLIDAYS)
     assert (last.value.status, last.value.rule) == (409, "no-further-stage")
     late = escalated.clock.due_on + timedelta(days=1)
     assert due_on(escalated, late, HOLIDAYS, 2).action is Action.BREACH
