@@ -45,7 +45,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from adapters.council_files import LAYOUTS, Layout, MappedRow, column_for, open_file
+from adapters.council_files import LAYOUTS, FileStream, Layout, MappedRow, column_for, open_file
 from hub.crypto import DataProtector
 from hub.ingest.service import BulkCache, BulkRow, Client, IngestService, Outcome, bulk_person_key
 from hub.ingest.validation import FieldProblem
@@ -245,6 +245,19 @@ async def report_of(engine: AsyncEngine, receipt: Any) -> list[dict[str, Any]]:
 _INSERT_FILE_ROWS = file_rows.insert()
 
 
+def _open_stored(protector: DataProtector, content: bytes, fmt: str) -> FileStream:
+    return open_file(protector.decrypt(content), LAYOUTS[fmt])
+
+
+def _take(rows: Iterator[MappedRow], n: int, keep: bool = True) -> list[MappedRow]:
+    """The next `n` rows mapped (run in a worker thread: mapping is pure Python); `keep` False: passed over."""
+    if keep:
+        return list(itertools.islice(rows, n))
+    for _ in itertools.islice(rows, n):
+        pass
+    return []
+
+
 class FileJobs:
     def __init__(self, engine: AsyncEngine, ingest: IngestService, protector: DataProtector,
                  chunk: int = CHUNK, packages: Any = None, bulk: bool = True) -> None:
@@ -334,8 +347,8 @@ class FileJobs:
         rows: Iterator[MappedRow] = iter(())
         try:
             if receipt.content is not None:
-                rows = itertools.islice(open_file(self._protector.decrypt(receipt.content),
-                                                  LAYOUTS[receipt.format]).rows(), done, None)
+                opened = await asyncio.to_thread(_open_stored, self._protector, receipt.content, receipt.format)
+                rows = itertools.islice(opened.rows(), done, None)
         except Exception as exc:  # noqa: BLE001 - the rows cannot be listed: the file problem still says from where
             log.error("council file rows not listed", file_id=file_id, exc_type=type(exc).__name__)
         problem = [{"field": "(file)", "reason": f"the hub stopped recording this file at row {done + 1} after "
@@ -344,7 +357,7 @@ class FileJobs:
         del receipt
         while True:
             try:
-                chunk = list(itertools.islice(rows, self._chunk))
+                chunk = await asyncio.to_thread(_take, rows, self._chunk)
             except Exception as exc:  # noqa: BLE001 - as far as the rows could be listed
                 log.error("council file rows not listed", file_id=file_id, exc_type=type(exc).__name__)
                 chunk = []
@@ -372,18 +385,19 @@ class FileJobs:
             return
         client = Client(c.client_id, c.name, c.org_code, c.org_kind, tuple(c.scopes))
         layout = LAYOUTS[receipt.format]
-        stream = open_file(self._protector.decrypt(receipt.content), layout)
+        # Off the event loop (a worker thread, in turns of the GIL): reading a 20 MB file and mapping its rows
+        # are pure Python, seconds for a large file with quoted fields, and the API answers meanwhile.
+        stream = await asyncio.to_thread(_open_stored, self._protector, receipt.content, receipt.format)
         done = receipt.rows_done or 0
         del receipt  # the encrypted copy
         rows = stream.rows()
-        for _ in itertools.islice(rows, done):  # reported before a restart (mapped for RECORD_ID repeats)
-            pass
+        await asyncio.to_thread(_take, rows, done, False)  # reported before a restart (mapped for RECORD_ID repeats)
         own = file_id if resumed else None
         cache = BulkCache()  # people's histories from chunk to chunk, bounded
         while True:
             if self._stop.is_set():
                 return
-            chunk = list(itertools.islice(rows, self._chunk))
+            chunk = await asyncio.to_thread(_take, rows, self._chunk)
             if not chunk:
                 break
             if self._bulk:

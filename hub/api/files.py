@@ -16,6 +16,7 @@ with copies). Every file received is recorded in `file_receipts`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -143,7 +144,9 @@ async def post_council_file(
     if previous is not None:
         return await _answered_from(hub, client, previous, receipt)
 
-    mapping = open_file(raw, layout)  # checked as a whole; rows are mapped by the job, a chunk at a time
+    # Checked as a whole (rows are mapped by the job, a chunk at a time), in a worker thread: seconds of pure
+    # Python for a large file with quoted fields, during which the event loop goes on answering.
+    mapping = await asyncio.to_thread(open_file, raw, layout)
     problems = _file_problems(mapping, layout, client)
     if problems:
         errors = [{"field": "(file)", "reason": reason} for _code, reason in problems]
