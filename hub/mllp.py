@@ -50,6 +50,7 @@ log = get_logger("hub.mllp")
 NO_RELATIONSHIP_ACK = "no register change: " + TEXTS[Rule.NO_RELATIONSHIP]
 START_BLOCK = 0x0B
 END_BLOCK = b"\x1c\x0d"
+_FS, _CR = 0x1C, 0x0D
 CHANNEL = "mllp"
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
 INTERNAL_ERROR = "207"  # HL7 table 0357: application internal error
@@ -75,12 +76,19 @@ class Oversize:
 class MllpFramer:
     """Bytes in, frames out. Bytes outside a frame are dropped; a start block
     inside an open frame starts again there (the sender gave up the first);
-    a frame longer than `max_frame_bytes` yields `Oversize` once."""
+    a frame longer than `max_frame_bytes` yields `Oversize` once.
+
+    A frame ends at its FS (0x1C), a byte HL7 text never holds: the CR the
+    protocol puts after it is dropped when it comes, not waited for. A sender
+    that ends its frames with FS alone (not MLLP, but some engines do) is
+    answered too, where its frame used to wait for a CR that never came and
+    the next start block threw it away unanswered."""
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self.max_frame_bytes = max_frame_bytes
         self._buf = bytearray()
         self._in_frame = False
+        self._after_end = False  # a frame just ended at its FS: the CR after it is the end block's own
         self.discarded = 0  # bytes dropped outside frames
 
     @property
@@ -93,6 +101,10 @@ class MllpFramer:
         out: list[Frame | Oversize] = []
         while True:
             if not self._in_frame:
+                if self._after_end and self._buf:
+                    self._after_end = False
+                    if self._buf[0] == _CR:
+                        del self._buf[:1]
                 start = self._buf.find(START_BLOCK)
                 if start < 0:
                     self.discarded += len(self._buf)
@@ -101,7 +113,7 @@ class MllpFramer:
                 self.discarded += start
                 del self._buf[: start + 1]
                 self._in_frame = True
-            end = self._buf.find(END_BLOCK)
+            end = self._buf.find(_FS)
             restart = self._buf.find(START_BLOCK)
             if restart >= 0 and (end < 0 or restart < end):
                 self.discarded += restart
@@ -117,8 +129,9 @@ class MllpFramer:
                 out.append(Oversize(bytes(self._buf[:4096])))
             else:
                 out.append(Frame(bytes(self._buf[:end])))
-            del self._buf[: end + len(END_BLOCK)]
+            del self._buf[: end + 1]
             self._in_frame = False
+            self._after_end = True
 
 
 def frame(message: str | bytes) -> bytes:

@@ -106,3 +106,16 @@ async def test_a_message_sent_again_while_held_is_answered_from_quarantine_once(
     assert len(held[f"RETRY-{run}"]) == 2
     assert held[f"RETRY-{run}"][0]["quarantine_id"] != held[f"RETRY-{run}"][1]["quarantine_id"]
     assert {q["quarantine_id"] for q in held[f"RETRY-{run}"]} >= {msa(first)[3].rsplit(" ", 1)[1]}
+
+
+async def test_frames_ended_by_fs_alone_are_each_answered(mllp_hub) -> None:  # noqa: ANN001, F811
+    """An engine that ends its frames with FS and no CR (not MLLP, but sent): each message is answered.
+    Before, the first waited for a CR; the second's start block threw it away unanswered and unrecorded."""
+    hub, _, _ = mllp_hub
+    numbers = nhs_numbers()[20:22]
+    run = uuid.uuid4().hex[:8]
+    async with Engine(hub.mllp_port) as engine:
+        await engine.send_raw(b"".join(b"\x0b" + fixture(A01, n, f"FS{i}-{run}").encode() + b"\x1c"
+                                       for i, n in enumerate(numbers)))
+        acks = [await engine.next_ack(), await engine.next_ack()]
+    assert [msa(a)[1:3] for a in acks] == [["AA", f"FS0-{run}"], ["AA", f"FS1-{run}"]], acks

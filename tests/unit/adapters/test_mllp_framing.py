@@ -28,9 +28,25 @@ def test_several_frames_in_one_read_with_garbage_between():
 
 
 def test_end_block_split_between_reads():
+    """The frame is whole at its FS; the CR that follows in the next read is the end block's, not a
+    byte outside a frame."""
     f = MllpFramer()
-    assert f.feed(b"\x0bMSH|x\x1c") == []
-    assert payloads(f.feed(b"\x0d")) == [b"MSH|x"]
+    assert payloads(f.feed(b"\x0bMSH|x\x1c")) == [b"MSH|x"]
+    assert f.feed(b"\x0d") == []
+    assert payloads(f.feed(frame("MSH|y"))) == [b"MSH|y"]
+    assert f.discarded == 0
+
+
+def test_a_frame_ended_by_fs_alone_is_read_and_the_next_one_too():
+    """Some engines end a frame with FS and no CR: each frame is still read (before, the first waited
+    for a CR, and the next start block threw it away unanswered)."""
+    f = MllpFramer()
+    assert payloads(f.feed(b"\x0bMSH|one\x1c\x0bMSH|two\x1c")) == [b"MSH|one", b"MSH|two"]
+    assert payloads(f.feed(b"\x0bMSH|three\x1c\x0d\x0bMSH|four\x1c")) == [b"MSH|three", b"MSH|four"]
+    assert f.discarded == 0
+    # A byte other than CR after the FS is outside any frame, counted as before.
+    assert payloads(f.feed(b"x" + frame("MSH|five"))) == [b"MSH|five"]
+    assert f.discarded == 1
 
 
 def test_a_new_start_block_abandons_an_unfinished_frame():
