@@ -730,7 +730,8 @@ def _open_csv(data: bytes, layout: Layout) -> FileStream:
             return _rejected(layout, "header", "the header row has no commas: the layout is comma-separated "
                                                "(the file looks tab- or semicolon-separated)")
         return _rejected(layout, "header", "the first row names none of the layout's columns: the file has no "
-                                           "header row (the first row must be the column names, e.g. RECORD_ID)")
+                                           "header row, or names its columns otherwise (the header names the "
+                                           "layout's columns, e.g. RECORD_ID, EVENT, NHS_NO)")
     problems = []
     for i, name in enumerate(names, 1):
         if not name:

@@ -124,8 +124,8 @@ async def test_real_exports_over_http(tmp_path, sharing_file):
             r = await post((row("NH-1") + "\n").encode())
             assert r.status_code == 422, r.text
             assert [e["reason"] for e in r.json()["errors"]] == [
-                "the first row names none of the layout's columns: the file has no header row (the first row "
-                "must be the column names, e.g. RECORD_ID)"]
+                "the first row names none of the layout's columns: the file has no header row, or names its "
+                "columns otherwise (the header names the layout's columns, e.g. RECORD_ID, EVENT, NHS_NO)"]
             assert "9991100016" not in r.text and "Testpatient" not in r.text
         logs = hub.logs()
         for personal in ("9991100016", NOT_THEIRS, "Testpatient", "HP20 1AA"):

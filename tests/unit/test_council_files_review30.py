@@ -97,8 +97,8 @@ def test_a_compressed_or_spreadsheet_upload_is_refused_naming_what_it_is(pack, n
 def test_a_file_without_its_header_row_is_one_problem_quoting_nothing():
     """Before: a problem for every cell of the person's row taken as column names, and every required column."""
     reasons = file_reasons((row("SW-1") + "\n").encode())
-    assert reasons == ["the first row names none of the layout's columns: the file has no header row (the first "
-                       "row must be the column names, e.g. RECORD_ID)"]
+    assert reasons == ["the first row names none of the layout's columns: the file has no header row, or names its "
+                       "columns otherwise (the header names the layout's columns, e.g. RECORD_ID, EVENT, NHS_NO)"]
     assert not any(v in r for r in reasons for v in (NHS, "Testpatient", "HP20"))
 
 
