@@ -478,7 +478,7 @@ council_exports = Table(
     Column("builder_until", DateTime(timezone=True), nullable=True),
     # The field groups the file's columns were filled under (sorted names; NULL: built before 0033,
     # taken as every group its layout can carry), and the client that asked for an on-demand file.
-    Column("field_groups", JSON, nullable=True),
+    Column("field_groups", JSON(none_as_null=True), nullable=True),
     Column("requested_by", String(64), nullable=True),
     Index("ix_council_exports_org", "org_code", "created_at"),
 )

@@ -29,7 +29,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column('council_exports', sa.Column('field_groups', sa.JSON(), nullable=True))
+    op.add_column('council_exports', sa.Column('field_groups', sa.JSON(none_as_null=True), nullable=True))
     op.add_column('council_exports', sa.Column('requested_by', sa.String(length=64), nullable=True))
 
 
