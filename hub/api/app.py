@@ -166,6 +166,7 @@ _SHARED = {
 _WITH_BODY = {
     408: "The body did not arrive within this operation's time limit",
     413: "The body is over this operation's size limit (refused before it is read)",
+    415: "The body was sent with a Content-Encoding (named in errors): send it uncompressed",
 }
 _TIMED_OUT = (503, "No answer within this operation's time limit: anything committed stays, and sending the "
                    "same request again is safe", {"Retry-After": {"schema": {"type": "string"}}})

@@ -125,14 +125,8 @@ async def post_council_file(
                            "send the file as " + ", ".join(CONTENT_TYPES),
                            errors=[{"field": "Content-Type", "reason": "must be one of " + ", ".join(CONTENT_TYPES)
                                     + " (the file itself as the body, not a form upload)"}])
-    coding = request.headers.get("content-encoding", "").strip().lower()
-    if coding not in ("", "identity"):
-        # Read as it came, a compressed body would be refused as "not UTF-8" (or, for an encoding whose bytes
-        # happen to decode, recorded as the wrong text): the hub takes the file itself (RFC 9110 8.4.1: 415).
-        raise ProblemError(415, "unsupported-media-type", "Unsupported media type",
-                           "send the council file uncompressed, without a Content-Encoding",
-                           errors=[{"field": "Content-Encoding", "reason": "is not taken: send the file itself, "
-                                    "uncompressed (at most 20 MB)"}])
+    # A Content-Encoding (gzip, say) is refused before the key by the limits in front (hub/api/limits.py), on
+    # every route: read as it came, a compressed file would be refused as "not UTF-8" or read as the wrong text.
     raw = await _read_limited(request)
     now = datetime.now(UTC)
     file_id = str(uuid.uuid4())

@@ -155,11 +155,23 @@ def request_fields(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, byte
                 raise _BadLength("more than one Content-Length")
         elif k == b"x-api-key" and api_key is None:
             api_key = v
+        elif k == b"content-encoding" and v.strip().lower() not in (b"", b"identity"):
+            raise _Encoded()
     if length is None:
         return None, api_key
     if len(length) > 19 or not length.isdigit():  # bytes: ASCII digits only, and not empty
         raise _BadLength("Content-Length is not a number")
     return int(length), api_key
+
+
+class _Encoded(Exception):
+    """A request body sent with a Content-Encoding (gzip, say): the hub reads bodies as sent, so a
+    compressed one would be refused as not UTF-8 or not JSON, or read as the wrong text."""
+
+
+ENCODED_DETAIL = "send the body uncompressed, without a Content-Encoding"
+ENCODED_ERRORS = [{"field": "Content-Encoding", "reason": "is not taken: the hub reads a request body as sent "
+                   "(uncompressed)"}]
 
 
 class Refusal(Exception):
@@ -187,16 +199,20 @@ class KeyCheck(Protocol):
 
 def problem_messages(status: int, kind: str, title: str, detail: str,
                      extra_headers: tuple[tuple[bytes, bytes], ...] = (), fhir: bool = False,
-                     close: bool = True) -> list[Message]:
+                     close: bool = True, errors: list[dict[str, str]] | None = None) -> list[Message]:
     """The refusal as RFC 9457 problem details, or as a FHIR OperationOutcome
     on the FHIR endpoints (their clients read nothing else). `close`: the
-    connection is not kept alive (a body may follow, and is not read)."""
+    connection is not kept alive (a body may follow, and is not read).
+    `errors`: each `{field, reason}` named (an issue each in an OperationOutcome)."""
     if fhir:
         media_type = FHIR_JSON.encode()
-        body = orjson.dumps(outcome_body(status, detail))
+        body = orjson.dumps(outcome_body(status, detail, errors))
     else:
         media_type = b"application/problem+json"
-        body = orjson.dumps({"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail})
+        problem = {"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail}
+        if errors:
+            problem["errors"] = errors
+        body = orjson.dumps(problem)
     headers = [(b"content-type", media_type), (b"content-length", str(len(body)).encode())]
     if close:  # the rest of the body is not read: the connection cannot be reused
         headers.append((b"connection", b"close"))
@@ -234,6 +250,11 @@ class LimitsMiddleware:
             declared, api_key = request_fields(scope.get("headers") or [])
         except _BadLength as exc:
             await self._send_all(send, problem_messages(400, "bad-request", "Bad request", str(exc), fhir=fhir))
+            return
+        except _Encoded:
+            self._refused(scope, 415)
+            await self._send_all(send, problem_messages(415, "unsupported-media-type", "Unsupported media type",
+                                                        ENCODED_DETAIL, fhir=fhir, errors=ENCODED_ERRORS))
             return
         if declared is not None and declared > limit.max_body_bytes:
             self._refused(scope, 413)

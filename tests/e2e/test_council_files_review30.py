@@ -68,8 +68,7 @@ async def test_real_exports_over_http(tmp_path, sharing_file):
             r = await post(gzip.compress(csv_file(row("GZ-1"))), **{"Content-Encoding": "gzip"})
             assert r.status_code == 415, r.text
             assert r.headers["content-type"].startswith("application/problem+json")
-            assert r.json()["errors"] == [{"field": "Content-Encoding", "reason": "is not taken: send the file "
-                                           "itself, uncompressed (at most 20 MB)"}]
+            assert [e["field"] for e in r.json()["errors"]] == ["Content-Encoding"], r.text
             # A gzip file sent as the body: 422 saying so (before: "not UTF-8 text on line 1").
             r = await post(gzip.compress(csv_file(row("GZ-2"))))
             assert r.status_code == 422, r.text
