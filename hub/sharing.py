@@ -216,6 +216,11 @@ class DisclosureCheck:
         self._on = on
         self._decided: dict[tuple[str, str], SharingDecision] = {}
 
+    @property
+    def sharing(self) -> SharingAgreements:
+        """The agreements asked."""
+        return self._sharing
+
     def withheld(self, org_code: str, event_type: str, carried: Iterable[str] | None) -> Withheld | None:
         """None if the message may go now; else why not. `carried`: the field
         groups the message was rendered with (its `allowed` disclosure's, kept

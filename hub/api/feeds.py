@@ -57,6 +57,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub.access import record_decision
 from hub.api.deps import MAX_ID, ClientDep, HubDep, Cursor, Limit, require, whole_number
 from hub.api.problems import ProblemError
+from hub.delivery.leases import RELEASED, disclosed_again
 from hub.delivery.queue import hold_disallowed
 from hub.domain.access import Rule
 from hub.observability import metrics
@@ -118,7 +119,7 @@ async def _next(conn: AsyncConnection, sub: Any, after: int, limit: int,
     rows = (await conn.execute(
         select(deliveries.c.delivery_seq, deliveries.c.event_number, deliveries.c.delivery_id,
                deliveries.c.event_id, deliveries.c.message_id, deliveries.c.event_type, delivery_messages.c.payload,
-               deliveries.c.attempts, deliveries.c.field_groups)
+               deliveries.c.attempts, deliveries.c.field_groups, deliveries.c.last_error)
         .select_from(deliveries_with_messages)
         .where(deliveries.c.subscription_id == sub.subscription_id, deliveries.c.event_number > after,
                deliveries.c.status == "pending")
@@ -133,6 +134,12 @@ async def _next(conn: AsyncConnection, sub: Any, after: int, limit: int,
     for r in rows:  # the delivery log shows how often each was fetched
         await conn.execute(deliveries.update().where(deliveries.c.delivery_seq == r.delivery_seq)
                            .values(attempts=r.attempts + 1))
+    released = [r for r in rows if r.last_error is not None and r.last_error.startswith(RELEASED)]
+    if check is not None and released:
+        # Put back by an operator (hub/api/ops.py) after it was held: handed out now, so disclosed again,
+        # recorded in this page's transaction as a push channel's send is (hub/delivery/leases.py).
+        await disclosed_again(conn, check.sharing, "feed", sub.subscription_id, sub.org_code, released,
+                              datetime.now(UTC))
     return rows, found
 
 

@@ -177,10 +177,10 @@ def _replay_handlers(hub, handler: str) -> list:  # noqa: ANN001
     return found
 
 
-# The channels whose sends go through hub/delivery/leases.py's claim, where a delivery an operator
-# released is asked again and its disclosure recorded: not a pull feed (read by the subscriber) nor a
-# council file (its file records the people it lists: hub/exports.py).
-_MARKED = ("webhook", "fhir", "kafka", "file")
+# The channels where a delivery an operator released is asked again when sent, and its disclosure
+# recorded: those sent through hub/delivery/leases.py's claim, and a pull feed's page when it hands it
+# out (hub/api/feeds.py); not a council file (its file records the people it lists: hub/exports.py).
+_MARKED = ("webhook", "fhir", "kafka", "file", "feed")
 
 
 def _released_by(client: Any) -> str:

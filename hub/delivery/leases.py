@@ -272,7 +272,8 @@ async def _claim(conn: AsyncConnection, claim: Claim) -> list[Any]:
         if claim.check is not None and claim.sharing is not None:
             released = [r for r in taken if r.last_error is not None and r.last_error.startswith(RELEASED)]
             if released:
-                await _disclosed_again(conn, claim, released, now)
+                await disclosed_again(conn, claim.sharing, claim.channel, claim.subscription_id,
+                                      released[0].org_code, released, now)
     return taken
 
 
@@ -281,14 +282,14 @@ _UNMARK = Prepared(deliveries.update().where(deliveries.c.delivery_seq == bindpa
                    .values(last_error=None))
 
 
-async def _disclosed_again(conn: AsyncConnection, claim: Claim, rows: list[Any], now: datetime) -> None:
-    """Deliveries an operator released (`RELEASED`), asked again and allowed by the agreements in force
-    (`_claim`): each an `allowed` disclosure, as the dispatcher's at queue time, under the person its
-    message is about (that disclosure's), with the agreement in force now, the field groups the message
-    carries, and the operator named in the reason; its mark cleared (recorded once). In the claim's
-    transaction: leased and recorded, or neither."""
-    assert claim.sharing is not None
-    org = rows[0].org_code  # a claim is one subscription's: one organisation
+async def disclosed_again(conn: AsyncConnection, sharing: SharingAgreements, channel: str, subscription_id: str,
+                          org: str, rows: list[Any], now: datetime) -> None:
+    """Deliveries of one subscription (its organisation `org`) an operator released (`RELEASED`), asked
+    again and allowed by the agreements in force (`_claim`; a pull feed's page, hub/api/feeds.py): each an
+    `allowed` disclosure, as the dispatcher's at queue time, under the person its message is about (that
+    disclosure's), with the agreement in force now, the field groups the message carries, and the operator
+    named in the reason; its mark cleared (recorded once). In the caller's transaction: sent (or handed
+    out) and recorded, or neither."""
     persons = {row.event_id: row.person_id for row in (await conn.execute(
         select(disclosures.c.event_id, disclosures.c.person_id)
         .where(disclosures.c.event_id.in_(sorted({r.event_id for r in rows})),
@@ -296,17 +297,17 @@ async def _disclosed_again(conn: AsyncConnection, claim: Claim, rows: list[Any],
     today = now.date()
     out = []
     for r in rows:
-        decision = claim.sharing.decide(org, r.event_type, today)
+        decision = sharing.decide(org, r.event_type, today)
         operator = r.last_error[len(RELEASED):]
         out.append(disclosure_row(
             event_id=r.event_id, person_id=persons.get(r.event_id), event_type=r.event_type, recipient_org=org,
             decision="allowed", agreement_id=decision.agreement_id,
             field_groups=sorted(r.field_groups) if r.field_groups is not None else sorted(decision.field_groups),
-            reason=f"{decision.reason} at delivery, released by {operator}", channel=claim.channel, at=now))
+            reason=f"{decision.reason} at delivery, released by {operator}", channel=channel, at=now))
     await conn.execute(disclosures.insert(), out)
     await execute_prepared(conn, _UNMARK, [{"seq": r.delivery_seq, "mark": r.last_error} for r in rows])
-    log.info("released delivery disclosed", channel=claim.channel, recipient=org,
-             subscription_id=claim.subscription_id, count=len(rows),
+    log.info("released delivery disclosed", channel=channel, recipient=org,
+             subscription_id=subscription_id, count=len(rows),
              delivery_ids=[r.delivery_id for r in rows], event_ids=[r.event_id for r in rows])
 
 
