@@ -119,6 +119,16 @@ def difference_from_json(person_key: str, data: dict[str, Any], local_id: str | 
     )
 
 
+def _stopped(exc: BaseException) -> str:
+    """Why a snapshot stopped arriving, for its `(body)` problem (never the error's text)."""
+    status = getattr(exc, "status", None)
+    if status == 408:
+        return "ended before the whole snapshot arrived: send it again"
+    if status == 413:
+        return "over the size limit: nothing of it is compared"
+    return "the hub failed while receiving it: send it again"
+
+
 class ReconciliationService:
     def __init__(self, engine: AsyncEngine, protector: DataProtector, alerts: DriftAlerts | None = None) -> None:
         self._engine = engine
@@ -163,6 +173,11 @@ class ReconciliationService:
         except SnapshotFileError as exc:
             await self._fail(snapshot_id, [{"field": exc.field, "reason": exc.reason}])
             return await self.snapshot(snapshot_id)
+        except BaseException as exc:
+            # The body cut off (the sender gone), over the limit part way, or a failure inside the hub:
+            # the snapshot is failed, never left `receiving` for ever, and the error goes on to be answered.
+            await asyncio.shield(self._fail(snapshot_id, [{"field": "(body)", "reason": _stopped(exc)}]))
+            raise
         await self._flush(snapshot_id, rows, held, read, rejected)
         async with self._engine.begin() as conn:
             await conn.execute(reconciliation_snapshots.update()

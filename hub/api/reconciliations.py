@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.requests import ClientDisconnect
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -60,12 +61,20 @@ def _agreement_groups(hub: Any, client: Client, on: date) -> frozenset[str] | No
 
 async def _limited(request: Request) -> AsyncIterator[bytes]:
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_SNAPSHOT:
-            raise ProblemError(413, "too-large", "Snapshot too large",
-                               f"a snapshot must be at most {MAX_SNAPSHOT} bytes")
-        yield chunk
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_SNAPSHOT:
+                raise ProblemError(413, "too-large", "Snapshot too large",
+                                   f"a snapshot must be at most {MAX_SNAPSHOT} bytes")
+            yield chunk
+    except ClientDisconnect:
+        # The upload cut off (the sender's job killed, a dropped link): the snapshot is failed naming
+        # (body) (hub/reconciliation.py), answered as a body that did not arrive, not a 500.
+        raise ProblemError(408, "body-incomplete", "Request body incomplete",
+                           "the connection closed before the whole snapshot arrived: send it again",
+                           errors=[{"field": "(body)", "reason": "ended before the whole snapshot arrived"}]
+                           ) from None
 
 
 @router.post("", status_code=202,
