@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from hub.api.outcomes import FHIR_JSON, outcome_body
 from hub.ingest.service import PROBLEM_BASE
@@ -128,6 +129,15 @@ def install_problem_handlers(app: FastAPI) -> None:
         # Its headers kept: a 405's `Allow` (RFC 9110 15.5.6), a 401's challenge.
         return _refusal(req, exc.status_code, "http-" + str(exc.status_code), str(exc.detail), str(exc.detail),
                         headers=exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(req: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The sender closed the connection before its body arrived (a route that reads its body itself
+        # without saying so: hub/api/files.py and hub/api/reconciliations.py answer it themselves):
+        # the client's doing, answered (to no one, but logged and counted) as a body that did not arrive.
+        return _refusal(req, 408, "body-incomplete", "Request body incomplete",
+                        "the connection closed before the whole body arrived: send it again",
+                        errors=[{"field": "(body)", "reason": "ended before the whole body arrived"}])
 
     @app.exception_handler(Exception)
     async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
