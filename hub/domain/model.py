@@ -192,6 +192,11 @@ class S117Status:
     entitling_section_code: str | None = None
     entitling_detention_start: date | None = None
     entitling_hospital_ods: str | None = None
+    # The register changes (ids, in the history's order) that began a
+    # qualifying period of detention: each one determined, or re-determined,
+    # the responsible bodies (Worcs 4.3.1, 4.3.3, 17.1). A re-detention is a
+    # legal event an open dispute does not hold (hub/domain/workflows/held.py).
+    qualifying_detention_changes: tuple[str, ...] = ()
 
 
 class EventType(StrEnum):

@@ -30,6 +30,7 @@ from hub.fhir.validate import validate_message
 from hub.store.schema import workflow_cases
 from tests.unit.test_transfer_withdrawn import (
     BUCKS,
+    LEFT_BEFORE,
     STILL_IN_HOSPITAL,
     WORCS,
     _on,
@@ -172,9 +173,11 @@ async def test_an_accepted_transfer_late_history_shows_never_happened_is_withdra
 async def test_a_contested_transfer_is_left_to_the_dispute_its_contest_opened(redetained):
     """The contest opened a dispute, and the dispute carries the question:
     while it is open, ingest holds a change that would move the responsible
-    council (Worcs 8.5: a 409, quarantined), so no later history reaches the
-    case; the hub never withdraws a contested case nor settles a dispute for
-    its parties (one party never resolves alone; nor does the hub)."""
+    council (Worcs 8.5: a 409, quarantined), unless it is a new qualifying
+    detention, a legal event recorded whatever the dispute (Worcs 4.3.3,
+    17.1, 19.2, 19.6, 15.1). The hub never withdraws a contested case nor
+    settles a dispute for its parties (one party never resolves alone; nor
+    does the hub)."""
     app_hub = redetained
     http, hub = app_hub.http, app_hub.hub
     [first] = await transfer_cases(hub)
@@ -182,10 +185,20 @@ async def test_a_contested_transfer_is_left_to_the_dispute_its_contest_opened(re
                         json={"reason": "not ordinarily resident here"})
     assert r.status_code == 200, r.text
     await drain(app_hub)
+    # Heard late: detained again under s3 from Buckinghamshire on day 140 and still in hospital on day 200.
+    # It begins a qualifying detention, so it is recorded (it was held before: 409 held-open-dispute), and
+    # Buckinghamshire is responsible again: the history holds no hand-over any more.
     r = await http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]},
                         json={**app_hub.base, **STILL_IN_HOSPITAL, "source_message_id": "wd-late"})
-    assert r.status_code == 409 and r.json()["rule"] == "held-open-dispute"
+    assert r.status_code == 202, r.text
     await drain(app_hub)
+    # Any other change that would move the council is still held: the person left hospital on day 170, which
+    # would make day 200 a re-detention from Worcestershire again (a left-hospital change, not a detention).
+    r = await http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]},
+                        json={**app_hub.base, **LEFT_BEFORE, "source_message_id": "wd-left"})
+    assert r.status_code == 409 and r.json()["rule"] == "held-open-dispute", r.text
+    await drain(app_hub)
+    # The contested case is left to the dispute, which stays open.
     assert [c["state"] for c in await transfer_cases(hub)] == ["contested"]
     async with hub.engine.connect() as conn:
         disputes = (await conn.execute(select(workflow_cases.c.state).where(workflow_cases.c.kind == "dispute"))

@@ -126,6 +126,8 @@ class _Fold:
     # staying on informally still leads to entitlement (Worcs 5.5).
     stay_qualifying: SectionVerdict | None = None
     stay_qualifying_from: date | None = None
+    # The changes that began a qualifying period of detention (a tuple, re-bound on each addition).
+    qualifying_detention_changes: tuple[str, ...] = ()
     detention_start_for_era: date | None = None
     stayed_informally: bool = False
     from_prison: bool = False
@@ -456,6 +458,7 @@ def _begin_qualifying(fold: _Fold, change: RegisterChange, verdict: SectionVerdi
                           "entitlement")
     fold.stay_qualifying = verdict
     fold.stay_qualifying_from = change.effective_date
+    fold.qualifying_detention_changes += (change.change_id,)
     fold.detention_start_for_era = fold.detention_start or change.effective_date
     _determine_council_at_detention(fold, change, verdict, redetention)
     _determine_commissioner_at_detention(fold, change, verdict)
@@ -1160,6 +1163,7 @@ def _snapshot(fold: _Fold, memo: dict[int, tuple[_Responsibility, Determination]
         council_basis_code=fold.council.basis_code if fold.council else None,
         commissioner_basis_code=fold.commissioner.basis_code if fold.commissioner else None,
         residence_la_gss=fold.residence,
+        qualifying_detention_changes=fold.qualifying_detention_changes,
     )
 
 

@@ -20,7 +20,7 @@ from hub.domain.workflows.model import (
     WorkflowRefusal,
 )
 from hub.domain.workflows.settlement import reimbursement_statement
-from tests.unit.domain.builders import change, status
+from tests.unit.domain.builders import change, joint_discharge, status
 
 BUCKS, WORCS, OXON, QU9, QGH = "E06000060", "E10000034", "E10000025", "QU9", "QGH"
 HOLIDAYS = frozenset({date(2025, 5, 5), date(2025, 5, 26), date(2025, 8, 25)})
@@ -310,7 +310,7 @@ def test_council_found_responsible_after_carrying_the_interim_owes_nothing():
 
 
 # --- Worcs 8.5: held changes --------------------------------------------------------
-def test_change_ending_entitlement_or_moving_responsibility_is_held_while_a_dispute_is_open():
+def test_change_ending_entitlement_or_moving_responsibility_is_held_while_a_dispute_is_open_but_not_a_redetention():
     from tests.unit.domain.fakes import BUCKS_PRACTICE, BUCKINGHAMSHIRE, OXFORD_HEALTH, WORCESTERSHIRE
 
     history = [
@@ -323,8 +323,19 @@ def test_change_ending_entitlement_or_moving_responsibility_is_held_while_a_disp
     before = status(history, date(2024, 6, 1))
     redetained = change(ChangeType.DETAINED, date(2024, 5, 1), legal_status_code="03", hospital_ods=OXFORD_HEALTH,
                         residence_la_gss=WORCESTERSHIRE)
-    reason = hold_reason(before, status([*history, redetained], date(2024, 6, 1)), redetained)
-    assert reason is not None and "move the responsible council" in reason and "Worcs 8.5" in reason
+    # A new qualifying detention is a legal event, never held (Worcs 4.3.3, 17.1, 19.2, 19.6, 15.1): it moves
+    # the council and is recorded, and the dispute stays open. (This test held it before, citing Worcs 8.5.)
+    after = status([*history, redetained], date(2024, 6, 1))
+    assert after.council_basis_code == WORCESTERSHIRE != before.council_basis_code
+    assert hold_reason(before, after, redetained) is None
+    assert [d.dispute_id for d in after.open_disputes] == ["D-9"]
+    # A change that would end the entitlement is still held (Worcs 8.5): the second body's agreement
+    # to a joint discharge (the first only awaits it, and ends nothing).
+    first, second = joint_discharge("2024-05-01")
+    pending = status([*history, first], date(2024, 6, 1))
+    assert hold_reason(before, pending, first) is None and pending.entitled
+    reason = hold_reason(pending, status([*history, first, second], date(2024, 6, 1)), second)
+    assert reason is not None and "end the s117 entitlement" in reason and "Worcs 8.5" in reason
     gp = change(ChangeType.GP_CHANGED, date(2024, 5, 1), gp_practice_ods=BUCKS_PRACTICE)
     assert hold_reason(before, status([*history, gp], date(2024, 6, 1)), gp) is None
     no_dispute = status(history[:2], date(2024, 6, 1))
