@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 CHUNK = 256 * 1024
 CONTENT_TYPES = {"ndjson": "application/x-ndjson", "json": "application/json", "swift_snapshot_csv": "text/csv"}
@@ -49,8 +50,10 @@ def send_snapshot(args: argparse.Namespace) -> None:
         with httpx.Client(base_url=base, timeout=args.timeout) as http:
             r = http.post("/v1/reconciliations", params={"format": args.format}, content=_chunks(args.file),
                           headers=headers)
-            body = r.json() if r.headers.get("content-type", "").endswith("json") else {"status": r.status_code}
-            if r.status_code != 202:
+            body = _json_object(r) or {"status": r.status_code,
+                                       "detail": "the hub answered with something other than a JSON object"}
+            if r.status_code != 202 or not isinstance(body.get("snapshot_id"), str):
+                # Refused, or a reverse proxy's page with a JSON type: what came, exit 1, not a traceback.
                 print(json.dumps(body, indent=2))
                 sys.exit(1)
             sid = body["snapshot_id"]
@@ -84,6 +87,15 @@ def send_snapshot(args: argparse.Namespace) -> None:
         sys.exit(1)
     live = [i for i in body.get("items", []) if i.get("state") in ("open", "explained")]
     sys.exit(3 if live or body.get("rows_rejected") else 0)
+
+
+def _json_object(r: Any) -> dict | None:
+    """The answer's JSON object, or None if it is not one (whatever its Content-Type says)."""
+    try:
+        body = r.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

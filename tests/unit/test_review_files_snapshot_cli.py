@@ -32,3 +32,24 @@ def test_a_progress_answer_that_is_not_json_exits_1_with_the_snapshot_id(tmp_pat
     assert exit_.value.code == 1
     out = json.loads(capsys.readouterr().out)
     assert (out["snapshot_id"], out["status"]) == (sid, 502)
+
+
+@pytest.mark.parametrize("answer", [
+    httpx.Response(502, text="<html>Bad Gateway</html>", headers={"Content-Type": "application/json"}),
+    httpx.Response(202, text="[]", headers={"Content-Type": "application/json"}),
+    httpx.Response(202, json={"state": "receiving"}),
+])
+def test_a_post_answer_that_is_not_the_snapshot_exits_1_not_a_traceback(tmp_path, monkeypatch, capsys,  # noqa: ANN001
+                                                                        answer: httpx.Response) -> None:
+    """A proxy's page labelled JSON, a JSON that is not an object, an object with no snapshot id: what
+    came and exit 1 (before: a JSONDecodeError, AttributeError or KeyError traceback)."""
+    real = httpx.Client
+    monkeypatch.setattr(httpx, "Client", lambda **kw: real(transport=httpx.MockTransport(lambda _: answer), **kw))
+    path = tmp_path / "list.ndjson"
+    path.write_text('{"nhs_number": "9991100016", "entitled": true}\n')
+    args = argparse.Namespace(api_key="k", url="http://hub", format="ndjson", timeout=5.0, poll=0.0, file=path)
+    with pytest.raises(SystemExit) as exit_:
+        snapshot_cli.send_snapshot(args)
+    assert exit_.value.code == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out.get("status") == answer.status_code or out.get("state") == "receiving"
