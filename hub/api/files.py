@@ -48,6 +48,43 @@ MAX_FILE = 20 * 1024 * 1024
 CONTENT_TYPES = ("text/csv", "text/plain", "application/octet-stream")
 
 
+# The character sets a council file may declare (`Content-Type: text/csv; charset=...`): UTF-8 (the
+# default, and ASCII within it), or the Windows and ISO Latin-1 sets SWIFT and older case systems export
+# in, read as declared and kept as UTF-8. Another is refused naming Content-Type, never guessed.
+_UTF8 = {"utf-8", "utf8", "us-ascii", "ascii"}
+_LATIN = {"windows-1252": "cp1252", "cp1252": "cp1252", "iso-8859-1": "latin-1", "latin-1": "latin-1",
+          "latin1": "latin-1", "iso-8859-15": "iso8859-15"}
+
+
+def _charset(content_type: str) -> str:
+    """The declared charset, lower case ("utf-8" when none), or a 415 naming Content-Type."""
+    declared = "utf-8"
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            declared = value.strip().strip('"').lower()
+    if declared not in _UTF8 and declared not in _LATIN:
+        raise ProblemError(415, "unsupported-media-type", "Unsupported media type",
+                           "send the file in UTF-8, windows-1252 or ISO-8859-1, and say which in the Content-Type",
+                           errors=[{"field": "Content-Type", "reason": "charset must be utf-8, windows-1252, "
+                                    "iso-8859-1 or iso-8859-15"}])
+    return declared
+
+
+def _as_utf8(raw: bytes, charset: str) -> bytes:
+    """The file read in the charset it declared, as UTF-8 (what is stored, compared and mapped): a byte
+    the set does not define is the file's 422, naming its line (never the byte's neighbours)."""
+    try:
+        return raw.decode(_LATIN[charset]).encode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ProblemError(422, "invalid-council-file", "Council file rejected",
+                           f"the whole file was rejected and no row was recorded: line {line} holds a byte "
+                           f"{charset} does not define",
+                           errors=[{"field": "(file)", "reason": f"line {line}: a byte {charset} does not define"}]
+                           ) from None
+
+
 async def _read_limited(request: Request) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_FILE:
@@ -127,7 +164,10 @@ async def post_council_file(
                                     + " (the file itself as the body, not a form upload)"}])
     # A Content-Encoding (gzip, say) is refused before the key by the limits in front (hub/api/limits.py), on
     # every route: read as it came, a compressed file would be refused as "not UTF-8" or read as the wrong text.
+    charset = _charset(request.headers.get("content-type", ""))
     raw = await _read_limited(request)
+    if charset not in _UTF8:
+        raw = _as_utf8(raw, charset)
     now = datetime.now(UTC)
     file_id = str(uuid.uuid4())
     sha256 = hashlib.sha256(raw).hexdigest()
