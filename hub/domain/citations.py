@@ -14,6 +14,15 @@ CPIA_ORDER = "Worcs 3.3 (s37 effect of a CP(I)A 1964 hospital order)"
 S17_LEAVE = "Worcs 2.2, 8.4"
 STAYED_INFORMALLY = "Worcs 5.5"
 CTO_COVERED = "Worcs 2.2, 5.3"
+# The Act itself, not a policy paragraph: what ends a CTO (hub/domain/rules/engine.py
+# `_end_cto_by_new_detention`). An application for admission for treatment (s3)
+# makes any previous Part II application under which the person was a community
+# patient cease to have effect (s6(4)), as a hospital order does (s40(5); a
+# hospital or transfer direction has a hospital order's effect: s45B(2), s47(3),
+# s48(3)); a CTO stays in force only until that application ceases to have
+# effect (s17C(c)). A recall (s17E) or a non-qualifying detention (s2 is an
+# application for assessment) does not end it.
+CTO_ENDED_BY_NEW_DETENTION = "MHA 1983 s6(4), s40(5), s17C(c)"
 NO_LAPSE = "Worcs 5.6-5.8"
 DIED = "Worcs 5.3 (duty lasts while needed)"
 

@@ -119,6 +119,9 @@ class _Fold:
     in_hospital: bool = False
     detained: bool = False
     on_cto: bool = False
+    # Why the last CTO ended, when a new detention ended it (shown with the
+    # entitlement until another CTO starts): `_end_cto_by_new_detention`.
+    cto_ended_why: str | None = None
     on_s17_leave: bool = False
     section: SectionVerdict | None = None
     detention_start: date | None = None
@@ -508,6 +511,7 @@ def _on_detained(fold: _Fold, change: RegisterChange) -> None:
     verdict = _take_section(fold, change)
     kind = "re-detained" if fold.entitled else "detained"
     fold.note(change, f"{kind} under {verdict.label} ({'qualifying' if verdict.qualifying else 'not qualifying'})")
+    _end_cto_by_new_detention(fold, change, verdict)
 
 
 def _on_section_changed(fold: _Fold, change: RegisterChange) -> None:
@@ -520,6 +524,43 @@ def _on_section_changed(fold: _Fold, change: RegisterChange) -> None:
     previous = fold.section.label if fold.section else "no section"
     verdict = _take_section(fold, change)
     fold.note(change, f"section changed from {previous} to {verdict.label}")
+    _end_cto_by_new_detention(fold, change, verdict)
+
+
+def _end_cto_by_new_detention(fold: _Fold, change: RegisterChange, verdict: SectionVerdict) -> None:
+    """A new detention under a qualifying section while on a CTO ends the CTO.
+
+    In the hub's model a `detained` or `section-changed` change with a
+    qualifying section (s3, s37, s37/41, s45A, s47, s48, a CP(I)A hospital
+    order) is a fresh application or order: an application for admission for
+    treatment makes any previous Part II application under which the person
+    was a community patient cease to have effect (MHA 1983 s6(4); also when
+    a patient already in hospital, e.g. under s2, is made subject to one:
+    s5(1)), as a hospital order does (s40(5); a hospital or transfer direction
+    has a hospital order's effect: s45B(2), s47(3), s48(3)), and a CTO stays in
+    force only until its application otherwise ceases to have effect
+    (s17C(c)). So the person is no longer a community patient, and a later
+    discharge is not onto that CTO (an s117 discharge decision is not refused
+    for it: Worcs 16.2 guards a CTO in force).
+    Not a fresh application, so the CTO stays in force: `cto-recalled` (a
+    recall under s17E: the person is a community patient in hospital),
+    `cto-revoked` (s17F: the CTO ends there by its own handler, the original
+    detention revived) and a detention under a non-qualifying section (s2 is
+    an application for admission for assessment, outside s6(4); s4, s5, s35,
+    s36, s38, s135, s136 are no application or hospital order either). A
+    source reporting a recall must send `cto-recalled`, never `detained`.
+    """
+    if not (fold.on_cto and verdict.qualifying):
+        return
+    fold.on_cto = False
+    fold.cto_ended_why = (
+        f"the community treatment order ended on {change.effective_date.isoformat()}: the new {verdict.label} "
+        "detention, a fresh application or order and not a recall, made the application the CTO depended on "
+        f"cease to have effect, so the person is no longer a community patient "
+        f"({citations.CTO_ENDED_BY_NEW_DETENTION})"
+    )
+    fold.note(change, f"community treatment order ended: the new {verdict.label} detention is a fresh "
+                      f"application, not a recall ({citations.CTO_ENDED_BY_NEW_DETENTION})")
 
 
 def _start_entitlement(fold: _Fold, change: RegisterChange, why: str, citation: str) -> None:
@@ -625,6 +666,7 @@ def _on_cto_started(fold: _Fold, change: RegisterChange) -> None:
         _settle_council_at_destination(fold, change.discharge_destination_la_gss, change,
                                        "discharged to that area on a CTO")
         fold.on_cto = True
+        fold.cto_ended_why = None
         fold.on_s17_leave = False
         _take_facts(fold, change)
         fold.note(change, "community treatment order started; s117 entitlement continues")
@@ -648,6 +690,7 @@ def _on_cto_started(fold: _Fold, change: RegisterChange) -> None:
         if fold.entitled:
             fold.review_from = change.effective_date  # a discharge from hospital (Worcs 14.1), as on leaving
     fold.on_cto = True
+    fold.cto_ended_why = None
     fold.in_hospital = False
     fold.detained = False
     fold.on_s17_leave = False
@@ -1117,6 +1160,8 @@ def _determination(responsibility: _Responsibility | None,
 
 def _entitlement(fold: _Fold) -> Determination:
     why = fold.entitlement_why
+    if fold.cto_ended_why is not None and fold.entitled:
+        why += "; " + fold.cto_ended_why
     if fold.pending_discharge is not None:
         why += "; " + fold.pending_discharge.text
     return _entitlement_of(why, fold.entitlement_citation, fold.entitled and fold.in_hospital)
