@@ -152,7 +152,7 @@ def _send_file(args: argparse.Namespace) -> None:
     key = args.api_key or os.environ.get("S117_API_KEY")
     if not key:
         sys.exit("send-file: give --api-key or set S117_API_KEY")
-    content_type = "text/csv" if args.format.endswith("csv") else "text/plain"
+    content_type = ("text/csv" if args.format.endswith("csv") else "text/plain") + f"; charset={args.charset}"
     try:
         data = args.file.read_bytes()
     except OSError as exc:
@@ -296,6 +296,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--api-key", help="the council's API key (default: S117_API_KEY)")
     p.add_argument("--format", required=True, choices=["swift_csv", "swift_fixed"])
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the report")
+    p.add_argument("--charset", default="utf-8", choices=["utf-8", "windows-1252", "iso-8859-1", "iso-8859-15"],
+                   help="the file's character set, as the case system exported it (default utf-8)")
     p.add_argument("file", type=Path)
     p.set_defaults(func=_send_file)
     from hub.snapshot_cli import add_parser as add_snapshot_parser

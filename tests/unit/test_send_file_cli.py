@@ -23,10 +23,30 @@ def _run(tmp_path, monkeypatch, answers: list[httpx.Response]) -> tuple[int, dic
     monkeypatch.setattr("time.sleep", lambda s: None)
     path = tmp_path / "swift.csv"
     path.write_text("RECORD_ID,EVENT,EFFECTIVE_DATE,NHS_NO\n")
-    args = argparse.Namespace(api_key="k", url="http://hub", format="swift_csv", timeout=5.0, file=path)
+    args = argparse.Namespace(api_key="k", url="http://hub", format="swift_csv", timeout=5.0, file=path,
+                              charset="utf-8")
     with pytest.raises(SystemExit) as exit_:
         cli._send_file(args)
     return exit_.value.code, args
+
+
+def test_the_files_charset_is_declared(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """`--charset windows-1252`: the Content-Type says so (the hub reads the file as declared)."""
+    sent = {}
+
+    def post(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        sent.update(kw["headers"])
+        return httpx.Response(422, json={"status": 422})
+
+    monkeypatch.setattr(httpx, "post", post)
+    path = tmp_path / "swift.csv"
+    path.write_bytes("RECORD_ID,SURNAME\nR1,Zoë\n".encode("cp1252"))
+    for charset, expected in (("windows-1252", "text/csv; charset=windows-1252"), ("utf-8", "text/csv; charset=utf-8")):
+        args = argparse.Namespace(api_key="k", url="http://hub", format="swift_csv", timeout=5.0, file=path,
+                                  charset=charset)
+        with pytest.raises(SystemExit):
+            cli._send_file(args)
+        assert sent["Content-Type"] == expected
 
 
 def test_a_progress_answer_that_is_not_json_exits_1_with_the_file_id(tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
