@@ -30,7 +30,7 @@ async def _run(args: argparse.Namespace) -> dict:
     from hub.exports import ExportRequest, ExportService
     from hub.fhir.messages import FIELD_GROUPS
     from hub.sharing import FUNDING
-    from hub.refdata.loader import load_reference_data
+    from hub.refdata.loader import reference_data
     from hub.settings import get_settings
     from hub.sharing import SharingAgreements
     from hub.store.db import create_engine, create_schema
@@ -44,7 +44,7 @@ async def _run(args: argparse.Namespace) -> dict:
         protector = await store_protector(engine, s.data_key, s.data_key_file)
         agreements = (load_agreements(s.area_agreements_path) if s.area_agreements_path.exists()
                       else AgreementBook.default())
-        svc = ExportService(engine, load_reference_data(), agreements,
+        svc = ExportService(engine, reference_data(s.bank_holidays_file), agreements,
                             SharingAgreements.load(s.sharing_agreements_path, FIELD_GROUPS | {FUNDING}),
                             protector, s.export_dir,
                             s.export_ack_alert_hours)
