@@ -239,8 +239,19 @@ def _determine_council_at_detention(fold: _Fold, change: RegisterChange, verdict
         fold.council_awaits_destination = True
         if not redetention:
             fold.council = None
-        # On re-detention the council meeting the duty keeps it until the
-        # discharge area is known (Worcs 4.3.4).
+        # On re-detention the previous council's duty ends in law: a new
+        # qualifying detention re-determines the council (Worcs 4.3.3); with no
+        # place of residence before it, the hospital's council coordinates
+        # while detained and the council of the area discharged to becomes
+        # responsible on discharge (Bucks "If, exceptionally, no place of
+        # residence"). Known gap (outside review 30), left on purpose: the
+        # previous council stays in `council` until the discharge area is
+        # known, because a transfer is a move between two councils
+        # (events._transfer_events, timeline._moved): clearing it here would
+        # make the later settlement a first determination, so the previous
+        # council would never be told of the hand-over nor a transfer case
+        # opened (hub/workflows/service.py), and it would lose its access
+        # meanwhile. Not Worcs 4.3.4: that paragraph is for disputes.
         hospital_gss = fold.ref.hospital_council_gss(fold.hospital_ods) if fold.hospital_ods else None
         if hospital_gss:
             fold.coordinating_council = _council(
