@@ -88,6 +88,9 @@ async def flows(hub: HubDep, client: ClientDep, hours: Hours = 24) -> dict:
                 "relay_pending": await hub.relay.pending() if hub.relay is not None else None},
         "subscriptions": list(subs.values()),
         "dead_letters_open": dead,
+        # Deliveries given up: dead letters too, the deliverers' (s117_dead_letters_total{handler="webhook"}),
+        # counted apart from the handlers' so a console total is not "0" beside a list of them.
+        "dead_deliveries": sum(s["dead"] for s in subs.values()),
     }
 
 
@@ -96,17 +99,24 @@ async def list_dead_letters(hub: HubDep, client: ClientDep) -> dict:
     require(client, "hub:admin")
     async with hub.engine.connect() as conn:
         handler_rows = (await conn.execute(select(dead_letters).order_by(dead_letters.c.at.desc()).limit(500))).all()
+        # Each given-up delivery with the organisation and channel it was for (an engineer on call asks
+        # "for whom?" before anything else), its event number and correlation id (to trace it).
         delivery_rows = (await conn.execute(
-            select(deliveries.c.delivery_id, deliveries.c.subscription_id, deliveries.c.event_id,
-                   deliveries.c.event_type, deliveries.c.attempts, deliveries.c.last_error, deliveries.c.created_at)
+            select(deliveries.c.delivery_id, deliveries.c.subscription_id, subscriptions.c.org_code,
+                   subscriptions.c.channel, deliveries.c.event_id, deliveries.c.event_number,
+                   deliveries.c.event_type, deliveries.c.attempts, deliveries.c.last_error,
+                   deliveries.c.correlation_id, deliveries.c.created_at)
+            .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
             .where(deliveries.c.status == "dead").order_by(deliveries.c.delivery_seq.desc()).limit(500))).all()
         await conn.rollback()
     return {
         "handlers": [{"dead_letter_id": r.dead_letter_id, "topic": r.topic, "group": r.group_id, "offset": r.offset,
                       "event_id": r.event_id, "handler": r.handler, "reason": r.reason, "at": r.at.isoformat(),
                       "replayed_at": r.replayed_at.isoformat() if r.replayed_at else None} for r in handler_rows],
-        "deliveries": [{"delivery_id": r.delivery_id, "subscription_id": r.subscription_id, "event_id": r.event_id,
+        "deliveries": [{"delivery_id": r.delivery_id, "subscription_id": r.subscription_id, "org_code": r.org_code,
+                        "channel": r.channel, "event_id": r.event_id, "event_number": r.event_number,
                         "event_type": r.event_type, "attempts": r.attempts, "last_error": r.last_error,
+                        "correlation_id": r.correlation_id,
                         "created_at": r.created_at.isoformat()} for r in delivery_rows],
     }
 

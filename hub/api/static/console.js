@@ -6,8 +6,13 @@ let key = sessionStorage.getItem("s117key");
 let tab = "overview";
 async function api(path, opts = {}) {
   const r = await fetch(path, {...opts, headers: {"X-API-Key": key, ...(opts.headers || {})}});
-  const body = await r.json();
-  if (!r.ok) throw new Error(body.detail || r.status);
+  // A proxy's or gateway's page is not JSON: named by its status, not "Unexpected token '<'".
+  const body = await r.json().catch(() => null);
+  if (!r.ok) {
+    const detail = body && typeof body.detail === "string" ? body.detail : "";
+    throw new Error(`${r.status} ${body && body.title || r.statusText}${detail ? ": " + detail : ""}`);
+  }
+  if (body === null) throw new Error(`${r.status}: the answer was not JSON`);
   return body;
 }
 function table(rows, cols) {
@@ -25,14 +30,15 @@ async function ready() {
   try { return await (await fetch("/health/ready")).json(); } catch (e) { return null; }  // 503 answers JSON too
 }
 async function overview() {
-  const [flows, dead, held, sla, health] = await Promise.all([api("/v1/ops/flows"), api("/v1/ops/dead-letters"),
-    api("/v1/ops/deliveries/held"), api("/v1/ops/service-level"), ready()]);
+  const [flows, dead, held, sla, health, quarantined] = await Promise.all([api("/v1/ops/flows"), api("/v1/ops/dead-letters"),
+    api("/v1/ops/deliveries/held"), api("/v1/ops/service-level"), ready(), api("/v1/quarantine?limit=200")]);
   $("hub").innerHTML = !health ? '<span class="bad">no answer from /health/ready</span>' :
     `<div>${esc(health.status)}: ${1 + ["worker_process", "delivery_process"].filter(k => k in health.checks).length} process(es)</div>` +
     Object.entries(health.checks).map(([k, v]) => `<div>${esc(CHECKS[k] || k)}: <span class="${v === "ok" ? "ok" : v === "starting" ? "warn" : "bad"}">${esc(v)}</span></div>`).join("");
   const lag = flows.bus.consumers.map(c => `${esc(c.group)}: <span class="${c.lag ? "warn" : "ok"}">${c.lag}</span>`).join(" · ");
   $("bus").innerHTML = `<div>topic <code>${esc(flows.bus.topic)}</code>, last offset <span class="dyn">${esc(flows.bus.last_offset ?? "-")}</span></div>
-    <div>consumer lag: ${lag}</div><div>open dead letters: <span class="${flows.dead_letters_open ? "bad" : "ok"} big">${flows.dead_letters_open}</span></div>`;
+    <div>consumer lag: ${lag}</div><div>open dead letters: <span id="deadcount" class="${flows.dead_letters_open + flows.dead_deliveries ? "bad" : "ok"} big">${esc(flows.dead_letters_open + flows.dead_deliveries)}</span>
+    <span class="muted">(${esc(flows.dead_letters_open)} event(s) a handler could not process, ${esc(flows.dead_deliveries)} deliver(ies) given up)</span></div>`;
   $("ingest").innerHTML = '<h3 class="muted">Accepted</h3>' + table(flows.ingest.accepted, [["source", r => esc(r.source)], ["accepted", r => r.count]]) +
     '<h3 class="muted">Quarantined</h3>' + table(flows.ingest.quarantined, [["source", r => esc(r.source)], ["channel", r => esc(r.channel)], ["quarantined", r => `<span class="warn">${r.count}</span>`]]);
   $("subs").innerHTML = table(flows.subscriptions, [
@@ -44,10 +50,26 @@ async function overview() {
     ["oldest pending", r => r.oldest_pending_seconds == null ? "-" : r.oldest_pending_seconds + " s"],
     ["attempts", r => r.max_attempts_pending], ["held", r => `<span class="${r.held ? "warn" : ""}">${r.held}</span>`],
     ["dead", r => `<span class="${r.dead ? "bad" : ""}">${r.dead}</span>`]]);
-  $("dead").innerHTML = '<h3 class="muted">Events a handler could not process</h3>' + table(dead.handlers, [["offset", r => r.offset], ["handler", r => esc(r.handler)],
-      ["reason", r => esc(r.reason)], ["", r => r.replayed_at ? "replayed" : `<button data-replay="${r.dead_letter_id}">Replay</button>`]]) +
-    '<h3 class="muted">Deliveries given up</h3>' + table(dead.deliveries, [["event", r => esc(r.event_type)], ["attempts", r => r.attempts], ["last error", r => esc(r.last_error)],
-      ["", r => `<button data-retry="${esc(r.delivery_id)}">Retry</button>`]]);
+  // Each dead letter: what, since when, for whom (organisation and channel), why, and its action.
+  $("dead").innerHTML = '<h3 class="muted">Events a handler could not process</h3>' + table(dead.handlers, [["since", r => time(r.at)],
+      ["offset", r => esc(r.offset)], ["event", r => short(r.event_id)], ["handler", r => esc(r.handler)],
+      ["reason", r => esc(r.reason)], ["", r => r.replayed_at ? `replayed ${time(r.replayed_at)}` : `<button data-replay="${esc(r.dead_letter_id)}">Replay</button>`]]) +
+    '<h3 class="muted">Deliveries given up</h3>' + table(dead.deliveries, [["organisation", r => esc(r.org_code)], ["channel", r => esc(r.channel)],
+      ["event", r => esc(r.event_type)], ["event number", r => esc(r.event_number)], ["queued", r => time(r.created_at)],
+      ["attempts", r => esc(r.attempts)], ["last error", r => `<span class="bad">${esc(r.last_error)}</span>`],
+      ["correlation", r => short(r.correlation_id)], ["", r => `<button data-retry="${esc(r.delivery_id)}">Retry</button>`]]) +
+    '<div id="actions"></div>';
+  deadRows = new Map(dead.deliveries.map(r => [r.delivery_id, r]));
+  showActions();
+  // Inputs held in quarantine: which source and channel, since when, why (field and reason; never the
+  // input itself), and its source message id to trace it. The source corrects and resubmits it.
+  const open = quarantined.items.filter(r => r.status === "held");
+  $("quarantine").innerHTML = `<div>held now: <span class="${open.length ? "warn" : "ok"} big">${esc(open.length)}</span>` +
+    (quarantined.items.length >= 200 ? ' <span class="muted">(of the latest 200 inputs)</span>' : "") + "</div>" +
+    table(open, [["received", r => time(r.received_at)], ["source", r => esc(r.source)], ["channel", r => esc(r.channel)],
+      ["source message id", r => `<code class="dyn">${esc(r.source_message_id || "-")}</code>`],
+      ["why", r => (r.errors || []).map(x => `<code>${esc(x.field)}</code> ${esc(x.reason)}`).join("; ")],
+      ["", r => r.source_message_id ? `<button data-trace-message="${esc(r.source_message_id)}">Trace</button>` : ""]]);
   heldRows = new Map(held.deliveries.map(r => [r.delivery_id, r]));
   const heldCount = flows.subscriptions.reduce((n, r) => n + (r.held || 0), 0);
   $("held").innerHTML = `<div>held now: <span class="${heldCount ? "warn" : "ok"} big">${heldCount}</span></div>` +
@@ -57,7 +79,8 @@ async function overview() {
       ["", r => released.get(r.delivery_id)?.state === "releasing" ? "releasing..." : `<button data-release="${esc(r.delivery_id)}">Release</button>`]]);
   showReleased();
   const t = sla.totals;
-  $("sla").innerHTML = `<div>met <span class="ok">${t.met || 0}</span> · near breach <span class="warn">${t["near-breach"] || 0}</span> · breach <span class="bad">${t.breach || 0}</span></div>` +
+  $("sla").innerHTML = `<div>met <span class="ok">${esc(t.met || 0)}</span> · near breach <span class="warn">${esc(t["near-breach"] || 0)}</span> · breach <span class="bad">${esc(t.breach || 0)}</span>` +
+    ` <span class="muted">(last ${esc(sla.window_days)} days${sla.items.length > 50 ? `; the latest 50 of ${esc(sla.items.length)} shown` : ""})</span></div>` +
     table(sla.items.slice(0, 50), [["change", r => short(r.change_id)], ["source", r => esc(r.source)],
       ["type", r => esc(r.change_type)], ["notified", r => esc(r.notified_on)], ["recorded", r => esc(r.recorded_on)],
       ["days", r => r.working_days_taken], ["state", r => `<span class="${r.state === "breach" ? "bad" : "warn"}">${esc(r.state)}</span>`]]);
@@ -68,7 +91,7 @@ async function overview() {
 const released = new Map();
 let heldRows = new Map();  // the held list last drawn, by delivery id
 const OUTCOMES = {releasing: ["muted", "releasing..."], pending: ["warn", "released: waiting to be sent"],
-                  delivered: ["ok", "released: delivered"], held: ["bad", "held again"], dead: ["bad", "released: given up"],
+                  delivered: ["ok", "released: delivered"], held: ["bad", "held again"], dead: ["bad", "given up again"],
                   refused: ["bad", "not released"], unread: ["warn", "released: its state could not be read"]};
 function showReleased() {
   const rows = [...released.values()].reverse();
@@ -98,6 +121,44 @@ async function release(id, row) {
     showReleased();
     if (released.get(id).state !== "pending") break;
     await new Promise(r => setTimeout(r, 1000));
+  }
+  if (tab === "overview") refresh();
+}
+
+// Replay, retry, resume from this page: each one's outcome in the page (the problem's title and detail when
+// refused), a retried delivery followed until it is sent, held or given up again, as a release is.
+const actions = [];
+let deadRows = new Map();  // the deliveries given up last drawn, by delivery id
+function showActions() {
+  const el = $("actions");
+  if (!el) return;
+  el.innerHTML = actions.length ? "<h3>Actions from this page</h3>" + table(actions.slice().reverse(), [["at", r => time(r.at)],
+    ["action", r => esc(r.what)], ["on", r => `${short(r.id)} ${esc(r.org_code || "")}`],
+    ["outcome", r => `<span class="action-outcome ${OUTCOMES[r.state]?.[0] || (r.state === "done" ? "ok" : "")}">${esc(OUTCOMES[r.state]?.[1] || r.state)}</span>` +
+      (r.why ? ` <span class="muted">${esc(r.why)}</span>` : "")]]) : "";
+}
+const inFlight = new Set();  // actions sent and not yet answered: a second press (or a redrawn button) sends nothing
+async function act(what, id, path, row = {}) {
+  if (inFlight.has(what + " " + id)) return;
+  inFlight.add(what + " " + id);
+  const entry = {what, id, org_code: row.org_code, at: new Date().toISOString(), state: "working...", why: ""};
+  actions.push(entry); if (actions.length > 20) actions.shift();
+  showActions();
+  try {
+    const r = await api(path, {method: "POST"});
+    entry.state = "done";
+    entry.why = what === "replay" ? `handler ${r.handler} ran again` : what === "resume" ? `active again (was ${r.was})` : "";
+  } catch (e) { entry.state = "refused"; entry.why = e.message; }
+  inFlight.delete(what + " " + id);
+  showActions();
+  if (what === "retry" && entry.state === "done") {
+    entry.state = "pending";
+    for (let i = 0; i < 60 && entry.state === "pending"; i++) {
+      await new Promise(r => setTimeout(r, 1000));
+      try { const d = await api(`/v1/ops/deliveries/${encodeURIComponent(id)}`); entry.state = d.status; entry.why = d.status === "delivered" ? "" : d.why || ""; }
+      catch (e) { entry.state = "unread"; entry.why = e.message; }
+      showActions();
+    }
   }
   if (tab === "overview") refresh();
 }
@@ -211,13 +272,17 @@ function show(name) {
 document.addEventListener("click", async (ev) => {
   const d = ev.target.dataset;
   if (d.tab) show(d.tab);
-  if (d.replay) await api(`/v1/ops/dead-letters/${d.replay}/replay`, {method: "POST"}).catch(e => alert(e.message));
-  if (d.retry) await api(`/v1/ops/deliveries/${d.retry}/retry`, {method: "POST"}).catch(e => alert(e.message));
-  if (d.resume) {
-    ev.target.disabled = true;
-    await api(`/v1/ops/subscriptions/${encodeURIComponent(d.resume)}/resume`, {method: "POST"}).catch(e => alert(e.message));
+  // One press, one request: the button is disabled at once (a second press answered "409 replayed already").
+  if (d.replay || d.retry || d.resume) ev.target.disabled = true;
+  if (d.replay) act("replay", d.replay, `/v1/ops/dead-letters/${encodeURIComponent(d.replay)}/replay`);
+  if (d.retry) act("retry", d.retry, `/v1/ops/deliveries/${encodeURIComponent(d.retry)}/retry`, deadRows.get(d.retry));
+  if (d.resume) act("resume", d.resume, `/v1/ops/subscriptions/${encodeURIComponent(d.resume)}/resume`);
+  if (d.traceMessage) {
+    show("trace");
+    $("tracekind").value = "source_message_id";
+    $("tracevalue").value = d.traceMessage;
+    runTrace();
   }
-  if (d.replay || d.retry || d.resume) refresh();
   if (d.release) {
     ev.target.disabled = true;
     release(d.release, heldRows.get(d.release) || {});

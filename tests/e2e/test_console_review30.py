@@ -1,0 +1,141 @@
+"""Outside review 30 of the integration console, in a real browser (Debian's chromium driven by Playwright)
+against a real hub: a webhook subscriber that fails (its delivery given up), a dead-lettered event, an input
+held in quarantine whose source message id is markup an attacker chose.
+
+The engineer on call answers from the page alone: for whom a delivery was given up (organisation, channel),
+since when, why; the total of open dead letters agrees with the lists beneath it; what is quarantined and
+why, traced in one press; a Replay or Retry pressed (twice, in a hurry) sends one request and says in the
+page what became of it, the retried delivery followed until it is given up again. Nothing the attacker
+wrote runs; nothing personal is shown."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import UTC, date, datetime
+
+import httpx
+import pytest
+import yaml
+from sqlalchemy import text
+
+from hub.clients import add_client
+from hub.sample_data import detention_to_move_scenario
+from hub.store.db import create_engine
+from tests.e2e.conftest import SECRET, SHARING, make_clients
+from tests.e2e.test_console_csp import csp_violations, watch_csp
+from tests.servers.tools import debian_tool
+from tests.support import HubProcess, Receiver
+
+pytestmark = pytest.mark.e2e
+XSS = '<img src=x onerror="window.__pwned=1">'
+
+
+async def test_the_on_call_engineer_sees_for_whom_and_why_and_what_each_action_did(tmp_path):
+    from playwright.async_api import async_playwright
+
+    chromium = debian_tool("chromium", "chromium")
+    (tmp_path / "sharing.yaml").write_text(yaml.safe_dump(SHARING))
+    receiver = Receiver(secret=SECRET, fail_with=503)  # down for good: its delivery is given up
+    await receiver.start()
+    hub = HubProcess(tmp_path, sharing_path=tmp_path / "sharing.yaml", S117_WEBHOOK_MAX_ATTEMPTS="1")
+    keys = await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    _, admin = await add_client(engine, "Operator", "HUB", "hub-operator", ["hub:admin"])
+    ops = {"X-API-Key": admin}
+    await hub.start()
+    run = uuid.uuid4().hex[:8]
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
+                                json={"url": receiver.url("E06000060"), "secret": SECRET})
+            assert r.status_code == 201, r.text
+            change = detention_to_move_scenario(random.Random(3), f"rv30-{run}", date(2025, 1, 6))[0]
+            change["legal_status_code"] = "03"
+            person = change["person"]
+            r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
+            assert r.status_code == 202, r.text
+            bad = {**change, "source_message_id": XSS, "hospital_ods": "not an ODS code"}
+            r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=bad)
+            assert r.status_code == 422, r.text
+            for _ in range(200):
+                dead = (await http.get("/v1/ops/dead-letters", headers=ops)).json()["deliveries"]
+                if dead:
+                    break
+                await asyncio.sleep(0.1)
+            assert dead, "the failing subscriber's delivery was never given up"
+        # An event a handler could not process (as the dispatcher records one), its reason markup.
+        async with engine.begin() as conn:
+            ev = (await conn.execute(text('SELECT event_id, "offset", topic FROM bus_messages ORDER BY "offset" '
+                                          "LIMIT 1"))).one()
+            await conn.execute(text('INSERT INTO dead_letters (topic, group_id, "offset", event_id, handler, reason, at) '
+                                    "VALUES (:t, 'dispatcher', :o, :e, 'dispatcher', :r, :at)"),
+                               {"t": ev.topic, "o": ev.offset, "e": ev.event_id, "r": "ValueError " + XSS,
+                                "at": datetime.now(UTC)})
+
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            page = await browser.new_page(viewport={"width": 1400, "height": 1600})
+            reported = await watch_csp(page)
+            dialogs: list[str] = []
+            page.on("dialog", lambda d: (dialogs.append(d.message), asyncio.ensure_future(d.dismiss())))
+            posts: list[str] = []
+            page.on("request", lambda q: posts.append(q.url) if q.method == "POST" else None)
+            await page.goto(f"{hub.base_url}/console")
+            await page.fill("#key", admin)
+            await page.click("#signin")
+            await page.wait_for_selector("#dead table")
+
+            # The total agrees with the lists: one handler's dead letter and the delivery given up.
+            total = await page.inner_text("#deadcount")
+            assert total == str(1 + len(dead)), total
+            panel = await page.inner_text("#dead")
+            heads = await page.locator("#dead table").nth(1).locator("th").all_inner_texts()
+            cells = await page.locator("#dead table").nth(1).locator("tr").nth(1).locator("td").all_inner_texts()
+            row = dict(zip(heads, cells))
+            assert (row["organisation"], row["channel"], row["last error"]) == ("E06000060", "webhook", "HTTP 503"), row
+            assert row["queued"] == dead[0]["created_at"][:19].replace("T", " ")
+            assert "since" in await page.locator("#dead table").nth(0).locator("th").all_inner_texts()
+            assert XSS in panel  # shown as text
+
+            # Quarantined input: source, channel, the field and why; the attacker's id as text; traced in one press.
+            quarantine = await page.inner_text("#quarantine")
+            assert "held now: 1" in quarantine and "hospital_ods" in quarantine and XSS in quarantine
+            assert "not an ODS code" not in quarantine  # the reason names the field, never its value
+            await page.click("#quarantine button[data-trace-message]")
+            await page.wait_for_selector("#traceout tr.stage-quarantined")
+            assert "hospital_ods" in await page.inner_text("#traceout")
+            await page.click("nav button[data-tab=overview]")
+            await page.wait_for_selector("#dead button[data-replay]")
+
+            # Replay pressed twice in a hurry: one request, its outcome in the page, no 409 dialog.
+            button = page.locator("#dead button[data-replay]")
+            await button.dispatch_event("click")
+            await button.dispatch_event("click")
+            await page.wait_for_selector("#actions .action-outcome.ok")
+            assert sum("/replay" in u for u in posts) == 1, posts
+            assert "handler dispatcher ran again" in await page.inner_text("#actions")
+
+            # Retry the delivery given up: followed until the still-failing subscriber has it given up again.
+            await page.click(f"#dead button[data-retry='{dead[0]['delivery_id']}']")
+            for _ in range(300):
+                actions = await page.inner_text("#actions")
+                if "given up again" in actions:
+                    break
+                await page.wait_for_timeout(100)
+            assert "retry" in actions and "E06000060" in actions and "HTTP 503" in actions, actions
+
+            assert dialogs == []
+            assert await page.evaluate("window.__pwned") is None
+            content = await page.content()
+            assert not [v for v in person.values() if v in content]
+            assert await csp_violations(page, reported) == []
+            await browser.close()
+        async with engine.connect() as conn:
+            done = (await conn.execute(text("SELECT action, COUNT(*) FROM operator_actions GROUP BY action"))).all()
+        assert dict(done) == {"replay-dead-letter": 1, "retry-delivery": 1}, done
+    finally:
+        hub.stop()
+        await receiver.stop()
+        await engine.dispose()
