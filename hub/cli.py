@@ -165,7 +165,7 @@ def _send_file(args: argparse.Namespace) -> None:
         r = httpx.post(base + "/v1/council-files", params={"format": args.format}, content=data,
                        timeout=args.timeout, headers={**headers, "Content-Type": content_type})
         while r.status_code in (200, 202):
-            body = _json_object(r)
+            body = json_object(r)
             if body is None:  # a reverse proxy's page, a hub restarting: say what is known, not a traceback
                 print(json.dumps({"error": "not-json", "file_id": file_id, "status": r.status_code,
                                   "detail": "the hub answered with something other than JSON; "
@@ -197,7 +197,7 @@ def _send_file(args: argparse.Namespace) -> None:
     sys.exit(3 if body.get("rejected") else 0)
 
 
-def _json_object(r: Any) -> dict | None:
+def json_object(r: Any) -> dict | None:
     """The answer's JSON object, or None if it is not one."""
     try:
         body = r.json()

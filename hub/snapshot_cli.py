@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 CHUNK = 256 * 1024
 CONTENT_TYPES = {"ndjson": "application/x-ndjson", "json": "application/json", "swift_snapshot_csv": "text/csv"}
@@ -38,6 +37,8 @@ def _bar(done: int, total: int | None, width: int = 30) -> str:
 def send_snapshot(args: argparse.Namespace) -> None:
     import httpx
 
+    from hub.cli import json_object
+
     key = args.api_key or os.environ.get("S117_API_KEY")
     if not key:
         sys.exit("send-snapshot: give --api-key or set S117_API_KEY")
@@ -50,7 +51,7 @@ def send_snapshot(args: argparse.Namespace) -> None:
         with httpx.Client(base_url=base, timeout=args.timeout) as http:
             r = http.post("/v1/reconciliations", params={"format": args.format}, content=_chunks(args.file),
                           headers=headers)
-            body = _json_object(r) or {"status": r.status_code,
+            body = json_object(r) or {"status": r.status_code,
                                        "detail": "the hub answered with something other than a JSON object"}
             if r.status_code != 202 or not isinstance(body.get("snapshot_id"), str):
                 # Refused, or a reverse proxy's page with a JSON type: what came, exit 1, not a traceback.
@@ -87,15 +88,6 @@ def send_snapshot(args: argparse.Namespace) -> None:
         sys.exit(1)
     live = [i for i in body.get("items", []) if i.get("state") in ("open", "explained")]
     sys.exit(3 if live or body.get("rows_rejected") else 0)
-
-
-def _json_object(r: Any) -> dict | None:
-    """The answer's JSON object, or None if it is not one (whatever its Content-Type says)."""
-    try:
-        body = r.json()
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
