@@ -280,3 +280,20 @@ async def subscribe_webhook(hub_client, org: str, url: str, secret: str) -> str:
                                    json={"url": url, "secret": secret})
     assert r.status_code == 201, r.text
     return r.json()["subscription_id"]
+
+
+async def cut_off_uploads(port: int, target: str, head: str, body: bytes, pause: float = 0.3) -> int:
+    """POST half of `body` to `target` on a real hub and close the connection, once with the whole
+    length declared and once chunked (the sender's process killed, a dropped link): how many were sent.
+    `head`: the request's other header lines (each ending in CRLF)."""
+    half = body[: len(body) // 2]
+    sent = 0
+    for framing, data in ((f"Content-Length: {len(body)}", half),
+                          ("Transfer-Encoding: chunked", b"%x\r\n" % len(half) + half + b"\r\n")):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"POST {target} HTTP/1.1\r\nHost: hub\r\n{head}{framing}\r\n\r\n".encode() + data)
+        await writer.drain()
+        await asyncio.sleep(pause)
+        writer.close()
+        sent += 1
+    return sent

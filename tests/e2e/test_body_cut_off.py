@@ -11,7 +11,7 @@ import sqlite3
 import pytest
 
 from tests.e2e.conftest import make_clients
-from tests.support import HubProcess
+from tests.support import HubProcess, cut_off_uploads
 
 pytestmark = pytest.mark.e2e
 
@@ -29,19 +29,11 @@ async def test_a_body_cut_off_on_any_route_is_not_a_server_error(tmp_path, shari
     keys = await make_clients(hub.db_url)
     await hub.start()
     body = b'{"source_system": "RiO", "source_message_id": "cut-1", "change_type": "detained", ' + b" " * 3000 + b"}"
-    half = body[:100]
     sent = 0
     try:
         for path, media_type, who in ROUTES:
-            for framing, data in ((f"Content-Length: {len(body)}", half),
-                                  ("Transfer-Encoding: chunked", b"%x\r\n" % len(half) + half + b"\r\n")):
-                _, writer = await asyncio.open_connection("127.0.0.1", hub.port)
-                writer.write((f"POST {path} HTTP/1.1\r\nHost: hub\r\nX-API-Key: {keys[who]}\r\n"
-                              f"Content-Type: {media_type}\r\n{framing}\r\n\r\n").encode() + data)
-                await writer.drain()
-                await asyncio.sleep(0.2)
-                writer.close()
-                sent += 1
+            sent += await cut_off_uploads(hub.port, path, f"X-API-Key: {keys[who]}\r\nContent-Type: {media_type}\r\n",
+                                          body, pause=0.2)
         for _ in range(100):
             if hub.logs().count('"event":"request"') + hub.logs().count("request refused by limits") >= sent:
                 break

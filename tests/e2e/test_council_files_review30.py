@@ -15,7 +15,7 @@ import pytest
 from hub.clients import add_client
 from hub.store.db import create_engine
 from tests.e2e.conftest import make_clients
-from tests.support import HubProcess, council_file_done
+from tests.support import HubProcess, council_file_done, cut_off_uploads
 
 pytestmark = pytest.mark.e2e
 
@@ -148,15 +148,8 @@ async def test_an_upload_cut_off_mid_body_keeps_nothing_and_is_not_a_server_erro
     await hub.start()
     try:
         body = csv_file(*(row(f"CUT-{i}") for i in range(2000)))
-        half = body[: len(body) // 2]
-        for framing, sent in ((f"Content-Length: {len(body)}", half),
-                              ("Transfer-Encoding: chunked", b"%x\r\n" % len(half) + half + b"\r\n")):
-            _, writer = await asyncio.open_connection("127.0.0.1", hub.port)
-            writer.write((f"POST /v1/council-files?format=swift_csv HTTP/1.1\r\nHost: hub\r\nX-API-Key: {council}\r\n"
-                          f"Content-Type: text/csv\r\n{framing}\r\n\r\n").encode() + sent)
-            await writer.drain()
-            await asyncio.sleep(0.3)
-            writer.close()
+        await cut_off_uploads(hub.port, "/v1/council-files?format=swift_csv",
+                              f"X-API-Key: {council}\r\nContent-Type: text/csv\r\n", body)
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
             for _ in range(100):  # both requests logged
                 if hub.logs().count('"path":"/v1/council-files"') >= 2:

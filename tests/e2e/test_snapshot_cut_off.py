@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import make_clients
-from tests.support import HubProcess
+from tests.support import HubProcess, cut_off_uploads
 
 pytestmark = pytest.mark.e2e
 
@@ -26,16 +26,8 @@ async def test_a_snapshot_cut_off_mid_body_is_failed_not_left_receiving(tmp_path
     try:
         body = (HEADER + "\n" + "".join(f"9991100016,L{i},Y,E06000060,QU9,01/02/2025,,,\n"
                                         for i in range(20000))).encode()
-        half = body[: len(body) // 2]
-        for framing, sent in ((f"Content-Length: {len(body)}", half),
-                              ("Transfer-Encoding: chunked", b"%x\r\n" % len(half) + half + b"\r\n")):
-            _, writer = await asyncio.open_connection("127.0.0.1", hub.port)
-            writer.write((f"POST /v1/reconciliations?format=swift_snapshot_csv HTTP/1.1\r\nHost: hub\r\n"
-                          f"X-API-Key: {keys['E06000060']}\r\nContent-Type: text/csv\r\n{framing}\r\n\r\n").encode()
-                         + sent)
-            await writer.drain()
-            await asyncio.sleep(0.5)
-            writer.close()
+        await cut_off_uploads(hub.port, "/v1/reconciliations?format=swift_snapshot_csv",
+                              f"X-API-Key: {keys['E06000060']}\r\nContent-Type: text/csv\r\n", body, pause=0.5)
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=30):
             for _ in range(100):  # both requests logged
                 if hub.logs().count('"path":"/v1/reconciliations"') >= 2:
