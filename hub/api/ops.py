@@ -54,6 +54,13 @@ async def flows(hub: HubDep, client: ClientDep, hours: Hours = 24) -> dict:
             .group_by(subscriptions.c.subscription_id, subscriptions.c.org_code, subscriptions.c.channel,
                       subscriptions.c.active, deliveries.c.status, subscriptions.c.suspended_at,
                       subscriptions.c.suspended_reason))).all()
+        # Why each subscription's queue waits: its oldest pending message's last error and next attempt
+        # (a subscriber failing is retried until it is back, by default: nothing is given up to list).
+        head = (select(func.min(deliveries.c.delivery_seq)).where(deliveries.c.status == "pending")
+                .group_by(deliveries.c.subscription_id))
+        waiting = {r.subscription_id: r for r in (await conn.execute(
+            select(deliveries.c.subscription_id, deliveries.c.attempts, deliveries.c.last_error,
+                   deliveries.c.next_attempt_at).where(deliveries.c.delivery_seq.in_(head)))).all()}
         dead = (await conn.execute(select(func.count()).select_from(dead_letters)
                                    .where(dead_letters.c.replayed_at.is_(None)))).scalar_one()
         last_offset = (await conn.execute(select(func.max(bus_messages.c.offset)))).scalar_one()
@@ -68,7 +75,13 @@ async def flows(hub: HubDep, client: ClientDep, hours: Hours = 24) -> dict:
                                  **suspension_view(row),
                                  "delivered": 0, "pending": 0, "dead": 0, "held": 0,
                                  "oldest_pending_seconds": None,
-                                 "max_attempts_pending": 0}
+                                 "max_attempts_pending": 0, "oldest_pending_error": None,
+                                 "next_attempt_at": None}
+            first = waiting.get(sid)
+            if first is not None:  # the error's kind ("HTTP 503", "Timeout", "ConnectError"), never a body
+                entry["oldest_pending_error"] = first.last_error if first.attempts else None
+                at = first.next_attempt_at
+                entry["next_attempt_at"] = (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
         if status:
             entry[status] = n
         if status == "pending" and oldest is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import httpx
 import pytest
@@ -51,6 +51,10 @@ async def test_the_on_call_engineer_sees_for_whom_and_why_and_what_each_action_d
             r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
                                 json={"url": receiver.url("E06000060"), "secret": SECRET})
             assert r.status_code == 201, r.text
+            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["QU9"]},
+                                json={"url": receiver.url("QU9"), "secret": SECRET})
+            assert r.status_code == 201, r.text
+            icb = r.json()["subscription_id"]
             change = detention_to_move_scenario(random.Random(3), f"rv30-{run}", date(2025, 1, 6))[0]
             change["legal_status_code"] = "03"
             person = change["person"]
@@ -61,10 +65,10 @@ async def test_the_on_call_engineer_sees_for_whom_and_why_and_what_each_action_d
             assert r.status_code == 422, r.text
             for _ in range(200):
                 dead = (await http.get("/v1/ops/dead-letters", headers=ops)).json()["deliveries"]
-                if dead:
+                if len(dead) == 2:
                     break
                 await asyncio.sleep(0.1)
-            assert dead, "the failing subscriber's delivery was never given up"
+            assert len(dead) == 2, "the failing subscribers' deliveries were never given up"
         # An event a handler could not process (as the dispatcher records one), its reason markup.
         async with engine.begin() as conn:
             ev = (await conn.execute(text('SELECT event_id, "offset", topic FROM bus_messages ORDER BY "offset" '
@@ -73,6 +77,13 @@ async def test_the_on_call_engineer_sees_for_whom_and_why_and_what_each_action_d
                                     "VALUES (:t, 'dispatcher', :o, :e, 'dispatcher', :r, :at)"),
                                {"t": ev.topic, "o": ev.offset, "e": ev.event_id, "r": "ValueError " + XSS,
                                 "at": datetime.now(UTC)})
+            # The ICB's subscriber still being retried (the default: until it is back), next in an hour.
+            await conn.execute(text("UPDATE deliveries SET status = 'pending', attempts = 3, last_error = 'HTTP 503', "
+                                    "next_attempt_at = :at WHERE subscription_id = :s"),
+                               {"s": icb, "at": datetime.now(UTC) + timedelta(hours=1)})
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            dead = (await http.get("/v1/ops/dead-letters", headers=ops)).json()["deliveries"]
+        assert [d["org_code"] for d in dead] == ["E06000060"]
 
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
@@ -86,6 +97,14 @@ async def test_the_on_call_engineer_sees_for_whom_and_why_and_what_each_action_d
             await page.fill("#key", admin)
             await page.click("#signin")
             await page.wait_for_selector("#dead table")
+
+            # A subscriber still being retried: why its queue waits, for how long, when it is tried next.
+            heads = await page.locator("#subs table th").all_inner_texts()
+            rows = [dict(zip(heads, await tr.locator("td").all_inner_texts()))
+                    for tr in await page.locator("#subs table tr").all()][1:]
+            waiting = next(r for r in rows if r["organisation"] == "QU9")
+            assert waiting["last error"].startswith("HTTP 503 next try "), waiting
+            assert waiting["attempts"] == "3" and waiting["oldest pending"].endswith((" s", " min")), waiting
 
             # The total agrees with the lists: one handler's dead letter and the delivery given up.
             total = await page.inner_text("#deadcount")

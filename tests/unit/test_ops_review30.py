@@ -28,3 +28,22 @@ async def test_a_delivery_given_up_names_its_organisation_channel_and_is_counted
     flows = (await app_hub.http.get("/v1/ops/flows", headers=admin)).json()
     assert flows["dead_deliveries"] == 1 == sum(s["dead"] for s in flows["subscriptions"])
     assert flows["dead_letters_open"] == 0  # the handlers' dead letters, counted apart
+
+
+async def test_a_failing_subscribers_queue_says_why_it_waits_and_when_it_is_tried_next(app_hub):
+    """By default a failing subscriber is retried until it is back: nothing is given up, and the engineer
+    on call sees only a pending count growing unless the subscription says why its queue waits."""
+    admin = {"X-API-Key": (await add_client(app_hub.hub.engine, "ops", "HUB", "hub-operator", ["hub:admin"]))[1]}
+    await _subscribe_and_push(app_hub)
+    await app_hub.hub.dispatcher.run_once()
+    async with app_hub.hub.engine.begin() as conn:
+        first = (await conn.execute(select(deliveries.c.delivery_seq).order_by(deliveries.c.delivery_seq)
+                                    .limit(1))).scalar_one()
+        await conn.execute(update(deliveries).where(deliveries.c.delivery_seq == first)
+                           .values(status="pending", attempts=4, last_error="HTTP 503"))
+        await conn.execute(update(deliveries).where(deliveries.c.delivery_seq > first)
+                           .values(status="pending", attempts=1, last_error="Timeout"))
+    [sub] = (await app_hub.http.get("/v1/ops/flows", headers=admin)).json()["subscriptions"]
+    assert sub["pending"] >= 2 and sub["max_attempts_pending"] == 4
+    assert sub["oldest_pending_error"] == "HTTP 503"  # the head of its queue, which the others wait behind
+    assert sub["next_attempt_at"] is not None

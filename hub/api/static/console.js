@@ -21,6 +21,9 @@ function table(rows, cols) {
     rows.map(r => "<tr>" + cols.map(c => `<td>${c[1](r)}</td>`).join("") + "</tr>").join("") + "</table>";
 }
 const time = (iso) => `<span class="dyn">${esc((iso || "").slice(0, 19).replace("T", " "))}</span>`;
+// A wait in words an engineer reads at a glance: "42 s", "27 min", "1 h 27 min", "3 d 4 h".
+const ago = (secs) => { const s = Math.round(secs), m = Math.floor(s / 60), h = Math.floor(m / 60), d = Math.floor(h / 24);
+  return d ? `${d} d ${h % 24} h` : h ? `${h} h ${m % 60} min` : m ? `${m} min` : `${s} s`; };
 const short = (id) => `<code class="dyn" title="${esc(id)}">${esc((id || "").slice(0, 8))}</code>`;
 
 // /health/ready's checks, named for an engineer: its processes (README "The hub's processes") and their state.
@@ -47,8 +50,10 @@ async function overview() {
       ? `<span class="bad">suspended</span> <span class="muted">${esc(r.suspended_reason)}</span> <button data-resume="${esc(r.subscription_id)}">Resume</button>`
       : esc(r.state)],
     ["delivered", r => r.delivered], ["pending", r => `<span class="${r.pending ? "warn" : "ok"}">${r.pending}</span>`],
-    ["oldest pending", r => r.oldest_pending_seconds == null ? "-" : r.oldest_pending_seconds + " s"],
-    ["attempts", r => r.max_attempts_pending], ["held", r => `<span class="${r.held ? "warn" : ""}">${r.held}</span>`],
+    ["oldest pending", r => r.oldest_pending_seconds == null ? "-" : `<span class="dyn">${esc(ago(r.oldest_pending_seconds))}</span>`],
+    ["attempts", r => esc(r.max_attempts_pending)],
+    ["last error", r => r.oldest_pending_error ? `<span class="bad">${esc(r.oldest_pending_error)}</span>` +
+      (r.state === "suspended" ? "" : ` <span class="muted">next try ${time(r.next_attempt_at)}</span>`) : ""], ["held", r => `<span class="${r.held ? "warn" : ""}">${r.held}</span>`],
     ["dead", r => `<span class="${r.dead ? "bad" : ""}">${r.dead}</span>`]]);
   // Each dead letter: what, since when, for whom (organisation and channel), why, and its action.
   $("dead").innerHTML = '<h3 class="muted">Events a handler could not process</h3>' + table(dead.handlers, [["since", r => time(r.at)],
