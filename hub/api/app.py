@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from hub.api import feeds, files, ops, persons, register_changes, reports, subscriptions
 from hub.api import asyncapi, audit, exports, fhir_inbound, fhir_subscriptions, packages, quarantine_triage, reconciliations, split_decisions, statements, trace
-from hub.api import disputes, fhir_tasks, transfers, workflow_ops
+from hub.api import disputes, fhir_metadata, fhir_tasks, transfers, workflow_ops
 from hub.api.correlation import CorrelationMiddleware
 from hub.api.deps import ApiKeyCheck
 from hub.api.limits import LimitsMiddleware
@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(split_decisions.router)
     app.include_router(asyncapi.router)
     app.include_router(fhir_subscriptions.router)
+    app.include_router(fhir_metadata.router)
 
     _document_register_change_body(app)
 

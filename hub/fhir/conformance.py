@@ -663,6 +663,35 @@ REST_ENDPOINTS: Final = (
 )
 
 
+# The FHIR R5 Subscriptions Backport IG's operations on a Subscription (served as in that IG).
+BACKPORT_OPERATIONS: Final = (
+    ("status", "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"),
+    ("events", "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events"),
+)
+
+
+def _rest_resources(ns: Namespaces) -> list[dict[str, Any]]:
+    """The FHIR resources the hub serves under /v1/fhir (hub/api/fhir_tasks.py, fhir_subscriptions.py), with
+    the interactions it really answers. SubscriptionTopic (GET /v1/fhir/SubscriptionTopic, R4B shape) is no
+    R4 resource type: the server's statement (hub/fhir/capability.py) names the topics in the Subscription's
+    documentation."""
+    return [
+        {"type": "Task", "profile": ns.profile("S117-Task"),
+         "documentation": "A transfer case (id = the case id) or a dispute stage (id = the case id, then -stage- and the stage number), read by "
+                          "its parties; the incoming body may set a transfer Task's status to accepted or rejected "
+                          "(with statusReason.text) by update or a JSON Patch (application/json-patch+json).",
+         "interaction": [{"code": "read"}, {"code": "update"}, {"code": "patch"}],
+         "versioning": "no-version", "updateCreate": False},
+        {"type": "Subscription",
+         "documentation": "Topic-based subscriptions (FHIR R5 Subscriptions Backport IG): criteria is one of the "
+                          "hub's SubscriptionTopic urls, one per S117 event type (GET SubscriptionTopic lists "
+                          "them); channel rest-hook; payload id-only or full-resource.",
+         "interaction": [{"code": "create"}, {"code": "read"}, {"code": "delete"}],
+         "versioning": "no-version",
+         "operation": [{"name": name, "definition": url} for name, url in BACKPORT_OPERATIONS]},
+    ]
+
+
 def _capability_statement(ns: Namespaces, endpoint: str) -> dict[str, Any]:
     from hub.fhir.messages import EVENT_DISPLAYS  # noqa: PLC0415
 
@@ -684,8 +713,13 @@ def _capability_statement(ns: Namespaces, endpoint: str) -> dict[str, Any]:
             "mode": "server",
             "documentation": docs,
             "security": {"description": "An API key per client (X-API-Key); only its SHA-256 is stored."},
+            "resource": _rest_resources(ns),
             "operation": [{"name": "process-message",
-                           "definition": "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message"}],
+                           "definition": "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message",
+                           "documentation": "A trust's register change as a FHIR message Bundle "
+                                            "(application/fhir+json, FHIR 4.0), processed synchronously: the "
+                                            "answer is the response message (200) or an OperationOutcome. "
+                                            "async=true is refused (not-supported)."}],
         }],
         "messaging": [{
             "endpoint": [{"protocol": {"system": "http://terminology.hl7.org/CodeSystem/message-transport",
