@@ -14,7 +14,9 @@ REST. Answers (FHIR messaging, synchronous):
   held in quarantine (GET /v1/quarantine);
 * refused by the access policy (hub/access.py): 403 with an OperationOutcome
   issue "forbidden" naming the rule; audited, nothing recorded;
-* 413 / 415: an OperationOutcome, nothing recorded.
+* 413 / 415: an OperationOutcome, nothing recorded (415 also for a Content-Type fhirVersion other than
+  4.0); 406 for a request asking for an answer other than FHIR R4 JSON (`_format`, `Accept`), and 422 for
+  `async=true` (the hub answers synchronously only): nothing recorded.
 
 No answer quotes a value from the message (no NHS number, no name).
 """
@@ -37,6 +39,7 @@ from hub.api.deps import ClientDep, HubDep, require
 from hub.api.outcomes import FHIR_JSON
 from hub.api.problems import answer
 from hub.fhir.namespaces import NHS_NUMBER_SYSTEM, Namespaces
+from hub.fhir.negotiation import format_refusal, media_version_refusal
 from hub.ids import uuid5
 from hub.ingest.validation import FieldProblem
 
@@ -158,18 +161,36 @@ def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, An
                     "register:write scope)", problem=False, fhir=True),
         409: answer("The message id was used for another change: nothing recorded", problem=False, fhir=True),
         413: answer("The message is over 256 KB: nothing recorded", problem=False, fhir=True),
-        415: answer("A Content-Type other than application/fhir+json or application/json", problem=False,
-                    fhir=True),
-        422: answer("Rejected and quarantined: an OperationOutcome naming each FHIR location", problem=False,
-                    fhir=True),
+        406: answer("An answer other than FHIR R4 JSON was asked for (_format, Accept): nothing recorded",
+                    problem=False, fhir=True),
+        415: answer("A Content-Type other than application/fhir+json or application/json, or a fhirVersion "
+                    "other than 4.0: nothing recorded", problem=False, fhir=True),
+        422: answer("Rejected and quarantined: an OperationOutcome naming each FHIR location (async other than "
+                    "false: refused, nothing recorded)", problem=False, fhir=True),
     },
 )
 async def process_message(request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
     require(client, "register:write")
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";")[0].strip().lower()
     if media_type not in ACCEPTED_MEDIA_TYPES:
         return _outcome(415, [_issue("error", "not-supported", "send the message Bundle as application/fhir+json "
-                                     "(or application/json)")])
+                                     "(or application/json)", "Content-Type")])
+    # Before anything is read or recorded: a message in another FHIR version, an answer the client cannot
+    # read, or an asynchronous exchange the hub does not offer (it would have been recorded, then answered
+    # in a way the sender does not expect).
+    version = media_version_refusal(content_type)
+    if version is not None:
+        return _outcome(415, [_issue("error", "not-supported", *version)])
+    unreadable = format_refusal(request)
+    if unreadable is not None:
+        return _outcome(406, [_issue("error", "not-supported", *unreadable)])
+    mode = request.query_params.get("async")
+    if mode is not None and mode != "false":
+        return _outcome(422, [_issue("error", "not-supported" if mode == "true" else VALUE,
+                                     "the hub processes a message synchronously only: the answer to this request "
+                                     "is the response message; send async=false or no async" if mode == "true"
+                                     else "must be true or false (and the hub supports false only)", "async")])
     raw = await request.body()
     if len(raw) > MAX_BODY:
         return _outcome(413, [_issue("error", "too-long", f"a message must be under {MAX_BODY} bytes")])
