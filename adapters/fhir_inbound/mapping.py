@@ -74,6 +74,7 @@ INVALID: Final = "invalid"
 REQUIRED: Final = "required"
 VALUE: Final = "value"
 NOT_SUPPORTED: Final = "not-supported"
+EXTENSION: Final = "extension"
 
 
 @dataclass(frozen=True, slots=True)
@@ -628,6 +629,37 @@ def _check_identity(data: dict[str, Any]) -> list[FhirProblem]:
     return problems
 
 
+def _modifiers(value: Any, loc: str, out: list[FhirProblem]) -> None:
+    """Every modifierExtension and implicitRules in the Bundle (its resources, contained ones, backbone
+    elements). The hub understands none: each changes the meaning of the element it is on (FHIR R4
+    extensibility.html#modifierExtension, resource.html#implicitRules: a system SHALL NOT process one it
+    does not understand), so the message is refused rather than recorded as if it were absent. Other
+    extensions the hub does not know are ignored, but each must be a valid FHIR extension (ext-1: a value
+    or extensions, not both or neither)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{loc}.{key}"
+            if key == "modifierExtension" and item not in (None, []):
+                out.append(FhirProblem(where, "the hub understands no modifier extension: one changes the meaning "
+                                       "of the element it is on, so the message cannot be processed with it "
+                                       "(send the element without it, or send what it means in the element "
+                                       "itself)", EXTENSION))
+            elif key == "implicitRules" and "resourceType" in value and item is not None:
+                out.append(FhirProblem(where, "the hub applies no implicit rules beyond FHIR R4 and UK Core: a "
+                                       "resource made under other rules cannot be processed", NOT_SUPPORTED))
+            else:
+                if key == "extension" and isinstance(item, list):
+                    for j, ext in enumerate(item):
+                        if isinstance(ext, dict) and (any(k.startswith("value") for k in ext)
+                                                      == bool(ext.get("extension"))):
+                            out.append(FhirProblem(f"{where}[{j}]", "must have either a value[x] or extensions, "
+                                                   "not both or neither (FHIR ext-1)", INVALID))
+                _modifiers(item, where, out)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _modifiers(item, f"{loc}[{i}]", out)
+
+
 DUPLICATE_KEY = "appears more than once in its JSON object: which value was meant cannot be told"
 
 
@@ -657,6 +689,7 @@ def map_message(body: bytes | str, ns: Namespaces = DEFAULT_NAMESPACES) -> Mappi
     if shape:
         return MappingResult(problems=tuple(shape))
     problems = _check_identity(data)
+    _modifiers(data, "Bundle", problems)
     if _CONTROL_ESCAPE.search(body.encode() if isinstance(body, str) else body):
         _control_characters(data, "Bundle", problems)
     if problems:
