@@ -31,8 +31,10 @@ from hub.domain.money.splits import History, PersonDecision, decision_cuts, rule
 
 ROUNDING_RULES = (
     "Amounts are whole pence. A line's weekly cost is exact (a unit cost times units a week is not rounded). "
-    "Each line is cut into periods of consecutive days with one split; a period costs weekly cost x days / 7, "
-    "rounded half up to a penny, once. The council's share of a period is its cost x the council's percentage, "
+    "Each line is cut into periods of consecutive days with one split; what a line has cost by a day is weekly "
+    "cost x its days since the line's version started / 7, rounded half up to a penny, and a period costs what the "
+    "line had cost by its last day less what it had cost by the day before its first, so however the days are cut "
+    "(months, a transfer mid-month, a change of split) the periods add up to the whole span rounded once. The council's share of a period is its cost x the council's percentage, "
     "rounded half up to a penny; the NHS share is the rest, so the two shares always add up to the eligible "
     "cost. Every total is a sum of the periods' pence: nothing is rounded above a period, so totals reconcile "
     "to the line items exactly. While a dispute's agreed interim shares apply, the side in dispute (the council's "
@@ -52,7 +54,18 @@ def month_bounds(month: str) -> tuple[date, date]:
 
 
 def period_cost(weekly: Decimal, days: int) -> int:
+    """What `days` consecutive days cost at `weekly` pence a week, rounded half up to a penny once."""
     return int((weekly * days / 7).quantize(PENNY, rounding=ROUND_HALF_UP))
+
+
+def days_cost(weekly: Decimal, since: date, first: date, last: date) -> int:
+    """The cost of the days `first`..`last` of a rate in force from `since`:
+    what the rate has cost by `last` less what it had cost by the day before
+    `first`, each rounded once (`period_cost`). However a line's days are cut
+    (a month's edges, a transfer mid-month, a change of split, interim
+    shares), the pieces add up to the cost of all its days rounded once: a
+    cut never creates or loses a penny."""
+    return period_cost(weekly, (last - since).days + 1) - period_cost(weekly, (first - since).days)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +102,7 @@ def periods(line: PackageLine, first: date, last: date, history: History,
     for i, cut in enumerate(ordered):
         stop = ordered[i + 1] - timedelta(days=1) if i + 1 < len(ordered) else end
         rule = rule_for(line, cut, history, decisions, pair)
-        days = (stop - cut).days + 1
-        out.append(Period(cut, stop, split_amount(line, period_cost(weekly, days), rule), rule.basis,
+        out.append(Period(cut, stop, split_amount(line, days_cost(weekly, line.start, cut, stop), rule), rule.basis,
                           rule.agreement.name))
     return out
 

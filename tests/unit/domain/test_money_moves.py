@@ -22,7 +22,7 @@ from hub.domain.money.responsibility import (
     money_changes,
     pair_spans,
 )
-from hub.domain.money.statements import Totals, line_items, period_cost
+from hub.domain.money.statements import Totals, days_cost, line_items, period_cost
 from hub.domain.workflows import machine as m
 from hub.domain.workflows.settlement import reimbursement_statement
 from tests.unit.domain.fakes import BOB_ICB, BUCKINGHAMSHIRE, HW_ICB, WORCESTERSHIRE
@@ -257,8 +257,9 @@ def test_property_moves_and_interims_keep_totals_and_shares(lines, moves, disput
     # period's parts add up to its whole cost (the two sides to the eligible cost).
     first, last = D("2026-10-01"), D("2026-10-31")
     charged_days: dict[tuple, int] = defaultdict(int)
+    since = {(ln.person_id, ln.package_id, ln.version): ln.start for ln in lines}
     for (pid, pkg, version, f, la, weekly), cost in by_period.items():
-        assert cost == period_cost(weekly, (la - f).days + 1)
+        assert cost == days_cost(weekly, since[(pid, pkg, version)], f, la)
     for key, _cost in {(k[0], k[1], k[2], k[3], k[4]): 0 for k in by_period}.items():
         charged_days[key[:3]] += (key[4] - key[3]).days + 1
     for ln in lines:
