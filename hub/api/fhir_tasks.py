@@ -27,6 +27,7 @@ from hub.api.problems import ProblemError, answer
 from hub.api.workflow_access import is_admin, service
 from hub.domain.access import Rule
 from hub.domain.workflows.model import Action, Case, CaseKind, WorkflowRefusal
+from hub.fhir.negotiation import format_refusal
 from hub.observability.logging import bound_correlation_id
 from hub.workflows.fhir_task import build_task, parse_task_id, task_id
 
@@ -78,10 +79,24 @@ def _task(case: Case, stage: int | None) -> dict[str, Any]:
     return build_task(case)
 
 
+_NOT_ACCEPTABLE = answer("An answer other than FHIR R4 JSON was asked for (_format, Accept): nothing done",
+                         problem=False, fhir=True)
+
+
+def _unreadable(request: Request) -> JSONResponse | None:
+    """A client asking for a format the hub does not answer in (XML, another FHIR version): 406, before
+    anything is read or done (hub/fhir/negotiation.py)."""
+    refused = format_refusal(request)
+    return None if refused is None else _outcome(406, "not-supported", *refused)
+
+
 @router.get("/{task_id}", summary="A transfer or dispute-stage Task (FHIR R4)",
-            responses={404: answer("No Task with that id for this organisation", problem=False, fhir=True)})
-async def read_task(task_id: str, hub: HubDep, client: ClientDep) -> JSONResponse:
+            responses={404: answer("No Task with that id for this organisation", problem=False, fhir=True),
+                       406: _NOT_ACCEPTABLE})
+async def read_task(task_id: str, request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
     require(client, "s117:read")
+    if (refused := _unreadable(request)) is not None:
+        return refused
     case, stage = await _load(hub, task_id)
     found = _visible(client, case, stage)
     # A read of the case, allowed or refused, in access_decisions (channel `case`, the
@@ -150,6 +165,7 @@ async def _apply(hub, client, task_value: str, status: Any, reason: Any) -> JSON
 _WRITE_ANSWERS: dict[int | str, dict] = {
     403: answer("The key lacks the scope, or the transition is not the caller's to make", problem=False, fhir=True),
     404: answer("No Task with that id for this organisation", problem=False, fhir=True),
+    406: _NOT_ACCEPTABLE,
     409: answer("The transition is not allowed now", problem=False, fhir=True),
     413: answer("The body is over 64 KB", problem=False, fhir=True),
     422: answer("Refused: an OperationOutcome naming the problem", problem=False, fhir=True),
@@ -159,6 +175,8 @@ _WRITE_ANSWERS: dict[int | str, dict] = {
 @router.put("/{task_id}", summary="Update a Task: a transfer's incoming body sets status accepted / rejected",
             responses=_WRITE_ANSWERS)
 async def put_task(task_id: str, request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
+    if (refused := _unreadable(request)) is not None:
+        return refused
     body = await _body(request)
     if not isinstance(body, dict) or body.get("resourceType") != "Task":
         return _outcome(422, "structure", "the body must be a FHIR Task", "Task")
@@ -177,6 +195,8 @@ async def put_task(task_id: str, request: Request, hub: HubDep, client: ClientDe
 @router.patch("/{task_id}", summary="JSON Patch of /status (and /statusReason) of a Task",
             responses=_WRITE_ANSWERS)
 async def patch_task(task_id: str, request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
+    if (refused := _unreadable(request)) is not None:
+        return refused
     ops = await _body(request)
     if not isinstance(ops, list) or not all(isinstance(op, dict) for op in ops):
         return _outcome(422, "structure", "the body must be a JSON Patch array (RFC 6902)")

@@ -205,3 +205,21 @@ def test_the_mapping_names_a_modifier_inside_a_contained_resource() -> None:
     assert not result.ok
     assert [(p.location, p.code) for p in result.problems] == [
         ("Bundle.entry[2].resource.contained[0].modifierExtension", "extension")]
+
+
+# --- Task: the same negotiation -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "params", "headers", "expression"), [
+    ("GET", {}, {"Accept": "application/fhir+xml"}, "Accept"),
+    ("GET", {"_format": "xml"}, {}, "_format"),
+    ("PUT", {"_format": "application/fhir+xml"}, {}, "_format"),
+    ("PATCH", {}, {"Accept": "application/xml"}, "Accept"),
+])
+async def test_a_task_in_another_format_is_406(app_hub, method, params, headers, expression) -> None:  # noqa: ANN001
+    body = {"GET": None, "PUT": orjson.dumps({"resourceType": "Task", "status": "accepted"}),
+            "PATCH": orjson.dumps([{"op": "replace", "path": "/status", "value": "accepted"}])}[method]
+    r = await app_hub.http.request(method, "/v1/fhir/Task/no-such-case", params=params, content=body,
+                                   headers={"X-API-Key": app_hub.keys["E06000060"], **headers})
+    assert r.status_code == 406, r.text
+    assert only_issue(r)["expression"] == [expression]
