@@ -145,6 +145,17 @@ async def test_the_on_call_engineer_sees_for_whom_and_why_and_what_each_action_d
                 await page.wait_for_timeout(100)
             assert "retry" in actions and "E06000060" in actions and "HTTP 503" in actions, actions
 
+            # The subscriber lost data: its messages since an hour ago put back in its queue, from its row.
+            await page.click(f"#subs button[data-replay-sub='{dead[0]['subscription_id']}']")
+            assert "E06000060 webhook" in await page.inner_text("#subreplay")
+            await page.click("#subreplay button[type=submit]")
+            for _ in range(100):
+                actions = await page.inner_text("#actions")
+                if "put back" in actions:
+                    break
+                await page.wait_for_timeout(100)
+            assert "replay subscription" in actions and "1 message(s) put back to be sent" in actions, actions
+
             assert dialogs == []
             assert await page.evaluate("window.__pwned") is None
             content = await page.content()
@@ -153,7 +164,8 @@ async def test_the_on_call_engineer_sees_for_whom_and_why_and_what_each_action_d
             await browser.close()
         async with engine.connect() as conn:
             done = (await conn.execute(text("SELECT action, COUNT(*) FROM operator_actions GROUP BY action"))).all()
-        assert dict(done) == {"replay-dead-letter": 1, "retry-delivery": 1}, done
+        assert dict(done) == {"replay-dead-letter": 1, "retry-delivery": 1,
+                              "replay-subscription": 1}, done
     finally:
         hub.stop()
         await receiver.stop()

@@ -54,7 +54,9 @@ async function overview() {
     ["attempts", r => esc(r.max_attempts_pending)],
     ["last error", r => r.oldest_pending_error ? `<span class="bad">${esc(r.oldest_pending_error)}</span>` +
       (r.state === "suspended" ? "" : ` <span class="muted">next try ${time(r.next_attempt_at)}</span>`) : ""], ["held", r => `<span class="${r.held ? "warn" : ""}">${r.held}</span>`],
-    ["dead", r => `<span class="${r.dead ? "bad" : ""}">${r.dead}</span>`]]);
+    ["dead", r => `<span class="${r.dead ? "bad" : ""}">${esc(r.dead)}</span>`],
+    ["", r => `<button data-replay-sub="${esc(r.subscription_id)}" data-org="${esc(r.org_code)}" data-channel="${esc(r.channel)}">Replay…</button>`]]);
+  subRows = new Map(flows.subscriptions.map(r => [r.subscription_id, r]));
   // Each dead letter: what, since when, for whom (organisation and channel), why, and its action.
   $("dead").innerHTML = '<h3 class="muted">Events a handler could not process</h3>' + table(dead.handlers, [["since", r => time(r.at)],
       ["offset", r => esc(r.offset)], ["event", r => short(r.event_id)], ["handler", r => esc(r.handler)],
@@ -62,8 +64,7 @@ async function overview() {
     '<h3 class="muted">Deliveries given up</h3>' + table(dead.deliveries, [["organisation", r => esc(r.org_code)], ["channel", r => esc(r.channel)],
       ["event", r => esc(r.event_type)], ["event number", r => esc(r.event_number)], ["queued", r => time(r.created_at)],
       ["attempts", r => esc(r.attempts)], ["last error", r => `<span class="bad">${esc(r.last_error)}</span>`],
-      ["correlation", r => short(r.correlation_id)], ["", r => `<button data-retry="${esc(r.delivery_id)}">Retry</button>`]]) +
-    '<div id="actions"></div>';
+      ["correlation", r => short(r.correlation_id)], ["", r => `<button data-retry="${esc(r.delivery_id)}">Retry</button>`]]);
   deadRows = new Map(dead.deliveries.map(r => [r.delivery_id, r]));
   showActions();
   // Inputs held in quarantine: which source and channel, since when, why (field and reason; never the
@@ -134,9 +135,10 @@ async function release(id, row) {
 // refused), a retried delivery followed until it is sent, held or given up again, as a release is.
 const actions = [];
 let deadRows = new Map();  // the deliveries given up last drawn, by delivery id
+let subRows = new Map();  // the subscriptions last drawn, by id
 function showActions() {
   const el = $("actions");
-  if (!el) return;
+  el.parentElement.hidden = !actions.length;
   el.innerHTML = actions.length ? "<h3>Actions from this page</h3>" + table(actions.slice().reverse(), [["at", r => time(r.at)],
     ["action", r => esc(r.what)], ["on", r => `${short(r.id)} ${esc(r.org_code || "")}`],
     ["outcome", r => `<span class="action-outcome ${OUTCOMES[r.state]?.[0] || (r.state === "done" ? "ok" : "")}">${esc(OUTCOMES[r.state]?.[1] || r.state)}</span>` +
@@ -152,7 +154,8 @@ async function act(what, id, path, row = {}) {
   try {
     const r = await api(path, {method: "POST"});
     entry.state = "done";
-    entry.why = what === "replay" ? `handler ${r.handler} ran again` : what === "resume" ? `active again (was ${r.was})` : "";
+    entry.why = what === "replay" ? `handler ${r.handler} ran again` : what === "resume" ? `active again (was ${r.was})`
+      : what === "replay subscription" ? `${r.requeued} message(s) put back to be sent, ${r.purged_by_retention} purged by retention` : "";
   } catch (e) { entry.state = "refused"; entry.why = e.message; }
   inFlight.delete(what + " " + id);
   showActions();
@@ -282,6 +285,15 @@ document.addEventListener("click", async (ev) => {
   if (d.replay) act("replay", d.replay, `/v1/ops/dead-letters/${encodeURIComponent(d.replay)}/replay`);
   if (d.retry) act("retry", d.retry, `/v1/ops/deliveries/${encodeURIComponent(d.retry)}/retry`, deadRows.get(d.retry));
   if (d.resume) act("resume", d.resume, `/v1/ops/subscriptions/${encodeURIComponent(d.resume)}/resume`);
+  if (d.replaySub) {  // a subscriber lost data: its messages since a time put back in its queue
+    $("subreplay").hidden = false;
+    $("subreplay").dataset.id = d.replaySub;
+    $("subreplaywhat").textContent = `${d.org} ${d.channel} (${d.replaySub.slice(0, 8)})`;
+    if (!$("subreplaysince").value) {
+      const hourAgo = new Date(Date.now() - 3600e3 - new Date().getTimezoneOffset() * 60e3);
+      $("subreplaysince").value = hourAgo.toISOString().slice(0, 16);
+    }
+  }
   if (d.traceMessage) {
     show("trace");
     $("tracekind").value = "source_message_id";
@@ -294,6 +306,15 @@ document.addEventListener("click", async (ev) => {
   }
 });
 $("traceform").addEventListener("submit", runTrace);
+$("subreplay").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const id = $("subreplay").dataset.id, since = new Date($("subreplaysince").value);  // the browser's local time
+  if (!id || isNaN(since)) return;
+  $("subreplay").hidden = true;
+  act("replay subscription", id, `/v1/ops/subscriptions/${encodeURIComponent(id)}/replay?since=${encodeURIComponent(since.toISOString())}`,
+      subRows.get(id) || {});
+});
+$("subreplaycancel").addEventListener("click", () => { $("subreplay").hidden = true; });
 $("window").addEventListener("change", refresh);
 $("verify").onclick = async () => {
   $("verifyout").textContent = "checking...";
