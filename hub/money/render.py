@@ -92,7 +92,7 @@ def statement_csv(s: Statement, issue: dict[str, Any] | None = None) -> str:
                         csv_text(i.basis), csv_text(i.citation), csv_text(i.note), csv_text(i.dispute_id or ""),
                         "" if i.interim_share_bp is None else f"{Decimal(i.interim_share_bp) / 100:.2f}"])
     w.writerow([s.month, s.council, s.icb, "TOTAL", "", "", "", "", "", "", s.first.isoformat(), s.last.isoformat(),
-                "", "", *money(s.totals), "", "", issue.get("explanation", "") if issue else "", "", ""])
+                "", "", *money(s.totals), "", "", csv_text(issue.get("explanation", "")) if issue else "", "", ""])
     return out.getvalue()
 
 
