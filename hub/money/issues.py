@@ -67,12 +67,15 @@ def _changes(before: dict[str, list[int]], after: dict[str, list[int]]) -> list[
     return out
 
 
+SAID = 20  # lines said in words (the CSV's TOTAL row, the PDF); issue.changes has them all
+
+
 def _said(changes: list[dict[str, Any]]) -> str:
     """The changed lines in words, for the CSV's TOTAL row and the PDF."""
     if not changes:
         return "no line's days or amounts changed: the wording (a rule, citation or note) did"
     parts = []
-    for c in changes:
+    for c in changes[:SAID]:
         was, now = c["before"], c["after"]
         what = (f"added ({now['days']} days, cost {pounds(now['cost_pence'])})" if was is None else
                 f"removed (was {was['days']} days, cost {pounds(was['cost_pence'])})" if now is None else
@@ -81,7 +84,8 @@ def _said(changes: list[dict[str, Any]]) -> str:
                 f"{pounds(now['council_pence'])}, ICB share {pounds(was['icb_pence'])} -> "
                 f"{pounds(now['icb_pence'])}")
         parts.append(f"person {c['person_id']} line {c['package_id']}: {what}")
-    return f"{len(changes)} line(s) changed: " + "; ".join(parts)
+    more = f"; and {len(changes) - SAID} more (the JSON's issue.changes lists every one)" if len(changes) > SAID else ""
+    return f"{len(changes)} line(s) changed: " + "; ".join(parts) + more
 
 
 async def issue_for(engine: AsyncEngine, s: Statement, today: date) -> dict[str, Any]:
