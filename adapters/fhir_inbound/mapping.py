@@ -75,6 +75,13 @@ REQUIRED: Final = "required"
 VALUE: Final = "value"
 NOT_SUPPORTED: Final = "not-supported"
 EXTENSION: Final = "extension"
+CODE_INVALID: Final = "code-invalid"
+BUSINESS_RULE: Final = "business-rule"
+# FHIR R4 EncounterStatus (a required binding), and those that say the Encounter did not happen as recorded.
+ENCOUNTER_STATUSES: Final = frozenset({"planned", "arrived", "triaged", "in-progress", "onleave", "finished",
+                                       "cancelled", "entered-in-error", "unknown"})
+NOT_HAPPENED: Final = {"entered-in-error": "was entered in error", "cancelled": "was cancelled",
+                       "planned": "is only planned"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +364,18 @@ class _Mapper:
     # The Encounter: the detention -------------------------------------------
     def encounter(self, enc: _Entry, change_type: ChangeType) -> _Entry | None:
         res = enc.resource
+        status = res.get("status")
+        if status not in ENCOUNTER_STATUSES:  # fhir.resources takes any code; R4 binds it (required)
+            self.add(f"{enc.loc}.status", "must be a FHIR R4 EncounterStatus code (in-progress, finished, ...)",
+                     CODE_INVALID)
+            return None
+        if status in NOT_HAPPENED:
+            # The trust says this stay did not happen as sent: recording it would put a detention on the
+            # register that its own system has withdrawn.
+            self.add(f"{enc.loc}.status", f"the Encounter {NOT_HAPPENED[status]}: the hub records a register "
+                     "change only from a stay that happened (a change already recorded in error is corrected "
+                     "with the register team, not by a FHIR message)", BUSINESS_RULE)
+            return None
         self.legal_status(enc, change_type)
         self.order_type(enc)
         provider = res.get("serviceProvider")

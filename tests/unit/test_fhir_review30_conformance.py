@@ -223,3 +223,31 @@ async def test_a_task_in_another_format_is_406(app_hub, method, params, headers,
                                    headers={"X-API-Key": app_hub.keys["E06000060"], **headers})
     assert r.status_code == 406, r.text
     assert only_issue(r)["expression"] == [expression]
+
+
+# --- the detention Encounter's status -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "code"), [
+    ("entered-in-error", "business-rule"), ("cancelled", "business-rule"), ("planned", "business-rule"),
+    ("zzz", "code-invalid"), ("In-Progress", "code-invalid"),
+])
+async def test_an_encounter_withdrawn_or_with_no_encounter_status_records_no_detention(
+        app_hub, status, code) -> None:  # noqa: ANN001
+    """Encounter.status was not read: a detention the trust's EPR had marked entered-in-error (or cancelled,
+    or only planned, or with a code outside R4's required EncounterStatus) was recorded as a detention."""
+    bundle = detained(f"status-{status}")
+    bundle["entry"][2]["resource"]["status"] = status
+    r = await post(app_hub, bundle)
+    assert r.status_code == 422, r.text
+    issue = only_issue(r)
+    assert issue["code"] == code and issue["expression"] == ["Bundle.entry[2].resource.status"], issue
+    async with app_hub.hub.engine.connect() as conn:
+        assert (await conn.execute(text("select count(*) from register_changes"))).scalar_one() == 0
+
+
+@pytest.mark.parametrize("status", ["in-progress", "finished", "onleave", "arrived", "unknown"])
+def test_an_encounter_that_happened_maps(status: str) -> None:
+    bundle = detained(f"ok-{status}")
+    bundle["entry"][2]["resource"]["status"] = status
+    assert map_message(orjson.dumps(bundle)).ok
