@@ -91,12 +91,23 @@ async def test_the_on_call_engineer_sees_for_whom_and_why_and_what_each_action_d
             reported = await watch_csp(page)
             dialogs: list[str] = []
             page.on("dialog", lambda d: (dialogs.append(d.message), asyncio.ensure_future(d.dismiss())))
+            logged: list[str] = []
+            page.on("console", lambda m: logged.append(m.text))
             posts: list[str] = []
             page.on("request", lambda q: posts.append(q.url) if q.method == "POST" else None)
             await page.goto(f"{hub.base_url}/console")
             await page.fill("#key", admin)
             await page.click("#signin")
             await page.wait_for_selector("#dead table")
+            # The key is in this tab's sessionStorage alone: not left in the page, the URL or localStorage.
+            assert await page.input_value("#key") == ""
+            assert admin not in page.url and await page.evaluate("localStorage.length") == 0
+            # The tables' times are UTC, and the page says so (its clock was the browser's local time).
+            for _ in range(100):  # (a polled predicate would be eval, which the page's policy refuses)
+                if await page.inner_text("#updated"):
+                    break
+                await page.wait_for_timeout(100)
+            assert (await page.inner_text("#updated")).endswith("UTC · all times UTC")
 
             # A subscriber still being retried: why its queue waits, for how long, when it is tried next.
             heads = await page.locator("#subs table th").all_inner_texts()
@@ -157,6 +168,8 @@ async def test_the_on_call_engineer_sees_for_whom_and_why_and_what_each_action_d
             assert "replay subscription" in actions and "1 message(s) put back to be sent" in actions, actions
 
             assert dialogs == []
+            # Every answer the page asked for was a success: nothing in the browser's console (the icon was a 404).
+            assert not [m for m in logged if "Failed to load resource" in m], logged
             assert await page.evaluate("window.__pwned") is None
             content = await page.content()
             assert not [v for v in person.values() if v in content]

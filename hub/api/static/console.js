@@ -268,7 +268,8 @@ const PAGES = {overview, trace: async () => {}, charts: async () => { await char
 async function refresh() {
   try {
     await PAGES[tab]();
-    $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+    // The tables' times are the hub's, in UTC: so is this one (in summer the browser's clock is an hour on).
+    $("updated").textContent = `updated ${new Date().toISOString().slice(11, 19)} UTC · all times UTC`;
   } catch (e) { $("updated").textContent = "error: " + e.message; }
 }
 function show(name) {
@@ -327,6 +328,7 @@ $("verify").onclick = async () => {
 async function start() {
   try { await api("/v1/ops/flows"); } catch (e) { $("err").textContent = e.message; return; }
   $("login").hidden = true; $("app").hidden = false; $("logout").hidden = false;
+  $("key").value = "";  // kept in this tab's sessionStorage alone, not in the page
   show("overview"); setInterval(() => { if (tab !== "trace" && tab !== "audit") refresh(); }, 5000);
 }
 $("signin").onclick = () => { key = $("key").value.trim(); sessionStorage.setItem("s117key", key); start(); };
