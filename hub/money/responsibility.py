@@ -20,7 +20,7 @@ from hub.domain.model import RegisterChange
 from hub.domain.money import PackageLine, PersonDecision
 from hub.domain.money.responsibility import (InterimSpan, PairSpan, interim_spans, money_changes, pair_on,
                                              pair_spans)
-from hub.domain.money.statements import line_items, month_bounds
+from hub.domain.money.statements import line_items, month_slices
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import evaluate
 from hub.domain.workflows.model import Case, CaseKind
@@ -159,14 +159,8 @@ class CarriedCosts:
         out: dict[str, int] = defaultdict(int)
         # Month by month, as the statements each body was charged: every period's shares are rounded on their
         # own, so one stretch over the months' edges could differ from what the statements charged by pennies.
-        slices = []
-        first = start
-        while first <= end:
-            last = min(end, month_bounds(first.isoformat()[:7])[1])
-            slices.append((first, last))
-            first = last + timedelta(days=1)
         for line in self._lines:
-            for i in (i for a, b in slices for i in line_items(
+            for i in (i for a, b in month_slices(start, end) for i in line_items(
                     line, a, b, self._agreements.funding_history, self._decisions, self._pairs, self._interims)):
                 if kind == "council":
                     out[i.council] += i.council_pence

@@ -82,3 +82,16 @@ def test_the_oversight_spend_to_date_is_the_statements_sum():
     exp = expenditure([ln], HISTORY, lambda _pid: (), today)
     months = [statement_for(f"2026-{m:02d}", WORCS, HW_ICB, [ln], HISTORY) for m in range(4, 11)]
     assert exp.total.spent_to_date[0] == _cost(months) == period_cost(Decimal(1), (today - ln.start).days + 1)
+
+
+def test_the_oversight_shares_to_date_are_the_statements_shares():
+    """Spent to date's council and NHS shares were rounded over one stretch from 1 April while the
+    statements round each month's: they differed by pennies (Worcs 60:40 at 13p a week). Now they agree."""
+    lines = [line(start=D("2026-04-03"), weekly_cost_pence=13), line(package_id="P2", start=D("2026-05-09"),
+                                                                     weekly_cost_pence=1_001)]
+    today = D("2026-10-31")
+    exp = expenditure(lines, HISTORY, lambda _pid: (), today)
+    months = [statement_for(f"2026-{m:02d}", WORCS, HW_ICB, lines, HISTORY) for m in range(4, 11)]
+    items = [i for s in months for i in _items(s)]
+    assert exp.total.spent_to_date == [sum(i.eligible_pence for i in items), sum(i.council_pence for i in items),
+                                       sum(i.icb_pence for i in items)]

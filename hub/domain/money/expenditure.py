@@ -35,7 +35,7 @@ from hub.domain.dates import add_months
 from hub.domain.money.packages import PackageLine
 from hub.domain.money.responsibility import InterimSpan, PairSpan, pair_on
 from hub.domain.money.splits import History, PersonDecision, rule_for, split_amount
-from hub.domain.money.statements import line_items, month_bounds
+from hub.domain.money.statements import line_items, month_bounds, month_slices
 
 
 @dataclass
@@ -107,7 +107,9 @@ def expenditure(
                     t.people.add(line.person_id)
                     _add(t.committed_weekly, eligible, s.council_pence, s.commissioner_pence)
         for first, last, spent in ((year_start, today, True), (today + timedelta(days=1), year_end, False)):
-            for i in line_items(line, first, last, history_for, decisions, pairs, interims):
+            # Month by month, as the statements: the spend is what they charged each body, to the penny.
+            for i in (i for a, b in month_slices(first, last)
+                      for i in line_items(line, a, b, history_for, decisions, pairs, interims)):
                 if not mine(i.council, i.icb):
                     continue
                 for t in targets(i.council, i.icb):

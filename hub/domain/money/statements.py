@@ -53,6 +53,18 @@ def month_bounds(month: str) -> tuple[date, date]:
     return first, date(year, mon, calendar.monthrange(year, mon)[1])
 
 
+def month_slices(first: date, last: date) -> list[tuple[date, date]]:
+    """`first`..`last` cut at the months' edges, as the statements cut a line's days: a sum over these
+    (the oversight's spend, a dispute's reimbursement) is what the statements charged, to the penny (each
+    period's shares are rounded on their own)."""
+    out = []
+    while first <= last:
+        end = min(last, month_bounds(first.isoformat()[:7])[1])
+        out.append((first, end))
+        first = end + timedelta(days=1)
+    return out
+
+
 def period_cost(weekly: Decimal, days: int) -> int:
     """What `days` consecutive days cost at `weekly` pence a week, rounded half up to a penny once."""
     return int((weekly * days / 7).quantize(PENNY, rounding=ROUND_HALF_UP))
