@@ -30,6 +30,11 @@ from tests.support import HubProcess, Receiver
 
 pytestmark = pytest.mark.e2e
 XSS = '<img src=x onerror="window.__pwned=1">'
+# A table's rows as {heading: text}, read in one go (the page redraws its tables on every refresh).
+ROWS = """(sel) => { const t = document.querySelector(sel);
+  const heads = [...t.querySelectorAll("th")].map(e => e.innerText);
+  return [...t.querySelectorAll("tr")].slice(1).map(tr => Object.fromEntries(
+    [...tr.querySelectorAll("td")].map((td, i) => [heads[i], td.innerText]))); }"""
 
 
 async def test_the_on_call_engineer_sees_for_whom_and_why_and_what_each_action_did(tmp_path):
@@ -55,6 +60,10 @@ async def test_the_on_call_engineer_sees_for_whom_and_why_and_what_each_action_d
                                 json={"url": receiver.url("QU9"), "secret": SECRET})
             assert r.status_code == 201, r.text
             icb = r.json()["subscription_id"]
+            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E10000034"]},
+                                json={"url": receiver.url("E10000034"), "secret": SECRET})
+            assert r.status_code == 201, r.text
+            host = r.json()["subscription_id"]
             change = detention_to_move_scenario(random.Random(3), f"rv30-{run}", date(2025, 1, 6))[0]
             change["legal_status_code"] = "03"
             person = change["person"]
@@ -81,6 +90,10 @@ async def test_the_on_call_engineer_sees_for_whom_and_why_and_what_each_action_d
             await conn.execute(text("UPDATE deliveries SET status = 'pending', attempts = 3, last_error = 'HTTP 503', "
                                     "next_attempt_at = :at WHERE subscription_id = :s"),
                                {"s": icb, "at": datetime.now(UTC) + timedelta(hours=1)})
+            # The host council's endpoint answered 410 Gone (as hub/delivery/leases.py suspends one).
+            gone_at = datetime(2026, 3, 1, 2, 47, tzinfo=UTC)
+            await conn.execute(text("UPDATE subscriptions SET suspended_at = :at, suspended_reason = 'gone' "
+                                    "WHERE subscription_id = :s"), {"s": host, "at": gone_at})
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
             dead = (await http.get("/v1/ops/dead-letters", headers=ops)).json()["deliveries"]
         assert [d["org_code"] for d in dead] == ["E06000060"]
@@ -110,20 +123,20 @@ async def test_the_on_call_engineer_sees_for_whom_and_why_and_what_each_action_d
             assert (await page.inner_text("#updated")).endswith("UTC · all times UTC")
 
             # A subscriber still being retried: why its queue waits, for how long, when it is tried next.
-            heads = await page.locator("#subs table th").all_inner_texts()
-            rows = [dict(zip(heads, await tr.locator("td").all_inner_texts()))
-                    for tr in await page.locator("#subs table tr").all()][1:]
+            rows = await page.evaluate(ROWS, "#subs table")
             waiting = next(r for r in rows if r["organisation"] == "QU9")
             assert waiting["last error"].startswith("HTTP 503 next try "), waiting
             assert waiting["attempts"] == "3" and waiting["oldest pending"].endswith((" s", " min")), waiting
+
+            # A suspended subscription says since when, beside its Resume.
+            gone = next(r for r in rows if r["organisation"] == "E10000034")
+            assert gone["state"].startswith("suspended gone since 2026-03-01 02:47:00"), gone
 
             # The total agrees with the lists: one handler's dead letter and the delivery given up.
             total = await page.inner_text("#deadcount")
             assert total == str(1 + len(dead)), total
             panel = await page.inner_text("#dead")
-            heads = await page.locator("#dead table").nth(1).locator("th").all_inner_texts()
-            cells = await page.locator("#dead table").nth(1).locator("tr").nth(1).locator("td").all_inner_texts()
-            row = dict(zip(heads, cells))
+            [row] = await page.evaluate(ROWS, "#dead table:nth-of-type(2)")
             assert (row["organisation"], row["channel"], row["last error"]) == ("E06000060", "webhook", "HTTP 503"), row
             assert row["queued"] == dead[0]["created_at"][:19].replace("T", " ")
             assert "since" in await page.locator("#dead table").nth(0).locator("th").all_inner_texts()

@@ -47,7 +47,7 @@ async function overview() {
   $("subs").innerHTML = table(flows.subscriptions, [
     ["organisation", r => esc(r.org_code)], ["channel", r => esc(r.channel)],
     ["state", r => r.state === "suspended"  // its endpoint answered 410 Gone: nothing sent until resumed
-      ? `<span class="bad">suspended</span> <span class="muted">${esc(r.suspended_reason)}</span> <button data-resume="${esc(r.subscription_id)}">Resume</button>`
+      ? `<span class="bad">suspended</span> <span class="muted">${esc(r.suspended_reason)} since ${time(r.suspended_at)}</span> <button data-resume="${esc(r.subscription_id)}">Resume</button>`
       : esc(r.state)],
     ["delivered", r => r.delivered], ["pending", r => `<span class="${r.pending ? "warn" : "ok"}">${r.pending}</span>`],
     ["oldest pending", r => r.oldest_pending_seconds == null ? "-" : `<span class="dyn">${esc(ago(r.oldest_pending_seconds))}</span>`],
