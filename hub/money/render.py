@@ -171,6 +171,7 @@ def statement_pdf(s: Statement, names: dict[str, str], issue: dict[str, Any] | N
             pdf.set_y(y + 5)
 
         row(header, bold=True)
+        section = Totals.of(i for p in s.persons for i in p.lines if i.paid_by == payer)
         for p in s.persons:
             for i in p.lines:
                 if i.paid_by != payer:
@@ -179,8 +180,17 @@ def statement_pdf(s: Statement, names: dict[str, str], issue: dict[str, Any] | N
                      i.last.isoformat(), str(i.days), pounds(i.cost_pence), pounds(i.eligible_pence),
                      pounds(i.council_pence), pounds(i.icb_pence), pounds(getattr(i, field)),
                      (f"[{notes[i.note]}] " if i.note else "") + f"{i.basis} ({i.citation})"))
-        row(("Total", "", "", "", "", "", "", "", "", "", "", pounds(getattr(t, field)), ""), bold=True)
+        row(("Total", "", "", "", "", "", "", pounds(section.cost_pence), pounds(section.eligible_pence),
+             pounds(section.council_pence), pounds(section.icb_pence), pounds(getattr(t, field)), ""), bold=True)
         pdf.ln(4)
+    # The statement's totals as the JSON and the CSV's TOTAL row give them, so the three agree on every figure.
+    pdf.set_font("Helvetica", "B", 9)
+    pdf.multi_cell(0, 5, _latin1(
+        f"Totals: cost {pounds(t.cost_pence)}; eligible {pounds(t.eligible_pence)}; council share "
+        f"{pounds(t.council_pence)}; ICB share {pounds(t.icb_pence)}; excluded {pounds(t.excluded_pence)}; awaiting "
+        f"a panel {pounds(t.awaiting_panel_pence)}; {icb} owes {council} {pounds(t.icb_owes_council_pence)}; "
+        f"{council} owes {icb} {pounds(t.council_owes_icb_pence)}"), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.set_font("Helvetica", "", 8)
     if notes:
         pdf.set_font("Helvetica", "B", 11)
         pdf.cell(0, 7, "Notes", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
