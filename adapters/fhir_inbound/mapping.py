@@ -459,9 +459,17 @@ class _Mapper:
     # The Patient ----------------------------------------------------------
     def patient(self, pat: _Entry) -> None:
         res = pat.resource
-        numbers = [(j, str(i.get("value"))) for j, i in enumerate(res.get("identifier") or [])
-                   if i.get("system") == NHS_NUMBER_SYSTEM and i.get("value")]
-        if not numbers:
+        if res.get("active") is False:  # a modifier element: the record is not in use (a merged duplicate, say)
+            self.add(f"{pat.loc}.active", "the Patient record is inactive (active false): send the change about "
+                     "the person's record in use", BUSINESS_RULE)
+        # Identifier.use is a modifier element: an NHS number with use "old" is no longer the person's.
+        all_numbers = [(j, i) for j, i in enumerate(res.get("identifier") or [])
+                       if i.get("system") == NHS_NUMBER_SYSTEM and i.get("value")]
+        numbers = [(j, str(i.get("value"))) for j, i in all_numbers if i.get("use") != "old"]
+        if not numbers and all_numbers:
+            self.add(f"{pat.loc}.identifier[{all_numbers[0][0]}].use", "the NHS number sent has use old (no "
+                     "longer the person's): send the current one", BUSINESS_RULE)
+        elif not numbers:
             self.add(f"{pat.loc}.identifier", f"needs the NHS number (an identifier with system {NHS_NUMBER_SYSTEM})",
                      REQUIRED)
         elif len({n.replace(' ', '') for _, n in numbers}) > 1:

@@ -251,3 +251,39 @@ def test_an_encounter_that_happened_maps(status: str) -> None:
     bundle = detained(f"ok-{status}")
     bundle["entry"][2]["resource"]["status"] = status
     assert map_message(orjson.dumps(bundle)).ok
+
+
+# --- the Patient's modifier elements: active, Identifier.use ---------------------------------------
+
+
+def _patient(bundle: dict[str, Any]) -> dict[str, Any]:
+    return bundle["entry"][1]["resource"]
+
+
+async def test_an_inactive_patient_record_or_an_old_nhs_number_records_nothing(app_hub) -> None:  # noqa: ANN001
+    """Patient.active and Identifier.use are modifier elements the mapping did not read: a change about an
+    inactive (merged) record, or carrying only a superseded NHS number (use old), was recorded."""
+    inactive = detained("inactive")
+    _patient(inactive)["active"] = False
+    old = detained("old-number")
+    _patient(old)["identifier"][0]["use"] = "old"
+    for bundle, where in ((inactive, "Bundle.entry[1].resource.active"),
+                          (old, "Bundle.entry[1].resource.identifier[0].use")):
+        r = await post(app_hub, bundle)
+        assert r.status_code == 422, r.text
+        issue = only_issue(r)
+        assert issue["code"] == "business-rule" and issue["expression"] == [where], issue
+        assert "9990000018" not in r.text
+    async with app_hub.hub.engine.connect() as conn:
+        assert (await conn.execute(text("select count(*) from register_changes"))).scalar_one() == 0
+
+
+def test_an_old_nhs_number_beside_the_current_one_is_passed_over() -> None:
+    bundle = detained("old-and-current")
+    ids = _patient(bundle)["identifier"]
+    ids.insert(0, {"use": "old", "system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000026"})
+    _patient(bundle)["active"] = True
+    result = map_message(orjson.dumps(bundle))
+    assert result.ok, result.problems
+    assert result.change["person"]["nhs_number"] == "9990000018"
+    assert result.origins["person.nhs_number"] == "Bundle.entry[1].resource.identifier[1].value"
