@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 import pytest
-from starlette.requests import ClientDisconnect
 
 from hub.api.register_changes import RegisterChangeRoute
 from hub.sample_data import detention_to_move_scenario
@@ -120,7 +119,10 @@ async def test_a_body_in_parts_and_a_client_gone_answer_as_through_the_router(ap
                  (b"x-api-key", key)], [body[:7]], True)
 
     fast, routed = await _both(app_http, gone)
-    assert fast[1] is ClientDisconnect and routed[1] is ClientDisconnect
+    # The client gone mid-body: the 408 problem the app's ClientDisconnect handler answers (to no one, but
+    # logged and counted), through either path (before ae5083b: the exception, on both).
+    assert fast[1] is None and routed[1] is None
+    assert fast[0][0]["status"] == 408
     assert _masked(fast[0]) == _masked(routed[0])
 
 
