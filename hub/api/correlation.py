@@ -83,8 +83,12 @@ def correlation_id_for(value: str | bytes | None) -> str:
     return accepted_correlation_id(value) or new_correlation_id()
 
 
+NO_STORE = (b"cache-control", b"no-store")
+
+
 class CorrelationMiddleware:
-    """Binds the correlation id for the request, sets it on the answer, and
+    """Binds the correlation id for the request, sets it on the answer (with
+    `Cache-Control: no-store` on every /v1 answer that states no caching of its own), and
     logs one line per request (route template, never the raw path): `request`,
     or the one register change it recorded, `register change accepted`, with
     the request's fields (hub.observability.logging.RequestLine)."""
@@ -110,12 +114,23 @@ class CorrelationMiddleware:
         scope["headers"] = headers
         status = {"code": 500}
         started = time.perf_counter()
+        api = scope["path"].startswith("/v1/")
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                answer = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
+                answer, stated = [], False
+                for k, v in message.get("headers", []):
+                    name = k.lower()
+                    if name == HEADER:
+                        continue
+                    stated = stated or name == b"cache-control"
+                    answer.append((k, v))
                 answer.append(cid_header)
+                if api and not stated:
+                    # Every /v1 answer may hold personal data (a person's position, quarantined input
+                    # as sent) or say who is on the register (a refusal): no browser or proxy keeps it.
+                    answer.append(NO_STORE)
                 message["headers"] = answer
             await send(message)
 

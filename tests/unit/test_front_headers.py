@@ -33,7 +33,7 @@ async def test_the_clients_first_correlation_id_is_the_one_the_app_and_the_answe
     app_headers, answer = await _through(headers, [(b"content-type", b"application/json"),
                                                    (HEADER, b"from-the-app")])
     assert app_headers == [(b"host", b"hub"), (b"content-type", b"application/json"), (HEADER, b"feed-0001")]
-    assert answer == [(b"content-type", b"application/json"), (HEADER, b"feed-0001")]
+    assert answer == [(b"content-type", b"application/json"), (HEADER, b"feed-0001"), (b"cache-control", b"no-store")]
 
 
 async def test_without_an_acceptable_id_one_is_minted_and_used_throughout():
@@ -41,7 +41,7 @@ async def test_without_an_acceptable_id_one_is_minted_and_used_throughout():
         app_headers, answer = await _through(headers, [])
         ids = [v for k, v in app_headers if k == HEADER]
         assert len(ids) == 1 and len(ids[0]) == 36 and ids[0] != b"feed-0002"  # the first header decides
-        assert answer == [(HEADER, ids[0])]
+        assert answer == [(HEADER, ids[0]), (b"cache-control", b"no-store")]  # a /v1 answer: never stored
         assert [k for k, _ in app_headers if k != HEADER] == [k for k, _ in headers if k.lower() != HEADER]
 
 
