@@ -296,7 +296,7 @@ async def build_hub(settings: Settings) -> Hub:
             engine, protector, http, settings.webhook_backoff_base_seconds, settings.webhook_backoff_cap_seconds,
             settings.webhook_max_attempts, settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS,
             timeout_seconds=settings.webhook_timeout_seconds, max_in_flight=settings.delivery_max_in_flight,
-            hub_endpoint=settings.hub_endpoint,
+            hub_endpoint=settings.hub_endpoint, fhir_base=settings.namespaces().fhir_base,
         ),
         relay=relay,
         file_deliverer=FileExportDeliverer(

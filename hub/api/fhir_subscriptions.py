@@ -48,6 +48,11 @@ from hub.sharing import DisclosureCheck
 from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, subscriptions
 
 router = APIRouter(prefix="/v1/fhir", tags=["fhir-subscriptions"])
+
+
+def _base(hub) -> str:  # noqa: ANN001
+    """The hub's FHIR base under the operator's canonical base (`S117_CANONICAL_BASE`): the topics' URLs."""
+    return hub.settings.namespaces().fhir_base
 log = get_logger("hub.fhir_subscriptions")
 MAX_BODY = 64 * 1024
 
@@ -81,8 +86,8 @@ def _not_found() -> JSONResponse:
 
 
 @router.get("/SubscriptionTopic", summary="The hub's SubscriptionTopics (one per S117 event type)")
-async def list_topics(client: ClientDep) -> Response:
-    entries = [{"fullUrl": t["url"], "resource": t, "search": {"mode": "match"}} for t in topics()]
+async def list_topics(hub: HubDep, client: ClientDep) -> Response:
+    entries = [{"fullUrl": t["url"], "resource": t, "search": {"mode": "match"}} for t in topics(_base(hub))]
     return _fhir({"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries})
 
 
@@ -98,7 +103,7 @@ async def create(request: Request, hub: HubDep, client: ClientDep) -> Response:
     except orjson.JSONDecodeError:
         return _outcome(422, [("Subscription", "not JSON")], code="structure")
     try:
-        req = read_subscription(resource)
+        req = read_subscription(resource, _base(hub))
     except SubscriptionInvalid as exc:
         return _outcome(422, exc.issues)
     if hub.settings.webhook_require_https and not req.endpoint.startswith("https://"):
@@ -127,6 +132,7 @@ async def create(request: Request, hub: HubDep, client: ClientDep) -> Response:
         await create_counter(conn, sub_id)
     # Handshake before anything is queued: the endpoint must answer 2xx.
     handshake = notification(kind="handshake", subscription_id=sub_id, hub_endpoint=hub.settings.hub_endpoint,
+                             fhir_base=_base(hub),
                              fhir=fhir, since_start=0, status="requested")
     error = await post_notification(hub.http, req.endpoint, secret, handshake,
                                     hub.settings.webhook_timeout_seconds, "handshake")
@@ -143,8 +149,8 @@ async def create(request: Request, hub: HubDep, client: ClientDep) -> Response:
                            .values(fhir=fhir, active=error is None))
     log.info("fhir subscription", subscription_id=sub_id, status="active" if error is None else "error",
              error_kind=error)
-    body = subscription_resource(subscription_id=sub_id, hub_endpoint=hub.settings.hub_endpoint, fhir=fhir,
-                                 active=True)
+    body = subscription_resource(subscription_id=sub_id, hub_endpoint=hub.settings.hub_endpoint,
+                                 fhir_base=_base(hub), fhir=fhir, active=True)
     # The signing secret is shown once (S117-Signature on every notification, as for webhooks).
     return _fhir(body, 201, {"Location": f"/v1/fhir/Subscription/{sub_id}", "S117-Webhook-Secret": secret})
 
@@ -167,6 +173,7 @@ async def read(subscription_id: str, hub: HubDep, client: ClientDep) -> Response
         return _not_found()
     fhir = row.fhir or {}
     return _fhir(subscription_resource(subscription_id=row.subscription_id, hub_endpoint=hub.settings.hub_endpoint,
+                                       fhir_base=_base(hub),
                                        fhir=fhir, active=row.active or fhir.get("status") == "error"))
 
 
@@ -181,6 +188,7 @@ async def delete(subscription_id: str, hub: HubDep, client: ClientDep) -> Respon
         await conn.execute(subscriptions.update().where(subscriptions.c.subscription_id == subscription_id)
                            .values(active=False, fhir={**(row.fhir or {}), "status": "off"}))
     return _fhir(subscription_resource(subscription_id=subscription_id, hub_endpoint=hub.settings.hub_endpoint,
+                                       fhir_base=_base(hub),
                                        fhir={**(row.fhir or {}), "status": "off"}, active=False))
 
 
@@ -194,6 +202,7 @@ async def status(subscription_id: str, hub: HubDep, client: ClientDep) -> Respon
     s = await subscription_status(hub.engine, row)
     fhir = row.fhir or {}
     bundle = notification(kind="query-status", subscription_id=subscription_id, hub_endpoint=hub.settings.hub_endpoint,
+                          fhir_base=_base(hub),
                           fhir=fhir, since_start=s["events_since_subscription_start"],
                           status=fhir.get("status", "active") if row.active else "off", bundle_type="searchset")
     bundle["entry"][0]["search"] = {"mode": "match"}
@@ -246,7 +255,8 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
     given = [r for r in rows if check is None or check.withheld(row.org_code, r.event_type, r.field_groups) is None]
     shape = content or fhir.get("content")
     bundle = notification(
-        kind="query-event", subscription_id=subscription_id, hub_endpoint=hub.settings.hub_endpoint, fhir=fhir,
+        kind="query-event", subscription_id=subscription_id, hub_endpoint=hub.settings.hub_endpoint,
+        fhir_base=_base(hub), fhir=fhir,
         since_start=s["events_since_subscription_start"], content=shape,
         status=fhir.get("status", "active") if row.active else "off",
         events=[Event(r.event_number, hub.protector.decrypt(r.payload), r.message_id, r.created_at) for r in given])

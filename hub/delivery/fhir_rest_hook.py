@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hub.crypto import DataProtector
 from hub.delivery.leases import STALE_GONE, suspend_subscription
 from hub.delivery.webhook import GONE, GONE_ERROR, WebhookDeliverer, log_suspended, signed_headers
+from hub.fhir.namespaces import HUB_FHIR_BASE
 from hub.fhir.subscriptions import Event, notification
 from hub.observability.logging import get_logger
 from hub.store.db import Prepared, execute_prepared, snapshot
@@ -71,9 +72,10 @@ class FhirRestHookDeliverer(WebhookDeliverer):
     channel = CHANNEL
 
     def __init__(self, engine: AsyncEngine, protector: DataProtector, client: Any, *args: Any,
-                 hub_endpoint: str, **kwargs: Any) -> None:
+                 hub_endpoint: str, fhir_base: str = HUB_FHIR_BASE, **kwargs: Any) -> None:
         super().__init__(engine, protector, client, *args, **kwargs)
         self._hub_endpoint = hub_endpoint
+        self._fhir_base = fhir_base  # the topics' URLs (S117_CANONICAL_BASE)
         self._last_sent: dict[str, float] = {}
         self._heartbeats: set[asyncio.Task] = set()
 
@@ -81,7 +83,8 @@ class FhirRestHookDeliverer(WebhookDeliverer):
         fhir = row.fhir or {}
         self._last_sent[row.subscription_id] = time.monotonic()
         bundle = notification(kind="event-notification", subscription_id=row.subscription_id,
-                              hub_endpoint=self._hub_endpoint, fhir=fhir, since_start=row.event_number or 0,
+                              hub_endpoint=self._hub_endpoint,
+                              fhir_base=self._fhir_base, fhir=fhir, since_start=row.event_number or 0,
                               events=[Event(row.event_number or 0, message, row.message_id, row.created_at)])
         return orjson.dumps(bundle)
 
@@ -117,6 +120,7 @@ class FhirRestHookDeliverer(WebhookDeliverer):
 
     async def _heartbeat(self, r: Any) -> None:
         bundle = notification(kind="heartbeat", subscription_id=r.subscription_id, hub_endpoint=self._hub_endpoint,
+                              fhir_base=self._fhir_base,
                               fhir=r.fhir, since_start=int(r.last_event_number or 0))
         secret = self._protector.decrypt(r.secret).decode()
         error = await post_notification(self._client, r.url, secret, bundle, self._deadline, "heartbeat")

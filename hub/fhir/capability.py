@@ -31,5 +31,5 @@ def server_capability_statement(ns: Namespaces, base: str) -> dict[str, Any]:
     # The topics a Subscription's criteria may name, as this server accepts them.
     for resource in cs["rest"][0]["resource"]:
         if resource["type"] == "Subscription":
-            resource["documentation"] += " Topics: " + ", ".join(topic_url(e.value) for e in EventType) + "."
+            resource["documentation"] += " Topics: " + ", ".join(topic_url(e.value, ns.fhir_base) for e in EventType) + "."
     return cs

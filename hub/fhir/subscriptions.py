@@ -32,26 +32,28 @@ HEARTBEAT_EXT = f"{BACKPORT}/backport-heartbeat-period"
 TIMEOUT_EXT = f"{BACKPORT}/backport-timeout"
 SUBSCRIPTION_PROFILE = f"{BACKPORT}/backport-subscription"
 NOTIFICATION_PROFILE = f"{BACKPORT}/backport-subscription-notification"
-TOPIC_BASE = f"{HUB_FHIR_BASE}/SubscriptionTopic"
+TOPIC_BASE = f"{HUB_FHIR_BASE}/SubscriptionTopic"  # under the default canonical base (tests, documents)
 CONTENTS = ("id-only", "full-resource")
 MAX_HEARTBEAT_SECONDS = 24 * 3600
 
 
-def topic_url(event_type: str) -> str:
-    return f"{TOPIC_BASE}/{event_type}"
+def topic_url(event_type: str, fhir_base: str = HUB_FHIR_BASE) -> str:
+    """A topic's canonical URL under the hub's FHIR base (`Settings.namespaces().fhir_base`: the
+    operator's `S117_CANONICAL_BASE`), as every URL the hub mints."""
+    return f"{fhir_base}/SubscriptionTopic/{event_type}"
 
 
-def topics() -> list[dict[str, Any]]:
+def topics(fhir_base: str = HUB_FHIR_BASE) -> list[dict[str, Any]]:
     """The hub's SubscriptionTopic resources, one per S117 event type."""
     out = []
     for e in EventType:
         out.append({
-            "resourceType": "SubscriptionTopic", "id": e.value, "url": topic_url(e.value),
+            "resourceType": "SubscriptionTopic", "id": e.value, "url": topic_url(e.value, fhir_base),
             "title": f"S117 {e.value.removeprefix('s117-').replace('-', ' ')}", "status": "active",
             "description": f"An S117 event message ({e.value}) for an organisation that must hear of it, "
                            "within its data-sharing agreement. The focus is the hub's FHIR message Bundle.",
             "eventTrigger": [{"description": f"The S117 rules derive a {e.value} event",
-                              "event": {"coding": [{"system": f"{HUB_FHIR_BASE}/CodeSystem/s117-event",
+                              "event": {"coding": [{"system": f"{fhir_base}/CodeSystem/s117-event",
                                                     "code": e.value}]},
                               "resource": "http://hl7.org/fhir/StructureDefinition/Bundle"}],
             "notificationShape": [{"resource": "Bundle"}],
@@ -81,7 +83,7 @@ def _ext(element: dict[str, Any] | None, url: str) -> Any:
     return None
 
 
-def read_subscription(resource: Any) -> SubscriptionRequest:
+def read_subscription(resource: Any, fhir_base: str = HUB_FHIR_BASE) -> SubscriptionRequest:
     """A Subscription resource as the hub accepts it, or SubscriptionInvalid
     naming each FHIR location and why."""
     issues: list[tuple[str, str]] = []
@@ -96,9 +98,10 @@ def read_subscription(resource: Any) -> SubscriptionRequest:
         raise SubscriptionInvalid([("Subscription." + ".".join(str(p) for p in err["loc"]), err["msg"])
                                    for err in exc.errors(include_url=False)]) from exc
     criteria = resource.get("criteria") or ""
-    event_type = criteria.removeprefix(TOPIC_BASE + "/") if criteria.startswith(TOPIC_BASE + "/") else None
+    topic_base = f"{fhir_base}/SubscriptionTopic/"
+    event_type = criteria.removeprefix(topic_base) if criteria.startswith(topic_base) else None
     if event_type not in {e.value for e in EventType}:
-        issues.append(("Subscription.criteria", f"must be one of the hub's topics ({TOPIC_BASE}/<event type>)"))
+        issues.append(("Subscription.criteria", f"must be one of the hub's topics ({topic_base}<event type>)"))
     channel = resource.get("channel") or {}
     if channel.get("type") != "rest-hook":
         issues.append(("Subscription.channel.type", "only rest-hook is offered"))
@@ -127,7 +130,8 @@ def read_subscription(resource: Any) -> SubscriptionRequest:
                                heartbeat_seconds=heartbeat, reason=str(resource.get("reason") or ""))
 
 
-def subscription_resource(*, subscription_id: str, hub_endpoint: str, fhir: dict[str, Any], active: bool) -> dict:
+def subscription_resource(*, subscription_id: str, hub_endpoint: str, fhir: dict[str, Any], active: bool,
+                          fhir_base: str = HUB_FHIR_BASE) -> dict:
     """The stored subscription as a FHIR Subscription (backport profile)."""
     channel: dict[str, Any] = {
         "type": "rest-hook", "endpoint": fhir["endpoint"], "payload": "application/fhir+json",
@@ -138,7 +142,7 @@ def subscription_resource(*, subscription_id: str, hub_endpoint: str, fhir: dict
     status = fhir.get("status", "requested") if active else "off"
     return {"resourceType": "Subscription", "id": subscription_id, "meta": {"profile": [SUBSCRIPTION_PROFILE]},
             "status": status, "reason": fhir.get("reason") or "S117 aftercare events",
-            "criteria": topic_url(fhir["event_type"]), "channel": channel,
+            "criteria": topic_url(fhir["event_type"], fhir_base), "channel": channel,
             **({"error": fhir["error"]} if fhir.get("error") and status == "error" else {})}
 
 
@@ -152,7 +156,7 @@ class Event:
 
 def notification(*, kind: str, subscription_id: str, hub_endpoint: str, fhir: dict[str, Any], since_start: int,
                  events: list[Event] = (), content: str | None = None, status: str = "active",
-                 bundle_type: str = "subscription-notification") -> dict[str, Any]:
+                 bundle_type: str = "subscription-notification", fhir_base: str = HUB_FHIR_BASE) -> dict[str, Any]:
     """A notification Bundle (`kind`: handshake, heartbeat, event-notification,
     query-status, query-event). Event messages are spliced in as parsed JSON."""
     import orjson
@@ -173,7 +177,7 @@ def notification(*, kind: str, subscription_id: str, hub_endpoint: str, fhir: di
         "resourceType": "SubscriptionStatus", "id": status_id, "status": status, "type": kind,
         "eventsSinceSubscriptionStart": str(since_start),
         "subscription": {"reference": f"{hub_endpoint.rstrip('/')}/Subscription/{subscription_id}"},
-        "topic": topic_url(fhir["event_type"]),
+        "topic": topic_url(fhir["event_type"], fhir_base),
         **({"notificationEvent": notification_events} if notification_events else {}),
     }
     return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "meta": {"profile": [NOTIFICATION_PROFILE]},
