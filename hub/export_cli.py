@@ -12,7 +12,8 @@ import argparse
 import asyncio
 import json
 import sys
-import uuid
+
+from hub.ids import uuid4
 
 CLI_CLIENT = "cli:s117hub-export"  # the client the file's audit rows name (no key: an operator's command)
 
@@ -51,7 +52,7 @@ async def _run(args: argparse.Namespace) -> dict:
         if svc.groups_in_force(args.org, __import__("datetime").date.today()) is None:
             sys.exit(f"export: no data-sharing agreement in force names {args.org}")
         # Claimed as it is asked for: the hub's worker, if it runs, leaves this one to us.
-        builder = str(uuid.uuid4())
+        builder = uuid4()
         # Its audit rows (one a person it lists) name the command as the client that asked.
         export = await svc.request(ExportRequest(args.org, args.layout, "full", requested_by=CLI_CLIENT),
                                    builder=builder)

@@ -71,7 +71,6 @@ import os
 import re
 import stat
 import tempfile
-import uuid
 from time import monotonic
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -93,6 +92,7 @@ from adapters.council_files.outbound import (
     event_code,
     row_values,
 )
+from hub.ids import uuid4
 from hub.access import record_decision
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
@@ -495,7 +495,7 @@ class ExportService:
         claims it (`s117hub export` building it itself)."""
         if req.layout not in OUT_LAYOUTS or req.mode not in MODES:
             raise ValueError("layout or mode unknown")
-        export_id = str(uuid.uuid4())
+        export_id = uuid4()
         now = self._now()
         async with self._engine.begin() as conn:
             await conn.execute(council_exports.insert().values(
@@ -605,7 +605,7 @@ class ExportService:
                     builder: str | None = None) -> bool:
         """Build the export's file; False (nothing done) if it is built already, withdrawn from building,
         or another builder holds it. `builder`: a claim taken when the export was asked for."""
-        claim = await self._take(row.export_id, builder or str(uuid.uuid4()))
+        claim = await self._take(row.export_id, builder or uuid4())
         if claim is None:
             return False
         # Renewed beside the build, every quarter of the lease, rows or no rows: a row source stalled on a
@@ -1006,7 +1006,7 @@ class ExportService:
                 if not _schedule_due(s, now):
                     continue
                 await conn.execute(council_exports.insert().values(
-                    export_id=str(uuid.uuid4()), org_code=s.org_code, subscription_id=s.subscription_id,
+                    export_id=uuid4(), org_code=s.org_code, subscription_id=s.subscription_id,
                     layout=s.layout, mode=s.mode, state="queued", record_count=0, created_at=now))
                 await conn.execute(council_file_subscriptions.update()
                                    .where(council_file_subscriptions.c.subscription_id == s.subscription_id)

@@ -24,7 +24,6 @@ and close items when later register changes fix them.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -36,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 import orjson
 
 from adapters.snapshots import ParsedRow, RowProblem, SnapshotFileError, reader_for, rejected
+from hub.ids import uuid4
 from hub.store.db import InList, Prepared, execute_prepared, snapshot, write_transaction
 from hub.bus.port import EVENTS_TOPIC, Subscriber
 from hub.codec import DUPLICATE_KEY, duplicate_keys, from_jsonable, json_path
@@ -141,7 +141,7 @@ class ReconciliationService:
     ) -> dict[str, Any]:
         """Store one snapshot as it streams in; returns its record. Rows go in
         batches, so memory stays bounded whatever the size."""
-        snapshot_id = str(uuid.uuid4())
+        snapshot_id = uuid4()
         now = datetime.now(UTC)
         async with self._engine.begin() as conn:
             await conn.execute(reconciliation_snapshots.insert().values(
@@ -218,7 +218,7 @@ class ReconciliationService:
 
     def _held(self, body: Body, parsed: ParsedRow, reasons: list[dict], now: datetime) -> dict[str, Any]:
         return {
-            "quarantine_id": str(uuid.uuid4()), "source": body.client_id, "channel": CHANNEL,
+            "quarantine_id": uuid4(), "source": body.client_id, "channel": CHANNEL,
             "source_message_id": None, "errors": reasons, "raw": self._protector.encrypt(parsed.raw),
             "received_at": now, "status": "held",
         }
@@ -502,7 +502,7 @@ class Reconciler:
             t = track(existing, [*found, *stood], sid)
             if t.opened:
                 await conn.execute(reconciliation_items.insert(), [{
-                    "item_id": str(uuid.uuid4()), "body_org": body, "person_key": d.person_key,
+                    "item_id": uuid4(), "body_org": body, "person_key": d.person_key,
                     "kind": d.kind.value, "field": d.field, "state": ItemState.OPEN.value,
                     "difference": difference_json(d), "person_id": d.person_id, "first_seen": sid,
                     "last_seen": sid, "reason": None, "fixed_by": None, "updated_at": now,

@@ -42,7 +42,7 @@ from hub.domain.model import DomainEvent, EventType, RegisterChange, ReviewDue, 
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import evaluate
 from hub.domain.rules.precedence import change_order
-from hub.ids import uuid5
+from hub.ids import uuid4, uuid5
 from hub.observability.logging import get_logger
 from hub.store.schema import bus_messages, register_changes
 
@@ -141,7 +141,7 @@ class ReviewScanner:
         await publish(conn, BusMessage(
             topic=EVENTS_TOPIC, key=person_id, event_id=event_id,
             payload=event_payload(event, to_jsonable(latest), status_on_the_bus(status)),
-            headers={"correlation_id": str(uuid.uuid4()), "source": "review-scheduler",
+            headers={"correlation_id": uuid4(), "source": "review-scheduler",
                      "event_type": EventType.REVIEW_DUE.value, **told_against},
         ))
         return 1

@@ -18,7 +18,6 @@ FHIR subscriptions count toward the per-organisation cap (hub/api/subscriptions.
 from __future__ import annotations
 
 import secrets
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -27,6 +26,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func, select
 
+from hub.ids import uuid4
 from hub.api.deps import ClientDep, EventNumber, HubDep, require
 from hub.api.outcomes import FHIR_JSON
 from hub.api.problems import ProblemError, answer
@@ -116,7 +116,7 @@ async def create(request: Request, hub: HubDep, client: ClientDep) -> Response:
         return _outcome(422, [("Subscription.criteria",
                                "this topic is not within your organisation's data-sharing agreement")],
                         code="forbidden")
-    sub_id = str(uuid.uuid4())
+    sub_id = uuid4()
     secret = secrets.token_urlsafe(32)
     fhir: dict[str, Any] = {"event_type": req.event_type, "endpoint": req.endpoint, "content": req.content,
                             "heartbeat_seconds": req.heartbeat_seconds, "reason": req.reason, "status": "requested"}

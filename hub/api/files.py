@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -32,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import ClientDisconnect
 
 from adapters.council_files import LAYOUTS, FileStream, Layout, open_file
+from hub.ids import uuid4
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import PROBLEM_JSON, ProblemError
 from hub.bootstrap import Hub
@@ -169,7 +169,7 @@ async def post_council_file(
     if charset not in _UTF8:
         raw = _as_utf8(raw, charset)
     now = datetime.now(UTC)
-    file_id = str(uuid.uuid4())
+    file_id = uuid4()
     sha256 = hashlib.sha256(raw).hexdigest()
     receipt = {"file_id": file_id, "source": client.client_id, "format": layout.name, "sha256": sha256,
                "size_bytes": len(raw), "received_at": now}

@@ -9,7 +9,6 @@ service instead, with the scope that route needs."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -19,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from hub.ids import uuid4
 from hub.api.deps import ClientDep, HubDep, own_row, require
 from hub.api.problems import PROBLEM_JSON, ProblemError
 from hub.audit import record_operator_action
@@ -91,7 +91,7 @@ async def resubmit(quarantine_id: str, request: Request, hub: HubDep, client: Cl
         if client.org_kind not in ("council", "icb") and "hub:admin" not in client.scopes:
             raise ProblemError(403, "forbidden", "Not permitted", "packages are recorded by a responsible council "
                                                                   "or ICB")
-    claim, now = str(uuid.uuid4()), datetime.now(UTC)
+    claim, now = uuid4(), datetime.now(UTC)
     async with hub.engine.begin() as conn:
         taken = await conn.execute(quarantine.update().where(_still_held(quarantine_id, now))
                                    .values(status=CLAIMED, resolved_at=now, resolved_by=claim))

@@ -14,7 +14,6 @@ its pending messages then have a fresh retry budget."""
 from __future__ import annotations
 
 import secrets
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -25,6 +24,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 from sqlalchemy import func, select
 
+from hub.ids import uuid4
 from hub.api.deps import MAX_ID, ClientDep, EventNumber, HubDep, Limit, WholeNumber, require
 from hub.access import AccessPolicy, record_decision
 from hub.api.problems import ProblemError
@@ -176,7 +176,7 @@ async def create_subscription(body: SubscriptionIn, hub: HubDep, client: ClientD
         if why:
             raise _reject("topic", why)
     secret = (body.secret or secrets.token_urlsafe(32)) if body.channel == "webhook" else None
-    sub_id = str(uuid.uuid4())
+    sub_id = uuid4()
     async with hub.engine.begin() as conn:
         # Every event is queued once per active subscription: without a bound, one key could
         # multiply each message (and its POSTs to one URL) as often as it liked.

@@ -18,11 +18,11 @@ the S117 FHIR message Bundle itself.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from hub.ids import uuid4
 from hub.domain.model import EventType
 from hub.fhir.namespaces import HUB_FHIR_BASE
 
@@ -162,7 +162,7 @@ def notification(*, kind: str, subscription_id: str, hub_endpoint: str, fhir: di
     import orjson
 
     content = content or fhir["content"]
-    status_id = str(uuid.uuid4())
+    status_id = uuid4()
     notification_events = []
     entries: list[dict[str, Any]] = []
     for e in events:
@@ -180,7 +180,7 @@ def notification(*, kind: str, subscription_id: str, hub_endpoint: str, fhir: di
         "topic": topic_url(fhir["event_type"], fhir_base),
         **({"notificationEvent": notification_events} if notification_events else {}),
     }
-    return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "meta": {"profile": [NOTIFICATION_PROFILE]},
+    return {"resourceType": "Bundle", "id": uuid4(), "meta": {"profile": [NOTIFICATION_PROFILE]},
             "type": bundle_type, "timestamp": _instant(datetime.now(UTC)),
             "entry": [{"fullUrl": f"urn:uuid:{status_id}", "resource": subscription_status}, *entries]}
 

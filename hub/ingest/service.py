@@ -745,7 +745,7 @@ class IngestService:
             log.info("register change already held in quarantine", source=client.client_id, channel=channel,
                      quarantine_id=qid, fields=[e["field"] for e in stored], correlation_id=correlation_id)
         else:
-            qid = str(uuid.uuid4())
+            qid = uuid4()
             async with self._engine.begin() as conn:
                 await conn.execute(
                     quarantine.insert().values(
@@ -1311,7 +1311,7 @@ class IngestService:
             return refusal(decision)
 
         async def hold_in_quarantine(raw: bytes, smid: str | None, problems: list[FieldProblem]) -> Outcome:
-            qid = str(uuid.uuid4())
+            qid = uuid4()
             stored = [x.stored_dict() for x in problems]
             await conn.execute(_INSERT_QUARANTINE, dict(
                 quarantine_id=qid, source=client.client_id, channel=channel,

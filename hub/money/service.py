@@ -30,7 +30,6 @@ Split decisions (`DecisionService`) likewise.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -42,6 +41,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from hub.ids import uuid4
 from hub.access import record_decision
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
@@ -779,7 +779,7 @@ class DecisionService:
             async with self._p._engine.begin() as conn:
                 await _audit_write(conn, client, "rest", allowed, d.person_id, self.PROPOSE, agreement)
             return await self._p._quarantine(client, original, "rest", problems, None)
-        decision_id = str(uuid.uuid4())
+        decision_id = uuid4()
         async with self._p._engine.begin() as conn:
             await conn.execute(split_decisions.insert().values(
                 decision_id=decision_id, person_id=d.person_id, council=council, icb=icb, kind=d.kind,

@@ -10,7 +10,6 @@ and the answer is a 409 problem naming the rule.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import orjson
 
+from hub.ids import uuid4
 from hub.domain.citations import FUNDING_NO_WITHDRAWAL
 from hub.domain.model import RegisterChange
 from hub.domain.workflows.held import HOLD_RULE
@@ -40,7 +40,7 @@ async def hold_change(
     Called after the ingest transaction rolled back, so nothing of the change is applied."""
     from hub.ingest.service import problem  # the ingest module imports this one
 
-    held_id = str(uuid.uuid4())
+    held_id = uuid4()
     errors: list[dict[str, Any]] = [{"field": "change_type", "reason": reason}]
     original = orjson.dumps(change_in.model_dump(mode="json", exclude_none=True))
     async with engine.begin() as conn:

@@ -57,7 +57,7 @@ from hub.domain.workflows.model import (
     new_api_dispute_id,
 )
 from hub.domain.workflows.settlement import InterimCosts, reimbursement_statement
-from hub.ids import uuid5
+from hub.ids import uuid4, uuid5
 from hub.ingest.service import Client, IngestService, event_id_for, load_person_details
 from hub.observability.logging import get_logger
 from hub.store.db import InList, insert_or_merge
@@ -369,7 +369,7 @@ class WorkflowService:
         await publish(conn, BusMessage(
             topic=EVENTS_TOPIC, key=case.person_id, event_id=event_id,
             payload=event_payload(event, to_jsonable(latest), status_on_the_bus(status)),
-            headers={"correlation_id": str(uuid.uuid4()), "source": WORKFLOW_SOURCE, "event_type": event_type.value,
+            headers={"correlation_id": uuid4(), "source": WORKFLOW_SOURCE, "event_type": event_type.value,
                      **told_against},
         ))
         return event_id
