@@ -9,13 +9,11 @@ Subscription resources and their interactions, `$process-message`, the messages 
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from hub.api.deps import ClientDep, HubDep
-from hub.api.outcomes import FHIR_JSON
+from hub.api.outcomes import FHIR_JSON, outcome
 from hub.api.problems import answer
 from hub.fhir.capability import server_capability_statement
 from hub.fhir.negotiation import format_refusal
@@ -23,12 +21,6 @@ from hub.fhir.negotiation import format_refusal
 router = APIRouter(prefix="/v1/fhir", tags=["fhir"])
 
 
-def _outcome(status: int, code: str, diagnostics: str, expression: str | None = None) -> JSONResponse:
-    issue: dict[str, Any] = {"severity": "error", "code": code, "diagnostics": diagnostics}
-    if expression:
-        issue["expression"] = [expression]
-    return JSONResponse({"resourceType": "OperationOutcome", "issue": [issue]}, status_code=status,
-                        media_type=FHIR_JSON)
 
 
 @router.get(
@@ -42,10 +34,10 @@ def _outcome(status: int, code: str, diagnostics: str, expression: str | None = 
 async def metadata(request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
     refused = format_refusal(request)
     if refused is not None:
-        return _outcome(406, "not-supported", *refused)
+        return outcome(406, "not-supported", *refused)
     mode = request.query_params.get("mode")
     if mode not in (None, "full"):
-        return _outcome(422, "not-supported", "only mode=full is served: the hub has no terminology "
+        return outcome(422, "not-supported", "only mode=full is served: the hub has no terminology "
                         "capabilities and the full statement is its normative one", "mode")
     base = str(request.base_url).rstrip("/") + "/v1/fhir"
     return JSONResponse(server_capability_statement(hub.settings.namespaces(), base), media_type=FHIR_JSON)

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 
 from hub.access import record_decision
 from hub.api.deps import ClientDep, HubDep, require
-from hub.api.outcomes import FHIR_JSON
+from hub.api.outcomes import FHIR_JSON, outcome
 from hub.api.problems import ProblemError, answer
 from hub.api.workflow_access import is_admin, service
 from hub.domain.access import Rule
@@ -35,16 +35,10 @@ router = APIRouter(prefix="/v1/fhir/Task", tags=["fhir"])
 MAX_BODY = 64 * 1024
 
 
-def _outcome(status: int, code: str, diagnostics: str, expression: str | None = None) -> JSONResponse:
-    issue: dict[str, Any] = {"severity": "error", "code": code, "diagnostics": diagnostics}
-    if expression:
-        issue["expression"] = [expression]
-    return JSONResponse({"resourceType": "OperationOutcome", "issue": [issue]}, status_code=status,
-                        media_type=FHIR_JSON)
 
 
 def _not_found() -> JSONResponse:
-    return _outcome(404, "not-found", "no Task with that id for this organisation")
+    return outcome(404, "not-found", "no Task with that id for this organisation")
 
 
 async def _load(hub, value: str) -> tuple[Case | None, int | None]:  # noqa: ANN001
@@ -87,7 +81,7 @@ def _unreadable(request: Request) -> JSONResponse | None:
     """A client asking for a format the hub does not answer in (XML, another FHIR version): 406, before
     anything is read or done (hub/fhir/negotiation.py)."""
     refused = format_refusal(request)
-    return None if refused is None else _outcome(406, "not-supported", *refused)
+    return None if refused is None else outcome(406, "not-supported", *refused)
 
 
 @router.get("/{task_id}", summary="A transfer or dispute-stage Task (FHIR R4)",
@@ -129,13 +123,13 @@ def _reason_problem(reason: Any, where: str) -> JSONResponse | None:
     """A contest's reason (statusReason.text) as the plain API takes it: text of at most 1000 characters."""
     if reason is None or (isinstance(reason, str) and len(reason) <= MAX_REASON):
         return None
-    return _outcome(422, "value", f"{where}: must be text of at most {MAX_REASON} characters", where)
+    return outcome(422, "value", f"{where}: must be text of at most {MAX_REASON} characters", where)
 
 
 async def _apply(hub, client, task_value: str, status: Any, reason: Any) -> JSONResponse:  # noqa: ANN001
     require(client, "workflows:write")
     if not isinstance(status, str):
-        return _outcome(422, "value", "Task.status: must be a code (a string)", "Task.status")
+        return outcome(422, "value", "Task.status: must be a code (a string)", "Task.status")
     found = await _case(hub, client, task_value)
     if found is None:
         return _not_found()
@@ -145,7 +139,7 @@ async def _apply(hub, client, task_value: str, status: Any, reason: Any) -> JSON
         return JSONResponse(current, media_type=FHIR_JSON)  # nothing to do
     if case.kind is not CaseKind.TRANSFER or status not in ("accepted", "rejected"):
         shown = repr(status) if len(status) <= 32 else "this status"
-        return _outcome(422, "business-rule",
+        return outcome(422, "business-rule",
                         f"status: '{current['status']}' -> {shown} is not a change a party can make on this Task; "
                         "a transfer's incoming body may set 'accepted' or 'rejected' (with statusReason.text); "
                         "dispute stages move by POST /v1/disputes/{id}/escalate | resolve", "Task.status")
@@ -155,7 +149,7 @@ async def _apply(hub, client, task_value: str, status: Any, reason: Any) -> JSON
         acted = await svc.act(case.case_id, client.org_code, action, {"reason": reason or ""})
     except WorkflowRefusal as exc:
         code = {403: "forbidden", 409: "conflict"}.get(exc.status, "business-rule")
-        return _outcome(exc.status, code, f"{exc.rule}: {exc.detail} ({exc.citation})", "Task.status")
+        return outcome(exc.status, code, f"{exc.rule}: {exc.detail} ({exc.citation})", "Task.status")
     if acted.register_change is not None:
         await svc.record_register_change(acted.case.person_id, acted.register_change, client.org_code)
     return JSONResponse(build_task(acted.case), media_type=FHIR_JSON)
@@ -179,12 +173,12 @@ async def put_task(task_id: str, request: Request, hub: HubDep, client: ClientDe
         return refused
     body = await _body(request)
     if not isinstance(body, dict) or body.get("resourceType") != "Task":
-        return _outcome(422, "structure", "the body must be a FHIR Task", "Task")
+        return outcome(422, "structure", "the body must be a FHIR Task", "Task")
     if body.get("id") not in (None, task_id):
-        return _outcome(422, "invariant", "Task.id must equal the id in the URL", "Task.id")
+        return outcome(422, "invariant", "Task.id must equal the id in the URL", "Task.id")
     status_reason = body.get("statusReason")
     if status_reason is not None and not isinstance(status_reason, dict):
-        return _outcome(422, "structure", "Task.statusReason: must be a CodeableConcept (an object with text)",
+        return outcome(422, "structure", "Task.statusReason: must be a CodeableConcept (an object with text)",
                         "Task.statusReason")
     reason = (status_reason or {}).get("text")
     if (bad := _reason_problem(reason, "Task.statusReason.text")) is not None:
@@ -199,19 +193,19 @@ async def patch_task(task_id: str, request: Request, hub: HubDep, client: Client
         return refused
     ops = await _body(request)
     if not isinstance(ops, list) or not all(isinstance(op, dict) for op in ops):
-        return _outcome(422, "structure", "the body must be a JSON Patch array (RFC 6902)")
+        return outcome(422, "structure", "the body must be a JSON Patch array (RFC 6902)")
     status, reason = None, None
     for i, op in enumerate(ops):
         path, kind = op.get("path"), op.get("op")
         if kind not in ("replace", "add") or path not in ("/status", "/statusReason", "/statusReason/text"):
-            return _outcome(422, "not-supported", f"[{i}]: only replace/add of /status and /statusReason are "
+            return outcome(422, "not-supported", f"[{i}]: only replace/add of /status and /statusReason are "
                             "supported", f"[{i}].path")
         if path == "/status":
             status = op.get("value")
         elif path == "/statusReason":
             value = op.get("value")
             if not isinstance(value, dict):
-                return _outcome(422, "structure", f"[{i}].value: /statusReason must be a CodeableConcept (an "
+                return outcome(422, "structure", f"[{i}].value: /statusReason must be a CodeableConcept (an "
                                 "object with text)", f"[{i}].value")
             reason = value.get("text")
         else:
@@ -219,7 +213,7 @@ async def patch_task(task_id: str, request: Request, hub: HubDep, client: Client
         if (bad := _reason_problem(reason, f"[{i}].value")) is not None:
             return bad
     if status is None:
-        return _outcome(422, "required", "the patch must set /status", "/status")
+        return outcome(422, "required", "the patch must set /status", "/status")
     return await _apply(hub, client, task_id, status, reason)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi.responses import JSONResponse
+
 FHIR_JSON = "application/fhir+json"
 
 # An issue's code (FHIR R4 IssueType) for a refusal's status.
@@ -20,3 +22,13 @@ def outcome_body(status: int, detail: str, errors: list[dict[str, str]] | None =
     issues = [{"severity": "error", "code": code, "diagnostics": e["reason"], "expression": [e["field"]]}
               for e in errors or ()] or [{"severity": "error", "code": code, "diagnostics": detail}]
     return {"resourceType": "OperationOutcome", "issue": issues}
+
+
+def outcome(status: int, code: str, diagnostics: str, expression: str | None = None) -> JSONResponse:
+    """A route's own refusal: one error issue with its IssueType `code` and, where one element is at
+    fault, its `expression` (the FHIR Task and metadata routes)."""
+    issue: dict[str, Any] = {"severity": "error", "code": code, "diagnostics": diagnostics}
+    if expression:
+        issue["expression"] = [expression]
+    return JSONResponse({"resourceType": "OperationOutcome", "issue": [issue]}, status_code=status,
+                        media_type=FHIR_JSON)
