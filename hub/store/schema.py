@@ -156,6 +156,8 @@ quarantine = Table(
     Column("resolved_by", String(36), nullable=True),  # the change id or new quarantine id
     Column("resolution_reason", String(500), nullable=True),
     Index("ix_quarantine_source", "source", "received_at"),
+    Index("ix_quarantine_message", "source", "source_message_id", "received_at"),  # a resend (`_held_copy`)
+    Index("ix_quarantine_received", "received_at"),  # the operator's newest-first list, the ops counts
     Index("ix_quarantine_correlation", "correlation_id"),
 )
 
