@@ -539,7 +539,8 @@ class MllpServer:
         refused = await self._ingest.write_precheck(client, result.change, CHANNEL)
         if refused is not None:
             return await self._refusal_ack(header, result, refused, started)
-        outcome = await self._ingest.accept_mapped(client, result.change, payload, CHANNEL, prechecked=True)
+        outcome = await self._ingest.accept_mapped(client, result.change, payload, CHANNEL, prechecked=True,
+                                                   source_field=result.hl7_field)
         if outcome.status_code == 403:  # refused on the record path, under the person's lock
             return await self._refusal_ack(header, result, outcome, started)
         return self._outcome_ack(header, result, outcome)

@@ -196,6 +196,13 @@ _HELD = Prepared(
     .order_by(quarantine.c.received_at, quarantine.c.quarantine_id))
 
 
+def _in_source(error: dict[str, str], where: str) -> dict[str, str]:
+    """A stored error named by where the source put the field, the canonical name kept in its reason."""
+    if where == error["field"]:
+        return error
+    return {"field": where, "reason": f"({error['field']}) {error['reason']}"}
+
+
 def _usable_smid(value: Any) -> str | None:
     """A source message id that may be looked up and kept with a quarantined
     input: none that the contract refuses (a NUL, a control or bidi character,
@@ -562,7 +569,7 @@ class IngestService:
         return await self.accept_mapped(client, data, raw, channel)
 
     async def accept_mapped(self, client: Client, data: dict[str, Any], original: bytes, channel: str, *,
-                            prechecked: bool = False) -> Outcome:
+                            prechecked: bool = False, source_field: Callable[[str], str] | None = None) -> Outcome:
         """Take one register change an adapter has mapped to the canonical
         contract. `original` is the input as the source sent it (an HL7 v2
         message, a file row): that is what quarantine keeps, so the source
@@ -570,7 +577,10 @@ class IngestService:
         validate is first put to the access policy (`write_precheck`): one
         about someone the source has no role for gets the refusal a valid
         one would get, and nothing of it is kept. `prechecked`: the caller
-        asked `write_precheck` already (MLLP, council files)."""
+        asked `write_precheck` already (MLLP, council files). `source_field`:
+        where in `original` a canonical field came from (MLLP: "PID-3"), so the
+        quarantine entry names what the source sent as its answer did; the
+        answer's own errors stay canonical, for the adapter to render."""
         correlation_id = self._correlation_id()
         smid = _usable_smid(data.get("source_message_id"))
         # A source message id seen before gets its first answer (or a 409 if
@@ -596,7 +606,8 @@ class IngestService:
                 if replay is not None:
                     self._count_replay(channel, replay)
                     return replay
-            return await self._quarantine(client, channel, original, smid, problems, correlation_id)
+            return await self._quarantine(client, channel, original, smid, problems, correlation_id,
+                                          source_field=source_field)
         return await self._record(client, change_in, channel, today, correlation_id,
                                   validated_digest(change_in, data))
 
@@ -733,10 +744,12 @@ class IngestService:
 
     async def _quarantine(
         self, client: Client, channel: str, raw: bytes, smid: str | None,
-        problems: list[FieldProblem], correlation_id: str,
+        problems: list[FieldProblem], correlation_id: str, *, source_field: Callable[[str], str] | None = None,
     ) -> Outcome:
         errors = [p.as_dict() for p in problems]
         stored = [p.stored_dict() for p in problems]  # unknown keys: named to the sender, never stored
+        if source_field is not None:  # named as the source's answer named them: "PID-3", "(person.nhs_number) ..."
+            stored = [_in_source(e, source_field(e["field"])) for e in stored]
         held = await self._held_copy(client, channel, smid, raw) if smid else None
         if held is not None:
             # The same input again (a REST client's retry, an engine resending after its AE): the
