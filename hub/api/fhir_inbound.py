@@ -39,7 +39,7 @@ from hub.api.deps import ClientDep, HubDep, require
 from hub.api.outcomes import FHIR_JSON
 from hub.api.problems import answer
 from hub.fhir.namespaces import NHS_NUMBER_SYSTEM, Namespaces
-from hub.fhir.negotiation import format_refusal, media_version_refusal
+from hub.fhir.negotiation import body_media_refusal, format_refusal
 from hub.ids import uuid5
 from hub.ingest.validation import FieldProblem
 
@@ -171,17 +171,13 @@ def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, An
 )
 async def process_message(request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
     require(client, "register:write")
-    content_type = request.headers.get("content-type", "")
-    media_type = content_type.split(";")[0].strip().lower()
-    if media_type not in ACCEPTED_MEDIA_TYPES:
-        return _outcome(415, [_issue("error", "not-supported", "send the message Bundle as application/fhir+json "
-                                     "(or application/json)", "Content-Type")])
-    # Before anything is read or recorded: a message in another FHIR version, an answer the client cannot
-    # read, or an asynchronous exchange the hub does not offer (it would have been recorded, then answered
-    # in a way the sender does not expect).
-    version = media_version_refusal(content_type)
-    if version is not None:
-        return _outcome(415, [_issue("error", "not-supported", *version)])
+    # Before anything is read or recorded: a message in another format or FHIR version, an answer the
+    # client cannot read, or an asynchronous exchange the hub does not offer (it would have been recorded,
+    # then answered in a way the sender does not expect).
+    unsendable = body_media_refusal(request.headers.get("content-type", ""), ACCEPTED_MEDIA_TYPES,
+                                    "the message Bundle as application/fhir+json (or application/json)")
+    if unsendable is not None:
+        return _outcome(415, [_issue("error", "not-supported", *unsendable)])
     unreadable = format_refusal(request)
     if unreadable is not None:
         return _outcome(406, [_issue("error", "not-supported", *unreadable)])

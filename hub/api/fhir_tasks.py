@@ -27,7 +27,7 @@ from hub.api.problems import ProblemError, answer
 from hub.api.workflow_access import is_admin, service
 from hub.domain.access import Rule
 from hub.domain.workflows.model import Action, Case, CaseKind, WorkflowRefusal
-from hub.fhir.negotiation import format_refusal
+from hub.fhir.negotiation import body_media_refusal, format_refusal
 from hub.observability.logging import bound_correlation_id
 from hub.workflows.fhir_task import build_task, parse_task_id, task_id
 
@@ -75,6 +75,17 @@ def _task(case: Case, stage: int | None) -> dict[str, Any]:
 
 _NOT_ACCEPTABLE = answer("An answer other than FHIR R4 JSON was asked for (_format, Accept): nothing done",
                          problem=False, fhir=True)
+
+
+_TASK_BODY = frozenset({FHIR_JSON, "application/json"})
+_PATCH_BODY = frozenset({"application/json-patch+json", "application/json"})
+
+
+def _unsendable(request: Request, accepted: frozenset[str], send: str) -> JSONResponse | None:
+    """A body in a format the route does not read (a Task as XML, a FHIRPath Patch's Parameters, no
+    Content-Type): 415 naming Content-Type, before anything is read or done."""
+    refused = body_media_refusal(request.headers.get("content-type", ""), accepted, send)
+    return None if refused is None else outcome(415, "not-supported", *refused)
 
 
 def _unreadable(request: Request) -> JSONResponse | None:
@@ -162,6 +173,9 @@ _WRITE_ANSWERS: dict[int | str, dict] = {
     406: _NOT_ACCEPTABLE,
     409: answer("The transition is not allowed now", problem=False, fhir=True),
     413: answer("The body is over 64 KB", problem=False, fhir=True),
+    415: answer("A body other than the route reads (PUT: a Task as application/fhir+json or application/json; "
+                "PATCH: JSON Patch as application/json-patch+json or application/json), or none: nothing done",
+                problem=False, fhir=True),
     422: answer("Refused: an OperationOutcome naming the problem", problem=False, fhir=True),
 }
 
@@ -170,6 +184,9 @@ _WRITE_ANSWERS: dict[int | str, dict] = {
             responses=_WRITE_ANSWERS)
 async def put_task(task_id: str, request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
     if (refused := _unreadable(request)) is not None:
+        return refused
+    if (refused := _unsendable(request, _TASK_BODY,
+                               "the Task as application/fhir+json (or application/json)")) is not None:
         return refused
     body = await _body(request)
     if not isinstance(body, dict) or body.get("resourceType") != "Task":
@@ -190,6 +207,9 @@ async def put_task(task_id: str, request: Request, hub: HubDep, client: ClientDe
             responses=_WRITE_ANSWERS)
 async def patch_task(task_id: str, request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
     if (refused := _unreadable(request)) is not None:
+        return refused
+    if (refused := _unsendable(request, _PATCH_BODY, "a JSON Patch (RFC 6902) as application/json-patch+json "
+                               "(or application/json); FHIRPath Patch is not supported")) is not None:
         return refused
     ops = await _body(request)
     if not isinstance(ops, list) or not all(isinstance(op, dict) for op in ops):

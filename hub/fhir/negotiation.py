@@ -7,7 +7,8 @@ answered in a format it cannot read):
 * `_format` (query) other than json / application/json / application/fhir+json: refused, naming `_format`;
 * `Accept` naming no JSON type (`application/fhir+xml` alone, say), or only JSON types of another FHIR
   version (`application/fhir+json; fhirVersion=3.0`): refused, naming `Accept`;
-* a body's `Content-Type` with `fhirVersion` other than 4.0: refused, naming `Content-Type`.
+* a body's `Content-Type` with `fhirVersion` other than 4.0, or a media type the route does not read
+  (`application/fhir+xml`, none at all): refused, naming `Content-Type` (`body_media_refusal`).
 
 Each refusal is (diagnostics, expression); the route answers it as an OperationOutcome (`406` for
 what the client asks to receive, `415` for what it sent).
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-__all__ = ["FHIR_VERSIONS", "format_refusal", "media_version_refusal"]
+__all__ = ["FHIR_VERSIONS", "body_media_refusal", "format_refusal", "media_version_refusal"]
 
 FHIR_VERSIONS = frozenset({"4.0", "4.0.1"})  # the fhirVersion mime parameter's values for R4
 _JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json"})
@@ -42,6 +43,15 @@ def media_version_refusal(content_type: str) -> tuple[str, str] | None:
     if version is not None and version not in FHIR_VERSIONS:
         return ("the hub speaks FHIR R4 only: send fhirVersion=4.0 (or no fhirVersion)", "Content-Type")
     return None
+
+
+def body_media_refusal(content_type: str, accepted: frozenset[str], send: str) -> tuple[str, str] | None:
+    """A body's Content-Type the route cannot read: a media type not in `accepted` (none sent is none of
+    them), or a FHIR version the hub does not speak. `send`: what to send instead, as the refusal says it."""
+    kind, _ = _media(content_type)
+    if kind not in accepted:
+        return (f"send {send}", "Content-Type")
+    return media_version_refusal(content_type)
 
 
 def format_refusal(request: Request) -> tuple[str, str] | None:
