@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func, select
 
@@ -34,6 +34,7 @@ from hub.api.subscriptions import MAX_ACTIVE_PER_ORG, audit_replay, require_agre
 from hub.delivery.fhir_rest_hook import CHANNEL, post_notification
 from hub.delivery.queue import create_counter
 from hub.delivery.targets import url_problem
+from hub.fhir.negotiation import body_media_refusal, format_refusal
 from hub.fhir.subscriptions import (
     CONTENTS,
     Event,
@@ -47,7 +48,28 @@ from hub.observability.logging import get_logger
 from hub.sharing import DisclosureCheck
 from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, subscriptions
 
-router = APIRouter(prefix="/v1/fhir", tags=["fhir-subscriptions"])
+_BODY_TYPES = frozenset({FHIR_JSON, "application/json"})
+
+
+async def _negotiated(request: Request) -> None:
+    """FHIR R4 JSON only, both ways (hub/fhir/negotiation.py), before anything is read or done: a client
+    asking for XML or another FHIR version is a 406, a Subscription sent in another format (or with no
+    Content-Type) a 415, each an OperationOutcome naming `Accept`, `_format` or `Content-Type`."""
+    refused = format_refusal(request)
+    if refused is not None:
+        raise ProblemError(406, "not-acceptable", "Not acceptable", refused[0],
+                           errors=[{"field": refused[1], "reason": refused[0]}])
+    if request.method == "POST":
+        refused = body_media_refusal(request.headers.get("content-type", ""), _BODY_TYPES,
+                                     "the Subscription as application/fhir+json (or application/json)")
+        if refused is not None:
+            raise ProblemError(415, "unsupported-media-type", "Unsupported media type", refused[0],
+                               errors=[{"field": refused[1], "reason": refused[0]}])
+
+
+router = APIRouter(prefix="/v1/fhir", tags=["fhir-subscriptions"], dependencies=[Depends(_negotiated)], responses={
+    406: answer("An answer other than FHIR R4 JSON was asked for (_format, Accept): nothing done", problem=False,
+                fhir=True)})
 
 
 def _base(hub) -> str:  # noqa: ANN001
@@ -92,7 +114,9 @@ async def list_topics(hub: HubDep, client: ClientDep) -> Response:
 
 
 @router.post("/Subscription", status_code=201, summary="Subscribe (rest-hook) to a topic: handshake, then notifications",
-             responses={422: answer("Refused: an OperationOutcome naming each problem", problem=False, fhir=True)})
+             responses={415: answer("A Subscription sent other than as application/fhir+json or application/json "
+                                    "(or in another fhirVersion): nothing done", problem=False, fhir=True),
+                        422: answer("Refused: an OperationOutcome naming each problem", problem=False, fhir=True)})
 async def create(request: Request, hub: HubDep, client: ClientDep) -> Response:
     require(client, "subscriptions:write")
     raw = await request.body()

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 FHIR_JSON = "application/fhir+json"
 
 # An issue's code (FHIR R4 IssueType) for a refusal's status.
-OUTCOME_CODES = {400: "structure", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
+OUTCOME_CODES = {400: "structure", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported", 406: "not-supported",
                  408: "timeout", 409: "conflict", 410: "deleted", 413: "too-long", 415: "not-supported",
                  422: "invalid", 429: "throttled", 503: "timeout"}
 
