@@ -221,3 +221,33 @@ def test_the_systemd_unit_bounds_file_descriptors_and_the_umask():
               and not line.startswith("#")}
     assert int(limits["LimitNOFILE"]) >= 4096
     assert limits["UMask"] == "0077"
+
+
+# The settings no production hub should have, left out of the example on purpose.
+_NOT_FOR_PRODUCTION = {"S117_WORKFLOW_CLOCK_SETTABLE"}  # moves the workflows' "today": end-to-end tests only
+# Commented out showing the choice its comment explains, not the default.
+_SHOWN_AS_A_CHOICE = {"S117_MLLP_ALLOW_UNAUTHENTICATED"}
+
+
+def test_the_production_example_names_every_setting_with_its_default_where_commented_out():
+    """deploy/hub.env.example is the operator's reference: every setting the hub reads is in it, set or
+    commented out; a commented-out scalar shows the hub's own default, so uncommenting it changes nothing."""
+    from hub.settings import Settings
+
+    example = (REPO_ROOT / "deploy" / "hub.env.example").read_text()
+    shown: dict[str, tuple[bool, str]] = {}
+    for line in example.splitlines():
+        commented = line.startswith("#S117_")
+        name, sep, value = line.lstrip("#").partition("=")
+        if sep and name.startswith("S117_") and " " not in name:
+            shown.setdefault(name, (commented, value.strip()))
+    fields = {f"S117_{name.upper()}": field for name, field in Settings.model_fields.items()}
+    assert set(fields) - set(shown) == _NOT_FOR_PRODUCTION, sorted(set(fields) - set(shown) - _NOT_FOR_PRODUCTION)
+    assert not set(shown) - set(fields), sorted(set(shown) - set(fields))  # nothing the hub does not read
+    for name, (commented, value) in shown.items():
+        default = fields[name].default
+        if commented and isinstance(default, bool | int | float) and value and name not in _SHOWN_AS_A_CHOICE:
+            if isinstance(default, bool):
+                assert value.lower() == str(default).lower(), (name, value, default)
+            else:
+                assert float(value) == float(default), (name, value, default)
