@@ -9,6 +9,7 @@ from hub.domain.agreements import AgreementBook
 from hub.domain.model import DomainEvent, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import derive_events, evaluate
+from hub.domain.rules.engine import handover_bases, handover_council
 from hub.domain.rules.precedence import is_late
 from hub.domain.rules.timeline import TransferStep, revealed_steps
 from hub.domain.views import Handover
@@ -46,9 +47,11 @@ def events_again(person_id: str, history: list[RegisterChange], change: Register
 
 
 def _basis(status: S117Status, role: str) -> str | None:
-    return status.council_basis_code if role == "council" else status.commissioner_basis_code
+    # The council's: the responsible one's or, after a re-detention with no place of residence, the one whose
+    # duty it ended (the transfer events' and steps' own bases: hub/domain/rules/engine.py `handover_bases`).
+    return handover_bases(status)[0 if role == "council" else 1]
 
 
 def _org_code(status: S117Status, role: str) -> tuple[str, ...]:
-    held = status.responsible_council if role == "council" else status.responsible_commissioner
+    held = handover_council(status) if role == "council" else status.responsible_commissioner
     return (held.org.code,) if held is not None and held.org is not None else ()

@@ -183,6 +183,17 @@ class S117Status:
     # the resolved org is a succession (e.g. CCG -> ICB on 1 July 2022).
     council_basis_code: str | None = None
     commissioner_basis_code: str | None = None
+    # While no council is responsible because a re-detention with no place of
+    # residence before it ended the responsible council's duty (Worcs 4.3.3)
+    # and the area discharged to is not yet known (Bucks "If, exceptionally,
+    # no place of residence"; the hospital's council coordinates meanwhile):
+    # that council and its basis, the outgoing body of the hand-over to the
+    # council then determined (hub/domain/rules/engine.py `handover_bases`).
+    # Internal: not in the person query nor in any message to a body
+    # (hub/access.py STATUS_GROUPS lists neither; hub/fhir/messages.py names
+    # the fields it sends).
+    outgoing_council: Determination | None = None
+    outgoing_council_basis_code: str | None = None
     # Current council of ordinary residence (a council code, not an address):
     # tells a move to another council area apart from a move within one.
     residence_la_gss: str | None = None

@@ -157,6 +157,11 @@ class _Fold:
     council: _Responsibility | None = None
     coordinating_council: _Responsibility | None = None
     council_awaits_destination: bool = False
+    # The council whose duty a re-detention with no place of residence before
+    # it ended (Worcs 4.3.3), while no council is responsible and the area
+    # discharged to is not yet known: the outgoing body of the hand-over to
+    # the council then determined (`handover_bases`).
+    outgoing_council: _Responsibility | None = None
     commissioner: _Responsibility | None = None
     commissioner_provisional: bool = False
     # A re-detention before 1 April 2016 kept the commissioner already
@@ -195,8 +200,18 @@ class _Fold:
     def note(self, change: RegisterChange, text: str) -> None:
         self.history += (HistoryEntry(on=change.effective_date, change_id=change.change_id, text=text),)
 
+    def last_council(self) -> _Responsibility | None:
+        """The responsible council or, while a re-detention with no place of
+        residence has left none responsible, the one whose duty it ended: the
+        basis a hand-over of the council's duty is told from (`handover_bases`),
+        the area a move with no residence known before is compared against, and
+        the area agreement the reviews follow (its schedule stands until the
+        council of the area discharged to takes over)."""
+        return self.council if self.council is not None else self.outgoing_council
+
     def area(self) -> AreaAgreement:
-        return self.agreements.area(self.council.basis_code if self.council else None)
+        holder = self.last_council()
+        return self.agreements.area(holder.basis_code if holder else None)
 
 
 # ---------------------------------------------------------------- councils
@@ -235,23 +250,24 @@ def _determine_council_at_detention(fold: _Fold, change: RegisterChange, verdict
     start = fold.detention_start or change.effective_date
     if fold.nfa_before_detention or fold.residence_before_detention is None:
         # The area the person is discharged to answers; until then the
-        # hospital's council coordinates (Bucks "no place of residence").
+        # hospital's council coordinates (Bucks "If, exceptionally, no place of
+        # residence").
         fold.council_awaits_destination = True
         if not redetention:
             fold.council = None
-        # On re-detention the previous council's duty ends in law: a new
-        # qualifying detention re-determines the council (Worcs 4.3.3); with no
-        # place of residence before it, the hospital's council coordinates
-        # while detained and the council of the area discharged to becomes
-        # responsible on discharge (Bucks "If, exceptionally, no place of
-        # residence"). Known gap (outside review 30), left on purpose: the
-        # previous council stays in `council` until the discharge area is
-        # known, because a transfer is a move between two councils
-        # (events._transfer_events, timeline._moved): clearing it here would
-        # make the later settlement a first determination, so the previous
-        # council would never be told of the hand-over nor a transfer case
-        # opened (hub/workflows/service.py), and it would lose its access
-        # meanwhile. Not Worcs 4.3.4: that paragraph is for disputes.
+            fold.outgoing_council = None
+        elif fold.council is not None:
+            # A new qualifying detention re-determines the council (Worcs
+            # 4.3.3): the previous council's duty ends here, and with no place
+            # of residence before the detention no council is responsible
+            # until the area discharged to is known. The council whose duty
+            # ended is kept as the outgoing body of that hand-over, so the
+            # settlement is told to it and to the new council as a transfer and
+            # opens a transfer case (events._transfer_events, timeline; both
+            # compare `handover_bases`), not a first determination told to
+            # nobody. Not Worcs 4.3.4: that paragraph is for disputes.
+            fold.outgoing_council = _duty_ended(fold.council, verdict, start)
+            fold.council = None
         hospital_gss = fold.ref.hospital_council_gss(fold.hospital_ods) if fold.hospital_ods else None
         if hospital_gss:
             fold.coordinating_council = _council(
@@ -264,6 +280,7 @@ def _determine_council_at_detention(fold: _Fold, change: RegisterChange, verdict
         return
     fold.council_awaits_destination = False
     fold.coordinating_council = None
+    fold.outgoing_council = None
     if redetention:
         why = (
             f"ordinarily resident there immediately before the new {verdict.label} detention on {start.isoformat()}, "
@@ -274,6 +291,21 @@ def _determine_council_at_detention(fold: _Fold, change: RegisterChange, verdict
         why = f"ordinarily resident there before the {verdict.label} detention on {start.isoformat()}"
         citation = citations.COUNCIL_RESIDENCE
     fold.council = _council(fold, fold.residence_before_detention, why, citation)
+
+
+def _duty_ended(held: _Responsibility, verdict: SectionVerdict, start: date) -> _Responsibility:
+    """`held`, the council whose duty a re-detention with no place of residence before it ended."""
+    citation = f"{citations.COUNCIL_REDETENTION}; {citations.COUNCIL_NO_FIXED_ABODE}"
+    return _Responsibility(
+        basis_code=held.basis_code,
+        org=held.org,
+        explanation=(
+            f"council: {held.org.name}, responsible until the new {verdict.label} detention on {start.isoformat()} "
+            "ended its duty; with no place of residence before that detention, the council of the area discharged "
+            f"to becomes responsible and takes over from it ({citation})"
+        ),
+        citation=citation,
+    )
 
 
 def _settle_council_at_destination(fold: _Fold, gss: str | None, change: RegisterChange, how: str) -> None:
@@ -287,6 +319,7 @@ def _settle_council_at_destination(fold: _Fold, gss: str | None, change: Registe
     )
     fold.council_awaits_destination = False
     fold.coordinating_council = None
+    fold.outgoing_council = None
 
 
 # ---------------------------------------------------------- NHS commissioner
@@ -756,7 +789,10 @@ def _on_moved(fold: _Fold, change: RegisterChange) -> None:
     if fold.entitled and not fold.in_hospital:
         _settle_council_at_destination(fold, fold.residence, change, "settled in that area after leaving hospital")
     new_area = fold.residence
-    reference_area = previous if previous is not None else (fold.council.basis_code if fold.council else None)
+    # With no residence known before, the council's area: the responsible council's, or the one whose duty a
+    # re-detention with no place of residence ended while none is responsible (`_Fold.last_council`).
+    holder = fold.last_council()
+    reference_area = previous if previous is not None else (holder.basis_code if holder else None)
     if fold.entitled and new_area is not None and new_area != reference_area:
         fold.unscheduled += (_Review(
             change.effective_date, "unscheduled",
@@ -986,6 +1022,7 @@ def _on_dispute_resolved(fold: _Fold, change: RegisterChange) -> None:
                                     citations.COUNCIL_DISPUTE)
             fold.council_awaits_destination = False
             fold.coordinating_council = None
+            fold.outgoing_council = None
         else:
             fold.commissioner = _commissioner_from_org(
                 fold, found, f"found responsible when the dispute was resolved on {when}", citations.NHS_DISPUTE)
@@ -1075,11 +1112,12 @@ def _pending_reviews(fold: _Fold) -> tuple[ReviewDue, ...]:
     # The same inputs: the same start, the same tuples (immutable, so the same
     # object is the same content) and the same council (its area's intervals).
     base = fold.review_from if fold.review_from is not None and fold.review_from > start else start
+    holder = fold.last_council()
     if (memo is not None and memo[0] == (start, base) and memo[1] is fold.reviews_completed
-            and memo[2] is fold.placements and memo[3] is fold.unscheduled and memo[4] is fold.council):
+            and memo[2] is fold.placements and memo[3] is fold.unscheduled and memo[4] is holder):
         return memo[5]
     pending = _pending_reviews_of(fold, start, base)
-    fold.reviews_memo = ((start, base), fold.reviews_completed, fold.placements, fold.unscheduled, fold.council,
+    fold.reviews_memo = ((start, base), fold.reviews_completed, fold.placements, fold.unscheduled, holder,
                          pending)
     return pending
 
@@ -1207,6 +1245,7 @@ def _snapshot(fold: _Fold, memo: dict[int, tuple[_Responsibility, Determination]
         responsible_council=_determination(fold.council, memo),
         responsible_commissioner=_determination(fold.commissioner, memo),
         coordinating_council=_determination(fold.coordinating_council, memo),
+        outgoing_council=_determination(fold.outgoing_council, memo),
         next_review=pending[0] if pending else None,
         pending_reviews=pending,
         open_disputes=tuple(fold.open_disputes.values()),
@@ -1218,6 +1257,7 @@ def _snapshot(fold: _Fold, memo: dict[int, tuple[_Responsibility, Determination]
         died=fold.died,
         council_basis_code=fold.council.basis_code if fold.council else None,
         commissioner_basis_code=fold.commissioner.basis_code if fold.commissioner else None,
+        outgoing_council_basis_code=fold.outgoing_council.basis_code if fold.outgoing_council else None,
         residence_la_gss=fold.residence,
         qualifying_detention_changes=fold.qualifying_detention_changes,
     )
@@ -1347,6 +1387,33 @@ class Evaluation:
                           replays=self.replays + 1, memo=self._memo)
 
 
+Bases = tuple[str | None, str | None]  # the council's and NHS commissioner's basis codes (`handover_bases`)
+
+
+def _fold_bases(fold: _Fold) -> Bases:
+    """`handover_bases` of the fold's status, without building it."""
+    council = fold.last_council()
+    return (council.basis_code if council else None, fold.commissioner.basis_code if fold.commissioner else None)
+
+
+def handover_bases(status: S117Status) -> Bases:
+    """The bases a hand-over of responsibility is told between: the
+    responsible council's and NHS commissioner's, the council's being, while
+    a re-detention with no place of residence has left none responsible, the
+    one whose duty it ended (`outgoing_council_basis_code`, Worcs 4.3.3): the
+    council of the area discharged to takes over from that one (Bucks "If,
+    exceptionally, no place of residence"). A basis moving from one body to
+    another is a transfer (events._transfer_events, timeline)."""
+    council = status.council_basis_code if status.council_basis_code is not None else \
+        status.outgoing_council_basis_code
+    return council, status.commissioner_basis_code
+
+
+def handover_council(status: S117Status) -> Determination | None:
+    """The determination naming the council of `handover_bases`."""
+    return status.responsible_council if status.council_basis_code is not None else status.outgoing_council
+
+
 def basis_timeline(
     person_id: str,
     changes: Sequence[RegisterChange],
@@ -1361,12 +1428,8 @@ def basis_timeline(
     out = []
     for change in sorted((c for c in changes if c.effective_date <= as_of), key=change_order):
         _fold_one(fold, change)
-        out.append((change, fold.council.basis_code if fold.council else None,
-                    fold.commissioner.basis_code if fold.commissioner else None))
+        out.append((change, *_fold_bases(fold)))
     return out
-
-
-Bases = tuple[str | None, str | None]  # the responsible council's and NHS commissioner's basis codes
 
 
 def basis_timelines_around(
@@ -1391,17 +1454,14 @@ def basis_timelines_around(
     for c in ordered[:split]:
         _fold_one(fold, c)
 
-    def bases(f: _Fold) -> Bases:
-        return (f.council.basis_code if f.council else None, f.commissioner.basis_code if f.commissioner else None)
-
     def run(f: _Fold, changes: list[RegisterChange]) -> list[tuple[RegisterChange, Bases]]:
         out = []
         for c in changes:
             _fold_one(f, c)
-            out.append((c, bases(f)))
+            out.append((c, _fold_bases(f)))
         return out
 
-    start = bases(fold)
+    start = _fold_bases(fold)
     rest = ordered[split:]
     without = run(_copy_fold(fold), rest)
     with_change = run(fold, [change, *rest] if change.effective_date <= as_of else rest)

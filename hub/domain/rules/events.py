@@ -14,7 +14,7 @@ from hub.domain.model import (
     RegisterChange,
     S117Status,
 )
-from hub.domain.rules.engine import DISPUTE_RESOLVED_NOTE
+from hub.domain.rules.engine import DISPUTE_RESOLVED_NOTE, handover_bases, handover_council
 from hub.domain.service_level import register_service_level
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ def derive_events(
     if change.change_type is ChangeType.MOVED and after.entitled:
         host = after.residence_la_gss
         previous = before.residence_la_gss if before is not None else None
-        if host is not None and host != previous and host != after.council_basis_code:
+        if host is not None and host != previous and host != handover_bases(after)[0]:
             events.append(event(
                 EventType.MOVED_OUT_OF_AREA,
                 "Person entitled to section 117 aftercare moved to another council area; "
@@ -183,16 +183,22 @@ def derive_events(
 def _transfer_events(
     before: S117Status | None, after: S117Status, event: Callable[..., DomainEvent]
 ) -> list[DomainEvent]:
-    if before is None or (before.council_basis_code == after.council_basis_code
-                          and before.commissioner_basis_code == after.commissioner_basis_code):
+    if before is None:
+        return []
+    # The council's basis is the responsible council's or, while a re-detention
+    # with no place of residence has left none responsible, the one whose duty
+    # it ended: the council of the area discharged to takes over from it
+    # (engine.handover_bases, Worcs 4.3.3; Bucks "If, exceptionally, no place
+    # of residence").
+    (was_council, was_commissioner), (now_council, now_commissioner) = handover_bases(before), handover_bases(after)
+    if was_council == now_council and was_commissioner == now_commissioner:
         return []  # neither role's basis changed: no transfer (the loop below would skip both)
     outgoing: list[str] = []
     details: dict[str, str] = {}
     parts: list[str] = []
     pairs = (
-        ("council", before.council_basis_code, after.council_basis_code,
-         before.responsible_council, after.responsible_council),
-        ("commissioner", before.commissioner_basis_code, after.commissioner_basis_code,
+        ("council", was_council, now_council, handover_council(before), handover_council(after)),
+        ("commissioner", was_commissioner, now_commissioner,
          before.responsible_commissioner, after.responsible_commissioner),
     )
     for role, old_basis, new_basis, old, new in pairs:

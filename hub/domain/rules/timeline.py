@@ -2,16 +2,18 @@
 
 A transfer is a step of the history in date order (`change_order`) at which
 the basis of the responsible council or NHS commissioner moved from one body
-to another: it belongs to the history, not to the order its changes reached
-the hub. A change that arrives in its turn can only add a step at its own
-place, which comparing the status before and after it finds
-(`events._transfer_events`). A late change, sorting before changes already
-recorded, can add a step anywhere after it (the older history shows the
-re-detention of September moved the council from Worcestershire), and can
-remove one told before: the status before and after it then name a "transfer"
-from a body that, the older history shows, never held the duty, and miss the
-one that happened. So for a late change the steps of the whole history are
-compared with and without it (`revealed_steps`).
+to another (`engine.handover_bases`: while a re-detention with no place of
+residence has left no council responsible, the council whose duty it ended,
+which the council of the area discharged to takes over from): it belongs to
+the history, not to the order its changes reached the hub. A change that
+arrives in its turn can only add a step at its own place, which comparing the
+status before and after it finds (`events._transfer_events`). A late change,
+sorting before changes already recorded, can add a step anywhere after it (the
+older history shows the re-detention of September moved the council from
+Worcestershire), and can remove one told before: the status before and after
+it then name a "transfer" from a body that, the older history shows, never
+held the duty, and miss the one that happened. So for a late change the steps
+of the whole history are compared with and without it (`revealed_steps`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from datetime import date
 from hub.domain.agreements import AgreementBook
 from hub.domain.model import RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
-from hub.domain.rules.engine import Bases, basis_timeline, basis_timelines_around, evaluate
+from hub.domain.rules.engine import Bases, basis_timeline, basis_timelines_around, evaluate, handover_bases
 from hub.domain.rules.precedence import change_order
 
 
@@ -43,8 +45,8 @@ class TransferStep:
 
 def _moves(before: S117Status, after: S117Status) -> tuple[tuple[str, str, str], ...]:
     out = []
-    for role, old, new in (("council", before.council_basis_code, after.council_basis_code),
-                           ("commissioner", before.commissioner_basis_code, after.commissioner_basis_code)):
+    was, now = handover_bases(before), handover_bases(after)
+    for role, old, new in (("council", was[0], now[0]), ("commissioner", was[1], now[1])):
         if old is not None and new is not None and old != new:
             out.append((role, old, new))
     return tuple(out)
