@@ -60,6 +60,8 @@ async def test_a_task_put_or_patch_with_a_malformed_reason_is_a_named_outcome_no
     app, http = workflow_hub, workflow_hub.http
     t = (await http.get("/v1/transfers", headers=h(app, WORCS))).json()["items"][0]
     url = f"/v1/fhir/Task/{t['case_id']}"
+    fhir = {**h(app, WORCS), "Content-Type": "application/fhir+json"}  # a body without one is a 415
+    patch = {**h(app, WORCS), "Content-Type": "application/json-patch+json"}
 
     def expression(r) -> list[str]:  # noqa: ANN001
         assert r.status_code == 422, r.text
@@ -67,22 +69,22 @@ async def test_a_task_put_or_patch_with_a_malformed_reason_is_a_named_outcome_no
         return r.json()["issue"][0]["expression"]
 
     for reason in ("not ordinarily resident", ["x"], 5):
-        r = await http.put(url, headers=h(app, WORCS), content=orjson.dumps(
+        r = await http.put(url, headers=fhir, content=orjson.dumps(
             {"resourceType": "Task", "status": "rejected", "statusReason": reason}))
         assert expression(r) == ["Task.statusReason"]
-    r = await http.put(url, headers=h(app, WORCS), content=orjson.dumps(
+    r = await http.put(url, headers=fhir, content=orjson.dumps(
         {"resourceType": "Task", "status": "rejected", "statusReason": {"text": "x" * 1001}}))
     assert expression(r) == ["Task.statusReason.text"]
-    r = await http.put(url, headers=h(app, WORCS), content=orjson.dumps(
+    r = await http.put(url, headers=fhir, content=orjson.dumps(
         {"resourceType": "Task", "status": ["rejected"]}))
     assert expression(r) == ["Task.status"]
     for op in ({"op": "add", "path": "/statusReason", "value": "text"},
                {"op": "add", "path": "/statusReason/text", "value": {"t": 1}}):
-        r = await http.patch(url, headers=h(app, WORCS), content=orjson.dumps(
+        r = await http.patch(url, headers=patch, content=orjson.dumps(
             [{"op": "replace", "path": "/status", "value": "rejected"}, op]))
         assert expression(r) == ["[1].value"]
     # Nothing was contested by any of these; a well-formed contest still is.
     assert (await http.get(url, headers=h(app, WORCS))).json()["status"] == "requested"
-    r = await http.put(url, headers=h(app, WORCS), content=orjson.dumps(
+    r = await http.put(url, headers=fhir, content=orjson.dumps(
         {"resourceType": "Task", "status": "rejected", "statusReason": {"text": "not resident here"}}))
     assert r.status_code == 200 and r.json()["status"] == "rejected", r.text
