@@ -36,7 +36,7 @@ from adapters.fhir_inbound import MappingResult, map_message
 from adapters.fhir_inbound.mapping import INVALID, REQUIRED, VALUE
 from hub.access import no_sooner_than, refused_by_policy
 from hub.api.deps import ClientDep, HubDep, require
-from hub.api.outcomes import FHIR_JSON
+from hub.api.outcomes import FHIR_JSON, issue, outcome_of
 from hub.api.problems import answer
 from hub.fhir.namespaces import NHS_NUMBER_SYSTEM, Namespaces
 from hub.fhir.negotiation import body_media_refusal, format_refusal
@@ -50,18 +50,6 @@ CHANNEL = "fhir"
 RESPONSE_NAMESPACE = uuid.UUID("0f6d8a8e-5c47-4f57-a3f6-117117117118")
 
 
-def _issue(severity: str, code: str, diagnostics: str, expression: str | None = None) -> dict[str, Any]:
-    issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": diagnostics}
-    if expression:
-        issue["expression"] = [expression]
-    return issue
-
-
-def _outcome(status: int, issues: list[dict[str, Any]]) -> JSONResponse:
-    return JSONResponse({"resourceType": "OperationOutcome", "issue": issues}, status_code=status,
-                        media_type=FHIR_JSON)
-
-
 def _code_for(reason: str) -> str:
     return REQUIRED if reason.startswith("is required") else VALUE
 
@@ -69,7 +57,7 @@ def _code_for(reason: str) -> str:
 def _refused(body: dict[str, Any]) -> JSONResponse:
     """The access policy's refusal (audited, not quarantined): the rule named, one identical answer
     for "not on the register" and "not yours"."""
-    return _outcome(403, [_issue("error", "forbidden", f"{body['rule']}: {body['detail']}")])
+    return outcome_of(403, [issue("error", "forbidden", f"{body['rule']}: {body['detail']}")])
 
 
 def _about(raw: bytes, ns: Namespaces) -> dict[str, Any] | None:
@@ -105,7 +93,7 @@ def _rejected(body: dict[str, Any], issues: list[dict[str, Any]]) -> JSONRespons
         note += f" (quarantine id {body['quarantine_id']}; GET /v1/quarantine)"
     if body.get("correlation_id"):
         note += f"; correlation id {body['correlation_id']}"
-    return _outcome(422, [*issues, _issue("information", "informational", note + ".")])
+    return outcome_of(422, [*issues, issue("information", "informational", note + ".")])
 
 
 def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, Any],
@@ -119,9 +107,9 @@ def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, An
     text = (f"Register change accepted: change id {change_id}, person id {person_id}; "
             f"{len(body.get('events') or [])} event(s); register service level {sl.get('state', 'unknown')}"
             f" (deadline {sl.get('deadline', 'unknown')}).")
-    issues = [_issue("information", "informational", text)]
+    issues = [issue("information", "informational", text)]
     if body.get("duplicate"):
-        issues.append(_issue("information", "informational", "Duplicate: this message was processed before; "
+        issues.append(issue("information", "informational", "Duplicate: this message was processed before; "
                              "the first answer is repeated and nothing new was recorded."))
     header: dict[str, Any] = {
         "resourceType": "MessageHeader",
@@ -177,19 +165,19 @@ async def process_message(request: Request, hub: HubDep, client: ClientDep) -> J
     unsendable = body_media_refusal(request.headers.get("content-type", ""), ACCEPTED_MEDIA_TYPES,
                                     "the message Bundle as application/fhir+json (or application/json)")
     if unsendable is not None:
-        return _outcome(415, [_issue("error", "not-supported", *unsendable)])
+        return outcome_of(415, [issue("error", "not-supported", *unsendable)])
     unreadable = format_refusal(request)
     if unreadable is not None:
-        return _outcome(406, [_issue("error", "not-supported", *unreadable)])
+        return outcome_of(406, [issue("error", "not-supported", *unreadable)])
     mode = request.query_params.get("async")
     if mode is not None and mode != "false":
-        return _outcome(422, [_issue("error", "not-supported" if mode == "true" else VALUE,
+        return outcome_of(422, [issue("error", "not-supported" if mode == "true" else VALUE,
                                      "the hub processes a message synchronously only: the answer to this request "
                                      "is the response message; send async=false or no async" if mode == "true"
                                      else "must be true or false (and the hub supports false only)", "async")])
     raw = await request.body()
     if len(raw) > MAX_BODY:
-        return _outcome(413, [_issue("error", "too-long", f"a message must be under {MAX_BODY} bytes")])
+        return outcome_of(413, [issue("error", "too-long", f"a message must be under {MAX_BODY} bytes")])
 
     started = time.monotonic()
     floor = hub.settings.write_refusal_floor_ms / 1000
@@ -209,12 +197,12 @@ async def process_message(request: Request, hub: HubDep, client: ClientDep) -> J
             client, raw, CHANNEL, [FieldProblem(p.location, p.reason) for p in problems],
             source_message_id=mapped.source_message_id,
         )
-        return _rejected(outcome.body, [_issue("error", p.code, p.reason, p.location) for p in problems])
+        return _rejected(outcome.body, [issue("error", p.code, p.reason, p.location) for p in problems])
 
     assert mapped.change is not None
     outcome = await hub.ingest.accept_mapped(client, mapped.change, raw, CHANNEL)
     if outcome.status_code == 409:  # the message id was used for another change: nothing recorded
-        return _outcome(409, [_issue("error", "duplicate", e["reason"], mapped.location_of(e["field"]))
+        return outcome_of(409, [issue("error", "duplicate", e["reason"], mapped.location_of(e["field"]))
                               for e in outcome.body.get("errors", [])])
     if outcome.status_code == 403:
         if refused_by_policy(outcome):
@@ -225,7 +213,7 @@ async def process_message(request: Request, hub: HubDep, client: ClientDep) -> J
         if not errors:
             errors = [{"field": "(body)", "reason": str(outcome.body.get("detail", "rejected"))}]
         issues = [
-            _issue("error", _code_for(e["reason"]) if e["field"] != "(body)" else INVALID, e["reason"],
+            issue("error", _code_for(e["reason"]) if e["field"] != "(body)" else INVALID, e["reason"],
                    mapped.location_of(e["field"]))
             for e in errors
         ]

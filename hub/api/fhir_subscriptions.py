@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 
 from hub.ids import uuid4
 from hub.api.deps import ClientDep, EventNumber, HubDep, require
-from hub.api.outcomes import FHIR_JSON
+from hub.api.outcomes import FHIR_JSON, issue, outcome_of
 from hub.api.problems import ProblemError, answer
 from hub.api.subscriptions import MAX_ACTIVE_PER_ORG, audit_replay, require_agreement_in_force, subscription_status
 from hub.delivery.fhir_rest_hook import CHANNEL, post_notification
@@ -84,9 +84,7 @@ def _fhir(body: dict, status: int = 200, headers: dict[str, str] | None = None) 
 
 
 def _outcome(status: int, issues: list[tuple[str, str]], code: str = "invalid") -> JSONResponse:
-    return JSONResponse({"resourceType": "OperationOutcome", "issue": [
-        {"severity": "error", "code": code, "diagnostics": why, "expression": [where]} for where, why in issues]},
-        status_code=status, media_type=FHIR_JSON)
+    return outcome_of(status, [issue("error", code, why, where) for where, why in issues])
 
 
 _AT_CAP = (f"this organisation already has {MAX_ACTIVE_PER_ORG} active subscriptions (the most it may hold, "

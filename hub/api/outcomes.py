@@ -24,11 +24,21 @@ def outcome_body(status: int, detail: str, errors: list[dict[str, str]] | None =
     return {"resourceType": "OperationOutcome", "issue": issues}
 
 
+def issue(severity: str, code: str, diagnostics: str, expression: str | None = None) -> dict[str, Any]:
+    """One OperationOutcome issue: its IssueType `code` and, where one element is at fault, its `expression`."""
+    out: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    if expression:
+        out["expression"] = [expression]
+    return out
+
+
+def outcome_of(status: int, issues: list[dict[str, Any]]) -> JSONResponse:
+    """A route's own answer of several issues (`issue`): $process-message, the FHIR subscriptions."""
+    return JSONResponse({"resourceType": "OperationOutcome", "issue": issues}, status_code=status,
+                        media_type=FHIR_JSON)
+
+
 def outcome(status: int, code: str, diagnostics: str, expression: str | None = None) -> JSONResponse:
     """A route's own refusal: one error issue with its IssueType `code` and, where one element is at
     fault, its `expression` (the FHIR Task and metadata routes)."""
-    issue: dict[str, Any] = {"severity": "error", "code": code, "diagnostics": diagnostics}
-    if expression:
-        issue["expression"] = [expression]
-    return JSONResponse({"resourceType": "OperationOutcome", "issue": [issue]}, status_code=status,
-                        media_type=FHIR_JSON)
+    return outcome_of(status, [issue("error", code, diagnostics, expression)])
