@@ -118,11 +118,19 @@ def subscription_state(row) -> str:  # noqa: ANN001
     return "suspended" if row.suspended_at is not None else "active"
 
 
+def iso(at: datetime | None) -> str | None:
+    """A stored time as ISO 8601 with its offset: the store keeps UTC, but SQLite gives it back without
+    one (PostgreSQL with `+00:00`), and a subscriber an hour off UTC would read it as its own time."""
+    if at is None:
+        return None
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
+
+
 def suspension_view(row) -> dict:  # noqa: ANN001
     """The state, and since when and why it is suspended (null when it is not)."""
     suspended = row.active and row.suspended_at is not None
     return {"state": subscription_state(row),
-            "suspended_at": row.suspended_at.isoformat() if suspended else None,
+            "suspended_at": iso(row.suspended_at) if suspended else None,
             "suspended_reason": row.suspended_reason if suspended else None}
 
 
@@ -134,7 +142,7 @@ def _view(row, council_file=None) -> dict:  # noqa: ANN001
             "url": row.url, **({"topic": row.topic} if kafka else {}),
             **({"pipeline": row.pipeline} if row.channel == "webhook" else {}),
             "event_types": row.event_types, "active": row.active, **suspension_view(row),
-            "created_at": row.created_at.isoformat(), **extra}
+            "created_at": iso(row.created_at), **extra}
 
 
 def _reject(field: str, reason: str) -> ProblemError:
@@ -357,6 +365,52 @@ async def resume_subscription(subscription_id: str, hub: HubDep, client: ClientD
     return _view(row)
 
 
+class SecretIn(BaseModel):
+    """A signed subscription's new secret (webhook, FHIR rest-hook); the hub makes one if it is omitted."""
+
+    model_config = ConfigDict(extra="forbid")
+    secret: str | None = Field(default=None, min_length=32, description="HMAC key; generated if omitted")
+
+
+# The channels whose messages are signed (S117-Signature) under the subscription's secret.
+SIGNED_CHANNELS = frozenset({"webhook", "fhir"})
+
+
+@router.post("/{subscription_id}/secret",
+             summary="Change a webhook's or FHIR rest-hook's signing secret (shown once): every message "
+                     "sent after it is signed under the new one, its event numbers going on",
+             responses={404: {"description": "No subscription with that id for this organisation"},
+                        409: {"description": "Stopped, or a channel that is not signed (named)"}})
+async def change_secret(subscription_id: str, hub: HubDep, client: ClientDep, body: SecretIn | None = None) -> Response:
+    """Rotate the secret without a new subscription (which would number its messages from 1 again and
+    leave the old one's pending messages behind). The messages already taken for sending at that moment
+    (a batch in flight) may still go out under the old secret: the subscriber accepts both until the
+    new one has been seen."""
+    require(client, "subscriptions:write")
+    row = await _own(hub, client, subscription_id)
+    if row.channel not in SIGNED_CHANNELS:
+        raise ProblemError(409, "not-signed", "Not signed",
+                           f"channel: a {row.channel} subscription's messages are not signed: it has no secret",
+                           errors=[{"field": "channel", "reason": f"{row.channel}: only a webhook or FHIR "
+                                    "rest-hook subscription has a signing secret"}])
+    secret = (body.secret if body is not None else None) or secrets.token_urlsafe(32)
+    async with hub.engine.begin() as conn:
+        changed = await conn.execute(subscriptions.update().where(
+            subscriptions.c.subscription_id == subscription_id, subscriptions.c.active.is_(True))
+            .values(secret=hub.protector.encrypt(secret.encode())))
+        if not changed.rowcount:
+            raise ProblemError(409, "subscription-stopped", "Subscription stopped",
+                               "state: this subscription was stopped (DELETE); subscribe again to receive messages",
+                               state="stopped", errors=[{"field": "state", "reason": "stopped"}])
+        row = (await conn.execute(select(subscriptions).where(
+            subscriptions.c.subscription_id == subscription_id))).one()
+    log.info("subscription secret changed", subscription_id=subscription_id, recipient=row.org_code,
+             channel=row.channel, source=client.client_id)
+    # Shown once, as at creation; never cached on the way.
+    return Response(orjson.dumps({**_view(row), "secret": secret}), media_type="application/json",
+                    headers={"Cache-Control": "no-store"})
+
+
 @router.delete("/{subscription_id}", summary="Stop a subscription (its delivery log is kept)",
                responses={404: {"description": "No subscription with that id for this organisation"}})
 async def delete_subscription(subscription_id: str, hub: HubDep, client: ClientDep) -> dict:
@@ -385,9 +439,8 @@ async def delivery_log(subscription_id: str, hub: HubDep, client: ClientDep, lim
     return {"items": [
         {"delivery_id": r.delivery_id, "event_number": r.event_number, "event_id": r.event_id, "message_id": r.message_id,
          "event_type": r.event_type, "status": r.status, "attempts": r.attempts, "last_error": r.last_error,
-         "created_at": r.created_at.isoformat(),
-         "delivered_at": r.delivered_at.isoformat() if r.delivered_at else None,
-         "next_attempt_at": r.next_attempt_at.isoformat()}
+         "created_at": iso(r.created_at), "delivered_at": iso(r.delivered_at),
+         "next_attempt_at": iso(r.next_attempt_at)}
         for r in rows
     ]}
 
@@ -400,7 +453,8 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
     """The messages numbered `from`..`to` (inclusive; `to` defaults to the
     newest), oldest first, up to `limit`; whatever their delivery status. For a
     subscriber that saw a gap in the event numbers. Reading them changes
-    nothing: delivery goes on as before."""
+    nothing: delivery goes on as before. A delivered message the retention
+    purge has emptied is listed by number with `purged: true`, without it."""
     require(client, "subscriptions:write")
     if to is not None and to < from_:
         raise _reject("to", "must not be less than from")
@@ -426,10 +480,12 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
     handed: list[tuple[str, Any]] = []  # (event id, field groups) of each message given with its body
     for r in rows:
         item = {"event_number": r.event_number, "event_id": r.event_id, "message_id": r.message_id,
-                "event_type": r.event_type, "status": r.status, "queued_at": r.created_at.isoformat()}
+                "event_type": r.event_type, "status": r.status, "queued_at": iso(r.created_at)}
         withheld = check.withheld(sub.org_code, r.event_type, r.field_groups) if check is not None else None
         if withheld is not None:
             item["withheld"] = {"kind": withheld.kind, "reason": withheld.reason}
+        elif not r.payload:  # emptied by the retention purge (hub/retention.py): nothing left to give
+            item["purged"] = True
         else:
             item["message"] = orjson.Fragment(hub.protector.decrypt(r.payload))
             handed.append((r.event_id, r.field_groups))
@@ -491,5 +547,5 @@ async def subscription_status(engine, sub) -> dict:  # noqa: ANN001
         "pending": counts.get("pending", 0), "dead": counts.get("dead", 0),
         "head": None if head is None else {
             "event_number": head.event_number, "attempts": head.attempts, "last_error": head.last_error,
-            "queued_at": head.created_at.isoformat(), "next_attempt_at": head.next_attempt_at.isoformat()},
+            "queued_at": iso(head.created_at), "next_attempt_at": iso(head.next_attempt_at)},
     }
