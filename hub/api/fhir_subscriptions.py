@@ -281,11 +281,13 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
         fhir_base=_base(hub), fhir=fhir,
         since_start=s["events_since_subscription_start"], content=shape,
         status=fhir.get("status", "active") if row.active else "off",
-        events=[Event(r.event_number, hub.protector.decrypt(r.payload), r.message_id, r.created_at) for r in given])
+        events=[Event(r.event_number, hub.protector.decrypt(r.payload) if shape == "full-resource" and r.payload
+                      else None, r.message_id, r.created_at) for r in given])
     # A replay hands the messages out again: recorded as GET /v1/subscriptions/{id}/events records
     # it (access_decisions, channel `replay`, one allowed read per person, the groups they carried,
     # the agreement in force). id-only gives each message's id and number, not the message: no one's
-    # record is read, nothing recorded; nothing handed out, nothing recorded.
-    if shape == "full-resource":
-        await audit_replay(hub, client, row.org_code, [(r.event_id, r.field_groups) for r in given])
+    # record is read, nothing recorded; nothing handed out, nothing recorded. A message the retention
+    # purge has emptied (S117_RETAIN_DELIVERED_PAYLOAD_DAYS) is given by number and id, as id-only.
+    if shape == "full-resource":  # a message the retention purge emptied is not handed out
+        await audit_replay(hub, client, row.org_code, [(r.event_id, r.field_groups) for r in given if r.payload])
     return _fhir(bundle)

@@ -149,7 +149,7 @@ def subscription_resource(*, subscription_id: str, hub_endpoint: str, fhir: dict
 @dataclass(frozen=True)
 class Event:
     number: int
-    message: bytes  # the S117 FHIR message Bundle, JSON
+    message: bytes | None  # the S117 FHIR message Bundle, JSON; None: not needed (id-only), or purged by retention
     message_id: str
     at: datetime
 
@@ -166,13 +166,14 @@ def notification(*, kind: str, subscription_id: str, hub_endpoint: str, fhir: di
     notification_events = []
     entries: list[dict[str, Any]] = []
     for e in events:
-        message = orjson.loads(e.message)
         full_url = f"urn:uuid:{e.message_id}"
+        # full-resource: the message in the Bundle, referred to by its fullUrl; id-only, or a message the
+        # retention purge has emptied (nothing left to give): its number and id only.
+        full = content == "full-resource" and e.message is not None
         notification_events.append({"eventNumber": str(e.number), "timestamp": _instant(e.at),
-                                    "focus": {"reference": full_url if content == "full-resource"
-                                              else f"Bundle/{e.message_id}"}})
-        if content == "full-resource":
-            entries.append({"fullUrl": full_url, "resource": message})
+                                    "focus": {"reference": full_url if full else f"Bundle/{e.message_id}"}})
+        if full:
+            entries.append({"fullUrl": full_url, "resource": orjson.loads(e.message)})
     subscription_status = {
         "resourceType": "SubscriptionStatus", "id": status_id, "status": status, "type": kind,
         "eventsSinceSubscriptionStart": str(since_start),
