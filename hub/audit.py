@@ -450,6 +450,11 @@ class AuditChain:
                         elif _content(source, row) != e.content:
                             problems.append({"seq": e.seq, "problem": f"{e.source} record {e.source_id} edited "
                                                                       "after it was chained"})
+                        elif (e.kind, e.person_id, e.org) != (source.kind(row), source.person(row), source.org(row)):
+                            # The columns `audit person` finds entries by are outside the hash: a person id
+                            # moved off a read hid it from the subject access answer, verify saying ok.
+                            problems.append({"seq": e.seq, "problem": "entry edited: its kind, person or "
+                                                                      "organisation is not its record's"})
                     seq, prev = e.seq, e.entry_hash
                 after = page[-1].seq
             anchored = anchor_seq == 0  # a purge's anchor must be a signed day's last entry

@@ -12,6 +12,7 @@ import sys
 
 async def _run(args: argparse.Namespace) -> int:
     from hub.audit import AuditChain, audit_events_bundle, audit_key
+    from hub.cli import NO_STORE, schema_missing, sqlite_store_missing
     from hub.ingest.nhs_number import nhs_number_problem, normalise
     from hub.settings import get_settings
     from hub.store.db import create_engine, create_schema
@@ -20,8 +21,14 @@ async def _run(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     s = get_settings()
+    if sqlite_store_missing(s.database_url):
+        print(f"audit: {NO_STORE}", file=sys.stderr)
+        return 2
     engine = create_engine(s.database_url)
     try:
+        if await schema_missing(engine):
+            print(f"audit: {NO_STORE}", file=sys.stderr)
+            return 2
         await create_schema(engine)
         protector = await store_protector(engine, s.data_key, s.data_key_file)
         chain = AuditChain(engine, audit_key(s.audit_key, protector.index))
@@ -31,7 +38,12 @@ async def _run(args: argparse.Namespace) -> int:
             result = await chain.verify()
             print(json.dumps(result, indent=2))
             return 0 if result["ok"] else 2
-        nhs = sys.stdin.readline().strip()
+        if sys.stdin.isatty():  # typed at a terminal: asked for (it waited without a word), not echoed
+            import getpass
+
+            nhs = getpass.getpass("NHS number (not shown): ", stream=sys.stderr).strip()
+        else:
+            nhs = sys.stdin.readline().strip()
         reason = nhs_number_problem(nhs)
         if reason:
             print(json.dumps({"field": "nhs_number", "reason": reason}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -114,8 +115,17 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _add_client(args: argparse.Namespace) -> None:
-    from hub.clients import add_client
+    from hub.clients import SCOPES, add_client
     from hub.store.db import create_engine, create_schema
+
+    # Checked before the store is touched: an unknown scope was a ValueError traceback, and an org code
+    # that is blank or not in capitals made a client (`-1a2b3c4d`, `rnu-...`) whose org matches nothing.
+    unknown = [scope for scope in args.scopes if scope not in SCOPES]
+    if unknown:
+        sys.exit(f"add-client: --scopes: unknown {', '.join(unknown)}; known: {', '.join(SCOPES)}")
+    if not ORG_CODE.fullmatch(args.org):
+        sys.exit("add-client: --org: must be the organisation's ODS or GSS code, 2-12 capital letters and "
+                 "digits (e.g. RNU, QU9, E06000060)")
 
     async def go() -> tuple[str, str]:
         settings = get_settings()
@@ -240,8 +250,59 @@ def _fhir_package(args: argparse.Namespace) -> None:
     if base is None:
         settings = get_settings()
         base, endpoint = settings.canonical_base, settings.hub_endpoint
-    written = write_fhir_package(Path(args.out), base, endpoint, Path(args.tgz) if args.tgz else None)
+    elif not _canonical_base_ok(base):  # as S117_CANONICAL_BASE is checked (hub/settings.py)
+        sys.exit("fhir-package: --canonical-base: must be an absolute http(s) URL without query or fragment")
+    try:
+        written = write_fhir_package(Path(args.out), base, endpoint, Path(args.tgz) if args.tgz else None)
+    except OSError as exc:  # a folder that cannot be made, a .tgz in no folder: one line, not a traceback
+        sys.exit(f"fhir-package: cannot write {exc.filename} ({exc.strerror or type(exc).__name__})")
     print(f"{len(written)} files under {Path(args.out) / 'package'}" + (f"; {args.tgz}" if args.tgz else ""))
+
+
+ORG_CODE = re.compile(r"[A-Z0-9]{2,12}")
+NO_STORE = ("S117_DATABASE_URL names no hub store (no schema there; a mistyped path or URL?): "
+            "nothing was read or made")
+
+
+def sqlite_store_missing(database_url: str) -> bool:
+    """A SQLite store whose file does not exist: checked before an engine is made (making one creates
+    the file and its folder). `audit` and `export` read a store the hub has written; on a path or URL
+    it has not, they made an empty one and answered from it (`audit verify`: ok, exit 0; `export`: a
+    full extract listing no one, put where the council collects it)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    return (url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+            and not Path(url.database).exists())
+
+
+async def schema_missing(engine: Any) -> bool:
+    """A database with no hub schema in it (PostgreSQL: one the hub has never migrated)."""
+    from sqlalchemy import inspect
+
+    async with engine.connect() as conn:
+        return not await conn.run_sync(lambda sync: inspect(sync).has_table("alembic_version"))
+
+
+def _canonical_base_ok(base: str) -> bool:
+    return base.startswith(("https://", "http://")) and "?" not in base and "#" not in base
+
+
+def _settings_problems(exc: Exception) -> list[str] | None:
+    """One line per problem of the S117_* settings (a pydantic ValidationError of Settings), naming the
+    variable and the reason and never the value: pydantic's own message quotes the input, which for a
+    check of the whole model is every setting given, S117_DATA_KEY and S117_DATABASE_URL included.
+    None if `exc` is not about the settings."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError) or exc.title != "Settings":
+        return None
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        reason = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        loc = err.get("loc") or ()
+        lines.append(f"S117_{str(loc[0]).upper()}: {reason}" if loc else reason)
+    return lines
 
 
 def _progress_bar(done: int, total: int, width: int = 30) -> None:
@@ -280,7 +341,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--org", required=True, help="ODS or GSS code of the client's organisation")
     p.add_argument("--kind", required=True, choices=["trust", "council", "icb", "hub-operator"])
-    p.add_argument("--scopes", nargs="+", required=True)
+    p.add_argument("--scopes", nargs="+", required=True,
+                   help="one or more of the hub's scopes (hub/clients.py SCOPES); an unknown one is refused, "
+                        "naming them")
     p.set_defaults(func=_add_client)
     p = sub.add_parser("contracts", help="regenerate contracts/register-change.schema.json")
     p.set_defaults(func=_contracts)
@@ -310,7 +373,15 @@ def main(argv: list[str] | None = None) -> None:
 
     add_audit_parser(sub)
     args = parser.parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except Exception as exc:
+        problems = _settings_problems(exc)
+        if problems is None:
+            raise
+        for line in problems:  # a setting that does not validate: exit 2 as serve's other refusals, no traceback
+            print(f"s117hub {args.command}: setting {line}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

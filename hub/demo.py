@@ -12,6 +12,7 @@ import contextlib
 import random
 import shutil
 import signal
+import socket
 import uuid
 from datetime import date, timedelta
 from pathlib import Path
@@ -84,8 +85,25 @@ async def _serve(app: FastAPI, port: int, settings: Settings | None = None) -> u
     return server
 
 
+def _port_free(port: int) -> bool:
+    """Whether a server can listen on 127.0.0.1:`port` (bound as uvicorn binds, SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 async def run_demo(port: int = 8117, receiver_port: int = 8118, duration: float | None = None,
                    interval: float = 5.0, fresh: bool = True, data_dir: Path | None = None) -> dict[str, set[str]]:
+    for taken, flag in ((port, "--port"), (receiver_port, "--receiver-port")):
+        # Before anything is started or removed: a second `make run` wiped the running demo's database
+        # (var/demo) and then failed on the port; a busy receiver port ended in a cancelled hub's traceback.
+        if not _port_free(taken):
+            raise SystemExit(f"demo: 127.0.0.1:{taken} is in use (another demo or hub?): stop it, or choose "
+                             f"another port with {flag}")
     data_dir = data_dir or REPO_ROOT / "var" / "demo"
     if fresh and data_dir.exists():
         shutil.rmtree(data_dir)

@@ -27,6 +27,7 @@ def _bar(done: int, total: int | None, width: int = 30) -> str:
 
 async def _run(args: argparse.Namespace) -> dict:
     from hub.agreements_loader import load_agreements
+    from hub.cli import NO_STORE, schema_missing, sqlite_store_missing
     from hub.domain.agreements import AgreementBook
     from hub.exports import ExportRequest, ExportService
     from hub.fhir.messages import FIELD_GROUPS
@@ -38,8 +39,12 @@ async def _run(args: argparse.Namespace) -> dict:
     from hub.store.key_check import store_protector
 
     s = get_settings()
+    if sqlite_store_missing(s.database_url):
+        sys.exit(f"export: {NO_STORE}")
     engine = create_engine(s.database_url)
     try:
+        if await schema_missing(engine):
+            sys.exit(f"export: {NO_STORE}")
         await create_schema(engine)
         # The store's key, or nothing is built (hub/store/key_check.py)
         protector = await store_protector(engine, s.data_key, s.data_key_file)
@@ -90,6 +95,8 @@ def export(args: argparse.Namespace) -> None:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="build a council's full register extract now, with a progress bar")
-    p.add_argument("--org", required=True, help="the council's GSS code")
+    p.add_argument("--org", required=True,
+                   help="the organisation's code (a council's GSS, an ICB's or trust's ODS, as its agreement "
+                        "names it): its file lists only the people it has a role for or was told of")
     p.add_argument("--layout", default="swift_csv", choices=["swift_csv", "swift_fixed"])
     p.set_defaults(func=export)
