@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -375,6 +377,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`s117hub audit verify | head`): exit 1 as a Unix tool does, without the
+        # traceback (and, at exit, the second one flushing stdout gave).
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except Exception as exc:
         problems = _settings_problems(exc)
         if problems is None:

@@ -243,3 +243,19 @@ def test_audit_and_export_on_a_database_the_hub_never_wrote_refuse_and_make_noth
         with sqlite3.connect(path) as db:
             assert db.execute("SELECT name FROM sqlite_master").fetchall() == []
     assert not (store_env / "exports").exists() and not (store_env / "data.key").exists()
+
+
+def test_output_piped_to_a_reader_that_stops_early_ends_without_a_traceback(tmp_path: Path) -> None:
+    # Was: `s117hub audit verify | head` (or any command's JSON piped so) ended in a BrokenPipeError
+    # traceback, and a second one as Python flushed stdout at exit.
+    import subprocess
+
+    from hub.settings import REPO_ROOT
+
+    run = subprocess.Popen([sys.executable, "-m", "hub.cli", "fhir-package", "--out", str(tmp_path),
+                            "--canonical-base", "https://s117.example"],
+                           cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run.stdout.close()  # the reader gone before the command prints
+    err = run.stderr.read().decode()
+    assert run.wait(timeout=60) == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err and err == ""
