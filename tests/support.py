@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -147,6 +148,10 @@ class HubProcess:
         self.tmp = tmp
         self.port = free_port()
         self.db_url = db_url or f"sqlite+aiosqlite:///{tmp / 'hub.db'}"
+        if db_url is None and "S117_SQLITE_PAGE_SIZE" not in env and not (tmp / "hub.db").exists():
+            from tests.conftest import _template_store  # the migrated empty store, copied (not migrated again)
+
+            shutil.copyfile(_template_store(), tmp / "hub.db")
         self.log_path = tmp / "hub.log"
         self.env = {
             **os.environ,
