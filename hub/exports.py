@@ -120,6 +120,7 @@ from hub.store.schema import (
     persons,
     reconciliation_rows,
     reconciliation_snapshots,
+    not_retracted,
     register_changes,
     subscriptions,
 )
@@ -852,7 +853,8 @@ class ExportService:
                 person_ids = sorted({m.key for m in msgs.values()})
                 changes: dict[str, list[RegisterChange]] = {}
                 for r in (await conn.execute(select(register_changes.c.person_id, register_changes.c.canonical)
-                                             .where(register_changes.c.person_id.in_(person_ids)))).all():
+                                             .where(register_changes.c.person_id.in_(person_ids),
+                                                    not_retracted()))).all():
                     changes.setdefault(r.person_id, []).append(from_jsonable(RegisterChange, r.canonical))
                 details = await self._details(conn, person_ids)
                 local = await self._local_ids(conn, row.org_code, [k for _n, k in details.values()])

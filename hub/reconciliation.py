@@ -67,6 +67,7 @@ from hub.store.schema import (
     reconciliation_items,
     reconciliation_rows,
     reconciliation_snapshots,
+    not_retracted,
     register_changes,
 )
 
@@ -370,7 +371,7 @@ async def _hub_people(engine: AsyncEngine) -> AsyncIterator[tuple[str, str, list
             changes: dict[str, list[RegisterChange]] = {}
             if ids:
                 for r in (await conn.execute(select(register_changes.c.person_id, register_changes.c.canonical)
-                                             .where(register_changes.c.person_id.in_(ids)))).all():
+                                             .where(register_changes.c.person_id.in_(ids), not_retracted()))).all():
                     changes.setdefault(r.person_id, []).append(from_jsonable(RegisterChange, r.canonical))
             await conn.rollback()
         for p in page:
@@ -637,7 +638,8 @@ class ItemWatcher:
         if not live:
             return closed
         changes = [from_jsonable(RegisterChange, r.canonical) for r in (await conn.execute(
-            select(register_changes.c.canonical).where(register_changes.c.person_id == person_id))).all()]
+            select(register_changes.c.canonical).where(register_changes.c.person_id == person_id,
+                                                       not_retracted()))).all()]
         today = self._today()
         status = evaluate(person_id, changes, self._ref, self._agreements, today)
         now = datetime.now(UTC)

@@ -31,7 +31,7 @@ from hub.domain.rules import evaluate
 from hub.observability.logging import get_logger
 from hub.reports import PairKey, publish_summary
 from hub.store.db import Prepared, execute_prepared, insert_or_merge, read_only
-from hub.store.schema import register_changes, register_status, service_levels
+from hub.store.schema import not_retracted, register_changes, register_status, service_levels
 
 log = get_logger("hub.register_counts")
 _UPSERTS: dict[str, Any] = {}
@@ -205,13 +205,13 @@ async def summary(engine: AsyncEngine, today: date, org_code: str | None) -> dic
 async def rebuild(engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook, today: date) -> int:
     """Re-evaluate every person on the register and rewrite their rows."""
     async with read_only(engine) as conn:
-        person_ids = (await conn.execute(select(register_changes.c.person_id).distinct()
+        person_ids = (await conn.execute(select(register_changes.c.person_id).distinct().where(not_retracted())
                                          .order_by(register_changes.c.person_id))).scalars().all()
     for start in range(0, len(person_ids), REBUILD_CHUNK):
         chunk = person_ids[start:start + REBUILD_CHUNK]
         async with engine.begin() as conn:
             changes = (await conn.execute(select(register_changes.c.person_id, register_changes.c.canonical)
-                                          .where(register_changes.c.person_id.in_(chunk)))).all()
+                                          .where(register_changes.c.person_id.in_(chunk), not_retracted()))).all()
             late = dict((await conn.execute(
                 select(register_changes.c.person_id, func.count())
                 .join(service_levels, service_levels.c.change_id == register_changes.c.change_id)
@@ -234,7 +234,8 @@ async def ensure_register_status(engine: AsyncEngine, ref: ReferenceData, agreem
         missing = (await conn.execute(
             select(func.count()).select_from(
                 select(register_changes.c.person_id).distinct()
-                .where(register_changes.c.person_id.not_in(select(register_status.c.person_id))).subquery()
+                .where(register_changes.c.person_id.not_in(select(register_status.c.person_id)), not_retracted())
+                .subquery()
             ))).scalar_one()
     if missing:
         n = await rebuild(engine, ref, agreements, datetime.now(UTC).date())

@@ -44,7 +44,7 @@ from hub.domain.rules import evaluate
 from hub.domain.rules.precedence import change_order
 from hub.ids import uuid4, uuid5
 from hub.observability.logging import get_logger
-from hub.store.schema import bus_messages, register_changes
+from hub.store.schema import bus_messages, not_retracted, register_changes
 
 log = get_logger("hub.scheduler")
 REVIEW_NAMESPACE = uuid.UUID("7d2b5a52-1d0c-4e41-9f0e-117117000aaa")
@@ -95,6 +95,8 @@ class ReviewScanner:
                 # exactly the changes published before them. Scanned again if one came since.
                 await lock_topic(conn, EVENTS_TOPIC)
                 held = (await conn.execute(_history(person_id))).all()
+                if not held:
+                    return 0  # every change of theirs retracted since (hub/retraction.py): nothing is due
                 if {r.change_id for r in held} != {r.change_id for r in rows}:
                     due = self._due(person_id, held, today)
                 told_against = {HISTORY_CHANGES: history_changes([r.change_id for r in held]),
@@ -149,7 +151,7 @@ class ReviewScanner:
 
 def _history(person_id: str) -> Select[Any]:
     return select(register_changes.c.change_id, register_changes.c.canonical, register_changes.c.received_at) \
-        .where(register_changes.c.person_id == person_id)
+        .where(register_changes.c.person_id == person_id, not_retracted())
 
 
 async def run_review_scanner(scanner: ReviewScanner, interval_seconds: float, stop: asyncio.Event) -> None:

@@ -40,7 +40,7 @@ from hub.domain.working_days import add_working_days
 from hub.ingest.service import Client
 from hub.money.view import funding_view
 from hub.sharing import FUNDING
-from hub.store.schema import disclosures, register_changes, service_levels
+from hub.store.schema import disclosures, not_retracted, register_changes, service_levels
 from hub.workflows.distribution import transfers_for_person
 
 router = APIRouter(prefix="/v1/persons", tags=["persons"])
@@ -77,7 +77,7 @@ async def _changes(hub, person_id: str) -> tuple[list[RegisterChange], dict[str,
             select(register_changes.c.canonical, register_changes.c.received_at, service_levels.c.state,
                    service_levels.c.deadline)
             .join(service_levels, service_levels.c.change_id == register_changes.c.change_id, isouter=True)
-            .where(register_changes.c.person_id == person_id)
+            .where(register_changes.c.person_id == person_id, not_retracted())
         )).all()
         await conn.rollback()
     changes = [from_jsonable(RegisterChange, r.canonical) for r in rows]

@@ -49,6 +49,14 @@ LATER_EVENTS = "later_events"
 # (hub/ingest/service.py `write_recorded`). Absent on events published before
 # it was kept: read as possibly late.
 LATE = "late"
+# A header of the one event a retraction publishes (hub/retraction.py): the id
+# of the register change retracted as recorded in error. The event is told as
+# late history is (what was told since may be contradicted), against the
+# changes its `HISTORY_CHANGES` names (the person's history without the
+# retracted change, read under the topic's lock), and only to the bodies whose
+# position that moves (`s117-notification-corrected` to a body told otherwise);
+# the workflows withdraw a transfer case whose hand-over it takes away.
+RETRACTED = "retracted"
 # A header of an event the hub's workflows or the review scanner publish (not
 # a register change's): the change ids of the person's history it was told
 # against, sorted, joined by "," (`history_changes`). The publisher reads that

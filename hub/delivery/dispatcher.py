@@ -35,7 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hub.ids import uuid5
 from hub.store.recording import RecordingConn
 from hub.ingest.status_cache import StatusCache
-from hub.bus.port import EVENTS_TOPIC, HISTORY_CHANGES, HISTORY_RECEIVED_BY, LATER_EVENTS, BusMessage, Subscriber
+from hub.bus.port import (EVENTS_TOPIC, HISTORY_CHANGES, HISTORY_RECEIVED_BY, LATER_EVENTS, RETRACTED, BusMessage,
+                          Subscriber)
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
 from hub.delivery import queue
@@ -72,6 +73,7 @@ from hub.store.schema import (
     dispatched_events,
     persons,
     recipient_views,
+    not_retracted,
     register_changes,
 )
 from hub.workflows.distribution import outgoing_of, pending_transfers
@@ -84,7 +86,7 @@ log = get_logger("hub.dispatcher")
 _HISTORIES = InList("ids", lambda ids: select(register_changes.c.person_id,
                                                 type_coerce(register_changes.c.canonical, Text).label("canonical"),
                                                 register_changes.c.received_at)
-                    .where(register_changes.c.person_id.in_(ids)))
+                    .where(register_changes.c.person_id.in_(ids), not_retracted()))
 # What a `_Held` keeps (not `updated_at`: a time parsed a view for nothing).
 _HELD_VIEWS = InList("ids", lambda ids: select(recipient_views.c.person_id, recipient_views.c.org_code,
                                                recipient_views.c.version, recipient_views.c.view,
@@ -104,6 +106,8 @@ REVIEW_SCANNER_SOURCE = "review-scheduler"  # the bus header `source` of hub/sch
 # published (their `HISTORY_CHANGES` header; before it was kept, `HISTORY_RECEIVED_BY`), or, published
 # before either was kept, the whole history.
 _WHOLE_HISTORY_SOURCES = frozenset({REVIEW_SCANNER_SOURCE, WORKFLOW_SOURCE})
+# Said, after the difference, to each body a retraction moves (hub/retraction.py): why its position changed.
+RETRACTION_REASON = "a register change recorded in error was retracted"
 MESSAGE_NAMESPACE = uuid.UUID("0c8f7d0e-2b54-4d61-8a4b-511751175117")
 # An event type's value (an Enum's `value` is a property, two calls each time it is read).
 _TYPE_VALUES: dict[EventType, str] = {t: t.value for t in EventType}
@@ -556,7 +560,10 @@ class Dispatcher:
         # and before that, the whole history.
         upto: datetime | str | None  # the history told: received up to then, these changes, or (None) all
         source = msg.headers.get("source")
-        if source in _WHOLE_HISTORY_SOURCES:
+        # A retraction (hub/retraction.py): the history without the retracted change, as it stood when
+        # the retraction was recorded (its `history_changes`), told as late history is, to the bodies it moves.
+        retraction = RETRACTED in msg.headers
+        if source in _WHOLE_HISTORY_SOURCES or retraction:
             told = msg.headers.get(HISTORY_CHANGES)
             if told is not None:  # exactly the changes published before it (read under the topic's lock)
                 ids = frozenset(told.split(","))
@@ -572,7 +579,8 @@ class Dispatcher:
                         received = [(c, t) for c, t in received if t <= upto]
                     else:
                         upto = None  # nothing received since: the whole history (one status for both)
-            told_later = arrived is not None and _any_after(received, arrived)
+            # (A retraction's message carries a change of the history, not one it follows: nothing is told later.)
+            told_later = not retraction and arrived is not None and _any_after(received, arrived)
         else:
             told_later = arrived is not None and _any_after(received, arrived)
             upto = arrived if told_later else None
@@ -595,8 +603,8 @@ class Dispatcher:
             status = from_jsonable(S117Status, msg.payload["status"])
         # A change that sorts before a change received before it arrived late:
         # what was told since may be contradicted (a review reminder never is).
-        late = (source != REVIEW_SCANNER_SOURCE and arrived is not None
-                and is_late(change, [c for c, t in received if t < arrived]))
+        late = retraction or (source != REVIEW_SCANNER_SOURCE and arrived is not None
+                              and is_late(change, [c for c, t in received if t < arrived]))
         held = cache.held.get(person_id)
         if held is None:
             held = cache.held[person_id] = (await self._held_views_of(conn, [person_id]))[person_id]
@@ -604,12 +612,16 @@ class Dispatcher:
         send = _Sending(conn=conn, msg=msg, status=status, change=change, held=held, today=today, cache=cache,
                         now=datetime.now(UTC), correlation_id=msg.headers.get("correlation_id", ""))
 
-        recipients = recipients_for(event, status)
+        # A retraction's event is routed to no one: each body whose position it moves hears the difference
+        # below. Nor is a register change's event whose change is no longer in the history (retracted
+        # before this event was dispatched): it tells no fact; the history without it is told as any.
+        gone = found is None and not retraction and source not in _WHOLE_HISTORY_SOURCES
+        recipients = recipients_for(event, status) if not (retraction or gone) else []
         # Until a transfer is accepted the outgoing body keeps hearing (hub/workflows/distribution.py).
         pending = cache.pending.get(person_id)
         if pending is None:  # the dispatcher never changes workflow cases: once per batch
             pending = cache.pending[person_id] = (await pending_transfers(conn, [person_id]))[person_id]
-        if pending:
+        if pending and not (retraction or gone):
             recipients += outgoing_of(pending, recipients)
         steps_before: list[TransferStep] | None = None  # the history's hand-overs before this change
         told_by: dict[date, str | None] = {}  # a moved hand-over's date as told -> the event that told it
@@ -676,6 +688,8 @@ class Dispatcher:
                 continue  # a later message of the same change names it and is sent to the body with this position
             reason = reason_for(old.view if old else None, target, status,
                                 explain=self._explains(org, event_type, today))
+            if retraction:
+                reason = f"{reason}; {RETRACTION_REASON}"
             view_event = DomainEvent(
                 event_type=event_type, person_id=person_id, change_id=change.change_id,
                 occurred_on=change.effective_date if event.event_type is not EventType.REVIEW_DUE else event.occurred_on,

@@ -51,7 +51,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from hub.codec import from_jsonable
 from hub.domain.model import RegisterChange
 from hub.store.db import InList, Prepared, execute_prepared
-from hub.store.schema import ingest_results, persons, register_changes
+from hub.store.schema import ingest_results, not_retracted, persons, register_changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +81,7 @@ LOCK_PEOPLE = InList("indexes", lambda values: select(
     .where(persons.c.nhs_number_index.in_(values)).order_by(persons.c.nhs_number_index).with_for_update())
 HISTORIES = InList("person_ids", lambda values: select(register_changes.c.person_id, register_changes.c.canonical,
                                                         register_changes.c.received_at)
-                   .where(register_changes.c.person_id.in_(values)))
+                   .where(register_changes.c.person_id.in_(values), not_retracted()))
 _ANSWERS = Prepared(
     select(ingest_results.c.source, ingest_results.c.source_message_id, ingest_results.c.status_code,
            ingest_results.c.body, ingest_results.c.payload_sha256)

@@ -55,7 +55,8 @@ from hub.observability.logging import (
 )
 from hub.register_counts import _upsert as status_upsert, record_status, status_row
 from hub.store.db import InList, Prepared, after_commit_hook, execute_prepared, insert_or_merge, snapshot
-from hub.store.schema import ingest_results, persons, quarantine, register_changes, service_levels
+from hub.store.schema import (change_retractions, ingest_results, not_retracted, persons, quarantine, register_changes,
+                              service_levels)
 from hub.domain.workflows.held import hold_reason
 from hub.workflows.held import hold_change
 
@@ -82,15 +83,19 @@ _PERSON_DETAILS = Prepared(select(persons.c.details).where(persons.c.person_id =
 _UPDATE_DETAILS = Prepared(persons.update().where(persons.c.person_id == bindparam("pid")).values(
     details=bindparam("new_details"), updated_at=bindparam("at")))
 _PERSON_CHANGES = Prepared(select(register_changes.c.canonical)
-                           .where(register_changes.c.person_id == bindparam("person_id")))
+                           .where(register_changes.c.person_id == bindparam("person_id"), not_retracted()))
 # A person's history for their change's unit, with each change's `received_at` (`received_after`).
 _PERSON_HISTORY = Prepared(select(register_changes.c.canonical, register_changes.c.received_at)
-                           .where(register_changes.c.person_id == bindparam("person_id")))
-# How many changes the person has (the same count: the history held, hub/ingest/status_cache.py), and
-# the latest `received_at` of them.
-_PERSON_CHANGE_COUNT = Prepared(select(func.count(), func.max(register_changes.c.received_at))
-                                .select_from(register_changes)
-                                .where(register_changes.c.person_id == bindparam("person_id")))
+                           .where(register_changes.c.person_id == bindparam("person_id"), not_retracted()))
+# How many changes the person has (the same count: the history held, hub/ingest/status_cache.py), the
+# latest `received_at` of them, and how many of them were retracted (a person with any is read again:
+# a retraction takes a change out of the history, so the count alone no longer names it).
+_PERSON_CHANGE_COUNT = Prepared(select(
+    func.count(), func.max(register_changes.c.received_at),
+    select(func.count()).select_from(change_retractions)
+    .where(change_retractions.c.person_id == bindparam("person_id")).scalar_subquery())
+    .select_from(register_changes)
+    .where(register_changes.c.person_id == bindparam("person_id")))
 _TICK = timedelta(microseconds=1)  # the store's resolution of a time (PostgreSQL, SQLAlchemy's SQLite text)
 
 
@@ -377,8 +382,12 @@ _INSERT_SERVICE_LEVEL = service_levels.insert()
 _INSERT_RESULT = ingest_results.insert()
 _INSERT_QUARANTINE = quarantine.insert()
 
+# With how many of them were retracted: a person with any is read again (`_PERSON_CHANGE_COUNT`).
 _BULK_COUNTS = InList("person_ids", lambda values: select(
-    register_changes.c.person_id, func.count().label("n"), func.max(register_changes.c.received_at).label("latest"))
+    register_changes.c.person_id, func.count().label("n"), func.max(register_changes.c.received_at).label("latest"),
+    select(func.count()).select_from(change_retractions)
+    .where(change_retractions.c.person_id == register_changes.c.person_id)
+    .correlate(register_changes).scalar_subquery().label("retracted"))
     .where(register_changes.c.person_id.in_(values)).group_by(register_changes.c.person_id))
 
 
@@ -1030,8 +1039,9 @@ class IngestService:
         of them (None: no change), which the change is stamped after (`received_after`)."""
         held = self.statuses.history(person_id)
         if held is not None:
-            count, latest = (await execute_prepared(conn, _PERSON_CHANGE_COUNT, {"person_id": person_id})).one()
-            if count == len(held):
+            count, latest, retracted = (await execute_prepared(conn, _PERSON_CHANGE_COUNT,
+                                                               {"person_id": person_id})).one()
+            if count == len(held) and not retracted:
                 self.statuses.history_hits += 1
                 return list(held), latest
         rows = (await execute_prepared(conn, _PERSON_HISTORY, {"person_id": person_id})).all()
@@ -1230,7 +1240,7 @@ class IngestService:
         if cached:  # still as many changes as when cached: the same history
             counts = {}
             for r in (await _BULK_COUNTS.execute(conn, list(cached))).all():
-                counts[r.person_id] = r.n
+                counts[r.person_id] = r.n if not r.retracted else -1  # retracted from: read again
                 latest[r.person_id] = r.latest
             for pid, (history, status) in list(cached.items()):
                 if counts.get(pid, 0) == len(history):

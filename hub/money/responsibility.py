@@ -24,7 +24,7 @@ from hub.domain.money.statements import line_items, month_slices
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import evaluate
 from hub.domain.workflows.model import Case, CaseKind
-from hub.store.schema import care_packages, register_changes, workflow_cases
+from hub.store.schema import care_packages, not_retracted, register_changes, workflow_cases
 
 
 def overlapping(first: date, last: date):  # noqa: ANN201
@@ -114,7 +114,7 @@ async def load_pairs(conn: AsyncConnection, person_ids: Iterable[str], first: da
     changes: dict[str, list[RegisterChange]] = defaultdict(list)
     for k in range(0, len(ids), 500):
         rows = (await conn.execute(select(register_changes.c.person_id, register_changes.c.canonical)
-                                   .where(register_changes.c.person_id.in_(ids[k:k + 500])))).all()
+                                   .where(register_changes.c.person_id.in_(ids[k:k + 500]), not_retracted()))).all()
         for r in rows:
             changes[r.person_id].append(from_jsonable(RegisterChange, r.canonical))
     out = {}

@@ -82,7 +82,7 @@ from hub.money.responsibility import (
 )
 from hub.observability.logging import bound_correlation_id, get_logger
 from hub.sharing import FUNDING, SharingAgreements
-from hub.store.schema import (api_clients, care_packages, ingest_results, persons, register_changes,
+from hub.store.schema import (api_clients, care_packages, ingest_results, not_retracted, persons, register_changes,
                               split_decisions)
 
 log = get_logger("hub.money")
@@ -283,7 +283,7 @@ class PackageService:
     async def status_in(self, conn: AsyncConnection, person_id: str, on: date) -> S117Status | None:
         """The person's status on `on`, read in `conn` (None: not on the register)."""
         rows = (await conn.execute(select(register_changes.c.canonical)
-                                   .where(register_changes.c.person_id == person_id))).scalars().all()
+                                   .where(register_changes.c.person_id == person_id, not_retracted()))).scalars().all()
         if not rows:
             return None
         return evaluate(person_id, [from_jsonable(RegisterChange, c) for c in rows], self._ref, self._agreements, on)

@@ -25,8 +25,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    exists,
     text,
 )
+from sqlalchemy.sql.elements import ColumnElement
 
 metadata = MetaData()
 
@@ -100,6 +102,35 @@ register_changes = Table(
     Index("ix_changes_person", "person_id", "effective_date"),
     Index("ix_changes_correlation", "correlation_id"),
 )
+
+# A register change its source (or the hub operator) retracted as recorded in
+# error (hub/retraction.py): the change stays on record, but no history holds
+# it any more (`not_retracted`, in every read of a person's history). Who,
+# when, why (the reason encrypted: free text may name someone), the request's
+# correlation id, and the event that told it (the bus message whose dispatch
+# corrects what each body was told). Written once: a second retraction is
+# answered from this row.
+change_retractions = Table(
+    "change_retractions",
+    metadata,
+    Column("change_id", String(36), ForeignKey("register_changes.change_id"), primary_key=True),
+    Column("person_id", String(36), ForeignKey("persons.person_id"), nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("org_code", String(16), nullable=False),
+    Column("reason", LargeBinary, nullable=False),  # encrypted (hub.crypto)
+    Column("correlation_id", String(64), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_retractions_person", "person_id"),
+)
+
+
+def not_retracted() -> ColumnElement[bool]:
+    """The one filter of a person's history: a register change no retraction
+    names (`change_retractions`). Every read of a history (to evaluate it, to
+    tell it, to charge it) selects `register_changes` with it."""
+    return ~exists().where(change_retractions.c.change_id == register_changes.c.change_id)
+
 
 # The answer given to a (source, source message id), replayed on a duplicate.
 ingest_results = Table(

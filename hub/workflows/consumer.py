@@ -27,7 +27,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
-from hub.bus.port import EVENTS_TOPIC, LATE, BusMessage, Subscriber
+from hub.bus.port import EVENTS_TOPIC, HISTORY_CHANGES, LATE, RETRACTED, BusMessage, Subscriber
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.store.schema import dead_letters
@@ -48,6 +48,12 @@ def interesting(msg: BusMessage) -> bool:
 def recorded(msg: BusMessage) -> bool:
     """A register change's first event: the person's history changed (the key is the person)."""
     return msg.headers.get("event_type") == RECORDED
+
+
+def retraction(msg: BusMessage) -> bool:
+    """A retraction's event (hub/retraction.py): the person's history lost a
+    change, which can take away a hand-over a transfer case was opened for."""
+    return RETRACTED in msg.headers
 
 
 def recorded_late(msg: BusMessage) -> bool:
@@ -73,6 +79,10 @@ class WorkflowConsumer:
         case opens nothing again."""
         if interesting(msg):
             await self._service.on_event(conn, msg.payload, msg.event_id)
+        elif retraction(msg):
+            told = msg.headers.get(HISTORY_CHANGES)
+            await self._service.on_retracted(conn, msg.key, msg.headers[RETRACTED],
+                                             frozenset(told.split(",")) if told is not None else None)
         elif recorded_late(msg):
             await self._service.on_history_changed(conn, msg.key, msg.event_id)
 
@@ -87,7 +97,7 @@ class WorkflowConsumer:
         dead = 0
         pass_over = getattr(self._bus, "pass_over", None)  # the SQL log (hub/bus/sql.py)
         # People whose history a change that may have come late changed (one in its turn withdraws nothing).
-        changed = list(dict.fromkeys(m.key for m in batch if recorded_late(m)))
+        changed = list(dict.fromkeys(m.key for m in batch if recorded_late(m) or retraction(m)))
         if pass_over is not None:
             if not batch:
                 await self._bus.commit_passed(GROUP, EVENTS_TOPIC, self.passed_commit_seconds)
@@ -112,7 +122,7 @@ class WorkflowConsumer:
                         continue
                     if msg.headers.get("event_type") == TRANSFERRED:
                         watched.add(msg.key)
-                    if interesting(msg) or (recorded_late(msg) and msg.key in watched):
+                    if interesting(msg) or ((recorded_late(msg) or retraction(msg)) and msg.key in watched):
                         try:
                             async with conn.begin_nested():
                                 await self.handle(conn, msg)

@@ -63,7 +63,9 @@ from hub.observability.logging import get_logger
 from hub.store.db import InList, insert_or_merge
 from hub.store.schema import (
     bus_messages,
+    change_retractions,
     persons,
+    not_retracted,
     register_changes,
     workflow_cases,
     workflow_clock,
@@ -341,14 +343,21 @@ class WorkflowService:
         # the event, so the history read is exactly the changes published before it.
         await lock_topic(conn, EVENTS_TOPIC)
         rows = (await conn.execute(select(register_changes.c.canonical, register_changes.c.received_at)
-                                   .where(register_changes.c.person_id == case.person_id))).all()
+                                   .where(register_changes.c.person_id == case.person_id, not_retracted()))).all()
         changes = [from_jsonable(RegisterChange, r.canonical) for r in rows]
-        latest = max(changes, key=lambda c: (c.effective_date, c.recorded_on, c.change_id))
+        carried = changes
+        if not changes:  # every change of the person retracted (hub/retraction.py): an empty history is told,
+            # the event naming the last change it had (the message needs one; no fact of it is told)
+            carried = [from_jsonable(RegisterChange, c) for c in (await conn.execute(
+                select(register_changes.c.canonical).where(register_changes.c.person_id == case.person_id)))
+                .scalars().all()]
+        latest = max(carried, key=lambda c: (c.effective_date, c.recorded_on, c.change_id))
         # The history this event is told against: these changes, by id (the dispatcher leaves
         # out those committed since: they have events of their own); and, for a dispatcher
         # of the version before, the latest received_at of these.
-        told_against = {HISTORY_CHANGES: history_changes([c.change_id for c in changes]),
-                        HISTORY_RECEIVED_BY: history_received_by(max(r.received_at for r in rows))}
+        told_against = {HISTORY_CHANGES: history_changes([c.change_id for c in changes])}
+        if rows:
+            told_against[HISTORY_RECEIVED_BY] = history_received_by(max(r.received_at for r in rows))
         status = evaluate(case.person_id, changes, self._ref, self._agreements, max(step.on, latest.effective_date))
         what = "transfer of " + case.role + " responsibility" if case.kind is CaseKind.TRANSFER \
             else case.dispute_kind + " responsibility dispute"
@@ -380,6 +389,10 @@ class WorkflowService:
         """Open a case when the register moves responsibility or records a dispute."""
         event = from_jsonable(DomainEvent, payload["event"])
         change = from_jsonable(RegisterChange, payload["change"])
+        if event.event_type in (EventType.RESPONSIBILITY_TRANSFERRED, EventType.DISPUTE_RAISED) and (
+                await conn.execute(select(change_retractions.c.change_id)
+                                   .where(change_retractions.c.change_id == change.change_id))).first() is not None:
+            return  # the change was retracted as recorded in error before its event was read: it opens nothing
         if event.event_type is EventType.RESPONSIBILITY_TRANSFERRED:
             for role in ("council", "commissioner"):
                 outgoing, incoming = event.details.get(f"{role}_from"), event.details.get(f"{role}_to")
@@ -491,7 +504,7 @@ class WorkflowService:
         if held is None:
             c = register_changes.c
             held = (await conn.execute(select(c.change_id, c.canonical, c.received_at)
-                                       .where(c.person_id == case.person_id))).all()
+                                       .where(c.person_id == case.person_id, not_retracted()))).all()
         found = opening_event(case, [case.opened_by_change] if case.opened_by_change
                               else [r.change_id for r in held])
         if found is None:
@@ -549,7 +562,7 @@ class WorkflowService:
             return []
         c = register_changes.c
         held = (await conn.execute(select(c.change_id, c.canonical, c.received_at)
-                                   .where(c.person_id == person_id))).all()
+                                   .where(c.person_id == person_id, not_retracted()))).all()
         mine = next((r for r in held if event_id_for(r.change_id, 0, RECORDED) == event_id), None)
         if mine is None:
             return []  # not this person's change (or no longer held): nothing to go on
@@ -569,6 +582,16 @@ class WorkflowService:
         change = next(h for h in history if h.change_id == mine.change_id)
         if not is_late(change, history):
             return []
+        return await self._withdraw_unheld(
+            conn, person_id, cases, held, history, max(datetime.now(UTC).date(), change.recorded_on),
+            max(change.recorded_on, self.clock.today()),
+            f"the {change.change_type.value} change effective {change.effective_date.isoformat()}, "
+            f"received on {change.recorded_on.isoformat()}, changed the history before it")
+
+    async def _withdraw_unheld(self, conn: AsyncConnection, person_id: str, cases: list[Case], held: list[Any],
+                               history: list[RegisterChange], as_of: date, on: date, detail: str) -> list[Case]:
+        """Withdraw each of `cases` whose hand-over `history` no longer holds (superseded when it holds
+        it on another date): `on_history_changed` and `on_retracted`."""
         accepted = [case.case_id for case in cases if case.state == TransferState.ACCEPTED]
         if accepted:  # withdrawable only if the incoming body accepted it (not a resolved dispute's record)
             w = workflow_transitions.c
@@ -578,23 +601,58 @@ class WorkflowService:
         # A case opened before its hand-over's date was kept is dated first (kept,
         # on first use): else the same hand-over on another date would hold it.
         cases = [await self._dated(conn, case, held) for case in cases]
-        as_of = max(datetime.now(UTC).date(), change.recorded_on)
-        still = handovers(transfer_steps(person_id, history, self._ref, self._agreements, as_of))
-        on = max(change.recorded_on, self.clock.today())
+        still = handovers(transfer_steps(person_id, history, self._ref, self._agreements, as_of)) if history else set()
         withdrawn = []
         for case in cases:
             holds, moved_to = same_handover(case, still)
             if holds:
                 continue
-            after, step = machine.withdraw(
-                case, max(on, case.opened_on),
-                f"the {change.change_type.value} change effective {change.effective_date.isoformat()}, "
-                f"received on {change.recorded_on.isoformat()}, changed the history before it", moved_to=moved_to)
+            after, step = machine.withdraw(case, max(on, case.opened_on), detail, moved_to=moved_to)
             await self._save(conn, case, after, [step], EventType.TRANSFER_UPDATED)
             log.info("transfer case withdrawn", case_id=case.case_id, person_id=person_id, status=after.state,
                      superseded=moved_to is not None, was=case.state)
             withdrawn.append(after)
         return withdrawn
+
+    async def on_retracted(self, conn: AsyncConnection, person_id: str, change_id: str,
+                           told: frozenset[str] | None = None) -> list[Case]:
+        """A register change of `person_id` was retracted as recorded in error
+        (hub/retraction.py). Each of the person's transfer cases late history
+        could withdraw (`on_history_changed`: awaiting acceptance, overdue, or
+        accepted by the incoming body) whose hand-over the history without the
+        retracted change no longer holds is withdrawn the same way, the case
+        the retracted change opened among them; where that history holds the
+        same hand-over on another date, superseded. `told`: the changes the
+        history held when the retraction was recorded (its event's
+        `history_changes`; None: all held now); a case a change recorded since
+        opened is left to that change. Idempotent: a withdrawn case is final."""
+        t = workflow_cases.c
+        rows = (await conn.execute(select(t.data).where(
+            t.person_id == person_id, t.kind == CaseKind.TRANSFER.value, t.state.in_(WITHDRAWABLE_TRANSFER_STATES))
+            .order_by(t.opened_on, t.case_id).with_for_update())).all()
+        if not rows:
+            return []
+        c = register_changes.c
+        gone = (await conn.execute(select(c.canonical).where(c.change_id == change_id,
+                                                             c.person_id == person_id))).scalar_one_or_none()
+        if gone is None:
+            return []
+        retracted = from_jsonable(RegisterChange, gone)
+        held = (await conn.execute(select(c.change_id, c.canonical, c.received_at)
+                                   .where(c.person_id == person_id, not_retracted()))).all()
+        if told is not None:
+            held = [r for r in held if r.change_id in told]
+        known = {r.change_id for r in held} | {change_id}
+        cases = [case for case in (self.from_row(row.data) for row in rows)
+                 if not case.opened_by_change or case.opened_by_change in known]
+        if not cases:
+            return []
+        history = [from_jsonable(RegisterChange, r.canonical) for r in held]
+        today = self.clock.today()
+        return await self._withdraw_unheld(
+            conn, person_id, cases, held, history, max(datetime.now(UTC).date(), today), today,
+            f"the {retracted.change_type.value} change effective {retracted.effective_date.isoformat()} "
+            "was retracted as recorded in error")
 
     # ----------------------------------------------------------- actions
 
@@ -655,7 +713,7 @@ class WorkflowService:
         actor = caller.org_code
         async with self._engine.begin() as conn:
             rows = (await conn.execute(select(register_changes.c.canonical)
-                                       .where(register_changes.c.person_id == person_id))).all()
+                                       .where(register_changes.c.person_id == person_id, not_retracted()))).all()
             if not rows:
                 raise NoRelationship(decide_raise_dispute(caller, None, ()), known=False)
             changes = [from_jsonable(RegisterChange, r.canonical) for r in rows]
