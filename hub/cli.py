@@ -374,6 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     from hub.audit_cli import add_parser as add_audit_parser
 
     add_audit_parser(sub)
+    from hub.backup_cli import add_parser as add_backup_parser
+
+    add_backup_parser(sub)
     args = parser.parse_args(argv)
     try:
         args.func(args)
