@@ -17,7 +17,8 @@ no change of the person commits in between):
    (the change's id) and `history_changes` (the history without it). The
    dispatcher tells it as late history (each body told otherwise hears the
    difference, superseding what it was told) and the workflows withdraw a
-   transfer case whose hand-over it takes away.
+   transfer case whose hand-over it takes away, and the dispute case a
+   retracted `dispute-raised` change opened.
 
 From its commit on, every read of the person's history leaves the change
 out (`hub.store.schema.not_retracted`).

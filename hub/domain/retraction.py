@@ -7,7 +7,8 @@ record, but no history holds it any more (hub/store/schema.py
 was told something the history without the change contradicts gets an
 `s117-notification-corrected` superseding what it was told (the dispatcher,
 hub/delivery/dispatcher.py), and a transfer case whose hand-over it takes
-away is withdrawn (hub/workflows/service.py `on_retracted`). This module
+away is withdrawn, as is the dispute case a retracted `dispute-raised` change
+opened (hub/workflows/service.py `on_retracted`). This module
 says who may retract, and what the retraction's one event carries.
 """
 

@@ -8,7 +8,10 @@ It withdraws a transfer case (open, or accepted) when a register change
 arriving late shows the hand-over never happened, or happened on another date
 (superseded by that date's case) (`s117-register-change-recorded` of a person
 with such a case: `WorkflowService.on_history_changed`; the engine tells a
-transfer the late change reveals, never one it takes away). It
+transfer the late change reveals, never one it takes away), and, on a
+retraction's event (hub/retraction.py) of a person with such a transfer case
+or an open dispute case, the transfer cases the retracted change takes away
+and the dispute case it raised (`WorkflowService.on_retracted`). It
 handles a batch of messages in one transaction under the group's offset row
 lock (each interesting one in a savepoint) and commits the offset in that
 transaction (as the dispatcher does), so a replay opens nothing twice; case
@@ -37,8 +40,9 @@ from hub.store.db import snapshot, write_transaction
 log = get_logger("hub.workflows.consumer")
 GROUP = "workflows"
 TRANSFERRED = "s117-responsibility-transferred"
+DISPUTE_RAISED = "s117-dispute-raised"
 # The events whose payload the consumer reads.
-INTERESTING = frozenset({TRANSFERRED, "s117-dispute-raised", "s117-dispute-resolved"})
+INTERESTING = frozenset({TRANSFERRED, DISPUTE_RAISED, "s117-dispute-resolved"})
 
 
 def interesting(msg: BusMessage) -> bool:
@@ -98,10 +102,13 @@ class WorkflowConsumer:
         pass_over = getattr(self._bus, "pass_over", None)  # the SQL log (hub/bus/sql.py)
         # People whose history a change that may have come late changed (one in its turn withdraws nothing).
         changed = list(dict.fromkeys(m.key for m in batch if recorded_late(m) or retraction(m)))
+        # People a retraction's event names: it may also withdraw a dispute case the retracted change raised.
+        retracted = list(dict.fromkeys(m.key for m in batch if retraction(m)))
         if pass_over is not None:
             if not batch:
                 await self._bus.commit_passed(GROUP, EVENTS_TOPIC, self.passed_commit_seconds)
-            elif not any(interesting(m) for m in batch) and not await self._any_withdrawable_transfer(changed):
+            elif not any(interesting(m) for m in batch) and not await self._any_withdrawable_transfer(changed) \
+                    and not await self._any_open_dispute(retracted):
                 # Nothing for a workflow: the offset moves in memory and is
                 # written with the next commit or within a second, not in a
                 # write transaction of its own per batch.
@@ -117,12 +124,16 @@ class WorkflowConsumer:
                 # claim (another instance may have opened cases since the
                 # fetch), and the people this batch opens a transfer for.
                 watched = await self._service.people_with_withdrawable_transfers(conn, changed)
+                disputed = await self._service.people_with_open_disputes(conn, retracted)
                 for msg in batch:
                     if start is not None and msg.offset < start:
                         continue
                     if msg.headers.get("event_type") == TRANSFERRED:
                         watched.add(msg.key)
-                    if interesting(msg) or ((recorded_late(msg) or retraction(msg)) and msg.key in watched):
+                    elif msg.headers.get("event_type") == DISPUTE_RAISED:
+                        disputed.add(msg.key)
+                    if interesting(msg) or ((recorded_late(msg) or retraction(msg)) and msg.key in watched) \
+                            or (retraction(msg) and msg.key in disputed):
                         try:
                             async with conn.begin_nested():
                                 await self.handle(conn, msg)
@@ -166,6 +177,13 @@ class WorkflowConsumer:
             return False
         async with snapshot(self._engine) as snap:
             return bool(await self._service.people_with_withdrawable_transfers(snap, people))
+
+    async def _any_open_dispute(self, people: list[str]) -> bool:
+        """Whether any of `people` has an open dispute case (a retraction may withdraw it), on a snapshot."""
+        if not people:
+            return False
+        async with snapshot(self._engine) as snap:
+            return bool(await self._service.people_with_open_disputes(snap, people))
 
     lag_every = 1.0  # seconds between counts of the lag while batches come
     _lag_counted_at = float("-inf")

@@ -6,7 +6,9 @@ shows responsibility did not change hands, or that the hand-over is on another
 date: superseded by the case for that date) `cancelled`, with that reason as
 `statusReason`; the current stage of an open
 dispute is `in-progress`, a resolved one (and a stage left by escalation)
-`completed`. `owner` is the clock's owner, `restriction.period` the clock,
+`completed`, one withdrawn by the hub (the source's dispute-raised change
+that opened it was retracted as recorded in error) `cancelled`, with that
+reason as `statusReason`. `owner` is the clock's owner, `restriction.period` the clock,
 `focus` the person's s117 EpisodeOfCare; `businessStatus` the hub's state.
 In a message the Task joins the Bundle (field group "workflow") with focus and
 `for` pointing at the message's EpisodeOfCare and Patient entries.
@@ -29,6 +31,7 @@ from hub.fhir.namespaces import (
 )
 from hub.fhir.messages import WORKFLOW
 from hub.domain.workflows.model import (
+    DISPUTE_WITHDRAWN_REASON,
     SUPERSEDED_REASON,
     WITHDRAWN_REASON,
     Case,
@@ -80,7 +83,8 @@ def build_task(case: Case, *, focus: dict[str, Any] | None = None, subject: dict
         requester = case.outgoing
     else:
         stage = case.stages[case.stage_index]
-        status = "completed" if case.state == DisputeState.RESOLVED else "in-progress"
+        status = {DisputeState.RESOLVED: "completed", DisputeState.WITHDRAWN: "cancelled"}.get(
+            DisputeState(case.state), "in-progress")
         code_text = f"S117 {case.dispute_kind} dispute: {stage.name}"
         description = f"dispute between {', '.join(case.parties)} at '{stage.name}' ({stage.citation})"
         requester = case.raised_by if case.raised_by in case.parties else None
@@ -114,6 +118,8 @@ def build_task(case: Case, *, focus: dict[str, Any] | None = None, subject: dict
         # The hub's words, not a body's: carried in messages too (a contest's reason is not).
         task["statusReason"] = {"text": SUPERSEDED_REASON if case.superseded_by_handover_on is not None
                                 else WITHDRAWN_REASON}
+    elif case.kind is CaseKind.DISPUTE and case.state == DisputeState.WITHDRAWN:
+        task["statusReason"] = {"text": DISPUTE_WITHDRAWN_REASON}  # the hub's words, carried in messages too
     elif case.reason:
         task["statusReason"] = {"text": case.reason}
     notes = []
@@ -124,6 +130,8 @@ def build_task(case: Case, *, focus: dict[str, Any] | None = None, subject: dict
                      f"{'agreed' if interim.agreed else 'default until agreed'} ({interim.citation})")
     if case.responsible and case.responsible_from:
         notes.append(f"resolved: {case.responsible} responsible from {case.responsible_from.isoformat()}")
+    if case.kind is CaseKind.DISPUTE and case.withdrawn_on is not None:
+        notes.append(f"withdrawn on {case.withdrawn_on.isoformat()}: the interim arrangements end")
     if notes:
         task["note"] = [{"text": n} for n in notes]
     return task

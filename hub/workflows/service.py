@@ -141,6 +141,7 @@ class NoRelationship(Exception):
 
 
 OPEN_TRANSFER_STATES = (TransferState.AWAITING.value, TransferState.OVERDUE.value)
+OPEN_DISPUTE_STATES = (DisputeState.OPEN.value, DisputeState.ESCALATED.value)
 # The transfer cases later-arriving history can still withdraw: open ones, and
 # accepted ones (only those the incoming body accepted: `on_history_changed`).
 WITHDRAWABLE_TRANSFER_STATES = (*OPEN_TRANSFER_STATES, TransferState.ACCEPTED.value)
@@ -151,6 +152,10 @@ _PEOPLE_WITH_WITHDRAWABLE_TRANSFERS = InList("ids", lambda ids: select(workflow_
     workflow_cases.c.person_id.in_(ids), workflow_cases.c.kind == CaseKind.TRANSFER.value,
     or_(*(workflow_cases.c.state == state for state in WITHDRAWABLE_TRANSFER_STATES))))
 
+# Which of some people have an open dispute case (a retraction may withdraw it): one statement.
+_PEOPLE_WITH_OPEN_DISPUTES = InList("ids", lambda ids: select(workflow_cases.c.person_id).distinct().where(
+    workflow_cases.c.person_id.in_(ids), workflow_cases.c.kind == CaseKind.DISPUTE.value,
+    or_(*(workflow_cases.c.state == state for state in OPEN_DISPUTE_STATES))))
 
 
 def same_handover(case: Case, still: set[Handover]) -> tuple[bool, date | None]:
@@ -324,6 +329,11 @@ class WorkflowService:
             await conn.execute(workflow_stages.update().where(
                 workflow_stages.c.case_id == case.case_id, workflow_stages.c.stage_index == case.stage_index)
                 .values(ended_on=case.resolved_on, outcome="resolved"))
+        if case.kind is CaseKind.DISPUTE and case.withdrawn_on is not None and before is not None \
+                and before.withdrawn_on is None:
+            await conn.execute(workflow_stages.update().where(
+                workflow_stages.c.case_id == case.case_id, workflow_stages.c.stage_index == case.stage_index)
+                .values(ended_on=case.withdrawn_on, outcome="withdrawn"))
         for step in steps:
             event_id = None
             if event_type is not None:
@@ -530,6 +540,13 @@ class WorkflowService:
             return set()
         return set((await _PEOPLE_WITH_WITHDRAWABLE_TRANSFERS.execute(conn, people)).scalars())
 
+    async def people_with_open_disputes(self, conn: AsyncConnection, people: list[str]) -> set[str]:
+        """Which of `people` have an open (or escalated) dispute case: a
+        retraction of one of their changes may withdraw it (`on_retracted`)."""
+        if not people:
+            return set()
+        return set((await _PEOPLE_WITH_OPEN_DISPUTES.execute(conn, people)).scalars())
+
     async def on_history_changed(self, conn: AsyncConnection, person_id: str, event_id: str) -> list[Case]:
         """A register change was recorded for `person_id` (`event_id`: its
         `s117-register-change-recorded` event). If it arrived late (it sorts
@@ -617,7 +634,67 @@ class WorkflowService:
     async def on_retracted(self, conn: AsyncConnection, person_id: str, change_id: str,
                            told: frozenset[str] | None = None) -> list[Case]:
         """A register change of `person_id` was retracted as recorded in error
-        (hub/retraction.py). Each of the person's transfer cases late history
+        (hub/retraction.py): the transfer cases whose hand-over it takes away
+        (`_retracted_transfers`) and the dispute case it raised
+        (`_retracted_disputes`) are withdrawn; both parties are told as of any
+        transition. Idempotent: a withdrawn case is final."""
+        withdrawn = await self._retracted_disputes(conn, person_id, change_id)
+        return withdrawn + await self._retracted_transfers(conn, person_id, change_id, told)
+
+    async def _retracted_disputes(self, conn: AsyncConnection, person_id: str, change_id: str) -> list[Case]:
+        """The retracted change was a source's `dispute-raised`: the open (or
+        escalated) dispute case it opened (raised by the register, with its
+        dispute id) is withdrawn (DisputeState.WITHDRAWN, by the hub): its
+        clock stops, its interim arrangements end, the parties are told once
+        (`s117-dispute-updated`, the Task `cancelled` with the reason), and no
+        party action is taken on it any more (409 dispute-withdrawn). Left
+        alone: a case raised by a body (POST /v1/disputes, or a transfer's
+        contest: the register change the hub recorded for it did not open it),
+        a resolved case, and one another dispute-raised change the history
+        still holds raises (the same dispute id, not retracted: the dispute is
+        still on the register). The history as it stands now, not as `told`:
+        a change raising the dispute again since keeps the case open."""
+        t = workflow_cases.c
+        rows = (await conn.execute(select(t.data).where(
+            t.person_id == person_id, t.kind == CaseKind.DISPUTE.value, t.state.in_(OPEN_DISPUTE_STATES))
+            .order_by(t.opened_on, t.case_id).with_for_update())).all()
+        if not rows:
+            return []
+        c = register_changes.c
+        gone = (await conn.execute(select(c.canonical).where(c.change_id == change_id,
+                                                             c.person_id == person_id))).scalar_one_or_none()
+        if gone is None:
+            return []
+        retracted = from_jsonable(RegisterChange, gone)
+        if retracted.change_type is not ChangeType.DISPUTE_RAISED or retracted.dispute is None:
+            return []
+        if (await conn.execute(select(change_retractions.c.change_id)
+                               .where(change_retractions.c.change_id == change_id))).first() is None:
+            return []  # not retracted (the event says it is; the store decides)
+        dispute_id = retracted.dispute.dispute_id
+        cases = [case for case in (self.from_row(row.data) for row in rows)
+                 if case.dispute_id == dispute_id and case.raised_by == REGISTER_ACTOR]
+        if not cases:
+            return []
+        still = (await conn.execute(select(c.canonical).where(
+            c.person_id == person_id, c.change_type == ChangeType.DISPUTE_RAISED.value, not_retracted()))).scalars()
+        if any((d := from_jsonable(RegisterChange, raw).dispute) is not None and d.dispute_id == dispute_id
+               for raw in still):
+            return []
+        today = self.clock.today()
+        detail = f"the dispute-raised change effective {retracted.effective_date.isoformat()} was retracted"
+        withdrawn = []
+        for case in cases:
+            after, step = machine.withdraw_dispute(case, max(today, case.opened_on), detail)
+            await self._save(conn, case, after, [step], EventType.DISPUTE_UPDATED)
+            log.info("dispute case withdrawn", case_id=case.case_id, person_id=person_id, status=after.state,
+                     was=case.state)
+            withdrawn.append(after)
+        return withdrawn
+
+    async def _retracted_transfers(self, conn: AsyncConnection, person_id: str, change_id: str,
+                                   told: frozenset[str] | None = None) -> list[Case]:
+        """Each of the person's transfer cases late history
         could withdraw (`on_history_changed`: awaiting acceptance, overdue, or
         accepted by the incoming body) whose hand-over the history without the
         retracted change no longer holds is withdrawn the same way, the case

@@ -117,12 +117,15 @@ def pair_spans(points: Iterable[tuple[date, str | None, str | None, str]]) -> tu
 
 def interim_spans(cases: Iterable[Case]) -> tuple[InterimSpan, ...]:
     """Each agreed interim arrangement of each dispute case, with its days:
-    to the day before the next arrangement, or before the resolution."""
+    to the day before the next arrangement, or before the resolution (or the
+    withdrawal: the dispute-raised change that opened the case was retracted
+    as recorded in error, and the arrangements it held end)."""
     out = []
     for case in cases:
         if case.kind is not CaseKind.DISPUTE or case.dispute_kind not in SIDES:
             continue
-        end = case.resolved_on - timedelta(days=1) if case.resolved_on is not None else None
+        closed_on = case.resolved_on or case.withdrawn_on
+        end = closed_on - timedelta(days=1) if closed_on is not None else None
         for i, interim in enumerate(case.interims):
             if not interim.agreed:
                 continue

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 
 from hub.domain import citations
 from hub.domain.agreements import LEAD_BODY, AreaAgreement, EscalationStage
@@ -36,6 +36,7 @@ from hub.domain.working_days import add_working_days
 from hub.domain.workflows.model import (
     CLOCK_ACTOR,
     DETERMINATION_ACTOR,
+    DISPUTE_WITHDRAWN_REASON,
     REGISTER_ACTOR,
     SUPERSEDED_REASON,
     WHOLE,
@@ -73,6 +74,11 @@ def _determination_citation(case: Case) -> str:
 # on the history as later corrected, and what the bodies were told is put right.
 TRANSFER_WITHDRAWN = (f"{citations.TRANSFER_REDETENTION} (no such hand-over on the corrected history); "
                       "UK GDPR Art. 16, 19 (rectification told to each recipient)")
+# A dispute withdrawn by the hub: the register change that raised it was
+# retracted as recorded in error (hub/retraction.py); what the parties were
+# told is put right, and the current arrangements it held (Worcs 8.5) no longer do.
+DISPUTE_WITHDRAWN = ("UK GDPR Art. 16, 19 (the dispute-raised change retracted as recorded in error; rectification "
+                     f"told to each recipient); {citations.DISPUTE_HOLD} no longer applies")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +124,11 @@ DISPUTE_RULES: dict[tuple[str | None, Action], Rule] = {
                               citations.DISPUTE_RESOLVED_REIMBURSE),
     (D.ESCALATED, A.RESOLVE): Rule(D.RESOLVED, frozenset({Actor.PARTY, Actor.DETERMINER, Actor.REGISTER}),
                                    citations.DISPUTE_RESOLVED_REIMBURSE),
+    # Withdrawn by the hub alone: the source's dispute-raised change that
+    # opened the case was retracted as recorded in error (never a party's act:
+    # a party ends a dispute by agreement, hub/workflows/service.py `on_retracted`).
+    (D.OPEN, A.WITHDRAW): Rule(D.WITHDRAWN, frozenset({Actor.REGISTER}), DISPUTE_WITHDRAWN),
+    (D.ESCALATED, A.WITHDRAW): Rule(D.WITHDRAWN, frozenset({Actor.REGISTER}), DISPUTE_WITHDRAWN),
 }
 
 # Names for the illegal pairs callers meet most, so a refusal says what went wrong.
@@ -182,6 +193,11 @@ def _rule(case: Case, action: Action, actor: str) -> Rule:
         if name is None:
             name = "case-closed" if case.clock is None else "illegal-transition"
         legal = sorted(a.value for (s, a) in rules if s == case.state)
+        if case.kind is CaseKind.DISPUTE and case.state == DisputeState.WITHDRAWN:
+            raise WorkflowRefusal(409, "already-withdrawn" if action is Action.WITHDRAW else "dispute-withdrawn",
+                                  f"a dispute case in state '{case.state}' cannot '{action.value}': it was withdrawn "
+                                  f"by the hub ({DISPUTE_WITHDRAWN_REASON}); nothing is left to agree, escalate or "
+                                  "resolve", DISPUTE_WITHDRAWN)
         if case.state == TransferState.WITHDRAWN:
             raise WorkflowRefusal(409, name, f"a {case.kind.value} case in state '{case.state}' cannot "
                                   f"'{action.value}': it was withdrawn by the hub ({WITHDRAWN_REASON}); "
@@ -419,6 +435,24 @@ def dispute_breach(case: Case, on: date, actor: str = CLOCK_ACTOR) -> tuple[Case
     after = replace(case, breaches=(*case.breaches, stage.name))
     return _step(case, after, Action.BREACH, CLOCK_ACTOR, on, stage.citation,
                  f"the last stage '{stage.name}' ran out of time")
+
+
+def withdraw_dispute(case: Case, on: date, detail: str = "", actor: str = REGISTER_ACTOR) -> tuple[Case, Transition]:
+    """The source's dispute-raised change that opened `case` was retracted as
+    recorded in error: the hub withdraws the dispute (a final state). Its
+    clock stops, an outcome or interim terms proposed and not yet agreed
+    lapse, and its agreed interim arrangements end the day before `on`
+    (`withdrawn_on`); they stay in its history. `detail`: what was retracted,
+    in the hub's words (no personal data)."""
+    rule = _rule(case, Action.WITHDRAW, actor)
+    after = replace(case, state=rule.target, clock=None, proposal=None, resolution=None, withdrawn_on=on)
+    stage = case.stages[case.stage_index] if case.stages else None
+    why = f"withdrawn by the hub: {DISPUTE_WITHDRAWN_REASON}"
+    if stage is not None:
+        why += f" (it was at '{stage.name}')"
+    if any(i.agreed for i in case.interims):
+        why += f"; its interim arrangements end on {(on - timedelta(days=1)).isoformat()}"
+    return _step(case, after, Action.WITHDRAW, actor, on, rule.citation, why + (f"; {detail}" if detail else ""))
 
 
 def _resolved(case: Case, rule: Rule, actor: str, on: date, responsible: str, responsible_from: date,

@@ -38,10 +38,14 @@ class DisputeState(StrEnum):
     OPEN = "open"  # at the first stage of the area's procedure
     ESCALATED = "escalated"  # at a later stage
     RESOLVED = "resolved"  # final: a body found responsible from a date
+    # Final: the register change that raised it (a source's `dispute-raised`)
+    # was retracted as recorded in error: there was no dispute to resolve. The
+    # hub withdraws it; nobody has to act, and its interim arrangements end.
+    WITHDRAWN = "withdrawn"
 
 
 FINAL_STATES = frozenset({TransferState.ACCEPTED, TransferState.CONTESTED, TransferState.WITHDRAWN,
-                          DisputeState.RESOLVED})
+                          DisputeState.RESOLVED, DisputeState.WITHDRAWN})
 
 
 class Action(StrEnum):
@@ -55,7 +59,7 @@ class Action(StrEnum):
     RESOLVE = "resolve"
     BREACH = "breach"  # the clock ran out
     REMIND = "remind"  # the clock runs out soon (a message, not a transition)
-    WITHDRAW = "withdraw"  # the hub: later history shows the transfer did not happen
+    WITHDRAW = "withdraw"  # the hub: later history shows the transfer (or the dispute) did not happen
 
 
 class Actor(StrEnum):
@@ -84,6 +88,11 @@ WITHDRAWN_REASON = "later history shows responsibility did not change hands"
 # Why a transfer was withdrawn when later history moves its hand-over (the
 # same role and bodies) to another date: the case for that date supersedes it.
 SUPERSEDED_REASON = "later history shows the hand-over on another date; the case for that date supersedes this one"
+# Why a dispute raised by a register change was withdrawn (the same: the hub's
+# words, shown as the Task's statusReason, in the case's history and told to
+# the parties).
+DISPUTE_WITHDRAWN_REASON = ("the dispute-raised register change that opened this dispute was retracted as recorded "
+                            "in error: there is no dispute to resolve")
 
 # Who the hub's workflows are when they record a register change (the dispute
 # changes a case's transition implies: hub/workflows/service.py) and publish
@@ -207,6 +216,10 @@ class Case:
     responsible: str | None = None
     responsible_from: date | None = None
     resolved_on: date | None = None
+    # Withdrawn (DisputeState.WITHDRAWN): the day the hub withdrew it; its
+    # agreed interim arrangements are in force to the day before (money:
+    # hub/domain/money/responsibility.py `interim_spans`), as on resolution.
+    withdrawn_on: date | None = None
     breaches: tuple[str, ...] = ()  # stage names (or "acknowledgement") whose clock ran out
     reminded: tuple[str, ...] = ()  # clock keys already reminded
 
