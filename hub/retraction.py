@@ -45,6 +45,7 @@ from hub.domain.access import Rule
 from hub.domain.agreements import AgreementBook
 from hub.domain.model import RegisterChange
 from hub.domain.ports import ReferenceData
+from hub.domain.workflows.model import WORKFLOW_SOURCE
 from hub.domain.retraction import RETRACTION_KIND, carried_change, may_retract, retraction_event
 from hub.domain.rules import evaluate
 from hub.ingest.service import Client, event_id_for
@@ -56,6 +57,12 @@ from hub.store.schema import api_clients, change_retractions, not_retracted, per
 log = get_logger("hub.retraction")
 CHANNEL = "rest"
 ACTION = "retract"
+
+
+class RecordedByACase(Exception):
+    """The change was recorded by the hub for a transfer or dispute case (hub/workflows/service.py
+    `record_register_change`): it is corrected on the case, never retracted (only the operator can reach
+    it: no client's organisation recorded it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +97,7 @@ class RetractionService:
         async with write_transaction(self._engine) as conn:
             await lock_topic(conn, EVENTS_TOPIC)
             found = (await conn.execute(
-                select(rc.change_id, rc.person_id, rc.canonical, api_clients.c.org_code)
+                select(rc.change_id, rc.person_id, rc.canonical, rc.source, api_clients.c.org_code)
                 .join(api_clients, api_clients.c.client_id == rc.source, isouter=True)
                 .where(rc.change_id == change_id))).first()
             if found is None or not may_retract(caller, found.org_code):
@@ -98,6 +105,10 @@ class RetractionService:
                 await record_decision(conn, client, channel=CHANNEL, action=ACTION, allowed=False,
                                       rule=Rule.NO_RELATIONSHIP, correlation_id=correlation_id)
                 return None
+            if found.source == WORKFLOW_SOURCE:
+                # The hub's own record of a transfer's or dispute's outcome (a party's action, a determination):
+                # withdrawing it would leave the case's state and the register disagreeing. Corrected on the case.
+                raise RecordedByACase(change_id)
             person_id = found.person_id
             # The person's row lock, as ingest takes it: no change of theirs commits until this does.
             await conn.execute(select(persons.c.person_id).where(persons.c.person_id == person_id).with_for_update())

@@ -20,7 +20,7 @@ from hub.api.problems import ProblemError
 from hub.domain.retraction import REASON_MAX
 from hub.ingest.contract import FreeText
 from hub.observability.logging import bound_correlation_id, new_correlation_id
-from hub.retraction import RetractionService
+from hub.retraction import RecordedByACase, RetractionService
 
 router = APIRouter(prefix="/v1/register-changes", tags=["register changes"])
 
@@ -55,12 +55,20 @@ class RetractionOut(BaseModel):
     "/{change_id}/retraction", response_model=RetractionOut,
     summary="Retract a register change recorded in error (its source's organisation, or the hub operator)",
     responses={404: {"description": "No register change with that id this client may retract (the same answer "
-                                    "for an unknown id and for another organisation's change)"}})
+                                    "for an unknown id and for another organisation's change)"},
+               409: {"description": "The hub's own record for a transfer or dispute case: corrected on the case"}})
 async def retract(change_id: str, body: RetractionIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, "register:write")
     started = time.monotonic()
     service = RetractionService(hub.engine, hub.ref, hub.agreements, hub.protector)
-    done = await service.retract(client, change_id, body.reason, bound_correlation_id() or new_correlation_id())
+    try:
+        done = await service.retract(client, change_id, body.reason, bound_correlation_id() or new_correlation_id())
+    except RecordedByACase:
+        raise ProblemError(409, "recorded-by-a-case", "Recorded by a case",
+                           "change_id: this change is the hub's record of a transfer's or dispute's outcome or of a "
+                           "party's action on it: correct it on the case (/v1/transfers, /v1/disputes), not by "
+                           "retraction", errors=[{"field": "change_id", "reason": "recorded by the hub for a "
+                                                  "transfer or dispute case"}]) from None
     if done is None:
         await no_sooner_than(started, hub.settings.write_refusal_floor_ms / 1000)
         raise ProblemError(404, "not-found", "Not found", NOT_FOUND_DETAIL)
