@@ -31,6 +31,7 @@ from hub.file_jobs import FileJobs
 from hub.clients import ClientCache
 from hub.ingest.service import IngestService
 from hub.mllp import MllpLimits, MllpServer, server_tls_context
+from hub.retraction import RetractionService
 from hub.drift_alerts import DriftAlerts
 from hub.reconciliation import ItemWatcher, ReconciliationService, Reconciler, run_reconciler
 from hub.exports import ExportService, run_exporter
@@ -98,6 +99,7 @@ class Hub:
     reconciliation: ReconciliationService | None = None
     exports: ExportService | None = None
     workflows: WorkflowService | None = None
+    retractions: RetractionService | None = None  # register changes recorded in error (set by build_hub; MLLP A11/A13)
     workflow_consumer: WorkflowConsumer | None = None
     audit: AuditChain | None = None
     packages: PackageService | None = None  # aftercare packages and money (always set by build_hub)
@@ -141,7 +143,8 @@ class Hub:
             if s.mllp_tls_client_ca is None:  # settings allow it only on loopback or on the operator's word
                 log.warning("mllp without client certificates: MSH-4 names the sending trust unchecked",
                             port=s.mllp_port, allow_unauthenticated=s.mllp_allow_unauthenticated)
-            mllp = MllpServer(self.engine, self.ingest, s.mllp_host, s.mllp_port, tls=tls, limits=limits)
+            mllp = MllpServer(self.engine, self.ingest, s.mllp_host, s.mllp_port, tls=tls, limits=limits,
+                              retractions=self.retractions)
             self._tasks.append(asyncio.create_task(mllp.serve(self._stop), name="mllp"))
 
     def start_worker_process(self) -> WorkerProcess:
@@ -319,6 +322,7 @@ async def build_hub(settings: Settings) -> Hub:
                               settings.export_ack_alert_hours),
         audit=AuditChain(engine, audit_key(settings.audit_key, protector.index)),
     )
+    hub.retractions = RetractionService(engine, ref, agreements, protector)
     hub.dispatcher.linger = settings.dispatch_linger_ms / 1000
     hub.dispatcher.batch_limit = settings.dispatch_batch_max
     hub.workflows = WorkflowService(engine, ref, agreements, protector, hub.ingest,

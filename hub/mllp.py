@@ -39,9 +39,13 @@ from hub.domain.access import TEXTS, Rule
 from hub.ids import uuid4
 from hub.ingest.service import Client, IngestService, Outcome
 from hub.ingest.validation import FieldProblem
-from hub.observability.logging import bind_correlation_id, get_logger, unbind_correlation_id
+from hub.ingest.nhs_number import nhs_number_problem
+from hub.observability.logging import (bind_correlation_id, bound_correlation_id, get_logger, new_correlation_id,
+                                       unbind_correlation_id)
 from hub.settings import Settings
 from hub.store.db import Prepared, execute_prepared, snapshot
+from hub.retraction import (CANCEL_ALREADY, CANCEL_AMBIGUOUS, CANCEL_KEY_REUSED, CANCEL_RETRACTED, Cancellation,
+                            RetractionService)
 from hub.store.schema import api_clients
 
 log = get_logger("hub.mllp")
@@ -300,8 +304,12 @@ class ReadDeadline:
 class MllpServer:
     def __init__(self, engine: AsyncEngine, ingest: IngestService, host: str, port: int,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, drain_seconds: float = 10.0,
-                 tls: ssl.SSLContext | None = None, limits: MllpLimits | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, limits: MllpLimits | None = None,
+                 retractions: RetractionService | None = None) -> None:
         self._engine = engine
+        # A11 / A13 retract the one change they cancel through it (`_cancel`); without it (a listener
+        # built without one), every cancellation is held in quarantine for review.
+        self._retractions = retractions
         # MLLP over TLS: with a context that requires client certificates, the
         # certificate (its subject CN, the trust's ODS code) says who is
         # sending, and MSH-4 must agree with it.
@@ -517,6 +525,8 @@ class MllpServer:
             if result.quarantine:
                 # A11 / A13: the access policy first, asked about what the message cancels (as for a message
                 # that does not map, below): nothing of one about someone the trust has no role for is kept.
+                if self._retractions is not None:
+                    return await self._cancel(client, payload, header, result, started)
                 return await self._quarantined(client, payload, header, result, started, "AR",
                                                result.problems[0].reason)
             log.info("mllp message rejected", source=client.client_id, status="AR",
@@ -554,11 +564,74 @@ class MllpServer:
             refused = await self._ingest.write_precheck(client, result.about, CHANNEL)
             if refused is not None:
                 return await self._refusal_ack(header, result, refused, started)
+        return await self._hold(client, payload, header, code, text, result.problems)
+
+    async def _hold(self, client: Client, payload: bytes, header: Header, code: str, text: str,
+                    problems: tuple[HL7Problem, ...] | list[HL7Problem]) -> str:
         # The same message again (an engine retrying its AE) gets the first one's quarantine id, held once
         # (IngestService._held_copy).
         outcome = await self._ingest.reject_unmapped(
-            client, payload, CHANNEL, [FieldProblem(p.field, p.reason) for p in result.problems], header.control_id)
-        return self._ack(header, code, text, result.problems, quarantine_id=outcome.body.get("quarantine_id"))
+            client, payload, CHANNEL, [FieldProblem(p.field, p.reason) for p in problems], header.control_id)
+        return self._ack(header, code, text, problems, quarantine_id=outcome.body.get("quarantine_id"))
+
+    async def _cancel(self, client: Client, payload: bytes, header: Header, result: MappingResult,
+                      started: float) -> str:
+        """An A11 (cancel admit) or A13 (cancel discharge): the access policy first, as for any message
+        (`_quarantined`); then the one change it cancels retracted, as `POST .../retraction` retracts it
+        (hub/retraction.py `retract_cancelled`): the person (PID-3), the change type, recorded by this trust's
+        organisation, the date (A11: ZU5-5, PV1-44 or EVN-6; A13: PV1-45 or EVN-6) and the hospital
+        (PV1-3.4, PV1-39 or MSH-4) the message gives. `AA` naming the change retracted (or retracted before);
+        no such change, or more than one: `AR`, held in quarantine for review, naming why."""
+        about = result.about or {}
+        cancels = about.get("change_type")
+        if result.about is not None:
+            refused = await self._ingest.write_precheck(client, result.about, CHANNEL)
+            if refused is not None:
+                return await self._refusal_ack(header, result, refused, started)
+        event = "A11 (cancel admit)" if cancels == "detained" else "A13 (cancel discharge)"
+        what = "detention" if cancels == "detained" else "discharge"
+        date_field = result.origins.get("effective_date", "EVN-6")
+        nhs = (about.get("person") or {}).get("nhs_number")
+        if nhs is None or nhs_number_problem(nhs) is not None:
+            why = "does not name one valid NHS number: the change it cancels cannot be found"
+            return await self._hold_cancel(client, payload, header, event, "no valid NHS number (PID-3)",
+                                           HL7Problem("PID-3", why, APPLICATION_ERROR), "no-nhs-number")
+        if result.cancelled_on is None:
+            why = f"holds no valid date: the {what} it cancels cannot be found"
+            return await self._hold_cancel(client, payload, header, event, f"no valid date ({date_field})",
+                                           HL7Problem(date_field, why, APPLICATION_ERROR), "no-date")
+        kind = "cancel admit" if cancels == "detained" else "cancel discharge"
+        cancel = Cancellation(message_id=header.control_id, change_type=cancels, nhs_number=nhs,
+                              effective_date=result.cancelled_on, hospital_ods=about.get("hospital_ods"),
+                              reason=f"HL7 {header.trigger_event} {kind} {header.control_id}"[:1000])
+        assert self._retractions is not None
+        done = await self._retractions.retract_cancelled(client, cancel, bound_correlation_id() or new_correlation_id(),
+                                                         CHANNEL)
+        if done.status in (CANCEL_RETRACTED, CANCEL_ALREADY):
+            log.info("mllp cancellation applied", source=client.client_id, status="AA", change_id=done.change_id,
+                     reason_codes=[done.status], channel=CHANNEL)
+            text = "register change " + ("retracted" if done.status == CANCEL_RETRACTED else "already retracted")
+            return self._ack(header, "AA", f"{text}: {done.change_id}")
+        if done.status == CANCEL_KEY_REUSED:
+            log.info("mllp message rejected", source=client.client_id, status="AE", reason_codes=["key-reused"],
+                     channel=CHANNEL)
+            return self._ack(header, "AE", "register change rejected", [HL7Problem(
+                "MSH-10", "was already used by this source for a different message; nothing was recorded",
+                APPLICATION_ERROR)])
+        hospital = result.origins.get("hospital_ods", "PV1-3.4")
+        matched_on = f"the person (PID-3), the hospital ({hospital}) and the date ({date_field})"
+        found = f"{'more than one' if done.status == CANCEL_AMBIGUOUS else 'no'} {what} recorded by this trust matches"
+        return await self._hold_cancel(client, payload, header, event, found,
+                                       HL7Problem("MSH-9", f"{found} {matched_on}", APPLICATION_ERROR), done.status)
+
+    async def _hold_cancel(self, client: Client, payload: bytes, header: Header, event: str, found: str,
+                           problem: HL7Problem, reason_code: str) -> str:
+        """AR, the message held in quarantine: MSA-3 says why in short (within its 200 characters with the
+        quarantine id), the ERR (and the quarantine entry) in full."""
+        text = f"{event}: {found}; no cancellation applied, held in quarantine for review"
+        log.info("mllp cancellation held", source=client.client_id, status="AR", reason_codes=[reason_code],
+                 channel=CHANNEL)
+        return await self._hold(client, payload, header, "AR", text, [problem])
 
     async def _refusal_ack(self, header: Header, result: MappingResult, refused: Outcome, started: float) -> str:
         """The ACK of an access-policy refusal, no sooner than the floor after `started` (only these wait:

@@ -101,6 +101,11 @@ class MappingResult:
     # one) and the hospital named; all the access policy asks before anything of the message is kept
     # (hub/mllp.py). None when the change type cannot be told.
     about: dict[str, Any] | None = None
+    # A11 / A13 only: the date of the change it cancels, as the message gives it (A11: ZU5-5, PV1-44 or EVN-6,
+    # the fields an A01's `effective_date` is read from; A13: PV1-45 or EVN-6, as an A03's), read where
+    # `origins["effective_date"]` says; None when none holds a valid date. hub/mllp.py retracts the one change
+    # it matches (hub/retraction.py `RetractionService.retract_cancelled`).
+    cancelled_on: date | None = None
 
     @property
     def parsed(self) -> bool:
@@ -369,8 +374,14 @@ def _held_cancellation(msg: _Msg, header: Header, cancels: str, reason: str) -> 
     mapper._about_type = cancels
     result = _reject(header, "MSH-9", reason, UNSUPPORTED_EVENT_CODE, quarantine=True)
     about = mapper._about()  # (records where the hospital was read: a refusal's ERR names that HL7 field)
+    cancelled_on = mapper._cancelled_on(_CANCELLED_DATES[cancels])
     return MappingResult(result.disposition, header, problems=result.problems, quarantine=True, about=about,
-                         origins=dict(mapper.origins))
+                         origins=dict(mapper.origins), cancelled_on=cancelled_on)
+
+
+# Where an A11 / A13 gives the date of the change it cancels: the fields the A01 / A03 mapping reads the
+# change's `effective_date` from, then EVN-6 (event occurred).
+_CANCELLED_DATES = {"detained": (("ZU5", 5), ("PV1", 44), ("EVN", 6)), "left-hospital": (("PV1", 45), ("EVN", 6))}
 
 
 class _Mapper:
@@ -658,6 +669,17 @@ class _Mapper:
                          TABLE_VALUE_NOT_FOUND)
             return
         change["order_type"] = code
+
+    def _cancelled_on(self, positions: tuple[tuple[str, int], ...]) -> date | None:
+        """The first of `positions` holding a value, read as a date (None if none does, or it is not a date);
+        `origins["effective_date"]` names the field read (or the first, when none holds a value)."""
+        for segment, f in positions:
+            value = self.msg.get(segment, f)
+            if value:
+                self.origins["effective_date"] = f"{segment}-{f}"
+                return _hl7_date(value)
+        self.origins["effective_date"] = "{}-{}".format(*positions[0])
+        return None
 
     def _first_date(self, positions: tuple[tuple[str, int], ...], missing: str) -> str | None:
         for segment, f in positions:
