@@ -641,6 +641,22 @@ class WorkflowService:
         withdrawn = await self._retracted_disputes(conn, person_id, change_id)
         return withdrawn + await self._retracted_transfers(conn, person_id, change_id, told)
 
+    @staticmethod
+    async def _cases_locked(conn: AsyncConnection, person_id: str, kind: CaseKind, states: Any) -> list[Any]:
+        """The person's cases of `kind` in `states`, oldest first, locked for this transaction."""
+        t = workflow_cases.c
+        return (await conn.execute(select(t.data).where(
+            t.person_id == person_id, t.kind == kind.value, t.state.in_(states))
+            .order_by(t.opened_on, t.case_id).with_for_update())).all()
+
+    @staticmethod
+    async def _change_of(conn: AsyncConnection, person_id: str, change_id: str) -> RegisterChange | None:
+        """The person's register change `change_id`, retracted or not."""
+        c = register_changes.c
+        raw = (await conn.execute(select(c.canonical).where(c.change_id == change_id,
+                                                            c.person_id == person_id))).scalar_one_or_none()
+        return None if raw is None else from_jsonable(RegisterChange, raw)
+
     async def _retracted_disputes(self, conn: AsyncConnection, person_id: str, change_id: str) -> list[Case]:
         """The retracted change was a source's `dispute-raised`: the open (or
         escalated) dispute case it opened (raised by the register, with its
@@ -654,18 +670,11 @@ class WorkflowService:
         still holds raises (the same dispute id, not retracted: the dispute is
         still on the register). The history as it stands now, not as `told`:
         a change raising the dispute again since keeps the case open."""
-        t = workflow_cases.c
-        rows = (await conn.execute(select(t.data).where(
-            t.person_id == person_id, t.kind == CaseKind.DISPUTE.value, t.state.in_(OPEN_DISPUTE_STATES))
-            .order_by(t.opened_on, t.case_id).with_for_update())).all()
-        if not rows:
+        rows = await self._cases_locked(conn, person_id, CaseKind.DISPUTE, OPEN_DISPUTE_STATES)
+        retracted = await self._change_of(conn, person_id, change_id) if rows else None
+        if retracted is None:
             return []
         c = register_changes.c
-        gone = (await conn.execute(select(c.canonical).where(c.change_id == change_id,
-                                                             c.person_id == person_id))).scalar_one_or_none()
-        if gone is None:
-            return []
-        retracted = from_jsonable(RegisterChange, gone)
         if retracted.change_type is not ChangeType.DISPUTE_RAISED or retracted.dispute is None:
             return []
         if (await conn.execute(select(change_retractions.c.change_id)
@@ -703,18 +712,11 @@ class WorkflowService:
         history held when the retraction was recorded (its event's
         `history_changes`; None: all held now); a case a change recorded since
         opened is left to that change. Idempotent: a withdrawn case is final."""
-        t = workflow_cases.c
-        rows = (await conn.execute(select(t.data).where(
-            t.person_id == person_id, t.kind == CaseKind.TRANSFER.value, t.state.in_(WITHDRAWABLE_TRANSFER_STATES))
-            .order_by(t.opened_on, t.case_id).with_for_update())).all()
-        if not rows:
+        rows = await self._cases_locked(conn, person_id, CaseKind.TRANSFER, WITHDRAWABLE_TRANSFER_STATES)
+        retracted = await self._change_of(conn, person_id, change_id) if rows else None
+        if retracted is None:
             return []
         c = register_changes.c
-        gone = (await conn.execute(select(c.canonical).where(c.change_id == change_id,
-                                                             c.person_id == person_id))).scalar_one_or_none()
-        if gone is None:
-            return []
-        retracted = from_jsonable(RegisterChange, gone)
         held = (await conn.execute(select(c.change_id, c.canonical, c.received_at)
                                    .where(c.person_id == person_id, not_retracted()))).all()
         if told is not None:
