@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hub.store.private_files import fsync_dir
+
 # Pages copied a step, and the pause after each step: about 4 MB a step at 4 KB
 # pages, so a 1 GB store is some 250 steps and 2.5 s of pauses.
 STEP_PAGES = 1024
@@ -85,14 +87,6 @@ def sqlite_path(database_url: str) -> Path:
     if not path.is_file():
         raise Refused(f"no store at {path} (S117_DATABASE_URL)")
     return path
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def copy_store(source: Path, dest: Path, *, force: bool = False, step_pages: int = STEP_PAGES,
@@ -145,7 +139,7 @@ def copy_store(source: Path, dest: Path, *, force: bool = False, step_pages: int
             except FileExistsError:
                 raise Refused(f"{dest} exists: give another name, or --force to replace it") from None
             tmp.unlink()
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     except sqlite3.Error as exc:
         raise Refused(f"the copy failed: {type(exc).__name__}: {exc}; nothing was kept") from None
     finally:

@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hub.crypto import DataProtector
 from hub.delivery.leases import RetryPolicy, SubscriptionDeliverer
 from hub.observability.logging import get_logger
-from hub.store.private_files import narrow_export_dirs, private_dir
+from hub.store.private_files import fsync_dir, narrow_export_dirs, private_dir
 
 log = get_logger("hub.file_export")
 
@@ -66,15 +66,7 @@ def _mkdirs(org_dir: Path) -> None:
     if not org_dir.is_dir():
         private_dir(org_dir.parent)
         private_dir(org_dir)
-        _fsync_dir(org_dir.parent)
-
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(org_dir.parent)
 
 
 def _cut_torn_tail(fd: int) -> None:

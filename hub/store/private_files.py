@@ -89,3 +89,12 @@ def private_sqlite(database: Path) -> None:
         side = database.with_name(database.name + suffix)
         if side.exists() and side.stat().st_mode & 0o077:
             os.chmod(side, 0o600)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries durable (a file made or renamed in it: its name survives a power cut)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
