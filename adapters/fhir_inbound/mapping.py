@@ -82,6 +82,9 @@ ENCOUNTER_STATUSES: Final = frozenset({"planned", "arrived", "triaged", "in-prog
                                        "cancelled", "entered-in-error", "unknown"})
 NOT_HAPPENED: Final = {"entered-in-error": "was entered in error", "cancelled": "was cancelled",
                        "planned": "is only planned"}
+# The change types an Encounter entered in error withdraws: the hub retracts the one change it names
+# (hub/api/fhir_inbound.py, hub/retraction.py `retract_cancelled`), as an HL7 A11 / A13 does.
+RETRACTABLE_IN_ERROR: Final = frozenset({ChangeType.DETAINED, ChangeType.LEFT_HOSPITAL})
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,9 @@ class MappingResult:
     message_header_id: str | None = None  # the request's, for MessageHeader.response.identifier
     event_code: str | None = None
     source_endpoint: str | None = None  # the request's MessageHeader.source.endpoint
+    # Set (to the FHIR location of Encounter.status) when the focused Encounter is entered-in-error and the
+    # event is one it withdraws (RETRACTABLE_IN_ERROR): `change` then names the change to retract, not one to record.
+    entered_in_error: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -271,6 +277,7 @@ class _Mapper:
         self.origins: dict[str, str] = {}
         self.change: dict[str, Any] = {}
         self.person: dict[str, Any] = {}
+        self.entered_in_error: str | None = None
 
     def add(self, location: str, reason: str, code: str = VALUE) -> None:
         self.problems.append(FhirProblem(location, reason, code))
@@ -369,12 +376,17 @@ class _Mapper:
             self.add(f"{enc.loc}.status", "must be a FHIR R4 EncounterStatus code (in-progress, finished, ...)",
                      CODE_INVALID)
             return None
-        if status in NOT_HAPPENED:
+        if status == "entered-in-error" and change_type in RETRACTABLE_IN_ERROR:
+            # The trust withdraws a detention (or discharge) it sent: the message names the change to retract,
+            # mapped as the change itself was (the person, the date, the hospital).
+            self.entered_in_error = f"{enc.loc}.status"
+        elif status in NOT_HAPPENED:
             # The trust says this stay did not happen as sent: recording it would put a detention on the
             # register that its own system has withdrawn.
             self.add(f"{enc.loc}.status", f"the Encounter {NOT_HAPPENED[status]}: the hub records a register "
-                     "change only from a stay that happened (a change already recorded in error is corrected "
-                     "with the register team, not by a FHIR message)", BUSINESS_RULE)
+                     "change only from a stay that happened (a detention or discharge already recorded in "
+                     "error is retracted by a message whose Encounter is entered-in-error; any change by "
+                     "POST /v1/register-changes/{change_id}/retraction)", BUSINESS_RULE)
             return None
         self.legal_status(enc, change_type)
         self.order_type(enc)
@@ -588,7 +600,7 @@ class _Mapper:
             return MappingResult(problems=tuple(self.problems), origins=self.origins, **ids)
         change = {**self.change, "person": self.person}
         self.origins.setdefault("person", self.origins.get("person.nhs_number", "Bundle"))
-        return MappingResult(change=change, origins=self.origins, **ids)
+        return MappingResult(change=change, origins=self.origins, entered_in_error=self.entered_in_error, **ids)
 
 
 def _check_profiles(data: dict[str, Any], ns: Namespaces) -> list[FhirProblem]:

@@ -12,6 +12,9 @@ REST. Answers (FHIR messaging, synchronous):
 * invalid: 422 with an OperationOutcome, one error issue per problem
   (expression = the FHIR location, diagnostics = the reason); the input is
   held in quarantine (GET /v1/quarantine);
+* a focused Encounter entered-in-error whose event is `detained` or `left-hospital`: the one change it
+  names retracted (hub/retraction.py `retract_cancelled`, as an HL7 A11 / A13 is): 200 with a response
+  message naming the change retracted (or retracted before); none or more than one: 422, quarantined;
 * refused by the access policy (hub/access.py): 403 with an OperationOutcome
   issue "forbidden" naming the rule; audited, nothing recorded;
 * 413 / 415: an OperationOutcome, nothing recorded (415 also for a Content-Type fhirVersion other than
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -33,16 +36,23 @@ from fastapi.responses import JSONResponse
 import orjson
 
 from adapters.fhir_inbound import MappingResult, map_message
-from adapters.fhir_inbound.mapping import INVALID, REQUIRED, VALUE
+from adapters.fhir_inbound.mapping import BUSINESS_RULE, INVALID, REQUIRED, VALUE
 from hub.access import no_sooner_than, refused_by_policy
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.outcomes import FHIR_JSON, issue, outcome_of
 from hub.api.problems import answer
 from hub.fhir.namespaces import NHS_NUMBER_SYSTEM, Namespaces
 from hub.fhir.negotiation import body_media_refusal, format_refusal
+from hub.bootstrap import Hub
 from hub.ids import uuid5
+from hub.ingest.nhs_number import nhs_number_problem
+from hub.ingest.service import Client
 from hub.ingest.validation import FieldProblem
+from hub.observability.logging import bound_correlation_id, get_logger, new_correlation_id
+from hub.retraction import (CANCEL_ALREADY, CANCEL_AMBIGUOUS, CANCEL_KEY_REUSED, CANCEL_RETRACTED, Cancellation,
+                            RetractionService)
 
+log = get_logger("hub.api.fhir_inbound")
 router = APIRouter(prefix="/v1/fhir", tags=["register"])
 MAX_BODY = 256 * 1024
 ACCEPTED_MEDIA_TYPES = frozenset({FHIR_JSON, "application/json"})
@@ -138,12 +148,105 @@ def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, An
     }
 
 
+def _retraction_bundle(request: Request, mapped: MappingResult, change_id: str, status: str, replay: bool,
+                       ns: Namespaces) -> dict[str, Any]:
+    """The FHIR response message for an Encounter entered in error: the change it named, retracted (or
+    retracted before). Its ids derive from the change id, so the same message again gets the same answer."""
+    header_id = uuid5(RESPONSE_NAMESPACE, f"{change_id}/retracted/header")
+    outcome_id = uuid5(RESPONSE_NAMESPACE, f"{change_id}/retracted/outcome")
+    text = ("Register change retracted (the Encounter was entered in error): change id " if status == CANCEL_RETRACTED
+            else "Register change already retracted (the Encounter was entered in error): change id ") + change_id + "."
+    issues = [issue("information", "informational", text)]
+    if replay:
+        issues.append(issue("information", "informational", "Duplicate: this message was processed before; "
+                             "the first answer is repeated and nothing new was recorded."))
+    header: dict[str, Any] = {
+        "resourceType": "MessageHeader",
+        "id": header_id,
+        "eventCoding": {"system": ns.change_type_codesystem, "code": mapped.event_code},
+        "source": {"name": "S117 Hub", "endpoint": str(request.url)},
+        "response": {"identifier": mapped.message_header_id, "code": "ok",
+                     "details": {"reference": f"urn:uuid:{outcome_id}"}},
+        "focus": [{"identifier": {"system": ns.change_id_system, "value": change_id}}],
+    }
+    if mapped.source_endpoint:
+        header["destination"] = [{"endpoint": mapped.source_endpoint}]
+    return {
+        "resourceType": "Bundle",
+        "id": uuid5(RESPONSE_NAMESPACE, f"{change_id}/retracted/bundle"),
+        "type": "message",
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "entry": [
+            {"fullUrl": f"urn:uuid:{header_id}", "resource": header},
+            {"fullUrl": f"urn:uuid:{outcome_id}",
+             "resource": {"resourceType": "OperationOutcome", "id": outcome_id, "issue": issues}},
+        ],
+    }
+
+
+async def _retract_in_error(request: Request, hub: Hub, client: Client, mapped: MappingResult, raw: bytes,
+                            started: float, ns: Namespaces) -> JSONResponse:
+    """A focused Encounter entered in error, its event `detained` or `left-hospital`: the access policy first,
+    as for any message (nothing of one about someone the trust has no role for is kept); then the one change
+    it names retracted, as an HL7 A11 / A13 retracts it (hub/retraction.py `retract_cancelled`): the person
+    by NHS number, the change type, recorded by this client's organisation, not retracted, on the date the
+    Encounter gives (period.start for a detention, period.end for a discharge, or the event-occurred
+    extension) at its hospital. None or more than one: 422 business-rule, held in quarantine."""
+    assert mapped.change is not None and mapped.entered_in_error is not None
+    change = mapped.change
+    refused = await hub.ingest.write_precheck(client, change, CHANNEL)
+    if refused is not None:
+        if refused_by_policy(refused):
+            await no_sooner_than(started, hub.settings.write_refusal_floor_ms / 1000)
+        return _refused(refused.body)
+    where = mapped.entered_in_error
+
+    async def held(location: str, code: str, reason: str, reason_code: str) -> JSONResponse:
+        log.info("fhir entered-in-error held", source=client.client_id, status=422, reason_codes=[reason_code],
+                 channel=CHANNEL)
+        outcome = await hub.ingest.reject_unmapped(client, raw, CHANNEL, [FieldProblem(location, reason)],
+                                                   source_message_id=mapped.source_message_id)
+        return _rejected(outcome.body, [issue("error", code, reason, location)])
+
+    nhs = (change.get("person") or {}).get("nhs_number")
+    if not isinstance(nhs, str) or nhs_number_problem(nhs) is not None:
+        return await held(mapped.location_of("person.nhs_number"), VALUE, "is not a valid NHS number: the change "
+                          "the Encounter entered in error withdraws cannot be found", "no-nhs-number")
+    try:
+        on = date.fromisoformat(str(change.get("effective_date")))
+    except ValueError:
+        return await held(mapped.location_of("effective_date"), VALUE, "is not a valid date: the change the "
+                          "Encounter entered in error withdraws cannot be found", "no-date")
+    change_type = str(change["change_type"])
+    message_id = mapped.message_header_id or mapped.source_message_id or ""
+    cancel = Cancellation(message_id=mapped.source_message_id or message_id, change_type=change_type,
+                          nhs_number=nhs, effective_date=on, hospital_ods=change.get("hospital_ods"),
+                          reason=f"FHIR entered-in-error {message_id}"[:1000])
+    service = hub.retractions or RetractionService(hub.engine, hub.ref, hub.agreements, hub.protector)
+    done = await service.retract_cancelled(client, cancel, bound_correlation_id() or new_correlation_id(), CHANNEL)
+    if done.status in (CANCEL_RETRACTED, CANCEL_ALREADY):
+        assert done.change_id is not None
+        return JSONResponse(_retraction_bundle(request, mapped, done.change_id, done.status, done.replay, ns),
+                            status_code=200, media_type=FHIR_JSON)
+    if done.status == CANCEL_KEY_REUSED:  # the message id was used for another message: nothing recorded
+        return outcome_of(409, [issue("error", "duplicate", "was already used by this source for a different "
+                                      "message; nothing was recorded", mapped.location_of("source_message_id"))])
+    what = "detention" if change_type == "detained" else "discharge"
+    found = "more than one" if done.status == CANCEL_AMBIGUOUS else "no"
+    reason = (f"the Encounter was entered in error, but {found} {what} recorded by this trust and not retracted "
+              f"matches the person ({mapped.location_of('person.nhs_number')}), the hospital "
+              f"({mapped.location_of('hospital_ods') if 'hospital_ods' in mapped.origins else 'none named'}) and "
+              f"the date ({mapped.location_of('effective_date')}): no change retracted")
+    return await held(where, BUSINESS_RULE, reason, done.status)
+
+
 @router.post(
     "/$process-message",
     status_code=200,
     summary="Record a register change sent as a FHIR R4 (UK Core) message Bundle",
     responses={
-        200: {"description": "Accepted (or a duplicate of an accepted message): a FHIR response message Bundle",
+        200: {"description": "Accepted (or a duplicate of an accepted message), or the change a focused Encounter "
+                             "entered-in-error names retracted: a FHIR response message Bundle",
               "content": {FHIR_JSON: {}}},
         403: answer("Refused by the access policy: an OperationOutcome naming the rule (or a key without the "
                     "register:write scope)", problem=False, fhir=True),
@@ -153,7 +256,8 @@ def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, An
                     problem=False, fhir=True),
         415: answer("A Content-Type other than application/fhir+json or application/json, or a fhirVersion "
                     "other than 4.0: nothing recorded", problem=False, fhir=True),
-        422: answer("Rejected and quarantined: an OperationOutcome naming each FHIR location (async other than "
+        422: answer("Rejected and quarantined: an OperationOutcome naming each FHIR location (an Encounter "
+                    "entered-in-error matching no change, or more than one: business-rule; async other than "
                     "false: refused, nothing recorded)", problem=False, fhir=True),
     },
 )
@@ -200,6 +304,8 @@ async def process_message(request: Request, hub: HubDep, client: ClientDep) -> J
         return _rejected(outcome.body, [issue("error", p.code, p.reason, p.location) for p in problems])
 
     assert mapped.change is not None
+    if mapped.entered_in_error is not None:
+        return await _retract_in_error(request, hub, client, mapped, raw, started, ns)
     outcome = await hub.ingest.accept_mapped(client, mapped.change, raw, CHANNEL)
     if outcome.status_code == 409:  # the message id was used for another change: nothing recorded
         return outcome_of(409, [issue("error", "duplicate", e["reason"], mapped.location_of(e["field"]))
