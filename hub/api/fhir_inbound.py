@@ -106,19 +106,14 @@ def _rejected(body: dict[str, Any], issues: list[dict[str, Any]]) -> JSONRespons
     return outcome_of(422, [*issues, issue("information", "informational", note + ".")])
 
 
-def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, Any],
-                     ns: Namespaces) -> dict[str, Any]:
-    """The FHIR response message for an accepted register change. Its ids
-    derive from the change id, so a duplicate gets the same answer."""
-    change_id, person_id = body["change_id"], body["person_id"]
-    header_id = uuid5(RESPONSE_NAMESPACE, f"{change_id}/header")
-    outcome_id = uuid5(RESPONSE_NAMESPACE, f"{change_id}/outcome")
-    sl = body.get("service_level") or {}
-    text = (f"Register change accepted: change id {change_id}, person id {person_id}; "
-            f"{len(body.get('events') or [])} event(s); register service level {sl.get('state', 'unknown')}"
-            f" (deadline {sl.get('deadline', 'unknown')}).")
+def _ok_bundle(request: Request, mapped: MappingResult, ns: Namespaces, key: str, text: str, duplicate: bool,
+               focus: list[dict[str, Any]]) -> dict[str, Any]:
+    """A FHIR response message `ok` to the request's MessageHeader, with an information issue `text` (and
+    one saying it is a duplicate). Its ids derive from `key`, so the same message again gets the same answer."""
+    header_id = uuid5(RESPONSE_NAMESPACE, f"{key}/header")
+    outcome_id = uuid5(RESPONSE_NAMESPACE, f"{key}/outcome")
     issues = [issue("information", "informational", text)]
-    if body.get("duplicate"):
+    if duplicate:
         issues.append(issue("information", "informational", "Duplicate: this message was processed before; "
                              "the first answer is repeated and nothing new was recorded."))
     header: dict[str, Any] = {
@@ -128,16 +123,13 @@ def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, An
         "source": {"name": "S117 Hub", "endpoint": str(request.url)},
         "response": {"identifier": mapped.message_header_id, "code": "ok",
                      "details": {"reference": f"urn:uuid:{outcome_id}"}},
-        "focus": [
-            {"type": "Patient", "identifier": {"system": ns.person_id_system, "value": person_id}},
-            {"identifier": {"system": ns.change_id_system, "value": change_id}},
-        ],
+        "focus": focus,
     }
     if mapped.source_endpoint:
         header["destination"] = [{"endpoint": mapped.source_endpoint}]
     return {
         "resourceType": "Bundle",
-        "id": uuid5(RESPONSE_NAMESPACE, f"{change_id}/bundle"),
+        "id": uuid5(RESPONSE_NAMESPACE, f"{key}/bundle"),
         "type": "message",
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "entry": [
@@ -146,42 +138,30 @@ def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, An
              "resource": {"resourceType": "OperationOutcome", "id": outcome_id, "issue": issues}},
         ],
     }
+
+
+def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, Any],
+                     ns: Namespaces) -> dict[str, Any]:
+    """The FHIR response message for an accepted register change."""
+    change_id, person_id = body["change_id"], body["person_id"]
+    sl = body.get("service_level") or {}
+    text = (f"Register change accepted: change id {change_id}, person id {person_id}; "
+            f"{len(body.get('events') or [])} event(s); register service level {sl.get('state', 'unknown')}"
+            f" (deadline {sl.get('deadline', 'unknown')}).")
+    return _ok_bundle(request, mapped, ns, change_id, text, bool(body.get("duplicate")), [
+        {"type": "Patient", "identifier": {"system": ns.person_id_system, "value": person_id}},
+        {"identifier": {"system": ns.change_id_system, "value": change_id}},
+    ])
 
 
 def _retraction_bundle(request: Request, mapped: MappingResult, change_id: str, status: str, replay: bool,
                        ns: Namespaces) -> dict[str, Any]:
     """The FHIR response message for an Encounter entered in error: the change it named, retracted (or
-    retracted before). Its ids derive from the change id, so the same message again gets the same answer."""
-    header_id = uuid5(RESPONSE_NAMESPACE, f"{change_id}/retracted/header")
-    outcome_id = uuid5(RESPONSE_NAMESPACE, f"{change_id}/retracted/outcome")
+    retracted before)."""
     text = ("Register change retracted (the Encounter was entered in error): change id " if status == CANCEL_RETRACTED
             else "Register change already retracted (the Encounter was entered in error): change id ") + change_id + "."
-    issues = [issue("information", "informational", text)]
-    if replay:
-        issues.append(issue("information", "informational", "Duplicate: this message was processed before; "
-                             "the first answer is repeated and nothing new was recorded."))
-    header: dict[str, Any] = {
-        "resourceType": "MessageHeader",
-        "id": header_id,
-        "eventCoding": {"system": ns.change_type_codesystem, "code": mapped.event_code},
-        "source": {"name": "S117 Hub", "endpoint": str(request.url)},
-        "response": {"identifier": mapped.message_header_id, "code": "ok",
-                     "details": {"reference": f"urn:uuid:{outcome_id}"}},
-        "focus": [{"identifier": {"system": ns.change_id_system, "value": change_id}}],
-    }
-    if mapped.source_endpoint:
-        header["destination"] = [{"endpoint": mapped.source_endpoint}]
-    return {
-        "resourceType": "Bundle",
-        "id": uuid5(RESPONSE_NAMESPACE, f"{change_id}/retracted/bundle"),
-        "type": "message",
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "entry": [
-            {"fullUrl": f"urn:uuid:{header_id}", "resource": header},
-            {"fullUrl": f"urn:uuid:{outcome_id}",
-             "resource": {"resourceType": "OperationOutcome", "id": outcome_id, "issue": issues}},
-        ],
-    }
+    return _ok_bundle(request, mapped, ns, f"{change_id}/retracted", text, replay,
+                      [{"identifier": {"system": ns.change_id_system, "value": change_id}}])
 
 
 async def _retract_in_error(request: Request, hub: Hub, client: Client, mapped: MappingResult, raw: bytes,
