@@ -49,8 +49,7 @@ from hub.ingest.nhs_number import nhs_number_problem
 from hub.ingest.service import Client
 from hub.ingest.validation import FieldProblem
 from hub.observability.logging import bound_correlation_id, get_logger, new_correlation_id
-from hub.retraction import (CANCEL_ALREADY, CANCEL_AMBIGUOUS, CANCEL_KEY_REUSED, CANCEL_RETRACTED, Cancellation,
-                            RetractionService)
+from hub.retraction import CANCEL_ALREADY, CANCEL_AMBIGUOUS, CANCEL_KEY_REUSED, CANCEL_RETRACTED, Cancellation
 
 log = get_logger("hub.api.fhir_inbound")
 router = APIRouter(prefix="/v1/fhir", tags=["register"])
@@ -202,7 +201,8 @@ async def _retract_in_error(request: Request, hub: Hub, client: Client, mapped: 
     cancel = Cancellation(message_id=mapped.source_message_id or message_id, change_type=change_type,
                           nhs_number=nhs, effective_date=on, hospital_ods=change.get("hospital_ods"),
                           reason=f"FHIR entered-in-error {message_id}"[:1000])
-    service = hub.retractions or RetractionService(hub.engine, hub.ref, hub.agreements, hub.protector)
+    service = hub.retractions  # the hub's one service (hub/bootstrap.py)
+    assert service is not None
     done = await service.retract_cancelled(client, cancel, bound_correlation_id() or new_correlation_id(), CHANNEL)
     if done.status in (CANCEL_RETRACTED, CANCEL_ALREADY):
         assert done.change_id is not None

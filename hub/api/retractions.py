@@ -20,7 +20,7 @@ from hub.api.problems import ProblemError
 from hub.domain.retraction import REASON_MAX
 from hub.ingest.contract import FreeText
 from hub.observability.logging import bound_correlation_id, new_correlation_id
-from hub.retraction import RecordedByACase, RetractionService
+from hub.retraction import RecordedByACase
 
 router = APIRouter(prefix="/v1/register-changes", tags=["register changes"])
 
@@ -60,7 +60,8 @@ class RetractionOut(BaseModel):
 async def retract(change_id: str, body: RetractionIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, "register:write")
     started = time.monotonic()
-    service = RetractionService(hub.engine, hub.ref, hub.agreements, hub.protector)
+    service = hub.retractions  # the hub's one service (hub/bootstrap.py), as MLLP and FHIR use it
+    assert service is not None
     try:
         done = await service.retract(client, change_id, body.reason, bound_correlation_id() or new_correlation_id())
     except RecordedByACase:
