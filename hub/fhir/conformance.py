@@ -373,8 +373,10 @@ def _profiles(ns: Namespaces) -> tuple[ProfileDef, ...]:
             "S117-Task", "Task", f"{FHIR_CORE}Task", "S117 transfer or dispute Task",
             "A transfer of responsibility or a dispute stage as a workflow: status (requested, accepted, "
             "rejected, in-progress, completed; cancelled: a transfer withdrawn because later history shows "
-            "responsibility did not change hands, or superseded by the same hand-over on another date, the reason in "
-            "statusReason), the clock's owner, restriction.period the clock, focus the "
+            "responsibility did not change hands, or superseded by the same hand-over on another date, or a dispute "
+            "withdrawn because the change that raised it was retracted, the reason in statusReason; a dispute "
+            "reopened when the change its resolution rested on was retracted is in-progress again, with a note), "
+            "the clock's owner, restriction.period the clock, focus the "
             "person's s117 EpisodeOfCare (Worcs 4.3.4, 4.4.8, 15.1-15.6). Shared under the field group "
             "'workflow'.",
             (

@@ -10,8 +10,9 @@ arriving late shows the hand-over never happened, or happened on another date
 with such a case: `WorkflowService.on_history_changed`; the engine tells a
 transfer the late change reveals, never one it takes away), and, on a
 retraction's event (hub/retraction.py) of a person with such a transfer case
-or an open dispute case, the transfer cases the retracted change takes away
-and the dispute case it raised (`WorkflowService.on_retracted`). It
+or an open or resolved dispute case, the transfer cases the retracted change
+takes away, the dispute case it raised and the one whose resolution rested on
+it (`WorkflowService.on_retracted`). It
 handles a batch of messages in one transaction under the group's offset row
 lock (each interesting one in a savepoint) and commits the offset in that
 transaction (as the dispatcher does), so a replay opens nothing twice; case
@@ -179,7 +180,8 @@ class WorkflowConsumer:
             return bool(await self._service.people_with_withdrawable_transfers(snap, people))
 
     async def _any_open_dispute(self, people: list[str]) -> bool:
-        """Whether any of `people` has an open dispute case (a retraction may withdraw it), on a snapshot."""
+        """Whether any of `people` has an open or resolved dispute case (a retraction may withdraw or reopen
+        it), on a snapshot."""
         if not people:
             return False
         async with snapshot(self._engine) as snap:

@@ -31,6 +31,7 @@ from hub.fhir.namespaces import (
 )
 from hub.fhir.messages import WORKFLOW
 from hub.domain.workflows.model import (
+    DISPUTE_REOPENED_REASON,
     DISPUTE_WITHDRAWN_REASON,
     SUPERSEDED_REASON,
     WITHDRAWN_REASON,
@@ -130,6 +131,8 @@ def build_task(case: Case, *, focus: dict[str, Any] | None = None, subject: dict
                      f"{'agreed' if interim.agreed else 'default until agreed'} ({interim.citation})")
     if case.responsible and case.responsible_from:
         notes.append(f"resolved: {case.responsible} responsible from {case.responsible_from.isoformat()}")
+    if case.kind is CaseKind.DISPUTE and case.reopened_on is not None:
+        notes.append(f"reopened on {case.reopened_on.isoformat()}: {DISPUTE_REOPENED_REASON}")
     if case.kind is CaseKind.DISPUTE and case.withdrawn_on is not None:
         notes.append(f"withdrawn on {case.withdrawn_on.isoformat()}: the interim arrangements end")
     if notes:

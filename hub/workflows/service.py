@@ -152,10 +152,13 @@ _PEOPLE_WITH_WITHDRAWABLE_TRANSFERS = InList("ids", lambda ids: select(workflow_
     workflow_cases.c.person_id.in_(ids), workflow_cases.c.kind == CaseKind.TRANSFER.value,
     or_(*(workflow_cases.c.state == state for state in WITHDRAWABLE_TRANSFER_STATES))))
 
-# Which of some people have an open dispute case (a retraction may withdraw it): one statement.
+# The dispute cases a retraction may change: open ones (withdrawn when the
+# change that raised them is retracted) and resolved ones (reopened when the
+# change that resolved them is: `on_retracted`). Which of some people have one: one statement.
+RETRACTABLE_DISPUTE_STATES = (*OPEN_DISPUTE_STATES, DisputeState.RESOLVED.value)
 _PEOPLE_WITH_OPEN_DISPUTES = InList("ids", lambda ids: select(workflow_cases.c.person_id).distinct().where(
     workflow_cases.c.person_id.in_(ids), workflow_cases.c.kind == CaseKind.DISPUTE.value,
-    or_(*(workflow_cases.c.state == state for state in OPEN_DISPUTE_STATES))))
+    or_(*(workflow_cases.c.state == state for state in RETRACTABLE_DISPUTE_STATES))))
 
 
 def same_handover(case: Case, still: set[Handover]) -> tuple[bool, date | None]:
@@ -329,6 +332,12 @@ class WorkflowService:
             await conn.execute(workflow_stages.update().where(
                 workflow_stages.c.case_id == case.case_id, workflow_stages.c.stage_index == case.stage_index)
                 .values(ended_on=case.resolved_on, outcome="resolved"))
+        if case.kind is CaseKind.DISPUTE and case.reopened_on is not None and case.clock is not None \
+                and before is not None and before.resolved_on is not None and case.resolved_on is None:
+            # Reopened (its resolving change retracted): the stage it was resolved at runs again.
+            await conn.execute(workflow_stages.update().where(
+                workflow_stages.c.case_id == case.case_id, workflow_stages.c.stage_index == case.stage_index)
+                .values(due_on=case.clock.due_on, ended_on=None, outcome=None))
         if case.kind is CaseKind.DISPUTE and case.withdrawn_on is not None and before is not None \
                 and before.withdrawn_on is None:
             await conn.execute(workflow_stages.update().where(
@@ -446,7 +455,8 @@ class WorkflowService:
             case = await self.load(conn, case.case_id, lock=True) or case
             try:
                 after, step = machine.resolve(case, REGISTER_ACTOR, max(change.recorded_on, change.effective_date),
-                                              change.dispute.resolved_responsible, change.effective_date)
+                                              change.dispute.resolved_responsible, change.effective_date,
+                                              by_change=change.change_id)
             except WorkflowRefusal as refusal:
                 log.warning("register resolution does not fit the case", case_id=case.case_id,
                             reason_codes=[refusal.rule])
@@ -541,8 +551,9 @@ class WorkflowService:
         return set((await _PEOPLE_WITH_WITHDRAWABLE_TRANSFERS.execute(conn, people)).scalars())
 
     async def people_with_open_disputes(self, conn: AsyncConnection, people: list[str]) -> set[str]:
-        """Which of `people` have an open (or escalated) dispute case: a
-        retraction of one of their changes may withdraw it (`on_retracted`)."""
+        """Which of `people` have an open, escalated or resolved dispute case:
+        a retraction of one of their changes may withdraw or reopen it
+        (`on_retracted`)."""
         if not people:
             return set()
         return set((await _PEOPLE_WITH_OPEN_DISPUTES.execute(conn, people)).scalars())
@@ -606,15 +617,18 @@ class WorkflowService:
             f"received on {change.recorded_on.isoformat()}, changed the history before it")
 
     async def _withdraw_unheld(self, conn: AsyncConnection, person_id: str, cases: list[Case], held: list[Any],
-                               history: list[RegisterChange], as_of: date, on: date, detail: str) -> list[Case]:
+                               history: list[RegisterChange], as_of: date, on: date, detail: str,
+                               unbound: frozenset[str] = frozenset()) -> list[Case]:
         """Withdraw each of `cases` whose hand-over `history` no longer holds (superseded when it holds
-        it on another date): `on_history_changed` and `on_retracted`."""
+        it on another date): `on_history_changed` and `on_retracted` (`unbound`: `_retracted_transfers`)."""
         accepted = [case.case_id for case in cases if case.state == TransferState.ACCEPTED]
-        if accepted:  # withdrawable only if the incoming body accepted it (not a resolved dispute's record)
+        if accepted:  # withdrawable only if the incoming body accepted it (not a resolved dispute's record,
+            # unless that resolution no longer binds: `unbound`)
             w = workflow_transitions.c
             by_party = set((await conn.execute(select(w.case_id).where(
                 w.case_id.in_(accepted), w.action == Action.ACCEPT.value))).scalars())
-            cases = [case for case in cases if case.state != TransferState.ACCEPTED or case.case_id in by_party]
+            cases = [case for case in cases if case.state != TransferState.ACCEPTED or case.case_id in by_party
+                     or case.opened_by_change in unbound]
         # A case opened before its hand-over's date was kept is dated first (kept,
         # on first use): else the same hand-over on another date would hold it.
         cases = [await self._dated(conn, case, held) for case in cases]
@@ -636,10 +650,17 @@ class WorkflowService:
         """A register change of `person_id` was retracted as recorded in error
         (hub/retraction.py): the transfer cases whose hand-over it takes away
         (`_retracted_transfers`) and the dispute case it raised
-        (`_retracted_disputes`) are withdrawn; both parties are told as of any
-        transition. Idempotent: a withdrawn case is final."""
+        (`_retracted_disputes`) are withdrawn, the dispute case it resolved is
+        reopened (`_retracted_resolutions`); both parties are told as of any
+        transition. Idempotent: a withdrawn case is final, and a reopened one no
+        longer names the change as its resolution."""
         withdrawn = await self._retracted_disputes(conn, person_id, change_id)
-        return withdrawn + await self._retracted_transfers(conn, person_id, change_id, told)
+        # Reopened: each as it was resolved, so that the hand-over its resolution bound both bodies to
+        # (the transfer case its resolving change opened) can be withdrawn with the others.
+        reopened = await self._retracted_resolutions(conn, person_id, change_id)
+        unbound = frozenset({change_id, *(case.resolved_by_change for case in reopened)})
+        reopened = [await self.load(conn, case.case_id) or case for case in reopened]
+        return withdrawn + reopened + await self._retracted_transfers(conn, person_id, change_id, told, unbound)
 
     @staticmethod
     async def _cases_locked(conn: AsyncConnection, person_id: str, kind: CaseKind, states: Any) -> list[Any]:
@@ -701,8 +722,49 @@ class WorkflowService:
             withdrawn.append(after)
         return withdrawn
 
+    async def _retracted_resolutions(self, conn: AsyncConnection, person_id: str, change_id: str) -> list[Case]:
+        """The retracted change was a source's `dispute-resolved` of a dispute
+        case the register resolved (`Case.resolved_by_change`: the party's
+        record that completed the outcome, every party having recorded it,
+        hub/domain/rules/engine.py `_on_dispute_resolved`), and the history
+        without it holds the dispute open again (one party's record no longer
+        stands with the others'): the case is reopened at the stage it was
+        resolved at (`machine.reopen`: its clock started again, the outcome
+        gone, its agreed interim arrangements in force again) and the parties
+        are told once (`s117-dispute-updated`, the Task `in-progress` with the
+        reason). The transfer case the resolution's hand-over opened is
+        withdrawn by `_retracted_transfers`. Left alone: a case resolved by the
+        parties' agreement or a determination (the hub's own record of it is
+        never retracted), and one the history still holds resolved."""
+        rows = await self._cases_locked(conn, person_id, CaseKind.DISPUTE, (DisputeState.RESOLVED.value,))
+        resolved = [case for case in (self.from_row(row.data) for row in rows) if case.resolved_by_change]
+        retracted = await self._change_of(conn, person_id, change_id) if resolved else None
+        if retracted is None or retracted.change_type is not ChangeType.DISPUTE_RESOLVED or retracted.dispute is None:
+            return []
+        cases = [case for case in resolved if case.dispute_id == retracted.dispute.dispute_id]
+        if not cases or (await conn.execute(select(change_retractions.c.change_id).where(
+                change_retractions.c.change_id == change_id))).first() is None:
+            return []  # not this dispute's, or not retracted (the event says it is; the store decides)
+        c = register_changes.c
+        history = [from_jsonable(RegisterChange, raw) for raw in (await conn.execute(
+            select(c.canonical).where(c.person_id == person_id, not_retracted()))).scalars()]
+        today = self.clock.today()
+        status = evaluate(person_id, history, self._ref, self._agreements, max(today, datetime.now(UTC).date()))
+        if not any(d.dispute_id == retracted.dispute.dispute_id for d in status.open_disputes):
+            return []  # the register still holds an outcome for it
+        detail = f"the dispute-resolved change effective {retracted.effective_date.isoformat()} was retracted"
+        reopened = []
+        for case in cases:
+            after, step = machine.reopen(case, max(today, case.resolved_on or case.opened_on), self.holidays, detail)
+            await self._save(conn, case, after, [step], EventType.DISPUTE_UPDATED)
+            log.info("dispute case reopened", case_id=case.case_id, person_id=person_id, status=after.state,
+                     was=case.state)
+            reopened.append(case)
+        return reopened
+
     async def _retracted_transfers(self, conn: AsyncConnection, person_id: str, change_id: str,
-                                   told: frozenset[str] | None = None) -> list[Case]:
+                                   told: frozenset[str] | None = None,
+                                   unbound: frozenset[str] = frozenset()) -> list[Case]:
         """Each of the person's transfer cases late history
         could withdraw (`on_history_changed`: awaiting acceptance, overdue, or
         accepted by the incoming body) whose hand-over the history without the
@@ -711,7 +773,11 @@ class WorkflowService:
         same hand-over on another date, superseded. `told`: the changes the
         history held when the retraction was recorded (its event's
         `history_changes`; None: all held now); a case a change recorded since
-        opened is left to that change. Idempotent: a withdrawn case is final."""
+        opened is left to that change. `unbound`: the changes whose dispute
+        resolution no longer binds (the retracted change, and the resolving
+        change of each dispute case it reopened): a transfer case one of them
+        opened as a resolved dispute's record is withdrawn too. Idempotent: a
+        withdrawn case is final."""
         rows = await self._cases_locked(conn, person_id, CaseKind.TRANSFER, WITHDRAWABLE_TRANSFER_STATES)
         retracted = await self._change_of(conn, person_id, change_id) if rows else None
         if retracted is None:
@@ -731,7 +797,7 @@ class WorkflowService:
         return await self._withdraw_unheld(
             conn, person_id, cases, held, history, max(datetime.now(UTC).date(), today), today,
             f"the {retracted.change_type.value} change effective {retracted.effective_date.isoformat()} "
-            "was retracted as recorded in error")
+            "was retracted as recorded in error", unbound=unbound)
 
     # ----------------------------------------------------------- actions
 

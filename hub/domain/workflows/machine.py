@@ -36,6 +36,7 @@ from hub.domain.working_days import add_working_days
 from hub.domain.workflows.model import (
     CLOCK_ACTOR,
     DETERMINATION_ACTOR,
+    DISPUTE_REOPENED_REASON,
     DISPUTE_WITHDRAWN_REASON,
     REGISTER_ACTOR,
     SUPERSEDED_REASON,
@@ -66,6 +67,14 @@ RESOLUTION_BY_DETERMINATION = ("Worcs 15.5 (arbitration by NHS England), 15.4 (c
 # Secretary of State's under the 2014 Regulations, never NHS England's.
 DETERMINATION_BY_KIND = {"council": "Worcs 4.3.4, 15.4 (councils: determined under the 2014 Disputes Regulations)",
                          "commissioner": "Worcs 15.5 (arbitration by NHS England)"}
+
+
+# A dispute reopened by the hub: the source's dispute-resolved change that
+# resolved it was retracted as recorded in error, so no outcome stands; what the
+# parties were told is put right, and the current arrangements hold again while
+# it is open (Worcs 8.5).
+DISPUTE_REOPENED = ("UK GDPR Art. 16, 19 (the dispute-resolved change retracted as recorded in error; rectification "
+                    f"told to each recipient); {citations.DISPUTE_HOLD} while the dispute is open")
 
 
 def _determination_citation(case: Case) -> str:
@@ -129,6 +138,12 @@ DISPUTE_RULES: dict[tuple[str | None, Action], Rule] = {
     # a party ends a dispute by agreement, hub/workflows/service.py `on_retracted`).
     (D.OPEN, A.WITHDRAW): Rule(D.WITHDRAWN, frozenset({Actor.REGISTER}), DISPUTE_WITHDRAWN),
     (D.ESCALATED, A.WITHDRAW): Rule(D.WITHDRAWN, frozenset({Actor.REGISTER}), DISPUTE_WITHDRAWN),
+    # Reopened by the hub alone: the source's dispute-resolved change that
+    # resolved it was retracted as recorded in error. Back to the stage it was
+    # resolved at (open at the first, escalated at a later one: `reopen`); a
+    # resolution by the parties' agreement or a determination is never undone
+    # this way (the hub's own record of it cannot be retracted).
+    (D.RESOLVED, A.REOPEN): Rule(D.OPEN, frozenset({Actor.REGISTER}), DISPUTE_REOPENED),
 }
 
 # Names for the illegal pairs callers meet most, so a refusal says what went wrong.
@@ -141,6 +156,9 @@ _ILLEGAL_NAMES = {
     (T.WITHDRAWN, A.ACCEPT): "transfer-withdrawn",
     (T.WITHDRAWN, A.CONTEST): "transfer-withdrawn",
     (T.WITHDRAWN, A.WITHDRAW): "already-withdrawn",
+    (D.WITHDRAWN, A.REOPEN): "dispute-withdrawn",
+    (D.OPEN, A.REOPEN): "not-resolved",
+    (D.ESCALATED, A.REOPEN): "not-resolved",
 }
 
 
@@ -192,7 +210,8 @@ def _rule(case: Case, action: Action, actor: str) -> Rule:
         name = _ILLEGAL_NAMES.get((case.state, action))
         if name is None:
             name = "case-closed" if case.clock is None else "illegal-transition"
-        legal = sorted(a.value for (s, a) in rules if s == case.state)
+        # What this caller may do instead: never an action only the hub takes (a reopening, a withdrawal).
+        legal = sorted(a.value for (s, a), r in rules.items() if s == case.state and r.actors & roles)
         if case.kind is CaseKind.DISPUTE and case.state == DisputeState.WITHDRAWN:
             raise WorkflowRefusal(409, "already-withdrawn" if action is Action.WITHDRAW else "dispute-withdrawn",
                                   f"a dispute case in state '{case.state}' cannot '{action.value}': it was withdrawn "
@@ -455,11 +474,43 @@ def withdraw_dispute(case: Case, on: date, detail: str = "", actor: str = REGIST
     return _step(case, after, Action.WITHDRAW, actor, on, rule.citation, why + (f"; {detail}" if detail else ""))
 
 
+def reopen(case: Case, on: date, holidays: frozenset[date], detail: str = "",
+           actor: str = REGISTER_ACTOR) -> tuple[Case, Transition]:
+    """The source's dispute-resolved change that resolved `case`
+    (`resolved_by_change`) was retracted as recorded in error: the hub reopens
+    the dispute at the stage it was resolved at (open at the first stage,
+    escalated at a later one), with that stage's clock started again on `on`
+    (the days it stood resolved are not the parties' delay). The outcome is
+    gone (`responsible`, `responsible_from`, `resolved_on`); its agreed interim
+    arrangements are in force again (they ended the day before the
+    resolution: money, hub/domain/money/responsibility.py `interim_spans`),
+    the current arrangements held while it is open (Worcs 8.5). The
+    resolution stays in the case's history. `detail`: what was retracted, in
+    the hub's words (no personal data)."""
+    rule = _rule(case, Action.REOPEN, actor)
+    if not case.resolved_by_change or not case.stages:
+        raise WorkflowRefusal(409, "not-resolved-on-register",
+                              "only a resolution a source recorded on the register is undone by retracting it",
+                              rule.citation)
+    stage = case.stages[case.stage_index]
+    lead = case.interims[-1].lead_body if case.interims else case.parties[0]
+    state = DisputeState.ESCALATED if case.stage_index > 0 else DisputeState.OPEN
+    after = replace(case, state=state, responsible=None,
+                    responsible_from=None, resolved_on=None, resolved_by_change="", determined_by="",
+                    reopened_on=on)
+    clock = _stage_clock(stage, lead, on, holidays)
+    after = replace(after, clock=clock)
+    resolved = f" on {case.resolved_on.isoformat()}" if case.resolved_on else ""
+    why = (f"reopened by the hub: {DISPUTE_REOPENED_REASON} (resolved{resolved}: {case.responsible} responsible); "
+           f"at '{stage.name}' again, to resolve or escalate by {clock.due_on.isoformat()}")
+    return _step(case, after, Action.REOPEN, actor, on, rule.citation, why + (f"; {detail}" if detail else ""))
+
+
 def _resolved(case: Case, rule: Rule, actor: str, on: date, responsible: str, responsible_from: date,
-              citation: str, why: str, determined_by: str = "") -> tuple[Case, Transition]:
+              citation: str, why: str, determined_by: str = "", by_change: str = "") -> tuple[Case, Transition]:
     after = replace(case, state=rule.target, clock=None, responsible=responsible,
                     responsible_from=responsible_from, resolved_on=on, proposal=None, resolution=None,
-                    determined_by=determined_by)
+                    determined_by=determined_by, resolved_by_change=by_change)
     if case.dispute_kind == "council":
         citation = f"{citations.COUNCIL_DISPUTE}; {citation}"
     return _step(case, after, Action.RESOLVE, actor, on, citation,
@@ -468,7 +519,7 @@ def _resolved(case: Case, rule: Rule, actor: str, on: date, responsible: str, re
 
 
 def resolve(case: Case, actor: str, on: date, responsible: str, responsible_from: date,
-            determination: str = "") -> tuple[Case, Transition]:
+            determination: str = "", by_change: str = "") -> tuple[Case, Transition]:
     """Resolve, or move towards it, naming the body responsible from a date.
 
     A party: the first call proposes the outcome (agree-resolution, the state
@@ -480,7 +531,8 @@ def resolve(case: Case, actor: str, on: date, responsible: str, responsible_from
     determination, `determination` naming it): only at the area procedure's
     final stage, and only where that stage is owned by a body that is not the
     lead body (a party).
-    The register (a source's dispute-resolved change): resolves, as recorded."""
+    The register (a source's dispute-resolved change, `by_change` its change
+    id: a retraction of it reopens the case, `reopen`): resolves, as recorded."""
     rule = _rule(case, Action.RESOLVE, actor)
     if responsible not in case.parties:
         raise WorkflowRefusal(422, "responsible-not-a-party", "responsible must be one of the parties", rule.citation)
@@ -489,7 +541,7 @@ def resolve(case: Case, actor: str, on: date, responsible: str, responsible_from
                               rule.citation)
     if actor == REGISTER_ACTOR:
         return _resolved(case, rule, actor, on, responsible, responsible_from, rule.citation,
-                         "recorded on the register")
+                         "recorded on the register", by_change=by_change)
     stage = case.stages[case.stage_index]
     last = case.stages[-1]
     if actor == DETERMINATION_ACTOR:

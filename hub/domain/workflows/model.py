@@ -60,6 +60,9 @@ class Action(StrEnum):
     BREACH = "breach"  # the clock ran out
     REMIND = "remind"  # the clock runs out soon (a message, not a transition)
     WITHDRAW = "withdraw"  # the hub: later history shows the transfer (or the dispute) did not happen
+    # The hub: the source's dispute-resolved change that resolved the dispute
+    # was retracted as recorded in error, so the dispute is open again.
+    REOPEN = "reopen"
 
 
 class Actor(StrEnum):
@@ -93,6 +96,9 @@ SUPERSEDED_REASON = "later history shows the hand-over on another date; the case
 # the parties).
 DISPUTE_WITHDRAWN_REASON = ("the dispute-raised register change that opened this dispute was retracted as recorded "
                             "in error: there is no dispute to resolve")
+# Why a dispute resolved on the register was reopened (the same).
+DISPUTE_REOPENED_REASON = ("the dispute-resolved register change that resolved this dispute was retracted as "
+                           "recorded in error: the dispute is open again")
 
 # Who the hub's workflows are when they record a register change (the dispute
 # changes a case's transition implies: hub/workflows/service.py) and publish
@@ -216,6 +222,11 @@ class Case:
     responsible: str | None = None
     responsible_from: date | None = None
     resolved_on: date | None = None
+    # Resolved by a source's `dispute-resolved` register change: its change
+    # id (a retraction of that change reopens the case: `machine.reopen`).
+    resolved_by_change: str = ""
+    # Reopened (the resolving change retracted): the day, for the Task's note.
+    reopened_on: date | None = None
     # Withdrawn (DisputeState.WITHDRAWN): the day the hub withdrew it; its
     # agreed interim arrangements are in force to the day before (money:
     # hub/domain/money/responsibility.py `interim_spans`), as on resolution.
