@@ -62,8 +62,8 @@ from hub.ingest.service import Client, event_id_for, payload_sha256
 from hub.observability.logging import get_logger
 from hub.register_counts import record_status
 from hub.store.db import write_transaction
-from hub.store.schema import (api_clients, change_retractions, ingest_results, not_retracted, persons, register_changes,
-                              register_status)
+from hub.store.schema import (api_clients, change_retractions, including_retracted, ingest_results, not_retracted,
+                              persons, register_changes, register_status)
 
 log = get_logger("hub.retraction")
 CHANNEL = "rest"
@@ -132,10 +132,10 @@ class RetractionService:
         rc = register_changes.c
         async with write_transaction(self._engine) as conn:
             await lock_topic(conn, EVENTS_TOPIC)
-            found = (await conn.execute(
+            found = (await conn.execute(including_retracted(  # a second retraction is answered from the first
                 select(rc.change_id, rc.person_id, rc.canonical, rc.source, api_clients.c.org_code)
                 .join(api_clients, api_clients.c.client_id == rc.source, isouter=True)
-                .where(rc.change_id == change_id))).first()
+                .where(rc.change_id == change_id)))).first()
             if found is None or not may_retract(caller, found.org_code):
                 # Recorded as any refusal of a write, naming no one: "unknown" and "not yours" alike.
                 await record_decision(conn, client, channel=channel, action=ACTION, allowed=False,

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from hub.api.app import create_app
 from hub.bootstrap import Hub
 from hub.clients import add_client
 from hub.settings import REPO_ROOT, Settings
+from hub.store.schema import INCLUDES_RETRACTED
 
 
 @dataclass
@@ -118,3 +121,29 @@ def restore_logging():  # noqa: ANN201
     root.setLevel(level)
     structlog.reset_defaults()
     importlib.reload(hub_logging)  # back to the redacting default
+
+
+# Every read of a register change's content either leaves retracted changes out
+# (`hub.store.schema.not_retracted`) or says it means to see them
+# (`including_retracted`): a history read that forgot would bring a change
+# recorded in error back into someone's position. Checked on every statement
+# every test runs through SQLAlchemy (SQLite and PostgreSQL alike).
+_UNFILTERED_HISTORY: list[str] = []
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _history_reads_leave_out_retracted(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ANN202
+    if (".canonical" in statement and "register_changes" in statement and "change_retractions" not in statement
+            and statement.lstrip()[:6].upper() == "SELECT"
+            and not (context is not None and context.execution_options.get(INCLUDES_RETRACTED))):
+        _UNFILTERED_HISTORY.append(statement)
+
+
+@pytest.fixture(autouse=True)
+def _history_reads_checked():  # noqa: ANN202
+    start = len(_UNFILTERED_HISTORY)
+    yield
+    unfiltered = _UNFILTERED_HISTORY[start:]
+    assert not unfiltered, ("a read of register changes' content neither leaves retracted changes out "
+                            "(not_retracted) nor says it includes them (including_retracted):\n"
+                            + "\n".join(dict.fromkeys(unfiltered)))

@@ -7,6 +7,7 @@ input, delivery payloads) and the NHS number only as a keyed hash.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     exists,
     text,
 )
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ColumnElement
 
 metadata = MetaData()
@@ -128,8 +130,24 @@ change_retractions = Table(
 def not_retracted() -> ColumnElement[bool]:
     """The one filter of a person's history: a register change no retraction
     names (`change_retractions`). Every read of a history (to evaluate it, to
-    tell it, to charge it) selects `register_changes` with it."""
+    tell it, to charge it) selects `register_changes` with it; a read that
+    means to see retracted changes too says so (`including_retracted`). The
+    test suite fails any test whose statements read a change's content
+    (`register_changes.canonical`) doing neither (tests/conftest.py)."""
     return ~exists().where(change_retractions.c.change_id == register_changes.c.change_id)
+
+
+_S = TypeVar("_S", bound=Executable)
+
+# The execution option a statement carries when it reads register changes'
+# content whether retracted or not, on purpose (the retraction itself, the
+# change a retraction names, what a case's event names when nothing is left).
+INCLUDES_RETRACTED = "s117_includes_retracted"
+
+
+def including_retracted(statement: _S) -> _S:
+    """`statement`, marked as reading retracted changes too, on purpose."""
+    return statement.execution_options(**{INCLUDES_RETRACTED: True})
 
 
 # The answer given to a (source, source message id), replayed on a duplicate.

@@ -64,6 +64,7 @@ from hub.store.db import InList, insert_or_merge
 from hub.store.schema import (
     bus_messages,
     change_retractions,
+    including_retracted,
     persons,
     not_retracted,
     register_changes,
@@ -367,8 +368,8 @@ class WorkflowService:
         carried = changes
         if not changes:  # every change of the person retracted (hub/retraction.py): an empty history is told,
             # the event naming the last change it had (the message needs one; no fact of it is told)
-            carried = [from_jsonable(RegisterChange, c) for c in (await conn.execute(
-                select(register_changes.c.canonical).where(register_changes.c.person_id == case.person_id)))
+            carried = [from_jsonable(RegisterChange, c) for c in (await conn.execute(including_retracted(
+                select(register_changes.c.canonical).where(register_changes.c.person_id == case.person_id))))
                 .scalars().all()]
         latest = max(carried, key=lambda c: (c.effective_date, c.recorded_on, c.change_id))
         # The history this event is told against: these changes, by id (the dispatcher leaves
@@ -674,8 +675,8 @@ class WorkflowService:
     async def _change_of(conn: AsyncConnection, person_id: str, change_id: str) -> RegisterChange | None:
         """The person's register change `change_id`, retracted or not."""
         c = register_changes.c
-        raw = (await conn.execute(select(c.canonical).where(c.change_id == change_id,
-                                                            c.person_id == person_id))).scalar_one_or_none()
+        raw = (await conn.execute(including_retracted(select(c.canonical).where(
+            c.change_id == change_id, c.person_id == person_id)))).scalar_one_or_none()
         return None if raw is None else from_jsonable(RegisterChange, raw)
 
     async def _retracted_disputes(self, conn: AsyncConnection, person_id: str, change_id: str) -> list[Case]:
