@@ -28,8 +28,8 @@ from hub.file_jobs import FileJobs, counts
 from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE
 from hub.ingest.service import load_person_details
 from hub.settings import REPO_ROOT, Settings
-from hub.store.schema import (access_decisions, bus_messages, file_receipts, file_rows, ingest_results, persons,
-                              quarantine, register_changes, register_status)
+from hub.store.schema import (access_decisions, bus_messages, file_receipts, file_rows, including_retracted,
+                              ingest_results, persons, quarantine, register_changes, register_status)
 from tests.conftest import InProcessHub
 from tests.unit.test_council_files_api import PERSON_A, PERSON_C, trust_changes
 
@@ -372,9 +372,9 @@ async def test_an_evaluation_carried_over_midnight_is_not_used_the_next_day(tmp_
             async with h.hub.engine.connect() as conn:
                 payload = (await conn.execute(select(bus_messages.c.payload).where(
                     bus_messages.c.event_id == outcome.body["events"][0]["event_id"]))).scalar_one()
-                history = [from_jsonable(RegisterChange, c) for c in (await conn.execute(
+                history = [from_jsonable(RegisterChange, c) for c in (await conn.execute(including_retracted(
                     select(register_changes.c.canonical).where(
-                        register_changes.c.person_id == outcome.body["person_id"]))).scalars()]
+                        register_changes.c.person_id == outcome.body["person_id"])))).scalars()]
             expected = evaluate(outcome.body["person_id"], history, h.hub.ingest._ref, h.hub.ingest._agreements, day)
             assert payload["status"] == orjson.loads(orjson.dumps(status_on_the_bus(expected)))
             return payload["status"]

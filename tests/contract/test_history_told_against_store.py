@@ -53,7 +53,7 @@ from hub.ids import uuid4
 from hub.ingest.service import Client, write_recorded
 from hub.scheduler import ReviewScanner
 from hub.settings import Settings
-from hub.store.schema import bus_messages, register_changes
+from hub.store.schema import bus_messages, including_retracted, register_changes
 from tests.contract.test_order_independence_dispatch import (
     _dispute_updates_granted,
     died_during_dispute,
@@ -98,8 +98,8 @@ async def record_death(conn: AsyncConnection, w: World, person_id: str, now: dat
     change (its row, service level and events), stamped `received_at` = `now`.
     Returns its change id and its events; not `publishing`: the events kept
     back, for the caller to publish (`hub.bus.sql.publish`) later in the transaction."""
-    rows = (await conn.execute(select(register_changes.c.canonical)
-                               .where(register_changes.c.person_id == person_id))).all()
+    rows = (await conn.execute(including_retracted(select(register_changes.c.canonical)
+                               .where(register_changes.c.person_id == person_id)))).all()
     history = [from_jsonable(RegisterChange, r.canonical) for r in rows]
     today = date.today()
     change = RegisterChange(change_id=uuid4(), person_id=person_id, change_type=ChangeType.DIED,

@@ -18,7 +18,7 @@ from hub.codec import from_jsonable
 from hub.domain.model import RegisterChange
 from hub.observability import metrics
 from hub.sample_data import detention_to_move_scenario
-from hub.store.schema import ingest_results, persons, register_changes
+from hub.store.schema import including_retracted, ingest_results, persons, register_changes
 
 pytestmark = pytest.mark.integration
 
@@ -76,8 +76,8 @@ async def test_a_batch_answers_each_change_as_it_would_alone(store_hub) -> None:
         for c in seconds:
             body = by_id[c["source_message_id"]].json()
             pid = body["person_id"]
-            rows = (await conn.execute(select(register_changes.c.canonical)
-                                       .where(register_changes.c.person_id == pid))).scalars().all()
+            rows = (await conn.execute(including_retracted(select(register_changes.c.canonical)
+                                       .where(register_changes.c.person_id == pid)))).scalars().all()
             history = [from_jsonable(RegisterChange, r) for r in rows]
             assert len(history) == 2
             [change] = [h for h in history if h.source_message_id == c["source_message_id"]]

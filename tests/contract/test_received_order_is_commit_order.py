@@ -38,7 +38,7 @@ from hub.domain.model import RegisterChange
 from hub.domain.rules import evaluate
 from hub.domain.views import NOT_INVOLVED, views_for
 from hub.ingest.service import BulkRow, Client, IngestService
-from hub.store.schema import bus_messages, register_changes
+from hub.store.schema import bus_messages, including_retracted, register_changes
 from tests.contract.test_history_told_against_store import until_idle, world_on
 from tests.contract.test_order_independence_dispatch import check_each_fact_told_once, of_person
 from tests.contract.test_recipient_views import World
@@ -80,9 +80,9 @@ async def committed(w: World, person_id: str) -> list[tuple[RegisterChange, date
     """The person's changes in commit order (their events' bus offsets), each
     with its `received_at` and its events' ids."""
     async with w.hub.engine.connect() as conn:
-        rows = (await conn.execute(select(register_changes.c.change_id, register_changes.c.canonical,
-                                          register_changes.c.received_at)
-                                   .where(register_changes.c.person_id == person_id))).all()
+        rows = (await conn.execute(including_retracted(
+            select(register_changes.c.change_id, register_changes.c.canonical, register_changes.c.received_at)
+            .where(register_changes.c.person_id == person_id)))).all()
         events = (await conn.execute(select(bus_messages.c.offset, bus_messages.c.event_id, bus_messages.c.payload)
                                      .where(bus_messages.c.topic == EVENTS_TOPIC, bus_messages.c.key == person_id)
                                      .order_by(bus_messages.c.offset))).all()

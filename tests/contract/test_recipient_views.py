@@ -34,7 +34,7 @@ from hub.domain.rules import evaluate
 from hub.domain.views import NOT_INVOLVED, views_for
 from hub.fhir.messages import read_position
 from hub.settings import Settings
-from hub.store.schema import consumer_offsets, deliveries, register_changes
+from hub.store.schema import consumer_offsets, deliveries, including_retracted, register_changes
 from sqlalchemy import func, select
 from tests.histories import (
     BOB_ICB, BUCKS, HOSPITALS, HW_ICB, ORGS, WORCS, agreements_yaml, histories, late_correction_history, materialise,
@@ -105,8 +105,8 @@ class World:
 
     async def truth(self, person_id: str) -> dict[str, dict[str, Any]]:
         async with self.hub.engine.connect() as conn:
-            rows = (await conn.execute(select(register_changes.c.canonical)
-                                       .where(register_changes.c.person_id == person_id))).all()
+            rows = (await conn.execute(including_retracted(select(register_changes.c.canonical)
+                                       .where(register_changes.c.person_id == person_id)))).all()
         changes = [from_jsonable(RegisterChange, r.canonical) for r in rows]
         today = datetime.now(UTC).date()
         status = evaluate(person_id, changes, self.hub.ref, self.hub.agreements, today)
