@@ -56,7 +56,7 @@ NO_RELATIONSHIP_ACK = "no register change: " + TEXTS[Rule.NO_RELATIONSHIP]
 # fresh application cannot be told from the legal status: adapters/hl7v2/README.md): AE naming ZU5-8 (the
 # canonical change type's origin), quarantined, nothing recorded (IngestService.accept_mapped `cto_question`).
 CTO_QUESTION = FieldProblem("change_type", (
-    f"is required in {ADMISSION_KIND_POSITION}: the person is on a community treatment order, so this detention "
+    "is required: the person is on a community treatment order, so this detention "
     f"may be a recall under MHA s17E ({ADMISSION_KIND_POSITION} {CTO_RECALL}: the CTO stays in force) or a fresh "
     f"application or order ({ADMISSION_KIND_POSITION} {FRESH_APPLICATION}: it ends the CTO, s6(4), s17C(c)); "
     "send the message again saying which; nothing was recorded"))

@@ -140,7 +140,7 @@ async def test_an_a01_under_s3_without_zu5_8_for_someone_on_a_cto_is_ae_naming_z
     ack = await engine.send(recall_a01("RCL-1"))
     assert msa(ack)[1:3] == ["AE", "RCL-1"] and "quarantine id" in msa(ack)[3], ack
     (err,) = errs(ack)
-    assert err.startswith("ERR|ZU5^1^8^101&ZU5-8 (change_type) is required in ZU5-8: the person is on a community "
+    assert err.startswith("ERR|ZU5^1^8^101&ZU5-8 (change_type) is required: the person is on a community "
                           "treatment order"), ack
     assert "ZU5-8 cto-recall" in err and "ZU5-8 fresh-application" in err and "s17E" in err, err
     assert ON_CTO not in ack and "TESTPATIENT" not in ack
@@ -203,7 +203,7 @@ async def test_an_a08_to_s3_after_an_informal_admission_asks_too_and_takes_a_rec
     a08 = message("ADT_A08_s2_to_s3_update.hl7", "UPD-4", day="20250502", zu5="ZU5|2025|1|3|1|202505021000|1")
     ack = await engine.send(a08)
     assert msa(ack)[1:3] == ["AE", "UPD-4"], ack
-    assert errs(ack)[0].startswith("ERR|ZU5^1^8^101&ZU5-8 (change_type) is required in ZU5-8"), ack
+    assert errs(ack)[0].startswith("ERR|ZU5^1^8^101&ZU5-8 (change_type) is required: the person is on a "), ack
     assert await changes(app_hub) == before
 
     ack = await engine.send(a08.replace("202505021000|1", "202505021000|1||cto-recall"))
