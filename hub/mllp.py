@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.hl7v2 import Disposition, Header, HL7Problem, MappingResult, build_ack, map_adt
 from adapters.hl7v2.ack import MSA_TEXT_LIMIT
-from adapters.hl7v2.mapping import APPLICATION_ERROR
+from adapters.hl7v2.mapping import ADMISSION_KIND_POSITION, APPLICATION_ERROR, CTO_RECALL, FRESH_APPLICATION
 from hub.access import no_sooner_than
 from hub.domain.access import TEXTS, Rule
 from hub.ids import uuid4
@@ -52,6 +52,14 @@ log = get_logger("hub.mllp")
 
 # One ACK text for "not on the register" and "not in this trust's care".
 NO_RELATIONSHIP_ACK = "no register change: " + TEXTS[Rule.NO_RELATIONSHIP]
+# A qualifying detention without ZU5-8 that would end the CTO the register shows the person on (a recall or a
+# fresh application cannot be told from the legal status: adapters/hl7v2/README.md): AE naming ZU5-8 (the
+# canonical change type's origin), quarantined, nothing recorded (IngestService.accept_mapped `cto_question`).
+CTO_QUESTION = FieldProblem("change_type", (
+    "is required: the person is on a community treatment order, so this detention "
+    f"may be a recall under MHA s17E ({ADMISSION_KIND_POSITION} {CTO_RECALL}: the CTO stays in force) or a fresh "
+    f"application or order ({ADMISSION_KIND_POSITION} {FRESH_APPLICATION}: it ends the CTO, s6(4), s17C(c)); "
+    "send the message again saying which; nothing was recorded"))
 START_BLOCK = 0x0B
 END_BLOCK = b"\x1c\x0d"
 _FS, _CR = 0x1C, 0x0D
@@ -550,7 +558,8 @@ class MllpServer:
         if refused is not None:
             return await self._refusal_ack(header, result, refused, started)
         outcome = await self._ingest.accept_mapped(client, result.change, payload, CHANNEL, prechecked=True,
-                                                   source_field=result.hl7_field)
+                                                   source_field=result.hl7_field,
+                                                   cto_question=CTO_QUESTION if result.recall_unstated else None)
         if outcome.status_code == 403:  # refused on the record path, under the person's lock
             return await self._refusal_ack(header, result, outcome, started)
         return self._outcome_ack(header, result, outcome)

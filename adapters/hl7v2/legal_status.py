@@ -22,6 +22,11 @@ DETAINED = frozenset({"02", "03", "04", "05", "06", "07", "08", "09", "10", "12"
 # Not detained: informal, guardianship (s7, s37 guardianship order), not applicable.
 NOT_DETAINED = frozenset({"01", "35", "36", "98"})
 NOT_KNOWN = "99"
+# The detentions that qualify for s117 (England list `s117_qualifying` yes, and 31 CP(I)A "review": qualifies
+# as a hospital order). A CTO follows a qualifying detention (s3, or an unrestricted hospital order or transfer
+# direction), so the legal status a CTO recall (s17E) is reported under is one of these (mapping.py, ZU5-8).
+# A test keeps it equal to the England list.
+QUALIFYING = frozenset({"03", "09", "10", "15", "16", "17", "18", "31", "37", "38"})
 
 S45A_NOTE = ("ITK value 34 (s45A, single code in the 2014 table) recorded as England 37 "
              "(s45A, limitation direction in force); both qualify for s117")

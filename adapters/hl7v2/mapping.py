@@ -20,7 +20,7 @@ from typing import Any
 import hl7
 from hl7.exceptions import HL7Exception
 
-from adapters.hl7v2.legal_status import DETAINED, NOT_DETAINED, NOT_KNOWN, england_code
+from adapters.hl7v2.legal_status import DETAINED, NOT_DETAINED, NOT_KNOWN, QUALIFYING, england_code
 from hub.domain.rules.legal_status import CPIA_ORDER_TYPES
 
 # NHS Data Dictionary pseudo-postcode for "no fixed abode".
@@ -32,6 +32,15 @@ _NHS_TYPES = frozenset({"NH", "NHS"})
 # status 31, the order the court made, as the register change contract's `order_type` codes (any case).
 ORDER_TYPE_FIELD = 7
 ORDER_TYPE_POSITION = f"ZU5-{ORDER_TYPE_FIELD}"
+# ZU5-8, hub-local too (README.md, "CTO recall or fresh application"): with a qualifying detention, whether it is
+# the recall of a community patient under s17E (`cto-recalled`: the CTO stays in force) or a fresh application or
+# order (`detained` / `section-changed`: it ends a CTO, MHA s6(4), s17C(c)). England's legal status codes have no
+# code for a recall: a PAS reports one as an admission under the CTO's section (usually 03).
+ADMISSION_KIND_FIELD = 8
+ADMISSION_KIND_POSITION = f"ZU5-{ADMISSION_KIND_FIELD}"
+CTO_RECALL = "cto-recall"
+FRESH_APPLICATION = "fresh-application"
+ADMISSION_KINDS = (CTO_RECALL, FRESH_APPLICATION)
 
 SUPPORTED_EVENTS = ("A01", "A02", "A03", "A08")
 # Segments the HL7 v2.4 ADT A01/A02/A03/A08 structures (ITK v2.4) allow once, of those the hub reads: a
@@ -106,6 +115,10 @@ class MappingResult:
     # `origins["effective_date"]` says; None when none holds a valid date. hub/mllp.py retracts the one change
     # it matches (hub/retraction.py `RetractionService.retract_cancelled`).
     cancelled_on: date | None = None
+    # CHANGE only: a `detained` (A01) or `section-changed` (A02 / A08) without ZU5-8: the sender did not say
+    # whether the detention is a CTO recall or a fresh application. hub/mllp.py has ingest refuse it (AE naming
+    # ZU5-8, quarantined) when the register shows the person on a CTO in force that the detention would end.
+    recall_unstated: bool = False
 
     @property
     def parsed(self) -> bool:
@@ -440,20 +453,32 @@ class _Mapper:
             "informal admission"))
         if self.problems or code is None:
             return self._error()
-        if code in NOT_DETAINED:
+        kind = self._admission_kind()
+        if code in NOT_DETAINED or code == NOT_KNOWN:
+            if kind == CTO_RECALL:  # a recall reported with no detention: which one is wrong cannot be told
+                self._base("cto-recalled")
+                self._recall_needs_qualifying(code, "ZU5-2")
+                return self._error()
+            if code == NOT_KNOWN:
+                self.problem("ZU5-2", "is 99 (not known): the hub cannot tell whether the admission is a "
+                             "detention", TABLE_VALUE_NOT_FOUND)
+                return self._error()
+            # (ZU5-8 is not read on a message that changes nothing: a value it does not take is no problem here)
             return self._no_change("the admission is not a detention (ZU5-2): not a register change")
-        if code == NOT_KNOWN:
-            self.problem("ZU5-2", "is 99 (not known): the hub cannot tell whether the admission is a detention",
-                         TABLE_VALUE_NOT_FOUND)
-            return self._error()
+        if kind == CTO_RECALL:
+            # Dated by the admission (the day the patient was recalled to hospital) before ZU5-5: "date detention
+            # commenced" may be the original detention's, which the CTO followed.
+            return self._recall(code, "ZU5-2", (("PV1", 44), ("ZU5", 5)),
+                                "the admit date (PV1-44), or ZU5-5, is required to date a recall")
         change = self._base("detained")
         change["legal_status_code"] = code
         self.origins["legal_status_code"] = "ZU5-2"
+        self.origins["change_type"] = ADMISSION_KIND_POSITION
         self._order_type(change)
         change["effective_date"] = self._first_date(
             (("ZU5", 5), ("PV1", 44)), "date detention commenced (ZU5-5), or the admit date (PV1-44), is required")
         self._residence(change)
-        return self._done(change)
+        return self._done(change, recall_unstated=kind is None)
 
     def _discharge(self) -> MappingResult:
         change = self._base("left-hospital")
@@ -479,10 +504,15 @@ class _Mapper:
             self.problem("ZU5-3", "is 99 (not known): the change of legal status cannot be recorded",
                          TABLE_VALUE_NOT_FOUND)
             return self._error()
+        kind = self._admission_kind() if current in DETAINED else None
+        if kind == CTO_RECALL:
+            return self._recall(current, "ZU5-3", (("EVN", 6),), "event occurred date/time is required to date "
+                                "a recall")
         if current in DETAINED:
             change = self._base("section-changed")
             change["legal_status_code"] = current
             self.origins["legal_status_code"] = "ZU5-3"
+            self.origins["change_type"] = ADMISSION_KIND_POSITION
             self._order_type(change)
         elif current == "01" and before in DETAINED:
             change = self._base("section-ended-stayed-informally")
@@ -490,7 +520,7 @@ class _Mapper:
             return self._no_change(f"{event}: legal status moved between statuses that are not detentions")
         change["effective_date"] = self._first_date((("EVN", 6),), "event occurred date/time is required "
                                                     "to date a change of legal status")
-        return self._done(change)
+        return self._done(change, recall_unstated=kind is None and change["change_type"] == "section-changed")
 
     # -- fields --------------------------------------------------------------
 
@@ -670,6 +700,39 @@ class _Mapper:
             return
         change["order_type"] = code
 
+    def _admission_kind(self) -> str | None:
+        """ZU5-8 (hub-local): `cto-recall` or `fresh-application` (any case; component 1), None when not sent.
+        Another value is a problem naming ZU5-8 (never quoting it) and is read as `fresh-application`, the
+        reading without ZU5-8 (the message is refused: nothing of it is recorded)."""
+        value = self.msg.get("ZU5", ADMISSION_KIND_FIELD, 1)
+        if not value:
+            return None
+        kind = value.lower() if value.isascii() else value
+        if kind not in ADMISSION_KINDS:
+            self.problem(ADMISSION_KIND_POSITION, f"is not {CTO_RECALL} (the recall of a community patient to "
+                         f"hospital, MHA s17E: the CTO stays in force) or {FRESH_APPLICATION} (a new application "
+                         "or order: it ends a CTO, s6(4), s17C(c)), in any case", TABLE_VALUE_NOT_FOUND)
+            return FRESH_APPLICATION
+        return kind
+
+    def _recall(self, code: str, legal_status_at: str, dates: tuple[tuple[str, int], ...],
+                missing: str) -> MappingResult:
+        """ZU5-8 `cto-recall`: the change `cto-recalled`, dated by `dates`. The legal status (`code`, read
+        from `legal_status_at`) must be a qualifying detention (a CTO follows one, and its recall detains under
+        it); it is not carried: `cto-recalled` takes none (the CTO keeps the section it was made on), nor does
+        it take a council of residence (not read) or an order type (ZU5-7 not read)."""
+        change = self._base("cto-recalled")
+        self.origins["change_type"] = ADMISSION_KIND_POSITION
+        self._recall_needs_qualifying(code, legal_status_at)
+        change["effective_date"] = self._first_date(dates, missing)
+        return self._done(change)
+
+    def _recall_needs_qualifying(self, code: str | None, legal_status_at: str) -> None:
+        if code not in QUALIFYING:
+            self.problem(ADMISSION_KIND_POSITION, f"is {CTO_RECALL}, but the legal status ({legal_status_at}) is "
+                         "not a qualifying detention: a community treatment order follows detention under s3, or "
+                         "a hospital order or transfer direction, and a recall (MHA s17E) detains under it")
+
     def _cancelled_on(self, positions: tuple[tuple[str, int], ...]) -> date | None:
         """The first of `positions` holding a value, read as a date (None if none does, or it is not a date);
         `origins["effective_date"]` names the field read (or the first, when none holds a value)."""
@@ -698,11 +761,11 @@ class _Mapper:
 
     # -- results -------------------------------------------------------------
 
-    def _done(self, change: dict[str, Any]) -> MappingResult:
+    def _done(self, change: dict[str, Any], recall_unstated: bool = False) -> MappingResult:
         if self.problems or self.msg.bad_escapes is not None:
             return self._error()
         return MappingResult(Disposition.CHANGE, self.header, change=change, notes=tuple(self.notes),
-                             origins=dict(self.origins))
+                             origins=dict(self.origins), recall_unstated=recall_unstated)
 
     def _error(self) -> MappingResult:
         about = self._about()

@@ -40,6 +40,7 @@ from hub.domain.rules.timeline import TransferStep, revealed_steps
 from hub.fhir.namespaces import HUB_BASE
 from hub.domain.service_level import register_service_level
 from hub.ingest.status_cache import StatusCache
+from hub.ingest.cto_recall import ENDS_CTO_TYPES, ends_cto_in_force
 from hub.ingest.group_commit import GroupCommit, WriteBehind
 from hub.ingest.prefetch import HISTORIES, LOCK_PEOPLE, BatchReads, Hint, read_batch
 from hub.ingest.contract import IDENTIFIER, RegisterChangeIn, change_digest
@@ -307,6 +308,14 @@ class _Accepted:
     """A change recorded: its 202 (logged by `_record` once committed)."""
 
     outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """Not recorded: a detention from a source that did not say whether it is a CTO recall would end the CTO
+    the register shows in force (`accept_mapped`'s `cto_question`); the source is asked, the input quarantined."""
+
+    problem: FieldProblem
 
 
 @dataclass(frozen=True, slots=True)
@@ -578,7 +587,8 @@ class IngestService:
         return await self.accept_mapped(client, data, raw, channel)
 
     async def accept_mapped(self, client: Client, data: dict[str, Any], original: bytes, channel: str, *,
-                            prechecked: bool = False, source_field: Callable[[str], str] | None = None) -> Outcome:
+                            prechecked: bool = False, source_field: Callable[[str], str] | None = None,
+                            cto_question: FieldProblem | None = None) -> Outcome:
         """Take one register change an adapter has mapped to the canonical
         contract. `original` is the input as the source sent it (an HL7 v2
         message, a file row): that is what quarantine keeps, so the source
@@ -589,7 +599,11 @@ class IngestService:
         asked `write_precheck` already (MLLP, council files). `source_field`:
         where in `original` a canonical field came from (MLLP: "PID-3"), so the
         quarantine entry names what the source sent as its answer did; the
-        answer's own errors stay canonical, for the adapter to render."""
+        answer's own errors stay canonical, for the adapter to render.
+        `cto_question`: the source cannot say a CTO recall from a fresh application (HL7 v2 without ZU5-8): a
+        `detained` or `section-changed` under a qualifying section that would end a CTO the register shows in
+        force is not recorded but answered 422 with this problem, `original` quarantined (hub/ingest/cto_recall.py;
+        decided under the person's lock, from the history the record path reads anyway)."""
         correlation_id = self._correlation_id()
         smid = _usable_smid(data.get("source_message_id"))
         # A source message id seen before gets its first answer (or a 409 if
@@ -618,7 +632,8 @@ class IngestService:
             return await self._quarantine(client, channel, original, smid, problems, correlation_id,
                                           source_field=source_field)
         return await self._record(client, change_in, channel, today, correlation_id,
-                                  validated_digest(change_in, data))
+                                  validated_digest(change_in, data), cto_question=cto_question, original=original,
+                                  source_field=source_field)
 
     @staticmethod
     def _count_replay(channel: str, replay: Outcome) -> None:
@@ -803,7 +818,8 @@ class IngestService:
 
     async def _record(
         self, client: Client, change_in: RegisterChangeIn, channel: str, today: date, correlation_id: str,
-        digest: str | None = None,
+        digest: str | None = None, *, cto_question: FieldProblem | None = None, original: bytes = b"",
+        source_field: Callable[[str], str] | None = None,
     ) -> Outcome:
         nhs_number = normalise(change_in.person.nhs_number)
         hint = Hint(self._protector.index(nhs_number), client.client_id, change_in.source_message_id) \
@@ -812,7 +828,8 @@ class IngestService:
             try:
                 result = await self._commit.run(
                     lambda conn: self._record_once(conn, client, change_in, channel, today, correlation_id, digest,
-                                                   hint.index if hint is not None else None, nhs_number),
+                                                   hint.index if hint is not None else None, nhs_number,
+                                                   cto_question),
                     keys=(("person", nhs_number), ("message", client.client_id, change_in.source_message_id)),
                     hint=hint)
                 if isinstance(result, _Accepted):  # the usual answer first
@@ -823,6 +840,9 @@ class IngestService:
                 if isinstance(result, _Replay):
                     self._count_replay(channel, result.outcome)
                     return result.outcome
+                if isinstance(result, _Asked):
+                    return await self._quarantine(client, channel, original, change_in.source_message_id,
+                                                  [result.problem], correlation_id, source_field=source_field)
                 return result
             except IntegrityError:
                 # A concurrent transaction took a unique key this one needed (the
@@ -854,7 +874,8 @@ class IngestService:
     async def _record_once(
         self, conn: WriteBehind, client: Client, change_in: RegisterChangeIn, channel: str, today: date,
         correlation_id: str, digest: str | None = None, index: str | None = None, nhs_number: str | None = None,
-    ) -> Outcome | _Refused | _Replay | _Accepted:
+        cto_question: FieldProblem | None = None,
+    ) -> Outcome | _Refused | _Replay | _Accepted | _Asked:
         """One change's unit of work, run by the group commit inside a batch's
         transaction (`conn.begin()` is the unit's share of it; see group_commit).
         `index`, `nhs_number`: the NHS number's index and its normal form, if worked out already."""
@@ -901,12 +922,16 @@ class IngestService:
             if not decision.allowed:
                 await tx.rollback()  # nothing of it is kept, not even a new person's row
                 return _Refused(decision, person_id if history else None)
+            change = self._canonical(change_in, client, person_id, today)
+            if cto_question is not None and history and change_in.change_type in ENDS_CTO_TYPES and \
+                    ends_cto_in_force(person_id, history, change, self._ref, self._agreements):
+                await tx.rollback()  # a recall or a fresh application: the source must say (`accept_mapped`)
+                return _Asked(cto_question)
             await record_decision(conn, client, channel=channel, action="write", decision=decision,
                                   person_id=person_id, change_type=change_in.change_type._value_,
                                   correlation_id=correlation_id)
             if not created:
                 await self._merge_person_details(conn, person_id, change_in, now, stored)
-            change = self._canonical(change_in, client, person_id, today)
             after = evaluate(person_id, [*history, change], self._ref, self._agreements, today)
             self._remember(conn, person_id, [*history, change], today, after)
             late = bool(history) and is_late(change, history)
