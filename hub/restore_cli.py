@@ -279,6 +279,11 @@ def _sidecars(path: Path) -> list[Path]:
     return [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
 
 
+def _asides(store: Path, displaced: Path) -> list[tuple[Path, Path]]:
+    """Each of the store's files (its -wal, -shm, -journal too) and where it is moved aside to."""
+    return list(zip([store, *_sidecars(store)], [displaced, *_sidecars(displaced)]))
+
+
 def restore(args: argparse.Namespace) -> None:
     code = 0
     tmp: Path | None = None
@@ -332,8 +337,11 @@ def restore(args: argparse.Namespace) -> None:
         now = datetime.now(UTC)
         stamp = now.strftime("%Y%m%dT%H%M%SZ")
         displaced = store.with_name(f"{store.name}.displaced-{stamp}")
-        if store.exists() and (displaced.exists() or any(p.exists() for p in _sidecars(displaced))):
-            raise Refused(f"{displaced} exists already: try again in a second")
+        n = 1
+        while any(aside.exists() or aside.with_name(aside.name + ".lost.json").exists()
+                  for _current, aside in _asides(store, displaced)):
+            n += 1  # restored twice within a second
+            displaced = store.with_name(f"{store.name}.displaced-{stamp}-{n}")
         tmp = store.with_name(f".{store.name}.restore-{os.getpid()}")
         for leftover in (tmp, *_sidecars(tmp)):
             leftover.unlink(missing_ok=True)
@@ -352,8 +360,9 @@ def restore(args: argparse.Namespace) -> None:
             backup_record = {"file": str(backup), "bytes": backup.stat().st_size, "people": found.people,
                              "register_changes": found.register_changes, "deliveries": found.deliveries,
                              "last_change_received_at": backup_last}
-            displaced_record = {"moved_to": str(displaced) if store.exists() else None, "read": marks is not None,
-                                "why_not_read": why_unread}
+            displaced_record = {"moved_to": [str(aside) for current, aside in _asides(store, displaced)
+                                             if current.exists()],
+                                "read": marks is not None, "why_not_read": why_unread}
             conn.execute("INSERT INTO store_restores (restore_id, restored_at, backup_revision, backup, displaced, "
                          "version_floor, advanced) VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (epoch, now.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds"), found.revision, json.dumps(backup_record),
@@ -373,8 +382,8 @@ def restore(args: argparse.Namespace) -> None:
                           "the restore again; the store was not touched")
         moved: list[tuple[Path, Path]] = []
         try:
-            for current, aside in zip([store, *_sidecars(store)], [displaced, *_sidecars(displaced)]):
-                if current.exists():
+            for current, aside in _asides(store, displaced):
+                if current.exists():  # an orphan -wal too: SQLite would apply it to the restored file
                     os.rename(current, aside)
                     moved.append((current, aside))
             os.rename(tmp, store)
