@@ -105,8 +105,15 @@ class Marks:
     restores: list[tuple] = field(default_factory=list)  # its store_restores rows
 
 
+def _uri(path: Path) -> str:
+    """A read-only SQLite URI of `path` (its `?`, `#` and `%` escaped)."""
+    from urllib.parse import quote
+
+    return f"file:{quote(str(path.resolve()))}?mode=ro"
+
+
 def _ro(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=5)
+    conn = sqlite3.connect(_uri(path), uri=True, timeout=5)
     conn.execute("PRAGMA query_only=ON")
     return conn
 
@@ -315,15 +322,21 @@ def restore(args: argparse.Namespace) -> None:
         else:
             try:
                 conn = _ro(store)
+            except sqlite3.Error as exc:
+                conn, why_unread = None, f"it does not open ({type(exc).__name__}: {exc})"
+            if conn is not None:
                 try:
                     marks = read_marks(conn)
-                    conn.execute("ATTACH DATABASE ? AS b", (f"file:{backup}?mode=ro",))
-                    lost = lost_work(conn)
+                except sqlite3.Error as exc:
+                    why_unread = f"it does not open as a hub store ({type(exc).__name__}: {exc})"
+                try:
+                    if marks is not None:  # what it holds and the backup lacks (None: could not be told)
+                        conn.execute("ATTACH DATABASE ? AS b", (_uri(backup),))
+                        lost = lost_work(conn)
+                except sqlite3.Error:
+                    lost = None
                 finally:
                     conn.close()
-            except sqlite3.Error as exc:
-                marks, lost = None, None
-                why_unread = f"it does not open as a hub store ({type(exc).__name__}: {exc})"
         b = _ro(backup)
         try:
             row = _rows(b, "SELECT max(received_at) FROM register_changes")
@@ -416,6 +429,8 @@ def restore(args: argparse.Namespace) -> None:
             "numbers_may_repeat": marks is None,
             "lost": None if lost is None else {**_counts(lost), "ids_file": str(lost_file)},
         }
+        if marks is not None and lost is None:
+            report["lost_not_listed"] = "the displaced store's records could not be compared with the backup's"
         if marks is None:
             report["warning"] = (
                 f"the displaced store could not be read ({why_unread}): the event numbers, position versions "
