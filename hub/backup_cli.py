@@ -65,8 +65,9 @@ def key_fingerprint(key: bytes) -> str:
     return ":".join(digest[i:i + 4] for i in range(0, 16, 4))
 
 
-def sqlite_path(database_url: str) -> Path:
-    """The store's file from `S117_DATABASE_URL`, or `Refused` naming why there is none to copy."""
+def sqlite_path(database_url: str, *, must_exist: bool = True) -> Path:
+    """The store's file from `S117_DATABASE_URL`, or `Refused` naming why there is none to copy
+    (`must_exist` False: the file need not be there, as for a restore)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -84,7 +85,7 @@ def sqlite_path(database_url: str) -> Path:
     if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
         raise Refused("S117_DATABASE_URL names no SQLite file (in memory, or a file: URI): nothing to copy")
     path = Path(url.database)
-    if not path.is_file():
+    if must_exist and not path.is_file():
         raise Refused(f"no store at {path} (S117_DATABASE_URL)")
     return path
 

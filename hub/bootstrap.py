@@ -19,6 +19,7 @@ from hub.bus.port import EVENTS_TOPIC, Subscriber
 from hub.bus.sql import SqlLog
 from hub.crypto import DataProtector
 from hub.store.key_check import store_protector
+from hub.store.restores import NO_RESTORE, restore_state
 from hub.delivery.dispatcher import Dispatcher, run_dispatcher
 from hub.delivery.fhir_rest_hook import FhirRestHookDeliverer
 from hub.delivery.file_export import FileExportDeliverer
@@ -106,6 +107,7 @@ class Hub:
     fhir_deliverer: FhirRestHookDeliverer | None = None
     files: FileJobs | None = None  # council files recorded in the background (set by build_hub)
     clients: ClientCache = field(default_factory=ClientCache)  # API keys seen in the last few seconds
+    restore_epoch: str = NO_RESTORE  # the store's restore epoch (hub/store/restores.py; set by build_hub)
     worker_process: WorkerProcess | None = None  # the back workers' process (S117_SEPARATE_WORKERS)
     delivery_process: WorkerProcess | None = None  # the deliverers' process (S117_SEPARATE_DELIVERY)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -323,6 +325,15 @@ async def build_hub(settings: Settings) -> Hub:
         audit=AuditChain(engine, audit_key(settings.audit_key, protector.index)),
     )
     hub.retractions = RetractionService(engine, ref, agreements, protector)
+    # What a restore of the store left (hub/store/restores.py): its epoch, shown to subscribers, and the
+    # floors above which versions and council file numbers go on. Fixed while the hub runs (a restore
+    # is made with the hub stopped).
+    restored = await restore_state(engine)
+    hub.restore_epoch = restored.epoch
+    hub.dispatcher.version_floor = restored.version_floor
+    hub.exports.event_no_floors = restored.export_floors
+    for deliverer in (hub.deliverer, hub.fhir_deliverer):
+        deliverer.restore_epoch = restored.epoch
     hub.dispatcher.linger = settings.dispatch_linger_ms / 1000
     hub.dispatcher.batch_limit = settings.dispatch_batch_max
     hub.workflows = WorkflowService(engine, ref, agreements, protector, hub.ingest,

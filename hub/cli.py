@@ -377,6 +377,9 @@ def main(argv: list[str] | None = None) -> None:
     from hub.backup_cli import add_parser as add_backup_parser
 
     add_backup_parser(sub)
+    from hub.restore_cli import add_parser as add_restore_parser
+
+    add_restore_parser(sub)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -440,6 +440,9 @@ class ExportService:
         # export id -> (builder, builder_until, ticks) of another builder's claim as first seen unchanged
         self._seen: dict[str, tuple[str, Any, float]] = {}
         self.wake = asyncio.Event()
+        # File subscription id -> the last EVENT_NO the store displaced by a restore had given
+        # (hub/store/restores.py, set when the hub starts): numbering goes on above it.
+        self.event_no_floors: dict[str, int] = {}
 
     # --- groups, people ------------------------------------------------------
     def groups_in_force(self, org_code: str, on: date) -> frozenset[str] | None:
@@ -788,6 +791,7 @@ class ExportService:
                 select(func.max(export_items.c.event_no)).join(
                     council_exports, council_exports.c.export_id == export_items.c.export_id)
                 .where(council_exports.c.subscription_id == row.subscription_id))).scalar() or 0
+            last_no = max(last_no, self.event_no_floors.get(row.subscription_id, 0))
             in_files = select(export_items.c.delivery_id)
             waiting = (await conn.execute(
                 select(deliveries.c.delivery_id, deliveries.c.delivery_seq, deliveries.c.event_id,

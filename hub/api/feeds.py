@@ -20,6 +20,12 @@ line keeps the connection alive while there is nothing to send; the hub ends
 a stream after `S117_SSE_MAX_SECONDS` and the client reconnects with its
 `Last-Event-ID` (what EventSource does by itself).
 
+Every page and stream carries `S117-Restore-Epoch` (hub/store/restores.py):
+"0" until the store is restored from a backup, then that restore's id. A
+subscriber that sees it change moves its cursor back to the subscription's
+`last_event_number_sent` (a cursor past what the restored feed has handed out
+is refused, 422, as above) and de-duplicates what comes again by event id.
+
 Handing a message out is disclosing it, so it rests on the data-sharing
 agreements in force then, not when it was queued (hub.sharing.DisclosureCheck,
 the dispatcher's own question asked again, as every push channel does: 
@@ -64,6 +70,7 @@ from hub.observability import metrics
 from hub.observability.logging import bound_correlation_id, get_logger
 from hub.sharing import DisclosureCheck
 from hub.store.db import read_only
+from hub.store.restores import EPOCH_HEADER
 from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, subscriptions
 
 router = APIRouter(prefix="/v1/feeds", tags=["subscriptions"])
@@ -207,7 +214,8 @@ async def pull(subscription_id: str, request: Request, hub: HubDep, client: Clie
         if acked:
             log.info("feed acknowledged", subscription_id=subscription_id, count=acked)
         return StreamingResponse(_stream(hub, request, sub, after), media_type=SSE,
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no",
+                                          EPOCH_HEADER: hub.restore_epoch})
     async with hub.engine.begin() as conn:
         acked = await _acknowledge(conn, subscription_id, after, "after")
         rows, more = await _next(conn, sub, after, limit, check)
@@ -215,7 +223,8 @@ async def pull(subscription_id: str, request: Request, hub: HubDep, client: Clie
         log.info("feed acknowledged", subscription_id=subscription_id, count=acked)
     body = {"items": [_item(hub, r) for r in rows], "next_cursor": rows[-1].event_number if rows else after,
             "more": more}
-    return Response(orjson.dumps(body), media_type="application/json", headers={"Cache-Control": "no-store"})
+    return Response(orjson.dumps(body), media_type="application/json",
+                    headers={"Cache-Control": "no-store", EPOCH_HEADER: hub.restore_epoch})
 
 
 async def _stream(hub, request: Request, sub: Any, after: int) -> AsyncIterator[bytes]:  # noqa: ANN001

@@ -36,6 +36,7 @@ from hub.domain.access import Rule
 from hub.domain.model import EventType
 from hub.observability.logging import bound_correlation_id, get_logger
 from hub.sharing import DisclosureCheck
+from hub.store.restores import epoch_of
 from hub.store.schema import (
     council_file_subscriptions,
     deliveries,
@@ -520,7 +521,10 @@ async def subscription_status(engine, sub) -> dict:  # noqa: ANN001
     highest with a finished attempt: delivered, or failed (`last_error` set,
     backing off or dead: hub/delivery/leases.py `_record`). Not the attempt
     count there: the lease counts an attempt on every row of a batch before
-    any of it is sent (those not sent are given back with their count)."""
+    any of it is sent (those not sent are given back with their count).
+
+    `restore_epoch`: "0" until the store is restored from a backup, then that
+    restore's id (hub/store/restores.py, README "Backup and restore")."""
     sid = sub.subscription_id
     if sub.channel == "feed":
         sent_filter = (deliveries.c.attempts > 0) | (deliveries.c.status == "delivered")
@@ -538,6 +542,7 @@ async def subscription_status(engine, sub) -> dict:  # noqa: ANN001
                                           deliveries.c.next_attempt_at, deliveries.c.created_at)
                                    .where(deliveries.c.subscription_id == sid, deliveries.c.status == "pending")
                                    .order_by(deliveries.c.delivery_seq).limit(1))).first()
+        epoch = await epoch_of(conn)
         await conn.rollback()
     return {
         "subscription_id": sid, "channel": sub.channel, "active": sub.active, **suspension_view(sub),
@@ -545,6 +550,7 @@ async def subscription_status(engine, sub) -> dict:  # noqa: ANN001
         "last_event_number_sent": sent or 0,
         "last_event_number_acknowledged": acked or 0,
         "pending": counts.get("pending", 0), "dead": counts.get("dead", 0),
+        "restore_epoch": epoch,
         "head": None if head is None else {
             "event_number": head.event_number, "attempts": head.attempts, "last_error": head.last_error,
             "queued_at": iso(head.created_at), "next_attempt_at": iso(head.next_attempt_at)},

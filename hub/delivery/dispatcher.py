@@ -250,6 +250,8 @@ class Dispatcher:
     # transaction, its reads, checks and fsync whatever its size (about
     # 1.5 ms of CPU on a snapshot, bench/JOURNAL.md "Seventh session").
     linger = 0.0
+    # The position version a restore of the store numbers every next message above (hub/store/restores.py).
+    version_floor = 0
     _lag_counted_at = float("-inf")
 
     async def _fetch_and_work_out(self, limit: int) -> list[BusMessage]:
@@ -819,7 +821,8 @@ class Dispatcher:
             if send.patient is None:
                 send.patient = cache.patients[event.person_id] = await self._patient(conn, event.person_id, cache)
         old = send.held[org] if org in send.held else None
-        version = (old.version if old is not None else 0) + 1
+        # Above the floor a restore left (hub/store/restores.py): never a version the displaced store gave.
+        version = max(old.version if old is not None else 0, self.version_floor) + 1
         message_id = message_id_for(event_id, org)
         # The event message carries the FHIR field groups only; `funding`
         # (costs, providers) is served by the person query and statements.

@@ -10,6 +10,10 @@ rolled-back transaction gives its number back with it. Every channel carries
 the number (webhook `S117-Event-Number`, Kafka `event_number`, the feed cursor
 and SSE id, the NDJSON `event_number` field), so a subscriber that sees N+2
 after N knows it missed N+1 and can ask GET /v1/subscriptions/{id}/events for it.
+The one exception: `s117hub restore` (hub/restore_cli.py) advances each
+counter past the numbers the store it displaced had given, a gap never
+filled, so that no number is given to two messages; subscribers see the
+restore epoch change with it (hub/store/restores.py).
 
 Every sharing decision is a row of `disclosures` (allowed per subscription
 queued, denied, or allowed with no subscription), which the audit chain takes

@@ -19,7 +19,10 @@ under the subscription's secret (see hub.crypto.verify_webhook and the README).
 Targets: every pool refuses private addresses at every connection
 (hub.delivery.targets).
 Event number: `S117-Event-Number`, the subscription's gap-free sequence
-(hub.delivery.queue).
+(hub.delivery.queue). Restore epoch: `S117-Restore-Epoch`, "0" until the
+store is first restored from a backup, then that restore's id
+(hub/store/restores.py); like the event number, not under the signature,
+which covers the timestamp, the event id and the body as before.
 Gone: an answer `410 Gone` says the endpoint is gone for good. It is not
 retried: the delivery stays pending (its event number kept) and the
 subscription is suspended until the subscriber or an operator resumes it
@@ -48,6 +51,7 @@ from hub.delivery.leases import RetryPolicy, SubscriptionDeliverer, backoff_seco
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.store.db import read_only
+from hub.store.restores import EPOCH_HEADER, NO_RESTORE
 from hub.store.schema import deliveries, subscriptions
 
 __all__ = ["EVENT_NUMBER_HEADER", "GONE", "GONE_ERROR", "SIGNATURE_HEADER", "HostClients", "WebhookDeliverer",
@@ -72,6 +76,8 @@ def signed_headers(secret: str, event_id: str, body: bytes, extra: dict[str, str
 class WebhookDeliverer(SubscriptionDeliverer):
     channel = "webhook"
     handler = "webhook"
+    # The store's restore epoch, set when the hub starts (hub/store/restores.py): `S117-Restore-Epoch`.
+    restore_epoch = NO_RESTORE
 
     def __init__(
         self, engine: AsyncEngine, protector: DataProtector, client: Any,
@@ -147,6 +153,7 @@ class WebhookDeliverer(SubscriptionDeliverer):
             "S117-Delivery-Id": row.delivery_id,
             "S117-Event-Type": row.event_type,
             "X-Correlation-Id": row.correlation_id,
+            EPOCH_HEADER: self.restore_epoch,
         })
 
     def _window_of(self, row: Any) -> int:

@@ -5,8 +5,10 @@ organisation (store table `recipient_views`). After every change the
 dispatcher re-evaluates the person's whole history, builds each
 organisation's view from the status with `views_for`, and sends every
 organisation whose view differs from the one it holds the new view (with a
-version one higher). A receiver that applies the highest version it has seen
-therefore always holds the truth, whatever order changes arrived in.
+version one higher; after a restore of the store from a backup, above the
+floor the restore left: hub/store/restores.py). A receiver that applies the
+highest version it has seen therefore always holds the truth, whatever order
+changes arrived in.
 
 A view is a JSON-ready dict (ISO dates, sorted lists), so it is stored,
 compared and carried in a message as it is. An organisation that is not, or

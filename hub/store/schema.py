@@ -833,3 +833,24 @@ store_keys = Table(
     Column("check_token", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# Each `s117hub restore` (hub/restore_cli.py): when, what the backup held, and
+# what was advanced so that no event number or position version the displaced
+# store had given is given again. `restore_id` is the restore epoch
+# subscribers see (webhook and feed header `S117-Restore-Epoch`, the
+# subscription's status); the newest row's is the store's. `version_floor`: the
+# position `version` every next message is numbered above
+# (hub/delivery/dispatcher.py); the greatest of all rows' holds. The rows of
+# earlier restores the displaced store held are copied into the restored one.
+# No personal data.
+store_restores = Table(
+    "store_restores",
+    metadata,
+    Column("restore_id", String(36), primary_key=True),
+    Column("restored_at", DateTime(timezone=True), nullable=False),
+    Column("backup_revision", String(32), nullable=True),
+    Column("backup", JSON, nullable=False),  # file name, bytes, counts (people, register changes, deliveries)
+    Column("displaced", JSON, nullable=False),  # where the displaced store was moved, whether it was read
+    Column("version_floor", BigInteger, nullable=False),
+    Column("advanced", JSON, nullable=False),  # subscriptions advanced, by how much, the margin used if any
+)
