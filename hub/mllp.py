@@ -424,6 +424,11 @@ class MllpServer:
                     idle_since = frame_started = loop.time()
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError, OSError):
             pass  # the sender went away or stalled; anything un-ACKed it will send again
+        except asyncio.CancelledError:
+            # The hub stopping (`_drain`): the connection closes below, anything un-ACKed is sent again.
+            # Ended, not raised on: asyncio's server (3.11) logs a connection task that ends cancelled
+            # as an error, one a connection at every stop.
+            pass
         finally:
             if reads is not None:
                 reads.close()
