@@ -50,7 +50,7 @@ from hub.crypto import DataProtector
 from hub.ingest.service import BulkCache, BulkRow, Client, IngestService, Outcome, bulk_person_key
 from hub.ingest.validation import FieldProblem
 from hub.observability.logging import correlation_bound, get_logger
-from hub.store.db import inline_writer, read_only, write_transaction
+from hub.store.db import inline_writer, read_only, store_fault, write_transaction
 from hub.store.schema import api_clients, file_receipts, file_rows
 
 log = get_logger("hub.files")
@@ -62,6 +62,10 @@ CHUNK = 500
 # RETRY_SECONDS (doubling) this many times, then given up (`FileJobs._give_up`).
 RETRIES = 4
 RETRY_SECONDS = 5.0
+# A store that cannot be written (its disk full, read-only, locked: hub/store/db.py `store_fault`) is not
+# the file's fault and no reason to give it up: tried again, the pause doubling up to this, until it can
+# be written (the file stays `processing`, `rows_done` where it stopped), however long that takes.
+STORE_RETRY_CAP_SECONDS = 60.0
 NOT_RECORDED = ("was not recorded: the hub stopped on an internal error before this row's answer was kept; "
                 "send it again (if it was recorded, it is answered as a duplicate)")
 PARALLEL = 64  # people in flight at once (their rows share group-commit batches)
@@ -302,8 +306,10 @@ class FileJobs:
     async def _run(self, file_id: str, resumed: bool) -> None:
         """Process the file; a failure inside the hub (a store that went away, a bug) is retried from the
         first unreported row after RETRY_SECONDS, doubling, RETRIES times; then the file is given up
-        (`_give_up`): never left `processing` with nothing at work on it until the next restart."""
-        attempt = 0
+        (`_give_up`): never left `processing` with nothing at work on it until the next restart. A store
+        that cannot be written (`store_fault`) is waited out instead, however long: not counted as a
+        retry, the pause capped at STORE_RETRY_CAP_SECONDS."""
+        attempt = waits = 0
         while True:
             try:
                 with correlation_bound(file_id), fewer_collections():
@@ -311,9 +317,12 @@ class FileJobs:
                         await self._process(file_id, resumed)
                 return
             except Exception as exc:  # noqa: BLE001 - retried, then given up; never a job that just stops
-                attempt += 1
+                fault = store_fault(exc)
+                if fault is None:
+                    attempt += 1
+                waits += 1
                 log.error("council file processing failed", file_id=file_id, exc_type=type(exc).__name__,
-                          count=attempt)
+                          count=waits, **({"error_kind": fault} if fault else {}))
             if self._stop.is_set():
                 return  # stopping: resumed at the next start
             if attempt > self.retries:
@@ -325,8 +334,10 @@ class FileJobs:
                 return
             # Rows of the interrupted chunk this file recorded are its own (accepted), as after a restart.
             resumed = True
+            pause = min(self.retry_seconds * 2 ** min(waits - 1, 16), max(self.retry_seconds, STORE_RETRY_CAP_SECONDS)) \
+                if fault else self.retry_seconds * 2 ** (attempt - 1)
             try:
-                await asyncio.wait_for(self._stop.wait(), timeout=self.retry_seconds * 2 ** (attempt - 1))
+                await asyncio.wait_for(self._stop.wait(), timeout=pause)
             except TimeoutError:
                 pass
             if self._stop.is_set():

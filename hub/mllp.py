@@ -43,7 +43,7 @@ from hub.ingest.nhs_number import nhs_number_problem
 from hub.observability.logging import (bind_correlation_id, bound_correlation_id, get_logger, new_correlation_id,
                                        unbind_correlation_id)
 from hub.settings import Settings
-from hub.store.db import Prepared, execute_prepared, snapshot
+from hub.store.db import STORE_FAULTS, Prepared, execute_prepared, snapshot, store_fault
 from hub.retraction import (CANCEL_ALREADY, CANCEL_AMBIGUOUS, CANCEL_KEY_REUSED, CANCEL_RETRACTED, Cancellation,
                             RetractionService)
 from hub.store.schema import api_clients
@@ -432,6 +432,11 @@ class MllpServer:
                     idle_since = frame_started = loop.time()
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError, OSError):
             pass  # the sender went away or stalled; anything un-ACKed it will send again
+        except asyncio.CancelledError:
+            # The hub stopping (`_drain`): the connection closes below, anything un-ACKed is sent again.
+            # Ended, not raised on: asyncio's server (3.11) logs a connection task that ends cancelled
+            # as an error, one a connection at every stop.
+            pass
         finally:
             if reads is not None:
                 reads.close()
@@ -487,20 +492,22 @@ class MllpServer:
             # A fault of ours (the store down, a bug): nothing was committed.
             # AE, so the engine holds the message and can send it again, rather
             # than a dropped connection it would re-send for ever.
+            # A store fault (its disk full, read-only, locked past the wait) is named, as REST's 503 names it.
+            fault = store_fault(exc)
             log.error("mllp message failed inside the hub; answered AE", exc_type=type(exc).__name__,
-                      status="AE", channel=CHANNEL)
-            return self._failure_ack(payload)
+                      status="AE", channel=CHANNEL, **({"error_kind": fault} if fault else {}))
+            return self._failure_ack(payload, STORE_FAULTS[fault] if fault else None)
         finally:
             unbind_correlation_id(token)
 
-    def _failure_ack(self, payload: bytes) -> str:
+    def _failure_ack(self, payload: bytes, cause: str | None = None) -> str:
         try:
             header = map_adt(_decode(payload).split("\r", 1)[0]).header
         except Exception:  # noqa: BLE001 - even an unreadable MSH gets an ACK
             header = Header()
-        return self._ack(header, "AE", "the hub could not process the message; nothing was recorded; "
-                                       "send it again later",
-                         [HL7Problem("MSH", "internal error in the hub", INTERNAL_ERROR)])
+        return self._ack(header, "AE", ("the hub could not process the message" + (f": {cause}" if cause else "")
+                                        + "; nothing was recorded; send it again later"),
+                         [HL7Problem("MSH", cause or "internal error in the hub", INTERNAL_ERROR)])
 
     async def _handle(self, payload: bytes, peer_org: str | None = None) -> str:
         started = time.monotonic()

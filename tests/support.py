@@ -4,6 +4,7 @@ real webhook receiver), free ports, synthetic data."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -144,8 +145,11 @@ class HubProcess:
     """`s117hub serve` as a real process (so it can be SIGKILLed)."""
 
     def __init__(self, tmp: Path, sharing_path: Path | None = None, db_url: str | None = None,
-                 bus_url: str = "sql", **env: str) -> None:
+                 bus_url: str = "sql", own_group: bool = False, **env: str) -> None:
         self.tmp = tmp
+        # own_group: the hub in a process group (a session) of its own, so `kill_group` can SIGKILL
+        # the front and its worker processes at once, as a host's crash or an OOM kill of the unit does.
+        self.own_group = own_group
         self.port = free_port()
         self.db_url = db_url or f"sqlite+aiosqlite:///{tmp / 'hub.db'}"
         if db_url is None and "S117_SQLITE_PAGE_SIZE" not in env and not (tmp / "hub.db").exists():
@@ -187,7 +191,7 @@ class HubProcess:
         no dispatcher)."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve"], cwd=REPO, env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT)
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=self.own_group)
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient() as http:
             while True:
@@ -210,6 +214,32 @@ class HubProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
+    def kill_group(self, sig: int = signal.SIGKILL) -> None:
+        """`sig` to every process of the hub's group at once (the front and its worker processes:
+        `own_group` must be set), then wait for the front."""
+        assert self.proc is not None and self.own_group
+        os.killpg(self.proc.pid, sig)
+        self.proc.wait(20)
+
+    def workers(self) -> dict[str, int]:
+        """The front's worker processes still running, by role (`back`, `deliver`, or `all`)."""
+        assert self.proc is not None
+        found = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) != self.proc.pid:
+                continue
+            role = next((e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"S117_WORKER_ROLE=")), None)
+            if role:
+                found[role] = int(entry.name)
+        return found
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -218,6 +248,9 @@ class HubProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self.proc and self.own_group:  # nothing of this hub left behind (a worker the test orphaned)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")

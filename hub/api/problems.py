@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from copy import deepcopy
 from typing import Any
 
@@ -9,12 +10,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from hub.api.outcomes import FHIR_JSON, outcome_body
 from hub.ingest.service import PROBLEM_BASE
 from hub.observability.logging import get_logger
+from hub.store.db import STORE_FAULTS, store_fault
 
 log = get_logger("hub.api")
 PROBLEM_JSON = "application/problem+json"
@@ -139,9 +142,48 @@ def install_problem_handlers(app: FastAPI) -> None:
                         "the connection closed before the whole body arrived: send it again",
                         errors=[{"field": "(body)", "reason": "ended before the whole body arrived"}])
 
+    async def _store_error(req: Request, exc: Exception) -> JSONResponse:
+        # Answered here (Starlette's exception middleware), not by the catch-all below: its answer is
+        # followed by the exception raised again to the server, which then drops the connection.
+        kind = store_fault(exc)
+        if kind is None:
+            return _internal_error(req, exc)
+        log.error("store unavailable; answered 503", error_kind=kind, exc_type=type(exc).__name__)
+        return store_unavailable(req, kind)
+
+    app.add_exception_handler(DBAPIError, _store_error)
+    app.add_exception_handler(sqlite3.Error, _store_error)
+
     @app.exception_handler(Exception)
     async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
-        # A fault of ours, not of the input: say so without leaking internals.
-        log.error("unhandled error", exc_type=type(exc).__name__)
-        return _refusal(req, 500, "internal-error", "Internal error",
-                        "The hub could not complete the request; nothing was recorded. Retry later.")
+        kind = store_fault(exc)
+        if kind is not None:
+            log.error("store unavailable; answered 503", error_kind=kind, exc_type=type(exc).__name__)
+            return store_unavailable(req, kind, close=True)
+        return _internal_error(req, exc)
+
+
+# A store fault's Retry-After (seconds): an operator freeing space or ending a lock takes a while.
+STORE_RETRY_AFTER = "30"
+
+
+def store_unavailable(req: Request, kind: str, close: bool = False) -> JSONResponse:
+    """A request the store could not record (hub/store/db.py `store_fault`: its disk full, read-only,
+    locked past the wait): `503` naming the cause, with Retry-After; every write is idempotent, so
+    sending it again is safe (a change recorded before is answered as a duplicate). `close`: the
+    server drops the connection after this answer (the catch-all's path), so the client is told."""
+    headers = {"Retry-After": STORE_RETRY_AFTER, **({"Connection": "close"} if close else {})}
+    return _refusal(req, 503, "store-unavailable", "Store unavailable",
+                    f"{STORE_FAULTS[kind]}: the request was not completed; send it again later (anything "
+                    "already recorded is answered as a duplicate, never recorded twice)", headers,
+                    errors=[{"field": "(store)", "reason": STORE_FAULTS[kind]}])
+
+
+def _internal_error(req: Request, exc: Exception) -> JSONResponse:
+    # A fault of ours, not of the input: say so without leaking internals. `Connection: close`: the
+    # server closes the connection after this answer (the exception is raised on to it), and a client
+    # that kept it alive for its next request would otherwise meet a dropped connection.
+    log.error("unhandled error", exc_type=type(exc).__name__)
+    return _refusal(req, 500, "internal-error", "Internal error",
+                    "The hub could not complete the request; nothing was recorded. Retry later.",
+                    {"Connection": "close"})

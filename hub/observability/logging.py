@@ -13,6 +13,7 @@ import logging
 import re
 import sys
 import threading
+from datetime import UTC, datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -147,14 +148,31 @@ class _StreamLogger:
         # another process's line could come between them (a torn JSON line).
         stream = getattr(sys, self._name)
         with _WRITE_LOCK:
-            stream.write(message + "\n")
-            stream.flush()
+            try:
+                stream.write(message + "\n")
+                stream.flush()
+            except OSError:
+                # The log's disk is full (ENOSPC, EFBIG) or its reader gone: the line is lost, never the
+                # work being logged (an MLLP message's ACK, a request's answer). Counted, and said once
+                # writing works again.
+                _LOST[0] += 1
+                return
+            if _LOST[0]:
+                lost, _LOST[0] = _LOST[0], 0
+                try:
+                    stream.write(orjson.dumps({"event": "log lines lost: the log could not be written",
+                                               "count": lost, "level": "warning",
+                                               "timestamp": datetime.now(UTC).isoformat()}).decode() + "\n")
+                    stream.flush()
+                except OSError:
+                    _LOST[0] += lost
 
     log = debug = info = warn = warning = msg
     fatal = failure = err = error = critical = exception = msg
 
 
 _WRITE_LOCK = threading.Lock()  # a line written from any thread stays whole
+_LOST = [0]  # lines the stream refused since the last one written (`_StreamLogger.msg`)
 
 
 def _current_stream_logger(name: str) -> Any:

@@ -127,6 +127,52 @@ def wal_pages(nbytes: int, page_size: int) -> int:
     return max(1, nbytes // page_size)
 
 
+# The store's own faults (not the request's, not a bug): what SQLite says when its file cannot be written
+# (ENOSPC is SQLITE_FULL; EFBIG, a file-size limit, and other write errors SQLITE_IOERR; a file or
+# directory the hub may not write SQLITE_READONLY; the write lock held past the busy wait SQLITE_BUSY)
+# and PostgreSQL's SQLSTATEs for the same (53100 disk_full, 53xxx insufficient resources, 25006 a
+# read-only transaction: a standby). Each kind's words are said to the client and logged: they name
+# the cause, never what was being written.
+STORE_FAULTS = {
+    "full": "the hub's store has no space left on its disk",
+    "io": "the hub's store could not be written (a disk input/output error or a file-size limit)",
+    "read-only": "the hub's store is read-only",
+    "locked": "the hub's store is locked by another process",
+}
+_FAULT_WORDS = (("database or disk is full", "full"), ("disk i/o error", "io"),
+                ("readonly database", "read-only"), ("read-only", "read-only"),
+                ("database is locked", "locked"), ("database table is locked", "locked"))
+_FAULT_STATES = {"53100": "full", "25006": "read-only"}
+
+
+def store_fault(exc: BaseException) -> str | None:
+    """The kind of store fault (a key of STORE_FAULTS) `exc` is, or was raised from, or None: a
+    database error that is not one (a constraint, a bug) and every other exception stay faults of
+    their own. Looks through SQLAlchemy's wrapping (`orig`) and the exception's causes."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen or len(seen) > 16:
+            continue
+        seen.add(id(err))
+        state = getattr(err, "sqlstate", None)
+        if isinstance(state, str):
+            if state in _FAULT_STATES:
+                return _FAULT_STATES[state]
+            if state.startswith("53"):
+                return "full"
+        if isinstance(err, (sqlite3.OperationalError, sqlite3.DatabaseError)) or \
+                type(err).__name__ in ("OperationalError", "DatabaseError", "DiskFullError"):
+            text_ = str(err).lower()
+            kind = next((k for words, k in _FAULT_WORDS if words in text_), None)
+            if kind is not None:
+                return kind
+        orig = getattr(err, "orig", None)
+        todo += [orig if isinstance(orig, BaseException) else None, err.__cause__, err.__context__]
+    return None
+
+
 # Each engine's page size for new files, for the writer engine made beside it (`sqlite_writer_engine`).
 _page_sizes: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
 

@@ -100,3 +100,29 @@ async def test_a_failure_that_stays_gives_the_file_up_with_every_row_reported(ap
     monkeypatch.undo()
     again = (await post_and_wait(app_hub, council, data)).json()
     assert (again["status"], again["accepted"], again["duplicates"], again["rejected"]) == ("processed", 4, 2, 0)
+
+
+async def test_a_store_that_cannot_be_written_is_waited_out_not_given_up(app_hub, council, monkeypatch) -> None:  # noqa: ANN001
+    """Its disk full for longer than every retry (more failures than `retries`): not the file's fault,
+    so the file is not given up (before: `failed`, rows from the third rejected, to be sent again);
+    once the store takes writes again it finishes, every row recorded once."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    files: FileJobs = app_hub.hub.files
+    calls: list[int] = []
+    real = files._bulk_entries  # noqa: SLF001
+
+    async def full(client, layout, chunk, own, cache=None):  # noqa: ANN001, ANN202
+        if chunk[0].row == 3 and len(calls) < files.retries + 3:
+            calls.append(chunk[0].row)
+            raise OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
+        return await real(client, layout, chunk, own, cache)
+
+    monkeypatch.setattr(files, "_bulk_entries", full)
+    body = (await post_and_wait(app_hub, council, nightly(6))).json()
+    assert len(calls) == files.retries + 3
+    assert (body["status"], body["rows"], body["rows_done"], body["accepted"], body["rejected"]) == (
+        "processed", 6, 6, 6, 0), body
+    assert [e["row"] for e in body["report"]] == [1, 2, 3, 4, 5, 6]
