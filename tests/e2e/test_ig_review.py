@@ -1,0 +1,91 @@
+"""An information governance lead's checks, from the outside: the hub served as
+a real process over a real socket, its SQLite store, and `s117hub audit
+person` run as the IG lead runs it (the NHS number on standard input).
+Each test is one finding of the thirty-second session's IG review: a person's
+data reached someone, and the subject access answer did not show it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+import yaml
+
+from hub.clients import add_client
+from hub.store.db import create_engine
+from tests.e2e.conftest import SHARING, make_clients
+from tests.support import REPO, HubProcess
+
+pytestmark = pytest.mark.e2e
+
+PERSON = {"nhs_number": "9991100016", "given_name": "Alex", "family_name": "Testpatient",
+          "birth_date": "1971-03-14", "postcode": "HP20 1AA"}
+
+
+def audit_person(hub: HubProcess, nhs_number: str) -> dict:
+    """`s117hub audit person` against the hub's store: what the IG lead answers a subject access request with."""
+    env = {k: v for k, v in hub.env.items() if k != "S117_PORT"}
+    done = subprocess.run([sys.executable, "-m", "hub.cli", "audit", "person"], input=nhs_number + "\n",
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+async def _entitled(http: httpx.AsyncClient, trust_key: str) -> str:
+    base = {"source_system": "RiO", "person": PERSON}
+    for change in (
+        {**base, "source_message_id": "ig-1", "change_type": "detained", "effective_date": "2025-01-06",
+         "legal_status_code": "03", "hospital_ods": "RNU", "gp_practice_ods": "K82001",
+         "residence_la_gss": "E06000060"},
+        {**base, "source_message_id": "ig-2", "change_type": "left-hospital", "effective_date": "2025-04-07",
+         "hospital_ods": "RNU"},
+    ):
+        r = await http.post("/v1/register-changes", headers={"X-API-Key": trust_key}, json=change)
+        assert r.status_code == 202, r.text
+    return r.json()["person_id"]
+
+
+async def test_a_recharge_statement_is_a_disclosure_of_each_person_it_lists(tmp_path):
+    """A statement gives the ICB each listed person's package lines (provider, costs, shares): the
+    subject access answer names the ICB's statement read. Failed before: the read was one row naming
+    no one, so `audit person` showed the person's pushes only, never that the ICB saw their costs."""
+    doc = yaml.safe_load(yaml.safe_dump(SHARING))
+    for recipient in doc["agreements"][0]["recipients"]:
+        recipient["field_groups"] = [*recipient["field_groups"], "funding"]
+    sharing = tmp_path / "sharing.yaml"
+    sharing.write_text(yaml.safe_dump(doc))
+    hub = HubProcess(tmp_path, sharing_path=sharing)
+    keys = await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    _, finance = await add_client(engine, "Bucks finance", "E06000060", "council", ["packages:write"])
+    await engine.dispose()
+    await hub.start()
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
+            pid = await _entitled(http, keys["trust"])
+            r = await http.post("/v1/packages", headers={"X-API-Key": finance}, json={
+                "source_message_id": "ig-pk-1", "action": "start", "package_id": "L1", "person_id": pid,
+                "effective_date": "2026-09-20", "service_type": "supported accommodation",
+                "provider": {"kind": "council", "code": "BCC-PRV-00123"}, "need": "social-care",
+                "weekly_cost_pence": 70_000})
+            assert r.status_code == 201, r.text
+            q = "/v1/statements?month=2026-10&council=E06000060&icb=QU9"
+            s = await http.get(q, headers={"X-API-Key": keys["QU9"]})
+            assert s.status_code == 200 and [p["person_id"] for p in s.json()["persons"]] == [pid], s.text
+            refused = await http.get(q, headers={"X-API-Key": keys["E10000034"]})
+            assert refused.status_code == 404
+            empty = await http.get("/v1/statements?month=2024-01&council=E06000060&icb=QU9",
+                                   headers={"X-API-Key": keys["QU9"]})
+            assert empty.status_code == 200 and empty.json()["persons"] == []
+    finally:
+        hub.stop()
+
+    got = audit_person(hub, PERSON["nhs_number"])
+    assert got["person_id"] == pid
+    statements = [e for e in got["disclosures"] if e["channel"] == "statement"]
+    assert [(e["recipient"], e["decision"], e["field_groups"], e["as_of"]) for e in statements] == [
+        ("QU9", "allowed", ["funding"], "2026-10-01")], got["disclosures"]
