@@ -89,3 +89,43 @@ async def test_a_recharge_statement_is_a_disclosure_of_each_person_it_lists(tmp_
     statements = [e for e in got["disclosures"] if e["channel"] == "statement"]
     assert [(e["recipient"], e["decision"], e["field_groups"], e["as_of"]) for e in statements] == [
         ("QU9", "allowed", ["funding"], "2026-10-01")], got["disclosures"]
+
+
+async def test_the_operator_reading_a_quarantined_input_is_an_audited_operator_action(tmp_path, sharing_file):
+    """A quarantined input holds what the source sent (an NHS number, a name) in full. Its own
+    source reading it back is not a disclosure; the hub operator reading it is, and is recorded
+    (operator action `read-quarantined-input`, the entry and the source, chained like every other).
+    Failed before: the operator's read left no record."""
+    import sqlite3
+
+    hub = HubProcess(tmp_path, sharing_path=sharing_file)
+    keys = await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    ops_id, ops = await add_client(engine, "ops", "HUB", "hub-operator", ["hub:admin"])
+    await engine.dispose()
+    await hub.start()
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
+            bad = {"source_system": "RiO", "source_message_id": "ig-bad", "change_type": "detained",
+                   "effective_date": "2025-01-10", "legal_status_code": "03", "hospital_ods": "RNU",
+                   "residence_la_gss": "E06000060",
+                   "person": {**PERSON, "nhs_number": "9991100017"}}  # a wrong check digit: held
+            r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=bad)
+            assert r.status_code == 422, r.text
+            (item,) = (await http.get("/v1/quarantine", headers={"X-API-Key": keys["trust"]})).json()["items"]
+            qid = item["quarantine_id"]
+            mine = await http.get(f"/v1/quarantine/{qid}", headers={"X-API-Key": keys["trust"]})
+            assert mine.status_code == 200 and "9991100017" in mine.json()["raw"]
+            seen = await http.get(f"/v1/quarantine/{qid}", headers={"X-API-Key": ops})
+            assert seen.status_code == 200 and PERSON["family_name"] in seen.json()["raw"]
+            verify = (await http.get("/v1/ops/audit/verify", headers={"X-API-Key": ops})).json()
+            assert verify["ok"] is True, verify
+    finally:
+        hub.stop()
+    with sqlite3.connect(tmp_path / "hub.db") as db:
+        actions = db.execute("SELECT action_id, client_id, action, target, detail FROM operator_actions "
+                             "WHERE action = 'read-quarantined-input'").fetchall()
+        assert [(a[1], a[3], json.loads(a[4])["channel"]) for a in actions] == [(ops_id, qid, "rest")]
+        chained = db.execute("SELECT count(*) FROM audit_chain WHERE source = 'operator_actions' AND source_id = ?",
+                             (actions[0][0],)).fetchone()[0]
+    assert chained == 1
