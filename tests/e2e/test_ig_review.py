@@ -129,3 +129,37 @@ async def test_the_operator_reading_a_quarantined_input_is_an_audited_operator_a
         chained = db.execute("SELECT count(*) FROM audit_chain WHERE source = 'operator_actions' AND source_id = ?",
                              (actions[0][0],)).fetchone()[0]
     assert chained == 1
+
+
+async def test_the_subject_access_answer_names_the_operators_looks_at_the_person(tmp_path, sharing_file):
+    """A trace of the person (the console's Trace by NHS number: every change, event and recipient)
+    shows the hub operator the record: `audit person` names it (channel `operator`, the action,
+    the operator's key), as JSON and as FHIR AuditEvents. Failed before: only the pushes and the
+    bodies' reads were listed, so an IG incident could not tell that hub staff had looked."""
+    hub = HubProcess(tmp_path, sharing_path=sharing_file)
+    keys = await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    ops_id, ops = await add_client(engine, "ops", "HUB", "hub-operator", ["hub:admin"])
+    await engine.dispose()
+    await hub.start()
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
+            pid = await _entitled(http, keys["trust"])
+            r = await http.post("/v1/ops/trace/person", headers={"X-API-Key": ops},
+                                json={"nhs_number": PERSON["nhs_number"]})
+            assert r.status_code == 200 and r.json()["changes"] == 2, r.text
+    finally:
+        hub.stop()
+    got = audit_person(hub, PERSON["nhs_number"])
+    looks = [(e["channel"], e["recipient"], e["operator_action"], e["client_id"]) for e in got["disclosures"]
+             if e["channel"] == "operator"]
+    assert looks == [("operator", "HUB", "trace-person", ops_id)], got["disclosures"]
+    env = {k: v for k, v in hub.env.items() if k != "S117_PORT"}
+    done = subprocess.run([sys.executable, "-m", "hub.cli", "audit", "person", "--fhir"],
+                          input=PERSON["nhs_number"] + "\n", capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = [e["resource"] for e in json.loads(done.stdout)["entry"]]
+    (look,) = [e for e in events if e.get("outcomeDesc") == "trace-person"]
+    assert look["action"] == "R" and look["agent"][0]["who"]["identifier"]["value"] == "HUB"
+    assert PERSON["nhs_number"] not in done.stdout
