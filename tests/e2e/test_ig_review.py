@@ -163,3 +163,63 @@ async def test_the_subject_access_answer_names_the_operators_looks_at_the_person
     (look,) = [e for e in events if e.get("outcomeDesc") == "trace-person"]
     assert look["action"] == "R" and look["agent"][0]["who"]["identifier"]["value"] == "HUB"
     assert PERSON["nhs_number"] not in done.stdout
+
+
+async def test_a_retracted_change_is_corrected_to_every_body_told_of_it_whose_position_does_not_move(
+        tmp_path, sharing_file):
+    """A trust records a wrong section (37 for a patient on a section 3) and retracts it. The ICB was
+    sent the change (`s117-register-change-recorded`: the section, its date, the hospital); the
+    retraction leaves its position (entitled, responsible commissioner) as it was. It is still told,
+    once: `s117-notification-corrected` superseding the message of the wrong change, its position
+    unchanged (UK GDPR Art. 19: each recipient is told of a rectification). Failed before: a body
+    whose position did not move heard nothing, and kept the wrong section on its record."""
+    import asyncio
+
+    from hub.fhir.messages import read_position
+    from tests.e2e.conftest import SECRET
+    from tests.support import Receiver
+
+    receiver = Receiver(secret=SECRET)
+    await receiver.start()
+    hub = HubProcess(tmp_path, sharing_path=sharing_file)
+    keys = await make_clients(hub.db_url)
+    await hub.start()
+
+    def messages() -> list[dict]:
+        return [json.loads(r.body) for r in receiver.received if r.org == "QU9"]
+
+    def code(m: dict) -> str:
+        return m["entry"][0]["resource"]["eventCoding"]["code"]
+
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
+            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["QU9"]},
+                                json={"url": receiver.url("QU9"), "secret": SECRET})
+            assert r.status_code == 201, r.text
+            await _entitled(http, keys["trust"])
+            wrong = {"source_system": "RiO", "person": PERSON, "source_message_id": "ig-wrong",
+                     "change_type": "section-changed", "effective_date": "2025-02-10", "legal_status_code": "37",
+                     "hospital_ods": "RNU"}
+            r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=wrong)
+            assert r.status_code == 202, r.text
+            wrong_event = r.json()["events"][0]["event_id"]
+            await receiver.wait_for(lambda: wrong_event in receiver.event_ids("QU9"))
+            before = messages()
+            held = read_position(before[-1])
+            r = await http.post(f"/v1/register-changes/{r.json()['change_id']}/retraction",
+                                headers={"X-API-Key": keys["trust"]}, json={"reason": "wrong section"})
+            assert r.status_code == 200, r.text
+            await receiver.wait_for(lambda: len(messages()) > len(before))
+            await asyncio.sleep(1.0)  # time for a second message, were one sent
+    finally:
+        hub.stop()
+        await receiver.stop()
+    new = messages()[len(before):]
+    assert [code(m) for m in new] == ["s117-notification-corrected"], [code(m) for m in new]
+    position = read_position(new[0])
+    assert position.supersedes == wrong_event
+    assert position.view == held.view and position.version == held.version + 1
+    assert "recorded in error and retracted" in position.reason and "unchanged" in position.reason
+    told = [e for e in audit_person(hub, PERSON["nhs_number"])["disclosures"]
+            if e["event_type"] == "s117-notification-corrected"]
+    assert [(e["recipient"], e["decision"]) for e in told] == [("QU9", "allowed")], told
