@@ -223,3 +223,76 @@ async def test_a_retracted_change_is_corrected_to_every_body_told_of_it_whose_po
     told = [e for e in audit_person(hub, PERSON["nhs_number"])["disclosures"]
             if e["event_type"] == "s117-notification-corrected"]
     assert [(e["recipient"], e["decision"]) for e in told] == [("QU9", "allowed")], told
+
+
+async def test_a_message_sent_under_a_renewed_agreement_is_audited_under_it(tmp_path):
+    """Messages queued under DSA-TEST-BUCKS wait (the ICB's endpoint down, the council's feed not
+    read) while that agreement ends and its renewal (a new id) comes into force. They go out under
+    the renewal, and the audit says so: one `allowed` disclosure each naming the renewal and the
+    agreement it was queued under (once, however often the webhook is retried). Failed before: the
+    only record named the ended agreement, so "under which agreement was this sent" was answered
+    wrongly."""
+    import asyncio
+    import sqlite3
+    from datetime import UTC, datetime, timedelta
+
+    from tests.e2e.conftest import SECRET
+    from tests.support import Receiver
+
+    doc = yaml.safe_load(yaml.safe_dump(SHARING))
+    sharing = tmp_path / "sharing.yaml"
+    sharing.write_text(yaml.safe_dump(doc))
+    receiver = Receiver(secret=SECRET, fail_with=503)
+    await receiver.start()
+    hub = HubProcess(tmp_path, sharing_path=sharing)
+    keys = await make_clients(hub.db_url)
+    await hub.start()
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
+            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["QU9"]},
+                                json={"url": receiver.url("QU9"), "secret": SECRET})
+            assert r.status_code == 201, r.text
+            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
+                                json={"channel": "feed"})
+            feed = r.json()["subscription_id"]
+            await _entitled(http, keys["trust"])
+            await receiver.wait_for(lambda: len(receiver.received) >= 3)  # each tried, none accepted
+    finally:
+        hub.stop()
+    # Ten days later (the messages still queued): the agreement ended five days ago, renewed the day after.
+    with sqlite3.connect(tmp_path / "hub.db") as db:
+        db.execute("UPDATE deliveries SET created_at = datetime(created_at, '-10 days')")
+    today = datetime.now(UTC).date()
+    renewed = {**doc["agreements"][0], "id": "DSA-TEST-BUCKS-RENEWED",
+               "valid_from": (today - timedelta(days=4)).isoformat()}
+    doc["agreements"][0]["valid_to"] = (today - timedelta(days=5)).isoformat()
+    doc["agreements"].append(renewed)
+    sharing.write_text(yaml.safe_dump(doc))
+    receiver.fail_with = 500  # tried again at least once more, then accepted
+    await hub.start()
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
+            before = len(receiver.received)
+            await receiver.wait_for(lambda: len(receiver.received) > before)
+            receiver.fail_with = None
+            r = await http.get(f"/v1/feeds/{feed}", headers={"X-API-Key": keys["E06000060"]})
+            assert r.status_code == 200, r.text
+            handed = {i["event_id"] for i in r.json()["items"]}
+            r = await http.get(f"/v1/feeds/{feed}", headers={"X-API-Key": keys["E06000060"]})  # read again
+            assert {i["event_id"] for i in r.json()["items"]} == handed
+            sent: set[str] = set()
+            for _ in range(200):
+                sent = {x.headers["s117-event-id"] for x in receiver.received if x.status == 204}
+                if len(sent) >= len(handed):
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        hub.stop()
+        await receiver.stop()
+    assert handed and sent, (handed, sent)
+    told = audit_person(hub, PERSON["nhs_number"])["disclosures"]
+    for org, channel, events in (("E06000060", "feed", handed), ("QU9", "webhook", sent)):
+        renewal = [e for e in told if e["recipient"] == org and e["channel"] == channel
+                   and e["agreement"] == "DSA-TEST-BUCKS-RENEWED"]
+        assert sorted(e["event_id"] for e in renewal) == sorted(events), (org, told)
+        assert all(e["decision"] == "allowed" and "queued under DSA-TEST-BUCKS" in e["reason"] for e in renewal)
