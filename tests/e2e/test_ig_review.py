@@ -296,3 +296,71 @@ async def test_a_message_sent_under_a_renewed_agreement_is_audited_under_it(tmp_
                    and e["agreement"] == "DSA-TEST-BUCKS-RENEWED"]
         assert sorted(e["event_id"] for e in renewal) == sorted(events), (org, told)
         assert all(e["decision"] == "allowed" and "queued under DSA-TEST-BUCKS" in e["reason"] for e in renewal)
+
+
+async def test_messages_written_to_disk_are_kept_no_longer_than_the_delivered_payloads(tmp_path, sharing_file):
+    """The README keeps a delivered message 30 days (`S117_RETAIN_DELIVERED_PAYLOAD_DAYS`). A `file`
+    channel's day file and a council file are the same messages on disk, in clear: past the cutoff
+    the purge removes a day file and an acknowledged council file (in `outbound/` and `ack/`, with
+    its manifest), keeps today's day file and a council file not yet acknowledged, and follows no
+    symbolic link. Failed before: the database's copy was emptied, the files on disk kept for ever."""
+    import asyncio
+    import sqlite3
+
+    export_dir = tmp_path / "exports"
+    hub = HubProcess(tmp_path, sharing_path=sharing_file, S117_EXPORT_DIR=str(export_dir))
+    keys = await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    _, ops = await add_client(engine, "ops", "HUB", "hub-operator", ["hub:admin"])
+    await engine.dispose()
+    await hub.start()
+    bucks = {"X-API-Key": keys["E06000060"]}
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
+            assert (await http.post("/v1/subscriptions", headers=bucks, json={"channel": "file"})).status_code == 201
+            r = await http.post("/v1/subscriptions", headers=bucks, json={
+                "channel": "council-file", "layout": "swift_csv", "schedule": "daily 02:00", "mode": "delta"})
+            council_file = r.json()["subscription_id"]
+            await _entitled(http, keys["trust"])
+            exports = []
+            for _ in range(2):  # two files: one the council acknowledges, one it has not collected yet
+                r = await http.post(f"/v1/ops/subscriptions/{council_file}/council-file/run", headers={"X-API-Key": ops})
+                assert r.status_code == 202, r.text
+                for _ in range(200):
+                    e = (await http.get(f"/v1/exports/{r.json()['export_id']}/status", headers=bucks)).json()
+                    if e["state"] == "ready":
+                        break
+                    await asyncio.sleep(0.1)
+                assert e["state"] == "ready", e
+                exports.append(e)
+            assert (await http.post(f"/v1/exports/{exports[0]['export_id']}/ack", headers=bucks)).status_code == 200
+    finally:
+        hub.stop()
+    org = export_dir / "E06000060"
+    (today_file,) = org.glob("*.ndjson")
+    assert PERSON["nhs_number"] in today_file.read_text()
+    old_day = org / "2020-01-01.ndjson"
+    old_day.write_text(today_file.read_text())
+    other = tmp_path / "not-the-hubs.ndjson"
+    other.write_text("kept")
+    (org / "2020-01-02.ndjson").symlink_to(other)
+    acked, waiting = (org / "outbound" / e["file_name"] for e in exports)
+    (org / "outbound" / "ack").mkdir(mode=0o700, exist_ok=True)
+    (org / "outbound" / "ack" / acked.name).write_bytes(acked.read_bytes())  # the council's copy
+    with sqlite3.connect(tmp_path / "hub.db") as db:  # forty days on
+        db.execute("UPDATE council_exports SET acknowledged_at = datetime(acknowledged_at, '-40 days')")
+        db.execute("UPDATE council_exports SET ready_at = datetime(ready_at, '-40 days')")
+    hub.env["S117_RETENTION_PURGE_SECONDS"] = "1"
+    await hub.start()
+    try:
+        for _ in range(100):
+            if not old_day.exists() and not acked.exists():
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        hub.stop()
+    assert not old_day.exists() and today_file.exists()
+    assert (org / "2020-01-02.ndjson").is_symlink() and other.read_text() == "kept"
+    assert not acked.exists() and not acked.with_name(acked.name + ".sha256").exists()
+    assert not (org / "outbound" / "ack" / acked.name).exists()
+    assert waiting.exists() and waiting.with_name(waiting.name + ".sha256").exists()
