@@ -53,6 +53,7 @@ from hub.observability.logging import get_logger
 from hub.store.db import Prepared, execute_prepared, insert_or_merge, write_transaction
 from hub.store.schema import (
     access_decisions,
+    api_clients,
     audit_chain,
     audit_checkpoints,
     audit_cursors,
@@ -480,8 +481,9 @@ class AuditChain:
 
     async def person(self, person_id: str) -> list[dict[str, Any]]:
         """Who was told what about this person, when, under which agreement: every push
-        decision (`disclosures`) and every read of the record (`access_decisions`, `action`
-        `read`), in time order."""
+        decision (`disclosures`), every read of the record (`access_decisions`, `action`
+        `read`) and every hub operator's action naming the person (`operator_actions` whose
+        target is the person id: a trace; not the subject access look-ups themselves), in time order."""
         async with self._engine.connect() as conn:
             rows = (await conn.execute(select(disclosures, audit_chain.c.seq)
                                        .join(audit_chain, (audit_chain.c.source == "disclosures")
@@ -498,6 +500,17 @@ class AuditChain:
                                         .where(audit_chain.c.person_id == person_id,
                                                audit_chain.c.source == "access_decisions",
                                                access_decisions.c.action == "read"))).all()
+            # The hub operator's own looks at the person (a trace of the person: operator actions
+            # whose target is the person id): who at the hub saw the record.
+            looked = (await conn.execute(select(operator_actions, api_clients.c.org_code, audit_chain.c.seq)
+                                         .join(api_clients, api_clients.c.client_id == operator_actions.c.client_id,
+                                               isouter=True)
+                                         .join(audit_chain, (audit_chain.c.source == "operator_actions")
+                                               & (audit_chain.c.source_id == operator_actions.c.action_id),
+                                               isouter=True)
+                                         .where(operator_actions.c.target == person_id,
+                                                # (not the subject access look-ups: this answer's own kind)
+                                                operator_actions.c.action != "audit-person"))).all()
             await conn.rollback()
         out = [{"at": _jsonable(r.at), "recipient": r.recipient_org, "decision": r.decision,
                 "event_type": r.event_type, "event_id": r.event_id, "agreement": r.agreement_id,
@@ -507,6 +520,10 @@ class AuditChain:
                  "event_type": None, "event_id": None, "agreement": r.agreement_id,
                  "field_groups": r.field_groups, "channel": r.channel, "reason": r.rule,
                  "chain_seq": r.seq, "action": "read", "as_of": _jsonable(r.as_of)} for r in reads]
+        out += [{"at": _jsonable(r.at), "recipient": r.org_code or r.client_id, "decision": "allowed",
+                 "event_type": None, "event_id": None, "agreement": None, "field_groups": None,
+                 "channel": "operator", "reason": r.action, "chain_seq": r.seq, "action": "read", "as_of": None,
+                 "operator_action": r.action, "client_id": r.client_id} for r in looked]
         out.sort(key=lambda e: (e["at"], e["chain_seq"] or 0))
         return out
 

@@ -194,7 +194,7 @@ class Hub:
             s = self.settings
             purger = Purger(self.engine, self.audit, RetentionPolicy(
                 s.retain_delivered_payload_days, s.retain_outbox_days, s.retain_quarantine_raw_days,
-                s.retain_audit_days))
+                s.retain_audit_days), export_dir=s.export_dir)
             self._tasks.append(asyncio.create_task(run_housekeeping(
                 self.audit, purger, s.audit_chain_seconds, s.retention_purge_seconds, self._stop), name="housekeeping"))
         if self.settings.sample_seconds > 0:

@@ -7,6 +7,11 @@ job that enforces it (settings `S117_RETAIN_*_DAYS`; 0 keeps for ever).
   or that the relay has sent to Kafka, is deleted once old enough, unless a
   dead letter still needs it for a replay or a council file not yet written
   (a council-file delivery pending or held) still needs it for its row;
+- the same messages on disk (`S117_EXPORT_DIR`), on the same cutoff: a `file` channel's day
+  files (`<org>/<YYYY-MM-DD>.ndjson`, by the day in the name) and council files the council
+  acknowledged (`<org>/outbound/<name>` and its `.sha256`, and their copies in `outbound/ack/`,
+  by the day it acknowledged them); a file not yet acknowledged stays (the overdue alert names
+  it). Nothing that is a symbolic link, or not a regular file, is followed or removed;
 - quarantine raw input: emptied (the reasons and ids stay);
 - audit entries: whole days dropped from the start of the chain (hub/audit.py
   keeps the last dropped hash as the anchor, so what remains still verifies);
@@ -25,8 +30,12 @@ job that enforces it (settings `S117_RETAIN_*_DAYS`; 0 keeps for ever).
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import stat
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import and_, delete, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -40,6 +49,7 @@ from hub.store.schema import (
     audit_gaps,
     bus_messages,
     consumer_offsets,
+    council_exports,
     council_file_subscriptions,
     dead_letters,
     deliveries,
@@ -60,11 +70,36 @@ class RetentionPolicy:
     audit_days: int = 2922  # 8 years
 
 
+_DAY_FILE = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})\.ndjson$")  # a `file` channel's (hub/delivery/file_export.py)
+_ORG_DIR = re.compile(r"^[A-Za-z0-9]{1,16}$")  # as hub/exports.py names them
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+def _unlink_regular(dir_fd: int, name: str) -> int:
+    """Remove `name` from `dir_fd` if it is a regular file (never a link); 1 if removed."""
+    try:
+        if not stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            return 0
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return 0
+    return 1
+
+
+def _open_sub(dir_fd: int, name: str) -> int | None:
+    try:
+        return os.open(name, _DIR, dir_fd=dir_fd)
+    except OSError:  # missing, a link, not a directory
+        return None
+
+
 class Purger:
-    def __init__(self, engine: AsyncEngine, audit: AuditChain, policy: RetentionPolicy) -> None:
+    def __init__(self, engine: AsyncEngine, audit: AuditChain, policy: RetentionPolicy,
+                 export_dir: Path | None = None) -> None:
         self._engine = engine
         self._audit = audit
         self._policy = policy
+        self._export_dir = export_dir
 
     async def run_once(self, now: datetime | None = None) -> dict[str, int]:
         now = now or datetime.now(UTC)
@@ -77,6 +112,10 @@ class Purger:
                         deliveries.c.status == "delivered",
                         deliveries.c.delivered_at < now - timedelta(days=p.delivered_payload_days),
                         func.length(delivery_messages.c.payload) > 0).limit(BATCH))).values(payload=b""))
+            if self._export_dir is not None:
+                cutoff = now - timedelta(days=p.delivered_payload_days)
+                done["file_channel_files"] = await asyncio.to_thread(self._purge_day_files, cutoff.date())
+                done["council_export_files"] = await self._purge_council_files(cutoff)
         if p.outbox_days:
             done["outbox"] = await self._purge_outbox(now - timedelta(days=p.outbox_days))
         if p.quarantine_raw_days:
@@ -96,6 +135,74 @@ class Purger:
         if any(done.values()):
             log.info("retention purge", count=sum(done.values()))
         return done
+
+    def _purge_day_files(self, before: date) -> int:
+        """A `file` channel's day files dated before `before`, in every organisation's directory."""
+        assert self._export_dir is not None
+        try:
+            top = os.open(self._export_dir, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return 0
+        n = 0
+        try:
+            for org in os.listdir(top):
+                if not _ORG_DIR.match(org) or (fd := _open_sub(top, org)) is None:
+                    continue
+                try:
+                    for name in os.listdir(fd):
+                        m = _DAY_FILE.match(name)
+                        if m is None:
+                            continue
+                        try:
+                            day = date(int(m[1]), int(m[2]), int(m[3]))
+                        except ValueError:
+                            continue
+                        if day < before:
+                            n += _unlink_regular(fd, name)
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(top)
+        return n
+
+    async def _purge_council_files(self, before: datetime) -> int:
+        """Council files acknowledged before `before`: the file and its manifest in `outbound/` and `ack/`."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(council_exports.c.org_code, council_exports.c.file_name).where(
+                council_exports.c.state == "acknowledged", council_exports.c.acknowledged_at < before,
+                council_exports.c.file_name.is_not(None)))).all()
+            await conn.rollback()
+        return await asyncio.to_thread(self._unlink_council_files, [(r.org_code, r.file_name) for r in rows]) \
+            if rows else 0
+
+    def _unlink_council_files(self, files: list[tuple[str, str]]) -> int:
+        assert self._export_dir is not None
+        try:
+            top = os.open(self._export_dir, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return 0
+        n = 0
+        try:
+            for org, name in files:
+                if not _ORG_DIR.match(org) or "/" in name or name.startswith("."):
+                    continue
+                fds = []
+                try:
+                    if (org_fd := _open_sub(top, org)) is not None:
+                        fds.append(org_fd)
+                        if (out := _open_sub(org_fd, "outbound")) is not None:
+                            fds.append(out)
+                            if (ack := _open_sub(out, "ack")) is not None:
+                                fds.append(ack)
+                    for fd in fds[1:]:
+                        n += _unlink_regular(fd, name)
+                        _unlink_regular(fd, name + ".sha256")
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+        finally:
+            os.close(top)
+        return n
 
     async def _batched(self, statement) -> int:  # noqa: ANN001
         total = 0

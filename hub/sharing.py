@@ -245,6 +245,24 @@ class DisclosureCheck:
                             f"grants field group(s) {', '.join(lost)} the message carries")
         return None
 
+    def moved_from(self, org_code: str, event_type: str, queued_on: date) -> tuple[SharingDecision, str | None] | None:
+        """For a message this check lets go (`withheld` answered None): when the agreement that
+        allows it now is not the one that allowed it on the day it was queued (the dispatcher's
+        `allowed` disclosure names that one; here as the agreements now loaded tell that day), the
+        decision now and that day's agreement id; else None. A message queued on an agreement that
+        has since ended and been replaced (a renewed agreement under a new id) is disclosed under the
+        new one, and its audit must say so."""
+        if queued_on == self._on:
+            return None
+        key = (org_code, event_type)
+        now = self._decided.get(key)
+        if now is None:
+            now = self._decided[key] = self._sharing.decide(org_code, event_type, self._on)
+        if not now.allowed:
+            return None
+        then = self._sharing.decide(org_code, event_type, queued_on)
+        return (now, then.agreement_id) if then.agreement_id != now.agreement_id else None
+
     def any_in_force(self, org_code: str) -> bool:
         """Whether any agreement in force names the organisation (else a feed is refused whole)."""
         return self._sharing.names_in_force(org_code, self._on)

@@ -64,7 +64,7 @@ from hub.access import record_decision
 from hub.api.deps import MAX_ID, ClientDep, HubDep, Cursor, Limit, require, whole_number
 from hub.api.problems import ProblemError
 from hub.delivery.leases import RELEASED, disclosed_again
-from hub.delivery.queue import hold_disallowed
+from hub.delivery.queue import disclosed_under_another, hold_disallowed
 from hub.domain.access import Rule
 from hub.observability import metrics
 from hub.observability.logging import bound_correlation_id, get_logger
@@ -126,7 +126,7 @@ async def _next(conn: AsyncConnection, sub: Any, after: int, limit: int,
     rows = (await conn.execute(
         select(deliveries.c.delivery_seq, deliveries.c.event_number, deliveries.c.delivery_id,
                deliveries.c.event_id, deliveries.c.message_id, deliveries.c.event_type, delivery_messages.c.payload,
-               deliveries.c.attempts, deliveries.c.field_groups, deliveries.c.last_error)
+               deliveries.c.attempts, deliveries.c.field_groups, deliveries.c.last_error, deliveries.c.created_at)
         .select_from(deliveries_with_messages)
         .where(deliveries.c.subscription_id == sub.subscription_id, deliveries.c.event_number > after,
                deliveries.c.status == "pending")
@@ -147,6 +147,9 @@ async def _next(conn: AsyncConnection, sub: Any, after: int, limit: int,
         # recorded in this page's transaction as a push channel's send is (hub/delivery/leases.py).
         await disclosed_again(conn, check.sharing, "feed", sub.subscription_id, sub.org_code, released,
                               datetime.now(UTC))
+    if check is not None and rows:  # handed out under an agreement other than the one queued under: recorded so
+        await disclosed_under_another(conn, check, [r for r in rows if r not in released], sub.org_code, "feed",
+                                      datetime.now(UTC))
     return rows, found
 
 

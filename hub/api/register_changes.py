@@ -25,6 +25,7 @@ from hub.access import no_sooner_than, refused_by_policy
 from hub.api.deps import ClientDep, HubDep, Limit, get_client, own_row, require
 from hub.api.limits import ASGIApp, Receive, Scope, Send
 from hub.api.problems import PROBLEM_JSON, ProblemError
+from hub.audit import record_operator_action
 from hub.codec import DUPLICATE_KEY, JsonPath, duplicate_keys, json_path
 from hub.ingest.contract import RegisterChangeIn
 from hub.ingest.service import Client, Outcome
@@ -188,6 +189,12 @@ async def list_quarantine(hub: HubDep, client: ClientDep, limit: Limit = 100) ->
 async def get_quarantined(quarantine_id: str, hub: HubDep, client: ClientDep) -> dict:
     require(client, "register:write")
     row = await own_row(hub, client, quarantine, quarantine.c.quarantine_id, quarantine_id, "quarantined input")
+    if row.raw and row.source != client.client_id:
+        # The hub operator reading what a source sent (a person's details, as sent): an operator
+        # action, recorded before the input is shown (its own source reading it is not a disclosure).
+        async with hub.engine.begin() as conn:
+            await record_operator_action(conn, client.client_id, "read-quarantined-input", row.quarantine_id,
+                                         {"source": row.source, "channel": row.channel})
     return {"quarantine_id": row.quarantine_id, "source": row.source, "channel": row.channel,
             "errors": row.errors, "received_at": row.received_at.isoformat(), "status": row.status,
             "resolved_by": row.resolved_by, "resolution_reason": row.resolution_reason,

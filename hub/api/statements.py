@@ -3,7 +3,9 @@ ICB, as JSON, CSV or PDF. Only the two bodies themselves (and the hub
 operator) get it, and only while a data-sharing agreement grants them the
 `funding` field group; anyone else gets the same 404 as for a pair with
 nothing to show. Every read, allowed or refused, is an `access_decisions` row
-(channel `statement`, `as_of` the month's first day; no person)."""
+(channel `statement`, `as_of` the month's first day): a refusal names no one, an
+allowed read is one row for each person the statement lists (their package lines
+are disclosed), or one naming no one when it lists nobody."""
 
 from __future__ import annotations
 
@@ -55,14 +57,22 @@ async def get_statement(
         agreement = funding_agreement(hub.sharing, client, today) if role is not None else None
         decision = Decision(True, Rule.ALLOWED, role) if agreement is not None else \
             Decision(False, Rule.NO_AGREEMENT if role is not None else Rule.NO_RELATIONSHIP, role)
-    async with hub.engine.begin() as conn:
-        await record_decision(conn, client, channel="statement", action="read", decision=decision,
-                              agreement_id=agreement, field_groups=("funding",) if decision.allowed else (),
-                              as_of=month_bounds(month)[0], correlation_id=bound_correlation_id())
     if not decision.allowed:
+        async with hub.engine.begin() as conn:
+            await record_decision(conn, client, channel="statement", action="read", decision=decision,
+                                  agreement_id=agreement, field_groups=(), as_of=month_bounds(month)[0],
+                                  correlation_id=bound_correlation_id())
         raise ProblemError(404, "not-found", "Not found", "no statement for that pair for this client")
     assert hub.packages is not None
     statement = await hub.packages.statement(month, council, icb)
+    # A statement discloses each listed person's package lines (costs, providers, shares): one
+    # allowed row per person, so `audit person` finds it; a statement listing no one, one row
+    # naming no one. Recorded before the answer is sent.
+    listed = [p.person_id for p in statement.persons]
+    async with hub.engine.begin() as conn:
+        await record_decision(conn, client, channel="statement", action="read", decision=decision,
+                              agreement_id=agreement, field_groups=("funding",), as_of=month_bounds(month)[0],
+                              correlation_id=bound_correlation_id(), person_ids=listed or None)
     issue = await issue_for(hub.engine, statement, today)
     names = org_names(hub, council, icb)
     stem = f"s117-statement-{council}-{icb}-{month}"

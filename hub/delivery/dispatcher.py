@@ -108,6 +108,11 @@ REVIEW_SCANNER_SOURCE = "review-scheduler"  # the bus header `source` of hub/sch
 _WHOLE_HISTORY_SOURCES = frozenset({REVIEW_SCANNER_SOURCE, WORKFLOW_SOURCE})
 # Said, after the difference, to each body a retraction moves (hub/retraction.py): why its position changed.
 RETRACTION_REASON = "a register change recorded in error was retracted"
+# Said to each body told of a retracted change whose position the retraction leaves as it was.
+RETRACTED_TOLD_REASON = ("a register change you were told of was recorded in error and retracted; "
+                         "your position for this person is unchanged")
+# The most events one register change publishes (hub/ingest: `event_id_for(change, index, type)`), and more.
+_EVENTS_A_CHANGE = 16
 MESSAGE_NAMESPACE = uuid.UUID("0c8f7d0e-2b54-4d61-8a4b-511751175117")
 # An event type's value (an Enum's `value` is a property, two calls each time it is read).
 _TYPE_VALUES: dict[EventType, str] = {t: t.value for t in EventType}
@@ -671,11 +676,13 @@ class Dispatcher:
         # publishing: a change received after the change it names has its own messages
         # still to come (or sent), which tell each body what that change made it (once, by
         # the message of the change that made it, or the last), whatever the batches.
+        moved: set[str] = set()  # the bodies this message tells a new position
         for org in sorted(truth) if not told_later else ():
             target = truth[org]
             old = held[org] if org in held else None
             if (old is None and not target.get("roles")) or (old is not None and old.view == target):
                 continue
+            moved.add(org)
             told = old is not None and bool(old.view.get("roles"))
             # Late history that contradicts what the body was told is a
             # rectification, owed to every recipient of the data (UK GDPR
@@ -701,6 +708,20 @@ class Dispatcher:
             await self._send(send, view_event_id_for(msg.event_id, org), view_event, org, target,
                              supersedes=old.last_event_id if old is not None and event_type is
                              EventType.NOTIFICATION_CORRECTED else None, reason=reason)
+        if retraction:
+            # A body told of the retracted change (its events, or a position it set) holds what the
+            # change said (a section, a date, a hospital) whether or not its position now moves: each
+            # one its position does not move is told the change was recorded in error (UK GDPR Art. 19).
+            told = await self._told_of(conn, person_id, msg.headers[RETRACTED], cache)  # (`change`: the one carried)
+            for org in sorted(told.keys() - moved):
+                target = truth[org] if org in truth else NOT_INVOLVED
+                corrected = DomainEvent(
+                    event_type=EventType.NOTIFICATION_CORRECTED, person_id=person_id, change_id=change.change_id,
+                    occurred_on=change.effective_date,
+                    summary=f"A register change you were told of was corrected: {RETRACTED_TOLD_REASON}.",
+                    details={"reason": RETRACTED_TOLD_REASON, "supersedes": told[org]})
+                await self._send(send, view_event_id_for(msg.event_id, org), corrected, org, target,
+                                 supersedes=told[org], reason=RETRACTED_TOLD_REASON)
         # The message's views, deliveries and disclosure decisions, one statement
         # each; in a batch without savepoints, one each for the whole batch (`_BatchCache.flush`).
         writes = cache.deferred if cache.deferred is not None else _Writes()
@@ -717,6 +738,30 @@ class Dispatcher:
         if own_cache:
             await cache.flush(conn)
             cache.count_dispatched()
+
+    @staticmethod
+    async def _told_of(conn: AsyncConnection, person_id: str, change_id: str, cache: "_BatchCache") -> dict[str, str]:
+        """Each body an event of `change_id` was disclosed to (`allowed`: its own events, or a
+        position message a body was told because of one), with the last such event's id. A
+        change's events are `event_id_for(change_id, index, type)`; a position message's
+        `view_event_id_for(that event, org)`. Read once a retraction (rare), with the batch's
+        decisions not yet written."""
+        ids = {event_id_for(change_id, i, t) for i in range(_EVENTS_A_CHANGE) for t in _TYPE_VALUES.values()}
+        rows = [(r.recipient_org, r.event_id) for r in (await conn.execute(
+            select(disclosures.c.recipient_org, disclosures.c.event_id)
+            .where(disclosures.c.person_id == person_id, disclosures.c.decision == "allowed")
+            .order_by(disclosures.c.disclosure_id))).all()]
+        if cache.deferred is not None:
+            rows += [(d["recipient_org"], d["event_id"]) for d in cache.deferred.disclosures
+                     if d["person_id"] == person_id and d["decision"] == "allowed"]
+        views: dict[str, set[str]] = {}
+        told: dict[str, str] = {}
+        for org, event_id in rows:
+            if org not in views:
+                views[org] = {view_event_id_for(i, org) for i in ids}
+            if event_id in ids or event_id in views[org]:
+                told[org] = event_id
+        return told
 
     def _steps_before(self, person_id: str, history: list[RegisterChange], change: RegisterChange,
                       today: date) -> list[TransferStep]:

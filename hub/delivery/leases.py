@@ -111,7 +111,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.delivery.ledger import ledger_for
-from hub.delivery.queue import disclosure_row, hold_disallowed
+from hub.delivery.queue import disclosed_under_another, disclosure_row, hold_disallowed
 from hub.sharing import DisclosureCheck, SharingAgreements
 from hub.store.db import Prepared, execute_prepared, snapshot
 from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, disclosures, subscriptions
@@ -274,6 +274,9 @@ async def _claim(conn: AsyncConnection, claim: Claim) -> list[Any]:
             if released:
                 await disclosed_again(conn, claim.sharing, claim.channel, claim.subscription_id,
                                       released[0].org_code, released, now)
+            # Sent under an agreement other than the one it was queued under (a renewal): recorded so.
+            await disclosed_under_another(conn, claim.check, [r for r in taken if r not in released],
+                                          taken[0].org_code, claim.channel, now)
     return taken
 
 

@@ -141,6 +141,39 @@ async def hold_disallowed(conn: AsyncConnection, check: DisclosureCheck, rows: I
     return withheld
 
 
+async def disclosed_under_another(conn: AsyncConnection, check: DisclosureCheck, rows: Iterable[Any],
+                                  org_code: str, channel: str, now: datetime) -> int:
+    """Of one subscription's deliveries being sent (or handed out) now, those the agreements in force
+    let go under another agreement than the one they were queued under (`DisclosureCheck.moved_from`:
+    an agreement ended and a renewal under a new id in force): each an `allowed` disclosure naming
+    the agreement in force now and the one it was queued under, under the person its message is
+    about, in the caller's transaction (sent and recorded, or neither); once per delivery and
+    agreement (a retry finds its record). Nothing read when no agreement moved (the usual case)."""
+    moved = []
+    for r in rows:
+        created = r.created_at if r.created_at.tzinfo is not None else r.created_at.replace(tzinfo=UTC)
+        m = check.moved_from(org_code, r.event_type, created.date())
+        if m is not None:
+            moved.append((r, *m))
+    if not moved:
+        return 0
+    known = (await conn.execute(
+        select(disclosures.c.event_id, disclosures.c.person_id, disclosures.c.agreement_id)
+        .where(disclosures.c.event_id.in_(sorted({r.event_id for r, _, _ in moved})),
+               disclosures.c.recipient_org == org_code, disclosures.c.decision == "allowed"))).all()
+    persons = {k.event_id: k.person_id for k in known}
+    recorded = {(k.event_id, k.agreement_id) for k in known}
+    out = [disclosure_row(
+        event_id=r.event_id, person_id=persons.get(r.event_id), event_type=r.event_type, recipient_org=org_code,
+        decision="allowed", agreement_id=now_.agreement_id,
+        field_groups=sorted(r.field_groups) if r.field_groups is not None else sorted(now_.field_groups),
+        reason=f"{now_.reason} at delivery (queued under {then or 'no agreement'})", channel=channel, at=now)
+        for r, now_, then in moved if (r.event_id, now_.agreement_id) not in recorded]
+    if out:
+        await conn.execute(disclosures.insert(), out)
+    return len(out)
+
+
 async def hold_withheld(conn: AsyncConnection, held: list[tuple[Any, Withheld]], org_code: str,
                         channel: str) -> int:
     """Hold queued deliveries the agreements in force no longer allow
