@@ -60,8 +60,10 @@ STATUS_GROUPS: dict[str, str] = {
     "transfers": "workflow",  # transfer workflows (hub/workflows/distribution.py)
     "funding": "funding",  # costs, providers and the split (hub/money/view.py)
 }
-# Inside determinations and the next review: the "why" needs explanations.
-_WHY_KEYS = ("explanation", "citation", "rule")
+# Inside determinations and the next review: the "why" needs explanations
+# (for a review, what set it off and when, as in the push messages' positions:
+# hub/domain/views.py `view_of`).
+_WHY_KEYS = ("explanation", "citation", "rule", "trigger", "triggered_on")
 
 
 async def no_sooner_than(started: float, seconds: float) -> None:

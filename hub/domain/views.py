@@ -33,6 +33,7 @@ RESPONSIBILITY_ROLES = frozenset({RESPONSIBLE_COUNCIL, RESPONSIBLE_COMMISSIONER,
 
 # The field group that discloses who the responsible bodies are (hub/fhir/messages.py).
 RESPONSIBILITY_GROUP = "responsibility"
+EXPLANATIONS_GROUP = "explanations"
 
 NOT_INVOLVED: dict[str, Any] = {"roles": []}
 
@@ -91,10 +92,13 @@ def view_of(status: S117Status, roles: Iterable[str], groups: frozenset[str]) ->
         "ended_by": ended_by,
         # Nothing is None: a key absent means unknown or not disclosed, so the
         # view survives the round trip through a FHIR message unchanged.
+        # Each review's kind and date for everyone; what set it off (a move, a request, a discharge
+        # considered: the trigger and its day) and its citation are the reasons (`explanations`).
         "reviews": [
             {k: v for k, v in (("kind", r.kind), ("due_on", r.due_on.isoformat()), ("trigger", r.trigger),
                                ("triggered_on", r.triggered_on.isoformat() if r.triggered_on else None),
                                ("citation", r.citation)) if v not in (None, "")}
+            if EXPLANATIONS_GROUP in groups else {"kind": r.kind, "due_on": r.due_on.isoformat()}
             for r in status.pending_reviews
         ] if status.pending_reviews else [],
         "disputes": sorted(

@@ -67,7 +67,8 @@ def _plain_view_of(status, roles, groups) -> dict[str, Any]:  # noqa: ANN001
         view["responsible_council"] = _code(status.responsible_council)
         view["responsible_commissioner"] = _code(status.responsible_commissioner)
         view["coordinating_council"] = _code(status.coordinating_council)
-    view["reviews"] = [{k: v for k, v in r.items() if v not in (None, "")} for r in view["reviews"]]
+    view["reviews"] = [{k: v for k, v in r.items() if v not in (None, "")
+                        and (k in ("kind", "due_on") or "explanations" in groups)} for r in view["reviews"]]
     return {k: v for k, v in view.items() if v is not None}
 
 
