@@ -35,13 +35,34 @@ def test_message_view_and_endpoint_ids(event_id, org):
 
 @given(st.binary(min_size=16, max_size=16))
 def test_uuid4_is_the_standard_librarys_for_the_same_random_bytes(random_bytes):
+    """The same bytes give the standard library's id, unless its last group holds ten digits in a
+    row (an NHS number to the log redactor): then the hub draws again, and takes the next bytes'."""
     from unittest import mock
 
     import hub.ids
 
-    with mock.patch.object(hub.ids.os, "urandom", return_value=random_bytes), \
-            mock.patch.object(uuid.os, "urandom", return_value=random_bytes):
-        assert hub.ids.uuid4() == str(uuid.uuid4())
+    clean = b"\xff" * 16  # no digit at all
+    standard = str(uuid.UUID(bytes=random_bytes, version=4))
+    with mock.patch.object(hub.ids.os, "urandom", side_effect=[random_bytes, clean]) as drawn:
+        made = hub.ids.uuid4()
+    if hub.ids._BARE_TEN.search(standard.rsplit("-", 1)[1]):
+        assert drawn.call_count == 2 and made == str(uuid.UUID(bytes=clean, version=4))
+    else:
+        assert drawn.call_count == 1 and made == standard
+
+
+def test_a_random_id_holding_ten_digits_in_its_last_group_is_drawn_again():
+    """Ten digits between letters would be masked as an NHS number in the logs: the hub draws again
+    (a mocked random source giving the same bytes each time must not make it loop for ever)."""
+    from unittest import mock
+
+    import hub.ids
+
+    nhs_like = bytes(10) + bytes.fromhex("a1234567890b")
+    assert hub.ids._BARE_TEN.search(str(uuid.UUID(bytes=nhs_like, version=4)).rsplit("-", 1)[1])
+    with mock.patch.object(hub.ids.os, "urandom", side_effect=[nhs_like, nhs_like, b"\xff" * 16]) as drawn:
+        made = hub.ids.uuid4()
+    assert drawn.call_count == 3 and made == str(uuid.UUID(bytes=b"\xff" * 16, version=4))
 
 
 def test_uuid4_is_random_version_4():
@@ -72,14 +93,17 @@ def test_uuid7_is_the_time_in_milliseconds_then_random_bits_with_version_7(rando
 
     import hub.ids
 
-    with mock.patch.object(hub.ids.os, "urandom", return_value=random_bytes), \
+    # Bytes whose id would hold ten digits in a row in its last group are drawn again (hub.ids `_BARE_TEN`):
+    # the next draw (no digit in it) is taken then.
+    with mock.patch.object(hub.ids.os, "urandom", side_effect=[random_bytes, b"\xff" * 10]) as drawn, \
             mock.patch.object(hub.ids.time, "time_ns", return_value=ms * 1_000_000 + 999_999):
         made = hub.ids.uuid7()
     u = uuid.UUID(made)
     assert str(u) == made and u.version == 7 and u.variant == uuid.RFC_4122
     assert u.int >> 80 == ms  # RFC 9562: unix_ts_ms in the first 48 bits
+    assert not hub.ids._BARE_TEN.search(made.rsplit("-", 1)[1])
     # The 74 bits left are the random bytes' (less the version's 4 and the variant's 2).
-    rand = int.from_bytes(random_bytes, "big")
+    rand = int.from_bytes(random_bytes if drawn.call_count == 1 else b"\xff" * 10, "big")
     assert u.int & ((1 << 62) - 1) == rand & ((1 << 62) - 1)
     assert (u.int >> 64) & 0xFFF == (rand >> 64) & 0xFFF
 
