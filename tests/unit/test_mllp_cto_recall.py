@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from hub.mllp import NO_RELATIONSHIP_ACK, Frame, MllpFramer, MllpServer, frame
+from hub.mllp import NO_RELATIONSHIP_ACK, MllpServer
 from hub.store.schema import quarantine, register_changes
+from tests.e2e.test_mllp import Engine  # a trust's interface engine: one connection, one ACK a message
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hl7v2"
 ON_CTO = "9990001006"  # the fixtures' number (999 test range)
@@ -50,36 +51,6 @@ def msa(ack: str) -> list[str]:
 
 def errs(ack: str) -> list[str]:
     return [s for s in ack.split("\r") if s.startswith("ERR|")]
-
-
-class Engine:
-    """A trust's interface engine: one MLLP connection, one ACK a message."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.framer = MllpFramer()
-        self.acks: list[str] = []
-
-    async def __aenter__(self) -> Engine:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
-
-    async def send(self, text: str) -> str:
-        self.writer.write(frame(text))
-        await self.writer.drain()
-        while not self.acks:
-            data = await asyncio.wait_for(self.reader.read(65536), 15)
-            if not data:
-                raise ConnectionError("the hub closed the connection")
-            self.acks += [f.payload.decode() for f in self.framer.feed(data) if isinstance(f, Frame)]
-        return self.acks.pop(0)
 
 
 @pytest.fixture
