@@ -214,14 +214,6 @@ def _private_json(path: Path, value: Any) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _migrate(path: Path) -> None:
     from hub.store.db import create_engine, create_schema
 
@@ -387,7 +379,7 @@ def restore(args: argparse.Namespace) -> None:
             conn.close()
         if checked != [("ok",)]:
             raise Refused("the restored copy failed its check after migration; the store was not touched")
-        _fsync(tmp)
+        fsync_dir(tmp)  # its bytes durable before it is renamed into place (os.fsync of the file itself)
 
         # 5. The displaced store aside (nothing deleted), the copy in its place.
         if in_use(store):

@@ -92,7 +92,8 @@ def private_sqlite(database: Path) -> None:
 
 
 def fsync_dir(path: Path) -> None:
-    """Make a directory's entries durable (a file made or renamed in it: its name survives a power cut)."""
+    """Make a directory's entries durable (a file made or renamed in it: its name survives a power cut);
+    given a file, its bytes (the same `fsync` of it, opened read-only)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
