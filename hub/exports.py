@@ -275,6 +275,8 @@ class AtomicFile:
         return (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
 
     def commit(self) -> None:
+        """Publish the file under its name. If that fails (a full disk at the flush or the fsync, another
+        writer's part), nothing is published and this writer's part is removed (`abort`), the error raised."""
         try:
             self._f.flush()
             os.fsync(self._f.fileno())
@@ -285,20 +287,38 @@ class AtomicFile:
             # A link planted as `<name>` is replaced (the entry), its target untouched.
             os.replace(self.part, self.name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
             os.fsync(self._dir_fd)
-        finally:
-            os.close(self._dir_fd)
+        except BaseException:
+            self.abort()
+            raise
+        self._close_dir()
 
     def abort(self) -> None:
+        """Give the file up: this writer's part removed, whatever its bytes (a close that cannot
+        write the buffered ones, the disk full, does not keep the part behind to fill it); another
+        writer's part (it took the file over) left to it. Idempotent."""
+        if self._dir_fd < 0:
+            return
         try:
-            ours = not self._f.closed and self._ours()
-            self._f.close()
-            if ours:  # another writer's part (it took the file over) is left to it
+            try:
+                ours = not self._f.closed and self._ours()
+            except OSError:
+                ours = False
+            try:
+                self._f.close()
+            except OSError:
+                pass  # its buffered bytes could not be written: the part goes all the same
+            if ours:
                 try:
                     os.unlink(self.part, dir_fd=self._dir_fd)
                 except FileNotFoundError:
                     pass
         finally:
-            os.close(self._dir_fd)
+            self._close_dir()
+
+    def _close_dir(self) -> None:
+        fd, self._dir_fd = self._dir_fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 def write_atomically(directory: Path, name: str, data: bytes) -> None:
