@@ -7,8 +7,12 @@ subscription), each delivery with its status, attempts and timing.
 
 Look-ups: correlation id; source + source message id; event id; message id;
 hub person id (the NHS number only through a POST body, resolved to the
-person id by its keyed hash). Nothing personal is returned: ids, codes,
-reasons that never quote values, and times.
+person id by its keyed hash). A change retracted as recorded in error shows
+its retraction (who, when, the request's correlation id) and the correction
+the retraction published, with every recipient considered and what was sent;
+the retraction's own correlation id finds it. Nothing personal is returned:
+ids, codes, reasons that never quote values (a retraction's reason is not
+shown), and times.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from hub.delivery.dispatcher import view_event_id_for
 from hub.store.schema import (
     bus_messages,
+    change_retractions,
     deliveries,
     disclosures,
     ingest_results,
@@ -79,6 +85,8 @@ async def _trace(conn: AsyncConnection, q: TraceQuery) -> dict[str, Any]:
     if q.correlation_id:
         change_ids |= set((await conn.execute(select(register_changes.c.change_id).where(
             register_changes.c.correlation_id == q.correlation_id))).scalars().all())
+        change_ids |= set((await conn.execute(select(change_retractions.c.change_id).where(
+            change_retractions.c.correlation_id == q.correlation_id))).scalars().all())
         held += (await conn.execute(select(quarantine).where(quarantine.c.correlation_id == q.correlation_id))).all()
     if q.source_message_id:
         # With the source, exact; alone (an engineer with only the trust's MSH-10), every source's.
@@ -111,6 +119,13 @@ async def _trace(conn: AsyncConnection, q: TraceQuery) -> dict[str, Any]:
         .where(register_changes.c.change_id.in_(change_ids))
         .order_by(register_changes.c.received_at))).all() if change_ids else []
     persons = {c.person_id for c in changes}
+    # Their retractions (hub/retraction.py): each published one correction, whose message carries
+    # another change of the history (or none): it belongs to the retracted change's timeline.
+    retracted = {r.change_id: r for r in (await conn.execute(
+        select(change_retractions.c.change_id, change_retractions.c.org_code, change_retractions.c.client_id,
+               change_retractions.c.correlation_id, change_retractions.c.event_id, change_retractions.c.at)
+        .where(change_retractions.c.change_id.in_(change_ids)))).all()} if change_ids else {}
+    correction_of = {r.event_id: r.change_id for r in retracted.values()}
     # The events derived from those changes (the log is keyed by person), in log order.
     events_of: dict[str, list[Any]] = {}
     n_events = 0
@@ -118,7 +133,7 @@ async def _trace(conn: AsyncConnection, q: TraceQuery) -> dict[str, Any]:
         for m in (await conn.execute(select(bus_messages.c.event_id, bus_messages.c.offset, bus_messages.c.payload,
                                             bus_messages.c.created_at, bus_messages.c.relayed_at)
                                      .where(bus_messages.c.key.in_(persons)).order_by(bus_messages.c.offset))).all():
-            cid = _change_of(m.payload)
+            cid = correction_of.get(m.event_id) or _change_of(m.payload)
             if cid in change_ids and (not q.event_id or m.event_id == q.event_id or not q.correlation_id):
                 events_of.setdefault(cid, []).append(m)
                 n_events += 1
@@ -126,17 +141,24 @@ async def _trace(conn: AsyncConnection, q: TraceQuery) -> dict[str, Any]:
     decisions: dict[str, list[Any]] = {}
     sent: dict[str, list[Any]] = {}
     if ids:
-        for d in (await conn.execute(select(disclosures).where(disclosures.c.event_id.in_(ids))
-                                     .order_by(disclosures.c.disclosure_id))).all():
-            decisions.setdefault(d.event_id, []).append(d)
+        # An event tells a body its position in a message of the body's own (a correction, late history,
+        # a retraction: `view_event_id_for(event, body)`): shown under the event that set it off.
+        rows = (await conn.execute(select(disclosures).where(or_(
+            disclosures.c.event_id.in_(ids), disclosures.c.person_id.in_(persons)))
+            .order_by(disclosures.c.disclosure_id))).all()
+        trigger = {e: e for e in ids} | {view_event_id_for(e, org): e for e in ids
+                                         for org in {d.recipient_org for d in rows}}
+        for d in rows:
+            if d.event_id in trigger:
+                decisions.setdefault(trigger[d.event_id], []).append(d)
         for d in (await conn.execute(
                 select(deliveries.c.delivery_id, deliveries.c.event_id, deliveries.c.message_id,
                        deliveries.c.status, deliveries.c.attempts, deliveries.c.last_error, deliveries.c.created_at,
                        deliveries.c.delivered_at, deliveries.c.next_attempt_at, subscriptions.c.org_code,
                        subscriptions.c.channel)
                 .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
-                .where(deliveries.c.event_id.in_(ids)).order_by(deliveries.c.delivery_seq))).all():
-            sent.setdefault(d.event_id, []).append(d)
+                .where(deliveries.c.event_id.in_(sorted(trigger))).order_by(deliveries.c.delivery_seq))).all():
+            sent.setdefault(trigger[d.event_id], []).append(d)
     # One timeline in the order things happen to a message: received and answered, then each event
     # with every recipient considered and what was sent to each.
     for c in changes:
@@ -149,6 +171,10 @@ async def _trace(conn: AsyncConnection, q: TraceQuery) -> dict[str, Any]:
             ack = ({202: "AA"}.get(c.status_code, "AE") if c.channel == "mllp" else None)
             timeline.append({"at": _iso(c.answered_at), "stage": "answered", "change_id": c.change_id,
                              "status_code": c.status_code, "ack": ack, "channel": c.channel})
+        if (r := retracted.get(c.change_id)) is not None:
+            timeline.append({"at": _iso(r.at), "stage": "retracted", "change_id": c.change_id,
+                             "retracted_by": r.org_code, "source": r.client_id, "correlation_id": r.correlation_id,
+                             "event_id": r.event_id})
         for m in events_of.get(c.change_id, []):
             ev = (m.payload or {}).get("event") or {}
             details = ev.get("details") or {}
