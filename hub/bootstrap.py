@@ -117,6 +117,7 @@ class Hub:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _startup: list[asyncio.Task] = field(default_factory=list)  # one-shot start-up tasks
+    _watching: asyncio.Task | None = None  # the agreements file's watch (`watch_agreements`)
 
     def start_workers(self, front: bool = True, back: bool = True, deliver: bool = True) -> None:
         """Start the hub's tasks: `front` the listeners beside the API (MLLP,
@@ -137,14 +138,13 @@ class Hub:
         """Every process of the hub: look at the data-sharing agreements file every
         `S117_AGREEMENTS_RELOAD_SECONDS` and swap a changed file's grants in (hub/agreements_watch.py),
         until the hub closes. `audit`: this process writes the audit record of a reload that changes
-        grants (one process of the hub: the one running the back workers, or the only one). After
-        `start_workers` (which begins the task list)."""
+        grants (one process of the hub: the one running the back workers, or the only one). A task
+        of its own, not one of `worker_tasks` (it runs with workers or without), stopped by `close`."""
         interval = self.settings.agreements_reload_seconds
-        if self.agreements_watch is None or interval <= 0:
+        if self.agreements_watch is None or interval <= 0 or self._watching is not None:
             return
         self.agreements_watch.engine = self.engine if audit else None
-        self._tasks.append(asyncio.create_task(self.agreements_watch.run(interval, self._stop),
-                                               name="agreements-watch"))
+        self._watching = asyncio.create_task(self.agreements_watch.run(interval, self._stop), name="agreements-watch")
 
     def deliverers(self) -> list[Any]:
         """The deliverers this hub has, one per channel."""
@@ -238,6 +238,8 @@ class Hub:
         self._stop.set()
         if self._tasks or self._startup:
             await asyncio.gather(*self._tasks, *self._startup, return_exceptions=True)
+        if self._watching is not None:
+            await asyncio.gather(self._watching, return_exceptions=True)
         if self.files is not None:
             await self.files.close()  # after the chunk in hand; the rest resumes at the next start
         close = getattr(self.bus, "close", None)
