@@ -158,7 +158,10 @@ class SharingAgreements:
         try:
             doc = yaml.safe_load(data.decode())
         except (UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise AgreementFileError(f"{name}: cannot be read as YAML ({type(exc).__name__})") from exc
+            # Where, never what: the parser's own text quotes the file's content.
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise AgreementFileError(f"{name}: cannot be read as YAML ({type(exc).__name__}{at})") from exc
         return cls.from_document(doc, known_field_groups)
 
     @classmethod

@@ -202,7 +202,7 @@ async def test_a_narrowing_shows_in_the_next_message_and_a_bad_edit_keeps_the_la
             _edit(sharing_file, "version: 1\nagreements: [\n  - id: DSA-TEST-BUCKS\n")  # a slip: malformed
             assert await _until(lambda: _metric(http, "s117_agreements_reload_failed"), 5, "the failure gauge") == 1
             assert "data-sharing agreements file not loaded" in hub.logs()
-            assert "sharing.yaml: cannot be read as YAML" in hub.logs()
+            assert "sharing.yaml: cannot be read as YAML (ParserError at line 3" in hub.logs()
             # The last good agreements stay: the council is still answered, still narrowed.
             assert (await http.get(f"/v1/persons/{second}/s117", headers=council)).status_code == 200
             third = await _person(http, keys["trust"], 4)

@@ -180,6 +180,9 @@ async def test_a_reload_that_changes_grants_is_audited_once(app_hub, tmp_path) -
     assert row.detail["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert (row.detail["added"], row.detail["removed"], row.detail["changed"]) == (
         ["DSA-NEW"], ["DSA-HW-S117-HOST-2024"], ["DSA-BOB-S117-2024"])
+    chain = app_hub.hub.audit
+    assert await chain.extend() >= 1  # chained as every operator action is
+    assert (await chain.verify())["ok"]
 
     reworded = copy.deepcopy(doc)
     reworded["agreements"][0]["title"] = "reworded"  # no grant changed
