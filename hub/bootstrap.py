@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.agreements_loader import load_agreements
+from hub.agreements_watch import AgreementsWatcher, file_state
 from hub.bus.kafka import KafkaLog, KafkaRelay, ensure_topic, run_relay
 from hub.bus.port import EVENTS_TOPIC, Subscriber
 from hub.bus.sql import SqlLog
@@ -108,11 +109,15 @@ class Hub:
     files: FileJobs | None = None  # council files recorded in the background (set by build_hub)
     clients: ClientCache = field(default_factory=ClientCache)  # API keys seen in the last few seconds
     restore_epoch: str = NO_RESTORE  # the store's restore epoch (hub/store/restores.py; set by build_hub)
+    # The watch on the data-sharing agreements file, swapping a changed file's grants into `sharing`
+    # (hub/agreements_watch.py; set by build_hub, started by `watch_agreements`).
+    agreements_watch: AgreementsWatcher | None = None
     worker_process: WorkerProcess | None = None  # the back workers' process (S117_SEPARATE_WORKERS)
     delivery_process: WorkerProcess | None = None  # the deliverers' process (S117_SEPARATE_DELIVERY)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _startup: list[asyncio.Task] = field(default_factory=list)  # one-shot start-up tasks
+    _watching: asyncio.Task | None = None  # the agreements file's watch (`watch_agreements`)
 
     def start_workers(self, front: bool = True, back: bool = True, deliver: bool = True) -> None:
         """Start the hub's tasks: `front` the listeners beside the API (MLLP,
@@ -128,6 +133,18 @@ class Hub:
             self._start_back(deliver_here=deliver)
         if deliver:
             self._start_deliverers()
+
+    def watch_agreements(self, audit: bool) -> None:
+        """Every process of the hub: look at the data-sharing agreements file every
+        `S117_AGREEMENTS_RELOAD_SECONDS` and swap a changed file's grants in (hub/agreements_watch.py),
+        until the hub closes. `audit`: this process writes the audit record of a reload that changes
+        grants (one process of the hub: the one running the back workers, or the only one). A task
+        of its own, not one of `worker_tasks` (it runs with workers or without), stopped by `close`."""
+        interval = self.settings.agreements_reload_seconds
+        if self.agreements_watch is None or interval <= 0 or self._watching is not None:
+            return
+        self.agreements_watch.engine = self.engine if audit else None
+        self._watching = asyncio.create_task(self.agreements_watch.run(interval, self._stop), name="agreements-watch")
 
     def deliverers(self) -> list[Any]:
         """The deliverers this hub has, one per channel."""
@@ -221,6 +238,8 @@ class Hub:
         self._stop.set()
         if self._tasks or self._startup:
             await asyncio.gather(*self._tasks, *self._startup, return_exceptions=True)
+        if self._watching is not None:
+            await asyncio.gather(self._watching, return_exceptions=True)
         if self.files is not None:
             await self.files.close()  # after the chunk in hand; the rest resumes at the next start
         close = getattr(self.bus, "close", None)
@@ -264,6 +283,8 @@ async def build_hub(settings: Settings) -> Hub:
     # The store's own key, or stop here (hub/store/key_check.py)
     protector = await store_protector(engine, settings.data_key, settings.data_key_file)
     await ensure_register_status(engine, ref, agreements)  # the summary's counts (hub/register_counts.py)
+    # The file as it is before it is read: a change made meanwhile is loaded at the watch's first look.
+    sharing_state = file_state(settings.sharing_agreements_path)
     sharing = SharingAgreements.load(settings.sharing_agreements_path, FIELD_GROUPS | {FUNDING})
     relay: KafkaRelay | None = None
     bus: Subscriber
@@ -347,6 +368,10 @@ async def build_hub(settings: Settings) -> Hub:
     for deliverer in hub.deliverers():
         deliverer.sharing_of = lambda: hub.sharing
     hub.workflow_consumer = WorkflowConsumer(hub.workflows, bus, engine)
+    # One agreements object for the process: everything above holds `sharing` itself (or asks
+    # `hub.sharing`), and a reload swaps its grants in place, never a new object.
+    hub.agreements_watch = AgreementsWatcher(sharing, settings.sharing_agreements_path, FIELD_GROUPS | {FUNDING},
+                                             loaded_state=sharing_state)
     hub.files = FileJobs(engine, hub.ingest, protector, packages=hub.packages, chunk=settings.files_chunk_rows,
                          bulk=settings.files_bulk)
     log.info("hub started", database=engine.dialect.name, bus="kafka" if kafka_servers else "sql")

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     data_key_file: Path = REPO_ROOT / "var" / "data.key"
 
     sharing_agreements_path: Path = REPO_ROOT / "contracts" / "data-sharing-agreements.yaml"
+    # Every hub process looks at the agreements file this often and, when it has changed, loads it
+    # with the checks made at start: a withdrawn or narrowed agreement takes effect within about
+    # this long; a file that does not load leaves the last good agreements in force (hub/agreements_watch.py).
+    # 0: never (the file is read at start only).
+    agreements_reload_seconds: float = Field(default=5.0, ge=0, le=3600)
     area_agreements_path: Path = REPO_ROOT / "contracts" / "area-agreements.yaml"
     # A copy of GOV.UK's https://www.gov.uk/bank-holidays.json: its England and Wales
     # years replace the shipped calendar's (2018-2027) for the working-day clocks

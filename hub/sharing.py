@@ -59,20 +59,47 @@ class SharingDecision:
 
 
 class SharingAgreements:
+    """The agreements in force: one object per hub process, held by everything
+    that decides disclosure (the dispatcher, the deliverers, feeds, reads,
+    council files, drift alerts, statements). A reload of the agreements file
+    (hub/agreements_watch.py) swaps the grants *in place* (`replace_grants`),
+    so every holder asks the new ones from its next question on."""
+
     def __init__(self, grants: list[Grant]) -> None:
-        self._by_org: dict[str, list[Grant]] = {}
-        for g in grants:
-            self._by_org.setdefault(g.org_code, []).append(g)
-        # Answers kept per question: the grants never change once loaded (a
-        # reload makes a new object), and the dispatcher asks the same few
+        self._by_org: dict[str, list[Grant]] = _index(grants)
+        # Bumped by each `replace_grants`: a holder that keeps answers of its
+        # own worked out from these (the dispatcher's views of a status, kept
+        # from batch to batch) drops them when it changes.
+        self.generation = 0
+        # Answers kept per question: the dispatcher asks the same few
         # (organisation, event type, day) thousands of times a second. The
         # two questions are the caches themselves (`decide(org_code,
         # event_type, on)`, `field_groups_for(org_code, on)`), not methods
         # calling them: a Python call fewer an answer (bench/JOURNAL.md,
         # "Twenty-seventh session: the dispatcher's calls an event").
+        # `replace_grants` clears them (the same two objects: an alias of
+        # either one sees the new grants too).
         self.decide: Callable[[str, str, date], SharingDecision] = lru_cache(maxsize=_ANSWERS_KEPT)(self._decide)
         self.field_groups_for: Callable[[str, date], frozenset[str]] = \
             lru_cache(maxsize=_ANSWERS_KEPT)(self._field_groups_for)
+
+    def replace_grants(self, other: "SharingAgreements") -> None:
+        """Take `other`'s grants in place of these (a reload of the agreements
+        file), and forget every answer kept. No await in between: on the event
+        loop, every question asked after this call is answered from the new
+        grants, none from a mix (nothing calls these from another thread)."""
+        self._by_org = other._by_org
+        self.generation += 1
+        self.decide.cache_clear()  # type: ignore[attr-defined]
+        self.field_groups_for.cache_clear()  # type: ignore[attr-defined]
+
+    def by_agreement(self) -> dict[str, frozenset[Grant]]:
+        """Every grant by its agreement id (what a reload compares: hub/agreements_watch.py)."""
+        out: dict[str, set[Grant]] = {}
+        for grants in self._by_org.values():
+            for g in grants:
+                out.setdefault(g.agreement_id, set()).add(g)
+        return {k: frozenset(v) for k, v in out.items()}
 
     def _decide(self, org_code: str, event_type: str, on: date) -> SharingDecision:
         """What `org_code` may be told of an event of `event_type` on `on` (`decide`, kept per question)."""
@@ -120,9 +147,21 @@ class SharingAgreements:
     @classmethod
     def load(cls, path: Path, known_field_groups: frozenset[str] | None = None) -> "SharingAgreements":
         try:
-            doc = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
+            data = path.read_bytes()
+        except OSError as exc:
             raise AgreementFileError(f"{path.name}: cannot be read as YAML ({type(exc).__name__})") from exc
+        return cls.parse(data, path.name, known_field_groups)
+
+    @classmethod
+    def parse(cls, data: bytes, name: str, known_field_groups: frozenset[str] | None = None) -> "SharingAgreements":
+        """The agreements file's bytes (`name`: the file's, for the error), checked as `load` checks them."""
+        try:
+            doc = yaml.safe_load(data.decode())
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            # Where, never what: the parser's own text quotes the file's content.
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise AgreementFileError(f"{name}: cannot be read as YAML ({type(exc).__name__}{at})") from exc
         return cls.from_document(doc, known_field_groups)
 
     @classmethod
@@ -172,6 +211,13 @@ class SharingAgreements:
         return cls(grants)
 
 
+def _index(grants: list[Grant]) -> dict[str, list[Grant]]:
+    by_org: dict[str, list[Grant]] = {}
+    for g in grants:
+        by_org.setdefault(g.org_code, []).append(g)
+    return by_org
+
+
 def _date(value: object, where: str) -> date | None:
     if value is None or isinstance(value, date):
         return value
@@ -207,7 +253,8 @@ class DisclosureCheck:
     queued messages: `decide(org, event_type, on)`, the dispatcher's own
     question, asked once per (organisation, event type) of the batch (and
     kept by the agreements object per day besides). Build one per batch with
-    the agreements in force now (a reload makes a new object) and today's date."""
+    the hub's agreements object and today's date: a reload while a batch is
+    in hand shows from the next batch on (`_decided` keeps this batch's)."""
 
     __slots__ = ("_sharing", "_on", "_decided")
 

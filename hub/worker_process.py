@@ -384,6 +384,8 @@ async def run_workers(settings: Settings) -> None:
         if listener is not None:
             closing.append(listener.close)
     hub.start_workers(front=False, back=role != "deliver", deliver=role != "back")
+    # Each process watches the agreements file (its own object to swap); the back workers' one audits.
+    hub.watch_agreements(audit=role != "deliver")
     extra: list[asyncio.Task[Any]] = [asyncio.create_task(
         _front_gone(int(os.environ.get("S117_FRONT_PID") or 0) or None, stop), name="front-watch")]
     if role != "deliver":

@@ -51,6 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             untell = wake_workers_on_publish(settings.database_url)
         elif settings.run_workers:
             hub.start_workers()
+        # The agreements file watched here too: this process answers feeds and reads. With the
+        # workers apart, their process writes the audit record of a reload (hub/agreements_watch.py).
+        hub.watch_agreements(audit=not (settings.run_workers and settings.separate_workers))
         tune_gc()
         try:
             yield

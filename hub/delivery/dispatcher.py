@@ -171,7 +171,7 @@ class Dispatcher:
         # Each person's views of a status (`_BatchCache.truth_for`), kept from batch to batch for
         # one day: a status taken from `_evaluated` is the same object, so its views are too.
         self._truths: collections.OrderedDict[str, tuple[S117Status, dict[str, Any]]] = collections.OrderedDict()
-        self._truths_on: date | None = None
+        self._truths_on: tuple[date, int] | None = None  # (the day, the agreements' generation) they were made for
         self._log = log_
         self._ref = ref
         self._sharing = sharing
@@ -411,9 +411,12 @@ class Dispatcher:
         if keep:  # a snapshot: checked under the lock before any write (`_still_holds`)
             cache.known_subscriptions = self._known_subscriptions
             cache.numbers = queue.EventNumbers(known=self._known_numbers)
-        if self._truths_on != cache.today:  # another day: other agreements may be in force
+        # Another day, or the agreements file reloaded (hub/agreements_watch.py): other field
+        # groups may be granted, and the views kept were made with the old ones.
+        truths_on = (cache.today, self._sharing.generation)
+        if self._truths_on != truths_on:
             self._truths.clear()
-            self._truths_on = cache.today
+            self._truths_on = truths_on
         while len(self._truths) > self.truths_kept:
             self._truths.popitem(last=False)
         cache.truth = self._truths

@@ -31,8 +31,8 @@ the per-subscription tasks that drain the queues (`SubscriptionDeliverer`).
   next delivery only while a whole attempt still fits in its lease; the rest
   are given back and leased again.
 * Agreement at the time of disclosure: each batch, as it is leased, asks the
-  data-sharing agreements in force today (`sharing_of`, the hub's current
-  ones: a reload makes a new object) the dispatcher's question again for each
+  data-sharing agreements in force today (`sharing_of`, the hub's one object,
+  whose grants a reload of the file swaps in place) the dispatcher's question again for each
   delivery (hub.sharing.DisclosureCheck: the organisation, the event type, and
   the field groups the message was rendered with, which can only narrow). One
   no longer allowed is not leased nor sent: it is `held` in the same
@@ -566,8 +566,8 @@ class SubscriptionDeliverer:
     # with no wake-up, an operator's retry) waits at most this long.
     idle_poll_max_seconds: float = 1.0
     _next_due_in: float | None = None  # seconds until the earliest head not yet due (the last poll's)
-    # The data-sharing agreements in force now (the hub's current object: a
-    # reload makes a new one), asked again before every batch is sent (module
+    # The data-sharing agreements in force now (the hub's one object: a reload
+    # of the file swaps its grants in place), asked again before every batch is sent (module
     # docstring); set by hub.bootstrap. None: not asked (a deliverer built
     # bare, in tests and benches, sends what was queued).
     sharing_of: Callable[[], SharingAgreements | None] | None = None

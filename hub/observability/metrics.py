@@ -58,3 +58,17 @@ STORE_COMMIT_SECONDS = Histogram("s117_store_commit_seconds",
 STORE_CHECKPOINT_SECONDS = Histogram("s117_store_checkpoint_seconds",
                                      "SQLite WAL checkpoints (pages copied into the database file, fsynced)",
                                      buckets=_DISK_BUCKETS)
+# The data-sharing agreements file (hub/agreements_watch.py), watched by every hub process:
+# when the agreements now in force in a process were loaded (at start, or by its last good
+# reload; the oldest of the live processes': a process left behind shows here), and whether its
+# last reload was refused (1 until a good one: the last good agreements stay in force meanwhile;
+# alert S117AgreementsReloadFailed). Reloads counted by outcome (`loaded`, `failed`), per process.
+AGREEMENTS_LOADED_AT = Gauge("s117_agreements_loaded_timestamp_seconds",
+                             "When the data-sharing agreements in force were loaded (Unix time; the oldest process's)",
+                             multiprocess_mode="livemin")
+AGREEMENTS_RELOAD_FAILED = Gauge("s117_agreements_reload_failed",
+                                 "1 while the data-sharing agreements file changed but could not be loaded "
+                                 "(the last good agreements stay in force)", multiprocess_mode="livemax")
+AGREEMENTS_RELOADS = Counter("s117_agreements_reloads_total",
+                             "Reloads of the data-sharing agreements file by outcome (every process counts its own)",
+                             ["outcome"])
