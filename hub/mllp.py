@@ -595,7 +595,8 @@ class MllpServer:
         """An A11 (cancel admit) or A13 (cancel discharge): the access policy first, as for any message
         (`_quarantined`); then the one change it cancels retracted, as `POST .../retraction` retracts it
         (hub/retraction.py `retract_cancelled`): the person (PID-3), the change type, recorded by this trust's
-        organisation, the date (A11: ZU5-5, PV1-44 or EVN-6; A13: PV1-45 or EVN-6) and the hospital
+        organisation, the date (A11: ZU5-5, PV1-44 or EVN-6; an A11 with ZU5-8 `cto-recall`, cancelling a
+        recall: PV1-44, ZU5-5 or EVN-6; A13: PV1-45 or EVN-6) and the hospital
         (PV1-3.4, PV1-39 or MSH-4) the message gives. `AA` naming the change retracted (or retracted before);
         no such change, or more than one: `AR`, held in quarantine for review, naming why."""
         about = result.about or {}
@@ -604,8 +605,9 @@ class MllpServer:
             refused = await self._ingest.write_precheck(client, result.about, CHANNEL)
             if refused is not None:
                 return await self._refusal_ack(header, result, refused, started)
-        event = "A11 (cancel admit)" if cancels == "detained" else "A13 (cancel discharge)"
-        what = "detention" if cancels == "detained" else "discharge"
+        admit = cancels in ("detained", "cto-recalled")  # an A11 (cancel admit), else an A13
+        event = "A11 (cancel admit)" if admit else "A13 (cancel discharge)"
+        what = {"detained": "detention", "cto-recalled": "CTO recall"}.get(cancels or "", "discharge")
         date_field = result.origins.get("effective_date", "EVN-6")
         nhs = (about.get("person") or {}).get("nhs_number")
         if nhs is None or nhs_number_problem(nhs) is not None:
@@ -616,7 +618,7 @@ class MllpServer:
             why = f"holds no valid date: the {what} it cancels cannot be found"
             return await self._hold_cancel(client, payload, header, event, f"no valid date ({date_field})",
                                            HL7Problem(date_field, why, APPLICATION_ERROR), "no-date")
-        kind = "cancel admit" if cancels == "detained" else "cancel discharge"
+        kind = "cancel admit" if admit else "cancel discharge"
         cancel = Cancellation(message_id=header.control_id, change_type=cancels, nhs_number=nhs,
                               effective_date=result.cancelled_on, hospital_ods=about.get("hospital_ods"),
                               reason=f"HL7 {header.trigger_event} {kind} {header.control_id}"[:1000])

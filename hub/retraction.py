@@ -89,7 +89,7 @@ class Cancellation:
     """What an HL7 v2 cancellation (A11, A13) names of the change it cancels (adapters/hl7v2/mapping.py)."""
 
     message_id: str  # its MSH-10 as sent: the idempotency key, and named in the retraction's reason
-    change_type: str  # "detained" (A11) or "left-hospital" (A13)
+    change_type: str  # "detained" (A11), "cto-recalled" (A11 with ZU5-8 cto-recall) or "left-hospital" (A13)
     nhs_number: str
     effective_date: date
     hospital_ods: str | None

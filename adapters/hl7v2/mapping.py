@@ -360,7 +360,11 @@ def map_adt(message_text: str) -> MappingResult:
         return _reject(header, "MSH-9", "only ADT messages are accepted", UNSUPPORTED_MESSAGE_TYPE)
     event = header.trigger_event
     if event == "A11":
-        return _held_cancellation(msg, header, "detained", "A11 (cancel admit) cannot be applied: the register change "
+        # An A11 carries the ZU5 of the admission it cancels: with ZU5-8 `cto-recall` that admission was a
+        # recall (`cto-recalled`, dated as the A01 dated it), else a detention.
+        recall = (msg.get("ZU5", ADMISSION_KIND_FIELD, 1) or "").lower() == CTO_RECALL
+        return _held_cancellation(msg, header, "cto-recalled" if recall else "detained",
+                                  "A11 (cancel admit) cannot be applied: the register change "
                                   "contract has no cancellation; a detention already recorded stays until corrected "
                                   "by hand. The message is held in quarantine for review")
     if event == "A13":
@@ -394,7 +398,9 @@ def _held_cancellation(msg: _Msg, header: Header, cancels: str, reason: str) -> 
 
 # Where an A11 / A13 gives the date of the change it cancels: the fields the A01 / A03 mapping reads the
 # change's `effective_date` from, then EVN-6 (event occurred).
-_CANCELLED_DATES = {"detained": (("ZU5", 5), ("PV1", 44), ("EVN", 6)), "left-hospital": (("PV1", 45), ("EVN", 6))}
+_CANCELLED_DATES = {"detained": (("ZU5", 5), ("PV1", 44), ("EVN", 6)),
+                    "cto-recalled": (("PV1", 44), ("ZU5", 5), ("EVN", 6)),  # a recall: the admit date first
+                    "left-hospital": (("PV1", 45), ("EVN", 6))}
 
 
 class _Mapper:

@@ -200,3 +200,34 @@ async def test_a_recall_from_a_trust_with_no_role_for_the_person_changes_nothing
     assert await changes(app_hub) == before and await held(app_hub) == held_before
     s = await status(app_hub)
     assert s["on_cto"] is True and s["in_hospital"] is False, s
+
+
+async def test_an_a11_carrying_zu5_8_cto_recall_retracts_the_recall_it_cancels(app_hub) -> None:  # noqa: ANN001
+    """An A11 (cancel admit) carries the ZU5 of the admission it cancels: with ZU5-8 `cto-recall` it
+    cancels the recall (`cto-recalled`, matched on the date the A01 dated it by: PV1-44 first), which is
+    retracted as any change recorded in error; the CTO stays in force and the person is out of hospital
+    again. Before, an A11 looked for a `detained` change only: AR, held for review."""
+    hub = app_hub.hub
+    server = MllpServer(hub.engine, hub.ingest, "127.0.0.1", 0, retractions=hub.retractions)
+    stop = asyncio.Event()
+    task = asyncio.create_task(server.serve(stop))
+    try:
+        async with Engine(server.port) as engine:
+            await on_a_cto(app_hub, engine)
+            assert msa(await engine.send(recall_a01("RCL-9", "cto-recall")))[1] == "AA"
+            assert (await changes(app_hub))[-1] == "cto-recalled"
+            assert (await status(app_hub))["in_hospital"] is True
+            held_before = await held(app_hub)
+            a11 = message("ADT_A11_cancel_admit.hl7", "CAN-RCL-1", day="20250501")
+            a11 += "\rZU5|2025|3|3|1|202505011000|1||cto-recall"
+            ack = await engine.send(a11)
+            assert msa(ack)[1] == "AA" and msa(ack)[3].startswith("register change retracted: "), ack
+            s = await status(app_hub)
+            assert s["on_cto"] is True and s["in_hospital"] is False, s
+            assert await held(app_hub) == held_before
+            # Without ZU5-8 the same A11 looks for a detention on its date: none, AR and held.
+            ack = await engine.send(message("ADT_A11_cancel_admit.hl7", "CAN-RCL-2", day="20250501"))
+            assert msa(ack)[1] == "AR" and "no detention recorded by this trust matches" in ack, ack
+    finally:
+        stop.set()
+        await task
