@@ -6,30 +6,15 @@ refusal floor, nothing retracted, the refusal audited naming no one."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 
 from hub.clients import add_client
 from hub.store.schema import access_decisions, change_retractions, operator_actions
-from tests.contract.test_recipient_views import World, _world
+from tests.contract.test_recipient_views import world  # noqa: F401  (the fixture)
 from tests.histories import BUCKS, GP, materialise
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[asyncio.AbstractEventLoop, World]]:
-    loop = asyncio.new_event_loop()
-    w, close = loop.run_until_complete(_world(tmp_path))
-    try:
-        yield loop, w
-    finally:
-        loop.run_until_complete(close())
-        loop.close()
 
 
 def _comparable(body: dict[str, Any]) -> dict[str, Any]:

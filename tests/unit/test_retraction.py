@@ -10,14 +10,10 @@ corrected the way late history corrects it.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from hub.clients import add_client
@@ -28,22 +24,11 @@ from hub.domain.views import NOT_INVOLVED, views_for
 from hub.fhir.messages import read_position
 from hub.store.schema import (access_decisions, change_retractions, not_retracted,
                               register_changes, register_status, workflow_cases)
-from tests.contract.test_recipient_views import World, _world
+from tests.contract.test_recipient_views import World, world  # noqa: F401  (the fixture)
 from tests.histories import BOB_ICB, BUCKS, GP, HW_ICB, ORGS, WORCS, late_correction_history, materialise
 
 _runs = itertools.count()
 CORRECTED = "s117-notification-corrected"
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[asyncio.AbstractEventLoop, World]]:
-    loop = asyncio.new_event_loop()
-    w, close = loop.run_until_complete(_world(tmp_path))
-    try:
-        yield loop, w
-    finally:
-        loop.run_until_complete(close())
-        loop.close()
 
 
 async def _key(w: World, name: str, org: str, kind: str, scopes: list[str]) -> str:
