@@ -53,6 +53,7 @@ from hub.workflows.service import WorkflowService
 from hub.money.service import PackageService
 from hub.sharing import FUNDING, SharingAgreements
 from hub.store.db import close_inline, create_engine, create_schema
+from hub.domain.dates import england_day
 
 log = get_logger("hub.bootstrap")
 LEASE_MARGIN_SECONDS = 5.0
@@ -262,7 +263,7 @@ def _report_calendar(holidays: frozenset[date], today: date | None = None) -> No
     if until is None:
         return
     BANK_HOLIDAYS_COVERED_UNTIL.set(datetime.combine(until, time.max, UTC).timestamp())
-    left = (until - (today or datetime.now(UTC).date())).days
+    left = (until - (today or england_day())).days
     if left < WARN_DAYS:
         log.warning("bank holiday calendar ends soon: clocks past it count no holidays; set S117_BANK_HOLIDAYS_FILE",
                     covered_until=until.isoformat(), days_left=left)

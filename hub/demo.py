@@ -14,7 +14,7 @@ import shutil
 import signal
 import socket
 import uuid
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -29,6 +29,7 @@ from hub.sample_data import bad_change, detention_to_move_scenario
 from hub.server import uvicorn_config
 from hub.settings import REPO_ROOT, Settings
 from hub.store.db import create_engine, create_schema
+from hub.domain.dates import england_day
 
 RECEIVER_SECRET = "demo-receiver-secret-0123456789abcdef"  # demo only
 ORGS = {
@@ -145,7 +146,7 @@ async def run_demo(port: int = 8117, receiver_port: int = 8118, duration: float 
         while not stop.is_set():
             cycle += 1
             run_id = f"demo-{uuid.uuid4().hex[:8]}"
-            start = date.today() - timedelta(days=400 - cycle)
+            start = england_day() - timedelta(days=400 - cycle)
             for change in detention_to_move_scenario(rng, run_id, start):
                 r = await http.post("/v1/register-changes", headers={"X-API-Key": trust_key}, json=change)
                 print(f"trust -> hub: {change['change_type']:<16} {r.status_code} "

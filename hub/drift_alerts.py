@@ -50,6 +50,7 @@ from hub.ids import uuid5
 from hub.observability.logging import get_logger
 from hub.sharing import SharingAgreements
 from hub.store.schema import drift_alerts, reconciliation_items, reconciliation_snapshots
+from hub.domain.dates import england_day
 
 log = get_logger("hub.drift_alerts")
 EVENT = EventType.RECONCILIATION_DRIFT
@@ -83,7 +84,7 @@ async def open_by_kind(conn: AsyncConnection, body_org: str) -> dict[str, int]:
 class DriftAlerts:
     def __init__(self, sharing: SharingAgreements, protector: DataProtector, ref: ReferenceData,
                  hub_endpoint: str, ns: Namespaces = DEFAULT_NAMESPACES,
-                 today: Callable[[], date] = lambda: datetime.now(UTC).date()) -> None:
+                 today: Callable[[], date] = england_day) -> None:
         self._sharing = sharing
         self._protector = protector
         self._ref = ref

@@ -14,6 +14,7 @@ import json
 import sys
 
 from hub.ids import uuid4
+from hub.domain.dates import england_day
 
 CLI_CLIENT = "cli:s117hub-export"  # the client the file's audit rows name (no key: an operator's command)
 
@@ -54,7 +55,7 @@ async def _run(args: argparse.Namespace) -> dict:
                             SharingAgreements.load(s.sharing_agreements_path, FIELD_GROUPS | {FUNDING}),
                             protector, s.export_dir,
                             s.export_ack_alert_hours)
-        if svc.groups_in_force(args.org, __import__("datetime").date.today()) is None:
+        if svc.groups_in_force(args.org, england_day()) is None:
             sys.exit(f"export: no data-sharing agreement in force names {args.org}")
         # Claimed as it is asked for: the hub's worker, if it runs, leaves this one to us.
         builder = uuid4()

@@ -124,6 +124,7 @@ from hub.store.schema import (
     register_changes,
     subscriptions,
 )
+from hub.domain.dates import england_day
 
 log = get_logger("hub.exports")
 CHANNEL = "council-file"
@@ -652,7 +653,7 @@ class ExportService:
         # Disclosed under the agreements in force when the file is written (as every channel is,
         # README "A message is disclosed under the agreement in force when it is sent"), not
         # when it was asked for: the council's SFTP account collects the folder whatever the API says.
-        today = self._now().date()
+        today = england_day(self._now())
         in_force = self.groups_in_force(row.org_code, today)
         if in_force is None and row.mode == "full":
             await self._set(row.export_id, state="withheld", builder=None, builder_until=None)
@@ -665,7 +666,7 @@ class ExportService:
             rows = self._delta_rows(row)
         else:
             await self._set(row.export_id, state="building", file_name=name)
-            rows = self._full_rows(row.org_code, created.date(), progress)
+            rows = self._full_rows(row.org_code, england_day(created), progress)
         # <export_dir>/<org>/outbound made 0700 if missing, else narrowed if wider; no link followed.
         writer = ExportWriter(layout, row.org_code, created, row.mode)
         directory = outbound_dir(self._dir, row.org_code)
@@ -800,7 +801,7 @@ class ExportService:
         `held` with a `denied` disclosure, as on every other channel, not taken;
         a rebuild asks again of those it had taken (the restart after the crash
         may have loaded other agreements)."""
-        check = DisclosureCheck(self._sharing, today or self._now().date())
+        check = DisclosureCheck(self._sharing, today or england_day(self._now()))
         async with self._engine.begin() as conn:
             taken = (await conn.execute(select(func.count()).select_from(export_items)
                                         .where(export_items.c.export_id == row.export_id))).scalar_one()
@@ -867,7 +868,7 @@ class ExportService:
                 .join(deliveries, deliveries.c.delivery_id == export_items.c.delivery_id)
                 .where(export_items.c.export_id == row.export_id).order_by(export_items.c.event_no))).all()
             await conn.rollback()
-        today = self._now().date()
+        today = england_day(self._now())
         for start in range(0, len(items), PAGE):
             page = items[start:start + PAGE]
             async with self._engine.connect() as conn:

@@ -70,6 +70,7 @@ from hub.store.schema import (
     not_retracted,
     register_changes,
 )
+from hub.domain.dates import england_day
 
 log = get_logger("hub.reconciliation")
 GROUP = "reconciliation"
@@ -593,7 +594,7 @@ class ItemWatcher:
         self._log = log_
         self._ref = ref
         self._agreements = agreements
-        self._today = today or (lambda: datetime.now(UTC).date())
+        self._today = today or (england_day)
         self._alerts = alerts  # re-arms a body's drift alert when its count falls back below
 
     passed_commit_seconds = 1.0  # how long an offset moved past events of people with no open item may go unwritten

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.codec import from_jsonable
 from hub.domain.agreements import AgreementBook
-from hub.domain.dates import add_months
+from hub.domain.dates import add_months, england_day
 from hub.domain.model import RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import evaluate
@@ -238,5 +238,5 @@ async def ensure_register_status(engine: AsyncEngine, ref: ReferenceData, agreem
                 .subquery()
             ))).scalar_one()
     if missing:
-        n = await rebuild(engine, ref, agreements, datetime.now(UTC).date())
+        n = await rebuild(engine, ref, agreements, england_day())
         log.info("register status rebuilt", count=n)

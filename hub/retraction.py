@@ -64,6 +64,7 @@ from hub.register_counts import record_status
 from hub.store.db import write_transaction
 from hub.store.schema import (api_clients, change_retractions, including_retracted, ingest_results, not_retracted,
                               persons, register_changes, register_status)
+from hub.domain.dates import england_day
 
 log = get_logger("hub.retraction")
 CHANNEL = "rest"
@@ -117,7 +118,7 @@ def _answer(row: Any) -> dict[str, Any]:
 
 class RetractionService:
     def __init__(self, engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook,
-                 protector: DataProtector, today: Callable[[], date] = lambda: datetime.now(UTC).date()) -> None:
+                 protector: DataProtector, today: Callable[[], date] = england_day) -> None:
         self._engine = engine
         self._ref = ref
         self._agreements = agreements

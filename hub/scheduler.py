@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -45,6 +45,7 @@ from hub.domain.rules.precedence import change_order
 from hub.ids import uuid4, uuid5
 from hub.observability.logging import get_logger
 from hub.store.schema import bus_messages, not_retracted, register_changes
+from hub.domain.dates import england_day
 
 log = get_logger("hub.scheduler")
 REVIEW_NAMESPACE = uuid.UUID("7d2b5a52-1d0c-4e41-9f0e-117117000aaa")
@@ -56,7 +57,7 @@ def review_event_id(person_id: str, due_on: date, kind: str) -> str:
 
 class ReviewScanner:
     def __init__(self, engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook, notice_days: int = 14,
-                 today: Callable[[], date] = lambda: datetime.now(UTC).date()) -> None:
+                 today: Callable[[], date] = england_day) -> None:
         self._engine = engine
         self._ref = ref
         self._agreements = agreements

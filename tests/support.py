@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request, Response
 
 from hub.crypto import verify_webhook_request
 from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE
+from hub.domain.dates import england_day
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -286,7 +287,7 @@ async def left_hospital_80_days_ago(http, trust_key: str, seed: int, run: str): 
 
     from hub.sample_data import detention_to_move_scenario
 
-    left = date.today() - timedelta(days=80)
+    left = england_day() - timedelta(days=80)
     changes = detention_to_move_scenario(random.Random(seed), run, left - timedelta(days=90))[:3]
     changes[2]["effective_date"] = left.isoformat()
     for c in changes:

@@ -16,7 +16,6 @@ the hub operator records the determination of the body owning that stage."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -40,6 +39,7 @@ from hub.domain.workflows.model import (
     refusal_errors,
 )
 from hub.workflows.service import NoRelationship, case_view
+from hub.domain.dates import england_day
 
 router = APIRouter(prefix="/v1/disputes", tags=["disputes"])
 
@@ -153,7 +153,7 @@ async def _reimbursement(hub, client, case) -> dict:  # noqa: ANN001
     whose agreement grants the `funding` field group (periods and shares are
     the dispute's own terms, which every party sees)."""
     statement = await service(hub).statement(case)
-    if is_admin(client) or hub.sharing.grants_group(client.org_code, FUNDING, datetime.now(UTC).date()):
+    if is_admin(client) or hub.sharing.grants_group(client.org_code, FUNDING, england_day()):
         return statement
     return {**statement, "lines": [{**line, "amount_pence": None} for line in statement["lines"]],
             "total_pence": None, "bodies": [],

@@ -5,7 +5,6 @@ as for an id that does not exist."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import APIRouter
@@ -23,6 +22,7 @@ from hub.exports import ExportRequest
 from hub.ingest.service import Client
 from hub.observability.logging import bound_correlation_id
 from hub.store.schema import council_exports
+from hub.domain.dates import england_day
 
 router = APIRouter(prefix="/v1/exports", tags=["council files out"])
 ops_router = APIRouter(prefix="/v1/ops", tags=["operations"])
@@ -47,7 +47,7 @@ async def _own(hub: Any, client: Client, export_id: str) -> Any:
 @router.post("", status_code=202, summary="Build a full extract for the caller's council now (built in the background)")
 async def request_export(body: ExportIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, SCOPE)
-    if hub.exports.groups_in_force(client.org_code, datetime.now(UTC).date()) is None:
+    if hub.exports.groups_in_force(client.org_code, england_day()) is None:
         await _audit_download(hub, client, allowed=False, rule=Rule.NO_AGREEMENT)  # a refused read, audited
         raise ProblemError(403, "forbidden", "Not permitted",
                            "no data-sharing agreement in force names this organisation", rule="no-agreement")
@@ -102,7 +102,7 @@ async def download(export_id: ExportId, hub: HubDep, client: ClientDep) -> Strea
         raise
     # Its own file, but no agreement in force any more: no read (as POST /v1/exports refuses to build one).
     if "hub:admin" not in client.scopes and hub.exports.groups_in_force(client.org_code,
-                                                                        datetime.now(UTC).date()) is None:
+                                                                        england_day()) is None:
         await _audit_download(hub, client, allowed=False, rule=Rule.NO_AGREEMENT)
         raise ProblemError(403, "forbidden", "Not permitted",
                            "no data-sharing agreement in force names this organisation", rule="no-agreement")
@@ -111,7 +111,7 @@ async def download(export_id: ExportId, hub: HubDep, client: ClientDep) -> Strea
     # Built while the agreement granted groups it no longer does (NHS numbers once `identity` is
     # withdrawn...): sending the file now would disclose them. A file built before its groups were
     # recorded counts as built with every group its layout can carry (hub/exports.py `built_with`).
-    today = datetime.now(UTC).date()
+    today = england_day()
     withdrawn = set() if "hub:admin" in client.scopes else hub.exports.groups_withdrawn(row, today)
     if withdrawn:
         names = sorted(withdrawn)
@@ -145,7 +145,7 @@ async def _audit_download(hub, client, *, allowed: bool, rule: Rule | str | None
     groups = agreement = None
     if row is not None:
         groups = hub.exports.built_with(row)
-        agreement = hub.exports.agreement_in_force(client.org_code, datetime.now(UTC).date())
+        agreement = hub.exports.agreement_in_force(client.org_code, england_day())
     async with hub.engine.begin() as conn:
         await record_decision(conn, client, channel="export", action="read", allowed=allowed,
                               rule=rule or (Rule.ALLOWED if allowed else Rule.NO_RELATIONSHIP),

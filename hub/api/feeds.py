@@ -72,6 +72,7 @@ from hub.sharing import DisclosureCheck
 from hub.store.db import read_only
 from hub.store.restores import EPOCH_HEADER
 from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, subscriptions
+from hub.domain.dates import england_day
 
 router = APIRouter(prefix="/v1/feeds", tags=["subscriptions"])
 log = get_logger("hub.feeds")
@@ -155,7 +156,7 @@ async def _next(conn: AsyncConnection, sub: Any, after: int, limit: int,
 
 def _check(hub) -> DisclosureCheck:  # noqa: ANN001
     """The agreements in force now, for one page (or one turn of a stream)."""
-    return DisclosureCheck(hub.sharing, datetime.now(UTC).date())
+    return DisclosureCheck(hub.sharing, england_day())
 
 
 async def _require_agreement(hub, client, check: DisclosureCheck) -> None:  # noqa: ANN001

@@ -47,6 +47,7 @@ from hub.fhir.subscriptions import (
 from hub.observability.logging import get_logger
 from hub.sharing import DisclosureCheck
 from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, subscriptions
+from hub.domain.dates import england_day
 
 _BODY_TYPES = frozenset({FHIR_JSON, "application/json"})
 
@@ -133,7 +134,7 @@ async def create(request: Request, hub: HubDep, client: ClientDep) -> Response:
     why = await url_problem(req.endpoint, hub.settings.webhook_allowed_hosts)
     if why:
         return _outcome(422, [("Subscription.channel.endpoint", why)])
-    decision = hub.sharing.decide(client.org_code, req.event_type, datetime.now(UTC).date())
+    decision = hub.sharing.decide(client.org_code, req.event_type, england_day())
     if not decision.allowed:
         return _outcome(422, [("Subscription.criteria",
                                "this topic is not within your organisation's data-sharing agreement")],
@@ -259,7 +260,7 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
     # gives it (hub/sharing.py DisclosureCheck, as a delivery is checked): one the agreement no
     # longer covers, or rendered with field groups it no longer grants, is left out (its event
     # number is the gap the subscriber sees, as on the pull feed); the operator is no subscriber.
-    check = None if "hub:admin" in client.scopes else DisclosureCheck(hub.sharing, datetime.now(UTC).date())
+    check = None if "hub:admin" in client.scopes else DisclosureCheck(hub.sharing, england_day())
     async with hub.engine.connect() as conn:
         q = (select(deliveries.c.event_number, delivery_messages.c.payload, deliveries.c.message_id,
                     deliveries.c.created_at, deliveries.c.event_type, deliveries.c.field_groups,

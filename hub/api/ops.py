@@ -30,6 +30,7 @@ from hub.store.schema import (
     service_levels,
     subscriptions,
 )
+from hub.domain.dates import england_day
 
 router = APIRouter(prefix="/v1/ops", tags=["operations"])
 log = get_logger("hub.ops")
@@ -376,7 +377,7 @@ async def resume_subscription(subscription_id: str, hub: HubDep, client: ClientD
 @router.get("/service-level", summary="Register changes recorded late or nearly late (Worcs 19.6)")
 async def service_level(hub: HubDep, client: ClientDep, days: Days = 90) -> dict:
     require(client, "hub:admin")
-    since = datetime.now(UTC).date() - timedelta(days=days)
+    since = england_day() - timedelta(days=days)
     async with hub.engine.connect() as conn:
         rows = (await conn.execute(
             select(service_levels, register_changes.c.source, register_changes.c.change_type)

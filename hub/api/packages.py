@@ -18,7 +18,6 @@ person reads nothing, and the difference in time would tell who is there."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -32,6 +31,7 @@ from hub.codec import DUPLICATE_KEY, duplicate_keys, json_path
 from hub.ingest.validation import FieldProblem
 from hub.money.contract import PackageIn
 from hub.money.service import funding_agreement
+from hub.domain.dates import england_day
 
 
 router = APIRouter(prefix="/v1", tags=["packages"])
@@ -58,7 +58,7 @@ async def post_package(request: Request, hub: HubDep, client: ClientDep) -> JSON
     except orjson.JSONDecodeError:
         data = None
     twice = duplicate_keys(raw, data) if isinstance(data, dict) else []
-    if twice and funding_agreement(hub.packages._sharing(), client, datetime.now(UTC).date()) is not None:
+    if twice and funding_agreement(hub.packages._sharing(), client, england_day()) is not None:
         # A key named twice: a 422 naming each (never a value), held in quarantine, never read as the value
         # the parser kept last. A caller with no funding agreement gets its one answer, as for any body.
         smid = data.get("source_message_id") if ("source_message_id",) not in twice else None

@@ -42,6 +42,7 @@ from hub.money.view import funding_view
 from hub.sharing import FUNDING
 from hub.store.schema import disclosures, not_retracted, register_changes, service_levels
 from hub.workflows.distribution import transfers_for_person
+from hub.domain.dates import england_day
 
 router = APIRouter(prefix="/v1/persons", tags=["persons"])
 
@@ -60,7 +61,7 @@ def _not_found() -> ProblemError:
                                              "(one answer)"}})
 async def lookup(body: LookupIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, "s117:read")
-    grant = AccessPolicy.read_grant(hub.sharing, client, datetime.now(UTC).date())
+    grant = AccessPolicy.read_grant(hub.sharing, client, england_day())
     # Without `identity` the number is not even looked up (`_authorise` refuses and audits).
     person_id = await person_id_for_nhs_number(hub, body.nhs_number) if IDENTITY in grant.groups else None
     # Confirming who an NHS number belongs to discloses identity: the
@@ -111,7 +112,7 @@ async def _authorise(
     given) and the field groups the caller may see; otherwise the one 404.
     Audited either way."""
     started = time.monotonic()
-    today = datetime.now(UTC).date()
+    today = england_day()
     grant = AccessPolicy.read_grant(hub.sharing, client, today)
     # No agreement (or none granting what the read needs): refused before the
     # person is read, so the answer's time says nothing of who is on the register.
@@ -134,7 +135,7 @@ async def _authorise(
             # told: asked with no date, the date is today, as if as_of=today.
             told_at = await _last_notified(hub, client, person_id)
             decision = decide_read(caller_of(client), facts_now, at_as_of, True, as_of or today,
-                                   told_at.date() if told_at else None)
+                                   england_day(told_at) if told_at else None)
             if decision.allowed and decision.role is Role.NOTIFIED:
                 # Told of the person, no part in their care: the register as the hub had it when it
                 # last told the body, never a change it received after (the same day's, or a late
@@ -201,7 +202,7 @@ async def _add_funding(hub, client: Client, person_id: str, status: S117Status, 
     group (hub/money/view.py), and of those only the lines charged to a pair
     the caller belongs to, begun by `as_of` (hub/money/service.py
     `funding_for`; for the hub operator no pair filter, the date's still)."""
-    today = datetime.now(UTC).date()
+    today = england_day()
     admin = "hub:admin" in client.scopes
     if hub.packages is None or not (admin or hub.sharing.grants_group(client.org_code, FUNDING, today)):
         return

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Iterable
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -37,6 +37,7 @@ from hub.ingest.service import Client
 from hub.drift_alerts import alert_overview
 from hub.observability.logging import bound_correlation_id
 from hub.reconciliation import Body, drift_history, items_csv_lines
+from hub.domain.dates import england_day
 
 router = APIRouter(prefix="/v1/reconciliations", tags=["reconciliation"])
 ops_router = APIRouter(prefix="/v1/ops", tags=["operations"])
@@ -87,7 +88,7 @@ async def send_snapshot(
     as_of: Annotated[QueryDate | None, Query(description="the date the list describes; default today")] = None,
 ) -> dict:
     require(client, SCOPE)
-    today = datetime.now(UTC).date()
+    today = england_day()
     if _agreement_groups(hub, client, today) is None:
         raise ProblemError(403, "forbidden", "Not permitted",
                            "no data-sharing agreement in force names this organisation")
@@ -119,7 +120,7 @@ async def _audit_read(hub: Any, client: Client, *, allowed: bool, what: str,
     or one row naming no one (a report in progress, one naming only people the hub does not know, a
     refusal). A report's rows go in one statement (executemany): a body reading its report of 5,000
     people writes 5,000 rows, as 5,000 person queries would, in one transaction."""
-    grant = AccessPolicy.read_grant(hub.sharing, client, datetime.now(UTC).date())
+    grant = AccessPolicy.read_grant(hub.sharing, client, england_day())
     people = sorted({p for p in person_ids if p})
     async with hub.engine.begin() as conn:
         await record_decision(conn, client, channel=CHANNEL, action="read", allowed=allowed,
@@ -154,7 +155,7 @@ async def report(
 ) -> Any:
     require(client, SCOPE)
     snap = await _own(hub, client, snapshot_id, REPORT_CSV if format == "csv" else REPORT)
-    groups = _agreement_groups(hub, client, datetime.now(UTC).date()) or frozenset()
+    groups = _agreement_groups(hub, client, england_day()) or frozenset()
     body = await hub.reconciliation.snapshot(snapshot_id)
     # The state of this read, not of the ownership check's earlier one: a comparison finishing in
     # between must not answer "done" with no items (its items commit with the state).
@@ -208,7 +209,7 @@ async def decide_item(item_id: SnapshotId, decision: ItemDecision, hub: HubDep, 
     # The answer shows the item as the report does: a read of the person it names, recorded, and within
     # the body's agreement (without `explanations`, no explanation; without `responsibility`, not the
     # register's responsible body).
-    groups = _agreement_groups(hub, client, datetime.now(UTC).date()) or frozenset()
+    groups = _agreement_groups(hub, client, england_day()) or frozenset()
     await _audit_read(hub, client, allowed=True, what=ITEM, person_ids=[item["person_id"]], groups=groups)
     return _within_agreement(item, groups)
 
@@ -217,4 +218,4 @@ async def decide_item(item_id: SnapshotId, decision: ItemDecision, hub: HubDep, 
 async def reconciliation_overview(hub: HubDep, client: ClientDep) -> dict:
     require(client, "hub:admin")
     return {"snapshots": await drift_history(hub.engine),
-            "alerts": await alert_overview(hub.engine, hub.sharing, datetime.now(UTC).date())}
+            "alerts": await alert_overview(hub.engine, hub.sharing, england_day())}

@@ -4,14 +4,14 @@ is the responsible council or ICB; the hub operator sees all."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 
 from fastapi import APIRouter
 
 from hub import register_counts
 from hub.api.deps import ClientDep, HubDep, require
 from hub.bootstrap import Hub
-from hub.domain.dates import add_months
+from hub.domain.dates import add_months, england_day
 from hub.domain.money.expenditure import expenditure, financial_year
 from hub.ingest.service import Client
 from hub.reconciliation import list_agreement
@@ -23,7 +23,7 @@ router = APIRouter(prefix="/v1/reports", tags=["reports"])
 @router.get("/register-summary", summary="Anonymised register summary with trends (Worcs Annex 3)")
 async def summary(hub: HubDep, client: ClientDep) -> dict:
     require(client, "reports:read")
-    today = datetime.now(UTC).date()
+    today = england_day()
     # Maintained counts (hub/register_counts.py): one aggregate query, not a
     # re-evaluation of every person per request.
     report = await register_counts.summary(hub.engine, today, None if "hub:admin" in client.scopes else client.org_code)

@@ -10,7 +10,6 @@ are disclosed), or one naming no one when it lists nobody."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -25,13 +24,14 @@ from hub.money.issues import issue_for
 from hub.money.render import statement_csv, statement_json, statement_pdf
 from hub.money.service import funding_agreement
 from hub.observability.logging import bound_correlation_id
+from hub.domain.dates import england_day
 
 router = APIRouter(prefix="/v1", tags=["statements"])
 MONTH = re.compile(r"^(20[0-9]{2}|2100)-(0[1-9]|1[0-2])$")
 
 
 def org_names(hub, council: str, icb: str) -> dict[str, str]:  # noqa: ANN001
-    today = datetime.now(UTC).date()
+    today = england_day()
     c = hub.ref.council(council, today)
     i = hub.ref.commissioner_successor(icb, today)
     return {council: c.name if c else council, icb: i.name if i and i.code == icb else icb}
@@ -48,7 +48,7 @@ async def get_statement(
     format: Literal["json", "csv", "pdf"] = "json",
 ) -> Response:
     require(client, "s117:read")
-    today = datetime.now(UTC).date()
+    today = england_day()
     if "hub:admin" in client.scopes:
         decision, agreement = Decision(True, Rule.ALLOWED, Role.HUB_OPERATOR), "hub:admin"
     else:

@@ -46,6 +46,7 @@ from hub.store.schema import (
     subscription_counters,
     subscriptions,
 )
+from hub.domain.dates import england_day
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 log = get_logger("hub.subscriptions")
@@ -164,7 +165,7 @@ async def create_subscription(body: SubscriptionIn, hub: HubDep, client: ClientD
         # A filter naming an event type no agreement in force lets the organisation receive
         # could never deliver anything of it (each message is decided again at dispatch and
         # at sending): refused, naming them, as POST /v1/fhir/Subscription refuses such a topic.
-        today = datetime.now(UTC).date()
+        today = england_day()
         outside = sorted({e.value for e in body.event_types
                           if not hub.sharing.decide(client.org_code, e.value, today).allowed})
         if outside:
@@ -245,7 +246,7 @@ async def require_agreement_in_force(hub, client) -> None:  # noqa: ANN001
     A refusal is audited (`access_decisions`, channel `replay`), as any refused read."""
     if "hub:admin" in client.scopes:
         return
-    if not DisclosureCheck(hub.sharing, datetime.now(UTC).date()).any_in_force(client.org_code):
+    if not DisclosureCheck(hub.sharing, england_day()).any_in_force(client.org_code):
         async with hub.engine.begin() as conn:
             await record_decision(conn, client, channel="replay", action="read", allowed=False,
                                   rule=Rule.NO_AGREEMENT)
@@ -264,7 +265,7 @@ async def audit_replay(hub, client, org_code: str, handed: list[tuple[str, Any]]
         return
     event_ids = sorted({e for e, _g in handed})
     groups = frozenset().union(*(frozenset(g or ()) for _e, g in handed))
-    agreement = AccessPolicy.read_grant(hub.sharing, client, datetime.now(UTC).date()).agreement_id
+    agreement = AccessPolicy.read_grant(hub.sharing, client, england_day()).agreement_id
     async with hub.engine.begin() as conn:
         people = sorted({p for p in (await conn.execute(
             select(disclosures.c.person_id).distinct().where(
@@ -464,7 +465,7 @@ async def events(subscription_id: str, hub: HubDep, client: ClientDep,
     # Each message as the agreement in force now allows it (hub/sharing.py
     # DisclosureCheck, as a delivery is checked): one it no longer allows is
     # listed by number, kind and why, without the message.
-    check = None if "hub:admin" in client.scopes else DisclosureCheck(hub.sharing, datetime.now(UTC).date())
+    check = None if "hub:admin" in client.scopes else DisclosureCheck(hub.sharing, england_day())
     async with hub.engine.connect() as conn:
         q = (select(deliveries.c.event_number, deliveries.c.event_id, deliveries.c.message_id,
                     deliveries.c.event_type, deliveries.c.status, deliveries.c.created_at,

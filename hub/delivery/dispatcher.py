@@ -77,6 +77,7 @@ from hub.store.schema import (
     register_changes,
 )
 from hub.workflows.distribution import outgoing_of, pending_transfers
+from hub.domain.dates import england_day
 
 log = get_logger("hub.dispatcher")
 
@@ -153,7 +154,7 @@ class Dispatcher:
         self, engine: AsyncEngine, log_: Subscriber, ref: ReferenceData, sharing: SharingAgreements,
         protector: DataProtector, hub_endpoint: str, max_handler_attempts: int = 3,
         agreements: AgreementBook | None = None,
-        today: Callable[[], date] = lambda: datetime.now(UTC).date(),
+        today: Callable[[], date] = england_day,
         namespaces: Namespaces = DEFAULT_NAMESPACES,
         statuses: StatusCache | None = None,
     ) -> None:
@@ -973,7 +974,7 @@ class Dispatcher:
         for det in (status.responsible_council, status.responsible_commissioner, status.coordinating_council):
             if det is not None and det.org is not None and det.org.code == code:
                 return det.org
-        today = datetime.now(UTC).date()
+        today = england_day()
         found = (self._ref.council(code, today) if code[:1] in "EWSN" and len(code) == 9 else
                  self._ref.commissioner_successor(code, today) or self._ref.hospital(code))
         return found or Org(code=code, name=code, kind="organisation")

@@ -115,6 +115,7 @@ from hub.delivery.queue import disclosed_under_another, disclosure_row, hold_dis
 from hub.sharing import DisclosureCheck, SharingAgreements
 from hub.store.db import Prepared, execute_prepared, snapshot
 from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, disclosures, subscriptions
+from hub.domain.dates import england_day
 
 log = get_logger("hub.delivery")
 # A delivery an operator put back to be sent (`last_error`: this and the operator's client id), until
@@ -297,7 +298,7 @@ async def disclosed_again(conn: AsyncConnection, sharing: SharingAgreements, cha
         select(disclosures.c.event_id, disclosures.c.person_id)
         .where(disclosures.c.event_id.in_(sorted({r.event_id for r in rows})),
                disclosures.c.recipient_org == org, disclosures.c.decision == "allowed")))}
-    today = now.date()
+    today = england_day(now)
     out = []
     for r in rows:
         decision = sharing.decide(org, r.event_type, today)
@@ -575,7 +576,7 @@ class SubscriptionDeliverer:
     def _check(self) -> tuple[DisclosureCheck | None, SharingAgreements | None]:
         """The agreements' decision at the time of disclosure, for one batch, and those agreements."""
         sharing = self.sharing_of() if self.sharing_of is not None else None
-        return (DisclosureCheck(sharing, datetime.now(UTC).date()) if sharing is not None else None), sharing
+        return (DisclosureCheck(sharing, england_day()) if sharing is not None else None), sharing
 
     async def _due_heads(self) -> list[Any]:
         """The due head of every subscription on this channel (`serve` notes those whose task is still running)."""

@@ -37,6 +37,7 @@ from hub.observability.logging import get_logger
 from hub.store.db import InList, Prepared, execute_prepared
 from hub.sharing import DisclosureCheck, Withheld
 from hub.store.schema import delivery_messages, deliveries, disclosures, subscription_counters, subscriptions
+from hub.domain.dates import england_day
 
 NO_SUBSCRIPTION = "allowed, but the organisation has no active subscription"
 # A queued message the agreements in force no longer let go (hub.sharing.DisclosureCheck):
@@ -151,8 +152,7 @@ async def disclosed_under_another(conn: AsyncConnection, check: DisclosureCheck,
     agreement (a retry finds its record). Nothing read when no agreement moved (the usual case)."""
     moved = []
     for r in rows:
-        created = r.created_at if r.created_at.tzinfo is not None else r.created_at.replace(tzinfo=UTC)
-        m = check.moved_from(org_code, r.event_type, created.date())
+        m = check.moved_from(org_code, r.event_type, england_day(r.created_at))
         if m is not None:
             moved.append((r, *m))
     if not moved:

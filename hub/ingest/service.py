@@ -60,6 +60,7 @@ from hub.store.schema import (change_retractions, ingest_results, not_retracted,
                               service_levels)
 from hub.domain.workflows.held import hold_reason
 from hub.workflows.held import hold_change
+from hub.domain.dates import england_day
 
 log = get_logger("hub.ingest")
 EVENT_NAMESPACE = uuid.UUID("5b0f2c1e-7d1a-4c43-9a8e-117117117117")
@@ -540,7 +541,7 @@ class IngestService:
         ref: ReferenceData,
         agreements: AgreementBook,
         protector: DataProtector,
-        today: Callable[[], date] = lambda: datetime.now(UTC).date(),
+        today: Callable[[], date] = england_day,
         batch_max: int = 64,
         batch_wait: float = 0.002,
     ) -> None:

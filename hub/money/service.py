@@ -84,6 +84,7 @@ from hub.observability.logging import bound_correlation_id, get_logger
 from hub.sharing import FUNDING, SharingAgreements
 from hub.store.schema import (api_clients, care_packages, ingest_results, not_retracted, persons, register_changes,
                               split_decisions)
+from hub.domain.dates import england_day
 
 log = get_logger("hub.money")
 NOT_FOUND = "no person with that id is on the register for which the caller is responsible"
@@ -316,7 +317,7 @@ class PackageService:
         unknown person's answer, audited, nothing kept): it may write no line
         about anyone, so neither its input nor the time taken to refuse it
         depends on whom the body names."""
-        today = today or datetime.now(UTC).date()
+        today = today or england_day()
         if funding_agreement(self._sharing(), client, today) is None:
             action = data.get("action") if isinstance(data, dict) else None
             return await self._refuse(client, channel, Decision(False, Rule.NO_AGREEMENT, None), None,
@@ -676,8 +677,8 @@ class PackageService:
             rows = (await conn.execute(q.order_by(split_decisions.c.effective_from))).all()
             for r in rows:
                 out.setdefault(r.person_id, []).append(PersonDecision(
-                    r.person_id, r.kind, r.council_share_bp, r.effective_from, r.proposed_at.date(),
-                    r.agreed_at.date(), r.council, r.icb, r.reference))
+                    r.person_id, r.kind, r.council_share_bp, r.effective_from, england_day(r.proposed_at),
+                    england_day(r.agreed_at), r.council, r.icb, r.reference))
             # The agreement checked the decision's pair over its days as the register stood then
             # (DecisionService.agree), so only a register change effective from its day on, or received
             # since it was proposed, can have moved responsibility away from it: only those people's
@@ -725,7 +726,7 @@ class DecisionService:
         self._p = packages
 
     def _funding(self, client: Client) -> str | None:
-        return funding_agreement(self._p._sharing(), client, datetime.now(UTC).date())
+        return funding_agreement(self._p._sharing(), client, england_day())
 
     async def _covered(self, conn: AsyncConnection, person_id: str, effective_from: date,
                        today: date) -> tuple[PairSpan, ...]:
@@ -742,7 +743,7 @@ class DecisionService:
             d = SplitDecisionIn.model_validate(data)
         except ValidationError as exc:
             return await self._p._quarantine(client, original, "rest", problems_from_pydantic(exc), None)
-        status = await self._p.status(d.person_id, datetime.now(UTC).date())
+        status = await self._p.status(d.person_id, england_day())
         council, icb = (_code(status.responsible_council), _code(status.responsible_commissioner)) if status \
             else (None, None)
         role = responsible_role(status, client.org_code)
@@ -760,7 +761,7 @@ class DecisionService:
         if reason:
             problems.append(FieldProblem("kind", reason))
         async with self._p._engine.connect() as conn:
-            spans = await self._covered(conn, d.person_id, d.effective_from, datetime.now(UTC).date())
+            spans = await self._covered(conn, d.person_id, d.effective_from, england_day())
             await conn.rollback()
         if sides_moved(spans, (council, icb)):
             # Agreed, it would cover days another pair is responsible for (and could never be agreed).
@@ -800,7 +801,7 @@ class DecisionService:
         told the proposal can no longer be agreed; anyone else gets the unknown
         decision's 404."""
         agreement = self._funding(client)
-        today = datetime.now(UTC).date()
+        today = england_day()
         async with self._p._engine.begin() as conn:
             row = (await conn.execute(select(split_decisions).where(
                 split_decisions.c.decision_id == decision_id))).first()

@@ -74,6 +74,7 @@ from hub.store.schema import (
     workflow_transitions,
 )
 from hub.workflows.fhir_task import build_task, task_id
+from hub.domain.dates import england_day
 
 log = get_logger("hub.workflows")
 CASE_NAMESPACE = uuid.UUID("f2a9d6b4-3c1e-4b7a-8d2f-117117117c45")
@@ -92,7 +93,7 @@ class WorkflowClock:
     restarted one too). Without one (production)
     the offset is always 0 and `load` reads nothing."""
 
-    def __init__(self, base: Callable[[], date] = lambda: datetime.now(UTC).date(),
+    def __init__(self, base: Callable[[], date] = england_day,
                  store: AsyncEngine | None = None) -> None:
         self._base = base
         self._store = store
@@ -612,7 +613,7 @@ class WorkflowService:
         if not is_late(change, history):
             return []
         return await self._withdraw_unheld(
-            conn, person_id, cases, held, history, max(datetime.now(UTC).date(), change.recorded_on),
+            conn, person_id, cases, held, history, max(england_day(), change.recorded_on),
             max(change.recorded_on, self.clock.today()),
             f"the {change.change_type.value} change effective {change.effective_date.isoformat()}, "
             f"received on {change.recorded_on.isoformat()}, changed the history before it")
@@ -750,7 +751,7 @@ class WorkflowService:
         history = [from_jsonable(RegisterChange, raw) for raw in (await conn.execute(
             select(c.canonical).where(c.person_id == person_id, not_retracted()))).scalars()]
         today = self.clock.today()
-        status = evaluate(person_id, history, self._ref, self._agreements, max(today, datetime.now(UTC).date()))
+        status = evaluate(person_id, history, self._ref, self._agreements, max(today, england_day()))
         if not any(d.dispute_id == retracted.dispute.dispute_id for d in status.open_disputes):
             return []  # the register still holds an outcome for it
         detail = f"the dispute-resolved change effective {retracted.effective_date.isoformat()} was retracted"
@@ -796,7 +797,7 @@ class WorkflowService:
         history = [from_jsonable(RegisterChange, r.canonical) for r in held]
         today = self.clock.today()
         return await self._withdraw_unheld(
-            conn, person_id, cases, held, history, max(datetime.now(UTC).date(), today), today,
+            conn, person_id, cases, held, history, max(england_day(), today), today,
             f"the {retracted.change_type.value} change effective {retracted.effective_date.isoformat()} "
             "was retracted as recorded in error", unbound=unbound)
 
@@ -896,7 +897,7 @@ class WorkflowService:
         return None
 
     def _dispute_change(self, case: Case, change_type: ChangeType, today: date) -> dict[str, Any]:
-        real_today = datetime.now(UTC).date()
+        real_today = england_day()
         dispute: dict[str, Any] = {"dispute_id": case.dispute_id, "kind": case.dispute_kind or case.role,
                                    "parties": list(case.parties)}
         effective = min(today, real_today)

@@ -54,6 +54,7 @@ from hub.ingest.service import Client, write_recorded
 from hub.scheduler import ReviewScanner
 from hub.settings import Settings
 from hub.store.schema import bus_messages, including_retracted, register_changes
+from hub.domain.dates import england_day
 from tests.contract.test_order_independence_dispatch import (
     _dispute_updates_granted,
     died_during_dispute,
@@ -101,7 +102,7 @@ async def record_death(conn: AsyncConnection, w: World, person_id: str, now: dat
     rows = (await conn.execute(including_retracted(select(register_changes.c.canonical)
                                .where(register_changes.c.person_id == person_id)))).all()
     history = [from_jsonable(RegisterChange, r.canonical) for r in rows]
-    today = date.today()
+    today = england_day()
     change = RegisterChange(change_id=uuid4(), person_id=person_id, change_type=ChangeType.DIED,
                             effective_date=date(2024, 8, 1), notified_on=today, recorded_on=today,
                             source=TRUST.client_id, source_message_id=f"death-{person_id}")

@@ -39,6 +39,7 @@ from hub.domain.rules import evaluate
 from hub.domain.views import NOT_INVOLVED, views_for
 from hub.ingest.service import BulkRow, Client, IngestService
 from hub.store.schema import bus_messages, including_retracted, register_changes
+from hub.domain.dates import england_day
 from tests.contract.test_history_told_against_store import until_idle, world_on
 from tests.contract.test_order_independence_dispatch import check_each_fact_told_once, of_person
 from tests.contract.test_recipient_views import World
@@ -103,7 +104,7 @@ async def check_told_as_committed(w: World, person_id: str) -> None:
     messages give each body its position in the history committed up to that
     change (no later change's fact, no earlier change left out)."""
     history = await committed(w, person_id)
-    today = datetime.now(UTC).date()
+    today = england_day()
     hub = w.hub
     expected: dict[str, dict[str, Any]] = {}  # message event id -> the views of the history up to its change
     for n, (change, _, event_ids) in enumerate(history):

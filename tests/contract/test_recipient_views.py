@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from hub.domain.views import NOT_INVOLVED, views_for
 from hub.fhir.messages import read_position
 from hub.settings import Settings
 from hub.store.schema import consumer_offsets, deliveries, including_retracted, register_changes
+from hub.domain.dates import england_day
 from sqlalchemy import func, select
 from tests.histories import (
     BOB_ICB, BUCKS, HOSPITALS, HW_ICB, ORGS, WORCS, agreements_yaml, histories, late_correction_history, materialise,
@@ -108,7 +109,7 @@ class World:
             rows = (await conn.execute(including_retracted(select(register_changes.c.canonical)
                                        .where(register_changes.c.person_id == person_id)))).all()
         changes = [from_jsonable(RegisterChange, r.canonical) for r in rows]
-        today = datetime.now(UTC).date()
+        today = england_day()
         status = evaluate(person_id, changes, self.hub.ref, self.hub.agreements, today)
         return views_for(status, ORGS, lambda org: self.hub.sharing.field_groups_for(org, today))
 

@@ -6,7 +6,7 @@ clock is one row every engine of the store reads."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -16,6 +16,7 @@ from hub.domain.working_days import add_working_days
 from hub.store.db import create_engine
 from hub.store.schema import bus_messages, workflow_clock, workflow_stages, workflow_transitions
 from hub.workflows.service import WorkflowClock
+from hub.domain.dates import england_day
 from tests.unit.test_workflows_api import BUCKS, WORCS, drain, redetention_in_worcs
 
 pytestmark = pytest.mark.integration
@@ -102,7 +103,7 @@ async def test_the_settable_clock_is_one_row_every_engine_reads(engine):
         await here.set(12)
         await here.set(40)  # the same row again: updated, not a second row or a conflict
         await there.load()
-        assert there.offset_days == 40 and there.today() == datetime.now(UTC).date() + timedelta(days=40)
+        assert there.offset_days == 40 and there.today() == england_day() + timedelta(days=40)
         async with engine.connect() as conn:
             assert (await conn.execute(select(func.count()).select_from(workflow_clock))).scalar_one() == 1
             await conn.rollback()

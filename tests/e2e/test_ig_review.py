@@ -17,6 +17,7 @@ import yaml
 
 from hub.clients import add_client
 from hub.store.db import create_engine
+from hub.domain.dates import england_day
 from tests.e2e.conftest import SHARING, make_clients
 from tests.support import REPO, HubProcess
 
@@ -262,7 +263,7 @@ async def test_a_message_sent_under_a_renewed_agreement_is_audited_under_it(tmp_
     # Ten days later (the messages still queued): the agreement ended five days ago, renewed the day after.
     with sqlite3.connect(tmp_path / "hub.db") as db:
         db.execute("UPDATE deliveries SET created_at = datetime(created_at, '-10 days')")
-    today = datetime.now(UTC).date()
+    today = england_day()
     renewed = {**doc["agreements"][0], "id": "DSA-TEST-BUCKS-RENEWED",
                "valid_from": (today - timedelta(days=4)).isoformat()}
     doc["agreements"][0]["valid_to"] = (today - timedelta(days=5)).isoformat()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import date
 from typing import Any
 
 import httpx
@@ -23,6 +22,7 @@ from hub.fhir.messages import FIELD_GROUPS, read_position
 from hub.fhir.validate import validate_message
 from hub.sharing import SharingAgreements
 from hub.store.db import create_engine, create_schema
+from hub.domain.dates import england_day
 from tests.e2e.conftest import SECRET
 from tests.histories import BOB_ICB, BUCKS, HW_ICB, ORGS, OXON, WORCS, agreements_yaml, late_correction_history, materialise
 from tests.support import HubProcess, Receiver
@@ -102,7 +102,7 @@ async def test_a_history_posted_newest_first_leaves_every_receiver_with_the_trut
 
             status = from_jsonable(S117Status, (await http.get(
                 f"/v1/persons/{person_id}/s117", headers={"X-API-Key": trust_key})).json())
-            today = date.today()
+            today = england_day()
             sharing = SharingAgreements.load(sharing_path, FIELD_GROUPS)
             truth = views_for(status, ORGS, lambda org: sharing.field_groups_for(org, today))
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -37,6 +37,7 @@ from hub.settings import REPO_ROOT, get_settings
 from hub.sharing import SharingAgreements
 from hub.store.db import create_engine
 from hub.store.schema import access_decisions, council_exports
+from hub.domain.dates import england_day
 from tests.contract.conftest import store_url  # noqa: F401 - the fixture (each store backend)
 from tests.contract.test_migrations import _migrate
 from tests.support import detention
@@ -122,7 +123,7 @@ async def test_a_full_extract_records_each_person_it_lists_in_the_transaction_th
 
     audited = await _export_rows(app_hub, correlation_id=export["export_id"])
     assert sorted(a.person_id for a in audited) == sorted(people.values())  # old: none
-    today = date.today()
+    today = england_day()
     want_groups = sorted(app_hub.hub.sharing.field_groups_for(COUNCIL, today) & LAYOUT_GROUPS)
     for a in audited:
         assert (a.org_code, a.action, a.decision, a.rule) == (COUNCIL, "read", "allowed", "allowed")
@@ -182,7 +183,7 @@ async def test_a_delta_file_records_its_people_with_the_groups_their_rows_carrie
     row = await exporter.export_row(export["export_id"])
     for a in audited:
         assert (a.org_code, a.decision, a.agreement_id) == (COUNCIL, "allowed",
-                                                            exporter.agreement_in_force(COUNCIL, date.today()))
+                                                            exporter.agreement_in_force(COUNCIL, england_day()))
         assert set(a.field_groups) <= LAYOUT_GROUPS and set(a.field_groups) <= set(row.field_groups)
         assert "identity" in a.field_groups
     async with app_hub.hub.engine.connect() as conn:

@@ -13,12 +13,12 @@ ASGI app, real SQLite store, a real local endpoint for the handshake.
 
 from __future__ import annotations
 
-from datetime import date
 
 from sqlalchemy import select
 
 from hub.clients import add_client
 from hub.store.schema import access_decisions, deliveries
+from hub.domain.dates import england_day
 from tests.security.test_review_p4_fhir_events import EVENT, _endpoint, _messages, _subscribed
 from tests.support import detention
 from tests.unit.test_delivery_agreement_ended import COUNCIL
@@ -52,7 +52,7 @@ async def test_fhir_events_handed_out_are_recorded_per_person_with_their_groups(
         row = rows[0]
         assert (row.org_code, row.person_id, row.decision, row.rule, row.action) == \
             (COUNCIL, person_id, "allowed", "allowed", "read")
-        assert row.agreement_id == app_hub.hub.sharing.decide(COUNCIL, EVENT, date.today()).agreement_id
+        assert row.agreement_id == app_hub.hub.sharing.decide(COUNCIL, EVENT, england_day()).agreement_id
         async with app_hub.hub.engine.connect() as conn:
             carried = (await conn.execute(select(deliveries.c.field_groups)
                                           .where(deliveries.c.subscription_id == sid))).scalars().one()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import os
-from datetime import UTC, datetime
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from hub.scheduler import ReviewScanner
 from hub.settings import REPO_ROOT
 from hub.sharing import FUNDING, SharingAgreements
 from hub.store.schema import operator_actions
+from hub.domain.dates import england_day
 from tests.support import left_hospital_80_days_ago
 
 COUNCIL = "E06000060"  # Buckinghamshire in the sample agreements: every event, every field group
@@ -68,7 +68,7 @@ def _reloads(outcome: str) -> float:
 
 def test_replace_grants_swaps_in_place_and_forgets_every_answer_kept() -> None:
     sharing = SharingAgreements.from_document(_doc(), GROUPS)
-    on = datetime.now(UTC).date()
+    on = england_day()
     decide, groups_for = sharing.decide, sharing.field_groups_for  # aliases a holder might keep
     assert sharing.decide(COUNCIL, STARTED, on).allowed  # kept by the cache
     assert "demographics" in sharing.field_groups_for(COUNCIL, on)
@@ -100,7 +100,7 @@ async def test_the_watch_loads_a_changed_file_keeps_the_last_good_on_a_bad_one_a
     watch = AgreementsWatcher(sharing, path, GROUPS, loaded_state=state)
     assert _gauge("s117_agreements_reload_failed") == 0
     assert await watch.check() is None  # nothing changed
-    on = datetime.now(UTC).date()
+    on = england_day()
 
     loaded_before = _reloads("loaded")
     _write(path, _doc(lambda rec: None))  # Buckinghamshire withdrawn
@@ -145,7 +145,7 @@ async def test_a_file_being_written_is_waited_for(tmp_path) -> None:
     began = time.monotonic()
     assert await watch.check() == "loaded"
     assert time.monotonic() - began >= 0.3
-    assert not sharing.names_in_force(COUNCIL, datetime.now(UTC).date())
+    assert not sharing.names_in_force(COUNCIL, england_day())
 
 
 async def test_a_reload_that_changes_grants_is_audited_once(app_hub, tmp_path) -> None:

@@ -14,7 +14,7 @@ import sqlite3
 import stat
 import threading
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from hub.cli import main
 from hub.crypto import DataProtector
 from hub.store.db import create_engine, create_schema
 from hub.store.key_check import check_data_key
+from hub.domain.dates import england_day
 
 NHS, GIVEN, FAMILY, BORN = "9434765919", "Ellery", "Quennell", "1971-03-14"
 
@@ -49,7 +50,7 @@ def _store(path: Path, key: bytes) -> None:
 
 
 def _change(conn: sqlite3.Connection, n: int) -> None:
-    today = date.today().isoformat()
+    today = england_day().isoformat()
     conn.execute("INSERT INTO register_changes (change_id, person_id, source, source_message_id, change_type, "
                  "effective_date, notified_on, recorded_on, canonical, correlation_id, received_at) "
                  "VALUES (?, 'p-1', 'trust', ?, 'detained', ?, ?, ?, '{}', 'c', ?)",

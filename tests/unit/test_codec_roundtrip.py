@@ -14,6 +14,7 @@ import pytest
 from hub.bus.payload import status_on_the_bus
 from hub.codec import from_jsonable, to_jsonable
 from hub.domain.model import DomainEvent, RegisterChange, S117Status
+from hub.domain.dates import england_day
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def outbox(tmp_path_factory):  # noqa: ANN001, ANN201
         await engine.dispose()
         last = {p["event"]["person_id"]: p for p in rows}
         for pid, p in last.items():
-            p["whole_status"] = to_jsonable(evaluate(pid, histories[pid], ref, agreements, date.today()))
+            p["whole_status"] = to_jsonable(evaluate(pid, histories[pid], ref, agreements, england_day()))
         return list(rows)
 
     return asyncio.run(run())

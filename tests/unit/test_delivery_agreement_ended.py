@@ -32,6 +32,7 @@ from hub.delivery.webhook import EVENT_NUMBER_HEADER
 from hub.settings import REPO_ROOT
 from hub.sharing import SharingAgreements
 from hub.store.schema import access_decisions, deliveries, disclosures, subscriptions
+from hub.domain.dates import england_day
 from tests.support import push_scenario, read_http_request
 
 COUNCIL = "E06000060"  # Buckinghamshire: every event type, every field group (contracts/data-sharing-agreements.yaml)
@@ -61,7 +62,7 @@ def _expired() -> SharingAgreements:
     doc = copy.deepcopy(DOC)
     for ag in doc["agreements"]:
         if any(r["org_code"] == COUNCIL for r in ag.get("recipients") or []):
-            ag["valid_to"] = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+            ag["valid_to"] = (england_day() - timedelta(days=1)).isoformat()
     return SharingAgreements.from_document(doc)
 
 

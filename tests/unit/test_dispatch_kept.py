@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from hub.delivery import dispatcher as dispatcher_module
 from hub.delivery.dispatcher import _Writes
 from hub.sample_data import detention_to_move_scenario
+from hub.domain.dates import england_day
 
 
 async def _post(app_hub, changes: list[dict]) -> None:  # noqa: ANN001
@@ -48,7 +49,7 @@ async def test_a_status_and_its_views_are_kept_across_batches_for_one_history_an
     events = len(r.json()["events"])
     assert events >= 3
     evaluated, viewed = _counting(monkeypatch, "evaluate"), _counting(monkeypatch, "views_for")
-    day = datetime.now(UTC).date()
+    day = england_day()
     d._today = lambda: day
     handled = 0
     for _ in range(events - 1):  # one event a batch

@@ -14,7 +14,7 @@ the rules named) keep their write.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import yaml
 from sqlalchemy import select
@@ -23,6 +23,7 @@ from hub.clients import add_client
 from hub.settings import REPO_ROOT
 from hub.sharing import SharingAgreements
 from hub.store.schema import access_decisions
+from hub.domain.dates import england_day
 from tests.unit.test_workflows_api import BUCKS, WORCS, drain, h, workflow_hub  # noqa: F401 (the fixture)
 
 BHAM, QGH, QU9 = "E08000025", "QGH", "QU9"
@@ -132,7 +133,7 @@ async def test_a_former_body_cannot_regain_access_by_raising_a_dispute(workflow_
     [t] = (await http.get("/v1/transfers", headers=h(app, WORCS))).json()["items"]
     assert (await http.post(f"/v1/transfers/{t['case_id']}/accept", headers=h(app, WORCS))).status_code == 200
     # Told of the person today (the transfer), Bucks reads it as of today, as a notified body, and no later.
-    tomorrow = (datetime.now(UTC).date() + timedelta(days=1)).isoformat()
+    tomorrow = (england_day() + timedelta(days=1)).isoformat()
     assert (await _position(app, BUCKS)).status_code == 200
     assert (await _position(app, BUCKS, tomorrow)).status_code == 404
 

@@ -6,14 +6,15 @@ statements charge (between ICBs: Worcs 4.4.8, 15.6; between councils: Worcs
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 
 from tests.unit.test_money_moves_api import BUCKS, QGH, QU9, WORCS, _clients, _grant_funding, _lines, _person, _statement
 from tests.unit.test_packages_api import start
+from hub.domain.dates import england_day
 
 
 def _on(app_hub, day: str) -> None:  # noqa: ANN001
-    app_hub.hub.workflows.clock.offset_days = (date.fromisoformat(day) - datetime.now(UTC).date()).days
+    app_hub.hub.workflows.clock.offset_days = (date.fromisoformat(day) - england_day()).days
 
 
 async def _agreed_interim(app_hub, keys: dict, pid: str, kind: str, parties: list[str], shares: dict[str, str]) -> tuple[str, str]:  # noqa: ANN001, E501

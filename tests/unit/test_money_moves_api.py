@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import random
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 
 import yaml
@@ -18,6 +18,7 @@ from hub.domain.money.statements import period_cost
 from hub.sample_data import detention_to_move_scenario
 from hub.settings import REPO_ROOT
 from hub.sharing import SharingAgreements
+from hub.domain.dates import england_day
 from tests.unit.test_packages_api import start
 
 BUCKS, WORCS, QU9, QGH = "E06000060", "E10000034", "QU9", "QGH"
@@ -115,7 +116,7 @@ async def test_interim_shares_in_both_icbs_statements_and_reimbursement_from_the
     body = start(pid, "i-1", "L1", effective_date="2026-09-20")  # 700.00 a week, council-paid
     assert (await app_hub.http.post("/v1/packages", headers={"X-API-Key": keys[BUCKS]}, json=body)).status_code == 201
     wf = app_hub.hub.workflows
-    real = datetime.now(UTC).date()
+    real = england_day()
 
     def on(day: str) -> None:
         wf.clock.offset_days = (date.fromisoformat(day) - real).days

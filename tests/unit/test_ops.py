@@ -13,6 +13,7 @@ import hub.delivery.dispatcher as dispatcher_module
 from hub.clients import add_client
 from hub.domain.working_days import add_working_days
 from hub.sample_data import detention_to_move_scenario
+from hub.domain.dates import england_day
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ async def test_a_failing_handler_dead_letters_the_event_and_replay_delivers_it(a
 
 async def test_late_recording_shows_as_a_breach(app_hub, admin):
     change = detention_to_move_scenario(random.Random(6), "late", date(2025, 1, 6))[0]
-    today = date.today()
+    today = england_day()
     holidays = app_hub.hub.ref.bank_holidays()
     # Notice given more than five working days ago.
     notified = today - timedelta(days=21)

@@ -10,7 +10,7 @@ the unknown person's answer, audited, nothing kept."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 
 import yaml
 from sqlalchemy import select
@@ -19,6 +19,7 @@ from hub.clients import add_client
 from hub.settings import REPO_ROOT
 from hub.sharing import SharingAgreements
 from hub.store.schema import access_decisions, care_packages, ingest_results, quarantine
+from hub.domain.dates import england_day
 from tests.unit.test_money_moves_api import BUCKS, QGH, QU9, WORCS, _lines, _person, _statement
 from tests.unit.test_packages_api import start
 
@@ -28,7 +29,7 @@ MOVE = "2026-10-15"
 
 def _on(app_hub, day: str | None) -> None:  # noqa: ANN001
     app_hub.hub.workflows.clock.offset_days = 0 if day is None else (
-        date.fromisoformat(day) - datetime.now(UTC).date()).days
+        date.fromisoformat(day) - england_day()).days
 
 
 async def _clients(app_hub) -> dict[str, tuple[str, str]]:  # noqa: ANN001

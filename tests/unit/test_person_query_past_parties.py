@@ -10,13 +10,14 @@ charged to a pair the caller belongs to (on some day up to then). Without
 from __future__ import annotations
 
 import random
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 from sqlalchemy import select
 
 from hub.clients import add_client
 from hub.store.schema import disclosures
 from hub.sample_data import detention_to_move_scenario
+from hub.domain.dates import england_day
 from tests.unit.test_money_moves_api import BUCKS, QU9, WORCS, _grant_funding
 from tests.unit.test_packages_api import start
 from tests.unit.test_workflows_api import drain
@@ -54,7 +55,7 @@ async def _scenario(app_hub, seed: int):  # noqa: ANN001, ANN202
     assert r.status_code == 201 and (r.json()["council"], r.json()["icb"]) == (WORCS, QU9), r.text
     (case,) = (await app_hub.http.get("/v1/transfers", headers={"X-API-Key": keys[WORCS]})).json()["items"]
     assert (case["outgoing"], case["incoming"], case["role"]) == (BUCKS, WORCS, "council")
-    today = datetime.now(UTC).date()
+    today = england_day()
     app_hub.hub.workflows.clock.offset_days = 3
     r = await app_hub.http.post(f"/v1/transfers/{case['case_id']}/accept", headers={"X-API-Key": keys[WORCS]})
     assert r.status_code == 200, r.text

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import pytest
 
@@ -19,6 +19,7 @@ from hub.domain.model import RegisterChange
 from hub.domain.rules import evaluate
 from hub.sample_data import WORCS, detention_to_move_scenario
 from hub.store.schema import register_changes, register_status, service_levels
+from hub.domain.dates import england_day
 
 
 async def full_summary(hub, today: date) -> dict:  # noqa: ANN001
@@ -40,7 +41,7 @@ async def full_summary(hub, today: date) -> dict:  # noqa: ANN001
 
 
 def random_changes(rng: random.Random, people: int) -> list[dict]:
-    today = datetime.now(UTC).date()
+    today = england_day()
     out = []
     for i in range(people):
         start = today - timedelta(days=rng.randint(30, 900))
@@ -89,7 +90,7 @@ async def test_maintained_counts_equal_a_full_re_evaluation(app_hub, exact):
             accepted += r.status_code == 202
     assert accepted > 100
     hub = app_hub.hub
-    for today in (datetime.now(UTC).date(), datetime.now(UTC).date() + timedelta(days=200)):
+    for today in (england_day(), england_day() + timedelta(days=200)):
         maintained = await register_counts.summary(hub.engine, today, None)
         full = await full_summary(hub, today)
         assert maintained == full
@@ -97,7 +98,7 @@ async def test_maintained_counts_equal_a_full_re_evaluation(app_hub, exact):
     assert sum(r["changes_recorded_late"] for r in maintained["rows"]) > 0
     # Row by row too: each person's row (written whole once, then only the indexed columns
     # that moved: hub/register_counts.py) is the status of their whole history.
-    today = datetime.now(UTC).date()
+    today = england_day()
     async with hub.engine.connect() as conn:
         held = {r.person_id: r._mapping for r in (await conn.execute(select(register_status))).all()}
         histories: dict[str, list[RegisterChange]] = {}
@@ -120,7 +121,7 @@ async def test_a_store_without_the_counts_is_rebuilt_at_start(app_hub, exact):
         for c in scenario:
             await app_hub.http.post("/v1/register-changes", headers=h, json=c)
     hub = app_hub.hub
-    today = datetime.now(UTC).date()
+    today = england_day()
     before = await register_counts.summary(hub.engine, today, None)
     async with hub.engine.begin() as conn:
         await conn.execute(delete(register_status))
@@ -153,7 +154,7 @@ async def test_the_summary_reads_go_by_index(app_hub):
 
     event.listen(engine.sync_engine, "before_cursor_execute", seen)
     try:
-        today = datetime.now(UTC).date()
+        today = england_day()
         everyone = await register_counts.summary(engine, today, None)
         council = next(r["council"]["code"] for r in everyone["rows"] if r["council"]["code"] != "unknown")
         await register_counts.summary(engine, today, council)

@@ -11,6 +11,7 @@ import pytest
 from hub.clients import add_client
 from hub.reports import SUPPRESSED, suppress
 from hub.sample_data import detention_to_move_scenario
+from hub.domain.dates import england_day
 
 
 @pytest.mark.parametrize("n, shown", [(0, 0), (1, SUPPRESSED), (7, SUPPRESSED), (8, 10), (12, 10), (13, 15), (102, 100)])
@@ -42,7 +43,7 @@ async def test_oversight_sees_suppressed_counts_for_its_own_area_and_no_person(a
     assert row["on_cto"] == 0
     assert row["reviews_overdue"] == 10  # left hospital in 2025: the 3-month review has passed
     # Twelve calendar months up to this one; these entitlements began in April 2025.
-    assert len(report["trend"]) == 12 and report["trend"][-1]["month"] == date.today().isoformat()[:7]
+    assert len(report["trend"]) == 12 and report["trend"][-1]["month"] == england_day().isoformat()[:7]
     in_window = {t["month"] for t in report["trend"]}
     assert ("2025-04" in in_window) == (report["trend"][0]["month"] <= "2025-04")
     assert all(t["entitlements_started"] == 0 for t in report["trend"] if t["month"] != "2025-04")

@@ -11,7 +11,6 @@ corrected the way late history corrects it.
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -24,6 +23,7 @@ from hub.domain.views import NOT_INVOLVED, views_for
 from hub.fhir.messages import read_position
 from hub.store.schema import (access_decisions, change_retractions, not_retracted,
                               register_changes, register_status, workflow_cases)
+from hub.domain.dates import england_day
 from tests.contract.test_recipient_views import World, world  # noqa: F401  (the fixture)
 from tests.histories import BOB_ICB, BUCKS, GP, HW_ICB, ORGS, WORCS, late_correction_history, materialise
 
@@ -58,7 +58,7 @@ async def _live_truth(w: World, person_id: str) -> tuple[Any, dict[str, dict[str
         rows = (await conn.execute(select(register_changes.c.canonical)
                                    .where(register_changes.c.person_id == person_id, not_retracted()))).all()
     changes = [from_jsonable(RegisterChange, r.canonical) for r in rows]
-    today = datetime.now(UTC).date()
+    today = england_day()
     status = evaluate(person_id, changes, w.hub.ref, w.hub.agreements, today)
     return status, views_for(status, ORGS, lambda org: w.hub.sharing.field_groups_for(org, today))
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import random
-from datetime import date, timedelta
+from datetime import timedelta
 
 from sqlalchemy import select
 
 from hub.bus.port import HISTORY_RECEIVED_BY, history_received_by
-from hub.domain.dates import add_months
+from hub.domain.dates import add_months, england_day
 from hub.fhir.messages import read_position
 from hub.sample_data import detention_to_move_scenario
 from hub.scheduler import ReviewScanner
@@ -52,10 +52,10 @@ async def test_an_overdue_first_review_does_not_hide_the_unscheduled_review_a_mo
     hub = app_hub.hub
     # Left hospital 120 days ago (first review overdue by about 30 days); moved
     # to another council area 10 days ago (an unscheduled review, Worcs 14.1, 17.1).
-    left = date.today() - timedelta(days=120)
+    left = england_day() - timedelta(days=120)
     changes = detention_to_move_scenario(random.Random(10), "rev2", left - timedelta(days=90))
     changes[2]["effective_date"] = left.isoformat()
-    changes[3]["effective_date"] = (date.today() - timedelta(days=10)).isoformat()
+    changes[3]["effective_date"] = (england_day() - timedelta(days=10)).isoformat()
     for c in changes:
         r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=c)
         assert r.status_code == 202, r.text

@@ -6,13 +6,14 @@ the affinity's, fewer under a cgroup CPU quota (a container's limit)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from hub.settings import Settings
 from hub.worker_process import processes, serving_layout, usable_cores
+from hub.domain.dates import england_day
 
 FILE = "sqlite+aiosqlite:////var/lib/s117/hub.db"
 PG = "postgresql+asyncpg://hub@db/s117"
@@ -144,7 +145,7 @@ async def test_setting_the_clock_with_the_workers_elsewhere_is_not_refused(tmp_p
                 r = await http.post("/v1/ops/workflows/clock", headers={"X-API-Key": admin},
                                     json={"advance_days": 35})
                 assert r.status_code == 200, r.text
-                assert r.json() == {"as_of": (datetime.now(UTC).date() + timedelta(days=35)).isoformat(), "offset_days": 35}
+                assert r.json() == {"as_of": (england_day() + timedelta(days=35)).isoformat(), "offset_days": 35}
                 # A bad body: problem details naming the field, the clock unmoved.
                 r = await http.post("/v1/ops/workflows/clock", headers={"X-API-Key": admin},
                                     json={"advance_days": -1})
@@ -153,4 +154,4 @@ async def test_setting_the_clock_with_the_workers_elsewhere_is_not_refused(tmp_p
             finally:
                 hub.worker_process = None
             r = await http.post("/v1/ops/workflows/scan", headers={"X-API-Key": admin})
-            assert r.json()["as_of"] == (datetime.now(UTC).date() + timedelta(days=35)).isoformat()
+            assert r.json()["as_of"] == (england_day() + timedelta(days=35)).isoformat()

@@ -9,7 +9,7 @@ read."""
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
@@ -21,12 +21,13 @@ from hub.bootstrap import build_hub
 from hub.clients import add_client
 from hub.domain.workflows.model import Action
 from hub.workflows.service import WorkflowClock
+from hub.domain.dates import england_day
 from tests import conftest
 from tests.unit.test_workflows_api import BUCKS, WORCS, drain, redetention_in_worcs
 
 
 def today() -> date:
-    return datetime.now(UTC).date()
+    return england_day()
 
 
 async def test_the_clock_set_through_the_front_is_what_another_process_scans_by(tmp_path: Path) -> None:
