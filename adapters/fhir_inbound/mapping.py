@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -28,6 +29,7 @@ from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
 from hub.codec import duplicate_keys, json_path
+from hub.domain.dates import england_day
 from hub.domain.model import ChangeType
 from hub.domain.rules.legal_status import CPIA_ORDER_TYPES
 from hub.fhir.conformance import PROFILES, required_elements
@@ -253,10 +255,19 @@ def _ods_of(entries: list[_Entry], ref: dict[str, Any], loc: str) -> tuple[str |
 
 
 def _date(value: Any) -> str | None:
-    """The date part of a FHIR date / dateTime; None for a partial date (YYYY, YYYY-MM)."""
-    if isinstance(value, str) and _FULL_DATE.match(value):
-        return value[:10]
-    return None
+    """The day of a FHIR date / dateTime in England (a dateTime with a time carries its zone, R4: the
+    instant 2026-05-31T23:30:00Z is 00:30 BST on 1 June, hub/domain/dates.py); a date's own day; None for
+    a partial date (YYYY, YYYY-MM)."""
+    if not (isinstance(value, str) and _FULL_DATE.match(value)):
+        return None
+    if len(value) > 10:
+        try:
+            at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value[:10]  # the element's own validation names a malformed dateTime
+        if at.tzinfo is not None:
+            return england_day(at).isoformat()
+    return value[:10]
 
 
 # --- mapping ---------------------------------------------------------------

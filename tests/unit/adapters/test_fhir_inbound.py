@@ -106,6 +106,24 @@ def test_left_hospital_takes_the_period_end():
     assert r.origins["effective_date"] == f"{ENC}.period.end"
 
 
+@pytest.mark.parametrize(("start", "day"), [
+    ("2025-05-31T23:30:00Z", "2025-06-01"),         # 00:30 BST on 1 June, given in UTC
+    ("2025-06-01T00:30:00+01:00", "2025-06-01"),    # the same instant, given in BST
+    ("2025-05-31T23:30:00+00:00", "2025-06-01"),
+    ("2025-05-31T22:59:00Z", "2025-05-31"),         # 23:59 BST on 31 May
+    ("2025-01-10T23:30:00Z", "2025-01-10"),         # GMT: UTC's day
+    ("2025-01-11T00:30:00+01:00", "2025-01-10"),    # given an hour ahead in winter: 23:30 on the 10th in England
+    ("2025-06-01", "2025-06-01"),                   # a date is its own day
+])
+def test_a_datetime_is_the_day_it_falls_on_in_england(start: str, day: str) -> None:
+    """Encounter.period.start as a dateTime with a zone (R4 requires one with a time): the detention's day
+    is the day that instant falls on in England (was: the first ten characters, so 23:30Z on 31 May, 00:30
+    BST on 1 June, was a detention on 31 May)."""
+    r = map_message(mutate(DETAINED, lambda d: enc(d)["period"].__setitem__("start", start)))
+    assert r.ok, r.problems
+    assert r.change["effective_date"] == day
+
+
 def _event_occurred(d: dict, code: str, when: str = "2025-04-01") -> None:
     mh(d)["eventCoding"]["code"] = code
     mh(d)["extension"] = [{"url": EXT_EVENT_OCCURRED, "valueDate": when}]
