@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
@@ -21,6 +21,7 @@ import hl7
 from hl7.exceptions import HL7Exception
 
 from adapters.hl7v2.legal_status import DETAINED, NOT_DETAINED, NOT_KNOWN, QUALIFYING, england_code
+from hub.domain.dates import england_day
 from hub.domain.rules.legal_status import CPIA_ORDER_TYPES
 
 # NHS Data Dictionary pseudo-postcode for "no fixed abode".
@@ -321,14 +322,30 @@ def _header(msg: _Msg) -> Header:
     )
 
 
+# A TS with a time and an explicit offset (HL7 v2.4 2A.3.77: YYYYMMDDHHMM[SS[.S...]][+/-ZZZZ]).
+_TS_WITH_OFFSET = re.compile(r"^(\d{12})(\d{2})?(?:\.\d{1,4})?([+-])(\d{2})(\d{2})$")
+
+
 def _hl7_date(value: str) -> date | None:
-    """TS/DT -> date (the first eight digits, YYYYMMDD); None if not a date."""
+    """TS/DT -> the day in England: the first eight digits (YYYYMMDD) as sent, the sender's local day; a
+    time given with an explicit offset the day its instant falls on in England (20250531233000+0000,
+    00:30 BST, is 1 June: hub/domain/dates.py). None if not a date."""
     if len(value) < 8 or not (value[:8].isascii() and value[:8].isdigit()):
         return None
     try:
-        return date(int(value[:4]), int(value[4:6]), int(value[6:8]))
+        day = date(int(value[:4]), int(value[4:6]), int(value[6:8]))
     except ValueError:
         return None
+    m = _TS_WITH_OFFSET.match(value) if len(value) > 8 else None
+    if m is not None:
+        try:
+            offset = timedelta(hours=int(m[4]), minutes=int(m[5])) * (1 if m[3] == "+" else -1)
+            at = datetime(day.year, day.month, day.day, int(m[1][8:10]), int(m[1][10:12]), int(m[2] or 0),
+                          tzinfo=timezone(offset))
+        except ValueError:
+            return day  # an impossible time or offset: the day as written
+        return england_day(at)
+    return day
 
 
 def _reject(header: Header, f: str, reason: str, code: str, quarantine: bool = False) -> MappingResult:

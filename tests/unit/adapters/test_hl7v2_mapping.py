@@ -77,6 +77,21 @@ def test_a01_effective_date_falls_back_to_the_admit_date():
     assert r.change["effective_date"] == "2025-01-07" and r.hl7_field("effective_date") == "PV1-44"
 
 
+@pytest.mark.parametrize(("commenced", "day"), [
+    ("20250531233000+0000", "2025-06-01"),  # 00:30 BST on 1 June, given in UTC
+    ("202506010030+0100", "2025-06-01"),
+    ("20250531225900+0000", "2025-05-31"),  # 23:59 BST on 31 May
+    ("20250110233000+0000", "2025-01-10"),  # GMT: UTC's day
+    ("202505312330", "2025-05-31"),         # no offset: the sender's local time, its day as written
+])
+def test_a_time_with_an_offset_is_the_day_it_falls_on_in_england(commenced: str, day: str):
+    """ZU5-5 as a TS with an explicit offset: the detention's day is the day that instant falls on in
+    England (was: the first eight digits, so 23:30 UTC on 31 May, 00:30 BST on 1 June, was 31 May)."""
+    r = map_adt(with_zu5(A01, "3", "3", commenced=commenced))
+    assert r.disposition is Disposition.CHANGE, r.problems
+    assert r.change["effective_date"] == day and r.hl7_field("effective_date") == "ZU5-5"
+
+
 def test_a01_no_fixed_abode_from_the_nhs_pseudo_postcode():
     r = map_adt(A01.replace("HP20 1AA^GBR^H^^E06000060", "ZZ99 3VZ^GBR^H"))
     assert r.disposition is Disposition.CHANGE
