@@ -42,6 +42,11 @@ ADMISSION_KIND_POSITION = f"ZU5-{ADMISSION_KIND_FIELD}"
 CTO_RECALL = "cto-recall"
 FRESH_APPLICATION = "fresh-application"
 ADMISSION_KINDS = (CTO_RECALL, FRESH_APPLICATION)
+# ZU5-8 on an A02 / A08 only (README.md, "CTO revocation"): the responsible clinician revoked the CTO of a patient
+# recalled to hospital (MHA s17F(4)), who is detained again under the section the CTO was made on (s17G): the
+# change `cto-revoked`, carrying that section (ZU5-3). A revocation is a change of legal status of a patient in
+# hospital already (the recall admitted them), never an admission: not on an A01, and no A11 cancels it.
+CTO_REVOCATION = "cto-revocation"
 
 SUPPORTED_EVENTS = ("A01", "A02", "A03", "A08")
 # Segments the HL7 v2.4 ADT A01/A02/A03/A08 structures (ITK v2.4) allow once, of those the hub reads: a
@@ -379,7 +384,18 @@ def map_adt(message_text: str) -> MappingResult:
     if event == "A11":
         # An A11 carries the ZU5 of the admission it cancels: with ZU5-8 `cto-recall` that admission was a
         # recall (`cto-recalled`, dated as the A01 dated it), else a detention.
-        recall = (msg.get("ZU5", ADMISSION_KIND_FIELD, 1) or "").lower() == CTO_RECALL
+        kind = (msg.get("ZU5", ADMISSION_KIND_FIELD, 1) or "").lower()
+        if kind == CTO_REVOCATION:
+            # No admission was a revocation: read as cancelling a detention, it could retract the detention the
+            # CTO followed (ZU5-5 may be its day). Refused (AE naming ZU5-8), about the revocation it names.
+            mapper = _Mapper(msg, header)
+            mapper._about_type = "cto-revoked"
+            mapper.problem(ADMISSION_KIND_POSITION, f"is {CTO_REVOCATION} on an A11 (cancel admit): an A11 cancels "
+                           f"an admission, a detention or a CTO recall ({CTO_RECALL}), and a revocation (MHA s17F) "
+                           "is neither; nothing was cancelled. A revocation recorded in error is retracted through "
+                           "the register (POST /v1/register-changes/{change_id}/retraction)")
+            return mapper._error()
+        recall = kind == CTO_RECALL
         return _held_cancellation(msg, header, "cto-recalled" if recall else "detained",
                                   "A11 (cancel admit) cannot be applied: the register change "
                                   "contract has no cancellation; a detention already recorded stays until corrected "
@@ -476,6 +492,14 @@ class _Mapper:
             "informal admission"))
         if self.problems or code is None:
             return self._error()
+        if self._zu5_8() == CTO_REVOCATION:
+            # About the revocation it names (the care provider's to report), whatever ZU5-2 holds.
+            self._base("cto-revoked")
+            self.problem(ADMISSION_KIND_POSITION, f"is {CTO_REVOCATION} on an A01: a revocation (MHA s17F) is of "
+                         "a community patient already in hospital on recall (the A01 with ZU5-8 "
+                         f"{CTO_RECALL}); send it as the change of legal status it is, an A02 / A08 with ZU5-3 the "
+                         "section the patient is detained under again")
+            return self._error()
         kind = self._admission_kind()
         if code in NOT_DETAINED or code == NOT_KNOWN:
             if kind == CTO_RECALL:  # a recall reported with no detention: which one is wrong cannot be told
@@ -510,6 +534,8 @@ class _Mapper:
 
     def _legal_status_update(self) -> MappingResult:
         event = self.header.trigger_event
+        if self._zu5_8() == CTO_REVOCATION:
+            return self._revocation()
         if not self.msg.get("ZU5", 3):
             return self._no_change(f"{event} carries no legal status (ZU5-3): not a register change")
         # A change of legal status, or leaving detention for an informal stay, or nothing: the first two
@@ -723,20 +749,52 @@ class _Mapper:
             return
         change["order_type"] = code
 
-    def _admission_kind(self) -> str | None:
-        """ZU5-8 (hub-local): `cto-recall` or `fresh-application` (any case; component 1), None when not sent.
-        Another value is a problem naming ZU5-8 (never quoting it) and is read as `fresh-application`, the
-        reading without ZU5-8 (the message is refused: nothing of it is recorded)."""
+    def _zu5_8(self) -> str:
+        """ZU5-8 component 1, lower case when ASCII ("" when not sent)."""
         value = self.msg.get("ZU5", ADMISSION_KIND_FIELD, 1)
-        if not value:
+        return value.lower() if value.isascii() else value
+
+    def _admission_kind(self) -> str | None:
+        """ZU5-8 (hub-local): `cto-recall` or `fresh-application` (any case; component 1), None when not sent
+        (`cto-revocation` is read before: `_revocation`). Another value is a problem naming ZU5-8 (never quoting
+        it) and is read as `fresh-application`, the reading without ZU5-8 (the message is refused: nothing of it
+        is recorded)."""
+        kind = self._zu5_8()
+        if not kind:
             return None
-        kind = value.lower() if value.isascii() else value
         if kind not in ADMISSION_KINDS:
             self.problem(ADMISSION_KIND_POSITION, f"is not {CTO_RECALL} (the recall of a community patient to "
-                         f"hospital, MHA s17E: the CTO stays in force) or {FRESH_APPLICATION} (a new application "
-                         "or order: it ends a CTO, s6(4), s17C(c)), in any case", TABLE_VALUE_NOT_FOUND)
+                         f"hospital, MHA s17E: the CTO stays in force), {FRESH_APPLICATION} (a new application "
+                         f"or order: it ends a CTO, s6(4), s17C(c)) or, on an A02 / A08, {CTO_REVOCATION} (the "
+                         "CTO revoked, s17F(4): the section it was made on revived), in any case",
+                         TABLE_VALUE_NOT_FOUND)
             return FRESH_APPLICATION
         return kind
+
+    def _revocation(self) -> MappingResult:
+        """ZU5-8 `cto-revocation` on an A02 / A08: the change `cto-revoked`, dated EVN-6 as any change of legal
+        status, carrying the section the patient is detained under again (ZU5-3, with ZU5-7 for a CP(I)A order),
+        which must be a qualifying detention (a CTO follows one, and its revocation revives it: MHA s17G). Told
+        by ZU5-8, not by comparing ZU5-3 with ZU5-2: after a recall both are usually the CTO's section, so ZU5-2
+        is not read. The person need not be on a CTO on the register: ingest takes it as it takes a REST
+        `cto-revoked` (the rules engine reads one without a CTO on record as evidence of the detention)."""
+        change = self._base("cto-revoked")
+        self.origins["change_type"] = ADMISSION_KIND_POSITION
+        code = self._legal_status(3, required_reason=(
+            f"legal status at the event is required with ZU5-8 {CTO_REVOCATION}: the section the patient is "
+            "detained under again, the one the CTO was made on (MHA s17G)"))
+        if code is not None:
+            if code not in QUALIFYING:
+                self.problem(ADMISSION_KIND_POSITION, f"is {CTO_REVOCATION}, but the legal status (ZU5-3) is not a "
+                             "qualifying detention: a community treatment order follows detention under s3, or a "
+                             "hospital order or transfer direction, and revoking it (MHA s17F(4)) detains the "
+                             "patient again under that section (s17G)")
+            change["legal_status_code"] = code
+            self.origins["legal_status_code"] = "ZU5-3"
+            self._order_type(change)
+        change["effective_date"] = self._first_date((("EVN", 6),), "event occurred date/time is required to date "
+                                                    "a revocation")
+        return self._done(change)
 
     def _recall(self, code: str, legal_status_at: str, dates: tuple[tuple[str, int], ...],
                 missing: str) -> MappingResult:
