@@ -30,9 +30,11 @@ job that enforces it (settings `S117_RETAIN_*_DAYS`; 0 keeps for ever).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -136,15 +138,27 @@ class Purger:
             log.info("retention purge", count=sum(done.values()))
         return done
 
-    def _purge_day_files(self, before: date) -> int:
-        """A `file` channel's day files dated before `before`, in every organisation's directory."""
+    @contextlib.contextmanager
+    def _export_top(self) -> Iterator[int | None]:
+        """The export directory opened (its descriptor, closed after), or None if it cannot be: the walks
+        below go down from it by descriptor, never following a link."""
         assert self._export_dir is not None
         try:
             top = os.open(self._export_dir, os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
-            return 0
-        n = 0
+            yield None
+            return
         try:
+            yield top
+        finally:
+            os.close(top)
+
+    def _purge_day_files(self, before: date) -> int:
+        """A `file` channel's day files dated before `before`, in every organisation's directory."""
+        n = 0
+        with self._export_top() as top:
+            if top is None:
+                return 0
             for org in os.listdir(top):
                 if not _ORG_DIR.match(org) or (fd := _open_sub(top, org)) is None:
                     continue
@@ -161,8 +175,6 @@ class Purger:
                             n += _unlink_regular(fd, name)
                 finally:
                     os.close(fd)
-        finally:
-            os.close(top)
         return n
 
     async def _purge_council_files(self, before: datetime) -> int:
@@ -176,13 +188,10 @@ class Purger:
             if rows else 0
 
     def _unlink_council_files(self, files: list[tuple[str, str]]) -> int:
-        assert self._export_dir is not None
-        try:
-            top = os.open(self._export_dir, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return 0
         n = 0
-        try:
+        with self._export_top() as top:
+            if top is None:
+                return 0
             for org, name in files:
                 if not _ORG_DIR.match(org) or "/" in name or name.startswith("."):
                     continue
@@ -200,8 +209,6 @@ class Purger:
                 finally:
                     for fd in fds:
                         os.close(fd)
-        finally:
-            os.close(top)
         return n
 
     async def _batched(self, statement) -> int:  # noqa: ANN001
