@@ -3,7 +3,8 @@ GET /asyncapi.json.
 
 * `s117.out.{orgCode}`: a council's or ICB's `kafka` subscription
   (hub.delivery.kafka_topic): FHIR R4 message Bundles, key = hub person id,
-  CloudEvents 1.0 binary-mode headers plus the hub's own.
+  CloudEvents 1.0 binary-mode headers plus the hub's own (the restore epoch
+  among them).
 * `s117.events`: the hub's internal event log in Kafka mode (hub.bus.kafka
   KafkaRelay): the domain event, the register change and the S117 status
   (without its history: hub/bus/payload.py) as JSON, key = hub person id.
@@ -48,9 +49,16 @@ OUTBOUND_HEADERS: dict[str, Any] = {
                        "description": "The hub person id (never an NHS number); empty for an event about a "
                                       "body itself (s117-reconciliation-drift: counts, no person)"},
         "content-type": {"const": CONTENT_TYPE},
+        "restore_epoch": {"type": "string", "minLength": 1,
+                          "description": "\"0\" until the hub's store is restored from a backup, then that "
+                                         "restore's id (compare for equality only). A new value: what the hub "
+                                         "recorded after the backup is gone from it (its sources send it "
+                                         "again, as new events), the event numbers given after the backup "
+                                         "are skipped, never given again, and messages may come again with "
+                                         "their event_id: reconcile (README, Backup and restore)"},
     },
     "required": ["event_id", "message_id", "event_type", "correlation_id", "event_number", "ce_specversion",
-                 "ce_id", "ce_type", "ce_source", "ce_time", "ce_subject", "content-type"],
+                 "ce_id", "ce_type", "ce_source", "ce_time", "ce_subject", "content-type", "restore_epoch"],
     "additionalProperties": False,
 }
 

@@ -354,8 +354,9 @@ async def build_hub(settings: Settings) -> Hub:
     hub.restore_epoch = restored.epoch
     hub.dispatcher.version_floor = restored.version_floor
     hub.exports.event_no_floors = restored.export_floors
-    for deliverer in (hub.deliverer, hub.fhir_deliverer):
-        deliverer.restore_epoch = restored.epoch
+    for deliverer in (hub.deliverer, hub.fhir_deliverer, hub.file_deliverer, hub.kafka_deliverer):
+        if deliverer is not None:  # every outbound channel: a header, a Kafka header, a field of each line
+            deliverer.restore_epoch = restored.epoch
     hub.dispatcher.linger = settings.dispatch_linger_ms / 1000
     hub.dispatcher.batch_limit = settings.dispatch_batch_max
     hub.workflows = WorkflowService(engine, ref, agreements, protector, hub.ingest,

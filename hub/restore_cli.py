@@ -27,8 +27,15 @@ anything is changed if any step up to the move fails:
    numbers in the restore's row, which the hub reads when it starts:
    hub/store/restores.py) and records the restore (`store_restores`: when,
    the backup's revision and counts, where the displaced store went, what was
-   advanced) under a new restore id, the restore epoch subscribers are shown.
-   Then one self-contained file, fsync'd.
+   advanced) under a new restore id, the restore epoch subscribers are shown;
+   and, in the same transaction, an operator action (actor `hub:restore`,
+   action `store-restore`, target the epoch) that the audit chain takes as its
+   next entry after the backup's last: it names the epoch, the backup's point
+   (its chain's last entry, seq and hash, and its newest change's time) and
+   where the displaced store's chain had got to, so a reader of `audit
+   verify` knows that entries after the backup's point were lost with the
+   displaced store (kept aside), not deleted from the chain. Then one
+   self-contained file, fsync'd.
 5. Moves the store's file and its `-wal` and `-shm` aside, to
    `<store>.displaced-<UTC time>` (with `-wal` / `-shm` after it, so that
    SQLite opening the displaced file applies its own WAL: nothing is deleted),
@@ -69,10 +76,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hub.audit import GENESIS
 from hub.backup_cli import Refused, _problems, _settings, inspect, sqlite_path
 from hub.store.private_files import fsync_dir
 
 DEFAULT_MARGIN = 1_000_000
+ACTOR, ACTION = "hub:restore", "store-restore"  # the restore's operator action (audited: hub/audit.py)
 DMS_BYTE = 128  # SQLite's unix VFS: the -shm byte every open WAL connection holds a shared lock on
 
 
@@ -103,6 +112,7 @@ class Marks:
     version: int = 0  # the highest position version given (or floor left by an earlier restore)
     export_event_no: dict[str, int] = field(default_factory=dict)  # file subscription id -> last EVENT_NO
     restores: list[tuple] = field(default_factory=list)  # its store_restores rows
+    audit_head: tuple[int, str] | None = None  # its audit chain's last entry (seq, hash)
 
 
 def _uri(path: Path) -> str:
@@ -142,6 +152,7 @@ def read_marks(conn: sqlite3.Connection) -> Marks:
                               "ON e.export_id = i.export_id WHERE e.subscription_id IS NOT NULL "
                               "GROUP BY e.subscription_id") or []:
         marks.export_event_no[sid] = int(n or 0)
+    marks.audit_head = audit_head(conn)
     restores = _rows(conn, "SELECT restore_id, restored_at, backup_revision, backup, displaced, version_floor, "
                            "advanced FROM store_restores")
     for row in restores or []:  # what earlier restores left stands: their floors are marks too
@@ -150,6 +161,18 @@ def read_marks(conn: sqlite3.Connection) -> Marks:
         for sid, n in (json.loads(row[6] or "{}").get("export_event_no") or {}).items():
             marks.export_event_no[sid] = max(marks.export_event_no.get(sid, 0), int(n))
     return marks
+
+
+def audit_head(conn: sqlite3.Connection) -> tuple[int, str] | None:
+    """The store's audit chain's last entry (seq, hash); where none is left, what it starts after (a
+    purge's anchor, else the genesis); None for a store without the chain's tables."""
+    last = _rows(conn, "SELECT seq, entry_hash FROM audit_chain ORDER BY seq DESC LIMIT 1")
+    if last is None:
+        return None
+    if last:
+        return int(last[0][0]), str(last[0][1])
+    anchor = _rows(conn, "SELECT last_id, anchor_hash FROM audit_cursors WHERE source = '(anchor)'")
+    return (int(anchor[0][0]), str(anchor[0][1])) if anchor else (0, GENESIS)
 
 
 def lost_work(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -368,10 +391,28 @@ def restore(args: argparse.Namespace) -> None:
             displaced_record = {"moved_to": [str(aside) for current, aside in _asides(store, displaced)
                                              if current.exists()],
                                 "read": marks is not None, "why_not_read": why_unread}
+            restored_at = now.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
             conn.execute("INSERT INTO store_restores (restore_id, restored_at, backup_revision, backup, displaced, "
                          "version_floor, advanced) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (epoch, now.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds"), found.revision, json.dumps(backup_record),
+                         (epoch, restored_at, found.revision, json.dumps(backup_record),
                           json.dumps(displaced_record), advanced["version_floor"], json.dumps(advanced)))
+            # The restore itself, audited: the chain's next entry after the backup's last (module docstring).
+            at_backup = audit_head(conn) or (0, GENESIS)
+            displaced_head = marks.audit_head if marks is not None else None
+            conn.execute("INSERT INTO operator_actions (at, client_id, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                         (restored_at, ACTOR, ACTION, epoch, json.dumps({
+                             "restore_epoch": epoch,
+                             "previous_restore_epoch": previous[0] if previous else "0",
+                             "backup": {"file": str(backup), "schema_revision": found.revision,
+                                        "last_change_received_at": backup_last,
+                                        "audit_last_seq": at_backup[0], "audit_last_hash": at_backup[1]},
+                             "displaced": {"moved_to": displaced_record["moved_to"], "read": marks is not None,
+                                           "audit_last_seq": displaced_head[0] if displaced_head else None,
+                                           "audit_last_hash": displaced_head[1] if displaced_head else None},
+                             "numbers_may_repeat": marks is None,
+                             "meaning": "the store was put back to this backup: audit entries after the "
+                                        "backup's audit_last_seq were lost with the displaced store (kept "
+                                        "aside), not deleted from this chain"})))
             conn.execute("COMMIT")
             conn.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
             checked = conn.execute("PRAGMA quick_check").fetchall()
@@ -419,6 +460,9 @@ def restore(args: argparse.Namespace) -> None:
                          "council_file_subscriptions": len(advanced["export_event_no"]),
                          "margin": advanced["margin"]},
             "numbers_may_repeat": marks is None,
+            # The audit chain goes on from the backup's last entry; the restore is its next (module docstring).
+            "audit": {"backup_last_seq": at_backup[0],
+                      "displaced_last_seq": displaced_head[0] if displaced_head else None},
             "lost": None if lost is None else {**_counts(lost), "ids_file": str(lost_file)},
         }
         if marks is not None and lost is None:

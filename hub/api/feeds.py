@@ -21,7 +21,9 @@ a stream after `S117_SSE_MAX_SECONDS` and the client reconnects with its
 `Last-Event-ID` (what EventSource does by itself).
 
 Every page and stream carries `S117-Restore-Epoch` (hub/store/restores.py):
-"0" until the store is restored from a backup, then that restore's id. A
+"0" until the store is restored from a backup, then that restore's id; so
+does the body, as `restore_epoch` on the page and on each item (the stream's
+`data` too: a browser's EventSource cannot read the response's headers). A
 subscriber that sees it change moves its cursor back to the subscription's
 `last_event_number_sent` (a cursor past what the restored feed has handed out
 is refused, 422, as above) and de-duplicates what comes again by event id.
@@ -175,7 +177,7 @@ async def _require_agreement(hub, client, check: DisclosureCheck) -> None:  # no
 def _item(hub, r) -> dict:  # noqa: ANN001
     # The messages are stored as JSON already: splice them in without re-parsing.
     return {"cursor": r.event_number, "event_number": r.event_number, "event_id": r.event_id,
-            "message_id": r.message_id, "event_type": r.event_type,
+            "message_id": r.message_id, "event_type": r.event_type, "restore_epoch": hub.restore_epoch,
             "message": orjson.Fragment(hub.protector.decrypt(r.payload))}
 
 
@@ -226,7 +228,7 @@ async def pull(subscription_id: str, request: Request, hub: HubDep, client: Clie
     if acked:
         log.info("feed acknowledged", subscription_id=subscription_id, count=acked)
     body = {"items": [_item(hub, r) for r in rows], "next_cursor": rows[-1].event_number if rows else after,
-            "more": more}
+            "more": more, "restore_epoch": hub.restore_epoch}
     return Response(orjson.dumps(body), media_type="application/json",
                     headers={"Cache-Control": "no-store", EPOCH_HEADER: hub.restore_epoch})
 

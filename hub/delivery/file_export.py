@@ -2,8 +2,10 @@
 as one NDJSON line to `<export_dir>/<org_code>/<YYYY-MM-DD>.ndjson` (UTC date
 of writing), for the council to collect over SFTP.
 
-* Line: `{"event_number", "event_id", "message_id", "event_type", "message": <the FHIR message Bundle>}`
-  (`event_number`: the subscription's gap-free sequence, hub.delivery.queue).
+* Line: `{"event_number", "event_id", "message_id", "event_type", "restore_epoch", "message": <the FHIR
+  message Bundle>}` (`event_number`: the subscription's gap-free sequence, hub.delivery.queue;
+  `restore_epoch`: "0" until the store is restored from a backup, then that restore's id, as the
+  webhook's `S117-Restore-Epoch`: hub/store/restores.py, README "Backup and restore").
 * Order: per subscription, oldest first, one line after the other.
 * Durability: the line is written, flushed and fsync'd (and the directory
   fsync'd when the file is new) before the delivery is marked delivered. A
@@ -38,6 +40,7 @@ from hub.crypto import DataProtector
 from hub.delivery.leases import RetryPolicy, SubscriptionDeliverer
 from hub.observability.logging import get_logger
 from hub.store.private_files import fsync_dir, narrow_export_dirs, private_dir
+from hub.store.restores import NO_RESTORE
 
 log = get_logger("hub.file_export")
 
@@ -52,11 +55,11 @@ def export_path(export_dir: Path, org_code: str, when: datetime) -> Path:
 
 
 def ndjson_line(event_id: str, message_id: str, event_type: str, message: bytes,
-                event_number: int | None = None) -> bytes:
+                event_number: int | None = None, restore_epoch: str = NO_RESTORE) -> bytes:
     # The message is stored as compact JSON already: splice it in unparsed, unless it spans lines.
     fragment: Any = orjson.Fragment(message) if b"\n" not in message and b"\r" not in message else orjson.loads(message)
     return orjson.dumps({"event_number": event_number, "event_id": event_id, "message_id": message_id, "event_type": event_type,
-                         "message": fragment}) + b"\n"
+                         "restore_epoch": restore_epoch, "message": fragment}) + b"\n"
 
 
 def _mkdirs(org_dir: Path) -> None:
@@ -129,6 +132,8 @@ class FileExportDeliverer(SubscriptionDeliverer):
     channel = CHANNEL
     handler = "file-export"
     _deadline = 1.0  # an fsync'd append: well inside the lease
+    # The store's restore epoch, set when the hub starts (hub/bootstrap.py): each line's `restore_epoch`.
+    restore_epoch = NO_RESTORE
 
     def __init__(
         self, engine: AsyncEngine, protector: DataProtector, export_dir: Path, *,
@@ -149,7 +154,7 @@ class FileExportDeliverer(SubscriptionDeliverer):
         try:
             path = export_path(self._dir, row.org_code, datetime.now(UTC))
             line = ndjson_line(row.event_id, row.message_id, row.event_type, self._protector.decrypt(row.payload),
-                               row.event_number)
+                               row.event_number, self.restore_epoch)
             # One writer per file at a time within this process (two subscriptions
             # of one organisation would share a file); the write runs off the loop.
             async with self._locks.setdefault(path, asyncio.Lock()):

@@ -10,7 +10,10 @@ published to the subscriber's topic (default `s117.out.<org code lowercased>`).
   attributes `ce_specversion`, `ce_id` (the message id), `ce_type`
   (`uk.s117hub.<event type>`), `ce_source` (the hub's endpoint), `ce_time`
   (the message's timestamp), `ce_subject` (the hub person id) and
-  `content-type`. hub/asyncapi.py describes every topic the hub writes.
+  `content-type`; and `restore_epoch` (hub/store/restores.py): "0" until the
+  store is restored from a backup, then that restore's id, as the webhook's
+  `S117-Restore-Epoch` (README, "Backup and restore"). hub/asyncapi.py
+  describes every topic the hub writes.
 * Order: per subscription, oldest first, one at a time: the next is sent only
   once Kafka has acknowledged the previous (producer `acks="all"`,
   `enable_idempotence=True`), so a failure never lets a later message
@@ -41,6 +44,7 @@ from hub.crypto import DataProtector
 from hub.delivery.leases import RetryPolicy, SubscriptionDeliverer
 from hub.fhir.namespaces import DEFAULT_NAMESPACES
 from hub.observability.logging import get_logger
+from hub.store.restores import NO_RESTORE
 
 log = get_logger("hub.kafka_topic")
 # The hub person id system, whatever the canonical base: <base>/fhir/Id/person-id.
@@ -99,7 +103,7 @@ def _person_key(body: bytes, fallback: str) -> bytes:
     return (person or fallback).encode()
 
 
-def record_headers(row: Any, body: bytes, source: str) -> list[tuple[str, bytes]]:
+def record_headers(row: Any, body: bytes, source: str, restore_epoch: str) -> list[tuple[str, bytes]]:
     """The Kafka headers of one outbound record (see the module docstring)."""
     person, when = _person_and_time(body)
     if not when:
@@ -110,7 +114,7 @@ def record_headers(row: Any, body: bytes, source: str) -> list[tuple[str, bytes]
         ("correlation_id", row.correlation_id), ("event_number", str(row.event_number or "")),
         ("ce_specversion", "1.0"), ("ce_id", row.message_id), ("ce_type", CE_TYPE_PREFIX + row.event_type),
         ("ce_source", source), ("ce_time", when), ("ce_subject", person or ""),
-        ("content-type", CONTENT_TYPE),
+        ("content-type", CONTENT_TYPE), ("restore_epoch", restore_epoch),
     )
     return [(name, (value or "").encode()) for name, value in pairs]
 
@@ -118,6 +122,8 @@ def record_headers(row: Any, body: bytes, source: str) -> list[tuple[str, bytes]
 class KafkaTopicDeliverer(SubscriptionDeliverer):
     channel = CHANNEL
     handler = "kafka-topic"
+    # The store's restore epoch, set when the hub starts (hub/bootstrap.py): the `restore_epoch` header.
+    restore_epoch = NO_RESTORE
 
     """Publishes pending `kafka` deliveries. Create and close on the running loop:
 
@@ -188,7 +194,7 @@ class KafkaTopicDeliverer(SubscriptionDeliverer):
         if topic is None:
             return "no topic"
         body = self._protector.decrypt(row.payload)
-        headers = record_headers(row, body, self._source)
+        headers = record_headers(row, body, self._source, self.restore_epoch)
         try:
             async with asyncio.timeout(self._deadline):
                 producer = await self._ensure_producer()

@@ -3,9 +3,11 @@
 - The restore epoch: the newest `store_restores` row's id, `NO_RESTORE` ("0")
   for a store never restored. Subscribers see it as `S117-Restore-Epoch`
   (webhook POSTs, pull-feed pages) and `restore_epoch` (the subscription's
-  status): a new value says the hub's store was put back to a backup, so
-  messages the subscriber received since the backup's time may be sent again
-  (same event id) and numbers between may never come (README, "Backup and restore").
+  status, a pull-feed page and its items, a Kafka topic record's header, a
+  file channel line; hub/bootstrap.py hands it to every deliverer): a new
+  value says the hub's store was put back to a backup, so messages the
+  subscriber received since the backup's time may be sent again (same event
+  id) and numbers between may never come (README, "Backup and restore").
 - The position-version floor: every message about a person to an
   organisation is numbered above it (hub/delivery/dispatcher.py), so no
   version the displaced store had given is given again, even for a person the

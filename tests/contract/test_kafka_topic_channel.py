@@ -127,6 +127,7 @@ async def test_every_message_reaches_the_topic_in_order_with_its_headers(kafka_h
         assert headers["ce_type"] == "uk.s117hub." + d["event_type"]
         assert headers["ce_source"] == kafka_hub.hub.settings.hub_endpoint
         assert headers["content-type"] == "application/fhir+json"
+        assert headers["restore_epoch"] == "0"  # a store never restored (as the webhook's S117-Restore-Epoch)
         message = orjson.loads(rec.value)
         validate_message(message)
         assert datetime.fromisoformat(headers["ce_time"]) == datetime.fromisoformat(message["timestamp"])

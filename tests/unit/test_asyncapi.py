@@ -49,7 +49,9 @@ async def test_documented_headers_are_the_ones_written(app_hub):
     row = SimpleNamespace(event_id=str(uuid.uuid4()), message_id=str(uuid.uuid4()),
                           event_type="s117-entitlement-started", correlation_id="c-1", event_number=7,
                           created_at=datetime.now(UTC))
-    written = {k: v.decode() for k, v in record_headers(row, body, "https://hub.example/fhir")}
-    assert set(written) == set(headers_schema["properties"]) == set(headers_schema["required"])
-    jsonschema.validate(written, headers_schema, format_checker=jsonschema.FormatChecker())
-    assert written["event_number"] == "7" and written["ce_time"] == "2026-11-30T12:00:00.000Z"
+    for epoch in ("0", str(uuid.uuid4())):  # never restored; restored from a backup (hub/store/restores.py)
+        written = {k: v.decode() for k, v in record_headers(row, body, "https://hub.example/fhir", epoch)}
+        assert set(written) == set(headers_schema["properties"]) == set(headers_schema["required"])
+        jsonschema.validate(written, headers_schema, format_checker=jsonschema.FormatChecker())
+        assert written["event_number"] == "7" and written["ce_time"] == "2026-11-30T12:00:00.000Z"
+        assert written["restore_epoch"] == epoch

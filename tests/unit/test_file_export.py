@@ -62,7 +62,8 @@ async def test_messages_are_appended_as_ndjson_in_order_then_marked_delivered(ap
     # Event numbers: 1, 2, 3, ... in the order of the lines, as the delivery log numbers them.
     assert [line["event_number"] for line in lines] == list(range(1, len(lines) + 1))
     for line in lines:
-        assert set(line) == {"event_number", "event_id", "message_id", "event_type", "message"}
+        assert set(line) == {"event_number", "event_id", "message_id", "event_type", "restore_epoch", "message"}
+        assert line["restore_epoch"] == "0"  # never restored (tests/unit/test_restore_epoch_channels.py: after)
         assert line["event_number"] == by_id[line["event_id"]]["event_number"]
         assert line["message_id"] == by_id[line["event_id"]]["message_id"]
         assert line["event_type"] == by_id[line["event_id"]]["event_type"]
