@@ -42,6 +42,16 @@ def detention(nhs: str, run: str, *, hospital: str = "RNU", council: str = "E060
     ]
 
 
+async def put_on_register(http: httpx.AsyncClient, trust_key: str, person: dict, run: str = "t") -> str:
+    """A trust's `detention` of `person` (its NHS number and details) posted to a running hub, each answered
+    202: the hub person id."""
+    details = {k: v for k, v in person.items() if k != "nhs_number"}
+    for change in detention(person["nhs_number"], run, **details):
+        r = await http.post("/v1/register-changes", headers={"X-API-Key": trust_key}, json=change)
+        assert r.status_code == 202, r.text
+    return r.json()["person_id"]
+
+
 async def read_http_request(reader: asyncio.StreamReader) -> tuple[dict[str, str], bytes]:
     """One HTTP/1.1 request from a kept-alive connection (a `Content-Length`
     body, as the hub's webhook client sends): its headers, names lower-cased,

@@ -15,7 +15,7 @@ import pytest
 from hub.clients import add_client
 from hub.store.db import create_engine
 from tests.e2e.conftest import make_clients
-from tests.support import HubProcess, council_file_done, cut_off_uploads
+from tests.support import HubProcess, council_file_done, cut_off_uploads, put_on_register
 
 pytestmark = pytest.mark.e2e
 
@@ -43,16 +43,7 @@ async def test_real_exports_over_http(tmp_path, sharing_file):
     headers = {"X-API-Key": council}
     try:
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
-            base = {"source_system": "RiO", "person": PERSON}
-            for change in (
-                {**base, "source_message_id": "t-1", "change_type": "detained", "effective_date": "2025-01-06",
-                 "legal_status_code": "03", "hospital_ods": "RNU", "gp_practice_ods": "K82001",
-                 "residence_la_gss": "E06000060"},
-                {**base, "source_message_id": "t-2", "change_type": "left-hospital", "effective_date": "2025-04-07",
-                 "hospital_ods": "RNU"},
-            ):
-                r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
-                assert r.status_code == 202, r.text
+            await put_on_register(http, keys["trust"], PERSON)
 
             async def post(body: bytes, **extra: str) -> httpx.Response:
                 return await http.post("/v1/council-files", params={"format": "swift_csv"}, content=body,

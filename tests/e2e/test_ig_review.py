@@ -19,7 +19,7 @@ from hub.clients import add_client
 from hub.store.db import create_engine
 from hub.domain.dates import england_day
 from tests.e2e.conftest import SHARING, make_clients
-from tests.support import REPO, HubProcess
+from tests.support import REPO, HubProcess, put_on_register
 
 pytestmark = pytest.mark.e2e
 
@@ -37,17 +37,7 @@ def audit_person(hub: HubProcess, nhs_number: str) -> dict:
 
 
 async def _entitled(http: httpx.AsyncClient, trust_key: str) -> str:
-    base = {"source_system": "RiO", "person": PERSON}
-    for change in (
-        {**base, "source_message_id": "ig-1", "change_type": "detained", "effective_date": "2025-01-06",
-         "legal_status_code": "03", "hospital_ods": "RNU", "gp_practice_ods": "K82001",
-         "residence_la_gss": "E06000060"},
-        {**base, "source_message_id": "ig-2", "change_type": "left-hospital", "effective_date": "2025-04-07",
-         "hospital_ods": "RNU"},
-    ):
-        r = await http.post("/v1/register-changes", headers={"X-API-Key": trust_key}, json=change)
-        assert r.status_code == 202, r.text
-    return r.json()["person_id"]
+    return await put_on_register(http, trust_key, PERSON, "ig")
 
 
 async def test_a_recharge_statement_is_a_disclosure_of_each_person_it_lists(tmp_path):

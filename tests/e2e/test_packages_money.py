@@ -22,7 +22,7 @@ from hub.sample_data import synthetic_nhs_number
 from hub.store.db import create_engine
 from tests.e2e.conftest import SHARING, make_clients
 from tests.servers.poppler import require_poppler
-from tests.support import council_file_done, REPO, HubProcess
+from tests.support import HubProcess, REPO, council_file_done, put_on_register
 
 pytestmark = pytest.mark.e2e
 
@@ -53,17 +53,8 @@ async def test_council_file_packages_to_statement_and_oversight(tmp_path, fundin
     await hub.start()
     try:
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
+            person_id = await put_on_register(http, keys["trust"], PERSON)
             base = {"source_system": "RiO", "person": PERSON}
-            for change in (
-                {**base, "source_message_id": "t-1", "change_type": "detained", "effective_date": "2025-01-06",
-                 "legal_status_code": "03", "hospital_ods": "RNU", "gp_practice_ods": "K82001",
-                 "residence_la_gss": "E06000060"},
-                {**base, "source_message_id": "t-2", "change_type": "left-hospital", "effective_date": "2025-04-07",
-                 "hospital_ods": "RNU"},
-            ):
-                r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
-                assert r.status_code == 202, r.text
-            person_id = r.json()["person_id"]
 
             # 1. The council's nightly file with package records.
             r = await http.post("/v1/council-files?format=swift_csv", content=PACKAGES.read_bytes(),
