@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.agreements_loader import load_agreements
 from hub.agreements_watch import AgreementsWatcher, file_state
+from hub.store.writable import store_writes
 from hub.bus.kafka import KafkaLog, KafkaRelay, ensure_topic, run_relay
 from hub.bus.port import EVENTS_TOPIC, Subscriber
 from hub.bus.sql import SqlLog
@@ -118,6 +119,7 @@ class Hub:
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _startup: list[asyncio.Task] = field(default_factory=list)  # one-shot start-up tasks
     _watching: asyncio.Task | None = None  # the agreements file's watch (`watch_agreements`)
+    _probing: asyncio.Task | None = None  # the store's write probe while unwritable (`watch_store_writes`)
 
     def start_workers(self, front: bool = True, back: bool = True, deliver: bool = True) -> None:
         """Start the hub's tasks: `front` the listeners beside the API (MLLP,
@@ -145,6 +147,14 @@ class Hub:
             return
         self.agreements_watch.engine = self.engine if audit else None
         self._watching = asyncio.create_task(self.agreements_watch.run(interval, self._stop), name="agreements-watch")
+
+    def watch_store_writes(self) -> None:
+        """Every process of the hub: while a write has failed for a store fault (its disk full,
+        read-only, locked), rewrite one row every few seconds until one commits (hub/store/writable.py;
+        `/health/ready` says `store_writes` meanwhile). Nothing is written while writes succeed."""
+        if self._probing is None:
+            self._probing = asyncio.create_task(store_writes(self.engine).run(self.engine, self._stop),
+                                                name="store-write-probe")
 
     def deliverers(self) -> list[Any]:
         """The deliverers this hub has, one per channel."""
@@ -240,6 +250,8 @@ class Hub:
             await asyncio.gather(*self._tasks, *self._startup, return_exceptions=True)
         if self._watching is not None:
             await asyncio.gather(self._watching, return_exceptions=True)
+        if self._probing is not None:
+            await asyncio.gather(self._probing, return_exceptions=True)
         if self.files is not None:
             await self.files.close()  # after the chunk in hand; the rest resumes at the next start
         close = getattr(self.bus, "close", None)

@@ -58,6 +58,12 @@ STORE_COMMIT_SECONDS = Histogram("s117_store_commit_seconds",
 STORE_CHECKPOINT_SECONDS = Histogram("s117_store_checkpoint_seconds",
                                      "SQLite WAL checkpoints (pages copied into the database file, fsynced)",
                                      buckets=_DISK_BUCKETS)
+# Whether the store takes writes (hub/store/writable.py): 0 from a write that failed for a store
+# fault (disk full, read-only, locked) until one succeeds (a probe every few seconds meanwhile);
+# the lowest of the live processes'. `/health/ready` answers 503 meanwhile (alert S117StoreNotWritable).
+STORE_WRITABLE = Gauge("s117_store_writable",
+                       "1 while the store takes writes; 0 from a write that failed for a store fault "
+                       "until one succeeds (the lowest of the live processes')", multiprocess_mode="livemin")
 # The data-sharing agreements file (hub/agreements_watch.py), watched by every hub process:
 # when the agreements now in force in a process were loaded (at start, or by its last good
 # reload; the oldest of the live processes': a process left behind shows here), and whether its
