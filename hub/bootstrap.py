@@ -137,8 +137,8 @@ class Hub:
             self._start_deliverers()
 
     def watch_agreements(self, audit: bool) -> None:
-        """Every process of the hub: look at the data-sharing agreements file every
-        `S117_AGREEMENTS_RELOAD_SECONDS` and swap a changed file's grants in (hub/agreements_watch.py),
+        """Every process of the hub: look at the data-sharing and area agreements files every
+        `S117_AGREEMENTS_RELOAD_SECONDS` and swap a changed file's agreements in (hub/agreements_watch.py),
         until the hub closes. `audit`: this process writes the audit record of a reload that changes
         grants (one process of the hub: the one running the back workers, or the only one). A task
         of its own, not one of `worker_tasks` (it runs with workers or without), stopped by `close`."""
@@ -287,6 +287,8 @@ async def build_hub(settings: Settings) -> Hub:
     await create_schema(engine)
     ref = reference_data(settings.bank_holidays_file)
     _report_calendar(ref.bank_holidays())
+    # Taken before the read, as the sharing file's below: a change made meanwhile is loaded at the first look.
+    area_state = file_state(settings.area_agreements_path)
     agreements = (
         load_agreements(settings.area_agreements_path)
         if settings.area_agreements_path.exists()
@@ -382,8 +384,11 @@ async def build_hub(settings: Settings) -> Hub:
     hub.workflow_consumer = WorkflowConsumer(hub.workflows, bus, engine)
     # One agreements object for the process: everything above holds `sharing` itself (or asks
     # `hub.sharing`), and a reload swaps its grants in place, never a new object.
+    # Likewise one area agreements object (`agreements`, held by the services above), taken in place.
     hub.agreements_watch = AgreementsWatcher(sharing, settings.sharing_agreements_path, FIELD_GROUPS | {FUNDING},
-                                             loaded_state=sharing_state)
+                                             loaded_state=sharing_state, area=agreements,
+                                             area_path=settings.area_agreements_path if area_state else None,
+                                             area_state=area_state)
     hub.files = FileJobs(engine, hub.ingest, protector, packages=hub.packages, chunk=settings.files_chunk_rows,
                          bulk=settings.files_bulk)
     log.info("hub started", database=engine.dialect.name, bus="kafka" if kafka_servers else "sql")
