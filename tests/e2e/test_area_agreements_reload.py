@@ -44,6 +44,14 @@ def _edit(path: Path, doc: dict | str) -> None:
     path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc))
 
 
+async def _logged(hub: HubProcess, event: str, times: int, timeout: float = 15) -> None:
+    """Until the hub's processes have logged `event` `times` times (each process's look, however loaded the machine)."""
+    deadline = time.monotonic() + timeout
+    while (seen := hub.logs().count(f'"event":"{event}"')) < times:
+        assert time.monotonic() < deadline, f"{event!r} logged {seen} times, not {times}"
+        await asyncio.sleep(0.1)
+
+
 async def _metric(http: httpx.AsyncClient, name: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -89,6 +97,7 @@ async def test_an_edited_area_agreements_file_changes_the_split_in_every_process
             took = await until_percent("70.00")
             assert took < 5
             assert (await arrangement())["nhs_percent"] == "30.00"
+            await _logged(hub, "area agreements reloaded", 3)  # the front and both worker processes
 
             # A typing slip: refused, the last good split kept, said on /metrics.
             _edit(area_path, _area_doc("seventy-five"))
@@ -96,7 +105,7 @@ async def test_an_edited_area_agreements_file_changes_the_split_in_every_process
             while await _metric(http, "s117_agreements_reload_failed") != 1:
                 assert time.monotonic() - began < 10, "the refused file is not on /metrics"
                 await asyncio.sleep(0.1)
-            await asyncio.sleep(1.5)  # every process's look
+            await _logged(hub, "area agreements file not loaded: the last good agreements stay in force", 3)
             assert (await arrangement())["council_percent"] == "70.00"
 
             # Fixed: loaded, and the failure cleared.
@@ -106,13 +115,12 @@ async def test_an_edited_area_agreements_file_changes_the_split_in_every_process
             while await _metric(http, "s117_agreements_reload_failed") != 0:
                 assert time.monotonic() - began < 10
                 await asyncio.sleep(0.1)
-            await asyncio.sleep(1.5)  # every process's look (the back one audits)
+            await _logged(hub, "area agreements reloaded", 6)  # every process (the back one audits)
     finally:
         hub.stop()
 
     logs = hub.logs()
-    # Every process (the front and its two worker processes) took each good edit in.
-    assert logs.count('"event":"area agreements reloaded"') == 3 * 2
+    assert logs.count('"event":"area agreements reloaded"') == 3 * 2  # each good edit once in each process
     refusals = [line for line in logs.splitlines() if "area agreements file not loaded" in line]
     assert len(refusals) == 3, refusals  # once in each process
     assert all("funding[1]: is not a percentage" in line for line in refusals), refusals[0]

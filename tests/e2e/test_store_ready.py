@@ -83,12 +83,12 @@ async def test_readiness_says_not_ready_while_the_store_cannot_be_written_and_re
                     resource.prlimit(pid, resource.RLIMIT_FSIZE, (soft, hard))
 
             # The disk takes writes again: ready within a probe's interval, no request needed, no restart.
-            started, deadline = time.monotonic(), time.monotonic() + 10
+            started, deadline = time.monotonic(), time.monotonic() + 15
             while (r := await http.get("/health/ready")).status_code != 200:
                 assert time.monotonic() < deadline, r.text
                 await asyncio.sleep(0.2)
             assert r.json()["checks"]["store_writes"] == "ok"
-            assert time.monotonic() - started < 5
+            assert time.monotonic() - started < 8  # a probe every 2 s (a loaded machine: some slack)
             assert await _metric(http, "s117_store_writable") == 1
             r = await http.post("/v1/register-changes", headers=trust, json=change)
             assert r.status_code == 202, r.text
