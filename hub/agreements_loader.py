@@ -48,10 +48,10 @@ def _basis_points(value: Any, where: str) -> int:
     try:
         percent = Decimal(str(value))
     except ArithmeticError as exc:
-        raise AgreementsError(f"{where}: {value!r} is not a percentage") from exc
+        raise AgreementsError(f"{where}: is not a percentage") from exc  # the value itself never said
     points = percent * 100
     if points != points.to_integral_value():
-        raise AgreementsError(f"{where}: {value!r} has more than two decimal places")
+        raise AgreementsError(f"{where}: has more than two decimal places")
     return int(points)
 
 
@@ -174,9 +174,26 @@ def _date(value: Any, where: str) -> date:
         raise AgreementsError(f"{where}: is not an ISO date") from exc
 
 
-def load_agreements(path: str | Path) -> AgreementBook:
-    with Path(path).open(encoding="utf-8") as handle:
-        document = yaml.safe_load(handle) or {}
+def parse_agreements(data: bytes, name: str) -> AgreementBook:
+    """The agreements file's bytes (`name`: the file's, for the error), checked as at start. An
+    error names where (the entry and field, or the YAML's line and column), never the file's text:
+    the YAML parser's own message quotes it (a reload's refusal is logged: hub/agreements_watch.py)."""
+    try:
+        document = yaml.safe_load(data.decode("utf-8")) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise AgreementsError(f"{name}: cannot be read as YAML ({type(exc).__name__}{at})") from exc
     if not isinstance(document, dict):
-        raise AgreementsError(f"{path}: expected a mapping at the top level")
-    return agreements_from_mapping(document)
+        raise AgreementsError(f"{name}: expected a mapping at the top level")
+    try:
+        return agreements_from_mapping(document)
+    except AgreementsError:
+        raise
+    except (AttributeError, TypeError) as exc:  # a section of the wrong shape (a list for a mapping, ...)
+        raise AgreementsError(f"{name}: a section is not of the expected shape ({type(exc).__name__})") from exc
+
+
+def load_agreements(path: str | Path) -> AgreementBook:
+    path = Path(path)
+    return parse_agreements(path.read_bytes(), str(path))

@@ -30,12 +30,31 @@ A file being written in place is not read half-written: a change younger than
 read again at the next look. Writing the new file beside the old one and
 renaming it over (what most configuration tools do) is atomic anyway.
 
-A reload that changes the grants is an audit record: an `operator_actions` row
+The area agreements file (`S117_AREA_AGREEMENTS_PATH`: each council and
+commissioner pair's funding split and its changes, each area's review
+intervals, transfer clock and dispute stages) is watched by the same looks:
+loaded with the checks made at start (`hub/agreements_loader.py`
+`parse_agreements`) and, if it passes, taken into the process's one
+`AgreementBook` in place (`AgreementBook.replace_with`), which the ingest, the
+rules' evaluations, the money (splits, statements, the oversight report's
+spend), the workflows' clocks, reconciliation, council files and the review
+scanner all hold; statuses kept from evaluations under the old agreements
+(hub/ingest/status_cache.py, a council file's `BulkCache`) are not used past
+the reload (`AgreementBook.generation`). A file that does not load is refused
+as the sharing file is (one ERROR line, `area agreements file not loaded`,
+naming the entry and field or the YAML's line and column, never the file's
+text), the last good agreements kept, `s117_agreements_reload_failed` 1 (it is
+1 while either file is refused). Without a file at start (the England
+defaults) nothing is watched. `s117hub export` reads the file when it runs.
+
+A reload that changes the grants (for the area file: any agreement added,
+removed or changed) is an audit record: an `operator_actions` row
 (actor `hub:agreements`, action `agreements-reloaded`, target the file's name,
-detail its sha256 and the agreement ids added, removed and changed), chained
+detail its sha256 and the agreement ids added, removed and changed: for the
+area file `areas.<GSS>`, `funding.<GSS>/<ODS>`, `default.area`, `default.funding`), chained
 into `audit_chain` like every operator action. One process writes it (the one
 running the back workers; hub/bootstrap.py `watch_agreements`), and not again
-for a file whose sha256 the last such record already names.
+for a file whose sha256 the last such record of that file already names.
 """
 
 from __future__ import annotations
@@ -53,6 +72,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.observability import metrics
 from hub.observability.logging import get_logger
+from hub.agreements_loader import AgreementsError, parse_agreements
+from hub.domain.agreements import AgreementBook
 from hub.sharing import AgreementFileError, Grant, SharingAgreements
 
 log = get_logger("hub.agreements_watch")
@@ -94,8 +115,63 @@ def compare(before: dict[str, frozenset[Grant]], after: dict[str, frozenset[Gran
 
 
 @dataclass
+class WatchedFile:
+    """One agreements file under the watch: how it is loaded (`parse`: its bytes and name, raising a
+    ValueError naming the entry and field, never the file's text) and taken in place of what the
+    process holds (`swap`: returns what changed, and the counts for the log and the audit record)."""
+
+    path: Path
+    what: str  # in the log: "data-sharing agreements", "area agreements"
+    parse: Callable[[bytes, str], Any]
+    swap: Callable[[Any], tuple[GrantChange, dict[str, int]]]
+    loaded_state: FileState | None  # as it was when what the process holds was loaded from it
+    failed: bool = False  # the last look found a changed file that did not load
+
+    def __post_init__(self) -> None:
+        self._seen = self.loaded_state  # the state last acted on (loaded or refused)
+
+
+def sharing_file(sharing: SharingAgreements, path: Path, known_field_groups: frozenset[str] | None,
+                 loaded_state: FileState | None) -> WatchedFile:
+    """The data-sharing agreements file, its grants swapped into `sharing` (`replace_grants`)."""
+
+    def swap(new: SharingAgreements) -> tuple[GrantChange, dict[str, int]]:
+        before, after = sharing.by_agreement(), new.by_agreement()
+        sharing.replace_grants(new)
+        return compare(before, after), {"agreements": len(after), "grants": sum(len(g) for g in after.values())}
+
+    return WatchedFile(path, "data-sharing agreements",
+                       lambda data, name: SharingAgreements.parse(data, name, known_field_groups), swap, loaded_state)
+
+
+def area_entries(book: AgreementBook) -> dict[str, Any]:
+    """Each agreement of an area agreements file by a name (what a reload compares): `default.area`,
+    `default.funding`, `areas.<GSS>`, `funding.<GSS>/<ODS>` (with its later arrangements)."""
+    out: dict[str, Any] = {"default.area": book.default_area, "default.funding": book.default_funding}
+    out |= {f"areas.{gss}": area for gss, area in book.areas.items()}
+    out |= {f"funding.{council}/{icb}": (agreement, book.funding_changes.get((council, icb), ()))
+            for (council, icb), agreement in book.funding.items()}
+    return out
+
+
+def area_file(book: AgreementBook, path: Path, loaded_state: FileState | None) -> WatchedFile:
+    """The area agreements file (`S117_AREA_AGREEMENTS_PATH`), taken into `book` (`replace_with`)."""
+    def swap(new: AgreementBook) -> tuple[GrantChange, dict[str, int]]:
+        before, after = area_entries(book), area_entries(new)
+        change = GrantChange(
+            added=tuple(sorted(after.keys() - before.keys())),
+            removed=tuple(sorted(before.keys() - after.keys())),
+            changed=tuple(sorted(k for k in before.keys() & after.keys() if before[k] != after[k])))
+        book.replace_with(new)
+        return change, {"areas": len(new.areas), "funding": len(new.funding)}
+
+    return WatchedFile(path, "area agreements", parse_agreements, swap, loaded_state)
+
+
+@dataclass
 class AgreementsWatcher:
-    """One process's watch on the agreements file, swapping what it loads into `sharing`."""
+    """One process's watch on the agreements files: the data-sharing agreements file, swapping what
+    it loads into `sharing`, and (`area`) the area agreements file, into that `AgreementBook`."""
 
     sharing: SharingAgreements
     path: Path
@@ -106,73 +182,86 @@ class AgreementsWatcher:
     # Set: this process writes the audit record of a reload that changes grants (one process does).
     engine: AsyncEngine | None = None
     clock: Callable[[], float] = time.time
-    failed: bool = False  # the last look found a changed file that did not load
-    _pending: list[dict[str, Any]] = field(default_factory=list)  # audit records not yet written
+    # The area agreements the process holds, their file and its state when they were loaded from it
+    # (None: not watched; the England defaults, with no file, are not watched for one appearing).
+    area: AgreementBook | None = None
+    area_path: Path | None = None
+    area_state: FileState | None = None
+    _pending: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (file name, audit detail) not yet written
 
     def __post_init__(self) -> None:
-        self._seen = self.loaded_state  # the state last acted on (loaded or refused)
+        self.files = [sharing_file(self.sharing, self.path, self.known_field_groups, self.loaded_state)]
+        if self.area is not None and self.area_path is not None:
+            self.files.append(area_file(self.area, self.area_path, self.area_state))
         metrics.AGREEMENTS_LOADED_AT.set(self.clock())
         metrics.AGREEMENTS_RELOAD_FAILED.set(0)
 
+    @property
+    def failed(self) -> bool:
+        """A watched file changed and did not load (its last good agreements kept)."""
+        return any(f.failed for f in self.files)
+
     async def check(self) -> str | None:
-        """One look at the file. None: unchanged since the last look (or still being written);
-        else `loaded` (swapped in) or `failed` (refused: the last good agreements kept)."""
+        """One look at each file. None: none changed since the last look (or still being written);
+        else `failed` if one was refused (its last good agreements kept), `loaded` if one was swapped in."""
         await self._write_pending()
+        outcomes = [await self._check(f) for f in self.files]
+        return "failed" if "failed" in outcomes else "loaded" if "loaded" in outcomes else None
+
+    async def _check(self, watched: WatchedFile) -> str | None:
         for _ in range(3):
-            state = file_state(self.path)
-            if state == self._seen:
+            state = file_state(watched.path)
+            if state == watched._seen:
                 return None
             if state is None:
-                self._seen = None
-                return self._refused("the file cannot be found or read")
+                watched._seen = None
+                return self._refused(watched, "the file cannot be found or read")
             age = self.clock() - state[0] / 1e9
             if 0 <= age < SETTLE_SECONDS:  # written moments ago: perhaps not finished
                 await asyncio.sleep(SETTLE_SECONDS - age)
                 continue
             try:
-                data = await asyncio.to_thread(self.path.read_bytes)
+                data = await asyncio.to_thread(watched.path.read_bytes)
             except OSError as exc:
-                self._seen = None
-                return self._refused(f"the file cannot be read ({type(exc).__name__})")
-            if file_state(self.path) != state:
+                watched._seen = None
+                return self._refused(watched, f"the file cannot be read ({type(exc).__name__})")
+            if file_state(watched.path) != state:
                 continue  # changed while read: read again
-            self._seen = state
-            return await self._load(data)
+            watched._seen = state
+            return await self._load(watched, data)
         return None  # still changing: the next look
 
-    async def _load(self, data: bytes) -> str:
+    async def _load(self, watched: WatchedFile, data: bytes) -> str:
+        name = watched.path.name
         try:
-            new = SharingAgreements.parse(data, self.path.name, self.known_field_groups)
-        except AgreementFileError as exc:
-            return self._refused(str(exc))
+            new = watched.parse(data, name)
+        except (AgreementFileError, AgreementsError) as exc:
+            return self._refused(watched, str(exc))
         except Exception as exc:  # noqa: BLE001 - whatever the checks did not foresee refuses the file too
-            return self._refused(f"{self.path.name}: cannot be loaded ({type(exc).__name__})")
-        before = self.sharing.by_agreement()
-        after = new.by_agreement()
-        change = compare(before, after)
-        self.sharing.replace_grants(new)
-        self.failed = False
+            return self._refused(watched, f"{name}: cannot be loaded ({type(exc).__name__})")
+        change, counts = watched.swap(new)
+        watched.failed = False
         metrics.AGREEMENTS_LOADED_AT.set(self.clock())
-        metrics.AGREEMENTS_RELOAD_FAILED.set(0)
+        metrics.AGREEMENTS_RELOAD_FAILED.set(1 if self.failed else 0)
         metrics.AGREEMENTS_RELOADS.labels(outcome="loaded").inc()
-        grants = sum(len(g) for g in after.values())
-        log.info("data-sharing agreements reloaded", path=str(self.path), count=len(after), grants=grants,
+        first, *rest = counts.values()
+        log.info(f"{watched.what} reloaded", path=str(watched.path), count=first,
+                 **({"grants": rest[0]} if watched is self.files[0] else {}),
                  agreements_added=list(change.added), agreements_removed=list(change.removed),
                  agreements_changed=list(change.changed))
         if change and self.engine is not None:
-            self._pending.append({
+            self._pending.append((name, {
                 "sha256": hashlib.sha256(data).hexdigest(), "added": list(change.added),
-                "removed": list(change.removed), "changed": list(change.changed),
-                "agreements": len(after), "grants": grants})
+                "removed": list(change.removed), "changed": list(change.changed), **counts}))
             await self._write_pending()
         return "loaded"
 
-    def _refused(self, problem: str) -> str:
-        self.failed = True
+    def _refused(self, watched: WatchedFile, problem: str) -> str:
+        watched.failed = True
         metrics.AGREEMENTS_RELOAD_FAILED.set(1)
         metrics.AGREEMENTS_RELOADS.labels(outcome="failed").inc()
-        log.error("data-sharing agreements file not loaded: the last good agreements stay in force",
-                  path=str(self.path), problem=problem)
+        log.error(f"{watched.what} file not loaded: the last good agreements stay in force",
+                  path=str(watched.path), problem=problem)
         return "failed"
 
     async def _write_pending(self) -> None:
@@ -181,16 +270,17 @@ class AgreementsWatcher:
         from hub.store.schema import operator_actions
 
         while self._pending and self.engine is not None:
-            detail = self._pending[0]
+            target, detail = self._pending[0]
             try:
                 async with self.engine.begin() as conn:
                     last = (await conn.execute(
-                        select(operator_actions.c.detail).where(operator_actions.c.action == ACTION)
+                        select(operator_actions.c.detail)
+                        .where(operator_actions.c.action == ACTION, operator_actions.c.target == target)
                         .order_by(operator_actions.c.action_id.desc()).limit(1))).scalar_one_or_none()
                     if not (isinstance(last, dict) and last.get("sha256") == detail["sha256"]):
-                        await record_operator_action(conn, ACTOR, ACTION, self.path.name, detail)
+                        await record_operator_action(conn, ACTOR, ACTION, target, detail)
             except Exception as exc:  # noqa: BLE001 - kept, and tried again at the next look
-                log.error("data-sharing agreements reload not yet audited", exc_type=type(exc).__name__)
+                log.error("agreements reload not yet audited", exc_type=type(exc).__name__)
                 return
             self._pending.pop(0)
 
@@ -205,4 +295,4 @@ class AgreementsWatcher:
             try:
                 await self.check()
             except Exception as exc:  # noqa: BLE001 - the next look tries again; the failure is logged
-                log.error("data-sharing agreements file check failed", exc_type=type(exc).__name__)
+                log.error("agreements file check failed", exc_type=type(exc).__name__)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.agreements_loader import load_agreements
 from hub.agreements_watch import AgreementsWatcher, file_state
+from hub.store.writable import store_writes
 from hub.bus.kafka import KafkaLog, KafkaRelay, ensure_topic, run_relay
 from hub.bus.port import EVENTS_TOPIC, Subscriber
 from hub.bus.sql import SqlLog
@@ -119,6 +120,7 @@ class Hub:
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _startup: list[asyncio.Task] = field(default_factory=list)  # one-shot start-up tasks
     _watching: asyncio.Task | None = None  # the agreements file's watch (`watch_agreements`)
+    _probing: asyncio.Task | None = None  # the store's write probe while unwritable (`watch_store_writes`)
 
     def start_workers(self, front: bool = True, back: bool = True, deliver: bool = True) -> None:
         """Start the hub's tasks: `front` the listeners beside the API (MLLP,
@@ -136,8 +138,8 @@ class Hub:
             self._start_deliverers()
 
     def watch_agreements(self, audit: bool) -> None:
-        """Every process of the hub: look at the data-sharing agreements file every
-        `S117_AGREEMENTS_RELOAD_SECONDS` and swap a changed file's grants in (hub/agreements_watch.py),
+        """Every process of the hub: look at the data-sharing and area agreements files every
+        `S117_AGREEMENTS_RELOAD_SECONDS` and swap a changed file's agreements in (hub/agreements_watch.py),
         until the hub closes. `audit`: this process writes the audit record of a reload that changes
         grants (one process of the hub: the one running the back workers, or the only one). A task
         of its own, not one of `worker_tasks` (it runs with workers or without), stopped by `close`."""
@@ -146,6 +148,14 @@ class Hub:
             return
         self.agreements_watch.engine = self.engine if audit else None
         self._watching = asyncio.create_task(self.agreements_watch.run(interval, self._stop), name="agreements-watch")
+
+    def watch_store_writes(self) -> None:
+        """Every process of the hub: while a write has failed for a store fault (its disk full,
+        read-only, locked), rewrite one row every few seconds until one commits (hub/store/writable.py;
+        `/health/ready` says `store_writes` meanwhile). Nothing is written while writes succeed."""
+        if self._probing is None:
+            self._probing = asyncio.create_task(store_writes(self.engine).run(self.engine, self._stop),
+                                                name="store-write-probe")
 
     def deliverers(self) -> list[Any]:
         """The deliverers this hub has, one per channel."""
@@ -241,6 +251,8 @@ class Hub:
             await asyncio.gather(*self._tasks, *self._startup, return_exceptions=True)
         if self._watching is not None:
             await asyncio.gather(self._watching, return_exceptions=True)
+        if self._probing is not None:
+            await asyncio.gather(self._probing, return_exceptions=True)
         if self.files is not None:
             await self.files.close()  # after the chunk in hand; the rest resumes at the next start
         close = getattr(self.bus, "close", None)
@@ -276,6 +288,8 @@ async def build_hub(settings: Settings) -> Hub:
     await create_schema(engine)
     ref = reference_data(settings.bank_holidays_file)
     _report_calendar(ref.bank_holidays())
+    # Taken before the read, as the sharing file's below: a change made meanwhile is loaded at the first look.
+    area_state = file_state(settings.area_agreements_path)
     agreements = (
         load_agreements(settings.area_agreements_path)
         if settings.area_agreements_path.exists()
@@ -372,8 +386,11 @@ async def build_hub(settings: Settings) -> Hub:
     hub.workflow_consumer = WorkflowConsumer(hub.workflows, bus, engine)
     # One agreements object for the process: everything above holds `sharing` itself (or asks
     # `hub.sharing`), and a reload swaps its grants in place, never a new object.
+    # Likewise one area agreements object (`agreements`, held by the services above), taken in place.
     hub.agreements_watch = AgreementsWatcher(sharing, settings.sharing_agreements_path, FIELD_GROUPS | {FUNDING},
-                                             loaded_state=sharing_state)
+                                             loaded_state=sharing_state, area=agreements,
+                                             area_path=settings.area_agreements_path if area_state else None,
+                                             area_state=area_state)
     hub.files = FileJobs(engine, hub.ingest, protector, packages=hub.packages, chunk=settings.files_chunk_rows,
                          bulk=settings.files_bulk)
     log.info("hub started", database=engine.dialect.name, bus="kafka" if kafka_servers else "sql")

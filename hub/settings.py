@@ -61,7 +61,8 @@ class Settings(BaseSettings):
     data_key_file: Path = REPO_ROOT / "var" / "data.key"
 
     sharing_agreements_path: Path = REPO_ROOT / "contracts" / "data-sharing-agreements.yaml"
-    # Every hub process looks at the agreements file this often and, when it has changed, loads it
+    # Every hub process looks at the agreements files (this and `area_agreements_path`) this often and,
+    # when one has changed, loads it
     # with the checks made at start: a withdrawn or narrowed agreement takes effect within about
     # this long; a file that does not load leaves the last good agreements in force (hub/agreements_watch.py).
     # 0: never (the file is read at start only).

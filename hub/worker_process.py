@@ -386,6 +386,7 @@ async def run_workers(settings: Settings) -> None:
     hub.start_workers(front=False, back=role != "deliver", deliver=role != "back")
     # Each process watches the agreements file (its own object to swap); the back workers' one audits.
     hub.watch_agreements(audit=role != "deliver")
+    hub.watch_store_writes()  # a write failed for a store fault: probed until one succeeds
     extra: list[asyncio.Task[Any]] = [asyncio.create_task(
         _front_gone(int(os.environ.get("S117_FRONT_PID") or 0) or None, stop), name="front-watch")]
     if role != "deliver":

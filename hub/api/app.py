@@ -31,6 +31,7 @@ from hub.api.problems import (
 from hub.bootstrap import build_hub
 from hub.observability.multiproc import exposition
 from hub.server import tune_gc
+from hub.store.writable import store_writes
 from hub.worker_process import share_write_lock, wake_workers_on_publish
 from hub.settings import Settings, get_settings
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The agreements file watched here too: this process answers feeds and reads. With the
         # workers apart, their process writes the audit record of a reload (hub/agreements_watch.py).
         hub.watch_agreements(audit=not (settings.run_workers and settings.separate_workers))
+        hub.watch_store_writes()  # a write failed for a store fault: not ready until one succeeds
         tune_gc()
         try:
             yield
@@ -132,8 +134,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
              responses={503: {"description": "Not ready: each check named with its state",
                               "content": {"application/json": {}}}})
     async def ready(request: Request) -> JSONResponse:
-        """Ready to take traffic: the store answers and the workers are alive.
-        503 with the failing check named otherwise, so a load balancer stops sending."""
+        """Ready to take traffic: the store answers and takes writes, and the workers are alive.
+        503 with the failing check named otherwise, so a load balancer stops sending. `store_writes`
+        is this process's last write (hub/store/writable.py): not `ok` from a write that failed for a
+        store fault (disk full, read-only, locked) until one succeeds; no write is made here."""
         hub = request.app.state.hub
         checks: dict[str, str] = {}
         try:
@@ -142,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             checks["store"] = "ok"
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             checks["store"] = type(exc).__name__
+        checks["store_writes"] = store_writes(hub.engine).check()
         dead = [t.get_name() for t in hub.worker_tasks() if t.done()] + hub.failed_startup_tasks()
         checks["workers"] = "ok" if not dead else "stopped: " + ",".join(dead)
         for name, process in (("worker_process", hub.worker_process), ("delivery_process", hub.delivery_process)):

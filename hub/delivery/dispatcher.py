@@ -172,7 +172,7 @@ class Dispatcher:
         # Each person's views of a status (`_BatchCache.truth_for`), kept from batch to batch for
         # one day: a status taken from `_evaluated` is the same object, so its views are too.
         self._truths: collections.OrderedDict[str, tuple[S117Status, dict[str, Any]]] = collections.OrderedDict()
-        self._truths_on: tuple[date, int] | None = None  # (the day, the agreements' generation) they were made for
+        self._truths_on: tuple[date, int, int] | None = None  # (the day, the sharing and area agreements' generations) they were made for
         self._log = log_
         self._ref = ref
         self._sharing = sharing
@@ -413,8 +413,9 @@ class Dispatcher:
             cache.known_subscriptions = self._known_subscriptions
             cache.numbers = queue.EventNumbers(known=self._known_numbers)
         # Another day, or the agreements file reloaded (hub/agreements_watch.py): other field
-        # groups may be granted, and the views kept were made with the old ones.
-        truths_on = (cache.today, self._sharing.generation)
+        # groups may be granted, and the views kept were made with the old ones; or the area
+        # agreements file: the statuses they were made from were evaluated under the old ones.
+        truths_on = (cache.today, self._sharing.generation, getattr(self._agreements, "generation", 0))
         if self._truths_on != truths_on:
             self._truths.clear()
             self._truths_on = truths_on

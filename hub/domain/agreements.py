@@ -215,6 +215,9 @@ class AgreementBook:
     default_funding: FundingAgreement = ENGLAND_DEFAULT_FUNDING
     # Later arrangements per pair, oldest first (see FundingChange).
     funding_changes: Mapping[tuple[str, str], tuple[FundingChange, ...]] = field(default_factory=dict)
+    # Counts the reloads of the file taken in place (`replace_with`): what was worked out from the
+    # agreements and kept (a status, hub/ingest/status_cache.py) is kept with it and not used past one.
+    generation: int = field(default=0, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "areas", MappingProxyType(dict(self.areas)))
@@ -229,6 +232,16 @@ class AgreementBook:
     @classmethod
     def default(cls) -> AgreementBook:
         return cls()
+
+    def replace_with(self, other: AgreementBook) -> None:
+        """Take `other`'s agreements in place of these (a reload of the area agreements file:
+        hub/agreements_watch.py) and count a generation. In place, never a new object: every holder
+        (the ingest, money, rules, workflows, reconciliation, exports and scheduler of a process)
+        holds this one. No await in between: every question asked after this call is answered
+        from the new agreements, none from a mix."""
+        for name in ("areas", "funding", "default_area", "default_funding", "funding_changes"):
+            object.__setattr__(self, name, getattr(other, name))
+        object.__setattr__(self, "generation", self.generation + 1)
 
     def area(self, council_gss: str | None) -> AreaAgreement:
         if council_gss is None:

@@ -431,6 +431,16 @@ class BulkCache:
         # hospital named) -> (the facts, the decision), for one caller and channel (`decisions`).
         self._decided: dict[tuple[Any, ...], tuple[Any, Any]] = {}
         self._decided_for: tuple[Any, str] | None = None
+        self._generation = 0  # the area agreements' (`AgreementBook.generation`) the entries were made under
+
+    def valid_for(self, generation: int) -> None:
+        """Forget every entry made under other agreements (the area agreements file reloaded since:
+        hub/agreements_watch.py): its evaluations and access facts were worked out from them."""
+        if generation != self._generation:
+            self._entries.clear()
+            self.facts.clear()
+            self._decided.clear()
+            self._held, self._generation = 0, generation
 
     def decisions(self, caller: Any, channel: str) -> dict[tuple[Any, ...], tuple[Any, Any]]:
         """The decisions kept for `caller` on `channel` (emptied for another)."""
@@ -1051,7 +1061,8 @@ class IngestService:
         after_commit = after_commit_hook(conn)
         if after_commit is not None:
             ref, agreements, statuses = self._ref, self._agreements, self.statuses
-            after_commit(lambda: statuses.put(person_id, history, today, ref, agreements, status))
+            generation = agreements.generation  # as evaluated: a reload before the commit is not mistaken for it
+            after_commit(lambda: statuses.put(person_id, history, today, ref, agreements, status, generation))
 
     async def _history(self, conn: Any, person_id: str) -> tuple[list[RegisterChange], datetime | None]:
         """The person's changes, under their lock: the history this process
@@ -1260,6 +1271,8 @@ class IngestService:
         # person id -> the evaluation of their history after the latest row (or as held): a row's
         # change is folded onto it (`extended`) rather than the whole history evaluated again.
         statuses: dict[str, Evaluation] = {}
+        if cache is not None:
+            cache.valid_for(self._agreements.generation)
         cached = {pid: hit for pid in histories if cache is not None and (hit := cache.get(pid)) is not None}
         # person id -> the latest received_at of their changes: each row is stamped after it (`received_after`)
         latest: dict[str, datetime] = {}

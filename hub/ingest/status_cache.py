@@ -35,7 +35,8 @@ class StatusCache:
     def __init__(self, max_people: int = 2_048, histories: bool = False) -> None:
         self._max = max_people
         self._keep_histories = histories  # ingest's (`history`); the dispatcher's holds statuses only
-        self._held: OrderedDict[str, tuple[date, frozenset[str], S117Status, Any, Any]] = OrderedDict()
+        # person -> (day, change ids, status, reference data, agreements, the agreements' generation)
+        self._held: OrderedDict[str, tuple[date, frozenset[str], S117Status, Any, Any, int]] = OrderedDict()
         # person -> their history as committed, in the order the store gives it (see `put`)
         self._histories: dict[str, tuple[RegisterChange, ...]] = {}
         self.hits = 0
@@ -46,8 +47,9 @@ class StatusCache:
             agreements: Any) -> S117Status | None:
         held = self._held.get(person_id)
         if held is not None:
-            on, ids, status, held_ref, held_agreements = held
+            on, ids, status, held_ref, held_agreements, generation = held
             if on == today and held_ref is ref and held_agreements is agreements and len(ids) == len(history) \
+                    and generation == getattr(agreements, "generation", 0) \
                     and ids == frozenset(map(_CHANGE_ID, history)):
                 self.hits += 1
                 return status
@@ -55,10 +57,14 @@ class StatusCache:
         return None
 
     def put(self, person_id: str, history: Sequence[RegisterChange], today: date, ref: Any, agreements: Any,
-            status: S117Status) -> None:
+            status: S117Status, generation: int | None = None) -> None:
+        """`generation`: the agreements' (`AgreementBook.generation`) when `status` was evaluated, if
+        they may have been reloaded since (a put after a commit); else theirs now."""
         held = self._held
         held.pop(person_id, None)  # re-inserted last: the oldest is first out
-        held[person_id] = (today, frozenset(map(_CHANGE_ID, history)), status, ref, agreements)
+        if generation is None:
+            generation = getattr(agreements, "generation", 0)
+        held[person_id] = (today, frozenset(map(_CHANGE_ID, history)), status, ref, agreements, generation)
         # In the order SQLite reads them by `ix_changes_person`: by effective date, then as inserted
         # (a stable sort of the history as read, the new change last). Nothing depends on the order
         # (the fold sorts by `change_order`, a total order), but the same order keeps every step the same.

@@ -58,17 +58,23 @@ STORE_COMMIT_SECONDS = Histogram("s117_store_commit_seconds",
 STORE_CHECKPOINT_SECONDS = Histogram("s117_store_checkpoint_seconds",
                                      "SQLite WAL checkpoints (pages copied into the database file, fsynced)",
                                      buckets=_DISK_BUCKETS)
-# The data-sharing agreements file (hub/agreements_watch.py), watched by every hub process:
+# Whether the store takes writes (hub/store/writable.py): 0 from a write that failed for a store
+# fault (disk full, read-only, locked) until one succeeds (a probe every few seconds meanwhile);
+# the lowest of the live processes'. `/health/ready` answers 503 meanwhile (alert S117StoreNotWritable).
+STORE_WRITABLE = Gauge("s117_store_writable",
+                       "1 while the store takes writes; 0 from a write that failed for a store fault "
+                       "until one succeeds (the lowest of the live processes')", multiprocess_mode="livemin")
+# The data-sharing and area agreements files (hub/agreements_watch.py), watched by every hub process:
 # when the agreements now in force in a process were loaded (at start, or by its last good
 # reload; the oldest of the live processes': a process left behind shows here), and whether its
 # last reload was refused (1 until a good one: the last good agreements stay in force meanwhile;
 # alert S117AgreementsReloadFailed). Reloads counted by outcome (`loaded`, `failed`), per process.
 AGREEMENTS_LOADED_AT = Gauge("s117_agreements_loaded_timestamp_seconds",
-                             "When the data-sharing agreements in force were loaded (Unix time; the oldest process's)",
+                             "When the agreements in force (data-sharing, area) were last loaded (Unix time; the oldest process's)",
                              multiprocess_mode="livemin")
 AGREEMENTS_RELOAD_FAILED = Gauge("s117_agreements_reload_failed",
-                                 "1 while the data-sharing agreements file changed but could not be loaded "
+                                 "1 while an agreements file (data-sharing, area) changed but could not be loaded "
                                  "(the last good agreements stay in force)", multiprocess_mode="livemax")
 AGREEMENTS_RELOADS = Counter("s117_agreements_reloads_total",
-                             "Reloads of the data-sharing agreements file by outcome (every process counts its own)",
+                             "Reloads of the agreements files (data-sharing, area) by outcome (every process counts its own)",
                              ["outcome"])

@@ -187,9 +187,12 @@ def create_engine(database_url: str, *, sqlite_page_size: int = DEFAULT_PAGE_SIZ
             private_sqlite(Path(url.database))  # 0600 file (and -wal/-shm), 0700 directory
         engine = create_async_engine(url, connect_args={"timeout": 30}, **JSON_CODEC)
         configure_sqlite(engine.sync_engine, sqlite_page_size)
-        return engine
-    engine = create_async_engine(url, pool_size=10, max_overflow=10, **JSON_CODEC)
-    ping_when_idle(engine.sync_engine)
+    else:
+        engine = create_async_engine(url, pool_size=10, max_overflow=10, **JSON_CODEC)
+        ping_when_idle(engine.sync_engine)
+    from hub.store.writable import store_writes, watch_engine  # noqa: PLC0415 - it imports this module
+
+    watch_engine(engine.sync_engine, store_writes(engine))  # a write's store fault: not ready (/health/ready)
     return engine
 
 
@@ -241,6 +244,9 @@ def sqlite_writer_engine(async_engine: AsyncEngine) -> Engine | None:
     engine = sa_create_engine(async_engine.url.set(drivername="sqlite+pysqlite"), poolclass=StaticPool,
                               connect_args={"timeout": 30, "check_same_thread": False}, **JSON_CODEC)
     configure_sqlite(engine, _page_sizes.get(async_engine.sync_engine, DEFAULT_PAGE_SIZE))
+    from hub.store.writable import store_writes, watch_engine  # noqa: PLC0415 - it imports this module
+
+    watch_engine(engine, store_writes(async_engine))  # its failed COMMITs mark its engine's store
     return engine
 
 

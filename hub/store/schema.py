@@ -854,3 +854,14 @@ store_restores = Table(
     Column("version_floor", BigInteger, nullable=False),
     Column("advanced", JSON, nullable=False),  # subscriptions advanced, by how much, the margin used if any
 )
+
+
+# The row each hub process rewrites, every few seconds and only while a write has failed for a
+# store fault (hub/store/writable.py): the first that commits says the store takes writes again.
+# Never written while writes succeed. No personal data.
+store_write_probe = Table(
+    "store_write_probe",
+    metadata,
+    Column("probe_id", Integer, primary_key=True, autoincrement=False),
+    Column("probed_at", DateTime(timezone=True), nullable=True),
+)

@@ -220,3 +220,65 @@ async def test_a_narrowed_field_group_reaches_the_views_the_dispatcher_kept(app_
     assert len(reminders) == 1, later
     view = read_position(reminders[0]["message"]).view
     assert view["reviews"] and all(set(r) == {"kind", "due_on"} for r in view["reviews"]), view
+
+
+AREA = yaml.safe_load((REPO_ROOT / "contracts" / "area-agreements.yaml").read_text())
+
+
+def _area(share: object = 53.93) -> dict:
+    doc = copy.deepcopy(AREA)
+    for pair in doc["funding"]:
+        if (pair["council"], pair["commissioner"]) == (COUNCIL, "QU9"):
+            pair["council_share_percent"] = share
+    return doc
+
+
+async def test_the_same_watch_takes_the_area_agreements_in_place_refuses_a_bad_file_and_audits_each_file(
+        app_hub, tmp_path) -> None:
+    """The area agreements file under the sharing file's watch (one watcher): a good edit taken into the
+    process's one AgreementBook, a malformed one refused naming where (never what), each file audited
+    on its own (the same sha256 dedup per file)."""
+    from structlog.testing import capture_logs
+
+    from hub.agreements_loader import load_agreements
+
+    engine = app_hub.hub.engine
+    path, area_path = tmp_path / "sharing.yaml", tmp_path / "area.yaml"
+    _write(path, _doc())
+    _write(area_path, _area())
+    book = load_agreements(area_path)
+    watch = AgreementsWatcher(SharingAgreements.load(path, GROUPS), path, GROUPS, loaded_state=file_state(path),
+                              engine=engine, area=book, area_path=area_path, area_state=file_state(area_path))
+    assert await watch.check() is None
+    assert book.funding_for(COUNCIL, "QU9").council_share_bp == 5393
+
+    _write(area_path, _area(70))
+    assert await watch.check() == "loaded"
+    assert book.funding_for(COUNCIL, "QU9").council_share_bp == 7000 and book.generation == 1
+
+    _write(area_path, "funding:\n  - council: E06000060\n    secret-looking: [unclosed\n")
+    with capture_logs() as logs:
+        assert await watch.check() == "failed"
+    (line,) = [entry for entry in logs if entry["log_level"] == "error"]
+    assert line["event"] == "area agreements file not loaded: the last good agreements stay in force"
+    assert line["problem"].startswith("area.yaml: cannot be read as YAML (") and "line " in line["problem"]
+    assert "secret" not in str(line) and "E06000060" not in str(line)
+    assert _gauge("s117_agreements_reload_failed") == 1 and watch.failed
+    assert book.funding_for(COUNCIL, "QU9").council_share_bp == 7000  # the last good kept
+
+    _write(path, _doc(_narrowed))  # the sharing file meanwhile: loaded; the area file still refused
+    assert await watch.check() == "loaded"
+    assert _gauge("s117_agreements_reload_failed") == 1
+
+    _write(area_path, _area(60))
+    assert await watch.check() == "loaded"
+    assert _gauge("s117_agreements_reload_failed") == 0 and not watch.failed
+    assert book.funding_for(COUNCIL, "QU9").council_share_bp == 6000
+
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(operator_actions).where(operator_actions.c.action == ACTION)
+                                   .order_by(operator_actions.c.action_id))).all()
+    assert [(r.target, r.detail["changed"]) for r in rows] == [
+        ("area.yaml", [f"funding.{COUNCIL}/QU9"]), ("sharing.yaml", rows[1].detail["changed"]),
+        ("area.yaml", [f"funding.{COUNCIL}/QU9"])]
+    assert rows[1].detail["changed"] and all(r.client_id == ACTOR for r in rows)

@@ -10,6 +10,7 @@ from datetime import date, timedelta
 from hub.domain.rules import evaluate
 from hub.ingest.status_cache import StatusCache
 from hub.sample_data import detention_to_move_scenario
+from hub.settings import REPO_ROOT
 
 
 def _checked_hits(monkeypatch) -> list[str]:  # noqa: ANN001
@@ -124,3 +125,49 @@ def test_the_oldest_put_goes_first_however_many_came_and_went() -> None:
     cache.put("p50", [C("50")], day, ref, agreements, 50)  # type: ignore[arg-type]
     assert cache.get("p47", [C("47")], day, ref, agreements) is None  # p48 was put again: p47 the oldest
     assert cache.get("p48", [C("48")], day, ref, agreements) == 48
+
+
+def test_a_status_kept_from_agreements_since_reloaded_is_a_miss() -> None:
+    """The area agreements file reloaded (hub/agreements_watch.py) takes the new agreements into the
+    same `AgreementBook` (`replace_with`): a status evaluated under the old ones is not a hit."""
+    from hub.domain.agreements import AgreementBook
+
+    class C:
+        def __init__(self, change_id: str) -> None:
+            self.change_id = change_id
+
+    cache, ref, status, book = StatusCache(), object(), object(), AgreementBook.default()
+    day, history = date(2026, 12, 1), [C("a")]
+    cache.put("p1", history, day, ref, book, status)  # type: ignore[arg-type]
+    assert cache.get("p1", history, day, ref, book) is status
+    book.replace_with(AgreementBook.default())
+    assert cache.get("p1", history, day, ref, book) is None
+    cache.put("p1", history, day, ref, book, status, generation=0)  # evaluated before the reload, put after
+    assert cache.get("p1", history, day, ref, book) is None
+
+
+async def test_a_reload_between_a_persons_changes_is_evaluated_under_the_new_agreements(app_hub,  # noqa: ANN001
+                                                                                      monkeypatch) -> None:
+    """Through real ingest: the person's next change after a reload that shortens their area's
+    first review is not evaluated from the status kept under the old agreements."""
+    from hub.agreements_loader import agreements_from_mapping
+    import yaml as _yaml
+
+    hub = app_hub.hub
+    checked = _checked_hits(monkeypatch)  # a hit unequal to a fresh evaluation fails the request's test
+    changes = detention_to_move_scenario(random.Random(7), "cache-reload", date(2025, 1, 6))
+    trust = {"X-API-Key": app_hub.keys["trust"]}
+    for change in changes[:3]:  # detained, section changed, left hospital: entitled, first review due
+        r = await app_hub.http.post("/v1/register-changes", headers=trust, json=change)
+        assert r.status_code == 202, r.text
+    assert len(checked) == 2  # each change after the first found the person's status kept
+    doc = _yaml.safe_load((REPO_ROOT / "contracts" / "area-agreements.yaml").read_text())
+    for area in doc["areas"].values():
+        area["first_review_months"] = 1
+    doc["default"]["area"]["first_review_months"] = 1
+    before = hub.agreements
+    hub.agreements.replace_with(agreements_from_mapping(doc))
+    assert hub.agreements is before and hub.agreements.generation == 1  # the same object, taken in place
+    r = await app_hub.http.post("/v1/register-changes", headers=trust, json=changes[3])  # moved
+    assert r.status_code == 202, r.text
+    assert len(checked) == 2  # not a hit: kept under the old agreements

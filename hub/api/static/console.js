@@ -77,7 +77,7 @@ const ago = (secs) => { const s = Math.round(secs), m = Math.floor(s / 60), h = 
 const short = (id) => `<code class="dyn" title="${esc(id)}">${esc((id || "").slice(0, 8))}</code>`;
 
 // /health/ready's checks, named for an engineer: its processes (README "The hub's processes") and their state.
-const CHECKS = {store: "store", workers: "workers in the front", worker_process: "worker process (dispatcher, consumers)",
+const CHECKS = {store: "store", store_writes: "store takes writes", workers: "workers in the front", worker_process: "worker process (dispatcher, consumers)",
                 delivery_process: "delivery process (deliverers)"};
 async function ready() {
   try { return await (await fetch("/health/ready")).json(); } catch (e) { return null; }  // 503 answers JSON too
