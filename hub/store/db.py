@@ -107,6 +107,8 @@ def ping_when_idle(sync_engine: Engine) -> None:
         except Exception as exc:  # noqa: BLE001 - any failure: this connection is gone
             raise sa_exc.DisconnectionError("connection lost while idle") from exc
 
+    name_unreachable(sync_engine)  # and a new connection that cannot be made says so
+
 
 # SQLite's page size for a database file the hub creates (`S117_SQLITE_PAGE_SIZE`).
 # 4 KB, SQLite's own: at 16 KB a council file's chunk of 500 rows writes a
@@ -224,7 +226,6 @@ def create_engine(database_url: str, *, sqlite_page_size: int = DEFAULT_PAGE_SIZ
         return engine
     engine = create_async_engine(url, pool_size=10, max_overflow=10, **JSON_CODEC)
     ping_when_idle(engine.sync_engine)
-    name_unreachable(engine.sync_engine)
     return engine
 
 
