@@ -313,3 +313,22 @@ async def test_kafka_broker_stopped_and_started_again(own_postgres, own_kafka, d
         await receiver.stop()
     print(f"\nkafka down {up_at - down_at:.1f}s: {waiting} events accepted meanwhile, backlog gauge {pending:.0f} "
           f"(oldest {oldest:.0f}s); caught up {caught_up:.1f}s after; {len(log)} delivered, {twice} twice")
+
+
+async def test_the_hub_started_before_postgresql_waits_for_it(own_postgres, database, tmp_path, sharing_file):
+    """PostgreSQL not up yet when `s117hub serve` starts (the host booting, a restart): the hub waits
+    for it, a log line a try, and is ready once it is up, rather than exiting with a traceback."""
+    hub = HubProcess(tmp_path, sharing_path=sharing_file, db_url=database, own_group=True)
+    await make_clients(hub.db_url)
+    own_postgres.halt()
+    try:
+        starting = asyncio.create_task(hub.start(timeout=60))
+        await asyncio.sleep(5)
+        assert not starting.done(), starting  # neither ready nor exited
+        own_postgres.resume()
+        await starting
+        logs = hub.logs()
+        assert '"event":"store not reachable at start; waiting"' in logs and '"exc_type":"StoreUnreachable"' in logs
+        assert "Traceback" not in logs
+    finally:
+        hub.stop()
