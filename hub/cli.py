@@ -9,6 +9,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def _refuse_another_key(settings: Any) -> None:
     written under (hub/store/key_check.py), rather than a start-up traceback. The store is migrated here,
     as the hub's start would (again a no-op there)."""
     from hub.observability.logging import get_logger
-    from hub.store.db import create_engine, create_schema
+    from hub.store.db import STORE_FAULTS, create_engine, create_schema, store_fault
     from hub.store.key_check import DataKeyMismatch, store_protector
 
     async def check() -> None:
@@ -55,12 +56,41 @@ def _refuse_another_key(settings: Any) -> None:
         finally:
             await engine.dispose()
 
+    async def check_when_reachable() -> None:
+        # PostgreSQL not up yet (the host booting, a restart, a failover): wait for it, a line a try,
+        # rather than a traceback and systemd's restarts; given up after STORE_START_WAIT_SECONDS.
+        deadline, attempt = time.monotonic() + STORE_START_WAIT_SECONDS, 0
+        while True:
+            try:
+                return await check()
+            except Exception as exc:
+                if store_fault(exc) not in ("unreachable", "connections") or time.monotonic() >= deadline:
+                    raise
+                attempt += 1
+                pause = min(10.0, 0.5 * 2 ** attempt)
+                get_logger("hub.cli").warning("store not reachable at start; waiting", attempt=attempt,
+                                              exc_type=type(exc).__name__, next_attempt_in=pause)
+                await asyncio.sleep(pause)
+
     try:
-        asyncio.run(check())
+        asyncio.run(check_when_reachable())
     except DataKeyMismatch as exc:
         get_logger("hub.cli").error("hub not started", error_kind="data-key-mismatch")
         print(f"s117hub serve: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Exception as exc:
+        kind = store_fault(exc)
+        if kind not in ("unreachable", "connections"):
+            raise
+        get_logger("hub.cli").error("hub not started", error_kind=kind, exc_type=type(exc).__name__)
+        print(f"s117hub serve: {STORE_FAULTS[kind]} (S117_DATABASE_URL) after {STORE_START_WAIT_SECONDS} s",
+              file=sys.stderr)
+        sys.exit(1)
+
+
+# How long `s117hub serve` waits at start for a PostgreSQL store it cannot reach before it exits 1
+# (systemd's Restart=on-failure then starts it again).
+STORE_START_WAIT_SECONDS = 120
 
 
 def _refuse_unreadable_calendar(settings: Any) -> None:

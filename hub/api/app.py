@@ -179,8 +179,8 @@ _WITH_BODY = {
     415: "The body was sent with a Content-Encoding (named in errors): send it uncompressed",
 }
 _TIMED_OUT = (503, "No answer within this operation's time limit (`timed-out`), or the store could not be "
-                   "written: its disk full, read-only, or locked by another process (`store-unavailable`, "
-                   "naming which): anything committed stays, and sending the same request again is safe", {"Retry-After": {"schema": {"type": "string"}}})
+                   "written: its disk full, read-only, locked by another process, or its database server not reachable "
+                   "(`store-unavailable`, naming which): anything committed stays, and sending the same request again is safe", {"Retry-After": {"schema": {"type": "string"}}})
 _FASTAPI_422 = {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}
 
 

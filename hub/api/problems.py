@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect
 from hub.api.outcomes import FHIR_JSON, outcome_body
 from hub.ingest.service import PROBLEM_BASE
 from hub.observability.logging import get_logger
-from hub.store.db import STORE_FAULTS, store_fault
+from hub.store.db import STORE_FAULTS, StoreUnreachable, store_fault
 
 log = get_logger("hub.api")
 PROBLEM_JSON = "application/problem+json"
@@ -153,6 +153,14 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(DBAPIError, _store_error)
     app.add_exception_handler(sqlite3.Error, _store_error)
+    app.add_exception_handler(StoreUnreachable, _store_error)  # PostgreSQL stopped, restarting, failed over
+    try:  # the driver's own errors where SQLAlchemy does not wrap them (a connection the server refused)
+        import asyncpg  # noqa: PLC0415 - production mode's driver
+    except ImportError:
+        pass
+    else:
+        app.add_exception_handler(asyncpg.PostgresError, _store_error)
+        app.add_exception_handler(asyncpg.InterfaceError, _store_error)
 
     @app.exception_handler(Exception)
     async def _unexpected(req: Request, exc: Exception) -> JSONResponse:

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import time
 from collections import defaultdict, deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -164,6 +165,8 @@ class KafkaRelay:
         self._options = dict(producer_options or {})
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+        # The last run found fewer rows waiting than a batch: it took all there were (`run_relay`'s gauges).
+        self.caught_up = False
         # Set when this process commits outbox rows (hub.bus.sql.publish): `run_relay`
         # relays them then rather than at its next poll; other processes' rows are polled for.
         self.published = publish_signal()
@@ -208,6 +211,18 @@ class KafkaRelay:
             await conn.rollback()
         return int(n)
 
+    async def backlog(self) -> tuple[int, float]:
+        """Rows waiting in the outbox, and how long the oldest has waited (seconds; 0 with none)."""
+        async with read_only(self._engine) as conn:
+            n, oldest = (await conn.execute(
+                select(func.count(), func.min(bus_messages.c.created_at)).where(bus_messages.c.relayed_at.is_(None))
+            )).one()
+        if not n or oldest is None:
+            return 0, 0.0
+        if oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+        return int(n), max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+
     async def run_once(self, limit: int | None = None) -> int:
         """Relay the oldest waiting rows (up to `limit`, default batch_size).
 
@@ -218,7 +233,9 @@ class KafkaRelay:
         async with self._lock:
             async with read_only(self._engine) as conn:  # PostgreSQL: no BEGIN/ROLLBACK round trips
                 rows = (await execute_prepared(conn, _WAITING, {"limit": limit or self._batch_size})).all()
+            self.caught_up = False  # until the rows are marked
             if not rows:
+                self.caught_up = True
                 return 0
             producer = await self._ensure_producer()
             chains: dict[tuple[str, str], list[Any]] = defaultdict(list)
@@ -230,6 +247,7 @@ class KafkaRelay:
             errors = [err for _, _, err in results if err is not None]
             if relayed or refused:
                 await self._mark_relayed(relayed, refused)
+            self.caught_up = not errors and len(rows) < (limit or self._batch_size)
             log.info("outbox rows relayed to kafka", count=len(relayed), lag=len(rows) - len(relayed))
             if errors:
                 raise errors[0]
@@ -303,20 +321,57 @@ async def run_relay(relay: KafkaRelay, poll_seconds: float, stop: asyncio.Event,
     refuses) is logged and retried with capped exponential backoff; the rows
     stay in the outbox until they are acknowledged."""
     failures = 0
+    watch = asyncio.create_task(_watch_backlog(relay, stop), name="kafka-relay-backlog")
+    try:
+        while not stop.is_set():
+            relay.published.clear()  # rows committed from here on are relayed by this run or wake the wait below
+            try:
+                relayed = await relay.run_once()
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - logged and retried; the outbox keeps the rows
+                failures += 1
+                delay = min(max_backoff_seconds, poll_seconds * (2 ** min(failures, 16)))
+                log.warning("kafka relay run failed", attempt=failures, exc_type=type(exc).__name__,
+                            next_attempt_in=round(delay, 2))
+                await _wait(stop, delay)
+                continue
+            if relay.caught_up:  # all that was waiting when the run began is in Kafka
+                _show_backlog(0, 0.0)
+            if not relayed:
+                await _wait(stop, poll_seconds, relay.published)
+    finally:
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
+
+
+# Seconds between counts of the outbox's backlog (`s117_relay_pending_messages`,
+# `s117_relay_oldest_pending_seconds`) while the relay is not caught up: behind, failing, or waiting
+# on Kafka (a send to a broker that is down waits up to the producer's request timeout, 30 s, before
+# it fails). Caught up, none is made.
+BACKLOG_EVERY = 5.0
+_shown: list[tuple[int, float]] = [(-1, -1.0)]
+
+
+def _show_backlog(pending: int, oldest: float) -> None:
+    if _shown[0] != (pending, oldest):  # a gauge write only when it changes (caught up: once)
+        _shown[0] = (pending, oldest)
+        metrics.RELAY_PENDING.set(pending)
+        metrics.RELAY_OLDEST.set(oldest)
+
+
+async def _watch_backlog(relay: KafkaRelay, stop: asyncio.Event) -> None:
+    """Count the backlog from the store every BACKLOG_EVERY while the relay is not caught up. The
+    store down too: the gauges keep their last values (its own outage is answered and logged elsewhere)."""
     while not stop.is_set():
-        relay.published.clear()  # rows committed from here on are relayed by this run or wake the wait below
-        try:
-            relayed = await relay.run_once()
-            failures = 0
-        except Exception as exc:  # noqa: BLE001 - logged and retried; the outbox keeps the rows
-            failures += 1
-            delay = min(max_backoff_seconds, poll_seconds * (2 ** min(failures, 16)))
-            log.warning("kafka relay run failed", attempt=failures, exc_type=type(exc).__name__,
-                        next_attempt_in=round(delay, 2))
-            await _wait(stop, delay)
+        await _wait(stop, BACKLOG_EVERY)
+        if relay.caught_up or stop.is_set():
             continue
-        if not relayed:
-            await _wait(stop, poll_seconds, relay.published)
+        try:
+            pending, oldest = await relay.backlog()
+        except Exception as exc:  # noqa: BLE001 - a gauge not updated, never the relay stopped
+            log.warning("kafka relay backlog not counted", exc_type=type(exc).__name__)
+            continue
+        _show_backlog(pending, round(oldest, 1))
 
 
 async def _wait(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:

@@ -27,6 +27,14 @@ PENDING_DELIVERIES = Gauge("s117_pending_deliveries", "Webhook deliveries waitin
 SUBSCRIPTIONS_SUSPENDED = Gauge("s117_subscriptions_suspended",
                                 "Active push subscriptions suspended until resumed (the subscriber answered 410 Gone)",
                                 ["reason"], multiprocess_mode="livemax")
+# Kafka mode: the outbox behind the relay (hub/bus/kafka.py `run_relay`). While Kafka cannot be reached,
+# changes are still accepted into the store and wait here; the dispatcher's lag (above) counts only what
+# reached Kafka, so it stays at 0 meanwhile. Set by the relay (one process).
+RELAY_PENDING = Gauge("s117_relay_pending_messages", "Kafka mode: events in the outbox not yet acknowledged by Kafka",
+                      multiprocess_mode="livemax")
+RELAY_OLDEST = Gauge("s117_relay_oldest_pending_seconds",
+                     "Kafka mode: how long the oldest event not yet acknowledged by Kafka has waited in the outbox",
+                     multiprocess_mode="livemax")
 DEAD_LETTERS = Counter("s117_dead_letters_total", "Messages moved to the dead letters", ["handler"])
 EXPORTS_UNACKNOWLEDGED = Gauge("s117_council_exports_unacknowledged_overdue",
                                "Council files ready but not acknowledged within the alert time",

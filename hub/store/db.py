@@ -107,6 +107,8 @@ def ping_when_idle(sync_engine: Engine) -> None:
         except Exception as exc:  # noqa: BLE001 - any failure: this connection is gone
             raise sa_exc.DisconnectionError("connection lost while idle") from exc
 
+    name_unreachable(sync_engine)  # and a new connection that cannot be made says so
+
 
 # SQLite's page size for a database file the hub creates (`S117_SQLITE_PAGE_SIZE`).
 # 4 KB, SQLite's own: at 16 KB a council file's chunk of 500 rows writes a
@@ -130,19 +132,31 @@ def wal_pages(nbytes: int, page_size: int) -> int:
 # The store's own faults (not the request's, not a bug): what SQLite says when its file cannot be written
 # (ENOSPC is SQLITE_FULL; EFBIG, a file-size limit, and other write errors SQLITE_IOERR; a file or
 # directory the hub may not write SQLITE_READONLY; the write lock held past the busy wait SQLITE_BUSY)
-# and PostgreSQL's SQLSTATEs for the same (53100 disk_full, 53xxx insufficient resources, 25006 a
-# read-only transaction: a standby). Each kind's words are said to the client and logged: they name
-# the cause, never what was being written.
+# and PostgreSQL's SQLSTATEs for the same (53100 disk_full, 53300 too_many_connections, other 53xxx
+# insufficient resources, 25006 a read-only transaction: a standby); and a PostgreSQL server that cannot
+# be reached (stopped, restarting, failed over, its sessions ended: a connection refused or cut, SQLSTATE
+# class 08, 57P01-57P03). Each kind's words are said to the client and logged: they name the cause,
+# never what was being written.
 STORE_FAULTS = {
     "full": "the hub's store has no space left on its disk",
     "io": "the hub's store could not be written (a disk input/output error or a file-size limit)",
     "read-only": "the hub's store is read-only",
     "locked": "the hub's store is locked by another process",
+    "unreachable": "the hub's store (its database server) cannot be reached",
+    "connections": "the hub's store (its database server) takes no more connections",
+    "resources": "the hub's store (its database server) is out of resources",
 }
 _FAULT_WORDS = (("database or disk is full", "full"), ("disk i/o error", "io"),
                 ("readonly database", "read-only"), ("read-only", "read-only"),
                 ("database is locked", "locked"), ("database table is locked", "locked"))
-_FAULT_STATES = {"53100": "full", "25006": "read-only"}
+_FAULT_STATES = {"53100": "full", "53300": "connections", "25006": "read-only",
+                 "57P01": "unreachable", "57P02": "unreachable", "57P03": "unreachable"}
+
+
+class StoreUnreachable(Exception):
+    """A connection to the PostgreSQL store could not be made (refused, reset, timed out: the server
+    stopped, restarting or not reachable); raised by the pool (`name_unreachable`) from the driver's
+    own error, which is an OSError and would otherwise pass for any other."""
 
 
 def store_fault(exc: BaseException) -> str | None:
@@ -156,12 +170,20 @@ def store_fault(exc: BaseException) -> str | None:
         if err is None or id(err) in seen or len(seen) > 16:
             continue
         seen.add(id(err))
+        if isinstance(err, StoreUnreachable):
+            return "unreachable"
         state = getattr(err, "sqlstate", None)
         if isinstance(state, str):
             if state in _FAULT_STATES:
                 return _FAULT_STATES[state]
             if state.startswith("53"):
-                return "full"
+                return "resources"
+            if state.startswith("08"):
+                return "unreachable"
+        # SQLAlchemy's word that the connection is gone (its dialect's is_disconnect: a connection
+        # closed or cut mid-statement), whatever the driver's class for it.
+        if getattr(err, "connection_invalidated", False) is True:
+            return "unreachable"
         if isinstance(err, (sqlite3.OperationalError, sqlite3.DatabaseError)) or \
                 type(err).__name__ in ("OperationalError", "DatabaseError", "DiskFullError"):
             text_ = str(err).lower()
@@ -171,6 +193,20 @@ def store_fault(exc: BaseException) -> str | None:
         orig = getattr(err, "orig", None)
         todo += [orig if isinstance(orig, BaseException) else None, err.__cause__, err.__context__]
     return None
+
+
+def name_unreachable(sync_engine: Engine) -> None:
+    """A connection the pool cannot make (the server refused it, reset it or did not answer in time)
+    raises `StoreUnreachable` from the driver's error: the answers name the store as the cause
+    (`store_fault`) rather than a bare OSError. Errors the server itself answered (a wrong password,
+    too many connections, starting up) keep their SQLSTATE."""
+
+    @event.listens_for(sync_engine, "do_connect")
+    def _connect(dialect, _record, cargs, cparams):  # noqa: ANN001, ANN202
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except (OSError, TimeoutError) as exc:
+            raise StoreUnreachable(f"cannot connect to the store: {type(exc).__name__}") from exc
 
 
 # Each engine's page size for new files, for the writer engine made beside it (`sqlite_writer_engine`).

@@ -132,14 +132,14 @@ class KafkaBroker:
                     break
         raise BrokerUnavailable(last)
 
-    def _start_once(self) -> None:
+    def _start_once(self, fresh: bool = True) -> None:
         begun = time.monotonic()
         env = {**os.environ, "S117_KAFKA_LIBS": str(self.libs)}
         log = open(self.logfile, "ab")  # noqa: SIM115 - handed to the child
         try:
             self._proc = subprocess.Popen(
                 ["bash", str(RUN_SCRIPT), "--port", str(self.port), "--controller-port", str(self.controller_port),
-                 "--data-dir", str(self.base / "node"), "--fresh", "--heap", "512m"],
+                 "--data-dir", str(self.base / "node"), *(["--fresh"] if fresh else []), "--heap", "512m"],
                 cwd=self.base, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         finally:
@@ -177,6 +177,11 @@ class KafkaBroker:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+    def resume(self) -> None:
+        """Start a stopped broker (`stop_process`) again on the same ports, its log data kept,
+        as a broker's restart does (tests/e2e/test_production_faults.py)."""
+        self._start_once(fresh=False)
 
     def stop(self, keep_log: bool = False) -> None:
         try:

@@ -198,6 +198,15 @@ class PostgresServer:
                 self._proc.kill()
                 self._proc.wait()
 
+    def halt(self) -> None:
+        """Stop the server (a fast shutdown: its sessions are ended), keeping its data and port, as
+        an operator's restart or a failover does; `resume` starts it again (tests/e2e/test_production_faults.py)."""
+        self._stop_process()
+
+    def resume(self) -> None:
+        """Start a halted server again on the same port and data."""
+        self._start_postgres()
+
     def stop(self) -> None:
         try:
             self._stop_process()

@@ -60,6 +60,45 @@ def test_postgresql_states_and_the_words_said() -> None:
 
     assert store_fault(PgError("53100")) == "full"
     assert store_fault(PgError("25006")) == "read-only"
+    # The server gone (stopped, restarting, failed over) or out of connections is not a full disk.
+    for state in ("08006", "08001", "57P01", "57P02", "57P03"):
+        assert store_fault(PgError(state)) == "unreachable", state
+    assert store_fault(PgError("53300")) == "connections"
+    assert store_fault(PgError("53200")) == "resources"
     assert store_fault(PgError("23505")) is None  # a unique violation is the request's
     for words in STORE_FAULTS.values():
         assert not any(ch.isdigit() for ch in words)  # a cause, never a value
+
+
+def test_a_postgresql_server_that_cannot_be_reached_is_named() -> None:
+    """A connection refused is raised by the pool as StoreUnreachable (an OSError would pass for any
+    other); a connection SQLAlchemy found cut mid-statement is named by its `connection_invalidated`."""
+    import asyncio
+    import socket
+
+    from sqlalchemy.exc import InterfaceError
+
+    from hub.store.db import StoreUnreachable, create_engine
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def connect() -> BaseException:
+        engine = create_engine(f"postgresql+asyncpg://u:p@127.0.0.1:{port}/db")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - the one under test
+            return exc
+        finally:
+            await engine.dispose()
+        raise AssertionError("connected to nothing")
+
+    refused = asyncio.run(connect())
+    assert isinstance(refused, StoreUnreachable) and isinstance(refused.__cause__, ConnectionRefusedError)
+    assert store_fault(refused) == "unreachable"
+    assert store_fault(ConnectionRefusedError(111, "refused")) is None  # an OSError alone may be anything's
+    cut = InterfaceError("SELECT 1", {}, Exception("connection is closed"), connection_invalidated=True)
+    assert store_fault(cut) == "unreachable"
+    assert store_fault(InterfaceError("SELECT 1", {}, Exception("x"))) is None

@@ -1,0 +1,334 @@
+"""Production mode (PostgreSQL + Kafka) when its servers fail, with a real hub process over real HTTP
+and MLLP. The module starts a PostgreSQL server and a Kafka broker of its own (tests/servers/), so it
+can stop and start them without disturbing the session's.
+
+- PostgreSQL stopped while changes are posted, then started again: every write meanwhile is answered at
+  once with a `503` problem `store-unavailable` with `Retry-After` (MLLP: `AE` naming it), never a bare
+  `500`, never a hang, never a dropped connection; the hub recovers by itself, and every accepted change
+  reaches the council once, in order per person.
+- The Kafka broker stopped and started again: ingest goes on (the relay is behind the store), the relay
+  catches up once the broker is back, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+import pytest
+
+from tests.e2e.conftest import SECRET, make_clients
+from tests.e2e.test_mllp import Engine, fixture, msa
+from tests.servers import unavailable
+from tests.servers.kafka import BrokerUnavailable, KafkaBroker, fetch_jars
+from tests.servers.postgres import PostgresServer, ServerUnavailable, create_database, drop_database, ensure_binaries
+from tests.support import HubProcess, Receiver, detention, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server this module may stop and start."""
+    try:
+        server = PostgresServer(ensure_binaries())
+        server.start()
+    except (ServerUnavailable, OSError, subprocess.SubprocessError) as exc:
+        unavailable("PostgreSQL test server", str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def own_kafka() -> Iterator[KafkaBroker]:
+    """A Kafka broker this module may stop and start."""
+    try:
+        broker = KafkaBroker(fetch_jars())
+        broker.start()
+    except (BrokerUnavailable, OSError, subprocess.SubprocessError) as exc:
+        unavailable("Kafka test broker", str(exc))
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+async def database(own_postgres: PostgresServer) -> AsyncIterator[str]:
+    admin = own_postgres.url().render_as_string(hide_password=False)
+    url = await create_database(admin)
+    try:
+        yield url
+    finally:
+        if own_postgres._proc is None or own_postgres._proc.poll() is not None:
+            own_postgres.resume()
+        await asyncio.shield(drop_database(admin, url))
+
+
+def nhs_numbers(count: int, block: int) -> list[str]:
+    """`count` valid NHS numbers of the 999 test range, distinct for each `block`."""
+    found = []
+    for i in range(block * 10_000, (block + 1) * 10_000):
+        body = f"999{i:06d}"
+        check = 11 - sum(int(d) * (10 - k) for k, d in enumerate(body)) % 11
+        if check == 11:
+            check = 0
+        if check != 10:
+            found.append(f"{body}{check}")
+            if len(found) == count:
+                return found
+    raise AssertionError("not enough numbers")
+
+
+@dataclass
+class Answers:
+    """What a client saw, request by request."""
+
+    accepted: dict[str, list[str]] = field(default_factory=dict)  # person -> change ids, in order
+    events: list[dict] = field(default_factory=list)
+    refused: list[tuple[int, str, str | None, float]] = field(default_factory=list)  # status, type, Retry-After, s
+    failures: list[str] = field(default_factory=list)  # transport errors, bare 500s
+    slowest: float = 0.0
+
+
+async def post_until_accepted(http: httpx.AsyncClient, key: str, nhs: str, run: str, answers: Answers,
+                              stop_by: float) -> None:
+    """One person's changes in order, each sent again (after a short pause) until it is accepted."""
+    for change in detention(nhs, run):
+        while True:
+            assert time.monotonic() < stop_by, f"not accepted in time: {answers.refused[-3:]}"
+            started = time.monotonic()
+            try:
+                r = await http.post("/v1/register-changes", headers={"X-API-Key": key}, json=change)
+            except httpx.TransportError as exc:
+                answers.failures.append(f"{type(exc).__name__} after {time.monotonic() - started:.1f}s")
+                await asyncio.sleep(0.3)
+                continue
+            took = time.monotonic() - started
+            answers.slowest = max(answers.slowest, took)
+            if r.status_code == 202:
+                answers.accepted.setdefault(nhs, []).append(r.json()["change_id"])
+                answers.events.extend(r.json()["events"])
+                break
+            if r.status_code == 503:
+                answers.refused.append((r.status_code, r.json().get("type", ""), r.headers.get("retry-after"), took))
+            else:
+                answers.failures.append(f"{r.status_code} {r.text[:200]}")
+                assert r.status_code >= 500, r.text
+            await asyncio.sleep(0.3)
+
+
+def entitlements(events: list[dict]) -> set[str]:
+    return {e["event_id"] for e in events if e["event_type"] == "s117-entitlement-started"}
+
+
+async def delivered_to_council(http: httpx.AsyncClient, key: str, sub: str, receiver: Receiver, hub: HubProcess,
+                               events: list[dict], timeout: float = 60) -> list[dict]:
+    """The council's delivery log once it holds every entitlement among `events` (each person's last
+    change's) and every message queued for the council has arrived."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = (await http.get(f"/v1/subscriptions/{sub}/deliveries?limit=1000",
+                              headers={"X-API-Key": key})).json()["items"]
+        if entitlements(events) <= {d["event_id"] for d in log} and all(d["status"] == "delivered" for d in log) \
+                and set(receiver.event_ids()) >= {d["event_id"] for d in log}:
+            return log
+        assert time.monotonic() < deadline, (f"delivered {sum(d['status'] == 'delivered' for d in log)} of "
+                                             f"{len(log)}; hub log tail: {hub.logs()[-1500:]}")
+        await asyncio.sleep(0.3)
+
+
+def check_arrivals(receiver: Receiver, log: list[dict], accepted_events: list[dict]) -> int:
+    """Every message the log holds arrived; a message sent twice was the same message (delivery is
+    at least once, README "What a receiver must do"); each person's arrived in the order the hub
+    numbered them. Returns how many arrived twice."""
+    numbers = {d["event_id"]: d["event_number"] for d in log}
+    first: dict[str, bytes] = {}
+    for r in receiver.received:
+        assert r.signature_ok
+        assert first.setdefault(r.headers["s117-event-id"], r.body) == r.body, "sent again, but changed"
+    assert set(first) == set(numbers), "every message queued for the council arrived, and no other"
+    assert entitlements(accepted_events) <= set(first)
+    person_of = {}
+    for event_id, body in first.items():
+        bundle = orjson.loads(body)
+        patient = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+        person_of[event_id] = patient["identifier"][0]["value"]
+    for person in set(person_of.values()):
+        seq = [numbers[e] for e in first if person_of[e] == person]
+        assert seq == sorted(seq), "one person's messages arrive in order"
+    return len(receiver.received) - len(first)
+
+
+async def test_postgres_stopped_and_started_again_under_load(own_postgres, own_kafka, database, tmp_path,
+                                                             sharing_file):
+    receiver = Receiver(secret=SECRET)
+    await receiver.start()
+    mllp_port = free_port()
+    hub = HubProcess(tmp_path, sharing_path=sharing_file, db_url=database, own_group=True,
+                     bus_url=f"kafka://{own_kafka.bootstrap}", S117_KAFKA_PARTITIONS="3",
+                     S117_MLLP_PORT=str(mllp_port))
+    keys = await make_clients(hub.db_url)
+    await hub.start(timeout=60)
+    nhs, run = nhs_numbers(120, 71), uuid.uuid4().hex[:6]
+    answers = Answers()
+    acks: list[list[str]] = []
+    ready: list[tuple[int, dict]] = []
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
+            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
+                                json={"url": receiver.url("E06000060"), "secret": SECRET})
+            assert r.status_code == 201, r.text
+            sub = r.json()["subscription_id"]
+            for i in range(3):
+                await post_until_accepted(http, keys["trust"], nhs[i], f"{run}-{i}", answers, time.monotonic() + 10)
+
+            stop_by = time.monotonic() + 90
+
+            async def trust_client(first: int) -> None:  # a trust's sender: each change until it is accepted
+                async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as own:
+                    for i in range(first, 60, 4):
+                        await post_until_accepted(own, keys["trust"], nhs[i], f"{run}-{i}", answers, stop_by)
+                        await asyncio.sleep(0.2)
+
+            async def engine() -> None:  # an interface engine: one connection, each A01 until AA
+                async with Engine(mllp_port) as e:
+                    for i in range(100, 115):
+                        while True:
+                            acks.append(msa(await e.send(fixture("ADT_A01_s3_detained.hl7", nhs[i], f"{run}-M{i}"))))
+                            if acks[-1][1] == "AA":
+                                break
+                            await asyncio.sleep(0.3)
+                        await asyncio.sleep(0.5)
+
+            load = [asyncio.create_task(trust_client(3 + k)) for k in range(4)] + [asyncio.create_task(engine())]
+            await asyncio.sleep(1.5)
+            own_postgres.halt()  # a fast shutdown: every session ended, new connections refused
+            down_at = time.monotonic()
+            # A key not yet seen by the hub (not cached) is looked up in the store: named too.
+            r = await http.get("/v1/subscriptions", headers={"X-API-Key": keys["QU9"]})
+            assert r.status_code == 503 and r.json()["type"].endswith("/store-unavailable"), r.text
+            while time.monotonic() - down_at < 12:
+                r = await http.get("/health/ready", timeout=10)
+                ready.append((r.status_code, r.json()["checks"]))
+                await asyncio.sleep(1)
+            refused_while_down = len(answers.refused)
+            own_postgres.resume()
+            up_at = time.monotonic()
+            await asyncio.gather(*load)
+            recovered_in = time.monotonic() - up_at
+
+            # During the outage: each write refused at once, named, with Retry-After; nothing else.
+            assert answers.failures == [], answers.failures[:5]
+            assert refused_while_down >= 10, "the outage was met"
+            for status, kind, retry_after, took in answers.refused:
+                assert (status, kind.rsplit("/", 1)[-1], retry_after) == (503, "store-unavailable", "30")
+                assert took < 5
+            failed_acks = [a for a in acks if a[1] != "AA"]
+            assert failed_acks and all(a[1] == "AE" and "cannot be reached" in a[3] for a in failed_acks), failed_acks
+            assert all(status == 503 and checks["store"] != "ok" for status, checks in ready[1:]), ready
+            assert (await http.get("/health/ready")).status_code == 200
+
+            # After: everything accepted, before and after, reaches the council, in order per person.
+            assert sum(len(v) for v in answers.accepted.values()) == 2 * 60
+            log = await delivered_to_council(http, keys["E06000060"], sub, receiver, hub, answers.events)
+            assert len(log) >= 60 + 15  # and the A01s
+            twice = check_arrivals(receiver, log, answers.events)
+            for n in (nhs[0], nhs[59], nhs[114]):
+                r = await http.post("/v1/persons/lookup", headers={"X-API-Key": keys["trust"]}, json={"nhs_number": n})
+                assert r.status_code == 200, r.text
+    finally:
+        hub.stop()
+        await receiver.stop()
+    print(f"\npostgres down {up_at - down_at:.1f}s: {refused_while_down} REST writes refused (503), "
+          f"{len(failed_acks)} AE; recovered {recovered_in:.1f}s after; {len(log)} messages delivered, {twice} twice")
+
+
+def gauge(text: str, name: str) -> float:
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")]
+    assert len(values) == 1, f"{name} not on /metrics"
+    return values[0]
+
+
+async def test_kafka_broker_stopped_and_started_again(own_postgres, own_kafka, database, tmp_path, sharing_file):
+    receiver = Receiver(secret=SECRET)
+    await receiver.start()
+    hub = HubProcess(tmp_path, sharing_path=sharing_file, db_url=database, own_group=True,
+                     bus_url=f"kafka://{own_kafka.bootstrap}", S117_KAFKA_PARTITIONS="3")
+    keys = await make_clients(hub.db_url)
+    await hub.start(timeout=60)
+    nhs, run = nhs_numbers(50, 72), uuid.uuid4().hex[:6]
+    answers = Answers()
+    ready: list[tuple[int, dict]] = []
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
+            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
+                                json={"url": receiver.url("E06000060"), "secret": SECRET})
+            assert r.status_code == 201, r.text
+            sub = r.json()["subscription_id"]
+            for i in range(3):
+                await post_until_accepted(http, keys["trust"], nhs[i], f"{run}-{i}", answers, time.monotonic() + 10)
+            await receiver.wait_for(lambda: len(receiver.received) >= 3)
+            before = len(answers.events)
+
+            own_kafka.stop_process()  # a controlled shutdown, its log kept
+            down_at = time.monotonic()
+            # Ingest does not wait for Kafka: every change is accepted at once (the relay is behind the store).
+            for i in range(3, 40):
+                await post_until_accepted(http, keys["trust"], nhs[i], f"{run}-{i}", answers, down_at + 30)
+                if i % 6 == 0:
+                    r = await http.get("/health/ready", timeout=10)
+                    ready.append((r.status_code, r.json()["checks"]))
+                await asyncio.sleep(0.2)
+            assert answers.refused == [] and answers.failures == [] and answers.slowest < 2
+            assert all(status == 200 for status, _ in ready), ready  # the store and every worker alive
+            waiting = len(answers.events) - before
+            await asyncio.sleep(max(0.0, 20 - (time.monotonic() - down_at)))
+            # What waits is on /metrics: the outbox's backlog, and how long its oldest has waited.
+            seen = (await http.get("/metrics")).text
+            pending, oldest = (gauge(seen, "s117_relay_pending_messages"),
+                               gauge(seen, "s117_relay_oldest_pending_seconds"))
+            assert 0 < pending <= waiting and 8 <= oldest <= time.monotonic() - down_at + 1, (pending, oldest, waiting)
+
+            own_kafka.resume()
+            up_at = time.monotonic()
+            for i in range(40, 50):
+                await post_until_accepted(http, keys["trust"], nhs[i], f"{run}-{i}", answers, up_at + 30)
+            log = await delivered_to_council(http, keys["E06000060"], sub, receiver, hub, answers.events, timeout=90)
+            caught_up = time.monotonic() - up_at
+            twice = check_arrivals(receiver, log, answers.events)
+            deadline = time.monotonic() + 15
+            while gauge((await http.get("/metrics")).text, "s117_relay_pending_messages") != 0:
+                assert time.monotonic() < deadline, "the backlog gauge back at 0 once relayed"
+                await asyncio.sleep(0.5)
+    finally:
+        hub.stop()
+        await receiver.stop()
+    print(f"\nkafka down {up_at - down_at:.1f}s: {waiting} events accepted meanwhile, backlog gauge {pending:.0f} "
+          f"(oldest {oldest:.0f}s); caught up {caught_up:.1f}s after; {len(log)} delivered, {twice} twice")
+
+
+async def test_the_hub_started_before_postgresql_waits_for_it(own_postgres, database, tmp_path, sharing_file):
+    """PostgreSQL not up yet when `s117hub serve` starts (the host booting, a restart): the hub waits
+    for it, a log line a try, and is ready once it is up, rather than exiting with a traceback."""
+    hub = HubProcess(tmp_path, sharing_path=sharing_file, db_url=database, own_group=True)
+    await make_clients(hub.db_url)
+    own_postgres.halt()
+    try:
+        starting = asyncio.create_task(hub.start(timeout=60))
+        await asyncio.sleep(5)
+        assert not starting.done(), starting  # neither ready nor exited
+        own_postgres.resume()
+        await starting
+        logs = hub.logs()
+        assert '"event":"store not reachable at start; waiting"' in logs and '"exc_type":"StoreUnreachable"' in logs
+        assert "Traceback" not in logs
+    finally:
+        hub.stop()
