@@ -76,11 +76,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hub.audit import GENESIS
 from hub.backup_cli import Refused, _problems, _settings, inspect, sqlite_path
 from hub.store.private_files import fsync_dir
 
 DEFAULT_MARGIN = 1_000_000
+# The audit chain's genesis hash (hub/audit.py GENESIS), written out: importing hub.audit here would load the
+# metrics library with every `s117hub` command (hub/cli.py builds this parser), before `serve` can share the
+# worker processes' metrics (hub/observability/multiproc.py). tests/unit/test_cli_imports.py keeps them equal.
+GENESIS = "0" * 64
 ACTOR, ACTION = "hub:restore", "store-restore"  # the restore's operator action (audited: hub/audit.py)
 DMS_BYTE = 128  # SQLite's unix VFS: the -shm byte every open WAL connection holds a shared lock on
 
