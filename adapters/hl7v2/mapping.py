@@ -48,6 +48,15 @@ ADMISSION_KINDS = (CTO_RECALL, FRESH_APPLICATION)
 # hospital already (the recall admitted them), never an admission: not on an A01, and no A11 cancels it.
 CTO_REVOCATION = "cto-revocation"
 
+# PID-30 patient death indicator (HL7 table 0136) and PID-29 patient death date and time; on an A03, PV1-36
+# (discharge disposition), which the ITK profile fills with the NHS Data Dictionary discharge method (the ITK
+# A03 example: PV1-36 3, PV1-37 19, the discharge destination "usual place of residence"): 4 is "patient died".
+# README.md, "Death (PID-29, PID-30)".
+DEATH_INDICATOR_POSITION = "PID-30"
+DEATH_DATE_POSITION = "PID-29"
+DISCHARGE_METHOD_POSITION = "PV1-36"
+DISCHARGE_METHOD_DIED = "4"
+
 SUPPORTED_EVENTS = ("A01", "A02", "A03", "A08")
 # Segments the HL7 v2.4 ADT A01/A02/A03/A08 structures (ITK v2.4) allow once, of those the hub reads: a
 # second one is refused (AE), never read past.
@@ -458,6 +467,8 @@ class _Mapper:
         event = self.header.trigger_event
         if event == "A01":
             result = self._admit()
+        elif (death := self._death()) is not None:  # A02, A03, A08 saying the patient died: nothing else read
+            result = death
         elif event == "A03":
             result = self._discharge()
         else:
@@ -532,6 +543,58 @@ class _Mapper:
         change["effective_date"] = self._first_date((("PV1", 45),), "discharge date/time is required on A03")
         return self._done(change)
 
+    def _death(self) -> MappingResult | None:
+        """PID-30 (patient death indicator) `Y`, or on an A03 PV1-36 (discharge method) 4 "patient died": the
+        change `died`, dated PID-29 (patient death date and time), else on an A03 the discharge (PV1-45). None
+        when the message says nothing of a death (PID-30 `N` or empty, no PID-29, no PV1-36 4): read as before.
+        Refused (AE, about `died`): PID-30 another value; PID-30 `N` with PID-29 or PV1-36 4 (contradictory);
+        PID-29 without PID-30 `Y` or PV1-36 4 (a death date alone is not taken as a death); no date of death; on
+        an A03, a death after the discharge (the patient left hospital alive: two changes, not one)."""
+        discharge = self.header.trigger_event == "A03"
+        indicator = self.msg.get("PID", 30).upper()
+        died_at = self.msg.get("PID", 29)
+        by_method = discharge and self.msg.get("PV1", 36) == DISCHARGE_METHOD_DIED
+        if not (indicator or died_at or by_method):
+            return None
+        if indicator not in ("Y", "N", ""):
+            self._about_type = "died"
+            self.problem(DEATH_INDICATOR_POSITION, "is not Y (the patient has died) or N (the patient has not "
+                         "died), HL7 table 0136", TABLE_VALUE_NOT_FOUND)
+            return self._error()
+        if indicator == "N":
+            if not (died_at or by_method):
+                return None
+            self._about_type = "died"
+            says = " and ".join(what for what, present in (
+                (f"{DEATH_DATE_POSITION} gives a date of death", died_at),
+                (f"the discharge method ({DISCHARGE_METHOD_POSITION}) is {DISCHARGE_METHOD_DIED}, patient died",
+                 by_method)) if present)
+            self.problem(DEATH_INDICATOR_POSITION, f"is N (the patient has not died), but {says}: the message "
+                         "contradicts itself; nothing was recorded")
+            return self._error()
+        if not indicator and not by_method:  # PID-29 alone
+            self._about_type = "died"
+            self.problem(DEATH_INDICATOR_POSITION, f"is required (Y) with a date of death in {DEATH_DATE_POSITION}: "
+                         "a death is recorded only when the message says the patient died", REQUIRED_FIELD_MISSING)
+            return self._error()
+        change = self._base("died", care_facts=False)
+        self.origins["change_type"] = DEATH_INDICATOR_POSITION if indicator else DISCHARGE_METHOD_POSITION
+        if discharge:
+            change["effective_date"] = self._first_date(
+                (("PID", 29), ("PV1", 45)), "patient death date and time is required when the patient died "
+                "(PID-30 Y or PV1-36 4), or the discharge date/time (PV1-45)")
+            if died_at and change["effective_date"] is not None:
+                left = _hl7_date(self.msg.get("PV1", 45))
+                if left is not None and change["effective_date"] > left.isoformat():
+                    self.problem(DEATH_DATE_POSITION, "is after the discharge date (PV1-45): the patient left "
+                                 "hospital alive and died later, two register changes (left-hospital, then died) "
+                                 "that one A03 cannot carry; nothing was recorded")
+        else:
+            change["effective_date"] = self._first_date(
+                (("PID", 29),), f"patient death date and time is required with PID-30 Y on "
+                f"{self.header.trigger_event}: the day the person died")
+        return self._done(change)
+
     def _legal_status_update(self) -> MappingResult:
         event = self.header.trigger_event
         if self._zu5_8() == CTO_REVOCATION:
@@ -573,7 +636,9 @@ class _Mapper:
 
     # -- fields --------------------------------------------------------------
 
-    def _base(self, change_type: str) -> dict[str, Any]:
+    def _base(self, change_type: str, care_facts: bool = True) -> dict[str, Any]:
+        """The fields every change carries; with `care_facts` the hospital (PV1-3.4 ...) and GP (PD1-3.3) too
+        (not on `died`, which takes neither)."""
         self._about_type = change_type
         change: dict[str, Any] = {
             "source_system": self.header.sending_application or self.header.sending_facility,
@@ -589,6 +654,8 @@ class _Mapper:
                 self.problem("EVN-2", "is not a valid HL7 date/time", DATA_TYPE_ERROR)
             else:
                 change["notified_on"] = notified.isoformat()
+        if not care_facts:
+            return change
         hospital, origin = self._hospital()
         if hospital:
             change["hospital_ods"] = hospital
