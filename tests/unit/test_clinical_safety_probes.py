@@ -12,6 +12,7 @@ entry point (the app in-process, real SQLite) and checks the control the log cit
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -105,6 +106,8 @@ async def test_h03_no_responsible_council_known_is_told_as_none_never_a_default_
     assert latest.view["coordinating_council"] == "E10000025"
     assert "responsible_council" not in latest.view
     assert all("responsible_council" not in p.view for p in positions if p is not None)
+    # Granted `explanations`, the ICB is also told why in words: none known until the discharge area is.
+    assert "coordinates until the discharge area is known" in json.dumps(feed.json()["items"][-1]["message"])
 
 
 async def test_h04_a_council_files_end_row_claiming_both_agreed_waits_for_the_commissioner(app_hub):
