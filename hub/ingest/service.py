@@ -44,6 +44,7 @@ from hub.ingest.cto_recall import ENDS_CTO_TYPES, ends_cto_in_force
 from hub.ingest.group_commit import GroupCommit, WriteBehind
 from hub.ingest.prefetch import HISTORIES, LOCK_PEOPLE, BatchReads, Hint, read_batch
 from hub.ingest.contract import IDENTIFIER, RegisterChangeIn, change_digest
+from hub.ingest.identity import identity_problem
 from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.validation import UNCHECKED, FieldProblem, problems_from_pydantic, semantic_problems
 from hub.observability import metrics
@@ -938,11 +939,23 @@ class IngestService:
                     ends_cto_in_force(person_id, history, change, self._ref, self._agreements):
                 await tx.rollback()  # a recall or a fresh application: the source must say (`accept_mapped`)
                 return _Asked(cto_question)
+            held: dict[str, Any] | None = None
+            if not created:
+                # The wrong-person check (hub/ingest/identity.py): a change whose date of birth or family
+                # name says it is about someone else is not recorded against the person held, but held in
+                # quarantine for the source to check (the answer a question to the source gets).
+                if stored is None:
+                    stored = (await execute_prepared(conn, _PERSON_DETAILS, {"person_id": person_id})).one().details
+                held = load_person_details(self._protector, stored)
+                mismatch = identity_problem(held, _sent_details(change_in))
+                if mismatch is not None:
+                    await tx.rollback()
+                    return _Asked(mismatch)
             await record_decision(conn, client, channel=channel, action="write", decision=decision,
                                   person_id=person_id, change_type=change_in.change_type._value_,
                                   correlation_id=correlation_id)
-            if not created:
-                await self._merge_person_details(conn, person_id, change_in, now, stored)
+            if held is not None:
+                await self._merge_person_details(conn, person_id, change_in, now, held=held)
             after = evaluate(person_id, [*history, change], self._ref, self._agreements, today)
             self._remember(conn, person_id, [*history, change], today, after)
             late = bool(history) and is_late(change, history)
@@ -974,17 +987,19 @@ class IngestService:
 
     async def _merge_person_details(
         self, conn: AsyncConnection, person_id: str, change_in: RegisterChangeIn, now: datetime,
-        stored: bytes | None = None,
+        stored: bytes | None = None, held: dict[str, Any] | None = None,
     ) -> None:
         """A field the source sent replaces what is held; a field it left out
         is kept. A council row or an HL7 message that carries only the NHS
         number must not erase the name, date of birth or postcode. `stored`:
-        the details as read with the person's lock (else read here)."""
-        if stored is None:
-            stored = (await execute_prepared(conn, _PERSON_DETAILS, {"person_id": person_id})).one().details
-        held = load_person_details(self._protector, stored)
-        sent = change_in.person.model_dump(mode="json", exclude_unset=True, exclude_none=True)
-        sent.pop("nhs_number", None)  # the key we found them by; kept as held
+        the details as read with the person's lock (else read here); `held`:
+        those details decrypted, if they are already. The change passed the
+        wrong-person check (hub/ingest/identity.py) first."""
+        if held is None:
+            if stored is None:
+                stored = (await execute_prepared(conn, _PERSON_DETAILS, {"person_id": person_id})).one().details
+            held = load_person_details(self._protector, stored)
+        sent = _sent_details(change_in)
         merged = held | sent
         if merged != held:
             await execute_prepared(conn, _UPDATE_DETAILS, {"pid": person_id, "at": now,
@@ -1446,6 +1461,14 @@ class IngestService:
                 if not decision.allowed:
                     out.outcomes[i] = await refuse(decision, refused_pid, change_in.change_type.value)
                     continue
+            # The wrong-person check (hub/ingest/identity.py), before anything of the row is recorded;
+            # what it sent is merged into the details held below (nothing to compare or merge when the
+            # row set no field but the NHS number: then model_dump(exclude_unset=True) gives that alone).
+            sent = {} if change_in.person.model_fields_set <= _NHS_NUMBER_ONLY else _sent_details(change_in)
+            held_details = load_person_details(self._protector, details[pid]) if sent else None
+            if held_details is not None and (mismatch := identity_problem(held_details, sent)) is not None:
+                out.outcomes[i] = await hold_in_quarantine(row.original, change_in.source_message_id, [mismatch])
+                continue
             # A time-ordered id (a UUID too): the chunk's 500 ids go to the right-hand edge of the change
             # and service-level keys' indexes, not to 500 random pages of each (bench/JOURNAL.md, "Fifteenth session").
             change = self._canonical(change_in, client, pid, today, uuid7())
@@ -1461,13 +1484,9 @@ class IngestService:
             await record_decision(conn, client, channel=channel, action="write", decision=decision,
                                   person_id=pid, change_type=change_in.change_type.value,
                                   correlation_id=correlation_id)
-            # _merge_person_details (nothing to merge when the row set no field but the NHS number: then
-            # model_dump(exclude_unset=True) would give that number alone, which is not merged)
-            sent = {} if change_in.person.model_fields_set <= _NHS_NUMBER_ONLY else \
-                change_in.person.model_dump(mode="json", exclude_unset=True, exclude_none=True)
-            sent.pop("nhs_number", None)
-            if sent:
-                held = load_person_details(self._protector, details[pid])
+            # _merge_person_details, with the details the check above read
+            if held_details is not None:
+                held = held_details
                 merged = held | sent
                 if merged != held:
                     details[pid] = self._protector.encrypt(orjson.dumps(merged))
@@ -1530,6 +1549,13 @@ def _same_parties(before: S117Status, after: S117Status) -> bool:
             and after.responsible_commissioner is before.responsible_commissioner
             and after.coordinating_council is before.coordinating_council
             and after.open_disputes == before.open_disputes)
+
+
+def _sent_details(change_in: RegisterChangeIn) -> dict[str, Any]:
+    """The person fields a change sent, but the NHS number (the key the person was found by)."""
+    sent = change_in.person.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+    sent.pop("nhs_number", None)
+    return sent
 
 
 def load_person_details(protector: DataProtector, token: bytes) -> dict[str, Any]:
