@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -79,13 +81,23 @@ async def _refused(conn, quarantine_id: str) -> ProblemError:  # noqa: ANN001
                                              "no person it may name)"},
                         409: {"description": "Resolved already or being resubmitted; or its source_message_id used "
                                              "for another change"}})
-async def resubmit(quarantine_id: str, request: Request, hub: HubDep, client: ClientDep) -> JSONResponse:
+async def resubmit(quarantine_id: str, request: Request, hub: HubDep, client: ClientDep,
+                   identity_confirmed: Annotated[bool, Query(description=(
+                       "The sender has checked (against PDS) that the NHS number is the person's and the "
+                       "details it sends are right where they differ from those the register holds (a change "
+                       "held as about another person: person.birth_date / person.family_name). The wrong-person "
+                       "check is not made, the details sent replace those held, and the write is audited as "
+                       "confirm-identity. A register change only."))] = False) -> JSONResponse:
     require(client, "register:write")
     row = await _held(hub, client, quarantine_id)
     raw = await request.body()
     if len(raw) > MAX_BODY:
         raise ProblemError(413, "too-large", "Body too large", f"a register change must be under {MAX_BODY} bytes")
     package = _package_event(raw)
+    if package is not None and identity_confirmed:
+        reason = "is for a register change, not a package event"
+        raise ProblemError(422, "invalid-request", "Request rejected", f"identity_confirmed {reason}",
+                           errors=[{"field": "identity_confirmed", "reason": reason}])
     if package is not None:  # as POST /v1/packages asks of its caller
         require(client, "packages:write")
         if client.org_kind not in ("council", "icb") and "hub:admin" not in client.scopes:
@@ -99,12 +111,13 @@ async def resubmit(quarantine_id: str, request: Request, hub: HubDep, client: Cl
             raise await _refused(conn, quarantine_id)
     mine = (quarantine.c.quarantine_id == quarantine_id) & (quarantine.c.status == CLAIMED) & (
         quarantine.c.resolved_by == claim)
-    channel = f"resubmit-{row.channel}"[:32]
+    # A resubmission held again is resubmitted under its first channel (never resubmit-resubmit-...: no channel).
+    channel = f"resubmit-{row.channel.removeprefix('resubmit-')}"[:32]
     try:
         if package is not None and hub.packages is not None:
             outcome = await hub.packages.record(client, package, raw, channel)
         else:
-            outcome = await hub.ingest.accept(client, raw, channel=channel)
+            outcome = await hub.ingest.accept(client, raw, channel=channel, identity_confirmed=identity_confirmed)
     except BaseException:
         async with hub.engine.begin() as conn:  # held again, for another try
             await conn.execute(quarantine.update().where(mine).values(status="held", resolved_at=None,

@@ -12,6 +12,12 @@ the number are the check (as a PDS trace matches them):
   case, accents, spaces or punctuation (`O'Brien` and `OBRIEN`, `Zoë` and `ZOE` are one name), so a
   case system that writes names in capitals is not refused.
 
+When it is the details held that are wrong (a date of birth keyed wrongly when the person was first
+registered, corrected since in the trust's PAS against PDS), every later message would be held too: the
+source resubmits the held input with `identity_confirmed=true` (POST /v1/quarantine/{id}/resubmit), the
+check is not made, the details it sent replace those held, and the write is recorded as the access decision
+`confirm-identity` (`audit person` shows who confirmed, when). Its later messages then match.
+
 A field the held details or the change leave out is not compared. Given names are not compared (known
 names, initials). The reasons never quote either value.
 """
@@ -23,10 +29,15 @@ from typing import Any
 
 from hub.ingest.validation import FieldProblem
 
+# The access decision's action for a write whose sender confirmed the person's identity over a mismatch
+# (a held input resubmitted with identity_confirmed: hub/api/quarantine_triage.py): its details replaced
+# those held. `audit person` lists it.
+CONFIRM_IDENTITY = "confirm-identity"
+
 BIRTH_DATE_DIFFERS = (
     "does not match the date of birth held for this NHS number: check the NHS number (the change is not "
-    "recorded against a person it does not describe); if it is the date of birth held that is wrong, send "
-    "the change without a date of birth")
+    "recorded against a person it does not describe); if it is the date of birth held that is wrong, have the "
+    "source resubmit the held change confirming the identity (POST /v1/quarantine/{id}/resubmit?identity_confirmed=true)")
 FAMILY_NAME_UNCONFIRMED = (
     "does not match the family name held for this NHS number, and no date of birth matching the one held "
     "says it is the same person: check the NHS number, or send the date of birth with the new family name")

@@ -44,7 +44,7 @@ from hub.ingest.cto_recall import ENDS_CTO_TYPES, ends_cto_in_force
 from hub.ingest.group_commit import GroupCommit, WriteBehind
 from hub.ingest.prefetch import HISTORIES, LOCK_PEOPLE, BatchReads, Hint, read_batch
 from hub.ingest.contract import IDENTIFIER, RegisterChangeIn, change_digest
-from hub.ingest.identity import identity_problem
+from hub.ingest.identity import CONFIRM_IDENTITY, identity_problem
 from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.validation import UNCHECKED, FieldProblem, problems_from_pydantic, semantic_problems
 from hub.observability import metrics
@@ -584,9 +584,12 @@ class IngestService:
         go with the engine (hub.store.db.close_inline)."""
         self._commit.close()
 
-    async def accept(self, client: Client, raw: bytes, channel: str = "rest", data: dict[str, Any] | None = None) -> Outcome:
+    async def accept(self, client: Client, raw: bytes, channel: str = "rest", data: dict[str, Any] | None = None,
+                     *, identity_confirmed: bool = False) -> Outcome:
         """Take one register change sent as canonical JSON. Never raises for bad input.
-        `data`: `raw` as `orjson.loads` reads it, if the caller has read it (and found an object)."""
+        `data`: `raw` as `orjson.loads` reads it, if the caller has read it (and found an object).
+        `identity_confirmed`: the sender confirms the person is the one the register holds for the NHS
+        number, its details the right ones (a held input resubmitted so: `accept_mapped`)."""
         if data is None:
             try:
                 data = orjson.loads(raw)
@@ -596,11 +599,11 @@ class IngestService:
             if not isinstance(data, dict):
                 return await self._quarantine(client, channel, raw, None,
                                               [FieldProblem("(body)", "must be a JSON object")], self._correlation_id())
-        return await self.accept_mapped(client, data, raw, channel)
+        return await self.accept_mapped(client, data, raw, channel, identity_confirmed=identity_confirmed)
 
     async def accept_mapped(self, client: Client, data: dict[str, Any], original: bytes, channel: str, *,
                             prechecked: bool = False, source_field: Callable[[str], str] | None = None,
-                            cto_question: FieldProblem | None = None) -> Outcome:
+                            cto_question: FieldProblem | None = None, identity_confirmed: bool = False) -> Outcome:
         """Take one register change an adapter has mapped to the canonical
         contract. `original` is the input as the source sent it (an HL7 v2
         message, a file row): that is what quarantine keeps, so the source
@@ -615,7 +618,11 @@ class IngestService:
         `cto_question`: the source cannot say a CTO recall from a fresh application (HL7 v2 without ZU5-8): a
         `detained` or `section-changed` under a qualifying section that would end a CTO the register shows in
         force is not recorded but answered 422 with this problem, `original` quarantined (hub/ingest/cto_recall.py;
-        decided under the person's lock, from the history the record path reads anyway)."""
+        decided under the person's lock, from the history the record path reads anyway).
+        `identity_confirmed`: the sender has checked (against PDS) that the NHS number is the person's and
+        its details right where they differ from those held (hub/ingest/identity.py): the wrong-person
+        check is not made, the details sent replace those held, and the write's access decision is
+        recorded as `confirm-identity` (only a held input resubmitted: hub/api/quarantine_triage.py)."""
         correlation_id = self._correlation_id()
         smid = _usable_smid(data.get("source_message_id"))
         # A source message id seen before gets its first answer (or a 409 if
@@ -645,7 +652,7 @@ class IngestService:
                                           source_field=source_field)
         return await self._record(client, change_in, channel, today, correlation_id,
                                   validated_digest(change_in, data), cto_question=cto_question, original=original,
-                                  source_field=source_field)
+                                  source_field=source_field, identity_confirmed=identity_confirmed)
 
     @staticmethod
     def _count_replay(channel: str, replay: Outcome) -> None:
@@ -831,7 +838,7 @@ class IngestService:
     async def _record(
         self, client: Client, change_in: RegisterChangeIn, channel: str, today: date, correlation_id: str,
         digest: str | None = None, *, cto_question: FieldProblem | None = None, original: bytes = b"",
-        source_field: Callable[[str], str] | None = None,
+        source_field: Callable[[str], str] | None = None, identity_confirmed: bool = False,
     ) -> Outcome:
         nhs_number = normalise(change_in.person.nhs_number)
         hint = Hint(self._protector.index(nhs_number), client.client_id, change_in.source_message_id) \
@@ -841,7 +848,7 @@ class IngestService:
                 result = await self._commit.run(
                     lambda conn: self._record_once(conn, client, change_in, channel, today, correlation_id, digest,
                                                    hint.index if hint is not None else None, nhs_number,
-                                                   cto_question),
+                                                   cto_question, identity_confirmed),
                     keys=(("person", nhs_number), ("message", client.client_id, change_in.source_message_id)),
                     hint=hint)
                 if isinstance(result, _Accepted):  # the usual answer first
@@ -886,7 +893,7 @@ class IngestService:
     async def _record_once(
         self, conn: WriteBehind, client: Client, change_in: RegisterChangeIn, channel: str, today: date,
         correlation_id: str, digest: str | None = None, index: str | None = None, nhs_number: str | None = None,
-        cto_question: FieldProblem | None = None,
+        cto_question: FieldProblem | None = None, identity_confirmed: bool = False,
     ) -> Outcome | _Refused | _Replay | _Accepted | _Asked:
         """One change's unit of work, run by the group commit inside a batch's
         transaction (`conn.begin()` is the unit's share of it; see group_commit).
@@ -940,6 +947,7 @@ class IngestService:
                 await tx.rollback()  # a recall or a fresh application: the source must say (`accept_mapped`)
                 return _Asked(cto_question)
             held: dict[str, Any] | None = None
+            action = "write"
             if not created:
                 # The wrong-person check (hub/ingest/identity.py): a change whose date of birth or family
                 # name says it is about someone else is not recorded against the person held, but held in
@@ -948,10 +956,12 @@ class IngestService:
                     stored = (await execute_prepared(conn, _PERSON_DETAILS, {"person_id": person_id})).one().details
                 held = load_person_details(self._protector, stored)
                 mismatch = identity_problem(held, _sent_details(change_in))
-                if mismatch is not None:
+                if mismatch is not None and not identity_confirmed:
                     await tx.rollback()
                     return _Asked(mismatch)
-            await record_decision(conn, client, channel=channel, action="write", decision=decision,
+                if mismatch is not None:  # the sender confirmed: its details replace those held (below)
+                    action = CONFIRM_IDENTITY
+            await record_decision(conn, client, channel=channel, action=action, decision=decision,
                                   person_id=person_id, change_type=change_in.change_type._value_,
                                   correlation_id=correlation_id)
             if held is not None:

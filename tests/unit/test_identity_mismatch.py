@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from hub.clients import add_client
 from hub.ingest.service import load_person_details
 from hub.mllp import MllpServer
-from hub.store.schema import persons, register_changes
+from hub.store.schema import access_decisions, persons, register_changes
 from tests.support import council_file_done, detention
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -149,3 +149,53 @@ async def test_council_file_a_row_with_another_date_of_birth_is_rejected_naming_
     assert await _changes(app_hub) == before + 1
     assert (await _held_details(app_hub))["birth_date"] == "1980-02-14"
     assert json.dumps(first).find("1981") == -1
+
+
+async def test_the_source_confirming_the_identity_corrects_the_date_of_birth_held(app_hub):
+    """The date of birth held is the wrong one (keyed wrongly when the person was first registered, corrected
+    since in the trust's PAS against PDS): every later message carries the corrected one and would be held.
+    The trust resubmits the held change confirming the identity: recorded, the details it sent replace those
+    held, the write audited as confirm-identity; its next message matches. Failed before: there was no way to
+    correct the date of birth held (a resubmission was held again; one without a date of birth left it wrong)."""
+    await _on_register(app_hub)
+    h = {"X-API-Key": app_hub.keys["trust"]}
+    corrected = _review_requested("dob-c1", birth_date="1981-02-14", family_name="Testpatient")
+    r = await app_hub.http.post("/v1/register-changes", headers=h, json=corrected)
+    assert r.status_code == 422, r.text
+    held_id = r.json()["quarantine_id"]
+    before = await _changes(app_hub)
+    # Resubmitted as it was, without confirming: held again (the check stands).
+    r = await app_hub.http.post(f"/v1/quarantine/{held_id}/resubmit", headers=h,
+                                content=json.dumps({**corrected, "source_message_id": "dob-c2"}))
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "person.birth_date", r.text
+    held_again = r.json()["quarantine_id"]
+    # Another trust's key cannot confirm what this trust sent.
+    r = await app_hub.http.post(f"/v1/quarantine/{held_again}/resubmit", params={"identity_confirmed": "true"},
+                                headers={"X-API-Key": app_hub.keys["other-trust"]},
+                                content=json.dumps({**corrected, "source_message_id": "dob-c3"}))
+    assert r.status_code == 404, r.text
+    r = await app_hub.http.post(f"/v1/quarantine/{held_again}/resubmit", params={"identity_confirmed": "true"},
+                                headers=h, content=json.dumps({**corrected, "source_message_id": "dob-c3"}))
+    assert r.status_code == 202, r.text
+    assert r.json()["resubmission_of"] == held_again
+    assert await _changes(app_hub) == before + 1
+    assert (await _held_details(app_hub))["birth_date"] == "1981-02-14"
+    async with app_hub.hub.engine.connect() as conn:  # who confirmed it, for `audit person`
+        confirmed = (await conn.execute(select(access_decisions.c.channel, access_decisions.c.decision)
+                                        .where(access_decisions.c.action == "confirm-identity"))).all()
+    assert [tuple(c) for c in confirmed] == [("resubmit-rest", "allowed")]
+    # The trust's next message, with the corrected date of birth, is recorded as any other.
+    r = await app_hub.http.post("/v1/register-changes", headers=h,
+                                json=_review_requested("dob-c4", birth_date="1981-02-14", family_name="Testpatient"))
+    assert r.status_code == 202, r.text
+
+
+async def test_identity_confirmed_is_for_a_register_change(app_hub):
+    await _on_register(app_hub)
+    h = {"X-API-Key": app_hub.keys["trust"]}
+    r = await app_hub.http.post("/v1/register-changes", headers=h,
+                                json=_review_requested("dob-p1", birth_date="1981-02-14"))
+    held_id = r.json()["quarantine_id"]
+    r = await app_hub.http.post(f"/v1/quarantine/{held_id}/resubmit", params={"identity_confirmed": "maybe"},
+                                headers=h, content=json.dumps(_review_requested("dob-p2", birth_date="1981-02-14")))
+    assert r.status_code == 422 and "identity_confirmed" in r.text, r.text
