@@ -171,49 +171,66 @@ class PersonMergeService:
         kept_idx = self._protector.index(retained_nhs)
         gone_idx = self._protector.index(superseded_nhs)
         today = self._today()
+        denied: Decision | None = None
         async with write_transaction(self._engine) as conn:
-            await lock_topic(conn, EVENTS_TOPIC)
-            earlier = (await conn.execute(select(person_merges)
-                                          .where(person_merges.c.superseded_index == gone_idx))).first()
-            # Each number's person, locked (a superseded number: the person it resolves to now).
-            kept = await self._person(conn, kept_idx)
-            gone = await self._person(conn, gone_idx)
-            if gone is not None and kept is not None and gone.person_id == kept.person_id:
-                gone = None  # merged before (or a chain): one person
-            histories = {p.person_id: await self._history(conn, p.person_id) for p in (kept, gone) if p is not None}
-            facts = [self._access.facts(evaluate(pid, h, self._ref, self._agreements, today) if h else None, h)
-                     for pid, h in histories.items() if h]
-            decision = decide_merge(caller, facts, channel)
-            if not decision.allowed:
-                await record_decision(conn, client, channel=channel, action=ACTION, decision=decision,
-                                      correlation_id=correlation_id)
-                raise MergeDenied(decision)
-            if earlier is not None:
-                if earlier.retained_index == kept_idx:
-                    return Merge(_answer(earlier), duplicate=True)
-                raise MergeRefused(409, "conflict", names["superseded"],
-                                   "was merged into another NHS number already; an unmerge is not taken")
-            if (await merged.retained(conn, kept_idx)) is not None:
-                raise MergeRefused(422, "invalid-request", names["retained"],
-                                   "was itself superseded by an earlier merge: send the number it was merged into")
-            kept_details = load_person_details(self._protector, kept.details) if kept is not None else None
-            gone_details = load_person_details(self._protector, gone.details) if gone is not None else None
-            forced = False
-            if kept_details is not None and gone_details is not None:
-                a, b = kept_details.get("birth_date"), gone_details.get("birth_date")
-                if a and b and a != b:
-                    if not force:
-                        raise MergeRefused(422, "invalid-request", names["birth_date"],
-                                           "the two numbers' persons have different dates of birth: not merged "
-                                           "(the hub operator may force it once the records are checked)")
-                    forced = True
-            done = await self._merge_locked(conn, client, channel, correlation_id, today, decision,
-                                            retained_nhs, kept_idx, gone_idx, kept, gone, kept_details,
-                                            gone_details, forced)
-        log.info("nhs numbers merged", person_id=done.body["retained_person_id"],
-                 source=client.client_id, channel=channel, count=done.body["moved_changes"],
-                 event_id=done.body["event_id"], correlation_id=correlation_id)
+            done = await self._merge_in(conn, client, channel, correlation_id, today, names, force,
+                                        retained_nhs, kept_idx, gone_idx)
+            if isinstance(done, Decision):  # refused by the policy: the decision recorded (committed), then raised
+                denied = done
+        if denied is not None:
+            raise MergeDenied(denied)
+        assert isinstance(done, Merge)
+        if not done.duplicate:
+            log.info("nhs numbers merged", person_id=done.body["retained_person_id"],
+                     source=client.client_id, channel=channel, count=done.body["moved_changes"],
+                     event_id=done.body["event_id"], correlation_id=correlation_id)
         return done
+
+    async def _merge_in(self, conn: AsyncConnection, client: Client, channel: str, correlation_id: str,
+                        today: date, names: dict[str, str], force: bool, retained_nhs: str, kept_idx: str,
+                        gone_idx: str) -> Merge | Decision:
+        """The merge in `conn` (see `merge`): its answer, or the policy's refusal (recorded)."""
+        caller = caller_of(client)
+        await lock_topic(conn, EVENTS_TOPIC)
+        earlier = (await conn.execute(select(person_merges)
+                                      .where(person_merges.c.superseded_index == gone_idx))).first()
+        # Each number's person, locked (a superseded number: the person it resolves to now).
+        kept = await self._person(conn, kept_idx)
+        gone = await self._person(conn, gone_idx)
+        if gone is not None and kept is not None and gone.person_id == kept.person_id:
+            gone = None  # merged before (or a chain): one person
+        histories = {p.person_id: await self._history(conn, p.person_id) for p in (kept, gone) if p is not None}
+        facts = [self._access.facts(evaluate(pid, h, self._ref, self._agreements, today) if h else None, h)
+                 for pid, h in histories.items() if h]
+        decision = decide_merge(caller, facts, channel)
+        if not decision.allowed:
+            await record_decision(conn, client, channel=channel, action=ACTION, decision=decision,
+                                  correlation_id=correlation_id)
+            return decision
+        if earlier is not None:
+            if earlier.retained_index == kept_idx:  # the same merge again: its first answer
+                await record_decision(conn, client, channel=channel, action=ACTION, decision=decision,
+                                      person_id=earlier.retained_person_id, correlation_id=correlation_id)
+                return Merge(_answer(earlier), duplicate=True)
+            raise MergeRefused(409, "conflict", names["superseded"],
+                               "was merged into another NHS number already; an unmerge is not taken")
+        if (await merged.retained(conn, kept_idx)) is not None:
+            raise MergeRefused(422, "invalid-request", names["retained"],
+                               "was itself superseded by an earlier merge: send the number it was merged into")
+        kept_details = load_person_details(self._protector, kept.details) if kept is not None else None
+        gone_details = load_person_details(self._protector, gone.details) if gone is not None else None
+        forced = False
+        if kept_details is not None and gone_details is not None:
+            a, b = kept_details.get("birth_date"), gone_details.get("birth_date")
+            if a and b and a != b:
+                if not force:
+                    raise MergeRefused(422, "invalid-request", names["birth_date"],
+                                       "the two numbers' persons have different dates of birth: not merged "
+                                       "(the hub operator may force it once the records are checked)")
+                forced = True
+        return await self._merge_locked(conn, client, channel, correlation_id, today, decision,
+                                        retained_nhs, kept_idx, gone_idx, kept, gone, kept_details,
+                                        gone_details, forced)
 
     async def _merge_locked(self, conn: AsyncConnection, client: Client, channel: str, correlation_id: str,
                             today: date, decision: Decision, retained_nhs: str, kept_idx: str, gone_idx: str,

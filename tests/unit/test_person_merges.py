@@ -313,6 +313,13 @@ def test_merges_refused_name_the_field_or_the_rule(world) -> None:  # noqa: ANN0
         r1, r2 = await _merge(w, other, b, a), await _merge(w, trust, nhs_number(9001), nhs_number(9002))
         assert r1.status_code == r2.status_code == 403, (r1.text, r2.text)
         assert r1.json() == r2.json() and r1.json()["rule"] == "no-relationship"
+        async with w.hub.engine.connect() as conn:  # each refusal on record (the policy's decisions), no one named
+            refused = (await conn.execute(select(access_decisions.c.org_code, access_decisions.c.rule,
+                                                 access_decisions.c.person_id).where(
+                access_decisions.c.action == "merge", access_decisions.c.decision == "denied")
+                .order_by(access_decisions.c.decision_id))).all()
+        assert [tuple(r) for r in refused] == [(BUCKS, "kind-may-not-merge", None), ("RV3", "no-relationship", None),
+                                               ("RNU", "no-relationship", None)]
         r = await w.http.post("/v1/persons/merge", headers={"X-API-Key": trust},
                               json={"retained_nhs_number": b, "superseded_nhs_number": a, "extra": 1})
         assert r.status_code == 422, r.text
