@@ -17,8 +17,7 @@ async def _run(args: argparse.Namespace) -> int:
     from hub.settings import get_settings
     from hub.store.db import create_engine, create_schema
     from hub.store.key_check import store_protector
-    from hub.store.schema import persons
-    from sqlalchemy import select
+    from hub.store.merged import person_id_by_index
 
     s = get_settings()
     if sqlite_store_missing(s.database_url):
@@ -49,14 +48,14 @@ async def _run(args: argparse.Namespace) -> int:
             print(json.dumps({"field": "nhs_number", "reason": reason}))
             return 1
         async with engine.connect() as conn:
-            row = (await conn.execute(select(persons.c.person_id).where(
-                persons.c.nhs_number_index == protector.index(normalise(nhs))))).first()
-        if row is None:
+            # A number superseded by a merge: the retained person's (hub/store/merged.py).
+            person_id = await person_id_by_index(conn, protector.index(normalise(nhs)))
+        if person_id is None:
             print(json.dumps({"detail": "no person with that NHS number is on the register"}))
             return 1
-        entries = await chain.person(row.person_id)
-        out = (audit_events_bundle(row.person_id, entries, s.hub_endpoint) if args.fhir
-               else {"person_id": row.person_id, "disclosures": entries})
+        entries = await chain.person(person_id)
+        out = (audit_events_bundle(person_id, entries, s.hub_endpoint) if args.fhir
+               else {"person_id": person_id, "disclosures": entries})
         print(json.dumps(out, indent=2))
         return 0
     finally:

@@ -34,6 +34,7 @@ from hub.file_jobs import FileJobs
 from hub.clients import ClientCache
 from hub.ingest.service import IngestService
 from hub.mllp import MllpLimits, MllpServer, server_tls_context
+from hub.merges import PersonMergeService
 from hub.retraction import RetractionService
 from hub.drift_alerts import DriftAlerts
 from hub.reconciliation import ItemWatcher, ReconciliationService, Reconciler, run_reconciler
@@ -104,6 +105,7 @@ class Hub:
     exports: ExportService | None = None
     workflows: WorkflowService | None = None
     retractions: RetractionService | None = None  # register changes recorded in error (set by build_hub; MLLP A11/A13)
+    merges: PersonMergeService | None = None  # NHS number merges (set by build_hub; MLLP A40)
     workflow_consumer: WorkflowConsumer | None = None
     audit: AuditChain | None = None
     packages: PackageService | None = None  # aftercare packages and money (always set by build_hub)
@@ -174,7 +176,7 @@ class Hub:
                 log.warning("mllp without client certificates: MSH-4 names the sending trust unchecked",
                             port=s.mllp_port, allow_unauthenticated=s.mllp_allow_unauthenticated)
             mllp = MllpServer(self.engine, self.ingest, s.mllp_host, s.mllp_port, tls=tls, limits=limits,
-                              retractions=self.retractions)
+                              retractions=self.retractions, merges=self.merges)
             self._tasks.append(asyncio.create_task(mllp.serve(self._stop), name="mllp"))
 
     def start_worker_process(self) -> WorkerProcess:
@@ -361,6 +363,7 @@ async def build_hub(settings: Settings) -> Hub:
         audit=AuditChain(engine, audit_key(settings.audit_key, protector.index)),
     )
     hub.retractions = RetractionService(engine, ref, agreements, protector)
+    hub.merges = PersonMergeService(engine, ref, agreements, protector)
     # What a restore of the store left (hub/store/restores.py): its epoch, shown to subscribers, and the
     # floors above which versions and council file numbers go on. Fixed while the hub runs (a restore
     # is made with the hub stopped).

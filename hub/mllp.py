@@ -33,7 +33,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.hl7v2 import Disposition, Header, HL7Problem, MappingResult, build_ack, map_adt
 from adapters.hl7v2.ack import MSA_TEXT_LIMIT
-from adapters.hl7v2.mapping import ADMISSION_KIND_POSITION, APPLICATION_ERROR, CTO_RECALL, FRESH_APPLICATION
+from adapters.hl7v2.mapping import (ADMISSION_KIND_POSITION, APPLICATION_ERROR, CTO_RECALL, FRESH_APPLICATION,
+                                    UNSUPPORTED_EVENT_CODE)
 from hub.access import no_sooner_than
 from hub.domain.access import TEXTS, Rule
 from hub.ids import uuid4
@@ -44,6 +45,7 @@ from hub.observability.logging import (bind_correlation_id, bound_correlation_id
                                        unbind_correlation_id)
 from hub.settings import Settings
 from hub.store.db import STORE_FAULTS, Prepared, execute_prepared, snapshot, store_fault
+from hub.merges import MergeDenied, MergeRefused, PersonMergeService
 from hub.retraction import (CANCEL_ALREADY, CANCEL_AMBIGUOUS, CANCEL_KEY_REUSED, CANCEL_RETRACTED, Cancellation,
                             RetractionService)
 from hub.store.schema import api_clients
@@ -313,8 +315,10 @@ class MllpServer:
     def __init__(self, engine: AsyncEngine, ingest: IngestService, host: str, port: int,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, drain_seconds: float = 10.0,
                  tls: ssl.SSLContext | None = None, limits: MllpLimits | None = None,
-                 retractions: RetractionService | None = None) -> None:
+                 retractions: RetractionService | None = None, merges: PersonMergeService | None = None) -> None:
         self._engine = engine
+        # A40 merges two NHS numbers through it (`_merge`); without it, every A40 is held in quarantine.
+        self._merges = merges
         # A11 / A13 retract the one change they cancel through it (`_cancel`); without it (a listener
         # built without one), every cancellation is held in quarantine for review.
         self._retractions = retractions
@@ -551,6 +555,8 @@ class MllpServer:
             log.info("mllp message accepted without a register change", source=client.client_id, status="AA",
                      channel=CHANNEL)
             return self._ack(header, "AA", "no register change: " + "; ".join(result.notes))
+        if result.disposition is Disposition.MERGE:
+            return await self._merge(client, payload, header, result, started)
         if result.disposition is Disposition.ERROR:
             # The access policy first, as for a change that maps (below): a message about someone the trust
             # has no role for is answered as a well-formed one would be, and nothing of it is kept.
@@ -641,6 +647,40 @@ class MllpServer:
         found = f"{'more than one' if done.status == CANCEL_AMBIGUOUS else 'no'} {what} recorded by this trust matches"
         return await self._hold_cancel(client, payload, header, event, found,
                                        HL7Problem("MSH-9", f"{found} {matched_on}", APPLICATION_ERROR), done.status)
+
+    async def _merge(self, client: Client, payload: bytes, header: Header, result: MappingResult,
+                     started: float) -> str:
+        """An A40 (merge patient): PID-3's NHS number retained, MRG-1's superseded, merged as `POST
+        /v1/persons/merge` merges them (hub/merges.py), under the one access policy (this trust needs a role
+        for every hub person joined). `AA` once merged (the same merge again: `AA`, duplicate); refused for
+        what it asks: `AE` naming the field (MRG-1, PID-3, PID-7), held in quarantine; refused by the policy:
+        the answer any message about someone the trust has no role for gets, nothing kept."""
+        numbers = result.merge or {}
+        if self._merges is None:
+            return await self._hold(client, payload, header, "AR", "A40 (merge patient) cannot be applied by "
+                                    "this listener; held in quarantine for review",
+                                    [HL7Problem("MSH-9", "no merge service", UNSUPPORTED_EVENT_CODE)])
+        try:
+            done = await self._merges.merge(client, numbers.get("retained", ""), numbers.get("superseded", ""),
+                                            bound_correlation_id() or new_correlation_id(), CHANNEL)
+        except MergeRefused as exc:
+            log.info("mllp message rejected", source=client.client_id, status="AE", reason_codes=["merge-refused"],
+                     channel=CHANNEL)
+            return await self._hold(client, payload, header, "AE", "merge rejected",
+                                    [HL7Problem(exc.field, exc.reason, APPLICATION_ERROR)])
+        except MergeDenied as exc:
+            await no_sooner_than(started, self.limits.refusal_floor)
+            rule = exc.decision.rule
+            log.info("mllp merge refused by the access policy", source=client.client_id,
+                     reason_codes=[rule.value], channel=CHANNEL)
+            if rule is Rule.NO_RELATIONSHIP:
+                return self._ack(header, "AA", NO_RELATIONSHIP_ACK)
+            return self._ack(header, "AR", f"refused by the access policy ({rule.value})",
+                             [HL7Problem("MSH-4", f"{rule.value}: {exc.text}", APPLICATION_ERROR)])
+        log.info("mllp merge applied", source=client.client_id, status="AA", person_id=done.body["retained_person_id"],
+                 event_id=done.body["event_id"], channel=CHANNEL)
+        text = "NHS numbers merged" + (" (duplicate)" if done.duplicate else "")
+        return self._ack(header, "AA", f"{text}: person {done.body['retained_person_id'] or '(none yet)'}")
 
     async def _hold_cancel(self, client: Client, payload: bytes, header: Header, event: str, found: str,
                            problem: HL7Problem, reason_code: str) -> str:

@@ -36,6 +36,7 @@ import orjson
 
 from adapters.snapshots import ParsedRow, RowProblem, SnapshotFileError, reader_for, rejected
 from hub.ids import uuid4
+from hub.store import merged
 from hub.store.db import InList, Prepared, execute_prepared, snapshot, write_transaction
 from hub.bus.port import EVENTS_TOPIC, Subscriber
 from hub.codec import DUPLICATE_KEY, duplicate_keys, from_jsonable, json_path
@@ -151,6 +152,8 @@ class ReconciliationService:
                 as_of=as_of, format=fmt, state="receiving", rows_read=0, rows_rejected=0, persons_compared=0,
                 differences=0, problems=[], received_at=now,
             ))
+            # A number superseded by a merge is the retained number's person (hub/store/merged.py): keyed so.
+            alias = await merged.aliases(conn)
         rows: list[dict[str, Any]] = []
         held: list[dict[str, Any]] = []
         problems: list[dict[str, str]] = []
@@ -161,7 +164,7 @@ class ReconciliationService:
                 if fmt == "ndjson":
                     parsed = _keys_named_twice(parsed)
                 read += 1
-                row, reasons = self._row(snapshot_id, parsed, seen_keys)
+                row, reasons = self._row(snapshot_id, parsed, seen_keys, alias)
                 if row is not None:
                     rows.append(row)  # a belief, or a rejected row's marker
                 if reasons:
@@ -190,13 +193,17 @@ class ReconciliationService:
                  rejected=rejected)
         return await self.snapshot(snapshot_id)
 
-    def _row(self, snapshot_id: str, parsed: ParsedRow, seen: set[str]) -> tuple[dict[str, Any] | None, list[dict]]:
-        """The row to keep (None: none) and the row's problems (none: accepted)."""
+    def _row(self, snapshot_id: str, parsed: ParsedRow, seen: set[str],
+             alias: dict[str, str] | None = None) -> tuple[dict[str, Any] | None, list[dict]]:
+        """The row to keep (None: none) and the row's problems (none: accepted). `alias`: each superseded
+        number's index -> the retained one's (a row under a superseded number is the retained person's)."""
+        alias = alias or {}
         if parsed.value is None:
             reasons = [p.as_dict() for p in parsed.problems]
             if parsed.nhs_number is None:
                 return None, reasons  # whose row it was cannot be told
             key = self._protector.index(parsed.nhs_number)
+            key = alias.get(key, key)
             if key in seen:
                 return None, reasons  # the person's earlier row stands
             seen.add(key)  # the body listed the person: their first row decides, a later one is a duplicate
@@ -207,6 +214,7 @@ class ReconciliationService:
             }, reasons
         v = parsed.value
         key = self._protector.index(v.nhs_number)
+        key = alias.get(key, key)
         if key in seen:
             return None, [{"field": f"row {parsed.row}, field nhs_number",
                            "reason": "the same person appears earlier in this snapshot"}]

@@ -62,6 +62,7 @@ from hub.ingest.service import Client, event_id_for, payload_sha256
 from hub.observability.logging import get_logger
 from hub.register_counts import record_status
 from hub.store.db import write_transaction
+from hub.store.merged import person_id_by_index
 from hub.store.schema import (api_clients, change_retractions, including_retracted, ingest_results, not_retracted,
                               persons, register_changes, register_status)
 from hub.domain.dates import england_day
@@ -178,8 +179,10 @@ class RetractionService:
                     return CancelResult(CANCEL_KEY_REUSED)
                 return CancelResult(body["cancel"], body.get("change_id"), replay=True)
             # The person's row lock, as ingest and `retract` take it (after the topic's).
-            person = (await conn.execute(select(persons.c.person_id).where(persons.c.nhs_number_index == index)
-                                         .with_for_update())).first()
+            # (A number superseded by a merge: the retained person's, hub/store/merged.py.)
+            found_id = await person_id_by_index(conn, index)
+            person = None if found_id is None else (await conn.execute(
+                select(persons.c.person_id).where(persons.c.person_id == found_id).with_for_update())).first()
             if person is None:
                 return CancelResult(CANCEL_NO_MATCH)
             rows = (await conn.execute(

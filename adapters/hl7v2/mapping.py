@@ -74,6 +74,7 @@ class Disposition(StrEnum):
     NO_CHANGE = "no-change"  # a supported message that changes nothing on the register: AA, nothing stored
     ERROR = "error"  # content the hub cannot map: quarantine, AE
     REJECT = "reject"  # a message the hub does not take: AR (quarantined only if `quarantine`)
+    MERGE = "merge"  # A40: two NHS numbers merged (`merge`): hand to hub/merges.py PersonMergeService.merge
 
 
 # HL7 table 0357 (message error condition codes) used in ERR-1.4.
@@ -134,6 +135,8 @@ class MappingResult:
     # whether the detention is a CTO recall or a fresh application. hub/mllp.py has ingest refuse it (AE naming
     # ZU5-8, quarantined) when the register shows the person on a CTO in force that the detention would end.
     recall_unstated: bool = False
+    # MERGE only (A40): {"retained": PID-3's NHS number, "superseded": MRG-1's}, as sent (the merge checks them).
+    merge: dict[str, str] | None = None
 
     @property
     def parsed(self) -> bool:
@@ -414,15 +417,47 @@ def map_adt(message_text: str) -> MappingResult:
                                   "register change contract has no cancellation of 'left-hospital', and an "
                                   "entitlement it started is not withdrawn. The message is held in quarantine for "
                                   "review")
+    if event == "A40":
+        return _merge(msg, header)
     if event in ("A28", "A31"):
         return _reject(header, "MSH-9", f"{event} (person update) is not a register change: a change of address "
                        "cannot be told from other person updates without the register's state, and the council of "
                        "residence cannot be derived from a postcode; send a move as a canonical 'moved' change "
                        "with residence_la_gss", UNSUPPORTED_EVENT_CODE)
     if event not in SUPPORTED_EVENTS:
-        return _reject(header, "MSH-9", "this ADT event is not taken; accepted: A01, A02, A03, A08 "
-                       "(A11 and A13 are held in quarantine)", UNSUPPORTED_EVENT_CODE)
+        return _reject(header, "MSH-9", "this ADT event is not taken; accepted: A01, A02, A03, A08, A11, A13 "
+                       "and A40", UNSUPPORTED_EVENT_CODE)
     return _Mapper(msg, header).map()
+
+
+def _merge(msg: _Msg, header: Header) -> MappingResult:
+    """A40 (merge patient, patient identifier list): PDS merged two NHS numbers. PID-3 the retained number,
+    MRG-1 the superseded one, each exactly one NHS number (a repetition with assigning authority NHS or
+    identifier type NH); one merge a message (a second PID or MRG is refused). Errors: AE naming the field,
+    held in quarantine as any message that does not map."""
+    mapper = _Mapper(msg, header)
+    mapper.origins = {"retained": "PID-3", "superseded": "MRG-1", "birth_date": "PID-7"}
+    if msg.repeated is not None and not {"PID", "MRG"}.isdisjoint(msg.repeated):
+        named = "MRG" if "MRG" in msg.repeated else "PID"
+        mapper.problem(named, "appears more than once: one merge a message (send each PID / MRG pair as its "
+                       "own A40)", SEGMENT_SEQUENCE_ERROR)
+        return mapper._error()
+    numbers: dict[str, str] = {}
+    for segment, key, field_name in (("PID", "retained", "PID-3"), ("MRG", "superseded", "MRG-1")):
+        if not msg.has(segment):
+            mapper.problem(segment, "segment is required on an A40 (merge patient)", REQUIRED_FIELD_MISSING)
+            continue
+        found = _Mapper._identifiers(msg, segment)
+        if not found:
+            mapper.problem(field_name, "has no NHS number (a repetition with assigning authority NHS or "
+                           "identifier type NH)", REQUIRED_FIELD_MISSING)
+        elif len(found) > 1:
+            mapper.problem(field_name, "has more than one different NHS number")
+        else:
+            numbers[key] = found.pop()
+    if mapper.problems or msg.bad_escapes is not None:
+        return mapper._error()
+    return MappingResult(Disposition.MERGE, header, origins=dict(mapper.origins), merge=numbers)
 
 
 def _held_cancellation(msg: _Msg, header: Header, cancels: str, reason: str) -> MappingResult:
@@ -699,11 +734,18 @@ class _Mapper:
 
     def _nhs_numbers(self) -> set[str]:
         """PID-3's NHS numbers: the repetitions with assigning authority NHS or identifier type NH/NHS."""
+        return self._identifiers(self.msg, "PID")
+
+    @staticmethod
+    def _identifiers(msg: _Msg, segment: str) -> set[str]:
+        """The NHS numbers of `segment`'s patient identifier list (PID-3, MRG-1: both CX, repeating): the
+        repetitions with assigning authority NHS or identifier type NH/NHS."""
+        f = 3 if segment == "PID" else 1
         numbers = set()
-        for r in range(1, self.msg.repetitions("PID", 3) + 1):
-            authority = self.msg.get("PID", 3, 4, r).upper()
-            id_type = self.msg.get("PID", 3, 5, r).upper()
-            value = self.msg.get("PID", 3, 1, r)
+        for r in range(1, msg.repetitions(segment, f) + 1):
+            authority = msg.get(segment, f, 4, r).upper()
+            id_type = msg.get(segment, f, 5, r).upper()
+            value = msg.get(segment, f, 1, r)
             if value and (authority == "NHS" or id_type in _NHS_TYPES):
                 numbers.add(value.replace(" ", ""))
         return numbers

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from hub.api import feeds, files, ops, persons, register_changes, reports, subscriptions
 from hub.api import asyncapi, audit, exports, fhir_inbound, fhir_subscriptions, packages, quarantine_triage, reconciliations, split_decisions, statements, trace
-from hub.api import disputes, fhir_metadata, fhir_tasks, retractions, transfers, workflow_ops
+from hub.api import disputes, fhir_metadata, fhir_tasks, merges, retractions, transfers, workflow_ops
 from hub.api.correlation import CorrelationMiddleware
 from hub.api.deps import ApiKeyCheck
 from hub.api.limits import LimitsMiddleware
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(retractions.router)
     app.include_router(subscriptions.router)
     app.include_router(feeds.router)
+    app.include_router(merges.router)
     app.include_router(persons.router)
     app.include_router(ops.router, dependencies=ops_answers)
     app.include_router(reports.router)

@@ -151,7 +151,7 @@ async def person_id_for_nhs_number(hub: Hub, nhs_number: str) -> str | None:
     one; None if no one on the register has it."""
     from hub.ingest.nhs_number import nhs_number_problem, normalise  # noqa: PLC0415
     from hub.store.db import read_only  # noqa: PLC0415
-    from hub.store.schema import persons  # noqa: PLC0415
+    from hub.store.merged import person_id_by_index  # noqa: PLC0415
 
     reason = nhs_number_problem(nhs_number)
     if reason:
@@ -159,5 +159,5 @@ async def person_id_for_nhs_number(hub: Hub, nhs_number: str) -> str | None:
                            errors=[{"field": "nhs_number", "reason": reason}])
     index = hub.protector.index(normalise(nhs_number))
     async with read_only(hub.engine) as conn:
-        row = (await conn.execute(select(persons.c.person_id).where(persons.c.nhs_number_index == index))).first()
-    return row.person_id if row else None
+        # A number superseded by a merge: the retained number's person (hub/store/merged.py).
+        return await person_id_by_index(conn, index)

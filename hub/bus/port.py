@@ -57,6 +57,12 @@ LATE = "late"
 # position that moves (`s117-notification-corrected` to a body told otherwise);
 # the workflows withdraw a transfer case whose hand-over it takes away.
 RETRACTED = "retracted"
+# A header of the one event an NHS number merge publishes (hub/merges.py), on the retained person's key:
+# the hub person id the superseded number held (the retained person's own when the superseded number's
+# person was simply given the retained number). Told as a retraction is (late history, against its
+# `HISTORY_CHANGES`: the joined history), and besides, every body told of the superseded number's person
+# hears of the merge (`s117-notification-corrected` superseding the last message it had about them).
+MERGED = "merged"
 # A header of an event the hub's workflows or the review scanner publish (not
 # a register change's): the change ids of the person's history it was told
 # against, sorted, joined by "," (`history_changes`). The publisher reads that

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hub.ids import uuid5
 from hub.store.recording import RecordingConn
 from hub.ingest.status_cache import StatusCache
-from hub.bus.port import (EVENTS_TOPIC, HISTORY_CHANGES, HISTORY_RECEIVED_BY, LATER_EVENTS, RETRACTED, BusMessage,
+from hub.bus.port import (EVENTS_TOPIC, HISTORY_CHANGES, HISTORY_RECEIVED_BY, LATER_EVENTS, MERGED, RETRACTED, BusMessage,
                           Subscriber)
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
@@ -112,6 +112,12 @@ RETRACTION_REASON = "a register change recorded in error was retracted"
 # Said to each body told of a retracted change whose position the retraction leaves as it was.
 RETRACTED_TOLD_REASON = ("a register change you were told of was recorded in error and retracted; "
                          "your position for this person is unchanged")
+# Said, after the difference, to each body an NHS number merge moves (hub/merges.py).
+MERGE_REASON = ("two NHS numbers of this person were merged (PDS): the superseded number's register history "
+                "now belongs to the retained number's person, which this message carries")
+# Said to each body told of the superseded number's person whose position the merge leaves as it was.
+MERGED_TOLD_REASON = ("the NHS number you were told of for this person was superseded by a merge (PDS); the person "
+                      "is now known under the retained number this message carries, with this position")
 # The most events one register change publishes (hub/ingest: `event_id_for(change, index, type)`), and more.
 _EVENTS_A_CHANGE = 16
 MESSAGE_NAMESPACE = uuid.UUID("0c8f7d0e-2b54-4d61-8a4b-511751175117")
@@ -575,7 +581,11 @@ class Dispatcher:
         # A retraction (hub/retraction.py): the history without the retracted change, as it stood when
         # the retraction was recorded (its `history_changes`), told as late history is, to the bodies it moves.
         retraction = RETRACTED in msg.headers
-        if source in _WHOLE_HISTORY_SOURCES or retraction:
+        # An NHS number merge (hub/merges.py): the joined history, told as a retraction is, then to each body
+        # told of the superseded number's person (`merged`: that person's id).
+        merged = msg.headers.get(MERGED)
+        corrective = retraction or merged is not None
+        if source in _WHOLE_HISTORY_SOURCES or corrective:
             told = msg.headers.get(HISTORY_CHANGES)
             if told is not None:  # exactly the changes published before it (read under the topic's lock)
                 ids = frozenset(told.split(","))
@@ -592,7 +602,7 @@ class Dispatcher:
                     else:
                         upto = None  # nothing received since: the whole history (one status for both)
             # (A retraction's message carries a change of the history, not one it follows: nothing is told later.)
-            told_later = not retraction and arrived is not None and _any_after(received, arrived)
+            told_later = not corrective and arrived is not None and _any_after(received, arrived)
         else:
             told_later = arrived is not None and _any_after(received, arrived)
             upto = arrived if told_later else None
@@ -615,11 +625,15 @@ class Dispatcher:
             status = from_jsonable(S117Status, msg.payload["status"])
         # A change that sorts before a change received before it arrived late:
         # what was told since may be contradicted (a review reminder never is).
-        late = retraction or (source != REVIEW_SCANNER_SOURCE and arrived is not None
+        late = corrective or (source != REVIEW_SCANNER_SOURCE and arrived is not None
                               and is_late(change, [c for c, t in received if t < arrived]))
         held = cache.held.get(person_id)
         if held is None:
             held = cache.held[person_id] = (await self._held_views_of(conn, [person_id]))[person_id]
+        merged_told: dict[str, str] = {}  # a merge: each body told of the superseded person -> its last event
+        carried: set[str] = set()  # ... whose view of them is now its view of the retained person
+        if merged is not None:
+            merged_told, carried = await self._carry_views(conn, person_id, merged, held)
         truth = cache.truth_for(person_id, status, held, lambda org: self._sharing.field_groups_for(org, today))
         send = _Sending(conn=conn, msg=msg, status=status, change=change, held=held, today=today, cache=cache,
                         now=datetime.now(UTC), correlation_id=msg.headers.get("correlation_id", ""))
@@ -627,13 +641,13 @@ class Dispatcher:
         # A retraction's event is routed to no one: each body whose position it moves hears the difference
         # below. Nor is a register change's event whose change is no longer in the history (retracted
         # before this event was dispatched): it tells no fact; the history without it is told as any.
-        gone = found is None and not retraction and source not in _WHOLE_HISTORY_SOURCES
-        recipients = recipients_for(event, status) if not (retraction or gone) else []
+        gone = found is None and not corrective and source not in _WHOLE_HISTORY_SOURCES
+        recipients = recipients_for(event, status) if not (corrective or gone) else []
         # Until a transfer is accepted the outgoing body keeps hearing (hub/workflows/distribution.py).
         pending = cache.pending.get(person_id)
         if pending is None:  # the dispatcher never changes workflow cases: once per batch
             pending = cache.pending[person_id] = (await pending_transfers(conn, [person_id]))[person_id]
-        if pending and not (retraction or gone):
+        if pending and not (corrective or gone):
             recipients += outgoing_of(pending, recipients)
         steps_before: list[TransferStep] | None = None  # the history's hand-overs before this change
         told_by: dict[date, str | None] = {}  # a moved hand-over's date as told -> the event that told it
@@ -704,6 +718,8 @@ class Dispatcher:
                                 explain=self._explains(org, event_type, today))
             if retraction:
                 reason = f"{reason}; {RETRACTION_REASON}"
+            elif merged is not None:
+                reason = f"{reason}; {MERGE_REASON}"
             view_event = DomainEvent(
                 event_type=event_type, person_id=person_id, change_id=change.change_id,
                 occurred_on=change.effective_date if event.event_type is not EventType.REVIEW_DUE else event.occurred_on,
@@ -727,6 +743,26 @@ class Dispatcher:
                     details={"reason": RETRACTED_TOLD_REASON, "supersedes": told[org]})
                 await self._send(send, view_event_id_for(msg.event_id, org), corrected, org, target,
                                  supersedes=told[org], reason=RETRACTED_TOLD_REASON)
+        if merged is not None:
+            # A body told of the superseded number's person holds what it was told under that number: each
+            # one is told of the merge, superseding the last message it had about them (UK GDPR Art. 19),
+            # with its position for the retained person: unless the difference above told it already,
+            # superseding that same message (its view of them carried over to the retained person).
+            for org in sorted(merged_told):
+                if org in moved and org in carried:
+                    continue
+                target = truth[org] if org in truth else NOT_INVOLVED
+                supersedes = merged_told[org]
+                told_merge = DomainEvent(
+                    event_type=EventType.NOTIFICATION_CORRECTED, person_id=person_id, change_id=change.change_id,
+                    occurred_on=change.effective_date,
+                    summary=f"A person you were told of was corrected: {MERGED_TOLD_REASON}.",
+                    details={"reason": MERGED_TOLD_REASON, "supersedes": supersedes})
+                view_id = view_event_id_for(msg.event_id, org)
+                if org in moved:  # told its new position above under that id: this one is the merge's own
+                    view_id = view_event_id_for(view_id, org)
+                await self._send(send, view_id, told_merge, org, target, supersedes=supersedes,
+                                 reason=MERGED_TOLD_REASON)
         # The message's views, deliveries and disclosure decisions, one statement
         # each; in a batch without savepoints, one each for the whole batch (`_BatchCache.flush`).
         writes = cache.deferred if cache.deferred is not None else _Writes()
@@ -743,6 +779,32 @@ class Dispatcher:
         if own_cache:
             await cache.flush(conn)
             cache.count_dispatched()
+
+    @staticmethod
+    async def _carry_views(conn: AsyncConnection, person_id: str, superseded: str,
+                           held: dict[str, "_Held"]) -> tuple[dict[str, str], set[str]]:
+        """A merge's event (`MERGED`: `superseded`, the superseded number's person): each body told of them,
+        with the last event it had about them; and those of them holding no view of the retained person
+        (`person_id`), whose view of the superseded person becomes theirs of the retained person (a row
+        written now, `held` updated): the difference to the joined history is told against what the body
+        was told under the superseded number, superseding its last message. The superseded person's own
+        rows stay as they were (what was told). The retained person's own id (the superseded number's
+        person given the retained number): every body told of them."""
+        if superseded == person_id:
+            return {org: h.last_event_id for org, h in held.items()}, set()
+        theirs = (await Dispatcher._held_views_of(conn, [superseded]))[superseded]
+        carried: set[str] = set()
+        now = datetime.now(UTC)
+        for org in sorted(theirs):
+            if org in held:
+                continue
+            view = theirs[org]
+            await conn.execute(recipient_views.insert().values(
+                person_id=person_id, org_code=org, version=view.version, view=view.view,
+                last_event_id=view.last_event_id, updated_at=now))
+            held[org] = _Held(view.version, view.view, view.last_event_id)
+            carried.add(org)
+        return {org: h.last_event_id for org, h in theirs.items()}, carried
 
     @staticmethod
     async def _told_of(conn: AsyncConnection, person_id: str, change_id: str, cache: "_BatchCache") -> dict[str, str]:

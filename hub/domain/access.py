@@ -80,6 +80,7 @@ class Rule(StrEnum):
     NO_AGREEMENT = "no-agreement"  # reads: no agreement in force grants a field group
     KIND_MAY_NOT_WRITE = "kind-may-not-write"
     CHANNEL_NOT_FOR_KIND = "channel-not-for-kind"
+    KIND_MAY_NOT_MERGE = "kind-may-not-merge"  # NHS number merges: trusts (their PAS) and the hub operator
 
 
 # The change types a council's case system reports (adapters/council_files/events.py
@@ -130,6 +131,7 @@ TEXTS: dict[Rule, str] = {
     Rule.NO_AGREEMENT: "no person this source may report on or see matches",
     Rule.KIND_MAY_NOT_WRITE: "only trusts, councils and commissioners record register changes",
     Rule.CHANNEL_NOT_FOR_KIND: "this channel is not for this kind of body (MLLP: trusts; council files: councils)",
+    Rule.KIND_MAY_NOT_MERGE: ("only a trust (its PAS reports PDS merges) or the hub operator merges NHS numbers"),
 }
 
 
@@ -246,6 +248,29 @@ def decide_write(
     roles = person.roles_of(caller) if person is not None else frozenset()
     role = _first(roles & COUNCIL_TYPE_WRITE_ROLES)
     return Decision(True, Rule.ALLOWED, role) if role else Decision(False, Rule.NO_RELATIONSHIP)
+
+
+def decide_merge(caller: Caller, people: Iterable[PersonFacts], channel: str = "rest") -> Decision:
+    """May `caller` merge two NHS numbers (hub/merges.py)? `people`: the facts of each hub person the
+    merge joins (those of the two numbers on the register). The hub operator always; a trust (REST or
+    MLLP) with a role for every one of them, at least one: a number pair the register does not hold, or
+    a person the trust has no role for, is the one no-relationship refusal (no membership oracle). Any
+    other kind of body: refused by kind."""
+    if caller.admin:
+        return Decision(True, Rule.ALLOWED, Role.HUB_OPERATOR)
+    if caller.org_kind != "trust":
+        return Decision(False, Rule.KIND_MAY_NOT_MERGE)
+    if caller.org_kind not in CHANNEL_KINDS.get(channel, frozenset()):
+        return Decision(False, Rule.CHANNEL_NOT_FOR_KIND)
+    chosen: Role | None = None
+    found = False
+    for person in people:
+        found = True
+        role = _first(person.roles_of(caller))
+        if role is None:
+            return Decision(False, Rule.NO_RELATIONSHIP)
+        chosen = chosen or role
+    return Decision(True, Rule.ALLOWED, chosen) if found else Decision(False, Rule.NO_RELATIONSHIP)
 
 
 def decide_read(

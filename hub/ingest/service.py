@@ -56,7 +56,9 @@ from hub.observability.logging import (
     writes_at,
 )
 from hub.register_counts import _upsert as status_upsert, record_status, status_row
+from hub.store import merged
 from hub.store.db import InList, Prepared, after_commit_hook, execute_prepared, insert_or_merge, snapshot
+from hub.store.merged import person_id_by_index
 from hub.store.schema import (change_retractions, ingest_results, not_retracted, persons, quarantine, register_changes,
                               service_levels)
 from hub.domain.workflows.held import hold_reason
@@ -81,7 +83,6 @@ _PREVIOUS_ANSWER = Prepared(select(ingest_results.c.status_code, ingest_results.
 # clause: its writers are already serial).
 _LOCK_PERSON = Prepared(select(persons.c.person_id, persons.c.details)
                         .where(persons.c.nhs_number_index == bindparam("index")).with_for_update())
-_PERSON_BY_INDEX = Prepared(select(persons.c.person_id).where(persons.c.nhs_number_index == bindparam("index")))
 _PERSON_DETAILS = Prepared(select(persons.c.details).where(persons.c.person_id == bindparam("person_id")))
 _UPDATE_DETAILS = Prepared(persons.update().where(persons.c.person_id == bindparam("pid")).values(
     details=bindparam("new_details"), updated_at=bindparam("at")))
@@ -100,6 +101,11 @@ _PERSON_CHANGE_COUNT = Prepared(select(
     .select_from(register_changes)
     .where(register_changes.c.person_id == bindparam("person_id")))
 _TICK = timedelta(microseconds=1)  # the store's resolution of a time (PostgreSQL, SQLAlchemy's SQLite text)
+
+
+class ResolvedByMerge(Exception):
+    """A unit of a batch found its person through a merged NHS number (hub/store/merged.py): the batch
+    is run again a unit at a time (group commit's fallback), where the unit resolves it alone."""
 
 
 def received_after(now: datetime, latest: datetime | None) -> datetime:
@@ -717,16 +723,17 @@ class IngestService:
                 return None  # not a question of the person (a detention's hospital): validation's
         index = self._protector.index(normalise(nhs_number))
         async with snapshot(self._engine) as conn:
-            row = (await execute_prepared(conn, _PERSON_BY_INDEX, {"index": index})).first()
-            history = await self._person_changes(conn, row.person_id) if row else []
+            # (A number superseded by a merge: the retained person's, hub/store/merged.py.)
+            found = await person_id_by_index(conn, index)
+            history = await self._person_changes(conn, found) if found else []
         today = self._today()
         facts = None
         if history:
-            facts = self.access.facts(self._evaluate(row.person_id, history, today), history)
+            facts = self.access.facts(self._evaluate(found, history, today), history)
         decision = self.access.decide_write(client, asked, site, facts, channel)
         if decision.allowed or (relationship_only and decision.rule is not Rule.NO_RELATIONSHIP):
             return None
-        return await self._refuse(client, channel, _Refused(decision, row.person_id if history else None),
+        return await self._refuse(client, channel, _Refused(decision, found if history else None),
                                   change_type.value if change_type else None, self._correlation_id())
 
     def _decide_blind(self, client: Client, change_type: ChangeType, hospital: str | None, channel: str) -> Decision:
@@ -1037,6 +1044,24 @@ class IngestService:
             row = (await execute_prepared(conn, _LOCK_PERSON, {"index": index})).first()
         if row:
             return row.person_id, False, row.details
+        # A number superseded by a merge (hub/merges.py: its person's hash was taken off them) is the
+        # retained number's person, made under the retained number if there is none yet. Only ever
+        # resolved in a transaction of its own: two units of a batch, one under each number, would be
+        # one person's (the batch's keys are the numbers), so the batch is run again a unit at a time.
+        alias = await merged.retained(conn, index)
+        if alias is not None:
+            if not getattr(conn, "alone", True):
+                raise ResolvedByMerge()
+            row = (await execute_prepared(conn, _LOCK_PERSON, {"index": alias[0]})).first()
+            if row:
+                return row.person_id, False, row.details
+            index, sent = alias[0], details
+            retained_number = self._protector.decrypt(alias[1]).decode()
+
+            def under_retained() -> bytes:  # the details sent, under the retained number
+                held = load_person_details(self._protector, sent() if callable(sent) else sent)
+                return self._protector.encrypt(orjson.dumps(held | {"nhs_number": retained_number}))
+            details = under_retained
         # First sight of this person. Two first sights at once must not fail on
         # the unique index: DO NOTHING waits for the other insert, then the
         # select finds and locks whichever row won.
@@ -1292,6 +1317,15 @@ class IngestService:
             for r in (await _BULK_PERSONS.execute(conn, indexes)).all():
                 person_of[r.nhs_number_index] = r.person_id
                 details[r.person_id] = r.details
+            # A number superseded by a merge is the retained number's person (hub/store/merged.py): its rows
+            # are that person's, in file order with the rest of theirs (one person's rows are judged in turn).
+            # Only in a transaction of its own (another unit of a batch may be about the retained number).
+            for index, pid, stored in await merged.persons_of_superseded(
+                    conn, [i for i in indexes if i not in person_of]):
+                if not getattr(conn, "alone", True):
+                    raise ResolvedByMerge()
+                person_of[index] = pid
+                details[pid] = stored
         histories: dict[str, list[RegisterChange]] = {pid: [] for pid in person_of.values()}
         # person id -> the evaluation of their history after the latest row (or as held): a row's
         # change is folded onto it (`extended`) rather than the whole history evaluated again.

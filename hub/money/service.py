@@ -82,7 +82,8 @@ from hub.money.responsibility import (
 )
 from hub.observability.logging import bound_correlation_id, get_logger
 from hub.sharing import FUNDING, SharingAgreements
-from hub.store.schema import (api_clients, care_packages, ingest_results, not_retracted, persons, register_changes,
+from hub.store.merged import person_id_by_index
+from hub.store.schema import (api_clients, care_packages, ingest_results, not_retracted, register_changes,
                               split_decisions)
 from hub.domain.dates import england_day
 
@@ -298,8 +299,7 @@ class PackageService:
     async def _person_for(self, nhs_number: str) -> str | None:
         index = self._protector.index(normalise(nhs_number))
         async with self._engine.connect() as conn:
-            pid = (await conn.execute(select(persons.c.person_id)
-                                      .where(persons.c.nhs_number_index == index))).scalar()
+            pid = await person_id_by_index(conn, index)  # a superseded number: the retained person's
             await conn.rollback()
         return pid
 

@@ -126,6 +126,34 @@ change_retractions = Table(
     Index("ix_retractions_person", "person_id"),
 )
 
+# NHS numbers merged by PDS (hub/merges.py): the superseded number's keyed hash
+# and the retained number's, so that the superseded number resolves to the
+# retained person everywhere (`hub.store.merged`: a look-up that finds no
+# person by a number asks here). One row a superseded number, written once (the
+# same merge again is answered from it). The retained number encrypted (a
+# person first seen under the superseded number is made under it), the hub
+# persons each number held (either may be null), the changes and views moved
+# from the superseded person to the retained one, who, when, the channel, the
+# correlation id and the event that told it. Nothing personal in clear.
+person_merges = Table(
+    "person_merges",
+    metadata,
+    Column("superseded_index", String(64), primary_key=True),
+    Column("retained_index", String(64), nullable=False),
+    Column("retained_number", LargeBinary, nullable=False),  # encrypted (hub.crypto)
+    Column("merge_id", String(36), nullable=False),
+    Column("superseded_person_id", String(36), nullable=True),
+    Column("retained_person_id", String(36), nullable=True),
+    Column("moved", JSON, nullable=False),  # {"changes": [change ids]}: the history joined to the retained person
+    Column("forced", Boolean, nullable=False),  # dates of birth differed and the hub operator forced it
+    Column("client_id", String(64), nullable=False),
+    Column("org_code", String(16), nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("correlation_id", String(64), nullable=False),
+    Column("event_id", String(36), nullable=True),  # null: no body was told of either number
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
 
 def not_retracted() -> ColumnElement[bool]:
     """The one filter of a person's history: a register change no retraction

@@ -1,0 +1,78 @@
+"""POST /v1/persons/merge: two NHS numbers of one patient merged (PDS), the
+superseded number's register history joined to the retained number's person
+(hub/merges.py). The numbers go in the body, never the URL.
+
+Allowed to the hub operator and to a trust with a role for every hub person
+the merge joins (the one access policy: `hub.domain.access.decide_merge`); a
+number pair not on the register and a person the trust has no role for get
+one identical `403` (no sooner than the write refusal floor). The same merge
+again is answered with the first answer (`duplicate: true`)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.access import no_sooner_than
+from hub.api.deps import ClientDep, HubDep, require
+from hub.api.problems import ProblemError
+from hub.domain.access import Rule
+from hub.merges import MergeDenied, MergeRefused
+from hub.observability.logging import bound_correlation_id, new_correlation_id
+
+router = APIRouter(prefix="/v1/persons", tags=["persons"])
+
+
+class MergeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    retained_nhs_number: str = Field(max_length=32, description="The NHS number PDS kept (HL7 A40: PID-3)")
+    superseded_nhs_number: str = Field(max_length=32, description="The NHS number PDS superseded (HL7 A40: MRG-1)")
+    force: bool = Field(False, description="Hub operator only: merge although the two persons' dates of birth "
+                                           "differ (recorded with the merge)")
+
+
+class MergeOut(BaseModel):
+    merge_id: str
+    status: str = Field(description="merged")
+    retained_person_id: str | None = Field(description="The hub person both numbers now resolve to (null: "
+                                                       "neither number is on the register yet)")
+    superseded_person_id: str | None = Field(description="The hub person the superseded number held, if any: "
+                                                         "its register history joined the retained person's")
+    moved_changes: int = Field(description="Register changes joined to the retained person's history")
+    forced: bool
+    merged_at: str
+    merged_by: str = Field(description="the organisation that merged them")
+    correlation_id: str
+    event_id: str | None = Field(description="The event whose dispatch tells every body told of either person "
+                                             "(null: no body was told of the superseded number)")
+    duplicate: bool = Field(description="true: merged before; this is the first merge's answer")
+
+
+@router.post(
+    "/merge", response_model=MergeOut,
+    summary="Merge two NHS numbers of one patient (PDS): the superseded number's history joins the retained one's",
+    responses={403: {"description": "Refused by the access policy (the rule named): the same answer for numbers "
+                                    "not on the register and for a person this trust has no role for"},
+               409: {"description": "The superseded number was merged into another number already"},
+               422: {"description": "A number invalid, the two the same, the retained number itself superseded, "
+                                    "or dates of birth that differ (the field named)"}})
+async def merge(body: MergeIn, hub: HubDep, client: ClientDep) -> dict:
+    require(client, "register:write")
+    started = time.monotonic()
+    service = hub.merges  # the hub's one service (hub/bootstrap.py), as MLLP uses it
+    assert service is not None
+    try:
+        done = await service.merge(client, body.retained_nhs_number, body.superseded_nhs_number,
+                                   bound_correlation_id() or new_correlation_id(), force=body.force)
+    except MergeRefused as exc:
+        title = "Conflict" if exc.status == 409 else "Request rejected"
+        raise ProblemError(exc.status, exc.kind, title, f"{exc.field} {exc.reason}",
+                           errors=[{"field": exc.field, "reason": exc.reason}]) from None
+    except MergeDenied as exc:
+        if exc.decision.rule is Rule.NO_RELATIONSHIP:
+            await no_sooner_than(started, hub.settings.write_refusal_floor_ms / 1000)
+        raise ProblemError(403, "forbidden", "Not permitted", exc.text, rule=exc.decision.rule.value,
+                           errors=[{"field": "(body)", "reason": exc.text}]) from None
+    return {**done.body, "duplicate": done.duplicate}

@@ -1,0 +1,325 @@
+"""Merging two NHS numbers of one patient (PDS merges): the store and the log.
+
+When the Personal Demographics Service finds two records for one patient it
+keeps one NHS number (retained) and supersedes the other; a trust's PAS then
+sends HL7 v2 ADT^A40 (PID-3 the retained number, MRG-1 the superseded one),
+and the hub operator or a trust may ask `POST /v1/persons/merge`. Both reach
+`PersonMergeService.merge`, which in one write transaction (the events
+topic's publish lock, then both persons' row locks, as ingest and retraction
+take them):
+
+1. finds the hub person each number holds (a number already superseded
+   resolves to its retained person: hub/store/merged.py), and asks the one
+   access policy (`hub.domain.access.decide_merge`: the hub operator; a trust
+   with a role for every person joined; the decision in `access_decisions`,
+   action `merge`);
+2. answers a merge made before with its first answer (`duplicate: true`):
+   the same superseded number into another number is a conflict (409 naming
+   `superseded_nhs_number`); a retained number itself superseded is refused
+   (422 naming `retained_nhs_number`);
+3. refuses to join two persons whose dates of birth differ (422 naming
+   `birth_date`), unless the hub operator sends `force: true` (recorded);
+4. writes the `person_merges` row (never deleted: the superseded number
+   resolves to the retained person from then on), and:
+   - both numbers had persons: every register change of the superseded
+     person (retracted ones too) joins the retained person's history (its
+     `person_id`; the change, its id, source and content as they were; the
+     row lists them), as do their retractions, care package lines and split
+     decisions; the superseded person's row stays (what was told of them,
+     their audit), its number's hash taken off it; the retained person's
+     details gain what only the superseded person's held;
+   - only the superseded number had a person: that person is given the
+     retained number (hash and details);
+   - otherwise nothing of a person changes;
+5. records the register counts' row of the retained person as the joined
+   history stands (the superseded person's row removed), the operator action
+   (`person-merge`, naming both hub person ids), and, when a person was told
+   of under the superseded number, one event on the log: an
+   `s117-notification-corrected` with the headers `merged` (the superseded
+   person's id), `late` and `history_changes` (the joined history). The
+   dispatcher tells it as a retraction is told: each body whose position the
+   joined history moves hears the difference, and every body told of the
+   superseded number's person is told the merged position, superseding the
+   last message it had about them (hub/delivery/dispatcher.py).
+
+An unmerge (PDS reversing a merge, HL7 A37) is not taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+from uuid import uuid4
+
+import orjson
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from hub.access import AccessPolicy, caller_of, record_decision
+from hub.audit import record_operator_action
+from hub.bus.payload import event_payload, status_on_the_bus
+from hub.bus.port import EVENTS_TOPIC, HISTORY_CHANGES, LATE, MERGED, BusMessage, history_changes
+from hub.bus.sql import lock_topic, publish
+from hub.codec import from_jsonable, to_jsonable
+from hub.crypto import DataProtector
+from hub.domain.access import TEXTS, Decision, decide_merge
+from hub.domain.agreements import AgreementBook
+from hub.domain.dates import england_day
+from hub.domain.model import DomainEvent, EventType, RegisterChange
+from hub.domain.ports import ReferenceData
+from hub.domain.rules import evaluate
+from hub.domain.rules.precedence import change_order
+from hub.ingest.nhs_number import nhs_number_problem, normalise
+from hub.ingest.service import Client, event_id_for, load_person_details
+from hub.observability.logging import get_logger
+from hub.register_counts import record_status
+from hub.store import merged
+from hub.store.db import write_transaction
+from hub.store.schema import (care_packages, change_retractions, including_retracted, not_retracted, person_merges,
+                              persons, register_changes, register_status, split_decisions)
+
+log = get_logger("hub.merges")
+ACTION = "merge"
+# The merge's event id is UUIDv5 of (the merge's id, 0, this).
+MERGE_KIND = "s117-nhs-numbers-merged"
+
+# The fields a refusal names, by channel: REST's body fields, HL7 A40's positions.
+FIELDS = {
+    "rest": {"retained": "retained_nhs_number", "superseded": "superseded_nhs_number", "birth_date": "birth_date",
+             "force": "force"},
+    "mllp": {"retained": "PID-3", "superseded": "MRG-1", "birth_date": "PID-7", "force": "force"},
+}
+
+
+class MergeRefused(Exception):
+    """A merge refused for what it asks (not by the access policy): `status` 409 or 422, the field
+    (as the channel names it) and why. Never quotes a number or a date."""
+
+    def __init__(self, status: int, kind: str, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.kind, self.field, self.reason = status, kind, field, reason
+
+
+class MergeDenied(Exception):
+    """Refused by the access policy: `decision` names the rule (no-relationship: the one answer for a
+    number pair not on the register and for a person the caller has no role for)."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.rule.value)
+        self.decision = decision
+
+    @property
+    def text(self) -> str:
+        return TEXTS[self.decision.rule]
+
+
+@dataclass(frozen=True, slots=True)
+class Merge:
+    """The answer: the first merge's, with `duplicate` set on the same merge again."""
+
+    body: dict[str, Any]
+    duplicate: bool
+
+
+def _answer(row: Any) -> dict[str, Any]:
+    at = row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)
+    return {"merge_id": row.merge_id, "status": "merged", "retained_person_id": row.retained_person_id,
+            "superseded_person_id": row.superseded_person_id, "moved_changes": len(row.moved.get("changes", [])),
+            "forced": bool(row.forced), "merged_at": at.isoformat(), "merged_by": row.org_code,
+            "correlation_id": row.correlation_id, "event_id": row.event_id}
+
+
+def merge_event(person_id: str, carried: RegisterChange) -> DomainEvent:
+    """The event a merge publishes: a correction (routed to no one as it is: each body whose position the
+    joined history moves, and each body told of the superseded number's person, is told)."""
+    return DomainEvent(
+        event_type=EventType.NOTIFICATION_CORRECTED, person_id=person_id, change_id=carried.change_id,
+        occurred_on=carried.effective_date,
+        summary="Two NHS numbers of this person were merged (PDS): one register history, under the retained number.",
+        details={"merged": True})
+
+
+class PersonMergeService:
+    def __init__(self, engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook,
+                 protector: DataProtector, today: Callable[[], date] = england_day) -> None:
+        self._engine = engine
+        self._ref = ref
+        self._agreements = agreements
+        self._protector = protector
+        self._access = AccessPolicy(ref)
+        self._today = today
+
+    async def merge(self, client: Client, retained_nhs: str, superseded_nhs: str, correlation_id: str,
+                    channel: str = "rest", force: bool = False) -> Merge:
+        """Merge `superseded_nhs` into `retained_nhs` for `client` (see the module). Raises `MergeRefused`
+        (the field named as `channel` names it) or `MergeDenied` (the access policy)."""
+        names = FIELDS.get(channel, FIELDS["rest"])
+        for which, number in (("retained", retained_nhs), ("superseded", superseded_nhs)):
+            problem = nhs_number_problem(number)
+            if problem:
+                raise MergeRefused(422, "invalid-request", names[which], problem)
+        retained_nhs, superseded_nhs = normalise(retained_nhs), normalise(superseded_nhs)
+        if retained_nhs == superseded_nhs:
+            raise MergeRefused(422, "invalid-request", names["superseded"],
+                               "is the retained number: a merge joins two different NHS numbers")
+        caller = caller_of(client)
+        if force and not caller.admin:
+            raise MergeRefused(422, "invalid-request", names["force"],
+                               "only the hub operator may force a merge of persons whose dates of birth differ")
+        kept_idx = self._protector.index(retained_nhs)
+        gone_idx = self._protector.index(superseded_nhs)
+        today = self._today()
+        denied: Decision | None = None
+        async with write_transaction(self._engine) as conn:
+            done = await self._merge_in(conn, client, channel, correlation_id, today, names, force,
+                                        retained_nhs, kept_idx, gone_idx)
+            if isinstance(done, Decision):  # refused by the policy: the decision recorded (committed), then raised
+                denied = done
+        if denied is not None:
+            raise MergeDenied(denied)
+        assert isinstance(done, Merge)
+        if not done.duplicate:
+            log.info("nhs numbers merged", person_id=done.body["retained_person_id"],
+                     source=client.client_id, channel=channel, count=done.body["moved_changes"],
+                     event_id=done.body["event_id"], correlation_id=correlation_id)
+        return done
+
+    async def _merge_in(self, conn: AsyncConnection, client: Client, channel: str, correlation_id: str,
+                        today: date, names: dict[str, str], force: bool, retained_nhs: str, kept_idx: str,
+                        gone_idx: str) -> Merge | Decision:
+        """The merge in `conn` (see `merge`): its answer, or the policy's refusal (recorded)."""
+        caller = caller_of(client)
+        await lock_topic(conn, EVENTS_TOPIC)
+        earlier = (await conn.execute(select(person_merges)
+                                      .where(person_merges.c.superseded_index == gone_idx))).first()
+        # Each number's person, locked (a superseded number: the person it resolves to now).
+        kept = await self._person(conn, kept_idx)
+        gone = await self._person(conn, gone_idx)
+        if gone is not None and kept is not None and gone.person_id == kept.person_id:
+            gone = None  # merged before (or a chain): one person
+        histories = {p.person_id: await self._history(conn, p.person_id) for p in (kept, gone) if p is not None}
+        facts = [self._access.facts(evaluate(pid, h, self._ref, self._agreements, today) if h else None, h)
+                 for pid, h in histories.items() if h]
+        decision = decide_merge(caller, facts, channel)
+        if not decision.allowed:
+            await record_decision(conn, client, channel=channel, action=ACTION, decision=decision,
+                                  correlation_id=correlation_id)
+            return decision
+        if earlier is not None:
+            if earlier.retained_index == kept_idx:  # the same merge again: its first answer
+                await record_decision(conn, client, channel=channel, action=ACTION, decision=decision,
+                                      person_id=earlier.retained_person_id, correlation_id=correlation_id)
+                return Merge(_answer(earlier), duplicate=True)
+            raise MergeRefused(409, "conflict", names["superseded"],
+                               "was merged into another NHS number already; an unmerge is not taken")
+        if (await merged.retained(conn, kept_idx)) is not None:
+            raise MergeRefused(422, "invalid-request", names["retained"],
+                               "was itself superseded by an earlier merge: send the number it was merged into")
+        kept_details = load_person_details(self._protector, kept.details) if kept is not None else None
+        gone_details = load_person_details(self._protector, gone.details) if gone is not None else None
+        forced = False
+        if kept_details is not None and gone_details is not None:
+            a, b = kept_details.get("birth_date"), gone_details.get("birth_date")
+            if a and b and a != b:
+                if not force:
+                    raise MergeRefused(422, "invalid-request", names["birth_date"],
+                                       "the two numbers' persons have different dates of birth: not merged "
+                                       "(the hub operator may force it once the records are checked)")
+                forced = True
+        return await self._merge_locked(conn, client, channel, correlation_id, today, decision,
+                                        retained_nhs, kept_idx, gone_idx, kept, gone, kept_details,
+                                        gone_details, forced)
+
+    async def _merge_locked(self, conn: AsyncConnection, client: Client, channel: str, correlation_id: str,
+                            today: date, decision: Decision, retained_nhs: str, kept_idx: str, gone_idx: str,
+                            kept: Any, gone: Any, kept_details: dict[str, Any] | None,
+                            gone_details: dict[str, Any] | None, forced: bool) -> Merge:
+        now = datetime.now(UTC)
+        merge_id = str(uuid4())
+        rc = register_changes.c
+        moved: list[str] = []
+        person_id: str | None = None  # the retained person, once merged
+        told_of: str | None = None  # the superseded number's person, if any body may have been told of them
+        if gone is not None and kept is not None:
+            person_id, told_of = kept.person_id, gone.person_id
+            rows = (await conn.execute(including_retracted(  # the whole history, retracted changes too
+                select(rc.change_id, rc.canonical).where(rc.person_id == gone.person_id)
+                .order_by(rc.change_id)))).all()
+            for r in rows:
+                canonical = dict(r.canonical) | {"person_id": person_id}
+                await conn.execute(update(register_changes).where(rc.change_id == r.change_id)
+                                   .values(person_id=person_id, canonical=canonical))
+                moved.append(r.change_id)
+            for table in (change_retractions, care_packages, split_decisions):
+                await conn.execute(update(table).where(table.c.person_id == gone.person_id)
+                                   .values(person_id=person_id))
+            await conn.execute(delete(register_status).where(register_status.c.person_id == gone.person_id))
+            await conn.execute(update(persons).where(persons.c.person_id == gone.person_id)
+                               .values(nhs_number_index=merged.tombstone(gone.person_id), updated_at=now))
+            assert kept_details is not None and gone_details is not None
+            joined = gone_details | kept_details  # the retained record's fields, and what only the other held
+            if joined != kept_details:
+                await conn.execute(update(persons).where(persons.c.person_id == person_id).values(
+                    details=self._protector.encrypt(orjson.dumps(joined)), updated_at=now))
+        elif gone is not None:  # only the superseded number on the register: its person takes the retained one
+            person_id = told_of = gone.person_id
+            assert gone_details is not None
+            await conn.execute(update(persons).where(persons.c.person_id == person_id).values(
+                nhs_number_index=kept_idx, updated_at=now,
+                details=self._protector.encrypt(orjson.dumps(gone_details | {"nhs_number": retained_nhs}))))
+        elif kept is not None:
+            person_id = kept.person_id
+        event_id: str | None = None
+        history: list[RegisterChange] = []
+        if person_id is not None:
+            rows = (await conn.execute(select(rc.change_id, rc.canonical)
+                                       .where(rc.person_id == person_id, not_retracted()))).all()
+            history = [from_jsonable(RegisterChange, r.canonical) for r in rows]
+            if history and told_of is not None:
+                after = evaluate(person_id, history, self._ref, self._agreements, today)
+                await record_status(conn, person_id, after, late=False)
+                carried = max(history, key=change_order)
+                event = merge_event(person_id, carried)
+                event_id = event_id_for(merge_id, 0, MERGE_KIND)
+                await publish(conn, BusMessage(
+                    topic=EVENTS_TOPIC, key=person_id, event_id=event_id,
+                    payload=event_payload(event, to_jsonable(carried), status_on_the_bus(after)),
+                    headers={"correlation_id": correlation_id, "source": client.client_id,
+                             "event_type": event.event_type.value, LATE: "1", MERGED: told_of,
+                             HISTORY_CHANGES: history_changes([r.change_id for r in rows])}))
+        await conn.execute(person_merges.insert().values(
+            superseded_index=gone_idx, retained_index=kept_idx,
+            retained_number=self._protector.encrypt(retained_nhs.encode()), merge_id=merge_id,
+            superseded_person_id=gone.person_id if gone is not None else None, retained_person_id=person_id,
+            moved={"changes": moved}, forced=forced, client_id=client.client_id[:64], org_code=client.org_code[:16],
+            channel=channel[:32], correlation_id=correlation_id[:64], event_id=event_id, at=now))
+        await record_decision(conn, client, channel=channel, action=ACTION, decision=decision, person_id=person_id,
+                              correlation_id=correlation_id)
+        # The merge, an audited action naming both hub persons (never a number).
+        await record_operator_action(conn, client.client_id, "person-merge", person_id or merge_id, {
+            "merge_id": merge_id, "retained_person_id": person_id,
+            "superseded_person_id": gone.person_id if gone is not None else None, "moved_changes": len(moved),
+            "forced": forced, "channel": channel, "org_code": client.org_code, "correlation_id": correlation_id,
+            "event_id": event_id})
+        return Merge({"merge_id": merge_id, "status": "merged", "retained_person_id": person_id,
+                      "superseded_person_id": gone.person_id if gone is not None else None,
+                      "moved_changes": len(moved), "forced": forced, "merged_at": now.isoformat(),
+                      "merged_by": client.org_code[:16], "correlation_id": correlation_id[:64],
+                      "event_id": event_id}, duplicate=False)
+
+    @staticmethod
+    async def _person(conn: AsyncConnection, index: str) -> Any:
+        """The person a number's index resolves to (hub/store/merged.py), its row locked; None if none."""
+        person_id = await merged.person_id_by_index(conn, index)
+        if person_id is None:
+            return None
+        return (await conn.execute(select(persons.c.person_id, persons.c.details)
+                                   .where(persons.c.person_id == person_id).with_for_update())).first()
+
+    @staticmethod
+    async def _history(conn: AsyncConnection, person_id: str) -> list[RegisterChange]:
+        rows = (await conn.execute(select(register_changes.c.canonical)
+                                   .where(register_changes.c.person_id == person_id, not_retracted()))).all()
+        return [from_jsonable(RegisterChange, r.canonical) for r in rows]
