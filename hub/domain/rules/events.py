@@ -104,9 +104,16 @@ def derive_events(
         ))
     elif was_entitled and not after.entitled:
         ended_by = "death" if after.died else "joint discharge decision"
+        if after.entitlement_end is not None:
+            summary = f"Section 117 aftercare entitlement ended on {after.entitlement_end} ({ended_by})."
+        else:
+            # A change arriving late (a death dated before the discharge the entitlement was told from): as
+            # the register now stands the entitlement never began. Said so, never "ended on None".
+            summary = ("Section 117 aftercare entitlement withdrawn: as the register now stands it never began "
+                       f"({'the person died before the discharge it was told from' if after.died else 'a change recorded late'}).")
         events.append(event(
             EventType.ENTITLEMENT_ENDED,
-            f"Section 117 aftercare entitlement ended on {after.entitlement_end} ({ended_by}).",
+            summary,
             explanation=after.entitlement.explanation,
             citation=after.entitlement.citation,
         ))

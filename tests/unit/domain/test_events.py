@@ -38,6 +38,19 @@ def test_entitlement_started_and_ended():
     assert "death" in died[1].summary
 
 
+def test_a_late_death_before_the_discharge_withdraws_the_entitlement_it_never_began():
+    """A death dated before the discharge the entitlement was told from, arriving after it: as the register
+    now stands the entitlement never began. Said in words; was "entitlement ended on None (death)"."""
+    history = BASE  # detained 10 January 2021, left hospital 1 March: entitled from 1 March
+    late = change(ChangeType.DIED, "2021-02-20")
+    events = events_of(history, late, as_of=date_("2021-03-10"))
+    ended = [e for e in events if e.event_type is E.ENTITLEMENT_ENDED]
+    assert len(ended) == 1
+    assert "None" not in ended[0].summary
+    assert ended[0].summary == ("Section 117 aftercare entitlement withdrawn: as the register now stands it never "
+                                "began (the person died before the discharge it was told from).")
+
+
 def test_re_detention_transfers_council_only_and_notifies_the_outgoing_council():
     history = BASE + [moved("2021-06-01", WORCESTERSHIRE),
                       change(ChangeType.GP_CHANGED, "2021-06-02", gp_practice_ods=WORCS_PRACTICE)]
