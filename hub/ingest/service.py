@@ -56,7 +56,7 @@ from hub.observability.logging import (
     writes_at,
 )
 from hub.register_counts import _upsert as status_upsert, record_status, status_row
-from hub.store import merged
+from hub.store import merged as merges_store
 from hub.store.db import InList, Prepared, after_commit_hook, execute_prepared, insert_or_merge, snapshot
 from hub.store.merged import person_id_by_index
 from hub.store.schema import (change_retractions, ingest_results, not_retracted, persons, quarantine, register_changes,
@@ -1017,10 +1017,10 @@ class IngestService:
                 stored = (await execute_prepared(conn, _PERSON_DETAILS, {"person_id": person_id})).one().details
             held = load_person_details(self._protector, stored)
         sent = _sent_details(change_in)
-        merged = held | sent
-        if merged != held:
+        joined = held | sent
+        if joined != held:
             await execute_prepared(conn, _UPDATE_DETAILS, {"pid": person_id, "at": now,
-                                                             "new_details": self._protector.encrypt(orjson.dumps(merged))})
+                                                             "new_details": self._protector.encrypt(orjson.dumps(joined))})
 
     async def _lock_or_create_person(
         self, conn: AsyncConnection, nhs_number: str, details: bytes | Callable[[], bytes], now: datetime,
@@ -1048,7 +1048,7 @@ class IngestService:
         # retained number's person, made under the retained number if there is none yet. Only ever
         # resolved in a transaction of its own: two units of a batch, one under each number, would be
         # one person's (the batch's keys are the numbers), so the batch is run again a unit at a time.
-        alias = await merged.retained(conn, index)
+        alias = await merges_store.retained(conn, index)
         if alias is not None:
             if not getattr(conn, "alone", True):
                 raise ResolvedByMerge()
@@ -1320,7 +1320,7 @@ class IngestService:
             # A number superseded by a merge is the retained number's person (hub/store/merged.py): its rows
             # are that person's, in file order with the rest of theirs (one person's rows are judged in turn).
             # Only in a transaction of its own (another unit of a batch may be about the retained number).
-            for index, pid, stored in await merged.persons_of_superseded(
+            for index, pid, stored in await merges_store.persons_of_superseded(
                     conn, [i for i in indexes if i not in person_of]):
                 if not getattr(conn, "alone", True):
                     raise ResolvedByMerge()
@@ -1531,9 +1531,9 @@ class IngestService:
             # _merge_person_details, with the details the check above read
             if held_details is not None:
                 held = held_details
-                merged = held | sent
-                if merged != held:
-                    details[pid] = self._protector.encrypt(orjson.dumps(merged))
+                joined = held | sent
+                if joined != held:
+                    details[pid] = self._protector.encrypt(orjson.dumps(joined))
                     await execute_prepared(conn, _UPDATE_DETAILS, {"pid": pid, "new_details": details[pid], "at": now})
             # After the person's latest change, this chunk's earlier rows for them included.
             received_at = latest[pid] = received_after(now, latest.get(pid))
