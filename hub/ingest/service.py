@@ -57,7 +57,7 @@ from hub.observability.logging import (
 )
 from hub.register_counts import _upsert as status_upsert, record_status, status_row
 from hub.store import merged as merges_store
-from hub.store.db import InList, Prepared, after_commit_hook, execute_prepared, insert_or_merge, snapshot
+from hub.store.db import InList, Prepared, after_commit_hook, execute_prepared, insert_or_merge, snapshot, store_fault
 from hub.store.merged import person_id_by_index
 from hub.store.schema import (change_retractions, ingest_results, not_retracted, persons, quarantine, register_changes,
                               service_levels)
@@ -1207,8 +1207,14 @@ class IngestService:
                 keys=keys)
         except Exception as exc:  # noqa: BLE001 - nothing was kept: every row goes the per-change way
             self.bulk_failures += 1
-            log.info("bulk ingest fell back to one change at a time", source=client.client_id, channel=channel,
-                     count=len(rows), exc_type=type(exc).__name__, correlation_id=correlation_id)
+            fault = store_fault(exc)
+            if fault is not None or isinstance(exc, ResolvedByMerge):  # the store's, or a merged number's
+                log.info("bulk ingest fell back to one change at a time", source=client.client_id, channel=channel,
+                         count=len(rows), exc_type=type(exc).__name__, error_kind=fault, correlation_id=correlation_id)
+            else:  # the hub's own fault: the rows are still taken (one at a time, far slower), but it is a bug
+                log.error("bulk ingest failed: a fault of the hub's own; fell back to one change at a time",
+                          source=client.client_id, channel=channel, count=len(rows), exc_type=type(exc).__name__,
+                          correlation_id=correlation_id)
             return [None] * len(rows)
         for done in result.after:
             done()

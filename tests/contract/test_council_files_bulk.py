@@ -305,6 +305,22 @@ async def test_a_failed_bulk_transaction_leaves_its_rows_to_the_per_change_path(
     assert reports == expected
 
 
+async def test_a_bulk_unit_failing_for_a_fault_of_the_hubs_own_is_logged_an_error(tmp_path, monkeypatch, capsys):
+    """A chunk that fails for the hub's own fault (a bug: an exception that is not the store's) still has
+    every row taken, one at a time, but far slower and silently: it is an ERROR line naming the exception's
+    type. Before: the same INFO line as a store fault (an UnboundLocalError sent every chunk of every file
+    the per-change way, and nothing but the files' speed said so)."""
+    async with hub_at(f"sqlite+aiosqlite:///{tmp_path / 'bulk.db'}", tmp_path / "bulk", files_chunk_rows=4) as h:
+        async def broken(conn: Any, *args: Any) -> Any:
+            raise UnboundLocalError("cannot access local variable")
+
+        monkeypatch.setattr(h.hub.ingest, "_bulk_unit", broken)
+        await run_nights(h)
+        assert h.hub.ingest.bulk_failures > 0 and h.hub.ingest.bulk_rows == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "bulk ingest" in line]
+    assert lines and all("error" in line and "UnboundLocalError" in line for line in lines), lines[:3]
+
+
 async def _council_after_nights(h):  # noqa: ANN001, ANN202
     """The nights' files recorded; the council client that sent them (its source id)."""
     from hub.ingest.service import Client
