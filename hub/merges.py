@@ -91,6 +91,9 @@ FIELDS = {
     "rest": {"retained": "retained_nhs_number", "superseded": "superseded_nhs_number", "birth_date": "birth_date",
              "force": "force"},
     "mllp": {"retained": "PID-3", "superseded": "MRG-1", "birth_date": "PID-7", "force": "force"},
+    # FHIR $process-message: the mapping's keys, which the API turns into the element's location
+    # (adapters/fhir_inbound/mapping.py `MappingResult.origins`).
+    "fhir": {"retained": "retained", "superseded": "superseded", "birth_date": "birth_date", "force": "force"},
 }
 
 
