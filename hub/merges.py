@@ -3,7 +3,9 @@
 When the Personal Demographics Service finds two records for one patient it
 keeps one NHS number (retained) and supersedes the other; a trust's PAS then
 sends HL7 v2 ADT^A40 (PID-3 the retained number, MRG-1 the superseded one),
-and the hub operator or a trust may ask `POST /v1/persons/merge`. Both reach
+or a FHIR `$process-message` whose event is `nhs-numbers-merged` (channel
+`fhir`: adapters/fhir_inbound), and the hub operator or a trust may ask
+`POST /v1/persons/merge`. All reach
 `PersonMergeService.merge`, which in one write transaction (the events
 topic's publish lock, then both persons' row locks, as ingest and retraction
 take them):
