@@ -3,7 +3,9 @@
 When the Personal Demographics Service finds two records for one patient it
 keeps one NHS number (retained) and supersedes the other; a trust's PAS then
 sends HL7 v2 ADT^A40 (PID-3 the retained number, MRG-1 the superseded one),
-and the hub operator or a trust may ask `POST /v1/persons/merge`. Both reach
+or a FHIR `$process-message` whose event is `nhs-numbers-merged` (channel
+`fhir`: adapters/fhir_inbound), and the hub operator or a trust may ask
+`POST /v1/persons/merge`. All reach
 `PersonMergeService.merge`, which in one write transaction (the events
 topic's publish lock, then both persons' row locks, as ingest and retraction
 take them):
@@ -77,6 +79,7 @@ from hub.observability.logging import get_logger
 from hub.register_counts import record_status
 from hub.store import merged
 from hub.store.db import write_transaction
+from hub.workflows.person_merge import MovedCases, move_cases
 from hub.store.schema import (care_packages, change_retractions, including_retracted, not_retracted, person_merges,
                               persons, register_changes, register_status, split_decisions)
 
@@ -90,6 +93,9 @@ FIELDS = {
     "rest": {"retained": "retained_nhs_number", "superseded": "superseded_nhs_number", "birth_date": "birth_date",
              "force": "force"},
     "mllp": {"retained": "PID-3", "superseded": "MRG-1", "birth_date": "PID-7", "force": "force"},
+    # FHIR $process-message: the mapping's keys, which the API turns into the element's location
+    # (adapters/fhir_inbound/mapping.py `MappingResult.origins`).
+    "fhir": {"retained": "retained", "superseded": "superseded", "birth_date": "birth_date", "force": "force"},
 }
 
 
@@ -127,7 +133,8 @@ def _answer(row: Any) -> dict[str, Any]:
     at = row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)
     return {"merge_id": row.merge_id, "status": "merged", "retained_person_id": row.retained_person_id,
             "superseded_person_id": row.superseded_person_id, "moved_changes": len(row.moved.get("changes", [])),
-            "forced": bool(row.forced), "merged_at": at.isoformat(), "merged_by": row.org_code,
+            "moved_cases": len(row.moved.get("cases", [])), "forced": bool(row.forced),
+            "merged_at": at.isoformat(), "merged_by": row.org_code,
             "correlation_id": row.correlation_id, "event_id": row.event_id}
 
 
@@ -184,6 +191,9 @@ class PersonMergeService:
             log.info("nhs numbers merged", person_id=done.body["retained_person_id"],
                      source=client.client_id, channel=channel, count=done.body["moved_changes"],
                      event_id=done.body["event_id"], correlation_id=correlation_id)
+            if done.body["moved_cases"]:
+                log.info("workflow cases moved by a merge", person_id=done.body["retained_person_id"],
+                         count=done.body["moved_cases"], correlation_id=correlation_id)
         return done
 
     async def _merge_in(self, conn: AsyncConnection, client: Client, channel: str, correlation_id: str,
@@ -240,6 +250,7 @@ class PersonMergeService:
         merge_id = str(uuid4())
         rc = register_changes.c
         moved: list[str] = []
+        cases = MovedCases()  # the superseded person's transfer and dispute cases, given to the retained person
         person_id: str | None = None  # the retained person, once merged
         told_of: str | None = None  # the superseded number's person, if any body may have been told of them
         if gone is not None and kept is not None:
@@ -255,6 +266,9 @@ class PersonMergeService:
             for table in (change_retractions, care_packages, split_decisions):
                 await conn.execute(update(table).where(table.c.person_id == gone.person_id)
                                    .values(person_id=person_id))
+            # Their workflow cases follow (hub/workflows/person_merge.py): re-evaluated against the joined
+            # history by the workflows' consumer when it reads this merge's event, as after a retraction.
+            cases = await move_cases(conn, gone.person_id, person_id, merge_id, today)
             await conn.execute(delete(register_status).where(register_status.c.person_id == gone.person_id))
             await conn.execute(update(persons).where(persons.c.person_id == gone.person_id)
                                .values(nhs_number_index=merged.tombstone(gone.person_id), updated_at=now))
@@ -293,7 +307,8 @@ class PersonMergeService:
             superseded_index=gone_idx, retained_index=kept_idx,
             retained_number=self._protector.encrypt(retained_nhs.encode()), merge_id=merge_id,
             superseded_person_id=gone.person_id if gone is not None else None, retained_person_id=person_id,
-            moved={"changes": moved}, forced=forced, client_id=client.client_id[:64], org_code=client.org_code[:16],
+            moved={"changes": moved, "cases": cases.moved}, forced=forced, client_id=client.client_id[:64],
+            org_code=client.org_code[:16],
             channel=channel[:32], correlation_id=correlation_id[:64], event_id=event_id, at=now))
         await record_decision(conn, client, channel=channel, action=ACTION, decision=decision, person_id=person_id,
                               correlation_id=correlation_id)
@@ -301,11 +316,13 @@ class PersonMergeService:
         await record_operator_action(conn, client.client_id, "person-merge", person_id or merge_id, {
             "merge_id": merge_id, "retained_person_id": person_id,
             "superseded_person_id": gone.person_id if gone is not None else None, "moved_changes": len(moved),
+            "moved_cases": cases.moved, "duplicate_cases": cases.duplicates,
             "forced": forced, "channel": channel, "org_code": client.org_code, "correlation_id": correlation_id,
             "event_id": event_id})
         return Merge({"merge_id": merge_id, "status": "merged", "retained_person_id": person_id,
                       "superseded_person_id": gone.person_id if gone is not None else None,
-                      "moved_changes": len(moved), "forced": forced, "merged_at": now.isoformat(),
+                      "moved_changes": len(moved), "moved_cases": len(cases.moved), "forced": forced,
+                      "merged_at": now.isoformat(),
                       "merged_by": client.org_code[:16], "correlation_id": correlation_id[:64],
                       "event_id": event_id}, duplicate=False)
 

@@ -87,6 +87,10 @@ NOT_HAPPENED: Final = {"entered-in-error": "was entered in error", "cancelled": 
 # The change types an Encounter entered in error withdraws: the hub retracts the one change it names
 # (hub/api/fhir_inbound.py, hub/retraction.py `retract_cancelled`), as an HL7 A11 / A13 does.
 RETRACTABLE_IN_ERROR: Final = frozenset({ChangeType.DETAINED, ChangeType.LEFT_HOSPITAL})
+# The hub's inbound person events (schemas/CodeSystem-s117-person-event.json): not register changes. A merge of
+# two NHS numbers by PDS (the FHIR counterpart of HL7 A40): the focused Patient's NHS number is retained, its
+# `link` of type `replaces` names the superseded one (R4 Patient.link); hub/merges.py merges them.
+MERGE_EVENT: Final = "nhs-numbers-merged"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +118,13 @@ class MappingResult:
     # Set (to the FHIR location of Encounter.status) when the focused Encounter is entered-in-error and the
     # event is one it withdraws (RETRACTABLE_IN_ERROR): `change` then names the change to retract, not one to record.
     entered_in_error: str | None = None
+    # A merge (MERGE_EVENT): {"retained": NHS number, "superseded": NHS number}, as sent (the merge checks them);
+    # `change` is then None, `origins` names "retained", "superseded" and "birth_date".
+    merge: dict[str, str] | None = None
 
     @property
     def ok(self) -> bool:
-        return self.change is not None and not self.problems
+        return (self.change is not None or self.merge is not None) and not self.problems
 
     def location_of(self, canonical_field: str) -> str:
         """The FHIR location a canonical field came from ("Bundle" if unknown)."""
@@ -289,6 +296,8 @@ class _Mapper:
         self.change: dict[str, Any] = {}
         self.person: dict[str, Any] = {}
         self.entered_in_error: str | None = None
+        self.person_event_system = ns.person_event_codesystem
+        self.merge: dict[str, str] | None = None
 
     def add(self, location: str, reason: str, code: str = VALUE) -> None:
         self.problems.append(FhirProblem(location, reason, code))
@@ -301,7 +310,7 @@ class _Mapper:
         self.origins[name] = location
 
     # The MessageHeader: event, ids, source ------------------------------
-    def header(self) -> tuple[dict[str, Any], ChangeType, str | None]:
+    def header(self) -> tuple[dict[str, Any], ChangeType | None, str | None]:
         if not self.entries or self.entries[0].type != "MessageHeader":
             raise _Rejected(FhirProblem("Bundle.entry[0].resource",
                                         "must be a MessageHeader: a message Bundle starts with its header", REQUIRED))
@@ -311,18 +320,28 @@ class _Mapper:
         if not isinstance(coding, dict):
             raise _Rejected(FhirProblem(f"{loc}.eventCoding", f"is required: a code of {self.change_type_system}",
                                         REQUIRED if "eventUri" not in mh else NOT_SUPPORTED))
-        if coding.get("system") != self.change_type_system:
-            raise _Rejected(FhirProblem(f"{loc}.eventCoding.system", f"must be {self.change_type_system}", VALUE))
-        try:
-            change_type = ChangeType(coding.get("code"))
-        except ValueError:
-            raise _Rejected(FhirProblem(f"{loc}.eventCoding.code", "is not a code of the s117-register-change-type "
-                                        "CodeSystem", VALUE)) from None
-        if change_type in NOT_CARRIED:
+        change_type: ChangeType | None = None
+        if coding.get("system") == self.person_event_system:  # a person event: a merge of NHS numbers
+            if coding.get("code") != MERGE_EVENT:
+                raise _Rejected(FhirProblem(f"{loc}.eventCoding.code", "is not a code of the s117-person-event "
+                                            f"CodeSystem ({MERGE_EVENT})", VALUE))
+        elif coding.get("system") != self.change_type_system:
+            raise _Rejected(FhirProblem(f"{loc}.eventCoding.system", f"must be {self.change_type_system} (a "
+                                        f"register change) or {self.person_event_system} (a merge)", VALUE))
+        else:
+            try:
+                change_type = ChangeType(coding.get("code"))
+            except ValueError:
+                raise _Rejected(FhirProblem(f"{loc}.eventCoding.code", "is not a code of the "
+                                            "s117-register-change-type CodeSystem", VALUE)) from None
+        if change_type is None:
+            pass
+        elif change_type in NOT_CARRIED:
             raise _Rejected(FhirProblem(f"{loc}.eventCoding.code", "this change type carries a joint discharge "
                                         "decision or a dispute, which the FHIR message does not map; send it as "
                                         "canonical JSON to POST /v1/register-changes", NOT_SUPPORTED))
-        self.set("change_type", change_type.value, f"{loc}.eventCoding.code")
+        else:
+            self.set("change_type", change_type.value, f"{loc}.eventCoding.code")
 
         mh_id = mh.get("id")
         if not isinstance(mh_id, str) or not _FHIR_ID.fullmatch(mh_id):
@@ -564,11 +583,84 @@ class _Mapper:
             (code, loc), = codes.items()
             self.set("gp_practice_ods", code, loc)
 
+    # A merge of two NHS numbers (MERGE_EVENT) ---------------------------------
+    def merged(self, mh: dict[str, Any]) -> MappingResult:
+        """The focused Patient: its NHS number (not `use` old) retained; its one `link` of type `replaces`
+        names the superseded number (`other.identifier`, or `other.reference` to a Patient entry of the
+        Bundle carrying it). Each problem at its element."""
+        mh_loc = self.entries[0].loc
+        focus = mh.get("focus") or []
+        target = _resolve(self.entries, focus[0].get("reference")) if focus else None
+        if not focus:
+            self.add(f"{mh_loc}.focus", "is required: a reference to the Patient whose NHS number is retained",
+                     REQUIRED)
+            return self._result()
+        if target is None or target.type != "Patient":
+            self.add(f"{mh_loc}.focus[0].reference", "must resolve to a Patient entry of the Bundle (the record "
+                     "whose NHS number is retained)", VALUE)
+            return self._result()
+        pat, res = target, target.resource
+        if res.get("active") is False:
+            self.add(f"{pat.loc}.active", "the focused Patient must be the record in use (the retained one): it "
+                     "is inactive (active false)", BUSINESS_RULE)
+        numbers = [(j, str(i.get("value"))) for j, i in enumerate(res.get("identifier") or [])
+                   if i.get("system") == NHS_NUMBER_SYSTEM and i.get("value") and i.get("use") != "old"]
+        if not numbers:
+            self.add(f"{pat.loc}.identifier", "needs the retained NHS number (an identifier with system "
+                     f"{NHS_NUMBER_SYSTEM}, not use old)", REQUIRED)
+        elif len({n.replace(" ", "") for _, n in numbers}) > 1:
+            self.add(f"{pat.loc}.identifier", "has more than one different NHS number: the retained one only "
+                     "(the superseded one goes in link)", INVALID)
+        else:
+            self.origins["retained"] = f"{pat.loc}.identifier[{numbers[0][0]}].value"
+            retained = numbers[0][1]
+        links = [(k, link) for k, link in enumerate(res.get("link") or []) if isinstance(link, dict)]
+        replaces = [(k, link) for k, link in links if link.get("type") == "replaces"]
+        superseded: str | None = None
+        if not replaces:
+            by = next((k for k, link in links if link.get("type") == "replaced-by"), None)
+            if by is not None:
+                self.add(f"{pat.loc}.link[{by}].type", "the focused Patient must be the retained record: a link "
+                         "replaced-by says it is the superseded one (focus the retained Patient, its link type "
+                         "replaces)", BUSINESS_RULE)
+            else:
+                self.add(f"{pat.loc}.link", "needs a link of type replaces whose other.identifier is the "
+                         "superseded NHS number", REQUIRED)
+        elif len(replaces) > 1:
+            self.add(f"{pat.loc}.link", "has more than one link of type replaces: one merge a message (send each "
+                     "superseded number in its own message)", INVALID)
+        else:
+            k, link = replaces[0]
+            other = link.get("other") if isinstance(link.get("other"), dict) else {}
+            where = f"{pat.loc}.link[{k}].other"
+            ident = other.get("identifier")
+            if isinstance(ident, dict) and ident.get("system") == NHS_NUMBER_SYSTEM and ident.get("value"):
+                superseded, self.origins["superseded"] = str(ident["value"]), f"{where}.identifier.value"
+            else:
+                found = _resolve(self.entries, other.get("reference"))
+                idents = [(j, i) for j, i in enumerate((found.resource.get("identifier") or []) if found else [])
+                          if found.type == "Patient" and i.get("system") == NHS_NUMBER_SYSTEM and i.get("value")]
+                if found is not None and len({str(i["value"]).replace(" ", "") for _, i in idents}) == 1:
+                    superseded = str(idents[0][1]["value"])
+                    self.origins["superseded"] = f"{found.loc}.identifier[{idents[0][0]}].value"
+                else:
+                    self.add(f"{where}.identifier", "needs the superseded NHS number (an identifier with system "
+                             f"{NHS_NUMBER_SYSTEM}, or a reference to a Patient entry carrying one)", REQUIRED)
+        if res.get("birthDate") is not None and _date(res["birthDate"]) is None:
+            self.add(f"{pat.loc}.birthDate", "must be a full date (YYYY-MM-DD)", VALUE)
+        self.origins["birth_date"] = f"{pat.loc}.birthDate" if "birthDate" in res else pat.loc
+        self.origins["force"] = f"{mh_loc}.eventCoding"
+        if not self.problems and superseded is not None and numbers:
+            self.merge = {"retained": retained, "superseded": superseded}
+        return self._result()
+
     def run(self) -> MappingResult:
         try:
             mh, change_type, mh_id = self.header()
         except _Rejected as r:
             return MappingResult(problems=r.problems, **self._ids())
+        if change_type is None:
+            return self.merged(mh)
         mh_loc = self.entries[0].loc
         focus = mh.get("focus") or []
         if not focus:
@@ -609,6 +701,8 @@ class _Mapper:
         ids = self._ids()
         if self.problems:
             return MappingResult(problems=tuple(self.problems), origins=self.origins, **ids)
+        if self.merge is not None:
+            return MappingResult(merge=self.merge, origins=self.origins, **ids)
         change = {**self.change, "person": self.person}
         self.origins.setdefault("person", self.origins.get("person.nhs_number", "Bundle"))
         return MappingResult(change=change, origins=self.origins, entered_in_error=self.entered_in_error, **ids)

@@ -15,6 +15,13 @@ REST. Answers (FHIR messaging, synchronous):
 * a focused Encounter entered-in-error whose event is `detained` or `left-hospital`: the one change it
   names retracted (hub/retraction.py `retract_cancelled`, as an HL7 A11 / A13 is): 200 with a response
   message naming the change retracted (or retracted before); none or more than one: 422, quarantined;
+* a merge of two NHS numbers by PDS (eventCoding `nhs-numbers-merged` of the hub's s117-person-event
+  CodeSystem; the focused Patient's NHS number retained, its `link` of type `replaces` the superseded one):
+  merged by hub/merges.py as HL7 A40 and POST /v1/persons/merge merge them (one access policy, channel
+  `fhir`): 200 with a response message naming the retained person (the same merge again: the first answer,
+  marked duplicate); refused for what it asks (a number invalid, the two the same, the retained number itself
+  superseded, dates of birth that differ: 422; the superseded number merged into another: 409): an
+  OperationOutcome naming the element, held in quarantine;
 * refused by the access policy (hub/access.py): 403 with an OperationOutcome
   issue "forbidden" naming the rule; audited, nothing recorded;
 * 413 / 415: an OperationOutcome, nothing recorded (415 also for a Content-Type fhirVersion other than
@@ -49,6 +56,8 @@ from hub.ingest.nhs_number import nhs_number_problem
 from hub.ingest.service import Client
 from hub.ingest.validation import FieldProblem
 from hub.observability.logging import bound_correlation_id, get_logger, new_correlation_id
+from hub.domain.access import Rule
+from hub.merges import MergeDenied, MergeRefused
 from hub.retraction import CANCEL_ALREADY, CANCEL_AMBIGUOUS, CANCEL_KEY_REUSED, CANCEL_RETRACTED, Cancellation
 
 log = get_logger("hub.api.fhir_inbound")
@@ -96,17 +105,17 @@ def _about(raw: bytes, ns: Namespaces) -> dict[str, Any] | None:
     return about or None
 
 
-def _rejected(body: dict[str, Any], issues: list[dict[str, Any]]) -> JSONResponse:
+def _rejected(body: dict[str, Any], issues: list[dict[str, Any]], status: int = 422) -> JSONResponse:
     note = "The message is held in quarantine"
     if body.get("quarantine_id"):
         note += f" (quarantine id {body['quarantine_id']}; GET /v1/quarantine)"
     if body.get("correlation_id"):
         note += f"; correlation id {body['correlation_id']}"
-    return outcome_of(422, [*issues, issue("information", "informational", note + ".")])
+    return outcome_of(status, [*issues, issue("information", "informational", note + ".")])
 
 
 def _ok_bundle(request: Request, mapped: MappingResult, ns: Namespaces, key: str, text: str, duplicate: bool,
-               focus: list[dict[str, Any]]) -> dict[str, Any]:
+               focus: list[dict[str, Any]], system: str | None = None) -> dict[str, Any]:
     """A FHIR response message `ok` to the request's MessageHeader, with an information issue `text` (and
     one saying it is a duplicate). Its ids derive from `key`, so the same message again gets the same answer."""
     header_id = uuid5(RESPONSE_NAMESPACE, f"{key}/header")
@@ -118,12 +127,13 @@ def _ok_bundle(request: Request, mapped: MappingResult, ns: Namespaces, key: str
     header: dict[str, Any] = {
         "resourceType": "MessageHeader",
         "id": header_id,
-        "eventCoding": {"system": ns.change_type_codesystem, "code": mapped.event_code},
+        "eventCoding": {"system": system or ns.change_type_codesystem, "code": mapped.event_code},
         "source": {"name": "S117 Hub", "endpoint": str(request.url)},
         "response": {"identifier": mapped.message_header_id, "code": "ok",
                      "details": {"reference": f"urn:uuid:{outcome_id}"}},
-        "focus": focus,
     }
+    if focus:
+        header["focus"] = focus
     if mapped.source_endpoint:
         header["destination"] = [{"endpoint": mapped.source_endpoint}]
     return {
@@ -220,6 +230,43 @@ async def _retract_in_error(request: Request, hub: Hub, client: Client, mapped: 
     return await held(where, BUSINESS_RULE, reason, done.status)
 
 
+async def _merge(request: Request, hub: Hub, client: Client, mapped: MappingResult, raw: bytes, started: float,
+                 ns: Namespaces) -> JSONResponse:
+    """A merge of two NHS numbers (the focused Patient's retained, its link `replaces` superseded): through the
+    one merge service (hub/merges.py), as HL7 A40 and POST /v1/persons/merge. Refused for what it asks: the
+    element named, held in quarantine (as an A40's AE is); by the access policy: 403 naming the rule, nothing
+    kept (no sooner than the write refusal floor for no-relationship, whoever the numbers are)."""
+    assert mapped.merge is not None
+    service = hub.merges  # the hub's one service (hub/bootstrap.py)
+    assert service is not None
+    try:
+        done = await service.merge(client, mapped.merge["retained"], mapped.merge["superseded"],
+                                   bound_correlation_id() or new_correlation_id(), channel=CHANNEL)
+    except MergeDenied as exc:
+        if exc.decision.rule is Rule.NO_RELATIONSHIP:
+            await no_sooner_than(started, hub.settings.write_refusal_floor_ms / 1000)
+        return _refused({"rule": exc.decision.rule.value, "detail": exc.text})
+    except MergeRefused as exc:
+        location = mapped.location_of(exc.field)
+        log.info("fhir merge held", source=client.client_id, status=exc.status, reason_codes=[exc.kind],
+                 channel=CHANNEL)
+        outcome = await hub.ingest.reject_unmapped(client, raw, CHANNEL, [FieldProblem(location, exc.reason)],
+                                                   source_message_id=mapped.source_message_id)
+        # A number that is not one, or the two the same: the value; the rest are the register's rules.
+        code = "conflict" if exc.status == 409 else (
+            BUSINESS_RULE if exc.field == "birth_date" or exc.reason.startswith("was itself superseded") else VALUE)
+        return _rejected(outcome.body, [issue("error", code, exc.reason, location)], exc.status)
+    body = done.body
+    kept, gone = body["retained_person_id"], body["superseded_person_id"]
+    text = ("NHS numbers merged: " + (f"retained person id {kept}" if kept else "neither number is on the register "
+                                      "yet; a change under either will be one person")
+            + (f"; superseded person id {gone}" if gone and gone != kept else "")
+            + f"; {body['moved_changes']} register change(s) and {body['moved_cases']} case(s) joined.")
+    focus = [{"type": "Patient", "identifier": {"system": ns.person_id_system, "value": kept}}] if kept else []
+    return JSONResponse(_ok_bundle(request, mapped, ns, f"merge/{body['merge_id']}", text, done.duplicate, focus,
+                                   ns.person_event_codesystem), status_code=200, media_type=FHIR_JSON)
+
+
 @router.post(
     "/$process-message",
     status_code=200,
@@ -230,7 +277,8 @@ async def _retract_in_error(request: Request, hub: Hub, client: Client, mapped: 
               "content": {FHIR_JSON: {}}},
         403: answer("Refused by the access policy: an OperationOutcome naming the rule (or a key without the "
                     "register:write scope)", problem=False, fhir=True),
-        409: answer("The message id was used for another change: nothing recorded", problem=False, fhir=True),
+        409: answer("The message id was used for another change: nothing recorded; or a merge's superseded NHS "
+                    "number was merged into another number already (held in quarantine)", problem=False, fhir=True),
         413: answer("The message is over 256 KB: nothing recorded", problem=False, fhir=True),
         406: answer("An answer other than FHIR R4 JSON was asked for (_format, Accept): nothing recorded",
                     problem=False, fhir=True),
@@ -283,6 +331,8 @@ async def process_message(request: Request, hub: HubDep, client: ClientDep) -> J
         )
         return _rejected(outcome.body, [issue("error", p.code, p.reason, p.location) for p in problems])
 
+    if mapped.merge is not None:
+        return await _merge(request, hub, client, mapped, raw, started, ns)
     assert mapped.change is not None
     if mapped.entered_in_error is not None:
         return await _retract_in_error(request, hub, client, mapped, raw, started, ns)

@@ -41,6 +41,8 @@ class MergeOut(BaseModel):
     superseded_person_id: str | None = Field(description="The hub person the superseded number held, if any: "
                                                          "its register history joined the retained person's")
     moved_changes: int = Field(description="Register changes joined to the retained person's history")
+    moved_cases: int = Field(description="Transfer and dispute cases of the superseded person given to the "
+                                         "retained person (each with a `merge` step in its history)")
     forced: bool
     merged_at: str
     merged_by: str = Field(description="the organisation that merged them")

@@ -13,6 +13,14 @@ belongs to; with `as_of`, both as they stood then (nothing opened, begun or
 done later). Every read, allowed or refused, is recorded in
 `access_decisions`. "No such person", "not yours" and "no agreement" are one
 identical 404.
+
+The id of a person whose NHS number a merge superseded (hub/merges.py; their
+history is the retained person's now) answers `410 Gone` problem details with
+`merged_into`, the retained person's id, to a caller the policy lets read the
+retained person (the read recorded as that person's); to anyone else the one
+404 (no oracle). A 410 rather than a redirect: the id is not moved but
+replaced (FHIR Patient.link `replaced-by`), and a client told of it must
+update what it holds, not follow it silently.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from hub.domain.working_days import add_working_days
 from hub.ingest.service import Client
 from hub.money.view import funding_view
 from hub.sharing import FUNDING
+from hub.store import merged
 from hub.store.schema import disclosures, not_retracted, register_changes, service_levels
 from hub.workflows.distribution import transfers_for_person
 from hub.domain.dates import england_day
@@ -54,6 +63,21 @@ class LookupIn(BaseModel):
 
 def _not_found() -> ProblemError:
     return ProblemError(404, "not-found", "Not found", NOT_FOUND_DETAIL)
+
+
+def _gone(retained_person_id: str) -> ProblemError:
+    return ProblemError(410, "person-merged", "Gone",
+                        "this hub person's NHS number was superseded by a merge (PDS): their register history is "
+                        "the retained person's, merged_into; use that id from now on",
+                        merged_into=retained_person_id)
+
+
+async def _successor(hub, person_id: str) -> str | None:  # noqa: ANN001
+    """The retained person's id, for the id of a person whose NHS number a merge superseded."""
+    async with hub.engine.connect() as conn:
+        found = await merged.successor(conn, person_id)
+        await conn.rollback()
+    return found
 
 
 @router.post("/lookup", summary="Find the hub's person id for an NHS number (number in the body, never the URL)",
@@ -118,6 +142,11 @@ async def _authorise(
     # person is read, so the answer's time says nothing of who is on the register.
     unentitled = not grant.groups or (needs is not None and needs not in grant.groups)
     changes, levels = await _changes(hub, person_id) if person_id and not unentitled else ([], {})
+    if not changes and person_id and not unentitled and (retained := await _successor(hub, person_id)):
+        # A superseded person's id: where they went, to a caller who may read the retained person (that read
+        # recorded as any is); anyone else the one 404, as for an unknown id.
+        await _authorise(hub, client, retained, as_of, channel, needs)
+        raise _gone(retained)
     decision = Decision(False, Rule.NO_AGREEMENT if unentitled else Rule.NO_RELATIONSHIP)
     status = None
     if changes:
@@ -157,7 +186,9 @@ async def _authorise(
 
 
 @router.get("/{person_id}/s117", summary="Entitlement, responsible bodies with explanations, reviews, disputes, history",
-            responses={404: {"description": "No one on the register with that id, or not yours to read (one answer)"}})
+            responses={404: {"description": "No one on the register with that id, or not yours to read (one answer)"},
+                       410: {"description": "The id of a person whose NHS number a merge superseded: `merged_into` "
+                                            "names the retained person (only to a caller who may read them)"}})
 async def s117_position(
     person_id: Annotated[str, Path(max_length=36)], hub: HubDep, client: ClientDep, as_of: QueryDate | None = None,
 ) -> dict:

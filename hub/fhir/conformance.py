@@ -525,6 +525,7 @@ def _terminology(ns: Namespaces) -> list[dict[str, Any]]:
     return [
         _shipped_codesystem(ns, "CodeSystem-s117-event.json", ns.event_codesystem),
         _shipped_codesystem(ns, "CodeSystem-s117-register-change-type.json", ns.change_type_codesystem),
+        _shipped_codesystem(ns, "CodeSystem-s117-person-event.json", ns.person_event_codesystem),
         _codesystem(ns, "s117-determination-aspect", "S117 determination aspect",
                     "The aspect of a person's s117 status an Extension-S117-Determination explains.", _ASPECTS),
         _codesystem(ns, "s117-review-kind", "S117 review kind",
@@ -533,8 +534,9 @@ def _terminology(ns: Namespaces) -> list[dict[str, Any]]:
         _valueset(ns, "s117-register-change-type", "S117 register change types",
                   "Every register change a trust may report.", [ns.change_type_codesystem]),
         _valueset(ns, "s117-message-event", "S117 message events",
-                  "MessageHeader.eventCoding of an S117 message: an outbound event or an inbound register change.",
-                  [ns.event_codesystem, ns.change_type_codesystem]),
+                  "MessageHeader.eventCoding of an S117 message: an outbound event, an inbound register change "
+                  "or an inbound person event (a merge of NHS numbers).",
+                  [ns.event_codesystem, ns.change_type_codesystem, ns.person_event_codesystem]),
         _codesystem(ns, "s117-reconciliation-difference", "S117 reconciliation difference",
                     "Kinds of difference between a body's own s117 list and the hub's register "
                     "(hub.domain.reconciliation.Kind; Extension-S117-DriftCount kind).", _DIFFERENCE_KINDS),
@@ -627,6 +629,24 @@ def _message_definitions(ns: Namespaces) -> list[dict[str, Any]]:
         "category": "notification",
         "responseRequired": "never",
     })
+    out.append({
+        "resourceType": "MessageDefinition", "id": "s117-person-merge",
+        "url": ns.canonical("MessageDefinition", "s117-person-merge"), "version": PACKAGE_VERSION,
+        "name": "S117PERSONMERGE", "title": "S117 NHS numbers merged (inbound)", "status": "draft",
+        "date": "2026-12-05", "publisher": PUBLISHER,
+        "description": "A trust reports that PDS merged two NHS numbers of one patient to POST "
+                       "/v1/fhir/$process-message. MessageHeader.eventCoding is nhs-numbers-merged of the person "
+                       "events; focus the Patient: identifier the retained NHS number, one link of type replaces "
+                       "whose other.identifier is the superseded NHS number. Merged as HL7 A40 and POST "
+                       "/v1/persons/merge merge (one access policy); the hub answers with a response message "
+                       "(code ok; the same merge again: the first answer) or an OperationOutcome.",
+        "eventCoding": {"system": ns.person_event_codesystem, "code": "nhs-numbers-merged"},
+        "category": "consequence",
+        "focus": [{"code": "Patient", "profile": ns.profile("S117-Patient"), "min": 1, "max": "1"}],
+        "responseRequired": "always",
+        "allowedResponse": [{"message": ns.canonical("MessageDefinition", "s117-register-change-response"),
+                             "situation": "The numbers were merged (or merged before: the first answer)."}],
+    })
     return out
 
 
@@ -718,7 +738,8 @@ def _capability_statement(ns: Namespaces, endpoint: str) -> dict[str, Any]:
             "resource": _rest_resources(ns),
             "operation": [{"name": "process-message",
                            "definition": "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message",
-                           "documentation": "A trust's register change as a FHIR message Bundle "
+                           "documentation": "A trust's register change (or a merge of two NHS numbers by PDS: "
+                                            "event nhs-numbers-merged) as a FHIR message Bundle "
                                             "(application/fhir+json, FHIR 4.0), processed synchronously: the "
                                             "answer is the response message (200) or an OperationOutcome. "
                                             "async=true is refused (not-supported)."}],
@@ -731,6 +752,7 @@ def _capability_statement(ns: Namespaces, endpoint: str) -> dict[str, Any]:
             "supportedMessage": [
                 *({"mode": "sender", "definition": ns.canonical("MessageDefinition", e.value)} for e in EVENT_DISPLAYS),
                 {"mode": "receiver", "definition": ns.canonical("MessageDefinition", "s117-register-change")},
+                {"mode": "receiver", "definition": ns.canonical("MessageDefinition", "s117-person-merge")},
             ],
         }],
     }

@@ -47,6 +47,7 @@ class Namespaces:
     event_codesystem: str
     change_type_codesystem: str
     person_id_system: str
+    person_event_codesystem: str
     system_id_system: str
     change_id_system: str
     problem_base: str
@@ -61,6 +62,7 @@ class Namespaces:
             event_codesystem=f"{fhir}/CodeSystem/s117-event",
             change_type_codesystem=f"{fhir}/CodeSystem/s117-register-change-type",
             person_id_system=f"{fhir}/Id/person-id",
+            person_event_codesystem=f"{fhir}/CodeSystem/s117-person-event",
             system_id_system=f"{fhir}/Id/system",
             change_id_system=f"{fhir}/Id/register-change-id",
             problem_base=f"{base}/problems/",

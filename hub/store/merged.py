@@ -58,6 +58,26 @@ async def person_id_by_index(conn: Any, index: str) -> str | None:
     return str(row.person_id) if row is not None else None
 
 
+async def successor(conn: Any, person_id: str) -> str | None:
+    """The hub person a superseded person's id now stands for: for a person whose number a merge superseded
+    (its `nhs_number_index` a tombstone), the retained person's id (chains followed); None for any other id.
+    One read by primary key for an id that is not a superseded person's."""
+    found: str | None = None
+    for _ in range(_MAX_CHAIN):
+        index = (await conn.execute(select(persons.c.nhs_number_index)
+                                    .where(persons.c.person_id == person_id))).scalar_one_or_none()
+        if index is None or not index.startswith(TOMBSTONE_PREFIX):
+            return found
+        row = (await conn.execute(select(person_merges.c.retained_person_id).where(
+            person_merges.c.superseded_person_id == person_id,
+            person_merges.c.retained_person_id.is_not(None),
+            person_merges.c.retained_person_id != person_id))).first()
+        if row is None:
+            return found
+        found = person_id = str(row.retained_person_id)
+    return found
+
+
 async def aliases(conn: Any) -> dict[str, str]:
     """Every superseded number's index -> the index it resolves to (chains followed): for a
     reconciliation snapshot's rows, keyed as the hub's people are."""

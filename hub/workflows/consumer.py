@@ -12,8 +12,11 @@ transfer the late change reveals, never one it takes away), and, on a
 retraction's event (hub/retraction.py) of a person with such a transfer case
 or an open or resolved dispute case, the transfer cases the retracted change
 takes away, the dispute case it raised and the one whose resolution rested on
-it (`WorkflowService.on_retracted`). It
-handles a batch of messages in one transaction under the group's offset row
+it (`WorkflowService.on_retracted`); on a merge's event (hub/merges.py: two
+NHS numbers merged, the superseded person's history and cases joined to the
+retained person's) of a person with such a transfer case, the transfer cases
+whose hand-over the joined history no longer holds (`WorkflowService.on_merged`).
+It handles a batch of messages in one transaction under the group's offset row
 lock (each interesting one in a savepoint) and commits the offset in that
 transaction (as the dispatcher does), so a replay opens nothing twice; case
 ids are derived from the event id for the same reason. A run of events that
@@ -31,7 +34,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
-from hub.bus.port import EVENTS_TOPIC, HISTORY_CHANGES, LATE, RETRACTED, BusMessage, Subscriber
+from hub.bus.port import EVENTS_TOPIC, HISTORY_CHANGES, LATE, MERGED, RETRACTED, BusMessage, Subscriber
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.store.schema import dead_letters
@@ -61,6 +64,12 @@ def retraction(msg: BusMessage) -> bool:
     return RETRACTED in msg.headers
 
 
+def merge(msg: BusMessage) -> bool:
+    """A merge's event (hub/merges.py): the person's history gained the superseded person's, which can
+    take away a hand-over a transfer case (theirs, or the superseded person's, moved with it) was opened for."""
+    return MERGED in msg.headers
+
+
 def recorded_late(msg: BusMessage) -> bool:
     """A register change's first event whose change may have come late: only
     late history can withdraw a transfer case (`on_history_changed`), and the
@@ -88,6 +97,9 @@ class WorkflowConsumer:
             told = msg.headers.get(HISTORY_CHANGES)
             await self._service.on_retracted(conn, msg.key, msg.headers[RETRACTED],
                                              frozenset(told.split(",")) if told is not None else None)
+        elif merge(msg):
+            told = msg.headers.get(HISTORY_CHANGES)
+            await self._service.on_merged(conn, msg.key, frozenset(told.split(",")) if told is not None else None)
         elif recorded_late(msg):
             await self._service.on_history_changed(conn, msg.key, msg.event_id)
 
@@ -102,7 +114,7 @@ class WorkflowConsumer:
         dead = 0
         pass_over = getattr(self._bus, "pass_over", None)  # the SQL log (hub/bus/sql.py)
         # People whose history a change that may have come late changed (one in its turn withdraws nothing).
-        changed = list(dict.fromkeys(m.key for m in batch if recorded_late(m) or retraction(m)))
+        changed = list(dict.fromkeys(m.key for m in batch if recorded_late(m) or retraction(m) or merge(m)))
         # People a retraction's event names: it may also withdraw a dispute case the retracted change raised.
         retracted = list(dict.fromkeys(m.key for m in batch if retraction(m)))
         if pass_over is not None:
@@ -133,7 +145,8 @@ class WorkflowConsumer:
                         watched.add(msg.key)
                     elif msg.headers.get("event_type") == DISPUTE_RAISED:
                         disputed.add(msg.key)
-                    if interesting(msg) or ((recorded_late(msg) or retraction(msg)) and msg.key in watched) \
+                    if interesting(msg) or ((recorded_late(msg) or retraction(msg) or merge(msg))
+                                            and msg.key in watched) \
                             or (retraction(msg) and msg.key in disputed):
                         try:
                             async with conn.begin_nested():

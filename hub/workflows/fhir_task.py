@@ -135,6 +135,11 @@ def build_task(case: Case, *, focus: dict[str, Any] | None = None, subject: dict
         notes.append(f"reopened on {case.reopened_on.isoformat()}: {DISPUTE_REOPENED_REASON}")
     if case.kind is CaseKind.DISPUTE and case.withdrawn_on is not None:
         notes.append(f"withdrawn on {case.withdrawn_on.isoformat()}: the interim arrangements end")
+    if case.merged_from is not None:
+        notes.append("the person's NHS numbers were merged (PDS): the case is the retained person's")
+    if case.merge_duplicates:
+        notes.append("also open for the same bodies since the merge: case " + ", ".join(case.merge_duplicates)
+                     + " (both kept: the parties close the one that does not stand)")
     if notes:
         task["note"] = [{"text": n} for n in notes]
     return task

@@ -664,6 +664,37 @@ class WorkflowService:
         reopened = [await self.load(conn, case.case_id) or case for case in reopened]
         return withdrawn + reopened + await self._retracted_transfers(conn, person_id, change_id, told, unbound)
 
+    async def on_merged(self, conn: AsyncConnection, person_id: str,
+                        told: frozenset[str] | None = None) -> list[Case]:
+        """Two NHS numbers of `person_id` were merged (hub/merges.py): the superseded person's register
+        history joined theirs, and their cases with it (hub/workflows/person_merge.py). As after a
+        retraction (`_retracted_transfers`), each of the person's transfer cases late history could
+        withdraw (awaiting acceptance, overdue, or accepted by the incoming body) whose hand-over the joined
+        history no longer holds is withdrawn (superseded where it holds it on another date), both bodies
+        told. `told`: the joined history's changes (the merge event's `history_changes`; None: all held
+        now); a case a change recorded since opened is left to that change. Dispute cases are left as they
+        are: a merge takes no change away (the change that raised or resolved one is still held).
+        Idempotent: a withdrawn case is final."""
+        rows = await self._cases_locked(conn, person_id, CaseKind.TRANSFER, WITHDRAWABLE_TRANSFER_STATES)
+        if not rows:
+            return []
+        c = register_changes.c
+        held = (await conn.execute(select(c.change_id, c.canonical, c.received_at)
+                                   .where(c.person_id == person_id, not_retracted()))).all()
+        if told is not None:
+            held = [r for r in held if r.change_id in told]
+        known = {r.change_id for r in held}
+        cases = [case for case in (self.from_row(row.data) for row in rows)
+                 if not case.opened_by_change or case.opened_by_change in known]
+        if not cases or not held:
+            return []
+        history = [from_jsonable(RegisterChange, r.canonical) for r in held]
+        today = self.clock.today()
+        return await self._withdraw_unheld(
+            conn, person_id, cases, held, history, max(england_day(), today), today,
+            "two NHS numbers of this person were merged (PDS): the joined register history changed the history "
+            "before it")
+
     @staticmethod
     async def _cases_locked(conn: AsyncConnection, person_id: str, kind: CaseKind, states: Any) -> list[Any]:
         """The person's cases of `kind` in `states`, oldest first, locked for this transaction."""

@@ -63,6 +63,9 @@ class Action(StrEnum):
     # The hub: the source's dispute-resolved change that resolved the dispute
     # was retracted as recorded in error, so the dispute is open again.
     REOPEN = "reopen"
+    # The hub: two NHS numbers of the person were merged (PDS, hub/merges.py) and the case, opened for the
+    # superseded number's person, now belongs to the retained number's (its state unchanged).
+    MERGE = "merge"
 
 
 class Actor(StrEnum):
@@ -233,6 +236,13 @@ class Case:
     withdrawn_on: date | None = None
     breaches: tuple[str, ...] = ()  # stage names (or "acknowledgement") whose clock ran out
     reminded: tuple[str, ...] = ()  # clock keys already reminded
+    # Opened for the hub person whose NHS number a merge superseded (hub/merges.py): that person's id; the
+    # case is the retained person's now (`person_id`). None for a case opened for its person.
+    merged_from: str | None = None
+    # Open cases of the same kind for the same bodies (a transfer's role, outgoing and incoming; a dispute's
+    # kind and parties) that a merge made one person's: the other cases' ids. Both are kept (each was told
+    # to its parties, who may have acted on it); the parties settle which stands (hub/workflows/person_merge.py).
+    merge_duplicates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
