@@ -138,7 +138,7 @@ async def test_a_running_hub_with_its_workers_is_ready_and_a_stopped_worker_is_n
     try:
         await asyncio.sleep(0.2)
         r = await app_hub.http.get("/health/ready")
-        assert r.status_code == 200 and r.json()["checks"] == {"store": "ok", "workers": "ok"}, r.text
+        assert r.status_code == 200 and r.json()["checks"] == {"store": "ok", "store_writes": "ok", "workers": "ok"}, r.text
         dispatcher = next(t for t in app_hub.hub.worker_tasks() if t.get_name() == "dispatcher")
         dispatcher.cancel()
         await asyncio.sleep(0)
@@ -151,7 +151,7 @@ async def test_a_running_hub_with_its_workers_is_ready_and_a_stopped_worker_is_n
 
 async def test_readiness_reports_the_store_and_workers(app_hub, monkeypatch):
     r = await app_hub.http.get("/health/ready")
-    assert r.status_code == 200 and r.json()["checks"] == {"store": "ok", "workers": "ok"}
+    assert r.status_code == 200 and r.json()["checks"] == {"store": "ok", "store_writes": "ok", "workers": "ok"}
 
     class StoreDown:
         def connect(self):  # noqa: ANN201
