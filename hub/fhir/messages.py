@@ -21,8 +21,12 @@ by national identifier with a display name, not entries):
   status extension and the hospital (ODS) as serviceProvider.
 * EpisodeOfCare: the s117 entitlement (always: it is what the message is
   about); responsible council as managingOrganization and the commissioner
-  as a hub extension (group "responsibility"); the determinations' reasons
-  as hub extensions (group "explanations").
+  as a hub extension (group "responsibility"), and a body owed that the hub
+  could not determine as Extension-S117-ResponsibilityUndetermined (role,
+  data-absent-reason code, reason in words: hub/domain/views.py
+  `undetermined_bodies`), never an absent element alone, which also means
+  "not disclosed" (hazard H-03); the determinations' reasons as hub
+  extensions (group "explanations").
 """
 
 from __future__ import annotations
