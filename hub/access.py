@@ -55,6 +55,7 @@ STATUS_GROUPS: dict[str, str] = {
     "coordinating_council": "responsibility", "council_basis_code": "responsibility",
     "commissioner_basis_code": "responsibility", "residence_la_gss": "responsibility",
     "open_disputes": "responsibility",
+    "responsibility_undetermined": "responsibility",  # a body owed and not determined (hub/domain/views.py)
     "entitlement": "explanations", "refused_discharges": "explanations",
     "pending_discharge": "explanations",  # a joint decision awaiting the other body's own agreement
     "transfers": "workflow",  # transfer workflows (hub/workflows/distribution.py)

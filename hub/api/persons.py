@@ -43,6 +43,7 @@ from hub.api.problems import ProblemError
 from hub.codec import from_jsonable, to_jsonable
 from hub.domain.model import RegisterChange, S117Status
 from hub.domain.rules import evaluate
+from hub.domain.views import RESPONSIBILITY_UNDETERMINED, undetermined_bodies
 from hub.domain.workflows.model import Case
 from hub.domain.working_days import add_working_days
 from hub.ingest.service import Client
@@ -195,6 +196,9 @@ async def s117_position(
     require(client, "s117:read")
     changes, levels, status, grant = await _authorise(hub, client, person_id, as_of, "query")
     body = to_jsonable(status)
+    # A responsible body owed and not determined, said (H-03): `responsible_council` null alone
+    # cannot tell it from "not disclosed". Always a list (empty: none); only with `responsibility`.
+    body[RESPONSIBILITY_UNDETERMINED] = list(undetermined_bodies(status))
     if "workflow" in grant.groups:
         # Transfer pending / accepted (hub/workflows/distribution.py): the caller's own cases
         # (every case for the hub operator), as they stood on `as_of`, nothing later.

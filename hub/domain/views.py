@@ -37,6 +37,27 @@ EXPLANATIONS_GROUP = "explanations"
 
 NOT_INVOLVED: dict[str, Any] = {"roles": []}
 
+# A responsible body the hub could not determine while one is owed (hazard H-03): said
+# explicitly, under the field group `responsibility`, so a receiver tells "no body is
+# responsible yet: someone must act" from "not disclosed to you" (a key left out).
+# The view's (and the person query's) key; each item: the role, a FHIR R4
+# data-absent-reason code and the reason in words (no body, no date, nothing personal).
+RESPONSIBILITY_UNDETERMINED = "responsibility_undetermined"
+# http://terminology.hl7.org/CodeSystem/data-absent-reason
+TEMP_UNKNOWN = "temp-unknown"  # expected to become known as the care goes on (the area discharged to)
+UNKNOWN = "unknown"  # not found from what the hub holds (its reference data): someone must find it
+COUNCIL_AWAITS_DISCHARGE_AREA = (
+    "no place of residence before the detention is known, so no council is responsible until the area the "
+    "person is discharged to is known; the coordinating council acts meanwhile")
+COUNCIL_AWAITS_NO_COORDINATOR = (
+    "no place of residence before the detention is known, so no council is responsible until the area the "
+    "person is discharged to is known; the hospital's council is not in the hub's reference data, so no "
+    "council coordinates meanwhile: the hub operator must add the hospital site's council")
+COMMISSIONER_NOT_FOUND = (
+    "the NHS commissioner could not be determined: neither the GP practice nor the place of residence (nor, "
+    "with neither, the hospital's area) maps to an NHS commissioner in the hub's reference data; the hub "
+    "operator must check the reference data")
+
 View = dict[str, Any]
 
 
@@ -70,6 +91,26 @@ def roles_of(status: S117Status) -> dict[str, set[str]]:
                 else:
                     roles[party] = {DISPUTE_PARTY}
     return roles
+
+
+def undetermined_bodies(status: S117Status) -> tuple[dict[str, str], ...]:
+    """The responsible bodies the hub could not determine while the person is owed
+    them (entitled, or detained under a qualifying section: the bodies are determined
+    when that detention begins), each as {"role", "absent_reason", "reason"}; empty
+    when every one is determined or none is owed (never a default body in their place)."""
+    if not (status.entitled or (status.detained and status.qualifying_section_code is not None)):
+        return ()
+    out: tuple[dict[str, str], ...] = ()
+    council = status.responsible_council
+    if council is None or council.org is None:
+        coordinating = status.coordinating_council
+        coordinated = coordinating is not None and coordinating.org is not None
+        out += ({"role": RESPONSIBLE_COUNCIL, "absent_reason": TEMP_UNKNOWN,
+                 "reason": COUNCIL_AWAITS_DISCHARGE_AREA if coordinated else COUNCIL_AWAITS_NO_COORDINATOR},)
+    commissioner = status.responsible_commissioner
+    if commissioner is None or commissioner.org is None:
+        out += ({"role": RESPONSIBLE_COMMISSIONER, "absent_reason": UNKNOWN, "reason": COMMISSIONER_NOT_FOUND},)
+    return out
 
 
 def view_of(status: S117Status, roles: Iterable[str], groups: frozenset[str]) -> View:
@@ -113,6 +154,10 @@ def view_of(status: S117Status, roles: Iterable[str], groups: frozenset[str]) ->
         view["responsible_commissioner"] = det.org.code if det is not None and det.org is not None else None
         det = status.coordinating_council
         view["coordinating_council"] = det.org.code if det is not None and det.org is not None else None
+        # Only when there is one: a position that names every body owed is as before.
+        undetermined = undetermined_bodies(status)
+        if undetermined:
+            view[RESPONSIBILITY_UNDETERMINED] = list(undetermined)
     return {k: v for k, v in view.items() if v is not None}
 
 

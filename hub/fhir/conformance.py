@@ -69,7 +69,7 @@ class Part:
     min: int
     max: str
     short: str
-    valueset: str | None = None  # a hub ValueSet id; required binding
+    valueset: str | None = None  # a hub ValueSet id, or a ValueSet's canonical URL (http...); required binding
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +135,26 @@ EXTENSIONS: Final[tuple[ExtensionDef, ...]] = (
             Part("explanation", "string", 1, "1", "The explanation, in words"),
             Part("citation", "string", 0, "1", "The policy paragraph or statute applied"),
             Part("rule", "code", 0, "1", "The hub's rule identifier (e.g. reasons-required)"),
+        ),
+        max="*",
+    ),
+    ExtensionDef(
+        "S117-ResponsibilityUndetermined",
+        "S117 responsible body not determined",
+        "A responsible body the person is owed (the responsible council, the NHS commissioner) that the hub "
+        "could not determine: e.g. no place of residence before the detention until the area discharged to is "
+        "known, or a GP practice or area its reference data does not map. Sent with the field group "
+        "'responsibility' in place of the absent managingOrganization / ResponsibleCommissioner, so that an "
+        "absent body never has to be read as 'not disclosed'. The role, a data-absent-reason code "
+        "(temp-unknown: expected to become known; unknown: someone must find it) and the reason in words "
+        "(never an organisation, a date or personal data).",
+        ("EpisodeOfCare",),
+        parts=(
+            Part("role", "code", 1, "1", "The body not determined (responsible-council, responsible-commissioner)",
+                 valueset="s117-determination-aspect"),
+            Part("absentReason", "code", 1, "1", "Why it is absent (FHIR data-absent-reason)",
+                 valueset="http://hl7.org/fhir/ValueSet/data-absent-reason"),
+            Part("reason", "string", 1, "1", "The reason, in words"),
         ),
         max="*",
     ),
@@ -232,8 +252,8 @@ def _extension_sd(ext: ExtensionDef, ns: Namespaces) -> dict[str, Any]:
             value: dict[str, Any] = {"id": f"{sid}.value[x]", "path": "Extension.extension.value[x]",
                                      "min": 1, "type": [{"code": part.type}]}
             if part.valueset:
-                value["binding"] = {"strength": "required",
-                                    "valueSet": ns.canonical("ValueSet", part.valueset)}
+                value["binding"] = {"strength": "required", "valueSet": part.valueset
+                                    if part.valueset.startswith("http") else ns.canonical("ValueSet", part.valueset)}
             elements.append(value)
         elements.append({"id": "Extension.url", "path": "Extension.url", "fixedUri": url})
         elements.append({"id": "Extension.value[x]", "path": "Extension.value[x]", "max": "0"})
@@ -361,7 +381,8 @@ def _profiles(ns: Namespaces) -> tuple[ProfileDef, ...]:
         ProfileDef(
             "S117-Position", "Parameters", f"{FHIR_CORE}Parameters", "S117 recipient position",
             "The person's whole current position for the recipient (roles, entitlement, responsible bodies "
-            "as its agreement allows, pending reviews, open disputes) and its per-(person, recipient) "
+            "as its agreement allows, a body owed and not determined as responsibilityUndetermined (role, "
+            "absentReason, reason), pending reviews, open disputes) and its per-(person, recipient) "
             "version; a correction names the event it supersedes and the reason. A receiver keeps, per "
             "person, the position of the highest version it has seen. A focus of the MessageHeader.",
             (
@@ -558,7 +579,8 @@ FIELD_GROUP_CONTENT: Final = {
     "address": "Patient.address.postalCode",
     "legal-status": "the detention Encounter (UK Core legal status, period, hospital) in MessageHeader.focus",
     "responsibility": "EpisodeOfCare.managingOrganization (responsible council), the ResponsibleCommissioner "
-                      "and CoordinatingCouncil extensions",
+                      "and CoordinatingCouncil extensions; a body owed and not determined as the "
+                      "ResponsibilityUndetermined extension (and the position's responsibilityUndetermined)",
     "explanations": "the Determination extensions (explanations and policy citations)",
     "workflow": "the transfer or dispute Task (S117-Task: state, owner, clock, interim split) in MessageHeader.focus",
 }

@@ -7,6 +7,7 @@ only as organisation identifiers.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -143,6 +144,20 @@ def responsibility_transferred() -> tuple[DomainEvent, S117Status, RegisterChang
     return event, status, change
 
 
+def council_undetermined() -> tuple[DomainEvent, S117Status, RegisterChange]:
+    """No place of residence before the detention and none yet where discharged to: no council is
+    responsible until that area is known, the hospital's council coordinates (Bucks "If, exceptionally,
+    no place of residence"); said to a body granted `responsibility` (hazard H-03)."""
+    event, status, change = entitlement_started()
+    status = replace(status, responsible_council=None, coordinating_council=Determination(
+        OXON_COUNCIL,
+        "Coordinating: no place of residence before the detention, so the hospital's council coordinates "
+        "until the discharge area is known.",
+        "Bucks 'If, exceptionally, no place of residence'",
+    ))
+    return event, status, change
+
+
 SENT_AT = datetime(2024, 3, 18, 9, 30, 0, tzinfo=UTC)
 SOURCE_ENDPOINT = "https://s117-hub.localhost/fhir/messages"
 LEGAL_STATUS_03 = "Formally detained under Mental Health Act Section 3"
@@ -152,6 +167,7 @@ def golden_cases() -> dict[str, dict[str, Any]]:
     """Golden-file name -> keyword arguments for build_event_message."""
     ev, st, ch = entitlement_started()
     tev, tst, tch = responsibility_transferred()
+    uev, ust, uch = council_undetermined()
     common = {
         "patient": PATIENT,
         "source_endpoint": SOURCE_ENDPOINT,
@@ -201,6 +217,19 @@ def golden_cases() -> dict[str, dict[str, Any]]:
             "recipient": BUCKS_COUNCIL,
             "include": FIELD_GROUPS,
             "position": view_of(st, roles_of(st)[BUCKS_COUNCIL.code], FIELD_GROUPS),
+            "version": 1,
+        },
+        # No responsible council determined yet, said to the coordinating council (granted `responsibility`).
+        "entitlement-started-council-undetermined": {
+            **common,
+            "event": uev,
+            "status": ust,
+            "change": uch,
+            "message_id": "0b6f1f8e-6a51-4c57-9a0e-0c7f1d2a3b06",
+            "sent_at": SENT_AT,
+            "recipient": OXON_COUNCIL,
+            "include": FIELD_GROUPS,
+            "position": view_of(ust, roles_of(ust)[OXON_COUNCIL.code], FIELD_GROUPS),
             "version": 1,
         },
         # A body told it was responsible, corrected by history that arrived late.

@@ -21,8 +21,12 @@ by national identifier with a display name, not entries):
   status extension and the hospital (ODS) as serviceProvider.
 * EpisodeOfCare: the s117 entitlement (always: it is what the message is
   about); responsible council as managingOrganization and the commissioner
-  as a hub extension (group "responsibility"); the determinations' reasons
-  as hub extensions (group "explanations").
+  as a hub extension (group "responsibility"), and a body owed that the hub
+  could not determine as Extension-S117-ResponsibilityUndetermined (role,
+  data-absent-reason code, reason in words: hub/domain/views.py
+  `undetermined_bodies`), never an absent element alone, which also means
+  "not disclosed" (hazard H-03); the determinations' reasons as hub
+  extensions (group "explanations").
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from hub.domain.model import (
     RegisterChange,
     S117Status,
 )
+from hub.domain.views import undetermined_bodies
 from hub.fhir.namespaces import (
     ACT_CODE_SYSTEM,
     DEFAULT_NAMESPACES,
@@ -203,6 +208,7 @@ class _Urls:
     coordinating: str
     next_review: str
     determination: str
+    undetermined: str
 
 
 @lru_cache(maxsize=64)  # a hub has one base; tests make many
@@ -213,7 +219,8 @@ def _urls(ns: Namespaces) -> _Urls:
         commissioner=ns.extension("S117-ResponsibleCommissioner"),
         coordinating=ns.extension("S117-CoordinatingCouncil"),
         next_review=ns.extension("S117-NextReview"),
-        determination=ns.extension("S117-Determination"))
+        determination=ns.extension("S117-Determination"),
+        undetermined=ns.extension("S117-ResponsibilityUndetermined"))
 
 
 def _determination_ext(aspect: str, det: Determination, url: str) -> dict[str, Any]:
@@ -353,6 +360,14 @@ def _episode_extensions(status: S117Status, include: frozenset[str], urls: _Urls
             extensions.append(
                 {"url": urls.coordinating, "valueReference": _org_ref(coordinating.org)}
             )
+        # A body owed and not determined (H-03): said, never left to an absent element,
+        # which also means "not disclosed".
+        for item in undetermined_bodies(status):
+            extensions.append({"url": urls.undetermined, "extension": [
+                {"url": "role", "valueCode": item["role"]},
+                {"url": "absentReason", "valueCode": item["absent_reason"]},
+                {"url": "reason", "valueString": item["reason"]},
+            ]})
     review = status.next_review
     if review is not None:
         extensions.append(
@@ -573,6 +588,12 @@ _REVIEW_PARTS: Final = (
     ("citation", "citation", "valueString"),
 )
 _DISPUTE_PARTS: Final = (("disputeId", "dispute_id", "valueString"), ("kind", "kind", "valueCode"))
+# A responsible body owed and not determined (view key `responsibility_undetermined`).
+_UNDETERMINED_PARTS: Final = (
+    ("role", "role", "valueCode"),
+    ("absentReason", "absent_reason", "valueCode"),
+    ("reason", "reason", "valueString"),
+)
 
 
 def _position_uuid(message_id: str) -> str:
@@ -612,7 +633,20 @@ def _position_params(position: dict[str, Any]) -> list[dict[str, Any]]:
             params += ({"name": "dispute", "part": [
                 {"name": name, kind: dispute[key]} for name, key, kind in _DISPUTE_PARTS if key in dispute
             ]},)
+    if "responsibility_undetermined" in position:
+        for item in position["responsibility_undetermined"]:
+            params += ({"name": "responsibilityUndetermined", "part": [
+                {"name": name, kind: item[key]} for name, key, kind in _UNDETERMINED_PARTS if key in item
+            ]},)
     return params
+
+
+# The position's repeated parameters: name -> (its parts, the view's key).
+_LISTS: Final = {
+    "review": (_REVIEW_PARTS, "reviews"),
+    "dispute": (_DISPUTE_PARTS, "disputes"),
+    "responsibilityUndetermined": (_UNDETERMINED_PARTS, "responsibility_undetermined"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -650,11 +684,11 @@ def read_position(bundle: dict[str, Any]) -> Position | None:
         elif name in scalars:
             key, kind = scalars[name]
             view[key] = p[kind]
-        elif name in ("review", "dispute"):
-            table = _REVIEW_PARTS if name == "review" else _DISPUTE_PARTS
+        elif name in _LISTS:
+            table, key = _LISTS[name]
             by_name = {n: (k, t) for n, k, t in table}
             item = {by_name[part["name"]][0]: part[by_name[part["name"]][1]] for part in p["part"]}
-            view.setdefault("reviews" if name == "review" else "disputes", []).append(item)
+            view.setdefault(key, []).append(item)
     if view["roles"]:
         view.setdefault("reviews", [])
         view.setdefault("disputes", [])

@@ -12,7 +12,8 @@ from datetime import date
 from typing import Any
 
 from hub.domain.model import Determination, Dispute, DisputeKind, Org, ReviewDue
-from hub.domain.views import NOT_INVOLVED, roles_of, view_of, views_for
+from hub.domain.views import (COMMISSIONER_NOT_FOUND, COUNCIL_AWAITS_DISCHARGE_AREA, COUNCIL_AWAITS_NO_COORDINATOR,
+                              NOT_INVOLVED, roles_of, view_of, views_for)
 from hub.fhir import examples
 
 STATUS = examples.golden_cases()["entitlement-started-all-groups"]["status"]
@@ -67,6 +68,18 @@ def _plain_view_of(status, roles, groups) -> dict[str, Any]:  # noqa: ANN001
         view["responsible_council"] = _code(status.responsible_council)
         view["responsible_commissioner"] = _code(status.responsible_commissioner)
         view["coordinating_council"] = _code(status.coordinating_council)
+        # A body owed and not determined (H-03), said: only while the person is owed the bodies.
+        if status.entitled or (status.detained and status.qualifying_section_code is not None):
+            undetermined = []
+            if status.responsible_council is None or status.responsible_council.org is None:
+                undetermined.append({"role": "responsible-council", "absent_reason": "temp-unknown",
+                                     "reason": COUNCIL_AWAITS_DISCHARGE_AREA if _code(status.coordinating_council)
+                                     is not None else COUNCIL_AWAITS_NO_COORDINATOR})
+            if status.responsible_commissioner is None or status.responsible_commissioner.org is None:
+                undetermined.append({"role": "responsible-commissioner", "absent_reason": "unknown",
+                                     "reason": COMMISSIONER_NOT_FOUND})
+            if undetermined:
+                view["responsibility_undetermined"] = undetermined
     view["reviews"] = [{k: v for k, v in r.items() if v not in (None, "")
                         and (k in ("kind", "due_on") or "explanations" in groups)} for r in view["reviews"]]
     return {k: v for k, v in view.items() if v is not None}
