@@ -54,7 +54,7 @@ from hub.workflows.consumer import WorkflowConsumer, run_workflow_consumer, run_
 from hub.workflows.service import WorkflowService
 from hub.money.service import PackageService
 from hub.sharing import FUNDING, SharingAgreements
-from hub.store.db import close_inline, create_engine, create_schema
+from hub.store.db import close_inline, create_engine, create_schema, engine_options
 from hub.domain.dates import england_day
 
 log = get_logger("hub.bootstrap")
@@ -286,7 +286,7 @@ def _report_calendar(holidays: frozenset[date], today: date | None = None) -> No
 async def build_hub(settings: Settings) -> Hub:
     kafka_servers = kafka_bootstrap(settings.bus_url)
     outbound = outbound_kafka_bootstrap(settings)
-    engine = create_engine(settings.database_url, sqlite_page_size=settings.sqlite_page_size)
+    engine = create_engine(settings.database_url, **engine_options(settings))
     await create_schema(engine)
     ref = reference_data(settings.bank_holidays_file)
     _report_calendar(ref.bank_holidays())

@@ -116,6 +116,6 @@ def watch_engine(engine: Engine, writes: StoreWrites) -> None:
 
     @event.listens_for(engine, "handle_error")
     def _store_fault(context) -> None:  # noqa: ANN001
-        kind = store_fault(context.original_exception)
+        kind = store_fault(context.chained_exception or context.original_exception)  # StoreNoAnswer: bound_waits'
         if kind is not None:
             writes.failed(kind)

@@ -332,3 +332,71 @@ async def test_the_hub_started_before_postgresql_waits_for_it(own_postgres, data
         assert "Traceback" not in logs
     finally:
         hub.stop()
+
+
+async def test_a_hung_postgresql_is_answered_503_in_seconds_and_the_hub_recovers(own_postgres, database, tmp_path,
+                                                                                 sharing_file):
+    """PostgreSQL that keeps its connections open but answers nothing (SIGSTOP on the server and its
+    backends: a hung host, a network partition). Before, a write waited on the driver (a connect
+    timeout of 60 s, statements none) to the 120 s answer limit; now each wait is bounded
+    (S117_STORE_*_TIMEOUT_SECONDS, short here to keep the test short), every write is answered 503
+    naming the store, MLLP AE, and the hub goes on by itself once the server does."""
+    mllp_port = free_port()
+    limit = 3.0
+    hub = HubProcess(tmp_path, sharing_path=sharing_file, db_url=database, own_group=True,
+                     S117_MLLP_PORT=str(mllp_port), S117_STORE_STATEMENT_TIMEOUT_SECONDS=str(limit),
+                     S117_STORE_CONNECT_TIMEOUT_SECONDS=str(limit), S117_STORE_POOL_TIMEOUT_SECONDS=str(limit))
+    keys = await make_clients(hub.db_url)
+    await hub.start(timeout=60)
+    nhs, run = nhs_numbers(40, 73), uuid.uuid4().hex[:6]
+    answers = Answers()
+    paused = False
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=20) as http:
+            for i in range(2):
+                await post_until_accepted(http, keys["trust"], nhs[i], f"{run}-{i}", answers, time.monotonic() + 10)
+            own_postgres.pause()
+            paused, paused_at = True, time.monotonic()
+            stop_by = paused_at + 60
+
+            async def trust_client(first: int) -> None:
+                async with httpx.AsyncClient(base_url=hub.base_url, timeout=20) as own:
+                    for i in range(first, 30, 4):
+                        await post_until_accepted(own, keys["trust"], nhs[i], f"{run}-{i}", answers, stop_by)
+
+            load = [asyncio.create_task(trust_client(2 + k)) for k in range(4)]
+            async with Engine(mllp_port) as e:
+                started = time.monotonic()
+                ack = msa(await e.send(fixture("ADT_A01_s3_detained.hl7", nhs[35], f"{run}-M")))
+                ack_took = time.monotonic() - started
+            started = time.monotonic()
+            ready = await http.get("/health/ready", timeout=20)
+            ready_took = time.monotonic() - started
+            await asyncio.sleep(max(0.0, 15 - (time.monotonic() - paused_at)))
+            refused_while_paused = len(answers.refused)
+            own_postgres.unpause()
+            paused, up_at = False, time.monotonic()
+            await asyncio.gather(*load)
+            recovered_in = time.monotonic() - up_at
+            assert answers.failures == [], answers.failures[:5]
+            assert refused_while_paused >= 4, f"the outage was met: {(ack, ack_took, ready_took)}, {hub.logs()[-3000:]}"
+            bound = 4 * limit + 3  # the pool, a stale connection's ping, dropping it (2 s), a new connection
+            for status, kind, retry_after, took in answers.refused:
+                assert (status, kind.rsplit("/", 1)[-1], retry_after) == (503, "store-unavailable", "30")
+                assert took < bound, answers.refused
+            assert ack[1] == "AE" and ack_took < bound, (ack, ack_took)
+            assert "did not answer" in ack[3] or "cannot be reached" in ack[3], ack
+            assert ready.status_code == 503 and ready_took < bound, (ready.text, ready_took)
+            assert sum(len(v) for v in answers.accepted.values()) == 2 * 30
+            assert (await http.get("/health/ready")).status_code == 200
+            logs = hub.logs()
+            assert "Traceback" not in logs
+    finally:
+        if paused:
+            own_postgres.unpause()
+        hub.stop()
+    took = sorted(t for *_, t in answers.refused)
+    print(f"\npostgres hung {up_at - paused_at:.1f}s: {refused_while_paused} REST writes refused (503, "
+          f"{took[0]:.1f}-{took[-1]:.1f}s each), MLLP {ack[1]} in {ack_took:.1f}s, ready 503 in {ready_took:.1f}s; "
+          f"every change accepted {recovered_in:.1f}s after it answered again")
+
