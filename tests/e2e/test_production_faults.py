@@ -400,3 +400,52 @@ async def test_a_hung_postgresql_is_answered_503_in_seconds_and_the_hub_recovers
           f"{took[0]:.1f}-{took[-1]:.1f}s each), MLLP {ack[1]} in {ack_took:.1f}s, ready 503 in {ready_took:.1f}s; "
           f"every change accepted {recovered_in:.1f}s after it answered again")
 
+
+async def test_the_hub_started_while_kafka_is_down_takes_changes_and_relays_them_once_it_is_up(
+        own_postgres, own_kafka, database, tmp_path, sharing_file):
+    """The broker down when `s117hub serve` starts (before: exit 3 at once, a traceback: the topic is
+    made at start). Ingest does not need Kafka (the relay is behind the outbox): the hub starts, ready,
+    `/health/ready` saying what waits; changes are accepted into the outbox; once the broker answers
+    the topic is made, the relay and the consumers start, and every change reaches the council."""
+    receiver = Receiver(secret=SECRET)
+    await receiver.start()
+    hub = HubProcess(tmp_path, sharing_path=sharing_file, db_url=database, own_group=True,
+                     bus_url=f"kafka://{own_kafka.bootstrap}", S117_KAFKA_PARTITIONS="3")
+    keys = await make_clients(hub.db_url)
+    nhs, run = nhs_numbers(12, 74), uuid.uuid4().hex[:6]
+    answers = Answers()
+    own_kafka.stop_process()
+    down = True
+    try:
+        started = time.monotonic()
+        await hub.start(timeout=40)
+        ready_in = time.monotonic() - started
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
+            r = await http.get("/health/ready")
+            assert r.status_code == 200 and "kafka" in r.json().get("waiting", {}).get("bus", ""), r.text
+            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
+                                json={"url": receiver.url("E06000060"), "secret": SECRET})
+            assert r.status_code == 201, r.text
+            sub = r.json()["subscription_id"]
+            for i in range(10):
+                await post_until_accepted(http, keys["trust"], nhs[i], f"{run}-{i}", answers, time.monotonic() + 10)
+            assert answers.refused == [] and answers.failures == []
+            own_kafka.resume()
+            down, up_at = False, time.monotonic()
+            log = await delivered_to_council(http, keys["E06000060"], sub, receiver, hub, answers.events, timeout=60)
+            caught_up = time.monotonic() - up_at
+            assert check_arrivals(receiver, log, answers.events) == 0
+            while "waiting" in (r := await http.get("/health/ready")).json():  # each process's own try, every 5 s at most
+                assert time.monotonic() < up_at + 30, r.text
+                await asyncio.sleep(0.5)
+            assert r.status_code == 200, r.text
+        logs = hub.logs()
+        assert '"event":"kafka not reachable; the topic and the relay wait"' in logs, logs[-2000:]
+        assert "Traceback" not in logs
+    finally:
+        if down:
+            own_kafka.resume()
+        hub.stop()
+        await receiver.stop()
+    print(f"\nkafka down at start: hub ready in {ready_in:.1f}s, {len(answers.events)} events accepted meanwhile; "
+          f"delivered {caught_up:.1f}s after the broker was back")
