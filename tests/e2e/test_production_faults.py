@@ -7,7 +7,11 @@ can stop and start them without disturbing the session's.
   `500`, never a hang, never a dropped connection; the hub recovers by itself, and every accepted change
   reaches the council once, in order per person.
 - The Kafka broker stopped and started again: ingest goes on (the relay is behind the store), the relay
-  catches up once the broker is back, nothing lost."""
+  catches up once the broker is back, nothing lost.
+- PostgreSQL hung (SIGSTOP: connections open, nothing answers): each write 503 within the store's
+  bounded waits, MLLP AE; PostgreSQL taking no more connections (53300): 503 naming it.
+- The hub started while Kafka is down: it starts and takes changes; the relay and consumers start once
+  the broker answers."""
 
 from __future__ import annotations
 
@@ -449,3 +453,71 @@ async def test_the_hub_started_while_kafka_is_down_takes_changes_and_relays_them
         await receiver.stop()
     print(f"\nkafka down at start: hub ready in {ready_in:.1f}s, {len(answers.events)} events accepted meanwhile; "
           f"delivered {caught_up:.1f}s after the broker was back")
+
+
+async def test_postgresql_taking_no_more_connections_is_named(own_postgres, database, tmp_path, sharing_file):
+    """Every connection the server allows taken by others (max_connections reached, SQLSTATE 53300)
+    and the hub's own sessions ended: a write that needs a new connection is answered 503
+    `store-unavailable` naming it ("takes no more connections"), MLLP AE the same; once connections
+    are free again the hub takes changes, no restart."""
+    import asyncpg
+
+    mllp_port = free_port()
+    hub = HubProcess(tmp_path, sharing_path=sharing_file, db_url=database, own_group=True,
+                     S117_MLLP_PORT=str(mllp_port))
+    keys = await make_clients(hub.db_url)
+    await hub.start(timeout=60)
+    nhs, run = nhs_numbers(6, 75), uuid.uuid4().hex[:6]
+    admin = own_postgres.url()
+    args = {"user": admin.username, "password": admin.password, "host": admin.host, "port": admin.port,
+            "database": admin.database}
+    held: list = []
+
+    async def take_every_connection() -> None:
+        while True:
+            try:
+                held.append(await asyncpg.connect(**args))
+            except asyncpg.TooManyConnectionsError:
+                return
+
+    answers = Answers()
+    seen: list[tuple[int, str]] = []
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
+            await post_until_accepted(http, keys["trust"], nhs[0], f"{run}-0", answers, time.monotonic() + 10)
+            await take_every_connection()
+            ended = await held[0].fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
+                make_url_database(database))
+            await take_every_connection()  # the slots the hub's sessions left too
+            full_at = time.monotonic()
+            await asyncio.sleep(2.5)  # past the pool's ping of a connection idle 2 s
+            for i in range(4):
+                change = next(iter(detention(nhs[1 + i], f"{run}-{1 + i}")))
+                r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
+                seen.append((r.status_code, r.text))
+            async with Engine(mllp_port) as e:
+                ack = msa(await e.send(fixture("ADT_A01_s3_detained.hl7", nhs[5], f"{run}-M")))
+            assert all(status == 503 and "/store-unavailable" in text for status, text in seen), seen
+            assert any("takes no more connections" in text for _, text in seen), seen
+            assert ack[1] == "AE" and ("takes no more connections" in ack[3] or "cannot be reached" in ack[3]), ack
+            for conn in held[: len(held) // 2]:
+                await conn.close()
+            del held[: len(held) // 2]
+            freed_at = time.monotonic()
+            await post_until_accepted(http, keys["trust"], nhs[1], f"{run}-1", answers, freed_at + 30)
+            recovered_in = time.monotonic() - freed_at
+    finally:
+        for conn in held:
+            await conn.close()
+        hub.stop()
+    named = sum("takes no more connections" in text for _, text in seen)
+    print(f"\nmax_connections reached ({len(held) * 2} held, {ended} hub sessions ended): {len(seen)} writes 503, "
+          f"{named} naming it; MLLP {ack[1]}; accepted {recovered_in:.1f}s after connections were freed "
+          f"({freed_at - full_at:.1f}s full)")
+
+
+def make_url_database(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).database
