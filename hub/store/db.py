@@ -272,7 +272,7 @@ def engine_options(settings: Any) -> dict[str, Any]:
 
 
 def create_engine(database_url: str, *, sqlite_page_size: int = DEFAULT_PAGE_SIZE,
-                  connect_timeout: float = 5.0, statement_timeout: float | None = 30.0,
+                  connect_timeout: float = 5.0, statement_timeout: float | None = None,
                   pool_timeout: float = 10.0) -> AsyncEngine:
     """An engine on `database_url`; on SQLite, a database file it creates
     gets pages of `sqlite_page_size` bytes (`S117_SQLITE_PAGE_SIZE`), an
@@ -280,8 +280,9 @@ def create_engine(database_url: str, *, sqlite_page_size: int = DEFAULT_PAGE_SIZ
     server that takes connections but does not answer is a store fault answered
     in seconds (`503`), not a request held to its time limit: a new connection
     within `connect_timeout` (asyncpg's default is 60 s), each statement within
-    `statement_timeout` (asyncpg's `command_timeout`; None or 0: no limit), a
-    pooled connection within `pool_timeout` (S117_STORE_*_TIMEOUT_SECONDS)."""
+    `statement_timeout` (asyncpg's `command_timeout`; None or 0: no limit, as for
+    the command-line tools' batch work; the hub passes its settings, `engine_options`),
+    a pooled connection within `pool_timeout` (S117_STORE_*_TIMEOUT_SECONDS)."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
