@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hub.agreements_loader import load_agreements
 from hub.agreements_watch import AgreementsWatcher, file_state
 from hub.store.writable import store_writes
-from hub.bus.kafka import KafkaLog, KafkaRelay, ensure_topic, run_relay
+from hub.bus.kafka import KafkaLog, KafkaRelay, TopicWait, run_relay
 from hub.bus.port import EVENTS_TOPIC, Subscriber
 from hub.bus.sql import SqlLog
 from hub.crypto import DataProtector
@@ -54,7 +54,7 @@ from hub.workflows.consumer import WorkflowConsumer, run_workflow_consumer, run_
 from hub.workflows.service import WorkflowService
 from hub.money.service import PackageService
 from hub.sharing import FUNDING, SharingAgreements
-from hub.store.db import close_inline, create_engine, create_schema
+from hub.store.db import close_inline, create_engine, create_schema, engine_options
 from hub.domain.dates import england_day
 
 log = get_logger("hub.bootstrap")
@@ -123,6 +123,13 @@ class Hub:
     _startup: list[asyncio.Task] = field(default_factory=list)  # one-shot start-up tasks
     _watching: asyncio.Task | None = None  # the agreements file's watch (`watch_agreements`)
     _probing: asyncio.Task | None = None  # the store's write probe while unwritable (`watch_store_writes`)
+    topic: TopicWait | None = None  # Kafka mode: the bus's topic, made at start or once Kafka answers
+    _topic_waiting: asyncio.Task | None = None  # trying Kafka again (`TopicWait.run`) while it is not reached
+
+    def waiting(self) -> dict[str, str]:
+        """What waits while the hub takes traffic (/health/ready's `waiting`): Kafka not reached since
+        the start, the topic not made, the relay and the consumers not started."""
+        return {"bus": self.topic.waiting} if self.topic is not None and self.topic.waiting else {}
 
     def start_workers(self, front: bool = True, back: bool = True, deliver: bool = True) -> None:
         """Start the hub's tasks: `front` the listeners beside the API (MLLP,
@@ -255,6 +262,8 @@ class Hub:
             await asyncio.gather(self._watching, return_exceptions=True)
         if self._probing is not None:
             await asyncio.gather(self._probing, return_exceptions=True)
+        if self._topic_waiting is not None:
+            await asyncio.gather(self._topic_waiting, return_exceptions=True)
         if self.files is not None:
             await self.files.close()  # after the chunk in hand; the rest resumes at the next start
         close = getattr(self.bus, "close", None)
@@ -286,7 +295,7 @@ def _report_calendar(holidays: frozenset[date], today: date | None = None) -> No
 async def build_hub(settings: Settings) -> Hub:
     kafka_servers = kafka_bootstrap(settings.bus_url)
     outbound = outbound_kafka_bootstrap(settings)
-    engine = create_engine(settings.database_url, sqlite_page_size=settings.sqlite_page_size)
+    engine = create_engine(settings.database_url, **engine_options(settings))
     await create_schema(engine)
     ref = reference_data(settings.bank_holidays_file)
     _report_calendar(ref.bank_holidays())
@@ -305,10 +314,14 @@ async def build_hub(settings: Settings) -> Hub:
     sharing = SharingAgreements.load(settings.sharing_agreements_path, FIELD_GROUPS | {FUNDING})
     relay: KafkaRelay | None = None
     bus: Subscriber
+    topic: TopicWait | None = None
     if kafka_servers:
-        await ensure_topic(kafka_servers, EVENTS_TOPIC, partitions=settings.kafka_partitions)
-        relay = KafkaRelay(engine, kafka_servers)
-        bus = KafkaLog(kafka_servers)
+        # Made here if Kafka answers; else the hub starts all the same (ingest does not need Kafka) and
+        # the relay and the consumers wait for it (`TopicWait.run`, started below; /health/ready's `waiting`).
+        topic = TopicWait(kafka_servers, EVENTS_TOPIC, partitions=settings.kafka_partitions)
+        await topic.try_once()
+        relay = KafkaRelay(engine, kafka_servers, topic_ready=topic.ready)
+        bus = KafkaLog(kafka_servers, topic_ready=topic.ready)
     else:
         bus = SqlLog(engine)
     # One connection pool per webhook endpoint origin (keep-alive, per-host limit, HTTP/2 if offered),
@@ -396,5 +409,8 @@ async def build_hub(settings: Settings) -> Hub:
                                              area_state=area_state)
     hub.files = FileJobs(engine, hub.ingest, protector, packages=hub.packages, chunk=settings.files_chunk_rows,
                          bulk=settings.files_bulk)
+    hub.topic = topic
+    if topic is not None and not topic.ready.is_set():
+        hub._topic_waiting = asyncio.create_task(topic.run(hub._stop), name="kafka-topic-wait")
     log.info("hub started", database=engine.dialect.name, bus="kafka" if kafka_servers else "sql")
     return hub

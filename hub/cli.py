@@ -45,11 +45,11 @@ def _refuse_another_key(settings: Any) -> None:
     written under (hub/store/key_check.py), rather than a start-up traceback. The store is migrated here,
     as the hub's start would (again a no-op there)."""
     from hub.observability.logging import get_logger
-    from hub.store.db import STORE_FAULTS, create_engine, create_schema, store_fault
+    from hub.store.db import STORE_FAULTS, create_engine, create_schema, engine_options, store_fault
     from hub.store.key_check import DataKeyMismatch, store_protector
 
     async def check() -> None:
-        engine = create_engine(settings.database_url, sqlite_page_size=settings.sqlite_page_size)
+        engine = create_engine(settings.database_url, **engine_options(settings))
         try:
             await create_schema(engine)
             await store_protector(engine, settings.data_key, settings.data_key_file)
@@ -64,7 +64,7 @@ def _refuse_another_key(settings: Any) -> None:
             try:
                 return await check()
             except Exception as exc:
-                if store_fault(exc) not in ("unreachable", "connections") or time.monotonic() >= deadline:
+                if store_fault(exc) not in WAITED_FOR or time.monotonic() >= deadline:
                     raise
                 attempt += 1
                 pause = min(10.0, 0.5 * 2 ** attempt)
@@ -80,7 +80,7 @@ def _refuse_another_key(settings: Any) -> None:
         sys.exit(2)
     except Exception as exc:
         kind = store_fault(exc)
-        if kind not in ("unreachable", "connections"):
+        if kind not in WAITED_FOR:
             raise
         get_logger("hub.cli").error("hub not started", error_kind=kind, exc_type=type(exc).__name__)
         print(f"s117hub serve: {STORE_FAULTS[kind]} (S117_DATABASE_URL) after {STORE_START_WAIT_SECONDS} s",
@@ -91,6 +91,7 @@ def _refuse_another_key(settings: Any) -> None:
 # How long `s117hub serve` waits at start for a PostgreSQL store it cannot reach before it exits 1
 # (systemd's Restart=on-failure then starts it again).
 STORE_START_WAIT_SECONDS = 120
+WAITED_FOR = ("unreachable", "connections", "no-answer", "pool")  # store faults a start waits out
 
 
 def _refuse_unreadable_calendar(settings: Any) -> None:
@@ -148,7 +149,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 def _add_client(args: argparse.Namespace) -> None:
     from hub.clients import SCOPES, add_client
-    from hub.store.db import create_engine, create_schema
+    from hub.store.db import create_engine, create_schema, engine_options
 
     # Checked before the store is touched: an unknown scope was a ValueError traceback, and an org code
     # that is blank or not in capitals made a client (`-1a2b3c4d`, `rnu-...`) whose org matches nothing.
@@ -161,7 +162,7 @@ def _add_client(args: argparse.Namespace) -> None:
 
     async def go() -> tuple[str, str]:
         settings = get_settings()
-        engine = create_engine(settings.database_url, sqlite_page_size=settings.sqlite_page_size)
+        engine = create_engine(settings.database_url, **engine_options(settings))
         await create_schema(engine)
         try:
             return await add_client(engine, args.name, args.org, args.kind, args.scopes)

@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     # single change write about 3.3x the WAL bytes (bench/JOURNAL.md, "Fifteenth
     # session"). Checkpoints go by the WAL's bytes, whatever the page size (hub/store/db.py).
     sqlite_page_size: int = 4096
+    # PostgreSQL (production): how long the hub waits on its store before it answers 503
+    # `store-unavailable` (a server that takes connections but does not answer: hung, stopped with
+    # SIGSTOP, a network partition). A new connection (asyncpg's own default 60 s); each statement
+    # (asyncpg's command_timeout; 0 = no limit; migrations at start have none); a free connection of
+    # the pool (20) when every one is in use. Worst case about the three added, inside the 120 s limit.
+    store_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    store_statement_timeout_seconds: float = Field(default=30.0, ge=0, le=3600)
+    store_pool_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     # "sql" = the embedded durable log in the same database (the outbox is the log);
     # "kafka://host:port[,host:port]" = the same outbox relayed to Apache Kafka,
     # and the dispatcher consuming from Kafka.

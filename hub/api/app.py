@@ -138,7 +138,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Ready to take traffic: the store answers and takes writes, and the workers are alive.
         503 with the failing check named otherwise, so a load balancer stops sending. `store_writes`
         is this process's last write (hub/store/writable.py): not `ok` from a write that failed for a
-        store fault (disk full, read-only, locked) until one succeeds; no write is made here."""
+        store fault (disk full, read-only, locked) until one succeeds; no write is made here.
+        `waiting` (Kafka mode) names what waits without stopping the hub taking changes: Kafka not
+        reached since the start, so the topic not made and the relay and consumers not started."""
         hub = request.app.state.hub
         checks: dict[str, str] = {}
         try:
@@ -154,7 +156,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if process is not None:  # running with its workers started; started, not yet; or down
                 checks[name] = "ok" if process.ready else "starting" if process.alive else "restarting"
         ok = all(v == "ok" for v in checks.values())
-        body = {"status": "ready" if ok else "not-ready", "checks": checks}
+        body: dict = {"status": "ready" if ok else "not-ready", "checks": checks}
+        waiting = hub.waiting()  # not a failed check: the hub takes changes meanwhile (Kafka at start)
+        if waiting:
+            body["waiting"] = waiting
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse,

@@ -17,6 +17,7 @@ from starlette.requests import ClientDisconnect
 from hub.api.outcomes import FHIR_JSON, outcome_body
 from hub.ingest.service import PROBLEM_BASE
 from hub.observability.logging import get_logger
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from hub.store.db import STORE_FAULTS, StoreUnreachable, store_fault
 
 log = get_logger("hub.api")
@@ -154,6 +155,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DBAPIError, _store_error)
     app.add_exception_handler(sqlite3.Error, _store_error)
     app.add_exception_handler(StoreUnreachable, _store_error)  # PostgreSQL stopped, restarting, failed over
+    app.add_exception_handler(PoolTimeout, _store_error)  # every pooled connection held past pool_timeout
     try:  # the driver's own errors where SQLAlchemy does not wrap them (a connection the server refused)
         import asyncpg  # noqa: PLC0415 - production mode's driver
     except ImportError:

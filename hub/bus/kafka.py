@@ -131,6 +131,54 @@ async def ensure_topic(
     return True
 
 
+class TopicWait:
+    """The bus's topic, made once Kafka answers. A hub started while Kafka is down or unreachable
+    starts all the same: ingest does not need Kafka (its events wait in the outbox, as while Kafka is
+    down later), and the relay and the consumers (`KafkaRelay`, `KafkaLog`, given `ready`) start
+    once the topic is made, never before: a consumer or producer let loose on a topic not made yet
+    could have the broker make it with its own default partitions.
+
+        wait = TopicWait("broker:9092", "s117.events", partitions=6)
+        if not await wait.try_once():
+            task = asyncio.create_task(wait.run(stop))  # a log line a try, until made or stopped
+    """
+
+    FIRST_TRY_MS = 10_000  # at start; the hub's start does not wait longer than this on Kafka
+    MAX_PAUSE = 5.0  # a metadata request every 5 s at most while Kafka does not answer
+
+    def __init__(self, bootstrap_servers: str | Sequence[str], topic: str, partitions: int) -> None:
+        self._servers = bootstrap_servers
+        self.topic = topic
+        self.partitions = partitions
+        self.ready = asyncio.Event()
+        self.waiting: str | None = None  # what waits and why, while the topic is not made
+        self.attempts = 0
+
+    async def try_once(self, timeout_ms: int = FIRST_TRY_MS) -> bool:
+        """Make the topic (or find it made); False, saying why in `waiting`, if Kafka does not answer."""
+        self.attempts += 1
+        try:
+            await ensure_topic(self._servers, self.topic, partitions=self.partitions, timeout_ms=timeout_ms)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            self.waiting = (f"kafka not reachable ({type(exc).__name__}): topic {self.topic} not made yet, the relay "
+                            "and the consumers not started; changes are accepted and wait in the outbox")
+            return False
+        self.waiting = None
+        self.ready.set()
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Try again, pausing 1 s doubling to MAX_PAUSE, until the topic is made or `stop` is set."""
+        while not self.ready.is_set() and not stop.is_set():
+            pause = min(self.MAX_PAUSE, 0.5 * 2 ** min(self.attempts, 16))
+            log.warning("kafka not reachable; the topic and the relay wait", topic=self.topic, attempt=self.attempts,
+                        next_attempt_in=pause)
+            await _wait(stop, pause)
+            if not stop.is_set() and await self.try_once(timeout_ms=30_000):
+                log.info("kafka reachable; topic ready, the relay and the consumers start", topic=self.topic,
+                         attempt=self.attempts)
+
+
 # --------------------------------------------------------------------------- relay
 
 
@@ -157,8 +205,10 @@ class KafkaRelay:
         batch_size: int = 500,
         client_id: str = "s117-hub-relay",
         producer_options: Mapping[str, Any] | None = None,
+        topic_ready: asyncio.Event | None = None,
     ) -> None:
         self._engine = engine
+        self.topic_ready = topic_ready  # set once the topic is made (`TopicWait`); None: made already
         self._servers = _servers(bootstrap_servers)
         self._batch_size = batch_size
         self._client_id = client_id
@@ -324,6 +374,9 @@ async def run_relay(relay: KafkaRelay, poll_seconds: float, stop: asyncio.Event,
     watch = asyncio.create_task(_watch_backlog(relay, stop), name="kafka-relay-backlog")
     try:
         while not stop.is_set():
+            if relay.topic_ready is not None and not relay.topic_ready.is_set():
+                await _wait(stop, 1.0, relay.topic_ready)  # Kafka not reached yet (`TopicWait`): rows wait
+                continue
             relay.published.clear()  # rows committed from here on are relayed by this run or wake the wait below
             try:
                 relayed = await relay.run_once()
@@ -553,8 +606,10 @@ class KafkaLog:
         client_id: str = "s117-hub",
         fetch_timeout_ms: int = 500,
         consumer_options: Mapping[str, Any] | None = None,
+        topic_ready: asyncio.Event | None = None,
     ) -> None:
         self._servers = _servers(bootstrap_servers)
+        self._topic_ready = topic_ready  # no consumer before the topic is made (`TopicWait`); None: made
         self._client_id = client_id
         self._fetch_timeout_ms = fetch_timeout_ms
         self._options = dict(consumer_options or {})
@@ -599,6 +654,11 @@ class KafkaLog:
         Waits up to `fetch_timeout_ms` when nothing is ready (the first call
         also joins the group). Returns [] if nothing arrived in that time.
         """
+        if self._topic_ready is not None and not self._topic_ready.is_set():
+            try:  # nothing to fetch before Kafka is reached and the topic made: wait as a fetch would
+                await asyncio.wait_for(self._topic_ready.wait(), self._fetch_timeout_ms / 1000)
+            except TimeoutError:
+                return []
         group = await self._group(group_id, topic)
         async with group.lock:
             await self._flush(group)
@@ -680,6 +740,8 @@ class KafkaLog:
 
     async def lag(self, group_id: str, topic: str) -> int:
         """Messages in `topic` after the group's committed offsets (all partitions)."""
+        if self._topic_ready is not None and not self._topic_ready.is_set():
+            return 0  # Kafka not reached yet: what waits is in the outbox (the relay's gauges)
         group = self._groups.get((group_id, topic))
         if group is not None:
             async with group.lock:
@@ -751,4 +813,4 @@ def _message(record: ConsumerRecord) -> BusMessage:
     )
 
 
-__all__ = ["KafkaLog", "KafkaRelay", "ensure_topic", "run_relay", "EVENT_ID_HEADER"]
+__all__ = ["KafkaLog", "KafkaRelay", "TopicWait", "ensure_topic", "run_relay", "EVENT_ID_HEADER"]

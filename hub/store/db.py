@@ -28,6 +28,7 @@ from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.engine import Connection
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import MultipleResultsFound, NoResultFound, OperationalError
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.dialects import postgresql, sqlite
@@ -145,6 +146,11 @@ STORE_FAULTS = {
     "unreachable": "the hub's store (its database server) cannot be reached",
     "connections": "the hub's store (its database server) takes no more connections",
     "resources": "the hub's store (its database server) is out of resources",
+    # A server that takes the connection but does not answer (stopped, hung, a network partition):
+    # a statement past S117_STORE_STATEMENT_TIMEOUT_SECONDS; every pooled connection held by one past
+    # S117_STORE_POOL_TIMEOUT_SECONDS.
+    "no-answer": "the hub's store (its database server) did not answer in time",
+    "pool": "the hub's connections to its store are all in use (its database server slow or not answering)",
 }
 _FAULT_WORDS = (("database or disk is full", "full"), ("disk i/o error", "io"),
                 ("readonly database", "read-only"), ("read-only", "read-only"),
@@ -159,6 +165,12 @@ class StoreUnreachable(Exception):
     own error, which is an OSError and would otherwise pass for any other."""
 
 
+class StoreNoAnswer(StoreUnreachable):
+    """A statement on the PostgreSQL store got no answer within S117_STORE_STATEMENT_TIMEOUT_SECONDS
+    (the server hung, stopped with SIGSTOP, or cut off by a partition that leaves the connection open);
+    raised (`bound_waits`) from the driver's bare TimeoutError, its connection dropped."""
+
+
 def store_fault(exc: BaseException) -> str | None:
     """The kind of store fault (a key of STORE_FAULTS) `exc` is, or was raised from, or None: a
     database error that is not one (a constraint, a bug) and every other exception stay faults of
@@ -170,8 +182,12 @@ def store_fault(exc: BaseException) -> str | None:
         if err is None or id(err) in seen or len(seen) > 16:
             continue
         seen.add(id(err))
+        if isinstance(err, StoreNoAnswer):
+            return "no-answer"
         if isinstance(err, StoreUnreachable):
             return "unreachable"
+        if isinstance(err, sa_exc.TimeoutError):  # the pool's: no connection free within pool_timeout
+            return "pool"
         state = getattr(err, "sqlstate", None)
         if isinstance(state, str):
             if state in _FAULT_STATES:
@@ -209,14 +225,64 @@ def name_unreachable(sync_engine: Engine) -> None:
             raise StoreUnreachable(f"cannot connect to the store: {type(exc).__name__}") from exc
 
 
+def bound_waits(sync_engine: Engine, statement_timeout: float | None) -> None:
+    """A statement the PostgreSQL server does not answer within `statement_timeout` (asyncpg's
+    `command_timeout`, raising a bare TimeoutError) is a store fault: raised as `StoreNoAnswer`, and
+    its connection dropped (SQLAlchemy's is_disconnect: its rollback, and the pool's, would wait as
+    long again on a server that does not answer). None: no limit."""
+    if not statement_timeout:
+        return
+
+    @event.listens_for(sync_engine, "handle_error")
+    def _no_answer(context):  # noqa: ANN001, ANN202
+        if isinstance(context.original_exception, TimeoutError):
+            context.is_disconnect = True
+            return StoreNoAnswer(f"no answer from the store within {statement_timeout:g} s")
+        return None
+
+
+@asynccontextmanager
+async def no_statement_timeout(conn: AsyncConnection) -> AsyncIterator[None]:
+    """The statement timeout lifted on `conn`'s asyncpg connection while the block runs (the
+    migrations at start: one may rebuild a large table, or wait on another process's migration
+    lock). asyncpg keeps `command_timeout` in its connection's private `_config`; where that is not
+    there, the block runs under the timeout."""
+    raw = getattr(await conn.get_raw_connection(), "driver_connection", None)
+    config = getattr(raw, "_config", None)
+    if config is None or not hasattr(config, "_replace") or getattr(config, "command_timeout", None) is None:
+        yield
+        return
+    raw._config = config._replace(command_timeout=None)
+    try:
+        yield
+    finally:
+        raw._config = config
+
+
 # Each engine's page size for new files, for the writer engine made beside it (`sqlite_writer_engine`).
 _page_sizes: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
 
 
-def create_engine(database_url: str, *, sqlite_page_size: int = DEFAULT_PAGE_SIZE) -> AsyncEngine:
+def engine_options(settings: Any) -> dict[str, Any]:
+    """`create_engine`'s options from the hub's Settings."""
+    return {"sqlite_page_size": settings.sqlite_page_size,
+            "connect_timeout": settings.store_connect_timeout_seconds,
+            "statement_timeout": settings.store_statement_timeout_seconds or None,
+            "pool_timeout": settings.store_pool_timeout_seconds}
+
+
+def create_engine(database_url: str, *, sqlite_page_size: int = DEFAULT_PAGE_SIZE,
+                  connect_timeout: float = 5.0, statement_timeout: float | None = None,
+                  pool_timeout: float = 10.0) -> AsyncEngine:
     """An engine on `database_url`; on SQLite, a database file it creates
     gets pages of `sqlite_page_size` bytes (`S117_SQLITE_PAGE_SIZE`), an
-    existing one keeps its own."""
+    existing one keeps its own. On PostgreSQL every wait is bounded, so that a
+    server that takes connections but does not answer is a store fault answered
+    in seconds (`503`), not a request held to its time limit: a new connection
+    within `connect_timeout` (asyncpg's default is 60 s), each statement within
+    `statement_timeout` (asyncpg's `command_timeout`; None or 0: no limit, as for
+    the command-line tools' batch work; the hub passes its settings, `engine_options`),
+    a pooled connection within `pool_timeout` (S117_STORE_*_TIMEOUT_SECONDS)."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
@@ -224,7 +290,10 @@ def create_engine(database_url: str, *, sqlite_page_size: int = DEFAULT_PAGE_SIZ
         engine = create_async_engine(url, connect_args={"timeout": 30}, **JSON_CODEC)
         configure_sqlite(engine.sync_engine, sqlite_page_size)
     else:
-        engine = create_async_engine(url, pool_size=10, max_overflow=10, **JSON_CODEC)
+        bounds = {"timeout": connect_timeout, **({"command_timeout": statement_timeout} if statement_timeout else {})}
+        engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_timeout=pool_timeout,
+                                     connect_args=bounds, **JSON_CODEC)
+        bound_waits(engine.sync_engine, statement_timeout or None)  # before the store-writes watch: it sees its fault
         ping_when_idle(engine.sync_engine)
     from hub.store.writable import store_writes, watch_engine  # noqa: PLC0415 - it imports this module
 
@@ -1450,6 +1519,9 @@ async def create_schema(engine: AsyncEngine) -> None:
     """Bring the store to the newest schema (Alembic migrations in
     hub/store/migrations), the same way for SQLite and PostgreSQL."""
     async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
+        if conn.dialect.name != "postgresql":
+            await conn.run_sync(_upgrade)
+            return
+        async with no_statement_timeout(conn):
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
-        await conn.run_sync(_upgrade)
+            await conn.run_sync(_upgrade)

@@ -116,6 +116,7 @@ def watch_engine(engine: Engine, writes: StoreWrites) -> None:
 
     @event.listens_for(engine, "handle_error")
     def _store_fault(context) -> None:  # noqa: ANN001
-        kind = store_fault(context.original_exception)
+        # bound_waits' StoreNoAnswer, where a handler before this one returned an exception to raise instead
+        kind = store_fault(getattr(context, "chained_exception", None) or context.original_exception)
         if kind is not None:
             writes.failed(kind)

@@ -7,7 +7,11 @@ can stop and start them without disturbing the session's.
   `500`, never a hang, never a dropped connection; the hub recovers by itself, and every accepted change
   reaches the council once, in order per person.
 - The Kafka broker stopped and started again: ingest goes on (the relay is behind the store), the relay
-  catches up once the broker is back, nothing lost."""
+  catches up once the broker is back, nothing lost.
+- PostgreSQL hung (SIGSTOP: connections open, nothing answers): each write 503 within the store's
+  bounded waits, MLLP AE; PostgreSQL taking no more connections (53300): 503 naming it.
+- The hub started while Kafka is down: it starts and takes changes; the relay and consumers start once
+  the broker answers."""
 
 from __future__ import annotations
 
@@ -332,3 +336,188 @@ async def test_the_hub_started_before_postgresql_waits_for_it(own_postgres, data
         assert "Traceback" not in logs
     finally:
         hub.stop()
+
+
+async def test_a_hung_postgresql_is_answered_503_in_seconds_and_the_hub_recovers(own_postgres, database, tmp_path,
+                                                                                 sharing_file):
+    """PostgreSQL that keeps its connections open but answers nothing (SIGSTOP on the server and its
+    backends: a hung host, a network partition). Before, a write waited on the driver (a connect
+    timeout of 60 s, statements none) to the 120 s answer limit; now each wait is bounded
+    (S117_STORE_*_TIMEOUT_SECONDS, short here to keep the test short), every write is answered 503
+    naming the store, MLLP AE, and the hub goes on by itself once the server does."""
+    mllp_port = free_port()
+    limit = 3.0
+    hub = HubProcess(tmp_path, sharing_path=sharing_file, db_url=database, own_group=True,
+                     S117_MLLP_PORT=str(mllp_port), S117_STORE_STATEMENT_TIMEOUT_SECONDS=str(limit),
+                     S117_STORE_CONNECT_TIMEOUT_SECONDS=str(limit), S117_STORE_POOL_TIMEOUT_SECONDS=str(limit))
+    keys = await make_clients(hub.db_url)
+    await hub.start(timeout=60)
+    nhs, run = nhs_numbers(40, 73), uuid.uuid4().hex[:6]
+    answers = Answers()
+    paused = False
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=20) as http:
+            for i in range(2):
+                await post_until_accepted(http, keys["trust"], nhs[i], f"{run}-{i}", answers, time.monotonic() + 10)
+            own_postgres.pause()
+            paused, paused_at = True, time.monotonic()
+            stop_by = paused_at + 60
+
+            async def trust_client(first: int) -> None:
+                async with httpx.AsyncClient(base_url=hub.base_url, timeout=20) as own:
+                    for i in range(first, 30, 4):
+                        await post_until_accepted(own, keys["trust"], nhs[i], f"{run}-{i}", answers, stop_by)
+
+            load = [asyncio.create_task(trust_client(2 + k)) for k in range(4)]
+            async with Engine(mllp_port) as e:
+                started = time.monotonic()
+                ack = msa(await e.send(fixture("ADT_A01_s3_detained.hl7", nhs[35], f"{run}-M")))
+                ack_took = time.monotonic() - started
+            started = time.monotonic()
+            ready = await http.get("/health/ready", timeout=20)
+            ready_took = time.monotonic() - started
+            await asyncio.sleep(max(0.0, 15 - (time.monotonic() - paused_at)))
+            refused_while_paused = len(answers.refused)
+            own_postgres.unpause()
+            paused, up_at = False, time.monotonic()
+            await asyncio.gather(*load)
+            recovered_in = time.monotonic() - up_at
+            assert answers.failures == [], answers.failures[:5]
+            assert refused_while_paused >= 4, f"the outage was met: {(ack, ack_took, ready_took)}, {hub.logs()[-3000:]}"
+            bound = 4 * limit + 3  # the pool, a stale connection's ping, dropping it (2 s), a new connection
+            for status, kind, retry_after, took in answers.refused:
+                assert (status, kind.rsplit("/", 1)[-1], retry_after) == (503, "store-unavailable", "30")
+                assert took < bound, answers.refused
+            assert ack[1] == "AE" and ack_took < bound, (ack, ack_took)
+            assert "did not answer" in ack[3] or "cannot be reached" in ack[3], ack
+            assert ready.status_code == 503 and ready_took < bound, (ready.text, ready_took)
+            assert sum(len(v) for v in answers.accepted.values()) == 2 * 30
+            assert (await http.get("/health/ready")).status_code == 200
+            logs = hub.logs()
+            assert "Traceback" not in logs
+    finally:
+        if paused:
+            own_postgres.unpause()
+        hub.stop()
+    took = sorted(t for *_, t in answers.refused)
+    print(f"\npostgres hung {up_at - paused_at:.1f}s: {refused_while_paused} REST writes refused (503, "
+          f"{took[0]:.1f}-{took[-1]:.1f}s each), MLLP {ack[1]} in {ack_took:.1f}s, ready 503 in {ready_took:.1f}s; "
+          f"every change accepted {recovered_in:.1f}s after it answered again")
+
+
+async def test_the_hub_started_while_kafka_is_down_takes_changes_and_relays_them_once_it_is_up(
+        own_postgres, own_kafka, database, tmp_path, sharing_file):
+    """The broker down when `s117hub serve` starts (before: exit 3 at once, a traceback: the topic is
+    made at start). Ingest does not need Kafka (the relay is behind the outbox): the hub starts, ready,
+    `/health/ready` saying what waits; changes are accepted into the outbox; once the broker answers
+    the topic is made, the relay and the consumers start, and every change reaches the council."""
+    receiver = Receiver(secret=SECRET)
+    await receiver.start()
+    hub = HubProcess(tmp_path, sharing_path=sharing_file, db_url=database, own_group=True,
+                     bus_url=f"kafka://{own_kafka.bootstrap}", S117_KAFKA_PARTITIONS="3")
+    keys = await make_clients(hub.db_url)
+    nhs, run = nhs_numbers(12, 74), uuid.uuid4().hex[:6]
+    answers = Answers()
+    own_kafka.stop_process()
+    down = True
+    try:
+        started = time.monotonic()
+        await hub.start(timeout=40)
+        ready_in = time.monotonic() - started
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
+            r = await http.get("/health/ready")
+            assert r.status_code == 200 and "kafka" in r.json().get("waiting", {}).get("bus", ""), r.text
+            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
+                                json={"url": receiver.url("E06000060"), "secret": SECRET})
+            assert r.status_code == 201, r.text
+            sub = r.json()["subscription_id"]
+            for i in range(10):
+                await post_until_accepted(http, keys["trust"], nhs[i], f"{run}-{i}", answers, time.monotonic() + 10)
+            assert answers.refused == [] and answers.failures == []
+            own_kafka.resume()
+            down, up_at = False, time.monotonic()
+            log = await delivered_to_council(http, keys["E06000060"], sub, receiver, hub, answers.events, timeout=60)
+            caught_up = time.monotonic() - up_at
+            assert check_arrivals(receiver, log, answers.events) == 0
+            while "waiting" in (r := await http.get("/health/ready")).json():  # each process's own try, every 5 s at most
+                assert time.monotonic() < up_at + 30, r.text
+                await asyncio.sleep(0.5)
+            assert r.status_code == 200, r.text
+        logs = hub.logs()
+        assert '"event":"kafka not reachable; the topic and the relay wait"' in logs, logs[-2000:]
+        assert "Traceback" not in logs
+    finally:
+        if down:
+            own_kafka.resume()
+        hub.stop()
+        await receiver.stop()
+    print(f"\nkafka down at start: hub ready in {ready_in:.1f}s, {len(answers.events)} events accepted meanwhile; "
+          f"delivered {caught_up:.1f}s after the broker was back")
+
+
+async def test_postgresql_taking_no_more_connections_is_named(own_postgres, database, tmp_path, sharing_file):
+    """Every connection the server allows taken by others (max_connections reached, SQLSTATE 53300)
+    and the hub's own sessions ended: a write that needs a new connection is answered 503
+    `store-unavailable` naming it ("takes no more connections"), MLLP AE the same; once connections
+    are free again the hub takes changes, no restart."""
+    import asyncpg
+
+    mllp_port = free_port()
+    hub = HubProcess(tmp_path, sharing_path=sharing_file, db_url=database, own_group=True,
+                     S117_MLLP_PORT=str(mllp_port))
+    keys = await make_clients(hub.db_url)
+    await hub.start(timeout=60)
+    nhs, run = nhs_numbers(6, 75), uuid.uuid4().hex[:6]
+    admin = own_postgres.url()
+    args = {"user": admin.username, "password": admin.password, "host": admin.host, "port": admin.port,
+            "database": admin.database}
+    held: list = []
+
+    async def take_every_connection() -> None:
+        while True:
+            try:
+                held.append(await asyncpg.connect(**args))
+            except asyncpg.TooManyConnectionsError:
+                return
+
+    answers = Answers()
+    seen: list[tuple[int, str]] = []
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
+            await post_until_accepted(http, keys["trust"], nhs[0], f"{run}-0", answers, time.monotonic() + 10)
+            await take_every_connection()
+            ended = await held[0].fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
+                make_url_database(database))
+            await take_every_connection()  # the slots the hub's sessions left too
+            full_at = time.monotonic()
+            await asyncio.sleep(2.5)  # past the pool's ping of a connection idle 2 s
+            for i in range(4):
+                change = next(iter(detention(nhs[1 + i], f"{run}-{1 + i}")))
+                r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
+                seen.append((r.status_code, r.text))
+            async with Engine(mllp_port) as e:
+                ack = msa(await e.send(fixture("ADT_A01_s3_detained.hl7", nhs[5], f"{run}-M")))
+            assert all(status == 503 and "/store-unavailable" in text for status, text in seen), seen
+            assert any("takes no more connections" in text for _, text in seen), seen
+            assert ack[1] == "AE" and ("takes no more connections" in ack[3] or "cannot be reached" in ack[3]), ack
+            for conn in held[: len(held) // 2]:
+                await conn.close()
+            del held[: len(held) // 2]
+            freed_at = time.monotonic()
+            await post_until_accepted(http, keys["trust"], nhs[1], f"{run}-1", answers, freed_at + 30)
+            recovered_in = time.monotonic() - freed_at
+    finally:
+        for conn in held:
+            await conn.close()
+        hub.stop()
+    named = sum("takes no more connections" in text for _, text in seen)
+    print(f"\nmax_connections reached ({len(held) * 2} held, {ended} hub sessions ended): {len(seen)} writes 503, "
+          f"{named} naming it; MLLP {ack[1]}; accepted {recovered_in:.1f}s after connections were freed "
+          f"({freed_at - full_at:.1f}s full)")
+
+
+def make_url_database(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).database

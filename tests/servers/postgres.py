@@ -207,7 +207,43 @@ class PostgresServer:
         """Start a halted server again on the same port and data."""
         self._start_postgres()
 
+    def pause(self) -> None:
+        """SIGSTOP the server and each of its backends (each is a session of its own: postmaster
+        children call setsid): connections are still accepted by the kernel and kept open, but
+        nothing answers, as a hung host or a network partition (tests/e2e/test_production_faults.py);
+        `unpause` lets them go on."""
+        assert self._proc is not None and self._proc.poll() is None
+        self._paused = [self._proc.pid]
+        os.kill(self._proc.pid, signal.SIGSTOP)  # first: no new backend is forked meanwhile
+        for pid in self._children():
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                self._paused.append(pid)
+            except ProcessLookupError:
+                pass
+
+    def unpause(self) -> None:
+        for pid in reversed(getattr(self, "_paused", [])):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self._paused = []
+
+    def _children(self) -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == self._proc.pid:
+                    found.append(int(entry.name))
+        return found
+
     def stop(self) -> None:
+        self.unpause()  # a paused server would not take the signal to stop
         try:
             self._stop_process()
         finally:

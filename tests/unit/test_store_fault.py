@@ -102,3 +102,17 @@ def test_a_postgresql_server_that_cannot_be_reached_is_named() -> None:
     cut = InterfaceError("SELECT 1", {}, Exception("connection is closed"), connection_invalidated=True)
     assert store_fault(cut) == "unreachable"
     assert store_fault(InterfaceError("SELECT 1", {}, Exception("x"))) is None
+
+
+def test_a_store_that_does_not_answer_is_named_apart_from_a_bare_timeout():
+    """A statement past the statement timeout (raised by `bound_waits` as StoreNoAnswer) and a pool
+    with no connection free past its timeout are store faults, each named; a TimeoutError alone may
+    be anything's (a webhook, a lock of the hub's own) and is not."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from hub.store.db import StoreNoAnswer
+
+    assert store_fault(StoreNoAnswer("no answer within 3 s")) == "no-answer"
+    assert store_fault(PoolTimeout("QueuePool limit of size 10 overflow 10 reached")) == "pool"
+    assert store_fault(TimeoutError()) is None
+    assert "did not answer" in STORE_FAULTS["no-answer"] and "all in use" in STORE_FAULTS["pool"]
