@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -50,3 +51,12 @@ async def make_clients(db_url: str) -> dict[str, str]:
     }
     await engine.dispose()
     return keys
+
+
+async def subscribe_webhook(http: Any, keys: dict[str, str], receiver: Any, org: str = "E06000060") -> str:
+    """`org`'s webhook subscription to `receiver` (a tests.support.Receiver signing with SECRET), made with
+    its key from `make_clients` and answered 201: its subscription id."""
+    r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys[org]},
+                        json={"url": receiver.url(org), "secret": SECRET})
+    assert r.status_code == 201, r.text
+    return r.json()["subscription_id"]

@@ -18,7 +18,7 @@ import yaml
 
 from hub.clients import add_client
 from hub.store.db import create_engine
-from tests.e2e.conftest import SECRET, SHARING, make_clients
+from tests.e2e.conftest import SECRET, SHARING, make_clients, subscribe_webhook
 from tests.e2e.test_console_csp import csp_violations, watch_csp
 from tests.e2e.test_mllp import Engine, fixture, msa, nhs_numbers
 from tests.servers.tools import debian_tool
@@ -73,9 +73,7 @@ async def test_mllp_change_traced_to_its_webhook_delivery_in_the_browser(tmp_pat
     run = uuid.uuid4().hex[:8]
     try:
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
-            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
-                                json={"url": receiver.url("E06000060"), "secret": SECRET})
-            assert r.status_code == 201, r.text
+            await subscribe_webhook(http, keys, receiver)
         nhs = nhs_numbers()[7]
         async with Engine(mllp_port) as trust:
             ack = await trust.send(fixture("ADT_A01_s3_detained.hl7", nhs, f"A01-{run}"))
@@ -218,10 +216,8 @@ async def test_a_held_delivery_is_listed_and_released_from_the_console(tmp_path)
     await hub.start()
     try:
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
-            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
-                                json={"url": receiver.url("E06000060"), "secret": SECRET})
-            assert r.status_code == 201, r.text
-            subscription = r.json()["subscription_id"]
+            sub = await subscribe_webhook(http, keys, receiver)
+            subscription = sub
             async with Engine(mllp_port) as trust:
                 for name, kind in (("ADT_A01_s3_detained.hl7", "A01"), ("ADT_A03_discharge.hl7", "A03")):
                     ack = await trust.send(fixture(name, nhs, f"{kind}-{run}"))

@@ -23,7 +23,7 @@ from sqlalchemy import text
 from hub.clients import add_client
 from hub.sample_data import detention_to_move_scenario
 from hub.store.db import create_engine
-from tests.e2e.conftest import SECRET, SHARING, make_clients
+from tests.e2e.conftest import SECRET, SHARING, make_clients, subscribe_webhook
 from tests.e2e.test_console_csp import csp_violations, watch_csp
 from tests.servers.tools import debian_tool
 from tests.support import HubProcess, Receiver
@@ -53,17 +53,9 @@ async def test_the_on_call_engineer_sees_for_whom_and_why_and_what_each_action_d
     run = uuid.uuid4().hex[:8]
     try:
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
-            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
-                                json={"url": receiver.url("E06000060"), "secret": SECRET})
-            assert r.status_code == 201, r.text
-            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["QU9"]},
-                                json={"url": receiver.url("QU9"), "secret": SECRET})
-            assert r.status_code == 201, r.text
-            icb = r.json()["subscription_id"]
-            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E10000034"]},
-                                json={"url": receiver.url("E10000034"), "secret": SECRET})
-            assert r.status_code == 201, r.text
-            host = r.json()["subscription_id"]
+            await subscribe_webhook(http, keys, receiver)
+            icb = await subscribe_webhook(http, keys, receiver, "QU9")
+            host = await subscribe_webhook(http, keys, receiver, "E10000034")
             change = detention_to_move_scenario(random.Random(3), f"rv30-{run}", date(2025, 1, 6))[0]
             change["legal_status_code"] = "03"
             person = change["person"]

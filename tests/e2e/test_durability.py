@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from hub.sample_data import detention_to_move_scenario
-from tests.e2e.conftest import SECRET, make_clients
+from tests.e2e.conftest import SECRET, make_clients, subscribe_webhook
 from tests.support import HubProcess, Receiver
 
 pytestmark = pytest.mark.e2e
@@ -39,9 +39,7 @@ async def test_accepted_changes_survive_sigkill(tmp_path, sharing_file, receiver
     keys = await make_clients(hub.db_url)
     await hub.start()
     async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
-        r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
-                            json={"url": receiver.url("E06000060"), "secret": SECRET})
-        assert r.status_code == 201
+        await subscribe_webhook(http, keys, receiver)
         if receiver_up_at_kill:
             await receiver.start()
         events = await _push_people(http, keys["trust"], people=5, seed=7)

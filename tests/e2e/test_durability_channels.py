@@ -27,7 +27,7 @@ import pytest
 
 from hub.clients import add_client
 from hub.store.db import create_engine
-from tests.e2e.conftest import SECRET, make_clients
+from tests.e2e.conftest import SECRET, make_clients, subscribe_webhook
 from tests.e2e.test_mllp import Engine, fixture, msa, nhs_numbers
 from tests.support import HubProcess, Receiver, detention, free_port
 
@@ -45,10 +45,8 @@ async def _hub(tmp_path, sharing_file, **env: str):  # noqa: ANN001, ANN202
     keys = await make_clients(hub.db_url)
     await hub.start()
     async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
-        r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
-                            json={"url": receiver.url("E06000060"), "secret": SECRET})
-        assert r.status_code == 201, r.text
-    return hub, keys, receiver, r.json()["subscription_id"]
+        sub = await subscribe_webhook(http, keys, receiver)
+    return hub, keys, receiver, sub
 
 
 async def _delivered_once_in_order(http: httpx.AsyncClient, key: str, sub: str, receiver: Receiver,

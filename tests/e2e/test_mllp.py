@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from hub.mllp import Frame, MllpFramer, frame
-from tests.e2e.conftest import SECRET, make_clients
+from tests.e2e.conftest import SECRET, make_clients, subscribe_webhook
 from tests.support import HubProcess, Receiver, free_port
 
 pytestmark = pytest.mark.e2e
@@ -104,9 +104,7 @@ async def test_detention_and_discharge_over_mllp_reach_the_council(mllp_hub):
     nhs = nhs_numbers()[0]
     run = uuid.uuid4().hex[:8]
     async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
-        r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
-                            json={"url": receiver.url("E06000060"), "secret": SECRET})
-        assert r.status_code == 201, r.text
+        await subscribe_webhook(http, keys, receiver)
 
         async with Engine(hub.mllp_port) as engine:
             admit = fixture("ADT_A01_s3_detained.hl7", nhs, f"A01-{run}")

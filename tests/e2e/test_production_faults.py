@@ -19,14 +19,15 @@ import asyncio
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from tests.e2e.conftest import SECRET, make_clients
+from tests.e2e.conftest import SECRET, make_clients, subscribe_webhook
 from tests.e2e.test_mllp import Engine, fixture, msa
 from tests.servers import unavailable
 from tests.servers.kafka import BrokerUnavailable, KafkaBroker, fetch_jars
@@ -36,14 +37,14 @@ from tests.support import HubProcess, Receiver, detention, free_port
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 
-@pytest.fixture(scope="module")
-def own_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL server this module may stop and start."""
+def _own(make: Callable[[], Any], what: str, refused: type[Exception]) -> Iterator[Any]:
+    """A server of this module's own, started (the test fails under CI, else skips, naming why it could
+    not be), stopped after: the module's tests may stop and start it."""
     try:
-        server = PostgresServer(ensure_binaries())
+        server = make()
         server.start()
-    except (ServerUnavailable, OSError, subprocess.SubprocessError) as exc:
-        unavailable("PostgreSQL test server", str(exc))
+    except (refused, OSError, subprocess.SubprocessError) as exc:
+        unavailable(what, str(exc))
     try:
         yield server
     finally:
@@ -51,17 +52,15 @@ def own_postgres() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="module")
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server this module may stop and start."""
+    yield from _own(lambda: PostgresServer(ensure_binaries()), "PostgreSQL test server", ServerUnavailable)
+
+
+@pytest.fixture(scope="module")
 def own_kafka() -> Iterator[KafkaBroker]:
     """A Kafka broker this module may stop and start."""
-    try:
-        broker = KafkaBroker(fetch_jars())
-        broker.start()
-    except (BrokerUnavailable, OSError, subprocess.SubprocessError) as exc:
-        unavailable("Kafka test broker", str(exc))
-    try:
-        yield broker
-    finally:
-        broker.stop()
+    yield from _own(lambda: KafkaBroker(fetch_jars()), "Kafka test broker", BrokerUnavailable)
 
 
 @pytest.fixture
@@ -187,10 +186,7 @@ async def test_postgres_stopped_and_started_again_under_load(own_postgres, own_k
     ready: list[tuple[int, dict]] = []
     try:
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
-            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
-                                json={"url": receiver.url("E06000060"), "secret": SECRET})
-            assert r.status_code == 201, r.text
-            sub = r.json()["subscription_id"]
+            sub = await subscribe_webhook(http, keys, receiver)
             for i in range(3):
                 await post_until_accepted(http, keys["trust"], nhs[i], f"{run}-{i}", answers, time.monotonic() + 10)
 
@@ -273,10 +269,7 @@ async def test_kafka_broker_stopped_and_started_again(own_postgres, own_kafka, d
     ready: list[tuple[int, dict]] = []
     try:
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
-            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
-                                json={"url": receiver.url("E06000060"), "secret": SECRET})
-            assert r.status_code == 201, r.text
-            sub = r.json()["subscription_id"]
+            sub = await subscribe_webhook(http, keys, receiver)
             for i in range(3):
                 await post_until_accepted(http, keys["trust"], nhs[i], f"{run}-{i}", answers, time.monotonic() + 10)
             await receiver.wait_for(lambda: len(receiver.received) >= 3)
@@ -376,7 +369,7 @@ async def test_a_hung_postgresql_is_answered_503_in_seconds_and_the_hub_recovers
             started = time.monotonic()
             ready = await http.get("/health/ready", timeout=20)
             ready_took = time.monotonic() - started
-            await asyncio.sleep(max(0.0, 15 - (time.monotonic() - paused_at)))
+            await asyncio.sleep(max(0.0, 20 - (time.monotonic() - paused_at)))
             refused_while_paused = len(answers.refused)
             own_postgres.unpause()
             paused, up_at = False, time.monotonic()
@@ -384,7 +377,9 @@ async def test_a_hung_postgresql_is_answered_503_in_seconds_and_the_hub_recovers
             recovered_in = time.monotonic() - up_at
             assert answers.failures == [], answers.failures[:5]
             assert refused_while_paused >= 4, f"the outage was met: {(ack, ack_took, ready_took)}, {hub.logs()[-3000:]}"
-            bound = 4 * limit + 3  # the pool, a stale connection's ping, dropping it (2 s), a new connection
+            # The pool, a stale connection's ping, dropping it (2 s), a new connection, and room for a busy
+            # 2-core machine running the whole suite (12 s was seen alone); before: the 120 s answer limit.
+            bound = 6 * limit + 4
             for status, kind, retry_after, took in answers.refused:
                 assert (status, kind.rsplit("/", 1)[-1], retry_after) == (503, "store-unavailable", "30")
                 assert took < bound, answers.refused
@@ -427,10 +422,7 @@ async def test_the_hub_started_while_kafka_is_down_takes_changes_and_relays_them
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
             r = await http.get("/health/ready")
             assert r.status_code == 200 and "kafka" in r.json().get("waiting", {}).get("bus", ""), r.text
-            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
-                                json={"url": receiver.url("E06000060"), "secret": SECRET})
-            assert r.status_code == 201, r.text
-            sub = r.json()["subscription_id"]
+            sub = await subscribe_webhook(http, keys, receiver)
             for i in range(10):
                 await post_until_accepted(http, keys["trust"], nhs[i], f"{run}-{i}", answers, time.monotonic() + 10)
             assert answers.refused == [] and answers.failures == []

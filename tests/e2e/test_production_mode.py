@@ -13,7 +13,7 @@ import pytest
 
 from hub.fhir.messages import read_position
 from hub.fhir.validate import validate_message
-from tests.e2e.conftest import SECRET, make_clients
+from tests.e2e.conftest import SECRET, make_clients, subscribe_webhook
 from tests.e2e.test_durability import BUCKS_FORBIDDEN, _push_people
 from tests.support import HubProcess, Receiver
 
@@ -30,9 +30,7 @@ async def test_postgres_and_kafka_deliver_everything_once_in_order_across_a_sigk
     keys = await make_clients(hub.db_url)
     await hub.start(timeout=60)
     async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
-        r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
-                            json={"url": receiver.url("E06000060"), "secret": SECRET})
-        assert r.status_code == 201
+        await subscribe_webhook(http, keys, receiver)
         events = await _push_people(http, keys["trust"], people=4, seed=11)
     hub.kill()
 

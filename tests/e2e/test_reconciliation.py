@@ -19,7 +19,7 @@ import yaml
 
 from hub.crypto import verify_webhook_request
 from hub.fhir.drift import read_drift
-from tests.e2e.conftest import SECRET, SHARING, make_clients
+from tests.e2e.conftest import SECRET, SHARING, make_clients, subscribe_webhook
 from tests.support import REPO, HubProcess, Receiver, detention
 
 pytestmark = pytest.mark.e2e
@@ -115,9 +115,7 @@ async def test_drift_past_the_agreed_threshold_reaches_the_councils_webhook_sign
     await hub.start()
     try:
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
-            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
-                                json={"url": receiver.url("E06000060"), "secret": SECRET})
-            assert r.status_code == 201, r.text
+            await subscribe_webhook(http, keys, receiver)
             for change in detention(A, "a"):
                 r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
                 assert r.status_code == 202, r.text

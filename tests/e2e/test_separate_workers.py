@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from hub.sample_data import detention_to_move_scenario
-from tests.e2e.conftest import SECRET, make_clients
+from tests.e2e.conftest import SECRET, make_clients, subscribe_webhook
 from tests.support import HubProcess, Receiver
 
 pytestmark = pytest.mark.e2e
@@ -60,9 +60,7 @@ async def _ready(http: httpx.AsyncClient) -> dict | None:
 
 async def _subscribe_and_wait_ready(http: httpx.AsyncClient, keys: dict, receiver: Receiver, what: str) -> dict:
     """The council's webhook subscribed; `/health/ready`'s body once the worker process(es) are up."""
-    r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
-                        json={"url": receiver.url("E06000060"), "secret": SECRET})
-    assert r.status_code == 201
+    await subscribe_webhook(http, keys, receiver)
     return await _until(lambda: _ready(http), 20, what)
 
 
@@ -260,9 +258,7 @@ async def test_unset_the_hub_chooses_its_processes_by_the_cores_and_says_so(tmp_
             layout = [line for line in hub.logs().splitlines() if '"hub layout"' in line]
             assert len(layout) == 1 and f'"processes":{3 if apart else 1}' in layout[0].replace(" ", "")
             assert '"chosen":"auto"' in layout[0].replace(" ", "")
-            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
-                                json={"url": receiver.url("E06000060"), "secret": SECRET})
-            assert r.status_code == 201
+            await subscribe_webhook(http, keys, receiver)
             expected = await _push(http, keys["trust"], people=1, seed=31)
 
             async def delivered() -> bool:

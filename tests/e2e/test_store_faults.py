@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import SECRET, make_clients
+from tests.e2e.conftest import SECRET, make_clients, subscribe_webhook
 from tests.e2e.test_mllp import Engine, fixture, msa, nhs_numbers
 from tests.support import HubProcess, Receiver, detention, free_port
 
@@ -91,10 +91,7 @@ async def test_a_store_that_cannot_be_written_is_named_and_nothing_acknowledged_
     trust = {"X-API-Key": keys["trust"]}
     try:
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
-            r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys["E06000060"]},
-                                json={"url": receiver.url("E06000060"), "secret": SECRET})
-            assert r.status_code == 201, r.text
-            sub = r.json()["subscription_id"]
+            sub = await subscribe_webhook(http, keys, receiver)
             accepted = []
             for c in detention(nhs[0], f"{run}-before"):
                 r = await http.post("/v1/register-changes", headers=trust, json=c)

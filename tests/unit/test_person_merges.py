@@ -28,6 +28,7 @@ from hub.store.schema import (access_decisions, operator_actions, person_merges,
                               register_status)
 from tests.contract.test_recipient_views import World, world  # noqa: F401  (the fixture)
 from tests.histories import BOB_ICB, BUCKS, GP, HW_ICB, OXON, WORCS
+from tests.unit.test_retraction import _settle
 
 CORRECTED = "s117-notification-corrected"
 _serial = itertools.count(1)
@@ -82,18 +83,6 @@ async def _post(w: World, key: str, change: dict[str, Any]) -> dict[str, Any]:
 async def _merge(w: World, key: str, retained: str, superseded: str, **more: Any) -> Any:
     return await w.http.post("/v1/persons/merge", headers={"X-API-Key": key},
                              json={"retained_nhs_number": retained, "superseded_nhs_number": superseded, **more})
-
-
-async def _settle(w: World) -> None:
-    for _ in range(10):
-        moved = 0
-        while n := await w.hub.dispatcher.run_once():
-            moved += n
-        while n := await w.hub.workflow_consumer.run_once():
-            moved += n
-        if not moved:
-            break
-    await w.pull_all()
 
 
 async def _lookup(w: World, key: str, nhs: str) -> str | None:
