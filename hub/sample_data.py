@@ -37,11 +37,18 @@ WORCS = SampleArea(hospital_ods="R1A", council_gss="E10000034", gp_practice_ods=
 
 
 def person(rng: random.Random) -> dict[str, Any]:
+    """A synthetic patient: an NHS number drawn from `rng`, and the details of the one patient that number
+    is. The numbers come from a space of about 900,000, so a long run draws one again: it is the same
+    person again (drawn at random, the details made a second patient of one NHS number, which the hub
+    holds as a change about someone else: hub/ingest/identity.py)."""
+    nhs_number = synthetic_nhs_number(rng)
+    rng.choice(GIVEN), rng.choice(FAMILY), rng.randint(0, 15000)  # drawn as before: callers' sequences unchanged
+    own = random.Random(nhs_number)
     return {
-        "nhs_number": synthetic_nhs_number(rng),
-        "given_name": rng.choice(GIVEN),
-        "family_name": rng.choice(FAMILY),
-        "birth_date": (date(1960, 1, 1) + timedelta(days=rng.randint(0, 15000))).isoformat(),
+        "nhs_number": nhs_number,
+        "given_name": own.choice(GIVEN),
+        "family_name": own.choice(FAMILY),
+        "birth_date": (date(1960, 1, 1) + timedelta(days=own.randint(0, 15000))).isoformat(),
         "postcode": "HP20 1AA",
     }
 
