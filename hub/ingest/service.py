@@ -962,7 +962,8 @@ class IngestService:
                 if stored is None:
                     stored = (await execute_prepared(conn, _PERSON_DETAILS, {"person_id": person_id})).one().details
                 held = load_person_details(self._protector, stored)
-                mismatch = identity_problem(held, _sent_details(change_in))
+                sent = _sent_details(change_in)
+                mismatch = identity_problem(held, sent)
                 if mismatch is not None and not identity_confirmed:
                     await tx.rollback()
                     return _Asked(mismatch)
@@ -972,7 +973,13 @@ class IngestService:
                                   person_id=person_id, change_type=change_in.change_type._value_,
                                   correlation_id=correlation_id)
             if held is not None:
-                await self._merge_person_details(conn, person_id, change_in, now, held=held)
+                # A field the source sent replaces what is held; a field it left out is kept (a council row
+                # or an HL7 message that carries only the NHS number must not erase the name, date of birth
+                # or postcode).
+                joined = held | sent
+                if joined != held:
+                    await execute_prepared(conn, _UPDATE_DETAILS, {
+                        "pid": person_id, "at": now, "new_details": self._protector.encrypt(orjson.dumps(joined))})
             after = evaluate(person_id, [*history, change], self._ref, self._agreements, today)
             self._remember(conn, person_id, [*history, change], today, after)
             late = bool(history) and is_late(change, history)
@@ -1001,26 +1008,6 @@ class IngestService:
         if sl.state != "met":
             conn.count(_counter(metrics.SERVICE_LEVEL, sl.state))
         return _Accepted(Outcome(202, body))
-
-    async def _merge_person_details(
-        self, conn: AsyncConnection, person_id: str, change_in: RegisterChangeIn, now: datetime,
-        stored: bytes | None = None, held: dict[str, Any] | None = None,
-    ) -> None:
-        """A field the source sent replaces what is held; a field it left out
-        is kept. A council row or an HL7 message that carries only the NHS
-        number must not erase the name, date of birth or postcode. `stored`:
-        the details as read with the person's lock (else read here); `held`:
-        those details decrypted, if they are already. The change passed the
-        wrong-person check (hub/ingest/identity.py) first."""
-        if held is None:
-            if stored is None:
-                stored = (await execute_prepared(conn, _PERSON_DETAILS, {"person_id": person_id})).one().details
-            held = load_person_details(self._protector, stored)
-        sent = _sent_details(change_in)
-        joined = held | sent
-        if joined != held:
-            await execute_prepared(conn, _UPDATE_DETAILS, {"pid": person_id, "at": now,
-                                                             "new_details": self._protector.encrypt(orjson.dumps(joined))})
 
     async def _lock_or_create_person(
         self, conn: AsyncConnection, nhs_number: str, details: bytes | Callable[[], bytes], now: datetime,
@@ -1534,7 +1521,8 @@ class IngestService:
             await record_decision(conn, client, channel=channel, action="write", decision=decision,
                                   person_id=pid, change_type=change_in.change_type.value,
                                   correlation_id=correlation_id)
-            # _merge_person_details, with the details the check above read
+            # The details sent merged into those held, as a single change's are (`_record_once`), with
+            # the details the check above read
             if held_details is not None:
                 held = held_details
                 joined = held | sent

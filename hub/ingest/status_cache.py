@@ -49,7 +49,7 @@ class StatusCache:
         if held is not None:
             on, ids, status, held_ref, held_agreements, generation = held
             if on == today and held_ref is ref and held_agreements is agreements and len(ids) == len(history) \
-                    and generation == getattr(agreements, "generation", 0) \
+                    and generation == (agreements.generation if agreements is not None else 0) \
                     and ids == frozenset(map(_CHANGE_ID, history)):
                 self.hits += 1
                 return status
@@ -63,7 +63,7 @@ class StatusCache:
         held = self._held
         held.pop(person_id, None)  # re-inserted last: the oldest is first out
         if generation is None:
-            generation = getattr(agreements, "generation", 0)
+            generation = agreements.generation if agreements is not None else 0
         held[person_id] = (today, frozenset(map(_CHANGE_ID, history)), status, ref, agreements, generation)
         # In the order SQLite reads them by `ix_changes_person`: by effective date, then as inserted
         # (a stable sort of the history as read, the new change last). Nothing depends on the order

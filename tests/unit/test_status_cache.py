@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from datetime import date, timedelta
 
+from hub.domain.agreements import AgreementBook
 from hub.domain.rules import evaluate
 from hub.ingest.status_cache import StatusCache
 from hub.sample_data import detention_to_move_scenario
@@ -49,7 +50,7 @@ def test_another_day_history_or_agreements_is_a_miss() -> None:
         def __init__(self, change_id: str) -> None:
             self.change_id = change_id
 
-    cache, ref, agreements, status = StatusCache(max_people=2), object(), object(), object()
+    cache, ref, agreements, status = StatusCache(max_people=2), object(), AgreementBook.default(), object()
     day = date(2026, 12, 1)
     history = [C("a"), C("b")]
     cache.put("p1", history, day, ref, agreements, status)  # type: ignore[arg-type]
@@ -57,7 +58,7 @@ def test_another_day_history_or_agreements_is_a_miss() -> None:
     assert cache.get("p1", [C("a")], day, ref, agreements) is None
     assert cache.get("p1", [C("a"), C("c")], day, ref, agreements) is None
     assert cache.get("p1", history, day + timedelta(days=1), ref, agreements) is None
-    assert cache.get("p1", history, day, ref, object()) is None
+    assert cache.get("p1", history, day, ref, AgreementBook.default()) is None  # other agreements
     assert cache.get("p1", history, day, object(), agreements) is None
     cache.put("p2", history, day, ref, agreements, status)  # type: ignore[arg-type]
     cache.put("p3", history, day, ref, agreements, status)  # type: ignore[arg-type]
@@ -114,7 +115,7 @@ def test_the_oldest_put_goes_first_however_many_came_and_went() -> None:
         def __init__(self, change_id: str) -> None:
             self.change_id = change_id
 
-    cache, ref, agreements, day = StatusCache(max_people=3), object(), object(), date(2026, 12, 1)
+    cache, ref, agreements, day = StatusCache(max_people=3), object(), AgreementBook.default(), date(2026, 12, 1)
     for n in range(50):
         cache.put(f"p{n}", [C(str(n))], day, ref, agreements, n)  # type: ignore[arg-type]
         if n % 7 == 0 and n:  # put again: now the newest
@@ -130,7 +131,6 @@ def test_the_oldest_put_goes_first_however_many_came_and_went() -> None:
 def test_a_status_kept_from_agreements_since_reloaded_is_a_miss() -> None:
     """The area agreements file reloaded (hub/agreements_watch.py) takes the new agreements into the
     same `AgreementBook` (`replace_with`): a status evaluated under the old ones is not a hit."""
-    from hub.domain.agreements import AgreementBook
 
     class C:
         def __init__(self, change_id: str) -> None:
