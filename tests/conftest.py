@@ -101,6 +101,17 @@ async def app_hub(tmp_path: Path) -> AsyncIterator[InProcessHub]:
             yield InProcessHub(http, hub, keys)
 
 
+@pytest.fixture(autouse=True)
+def _settings_read_afresh():  # noqa: ANN202
+    """`get_settings()` is read once a process (hub/settings.py): a test that runs a CLI command in-process
+    leaves its environment's settings there for every later test (tests/unit/test_worker_process.py read
+    another test's database URL). Forgotten after each test."""
+    yield
+    from hub.settings import get_settings
+
+    get_settings.cache_clear()
+
+
 @pytest.fixture
 def restore_logging():  # noqa: ANN201
     """For a test that configures logging (`configure_logging`: JSON lines to
