@@ -678,11 +678,7 @@ class WorkflowService:
         rows = await self._cases_locked(conn, person_id, CaseKind.TRANSFER, WITHDRAWABLE_TRANSFER_STATES)
         if not rows:
             return []
-        c = register_changes.c
-        held = (await conn.execute(select(c.change_id, c.canonical, c.received_at)
-                                   .where(c.person_id == person_id, not_retracted()))).all()
-        if told is not None:
-            held = [r for r in held if r.change_id in told]
+        held = await self._held_changes(conn, person_id, told)
         known = {r.change_id for r in held}
         cases = [case for case in (self.from_row(row.data) for row in rows)
                  if not case.opened_by_change or case.opened_by_change in known]
@@ -694,6 +690,16 @@ class WorkflowService:
             conn, person_id, cases, held, history, max(england_day(), today), today,
             "two NHS numbers of this person were merged (PDS): the joined register history changed the history "
             "before it")
+
+    @staticmethod
+    async def _held_changes(conn: AsyncConnection, person_id: str, told: frozenset[str] | None) -> list[Any]:
+        """The person's register changes not retracted (id, content, when received), as the store holds them,
+        or only those of them `told` names (an event's `history_changes`): what a re-check of their
+        transfers reads after a retraction or a merge."""
+        c = register_changes.c
+        held = (await conn.execute(select(c.change_id, c.canonical, c.received_at)
+                                   .where(c.person_id == person_id, not_retracted()))).all()
+        return list(held) if told is None else [r for r in held if r.change_id in told]
 
     @staticmethod
     async def _cases_locked(conn: AsyncConnection, person_id: str, kind: CaseKind, states: Any) -> list[Any]:
@@ -815,11 +821,7 @@ class WorkflowService:
         retracted = await self._change_of(conn, person_id, change_id) if rows else None
         if retracted is None:
             return []
-        c = register_changes.c
-        held = (await conn.execute(select(c.change_id, c.canonical, c.received_at)
-                                   .where(c.person_id == person_id, not_retracted()))).all()
-        if told is not None:
-            held = [r for r in held if r.change_id in told]
+        held = await self._held_changes(conn, person_id, told)
         known = {r.change_id for r in held} | {change_id}
         cases = [case for case in (self.from_row(row.data) for row in rows)
                  if not case.opened_by_change or case.opened_by_change in known]
