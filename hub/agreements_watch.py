@@ -70,6 +70,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hub.periodic import every
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.agreements_loader import AgreementsError, parse_agreements
@@ -286,13 +287,4 @@ class AgreementsWatcher:
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:
         """Look every `interval` seconds until `stop` is set."""
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-                return
-            except TimeoutError:
-                pass
-            try:
-                await self.check()
-            except Exception as exc:  # noqa: BLE001 - the next look tries again; the failure is logged
-                log.error("agreements file check failed", exc_type=type(exc).__name__)
+        await every(interval, stop, self.check, log=log, failed="agreements file check failed", wait_first=True)

@@ -46,6 +46,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.council_files import LAYOUTS, FileStream, Layout, MappedRow, column_for, open_file
+from hub.periodic import pause
 from hub.crypto import DataProtector
 from hub.ingest.service import BulkCache, BulkRow, Client, IngestService, Outcome, bulk_person_key
 from hub.ingest.validation import FieldProblem
@@ -334,13 +335,9 @@ class FileJobs:
                 return
             # Rows of the interrupted chunk this file recorded are its own (accepted), as after a restart.
             resumed = True
-            pause = min(self.retry_seconds * 2 ** min(waits - 1, 16), max(self.retry_seconds, STORE_RETRY_CAP_SECONDS)) \
+            delay = min(self.retry_seconds * 2 ** min(waits - 1, 16), max(self.retry_seconds, STORE_RETRY_CAP_SECONDS)) \
                 if fault else self.retry_seconds * 2 ** (attempt - 1)
-            try:
-                await asyncio.wait_for(self._stop.wait(), timeout=pause)
-            except TimeoutError:
-                pass
-            if self._stop.is_set():
+            if await pause(self._stop, delay):
                 return
 
     async def _give_up(self, file_id: str) -> None:

@@ -42,6 +42,7 @@ from pathlib import Path
 from sqlalchemy import and_, delete, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hub.periodic import every
 from hub.audit import SOURCES, AuditChain, Source
 from hub.observability import metrics
 from hub.observability.logging import get_logger
@@ -279,17 +280,14 @@ async def run_housekeeping(audit: AuditChain, purger: Purger, chain_seconds: flo
     """Chain new audit records every few seconds; checkpoint finished days; purge hourly."""
     last_purge = 0.0
     loop = asyncio.get_running_loop()
-    while not stop.is_set():
-        try:
-            while await audit.extend():
-                pass
-            await audit.checkpoint(datetime.now(UTC).date())
-            if purge_seconds and loop.time() - last_purge >= purge_seconds:
-                await purger.run_once()
-                last_purge = loop.time()
-        except Exception as exc:  # noqa: BLE001 - keep the worker alive; the next round catches up
-            log.warning("housekeeping failed", exc_type=type(exc).__name__)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=chain_seconds)
-        except TimeoutError:
+
+    async def round_() -> None:
+        nonlocal last_purge
+        while await audit.extend():
             pass
+        await audit.checkpoint(datetime.now(UTC).date())
+        if purge_seconds and loop.time() - last_purge >= purge_seconds:
+            await purger.run_once()
+            last_purge = loop.time()
+
+    await every(chain_seconds, stop, round_, log=log, failed="housekeeping failed", level="warning")

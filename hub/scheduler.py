@@ -26,6 +26,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from hub.periodic import every
 from hub.bus.port import (
     EVENTS_TOPIC,
     HISTORY_CHANGES,
@@ -156,12 +157,4 @@ def _history(person_id: str) -> Select[Any]:
 
 
 async def run_review_scanner(scanner: ReviewScanner, interval_seconds: float, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            await scanner.run_once()
-        except Exception as exc:  # noqa: BLE001 - the next scan retries; the failure is logged
-            log.error("review scan failed", exc_type=type(exc).__name__)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
-        except TimeoutError:
-            pass
+    await every(interval_seconds, stop, scanner.run_once, log=log, failed="review scan failed")

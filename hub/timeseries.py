@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hub import periodic
 from hub.bus.port import EVENTS_TOPIC, Subscriber
 from hub.observability import metrics
 from hub.observability.logging import get_logger
@@ -131,12 +132,4 @@ async def series(engine: AsyncEngine, window: str, now: datetime | None = None) 
 
 
 async def run_sampler(sampler: Sampler, every: float, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            await sampler.sample()
-        except Exception as exc:  # noqa: BLE001 - keep sampling
-            log.warning("sample failed", exc_type=type(exc).__name__)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=every)
-        except TimeoutError:
-            pass
+    await periodic.every(every, stop, sampler.sample, log=log, failed="sample failed", level="warning")

@@ -48,6 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hub.periodic import pause
 from hub.observability.logging import get_logger
 from hub.observability.multiproc import process_gone, worker_started
 from hub.settings import REPO_ROOT, Settings
@@ -152,11 +153,7 @@ class WorkerProcess:
                 # alone), the front's own stop follows within it, and there is nothing to say.
                 if status != 0:
                     self._restarting(status, backoff)
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=backoff)
-                except TimeoutError:
-                    pass
-                if stop.is_set():
+                if await pause(stop, backoff):
                     break
                 if status == 0:
                     self._restarting(status, 0.0)
@@ -336,10 +333,7 @@ async def _front_gone(front_pid: int | None, stop: asyncio.Event) -> None:
             log.warning("front process gone; worker process stopping")
             stop.set()
             return
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=1.0)
-        except TimeoutError:
-            pass
+        await pause(stop, 1.0)
 
 
 def _tell_front_ready() -> None:

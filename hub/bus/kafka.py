@@ -75,6 +75,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from sqlalchemy import BigInteger, Text, bindparam, cast, event, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from hub.periodic import pause
 from hub.bus.port import BusMessage, Capabilities
 from hub.bus.sql import publish_signal
 from hub.observability.logging import get_logger
@@ -430,10 +431,7 @@ async def _watch_backlog(relay: KafkaRelay, stop: asyncio.Event) -> None:
 async def _wait(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:
     """Up to `seconds`, less if `stop` (or `wake`) is set."""
     if wake is None:
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
+        await pause(stop, seconds)
         return
     waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
     try:

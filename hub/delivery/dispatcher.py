@@ -32,6 +32,7 @@ import structlog
 from sqlalchemy import Text, bindparam, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from hub.periodic import pause
 from hub.ids import uuid5
 from hub.store.recording import RecordingConn
 from hub.ingest.status_cache import StatusCache
@@ -1322,10 +1323,7 @@ async def run_dispatcher(dispatcher: Dispatcher, poll_seconds: float, stop: asyn
             # is still dispatched at once (the wait below).
             rest = started + dispatcher.linger - loop.time()
             if rest > 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=rest)
-                except TimeoutError:
-                    pass
+                await pause(stop, rest)
             continue
         if not handled:
             waiters = [asyncio.ensure_future(stop.wait())]

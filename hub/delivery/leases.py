@@ -108,6 +108,7 @@ from typing import Any, Protocol
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from hub.periodic import every
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.delivery.ledger import ledger_for
@@ -833,14 +834,4 @@ async def run_deliverer(deliverer: Deliverer, poll_seconds: float, stop: asyncio
     if serve is not None:
         await serve(poll_seconds, stop)
         return
-    while not stop.is_set():
-        try:
-            sent = await deliverer.run_once()
-        except Exception as exc:  # noqa: BLE001 - keep delivering; the failure is logged, not swallowed
-            log.error("delivery loop error", exc_type=type(exc).__name__)
-            sent = 0
-        if not sent:
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
-            except TimeoutError:
-                pass
+    await every(poll_seconds, stop, deliverer.run_once, log=log, failed="delivery loop error", until_idle=True)

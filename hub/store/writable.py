@@ -26,6 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hub.periodic import every
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.store.db import STORE_FAULTS, insert_or_merge, store_fault, write_transaction
@@ -85,17 +86,11 @@ class StoreWrites:
     async def run(self, engine: AsyncEngine, stop: asyncio.Event, interval: float = PROBE_SECONDS) -> None:
         """Until `stop`: while marked unwritable, a probe every `interval` seconds; else nothing but a
         look at the mark (no I/O)."""
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-                return
-            except TimeoutError:
-                pass
+        async def look() -> None:
             if self.fault is not None:
-                try:
-                    await self.probe(engine)
-                except Exception as exc:  # noqa: BLE001 - the next look tries again
-                    log.error("store write probe failed", exc_type=type(exc).__name__)
+                await self.probe(engine)
+
+        await every(interval, stop, look, log=log, failed="store write probe failed", wait_first=True)
 
 
 _WRITES: weakref.WeakKeyDictionary[Engine, StoreWrites] = weakref.WeakKeyDictionary()

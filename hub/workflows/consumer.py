@@ -34,6 +34,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
+from hub.periodic import every
 from hub.bus.port import EVENTS_TOPIC, HISTORY_CHANGES, LATE, MERGED, RETRACTED, BusMessage, Subscriber
 from hub.observability import metrics
 from hub.observability.logging import get_logger
@@ -205,26 +206,9 @@ class WorkflowConsumer:
 
 
 async def run_workflow_consumer(consumer: WorkflowConsumer, poll_seconds: float, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            handled = await consumer.run_once()
-        except Exception as exc:  # noqa: BLE001 - logged; the next round retries
-            log.error("workflow consumer round failed", exc_type=type(exc).__name__)
-            handled = 0
-        if not handled:
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
-            except TimeoutError:
-                pass
+    await every(poll_seconds, stop, consumer.run_once, log=log, failed="workflow consumer round failed",
+                until_idle=True)
 
 
 async def run_workflow_scanner(service: WorkflowService, interval_seconds: float, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            await service.scan()
-        except Exception as exc:  # noqa: BLE001 - the next scan retries
-            log.error("workflow clock scan failed", exc_type=type(exc).__name__)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
-        except TimeoutError:
-            pass
+    await every(interval_seconds, stop, service.scan, log=log, failed="workflow clock scan failed")
