@@ -43,6 +43,7 @@ from sqlalchemy import and_, delete, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.periodic import every
+from hub.domain.dates import england_day
 from hub.audit import SOURCES, AuditChain, Source
 from hub.observability import metrics
 from hub.observability.logging import get_logger
@@ -117,7 +118,9 @@ class Purger:
                         func.length(delivery_messages.c.payload) > 0).limit(BATCH))).values(payload=b""))
             if self._export_dir is not None:
                 cutoff = now - timedelta(days=p.delivered_payload_days)
-                done["file_channel_files"] = await asyncio.to_thread(self._purge_day_files, cutoff.date())
+                # A day file holds the lines written on its day in England (hub/delivery/file_export.py):
+                # those of a day before the cut-off's were all written before it.
+                done["file_channel_files"] = await asyncio.to_thread(self._purge_day_files, england_day(cutoff))
                 done["council_export_files"] = await self._purge_council_files(cutoff)
         if p.outbox_days:
             done["outbox"] = await self._purge_outbox(now - timedelta(days=p.outbox_days))

@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     # for a hub whose own bus is the embedded SQL log, this one
     # ("host:port[,host:port]"); it takes precedence over the bus's when set.
     kafka_outbound_bootstrap: str | None = None
-    # `file` subscriptions append NDJSON to <export_dir>/<org_code>/<YYYY-MM-DD>.ndjson
+    # `file` subscriptions append NDJSON to <export_dir>/<org_code>/<YYYY-MM-DD>.ndjson (England's day)
     # (dirs 0700, files 0600) for the council to collect over SFTP.
     export_dir: Path = REPO_ROOT / "var" / "exports"
     # Council files (hub/exports.py) not acknowledged within this many hours raise an alert.

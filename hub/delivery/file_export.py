@@ -1,6 +1,13 @@
 """File export channel: each FHIR message of a `file` subscription is appended
-as one NDJSON line to `<export_dir>/<org_code>/<YYYY-MM-DD>.ndjson` (UTC date
-of writing), for the council to collect over SFTP.
+as one NDJSON line to `<export_dir>/<org_code>/<YYYY-MM-DD>.ndjson` (the day in
+England it is written on: hub.domain.dates.england_day), for the council to
+collect over SFTP.
+
+* The day is England's, not UTC's: a council's job that collects "yesterday's
+  file" at 00:30 finds it complete all year. By UTC days, from late March to
+  late October the lines written between midnight and 01:00 went into the day
+  before's file after a 00:30 collection had taken it (and, were the file
+  moved away, into a new file of the same name).
 
 * Line: `{"event_number", "event_id", "message_id", "event_type", "restore_epoch", "message": <the FHIR
   message Bundle>}` (`event_number`: the subscription's gap-free sequence, hub.delivery.queue;
@@ -38,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.crypto import DataProtector
 from hub.delivery.leases import RetryPolicy, SubscriptionDeliverer
+from hub.domain.dates import england_day
 from hub.observability.logging import get_logger
 from hub.store.private_files import fsync_dir, narrow_export_dirs, private_dir
 from hub.store.restores import NO_RESTORE
@@ -51,7 +59,7 @@ _ORG = re.compile(r"^[A-Za-z0-9]{1,16}$")  # an org code becomes a directory nam
 def export_path(export_dir: Path, org_code: str, when: datetime) -> Path:
     if not _ORG.match(org_code):
         raise ValueError("org_code unfit for a directory name")
-    return export_dir / org_code / f"{when.astimezone(UTC).date().isoformat()}.ndjson"
+    return export_dir / org_code / f"{england_day(when).isoformat()}.ndjson"
 
 
 def ndjson_line(event_id: str, message_id: str, event_type: str, message: bytes,
