@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     store_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     store_statement_timeout_seconds: float = Field(default=30.0, ge=0, le=3600)
     store_pool_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # PostgreSQL over TLS: libpq's parameters on database_url (sslmode=verify-full&sslrootcert=<CA file>,
+    # sslcert and sslkey for a client certificate; hub/store/postgres_tls.py). A store beyond this machine
+    # (not loopback, not a Unix socket) must be verify-ca or verify-full; true only where the network
+    # between the hub and PostgreSQL is otherwise protected.
+    database_allow_unverified: bool = False
     # "sql" = the embedded durable log in the same database (the outbox is the log);
     # "kafka://host:port[,host:port]" = the same outbox relayed to Apache Kafka,
     # and the dispatcher consuming from Kafka.
@@ -292,6 +297,21 @@ class Settings(BaseSettings):
         self.canonical_base = base
         if self.hub_endpoint is None:
             self.hub_endpoint = f"{base}/fhir"
+        return self
+
+    @model_validator(mode="after")
+    def _store_tls(self) -> Settings:
+        """TLS parameters on a PostgreSQL URL that can be used, and verified beyond this machine."""
+        if self.database_url.startswith("postgresql"):
+            from sqlalchemy.engine import make_url  # noqa: PLC0415 - settings load before the store's modules
+
+            from hub.store.postgres_tls import check  # noqa: PLC0415
+
+            try:
+                url = make_url(self.database_url)
+            except Exception:  # noqa: BLE001 - the URL itself (never echoed: it may hold the password)
+                raise ValueError("database_url: not a database URL") from None
+            check(url, self.database_allow_unverified)
         return self
 
     def namespaces(self) -> Namespaces:

@@ -290,7 +290,11 @@ def create_engine(database_url: str, *, sqlite_page_size: int = DEFAULT_PAGE_SIZ
         engine = create_async_engine(url, connect_args={"timeout": 30}, **JSON_CODEC)
         configure_sqlite(engine.sync_engine, sqlite_page_size)
     else:
-        bounds = {"timeout": connect_timeout, **({"command_timeout": statement_timeout} if statement_timeout else {})}
+        from hub.store.postgres_tls import connect_tls  # noqa: PLC0415 - PostgreSQL only
+
+        url, tls = connect_tls(url)  # libpq's sslmode / sslrootcert / sslcert / sslkey, as asyncpg takes them
+        bounds = {"timeout": connect_timeout, **({"command_timeout": statement_timeout} if statement_timeout else {}),
+                  **tls}
         engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_timeout=pool_timeout,
                                      connect_args=bounds, **JSON_CODEC)
         bound_waits(engine.sync_engine, statement_timeout or None)  # before the store-writes watch: it sees its fault

@@ -96,6 +96,7 @@ class PostgresServer:
     password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     port: int = 0
     user: pwd.struct_passwd | None = None
+    settings: dict[str, str] = field(default_factory=dict)  # more `-c name=value` (e.g. ssl=on)
     _proc: subprocess.Popen | None = None
 
     @property
@@ -158,7 +159,8 @@ class PostgresServer:
                 [str(self.bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
                  "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.base}",
                  "-c", "fsync=on", "-c", "max_connections=200", "-c", "shared_buffers=32MB",
-                 "-c", "log_min_messages=warning", "-c", "timezone=UTC"],
+                 "-c", "log_min_messages=warning", "-c", "timezone=UTC",
+                 *(arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}"))],
                 cwd=self.base, env=self._env(), stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, **self._run_as(),
             )

@@ -136,8 +136,8 @@ def test_cli_writes_the_package_under_another_base_and_a_tgz(tmp_path: Path) -> 
 def test_canonical_base_is_required_in_production_and_local_by_default() -> None:
     assert Settings().canonical_base == "https://s117-hub.localhost"
     with pytest.raises(ValueError, match="canonical_base"):
-        Settings(database_url="postgresql+asyncpg://u@h/db")
-    s = Settings(database_url="postgresql+asyncpg://u@h/db", canonical_base="https://s117.example.nhs.uk/")
+        Settings(database_url="postgresql+asyncpg://u@127.0.0.1/db")
+    s = Settings(database_url="postgresql+asyncpg://u@127.0.0.1/db", canonical_base="https://s117.example.nhs.uk/")
     assert s.namespaces() == Namespaces.for_base("https://s117.example.nhs.uk")
     assert s.hub_endpoint == "https://s117.example.nhs.uk/fhir"
     with pytest.raises(ValueError, match="canonical_base"):

@@ -16,7 +16,7 @@ from hub.worker_process import processes, serving_layout, usable_cores
 from hub.domain.dates import england_day
 
 FILE = "sqlite+aiosqlite:////var/lib/s117/hub.db"
-PG = "postgresql+asyncpg://hub@db/s117"
+PG = "postgresql+asyncpg://hub@127.0.0.1/s117"
 
 
 def layout(cores: int, url: str = FILE, **given: object) -> tuple[bool | None, bool | None, int]:
