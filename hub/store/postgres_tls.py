@@ -96,15 +96,31 @@ def connect_tls(url: URL) -> tuple[URL, dict[str, Any]]:
     return rest, {"ssl": _context(mode, given.get("sslrootcert"), cert, key)}
 
 
-def on_this_machine(url: URL) -> bool:
-    """True when the store is reached over a Unix socket or loopback: no network between."""
-    host = url.host or _one(url, "host")
+def _local(host: str) -> bool:
     if not host or host.startswith("/") or host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def on_this_machine(url: URL) -> bool:
+    """True when the store is reached over a Unix socket or loopback: no network between. A URL naming
+    several servers (`?host=a:5432&host=b:5432`, with `target_session_attrs` for a failover pair) is
+    on this machine only if every one is."""
+    hosts = url.query.get("host") or ()
+    hosts = [hosts] if isinstance(hosts, str) else list(hosts)
+    if url.host:
+        hosts.append(url.host)
+    return all(_local(_host_only(h)) for h in hosts)
+
+
+def _host_only(host: str) -> str:
+    """`host`, `host:port`, `[v6]` or `[v6]:port` without the port."""
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def check(url: URL, allow_unverified: bool) -> None:

@@ -46,6 +46,13 @@ def _refusal(url: str, **kw: object) -> str:
     return message
 
 
+def test_a_failover_pair_is_beyond_this_machine_if_either_server_is(ca_file: Path) -> None:
+    pair = "postgresql+asyncpg://hub:s3cret-pw@/s117?host=127.0.0.1:5432&host=db.example.nhs.uk:5432" \
+           "&target_session_attrs=read-write"
+    assert "must be reached with sslmode=verify-full" in _refusal(pair)
+    Settings(database_url=f"{pair}&sslmode=verify-full&sslrootcert={ca_file}", canonical_base=BASE)
+
+
 @pytest.mark.parametrize("query", ["", "?sslmode=require", "?sslmode=prefer", "?sslmode=disable", "?ssl=require"])
 def test_a_store_beyond_this_machine_unverified_is_refused_at_start(query: str) -> None:
     assert "database_url: a PostgreSQL store beyond this machine must be reached with sslmode=verify-full" \
@@ -56,6 +63,8 @@ def test_a_store_beyond_this_machine_unverified_is_refused_at_start(query: str) 
 @pytest.mark.parametrize("url", [
     "postgresql+asyncpg://hub:pw@127.0.0.1/s117", "postgresql+asyncpg://hub:pw@localhost/s117",
     "postgresql+asyncpg://hub:pw@[::1]/s117", "postgresql+asyncpg://hub:pw@/s117?host=/var/run/postgresql",
+    "postgresql+asyncpg://hub:pw@/s117?host=127.0.0.1:5432&host=127.0.0.1:5433",
+    "postgresql+asyncpg://hub:pw@/s117?host=[::1]:5432&host=localhost",
 ])
 def test_a_store_on_this_machine_needs_no_tls(url: str) -> None:
     Settings(database_url=url, canonical_base=BASE)
