@@ -4,19 +4,13 @@ hub as a real process over HTTP, and refused where the server cannot be verified
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import subprocess
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -26,80 +20,36 @@ from tests.e2e.test_durability import _push_people
 from tests.servers import unavailable
 from tests.servers.postgres import PostgresServer, ServerUnavailable, create_database, ensure_binaries
 from tests.support import HubProcess
+from tests.tls_certs import CertAuthority
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key, now = _key(), datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
-    return key, cert
-
-
-def _server_cert(ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate) -> tuple[bytes, bytes]:
-    """A server certificate naming 127.0.0.1 and pg.test, not `localhost`."""
-    key, now = _key(), datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(_name("pg.test")).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("pg.test"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
 
 
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory: pytest.TempPathFactory):
     """A PostgreSQL server of its own with TLS on, and the CA that signed its certificate (and one that did not)."""
     pems = tmp_path_factory.mktemp("pg-tls")
-    ca_key, ca = _ca("S117 test CA")
-    _, other = _ca("Someone else's CA")
-    (pems / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (pems / "other-ca.pem").write_bytes(other.public_bytes(serialization.Encoding.PEM))
+    ca, other = CertAuthority.make(pems, "S117 test CA"), CertAuthority.make(pems, "Someone else's CA")
     try:
         server = PostgresServer(ensure_binaries())
     except ServerUnavailable as exc:
         unavailable("PostgreSQL test server", str(exc))
-    cert, key = _server_cert(ca_key, ca)
     server.base.chmod(0o755)
-    (server.base / "server.crt").write_bytes(cert)
-    (server.base / "server.key").write_bytes(key)
-    (server.base / "server.key").chmod(0o600)
+    issued = ca.issue(server.base, "pg.test", hosts=("pg.test", "127.0.0.1"))  # not `localhost`
     from tests.servers.postgres import _server_user
 
     user = _server_user()
     if user is not None:
-        for name in ("server.crt", "server.key"):
-            os.chown(server.base / name, user.pw_uid, user.pw_gid)
-    server.settings = {"ssl": "on", "ssl_cert_file": str(server.base / "server.crt"),
-                       "ssl_key_file": str(server.base / "server.key")}
+        for path in (issued.cert, issued.key):
+            os.chown(path, user.pw_uid, user.pw_gid)
+    server.settings = {"ssl": "on", "ssl_cert_file": str(issued.cert), "ssl_key_file": str(issued.key)}
     try:
         server.start()
     except (ServerUnavailable, OSError, subprocess.SubprocessError) as exc:
         server.stop()
         unavailable("PostgreSQL test server (TLS)", str(exc))
     try:
-        yield server, pems
+        yield server, ca.pem, other.pem
     finally:
         server.stop()
 
@@ -123,8 +73,8 @@ async def _over_tls(server: PostgresServer, database: str) -> tuple[int, int]:
 
 
 async def test_the_hub_keeps_its_register_over_verified_tls(tls_server, tmp_path: Path) -> None:
-    server, pems = tls_server
-    url = await _database(server, sslmode="verify-full", sslrootcert=str(pems / "ca.pem"))
+    server, ca, _ = tls_server
+    url = await _database(server, sslmode="verify-full", sslrootcert=str(ca))
     keys = await make_clients(url)
     hub = HubProcess(tmp_path, db_url=url)
     await hub.start(timeout=60)
@@ -141,9 +91,9 @@ async def test_the_hub_keeps_its_register_over_verified_tls(tls_server, tmp_path
 
 
 async def test_a_server_whose_certificate_does_not_verify_is_refused(tls_server) -> None:
-    server, pems = tls_server
+    server, ca, other = tls_server
     # Signed by a CA the hub was not told to trust: refused before anything is sent.
-    untrusted = create_engine(await _database(server, sslmode="verify-full", sslrootcert=str(pems / "other-ca.pem")))
+    untrusted = create_engine(await _database(server, sslmode="verify-full", sslrootcert=str(other)))
     try:
         # The store's fault, named by its kind (as /health/ready and the log name it), never the URL.
         with pytest.raises(StoreUnreachable, match="SSLCertVerificationError"):
@@ -153,7 +103,7 @@ async def test_a_server_whose_certificate_does_not_verify_is_refused(tls_server)
         await untrusted.dispose()
     # The right CA but another name than the certificate's: verify-full refuses, verify-ca takes it.
     for mode, ok in (("verify-full", False), ("verify-ca", True)):
-        url = make_url(await _database(server, sslmode=mode, sslrootcert=str(pems / "ca.pem"))).set(host="localhost")
+        url = make_url(await _database(server, sslmode=mode, sslrootcert=str(ca))).set(host="localhost")
         engine = create_engine(url.render_as_string(hide_password=False))
         try:
             if ok:

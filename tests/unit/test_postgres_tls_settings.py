@@ -11,16 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from datetime import UTC, datetime, timedelta
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
 from hub.settings import Settings
 from hub.store.postgres_tls import StoreTlsError, connect_tls
+from tests.tls_certs import CertAuthority
 
 REMOTE = "postgresql+asyncpg://hub:s3cret-pw@db.example.nhs.uk:5432/s117"
 BASE = "https://s117.example.nhs.uk"
@@ -28,14 +24,7 @@ BASE = "https://s117.example.nhs.uk"
 
 @pytest.fixture(scope="module")
 def ca_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    key, now = ec.generate_private_key(ec.SECP256R1()), datetime.now(UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now).not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256()))
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path
+    return CertAuthority.make(tmp_path_factory.mktemp("ca"), "test CA").pem
 
 
 def _refusal(url: str, **kw: object) -> str:
