@@ -26,6 +26,7 @@ from hub.delivery.dispatcher import Dispatcher, run_dispatcher
 from hub.delivery.fhir_rest_hook import FhirRestHookDeliverer
 from hub.delivery.file_export import FileExportDeliverer
 from hub.delivery.kafka_topic import KafkaTopicDeliverer
+from hub.delivery.http1 import client_tls
 from hub.delivery.webhook import HostClients, WebhookDeliverer, run_deliverer
 from hub.domain.agreements import AgreementBook
 from hub.domain.ports import ReferenceData
@@ -328,7 +329,9 @@ async def build_hub(settings: Settings) -> Hub:
     # every connection checked against the webhook target rules (hub/delivery/targets.py).
     http = HostClients(settings.webhook_timeout_seconds, per_host=settings.webhook_max_connections_per_host,
                        allowed_hosts=settings.webhook_allowed_hosts,
-                       require_https=settings.webhook_require_https)
+                       require_https=settings.webhook_require_https,
+                       ssl_context=client_tls(settings.webhook_tls_ca_file, settings.webhook_tls_client_cert,
+                                              settings.webhook_tls_client_key))
     ingest = IngestService(engine, ref, agreements, protector, batch_max=settings.ingest_batch_max,
                            batch_wait=settings.ingest_batch_wait_ms / 1000)
     hub = Hub(

@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     # name or an IP address, or a network such as 10.20.0.0/16) is named here.
     # Comma-separated in S117_WEBHOOK_ALLOWED_HOSTS, e.g. "127.0.0.1,hooks.lan".
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = []
+    # TLS to subscribers' endpoints (webhooks, FHIR rest-hooks): the system's trust store, and also the
+    # CAs in this PEM file (an HSCN or a council's own CA); and the hub's own certificate and key (PEM),
+    # presented to an endpoint that asks for one (mutual TLS). hub/delivery/http1.py `client_tls`.
+    webhook_tls_ca_file: Path | None = None
+    webhook_tls_client_cert: Path | None = None
+    webhook_tls_client_key: Path | None = None
 
     @field_validator("sqlite_page_size")
     @classmethod
@@ -297,6 +303,15 @@ class Settings(BaseSettings):
         self.canonical_base = base
         if self.hub_endpoint is None:
             self.hub_endpoint = f"{base}/fhir"
+        return self
+
+    @model_validator(mode="after")
+    def _webhook_tls(self) -> Settings:
+        """The subscribers' TLS files read at start (a mistyped path is one line naming the setting,
+        not every delivery failing later)."""
+        from hub.delivery.http1 import client_tls  # noqa: PLC0415 - settings load before the delivery modules
+
+        client_tls(self.webhook_tls_ca_file, self.webhook_tls_client_cert, self.webhook_tls_client_key)
         return self
 
     @model_validator(mode="after")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import httpx
@@ -106,11 +107,12 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     fail_with: int | None = None  # answer every POST with this status (a broken subscriber)
     delay: float = 0.0  # seconds before answering (a slow subscriber)
+    tls: dict[str, Any] | None = None  # uvicorn's ssl_* options: an https endpoint (mutual TLS with ssl_cert_reqs)
     _server: uvicorn.Server | None = None
     _task: asyncio.Task | None = None
 
     def url(self, org: str) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/{org}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/hooks/{org}"
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -130,7 +132,7 @@ class Receiver:
 
     async def start(self) -> None:
         self._server = uvicorn.Server(uvicorn.Config(self.app(), host="127.0.0.1", port=self.port,
-                                                     log_config=None, lifespan="off"))
+                                                     log_config=None, lifespan="off", **(self.tls or {})))
         self._task = asyncio.create_task(self._server.serve())
         while not self._server.started:
             await asyncio.sleep(0.02)

@@ -22,8 +22,13 @@ cost of a change's deliveries.
 * Guard: before every connection the host is resolved and every address
   checked (hub.delivery.targets); the connection goes to the very address
   checked, the name still in the Host header and in TLS SNI and
-  certificate checks (the system's trust store). Operator-allowed names are
+  certificate checks (the system's trust store, and the CAs of
+  S117_WEBHOOK_TLS_CA_FILE: `client_tls`). Operator-allowed names are
   connected to by name.
+* Mutual TLS: with S117_WEBHOOK_TLS_CLIENT_CERT and _KEY the hub presents
+  its certificate to every endpoint that asks for one (a council's gateway
+  that admits only known senders); one that asks and gets none refuses the
+  handshake, recorded as `SSLError` and retried.
 * Nothing else: no redirects followed (a 3xx is the answer), no proxies
   from the environment, no cookies, no decompression. The caller's
   deadline (`asyncio.timeout`) covers waiting for a connection, connecting,
@@ -38,6 +43,7 @@ import asyncio
 import email.utils
 import re
 import ssl
+from pathlib import Path
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -229,6 +235,31 @@ class _Origin:
     expiry: asyncio.TimerHandle | None = None  # closes connections idle past the keep-alive
 
 
+
+def client_tls(ca_file: Path | None = None, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    """The TLS context of the hub's connections to subscribers: the system's trust store (host names
+    checked, TLS 1.2 at least) with the CAs of `ca_file` added, and the hub's own certificate and key
+    for endpoints that ask for one. A file that cannot be used is a ValueError naming its setting
+    (never its content)."""
+    ctx = ssl.create_default_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"webhook_tls_ca_file: cannot be read as PEM certificates ({type(exc).__name__})") \
+                from None
+    if (cert is None) != (key is None):
+        raise ValueError("webhook_tls_client_cert, webhook_tls_client_key: S117_WEBHOOK_TLS_CLIENT_CERT and "
+                         "S117_WEBHOOK_TLS_CLIENT_KEY go together")
+    if cert is not None:
+        try:
+            ctx.load_cert_chain(str(cert), str(key))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"webhook_tls_client_cert: cannot be read as a PEM certificate with its key "
+                             f"({type(exc).__name__})") from None
+    return ctx
+
 class HostClients:
     """One pool of kept-alive HTTP/1.1 connections per endpoint origin; see the module doc.
 
@@ -253,7 +284,7 @@ class HostClients:
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
-            self._ssl = ssl.create_default_context()  # the system's trust store, host names checked
+            self._ssl = client_tls()  # the system's trust store, host names checked
         return self._ssl
 
     def _target(self, url: str) -> tuple[_Origin, bytes]:
