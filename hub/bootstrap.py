@@ -45,9 +45,10 @@ from hub.retention import Purger, RetentionPolicy, run_housekeeping
 from hub.timeseries import Sampler, run_sampler
 from hub.scheduler import ReviewScanner, run_review_scanner
 from hub.observability.logging import get_logger
-from hub.observability.metrics import BANK_HOLIDAYS_COVERED_UNTIL
+from hub.observability.metrics import BANK_HOLIDAYS_COVERED_UNTIL, REFERENCE_DATA_AS_OF, REFERENCE_DATA_MAX_AGE
 from hub.refdata.bank_holidays import WARN_DAYS, covered_until
-from hub.refdata.loader import reference_data
+from hub.refdata.loader import reference_data, sources_of
+from hub.refdata.ods_files import Dataset, age_days
 from hub.register_counts import ensure_register_status
 from hub.settings import Settings
 from hub.worker_process import WorkerProcess
@@ -293,13 +294,30 @@ def _report_calendar(holidays: frozenset[date], today: date | None = None) -> No
                     covered_until=until.isoformat(), days_left=left)
 
 
+def _report_reference_data(datasets: tuple[Dataset, ...], max_age_days: int, today: date | None = None) -> None:
+    """Each GP practice dataset's date: a metric for the alert (S117ReferenceDataOld), a warning at start
+    for one older than `max_age_days` naming the setting that takes NHS England's newer file
+    (hub/refdata/ods_files.py)."""
+    today = today or england_day()
+    REFERENCE_DATA_MAX_AGE.set(max_age_days * 86400)
+    for d in datasets:
+        REFERENCE_DATA_AS_OF.labels(dataset=d.name).set(datetime.combine(d.as_of, time.min, UTC).timestamp())
+        age = age_days(d, today)
+        if age > max_age_days:
+            log.warning("reference data older than S117_REFERENCE_DATA_MAX_AGE_DAYS: a practice opened or moved "
+                        "since is unknown or named wrongly; download NHS England's current file and set the setting",
+                        dataset=d.name, as_of=d.as_of.isoformat(), age_days=age, max_age_days=max_age_days,
+                        setting=d.setting)
+
+
 async def build_hub(settings: Settings) -> Hub:
     kafka_servers = kafka_bootstrap(settings.bus_url)
     outbound = outbound_kafka_bootstrap(settings)
     engine = create_engine(settings.database_url, **engine_options(settings))
     await create_schema(engine)
-    ref = reference_data(settings.bank_holidays_file)
+    ref = reference_data(settings.bank_holidays_file, sources_of(settings))
     _report_calendar(ref.bank_holidays())
+    _report_reference_data(ref.datasets(), settings.reference_data_max_age_days)
     # Taken before the read, as the sharing file's below: a change made meanwhile is loaded at the first look.
     area_state = file_state(settings.area_agreements_path)
     agreements = (

@@ -95,17 +95,23 @@ WAITED_FOR = ("unreachable", "connections", "no-answer", "pool")  # store faults
 
 
 def _refuse_unreadable_calendar(settings: Any) -> None:
-    """Before serving: stop with one plain line (exit 2) naming the element if
-    `S117_BANK_HOLIDAYS_FILE` is not GOV.UK's document (hub/refdata/bank_holidays.py),
-    rather than a start-up traceback."""
+    """Before serving: stop with one plain line (exit 2) naming the setting and the element, line or
+    column if `S117_BANK_HOLIDAYS_FILE` is not GOV.UK's document (hub/refdata/bank_holidays.py), or
+    `S117_ODS_EPRACCUR_FILE` / `S117_GP_PRACTICE_MAP_FILE` not NHS England's format
+    (hub/refdata/ods_files.py), rather than a start-up traceback."""
     from hub.observability.logging import get_logger
     from hub.refdata.bank_holidays import CalendarError
-    from hub.refdata.loader import reference_data
+    from hub.refdata.loader import reference_data, sources_of
+    from hub.refdata.ods_files import ReferenceFileError
 
     try:
-        reference_data(settings.bank_holidays_file)
+        reference_data(settings.bank_holidays_file, sources_of(settings))
     except CalendarError as exc:
         get_logger("hub.cli").error("hub not started", error_kind="bank-holidays-file")
+        print(f"s117hub serve: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except ReferenceFileError as exc:
+        get_logger("hub.cli").error("hub not started", error_kind="reference-data-file")
         print(f"s117hub serve: {exc}", file=sys.stderr)
         sys.exit(2)
 

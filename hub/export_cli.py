@@ -33,7 +33,9 @@ async def _run(args: argparse.Namespace) -> dict:
     from hub.exports import ExportRequest, ExportService
     from hub.fhir.messages import FIELD_GROUPS
     from hub.sharing import FUNDING
-    from hub.refdata.loader import reference_data
+    from hub.refdata.bank_holidays import CalendarError
+    from hub.refdata.loader import reference_data, sources_of
+    from hub.refdata.ods_files import ReferenceFileError
     from hub.settings import get_settings
     from hub.sharing import SharingAgreements
     from hub.store.db import create_engine, create_schema
@@ -51,7 +53,11 @@ async def _run(args: argparse.Namespace) -> dict:
         protector = await store_protector(engine, s.data_key, s.data_key_file)
         agreements = (load_agreements(s.area_agreements_path) if s.area_agreements_path.exists()
                       else AgreementBook.default())
-        svc = ExportService(engine, reference_data(s.bank_holidays_file), agreements,
+        try:
+            ref = reference_data(s.bank_holidays_file, sources_of(s))
+        except (CalendarError, ReferenceFileError) as exc:  # one line naming the setting, as `serve`
+            sys.exit(f"export: {exc}")
+        svc = ExportService(engine, ref, agreements,
                             SharingAgreements.load(s.sharing_agreements_path, FIELD_GROUPS | {FUNDING}),
                             protector, s.export_dir,
                             s.export_ack_alert_hours)

@@ -103,7 +103,7 @@ from hub.domain.model import RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
 from hub.domain.reconciliation import position_for
 from hub.domain.rules import evaluate
-from hub.domain.views import roles_of
+from hub.domain.views import roles_of, undetermined_bodies
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.reconciliation import PAGE, _hub_people
@@ -437,6 +437,9 @@ def position_values(status: S117Status, nhs_number: str | None, local_id: str | 
         "OPEN_DISPUTE": bool(status.open_disputes),
         "LEGAL_STATUS": status.qualifying_section_code or status.entitling_section_code,
         "CITATION": council.citation if council else None,
+        # A body owed and not determined, said (hazard H-03): never only an empty RESP_LA_GSS / RESP_ICB_ODS,
+        # which also means "not disclosed" (the person query's `responsibility_undetermined`).
+        "RESP_UNDETERMINED": ";".join(f"{u['role']}={u['absent_reason']}" for u in undetermined_bodies(status)),
     }
 
 

@@ -7,6 +7,7 @@ at import time; tests build their own Settings and pass them in.
 from __future__ import annotations
 
 import ipaddress
+from datetime import date
 from functools import cache
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from hub.domain.dates import england_day
 from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE, Namespaces
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +87,17 @@ class Settings(BaseSettings):
     # years replace the shipped calendar's (2018-2027) for the working-day clocks
     # (hub/refdata/bank_holidays.py); unreadable, the hub does not start.
     bank_holidays_file: Path | None = None
+    # NHS England's newer GP practice files, each in place of the shipped one (hub/refdata/ods_files.py):
+    # ODS epraccur.csv (no header row), with the date it is as of (the file does not say: the date of
+    # NHS England's release), and the ICB era's gp-reg-pat-prac-map.csv (its EXTRACT_DATE says). Unreadable
+    # or not that format, the hub does not start. All the hub's instances must name the same files.
+    ods_epraccur_file: Path | None = None
+    ods_epraccur_as_of: date | None = None
+    gp_practice_map_file: Path | None = None
+    # A GP practice dataset (shipped or the operator's) older than this many days is warned of at start and
+    # alerted (S117ReferenceDataOld): ODS publishes epraccur quarterly and the map monthly, so 120 days is
+    # one quarter's release missed plus a month to download and deploy the next.
+    reference_data_max_age_days: int = Field(default=120, ge=1, le=3650)
     # The one base of every URL the hub mints (CodeSystems, profiles,
     # extensions, identifier systems, problem types): hub/fhir/namespaces.py.
     # Embedded mode defaults to a clearly local value; production (PostgreSQL)
@@ -286,6 +299,18 @@ class Settings(BaseSettings):
                 "the port send as any registered trust (MSH-4 is not proof of the sender): set "
                 "S117_MLLP_TLS_CERT, S117_MLLP_TLS_KEY and S117_MLLP_TLS_CLIENT_CA, or S117_MLLP_ALLOW_UNAUTHENTICATED"
                 "=true if only the trusts' engines can reach this network")
+        return self
+
+    @model_validator(mode="after")
+    def _epraccur_dated(self) -> Settings:
+        """epraccur.csv does not say when it was extracted: its date is the operator's to give."""
+        if self.ods_epraccur_file is not None and self.ods_epraccur_as_of is None:
+            raise ValueError("ods_epraccur_as_of: S117_ODS_EPRACCUR_AS_OF (YYYY-MM-DD, the date of NHS England's "
+                             "release) is required with S117_ODS_EPRACCUR_FILE: epraccur.csv does not say it")
+        if self.ods_epraccur_as_of is not None and self.ods_epraccur_file is None:
+            raise ValueError("ods_epraccur_as_of: S117_ODS_EPRACCUR_AS_OF dates S117_ODS_EPRACCUR_FILE, which is not set")
+        if self.ods_epraccur_as_of is not None and self.ods_epraccur_as_of > england_day():
+            raise ValueError("ods_epraccur_as_of: S117_ODS_EPRACCUR_AS_OF is in the future")
         return self
 
     @model_validator(mode="after")

@@ -69,6 +69,16 @@ COLUMNS: tuple[OutColumn, ...] = (
     OutColumn("OPEN_DISPUTE", "responsibility", 1, "flag", "Y while a responsibility dispute is open"),
     OutColumn("LEGAL_STATUS", "legal-status", 2, "text", "MHA legal status the aftercare duty flows from (England code)"),
     OutColumn("CITATION", "explanations", 40, "text", "the policy paragraph the responsible council was decided by"),
+    # Added at the end (hazard H-03), so a loader reading the columns before it by position or header reads
+    # them as before.
+    OutColumn("RESP_UNDETERMINED", "responsibility", 65, "text",
+              "each responsible body the person is owed (entitled, or detained under a qualifying section) that "
+              "the hub could not determine, as `role=reason`, `;` between two: `responsible-council=temp-unknown` "
+              "(no place of residence before the detention: no council until the area discharged to is known; "
+              "the coordinating council acts meanwhile), `responsible-commissioner=unknown` (the reference data "
+              "gives no NHS commissioner: someone must find it). Its RESP_LA_GSS / RESP_ICB_ODS is then empty "
+              "and means **undetermined: act**. Empty: every body owed is named (or none is owed). Without "
+              "`responsibility` granted, this and the bodies are all empty: not disclosed, never \"none\""),
 )
 
 # Event types with no inbound council code get their own outbound code.

@@ -83,7 +83,7 @@ CSV_DATE_FORMATS = ("%d/%m/%Y", "%Y-%m-%d")
 # valid snapshot: its other columns are read and ignored, and its SHA256 line
 # after the trailer is checked.
 IGNORED_COLUMNS = frozenset({"EVENT_ID", "EVENT_NO", "EVENT_CODE", "EFFECTIVE_DATE", "REVIEW_KIND", "OPEN_DISPUTE",
-                             "LEGAL_STATUS", "CITATION"})
+                             "LEGAL_STATUS", "CITATION", "RESP_UNDETERMINED"})
 
 
 class SnapshotRow(BaseModel):

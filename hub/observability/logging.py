@@ -51,6 +51,9 @@ ALLOWED_KEYS = frozenset(
         "adapter", "allow_unauthenticated",
         # the bank holiday calendar's last covered day and the days left to it (hub/refdata/bank_holidays.py)
         "covered_until", "days_left",
+        # a GP practice reference dataset in use, the day it is as of, its age and the age alerted, and the
+        # setting that names a newer file (hub/refdata/ods_files.py)
+        "dataset", "as_of", "age_days", "max_age_days", "setting",
         # the data-sharing agreements file reloaded (hub/agreements_watch.py): counts and agreement ids,
         # or why the file was refused (its name, the entry and field; never a person)
         "grants", "agreements_added", "agreements_removed", "agreements_changed", "problem",

@@ -44,6 +44,15 @@ EXPORTS_UNACKNOWLEDGED = Gauge("s117_council_exports_unacknowledged_overdue",
 BANK_HOLIDAYS_COVERED_UNTIL = Gauge("s117_bank_holidays_covered_until_timestamp_seconds",
                                     "The end of the last year the bank holiday calendar covers (Unix time, UTC)",
                                     multiprocess_mode="livemax")
+# The date each GP practice reference dataset in use is as of (hub/refdata/ods_files.py; label `dataset`:
+# ods-epraccur, gp-practice-map), and the age past which it is alerted (S117_REFERENCE_DATA_MAX_AGE_DAYS):
+# alert S117ReferenceDataOld. Set at start by every process (the same values). Dataset names only.
+REFERENCE_DATA_AS_OF = Gauge("s117_reference_data_as_of_timestamp_seconds",
+                             "The day a reference dataset in use is as of (Unix time, UTC midnight)", ["dataset"],
+                             multiprocess_mode="livemin")
+REFERENCE_DATA_MAX_AGE = Gauge("s117_reference_data_max_age_seconds",
+                               "The age past which a reference dataset is alerted (S117_REFERENCE_DATA_MAX_AGE_DAYS)",
+                               multiprocess_mode="livemin")
 WITHHELD = Gauge("s117_withheld_disclosures", "Events addressed to a body and withheld (look-back of the last query)",
                  ["recipient", "decision"], multiprocess_mode="livemax")
 PURGED = Counter("s117_retention_purged_total", "Rows purged or emptied by the retention job", ["kind"])

@@ -18,7 +18,13 @@ Eras of NHS commissioning, as the data can show them:
 * from 1 July 2022 it is the practice's sub-ICB location in the October 2025
   map (epraccur, then the CCG's 2022 successor, as fallbacks), and the ICB
   holding that sub-ICB location. Changes after October 2025 (e.g. the April
-  2026 ICB mergers) are not in the data.
+  2026 ICB mergers) are not in the shipped data.
+
+The operator replaces the shipped epraccur and ICB-era map with NHS England's
+newer files (`S117_ODS_EPRACCUR_FILE`, `S117_GP_PRACTICE_MAP_FILE`:
+hub/refdata/ods_files.py); of the two, the one more recently as of is asked
+first for a practice's sub-ICB location, and a newer map's sub-ICB locations
+and ICBs are laid over the shipped table.
 """
 
 from __future__ import annotations
@@ -28,12 +34,26 @@ import csv
 import functools
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from hub.refdata.bank_holidays import merged, read_govuk_file
+from hub.refdata.ods_files import (
+    EPRACCUR_DATASET,
+    EPRACCUR_SETTING,
+    EPRACCUR_SOURCE,
+    PRACTICE_MAP_DATASET,
+    PRACTICE_MAP_SETTING,
+    PRACTICE_MAP_SOURCE,
+    Dataset,
+    read_epraccur,
+    read_epraccur_file,
+    read_practice_map,
+    read_practice_map_file,
+)
 from hub.refdata.ods import ods_parent_org
 from hub.domain.model import Org
 from hub.domain.ports import CommissionerResolution, LegalStatus
@@ -43,6 +63,30 @@ CCG21_START = date(2021, 4, 1)  # the April 2021 CCG mergers
 NHS_ENGLAND = Org("X24", "NHS England", "nhs-england")
 
 _DATA = "data"
+SHIPPED_EPRACCUR = "ods_epraccur_2024-01.csv"
+# The shipped epraccur's date: its file name's month (its latest date in the data is 2023-12-04; the copy
+# was committed on 2024-01-24). The first of the month, so its age is never understated.
+SHIPPED_EPRACCUR_AS_OF = date(2024, 1, 1)
+SHIPPED_PRACTICE_MAP = "gp-reg-pat-prac-map_2025-10.csv"
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceSources:
+    """The operator's newer NHS England files (hub/refdata/ods_files.py), each None for the shipped one."""
+
+    epraccur_file: Path | None = None
+    epraccur_as_of: date | None = None
+    practice_map_file: Path | None = None
+
+
+SHIPPED = ReferenceSources()
+
+
+def sources_of(settings: Any) -> ReferenceSources:
+    """The reference sources the settings name (`S117_ODS_EPRACCUR_FILE` and `_AS_OF`,
+    `S117_GP_PRACTICE_MAP_FILE`)."""
+    return ReferenceSources(getattr(settings, "ods_epraccur_file", None), getattr(settings, "ods_epraccur_as_of", None),
+                            getattr(settings, "gp_practice_map_file", None))
 
 # Known errors in the mySociety register, corrected here (la_code -> county la_code).
 # Forest Heath (abolished 2019, now West Suffolk) lay in Suffolk, not Surrey.
@@ -126,7 +170,8 @@ class _Answers:
 class PublicReferenceData:
     """The `ReferenceData` port (hub/domain/ports.py) over the shipped files."""
 
-    def __init__(self) -> None:
+    def __init__(self, sources: ReferenceSources = SHIPPED) -> None:
+        self._sources = sources
         # (code, date) -> council_successors' answer: the reference data does not change once
         # loaded, and every evaluation of a detention asks it (the dispatcher's again).
         # Bounded at 50,000: codes a day apart are many keys.
@@ -242,20 +287,41 @@ class PublicReferenceData:
                 self._prac22[r[ip]] = r[ic]
                 if r[ic] not in self._ccg21:  # pragma: no cover - all 106 are in the table
                     self._ccg21[r[ic]] = Org(r[ic], r[inm], "ccg")
-        self._prac25: dict[str, str] = {}
-        with _open("gp-reg-pat-prac-map_2025-10.csv") as f:
-            rows = csv.reader(f)
-            head = next(rows)
-            ip, isb = head.index("PRACTICE_CODE"), head.index("SUB_ICB_LOCATION_CODE")
-            for r in rows:
-                self._prac25[r[ip]] = r[isb]
-        # ODS epraccur (Jan 2024, no header): GP practices (prescribing setting 4)
-        # incl. closed ones: code -> (commissioner, close date yyyymmdd).
-        self._epraccur: dict[str, tuple[str, str]] = {}
-        with _open("ods_epraccur_2024-01.csv") as f:
-            for r in csv.reader(f):
-                if len(r) > 25 and r[25] == "4":
-                    self._epraccur[r[0]] = (r[14], r[11])
+        # practice -> sub-ICB location in the ICB era: NHS England's map, the shipped one (October 2025) or the
+        # operator's (S117_GP_PRACTICE_MAP_FILE), whose sub-ICB locations and ICBs are laid over the table's.
+        src = self._sources
+        if src.practice_map_file is None:
+            with _open(SHIPPED_PRACTICE_MAP) as f:
+                practice_map = read_practice_map(f, f"hub/refdata/data/{SHIPPED_PRACTICE_MAP}")
+        else:
+            practice_map = read_practice_map_file(src.practice_map_file)
+            for loc, (name, icb, icb_name) in practice_map.sub_icbs.items():
+                self._sicbl[loc] = Org(loc, name, "sub-icb")
+                self._icbs[icb] = Org(icb, icb_name, "icb")
+                self._sicbl_icb[loc] = icb
+        self._prac25: dict[str, str] = practice_map.practices
+        self._map_as_of = practice_map.as_of
+        # ODS epraccur (no header): GP practices (prescribing setting 4) incl. closed ones:
+        # code -> (commissioner, close date yyyymmdd). Shipped (January 2024) or the operator's.
+        if src.epraccur_file is None:
+            with _open(SHIPPED_EPRACCUR) as f:
+                epraccur = read_epraccur(f, SHIPPED_EPRACCUR_AS_OF, f"hub/refdata/data/{SHIPPED_EPRACCUR}")
+        else:
+            epraccur = read_epraccur_file(src.epraccur_file, src.epraccur_as_of or date.min)
+        self._epraccur: dict[str, tuple[str, str]] = epraccur.practices
+        self._epraccur_as_of = epraccur.as_of
+        # Of the two, the more recent is asked first for a practice's sub-ICB location (the ICB era).
+        self._epraccur_first = self._epraccur_as_of > self._map_as_of
+        self._datasets = (
+            Dataset(EPRACCUR_DATASET, epraccur.as_of, EPRACCUR_SETTING, EPRACCUR_SOURCE,
+                    str(src.epraccur_file) if src.epraccur_file else None),
+            Dataset(PRACTICE_MAP_DATASET, practice_map.as_of, PRACTICE_MAP_SETTING, PRACTICE_MAP_SOURCE,
+                    str(src.practice_map_file) if src.practice_map_file else None),
+        )
+
+    def datasets(self) -> tuple[Dataset, ...]:
+        """The GP practice datasets in use, each with the date it is as of (hub/refdata/ods_files.py)."""
+        return self._datasets
 
     def _load_council_areas(self) -> None:
         self._lad_ccg: dict[str, list[tuple[str, int]]] = defaultdict(list)
@@ -430,7 +496,7 @@ class PublicReferenceData:
                 )
                 trail += (
                     f"; the practice moved to sub-ICB location {practice_loc} of "
-                    f"{_short_icb(icb.name)} ({icb.code}) (October 2025 registration map; {rest})"
+                    f"{_short_icb(icb.name)} ({icb.code}) ({self._map_as_of:%B %Y} registration map; {rest})"
                 )
             return CommissionerResolution(at_date=ccg, successor=icb, trail=trail)
         if area_loc:
@@ -449,11 +515,16 @@ class PublicReferenceData:
     def _practice_icb_era(self, p: str, on: date, as_of: date) -> CommissionerResolution | None:
         loc: str | None = None
         source = ""
-        if p in self._prac25:
-            loc = self._prac25[p]
-        elif p in self._epraccur and self._epraccur[p][0] in self._sicbl:
-            loc = self._epraccur[p][0]
-            source = " (ODS epraccur January 2024)"
+        from_map = self._prac25.get(p)
+        found = self._epraccur.get(p)
+        from_ods = found[0] if found is not None and found[0] in self._sicbl else None
+        ods_note = f" (ODS epraccur {self._epraccur_as_of:%B %Y})"
+        if self._epraccur_first and from_ods:
+            loc, source = from_ods, ods_note
+        elif from_map:
+            loc = from_map
+        elif from_ods:
+            loc, source = from_ods, ods_note
         elif p in self._prac22:
             loc = self._ccg_sicbl(self._prac22[p])
             source = f" (successor of its January 2022 CCG {self._prac22[p]})"
@@ -567,17 +638,20 @@ class PublicReferenceData:
 
 
 @functools.cache
-def load_reference_data() -> PublicReferenceData:
-    """The shared reference data, parsed once per process."""
-    return PublicReferenceData()
+def load_reference_data(sources: ReferenceSources = SHIPPED) -> PublicReferenceData:
+    """The shared reference data, parsed once per process (and per set of operator files)."""
+    return PublicReferenceData(sources)
 
 
-def reference_data(bank_holidays_file: Path | None = None) -> PublicReferenceData:
+def reference_data(bank_holidays_file: Path | None = None,
+                   sources: ReferenceSources = SHIPPED) -> PublicReferenceData:
     """The shared reference data, with the operator's bank holidays file
     (`S117_BANK_HOLIDAYS_FILE`, GOV.UK's bank-holidays.json) merged over the
-    shipped calendar when one is set; a file that cannot be read raises
-    `CalendarError` naming the element."""
-    ref = load_reference_data()
+    shipped calendar when one is set, and the operator's NHS England GP
+    practice files (`sources`: hub/refdata/ods_files.py) in place of the
+    shipped ones. A file that cannot be read raises `CalendarError` or
+    `ReferenceFileError` naming the setting and the element, line or column."""
+    ref = load_reference_data(sources)
     if bank_holidays_file is None:
         return ref
     return ref.with_bank_holidays(merged(ref.bank_holidays(), read_govuk_file(bank_holidays_file)))

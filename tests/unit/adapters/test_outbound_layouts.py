@@ -25,7 +25,9 @@ ROW = {"EVENT_ID": "6f1c0f8e-0000-5000-8000-000000000001", "EVENT_NO": 7, "EVENT
        "EFFECTIVE_DATE": date(2025, 4, 7), "LOCAL_ID": "SW-1001", "NHS_NO": "9991100016", "S117_FLAG": True,
        "RESP_LA_GSS": "E06000060", "RESP_ICB_ODS": "QU9", "S117_START": date(2025, 4, 7), "S117_END": None,
        "NEXT_REVIEW": date(2025, 7, 7), "REVIEW_KIND": "first", "OPEN_DISPUTE": False, "LEGAL_STATUS": "03",
-       "CITATION": "Worcs 4.3.1"}
+       "CITATION": "Worcs 4.3.1",
+       # both bodies owed and undetermined: the longest value, exactly the fixed-width column's 65 characters
+       "RESP_UNDETERMINED": "responsible-council=temp-unknown;responsible-commissioner=unknown"}
 ALL = frozenset({"identity", "responsibility", "legal-status", "explanations"})
 
 AGREEMENTS = [
@@ -33,7 +35,8 @@ AGREEMENTS = [
     (ALL, set()),
     (frozenset({"identity", "responsibility"}), {"LEGAL_STATUS", "CITATION"}),
     (frozenset({"responsibility"}), {"NHS_NO", "LEGAL_STATUS", "CITATION"}),
-    (frozenset(), {"NHS_NO", "RESP_LA_GSS", "RESP_ICB_ODS", "OPEN_DISPUTE", "LEGAL_STATUS", "CITATION"}),
+    (frozenset(), {"NHS_NO", "RESP_LA_GSS", "RESP_ICB_ODS", "OPEN_DISPUTE", "LEGAL_STATUS", "CITATION",
+                   "RESP_UNDETERMINED"}),
 ]
 
 
@@ -49,6 +52,8 @@ def test_withheld_groups_give_empty_columns_never_fewer(layout: str, groups, wit
     assert {k for k, v in back.items() if v == ""} == withheld | {"S117_END"}
     if "NHS_NO" not in withheld:
         assert back["NHS_NO"] == "9991100016"
+    if "RESP_UNDETERMINED" not in withheld:  # whole, in either layout
+        assert back["RESP_UNDETERMINED"] == ROW["RESP_UNDETERMINED"]
     assert back["S117_START"] == ("07/04/2025" if lay.kind == "csv" else "20250407")
     assert (back["S117_FLAG"], back["OPEN_DISPUTE"] or "N") == ("Y", "N")
     assert len(digest) == 64
