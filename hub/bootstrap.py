@@ -241,6 +241,11 @@ class Hub:
                 Sampler(self.engine, self.bus), self.settings.sample_seconds, self._stop), name="sampler"))
         if self.exports is not None:
             self._tasks.append(asyncio.create_task(run_exporter(self.exports, poll, self._stop), name="exporter"))
+        # A change of reference data since the last start: the bodies it moves told (hazard H-03). One-shot.
+        from hub.refdata_retell import ReferenceDataRetell, run_reference_data_retell  # noqa: PLC0415 - back only
+
+        self._startup.append(asyncio.create_task(run_reference_data_retell(
+            ReferenceDataRetell(self.engine, self.ref, self.agreements), self._stop), name="reference-data-retell"))
         if self.settings.review_scan_interval_seconds > 0:
             scanner = ReviewScanner(self.engine, self.ref, self.agreements, self.settings.review_notice_days)
             self._tasks.append(asyncio.create_task(

@@ -63,6 +63,10 @@ RETRACTED = "retracted"
 # `HISTORY_CHANGES`: the joined history), and besides, every body told of the superseded number's person
 # hears of the merge (`s117-notification-corrected` superseding the last message it had about them).
 MERGED = "merged"
+# A header of the events a change of reference data publishes (hub/refdata_retell.py), one a person whose
+# responsible council or ICB it moves: the data's fingerprint. Told as a retraction is (against its
+# `HISTORY_CHANGES`: the whole history), to each body whose position it moves.
+REFERENCE_DATA = "reference_data"
 # A header of an event the hub's workflows or the review scanner publish (not
 # a register change's): the change ids of the person's history it was told
 # against, sorted, joined by "," (`history_changes`). The publisher reads that

@@ -36,7 +36,8 @@ from hub.periodic import pause
 from hub.ids import uuid5
 from hub.store.recording import RecordingConn
 from hub.ingest.status_cache import StatusCache
-from hub.bus.port import (EVENTS_TOPIC, HISTORY_CHANGES, HISTORY_RECEIVED_BY, LATER_EVENTS, MERGED, RETRACTED, BusMessage,
+from hub.bus.port import (EVENTS_TOPIC, HISTORY_CHANGES, HISTORY_RECEIVED_BY, LATER_EVENTS, MERGED,
+                          REFERENCE_DATA, RETRACTED, BusMessage,
                           Subscriber)
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
@@ -119,6 +120,9 @@ MERGE_REASON = ("two NHS numbers of this person were merged (PDS): the supersede
 # Said to each body told of the superseded number's person whose position the merge leaves as it was.
 MERGED_TOLD_REASON = ("the NHS number you were told of for this person was superseded by a merge (PDS); the person "
                       "is now known under the retained number this message carries, with this position")
+# Said, after the difference, to each body a change of the reference data moves (hub/refdata_retell.py).
+REFERENCE_DATA_REASON = ("the reference data the hub determines responsible bodies by was updated (NHS England's GP "
+                         "practice files), with no change to the person's register history")
 # The most events one register change publishes (hub/ingest: `event_id_for(change, index, type)`), and more.
 _EVENTS_A_CHANGE = 16
 MESSAGE_NAMESPACE = uuid.UUID("0c8f7d0e-2b54-4d61-8a4b-511751175117")
@@ -585,7 +589,10 @@ class Dispatcher:
         # An NHS number merge (hub/merges.py): the joined history, told as a retraction is, then to each body
         # told of the superseded number's person (`merged`: that person's id).
         merged = msg.headers.get(MERGED)
-        corrective = retraction or merged is not None
+        # A change of the reference data (hub/refdata_retell.py): the whole history, evaluated again, told as a
+        # retraction is, to the bodies it moves.
+        redetermined = REFERENCE_DATA in msg.headers
+        corrective = retraction or merged is not None or redetermined
         if source in _WHOLE_HISTORY_SOURCES or corrective:
             told = msg.headers.get(HISTORY_CHANGES)
             if told is not None:  # exactly the changes published before it (read under the topic's lock)
@@ -721,6 +728,8 @@ class Dispatcher:
                 reason = f"{reason}; {RETRACTION_REASON}"
             elif merged is not None:
                 reason = f"{reason}; {MERGE_REASON}"
+            elif redetermined:
+                reason = f"{reason}; {REFERENCE_DATA_REASON}"
             view_event = DomainEvent(
                 event_type=event_type, person_id=person_id, change_id=change.change_id,
                 occurred_on=change.effective_date if event.event_type is not EventType.REVIEW_DUE else event.occurred_on,

@@ -1,0 +1,189 @@
+"""Telling the bodies a change of reference data moves (clinical safety hazard H-03).
+
+The hub keeps no determination: every evaluation asks the reference data in
+use. When the operator loads NHS England's newer GP practice files
+(`S117_ODS_EPRACCUR_FILE`, `S117_GP_PRACTICE_MAP_FILE`: hub/refdata/ods_files.py)
+a person's responsible ICB (a practice moved sub-ICB location, ICBs merged)
+can change with no register change at all. Left to the next event about each
+person, the ICB that lost them would go on believing it is responsible, and the
+one that gained them would not know: a person owed aftercare falling between
+bodies.
+
+So at every start the back workers compare the reference data in use (a
+fingerprint of each dataset: its name, date and, for an operator's file, its
+bytes' sha256) with the one last recorded (`operator_actions`, action
+`reference-data-in-use`). When it differs (or none is recorded: the first start
+of this version on a store with people on its register; an empty register has
+nothing to tell and records nothing), each person on the register is evaluated
+again; one whose responsible council or ICB differs from what the register
+holds (`register_status`, as their last event left it) gets, in one write
+transaction under the topic's publish lock and their row lock:
+
+- the register's row for them as they now stand (the summary's counts), and
+- one event on the log, `s117-notification-corrected` with the header
+  `reference_data` (the fingerprint), routed to no one itself: the dispatcher
+  tells it as a retraction is told (hub/delivery/dispatcher.py), each body
+  whose position it moves hearing the difference, a correction superseding the
+  last message it had where it was told before, with the reason in words.
+
+Then the new fingerprint is recorded, with how many people were looked at and
+how many moved. A pass cut short (the hub stopped, the store unavailable) is
+run again at the next start (the people told already hold their new row, so
+they are not told twice); one that fails is tried again every 30 s. The event id
+is the person's and the fingerprint's: two back processes on one store publish
+it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Iterable
+from datetime import date
+from pathlib import Path
+from typing import Any
+from uuid import NAMESPACE_URL, uuid4, uuid5
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hub.audit import record_operator_action
+from hub.bus.payload import event_payload, status_on_the_bus
+from hub.bus.port import EVENTS_TOPIC, HISTORY_CHANGES, LATE, REFERENCE_DATA, BusMessage, history_changes
+from hub.bus.sql import lock_topic, publish
+from hub.codec import from_jsonable, to_jsonable
+from hub.delivery.dispatcher import REFERENCE_DATA_REASON
+from hub.domain.agreements import AgreementBook
+from hub.domain.dates import england_day
+from hub.domain.model import DomainEvent, EventType, RegisterChange, S117Status
+from hub.domain.ports import ReferenceData
+from hub.domain.rules import evaluate
+from hub.domain.rules.precedence import change_order
+from hub.observability.logging import get_logger
+from hub.periodic import pause
+from hub.refdata.ods_files import Dataset
+from hub.register_counts import record_status
+from hub.store.schema import not_retracted, operator_actions, persons, register_changes, register_status
+
+log = get_logger("hub.refdata_retell")
+
+ACTOR = "hub:reference-data"  # operator_actions.client_id of the record
+ACTION = "reference-data-in-use"
+SOURCE = "reference-data"  # the event's `source` header
+RETRY_SECONDS = 30.0
+
+
+def fingerprint(datasets: Iterable[Dataset]) -> tuple[str, list[dict[str, Any]]]:
+    """The reference data in use, as one hash, and what it is made of (no file's content, no path)."""
+    parts = []
+    for d in datasets:
+        content = hashlib.sha256(Path(d.file).read_bytes()).hexdigest() if d.file else "shipped"
+        parts.append({"dataset": d.name, "as_of": d.as_of.isoformat(), "operator_file": bool(d.file),
+                      "sha256": content})
+    digest = hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return digest, parts
+
+
+def _bodies(status: S117Status) -> tuple[str | None, str | None]:
+    council = status.responsible_council.org.code if status.responsible_council else None
+    icb = status.responsible_commissioner.org.code if status.responsible_commissioner else None
+    return council, icb
+
+
+class ReferenceDataRetell:
+    def __init__(self, engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook,
+                 today: Callable[[], date] = england_day) -> None:
+        self._engine, self._ref, self._agreements, self._today = engine, ref, agreements, today
+
+    def _datasets(self) -> tuple[Dataset, ...]:
+        datasets = getattr(self._ref, "datasets", None)
+        return datasets() if datasets is not None else ()
+
+    async def run_once(self) -> int:
+        """One pass if the reference data changed since the last recorded: how many people were told."""
+        digest, parts = fingerprint(self._datasets())
+        async with self._engine.connect() as conn:
+            last = (await conn.execute(
+                select(operator_actions.c.detail).where(operator_actions.c.action == ACTION)
+                .order_by(operator_actions.c.action_id.desc()).limit(1))).scalar_one_or_none()
+            people = (await conn.execute(select(register_status.c.person_id, register_status.c.council_code,
+                                                register_status.c.icb_code))).all()
+            await conn.rollback()
+        if isinstance(last, dict) and last.get("fingerprint") == digest:
+            return 0
+        if not people:
+            return 0  # nothing determined under any data yet: recorded once someone is on the register
+        today = self._today()
+        moved = 0
+        for row in people:
+            moved += await self._person(row.person_id, (row.council_code, row.icb_code), digest, today)
+        async with self._engine.begin() as conn:
+            await record_operator_action(conn, ACTOR, ACTION, digest[:100], {
+                "fingerprint": digest, "datasets": parts, "people": len(people), "told": moved,
+                "previous": last.get("fingerprint") if isinstance(last, dict) else None})
+        log.info("reference data in use recorded", count=len(people), told=moved,
+                 fingerprint=digest[:16])
+        return moved
+
+    async def _person(self, person_id: str, held: tuple[str | None, str | None], digest: str, today: date) -> int:
+        history = await self._history(person_id, self._engine)
+        if not history or _bodies(evaluate(person_id, [c for _, c in history], self._ref, self._agreements,
+                                           today)) == held:
+            return 0
+        try:
+            async with self._engine.begin() as conn:
+                # The topic's publish lock, then the person's row: no change of theirs commits between the
+                # read and the event, so the history it is told against is exactly the one published before.
+                await lock_topic(conn, EVENTS_TOPIC)
+                await conn.execute(select(persons.c.person_id).where(persons.c.person_id == person_id)
+                                   .with_for_update())
+                history = await self._history(person_id, conn)
+                held_row = (await conn.execute(select(register_status.c.council_code, register_status.c.icb_code)
+                                               .where(register_status.c.person_id == person_id))).first()
+                if not history or held_row is None:
+                    return 0
+                changes = [c for _, c in history]
+                status = evaluate(person_id, changes, self._ref, self._agreements, today)
+                if _bodies(status) == (held_row.council_code, held_row.icb_code):
+                    return 0  # told meanwhile (a change of theirs, or another process's pass)
+                latest = max(changes, key=change_order)
+                event = DomainEvent(
+                    event_type=EventType.NOTIFICATION_CORRECTED, person_id=person_id, change_id=latest.change_id,
+                    occurred_on=today, summary=f"A position you were told was corrected: {REFERENCE_DATA_REASON}.",
+                    details={"reason": REFERENCE_DATA_REASON})
+                await record_status(conn, person_id, status, late=False)
+                await publish(conn, BusMessage(
+                    topic=EVENTS_TOPIC, key=person_id, event_id=str(uuid5(NAMESPACE_URL, f"refdata:{digest}:{person_id}")),
+                    payload=event_payload(event, to_jsonable(latest), status_on_the_bus(status)),
+                    headers={"correlation_id": str(uuid4()), "source": SOURCE,
+                             "event_type": event.event_type.value, LATE: "1", REFERENCE_DATA: digest[:16],
+                             HISTORY_CHANGES: history_changes([change_id for change_id, _ in history])}))
+        except IntegrityError:
+            return 0  # another back process published it first
+        return 1
+
+    @staticmethod
+    async def _history(person_id: str, conn: Any) -> list[tuple[str, RegisterChange]]:
+        stmt = select(register_changes.c.change_id, register_changes.c.canonical) \
+            .where(register_changes.c.person_id == person_id, not_retracted())
+        if isinstance(conn, AsyncEngine):
+            async with conn.connect() as c:
+                rows = (await c.execute(stmt)).all()
+                await c.rollback()
+        else:
+            rows = (await conn.execute(stmt)).all()
+        return [(r.change_id, from_jsonable(RegisterChange, r.canonical)) for r in rows]
+
+
+async def run_reference_data_retell(retell: ReferenceDataRetell, stop: asyncio.Event) -> None:
+    """Once at start; a pass that fails (the store unavailable) is tried again until it is done."""
+    while not stop.is_set():
+        try:
+            await retell.run_once()
+            return
+        except Exception as exc:  # noqa: BLE001 - logged by kind; tried again
+            log.error("reference data change not yet told", exc_type=type(exc).__name__)
+        if await pause(stop, RETRY_SECONDS):
+            return

@@ -1,0 +1,105 @@
+"""A change of reference data told to the bodies it moves (hazard H-03; hub/refdata_retell.py): the hub as a
+real process, restarted with NHS England's newer GP practice map in which the person's practice belongs to a
+merged ICB. The ICB that was responsible is told it is not any more, the merged ICB that it is, with no
+register change about the person; a restart with the same data tells nobody again."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import sqlite3
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import yaml
+
+from hub.store.db import create_engine
+from hub.clients import add_client
+from tests.e2e.conftest import SECRET, SHARING, make_clients, subscribe_webhook
+from tests.support import HubProcess, Receiver, put_on_register
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+DATA = Path(__file__).resolve().parents[2] / "hub" / "refdata" / "data"
+PRACTICE = "K82001"  # Rectory Meadow Surgery: sub-ICB location 14Y of BOB ICB (QU9) in the shipped map
+PERSON = {"nhs_number": "9990000018", "given_name": "Ada", "family_name": "Lovelace"}
+
+
+def _merged_map(path: Path) -> Path:
+    """The shipped map as NHS England would publish it in November 2026, the practice's ICB merged into QZZ."""
+    with (DATA / "gp-reg-pat-prac-map_2025-10.csv").open(encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.reader(f))
+    at = {name: i for i, name in enumerate(rows[0])}
+    for r in rows[1:]:
+        r[at["EXTRACT_DATE"]] = "01Nov2026"
+        if r[at["PRACTICE_CODE"]] == PRACTICE:
+            r[at["SUB_ICB_LOCATION_CODE"]], r[at["SUB_ICB_LOCATION_NAME"]] = "99Z", "NHS Merged ICB - 99Z"
+            r[at["ICB_CODE"]], r[at["ICB_NAME"]] = "QZZ", "NHS Merged Integrated Care Board"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f, lineterminator="\r\n").writerows(rows)
+    return path
+
+
+async def test_a_newer_practice_map_moving_the_icb_is_told_to_both_icbs(tmp_path: Path) -> None:
+    sharing = dict(SHARING)
+    sharing["agreements"] = [*SHARING["agreements"], {"id": "DSA-TEST-MERGED", "valid_from": "2020-01-01",
+                                                       "recipients": [{"org_code": "QZZ", "events": ["*"],
+                                                                       "field_groups": ["identity", "responsibility"]}]}]
+    (tmp_path / "sharing.yaml").write_text(yaml.safe_dump(sharing))
+    receiver = Receiver(secret=SECRET)
+    await receiver.start()
+    hub = HubProcess(tmp_path, sharing_path=tmp_path / "sharing.yaml")
+    keys = await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    keys["QZZ"] = (await add_client(engine, "Merged ICB", "QZZ", "icb", ["subscriptions:write", "s117:read"]))[1]
+    await engine.dispose()
+    try:
+        await hub.start()
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            for org in ("QU9", "QZZ"):
+                await subscribe_webhook(http, keys, receiver, org=org)
+            person_id = await put_on_register(http, keys["trust"], PERSON)
+            await receiver.wait_for(lambda: any(r.headers["s117-event-type"] == "s117-entitlement-started"
+                                                for r in receiver.received if r.org == "QU9"))
+            told_qu9 = [r for r in receiver.received if r.org == "QU9"]
+            assert not [r for r in receiver.received if r.org == "QZZ"]  # no role for the person yet
+        hub.stop()
+
+        hub.env["S117_GP_PRACTICE_MAP_FILE"] = str(_merged_map(tmp_path / "gp-reg-pat-prac-map.csv"))
+        await hub.start()
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            await receiver.wait_for(lambda: any(r.org == "QZZ" for r in receiver.received)
+                                    and len([r for r in receiver.received if r.org == "QU9"]) > len(told_qu9))
+            await asyncio.sleep(1)
+            qu9 = [r for r in receiver.received if r.org == "QU9"][len(told_qu9):]
+            qzz = [r for r in receiver.received if r.org == "QZZ"]
+            # BOB ICB: a correction superseding the last message it had, saying why, no longer responsible.
+            assert [r.headers["s117-event-type"] for r in qu9] == ["s117-notification-corrected"]
+            correction = orjson.loads(qu9[0].body)
+            text = orjson.dumps(correction).decode()
+            assert "reference data the hub determines responsible bodies by was updated" in text
+            assert told_qu9[-1].headers["s117-event-id"] in text  # supersedes what it last had
+            # The merged ICB: told it is responsible, once.
+            assert len(qzz) == 1 and "QZZ" in qzz[0].body.decode()
+            for org in ("QZZ", "QU9"):  # the person query names the merged ICB, to either
+                r = await http.get(f"/v1/persons/{person_id}/s117", headers={"X-API-Key": keys[org]})
+                assert r.status_code == 200, r.text
+                assert r.json()["responsible_commissioner"]["org"]["code"] == "QZZ"
+        hub.stop()
+
+        seen = len(receiver.received)
+        await hub.start()  # the same data again: nobody is told again
+        await asyncio.sleep(3)
+        assert len(receiver.received) == seen
+    finally:
+        hub.stop()
+        await receiver.stop()
+    with sqlite3.connect(tmp_path / "hub.db") as db:
+        records = [orjson.loads(d) for (d,) in db.execute(
+            "SELECT detail FROM operator_actions WHERE action = 'reference-data-in-use' ORDER BY action_id")]
+    # The first start had nobody to determine anything for: nothing recorded. The second told one of one.
+    assert [(r["people"], r["told"], r["previous"]) for r in records] == [(1, 1, None)]
+    assert [d["operator_file"] for d in records[0]["datasets"] if d["dataset"] == "gp-practice-map"] == [True]
+    assert PERSON["nhs_number"] not in hub.logs() and PERSON["family_name"] not in hub.logs()
