@@ -592,9 +592,9 @@ class Dispatcher:
         # told of the superseded number's person (`merged`: that person's id).
         merged = msg.headers.get(MERGED)
         # The reversal of a merge made in error (hub/unmerges.py): the person's history as it left it, told as a
-        # retraction is, then to each body holding a position about them (`unmerged`: the other person's id).
-        unmerged = msg.headers.get(UNMERGED)
-        corrective = retraction or merged is not None or unmerged is not None
+        # retraction is, then to each body holding a position about them (`in`, not `get`: no call an event).
+        unmerged = UNMERGED in msg.headers
+        corrective = retraction or merged is not None or unmerged
         if source in _WHOLE_HISTORY_SOURCES or corrective:
             told = msg.headers.get(HISTORY_CHANGES)
             if told is not None:  # exactly the changes published before it (read under the topic's lock)
@@ -641,7 +641,7 @@ class Dispatcher:
         if held is None:
             held = cache.held[person_id] = (await self._held_views_of(conn, [person_id]))[person_id]
         # A reversal: each body holding a position about the person -> the last event it had about them.
-        unmerged_told = {org: h.last_event_id for org, h in held.items()} if unmerged is not None else {}
+        unmerged_told = {org: h.last_event_id for org, h in held.items()} if unmerged else {}
         merged_told: dict[str, str] = {}  # a merge: each body told of the superseded person -> its last event
         carried: set[str] = set()  # ... whose view of them is now its view of the retained person
         if merged is not None:
@@ -732,7 +732,7 @@ class Dispatcher:
                 reason = f"{reason}; {RETRACTION_REASON}"
             elif merged is not None:
                 reason = f"{reason}; {MERGE_REASON}"
-            elif unmerged is not None:
+            elif unmerged:
                 reason = f"{reason}; {UNMERGE_REASON}"
             view_event = DomainEvent(
                 event_type=event_type, person_id=person_id, change_id=change.change_id,
@@ -777,7 +777,7 @@ class Dispatcher:
                     view_id = view_event_id_for(view_id, org)
                 await self._send(send, view_id, told_merge, org, target, supersedes=supersedes,
                                  reason=MERGED_TOLD_REASON)
-        if unmerged is not None:
+        if unmerged:
             # A body holding a position about the person was told of them as one person with another: each one
             # the difference above did not tell is told of the reversal, superseding the last message it had
             # about them, with its position (under the person's own id and NHS number; UK GDPR Art. 19).
