@@ -21,8 +21,9 @@ take them):
    (422 naming `retained_nhs_number`);
 3. refuses to join two persons whose dates of birth differ (422 naming
    `birth_date`), unless the hub operator sends `force: true` (recorded);
-4. writes the `person_merges` row (never deleted: the superseded number
-   resolves to the retained person from then on), and:
+4. writes the `person_merges` row (taken off only by a reversal of a merge
+   made in error, which keeps it: the superseded number resolves to the
+   retained person until then), and:
    - both numbers had persons: every register change of the superseded
      person (retracted ones too) joins the retained person's history (its
      `person_id`; the change, its id, source and content as they were; the
