@@ -130,7 +130,7 @@ def _iso(at: datetime) -> str:
 
 
 def _answer(row: Any) -> dict[str, Any]:
-    back, left, merge = row.moved_back, row.unattributed, row.merge
+    back, left, merge = row.moved_back, row.unattributed, row.merge_record
     return {"merge_id": row.merge_id, "status": "reversed", "retained_person_id": row.retained_person_id,
             "superseded_person_id": row.superseded_person_id,
             "moved_back_changes": len(back.get("changes", [])), "moved_back_cases": len(back.get("cases", [])),
@@ -175,7 +175,7 @@ class MergeReversalService:
                                          .where(person_merge_reversals.c.merge_id == merge_id))).first()
             row = None if before is not None else (await conn.execute(
                 select(person_merges).where(person_merges.c.merge_id == merge_id))).first()
-            by = row.org_code if row is not None else before.merge.get("merged_by") if before is not None else None
+            by = row.org_code if row is not None else before.merge_record.get("merged_by") if before is not None else None
             decision = decide_unmerge(caller, by)
             if not decision.allowed:
                 # Recorded as any refusal of a write, naming no one: "unknown" and "not yours" alike.
@@ -314,7 +314,7 @@ class MergeReversalService:
                  "forced": bool(row.forced), "moved": moved}
         await conn.execute(person_merge_reversals.insert().values(
             merge_id=row.merge_id, superseded_index=row.superseded_index, retained_index=row.retained_index,
-            superseded_person_id=gone_pid, retained_person_id=kept_pid, merge=merge, moved_back=back,
+            superseded_person_id=gone_pid, retained_person_id=kept_pid, merge_record=merge, moved_back=back,
             unattributed=left, client_id=client.client_id[:64], org_code=client.org_code[:16],
             reason=self._protector.encrypt(reason.encode()), correlation_id=correlation_id[:64],
             event_ids=event_ids, at=now))

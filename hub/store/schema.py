@@ -165,7 +165,7 @@ person_merges = Table(
 # Merges reversed (hub/unmerges.py): a merge of two NHS numbers made in error
 # (two patients, not one) undone. The `person_merges` row is taken off (the
 # superseded number resolves to its own person again, and the same numbers may
-# be merged again) and kept here whole (`merge`: its columns but the encrypted
+# be merged again) and kept here whole (`merge_record`: its columns but the encrypted
 # number), with what the reversal moved back to the superseded person
 # (`moved_back`), what it could not attribute to either number and left with the
 # retained person (`unattributed`: ids only), who, when, why (the reason
@@ -179,7 +179,7 @@ person_merge_reversals = Table(
     Column("retained_index", String(64), nullable=False),
     Column("superseded_person_id", String(36), nullable=True),
     Column("retained_person_id", String(36), nullable=True),
-    Column("merge", JSON, nullable=False),
+    Column("merge_record", JSON, nullable=False),
     Column("moved_back", JSON, nullable=False),
     Column("unattributed", JSON, nullable=False),
     Column("client_id", String(64), nullable=False),

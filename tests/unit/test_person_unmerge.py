@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import func, select
 
+from hub.clients import add_client
 from hub.delivery.dispatcher import UNMERGE_REASON, UNMERGED_TOLD_REASON
 from hub.fhir.messages import read_position
 from hub.ingest.service import load_person_details
@@ -199,6 +200,39 @@ def test_changes_recorded_after_the_merge_stay_and_are_named_and_a_chain_is_reve
         assert await _changes_of(w, third) == 1
         await w.check_everyone_told_the_truth(kept)
         await w.check_everyone_told_the_truth(gone)
+
+    loop.run_until_complete(run())
+
+
+def test_a_merge_recorded_before_the_hub_kept_what_it_moved_is_not_reversed_and_refusals_are_recorded(
+        world) -> None:  # noqa: ANN001
+    """A merge row without the care package lines, split decisions and detail fields it moved (recorded
+    before migration 0039): reversing it would leave part of one patient in the other's record, so it is
+    409 naming `merge_id` (undone by hand), nothing changed. Another trust's attempt is a 404 recorded as
+    a denied `unmerge` decision naming no one."""
+    loop, w = world
+
+    async def run() -> None:
+        a, b = nhs_number(next(_serial) * 233), nhs_number(next(_serial) * 239)
+        trust = await _trust(w)
+        other = (await add_client(w.hub.engine, "Another trust", "RXT", "trust", ["register:write"]))[1]
+        kept = (await _post(w, trust, _detained(b, "lb", "2025-01-06", WORCS, birth_date="1970-01-01")))["person_id"]
+        gone = (await _post(w, trust, _detained(a, "la", "2025-02-03", BUCKS, birth_date="1970-01-01")))["person_id"]
+        merge_id = (await _merge(w, trust, b, a)).json()["merge_id"]
+        r = await _reverse(w, other, merge_id)
+        assert r.status_code == 404, r.text
+        async with w.hub.engine.begin() as conn:
+            denied = (await conn.execute(select(access_decisions).where(
+                access_decisions.c.action == "unmerge"))).one()
+            assert (denied.decision, denied.rule, denied.person_id, denied.org_code) == (
+                "denied", "no-relationship", None, "RXT")
+            row = (await conn.execute(select(person_merges.c.moved))).one()
+            await conn.execute(person_merges.update().values(
+                moved={"changes": row.moved["changes"], "cases": row.moved["cases"]}))
+        r = await _reverse(w, trust, merge_id)
+        assert r.status_code == 409, r.text
+        assert r.json()["errors"][0]["field"] == "merge_id" and "by hand" in r.json()["errors"][0]["reason"]
+        assert await _lookup(w, await _operator(w), a) == kept and await _changes_of(w, gone) == 0
 
     loop.run_until_complete(run())
 

@@ -33,7 +33,7 @@ def upgrade() -> None:
         sa.Column('retained_index', sa.String(length=64), nullable=False),
         sa.Column('superseded_person_id', sa.String(length=36), nullable=True),
         sa.Column('retained_person_id', sa.String(length=36), nullable=True),
-        sa.Column('merge', sa.JSON(), nullable=False),
+        sa.Column('merge_record', sa.JSON(), nullable=False),
         sa.Column('moved_back', sa.JSON(), nullable=False),
         sa.Column('unattributed', sa.JSON(), nullable=False),
         sa.Column('client_id', sa.String(length=64), nullable=False),
