@@ -34,12 +34,13 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
-from hub.bus.port import EVENTS_TOPIC, HISTORY_CHANGES, LATE, MERGED, RETRACTED, UNMERGED, BusMessage, Subscriber
+from hub.bus.port import EVENTS_TOPIC, HISTORY_CHANGES, LATE, MERGED, RETRACTED, BusMessage, Subscriber
 from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.store.schema import dead_letters
 from hub.workflows.service import RECORDED, WorkflowService
 from hub.store.db import snapshot, write_transaction
+from hub.bus.port import UNMERGED  # a merge made in error reversed (hub/unmerges.py)
 
 log = get_logger("hub.workflows.consumer")
 GROUP = "workflows"
