@@ -21,8 +21,9 @@ take them):
    (422 naming `retained_nhs_number`);
 3. refuses to join two persons whose dates of birth differ (422 naming
    `birth_date`), unless the hub operator sends `force: true` (recorded);
-4. writes the `person_merges` row (never deleted: the superseded number
-   resolves to the retained person from then on), and:
+4. writes the `person_merges` row (taken off only by a reversal of a merge
+   made in error, which keeps it: the superseded number resolves to the
+   retained person until then), and:
    - both numbers had persons: every register change of the superseded
      person (retracted ones too) joins the retained person's history (its
      `person_id`; the change, its id, source and content as they were; the
@@ -44,7 +45,12 @@ take them):
    superseded number's person is told the merged position, superseding the
    last message it had about them (hub/delivery/dispatcher.py).
 
-An unmerge (PDS reversing a merge, HL7 A37) is not taken.
+A merge made in error (two patients, not one) is reversed by
+`POST /v1/persons/merges/{merge_id}/reversal` (hub/unmerges.py): each case
+above undone, what was moved moved back, both persons told; the merge row
+(with the care package lines, split decisions and detail fields it moved,
+and the superseded number encrypted: migration 0039) lists what it takes
+back. HL7 v2 has no event for it (A37 unlinks an A24 link) and none is taken.
 """
 
 from __future__ import annotations
@@ -79,6 +85,7 @@ from hub.observability.logging import get_logger
 from hub.register_counts import record_status
 from hub.store import merged
 from hub.store.db import write_transaction
+from hub.unmerges import MergeReversalService
 from hub.workflows.person_merge import MovedCases, move_cases
 from hub.store.schema import (care_packages, change_retractions, including_retracted, not_retracted, person_merges,
                               persons, register_changes, register_status, split_decisions)
@@ -157,6 +164,8 @@ class PersonMergeService:
         self._protector = protector
         self._access = AccessPolicy(ref)
         self._today = today
+        # A merge made in error reversed (hub/unmerges.py): the same store, reference data and key.
+        self.reversals = MergeReversalService(engine, ref, agreements, protector, today)
 
     async def merge(self, client: Client, retained_nhs: str, superseded_nhs: str, correlation_id: str,
                     channel: str = "rest", force: bool = False) -> Merge:
@@ -181,7 +190,7 @@ class PersonMergeService:
         denied: Decision | None = None
         async with write_transaction(self._engine) as conn:
             done = await self._merge_in(conn, client, channel, correlation_id, today, names, force,
-                                        retained_nhs, kept_idx, gone_idx)
+                                        retained_nhs, kept_idx, gone_idx, superseded_nhs)
             if isinstance(done, Decision):  # refused by the policy: the decision recorded (committed), then raised
                 denied = done
         if denied is not None:
@@ -198,7 +207,7 @@ class PersonMergeService:
 
     async def _merge_in(self, conn: AsyncConnection, client: Client, channel: str, correlation_id: str,
                         today: date, names: dict[str, str], force: bool, retained_nhs: str, kept_idx: str,
-                        gone_idx: str) -> Merge | Decision:
+                        gone_idx: str, superseded_nhs: str) -> Merge | Decision:
         """The merge in `conn` (see `merge`): its answer, or the policy's refusal (recorded)."""
         caller = caller_of(client)
         await lock_topic(conn, EVENTS_TOPIC)
@@ -223,7 +232,8 @@ class PersonMergeService:
                                       person_id=earlier.retained_person_id, correlation_id=correlation_id)
                 return Merge(_answer(earlier), duplicate=True)
             raise MergeRefused(409, "conflict", names["superseded"],
-                               "was merged into another NHS number already; an unmerge is not taken")
+                               "was merged into another NHS number already (a merge made in error is reversed "
+                               "first: POST /v1/persons/merges/{merge_id}/reversal)")
         if (await merged.retained(conn, kept_idx)) is not None:
             raise MergeRefused(422, "invalid-request", names["retained"],
                                "was itself superseded by an earlier merge: send the number it was merged into")
@@ -240,16 +250,20 @@ class PersonMergeService:
                 forced = True
         return await self._merge_locked(conn, client, channel, correlation_id, today, decision,
                                         retained_nhs, kept_idx, gone_idx, kept, gone, kept_details,
-                                        gone_details, forced)
+                                        gone_details, forced, superseded_nhs)
 
     async def _merge_locked(self, conn: AsyncConnection, client: Client, channel: str, correlation_id: str,
                             today: date, decision: Decision, retained_nhs: str, kept_idx: str, gone_idx: str,
                             kept: Any, gone: Any, kept_details: dict[str, Any] | None,
-                            gone_details: dict[str, Any] | None, forced: bool) -> Merge:
+                            gone_details: dict[str, Any] | None, forced: bool, superseded_nhs: str) -> Merge:
         now = datetime.now(UTC)
         merge_id = str(uuid4())
         rc = register_changes.c
         moved: list[str] = []
+        # What else moved, for a reversal (hub/unmerges.py): line and decision ids, the detail fields added.
+        lines: list[int] = []
+        splits: list[str] = []
+        added: list[str] = []
         cases = MovedCases()  # the superseded person's transfer and dispute cases, given to the retained person
         person_id: str | None = None  # the retained person, once merged
         told_of: str | None = None  # the superseded number's person, if any body may have been told of them
@@ -263,6 +277,10 @@ class PersonMergeService:
                 await conn.execute(update(register_changes).where(rc.change_id == r.change_id)
                                    .values(person_id=person_id, canonical=canonical))
                 moved.append(r.change_id)
+            lines = list((await conn.execute(select(care_packages.c.line_id).where(
+                care_packages.c.person_id == gone.person_id).order_by(care_packages.c.line_id))).scalars())
+            splits = list((await conn.execute(select(split_decisions.c.decision_id).where(
+                split_decisions.c.person_id == gone.person_id).order_by(split_decisions.c.decision_id))).scalars())
             for table in (change_retractions, care_packages, split_decisions):
                 await conn.execute(update(table).where(table.c.person_id == gone.person_id)
                                    .values(person_id=person_id))
@@ -274,6 +292,7 @@ class PersonMergeService:
                                .values(nhs_number_index=merged.tombstone(gone.person_id), updated_at=now))
             assert kept_details is not None and gone_details is not None
             joined = gone_details | kept_details  # the retained record's fields, and what only the other held
+            added = sorted(k for k in joined if k not in kept_details)
             if joined != kept_details:
                 await conn.execute(update(persons).where(persons.c.person_id == person_id).values(
                     details=self._protector.encrypt(orjson.dumps(joined)), updated_at=now))
@@ -307,7 +326,10 @@ class PersonMergeService:
             superseded_index=gone_idx, retained_index=kept_idx,
             retained_number=self._protector.encrypt(retained_nhs.encode()), merge_id=merge_id,
             superseded_person_id=gone.person_id if gone is not None else None, retained_person_id=person_id,
-            moved={"changes": moved, "cases": cases.moved}, forced=forced, client_id=client.client_id[:64],
+            moved={"changes": moved, "cases": cases.moved, "care_package_lines": lines, "split_decisions": splits,
+                   "details_added": added},
+            superseded_number=self._protector.encrypt(superseded_nhs.encode()),
+            forced=forced, client_id=client.client_id[:64],
             org_code=client.org_code[:16],
             channel=channel[:32], correlation_id=correlation_id[:64], event_id=event_id, at=now))
         await record_decision(conn, client, channel=channel, action=ACTION, decision=decision, person_id=person_id,

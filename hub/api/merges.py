@@ -6,6 +6,12 @@ Allowed to the hub operator and to a trust with a role for every hub person
 the merge joins (the one access policy: `hub.domain.access.decide_merge`); a
 number pair not on the register and a person the trust has no role for get
 one identical `403` (no sooner than the write refusal floor). The same merge
+again is answered with the first answer (`duplicate: true`).
+
+POST /v1/persons/merges/{merge_id}/reversal: a merge made in error (two
+patients, not one) reversed (hub/unmerges.py), by the organisation whose
+client recorded it or the hub operator; anyone else and an unknown id get one
+identical `404` (no sooner than the write refusal floor). The same reversal
 again is answered with the first answer (`duplicate: true`)."""
 
 from __future__ import annotations
@@ -13,13 +19,15 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hub.access import no_sooner_than
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
 from hub.domain.access import Rule
+from hub.ingest.contract import FreeText
 from hub.merges import MergeDenied, MergeRefused
+from hub.unmerges import REASON_MAX, ReversalRefused
 from hub.observability.logging import bound_correlation_id, new_correlation_id
 
 router = APIRouter(prefix="/v1/persons", tags=["persons"])
@@ -77,4 +85,72 @@ async def merge(body: MergeIn, hub: HubDep, client: ClientDep) -> dict:
             await no_sooner_than(started, hub.settings.write_refusal_floor_ms / 1000)
         raise ProblemError(403, "forbidden", "Not permitted", exc.text, rule=exc.decision.rule.value,
                            errors=[{"field": "(body)", "reason": exc.text}]) from None
+    return {**done.body, "duplicate": done.duplicate}
+
+
+NOT_FOUND_DETAIL = "no merge with that id this client may reverse"
+
+
+class ReversalIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: FreeText = Field(min_length=1, max_length=REASON_MAX,
+                             description="Why the merge was made in error (kept encrypted; never logged)")
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class ReversalOut(BaseModel):
+    merge_id: str
+    status: str = Field(description="reversed")
+    retained_person_id: str | None = Field(description="The hub person the retained number holds")
+    superseded_person_id: str | None = Field(description="The hub person the superseded number holds again (null: "
+                                                         "it held none when merged)")
+    moved_back_changes: int = Field(description="Register changes given back to the superseded person")
+    moved_back_cases: int = Field(description="Transfer and dispute cases given back (each with an `unmerge` step)")
+    moved_back_care_package_lines: int
+    moved_back_split_decisions: int
+    unattributed_changes: list[str] = Field(description="Register changes recorded since the merge under either "
+                                                        "number: the hub cannot tell which number was sent, so they "
+                                                        "stay with the retained number's person; check each, and "
+                                                        "retract and resend one that was the other patient's")
+    unattributed_care_package_lines: list[int] = Field(description="Care package lines recorded since the merge "
+                                                                   "(not a version of a package it moved): as above")
+    unattributed_split_decisions: list[str] = Field(description="Split decisions proposed since the merge: as above")
+    merged_at: str | None
+    merged_by: str | None = Field(description="the organisation that merged them")
+    reversed_at: str
+    reversed_by: str = Field(description="the organisation that reversed the merge")
+    correlation_id: str
+    event_id: str | None = Field(description="The event telling the retained number's person's corrected position "
+                                             "(null: the merge had changed no person)")
+    event_ids: list[str] = Field(description="Every event the reversal published (one a person it changed)")
+    duplicate: bool = Field(description="true: reversed before; this is the first reversal's answer")
+
+
+@router.post(
+    "/merges/{merge_id}/reversal", response_model=ReversalOut,
+    summary="Reverse a merge of two NHS numbers made in error (its organisation, or the hub operator)",
+    responses={404: {"description": "No merge with that id this client may reverse (the same answer for an "
+                                    "unknown id and for another organisation's merge)"},
+               409: {"description": "Not reversible here: the retained number merged into another since (reverse "
+                                    "that first), or a merge recorded before the hub kept what a reversal needs"}})
+async def reverse(merge_id: str, body: ReversalIn, hub: HubDep, client: ClientDep) -> dict:
+    require(client, "register:write")
+    started = time.monotonic()
+    service = hub.merges  # the hub's one service (hub/bootstrap.py)
+    assert service is not None
+    try:
+        done = await service.reversals.reverse(client, merge_id, body.reason,
+                                               bound_correlation_id() or new_correlation_id())
+    except ReversalRefused as exc:
+        raise ProblemError(409, "conflict", "Conflict", f"{exc.field}: {exc.reason}",
+                           errors=[{"field": exc.field, "reason": exc.reason}]) from None
+    if done is None:
+        await no_sooner_than(started, hub.settings.write_refusal_floor_ms / 1000)
+        raise ProblemError(404, "not-found", "Not found", NOT_FOUND_DETAIL)
     return {**done.body, "duplicate": done.duplicate}

@@ -67,6 +67,12 @@ MERGED = "merged"
 # responsible council or ICB it moves: the data's fingerprint. Told as a retraction is (against its
 # `HISTORY_CHANGES`: the whole history), to each body whose position it moves.
 REFERENCE_DATA = "reference_data"
+# A header of each event the reversal of a merge made in error publishes (hub/unmerges.py), one on each
+# person's key: the other person's hub id (the person's own when the merge had given the superseded number's
+# person the retained number). Told as a retraction is (late history, against its `HISTORY_CHANGES`: the
+# person's history as the reversal left it), and besides, every body told of the person hears the reversal
+# (`s117-notification-corrected` superseding the last message it had about them).
+UNMERGED = "unmerged"
 # A header of an event the hub's workflows or the review scanner publish (not
 # a register change's): the change ids of the person's history it was told
 # against, sorted, joined by "," (`history_changes`). The publisher reads that

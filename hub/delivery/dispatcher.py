@@ -37,7 +37,7 @@ from hub.ids import uuid5
 from hub.store.recording import RecordingConn
 from hub.ingest.status_cache import StatusCache
 from hub.bus.port import (EVENTS_TOPIC, HISTORY_CHANGES, HISTORY_RECEIVED_BY, LATER_EVENTS, MERGED,
-                          REFERENCE_DATA, RETRACTED, BusMessage,
+                          REFERENCE_DATA, RETRACTED, UNMERGED, BusMessage,
                           Subscriber)
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
@@ -123,6 +123,13 @@ MERGED_TOLD_REASON = ("the NHS number you were told of for this person was super
 # Said, after the difference, to each body a change of the reference data moves (hub/refdata_retell.py).
 REFERENCE_DATA_REASON = ("the reference data the hub determines responsible bodies by was updated (NHS England's GP "
                          "practice files), with no change to the person's register history")
+# Said, after the difference, to each body the reversal of a merge made in error moves (hub/unmerges.py).
+UNMERGE_REASON = ("a merge of two NHS numbers made in error was reversed: they are two patients, and this "
+                  "person's register history is their own again")
+# Said to each body holding a position about a person whose merge was reversed that the reversal leaves as it was.
+UNMERGED_TOLD_REASON = ("a merge of this person's NHS number with another was made in error and reversed: the person "
+                        "is known under the NHS number this message carries, with this position; what you were told "
+                        "of them as one person with the other is withdrawn")
 # The most events one register change publishes (hub/ingest: `event_id_for(change, index, type)`), and more.
 _EVENTS_A_CHANGE = 16
 MESSAGE_NAMESPACE = uuid.UUID("0c8f7d0e-2b54-4d61-8a4b-511751175117")
@@ -589,10 +596,13 @@ class Dispatcher:
         # An NHS number merge (hub/merges.py): the joined history, told as a retraction is, then to each body
         # told of the superseded number's person (`merged`: that person's id).
         merged = msg.headers.get(MERGED)
+        # The reversal of a merge made in error (hub/unmerges.py): the person's history as it left it, told as a
+        # retraction is, then to each body holding a position about them (`in`, not `get`: no call an event).
+        unmerged = UNMERGED in msg.headers
         # A change of the reference data (hub/refdata_retell.py): the whole history, evaluated again, told as a
         # retraction is, to the bodies it moves.
         redetermined = REFERENCE_DATA in msg.headers
-        corrective = retraction or merged is not None or redetermined
+        corrective = retraction or merged is not None or unmerged or redetermined
         if source in _WHOLE_HISTORY_SOURCES or corrective:
             told = msg.headers.get(HISTORY_CHANGES)
             if told is not None:  # exactly the changes published before it (read under the topic's lock)
@@ -638,6 +648,8 @@ class Dispatcher:
         held = cache.held.get(person_id)
         if held is None:
             held = cache.held[person_id] = (await self._held_views_of(conn, [person_id]))[person_id]
+        # A reversal: each body holding a position about the person -> the last event it had about them.
+        unmerged_told = {org: h.last_event_id for org, h in held.items()} if unmerged else {}
         merged_told: dict[str, str] = {}  # a merge: each body told of the superseded person -> its last event
         carried: set[str] = set()  # ... whose view of them is now its view of the retained person
         if merged is not None:
@@ -728,6 +740,8 @@ class Dispatcher:
                 reason = f"{reason}; {RETRACTION_REASON}"
             elif merged is not None:
                 reason = f"{reason}; {MERGE_REASON}"
+            elif unmerged:
+                reason = f"{reason}; {UNMERGE_REASON}"
             elif redetermined:
                 reason = f"{reason}; {REFERENCE_DATA_REASON}"
             view_event = DomainEvent(
@@ -773,6 +787,19 @@ class Dispatcher:
                     view_id = view_event_id_for(view_id, org)
                 await self._send(send, view_id, told_merge, org, target, supersedes=supersedes,
                                  reason=MERGED_TOLD_REASON)
+        if unmerged:
+            # A body holding a position about the person was told of them as one person with another: each one
+            # the difference above did not tell is told of the reversal, superseding the last message it had
+            # about them, with its position (under the person's own id and NHS number; UK GDPR Art. 19).
+            for org in sorted(unmerged_told.keys() - moved):
+                target = truth[org] if org in truth else NOT_INVOLVED
+                told_unmerge = DomainEvent(
+                    event_type=EventType.NOTIFICATION_CORRECTED, person_id=person_id, change_id=change.change_id,
+                    occurred_on=change.effective_date,
+                    summary=f"A person you were told of was corrected: {UNMERGED_TOLD_REASON}.",
+                    details={"reason": UNMERGED_TOLD_REASON, "supersedes": unmerged_told[org]})
+                await self._send(send, view_event_id_for(msg.event_id, org), told_unmerge, org, target,
+                                 supersedes=unmerged_told[org], reason=UNMERGED_TOLD_REASON)
         # The message's views, deliveries and disclosure decisions, one statement
         # each; in a batch without savepoints, one each for the whole batch (`_BatchCache.flush`).
         writes = cache.deferred if cache.deferred is not None else _Writes()

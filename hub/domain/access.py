@@ -273,6 +273,20 @@ def decide_merge(caller: Caller, people: Iterable[PersonFacts], channel: str = "
     return Decision(True, Rule.ALLOWED, chosen) if found else Decision(False, Rule.NO_RELATIONSHIP)
 
 
+def decide_unmerge(caller: Caller, merged_by_org: str | None) -> Decision:
+    """May `caller` reverse a merge of two NHS numbers made in error (hub/unmerges.py)? `merged_by_org`: the
+    organisation whose client recorded the merge (None: no such merge). The hub operator; that
+    organisation (any of its keys). Anyone else, and an unknown merge, the one no-relationship refusal
+    (answered as for an unknown merge: no oracle of what others merged)."""
+    if merged_by_org is None:
+        return Decision(False, Rule.NO_RELATIONSHIP)
+    if caller.admin:
+        return Decision(True, Rule.ALLOWED, Role.HUB_OPERATOR)
+    if caller.org_code == merged_by_org:
+        return Decision(True, Rule.ALLOWED)
+    return Decision(False, Rule.NO_RELATIONSHIP)
+
+
 def decide_read(
     caller: Caller, now: PersonFacts | None, at_as_of: PersonFacts | None, as_of_given: bool,
     as_of: date, last_notified_on: date | None,

@@ -130,7 +130,8 @@ change_retractions = Table(
 # and the retained number's, so that the superseded number resolves to the
 # retained person everywhere (`hub.store.merged`: a look-up that finds no
 # person by a number asks here). One row a superseded number, written once (the
-# same merge again is answered from it). The retained number encrypted (a
+# same merge again is answered from it); taken off only by a reversal of the
+# merge, which keeps it in `person_merge_reversals`. The retained number encrypted (a
 # person first seen under the superseded number is made under it), the hub
 # persons each number held (either may be null), the changes and views moved
 # from the superseded person to the retained one, who, when, the channel, the
@@ -144,13 +145,48 @@ person_merges = Table(
     Column("merge_id", String(36), nullable=False),
     Column("superseded_person_id", String(36), nullable=True),
     Column("retained_person_id", String(36), nullable=True),
-    Column("moved", JSON, nullable=False),  # {"changes": [change ids]}: the history joined to the retained person
+    # {"changes", "cases", "care_package_lines", "split_decisions": ids moved to the retained person;
+    #  "details_added": the names of the fields the retained person's details gained} (the last three since
+    #  0039: what a reversal takes back)
+    Column("moved", JSON, nullable=False),
     Column("forced", Boolean, nullable=False),  # dates of birth differed and the hub operator forced it
     Column("client_id", String(64), nullable=False),
     Column("org_code", String(16), nullable=False),
     Column("channel", String(32), nullable=False),
     Column("correlation_id", String(64), nullable=False),
     Column("event_id", String(36), nullable=True),  # null: no body was told of either number
+    Column("at", DateTime(timezone=True), nullable=False),
+    # The superseded number encrypted (migration 0039): a reversal gives it back to the person a merge gave
+    # the retained number (null: merged before it was kept).
+    Column("superseded_number", LargeBinary, nullable=True),
+    Index("ix_person_merges_merge", "merge_id", unique=True),  # a reversal finds its merge by id (0039)
+)
+
+# Merges reversed (hub/unmerges.py): a merge of two NHS numbers made in error
+# (two patients, not one) undone. The `person_merges` row is taken off (the
+# superseded number resolves to its own person again, and the same numbers may
+# be merged again) and kept here whole (`merge_record`: its columns but the encrypted
+# number), with what the reversal moved back to the superseded person
+# (`moved_back`), what it could not attribute to either number and left with the
+# retained person (`unattributed`: ids only), who, when, why (the reason
+# encrypted: free text may name someone), the request's correlation id and the
+# events that told it. Written once: the same reversal again is answered from it.
+person_merge_reversals = Table(
+    "person_merge_reversals",
+    metadata,
+    Column("merge_id", String(36), primary_key=True),
+    Column("superseded_index", String(64), nullable=False),
+    Column("retained_index", String(64), nullable=False),
+    Column("superseded_person_id", String(36), nullable=True),
+    Column("retained_person_id", String(36), nullable=True),
+    Column("merge_record", JSON, nullable=False),
+    Column("moved_back", JSON, nullable=False),
+    Column("unattributed", JSON, nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("org_code", String(16), nullable=False),
+    Column("reason", LargeBinary, nullable=False),  # encrypted (hub.crypto)
+    Column("correlation_id", String(64), nullable=False),
+    Column("event_ids", JSON, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
 )
 

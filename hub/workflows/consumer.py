@@ -41,6 +41,7 @@ from hub.observability.logging import get_logger
 from hub.store.schema import dead_letters
 from hub.workflows.service import RECORDED, WorkflowService
 from hub.store.db import snapshot, write_transaction
+from hub.bus.port import UNMERGED  # a merge made in error reversed (hub/unmerges.py)
 
 log = get_logger("hub.workflows.consumer")
 GROUP = "workflows"
@@ -67,8 +68,10 @@ def retraction(msg: BusMessage) -> bool:
 
 def merge(msg: BusMessage) -> bool:
     """A merge's event (hub/merges.py): the person's history gained the superseded person's, which can
-    take away a hand-over a transfer case (theirs, or the superseded person's, moved with it) was opened for."""
-    return MERGED in msg.headers
+    take away a hand-over a transfer case (theirs, or the superseded person's, moved with it) was opened for.
+    Also a reversal's (hub/unmerges.py): each person's history lost the other's, which can take away a hand-over
+    the joined history held."""
+    return MERGED in msg.headers or UNMERGED in msg.headers
 
 
 def recorded_late(msg: BusMessage) -> bool:
@@ -100,7 +103,8 @@ class WorkflowConsumer:
                                              frozenset(told.split(",")) if told is not None else None)
         elif merge(msg):
             told = msg.headers.get(HISTORY_CHANGES)
-            await self._service.on_merged(conn, msg.key, frozenset(told.split(",")) if told is not None else None)
+            await self._service.on_merged(conn, msg.key, frozenset(told.split(",")) if told is not None else None,
+                                          unmerged=UNMERGED in msg.headers)
         elif recorded_late(msg):
             await self._service.on_history_changed(conn, msg.key, msg.event_id)
 

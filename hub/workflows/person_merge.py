@@ -113,3 +113,52 @@ async def move_cases(conn: Any, superseded_person_id: str, retained_person_id: s
             actor=REGISTER_ACTOR, on_date=on, citation=CITATION[:300], explanation=what[:500], event_id=None,
             at=now))
     return out
+
+
+UNMERGE_CITATION = "PDS merge made in error reversed: two patients, two register histories (UK GDPR Art. 5(1)(d), 16)"
+
+
+async def return_cases(conn: Any, case_ids: list[str], retained_person_id: str, superseded_person_id: str,
+                       merge_id: str, on: date) -> list[str]:
+    """A merge made in error reversed (hub/unmerges.py), in its transaction: each case `case_ids` names (the
+    cases the merge gave the retained person) still the retained person's is the superseded person's again
+    (`merged_from` taken off), with an `unmerge` transition; `merge_duplicates` flags between a case given
+    back and one that stays are taken off both. Returns the case ids given back, oldest first."""
+    if not case_ids:
+        return []
+    t = workflow_cases.c
+    rows = (await conn.execute(select(t.case_id, t.state, t.data).where(t.person_id == retained_person_id)
+                               .order_by(t.opened_on, t.case_id).with_for_update())).all()
+    wanted = set(case_ids)
+    back = [r.case_id for r in rows if r.case_id in wanted]
+    if not back:
+        return []
+    going = set(back)
+    now = datetime.now(UTC)
+    for row in rows:
+        data = dict(row.data)
+        flagged = data.get("merge_duplicates") or []
+        if row.case_id in going:
+            data["person_id"] = superseded_person_id
+            data.pop("merged_from", None)
+            left = [d for d in flagged if d in going]
+        else:
+            left = [d for d in flagged if d not in going]
+        if left:
+            data["merge_duplicates"] = left
+        else:
+            data.pop("merge_duplicates", None)
+        if data == row.data:
+            continue
+        await conn.execute(workflow_cases.update().where(t.case_id == row.case_id).values(
+            person_id=data["person_id"], data=data, version=t.version + 1, updated_at=now))
+        what = (f"the merge of two NHS numbers (merge {merge_id}) was made in error and reversed: the case is hub "
+                f"person {superseded_person_id}'s again, not hub person {retained_person_id}'s")
+        if row.case_id not in going:
+            what = (f"the merge of two NHS numbers (merge {merge_id}) was made in error and reversed: the case "
+                    f"flagged as also open for the same bodies is hub person {superseded_person_id}'s again")
+        await conn.execute(workflow_transitions.insert().values(
+            case_id=row.case_id, action=Action.UNMERGE.value, from_state=row.state, to_state=row.state,
+            actor=REGISTER_ACTOR, on_date=on, citation=UNMERGE_CITATION[:300], explanation=what[:500],
+            event_id=None, at=now))
+    return back

@@ -665,7 +665,7 @@ class WorkflowService:
         return withdrawn + reopened + await self._retracted_transfers(conn, person_id, change_id, told, unbound)
 
     async def on_merged(self, conn: AsyncConnection, person_id: str,
-                        told: frozenset[str] | None = None) -> list[Case]:
+                        told: frozenset[str] | None = None, unmerged: bool = False) -> list[Case]:
         """Two NHS numbers of `person_id` were merged (hub/merges.py): the superseded person's register
         history joined theirs, and their cases with it (hub/workflows/person_merge.py). As after a
         retraction (`_retracted_transfers`), each of the person's transfer cases late history could
@@ -674,7 +674,8 @@ class WorkflowService:
         told. `told`: the joined history's changes (the merge event's `history_changes`; None: all held
         now); a case a change recorded since opened is left to that change. Dispute cases are left as they
         are: a merge takes no change away (the change that raised or resolved one is still held).
-        Idempotent: a withdrawn case is final."""
+        Idempotent: a withdrawn case is final. `unmerged`: the reversal of a merge made in error
+        (hub/unmerges.py), re-checked the same way against the person's history as it left it."""
         rows = await self._cases_locked(conn, person_id, CaseKind.TRANSFER, WITHDRAWABLE_TRANSFER_STATES)
         if not rows:
             return []
@@ -686,10 +687,12 @@ class WorkflowService:
             return []
         history = [from_jsonable(RegisterChange, r.canonical) for r in held]
         today = self.clock.today()
-        return await self._withdraw_unheld(
-            conn, person_id, cases, held, history, max(england_day(), today), today,
+        why = ("a merge of two NHS numbers made in error was reversed: the person's own register history changed "
+               "the joined history before it") if unmerged else (
             "two NHS numbers of this person were merged (PDS): the joined register history changed the history "
             "before it")
+        return await self._withdraw_unheld(
+            conn, person_id, cases, held, history, max(england_day(), today), today, why)
 
     @staticmethod
     async def _held_changes(conn: AsyncConnection, person_id: str, told: frozenset[str] | None) -> list[Any]:

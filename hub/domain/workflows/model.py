@@ -66,6 +66,9 @@ class Action(StrEnum):
     # The hub: two NHS numbers of the person were merged (PDS, hub/merges.py) and the case, opened for the
     # superseded number's person, now belongs to the retained number's (its state unchanged).
     MERGE = "merge"
+    # The hub: that merge was made in error and reversed (hub/unmerges.py): the case is the superseded
+    # number's person's again (its state unchanged).
+    UNMERGE = "unmerge"
 
 
 class Actor(StrEnum):
