@@ -73,13 +73,13 @@ def settings(store_url: str, key: str) -> Settings:
                     run_workers=False, webhook_allowed_hosts=["127.0.0.1", "council.invalid"])
 
 
-async def fill(http: httpx.AsyncClient, keys: dict[str, str]) -> dict[str, str]:
+async def fill(http: httpx.AsyncClient, keys: dict[str, str],
+               hook: str = "http://council.invalid/hook") -> dict[str, str]:
     """The store filled through the API: people, a merge, a retraction, a quarantined input, a council's
-    webhook subscription and reconciliation snapshot. Ids for the checks after."""
+    webhook subscription (to `hook`) and reconciliation snapshot. Ids for the checks after."""
     trust = {"X-API-Key": keys["trust"]}
     council = {"X-API-Key": keys["E06000060"]}
-    r = await http.post("/v1/subscriptions", headers=council, json={"url": "http://council.invalid/hook",
-                                                                    "secret": SECRET})
+    r = await http.post("/v1/subscriptions", headers=council, json={"url": hook, "secret": SECRET})
     assert r.status_code == 201, r.text
     ids = {"subscription": r.json()["subscription_id"]}
     for i, person in enumerate(PEOPLE):
