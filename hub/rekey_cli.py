@@ -63,6 +63,20 @@ def new_key(key_file: Path | None, environ: dict[str, str] | os._Environ[str]) -
     return key, where
 
 
+APPLICATION = "s117hub rotate-data-key"  # this command's own PostgreSQL sessions (application_name)
+
+
+def _named(engine: Any) -> None:
+    """PostgreSQL: each of this command's sessions named `APPLICATION`, so the look for others skips them."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def name(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET application_name = '{APPLICATION}'")
+        cursor.close()
+
+
 async def _sessions_elsewhere(engine: Any) -> int:
     """PostgreSQL: the other client sessions connected to this database (a running hub holds its pool's)."""
     from sqlalchemy import text
@@ -70,7 +84,8 @@ async def _sessions_elsewhere(engine: Any) -> int:
     async with engine.connect() as conn:
         n = (await conn.execute(text(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"))).scalar_one()
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+            "AND application_name IS DISTINCT FROM :me"), {"me": APPLICATION})).scalar_one()
         await conn.rollback()
     return int(n)
 
@@ -106,19 +121,28 @@ async def _run(args: argparse.Namespace, s: Any, begun: list[bool]) -> dict[str,
         raise Refused(f"the store {url.database} is open in another process (the hub is running?): stop every "
                       "hub process (serve, workers) first; nothing was changed")
     engine = create_engine(s.database_url)
+    if not sqlite:
+        _named(engine)
     try:
         if await schema_missing(engine):
             raise Refused(NO_STORE)
-        if not sqlite:
-            others = await _sessions_elsewhere(engine)
-            if others:
-                raise Refused(f"{others} other session(s) are connected to the database (the hub is running?): "
-                              "stop every hub process (serve, workers) and close other sessions first; nothing "
-                              "was changed")
+        async def busy() -> str | None:
+            """Why another process has the store open (the hub running?), or None."""
+            if sqlite:
+                opened = in_use(Path(url.database))  # this process's own connections are not seen (fcntl)
+                what = f"the store {url.database} is open in another process" if opened else None
+            else:
+                others = await _sessions_elsewhere(engine)
+                what = f"{others} other session(s) are connected to the database" if others else None
+            return None if what is None else (f"{what} (the hub is running?): stop every hub process (serve, "
+                                              "workers) and close any other session first; nothing was changed")
+
+        if not sqlite and (why := await busy()) is not None:
+            raise Refused(why)
         await create_schema(engine)
         try:
             result = await rotate(engine, old, key, audit_key_set=bool(s.audit_key), chunk=args.chunk,
-                                  begun=lambda: begun.append(True))
+                                  begun=lambda: begun.append(True), busy=busy)
         except SameKey as exc:
             raise Refused(f"{where}: {exc}") from None
         except RotationRefused as exc:

@@ -28,11 +28,13 @@ also moves the rotation's progress record (`store_key_rotations`, migration 0039
   (`data-key-rotated`, both keys' fingerprints, the counts) for the audit chain, and the progress
   record deleted.
 
-Before anything is written, a read-only pass does the same work without writing (every value decrypted,
-every hash resolved): a store the rotation could not finish is refused as it stands. Once the progress
-record exists the store holds data under two keys: every process that opens it is refused
-(hub/store/key_check.py `RotationInProgress`) until the same command, given the same new key and the old
-one still configured, finishes it from the chunk after the last committed.
+The progress record is written first (phase `check`): from then on every process that opens the store
+is refused (hub/store/key_check.py `RotationInProgress`), so a hub started meanwhile cannot write under
+the old key into a store being rewritten. Then, before anything is rewritten, a read-only pass does the
+same work without writing (every value decrypted, every hash resolved): a store the rotation could not
+finish is refused as it stands, the progress record deleted. Once the tables are being rewritten the
+store holds data under two keys, refused by every process until the same command, given the same new key
+and the old one still configured, finishes it from the chunk after the last committed.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ from hub.store.schema import (
 )
 
 ACTOR, ACTION = "hub:rekey", "data-key-rotated"  # the rotation's operator action (audited: hub/audit.py)
-FINISH = "finish"
+CHECK, FINISH = "check", "finish"  # the progress record's phases before and after the tables'
 _IN = 500  # values an IN list holds
 
 
@@ -401,7 +403,7 @@ PHASES: tuple[Phase, ...] = (
     Phase(workflow_cases, ("case_id",), ("data",), ("data",), _cases, 500),
     Phase(audit_checkpoints, ("day",), ("signature", "last_seq", "last_hash"), ("signature",), _checkpoints, 1000),
 )
-ORDER = [p.name for p in PHASES] + [FINISH]
+ORDER = [CHECK] + [p.name for p in PHASES] + [FINISH]
 
 
 def _after(phase: Phase, cursor: list[Any] | None) -> Any:
@@ -474,13 +476,16 @@ class Result:
 async def rotate(engine: AsyncEngine, old_key: bytes, new_key: bytes, *, audit_key_set: bool,
                  chunk: int | None = None,
                  after_chunk: Callable[[str], Awaitable[None] | None] | None = None,
-                 begun: Callable[[], None] | None = None) -> Result:
+                 begun: Callable[[], None] | None = None,
+                 busy: Callable[[], Awaitable[str | None]] | None = None) -> Result:
     """Rotate the store (migrated) from `old_key` (the configured key: the store's) to `new_key` (see the
     module), or finish a rotation to `new_key` begun before. `audit_key_set`: S117_AUDIT_KEY is set (the
     checkpoints are not signed under a key derived from the data key). `chunk`: rows a transaction in every
     table (default: each table's own). `after_chunk`: called with the phase's name after each committed
-    chunk (tests); `begun`, once the store holds (or may hold) data under two keys. `RotationRefused` (one
-    line, naming why) where it cannot."""
+    chunk (tests); `begun`, once every other process is refused the store (the progress record written);
+    `busy`, then, before anything is rewritten: why another process has the store open, or None (one
+    started between the caller's own look and the progress record). `RotationRefused` (one line, naming
+    why) where it cannot."""
     from hub.audit import audit_key, record_operator_action
 
     started = time.monotonic()
@@ -521,22 +526,34 @@ async def rotate(engine: AsyncEngine, old_key: bytes, new_key: bytes, *, audit_k
             result.already = True
             return result
         await check_data_key(engine, old)  # the configured key must be the store's (recorded if not yet)
-        problems = await check(engine, ctx, chunk)
-        if problems:
-            said = "; ".join(f"{what}: {n} row{'s' if n != 1 else ''}" for what, n in sorted(problems.items()))
-            raise RotationRefused(f"not rotated, nothing was changed: {said}")
         now = datetime.now(UTC)
-        try:
+        try:  # first: a hub started from now on is refused (RotationInProgress), the check pass included
             async with engine.begin() as conn:
                 await conn.execute(store_key_rotations.insert().values(
                     name=NAME, new_check_token=new.encrypt(CHECK_TEXT), old_fingerprint=result.old_fingerprint,
-                    new_fingerprint=result.new_fingerprint, phase=ORDER[0], cursor=None, counts={},
+                    new_fingerprint=result.new_fingerprint, phase=CHECK, cursor=None, counts={},
                     started_at=now, updated_at=now))
         except IntegrityError:
             raise RotationRefused("another rotation began meanwhile: run the command again") from None
         if begun is not None:
             begun()
-        phase_name, cursor = ORDER[0], None
+        phase_name, cursor = CHECK, None
+    if phase_name == CHECK:  # nothing rewritten yet: a store it could not finish is refused as it stands
+        why = await busy() if busy is not None else None
+        if why is None:
+            problems = await check(engine, ctx, chunk)
+            if problems:
+                why = "not rotated, nothing was changed: " + "; ".join(
+                    f"{what}: {n} row{'s' if n != 1 else ''}" for what, n in sorted(problems.items()))
+        async with engine.begin() as conn:
+            if why is not None:  # the progress record only: the store as it was
+                await conn.execute(delete(store_key_rotations).where(store_key_rotations.c.name == NAME))
+            else:
+                phase_name = ORDER[1]
+                await conn.execute(update(store_key_rotations).where(store_key_rotations.c.name == NAME)
+                                   .values(phase=phase_name, updated_at=datetime.now(UTC)))
+        if why is not None:
+            raise RotationRefused(why)
     phases = _phases(ctx)
     names = [p.name for p in phases]
     for phase in phases:  # from the one in progress (`cursor`: the last row it rewrote), each from its start

@@ -329,3 +329,26 @@ async def test_a_hash_whose_number_the_store_does_not_hold_is_refused_before_any
     app = create_app(settings(store_url, old))  # still the old key's store: the hub starts on it
     async with app.router.lifespan_context(app):
         pass
+
+
+async def test_the_look_for_a_running_hub_sees_other_sessions_and_not_its_own(store_url: str) -> None:
+    """PostgreSQL: the command refuses while another session is connected (a running hub holds its pool's
+    connections), not counting its own sessions, however many its pool opened."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("SQLite: the store's -shm lock is the look (tests/e2e/test_rotate_data_key.py)")
+    from hub.rekey_cli import _named, _sessions_elsewhere
+    from hub.store.db import create_engine
+
+    mine, hub = create_engine(store_url), create_engine(store_url)
+    _named(mine)
+    try:
+        async with mine.connect() as a, mine.connect() as b:  # two of its own sessions: not counted
+            await a.execute(select(1))
+            await b.execute(select(1))
+            assert await _sessions_elsewhere(mine) == 0
+            async with hub.connect() as other:  # a hub's pooled connection
+                await other.execute(select(1))
+                assert await _sessions_elsewhere(mine) == 1
+    finally:
+        await mine.dispose()
+        await hub.dispose()
