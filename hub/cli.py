@@ -417,6 +417,9 @@ def main(argv: list[str] | None = None) -> None:
     from hub.restore_cli import add_parser as add_restore_parser
 
     add_restore_parser(sub)
+    from hub.rekey_cli import add_parser as add_rekey_parser
+
+    add_rekey_parser(sub)
     args = parser.parse_args(argv)
     try:
         args.func(args)

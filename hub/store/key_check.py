@@ -38,7 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.crypto import DataProtector
-from hub.store.schema import persons, quarantine, store_keys, subscriptions
+from hub.store.schema import persons, quarantine, store_key_rotations, store_keys, subscriptions
 
 NAME = "data"
 CHECK_TEXT = b"s117hub: the data key this store was written under"
@@ -70,6 +70,18 @@ class DataKeyMismatch(RuntimeError):
                                 "or written")
 
 
+class RotationInProgress(DataKeyMismatch):
+    """A data key rotation was started and has not finished: the store holds data under two keys."""
+
+    def __init__(self) -> None:
+        RuntimeError.__init__(self, "a data key rotation is in progress: run s117hub rotate-data-key again with "
+                                    "the same new key (S117_DATA_KEY / S117_DATA_KEY_FILE still the old key until "
+                                    "it finishes); no record was read or written")
+
+
+_ROTATING = select(store_key_rotations.c.name).where(store_key_rotations.c.name == "data")
+
+
 def _opens(protector: DataProtector, token: bytes) -> bool:
     try:
         return protector.decrypt(bytes(token)) == CHECK_TEXT
@@ -96,8 +108,10 @@ _TOKEN = select(store_keys.c.check_token).where(store_keys.c.name == NAME)
 
 async def _recorded(engine: AsyncEngine) -> tuple[bytes | None, tuple[str, bytes] | None]:
     """The store's key record (its token), or else the first of `_HELD` it holds (what it is, its
-    token); None for either it has not."""
+    token); None for either it has not. `RotationInProgress` while a data key rotation is unfinished."""
     async with engine.connect() as conn:
+        if (await conn.execute(_ROTATING)).first() is not None:
+            raise RotationInProgress()
         token = (await conn.execute(_TOKEN)).scalar_one_or_none()
         if token is not None:
             return bytes(token), None

@@ -929,3 +929,24 @@ store_write_probe = Table(
     Column("probe_id", Integer, primary_key=True, autoincrement=False),
     Column("probed_at", DateTime(timezone=True), nullable=True),
 )
+
+
+# A data key rotation under way (`s117hub rotate-data-key`, hub/store/rekey.py): one row, `name` "data",
+# while the store is rewritten under a new key a chunk at a time (it then holds data under two keys, and
+# every process that opens it refuses to start: hub/store/key_check.py). A fixed text encrypted under the
+# new key (the same key must finish it), both keys' fingerprints (one-way), the table being rewritten and
+# the last row rewritten in it (`cursor`: its key's values), counts so far. Deleted in the transaction
+# that records the new key in `store_keys`. No personal data.
+store_key_rotations = Table(
+    "store_key_rotations",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("new_check_token", LargeBinary, nullable=False),
+    Column("old_fingerprint", String(32), nullable=False),
+    Column("new_fingerprint", String(32), nullable=False),
+    Column("phase", String(32), nullable=False),
+    Column("cursor", JSON, nullable=True),
+    Column("counts", JSON, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,354 @@
+"""`s117hub rotate-data-key` (hub/store/rekey.py) on each store backend: a store filled through the hub's
+API (people with their details, a merge, a retraction, quarantined input, a webhook subscription and its
+queued messages, a council's reconciliation snapshot and its differences, a transfer case's reason, a
+signed audit checkpoint) is rotated to a new key in chunks; a rotation that fails after its first chunk
+leaves a store every process refuses ("a data key rotation is in progress"), and the same rotation run
+again finishes it. Then everything reads under the new key, the old key is refused as any wrong one, the
+audit chain verifies, and the rotation is an audited operator action. A keyed hash whose NHS number the
+store does not hold is refused before anything is changed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import func, select
+
+from hub.api.app import create_app
+from hub.audit import AuditChain, audit_key
+from hub.clients import add_client
+from hub.crypto import DataProtector
+from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE
+from hub.reconciliation import Reconciler
+from hub.settings import REPO_ROOT, Settings
+from hub.store.key_check import DataKeyMismatch, RotationInProgress, store_protector
+from hub.store.rekey import ACTION, RotationRefused, rotate
+from hub.store.schema import (
+    audit_checkpoints,
+    change_retractions,
+    delivery_messages,
+    operator_actions,
+    person_merges,
+    persons,
+    quarantine,
+    reconciliation_items,
+    reconciliation_rows,
+    store_key_rotations,
+    store_keys,
+    subscriptions,
+    workflow_cases,
+)
+from tests.support import detention
+
+pytestmark = pytest.mark.integration
+
+# Synthetic people (999 range); the fourth's number is merged into the third's.
+PEOPLE = [
+    {"nhs_number": "9991100016", "given_name": "Alex", "family_name": "Rotapatient", "birth_date": "1971-03-14",
+     "postcode": "HP20 1AA"},
+    {"nhs_number": "9991100032", "given_name": "Bea", "family_name": "Keychange", "birth_date": "1980-07-01",
+     "postcode": "HP20 2BB"},
+    {"nhs_number": "9991100067", "given_name": "Cal", "family_name": "Rekeyson", "birth_date": "1990-01-31",
+     "postcode": "HP20 3CC"},
+    {"nhs_number": "9991100075", "given_name": "Cal", "family_name": "Rekeyson", "birth_date": "1990-01-31",
+     "postcode": "HP20 3CC"},
+]
+RETAINED, SUPERSEDED = PEOPLE[2]["nhs_number"], PEOPLE[3]["nhs_number"]
+SECRET = "rotation-webhook-secret-0123456789abcdef"
+REASON = "sent for the wrong patient by Dr Keyholder"
+CASE_REASON = "refused: Mr Rekeyson lives in our area"
+QUARANTINED = {"source_system": "RiO", "source_message_id": "rk-bad-1", "change_type": "detained",
+               "effective_date": "2025-01-06", "legal_status_code": "99",
+               "person": {"nhs_number": "9991100083", "family_name": "Heldinput"}}
+
+
+def settings(store_url: str, key: str) -> Settings:
+    return Settings(database_url=store_url, canonical_base=DEFAULT_CANONICAL_BASE, data_key=key,
+                    sharing_agreements_path=REPO_ROOT / "contracts" / "data-sharing-agreements.yaml",
+                    run_workers=False, webhook_allowed_hosts=["127.0.0.1", "council.invalid"])
+
+
+async def fill(http: httpx.AsyncClient, keys: dict[str, str],
+               hook: str = "http://council.invalid/hook") -> dict[str, str]:
+    """The store filled through the API: people, a merge, a retraction, a quarantined input, a council's
+    webhook subscription (to `hook`) and reconciliation snapshot. Ids for the checks after."""
+    trust = {"X-API-Key": keys["trust"]}
+    council = {"X-API-Key": keys["E06000060"]}
+    r = await http.post("/v1/subscriptions", headers=council, json={"url": hook, "secret": SECRET})
+    assert r.status_code == 201, r.text
+    ids = {"subscription": r.json()["subscription_id"]}
+    for i, person in enumerate(PEOPLE):
+        details = {k: v for k, v in person.items() if k != "nhs_number"}
+        for change in detention(person["nhs_number"], f"rk-{i}", **details):
+            r = await http.post("/v1/register-changes", headers=trust, json=change)
+            assert r.status_code == 202, r.text
+        ids[person["nhs_number"]] = r.json()["person_id"]
+        ids[f"change-{i}"] = r.json()["change_id"]
+    r = await http.post("/v1/register-changes/" + ids["change-1"] + "/retraction", headers=trust,
+                        json={"reason": REASON})
+    assert r.status_code == 200, r.text
+    r = await http.post("/v1/persons/merge", headers=trust,
+                        json={"retained_nhs_number": RETAINED, "superseded_nhs_number": SUPERSEDED})
+    assert r.status_code == 200, r.text
+    r = await http.post("/v1/register-changes", headers=trust, json=QUARANTINED)
+    assert r.status_code == 422, r.text
+    r = await http.get("/v1/quarantine", headers=trust)
+    ids["quarantine"] = r.json()["items"][0]["quarantine_id"]
+    # The council's own list: the first person as the hub has them, the second with another ICB.
+    extract = ("NHS_NO,LOCAL_ID,S117_FLAG,RESP_LA_GSS,RESP_ICB_ODS,S117_START,S117_END,NEXT_REVIEW,FUNDING\n"
+               f"{PEOPLE[0]['nhs_number']},SW-ALEX,Y,E06000060,QU9,07/04/2025,,,Y\n"
+               f"{PEOPLE[2]['nhs_number']},SW-CAL,Y,E06000060,QU9,07/04/2025,,,Y\n"
+               "TRAILER,2\n")
+    r = await http.post("/v1/reconciliations", headers={**council, "Content-Type": "text/csv"},
+                        params={"format": "swift_snapshot_csv"}, content=extract)
+    assert r.status_code == 202, r.text
+    ids["snapshot"] = r.json()["snapshot_id"]
+    return ids
+
+
+async def _count(engine, table, *where) -> int:  # noqa: ANN001
+    async with engine.connect() as conn:
+        query = select(func.count()).select_from(table)
+        return (await conn.execute(query.where(*where) if where else query)).scalar_one()
+
+
+async def _filled(store_url: str, old: str) -> dict[str, str]:
+    app = create_app(settings(store_url, old))
+    async with app.router.lifespan_context(app):
+        hub = app.state.hub
+        keys = {
+            "trust": (await add_client(hub.engine, "Oxford Health", "RNU", "trust",
+                                       ["register:write", "s117:read"]))[1],
+            "E06000060": (await add_client(hub.engine, "Bucks", "E06000060", "council",
+                                           ["subscriptions:write", "s117:read"]))[1],
+        }
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
+            ids = await fill(http, keys)
+        while await hub.dispatcher.run_once():  # the council's messages queued (encrypted), not yet sent
+            pass
+        await Reconciler(hub.engine, hub.ref, hub.agreements, hub.reconciliation).run_once()
+        # A transfer case's reason (a body's free text), as the workflows keep it.
+        async with hub.engine.begin() as conn:
+            await conn.execute(workflow_cases.insert().values(
+                case_id="case-rk-1", kind="transfer", person_id=ids[PEOPLE[0]["nhs_number"]], state="rejected",
+                parties=["E06000060"], data={"reason": hub.protector.encrypt_text(CASE_REASON), "kept": 1},
+                version=1, opened_on=date(2025, 5, 1), updated_at=datetime.now(UTC)))
+        chain = AuditChain(hub.engine, audit_key(None, hub.protector.index))
+        while await chain.extend():
+            pass
+        assert await chain.checkpoint(date.today() + timedelta(days=1)) >= 1  # today's entries signed
+        ids["keys"] = keys  # type: ignore[assignment]
+    return ids
+
+
+async def test_a_rotation_failed_after_its_first_chunk_stops_every_process_and_finishes_when_run_again(
+        store_url: str, tmp_path: Path) -> None:
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    ids = await _filled(store_url, old)
+    app = create_app(settings(store_url, old))
+    engine = None
+    async with app.router.lifespan_context(app):
+        engine = app.state.hub.engine
+        counts = {t.name: await _count(engine, t) for t in (persons, person_merges, change_retractions, quarantine,
+                                                             subscriptions, delivery_messages, reconciliation_rows,
+                                                             reconciliation_items, audit_checkpoints)}
+    assert all(counts.values()), counts  # every kind of row the rotation rewrites is there to rewrite
+
+    from hub.store.db import create_engine
+
+    engine = create_engine(store_url)
+    try:
+        calls: list[str] = []
+
+        def fail_after_the_first_chunk(phase: str) -> None:
+            calls.append(phase)
+            raise RuntimeError("killed")
+
+        with pytest.raises(RuntimeError, match="killed"):
+            await rotate(engine, old.encode(), new.encode(), audit_key_set=False, chunk=2,
+                         after_chunk=fail_after_the_first_chunk)
+        assert calls == ["reconciliation_rows"]
+        assert await _count(engine, store_key_rotations) == 1
+        # Every process is refused, whichever key it is given, with the line that says what to do.
+        for key in (old, new):
+            with pytest.raises(RotationInProgress) as refused:
+                await store_protector(engine, key, tmp_path / "none.key")
+            assert str(refused.value).startswith("a data key rotation is in progress: run s117hub "
+                                                 "rotate-data-key again with the same new key")
+        if store_url.startswith("sqlite"):
+            served = subprocess.run(
+                [sys.executable, "-m", "hub.cli", "serve"], cwd=REPO_ROOT, capture_output=True, text=True,
+                timeout=60, env={"PATH": "/usr/bin:/bin", "S117_DATABASE_URL": store_url, "S117_DATA_KEY": new,
+                                 "S117_SEPARATE_WORKERS": "false", "S117_SEPARATE_DELIVERY": "false",
+                                 "S117_PORT": "1", "HOME": str(tmp_path)})
+            assert served.returncode == 2, served.stderr
+            assert served.stderr.strip().splitlines()[-1].startswith(
+                "s117hub serve: a data key rotation is in progress: run s117hub rotate-data-key again with the "
+                "same new key"), served.stderr
+            assert "Traceback" not in served.stderr and new not in served.stderr
+
+        # Another new key cannot take it over; the new key configured as the old one is refused too.
+        with pytest.raises(RotationRefused, match="another new key"):
+            await rotate(engine, old.encode(), Fernet.generate_key(), audit_key_set=False)
+        with pytest.raises(RotationRefused, match="already the new key"):
+            await rotate(engine, new.encode(), new.encode() + b"", audit_key_set=False)
+
+        done = await rotate(engine, old.encode(), new.encode(), audit_key_set=False, chunk=2)
+        assert done.resumed and not done.already
+        assert await _count(engine, store_key_rotations) == 0
+        assert done.counts["persons.details"] == counts["persons"]
+        assert done.counts["persons.nhs_number_index"] == counts["persons"] - 1  # the merged person's tombstone
+        assert done.counts["reconciliation_rows.person_key"] == counts["reconciliation_rows"]
+        assert done.counts["delivery_messages.payload"] == counts["delivery_messages"]
+        assert done.counts["audit_checkpoints"] == counts["audit_checkpoints"]
+        again = await rotate(engine, old.encode(), new.encode(), audit_key_set=False)
+        assert again.already  # run once more: nothing to do
+
+        # The old key is refused as any other; the new one opens the store.
+        with pytest.raises(DataKeyMismatch) as refused:
+            await store_protector(engine, old, tmp_path / "none.key")
+        assert not isinstance(refused.value, RotationInProgress)
+        protector = await store_protector(engine, new, tmp_path / "none.key")
+        await _reads_under(engine, protector, DataProtector(old.encode()), ids)
+        audited = await _rows(engine, select(operator_actions.c.detail).where(operator_actions.c.action == ACTION))
+        assert len(audited) == 1
+        assert audited[0].detail["old_key_fingerprint"] == done.old_fingerprint
+        assert audited[0].detail["new_key_fingerprint"] == done.new_fingerprint
+        assert old not in str(audited[0].detail) and new not in str(audited[0].detail)
+        chain = AuditChain(engine, audit_key(None, protector.index))
+        while await chain.extend():
+            pass
+        verified = await chain.verify()
+        assert verified["ok"], verified["problems"]
+    finally:
+        await engine.dispose()
+
+    # A hub on the new key: everyone found by NHS number (the superseded number: the retained person),
+    # the quarantined input readable by the hub operator.
+    app = create_app(settings(store_url, new))
+    async with app.router.lifespan_context(app):
+        hub = app.state.hub
+        keys = ids["keys"]
+        _, operator = await add_client(hub.engine, "Hub ops", "X26", "hub-operator", ["register:write", "hub:admin"])
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
+            for person in PEOPLE:
+                r = await http.post("/v1/persons/lookup", headers={"X-API-Key": keys["trust"]},
+                                    json={"nhs_number": person["nhs_number"]})
+                assert r.status_code == 200, r.text
+                expected = ids[RETAINED] if person["nhs_number"] == SUPERSEDED else ids[person["nhs_number"]]
+                assert r.json()["person_id"] == expected
+            r = await http.get(f"/v1/quarantine/{ids['quarantine']}", headers={"X-API-Key": operator})
+            assert r.status_code == 200, r.text
+            assert "Heldinput" in r.json()["raw"]
+            r = await http.get(f"/v1/reconciliations/{ids['snapshot']}", headers={"X-API-Key": keys["E06000060"]})
+            assert r.status_code == 200, r.text
+            assert {i["local_id"] for i in r.json()["items"]} >= {"SW-CAL"}  # keyed rows still join
+        # A change to a person already on the register finds them (no one recorded twice).
+        before = await _count(hub.engine, persons)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
+            change = detention(PEOPLE[0]["nhs_number"], "rk-after")[0]
+            r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
+            assert r.status_code == 202, r.text
+            assert r.json()["person_id"] == ids[PEOPLE[0]["nhs_number"]]
+        assert await _count(hub.engine, persons) == before
+
+
+async def _rows(engine, query):  # noqa: ANN001, ANN202
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+        await conn.rollback()
+    return rows
+
+
+async def _reads_under(engine, new: DataProtector, old: DataProtector, ids: dict) -> None:  # noqa: ANN001
+    """Every encrypted value opens under the new key and none under the old; every hash is the new key's."""
+    def only_new(token: bytes) -> bytes:
+        with pytest.raises(ValueError):
+            old.decrypt(bytes(token))
+        return new.decrypt(bytes(token))
+
+    import orjson
+
+    for r in await _rows(engine, select(persons.c.person_id, persons.c.nhs_number_index, persons.c.details)):
+        details = orjson.loads(only_new(r.details))
+        if not r.nhs_number_index.startswith("merged:"):
+            assert r.nhs_number_index == new.index(details["nhs_number"])
+    merge = (await _rows(engine, select(person_merges)))[0]
+    assert only_new(merge.retained_number).decode() == RETAINED
+    assert (merge.retained_index, merge.superseded_index) == (new.index(RETAINED), new.index(SUPERSEDED))
+    assert only_new((await _rows(engine, select(change_retractions.c.reason)))[0].reason).decode() == REASON
+    secret = (await _rows(engine, select(subscriptions.c.secret)
+                          .where(subscriptions.c.subscription_id == ids["subscription"])))[0].secret
+    assert only_new(secret).decode() == SECRET
+    for r in await _rows(engine, select(delivery_messages.c.payload)):
+        assert only_new(r.payload).startswith(b"{")
+    assert b"Heldinput" in only_new((await _rows(engine, select(quarantine.c.raw)))[0].raw)
+    listed = {new.index(p["nhs_number"]) for p in PEOPLE}
+    for r in await _rows(engine, select(reconciliation_rows.c.person_key, reconciliation_rows.c.local_id)):
+        assert r.person_key in listed
+        assert only_new(r.local_id).decode().startswith("SW-")
+    assert {r.person_key for r in await _rows(engine, select(reconciliation_items.c.person_key))} <= listed
+    case = (await _rows(engine, select(workflow_cases.c.data)))[0].data
+    assert new.decrypt_text(case["reason"]) == CASE_REASON and case["kept"] == 1
+    with pytest.raises(ValueError):
+        old.decrypt_text(case["reason"])
+    token = (await _rows(engine, select(store_keys.c.check_token)))[0].check_token
+    only_new(token)
+
+
+async def test_a_hash_whose_number_the_store_does_not_hold_is_refused_before_anything_changes(
+        store_url: str) -> None:
+    """A merge whose superseded number was never on the register: its keyed hash cannot be recomputed
+    under a new key (the number is held nowhere). Refused, naming it; the store as it was."""
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    app = create_app(settings(store_url, old))
+    async with app.router.lifespan_context(app):
+        hub = app.state.hub
+        _, trust = await add_client(hub.engine, "Oxford Health", "RNU", "trust", ["register:write", "s117:read"])
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
+            for change in detention(RETAINED, "rk-only"):
+                r = await http.post("/v1/register-changes", headers={"X-API-Key": trust}, json=change)
+                assert r.status_code == 202, r.text
+            r = await http.post("/v1/persons/merge", headers={"X-API-Key": trust},
+                                json={"retained_nhs_number": RETAINED, "superseded_nhs_number": SUPERSEDED})
+            assert r.status_code == 200, r.text
+        engine = hub.engine
+        before = await _rows(engine, select(persons.c.nhs_number_index, persons.c.details))
+        with pytest.raises(RotationRefused) as refused:
+            await rotate(engine, old.encode(), new.encode(), audit_key_set=False)
+        said = str(refused.value)
+        assert said.startswith("not rotated, nothing was changed: person_merges.superseded_index")
+        assert ": 1 row" in said and SUPERSEDED not in said and RETAINED not in said
+        assert await _count(engine, store_key_rotations) == 0
+        assert await _rows(engine, select(persons.c.nhs_number_index, persons.c.details)) == before
+    app = create_app(settings(store_url, old))  # still the old key's store: the hub starts on it
+    async with app.router.lifespan_context(app):
+        pass
+
+
+async def test_the_look_for_a_running_hub_sees_other_sessions_and_not_its_own(store_url: str) -> None:
+    """PostgreSQL: the command refuses while another session is connected (a running hub holds its pool's
+    connections), not counting its own sessions, however many its pool opened."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("SQLite: the store's -shm lock is the look (tests/e2e/test_rotate_data_key.py)")
+    from hub.rekey_cli import _named, _sessions_elsewhere
+    from hub.store.db import create_engine
+
+    mine, hub = create_engine(store_url), create_engine(store_url)
+    _named(mine)
+    try:
+        async with mine.connect() as a, mine.connect() as b:  # two of its own sessions: not counted
+            await a.execute(select(1))
+            await b.execute(select(1))
+            assert await _sessions_elsewhere(mine) == 0
+            async with hub.connect() as other:  # a hub's pooled connection
+                await other.execute(select(1))
+                assert await _sessions_elsewhere(mine) == 1
+    finally:
+        await mine.dispose()
+        await hub.dispose()
