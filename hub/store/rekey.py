@@ -2,7 +2,7 @@
 
 Everything the hub keeps under the data key (hub/crypto.py) is rewritten under the new one, a table at a
 time (`PHASES`, in this order) and, in each, a chunk of rows at a time, each chunk one transaction that
-also moves the rotation's progress record (`store_key_rotations`, migration 0039) past it:
+also moves the rotation's progress record (`store_key_rotations`, migration 0040) past it:
 
 - the keyed hashes (HMAC of an NHS number under a key derived from the data key) are recomputed from the
   number itself, wherever the store holds it: `persons.nhs_number_index` from the person's own details
@@ -60,6 +60,7 @@ from hub.store.schema import (
     change_retractions,
     delivery_messages,
     file_receipts,
+    person_merge_reversals,
     person_merges,
     persons,
     quarantine,
@@ -187,11 +188,12 @@ async def resolve(conn: AsyncConnection, keys: set[str], ctx: _Ctx) -> dict[str,
         rest = [k for k in part if k not in out]
         if not rest:
             continue
-        merged = (await conn.execute(select(person_merges.c.superseded_index, person_merges.c.superseded_person_id)
+        merged = (await conn.execute(select(person_merges.c.superseded_index, person_merges.c.superseded_person_id,
+                                            person_merges.c.superseded_number)
                                      .where(person_merges.c.superseded_index.in_(rest)))).all()
         held = await _details_of(conn, {r.superseded_person_id for r in merged if r.superseded_person_id})
         for r in merged:
-            number = _number(held.get(r.superseded_person_id), ctx)
+            number = _superseded_number(r, held, ctx)
             new = ctx.rehash(number, r.superseded_index) if number else None
             if new is not None:
                 out[r.superseded_index] = new
@@ -289,6 +291,16 @@ async def _items(conn: AsyncConnection, rows: list[Any], ctx: _Ctx) -> list[dict
     return await _reconciliation(conn, rows, ctx, "reconciliation_items", False)
 
 
+def _superseded_number(row: Any, held: dict[str, bytes], ctx: _Ctx) -> str | None:
+    """A merge's superseded NHS number: its own encrypted copy (merges since migration 0039), else the
+    details of the person it was taken off, which still hold it."""
+    if row.superseded_number:
+        plain = ctx.open(row.superseded_number)
+        if plain is not None:
+            return plain.decode()
+    return _number(held.get(row.superseded_person_id), ctx) if row.superseded_person_id else None
+
+
 async def _merges(conn: AsyncConnection, rows: list[Any], ctx: _Ctx) -> list[dict[str, Any] | None]:
     held = await _details_of(conn, {r.superseded_person_id for r in rows if r.superseded_person_id})
     out: list[dict[str, Any] | None] = []
@@ -301,17 +313,52 @@ async def _merges(conn: AsyncConnection, rows: list[Any], ctx: _Ctx) -> list[dic
         retained = ctx.rehash(plain.decode(), r.retained_index)
         if retained is None:
             ctx.problem("person_merges.retained_index: not the keyed hash of the merge's retained number")
-        number = _number(held.get(r.superseded_person_id), ctx) if r.superseded_person_id else None
+        number = _superseded_number(r, held, ctx)
         superseded = ctx.rehash(number, r.superseded_index) if number else None
         if superseded is None:
-            ctx.problem(f"person_merges.superseded_index: {NOT_HELD} (a merge whose superseded number was never "
-                        "on the register, or whose person took the retained number)")
+            ctx.problem(f"person_merges.superseded_index: {NOT_HELD} (a merge recorded before migration 0039 "
+                        "whose superseded number was never on the register, or whose person took the retained "
+                        "number)")
         if retained is None or superseded is None:
             out.append(None)
             continue
         out.append({"superseded_index": superseded, "retained_index": retained,
-                    "retained_number": ctx.new.encrypt(plain)})
+                    "retained_number": ctx.new.encrypt(plain),
+                    "superseded_number": ctx.new.encrypt(number.encode()) if r.superseded_number else None})
         ctx.count("person_merges")
+    return out
+
+
+def _unlinked(merge_id: str, which: str) -> str:
+    """What stands in a reversed merge's hash whose number the store no longer holds: no hash (it links
+    to no NHS number under any key), unique to the row."""
+    return f"{TOMBSTONE_PREFIX}reversal:{merge_id}:{which}"[:64]
+
+
+async def _reversals(conn: AsyncConnection, rows: list[Any], ctx: _Ctx) -> list[dict[str, Any] | None]:
+    """A reversed merge (hub/unmerges.py): its reason sealed again, and its two hashes, which nothing reads
+    (the row is found by its merge id), recomputed from the two persons' details where they hold the
+    numbers; where they do not (the merge only linked two numbers neither of which was on the register),
+    replaced by a value that is no hash, so that no NHS number stays linkable under the old key."""
+    held = await _details_of(conn, {p for r in rows for p in (r.superseded_person_id, r.retained_person_id) if p})
+    out: list[dict[str, Any] | None] = []
+    for r in rows:
+        plain = ctx.open(r.reason)
+        if plain is None:
+            ctx.problem(f"person_merge_reversals.reason {UNDECRYPTABLE}")
+            out.append(None)
+            continue
+        values: dict[str, Any] = {"reason": ctx.new.encrypt(plain)}
+        for column, person, which in (("superseded_index", r.superseded_person_id, "s"),
+                                      ("retained_index", r.retained_person_id, "r")):
+            old = getattr(r, column)
+            if old.startswith(TOMBSTONE_PREFIX):
+                values[column] = old
+                continue
+            number = _number(held.get(person), ctx) if person else None
+            values[column] = (ctx.rehash(number, old) if number else None) or _unlinked(r.merge_id, which)
+        out.append(values)
+        ctx.count("person_merge_reversals")
     return out
 
 
@@ -386,8 +433,12 @@ PHASES: tuple[Phase, ...] = (
           _rows, 1000),
     Phase(reconciliation_items, ("item_id",), ("person_key",), ("person_key",), _items, 1000),
     Phase(person_merges, ("merge_id",), ("superseded_index", "retained_index", "retained_number",
-                                         "superseded_person_id"),
-          ("superseded_index", "retained_index", "retained_number"), _merges, 200, match=("superseded_index",)),
+                                         "superseded_person_id", "superseded_number"),
+          ("superseded_index", "retained_index", "retained_number", "superseded_number"), _merges, 200,
+          match=("superseded_index",)),
+    Phase(person_merge_reversals, ("merge_id",), ("superseded_index", "retained_index", "superseded_person_id",
+                                                  "retained_person_id", "reason"),
+          ("superseded_index", "retained_index", "reason"), _reversals, 200),
     Phase(persons, ("person_id",), ("nhs_number_index", "details"), ("nhs_number_index", "details"), _persons, 500),
     Phase(change_retractions, ("change_id",), ("reason",), ("reason",),
           _sealed("reason", "change_retractions.reason"), 500),

@@ -303,8 +303,10 @@ async def _reads_under(engine, new: DataProtector, old: DataProtector, ids: dict
 
 async def test_a_hash_whose_number_the_store_does_not_hold_is_refused_before_anything_changes(
         store_url: str) -> None:
-    """A merge whose superseded number was never on the register: its keyed hash cannot be recomputed
-    under a new key (the number is held nowhere). Refused, naming it; the store as it was."""
+    """A merge whose superseded number was never on the register: since migration 0039 the merge keeps that
+    number encrypted, so its keyed hash is recomputed under the new key, and the number sealed again. A
+    merge recorded before 0039 (no copy: the number held nowhere) cannot be: refused, naming it; the store as
+    it was."""
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     app = create_app(settings(store_url, old))
     async with app.router.lifespan_context(app):
@@ -318,6 +320,10 @@ async def test_a_hash_whose_number_the_store_does_not_hold_is_refused_before_any
                                 json={"retained_nhs_number": RETAINED, "superseded_nhs_number": SUPERSEDED})
             assert r.status_code == 200, r.text
         engine = hub.engine
+        # As a merge before migration 0039 was kept: no copy of the superseded number.
+        async with engine.begin() as conn:
+            kept = (await conn.execute(select(person_merges.c.superseded_number))).scalar_one()
+            await conn.execute(person_merges.update().values(superseded_number=None))
         before = await _rows(engine, select(persons.c.nhs_number_index, persons.c.details))
         with pytest.raises(RotationRefused) as refused:
             await rotate(engine, old.encode(), new.encode(), audit_key_set=False)
@@ -326,7 +332,15 @@ async def test_a_hash_whose_number_the_store_does_not_hold_is_refused_before_any
         assert ": 1 row" in said and SUPERSEDED not in said and RETAINED not in said
         assert await _count(engine, store_key_rotations) == 0
         assert await _rows(engine, select(persons.c.nhs_number_index, persons.c.details)) == before
-    app = create_app(settings(store_url, old))  # still the old key's store: the hub starts on it
+        # Kept as merges are since 0039: rotated, the hash the new key's, the number sealed under it.
+        async with engine.begin() as conn:
+            await conn.execute(person_merges.update().values(superseded_number=kept))
+        await rotate(engine, old.encode(), new.encode(), audit_key_set=False)
+        row = (await _rows(engine, select(person_merges.c.superseded_index, person_merges.c.superseded_number)))[0]
+        fresh = DataProtector(new.encode())
+        assert fresh.decrypt(row.superseded_number).decode() == SUPERSEDED
+        assert row.superseded_index == fresh.index(SUPERSEDED)
+    app = create_app(settings(store_url, new))  # the new key's store: the hub starts on it
     async with app.router.lifespan_context(app):
         pass
 
@@ -352,3 +366,43 @@ async def test_the_look_for_a_running_hub_sees_other_sessions_and_not_its_own(st
     finally:
         await mine.dispose()
         await hub.dispose()
+
+
+async def test_a_reversed_merge_is_rotated_too(store_url: str) -> None:
+    """A merge reversed in error (hub/unmerges.py): its reason sealed again under the new key, its two hashes
+    the new key's (recomputed from the two persons, who hold their numbers again); the reversal's answer
+    given again after the rotation."""
+    from hub.store.schema import person_merge_reversals
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    app = create_app(settings(store_url, old))
+    async with app.router.lifespan_context(app):
+        hub = app.state.hub
+        _, trust = await add_client(hub.engine, "Oxford Health", "RNU", "trust", ["register:write", "s117:read"])
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
+            for number, run in ((RETAINED, "rv-a"), (SUPERSEDED, "rv-b")):
+                for change in detention(number, run):
+                    r = await http.post("/v1/register-changes", headers={"X-API-Key": trust}, json=change)
+                    assert r.status_code == 202, r.text
+            r = await http.post("/v1/persons/merge", headers={"X-API-Key": trust},
+                                json={"retained_nhs_number": RETAINED, "superseded_nhs_number": SUPERSEDED})
+            assert r.status_code == 200, r.text
+            merge_id = r.json()["merge_id"]
+            r = await http.post(f"/v1/persons/merges/{merge_id}/reversal", headers={"X-API-Key": trust},
+                                json={"reason": "two patients after all"})
+            assert r.status_code == 200, r.text
+            first = r.json()
+        await rotate(hub.engine, old.encode(), new.encode(), audit_key_set=False)
+        row = (await _rows(hub.engine, select(person_merge_reversals)))[0]
+    fresh = DataProtector(new.encode())
+    assert fresh.decrypt(row.reason) == b"two patients after all"
+    assert (row.superseded_index, row.retained_index) == (fresh.index(SUPERSEDED), fresh.index(RETAINED))
+    app = create_app(settings(store_url, new))
+    async with app.router.lifespan_context(app):
+        _, trust = await add_client(app.state.hub.engine, "Oxford Health 2", "RNU", "trust",
+                                    ["register:write", "s117:read"])
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
+            r = await http.post(f"/v1/persons/merges/{merge_id}/reversal", headers={"X-API-Key": trust},
+                                json={"reason": "again"})
+            assert r.status_code == 200, r.text
+            assert r.json()["duplicate"] is True and r.json()["superseded_person_id"] == first["superseded_person_id"]

@@ -9,16 +9,16 @@ store holds data under two keys, and every process that opens the store
 refuses to start (hub/store/key_check.py); the rotation's last transaction
 records the new key in `store_keys` and deletes the row. No personal data.
 
-Revision ID: 0039
-Revises: 0038
+Revision ID: 0040
+Revises: 0039
 """
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0039'
-down_revision = '0038'
+revision = '0040'
+down_revision = '0039'
 branch_labels = None
 depends_on = None
 
