@@ -44,13 +44,13 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
 from hub.delivery import queue
-from hub.domain.children import ChildNotice, candidate_notices, owed, summary
+from hub.domain.children import ChildNotice, candidate_notices, next_due, owed, summary
 from hub.domain.dates import england_day
 from hub.domain.model import ChangeType, Determination, DomainEvent, Org, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
@@ -97,23 +97,36 @@ class ChildNoticeScanner:
         self._ns = ns
         self._today = today
         self._unrouted: set[str] = set()  # notices with no council to tell, said once a process
+        # person -> (their history's fingerprint when scanned, the next day a notice can fall due without
+        # a new change: None, never). Forgotten if the scan of them did not finish (`_scan_person`).
+        self._settled: dict[str, tuple[tuple[int, str], date | None]] = {}
 
     async def run_once(self) -> int:
         """Scan once; returns how many notices were decided (shared, denied or unsubscribed)."""
         today = self._today()
         async with self._engine.connect() as conn:
+            # Everyone with a detention, with their history's fingerprint (its changes' count and the
+            # latest received): someone settled by an earlier scan whose history is the same and who has
+            # nothing falling due by today is passed over unread.
             people = (await conn.execute(
-                select(register_changes.c.person_id).distinct()
-                .where(register_changes.c.change_type.in_(_STAY_STARTS), not_retracted()))).scalars().all()
+                select(register_changes.c.person_id, func.count(), func.max(register_changes.c.received_at))
+                .where(not_retracted()).group_by(register_changes.c.person_id)
+                .having(func.sum(case((register_changes.c.change_type.in_(_STAY_STARTS), 1), else_=0)) > 0)
+            )).all()
             await conn.rollback()
         decided = 0
-        for person_id in people:
-            decided += await self._scan_person(person_id, today)
+        for person_id, count, latest in people:
+            fingerprint = (count, str(latest))
+            settled = self._settled.get(person_id)
+            if settled is not None and settled[0] == fingerprint and (settled[1] is None or today < settled[1]):
+                continue
+            decided += await self._scan_person(person_id, today, fingerprint)
         if decided:
             log.info("child notices decided", count=decided)
         return decided
 
-    async def _scan_person(self, person_id: str, today: date) -> int:
+    async def _scan_person(self, person_id: str, today: date, fingerprint: tuple[int, str] | None = None) -> int:
+        self._settled.pop(person_id, None)  # settled again only once this scan of them is through
         async with self._engine.connect() as conn:
             rows = (await conn.execute(select(register_changes.c.canonical).where(
                 register_changes.c.person_id == person_id, not_retracted()))).all()
@@ -127,27 +140,31 @@ class ChildNoticeScanner:
                                              .where(persons.c.person_id == person_id))).scalar_one()
                 details = load_person_details(self._protector, stored)
             await conn.rollback()
-        if not due or details is None:
-            return 0
-        birth = date.fromisoformat(details["birth_date"]) if details.get("birth_date") else None
-        kept = owed(due.values(), birth)
-        notices = {i: n for i, n in due.items() if n in kept}
         decided = 0
-        for event_id, notice in notices.items():
-            if notice.org_code is None:
-                if event_id not in self._unrouted:
-                    self._unrouted.add(event_id)
-                    log.warning("child notice owed with no council to tell: no ordinary residence and the "
-                                "hospital's council is not known", event_id=event_id,
-                                event_type=notice.event_type.value)
-                continue
-            async with write_transaction(self._engine) as conn:
-                if await _decided(conn, [event_id]):
-                    continue  # another scan decided it since
-                queued = await self._share(conn, event_id, person_id, notice, details, today)
-            decided += 1
-            log.info("child notice decided", event_id=event_id, event_type=notice.event_type.value,
-                     org_code=notice.org_code, queued=queued or 0)
+        settled = True
+        if due and details is not None:
+            birth = date.fromisoformat(details["birth_date"]) if details.get("birth_date") else None
+            kept = owed(due.values(), birth)
+            for event_id, notice in due.items():
+                if notice not in kept:
+                    continue  # not a child on the day it would be owed
+                if notice.org_code is None:
+                    settled = False  # scanned again (a reference data update may name the council)
+                    if event_id not in self._unrouted:
+                        self._unrouted.add(event_id)
+                        log.warning("child notice owed with no council to tell: no ordinary residence and the "
+                                    "hospital's council is not known", event_id=event_id,
+                                    event_type=notice.event_type.value)
+                    continue
+                async with write_transaction(self._engine) as conn:
+                    if await _decided(conn, [event_id]):
+                        continue  # another scan decided it since
+                    queued = await self._share(conn, event_id, person_id, notice, details, today)
+                decided += 1
+                log.info("child notice decided", event_id=event_id, event_type=notice.event_type.value,
+                         org_code=notice.org_code, queued=queued or 0)
+        if settled and fingerprint is not None:
+            self._settled[person_id] = (fingerprint, next_due(history, today))
         return decided
 
     async def _share(self, conn: Any, event_id: str, person_id: str, notice: ChildNotice,

@@ -184,6 +184,15 @@ def candidate_notices(history: Sequence[RegisterChange], today: date, ref: Refer
     return out
 
 
+def next_due(history: Sequence[RegisterChange], today: date) -> date | None:
+    """The first day after `today` a notice can fall due with no new change to the history (a stay
+    reaching 12 weeks), or None: the history owes nothing more by itself."""
+    days = [stay.admitted_on + LONG_STAY for stay in stays(history)
+            if stay.left_on is None and stay.admitted_on + LONG_STAY > today
+            and not (stay.change.expected_stay_weeks or 0) >= LONG_STAY_WEEKS]
+    return min(days, default=None)
+
+
 def owed(candidates: Iterable[ChildNotice], birth: date | None) -> list[ChildNotice]:
     """Of `candidates`, those owed to a person born on `birth` (None: unknown)."""
     return [n for n in candidates if n.child_on is None or is_child_on(birth, n.child_on)]

@@ -174,3 +174,12 @@ def test_candidates_need_no_date_of_birth_and_summaries_name_no_person():
     for n in found:
         text = summary(n)
         assert ADMITTED in text and n.citation in text
+
+
+def test_next_due_is_the_12_week_day_of_an_open_stay_not_told_at_admission():
+    from hub.domain.children import next_due
+
+    assert next_due([child_detained()], d(ADMITTED)) == DAY_84
+    assert next_due([child_detained()], DAY_84) is None  # due now: the scan decides it, nothing after
+    assert next_due([child_detained(expected_stay_weeks=12)], d(ADMITTED)) is None
+    assert next_due([child_detained(), left("2025-03-10")], d("2025-03-10")) is None
