@@ -144,7 +144,7 @@ class ChildNoticeScanner:
         settled = True
         if due and details is not None:
             birth = date.fromisoformat(details["birth_date"]) if details.get("birth_date") else None
-            kept = owed(due.values(), birth)
+            kept = owed(due.values(), birth, today)
             for event_id, notice in due.items():
                 if notice not in kept:
                     continue  # not a child on the day it would be owed

@@ -13,10 +13,14 @@ owed them as much as one under s3):
   stay: at admission when the trust says the stay is expected to last 12
   weeks or more (`expected_stay_weeks`), else on the day the child has been
   in hospital 12 weeks (day 84, the admission day being day 0: the same
-  weekday 12 weeks on) if the stay had not ended before that day (a
-  discharge on day 83: no notice; on day 84: told). A scan after the
-  discharge still tells a stay that reached 12 weeks (the hub was down, the
-  discharge came late): the council had a child in hospital that long.
+  weekday 12 weeks on), still in hospital (a discharge on day 83: no
+  notice).
+
+Every notice is owed only while the stay goes on: a child who has left
+hospital by the time a notice would go (the discharge recorded first, the
+hub behind, a stay long over when the hub first learns of it or when this
+was deployed) owes none, so councils are not sent notices of stays already
+over.
 * Worcs 6.4: the council maintaining the person's Education, Health and
   Care plan (`ehc_plan_la_gss` on the detention) is told of the admission.
   EHC plans run to 25 (Children and Families Act 2014): the notice goes
@@ -32,11 +36,12 @@ is kept). A retracted change is not in the history: a retracted detention
 owes no notice, a retracted discharge puts the child back in hospital.
 
 Age (Family Law Reform Act 1969 s9: an age is attained at the start of the
-birthday; born on 29 February, on 1 March in a common year): a child on the
-admission day for the notice at admission and the EHC notice; still a child
-on the 12-week day for the notice then (at 18 the person is no longer a
-child the council has the s85/s86 duties to: nothing is sent). No date of
-birth on the register: not known to be a child, no s85 notice.
+birthday; born on 29 February, on 1 March in a common year): the s85
+notice needs a child (under 18) on the admission day for the notice at
+admission, on the 12-week day for the notice then, and on the day it is
+sent (at 18 the person is no longer a child the council has the s85/s86
+duties to: nothing is sent). No date of birth on the register: not known to
+be a child, no s85 notice. The EHC notice has no age test.
 
 Pure functions, standard library only, no personal data (the date of birth
 comes in as an argument and goes nowhere).
@@ -164,6 +169,8 @@ def candidate_notices(history: Sequence[RegisterChange], today: date, ref: Refer
     details are read only for a person owed one."""
     out: list[ChildNotice] = []
     for stay in stays(history):
+        if stay.left_on is not None and stay.left_on <= today:
+            continue  # no longer in hospital: nothing to tell now (nor, brought in later, of stays long over)
         change = stay.change
         if change.ehc_plan_la_gss and stay.admitted_on <= today:
             out.append(ChildNotice(EventType.CHILD_EHC_PLAN_NOTICE, NoticeReason.EHC_PLAN_ADMISSION, stay,
@@ -176,9 +183,7 @@ def candidate_notices(history: Sequence[RegisterChange], today: date, ref: Refer
                                        council, basis, stay.admitted_on, stay.admitted_on, S85_CITATION))
             continue
         reached = stay.admitted_on + LONG_STAY
-        # 84 days in hospital: the stay had not ended before the 12-week day (leaving on it, the child
-        # has been in hospital 12 weeks).
-        if reached <= today and (stay.left_on is None or stay.left_on >= reached):
+        if reached <= today:  # 84 days in hospital, and still there
             out.append(ChildNotice(EventType.CHILD_LONG_STAY_NOTICE, NoticeReason.LONG_STAY_REACHED, stay,
                                    council, basis, reached, reached, S85_CITATION))
     return out
@@ -193,15 +198,17 @@ def next_due(history: Sequence[RegisterChange], today: date) -> date | None:
     return min(days, default=None)
 
 
-def owed(candidates: Iterable[ChildNotice], birth: date | None) -> list[ChildNotice]:
-    """Of `candidates`, those owed to a person born on `birth` (None: unknown)."""
-    return [n for n in candidates if n.child_on is None or is_child_on(birth, n.child_on)]
+def owed(candidates: Iterable[ChildNotice], birth: date | None, today: date) -> list[ChildNotice]:
+    """Of `candidates`, those owed `today` to a person born on `birth` (None: unknown): a child on the
+    notice's day and still one today (an adult now is no child the council has the s85 duties for)."""
+    return [n for n in candidates
+            if n.child_on is None or (is_child_on(birth, n.child_on) and is_child_on(birth, today))]
 
 
 def notices_due(history: Sequence[RegisterChange], birth: date | None, today: date,
                 ref: ReferenceData) -> list[ChildNotice]:
     """Every notice the person's history owes by `today`."""
-    return owed(candidate_notices(history, today, ref), birth)
+    return owed(candidate_notices(history, today, ref), birth, today)
 
 
 def summary(notice: ChildNotice) -> str:

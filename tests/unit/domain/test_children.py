@@ -82,12 +82,18 @@ def test_twelve_weeks_in_hospital_is_told_on_the_84th_day_and_not_before():
     assert len(long_stay(notices_due(history, birth, DAY_84 + timedelta(days=30), REF))) == 1
 
 
-def test_discharged_on_day_83_is_never_told_discharged_on_day_84_is():
+def test_discharged_on_day_83_is_never_told_a_stay_already_over_is_not_told_late():
     birth = d("2010-01-01")
     early = [child_detained(), left((DAY_84 - timedelta(days=1)).isoformat())]
+    assert long_stay(notices_due(early, birth, DAY_84 - timedelta(days=1), REF)) == []
     assert long_stay(notices_due(early, birth, DAY_84 + timedelta(days=10), REF)) == []
-    on_the_day = [child_detained(), left(DAY_84.isoformat())]
-    assert len(long_stay(notices_due(on_the_day, birth, DAY_84 + timedelta(days=10), REF))) == 1
+    # Still in hospital on day 84: told that day; the same stay, its discharge on day 84 recorded before
+    # the hub first looked (a stay over, learnt of late or from before this was deployed): not told.
+    assert len(long_stay(notices_due([child_detained()], birth, DAY_84, REF))) == 1
+    over = [child_detained(), left(DAY_84.isoformat())]
+    assert long_stay(notices_due(over, birth, DAY_84, REF)) == []
+    assert notices_due([child_detained(expected_stay_weeks=20, ehc_plan_la_gss=OXFORDSHIRE), left("2025-03-04")],
+                       birth, d("2025-03-05"), REF) == []
 
 
 def test_a_retracted_detention_owes_nothing():
@@ -104,10 +110,11 @@ def test_turning_18_before_the_12_weeks_are_up_owes_no_notice_then():
     birth = turns_18.replace(year=turns_18.year - 18)
     history = [child_detained()]
     assert long_stay(notices_due(history, birth, DAY_84, REF)) == []
-    # Turning 18 the day after the 12-week day: told.
+    # Turning 18 the day after the 12-week day: told on it, not after the birthday.
     birth = (DAY_84 + timedelta(days=1)).replace(year=DAY_84.year - 18)
     assert is_child_on(birth, day)
     assert len(long_stay(notices_due(history, birth, DAY_84, REF))) == 1
+    assert long_stay(notices_due(history, birth, DAY_84 + timedelta(days=1), REF)) == []
 
 
 def test_an_expected_stay_under_12_weeks_waits_for_the_84th_day():
