@@ -44,6 +44,7 @@ from hub.audit import AuditChain, audit_key
 from hub.retention import Purger, RetentionPolicy, run_housekeeping
 from hub.timeseries import Sampler, run_sampler
 from hub.scheduler import ReviewScanner, run_review_scanner
+from hub.children import ChildNoticeScanner, run_child_notice_scanner
 from hub.observability.logging import get_logger
 from hub.observability.metrics import BANK_HOLIDAYS_COVERED_UNTIL, REFERENCE_DATA_AS_OF, REFERENCE_DATA_MAX_AGE
 from hub.refdata.bank_holidays import WARN_DAYS, covered_until
@@ -251,6 +252,12 @@ class Hub:
             self._tasks.append(asyncio.create_task(
                 run_review_scanner(scanner, self.settings.review_scan_interval_seconds, self._stop),
                 name="review-scanner"))
+        if self.settings.child_notice_scan_interval_seconds > 0:
+            children = ChildNoticeScanner(self.engine, self.ref, self.sharing, self.protector,
+                                          self.settings.hub_endpoint, self.settings.namespaces())
+            self._tasks.append(asyncio.create_task(
+                run_child_notice_scanner(children, self.settings.child_notice_scan_interval_seconds, self._stop),
+                name="child-notice-scanner"))
 
     def worker_tasks(self) -> list[asyncio.Task]:
         """The long-running tasks: one that is done has stopped (the hub is not ready)."""

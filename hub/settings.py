@@ -272,6 +272,10 @@ class Settings(BaseSettings):
     review_notice_days: int = 14
     review_scan_interval_seconds: float = 3600.0
 
+    # Children in hospital (hub/children.py): how often the register is scanned for the notices owed
+    # (Children Act 1989 s85, EHC plans; 0 = never). A notice at admission goes at the next scan.
+    child_notice_scan_interval_seconds: float = Field(default=300.0, ge=0)
+
     # Transfers and disputes (hub/workflows): how often the clocks are scanned
     # for reminders, breaches and escalation (0 = never; POST
     # /v1/ops/workflows/scan runs one scan). workflow_clock_settable exists for

@@ -180,6 +180,8 @@ class HubProcess:
             # Review reminders would add events these tests do not count; the
             # scanner has tests of its own (tests/unit/test_review_scheduler.py).
             "S117_REVIEW_SCAN_INTERVAL_SECONDS": "0",
+            # Likewise the children's notices (tests/e2e/test_child_notices.py turns them on).
+            "S117_CHILD_NOTICE_SCAN_INTERVAL_SECONDS": "0",
             "S117_WORKER_POLL_SECONDS": "0.05",
             "S117_WEBHOOK_BACKOFF_BASE_SECONDS": "0.1",
             "S117_WEBHOOK_BACKOFF_CAP_SECONDS": "0.5",

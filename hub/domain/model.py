@@ -109,6 +109,12 @@ class RegisterChange:
     dispute: Dispute | None = None
     review_reason: str | None = None
     already_receiving_s117_from: str | None = None  # ODS of commissioner, if asserted
+    # A detention of a child or young person (hub/domain/children.py; the rules engine reads neither):
+    # how long the trust expects the stay to last, in weeks (12 or more: the Children Act 1989 s85 notice
+    # goes at admission, Worcs 6.1), and the council maintaining the person's EHC plan (told on
+    # admission, Worcs 6.4).
+    expected_stay_weeks: int | None = None
+    ehc_plan_la_gss: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,12 +238,20 @@ class EventType(StrEnum):
     # About a body, not a person: its list has drifted from the register past
     # the threshold in its data-sharing agreement (hub/domain/drift.py).
     RECONCILIATION_DRIFT = "s117-reconciliation-drift"
+    # A child's stay in hospital: the council responsible for the child told (Children Act 1989 s85;
+    # Worcs 6.1), and the council maintaining an EHC plan told of the admission (Worcs 6.4). Sent by
+    # hub/children.py to the council named only, never routed by the dispatcher.
+    CHILD_LONG_STAY_NOTICE = "s117-child-long-stay-notice"
+    CHILD_EHC_PLAN_NOTICE = "s117-child-ehc-plan-notice"
 
 
 # Events about a body itself (counts only, no person): never a DomainEvent,
 # never routed by the dispatcher; sent by hub/drift_alerts.py.
 BODY_EVENT_TYPES: frozenset[EventType] = frozenset({EventType.RECONCILIATION_DRIFT})
 PERSON_EVENT_TYPES: tuple[EventType, ...] = tuple(e for e in EventType if e not in BODY_EVENT_TYPES)
+# About a person, sent to the one council named by hub/children.py (never routed by the dispatcher).
+CHILD_EVENT_TYPES: frozenset[EventType] = frozenset({EventType.CHILD_LONG_STAY_NOTICE,
+                                                     EventType.CHILD_EHC_PLAN_NOTICE})
 
 
 @dataclass(frozen=True, slots=True)

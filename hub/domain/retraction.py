@@ -53,4 +53,5 @@ def carried_change(history: Sequence[RegisterChange], retracted: RegisterChange)
         return max(history, key=change_order)
     return replace(retracted, legal_status_code=None, order_type=None, hospital_ods=None, gp_practice_ods=None,
                    residence_la_gss=None, discharge_destination_la_gss=None, discharge=None, dispute=None,
-                   review_reason=None, already_receiving_s117_from=None)
+                   review_reason=None, already_receiving_s117_from=None, expected_stay_weeks=None,
+                   ehc_plan_la_gss=None)

@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import orjson
 
-from hub.domain.model import BODY_EVENT_TYPES, ChangeType, EventType
+from hub.domain.model import BODY_EVENT_TYPES, CHILD_EVENT_TYPES, ChangeType, EventType
 from hub.domain.reconciliation import Kind
 from hub.fhir.namespaces import (
     DEFAULT_NAMESPACES,
@@ -228,6 +228,24 @@ EXTENSIONS: Final[tuple[ExtensionDef, ...]] = (
         "GET /v1/reconciliations/{snapshot id} (with the body's API key).",
         ("Basic",),
         value_type="url",
+    ),
+    # The children's notices (hub/children.py): why this council is told.
+    ExtensionDef(
+        "S117-ChildNotice",
+        "S117 child in hospital: the notice",
+        "On an s117-child-long-stay-notice (Children Act 1989 s85; Worcs 6.1) or s117-child-ehc-plan-notice "
+        "(Worcs 6.4): why the notice was sent (expected to stay 12 weeks or more, 12 weeks reached, admitted "
+        "with an EHC plan), why this council is the one told (ordinary residence before the admission, the "
+        "hospital's area when the child had none, the council maintaining the EHC plan), the stay the trust "
+        "expects in weeks when it said, and the statute or policy paragraph. The stay itself (admission date, "
+        "hospital, section) is the detention Encounter (field group legal-status).",
+        ("MessageHeader",),
+        parts=(
+            Part("reason", "code", 1, "1", "Why the notice was sent", valueset="s117-child-notice"),
+            Part("basis", "code", 1, "1", "Why this council is told", valueset="s117-child-notice"),
+            Part("expectedStayWeeks", "positiveInt", 0, "1", "The stay the trust expects, in weeks"),
+            Part("citation", "string", 1, "1", "The statute or policy paragraph"),
+        ),
     ),
 )
 
@@ -490,6 +508,25 @@ _ASPECTS: Final = (
     ("next-review", "Next review", "When the aftercare is next due for review."),
     ("discharge-refused", "Discharge refused", "Why a discharge from s117 aftercare was refused."),
 )
+# hub.domain.children NoticeReason and Basis (a test keeps the two equal).
+CHILD_NOTICE_CODES: Final = (
+    ("expected-long-stay", "Expected to stay 12 weeks or more",
+     "The trust expects the child's stay in hospital to last 12 weeks or more: told at admission "
+     "(Children Act 1989 s85(1)(b))."),
+    ("long-stay-reached", "12 weeks in hospital",
+     "The child has been in hospital 12 consecutive weeks (Children Act 1989 s85(1)(a))."),
+    ("ehc-plan-admission", "Admitted with an EHC plan",
+     "A child or young person with an Education, Health and Care plan was admitted under the Mental Health Act "
+     "1983 (Worcs 6.4)."),
+    ("ordinary-residence", "Council of ordinary residence",
+     "The council in whose area the child was ordinarily resident before the admission (Children Act 1989 "
+     "s85(3)(a))."),
+    ("hospital-area", "Council of the hospital's area",
+     "The child had no ordinary residence: the council in whose area the hospital is (Children Act 1989 "
+     "s85(3)(b))."),
+    ("ehc-plan", "Council maintaining the EHC plan", "The council maintaining the EHC plan (Worcs 6.4)."),
+)
+
 _REVIEW_KINDS: Final = (
     ("first", "First review", "The first review after the person left hospital."),
     ("annual", "Annual review", "The regular (at least yearly) review."),
@@ -567,6 +604,11 @@ def _terminology(ns: Namespaces) -> list[dict[str, Any]]:
                   [ns.canonical("CodeSystem", "s117-determination-aspect")]),
         _valueset(ns, "s117-review-kind", "S117 review kinds", "Every review kind.",
                   [ns.canonical("CodeSystem", "s117-review-kind")]),
+        _codesystem(ns, "s117-child-notice", "S117 child notice",
+                    "Why a child's notice was sent and why the council is told (Extension-S117-ChildNotice).",
+                    CHILD_NOTICE_CODES),
+        _valueset(ns, "s117-child-notice", "S117 child notice codes", "Every code.",
+                  [ns.canonical("CodeSystem", "s117-child-notice")]),
     ]
 
 
@@ -607,8 +649,13 @@ def _message_definitions(ns: Namespaces) -> list[dict[str, Any]]:
             "url": ns.canonical("MessageDefinition", event.value), "version": PACKAGE_VERSION,
             "name": event.value.replace("-", "").upper(), "title": display, "status": "draft",
             "date": "2026-11-30", "publisher": PUBLISHER,
-            "description": f"{display}: sent by the hub to every council and ICB that must hear of it, "
-                           f"within what each one's data-sharing agreement allows.",
+            "description": (f"{display}: sent by the hub to the one council the notice is for (the council "
+                            f"responsible for the child, or the council maintaining the EHC plan), within what its "
+                            f"data-sharing agreement allows: the Patient, the detention Encounter, the event's "
+                            f"explanation and Extension-S117-ChildNotice only (no position, responsibility, "
+                            f"address or workflow)." if event in CHILD_EVENT_TYPES else
+                            f"{display}: sent by the hub to every council and ICB that must hear of it, "
+                            f"within what each one's data-sharing agreement allows."),
             "purpose": _field_group_text(),
             "eventCoding": {"system": ns.event_codesystem, "code": event.value, "display": display},
             "category": "notification",

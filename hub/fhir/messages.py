@@ -119,6 +119,8 @@ EVENT_DISPLAYS: Final[dict[EventType, str]] = {
     EventType.WORKFLOW_DEADLINE: "S117 workflow deadline reminder or breach",
     EventType.NOTIFICATION_CORRECTED: "S117 notification corrected",
     EventType.RECONCILIATION_DRIFT: "S117 reconciliation drift past the agreed threshold",
+    EventType.CHILD_LONG_STAY_NOTICE: "Child in hospital 12 weeks or more (Children Act 1989 s85)",
+    EventType.CHILD_EHC_PLAN_NOTICE: "Child or young person with an EHC plan admitted to hospital",
 }
 
 HUB_SENDER_ID: Final = "s117-hub"

@@ -48,6 +48,7 @@ GSS = r"^[EWSN][0-9]{8}$"
 LEGAL_STATUS = r"^[0-9]{1,2}$"
 # An NHS number's form as JSON Schema states it: ten ASCII digits, ASCII spaces anywhere ("943 476 5919").
 NHS_NUMBER_FORM = r"^ *(?:[0-9] *){10}$"
+MAX_EXPECTED_STAY_WEEKS = 260  # five years: a longer expectation is not a number of weeks anyone plans by
 
 Text = Annotated[str, Field(strict=True, pattern=TEXT)]
 FreeText = Annotated[str, Field(strict=True, pattern=FREE_TEXT)]
@@ -143,6 +144,14 @@ class RegisterChangeIn(BaseModel):
     dispute: DisputeIn | None = None
     review_reason: FreeText | None = Field(default=None, max_length=200)
     already_receiving_s117_from: str | None = _ods("Commissioner already funding s117 aftercare, if any")
+    # A child's detention (hub/domain/children.py): optional, REST (JSON) only.
+    expected_stay_weeks: int | None = Field(
+        default=None, strict=True, ge=1, le=MAX_EXPECTED_STAY_WEEKS,
+        description="On a detention: how many weeks the trust expects the stay in hospital to last. For a child "
+        "(under 18 on the day), 12 or more sends the Children Act 1989 s85 notice to the council responsible for "
+        "the child at admission (Worcs 6.1); otherwise it goes once the child has been in hospital 12 weeks")
+    ehc_plan_la_gss: str | None = _gss("On a detention: the council maintaining the person's Education, Health "
+                                       "and Care plan, told of the admission (Worcs 6.4)")
 
 
 def change_digest(change: RegisterChangeIn) -> str:

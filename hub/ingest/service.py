@@ -1158,6 +1158,8 @@ class IngestService:
             ) if c.dispute else None,
             review_reason=c.review_reason,
             already_receiving_s117_from=c.already_receiving_s117_from,
+            expected_stay_weeks=c.expected_stay_weeks,
+            ehc_plan_la_gss=c.ehc_plan_la_gss,
         )
 
     async def accept_bulk(self, client: Client, rows: list[BulkRow], channel: str,

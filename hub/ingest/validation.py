@@ -91,6 +91,8 @@ def problems_from_pydantic(exc: ValidationError) -> list[FieldProblem]:
         elif kind == "string_pattern_mismatch":
             msg = PATTERN_REASONS.get((err.get("ctx") or {}).get("pattern"), "is not in the form the contract "
                                       "requires")
+        elif loc == "expected_stay_weeks":
+            msg = f"must be a whole number of weeks from 1 to {contract.MAX_EXPECTED_STAY_WEEKS}"
         elif loc == "order_type":
             msg = f"must be one of the CP(I)A 1964 order codes: {ORDER_CODES}"
         out.append(FieldProblem(loc, msg, unknown))
@@ -114,8 +116,10 @@ REQUIRED_BY_CHANGE: dict[ChangeType, tuple[str, ...]] = {
 # or CTO change carries are the person's on its date.
 _CARE_FACTS = ("gp_practice_ods", "residence_la_gss", "no_fixed_abode", "hospital_ods")
 _SECTION = ("legal_status_code", "order_type", "already_receiving_s117_from")
+# A child's detention (hub/domain/children.py): the expected stay and the council maintaining an EHC plan.
+_CHILD = ("expected_stay_weeks", "ehc_plan_la_gss")
 USED_BY_CHANGE: dict[ChangeType, frozenset[str]] = {
-    ChangeType.DETAINED: frozenset({*_CARE_FACTS, *_SECTION, "from_prison"}),
+    ChangeType.DETAINED: frozenset({*_CARE_FACTS, *_SECTION, "from_prison", *_CHILD}),
     ChangeType.SECTION_CHANGED: frozenset({*_CARE_FACTS, *_SECTION}),
     ChangeType.S17_LEAVE_STARTED: frozenset(_CARE_FACTS),
     ChangeType.S17_LEAVE_ENDED: frozenset(_CARE_FACTS),
@@ -141,7 +145,7 @@ USED_BY_CHANGE: dict[ChangeType, frozenset[str]] = {
 OPTIONAL_FACTS = (
     "legal_status_code", "order_type", "hospital_ods", "gp_practice_ods", "residence_la_gss", "no_fixed_abode",
     "discharge_destination_la_gss", "from_prison", "discharge", "dispute", "review_reason",
-    "already_receiving_s117_from",
+    "already_receiving_s117_from", *_CHILD,
 )
 
 # The optional facts a change type does not take, in OPTIONAL_FACTS' order (the order problems are named in).
@@ -206,7 +210,7 @@ def semantic_problems(change: RegisterChangeIn, ref: ReferenceData, today: date,
             and ref.commissioner_successor(code, change.effective_date) is None:
         add("already_receiving_s117_from", "is not an NHS commissioner (ICB, sub-ICB location, CCG or NHS England) "
             "in the ODS reference data")
-    for name in ("residence_la_gss", "discharge_destination_la_gss"):
+    for name in ("residence_la_gss", "discharge_destination_la_gss", "ehc_plan_la_gss"):
         code = fields[name]
         if code is not None and not ref.is_known_council_code(code):
             add(name, "is not an English social services authority (GSS) code")

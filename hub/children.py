@@ -1,0 +1,242 @@
+"""The children's notices: the scanner that sends them (hub/domain/children.py decides).
+
+Every `child_notice_scan_interval_seconds` the scanner reads the history of
+each person with a detention on the register, works out the notices it owes
+by today without the personal details (`candidate_notices`), drops those
+already decided (a `disclosures` row for the notice's event id: allowed,
+denied or no-subscription alike), and only then reads the person's date of
+birth to keep those owed to a child. Each is shared with its one council
+through hub/delivery/queue.py `share`, as a drift alert is: the agreement's
+decision (deny by default: an agreement in force must list the event type,
+or "*"), each active subscription taking the event queued, every decision a
+`disclosures` row. Never routed by the dispatcher: the notice goes to the
+council named (the council responsible for the child, the council
+maintaining the EHC plan) and to no one else, and that council becomes no
+recipient of anything else about the person (no position, no view held).
+
+Idempotent: the event id is a UUIDv5 of the person, the detention that began
+the stay, the event type and the council, so a scan again, a restart or a
+second instance decides it once (checked again inside the write
+transaction; a second queuing on the same subscription is refused by the
+deliveries' unique key). The s85 notice has one id per stay whether it went
+at admission or at 12 weeks: once per stay.
+
+What a notice carries (minimum necessary): the MessageHeader with the
+S117-ChildNotice extension (why it was sent, why this council, the expected
+stay, the citation), the Patient (the hub person id; the NHS number, name
+and date of birth as the agreement grants identity and demographics), the
+detention Encounter (section, admission date, hospital: legal-status), and
+the event's summary (explanations). Never the postcode, the responsible
+bodies, funding, the workflow, the position or the person's history,
+whatever the agreement grants. The EpisodeOfCare (every hub message has one)
+says only whether the detention is one s117 would follow: `planned` under a
+qualifying section, else `cancelled`.
+
+Logs name event ids, event types and councils, never a person's details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import case, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hub.codec import from_jsonable
+from hub.crypto import DataProtector
+from hub.delivery import queue
+from hub.domain.children import ChildNotice, candidate_notices, next_due, owed, summary
+from hub.domain.dates import england_day
+from hub.domain.model import ChangeType, Determination, DomainEvent, Org, RegisterChange, S117Status
+from hub.domain.ports import ReferenceData
+from hub.fhir.messages import DEMOGRAPHICS, EXPLANATIONS, IDENTITY, LEGAL_STATUS, PatientDetails, build_event_message
+from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
+from hub.ids import uuid4, uuid5
+from hub.ingest.service import load_person_details
+from hub.observability.logging import get_logger
+from hub.periodic import every
+from hub.sharing import SharingAgreements
+from hub.store.db import write_transaction
+from hub.store.schema import disclosures, not_retracted, persons, register_changes
+
+log = get_logger("hub.children")
+SOURCE = "child-notices"
+EVENT_NAMESPACE = uuid.UUID("c41d7e5a-2f3b-4c8e-9d16-117c41d00001")
+MESSAGE_NAMESPACE = uuid.UUID("c41d7e5a-2f3b-4c8e-9d16-117c41d00002")
+# The field groups a notice may carry (those the agreement grants, of these).
+NOTICE_GROUPS = frozenset({IDENTITY, DEMOGRAPHICS, LEGAL_STATUS, EXPLANATIONS})
+# Channels that carry hub messages one by one; "council-file" carries register rows.
+CHANNELS = frozenset({"webhook", "feed", "kafka", "file", "fhir"})
+_STAY_STARTS = (ChangeType.DETAINED.value, ChangeType.CTO_REVOKED.value)
+
+
+def event_id_for(person_id: str, notice: ChildNotice) -> str:
+    """One per person, stay (the detention that began it), event type and council."""
+    return uuid5(EVENT_NAMESPACE, f"{person_id}/{notice.stay.change.change_id}/{notice.event_type.value}/"
+                                  f"{notice.org_code}")
+
+
+def message_id_for(event_id: str, org_code: str) -> str:
+    return uuid5(MESSAGE_NAMESPACE, f"{event_id}/{org_code}")
+
+
+class ChildNoticeScanner:
+    def __init__(self, engine: AsyncEngine, ref: ReferenceData, sharing: SharingAgreements,
+                 protector: DataProtector, hub_endpoint: str, ns: Namespaces = DEFAULT_NAMESPACES,
+                 today: Callable[[], date] = england_day) -> None:
+        self._engine = engine
+        self._ref = ref
+        self._sharing = sharing
+        self._protector = protector
+        self._hub_endpoint = hub_endpoint
+        self._ns = ns
+        self._today = today
+        self._unrouted: set[str] = set()  # notices with no council to tell, said once a process
+        # person -> (their history's fingerprint when scanned, the next day a notice can fall due without
+        # a new change: None, never). Forgotten if the scan of them did not finish (`_scan_person`).
+        self._settled: dict[str, tuple[tuple[int, str], date | None]] = {}
+
+    async def run_once(self) -> int:
+        """Scan once; returns how many notices were decided (shared, denied or unsubscribed)."""
+        today = self._today()
+        async with self._engine.connect() as conn:
+            # Everyone with a detention, with their history's fingerprint (its changes' count and the
+            # latest received): someone settled by an earlier scan whose history is the same and who has
+            # nothing falling due by today is passed over unread.
+            people = (await conn.execute(
+                select(register_changes.c.person_id, func.count(), func.max(register_changes.c.received_at))
+                .where(not_retracted()).group_by(register_changes.c.person_id)
+                .having(func.sum(case((register_changes.c.change_type.in_(_STAY_STARTS), 1), else_=0)) > 0)
+            )).all()
+            await conn.rollback()
+        decided = 0
+        for person_id, count, latest in people:
+            fingerprint = (count, str(latest))
+            settled = self._settled.get(person_id)
+            if settled is not None and settled[0] == fingerprint and (settled[1] is None or today < settled[1]):
+                continue
+            decided += await self._scan_person(person_id, today, fingerprint)
+        if decided:
+            log.info("child notices decided", count=decided)
+        return decided
+
+    async def _scan_person(self, person_id: str, today: date, fingerprint: tuple[int, str] | None = None) -> int:
+        self._settled.pop(person_id, None)  # settled again only once this scan of them is through
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(register_changes.c.canonical).where(
+                register_changes.c.person_id == person_id, not_retracted()))).all()
+            history = [from_jsonable(RegisterChange, r.canonical) for r in rows]
+            due = {event_id_for(person_id, n): n for n in candidate_notices(history, today, self._ref)}
+            if due:
+                due = {i: n for i, n in due.items() if i not in await _decided(conn, list(due))}
+            details = None
+            if due:  # the personal details only for someone owed a notice not yet decided
+                stored = (await conn.execute(select(persons.c.details)
+                                             .where(persons.c.person_id == person_id))).scalar_one()
+                details = load_person_details(self._protector, stored)
+            await conn.rollback()
+        decided = 0
+        settled = True
+        if due and details is not None:
+            birth = date.fromisoformat(details["birth_date"]) if details.get("birth_date") else None
+            kept = owed(due.values(), birth, today)
+            for event_id, notice in due.items():
+                if notice not in kept:
+                    continue  # not a child on the day it would be owed
+                if notice.org_code is None:
+                    settled = False  # scanned again (a reference data update may name the council)
+                    if event_id not in self._unrouted:
+                        self._unrouted.add(event_id)
+                        log.warning("child notice owed with no council to tell: no ordinary residence and the "
+                                    "hospital's council is not known", event_id=event_id,
+                                    event_type=notice.event_type.value)
+                    continue
+                async with write_transaction(self._engine) as conn:
+                    if await _decided(conn, [event_id]):
+                        continue  # another scan decided it since
+                    queued = await self._share(conn, event_id, person_id, notice, details, today)
+                decided += 1
+                log.info("child notice decided", event_id=event_id, event_type=notice.event_type.value,
+                         org_code=notice.org_code, queued=queued or 0)
+        if settled and fingerprint is not None:
+            self._settled[person_id] = (fingerprint, next_due(history, today))
+        return decided
+
+    async def _share(self, conn: Any, event_id: str, person_id: str, notice: ChildNotice,
+                     details: dict[str, Any], today: date) -> int | None:
+        org = notice.org_code
+        assert org is not None
+        event_type = notice.event_type.value
+        decision = self._sharing.decide(org, event_type, today)
+        groups = decision.field_groups & NOTICE_GROUPS
+        message_id = message_id_for(event_id, org)
+
+        def payload() -> bytes:
+            bundle = build_notice_message(notice, person_id, details, org=self._org(org, today),
+                                          message_id=message_id, include=groups, ref=self._ref,
+                                          source_endpoint=self._hub_endpoint, today=today, ns=self._ns)
+            return self._protector.encrypt(orjson.dumps(bundle))
+
+        return await queue.share(conn, org=org, decision=decision, event_id=event_id, event_type=event_type,
+                                 message_id=message_id, payload=payload, correlation_id=uuid4(),
+                                 person_id=person_id, channels=CHANNELS, field_groups=groups)
+
+    def _org(self, code: str, today: date) -> Org:
+        found = self._ref.council(code, today)
+        return found if found is not None else Org(code=code, name=code, kind="council")
+
+
+async def _decided(conn: Any, event_ids: list[str]) -> set[str]:
+    return set((await conn.execute(select(disclosures.c.event_id).distinct()
+                                   .where(disclosures.c.event_id.in_(event_ids)))).scalars())
+
+
+def build_notice_message(notice: ChildNotice, person_id: str, details: dict[str, Any], *, org: Org,
+                         message_id: str, include: frozenset[str], ref: ReferenceData, source_endpoint: str,
+                         today: date, ns: Namespaces = DEFAULT_NAMESPACES,
+                         sent_at: datetime | None = None) -> dict[str, Any]:
+    """The notice's FHIR message to `org` (the hub's message shape, hub/fhir/messages.py), carrying only
+    the groups of `include` that a notice may (`NOTICE_GROUPS`) and the S117-ChildNotice extension."""
+    stay = notice.stay
+    assert notice.basis is not None  # a notice with a council to tell has the basis it was found on
+    code = stay.legal_status_code
+    legal = ref.legal_status(code) if code else None
+    in_hospital = stay.left_on is None or stay.left_on > today
+    # Only what the notice is about: the stay. No entitlement, responsible body or review of the person's.
+    status = S117Status(
+        person_id=person_id, as_of=today, entitled=False, entitlement=Determination(None, "", ""),
+        detained=in_hospital, in_hospital=in_hospital,
+        qualifying_section_code=code if legal is not None and legal.s117_qualifying == "yes" else None,
+        detention_start=stay.admitted_on)
+    event = DomainEvent(event_type=notice.event_type, person_id=person_id, change_id=stay.change.change_id,
+                        occurred_on=notice.occurred_on, summary=summary(notice))
+    patient = PatientDetails(
+        nhs_number=details["nhs_number"], given_name=details.get("given_name") or "",
+        family_name=details.get("family_name") or "",
+        birth_date=date.fromisoformat(details["birth_date"]) if details.get("birth_date") else None)
+    bundle = build_event_message(
+        event=event, status=status, change=stay.change, patient=patient, message_id=message_id,
+        sent_at=sent_at or datetime.now(UTC), source_endpoint=source_endpoint, recipient=org,
+        include=include & NOTICE_GROUPS, legal_status_display=legal.description if legal else None,
+        hospital_ods=stay.hospital_ods, ns=ns)
+    parts: list[dict[str, Any]] = [
+        {"url": "reason", "valueCode": notice.reason.value},
+        {"url": "basis", "valueCode": notice.basis.value},
+    ]
+    weeks = stay.change.expected_stay_weeks
+    if weeks is not None:
+        parts.append({"url": "expectedStayWeeks", "valuePositiveInt": weeks})
+    parts.append({"url": "citation", "valueString": notice.citation})
+    header = bundle["entry"][0]["resource"]
+    header["extension"].append({"url": ns.extension("S117-ChildNotice"), "extension": parts})
+    return bundle
+
+
+async def run_child_notice_scanner(scanner: ChildNoticeScanner, interval_seconds: float,
+                                   stop: asyncio.Event) -> None:
+    await every(interval_seconds, stop, scanner.run_once, log=log, failed="child notice scan failed")

@@ -1,0 +1,141 @@
+"""Children in hospital, end to end (hub/children.py): a trust's detentions of two children over real
+HTTP to `s117hub serve`; the child notice scanner in the hub's own loop; real webhook receivers.
+
+The council responsible for the child (Children Act 1989 s85) and the council maintaining the EHC plan
+(Worcs 6.4) each receive their notice as a signed FHIR message, once; a council whose agreement in force
+does not list the notices (Worcestershire) and the ICB (every event type granted: the notices are for the
+council named only) receive none. Nothing personal in the hub's logs."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import yaml
+from sqlalchemy import select
+
+from hub.clients import add_client
+from hub.domain.dates import england_day
+from hub.fhir.validate import validate_message
+from hub.store.db import create_engine
+from hub.store.schema import disclosures
+from tests.e2e.conftest import SECRET, make_clients
+from tests.support import HubProcess, Receiver
+
+pytestmark = pytest.mark.e2e
+
+BUCKS, OXON, WORCS, ICB = "E06000060", "E10000025", "E10000034", "QU9"
+NOTICES = ("s117-child-long-stay-notice", "s117-child-ehc-plan-notice")
+SHARING = {"version": 1, "agreements": [
+    {"id": "DSA-TEST-CHILDREN", "valid_from": "2020-01-01", "recipients": [
+        {"org_code": BUCKS, "events": ["s117-register-change-recorded", "s117-child-long-stay-notice"],
+         "field_groups": ["identity", "demographics", "address", "legal-status", "responsibility", "explanations"]},
+        # The EHC plan council: the EHC notice only, and no name or date of birth.
+        {"org_code": OXON, "events": ["s117-child-ehc-plan-notice"], "field_groups": ["identity", "legal-status"]},
+        {"org_code": ICB, "events": ["*"], "field_groups": ["identity", "legal-status", "responsibility"]},
+        # An agreement in force, without the notices.
+        {"org_code": WORCS, "events": ["s117-moved-out-of-area"], "field_groups": ["identity", "legal-status"]},
+    ]}]}
+
+
+def code(body: bytes) -> str:
+    return orjson.loads(body)["entry"][0]["resource"]["eventCoding"]["code"]
+
+
+def child(run: str, nhs: str, admitted_days_ago: int, council: str, **fields: object) -> dict:
+    today = england_day()
+    return {"source_system": "RiO", "source_message_id": run, "change_type": "detained",
+            "effective_date": (today - timedelta(days=admitted_days_ago)).isoformat(), "legal_status_code": "03",
+            "hospital_ods": "RNU", "gp_practice_ods": "K82001", "residence_la_gss": council,
+            "person": {"nhs_number": nhs, "given_name": "Robin", "family_name": "Childtest",
+                       "birth_date": today.replace(year=today.year - 15).isoformat(), "postcode": "OX4 4XN"},
+            **fields}
+
+
+async def test_the_childs_council_and_the_ehc_plan_council_receive_their_notices_and_no_one_else(tmp_path: Path):
+    sharing = tmp_path / "sharing.yaml"
+    sharing.write_text(yaml.safe_dump(SHARING))
+    receiver = Receiver(secret=SECRET)
+    await receiver.start()
+    hub = HubProcess(tmp_path, sharing_path=sharing, S117_CHILD_NOTICE_SCAN_INTERVAL_SECONDS="0.3")
+    keys = await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    keys[OXON] = (await add_client(engine, "Oxon", OXON, "council", ["subscriptions:write", "s117:read"]))[1]
+    await engine.dispose()
+    await hub.start()
+    first = child("kid-1", "9434765919", 3, BUCKS, expected_stay_weeks=20, ehc_plan_la_gss=OXON)
+    # 90 days in hospital, living in Worcestershire, which also maintains the EHC plan: owed both notices,
+    # its agreement lists neither.
+    second = child("kid-2", "9434765870", 90, WORCS, ehc_plan_la_gss=WORCS)
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            for org in (BUCKS, OXON, ICB, WORCS):
+                r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys[org]},
+                                    json={"url": receiver.url(org), "secret": SECRET})
+                assert r.status_code == 201, r.text
+            people = []
+            for change in (first, second):
+                r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
+                assert r.status_code == 202, r.text
+                people.append(r.json()["person_id"])
+
+            def notices(org: str) -> list[bytes]:
+                return [r.body for r in receiver.received if r.org == org and code(r.body) in NOTICES]
+
+            await receiver.wait_for(lambda: notices(BUCKS) and notices(OXON))
+            # The second child's notices decided (denied: audited) before asserting Worcestershire got nothing.
+            engine = create_engine(hub.db_url)
+            try:
+                for _ in range(100):
+                    async with engine.connect() as conn:
+                        denied = (await conn.execute(select(disclosures.c.event_type).where(
+                            disclosures.c.person_id == people[1], disclosures.c.recipient_org == WORCS,
+                            disclosures.c.decision == "denied", disclosures.c.event_type.in_(NOTICES)))).scalars().all()
+                    if len(denied) == 2:
+                        break
+                    await asyncio.sleep(0.1)
+            finally:
+                await engine.dispose()
+            assert sorted(denied) == sorted(NOTICES)
+            await asyncio.sleep(1.0)  # a few more scans: nothing is sent twice, nothing to anyone else
+
+            assert all(r.signature_ok for r in receiver.received)
+            assert [code(b) for b in notices(BUCKS)] == ["s117-child-long-stay-notice"]
+            assert [code(b) for b in notices(OXON)] == ["s117-child-ehc-plan-notice"]
+            assert notices(WORCS) == [] and notices(ICB) == []
+            # Oxfordshire has no other role for the child: it is sent nothing else about them.
+            assert {r.org for r in receiver.received if r.org == OXON and code(r.body) not in NOTICES} == set()
+
+            bucks = orjson.loads(notices(BUCKS)[0])
+            validate_message(bucks)
+            resources = {e["resource"]["resourceType"]: e["resource"] for e in bucks["entry"]}
+            assert resources["MessageHeader"]["destination"][0]["receiver"]["identifier"]["value"] == BUCKS
+            assert resources["Patient"]["birthDate"] == first["person"]["birth_date"]
+            assert resources["Encounter"]["period"]["start"] == first["effective_date"]
+            assert "address" not in resources["Patient"] and "Parameters" not in resources
+
+            oxon = orjson.loads(notices(OXON)[0])
+            validate_message(oxon)
+            resources = {e["resource"]["resourceType"]: e["resource"] for e in oxon["entry"]}
+            assert {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9434765919"} in [
+                {"system": i["system"], "value": i["value"]} for i in resources["Patient"]["identifier"]]
+            assert "birthDate" not in resources["Patient"] and "name" not in resources["Patient"]  # not granted
+            assert resources["Encounter"]["serviceProvider"]["identifier"]["value"] == "RNU"
+            ext = next(e for e in resources["MessageHeader"]["extension"]
+                       if e["url"].endswith("/Extension-S117-ChildNotice"))
+            assert {"url": "reason", "valueCode": "ehc-plan-admission"} in ext["extension"]
+            assert {"url": "basis", "valueCode": "ehc-plan"} in ext["extension"]
+    finally:
+        hub.stop()
+        await receiver.stop()
+
+    logs = hub.logs()
+    assert "child notice decided" in logs
+    for value in ("9434765919", "9434765870", "Childtest", first["person"]["birth_date"], "OX4 4XN"):
+        assert value not in logs
+    assert not re.search(r"(?<!\d)\d{10}(?!\d)", logs)

@@ -1,0 +1,192 @@
+"""Children in hospital (hub/domain/children.py): the Children Act 1989 s85
+notice to the council responsible for the child (Worcs 6.1) and the EHC plan
+council told of the admission (Worcs 6.4)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from hub.domain.children import (
+    Basis,
+    NoticeReason,
+    candidate_notices,
+    eighteenth_birthday,
+    is_child_on,
+    notices_due,
+    stays,
+    summary,
+)
+from hub.domain.model import ChangeType, EventType
+from tests.unit.domain.builders import REF, change, d, detained, left
+from tests.unit.domain.fakes import BUCKINGHAMSHIRE, OXFORD_HEALTH, OXFORDSHIRE, WORCESTERSHIRE
+
+ADMITTED = "2025-03-03"
+DAY_84 = d(ADMITTED) + timedelta(days=84)  # 12 weeks in hospital: 2025-05-26
+
+
+def child_detained(on: str = ADMITTED, code: str = "02", **fields):
+    fields.setdefault("hospital_ods", OXFORD_HEALTH)
+    fields.setdefault("residence_la_gss", BUCKINGHAMSHIRE)
+    return detained(on, code, **fields)
+
+
+def born_years_before(day: date, years: int, days_more: int = 0) -> date:
+    return day.replace(year=day.year - years) - timedelta(days=days_more)
+
+
+def long_stay(notices):
+    return [n for n in notices if n.event_type is EventType.CHILD_LONG_STAY_NOTICE]
+
+
+# --- age --------------------------------------------------------------------------
+
+
+def test_a_child_until_the_day_before_the_eighteenth_birthday():
+    birth = d("2007-06-15")
+    assert eighteenth_birthday(birth) == d("2025-06-15")
+    assert is_child_on(birth, d("2025-06-14"))  # 17 years and 364 days
+    assert not is_child_on(birth, d("2025-06-15"))  # the 18th birthday
+    assert not is_child_on(None, d("2025-06-14"))  # no date of birth: not known to be a child
+
+
+def test_born_on_29_february_turns_18_on_1_march_in_a_common_year():
+    assert eighteenth_birthday(d("2008-02-29")) == d("2026-03-01")
+    assert is_child_on(d("2008-02-29"), d("2026-02-28"))
+
+
+def test_17_years_364_days_on_admission_day_is_told_at_admission_18th_birthday_is_not():
+    history = [child_detained(expected_stay_weeks=16)]
+    day = d(ADMITTED)
+    # The day before the 18th birthday: 17 years and 364 days (2007-03-04 -> 18 on 2025-03-04).
+    child = born_years_before(day, 18) + timedelta(days=1)
+    assert eighteenth_birthday(child) == day + timedelta(days=1)
+    notices = long_stay(notices_due(history, child, day, REF))
+    assert [(n.reason, n.org_code, n.basis) for n in notices] == [
+        (NoticeReason.EXPECTED_LONG_STAY, BUCKINGHAMSHIRE, Basis.ORDINARY_RESIDENCE)]
+    assert notices[0].due_on == day
+    adult = born_years_before(day, 18)  # the 18th birthday on the admission day
+    assert long_stay(notices_due(history, adult, day, REF)) == []
+
+
+# --- s85 at 12 weeks -------------------------------------------------------------------
+
+
+def test_twelve_weeks_in_hospital_is_told_on_the_84th_day_and_not_before():
+    history = [child_detained()]
+    birth = d("2010-01-01")
+    assert long_stay(notices_due(history, birth, DAY_84 - timedelta(days=1), REF)) == []
+    notices = long_stay(notices_due(history, birth, DAY_84, REF))
+    assert [(n.reason, n.due_on, n.org_code) for n in notices] == [
+        (NoticeReason.LONG_STAY_REACHED, DAY_84, BUCKINGHAMSHIRE)]
+    # Still owed (once: the scanner keeps it by its event id) on any later scan.
+    assert len(long_stay(notices_due(history, birth, DAY_84 + timedelta(days=30), REF))) == 1
+
+
+def test_discharged_on_day_83_is_never_told_a_stay_already_over_is_not_told_late():
+    birth = d("2010-01-01")
+    early = [child_detained(), left((DAY_84 - timedelta(days=1)).isoformat())]
+    assert long_stay(notices_due(early, birth, DAY_84 - timedelta(days=1), REF)) == []
+    assert long_stay(notices_due(early, birth, DAY_84 + timedelta(days=10), REF)) == []
+    # Still in hospital on day 84: told that day; the same stay, its discharge on day 84 recorded before
+    # the hub first looked (a stay over, learnt of late or from before this was deployed): not told.
+    assert len(long_stay(notices_due([child_detained()], birth, DAY_84, REF))) == 1
+    over = [child_detained(), left(DAY_84.isoformat())]
+    assert long_stay(notices_due(over, birth, DAY_84, REF)) == []
+    assert notices_due([child_detained(expected_stay_weeks=20, ehc_plan_la_gss=OXFORDSHIRE), left("2025-03-04")],
+                       birth, d("2025-03-05"), REF) == []
+
+
+def test_a_retracted_detention_owes_nothing():
+    """The scanner reads the history without retracted changes: with the detention gone, no stay."""
+    birth = d("2010-01-01")
+    history = [child_detained(expected_stay_weeks=20, ehc_plan_la_gss=OXFORDSHIRE)]
+    assert len(notices_due(history, birth, DAY_84, REF)) == 2
+    assert notices_due([], birth, DAY_84, REF) == []
+
+
+def test_turning_18_before_the_12_weeks_are_up_owes_no_notice_then():
+    day = d(ADMITTED)
+    turns_18 = DAY_84 - timedelta(days=1)
+    birth = turns_18.replace(year=turns_18.year - 18)
+    history = [child_detained()]
+    assert long_stay(notices_due(history, birth, DAY_84, REF)) == []
+    # Turning 18 the day after the 12-week day: told on it, not after the birthday.
+    birth = (DAY_84 + timedelta(days=1)).replace(year=DAY_84.year - 18)
+    assert is_child_on(birth, day)
+    assert len(long_stay(notices_due(history, birth, DAY_84, REF))) == 1
+    assert long_stay(notices_due(history, birth, DAY_84 + timedelta(days=1), REF)) == []
+
+
+def test_an_expected_stay_under_12_weeks_waits_for_the_84th_day():
+    history = [child_detained(expected_stay_weeks=11)]
+    birth = d("2010-01-01")
+    assert long_stay(notices_due(history, birth, d(ADMITTED), REF)) == []
+    assert [n.reason for n in long_stay(notices_due(history, birth, DAY_84, REF))] == [
+        NoticeReason.LONG_STAY_REACHED]
+
+
+def test_told_at_admission_the_stay_owes_no_second_notice_at_12_weeks():
+    history = [child_detained(expected_stay_weeks=12)]
+    notices = long_stay(notices_due(history, d("2010-01-01"), DAY_84 + timedelta(days=5), REF))
+    assert [n.reason for n in notices] == [NoticeReason.EXPECTED_LONG_STAY]
+
+
+def test_any_section_leave_and_staying_on_informally_do_not_end_the_stay():
+    history = [
+        child_detained(code="02"),  # s2: not an s117 section; s85 is about the stay
+        change(ChangeType.S17_LEAVE_STARTED, "2025-03-20"),
+        change(ChangeType.S17_LEAVE_ENDED, "2025-03-22"),
+        change(ChangeType.SECTION_ENDED_STAYED_INFORMALLY, "2025-04-01"),
+    ]
+    assert [(s.admitted_on, s.left_on) for s in stays(history)] == [(d(ADMITTED), None)]
+    assert len(long_stay(notices_due(history, d("2010-01-01"), DAY_84, REF))) == 1
+
+
+def test_each_stay_is_its_own_a_readmission_counts_from_its_own_day():
+    history = [child_detained(), left("2025-04-01"), child_detained("2025-04-10", residence_la_gss=WORCESTERSHIRE)]
+    found = stays(history)
+    assert [(s.admitted_on, s.left_on) for s in found] == [(d(ADMITTED), d("2025-04-01")), (d("2025-04-10"), None)]
+    notices = long_stay(notices_due(history, d("2010-01-01"), d("2025-07-03"), REF))  # 84 days after 10 April
+    assert [(n.org_code, n.due_on) for n in notices] == [(WORCESTERSHIRE, d("2025-07-03"))]
+
+
+def test_no_fixed_abode_tells_the_council_of_the_hospital_area_none_known_names_no_council():
+    history = [child_detained(residence_la_gss=None, no_fixed_abode=True, expected_stay_weeks=26)]
+    [notice] = long_stay(notices_due(history, d("2010-01-01"), d(ADMITTED), REF))
+    assert (notice.org_code, notice.basis) == (OXFORDSHIRE, Basis.HOSPITAL_AREA)  # Oxford Health's area
+    unknown = [child_detained(residence_la_gss=None, no_fixed_abode=True, hospital_ods="ZZZ", expected_stay_weeks=26)]
+    [notice] = long_stay(notices_due(unknown, d("2010-01-01"), d(ADMITTED), REF))
+    assert (notice.org_code, notice.basis) == (None, None)
+
+
+# --- EHC plan --------------------------------------------------------------------------
+
+
+def test_the_ehc_plan_council_is_told_on_admission_whatever_the_age_up_to_the_plan():
+    history = [child_detained(ehc_plan_la_gss=OXFORDSHIRE)]
+    for birth in (d("2010-01-01"), d("2003-06-01")):  # 15, and a young person of 21: EHC plans run to 25
+        [notice] = [n for n in notices_due(history, birth, d(ADMITTED), REF)
+                    if n.event_type is EventType.CHILD_EHC_PLAN_NOTICE]
+        assert (notice.org_code, notice.basis, notice.reason, notice.due_on) == (
+            OXFORDSHIRE, Basis.EHC_PLAN, NoticeReason.EHC_PLAN_ADMISSION, d(ADMITTED))
+    # Without a plan named, no such notice.
+    assert [n for n in notices_due([child_detained()], d("2010-01-01"), d(ADMITTED), REF)
+            if n.event_type is EventType.CHILD_EHC_PLAN_NOTICE] == []
+
+
+def test_candidates_need_no_date_of_birth_and_summaries_name_no_person():
+    history = [child_detained(expected_stay_weeks=13, ehc_plan_la_gss=OXFORDSHIRE)]
+    found = candidate_notices(history, d(ADMITTED), REF)
+    assert {n.event_type for n in found} == {EventType.CHILD_LONG_STAY_NOTICE, EventType.CHILD_EHC_PLAN_NOTICE}
+    for n in found:
+        text = summary(n)
+        assert ADMITTED in text and n.citation in text
+
+
+def test_next_due_is_the_12_week_day_of_an_open_stay_not_told_at_admission():
+    from hub.domain.children import next_due
+
+    assert next_due([child_detained()], d(ADMITTED)) == DAY_84
+    assert next_due([child_detained()], DAY_84) is None  # due now: the scan decides it, nothing after
+    assert next_due([child_detained(expected_stay_weeks=12)], d(ADMITTED)) is None
+    assert next_due([child_detained(), left("2025-03-10")], d("2025-03-10")) is None
