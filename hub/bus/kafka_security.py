@@ -50,8 +50,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hub.observability import metrics
 from hub.observability.logging import get_logger
+
+# Not hub.observability.metrics at import: the settings (hub/settings.py) use this module when they are
+# read, and `s117hub serve` reads them before it chooses where the metrics live
+# (hub/observability/multiproc.py: no metric may exist before).
 
 log = get_logger("hub.bus.kafka_security")
 
@@ -322,6 +325,8 @@ class Faults:
         self._faults: dict[tuple[str, str], str] = {}
 
     def failed(self, cluster: str, component: str, cause: str | None, exc_type: str) -> None:
+        from hub.observability import metrics
+
         metrics.KAFKA_FAILURES.labels(cluster=cluster, cause=cause or "unreachable").inc()
         key = (cluster, component)
         before = self._faults.get(key)
@@ -344,6 +349,8 @@ class Faults:
         return causes[0] if causes else None
 
     def _show(self, cluster: str) -> None:
+        from hub.observability import metrics
+
         now = {c for (cl, _), c in self._faults.items() if cl == cluster}
         for cause in CAUSES:
             metrics.KAFKA_MISCONFIGURED.labels(cluster=cluster, cause=cause).set(1 if cause in now else 0)

@@ -13,6 +13,13 @@
 #                         (default <repo>/var/kafka/dev)
 #   --fresh               delete DIR's log data and format it anew (a new cluster id)
 #   --heap SIZE           JVM heap (-Xms/-Xmx), default 512m
+#   --sasl-ssl-port N     also a SASL_SSL listener on N (TLS, then SASL PLAIN), with:
+#   --tls-keystore FILE   its certificate chain and unencrypted PKCS#8 key, PEM, in one file
+#   --plain-users FILE    the PLAIN users it accepts, one "name password" a line
+#   --super-users LIST    turn on KRaft's StandardAuthorizer: these principals (e.g. "User:hub")
+#                         may do anything, everyone else nothing (no ACLs are made); the
+#                         PLAINTEXT and controller listeners' principal (User:ANONYMOUS) is
+#                         always a super user
 # The broker runs in the foreground (exec: the script's pid becomes the JVM's),
 # logging to stdout. Ctrl-C / SIGTERM stops it cleanly. Ready when it logs
 # "Kafka Server started" and the port accepts connections.
@@ -25,6 +32,10 @@ cport=""
 data="$repo/var/kafka/dev"
 fresh=0
 heap="${S117_KAFKA_HEAP:-512m}"
+sasl_port=""
+keystore=""
+plain_users=""
+super_users=""
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -33,11 +44,18 @@ while [[ $# -gt 0 ]]; do
     --data-dir) data="$2"; shift 2 ;;
     --fresh) fresh=1; shift ;;
     --heap) heap="$2"; shift 2 ;;
+    --sasl-ssl-port) sasl_port="$2"; shift 2 ;;
+    --tls-keystore) keystore="$2"; shift 2 ;;
+    --plain-users) plain_users="$2"; shift 2 ;;
+    --super-users) super_users="$2"; shift 2 ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "run-broker.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
 cport="${cport:-$((port + 1))}"
+if [[ -n "$sasl_port" && ( -z "$keystore" || -z "$plain_users" ) ]]; then
+  echo "run-broker.sh: --sasl-ssl-port needs --tls-keystore and --plain-users" >&2; exit 2
+fi
 
 libs="$("$here/fetch.sh")"
 mkdir -p "$data"
@@ -70,6 +88,31 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 delete.topic.enable=true
 PROPS
+
+if [[ -n "$sasl_port" ]]; then
+  users=""
+  while read -r name secret; do
+    [[ -n "$name" ]] && users="$users user_$name=\"$secret\""
+  done < "$plain_users"
+  # Later keys win in a Java properties file: the listeners are restated with the SASL_SSL one.
+  cat >> "$data/server.properties" <<PROPS
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_SSL://127.0.0.1:$sasl_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_SSL://127.0.0.1:$sasl_port
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$users;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$keystore
+PROPS
+fi
+if [[ -n "$super_users" ]]; then
+  cat >> "$data/server.properties" <<PROPS
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS;$super_users
+allow.everyone.if.no.acl.found=false
+PROPS
+fi
 
 cat > "$data/log4j.properties" <<'PROPS'
 log4j.rootLogger=INFO, stdout
