@@ -326,7 +326,7 @@ class Settings(BaseSettings):
             key_file=getattr(self, f + "ssl_key_file"),
             sasl_mechanism=(getattr(self, f + "sasl_mechanism") or "").strip().upper() or None,
             sasl_username=getattr(self, f + "sasl_username"),
-            sasl_password=password.get_secret_value() if password is not None else None,
+            sasl_password=(password.get_secret_value() or None) if password is not None else None,  # empty: unset
             sasl_password_file=getattr(self, f + "sasl_password_file"),
             allow_plaintext=getattr(self, f + "allow_plaintext"))
 

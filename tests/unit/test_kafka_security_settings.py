@@ -54,6 +54,9 @@ def test_sasl_ssl_gives_every_client_one_ssl_context_and_the_password_from_its_f
     # The outbound cluster without its own set: the bus's, whole.
     assert s.kafka_security("outbound") == s.kafka_security("bus")
     assert PASSWORD not in repr(s) and PASSWORD not in str(s.kafka_security("bus"))
+    # S117_KAFKA_SASL_PASSWORD= left empty beside the file (as hub.env.example shows it): unset, not both.
+    assert Settings(**{**s.model_dump(exclude={"kafka_sasl_password"}), "kafka_sasl_password": ""}
+                    ).kafka_security("bus").password() == PASSWORD
 
 
 def test_the_outbound_cluster_has_a_set_of_its_own_when_its_protocol_is_given(tls) -> None:
