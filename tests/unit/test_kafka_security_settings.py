@@ -180,3 +180,30 @@ def test_reading_the_kafka_settings_makes_no_metric(tls) -> None:
             "print('prometheus_client.values' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stdout + done.stderr
+
+
+class _RefusingProducer:
+    """A producer whose sends Kafka refuses with `error` (a unit test's fake: the broker's answer)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def send(self, *_a: object, **_k: object) -> object:
+        raise self.error
+
+
+async def test_a_record_an_acl_refuses_waits_in_order_rather_than_going_to_the_dead_letters() -> None:
+    """TopicAuthorizationFailedError is not retriable to aiokafka; before, the relay dead-lettered each
+    such record (every event of the bus, for one missing ACL). Now it waits, in order, like an outage;
+    a record Kafka refuses for itself (too large) still goes to the dead letters."""
+    from types import SimpleNamespace
+
+    from hub.bus.kafka import KafkaRelay
+
+    row = SimpleNamespace(topic="s117.events", key="p1", offset=7, event_id="e1", payload_json="{}", headers={})
+    relay = KafkaRelay.__new__(KafkaRelay)
+    sent, refused, error = await relay._send_chain(
+        _RefusingProducer(kafka_errors.TopicAuthorizationFailedError("s117.events")), [row, row])
+    assert (sent, refused, type(error)) == ([], [], kafka_errors.TopicAuthorizationFailedError)
+    sent, refused, error = await relay._send_chain(_RefusingProducer(kafka_errors.MessageSizeTooLargeError()), [row])
+    assert (sent, len(refused), error) == ([], 1, None)
