@@ -176,8 +176,8 @@ class TopicWait:
             await ensure_topic(self._servers, self.topic, partitions=self.partitions, timeout_ms=timeout_ms,
                                client_options=self._options)
         except (KafkaError, OSError, TimeoutError) as exc:
-            cause = await kafka_security.cause_of(exc, _joined(self._servers), self._options)
-            FAULTS.failed(self.cluster, "topic-wait", cause, type(exc).__name__)
+            cause = await kafka_security.note_failure(self.cluster, "topic-wait", exc, _joined(self._servers),
+                                                      self._options)
             self.cause = cause
             what = f"misconfigured: {cause}" if cause else "kafka not reachable"
             self.waiting = (f"{what} ({type(exc).__name__}): topic {self.topic} not made yet, the relay "
@@ -419,11 +419,10 @@ async def run_relay(relay: KafkaRelay, poll_seconds: float, stop: asyncio.Event,
                 failures += 1
                 delay = min(max_backoff_seconds, poll_seconds * (2 ** min(failures, 16)))
                 # A setting Kafka refuses (authentication, tls, authorization) told apart from a broker down.
-                cause = await kafka_security.cause_of(exc, relay.bootstrap, relay.client_options)
-                FAULTS.failed("bus", "relay", cause, type(exc).__name__)
+                cause = await kafka_security.note_failure("bus", "relay", exc, relay.bootstrap, relay.client_options)
+                named = {"error_kind": f"misconfigured: {cause}"} if cause else {}
                 log.warning("kafka relay run failed", attempt=failures, exc_type=type(exc).__name__,
-                            error_kind=f"misconfigured: {cause}" if cause else "unreachable",
-                            next_attempt_in=round(delay, 2))
+                            next_attempt_in=round(delay, 2), **named)
                 await _wait(stop, delay)
                 continue
             if relay.caught_up:  # all that was waiting when the run began is in Kafka
@@ -684,8 +683,8 @@ class KafkaLog:
             except BaseException as exc:
                 await consumer.stop()
                 if isinstance(exc, Exception):
-                    cause = await kafka_security.cause_of(exc, _joined(self._servers), self._security)
-                    FAULTS.failed("bus", f"consumer-{group_id}", cause, type(exc).__name__)
+                    await kafka_security.note_failure("bus", f"consumer-{group_id}", exc, _joined(self._servers),
+                                                      self._security)
                 raise
             FAULTS.succeeded("bus", f"consumer-{group_id}")
             self._groups[key] = group

@@ -317,6 +317,19 @@ DIAGNOSE_REUSE = 2.0
 _diagnosed: dict[str, tuple[float, str | None]] = {}
 
 
+async def note_failure(cluster: str, component: str, exc: BaseException, bootstrap: str | None,
+                       options: Mapping[str, Any]) -> str | None:
+    """A Kafka client of `cluster` failed: its misconfiguration (or None), recorded in FAULTS. A failure
+    that is not Kafka's (the store's, a bug) is neither counted nor diagnosed."""
+    from aiokafka.errors import KafkaError
+
+    if not isinstance(exc, KafkaError | OSError | TimeoutError):
+        return None
+    cause = await cause_of(exc, bootstrap, options)
+    FAULTS.failed(cluster, component, cause, type(exc).__name__)
+    return cause
+
+
 class Faults:
     """This process's Kafka components and the misconfiguration each last met (none: working,
     or only unreachable)."""

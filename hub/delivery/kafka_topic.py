@@ -210,8 +210,7 @@ class KafkaTopicDeliverer(SubscriptionDeliverer):
         except Exception as exc:  # noqa: BLE001 - any failure is retried with backoff
             # A setting the cluster refuses (authentication, tls, authorization) told apart from a broker
             # down: named in the delivery's error, readiness and s117_kafka_misconfigured.
-            cause = await kafka_security.cause_of(exc, self._bootstrap, self._security)
-            FAULTS.failed("outbound", "kafka-topic", cause, type(exc).__name__)
+            cause = await kafka_security.note_failure("outbound", "kafka-topic", exc, self._bootstrap, self._security)
             return f"misconfigured: {cause} ({type(exc).__name__})" if cause else type(exc).__name__
         FAULTS.succeeded("outbound", "kafka-topic")
         return None
