@@ -3,7 +3,7 @@ processes (`s117hub serve`, its workers apart) and a broker of the module's own 
 (tests/servers/kafka.py `sasl_kafka`: a CA made here, SASL PLAIN, KRaft's StandardAuthorizer).
 
 - The right settings: the outbox is relayed, the dispatcher consumes and a `kafka` subscription
-  publishes, all over SASL_SSL.
+  publishes, all over SASL_SSL (PLAIN; SCRAM-SHA-512 with the outbound cluster over mutual TLS).
 - A wrong password: `/health/ready` stays 200 (the hub takes changes) and names `misconfigured:
   authentication`, as the log and `s117_kafka_misconfigured` do; the changes are kept and relayed once
   the hub is restarted with the right one. Never the password in a log line.
@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 COUNCIL = "E06000060"
 TOPIC = "s117.out.e06000060"
 WRONG = "wrong-pw-0d9e61"
-NHS = nhs_numbers()[-5:]
+NHS = nhs_numbers()[-6:]
 
 
 def _security(broker: SaslBroker, tmp: Path, password: str, *, user: str = "hub", ca: Path | None = None,
@@ -132,6 +132,33 @@ async def test_the_hub_relays_consumes_and_publishes_over_sasl_ssl(sasl_kafka, t
         assert set(events) <= seen, (events, seen)  # relayed, consumed by the dispatcher, published: SASL_SSL all
         metrics = (await http.get("/metrics")).text
         assert 's117_kafka_misconfigured{cause="authentication",cluster="bus"} 1.0' not in metrics
+    _no_secret_in(hub.logs())
+
+
+async def test_scram_sha_512_on_the_bus_and_mutual_tls_to_the_outbound_cluster(sasl_kafka, tmp_path, sharing_file,
+                                                                                hubs):
+    """The bus over SASL_SSL with SCRAM-SHA-512; the `kafka` subscriptions' cluster with a set of its own
+    (S117_KAFKA_OUTBOUND_*): SSL with the hub's client certificate (the broker's SSL listener requires one)."""
+    assert sasl_kafka.tls is not None
+    security = {**_security(sasl_kafka, tmp_path, USERS["hub"]), "S117_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+                "S117_KAFKA_OUTBOUND_BOOTSTRAP": sasl_kafka.ssl_bootstrap,
+                "S117_KAFKA_OUTBOUND_SECURITY_PROTOCOL": "SSL",
+                "S117_KAFKA_OUTBOUND_SSL_CA_FILE": str(sasl_kafka.tls.ca_file),
+                "S117_KAFKA_OUTBOUND_SSL_CERT_FILE": str(sasl_kafka.tls.client_cert),
+                "S117_KAFKA_OUTBOUND_SSL_KEY_FILE": str(sasl_kafka.tls.client_key)}
+    hub = _hub(tmp_path, sharing_file, sasl_kafka, **security)
+    keys = await make_clients(hub.db_url)
+    hubs.append(hub)
+    await hub.start(timeout=60)
+    async with httpx.AsyncClient(base_url=hub.base_url, timeout=30) as http:
+        r = await http.get("/health/ready")
+        assert r.status_code == 200 and "waiting" not in r.json(), r.text
+        await _subscribe_kafka(http, keys)
+        events = await _post(http, keys["trust"], NHS[5])
+        seen = await _on_topic(sasl_kafka, events)
+        assert set(events) <= seen, (events, seen)
+        r = await http.get("/health/ready")
+        assert "waiting" not in r.json(), r.text
     _no_secret_in(hub.logs())
 
 

@@ -15,8 +15,10 @@ a temporary folder, heap 512m.
 - `sasl_kafka` (a module's own, started only by the tests that ask for it): a broker
   with a SASL_SSL listener as well (TLS with a certificate signed by a CA made
   here with `cryptography`, then SASL PLAIN users from the listener's JAAS
-  config), and KRaft's StandardAuthorizer with `hub` a super user and `reader`
-  allowed nothing (tests/e2e/test_kafka_security.py).
+  config, or SCRAM-SHA-512 users written at format time), an SSL listener
+  requiring a client certificate (mutual TLS), and KRaft's StandardAuthorizer
+  with `hub` (and the client certificate's CN=s117-hub) a super user and
+  `reader` allowed nothing (tests/e2e/test_kafka_security.py).
 - When the broker cannot be had: under CI=true or S117_REQUIRE_SERVERS=1 the
   test fails with the reason and the tail of the broker's log (never a skip in
   CI); otherwise it is skipped with the reason.
@@ -322,14 +324,19 @@ class SaslBroker(KafkaBroker):
     """A broker with a SASL_SSL listener beside its PLAINTEXT one (which the readiness check uses)."""
 
     sasl_port: int = 0
+    ssl_port: int = 0  # mutual TLS: a client certificate signed by `tls.ca_file` (principal User:CN=s117-hub)
     tls: TlsFiles | None = None
 
     @property
     def sasl_bootstrap(self) -> str:
         return f"127.0.0.1:{self.sasl_port}"
 
+    @property
+    def ssl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ssl_port}"
+
     def choose_ports(self) -> None:
-        self.sasl_port = _free_port()
+        self.sasl_port, self.ssl_port = _free_port(), _free_port()
         if self.tls is None:
             folder = self.base / "tls"
             folder.mkdir(exist_ok=True)
@@ -337,8 +344,11 @@ class SaslBroker(KafkaBroker):
         users = self.base / "plain-users"
         users.write_text("".join(f"{n} {p}\n" for n, p in USERS.items()))
         users.chmod(0o600)
+        # The same users for SCRAM-SHA-512, in the metadata at format time (a fresh log directory).
         self.extra_args = ["--sasl-ssl-port", str(self.sasl_port), "--tls-keystore", str(self.tls.keystore),
-                           "--plain-users", str(users), "--super-users", "User:hub"]
+                           "--plain-users", str(users), "--scram-users", str(users),
+                           "--ssl-port", str(self.ssl_port), "--tls-truststore", str(self.tls.ca_file),
+                           "--super-users", "User:hub;User:CN=s117-hub"]
 
 
 @pytest.fixture(scope="module")
