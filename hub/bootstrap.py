@@ -17,6 +17,7 @@ from hub.agreements_loader import load_agreements
 from hub.agreements_watch import AgreementsWatcher, file_state
 from hub.store.writable import store_writes
 from hub.bus.kafka import KafkaLog, KafkaRelay, TopicWait, run_relay
+from hub.bus.kafka_security import FAULTS
 from hub.bus.port import EVENTS_TOPIC, Subscriber
 from hub.bus.sql import SqlLog
 from hub.crypto import DataProtector
@@ -132,7 +133,13 @@ class Hub:
     def waiting(self) -> dict[str, str]:
         """What waits while the hub takes traffic (/health/ready's `waiting`): Kafka not reached since
         the start, the topic not made, the relay and the consumers not started."""
-        return {"bus": self.topic.waiting} if self.topic is not None and self.topic.waiting else {}
+        waiting = {"bus": self.topic.waiting} if self.topic is not None and self.topic.waiting else {}
+        # A Kafka cluster refusing the hub for a setting (authentication, tls, authorization), met by any
+        # of its Kafka clients in this process or another live one of the hub (hub/bus/kafka_security.py).
+        for name, why in FAULTS.waiting().items():
+            if name not in waiting or not waiting[name].startswith("misconfigured"):
+                waiting[name] = why
+        return waiting
 
     def start_workers(self, front: bool = True, back: bool = True, deliver: bool = True) -> None:
         """Start the hub's tasks: `front` the listeners beside the API (MLLP,
@@ -288,6 +295,7 @@ class Hub:
         if self.kafka_deliverer is not None:
             await self.kafka_deliverer.close()  # flush the outbound producer
         await self.http.aclose()
+        FAULTS.clear()  # this process's Kafka clients are gone
         self.ingest.close()
         close_inline(self.engine)
         await self.engine.dispose()
@@ -325,6 +333,15 @@ def _report_reference_data(datasets: tuple[Dataset, ...], max_age_days: int, tod
 async def build_hub(settings: Settings) -> Hub:
     kafka_servers = kafka_bootstrap(settings.bus_url)
     outbound = outbound_kafka_bootstrap(settings)
+    # Every Kafka client of the hub is made with its cluster's security, built once here
+    # (hub/bus/kafka_security.py; the settings were checked when read, so this does not fail).
+    bus_security = settings.kafka_security("bus").client_options() if kafka_servers else {}
+    outbound_security = settings.kafka_security("outbound").client_options() if outbound else {}
+    for cluster, servers in (("bus", kafka_servers), ("outbound", outbound)):
+        security = settings.kafka_security(cluster)
+        if servers and not security.tls and security.allow_plaintext:  # production allows it on the operator's word
+            log.warning("kafka without TLS: the network to the brokers must protect the data itself",
+                        cluster=cluster, mode=security.protocol, allow_unauthenticated=True)
     engine = create_engine(settings.database_url, **engine_options(settings))
     await create_schema(engine)
     ref = reference_data(settings.bank_holidays_file, sources_of(settings))
@@ -349,10 +366,11 @@ async def build_hub(settings: Settings) -> Hub:
     if kafka_servers:
         # Made here if Kafka answers; else the hub starts all the same (ingest does not need Kafka) and
         # the relay and the consumers wait for it (`TopicWait.run`, started below; /health/ready's `waiting`).
-        topic = TopicWait(kafka_servers, EVENTS_TOPIC, partitions=settings.kafka_partitions)
+        topic = TopicWait(kafka_servers, EVENTS_TOPIC, partitions=settings.kafka_partitions,
+                          client_options=bus_security)
         await topic.try_once()
-        relay = KafkaRelay(engine, kafka_servers, topic_ready=topic.ready)
-        bus = KafkaLog(kafka_servers, topic_ready=topic.ready)
+        relay = KafkaRelay(engine, kafka_servers, topic_ready=topic.ready, client_options=bus_security)
+        bus = KafkaLog(kafka_servers, topic_ready=topic.ready, client_options=bus_security)
     else:
         bus = SqlLog(engine)
     # One connection pool per webhook endpoint origin (keep-alive, per-host limit, HTTP/2 if offered),
@@ -400,7 +418,7 @@ async def build_hub(settings: Settings) -> Hub:
             partitions=settings.kafka_partitions, source=settings.hub_endpoint,
             timeout_seconds=KAFKA_REQUEST_TIMEOUT_SECONDS,
             lease_seconds=KAFKA_REQUEST_TIMEOUT_SECONDS + LEASE_MARGIN_SECONDS,
-            max_in_flight=settings.delivery_max_in_flight,
+            max_in_flight=settings.delivery_max_in_flight, client_options=outbound_security,
         ) if outbound else None,
         reconciliation=ReconciliationService(engine, protector, alerts=DriftAlerts(
             sharing, protector, ref, settings.hub_endpoint, settings.namespaces())),

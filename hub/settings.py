@@ -11,13 +11,16 @@ from datetime import date
 from functools import cache
 from pathlib import Path
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from hub.domain.dates import england_day
 from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE, Namespaces
+
+if TYPE_CHECKING:
+    from hub.bus.kafka_security import KafkaSecurity
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -161,6 +164,38 @@ class Settings(BaseSettings):
     # for a hub whose own bus is the embedded SQL log, this one
     # ("host:port[,host:port]"); it takes precedence over the bus's when set.
     kafka_outbound_bootstrap: str | None = None
+    # Transport security and authentication of every Kafka client the hub makes (hub/bus/kafka_security.py;
+    # README "Kafka security"): PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; the CA the brokers' certificates
+    # chain to (PEM; default the system's); a client certificate and its unencrypted key (mutual TLS); the
+    # SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), username and password, or a file holding the
+    # password (a secret store's mount). Production (PostgreSQL): PLAINTEXT to brokers beyond loopback is
+    # refused at start unless kafka_allow_plaintext says the network is otherwise protected.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_ssl_ca_file: Path | None = None
+    kafka_ssl_cert_file: Path | None = None
+    kafka_ssl_key_file: Path | None = None
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = None
+    kafka_allow_plaintext: bool = False
+    # The outbound cluster (kafka_outbound_bootstrap) is reached with the settings above unless
+    # kafka_outbound_security_protocol is set: then with these, taken whole (its own CA and credentials).
+    kafka_outbound_security_protocol: str | None = None
+    kafka_outbound_ssl_ca_file: Path | None = None
+    kafka_outbound_ssl_cert_file: Path | None = None
+    kafka_outbound_ssl_key_file: Path | None = None
+    kafka_outbound_sasl_mechanism: str | None = None
+    kafka_outbound_sasl_username: str | None = None
+    kafka_outbound_sasl_password: SecretStr | None = None
+    kafka_outbound_sasl_password_file: Path | None = None
+    kafka_outbound_allow_plaintext: bool = False
+
+    @field_serializer("kafka_sasl_password", "kafka_outbound_sasl_password", when_used="json")
+    def _password_to_worker(self, value: SecretStr | None) -> str | None:
+        # JSON is how `s117hub serve` hands its settings to its worker processes (hub/worker_process.py),
+        # as it hands S117_DATA_KEY; repr() and str() keep it masked.
+        return value.get_secret_value() if value is not None else None
     # `file` subscriptions append NDJSON to <export_dir>/<org_code>/<YYYY-MM-DD>.ndjson (England's day)
     # (dirs 0700, files 0600) for the council to collect over SFTP.
     export_dir: Path = REPO_ROOT / "var" / "exports"
@@ -303,6 +338,51 @@ class Settings(BaseSettings):
                 "the port send as any registered trust (MSH-4 is not proof of the sender): set "
                 "S117_MLLP_TLS_CERT, S117_MLLP_TLS_KEY and S117_MLLP_TLS_CLIENT_CA, or S117_MLLP_ALLOW_UNAUTHENTICATED"
                 "=true if only the trusts' engines can reach this network")
+        return self
+
+    def kafka_security(self, cluster: str = "bus") -> KafkaSecurity:
+        """The security settings of the bus's cluster (`bus`) or of the outbound one (`outbound`: its own
+        set if kafka_outbound_security_protocol is set, else the bus's)."""
+        from hub.bus.kafka_security import KafkaSecurity
+
+        own = cluster == "outbound" and self.kafka_outbound_security_protocol is not None
+        f = "kafka_outbound_" if own else "kafka_"
+        password = getattr(self, f + "sasl_password")
+        return KafkaSecurity(
+            prefix=f"S117_{f.upper()}", protocol=str(getattr(self, f + "security_protocol")).strip().upper(),
+            ca_file=getattr(self, f + "ssl_ca_file"), cert_file=getattr(self, f + "ssl_cert_file"),
+            key_file=getattr(self, f + "ssl_key_file"),
+            sasl_mechanism=(getattr(self, f + "sasl_mechanism") or "").strip().upper() or None,
+            sasl_username=getattr(self, f + "sasl_username"),
+            sasl_password=(password.get_secret_value() or None) if password is not None else None,  # empty: unset
+            sasl_password_file=getattr(self, f + "sasl_password_file"),
+            allow_plaintext=getattr(self, f + "allow_plaintext"))
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        """Every Kafka setting usable as given, named if not (never its value); in production no
+        unencrypted Kafka beyond loopback unless the operator says the network is protected."""
+        if self.kafka_outbound_security_protocol is None:
+            for name in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file", "sasl_mechanism", "sasl_username",
+                         "sasl_password", "sasl_password_file"):
+                if getattr(self, "kafka_outbound_" + name) is not None:
+                    raise ValueError(f"S117_KAFKA_OUTBOUND_{name.upper()}: set without "
+                                     "S117_KAFKA_OUTBOUND_SECURITY_PROTOCOL (without it the outbound cluster is "
+                                     "reached with the S117_KAFKA_* settings)")
+        elif not self.kafka_outbound_bootstrap:
+            raise ValueError("S117_KAFKA_OUTBOUND_SECURITY_PROTOCOL: set without S117_KAFKA_OUTBOUND_BOOTSTRAP "
+                             "(the outbound cluster is then the bus's, reached with the S117_KAFKA_* settings)")
+        bus = self.bus_url[len("kafka://"):].rstrip("/") if self.bus_url.startswith("kafka://") else None
+        clusters = [("bus", bus), ("outbound", self.kafka_outbound_bootstrap)]
+        for cluster, _ in clusters:
+            problems = self.kafka_security(cluster).problems()
+            if problems:
+                raise ValueError(problems[0])
+        if self.database_url.startswith("postgresql"):
+            for cluster, bootstrap in clusters:
+                refusal = self.kafka_security(cluster).plaintext_refusal(bootstrap) if bootstrap else None
+                if refusal:
+                    raise ValueError(refusal)
         return self
 
     @model_validator(mode="after")

@@ -70,12 +70,15 @@ from aiokafka.errors import (
     KafkaError,
     RebalanceInProgressError,
     UnknownMemberIdError,
+    for_code,
 )
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from sqlalchemy import BigInteger, Text, bindparam, cast, event, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hub.periodic import pause
+from hub.bus import kafka_security
+from hub.bus.kafka_security import FAULTS
 from hub.bus.port import BusMessage, Capabilities
 from hub.bus.sql import publish_signal
 from hub.observability.logging import get_logger
@@ -93,6 +96,10 @@ def _servers(bootstrap_servers: str | Sequence[str]) -> str | list[str]:
     return bootstrap_servers if isinstance(bootstrap_servers, str) else list(bootstrap_servers)
 
 
+def _joined(bootstrap_servers: str | Sequence[str]) -> str:
+    return bootstrap_servers if isinstance(bootstrap_servers, str) else ",".join(bootstrap_servers)
+
+
 # --------------------------------------------------------------------------- topics
 
 
@@ -104,14 +111,17 @@ async def ensure_topic(
     replication_factor: int = 1,
     configs: Mapping[str, str] | None = None,
     timeout_ms: int = 30_000,
+    client_options: Mapping[str, Any] | None = None,
 ) -> bool:
     """Create `topic` if it does not exist. Returns True if it was created now.
 
     The partition count bounds how many consumers of one group share the work;
     order is kept per key (person) whatever the count. Production clusters
-    want `replication_factor=3` and `configs={"min.insync.replicas": "2"}`.
+    want `replication_factor=3` and `configs={"min.insync.replicas": "2"}`. `client_options`: the
+    cluster's security (hub/bus/kafka_security.py `client_options`).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=_servers(bootstrap_servers), request_timeout_ms=timeout_ms)
+    admin = AIOKafkaAdminClient(bootstrap_servers=_servers(bootstrap_servers), request_timeout_ms=timeout_ms,
+                                **dict(client_options or {}))
     await admin.start()
     try:
         response = await admin.create_topics(
@@ -128,7 +138,8 @@ async def ensure_topic(
         if code == TOPIC_ALREADY_EXISTS:
             return False
         message = item[2] if len(item) > 2 else None
-        raise KafkaError(f"creating topic {topic!r} failed with error code {code}: {message}")
+        # The error's own class (TopicAuthorizationFailedError, ...): what kafka_security classifies.
+        raise for_code(code)(f"creating topic {topic!r} failed with error code {code}: {message}")
     return True
 
 
@@ -147,23 +158,34 @@ class TopicWait:
     FIRST_TRY_MS = 10_000  # at start; the hub's start does not wait longer than this on Kafka
     MAX_PAUSE = 5.0  # a metadata request every 5 s at most while Kafka does not answer
 
-    def __init__(self, bootstrap_servers: str | Sequence[str], topic: str, partitions: int) -> None:
+    def __init__(self, bootstrap_servers: str | Sequence[str], topic: str, partitions: int, *,
+                 client_options: Mapping[str, Any] | None = None, cluster: str = "bus") -> None:
         self._servers = bootstrap_servers
+        self._options = dict(client_options or {})
+        self.cluster = cluster
         self.topic = topic
         self.partitions = partitions
         self.ready = asyncio.Event()
         self.waiting: str | None = None  # what waits and why, while the topic is not made
+        self.cause: str | None = None  # the misconfiguration the last try met (kafka_security), if any
         self.attempts = 0
 
     async def try_once(self, timeout_ms: int = FIRST_TRY_MS) -> bool:
         """Make the topic (or find it made); False, saying why in `waiting`, if Kafka does not answer."""
         self.attempts += 1
         try:
-            await ensure_topic(self._servers, self.topic, partitions=self.partitions, timeout_ms=timeout_ms)
+            await ensure_topic(self._servers, self.topic, partitions=self.partitions, timeout_ms=timeout_ms,
+                               client_options=self._options)
         except (KafkaError, OSError, TimeoutError) as exc:
-            self.waiting = (f"kafka not reachable ({type(exc).__name__}): topic {self.topic} not made yet, the relay "
+            cause = await kafka_security.note_failure(self.cluster, "topic-wait", exc, _joined(self._servers),
+                                                      self._options)
+            self.cause = cause
+            what = f"misconfigured: {cause}" if cause else "kafka not reachable"
+            self.waiting = (f"{what} ({type(exc).__name__}): topic {self.topic} not made yet, the relay "
                             "and the consumers not started; changes are accepted and wait in the outbox")
             return False
+        FAULTS.succeeded(self.cluster, "topic-wait")
+        self.cause = None
         self.waiting = None
         self.ready.set()
         return True
@@ -172,8 +194,12 @@ class TopicWait:
         """Try again, pausing 1 s doubling to MAX_PAUSE, until the topic is made or `stop` is set."""
         while not self.ready.is_set() and not stop.is_set():
             pause = min(self.MAX_PAUSE, 0.5 * 2 ** min(self.attempts, 16))
-            log.warning("kafka not reachable; the topic and the relay wait", topic=self.topic, attempt=self.attempts,
-                        next_attempt_in=pause)
+            if self.cause is None:
+                log.warning("kafka not reachable; the topic and the relay wait", topic=self.topic,
+                            attempt=self.attempts, next_attempt_in=pause)
+            else:
+                log.warning("kafka misconfigured; the topic and the relay wait", topic=self.topic,
+                            attempt=self.attempts, next_attempt_in=pause, error_kind=f"misconfigured: {self.cause}")
             await _wait(stop, pause)
             if not stop.is_set() and await self.try_once(timeout_ms=30_000):
                 log.info("kafka reachable; topic ready, the relay and the consumers start", topic=self.topic,
@@ -207,8 +233,11 @@ class KafkaRelay:
         client_id: str = "s117-hub-relay",
         producer_options: Mapping[str, Any] | None = None,
         topic_ready: asyncio.Event | None = None,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._engine = engine
+        self.bootstrap = _joined(bootstrap_servers)
+        self.client_options = dict(client_options or {})  # the cluster's security (kafka_security)
         self.topic_ready = topic_ready  # set once the topic is made (`TopicWait`); None: made already
         self._servers = _servers(bootstrap_servers)
         self._batch_size = batch_size
@@ -235,6 +264,7 @@ class KafkaRelay:
                 client_id=self._client_id,
                 acks="all",
                 enable_idempotence=True,
+                **self.client_options,
                 **options,
             )
             try:
@@ -324,7 +354,10 @@ class KafkaRelay:
             except KafkaError as exc:
                 log.warning("relay to kafka failed", topic=row.topic, offset=int(row.offset),
                             event_id=row.event_id, exc_type=type(exc).__name__)
-                if getattr(exc, "retriable", True) or isinstance(exc, KafkaConnectionError):
+                # A refusal for a setting (an ACL, the credentials) is not the message's fault: it waits,
+                # in order, for the setting to be fixed rather than going to the dead letters.
+                if (getattr(exc, "retriable", True) or isinstance(exc, KafkaConnectionError)
+                        or kafka_security.misconfiguration(exc)):
                     return sent, refused, exc
                 refused.append((row, f"Kafka refused the message: {type(exc).__name__}"))
                 continue
@@ -382,11 +415,15 @@ async def run_relay(relay: KafkaRelay, poll_seconds: float, stop: asyncio.Event,
             try:
                 relayed = await relay.run_once()
                 failures = 0
+                FAULTS.succeeded("bus", "relay")
             except Exception as exc:  # noqa: BLE001 - logged and retried; the outbox keeps the rows
                 failures += 1
                 delay = min(max_backoff_seconds, poll_seconds * (2 ** min(failures, 16)))
+                # A setting Kafka refuses (authentication, tls, authorization) told apart from a broker down.
+                cause = await kafka_security.note_failure("bus", "relay", exc, relay.bootstrap, relay.client_options)
+                named = {"error_kind": f"misconfigured: {cause}"} if cause else {}
                 log.warning("kafka relay run failed", attempt=failures, exc_type=type(exc).__name__,
-                            next_attempt_in=round(delay, 2))
+                            next_attempt_in=round(delay, 2), **named)
                 await _wait(stop, delay)
                 continue
             if relay.caught_up:  # all that was waiting when the run began is in Kafka
@@ -605,8 +642,10 @@ class KafkaLog:
         fetch_timeout_ms: int = 500,
         consumer_options: Mapping[str, Any] | None = None,
         topic_ready: asyncio.Event | None = None,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._servers = _servers(bootstrap_servers)
+        self._security = dict(client_options or {})  # the cluster's security (kafka_security)
         self._topic_ready = topic_ready  # no consumer before the topic is made (`TopicWait`); None: made
         self._client_id = client_id
         self._fetch_timeout_ms = fetch_timeout_ms
@@ -632,15 +671,20 @@ class KafkaLog:
                 group_id=group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                **self._security,
                 **self._options,
             )
             group = _GroupConsumer(group_id, topic, consumer)
             consumer.subscribe([topic], listener=_CommitHandledOnRevoke(self, group))
             try:
                 await consumer.start()
-            except BaseException:
+            except BaseException as exc:
                 await consumer.stop()
+                if isinstance(exc, Exception):
+                    await kafka_security.note_failure("bus", f"consumer-{group_id}", exc, _joined(self._servers),
+                                                      self._security)
                 raise
+            FAULTS.succeeded("bus", f"consumer-{group_id}")
             self._groups[key] = group
             return group
 
@@ -768,11 +812,12 @@ class KafkaLog:
         async with self._starting:
             if self._probe is None:
                 probe = AIOKafkaConsumer(bootstrap_servers=self._servers, client_id=f"{self._client_id}-lag",
-                                         group_id=None, enable_auto_commit=False)
+                                         group_id=None, enable_auto_commit=False, **self._security)
                 await probe.start()
                 self._probe = probe
             if self._admin is None:
-                admin = AIOKafkaAdminClient(bootstrap_servers=self._servers, client_id=f"{self._client_id}-admin")
+                admin = AIOKafkaAdminClient(bootstrap_servers=self._servers, client_id=f"{self._client_id}-admin",
+                                            **self._security)
                 await admin.start()
                 self._admin = admin
             return self._probe, self._admin

@@ -39,7 +39,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hub.bus import kafka_security
 from hub.bus.kafka import ensure_topic
+from hub.bus.kafka_security import FAULTS
 from hub.crypto import DataProtector
 from hub.delivery.leases import RetryPolicy, SubscriptionDeliverer
 from hub.fhir.namespaces import DEFAULT_NAMESPACES
@@ -141,7 +143,11 @@ class KafkaTopicDeliverer(SubscriptionDeliverer):
         partitions: int = 6, per_subscription_batch: int = 100, client_id: str = "s117-hub-outbound",
         producer_options: Mapping[str, Any] | None = None, source: str = "urn:s117-hub",
         timeout_seconds: float = 30.0, max_in_flight: int = 100,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
+        # The outbound cluster's security (hub/bus/kafka_security.py), for every client made here.
+        self._security = dict(client_options or {})
+        self._bootstrap = bootstrap_servers if isinstance(bootstrap_servers, str) else ",".join(bootstrap_servers)
         self._engine = engine
         self._protector = protector
         self._servers = bootstrap_servers if isinstance(bootstrap_servers, str) else list(bootstrap_servers)
@@ -162,7 +168,7 @@ class KafkaTopicDeliverer(SubscriptionDeliverer):
             if self._producer is None:
                 options: dict[str, Any] = {"linger_ms": 0, "request_timeout_ms": 30_000, **self._options}
                 producer = AIOKafkaProducer(bootstrap_servers=self._servers, client_id=self._client_id,
-                                            acks="all", enable_idempotence=True, **options)
+                                            acks="all", enable_idempotence=True, **self._security, **options)
                 try:
                     await producer.start()
                 except BaseException:
@@ -175,7 +181,7 @@ class KafkaTopicDeliverer(SubscriptionDeliverer):
         if topic in self._topics:
             return
         try:
-            await ensure_topic(self._servers, topic, partitions=self._partitions)
+            await ensure_topic(self._servers, topic, partitions=self._partitions, client_options=self._security)
         except Exception as exc:  # noqa: BLE001 - may lack the right to create: the send says if the topic is there
             log.warning("outbound topic not created", topic=topic, exc_type=type(exc).__name__)
             return
@@ -202,7 +208,11 @@ class KafkaTopicDeliverer(SubscriptionDeliverer):
                 await producer.send_and_wait(topic, value=body, key=_person_key(body, row.message_id),
                                              headers=headers)
         except Exception as exc:  # noqa: BLE001 - any failure is retried with backoff
-            return type(exc).__name__
+            # A setting the cluster refuses (authentication, tls, authorization) told apart from a broker
+            # down: named in the delivery's error, readiness and s117_kafka_misconfigured.
+            cause = await kafka_security.note_failure("outbound", "kafka-topic", exc, self._bootstrap, self._security)
+            return f"misconfigured: {cause} ({type(exc).__name__})" if cause else type(exc).__name__
+        FAULTS.succeeded("outbound", "kafka-topic")
         return None
 
     def _outcome(self, row: Any, error: str | None, wait: float | None) -> None:

@@ -57,6 +57,8 @@ ALLOWED_KEYS = frozenset(
         # the data-sharing agreements file reloaded (hub/agreements_watch.py): counts and agreement ids,
         # or why the file was refused (its name, the entry and field; never a person)
         "grants", "agreements_added", "agreements_removed", "agreements_changed", "problem",
+        # a Kafka cluster misconfigured (hub/bus/kafka_security.py): "bus" or "outbound"
+        "cluster",
     }
 )
 REDACTED = "[redacted]"

@@ -95,3 +95,13 @@ AGREEMENTS_RELOAD_FAILED = Gauge("s117_agreements_reload_failed",
 AGREEMENTS_RELOADS = Counter("s117_agreements_reloads_total",
                              "Reloads of the agreements files (data-sharing, area) by outcome (every process counts its own)",
                              ["outcome"])
+# Kafka refusing the hub for a setting rather than being down (hub/bus/kafka_security.py): 1 while a
+# component of a cluster ("bus", "outbound") last failed for `cause` (authentication, tls,
+# authorization), the largest of the live processes' (alert S117KafkaMisconfigured); and every failed
+# Kafka attempt by cause ("unreachable" for a broker down or a network fault).
+KAFKA_MISCONFIGURED = Gauge("s117_kafka_misconfigured",
+                            "1 while Kafka refuses the hub for a setting (authentication, tls, authorization)",
+                            ["cluster", "cause"], multiprocess_mode="livemax")
+KAFKA_FAILURES = Counter("s117_kafka_failures_total",
+                         "Failed Kafka attempts (relay runs, topic waits, outbound sends) by cause",
+                         ["cluster", "cause"])

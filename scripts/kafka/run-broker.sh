@@ -13,6 +13,19 @@
 #                         (default <repo>/var/kafka/dev)
 #   --fresh               delete DIR's log data and format it anew (a new cluster id)
 #   --heap SIZE           JVM heap (-Xms/-Xmx), default 512m
+#   --sasl-ssl-port N     also a SASL_SSL listener on N (TLS, then SASL PLAIN), with:
+#   --tls-keystore FILE   its certificate chain and unencrypted PKCS#8 key, PEM, in one file
+#   --plain-users FILE    the PLAIN users it accepts, one "name password" a line
+#   --scram-users FILE    SCRAM-SHA-512 users too, one "name password" a line (written into the
+#                         cluster's metadata when the log directory is formatted: with --fresh)
+#   --ssl-port N          also an SSL listener on N requiring a client certificate (mutual TLS;
+#                         the principal is User:<the certificate's subject>, e.g. User:CN=s117-hub),
+#                         with --tls-keystore and:
+#   --tls-truststore FILE the CA(s) client certificates must chain to, PEM
+#   --super-users LIST    turn on KRaft's StandardAuthorizer: these principals (e.g. "User:hub")
+#                         may do anything, everyone else nothing (no ACLs are made); the
+#                         PLAINTEXT and controller listeners' principal (User:ANONYMOUS) is
+#                         always a super user
 # The broker runs in the foreground (exec: the script's pid becomes the JVM's),
 # logging to stdout. Ctrl-C / SIGTERM stops it cleanly. Ready when it logs
 # "Kafka Server started" and the port accepts connections.
@@ -25,6 +38,13 @@ cport=""
 data="$repo/var/kafka/dev"
 fresh=0
 heap="${S117_KAFKA_HEAP:-512m}"
+sasl_port=""
+keystore=""
+plain_users=""
+scram_users=""
+ssl_port=""
+truststore=""
+super_users=""
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -33,11 +53,24 @@ while [[ $# -gt 0 ]]; do
     --data-dir) data="$2"; shift 2 ;;
     --fresh) fresh=1; shift ;;
     --heap) heap="$2"; shift 2 ;;
+    --sasl-ssl-port) sasl_port="$2"; shift 2 ;;
+    --tls-keystore) keystore="$2"; shift 2 ;;
+    --plain-users) plain_users="$2"; shift 2 ;;
+    --super-users) super_users="$2"; shift 2 ;;
+    --scram-users) scram_users="$2"; shift 2 ;;
+    --ssl-port) ssl_port="$2"; shift 2 ;;
+    --tls-truststore) truststore="$2"; shift 2 ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "run-broker.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
 cport="${cport:-$((port + 1))}"
+if [[ -n "$sasl_port" && ( -z "$keystore" || -z "$plain_users" ) ]]; then
+  echo "run-broker.sh: --sasl-ssl-port needs --tls-keystore and --plain-users" >&2; exit 2
+fi
+if [[ -n "$ssl_port" && ( -z "$keystore" || -z "$truststore" ) ]]; then
+  echo "run-broker.sh: --ssl-port needs --tls-keystore and --tls-truststore" >&2; exit 2
+fi
 
 libs="$("$here/fetch.sh")"
 mkdir -p "$data"
@@ -71,6 +104,51 @@ auto.create.topics.enable=true
 delete.topic.enable=true
 PROPS
 
+listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
+protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+[[ -n "$sasl_port" ]] && listeners="$listeners,SASL_SSL://127.0.0.1:$sasl_port" && protocols="$protocols,SASL_SSL:SASL_SSL"
+[[ -n "$ssl_port" ]] && listeners="$listeners,SSL://127.0.0.1:$ssl_port" && protocols="$protocols,SSL:SSL"
+if [[ -n "$sasl_port$ssl_port" ]]; then
+  # Later keys win in a Java properties file: the listeners are restated with the secured ones.
+  cat >> "$data/server.properties" <<PROPS
+listeners=$listeners
+advertised.listeners=$listeners
+listener.security.protocol.map=$protocols
+PROPS
+fi
+if [[ -n "$sasl_port" ]]; then
+  users=""
+  while read -r name secret; do
+    [[ -n "$name" ]] && users="$users user_$name=\"$secret\""
+  done < "$plain_users"
+  mechanisms="PLAIN"
+  [[ -n "$scram_users" ]] && mechanisms="PLAIN,SCRAM-SHA-512"
+  cat >> "$data/server.properties" <<PROPS
+sasl.enabled.mechanisms=$mechanisms
+listener.name.sasl_ssl.sasl.enabled.mechanisms=$mechanisms
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$users;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$keystore
+PROPS
+fi
+if [[ -n "$ssl_port" ]]; then
+  cat >> "$data/server.properties" <<PROPS
+listener.name.ssl.ssl.client.auth=required
+listener.name.ssl.ssl.keystore.type=PEM
+listener.name.ssl.ssl.keystore.location=$keystore
+listener.name.ssl.ssl.truststore.type=PEM
+listener.name.ssl.ssl.truststore.location=$truststore
+PROPS
+fi
+if [[ -n "$super_users" ]]; then
+  cat >> "$data/server.properties" <<PROPS
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS;$super_users
+allow.everyone.if.no.acl.found=false
+PROPS
+fi
+
 cat > "$data/log4j.properties" <<'PROPS'
 log4j.rootLogger=INFO, stdout
 log4j.appender.stdout=org.apache.log4j.ConsoleAppender
@@ -89,7 +167,13 @@ jvm=(java "-Xms$heap" "-Xmx$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.aw
 
 if [[ ! -f "$logs/meta.properties" ]]; then
   cluster_id="$("${jvm[@]}" kafka.tools.StorageTool random-uuid | tail -n1)"
-  "${jvm[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$data/server.properties" --standalone
+  scram=()
+  if [[ -n "$scram_users" ]]; then
+    while read -r name secret; do
+      [[ -n "$name" ]] && scram+=(--add-scram "SCRAM-SHA-512=[name=$name,password=$secret]")
+    done < "$scram_users"
+  fi
+  "${jvm[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$data/server.properties" --standalone "${scram[@]}"
 fi
 
 exec "${jvm[@]}" kafka.Kafka "$data/server.properties"

@@ -226,7 +226,8 @@ def test_the_systemd_unit_bounds_file_descriptors_and_the_umask():
 # The settings no production hub should have, left out of the example on purpose.
 _NOT_FOR_PRODUCTION = {"S117_WORKFLOW_CLOCK_SETTABLE"}  # moves the workflows' "today": end-to-end tests only
 # Commented out showing the choice its comment explains, not the default.
-_SHOWN_AS_A_CHOICE = {"S117_MLLP_ALLOW_UNAUTHENTICATED"}
+_SHOWN_AS_A_CHOICE = {"S117_MLLP_ALLOW_UNAUTHENTICATED", "S117_KAFKA_ALLOW_PLAINTEXT",
+                      "S117_KAFKA_OUTBOUND_ALLOW_PLAINTEXT"}
 
 
 def test_the_production_example_names_every_setting_with_its_default_where_commented_out():

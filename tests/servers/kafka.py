@@ -12,6 +12,13 @@ a temporary folder, heap 512m.
   (kafka.tools.StorageTool format --standalone) and execs `java ... kafka.Kafka`.
   Ready when the port accepts connections and a metadata request succeeds.
 - S117_TEST_KAFKA_BOOTSTRAP=host:port uses a broker you run instead.
+- `sasl_kafka` (a module's own, started only by the tests that ask for it): a broker
+  with a SASL_SSL listener as well (TLS with a certificate signed by a CA made
+  here with `cryptography`, then SASL PLAIN users from the listener's JAAS
+  config, or SCRAM-SHA-512 users written at format time), an SSL listener
+  requiring a client certificate (mutual TLS), and KRaft's StandardAuthorizer
+  with `hub` (and the client certificate's CN=s117-hub) a super user and
+  `reader` allowed nothing (tests/e2e/test_kafka_security.py).
 - When the broker cannot be had: under CI=true or S117_REQUIRE_SERVERS=1 the
   test fails with the reason and the tail of the broker's log (never a skip in
   CI); otherwise it is skipped with the reason.
@@ -103,6 +110,7 @@ class KafkaBroker:
     port: int = 0
     controller_port: int = 0
     started_in: float = 0.0
+    extra_args: list[str] = field(default_factory=list)  # more run-broker.sh options (`SaslBroker`)
     _proc: subprocess.Popen | None = None
 
     @property
@@ -123,6 +131,7 @@ class KafkaBroker:
         last = ""
         for _ in range(3):  # a free port can be taken between finding it and binding it
             self.port, self.controller_port = _free_port(), _free_port()
+            self.choose_ports()
             try:
                 self._start_once()
                 return
@@ -139,7 +148,8 @@ class KafkaBroker:
         try:
             self._proc = subprocess.Popen(
                 ["bash", str(RUN_SCRIPT), "--port", str(self.port), "--controller-port", str(self.controller_port),
-                 "--data-dir", str(self.base / "node"), *(["--fresh"] if fresh else []), "--heap", "512m"],
+                 "--data-dir", str(self.base / "node"), *(["--fresh"] if fresh else []), "--heap", "512m",
+                 *self.extra_args],
                 cwd=self.base, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         finally:
@@ -162,6 +172,9 @@ class KafkaBroker:
             time.sleep(0.3)
         self.stop_process()
         raise BrokerUnavailable(f"broker not ready after {START_TIMEOUT:.0f}s ({why}):\n{self.log_tail()}")
+
+    def choose_ports(self) -> None:
+        """Free ports for listeners beyond the two (`SaslBroker`)."""
 
     def stop_process(self) -> None:
         proc = self._proc
@@ -219,5 +232,146 @@ def kafka_bootstrap() -> Iterator[str]:
     print(f"\nkafka broker {broker.bootstrap} ready in {broker.started_in:.1f}s")  # noqa: T201 - shown with -s / -rA
     try:
         yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+# --------------------------------------------------------------------------- SASL_SSL
+
+
+USERS = {"hub": "hub-secret-7f3a9c", "reader": "reader-secret-51be2d"}
+
+
+@dataclass
+class TlsFiles:
+    ca_file: Path  # the CA that signed the broker's certificate (PEM)
+    other_ca_file: Path  # a CA the broker's certificate does not chain to
+    keystore: Path  # the broker's certificate and unencrypted PKCS#8 key (PEM)
+    client_cert: Path  # a client certificate signed by the CA, and its key (mutual TLS)
+    client_key: Path
+
+
+def make_tls_files(folder: Path) -> TlsFiles:
+    """A CA, a broker certificate for 127.0.0.1/localhost signed by it, a client certificate, and an
+    unrelated CA, written into `folder` (made with `cryptography`, RSA 2048)."""
+    from datetime import UTC, datetime, timedelta
+    from ipaddress import ip_address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+
+    def key() -> rsa.RSAPrivateKey:
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def ca(cn: str) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+        k = key()
+        cert = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(name(cn)).public_key(k.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+                .not_valid_after(now + timedelta(days=2))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                             data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                             crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(k.public_key()), critical=False)
+                .sign(k, hashes.SHA256()))
+        return k, cert
+
+    def leaf(cn: str, ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate,
+             san: list[x509.GeneralName] | None) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+        k = key()
+        b = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca_cert.subject).public_key(k.public_key())
+             .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+             .not_valid_after(now + timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False))
+        if san:
+            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return k, b.sign(ca_key, hashes.SHA256())
+
+    def pem(cert: x509.Certificate) -> bytes:
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    def pkcs8(k: rsa.RSAPrivateKey) -> bytes:
+        return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption())
+
+    ca_key, ca_cert = ca("s117 test kafka CA")
+    _, other_cert = ca("s117 test other CA")
+    broker_key, broker_cert = leaf("127.0.0.1", ca_key, ca_cert,
+                                   [x509.IPAddress(ip_address("127.0.0.1")), x509.DNSName("localhost")])
+    client_key, client_cert = leaf("s117-hub", ca_key, ca_cert, None)
+    files = TlsFiles(folder / "ca.pem", folder / "other-ca.pem", folder / "broker.pem", folder / "client.pem",
+                     folder / "client.key")
+    files.ca_file.write_bytes(pem(ca_cert))
+    files.other_ca_file.write_bytes(pem(other_cert))
+    files.keystore.write_bytes(pkcs8(broker_key) + pem(broker_cert))
+    files.client_cert.write_bytes(pem(client_cert))
+    files.client_key.write_bytes(pkcs8(client_key))
+    for f in (files.keystore, files.client_key):
+        f.chmod(0o600)
+    return files
+
+
+@dataclass
+class SaslBroker(KafkaBroker):
+    """A broker with a SASL_SSL listener beside its PLAINTEXT one (which the readiness check uses)."""
+
+    sasl_port: int = 0
+    ssl_port: int = 0  # mutual TLS: a client certificate signed by `tls.ca_file` (principal User:CN=s117-hub)
+    tls: TlsFiles | None = None
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.sasl_port}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ssl_port}"
+
+    def choose_ports(self) -> None:
+        self.sasl_port, self.ssl_port = _free_port(), _free_port()
+        if self.tls is None:
+            folder = self.base / "tls"
+            folder.mkdir(exist_ok=True)
+            self.tls = make_tls_files(folder)
+        users = self.base / "plain-users"
+        users.write_text("".join(f"{n} {p}\n" for n, p in USERS.items()))
+        users.chmod(0o600)
+        # The same users for SCRAM-SHA-512, in the metadata at format time (a fresh log directory).
+        self.extra_args = ["--sasl-ssl-port", str(self.sasl_port), "--tls-keystore", str(self.tls.keystore),
+                           "--plain-users", str(users), "--scram-users", str(users),
+                           "--ssl-port", str(self.ssl_port), "--tls-truststore", str(self.tls.ca_file),
+                           "--super-users", "User:hub;User:CN=s117-hub"]
+
+
+@pytest.fixture(scope="module")
+def sasl_kafka() -> Iterator[SaslBroker]:
+    """A broker of the module's own with a SASL_SSL listener (`sasl_bootstrap`, CA `tls.ca_file`, users
+    `USERS`), stopped after the module's tests, failed or not."""
+    reason = None
+    try:
+        broker = SaslBroker(fetch_jars())
+    except BrokerUnavailable as exc:
+        reason = str(exc)
+    if reason is not None:
+        unavailable("Kafka SASL_SSL test broker", reason)
+    try:
+        broker.start()
+    except (BrokerUnavailable, OSError, subprocess.SubprocessError) as exc:
+        tail = broker.log_tail()
+        reason = str(exc) if not tail or tail in str(exc) else f"{exc}\nbroker log:\n{tail}"
+        broker.stop()
+    if reason is not None:
+        unavailable("Kafka SASL_SSL test broker", reason)
+    print(f"\nkafka SASL_SSL broker {broker.sasl_bootstrap} ready in {broker.started_in:.1f}s")  # noqa: T201
+    try:
+        yield broker
     finally:
         broker.stop()

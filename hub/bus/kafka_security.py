@@ -1,0 +1,418 @@
+"""Transport security and authentication of the hub's Kafka clients, and telling a
+misconfigured cluster from an unreachable one.
+
+Settings (hub/settings.py, README "Kafka security"): the bus's cluster
+(`S117_BUS_URL=kafka://...`) is reached with the `S117_KAFKA_*` set below; the
+outbound cluster (`kafka` subscriptions) with the same set, unless
+`S117_KAFKA_OUTBOUND_SECURITY_PROTOCOL` is given, when the `S117_KAFKA_OUTBOUND_*`
+set is used, whole (a second cluster with its own CA and credentials).
+
+    SECURITY_PROTOCOL  PLAINTEXT (default) | SSL | SASL_PLAINTEXT | SASL_SSL
+    SSL_CA_FILE        PEM CA bundle the brokers' certificates must chain to (default: the system's)
+    SSL_CERT_FILE      PEM client certificate (mutual TLS), with SSL_KEY_FILE
+    SSL_KEY_FILE       its unencrypted PEM private key
+    SASL_MECHANISM     PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (SASL_* protocols)
+    SASL_USERNAME      the hub's principal
+    SASL_PASSWORD      its password, or SASL_PASSWORD_FILE: a file holding it (a secret store's mount)
+    ALLOW_PLAINTEXT    production (PostgreSQL) only: PLAINTEXT to brokers beyond loopback is refused
+                       at start unless this says the network is otherwise protected
+
+`client_options` gives the keyword arguments every AIOKafkaProducer, AIOKafkaConsumer
+and AIOKafkaAdminClient of the hub is made with (one ssl.SSLContext, made once by
+aiokafka.helpers.create_ssl_context: hostname checked, the CA file's certificates
+trusted). `problems` says what is wrong with a set, naming the variable and never its
+value (the hub stops at start, exit 2: hub/cli.py).
+
+At run time, a failure of a Kafka client is either a passing one (the broker down, a
+network fault: `unreachable`, retried as ever) or a misconfiguration that retrying
+will not mend: `authentication` (SASL refused, the mechanism not enabled), `tls` (the
+handshake failed: a certificate not trusted, a name not matching, a protocol
+mismatch), `authorization` (an ACL refuses the topic, the group or the cluster action).
+aiokafka hides the first two behind `KafkaConnectionError("Unable to bootstrap ...")`
+(its client logs the cause and tries the next broker), so `cause_of` opens one
+connection itself (aiokafka.conn.create_conn, the same options) to learn it. Each
+process keeps what each of its Kafka components last met (`FAULTS`): `/health/ready`'s
+`waiting` names it (`misconfigured: authentication`), `s117_kafka_misconfigured{cluster,
+cause}` is 1 meanwhile (alert S117KafkaMisconfigured) and
+`s117_kafka_failures_total{cluster,cause}` counts the failures. Changes are still
+accepted and kept in the outbox (or the deliveries queue) and go once it is mended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hub.observability.logging import get_logger
+
+# Not hub.observability.metrics at import: the settings (hub/settings.py) use this module when they are
+# read, and `s117hub serve` reads them before it chooses where the metrics live
+# (hub/observability/multiproc.py: no metric may exist before).
+
+log = get_logger("hub.bus.kafka_security")
+
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+CLUSTERS = ("bus", "outbound")
+CAUSES = ("authentication", "tls", "authorization")
+DIAGNOSE_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """One cluster's security settings. `prefix` is the variables' (`S117_KAFKA_` or
+    `S117_KAFKA_OUTBOUND_`), for naming them in problems."""
+
+    prefix: str = "S117_KAFKA_"
+    protocol: str = "PLAINTEXT"
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    sasl_password_file: Path | None = None
+    allow_plaintext: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    def problems(self) -> list[str]:
+        """What is wrong with this set, one line each naming the variable (never a value)."""
+        p = self.prefix
+        if self.protocol not in PROTOCOLS:
+            return [f"{p}SECURITY_PROTOCOL: must be one of {', '.join(PROTOCOLS)}"]
+        out: list[str] = []
+        if not self.tls:
+            for name, value in (("SSL_CA_FILE", self.ca_file), ("SSL_CERT_FILE", self.cert_file),
+                                ("SSL_KEY_FILE", self.key_file)):
+                if value is not None:
+                    out.append(f"{p}{name}: set, but {p}SECURITY_PROTOCOL {self.protocol} has no TLS "
+                               "(SSL or SASL_SSL)")
+        else:
+            out += self._tls_problems()
+        if not self.sasl:
+            for name, value in (("SASL_MECHANISM", self.sasl_mechanism), ("SASL_USERNAME", self.sasl_username),
+                                ("SASL_PASSWORD", self.sasl_password), ("SASL_PASSWORD_FILE", self.sasl_password_file)):
+                if value is not None:
+                    out.append(f"{p}{name}: set, but {p}SECURITY_PROTOCOL {self.protocol} has no SASL "
+                               "(SASL_PLAINTEXT or SASL_SSL)")
+        else:
+            out += self._sasl_problems()
+        return out
+
+    def _tls_problems(self) -> list[str]:
+        p = self.prefix
+        if self.ca_file is not None:
+            why = _unreadable(self.ca_file)
+            if why is None:
+                try:
+                    ssl.create_default_context().load_verify_locations(cafile=str(self.ca_file))
+                except (ssl.SSLError, ValueError, OSError):
+                    why = "holds no PEM certificate that parses"
+            if why:
+                return [f"{p}SSL_CA_FILE: {why}"]
+        if (self.cert_file is None) != (self.key_file is None):
+            return [f"{p}SSL_CERT_FILE, {p}SSL_KEY_FILE: a client certificate (mutual TLS) needs both"]
+        if self.cert_file is not None and self.key_file is not None:
+            for name, path in (("SSL_CERT_FILE", self.cert_file), ("SSL_KEY_FILE", self.key_file)):
+                why = _unreadable(path)
+                if why:
+                    return [f"{p}{name}: {why}"]
+            try:
+                ssl.create_default_context().load_cert_chain(str(self.cert_file), str(self.key_file),
+                                                             password=_no_password)
+            except (ssl.SSLError, ValueError, OSError, TypeError):
+                return [f"{p}SSL_CERT_FILE, {p}SSL_KEY_FILE: not a PEM certificate and its unencrypted "
+                        "private key (or they do not match)"]
+        return []
+
+    def _sasl_problems(self) -> list[str]:
+        p = self.prefix
+        if self.sasl_mechanism is None:
+            return [f"{p}SASL_MECHANISM: required with {p}SECURITY_PROTOCOL {self.protocol} "
+                    f"(one of {', '.join(MECHANISMS)})"]
+        if self.sasl_mechanism not in MECHANISMS:
+            return [f"{p}SASL_MECHANISM: must be one of {', '.join(MECHANISMS)}"]
+        out = []
+        if not self.sasl_username:
+            out.append(f"{p}SASL_USERNAME: required with {p}SASL_MECHANISM")
+        if self.sasl_password is not None and self.sasl_password_file is not None:
+            out.append(f"{p}SASL_PASSWORD, {p}SASL_PASSWORD_FILE: give one, not both")
+        elif self.sasl_password_file is not None:
+            why = _unreadable(self.sasl_password_file)
+            if why is None and not _read_secret(self.sasl_password_file):
+                why = "is empty"
+            if why:
+                out.append(f"{p}SASL_PASSWORD_FILE: {why}")
+        elif not self.sasl_password:
+            out.append(f"{p}SASL_PASSWORD: required with {p}SASL_MECHANISM (or {p}SASL_PASSWORD_FILE)")
+        return out
+
+    def plaintext_refusal(self, bootstrap: str) -> str | None:
+        """Production: why PLAINTEXT to these brokers is refused, or None (TLS, loopback, or allowed)."""
+        if self.tls or self.allow_plaintext:
+            return None
+        far = [h for h in _hosts(bootstrap) if not _loopback(h)]
+        if not far:
+            return None
+        return (f"{self.prefix}SECURITY_PROTOCOL: {self.protocol} to brokers beyond loopback would send health and "
+                f"care data unencrypted: set SSL or SASL_SSL (with {self.prefix}SSL_CA_FILE), or "
+                f"{self.prefix}ALLOW_PLAINTEXT=true if the network to the brokers is otherwise protected")
+
+    def password(self) -> str | None:
+        if self.sasl_password_file is not None:
+            return _read_secret(self.sasl_password_file)
+        return self.sasl_password
+
+    def client_options(self) -> dict[str, Any]:
+        """The aiokafka keyword arguments for every client of this cluster (call once: it makes the
+        SSL context)."""
+        options: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.tls:
+            from aiokafka.helpers import create_ssl_context
+
+            options["ssl_context"] = create_ssl_context(
+                cafile=str(self.ca_file) if self.ca_file else None,
+                certfile=str(self.cert_file) if self.cert_file else None,
+                keyfile=str(self.key_file) if self.key_file else None)
+        if self.sasl:
+            options.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                           sasl_plain_password=self.password())
+        return options
+
+
+def _no_password() -> str:
+    raise ValueError("encrypted key")
+
+
+def _unreadable(path: Path) -> str | None:
+    if not path.exists():
+        return "no such file"
+    if not path.is_file():
+        return "not a file"
+    if not os.access(path, os.R_OK):
+        return "not readable by the hub"
+    return None
+
+
+def _read_secret(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip("\r\n")
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _hosts(bootstrap: str) -> list[str]:
+    hosts = []
+    for item in bootstrap.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item.startswith("["):  # [::1]:9092
+            hosts.append(item[1:].partition("]")[0])
+        else:
+            hosts.append(item.rpartition(":")[0] if item.count(":") == 1 else item)
+    return hosts
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------- at run time
+
+
+def misconfiguration(exc: BaseException | None) -> str | None:
+    """The misconfiguration `exc` (or what caused it) shows, or None for anything else."""
+    from aiokafka import errors as e
+
+    auth = (e.SaslAuthenticationFailed, e.AuthenticationFailedError, e.AuthenticationMethodNotSupported,
+            e.UnsupportedSaslMechanismError, e.IllegalSaslStateError)
+    authz = (e.TopicAuthorizationFailedError, e.GroupAuthorizationFailedError, e.ClusterAuthorizationFailedError,
+             e.TransactionalIdAuthorizationFailed)
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, auth):
+            return "authentication"
+        if isinstance(exc, authz):
+            return "authorization"
+        if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+            return "tls"
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+async def diagnose(bootstrap: str, options: Mapping[str, Any], timeout: float = DIAGNOSE_TIMEOUT) -> str | None:
+    """Open one connection to each broker named (as aiokafka's clients do, TLS and SASL
+    included) and say what misconfiguration refused it, or None (answered, or unreachable)."""
+    from aiokafka.conn import create_conn
+
+    for item in bootstrap.split(","):
+        host, _, port = item.strip().rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit():
+            continue
+        conn = None
+        try:
+            conn = await asyncio.wait_for(create_conn(
+                host, int(port), client_id="s117-hub-diagnose", request_timeout_ms=int(timeout * 1000),
+                ssl_context=options.get("ssl_context"), security_protocol=options.get("security_protocol", "PLAINTEXT"),
+                sasl_mechanism=options.get("sasl_mechanism", "PLAIN"),
+                sasl_plain_username=options.get("sasl_plain_username"),
+                sasl_plain_password=options.get("sasl_plain_password")), timeout)
+        except Exception as exc:  # noqa: BLE001 - classified; anything else is "unreachable"
+            cause = misconfiguration(exc)
+            if cause is not None:
+                return cause
+            continue
+        finally:
+            if conn is not None:
+                conn.close()
+        return None
+    return None
+
+
+async def cause_of(exc: BaseException, bootstrap: str | None, options: Mapping[str, Any]) -> str | None:
+    """The misconfiguration behind a failure of a Kafka client, or None (a passing failure)."""
+    cause = misconfiguration(exc)
+    if cause is not None or bootstrap is None:
+        return cause
+    from aiokafka.errors import KafkaConnectionError
+
+    if isinstance(exc, KafkaConnectionError | OSError | TimeoutError):
+        # One diagnosis a cluster every DIAGNOSE_REUSE seconds, however many clients fail meanwhile.
+        now = time.monotonic()
+        known = _diagnosed.get(bootstrap)
+        if known is not None and now - known[0] < DIAGNOSE_REUSE:
+            return known[1]
+        try:
+            cause = await diagnose(bootstrap, options)
+        except Exception:  # noqa: BLE001 - a diagnosis never fails the caller
+            cause = None
+        _diagnosed[bootstrap] = (time.monotonic(), cause)
+        return cause
+    return None
+
+
+DIAGNOSE_REUSE = 2.0
+_diagnosed: dict[str, tuple[float, str | None]] = {}
+
+
+async def note_failure(cluster: str, component: str, exc: BaseException, bootstrap: str | None,
+                       options: Mapping[str, Any]) -> str | None:
+    """A Kafka client of `cluster` failed: its misconfiguration (or None), recorded in FAULTS. A failure
+    that is not Kafka's (the store's, a bug) is neither counted nor diagnosed."""
+    from aiokafka.errors import KafkaError
+
+    if not isinstance(exc, KafkaError | OSError | TimeoutError):
+        return None
+    cause = await cause_of(exc, bootstrap, options)
+    FAULTS.failed(cluster, component, cause, type(exc).__name__)
+    return cause
+
+
+class Faults:
+    """This process's Kafka components and the misconfiguration each last met (none: working,
+    or only unreachable)."""
+
+    def __init__(self) -> None:
+        self._faults: dict[tuple[str, str], str] = {}
+
+    def failed(self, cluster: str, component: str, cause: str | None, exc_type: str) -> None:
+        from hub.observability import metrics
+
+        metrics.KAFKA_FAILURES.labels(cluster=cluster, cause=cause or "unreachable").inc()
+        key = (cluster, component)
+        before = self._faults.get(key)
+        if cause is None:
+            self._faults.pop(key, None)
+        else:
+            self._faults[key] = cause
+            if before != cause:
+                log.error("kafka misconfigured: not retried into working; fix the setting", cluster=cluster,
+                          channel=component, error_kind=f"misconfigured: {cause}", exc_type=exc_type)
+        self._show(cluster)
+
+    def succeeded(self, cluster: str, component: str) -> None:
+        if self._faults.pop((cluster, component), None) is not None:
+            log.info("kafka reachable and accepted again", cluster=cluster, channel=component)
+            self._show(cluster)
+
+    def cause(self, cluster: str) -> str | None:
+        causes = sorted({c for (cl, _), c in self._faults.items() if cl == cluster})
+        return causes[0] if causes else None
+
+    def _show(self, cluster: str) -> None:
+        from hub.observability import metrics
+
+        now = {c for (cl, _), c in self._faults.items() if cl == cluster}
+        for cause in CAUSES:
+            metrics.KAFKA_MISCONFIGURED.labels(cluster=cluster, cause=cause).set(1 if cause in now else 0)
+
+    def waiting(self) -> dict[str, str]:
+        """`/health/ready`'s `waiting` entries: every cluster misconfigured in this process or (with the
+        workers apart) in any live one."""
+        out: dict[str, str] = {}
+        shared = _shared_causes()
+        for cluster in CLUSTERS:
+            cause = self.cause(cluster) or shared.get(cluster)
+            if cause is not None:
+                out["bus" if cluster == "bus" else "kafka_outbound"] = (
+                    f"misconfigured: {cause} (the Kafka {'bus' if cluster == 'bus' else 'outbound cluster'} refuses "
+                    "the hub: see the log's 'kafka misconfigured'; changes are accepted and kept, and sent once the "
+                    "settings are fixed)")
+        return out
+
+    def clear(self) -> None:
+        for cluster in CLUSTERS:
+            for key in [k for k in self._faults if k[0] == cluster]:
+                self._faults.pop(key)
+            self._show(cluster)
+
+
+FAULTS = Faults()
+
+
+def _shared_causes() -> dict[str, str]:
+    """With the workers apart (prometheus_client's multiprocess mode), the misconfigurations the
+    other live processes show (their `s117_kafka_misconfigured` gauges)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return {}
+    import glob
+
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    files = glob.glob(os.path.join(directory, "gauge_livemax_*.db"))
+    out: dict[str, str] = {}
+    try:
+        for metric in MultiProcessCollector.merge(files, accumulate=False):
+            if metric.name != "s117_kafka_misconfigured":
+                continue
+            for sample in metric.samples:
+                if sample.value >= 1 and sample.labels.get("cluster") in CLUSTERS:
+                    cause = sample.labels.get("cause", "")
+                    if cause in CAUSES:
+                        out[sample.labels["cluster"]] = min(out.get(sample.labels["cluster"], cause), cause)
+    except (OSError, ValueError, KeyError):
+        return {}
+    return out
