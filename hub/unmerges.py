@@ -102,7 +102,6 @@ from hub.workflows.person_merge import return_cases
 
 log = get_logger("hub.unmerges")
 ACTION = "unmerge"
-REASON_MAX = 1000
 # The reversal's event ids are UUIDv5 of (the merge's id, 1 or 2, this): the retained person's, the other's.
 UNMERGE_KIND = "s117-nhs-numbers-unmerged"
 # What a reversal needs of a merge row with both persons, kept since migration 0039.

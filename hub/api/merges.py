@@ -19,15 +19,15 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from hub.access import no_sooner_than
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
+from hub.api.retractions import ReasonIn
 from hub.domain.access import Rule
-from hub.ingest.contract import FreeText
 from hub.merges import MergeDenied, MergeRefused
-from hub.unmerges import REASON_MAX, ReversalRefused
+from hub.unmerges import ReversalRefused
 from hub.observability.logging import bound_correlation_id, new_correlation_id
 
 router = APIRouter(prefix="/v1/persons", tags=["persons"])
@@ -91,17 +91,8 @@ async def merge(body: MergeIn, hub: HubDep, client: ClientDep) -> dict:
 NOT_FOUND_DETAIL = "no merge with that id this client may reverse"
 
 
-class ReversalIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: FreeText = Field(min_length=1, max_length=REASON_MAX,
-                             description="Why the merge was made in error (kept encrypted; never logged)")
-
-    @field_validator("reason")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
+class ReversalIn(ReasonIn):
+    """Why the merge was made in error."""
 
 
 class ReversalOut(BaseModel):

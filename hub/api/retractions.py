@@ -27,10 +27,13 @@ router = APIRouter(prefix="/v1/register-changes", tags=["register changes"])
 NOT_FOUND_DETAIL = "no register change with that id for this client"
 
 
-class RetractionIn(BaseModel):
+class ReasonIn(BaseModel):
+    """The body of an undoing of something recorded in error: why, in words (a retraction here, the
+    reversal of a merge: hub/api/merges.py)."""
+
     model_config = ConfigDict(extra="forbid")
     reason: FreeText = Field(min_length=1, max_length=REASON_MAX,
-                             description="Why the change was recorded in error (kept encrypted; never logged)")
+                             description="Why it was recorded or made in error (kept encrypted; never logged)")
 
     @field_validator("reason")
     @classmethod
@@ -38,6 +41,10 @@ class RetractionIn(BaseModel):
         if not value.strip():
             raise ValueError("must not be blank")
         return value
+
+
+class RetractionIn(ReasonIn):
+    """Why the change was recorded in error."""
 
 
 class RetractionOut(BaseModel):

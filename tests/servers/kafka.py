@@ -26,6 +26,8 @@ a temporary folder, heap 512m.
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncio
 import os
 import re
@@ -204,6 +206,27 @@ class KafkaBroker:
                 shutil.rmtree(self.base, ignore_errors=True)
 
 
+def _started(kind: Any, what: str) -> Any:
+    """A broker of `kind` made and started, or the test failed (CI) or skipped naming `what` and why (the
+    broker's log tail with it)."""
+    reason = None
+    try:
+        broker = kind(fetch_jars())
+    except BrokerUnavailable as exc:
+        reason = str(exc)
+    if reason is not None:
+        unavailable(what, reason)
+    try:
+        broker.start()
+    except (BrokerUnavailable, OSError, subprocess.SubprocessError) as exc:
+        tail = broker.log_tail()
+        reason = str(exc) if not tail or tail in str(exc) else f"{exc}\nbroker log:\n{tail}"
+        broker.stop()
+    if reason is not None:
+        unavailable(what, reason)
+    return broker
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """`127.0.0.1:<port>` of a Kafka broker for this test session."""
@@ -214,21 +237,7 @@ def kafka_bootstrap() -> Iterator[str]:
             unavailable("Kafka test broker", f"{BOOTSTRAP_ENV}={given} does not answer: {why}")
         yield given
         return
-    reason = None
-    try:
-        broker = KafkaBroker(fetch_jars())
-    except BrokerUnavailable as exc:
-        reason = str(exc)
-    if reason is not None:
-        unavailable("Kafka test broker", reason)
-    try:
-        broker.start()
-    except (BrokerUnavailable, OSError, subprocess.SubprocessError) as exc:
-        tail = broker.log_tail()
-        reason = str(exc) if not tail or tail in str(exc) else f"{exc}\nbroker log:\n{tail}"
-        broker.stop()
-    if reason is not None:
-        unavailable("Kafka test broker", reason)
+    broker = _started(KafkaBroker, "Kafka test broker")
     print(f"\nkafka broker {broker.bootstrap} ready in {broker.started_in:.1f}s")  # noqa: T201 - shown with -s / -rA
     try:
         yield broker.bootstrap
@@ -355,21 +364,7 @@ class SaslBroker(KafkaBroker):
 def sasl_kafka() -> Iterator[SaslBroker]:
     """A broker of the module's own with a SASL_SSL listener (`sasl_bootstrap`, CA `tls.ca_file`, users
     `USERS`), stopped after the module's tests, failed or not."""
-    reason = None
-    try:
-        broker = SaslBroker(fetch_jars())
-    except BrokerUnavailable as exc:
-        reason = str(exc)
-    if reason is not None:
-        unavailable("Kafka SASL_SSL test broker", reason)
-    try:
-        broker.start()
-    except (BrokerUnavailable, OSError, subprocess.SubprocessError) as exc:
-        tail = broker.log_tail()
-        reason = str(exc) if not tail or tail in str(exc) else f"{exc}\nbroker log:\n{tail}"
-        broker.stop()
-    if reason is not None:
-        unavailable("Kafka SASL_SSL test broker", reason)
+    broker = _started(SaslBroker, "Kafka SASL_SSL test broker")
     print(f"\nkafka SASL_SSL broker {broker.sasl_bootstrap} ready in {broker.started_in:.1f}s")  # noqa: T201
     try:
         yield broker
