@@ -345,11 +345,11 @@ async def test_a_hash_whose_number_the_store_does_not_hold_is_refused_before_any
         pass
 
 
-async def test_the_look_for_a_running_hub_sees_other_sessions_and_not_its_own(store_url: str) -> None:
+async def test_the_look_for_a_running_hub_sees_other_sessions_and_not_its_own(postgres_database_url: str) -> None:
     """PostgreSQL: the command refuses while another session is connected (a running hub holds its pool's
-    connections), not counting its own sessions, however many its pool opened."""
-    if not store_url.startswith("postgresql"):
-        pytest.skip("SQLite: the store's -shm lock is the look (tests/e2e/test_rotate_data_key.py)")
+    connections), not counting its own sessions, however many its pool opened. (SQLite: the store's -shm
+    lock is the look, tests/e2e/test_rotate_data_key.py.)"""
+    store_url = postgres_database_url
     from hub.rekey_cli import _named, _sessions_elsewhere
     from hub.store.db import create_engine
 
