@@ -418,9 +418,11 @@ class Settings(BaseSettings):
     def _webhook_tls(self) -> Settings:
         """The subscribers' TLS files read at start (a mistyped path is one line naming the setting,
         not every delivery failing later)."""
-        from hub.delivery.http1 import client_tls  # noqa: PLC0415 - settings load before the delivery modules
+        files = (self.webhook_tls_ca_file, self.webhook_tls_client_cert, self.webhook_tls_client_key)
+        if any(f is not None for f in files):  # (a TLS context costs about 20 ms: made only to check files)
+            from hub.delivery.http1 import client_tls  # noqa: PLC0415 - settings load before the delivery modules
 
-        client_tls(self.webhook_tls_ca_file, self.webhook_tls_client_cert, self.webhook_tls_client_key)
+            client_tls(*files)
         return self
 
     @model_validator(mode="after")
