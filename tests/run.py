@@ -14,7 +14,8 @@ def main() -> int:
     args = ["-q", "-p", "no:cacheprovider", *sys.argv[1:]]
     if os.environ.get("CI") == "true":
         # In CI nothing may be skipped for want of a server: a skip is a failure.
-        args += ["-rs", "-W", "error::pytest.PytestUnknownMarkWarning"]
+        # The slowest tests named at the end: the suite must stay under 20 minutes on 2 cores.
+        args += ["-rs", "-W", "error::pytest.PytestUnknownMarkWarning", "--durations=30"]
         os.environ["S117_REQUIRE_SERVERS"] = "1"
     code = pytest.main(args)
     return int(code)
