@@ -59,6 +59,9 @@ ALLOWED_KEYS = frozenset(
         "grants", "agreements_added", "agreements_removed", "agreements_changed", "problem",
         # a Kafka cluster misconfigured (hub/bus/kafka_security.py): "bus" or "outbound"
         "cluster",
+        # the reference data in use recorded at start (hub/refdata_retell.py): the first 16 hex digits of its
+        # fingerprint (a hash of the data files, no person) and how many people its change was told of
+        "fingerprint", "told",
     }
 )
 REDACTED = "[redacted]"
