@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hub.delivery.http1 import HostClients, client_tls
 from tests.e2e.conftest import SECRET, make_clients, subscribe_webhook
 from tests.e2e.test_durability import _push_people
 from tests.support import HubProcess, Receiver
@@ -39,6 +40,19 @@ async def _until(hub: HubProcess, key: str, done, what: str, timeout: float = 30
         await asyncio.sleep(0.2)
 
 
+async def _refusal(receiver: Receiver, tls: ssl.SSLContext) -> str | None:
+    """What the hub's own webhook client (hub/delivery/http1.py) meets posting to `receiver` with `tls`:
+    None if answered, else the error's kind as a delivery records it."""
+    clients = HostClients(5.0, allowed_hosts=["127.0.0.1"], ssl_context=tls)
+    try:
+        await clients.post(receiver.url("E06000060"), content=b"{}", headers={"Content-Type": "application/json"})
+    except Exception as exc:  # noqa: BLE001 - its kind is what is asserted
+        return type(exc).__name__
+    finally:
+        await clients.aclose()
+    return None
+
+
 async def test_a_council_endpoint_on_its_own_ca_that_asks_for_the_hubs_certificate(tmp_path: Path,
                                                                                     sharing_file: Path) -> None:
     certs = tmp_path / "certs"
@@ -51,44 +65,22 @@ async def test_a_council_endpoint_on_its_own_ca_that_asks_for_the_hubs_certifica
     await receiver.start()
     bucks = "E06000060"
     try:
-        # 1. The hub knows neither the council's CA nor has a certificate: the endpoint is not trusted.
-        hub = HubProcess(tmp_path, sharing_path=sharing_file)
+        # The hub's client as the settings make it (client_tls): without the council's CA the endpoint is not
+        # trusted; with it, the endpoint refuses a hub with no certificate, or one of another CA's.
+        assert await _refusal(receiver, client_tls()) == "SSLCertVerificationError"
+        for hub_side in (client_tls(council_ca.pem), client_tls(council_ca.pem, stranger.cert, stranger.key)):
+            assert await _refusal(receiver, hub_side) in {"SSLError", "ConnectionResetError", "AnswerError"}
+        assert not receiver.received
+        # The hub as a process, the council's CA and its own certificate from it set: every message arrives,
+        # signed, in order, through the deliverers' process.
+        hub = HubProcess(tmp_path, sharing_path=sharing_file, S117_WEBHOOK_TLS_CA_FILE=str(council_ca.pem),
+                         S117_WEBHOOK_TLS_CLIENT_CERT=str(hub_cert.cert), S117_WEBHOOK_TLS_CLIENT_KEY=str(hub_cert.key))
         keys = await make_clients(hub.db_url)
         await hub.start()
         try:
             async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
                 await subscribe_webhook(http, keys, receiver)
                 await _push_people(http, keys["trust"], people=2, seed=3)
-            # Each subscription's queue goes in order: its head is tried, the rest wait behind it.
-            log = await _until(hub, keys[bucks], lambda log: any(d.get("last_error") for d in log),
-                               "an endpoint on a CA the hub does not trust")
-            assert {d["last_error"] for d in log} - {None} == {"SSLCertVerificationError"}
-            assert not receiver.received and all(d["status"] != "delivered" for d in log)
-        finally:
-            hub.stop()
-
-        # 2. The council's CA trusted, a certificate of another CA's presented: the endpoint refuses the hub.
-        env = {"S117_WEBHOOK_TLS_CA_FILE": str(council_ca.pem)}
-        hub = HubProcess(tmp_path, sharing_path=sharing_file, S117_WEBHOOK_TLS_CLIENT_CERT=str(stranger.cert),
-                         S117_WEBHOOK_TLS_CLIENT_KEY=str(stranger.key), **env)
-        await hub.start()
-        try:
-            log = await _until(hub, keys[bucks], lambda log: any(
-                d.get("last_error") not in (None, "SSLCertVerificationError") for d in log),
-                "a certificate the endpoint does not accept")
-            await asyncio.sleep(1)  # a few more tries
-            log = await _log(hub, keys[bucks])
-            refused = {d["last_error"] for d in log} - {None}
-            assert refused and refused <= {"SSLError", "ConnectionResetError", "AnswerError"}, refused
-            assert not receiver.received and all(d["status"] != "delivered" for d in log)
-        finally:
-            hub.stop()
-
-        # 3. The hub's own certificate from the council's CA: every message arrives, signed, nothing lost.
-        hub = HubProcess(tmp_path, sharing_path=sharing_file, S117_WEBHOOK_TLS_CLIENT_CERT=str(hub_cert.cert),
-                         S117_WEBHOOK_TLS_CLIENT_KEY=str(hub_cert.key), **env)
-        await hub.start()
-        try:
             log = await _until(hub, keys[bucks], lambda log: log and all(d["status"] == "delivered" for d in log),
                                "the hub's certificate from the council's CA")
         finally:
@@ -103,16 +95,22 @@ def test_a_tls_file_the_hub_cannot_use_stops_it_naming_the_setting(tmp_path: Pat
     import subprocess
     import sys
 
+    from pydantic import ValidationError
+
+    from hub.settings import Settings
+
     (tmp_path / "not-a-cert.pem").write_text("hello\n")
-    for env, named in (({"S117_WEBHOOK_TLS_CA_FILE": str(tmp_path / "missing.pem")}, "webhook_tls_ca_file"),
-                       ({"S117_WEBHOOK_TLS_CLIENT_CERT": str(tmp_path / "not-a-cert.pem"),
-                         "S117_WEBHOOK_TLS_CLIENT_KEY": str(tmp_path / "not-a-cert.pem")}, "webhook_tls_client_cert"),
-                       ({"S117_WEBHOOK_TLS_CLIENT_CERT": str(tmp_path / "not-a-cert.pem")},
-                        "webhook_tls_client_cert, webhook_tls_client_key")):
-        hub = HubProcess(tmp_path, **env)
-        done = subprocess.run([sys.executable, "-m", "hub.cli", "serve"], env=hub.env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode == 2, done.stderr
-        assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # one line
-        assert done.stderr.startswith(f"s117hub serve: setting {named}: "), done.stderr
-        assert "hello" not in done.stderr
+    hub = HubProcess(tmp_path, S117_WEBHOOK_TLS_CA_FILE=str(tmp_path / "missing.pem"))
+    done = subprocess.run([sys.executable, "-m", "hub.cli", "serve"], env=hub.env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # one line
+    assert done.stderr.startswith("s117hub serve: setting webhook_tls_ca_file: "), done.stderr
+    not_a_cert = tmp_path / "not-a-cert.pem"
+    for kw, named in (({"webhook_tls_client_cert": not_a_cert, "webhook_tls_client_key": not_a_cert},
+                       "webhook_tls_client_cert: cannot be read"),
+                      ({"webhook_tls_client_cert": not_a_cert}, "webhook_tls_client_cert, webhook_tls_client_key")):
+        with pytest.raises(ValidationError) as refused:
+            Settings(**kw)
+        said = refused.value.errors()[0]["msg"]
+        assert named in said and "hello" not in said
