@@ -330,6 +330,14 @@ def _report_reference_data(datasets: tuple[Dataset, ...], max_age_days: int, tod
                         setting=d.setting)
 
 
+def _subscriber_tls(settings: Settings) -> Any:
+    """The TLS context to subscribers when a CA or the hub's certificate is set (made here, once); else
+    None: the client makes the system's when it first reaches an https endpoint (a context costs about
+    20 ms, and most hubs a test starts reach none)."""
+    files = (settings.webhook_tls_ca_file, settings.webhook_tls_client_cert, settings.webhook_tls_client_key)
+    return client_tls(*files) if any(f is not None for f in files) else None
+
+
 async def build_hub(settings: Settings) -> Hub:
     kafka_servers = kafka_bootstrap(settings.bus_url)
     outbound = outbound_kafka_bootstrap(settings)
@@ -378,8 +386,7 @@ async def build_hub(settings: Settings) -> Hub:
     http = HostClients(settings.webhook_timeout_seconds, per_host=settings.webhook_max_connections_per_host,
                        allowed_hosts=settings.webhook_allowed_hosts,
                        require_https=settings.webhook_require_https,
-                       ssl_context=client_tls(settings.webhook_tls_ca_file, settings.webhook_tls_client_cert,
-                                              settings.webhook_tls_client_key))
+                       ssl_context=_subscriber_tls(settings))
     ingest = IngestService(engine, ref, agreements, protector, batch_max=settings.ingest_batch_max,
                            batch_wait=settings.ingest_batch_wait_ms / 1000)
     hub = Hub(
