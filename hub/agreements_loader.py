@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from hub.sharing import YAML_LOADER
+
 from hub.domain.agreements import (
     ENGLAND_DEFAULT_AREA,
     ENGLAND_DEFAULT_FUNDING,
@@ -179,7 +181,7 @@ def parse_agreements(data: bytes, name: str) -> AgreementBook:
     error names where (the entry and field, or the YAML's line and column), never the file's text:
     the YAML parser's own message quotes it (a reload's refusal is logged: hub/agreements_watch.py)."""
     try:
-        document = yaml.safe_load(data.decode("utf-8")) or {}
+        document = yaml.load(data.decode("utf-8"), Loader=YAML_LOADER) or {}  # noqa: S506 - a safe loader
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -28,6 +28,11 @@ FUNDING = "funding"
 _ANSWERS_KEPT = 4096  # decisions (and field groups) kept per agreements object, the least recently asked dropped
 
 
+# The safe loader in C (libyaml, with PyYAML's own wheels): the same documents and errors (line and column),
+# about ten times faster than the pure Python one; every hub start reads the agreements files.
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class AgreementFileError(ValueError):
     """The agreements file is malformed; the message names the entry and field."""
 
@@ -156,7 +161,7 @@ class SharingAgreements:
     def parse(cls, data: bytes, name: str, known_field_groups: frozenset[str] | None = None) -> "SharingAgreements":
         """The agreements file's bytes (`name`: the file's, for the error), checked as `load` checks them."""
         try:
-            doc = yaml.safe_load(data.decode())
+            doc = yaml.load(data.decode(), Loader=YAML_LOADER)  # noqa: S506 - a safe loader
         except (UnicodeDecodeError, yaml.YAMLError) as exc:
             # Where, never what: the parser's own text quotes the file's content.
             mark = getattr(exc, "problem_mark", None)
