@@ -181,7 +181,10 @@ async def test_the_on_call_engineer_sees_for_whom_and_why_and_what_each_action_d
             assert await csp_violations(page, reported) == []
             await browser.close()
         async with engine.connect() as conn:
-            done = (await conn.execute(text("SELECT action, COUNT(*) FROM operator_actions GROUP BY action"))).all()
+            # The engineer's actions from the page (the hub's own record of the reference data in use, made at
+            # a start that finds people on the register, is not one: hub/refdata_retell.py).
+            done = (await conn.execute(text("SELECT action, COUNT(*) FROM operator_actions "
+                                            "WHERE client_id <> 'hub:reference-data' GROUP BY action"))).all()
         assert dict(done) == {"replay-dead-letter": 1, "retry-delivery": 1,
                               "replay-subscription": 1}, done
     finally:
