@@ -6,7 +6,6 @@ at import time; tests build their own Settings and pass them in.
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import date
 from functools import cache
 from pathlib import Path
@@ -18,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from hub.domain.dates import england_day
 from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE, Namespaces
+from hub.hosts import loopback
 
 if TYPE_CHECKING:
     from hub.bus.kafka_security import KafkaSecurity
@@ -332,7 +332,7 @@ class Settings(BaseSettings):
             raise ValueError("mllp_tls_client_ca: client certificates need the hub's own certificate and key "
                              "(S117_MLLP_TLS_CERT, S117_MLLP_TLS_KEY)")
         if (self.mllp_port is not None and self.mllp_tls_client_ca is None and not self.mllp_allow_unauthenticated
-                and not _loopback(self.mllp_host)):
+                and not loopback(self.mllp_host)):
             raise ValueError(
                 f"mllp_host: MLLP on {self.mllp_host!r} without client certificates would let anyone who reaches "
                 "the port send as any registered trust (MSH-4 is not proof of the sender): set "
@@ -445,14 +445,6 @@ class Settings(BaseSettings):
         return Namespaces.for_base(self.canonical_base or DEFAULT_CANONICAL_BASE)
 
 
-def _loopback(host: str) -> bool:
-    """A listening address only this machine reaches."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @cache

@@ -41,7 +41,6 @@ accepted and kept in the outbox (or the deliveries queue) and go once it is mend
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import ssl
 import time
@@ -50,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hub.hosts import loopback, without_port
 from hub.observability.logging import get_logger
 
 # Not hub.observability.metrics at import: the settings (hub/settings.py) use this module when they are
@@ -165,7 +165,7 @@ class KafkaSecurity:
         """Production: why PLAINTEXT to these brokers is refused, or None (TLS, loopback, or allowed)."""
         if self.tls or self.allow_plaintext:
             return None
-        far = [h for h in _hosts(bootstrap) if not _loopback(h)]
+        far = [h for h in _hosts(bootstrap) if not loopback(h)]
         if not far:
             return None
         return (f"{self.prefix}SECURITY_PROTOCOL: {self.protocol} to brokers beyond loopback would send health and "
@@ -221,20 +221,8 @@ def _hosts(bootstrap: str) -> list[str]:
         item = item.strip()
         if not item:
             continue
-        if item.startswith("["):  # [::1]:9092
-            hosts.append(item[1:].partition("]")[0])
-        else:
-            hosts.append(item.rpartition(":")[0] if item.count(":") == 1 else item)
+        hosts.append(without_port(item))  # [::1]:9092 too
     return hosts
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # --------------------------------------------------------------------------- at run time

@@ -24,7 +24,7 @@ path stand in for the server and read them.
 
 from __future__ import annotations
 
-import ipaddress
+from hub.hosts import loopback, without_port
 import ssl
 from typing import Any
 
@@ -97,12 +97,7 @@ def connect_tls(url: URL) -> tuple[URL, dict[str, Any]]:
 
 
 def _local(host: str) -> bool:
-    if not host or host.startswith("/") or host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return not host or host.startswith("/") or loopback(host)  # a Unix socket's directory, or loopback
 
 
 def on_this_machine(url: URL) -> bool:
@@ -113,14 +108,7 @@ def on_this_machine(url: URL) -> bool:
     hosts = [hosts] if isinstance(hosts, str) else list(hosts)
     if url.host:
         hosts.append(url.host)
-    return all(_local(_host_only(h)) for h in hosts)
-
-
-def _host_only(host: str) -> str:
-    """`host`, `host:port`, `[v6]` or `[v6]:port` without the port."""
-    if host.startswith("["):
-        return host[1:host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return all(_local(without_port(h)) for h in hosts)
 
 
 def check(url: URL, allow_unverified: bool) -> None:
