@@ -34,6 +34,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hub.observability.logging import get_logger
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 
 log = get_logger("hub.observability.multiproc")
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+PREFIX = "s117hub-metrics-"
+OWNER = "front.pid"  # the front's pid, in the directory it made: a killed front's is swept by the next
 WORKER_NAMESPACE = "s117_worker"
 # The live worker processes the front started: pid -> (role, the collector reading its /proc figures;
 # made once, as it reads the boot time when made). The supervisor's, on the loop's thread.
@@ -63,10 +66,45 @@ def share_between_processes(settings: Settings) -> str | None:
     if "prometheus_client.values" in sys.modules:  # a metric may already hold its value in memory
         log.warning("worker processes' metrics not shared: the metrics library was loaded first")
         return None
-    directory = tempfile.mkdtemp(prefix="s117hub-metrics-")
+    _sweep_left_behind()
+    directory = tempfile.mkdtemp(prefix=PREFIX)
+    Path(directory, OWNER).write_text(str(os.getpid()))
     os.environ[ENV] = directory
     atexit.register(shutil.rmtree, directory, True)
     return directory
+
+
+def _sweep_left_behind() -> int:
+    """The directories of fronts that were killed (SIGKILL, the OOM killer,
+    a power cut: no exit handler ran) are removed when the next front starts,
+    so the temporary folder does not fill with one a killed hub. Only this
+    user's, and only those whose front is gone: a live hub's is kept, as is
+    one without an owner file (not ours to judge). The number removed."""
+    removed = 0
+    for directory in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        try:
+            if directory.stat().st_uid != os.getuid():
+                continue
+            pid = int((directory / OWNER).read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(pid):
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        removed += 1
+    if removed:
+        log.info("metrics directories of stopped hubs removed", count=removed)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def exposition() -> bytes:

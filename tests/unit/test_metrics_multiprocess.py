@@ -4,6 +4,8 @@ the end-to-end test with real processes is tests/e2e/test_separate_workers.py.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hub.observability import multiproc
 from hub.settings import Settings
 
@@ -76,3 +78,34 @@ def test_a_worker_gone_unnoticed_gives_no_figures_and_no_error(monkeypatch, tmp_
     child.wait()
     multiproc.worker_started(child.pid, "deliver")  # exited before a scrape, not yet reported gone
     assert b"s117_worker_process_cpu_seconds_total{" not in multiproc.exposition()
+
+
+def test_a_killed_fronts_directory_is_swept_by_the_next_and_a_live_ones_kept(monkeypatch, tmp_path) -> None:  # noqa: ANN001
+    """A front killed outright runs no exit handler, so its directory stayed
+    behind in the temporary folder (thousands of them after a test suite's
+    SIGKILL tests); the next front to start removes those whose front is gone."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv(multiproc.ENV, raising=False)
+    monkeypatch.delitem(sys.modules, "prometheus_client.values", raising=False)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    killed = tmp_path / f"{multiproc.PREFIX}killed"
+    live = tmp_path / f"{multiproc.PREFIX}live"
+    unowned = tmp_path / f"{multiproc.PREFIX}unowned"
+    for folder, owner in ((killed, gone.pid), (live, os.getpid()), (unowned, None)):
+        folder.mkdir()
+        (folder / "counter_1.db").write_bytes(b"\0" * 8)
+        if owner is not None:
+            (folder / multiproc.OWNER).write_text(str(owner))
+    made = multiproc.share_between_processes(Settings(separate_workers=True))
+    try:
+        assert made is not None and made.startswith(str(tmp_path))
+        assert (Path(made) / multiproc.OWNER).read_text() == str(os.getpid())
+        assert not killed.exists() and live.exists() and unowned.exists()
+    finally:
+        os.environ.pop(multiproc.ENV, None)
