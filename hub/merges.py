@@ -65,26 +65,23 @@ import orjson
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from hub.access import AccessPolicy, caller_of, record_decision
+from hub.access import AccessPolicy, caller_of
 from hub.audit import record_operator_action
-from hub.bus.payload import event_payload, status_on_the_bus
-from hub.bus.port import EVENTS_TOPIC, HISTORY_CHANGES, LATE, MERGED, BusMessage, history_changes
-from hub.bus.sql import lock_topic, publish
-from hub.codec import from_jsonable, to_jsonable
+from hub.bus.port import MERGED
+from hub.codec import from_jsonable
+from hub.corrections import Correction, CorrectionService, corrected, correction
 from hub.crypto import DataProtector
 from hub.domain.access import TEXTS, Decision, decide_merge
 from hub.domain.agreements import AgreementBook
 from hub.domain.dates import england_day
-from hub.domain.model import DomainEvent, EventType, RegisterChange
+from hub.domain.model import DomainEvent, RegisterChange
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import evaluate
 from hub.domain.rules.precedence import change_order
 from hub.ingest.nhs_number import nhs_number_problem, normalise
 from hub.ingest.service import Client, event_id_for, load_person_details
 from hub.observability.logging import get_logger
-from hub.register_counts import record_status
 from hub.store import merged
-from hub.store.db import write_transaction
 from hub.unmerges import MergeReversalService
 from hub.workflows.person_merge import MovedCases, move_cases
 from hub.store.schema import (care_packages, change_retractions, including_retracted, not_retracted, person_merges,
@@ -148,22 +145,23 @@ def _answer(row: Any) -> dict[str, Any]:
 def merge_event(person_id: str, carried: RegisterChange) -> DomainEvent:
     """The event a merge publishes: a correction (routed to no one as it is: each body whose position the
     joined history moves, and each body told of the superseded number's person, is told)."""
-    return DomainEvent(
-        event_type=EventType.NOTIFICATION_CORRECTED, person_id=person_id, change_id=carried.change_id,
-        occurred_on=carried.effective_date,
-        summary="Two NHS numbers of this person were merged (PDS): one register history, under the retained number.",
-        details={"merged": True})
+    return corrected(person_id, carried, "Two NHS numbers of this person were merged (PDS): one register history, "
+                                         "under the retained number.", merged=True)
 
 
-class PersonMergeService:
+def _said(c: Correction, person_id: str | None, changes: int, cases: int, event_id: str | None) -> None:
+    """A merge's log lines, once committed: the retained person's id, never a number."""
+    log.info("nhs numbers merged", person_id=person_id, source=c.client.client_id, channel=c.channel, count=changes,
+             event_id=event_id, correlation_id=c.correlation_id)
+    if cases:
+        log.info("workflow cases moved by a merge", person_id=person_id, count=cases, correlation_id=c.correlation_id)
+
+
+class PersonMergeService(CorrectionService):
     def __init__(self, engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook,
                  protector: DataProtector, today: Callable[[], date] = england_day) -> None:
-        self._engine = engine
-        self._ref = ref
-        self._agreements = agreements
-        self._protector = protector
+        super().__init__(engine, ref, agreements, protector, today)
         self._access = AccessPolicy(ref)
-        self._today = today
         # A merge made in error reversed (hub/unmerges.py): the same store, reference data and key.
         self.reversals = MergeReversalService(engine, ref, agreements, protector, today)
 
@@ -187,49 +185,34 @@ class PersonMergeService:
         kept_idx = self._protector.index(retained_nhs)
         gone_idx = self._protector.index(superseded_nhs)
         today = self._today()
-        denied: Decision | None = None
-        async with write_transaction(self._engine) as conn:
-            done = await self._merge_in(conn, client, channel, correlation_id, today, names, force,
-                                        retained_nhs, kept_idx, gone_idx, superseded_nhs)
-            if isinstance(done, Decision):  # refused by the policy: the decision recorded (committed), then raised
-                denied = done
-        if denied is not None:
-            raise MergeDenied(denied)
-        assert isinstance(done, Merge)
-        if not done.duplicate:
-            log.info("nhs numbers merged", person_id=done.body["retained_person_id"],
-                     source=client.client_id, channel=channel, count=done.body["moved_changes"],
-                     event_id=done.body["event_id"], correlation_id=correlation_id)
-            if done.body["moved_cases"]:
-                log.info("workflow cases moved by a merge", person_id=done.body["retained_person_id"],
-                         count=done.body["moved_cases"], correlation_id=correlation_id)
+        async with correction(self._engine, client, action=ACTION, channel=channel,
+                              correlation_id=correlation_id) as c:
+            done = await self._merge_in(c, today, names, force, retained_nhs, kept_idx, gone_idx, superseded_nhs)
+        if isinstance(done, Decision):  # refused by the policy: the decision recorded (committed), then raised
+            raise MergeDenied(done)
         return done
 
-    async def _merge_in(self, conn: AsyncConnection, client: Client, channel: str, correlation_id: str,
-                        today: date, names: dict[str, str], force: bool, retained_nhs: str, kept_idx: str,
-                        gone_idx: str, superseded_nhs: str) -> Merge | Decision:
-        """The merge in `conn` (see `merge`): its answer, or the policy's refusal (recorded)."""
-        caller = caller_of(client)
-        await lock_topic(conn, EVENTS_TOPIC)
+    async def _merge_in(self, c: Correction, today: date, names: dict[str, str], force: bool, retained_nhs: str,
+                        kept_idx: str, gone_idx: str, superseded_nhs: str) -> Merge | Decision:
+        """The merge in `c` (see `merge`): its answer, or the policy's refusal (recorded)."""
+        conn = c.conn
         earlier = (await conn.execute(select(person_merges)
                                       .where(person_merges.c.superseded_index == gone_idx))).first()
         # Each number's person, locked (a superseded number: the person it resolves to now).
-        kept = await self._person(conn, kept_idx)
-        gone = await self._person(conn, gone_idx)
+        kept = await self._person(c, kept_idx)
+        gone = await self._person(c, gone_idx)
         if gone is not None and kept is not None and gone.person_id == kept.person_id:
             gone = None  # merged before (or a chain): one person
         histories = {p.person_id: await self._history(conn, p.person_id) for p in (kept, gone) if p is not None}
         facts = [self._access.facts(evaluate(pid, h, self._ref, self._agreements, today) if h else None, h)
                  for pid, h in histories.items() if h]
-        decision = decide_merge(caller, facts, channel)
+        decision = decide_merge(caller_of(c.client), facts, c.channel)
         if not decision.allowed:
-            await record_decision(conn, client, channel=channel, action=ACTION, decision=decision,
-                                  correlation_id=correlation_id)
+            await c.decided(decision)
             return decision
         if earlier is not None:
             if earlier.retained_index == kept_idx:  # the same merge again: its first answer
-                await record_decision(conn, client, channel=channel, action=ACTION, decision=decision,
-                                      person_id=earlier.retained_person_id, correlation_id=correlation_id)
+                await c.decided(decision, person_id=earlier.retained_person_id)
                 return Merge(_answer(earlier), duplicate=True)
             raise MergeRefused(409, "conflict", names["superseded"],
                                "was merged into another NHS number already (a merge made in error is reversed "
@@ -248,14 +231,13 @@ class PersonMergeService:
                                        "the two numbers' persons have different dates of birth: not merged "
                                        "(the hub operator may force it once the records are checked)")
                 forced = True
-        return await self._merge_locked(conn, client, channel, correlation_id, today, decision,
-                                        retained_nhs, kept_idx, gone_idx, kept, gone, kept_details,
-                                        gone_details, forced, superseded_nhs)
+        return await self._merge_locked(c, today, decision, retained_nhs, kept_idx, gone_idx, kept, gone,
+                                        kept_details, gone_details, forced, superseded_nhs)
 
-    async def _merge_locked(self, conn: AsyncConnection, client: Client, channel: str, correlation_id: str,
-                            today: date, decision: Decision, retained_nhs: str, kept_idx: str, gone_idx: str,
-                            kept: Any, gone: Any, kept_details: dict[str, Any] | None,
+    async def _merge_locked(self, c: Correction, today: date, decision: Decision, retained_nhs: str, kept_idx: str,
+                            gone_idx: str, kept: Any, gone: Any, kept_details: dict[str, Any] | None,
                             gone_details: dict[str, Any] | None, forced: bool, superseded_nhs: str) -> Merge:
+        conn, client, channel, correlation_id = c.conn, c.client, c.channel, c.correlation_id
         now = datetime.now(UTC)
         merge_id = str(uuid4())
         rc = register_changes.c
@@ -312,16 +294,11 @@ class PersonMergeService:
             history = [from_jsonable(RegisterChange, r.canonical) for r in rows]
             if history and told_of is not None:
                 after = evaluate(person_id, history, self._ref, self._agreements, today)
-                await record_status(conn, person_id, after, late=False)
+                await c.counted(person_id, history, after)
                 carried = max(history, key=change_order)
-                event = merge_event(person_id, carried)
                 event_id = event_id_for(merge_id, 0, MERGE_KIND)
-                await publish(conn, BusMessage(
-                    topic=EVENTS_TOPIC, key=person_id, event_id=event_id,
-                    payload=event_payload(event, to_jsonable(carried), status_on_the_bus(after)),
-                    headers={"correlation_id": correlation_id, "source": client.client_id,
-                             "event_type": event.event_type.value, LATE: "1", MERGED: told_of,
-                             HISTORY_CHANGES: history_changes([r.change_id for r in rows])}))
+                await c.publish(merge_event(person_id, carried), event_id, carried, after,
+                                [r.change_id for r in rows], (MERGED, told_of))
         await conn.execute(person_merges.insert().values(
             superseded_index=gone_idx, retained_index=kept_idx,
             retained_number=self._protector.encrypt(retained_nhs.encode()), merge_id=merge_id,
@@ -332,8 +309,7 @@ class PersonMergeService:
             forced=forced, client_id=client.client_id[:64],
             org_code=client.org_code[:16],
             channel=channel[:32], correlation_id=correlation_id[:64], event_id=event_id, at=now))
-        await record_decision(conn, client, channel=channel, action=ACTION, decision=decision, person_id=person_id,
-                              correlation_id=correlation_id)
+        await c.decided(decision, person_id=person_id)
         # The merge, an audited action naming both hub persons (never a number).
         await record_operator_action(conn, client.client_id, "person-merge", person_id or merge_id, {
             "merge_id": merge_id, "retained_person_id": person_id,
@@ -341,6 +317,7 @@ class PersonMergeService:
             "moved_cases": cases.moved, "duplicate_cases": cases.duplicates,
             "forced": forced, "channel": channel, "org_code": client.org_code, "correlation_id": correlation_id,
             "event_id": event_id})
+        c.then(lambda: _said(c, person_id, len(moved), len(cases.moved), event_id))
         return Merge({"merge_id": merge_id, "status": "merged", "retained_person_id": person_id,
                       "superseded_person_id": gone.person_id if gone is not None else None,
                       "moved_changes": len(moved), "moved_cases": len(cases.moved), "forced": forced,
@@ -349,13 +326,12 @@ class PersonMergeService:
                       "event_id": event_id}, duplicate=False)
 
     @staticmethod
-    async def _person(conn: AsyncConnection, index: str) -> Any:
+    async def _person(c: Correction, index: str) -> Any:
         """The person a number's index resolves to (hub/store/merged.py), its row locked; None if none."""
-        person_id = await merged.person_id_by_index(conn, index)
+        person_id = await merged.person_id_by_index(c.conn, index)
         if person_id is None:
             return None
-        return (await conn.execute(select(persons.c.person_id, persons.c.details)
-                                   .where(persons.c.person_id == person_id).with_for_update())).first()
+        return await c.lock_person(persons.c.person_id == person_id, persons.c.details)
 
     @staticmethod
     async def _history(conn: AsyncConnection, person_id: str) -> list[RegisterChange]:

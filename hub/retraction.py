@@ -35,37 +35,28 @@ first answer (an `ingest_results` row, as ingest keeps one).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import select
 
-from hub.access import caller_of, record_decision
+from hub.access import caller_of
 from hub.audit import record_operator_action
-from hub.bus.payload import event_payload, status_on_the_bus
-from hub.bus.port import EVENTS_TOPIC, HISTORY_CHANGES, LATE, RETRACTED, BusMessage, history_changes
-from hub.bus.sql import lock_topic, publish
-from hub.codec import from_jsonable, to_jsonable
-from hub.crypto import DataProtector
+from hub.bus.port import RETRACTED
+from hub.codec import from_jsonable
+from hub.corrections import Correction, CorrectionService, correction
 from hub.domain.access import Rule
-from hub.domain.agreements import AgreementBook
 from hub.domain.model import RegisterChange
-from hub.domain.ports import ReferenceData
 from hub.domain.workflows.model import WORKFLOW_SOURCE
 from hub.domain.retraction import RETRACTION_KIND, carried_change, may_retract, retraction_event
 from hub.domain.rules import evaluate
 from hub.ingest.nhs_number import normalise
 from hub.ingest.service import Client, event_id_for, payload_sha256
 from hub.observability.logging import get_logger
-from hub.register_counts import record_status
-from hub.store.db import write_transaction
 from hub.store.merged import person_id_by_index
 from hub.store.schema import (api_clients, change_retractions, including_retracted, ingest_results, not_retracted,
-                              persons, register_changes, register_status)
-from hub.domain.dates import england_day
+                              persons, register_changes)
 
 log = get_logger("hub.retraction")
 CHANNEL = "rest"
@@ -117,43 +108,30 @@ def _answer(row: Any) -> dict[str, Any]:
             "event_id": row.event_id}
 
 
-class RetractionService:
-    def __init__(self, engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook,
-                 protector: DataProtector, today: Callable[[], date] = england_day) -> None:
-        self._engine = engine
-        self._ref = ref
-        self._agreements = agreements
-        self._protector = protector
-        self._today = today
-
+class RetractionService(CorrectionService):
     async def retract(self, client: Client, change_id: str, reason: str, correlation_id: str,
                       channel: str = CHANNEL) -> Retraction | None:
         """Retract `change_id` for `client` with `reason` (checked by the caller: 1-1000 characters).
         None: no such change, or not one `client` may retract (one answer for both)."""
         caller = caller_of(client)
         rc = register_changes.c
-        async with write_transaction(self._engine) as conn:
-            await lock_topic(conn, EVENTS_TOPIC)
-            found = (await conn.execute(including_retracted(  # a second retraction is answered from the first
+        async with correction(self._engine, client, action=ACTION, channel=channel,
+                              correlation_id=correlation_id) as c:
+            found = (await c.conn.execute(including_retracted(  # a second retraction is answered from the first
                 select(rc.change_id, rc.person_id, rc.canonical, rc.source, api_clients.c.org_code)
                 .join(api_clients, api_clients.c.client_id == rc.source, isouter=True)
                 .where(rc.change_id == change_id)))).first()
             if found is None or not may_retract(caller, found.org_code):
                 # Recorded as any refusal of a write, naming no one: "unknown" and "not yours" alike.
-                await record_decision(conn, client, channel=channel, action=ACTION, allowed=False,
-                                      rule=Rule.NO_RELATIONSHIP, correlation_id=correlation_id)
+                await c.decided(allowed=False, rule=Rule.NO_RELATIONSHIP)
                 return None
             if found.source == WORKFLOW_SOURCE:
                 # The hub's own record of a transfer's or dispute's outcome (a party's action, a determination):
                 # withdrawing it would leave the case's state and the register disagreeing. Corrected on the case.
                 raise RecordedByACase(change_id)
             # The person's row lock, as ingest takes it: no change of theirs commits until this does.
-            await conn.execute(select(persons.c.person_id).where(persons.c.person_id == found.person_id)
-                               .with_for_update())
-            done = await self._retract_locked(conn, client, found, reason, correlation_id, channel)
-        if not done.duplicate:
-            self._log(client, done, found.canonical, channel)
-        return done
+            await c.lock_person(persons.c.person_id == found.person_id)
+            return await self._retract_locked(c, found, reason)
 
     async def retract_cancelled(self, client: Client, cancel: Cancellation, correlation_id: str,
                                 channel: str = "mllp") -> CancelResult:
@@ -169,8 +147,9 @@ class RetractionService:
         digest = payload_sha256({"cancels": cancel.change_type, "person": index,
                                  "effective_date": cancel.effective_date.isoformat(), "hospital": cancel.hospital_ods})
         smid = cancel.message_id[:200]
-        async with write_transaction(self._engine) as conn:
-            await lock_topic(conn, EVENTS_TOPIC)
+        async with correction(self._engine, client, action=ACTION, channel=channel,
+                              correlation_id=correlation_id) as c:
+            conn = c.conn
             earlier = (await conn.execute(select(ingest_results.c.body, ingest_results.c.payload_sha256).where(
                 ingest_results.c.source == client.client_id, ingest_results.c.source_message_id == smid))).first()
             if earlier is not None:
@@ -181,8 +160,7 @@ class RetractionService:
             # The person's row lock, as ingest and `retract` take it (after the topic's).
             # (A number superseded by a merge: the retained person's, hub/store/merged.py.)
             found_id = await person_id_by_index(conn, index)
-            person = None if found_id is None else (await conn.execute(
-                select(persons.c.person_id).where(persons.c.person_id == found_id).with_for_update())).first()
+            person = None if found_id is None else await c.lock_person(persons.c.person_id == found_id)
             if person is None:
                 return CancelResult(CANCEL_NO_MATCH)
             rows = (await conn.execute(
@@ -199,7 +177,7 @@ class RetractionService:
             if len(live) > 1:
                 return CancelResult(CANCEL_AMBIGUOUS)
             if live:
-                done = await self._retract_locked(conn, client, live[0], cancel.reason, correlation_id, channel)
+                done = await self._retract_locked(c, live[0], cancel.reason)
                 result = CancelResult(CANCEL_ALREADY if done.duplicate else CANCEL_RETRACTED, live[0].change_id)
             elif len(matching) == 1:
                 result = CancelResult(CANCEL_ALREADY, matching[0].change_id)
@@ -209,14 +187,13 @@ class RetractionService:
                 source=client.client_id, source_message_id=smid, status_code=200,
                 body={"cancel": result.status, "change_id": result.change_id}, payload_sha256=digest,
                 created_at=datetime.now(UTC)))
-        if result.status == CANCEL_RETRACTED:
-            self._log(client, done, live[0].canonical, channel)
         return result
 
-    async def _retract_locked(self, conn: AsyncConnection, client: Client, found: Any, reason: str,
-                              correlation_id: str, channel: str) -> Retraction:
-        """The retraction of `found` (a register_changes row with its recorder's `org_code`), in `conn`,
-        which holds the events topic's lock and the person's: an earlier retraction's answer, or a new one."""
+    async def _retract_locked(self, c: Correction, found: Any, reason: str) -> Retraction:
+        """The retraction of `found` (a register_changes row with its recorder's `org_code`) in `c`, which
+        holds the events topic's lock and the person's: an earlier retraction's answer, or a new one (its
+        log line said once committed)."""
+        conn, client, correlation_id = c.conn, c.client, c.correlation_id
         caller = caller_of(client)
         rc = register_changes.c
         change_id, person_id = found.change_id, found.person_id
@@ -238,31 +215,19 @@ class RetractionService:
             change_id=change_id, person_id=person_id, client_id=client.client_id[:64],
             org_code=client.org_code[:16], reason=self._protector.encrypt(reason.encode()),
             correlation_id=correlation_id[:64], event_id=event_id, at=now))
-        await record_decision(conn, client, channel=channel, action=ACTION, allowed=True, rule=Rule.ALLOWED,
-                              person_id=person_id, change_type=retracted.change_type.value,
-                              correlation_id=correlation_id)
+        await c.decided(allowed=True, rule=Rule.ALLOWED, person_id=person_id,
+                        change_type=retracted.change_type.value)
         if caller.admin and found.org_code != client.org_code:
             await record_operator_action(conn, client.client_id, "register-change-retract", change_id,
                                          {"person_id": person_id, "correlation_id": correlation_id})
         # The register's counts: the person as the history without it stands (no longer on it: no row).
-        if history:
-            await record_status(conn, person_id, after, late=False)
-        else:
-            await conn.execute(delete(register_status).where(register_status.c.person_id == person_id))
-        await publish(conn, BusMessage(
-            topic=EVENTS_TOPIC, key=person_id, event_id=event_id,
-            payload=event_payload(event, to_jsonable(carried_change(history, retracted)),
-                                  status_on_the_bus(after)),
-            headers={"correlation_id": correlation_id, "source": client.client_id,
-                     "event_type": event.event_type.value, LATE: "1", RETRACTED: change_id,
-                     HISTORY_CHANGES: history_changes([r.change_id for r in rows])}))
+        await c.counted(person_id, history, after)
+        await c.publish(event, event_id, carried_change(history, retracted), after, [r.change_id for r in rows],
+                        (RETRACTED, change_id))
         body = {"change_id": change_id, "person_id": person_id, "status": "retracted",
                 "retracted_at": now.isoformat(), "retracted_by": client.org_code[:16],
                 "correlation_id": correlation_id[:64], "event_id": event_id}
+        c.then(lambda: log.info("register change retracted", change_id=change_id, person_id=person_id,
+                                source=client.client_id, change_type=(found.canonical or {}).get("change_type"),
+                                correlation_id=body["correlation_id"], channel=c.channel))
         return Retraction(body, duplicate=False)
-
-    @staticmethod
-    def _log(client: Client, done: Retraction, canonical: Any, channel: str) -> None:
-        log.info("register change retracted", change_id=done.body["change_id"], person_id=done.body["person_id"],
-                 source=client.client_id, change_type=(canonical or {}).get("change_type"),
-                 correlation_id=done.body["correlation_id"], channel=channel)

@@ -66,38 +66,28 @@ new record). The reversal is the hub's own correction of its register.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from hub.access import caller_of, record_decision
+from hub.access import caller_of
 from hub.audit import record_operator_action
-from hub.bus.payload import event_payload, status_on_the_bus
-from hub.bus.port import EVENTS_TOPIC, HISTORY_CHANGES, LATE, UNMERGED, BusMessage, history_changes
-from hub.bus.sql import lock_topic, publish
-from hub.codec import from_jsonable, to_jsonable
-from hub.crypto import DataProtector
+from hub.bus.port import UNMERGED
+from hub.codec import from_jsonable
+from hub.corrections import Correction, CorrectionService, corrected, correction
 from hub.domain.access import decide_unmerge
-from hub.domain.agreements import AgreementBook
-from hub.domain.dates import england_day
-from hub.domain.model import DomainEvent, EventType, RegisterChange
-from hub.domain.ports import ReferenceData
+from hub.domain.model import DomainEvent, RegisterChange
 from hub.domain.retraction import carried_change
 from hub.domain.rules import evaluate
 from hub.domain.rules.precedence import change_order
 from hub.ingest.service import Client, event_id_for, load_person_details
 from hub.observability.logging import get_logger
-from hub.register_counts import record_status
 from hub.store import merged
-from hub.store.db import write_transaction
 from hub.store.schema import (care_packages, change_retractions, including_retracted, not_retracted,
-                              person_merge_reversals, person_merges, persons, register_changes, register_status,
-                              split_decisions)
+                              person_merge_reversals, person_merges, persons, register_changes, split_decisions)
 from hub.workflows.person_merge import return_cases
 
 log = get_logger("hub.unmerges")
@@ -146,56 +136,42 @@ def _answer(row: Any) -> dict[str, Any]:
 def unmerge_event(person_id: str, carried: RegisterChange) -> DomainEvent:
     """The event a reversal publishes for one person: a correction (routed to no one as it is: each body
     whose position the reversal moves, and each body told of the person, is told)."""
-    return DomainEvent(
-        event_type=EventType.NOTIFICATION_CORRECTED, person_id=person_id, change_id=carried.change_id,
-        occurred_on=carried.effective_date,
-        summary="A merge of two NHS numbers made in error was reversed: two patients, two register histories.",
-        details={"unmerged": True})
+    return corrected(person_id, carried, "A merge of two NHS numbers made in error was reversed: two patients, two "
+                                         "register histories.", unmerged=True)
 
 
-class MergeReversalService:
-    def __init__(self, engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook,
-                 protector: DataProtector, today: Callable[[], date] = england_day) -> None:
-        self._engine = engine
-        self._ref = ref
-        self._agreements = agreements
-        self._protector = protector
-        self._today = today
-
+class MergeReversalService(CorrectionService):
     async def reverse(self, client: Client, merge_id: str, reason: str, correlation_id: str,
                       channel: str = "rest") -> Reversal | None:
         """Reverse merge `merge_id` for `client` with `reason` (checked by the caller: 1-1000 characters).
         None: no such merge, or not one `client` may reverse (one answer for both). Raises
         `ReversalRefused` (see the module)."""
-        caller = caller_of(client)
-        async with write_transaction(self._engine) as conn:
-            await lock_topic(conn, EVENTS_TOPIC)
+        async with correction(self._engine, client, action=ACTION, channel=channel,
+                              correlation_id=correlation_id) as c:
+            conn = c.conn
             before = (await conn.execute(select(person_merge_reversals)
                                          .where(person_merge_reversals.c.merge_id == merge_id))).first()
             row = None if before is not None else (await conn.execute(
                 select(person_merges).where(person_merges.c.merge_id == merge_id))).first()
             by = row.org_code if row is not None else before.merge_record.get("merged_by") if before is not None else None
-            decision = decide_unmerge(caller, by)
+            decision = decide_unmerge(caller_of(client), by)
             if not decision.allowed:
                 # Recorded as any refusal of a write, naming no one: "unknown" and "not yours" alike.
-                await record_decision(conn, client, channel=channel, action=ACTION, decision=decision,
-                                      correlation_id=correlation_id)
+                await c.decided(decision)
                 return None
             if before is not None:
-                await record_decision(conn, client, channel=channel, action=ACTION, decision=decision,
-                                      person_id=before.retained_person_id, correlation_id=correlation_id)
+                await c.decided(decision, person_id=before.retained_person_id)
                 return Reversal(_answer(before), duplicate=True)
             assert row is not None
-            done = await self._reverse_locked(conn, client, channel, correlation_id, reason, row)
-            await record_decision(conn, client, channel=channel, action=ACTION, decision=decision,
-                                  person_id=done.body["retained_person_id"], correlation_id=correlation_id)
-        log.info("nhs number merge reversed", person_id=done.body["retained_person_id"], source=client.client_id,
-                 channel=channel, count=done.body["moved_back_changes"], event_id=done.body["event_id"],
-                 correlation_id=correlation_id)
-        return done
+            done = await self._reverse_locked(c, reason, row)
+            await c.decided(decision, person_id=done.body["retained_person_id"])
+            c.then(lambda: log.info("nhs number merge reversed", person_id=done.body["retained_person_id"],
+                                    source=client.client_id, channel=channel, count=done.body["moved_back_changes"],
+                                    event_id=done.body["event_id"], correlation_id=correlation_id))
+            return done
 
-    async def _reverse_locked(self, conn: AsyncConnection, client: Client, channel: str, correlation_id: str,
-                              reason: str, row: Any) -> Reversal:
+    async def _reverse_locked(self, c: Correction, reason: str, row: Any) -> Reversal:
+        conn, client, channel, correlation_id = c.conn, c.client, c.channel, c.correlation_id
         if (await conn.execute(select(person_merges.c.merge_id)
                                .where(person_merges.c.superseded_index == row.retained_index))).first() is not None:
             raise ReversalRefused("the retained number was itself merged into another number since: reverse "
@@ -208,12 +184,11 @@ class MergeReversalService:
             raise ReversalRefused("this merge was recorded before the hub kept what a reversal takes back "
                                   "(migration 0039): undo it by hand")
         # The locks a merge takes, in its order: the retained person's row, then the superseded person's.
-        holder = (await conn.execute(select(persons.c.person_id, persons.c.details).where(
-            persons.c.nhs_number_index == row.retained_index).with_for_update())).first()
+        holder = await c.lock_person(persons.c.nhs_number_index == row.retained_index, persons.c.details)
         gone = None
         if joined:
-            gone = (await conn.execute(select(persons.c.person_id, persons.c.details, persons.c.nhs_number_index)
-                                       .where(persons.c.person_id == gone_pid).with_for_update())).first()
+            gone = await c.lock_person(persons.c.person_id == gone_pid, persons.c.details,
+                                       persons.c.nhs_number_index)
             if gone is None or gone.nhs_number_index != merged.tombstone(gone_pid) or holder is None \
                     or holder.person_id != kept_pid:
                 raise ReversalRefused("the persons this merge joined were changed since: undo it by hand")
@@ -305,7 +280,7 @@ class MergeReversalService:
             told = [(gone_pid, gone_pid)]
         event_ids: list[str] = []
         for n, (person_id, other) in enumerate(told, start=1):
-            event_id = await self._tell(conn, client, correlation_id, row.merge_id, n, person_id, other)
+            event_id = await self._tell(c, row.merge_id, n, person_id, other)
             if event_id is not None:
                 event_ids.append(event_id)
         merge = {"merged_at": _iso(row.at), "merged_by": row.org_code, "client_id": row.client_id,
@@ -329,33 +304,27 @@ class MergeReversalService:
                                    .where(person_merge_reversals.c.merge_id == row.merge_id))).one()
         return Reversal(_answer(done), duplicate=False)
 
-    async def _tell(self, conn: AsyncConnection, client: Client, correlation_id: str, merge_id: str, n: int,
-                    person_id: str, other: str) -> str | None:
+    async def _tell(self, c: Correction, merge_id: str, n: int, person_id: str, other: str) -> str | None:
         """`person_id`'s status as their history now stands, counted, and one event telling it (the `n`th of
         the reversal); None if the person has no register change at all."""
+        conn = c.conn
         rc = register_changes.c
         rows = (await conn.execute(select(rc.change_id, rc.canonical)
                                    .where(rc.person_id == person_id, not_retracted()))).all()
         history = [from_jsonable(RegisterChange, r.canonical) for r in rows]
         today = self._today()
         after = evaluate(person_id, history, self._ref, self._agreements, today)
+        await c.counted(person_id, history, after)
         if history:
-            await record_status(conn, person_id, after, late=False)
             carried = max(history, key=change_order)
         else:
-            await conn.execute(delete(register_status).where(register_status.c.person_id == person_id))
             last = (await conn.execute(including_retracted(  # everything retracted: one bare of what it said
                 select(rc.canonical).where(rc.person_id == person_id)
                 .order_by(rc.effective_date.desc(), rc.change_id.desc()).limit(1)))).scalar_one_or_none()
             if last is None:
                 return None
             carried = carried_change([], from_jsonable(RegisterChange, last))
-        event = unmerge_event(person_id, carried)
         event_id = event_id_for(merge_id, n, UNMERGE_KIND)
-        await publish(conn, BusMessage(
-            topic=EVENTS_TOPIC, key=person_id, event_id=event_id,
-            payload=event_payload(event, to_jsonable(carried), status_on_the_bus(after)),
-            headers={"correlation_id": correlation_id, "source": client.client_id,
-                     "event_type": event.event_type.value, LATE: "1", UNMERGED: other,
-                     HISTORY_CHANGES: history_changes([r.change_id for r in rows])}))
+        await c.publish(unmerge_event(person_id, carried), event_id, carried, after, [r.change_id for r in rows],
+                        (UNMERGED, other))
         return event_id
