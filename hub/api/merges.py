@@ -12,20 +12,30 @@ POST /v1/persons/merges/{merge_id}/reversal: a merge made in error (two
 patients, not one) reversed (hub/unmerges.py), by the organisation whose
 client recorded it or the hub operator; anyone else and an unknown id get one
 identical `404` (no sooner than the write refusal floor). The same reversal
-again is answered with the first answer (`duplicate: true`)."""
+again is answered with the first answer (`duplicate: true`).
+
+GET /v1/persons/merges/{merge_id}: the merge read back (hub/merge_reads.py),
+with its reversal if one was made, by those who may reverse it (the
+organisation whose client recorded it, the hub operator); the NHS numbers
+only under the `identity` field group of an agreement in force. Anyone else
+and an unknown id get one identical `404` (no sooner than the read refusal
+floor)."""
 
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.access import no_sooner_than
+from hub.access import AccessPolicy, no_sooner_than
 from hub.api.deps import ClientDep, HubDep, require
 from hub.api.problems import ProblemError
 from hub.api.retractions import ReasonIn
 from hub.domain.access import Rule
+from hub.domain.dates import england_day
+from hub.merge_reads import read_merge
 from hub.merges import MergeDenied, MergeRefused
 from hub.unmerges import ReversalRefused
 from hub.observability.logging import bound_correlation_id, new_correlation_id
@@ -145,3 +155,61 @@ async def reverse(merge_id: str, body: ReversalIn, hub: HubDep, client: ClientDe
         await no_sooner_than(started, hub.settings.write_refusal_floor_ms / 1000)
         raise ProblemError(404, "not-found", "Not found", NOT_FOUND_DETAIL)
     return {**done.body, "duplicate": done.duplicate}
+
+
+READ_NOT_FOUND_DETAIL = "no merge with that id this client may read"
+
+
+class IdentityOut(BaseModel):
+    person_id: str | None = Field(description="The hub person (null: the number held none)")
+    nhs_number: str | None = Field(None, description="Only with the `identity` field group of an agreement in "
+                                                     "force (absent otherwise); null: the hub keeps this number "
+                                                     "nowhere now (a reversed link of numbers no person held)")
+
+
+class MovedOut(BaseModel):
+    changes: int | None = Field(description="Register changes (null: not recorded, a merge before migration 0039)")
+    cases: int | None = Field(description="Transfer and dispute cases")
+    care_package_lines: int | None
+    split_decisions: int | None
+
+
+class ReversalRecordOut(BaseModel):
+    reversed_at: str
+    reversed_by: str = Field(description="the organisation that reversed the merge")
+    reason: str = Field(description="Why the merge was made in error, as the reversal gave it")
+    moved_back: MovedOut = Field(description="What went back to the superseded person")
+    unattributed_changes: list[str] = Field(description="Register changes recorded since the merge under either "
+                                                        "number, left with the retained number's person")
+    event_ids: list[str] = Field(description="The events that told the reversal")
+
+
+class MergeRecordOut(BaseModel):
+    merge_id: str
+    status: str = Field(description="merged, or reversed")
+    merged_at: str | None
+    merged_by: str | None = Field(description="the organisation that merged them")
+    channel: str | None = Field(description="rest, mllp (HL7 A40) or fhir")
+    forced: bool = Field(description="Dates of birth differed and the hub operator forced it")
+    retained: IdentityOut = Field(description="The retained NHS number's identity")
+    superseded: IdentityOut = Field(description="The superseded NHS number's identity")
+    moved: MovedOut = Field(description="What the merge joined to the retained person")
+    event_id: str | None = Field(description="The event that told the merge (null: no body was told)")
+    reversal: ReversalRecordOut | None = Field(description="The reversal of a merge made in error (null: none)")
+
+
+@router.get(
+    "/merges/{merge_id}", response_model=MergeRecordOut, response_model_exclude_unset=True,
+    summary="A merge of two NHS numbers and its reversal if any (its organisation, or the hub operator)",
+    responses={404: {"description": "No merge with that id this client may read (the same answer for an unknown "
+                                    "id and for another organisation's merge)"}})
+async def read(merge_id: Annotated[str, Path(max_length=36)], hub: HubDep, client: ClientDep) -> dict:
+    require(client, "register:write")
+    started = time.monotonic()
+    grant = AccessPolicy.read_grant(hub.sharing, client, england_day())
+    body = await read_merge(hub.engine, hub.protector, client, merge_id, grant, bound_correlation_id())
+    if body is None:
+        # The same answer as an unknown id, no sooner than a read that found one (S117_READ_REFUSAL_FLOOR_MS).
+        await no_sooner_than(started, hub.settings.read_refusal_floor_ms / 1000)
+        raise ProblemError(404, "not-found", "Not found", READ_NOT_FOUND_DETAIL)
+    return body

@@ -287,6 +287,16 @@ def decide_unmerge(caller: Caller, merged_by_org: str | None) -> Decision:
     return Decision(False, Rule.NO_RELATIONSHIP)
 
 
+def decide_merge_read(caller: Caller, merged_by_org: str | None) -> Decision:
+    """May `caller` read a merge of two NHS numbers (GET /v1/persons/merges/{id}: hub/merge_reads.py)? Who
+    may reverse it (`decide_unmerge`): the hub operator and the organisation whose client recorded it, whose
+    own act it is. No one else, not even a council or ICB told of either person: the record names both hub
+    persons (after a reversal, a patient such a body was never told of), their NHS numbers and why it was
+    reversed; what such a body needs, the corrected position, it was told. Anyone else, and an unknown
+    merge: the one no-relationship refusal (answered as for an unknown merge)."""
+    return decide_unmerge(caller, merged_by_org)
+
+
 def decide_read(
     caller: Caller, now: PersonFacts | None, at_as_of: PersonFacts | None, as_of_given: bool,
     as_of: date, last_notified_on: date | None,

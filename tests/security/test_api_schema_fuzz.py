@@ -1,8 +1,8 @@
 """Every operation in the app's own OpenAPI document, probed from outside by schemathesis: requests
 generated from the document (its examples, boundary and negative cases, then random ones), sent
 in turn with a hub admin's, a trust's and a council's real key to the app in-process (ASGI, no
-socket) over a real SQLite store holding sample people; a case whose path names a person, subscription or quarantine
-item is sent again with a real one. No answer may be a 5xx nor an exception out of the app; each
+socket) over a real SQLite store holding sample people; a case whose path names a person, subscription, quarantine
+item or merge is sent again with a real one. No answer may be a 5xx nor an exception out of the app; each
 answer's status and media type must be ones the document states for its operation, and its body
 match the schema the document gives it; a request the document calls invalid must be refused (4xx),
 and one lacking a header the document requires too.
@@ -33,6 +33,7 @@ from hub.api.app import create_app
 from hub.clients import add_client
 from hub.sample_data import bad_change, detention_to_move_scenario
 from tests.conftest import test_settings as make_settings
+from tests.unit.test_person_merges import nhs_number
 
 EXAMPLES = int(os.environ.get("S117_SCHEMA_FUZZ_EXAMPLES", "5"))
 KEYS = {  # kind: (org code, org kind, scopes, key)
@@ -78,7 +79,7 @@ async def _load(app: FastAPI) -> None:
     hub = app.state.hub
     for kind, (org, org_kind, scopes, key) in KEYS.items():
         await add_client(hub.engine, f"fuzz {kind}", org, org_kind, scopes, api_key=key)
-    trust, council = ({"X-API-Key": KEYS[k][3]} for k in ("trust", "council"))
+    admin, trust, council = ({"X-API-Key": KEYS[k][3]} for k in ("admin", "trust", "council"))
     ids: dict[str, set[str]] = {"person_id": set()}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
         for seed in range(3):
@@ -91,6 +92,11 @@ async def _load(app: FastAPI) -> None:
         r = await http.post("/v1/subscriptions", headers=council, json={"channel": "feed"})
         assert r.status_code == 201, r.text
         ids["subscription_id"] = {r.json()["subscription_id"]}
+        # A merge of two numbers the register does not hold (the operator's: no sample person changes).
+        r = await http.post("/v1/persons/merge", headers=admin,
+                            json={"retained_nhs_number": nhs_number(901), "superseded_nhs_number": nhs_number(902)})
+        assert r.status_code == 200, r.text
+        ids["merge_id"] = {r.json()["merge_id"]}
     REAL_IDS.update({name: sorted(values) for name, values in ids.items()})
 
 

@@ -108,6 +108,7 @@ def test_non_json_answers_are_stated_with_their_media_types(doc: dict) -> None:
     ("/v1/reconciliations", "post", {"415"}),
     ("/v1/register-changes", "post", {"409", "413", "415"}),
     ("/v1/persons/{person_id}/s117", "get", {"404"}),
+    ("/v1/persons/merges/{merge_id}", "get", {"404"}),
 ])
 def test_a_routes_own_answers_are_stated(doc: dict, path: str, method: str, statuses: set[str]) -> None:
     responses = doc["paths"][path][method]["responses"]
