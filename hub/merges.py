@@ -6,8 +6,8 @@ sends HL7 v2 ADT^A40 (PID-3 the retained number, MRG-1 the superseded one),
 or a FHIR `$process-message` whose event is `nhs-numbers-merged` (channel
 `fhir`: adapters/fhir_inbound), and the hub operator or a trust may ask
 `POST /v1/persons/merge`. All reach
-`PersonMergeService.merge`, which in one write transaction (the events
-topic's publish lock, then both persons' row locks, as ingest and retraction
+`PersonMergeService.merge`, which in one write transaction (hub/corrections.py:
+the events topic's publish lock, then both persons' row locks, as ingest and retraction
 take them):
 
 1. finds the hub person each number holds (a number already superseded

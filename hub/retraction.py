@@ -1,9 +1,9 @@
 """Retracting a register change recorded in error: the store and the log
 around `hub.domain.retraction`.
 
-`RetractionService.retract` takes, in one write transaction (the events
-topic's publish lock, then the person's row lock, as ingest takes them, so
-no change of the person commits in between):
+`RetractionService.retract` takes, in one write transaction (the shape of
+hub/corrections.py: the events topic's publish lock, then the person's row
+lock, as ingest takes them, so no change of the person commits in between):
 
 1. the change and the organisation of the client that recorded it; unknown,
    or neither that organisation nor the hub operator asking: None (the

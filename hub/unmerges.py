@@ -6,7 +6,7 @@ entitlement, care package lines and cases in another's record, and every body
 told the joined position: a wrong-person hazard (H-01). `POST
 /v1/persons/merges/{merge_id}/reversal` undoes it through
 `MergeReversalService.reverse`, in one write transaction taking the locks a
-merge takes (the events topic's publish lock, then the retained person's and
+merge takes (hub/corrections.py: the events topic's publish lock, then the retained person's and
 the superseded person's row locks):
 
 1. the merge (`person_merges`, by its id) or its reversal before
