@@ -31,7 +31,7 @@ from hub.fhir import examples
 from hub.fhir.examples import BOB_ICB, BUCKS_COUNCIL, OXON_COUNCIL
 from hub.fhir.messages import FIELD_GROUPS, build_event_message
 from tests.e2e.conftest import make_clients
-from tests.servers import unavailable
+from tests.servers import one_at_a_time, unavailable
 from tests.support import HubProcess
 
 pytestmark = pytest.mark.e2e
@@ -48,7 +48,9 @@ ALLOWED_WARNINGS = {"http://hl7.org/fhir/StructureDefinition/DomainResource#dom-
 def _validator() -> Path:
     if shutil.which("java") is None:
         unavailable("FHIR validator", "no `java` on PATH (Java 17)")
-    fetched = subprocess.run(["bash", str(FETCH)], capture_output=True, text=True, timeout=900, check=False)
+    with one_at_a_time():
+        fetched = subprocess.run(["bash", str(FETCH)], capture_output=True, text=True, timeout=900,
+                                 check=False)
     if fetched.returncode != 0:
         unavailable("FHIR validator", f"fetch.sh exited {fetched.returncode}: {fetched.stderr.strip()[-500:]}")
     return Path(fetched.stdout.strip().splitlines()[-1])

@@ -33,7 +33,7 @@ from hub.fhir import conformance, examples
 from hub.fhir.drift import build_drift_message, drift_example
 from hub.fhir.messages import FIELD_GROUPS, build_event_message
 from hub.fhir.namespaces import HUB_BASE
-from tests.servers import unavailable
+from tests.servers import one_at_a_time, unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 FETCH = REPO / "scripts" / "fhir-validator" / "fetch.sh"
@@ -132,7 +132,9 @@ def _broken_drift(out: Path) -> Path:
 def validation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if shutil.which("java") is None:
         unavailable("FHIR validator", "no `java` on PATH (Java 17)")
-    fetched = subprocess.run(["bash", str(FETCH)], capture_output=True, text=True, timeout=900, check=False)
+    with one_at_a_time():
+        fetched = subprocess.run(["bash", str(FETCH)], capture_output=True, text=True, timeout=900,
+                                 check=False)
     if fetched.returncode != 0:
         unavailable("FHIR validator", f"fetch.sh exited {fetched.returncode}: {fetched.stderr.strip()[-500:]}")
     home = Path(fetched.stdout.strip().splitlines()[-1])

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import unavailable
+from tests.servers import one_at_a_time, unavailable
 
 REPO = Path(__file__).resolve().parent.parent.parent
 FETCH_SCRIPT = REPO / "scripts" / "kafka" / "fetch.sh"
@@ -64,8 +64,9 @@ def fetch_jars() -> Path:
     if shutil.which("java") is None:
         raise BrokerUnavailable("no `java` on PATH (Java 17: apt-get install openjdk-17-jre-headless)")
     try:
-        out = subprocess.run(["bash", str(FETCH_SCRIPT)], capture_output=True, text=True,
-                             timeout=FETCH_TIMEOUT, check=False)
+        with one_at_a_time():
+            out = subprocess.run(["bash", str(FETCH_SCRIPT)], capture_output=True, text=True,
+                                 timeout=FETCH_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BrokerUnavailable(f"{FETCH_SCRIPT.name} did not finish: {type(exc).__name__}") from exc
     if out.returncode != 0:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import unavailable
+from tests.servers import one_at_a_time, unavailable
 from sqlalchemy.engine import URL, make_url
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -53,9 +53,10 @@ class ServerUnavailable(RuntimeError):
 def ensure_binaries() -> Path:
     """The directory holding initdb and postgres, installing them if need be."""
     try:
-        out = subprocess.run(
-            ["sh", str(ENSURE_SCRIPT)], capture_output=True, text=True, timeout=900, check=False
-        )
+        with one_at_a_time():
+            out = subprocess.run(
+                ["sh", str(ENSURE_SCRIPT)], capture_output=True, text=True, timeout=900, check=False
+            )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ServerUnavailable(f"{ENSURE_SCRIPT.name} did not run: {type(exc).__name__}") from exc
     if out.returncode != 0:

@@ -8,14 +8,15 @@ import functools
 import subprocess
 from pathlib import Path
 
-from tests.servers import unavailable
+from tests.servers import one_at_a_time, unavailable
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "debian-tool.sh"
 
 
 @functools.cache
 def _find(command: str, package: str) -> tuple[str | None, str]:
-    r = subprocess.run(["bash", str(SCRIPT), command, package], capture_output=True, text=True, timeout=900)
+    with one_at_a_time():
+        r = subprocess.run(["bash", str(SCRIPT), command, package], capture_output=True, text=True, timeout=900)
     return (r.stdout.strip().splitlines()[-1] if r.returncode == 0 and r.stdout.strip() else None,
             r.stderr.strip()[-500:])
 
