@@ -21,12 +21,30 @@ transaction; a second queuing on the same subscription is refused by the
 deliveries' unique key). The s85 notice has one id per stay whether it went
 at admission or at 12 weeks: once per stay.
 
+After a notice (`_following`): the notices that went are read back from
+their `allowed` disclosures (each matched to its stay by its event id), for
+someone whose history has an ending or a retraction. A stay whose s85 notice
+went and that has ended owes the council told it the leaving notice
+(s117-child-left-hospital-notice, s85(4); its id also names the change that
+ended the stay, so a leaving retracted and a later one is told again). A
+notice that went whose detention (or, a leaving notice, whose ending) was
+retracted owes that council its withdrawal (s117-child-notice-withdrawn,
+naming it in `supersedes`; id: of the notice withdrawn, so once). A
+withdrawal is a rectification (UK GDPR Art. 19): any agreement in force for
+the council covers it, as `s117-notification-corrected` (hub/sharing.py); a
+leaving notice needs the agreement to list it, as the notices do. Everyone
+with a detention is scanned, retracted or not; a retraction changes the
+fingerprint (it counts the retracted changes), so the next scan reads them.
+
 What a notice carries (minimum necessary): the MessageHeader with the
 S117-ChildNotice extension (why it was sent, why this council, the expected
 stay, the citation), the Patient (the hub person id; the NHS number, name
 and date of birth as the agreement grants identity and demographics), the
 detention Encounter (section, admission date, hospital: legal-status), and
-the event's summary (explanations). Never the postcode, the responsible
+the event's summary (explanations). A leaving notice's Encounter carries the
+end of the stay too; a withdrawal of a notice whose detention was recorded
+in error carries no Encounter, section or expected stay (nothing the
+retracted detention said is told again). Never the postcode, the responsible
 bodies, funding, the workflow, the position or the person's history,
 whatever the agreement grants. The EpisodeOfCare (every hub message has one)
 says only whether the detention is one s117 would follow: `planned` under a
