@@ -21,12 +21,30 @@ transaction; a second queuing on the same subscription is refused by the
 deliveries' unique key). The s85 notice has one id per stay whether it went
 at admission or at 12 weeks: once per stay.
 
+After a notice (`_following`): the notices that went are read back from
+their `allowed` disclosures (each matched to its stay by its event id), for
+someone whose history has an ending or a retraction. A stay whose s85 notice
+went and that has ended owes the council told it the leaving notice
+(s117-child-left-hospital-notice, s85(4); its id also names the change that
+ended the stay, so a leaving retracted and a later one is told again). A
+notice that went whose detention (or, a leaving notice, whose ending) was
+retracted owes that council its withdrawal (s117-child-notice-withdrawn,
+naming it in `supersedes`; id: of the notice withdrawn, so once). A
+withdrawal is a rectification (UK GDPR Art. 19): any agreement in force for
+the council covers it, as `s117-notification-corrected` (hub/sharing.py); a
+leaving notice needs the agreement to list it, as the notices do. Everyone
+with a detention is scanned, retracted or not; a retraction changes the
+fingerprint (it counts the retracted changes), so the next scan reads them.
+
 What a notice carries (minimum necessary): the MessageHeader with the
 S117-ChildNotice extension (why it was sent, why this council, the expected
 stay, the citation), the Patient (the hub person id; the NHS number, name
 and date of birth as the agreement grants identity and demographics), the
 detention Encounter (section, admission date, hospital: legal-status), and
-the event's summary (explanations). Never the postcode, the responsible
+the event's summary (explanations). A leaving notice's Encounter carries the
+end of the stay too; a withdrawal of a notice whose detention was recorded
+in error carries no Encounter, section or expected stay (nothing the
+retracted detention said is told again). Never the postcode, the responsible
 bodies, funding, the workflow, the position or the person's history,
 whatever the agreement grants. The EpisodeOfCare (every hub message has one)
 says only whether the detention is one s117 would follow: `planned` under a
@@ -44,15 +62,25 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import case, func, select
+from sqlalchemy import case, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
 from hub.delivery import queue
-from hub.domain.children import ChildNotice, candidate_notices, next_due, owed, summary
+from hub.domain.children import (
+    ChildNotice,
+    NoticeReason,
+    Told,
+    candidate_notices,
+    leaving_notices,
+    next_due,
+    owed,
+    summary,
+    withdrawals,
+)
 from hub.domain.dates import england_day
-from hub.domain.model import ChangeType, Determination, DomainEvent, Org, RegisterChange, S117Status
+from hub.domain.model import ChangeType, Determination, DomainEvent, EventType, Org, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
 from hub.fhir.messages import DEMOGRAPHICS, EXPLANATIONS, IDENTITY, LEGAL_STATUS, PatientDetails, build_event_message
 from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
@@ -62,7 +90,14 @@ from hub.observability.logging import get_logger
 from hub.periodic import every
 from hub.sharing import SharingAgreements
 from hub.store.db import write_transaction
-from hub.store.schema import disclosures, not_retracted, persons, register_changes
+from hub.store.schema import (
+    change_retractions,
+    disclosures,
+    including_retracted,
+    not_retracted,
+    persons,
+    register_changes,
+)
 
 log = get_logger("hub.children")
 SOURCE = "child-notices"
@@ -73,12 +108,27 @@ NOTICE_GROUPS = frozenset({IDENTITY, DEMOGRAPHICS, LEGAL_STATUS, EXPLANATIONS})
 # Channels that carry hub messages one by one; "council-file" carries register rows.
 CHANNELS = frozenset({"webhook", "feed", "kafka", "file", "fhir"})
 _STAY_STARTS = (ChangeType.DETAINED.value, ChangeType.CTO_REVOKED.value)
+_STAY_ENDS = (ChangeType.LEFT_HOSPITAL.value, ChangeType.CTO_STARTED.value, ChangeType.DIED.value)
+# The notices a later one follows (a leaving notice, a withdrawal): read back from their `allowed` disclosures.
+_TOLD_TYPES = (EventType.CHILD_LONG_STAY_NOTICE.value, EventType.CHILD_EHC_PLAN_NOTICE.value,
+               EventType.CHILD_LEFT_HOSPITAL_NOTICE.value)
+
+
+def _notice_id(person_id: str, stay_change_id: str, event_type: str, org_code: str | None,
+               ended_by_change_id: str | None = None) -> str:
+    key = f"{person_id}/{stay_change_id}/{event_type}/{org_code}"
+    return uuid5(EVENT_NAMESPACE, key if ended_by_change_id is None else f"{key}/{ended_by_change_id}")
 
 
 def event_id_for(person_id: str, notice: ChildNotice) -> str:
-    """One per person, stay (the detention that began it), event type and council."""
-    return uuid5(EVENT_NAMESPACE, f"{person_id}/{notice.stay.change.change_id}/{notice.event_type.value}/"
-                                  f"{notice.org_code}")
+    """One per person, stay (the detention that began it), event type and council; a leaving notice one
+    per ending of the stay too (a leaving retracted, a later one is told); a withdrawal one per notice
+    withdrawn."""
+    if notice.withdraws is not None:
+        return uuid5(EVENT_NAMESPACE, f"{notice.withdraws}/withdrawn")
+    ended = notice.stay.ended_by if notice.event_type is EventType.CHILD_LEFT_HOSPITAL_NOTICE else None
+    return _notice_id(person_id, notice.stay.change.change_id, notice.event_type.value, notice.org_code,
+                      ended.change_id if ended is not None else None)
 
 
 def message_id_for(event_id: str, org_code: str) -> str:
@@ -99,24 +149,27 @@ class ChildNoticeScanner:
         self._unrouted: set[str] = set()  # notices with no council to tell, said once a process
         # person -> (their history's fingerprint when scanned, the next day a notice can fall due without
         # a new change: None, never). Forgotten if the scan of them did not finish (`_scan_person`).
-        self._settled: dict[str, tuple[tuple[int, str], date | None]] = {}
+        self._settled: dict[str, tuple[tuple[int, str, int], date | None]] = {}
 
     async def run_once(self) -> int:
         """Scan once; returns how many notices were decided (shared, denied or unsubscribed)."""
         today = self._today()
         async with self._engine.connect() as conn:
-            # Everyone with a detention, with their history's fingerprint (its changes' count and the
-            # latest received): someone settled by an earlier scan whose history is the same and who has
-            # nothing falling due by today is passed over unread.
+            # Everyone with a detention, retracted or not (a notice of a detention retracted since is
+            # withdrawn), with their history's fingerprint (its changes' count, the latest received and
+            # how many are retracted): someone settled by an earlier scan whose history is the same and
+            # who has nothing falling due by today is passed over unread.
+            retracted = exists().where(change_retractions.c.change_id == register_changes.c.change_id)
             people = (await conn.execute(
-                select(register_changes.c.person_id, func.count(), func.max(register_changes.c.received_at))
-                .where(not_retracted()).group_by(register_changes.c.person_id)
+                select(register_changes.c.person_id, func.count(), func.max(register_changes.c.received_at),
+                       func.sum(case((retracted, 1), else_=0)))
+                .group_by(register_changes.c.person_id)
                 .having(func.sum(case((register_changes.c.change_type.in_(_STAY_STARTS), 1), else_=0)) > 0)
             )).all()
             await conn.rollback()
         decided = 0
-        for person_id, count, latest in people:
-            fingerprint = (count, str(latest))
+        for person_id, count, latest, retractions in people:
+            fingerprint = (count, str(latest), int(retractions or 0))
             settled = self._settled.get(person_id)
             if settled is not None and settled[0] == fingerprint and (settled[1] is None or today < settled[1]):
                 continue
@@ -125,13 +178,20 @@ class ChildNoticeScanner:
             log.info("child notices decided", count=decided)
         return decided
 
-    async def _scan_person(self, person_id: str, today: date, fingerprint: tuple[int, str] | None = None) -> int:
+    async def _scan_person(self, person_id: str, today: date,
+                           fingerprint: tuple[int, str, int] | None = None) -> int:
         self._settled.pop(person_id, None)  # settled again only once this scan of them is through
         async with self._engine.connect() as conn:
             rows = (await conn.execute(select(register_changes.c.canonical).where(
                 register_changes.c.person_id == person_id, not_retracted()))).all()
             history = [from_jsonable(RegisterChange, r.canonical) for r in rows]
             due = {event_id_for(person_id, n): n for n in candidate_notices(history, today, self._ref)}
+            # What follows a notice that went: its stay's end (s85(4)), its withdrawal (a retraction).
+            # Read only for someone with an ending or a retraction in their history.
+            retractions = fingerprint[2] if fingerprint is not None else 1
+            if retractions or any(c.change_type.value in _STAY_ENDS for c in history):
+                for notice in await self._following(conn, person_id, history, today, retractions > 0):
+                    due[event_id_for(person_id, notice)] = notice
             if due:
                 due = {i: n for i, n in due.items() if i not in await _decided(conn, list(due))}
             details = None
@@ -167,6 +227,30 @@ class ChildNoticeScanner:
             self._settled[person_id] = (fingerprint, next_due(history, today))
         return decided
 
+    async def _following(self, conn: Any, person_id: str, history: list[RegisterChange], today: date,
+                         any_retracted: bool) -> list[ChildNotice]:
+        """The leaving notices and withdrawals the notices that went to councils about the person owe
+        (hub/domain/children.py `leaving_notices`, `withdrawals`)."""
+        rows = (await conn.execute(
+            select(disclosures.c.event_id, disclosures.c.event_type, disclosures.c.recipient_org).distinct()
+            .where(disclosures.c.person_id == person_id, disclosures.c.decision == "allowed",
+                   disclosures.c.event_type.in_(_TOLD_TYPES)))).all()
+        if not rows:
+            return []
+        retracted: dict[str, RegisterChange] = {}
+        if any_retracted:  # the detentions and endings retracted, read on purpose
+            for r in (await conn.execute(including_retracted(
+                    select(register_changes.c.canonical).where(
+                        register_changes.c.person_id == person_id,
+                        register_changes.c.change_type.in_(_STAY_STARTS + _STAY_ENDS),
+                        register_changes.c.change_id.in_(select(change_retractions.c.change_id)
+                                                         .where(change_retractions.c.person_id == person_id)))))
+                      ).all():
+                change = from_jsonable(RegisterChange, r.canonical)
+                retracted[change.change_id] = change
+        told = told_notices(person_id, rows, [*history, *retracted.values()])
+        return [*leaving_notices(history, told, today), *withdrawals(history, told, retracted)]
+
     async def _share(self, conn: Any, event_id: str, person_id: str, notice: ChildNotice,
                      details: dict[str, Any], today: date) -> int | None:
         org = notice.org_code
@@ -191,6 +275,28 @@ class ChildNoticeScanner:
         return found if found is not None else Org(code=code, name=code, kind="council")
 
 
+def told_notices(person_id: str, rows: list[Any], changes: list[RegisterChange]) -> list[Told]:
+    """The notices that went (`rows`: `allowed` disclosures' event id, type and council), each matched
+    to the stay it was about by its event id (`event_id_for`): a detention of `changes` (the history
+    and its retracted changes) began it and, for a leaving notice, one ended it. A row matching none (a
+    merge moved the history since) is left out."""
+    starts = [c.change_id for c in changes if c.change_type.value in _STAY_STARTS]
+    ends = [c.change_id for c in changes if c.change_type.value in _STAY_ENDS]
+    out: list[Told] = []
+    for event_id, event_type, org in rows:
+        kind = EventType(event_type)
+        for start in starts:
+            if kind is EventType.CHILD_LEFT_HOSPITAL_NOTICE:
+                end = next((e for e in ends if _notice_id(person_id, start, event_type, org, e) == event_id), None)
+                if end is not None:
+                    out.append(Told(event_id, kind, org, start, end))
+                    break
+            elif _notice_id(person_id, start, event_type, org) == event_id:
+                out.append(Told(event_id, kind, org, start))
+                break
+    return out
+
+
 async def _decided(conn: Any, event_ids: list[str]) -> set[str]:
     return set((await conn.execute(select(disclosures.c.event_id).distinct()
                                    .where(disclosures.c.event_id.in_(event_ids)))).scalars())
@@ -204,17 +310,22 @@ def build_notice_message(notice: ChildNotice, person_id: str, details: dict[str,
     the groups of `include` that a notice may (`NOTICE_GROUPS`) and the S117-ChildNotice extension."""
     stay = notice.stay
     assert notice.basis is not None  # a notice with a council to tell has the basis it was found on
-    code = stay.legal_status_code
+    # A withdrawal of a notice whose detention was recorded in error tells nothing of it again; one of a
+    # leaving retracted tells the stay as it stands (going on, or ended by another change).
+    told_stay = notice.reason is not NoticeReason.ADMISSION_IN_ERROR
+    code = stay.legal_status_code if told_stay else None
     legal = ref.legal_status(code) if code else None
     in_hospital = stay.left_on is None or stay.left_on > today
+    qualifying = code if legal is not None and legal.s117_qualifying == "yes" else None
     # Only what the notice is about: the stay. No entitlement, responsible body or review of the person's.
     status = S117Status(
         person_id=person_id, as_of=today, entitled=False, entitlement=Determination(None, "", ""),
-        detained=in_hospital, in_hospital=in_hospital,
-        qualifying_section_code=code if legal is not None and legal.s117_qualifying == "yes" else None,
-        detention_start=stay.admitted_on)
+        detained=in_hospital, in_hospital=in_hospital, qualifying_section_code=qualifying,
+        detention_start=stay.admitted_on if told_stay else None)
     event = DomainEvent(event_type=notice.event_type, person_id=person_id, change_id=stay.change.change_id,
                         occurred_on=notice.occurred_on, summary=summary(notice))
+    if not told_stay:
+        include = include - {LEGAL_STATUS}
     patient = PatientDetails(
         nhs_number=details["nhs_number"], given_name=details.get("given_name") or "",
         family_name=details.get("family_name") or "",
@@ -224,13 +335,22 @@ def build_notice_message(notice: ChildNotice, person_id: str, details: dict[str,
         sent_at=sent_at or datetime.now(UTC), source_endpoint=source_endpoint, recipient=org,
         include=include & NOTICE_GROUPS, legal_status_display=legal.description if legal else None,
         hospital_ods=stay.hospital_ods, ns=ns)
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "EpisodeOfCare":
+            # Whether s117 would follow the detention, whether or not the child is in hospital now.
+            resource["status"] = "planned" if qualifying is not None else "cancelled"
+        elif resource["resourceType"] == "Encounter" and stay.left_on is not None and not in_hospital:
+            resource["period"]["end"] = stay.left_on.isoformat()  # the stay ended (s85(4))
     parts: list[dict[str, Any]] = [
         {"url": "reason", "valueCode": notice.reason.value},
         {"url": "basis", "valueCode": notice.basis.value},
     ]
-    weeks = stay.change.expected_stay_weeks
+    weeks = stay.change.expected_stay_weeks if told_stay else None
     if weeks is not None:
         parts.append({"url": "expectedStayWeeks", "valuePositiveInt": weeks})
+    if notice.withdraws is not None:
+        parts.append({"url": "supersedes", "valueString": notice.withdraws})
     parts.append({"url": "citation", "valueString": notice.citation})
     header = bundle["entry"][0]["resource"]
     header["extension"].append({"url": ns.extension("S117-ChildNotice"), "extension": parts})

@@ -16,6 +16,8 @@ from hub.domain.drift import DriftThreshold, strictest
 from hub.domain.model import EventType
 
 WILDCARD = "*"
+# Event types that correct what a recipient was told: owed under any agreement in force (`_decide`).
+_CORRECTIONS = frozenset({EventType.NOTIFICATION_CORRECTED.value, EventType.CHILD_NOTICE_WITHDRAWN.value})
 # Explanations name the responsible bodies ("council: Buckinghamshire, ..."), so
 # an agreement cannot grant them while withholding who is responsible.
 GROUP_REQUIRES = {"explanations": frozenset({"responsibility"}), "funding": frozenset({"responsibility"})}
@@ -111,10 +113,12 @@ class SharingAgreements:
         grants = [g for g in self._by_org.get(org_code, []) if g.in_force(on)]
         if not grants:
             return SharingDecision(False, None, frozenset(), "no data-sharing agreement in force names this organisation")
-        if event_type == EventType.NOTIFICATION_CORRECTED.value:
+        if event_type in _CORRECTIONS:
             # A correction of what was disclosed is owed to every recipient
             # of it (UK GDPR Art. 19): any agreement in force covers it, with
-            # the field groups that agreement grants.
+            # the field groups that agreement grants. A children's notice
+            # withdrawn is one (hub/children.py: sent only to a council the
+            # notice went to).
             matching = grants
         else:
             matching = [g for g in grants if g.covers(event_type)]

@@ -43,14 +43,42 @@ sent (at 18 the person is no longer a child the council has the s85/s86
 duties to: nothing is sent). No date of birth on the register: not known to
 be a child, no s85 notice. The EHC notice has no age test.
 
+After the s85 notice (`leaving_notices`, `withdrawals`):
+
+* s85(4): "The accommodating authority shall also notify the responsible
+  authority when they cease to accommodate the child." When a stay whose
+  s85 notice went (`Told`: an `allowed` disclosure to a council) ends
+  (leaving hospital, a CTO or death, as above), the council that was told is
+  told the stay ended, with the date (the change that ended it): once per
+  ending. No age test: the s85(1) duty was owed to the council while the
+  person was a child, and telling the council that the stay it knows of has
+  ended is still right when the person has turned 18 since (the council may
+  hold a record of a child in hospital open otherwise); nor is the date of
+  birth needed. A stay whose s85 notice did not go (ended on day 83, a
+  council whose agreement refused it, no subscription) owes none: the
+  council was never told of the stay. A stay long over when this was first
+  deployed owes it once, since the council was told of it and never of its
+  end.
+* Withdrawal (UK GDPR Art. 16, 19: a rectification is told to each
+  recipient): a notice that went (s85, EHC or leaving) whose detention was
+  then retracted as recorded in error is withdrawn (`admission-recorded-in-
+  error`: the notice was sent in error; the detention's facts are not told
+  again); a leaving notice whose ending change was retracted is withdrawn
+  with `stay-continues` (the child is in hospital again, the stay goes on;
+  a later leaving is told as any) or, when another change now ends the stay,
+  `leaving-recorded-in-error` (the leaving that now ends it is told by its
+  own notice). Each withdrawal goes once, to the council that was told, and
+  only for a notice that went (a notice refused or unsubscribed told no one).
+  No age test either.
+
 Pure functions, standard library only, no personal data (the date of birth
 comes in as an argument and goes nowhere).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from enum import StrEnum
 
@@ -64,9 +92,17 @@ ADULT_AGE = 18
 
 S85_CITATION = "Children Act 1989 s85; Worcs 6.1"
 EHC_CITATION = "Worcs 6.4"
+LEFT_CITATION = "Children Act 1989 s85(4)"
+WITHDRAWN_CITATION = "UK GDPR Art. 16, 19 (rectification told to each recipient)"
+# The notices a withdrawal or a leaving notice may follow (those that tell a council of a stay).
+STAY_NOTICES = frozenset({EventType.CHILD_LONG_STAY_NOTICE, EventType.CHILD_EHC_PLAN_NOTICE,
+                          EventType.CHILD_LEFT_HOSPITAL_NOTICE})
 
 _STARTS = frozenset({ChangeType.DETAINED, ChangeType.CTO_REVOKED})
 _ENDS = frozenset({ChangeType.LEFT_HOSPITAL, ChangeType.CTO_STARTED, ChangeType.DIED})
+_ENDED_HOW = {ChangeType.LEFT_HOSPITAL: "left hospital",
+              ChangeType.CTO_STARTED: "left hospital on a community treatment order",
+              ChangeType.DIED: "died"}
 
 
 class NoticeReason(StrEnum):
@@ -75,6 +111,11 @@ class NoticeReason(StrEnum):
     EXPECTED_LONG_STAY = "expected-long-stay"  # s85(1)(b): intended to be 12 weeks or more, told at admission
     LONG_STAY_REACHED = "long-stay-reached"  # s85(1)(a): 12 consecutive weeks in hospital
     EHC_PLAN_ADMISSION = "ehc-plan-admission"  # Worcs 6.4: admitted, the plan's council told
+    STAY_ENDED = "stay-ended"  # s85(4): the council told of the stay told it ended
+    # Withdrawals (s117-child-notice-withdrawn): why the notice named in `supersedes` is withdrawn.
+    ADMISSION_IN_ERROR = "admission-recorded-in-error"  # the detention retracted: the notice was sent in error
+    STAY_CONTINUES = "stay-continues"  # the leaving retracted: the child is in hospital, the stay goes on
+    LEAVING_IN_ERROR = "leaving-recorded-in-error"  # the leaving retracted; another change now ends the stay
 
 
 class Basis(StrEnum):
@@ -94,6 +135,7 @@ class Stay:
     hospital_ods: str | None
     legal_status_code: str | None
     left_on: date | None = None  # None: still in hospital
+    ended_by: RegisterChange | None = None  # the change that ended it (leaving hospital, a CTO, death)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +151,8 @@ class ChildNotice:
     # The person must be under 18 on this day for the notice to be owed; None: no age test (EHC).
     child_on: date | None
     citation: str
+    # A withdrawal: the event id of the notice it withdraws (the MessageHeader's `supersedes`).
+    withdraws: str | None = None
 
     @property
     def occurred_on(self) -> date:
@@ -142,7 +186,7 @@ def stays(history: Iterable[RegisterChange]) -> list[Stay]:
                            hospital_ods=change.hospital_ods or hospital, legal_status_code=change.legal_status_code)
         elif kind in _ENDS and current is not None:
             out.append(Stay(current.change, current.admitted_on, current.hospital_ods, current.legal_status_code,
-                            left_on=change.effective_date))
+                            left_on=change.effective_date, ended_by=change))
             current = None
     if current is not None:
         out.append(current)
@@ -189,12 +233,93 @@ def candidate_notices(history: Sequence[RegisterChange], today: date, ref: Refer
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Told:
+    """A children's notice that went: an `allowed` disclosure of it to `org_code` (the caller reads them)."""
+
+    event_id: str
+    event_type: EventType
+    org_code: str
+    stay_change_id: str  # the detention that began the stay it was about
+    ended_by_change_id: str | None = None  # a leaving notice: the change that ended the stay
+
+
+def _basis(stay: Stay, event_type: EventType) -> Basis:
+    """Why the council told of `stay` by a notice of `event_type` was the one told."""
+    if event_type is EventType.CHILD_EHC_PLAN_NOTICE:
+        return Basis.EHC_PLAN
+    return Basis.ORDINARY_RESIDENCE if stay.change.residence_la_gss else Basis.HOSPITAL_AREA
+
+
+def leaving_notices(history: Sequence[RegisterChange], told: Iterable[Told], today: date) -> list[ChildNotice]:
+    """s85(4): each stay ended by `today` whose s85 notice went (`told`), told to the council that had it.
+    No age test (`child_on` None): the council knows of the stay; its end is told whatever the age now."""
+    s85 = {t.stay_change_id: t for t in told if t.event_type is EventType.CHILD_LONG_STAY_NOTICE}
+    out: list[ChildNotice] = []
+    for stay in stays(history):
+        if stay.left_on is None or stay.left_on > today or stay.ended_by is None:
+            continue
+        went = s85.get(stay.change.change_id)
+        if went is None:
+            continue  # the council was never told of this stay (no notice owed, refused or unsubscribed)
+        out.append(ChildNotice(EventType.CHILD_LEFT_HOSPITAL_NOTICE, NoticeReason.STAY_ENDED, stay, went.org_code,
+                               _basis(stay, EventType.CHILD_LONG_STAY_NOTICE), stay.left_on, None, LEFT_CITATION))
+    return out
+
+
+def withdrawals(history: Sequence[RegisterChange], told: Iterable[Told],
+                retracted: Mapping[str, RegisterChange]) -> list[ChildNotice]:
+    """Each notice that went (`told`) whose detention, or (a leaving notice) whose ending, was retracted
+    (`retracted`: the person's retracted changes by id) is withdrawn, to the council that was told it.
+    A detention retracted: `admission-recorded-in-error`, the stay as the bare detention (nothing it said
+    is told again). An ending retracted: `stay-continues` when the stay is open again, else
+    `leaving-recorded-in-error`."""
+    current = {s.change.change_id: s for s in stays(history)}
+    out: list[ChildNotice] = []
+    for t in told:
+        if t.event_type not in STAY_NOTICES:
+            continue
+        start = retracted.get(t.stay_change_id)
+        if start is not None:
+            stay = Stay(_bare(start), start.effective_date, None, None)
+            out.append(ChildNotice(EventType.CHILD_NOTICE_WITHDRAWN, NoticeReason.ADMISSION_IN_ERROR, stay,
+                                   t.org_code, _basis(Stay(start, start.effective_date, None, None), t.event_type),
+                                   start.effective_date, None, WITHDRAWN_CITATION, withdraws=t.event_id))
+            continue
+        if t.event_type is not EventType.CHILD_LEFT_HOSPITAL_NOTICE or t.ended_by_change_id not in retracted:
+            continue
+        ended = retracted[t.ended_by_change_id]
+        found = current.get(t.stay_change_id)
+        if found is None:  # the detention no longer begins a stay (one before it came late): the stay it is in
+            begun = next((c for c in history if c.change_id == t.stay_change_id), None)
+            found = None if begun is None else next(
+                (s for s in current.values() if s.admitted_on <= begun.effective_date
+                 and (s.left_on is None or begun.effective_date < s.left_on)), None)
+            if found is None:
+                continue
+        reason = NoticeReason.STAY_CONTINUES if found.left_on is None else NoticeReason.LEAVING_IN_ERROR
+        out.append(ChildNotice(EventType.CHILD_NOTICE_WITHDRAWN, reason, found, t.org_code,
+                               _basis(found, EventType.CHILD_LONG_STAY_NOTICE), ended.effective_date, None,
+                               WITHDRAWN_CITATION, withdraws=t.event_id))
+    return out
+
+
+def _bare(change: RegisterChange) -> RegisterChange:
+    """A detention recorded in error bare of what it said (as hub/domain/retraction.py carries one)."""
+    return replace(change, legal_status_code=None, order_type=None, hospital_ods=None, gp_practice_ods=None,
+                   residence_la_gss=None, discharge_destination_la_gss=None, discharge=None, dispute=None,
+                   review_reason=None, already_receiving_s117_from=None, expected_stay_weeks=None,
+                   ehc_plan_la_gss=None)
+
+
 def next_due(history: Sequence[RegisterChange], today: date) -> date | None:
     """The first day after `today` a notice can fall due with no new change to the history (a stay
-    reaching 12 weeks), or None: the history owes nothing more by itself."""
-    days = [stay.admitted_on + LONG_STAY for stay in stays(history)
+    reaching 12 weeks, a stay's end dated after today), or None: the history owes nothing more by itself."""
+    found = stays(history)
+    days = [stay.admitted_on + LONG_STAY for stay in found
             if stay.left_on is None and stay.admitted_on + LONG_STAY > today
             and not (stay.change.expected_stay_weeks or 0) >= LONG_STAY_WEEKS]
+    days += [stay.left_on for stay in found if stay.left_on is not None and stay.left_on > today]  # s85(4)
     return min(days, default=None)
 
 
@@ -214,6 +339,22 @@ def notices_due(history: Sequence[RegisterChange], birth: date | None, today: da
 def summary(notice: ChildNotice) -> str:
     """The notice in plain words: no name, date of birth or NHS number."""
     stay = notice.stay
+    if notice.reason is NoticeReason.ADMISSION_IN_ERROR:
+        return (f"The notice {notice.withdraws} about a child's admission to hospital on "
+                f"{stay.admitted_on.isoformat()} is withdrawn: the admission was recorded in error and retracted, "
+                f"the notice was sent in error ({WITHDRAWN_CITATION}).")
+    if notice.reason is NoticeReason.STAY_CONTINUES:
+        return (f"The notice {notice.withdraws} that a child left hospital on {notice.due_on.isoformat()} is "
+                f"withdrawn: the leaving was recorded in error and retracted; the child's stay in hospital from "
+                f"{stay.admitted_on.isoformat()} continues ({WITHDRAWN_CITATION}).")
+    if notice.reason is NoticeReason.LEAVING_IN_ERROR:
+        return (f"The notice {notice.withdraws} that a child left hospital on {notice.due_on.isoformat()} is "
+                f"withdrawn: that leaving was recorded in error and retracted ({WITHDRAWN_CITATION}).")
+    if notice.reason is NoticeReason.STAY_ENDED:
+        assert stay.left_on is not None and stay.ended_by is not None
+        how = _ENDED_HOW[stay.ended_by.change_type]
+        return (f"The child admitted to hospital on {stay.admitted_on.isoformat()}, of whom your council was "
+                f"told, {how} on {stay.left_on.isoformat()}: the stay in hospital has ended ({LEFT_CITATION}).")
     if notice.reason is NoticeReason.EHC_PLAN_ADMISSION:
         return (f"A young person whose Education, Health and Care plan your council maintains was admitted to "
                 f"hospital under the Mental Health Act 1983 on {stay.admitted_on.isoformat()} ({EHC_CITATION}).")

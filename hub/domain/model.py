@@ -243,6 +243,10 @@ class EventType(StrEnum):
     # hub/children.py to the council named only, never routed by the dispatcher.
     CHILD_LONG_STAY_NOTICE = "s117-child-long-stay-notice"
     CHILD_EHC_PLAN_NOTICE = "s117-child-ehc-plan-notice"
+    # The council told the s85 notice told that the stay ended (Children Act 1989 s85(4)); and a children's
+    # notice withdrawn when what it told was retracted as recorded in error (UK GDPR Art. 19).
+    CHILD_LEFT_HOSPITAL_NOTICE = "s117-child-left-hospital-notice"
+    CHILD_NOTICE_WITHDRAWN = "s117-child-notice-withdrawn"
 
 
 # Events about a body itself (counts only, no person): never a DomainEvent,
@@ -251,7 +255,9 @@ BODY_EVENT_TYPES: frozenset[EventType] = frozenset({EventType.RECONCILIATION_DRI
 PERSON_EVENT_TYPES: tuple[EventType, ...] = tuple(e for e in EventType if e not in BODY_EVENT_TYPES)
 # About a person, sent to the one council named by hub/children.py (never routed by the dispatcher).
 CHILD_EVENT_TYPES: frozenset[EventType] = frozenset({EventType.CHILD_LONG_STAY_NOTICE,
-                                                     EventType.CHILD_EHC_PLAN_NOTICE})
+                                                     EventType.CHILD_EHC_PLAN_NOTICE,
+                                                     EventType.CHILD_LEFT_HOSPITAL_NOTICE,
+                                                     EventType.CHILD_NOTICE_WITHDRAWN})
 
 
 @dataclass(frozen=True, slots=True)

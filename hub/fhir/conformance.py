@@ -233,17 +233,22 @@ EXTENSIONS: Final[tuple[ExtensionDef, ...]] = (
     ExtensionDef(
         "S117-ChildNotice",
         "S117 child in hospital: the notice",
-        "On an s117-child-long-stay-notice (Children Act 1989 s85; Worcs 6.1) or s117-child-ehc-plan-notice "
-        "(Worcs 6.4): why the notice was sent (expected to stay 12 weeks or more, 12 weeks reached, admitted "
-        "with an EHC plan), why this council is the one told (ordinary residence before the admission, the "
-        "hospital's area when the child had none, the council maintaining the EHC plan), the stay the trust "
-        "expects in weeks when it said, and the statute or policy paragraph. The stay itself (admission date, "
-        "hospital, section) is the detention Encounter (field group legal-status).",
+        "On an s117-child-long-stay-notice (Children Act 1989 s85; Worcs 6.1), s117-child-ehc-plan-notice "
+        "(Worcs 6.4), s117-child-left-hospital-notice (s85(4)) or s117-child-notice-withdrawn: why the notice "
+        "was sent (expected to stay 12 weeks or more, 12 weeks reached, admitted with an EHC plan, the stay "
+        "ended; on a withdrawal why the notice it names in supersedes is withdrawn: the admission or the "
+        "leaving recorded in error), why this council is the one told (ordinary residence before the "
+        "admission, the hospital's area when the child had none, the council maintaining the EHC plan), the "
+        "stay the trust expects in weeks when it said, and the statute or policy paragraph. The stay itself "
+        "(admission date, hospital, section; the end date once ended) is the detention Encounter (field group "
+        "legal-status); a withdrawal of a notice whose admission was recorded in error has none.",
         ("MessageHeader",),
         parts=(
             Part("reason", "code", 1, "1", "Why the notice was sent", valueset="s117-child-notice"),
             Part("basis", "code", 1, "1", "Why this council is told", valueset="s117-child-notice"),
             Part("expectedStayWeeks", "positiveInt", 0, "1", "The stay the trust expects, in weeks"),
+            Part("supersedes", "string", 0, "1", "On a withdrawal: the event id (S117-Event-Id) of the notice "
+                 "withdrawn"),
             Part("citation", "string", 1, "1", "The statute or policy paragraph"),
         ),
     ),
@@ -518,6 +523,18 @@ CHILD_NOTICE_CODES: Final = (
     ("ehc-plan-admission", "Admitted with an EHC plan",
      "A child or young person with an Education, Health and Care plan was admitted under the Mental Health Act "
      "1983 (Worcs 6.4)."),
+    ("stay-ended", "The stay in hospital ended",
+     "The child of whom the council was told has left hospital (discharged, onto a community treatment order, "
+     "or died): the date is the message's event date (Children Act 1989 s85(4))."),
+    ("admission-recorded-in-error", "Withdrawn: the admission was recorded in error",
+     "The detention the notice was about was retracted as recorded in error: the notice was sent in error "
+     "(UK GDPR Art. 16, 19)."),
+    ("stay-continues", "Withdrawn: the child is in hospital",
+     "The leaving of hospital the notice told was retracted as recorded in error: the stay continues (UK GDPR "
+     "Art. 16, 19)."),
+    ("leaving-recorded-in-error", "Withdrawn: that leaving was recorded in error",
+     "The leaving of hospital the notice told was retracted as recorded in error; another change ends the stay, "
+     "told by its own notice (UK GDPR Art. 16, 19)."),
     ("ordinary-residence", "Council of ordinary residence",
      "The council in whose area the child was ordinarily resident before the admission (Children Act 1989 "
      "s85(3)(a))."),
@@ -650,7 +667,8 @@ def _message_definitions(ns: Namespaces) -> list[dict[str, Any]]:
             "name": event.value.replace("-", "").upper(), "title": display, "status": "draft",
             "date": "2026-11-30", "publisher": PUBLISHER,
             "description": (f"{display}: sent by the hub to the one council the notice is for (the council "
-                            f"responsible for the child, or the council maintaining the EHC plan), within what its "
+                            f"responsible for the child, or the council maintaining the EHC plan; a leaving notice "
+                            f"or a withdrawal: the council the notice it follows went to), within what its "
                             f"data-sharing agreement allows: the Patient, the detention Encounter, the event's "
                             f"explanation and Extension-S117-ChildNotice only (no position, responsibility, "
                             f"address or workflow)." if event in CHILD_EVENT_TYPES else

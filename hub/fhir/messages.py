@@ -121,6 +121,8 @@ EVENT_DISPLAYS: Final[dict[EventType, str]] = {
     EventType.RECONCILIATION_DRIFT: "S117 reconciliation drift past the agreed threshold",
     EventType.CHILD_LONG_STAY_NOTICE: "Child in hospital 12 weeks or more (Children Act 1989 s85)",
     EventType.CHILD_EHC_PLAN_NOTICE: "Child or young person with an EHC plan admitted to hospital",
+    EventType.CHILD_LEFT_HOSPITAL_NOTICE: "Child's stay in hospital ended (Children Act 1989 s85(4))",
+    EventType.CHILD_NOTICE_WITHDRAWN: "Child in hospital notice withdrawn",
 }
 
 HUB_SENDER_ID: Final = "s117-hub"

@@ -31,9 +31,10 @@ pytestmark = pytest.mark.e2e
 
 BUCKS, OXON, WORCS, ICB = "E06000060", "E10000025", "E10000034", "QU9"
 NOTICES = ("s117-child-long-stay-notice", "s117-child-ehc-plan-notice")
+LEFT, WITHDRAWN = "s117-child-left-hospital-notice", "s117-child-notice-withdrawn"
 SHARING = {"version": 1, "agreements": [
     {"id": "DSA-TEST-CHILDREN", "valid_from": "2020-01-01", "recipients": [
-        {"org_code": BUCKS, "events": ["s117-register-change-recorded", "s117-child-long-stay-notice"],
+        {"org_code": BUCKS, "events": ["s117-register-change-recorded", "s117-child-long-stay-notice", LEFT],
          "field_groups": ["identity", "demographics", "address", "legal-status", "responsibility", "explanations"]},
         # The EHC plan council: the EHC notice only, and no name or date of birth.
         {"org_code": OXON, "events": ["s117-child-ehc-plan-notice"], "field_groups": ["identity", "legal-status"]},
@@ -137,5 +138,101 @@ async def test_the_childs_council_and_the_ehc_plan_council_receive_their_notices
     logs = hub.logs()
     assert "child notice decided" in logs
     for value in ("9434765919", "9434765870", "Childtest", first["person"]["birth_date"], "OX4 4XN"):
+        assert value not in logs
+    assert not re.search(r"(?<!\d)\d{10}(?!\d)", logs)
+
+
+def _parts(body: bytes) -> dict[str, object]:
+    header = orjson.loads(body)["entry"][0]["resource"]
+    ext = next(e for e in header["extension"] if e["url"].endswith("/Extension-S117-ChildNotice"))
+    return {p["url"]: next(v for k, v in p.items() if k.startswith("value")) for p in ext["extension"]}
+
+
+async def test_a_discharge_tells_the_childs_council_the_stay_ended_and_retractions_withdraw_what_went(
+        tmp_path: Path):
+    """After the notices: the child leaves hospital, and only the council told the s85 notice (Bucks) is
+    told the stay ended (s85(4)), not the EHC plan's council nor the ICB; the discharge is then retracted
+    (the child is in hospital: Bucks told the leaving notice is withdrawn, the stay continues), and then
+    the detention (each council told a notice is sent its withdrawal once, though Oxfordshire's agreement
+    lists the EHC notice only: a rectification, UK GDPR Art. 19). Real HTTP, real receivers."""
+    sharing = tmp_path / "sharing.yaml"
+    sharing.write_text(yaml.safe_dump(SHARING))
+    receiver = Receiver(secret=SECRET)
+    await receiver.start()
+    hub = HubProcess(tmp_path, sharing_path=sharing, S117_CHILD_NOTICE_SCAN_INTERVAL_SECONDS="0.3")
+    keys = await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    keys[OXON] = (await add_client(engine, "Oxon", OXON, "council", ["subscriptions:write", "s117:read"]))[1]
+    await engine.dispose()
+    await hub.start()
+    admission = child("kid-1", "9434765919", 10, BUCKS, expected_stay_weeks=20, ehc_plan_la_gss=OXON)
+    today = england_day()
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            for org in (BUCKS, OXON, ICB, WORCS):
+                r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys[org]},
+                                    json={"url": receiver.url(org), "secret": SECRET})
+                assert r.status_code == 201, r.text
+
+            async def record(change: dict) -> str:
+                r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
+                assert r.status_code == 202, r.text
+                return r.json()["change_id"]
+
+            async def retract(change_id: str) -> None:
+                r = await http.post(f"/v1/register-changes/{change_id}/retraction",
+                                    headers={"X-API-Key": keys["trust"]}, json={"reason": "recorded in error"})
+                assert r.status_code in (200, 202), r.text
+
+            def told(org: str, *types: str) -> list[bytes]:
+                return [r.body for r in receiver.received if r.org == org and code(r.body) in types]
+
+            def event_id(org: str, event_type: str) -> str:
+                return next(r.headers["s117-event-id"] for r in receiver.received
+                            if r.org == org and code(r.body) == event_type)
+
+            detention = await record(admission)
+            await receiver.wait_for(lambda: told(BUCKS, *NOTICES) and told(OXON, *NOTICES))
+            left_on = today - timedelta(days=1)
+            discharge = await record({
+                "source_system": "RiO", "source_message_id": "kid-1-left", "change_type": "left-hospital",
+                "effective_date": left_on.isoformat(), "hospital_ods": "RNU",
+                "person": {"nhs_number": "9434765919"}})
+            await receiver.wait_for(lambda: told(BUCKS, LEFT))
+            [leaving] = told(BUCKS, LEFT)
+            validate_message(orjson.loads(leaving))
+            assert _parts(leaving)["reason"] == "stay-ended"
+            encounter = next(e["resource"] for e in orjson.loads(leaving)["entry"]
+                             if e["resource"]["resourceType"] == "Encounter")
+            assert encounter["period"] == {"start": admission["effective_date"], "end": left_on.isoformat()}
+
+            await retract(discharge)
+            await receiver.wait_for(lambda: told(BUCKS, WITHDRAWN))
+            [continues] = told(BUCKS, WITHDRAWN)
+            validate_message(orjson.loads(continues))
+            assert _parts(continues)["reason"] == "stay-continues"
+            assert _parts(continues)["supersedes"] == event_id(BUCKS, LEFT)
+
+            await retract(detention)
+            await receiver.wait_for(lambda: len(told(BUCKS, WITHDRAWN)) == 2 and told(OXON, WITHDRAWN))
+            await asyncio.sleep(1.0)  # a few more scans: nothing is sent twice, nothing to anyone else
+
+            assert all(r.signature_ok for r in receiver.received)
+            in_error = [_parts(b) for b in told(BUCKS, WITHDRAWN)[1:]] + [_parts(b) for b in told(OXON, WITHDRAWN)]
+            assert [(p["reason"], p["supersedes"]) for p in in_error] == [
+                ("admission-recorded-in-error", event_id(BUCKS, NOTICES[0])),
+                ("admission-recorded-in-error", event_id(OXON, NOTICES[1]))]
+            for body in told(BUCKS, WITHDRAWN) + told(OXON, WITHDRAWN):
+                validate_message(orjson.loads(body))
+            assert [code(b) for b in told(BUCKS, *NOTICES, LEFT, WITHDRAWN)] == [NOTICES[0], LEFT, WITHDRAWN,
+                                                                                   WITHDRAWN]
+            assert [code(b) for b in told(OXON, *NOTICES, LEFT, WITHDRAWN)] == [NOTICES[1], WITHDRAWN]
+            assert told(ICB, *NOTICES, LEFT, WITHDRAWN) == [] and told(WORCS, *NOTICES, LEFT, WITHDRAWN) == []
+    finally:
+        hub.stop()
+        await receiver.stop()
+
+    logs = hub.logs()
+    for value in ("9434765919", "Childtest", admission["person"]["birth_date"], "OX4 4XN"):
         assert value not in logs
     assert not re.search(r"(?<!\d)\d{10}(?!\d)", logs)

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from hub.children import ChildNoticeScanner
 from hub.domain.dates import england_day
 from hub.fhir.validate import validate_message
+from hub.sharing import SharingAgreements
 from hub.store.schema import deliveries, disclosures
 
 BUCKS = "E06000060"
@@ -185,3 +186,169 @@ async def test_a_quiet_scan_does_not_hide_the_12_week_day_nor_a_new_change(app_h
     assert await scanner.run_once() == 1
     assert await scanner.run_once() == 0
     assert len(await _decisions(app_hub)) == 2
+
+
+# --- after the notice: the stay ended (s85(4)), a retraction (a withdrawal) -----------------------------
+
+
+def _scanner_on(app_hub, day: list[date], sharing: Any = None) -> ChildNoticeScanner:  # noqa: ANN001
+    hub = app_hub.hub
+    return ChildNoticeScanner(hub.engine, hub.ref, sharing or hub.sharing, hub.protector, hub.settings.hub_endpoint,
+                              hub.settings.namespaces(), today=lambda: day[0])
+
+
+async def _change(app_hub, smid: str, nhs: str, change_type: str, on: date) -> dict[str, Any]:  # noqa: ANN001
+    return await _post(app_hub, {"source_system": "RiO", "source_message_id": smid, "change_type": change_type,
+                                 "effective_date": on.isoformat(), "hospital_ods": "RNU",
+                                 "person": {"nhs_number": nhs}})
+
+
+async def _retract(app_hub, change_id: str) -> None:  # noqa: ANN001
+    r = await app_hub.http.post(f"/v1/register-changes/{change_id}/retraction",
+                                headers={"X-API-Key": app_hub.keys["trust"]}, json={"reason": "recorded in error"})
+    assert r.status_code in (200, 202), r.text
+
+
+async def _subscribe_feed(app_hub, org: str = BUCKS) -> None:  # noqa: ANN001
+    r = await app_hub.http.post("/v1/subscriptions", headers={"X-API-Key": app_hub.keys[org]}, json={"channel": "feed"})
+    assert r.status_code == 201, r.text
+
+
+def _notice_parts(bundle: dict[str, Any]) -> dict[str, Any]:
+    header = bundle["entry"][0]["resource"]
+    notice = next(e for e in header["extension"] if e["url"].endswith("/Extension-S117-ChildNotice"))
+    return {p["url"]: next(v for k, v in p.items() if k.startswith("value")) for p in notice["extension"]}
+
+
+async def test_the_council_told_of_the_stay_is_told_it_ended_once_even_after_the_18th_birthday(app_hub):
+    """s85(4): the s85 notice went at admission (a child then); the person turned 18 in hospital; on
+    leaving, the same council is told the stay ended, with the date, once. The EHC plan's council (whose
+    notice was refused) and a child whose stay ended on day 83 (no s85 notice) are told nothing."""
+    await _subscribe_feed(app_hub)
+    admitted = TODAY - timedelta(days=100)
+    day = [admitted]
+    # 18 on the 50th day in hospital.
+    birth = (admitted + timedelta(days=50)).replace(year=admitted.year - 18).isoformat()
+    grown = await _post(app_hub, _detention("g1", "9434765919", admitted, birth, expected_stay_weeks=26,
+                                            ehc_plan_la_gss=WORCS))
+    short = await _post(app_hub, _detention("g2", "9434765870", admitted, _years_ago(15)))
+    scanner = _scanner_on(app_hub, day)
+    assert await scanner.run_once() == 2  # the s85 notice (Bucks) and the EHC notice (Worcs: denied)
+    await _change(app_hub, "g2-2", "9434765870", "left-hospital", admitted + timedelta(days=83))
+    day[0] = TODAY
+    assert await scanner.run_once() == 0  # the 18-year-old still in hospital; the day-83 leaver owed nothing
+    left_on = TODAY - timedelta(days=1)
+    await _change(app_hub, "g1-2", "9434765919", "left-hospital", left_on)
+    assert await scanner.run_once() == 1
+    assert await scanner.run_once() == 0  # once
+    assert await _scanner_on(app_hub, day).run_once() == 0  # once, whatever the process
+    assert await _decisions(app_hub) == [
+        (grown["person_id"], "s117-child-ehc-plan-notice", WORCS, "denied"),
+        (grown["person_id"], "s117-child-left-hospital-notice", BUCKS, "allowed"),
+        (grown["person_id"], "s117-child-long-stay-notice", BUCKS, "allowed"),
+    ]
+    assert short["person_id"] not in str(await _decisions(app_hub))
+    items = await _feed(app_hub)
+    assert [i["event_type"] for i in items] == ["s117-child-long-stay-notice", "s117-child-left-hospital-notice"]
+    bundle = items[1]["message"]
+    validate_message(bundle)
+    header = bundle["entry"][0]["resource"]
+    assert header["destination"][0]["receiver"]["identifier"]["value"] == BUCKS
+    assert {"url": header["extension"][0]["url"], "valueDate": left_on.isoformat()} == header["extension"][0]
+    assert _notice_parts(bundle) == {"reason": "stay-ended", "basis": "ordinary-residence", "expectedStayWeeks": 26,
+                                     "citation": "Children Act 1989 s85(4)"}
+    kinds = {e["resource"]["resourceType"]: e["resource"] for e in bundle["entry"]}
+    assert set(kinds) == {"MessageHeader", "Patient", "Encounter", "EpisodeOfCare"}
+    assert kinds["Encounter"]["period"] == {"start": admitted.isoformat(), "end": left_on.isoformat()}
+    assert kinds["Encounter"]["status"] == "finished"
+    assert kinds["EpisodeOfCare"]["status"] == "cancelled"  # s2: not a detention s117 follows
+    assert "HP20" not in str(bundle)
+
+
+async def test_a_retracted_detention_withdraws_the_notices_that_went_once_and_only_those(app_hub):
+    """The detention recorded in error after its notices went: the council told each (here Bucks, the
+    child's council and the EHC plan's) is sent one withdrawal per notice, naming it, carrying nothing the
+    detention said. A notice refused (Worcestershire's EHC notice) is withdrawn from no one."""
+    await _subscribe_feed(app_hub)
+    admitted = TODAY - timedelta(days=5)
+    child = await _post(app_hub, _detention("w1", "9434765919", admitted, _years_ago(14), expected_stay_weeks=16,
+                                            ehc_plan_la_gss=BUCKS))
+    other = await _post(app_hub, _detention("w2", "9434765870", admitted, _years_ago(14), ehc_plan_la_gss=WORCS))
+    day = [TODAY]
+    scanner = _scanner_on(app_hub, day)
+    assert await scanner.run_once() == 3
+    sent = {i["event_type"]: i["event_id"] for i in await _feed(app_hub)}
+    assert set(sent) == {"s117-child-long-stay-notice", "s117-child-ehc-plan-notice"}
+    await _retract(app_hub, child["change_id"])
+    await _retract(app_hub, other["change_id"])
+    assert await scanner.run_once() == 2
+    assert await scanner.run_once() == 0
+    assert await _scanner_on(app_hub, day).run_once() == 0  # once, whatever the process
+    withdrawn = [i for i in await _feed(app_hub) if i["event_type"] == "s117-child-notice-withdrawn"]
+    assert len(withdrawn) == 2
+    superseded = set()
+    for item in withdrawn:
+        bundle = item["message"]
+        validate_message(bundle)
+        parts = _notice_parts(bundle)
+        assert parts["reason"] == "admission-recorded-in-error" and "expectedStayWeeks" not in parts
+        superseded.add(parts["supersedes"])
+        kinds = {e["resource"]["resourceType"]: e["resource"] for e in bundle["entry"]}
+        assert set(kinds) == {"MessageHeader", "Patient", "EpisodeOfCare"}  # no detention told again
+        assert kinds["EpisodeOfCare"]["status"] == "cancelled"
+        assert "RNU" not in str(bundle) and "HP20" not in str(bundle)
+    assert superseded == set(sent.values())
+    assert other["person_id"] not in {d[0] for d in await _decisions(app_hub) if d[1] == "s117-child-notice-withdrawn"}
+
+
+async def test_a_retracted_discharge_withdraws_the_leaving_notice_the_stay_continues_a_later_one_is_told(app_hub):
+    await _subscribe_feed(app_hub)
+    admitted = TODAY - timedelta(days=20)
+    await _post(app_hub, _detention("r1", "9434765919", admitted, _years_ago(14), expected_stay_weeks=16))
+    day = [TODAY]
+    scanner = _scanner_on(app_hub, day)
+    assert await scanner.run_once() == 1
+    discharge = await _change(app_hub, "r1-2", "9434765919", "left-hospital", TODAY - timedelta(days=2))
+    assert await scanner.run_once() == 1
+    await _retract(app_hub, discharge["change_id"])
+    assert await scanner.run_once() == 1
+    assert await scanner.run_once() == 0
+    items = await _feed(app_hub)
+    assert [i["event_type"] for i in items] == ["s117-child-long-stay-notice", "s117-child-left-hospital-notice",
+                                                "s117-child-notice-withdrawn"]
+    bundle = items[2]["message"]
+    validate_message(bundle)
+    parts = _notice_parts(bundle)
+    assert (parts["reason"], parts["supersedes"]) == ("stay-continues", items[1]["event_id"])
+    kinds = {e["resource"]["resourceType"]: e["resource"] for e in bundle["entry"]}
+    assert kinds["Encounter"]["status"] == "in-progress" and kinds["Encounter"]["period"] == {
+        "start": admitted.isoformat()}
+    # The child leaves again: a leaving notice of its own.
+    await _change(app_hub, "r1-3", "9434765919", "left-hospital", TODAY)
+    assert await scanner.run_once() == 1
+    items = await _feed(app_hub)
+    assert [i["event_type"] for i in items][3:] == ["s117-child-left-hospital-notice"]
+    assert items[3]["event_id"] != items[1]["event_id"]
+
+
+async def test_a_withdrawal_is_owed_under_any_agreement_in_force_as_a_correction_is(app_hub):
+    """A council told a notice is told of its withdrawal (UK GDPR Art. 19) though its agreement lists the
+    notices only; a leaving notice needs its own grant (deny by default: refused, audited)."""
+    sharing = SharingAgreements.from_document({"version": 1, "agreements": [
+        {"id": "DSA-CHILD-ONLY", "valid_from": "2020-01-01", "recipients": [
+            {"org_code": BUCKS, "events": ["s117-child-long-stay-notice"], "field_groups": ["identity"]}]}]})
+    await _subscribe_feed(app_hub)
+    child = await _post(app_hub, _detention("a1", "9434765919", TODAY - timedelta(days=9), _years_ago(14),
+                                            expected_stay_weeks=13))
+    scanner = _scanner_on(app_hub, [TODAY], sharing)
+    assert await scanner.run_once() == 1
+    discharge = await _change(app_hub, "a1-2", "9434765919", "left-hospital", TODAY)
+    assert await scanner.run_once() == 1  # the leaving notice: not granted
+    await _retract(app_hub, child["change_id"])
+    assert await scanner.run_once() == 1  # the s85 notice withdrawn (the leaving notice never went)
+    assert await _decisions(app_hub) == [
+        (child["person_id"], "s117-child-left-hospital-notice", BUCKS, "denied"),
+        (child["person_id"], "s117-child-long-stay-notice", BUCKS, "allowed"),
+        (child["person_id"], "s117-child-notice-withdrawn", BUCKS, "allowed"),
+    ]
+    assert discharge["change_id"]

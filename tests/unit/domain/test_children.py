@@ -9,12 +9,16 @@ from datetime import date, timedelta
 from hub.domain.children import (
     Basis,
     NoticeReason,
+    Told,
     candidate_notices,
     eighteenth_birthday,
     is_child_on,
+    leaving_notices,
     notices_due,
+    owed,
     stays,
     summary,
+    withdrawals,
 )
 from hub.domain.model import ChangeType, EventType
 from tests.unit.domain.builders import REF, change, d, detained, left
@@ -190,3 +194,134 @@ def test_next_due_is_the_12_week_day_of_an_open_stay_not_told_at_admission():
     assert next_due([child_detained()], DAY_84) is None  # due now: the scan decides it, nothing after
     assert next_due([child_detained(expected_stay_weeks=12)], d(ADMITTED)) is None
     assert next_due([child_detained(), left("2025-03-10")], d("2025-03-10")) is None
+
+
+# --- s85(4): the stay ended ----------------------------------------------------------------
+
+
+def s85_told(stay_change, org=BUCKINGHAMSHIRE, event_id="N-s85") -> Told:
+    return Told(event_id, EventType.CHILD_LONG_STAY_NOTICE, org, stay_change.change_id)
+
+
+def test_a_stay_whose_s85_notice_went_is_told_ended_to_that_council_with_the_date():
+    start = child_detained()
+    ended = left((DAY_84 + timedelta(days=10)).isoformat())
+    history = [start, ended]
+    assert leaving_notices(history, [s85_told(start)], DAY_84 + timedelta(days=9)) == []  # not ended yet
+    [notice] = leaving_notices(history, [s85_told(start)], DAY_84 + timedelta(days=10))
+    assert (notice.event_type, notice.reason, notice.org_code, notice.basis, notice.due_on) == (
+        EventType.CHILD_LEFT_HOSPITAL_NOTICE, NoticeReason.STAY_ENDED, BUCKINGHAMSHIRE, Basis.ORDINARY_RESIDENCE,
+        d(ended.effective_date.isoformat()))
+    assert notice.stay.ended_by == ended and notice.citation == "Children Act 1989 s85(4)"
+    text = summary(notice)
+    assert ADMITTED in text and ended.effective_date.isoformat() in text and "left hospital" in text
+
+
+def test_a_cto_or_death_ends_the_stay_as_leaving_does():
+    start = child_detained()
+    for ending, words in ((change(ChangeType.CTO_STARTED, "2025-07-01"), "community treatment order"),
+                          (change(ChangeType.DIED, "2025-07-01"), "died")):
+        [notice] = leaving_notices([start, ending], [s85_told(start)], d("2025-07-01"))
+        assert notice.stay.ended_by == ending and words in summary(notice)
+
+
+def test_no_leaving_notice_for_a_stay_whose_s85_notice_did_not_go():
+    """Ended on day 83: no s85 notice was owed, so none went, so no leaving notice. Nor for a stay whose
+    notice went for another stay (each stay its own), nor for the EHC notice alone (s85(4) follows s85)."""
+    start = child_detained()
+    early = [start, left((DAY_84 - timedelta(days=1)).isoformat())]
+    assert long_stay(notices_due([start], d("2010-01-01"), DAY_84 - timedelta(days=1), REF)) == []
+    assert leaving_notices(early, [], DAY_84 + timedelta(days=30)) == []
+    other = child_detained("2024-01-01")
+    assert leaving_notices(early, [s85_told(other)], DAY_84) == []
+    ehc = Told("N-ehc", EventType.CHILD_EHC_PLAN_NOTICE, OXFORDSHIRE, start.change_id)
+    assert leaving_notices(early, [ehc], DAY_84) == []
+
+
+def test_the_leaving_notice_goes_when_the_person_has_turned_18_since():
+    """The s85(1) duty was owed to the council while the person was a child; telling it that the stay it
+    knows of ended is still right at 18: no age test (child_on None), whatever the date of birth."""
+    start = child_detained(expected_stay_weeks=20)
+    leaving_day = d("2025-06-20")
+    history = [start, left(leaving_day.isoformat())]
+    turned_18 = born_years_before(d("2025-06-01"), 18)  # 18 on 2025-06-01, before leaving
+    assert is_child_on(turned_18, d(ADMITTED)) and not is_child_on(turned_18, leaving_day)
+    notices = leaving_notices(history, [s85_told(start)], leaving_day)
+    assert [n.child_on for n in notices] == [None]
+    assert owed(notices, turned_18, leaving_day) == notices
+    assert owed(notices, None, leaving_day) == notices  # nor the date of birth needed
+
+
+def test_a_readmission_is_its_own_stay_and_its_leaving_is_told_only_if_its_own_notice_went():
+    first, second = child_detained(expected_stay_weeks=20), child_detained("2025-05-01", expected_stay_weeks=20)
+    history = [first, left("2025-04-01"), second, left("2025-06-01")]
+    notices = leaving_notices(history, [s85_told(first)], d("2025-06-02"))
+    assert [(n.stay.change, n.due_on) for n in notices] == [(first, d("2025-04-01"))]
+
+
+# --- withdrawals (a retraction) ------------------------------------------------------------
+
+
+def test_a_retracted_detention_withdraws_each_notice_that_went_once_each_telling_nothing_of_it_again():
+    start = child_detained(expected_stay_weeks=20, ehc_plan_la_gss=OXFORDSHIRE)
+    told = [s85_told(start, event_id="N-s85"),
+            Told("N-ehc", EventType.CHILD_EHC_PLAN_NOTICE, OXFORDSHIRE, start.change_id)]
+    assert withdrawals([start], told, {}) == []  # nothing retracted: nothing withdrawn
+    found = withdrawals([], told, {start.change_id: start})  # the history without it
+    assert [(n.event_type, n.reason, n.org_code, n.basis, n.withdraws) for n in found] == [
+        (EventType.CHILD_NOTICE_WITHDRAWN, NoticeReason.ADMISSION_IN_ERROR, BUCKINGHAMSHIRE,
+         Basis.ORDINARY_RESIDENCE, "N-s85"),
+        (EventType.CHILD_NOTICE_WITHDRAWN, NoticeReason.ADMISSION_IN_ERROR, OXFORDSHIRE, Basis.EHC_PLAN, "N-ehc")]
+    for n in found:
+        # The detention's facts (section, hospital, residence, plan) are not carried again.
+        assert (n.stay.legal_status_code, n.stay.hospital_ods, n.stay.change.residence_la_gss,
+                n.stay.change.ehc_plan_la_gss, n.stay.change.legal_status_code) == (None, None, None, None, None)
+        assert n.child_on is None and "N-" in summary(n) and "recorded in error" in summary(n)
+
+
+def test_a_notice_that_did_not_go_is_not_withdrawn():
+    start = child_detained(expected_stay_weeks=20)
+    assert withdrawals([], [], {start.change_id: start}) == []
+    # A retraction of some other change (a leave) withdraws nothing.
+    leave = change(ChangeType.S17_LEAVE_STARTED, "2025-03-20")
+    assert withdrawals([start], [s85_told(start)], {leave.change_id: leave}) == []
+
+
+def test_a_stay_ended_then_the_ending_retracted_the_leaving_notice_is_withdrawn_the_stay_continues():
+    start = child_detained(expected_stay_weeks=20)
+    ended = left("2025-06-01")
+    told = [s85_told(start), Told("N-left", EventType.CHILD_LEFT_HOSPITAL_NOTICE, BUCKINGHAMSHIRE,
+                                  start.change_id, ended.change_id)]
+    # Before the retraction: nothing withdrawn; after: the history without the leaving (the child in hospital).
+    assert withdrawals([start, ended], told, {}) == []
+    [notice] = withdrawals([start], told, {ended.change_id: ended})
+    assert (notice.reason, notice.withdraws, notice.org_code, notice.due_on) == (
+        NoticeReason.STAY_CONTINUES, "N-left", BUCKINGHAMSHIRE, d("2025-06-01"))
+    assert notice.stay.left_on is None and notice.stay.change == start  # the stay as it stands
+    assert "continues" in summary(notice)
+    # The s85 notice stands (the stay is real): no new leaving notice while in hospital ...
+    assert leaving_notices([start], told, d("2025-06-10")) == []
+    # ... and a later leaving is told by a notice of its own (a new ending).
+    again = left("2025-07-01")
+    [later] = leaving_notices([start, again], told, d("2025-07-01"))
+    assert later.stay.ended_by == again
+    # Another ending already there (recorded twice, one retracted): the leaving is withdrawn as in error.
+    [notice] = withdrawals([start, again], told, {ended.change_id: ended})
+    assert notice.reason is NoticeReason.LEAVING_IN_ERROR
+
+
+def test_a_detention_retracted_after_its_leaving_notice_withdraws_both_as_sent_in_error():
+    start = child_detained(expected_stay_weeks=20)
+    ended = left("2025-06-01")
+    told = [s85_told(start), Told("N-left", EventType.CHILD_LEFT_HOSPITAL_NOTICE, BUCKINGHAMSHIRE,
+                                  start.change_id, ended.change_id)]
+    found = withdrawals([ended], told, {start.change_id: start})
+    assert [(n.withdraws, n.reason) for n in found] == [("N-s85", NoticeReason.ADMISSION_IN_ERROR),
+                                                        ("N-left", NoticeReason.ADMISSION_IN_ERROR)]
+
+
+def test_the_fhir_child_notice_codes_are_the_reasons_and_bases():
+    from hub.fhir.conformance import CHILD_NOTICE_CODES
+
+    assert sorted(c[0] for c in CHILD_NOTICE_CODES) == sorted([r.value for r in NoticeReason]
+                                                              + [b.value for b in Basis])
