@@ -4,10 +4,13 @@ The hub keeps no determination: every evaluation asks the reference data in
 use. When the operator loads NHS England's newer GP practice files
 (`S117_ODS_EPRACCUR_FILE`, `S117_GP_PRACTICE_MAP_FILE`: hub/refdata/ods_files.py)
 a person's responsible ICB (a practice moved sub-ICB location, ICBs merged)
-can change with no register change at all. Left to the next event about each
-person, the ICB that lost them would go on believing it is responsible, and the
-one that gained them would not know: a person owed aftercare falling between
-bodies.
+can change with no register change at all; when the operator loads
+mySociety's newer register of local authorities (`S117_LOCAL_AUTHORITIES_FILE`:
+hub/refdata/council_files.py), so can their responsible council (the council
+of their residence abolished by a reorganisation, its successor named). Left
+to the next event about each person, the body that lost them would go on
+believing it is responsible, and the one that gained them would not know: a
+person owed aftercare falling between bodies.
 
 So at every start the back workers compare the reference data in use (a
 fingerprint of each dataset: its name, date and, for an operator's file, its
