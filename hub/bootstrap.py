@@ -249,7 +249,8 @@ class Hub:
                 Sampler(self.engine, self.bus), self.settings.sample_seconds, self._stop), name="sampler"))
         if self.exports is not None:
             self._tasks.append(asyncio.create_task(run_exporter(self.exports, poll, self._stop), name="exporter"))
-        # A change of reference data since the last start: the bodies it moves told (hazard H-03). One-shot.
+        # A change of reference data since the last start: the bodies it moves told (hazard H-03). At start, and
+        # on each later day the council data names a successor taking over.
         from hub.refdata_retell import ReferenceDataRetell, run_reference_data_retell  # noqa: PLC0415 - back only
 
         self._startup.append(asyncio.create_task(run_reference_data_retell(

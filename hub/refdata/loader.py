@@ -268,6 +268,12 @@ class PublicReferenceData:
                 day_before = min(starts) - timedelta(days=1)
                 last = day_before if last is None else min(last, day_before)
             self._last_day[c.gss] = last
+        # The days a council's duties pass to its successor (the day after its effective last day): an
+        # operator's newer register can name one still to come, and the bodies it moves are told that day
+        # (hub/refdata_retell.py).
+        self._succession_days = tuple(sorted({
+            last + timedelta(days=1) for gss, last in self._last_day.items()
+            if last is not None and self._councils[gss].replaced_by}))
 
     def _load_nhs_orgs(self) -> None:
         self._icbs: dict[str, Org] = {}
@@ -352,6 +358,11 @@ class PublicReferenceData:
         """The GP practice datasets and the register of local authorities in use, each with the date it is
         as of (hub/refdata/ods_files.py, hub/refdata/council_files.py)."""
         return self._datasets
+
+    def succession_days(self) -> tuple[date, ...]:
+        """Every day on which a council's duties pass to its successor (a reorganisation's vesting day),
+        in order: on and after it, `council_successors` names the successor."""
+        return self._succession_days
 
     def _load_council_areas(self) -> None:
         self._lad_ccg: dict[str, list[tuple[str, int]]] = defaultdict(list)

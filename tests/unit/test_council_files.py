@@ -11,19 +11,23 @@ import csv
 import os
 import subprocess
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from hub.api.app import create_app
 from hub.observability.metrics import REFERENCE_DATA_AS_OF
 from hub.refdata.council_files import is_social_services_authority, read_local_authorities_file
 from hub.refdata.loader import ReferenceSources, load_reference_data
 from hub.refdata.ods_files import ReferenceFileError
+from hub.refdata_retell import ReferenceDataRetell, seconds_until
 from hub.settings import Settings
+from hub.store.schema import register_status
 from tests.conftest import test_settings as hub_settings
+from tests.support import detention
 
 DATA = Path(__file__).resolve().parents[2] / "hub" / "refdata" / "data"
 SHIPPED = DATA / "mysociety_uk_local_authorities_current.csv"
@@ -38,20 +42,20 @@ def _shipped_rows() -> list[list[str]]:
         return list(csv.reader(f))
 
 
-def reorganised(path: Path) -> Path:
+def reorganised(path: Path, vesting: str = VESTING) -> Path:
     """The shipped register as mySociety would publish it after a reorganisation: Buckinghamshire Council
-    ended on 1 April 2026 and replaced by a new unitary, Chiltern Vale, from that day."""
+    ended on 1 April 2026 (or `vesting`) and replaced by a new unitary, Chiltern Vale, from that day."""
     rows = _shipped_rows()
     at = {name: i for i, name in enumerate(rows[0])}
     new = None
     for r in rows[1:]:
         if r[at["gss-code"]] == BUCKS:
             new = list(r)
-            r[at["end-date"]], r[at["replaced-by"]], r[at["current-authority"]] = VESTING, SUCCESSOR[0], "False"
+            r[at["end-date"]], r[at["replaced-by"]], r[at["current-authority"]] = vesting, SUCCESSOR[0], "False"
     assert new is not None
     code, gss, name = SUCCESSOR
     new[at["local-authority-code"]], new[at["gss-code"]], new[at["nice-name"]] = code, gss, name
-    new[at["official-name"]], new[at["start-date"]], new[at["alt-names"]] = f"{name} Council", VESTING, name
+    new[at["official-name"]], new[at["start-date"]], new[at["alt-names"]] = f"{name} Council", vesting, name
     with path.open("w", encoding="utf-8", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows([*rows, new])
     return path
@@ -198,3 +202,31 @@ def test_an_old_register_is_warned_of_at_start_and_its_date_exported(capsys) -> 
     assert REFERENCE_DATA_AS_OF.labels(dataset="local-authorities")._value.get() == 1752105600.0  # 2025-07-10
     _report_reference_data(datasets, 513, date(2026, 12, 5))
     assert "dataset=local-authorities" not in capsys.readouterr().err
+
+
+async def test_a_successor_taking_over_after_the_register_is_loaded_is_told_on_its_vesting_day(app_hub,
+                                                                                               tmp_path: Path):
+    """A register naming a reorganisation still to come (Buckinghamshire replaced from 1 April 2027) loaded on
+    31 March moves nobody; on 1 April the pass runs again (the latest succession in effect is part of the data's
+    fingerprint) and the person's council moves to the successor, once. The back workers wait for that day
+    (`next_succession`, `seconds_until`) with no restart. Real SQLite, the hub in-process, a clock the test sets."""
+    for change in detention("9990000018", "vest", given_name="Ada", family_name="Lovelace"):
+        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=change)
+        assert r.status_code == 202, r.text
+    path = reorganised(tmp_path / "uk_local_authorities_current.csv", vesting="2027-04-01")
+    ref = load_reference_data(ReferenceSources(local_authorities_file=path, local_authorities_as_of=AS_OF))
+    day = [date(2027, 3, 31)]
+    retell = ReferenceDataRetell(app_hub.hub.engine, ref, app_hub.hub.agreements, today=lambda: day[0])
+
+    async def held() -> str:
+        async with app_hub.hub.engine.connect() as conn:
+            return (await conn.execute(select(register_status.c.council_code))).scalar_one()
+
+    assert await retell.run_once() == 0 and await held() == BUCKS  # loaded the day before: nobody moves yet
+    assert retell.next_succession(day[0]) == date(2027, 4, 1)
+    # 23:00 BST on 31 March is 22:00 UTC: the workers wake at England's midnight, an hour later.
+    assert seconds_until(date(2027, 4, 1), datetime(2027, 3, 31, 22, 0, tzinfo=UTC)) == 3600.0
+    day[0] = date(2027, 4, 1)
+    assert await retell.run_once() == 1 and await held() == SUCCESSOR[1]
+    assert await retell.run_once() == 0  # the same data, the same day: nobody again
+    assert retell.next_succession(day[0]) is None  # nothing more to wait for
