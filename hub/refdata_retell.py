@@ -89,14 +89,20 @@ RETRY_SECONDS = 30.0
 LOOK_AGAIN_SECONDS = 6 * 3600.0
 
 
-def fingerprint(datasets: Iterable[Dataset], successions_from: date | None = None) -> tuple[str, list[dict[str, Any]]]:
-    """The reference data in use, as one hash, and what it is made of (no file's content, no path):
-    each dataset, and the latest council succession in effect (`successions_from`)."""
+def dataset_parts(datasets: Iterable[Dataset]) -> list[dict[str, Any]]:
+    """What the reference data in use is made of: each dataset's name, date and, for an operator's file, its
+    bytes' sha256 (no file's content, no path)."""
     parts = []
     for d in datasets:
         content = hashlib.sha256(Path(d.file).read_bytes()).hexdigest() if d.file else "shipped"
         parts.append({"dataset": d.name, "as_of": d.as_of.isoformat(), "operator_file": bool(d.file),
                       "sha256": content})
+    return parts
+
+
+def fingerprint(parts: list[dict[str, Any]], successions_from: date | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The reference data in use, as one hash, and what it is made of: each dataset (`dataset_parts`), and
+    the latest council succession in effect (`successions_from`)."""
     in_effect = successions_from.isoformat() if successions_from else None
     digest = hashlib.sha256(orjson.dumps({"datasets": parts, "successions_from": in_effect},
                                          option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -119,6 +125,9 @@ class ReferenceDataRetell:
     def __init__(self, engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook,
                  today: Callable[[], date] = england_day) -> None:
         self._engine, self._ref, self._agreements, self._today = engine, ref, agreements, today
+        # The operator's files hashed once, at the first pass after the start that loaded them: a file
+        # replaced on disk while the hub runs is not the data in use (it is loaded, and told, at the next start).
+        self._parts: list[dict[str, Any]] | None = None
 
     def _datasets(self) -> tuple[Dataset, ...]:
         datasets = getattr(self._ref, "datasets", None)
@@ -139,7 +148,9 @@ class ReferenceDataRetell:
         """One pass if the reference data changed since the last recorded: how many people were told."""
         today = self._today()
         in_effect = max((d for d in self._succession_days() if d <= today), default=None)
-        digest, parts = fingerprint(self._datasets(), in_effect)
+        if self._parts is None:
+            self._parts = dataset_parts(self._datasets())
+        digest, parts = fingerprint(self._parts, in_effect)
         async with self._engine.connect() as conn:
             last = (await conn.execute(
                 select(operator_actions.c.detail).where(operator_actions.c.action == ACTION)

@@ -8,6 +8,7 @@ warning at start when it is old. Real files in tmp dirs."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from hub.refdata.loader import ReferenceSources, load_reference_data
 from hub.refdata.ods_files import ReferenceFileError
 from hub.refdata_retell import ReferenceDataRetell, seconds_until
 from hub.settings import Settings
-from hub.store.schema import register_status
+from hub.store.schema import operator_actions, register_status
 from tests.conftest import test_settings as hub_settings
 from tests.support import detention
 
@@ -223,10 +224,17 @@ async def test_a_successor_taking_over_after_the_register_is_loaded_is_told_on_i
             return (await conn.execute(select(register_status.c.council_code))).scalar_one()
 
     assert await retell.run_once() == 0 and await held() == BUCKS  # loaded the day before: nobody moves yet
+    loaded = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.write_bytes(SHIPPED.read_bytes())  # replaced on disk while the hub runs: not the data in use
     assert retell.next_succession(day[0]) == date(2027, 4, 1)
     # 23:00 BST on 31 March is 22:00 UTC: the workers wake at England's midnight, an hour later.
     assert seconds_until(date(2027, 4, 1), datetime(2027, 3, 31, 22, 0, tzinfo=UTC)) == 3600.0
     day[0] = date(2027, 4, 1)
     assert await retell.run_once() == 1 and await held() == SUCCESSOR[1]
+    async with app_hub.hub.engine.connect() as conn:
+        recorded = (await conn.execute(select(operator_actions.c.detail).where(
+            operator_actions.c.action == "reference-data-in-use").order_by(operator_actions.c.action_id))).scalars().all()
+    assert [r["successions_from"] for r in recorded] == ["2023-04-01", "2027-04-01"]
+    assert {d["sha256"] for r in recorded for d in r["datasets"] if d["dataset"] == "local-authorities"} == {loaded}
     assert await retell.run_once() == 0  # the same data, the same day: nobody again
     assert retell.next_succession(day[0]) is None  # nothing more to wait for
