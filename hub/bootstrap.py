@@ -249,7 +249,8 @@ class Hub:
                 Sampler(self.engine, self.bus), self.settings.sample_seconds, self._stop), name="sampler"))
         if self.exports is not None:
             self._tasks.append(asyncio.create_task(run_exporter(self.exports, poll, self._stop), name="exporter"))
-        # A change of reference data since the last start: the bodies it moves told (hazard H-03). One-shot.
+        # A change of reference data since the last start: the bodies it moves told (hazard H-03). At start, and
+        # on each later day the council data names a successor taking over.
         from hub.refdata_retell import ReferenceDataRetell, run_reference_data_retell  # noqa: PLC0415 - back only
 
         self._startup.append(asyncio.create_task(run_reference_data_retell(
@@ -315,17 +316,18 @@ def _report_calendar(holidays: frozenset[date], today: date | None = None) -> No
 
 
 def _report_reference_data(datasets: tuple[Dataset, ...], max_age_days: int, today: date | None = None) -> None:
-    """Each GP practice dataset's date: a metric for the alert (S117ReferenceDataOld), a warning at start
-    for one older than `max_age_days` naming the setting that takes NHS England's newer file
-    (hub/refdata/ods_files.py)."""
+    """Each reference dataset's date (the GP practice files, the register of local authorities): a metric for
+    the alert (S117ReferenceDataOld), a warning at start for one older than `max_age_days` naming the setting
+    that takes the publisher's newer file (hub/refdata/ods_files.py, hub/refdata/council_files.py)."""
     today = today or england_day()
     REFERENCE_DATA_MAX_AGE.set(max_age_days * 86400)
     for d in datasets:
         REFERENCE_DATA_AS_OF.labels(dataset=d.name).set(datetime.combine(d.as_of, time.min, UTC).timestamp())
         age = age_days(d, today)
         if age > max_age_days:
-            log.warning("reference data older than S117_REFERENCE_DATA_MAX_AGE_DAYS: a practice opened or moved "
-                        "since is unknown or named wrongly; download NHS England's current file and set the setting",
+            log.warning("reference data older than S117_REFERENCE_DATA_MAX_AGE_DAYS: a GP practice opened or moved, "
+                        "or a council made or abolished by a reorganisation, since is unknown or named wrongly; "
+                        "download the publisher's current file and set the setting",
                         dataset=d.name, as_of=d.as_of.isoformat(), age_days=age, max_age_days=max_age_days,
                         setting=d.setting)
 

@@ -98,7 +98,8 @@ def _refuse_unreadable_calendar(settings: Any) -> None:
     """Before serving: stop with one plain line (exit 2) naming the setting and the element, line or
     column if `S117_BANK_HOLIDAYS_FILE` is not GOV.UK's document (hub/refdata/bank_holidays.py), or
     `S117_ODS_EPRACCUR_FILE` / `S117_GP_PRACTICE_MAP_FILE` not NHS England's format
-    (hub/refdata/ods_files.py), rather than a start-up traceback."""
+    (hub/refdata/ods_files.py), or `S117_LOCAL_AUTHORITIES_FILE` not mySociety's
+    (hub/refdata/council_files.py), rather than a start-up traceback."""
     from hub.observability.logging import get_logger
     from hub.refdata.bank_holidays import CalendarError
     from hub.refdata.loader import reference_data, sources_of

@@ -4,10 +4,13 @@ The hub keeps no determination: every evaluation asks the reference data in
 use. When the operator loads NHS England's newer GP practice files
 (`S117_ODS_EPRACCUR_FILE`, `S117_GP_PRACTICE_MAP_FILE`: hub/refdata/ods_files.py)
 a person's responsible ICB (a practice moved sub-ICB location, ICBs merged)
-can change with no register change at all. Left to the next event about each
-person, the ICB that lost them would go on believing it is responsible, and the
-one that gained them would not know: a person owed aftercare falling between
-bodies.
+can change with no register change at all; when the operator loads
+mySociety's newer register of local authorities (`S117_LOCAL_AUTHORITIES_FILE`:
+hub/refdata/council_files.py), so can their responsible council (the council
+of their residence abolished by a reorganisation, its successor named). Left
+to the next event about each person, the body that lost them would go on
+believing it is responsible, and the one that gained them would not know: a
+person owed aftercare falling between bodies.
 
 So at every start the back workers compare the reference data in use (a
 fingerprint of each dataset: its name, date and, for an operator's file, its
@@ -27,7 +30,16 @@ transaction under the topic's publish lock and their row lock:
   last message it had where it was told before, with the reason in words.
 
 Then the new fingerprint is recorded, with how many people were looked at and
-how many moved. A pass cut short (the hub stopped, the store unavailable) is
+how many moved.
+
+A register of local authorities can name a reorganisation still to come (a
+council ending on 31 March, its successor from 1 April): loaded before that
+day it moves nobody yet. So the fingerprint also holds the latest day, up to
+today, on which a council's successor took over (`succession_days`), and the
+back workers, after the start's pass, wait for the next such day in the data
+and run the pass again at England's midnight: the councils the vesting day
+moves are told that day, without a restart (and a restart after it tells them
+too). A pass cut short (the hub stopped, the store unavailable) is
 run again at the next start (the people told already hold their new row, so
 they are not told twice); one that fails is tried again every 30 s. The event id
 is the person's and the fingerprint's: two back processes on one store publish
@@ -39,7 +51,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable, Iterable
-from datetime import date
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 from uuid import NAMESPACE_URL, uuid4, uuid5
@@ -56,7 +68,7 @@ from hub.bus.sql import lock_topic, publish
 from hub.codec import from_jsonable, to_jsonable
 from hub.delivery.dispatcher import REFERENCE_DATA_REASON
 from hub.domain.agreements import AgreementBook
-from hub.domain.dates import england_day
+from hub.domain.dates import ENGLAND, england_day
 from hub.domain.model import DomainEvent, EventType, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import evaluate
@@ -73,17 +85,34 @@ ACTOR = "hub:reference-data"  # operator_actions.client_id of the record
 ACTION = "reference-data-in-use"
 SOURCE = "reference-data"  # the event's `source` header
 RETRY_SECONDS = 30.0
+# Waiting for a succession day, the workers look again at least this often (a wall clock set while waiting).
+LOOK_AGAIN_SECONDS = 6 * 3600.0
 
 
-def fingerprint(datasets: Iterable[Dataset]) -> tuple[str, list[dict[str, Any]]]:
-    """The reference data in use, as one hash, and what it is made of (no file's content, no path)."""
+def dataset_parts(datasets: Iterable[Dataset]) -> list[dict[str, Any]]:
+    """What the reference data in use is made of: each dataset's name, date and, for an operator's file, its
+    bytes' sha256 (no file's content, no path)."""
     parts = []
     for d in datasets:
         content = hashlib.sha256(Path(d.file).read_bytes()).hexdigest() if d.file else "shipped"
         parts.append({"dataset": d.name, "as_of": d.as_of.isoformat(), "operator_file": bool(d.file),
                       "sha256": content})
-    digest = hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return parts
+
+
+def fingerprint(parts: list[dict[str, Any]], successions_from: date | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The reference data in use, as one hash, and what it is made of: each dataset (`dataset_parts`), and
+    the latest council succession in effect (`successions_from`)."""
+    in_effect = successions_from.isoformat() if successions_from else None
+    digest = hashlib.sha256(orjson.dumps({"datasets": parts, "successions_from": in_effect},
+                                         option=orjson.OPT_SORT_KEYS)).hexdigest()
     return digest, parts
+
+
+def seconds_until(day: date, now: datetime | None = None) -> float:
+    """Seconds from `now` to the start of `day` in England (at least one minute)."""
+    start = datetime.combine(day, time.min, tzinfo=ENGLAND)
+    return max(60.0, (start - (now or datetime.now(UTC))).total_seconds())
 
 
 def _bodies(status: S117Status) -> tuple[str | None, str | None]:
@@ -96,14 +125,32 @@ class ReferenceDataRetell:
     def __init__(self, engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook,
                  today: Callable[[], date] = england_day) -> None:
         self._engine, self._ref, self._agreements, self._today = engine, ref, agreements, today
+        # The operator's files hashed once, at the first pass after the start that loaded them: a file
+        # replaced on disk while the hub runs is not the data in use (it is loaded, and told, at the next start).
+        self._parts: list[dict[str, Any]] | None = None
 
     def _datasets(self) -> tuple[Dataset, ...]:
         datasets = getattr(self._ref, "datasets", None)
         return datasets() if datasets is not None else ()
 
+    def _succession_days(self) -> tuple[date, ...]:
+        days = getattr(self._ref, "succession_days", None)
+        return days() if days is not None else ()
+
+    def today(self) -> date:
+        return self._today()
+
+    def next_succession(self, today: date) -> date | None:
+        """The next day after `today` on which a council's successor takes over, in the data in use."""
+        return min((d for d in self._succession_days() if d > today), default=None)
+
     async def run_once(self) -> int:
         """One pass if the reference data changed since the last recorded: how many people were told."""
-        digest, parts = fingerprint(self._datasets())
+        today = self._today()
+        in_effect = max((d for d in self._succession_days() if d <= today), default=None)
+        if self._parts is None:
+            self._parts = dataset_parts(self._datasets())
+        digest, parts = fingerprint(self._parts, in_effect)
         async with self._engine.connect() as conn:
             last = (await conn.execute(
                 select(operator_actions.c.detail).where(operator_actions.c.action == ACTION)
@@ -115,13 +162,13 @@ class ReferenceDataRetell:
             return 0
         if not people:
             return 0  # nothing determined under any data yet: recorded once someone is on the register
-        today = self._today()
         moved = 0
         for row in people:
             moved += await self._person(row.person_id, (row.council_code, row.icb_code), digest, today)
         async with self._engine.begin() as conn:
             await record_operator_action(conn, ACTOR, ACTION, digest[:100], {
                 "fingerprint": digest, "datasets": parts, "people": len(people), "told": moved,
+                "successions_from": in_effect.isoformat() if in_effect else None,
                 "previous": last.get("fingerprint") if isinstance(last, dict) else None})
         log.info("reference data in use recorded", count=len(people), told=moved,
                  fingerprint=digest[:16])
@@ -178,12 +225,17 @@ class ReferenceDataRetell:
 
 
 async def run_reference_data_retell(retell: ReferenceDataRetell, stop: asyncio.Event) -> None:
-    """Once at start; a pass that fails (the store unavailable) is tried again until it is done."""
+    """At start, and again at the start of each later day in the data on which a council's successor takes
+    over; a pass that fails (the store unavailable) is tried again until it is done."""
     while not stop.is_set():
         try:
             await retell.run_once()
-            return
+            upcoming = retell.next_succession(retell.today())
+            if upcoming is None:
+                return
+            wait = min(seconds_until(upcoming), LOOK_AGAIN_SECONDS)
         except Exception as exc:  # noqa: BLE001 - logged by kind; tried again
             log.error("reference data change not yet told", exc_type=type(exc).__name__)
-        if await pause(stop, RETRY_SECONDS):
+            wait = RETRY_SECONDS
+        if await pause(stop, wait):
             return

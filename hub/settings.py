@@ -97,9 +97,16 @@ class Settings(BaseSettings):
     ods_epraccur_file: Path | None = None
     ods_epraccur_as_of: date | None = None
     gp_practice_map_file: Path | None = None
-    # A GP practice dataset (shipped or the operator's) older than this many days is warned of at start and
-    # alerted (S117ReferenceDataOld): ODS publishes epraccur quarterly and the map monthly, so 120 days is
-    # one quarter's release missed plus a month to download and deploy the next.
+    # mySociety's newer register of local authorities (uk_local_authorities_current.csv, as published) in place
+    # of the shipped one (July 2025), with the date it is as of (the file does not say: the date mySociety
+    # committed it): councils abolished and made by a reorganisation, and their successions
+    # (hub/refdata/council_files.py). Unreadable or not that format, the hub does not start.
+    local_authorities_file: Path | None = None
+    local_authorities_as_of: date | None = None
+    # A reference dataset (the GP practice files, the register of local authorities; shipped or the
+    # operator's) older than this many days is warned of at start and alerted (S117ReferenceDataOld): ODS
+    # publishes epraccur quarterly and the map monthly, so 120 days is one quarter's release missed plus a
+    # month to download and deploy the next; councils are reorganised on dates announced a year or more ahead.
     reference_data_max_age_days: int = Field(default=120, ge=1, le=3650)
     # The one base of every URL the hub mints (CodeSystems, profiles,
     # extensions, identifier systems, problem types): hub/fhir/namespaces.py.
@@ -395,6 +402,19 @@ class Settings(BaseSettings):
             raise ValueError("ods_epraccur_as_of: S117_ODS_EPRACCUR_AS_OF dates S117_ODS_EPRACCUR_FILE, which is not set")
         if self.ods_epraccur_as_of is not None and self.ods_epraccur_as_of > england_day():
             raise ValueError("ods_epraccur_as_of: S117_ODS_EPRACCUR_AS_OF is in the future")
+        return self
+
+    @model_validator(mode="after")
+    def _local_authorities_dated(self) -> Settings:
+        """mySociety's register does not say when it was published: its date is the operator's to give."""
+        if self.local_authorities_file is not None and self.local_authorities_as_of is None:
+            raise ValueError("local_authorities_as_of: S117_LOCAL_AUTHORITIES_AS_OF (YYYY-MM-DD, the date mySociety "
+                             "committed the file) is required with S117_LOCAL_AUTHORITIES_FILE: the file does not say it")
+        if self.local_authorities_as_of is not None and self.local_authorities_file is None:
+            raise ValueError("local_authorities_as_of: S117_LOCAL_AUTHORITIES_AS_OF dates S117_LOCAL_AUTHORITIES_FILE, "
+                             "which is not set")
+        if self.local_authorities_as_of is not None and self.local_authorities_as_of > england_day():
+            raise ValueError("local_authorities_as_of: S117_LOCAL_AUTHORITIES_AS_OF is in the future")
         return self
 
     @model_validator(mode="after")

@@ -24,7 +24,11 @@ The operator replaces the shipped epraccur and ICB-era map with NHS England's
 newer files (`S117_ODS_EPRACCUR_FILE`, `S117_GP_PRACTICE_MAP_FILE`:
 hub/refdata/ods_files.py); of the two, the one more recently as of is asked
 first for a practice's sub-ICB location, and a newer map's sub-ICB locations
-and ICBs are laid over the shipped table.
+and ICBs are laid over the shipped table. The councils and their successions
+come from mySociety's register of local authorities, shipped as of 10 July
+2025 or the operator's newer one (`S117_LOCAL_AUTHORITIES_FILE`:
+hub/refdata/council_files.py), the social services authorities selected from
+it by one filter.
 """
 
 from __future__ import annotations
@@ -41,6 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from hub.refdata.bank_holidays import merged, read_govuk_file
+from hub.refdata.council_files import (
+    LOCAL_AUTHORITIES_DATASET,
+    LOCAL_AUTHORITIES_SETTING,
+    LOCAL_AUTHORITIES_SOURCE,
+    is_social_services_authority,
+    read_local_authorities,
+    read_local_authorities_file,
+)
 from hub.refdata.ods_files import (
     EPRACCUR_DATASET,
     EPRACCUR_SETTING,
@@ -68,15 +80,21 @@ SHIPPED_EPRACCUR = "ods_epraccur_2024-01.csv"
 # was committed on 2024-01-24). The first of the month, so its age is never understated.
 SHIPPED_EPRACCUR_AS_OF = date(2024, 1, 1)
 SHIPPED_PRACTICE_MAP = "gp-reg-pat-prac-map_2025-10.csv"
+SHIPPED_LOCAL_AUTHORITIES = "mysociety_uk_local_authorities_current.csv"
+# The shipped register's date: the mySociety repository's HEAD commit it was copied at (PROVENANCE.md).
+SHIPPED_LOCAL_AUTHORITIES_AS_OF = date(2025, 7, 10)
 
 
 @dataclass(frozen=True, slots=True)
 class ReferenceSources:
-    """The operator's newer NHS England files (hub/refdata/ods_files.py), each None for the shipped one."""
+    """The operator's newer NHS England files (hub/refdata/ods_files.py) and mySociety register of local
+    authorities (hub/refdata/council_files.py), each None for the shipped one."""
 
     epraccur_file: Path | None = None
     epraccur_as_of: date | None = None
     practice_map_file: Path | None = None
+    local_authorities_file: Path | None = None
+    local_authorities_as_of: date | None = None
 
 
 SHIPPED = ReferenceSources()
@@ -84,9 +102,11 @@ SHIPPED = ReferenceSources()
 
 def sources_of(settings: Any) -> ReferenceSources:
     """The reference sources the settings name (`S117_ODS_EPRACCUR_FILE` and `_AS_OF`,
-    `S117_GP_PRACTICE_MAP_FILE`)."""
+    `S117_GP_PRACTICE_MAP_FILE`, `S117_LOCAL_AUTHORITIES_FILE` and `_AS_OF`)."""
     return ReferenceSources(getattr(settings, "ods_epraccur_file", None), getattr(settings, "ods_epraccur_as_of", None),
-                            getattr(settings, "gp_practice_map_file", None))
+                            getattr(settings, "gp_practice_map_file", None),
+                            getattr(settings, "local_authorities_file", None),
+                            getattr(settings, "local_authorities_as_of", None))
 
 # Known errors in the mySociety register, corrected here (la_code -> county la_code).
 # Forest Heath (abolished 2019, now West Suffolk) lay in Suffolk, not Surrey.
@@ -133,7 +153,7 @@ class _Council:
         self.name = row["nice-name"]
         self.start = _iso(row["start-date"])
         self.end = _iso(row["end-date"])
-        self.replaced_by = tuple(c for c in row["replaced-by"].split(",") if c)
+        self.replaced_by = tuple(c.strip() for c in row["replaced-by"].split(",") if c.strip())
         self.ssa = ssa  # a local social services authority (upper tier / unitary)
 
 
@@ -205,15 +225,28 @@ class PublicReferenceData:
             )
 
     def _load_councils(self) -> None:
-        ssa_rows = {r["gss_code"]: r for r in _dict_rows("england_social_services_authorities.csv")}
+        # mySociety's register of local authorities: shipped (July 2025) or the operator's newer one
+        # (S117_LOCAL_AUTHORITIES_FILE), read and checked by the same code. The social services authorities
+        # are its rows the one filter selects (the shipped england_social_services_authorities.csv was made
+        # with it: tests/unit/test_council_files.py).
+        src = self._sources
+        if src.local_authorities_file is None:
+            with _open(SHIPPED_LOCAL_AUTHORITIES) as f:
+                register = read_local_authorities(f, SHIPPED_LOCAL_AUTHORITIES_AS_OF,
+                                                  f"hub/refdata/data/{SHIPPED_LOCAL_AUTHORITIES}")
+        else:
+            register = read_local_authorities_file(src.local_authorities_file, src.local_authorities_as_of or date.min)
+        self._council_dataset = Dataset(
+            LOCAL_AUTHORITIES_DATASET, register.as_of, LOCAL_AUTHORITIES_SETTING, LOCAL_AUTHORITIES_SOURCE,
+            str(src.local_authorities_file) if src.local_authorities_file else None)
         self._councils: dict[str, _Council] = {}  # GSS -> council (SSAs and English districts)
         self._by_la: dict[str, _Council] = {}
         self._county_of: dict[str, str] = {}  # district GSS -> county la_code
         self._alias: dict[str, str] = {}  # former GSS code (pure re-coding) -> GSS
-        for r in _dict_rows("mysociety_uk_local_authorities_current.csv"):
+        for r in register.rows:
             if r["nation"] != "England" or not r["gss-code"]:
-                continue
-            ssa = r["gss-code"] in ssa_rows
+                continue  # a council without a GSS code (not yet given one) cannot be named: left undetermined
+            ssa = is_social_services_authority(r)
             if not ssa and r["local-authority-type"] != "NMD":
                 continue  # combined authorities etc.
             c = _Council(r, ssa)
@@ -224,11 +257,6 @@ class PublicReferenceData:
             for old in r["former-gss-codes"].split(","):
                 if old.strip():
                     self._alias[old.strip()] = c.gss
-        # The England SSA file is the authority for which codes are SSAs and for
-        # their successors; it is a filter of the mySociety file, so they agree.
-        missing = set(ssa_rows) - set(self._councils)
-        if missing:  # pragma: no cover - data consistency guard
-            raise ValueError(f"social services authorities missing from mySociety file: {sorted(missing)}")
         # Effective last day: the register's end dates mix "last day" and
         # "first day of the successor"; the successor's start wins.
         self._last_day: dict[str, date | None] = {}
@@ -240,6 +268,12 @@ class PublicReferenceData:
                 day_before = min(starts) - timedelta(days=1)
                 last = day_before if last is None else min(last, day_before)
             self._last_day[c.gss] = last
+        # The days a council's duties pass to its successor (the day after its effective last day): an
+        # operator's newer register can name one still to come, and the bodies it moves are told that day
+        # (hub/refdata_retell.py).
+        self._succession_days = tuple(sorted({
+            last + timedelta(days=1) for gss, last in self._last_day.items()
+            if last is not None and self._councils[gss].replaced_by}))
 
     def _load_nhs_orgs(self) -> None:
         self._icbs: dict[str, Org] = {}
@@ -317,11 +351,18 @@ class PublicReferenceData:
                     str(src.epraccur_file) if src.epraccur_file else None),
             Dataset(PRACTICE_MAP_DATASET, practice_map.as_of, PRACTICE_MAP_SETTING, PRACTICE_MAP_SOURCE,
                     str(src.practice_map_file) if src.practice_map_file else None),
+            self._council_dataset,
         )
 
     def datasets(self) -> tuple[Dataset, ...]:
-        """The GP practice datasets in use, each with the date it is as of (hub/refdata/ods_files.py)."""
+        """The GP practice datasets and the register of local authorities in use, each with the date it is
+        as of (hub/refdata/ods_files.py, hub/refdata/council_files.py)."""
         return self._datasets
+
+    def succession_days(self) -> tuple[date, ...]:
+        """Every day on which a council's duties pass to its successor (a reorganisation's vesting day),
+        in order: on and after it, `council_successors` names the successor."""
+        return self._succession_days
 
     def _load_council_areas(self) -> None:
         self._lad_ccg: dict[str, list[tuple[str, int]]] = defaultdict(list)
@@ -648,7 +689,8 @@ def reference_data(bank_holidays_file: Path | None = None,
     """The shared reference data, with the operator's bank holidays file
     (`S117_BANK_HOLIDAYS_FILE`, GOV.UK's bank-holidays.json) merged over the
     shipped calendar when one is set, and the operator's NHS England GP
-    practice files (`sources`: hub/refdata/ods_files.py) in place of the
+    practice files and mySociety register of local authorities (`sources`:
+    hub/refdata/ods_files.py, hub/refdata/council_files.py) in place of the
     shipped ones. A file that cannot be read raises `CalendarError` or
     `ReferenceFileError` naming the setting and the element, line or column."""
     ref = load_reference_data(sources)

@@ -106,7 +106,7 @@ def _lines(path: Path, setting: str) -> Iterator[str]:
                     yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
                 except UnicodeDecodeError:
                     raise ReferenceFileError(setting, f"line {number}",
-                                             "not UTF-8 text (NHS England's CSV is expected)") from None
+                                             "not UTF-8 text (the CSV as published is expected)") from None
     except OSError as exc:
         raise ReferenceFileError(setting, "(file)", f"cannot be read ({exc.strerror or type(exc).__name__})") from None
 

@@ -103,3 +103,94 @@ async def test_a_newer_practice_map_moving_the_icb_is_told_to_both_icbs(tmp_path
     assert [(r["people"], r["told"], r["previous"]) for r in records] == [(1, 1, None)]
     assert [d["operator_file"] for d in records[0]["datasets"] if d["dataset"] == "gp-practice-map"] == [True]
     assert PERSON["nhs_number"] not in hub.logs() and PERSON["family_name"] not in hub.logs()
+
+
+SUCCESSOR = ("CHV", "E06000099", "Chiltern Vale")  # a unitary made by a reorganisation (fictional; no such code)
+
+
+def _reorganised_councils(path: Path) -> Path:
+    """mySociety's register as it would be published after a reorganisation: Buckinghamshire Council (BUC,
+    E06000060: the person's council before detention) ended on 1 April 2026 and replaced by a new unitary
+    from that day, with its own GSS code."""
+    with (DATA / "mysociety_uk_local_authorities_current.csv").open(encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.reader(f))
+    at = {name: i for i, name in enumerate(rows[0])}
+    bucks = next(r for r in rows[1:] if r[at["gss-code"]] == "E06000060")
+    new = list(bucks)
+    bucks[at["end-date"]], bucks[at["replaced-by"]], bucks[at["current-authority"]] = "2026-04-01", SUCCESSOR[0], "False"
+    code, gss, name = SUCCESSOR
+    new[at["local-authority-code"]], new[at["gss-code"]], new[at["nice-name"]] = code, gss, name
+    new[at["official-name"]], new[at["start-date"]], new[at["alt-names"]] = f"{name} Council", "2026-04-01", name
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([*rows, new])
+    return path
+
+
+async def test_a_newer_council_register_naming_a_successor_is_told_to_both_councils(tmp_path: Path) -> None:
+    """The council the person lived in before detention abolished by a reorganisation: restarted with
+    mySociety's newer register (S117_LOCAL_AUTHORITIES_FILE), the hub names its successor; the old council is
+    corrected, the new one told, once, with no register change about the person."""
+    new_gss = SUCCESSOR[1]
+    sharing = dict(SHARING)
+    sharing["agreements"] = [*SHARING["agreements"], {"id": "DSA-TEST-SUCCESSOR", "valid_from": "2020-01-01",
+                                                       "recipients": [{"org_code": new_gss, "events": ["*"],
+                                                                       "field_groups": ["identity", "responsibility"]}]}]
+    (tmp_path / "sharing.yaml").write_text(yaml.safe_dump(sharing))
+    receiver = Receiver(secret=SECRET)
+    await receiver.start()
+    hub = HubProcess(tmp_path, sharing_path=tmp_path / "sharing.yaml")
+    keys = await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    keys[new_gss] = (await add_client(engine, "Chiltern Vale", new_gss, "council",
+                                      ["subscriptions:write", "s117:read"]))[1]
+    await engine.dispose()
+    try:
+        await hub.start()
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            for org in ("E06000060", new_gss):
+                await subscribe_webhook(http, keys, receiver, org=org)
+            person_id = await put_on_register(http, keys["trust"], PERSON)
+            await receiver.wait_for(lambda: any(r.headers["s117-event-type"] == "s117-entitlement-started"
+                                                for r in receiver.received if r.org == "E06000060"))
+            told_bucks = [r for r in receiver.received if r.org == "E06000060"]
+            assert not [r for r in receiver.received if r.org == new_gss]  # no role for the person yet
+            r = await http.get(f"/v1/persons/{person_id}/s117", headers={"X-API-Key": keys["E06000060"]})
+            assert r.json()["responsible_council"]["org"]["code"] == "E06000060"
+        hub.stop()
+
+        hub.env["S117_LOCAL_AUTHORITIES_FILE"] = str(_reorganised_councils(tmp_path / "uk_local_authorities.csv"))
+        hub.env["S117_LOCAL_AUTHORITIES_AS_OF"] = "2026-11-01"
+        await hub.start()
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            await receiver.wait_for(lambda: any(r.org == new_gss for r in receiver.received)
+                                    and len([r for r in receiver.received if r.org == "E06000060"]) > len(told_bucks))
+            await asyncio.sleep(1)
+            bucks = [r for r in receiver.received if r.org == "E06000060"][len(told_bucks):]
+            successor = [r for r in receiver.received if r.org == new_gss]
+            # Buckinghamshire: a correction superseding the last message it had, saying why.
+            assert [r.headers["s117-event-type"] for r in bucks] == ["s117-notification-corrected"]
+            text = bucks[0].body.decode()
+            assert "mySociety's register of local authorities" in text
+            assert told_bucks[-1].headers["s117-event-id"] in text  # supersedes what it last had
+            # The successor council: told it is responsible, once.
+            assert len(successor) == 1 and new_gss in successor[0].body.decode()
+            for org in (new_gss, "E06000060"):  # the person query names the successor, to either
+                r = await http.get(f"/v1/persons/{person_id}/s117", headers={"X-API-Key": keys[org]})
+                assert r.status_code == 200, r.text
+                assert r.json()["responsible_council"]["org"]["code"] == new_gss
+        hub.stop()
+
+        seen = len(receiver.received)
+        await hub.start()  # the same register again: nobody is told again
+        await asyncio.sleep(3)
+        assert len(receiver.received) == seen
+    finally:
+        hub.stop()
+        await receiver.stop()
+    with sqlite3.connect(tmp_path / "hub.db") as db:
+        records = [orjson.loads(d) for (d,) in db.execute(
+            "SELECT detail FROM operator_actions WHERE action = 'reference-data-in-use' ORDER BY action_id")]
+    assert [(r["people"], r["told"], r["previous"]) for r in records] == [(1, 1, None)]
+    assert [(d["operator_file"], d["as_of"]) for d in records[0]["datasets"] if d["dataset"] == "local-authorities"] \
+        == [(True, "2026-11-01")]
+    assert PERSON["nhs_number"] not in hub.logs() and PERSON["family_name"] not in hub.logs()

@@ -62,7 +62,8 @@ def test_a_newer_epraccur_names_the_sub_icb_and_icb_of_a_practice_the_shipped_da
     assert (found.at_date.code, found.successor.code) == ("16C", "QHM")
     assert "ODS epraccur November 2026" in found.trail
     assert {(d.name, d.as_of, d.file) for d in ref.datasets()} == {
-        ("ods-epraccur", date(2026, 11, 1), str(path)), ("gp-practice-map", date(2025, 10, 1), None)}
+        ("ods-epraccur", date(2026, 11, 1), str(path)), ("gp-practice-map", date(2025, 10, 1), None),
+        ("local-authorities", date(2025, 7, 10), None)}  # the councils' register as shipped (test_council_files.py)
 
 
 def test_a_practice_that_moved_sub_icb_is_named_by_the_newer_file(tmp_path: Path) -> None:
@@ -202,7 +203,7 @@ def test_an_old_dataset_is_warned_of_at_start_and_its_date_exported(capsys) -> N
     _report_reference_data(datasets, 120, date(2026, 12, 5))
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "reference data older" in line]
-    assert len(lines) == 2, err
+    assert len(lines) == 3, err  # the third, the councils' register: tests/unit/test_council_files.py
     assert "dataset=ods-epraccur" in lines[0] and "as_of=2024-01-01" in lines[0] and "age_days=1069" in lines[0]
     assert "setting=S117_ODS_EPRACCUR_FILE" in lines[0] and "max_age_days=120" in lines[0]
     assert "dataset=gp-practice-map" in lines[1] and "as_of=2025-10-01" in lines[1] and "age_days=430" in lines[1]
