@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hub.bus.kafka_security import KafkaSecurity
 from hub.bus.port import EVENTS_TOPIC
 from hub.delivery.kafka_topic import CE_TYPE_PREFIX, CONTENT_TYPE
 from hub.domain.model import EventType
@@ -102,14 +103,43 @@ PERSON_KEY = {**_UUID, "description": "The hub person id: one person's records s
                                       "(an event about a body itself, s117-reconciliation-drift: its message id)"}
 
 
-def asyncapi_document(*, version: str, kafka_servers: str | None, outbound_servers: str | None) -> dict[str, Any]:
+# How a client proves who it is to each cluster (S117_KAFKA_SASL_MECHANISM, a client certificate), as AsyncAPI
+# 3.0's security scheme types name them; a subscriber reading its topic needs the same kind of credential.
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "saslPlain": {"type": "plain", "description": "SASL/PLAIN: a user name and password, over TLS"},
+    "saslScramSha256": {"type": "scramSha256", "description": "SASL/SCRAM-SHA-256: a user name and password"},
+    "saslScramSha512": {"type": "scramSha512", "description": "SASL/SCRAM-SHA-512: a user name and password"},
+    "mutualTls": {"type": "X509", "description": "A client certificate the brokers' CA signed (mutual TLS)"},
+}
+_BY_MECHANISM = {"PLAIN": "saslPlain", "SCRAM-SHA-256": "saslScramSha256", "SCRAM-SHA-512": "saslScramSha512"}
+
+
+def _server(servers: str, description: str, security: KafkaSecurity | None) -> dict[str, Any]:
+    """One cluster as an AsyncAPI server: `kafka-secure` over TLS, and the schemes its clients authenticate
+    with (none named: the cluster asks for none). Never a user name, password or file."""
+    security = security or KafkaSecurity()
+    server: dict[str, Any] = {"host": servers.split(",")[0], "protocol": "kafka-secure" if security.tls else "kafka",
+                              "description": description}
+    schemes = []
+    if security.sasl and security.sasl_mechanism in _BY_MECHANISM:
+        schemes.append(_BY_MECHANISM[security.sasl_mechanism])
+    if security.tls and security.cert_file is not None:
+        schemes.append("mutualTls")
+    if schemes:
+        server["security"] = [{"$ref": f"#/components/securitySchemes/{name}"} for name in schemes]
+    return server
+
+
+def asyncapi_document(*, version: str, kafka_servers: str | None, outbound_servers: str | None,
+                      bus_security: KafkaSecurity | None = None,
+                      outbound_security: KafkaSecurity | None = None) -> dict[str, Any]:
+    """The document; each cluster's security (hub/bus/kafka_security.py) says how its server is reached."""
     servers: dict[str, Any] = {}
     if kafka_servers:
-        servers["bus"] = {"host": kafka_servers.split(",")[0], "protocol": "kafka",
-                          "description": "The hub's event bus (S117_BUS_URL)"}
+        servers["bus"] = _server(kafka_servers, "The hub's event bus (S117_BUS_URL)", bus_security)
     if outbound_servers:
-        servers["outbound"] = {"host": outbound_servers.split(",")[0], "protocol": "kafka",
-                               "description": "Where `kafka` subscriptions are published"}
+        servers["outbound"] = _server(outbound_servers, "Where `kafka` subscriptions are published",
+                                      outbound_security)
     doc: dict[str, Any] = {
         "asyncapi": "3.0.0",
         "info": {
@@ -167,4 +197,7 @@ def asyncapi_document(*, version: str, kafka_servers: str | None, outbound_serve
     }
     if servers:
         doc["servers"] = servers
+        used = {ref["$ref"].rsplit("/", 1)[1] for server in servers.values() for ref in server.get("security", ())}
+        if used:
+            doc["components"]["securitySchemes"] = {name: SECURITY_SCHEMES[name] for name in sorted(used)}
     return doc

@@ -15,4 +15,5 @@ router = APIRouter(tags=["subscriptions"])
 async def asyncapi(request: Request, hub: HubDep) -> dict:
     s = hub.settings
     return asyncapi_document(version=request.app.version, kafka_servers=kafka_bootstrap(s.bus_url),
-                             outbound_servers=outbound_kafka_bootstrap(s))
+                             outbound_servers=outbound_kafka_bootstrap(s), bus_security=s.kafka_security("bus"),
+                             outbound_security=s.kafka_security("outbound"))

@@ -55,3 +55,58 @@ async def test_documented_headers_are_the_ones_written(app_hub):
         jsonschema.validate(written, headers_schema, format_checker=jsonschema.FormatChecker())
         assert written["event_number"] == "7" and written["ce_time"] == "2026-11-30T12:00:00.000Z"
         assert written["restore_epoch"] == epoch
+
+
+def test_each_cluster_says_how_it_is_reached_and_the_document_stays_valid():
+    """A subscriber reading its `s117.out.<org>` topic must know whether the cluster wants TLS and which
+    credential: each server says `kafka-secure` over TLS and names the security schemes its clients use
+    (the SASL mechanism, a client certificate), never a user name, password or file."""
+    from hub.asyncapi import asyncapi_document
+    from hub.bus.kafka_security import KafkaSecurity
+
+    schema = json.loads(SCHEMA.read_text())
+    plain = asyncapi_document(version="1", kafka_servers="127.0.0.1:9092", outbound_servers="127.0.0.1:9092")
+    assert {s["protocol"] for s in plain["servers"].values()} == {"kafka"}
+    assert "securitySchemes" not in plain["components"]
+    assert not any("security" in s for s in plain["servers"].values())
+
+    bus = KafkaSecurity(protocol="SASL_SSL", ca_file=Path("/etc/ca.pem"), sasl_mechanism="SCRAM-SHA-512",
+                        sasl_username="hub-user", sasl_password="s3cret-pw")
+    outbound = KafkaSecurity(prefix="S117_KAFKA_OUTBOUND_", protocol="SSL", ca_file=Path("/etc/ca.pem"),
+                             cert_file=Path("/etc/hub.pem"), key_file=Path("/etc/hub.key"))
+    doc = asyncapi_document(version="1", kafka_servers="kafka-1.hub.nhs.uk:9093,kafka-2.hub.nhs.uk:9093",
+                            outbound_servers="out.hub.nhs.uk:9093", bus_security=bus, outbound_security=outbound)
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(doc)) == []
+    assert doc["servers"]["bus"]["protocol"] == doc["servers"]["outbound"]["protocol"] == "kafka-secure"
+    assert doc["servers"]["bus"]["security"] == [{"$ref": "#/components/securitySchemes/saslScramSha512"}]
+    assert doc["servers"]["outbound"]["security"] == [{"$ref": "#/components/securitySchemes/mutualTls"}]
+    assert doc["components"]["securitySchemes"] == {
+        "mutualTls": {"type": "X509", "description": "A client certificate the brokers' CA signed (mutual TLS)"},
+        "saslScramSha512": {"type": "scramSha512", "description": "SASL/SCRAM-SHA-512: a user name and password"}}
+    text = json.dumps(doc)
+    assert "hub-user" not in text and "s3cret-pw" not in text and "/etc/" not in text
+    # Every scheme a server names is defined (the schema does not follow the references).
+    assert all(ref["$ref"].rsplit("/", 1)[1] in doc["components"]["securitySchemes"]
+               for server in doc["servers"].values() for ref in server["security"])
+
+
+async def test_the_served_document_carries_the_hubs_own_cluster_security(tmp_path):
+    """GET /asyncapi.json reads the hub's settings: a SASL_SSL bus is documented as such."""
+    import httpx
+
+    from hub.api.app import create_app
+    from tests.conftest import test_settings
+
+    from tests.tls_certs import CertAuthority
+
+    ca = CertAuthority.make(tmp_path).pem
+    settings = test_settings(tmp_path, bus_url="kafka://127.0.0.1:9092",
+                             kafka_security_protocol="SASL_SSL", kafka_ssl_ca_file=ca,
+                             kafka_sasl_mechanism="PLAIN", kafka_sasl_username="u", kafka_sasl_password="p")
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
+        doc = (await http.get("/asyncapi.json")).json()
+    assert doc["servers"]["bus"]["protocol"] == "kafka-secure"
+    assert doc["servers"]["bus"]["security"] == [{"$ref": "#/components/securitySchemes/saslPlain"}]
+    assert doc["components"]["securitySchemes"]["saslPlain"]["type"] == "plain"
