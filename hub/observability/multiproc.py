@@ -92,8 +92,7 @@ def _sweep_left_behind() -> int:
             continue
         shutil.rmtree(directory, ignore_errors=True)
         removed += 1
-    if removed:
-        log.info("metrics directories of stopped hubs removed", count=removed)
+    # Not logged: this runs before `s117hub serve` has configured its logging (a line now would not be JSON).
     return removed
 
 
