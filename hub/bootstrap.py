@@ -302,7 +302,7 @@ class Hub:
         await self.engine.dispose()
 
 
-def _report_calendar(holidays: frozenset[date], today: date | None = None) -> None:
+def _report_calendar(holidays: frozenset[date], today: date | None = None, warn: bool = True) -> None:
     """The bank holiday calendar's reach: a metric for the alert, a warning at start when less
     than half a year is left (hub/refdata/bank_holidays.py)."""
     until = covered_until(holidays)
@@ -310,12 +310,13 @@ def _report_calendar(holidays: frozenset[date], today: date | None = None) -> No
         return
     BANK_HOLIDAYS_COVERED_UNTIL.set(datetime.combine(until, time.max, UTC).timestamp())
     left = (until - (today or england_day())).days
-    if left < WARN_DAYS:
+    if warn and left < WARN_DAYS:
         log.warning("bank holiday calendar ends soon: clocks past it count no holidays; set S117_BANK_HOLIDAYS_FILE",
                     covered_until=until.isoformat(), days_left=left)
 
 
-def _report_reference_data(datasets: tuple[Dataset, ...], max_age_days: int, today: date | None = None) -> None:
+def _report_reference_data(datasets: tuple[Dataset, ...], max_age_days: int, today: date | None = None,
+                           warn: bool = True) -> None:
     """Each reference dataset's date (the GP practice files, the register of local authorities): a metric for
     the alert (S117ReferenceDataOld), a warning at start for one older than `max_age_days` naming the setting
     that takes the publisher's newer file (hub/refdata/ods_files.py, hub/refdata/council_files.py)."""
@@ -324,7 +325,7 @@ def _report_reference_data(datasets: tuple[Dataset, ...], max_age_days: int, tod
     for d in datasets:
         REFERENCE_DATA_AS_OF.labels(dataset=d.name).set(datetime.combine(d.as_of, time.min, UTC).timestamp())
         age = age_days(d, today)
-        if age > max_age_days:
+        if warn and age > max_age_days:
             log.warning("reference data older than S117_REFERENCE_DATA_MAX_AGE_DAYS: a GP practice opened or moved, "
                         "or a council made or abolished by a reorganisation, since is unknown or named wrongly; "
                         "download the publisher's current file and set the setting",
@@ -340,7 +341,11 @@ def _subscriber_tls(settings: Settings) -> Any:
     return client_tls(*files) if any(f is not None for f in files) else None
 
 
-async def build_hub(settings: Settings) -> Hub:
+async def build_hub(settings: Settings, *, start_warnings: bool = True) -> Hub:
+    """The hub `settings` describe. `start_warnings` False in a worker process the front started
+    (hub/worker_process.py): the warnings about the settings and the reference data at start (Kafka without
+    TLS, an old dataset, the calendar's end) are the front's to say, once, not once a process (the metrics
+    for their alerts are set in every process alike)."""
     kafka_servers = kafka_bootstrap(settings.bus_url)
     outbound = outbound_kafka_bootstrap(settings)
     # Every Kafka client of the hub is made with its cluster's security, built once here
@@ -349,14 +354,14 @@ async def build_hub(settings: Settings) -> Hub:
     outbound_security = settings.kafka_security("outbound").client_options() if outbound else {}
     for cluster, servers in (("bus", kafka_servers), ("outbound", outbound)):
         security = settings.kafka_security(cluster)
-        if servers and not security.tls and security.allow_plaintext:  # production allows it on the operator's word
+        if start_warnings and servers and not security.tls and security.allow_plaintext:  # on the operator's word
             log.warning("kafka without TLS: the network to the brokers must protect the data itself",
                         cluster=cluster, mode=security.protocol, allow_unauthenticated=True)
     engine = create_engine(settings.database_url, **engine_options(settings))
     await create_schema(engine)
     ref = reference_data(settings.bank_holidays_file, sources_of(settings))
-    _report_calendar(ref.bank_holidays())
-    _report_reference_data(ref.datasets(), settings.reference_data_max_age_days)
+    _report_calendar(ref.bank_holidays(), warn=start_warnings)
+    _report_reference_data(ref.datasets(), settings.reference_data_max_age_days, warn=start_warnings)
     # Taken before the read, as the sharing file's below: a change made meanwhile is loaded at the first look.
     area_state = file_state(settings.area_agreements_path)
     agreements = (

@@ -354,10 +354,11 @@ async def run_workers(settings: Settings) -> None:
     from hub.bus.sql import _tell_readers
     from hub.server import tune_gc
 
+    started_by_front = ROLE_ENV in os.environ  # not an operator's own `s117hub workers`
     role = os.environ.pop(ROLE_ENV, "all")
     if role not in ROLES:
         raise SystemExit(f"{ROLE_ENV}: must be one of {', '.join(ROLES)}")
-    hub = await build_hub(settings)
+    hub = await build_hub(settings, start_warnings=not started_by_front)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

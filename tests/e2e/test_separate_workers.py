@@ -7,6 +7,7 @@ it; and a SIGKILLed front leaves no worker process behind."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -116,6 +117,11 @@ async def test_workers_in_their_own_process_deliver_restart_and_stop_with_the_hu
 
             [second] = await _until(restarted, 20, "a new worker process")
             assert "worker process exited; restarting" in hub.logs()
+            # The shipped datasets are older than the setting allows: each said once, by the front, not again
+            # by each worker process it started (three starts here).
+            old = [line for line in hub.logs().splitlines() if "reference data older" in line]
+            named = [json.loads(line)["dataset"] for line in old]
+            assert named and len(named) == len(set(named)), named
             more = await _push(http, keys["trust"], people=1, seed=12)
 
             async def delivered_again() -> bool:
