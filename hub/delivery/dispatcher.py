@@ -754,53 +754,10 @@ class Dispatcher:
             await self._send(send, view_event_id_for(msg.event_id, org), view_event, org, target,
                              supersedes=old.last_event_id if old is not None and event_type is
                              EventType.NOTIFICATION_CORRECTED else None, reason=reason)
-        if retraction:
-            # A body told of the retracted change (its events, or a position it set) holds what the
-            # change said (a section, a date, a hospital) whether or not its position now moves: each
-            # one its position does not move is told the change was recorded in error (UK GDPR Art. 19).
-            told = await self._told_of(conn, person_id, msg.headers[RETRACTED], cache)  # (`change`: the one carried)
-            for org in sorted(told.keys() - moved):
-                target = truth[org] if org in truth else NOT_INVOLVED
-                corrected = DomainEvent(
-                    event_type=EventType.NOTIFICATION_CORRECTED, person_id=person_id, change_id=change.change_id,
-                    occurred_on=change.effective_date,
-                    summary=f"A register change you were told of was corrected: {RETRACTED_TOLD_REASON}.",
-                    details={"reason": RETRACTED_TOLD_REASON, "supersedes": told[org]})
-                await self._send(send, view_event_id_for(msg.event_id, org), corrected, org, target,
-                                 supersedes=told[org], reason=RETRACTED_TOLD_REASON)
-        if merged is not None:
-            # A body told of the superseded number's person holds what it was told under that number: each
-            # one is told of the merge, superseding the last message it had about them (UK GDPR Art. 19),
-            # with its position for the retained person: unless the difference above told it already,
-            # superseding that same message (its view of them carried over to the retained person).
-            for org in sorted(merged_told):
-                if org in moved and org in carried:
-                    continue
-                target = truth[org] if org in truth else NOT_INVOLVED
-                supersedes = merged_told[org]
-                told_merge = DomainEvent(
-                    event_type=EventType.NOTIFICATION_CORRECTED, person_id=person_id, change_id=change.change_id,
-                    occurred_on=change.effective_date,
-                    summary=f"A person you were told of was corrected: {MERGED_TOLD_REASON}.",
-                    details={"reason": MERGED_TOLD_REASON, "supersedes": supersedes})
-                view_id = view_event_id_for(msg.event_id, org)
-                if org in moved:  # told its new position above under that id: this one is the merge's own
-                    view_id = view_event_id_for(view_id, org)
-                await self._send(send, view_id, told_merge, org, target, supersedes=supersedes,
-                                 reason=MERGED_TOLD_REASON)
-        if unmerged:
-            # A body holding a position about the person was told of them as one person with another: each one
-            # the difference above did not tell is told of the reversal, superseding the last message it had
-            # about them, with its position (under the person's own id and NHS number; UK GDPR Art. 19).
-            for org in sorted(unmerged_told.keys() - moved):
-                target = truth[org] if org in truth else NOT_INVOLVED
-                told_unmerge = DomainEvent(
-                    event_type=EventType.NOTIFICATION_CORRECTED, person_id=person_id, change_id=change.change_id,
-                    occurred_on=change.effective_date,
-                    summary=f"A person you were told of was corrected: {UNMERGED_TOLD_REASON}.",
-                    details={"reason": UNMERGED_TOLD_REASON, "supersedes": unmerged_told[org]})
-                await self._send(send, view_event_id_for(msg.event_id, org), told_unmerge, org, target,
-                                 supersedes=unmerged_told[org], reason=UNMERGED_TOLD_REASON)
+        if retraction or merged is not None or unmerged:
+            await self._tell_corrected(send, conn, cache, msg, person_id, change, truth, moved, carried,
+                                       merged_told if merged is not None else None,
+                                       unmerged_told if unmerged else None)
         # The message's views, deliveries and disclosure decisions, one statement
         # each; in a batch without savepoints, one each for the whole batch (`_BatchCache.flush`).
         writes = cache.deferred if cache.deferred is not None else _Writes()
@@ -817,6 +774,42 @@ class Dispatcher:
         if own_cache:
             await cache.flush(conn)
             cache.count_dispatched()
+
+    async def _tell_corrected(self, send: Any, conn: AsyncConnection, cache: Any, msg: BusMessage,
+                              person_id: str, change: RegisterChange, truth: dict[str, Any], moved: set[str],
+                              carried: set[str], merged_told: dict[str, str] | None,
+                              unmerged_told: dict[str, str] | None) -> None:
+        """The bodies a correction tells although their position did not move (UK GDPR Art. 19), each a
+        `s117-notification-corrected` superseding the last message it had, with its position:
+        - a retraction: each body told of the retracted change (its events, or a position it set), which
+          holds what the change said (a section, a date, a hospital);
+        - a merge: each body told of the superseded number's person, which holds what it was told under
+          that number, unless the difference told it already with its view carried over to the retained
+          person (`carried`); one the difference told is told the merge under an id of its own;
+        - a merge's reversal: each body that held a position about the person as one with another."""
+        told: list[tuple[str, str, str, str, str]] = []  # (body, message superseded, reason, what, view id)
+        if RETRACTED in msg.headers:
+            of = await self._told_of(conn, person_id, msg.headers[RETRACTED], cache)  # (`change`: the one carried)
+            told += [(org, of[org], RETRACTED_TOLD_REASON, "A register change", view_event_id_for(msg.event_id, org))
+                     for org in sorted(of.keys() - moved)]
+        if merged_told is not None:
+            for org in sorted(merged_told):
+                if org in moved and org in carried:
+                    continue
+                view_id = view_event_id_for(msg.event_id, org)
+                if org in moved:  # told its new position above under that id: this one is the merge's own
+                    view_id = view_event_id_for(view_id, org)
+                told.append((org, merged_told[org], MERGED_TOLD_REASON, "A person", view_id))
+        if unmerged_told is not None:
+            told += [(org, unmerged_told[org], UNMERGED_TOLD_REASON, "A person", view_event_id_for(msg.event_id, org))
+                     for org in sorted(unmerged_told.keys() - moved)]
+        for org, supersedes, reason, what, view_id in told:
+            corrected = DomainEvent(
+                event_type=EventType.NOTIFICATION_CORRECTED, person_id=person_id, change_id=change.change_id,
+                occurred_on=change.effective_date, summary=f"{what} you were told of was corrected: {reason}.",
+                details={"reason": reason, "supersedes": supersedes})
+            await self._send(send, view_id, corrected, org, truth[org] if org in truth else NOT_INVOLVED,
+                             supersedes=supersedes, reason=reason)
 
     @staticmethod
     async def _carry_views(conn: AsyncConnection, person_id: str, superseded: str,
