@@ -114,11 +114,14 @@ from hub.observability.logging import get_logger
 from hub.delivery.ledger import ledger_for
 from hub.delivery.queue import disclosed_under_another, disclosure_row, hold_disallowed
 from hub.sharing import DisclosureCheck, SharingAgreements
-from hub.store.db import Prepared, execute_prepared, snapshot
+from hub.store.db import Prepared, execute_prepared, snapshot, store_fault
 from hub.store.schema import deliveries, deliveries_with_messages, delivery_messages, disclosures, subscriptions
 from hub.domain.dates import england_day
 
 log = get_logger("hub.delivery")
+# Outcomes the store could not take, tried again after this, doubling up to the most (`_record_held`).
+HELD_FIRST_WAIT = 0.05
+HELD_MAX_WAIT = 2.0
 # A delivery an operator put back to be sent (`last_error`: this and the operator's client id), until
 # the claim that takes it records the disclosure (module docstring, "Released by an operator").
 RELEASED = "released by "
@@ -753,10 +756,9 @@ class SubscriptionDeliverer:
             next_lease = time.monotonic()
             retry_after = self._retry_after(failed) if failed is not None else None
             suspend = self._suspension(error) if failed is not None else None
-            recorded = await record_batch(
-                self._engine, delivered, failed, error, unsent, self._policy, self.handler,
-                then_claim=self._claim_of(subscription_id, self._want(limit, attempted), lease) if more else None,
-                retry_after=retry_after, suspend=suspend)
+            recorded = await self._record_held(
+                delivered, failed, error, unsent, retry_after, suspend,
+                self._claim_of(subscription_id, self._want(limit, attempted), lease) if more else None)
             for row in delivered:
                 self._outcome(row, None, None)
             if failed is not None:
@@ -772,6 +774,28 @@ class SubscriptionDeliverer:
                 break
             claimed, leased_at = recorded.claimed, next_lease
         return attempted
+
+    async def _record_held(self, delivered: list[Any], failed: Any, error: str | None, unsent: list[Any],
+                           retry_after: float | None, suspend: str | None, then_claim: Claim | None) -> Recorded:
+        """A batch's outcomes recorded (`record_batch`). While the store cannot take them (a store fault:
+        its disk full or failing, the server gone or not answering) they are held here and tried again,
+        not dropped: a delivery the subscriber took and whose record was lost would be sent again once its
+        lease ran out. Only the process ending first (a crash, a stop past its grace) leaves them to be
+        sent again (at least once). Any other error is raised as before."""
+        wait = HELD_FIRST_WAIT
+        while True:
+            try:
+                return await record_batch(self._engine, delivered, failed, error, unsent, self._policy, self.handler,
+                                          then_claim=then_claim, retry_after=retry_after, suspend=suspend)
+            except Exception as exc:
+                cause = store_fault(exc)
+                if cause is None:
+                    raise
+                if wait == HELD_FIRST_WAIT:  # said once a batch held, not at each try
+                    log.warning("delivery outcomes held until the store takes them", channel=self.channel,
+                                count=len(delivered) + (failed is not None), error_kind=cause)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, HELD_MAX_WAIT)
 
     def _claim_of(self, subscription_id: str, limit: int, lease: float) -> Claim:
         check, sharing = self._check()

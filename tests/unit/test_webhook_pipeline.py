@@ -289,3 +289,58 @@ def test_a_queued_delivery_row_is_inserted_whole_its_message_apart() -> None:
     row = queue.delivery_row(subscription_id="s", event_id="e", message_id="m", event_type="t", payload=b"p",
                              correlation_id="c", event_number=1, now=datetime.now(UTC))
     assert set(row) - {"payload"} == set(queue._QUEUED)
+
+
+@pytest.mark.parametrize("pipeline", [1, 4])
+async def test_outcomes_the_store_cannot_take_are_held_not_sent_again(tmp_path, monkeypatch, pipeline: int) -> None:  # noqa: ANN001
+    """The subscriber took the messages, then the store failed as the deliverer recorded it (its disk
+    full or failing: tests/e2e/test_store_faults.py): the outcomes are held and recorded once the store
+    takes writes again. Before, they were dropped with the error, the lease ran out, and the subscriber
+    was sent the same messages again."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from hub.delivery import leases
+
+    real, failures = leases.record_batch, []
+
+    async def failing(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if len(failures) < 3:  # the disk fails three times in a row, then takes writes again
+            failures.append(1)
+            raise OperationalError("UPDATE deliveries ...", {}, sqlite3.OperationalError("disk I/O error"))
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(leases, "record_batch", failing)
+    receiver = Receiver(hold=min(pipeline, 4))
+    port = await receiver.start()
+    engine, protector = await _register(tmp_path, port, pipeline, 6)
+    rows = await _deliver_all(engine, protector, 6)
+    receiver.close()
+    await engine.dispose()
+    assert len(failures) == 3
+    assert sorted(receiver.seen, key=int) == [str(i) for i in range(1, 7)]  # each sent once: none again
+    assert all(r.status == "delivered" and r.attempts == 1 for r in rows)
+
+
+async def test_an_error_not_of_the_store_is_not_held(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """Only a store fault is waited out: a fault of the hub's own ends the batch as before (the delivery
+    task's error, logged; the lease runs out and it is sent again), never tried for ever."""
+    from hub.delivery import leases
+
+    async def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(leases, "record_batch", broken)
+    receiver = Receiver()
+    port = await receiver.start()
+    engine, protector = await _register(tmp_path, port, 1, 1)
+    client = HostClients(2.0, allowed_hosts=["127.0.0.1"])
+    deliverer = WebhookDeliverer(engine, protector, client, 0.01, 0.02, 0, 5.0, timeout_seconds=2.0)
+    async with engine.connect() as conn:
+        sid = (await conn.execute(select(subscriptions.c.subscription_id))).scalar_one()
+    with pytest.raises(ValueError):
+        await asyncio.wait_for(deliverer._drain(sid, None), 5)
+    await client.aclose()
+    receiver.close()
+    await engine.dispose()
