@@ -518,6 +518,9 @@ reconciliation_rows = Table(
     Column("person_key", String(64), nullable=False),  # keyed hash of the NHS number
     Column("local_id", LargeBinary, nullable=True),  # encrypted (hub.crypto)
     Column("belief", JSON, nullable=False),  # entitled, responsible bodies, dates: codes and dates only
+    # The NHS number whose keyed hash person_key is, encrypted (hub.crypto), so that a data key rotation can
+    # recompute the hash (hub/store/rekey.py); null: kept before migration 0041, or person_key a tombstone.
+    Column("person_number", LargeBinary, nullable=True),
     Index("ix_reconciliation_rows_person", "person_key"),
 )
 
@@ -537,6 +540,7 @@ reconciliation_items = Table(
     Column("reason", String(500), nullable=True),
     Column("fixed_by", String(16), nullable=True),  # snapshot, change
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("person_number", LargeBinary, nullable=True),  # as reconciliation_rows.person_number
     UniqueConstraint("body_org", "person_key", "kind", "field", name="uq_reconciliation_item"),
     Index("ix_reconciliation_items_person", "person_key"),
 )
@@ -949,4 +953,6 @@ store_key_rotations = Table(
     Column("counts", JSON, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The operator gave --forget-unmatched-reconciliation (migration 0041): a resumed rotation does the same.
+    Column("forget_unmatched", Boolean, nullable=True),
 )
