@@ -3,7 +3,9 @@ register in the background, keep the differences as items across snapshots,
 and close items when later register changes fix them.
 
 - `receive` streams the snapshot into `reconciliation_rows` in batches (the
-  NHS number only as the keyed hash, the local id encrypted), in bounded memory.
+  NHS number as the keyed hash the rows are matched by, and encrypted beside it
+  in `person_number`, since migration 0041, so that a data key rotation can
+  recompute the hash, hub/store/rekey.py; the local id encrypted), in bounded memory.
   A bad row is reported by row and field and its raw text quarantined; rows are
   independent. A row rejected for a field other than the NHS number is kept as
   a marker (`REJECTED`, its errors): the person is reported "row rejected", not
@@ -15,7 +17,12 @@ and close items when later register changes fix them.
   (`persons_compared` of `persons_total`: the rows of the body's own list
   compared so far, of the rows it sent, never a count of the register;
   differences so far) is written as it goes; a hub restarted mid-way starts
-  the comparison again.
+  the comparison again. Each difference keeps the number encrypted beside its
+  hash too (from the body's row, else the hub person's details). A hash a
+  rotation could not recompute (kept before 0041 for someone not on the
+  register) may be replaced by a tombstone (`unkeyed:...`, hub/store/rekey.py):
+  no keyed hash, so it matches no person and no later row; only the rows and
+  differences it was already on, which keep it.
 - `ItemWatcher` consumes the event log (consumer group "reconciliation"):
   after each change to a person, their live items are compared afresh against
   each body's last snapshot row, and those no longer true close as fixed.
@@ -63,6 +70,7 @@ from hub.domain.reconciliation import (
 from hub.domain.rules import evaluate
 from hub.observability.logging import get_logger
 from hub.store.schema import (
+    person_merges,
     persons,
     quarantine,
     reconciliation_items,
@@ -154,6 +162,7 @@ class ReconciliationService:
             ))
             # A number superseded by a merge is the retained number's person (hub/store/merged.py): keyed so.
             alias = await merged.aliases(conn)
+            retained = await _retained_numbers(conn, set(alias.values())) if alias else {}
         rows: list[dict[str, Any]] = []
         held: list[dict[str, Any]] = []
         problems: list[dict[str, str]] = []
@@ -164,7 +173,7 @@ class ReconciliationService:
                 if fmt == "ndjson":
                     parsed = _keys_named_twice(parsed)
                 read += 1
-                row, reasons = self._row(snapshot_id, parsed, seen_keys, alias)
+                row, reasons = self._row(snapshot_id, parsed, seen_keys, alias, retained)
                 if row is not None:
                     rows.append(row)  # a belief, or a rejected row's marker
                 if reasons:
@@ -193,38 +202,48 @@ class ReconciliationService:
                  rejected=rejected)
         return await self.snapshot(snapshot_id)
 
-    def _row(self, snapshot_id: str, parsed: ParsedRow, seen: set[str],
-             alias: dict[str, str] | None = None) -> tuple[dict[str, Any] | None, list[dict]]:
+    def _row(self, snapshot_id: str, parsed: ParsedRow, seen: set[str], alias: dict[str, str] | None = None,
+             retained: dict[str, bytes] | None = None) -> tuple[dict[str, Any] | None, list[dict]]:
         """The row to keep (None: none) and the row's problems (none: accepted). `alias`: each superseded
-        number's index -> the retained one's (a row under a superseded number is the retained person's)."""
+        number's index -> the retained one's (a row under a superseded number is the retained person's);
+        `retained`: the retained number's index -> that number encrypted (the row's `person_number`: the
+        number whose hash `person_key` is)."""
         alias = alias or {}
         if parsed.value is None:
             reasons = [p.as_dict() for p in parsed.problems]
             if parsed.nhs_number is None:
                 return None, reasons  # whose row it was cannot be told
-            key = self._protector.index(parsed.nhs_number)
-            key = alias.get(key, key)
+            key, number = self._keyed(parsed.nhs_number, alias, retained)
             if key in seen:
                 return None, reasons  # the person's earlier row stands
             seen.add(key)  # the body listed the person: their first row decides, a later one is a duplicate
             return {
-                "snapshot_id": snapshot_id, "row_no": parsed.row, "person_key": key,
+                "snapshot_id": snapshot_id, "row_no": parsed.row, "person_key": key, "person_number": number,
                 "local_id": self._protector.encrypt(parsed.local_id.encode()) if parsed.local_id else None,
                 "belief": {REJECTED: reasons},
             }, reasons
         v = parsed.value
-        key = self._protector.index(v.nhs_number)
-        key = alias.get(key, key)
+        key, number = self._keyed(v.nhs_number, alias, retained)
         if key in seen:
             return None, [{"field": f"row {parsed.row}, field nhs_number",
                            "reason": "the same person appears earlier in this snapshot"}]
         seen.add(key)
         belief = v.model_dump(mode="json", exclude={"nhs_number", "local_id"}, exclude_none=True)
         return {
-            "snapshot_id": snapshot_id, "row_no": parsed.row, "person_key": key,
+            "snapshot_id": snapshot_id, "row_no": parsed.row, "person_key": key, "person_number": number,
             "local_id": self._protector.encrypt(v.local_id.encode()) if v.local_id else None,
             "belief": belief,
         }, []
+
+    def _keyed(self, nhs_number: str, alias: dict[str, str],
+               retained: dict[str, bytes] | None) -> tuple[str, bytes | None]:
+        """A row's person_key and person_number: the number's hash and the number encrypted, or, for a
+        number a merge superseded, the retained number's hash and that number as the merge keeps it."""
+        key = self._protector.index(nhs_number)
+        if key not in alias:
+            return key, self._protector.encrypt(nhs_number.encode())
+        key = alias[key]
+        return key, (retained or {}).get(key)
 
     def _held(self, body: Body, parsed: ParsedRow, reasons: list[dict], now: datetime) -> dict[str, Any]:
         return {
@@ -341,6 +360,17 @@ class ReconciliationService:
             r = (await conn.execute(select(reconciliation_items)
                                     .where(reconciliation_items.c.item_id == item_id))).one()
         return self.item_json(r, None)
+
+
+async def _retained_numbers(conn: AsyncConnection, indexes: set[str]) -> dict[str, bytes]:
+    """Each of `indexes` (numbers a merge retained) -> that number encrypted, as the merge keeps it."""
+    out: dict[str, bytes] = {}
+    wanted = sorted(indexes)
+    for i in range(0, len(wanted), 500):
+        for r in (await conn.execute(select(person_merges.c.retained_index, person_merges.c.retained_number)
+                                     .where(person_merges.c.retained_index.in_(wanted[i:i + 500])))).all():
+            out[r.retained_index] = bytes(r.retained_number)
+    return out
 
 
 def _snapshot_json(row: Any) -> dict[str, Any]:
@@ -510,19 +540,25 @@ class Reconciler:
             # Not compared: what was last found about them stands (hub/domain/reconciliation.py).
             stood = standing(i for i in existing if i.key[0] in rejected) if rejected else []
             t = track(existing, [*found, *stood], sid)
+            again = (*t.seen_again, *t.reopened)
+            numbers = await self._numbers(conn, sid, {d.person_key for d in t.opened}
+                                          | {i.difference.person_key for i in again})
             if t.opened:
                 await conn.execute(reconciliation_items.insert(), [{
                     "item_id": uuid4(), "body_org": body, "person_key": d.person_key,
+                    "person_number": numbers.get(d.person_key),
                     "kind": d.kind.value, "field": d.field, "state": ItemState.OPEN.value,
                     "difference": difference_json(d), "person_id": d.person_id, "first_seen": sid,
                     "last_seen": sid, "reason": None, "fixed_by": None, "updated_at": now,
                 } for d in t.opened])
-            for item in (*t.seen_again, *t.reopened):
+            for item in again:
+                number = numbers.get(item.difference.person_key)  # an item kept before 0041 gains its number
                 await conn.execute(reconciliation_items.update()
                                    .where(reconciliation_items.c.item_id == item.item_id)
                                    .values(state=item.state.value, difference=difference_json(item.difference),
                                            person_id=item.difference.person_id, last_seen=sid,
-                                           reason=item.reason, fixed_by=None, updated_at=now))
+                                           reason=item.reason, fixed_by=None, updated_at=now,
+                                           **({"person_number": number} if number is not None else {})))
             if t.fixed:
                 await conn.execute(reconciliation_items.update()
                                    .where(reconciliation_items.c.item_id.in_([i.item_id for i in t.fixed]))
@@ -535,6 +571,31 @@ class Reconciler:
         counts["fixed"] += len(t.fixed)
         counts["reopened"] += len(t.reopened)
         return len(stood)
+
+    async def _numbers(self, conn: AsyncConnection, sid: str, keys: set[str]) -> dict[str, bytes]:
+        """Each of `keys` -> the NHS number whose hash it is, encrypted: from the snapshot's row for the
+        person (its `person_number`), else, for someone on the register the body did not list, from the
+        person's details (checked: the number's hash is the key). A key neither holds is left out."""
+        out: dict[str, bytes] = {}
+        wanted = sorted(keys)
+        for i in range(0, len(wanted), 500):
+            for r in (await conn.execute(select(reconciliation_rows.c.person_key, reconciliation_rows.c.person_number)
+                                         .where(reconciliation_rows.c.snapshot_id == sid,
+                                                reconciliation_rows.c.person_key.in_(wanted[i:i + 500]),
+                                                reconciliation_rows.c.person_number.is_not(None)))).all():
+                out[r.person_key] = bytes(r.person_number)
+        rest = [k for k in wanted if k not in out]
+        protector = self._service._protector
+        for i in range(0, len(rest), 500):
+            for r in (await conn.execute(select(persons.c.nhs_number_index, persons.c.details)
+                                         .where(persons.c.nhs_number_index.in_(rest[i:i + 500])))).all():
+                try:
+                    number = orjson.loads(protector.decrypt(bytes(r.details))).get("nhs_number")
+                except (ValueError, AttributeError):
+                    continue
+                if isinstance(number, str) and protector.index(number) == r.nhs_number_index:
+                    out[r.nhs_number_index] = protector.encrypt(number.encode())
+        return out
 
     async def _progress(self, sid: str, **values: Any) -> None:
         async with self._engine.begin() as conn:
