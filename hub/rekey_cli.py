@@ -9,7 +9,10 @@ Refused (exit 2, one line, nothing changed) while anything else has the store op
 store whose `-shm` dead-man-switch byte another connection holds (hub/restore_cli.py `in_use`: the hub,
 idle or not, on this machine); a PostgreSQL database another session is connected to (`pg_stat_activity`:
 the hub's pooled connections stay open while it runs). Refused too for a new key that is not a data key or
-is the current one, and for a store holding a keyed hash whose NHS number it does not hold (hub/store/rekey.py).
+is the current one, and for a store holding a keyed hash whose NHS number it does not hold (hub/store/rekey.py):
+a reconciliation row or difference kept before migration 0041 for someone not on the register is one, and
+`--forget-unmatched-reconciliation` lets the rotation go on, each such hash replaced by a value that matches
+no one (the rows and differences kept; counted in the audited operator action and the report).
 
 The rotation itself is hub/store/rekey.py: chunk by chunk, each its own transaction; killed part way, the
 hub refuses to start ("a data key rotation is in progress") until the same command, with the same new key
@@ -32,6 +35,7 @@ from typing import Any
 
 NEW_KEY_ENV = "S117_NEW_DATA_KEY"
 NEW_KEY_FILE = "--new-key-file"
+FORGET_OPTION = "--forget-unmatched-reconciliation"  # as hub/store/rekey.py names it in its refusal
 
 
 class Refused(Exception):
@@ -142,7 +146,8 @@ async def _run(args: argparse.Namespace, s: Any, begun: list[bool]) -> dict[str,
         await create_schema(engine)
         try:
             result = await rotate(engine, old, key, audit_key_set=bool(s.audit_key), chunk=args.chunk,
-                                  begun=lambda: begun.append(True), busy=busy)
+                                  begun=lambda: begun.append(True), busy=busy,
+                                  forget_unmatched=args.forget_unmatched_reconciliation)
         except SameKey as exc:
             raise Refused(f"{where}: {exc}") from None
         except RotationRefused as exc:
@@ -156,6 +161,7 @@ async def _run(args: argparse.Namespace, s: Any, begun: list[bool]) -> dict[str,
     return {
         "rotated": True, "resumed": result.resumed, "old_key_fingerprint": result.old_fingerprint,
         "new_key_fingerprint": result.new_fingerprint, "rewritten": result.counts, "seconds": result.seconds,
+        **({"forgotten_unmatched_reconciliation": result.forgotten} if result.forgotten is not None else {}),
         "audit_checkpoints": ("S117_AUDIT_KEY is set: signed under it, unchanged" if s.audit_key
                               else "signed again under a key derived from the new data key"),
         "next": ("configure the new key (S117_DATA_KEY in the secret store, or replace the file S117_DATA_KEY_FILE "
@@ -212,4 +218,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "itself on the command line")
     p.add_argument("--chunk", type=_chunk, default=None,
                    help="rows a transaction in every table (default: each table's own, 1 to 1,000)")
+    p.add_argument(FORGET_OPTION, action="store_true",
+                   help="reconciliation rows and differences kept before migration 0041 for someone not on the "
+                        "register hold only a keyed hash, which no key can recompute: replace each by a value "
+                        "that matches no one (the rows and differences kept, counted in the audited operator "
+                        "action) instead of refusing the rotation")
     p.set_defaults(func=rotate_data_key)

@@ -9,24 +9,34 @@ also moves the rotation's progress record (`store_key_rotations`, migration 0040
   (a merged person's tombstone, `merged:<id>`, is no hash and stays); `person_merges.retained_index` from
   the merge's encrypted retained number, and `superseded_index` from the details of the person the
   superseded number was taken off (`superseded_person_id`), which still hold it;
-  `reconciliation_rows.person_key` and `reconciliation_items.person_key` through the person (or merge)
-  whose old hash they are. A hash whose number the store does not hold cannot be recomputed: a merge
-  whose superseded number was never on the register (or whose person took the retained number), a body's
-  snapshot row or difference for someone not on the register. The rotation is refused, with nothing
-  changed, while the store holds any such hash (named, with counts).
+  `reconciliation_rows.person_key` and `reconciliation_items.person_key` from the number kept encrypted
+  beside them (`person_number`, since migration 0041; checked: its hash under the old key must be the hash
+  held, else it is not trusted), else through the person (or merge) whose old hash they are, and the
+  number sealed again under the new key (written for a row or difference kept before that the person or
+  merge resolves). A hash whose number the store does not hold cannot be recomputed: a merge recorded
+  before migration 0039 whose superseded number was never on the register (or whose person took the
+  retained number), a body's snapshot row or difference kept before migration 0041 for someone not on the
+  register. The rotation is refused, with nothing changed, while the store holds any such hash (named,
+  with counts; the reconciliation ones with the option that lets it go on). With that option
+  (`FORGET_OPTION`, recorded with the progress, so a resumed rotation does the same) each reconciliation
+  hash of the kind is replaced by a tombstone (`unkeyed`: `UNKEYED` and an HMAC of it under the new key,
+  so a row and its differences stay joined, and which no keyed hash, a hex digest, can equal); the rows
+  and differences are kept otherwise, matched by number to no one from then on, and counted in the
+  operator action. A tombstone (that, or a merged person's `merged:<id>`) is no hash: it stays.
 - the encrypted values are decrypted under the old key (Fernet tokens of earlier versions too) and sealed
   under the new one: persons' details, merges' retained numbers, retractions' reasons, quarantined input
   (emptied by retention: left), subscriptions' signing secrets (webhook and FHIR rest-hook), queued
   messages (`delivery_messages`), council files held while they are processed, reconciliation rows'
-  local ids, transfer and dispute cases' reasons (`workflow_cases.data`, text tokens in the JSON);
+  local ids, reconciliation rows' and differences' NHS numbers, transfer and dispute cases' reasons
+  (`workflow_cases.data`, text tokens in the JSON);
 - the audit chain's daily checkpoints are signed with a key derived from the data key unless
   S117_AUDIT_KEY is set: each checkpoint whose signature holds under the old key is signed again under
   the new one (one that does not is left as it is, and `audit verify` goes on reporting it). The chain's
   entries hash their records' content, and no audit record holds ciphertext or a keyed hash, so they
   are untouched and the chain verifies as before;
 - last, in one transaction: the store's key record (`store_keys`) under the new key, an operator action
-  (`data-key-rotated`, both keys' fingerprints, the counts) for the audit chain, and the progress
-  record deleted.
+  (`data-key-rotated`, both keys' fingerprints, the counts, the hashes forgotten) for the audit chain, and
+  the progress record deleted.
 
 The progress record is written first (phase `check`): from then on every process that opens the store
 is refused (hub/store/key_check.py `RotationInProgress`), so a hub started meanwhile cannot write under
@@ -73,6 +83,10 @@ from hub.store.schema import (
 )
 
 ACTOR, ACTION = "hub:rekey", "data-key-rotated"  # the rotation's operator action (audited: hub/audit.py)
+# The command's option (hub/rekey_cli.py) that lets a rotation replace a reconciliation hash whose number the
+# store holds nowhere with a tombstone (`UNKEYED` and a value unique to the hash): named in the refusal.
+FORGET_OPTION = "--forget-unmatched-reconciliation"
+UNKEYED = "unkeyed:"  # a forgotten reconciliation hash's tombstone: no keyed hash (a hex digest) starts so
 CHECK, FINISH = "check", "finish"  # the progress record's phases before and after the tables'
 _IN = 500  # values an IN list holds
 
@@ -109,6 +123,7 @@ class _Ctx:
     new: DataProtector
     audit_old: bytes | None  # the checkpoints' keys, derived from the data keys; None: S117_AUDIT_KEY set
     audit_new: bytes | None
+    forget: bool = False  # FORGET_OPTION: a hash whose number is held nowhere becomes a tombstone
     problems: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -170,21 +185,22 @@ async def _details_of(conn: AsyncConnection, person_ids: set[str]) -> dict[str, 
     return out
 
 
-async def resolve(conn: AsyncConnection, keys: set[str], ctx: _Ctx) -> dict[str, str]:
-    """Old hash -> new hash for each of `keys` (a reconciliation row's or difference's `person_key`) whose
-    NHS number the store holds: a person's under that hash, the superseded number of a merge (from the
-    details of the person it was taken off), a merge's retained number. Keys it cannot resolve are left
-    out. Run while persons and merges still hold the old hashes (`PHASES` puts them after)."""
-    out: dict[str, str] = {}
-    todo = sorted(k for k in keys if not k.startswith(TOMBSTONE_PREFIX))
+async def resolve(conn: AsyncConnection, keys: set[str], ctx: _Ctx) -> dict[str, tuple[str, str]]:
+    """Old hash -> (new hash, the NHS number) for each of `keys` (a reconciliation row's or difference's
+    `person_key`) whose NHS number the store holds: a person's under that hash, the superseded number of a
+    merge (its own copy, else the details of the person it was taken off), a merge's retained number. Keys
+    it cannot resolve are left out. Run while persons and merges still hold the old hashes (`PHASES` puts
+    them after)."""
+    out: dict[str, tuple[str, str]] = {}
+    todo = sorted(k for k in keys if not _tombstone(k))
     for i in range(0, len(todo), _IN):
         part = todo[i:i + _IN]
         for r in (await conn.execute(select(persons.c.nhs_number_index, persons.c.details)
                                      .where(persons.c.nhs_number_index.in_(part)))).all():
             number = _number(r.details, ctx)
             new = ctx.rehash(number, r.nhs_number_index) if number else None
-            if new is not None:
-                out[r.nhs_number_index] = new
+            if new is not None and number is not None:
+                out[r.nhs_number_index] = (new, normalise(number))
         rest = [k for k in part if k not in out]
         if not rest:
             continue
@@ -195,8 +211,8 @@ async def resolve(conn: AsyncConnection, keys: set[str], ctx: _Ctx) -> dict[str,
         for r in merged:
             number = _superseded_number(r, held, ctx)
             new = ctx.rehash(number, r.superseded_index) if number else None
-            if new is not None:
-                out[r.superseded_index] = new
+            if new is not None and number is not None:
+                out[r.superseded_index] = (new, normalise(number))
         rest = [k for k in rest if k not in out]
         if not rest:
             continue
@@ -204,14 +220,30 @@ async def resolve(conn: AsyncConnection, keys: set[str], ctx: _Ctx) -> dict[str,
                                      .where(person_merges.c.retained_index.in_(rest)))).all():
             plain = ctx.open(r.retained_number)
             new = ctx.rehash(plain.decode(), r.retained_index) if plain else None
-            if new is not None:
-                out[r.retained_index] = new
+            if new is not None and plain is not None:
+                out[r.retained_index] = (new, normalise(plain.decode()))
     return out
+
+
+def _tombstone(key: str) -> bool:
+    """A reconciliation `person_key` that is no keyed hash (nothing to recompute): a merged person's
+    tombstone, or a hash a rotation forgot (`UNKEYED`)."""
+    return key.startswith((TOMBSTONE_PREFIX, UNKEYED))
+
+
+def unkeyed(ctx: _Ctx, old: str) -> str:
+    """The tombstone a forgotten hash `old` is replaced by: `UNKEYED` and an HMAC of it under the new key
+    (no NHS number's hash under any key: the prefix is not hex; the same for the hash's rows and
+    differences, so a snapshot's difference still finds the body's row and its local id, and for a resumed
+    rotation; linkable to a number only with both keys)."""
+    return UNKEYED + ctx.new.index("s117hub-unkeyed:" + old)[:64 - len(UNKEYED)]
 
 
 UNDECRYPTABLE = "does not decrypt under the store's data key"
 NOT_HELD = ("its NHS number is held nowhere in the store, so its keyed hash cannot be recomputed under a new "
             "key")
+UNMATCHED = ("the keyed hash only (kept before migration 0041), its NHS number held nowhere else (someone not on "
+             "the register)")
 
 Rewrite = Callable[[AsyncConnection, list[Any], _Ctx], Awaitable[list[dict[str, Any] | None]]]
 
@@ -259,17 +291,53 @@ def _sealed(column: str, what: str) -> Rewrite:
 
 async def _reconciliation(conn: AsyncConnection, rows: list[Any], ctx: _Ctx, table: str,
                           local_id: bool) -> list[dict[str, Any] | None]:
-    found = await resolve(conn, {r.person_key for r in rows}, ctx)
+    """A body's snapshot rows or differences: each hash recomputed from its own encrypted number (migration
+    0041; checked: the number's hash under the old key must be the hash held), else through the person or
+    merge whose hash it is (`resolve`), and the number sealed under the new key; a tombstone stays. A hash
+    neither gives (kept before 0041 for someone not on the register) is a problem, or, with
+    FORGET_OPTION, replaced by its tombstone (`unkeyed`), the row kept otherwise."""
+    own: dict[int, tuple[str, bytes]] = {}  # row -> (new hash, its number)
+    undecryptable: set[int] = set()
+    for n, r in enumerate(rows):
+        if not r.person_number or _tombstone(r.person_key):
+            continue
+        plain = ctx.open(r.person_number)
+        if plain is None:
+            ctx.problem(f"{table}.person_number {UNDECRYPTABLE}")
+            undecryptable.add(n)
+            continue
+        new = ctx.rehash(plain.decode(), r.person_key)
+        if new is None:  # not the number of its hash: not trusted, resolved as a row without one
+            ctx.count(f"{table}.person_number_not_its_hash")
+            continue
+        own[n] = (new, normalise(plain.decode()).encode())
+    found = await resolve(conn, {r.person_key for n, r in enumerate(rows) if n not in own}, ctx)
     out: list[dict[str, Any] | None] = []
-    for r in rows:
-        new = found.get(r.person_key)
-        if new is None:
-            ctx.problem(f"{table}.person_key: {NOT_HELD} (a body's row or difference for someone not on the "
-                        "register, or whose number a merge took off the register)")
+    for n, r in enumerate(rows):
+        if n in undecryptable:
             out.append(None)
             continue
-        values: dict[str, Any] = {"person_key": new}
-        ctx.count(f"{table}.person_key")
+        values: dict[str, Any]
+        if _tombstone(r.person_key):
+            values = {"person_key": r.person_key, "person_number": r.person_number}
+            if r.person_number:
+                plain = ctx.open(r.person_number)
+                if plain is None:
+                    ctx.problem(f"{table}.person_number {UNDECRYPTABLE}")
+                    out.append(None)
+                    continue
+                values["person_number"] = ctx.new.encrypt(plain)
+        elif n in own or r.person_key in found:
+            new, number = own[n] if n in own else (found[r.person_key][0], found[r.person_key][1].encode())
+            values = {"person_key": new, "person_number": ctx.new.encrypt(number)}
+            ctx.count(f"{table}.person_key")
+        elif ctx.forget:
+            values = {"person_key": unkeyed(ctx, r.person_key), "person_number": None}
+            ctx.count(f"{table}.person_key_forgotten")
+        else:
+            ctx.problem(f"{table}.person_key: {UNMATCHED}")
+            out.append(None)
+            continue
         if local_id:
             values["local_id"] = r.local_id
             if r.local_id:
@@ -429,9 +497,10 @@ async def _checkpoints(_conn: AsyncConnection, rows: list[Any], ctx: _Ctx) -> li
 
 PHASES: tuple[Phase, ...] = (
     # The hashes resolved through persons and merges first, while those still hold the old hashes.
-    Phase(reconciliation_rows, ("snapshot_id", "row_no"), ("person_key", "local_id"), ("person_key", "local_id"),
-          _rows, 1000),
-    Phase(reconciliation_items, ("item_id",), ("person_key",), ("person_key",), _items, 1000),
+    Phase(reconciliation_rows, ("snapshot_id", "row_no"), ("person_key", "person_number", "local_id"),
+          ("person_key", "person_number", "local_id"), _rows, 1000),
+    Phase(reconciliation_items, ("item_id",), ("person_key", "person_number"), ("person_key", "person_number"),
+          _items, 1000),
     Phase(person_merges, ("merge_id",), ("superseded_index", "retained_index", "retained_number",
                                          "superseded_person_id", "superseded_number"),
           ("superseded_index", "retained_index", "retained_number", "superseded_number"), _merges, 200,
@@ -522,27 +591,56 @@ class Result:
     already: bool = False  # the store was under the new key already: nothing done
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    forgotten: dict[str, Any] | None = None  # FORGET_OPTION given: the hashes replaced by tombstones
+
+
+def refusal(problems: dict[str, int]) -> str:
+    """The one line refusing a rotation the check found it could not finish: each problem and its rows;
+    where only the operator's FORGET_OPTION would let it go on, the option and how many hashes it forgets."""
+    def rows(n: int) -> str:
+        return f"{n} row{'s' if n != 1 else ''}"
+
+    why = "not rotated, nothing was changed: " + "; ".join(
+        f"{what}: {rows(n)}" for what, n in sorted(problems.items()))
+    unmatched = sum(n for what, n in problems.items() if what.endswith(f".person_key: {UNMATCHED}"))
+    if unmatched:
+        why += (f"; give {FORGET_OPTION} to rotate all the same, the {unmatched} reconciliation "
+                f"{'hashes' if unmatched != 1 else 'hash'} replaced by values that match no one (the rows and "
+                "differences kept, their counts and states; audited)")
+    return why
+
+
+def _forgotten(ctx: _Ctx) -> dict[str, Any]:
+    """What FORGET_OPTION did, for the operator action and the command's report."""
+    return {"reconciliation_rows": ctx.counts.get("reconciliation_rows.person_key_forgotten", 0),
+            "reconciliation_items": ctx.counts.get("reconciliation_items.person_key_forgotten", 0),
+            "meaning": ("reconciliation rows and differences kept before migration 0041 for someone not on the "
+                        "register: their keyed hash (its NHS number held nowhere) replaced by a value that "
+                        "matches no one; the rows and differences kept, no longer matched to a person by number")}
 
 
 async def rotate(engine: AsyncEngine, old_key: bytes, new_key: bytes, *, audit_key_set: bool,
                  chunk: int | None = None,
                  after_chunk: Callable[[str], Awaitable[None] | None] | None = None,
                  begun: Callable[[], None] | None = None,
-                 busy: Callable[[], Awaitable[str | None]] | None = None) -> Result:
+                 busy: Callable[[], Awaitable[str | None]] | None = None,
+                 forget_unmatched: bool = False) -> Result:
     """Rotate the store (migrated) from `old_key` (the configured key: the store's) to `new_key` (see the
     module), or finish a rotation to `new_key` begun before. `audit_key_set`: S117_AUDIT_KEY is set (the
     checkpoints are not signed under a key derived from the data key). `chunk`: rows a transaction in every
     table (default: each table's own). `after_chunk`: called with the phase's name after each committed
     chunk (tests); `begun`, once every other process is refused the store (the progress record written);
     `busy`, then, before anything is rewritten: why another process has the store open, or None (one
-    started between the caller's own look and the progress record). `RotationRefused` (one line, naming
-    why) where it cannot."""
+    started between the caller's own look and the progress record). `forget_unmatched` (FORGET_OPTION):
+    a reconciliation hash whose NHS number the store holds nowhere is replaced by a tombstone instead of
+    refusing the rotation (recorded with its progress: a resumed rotation does the same). `RotationRefused`
+    (one line, naming why) where it cannot."""
     from hub.audit import audit_key, record_operator_action
 
     started = time.monotonic()
     old, new = DataProtector(old_key), DataProtector(new_key)
     ctx = _Ctx(old, new, None if audit_key_set else audit_key(None, old.index),
-               None if audit_key_set else audit_key(None, new.index))
+               None if audit_key_set else audit_key(None, new.index), forget=forget_unmatched)
     result = Result(key_fingerprint(old_key), key_fingerprint(new_key), resumed=False)
     token_q = select(store_keys.c.check_token).where(store_keys.c.name == NAME)
     async with engine.connect() as conn:
@@ -568,6 +666,7 @@ async def rotate(engine: AsyncEngine, old_key: bytes, new_key: bytes, *, audit_k
                 f"progress started from (fingerprint {progress.old_fingerprint}): configure that key and run "
                 "again; nothing was changed")
         result.resumed = True
+        ctx.forget = forget_unmatched or bool(progress.forget_unmatched)  # as the rotation begun chose
         if begun is not None:
             begun()
         phase_name, cursor, counts = progress.phase, progress.cursor, dict(progress.counts or {})
@@ -583,7 +682,7 @@ async def rotate(engine: AsyncEngine, old_key: bytes, new_key: bytes, *, audit_k
                 await conn.execute(store_key_rotations.insert().values(
                     name=NAME, new_check_token=new.encrypt(CHECK_TEXT), old_fingerprint=result.old_fingerprint,
                     new_fingerprint=result.new_fingerprint, phase=CHECK, cursor=None, counts={},
-                    started_at=now, updated_at=now))
+                    started_at=now, updated_at=now, forget_unmatched=forget_unmatched))
         except IntegrityError:
             raise RotationRefused("another rotation began meanwhile: run the command again") from None
         if begun is not None:
@@ -594,8 +693,7 @@ async def rotate(engine: AsyncEngine, old_key: bytes, new_key: bytes, *, audit_k
         if why is None:
             problems = await check(engine, ctx, chunk)
             if problems:
-                why = "not rotated, nothing was changed: " + "; ".join(
-                    f"{what}: {n} row{'s' if n != 1 else ''}" for what, n in sorted(problems.items()))
+                why = refusal(problems)
         async with engine.begin() as conn:
             if why is not None:  # the progress record only: the store as it was
                 await conn.execute(delete(store_key_rotations).where(store_key_rotations.c.name == NAME))
@@ -637,9 +735,11 @@ async def rotate(engine: AsyncEngine, old_key: bytes, new_key: bytes, *, audit_k
         await record_operator_action(conn, ACTOR, ACTION, NAME, {
             "old_key_fingerprint": result.old_fingerprint, "new_key_fingerprint": result.new_fingerprint,
             "resumed": result.resumed, "rewritten": dict(sorted(ctx.counts.items())),
+            **({"forgotten_unmatched_reconciliation": _forgotten(ctx)} if ctx.forget else {}),
             "audit_checkpoints": "S117_AUDIT_KEY: unchanged" if audit_key_set else "signed again under the new key",
             "meaning": "the store was re-encrypted under a new data key: backups taken before need the old key"})
         await conn.execute(delete(store_key_rotations).where(store_key_rotations.c.name == NAME))
     result.counts = dict(sorted(ctx.counts.items()))
+    result.forgotten = _forgotten(ctx) if ctx.forget else None
     result.seconds = round(time.monotonic() - started, 2)
     return result

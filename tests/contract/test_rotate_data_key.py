@@ -406,3 +406,181 @@ async def test_a_reversed_merge_is_rotated_too(store_url: str) -> None:
                                 json={"reason": "again"})
             assert r.status_code == 200, r.text
             assert r.json()["duplicate"] is True and r.json()["superseded_person_id"] == first["superseded_person_id"]
+
+
+STRANGER = "9991100105"  # on the council's list, never on the register
+SWIFT_HEADER = "NHS_NO,LOCAL_ID,S117_FLAG,RESP_LA_GSS,RESP_ICB_ODS,S117_START,S117_END,NEXT_REVIEW,FUNDING\n"
+
+
+async def _snapshot_of(app, council: str, *lines: str) -> str:  # noqa: ANN001
+    """A council's snapshot (SWIFT CSV rows), sent through the API and compared: its id."""
+    extract = SWIFT_HEADER + "".join(line + "\n" for line in lines) + f"TRAILER,{len(lines)}\n"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
+        r = await http.post("/v1/reconciliations", headers={"X-API-Key": council, "Content-Type": "text/csv"},
+                            params={"format": "swift_snapshot_csv"}, content=extract)
+        assert r.status_code == 202, r.text
+    hub = app.state.hub
+    await Reconciler(hub.engine, hub.ref, hub.agreements, hub.reconciliation).run_once()
+    return r.json()["snapshot_id"]
+
+
+async def _report(app, council: str, snapshot_id: str) -> dict:  # noqa: ANN001
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
+        r = await http.get(f"/v1/reconciliations/{snapshot_id}", headers={"X-API-Key": council})
+        assert r.status_code == 200, r.text
+        assert r.json()["state"] == "done", r.json()
+        return r.json()
+
+
+async def _a_council_reconciled_someone_not_on_the_register(store_url: str, old: str) -> tuple[dict, str]:
+    """A hub (old key) with one person on the register and a council whose list names them and a stranger
+    (not on the register): the keys and the snapshot's id."""
+    app = create_app(settings(store_url, old))
+    async with app.router.lifespan_context(app):
+        hub = app.state.hub
+        keys = {"trust": (await add_client(hub.engine, "Oxford Health", "RNU", "trust",
+                                           ["register:write", "s117:read"]))[1],
+                "E06000060": (await add_client(hub.engine, "Bucks", "E06000060", "council",
+                                               ["subscriptions:write", "s117:read"]))[1]}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
+            for change in detention(PEOPLE[0]["nhs_number"], "rk-known"):
+                r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
+                assert r.status_code == 202, r.text
+        sid = await _snapshot_of(app, keys["E06000060"],
+                                 f"{PEOPLE[0]['nhs_number']},SW-ALEX,Y,E06000060,QU9,07/04/2025,,,Y",
+                                 f"{STRANGER},SW-STRANGER,Y,E06000060,QU9,07/04/2025,,,Y")
+        report = await _report(app, keys["E06000060"], sid)
+        assert "SW-STRANGER" in {i["local_id"] for i in report["items"]}  # missing on the hub's register
+    return keys, sid
+
+
+async def test_a_store_that_reconciled_someone_not_on_the_register_is_rotated_from_the_number_kept_beside_the_hash(
+        store_url: str) -> None:
+    """Reconciliation keeps the NHS number encrypted beside its keyed hash (migration 0041), for rows and
+    differences: the rotation recomputes the hash of someone not on the register from it (before, refused:
+    the number was held nowhere) and seals the number under the new key; after it, the council's next list
+    naming the same person matches the rotated difference (the same item, seen again). A number beside a
+    hash that is not its hash is not trusted."""
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    keys, sid = await _a_council_reconciled_someone_not_on_the_register(store_url, old)
+    was, fresh = DataProtector(old.encode()), DataProtector(new.encode())
+    from hub.store.db import create_engine
+
+    engine = create_engine(store_url)
+    try:
+        # Tampered: the stranger's row holds another number than its hash's; not trusted, so refused.
+        async with engine.begin() as conn:
+            await conn.execute(reconciliation_rows.update()
+                               .where(reconciliation_rows.c.person_key == was.index(STRANGER))
+                               .values(person_number=was.encrypt(PEOPLE[1]["nhs_number"].encode())))
+        with pytest.raises(RotationRefused, match="reconciliation_rows.person_key"):
+            await rotate(engine, old.encode(), new.encode(), audit_key_set=False)
+        async with engine.begin() as conn:
+            await conn.execute(reconciliation_rows.update()
+                               .where(reconciliation_rows.c.person_key == was.index(STRANGER))
+                               .values(person_number=was.encrypt(STRANGER.encode())))
+
+        done = await rotate(engine, old.encode(), new.encode(), audit_key_set=False, chunk=1)
+        assert done.counts["reconciliation_rows.person_key"] == 2 and done.forgotten is None
+        rows = await _rows(engine, select(reconciliation_rows.c.person_key, reconciliation_rows.c.person_number))
+        items = await _rows(engine, select(reconciliation_items.c.item_id, reconciliation_items.c.person_key,
+                                           reconciliation_items.c.person_number))
+    finally:
+        await engine.dispose()
+    for r in [*rows, *items]:
+        with pytest.raises(ValueError):
+            was.decrypt(bytes(r.person_number))
+        assert r.person_key == fresh.index(fresh.decrypt(bytes(r.person_number)).decode())
+    assert fresh.index(STRANGER) in {r.person_key for r in rows}
+    (stranger_item,) = [i for i in items if i.person_key == fresh.index(STRANGER)]
+
+    app = create_app(settings(store_url, new))
+    async with app.router.lifespan_context(app):
+        report = await _report(app, keys["E06000060"], sid)
+        assert "SW-STRANGER" in {i["local_id"] for i in report["items"]}
+        later = await _snapshot_of(app, keys["E06000060"], f"{STRANGER},SW-STRANGER,Y,E06000060,QU9,07/04/2025,,,Y")
+        again = [i for i in (await _report(app, keys["E06000060"], later))["items"] if i["local_id"] == "SW-STRANGER"]
+        assert [i["item_id"] for i in again] == [stranger_item.item_id]  # the rotated difference, seen again
+        assert again[0]["first_seen"] == sid and again[0]["state"] == "open"
+
+
+async def test_a_reconciliation_hash_kept_without_its_number_is_refused_naming_the_option_or_forgotten_with_it(
+        store_url: str, tmp_path: Path) -> None:
+    """A row and difference kept before migration 0041 for someone not on the register (the hash only):
+    refused, nothing changed, the one line naming `--forget-unmatched-reconciliation` and how many; with
+    it (recorded: a rotation stopped part way and run again without it does the same), each such hash is
+    replaced by a tombstone that matches no one, the row and difference kept (their local id still shown,
+    their decision still taken), counted in the audited operator action; the council's next list naming
+    the person opens a new difference."""
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    keys, sid = await _a_council_reconciled_someone_not_on_the_register(store_url, old)
+    was, fresh = DataProtector(old.encode()), DataProtector(new.encode())
+    gone = was.index(STRANGER)
+    from hub.store.db import create_engine
+
+    engine = create_engine(store_url)
+    try:
+        async with engine.begin() as conn:  # as reconciliation kept them before 0041
+            await conn.execute(reconciliation_rows.update().values(person_number=None))
+            await conn.execute(reconciliation_items.update().values(person_number=None))
+        before = await _rows(engine, select(reconciliation_rows.c.person_key, reconciliation_rows.c.local_id))
+        with pytest.raises(RotationRefused) as refused:
+            await rotate(engine, old.encode(), new.encode(), audit_key_set=False)
+        said = str(refused.value)
+        assert said.startswith("not rotated, nothing was changed: reconciliation_items.person_key: ")
+        assert "reconciliation_rows.person_key: " in said and said.count(": 1 row") == 2
+        assert "give --forget-unmatched-reconciliation to rotate all the same, the 2 reconciliation hashes" in said
+        assert STRANGER not in said and gone not in said and "\n" not in said
+        assert await _rows(engine, select(reconciliation_rows.c.person_key, reconciliation_rows.c.local_id)) == before
+        assert await _count(engine, store_key_rotations) == 0
+
+        def stop(_phase: str) -> None:
+            raise RuntimeError("killed")
+
+        with pytest.raises(RuntimeError, match="killed"):
+            await rotate(engine, old.encode(), new.encode(), audit_key_set=False, chunk=1, after_chunk=stop,
+                         forget_unmatched=True)
+        done = await rotate(engine, old.encode(), new.encode(), audit_key_set=False, chunk=1)  # without it
+        assert done.resumed
+        assert (done.forgotten["reconciliation_rows"], done.forgotten["reconciliation_items"]) == (1, 1)
+        rows = await _rows(engine, select(reconciliation_rows.c.person_key, reconciliation_rows.c.person_number,
+                                          reconciliation_rows.c.local_id))
+        items = await _rows(engine, select(reconciliation_items.c.item_id, reconciliation_items.c.person_key,
+                                           reconciliation_items.c.person_number))
+        audited = await _rows(engine, select(operator_actions.c.detail).where(operator_actions.c.action == ACTION))
+    finally:
+        await engine.dispose()
+    known = fresh.index(PEOPLE[0]["nhs_number"])
+    (tomb,) = {r.person_key for r in rows} - {known}
+    assert tomb.startswith("unkeyed:") and len(tomb) <= 64 and gone not in tomb
+    assert tomb not in {was.index(STRANGER), fresh.index(STRANGER)}
+    (forgotten_row,) = [r for r in rows if r.person_key == tomb]
+    assert forgotten_row.person_number is None and fresh.decrypt(forgotten_row.local_id) == b"SW-STRANGER"
+    (known_row,) = [r for r in rows if r.person_key == known]  # on the register: resolved, its number written
+    assert fresh.decrypt(bytes(known_row.person_number)).decode() == PEOPLE[0]["nhs_number"]
+    (tomb_item,) = [i for i in items if i.person_key == tomb]  # the row's difference: the same tombstone
+    assert tomb_item.person_number is None
+    assert {i.person_key for i in items} <= {tomb, known}
+    (detail,) = [a.detail for a in audited]
+    assert detail["forgotten_unmatched_reconciliation"]["reconciliation_rows"] == 1
+    assert detail["forgotten_unmatched_reconciliation"]["reconciliation_items"] == 1
+
+    app = create_app(settings(store_url, new))  # the hub starts on the rotated store
+    async with app.router.lifespan_context(app):
+        report = await _report(app, keys["E06000060"], sid)
+        (shown,) = [i for i in report["items"] if i["item_id"] == tomb_item.item_id]
+        assert shown["local_id"] == "SW-STRANGER" and shown["kind"] == "missing-on-hub-register"
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
+            r = await http.post(f"/v1/reconciliations/items/{tomb_item.item_id}",
+                                headers={"X-API-Key": keys["E06000060"]},
+                                json={"state": "explained", "reason": "moved out of area"})
+            assert r.status_code == 200, r.text
+            assert r.json()["state"] == "explained"
+        later = await _snapshot_of(app, keys["E06000060"], f"{STRANGER},SW-STRANGER,Y,E06000060,QU9,07/04/2025,,,Y")
+        now = [i for i in (await _report(app, keys["E06000060"], later))["items"] if i["local_id"] == "SW-STRANGER"]
+        assert len(now) == 1 and now[0]["item_id"] != tomb_item.item_id  # the tombstone matched no one
+        assert now[0]["first_seen"] == later
+        async with app.state.hub.engine.connect() as conn:
+            state = (await conn.execute(select(reconciliation_items.c.state)
+                                        .where(reconciliation_items.c.item_id == tomb_item.item_id))).scalar_one()
+        assert state == "fixed"  # not on the council's list under that value any more
