@@ -3,7 +3,10 @@
 queued while its endpoint fails, a reconciliation snapshot); the rotation refused while the hub runs,
 done once it is stopped; then the old key is refused by `serve`, a hub started with the new key finds
 everyone by NHS number, sends the queued messages signed with the subscription's secret, shows the hub
-operator the quarantined input, and `s117hub audit verify` passes with the rotation audited. A new key
+operator the quarantined input, and `s117hub audit verify` passes with the rotation audited. A council's
+row and difference kept before migration 0041 for someone not on the register (the hash only) refuse it,
+naming `--forget-unmatched-reconciliation` and how many; with it they are kept under a tombstone and still
+reported. A new key
 that is not one, or is the current one, is refused naming where it came from. Nothing the commands
 print names a person or holds a key."""
 
@@ -23,6 +26,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from hub.clients import add_client
+from hub.crypto import DataProtector
 from hub.store.db import create_engine
 from tests.contract.test_rotate_data_key import PEOPLE, RETAINED, SECRET, SUPERSEDED, fill
 from tests.e2e.conftest import make_clients
@@ -51,6 +55,28 @@ def _private_key_file(path: Path, key: bytes) -> Path:
     with os.fdopen(fd, "wb") as fh:
         fh.write(key)
     return path
+
+
+STRANGER = "9991100113"  # on the council's list in a snapshot kept before migration 0041, never on the register
+
+
+def _a_difference_kept_before_0041(db: Path, protector: DataProtector, snapshot_id: str) -> str:
+    """A row of the snapshot and its difference for someone not on the register, as reconciliation kept
+    them before migration 0041 (the keyed hash only, `person_number` null): the difference's id."""
+    item_id = "00000000-0000-4000-8000-0000000000a1"
+    key = protector.index(STRANGER)
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        difference, at = conn.execute("SELECT difference, updated_at FROM reconciliation_items LIMIT 1").fetchone()
+        difference = {**json.loads(difference), "kind": "missing-on-hub-register", "field": "entitled",
+                      "person_id": None}
+        conn.execute("INSERT INTO reconciliation_rows (snapshot_id, row_no, person_key, local_id, belief) "
+                     "VALUES (?, 99, ?, ?, ?)", (snapshot_id, key, protector.encrypt(b"SW-LEGACY"),
+                                                 json.dumps({"entitled": True})))
+        conn.execute("INSERT INTO reconciliation_items (item_id, body_org, person_key, kind, field, state, "
+                     "difference, person_id, first_seen, last_seen, updated_at) VALUES (?, 'E06000060', ?, "
+                     "'missing-on-hub-register', 'entitled', 'open', ?, NULL, ?, ?, ?)",
+                     (item_id, key, json.dumps(difference), snapshot_id, snapshot_id, at))
+    return item_id
 
 
 async def _operator(db_url: str) -> str:
@@ -89,11 +115,24 @@ async def test_a_store_filled_over_http_is_rotated_and_reads_everything_under_th
     with contextlib.closing(sqlite3.connect(tmp_path / "hub.db")) as db:
         pending = {r[0] for r in db.execute("SELECT event_id FROM deliveries WHERE status = 'pending'")}
     assert len(pending) >= 3, "messages queued for the council when the hub stopped"
+    legacy = _a_difference_kept_before_0041(tmp_path / "hub.db", DataProtector(old), ids["snapshot"])
 
-    rotated = _cli("rotate-data-key", "--new-key-file", str(new_file), env=hub.env)
+    # A row and difference kept before migration 0041 for someone not on the register: the hash only.
+    unmatched = _cli("rotate-data-key", "--new-key-file", str(new_file), env=hub.env)
+    assert unmatched.returncode == 2, unmatched.stdout + unmatched.stderr
+    assert unmatched.stdout == "" and len(unmatched.stderr.strip().splitlines()) == 1, unmatched.stderr
+    assert unmatched.stderr.startswith("rotate-data-key: not rotated, nothing was changed: reconciliation_items")
+    assert "give --forget-unmatched-reconciliation to rotate all the same, the 2 reconciliation hashes" in (
+        unmatched.stderr)
+    _nothing_personal_or_secret([old.decode(), new.decode(), STRANGER], unmatched.stderr)
+
+    rotated = _cli("rotate-data-key", "--new-key-file", str(new_file), "--forget-unmatched-reconciliation",
+                   env=hub.env)
     assert rotated.returncode == 0, rotated.stdout + rotated.stderr
     said = json.loads(rotated.stdout)
     assert said["rotated"] is True and said["resumed"] is False
+    forgotten = said["forgotten_unmatched_reconciliation"]
+    assert (forgotten["reconciliation_rows"], forgotten["reconciliation_items"]) == (1, 1)
     assert said["old_key_fingerprint"] != said["new_key_fingerprint"]
     assert said["rewritten"]["persons.details"] == len(PEOPLE)
     assert said["rewritten"]["subscriptions.secret"] == 1
@@ -120,6 +159,7 @@ async def test_a_store_filled_over_http_is_rotated_and_reads_everything_under_th
     detail = json.loads(detail)
     assert (detail["old_key_fingerprint"], detail["new_key_fingerprint"]) == (
         said["old_key_fingerprint"], said["new_key_fingerprint"])
+    assert detail["forgotten_unmatched_reconciliation"]["reconciliation_items"] == 1
 
     again = HubProcess(tmp_path, sharing_path=sharing_file, S117_DATA_KEY_FILE=str(new_file))
     await again.start()
@@ -143,6 +183,8 @@ async def test_a_store_filled_over_http_is_rotated_and_reads_everything_under_th
             r = await http.get(f"/v1/reconciliations/{ids['snapshot']}", headers={"X-API-Key": keys["E06000060"]})
             assert r.status_code == 200, r.text
             assert "SW-CAL" in {i["local_id"] for i in r.json()["items"]}
+            # The forgotten one: still reported, with the council's own id (its row and it share the tombstone).
+            assert {i["item_id"]: i["local_id"] for i in r.json()["items"]}[legacy] == "SW-LEGACY"
     finally:
         again.stop()
         await receiver.stop()
