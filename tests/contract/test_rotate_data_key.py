@@ -5,7 +5,9 @@ signed audit checkpoint) is rotated to a new key in chunks; a rotation that fail
 leaves a store every process refuses ("a data key rotation is in progress"), and the same rotation run
 again finishes it. Then everything reads under the new key, the old key is refused as any wrong one, the
 audit chain verifies, and the rotation is an audited operator action. A keyed hash whose NHS number the
-store does not hold is refused before anything is changed."""
+store does not hold is refused before anything is changed. A council's reconciliation of someone not on the
+register is rotated from the number kept beside its hash (migration 0041); one kept before (the hash only)
+is refused naming `--forget-unmatched-reconciliation`, which replaces it by a tombstone matching no one."""
 
 from __future__ import annotations
 
