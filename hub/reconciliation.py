@@ -535,14 +535,17 @@ class Reconciler:
         was rejected (counted with the differences found)."""
         now = datetime.now(UTC)
         async with self._engine.begin() as conn:
-            existing = [_item(r) for r in (await conn.execute(select(reconciliation_items).where(
-                reconciliation_items.c.body_org == body, reconciliation_items.c.person_key.in_(keys)))).all()] if keys else []
+            held = (await conn.execute(select(reconciliation_items).where(
+                reconciliation_items.c.body_org == body, reconciliation_items.c.person_key.in_(keys)))).all() if keys else []
+            existing = [_item(r) for r in held]
+            numbered = {r.item_id for r in held if r.person_number is not None}  # else kept before 0041
             # Not compared: what was last found about them stands (hub/domain/reconciliation.py).
             stood = standing(i for i in existing if i.key[0] in rejected) if rejected else []
             t = track(existing, [*found, *stood], sid)
             again = (*t.seen_again, *t.reopened)
+            unnumbered = [i for i in again if i.item_id not in numbered]  # gain their number when seen again
             numbers = await self._numbers(conn, sid, {d.person_key for d in t.opened}
-                                          | {i.difference.person_key for i in again})
+                                          | {i.difference.person_key for i in unnumbered})
             if t.opened:
                 await conn.execute(reconciliation_items.insert(), [{
                     "item_id": uuid4(), "body_org": body, "person_key": d.person_key,
@@ -552,7 +555,7 @@ class Reconciler:
                     "last_seen": sid, "reason": None, "fixed_by": None, "updated_at": now,
                 } for d in t.opened])
             for item in again:
-                number = numbers.get(item.difference.person_key)  # an item kept before 0041 gains its number
+                number = numbers.get(item.difference.person_key) if item.item_id not in numbered else None
                 await conn.execute(reconciliation_items.update()
                                    .where(reconciliation_items.c.item_id == item.item_id)
                                    .values(state=item.state.value, difference=difference_json(item.difference),

@@ -586,3 +586,27 @@ async def test_a_reconciliation_hash_kept_without_its_number_is_refused_naming_t
             state = (await conn.execute(select(reconciliation_items.c.state)
                                         .where(reconciliation_items.c.item_id == tomb_item.item_id))).scalar_one()
         assert state == "fixed"  # not on the council's list under that value any more
+
+
+async def test_a_difference_kept_without_its_number_gains_it_when_the_council_lists_the_person_again(
+        store_url: str) -> None:
+    """A difference kept before migration 0041 (the hash only), found again in the council's next list,
+    takes the number from that list's row: only the old list's row is left for a rotation to refuse."""
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    keys, sid = await _a_council_reconciled_someone_not_on_the_register(store_url, old)
+    was = DataProtector(old.encode())
+    app = create_app(settings(store_url, old))
+    async with app.router.lifespan_context(app):
+        engine = app.state.hub.engine
+        async with engine.begin() as conn:  # as reconciliation kept them before 0041
+            await conn.execute(reconciliation_rows.update().values(person_number=None))
+            await conn.execute(reconciliation_items.update().values(person_number=None))
+        await _snapshot_of(app, keys["E06000060"], f"{STRANGER},SW-STRANGER,Y,E06000060,QU9,07/04/2025,,,Y")
+        (item,) = await _rows(engine, select(reconciliation_items.c.first_seen, reconciliation_items.c.person_number)
+                              .where(reconciliation_items.c.person_key == was.index(STRANGER)))
+        assert item.first_seen == sid and was.decrypt(bytes(item.person_number)).decode() == STRANGER
+        with pytest.raises(RotationRefused) as refused:
+            await rotate(engine, old.encode(), new.encode(), audit_key_set=False)
+    said = str(refused.value)
+    assert "reconciliation_items" not in said and "reconciliation_rows.person_key: " in said
+    assert "the 1 reconciliation hash replaced" in said
