@@ -3,6 +3,8 @@
 from adapters.fhir_inbound.mapping import (
     CHANGE_TYPE_SYSTEM,
     EXT_CPIA_ORDER_TYPE,
+    EXT_EHC_PLAN_COUNCIL,
+    EXT_EXPECTED_STAY_WEEKS,
     EXT_RESIDENCE_COUNCIL,
     FhirProblem,
     MappingResult,
@@ -10,5 +12,6 @@ from adapters.fhir_inbound.mapping import (
 )
 
 __all__ = [
-    "CHANGE_TYPE_SYSTEM", "EXT_CPIA_ORDER_TYPE", "EXT_RESIDENCE_COUNCIL", "FhirProblem", "MappingResult", "map_message",
+    "CHANGE_TYPE_SYSTEM", "EXT_CPIA_ORDER_TYPE", "EXT_EHC_PLAN_COUNCIL", "EXT_EXPECTED_STAY_WEEKS",
+    "EXT_RESIDENCE_COUNCIL", "FhirProblem", "MappingResult", "map_message",
 ]

@@ -33,6 +33,7 @@ from hub.domain.dates import england_day
 from hub.domain.model import ChangeType
 from hub.domain.rules.legal_status import CPIA_ORDER_TYPES
 from hub.fhir.conformance import PROFILES, required_elements
+from hub.ingest.contract import MAX_EXPECTED_STAY_WEEKS
 from hub.fhir.namespaces import (
     DEFAULT_NAMESPACES,
     GSS_CODE_SYSTEM,
@@ -55,6 +56,12 @@ EXT_RESIDENCE_COUNCIL: Final = f"{HUB_FHIR_BASE}/StructureDefinition/Extension-S
 # Encounter extension (valueCode): with legal status 31 (CP(I)A 1964), the order the court made, one of the
 # register change contract's order_type codes. UK Core's legal status extension has no element for it.
 EXT_CPIA_ORDER_TYPE: Final = f"{HUB_FHIR_BASE}/StructureDefinition/Extension-S117-CpiaOrderType"
+# Encounter extensions of a detention (hub/domain/children.py): the stay the trust expects, in whole weeks
+# (valuePositiveInt; R4 Encounter.length is the stay's actual length, and R4 has no element for an expected one),
+# and the council maintaining the person's EHC plan (valueIdentifier, the GSS system, as the residence council).
+# Read on a `detained` change only: README.md, "A child's detention".
+EXT_EXPECTED_STAY_WEEKS: Final = f"{HUB_FHIR_BASE}/StructureDefinition/Extension-S117-ExpectedStayWeeks"
+EXT_EHC_PLAN_COUNCIL: Final = f"{HUB_FHIR_BASE}/StructureDefinition/Extension-S117-EhcPlanCouncil"
 NO_FIXED_ABODE_POSTCODE: Final = "ZZ993VZ"  # NHS Data Dictionary pseudo-postcode
 # Change types whose content (a joint discharge decision, a dispute) has no
 # FHIR mapping yet: they are taken as canonical JSON only.
@@ -287,6 +294,8 @@ class _Mapper:
         self.ext_event_occurred = ns.extension("S117-EventOccurred")
         self.ext_residence_council = ns.extension("S117-ResidenceCouncil")
         self.ext_cpia_order_type = ns.extension("S117-CpiaOrderType")
+        self.ext_expected_stay_weeks = ns.extension("S117-ExpectedStayWeeks")
+        self.ext_ehc_plan_council = ns.extension("S117-EhcPlanCouncil")
         self.entries = [
             _Entry(i, e["resource"], e.get("fullUrl") if isinstance(e.get("fullUrl"), str) else None)
             for i, e in enumerate(data.get("entry") or [])
@@ -420,6 +429,8 @@ class _Mapper:
             return None
         self.legal_status(enc, change_type)
         self.order_type(enc)
+        if change_type is ChangeType.DETAINED and self.entered_in_error is None:
+            self.child_facts(enc)
         provider = res.get("serviceProvider")
         if isinstance(provider, dict):
             code, loc = _ods_of(self.entries, provider, f"{enc.loc}.serviceProvider")
@@ -497,6 +508,42 @@ class _Mapper:
                      "qualifies for s117", VALUE)
         else:
             self.set("order_type", value, loc)
+
+    def _one_extension(self, enc: _Entry, url: str, what: str) -> tuple[int, dict[str, Any]] | None:
+        found = [(j, ext) for j, ext in enumerate(enc.resource.get("extension") or []) if ext.get("url") == url]
+        if len(found) > 1:
+            self.add(f"{enc.loc}.extension", f"has more than one {what} extension", INVALID)
+            return None
+        return found[0] if found else None
+
+    def child_facts(self, enc: _Entry) -> None:
+        """A detention's two optional facts for a child's notices (hub/domain/children.py), on a `detained`
+        change only (an Encounter sent again as it stands, for its discharge say, may still carry them: they
+        are the admission's, and no other change takes them). Extension-S117-ExpectedStayWeeks
+        (valuePositiveInt) -> `expected_stay_weeks`; Extension-S117-EhcPlanCouncil (valueIdentifier, system
+        GSS) -> `ehc_plan_la_gss`. The values are passed as sent: ingest checks them as it checks REST's
+        (1-260 weeks, a JSON whole number; a GSS code of a social services authority), at their location."""
+        found = self._one_extension(enc, self.ext_expected_stay_weeks, "expected stay")
+        if found is not None:
+            j, ext = found
+            loc = f"{enc.loc}.extension[{j}].valuePositiveInt"
+            if "valuePositiveInt" not in ext:
+                self.add(loc, "is required: the stay the trust expects, in whole weeks (1 to "
+                         f"{MAX_EXPECTED_STAY_WEEKS})", REQUIRED)
+            else:
+                self.set("expected_stay_weeks", ext["valuePositiveInt"], loc)
+        found = self._one_extension(enc, self.ext_ehc_plan_council, "EHC plan council")
+        if found is not None:
+            j, ext = found
+            loc = f"{enc.loc}.extension[{j}].valueIdentifier"
+            ident = ext.get("valueIdentifier")
+            if not isinstance(ident, dict) or not ident.get("value"):
+                self.add(loc, "is required: the ONS GSS code of the council maintaining the EHC plan, as an "
+                         "Identifier", REQUIRED)
+            elif ident.get("system") != GSS_CODE_SYSTEM:
+                self.add(f"{loc}.system", f"must be {GSS_CODE_SYSTEM}", VALUE)
+            else:
+                self.set("ehc_plan_la_gss", str(ident["value"]).strip().upper(), f"{loc}.value")
 
     # The Patient ----------------------------------------------------------
     def patient(self, pat: _Entry) -> None:

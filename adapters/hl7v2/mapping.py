@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
@@ -23,6 +24,7 @@ from hl7.exceptions import HL7Exception
 from adapters.hl7v2.legal_status import DETAINED, NOT_DETAINED, NOT_KNOWN, QUALIFYING, england_code
 from hub.domain.dates import england_day
 from hub.domain.rules.legal_status import CPIA_ORDER_TYPES
+from hub.ingest.contract import MAX_EXPECTED_STAY_WEEKS
 
 # NHS Data Dictionary pseudo-postcode for "no fixed abode".
 NO_FIXED_ABODE_POSTCODE = "ZZ993VZ"
@@ -47,6 +49,19 @@ ADMISSION_KINDS = (CTO_RECALL, FRESH_APPLICATION)
 # change `cto-revoked`, carrying that section (ZU5-3). A revocation is a change of legal status of a patient in
 # hospital already (the recall admitted them), never an admission: not on an A01, and no A11 cancels it.
 CTO_REVOCATION = "cto-revocation"
+# ZU5-9, hub-local too (README.md, "A child's detention"): on an A01 `detained`, the council maintaining the
+# person's Education, Health and Care plan (an ONS GSS code, the contract's `ehc_plan_la_gss`), told of the
+# admission (Worcs 6.4). HL7 v2 has no field for it.
+EHC_PLAN_FIELD = 9
+EHC_PLAN_POSITION = f"ZU5-{EHC_PLAN_FIELD}"
+# PV2-10 Estimated Length of Inpatient Stay (HL7 v2.4 3.4.4.10, NM, days): on an A01 `detained`, the contract's
+# `expected_stay_weeks`, in whole weeks rounded down (84 days is 12 weeks, 83 days 11: an expected stay reaches
+# the s85 12 weeks only when its days do). Under 7 days is under one whole week: not carried (the contract's
+# smallest is 1; the notice then goes at 12 weeks in hospital, as without it). Over 260 weeks: refused.
+EXPECTED_STAY_POSITION = "PV2-10"
+MAX_EXPECTED_STAY_DAYS = MAX_EXPECTED_STAY_WEEKS * 7 + 6  # 1826 days: still 260 whole weeks
+# HL7 NM (v2.4 2A.3.47): an optional leading sign, ASCII digits, an optional decimal point; no exponent.
+_NM = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
 
 # PID-30 patient death indicator (HL7 table 0136) and PID-29 patient death date and time; on an A03, PV1-36
 # (discharge disposition), which the ITK profile fills with the NHS Data Dictionary discharge method (the ITK
@@ -60,7 +75,7 @@ DISCHARGE_METHOD_DIED = "4"
 SUPPORTED_EVENTS = ("A01", "A02", "A03", "A08")
 # Segments the HL7 v2.4 ADT A01/A02/A03/A08 structures (ITK v2.4) allow once, of those the hub reads: a
 # second one is refused (AE), never read past.
-ONCE_SEGMENTS = ("MSH", "EVN", "PID", "PD1", "PV1", "ZU5")
+ONCE_SEGMENTS = ("MSH", "EVN", "PID", "PD1", "PV1", "PV2", "ZU5")
 # A frame with these (or with a second MSH) is a batch: HL7 v2 batch protocol (2.10.3), not taken.
 _BATCH_SEGMENTS = frozenset(("FHS", "BHS", "BTS", "FTS"))
 # HL7 v2.4 2.5.3: a field sent as `""` is present and null ("delete the value"): no value, never the two
@@ -571,6 +586,7 @@ class _Mapper:
         change["effective_date"] = self._first_date(
             (("ZU5", 5), ("PV1", 44)), "date detention commenced (ZU5-5), or the admit date (PV1-44), is required")
         self._residence(change)
+        self._child_facts(change)
         return self._done(change, recall_unstated=kind is None)
 
     def _discharge(self) -> MappingResult:
@@ -826,6 +842,36 @@ class _Mapper:
                          "address) is required for a detention: responsibility follows ordinary residence and is "
                          "not derived from a postcode; use postcode ZZ99 3VZ for no fixed abode",
                          REQUIRED_FIELD_MISSING)
+
+    def _child_facts(self, change: dict[str, Any]) -> None:
+        """A detention's two optional facts for a child's notices (hub/domain/children.py), read on an A01
+        `detained` only (neither is a fact any other change takes, and an A02 / A08 repeats PV2 as it stands):
+        PV2-10, the expected stay in days, as `expected_stay_weeks` (whole weeks, rounded down: module
+        constants), and ZU5-9, the council maintaining an EHC plan (component 1, any case), as
+        `ehc_plan_la_gss`. Ingest checks them as it checks REST's (a GSS code, a social services authority;
+        1-260 weeks), naming PV2-10 / ZU5-9 (`origins`). PV2-10 not a number, negative, or over 1826 days:
+        a problem naming PV2-10, never quoting it."""
+        self.origins["expected_stay_weeks"] = EXPECTED_STAY_POSITION
+        self.origins["ehc_plan_la_gss"] = EHC_PLAN_POSITION
+        days = self.msg.get("PV2", 10)
+        if days:
+            if not (days.isascii() and _NM.fullmatch(days)):
+                self.problem(EXPECTED_STAY_POSITION, "is not a number (HL7 NM): the estimated length of inpatient "
+                             "stay in days", DATA_TYPE_ERROR)
+            elif (value := Decimal(days)) < 0:
+                self.problem(EXPECTED_STAY_POSITION, "must not be negative: the estimated length of inpatient stay "
+                             "in days")
+            elif value > MAX_EXPECTED_STAY_DAYS:
+                self.problem(EXPECTED_STAY_POSITION, f"must be at most {MAX_EXPECTED_STAY_DAYS} days (the register "
+                             f"takes an expected stay of up to {MAX_EXPECTED_STAY_WEEKS} weeks)")
+            elif (weeks := int(value) // 7) >= 1:
+                change["expected_stay_weeks"] = weeks
+            else:
+                self.notes.append(f"{EXPECTED_STAY_POSITION}: an expected stay under 7 days is under one whole week, "
+                                  "not carried")
+        council = self.msg.get("ZU5", EHC_PLAN_FIELD, 1)
+        if council:
+            change["ehc_plan_la_gss"] = council.upper() if council.isascii() else council
 
     def _legal_status(self, zu5_field: int, required_reason: str | None = None) -> str | None:
         position = f"ZU5-{zu5_field}"

@@ -177,6 +177,26 @@ EXTENSIONS: Final[tuple[ExtensionDef, ...]] = (
         ("Encounter",),
         value_type="code",
     ),
+    # A child's detention (hub/domain/children.py): the two facts the children's notices read.
+    ExtensionDef(
+        "S117-ExpectedStayWeeks",
+        "S117 expected stay in hospital, in weeks",
+        "On a detention: how many whole weeks the trust expects the stay in hospital to last (R4 "
+        "Encounter.length is the actual length; there is no element for an expected one). For a child, 12 or "
+        "more sends the Children Act 1989 s85 notice to the council responsible for the child at admission "
+        "(Worcs 6.1). Inbound: the register change's expected_stay_weeks (1 to 260), on a detained change.",
+        ("Encounter",),
+        value_type="positiveInt",
+    ),
+    ExtensionDef(
+        "S117-EhcPlanCouncil",
+        "S117 council maintaining the EHC plan",
+        "On a detention: the council (ONS GSS code) maintaining the person's Education, Health and Care plan, "
+        "told of the admission (Worcs 6.4). Inbound: the register change's ehc_plan_la_gss, on a detained "
+        "change.",
+        ("Encounter",),
+        value_type="Identifier",
+    ),
     ExtensionDef(
         "S117-ResidenceCouncil",
         "S117 council of ordinary residence",

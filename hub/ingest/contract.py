@@ -144,7 +144,8 @@ class RegisterChangeIn(BaseModel):
     dispute: DisputeIn | None = None
     review_reason: FreeText | None = Field(default=None, max_length=200)
     already_receiving_s117_from: str | None = _ods("Commissioner already funding s117 aftercare, if any")
-    # A child's detention (hub/domain/children.py): optional, REST (JSON) only.
+    # A child's detention (hub/domain/children.py): optional. HL7 v2 (PV2-10, ZU5-9) and FHIR (Encounter
+    # extensions) map to them too (adapters/); council files carry no detention.
     expected_stay_weeks: int | None = Field(
         default=None, strict=True, ge=1, le=MAX_EXPECTED_STAY_WEEKS,
         description="On a detention: how many weeks the trust expects the stay in hospital to last. For a child "

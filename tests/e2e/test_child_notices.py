@@ -22,12 +22,15 @@ from sqlalchemy import select
 from hub.clients import add_client
 from hub.domain.dates import england_day
 from hub.fhir.validate import validate_message
+from hub.mllp import Frame, MllpFramer, frame
 from hub.store.db import create_engine
 from hub.store.schema import disclosures
 from tests.e2e.conftest import SECRET, make_clients
-from tests.support import HubProcess, Receiver
+from tests.support import HubProcess, Receiver, free_port
 
 pytestmark = pytest.mark.e2e
+
+HL7_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hl7v2"
 
 BUCKS, OXON, WORCS, ICB = "E06000060", "E10000025", "E10000034", "QU9"
 NOTICES = ("s117-child-long-stay-notice", "s117-child-ehc-plan-notice")
@@ -236,3 +239,74 @@ async def test_a_discharge_tells_the_childs_council_the_stay_ended_and_retractio
     for value in ("9434765919", "Childtest", admission["person"]["birth_date"], "OX4 4XN"):
         assert value not in logs
     assert not re.search(r"(?<!\d)\d{10}(?!\d)", logs)
+
+
+async def _send_mllp(port: int, message: str) -> str:
+    """One HL7 v2 message over a real MLLP connection, as a trust's interface engine sends it: its ACK."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(frame(message))
+        await writer.drain()
+        framer = MllpFramer()
+        while True:
+            data = await asyncio.wait_for(reader.read(65536), 15)
+            assert data, "the hub closed the connection"
+            acks = [f.payload.decode() for f in framer.feed(data) if isinstance(f, Frame)]
+            if acks:
+                return acks[0]
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_an_hl7_admission_expected_to_last_90_days_brings_the_s85_notice_at_admission(tmp_path: Path):
+    """A trust on HL7 v2 over MLLP (real TCP): an A01 detaining a 15-year-old three days ago with PV2-10 (estimated
+    length of inpatient stay) 90 days, 12 whole weeks, and ZU5-9 naming Oxfordshire as the EHC plan's council.
+    Bucks (ordinary residence, PID-11.9) is told at admission, not at 12 weeks; Oxfordshire gets the EHC notice."""
+    sharing = tmp_path / "sharing.yaml"
+    sharing.write_text(yaml.safe_dump(SHARING))
+    receiver = Receiver(secret=SECRET)
+    await receiver.start()
+    mllp_port = free_port()
+    hub = HubProcess(tmp_path, sharing_path=sharing, S117_CHILD_NOTICE_SCAN_INTERVAL_SECONDS="0.3",
+                     S117_MLLP_PORT=str(mllp_port))
+    keys = await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    keys[OXON] = (await add_client(engine, "Oxon", OXON, "council", ["subscriptions:write", "s117:read"]))[1]
+    await engine.dispose()
+    await hub.start()
+    today = england_day()
+    admitted = (today - timedelta(days=3)).strftime("%Y%m%d")
+    birth = today.replace(year=today.year - 15).strftime("%Y%m%d")
+    a01 = (HL7_FIXTURES / "ADT_A01_s3_detained.hl7").read_bytes().decode()
+    a01 = (a01.replace("RNU-A01-0001", "kid-hl7-1").replace("9990001006", "9434765919")
+           .replace("20250106", admitted).replace("19800214", birth)
+           .replace("\rZU1|", "\rPV2" + "|" * 10 + "90\rZU1|")
+           .rstrip("\r") + f"|||{OXON}")  # ZU5, the last segment: ZU5-9
+    assert a01.rsplit("\r", 1)[1].startswith("ZU5|")
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            for org in (BUCKS, OXON):
+                r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys[org]},
+                                    json={"url": receiver.url(org), "secret": SECRET})
+                assert r.status_code == 201, r.text
+            ack = await _send_mllp(mllp_port, a01)
+            assert "\rMSA|AA|kid-hl7-1|" in ack, ack
+
+            def told(org: str) -> list[bytes]:
+                return [r.body for r in receiver.received if r.org == org and code(r.body) in NOTICES]
+
+            await receiver.wait_for(lambda: told(BUCKS) and told(OXON))
+            assert [code(b) for b in told(BUCKS)] == ["s117-child-long-stay-notice"]
+            assert [code(b) for b in told(OXON)] == ["s117-child-ehc-plan-notice"]
+            long_stay = _parts(told(BUCKS)[0])
+            assert (long_stay["reason"], long_stay["basis"], long_stay["expectedStayWeeks"]) == (
+                "expected-long-stay", "ordinary-residence", 12), long_stay
+            validate_message(orjson.loads(told(BUCKS)[0]))
+    finally:
+        hub.stop()
+        await receiver.stop()
+    logs = hub.logs()
+    assert "mllp listening" in logs
+    for value in ("9434765919", "TESTPATIENT", birth):
+        assert value not in logs
