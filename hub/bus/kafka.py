@@ -86,6 +86,9 @@ from hub.observability import metrics
 from hub.store.db import InList, Prepared, execute_prepared, read_only
 from hub.store.schema import bus_messages, dead_letters
 
+# `lag`: asked again this many times in all, after 0.2 s, 0.4 s..., when Kafka answers with a retriable error.
+LAG_ATTEMPTS = 4
+LAG_RETRY_SECONDS = 0.2
 log = get_logger("hub.bus.kafka")
 
 EVENT_ID_HEADER = "event_id"
@@ -788,6 +791,19 @@ class KafkaLog:
         if group is not None:
             async with group.lock:
                 await self._flush(group)
+        # A partition's leadership moving (a broker restarted, a topic just made, the group's coordinator
+        # still loading) is a retriable error of the moment: asked again, a little later, not reported.
+        attempt = 0
+        while True:
+            try:
+                return await self._lag(group_id, topic)
+            except KafkaError as exc:
+                attempt += 1
+                if not getattr(exc, "retriable", False) or attempt >= LAG_ATTEMPTS:
+                    raise
+            await asyncio.sleep(LAG_RETRY_SECONDS * attempt)
+
+    async def _lag(self, group_id: str, topic: str) -> int:
         probe, admin = await self._tools()
         # All topics' metadata: asking for the one topic by name would auto-create it on brokers that allow that.
         described = await admin.describe_topics()
