@@ -61,17 +61,24 @@ def child(run: str, nhs: str, admitted_days_ago: int, council: str, **fields: ob
             **fields}
 
 
-async def test_the_childs_council_and_the_ehc_plan_council_receive_their_notices_and_no_one_else(tmp_path: Path):
+async def _started(tmp_path: Path, **env: str) -> tuple[HubProcess, Receiver, dict[str, str]]:
+    """A hub process under SHARING (child notices scanned every 0.3 s), a signing receiver, and the keys
+    of the usual clients and of Oxfordshire (a council of its own here: the EHC plan's)."""
     sharing = tmp_path / "sharing.yaml"
     sharing.write_text(yaml.safe_dump(SHARING))
     receiver = Receiver(secret=SECRET)
     await receiver.start()
-    hub = HubProcess(tmp_path, sharing_path=sharing, S117_CHILD_NOTICE_SCAN_INTERVAL_SECONDS="0.3")
+    hub = HubProcess(tmp_path, sharing_path=sharing, S117_CHILD_NOTICE_SCAN_INTERVAL_SECONDS="0.3", **env)
     keys = await make_clients(hub.db_url)
     engine = create_engine(hub.db_url)
     keys[OXON] = (await add_client(engine, "Oxon", OXON, "council", ["subscriptions:write", "s117:read"]))[1]
     await engine.dispose()
     await hub.start()
+    return hub, receiver, keys
+
+
+async def test_the_childs_council_and_the_ehc_plan_council_receive_their_notices_and_no_one_else(tmp_path: Path):
+    hub, receiver, keys = await _started(tmp_path)
     first = child("kid-1", "9434765919", 3, BUCKS, expected_stay_weeks=20, ehc_plan_la_gss=OXON)
     # 90 days in hospital, living in Worcestershire, which also maintains the EHC plan: owed both notices,
     # its agreement lists neither.
@@ -158,16 +165,7 @@ async def test_a_discharge_tells_the_childs_council_the_stay_ended_and_retractio
     (the child is in hospital: Bucks told the leaving notice is withdrawn, the stay continues), and then
     the detention (each council told a notice is sent its withdrawal once, though Oxfordshire's agreement
     lists the EHC notice only: a rectification, UK GDPR Art. 19). Real HTTP, real receivers."""
-    sharing = tmp_path / "sharing.yaml"
-    sharing.write_text(yaml.safe_dump(SHARING))
-    receiver = Receiver(secret=SECRET)
-    await receiver.start()
-    hub = HubProcess(tmp_path, sharing_path=sharing, S117_CHILD_NOTICE_SCAN_INTERVAL_SECONDS="0.3")
-    keys = await make_clients(hub.db_url)
-    engine = create_engine(hub.db_url)
-    keys[OXON] = (await add_client(engine, "Oxon", OXON, "council", ["subscriptions:write", "s117:read"]))[1]
-    await engine.dispose()
-    await hub.start()
+    hub, receiver, keys = await _started(tmp_path)
     admission = child("kid-1", "9434765919", 10, BUCKS, expected_stay_weeks=20, ehc_plan_la_gss=OXON)
     today = england_day()
     try:
@@ -263,18 +261,8 @@ async def test_an_hl7_admission_expected_to_last_90_days_brings_the_s85_notice_a
     """A trust on HL7 v2 over MLLP (real TCP): an A01 detaining a 15-year-old three days ago with PV2-10 (estimated
     length of inpatient stay) 90 days, 12 whole weeks, and ZU5-9 naming Oxfordshire as the EHC plan's council.
     Bucks (ordinary residence, PID-11.9) is told at admission, not at 12 weeks; Oxfordshire gets the EHC notice."""
-    sharing = tmp_path / "sharing.yaml"
-    sharing.write_text(yaml.safe_dump(SHARING))
-    receiver = Receiver(secret=SECRET)
-    await receiver.start()
     mllp_port = free_port()
-    hub = HubProcess(tmp_path, sharing_path=sharing, S117_CHILD_NOTICE_SCAN_INTERVAL_SECONDS="0.3",
-                     S117_MLLP_PORT=str(mllp_port))
-    keys = await make_clients(hub.db_url)
-    engine = create_engine(hub.db_url)
-    keys[OXON] = (await add_client(engine, "Oxon", OXON, "council", ["subscriptions:write", "s117:read"]))[1]
-    await engine.dispose()
-    await hub.start()
+    hub, receiver, keys = await _started(tmp_path, S117_MLLP_PORT=str(mllp_port))
     today = england_day()
     admitted = (today - timedelta(days=3)).strftime("%Y%m%d")
     birth = today.replace(year=today.year - 15).strftime("%Y%m%d")

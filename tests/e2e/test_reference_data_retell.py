@@ -42,6 +42,22 @@ def _merged_map(path: Path) -> Path:
     return path
 
 
+
+async def _restarted_tells_no_one(hub: HubProcess, receiver: Receiver) -> None:
+    """The hub stopped and started again on the same reference data: nobody is told anything again."""
+    hub.stop()
+    seen = len(receiver.received)
+    await hub.start()
+    await asyncio.sleep(3)
+    assert len(receiver.received) == seen
+
+
+def _recorded(tmp_path: Path) -> list[dict]:
+    """The hub's records of the reference data in use (operator actions), oldest first."""
+    with sqlite3.connect(tmp_path / "hub.db") as db:
+        return [orjson.loads(d) for (d,) in db.execute(
+            "SELECT detail FROM operator_actions WHERE action = 'reference-data-in-use' ORDER BY action_id")]
+
 async def test_a_newer_practice_map_moving_the_icb_is_told_to_both_icbs(tmp_path: Path) -> None:
     sharing = dict(SHARING)
     sharing["agreements"] = [*SHARING["agreements"], {"id": "DSA-TEST-MERGED", "valid_from": "2020-01-01",
@@ -87,18 +103,11 @@ async def test_a_newer_practice_map_moving_the_icb_is_told_to_both_icbs(tmp_path
                 r = await http.get(f"/v1/persons/{person_id}/s117", headers={"X-API-Key": keys[org]})
                 assert r.status_code == 200, r.text
                 assert r.json()["responsible_commissioner"]["org"]["code"] == "QZZ"
-        hub.stop()
-
-        seen = len(receiver.received)
-        await hub.start()  # the same data again: nobody is told again
-        await asyncio.sleep(3)
-        assert len(receiver.received) == seen
+        await _restarted_tells_no_one(hub, receiver)
     finally:
         hub.stop()
         await receiver.stop()
-    with sqlite3.connect(tmp_path / "hub.db") as db:
-        records = [orjson.loads(d) for (d,) in db.execute(
-            "SELECT detail FROM operator_actions WHERE action = 'reference-data-in-use' ORDER BY action_id")]
+    records = _recorded(tmp_path)
     # The first start had nobody to determine anything for: nothing recorded. The second told one of one.
     assert [(r["people"], r["told"], r["previous"]) for r in records] == [(1, 1, None)]
     assert [d["operator_file"] for d in records[0]["datasets"] if d["dataset"] == "gp-practice-map"] == [True]
@@ -178,18 +187,11 @@ async def test_a_newer_council_register_naming_a_successor_is_told_to_both_counc
                 r = await http.get(f"/v1/persons/{person_id}/s117", headers={"X-API-Key": keys[org]})
                 assert r.status_code == 200, r.text
                 assert r.json()["responsible_council"]["org"]["code"] == new_gss
-        hub.stop()
-
-        seen = len(receiver.received)
-        await hub.start()  # the same register again: nobody is told again
-        await asyncio.sleep(3)
-        assert len(receiver.received) == seen
+        await _restarted_tells_no_one(hub, receiver)
     finally:
         hub.stop()
         await receiver.stop()
-    with sqlite3.connect(tmp_path / "hub.db") as db:
-        records = [orjson.loads(d) for (d,) in db.execute(
-            "SELECT detail FROM operator_actions WHERE action = 'reference-data-in-use' ORDER BY action_id")]
+    records = _recorded(tmp_path)
     assert [(r["people"], r["told"], r["previous"]) for r in records] == [(1, 1, None)]
     assert [(d["operator_file"], d["as_of"]) for d in records[0]["datasets"] if d["dataset"] == "local-authorities"] \
         == [(True, "2026-11-01")]
