@@ -238,3 +238,58 @@ async def test_a_successor_taking_over_after_the_register_is_loaded_is_told_on_i
     assert {d["sha256"] for r in recorded for d in r["datasets"] if d["dataset"] == "local-authorities"} == {loaded}
     assert await retell.run_once() == 0  # the same data, the same day: nobody again
     assert retell.next_succession(day[0]) is None  # nothing more to wait for
+
+
+async def test_the_workers_loop_waits_for_each_vesting_day_and_tries_again_after_a_failure(monkeypatch) -> None:  # noqa: ANN001
+    """`run_reference_data_retell` (the back workers' task): a pass at start; then, while the data names a
+    succession still to come, a wait until England's midnight of that day (never longer than
+    LOOK_AGAIN_SECONDS: a wall clock set meanwhile is seen) and another pass; a pass that fails (the store
+    unavailable) is tried again after RETRY_SECONDS; nothing left to wait for, the task ends; a stop ends it
+    while it waits."""
+    import asyncio
+
+    from hub import refdata_retell
+
+    waited: list[float] = []
+    real_pause = refdata_retell.pause
+
+    async def pause(stop: asyncio.Event, seconds: float) -> bool:
+        waited.append(seconds)
+        return await real_pause(stop, 0)
+
+    class Retell:
+        def __init__(self, plan: list) -> None:  # noqa: ANN001
+            self.plan, self.passes = plan, 0
+
+        def today(self) -> date:
+            return date(2027, 3, 31)
+
+        async def run_once(self) -> int:
+            self.passes += 1
+            step = self.plan.pop(0)
+            if isinstance(step, Exception):
+                raise step
+            self._next = step
+            return 0
+
+        def next_succession(self, today: date) -> date | None:
+            return self._next
+
+    monkeypatch.setattr(refdata_retell, "pause", pause)
+    monkeypatch.setattr(refdata_retell, "seconds_until", lambda day: {date(2027, 4, 1): 3600.0,
+                                                                       date(2028, 4, 1): 9e6}[day])
+    retell = Retell([date(2027, 4, 1), OSError("store unavailable"), date(2028, 4, 1), None])
+    await asyncio.wait_for(refdata_retell.run_reference_data_retell(retell, asyncio.Event()), 5)
+    assert retell.passes == 4
+    assert waited == [3600.0, refdata_retell.RETRY_SECONDS, refdata_retell.LOOK_AGAIN_SECONDS]
+
+    stop = asyncio.Event()
+
+    async def stopping(stop_: asyncio.Event, seconds: float) -> bool:
+        stop_.set()
+        return True
+
+    monkeypatch.setattr(refdata_retell, "pause", stopping)
+    retell = Retell([date(2027, 4, 1), date(2027, 4, 1)])
+    await asyncio.wait_for(refdata_retell.run_reference_data_retell(retell, stop), 5)
+    assert retell.passes == 1  # stopped while waiting: no second pass
