@@ -133,6 +133,13 @@ class _Ctx:
     def count(self, what: str, n: int = 1) -> None:
         self.counts[what] = self.counts.get(what, 0) + n
 
+    def opened(self, token: bytes, what: str) -> bytes | None:
+        """`open`, the token counted a problem under `what` if it opens under neither key."""
+        plain = self.open(token)
+        if plain is None:
+            self.problem(f"{what} {UNDECRYPTABLE}")
+        return plain
+
     def open(self, token: bytes) -> bytes | None:
         """The plain bytes of a token under the old key (or the new: a row a resumed rotation rewrote
         already); None under neither."""
@@ -277,9 +284,8 @@ def _sealed(column: str, what: str) -> Rewrite:
             if not token:
                 out.append(None)
                 continue
-            plain = ctx.open(token)
+            plain = ctx.opened(token, what)
             if plain is None:
-                ctx.problem(f"{what} {UNDECRYPTABLE}")
                 out.append(None)
                 continue
             out.append({column: ctx.new.encrypt(plain)})
@@ -301,9 +307,8 @@ async def _reconciliation(conn: AsyncConnection, rows: list[Any], ctx: _Ctx, tab
     for n, r in enumerate(rows):
         if not r.person_number or _tombstone(r.person_key):
             continue
-        plain = ctx.open(r.person_number)
+        plain = ctx.opened(r.person_number, f"{table}.person_number")
         if plain is None:
-            ctx.problem(f"{table}.person_number {UNDECRYPTABLE}")
             undecryptable.add(n)
             continue
         new = ctx.rehash(plain.decode(), r.person_key)
@@ -321,9 +326,8 @@ async def _reconciliation(conn: AsyncConnection, rows: list[Any], ctx: _Ctx, tab
         if _tombstone(r.person_key):
             values = {"person_key": r.person_key, "person_number": r.person_number}
             if r.person_number:
-                plain = ctx.open(r.person_number)
+                plain = ctx.opened(r.person_number, f"{table}.person_number")
                 if plain is None:
-                    ctx.problem(f"{table}.person_number {UNDECRYPTABLE}")
                     out.append(None)
                     continue
                 values["person_number"] = ctx.new.encrypt(plain)
@@ -341,10 +345,8 @@ async def _reconciliation(conn: AsyncConnection, rows: list[Any], ctx: _Ctx, tab
         if local_id:
             values["local_id"] = r.local_id
             if r.local_id:
-                plain = ctx.open(r.local_id)
-                if plain is None:
-                    ctx.problem(f"{table}.local_id {UNDECRYPTABLE}")
-                else:
+                plain = ctx.opened(r.local_id, f"{table}.local_id")
+                if plain is not None:
                     values["local_id"] = ctx.new.encrypt(plain)
                     ctx.count(f"{table}.local_id")
         out.append(values)
@@ -373,9 +375,8 @@ async def _merges(conn: AsyncConnection, rows: list[Any], ctx: _Ctx) -> list[dic
     held = await _details_of(conn, {r.superseded_person_id for r in rows if r.superseded_person_id})
     out: list[dict[str, Any] | None] = []
     for r in rows:
-        plain = ctx.open(r.retained_number)
+        plain = ctx.opened(r.retained_number, "person_merges.retained_number")
         if plain is None:
-            ctx.problem(f"person_merges.retained_number {UNDECRYPTABLE}")
             out.append(None)
             continue
         retained = ctx.rehash(plain.decode(), r.retained_index)
@@ -411,9 +412,8 @@ async def _reversals(conn: AsyncConnection, rows: list[Any], ctx: _Ctx) -> list[
     held = await _details_of(conn, {p for r in rows for p in (r.superseded_person_id, r.retained_person_id) if p})
     out: list[dict[str, Any] | None] = []
     for r in rows:
-        plain = ctx.open(r.reason)
+        plain = ctx.opened(r.reason, "person_merge_reversals.reason")
         if plain is None:
-            ctx.problem(f"person_merge_reversals.reason {UNDECRYPTABLE}")
             out.append(None)
             continue
         values: dict[str, Any] = {"reason": ctx.new.encrypt(plain)}
@@ -433,9 +433,8 @@ async def _reversals(conn: AsyncConnection, rows: list[Any], ctx: _Ctx) -> list[
 async def _persons(_conn: AsyncConnection, rows: list[Any], ctx: _Ctx) -> list[dict[str, Any] | None]:
     out: list[dict[str, Any] | None] = []
     for r in rows:
-        plain = ctx.open(r.details)
+        plain = ctx.opened(r.details, "persons.details")
         if plain is None:
-            ctx.problem(f"persons.details {UNDECRYPTABLE}")
             out.append(None)
             continue
         index = r.nhs_number_index
