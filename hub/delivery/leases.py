@@ -782,7 +782,7 @@ class SubscriptionDeliverer:
         not dropped: a delivery the subscriber took and whose record was lost would be sent again once its
         lease ran out. Only the process ending first (a crash, a stop past its grace) leaves them to be
         sent again (at least once). Any other error is raised as before."""
-        wait = HELD_FIRST_WAIT
+        wait, said = HELD_FIRST_WAIT, False
         while True:
             try:
                 return await record_batch(self._engine, delivered, failed, error, unsent, self._policy, self.handler,
@@ -791,7 +791,8 @@ class SubscriptionDeliverer:
                 cause = store_fault(exc)
                 if cause is None:
                     raise
-                if wait == HELD_FIRST_WAIT:  # said once a batch held, not at each try
+                if not said:  # once a batch held, not at each try
+                    said = True
                     log.warning("delivery outcomes held until the store takes them", channel=self.channel,
                                 count=len(delivered) + (failed is not None), error_kind=cause)
             await asyncio.sleep(wait)
