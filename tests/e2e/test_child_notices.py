@@ -25,7 +25,7 @@ from hub.fhir.validate import validate_message
 from hub.mllp import Frame, MllpFramer, frame
 from hub.store.db import create_engine
 from hub.store.schema import disclosures
-from tests.e2e.conftest import SECRET, make_clients
+from tests.e2e.conftest import SECRET, make_clients, subscribe_webhook
 from tests.support import HubProcess, Receiver, free_port
 
 pytestmark = pytest.mark.e2e
@@ -86,9 +86,7 @@ async def test_the_childs_council_and_the_ehc_plan_council_receive_their_notices
     try:
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
             for org in (BUCKS, OXON, ICB, WORCS):
-                r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys[org]},
-                                    json={"url": receiver.url(org), "secret": SECRET})
-                assert r.status_code == 201, r.text
+                await subscribe_webhook(http, keys, receiver, org=org)
             people = []
             for change in (first, second):
                 r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
@@ -171,9 +169,7 @@ async def test_a_discharge_tells_the_childs_council_the_stay_ended_and_retractio
     try:
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
             for org in (BUCKS, OXON, ICB, WORCS):
-                r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys[org]},
-                                    json={"url": receiver.url(org), "secret": SECRET})
-                assert r.status_code == 201, r.text
+                await subscribe_webhook(http, keys, receiver, org=org)
 
             async def record(change: dict) -> str:
                 r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
@@ -275,9 +271,7 @@ async def test_an_hl7_admission_expected_to_last_90_days_brings_the_s85_notice_a
     try:
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
             for org in (BUCKS, OXON):
-                r = await http.post("/v1/subscriptions", headers={"X-API-Key": keys[org]},
-                                    json={"url": receiver.url(org), "secret": SECRET})
-                assert r.status_code == 201, r.text
+                await subscribe_webhook(http, keys, receiver, org=org)
             ack = await _send_mllp(mllp_port, a01)
             assert "\rMSA|AA|kid-hl7-1|" in ack, ack
 

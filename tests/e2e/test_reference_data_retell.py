@@ -43,6 +43,26 @@ def _merged_map(path: Path) -> Path:
 
 
 
+async def _set_up(tmp_path: Path, body: tuple[str, str, str]) -> tuple[HubProcess, Receiver, dict[str, str]]:
+    """A hub process (not started) under SHARING and an agreement granting `body` (code, name, kind: the body
+    the newer data names) identity and responsibility, a signing receiver, and the clients' keys, the body's
+    with them."""
+    code, name, kind = body
+    sharing = dict(SHARING)
+    sharing["agreements"] = [*SHARING["agreements"], {"id": f"DSA-TEST-{code}", "valid_from": "2020-01-01",
+                                                       "recipients": [{"org_code": code, "events": ["*"],
+                                                                       "field_groups": ["identity", "responsibility"]}]}]
+    (tmp_path / "sharing.yaml").write_text(yaml.safe_dump(sharing))
+    receiver = Receiver(secret=SECRET)
+    await receiver.start()
+    hub = HubProcess(tmp_path, sharing_path=tmp_path / "sharing.yaml")
+    keys = await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    keys[code] = (await add_client(engine, name, code, kind, ["subscriptions:write", "s117:read"]))[1]
+    await engine.dispose()
+    return hub, receiver, keys
+
+
 async def _restarted_tells_no_one(hub: HubProcess, receiver: Receiver) -> None:
     """The hub stopped and started again on the same reference data: nobody is told anything again."""
     hub.stop()
@@ -58,19 +78,9 @@ def _recorded(tmp_path: Path) -> list[dict]:
         return [orjson.loads(d) for (d,) in db.execute(
             "SELECT detail FROM operator_actions WHERE action = 'reference-data-in-use' ORDER BY action_id")]
 
+
 async def test_a_newer_practice_map_moving_the_icb_is_told_to_both_icbs(tmp_path: Path) -> None:
-    sharing = dict(SHARING)
-    sharing["agreements"] = [*SHARING["agreements"], {"id": "DSA-TEST-MERGED", "valid_from": "2020-01-01",
-                                                       "recipients": [{"org_code": "QZZ", "events": ["*"],
-                                                                       "field_groups": ["identity", "responsibility"]}]}]
-    (tmp_path / "sharing.yaml").write_text(yaml.safe_dump(sharing))
-    receiver = Receiver(secret=SECRET)
-    await receiver.start()
-    hub = HubProcess(tmp_path, sharing_path=tmp_path / "sharing.yaml")
-    keys = await make_clients(hub.db_url)
-    engine = create_engine(hub.db_url)
-    keys["QZZ"] = (await add_client(engine, "Merged ICB", "QZZ", "icb", ["subscriptions:write", "s117:read"]))[1]
-    await engine.dispose()
+    hub, receiver, keys = await _set_up(tmp_path, ("QZZ", "Merged ICB", "icb"))
     try:
         await hub.start()
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
@@ -140,19 +150,7 @@ async def test_a_newer_council_register_naming_a_successor_is_told_to_both_counc
     mySociety's newer register (S117_LOCAL_AUTHORITIES_FILE), the hub names its successor; the old council is
     corrected, the new one told, once, with no register change about the person."""
     new_gss = SUCCESSOR[1]
-    sharing = dict(SHARING)
-    sharing["agreements"] = [*SHARING["agreements"], {"id": "DSA-TEST-SUCCESSOR", "valid_from": "2020-01-01",
-                                                       "recipients": [{"org_code": new_gss, "events": ["*"],
-                                                                       "field_groups": ["identity", "responsibility"]}]}]
-    (tmp_path / "sharing.yaml").write_text(yaml.safe_dump(sharing))
-    receiver = Receiver(secret=SECRET)
-    await receiver.start()
-    hub = HubProcess(tmp_path, sharing_path=tmp_path / "sharing.yaml")
-    keys = await make_clients(hub.db_url)
-    engine = create_engine(hub.db_url)
-    keys[new_gss] = (await add_client(engine, "Chiltern Vale", new_gss, "council",
-                                      ["subscriptions:write", "s117:read"]))[1]
-    await engine.dispose()
+    hub, receiver, keys = await _set_up(tmp_path, (new_gss, "Chiltern Vale", "council"))
     try:
         await hub.start()
         async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
