@@ -18,6 +18,7 @@ the document cannot drift from what the hub produces.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from hub.bus.kafka_security import KafkaSecurity
 from hub.bus.port import EVENTS_TOPIC
@@ -112,22 +113,43 @@ SECURITY_SCHEMES: dict[str, dict[str, str]] = {
     "mutualTls": {"type": "X509", "description": "A client certificate the brokers' CA signed (mutual TLS)"},
 }
 _BY_MECHANISM = {"PLAIN": "saslPlain", "SCRAM-SHA-256": "saslScramSha256", "SCRAM-SHA-512": "saslScramSha512"}
+# SASL/OAUTHBEARER: AsyncAPI's `oauth2` with the client-credentials flow and the cluster's token endpoint, one
+# scheme a server (the two clusters may have their own identity providers).
+_OAUTH = {"bus": "saslOauthBearer", "outbound": "saslOauthBearerOutbound"}
 
 
-def _server(servers: str, description: str, security: KafkaSecurity | None) -> dict[str, Any]:
+def _oauth_scheme(security: KafkaSecurity) -> dict[str, Any]:
+    """The cluster's OAUTHBEARER as an `oauth2` client-credentials scheme: its token endpoint (scheme, host,
+    port and path: never a query) and the scope the hub asks for; never the client id or secret."""
+    parts = urlsplit(security.oauth_token_url or "")
+    scopes = (security.oauth_scope or "").split()
+    return {"type": "oauth2",
+            "description": "SASL/OAUTHBEARER: an access token from the token endpoint by the OAuth 2.0 "
+                           "client-credentials grant (a client id and secret the identity provider issued)",
+            "flows": {"clientCredentials": {"tokenUrl": urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")),
+                                            "availableScopes": {s: "asked for by the hub" for s in scopes}}},
+            **({"scopes": scopes} if scopes else {})}
+
+
+def _server(servers: str, description: str, security: KafkaSecurity | None,
+            cluster: str = "bus") -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """One cluster as an AsyncAPI server: `kafka-secure` over TLS, and the schemes its clients authenticate
-    with (none named: the cluster asks for none). Never a user name, password or file."""
+    with (none named: the cluster asks for none), with their definitions. Never a user name, password or
+    file."""
     security = security or KafkaSecurity()
     server: dict[str, Any] = {"host": servers.split(",")[0], "protocol": "kafka-secure" if security.tls else "kafka",
                               "description": description}
-    schemes = []
+    schemes: dict[str, dict[str, Any]] = {}
     if security.sasl and security.sasl_mechanism in _BY_MECHANISM:
-        schemes.append(_BY_MECHANISM[security.sasl_mechanism])
+        name = _BY_MECHANISM[security.sasl_mechanism]
+        schemes[name] = SECURITY_SCHEMES[name]
+    if security.oauth:
+        schemes[_OAUTH[cluster]] = _oauth_scheme(security)
     if security.tls and security.cert_file is not None:
-        schemes.append("mutualTls")
+        schemes["mutualTls"] = SECURITY_SCHEMES["mutualTls"]
     if schemes:
         server["security"] = [{"$ref": f"#/components/securitySchemes/{name}"} for name in schemes]
-    return server
+    return server, schemes
 
 
 def asyncapi_document(*, version: str, kafka_servers: str | None, outbound_servers: str | None,
@@ -135,11 +157,14 @@ def asyncapi_document(*, version: str, kafka_servers: str | None, outbound_serve
                       outbound_security: KafkaSecurity | None = None) -> dict[str, Any]:
     """The document; each cluster's security (hub/bus/kafka_security.py) says how its server is reached."""
     servers: dict[str, Any] = {}
+    schemes: dict[str, dict[str, Any]] = {}
     if kafka_servers:
-        servers["bus"] = _server(kafka_servers, "The hub's event bus (S117_BUS_URL)", bus_security)
+        servers["bus"], used = _server(kafka_servers, "The hub's event bus (S117_BUS_URL)", bus_security, "bus")
+        schemes |= used
     if outbound_servers:
-        servers["outbound"] = _server(outbound_servers, "Where `kafka` subscriptions are published",
-                                      outbound_security)
+        servers["outbound"], used = _server(outbound_servers, "Where `kafka` subscriptions are published",
+                                            outbound_security, "outbound")
+        schemes |= used
     doc: dict[str, Any] = {
         "asyncapi": "3.0.0",
         "info": {
@@ -197,7 +222,6 @@ def asyncapi_document(*, version: str, kafka_servers: str | None, outbound_serve
     }
     if servers:
         doc["servers"] = servers
-        used = {ref["$ref"].rsplit("/", 1)[1] for server in servers.values() for ref in server.get("security", ())}
-        if used:
-            doc["components"]["securitySchemes"] = {name: SECURITY_SCHEMES[name] for name in sorted(used)}
+        if schemes:
+            doc["components"]["securitySchemes"] = {name: schemes[name] for name in sorted(schemes)}
     return doc

@@ -350,13 +350,17 @@ async def build_hub(settings: Settings, *, start_warnings: bool = True) -> Hub:
     outbound = outbound_kafka_bootstrap(settings)
     # Every Kafka client of the hub is made with its cluster's security, built once here
     # (hub/bus/kafka_security.py; the settings were checked when read, so this does not fail).
-    bus_security = settings.kafka_security("bus").client_options() if kafka_servers else {}
-    outbound_security = settings.kafka_security("outbound").client_options() if outbound else {}
+    # (OAUTHBEARER: one token provider a cluster, whose token every client of it shares.)
+    bus_security = settings.kafka_security("bus").client_options("bus") if kafka_servers else {}
+    outbound_security = settings.kafka_security("outbound").client_options("outbound") if outbound else {}
     for cluster, servers in (("bus", kafka_servers), ("outbound", outbound)):
         security = settings.kafka_security(cluster)
         if start_warnings and servers and not security.tls and security.allow_plaintext:  # on the operator's word
             log.warning("kafka without TLS: the network to the brokers must protect the data itself",
                         cluster=cluster, mode=security.protocol, allow_unauthenticated=True)
+        if start_warnings and servers and security.token_url_in_clear():  # allowed on the operator's word
+            log.warning("kafka oauth token endpoint over http: the network to it must protect the client secret "
+                        "and the tokens itself", cluster=cluster, allow_unauthenticated=True)
     engine = create_engine(settings.database_url, **engine_options(settings))
     await create_schema(engine)
     ref = reference_data(settings.bank_holidays_file, sources_of(settings))

@@ -175,8 +175,12 @@ class Settings(BaseSettings):
     # README "Kafka security"): PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; the CA the brokers' certificates
     # chain to (PEM; default the system's); a client certificate and its unencrypted key (mutual TLS); the
     # SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), username and password, or a file holding the
-    # password (a secret store's mount). Production (PostgreSQL): PLAINTEXT to brokers beyond loopback is
-    # refused at start unless kafka_allow_plaintext says the network is otherwise protected.
+    # password (a secret store's mount); or OAUTHBEARER (hub/bus/kafka_oauth.py): access tokens from an OAuth 2.0
+    # token endpoint by the client-credentials grant, with the hub's client id and secret (or a file holding
+    # it), an optional scope and audience, HTTP Basic (default) or body client authentication, and SASL
+    # extensions (key=value,...). Production (PostgreSQL): PLAINTEXT to brokers beyond loopback is refused at
+    # start unless kafka_allow_plaintext says the network is otherwise protected; an http:// token endpoint
+    # beyond loopback is refused in every mode unless it says so.
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_ssl_ca_file: Path | None = None
     kafka_ssl_cert_file: Path | None = None
@@ -185,6 +189,14 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_sasl_password_file: Path | None = None
+    kafka_sasl_oauthbearer_token_endpoint_url: str | None = None
+    kafka_sasl_oauthbearer_client_id: str | None = None
+    kafka_sasl_oauthbearer_client_secret: SecretStr | None = None
+    kafka_sasl_oauthbearer_client_secret_file: Path | None = None
+    kafka_sasl_oauthbearer_scope: str | None = None
+    kafka_sasl_oauthbearer_audience: str | None = None
+    kafka_sasl_oauthbearer_client_auth: str | None = None
+    kafka_sasl_oauthbearer_extensions: str | None = None
     kafka_allow_plaintext: bool = False
     # The outbound cluster (kafka_outbound_bootstrap) is reached with the settings above unless
     # kafka_outbound_security_protocol is set: then with these, taken whole (its own CA and credentials).
@@ -196,9 +208,18 @@ class Settings(BaseSettings):
     kafka_outbound_sasl_username: str | None = None
     kafka_outbound_sasl_password: SecretStr | None = None
     kafka_outbound_sasl_password_file: Path | None = None
+    kafka_outbound_sasl_oauthbearer_token_endpoint_url: str | None = None
+    kafka_outbound_sasl_oauthbearer_client_id: str | None = None
+    kafka_outbound_sasl_oauthbearer_client_secret: SecretStr | None = None
+    kafka_outbound_sasl_oauthbearer_client_secret_file: Path | None = None
+    kafka_outbound_sasl_oauthbearer_scope: str | None = None
+    kafka_outbound_sasl_oauthbearer_audience: str | None = None
+    kafka_outbound_sasl_oauthbearer_client_auth: str | None = None
+    kafka_outbound_sasl_oauthbearer_extensions: str | None = None
     kafka_outbound_allow_plaintext: bool = False
 
-    @field_serializer("kafka_sasl_password", "kafka_outbound_sasl_password", when_used="json")
+    @field_serializer("kafka_sasl_password", "kafka_outbound_sasl_password", "kafka_sasl_oauthbearer_client_secret",
+                      "kafka_outbound_sasl_oauthbearer_client_secret", when_used="json")
     def _password_to_worker(self, value: SecretStr | None) -> str | None:
         # JSON is how `s117hub serve` hands its settings to its worker processes (hub/worker_process.py),
         # as it hands S117_DATA_KEY; repr() and str() keep it masked.
@@ -355,6 +376,11 @@ class Settings(BaseSettings):
         own = cluster == "outbound" and self.kafka_outbound_security_protocol is not None
         f = "kafka_outbound_" if own else "kafka_"
         password = getattr(self, f + "sasl_password")
+        secret = getattr(self, f + "sasl_oauthbearer_client_secret")
+
+        def text(name: str) -> str | None:  # an empty variable (hub.env.example's `NAME=`): unset
+            return (getattr(self, f + name) or "").strip() or None
+
         return KafkaSecurity(
             prefix=f"S117_{f.upper()}", protocol=str(getattr(self, f + "security_protocol")).strip().upper(),
             ca_file=getattr(self, f + "ssl_ca_file"), cert_file=getattr(self, f + "ssl_cert_file"),
@@ -363,7 +389,14 @@ class Settings(BaseSettings):
             sasl_username=getattr(self, f + "sasl_username"),
             sasl_password=(password.get_secret_value() or None) if password is not None else None,  # empty: unset
             sasl_password_file=getattr(self, f + "sasl_password_file"),
-            allow_plaintext=getattr(self, f + "allow_plaintext"))
+            allow_plaintext=getattr(self, f + "allow_plaintext"),
+            oauth_token_url=text("sasl_oauthbearer_token_endpoint_url"),
+            oauth_client_id=text("sasl_oauthbearer_client_id"),
+            oauth_client_secret=(secret.get_secret_value() or None) if secret is not None else None,
+            oauth_client_secret_file=getattr(self, f + "sasl_oauthbearer_client_secret_file"),
+            oauth_scope=text("sasl_oauthbearer_scope"), oauth_audience=text("sasl_oauthbearer_audience"),
+            oauth_client_auth=(text("sasl_oauthbearer_client_auth") or "").lower() or None,
+            oauth_extensions=text("sasl_oauthbearer_extensions"))
 
     @model_validator(mode="after")
     def _kafka_security(self) -> Settings:
@@ -371,7 +404,10 @@ class Settings(BaseSettings):
         unencrypted Kafka beyond loopback unless the operator says the network is protected."""
         if self.kafka_outbound_security_protocol is None:
             for name in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file", "sasl_mechanism", "sasl_username",
-                         "sasl_password", "sasl_password_file"):
+                         "sasl_password", "sasl_password_file", "sasl_oauthbearer_token_endpoint_url",
+                         "sasl_oauthbearer_client_id", "sasl_oauthbearer_client_secret",
+                         "sasl_oauthbearer_client_secret_file", "sasl_oauthbearer_scope", "sasl_oauthbearer_audience",
+                         "sasl_oauthbearer_client_auth", "sasl_oauthbearer_extensions"):
                 if getattr(self, "kafka_outbound_" + name) is not None:
                     raise ValueError(f"S117_KAFKA_OUTBOUND_{name.upper()}: set without "
                                      "S117_KAFKA_OUTBOUND_SECURITY_PROTOCOL (without it the outbound cluster is "

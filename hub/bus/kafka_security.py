@@ -11,17 +11,26 @@ set is used, whole (a second cluster with its own CA and credentials).
     SSL_CA_FILE        PEM CA bundle the brokers' certificates must chain to (default: the system's)
     SSL_CERT_FILE      PEM client certificate (mutual TLS), with SSL_KEY_FILE
     SSL_KEY_FILE       its unencrypted PEM private key
-    SASL_MECHANISM     PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (SASL_* protocols)
-    SASL_USERNAME      the hub's principal
+    SASL_MECHANISM     PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 | OAUTHBEARER (SASL_* protocols)
+    SASL_USERNAME      the hub's principal (PLAIN, SCRAM)
     SASL_PASSWORD      its password, or SASL_PASSWORD_FILE: a file holding it (a secret store's mount)
+    SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL  OAUTHBEARER: the OAuth 2.0 token endpoint (https://; http:// on
+                       loopback, or beyond it with ALLOW_PLAINTEXT) the hub gets access tokens from by the
+                       client-credentials grant (hub/bus/kafka_oauth.py), with
+    SASL_OAUTHBEARER_CLIENT_ID, SASL_OAUTHBEARER_CLIENT_SECRET or SASL_OAUTHBEARER_CLIENT_SECRET_FILE,
+    SASL_OAUTHBEARER_SCOPE, SASL_OAUTHBEARER_AUDIENCE (optional, sent as asked), SASL_OAUTHBEARER_CLIENT_AUTH
+                       basic (default) | body (RFC 6749 §2.3.1), SASL_OAUTHBEARER_EXTENSIONS
+                       key=value,... SASL extensions (Confluent Cloud: logicalCluster, identityPoolId)
     ALLOW_PLAINTEXT    production (PostgreSQL) only: PLAINTEXT to brokers beyond loopback is refused
-                       at start unless this says the network is otherwise protected
+                       at start unless this says the network is otherwise protected (in every mode: an
+                       http:// token endpoint beyond loopback, likewise)
 
 `client_options` gives the keyword arguments every AIOKafkaProducer, AIOKafkaConsumer
 and AIOKafkaAdminClient of the hub is made with (one ssl.SSLContext, made once by
 aiokafka.helpers.create_ssl_context: hostname checked, the CA file's certificates
-trusted). `problems` says what is wrong with a set, naming the variable and never its
-value (the hub stops at start, exit 2: hub/cli.py).
+trusted; with OAUTHBEARER one token provider, whose token all of them share).
+`problems` says what is wrong with a set, naming the variable and never its value
+(the hub stops at start, exit 2: hub/cli.py).
 
 At run time, a failure of a Kafka client is either a passing one (the broker down, a
 network fault: `unreachable`, retried as ever) or a misconfiguration that retrying
@@ -42,12 +51,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from hub.hosts import loopback, without_port
 from hub.observability.logging import get_logger
@@ -59,7 +70,17 @@ from hub.observability.logging import get_logger
 log = get_logger("hub.bus.kafka_security")
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+# The OAUTHBEARER variables (after the prefix) and the KafkaSecurity fields that hold them.
+OAUTH_SETTINGS = (("SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", "oauth_token_url"),
+                  ("SASL_OAUTHBEARER_CLIENT_ID", "oauth_client_id"),
+                  ("SASL_OAUTHBEARER_CLIENT_SECRET", "oauth_client_secret"),
+                  ("SASL_OAUTHBEARER_CLIENT_SECRET_FILE", "oauth_client_secret_file"),
+                  ("SASL_OAUTHBEARER_SCOPE", "oauth_scope"), ("SASL_OAUTHBEARER_AUDIENCE", "oauth_audience"),
+                  ("SASL_OAUTHBEARER_CLIENT_AUTH", "oauth_client_auth"),
+                  ("SASL_OAUTHBEARER_EXTENSIONS", "oauth_extensions"))
+_EXTENSION_KEY = re.compile(r"[A-Za-z]+")  # RFC 7628 §3.1
+_EXTENSION_VALUE = re.compile(r"[\x21-\x2B\x2D-\x7E]+")  # printable, no comma (the list's separator)
 CLUSTERS = ("bus", "outbound")
 CAUSES = ("authentication", "tls", "authorization")
 DIAGNOSE_TIMEOUT = 5.0
@@ -80,6 +101,18 @@ class KafkaSecurity:
     sasl_password: str | None = field(default=None, repr=False)
     sasl_password_file: Path | None = None
     allow_plaintext: bool = False
+    oauth_token_url: str | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret: str | None = field(default=None, repr=False)
+    oauth_client_secret_file: Path | None = None
+    oauth_scope: str | None = None
+    oauth_audience: str | None = None
+    oauth_client_auth: str | None = None  # basic (None) or body
+    oauth_extensions: str | None = None  # key=value,key=value
+
+    @property
+    def oauth(self) -> bool:
+        return self.sasl and self.sasl_mechanism == "OAUTHBEARER"
 
     @property
     def tls(self) -> bool:
@@ -105,7 +138,8 @@ class KafkaSecurity:
             out += self._tls_problems()
         if not self.sasl:
             for name, value in (("SASL_MECHANISM", self.sasl_mechanism), ("SASL_USERNAME", self.sasl_username),
-                                ("SASL_PASSWORD", self.sasl_password), ("SASL_PASSWORD_FILE", self.sasl_password_file)):
+                                ("SASL_PASSWORD", self.sasl_password), ("SASL_PASSWORD_FILE", self.sasl_password_file),
+                                *((n, getattr(self, f)) for n, f in OAUTH_SETTINGS)):
                 if value is not None:
                     out.append(f"{p}{name}: set, but {p}SECURITY_PROTOCOL {self.protocol} has no SASL "
                                "(SASL_PLAINTEXT or SASL_SSL)")
@@ -146,7 +180,10 @@ class KafkaSecurity:
                     f"(one of {', '.join(MECHANISMS)})"]
         if self.sasl_mechanism not in MECHANISMS:
             return [f"{p}SASL_MECHANISM: must be one of {', '.join(MECHANISMS)}"]
-        out = []
+        if self.sasl_mechanism == "OAUTHBEARER":
+            return self._oauth_problems()
+        out = [f"{p}{name}: set, but {p}SASL_MECHANISM is {self.sasl_mechanism} (only OAUTHBEARER uses it)"
+               for name, f in OAUTH_SETTINGS if getattr(self, f) is not None]
         if not self.sasl_username:
             out.append(f"{p}SASL_USERNAME: required with {p}SASL_MECHANISM")
         if self.sasl_password is not None and self.sasl_password_file is not None:
@@ -160,6 +197,85 @@ class KafkaSecurity:
         elif not self.sasl_password:
             out.append(f"{p}SASL_PASSWORD: required with {p}SASL_MECHANISM (or {p}SASL_PASSWORD_FILE)")
         return out
+
+    def _oauth_problems(self) -> list[str]:
+        p = self.prefix
+        out = [f"{p}{name}: set, but {p}SASL_MECHANISM OAUTHBEARER takes no user name or password (the hub "
+               f"authenticates to the token endpoint with {p}SASL_OAUTHBEARER_CLIENT_ID and its secret)"
+               for name, value in (("SASL_USERNAME", self.sasl_username), ("SASL_PASSWORD", self.sasl_password),
+                                   ("SASL_PASSWORD_FILE", self.sasl_password_file)) if value is not None]
+        url = f"{p}SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL"
+        if not self.oauth_token_url:
+            out.append(f"{url}: required with {p}SASL_MECHANISM OAUTHBEARER (the OAuth 2.0 token endpoint)")
+        else:
+            why = _token_url_problem(self.oauth_token_url)
+            if why:
+                out.append(f"{url}: {why}")
+            elif self.token_url_in_clear() and not self.allow_plaintext:
+                out.append(f"{url}: http:// beyond loopback would send the client secret and the access token "
+                           f"unencrypted: use https://, or {p}ALLOW_PLAINTEXT=true if the network to the token "
+                           "endpoint is otherwise protected")
+        if not self.oauth_client_id:
+            out.append(f"{p}SASL_OAUTHBEARER_CLIENT_ID: required with {p}SASL_MECHANISM OAUTHBEARER")
+        secret = f"{p}SASL_OAUTHBEARER_CLIENT_SECRET"
+        if self.oauth_client_secret is not None and self.oauth_client_secret_file is not None:
+            out.append(f"{secret}, {secret}_FILE: give one, not both")
+        elif self.oauth_client_secret_file is not None:
+            why = _unreadable(self.oauth_client_secret_file)
+            if why is None and not _read_secret(self.oauth_client_secret_file):
+                why = "is empty"
+            if why:
+                out.append(f"{secret}_FILE: {why}")
+        elif not self.oauth_client_secret:
+            out.append(f"{secret}: required with {p}SASL_MECHANISM OAUTHBEARER (or {secret}_FILE)")
+        if self.oauth_client_auth is not None and self.oauth_client_auth not in ("basic", "body"):
+            out.append(f"{p}SASL_OAUTHBEARER_CLIENT_AUTH: must be basic (HTTP Basic, the default) or body "
+                       "(the client id and secret in the form)")
+        if self.oauth_extensions is not None:
+            try:
+                self.extensions()
+            except ValueError as exc:
+                out.append(f"{p}SASL_OAUTHBEARER_EXTENSIONS: {exc}")
+        return out
+
+    def token_url_in_clear(self) -> bool:
+        """An http:// token endpoint beyond loopback (its secret and tokens cross the network in clear)."""
+        if not self.oauth or not self.oauth_token_url:
+            return False
+        try:
+            parts = urlsplit(self.oauth_token_url)
+            return parts.scheme.lower() == "http" and not loopback(parts.hostname or "")
+        except ValueError:
+            return False
+
+    def extensions(self) -> dict[str, str]:
+        """SASL_OAUTHBEARER_EXTENSIONS as a dict, or ValueError saying what is wrong (never a value)."""
+        out: dict[str, str] = {}
+        for n, item in enumerate((self.oauth_extensions or "").split(","), 1):
+            key, eq, value = item.strip().partition("=")
+            if not eq or not _EXTENSION_KEY.fullmatch(key) or not _EXTENSION_VALUE.fullmatch(value):
+                raise ValueError(f"item {n} is not key=value (a key of letters, a value of printable characters "
+                                 "without a comma or space)")
+            if key == "auth" or key in out:
+                raise ValueError(f"item {n}: its key is {'reserved' if key == 'auth' else 'given twice'}")
+            out[key] = value
+        return out
+
+    def client_secret(self) -> str | None:
+        if self.oauth_client_secret_file is not None:
+            return _read_secret(self.oauth_client_secret_file)
+        return self.oauth_client_secret
+
+    def token_provider(self, cluster: str = "bus") -> Any:
+        """The OAUTHBEARER token provider of this cluster's clients (hub/bus/kafka_oauth.py)."""
+        from hub.bus.kafka_oauth import OAuthBearerTokenProvider
+
+        assert self.oauth_token_url and self.oauth_client_id
+        return OAuthBearerTokenProvider(
+            token_url=self.oauth_token_url, client_id=self.oauth_client_id, client_secret=self.client_secret() or "",
+            scope=self.oauth_scope, audience=self.oauth_audience, client_auth=self.oauth_client_auth or "basic",
+            extensions=self.extensions() if self.oauth_extensions else None,
+            setting=f"{self.prefix}SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", cluster=cluster)
 
     def plaintext_refusal(self, bootstrap: str) -> str | None:
         """Production: why PLAINTEXT to these brokers is refused, or None (TLS, loopback, or allowed)."""
@@ -177,9 +293,9 @@ class KafkaSecurity:
             return _read_secret(self.sasl_password_file)
         return self.sasl_password
 
-    def client_options(self) -> dict[str, Any]:
+    def client_options(self, cluster: str = "bus") -> dict[str, Any]:
         """The aiokafka keyword arguments for every client of this cluster (call once: it makes the
-        SSL context)."""
+        SSL context, and with OAUTHBEARER the token provider they all share)."""
         options: dict[str, Any] = {"security_protocol": self.protocol}
         if self.tls:
             from aiokafka.helpers import create_ssl_context
@@ -188,10 +304,28 @@ class KafkaSecurity:
                 cafile=str(self.ca_file) if self.ca_file else None,
                 certfile=str(self.cert_file) if self.cert_file else None,
                 keyfile=str(self.key_file) if self.key_file else None)
-        if self.sasl:
+        if self.oauth:
+            options.update(sasl_mechanism="OAUTHBEARER", sasl_oauth_token_provider=self.token_provider(cluster))
+        elif self.sasl:
             options.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
                            sasl_plain_password=self.password())
         return options
+
+
+def _token_url_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not one
+    except ValueError:
+        return "not a URL"
+    if parts.scheme.lower() not in ("https", "http") or not parts.hostname:
+        return "must be an absolute https:// URL"
+    if parts.username is not None or parts.password is not None:
+        return ("must not hold credentials (user:password@): the hub authenticates with "
+                "SASL_OAUTHBEARER_CLIENT_ID and its secret")
+    if parts.fragment:
+        return "must not have a fragment (#...)"
+    return None
 
 
 def _no_password() -> str:
@@ -266,7 +400,8 @@ async def diagnose(bootstrap: str, options: Mapping[str, Any], timeout: float = 
                 ssl_context=options.get("ssl_context"), security_protocol=options.get("security_protocol", "PLAINTEXT"),
                 sasl_mechanism=options.get("sasl_mechanism", "PLAIN"),
                 sasl_plain_username=options.get("sasl_plain_username"),
-                sasl_plain_password=options.get("sasl_plain_password")), timeout)
+                sasl_plain_password=options.get("sasl_plain_password"),
+                sasl_oauth_token_provider=options.get("sasl_oauth_token_provider")), timeout)
         except Exception as exc:  # noqa: BLE001 - classified; anything else is "unreachable"
             cause = misconfiguration(exc)
             if cause is not None:

@@ -57,8 +57,9 @@ ALLOWED_KEYS = frozenset(
         # the data-sharing agreements file reloaded (hub/agreements_watch.py): counts and agreement ids,
         # or why the file was refused (its name, the entry and field; never a person)
         "grants", "agreements_added", "agreements_removed", "agreements_changed", "problem",
-        # a Kafka cluster misconfigured (hub/bus/kafka_security.py): "bus" or "outbound"
-        "cluster",
+        # a Kafka cluster misconfigured (hub/bus/kafka_security.py): "bus" or "outbound"; the lifetime in
+        # seconds of an OAUTHBEARER access token fetched (hub/bus/kafka_oauth.py; never the token)
+        "cluster", "expires_in",
         # the reference data in use recorded at start (hub/refdata_retell.py): the first 16 hex digits of its
         # fingerprint (a hash of the data files, no person) and how many people its change was told of
         "fingerprint", "told",

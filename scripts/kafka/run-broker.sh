@@ -22,6 +22,12 @@
 #                         the principal is User:<the certificate's subject>, e.g. User:CN=s117-hub),
 #                         with --tls-keystore and:
 #   --tls-truststore FILE the CA(s) client certificates must chain to, PEM
+#   --oauth-port N        also a SASL_SSL listener named OAUTH on N taking SASL/OAUTHBEARER only, with
+#                         --tls-keystore; Kafka's unsecured validator (for tests: an unsigned JWT,
+#                         "alg":"none", its `sub` the principal, `exp` required), sessions ending when
+#                         the token does (connections.max.reauth.ms: a client that does not
+#                         re-authenticate is disconnected then, and connects again with a new token)
+#   --oauth-scope S       the scope every OAUTH listener token must carry (its `scope` claim)
 #   --super-users LIST    turn on KRaft's StandardAuthorizer: these principals (e.g. "User:hub")
 #                         may do anything, everyone else nothing (no ACLs are made); the
 #                         PLAINTEXT and controller listeners' principal (User:ANONYMOUS) is
@@ -44,6 +50,8 @@ plain_users=""
 scram_users=""
 ssl_port=""
 truststore=""
+oauth_port=""
+oauth_scope=""
 super_users=""
 
 while [[ $# -gt 0 ]]; do
@@ -60,13 +68,18 @@ while [[ $# -gt 0 ]]; do
     --scram-users) scram_users="$2"; shift 2 ;;
     --ssl-port) ssl_port="$2"; shift 2 ;;
     --tls-truststore) truststore="$2"; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --oauth-port) oauth_port="$2"; shift 2 ;;
+    --oauth-scope) oauth_scope="$2"; shift 2 ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     *) echo "run-broker.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
 cport="${cport:-$((port + 1))}"
 if [[ -n "$sasl_port" && ( -z "$keystore" || -z "$plain_users" ) ]]; then
   echo "run-broker.sh: --sasl-ssl-port needs --tls-keystore and --plain-users" >&2; exit 2
+fi
+if [[ -n "$oauth_port" && -z "$keystore" ]]; then
+  echo "run-broker.sh: --oauth-port needs --tls-keystore" >&2; exit 2
 fi
 if [[ -n "$ssl_port" && ( -z "$keystore" || -z "$truststore" ) ]]; then
   echo "run-broker.sh: --ssl-port needs --tls-keystore and --tls-truststore" >&2; exit 2
@@ -108,7 +121,8 @@ listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
 protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
 [[ -n "$sasl_port" ]] && listeners="$listeners,SASL_SSL://127.0.0.1:$sasl_port" && protocols="$protocols,SASL_SSL:SASL_SSL"
 [[ -n "$ssl_port" ]] && listeners="$listeners,SSL://127.0.0.1:$ssl_port" && protocols="$protocols,SSL:SSL"
-if [[ -n "$sasl_port$ssl_port" ]]; then
+[[ -n "$oauth_port" ]] && listeners="$listeners,OAUTH://127.0.0.1:$oauth_port" && protocols="$protocols,OAUTH:SASL_SSL"
+if [[ -n "$sasl_port$ssl_port$oauth_port" ]]; then
   # Later keys win in a Java properties file: the listeners are restated with the secured ones.
   cat >> "$data/server.properties" <<PROPS
 listeners=$listeners
@@ -139,6 +153,19 @@ listener.name.ssl.ssl.keystore.type=PEM
 listener.name.ssl.ssl.keystore.location=$keystore
 listener.name.ssl.ssl.truststore.type=PEM
 listener.name.ssl.ssl.truststore.location=$truststore
+PROPS
+fi
+if [[ -n "$oauth_port" ]]; then
+  # No server callback handler named: OAUTHBEARER's default, the unsecured validator. The broker's own
+  # login (unused: the brokers talk PLAINTEXT) still needs a principal claim.
+  required=""
+  [[ -n "$oauth_scope" ]] && required=" unsecuredValidatorRequiredScope=\"$oauth_scope\""
+  cat >> "$data/server.properties" <<PROPS
+listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER
+listener.name.oauth.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker"$required;
+listener.name.oauth.oauthbearer.connections.max.reauth.ms=3600000
+listener.name.oauth.ssl.keystore.type=PEM
+listener.name.oauth.ssl.keystore.location=$keystore
 PROPS
 fi
 if [[ -n "$super_users" ]]; then

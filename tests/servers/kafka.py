@@ -19,6 +19,9 @@ a temporary folder, heap 512m.
   requiring a client certificate (mutual TLS), and KRaft's StandardAuthorizer
   with `hub` (and the client certificate's CN=s117-hub) a super user and
   `reader` allowed nothing (tests/e2e/test_kafka_security.py).
+- `oauth_kafka` (likewise a module's own): `sasl_kafka`'s broker with a SASL_SSL listener taking
+  SASL/OAUTHBEARER as well (`oauth_bootstrap`): Kafka's unsecured validator, tokens needing the scope
+  `OAUTH_SCOPE`, sessions ending when their token does (tests/e2e/test_kafka_oauthbearer.py).
 - When the broker cannot be had: under CI=true or S117_REQUIRE_SERVERS=1 the
   test fails with the reason and the tail of the broker's log (never a skip in
   CI); otherwise it is skipped with the reason.
@@ -367,6 +370,41 @@ def sasl_kafka() -> Iterator[SaslBroker]:
     `USERS`), stopped after the module's tests, failed or not."""
     broker = _started(SaslBroker, "Kafka SASL_SSL test broker")
     print(f"\nkafka SASL_SSL broker {broker.sasl_bootstrap} ready in {broker.started_in:.1f}s")  # noqa: T201
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+# --------------------------------------------------------------------------- SASL_SSL with OAUTHBEARER
+
+
+OAUTH_SCOPE = "kafka"
+
+
+@dataclass
+class OAuthBroker(SaslBroker):
+    """`SaslBroker` with an OAUTH listener: SASL_SSL, OAUTHBEARER only (an unsigned JWT whose `sub` is the
+    principal, `hub` a super user, carrying the scope `OAUTH_SCOPE`; run-broker.sh --oauth-port)."""
+
+    oauth_port: int = 0
+
+    @property
+    def oauth_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.oauth_port}"
+
+    def choose_ports(self) -> None:
+        super().choose_ports()
+        self.oauth_port = _free_port()
+        self.extra_args += ["--oauth-port", str(self.oauth_port), "--oauth-scope", OAUTH_SCOPE]
+
+
+@pytest.fixture(scope="module")
+def oauth_kafka() -> Iterator[OAuthBroker]:
+    """A broker of the module's own with an OAUTHBEARER listener (`oauth_bootstrap`, CA `tls.ca_file`) beside
+    the SASL_SSL PLAIN one, stopped after the module's tests, failed or not."""
+    broker = _started(OAuthBroker, "Kafka OAUTHBEARER test broker")
+    print(f"\nkafka OAUTHBEARER broker {broker.oauth_bootstrap} ready in {broker.started_in:.1f}s")  # noqa: T201
     try:
         yield broker
     finally:

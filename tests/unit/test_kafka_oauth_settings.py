@@ -1,0 +1,159 @@
+"""The OAUTHBEARER settings (S117_KAFKA_SASL_OAUTHBEARER_*, S117_KAFKA_OUTBOUND_SASL_OAUTHBEARER_*;
+hub/bus/kafka_security.py): every Kafka client of a cluster gets one token provider; a bad or missing
+setting stops the hub at start naming the variable, never its value; the client secret never shows;
+an http:// token endpoint beyond loopback is refused unless the operator says the network protects it;
+/asyncapi.json documents the cluster as OAuth 2.0 client credentials with its token endpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+from pydantic import ValidationError
+
+from hub.bus.kafka_oauth import OAuthBearerTokenProvider
+from hub.settings import Settings
+from tests.unit.test_kafka_security_settings import _serve
+
+SECRET = "oauth-cs-6b1e-never-shown"
+URL = "https://login.example.nhs.uk/tenant/oauth2/v2.0/token"
+PG = "postgresql+asyncpg://hub@10.0.0.5/hub?sslmode=verify-full"
+SCHEMA = Path(__file__).resolve().parent.parent / "fixtures" / "asyncapi" / "asyncapi-3.0.0.schema.json"
+
+
+def _oauth(prefix: str = "kafka_", **kw: object) -> dict[str, object]:
+    return {f"{prefix}security_protocol": "SASL_SSL", f"{prefix}sasl_mechanism": "oauthbearer",
+            f"{prefix}sasl_oauthbearer_token_endpoint_url": URL, f"{prefix}sasl_oauthbearer_client_id": "s117-hub",
+            f"{prefix}sasl_oauthbearer_client_secret": SECRET, **{f"{prefix}{k}": v for k, v in kw.items()}}
+
+
+def _problem(**kw: object) -> str:
+    with pytest.raises(ValidationError) as caught:
+        Settings(**kw)
+    errors = caught.value.errors(include_input=False, include_url=False)
+    assert len(errors) == 1
+    text = str(errors[0]["msg"]).removeprefix("Value error, ")
+    assert SECRET not in text and URL not in text  # what `s117hub serve` says (hub/cli.py: the message only)
+    return text
+
+
+def test_oauthbearer_gives_every_client_of_the_cluster_one_token_provider(tmp_path: Path) -> None:
+    secret = tmp_path / "client-secret"
+    secret.write_text(SECRET + "\n")
+    s = Settings(bus_url="kafka://kafka1.nhs.internal:9093", database_url=PG, canonical_base="https://s117.example",
+                 **_oauth(sasl_oauthbearer_client_secret="", sasl_oauthbearer_client_secret_file=secret,
+                          sasl_oauthbearer_scope="kafka", sasl_oauthbearer_audience="urn:s117",
+                          sasl_oauthbearer_client_auth="BODY",
+                          sasl_oauthbearer_extensions="logicalCluster=lkc-abc12, identityPoolId=pool-Xy9"))
+    options = s.kafka_security("bus").client_options()
+    assert options["security_protocol"] == "SASL_SSL" and options["sasl_mechanism"] == "OAUTHBEARER"
+    assert "sasl_plain_username" not in options and "sasl_plain_password" not in options
+    provider = options["sasl_oauth_token_provider"]
+    assert isinstance(provider, OAuthBearerTokenProvider)
+    assert provider.extensions() == {"logicalCluster": "lkc-abc12", "identityPoolId": "pool-Xy9"}
+    security = s.kafka_security("bus")
+    assert security.client_secret() == SECRET  # the file's content, without its newline
+    assert security.oauth_client_auth == "body" and security.oauth_scope == "kafka"
+    dumped = s.model_dump_json(exclude={"kafka_sasl_oauthbearer_client_secret"})
+    for shown in (repr(s), str(security), repr(provider), dumped):
+        assert SECRET not in shown
+    # The worker processes get the settings as JSON (hub/worker_process.py): the secret goes with them.
+    inline = Settings(**_oauth())
+    assert Settings.model_validate_json(inline.model_dump_json()).kafka_security("bus").client_secret() == SECRET
+    # The outbound cluster with its own identity provider.
+    both = Settings(**_oauth(), kafka_outbound_bootstrap="kafka.council.example:9093",
+                    **_oauth("kafka_outbound_", sasl_oauthbearer_client_id="s117-out"))
+    out = both.kafka_security("outbound")
+    assert out.oauth and out.oauth_client_id == "s117-out" and out.prefix == "S117_KAFKA_OUTBOUND_"
+
+
+@pytest.mark.parametrize(("settings", "named"), [
+    (_oauth(sasl_oauthbearer_token_endpoint_url=None),
+     "S117_KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL: required with S117_KAFKA_SASL_MECHANISM OAUTHBEARER"),
+    (_oauth(sasl_oauthbearer_token_endpoint_url="idp.example.nhs.uk/token"),
+     "S117_KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL: must be an absolute https:// URL"),
+    (_oauth(sasl_oauthbearer_token_endpoint_url="https://hub:" + SECRET + "@idp.example.nhs.uk/token"),
+     "S117_KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL: must not hold credentials"),
+    (_oauth(sasl_oauthbearer_token_endpoint_url="https://idp.example.nhs.uk:99999/token"),
+     "S117_KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL: not a URL"),
+    (_oauth(sasl_oauthbearer_token_endpoint_url="http://idp.example.nhs.uk/token"),
+     "S117_KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL: http:// beyond loopback would send the client secret"),
+    (_oauth(sasl_oauthbearer_client_id=""), "S117_KAFKA_SASL_OAUTHBEARER_CLIENT_ID: required"),
+    (_oauth(sasl_oauthbearer_client_secret=None), "S117_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET: required"),
+    (_oauth(sasl_oauthbearer_client_secret_file=Path("/nonexistent/secret")),
+     "S117_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET, S117_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET_FILE: give one"),
+    (_oauth(sasl_oauthbearer_client_secret=None, sasl_oauthbearer_client_secret_file=Path("/nonexistent/secret")),
+     "S117_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET_FILE: no such file"),
+    (_oauth(sasl_oauthbearer_client_auth="jwt"), "S117_KAFKA_SASL_OAUTHBEARER_CLIENT_AUTH: must be basic"),
+    (_oauth(sasl_oauthbearer_extensions="logicalCluster"), "S117_KAFKA_SASL_OAUTHBEARER_EXTENSIONS: item 1 is not"),
+    (_oauth(sasl_oauthbearer_extensions="a=1,auth=Bearer x"), "S117_KAFKA_SASL_OAUTHBEARER_EXTENSIONS: item 2 is not"),
+    (_oauth(sasl_oauthbearer_extensions="a=1,auth=x"),
+     "S117_KAFKA_SASL_OAUTHBEARER_EXTENSIONS: item 2: its key is reserved"),
+    (_oauth(sasl_username="hub"), "S117_KAFKA_SASL_USERNAME: set, but S117_KAFKA_SASL_MECHANISM OAUTHBEARER takes no"),
+    ({"kafka_security_protocol": "SASL_SSL", "kafka_sasl_mechanism": "SCRAM-SHA-512", "kafka_sasl_username": "hub",
+      "kafka_sasl_password": "pw", "kafka_sasl_oauthbearer_client_secret": SECRET},
+     "S117_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET: set, but S117_KAFKA_SASL_MECHANISM is SCRAM-SHA-512"),
+    ({"kafka_sasl_oauthbearer_token_endpoint_url": URL},
+     "S117_KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL: set, but S117_KAFKA_SECURITY_PROTOCOL PLAINTEXT has no SASL"),
+    ({"kafka_outbound_sasl_oauthbearer_client_secret": SECRET},
+     "S117_KAFKA_OUTBOUND_SASL_OAUTHBEARER_CLIENT_SECRET: set without S117_KAFKA_OUTBOUND_SECURITY_PROTOCOL"),
+    ({**_oauth("kafka_outbound_", sasl_oauthbearer_client_id=None), "kafka_outbound_bootstrap": "k.example:9093"},
+     "S117_KAFKA_OUTBOUND_SASL_OAUTHBEARER_CLIENT_ID: required"),
+])
+def test_a_bad_oauthbearer_setting_is_named_never_its_value(settings: dict, named: str) -> None:
+    problem = _problem(**settings)
+    assert problem.startswith(named), problem
+
+
+def test_an_empty_secret_file_is_named(tmp_path: Path) -> None:
+    empty = tmp_path / "secret"
+    empty.write_text("\n")
+    assert _problem(**_oauth(sasl_oauthbearer_client_secret=None, sasl_oauthbearer_client_secret_file=empty)) == (
+        "S117_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET_FILE: is empty")
+
+
+def test_an_http_token_endpoint_only_on_loopback_or_on_the_operators_word() -> None:
+    for url in ("http://127.0.0.1:8080/token", "http://localhost/token", "http://[::1]:9/token"):
+        Settings(**_oauth(sasl_oauthbearer_token_endpoint_url=url))
+    far = _oauth(sasl_oauthbearer_token_endpoint_url="http://idp.internal/token")
+    assert "ALLOW_PLAINTEXT=true" in _problem(**far)
+    allowed = Settings(**far, kafka_allow_plaintext=True)
+    assert allowed.kafka_security("bus").token_url_in_clear()
+    assert not Settings(**_oauth()).kafka_security("bus").token_url_in_clear()
+
+
+def test_serve_with_a_bad_oauthbearer_setting_exits_2_naming_it_never_the_secret(tmp_path: Path) -> None:
+    done = _serve(tmp_path, S117_BUS_URL="kafka://127.0.0.1:9", S117_KAFKA_SECURITY_PROTOCOL="SASL_SSL",
+                  S117_KAFKA_SASL_MECHANISM="OAUTHBEARER", S117_KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL=URL,
+                  S117_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET=SECRET)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert lines == ["s117hub serve: setting S117_KAFKA_SASL_OAUTHBEARER_CLIENT_ID: required with "
+                     "S117_KAFKA_SASL_MECHANISM OAUTHBEARER"], done.stderr
+    assert SECRET not in done.stderr + done.stdout
+
+
+def test_the_asyncapi_document_names_the_token_endpoint_as_client_credentials() -> None:
+    from hub.asyncapi import asyncapi_document
+
+    bus = Settings(**_oauth(sasl_oauthbearer_token_endpoint_url=URL + "?tenant=x",
+                            sasl_oauthbearer_scope="kafka s117"),
+                   kafka_outbound_bootstrap="out.hub.nhs.uk:9093",
+                   **_oauth("kafka_outbound_", sasl_oauthbearer_token_endpoint_url="https://idp.council.example/t"))
+    doc = asyncapi_document(version="1", kafka_servers="kafka-1.hub.nhs.uk:9093",
+                            outbound_servers="out.hub.nhs.uk:9093", bus_security=bus.kafka_security("bus"),
+                            outbound_security=bus.kafka_security("outbound"))
+    assert list(jsonschema.Draft7Validator(json.loads(SCHEMA.read_text())).iter_errors(doc)) == []
+    assert doc["servers"]["bus"]["security"] == [{"$ref": "#/components/securitySchemes/saslOauthBearer"}]
+    assert doc["servers"]["outbound"]["security"] == [{"$ref": "#/components/securitySchemes/saslOauthBearerOutbound"}]
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["saslOauthBearer"]["type"] == "oauth2"
+    assert schemes["saslOauthBearer"]["flows"] == {"clientCredentials": {
+        "tokenUrl": URL, "availableScopes": {"kafka": "asked for by the hub", "s117": "asked for by the hub"}}}
+    assert schemes["saslOauthBearer"]["scopes"] == ["kafka", "s117"]
+    outbound = schemes["saslOauthBearerOutbound"]["flows"]["clientCredentials"]
+    assert outbound["tokenUrl"] == "https://idp.council.example/t"
+    text = json.dumps(doc)
+    assert SECRET not in text and "s117-hub" not in text and "tenant=x" not in text
