@@ -19,7 +19,13 @@ the stay, the event type and the council, so a scan again, a restart or a
 second instance decides it once (checked again inside the write
 transaction; a second queuing on the same subscription is refused by the
 deliveries' unique key). The s85 notice has one id per stay whether it went
-at admission or at 12 weeks: once per stay.
+at admission or at 12 weeks: once per stay. A stay is the stay whichever of
+its detentions a notice was decided under (`event_ids_for`: the id under
+each detention of the stay is looked for), so an earlier detention of the
+same stay arriving late, which now begins it, brings no second notice; when
+it changes what the notice told (the admission's date, section or hospital)
+the council told is sent a correction (s117-child-notice-corrected, owed
+under any agreement in force as a withdrawal is; `corrections`).
 
 After a notice (`_following`): the notices that went are read back from
 their `allowed` disclosures (each matched to its stay by its event id), for
@@ -73,6 +79,7 @@ from hub.domain.children import (
     NoticeReason,
     Told,
     candidate_notices,
+    corrections,
     leaving_notices,
     next_due,
     owed,
@@ -111,7 +118,7 @@ _STAY_STARTS = (ChangeType.DETAINED.value, ChangeType.CTO_REVOKED.value)
 _STAY_ENDS = (ChangeType.LEFT_HOSPITAL.value, ChangeType.CTO_STARTED.value, ChangeType.DIED.value)
 # The notices a later one follows (a leaving notice, a withdrawal): read back from their `allowed` disclosures.
 _TOLD_TYPES = (EventType.CHILD_LONG_STAY_NOTICE.value, EventType.CHILD_EHC_PLAN_NOTICE.value,
-               EventType.CHILD_LEFT_HOSPITAL_NOTICE.value)
+               EventType.CHILD_LEFT_HOSPITAL_NOTICE.value, EventType.CHILD_NOTICE_CORRECTED.value)
 
 
 def _notice_id(person_id: str, stay_change_id: str, event_type: str, org_code: str | None,
@@ -120,15 +127,30 @@ def _notice_id(person_id: str, stay_change_id: str, event_type: str, org_code: s
     return uuid5(EVENT_NAMESPACE, key if ended_by_change_id is None else f"{key}/{ended_by_change_id}")
 
 
-def event_id_for(person_id: str, notice: ChildNotice) -> str:
-    """One per person, stay (the detention that began it), event type and council; a leaving notice one
-    per ending of the stay too (a leaving retracted, a later one is told); a withdrawal one per notice
-    withdrawn."""
+def _correction_id(notice_event_id: str, stay_change_id: str) -> str:
+    return uuid5(EVENT_NAMESPACE, f"{notice_event_id}/corrected/{stay_change_id}")
+
+
+def event_ids_for(person_id: str, notice: ChildNotice) -> list[str]:
+    """The notice's event id, then the ids it may have been decided under before: one notice per person,
+    stay, event type and council, whichever detention of the stay it was decided under (the first id: the
+    detention that begins the stay now; the others: each later detention of the same stay, so that an
+    earlier detention arriving late does not make the stay a new one); a leaving notice one per ending of
+    the stay too (a leaving retracted, a later one is told); a withdrawal one per notice withdrawn; a
+    correction one per notice corrected and detention it tells."""
     if notice.withdraws is not None:
-        return uuid5(EVENT_NAMESPACE, f"{notice.withdraws}/withdrawn")
+        return [uuid5(EVENT_NAMESPACE, f"{notice.withdraws}/withdrawn")]
+    if notice.corrects is not None:
+        return [_correction_id(notice.corrects, notice.stay.change.change_id)]
     ended = notice.stay.ended_by if notice.event_type is EventType.CHILD_LEFT_HOSPITAL_NOTICE else None
-    return _notice_id(person_id, notice.stay.change.change_id, notice.event_type.value, notice.org_code,
-                      ended.change_id if ended is not None else None)
+    return [_notice_id(person_id, start, notice.event_type.value, notice.org_code,
+                       ended.change_id if ended is not None else None)
+            for start in notice.stay.start_ids()]
+
+
+def event_id_for(person_id: str, notice: ChildNotice) -> str:
+    """The id a notice not yet decided is sent under (`event_ids_for`, the first)."""
+    return event_ids_for(person_id, notice)[0]
 
 
 def message_id_for(event_id: str, org_code: str) -> str:
@@ -185,15 +207,23 @@ class ChildNoticeScanner:
             rows = (await conn.execute(select(register_changes.c.canonical).where(
                 register_changes.c.person_id == person_id, not_retracted()))).all()
             history = [from_jsonable(RegisterChange, r.canonical) for r in rows]
-            due = {event_id_for(person_id, n): n for n in candidate_notices(history, today, self._ref)}
-            # What follows a notice that went: its stay's end (s85(4)), its withdrawal (a retraction).
-            # Read only for someone with an ending or a retraction in their history.
+            due: dict[str, ChildNotice] = {}
+            aliases: dict[str, list[str]] = {}  # a notice's id -> every id it may have been decided under
+            for notice in candidate_notices(history, today, self._ref):
+                ids = event_ids_for(person_id, notice)
+                due[ids[0]], aliases[ids[0]] = notice, ids
+            # What follows a notice that went: its stay's end (s85(4)), its withdrawal (a retraction), its
+            # correction (a stay begun by another detention since). Read only for someone with an ending, a
+            # retraction or more than one detention in their history.
             retractions = fingerprint[2] if fingerprint is not None else 1
-            if retractions or any(c.change_type.value in _STAY_ENDS for c in history):
+            if retractions or any(c.change_type.value in _STAY_ENDS for c in history) \
+                    or sum(c.change_type.value in _STAY_STARTS for c in history) > 1:
                 for notice in await self._following(conn, person_id, history, today, retractions > 0):
-                    due[event_id_for(person_id, notice)] = notice
+                    ids = event_ids_for(person_id, notice)
+                    due[ids[0]], aliases[ids[0]] = notice, ids
             if due:
-                due = {i: n for i, n in due.items() if i not in await _decided(conn, list(due))}
+                decided_ids = await _decided(conn, [i for ids in aliases.values() for i in ids])
+                due = {i: n for i, n in due.items() if decided_ids.isdisjoint(aliases[i])}
             details = None
             if due:  # the personal details only for someone owed a notice not yet decided
                 stored = (await conn.execute(select(persons.c.details)
@@ -217,7 +247,7 @@ class ChildNoticeScanner:
                                     event_type=notice.event_type.value)
                     continue
                 async with write_transaction(self._engine) as conn:
-                    if await _decided(conn, [event_id]):
+                    if await _decided(conn, aliases[event_id]):
                         continue  # another scan decided it since
                     queued = await self._share(conn, event_id, person_id, notice, details, today)
                 decided += 1
@@ -231,10 +261,12 @@ class ChildNoticeScanner:
                          any_retracted: bool) -> list[ChildNotice]:
         """The leaving notices and withdrawals the notices that went to councils about the person owe
         (hub/domain/children.py `leaving_notices`, `withdrawals`)."""
-        rows = (await conn.execute(
-            select(disclosures.c.event_id, disclosures.c.event_type, disclosures.c.recipient_org).distinct()
+        rows = (await conn.execute(  # in the order they went (a correction of a correction replaces it)
+            select(disclosures.c.event_id, disclosures.c.event_type, disclosures.c.recipient_org)
             .where(disclosures.c.person_id == person_id, disclosures.c.decision == "allowed",
-                   disclosures.c.event_type.in_(_TOLD_TYPES)))).all()
+                   disclosures.c.event_type.in_(_TOLD_TYPES))
+            .group_by(disclosures.c.event_id, disclosures.c.event_type, disclosures.c.recipient_org)
+            .order_by(func.min(disclosures.c.disclosure_id)))).all()
         if not rows:
             return []
         retracted: dict[str, RegisterChange] = {}
@@ -249,7 +281,8 @@ class ChildNoticeScanner:
                 change = from_jsonable(RegisterChange, r.canonical)
                 retracted[change.change_id] = change
         told = told_notices(person_id, rows, [*history, *retracted.values()])
-        return [*leaving_notices(history, told, today), *withdrawals(history, told, retracted)]
+        return [*leaving_notices(history, told, today), *withdrawals(history, told, retracted),
+                *corrections(history, told, retracted)]
 
     async def _share(self, conn: Any, event_id: str, person_id: str, notice: ChildNotice,
                      details: dict[str, Any], today: date) -> int | None:
@@ -276,15 +309,22 @@ class ChildNoticeScanner:
 
 
 def told_notices(person_id: str, rows: list[Any], changes: list[RegisterChange]) -> list[Told]:
-    """The notices that went (`rows`: `allowed` disclosures' event id, type and council), each matched
-    to the stay it was about by its event id (`event_id_for`): a detention of `changes` (the history
-    and its retracted changes) began it and, for a leaving notice, one ended it. A row matching none (a
-    merge moved the history since) is left out."""
+    """The notices that went (`rows`: `allowed` disclosures' event id, type and council, in the order
+    they went), each matched to the stay it was about by its event id (`event_ids_for`): a detention of
+    `changes` (the history and its retracted changes) it was decided under and, for a leaving notice, the
+    change that ended the stay; a correction to the notice it corrected and the detention it told. A row
+    matching none (a merge moved the history since) is left out."""
     starts = [c.change_id for c in changes if c.change_type.value in _STAY_STARTS]
     ends = [c.change_id for c in changes if c.change_type.value in _STAY_ENDS]
     out: list[Told] = []
     for event_id, event_type, org in rows:
         kind = EventType(event_type)
+        if kind is EventType.CHILD_NOTICE_CORRECTED:  # of a notice that went before it (so matched above)
+            found = next(((t.event_id, start) for t in out if t.event_type is not kind for start in starts
+                          if _correction_id(t.event_id, start) == event_id), None)
+            if found is not None:
+                out.append(Told(event_id, kind, org, found[1], corrects=found[0]))
+            continue
         for start in starts:
             if kind is EventType.CHILD_LEFT_HOSPITAL_NOTICE:
                 end = next((e for e in ends if _notice_id(person_id, start, event_type, org, e) == event_id), None)
@@ -349,8 +389,8 @@ def build_notice_message(notice: ChildNotice, person_id: str, details: dict[str,
     weeks = stay.change.expected_stay_weeks if told_stay else None
     if weeks is not None:
         parts.append({"url": "expectedStayWeeks", "valuePositiveInt": weeks})
-    if notice.withdraws is not None:
-        parts.append({"url": "supersedes", "valueString": notice.withdraws})
+    if notice.supersedes is not None:
+        parts.append({"url": "supersedes", "valueString": notice.supersedes})
     parts.append({"url": "citation", "valueString": notice.citation})
     header = bundle["entry"][0]["resource"]
     header["extension"].append({"url": ns.extension("S117-ChildNotice"), "extension": parts})

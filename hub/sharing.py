@@ -17,7 +17,8 @@ from hub.domain.model import EventType
 
 WILDCARD = "*"
 # Event types that correct what a recipient was told: owed under any agreement in force (`_decide`).
-_CORRECTIONS = frozenset({EventType.NOTIFICATION_CORRECTED.value, EventType.CHILD_NOTICE_WITHDRAWN.value})
+_CORRECTIONS = frozenset({EventType.NOTIFICATION_CORRECTED.value, EventType.CHILD_NOTICE_WITHDRAWN.value,
+                          EventType.CHILD_NOTICE_CORRECTED.value})
 # Explanations name the responsible bodies ("council: Buckinghamshire, ..."), so
 # an agreement cannot grant them while withholding who is responsible.
 GROUP_REQUIRES = {"explanations": frozenset({"responsibility"}), "funding": frozenset({"responsibility"})}
@@ -117,7 +118,7 @@ class SharingAgreements:
             # A correction of what was disclosed is owed to every recipient
             # of it (UK GDPR Art. 19): any agreement in force covers it, with
             # the field groups that agreement grants. A children's notice
-            # withdrawn is one (hub/children.py: sent only to a council the
+            # withdrawn or corrected is one (hub/children.py: sent only to a council the
             # notice went to).
             matching = grants
         else:
