@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -102,6 +102,7 @@ from hub.store.schema import (
     disclosures,
     including_retracted,
     not_retracted,
+    person_merges,
     persons,
     register_changes,
 )
@@ -131,13 +132,14 @@ def _correction_id(notice_event_id: str, stay_change_id: str) -> str:
     return uuid5(EVENT_NAMESPACE, f"{notice_event_id}/corrected/{stay_change_id}")
 
 
-def event_ids_for(person_id: str, notice: ChildNotice) -> list[str]:
+def event_ids_for(person_ids: str | Sequence[str], notice: ChildNotice) -> list[str]:
     """The notice's event id, then the ids it may have been decided under before: one notice per person,
     stay, event type and council, whichever detention of the stay it was decided under (the first id: the
     detention that begins the stay now; the others: each later detention of the same stay, so that an
-    earlier detention arriving late does not make the stay a new one); a leaving notice one per ending of
-    the stay too (a leaving retracted, a later one is told); a withdrawal one per notice withdrawn; a
-    correction one per notice corrected and detention it tells."""
+    earlier detention arriving late does not make the stay a new one) and whichever of the person's hub ids
+    (`person_ids`: the person's own first, then each person merged into them, whose notices went under
+    theirs); a leaving notice one per ending of the stay too (a leaving retracted, a later one is told); a
+    withdrawal one per notice withdrawn; a correction one per notice corrected and detention it tells."""
     if notice.withdraws is not None:
         return [uuid5(EVENT_NAMESPACE, f"{notice.withdraws}/withdrawn")]
     if notice.corrects is not None:
@@ -145,12 +147,33 @@ def event_ids_for(person_id: str, notice: ChildNotice) -> list[str]:
     ended = notice.stay.ended_by if notice.event_type is EventType.CHILD_LEFT_HOSPITAL_NOTICE else None
     return [_notice_id(person_id, start, notice.event_type.value, notice.org_code,
                        ended.change_id if ended is not None else None)
+            for person_id in ([person_ids] if isinstance(person_ids, str) else person_ids)
             for start in notice.stay.start_ids()]
 
 
 def event_id_for(person_id: str, notice: ChildNotice) -> str:
     """The id a notice not yet decided is sent under (`event_ids_for`, the first)."""
     return event_ids_for(person_id, notice)[0]
+
+
+_MAX_MERGES = 32  # merges of merges followed, at most (as hub/store/merged.py follows a chain)
+
+
+async def merged_into(conn: Any, person_id: str) -> list[str]:
+    """The hub persons merged into `person_id` (POST /v1/persons/merge, HL7 A40: their history moved to
+    it; `person_merges`, a merge reversed being taken off), and those merged into them, in turn: their
+    notices went under their ids, and count as the person's."""
+    found: list[str] = []
+    frontier = [person_id]
+    for _ in range(_MAX_MERGES):
+        if not frontier:
+            break
+        rows = (await conn.execute(select(person_merges.c.superseded_person_id).where(
+            person_merges.c.retained_person_id.in_(frontier),
+            person_merges.c.superseded_person_id.is_not(None)))).scalars().all()
+        frontier = [p for p in rows if p != person_id and p not in found]
+        found.extend(frontier)
+    return found
 
 
 def message_id_for(event_id: str, org_code: str) -> str:
@@ -207,10 +230,13 @@ class ChildNoticeScanner:
             rows = (await conn.execute(select(register_changes.c.canonical).where(
                 register_changes.c.person_id == person_id, not_retracted()))).all()
             history = [from_jsonable(RegisterChange, r.canonical) for r in rows]
+            # The person's own id, then each person merged into them: notices that went before a merge of
+            # two NHS numbers went under the superseded person's id, and are the retained person's now.
+            person_ids = [person_id, *await merged_into(conn, person_id)]
             due: dict[str, ChildNotice] = {}
             aliases: dict[str, list[str]] = {}  # a notice's id -> every id it may have been decided under
             for notice in candidate_notices(history, today, self._ref):
-                ids = event_ids_for(person_id, notice)
+                ids = event_ids_for(person_ids, notice)
                 due[ids[0]], aliases[ids[0]] = notice, ids
             # What follows a notice that went: its stay's end (s85(4)), its withdrawal (a retraction), its
             # correction (a stay begun by another detention since). Read only for someone with an ending, a
@@ -218,8 +244,8 @@ class ChildNoticeScanner:
             retractions = fingerprint[2] if fingerprint is not None else 1
             if retractions or any(c.change_type.value in _STAY_ENDS for c in history) \
                     or sum(c.change_type.value in _STAY_STARTS for c in history) > 1:
-                for notice in await self._following(conn, person_id, history, today, retractions > 0):
-                    ids = event_ids_for(person_id, notice)
+                for notice in await self._following(conn, person_ids, history, today, retractions > 0):
+                    ids = event_ids_for(person_ids, notice)
                     due[ids[0]], aliases[ids[0]] = notice, ids
             if due:
                 decided_ids = await _decided(conn, [i for ids in aliases.values() for i in ids])
@@ -257,13 +283,15 @@ class ChildNoticeScanner:
             self._settled[person_id] = (fingerprint, next_due(history, today))
         return decided
 
-    async def _following(self, conn: Any, person_id: str, history: list[RegisterChange], today: date,
+    async def _following(self, conn: Any, person_ids: list[str], history: list[RegisterChange], today: date,
                          any_retracted: bool) -> list[ChildNotice]:
-        """The leaving notices and withdrawals the notices that went to councils about the person owe
-        (hub/domain/children.py `leaving_notices`, `withdrawals`)."""
+        """The leaving notices, withdrawals and corrections the notices that went to councils about the
+        person (`person_ids`: theirs, then those of the persons merged into them) owe (hub/domain/children.py
+        `leaving_notices`, `withdrawals`, `corrections`)."""
+        person_id = person_ids[0]
         rows = (await conn.execute(  # in the order they went (a correction of a correction replaces it)
             select(disclosures.c.event_id, disclosures.c.event_type, disclosures.c.recipient_org)
-            .where(disclosures.c.person_id == person_id, disclosures.c.decision == "allowed",
+            .where(disclosures.c.person_id.in_(person_ids), disclosures.c.decision == "allowed",
                    disclosures.c.event_type.in_(_TOLD_TYPES))
             .group_by(disclosures.c.event_id, disclosures.c.event_type, disclosures.c.recipient_org)
             .order_by(func.min(disclosures.c.disclosure_id)))).all()
@@ -280,7 +308,7 @@ class ChildNoticeScanner:
                       ).all():
                 change = from_jsonable(RegisterChange, r.canonical)
                 retracted[change.change_id] = change
-        told = told_notices(person_id, rows, [*history, *retracted.values()])
+        told = told_notices(person_ids, rows, [*history, *retracted.values()])
         return [*leaving_notices(history, told, today), *withdrawals(history, told, retracted),
                 *corrections(history, told, retracted)]
 
@@ -308,12 +336,14 @@ class ChildNoticeScanner:
         return found if found is not None else Org(code=code, name=code, kind="council")
 
 
-def told_notices(person_id: str, rows: list[Any], changes: list[RegisterChange]) -> list[Told]:
+def told_notices(person_ids: str | Sequence[str], rows: list[Any], changes: list[RegisterChange]) -> list[Told]:
     """The notices that went (`rows`: `allowed` disclosures' event id, type and council, in the order
-    they went), each matched to the stay it was about by its event id (`event_ids_for`): a detention of
-    `changes` (the history and its retracted changes) it was decided under and, for a leaving notice, the
-    change that ended the stay; a correction to the notice it corrected and the detention it told. A row
-    matching none (a merge moved the history since) is left out."""
+    they went), each matched to the stay it was about by its event id (`event_ids_for`): under one of
+    `person_ids` (the person's, and those of the persons merged into them: a merge moved their history
+    here), a detention of `changes` (the history and its retracted changes) it was decided under and, for
+    a leaving notice, the change that ended the stay; a correction to the notice it corrected and the
+    detention it told. A row matching none (a merge reversed since moved the history away) is left out."""
+    pids = [person_ids] if isinstance(person_ids, str) else list(person_ids)
     starts = [c.change_id for c in changes if c.change_type.value in _STAY_STARTS]
     ends = [c.change_id for c in changes if c.change_type.value in _STAY_ENDS]
     out: list[Told] = []
@@ -325,7 +355,7 @@ def told_notices(person_id: str, rows: list[Any], changes: list[RegisterChange])
             if found is not None:
                 out.append(Told(event_id, kind, org, found[1], corrects=found[0]))
             continue
-        for start in starts:
+        for person_id, start in ((p, s) for p in pids for s in starts):
             if kind is EventType.CHILD_LEFT_HOSPITAL_NOTICE:
                 end = next((e for e in ends if _notice_id(person_id, start, event_type, org, e) == event_id), None)
                 if end is not None:

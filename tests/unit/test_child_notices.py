@@ -428,3 +428,48 @@ async def test_a_correction_only_when_what_was_told_changed_and_a_retraction_the
     assert starts == [(TODAY - timedelta(days=5)).isoformat(), (TODAY - timedelta(days=20)).isoformat(),
                       (TODAY - timedelta(days=5)).isoformat()]
     assert told["person_id"] not in {d[0] for d in await _decisions(app_hub) if d[1] == "s117-child-notice-withdrawn"}
+
+
+# --- a merge of two NHS numbers: the notices that went under the superseded person are the retained one's ---
+
+
+async def test_notices_sent_before_a_merge_count_under_the_retained_person_and_what_follows_them_still_goes(app_hub):
+    """The s85 notice went for a child under one NHS number; PDS merges that number into another the register
+    holds (POST /v1/persons/merge). The stay, now the retained person's, is not notified again; its end is
+    told once (s85(4)), and the detention retracted withdraws both notices that went, to the council told."""
+    await _subscribe_feed(app_hub)
+    birth = _years_ago(14)
+    gone = await _post(app_hub, _detention("m1", "9434765919", TODAY - timedelta(days=5), birth,
+                                           expected_stay_weeks=16))
+    # The retained number's own record: a stay long over (owes nothing).
+    kept = await _post(app_hub, _detention("m2", "9434765870", TODAY - timedelta(days=400), birth))
+    await _change(app_hub, "m2-2", "9434765870", "left-hospital", TODAY - timedelta(days=390))
+    scanner = _scanner_on(app_hub, [TODAY])
+    assert await scanner.run_once() == 1
+    [notice] = await _feed(app_hub)
+    r = await app_hub.http.post("/v1/persons/merge", headers={"X-API-Key": app_hub.keys["trust"]},
+                                json={"retained_nhs_number": "9434765870", "superseded_nhs_number": "9434765919"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["retained_person_id"], r.json()["superseded_person_id"]) == (kept["person_id"],
+                                                                                  gone["person_id"])
+    assert await scanner.run_once() == 0  # the stay's notice went (under the superseded person): not again
+    assert await _scanner_on(app_hub, [TODAY]).run_once() == 0
+    await _change(app_hub, "m2-3", "9434765870", "left-hospital", TODAY)
+    assert await scanner.run_once() == 1  # the leaving notice, owed for the notice that went before the merge
+    assert await scanner.run_once() == 0
+    await _retract(app_hub, gone["change_id"])
+    assert await scanner.run_once() == 2  # both notices that went withdrawn
+    assert await scanner.run_once() == 0
+    items = await _feed(app_hub)
+    assert [i["event_type"] for i in items] == ["s117-child-long-stay-notice", "s117-child-left-hospital-notice",
+                                                "s117-child-notice-withdrawn", "s117-child-notice-withdrawn"]
+    assert {_notice_parts(i["message"])["supersedes"] for i in items[2:]} == {notice["event_id"], items[1]["event_id"]}
+    for item in items[1:]:
+        bundle = item["message"]
+        validate_message(bundle)
+        patient = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+        assert "9434765870" in {i["value"] for i in patient["identifier"]}  # told under the retained number
+    assert sorted((d[0], d[1]) for d in await _decisions(app_hub)) == sorted([
+        (kept["person_id"], "s117-child-left-hospital-notice"),
+        (kept["person_id"], "s117-child-notice-withdrawn"), (kept["person_id"], "s117-child-notice-withdrawn"),
+        (gone["person_id"], "s117-child-long-stay-notice")])
