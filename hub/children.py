@@ -46,8 +46,11 @@ What a notice carries (minimum necessary): the MessageHeader with the
 S117-ChildNotice extension (why it was sent, why this council, the expected
 stay, the citation), the Patient (the hub person id; the NHS number, name
 and date of birth as the agreement grants identity and demographics), the
-detention Encounter (section, admission date, hospital: legal-status), and
-the event's summary (explanations). A leaving notice's Encounter carries the
+detention Encounter (section, admission date, hospital: legal-status; with
+it the expected stay and the EHC plan's council as the inbound Encounter
+carries them, hub/sharing.py CHILD_FIELDS_GROUP, and only then the
+expected stay in the S117-ChildNotice extension), and the event's summary
+(explanations). A leaving notice's Encounter carries the
 end of the stay too; a withdrawal of a notice whose detention was recorded
 in error carries no Encounter, section or expected stay (nothing the
 retracted detention said is told again). Never the postcode, the responsible
@@ -90,12 +93,12 @@ from hub.domain.dates import england_day
 from hub.domain.model import ChangeType, Determination, DomainEvent, EventType, Org, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
 from hub.fhir.messages import DEMOGRAPHICS, EXPLANATIONS, IDENTITY, LEGAL_STATUS, PatientDetails, build_event_message
-from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
+from hub.fhir.namespaces import DEFAULT_NAMESPACES, GSS_CODE_SYSTEM, Namespaces
 from hub.ids import uuid4, uuid5
 from hub.ingest.service import load_person_details
 from hub.observability.logging import get_logger
 from hub.periodic import every
-from hub.sharing import SharingAgreements
+from hub.sharing import CHILD_FIELDS_GROUP, SharingAgreements
 from hub.store.db import write_transaction
 from hub.store.schema import (
     change_retractions,
@@ -405,18 +408,24 @@ def build_notice_message(notice: ChildNotice, person_id: str, details: dict[str,
         sent_at=sent_at or datetime.now(UTC), source_endpoint=source_endpoint, recipient=org,
         include=include & NOTICE_GROUPS, legal_status_display=legal.description if legal else None,
         hospital_ods=stay.hospital_ods, ns=ns)
+    # The child's fields of the detention that began the stay, as they came in (the inbound Encounter's
+    # extensions), only under the group they belong to (hub/sharing.py CHILD_FIELDS_GROUP).
+    child_fields = told_stay and CHILD_FIELDS_GROUP in include
     for entry in bundle["entry"]:
         resource = entry["resource"]
         if resource["resourceType"] == "EpisodeOfCare":
             # Whether s117 would follow the detention, whether or not the child is in hospital now.
             resource["status"] = "planned" if qualifying is not None else "cancelled"
-        elif resource["resourceType"] == "Encounter" and stay.left_on is not None and not in_hospital:
-            resource["period"]["end"] = stay.left_on.isoformat()  # the stay ended (s85(4))
+        elif resource["resourceType"] == "Encounter":
+            if stay.left_on is not None and not in_hospital:
+                resource["period"]["end"] = stay.left_on.isoformat()  # the stay ended (s85(4))
+            if child_fields:
+                resource.setdefault("extension", []).extend(_child_field_extensions(stay.change, ns))
     parts: list[dict[str, Any]] = [
         {"url": "reason", "valueCode": notice.reason.value},
         {"url": "basis", "valueCode": notice.basis.value},
     ]
-    weeks = stay.change.expected_stay_weeks if told_stay else None
+    weeks = stay.change.expected_stay_weeks if child_fields else None
     if weeks is not None:
         parts.append({"url": "expectedStayWeeks", "valuePositiveInt": weeks})
     if notice.supersedes is not None:
@@ -425,6 +434,17 @@ def build_notice_message(notice: ChildNotice, person_id: str, details: dict[str,
     header = bundle["entry"][0]["resource"]
     header["extension"].append({"url": ns.extension("S117-ChildNotice"), "extension": parts})
     return bundle
+
+
+def _child_field_extensions(change: RegisterChange, ns: Namespaces) -> list[dict[str, Any]]:
+    """A detention's expected stay and EHC plan council as Encounter extensions (those it carries)."""
+    out: list[dict[str, Any]] = []
+    if change.expected_stay_weeks is not None:
+        out.append({"url": ns.extension("S117-ExpectedStayWeeks"), "valuePositiveInt": change.expected_stay_weeks})
+    if change.ehc_plan_la_gss:
+        out.append({"url": ns.extension("S117-EhcPlanCouncil"),
+                    "valueIdentifier": {"system": GSS_CODE_SYSTEM, "value": change.ehc_plan_la_gss}})
+    return out
 
 
 async def run_child_notice_scanner(scanner: ChildNoticeScanner, interval_seconds: float,

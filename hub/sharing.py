@@ -22,6 +22,11 @@ _CORRECTIONS = frozenset({EventType.NOTIFICATION_CORRECTED.value, EventType.CHIL
 # Explanations name the responsible bodies ("council: Buckinghamshire, ..."), so
 # an agreement cannot grant them while withholding who is responsible.
 GROUP_REQUIRES = {"explanations": frozenset({"responsibility"}), "funding": frozenset({"responsibility"})}
+# The field group a child's detention's own fields (`expected_stay_weeks`, `ehc_plan_la_gss`:
+# hub/domain/children.py) are disclosed under: facts of the detention, told on the detention Encounter
+# (Extension-S117-ExpectedStayWeeks, Extension-S117-EhcPlanCouncil) and in a children's notice's
+# S117-ChildNotice `expectedStayWeeks` (hub/children.py). A recipient not granted it gets neither.
+CHILD_FIELDS_GROUP = "legal-status"
 # Costs, providers and funding splits of a person's aftercare packages (the
 # person query's `funding` part, recharge statements): never implied by any
 # other group, an agreement must name it.

@@ -128,6 +128,11 @@ async def test_the_childs_council_and_the_ehc_plan_council_receive_their_notices
             assert resources["Patient"]["birthDate"] == first["person"]["birth_date"]
             assert resources["Encounter"]["period"]["start"] == first["effective_date"]
             assert "address" not in resources["Patient"] and "Parameters" not in resources
+            # The child's fields as they came in, on the Encounter (Bucks is granted legal-status).
+            child_fields = {x["url"].rsplit("/", 1)[1]: x for x in resources["Encounter"]["extension"]}
+            assert child_fields["Extension-S117-ExpectedStayWeeks"]["valuePositiveInt"] == 20
+            assert child_fields["Extension-S117-EhcPlanCouncil"]["valueIdentifier"] == {
+                "system": "http://statistics.data.gov.uk/id/statistical-geography", "value": OXON}
 
             oxon = orjson.loads(notices(OXON)[0])
             validate_message(oxon)

@@ -473,3 +473,49 @@ async def test_notices_sent_before_a_merge_count_under_the_retained_person_and_w
         (kept["person_id"], "s117-child-left-hospital-notice"),
         (kept["person_id"], "s117-child-notice-withdrawn"), (kept["person_id"], "s117-child-notice-withdrawn"),
         (gone["person_id"], "s117-child-long-stay-notice")])
+
+
+# --- the child's fields on the notice's Encounter, under legal-status -----------------------------------
+
+
+def _encounter_extensions(bundle: dict[str, Any]) -> dict[str, Any]:
+    encounter = next((e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Encounter"), {})
+    return {x["url"].rsplit("/Extension-", 1)[1]: next(v for k, v in x.items() if k.startswith("value"))
+            for x in encounter.get("extension", []) if "valueCodeableConcept" not in str(x)}
+
+
+async def test_the_notices_encounter_carries_the_childs_fields_only_under_legal_status(app_hub):
+    """The detention's expected stay and EHC plan council go out as they came in (Extension-S117-
+    ExpectedStayWeeks, Extension-S117-EhcPlanCouncil on the Encounter) to a council granted legal-status
+    (hub/sharing.py CHILD_FIELDS_GROUP); a council not granted it gets neither, nor the expected stay in the
+    notice's extension. Each message is valid against the hub's profiles."""
+    await _subscribe_feed(app_hub)
+    await _post(app_hub, _detention("x1", "9434765919", TODAY - timedelta(days=3), _years_ago(14),
+                                    expected_stay_weeks=16, ehc_plan_la_gss=BUCKS))
+    granted = SharingAgreements.from_document({"version": 1, "agreements": [
+        {"id": "DSA-CHILD-LS", "valid_from": "2020-01-01", "recipients": [
+            {"org_code": BUCKS, "events": ["s117-child-long-stay-notice", "s117-child-ehc-plan-notice"],
+             "field_groups": ["identity", "legal-status"]}]}]})
+    assert await _scanner_on(app_hub, [TODAY], granted).run_once() == 2
+    for item in await _feed(app_hub):
+        validate_message(item["message"])
+        assert _encounter_extensions(item["message"]) == {
+            "S117-ExpectedStayWeeks": 16,
+            "S117-EhcPlanCouncil": {"system": "http://statistics.data.gov.uk/id/statistical-geography",
+                                    "value": BUCKS}}
+        assert _notice_parts(item["message"])["expectedStayWeeks"] == 16
+
+    await _post(app_hub, _detention("x2", "9434765870", TODAY - timedelta(days=3), _years_ago(14),
+                                    expected_stay_weeks=16, ehc_plan_la_gss=BUCKS))
+    identity_only = SharingAgreements.from_document({"version": 1, "agreements": [
+        {"id": "DSA-CHILD-ID", "valid_from": "2020-01-01", "recipients": [
+            {"org_code": BUCKS, "events": ["s117-child-long-stay-notice", "s117-child-ehc-plan-notice"],
+             "field_groups": ["identity", "demographics", "explanations", "responsibility"]}]}]})
+    assert await _scanner_on(app_hub, [TODAY], identity_only).run_once() == 2
+    items = (await _feed(app_hub))[2:]
+    assert len(items) == 2
+    for item in items:
+        validate_message(item["message"])
+        assert "Encounter" not in str(item["message"])
+        assert "ExpectedStay" not in str(item["message"]) and "EhcPlan" not in str(item["message"])
+        assert "expectedStayWeeks" not in _notice_parts(item["message"])
