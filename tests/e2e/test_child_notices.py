@@ -293,6 +293,55 @@ async def test_an_earlier_detention_of_the_same_stay_arriving_late_brings_one_co
     assert not re.search(r"(?<!\d)\d{10}(?!\d)", logs)
 
 
+async def test_after_a_merge_of_two_nhs_numbers_the_stay_is_not_notified_again_and_its_end_is_told_once(
+        tmp_path: Path):
+    """The s85 notice went under one NHS number; POST /v1/persons/merge (real HTTP) merges it into another the
+    register holds. Bucks gets no second notice of the stay, and its end, recorded under the retained number,
+    once."""
+    hub, receiver, keys = await _started(tmp_path)
+    today = england_day()
+    gone = child("kid-m-1", "9434765919", 5, BUCKS, expected_stay_weeks=20)
+    kept = child("kid-m-2", "9434765870", 400, BUCKS)
+    kept["person"]["birth_date"] = gone["person"]["birth_date"]
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            await subscribe_webhook(http, keys, receiver, org=BUCKS)
+
+            async def record(change: dict) -> None:
+                r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
+                assert r.status_code == 202, r.text
+
+            def told(*types: str) -> list[bytes]:
+                return [r.body for r in receiver.received if r.org == BUCKS and code(r.body) in types]
+
+            await record(kept)
+            await record({"source_system": "RiO", "source_message_id": "kid-m-2-left", "change_type": "left-hospital",
+                          "effective_date": (today - timedelta(days=390)).isoformat(), "hospital_ods": "RNU",
+                          "person": {"nhs_number": "9434765870"}})
+            await record(gone)
+            await receiver.wait_for(lambda: told(*NOTICES))
+            r = await http.post("/v1/persons/merge", headers={"X-API-Key": keys["trust"]},
+                                json={"retained_nhs_number": "9434765870", "superseded_nhs_number": "9434765919"})
+            assert r.status_code == 200, r.text
+            await asyncio.sleep(1.0)  # a few scans after the merge
+            await record({"source_system": "RiO", "source_message_id": "kid-m-left", "change_type": "left-hospital",
+                          "effective_date": today.isoformat(), "hospital_ods": "RNU",
+                          "person": {"nhs_number": "9434765870"}})
+            await receiver.wait_for(lambda: told(LEFT))
+            await asyncio.sleep(1.0)
+            assert [code(b) for b in told(*NOTICES, LEFT, WITHDRAWN, CORRECTED)] == [NOTICES[0], LEFT]
+            leaving = orjson.loads(told(LEFT)[0])
+            validate_message(leaving)
+            patient = next(e["resource"] for e in leaving["entry"] if e["resource"]["resourceType"] == "Patient")
+            assert "9434765870" in {i["value"] for i in patient["identifier"]}
+    finally:
+        hub.stop()
+        await receiver.stop()
+    logs = hub.logs()
+    for value in ("9434765919", "9434765870", "Childtest"):
+        assert value not in logs
+
+
 async def _send_mllp(port: int, message: str) -> str:
     """One HL7 v2 message over a real MLLP connection, as a trust's interface engine sends it: its ACK."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
