@@ -19,7 +19,13 @@ the stay, the event type and the council, so a scan again, a restart or a
 second instance decides it once (checked again inside the write
 transaction; a second queuing on the same subscription is refused by the
 deliveries' unique key). The s85 notice has one id per stay whether it went
-at admission or at 12 weeks: once per stay.
+at admission or at 12 weeks: once per stay. A stay is the stay whichever of
+its detentions a notice was decided under (`event_ids_for`: the id under
+each detention of the stay is looked for), so an earlier detention of the
+same stay arriving late, which now begins it, brings no second notice; when
+it changes what the notice told (the admission's date, section or hospital)
+the council told is sent a correction (s117-child-notice-corrected, owed
+under any agreement in force as a withdrawal is; `corrections`).
 
 After a notice (`_following`): the notices that went are read back from
 their `allowed` disclosures (each matched to its stay by its event id), for
@@ -40,8 +46,11 @@ What a notice carries (minimum necessary): the MessageHeader with the
 S117-ChildNotice extension (why it was sent, why this council, the expected
 stay, the citation), the Patient (the hub person id; the NHS number, name
 and date of birth as the agreement grants identity and demographics), the
-detention Encounter (section, admission date, hospital: legal-status), and
-the event's summary (explanations). A leaving notice's Encounter carries the
+detention Encounter (section, admission date, hospital: legal-status; with
+it the expected stay and the EHC plan's council as the inbound Encounter
+carries them, hub/sharing.py CHILD_FIELDS_GROUP, and only then the
+expected stay in the S117-ChildNotice extension), and the event's summary
+(explanations). A leaving notice's Encounter carries the
 end of the stay too; a withdrawal of a notice whose detention was recorded
 in error carries no Encounter, section or expected stay (nothing the
 retracted detention said is told again). Never the postcode, the responsible
@@ -57,7 +66,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -73,6 +82,7 @@ from hub.domain.children import (
     NoticeReason,
     Told,
     candidate_notices,
+    corrections,
     leaving_notices,
     next_due,
     owed,
@@ -83,18 +93,19 @@ from hub.domain.dates import england_day
 from hub.domain.model import ChangeType, Determination, DomainEvent, EventType, Org, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
 from hub.fhir.messages import DEMOGRAPHICS, EXPLANATIONS, IDENTITY, LEGAL_STATUS, PatientDetails, build_event_message
-from hub.fhir.namespaces import DEFAULT_NAMESPACES, Namespaces
+from hub.fhir.namespaces import DEFAULT_NAMESPACES, GSS_CODE_SYSTEM, Namespaces
 from hub.ids import uuid4, uuid5
 from hub.ingest.service import load_person_details
 from hub.observability.logging import get_logger
 from hub.periodic import every
-from hub.sharing import SharingAgreements
+from hub.sharing import CHILD_FIELDS_GROUP, SharingAgreements
 from hub.store.db import write_transaction
 from hub.store.schema import (
     change_retractions,
     disclosures,
     including_retracted,
     not_retracted,
+    person_merges,
     persons,
     register_changes,
 )
@@ -111,7 +122,7 @@ _STAY_STARTS = (ChangeType.DETAINED.value, ChangeType.CTO_REVOKED.value)
 _STAY_ENDS = (ChangeType.LEFT_HOSPITAL.value, ChangeType.CTO_STARTED.value, ChangeType.DIED.value)
 # The notices a later one follows (a leaving notice, a withdrawal): read back from their `allowed` disclosures.
 _TOLD_TYPES = (EventType.CHILD_LONG_STAY_NOTICE.value, EventType.CHILD_EHC_PLAN_NOTICE.value,
-               EventType.CHILD_LEFT_HOSPITAL_NOTICE.value)
+               EventType.CHILD_LEFT_HOSPITAL_NOTICE.value, EventType.CHILD_NOTICE_CORRECTED.value)
 
 
 def _notice_id(person_id: str, stay_change_id: str, event_type: str, org_code: str | None,
@@ -120,15 +131,52 @@ def _notice_id(person_id: str, stay_change_id: str, event_type: str, org_code: s
     return uuid5(EVENT_NAMESPACE, key if ended_by_change_id is None else f"{key}/{ended_by_change_id}")
 
 
-def event_id_for(person_id: str, notice: ChildNotice) -> str:
-    """One per person, stay (the detention that began it), event type and council; a leaving notice one
-    per ending of the stay too (a leaving retracted, a later one is told); a withdrawal one per notice
-    withdrawn."""
+def _correction_id(notice_event_id: str, stay_change_id: str) -> str:
+    return uuid5(EVENT_NAMESPACE, f"{notice_event_id}/corrected/{stay_change_id}")
+
+
+def event_ids_for(person_ids: str | Sequence[str], notice: ChildNotice) -> list[str]:
+    """The notice's event id, then the ids it may have been decided under before: one notice per person,
+    stay, event type and council, whichever detention of the stay it was decided under (the first id: the
+    detention that begins the stay now; the others: each later detention of the same stay, so that an
+    earlier detention arriving late does not make the stay a new one) and whichever of the person's hub ids
+    (`person_ids`: the person's own first, then each person merged into them, whose notices went under
+    theirs); a leaving notice one per ending of the stay too (a leaving retracted, a later one is told); a
+    withdrawal one per notice withdrawn; a correction one per notice corrected and detention it tells."""
     if notice.withdraws is not None:
-        return uuid5(EVENT_NAMESPACE, f"{notice.withdraws}/withdrawn")
+        return [uuid5(EVENT_NAMESPACE, f"{notice.withdraws}/withdrawn")]
+    if notice.corrects is not None:
+        return [_correction_id(notice.corrects, notice.stay.change.change_id)]
     ended = notice.stay.ended_by if notice.event_type is EventType.CHILD_LEFT_HOSPITAL_NOTICE else None
-    return _notice_id(person_id, notice.stay.change.change_id, notice.event_type.value, notice.org_code,
-                      ended.change_id if ended is not None else None)
+    return [_notice_id(person_id, start, notice.event_type.value, notice.org_code,
+                       ended.change_id if ended is not None else None)
+            for person_id in ([person_ids] if isinstance(person_ids, str) else person_ids)
+            for start in notice.stay.start_ids()]
+
+
+def event_id_for(person_id: str, notice: ChildNotice) -> str:
+    """The id a notice not yet decided is sent under (`event_ids_for`, the first)."""
+    return event_ids_for(person_id, notice)[0]
+
+
+_MAX_MERGES = 32  # merges of merges followed, at most (as hub/store/merged.py follows a chain)
+
+
+async def merged_into(conn: Any, person_id: str) -> list[str]:
+    """The hub persons merged into `person_id` (POST /v1/persons/merge, HL7 A40: their history moved to
+    it; `person_merges`, a merge reversed being taken off), and those merged into them, in turn: their
+    notices went under their ids, and count as the person's."""
+    found: list[str] = []
+    frontier = [person_id]
+    for _ in range(_MAX_MERGES):
+        if not frontier:
+            break
+        rows = (await conn.execute(select(person_merges.c.superseded_person_id).where(
+            person_merges.c.retained_person_id.in_(frontier),
+            person_merges.c.superseded_person_id.is_not(None)))).scalars().all()
+        frontier = [p for p in rows if p != person_id and p not in found]
+        found.extend(frontier)
+    return found
 
 
 def message_id_for(event_id: str, org_code: str) -> str:
@@ -185,15 +233,26 @@ class ChildNoticeScanner:
             rows = (await conn.execute(select(register_changes.c.canonical).where(
                 register_changes.c.person_id == person_id, not_retracted()))).all()
             history = [from_jsonable(RegisterChange, r.canonical) for r in rows]
-            due = {event_id_for(person_id, n): n for n in candidate_notices(history, today, self._ref)}
-            # What follows a notice that went: its stay's end (s85(4)), its withdrawal (a retraction).
-            # Read only for someone with an ending or a retraction in their history.
+            # The person's own id, then each person merged into them: notices that went before a merge of
+            # two NHS numbers went under the superseded person's id, and are the retained person's now.
+            person_ids = [person_id, *await merged_into(conn, person_id)]
+            due: dict[str, ChildNotice] = {}
+            aliases: dict[str, list[str]] = {}  # a notice's id -> every id it may have been decided under
+            for notice in candidate_notices(history, today, self._ref):
+                ids = event_ids_for(person_ids, notice)
+                due[ids[0]], aliases[ids[0]] = notice, ids
+            # What follows a notice that went: its stay's end (s85(4)), its withdrawal (a retraction), its
+            # correction (a stay begun by another detention since). Read only for someone with an ending, a
+            # retraction or more than one detention in their history.
             retractions = fingerprint[2] if fingerprint is not None else 1
-            if retractions or any(c.change_type.value in _STAY_ENDS for c in history):
-                for notice in await self._following(conn, person_id, history, today, retractions > 0):
-                    due[event_id_for(person_id, notice)] = notice
+            if retractions or any(c.change_type.value in _STAY_ENDS for c in history) \
+                    or sum(c.change_type.value in _STAY_STARTS for c in history) > 1:
+                for notice in await self._following(conn, person_ids, history, today, retractions > 0):
+                    ids = event_ids_for(person_ids, notice)
+                    due[ids[0]], aliases[ids[0]] = notice, ids
             if due:
-                due = {i: n for i, n in due.items() if i not in await _decided(conn, list(due))}
+                decided_ids = await _decided(conn, [i for ids in aliases.values() for i in ids])
+                due = {i: n for i, n in due.items() if decided_ids.isdisjoint(aliases[i])}
             details = None
             if due:  # the personal details only for someone owed a notice not yet decided
                 stored = (await conn.execute(select(persons.c.details)
@@ -217,7 +276,7 @@ class ChildNoticeScanner:
                                     event_type=notice.event_type.value)
                     continue
                 async with write_transaction(self._engine) as conn:
-                    if await _decided(conn, [event_id]):
+                    if await _decided(conn, aliases[event_id]):
                         continue  # another scan decided it since
                     queued = await self._share(conn, event_id, person_id, notice, details, today)
                 decided += 1
@@ -227,14 +286,18 @@ class ChildNoticeScanner:
             self._settled[person_id] = (fingerprint, next_due(history, today))
         return decided
 
-    async def _following(self, conn: Any, person_id: str, history: list[RegisterChange], today: date,
+    async def _following(self, conn: Any, person_ids: list[str], history: list[RegisterChange], today: date,
                          any_retracted: bool) -> list[ChildNotice]:
-        """The leaving notices and withdrawals the notices that went to councils about the person owe
-        (hub/domain/children.py `leaving_notices`, `withdrawals`)."""
-        rows = (await conn.execute(
-            select(disclosures.c.event_id, disclosures.c.event_type, disclosures.c.recipient_org).distinct()
-            .where(disclosures.c.person_id == person_id, disclosures.c.decision == "allowed",
-                   disclosures.c.event_type.in_(_TOLD_TYPES)))).all()
+        """The leaving notices, withdrawals and corrections the notices that went to councils about the
+        person (`person_ids`: theirs, then those of the persons merged into them) owe (hub/domain/children.py
+        `leaving_notices`, `withdrawals`, `corrections`)."""
+        person_id = person_ids[0]
+        rows = (await conn.execute(  # in the order they went (a correction of a correction replaces it)
+            select(disclosures.c.event_id, disclosures.c.event_type, disclosures.c.recipient_org)
+            .where(disclosures.c.person_id.in_(person_ids), disclosures.c.decision == "allowed",
+                   disclosures.c.event_type.in_(_TOLD_TYPES))
+            .group_by(disclosures.c.event_id, disclosures.c.event_type, disclosures.c.recipient_org)
+            .order_by(func.min(disclosures.c.disclosure_id)))).all()
         if not rows:
             return []
         retracted: dict[str, RegisterChange] = {}
@@ -248,8 +311,9 @@ class ChildNoticeScanner:
                       ).all():
                 change = from_jsonable(RegisterChange, r.canonical)
                 retracted[change.change_id] = change
-        told = told_notices(person_id, rows, [*history, *retracted.values()])
-        return [*leaving_notices(history, told, today), *withdrawals(history, told, retracted)]
+        told = told_notices(person_ids, rows, [*history, *retracted.values()])
+        return [*leaving_notices(history, told, today), *withdrawals(history, told, retracted),
+                *corrections(history, told, retracted)]
 
     async def _share(self, conn: Any, event_id: str, person_id: str, notice: ChildNotice,
                      details: dict[str, Any], today: date) -> int | None:
@@ -275,17 +339,26 @@ class ChildNoticeScanner:
         return found if found is not None else Org(code=code, name=code, kind="council")
 
 
-def told_notices(person_id: str, rows: list[Any], changes: list[RegisterChange]) -> list[Told]:
-    """The notices that went (`rows`: `allowed` disclosures' event id, type and council), each matched
-    to the stay it was about by its event id (`event_id_for`): a detention of `changes` (the history
-    and its retracted changes) began it and, for a leaving notice, one ended it. A row matching none (a
-    merge moved the history since) is left out."""
+def told_notices(person_ids: str | Sequence[str], rows: list[Any], changes: list[RegisterChange]) -> list[Told]:
+    """The notices that went (`rows`: `allowed` disclosures' event id, type and council, in the order
+    they went), each matched to the stay it was about by its event id (`event_ids_for`): under one of
+    `person_ids` (the person's, and those of the persons merged into them: a merge moved their history
+    here), a detention of `changes` (the history and its retracted changes) it was decided under and, for
+    a leaving notice, the change that ended the stay; a correction to the notice it corrected and the
+    detention it told. A row matching none (a merge reversed since moved the history away) is left out."""
+    pids = [person_ids] if isinstance(person_ids, str) else list(person_ids)
     starts = [c.change_id for c in changes if c.change_type.value in _STAY_STARTS]
     ends = [c.change_id for c in changes if c.change_type.value in _STAY_ENDS]
     out: list[Told] = []
     for event_id, event_type, org in rows:
         kind = EventType(event_type)
-        for start in starts:
+        if kind is EventType.CHILD_NOTICE_CORRECTED:  # of a notice that went before it (so matched above)
+            found = next(((t.event_id, start) for t in out if t.event_type is not kind for start in starts
+                          if _correction_id(t.event_id, start) == event_id), None)
+            if found is not None:
+                out.append(Told(event_id, kind, org, found[1], corrects=found[0]))
+            continue
+        for person_id, start in ((p, s) for p in pids for s in starts):
             if kind is EventType.CHILD_LEFT_HOSPITAL_NOTICE:
                 end = next((e for e in ends if _notice_id(person_id, start, event_type, org, e) == event_id), None)
                 if end is not None:
@@ -335,26 +408,43 @@ def build_notice_message(notice: ChildNotice, person_id: str, details: dict[str,
         sent_at=sent_at or datetime.now(UTC), source_endpoint=source_endpoint, recipient=org,
         include=include & NOTICE_GROUPS, legal_status_display=legal.description if legal else None,
         hospital_ods=stay.hospital_ods, ns=ns)
+    # The child's fields of the detention that began the stay, as they came in (the inbound Encounter's
+    # extensions), only under the group they belong to (hub/sharing.py CHILD_FIELDS_GROUP).
+    child_fields = told_stay and CHILD_FIELDS_GROUP in include
     for entry in bundle["entry"]:
         resource = entry["resource"]
         if resource["resourceType"] == "EpisodeOfCare":
             # Whether s117 would follow the detention, whether or not the child is in hospital now.
             resource["status"] = "planned" if qualifying is not None else "cancelled"
-        elif resource["resourceType"] == "Encounter" and stay.left_on is not None and not in_hospital:
-            resource["period"]["end"] = stay.left_on.isoformat()  # the stay ended (s85(4))
+        elif resource["resourceType"] == "Encounter":
+            if stay.left_on is not None and not in_hospital:
+                resource["period"]["end"] = stay.left_on.isoformat()  # the stay ended (s85(4))
+            if child_fields:
+                resource.setdefault("extension", []).extend(_child_field_extensions(stay.change, ns))
     parts: list[dict[str, Any]] = [
         {"url": "reason", "valueCode": notice.reason.value},
         {"url": "basis", "valueCode": notice.basis.value},
     ]
-    weeks = stay.change.expected_stay_weeks if told_stay else None
+    weeks = stay.change.expected_stay_weeks if child_fields else None
     if weeks is not None:
         parts.append({"url": "expectedStayWeeks", "valuePositiveInt": weeks})
-    if notice.withdraws is not None:
-        parts.append({"url": "supersedes", "valueString": notice.withdraws})
+    if notice.supersedes is not None:
+        parts.append({"url": "supersedes", "valueString": notice.supersedes})
     parts.append({"url": "citation", "valueString": notice.citation})
     header = bundle["entry"][0]["resource"]
     header["extension"].append({"url": ns.extension("S117-ChildNotice"), "extension": parts})
     return bundle
+
+
+def _child_field_extensions(change: RegisterChange, ns: Namespaces) -> list[dict[str, Any]]:
+    """A detention's expected stay and EHC plan council as Encounter extensions (those it carries)."""
+    out: list[dict[str, Any]] = []
+    if change.expected_stay_weeks is not None:
+        out.append({"url": ns.extension("S117-ExpectedStayWeeks"), "valuePositiveInt": change.expected_stay_weeks})
+    if change.ehc_plan_la_gss:
+        out.append({"url": ns.extension("S117-EhcPlanCouncil"),
+                    "valueIdentifier": {"system": GSS_CODE_SYSTEM, "value": change.ehc_plan_la_gss}})
+    return out
 
 
 async def run_child_notice_scanner(scanner: ChildNoticeScanner, interval_seconds: float,

@@ -30,7 +30,10 @@ take them):
      row lists them), as do their retractions, care package lines and split
      decisions; the superseded person's row stays (what was told of them,
      their audit), its number's hash taken off it; the retained person's
-     details gain what only the superseded person's held;
+     details gain what only the superseded person's held; the children's
+     notices that went under the superseded person (their `disclosures`,
+     left as they are) count as the retained person's (hub/children.py
+     `merged_into` reads this row);
    - only the superseded number had a person: that person is given the
      retained number (hash and details);
    - otherwise nothing of a person changes;

@@ -17,10 +17,16 @@ from hub.domain.model import EventType
 
 WILDCARD = "*"
 # Event types that correct what a recipient was told: owed under any agreement in force (`_decide`).
-_CORRECTIONS = frozenset({EventType.NOTIFICATION_CORRECTED.value, EventType.CHILD_NOTICE_WITHDRAWN.value})
+_CORRECTIONS = frozenset({EventType.NOTIFICATION_CORRECTED.value, EventType.CHILD_NOTICE_WITHDRAWN.value,
+                          EventType.CHILD_NOTICE_CORRECTED.value})
 # Explanations name the responsible bodies ("council: Buckinghamshire, ..."), so
 # an agreement cannot grant them while withholding who is responsible.
 GROUP_REQUIRES = {"explanations": frozenset({"responsibility"}), "funding": frozenset({"responsibility"})}
+# The field group a child's detention's own fields (`expected_stay_weeks`, `ehc_plan_la_gss`:
+# hub/domain/children.py) are disclosed under: facts of the detention, told on the detention Encounter
+# (Extension-S117-ExpectedStayWeeks, Extension-S117-EhcPlanCouncil) and in a children's notice's
+# S117-ChildNotice `expectedStayWeeks` (hub/children.py). A recipient not granted it gets neither.
+CHILD_FIELDS_GROUP = "legal-status"
 # Costs, providers and funding splits of a person's aftercare packages (the
 # person query's `funding` part, recharge statements): never implied by any
 # other group, an agreement must name it.
@@ -117,7 +123,7 @@ class SharingAgreements:
             # A correction of what was disclosed is owed to every recipient
             # of it (UK GDPR Art. 19): any agreement in force covers it, with
             # the field groups that agreement grants. A children's notice
-            # withdrawn is one (hub/children.py: sent only to a council the
+            # withdrawn or corrected is one (hub/children.py: sent only to a council the
             # notice went to).
             matching = grants
         else:

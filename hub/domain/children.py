@@ -70,6 +70,14 @@ After the s85 notice (`leaving_notices`, `withdrawals`):
   own notice). Each withdrawal goes once, to the council that was told, and
   only for a notice that went (a notice refused or unsubscribed told no one).
   No age test either.
+* Correction (UK GDPR Art. 16, 19): a stay is the stay whichever of its
+  detentions a notice went under (`Stay.starts`), so an earlier detention of
+  the same continuous stay arriving late owes no second notice; but the
+  detention that begins the stay is then not the one told (another date,
+  perhaps section or hospital), and the council told is sent the stay as it
+  now stands, replacing the message it had (`corrections`). A detention
+  told retracted while the child was in hospital all the same (within a
+  stay begun earlier) is corrected likewise, not withdrawn.
 
 Pure functions, standard library only, no personal data (the date of birth
 comes in as an argument and goes nowhere).
@@ -94,6 +102,7 @@ S85_CITATION = "Children Act 1989 s85; Worcs 6.1"
 EHC_CITATION = "Worcs 6.4"
 LEFT_CITATION = "Children Act 1989 s85(4)"
 WITHDRAWN_CITATION = "UK GDPR Art. 16, 19 (rectification told to each recipient)"
+CORRECTED_CITATION = WITHDRAWN_CITATION
 # The notices a withdrawal or a leaving notice may follow (those that tell a council of a stay).
 STAY_NOTICES = frozenset({EventType.CHILD_LONG_STAY_NOTICE, EventType.CHILD_EHC_PLAN_NOTICE,
                           EventType.CHILD_LEFT_HOSPITAL_NOTICE})
@@ -116,6 +125,10 @@ class NoticeReason(StrEnum):
     ADMISSION_IN_ERROR = "admission-recorded-in-error"  # the detention retracted: the notice was sent in error
     STAY_CONTINUES = "stay-continues"  # the leaving retracted: the child is in hospital, the stay goes on
     LEAVING_IN_ERROR = "leaving-recorded-in-error"  # the leaving retracted; another change now ends the stay
+    # A correction (s117-child-notice-corrected): the detention that begins the stay the notice named in
+    # `supersedes` told of is not the one told (an earlier one of the same stay came late, or the one told was
+    # retracted while the child was in hospital): its date, section or hospital as the register has them now.
+    ADMISSION_CORRECTED = "admission-corrected"
 
 
 class Basis(StrEnum):
@@ -136,6 +149,14 @@ class Stay:
     legal_status_code: str | None
     left_on: date | None = None  # None: still in hospital
     ended_by: RegisterChange | None = None  # the change that ended it (leaving hospital, a CTO, death)
+    # Every detention within it (a detention, or a CTO revoked, while in hospital: a section changed, a
+    # detention arriving late), in the history's order, the first being `change`. A notice of the stay is
+    # the stay's whichever of these it was decided under (hub/children.py `event_ids_for`): a detention of
+    # the same stay arriving late, dated before the one that began it, is not a new stay.
+    starts: tuple[RegisterChange, ...] = ()
+
+    def start_ids(self) -> tuple[str, ...]:
+        return tuple(c.change_id for c in self.starts) or (self.change.change_id,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +174,15 @@ class ChildNotice:
     citation: str
     # A withdrawal: the event id of the notice it withdraws (the MessageHeader's `supersedes`).
     withdraws: str | None = None
+    # A correction: the event id of the notice it corrects, of the message it replaces (the MessageHeader's
+    # `supersedes`: that notice, or the last correction of it that went) and the admission date that told.
+    corrects: str | None = None
+    replaces: str | None = None
+    told_on: date | None = None
+
+    @property
+    def supersedes(self) -> str | None:
+        return self.withdraws if self.withdraws is not None else self.replaces
 
     @property
     def occurred_on(self) -> date:
@@ -183,10 +213,12 @@ def stays(history: Iterable[RegisterChange]) -> list[Stay]:
         kind = change.change_type
         if kind in _STARTS and current is None:
             current = Stay(change=change, admitted_on=change.effective_date,
-                           hospital_ods=change.hospital_ods or hospital, legal_status_code=change.legal_status_code)
+                           hospital_ods=change.hospital_ods or hospital, legal_status_code=change.legal_status_code,
+                           starts=(change,))
+        elif kind in _STARTS and current is not None:
+            current = replace(current, starts=(*current.starts, change))
         elif kind in _ENDS and current is not None:
-            out.append(Stay(current.change, current.admitted_on, current.hospital_ods, current.legal_status_code,
-                            left_on=change.effective_date, ended_by=change))
+            out.append(replace(current, left_on=change.effective_date, ended_by=change))
             current = None
     if current is not None:
         out.append(current)
@@ -240,8 +272,25 @@ class Told:
     event_id: str
     event_type: EventType
     org_code: str
-    stay_change_id: str  # the detention that began the stay it was about
+    stay_change_id: str  # the detention that began the stay it was about (a correction: the one it told)
     ended_by_change_id: str | None = None  # a leaving notice: the change that ended the stay
+    corrects: str | None = None  # a correction: the event id of the notice it corrected
+
+
+def _covering(found: Iterable[Stay], day: date) -> Stay | None:
+    """The stay the child was in hospital on `day` in, if any."""
+    return next((s for s in found if s.admitted_on <= day and (s.left_on is None or day < s.left_on)), None)
+
+
+def _stay_told(t: Told, found: Sequence[Stay], changes: Mapping[str, RegisterChange]) -> Stay | None:
+    """The stay as it now stands that the notice `t` told of: the one its detention is in, or, that
+    detention retracted (or, a leaving notice's, no longer beginning a stay), the one the child was in
+    hospital in on its day; None: none (the child was not in hospital then, as the register now has it)."""
+    by_start = next((s for s in found if t.stay_change_id in s.start_ids()), None)
+    if by_start is not None:
+        return by_start
+    told = changes.get(t.stay_change_id)
+    return None if told is None else _covering(found, told.effective_date)
 
 
 def _basis(stay: Stay, event_type: EventType) -> Basis:
@@ -259,7 +308,8 @@ def leaving_notices(history: Sequence[RegisterChange], told: Iterable[Told], tod
     for stay in stays(history):
         if stay.left_on is None or stay.left_on > today or stay.ended_by is None:
             continue
-        went = s85.get(stay.change.change_id)
+        # Told under any detention of the stay (one arriving late, dated before, begins it now).
+        went = next((s85[i] for i in stay.start_ids() if i in s85), None)
         if went is None:
             continue  # the council was never told of this stay (no notice owed, refused or unsubscribed)
         out.append(ChildNotice(EventType.CHILD_LEFT_HOSPITAL_NOTICE, NoticeReason.STAY_ENDED, stay, went.org_code,
@@ -274,13 +324,16 @@ def withdrawals(history: Sequence[RegisterChange], told: Iterable[Told],
     A detention retracted: `admission-recorded-in-error`, the stay as the bare detention (nothing it said
     is told again). An ending retracted: `stay-continues` when the stay is open again, else
     `leaving-recorded-in-error`."""
-    current = {s.change.change_id: s for s in stays(history)}
+    found_stays = stays(history)
+    changes = {c.change_id: c for c in history} | dict(retracted)
     out: list[ChildNotice] = []
     for t in told:
         if t.event_type not in STAY_NOTICES:
             continue
         start = retracted.get(t.stay_change_id)
-        if start is not None:
+        # The detention retracted while the child was in hospital all the same (an earlier detention of the
+        # same stay came late): the stay it told of stands, corrected (`corrections`), not withdrawn.
+        if start is not None and _covering(found_stays, start.effective_date) is None:
             stay = Stay(_bare(start), start.effective_date, None, None)
             out.append(ChildNotice(EventType.CHILD_NOTICE_WITHDRAWN, NoticeReason.ADMISSION_IN_ERROR, stay,
                                    t.org_code, _basis(Stay(start, start.effective_date, None, None), t.event_type),
@@ -289,18 +342,51 @@ def withdrawals(history: Sequence[RegisterChange], told: Iterable[Told],
         if t.event_type is not EventType.CHILD_LEFT_HOSPITAL_NOTICE or t.ended_by_change_id not in retracted:
             continue
         ended = retracted[t.ended_by_change_id]
-        found = current.get(t.stay_change_id)
-        if found is None:  # the detention no longer begins a stay (one before it came late): the stay it is in
-            begun = next((c for c in history if c.change_id == t.stay_change_id), None)
-            found = None if begun is None else next(
-                (s for s in current.values() if s.admitted_on <= begun.effective_date
-                 and (s.left_on is None or begun.effective_date < s.left_on)), None)
-            if found is None:
-                continue
+        found = _stay_told(t, found_stays, changes)
+        if found is None:
+            continue
         reason = NoticeReason.STAY_CONTINUES if found.left_on is None else NoticeReason.LEAVING_IN_ERROR
         out.append(ChildNotice(EventType.CHILD_NOTICE_WITHDRAWN, reason, found, t.org_code,
                                _basis(found, EventType.CHILD_LONG_STAY_NOTICE), ended.effective_date, None,
                                WITHDRAWN_CITATION, withdraws=t.event_id))
+    return out
+
+
+def _facts(change: RegisterChange) -> tuple[date, str | None, str | None]:
+    """What a notice tells of the detention that began the stay: its date, section and hospital."""
+    return change.effective_date, change.legal_status_code, change.hospital_ods
+
+
+def corrections(history: Sequence[RegisterChange], told: Sequence[Told],
+                retracted: Mapping[str, RegisterChange]) -> list[ChildNotice]:
+    """Each notice that went (`told`, in the order they went, corrections among them) about a stay that
+    stands but now begins with another detention than the one it (or its last correction) told, with
+    another date, section or hospital (an earlier detention of the same stay came late; the detention told
+    was retracted while the child was in hospital all the same): one correction to the council told it,
+    with the stay as it now stands, replacing the last message told of it. The notice is not sent again
+    (one per stay); a leaving notice whose ending no longer ends the stay is withdrawn instead
+    (`withdrawals`). No age test: a rectification is owed to each recipient (UK GDPR Art. 19)."""
+    found_stays = stays(history)
+    changes = {c.change_id: c for c in history} | dict(retracted)
+    last = {t.corrects: t for t in told if t.event_type is EventType.CHILD_NOTICE_CORRECTED and t.corrects}
+    out: list[ChildNotice] = []
+    for t in told:
+        if t.event_type not in STAY_NOTICES:
+            continue
+        stay = _stay_told(t, found_stays, changes)
+        if stay is None:
+            continue  # withdrawn (`withdrawals`), or nothing to tell
+        if t.event_type is EventType.CHILD_LEFT_HOSPITAL_NOTICE and (
+                stay.ended_by is None or stay.ended_by.change_id != t.ended_by_change_id):
+            continue  # the leaving it told is not this stay's end: withdrawn, or told anew
+        prior = last.get(t.event_id)
+        told_start = changes.get(prior.stay_change_id if prior is not None else t.stay_change_id)
+        if told_start is None or _facts(told_start) == _facts(stay.change):
+            continue
+        out.append(ChildNotice(EventType.CHILD_NOTICE_CORRECTED, NoticeReason.ADMISSION_CORRECTED, stay, t.org_code,
+                               _basis(stay, t.event_type), stay.admitted_on, None, CORRECTED_CITATION,
+                               corrects=t.event_id, replaces=prior.event_id if prior is not None else t.event_id,
+                               told_on=told_start.effective_date))
     return out
 
 
@@ -339,6 +425,12 @@ def notices_due(history: Sequence[RegisterChange], birth: date | None, today: da
 def summary(notice: ChildNotice) -> str:
     """The notice in plain words: no name, date of birth or NHS number."""
     stay = notice.stay
+    if notice.reason is NoticeReason.ADMISSION_CORRECTED:
+        began = stay.admitted_on.isoformat()
+        told = f" (told as {notice.told_on.isoformat()})" if notice.told_on not in (None, stay.admitted_on) else ""
+        return (f"The notice {notice.replaces} about a child's stay in hospital is corrected: the stay began on "
+                f"{began}{told} with the detention this message carries, as the register now has it "
+                f"({CORRECTED_CITATION}).")
     if notice.reason is NoticeReason.ADMISSION_IN_ERROR:
         return (f"The notice {notice.withdraws} about a child's admission to hospital on "
                 f"{stay.admitted_on.isoformat()} is withdrawn: the admission was recorded in error and retracted, "

@@ -247,6 +247,9 @@ class EventType(StrEnum):
     # notice withdrawn when what it told was retracted as recorded in error (UK GDPR Art. 19).
     CHILD_LEFT_HOSPITAL_NOTICE = "s117-child-left-hospital-notice"
     CHILD_NOTICE_WITHDRAWN = "s117-child-notice-withdrawn"
+    # A children's notice corrected: the stay it told of stands, begun by another detention than the one told
+    # (an earlier one of the same stay came late): its date, section or hospital told again (UK GDPR Art. 19).
+    CHILD_NOTICE_CORRECTED = "s117-child-notice-corrected"
 
 
 # Events about a body itself (counts only, no person): never a DomainEvent,
@@ -257,7 +260,8 @@ PERSON_EVENT_TYPES: tuple[EventType, ...] = tuple(e for e in EventType if e not 
 CHILD_EVENT_TYPES: frozenset[EventType] = frozenset({EventType.CHILD_LONG_STAY_NOTICE,
                                                      EventType.CHILD_EHC_PLAN_NOTICE,
                                                      EventType.CHILD_LEFT_HOSPITAL_NOTICE,
-                                                     EventType.CHILD_NOTICE_WITHDRAWN})
+                                                     EventType.CHILD_NOTICE_WITHDRAWN,
+                                                     EventType.CHILD_NOTICE_CORRECTED})
 
 
 @dataclass(frozen=True, slots=True)

@@ -254,10 +254,11 @@ EXTENSIONS: Final[tuple[ExtensionDef, ...]] = (
         "S117-ChildNotice",
         "S117 child in hospital: the notice",
         "On an s117-child-long-stay-notice (Children Act 1989 s85; Worcs 6.1), s117-child-ehc-plan-notice "
-        "(Worcs 6.4), s117-child-left-hospital-notice (s85(4)) or s117-child-notice-withdrawn: why the notice "
-        "was sent (expected to stay 12 weeks or more, 12 weeks reached, admitted with an EHC plan, the stay "
-        "ended; on a withdrawal why the notice it names in supersedes is withdrawn: the admission or the "
-        "leaving recorded in error), why this council is the one told (ordinary residence before the "
+        "(Worcs 6.4), s117-child-left-hospital-notice (s85(4)), s117-child-notice-withdrawn or "
+        "s117-child-notice-corrected: why the notice was sent (expected to stay 12 weeks or more, 12 weeks "
+        "reached, admitted with an EHC plan, the stay ended; on a withdrawal why the notice it names in "
+        "supersedes is withdrawn: the admission or the leaving recorded in error; on a correction, the "
+        "detention that began the stay corrected), why this council is the one told (ordinary residence before the "
         "admission, the hospital's area when the child had none, the council maintaining the EHC plan), the "
         "stay the trust expects in weeks when it said, and the statute or policy paragraph. The stay itself "
         "(admission date, hospital, section; the end date once ended) is the detention Encounter (field group "
@@ -268,7 +269,7 @@ EXTENSIONS: Final[tuple[ExtensionDef, ...]] = (
             Part("basis", "code", 1, "1", "Why this council is told", valueset="s117-child-notice"),
             Part("expectedStayWeeks", "positiveInt", 0, "1", "The stay the trust expects, in weeks"),
             Part("supersedes", "string", 0, "1", "On a withdrawal: the event id (S117-Event-Id) of the notice "
-                 "withdrawn"),
+                 "withdrawn; on a correction: of the message it replaces (the notice, or its last correction)"),
             Part("citation", "string", 1, "1", "The statute or policy paragraph"),
         ),
     ),
@@ -555,6 +556,11 @@ CHILD_NOTICE_CODES: Final = (
     ("leaving-recorded-in-error", "Withdrawn: that leaving was recorded in error",
      "The leaving of hospital the notice told was retracted as recorded in error; another change ends the stay, "
      "told by its own notice (UK GDPR Art. 16, 19)."),
+    ("admission-corrected", "Corrected: the stay began with another detention",
+     "The stay the notice told of stands, but the detention that began it is not the one told (an earlier "
+     "detention of the same stay was recorded late, or the one told was retracted while the child was in "
+     "hospital): its date, section and hospital as now recorded are in this message's Encounter (UK GDPR "
+     "Art. 16, 19)."),
     ("ordinary-residence", "Council of ordinary residence",
      "The council in whose area the child was ordinarily resident before the admission (Children Act 1989 "
      "s85(3)(a))."),
@@ -688,7 +694,7 @@ def _message_definitions(ns: Namespaces) -> list[dict[str, Any]]:
             "date": "2026-11-30", "publisher": PUBLISHER,
             "description": (f"{display}: sent by the hub to the one council the notice is for (the council "
                             f"responsible for the child, or the council maintaining the EHC plan; a leaving notice "
-                            f"or a withdrawal: the council the notice it follows went to), within what its "
+                            f"a withdrawal or a correction: the council the notice it follows went to), within what its "
                             f"data-sharing agreement allows: the Patient, the detention Encounter, the event's "
                             f"explanation and Extension-S117-ChildNotice only (no position, responsibility, "
                             f"address or workflow)." if event in CHILD_EVENT_TYPES else

@@ -123,6 +123,7 @@ EVENT_DISPLAYS: Final[dict[EventType, str]] = {
     EventType.CHILD_EHC_PLAN_NOTICE: "Child or young person with an EHC plan admitted to hospital",
     EventType.CHILD_LEFT_HOSPITAL_NOTICE: "Child's stay in hospital ended (Children Act 1989 s85(4))",
     EventType.CHILD_NOTICE_WITHDRAWN: "Child in hospital notice withdrawn",
+    EventType.CHILD_NOTICE_CORRECTED: "Child in hospital notice corrected",
 }
 
 HUB_SENDER_ID: Final = "s117-hub"

@@ -35,6 +35,7 @@ HL7_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hl7v2"
 BUCKS, OXON, WORCS, ICB = "E06000060", "E10000025", "E10000034", "QU9"
 NOTICES = ("s117-child-long-stay-notice", "s117-child-ehc-plan-notice")
 LEFT, WITHDRAWN = "s117-child-left-hospital-notice", "s117-child-notice-withdrawn"
+CORRECTED = "s117-child-notice-corrected"
 SHARING = {"version": 1, "agreements": [
     {"id": "DSA-TEST-CHILDREN", "valid_from": "2020-01-01", "recipients": [
         {"org_code": BUCKS, "events": ["s117-register-change-recorded", "s117-child-long-stay-notice", LEFT],
@@ -127,6 +128,11 @@ async def test_the_childs_council_and_the_ehc_plan_council_receive_their_notices
             assert resources["Patient"]["birthDate"] == first["person"]["birth_date"]
             assert resources["Encounter"]["period"]["start"] == first["effective_date"]
             assert "address" not in resources["Patient"] and "Parameters" not in resources
+            # The child's fields as they came in, on the Encounter (Bucks is granted legal-status).
+            child_fields = {x["url"].rsplit("/", 1)[1]: x for x in resources["Encounter"]["extension"]}
+            assert child_fields["Extension-S117-ExpectedStayWeeks"]["valuePositiveInt"] == 20
+            assert child_fields["Extension-S117-EhcPlanCouncil"]["valueIdentifier"] == {
+                "system": "http://statistics.data.gov.uk/id/statistical-geography", "value": OXON}
 
             oxon = orjson.loads(notices(OXON)[0])
             validate_message(oxon)
@@ -233,6 +239,107 @@ async def test_a_discharge_tells_the_childs_council_the_stay_ended_and_retractio
     for value in ("9434765919", "Childtest", admission["person"]["birth_date"], "OX4 4XN"):
         assert value not in logs
     assert not re.search(r"(?<!\d)\d{10}(?!\d)", logs)
+
+
+async def test_an_earlier_detention_of_the_same_stay_arriving_late_brings_one_correction_not_a_second_notice(
+        tmp_path: Path):
+    """The s3 detention (expected 20 weeks, an EHC plan with Oxfordshire) is sent first and both notices go;
+    the s2 detention that began the same stay 100 days ago comes late over real HTTP. Each council keeps its
+    one notice of the stay and is sent one correction (though Oxfordshire's agreement lists the EHC notice
+    only: a rectification, UK GDPR Art. 19), the Encounter starting on the earlier date, naming the notice
+    it replaces. Nothing to the ICB or Worcestershire; nothing personal in the logs."""
+    hub, receiver, keys = await _started(tmp_path)
+    today = england_day()
+    later = child("kid-late-2", "9434765919", 10, BUCKS, expected_stay_weeks=20, ehc_plan_la_gss=OXON)
+    earlier = child("kid-late-1", "9434765919", 100, BUCKS, legal_status_code="02")
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            for org in (BUCKS, OXON, ICB, WORCS):
+                await subscribe_webhook(http, keys, receiver, org=org)
+
+            def told(org: str, *types: str) -> list[bytes]:
+                return [r.body for r in receiver.received if r.org == org and code(r.body) in types]
+
+            r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=later)
+            assert r.status_code == 202, r.text
+            await receiver.wait_for(lambda: told(BUCKS, *NOTICES) and told(OXON, *NOTICES))
+            r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=earlier)
+            assert r.status_code == 202, r.text
+            await receiver.wait_for(lambda: told(BUCKS, CORRECTED) and told(OXON, CORRECTED))
+            await asyncio.sleep(1.0)  # a few more scans: nothing is sent twice
+
+            assert all(r.signature_ok for r in receiver.received)
+            every = (*NOTICES, LEFT, WITHDRAWN, CORRECTED)
+            assert [code(b) for b in told(BUCKS, *every)] == [NOTICES[0], CORRECTED]
+            assert [code(b) for b in told(OXON, *every)] == [NOTICES[1], CORRECTED]
+            assert told(ICB, *every) == [] and told(WORCS, *every) == []
+            for org in (BUCKS, OXON):
+                notice, correction = told(org, *every)
+                bundle = orjson.loads(correction)
+                validate_message(bundle)
+                parts = _parts(correction)
+                assert parts["reason"] == "admission-corrected"
+                assert parts["supersedes"] == next(r.headers["s117-event-id"] for r in receiver.received
+                                                   if r.body == notice)
+                encounter = next(e["resource"] for e in bundle["entry"]
+                                 if e["resource"]["resourceType"] == "Encounter")
+                assert encounter["period"] == {"start": (today - timedelta(days=100)).isoformat()}
+    finally:
+        hub.stop()
+        await receiver.stop()
+    logs = hub.logs()
+    for value in ("9434765919", "Childtest", later["person"]["birth_date"], "OX4 4XN"):
+        assert value not in logs
+    assert not re.search(r"(?<!\d)\d{10}(?!\d)", logs)
+
+
+async def test_after_a_merge_of_two_nhs_numbers_the_stay_is_not_notified_again_and_its_end_is_told_once(
+        tmp_path: Path):
+    """The s85 notice went under one NHS number; POST /v1/persons/merge (real HTTP) merges it into another the
+    register holds. Bucks gets no second notice of the stay, and its end, recorded under the retained number,
+    once."""
+    hub, receiver, keys = await _started(tmp_path)
+    today = england_day()
+    gone = child("kid-m-1", "9434765919", 5, BUCKS, expected_stay_weeks=20)
+    kept = child("kid-m-2", "9434765870", 400, BUCKS)
+    kept["person"]["birth_date"] = gone["person"]["birth_date"]
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            await subscribe_webhook(http, keys, receiver, org=BUCKS)
+
+            async def record(change: dict) -> None:
+                r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
+                assert r.status_code == 202, r.text
+
+            def told(*types: str) -> list[bytes]:
+                return [r.body for r in receiver.received if r.org == BUCKS and code(r.body) in types]
+
+            await record(kept)
+            await record({"source_system": "RiO", "source_message_id": "kid-m-2-left", "change_type": "left-hospital",
+                          "effective_date": (today - timedelta(days=390)).isoformat(), "hospital_ods": "RNU",
+                          "person": {"nhs_number": "9434765870"}})
+            await record(gone)
+            await receiver.wait_for(lambda: told(*NOTICES))
+            r = await http.post("/v1/persons/merge", headers={"X-API-Key": keys["trust"]},
+                                json={"retained_nhs_number": "9434765870", "superseded_nhs_number": "9434765919"})
+            assert r.status_code == 200, r.text
+            await asyncio.sleep(1.0)  # a few scans after the merge
+            await record({"source_system": "RiO", "source_message_id": "kid-m-left", "change_type": "left-hospital",
+                          "effective_date": today.isoformat(), "hospital_ods": "RNU",
+                          "person": {"nhs_number": "9434765870"}})
+            await receiver.wait_for(lambda: told(LEFT))
+            await asyncio.sleep(1.0)
+            assert [code(b) for b in told(*NOTICES, LEFT, WITHDRAWN, CORRECTED)] == [NOTICES[0], LEFT]
+            leaving = orjson.loads(told(LEFT)[0])
+            validate_message(leaving)
+            patient = next(e["resource"] for e in leaving["entry"] if e["resource"]["resourceType"] == "Patient")
+            assert "9434765870" in {i["value"] for i in patient["identifier"]}
+    finally:
+        hub.stop()
+        await receiver.stop()
+    logs = hub.logs()
+    for value in ("9434765919", "9434765870", "Childtest"):
+        assert value not in logs
 
 
 async def _send_mllp(port: int, message: str) -> str:

@@ -352,3 +352,170 @@ async def test_a_withdrawal_is_owed_under_any_agreement_in_force_as_a_correction
         (child["person_id"], "s117-child-notice-withdrawn", BUCKS, "allowed"),
     ]
     assert discharge["change_id"]
+
+
+# --- one notice a stay: an earlier detention of the same stay arriving late ----------------------------
+
+
+async def test_an_earlier_detention_of_the_same_stay_arriving_late_corrects_the_notices_it_does_not_repeat_them(
+        app_hub):
+    """The trust sent the s3 detention (expected 16 weeks, an EHC plan with Bucks) first; both notices went.
+    The s2 detention that began the same stay 90 days ago arrives late: the stay is the same, so no second
+    s85 notice (the 12-week day of the earlier date has passed) nor EHC notice; each council told is sent one
+    correction (UK GDPR Art. 19) carrying the stay as it now stands and naming the notice it replaces."""
+    await _subscribe_feed(app_hub)
+    later = await _post(app_hub, _detention("e1", "9434765919", TODAY - timedelta(days=10), _years_ago(14),
+                                            legal_status_code="03", expected_stay_weeks=16, ehc_plan_la_gss=BUCKS))
+    day = [TODAY]
+    scanner = _scanner_on(app_hub, day)
+    assert await scanner.run_once() == 2
+    first = {i["event_type"]: i["event_id"] for i in await _feed(app_hub)}
+    began = TODAY - timedelta(days=90)
+    late = _detention("e0", "9434765919", began, _years_ago(14))
+    await _post(app_hub, late)
+    assert await scanner.run_once() == 2  # the two corrections, no notice again
+    assert await scanner.run_once() == 0
+    assert await _scanner_on(app_hub, day).run_once() == 0  # once, whatever the process
+    pid = later["person_id"]
+    assert await _decisions(app_hub) == [
+        (pid, "s117-child-ehc-plan-notice", BUCKS, "allowed"),
+        (pid, "s117-child-long-stay-notice", BUCKS, "allowed"),
+        (pid, "s117-child-notice-corrected", BUCKS, "allowed"),
+        (pid, "s117-child-notice-corrected", BUCKS, "allowed"),
+    ]
+    corrected = [i for i in await _feed(app_hub) if i["event_type"] == "s117-child-notice-corrected"]
+    assert sorted(_notice_parts(i["message"])["supersedes"] for i in corrected) == sorted(first.values())
+    for item in corrected:
+        bundle = item["message"]
+        validate_message(bundle)
+        parts = _notice_parts(bundle)
+        assert (parts["reason"], parts["citation"]) == ("admission-corrected",
+                                                        "UK GDPR Art. 16, 19 (rectification told to each recipient)")
+        kinds = {e["resource"]["resourceType"]: e["resource"] for e in bundle["entry"]}
+        assert kinds["Encounter"]["period"] == {"start": began.isoformat()}  # the stay as it now stands
+        assert kinds["Encounter"]["status"] == "in-progress"
+        assert began.isoformat() in str(bundle) and "HP20" not in str(bundle)
+    # The stay ends: one leaving notice, to the council told of the stay.
+    await _change(app_hub, "e1-2", "9434765919", "left-hospital", TODAY)
+    assert await scanner.run_once() == 1
+    assert await scanner.run_once() == 0
+    assert [i["event_type"] for i in await _feed(app_hub)].count("s117-child-left-hospital-notice") == 1
+
+
+async def test_a_correction_only_when_what_was_told_changed_and_a_retraction_there_withdraws_nothing(app_hub):
+    """The notice went keyed on the detention the trust sent first. An earlier one of the same stay comes late
+    (corrected), then is retracted as recorded in error: the stay stands as first told, so a second
+    correction tells it again (replacing the first correction); the notice is never withdrawn, as the child
+    was in hospital on the day it told."""
+    await _subscribe_feed(app_hub)
+    told = await _post(app_hub, _detention("f1", "9434765919", TODAY - timedelta(days=5), _years_ago(14),
+                                           expected_stay_weeks=20))
+    scanner = _scanner_on(app_hub, [TODAY])
+    assert await scanner.run_once() == 1
+    [notice] = await _feed(app_hub)
+    late = await _post(app_hub, _detention("f0", "9434765919", TODAY - timedelta(days=20), _years_ago(14)))
+    assert await scanner.run_once() == 1
+    await _retract(app_hub, late["change_id"])
+    assert await scanner.run_once() == 1
+    assert await scanner.run_once() == 0
+    items = await _feed(app_hub)
+    assert [i["event_type"] for i in items] == ["s117-child-long-stay-notice", "s117-child-notice-corrected",
+                                                "s117-child-notice-corrected"]
+    assert _notice_parts(items[1]["message"])["supersedes"] == notice["event_id"]
+    assert _notice_parts(items[2]["message"])["supersedes"] == items[1]["event_id"]
+    starts = [next(e["resource"] for e in i["message"]["entry"] if e["resource"]["resourceType"] == "Encounter")
+              ["period"]["start"] for i in items]
+    assert starts == [(TODAY - timedelta(days=5)).isoformat(), (TODAY - timedelta(days=20)).isoformat(),
+                      (TODAY - timedelta(days=5)).isoformat()]
+    assert told["person_id"] not in {d[0] for d in await _decisions(app_hub) if d[1] == "s117-child-notice-withdrawn"}
+
+
+# --- a merge of two NHS numbers: the notices that went under the superseded person are the retained one's ---
+
+
+async def test_notices_sent_before_a_merge_count_under_the_retained_person_and_what_follows_them_still_goes(app_hub):
+    """The s85 notice went for a child under one NHS number; PDS merges that number into another the register
+    holds (POST /v1/persons/merge). The stay, now the retained person's, is not notified again; its end is
+    told once (s85(4)), and the detention retracted withdraws both notices that went, to the council told."""
+    await _subscribe_feed(app_hub)
+    birth = _years_ago(14)
+    gone = await _post(app_hub, _detention("m1", "9434765919", TODAY - timedelta(days=5), birth,
+                                           expected_stay_weeks=16))
+    # The retained number's own record: a stay long over (owes nothing).
+    kept = await _post(app_hub, _detention("m2", "9434765870", TODAY - timedelta(days=400), birth))
+    await _change(app_hub, "m2-2", "9434765870", "left-hospital", TODAY - timedelta(days=390))
+    scanner = _scanner_on(app_hub, [TODAY])
+    assert await scanner.run_once() == 1
+    [notice] = await _feed(app_hub)
+    r = await app_hub.http.post("/v1/persons/merge", headers={"X-API-Key": app_hub.keys["trust"]},
+                                json={"retained_nhs_number": "9434765870", "superseded_nhs_number": "9434765919"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["retained_person_id"], r.json()["superseded_person_id"]) == (kept["person_id"],
+                                                                                  gone["person_id"])
+    assert await scanner.run_once() == 0  # the stay's notice went (under the superseded person): not again
+    assert await _scanner_on(app_hub, [TODAY]).run_once() == 0
+    await _change(app_hub, "m2-3", "9434765870", "left-hospital", TODAY)
+    assert await scanner.run_once() == 1  # the leaving notice, owed for the notice that went before the merge
+    assert await scanner.run_once() == 0
+    await _retract(app_hub, gone["change_id"])
+    assert await scanner.run_once() == 2  # both notices that went withdrawn
+    assert await scanner.run_once() == 0
+    items = await _feed(app_hub)
+    assert [i["event_type"] for i in items] == ["s117-child-long-stay-notice", "s117-child-left-hospital-notice",
+                                                "s117-child-notice-withdrawn", "s117-child-notice-withdrawn"]
+    assert {_notice_parts(i["message"])["supersedes"] for i in items[2:]} == {notice["event_id"], items[1]["event_id"]}
+    for item in items[1:]:
+        bundle = item["message"]
+        validate_message(bundle)
+        patient = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+        assert "9434765870" in {i["value"] for i in patient["identifier"]}  # told under the retained number
+    assert sorted((d[0], d[1]) for d in await _decisions(app_hub)) == sorted([
+        (kept["person_id"], "s117-child-left-hospital-notice"),
+        (kept["person_id"], "s117-child-notice-withdrawn"), (kept["person_id"], "s117-child-notice-withdrawn"),
+        (gone["person_id"], "s117-child-long-stay-notice")])
+
+
+# --- the child's fields on the notice's Encounter, under legal-status -----------------------------------
+
+
+def _encounter_extensions(bundle: dict[str, Any]) -> dict[str, Any]:
+    encounter = next((e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Encounter"), {})
+    return {x["url"].rsplit("/Extension-", 1)[1]: next(v for k, v in x.items() if k.startswith("value"))
+            for x in encounter.get("extension", []) if "valueCodeableConcept" not in str(x)}
+
+
+async def test_the_notices_encounter_carries_the_childs_fields_only_under_legal_status(app_hub):
+    """The detention's expected stay and EHC plan council go out as they came in (Extension-S117-
+    ExpectedStayWeeks, Extension-S117-EhcPlanCouncil on the Encounter) to a council granted legal-status
+    (hub/sharing.py CHILD_FIELDS_GROUP); a council not granted it gets neither, nor the expected stay in the
+    notice's extension. Each message is valid against the hub's profiles."""
+    await _subscribe_feed(app_hub)
+    await _post(app_hub, _detention("x1", "9434765919", TODAY - timedelta(days=3), _years_ago(14),
+                                    expected_stay_weeks=16, ehc_plan_la_gss=BUCKS))
+    granted = SharingAgreements.from_document({"version": 1, "agreements": [
+        {"id": "DSA-CHILD-LS", "valid_from": "2020-01-01", "recipients": [
+            {"org_code": BUCKS, "events": ["s117-child-long-stay-notice", "s117-child-ehc-plan-notice"],
+             "field_groups": ["identity", "legal-status"]}]}]})
+    assert await _scanner_on(app_hub, [TODAY], granted).run_once() == 2
+    for item in await _feed(app_hub):
+        validate_message(item["message"])
+        assert _encounter_extensions(item["message"]) == {
+            "S117-ExpectedStayWeeks": 16,
+            "S117-EhcPlanCouncil": {"system": "http://statistics.data.gov.uk/id/statistical-geography",
+                                    "value": BUCKS}}
+        assert _notice_parts(item["message"])["expectedStayWeeks"] == 16
+
+    await _post(app_hub, _detention("x2", "9434765870", TODAY - timedelta(days=3), _years_ago(14),
+                                    expected_stay_weeks=16, ehc_plan_la_gss=BUCKS))
+    identity_only = SharingAgreements.from_document({"version": 1, "agreements": [
+        {"id": "DSA-CHILD-ID", "valid_from": "2020-01-01", "recipients": [
+            {"org_code": BUCKS, "events": ["s117-child-long-stay-notice", "s117-child-ehc-plan-notice"],
+             "field_groups": ["identity", "demographics", "explanations", "responsibility"]}]}]})
+    assert await _scanner_on(app_hub, [TODAY], identity_only).run_once() == 2
+    items = (await _feed(app_hub))[2:]
+    assert len(items) == 2
+    for item in items:
+        validate_message(item["message"])
+        assert "Encounter" not in str(item["message"])
+        assert "ExpectedStay" not in str(item["message"]) and "EhcPlan" not in str(item["message"])
+        assert "expectedStayWeeks" not in _notice_parts(item["message"])

@@ -11,6 +11,7 @@ from hub.domain.children import (
     NoticeReason,
     Told,
     candidate_notices,
+    corrections,
     eighteenth_birthday,
     is_child_on,
     leaving_notices,
@@ -318,6 +319,45 @@ def test_a_detention_retracted_after_its_leaving_notice_withdraws_both_as_sent_i
     found = withdrawals([ended], told, {start.change_id: start})
     assert [(n.withdraws, n.reason) for n in found] == [("N-s85", NoticeReason.ADMISSION_IN_ERROR),
                                                         ("N-left", NoticeReason.ADMISSION_IN_ERROR)]
+
+
+# --- one notice a stay: a detention of the stay arriving late ------------------------------------------
+
+
+def test_an_earlier_detention_of_the_same_stay_begins_it_the_later_one_is_within_it():
+    told = child_detained("2025-03-20", "03", expected_stay_weeks=16)
+    late = child_detained("2025-03-03", "02")
+    [stay] = stays([told, late])
+    assert (stay.change, stay.admitted_on, stay.start_ids()) == (late, d("2025-03-03"),
+                                                                (late.change_id, told.change_id))
+    # A readmission is not within the stay before it.
+    again = child_detained("2025-05-01")
+    assert [s.start_ids() for s in stays([late, left("2025-04-01"), again])] == [(late.change_id,), (again.change_id,)]
+
+
+def test_a_notice_told_under_a_later_detention_of_the_stay_is_corrected_once_not_withdrawn():
+    told = child_detained("2025-03-20", "03", expected_stay_weeks=16)
+    late = child_detained(ADMITTED, "02")
+    notice = s85_told(told)
+    assert corrections([told], [notice], {}) == []  # as told: nothing to correct
+    [c] = corrections([told, late], [notice], {})
+    assert (c.event_type, c.reason, c.org_code, c.basis, c.corrects, c.replaces, c.supersedes, c.told_on) == (
+        EventType.CHILD_NOTICE_CORRECTED, NoticeReason.ADMISSION_CORRECTED, BUCKINGHAMSHIRE,
+        Basis.ORDINARY_RESIDENCE, "N-s85", "N-s85", "N-s85", d("2025-03-20"))
+    assert c.stay.change == late and c.child_on is None
+    assert "2025-03-03" in summary(c) and "2025-03-20" in summary(c) and "N-s85" in summary(c)
+    # Once told, nothing more; the leaving of the stay goes to the council told, as for the stay it told.
+    fixed = Told("N-fix", EventType.CHILD_NOTICE_CORRECTED, BUCKINGHAMSHIRE, late.change_id, corrects="N-s85")
+    assert corrections([told, late], [notice, fixed], {}) == []
+    [leaving] = leaving_notices([told, late, left("2025-07-01")], [notice], d("2025-07-01"))
+    assert leaving.stay.change == late
+    # The later detention retracted while the child was in hospital (the stay from the earlier one goes on):
+    # the notice stands (not withdrawn); what it told is corrected as before.
+    assert withdrawals([late], [notice], {told.change_id: told}) == []
+    assert [x.corrects for x in corrections([late], [notice], {told.change_id: told})] == ["N-s85"]
+    # The earlier one retracted after its correction went: the stay is as first told, told again.
+    [back] = corrections([told], [notice, fixed], {late.change_id: late})
+    assert (back.replaces, back.stay.change, back.told_on) == ("N-fix", told, d(ADMITTED))
 
 
 def test_the_fhir_child_notice_codes_are_the_reasons_and_bases():
