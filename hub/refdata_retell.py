@@ -32,6 +32,14 @@ transaction under the topic's publish lock and their row lock:
 Then the new fingerprint is recorded, with how many people were looked at and
 how many moved.
 
+A county split between several successors moves its people to no council
+(hazard H-03: undetermined until a register change names the successor
+covering the address; hub/domain/rules/engine.py `_hold_council`): the
+register's row holds no council, the county (if it still has an agreement) is
+corrected and the hospital's council, now coordinating, told. The rules'
+reading of the data is part of the fingerprint (`RULES`), so the first start
+of the version that made splits undetermined tells the people split before it.
+
 A register of local authorities can name a reorganisation still to come (a
 council ending on 31 March, its successor from 1 April): loaded before that
 day it moves nobody yet. So the fingerprint also holds the latest day, up to
@@ -73,6 +81,7 @@ from hub.domain.model import DomainEvent, EventType, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
 from hub.domain.rules import evaluate
 from hub.domain.rules.precedence import change_order
+from hub.observability import metrics
 from hub.observability.logging import get_logger
 from hub.periodic import pause
 from hub.refdata.ods_files import Dataset
@@ -100,11 +109,20 @@ def dataset_parts(datasets: Iterable[Dataset]) -> list[dict[str, Any]]:
     return parts
 
 
+# How the rules read the reference data, where a version of the hub changes it for people already on the
+# register: part of the fingerprint, so the first start of such a version tells the bodies it moves, as newer
+# data would. "council-split-undetermined": a council split between several successors is no responsible
+# council after its vesting day (hazard H-03; hub/domain/rules/engine.py `_hold_council`): before it, the
+# split county's code was kept, so people whose county was split (Northamptonshire 2021, Cumbria 2023) are
+# told at that start: the county corrected, the hospital's council told it coordinates.
+RULES = "council-split-undetermined"
+
+
 def fingerprint(parts: list[dict[str, Any]], successions_from: date | None = None) -> tuple[str, list[dict[str, Any]]]:
-    """The reference data in use, as one hash, and what it is made of: each dataset (`dataset_parts`), and
-    the latest council succession in effect (`successions_from`)."""
+    """The reference data in use, as one hash, and what it is made of: each dataset (`dataset_parts`), the
+    latest council succession in effect (`successions_from`) and how the rules read them (`RULES`)."""
     in_effect = successions_from.isoformat() if successions_from else None
-    digest = hashlib.sha256(orjson.dumps({"datasets": parts, "successions_from": in_effect},
+    digest = hashlib.sha256(orjson.dumps({"datasets": parts, "successions_from": in_effect, "rules": RULES},
                                          option=orjson.OPT_SORT_KEYS)).hexdigest()
     return digest, parts
 
@@ -168,11 +186,16 @@ class ReferenceDataRetell:
         async with self._engine.begin() as conn:
             await record_operator_action(conn, ACTOR, ACTION, digest[:100], {
                 "fingerprint": digest, "datasets": parts, "people": len(people), "told": moved,
-                "successions_from": in_effect.isoformat() if in_effect else None,
+                "successions_from": in_effect.isoformat() if in_effect else None, "rules": RULES,
                 "previous": last.get("fingerprint") if isinstance(last, dict) else None})
         log.info("reference data in use recorded", count=len(people), told=moved,
                  fingerprint=digest[:16])
+        await self.count_awaiting(today)
         return moved
+
+    async def count_awaiting(self, today: date) -> dict[str, int]:
+        """`awaiting_successor` with this pass's data and day."""
+        return await awaiting_successor(self._engine, self._ref, self._agreements, today)
 
     async def _person(self, person_id: str, held: tuple[str | None, str | None], digest: str, today: date) -> int:
         history = await self._history(person_id, self._engine)
@@ -222,6 +245,31 @@ class ReferenceDataRetell:
         else:
             rows = (await conn.execute(stmt)).all()
         return [(r.change_id, from_jsonable(RegisterChange, r.canonical)) for r in rows]
+
+
+async def awaiting_successor(engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook,
+                             today: date) -> dict[str, int]:
+    """How many people await a register change naming the successor of a council split between several
+    successors (hazard H-03), by the split council's GSS code; also set as the gauge
+    `s117_council_split_awaiting_successor{council}`. Only people the register holds with no responsible
+    council are evaluated (a split leaves none). Codes and counts: nothing personal."""
+    async with engine.connect() as conn:
+        people = (await conn.execute(select(register_status.c.person_id).where(
+            register_status.c.council_code.is_(None),
+            register_status.c.entitled | register_status.c.in_hospital))).scalars().all()
+        await conn.rollback()
+    counts: dict[str, int] = {}
+    for person_id in people:
+        history = await ReferenceDataRetell._history(person_id, engine)
+        if not history:
+            continue
+        status = evaluate(person_id, [c for _, c in history], ref, agreements, today)
+        if status.council_split is not None and status.council_basis_code:
+            counts[status.council_basis_code] = counts.get(status.council_basis_code, 0) + 1
+    metrics.COUNCIL_SPLIT_AWAITING.clear()
+    for council, count in counts.items():
+        metrics.COUNCIL_SPLIT_AWAITING.labels(council=council).set(count)
+    return dict(sorted(counts.items()))
 
 
 async def run_reference_data_retell(retell: ReferenceDataRetell, stop: asyncio.Event) -> None:

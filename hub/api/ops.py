@@ -218,6 +218,20 @@ def _message_kept() -> Any:
                           func.length(delivery_messages.c.payload) > 0)
 
 
+@router.get("/council-splits", summary="People awaiting the successor of a council split between several")
+async def council_splits(hub: HubDep, client: ClientDep) -> dict:
+    """Per council split between several successors (its GSS code), how many people await a register change
+    naming the successor covering their address: no council is responsible for them meanwhile and the
+    hospital's council coordinates (hazard H-03). Sets `s117_council_split_awaiting_successor{council}`.
+    Codes and counts only: nothing personal."""
+    require(client, "hub:admin")
+    from hub.refdata_retell import awaiting_successor
+
+    counts = await awaiting_successor(hub.engine, hub.ref, hub.agreements, england_day())
+    return {"awaiting_successor": [{"council": code, "people": n} for code, n in counts.items()],
+            "resolve_with": "a 'moved' register change's residence_before_detention_la_gss naming the successor"}
+
+
 @router.get("/deliveries/held", summary="Deliveries held because the recipient's agreement no longer allows them")
 async def list_held(hub: HubDep, client: ClientDep) -> dict:
     """Messages queued while an agreement allowed them and held at sending

@@ -115,6 +115,11 @@ class RegisterChange:
     # admission, Worcs 6.4).
     expected_stay_weeks: int | None = None
     ehc_plan_la_gss: str | None = None
+    # On a move: the council whose area covers the place of ordinary residence
+    # the responsible council was determined by, when that council's area has
+    # since been split between several successors (a county split: the hub
+    # cannot tell which from the code it holds; hazard H-03). One of them.
+    residence_before_detention_la_gss: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +205,14 @@ class S117Status:
     # the fields it sends).
     outgoing_council: Determination | None = None
     outgoing_council_basis_code: str | None = None
+    # While the council the rules determined has since been split between
+    # several successors and no register change has named the one covering the
+    # address (hazard H-03): why no council is responsible, naming the split
+    # council and its successors (org None; rule "council-split"). The basis
+    # (`council_basis_code`) stays the split council's code; no responsible
+    # council is named. Said to bodies through `responsibility_undetermined`
+    # (hub/domain/views.py `undetermined_bodies`), never as a key of its own.
+    council_split: Determination | None = None
     # Current council of ordinary residence (a council code, not an address):
     # tells a move to another council area apart from a move within one.
     residence_la_gss: str | None = None

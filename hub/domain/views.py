@@ -53,6 +53,11 @@ COUNCIL_AWAITS_NO_COORDINATOR = (
     "no place of residence before the detention is known, so no council is responsible until the area the "
     "person is discharged to is known; the hospital's council is not in the hub's reference data, so no "
     "council coordinates meanwhile: the hub operator must add the hospital site's council")
+# A council split between several successors (hazard H-03): the reason names the split council and its
+# successors (`S117Status.council_split`), then who acts meanwhile.
+SPLIT_COORDINATED = "the coordinating council acts meanwhile"
+SPLIT_NO_COORDINATOR = ("the hospital's council is not in the hub's reference data, so no council coordinates "
+                        "meanwhile: the hub operator must add the hospital site's council")
 COMMISSIONER_NOT_FOUND = (
     "the NHS commissioner could not be determined: neither the GP practice nor the place of residence (nor, "
     "with neither, the hospital's area) maps to an NHS commissioner in the hub's reference data; the hub "
@@ -105,8 +110,14 @@ def undetermined_bodies(status: S117Status) -> tuple[dict[str, str], ...]:
     if council is None or council.org is None:
         coordinating = status.coordinating_council
         coordinated = coordinating is not None and coordinating.org is not None
-        out += ({"role": RESPONSIBLE_COUNCIL, "absent_reason": TEMP_UNKNOWN,
-                 "reason": COUNCIL_AWAITS_DISCHARGE_AREA if coordinated else COUNCIL_AWAITS_NO_COORDINATOR},)
+        split = status.council_split
+        if split is not None:
+            # Not found from what the hub holds: someone must name the successor covering the address.
+            out += ({"role": RESPONSIBLE_COUNCIL, "absent_reason": UNKNOWN,
+                     "reason": f"{split.explanation}; {SPLIT_COORDINATED if coordinated else SPLIT_NO_COORDINATOR}"},)
+        else:
+            out += ({"role": RESPONSIBLE_COUNCIL, "absent_reason": TEMP_UNKNOWN,
+                     "reason": COUNCIL_AWAITS_DISCHARGE_AREA if coordinated else COUNCIL_AWAITS_NO_COORDINATOR},)
     commissioner = status.responsible_commissioner
     if commissioner is None or commissioner.org is None:
         out += ({"role": RESPONSIBLE_COMMISSIONER, "absent_reason": UNKNOWN, "reason": COMMISSIONER_NOT_FOUND},)

@@ -153,6 +153,13 @@ class RegisterChangeIn(BaseModel):
         "the child at admission (Worcs 6.1); otherwise it goes once the child has been in hospital 12 weeks")
     ehc_plan_la_gss: str | None = _gss("On a detention: the council maintaining the person's Education, Health "
                                        "and Care plan, told of the admission (Worcs 6.4)")
+    # A county split between several successors (hazard H-03): the person query's responsibility_undetermined
+    # names them; this names the one whose area covers the address (hub/domain/rules/engine.py).
+    residence_before_detention_la_gss: str | None = _gss(
+        "On a moved change: the successor council whose area covers the place of ordinary residence the "
+        "responsible council was determined by, when that council has since been split between several "
+        "successors (e.g. Cumbria 2023: Cumberland or Westmorland and Furness). It becomes the responsible "
+        "council. Send it alone (the person has not moved: no residence_la_gss) or with a move")
 
 
 def change_digest(change: RegisterChangeIn) -> str:

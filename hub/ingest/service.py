@@ -1160,6 +1160,7 @@ class IngestService:
             already_receiving_s117_from=c.already_receiving_s117_from,
             expected_stay_weeks=c.expected_stay_weeks,
             ehc_plan_la_gss=c.ehc_plan_la_gss,
+            residence_before_detention_la_gss=c.residence_before_detention_la_gss,
         )
 
     async def accept_bulk(self, client: Client, rows: list[BulkRow], channel: str,

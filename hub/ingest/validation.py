@@ -131,7 +131,8 @@ USED_BY_CHANGE: dict[ChangeType, frozenset[str]] = {
     ChangeType.CTO_RECALLED: frozenset(_CARE_FACTS),
     ChangeType.CTO_REVOKED: frozenset({*_CARE_FACTS, *_SECTION}),
     ChangeType.CTO_ENDED: frozenset(_CARE_FACTS),
-    ChangeType.MOVED: frozenset({"residence_la_gss", "no_fixed_abode", "gp_practice_ods"}),
+    ChangeType.MOVED: frozenset({"residence_la_gss", "no_fixed_abode", "gp_practice_ods",
+                                 "residence_before_detention_la_gss"}),
     ChangeType.GP_CHANGED: frozenset({"gp_practice_ods"}),
     ChangeType.PLACEMENT_STARTED: frozenset(),
     ChangeType.REVIEW_COMPLETED: frozenset(),
@@ -145,7 +146,7 @@ USED_BY_CHANGE: dict[ChangeType, frozenset[str]] = {
 OPTIONAL_FACTS = (
     "legal_status_code", "order_type", "hospital_ods", "gp_practice_ods", "residence_la_gss", "no_fixed_abode",
     "discharge_destination_la_gss", "from_prison", "discharge", "dispute", "review_reason",
-    "already_receiving_s117_from", *_CHILD,
+    "already_receiving_s117_from", *_CHILD, "residence_before_detention_la_gss",
 )
 
 # The optional facts a change type does not take, in OPTIONAL_FACTS' order (the order problems are named in).
@@ -179,7 +180,9 @@ def semantic_problems(change: RegisterChangeIn, ref: ReferenceData, today: date,
     for name in REQUIRED_BY_CHANGE.get(change.change_type, ()):
         if fields[name] is None:
             add(name, f"is required for a '{change.change_type.value}' change")
-    if change.change_type in (ChangeType.DETAINED, ChangeType.MOVED):
+    # A move that only names the successor of a split council (the person has not moved) carries no residence.
+    naming_successor = change.residence_before_detention_la_gss is not None
+    if change.change_type is ChangeType.DETAINED or (change.change_type is ChangeType.MOVED and not naming_successor):
         if change.residence_la_gss is None and not change.no_fixed_abode:
             add("residence_la_gss", "is required (or no_fixed_abode: true) for this change: "
                 "responsibility follows ordinary residence")
@@ -214,6 +217,13 @@ def semantic_problems(change: RegisterChangeIn, ref: ReferenceData, today: date,
         code = fields[name]
         if code is not None and not ref.is_known_council_code(code):
             add(name, "is not an English social services authority (GSS) code")
+
+    successor = change.residence_before_detention_la_gss
+    if successor is not None:
+        current = ref.council(successor, today) if ref.is_known_council_code(successor) else None
+        if current is None or current.code != successor:
+            add("residence_before_detention_la_gss", "must be the GSS code of a council in place today: a successor "
+                "of the split council the person query's responsibility_undetermined names")
 
     if change.effective_date > today:
         add("effective_date", "is in the future")

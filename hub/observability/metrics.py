@@ -53,6 +53,13 @@ REFERENCE_DATA_AS_OF = Gauge("s117_reference_data_as_of_timestamp_seconds",
 REFERENCE_DATA_MAX_AGE = Gauge("s117_reference_data_max_age_seconds",
                                "The age past which a reference dataset is alerted (S117_REFERENCE_DATA_MAX_AGE_DAYS)",
                                multiprocess_mode="livemin")
+# People whose council of ordinary residence is a county split between several successors and who await a
+# register change naming the one covering their address (hazard H-03: no council is responsible meanwhile),
+# by the split council's GSS code (a council's code: nothing personal). Set by the reference-data re-tell's
+# pass and by GET /v1/ops/council-splits (hub/refdata_retell.py `awaiting_successor`).
+COUNCIL_SPLIT_AWAITING = Gauge("s117_council_split_awaiting_successor",
+                               "People whose split council's successor is not yet named (no council responsible)",
+                               ["council"], multiprocess_mode="livemax")
 WITHHELD = Gauge("s117_withheld_disclosures", "Events addressed to a body and withheld (look-back of the last query)",
                  ["recipient", "decision"], multiprocess_mode="livemax")
 PURGED = Counter("s117_retention_purged_total", "Rows purged or emptied by the retention job", ["kind"])

@@ -47,6 +47,10 @@ class _Responsibility:
     org: Org
     explanation: str
     citation: str
+    # A council whose area is split between several successors on the fold's
+    # day (`_council_org`): those successors. Such a council is no determined
+    # responsible council (hazard H-03): `_hold_council` keeps it aside.
+    split_between: tuple[Org, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +159,11 @@ class _Fold:
     died: bool = False
     # Responsibility.
     council: _Responsibility | None = None
+    # The council the rules determined (its basis) when its area has since
+    # been split between several successors: no council is responsible until
+    # a register change names the successor covering the address
+    # (`_hold_council`, `_confirm_split_successor`; hazard H-03).
+    split_council: _Responsibility | None = None
     coordinating_council: _Responsibility | None = None
     council_awaits_destination: bool = False
     # The council whose duty a re-detention with no place of residence before
@@ -206,8 +215,12 @@ class _Fold:
         basis a hand-over of the council's duty is told from (`handover_bases`),
         the area a move with no residence known before is compared against, and
         the area agreement the reviews follow (its schedule stands until the
-        council of the area discharged to takes over)."""
-        return self.council if self.council is not None else self.outgoing_council
+        council of the area discharged to takes over). While the council
+        determined has been split between several successors, that council (its
+        basis: no hand-over is told until the successor is named)."""
+        if self.council is not None:
+            return self.council
+        return self.outgoing_council if self.outgoing_council is not None else self.split_council
 
     def area(self) -> AreaAgreement:
         holder = self.last_council()
@@ -238,16 +251,97 @@ def _council_org(ref: ReferenceData, gss: str, as_of: date) -> tuple[Org, str]:
 
 def _council(fold: _Fold, gss: str, why: str, citation: str) -> _Responsibility:
     org, succession_note = _council_org(fold.ref, gss, fold.as_of)
+    successors = fold.ref.council_successors(gss, fold.as_of)
     return _Responsibility(
         basis_code=gss,
         org=org,
         explanation=f"council: {org.name}, {why} ({citation}){succession_note}",
         citation=citation,
+        split_between=successors if len(successors) > 1 else (),
     )
+
+
+def _hold_council(fold: _Fold, held: _Responsibility) -> None:
+    """`held` as the responsible council; or, when its area is split between
+    several successors on the fold's day (hazard H-03), no responsible council:
+    the abolished council has no duty left and the hub cannot tell which
+    successor's area holds the address, so the council is undetermined (said as
+    such: hub/domain/views.py `undetermined_bodies`) and the hospital's council
+    coordinates, as with no place of residence, until a register change names
+    the successor (`_confirm_split_successor`). Never the abolished council."""
+    fold.council_awaits_destination = False
+    fold.outgoing_council = None
+    if not held.split_between:
+        fold.council = held
+        fold.split_council = None
+        fold.coordinating_council = None
+        return
+    fold.council = None
+    fold.split_council = held
+    hospital_gss = fold.ref.hospital_council_gss(fold.hospital_ods) if fold.hospital_ods else None
+    fold.coordinating_council = _council(
+        fold, hospital_gss,
+        f"coordinating: the council area the responsible council was determined by ({held.basis_code}) is now "
+        f"split between {_successor_names(held.split_between)}, so the hospital's council coordinates until a "
+        "register change names the successor whose area covers the address",
+        citations.COUNCIL_SUCCESSION,
+    ) if hospital_gss else None
+
+
+def _successor_names(successors: tuple[Org, ...]) -> str:
+    return " / ".join(f"{o.name} ({o.code})" for o in successors)
+
+
+def split_reason(held: _Responsibility) -> str:
+    """The words saying why no council is responsible for a council split
+    between several successors: the council and its successors (codes, not
+    personal), what resolves it, and the citation."""
+    original = held.org.name.split(" (now split", 1)[0]
+    return (f"the council area of ordinary residence the responsible council was determined by, {original} "
+            f"({held.basis_code}), is now split between {_successor_names(held.split_between)}: no council is "
+            "responsible until a register change names the successor whose area covers the address (a 'moved' "
+            "change's residence_before_detention_la_gss)"
+            f" ({held.citation}; {citations.COUNCIL_SUCCESSION})")
+
+
+def _confirm_split_successor(fold: _Fold, change: RegisterChange) -> None:
+    """A register change naming the successor whose area covers the place of
+    ordinary residence the split council was determined by: that successor is
+    responsible from then (the basis stays the code determined: a succession,
+    not a transfer). Naming a council that is not one of the successors, or
+    with no split awaiting one, changes nothing and says so in the history."""
+    named = change.residence_before_detention_la_gss
+    if named is None:
+        return
+    split = fold.split_council
+    if split is None:
+        fold.note(change, "successor council named for the residence before the detention; no council split "
+                          "awaits one: unchanged")
+        return
+    successor = next((o for o in split.split_between if o.code == named.upper()), None)
+    if successor is None:
+        fold.note(change, f"successor council named ({named}) is not one of the councils "
+                          f"{split.basis_code} is split between: unchanged")
+        return
+    when = change.effective_date.isoformat()
+    citation = f"{split.citation}; {citations.COUNCIL_SUCCESSION}"
+    fold.council = _Responsibility(
+        basis_code=split.basis_code,
+        org=successor,
+        explanation=(f"council: {successor.name}, its area covers the place of ordinary residence the responsible "
+                     f"council was determined by ({split.basis_code}, now split between "
+                     f"{_successor_names(split.split_between)}), as a register change on {when} said "
+                     f"({citation})"),
+        citation=citation,
+    )
+    fold.split_council = None
+    fold.coordinating_council = None
+    fold.note(change, f"successor council named for the residence before the detention: {successor.code}")
 
 
 def _determine_council_at_detention(fold: _Fold, change: RegisterChange, verdict: SectionVerdict, redetention: bool) -> None:
     start = fold.detention_start or change.effective_date
+    fold.split_council = None  # a new qualifying detention re-determines the council (Worcs 4.3.3)
     if fold.nfa_before_detention or fold.residence_before_detention is None:
         # The area the person is discharged to answers; until then the
         # hospital's council coordinates (Bucks "If, exceptionally, no place of
@@ -278,9 +372,6 @@ def _determine_council_at_detention(fold: _Fold, change: RegisterChange, verdict
                 citations.COUNCIL_NO_FIXED_ABODE,
             )
         return
-    fold.council_awaits_destination = False
-    fold.coordinating_council = None
-    fold.outgoing_council = None
     if redetention:
         why = (
             f"ordinarily resident there immediately before the new {verdict.label} detention on {start.isoformat()}, "
@@ -290,7 +381,7 @@ def _determine_council_at_detention(fold: _Fold, change: RegisterChange, verdict
     else:
         why = f"ordinarily resident there before the {verdict.label} detention on {start.isoformat()}"
         citation = citations.COUNCIL_RESIDENCE
-    fold.council = _council(fold, fold.residence_before_detention, why, citation)
+    _hold_council(fold, _council(fold, fold.residence_before_detention, why, citation))
 
 
 def _duty_ended(held: _Responsibility, verdict: SectionVerdict, start: date) -> _Responsibility:
@@ -311,15 +402,12 @@ def _duty_ended(held: _Responsibility, verdict: SectionVerdict, start: date) -> 
 def _settle_council_at_destination(fold: _Fold, gss: str | None, change: RegisterChange, how: str) -> None:
     if not fold.council_awaits_destination or gss is None:
         return
-    fold.council = _council(
+    _hold_council(fold, _council(
         fold,
         gss,
         f"no place of residence before detention; {how} on {change.effective_date.isoformat()}",
         citations.COUNCIL_NO_FIXED_ABODE,
-    )
-    fold.council_awaits_destination = False
-    fold.coordinating_council = None
-    fold.outgoing_council = None
+    ))
 
 
 # ---------------------------------------------------------- NHS commissioner
@@ -788,6 +876,9 @@ def _on_moved(fold: _Fold, change: RegisterChange) -> None:
         fold.residence = change.residence_la_gss
     if fold.entitled and not fold.in_hospital:
         _settle_council_at_destination(fold, fold.residence, change, "settled in that area after leaving hospital")
+    _confirm_split_successor(fold, change)
+    if change.residence_la_gss is None and not change.no_fixed_abode:
+        return  # only the successor of a split council named (validation: a move names a residence otherwise)
     new_area = fold.residence
     # With no residence known before, the council's area: the responsible council's, or the one whose duty a
     # re-detention with no place of residence ended while none is responsible (`_Fold.last_council`).
@@ -1018,11 +1109,8 @@ def _on_dispute_resolved(fold: _Fold, change: RegisterChange) -> None:
     if found:
         when = change.effective_date.isoformat()
         if dispute.kind is DisputeKind.COUNCIL:
-            fold.council = _council(fold, found, f"found responsible when the dispute was resolved on {when}",
-                                    citations.COUNCIL_DISPUTE)
-            fold.council_awaits_destination = False
-            fold.coordinating_council = None
-            fold.outgoing_council = None
+            _hold_council(fold, _council(fold, found, f"found responsible when the dispute was resolved on {when}",
+                                         citations.COUNCIL_DISPUTE))
         else:
             fold.commissioner = _commissioner_from_org(
                 fold, found, f"found responsible when the dispute was resolved on {when}", citations.NHS_DISPUTE)
@@ -1207,6 +1295,18 @@ def _determination(responsibility: _Responsibility | None,
     return made
 
 
+def _split_determination(split: _Responsibility | None) -> Determination | None:
+    if split is None:
+        return None
+    return _split_determination_of(split)
+
+
+@lru_cache(maxsize=1024)  # a pure function of a frozen responsibility: the same words for the same split
+def _split_determination_of(split: _Responsibility) -> Determination:
+    return Determination(org=None, explanation=split_reason(split),
+                         citation=f"{split.citation}; {citations.COUNCIL_SUCCESSION}", rule="council-split")
+
+
 def _entitlement(fold: _Fold) -> Determination:
     why = fold.entitlement_why
     if fold.cto_ended_why is not None and fold.entitled:
@@ -1255,7 +1355,9 @@ def _snapshot(fold: _Fold, memo: dict[int, tuple[_Responsibility, Determination]
         on_s17_leave=fold.on_s17_leave,
         discharged_from_s117=fold.discharged,
         died=fold.died,
-        council_basis_code=fold.council.basis_code if fold.council else None,
+        council_basis_code=(fold.council.basis_code if fold.council else
+                            fold.split_council.basis_code if fold.split_council else None),
+        council_split=_split_determination(fold.split_council),
         commissioner_basis_code=fold.commissioner.basis_code if fold.commissioner else None,
         outgoing_council_basis_code=fold.outgoing_council.basis_code if fold.outgoing_council else None,
         residence_la_gss=fold.residence,

@@ -57,8 +57,21 @@ def test_old_county_code_resolves_to_unitary(ref):
 
 def test_cumbria_split_is_not_guessed(ref):
     changes = [detained("2022-01-05", residence_la_gss="E10000006"), left("2022-03-01")]
-    council = status(changes, "2024-01-01", ref=ref).responsible_council
-    assert "Cumberland" in council.explanation and "Westmorland and Furness" in council.explanation
+    after = status(changes, "2024-01-01", ref=ref)
+    assert after.responsible_council is None and after.council_basis_code == "E10000006"
+    assert "Cumberland (E06000063)" in after.council_split.explanation
+    assert "Westmorland and Furness (E06000064)" in after.council_split.explanation
+    named = moved("2024-02-01", residence_before_detention_la_gss="E06000063")
+    assert status([*changes, named], "2024-02-02", ref=ref).responsible_council.org.code == "E06000063"
+
+
+def test_northamptonshire_split_is_undetermined_after_1_april_2021(ref):
+    changes = [detained("2020-06-01", residence_la_gss="E10000021"), left("2020-09-01")]
+    assert status(changes, "2021-03-31", ref=ref).responsible_council.org.code == "E10000021"
+    after = status(changes, "2021-04-01", ref=ref)
+    assert after.responsible_council is None
+    assert "North Northamptonshire (E06000061)" in after.council_split.explanation
+    assert "West Northamptonshire (E06000062)" in after.council_split.explanation
 
 
 def test_no_fixed_abode_coordinated_by_the_hospitals_council(ref):

@@ -1,0 +1,112 @@
+"""A county split between several successors (hazard H-03): after the vesting day no council is responsible
+until a register change names the successor covering the address; before it, and for a single successor,
+nothing changes."""
+
+from hub.domain.model import ChangeType, Dispute, DisputeKind
+from hub.domain.rules.engine import handover_bases
+from hub.domain.views import (
+    COORDINATING_COUNCIL, RESPONSIBILITY_UNDETERMINED, RESPONSIBLE_COUNCIL, UNKNOWN, roles_of, undetermined_bodies,
+    view_of,
+)
+from tests.unit.domain.builders import change, detained, left, moved, status
+from tests.unit.domain.fakes import (
+    BUCKINGHAMSHIRE, BUCKS_COUNTY_OLD, CNWL, CUMBERLAND, CUMBRIA_OLD, CUMBRIA_PRACTICE, HARROW, WESTMORLAND,
+)
+
+CUMBRIA_PERSON = [
+    detained("2022-01-05", residence_la_gss=CUMBRIA_OLD, gp_practice_ods=CUMBRIA_PRACTICE, hospital_ods=CNWL),
+    left("2022-03-01"),
+]
+
+
+def named(on: str, successor: str, **fields):
+    """The register change naming the successor: a move carrying residence_before_detention_la_gss."""
+    return moved(on, residence_before_detention_la_gss=successor, **fields)
+
+
+def test_before_the_vesting_day_the_county_is_responsible():
+    before = status(CUMBRIA_PERSON, "2023-03-31")
+    assert before.responsible_council.org.code == CUMBRIA_OLD
+    assert before.council_split is None and before.coordinating_council is None
+    assert undetermined_bodies(before) == ()
+
+
+def test_after_the_vesting_day_no_council_is_responsible_and_the_hospitals_council_coordinates():
+    after = status(CUMBRIA_PERSON, "2023-04-01")
+    assert after.entitled
+    assert after.responsible_council is None  # never the abolished county, never a guess
+    assert after.council_basis_code == CUMBRIA_OLD  # determined as Cumbria: no hand-over is told
+    assert after.coordinating_council.org.code == HARROW  # the hospital's council (CNWL)
+    assert "split between Cumberland (E06000063) / Westmorland and Furness (E06000064)" in (
+        after.coordinating_council.explanation)
+    roles = roles_of(after)
+    assert roles[HARROW] == {COORDINATING_COUNCIL}
+    assert CUMBRIA_OLD not in roles and CUMBERLAND not in roles and WESTMORLAND not in roles
+    [item] = undetermined_bodies(after)
+    assert item["role"] == RESPONSIBLE_COUNCIL and item["absent_reason"] == UNKNOWN
+    for words in ("Cumbria (E10000006)", "Cumberland (E06000063)", "Westmorland and Furness (E06000064)",
+                  "residence_before_detention_la_gss", "council succession in the reference data",
+                  "the coordinating council acts meanwhile"):
+        assert words in item["reason"], words
+    view = view_of(after, roles[HARROW], frozenset({"responsibility"}))
+    assert "responsible_council" not in view and view["coordinating_council"] == HARROW  # a key absent: none
+    assert view[RESPONSIBILITY_UNDETERMINED] == [item]
+    assert handover_bases(after)[0] == CUMBRIA_OLD
+
+
+def test_without_a_hospital_council_the_reason_says_no_council_coordinates():
+    changes = [detained("2022-01-05", residence_la_gss=CUMBRIA_OLD), left("2022-03-01")]
+    after = status(changes, "2023-06-01")
+    assert after.responsible_council is None and after.coordinating_council is None
+    [item] = undetermined_bodies(after)
+    assert "the hub operator must add the hospital site's council" in item["reason"]
+
+
+def test_a_single_successor_is_followed_as_before():
+    changes = [detained("2019-05-01", residence_la_gss=BUCKS_COUNTY_OLD, hospital_ods=CNWL), left("2019-07-01")]
+    after = status(changes, "2024-01-01")
+    assert after.responsible_council.org.code == BUCKINGHAMSHIRE
+    assert after.council_split is None and after.coordinating_council is None
+    assert undetermined_bodies(after) == ()
+
+
+def test_a_register_change_naming_the_successor_makes_it_responsible():
+    changes = [*CUMBRIA_PERSON, named("2023-05-02", WESTMORLAND)]
+    resolved = status(changes, "2023-05-03")
+    assert resolved.responsible_council.org.code == WESTMORLAND
+    assert resolved.council_basis_code == CUMBRIA_OLD  # a succession, not a transfer
+    assert resolved.coordinating_council is None and resolved.council_split is None
+    assert undetermined_bodies(resolved) == ()
+    assert "as a register change on 2023-05-02 said" in resolved.responsible_council.explanation
+    assert not any(r.kind == "unscheduled" for r in resolved.pending_reviews)  # no move: no review
+    assert roles_of(resolved)[WESTMORLAND] == {RESPONSIBLE_COUNCIL} and HARROW not in roles_of(resolved)
+    # Before the vesting day the same history keeps Cumbria (the successor named counts from the split).
+    assert status(changes, "2023-03-31").responsible_council.org.code == CUMBRIA_OLD
+
+
+def test_naming_a_council_that_is_not_a_successor_changes_nothing_and_says_so():
+    changes = [*CUMBRIA_PERSON, named("2023-05-02", HARROW)]
+    after = status(changes, "2023-05-03")
+    assert after.responsible_council is None and after.council_split is not None
+    assert any("is not one of the councils E10000006 is split between" in h.text for h in after.history)
+
+
+def test_a_successor_named_before_the_split_awaits_nothing():
+    changes = [*CUMBRIA_PERSON, named("2022-05-02", CUMBERLAND)]
+    before = status(changes, "2022-06-01")
+    assert before.responsible_council.org.code == CUMBRIA_OLD
+    assert any("no council split awaits one: unchanged" in h.text for h in before.history)
+
+
+def test_a_new_detention_from_a_successor_area_re_determines_the_council():
+    changes = [*CUMBRIA_PERSON, detained("2023-06-01", residence_la_gss=CUMBERLAND, hospital_ods=CNWL)]
+    after = status(changes, "2023-06-02")
+    assert after.responsible_council.org.code == CUMBERLAND and after.council_split is None
+
+
+def test_a_dispute_resolved_for_the_split_county_leaves_the_council_undetermined():
+    dispute = Dispute("D1", DisputeKind.COUNCIL, (CUMBRIA_OLD, HARROW), resolved_responsible=CUMBRIA_OLD)
+    changes = [*CUMBRIA_PERSON, change(ChangeType.DISPUTE_RESOLVED, "2023-05-01", source="hub:workflows",
+                                       dispute=dispute)]
+    after = status(changes, "2023-06-01")
+    assert after.responsible_council is None and after.council_split is not None
