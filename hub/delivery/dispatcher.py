@@ -122,8 +122,9 @@ MERGED_TOLD_REASON = ("the NHS number you were told of for this person was super
                       "is now known under the retained number this message carries, with this position")
 # Said, after the difference, to each body a change of the reference data moves (hub/refdata_retell.py).
 REFERENCE_DATA_REASON = ("the reference data the hub determines responsible bodies by was updated (NHS England's GP "
-                         "practice files or mySociety's register of local authorities), with no change to the "
-                         "person's register history")
+                         "practice files or mySociety's register of local authorities), or how the hub reads it (a "
+                         "council split between several successors is no responsible council until the successor "
+                         "is named), with no change to the person's register history")
 # Said, after the difference, to each body the reversal of a merge made in error moves (hub/unmerges.py).
 UNMERGE_REASON = ("a merge of two NHS numbers made in error was reversed: they are two patients, and this "
                   "person's register history is their own again")

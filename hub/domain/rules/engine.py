@@ -320,8 +320,10 @@ def _confirm_split_successor(fold: _Fold, change: RegisterChange) -> None:
         return
     successor = next((o for o in split.split_between if o.code == named.upper()), None)
     if successor is None:
-        fold.note(change, f"successor council named ({named}) is not one of the councils "
-                          f"{split.basis_code} is split between: unchanged")
+        # No council codes in the history (field group legal-status): where the person lived is the
+        # responsibility group's.
+        fold.note(change, "successor council named for the residence before the detention is not one of the "
+                          "councils the split council's area is split between: unchanged")
         return
     when = change.effective_date.isoformat()
     citation = f"{split.citation}; {citations.COUNCIL_SUCCESSION}"
@@ -336,7 +338,7 @@ def _confirm_split_successor(fold: _Fold, change: RegisterChange) -> None:
     )
     fold.split_council = None
     fold.coordinating_council = None
-    fold.note(change, f"successor council named for the residence before the detention: {successor.code}")
+    fold.note(change, "successor council named for the residence before the detention: now responsible")
 
 
 def _determine_council_at_detention(fold: _Fold, change: RegisterChange, verdict: SectionVerdict, redetention: bool) -> None:

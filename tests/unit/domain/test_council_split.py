@@ -88,7 +88,10 @@ def test_naming_a_council_that_is_not_a_successor_changes_nothing_and_says_so():
     changes = [*CUMBRIA_PERSON, named("2023-05-02", HARROW)]
     after = status(changes, "2023-05-03")
     assert after.responsible_council is None and after.council_split is not None
-    assert any("is not one of the councils E10000006 is split between" in h.text for h in after.history)
+    said = [h.text for h in after.history if "successor council named" in h.text]
+    assert said and "is not one of the councils the split council's area is split between" in said[0]
+    # No council code in the history (legal-status): where the person lived is the responsibility group's.
+    assert not any(code in h.text for h in after.history for code in ("E10000006", HARROW))
 
 
 def test_a_successor_named_before_the_split_awaits_nothing():
