@@ -527,7 +527,7 @@ class _Mapper:
         if found is not None:
             j, ext = found
             loc = f"{enc.loc}.extension[{j}].valuePositiveInt"
-            if "valuePositiveInt" not in ext:
+            if ext.get("valuePositiveInt") is None:  # absent, or JSON null (no value: FHIR's ext-1)
                 self.add(loc, "is required: the stay the trust expects, in whole weeks (1 to "
                          f"{MAX_EXPECTED_STAY_WEEKS})", REQUIRED)
             else:

@@ -225,17 +225,28 @@ def stays(history: Iterable[RegisterChange]) -> list[Stay]:
     return out
 
 
-def s85_council(stay: Stay, ref: ReferenceData) -> tuple[str | None, Basis | None]:
+def council_on(code: str, on: date, ref: ReferenceData) -> str:
+    """The council holding `code`'s duties on `on`: the code as sent while its council stands, the one
+    council that replaced it after a reorganisation (as every other message names it: hub/domain/rules/
+    engine.py `_council_org`, hazard H-03). A code whose area was split between successors, or one the
+    reference data does not know, is kept as sent (as the rules name it)."""
+    successors = ref.council_successors(code, on)
+    return successors[0].code if len(successors) == 1 else code
+
+
+def s85_council(stay: Stay, ref: ReferenceData, on: date | None = None) -> tuple[str | None, Basis | None]:
     """The council responsible for the child (s85(3)): of ordinary residence before the detention (the
     residence the detention carries), else (no fixed abode) the council where the hospital is; (None, None)
-    when neither is known."""
+    when neither is known. Named as the council in place on `on` (the day the notice falls due; default:
+    the admission), not a council abolished by then (`council_on`)."""
+    day = on if on is not None else stay.admitted_on
     residence = stay.change.residence_la_gss
     if residence:
-        return residence, Basis.ORDINARY_RESIDENCE
+        return council_on(residence, day, ref), Basis.ORDINARY_RESIDENCE
     if stay.hospital_ods:
         area = ref.hospital_council_gss(stay.hospital_ods)
         if area:
-            return area, Basis.HOSPITAL_AREA
+            return council_on(area, day, ref), Basis.HOSPITAL_AREA
     return None, None
 
 
@@ -248,18 +259,21 @@ def candidate_notices(history: Sequence[RegisterChange], today: date, ref: Refer
         if stay.left_on is not None and stay.left_on <= today:
             continue  # no longer in hospital: nothing to tell now (nor, brought in later, of stays long over)
         change = stay.change
+        # Each council as the one in place on the day the notice falls due (`council_on`).
         if change.ehc_plan_la_gss and stay.admitted_on <= today:
             out.append(ChildNotice(EventType.CHILD_EHC_PLAN_NOTICE, NoticeReason.EHC_PLAN_ADMISSION, stay,
-                                   change.ehc_plan_la_gss, Basis.EHC_PLAN, stay.admitted_on, None, EHC_CITATION))
-        council, basis = s85_council(stay, ref)
+                                   council_on(change.ehc_plan_la_gss, stay.admitted_on, ref), Basis.EHC_PLAN,
+                                   stay.admitted_on, None, EHC_CITATION))
         expected = change.expected_stay_weeks
         if expected is not None and expected >= LONG_STAY_WEEKS:
             if stay.admitted_on <= today:
+                council, basis = s85_council(stay, ref, stay.admitted_on)
                 out.append(ChildNotice(EventType.CHILD_LONG_STAY_NOTICE, NoticeReason.EXPECTED_LONG_STAY, stay,
                                        council, basis, stay.admitted_on, stay.admitted_on, S85_CITATION))
             continue
         reached = stay.admitted_on + LONG_STAY
         if reached <= today:  # 84 days in hospital, and still there
+            council, basis = s85_council(stay, ref, reached)
             out.append(ChildNotice(EventType.CHILD_LONG_STAY_NOTICE, NoticeReason.LONG_STAY_REACHED, stay,
                                    council, basis, reached, reached, S85_CITATION))
     return out

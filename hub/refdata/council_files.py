@@ -28,7 +28,8 @@ operator's alike (tests/unit/test_council_files.py checks that it gives the
 shipped derived file's codes).
 
 Read by the same code as the shipped file, a file that cannot be read as that
-format stops the hub at start with one line naming the setting and the line
+format (or whose successions do not end: a cycle of `replaced-by`, or a chain
+longer than the loader follows) stops the hub at start with one line naming the setting and the line
 and column at fault (`ReferenceFileError`), never a traceback and never
 councils silently without it. Its date is a `Dataset` reported like the GP
 practice ones (hub/refdata/ods_files.py). Codes, names and dates of public
@@ -59,6 +60,9 @@ COLUMNS = ("local-authority-code", "nice-name", "gss-code", "start-date", "end-d
 # (NMD, lower tier: the loader resolves them to their county or successor), nor combined authorities.
 SOCIAL_SERVICES_TYPES = frozenset({"UA", "MD", "LBO", "CC", "CTY"})
 
+# The successions the loader follows from a code (hub/refdata/loader.py `_successors`, depth 0-8); a longer
+# chain is refused at start rather than left unresolved.
+MAX_SUCCESSIONS = 8
 _LA_CODE = re.compile(r"[A-Z][A-Z0-9-]{1,9}")  # mySociety's register code: DOR, CPCA, NIR-A
 _GSS = re.compile(r"[A-Z][0-9]{8}")  # ONS GSS code: E06000060
 
@@ -134,10 +138,37 @@ def read_local_authorities(lines: Iterable[str], as_of: date,
             if unknown:
                 raise ReferenceFileError(setting, f"line {line}, column {column}",
                                          f"{', '.join(unknown)} is not a local-authority-code of the file")
+    _successions_end(out, line_of, setting)
     if not any(is_social_services_authority(c) and c["gss-code"] for c in out):
         raise ReferenceFileError(setting, "(file)", "no English social services authority (nation England, "
                                  f"local-authority-type one of {', '.join(sorted(SOCIAL_SERVICES_TYPES))})")
     return LocalAuthorities(tuple(out), as_of)
+
+
+def _successions_end(rows: list[dict[str, str]], line_of: Mapping[str, int], setting: str) -> None:
+    """Every chain of `replaced-by` ends, within `MAX_SUCCESSIONS` steps, at an authority replaced by none:
+    a cycle (an authority replaced, through its successors, by itself) or a chain longer than the loader
+    follows (hub/refdata/loader.py `_successors`) would leave each council on it silently with no council
+    in place (everyone there named an unknown council). Raises ReferenceFileError at the first such row."""
+    after = {c["local-authority-code"]: _codes(c["replaced-by"]) for c in rows}
+    depth: dict[str, int] = {}  # code -> the longest chain of successions from it
+
+    def longest(code: str, path: tuple[str, ...]) -> int:
+        if code in depth:
+            return depth[code]
+        if code in path:
+            cycle = ", ".join((*path[path.index(code):], code))
+            raise ReferenceFileError(setting, f"line {line_of[path[-1]]}, column replaced-by",
+                                     f"the authorities {cycle} replace one another in a cycle")
+        if len(path) > MAX_SUCCESSIONS:
+            raise ReferenceFileError(setting, f"line {line_of[path[0]]}, column replaced-by",
+                                     f"a chain of more than {MAX_SUCCESSIONS} successions from {path[0]}")
+        found = max((longest(s, (*path, code)) + 1 for s in after.get(code, ())), default=0)
+        depth[code] = found
+        return found
+
+    for c in rows:
+        longest(c["local-authority-code"], ())
 
 
 def read_local_authorities_file(path: Path, as_of: date) -> LocalAuthorities:

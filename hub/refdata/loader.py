@@ -49,6 +49,7 @@ from hub.refdata.council_files import (
     LOCAL_AUTHORITIES_DATASET,
     LOCAL_AUTHORITIES_SETTING,
     LOCAL_AUTHORITIES_SOURCE,
+    MAX_SUCCESSIONS,
     is_social_services_authority,
     read_local_authorities,
     read_local_authorities_file,
@@ -405,7 +406,7 @@ class PublicReferenceData:
 
     def _successors(self, gss: str, on: date, out: list[Org], depth: int) -> None:
         c = self._councils.get(gss)
-        if c is None or depth > 8:
+        if c is None or depth > MAX_SUCCESSIONS + 1:  # the register's chains (checked), and a district's county
             return
         last = self._last_day[gss]
         if c.replaced_by and last is not None and on > last:

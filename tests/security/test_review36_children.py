@@ -1,0 +1,86 @@
+"""Review 36: the children's notices go to the council holding the duty on the day a notice falls due.
+
+A detention may name a council by a code whose council was abolished in a reorganisation (a PAS still
+sending Buckinghamshire County Council's E10000002 after 1 April 2020, or the county codes the 2026-2028
+reorganisations will retire): the hub accepts it (a former social services authority's code) and every
+other message names the council in place (hub/domain/rules/engine.py `_council_org`, hazard H-03). The
+s85 notice and the EHC plan notice were addressed to the abolished council as sent: refused by its
+agreement (or no subscription) and so never told to the council responsible for the child (hazard H-15).
+Real HL7 v2 over MLLP's handler, the real scanner, the shipped reference data and sample agreements."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from hub.children import ChildNoticeScanner
+from hub.domain.dates import england_day
+from hub.mllp import MllpServer
+from hub.store.schema import disclosures
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "hl7v2" / "ADT_A01_s3_detained.hl7"
+BUCKS, OLD_BUCKS = "E06000060", "E10000002"  # Buckinghamshire; the county council it replaced on 2020-04-01
+TODAY = england_day()
+LONG_STAY, EHC = "s117-child-long-stay-notice", "s117-child-ehc-plan-notice"
+
+
+def child_a01(control_id: str, residence: str, ehc_council: str) -> bytes:
+    """The fixture A01 (s3) of a 14-year-old admitted 3 days ago, expected to stay 90 days (PV2-10), living in
+    `residence` (PID-11.9), with an EHC plan maintained by `ehc_council` (ZU5-9)."""
+    text = FIXTURE.read_bytes().decode()
+    text = text.replace("RNU-A01-0001", control_id)
+    text = text.replace("^^E06000060|", f"^^{residence}|")
+    zu5 = next(s for s in text.split("\r") if s.startswith("ZU5|"))
+    text = text.replace(zu5, "PV2" + "|" * 10 + "90\r" + zu5 + "|||" + ehc_council)
+    admitted, born = TODAY - timedelta(days=3), TODAY.replace(year=TODAY.year - 14)
+    return text.replace("20250106", admitted.strftime("%Y%m%d")).replace("19800214", born.strftime("%Y%m%d")).encode()
+
+
+@pytest.fixture
+async def mllp(app_hub):  # noqa: ANN001, ANN201
+    server = MllpServer(app_hub.hub.engine, app_hub.hub.ingest, "127.0.0.1", 0)
+    yield server
+    server._sock.close()
+
+
+async def decided(app_hub) -> list[tuple[str, str, str]]:  # noqa: ANN001
+    hub = app_hub.hub
+    scanner = ChildNoticeScanner(hub.engine, hub.ref, hub.sharing, hub.protector, hub.settings.hub_endpoint,
+                                 hub.settings.namespaces())
+    await scanner.run_once()
+    async with hub.engine.connect() as conn:
+        rows = (await conn.execute(select(disclosures.c.event_type, disclosures.c.recipient_org,
+                                          disclosures.c.decision)
+                                   .where(disclosures.c.event_type.like("s117-child-%")))).all()
+    return sorted(tuple(r) for r in rows)
+
+
+async def test_a_childs_notices_naming_an_abolished_council_go_to_the_council_that_replaced_it(app_hub, mllp):
+    assert app_hub.hub.ref.council(OLD_BUCKS, TODAY).code == BUCKS  # the shipped register's succession
+    ack = await mllp.handle(child_a01("A01-old-code", OLD_BUCKS, OLD_BUCKS))
+    assert "|AA|A01-old-code" in ack, ack
+    told = await decided(app_hub)
+    assert [(t, org) for t, org, _ in told] == [(EHC, BUCKS), (LONG_STAY, BUCKS)], told
+    assert OLD_BUCKS not in {org for _, org, _ in told}
+
+
+async def test_a_current_councils_code_is_told_as_sent(app_hub, mllp):
+    ack = await mllp.handle(child_a01("A01-new-code", BUCKS, "E10000025"))
+    assert "|AA|A01-new-code" in ack, ack
+    assert [(t, org) for t, org, _ in await decided(app_hub)] == [(EHC, "E10000025"), (LONG_STAY, BUCKS)]
+
+
+@pytest.mark.parametrize(("admitted", "due", "council"), [
+    ("2020-01-15", "2020-04-08", BUCKS),  # the 84th day after the county's abolition (2020-04-01): its successor
+    ("2019-12-01", "2020-02-23", OLD_BUCKS),  # before it: the county council, as it then was
+])
+def test_the_s85_notice_names_the_council_in_place_on_the_day_it_falls_due(app_hub, admitted, due, council):
+    from hub.domain.children import Basis, candidate_notices
+    from tests.unit.domain.builders import d, detained
+
+    stay = [detained(admitted, "02", hospital_ods="RNU", residence_la_gss=OLD_BUCKS)]
+    [notice] = candidate_notices(stay, d(due), app_hub.hub.ref)
+    assert (notice.org_code, notice.basis, notice.due_on) == (council, Basis.ORDINARY_RESIDENCE, d(due))
