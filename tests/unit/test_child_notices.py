@@ -519,3 +519,111 @@ async def test_the_notices_encounter_carries_the_childs_fields_only_under_legal_
         assert "Encounter" not in str(item["message"])
         assert "ExpectedStay" not in str(item["message"]) and "EhcPlan" not in str(item["message"])
         assert "expectedStayWeeks" not in _notice_parts(item["message"])
+
+
+# --- another council concerned: a late earlier detention naming another council ------------------------
+
+BHAM = "E08000025"
+_BOTH = {"version": 1, "agreements": [{"id": "DSA-CHILD-TWO", "valid_from": "2020-01-01", "recipients": [
+    {"org_code": org, "events": ["s117-child-long-stay-notice", "s117-child-ehc-plan-notice",
+                                 "s117-child-left-hospital-notice"],
+     "field_groups": ["identity", "demographics", "legal-status"]} for org in (BUCKS, BHAM)]}]}
+
+
+async def test_a_late_detention_naming_another_council_withdraws_the_notices_of_the_council_told_and_back_again(
+        app_hub):
+    """Bucks (residence, EHC plan) is told of a stay; the detention that began it 90 days ago comes late
+    naming Birmingham for both: Bucks is sent a withdrawal of each notice (another-council-concerned, under an
+    agreement that does not list withdrawals: UK GDPR Art. 16, 19), no correction, and Birmingham its two
+    notices. An earlier detention still names Bucks: Birmingham's withdrawn, Bucks told anew (new notices,
+    the stay as it now stands). That one retracted: Bucks' new notices withdrawn as sent in error,
+    Birmingham told anew. The stay ends: Birmingham alone is told. Each once."""
+    sharing = app_hub.hub.sharing
+    sharing.replace_grants(SharingAgreements.from_document(_BOTH))  # the feeds read under them too
+    await _subscribe_feed(app_hub, BUCKS)
+    await _subscribe_feed(app_hub, BHAM)
+    nhs = "9434765919"
+    first = await _post(app_hub, _detention("w2", nhs, TODAY - timedelta(days=10), _years_ago(14),
+                                            legal_status_code="03", expected_stay_weeks=16, ehc_plan_la_gss=BUCKS))
+    day = [TODAY]
+    scanner = _scanner_on(app_hub, day, sharing)
+    assert await scanner.run_once() == 2
+    told = {i["event_type"]: i["event_id"] for i in await _feed(app_hub, BUCKS)}
+    bham_began = TODAY - timedelta(days=90)
+    late = await _post(app_hub, _detention("w1", nhs, bham_began, _years_ago(14), residence_la_gss=BHAM,
+                                           ehc_plan_la_gss=BHAM))
+    assert await scanner.run_once() == 4  # two withdrawals to Bucks, two notices to Birmingham
+    assert await scanner.run_once() == 0
+    assert await _scanner_on(app_hub, day, sharing).run_once() == 0  # once, whatever the process
+    bucks = await _feed(app_hub, BUCKS)
+    assert [i["event_type"] for i in bucks] == [*told, "s117-child-notice-withdrawn", "s117-child-notice-withdrawn"]
+    assert sorted(_notice_parts(i["message"])["supersedes"] for i in bucks[2:]) == sorted(told.values())
+    for item in bucks[2:]:
+        bundle = item["message"]
+        validate_message(bundle)
+        assert _notice_parts(bundle)["reason"] == "another-council-concerned"
+        kinds = {e["resource"]["resourceType"]: e["resource"] for e in bundle["entry"]}
+        assert set(kinds) == {"MessageHeader", "Patient", "EpisodeOfCare"}  # nothing of the stay as it stands
+        assert BHAM not in str(bundle) and bham_began.isoformat() not in str(bundle)
+    bham = await _feed(app_hub, BHAM)
+    assert sorted(i["event_type"] for i in bham) == ["s117-child-ehc-plan-notice", "s117-child-long-stay-notice"]
+    for item in bham:
+        validate_message(item["message"])
+        assert _notice_parts(item["message"])["reason"] in ("long-stay-reached", "ehc-plan-admission")
+
+    # Bucks concerned again (an earlier detention still): told anew; Birmingham's notices withdrawn.
+    earliest = await _post(app_hub, _detention("w0", nhs, TODAY - timedelta(days=120), _years_ago(14),
+                                               ehc_plan_la_gss=BUCKS))
+    assert await scanner.run_once() == 4
+    assert await scanner.run_once() == 0
+    bucks = await _feed(app_hub, BUCKS)
+    assert sorted(i["event_type"] for i in bucks[4:]) == ["s117-child-ehc-plan-notice", "s117-child-long-stay-notice"]
+    assert {i["event_id"] for i in bucks[4:]}.isdisjoint(told.values())  # new notices, not the ones withdrawn
+    for item in bucks[4:]:
+        validate_message(item["message"])
+        encounter = next(e["resource"] for e in item["message"]["entry"]
+                         if e["resource"]["resourceType"] == "Encounter")
+        assert encounter["period"]["start"] == (TODAY - timedelta(days=120)).isoformat()
+    bham = await _feed(app_hub, BHAM)
+    assert [(i["event_type"], _notice_parts(i["message"])["reason"]) for i in bham[2:]] == [
+        ("s117-child-notice-withdrawn", "another-council-concerned")] * 2
+
+    # That detention recorded in error: Bucks' new notices withdrawn as sent in error; Birmingham told anew.
+    await _retract(app_hub, earliest["change_id"])
+    assert await scanner.run_once() == 4
+    assert await scanner.run_once() == 0
+    bucks = await _feed(app_hub, BUCKS)
+    assert [_notice_parts(i["message"])["reason"] for i in bucks[6:]] == ["admission-recorded-in-error"] * 2
+    bham = await _feed(app_hub, BHAM)
+    assert sorted(i["event_type"] for i in bham[4:]) == ["s117-child-ehc-plan-notice", "s117-child-long-stay-notice"]
+
+    # The stay ends: the council concerned, Birmingham, told once; nothing more to Bucks.
+    await _change(app_hub, "w2-2", nhs, "left-hospital", TODAY)
+    assert await scanner.run_once() == 1
+    assert await scanner.run_once() == 0
+    assert [i["event_type"] for i in (await _feed(app_hub, BHAM))[6:]] == ["s117-child-left-hospital-notice"]
+    assert len(await _feed(app_hub, BUCKS)) == 8
+    decisions = await _decisions(app_hub)
+    assert {d[3] for d in decisions} == {"allowed"} and {d[0] for d in decisions} == {first["person_id"]}
+    assert late["person_id"] == first["person_id"]
+
+
+async def test_the_detention_told_retracted_after_an_earlier_one_of_the_stay_came_no_second_notice(app_hub):
+    """The notice went under the s3 detention; the s2 that began the same stay came late (a correction); then
+    the s3 is retracted as recorded in error (the child was in hospital on its day all the same, from the
+    s2): the stay is the one told, so no second notice of it; its end is told once, to the council told."""
+    await _subscribe_feed(app_hub)
+    told = await _post(app_hub, _detention("t1", "9434765919", TODAY - timedelta(days=5), _years_ago(14),
+                                           legal_status_code="03", expected_stay_weeks=20))
+    scanner = _scanner_on(app_hub, [TODAY])
+    assert await scanner.run_once() == 1
+    await _post(app_hub, _detention("t0", "9434765919", TODAY - timedelta(days=20), _years_ago(14),
+                                    expected_stay_weeks=20))
+    assert await scanner.run_once() == 1  # the correction
+    await _retract(app_hub, told["change_id"])
+    assert await scanner.run_once() == 0  # the stay stands as corrected: nothing to send
+    await _change(app_hub, "t0-2", "9434765919", "left-hospital", TODAY)
+    assert await scanner.run_once() == 1
+    assert await scanner.run_once() == 0
+    assert [i["event_type"] for i in await _feed(app_hub)] == [
+        "s117-child-long-stay-notice", "s117-child-notice-corrected", "s117-child-left-hospital-notice"]
