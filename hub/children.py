@@ -71,7 +71,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import case, exists, func, select
+from sqlalchemy import case, exists, func, select, union
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.codec import from_jsonable
@@ -107,6 +107,7 @@ from hub.store.schema import (
     disclosures,
     including_retracted,
     not_retracted,
+    person_merge_reversals,
     person_merges,
     persons,
     register_changes,
@@ -177,19 +178,27 @@ def event_id_for(person_id: str, notice: ChildNotice) -> str:
 _MAX_MERGES = 32  # merges of merges followed, at most (as hub/store/merged.py follows a chain)
 
 
-async def merged_into(conn: Any, person_id: str) -> list[str]:
-    """The hub persons merged into `person_id` (POST /v1/persons/merge, HL7 A40: their history moved to
-    it; `person_merges`, a merge reversed being taken off), and those merged into them, in turn: their
-    notices went under their ids, and count as the person's."""
+async def notice_persons(conn: Any, person_id: str) -> list[str]:
+    """The other hub persons whose id a notice about a change `person_id` holds now may have gone under
+    (a notice's id names the person it was decided for, and the detention: `event_ids_for`), and so whose
+    notices count as the person's for the changes they hold: each person merged into them (POST
+    /v1/persons/merge, HL7 A40: their history moved here; `person_merges`), and each person they were
+    merged into by a merge reversed since (POST /v1/persons/merges/{id}/reversal, hub/unmerges.py: while
+    it stood, their changes were that person's and a notice decided then went under that person's id; the
+    changes moved back, `person_merge_reversals`), each followed in turn (merges of merges, a reversal of
+    each). A notice under one of them about a change the person does not hold matches nothing of theirs."""
     found: list[str] = []
     frontier = [person_id]
     for _ in range(_MAX_MERGES):
         if not frontier:
             break
-        rows = (await conn.execute(select(person_merges.c.superseded_person_id).where(
-            person_merges.c.retained_person_id.in_(frontier),
-            person_merges.c.superseded_person_id.is_not(None)))).scalars().all()
-        frontier = [p for p in rows if p != person_id and p not in found]
+        rows = (await conn.execute(union(
+            select(person_merges.c.superseded_person_id.label("other")).where(
+                person_merges.c.retained_person_id.in_(frontier), person_merges.c.superseded_person_id.is_not(None)),
+            select(person_merge_reversals.c.retained_person_id.label("other")).where(
+                person_merge_reversals.c.superseded_person_id.in_(frontier),
+                person_merge_reversals.c.retained_person_id.is_not(None))))).scalars().all()
+        frontier = [p for p in dict.fromkeys(rows) if p != person_id and p not in found]
         found.extend(frontier)
     return found
 
@@ -248,9 +257,10 @@ class ChildNoticeScanner:
             rows = (await conn.execute(select(register_changes.c.canonical).where(
                 register_changes.c.person_id == person_id, not_retracted()))).all()
             history = [from_jsonable(RegisterChange, r.canonical) for r in rows]
-            # The person's own id, then each person merged into them: notices that went before a merge of
-            # two NHS numbers went under the superseded person's id, and are the retained person's now.
-            person_ids = [person_id, *await merged_into(conn, person_id)]
+            # The person's own id, then each other person a notice about their changes may have gone under:
+            # before a merge of two NHS numbers, the superseded person's (the retained person's now); while a
+            # merge reversed since stood, the retained person's (the changes moved back are theirs again).
+            person_ids = [person_id, *await notice_persons(conn, person_id)]
             due: dict[str, ChildNotice] = {}
             aliases: dict[str, list[str]] = {}  # a notice's id -> every id it may have been decided under
             notices = candidate_notices(history, today, self._ref)

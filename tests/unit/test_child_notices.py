@@ -475,6 +475,57 @@ async def test_notices_sent_before_a_merge_count_under_the_retained_person_and_w
         (gone["person_id"], "s117-child-long-stay-notice")])
 
 
+async def test_a_merge_reversed_after_the_notice_went_under_the_retained_person_does_not_notify_the_stay_again(
+        app_hub):
+    """The child (one NHS number) has been in hospital 83 days; PDS merges the number into another the register
+    holds; on the 84th day the s85 notice goes under the retained person's id. The merge was an error and is
+    reversed (POST /v1/persons/merges/{id}/reversal): the stay, moved back, is the superseded person's again,
+    and the notice that went counts as told for them: no second notice; its end is told once, under their own
+    id and number; the detention retracted withdraws both, once. The retained person is owed nothing."""
+    await _subscribe_feed(app_hub)
+    birth = _years_ago(14)
+    began = TODAY - timedelta(days=100)
+    gone = await _post(app_hub, _detention("u1", "9434765919", began, birth))
+    kept = await _post(app_hub, _detention("u2", "9434765870", TODAY - timedelta(days=400), birth))
+    await _change(app_hub, "u2-2", "9434765870", "left-hospital", TODAY - timedelta(days=390))
+    day = [began + timedelta(days=83)]
+    scanner = _scanner_on(app_hub, day)
+    assert await scanner.run_once() == 0
+    r = await app_hub.http.post("/v1/persons/merge", headers={"X-API-Key": app_hub.keys["trust"]},
+                                json={"retained_nhs_number": "9434765870", "superseded_nhs_number": "9434765919"})
+    assert r.status_code == 200, r.text
+    merge_id = r.json()["merge_id"]
+    day[0] = began + timedelta(days=84)
+    assert await scanner.run_once() == 1  # the s85 notice, under the retained person
+    [notice] = await _feed(app_hub)
+    r = await app_hub.http.post(f"/v1/persons/merges/{merge_id}/reversal", headers={"X-API-Key": app_hub.keys["trust"]},
+                                json={"reason": "two patients, not one"})
+    assert r.status_code == 200, r.text
+    assert r.json()["moved_back_changes"] == 1
+    assert await scanner.run_once() == 0  # the stay was told: not again, under either person
+    assert await _scanner_on(app_hub, day).run_once() == 0
+    day[0] = TODAY
+    assert await scanner.run_once() == 0
+    await _change(app_hub, "u1-2", "9434765919", "left-hospital", TODAY)
+    assert await scanner.run_once() == 1  # the leaving notice, owed for the notice that went before the reversal
+    assert await scanner.run_once() == 0
+    await _retract(app_hub, gone["change_id"])
+    assert await scanner.run_once() == 2  # both notices withdrawn
+    assert await scanner.run_once() == 0
+    items = await _feed(app_hub)
+    assert [i["event_type"] for i in items] == ["s117-child-long-stay-notice", "s117-child-left-hospital-notice",
+                                                "s117-child-notice-withdrawn", "s117-child-notice-withdrawn"]
+    assert {_notice_parts(i["message"])["supersedes"] for i in items[2:]} == {notice["event_id"], items[1]["event_id"]}
+    for item in items[1:]:
+        validate_message(item["message"])
+        patient = next(e["resource"] for e in item["message"]["entry"] if e["resource"]["resourceType"] == "Patient")
+        assert "9434765919" in {i["value"] for i in patient["identifier"]}  # told under their own number again
+    assert sorted((d[0], d[1]) for d in await _decisions(app_hub)) == sorted([
+        (kept["person_id"], "s117-child-long-stay-notice"),
+        (gone["person_id"], "s117-child-left-hospital-notice"),
+        (gone["person_id"], "s117-child-notice-withdrawn"), (gone["person_id"], "s117-child-notice-withdrawn")])
+
+
 # --- the child's fields on the notice's Encounter, under legal-status -----------------------------------
 
 
