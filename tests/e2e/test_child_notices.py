@@ -417,6 +417,75 @@ async def test_a_late_detention_naming_other_councils_withdraws_the_notices_of_t
     assert not re.search(r"(?<!\d)\d{10}(?!\d)", logs)
 
 
+async def test_a_merge_reversed_after_the_notice_went_under_the_retained_number_brings_no_second_notice(
+        tmp_path: Path):
+    """A child's detention under one NHS number, merged into another (POST /v1/persons/merge) while the hub
+    scans no children's notices; the hub restarted scanning: the s85 notice goes under the retained person.
+    The merge is reversed (POST /v1/persons/merges/{id}/reversal, real HTTP): Bucks gets no second notice of
+    the stay (it moved back to the superseded person), and its end, recorded under the superseded number,
+    once, under that number. Nothing personal in the hub's logs."""
+    hub, receiver, keys = await _started(tmp_path, S117_CHILD_NOTICE_SCAN_INTERVAL_SECONDS="0")
+    today = england_day()
+    gone = child("kid-u-1", "9434765919", 5, BUCKS, expected_stay_weeks=20)
+    kept = child("kid-u-2", "9434765870", 400, BUCKS)
+    kept["person"].update(given_name="Alex", birth_date=gone["person"]["birth_date"])
+    every = (*NOTICES, LEFT, WITHDRAWN, CORRECTED)
+
+    def told(*types: str) -> list[bytes]:
+        return [r.body for r in receiver.received if r.org == BUCKS and code(r.body) in types]
+
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            await subscribe_webhook(http, keys, receiver, org=BUCKS)
+            for change in (kept, {"source_system": "RiO", "source_message_id": "kid-u-2-left",
+                                  "change_type": "left-hospital", "hospital_ods": "RNU",
+                                  "effective_date": (today - timedelta(days=390)).isoformat(),
+                                  "person": {"nhs_number": "9434765870"}}, gone):
+                r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
+                assert r.status_code == 202, r.text
+            r = await http.post("/v1/persons/merge", headers={"X-API-Key": keys["trust"]},
+                                json={"retained_nhs_number": "9434765870", "superseded_nhs_number": "9434765919"})
+            assert r.status_code == 200, r.text
+            merge_id = r.json()["merge_id"]
+        hub.stop()
+        assert told(*every) == []
+        hub = HubProcess(tmp_path, sharing_path=tmp_path / "sharing.yaml",
+                         S117_CHILD_NOTICE_SCAN_INTERVAL_SECONDS="0.3")  # the same store, now scanning
+        await hub.start()
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            await receiver.wait_for(lambda: told(*NOTICES))
+            [notice] = told(*every)
+            patient = next(e["resource"] for e in orjson.loads(notice)["entry"]
+                           if e["resource"]["resourceType"] == "Patient")
+            assert "9434765870" in {i["value"] for i in patient["identifier"]}  # under the retained number
+            r = await http.post(f"/v1/persons/merges/{merge_id}/reversal", headers={"X-API-Key": keys["trust"]},
+                                json={"reason": "two patients, not one"})
+            assert r.status_code == 200, r.text
+            await asyncio.sleep(1.5)  # a few scans after the reversal: no second notice of the stay
+            assert [code(b) for b in told(*every)] == [NOTICES[0]]
+            r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json={
+                "source_system": "RiO", "source_message_id": "kid-u-left", "change_type": "left-hospital",
+                "effective_date": today.isoformat(), "hospital_ods": "RNU", "person": {"nhs_number": "9434765919"}})
+            assert r.status_code == 202, r.text
+            await receiver.wait_for(lambda: told(LEFT))
+            await asyncio.sleep(1.0)
+            assert [code(b) for b in told(*every)] == [NOTICES[0], LEFT]
+            leaving = orjson.loads(told(LEFT)[0])
+            validate_message(leaving)
+            patient = next(e["resource"] for e in leaving["entry"] if e["resource"]["resourceType"] == "Patient")
+            assert "9434765919" in {i["value"] for i in patient["identifier"]}  # their own number again
+            assert all(r.signature_ok for r in receiver.received)
+    finally:
+        hub.stop()
+        await receiver.stop()
+    logs = hub.logs()
+    assert "child notice decided" in logs and "nhs number merge reversed" in logs
+    for value in ("9434765919", "9434765870", "Childtest", "Robin", "Alex", gone["person"]["birth_date"],
+                  "OX4 4XN", "two patients"):
+        assert value not in logs
+    assert not re.search(r"(?<!\d)\d{10}(?!\d)", logs)
+
+
 async def _send_mllp(port: int, message: str) -> str:
     """One HL7 v2 message over a real MLLP connection, as a trust's interface engine sends it: its ACK."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
