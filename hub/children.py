@@ -25,11 +25,21 @@ each detention of the stay is looked for), so an earlier detention of the
 same stay arriving late, which now begins it, brings no second notice; when
 it changes what the notice told (the admission's date, section or hospital)
 the council told is sent a correction (s117-child-notice-corrected, owed
-under any agreement in force as a withdrawal is; `corrections`).
+under any agreement in force as a withdrawal is; `corrections`). When the
+detention that now begins the stay names another council (of ordinary
+residence, the EHC plan's), the council told is sent a withdrawal instead
+(`another-council-concerned`) and the council now concerned its notice; a
+council withdrawn and concerned again is told anew, under an id following
+the withdrawal it had (`event_ids_for`). Notices went under the person's
+hub id: those of the persons merged into them, and of the persons they
+were merged into by a merge reversed since, count as theirs for the
+changes they hold (`notice_persons`).
 
-After a notice (`_following`): the notices that went are read back from
-their `allowed` disclosures (each matched to its stay by its event id), for
-someone whose history has an ending or a retraction. A stay whose s85 notice
+After a notice (`_following`): the notices that went, and their
+withdrawals, are read back from their `allowed` disclosures (each matched to
+its stay by its event id), for someone whose history has an ending, a
+retraction or more than one detention; a notice owed to a council that was
+told it and not withdrawn is not sent again (`unsent`). A stay whose s85 notice
 went and that has ended owes the council told it the leaving notice
 (s117-child-left-hospital-notice, s85(4); its id also names the change that
 ended the stay, so a leaving retracted and a later one is told again). A

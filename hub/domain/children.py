@@ -78,6 +78,15 @@ After the s85 notice (`leaving_notices`, `withdrawals`):
   now stands, replacing the message it had (`corrections`). A detention
   told retracted while the child was in hospital all the same (within a
   stay begun earlier) is corrected likewise, not withdrawn.
+* Another council concerned (UK GDPR Art. 16, 19): the council a notice is
+  for is the one the detention beginning the stay names (`council_concerned`).
+  When it now names another (a detention naming none displaces no one), each
+  notice that went to a council no longer concerned is withdrawn
+  (`another-council-concerned`: nothing of the stay as it stands, nor the
+  other council, told), and that council is sent no correction or leaving
+  notice of it after; the council now concerned is owed the notice as one
+  never told. A council concerned again after its withdrawal is told anew
+  (`unsent`: `renews` the withdrawal), the one it displaces withdrawn.
 
 Pure functions, standard library only, no personal data (the date of birth
 comes in as an argument and goes nowhere).
