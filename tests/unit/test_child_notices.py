@@ -526,6 +526,40 @@ async def test_a_merge_reversed_after_the_notice_went_under_the_retained_person_
         (gone["person_id"], "s117-child-notice-withdrawn"), (gone["person_id"], "s117-child-notice-withdrawn")])
 
 
+async def test_merges_of_merges_reversed_in_turn_the_notice_under_the_last_retained_person_still_counts(app_hub):
+    """One number merged into a second, that one into a third; the s85 notice goes under the third person.
+    Both merges reversed (the later first): the stay is the first person's again, already told."""
+    await _subscribe_feed(app_hub)
+    birth = _years_ago(14)
+    began = TODAY - timedelta(days=100)
+    await _post(app_hub, _detention("v1", "9434765919", began, birth))
+    for n, nhs in ((2, "9434765870"), (3, "9434765862")):
+        await _post(app_hub, _detention(f"v{n}", nhs, TODAY - timedelta(days=400), birth))
+        await _change(app_hub, f"v{n}-2", nhs, "left-hospital", TODAY - timedelta(days=390))
+    day = [began + timedelta(days=83)]
+    scanner = _scanner_on(app_hub, day)
+    assert await scanner.run_once() == 0
+    merges = []
+    for kept, gone in (("9434765870", "9434765919"), ("9434765862", "9434765870")):
+        r = await app_hub.http.post("/v1/persons/merge", headers={"X-API-Key": app_hub.keys["trust"]},
+                                    json={"retained_nhs_number": kept, "superseded_nhs_number": gone})
+        assert r.status_code == 200, r.text
+        merges.append(r.json()["merge_id"])
+    day[0] = began + timedelta(days=84)
+    assert await scanner.run_once() == 1  # under the third person
+    for merge_id in reversed(merges):
+        r = await app_hub.http.post(f"/v1/persons/merges/{merge_id}/reversal",
+                                    headers={"X-API-Key": app_hub.keys["trust"]}, json={"reason": "not one patient"})
+        assert r.status_code == 200, r.text
+    assert await scanner.run_once() == 0
+    day[0] = TODAY
+    await _change(app_hub, "v1-3", "9434765919", "left-hospital", TODAY)
+    assert await scanner.run_once() == 1
+    assert await scanner.run_once() == 0
+    assert [i["event_type"] for i in await _feed(app_hub)] == ["s117-child-long-stay-notice",
+                                                               "s117-child-left-hospital-notice"]
+
+
 # --- the child's fields on the notice's Encounter, under legal-status -----------------------------------
 
 
