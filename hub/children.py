@@ -25,11 +25,21 @@ each detention of the stay is looked for), so an earlier detention of the
 same stay arriving late, which now begins it, brings no second notice; when
 it changes what the notice told (the admission's date, section or hospital)
 the council told is sent a correction (s117-child-notice-corrected, owed
-under any agreement in force as a withdrawal is; `corrections`).
+under any agreement in force as a withdrawal is; `corrections`). When the
+detention that now begins the stay names another council (of ordinary
+residence, the EHC plan's), the council told is sent a withdrawal instead
+(`another-council-concerned`) and the council now concerned its notice; a
+council withdrawn and concerned again is told anew, under an id following
+the withdrawal it had (`event_ids_for`). Notices went under the person's
+hub id: those of the persons merged into them, and of the persons they
+were merged into by a merge reversed since, count as theirs for the
+changes they hold (`notice_persons`).
 
-After a notice (`_following`): the notices that went are read back from
-their `allowed` disclosures (each matched to its stay by its event id), for
-someone whose history has an ending or a retraction. A stay whose s85 notice
+After a notice (`_following`): the notices that went, and their
+withdrawals, are read back from their `allowed` disclosures (each matched to
+its stay by its event id), for someone whose history has an ending, a
+retraction or more than one detention; a notice owed to a council that was
+told it and not withdrawn is not sent again (`unsent`). A stay whose s85 notice
 went and that has ended owes the council told it the leaving notice
 (s117-child-left-hospital-notice, s85(4); its id also names the change that
 ended the stay, so a leaving retracted and a later one is told again). A
@@ -71,13 +81,14 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import case, exists, func, select
+from sqlalchemy import case, exists, func, select, union
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
 from hub.delivery import queue
 from hub.domain.children import (
+    STAY_NOTICES,
     ChildNotice,
     NoticeReason,
     Told,
@@ -87,6 +98,7 @@ from hub.domain.children import (
     next_due,
     owed,
     summary,
+    unsent,
     withdrawals,
 )
 from hub.domain.dates import england_day
@@ -105,6 +117,7 @@ from hub.store.schema import (
     disclosures,
     including_retracted,
     not_retracted,
+    person_merge_reversals,
     person_merges,
     persons,
     register_changes,
@@ -122,7 +135,8 @@ _STAY_STARTS = (ChangeType.DETAINED.value, ChangeType.CTO_REVOKED.value)
 _STAY_ENDS = (ChangeType.LEFT_HOSPITAL.value, ChangeType.CTO_STARTED.value, ChangeType.DIED.value)
 # The notices a later one follows (a leaving notice, a withdrawal): read back from their `allowed` disclosures.
 _TOLD_TYPES = (EventType.CHILD_LONG_STAY_NOTICE.value, EventType.CHILD_EHC_PLAN_NOTICE.value,
-               EventType.CHILD_LEFT_HOSPITAL_NOTICE.value, EventType.CHILD_NOTICE_CORRECTED.value)
+               EventType.CHILD_LEFT_HOSPITAL_NOTICE.value, EventType.CHILD_NOTICE_CORRECTED.value,
+               EventType.CHILD_NOTICE_WITHDRAWN.value)
 
 
 def _notice_id(person_id: str, stay_change_id: str, event_type: str, org_code: str | None,
@@ -135,6 +149,14 @@ def _correction_id(notice_event_id: str, stay_change_id: str) -> str:
     return uuid5(EVENT_NAMESPACE, f"{notice_event_id}/corrected/{stay_change_id}")
 
 
+def _withdrawal_id(notice_event_id: str) -> str:
+    return uuid5(EVENT_NAMESPACE, f"{notice_event_id}/withdrawn")
+
+
+def _renewal_id(withdrawal_event_id: str, stay_change_id: str) -> str:
+    return uuid5(EVENT_NAMESPACE, f"{withdrawal_event_id}/renewed/{stay_change_id}")
+
+
 def event_ids_for(person_ids: str | Sequence[str], notice: ChildNotice) -> list[str]:
     """The notice's event id, then the ids it may have been decided under before: one notice per person,
     stay, event type and council, whichever detention of the stay it was decided under (the first id: the
@@ -142,11 +164,15 @@ def event_ids_for(person_ids: str | Sequence[str], notice: ChildNotice) -> list[
     earlier detention arriving late does not make the stay a new one) and whichever of the person's hub ids
     (`person_ids`: the person's own first, then each person merged into them, whose notices went under
     theirs); a leaving notice one per ending of the stay too (a leaving retracted, a later one is told); a
-    withdrawal one per notice withdrawn; a correction one per notice corrected and detention it tells."""
+    withdrawal one per notice withdrawn; a correction one per notice corrected and detention it tells; a
+    notice told anew (its council's notices of the stay withdrawn, it is the council concerned again) one per
+    withdrawal it follows and detention of the stay (person-independent, as those are)."""
     if notice.withdraws is not None:
-        return [uuid5(EVENT_NAMESPACE, f"{notice.withdraws}/withdrawn")]
+        return [_withdrawal_id(notice.withdraws)]
     if notice.corrects is not None:
         return [_correction_id(notice.corrects, notice.stay.change.change_id)]
+    if notice.renews is not None:
+        return [_renewal_id(notice.renews, start) for start in notice.stay.start_ids()]
     ended = notice.stay.ended_by if notice.event_type is EventType.CHILD_LEFT_HOSPITAL_NOTICE else None
     return [_notice_id(person_id, start, notice.event_type.value, notice.org_code,
                        ended.change_id if ended is not None else None)
@@ -162,19 +188,27 @@ def event_id_for(person_id: str, notice: ChildNotice) -> str:
 _MAX_MERGES = 32  # merges of merges followed, at most (as hub/store/merged.py follows a chain)
 
 
-async def merged_into(conn: Any, person_id: str) -> list[str]:
-    """The hub persons merged into `person_id` (POST /v1/persons/merge, HL7 A40: their history moved to
-    it; `person_merges`, a merge reversed being taken off), and those merged into them, in turn: their
-    notices went under their ids, and count as the person's."""
+async def notice_persons(conn: Any, person_id: str) -> list[str]:
+    """The other hub persons whose id a notice about a change `person_id` holds now may have gone under
+    (a notice's id names the person it was decided for, and the detention: `event_ids_for`), and so whose
+    notices count as the person's for the changes they hold: each person merged into them (POST
+    /v1/persons/merge, HL7 A40: their history moved here; `person_merges`), and each person they were
+    merged into by a merge reversed since (POST /v1/persons/merges/{id}/reversal, hub/unmerges.py: while
+    it stood, their changes were that person's and a notice decided then went under that person's id; the
+    changes moved back, `person_merge_reversals`), each followed in turn (merges of merges, a reversal of
+    each). A notice under one of them about a change the person does not hold matches nothing of theirs."""
     found: list[str] = []
     frontier = [person_id]
     for _ in range(_MAX_MERGES):
         if not frontier:
             break
-        rows = (await conn.execute(select(person_merges.c.superseded_person_id).where(
-            person_merges.c.retained_person_id.in_(frontier),
-            person_merges.c.superseded_person_id.is_not(None)))).scalars().all()
-        frontier = [p for p in rows if p != person_id and p not in found]
+        rows = (await conn.execute(union(
+            select(person_merges.c.superseded_person_id.label("other")).where(
+                person_merges.c.retained_person_id.in_(frontier), person_merges.c.superseded_person_id.is_not(None)),
+            select(person_merge_reversals.c.retained_person_id.label("other")).where(
+                person_merge_reversals.c.superseded_person_id.in_(frontier),
+                person_merge_reversals.c.retained_person_id.is_not(None))))).scalars().all()
+        frontier = [p for p in dict.fromkeys(rows) if p != person_id and p not in found]
         found.extend(frontier)
     return found
 
@@ -233,23 +267,24 @@ class ChildNoticeScanner:
             rows = (await conn.execute(select(register_changes.c.canonical).where(
                 register_changes.c.person_id == person_id, not_retracted()))).all()
             history = [from_jsonable(RegisterChange, r.canonical) for r in rows]
-            # The person's own id, then each person merged into them: notices that went before a merge of
-            # two NHS numbers went under the superseded person's id, and are the retained person's now.
-            person_ids = [person_id, *await merged_into(conn, person_id)]
+            # The person's own id, then each other person a notice about their changes may have gone under:
+            # before a merge of two NHS numbers, the superseded person's (the retained person's now); while a
+            # merge reversed since stood, the retained person's (the changes moved back are theirs again).
+            person_ids = [person_id, *await notice_persons(conn, person_id)]
             due: dict[str, ChildNotice] = {}
             aliases: dict[str, list[str]] = {}  # a notice's id -> every id it may have been decided under
-            for notice in candidate_notices(history, today, self._ref):
-                ids = event_ids_for(person_ids, notice)
-                due[ids[0]], aliases[ids[0]] = notice, ids
-            # What follows a notice that went: its stay's end (s85(4)), its withdrawal (a retraction), its
-            # correction (a stay begun by another detention since). Read only for someone with an ending, a
-            # retraction or more than one detention in their history.
+            notices = candidate_notices(history, today, self._ref)
+            # What follows a notice that went: its stay's end (s85(4)), its withdrawal (a retraction, another
+            # council concerned now), its correction (a stay begun by another detention since); and which
+            # councils were told the stay already, or told and withdrawn (told anew when concerned again). Read
+            # only for someone with an ending, a retraction or more than one detention in their history.
             retractions = fingerprint[2] if fingerprint is not None else 1
             if retractions or any(c.change_type.value in _STAY_ENDS for c in history) \
                     or sum(c.change_type.value in _STAY_STARTS for c in history) > 1:
-                for notice in await self._following(conn, person_ids, history, today, retractions > 0):
-                    ids = event_ids_for(person_ids, notice)
-                    due[ids[0]], aliases[ids[0]] = notice, ids
+                notices = await self._following(conn, person_ids, history, today, retractions > 0, notices)
+            for notice in notices:
+                ids = event_ids_for(person_ids, notice)
+                due[ids[0]], aliases[ids[0]] = notice, ids
             if due:
                 decided_ids = await _decided(conn, [i for ids in aliases.values() for i in ids])
                 due = {i: n for i, n in due.items() if decided_ids.isdisjoint(aliases[i])}
@@ -287,10 +322,12 @@ class ChildNoticeScanner:
         return decided
 
     async def _following(self, conn: Any, person_ids: list[str], history: list[RegisterChange], today: date,
-                         any_retracted: bool) -> list[ChildNotice]:
-        """The leaving notices, withdrawals and corrections the notices that went to councils about the
-        person (`person_ids`: theirs, then those of the persons merged into them) owe (hub/domain/children.py
-        `leaving_notices`, `withdrawals`, `corrections`)."""
+                         any_retracted: bool, candidates: list[ChildNotice]) -> list[ChildNotice]:
+        """`candidates` not told already (`unsent`: a council told the stay's notice and not withdrawn has
+        it; one withdrawn and concerned again is told anew), then the leaving notices, withdrawals and
+        corrections the notices that went to councils about the person (`person_ids`: theirs, then those of
+        the persons merged into them) owe (hub/domain/children.py `leaving_notices`, `withdrawals`,
+        `corrections`)."""
         person_id = person_ids[0]
         rows = (await conn.execute(  # in the order they went (a correction of a correction replaces it)
             select(disclosures.c.event_id, disclosures.c.event_type, disclosures.c.recipient_org)
@@ -299,7 +336,7 @@ class ChildNoticeScanner:
             .group_by(disclosures.c.event_id, disclosures.c.event_type, disclosures.c.recipient_org)
             .order_by(func.min(disclosures.c.disclosure_id)))).all()
         if not rows:
-            return []
+            return candidates
         retracted: dict[str, RegisterChange] = {}
         if any_retracted:  # the detentions and endings retracted, read on purpose
             for r in (await conn.execute(including_retracted(
@@ -312,8 +349,9 @@ class ChildNoticeScanner:
                 change = from_jsonable(RegisterChange, r.canonical)
                 retracted[change.change_id] = change
         told = told_notices(person_ids, rows, [*history, *retracted.values()])
-        return [*leaving_notices(history, told, today), *withdrawals(history, told, retracted),
-                *corrections(history, told, retracted)]
+        return [*unsent(candidates, history, told, retracted),
+                *leaving_notices(history, told, today, self._ref, retracted),
+                *withdrawals(history, told, retracted, self._ref), *corrections(history, told, retracted, self._ref)]
 
     async def _share(self, conn: Any, event_id: str, person_id: str, notice: ChildNotice,
                      details: dict[str, Any], today: date) -> int | None:
@@ -353,10 +391,22 @@ def told_notices(person_ids: str | Sequence[str], rows: list[Any], changes: list
     for event_id, event_type, org in rows:
         kind = EventType(event_type)
         if kind is EventType.CHILD_NOTICE_CORRECTED:  # of a notice that went before it (so matched above)
-            found = next(((t.event_id, start) for t in out if t.event_type is not kind for start in starts
+            found = next(((t.event_id, start) for t in out if t.event_type in STAY_NOTICES for start in starts
                           if _correction_id(t.event_id, start) == event_id), None)
             if found is not None:
                 out.append(Told(event_id, kind, org, found[1], corrects=found[0]))
+            continue
+        if kind is EventType.CHILD_NOTICE_WITHDRAWN:  # of a notice that went before it
+            notice = next((t for t in out if t.event_type in STAY_NOTICES and _withdrawal_id(t.event_id) == event_id),
+                          None)
+            if notice is not None:
+                out.append(Told(event_id, kind, org, notice.stay_change_id, withdraws=notice.event_id))
+            continue
+        # A notice told anew, after a withdrawal that went before it (of a notice to the same council).
+        renewed = next((start for t in out if t.event_type is EventType.CHILD_NOTICE_WITHDRAWN and t.org_code == org
+                        for start in starts if _renewal_id(t.event_id, start) == event_id), None)
+        if renewed is not None:
+            out.append(Told(event_id, kind, org, renewed))
             continue
         for person_id, start in ((p, s) for p in pids for s in starts):
             if kind is EventType.CHILD_LEFT_HOSPITAL_NOTICE:
@@ -383,9 +433,10 @@ def build_notice_message(notice: ChildNotice, person_id: str, details: dict[str,
     the groups of `include` that a notice may (`NOTICE_GROUPS`) and the S117-ChildNotice extension."""
     stay = notice.stay
     assert notice.basis is not None  # a notice with a council to tell has the basis it was found on
-    # A withdrawal of a notice whose detention was recorded in error tells nothing of it again; one of a
-    # leaving retracted tells the stay as it stands (going on, or ended by another change).
-    told_stay = notice.reason is not NoticeReason.ADMISSION_IN_ERROR
+    # A withdrawal of a notice whose detention was recorded in error tells nothing of it again, nor one to a
+    # council not concerned any more anything of the stay; one of a leaving retracted tells the stay as it
+    # stands (going on, or ended by another change).
+    told_stay = notice.reason not in (NoticeReason.ADMISSION_IN_ERROR, NoticeReason.ANOTHER_COUNCIL)
     code = stay.legal_status_code if told_stay else None
     legal = ref.legal_status(code) if code else None
     in_hospital = stay.left_on is None or stay.left_on > today

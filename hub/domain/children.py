@@ -78,6 +78,15 @@ After the s85 notice (`leaving_notices`, `withdrawals`):
   now stands, replacing the message it had (`corrections`). A detention
   told retracted while the child was in hospital all the same (within a
   stay begun earlier) is corrected likewise, not withdrawn.
+* Another council concerned (UK GDPR Art. 16, 19): the council a notice is
+  for is the one the detention beginning the stay names (`council_concerned`).
+  When it now names another (a detention naming none displaces no one), each
+  notice that went to a council no longer concerned is withdrawn
+  (`another-council-concerned`: nothing of the stay as it stands, nor the
+  other council, told), and that council is sent no correction or leaving
+  notice of it after; the council now concerned is owed the notice as one
+  never told. A council concerned again after its withdrawal is told anew
+  (`unsent`: `renews` the withdrawal), the one it displaces withdrawn.
 
 Pure functions, standard library only, no personal data (the date of birth
 comes in as an argument and goes nowhere).
@@ -125,6 +134,9 @@ class NoticeReason(StrEnum):
     ADMISSION_IN_ERROR = "admission-recorded-in-error"  # the detention retracted: the notice was sent in error
     STAY_CONTINUES = "stay-continues"  # the leaving retracted: the child is in hospital, the stay goes on
     LEAVING_IN_ERROR = "leaving-recorded-in-error"  # the leaving retracted; another change now ends the stay
+    # The stay now begins with another detention, which names another council as the one the notice is for
+    # (the council responsible for the child; the EHC plan's): the notice does not apply to this council.
+    ANOTHER_COUNCIL = "another-council-concerned"
     # A correction (s117-child-notice-corrected): the detention that begins the stay the notice named in
     # `supersedes` told of is not the one told (an earlier one of the same stay came late, or the one told was
     # retracted while the child was in hospital): its date, section or hospital as the register has them now.
@@ -179,6 +191,9 @@ class ChildNotice:
     corrects: str | None = None
     replaces: str | None = None
     told_on: date | None = None
+    # A notice told anew to a council whose notices of the stay were all withdrawn (it became the council
+    # concerned again): the event id of the last withdrawal it follows.
+    renews: str | None = None
 
     @property
     def supersedes(self) -> str | None:
@@ -289,6 +304,7 @@ class Told:
     stay_change_id: str  # the detention that began the stay it was about (a correction: the one it told)
     ended_by_change_id: str | None = None  # a leaving notice: the change that ended the stay
     corrects: str | None = None  # a correction: the event id of the notice it corrected
+    withdraws: str | None = None  # a withdrawal: the event id of the notice it withdrew
 
 
 def _covering(found: Iterable[Stay], day: date) -> Stay | None:
@@ -314,35 +330,101 @@ def _basis(stay: Stay, event_type: EventType) -> Basis:
     return Basis.ORDINARY_RESIDENCE if stay.change.residence_la_gss else Basis.HOSPITAL_AREA
 
 
-def leaving_notices(history: Sequence[RegisterChange], told: Iterable[Told], today: date) -> list[ChildNotice]:
-    """s85(4): each stay ended by `today` whose s85 notice went (`told`), told to the council that had it.
-    No age test (`child_on` None): the council knows of the stay; its end is told whatever the age now."""
-    s85 = {t.stay_change_id: t for t in told if t.event_type is EventType.CHILD_LONG_STAY_NOTICE}
+def council_concerned(stay: Stay, event_type: EventType, ref: ReferenceData) -> str | None:
+    """The council a notice of `event_type` about `stay` is for, as the stay now stands (its first
+    detention): the EHC plan's council it names (an EHC notice), else the council responsible for the child
+    (s85(3): the s85 notice and its leaving notice). None: the detention names no plan, or no council is
+    found (no residence, the hospital's council not known)."""
+    if event_type is EventType.CHILD_EHC_PLAN_NOTICE:
+        return stay.change.ehc_plan_la_gss
+    return s85_council(stay, ref)[0]
+
+
+def _withdrawn(told: Iterable[Told]) -> dict[str, str]:
+    """The notices whose withdrawal went: the notice's event id -> the withdrawal's."""
+    return {t.withdraws: t.event_id for t in told
+            if t.event_type is EventType.CHILD_NOTICE_WITHDRAWN and t.withdraws is not None}
+
+
+def _displaced(t: Told, stay: Stay, ref: ReferenceData) -> bool:
+    """The council told `t` is not the one a notice of its kind about `stay` is for any more: the stay now
+    begins with a detention naming another council. A detention naming none (no EHC plan given, no council
+    found) displaces no one: the council told stays the one known."""
+    concerned = council_concerned(stay, t.event_type, ref)
+    return concerned is not None and concerned != t.org_code
+
+
+def _changes(history: Sequence[RegisterChange], retracted: Mapping[str, RegisterChange]) -> dict[str, RegisterChange]:
+    return {c.change_id: c for c in history} | dict(retracted)
+
+
+def unsent(candidates: Iterable[ChildNotice], history: Sequence[RegisterChange], told: Sequence[Told],
+           retracted: Mapping[str, RegisterChange]) -> list[ChildNotice]:
+    """Of `candidates` (`candidate_notices`), those not told: a council told a notice of the same kind about
+    the same stay (under whichever detention of it, retracted since or not) that was not withdrawn has it.
+    A council whose every such notice was withdrawn (it was not the council concerned, or the detention told
+    was recorded in error) and that is the council concerned now is told anew (`renews`: the last
+    withdrawal), as a council never told: the notice as owed now, the stay as it now stands."""
+    found_stays = stays(history)
+    changes = _changes(history, retracted)
+    withdrawn = _withdrawn(told)
     out: list[ChildNotice] = []
-    for stay in stays(history):
+    for notice in candidates:
+        prior = []
+        for t in told:
+            if t.event_type is notice.event_type and t.org_code == notice.org_code:
+                stay = _stay_told(t, found_stays, changes)
+                if stay is not None and stay.change.change_id == notice.stay.change.change_id:
+                    prior.append(t)
+        if any(t.event_id not in withdrawn for t in prior):
+            continue  # told, and standing: one notice a stay
+        out.append(replace(notice, renews=withdrawn[prior[-1].event_id]) if prior else notice)
+    return out
+
+
+def leaving_notices(history: Sequence[RegisterChange], told: Sequence[Told], today: date, ref: ReferenceData,
+                    retracted: Mapping[str, RegisterChange] | None = None) -> list[ChildNotice]:
+    """s85(4): each stay ended by `today` whose s85 notice went (`told`) and stands (not withdrawn), told to
+    the council that had it while that council is the one concerned (`_displaced`: otherwise its notice is
+    withdrawn, `withdrawals`). No age test (`child_on` None): the council knows of the stay; its end is told
+    whatever the age now."""
+    found_stays = stays(history)
+    changes = _changes(history, retracted or {})
+    withdrawn = _withdrawn(told)
+    s85 = [t for t in told if t.event_type is EventType.CHILD_LONG_STAY_NOTICE and t.event_id not in withdrawn]
+    out: list[ChildNotice] = []
+    for stay in found_stays:
         if stay.left_on is None or stay.left_on > today or stay.ended_by is None:
             continue
         # Told under any detention of the stay (one arriving late, dated before, begins it now).
-        went = next((s85[i] for i in stay.start_ids() if i in s85), None)
+        went = next((t for t in s85 if _stay_told(t, found_stays, changes) is stay and not _displaced(t, stay, ref)),
+                    None)
         if went is None:
-            continue  # the council was never told of this stay (no notice owed, refused or unsubscribed)
+            continue  # the council concerned was never told of this stay (no notice owed, refused, unsubscribed)
         out.append(ChildNotice(EventType.CHILD_LEFT_HOSPITAL_NOTICE, NoticeReason.STAY_ENDED, stay, went.org_code,
                                _basis(stay, EventType.CHILD_LONG_STAY_NOTICE), stay.left_on, None, LEFT_CITATION))
     return out
 
 
-def withdrawals(history: Sequence[RegisterChange], told: Iterable[Told],
-                retracted: Mapping[str, RegisterChange]) -> list[ChildNotice]:
-    """Each notice that went (`told`) whose detention, or (a leaving notice) whose ending, was retracted
-    (`retracted`: the person's retracted changes by id) is withdrawn, to the council that was told it.
-    A detention retracted: `admission-recorded-in-error`, the stay as the bare detention (nothing it said
-    is told again). An ending retracted: `stay-continues` when the stay is open again, else
-    `leaving-recorded-in-error`."""
+def withdrawals(history: Sequence[RegisterChange], told: Sequence[Told],
+                retracted: Mapping[str, RegisterChange], ref: ReferenceData) -> list[ChildNotice]:
+    """Each notice that went (`told`) and was not withdrawn already, to the council that was told it:
+    * its detention retracted (`retracted`: the person's retracted changes by id), the child not in hospital
+      on its day: `admission-recorded-in-error`, the stay as the bare detention (nothing it said is told
+      again);
+    * the stay it told of now begins with a detention naming another council as the one the notice is for
+      (`_displaced`: the council responsible for the child, the EHC plan's): `another-council-concerned`,
+      the stay as the bare detention the council was last told (nothing of the stay as it now stands, nor
+      which council is concerned, is told to a council not concerned);
+    * (a leaving notice) its ending retracted: `stay-continues` when the stay is open again, else
+      `leaving-recorded-in-error`."""
     found_stays = stays(history)
-    changes = {c.change_id: c for c in history} | dict(retracted)
+    changes = _changes(history, retracted)
+    withdrawn = _withdrawn(told)
+    last = {t.corrects: t for t in told if t.event_type is EventType.CHILD_NOTICE_CORRECTED and t.corrects}
     out: list[ChildNotice] = []
     for t in told:
-        if t.event_type not in STAY_NOTICES:
+        if t.event_type not in STAY_NOTICES or t.event_id in withdrawn:
             continue
         start = retracted.get(t.stay_change_id)
         # The detention retracted while the child was in hospital all the same (an earlier detention of the
@@ -353,12 +435,20 @@ def withdrawals(history: Sequence[RegisterChange], told: Iterable[Told],
                                    t.org_code, _basis(Stay(start, start.effective_date, None, None), t.event_type),
                                    start.effective_date, None, WITHDRAWN_CITATION, withdraws=t.event_id))
             continue
-        if t.event_type is not EventType.CHILD_LEFT_HOSPITAL_NOTICE or t.ended_by_change_id not in retracted:
-            continue
-        ended = retracted[t.ended_by_change_id]
         found = _stay_told(t, found_stays, changes)
         if found is None:
             continue
+        if _displaced(t, found, ref):
+            prior = last.get(t.event_id)
+            told_start = changes.get(prior.stay_change_id if prior is not None else t.stay_change_id, found.change)
+            stay = Stay(_bare(told_start), told_start.effective_date, None, None)
+            out.append(ChildNotice(EventType.CHILD_NOTICE_WITHDRAWN, NoticeReason.ANOTHER_COUNCIL, stay, t.org_code,
+                                   _basis(Stay(told_start, told_start.effective_date, None, None), t.event_type),
+                                   told_start.effective_date, None, WITHDRAWN_CITATION, withdraws=t.event_id))
+            continue
+        if t.event_type is not EventType.CHILD_LEFT_HOSPITAL_NOTICE or t.ended_by_change_id not in retracted:
+            continue
+        ended = retracted[t.ended_by_change_id]
         reason = NoticeReason.STAY_CONTINUES if found.left_on is None else NoticeReason.LEAVING_IN_ERROR
         out.append(ChildNotice(EventType.CHILD_NOTICE_WITHDRAWN, reason, found, t.org_code,
                                _basis(found, EventType.CHILD_LONG_STAY_NOTICE), ended.effective_date, None,
@@ -372,8 +462,9 @@ def _facts(change: RegisterChange) -> tuple[date, str | None, str | None]:
 
 
 def corrections(history: Sequence[RegisterChange], told: Sequence[Told],
-                retracted: Mapping[str, RegisterChange]) -> list[ChildNotice]:
-    """Each notice that went (`told`, in the order they went, corrections among them) about a stay that
+                retracted: Mapping[str, RegisterChange], ref: ReferenceData) -> list[ChildNotice]:
+    """Each notice that went (`told`, in the order they went, corrections among them) and stands (not
+    withdrawn, its council still the one concerned: else it is withdrawn, `withdrawals`) about a stay that
     stands but now begins with another detention than the one it (or its last correction) told, with
     another date, section or hospital (an earlier detention of the same stay came late; the detention told
     was retracted while the child was in hospital all the same): one correction to the council told it,
@@ -381,14 +472,15 @@ def corrections(history: Sequence[RegisterChange], told: Sequence[Told],
     (one per stay); a leaving notice whose ending no longer ends the stay is withdrawn instead
     (`withdrawals`). No age test: a rectification is owed to each recipient (UK GDPR Art. 19)."""
     found_stays = stays(history)
-    changes = {c.change_id: c for c in history} | dict(retracted)
+    changes = _changes(history, retracted)
+    withdrawn = _withdrawn(told)
     last = {t.corrects: t for t in told if t.event_type is EventType.CHILD_NOTICE_CORRECTED and t.corrects}
     out: list[ChildNotice] = []
     for t in told:
-        if t.event_type not in STAY_NOTICES:
+        if t.event_type not in STAY_NOTICES or t.event_id in withdrawn:
             continue
         stay = _stay_told(t, found_stays, changes)
-        if stay is None:
+        if stay is None or _displaced(t, stay, ref):
             continue  # withdrawn (`withdrawals`), or nothing to tell
         if t.event_type is EventType.CHILD_LEFT_HOSPITAL_NOTICE and (
                 stay.ended_by is None or stay.ended_by.change_id != t.ended_by_change_id):
@@ -449,6 +541,13 @@ def summary(notice: ChildNotice) -> str:
         return (f"The notice {notice.withdraws} about a child's admission to hospital on "
                 f"{stay.admitted_on.isoformat()} is withdrawn: the admission was recorded in error and retracted, "
                 f"the notice was sent in error ({WITHDRAWN_CITATION}).")
+    if notice.reason is NoticeReason.ANOTHER_COUNCIL:
+        concerned = ("the council maintaining the Education, Health and Care plan"
+                     if notice.basis is Basis.EHC_PLAN else "the council responsible for the child (Children Act "
+                                                             "1989 s85(3))")
+        return (f"The notice {notice.withdraws} about a child's stay in hospital is withdrawn: the register now has "
+                f"the stay beginning with another detention, which names another council as {concerned}; the "
+                f"notice does not apply to your council ({WITHDRAWN_CITATION}).")
     if notice.reason is NoticeReason.STAY_CONTINUES:
         return (f"The notice {notice.withdraws} that a child left hospital on {notice.due_on.isoformat()} is "
                 f"withdrawn: the leaving was recorded in error and retracted; the child's stay in hospital from "

@@ -556,6 +556,11 @@ CHILD_NOTICE_CODES: Final = (
     ("leaving-recorded-in-error", "Withdrawn: that leaving was recorded in error",
      "The leaving of hospital the notice told was retracted as recorded in error; another change ends the stay, "
      "told by its own notice (UK GDPR Art. 16, 19)."),
+    ("another-council-concerned", "Withdrawn: another council is concerned",
+     "The stay the notice told of now begins with another detention, which names another council as the one "
+     "the notice is for (the council responsible for the child, Children Act 1989 s85(3), or the council "
+     "maintaining the EHC plan): the notice does not apply to this council, which is told nothing more of the "
+     "stay unless it becomes the council concerned again (UK GDPR Art. 16, 19)."),
     ("admission-corrected", "Corrected: the stay began with another detention",
      "The stay the notice told of stands, but the detention that began it is not the one told (an earlier "
      "detention of the same stay was recorded late, or the one told was retracted while the child was in "

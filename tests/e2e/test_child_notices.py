@@ -62,14 +62,16 @@ def child(run: str, nhs: str, admitted_days_ago: int, council: str, **fields: ob
             **fields}
 
 
-async def _started(tmp_path: Path, **env: str) -> tuple[HubProcess, Receiver, dict[str, str]]:
-    """A hub process under SHARING (child notices scanned every 0.3 s), a signing receiver, and the keys
-    of the usual clients and of Oxfordshire (a council of its own here: the EHC plan's)."""
+async def _started(tmp_path: Path, agreements: dict | None = None, **env: str) -> tuple[HubProcess, Receiver,
+                                                                                        dict[str, str]]:
+    """A hub process under SHARING (or `agreements`; child notices scanned every 0.3 s unless `env` says
+    otherwise), a signing receiver, and the keys of the usual clients and of Oxfordshire (a council of its
+    own here: the EHC plan's)."""
     sharing = tmp_path / "sharing.yaml"
-    sharing.write_text(yaml.safe_dump(SHARING))
+    sharing.write_text(yaml.safe_dump(agreements or SHARING))
     receiver = Receiver(secret=SECRET)
     await receiver.start()
-    hub = HubProcess(tmp_path, sharing_path=sharing, S117_CHILD_NOTICE_SCAN_INTERVAL_SECONDS="0.3", **env)
+    hub = HubProcess(tmp_path, sharing_path=sharing, **{"S117_CHILD_NOTICE_SCAN_INTERVAL_SECONDS": "0.3", **env})
     keys = await make_clients(hub.db_url)
     engine = create_engine(hub.db_url)
     keys[OXON] = (await add_client(engine, "Oxon", OXON, "council", ["subscriptions:write", "s117:read"]))[1]
@@ -340,6 +342,148 @@ async def test_after_a_merge_of_two_nhs_numbers_the_stay_is_not_notified_again_a
     logs = hub.logs()
     for value in ("9434765919", "9434765870", "Childtest"):
         assert value not in logs
+
+
+# Both councils take the s85 notice, its leaving notice and the EHC notice.
+SWAPPED = {"version": 1, "agreements": [{"id": "DSA-TEST-CHILDREN-2", "valid_from": "2020-01-01", "recipients": [
+    {"org_code": org, "events": [*NOTICES, LEFT], "field_groups": ["identity", "demographics", "legal-status"]}
+    for org in (BUCKS, OXON)]}]}
+
+
+async def test_a_late_detention_naming_other_councils_withdraws_the_notices_of_those_told_and_tells_the_new_ones(
+        tmp_path: Path):
+    """The s3 detention (Bucks the council of ordinary residence, Oxfordshire the EHC plan's) is told; the s2
+    that began the same stay 100 days ago comes late over real HTTP naming them the other way round. Each
+    council is sent a withdrawal of the notice it had (another-council-concerned: nothing of the stay as it
+    now stands, nor the other council), and the notice it is now owed; no correction. The stay ends: its
+    leaving notice goes to Oxfordshire alone. Nothing personal in the hub's logs."""
+    hub, receiver, keys = await _started(tmp_path, SWAPPED)
+    today = england_day()
+    later = child("kid-sw-2", "9434765919", 10, BUCKS, expected_stay_weeks=20, ehc_plan_la_gss=OXON)
+    earlier = child("kid-sw-1", "9434765919", 100, OXON, legal_status_code="02", ehc_plan_la_gss=BUCKS)
+    every = (*NOTICES, LEFT, WITHDRAWN, CORRECTED)
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            for org in (BUCKS, OXON):
+                await subscribe_webhook(http, keys, receiver, org=org)
+
+            def told(org: str, *types: str) -> list[bytes]:
+                return [r.body for r in receiver.received if r.org == org and code(r.body) in types]
+
+            def event_id(body: bytes) -> str:
+                return next(r.headers["s117-event-id"] for r in receiver.received if r.body == body)
+
+            for change in (later, earlier):
+                r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
+                assert r.status_code == 202, r.text
+                if change is later:
+                    await receiver.wait_for(lambda: told(BUCKS, *NOTICES) and told(OXON, *NOTICES))
+            await receiver.wait_for(lambda: len(told(BUCKS, *every)) == 3 and len(told(OXON, *every)) == 3)
+            await asyncio.sleep(1.0)  # a few more scans: nothing is sent twice
+            # Each: the notice it had, then its withdrawal and its new notice (decided in one scan, in either order).
+            for org, had, now_owed in ((BUCKS, NOTICES[0], NOTICES[1]), (OXON, NOTICES[1], NOTICES[0])):
+                assert code(told(org, *every)[0]) == had
+                assert sorted(code(b) for b in told(org, *every)[1:]) == sorted([WITHDRAWN, now_owed])
+            assert all(r.signature_ok for r in receiver.received)
+            for org, other in ((BUCKS, OXON), (OXON, BUCKS)):
+                notice = told(org, *every)[0]
+                [withdrawal] = told(org, WITHDRAWN)
+                [now] = told(org, *NOTICES)[1:]
+                bundle = orjson.loads(withdrawal)
+                validate_message(bundle)
+                assert (_parts(withdrawal)["reason"], _parts(withdrawal)["supersedes"]) == (
+                    "another-council-concerned", event_id(notice))
+                assert {e["resource"]["resourceType"] for e in bundle["entry"]} == {
+                    "MessageHeader", "Patient", "EpisodeOfCare"}
+                assert other not in withdrawal.decode() and earlier["effective_date"] not in withdrawal.decode()
+                validate_message(orjson.loads(now))
+                encounter = next(e["resource"] for e in orjson.loads(now)["entry"]
+                                 if e["resource"]["resourceType"] == "Encounter")
+                assert encounter["period"] == {"start": earlier["effective_date"]}
+            r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json={
+                "source_system": "RiO", "source_message_id": "kid-sw-left", "change_type": "left-hospital",
+                "effective_date": today.isoformat(), "hospital_ods": "RNU", "person": {"nhs_number": "9434765919"}})
+            assert r.status_code == 202, r.text
+            await receiver.wait_for(lambda: told(OXON, LEFT))
+            await asyncio.sleep(1.0)
+            assert told(BUCKS, LEFT) == [] and len(told(OXON, LEFT)) == 1
+    finally:
+        hub.stop()
+        await receiver.stop()
+    logs = hub.logs()
+    assert "child notice decided" in logs
+    for value in ("9434765919", "Robin", "Childtest", later["person"]["birth_date"], "OX4 4XN"):
+        assert value not in logs
+    assert not re.search(r"(?<!\d)\d{10}(?!\d)", logs)
+
+
+async def test_a_merge_reversed_after_the_notice_went_under_the_retained_number_brings_no_second_notice(
+        tmp_path: Path):
+    """A child's detention under one NHS number, merged into another (POST /v1/persons/merge) while the hub
+    scans no children's notices; the hub restarted scanning: the s85 notice goes under the retained person.
+    The merge is reversed (POST /v1/persons/merges/{id}/reversal, real HTTP): Bucks gets no second notice of
+    the stay (it moved back to the superseded person), and its end, recorded under the superseded number,
+    once, under that number. Nothing personal in the hub's logs."""
+    hub, receiver, keys = await _started(tmp_path, S117_CHILD_NOTICE_SCAN_INTERVAL_SECONDS="0")
+    today = england_day()
+    gone = child("kid-u-1", "9434765919", 5, BUCKS, expected_stay_weeks=20)
+    kept = child("kid-u-2", "9434765870", 400, BUCKS)
+    kept["person"].update(given_name="Alex", birth_date=gone["person"]["birth_date"])
+    every = (*NOTICES, LEFT, WITHDRAWN, CORRECTED)
+
+    def told(*types: str) -> list[bytes]:
+        return [r.body for r in receiver.received if r.org == BUCKS and code(r.body) in types]
+
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            await subscribe_webhook(http, keys, receiver, org=BUCKS)
+            for change in (kept, {"source_system": "RiO", "source_message_id": "kid-u-2-left",
+                                  "change_type": "left-hospital", "hospital_ods": "RNU",
+                                  "effective_date": (today - timedelta(days=390)).isoformat(),
+                                  "person": {"nhs_number": "9434765870"}}, gone):
+                r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json=change)
+                assert r.status_code == 202, r.text
+            r = await http.post("/v1/persons/merge", headers={"X-API-Key": keys["trust"]},
+                                json={"retained_nhs_number": "9434765870", "superseded_nhs_number": "9434765919"})
+            assert r.status_code == 200, r.text
+            merge_id = r.json()["merge_id"]
+        hub.stop()
+        assert told(*every) == []
+        hub = HubProcess(tmp_path, sharing_path=tmp_path / "sharing.yaml",
+                         S117_CHILD_NOTICE_SCAN_INTERVAL_SECONDS="0.3")  # the same store, now scanning
+        await hub.start()
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            await receiver.wait_for(lambda: told(*NOTICES))
+            [notice] = told(*every)
+            patient = next(e["resource"] for e in orjson.loads(notice)["entry"]
+                           if e["resource"]["resourceType"] == "Patient")
+            assert "9434765870" in {i["value"] for i in patient["identifier"]}  # under the retained number
+            r = await http.post(f"/v1/persons/merges/{merge_id}/reversal", headers={"X-API-Key": keys["trust"]},
+                                json={"reason": "two patients, not one"})
+            assert r.status_code == 200, r.text
+            await asyncio.sleep(1.5)  # a few scans after the reversal: no second notice of the stay
+            assert [code(b) for b in told(*every)] == [NOTICES[0]]
+            r = await http.post("/v1/register-changes", headers={"X-API-Key": keys["trust"]}, json={
+                "source_system": "RiO", "source_message_id": "kid-u-left", "change_type": "left-hospital",
+                "effective_date": today.isoformat(), "hospital_ods": "RNU", "person": {"nhs_number": "9434765919"}})
+            assert r.status_code == 202, r.text
+            await receiver.wait_for(lambda: told(LEFT))
+            await asyncio.sleep(1.0)
+            assert [code(b) for b in told(*every)] == [NOTICES[0], LEFT]
+            leaving = orjson.loads(told(LEFT)[0])
+            validate_message(leaving)
+            patient = next(e["resource"] for e in leaving["entry"] if e["resource"]["resourceType"] == "Patient")
+            assert "9434765919" in {i["value"] for i in patient["identifier"]}  # their own number again
+            assert all(r.signature_ok for r in receiver.received)
+    finally:
+        hub.stop()
+        await receiver.stop()
+    logs = hub.logs()
+    assert "child notice decided" in logs and "nhs number merge reversed" in logs
+    for value in ("9434765919", "9434765870", "Childtest", "Robin", "Alex", gone["person"]["birth_date"],
+                  "OX4 4XN", "two patients"):
+        assert value not in logs
+    assert not re.search(r"(?<!\d)\d{10}(?!\d)", logs)
 
 
 async def _send_mllp(port: int, message: str) -> str:

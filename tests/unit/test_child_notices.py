@@ -475,6 +475,91 @@ async def test_notices_sent_before_a_merge_count_under_the_retained_person_and_w
         (gone["person_id"], "s117-child-long-stay-notice")])
 
 
+async def test_a_merge_reversed_after_the_notice_went_under_the_retained_person_does_not_notify_the_stay_again(
+        app_hub):
+    """The child (one NHS number) has been in hospital 83 days; PDS merges the number into another the register
+    holds; on the 84th day the s85 notice goes under the retained person's id. The merge was an error and is
+    reversed (POST /v1/persons/merges/{id}/reversal): the stay, moved back, is the superseded person's again,
+    and the notice that went counts as told for them: no second notice; its end is told once, under their own
+    id and number; the detention retracted withdraws both, once. The retained person is owed nothing."""
+    await _subscribe_feed(app_hub)
+    birth = _years_ago(14)
+    began = TODAY - timedelta(days=100)
+    gone = await _post(app_hub, _detention("u1", "9434765919", began, birth))
+    kept = await _post(app_hub, _detention("u2", "9434765870", TODAY - timedelta(days=400), birth))
+    await _change(app_hub, "u2-2", "9434765870", "left-hospital", TODAY - timedelta(days=390))
+    day = [began + timedelta(days=83)]
+    scanner = _scanner_on(app_hub, day)
+    assert await scanner.run_once() == 0
+    r = await app_hub.http.post("/v1/persons/merge", headers={"X-API-Key": app_hub.keys["trust"]},
+                                json={"retained_nhs_number": "9434765870", "superseded_nhs_number": "9434765919"})
+    assert r.status_code == 200, r.text
+    merge_id = r.json()["merge_id"]
+    day[0] = began + timedelta(days=84)
+    assert await scanner.run_once() == 1  # the s85 notice, under the retained person
+    [notice] = await _feed(app_hub)
+    r = await app_hub.http.post(f"/v1/persons/merges/{merge_id}/reversal", headers={"X-API-Key": app_hub.keys["trust"]},
+                                json={"reason": "two patients, not one"})
+    assert r.status_code == 200, r.text
+    assert r.json()["moved_back_changes"] == 1
+    assert await scanner.run_once() == 0  # the stay was told: not again, under either person
+    assert await _scanner_on(app_hub, day).run_once() == 0
+    day[0] = TODAY
+    assert await scanner.run_once() == 0
+    await _change(app_hub, "u1-2", "9434765919", "left-hospital", TODAY)
+    assert await scanner.run_once() == 1  # the leaving notice, owed for the notice that went before the reversal
+    assert await scanner.run_once() == 0
+    await _retract(app_hub, gone["change_id"])
+    assert await scanner.run_once() == 2  # both notices withdrawn
+    assert await scanner.run_once() == 0
+    items = await _feed(app_hub)
+    assert [i["event_type"] for i in items] == ["s117-child-long-stay-notice", "s117-child-left-hospital-notice",
+                                                "s117-child-notice-withdrawn", "s117-child-notice-withdrawn"]
+    assert {_notice_parts(i["message"])["supersedes"] for i in items[2:]} == {notice["event_id"], items[1]["event_id"]}
+    for item in items[1:]:
+        validate_message(item["message"])
+        patient = next(e["resource"] for e in item["message"]["entry"] if e["resource"]["resourceType"] == "Patient")
+        assert "9434765919" in {i["value"] for i in patient["identifier"]}  # told under their own number again
+    assert sorted((d[0], d[1]) for d in await _decisions(app_hub)) == sorted([
+        (kept["person_id"], "s117-child-long-stay-notice"),
+        (gone["person_id"], "s117-child-left-hospital-notice"),
+        (gone["person_id"], "s117-child-notice-withdrawn"), (gone["person_id"], "s117-child-notice-withdrawn")])
+
+
+async def test_merges_of_merges_reversed_in_turn_the_notice_under_the_last_retained_person_still_counts(app_hub):
+    """One number merged into a second, that one into a third; the s85 notice goes under the third person.
+    Both merges reversed (the later first): the stay is the first person's again, already told."""
+    await _subscribe_feed(app_hub)
+    birth = _years_ago(14)
+    began = TODAY - timedelta(days=100)
+    await _post(app_hub, _detention("v1", "9434765919", began, birth))
+    for n, nhs in ((2, "9434765870"), (3, "9434765862")):
+        await _post(app_hub, _detention(f"v{n}", nhs, TODAY - timedelta(days=400), birth))
+        await _change(app_hub, f"v{n}-2", nhs, "left-hospital", TODAY - timedelta(days=390))
+    day = [began + timedelta(days=83)]
+    scanner = _scanner_on(app_hub, day)
+    assert await scanner.run_once() == 0
+    merges = []
+    for kept, gone in (("9434765870", "9434765919"), ("9434765862", "9434765870")):
+        r = await app_hub.http.post("/v1/persons/merge", headers={"X-API-Key": app_hub.keys["trust"]},
+                                    json={"retained_nhs_number": kept, "superseded_nhs_number": gone})
+        assert r.status_code == 200, r.text
+        merges.append(r.json()["merge_id"])
+    day[0] = began + timedelta(days=84)
+    assert await scanner.run_once() == 1  # under the third person
+    for merge_id in reversed(merges):
+        r = await app_hub.http.post(f"/v1/persons/merges/{merge_id}/reversal",
+                                    headers={"X-API-Key": app_hub.keys["trust"]}, json={"reason": "not one patient"})
+        assert r.status_code == 200, r.text
+    assert await scanner.run_once() == 0
+    day[0] = TODAY
+    await _change(app_hub, "v1-3", "9434765919", "left-hospital", TODAY)
+    assert await scanner.run_once() == 1
+    assert await scanner.run_once() == 0
+    assert [i["event_type"] for i in await _feed(app_hub)] == ["s117-child-long-stay-notice",
+                                                               "s117-child-left-hospital-notice"]
+
+
 # --- the child's fields on the notice's Encounter, under legal-status -----------------------------------
 
 
@@ -519,3 +604,111 @@ async def test_the_notices_encounter_carries_the_childs_fields_only_under_legal_
         assert "Encounter" not in str(item["message"])
         assert "ExpectedStay" not in str(item["message"]) and "EhcPlan" not in str(item["message"])
         assert "expectedStayWeeks" not in _notice_parts(item["message"])
+
+
+# --- another council concerned: a late earlier detention naming another council ------------------------
+
+BHAM = "E08000025"
+_BOTH = {"version": 1, "agreements": [{"id": "DSA-CHILD-TWO", "valid_from": "2020-01-01", "recipients": [
+    {"org_code": org, "events": ["s117-child-long-stay-notice", "s117-child-ehc-plan-notice",
+                                 "s117-child-left-hospital-notice"],
+     "field_groups": ["identity", "demographics", "legal-status"]} for org in (BUCKS, BHAM)]}]}
+
+
+async def test_a_late_detention_naming_another_council_withdraws_the_notices_of_the_council_told_and_back_again(
+        app_hub):
+    """Bucks (residence, EHC plan) is told of a stay; the detention that began it 90 days ago comes late
+    naming Birmingham for both: Bucks is sent a withdrawal of each notice (another-council-concerned, under an
+    agreement that does not list withdrawals: UK GDPR Art. 16, 19), no correction, and Birmingham its two
+    notices. An earlier detention still names Bucks: Birmingham's withdrawn, Bucks told anew (new notices,
+    the stay as it now stands). That one retracted: Bucks' new notices withdrawn as sent in error,
+    Birmingham told anew. The stay ends: Birmingham alone is told. Each once."""
+    sharing = app_hub.hub.sharing
+    sharing.replace_grants(SharingAgreements.from_document(_BOTH))  # the feeds read under them too
+    await _subscribe_feed(app_hub, BUCKS)
+    await _subscribe_feed(app_hub, BHAM)
+    nhs = "9434765919"
+    first = await _post(app_hub, _detention("w2", nhs, TODAY - timedelta(days=10), _years_ago(14),
+                                            legal_status_code="03", expected_stay_weeks=16, ehc_plan_la_gss=BUCKS))
+    day = [TODAY]
+    scanner = _scanner_on(app_hub, day, sharing)
+    assert await scanner.run_once() == 2
+    told = {i["event_type"]: i["event_id"] for i in await _feed(app_hub, BUCKS)}
+    bham_began = TODAY - timedelta(days=90)
+    late = await _post(app_hub, _detention("w1", nhs, bham_began, _years_ago(14), residence_la_gss=BHAM,
+                                           ehc_plan_la_gss=BHAM))
+    assert await scanner.run_once() == 4  # two withdrawals to Bucks, two notices to Birmingham
+    assert await scanner.run_once() == 0
+    assert await _scanner_on(app_hub, day, sharing).run_once() == 0  # once, whatever the process
+    bucks = await _feed(app_hub, BUCKS)
+    assert [i["event_type"] for i in bucks] == [*told, "s117-child-notice-withdrawn", "s117-child-notice-withdrawn"]
+    assert sorted(_notice_parts(i["message"])["supersedes"] for i in bucks[2:]) == sorted(told.values())
+    for item in bucks[2:]:
+        bundle = item["message"]
+        validate_message(bundle)
+        assert _notice_parts(bundle)["reason"] == "another-council-concerned"
+        kinds = {e["resource"]["resourceType"]: e["resource"] for e in bundle["entry"]}
+        assert set(kinds) == {"MessageHeader", "Patient", "EpisodeOfCare"}  # nothing of the stay as it stands
+        assert BHAM not in str(bundle) and bham_began.isoformat() not in str(bundle)
+    bham = await _feed(app_hub, BHAM)
+    assert sorted(i["event_type"] for i in bham) == ["s117-child-ehc-plan-notice", "s117-child-long-stay-notice"]
+    for item in bham:
+        validate_message(item["message"])
+        assert _notice_parts(item["message"])["reason"] in ("long-stay-reached", "ehc-plan-admission")
+
+    # Bucks concerned again (an earlier detention still): told anew; Birmingham's notices withdrawn.
+    earliest = await _post(app_hub, _detention("w0", nhs, TODAY - timedelta(days=120), _years_ago(14),
+                                               ehc_plan_la_gss=BUCKS))
+    assert await scanner.run_once() == 4
+    assert await scanner.run_once() == 0
+    bucks = await _feed(app_hub, BUCKS)
+    assert sorted(i["event_type"] for i in bucks[4:]) == ["s117-child-ehc-plan-notice", "s117-child-long-stay-notice"]
+    assert {i["event_id"] for i in bucks[4:]}.isdisjoint(told.values())  # new notices, not the ones withdrawn
+    for item in bucks[4:]:
+        validate_message(item["message"])
+        encounter = next(e["resource"] for e in item["message"]["entry"]
+                         if e["resource"]["resourceType"] == "Encounter")
+        assert encounter["period"]["start"] == (TODAY - timedelta(days=120)).isoformat()
+    bham = await _feed(app_hub, BHAM)
+    assert [(i["event_type"], _notice_parts(i["message"])["reason"]) for i in bham[2:]] == [
+        ("s117-child-notice-withdrawn", "another-council-concerned")] * 2
+
+    # That detention recorded in error: Bucks' new notices withdrawn as sent in error; Birmingham told anew.
+    await _retract(app_hub, earliest["change_id"])
+    assert await scanner.run_once() == 4
+    assert await scanner.run_once() == 0
+    bucks = await _feed(app_hub, BUCKS)
+    assert [_notice_parts(i["message"])["reason"] for i in bucks[6:]] == ["admission-recorded-in-error"] * 2
+    bham = await _feed(app_hub, BHAM)
+    assert sorted(i["event_type"] for i in bham[4:]) == ["s117-child-ehc-plan-notice", "s117-child-long-stay-notice"]
+
+    # The stay ends: the council concerned, Birmingham, told once; nothing more to Bucks.
+    await _change(app_hub, "w2-2", nhs, "left-hospital", TODAY)
+    assert await scanner.run_once() == 1
+    assert await scanner.run_once() == 0
+    assert [i["event_type"] for i in (await _feed(app_hub, BHAM))[6:]] == ["s117-child-left-hospital-notice"]
+    assert len(await _feed(app_hub, BUCKS)) == 8
+    decisions = await _decisions(app_hub)
+    assert {d[3] for d in decisions} == {"allowed"} and {d[0] for d in decisions} == {first["person_id"]}
+    assert late["person_id"] == first["person_id"]
+
+
+async def test_the_detention_told_retracted_after_an_earlier_one_of_the_stay_came_no_second_notice(app_hub):
+    """The notice went under the s3 detention; the s2 that began the same stay came late (a correction); then
+    the s3 is retracted as recorded in error (the child was in hospital on its day all the same, from the
+    s2): the stay is the one told, so no second notice of it; its end is told once, to the council told."""
+    await _subscribe_feed(app_hub)
+    told = await _post(app_hub, _detention("t1", "9434765919", TODAY - timedelta(days=5), _years_ago(14),
+                                           legal_status_code="03", expected_stay_weeks=20))
+    scanner = _scanner_on(app_hub, [TODAY])
+    assert await scanner.run_once() == 1
+    await _post(app_hub, _detention("t0", "9434765919", TODAY - timedelta(days=20), _years_ago(14),
+                                    expected_stay_weeks=20))
+    assert await scanner.run_once() == 1  # the correction
+    await _retract(app_hub, told["change_id"])
+    assert await scanner.run_once() == 0  # the stay stands as corrected: nothing to send
+    await _change(app_hub, "t0-2", "9434765919", "left-hospital", TODAY)
+    assert await scanner.run_once() == 1
+    assert await scanner.run_once() == 0
+    assert [i["event_type"] for i in await _feed(app_hub)] == [
+        "s117-child-long-stay-notice", "s117-child-notice-corrected", "s117-child-left-hospital-notice"]

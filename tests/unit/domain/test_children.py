@@ -4,6 +4,7 @@ council told of the admission (Worcs 6.4)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 
 from hub.domain.children import (
@@ -19,11 +20,12 @@ from hub.domain.children import (
     owed,
     stays,
     summary,
+    unsent,
     withdrawals,
 )
 from hub.domain.model import ChangeType, EventType
 from tests.unit.domain.builders import REF, change, d, detained, left
-from tests.unit.domain.fakes import BUCKINGHAMSHIRE, OXFORD_HEALTH, OXFORDSHIRE, WORCESTERSHIRE
+from tests.unit.domain.fakes import BIRMINGHAM, BUCKINGHAMSHIRE, OXFORD_HEALTH, OXFORDSHIRE, WORCESTERSHIRE
 
 ADMITTED = "2025-03-03"
 DAY_84 = d(ADMITTED) + timedelta(days=84)  # 12 weeks in hospital: 2025-05-26
@@ -208,8 +210,8 @@ def test_a_stay_whose_s85_notice_went_is_told_ended_to_that_council_with_the_dat
     start = child_detained()
     ended = left((DAY_84 + timedelta(days=10)).isoformat())
     history = [start, ended]
-    assert leaving_notices(history, [s85_told(start)], DAY_84 + timedelta(days=9)) == []  # not ended yet
-    [notice] = leaving_notices(history, [s85_told(start)], DAY_84 + timedelta(days=10))
+    assert leaving_notices(history, [s85_told(start)], DAY_84 + timedelta(days=9), REF) == []  # not ended yet
+    [notice] = leaving_notices(history, [s85_told(start)], DAY_84 + timedelta(days=10), REF)
     assert (notice.event_type, notice.reason, notice.org_code, notice.basis, notice.due_on) == (
         EventType.CHILD_LEFT_HOSPITAL_NOTICE, NoticeReason.STAY_ENDED, BUCKINGHAMSHIRE, Basis.ORDINARY_RESIDENCE,
         d(ended.effective_date.isoformat()))
@@ -222,7 +224,7 @@ def test_a_cto_or_death_ends_the_stay_as_leaving_does():
     start = child_detained()
     for ending, words in ((change(ChangeType.CTO_STARTED, "2025-07-01"), "community treatment order"),
                           (change(ChangeType.DIED, "2025-07-01"), "died")):
-        [notice] = leaving_notices([start, ending], [s85_told(start)], d("2025-07-01"))
+        [notice] = leaving_notices([start, ending], [s85_told(start)], d("2025-07-01"), REF)
         assert notice.stay.ended_by == ending and words in summary(notice)
 
 
@@ -232,11 +234,11 @@ def test_no_leaving_notice_for_a_stay_whose_s85_notice_did_not_go():
     start = child_detained()
     early = [start, left((DAY_84 - timedelta(days=1)).isoformat())]
     assert long_stay(notices_due([start], d("2010-01-01"), DAY_84 - timedelta(days=1), REF)) == []
-    assert leaving_notices(early, [], DAY_84 + timedelta(days=30)) == []
+    assert leaving_notices(early, [], DAY_84 + timedelta(days=30), REF) == []
     other = child_detained("2024-01-01")
-    assert leaving_notices(early, [s85_told(other)], DAY_84) == []
+    assert leaving_notices(early, [s85_told(other)], DAY_84, REF) == []
     ehc = Told("N-ehc", EventType.CHILD_EHC_PLAN_NOTICE, OXFORDSHIRE, start.change_id)
-    assert leaving_notices(early, [ehc], DAY_84) == []
+    assert leaving_notices(early, [ehc], DAY_84, REF) == []
 
 
 def test_the_leaving_notice_goes_when_the_person_has_turned_18_since():
@@ -247,7 +249,7 @@ def test_the_leaving_notice_goes_when_the_person_has_turned_18_since():
     history = [start, left(leaving_day.isoformat())]
     turned_18 = born_years_before(d("2025-06-01"), 18)  # 18 on 2025-06-01, before leaving
     assert is_child_on(turned_18, d(ADMITTED)) and not is_child_on(turned_18, leaving_day)
-    notices = leaving_notices(history, [s85_told(start)], leaving_day)
+    notices = leaving_notices(history, [s85_told(start)], leaving_day, REF)
     assert [n.child_on for n in notices] == [None]
     assert owed(notices, turned_18, leaving_day) == notices
     assert owed(notices, None, leaving_day) == notices  # nor the date of birth needed
@@ -256,7 +258,7 @@ def test_the_leaving_notice_goes_when_the_person_has_turned_18_since():
 def test_a_readmission_is_its_own_stay_and_its_leaving_is_told_only_if_its_own_notice_went():
     first, second = child_detained(expected_stay_weeks=20), child_detained("2025-05-01", expected_stay_weeks=20)
     history = [first, left("2025-04-01"), second, left("2025-06-01")]
-    notices = leaving_notices(history, [s85_told(first)], d("2025-06-02"))
+    notices = leaving_notices(history, [s85_told(first)], d("2025-06-02"), REF)
     assert [(n.stay.change, n.due_on) for n in notices] == [(first, d("2025-04-01"))]
 
 
@@ -267,8 +269,8 @@ def test_a_retracted_detention_withdraws_each_notice_that_went_once_each_telling
     start = child_detained(expected_stay_weeks=20, ehc_plan_la_gss=OXFORDSHIRE)
     told = [s85_told(start, event_id="N-s85"),
             Told("N-ehc", EventType.CHILD_EHC_PLAN_NOTICE, OXFORDSHIRE, start.change_id)]
-    assert withdrawals([start], told, {}) == []  # nothing retracted: nothing withdrawn
-    found = withdrawals([], told, {start.change_id: start})  # the history without it
+    assert withdrawals([start], told, {}, REF) == []  # nothing retracted: nothing withdrawn
+    found = withdrawals([], told, {start.change_id: start}, REF)  # the history without it
     assert [(n.event_type, n.reason, n.org_code, n.basis, n.withdraws) for n in found] == [
         (EventType.CHILD_NOTICE_WITHDRAWN, NoticeReason.ADMISSION_IN_ERROR, BUCKINGHAMSHIRE,
          Basis.ORDINARY_RESIDENCE, "N-s85"),
@@ -282,10 +284,10 @@ def test_a_retracted_detention_withdraws_each_notice_that_went_once_each_telling
 
 def test_a_notice_that_did_not_go_is_not_withdrawn():
     start = child_detained(expected_stay_weeks=20)
-    assert withdrawals([], [], {start.change_id: start}) == []
+    assert withdrawals([], [], {start.change_id: start}, REF) == []
     # A retraction of some other change (a leave) withdraws nothing.
     leave = change(ChangeType.S17_LEAVE_STARTED, "2025-03-20")
-    assert withdrawals([start], [s85_told(start)], {leave.change_id: leave}) == []
+    assert withdrawals([start], [s85_told(start)], {leave.change_id: leave}, REF) == []
 
 
 def test_a_stay_ended_then_the_ending_retracted_the_leaving_notice_is_withdrawn_the_stay_continues():
@@ -294,20 +296,20 @@ def test_a_stay_ended_then_the_ending_retracted_the_leaving_notice_is_withdrawn_
     told = [s85_told(start), Told("N-left", EventType.CHILD_LEFT_HOSPITAL_NOTICE, BUCKINGHAMSHIRE,
                                   start.change_id, ended.change_id)]
     # Before the retraction: nothing withdrawn; after: the history without the leaving (the child in hospital).
-    assert withdrawals([start, ended], told, {}) == []
-    [notice] = withdrawals([start], told, {ended.change_id: ended})
+    assert withdrawals([start, ended], told, {}, REF) == []
+    [notice] = withdrawals([start], told, {ended.change_id: ended}, REF)
     assert (notice.reason, notice.withdraws, notice.org_code, notice.due_on) == (
         NoticeReason.STAY_CONTINUES, "N-left", BUCKINGHAMSHIRE, d("2025-06-01"))
     assert notice.stay.left_on is None and notice.stay.change == start  # the stay as it stands
     assert "continues" in summary(notice)
     # The s85 notice stands (the stay is real): no new leaving notice while in hospital ...
-    assert leaving_notices([start], told, d("2025-06-10")) == []
+    assert leaving_notices([start], told, d("2025-06-10"), REF) == []
     # ... and a later leaving is told by a notice of its own (a new ending).
     again = left("2025-07-01")
-    [later] = leaving_notices([start, again], told, d("2025-07-01"))
+    [later] = leaving_notices([start, again], told, d("2025-07-01"), REF)
     assert later.stay.ended_by == again
     # Another ending already there (recorded twice, one retracted): the leaving is withdrawn as in error.
-    [notice] = withdrawals([start, again], told, {ended.change_id: ended})
+    [notice] = withdrawals([start, again], told, {ended.change_id: ended}, REF)
     assert notice.reason is NoticeReason.LEAVING_IN_ERROR
 
 
@@ -316,7 +318,7 @@ def test_a_detention_retracted_after_its_leaving_notice_withdraws_both_as_sent_i
     ended = left("2025-06-01")
     told = [s85_told(start), Told("N-left", EventType.CHILD_LEFT_HOSPITAL_NOTICE, BUCKINGHAMSHIRE,
                                   start.change_id, ended.change_id)]
-    found = withdrawals([ended], told, {start.change_id: start})
+    found = withdrawals([ended], told, {start.change_id: start}, REF)
     assert [(n.withdraws, n.reason) for n in found] == [("N-s85", NoticeReason.ADMISSION_IN_ERROR),
                                                         ("N-left", NoticeReason.ADMISSION_IN_ERROR)]
 
@@ -339,8 +341,8 @@ def test_a_notice_told_under_a_later_detention_of_the_stay_is_corrected_once_not
     told = child_detained("2025-03-20", "03", expected_stay_weeks=16)
     late = child_detained(ADMITTED, "02")
     notice = s85_told(told)
-    assert corrections([told], [notice], {}) == []  # as told: nothing to correct
-    [c] = corrections([told, late], [notice], {})
+    assert corrections([told], [notice], {}, REF) == []  # as told: nothing to correct
+    [c] = corrections([told, late], [notice], {}, REF)
     assert (c.event_type, c.reason, c.org_code, c.basis, c.corrects, c.replaces, c.supersedes, c.told_on) == (
         EventType.CHILD_NOTICE_CORRECTED, NoticeReason.ADMISSION_CORRECTED, BUCKINGHAMSHIRE,
         Basis.ORDINARY_RESIDENCE, "N-s85", "N-s85", "N-s85", d("2025-03-20"))
@@ -348,16 +350,113 @@ def test_a_notice_told_under_a_later_detention_of_the_stay_is_corrected_once_not
     assert "2025-03-03" in summary(c) and "2025-03-20" in summary(c) and "N-s85" in summary(c)
     # Once told, nothing more; the leaving of the stay goes to the council told, as for the stay it told.
     fixed = Told("N-fix", EventType.CHILD_NOTICE_CORRECTED, BUCKINGHAMSHIRE, late.change_id, corrects="N-s85")
-    assert corrections([told, late], [notice, fixed], {}) == []
-    [leaving] = leaving_notices([told, late, left("2025-07-01")], [notice], d("2025-07-01"))
+    assert corrections([told, late], [notice, fixed], {}, REF) == []
+    [leaving] = leaving_notices([told, late, left("2025-07-01")], [notice], d("2025-07-01"), REF)
     assert leaving.stay.change == late
     # The later detention retracted while the child was in hospital (the stay from the earlier one goes on):
     # the notice stands (not withdrawn); what it told is corrected as before.
-    assert withdrawals([late], [notice], {told.change_id: told}) == []
-    assert [x.corrects for x in corrections([late], [notice], {told.change_id: told})] == ["N-s85"]
+    assert withdrawals([late], [notice], {told.change_id: told}, REF) == []
+    assert [x.corrects for x in corrections([late], [notice], {told.change_id: told}, REF)] == ["N-s85"]
     # The earlier one retracted after its correction went: the stay is as first told, told again.
-    [back] = corrections([told], [notice, fixed], {late.change_id: late})
+    [back] = corrections([told], [notice, fixed], {late.change_id: late}, REF)
     assert (back.replaces, back.stay.change, back.told_on) == ("N-fix", told, d(ADMITTED))
+
+
+# --- another council concerned: an earlier detention of the stay naming another council ----------------
+
+
+def test_an_earlier_detention_naming_another_council_withdraws_the_notices_from_the_councils_told():
+    """The notices went under the s3 detention (Bucks the council of ordinary residence, Oxfordshire the EHC
+    plan's). The s2 detention that began the same stay comes late naming Worcestershire for both: Bucks and
+    Oxfordshire are told their notice no longer applies (a withdrawal naming it, nothing of the stay as it
+    now stands nor which council is concerned), not corrected; Worcestershire is owed both notices."""
+    told = child_detained("2025-03-20", "03", expected_stay_weeks=16, ehc_plan_la_gss=OXFORDSHIRE)
+    late = child_detained(ADMITTED, "02", residence_la_gss=WORCESTERSHIRE, ehc_plan_la_gss=WORCESTERSHIRE)
+    notices = [s85_told(told), Told("N-ehc", EventType.CHILD_EHC_PLAN_NOTICE, OXFORDSHIRE, told.change_id)]
+    history = [told, late]
+    found = withdrawals(history, notices, {}, REF)
+    assert [(n.event_type, n.reason, n.org_code, n.basis, n.withdraws, n.due_on) for n in found] == [
+        (EventType.CHILD_NOTICE_WITHDRAWN, NoticeReason.ANOTHER_COUNCIL, BUCKINGHAMSHIRE, Basis.ORDINARY_RESIDENCE,
+         "N-s85", d("2025-03-20")),
+        (EventType.CHILD_NOTICE_WITHDRAWN, NoticeReason.ANOTHER_COUNCIL, OXFORDSHIRE, Basis.EHC_PLAN, "N-ehc",
+         d("2025-03-20"))]
+    for n in found:
+        # Nothing of the stay as it now stands: the bare detention the council was told, no other council.
+        assert (n.stay.change, n.stay.admitted_on) == (replace(told, legal_status_code=None, hospital_ods=None,
+                                                               gp_practice_ods=None, residence_la_gss=None,
+                                                               expected_stay_weeks=None, ehc_plan_la_gss=None),
+                                                       d("2025-03-20"))
+        text = summary(n)
+        assert n.withdraws in text and "another council" in text and ADMITTED not in text
+        assert WORCESTERSHIRE not in text and n.child_on is None
+    assert corrections(history, notices, {}, REF) == []  # not corrected: not the councils concerned
+    today = DAY_84 + timedelta(days=1)
+    owed_now = unsent(candidate_notices(history, today, REF), history, notices, {})
+    assert sorted((n.event_type, n.org_code, n.renews) for n in owed_now) == sorted([
+        (EventType.CHILD_LONG_STAY_NOTICE, WORCESTERSHIRE, None),
+        (EventType.CHILD_EHC_PLAN_NOTICE, WORCESTERSHIRE, None)])
+    # The stay ends before Worcestershire is told: no leaving notice to Bucks (not concerned), nor to anyone.
+    ended = [*history, left(today.isoformat())]
+    assert leaving_notices(ended, notices, today, REF) == []
+    worcs = Told("N-worcs", EventType.CHILD_LONG_STAY_NOTICE, WORCESTERSHIRE, late.change_id)
+    [leaving] = leaving_notices(ended, [*notices, worcs], today, REF)
+    assert leaving.org_code == WORCESTERSHIRE
+    # A notice withdrawn is withdrawn once, and not corrected after.
+    gone = [Told("W-s85", EventType.CHILD_NOTICE_WITHDRAWN, BUCKINGHAMSHIRE, told.change_id, withdraws="N-s85"),
+            Told("W-ehc", EventType.CHILD_NOTICE_WITHDRAWN, OXFORDSHIRE, told.change_id, withdraws="N-ehc")]
+    assert withdrawals(history, [*notices, *gone], {}, REF) == []
+    assert corrections(history, [*notices, *gone], {}, REF) == []
+
+
+def test_a_detention_naming_no_council_displaces_no_one_the_council_told_is_corrected():
+    """A late detention naming no EHC plan, or with no fixed abode at a hospital whose council is not known,
+    names no other council: the council told stays the one known, corrected as before."""
+    told = child_detained("2025-03-20", "03", expected_stay_weeks=16, ehc_plan_la_gss=OXFORDSHIRE)
+    late = child_detained(ADMITTED, "02", residence_la_gss=None, hospital_ods="ZZZ99")
+    notices = [s85_told(told), Told("N-ehc", EventType.CHILD_EHC_PLAN_NOTICE, OXFORDSHIRE, told.change_id)]
+    assert withdrawals([told, late], notices, {}, REF) == []
+    assert sorted(c.corrects for c in corrections([told, late], notices, {}, REF)) == ["N-ehc", "N-s85"]
+
+
+def test_a_council_concerned_again_is_told_anew_and_the_one_displaced_in_turn_withdrawn():
+    """Bucks told, then withdrawn (Birmingham's detention began the stay); an earlier detention still names
+    Bucks again: Birmingham's notice is withdrawn and Bucks is told anew (`renews` the withdrawal it had),
+    once: a notice told anew and standing is told."""
+    told = child_detained("2025-03-20", "03", expected_stay_weeks=16)
+    late = child_detained("2025-03-10", "02", residence_la_gss=BIRMINGHAM, expected_stay_weeks=16)
+    earliest = child_detained(ADMITTED, "02", expected_stay_weeks=16)
+    notices = [s85_told(told),
+               Told("W-1", EventType.CHILD_NOTICE_WITHDRAWN, BUCKINGHAMSHIRE, told.change_id, withdraws="N-s85"),
+               Told("N-bham", EventType.CHILD_LONG_STAY_NOTICE, BIRMINGHAM, late.change_id)]
+    history = [told, late, earliest]
+    today = d("2025-03-25")
+    assert [(n.org_code, n.reason, n.withdraws) for n in withdrawals(history, notices, {}, REF)] == [
+        (BIRMINGHAM, NoticeReason.ANOTHER_COUNCIL, "N-bham")]
+    [again] = unsent(candidate_notices(history, today, REF), history, notices, {})
+    assert (again.event_type, again.org_code, again.renews, again.stay.change) == (
+        EventType.CHILD_LONG_STAY_NOTICE, BUCKINGHAMSHIRE, "W-1", earliest)
+    assert corrections(history, notices, {}, REF) == []  # Bucks' notice withdrawn; Birmingham's to be
+    renewed = Told("N-again", EventType.CHILD_LONG_STAY_NOTICE, BUCKINGHAMSHIRE, earliest.change_id)
+    assert unsent(candidate_notices(history, today, REF), history, [*notices, renewed], {}) == []
+    # Or Birmingham's detention retracted: the stay from the notice told, Bucks told anew, Birmingham's
+    # notice withdrawn as sent in error (its detention was).
+    back = [told]
+    assert [(n.org_code, n.reason) for n in withdrawals(back, notices, {late.change_id: late}, REF)] == [
+        (BIRMINGHAM, NoticeReason.ADMISSION_IN_ERROR)]
+    [again] = unsent(candidate_notices(back, today, REF), back, notices, {late.change_id: late})
+    assert (again.org_code, again.renews, again.stay.change) == (BUCKINGHAMSHIRE, "W-1", told)
+
+
+def test_a_notice_told_under_a_detention_retracted_since_is_still_told_for_its_stay():
+    """Told under the s3 detention; the earlier s2 of the same stay came late; the s3 is retracted (the child
+    was in hospital on its day): the stay is the one told, not owed again (nor its leaving lost)."""
+    told = child_detained("2025-03-20", "03", expected_stay_weeks=16)
+    late = child_detained(ADMITTED, "02", expected_stay_weeks=16)
+    retracted = {told.change_id: told}
+    assert unsent(candidate_notices([late], d("2025-04-01"), REF), [late], [s85_told(told)], retracted) == []
+    ended = [late, left("2025-06-01")]
+    [leaving] = leaving_notices(ended, [s85_told(told)], d("2025-06-01"), REF, retracted)
+    assert leaving.org_code == BUCKINGHAMSHIRE
 
 
 def test_the_fhir_child_notice_codes_are_the_reasons_and_bases():
