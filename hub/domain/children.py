@@ -349,9 +349,15 @@ def _withdrawn(told: Iterable[Told]) -> dict[str, str]:
 def _displaced(t: Told, stay: Stay, ref: ReferenceData) -> bool:
     """The council told `t` is not the one a notice of its kind about `stay` is for any more: the stay now
     begins with a detention naming another council. A detention naming none (no EHC plan given, no council
-    found) displaces no one: the council told stays the one known."""
+    found) displaces no one: the council told stays the one known. The council told is the code's council
+    in place on the day its notice fell due (`council_on`: the admission, or the 84th day for an s85
+    notice), so a code whose council was abolished since, or by then, names the council told, not another."""
     concerned = council_concerned(stay, t.event_type, ref)
-    return concerned is not None and concerned != t.org_code
+    if concerned is None or concerned == t.org_code:
+        return False
+    due_days = (stay.admitted_on,) if t.event_type is EventType.CHILD_EHC_PLAN_NOTICE else \
+        (stay.admitted_on, stay.admitted_on + LONG_STAY)
+    return all(council_on(concerned, day, ref) != t.org_code for day in due_days)
 
 
 def _changes(history: Sequence[RegisterChange], retracted: Mapping[str, RegisterChange]) -> dict[str, RegisterChange]:

@@ -84,3 +84,30 @@ def test_the_s85_notice_names_the_council_in_place_on_the_day_it_falls_due(app_h
     stay = [detained(admitted, "02", hospital_ods="RNU", residence_la_gss=OLD_BUCKS)]
     [notice] = candidate_notices(stay, d(due), app_hub.hub.ref)
     assert (notice.org_code, notice.basis, notice.due_on) == (council, Basis.ORDINARY_RESIDENCE, d(due))
+
+
+@pytest.mark.parametrize(("admitted", "weeks"), [
+    ("2020-05-04", 20),  # the EHC and expected-long-stay notices due at admission, after the abolition
+    ("2020-03-02", None),  # the EHC notice at admission, before it; the s85 notice on day 84, after it
+])
+def test_notices_told_to_the_council_that_replaced_the_one_named_stand_and_its_leaving_is_told_to_it(
+        app_hub, admitted, weeks):
+    """A notice went to the council in place on its due day (the successor of the code the detention named):
+    that council is the one concerned, not displaced by the code as sent. Before the fix the stay's end
+    withdrew its notices (`another-council-concerned`) and told it no leaving notice."""
+    from hub.domain.children import Told, candidate_notices, corrections, leaving_notices, withdrawals
+    from hub.domain.model import EventType
+    from tests.unit.domain.builders import d, detained, left
+
+    ref = app_hub.hub.ref
+    stay = detained(admitted, "03", hospital_ods="RNU", residence_la_gss=OLD_BUCKS, ehc_plan_la_gss=OLD_BUCKS,
+                    expected_stay_weeks=weeks)
+    due = d(admitted) + timedelta(days=84 if weeks is None else 0)
+    sent = candidate_notices([stay], due, ref)
+    assert [n.org_code for n in sent] == ([BUCKS, BUCKS] if weeks else [OLD_BUCKS, BUCKS]), sent
+    told = [Told(f"e{i}", n.event_type, n.org_code, stay.change_id) for i, n in enumerate(sent)]
+    history = [stay, left("2020-06-30")]
+    assert withdrawals(history, told, {}, ref) == []
+    assert corrections(history, told, {}, ref) == []
+    [leaving] = leaving_notices(history, told, d("2020-07-01"), ref)
+    assert (leaving.event_type, leaving.org_code) == (EventType.CHILD_LEFT_HOSPITAL_NOTICE, sent[-1].org_code)
