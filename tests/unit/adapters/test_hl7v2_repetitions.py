@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from adapters.hl7v2 import Disposition, build_ack, map_adt
-from adapters.hl7v2.mapping import MappingResult
+from adapters.hl7v2.mapping import MappingResult, _Msg, _normalise_segments
 from hub.ingest.contract import RegisterChangeIn
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "hl7v2"
@@ -181,6 +181,26 @@ def test_several_repeated_fields_are_each_named():
     text = set_field(set_field(set_field(A01_CHILD, "PV2", 10, "84~91"), "ZU5", 9, "E10000025~E10000014"),
                      "EVN", 2, "202501061010~202501061011")
     assert sorted(p.field for p in map_adt(text).problems) == ["EVN-2", "PV2-10", "ZU5-9"]
+
+
+def test_the_reader_records_a_field_as_repeated_exactly_when_it_holds_a_repetition():
+    """Every field of every fixture, with a repetition added to each field in turn: the one-value read gives the
+    first repetition's value (as before) and records the field only when it holds the separator."""
+    for path in sorted([*FIXTURES.glob("*.hl7"), *FIXTURES.glob("itk/*.hl7")]):
+        text = _normalise_segments(path.read_bytes().decode())
+        for line in text.split("\r"):
+            name, count = line[:3], len(line.split("|"))
+            for f in range(1 if name != "MSH" else 3, count + (name == "MSH")):
+                if (name, f) in (("PD1", 3), ("PV1", 45)):
+                    continue  # read as the value their repetitions agree on (below)
+                plain = _Msg(text)
+                value = plain.get(name, f, 1)
+                assert value == plain.get(name, f, 1, 1), (path.name, name, f)
+                assert (plain.repeats is not None) == ("~" in field_of(text, name, f)), (path.name, name, f)
+                repeated = _Msg(set_field(text, name, f, field_of(text, name, f) + "~X^Y"))
+                assert repeated.get(name, f, 1) == value
+                assert repeated.repeats == {f"{name}-{f}": "repeats: the field takes one value, and which of its "
+                                            "repetitions is meant cannot be told"}, (path.name, name, f)
 
 
 # -- fields HL7 v2.4 lets repeat: a rule each -----------------------------------
