@@ -82,6 +82,19 @@ _BATCH_SEGMENTS = frozenset(("FHS", "BHS", "BTS", "FTS"))
 # characters (a given name `""` was recorded as the name `""`).
 HL7_NULL = '""'
 BATCH_REASON = "batches are not taken: send each message in its own MLLP frame"
+# A field read as one value (`_Msg.get` without a repetition) that carries the repetition separator (README.md,
+# "Repetitions"): a field HL7 v2.4 (or the ITK profile, or the hub for its own ZU5 fields) does not let repeat.
+# Refused, never cut to its first repetition (PV2-10 `84~90` was read as 84, a second ZU5-9 council dropped).
+REPEATS_REASON = "repeats: the field takes one value, and which of its repetitions is meant cannot be told"
+# Fields HL7 v2.4 lets repeat of which the hub reads one value (README.md, "Repetitions"): PD1-3 patient primary
+# facility (XON), the GP practice (its ID number, XON-3), and PV1-45 discharge date/time (TS). The value their
+# repetitions agree on (empty ones aside); repetitions with different values are refused.
+REPEATS_DIFFER_REASON = ("repeats with different values: the hub reads one value of this field, and which of its "
+                         "repetitions is meant cannot be told")
+_AGREED_REPETITIONS = frozenset((("PD1", 3), ("PV1", 45)))
+# Fields that decide whether the message is taken at all (who sent it, what it is): repeated, the message is
+# refused (AR, nothing kept), as any other problem of theirs is.
+_GATE_FIELDS = ("MSH-4", "MSH-9", "EVN-1", "MSH-11", "MSH-12")
 
 
 class Disposition(StrEnum):
@@ -102,6 +115,7 @@ UNSUPPORTED_EVENT_CODE = "201"
 UNSUPPORTED_PROCESSING_ID = "202"
 UNSUPPORTED_VERSION_ID = "203"
 APPLICATION_ERROR = "207"
+REPEATS_CODES = {REPEATS_REASON: DATA_TYPE_ERROR, REPEATS_DIFFER_REASON: APPLICATION_ERROR}
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,10 +192,16 @@ class _Msg:
     container for every subcomponent of every segment up front: about 0.8 ms
     for an ITK A01 on this machine, most of the cost of an MLLP message, for
     the dozen values the mapping reads (tests/unit/adapters compares every
-    position of the fixtures with `hl7.parse`)."""
+    position of the fixtures with `hl7.parse`).
+
+    A read without a repetition (`get(segment, f, c)`) is of the field's one
+    value: a field sent with repetitions there is recorded in `repeats`
+    (README.md, "Repetitions") and the mapping refuses the message naming it;
+    a field the mapping reads repetition by repetition (PID-3, PID-5, PID-11,
+    MRG-1) is read with `r`."""
 
     __slots__ = ("_segments", "_field_sep", "_rep", "_comp", "_sub", "_esc", "_separators", "_escaper",
-                 "repeated", "bad_escapes", "_reps")
+                 "repeated", "bad_escapes", "repeats", "_reps")
 
     def __init__(self, text: str) -> None:
         # Raises hl7.ParseException (an HL7Exception) or IndexError, as hl7.parse
@@ -198,6 +218,9 @@ class _Msg:
         # (`map_adt`), never half read. None (the usual case) when no segment repeats.
         self.repeated: dict[str, list[list[str]]] | None = None
         self.bad_escapes: list[str] | None = None  # positions read whose escape sequences are not valid
+        # Fields read as one value that were sent with repetitions ("ZU5-9"), each with why it is refused
+        # (REPEATS_REASON, REPEATS_DIFFER_REASON); None (the usual case) when there are none.
+        self.repeats: dict[str, str] | None = None
         # (segment, field) -> the field split into its repetitions, for a read past the first: split once, not
         # once a read (the mapping reads PID-3 and PID-11 repetition by repetition; a field repeated 100,000
         # times within the frame limit was scanned whole 100,000 times, minutes on the listener's loop).
@@ -219,7 +242,11 @@ class _Msg:
     def has(self, segment: str) -> bool:
         return segment in self._segments
 
-    def get(self, segment: str, f: int, c: int = 1, r: int = 1, s: int = 1) -> str:
+    def get(self, segment: str, f: int, c: int = 1, r: int = 0, s: int = 1) -> str:
+        """Component `c`, subcomponent `s` of the field's repetition `r`; without `r` (0), of the field's one
+        value: a field sent with repetitions is recorded in `repeats` (a field HL7 v2.4 lets repeat and the
+        hub reads one value of, `_AGREED_REPETITIONS`, only when its repetitions differ) and the first
+        repetition is read (the one they agree on)."""
         fields = self._segments.get(segment)
         if fields is None or f >= len(fields):
             return ""
@@ -229,10 +256,13 @@ class _Msg:
         if segment == "MSH" and (f == 1 or f == 2):
             if f == 1:
                 return value
-            return value if (c, r, s) == (1, 1, 1) else ""
+            return value if (c, r, s) in ((1, 0, 1), (1, 1, 1)) else ""
         # The first repetition, component or subcomponent (most reads) by
         # `partition`, which makes no list; a later one by `split`.
-        if r == 1:
+        if r == 0:  # the field's one value: a branch on the partition, the rest only for a repeated field
+            first, repeated, _ = value.partition(self._rep)
+            value = self._one_value(segment, f, c, s, value) if repeated else first
+        elif r == 1:
             value = value.partition(self._rep)[0]
         else:
             parts = self._repetitions_of(segment, f, value)
@@ -266,6 +296,40 @@ class _Msg:
             value = self._escaper.unescape(value)
         return value.strip()
 
+    def _one_value(self, segment: str, f: int, c: int, s: int, value: str) -> str:
+        """The repetition to read of a field read as one value and sent with repetitions (`value`, the
+        field's text), recording the field in `repeats`: the first repetition; for a field of
+        `_AGREED_REPETITIONS`, the first whose component `c` (subcomponent `s`) holds a value, recorded only
+        when another holds a different one."""
+        position = f"{segment}-{f}"
+        if (segment, f) not in _AGREED_REPETITIONS:
+            self._repeat(position, REPEATS_REASON)
+            return value.partition(self._rep)[0]
+        chosen: str | None = None
+        held = ""
+        for repetition in self._repetitions_of(segment, f, value):
+            part = repetition
+            if c > 1:
+                parts = part.split(self._comp)
+                part = parts[c - 1] if c <= len(parts) else ""
+            else:
+                part = part.partition(self._comp)[0]
+            subs = part.split(self._sub)
+            part = subs[s - 1].strip() if s <= len(subs) else ""
+            if not part or part == HL7_NULL:
+                continue
+            if chosen is None:
+                chosen, held = repetition, part
+            elif part != held:
+                self._repeat(position, REPEATS_DIFFER_REASON)
+                break
+        return chosen if chosen is not None else value.partition(self._rep)[0]
+
+    def _repeat(self, position: str, reason: str) -> None:
+        if self.repeats is None:
+            self.repeats = {}
+        self.repeats.setdefault(position, reason)
+
     def _repetitions_of(self, segment: str, f: int, value: str) -> list[str]:
         """The field's repetitions (`value`, the field's text), split the first time they are asked for."""
         if self._reps is None:
@@ -276,9 +340,15 @@ class _Msg:
         return parts
 
     def raw(self, segment: str, f: int) -> str:
-        """A field exactly as sent: no escape undone, nothing stripped (MSH-10, the idempotency key and MSA-2)."""
+        """A field exactly as sent: no escape undone, nothing stripped (MSH-10, the idempotency key and MSA-2).
+        It is the field's one value: sent with repetitions, it is recorded in `repeats` (and read whole)."""
         fields = self._segments.get(segment)
-        return fields[f] if fields is not None and f < len(fields) else ""
+        if fields is None or f >= len(fields):
+            return ""
+        value = fields[f]
+        if self._rep in value:
+            self._repeat(f"{segment}-{f}", REPEATS_REASON)
+        return value
 
     def occurrence(self, segment: str, i: int) -> _Msg:
         """This message read with the i-th (0-based) occurrence of a repeated segment in place of the first."""
@@ -287,6 +357,7 @@ class _Msg:
             object.__setattr__(other, name, getattr(self, name))
         other._segments = {**self._segments, segment: self.repeated[segment][i]}  # type: ignore[index]
         other.bad_escapes = None
+        other.repeats = None  # (the occurrence's reads are its own, never the message's)
         other._reps = None  # the occurrence's fields are not the first's
         return other
 
@@ -397,12 +468,16 @@ def map_adt(message_text: str) -> MappingResult:
         named = next((s for s in ("FHS", "BHS", "BTS", "FTS") if msg.has(s)), "MSH")
         return _reject(header, named, BATCH_REASON if named != "MSH" else
                        "appears more than once: " + BATCH_REASON, UNSUPPORTED_MESSAGE_TYPE)
+    processing = msg.get("MSH", 11, 1)
+    if msg.repeats is not None and (gate := next((f for f in _GATE_FIELDS if f in msg.repeats), None)):
+        # Who sent it or what it is cannot be told: refused as any other problem of these fields (AR, not kept).
+        return _reject(header, gate, f"{REPEATS_REASON}; the message was not taken", DATA_TYPE_ERROR)
     if not header.control_id:
         return _reject(header, "MSH-10", "message control id is required (it is the idempotency key)",
                        REQUIRED_FIELD_MISSING)
     if not header.version.startswith("2."):
         return _reject(header, "MSH-12", "only HL7 version 2.x is accepted (ITK profile: 2.4)", UNSUPPORTED_VERSION_ID)
-    if msg.get("MSH", 11, 1).upper() != "P":
+    if processing.upper() != "P":
         return _reject(header, "MSH-11", "only production messages (processing id P) change the register",
                        UNSUPPORTED_PROCESSING_ID)
     if header.message_type != "ADT":
@@ -470,7 +545,7 @@ def _merge(msg: _Msg, header: Header) -> MappingResult:
             mapper.problem(field_name, "has more than one different NHS number")
         else:
             numbers[key] = found.pop()
-    if mapper.problems or msg.bad_escapes is not None:
+    if mapper.problems or msg.bad_escapes is not None or msg.repeats is not None:
         return mapper._error()
     return MappingResult(Disposition.MERGE, header, origins=dict(mapper.origins), merge=numbers)
 
@@ -484,6 +559,8 @@ def _held_cancellation(msg: _Msg, header: Header, cancels: str, reason: str) -> 
     result = _reject(header, "MSH-9", reason, UNSUPPORTED_EVENT_CODE, quarantine=True)
     about = mapper._about()  # (records where the hospital was read: a refusal's ERR names that HL7 field)
     cancelled_on = mapper._cancelled_on(_CANCELLED_DATES[cancels])
+    if msg.repeats is not None:  # a field it is read from was sent with repetitions: nothing is cancelled (AE)
+        return mapper._error()
     return MappingResult(result.disposition, header, problems=result.problems, quarantine=True, about=about,
                          origins=dict(mapper.origins), cancelled_on=cancelled_on)
 
@@ -493,6 +570,9 @@ def _held_cancellation(msg: _Msg, header: Header, cancels: str, reason: str) -> 
 _CANCELLED_DATES = {"detained": (("ZU5", 5), ("PV1", 44), ("EVN", 6)),
                     "cto-recalled": (("PV1", 44), ("ZU5", 5), ("EVN", 6)),  # a recall: the admit date first
                     "left-hospital": (("PV1", 45), ("EVN", 6))}
+
+
+_UNREAD_ABOUT = {"A03": "left-hospital", "A02": "section-changed", "A08": "section-changed"}
 
 
 class _Mapper:
@@ -538,12 +618,18 @@ class _Mapper:
             count = len(self.msg.repeated[name])
             self.problem(name, f"appears {'twice' if count == 2 else f'{count} times'}: the "
                          f"{self.header.trigger_event} message allows it once", SEGMENT_SEQUENCE_ERROR)
-        if self._about_type is None and self.header.trigger_event != "A01":
-            # A02 / A08: any change of legal status is the care provider's to report (`_legal_status_update`)
-            self._about_type = "left-hospital" if self.header.trigger_event == "A03" else "section-changed"
+        self._about_unread()
         self._change = None  # read afresh from every occurrence (`_about`)
         return MappingResult(Disposition.ERROR, self.header, problems=tuple(self.problems),
                              origins=dict(self.origins), about=self._about())
+
+    def _about_unread(self) -> None:
+        """A message refused before its change type was told (a repeated segment, a repeated field on a message
+        that would change nothing): on an A03, `left-hospital`; on an A02 / A08 `section-changed` (any change of
+        legal status is the care provider's to report, `_legal_status_update`); on an A01 none (a detention
+        cannot be told from an informal admission)."""
+        if self._about_type is None:
+            self._about_type = _UNREAD_ABOUT.get(self.header.trigger_event)
 
     # -- events --------------------------------------------------------------
 
@@ -730,7 +816,8 @@ class _Mapper:
             self.problem("PID-3", "has more than one different NHS number")
         else:
             person["nhs_number"] = numbers.pop()
-        family, given = self.msg.get("PID", 5, 1), self.msg.get("PID", 5, 2)
+        name = self._legal_name()
+        family, given = self.msg.get("PID", 5, 1, name), self.msg.get("PID", 5, 2, name)
         if family:
             person["family_name"] = family
         if given:
@@ -790,11 +877,22 @@ class _Mapper:
             hospital, origin = self._hospital()
         if nhs:
             about["person"] = {"nhs_number": nhs}
+        if hospital and self.msg.repeats is not None and origin.partition(".")[0] in self.msg.repeats:
+            hospital = None  # read from a field sent with repetitions: which hospital is meant cannot be told
         if hospital:
             about["hospital_ods"] = hospital
             if self._change is None:  # (`_base` recorded it) where it was read: a refusal's ERR names it
                 self.origins["hospital_ods"] = origin
         return about
+
+    def _legal_name(self) -> int:
+        """The PID-5 repetition (XPN, repeating in HL7 v2.4) that is the person's name: the one with name type
+        (XPN-7) `L`, legal, else the first (v2.4 3.4.2.5: "the primary or legal name of the patient is reported
+        first"; the ITK examples send one, typed L)."""
+        for r in range(1, self.msg.repetitions("PID", 5) + 1):
+            if self.msg.get("PID", 5, 7, r).upper() == "L":
+                return r
+        return 1
 
     def _home_address(self) -> int | None:
         """The PID-11 repetition that is the home address (XAD-7 "H", or the
@@ -815,8 +913,10 @@ class _Mapper:
         # ITK: PV1-3 assigned location, PL-4 facility = the site's ODS code
         # (the A01 example has RCB55 under sending facility RCB); PV1-39
         # servicing facility if that is empty; else the sending trust (MSH-4).
-        for value, origin in ((self.msg.get("PV1", 3, 4), "PV1-3.4"), (self.msg.get("PV1", 39), "PV1-39"),
-                              (self.header.sending_facility, "MSH-4")):
+        # Each read only when the one before gives no code: a field is read (and refused for a repetition) only
+        # when its value would be used.
+        for segment, f, c, origin in (("PV1", 3, 4, "PV1-3.4"), ("PV1", 39, 1, "PV1-39"), ("MSH", 4, 1, "MSH-4")):
+            value = self.header.sending_facility if segment == "MSH" else self.msg.get(segment, f, c)
             if value and _ODS.match(value.upper()):
                 return value.upper(), origin
         return None, "PV1-3.4"
@@ -998,19 +1098,30 @@ class _Mapper:
     # -- results -------------------------------------------------------------
 
     def _done(self, change: dict[str, Any], recall_unstated: bool = False) -> MappingResult:
-        if self.problems or self.msg.bad_escapes is not None:
+        if self.problems or self.msg.bad_escapes is not None or self.msg.repeats is not None:
             return self._error()
         return MappingResult(Disposition.CHANGE, self.header, change=change, notes=tuple(self.notes),
                              origins=dict(self.origins), recall_unstated=recall_unstated)
 
     def _error(self) -> MappingResult:
+        if self.msg.repeats is not None:
+            self._about_unread()
         about = self._about()
+        repeats = self.msg.repeats or {}  # (after `_about`, whose reads may add to it)
+        if repeats:  # a problem found in a repeated field's first repetition: the repetition is the problem
+            self.problems = [p for p in self.problems if p.field.partition(".")[0] not in repeats]
         for position in dict.fromkeys(self.msg.bad_escapes or ()):  # each position read with a bad escape, once
+            if position in repeats:
+                continue
             self.problem(position, "holds an escape sequence that is not valid HL7 (v2.4 2.7: \\F\\ \\S\\ \\T\\ "
                          "\\R\\ \\E\\ or \\Xhh..\\): the value cannot be read as sent", DATA_TYPE_ERROR)
+        for position, reason in repeats.items():
+            self.problem(position, reason, REPEATS_CODES[reason])
         return MappingResult(Disposition.ERROR, self.header, problems=tuple(self.problems), notes=tuple(self.notes),
                              origins=dict(self.origins), about=about)
 
     def _no_change(self, reason: str) -> MappingResult:
+        if self.msg.repeats is not None:  # a field it was told from was sent with repetitions
+            return self._error()
         return MappingResult(Disposition.NO_CHANGE, self.header, notes=(*self.notes, reason),
                              origins=dict(self.origins))

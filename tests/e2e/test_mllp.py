@@ -289,3 +289,43 @@ async def test_bad_input_is_refused_whole_and_msh10_is_echoed_as_sent(mllp_hub):
     for n in numbers:
         assert n not in logs
     assert "FOTHERINGAY" not in logs and "TESTPATIENT" not in logs
+
+
+async def test_a_field_sent_with_repetitions_is_refused_naming_it_and_held(mllp_hub):
+    """From an outside review: a field the hub reads as one value, sent with repetitions, was cut to its first
+    (PV2-10 `84~91` read as 84 days, a second council in ZU5-9 dropped) and the detention recorded. Over the
+    wire: AE with an ERR naming each field, the message held in quarantine naming them, nothing recorded, no
+    value in the ACK or the log; the same detention without the repetitions is recorded."""
+    hub, keys, _ = mllp_hub
+    nhs = nhs_numbers()[31]
+    run = uuid.uuid4().hex[:8]
+    child = fixture("ADT_A01_s3_detained.hl7", nhs, f"REP-{run}").replace(
+        "ZU5|2025|3|3|1|202501061000|1", "PV2||||||||||84~91\rZU5|2025|3|3|1|202501061000|1|||E10000025~E10000014")
+    async with Engine(hub.mllp_port) as engine:
+        ack = await engine.send(child)
+        assert msa(ack)[1:3] == ["AE", f"REP-{run}"] and "quarantine id" in msa(ack)[3], ack
+        errs = ack_fields(ack)["ERR"]
+        assert any(e.startswith("ERR|PV2^1^10^102&PV2-10 repeats: the field takes one value") for e in errs), errs
+        assert any(e.startswith("ERR|ZU5^1^9^102&ZU5-9 repeats: the field takes one value") for e in errs), errs
+        assert "E10000014" not in ack and "91" not in "".join(errs)
+
+    async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+        trust = {"X-API-Key": keys["trust"]}
+        held = [q for q in (await http.get("/v1/quarantine", headers=trust)).json()["items"]
+                if q["source_message_id"] == f"REP-{run}"]
+        assert len(held) == 1 and held[0]["channel"] == "mllp"
+        assert {e["field"] for e in held[0]["errors"]} == {"PV2-10", "ZU5-9"}
+        assert msa(ack)[3].endswith(held[0]["quarantine_id"])
+        r = await http.post("/v1/persons/lookup", headers=trust, json={"nhs_number": nhs})
+        assert r.status_code == 404  # nothing of it recorded
+
+        async with Engine(hub.mllp_port) as engine:  # the trust corrects it: one value each
+            fixed = child.replace("84~91", "84").replace("E10000025~E10000014", "E10000025")
+            ack = await engine.send(fixed.replace(f"REP-{run}", f"REP2-{run}"))
+            assert msa(ack)[1:3] == ["AA", f"REP2-{run}"], ack
+        r = await http.post("/v1/persons/lookup", headers=trust, json={"nhs_number": nhs})
+        assert r.status_code == 200
+
+    hub.stop()
+    logs = hub.logs()
+    assert nhs not in logs and "E10000014" not in logs
