@@ -251,10 +251,19 @@ class Hub:
             self._tasks.append(asyncio.create_task(run_exporter(self.exports, poll, self._stop), name="exporter"))
         # A change of reference data since the last start: the bodies it moves told (hazard H-03). At start, and
         # on each later day the council data names a successor taking over.
-        from hub.refdata_retell import ReferenceDataRetell, run_reference_data_retell  # noqa: PLC0415 - back only
+        from hub.refdata_retell import (  # noqa: PLC0415 - back only
+            ReferenceDataRetell,
+            run_council_split_count,
+            run_reference_data_retell,
+        )
 
         self._startup.append(asyncio.create_task(run_reference_data_retell(
             ReferenceDataRetell(self.engine, self.ref, self.agreements), self._stop), name="reference-data-retell"))
+        # The people a split council leaves with no responsible council, counted for the gauge and its alert
+        # (hazard H-03): at start and every S117_COUNCIL_SPLIT_COUNT_SECONDS.
+        self._tasks.append(asyncio.create_task(run_council_split_count(
+            self.engine, self.ref, self.agreements, self.settings.council_split_count_seconds, self._stop),
+            name="council-split-count"))
         if self.settings.review_scan_interval_seconds > 0:
             scanner = ReviewScanner(self.engine, self.ref, self.agreements, self.settings.review_notice_days)
             self._tasks.append(asyncio.create_task(

@@ -69,6 +69,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hub import periodic
 from hub.audit import record_operator_action
 from hub.bus.payload import event_payload, status_on_the_bus
 from hub.bus.port import EVENTS_TOPIC, HISTORY_CHANGES, LATE, REFERENCE_DATA, BusMessage, history_changes
@@ -194,8 +195,8 @@ class ReferenceDataRetell:
         return moved
 
     async def count_awaiting(self, today: date) -> dict[str, int]:
-        """`awaiting_successor` with this pass's data and day."""
-        return await awaiting_successor(self._engine, self._ref, self._agreements, today)
+        """`awaiting_successor` with this pass's data and day, set as the gauge."""
+        return await awaiting_successor(self._engine, self._ref, self._agreements, today, publish=True)
 
     async def _person(self, person_id: str, held: tuple[str | None, str | None], digest: str, today: date) -> int:
         history = await self._history(person_id, self._engine)
@@ -247,29 +248,67 @@ class ReferenceDataRetell:
         return [(r.change_id, from_jsonable(RegisterChange, r.canonical)) for r in rows]
 
 
+# People evaluated per read of their histories (one query for a batch), the event loop given back between
+# batches: a count over thousands of people without a council never holds the back workers' loop for long.
+AWAITING_BATCH = 200
+# The split councils this process has set the gauge for: one no longer awaited reads 0 (in prometheus_client's
+# multiprocess mode a label cannot be removed, so it would otherwise keep its last count: an alert that never
+# resolves).
+_published: set[str] = set()
+
+
 async def awaiting_successor(engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook,
-                             today: date) -> dict[str, int]:
+                             today: date, *, publish: bool = False) -> dict[str, int]:
     """How many people await a register change naming the successor of a council split between several
-    successors (hazard H-03), by the split council's GSS code; also set as the gauge
-    `s117_council_split_awaiting_successor{council}`. Only people the register holds with no responsible
-    council are evaluated (a split leaves none). Codes and counts: nothing personal."""
+    successors (hazard H-03), by the split council's GSS code. Only people the register holds with no responsible
+    council are evaluated (a split leaves none), their histories read `AWAITING_BATCH` at a time: the cost is
+    that of the people without a council, not of the register. `publish`: set as the gauge
+    `s117_council_split_awaiting_successor{council}` (the back workers': `run_council_split_count` and each
+    re-tell pass). Codes and counts: nothing personal."""
     async with engine.connect() as conn:
         people = (await conn.execute(select(register_status.c.person_id).where(
             register_status.c.council_code.is_(None),
             register_status.c.entitled | register_status.c.in_hospital))).scalars().all()
         await conn.rollback()
     counts: dict[str, int] = {}
-    for person_id in people:
-        history = await ReferenceDataRetell._history(person_id, engine)
-        if not history:
-            continue
-        status = evaluate(person_id, [c for _, c in history], ref, agreements, today)
-        if status.council_split is not None and status.council_basis_code:
-            counts[status.council_basis_code] = counts.get(status.council_basis_code, 0) + 1
-    metrics.COUNCIL_SPLIT_AWAITING.clear()
+    for start in range(0, len(people), AWAITING_BATCH):
+        batch = people[start:start + AWAITING_BATCH]
+        histories: dict[str, list[RegisterChange]] = {}
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(register_changes.c.person_id, register_changes.c.canonical)
+                                       .where(register_changes.c.person_id.in_(batch), not_retracted()))).all()
+            await conn.rollback()
+        for row in rows:
+            histories.setdefault(row.person_id, []).append(from_jsonable(RegisterChange, row.canonical))
+        for person_id, history in histories.items():
+            status = evaluate(person_id, history, ref, agreements, today)
+            if status.council_split is not None and status.council_basis_code:
+                counts[status.council_basis_code] = counts.get(status.council_basis_code, 0) + 1
+        await asyncio.sleep(0)
+    if publish:
+        publish_awaiting(counts)
+    return dict(sorted(counts.items()))
+
+
+def publish_awaiting(counts: dict[str, int]) -> None:
+    """The gauge as `counts` say: each split council counted, and 0 for one this process counted before."""
+    for council in _published - counts.keys():
+        metrics.COUNCIL_SPLIT_AWAITING.labels(council=council).set(0)
     for council, count in counts.items():
         metrics.COUNCIL_SPLIT_AWAITING.labels(council=council).set(count)
-    return dict(sorted(counts.items()))
+    _published.update(counts)
+
+
+async def run_council_split_count(engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook,
+                                  every: float, stop: asyncio.Event,
+                                  today: Callable[[], date] = england_day) -> None:
+    """The back workers' count of people awaiting a split council's successor, at start and every `every`
+    seconds (`S117_COUNCIL_SPLIT_COUNT_SECONDS`), set as the gauge: the alert S117CouncilSplitAwaitingSuccessor
+    relies on it being current without anyone asking GET /v1/ops/council-splits."""
+    async def count() -> None:
+        await awaiting_successor(engine, ref, agreements, today(), publish=True)
+
+    await periodic.every(every, stop, count, log=log, failed="council split count failed")
 
 
 async def run_reference_data_retell(retell: ReferenceDataRetell, stop: asyncio.Event) -> None:

@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     # publishes epraccur quarterly and the map monthly, so 120 days is one quarter's release missed plus a
     # month to download and deploy the next; councils are reorganised on dates announced a year or more ahead.
     reference_data_max_age_days: int = Field(default=120, ge=1, le=3650)
+    # People awaiting the successor of a council split between several (hazard H-03: no council responsible
+    # meanwhile) are counted by the back workers at start and every this many seconds, for the gauge
+    # s117_council_split_awaiting_successor and its alert S117CouncilSplitAwaitingSuccessor (hub/refdata_retell.py
+    # `run_council_split_count`). Each count evaluates only the people with no responsible council. At most a
+    # day: the alert looks back three days.
+    council_split_count_seconds: float = Field(default=3600.0, ge=60, le=86400)
     # The one base of every URL the hub mints (CodeSystems, profiles,
     # extensions, identifier systems, problem types): hub/fhir/namespaces.py.
     # Embedded mode defaults to a clearly local value; production (PostgreSQL)

@@ -222,8 +222,11 @@ def _message_kept() -> Any:
 async def council_splits(hub: HubDep, client: ClientDep) -> dict:
     """Per council split between several successors (its GSS code), how many people await a register change
     naming the successor covering their address: no council is responsible for them meanwhile and the
-    hospital's council coordinates (hazard H-03). Sets `s117_council_split_awaiting_successor{council}`.
-    Codes and counts only: nothing personal."""
+    hospital's council coordinates (hazard H-03). Counted afresh at each request; the gauge
+    `s117_council_split_awaiting_successor{council}` is the back workers' (hub/refdata_retell.py
+    `run_council_split_count`), not set here: with the workers apart, a count this process set would outlive
+    the workers' newer ones (the gauge's processes combine by their maximum). Codes and counts only: nothing
+    personal. The console's overview shows it."""
     require(client, "hub:admin")
     from hub.refdata_retell import awaiting_successor
 

@@ -55,8 +55,11 @@ REFERENCE_DATA_MAX_AGE = Gauge("s117_reference_data_max_age_seconds",
                                multiprocess_mode="livemin")
 # People whose council of ordinary residence is a county split between several successors and who await a
 # register change naming the one covering their address (hazard H-03: no council is responsible meanwhile),
-# by the split council's GSS code (a council's code: nothing personal). Set by the reference-data re-tell's
-# pass and by GET /v1/ops/council-splits (hub/refdata_retell.py `awaiting_successor`).
+# by the split council's GSS code (a council's code: nothing personal); 0 for a council whose people all had
+# their successor named. Set by the back workers only (never the front: the processes' values combine by
+# their maximum, so a front's count would outlive the workers' newer ones): at start and every
+# S117_COUNCIL_SPLIT_COUNT_SECONDS, and after each reference-data re-tell pass (hub/refdata_retell.py
+# `run_council_split_count`, `awaiting_successor`). Alert S117CouncilSplitAwaitingSuccessor.
 COUNCIL_SPLIT_AWAITING = Gauge("s117_council_split_awaiting_successor",
                                "People whose split council's successor is not yet named (no council responsible)",
                                ["council"], multiprocess_mode="livemax")

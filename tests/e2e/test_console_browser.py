@@ -162,6 +162,71 @@ async def test_mllp_change_traced_to_its_webhook_delivery_in_the_browser(tmp_pat
         await receiver.stop()
 
 
+async def test_the_overview_counts_people_awaiting_a_split_councils_successor(tmp_path):
+    """Hazard H-03: a person whose council area (Cumbria) was split between several successors has no
+    responsible council until a register change names the successor. The overview shows, per split council,
+    its GSS code and how many people await it (GET /v1/ops/council-splits: codes and counts, nothing
+    personal), in a panel like the others; once the trust names the successor, the count falls to none."""
+    from playwright.async_api import async_playwright
+
+    chromium = debian_tool("chromium", "chromium")
+    (tmp_path / "sharing.yaml").write_text(yaml.safe_dump(SHARING))
+    hub = HubProcess(tmp_path, sharing_path=tmp_path / "sharing.yaml")
+    keys = await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    _, admin = await add_client(engine, "Operator", "HUB", "hub-operator", ["hub:admin"])
+    await engine.dispose()
+    trust = {"X-API-Key": keys["trust"]}
+    nhs = nhs_numbers()[9]
+    base = {"source_system": "RiO", "person": {"nhs_number": nhs, "given_name": "Grace", "family_name": "Hopper"}}
+    await hub.start()
+    try:
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            for n, change in enumerate((
+                {"change_type": "detained", "effective_date": "2022-01-05", "legal_status_code": "03",
+                 "hospital_ods": "RNU", "residence_la_gss": "E10000006"},  # Cumbria, split on 1 April 2023
+                {"change_type": "left-hospital", "effective_date": "2022-03-01", "hospital_ods": "RNU"},
+            )):
+                r = await http.post("/v1/register-changes", headers=trust,
+                                    json={**base, "source_message_id": f"split-{n}", **change})
+                assert r.status_code == 202, r.text
+
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+                page = await browser.new_page(viewport={"width": 1280, "height": 900})
+                reported = await watch_csp(page)
+                await page.goto(f"{hub.base_url}/console")
+                await page.fill("#key", admin)
+                await page.click("#signin")
+                await page.wait_for_selector("#splits table")
+                heads = await page.locator("#splits table th").all_inner_texts()
+                assert heads == ["split council (GSS)", "people awaiting its successor"], heads
+                assert await page.locator("#splits table tbody tr td").all_inner_texts() == ["E10000006", "1"]
+                assert "people awaiting: 1" in await page.inner_text("#splits")
+                panel = page.locator("section", has=page.locator("#splits"))
+                assert "Awaiting a split council's successor" in await panel.locator("h2").inner_text()
+                look = "e => { const s = getComputedStyle(e); return [s.backgroundColor, s.boxShadow, s.borderRadius, s.padding]; }"
+                ingest = page.locator("section", has=page.locator("#ingest"))
+                assert await panel.evaluate(look) == await ingest.evaluate(look)  # the same look as its neighbours
+                content = await page.content()
+                assert nhs not in content and "Hopper" not in content
+
+                # The trust names the successor covering the address: nobody awaits Cumbria's any more (read
+                # afresh when the overview is opened again).
+                r = await http.post("/v1/register-changes", headers=trust, json={
+                    **base, "source_message_id": "split-named", "change_type": "moved", "effective_date": "2026-01-05",
+                    "residence_before_detention_la_gss": "E06000063"})
+                assert r.status_code == 202, r.text
+                await page.click("nav button[data-tab=charts]")
+                await page.click("nav button[data-tab=overview]")
+                await page.locator("#splits", has_text="people awaiting: 0").wait_for(timeout=15_000)
+                assert "None." in await page.inner_text("#splits")
+                assert await csp_violations(page, reported) == []
+                await browser.close()
+    finally:
+        hub.stop()
+
+
 def _narrowed(without: str) -> dict:
     """The e2e agreements with Buckinghamshire no longer covering the event type `without`."""
     return {**SHARING, "agreements": [

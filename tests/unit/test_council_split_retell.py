@@ -4,6 +4,7 @@ in-process, a clock the test sets."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 from datetime import date
@@ -94,33 +95,128 @@ async def test_the_first_start_of_this_version_tells_people_split_before_it(app_
     assert await _held(app_hub) is None
 
 
+CUMBRIA, CUMBERLAND = "E10000006", "E06000063"  # Cumbria, split on 1 April 2023 (Cumberland one successor)
+
+
+async def _split_person(app_hub, nhs: str = "9990000026", run: str = "ops") -> None:  # noqa: ANN001
+    """A person detained in 2022 from Cumbria and discharged: after its split, no responsible council."""
+    base = {"source_system": "RiO", "person": {"nhs_number": nhs}}
+    for n, change in enumerate((
+        {"change_type": "detained", "effective_date": "2022-01-05", "legal_status_code": "03",
+         "hospital_ods": "RNU", "residence_la_gss": CUMBRIA},
+        {"change_type": "left-hospital", "effective_date": "2022-03-01", "hospital_ods": "RNU"},
+    )):
+        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]},
+                                    json={**base, "source_message_id": f"{run}-{n}", **change})
+        assert r.status_code == 202, r.text
+
+
+async def _name_successor(app_hub, nhs: str = "9990000026", run: str = "ops") -> None:  # noqa: ANN001
+    r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json={
+        "source_system": "RiO", "person": {"nhs_number": nhs}, "source_message_id": f"{run}-named",
+        "change_type": "moved", "effective_date": "2026-01-05", "residence_before_detention_la_gss": CUMBERLAND})
+    assert r.status_code == 202, r.text
+
+
+def _gauge(council: str) -> float | None:
+    from hub.observability.metrics import COUNCIL_SPLIT_AWAITING
+
+    return next((s.value for m in COUNCIL_SPLIT_AWAITING.collect() for s in m.samples
+                 if s.labels.get("council") == council), None)
+
+
+async def _until(check, what: str, timeout: float = 10.0) -> None:  # noqa: ANN001
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.05)
+
+
 async def test_the_ops_view_counts_people_awaiting_a_successor_by_the_split_council(app_hub):
-    """GET /v1/ops/council-splits and the gauge: per split council's GSS code (no NHS number anywhere), the
-    people awaiting a successor; a person whose successor is named is no longer counted."""
+    """GET /v1/ops/council-splits: per split council's GSS code (no NHS number anywhere), the people awaiting
+    a successor; a person whose successor is named is no longer counted. The request does not set the gauge
+    (the back workers' alone: a front's count would outlive their newer ones)."""
     from hub.clients import add_client
     from hub.observability.metrics import COUNCIL_SPLIT_AWAITING
 
     admin = {"X-API-Key": (await add_client(app_hub.hub.engine, "Ops", "HUB", "trust", ["hub:admin"]))[1]}
     trust = {"X-API-Key": app_hub.keys["trust"]}
-    base = {"source_system": "RiO", "person": {"nhs_number": "9990000026"}}
-    for n, change in enumerate((
-        {"change_type": "detained", "effective_date": "2022-01-05", "legal_status_code": "03",
-         "hospital_ods": "RNU", "residence_la_gss": "E10000006"},  # Cumbria, split on 1 April 2023
-        {"change_type": "left-hospital", "effective_date": "2022-03-01", "hospital_ods": "RNU"},
-    )):
-        r = await app_hub.http.post("/v1/register-changes", headers=trust,
-                                    json={**base, "source_message_id": f"ops-{n}", **change})
-        assert r.status_code == 202, r.text
+    await _split_person(app_hub)
     await _put_on_register(app_hub, "other")  # Buckinghamshire: determined, not counted
+    COUNCIL_SPLIT_AWAITING.labels(council=CUMBRIA).set(-1)
     r = await app_hub.http.get("/v1/ops/council-splits", headers=admin)
     assert r.status_code == 200, r.text
-    assert r.json()["awaiting_successor"] == [{"council": "E10000006", "people": 1}]
-    assert COUNCIL_SPLIT_AWAITING.labels(council="E10000006")._value.get() == 1
+    assert r.json()["awaiting_successor"] == [{"council": CUMBRIA, "people": 1}]
+    assert _gauge(CUMBRIA) == -1
     assert "9990000026" not in r.text
     assert (await app_hub.http.get("/v1/ops/council-splits", headers=trust)).status_code == 403
-    r = await app_hub.http.post("/v1/register-changes", headers=trust, json={
-        **base, "source_message_id": "ops-2", "change_type": "moved", "effective_date": "2026-01-05",
-        "residence_before_detention_la_gss": "E06000063"})
-    assert r.status_code == 202, r.text
+    await _name_successor(app_hub)
     assert (await app_hub.http.get("/v1/ops/council-splits", headers=admin)).json()["awaiting_successor"] == []
-    assert not [s for m in COUNCIL_SPLIT_AWAITING.collect() for s in m.samples if s.labels.get("council") == "E10000006"]
+
+
+async def test_the_back_workers_set_the_gauge_at_start_without_a_request(app_hub):
+    """The hub's back workers count the people awaiting a successor at start (task council-split-count),
+    no GET /v1/ops/council-splits needed: the alert S117CouncilSplitAwaitingSuccessor can rely on it."""
+    from hub.observability.metrics import COUNCIL_SPLIT_AWAITING
+
+    await _split_person(app_hub)
+    await _put_on_register(app_hub, "other")
+    COUNCIL_SPLIT_AWAITING.labels(council=CUMBRIA).set(-1)  # not yet counted here
+    app_hub.hub.start_workers()
+    try:
+        assert "council-split-count" in {t.get_name() for t in app_hub.hub.worker_tasks()}
+        await _until(lambda: _gauge(CUMBRIA) == 1, "the back workers never counted the person awaiting Cumbria's successor")
+        assert not _gauge(BUCKS)  # determined: not counted (0 if an earlier count in this process had it split)
+    finally:
+        app_hub.hub._stop.set()
+        await asyncio.gather(*app_hub.hub.worker_tasks(), return_exceptions=True)
+
+
+async def test_the_count_runs_again_and_a_council_no_longer_awaited_reads_zero(app_hub):
+    """Counted again every interval: once the successor is named the split council reads 0 (set, not left
+    at its last count: in multiprocess mode a label cannot be removed, and the alert must resolve)."""
+    from hub.observability.metrics import COUNCIL_SPLIT_AWAITING
+    from hub.refdata_retell import run_council_split_count
+
+    await _split_person(app_hub)
+    COUNCIL_SPLIT_AWAITING.labels(council=CUMBRIA).set(-1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_council_split_count(app_hub.hub.engine, app_hub.hub.ref, app_hub.hub.agreements,
+                                                       0.05, stop))
+    try:
+        await _until(lambda: _gauge(CUMBRIA) == 1, "not counted")
+        await _name_successor(app_hub)
+        await _until(lambda: _gauge(CUMBRIA) == 0, "the named successor's person still counted, or the label left at 1")
+    finally:
+        stop.set()
+        await task
+
+
+async def test_the_count_reads_histories_in_batches_and_only_of_people_without_a_council(app_hub, monkeypatch):
+    """The count's cost is bounded by the people with no responsible council, their histories read a batch
+    per query (not one query a person): at 100k people on the register, a few hundred queries at most."""
+    from sqlalchemy import event
+
+    from hub import refdata_retell
+    from hub.domain.dates import england_day
+
+    numbers = ["9990000026", "9990000034", "9990000042", "9990000050", "9990000069"]
+    for n, nhs in enumerate(numbers):
+        await _split_person(app_hub, nhs, run=f"batch{n}")
+    await _put_on_register(app_hub, "other")  # determined: its history never read
+    monkeypatch.setattr(refdata_retell, "AWAITING_BATCH", 2)
+    reads: list[str] = []
+
+    def seen(conn, cursor, statement, *args) -> None:  # noqa: ANN001, ANN002
+        if "FROM register_changes" in statement:
+            reads.append(statement)
+
+    engine = app_hub.hub.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        counts = await refdata_retell.awaiting_successor(app_hub.hub.engine, app_hub.hub.ref, app_hub.hub.agreements,
+                                                         england_day())
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert counts == {CUMBRIA: len(numbers)}
+    assert len(reads) == 3, reads  # 5 people, 2 a query

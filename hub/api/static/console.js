@@ -82,9 +82,28 @@ const CHECKS = {store: "store", store_writes: "store takes writes", workers: "wo
 async function ready() {
   try { return await (await fetch("/health/ready")).json(); } catch (e) { return null; }  // 503 answers JSON too
 }
+// People awaiting a split council's successor (hazard H-03): GET /v1/ops/council-splits evaluates everyone with no
+// responsible council, so it is read when the overview is opened and then once a minute, not at every 5 s poll.
+const SPLITS_EVERY_MS = 60e3;
+let splits = null, splitsAt = 0;
+async function councilSplits() {
+  if (!splits || Date.now() - splitsAt >= SPLITS_EVERY_MS) {
+    splits = await api("/v1/ops/council-splits");
+    splitsAt = Date.now();
+  }
+  return splits;
+}
+function showSplits(s) {
+  const total = s.awaiting_successor.reduce((n, r) => n + r.people, 0);
+  draw($("splits"), `<div>people awaiting: <span class="${total ? "bad" : "ok"} big">${esc(total)}</span>` +
+    ` <span class="muted">(counted ${time(new Date(splitsAt).toISOString())} UTC)</span></div>` +
+    table(s.awaiting_successor, [["split council (GSS)", r => `<code>${esc(r.council)}</code>`],
+      ["people awaiting its successor", r => `<span class="bad">${esc(r.people)}</span>`]], "People awaiting a split council's successor, per split council"));
+}
 async function overview() {
-  const [flows, dead, held, sla, health, quarantined] = await Promise.all([api("/v1/ops/flows"), api("/v1/ops/dead-letters"),
-    api("/v1/ops/deliveries/held"), api("/v1/ops/service-level"), ready(), api("/v1/quarantine?limit=200")]);
+  const [flows, dead, held, sla, health, quarantined, split] = await Promise.all([api("/v1/ops/flows"), api("/v1/ops/dead-letters"),
+    api("/v1/ops/deliveries/held"), api("/v1/ops/service-level"), ready(), api("/v1/quarantine?limit=200"), councilSplits()]);
+  showSplits(split);
   draw($("hub"), !health ? '<span class="bad">no answer from /health/ready</span>' :
     `<div>${esc(health.status)}: ${1 + ["worker_process", "delivery_process"].filter(k => k in health.checks).length} process(es)</div>` +
     Object.entries(health.checks).map(([k, v]) => `<div>${esc(CHECKS[k] || k)}: <span class="${v === "ok" ? "ok" : v === "starting" ? "warn" : "bad"}">${esc(v)}</span></div>`).join(""));
@@ -371,6 +390,7 @@ function show(name, focus = false) {
     if (on && focus) b.focus();
   });
   Object.keys(PAGES).forEach(p => { $(p).hidden = p !== name; });
+  if (name === "overview") splitsAt = 0;  // opened: its split councils read afresh
   scrollRegions();  // (measured when shown: a hidden panel has no width)
   refresh();
 }
