@@ -34,8 +34,11 @@ _DISCHARGE = ("LA_AGREES", "NHS_AGREES", "PERSON_INVOLVED", "END_REASONS", "PART
 
 COUNCIL_EVENTS: dict[str, EventSpec] = {
     # LA_GSS is the council of ordinary residence after the move; NFA=Y instead
-    # when the person has no fixed abode (one of the two is required).
-    "ADDR_CHANGE": EventSpec(ChangeType.MOVED, uses=("LA_GSS", "NFA")),
+    # when the person has no fixed abode (one of the two is required, unless the
+    # row only names, in PRE_DETENTION_LA_GSS, the successor of a council split
+    # between several successors whose area covers the residence before the
+    # detention: the person has not moved; hazard H-03).
+    "ADDR_CHANGE": EventSpec(ChangeType.MOVED, uses=("LA_GSS", "NFA", "PRE_DETENTION_LA_GSS")),
     "GP_CHANGE": EventSpec(ChangeType.GP_CHANGED, uses=("GP_ODS",), requires=("GP_ODS",)),
     "PLACEMENT": EventSpec(ChangeType.PLACEMENT_STARTED),
     "REVIEW_DONE": EventSpec(ChangeType.REVIEW_COMPLETED),

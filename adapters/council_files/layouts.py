@@ -108,6 +108,10 @@ _DATA_COLUMNS: tuple[tuple[str, str | None, str, int, bool], ...] = (
     ("COHORT", "cohort", "cohort", 3, False),
     ("PAID_BY", "paid_by", "payer", 3, False),
     ("END_DATE", "end_date", "date", 8, False),
+    # A county split between several successors (hazard H-03): on ADDR_CHANGE, the successor council whose
+    # area covers the residence the responsible council was determined by. Appended after every earlier
+    # column, so a 597-character (or 460-character) export stays valid.
+    ("PRE_DETENTION_LA_GSS", "residence_before_detention_la_gss", "gss", 9, False),
 )
 
 

@@ -503,12 +503,16 @@ def map_record(layout: Layout, row: int, values: dict[str, str], original: bytes
             problems.append(FieldProblem(f"row {row}, column {name}", reason))
 
     if change_type == "moved":
+        # A row naming only the successor of a split council (PRE_DETENTION_LA_GSS) says the person has not
+        # moved: it needs no residence, as the register change contract's move naming only it (hazard H-03).
+        naming_successor = bool(values.get("PRE_DETENTION_LA_GSS", "").strip())
         if nfa is True and la_gss is not None:
             problems.append(FieldProblem(f"row {row}, column LA_GSS", "must be blank when NFA is Y (no fixed abode)"))
-        elif nfa is not True and not values.get("LA_GSS", "").strip():
+        elif nfa is not True and not naming_successor and not values.get("LA_GSS", "").strip():
             problems.append(FieldProblem(
                 f"row {row}, column LA_GSS", "is required for ADDR_CHANGE (the council of ordinary residence after "
-                "the move), or NFA Y when the person has no fixed abode"))
+                "the move), or NFA Y when the person has no fixed abode, or PRE_DETENTION_LA_GSS alone when the "
+                "row only names the successor of a split council"))
 
     if problems or spec is None:
         claimed = change_type if spec is not None else _trust_event(event_text)

@@ -5,6 +5,7 @@ from adapters.fhir_inbound.mapping import (
     EXT_CPIA_ORDER_TYPE,
     EXT_EHC_PLAN_COUNCIL,
     EXT_EXPECTED_STAY_WEEKS,
+    EXT_RESIDENCE_BEFORE_DETENTION_COUNCIL,
     EXT_RESIDENCE_COUNCIL,
     FhirProblem,
     MappingResult,
@@ -13,5 +14,5 @@ from adapters.fhir_inbound.mapping import (
 
 __all__ = [
     "CHANGE_TYPE_SYSTEM", "EXT_CPIA_ORDER_TYPE", "EXT_EHC_PLAN_COUNCIL", "EXT_EXPECTED_STAY_WEEKS",
-    "EXT_RESIDENCE_COUNCIL", "FhirProblem", "MappingResult", "map_message",
+    "EXT_RESIDENCE_BEFORE_DETENTION_COUNCIL", "EXT_RESIDENCE_COUNCIL", "FhirProblem", "MappingResult", "map_message",
 ]

@@ -62,6 +62,13 @@ EXT_CPIA_ORDER_TYPE: Final = f"{HUB_FHIR_BASE}/StructureDefinition/Extension-S11
 # Read on a `detained` change only: README.md, "A child's detention".
 EXT_EXPECTED_STAY_WEEKS: Final = f"{HUB_FHIR_BASE}/StructureDefinition/Extension-S117-ExpectedStayWeeks"
 EXT_EHC_PLAN_COUNCIL: Final = f"{HUB_FHIR_BASE}/StructureDefinition/Extension-S117-EhcPlanCouncil"
+# Patient extension (valueIdentifier, the GSS system, as the residence council): the successor council whose area
+# covers the residence the responsible council was determined by, after that council was split between several
+# successors (hazard H-03). The register change's residence_before_detention_la_gss, which a `moved` change only
+# takes: on another change ingest refuses it at its location, as REST refuses the field. README.md, "Why a hub
+# extension for the successor of a split council".
+EXT_RESIDENCE_BEFORE_DETENTION_COUNCIL: Final = (
+    f"{HUB_FHIR_BASE}/StructureDefinition/Extension-S117-ResidenceBeforeDetentionCouncil")
 NO_FIXED_ABODE_POSTCODE: Final = "ZZ993VZ"  # NHS Data Dictionary pseudo-postcode
 # Change types whose content (a joint discharge decision, a dispute) has no
 # FHIR mapping yet: they are taken as canonical JSON only.
@@ -296,6 +303,7 @@ class _Mapper:
         self.ext_cpia_order_type = ns.extension("S117-CpiaOrderType")
         self.ext_expected_stay_weeks = ns.extension("S117-ExpectedStayWeeks")
         self.ext_ehc_plan_council = ns.extension("S117-EhcPlanCouncil")
+        self.ext_residence_before_detention = ns.extension("S117-ResidenceBeforeDetentionCouncil")
         self.entries = [
             _Entry(i, e["resource"], e.get("fullUrl") if isinstance(e.get("fullUrl"), str) else None)
             for i, e in enumerate(data.get("entry") or [])
@@ -584,6 +592,7 @@ class _Mapper:
                 self.set("person.birth_date", d, f"{pat.loc}.birthDate")
 
         self.address(pat)
+        self.successor_council(pat)
         self.gp(pat)
 
     def address(self, pat: _Entry) -> None:
@@ -613,6 +622,28 @@ class _Mapper:
                 self.add(f"{ext_loc}.system", f"must be {GSS_CODE_SYSTEM}", VALUE)
             else:
                 self.set("residence_la_gss", str(ident["value"]).strip().upper(), f"{ext_loc}.value")
+
+    def successor_council(self, pat: _Entry) -> None:
+        """Extension-S117-ResidenceBeforeDetentionCouncil on the Patient (valueIdentifier, system GSS) ->
+        `residence_before_detention_la_gss`: the successor of a split council covering the residence the
+        responsible council was determined by (hazard H-03). Read on every change the Patient comes with and
+        passed as sent: ingest checks it as REST's (a council in place today; a `moved` change only, refused by
+        name on any other, as on REST), at its location. Unlike a detention's Encounter extensions it is not
+        skipped on other changes: a successor sent with them would otherwise be dropped unseen, the person
+        left with no responsible council."""
+        found = self._one_extension(pat, self.ext_residence_before_detention, "residence before detention council")
+        if found is None:
+            return
+        j, ext = found
+        loc = f"{pat.loc}.extension[{j}].valueIdentifier"
+        ident = ext.get("valueIdentifier")
+        if not isinstance(ident, dict) or not ident.get("value"):
+            self.add(loc, "is required: the ONS GSS code of the successor council whose area covers the residence "
+                     "before the detention, as an Identifier", REQUIRED)
+        elif ident.get("system") != GSS_CODE_SYSTEM:
+            self.add(f"{loc}.system", f"must be {GSS_CODE_SYSTEM}", VALUE)
+        else:
+            self.set("residence_before_detention_la_gss", str(ident["value"]).strip().upper(), f"{loc}.value")
 
     def gp(self, pat: _Entry) -> None:
         gps = pat.resource.get("generalPractitioner") or []

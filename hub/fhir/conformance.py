@@ -197,6 +197,18 @@ EXTENSIONS: Final[tuple[ExtensionDef, ...]] = (
         ("Encounter",),
         value_type="Identifier",
     ),
+    # A county split between several successors (hazard H-03): the successor covering the residence.
+    ExtensionDef(
+        "S117-ResidenceBeforeDetentionCouncil",
+        "S117 successor council of the residence before the detention",
+        "On a moved change: the council (ONS GSS code, a council in place today) whose area covers the place of "
+        "ordinary residence the responsible council was determined by, when that council has since been split "
+        "between several successors (e.g. Cumbria 2023: Cumberland or Westmorland and Furness). It becomes the "
+        "responsible council. Inbound: the register change's residence_before_detention_la_gss, on a moved "
+        "change only.",
+        ("Patient",),
+        value_type="Identifier",
+    ),
     ExtensionDef(
         "S117-ResidenceCouncil",
         "S117 council of ordinary residence",

@@ -2,10 +2,15 @@
 a person who lived in Cumbria before a 2022 detention has, after Cumbria's split on 1 April 2023, no
 responsible council: the person query says so (naming Cumberland and Westmorland and Furness), the
 hospital's council is told it coordinates, and a `moved` change naming the successor
-(`residence_before_detention_la_gss`) makes that successor responsible, and tells it."""
+(`residence_before_detention_la_gss`) makes that successor responsible, and tells it. The same over the two
+other channels that carry a move: a FHIR `$process-message` (Extension-S117-ResidenceBeforeDetentionCouncil on
+the Patient) and the coordinating council's file (column PRE_DETENTION_LA_GSS)."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import json
 from pathlib import Path
 
 import httpx
@@ -15,7 +20,7 @@ import yaml
 from hub.clients import add_client
 from hub.store.db import create_engine
 from tests.e2e.conftest import SECRET, SHARING, make_clients, subscribe_webhook
-from tests.support import HubProcess, Receiver
+from tests.support import REPO, HubProcess, Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -102,4 +107,122 @@ async def test_a_split_county_is_undetermined_until_a_change_names_the_successor
     finally:
         hub.stop()
         await receiver.stop()
+    assert NHS not in hub.logs() and "Hopper" not in hub.logs()
+
+
+FHIR_MOVED = REPO / "tests" / "fixtures" / "fhir_inbound" / "moved_successor.json"  # names Cumberland, NHS above
+SUCCESSOR_EXT = "extension[0].valueIdentifier.value"  # of the Patient, Bundle.entry[1]
+
+
+async def _split_hub(tmp_path: Path) -> tuple[HubProcess, dict[str, str]]:
+    """A hub process whose agreements name Oxfordshire and Cumberland; a council client each, able to write."""
+    sharing = dict(SHARING)
+    sharing["agreements"] = [*SHARING["agreements"], {
+        "id": "DSA-TEST-SPLIT", "valid_from": "2020-01-01", "recipients": [
+            {"org_code": code, "events": ["*"], "field_groups": ["identity", "responsibility"]}
+            for code in (OXFORDSHIRE, CUMBERLAND)]}]
+    (tmp_path / "sharing.yaml").write_text(yaml.safe_dump(sharing))
+    hub = HubProcess(tmp_path, sharing_path=tmp_path / "sharing.yaml")
+    keys = await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    for code, name in ((OXFORDSHIRE, "Oxfordshire"), (CUMBERLAND, "Cumberland")):
+        keys[code] = (await add_client(engine, name, code, "council", ["register:write", "s117:read"]))[1]
+    await engine.dispose()
+    return hub, keys
+
+
+async def _undetermined_person(http: httpx.AsyncClient, trust: dict[str, str]) -> str:
+    """The Cumbria resident detained in 2022, discharged before the split: no council responsible today."""
+    for n, change in enumerate((
+        {"change_type": "detained", "effective_date": "2022-01-05", "legal_status_code": "03",
+         "hospital_ods": "RNU", "gp_practice_ods": "K82001", "residence_la_gss": CUMBRIA},
+        {"change_type": "left-hospital", "effective_date": "2022-03-01", "hospital_ods": "RNU"},
+    )):
+        r = await http.post("/v1/register-changes", headers=trust,
+                            json={**BASE, "source_message_id": f"split-{n}", **change})
+        assert r.status_code == 202, r.text
+    person_id = r.json()["person_id"]
+    body = (await http.get(f"/v1/persons/{person_id}/s117", headers=trust)).json()
+    assert body["responsible_council"] is None and body["coordinating_council"]["org"]["code"] == OXFORDSHIRE
+    assert [i["role"] for i in body["responsibility_undetermined"]] == ["responsible-council"]
+    return person_id
+
+
+async def _resolved_to_cumberland(http: httpx.AsyncClient, keys: dict[str, str], person_id: str) -> None:
+    body = (await http.get(f"/v1/persons/{person_id}/s117", headers={"X-API-Key": keys["trust"]})).json()
+    assert body["responsible_council"]["org"]["code"] == CUMBERLAND
+    assert body["coordinating_council"] is None and body["responsibility_undetermined"] == []
+    r = await http.get(f"/v1/persons/{person_id}/s117", headers={"X-API-Key": keys[CUMBERLAND]})
+    assert r.status_code == 200 and r.json()["responsible_council"]["org"]["code"] == CUMBERLAND
+
+
+async def test_a_fhir_move_naming_the_successor_resolves_the_split(tmp_path: Path) -> None:
+    hub, keys = await _split_hub(tmp_path)
+    trust = {"X-API-Key": keys["trust"]}
+    fhir = {**trust, "Content-Type": "application/fhir+json"}
+    try:
+        await hub.start()
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            person_id = await _undetermined_person(http, trust)
+
+            # The abolished county is no council in place today: 422 at the extension's value, quarantined.
+            bad = copy.deepcopy(json.loads(FHIR_MOVED.read_text()))
+            bad["entry"][1]["resource"]["extension"][0]["valueIdentifier"]["value"] = CUMBRIA
+            bad["identifier"]["value"] = "RIO-MSG-bad"
+            r = await http.post("/v1/fhir/$process-message", headers=fhir, content=json.dumps(bad))
+            assert r.status_code == 422, r.text
+            errors = [i for i in r.json()["issue"] if i["severity"] == "error"]
+            assert [i["expression"] for i in errors] == [[f"Bundle.entry[1].resource.{SUCCESSOR_EXT}"]], errors
+            assert "a council in place today" in errors[0]["diagnostics"]
+            body = (await http.get(f"/v1/persons/{person_id}/s117", headers=trust)).json()
+            assert body["responsible_council"] is None
+
+            # The trust's message naming Cumberland: it becomes responsible.
+            r = await http.post("/v1/fhir/$process-message", headers=fhir, content=FHIR_MOVED.read_bytes())
+            assert r.status_code == 200, r.text
+            await _resolved_to_cumberland(http, keys, person_id)
+    finally:
+        hub.stop()
+    assert NHS not in hub.logs() and "Hopper" not in hub.logs()
+
+
+async def test_the_coordinating_councils_file_naming_the_successor_resolves_the_split(tmp_path: Path) -> None:
+    hub, keys = await _split_hub(tmp_path)
+    trust = {"X-API-Key": keys["trust"]}
+    header = "RECORD_ID,EVENT,EFFECTIVE_DATE,NHS_NO,PRE_DETENTION_LA_GSS\r\n"
+
+    async def send(council: str, rows: str) -> dict:
+        who = {"X-API-Key": keys[council]}
+        r = await http.post("/v1/council-files?format=swift_csv", headers={**who, "Content-Type": "text/csv"},
+                            content=(header + rows).encode())
+        assert r.status_code == 202, r.text
+        for _ in range(200):
+            got = (await http.get(r.headers["location"], headers=who)).json()
+            if got["status"] != "processing":
+                return got
+            await asyncio.sleep(0.05)
+        raise AssertionError("the file was not processed")
+
+    try:
+        await hub.start()
+        async with httpx.AsyncClient(base_url=hub.base_url, timeout=10) as http:
+            person_id = await _undetermined_person(http, trust)
+
+            # Cumberland itself has no role for the person yet: the access policy's one row error, nothing kept.
+            report = await send(CUMBERLAND, f"CU-1,ADDR_CHANGE,05/01/2026,{NHS},{CUMBERLAND}\r\n")
+            [row] = report["report"]
+            assert (row["status"], row["rule"]) == ("rejected", "no-relationship"), row
+
+            # Oxfordshire coordinates: its row naming the abolished county is rejected naming the column, the
+            # one naming Cumberland accepted.
+            report = await send(OXFORDSHIRE, f"OX-1,ADDR_CHANGE,05/01/2026,{NHS},{CUMBRIA}\r\n"
+                                             f"OX-2,ADDR_CHANGE,05/01/2026,{NHS},{CUMBERLAND}\r\n")
+            assert report["status"] == "processed", report
+            bad, good = report["report"]
+            assert [e["field"] for e in bad["errors"]] == ["row 1, column PRE_DETENTION_LA_GSS"], bad
+            assert "a council in place today" in bad["errors"][0]["reason"] and "quarantine_id" in bad
+            assert (good["record_id"], good["status"]) == ("OX-2", "accepted"), good
+            await _resolved_to_cumberland(http, keys, person_id)
+    finally:
+        hub.stop()
     assert NHS not in hub.logs() and "Hopper" not in hub.logs()

@@ -184,10 +184,10 @@ def test_a_csv_row_with_a_stray_cr_still_says_whom_it_is_about():
 
 
 def test_a_too_long_fixed_width_record_still_says_whom_it_is_about():
-    [r] = map_file(fixed_file(fixed_record("FX-1").ljust(597) + "X"), SWIFT_FIXED).rows
-    assert not r.ok and "598 characters long" in r.problems[0].reason
+    [r] = map_file(fixed_file(fixed_record("FX-1").ljust(SWIFT_FIXED.record_length) + "X"), SWIFT_FIXED).rows
+    assert not r.ok and f"{SWIFT_FIXED.record_length + 1} characters long" in r.problems[0].reason
     assert r.about == {"person": {"nhs_number": NHS}}
-    [bad] = map_file(fixed_file(fixed_record("FX-2", nhs="9991100017").ljust(598)), SWIFT_FIXED).rows
+    [bad] = map_file(fixed_file(fixed_record("FX-2", nhs="9991100017").ljust(SWIFT_FIXED.record_length + 1)), SWIFT_FIXED).rows
     assert bad.about is None  # not a valid NHS number: no one to ask about
 
 

@@ -347,7 +347,7 @@ def test_fixed_width_layout_is_contiguous_and_documented_offsets_hold():
     assert cols[0].start == 1
     for a, b in zip(cols, cols[1:]):
         assert b.start == a.end + 1, (a.name, b.name)
-    assert SWIFT_FIXED.record_length == 597
+    assert SWIFT_FIXED.record_length == 606
     offsets = {c.name: (c.start, c.width) for c in cols}
     assert offsets["RECORD_ID"] == (2, 20)
     assert offsets["EVENT"] == (22, 16)
@@ -357,6 +357,8 @@ def test_fixed_width_layout_is_contiguous_and_documented_offsets_hold():
     assert offsets["RESOLVED_RESPONSIBLE"] == (452, 9)
     assert offsets["PACKAGE_ID"] == (461, 20)  # package columns appended: a 460-character export stays valid
     assert offsets["END_DATE"] == (590, 8)
+    # The successor of a split council (H-03) appended after them: a 597-character export stays valid.
+    assert offsets["PRE_DETENTION_LA_GSS"] == (598, 9)
     assert [c.name for c in SWIFT_CSV.columns] == [c.name for c in cols[1:]]
 
 
@@ -377,7 +379,7 @@ def test_fixed_width_trailing_spaces_may_be_trimmed_but_a_longer_record_is_refus
     data = f"HS117REG1E0600006020250302\r\nD{rec[1:].rstrip()}\r\n{rec}XX\r\nT000000002\r\n".encode()
     rows = map_file(data, SWIFT_FIXED).rows
     assert rows[0].ok
-    assert reasons(rows[1]) == {"row 2": "is 599 characters long; a data record has 597"}
+    assert reasons(rows[1]) == {"row 2": "is 608 characters long; a data record has 606"}
 
 
 @pytest.mark.parametrize(("count", "reason"), [

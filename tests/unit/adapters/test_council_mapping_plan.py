@@ -41,6 +41,7 @@ GOOD_AND_BAD = {
     "DISPUTE_TYPE": ["LA", "NHS", "other", ""],
     "DISPUTE_PARTIES": ["E06000060;E10000034", "E06000060", "E06000060;??", ""],
     "RESOLVED_RESPONSIBLE": ["E06000060", "??", ""],
+    "PRE_DETENTION_LA_GSS": ["E06000063", "X1", "", "e06000064"],
 }
 EVENTS = [*COUNCIL_EVENTS, *list(PACKAGE_EVENTS)[:1], *list(REFUSED_EVENTS)[:2], "", "NOPE", " gp_change "]
 
@@ -168,9 +169,11 @@ def map_record_by_name(layout: Layout, row: int, values: dict[str, str], origina
     if spec is not None and spec.change_type.value == "moved":
         if parsed.get("NFA") is True and parsed.get("LA_GSS") is not None:
             bad("LA_GSS", "must be blank when NFA is Y (no fixed abode)")
-        elif parsed.get("NFA") is not True and not values.get("LA_GSS", "").strip():
+        elif (parsed.get("NFA") is not True and not values.get("PRE_DETENTION_LA_GSS", "").strip()
+              and not values.get("LA_GSS", "").strip()):
             bad("LA_GSS", "is required for ADDR_CHANGE (the council of ordinary residence after the move), "
-                          "or NFA Y when the person has no fixed abode")
+                          "or NFA Y when the person has no fixed abode, or PRE_DETENTION_LA_GSS alone when the "
+                          "row only names the successor of a split council")
 
     if problems or spec is None:
         return MappedRow(row, record_id, original, None, tuple(problems))
