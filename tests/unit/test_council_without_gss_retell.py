@@ -6,14 +6,16 @@ the hub in-process, a clock the test sets."""
 from __future__ import annotations
 
 import csv
+import hashlib
 from datetime import date
 from pathlib import Path
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from hub.audit import record_operator_action
 from hub.refdata.loader import ReferenceSources, load_reference_data
-from hub.refdata_retell import ReferenceDataRetell
+from hub.refdata_retell import ACTION, ACTOR, ReferenceDataRetell, dataset_parts
 from hub.store.schema import bus_messages, register_status
 from tests.support import detention
 
@@ -83,3 +85,22 @@ async def test_on_the_vesting_day_the_person_moves_to_no_council_and_the_later_r
     assert await retell.run_once() == 1
     assert await _held(app_hub) == CHILTERN_VALE[1]
     assert len(await _corrections(app_hub)) == 2
+
+
+async def test_the_first_start_of_this_version_tells_people_named_unknown_council_before_it(app_hub, tmp_path: Path):
+    """A store whose last pass recorded the same data under the rules before this version (the abolished
+    council's code kept as the council, "unknown council E06000060"): the start's pass tells the person,
+    though no dataset changed."""
+    await _put_on_register(app_hub)
+    ref = _ref(register(tmp_path / "without_gss.csv", "2026-04-01", ""))
+    today = date(2026, 12, 5)
+    parts = dataset_parts(ref.datasets())
+    before = hashlib.sha256(orjson.dumps({"datasets": parts, "successions_from": "2026-04-01",
+                                          "rules": "council-split-undetermined"},
+                                         option=orjson.OPT_SORT_KEYS)).hexdigest()
+    async with app_hub.hub.engine.begin() as conn:  # as the version before left it
+        await conn.execute(update(register_status).values(council_code=BUCKS))
+        await record_operator_action(conn, ACTOR, ACTION, before[:100], {"fingerprint": before, "datasets": parts})
+    retell = ReferenceDataRetell(app_hub.hub.engine, ref, app_hub.hub.agreements, today=lambda: today)
+    assert await retell.run_once() == 1
+    assert await _held(app_hub) is None
