@@ -28,7 +28,9 @@ and ICBs are laid over the shipped table. The councils and their successions
 come from mySociety's register of local authorities, shipped as of 10 July
 2025 or the operator's newer one (`S117_LOCAL_AUTHORITIES_FILE`:
 hub/refdata/council_files.py), the social services authorities selected from
-it by one filter.
+it by one filter; a successor it lists without a GSS code yet is given apart
+(`council_successors_without_gss`), and with one no council alone holds the
+area (`council` gives None).
 """
 
 from __future__ import annotations
