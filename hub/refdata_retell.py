@@ -116,7 +116,10 @@ def dataset_parts(datasets: Iterable[Dataset]) -> list[dict[str, Any]]:
 # council after its vesting day (hazard H-03; hub/domain/rules/engine.py `_hold_council`): before it, the
 # split county's code was kept, so people whose county was split (Northamptonshire 2021, Cumbria 2023) are
 # told at that start: the county corrected, the hospital's council told it coordinates.
-RULES = "council-split-undetermined"
+# "council-successor-without-gss-undetermined": so is a council succeeded by one the register lists without a
+# GSS code yet (before, the abolished code was kept, "unknown council <code>"), and a split where a successor
+# lacks one (before, the successor with a code was taken for the whole area).
+RULES = "council-split-undetermined; council-successor-without-gss-undetermined"
 
 
 def fingerprint(parts: list[dict[str, Any]], successions_from: date | None = None) -> tuple[str, list[dict[str, Any]]]:

@@ -243,10 +243,12 @@ def stays(history: Iterable[RegisterChange]) -> list[Stay]:
 def council_on(code: str, on: date, ref: ReferenceData) -> str:
     """The council holding `code`'s duties on `on`: the code as sent while its council stands, the one
     council that replaced it after a reorganisation (as every other message names it: hub/domain/rules/
-    engine.py `_council_org`, hazard H-03). A code whose area was split between successors, or one the
-    reference data does not know, is kept as sent (as the rules name it)."""
+    engine.py `_council_org`, hazard H-03). A code whose area was split between successors (some perhaps
+    listed without a GSS code yet), or one the reference data does not know, is kept as sent (as the rules
+    name it)."""
     successors = ref.council_successors(code, on)
-    return successors[0].code if len(successors) == 1 else code
+    single = len(successors) == 1 and not ref.council_successors_without_gss(code, on)
+    return successors[0].code if single else code
 
 
 def s85_council(stay: Stay, ref: ReferenceData, on: date | None = None) -> tuple[str | None, Basis | None]:

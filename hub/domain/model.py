@@ -207,8 +207,11 @@ class S117Status:
     outgoing_council_basis_code: str | None = None
     # While the council the rules determined has since been split between
     # several successors and no register change has named the one covering the
-    # address (hazard H-03): why no council is responsible, naming the split
-    # council and its successors (org None; rule "council-split"). The basis
+    # address, or succeeded by one the register of local authorities lists
+    # without a GSS code yet (hazard H-03): why no council is responsible,
+    # naming the council and its successors (org None; rule "council-split",
+    # or "council-successor-without-gss" when a successor awaits its GSS code:
+    # the operator's newer register resolves it). The basis
     # (`council_basis_code`) stays the split council's code; no responsible
     # council is named. Said to bodies through `responsibility_undetermined`
     # (hub/domain/views.py `undetermined_bodies`), never as a key of its own.

@@ -12,6 +12,11 @@ from typing import Protocol
 
 from hub.domain.model import Org
 
+# The kind of an `Org` naming a council the register of local authorities lists without a GSS code yet (a
+# council made by a reorganisation before ONS gives it one): its `code` is the register's own code
+# (mySociety's local-authority-code, e.g. "CHV"), never a GSS code, so it is never a body to address.
+COUNCIL_WITHOUT_GSS = "council-without-gss"
+
 
 @dataclass(frozen=True, slots=True)
 class LegalStatus:
@@ -41,13 +46,24 @@ class ReferenceData(Protocol):
 
     def council(self, gss_code: str, on: date) -> Org | None:
         """The social services authority for a GSS code, following successions
-        (e.g. the 2023 unitary reorganisations) to the one in place on `on`."""
+        (e.g. the 2023 unitary reorganisations) to the one in place on `on`;
+        None when not one council with a GSS code holds it."""
         ...
 
     def council_successors(self, gss_code: str, on: date) -> tuple[Org, ...]:
         """Every council in place on `on` that took over the code's area: one
         for a rename or merger, several for a split (Cumbria 2023 into
-        Cumberland and Westmorland and Furness), empty if unknown."""
+        Cumberland and Westmorland and Furness), empty if unknown. Only those
+        with a GSS code: see `council_successors_without_gss`."""
+        ...
+
+    def council_successors_without_gss(self, gss_code: str, on: date) -> tuple[Org, ...]:
+        """The councils in place on `on` that took over (part of) the code's
+        area and that the register lists without a GSS code yet (a new
+        council listed before ONS gives it one), each an `Org` of kind
+        `COUNCIL_WITHOUT_GSS` named by the register's code: empty for the
+        usual succession. With any of them, no council alone holds the code's
+        duty (`council` gives None)."""
         ...
 
     def is_known_council_code(self, gss_code: str) -> bool: ...

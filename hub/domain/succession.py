@@ -18,12 +18,14 @@ def duty_holder(ref: ReferenceData, party: str, kind: DisputeKind, on: date) -> 
     """The code (upper case) of the body holding `party`'s duties on `on`: a
     commissioner's successor (a CCG's ICB from 1 July 2022, the CCG it merged
     into before; an ICB or a sub-ICB location gives the ICB), or the one
-    council that took over a council's area (a split's several successors:
-    none of them alone). None if unknown or ambiguous. A few dictionary reads
+    council that took over a council's area (a split's several successors,
+    or a successor the register lists without a GSS code yet: none of them
+    alone). None if unknown or ambiguous. A few dictionary reads
     (the reference data keeps its successions)."""
     if kind is DisputeKind.COMMISSIONER:
         holder = ref.commissioner_successor(party, on)
     else:
         successors = ref.council_successors(party, on)
-        holder = successors[0] if len(successors) == 1 else None
+        single = len(successors) == 1 and not ref.council_successors_without_gss(party, on)
+        holder = successors[0] if single else None
     return holder.code.upper() if holder is not None else None

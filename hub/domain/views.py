@@ -53,8 +53,9 @@ COUNCIL_AWAITS_NO_COORDINATOR = (
     "no place of residence before the detention is known, so no council is responsible until the area the "
     "person is discharged to is known; the hospital's council is not in the hub's reference data, so no "
     "council coordinates meanwhile: the hub operator must add the hospital site's council")
-# A council split between several successors (hazard H-03): the reason names the split council and its
-# successors (`S117Status.council_split`), then who acts meanwhile.
+# A council with no addressable successor (hazard H-03: split between several successors, or succeeded by one
+# the register of local authorities lists without a GSS code yet): the reason names the council and its
+# successors and what resolves it (`S117Status.council_split`), then who acts meanwhile.
 SPLIT_COORDINATED = "the coordinating council acts meanwhile"
 SPLIT_NO_COORDINATOR = ("the hospital's council is not in the hub's reference data, so no council coordinates "
                         "meanwhile: the hub operator must add the hospital site's council")
@@ -112,7 +113,8 @@ def undetermined_bodies(status: S117Status) -> tuple[dict[str, str], ...]:
         coordinated = coordinating is not None and coordinating.org is not None
         split = status.council_split
         if split is not None:
-            # Not found from what the hub holds: someone must name the successor covering the address.
+            # Not found from what the hub holds: someone must name the successor covering the address, or
+            # the operator load a register giving a successor its GSS code (the reason says which).
             out += ({"role": RESPONSIBLE_COUNCIL, "absent_reason": UNKNOWN,
                      "reason": f"{split.explanation}; {SPLIT_COORDINATED if coordinated else SPLIT_NO_COORDINATOR}"},)
         else:

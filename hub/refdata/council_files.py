@@ -27,6 +27,13 @@ with, and the one the loader applies to the shipped file and to the
 operator's alike (tests/unit/test_council_files.py checks that it gives the
 shipped derived file's codes).
 
+A row without a GSS code (a new council listed before ONS gives it one, as
+England's 2026-2028 unitaries may be) is read and kept: the loader names it
+as a successor without a GSS code (`council_successors_without_gss`), never a
+council to address, and the rules leave a council it takes over from
+undetermined after the vesting day until a register gives it a code (hazard
+H-03; hub/domain/rules/engine.py `_council_org`).
+
 Read by the same code as the shipped file, a file that cannot be read as that
 format (or whose successions do not end: a cycle of `replaced-by`, or a chain
 longer than the loader follows) stops the hub at start with one line naming the setting and the line

@@ -28,7 +28,9 @@ and ICBs are laid over the shipped table. The councils and their successions
 come from mySociety's register of local authorities, shipped as of 10 July
 2025 or the operator's newer one (`S117_LOCAL_AUTHORITIES_FILE`:
 hub/refdata/council_files.py), the social services authorities selected from
-it by one filter.
+it by one filter; a successor it lists without a GSS code yet is given apart
+(`council_successors_without_gss`), and with one no council alone holds the
+area (`council` gives None).
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ from hub.refdata.ods_files import (
 )
 from hub.refdata.ods import ods_parent_org
 from hub.domain.model import Org
-from hub.domain.ports import CommissionerResolution, LegalStatus
+from hub.domain.ports import COUNCIL_WITHOUT_GSS, CommissionerResolution, LegalStatus
 
 ICB_START = date(2022, 7, 1)  # CCGs abolished, ICBs established
 CCG21_START = date(2021, 4, 1)  # the April 2021 CCG mergers
@@ -139,6 +141,12 @@ def _norm(code: str | None) -> str:
 def _iso(value: str) -> date | None:
     value = value.strip()
     return date.fromisoformat(value) if value else None
+
+
+def _distinct(orgs: list[Org]) -> tuple[Org, ...]:
+    """`orgs` in order, each code once."""
+    seen: set[str] = set()
+    return tuple(o for o in orgs if not (o.code in seen or seen.add(o.code)))
 
 
 def _short_icb(name: str) -> str:
@@ -244,9 +252,16 @@ class PublicReferenceData:
         self._by_la: dict[str, _Council] = {}
         self._county_of: dict[str, str] = {}  # district GSS -> county la_code
         self._alias: dict[str, str] = {}  # former GSS code (pure re-coding) -> GSS
+        # la_code -> an authority the register lists without a GSS code (a new council listed before ONS gives
+        # it one): a successor no message can be addressed to, so a council it takes over from is no
+        # determined council after the vesting day (`council_successors_without_gss`; hazard H-03).
+        self._without_gss: dict[str, _Council] = {}
         for r in register.rows:
-            if r["nation"] != "England" or not r["gss-code"]:
-                continue  # a council without a GSS code (not yet given one) cannot be named: left undetermined
+            if not r["gss-code"]:
+                self._without_gss[r["local-authority-code"]] = _Council(r, is_social_services_authority(r))
+                continue
+            if r["nation"] != "England":
+                continue
             ssa = is_social_services_authority(r)
             if not ssa and r["local-authority-type"] != "NMD":
                 continue  # combined authorities etc.
@@ -263,7 +278,8 @@ class PublicReferenceData:
         self._last_day: dict[str, date | None] = {}
         for c in self._councils.values():
             last = c.end
-            starts = [self._by_la[s].start for s in c.replaced_by if s in self._by_la]
+            starts = [(self._by_la.get(s) or self._without_gss[s]).start for s in c.replaced_by
+                      if s in self._by_la or s in self._without_gss]
             starts = [s for s in starts if s is not None]
             if starts:
                 day_before = min(starts) - timedelta(days=1)
@@ -392,19 +408,28 @@ class PublicReferenceData:
         return self._alias.get(g, g)
 
     def council_successors(self, gss_code: str, on: date) -> tuple[Org, ...]:
-        """Every social services authority in place on `on` that holds the
-        code's area. A lower-tier district code resolves to its county (or,
-        after the district's abolition, to the unitary that replaced it)."""
+        """Every social services authority with a GSS code in place on `on`
+        that holds the code's area. A lower-tier district code resolves to its
+        county (or, after the district's abolition, to the unitary that
+        replaced it)."""
+        return self._succession(gss_code, on)[0]
+
+    def council_successors_without_gss(self, gss_code: str, on: date) -> tuple[Org, ...]:
+        """The authorities in place on `on` that took over (part of) the code's area and that the register
+        lists without a GSS code yet, named by the register's code (kind `COUNCIL_WITHOUT_GSS`)."""
+        return self._succession(gss_code, on)[1]
+
+    def _succession(self, gss_code: str, on: date) -> tuple[tuple[Org, ...], tuple[Org, ...]]:
         key = (gss_code, on)
         got = self._successors_of.get(key)
         if got is _UNKNOWN:
             out: list[Org] = []
-            self._successors(self._canonical_gss(gss_code), on, out, 0)
-            seen: set[str] = set()
-            got = self._successors_of.keep(key, tuple(o for o in out if not (o.code in seen or seen.add(o.code))))
+            without_gss: list[Org] = []
+            self._successors(self._canonical_gss(gss_code), on, out, without_gss, 0)
+            got = self._successors_of.keep(key, (_distinct(out), _distinct(without_gss)))
         return got
 
-    def _successors(self, gss: str, on: date, out: list[Org], depth: int) -> None:
+    def _successors(self, gss: str, on: date, out: list[Org], without_gss: list[Org], depth: int) -> None:
         c = self._councils.get(gss)
         if c is None or depth > MAX_SUCCESSIONS + 1:  # the register's chains (checked), and a district's county
             return
@@ -413,7 +438,11 @@ class PublicReferenceData:
             for la in c.replaced_by:
                 succ = self._by_la.get(la)
                 if succ is not None:
-                    self._successors(succ.gss, on, out, depth + 1)
+                    self._successors(succ.gss, on, out, without_gss, depth + 1)
+                elif la in self._without_gss:
+                    # Listed before ONS gave it a GSS code: named by the register's code, never addressed.
+                    pending = self._without_gss[la]
+                    without_gss.append(Org(pending.la_code, pending.name or pending.la_code, COUNCIL_WITHOUT_GSS))
             return
         if c.ssa:
             # A code asked about before the council existed (mySociety start
@@ -422,11 +451,13 @@ class PublicReferenceData:
             return
         county = self._by_la.get(self._county_of.get(gss, ""))
         if county is not None:
-            self._successors(county.gss, on, out, depth + 1)
+            self._successors(county.gss, on, out, without_gss, depth + 1)
 
     def council(self, gss_code: str, on: date) -> Org | None:
-        found = self.council_successors(gss_code, on)
-        return found[0] if len(found) == 1 else None
+        """The one council with a GSS code holding the code's area on `on`; None for a split between several
+        successors, or a successor the register lists without a GSS code yet (no council alone holds it)."""
+        found, without_gss = self._succession(gss_code, on)
+        return found[0] if len(found) == 1 and not without_gss else None
 
     def is_known_council_code(self, gss_code: str) -> bool:
         """A current or former English social services authority (or a former

@@ -43,22 +43,30 @@ def _shipped_rows() -> list[list[str]]:
         return list(csv.reader(f))
 
 
-def reorganised(path: Path, vesting: str = VESTING) -> Path:
+def reorganised(path: Path, vesting: str = VESTING,
+                successors: tuple[tuple[str, str, str], ...] = (SUCCESSOR,)) -> Path:
     """The shipped register as mySociety would publish it after a reorganisation: Buckinghamshire Council
-    ended on 1 April 2026 (or `vesting`) and replaced by a new unitary, Chiltern Vale, from that day."""
+    ended on 1 April 2026 (or `vesting`) and replaced by a new unitary, Chiltern Vale, from that day (or by
+    `successors`: register code, GSS code, empty when ONS has not given one yet, and name)."""
     rows = _shipped_rows()
     at = {name: i for i, name in enumerate(rows[0])}
-    new = None
+    bucks = None
     for r in rows[1:]:
         if r[at["gss-code"]] == BUCKS:
-            new = list(r)
-            r[at["end-date"]], r[at["replaced-by"]], r[at["current-authority"]] = vesting, SUCCESSOR[0], "False"
-    assert new is not None
-    code, gss, name = SUCCESSOR
-    new[at["local-authority-code"]], new[at["gss-code"]], new[at["nice-name"]] = code, gss, name
-    new[at["official-name"]], new[at["start-date"]], new[at["alt-names"]] = f"{name} Council", vesting, name
+            bucks = list(r)
+            r[at["end-date"]], r[at["current-authority"]] = vesting, "False"
+            r[at["replaced-by"]] = ",".join(code for code, _, _ in successors)
+    assert bucks is not None
+    added = []
+    for code, gss, name in successors:
+        new = list(bucks)
+        new[at["local-authority-code"]], new[at["gss-code"]], new[at["nice-name"]] = code, gss, name
+        new[at["official-name"]], new[at["start-date"]], new[at["alt-names"]] = f"{name} Council", vesting, name
+        if not gss:  # listed before ONS gives it a code: none of the codes that go with one either
+            new[at["former-gss-codes"]] = ""
+        added.append(new)
     with path.open("w", encoding="utf-8", newline="") as f:
-        csv.writer(f, lineterminator="\n").writerows([*rows, new])
+        csv.writer(f, lineterminator="\n").writerows([*rows, *added])
     return path
 
 
@@ -92,6 +100,76 @@ def test_a_newer_register_names_the_successor_of_a_council_abolished_since(tmp_p
     assert {(d.name, d.as_of, d.file) for d in ref.datasets() if d.name == "local-authorities"} == {
         ("local-authorities", AS_OF, str(path))}
     assert [d.as_of for d in shipped.datasets() if d.name == "local-authorities"] == [date(2025, 7, 10)]
+
+
+OXFORDSHIRE = "E10000025"  # the council of the trust's hospital (RNU): coordinates
+
+
+def _position(ref, on: date):  # noqa: ANN001, ANN202
+    """The rules' answer on `on` for a person living in Buckinghamshire before a 2025 detention at RNU."""
+    from hub.domain.agreements import AgreementBook
+    from hub.domain.rules import evaluate
+    from tests.unit.domain.builders import PERSON, detained, left
+
+    changes = [detained("2025-01-06", residence_la_gss=BUCKS, gp_practice_ods="K82001", hospital_ods="RNU"),
+               left("2025-04-07")]
+    return evaluate(PERSON, changes, ref, AgreementBook.default(), on)
+
+
+def test_a_successor_listed_without_a_gss_code_is_kept_and_named_never_taken_for_a_council(tmp_path: Path) -> None:
+    """mySociety can list a new council before ONS gives it a GSS code (hazard H-03): the row is read and
+    kept (an empty gss-code is allowed), the loader names it as a successor without a GSS code from its
+    vesting day (never the abolished council, never "unknown"), and the rules leave the council
+    undetermined naming it; the register giving it the code later makes it responsible."""
+    from hub.domain.model import Org
+    from hub.domain.ports import COUNCIL_WITHOUT_GSS
+    from hub.domain.views import undetermined_bodies
+
+    path = reorganised(tmp_path / "uk_local_authorities_current.csv", successors=(("CHV", "", "Chiltern Vale"),))
+    register = read_local_authorities_file(path, AS_OF)
+    [row] = [r for r in register.rows if r["local-authority-code"] == "CHV"]
+    assert (row["gss-code"], row["nice-name"], row["start-date"]) == ("", "Chiltern Vale", VESTING)
+    ref = load_reference_data(ReferenceSources(local_authorities_file=path, local_authorities_as_of=AS_OF))
+    after, before = date(2026, 5, 1), date(2026, 3, 31)
+    chiltern_vale = Org("CHV", "Chiltern Vale", COUNCIL_WITHOUT_GSS)
+    for code in (BUCKS, "E10000002", "E07000004"):  # the council, its predecessor county, a former district
+        assert ref.council_successors(code, after) == ()
+        assert ref.council_successors_without_gss(code, after) == (chiltern_vale,)
+        assert ref.council(code, after) is None
+    assert [o.code for o in ref.council_successors(BUCKS, before)] == [BUCKS]
+    assert ref.council_successors_without_gss(BUCKS, before) == ()
+    assert date.fromisoformat(VESTING) in ref.succession_days()  # the re-tell runs again that day
+    assert not ref.is_known_council_code("CHV")
+
+    assert _position(ref, before).responsible_council.org.code == BUCKS
+    status = _position(ref, after)
+    assert status.responsible_council is None and status.coordinating_council.org.code == OXFORDSHIRE
+    [item] = undetermined_bodies(status)
+    assert "Buckinghamshire (E06000060), is now Chiltern Vale (register code CHV, no GSS code yet)" in item["reason"]
+    assert "S117_LOCAL_AUTHORITIES_FILE" in item["reason"] and "unknown council" not in item["reason"]
+
+    later = reorganised(tmp_path / "later.csv")  # the register giving Chiltern Vale its GSS code
+    ref = load_reference_data(ReferenceSources(local_authorities_file=later, local_authorities_as_of=AS_OF))
+    assert _position(ref, after).responsible_council.org.code == SUCCESSOR[1]
+
+
+def test_a_split_with_one_successor_without_a_gss_code_names_no_council_alone(tmp_path: Path) -> None:
+    """Buckinghamshire split between North Chiltern (a GSS code) and South Chiltern (listed without one): the
+    successor with a code is not taken for the council of the whole area."""
+    from hub.domain.views import undetermined_bodies
+
+    path = reorganised(tmp_path / "uk_local_authorities_current.csv",
+                       successors=(("NCH", "E06000099", "North Chiltern"), ("SCH", "", "South Chiltern")))
+    ref = load_reference_data(ReferenceSources(local_authorities_file=path, local_authorities_as_of=AS_OF))
+    after = date(2026, 5, 1)
+    assert [o.code for o in ref.council_successors(BUCKS, after)] == ["E06000099"]
+    assert [o.code for o in ref.council_successors_without_gss(BUCKS, after)] == ["SCH"]
+    assert ref.council(BUCKS, after) is None
+    status = _position(ref, after)
+    assert status.responsible_council is None and status.coordinating_council.org.code == OXFORDSHIRE
+    [item] = undetermined_bodies(status)
+    assert ("split between North Chiltern (E06000099) / South Chiltern (register code SCH, no GSS code yet)"
+            in item["reason"])
 
 
 HEAD = ",".join(_shipped_rows()[0])

@@ -28,7 +28,7 @@ from hub.domain.model import (
     ReviewDue,
     S117Status,
 )
-from hub.domain.ports import ReferenceData
+from hub.domain.ports import COUNCIL_WITHOUT_GSS, ReferenceData
 from hub.domain.rules.discharge import check_discharge
 from hub.domain.rules.legal_status import SectionVerdict, classify
 from hub.domain.rules.precedence import change_order
@@ -47,9 +47,12 @@ class _Responsibility:
     org: Org
     explanation: str
     citation: str
-    # A council whose area is split between several successors on the fold's
-    # day (`_council_org`): those successors. Such a council is no determined
-    # responsible council (hazard H-03): `_hold_council` keeps it aside.
+    # A council with no addressable successor on the fold's day (`_council_org`):
+    # its area split between several successors, or taken over by one the
+    # register of local authorities lists without a GSS code yet (an `Org` of
+    # kind COUNCIL_WITHOUT_GSS, named by the register's code): every successor.
+    # Such a council is no determined responsible council (hazard H-03):
+    # `_hold_council` keeps it aside.
     split_between: tuple[Org, ...] = ()
 
 
@@ -230,45 +233,91 @@ class _Fold:
 # ---------------------------------------------------------------- councils
 
 
-def _council_org(ref: ReferenceData, gss: str, as_of: date) -> tuple[Org, str]:
-    """The council holding `gss`'s duty on `as_of`, and a note if it changed hands."""
+def _council_org(ref: ReferenceData, gss: str, as_of: date) -> tuple[Org, str, tuple[Org, ...]]:
+    """The council holding `gss`'s duty on `as_of`, a note if it changed hands,
+    and, when no one addressable council holds it (several successors, or one
+    the register lists without a GSS code yet), every successor."""
     successors = ref.council_successors(gss, as_of)
-    if len(successors) == 1:
+    without_gss = ref.council_successors_without_gss(gss, as_of)
+    if len(successors) == 1 and not without_gss:
         org = successors[0]
         if org.code != gss:
-            return org, f"; code {gss} is now {org.name} ({citations.COUNCIL_SUCCESSION})"
-        return org, ""
-    if len(successors) > 1:
-        names = " / ".join(o.name for o in successors)
+            return org, f"; code {gss} is now {org.name} ({citations.COUNCIL_SUCCESSION})", ()
+        return org, "", ()
+    if successors or without_gss:
+        every = successors + without_gss
+        names = _successor_names(every)
         original = ref.council(gss, date.min) or Org(code=gss, name=gss, kind="council")
-        org = Org(code=gss, name=f"{original.name} (now split: {names})", kind="council")
-        return org, f"; that area is now split between {names}: confirm which covers the address ({citations.COUNCIL_SUCCESSION})"
+        if len(every) > 1:
+            org = Org(code=gss, name=f"{original.name} (now split: {names})", kind="council")
+            note = f"; that area is now split between {names}: confirm which covers the address"
+        else:
+            org = Org(code=gss, name=f"{original.name} (now {names})", kind="council")
+            note = f"; that council is now {names}"
+        if without_gss:
+            note += f"; no council is responsible until {_awaiting_gss(without_gss)}"
+        return org, f"{note} ({citations.COUNCIL_SUCCESSION})", every
     org = ref.council(gss, as_of)
     if org is None:
-        return Org(code=gss, name=f"unknown council {gss}", kind="council"), "; council code not in the reference data"
-    return org, ""
+        return Org(code=gss, name=f"unknown council {gss}", kind="council"), "; council code not in the reference data", ()
+    return org, "", ()
 
 
 def _council(fold: _Fold, gss: str, why: str, citation: str) -> _Responsibility:
-    org, succession_note = _council_org(fold.ref, gss, fold.as_of)
-    successors = fold.ref.council_successors(gss, fold.as_of)
+    org, succession_note, unaddressable = _council_org(fold.ref, gss, fold.as_of)
     return _Responsibility(
         basis_code=gss,
         org=org,
         explanation=f"council: {org.name}, {why} ({citation}){succession_note}",
         citation=citation,
-        split_between=successors if len(successors) > 1 else (),
+        split_between=unaddressable,
     )
 
 
+def _without_gss(successors: tuple[Org, ...]) -> tuple[Org, ...]:
+    return tuple(o for o in successors if o.kind == COUNCIL_WITHOUT_GSS)
+
+
+# Where the operator gives the hub a newer register of local authorities (hub/refdata/council_files.py).
+_NEWER_REGISTER = "S117_LOCAL_AUTHORITIES_FILE, with S117_LOCAL_AUTHORITIES_AS_OF"
+
+
+def _awaiting_gss(without_gss: tuple[Org, ...]) -> str:
+    """The hub operator's action for successors the register lists without a GSS code."""
+    names = " / ".join(o.name for o in without_gss)
+    return (f"the hub operator loads a newer register of local authorities giving {names} a GSS code "
+            f"({_NEWER_REGISTER}; the register in use lists {'it' if len(without_gss) == 1 else 'them'} "
+            "without one)")
+
+
+def _resolved_by(held: _Responsibility) -> str:
+    """What ends a council with no addressable successor (`split_between`): a register change naming the
+    successor whose area covers the address (several successors), a newer register giving a successor its
+    GSS code (one listed without), or both."""
+    without_gss = _without_gss(held.split_between)
+    if len(held.split_between) == 1:
+        return _awaiting_gss(without_gss)
+    named = ("a register change names the successor whose area covers the address (a 'moved' change's "
+             "residence_before_detention_la_gss)")
+    if not without_gss:
+        return named
+    one = len(without_gss) == 1
+    return (f"{named}; {' / '.join(o.name for o in without_gss)} can be named only once the hub operator loads "
+            f"a newer register of local authorities giving {'it' if one else 'them'} a GSS code ({_NEWER_REGISTER};"
+            f" the register in use lists {'it' if one else 'them'} without one)")
+
+
 def _hold_council(fold: _Fold, held: _Responsibility) -> None:
-    """`held` as the responsible council; or, when its area is split between
-    several successors on the fold's day (hazard H-03), no responsible council:
-    the abolished council has no duty left and the hub cannot tell which
-    successor's area holds the address, so the council is undetermined (said as
-    such: hub/domain/views.py `undetermined_bodies`) and the hospital's council
+    """`held` as the responsible council; or, when it has no addressable
+    successor on the fold's day (hazard H-03), no responsible council: the
+    abolished council has no duty left and either the hub cannot tell which of
+    several successors' areas holds the address, or the successor is one the
+    register of local authorities lists without a GSS code yet (no message can
+    be addressed to it). The council is undetermined (said as such:
+    hub/domain/views.py `undetermined_bodies`) and the hospital's council
     coordinates, as with no place of residence, until a register change names
-    the successor (`_confirm_split_successor`). Never the abolished council."""
+    the successor (`_confirm_split_successor`) or a newer register gives the
+    successor its GSS code. Never the abolished council."""
     fold.council_awaits_destination = False
     fold.outgoing_council = None
     if not held.split_between:
@@ -282,25 +331,39 @@ def _hold_council(fold: _Fold, held: _Responsibility) -> None:
     fold.coordinating_council = _council(
         fold, hospital_gss,
         f"coordinating: the council area the responsible council was determined by ({held.basis_code}) is now "
-        f"split between {_successor_names(held.split_between)}, so the hospital's council coordinates until a "
-        "register change names the successor whose area covers the address",
+        f"{_now(held)}, so the hospital's council coordinates until {_until(held)}",
         citations.COUNCIL_SUCCESSION,
     ) if hospital_gss else None
 
 
+def _now(held: _Responsibility) -> str:
+    """"split between A (E06..) / B (E06..)", or "C (register code CHV, no GSS code yet)"."""
+    names = _successor_names(held.split_between)
+    return f"split between {names}" if len(held.split_between) > 1 else names
+
+
+def _until(held: _Responsibility) -> str:
+    if len(held.split_between) == 1:
+        return "the register of local authorities gives the successor its GSS code"
+    if _without_gss(held.split_between):
+        return ("a register change names the successor whose area covers the address, or a newer register of "
+                "local authorities gives a successor listed without one its GSS code")
+    return "a register change names the successor whose area covers the address"
+
+
 def _successor_names(successors: tuple[Org, ...]) -> str:
-    return " / ".join(f"{o.name} ({o.code})" for o in successors)
+    return " / ".join(f"{o.name} (register code {o.code}, no GSS code yet)" if o.kind == COUNCIL_WITHOUT_GSS
+                      else f"{o.name} ({o.code})" for o in successors)
 
 
 def split_reason(held: _Responsibility) -> str:
-    """The words saying why no council is responsible for a council split
-    between several successors: the council and its successors (codes, not
-    personal), what resolves it, and the citation."""
-    original = held.org.name.split(" (now split", 1)[0]
+    """The words saying why no council is responsible for a council with no
+    addressable successor (split between several, or one the register lists
+    without a GSS code yet): the council and its successors (codes and names
+    of councils, not personal), what resolves it, and the citation."""
+    original = held.org.name.split(" (now ", 1)[0]
     return (f"the council area of ordinary residence the responsible council was determined by, {original} "
-            f"({held.basis_code}), is now split between {_successor_names(held.split_between)}: no council is "
-            "responsible until a register change names the successor whose area covers the address (a 'moved' "
-            "change's residence_before_detention_la_gss)"
+            f"({held.basis_code}), is now {_now(held)}: no council is responsible until {_resolved_by(held)}"
             f" ({held.citation}; {citations.COUNCIL_SUCCESSION})")
 
 
@@ -318,7 +381,8 @@ def _confirm_split_successor(fold: _Fold, change: RegisterChange) -> None:
         fold.note(change, "successor council named for the residence before the detention; no council split "
                           "awaits one: unchanged")
         return
-    successor = next((o for o in split.split_between if o.code == named.upper()), None)
+    successor = next((o for o in split.split_between
+                      if o.code == named.upper() and o.kind != COUNCIL_WITHOUT_GSS), None)
     if successor is None:
         # No council codes in the history (field group legal-status): where the person lived is the
         # responsibility group's.
@@ -1305,8 +1369,11 @@ def _split_determination(split: _Responsibility | None) -> Determination | None:
 
 @lru_cache(maxsize=1024)  # a pure function of a frozen responsibility: the same words for the same split
 def _split_determination_of(split: _Responsibility) -> Determination:
+    # "council-successor-without-gss" when any successor awaits its GSS code (the operator's newer register
+    # resolves it), "council-split" otherwise (a register change naming the successor does).
+    rule = "council-successor-without-gss" if _without_gss(split.split_between) else "council-split"
     return Determination(org=None, explanation=split_reason(split),
-                         citation=f"{split.citation}; {citations.COUNCIL_SUCCESSION}", rule="council-split")
+                         citation=f"{split.citation}; {citations.COUNCIL_SUCCESSION}", rule=rule)
 
 
 def _entitlement(fold: _Fold) -> Determination:

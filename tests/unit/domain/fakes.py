@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from hub.domain.model import Org
-from hub.domain.ports import CommissionerResolution, LegalStatus
+from hub.domain.ports import COUNCIL_WITHOUT_GSS, CommissionerResolution, LegalStatus
 
 ICB_START = date(2022, 7, 1)
 
@@ -54,6 +54,16 @@ HEREFORDSHIRE = "E06000019"
 CUMBRIA_OLD = "E10000006"  # split on 1 April 2023
 CUMBERLAND = "E06000063"
 WESTMORLAND = "E06000064"
+# A reorganisation listed by the register of local authorities before ONS gives the new councils GSS codes
+# (as England's of 2026-2028 may be). Fictional councils and codes.
+WYVERN_OLD = "E06000097"  # a unitary replaced on 1 April 2026 by Wyvern Vale (register code WYV), no GSS code yet
+MIDSHIRE_OLD = "E10000097"  # a county split on 1 April 2026: North Midshire, and South Midshire (SMI) without one
+NORTH_MIDSHIRE = "E06000096"
+WYVERN_VALE, SOUTH_MIDSHIRE = "WYV", "SMI"  # register codes (mySociety's local-authority-code), not GSS codes
+# Successors listed without a GSS code: register code -> name.
+WITHOUT_GSS = {WYVERN_VALE: "Wyvern Vale", SOUTH_MIDSHIRE: "South Midshire"}
+# The GSS codes a later register gives them (`FakeReferenceData(gss_given=...)`).
+GSS_GIVEN = {WYVERN_VALE: "E06000095", SOUTH_MIDSHIRE: "E06000094"}
 
 # NHS commissioners (ODS).
 HW_CCG = "18C"  # Herefordshire and Worcestershire (CCG, then sub-ICB location)
@@ -99,12 +109,17 @@ COUNCILS = {
     CUMBRIA_OLD: _council(CUMBRIA_OLD, "Cumbria"),
     CUMBERLAND: _council(CUMBERLAND, "Cumberland"),
     WESTMORLAND: _council(WESTMORLAND, "Westmorland and Furness"),
+    WYVERN_OLD: _council(WYVERN_OLD, "Wyvern"),
+    MIDSHIRE_OLD: _council(MIDSHIRE_OLD, "Midshire"),
+    NORTH_MIDSHIRE: _council(NORTH_MIDSHIRE, "North Midshire"),
 }
 
 # Old code -> (date the successors took over, successor codes).
 COUNCIL_SUCCESSIONS = {
     BUCKS_COUNTY_OLD: (date(2020, 4, 1), (BUCKINGHAMSHIRE,)),
     CUMBRIA_OLD: (date(2023, 4, 1), (CUMBERLAND, WESTMORLAND)),
+    WYVERN_OLD: (date(2026, 4, 1), (WYVERN_VALE,)),
+    MIDSHIRE_OLD: (date(2026, 4, 1), (NORTH_MIDSHIRE, SOUTH_MIDSHIRE)),
 }
 
 COUNCIL_STARTS = {
@@ -190,25 +205,47 @@ NHS_ENGLAND = Org("X24", "NHS England", "nhs-england")
 @dataclass
 class FakeReferenceData:
     calls: list[str] = field(default_factory=list)
+    # Register code -> GSS code: the councils listed without one (`WITHOUT_GSS`) that a later register of
+    # local authorities gives one (e.g. GSS_GIVEN).
+    gss_given: dict[str, str] = field(default_factory=dict)
 
     def legal_status(self, code: str) -> LegalStatus | None:
         return LEGAL_STATUSES.get(code)
 
     def council(self, gss_code: str, on: date) -> Org | None:
         successors = self.council_successors(gss_code, on)
-        return successors[0] if len(successors) == 1 else COUNCILS.get(gss_code)
+        if len(successors) == 1 and not self.council_successors_without_gss(gss_code, on):
+            return successors[0]
+        return self._councils().get(gss_code)
 
-    def council_successors(self, gss_code: str, on: date) -> tuple[Org, ...]:
+    def _councils(self) -> dict[str, Org]:
+        if not self.gss_given:
+            return COUNCILS
+        return {**COUNCILS, **{gss: _council(gss, WITHOUT_GSS[code]) for code, gss in self.gss_given.items()}}
+
+    def _successor(self, code: str) -> Org:
+        """A successor named in COUNCIL_SUCCESSIONS: a council with a GSS code, or one listed without."""
+        if code in WITHOUT_GSS:
+            gss = self.gss_given.get(code)
+            return _council(gss, WITHOUT_GSS[code]) if gss else Org(code, WITHOUT_GSS[code], COUNCIL_WITHOUT_GSS)
+        return COUNCILS[code]
+
+    def _successors(self, gss_code: str, on: date) -> tuple[Org, ...]:
         if gss_code in COUNCIL_SUCCESSIONS:
             took_over, successors = COUNCIL_SUCCESSIONS[gss_code]
             if on >= took_over:
-                return tuple(COUNCILS[code] for code in successors)
-        if gss_code in COUNCILS:
-            return (COUNCILS[gss_code],)
-        return ()
+                return tuple(self._successor(code) for code in successors)
+        found = self._councils().get(gss_code)
+        return (found,) if found else ()
+
+    def council_successors(self, gss_code: str, on: date) -> tuple[Org, ...]:
+        return tuple(o for o in self._successors(gss_code, on) if o.kind != COUNCIL_WITHOUT_GSS)
+
+    def council_successors_without_gss(self, gss_code: str, on: date) -> tuple[Org, ...]:
+        return tuple(o for o in self._successors(gss_code, on) if o.kind == COUNCIL_WITHOUT_GSS)
 
     def is_known_council_code(self, gss_code: str) -> bool:
-        return gss_code in COUNCILS
+        return gss_code in self._councils()
 
     def _ccg_in_place(self, code: str, on: date) -> str:
         while code in CCG_MERGES and on >= CCG_MERGES[code][0]:

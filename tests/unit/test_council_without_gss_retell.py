@@ -1,0 +1,106 @@
+"""The reference-data re-tell (hub/refdata_retell.py) for a council succeeded by one the register of local
+authorities lists without a GSS code yet (hazard H-03): on the vesting day the person moves to no council
+and is told; the register later giving the successor its code moves them to it and tells it. Real SQLite,
+the hub in-process, a clock the test sets."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from datetime import date
+from pathlib import Path
+
+import orjson
+from sqlalchemy import select, update
+
+from hub.audit import record_operator_action
+from hub.refdata.loader import ReferenceSources, load_reference_data
+from hub.refdata_retell import ACTION, ACTOR, ReferenceDataRetell, dataset_parts
+from hub.store.schema import bus_messages, register_status
+from tests.support import detention
+
+DATA = Path(__file__).resolve().parents[2] / "hub" / "refdata" / "data"
+BUCKS = "E06000060"
+CHILTERN_VALE = ("CHV", "E06000099", "Chiltern Vale")  # fictional: no such council or code
+AS_OF = date(2026, 11, 1)
+
+
+def register(path: Path, vesting: str, gss: str) -> Path:
+    """The shipped register with Buckinghamshire Council replaced on `vesting` by Chiltern Vale, with GSS code
+    `gss` (empty: listed before ONS gave it one)."""
+    with (DATA / "mysociety_uk_local_authorities_current.csv").open(encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.reader(f))
+    at = {name: i for i, name in enumerate(rows[0])}
+    bucks = next(r for r in rows[1:] if r[at["gss-code"]] == BUCKS)
+    new = list(bucks)
+    code, _, name = CHILTERN_VALE
+    new[at["local-authority-code"]], new[at["gss-code"]], new[at["nice-name"]] = code, gss, name
+    new[at["official-name"]], new[at["start-date"]], new[at["alt-names"]] = f"{name} Council", vesting, name
+    new[at["former-gss-codes"]] = ""
+    bucks[at["end-date"]], bucks[at["replaced-by"]], bucks[at["current-authority"]] = vesting, code, "False"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([*rows, new])
+    return path
+
+
+def _ref(path: Path):  # noqa: ANN202
+    return load_reference_data(ReferenceSources(local_authorities_file=path, local_authorities_as_of=AS_OF))
+
+
+async def _put_on_register(app_hub) -> None:  # noqa: ANN001
+    for change in detention("9990000018", "nogss", given_name="Ada", family_name="Lovelace"):
+        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=change)
+        assert r.status_code == 202, r.text
+
+
+async def _held(app_hub) -> str | None:  # noqa: ANN001
+    async with app_hub.hub.engine.connect() as conn:
+        return (await conn.execute(select(register_status.c.council_code))).scalar_one()
+
+
+async def _corrections(app_hub) -> list[dict]:  # noqa: ANN001
+    async with app_hub.hub.engine.connect() as conn:
+        rows = (await conn.execute(select(bus_messages.c.headers, bus_messages.c.payload))).all()
+    return [p for h, p in rows if h.get("event_type") == "s117-notification-corrected"]
+
+
+async def test_on_the_vesting_day_the_person_moves_to_no_council_and_the_later_register_to_the_successor(
+        app_hub, tmp_path: Path):
+    await _put_on_register(app_hub)
+    day = [date(2027, 3, 31)]
+    ref = _ref(register(tmp_path / "without_gss.csv", "2027-04-01", ""))
+    retell = ReferenceDataRetell(app_hub.hub.engine, ref, app_hub.hub.agreements, today=lambda: day[0])
+    assert await retell.run_once() == 0 and await _held(app_hub) == BUCKS  # before the vesting day: Bucks
+    assert retell.next_succession(day[0]) == date(2027, 4, 1)  # the workers wake that day
+    day[0] = date(2027, 4, 1)
+    assert await retell.run_once() == 1
+    assert await _held(app_hub) is None  # never Buckinghamshire's code ("unknown council"), never a guess
+    [told] = await _corrections(app_hub)
+    text = orjson.dumps(told).decode()
+    assert "council-successor-without-gss" in text and "Chiltern Vale (register code CHV, no GSS code yet)" in text
+    assert await retell.run_once() == 0  # the same data, the same day: nobody again
+
+    later = _ref(register(tmp_path / "with_gss.csv", "2027-04-01", CHILTERN_VALE[1]))
+    retell = ReferenceDataRetell(app_hub.hub.engine, later, app_hub.hub.agreements, today=lambda: day[0])
+    assert await retell.run_once() == 1
+    assert await _held(app_hub) == CHILTERN_VALE[1]
+    assert len(await _corrections(app_hub)) == 2
+
+
+async def test_the_first_start_of_this_version_tells_people_named_unknown_council_before_it(app_hub, tmp_path: Path):
+    """A store whose last pass recorded the same data under the rules before this version (the abolished
+    council's code kept as the council, "unknown council E06000060"): the start's pass tells the person,
+    though no dataset changed."""
+    await _put_on_register(app_hub)
+    ref = _ref(register(tmp_path / "without_gss.csv", "2026-04-01", ""))
+    today = date(2026, 12, 5)
+    parts = dataset_parts(ref.datasets())
+    before = hashlib.sha256(orjson.dumps({"datasets": parts, "successions_from": "2026-04-01",
+                                          "rules": "council-split-undetermined"},
+                                         option=orjson.OPT_SORT_KEYS)).hexdigest()
+    async with app_hub.hub.engine.begin() as conn:  # as the version before left it
+        await conn.execute(update(register_status).values(council_code=BUCKS))
+        await record_operator_action(conn, ACTOR, ACTION, before[:100], {"fingerprint": before, "datasets": parts})
+    retell = ReferenceDataRetell(app_hub.hub.engine, ref, app_hub.hub.agreements, today=lambda: today)
+    assert await retell.run_once() == 1
+    assert await _held(app_hub) is None
