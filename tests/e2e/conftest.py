@@ -53,6 +53,27 @@ async def make_clients(db_url: str) -> dict[str, str]:
     return keys
 
 
+async def hub_telling_councils(tmp_path: Path, agreement_id: str, councils: dict[str, str]) -> tuple[Any, dict[str, str]]:
+    """A hub process (not started) whose agreements add one granting `councils` (code -> name) every event with
+    `identity` and `responsibility`, the clients of `make_clients` and a council client each for `councils`
+    (able to subscribe, write and read): the process and the keys by org code."""
+    from tests.support import HubProcess
+
+    sharing = dict(SHARING)
+    sharing["agreements"] = [*SHARING["agreements"], {
+        "id": agreement_id, "valid_from": "2020-01-01", "recipients": [
+            {"org_code": code, "events": ["*"], "field_groups": ["identity", "responsibility"]} for code in councils]}]
+    (tmp_path / "sharing.yaml").write_text(yaml.safe_dump(sharing))
+    hub = HubProcess(tmp_path, sharing_path=tmp_path / "sharing.yaml")
+    keys = await make_clients(hub.db_url)
+    engine = create_engine(hub.db_url)
+    for code, name in councils.items():
+        keys[code] = (await add_client(engine, name, code, "council",
+                                       ["register:write", "subscriptions:write", "s117:read"]))[1]
+    await engine.dispose()
+    return hub, keys
+
+
 async def subscribe_webhook(http: Any, keys: dict[str, str], receiver: Any, org: str = "E06000060") -> str:
     """`org`'s webhook subscription to `receiver` (a tests.support.Receiver signing with SECRET), made with
     its key from `make_clients` and answered 201: its subscription id."""

@@ -15,11 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from hub.clients import add_client
-from hub.store.db import create_engine
-from tests.e2e.conftest import SECRET, SHARING, make_clients, subscribe_webhook
+from tests.e2e.conftest import SECRET, hub_telling_councils, subscribe_webhook
 from tests.support import REPO, HubProcess, Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -31,20 +28,9 @@ BASE = {"source_system": "RiO", "person": {"nhs_number": NHS, "given_name": "Gra
 
 
 async def test_a_split_county_is_undetermined_until_a_change_names_the_successor(tmp_path: Path) -> None:
-    sharing = dict(SHARING)
-    sharing["agreements"] = [*SHARING["agreements"], {
-        "id": "DSA-TEST-SPLIT", "valid_from": "2020-01-01", "recipients": [
-            {"org_code": code, "events": ["*"], "field_groups": ["identity", "responsibility"]}
-            for code in (OXFORDSHIRE, CUMBERLAND)]}]
-    (tmp_path / "sharing.yaml").write_text(yaml.safe_dump(sharing))
+    hub, keys = await _split_hub(tmp_path)
     receiver = Receiver(secret=SECRET)
     await receiver.start()
-    hub = HubProcess(tmp_path, sharing_path=tmp_path / "sharing.yaml")
-    keys = await make_clients(hub.db_url)
-    engine = create_engine(hub.db_url)
-    for code, name in ((OXFORDSHIRE, "Oxfordshire"), (CUMBERLAND, "Cumberland")):
-        keys[code] = (await add_client(engine, name, code, "council", ["subscriptions:write", "s117:read"]))[1]
-    await engine.dispose()
     trust = {"X-API-Key": keys["trust"]}
     try:
         await hub.start()
@@ -116,19 +102,7 @@ SUCCESSOR_EXT = "extension[0].valueIdentifier.value"  # of the Patient, Bundle.e
 
 async def _split_hub(tmp_path: Path) -> tuple[HubProcess, dict[str, str]]:
     """A hub process whose agreements name Oxfordshire and Cumberland; a council client each, able to write."""
-    sharing = dict(SHARING)
-    sharing["agreements"] = [*SHARING["agreements"], {
-        "id": "DSA-TEST-SPLIT", "valid_from": "2020-01-01", "recipients": [
-            {"org_code": code, "events": ["*"], "field_groups": ["identity", "responsibility"]}
-            for code in (OXFORDSHIRE, CUMBERLAND)]}]
-    (tmp_path / "sharing.yaml").write_text(yaml.safe_dump(sharing))
-    hub = HubProcess(tmp_path, sharing_path=tmp_path / "sharing.yaml")
-    keys = await make_clients(hub.db_url)
-    engine = create_engine(hub.db_url)
-    for code, name in ((OXFORDSHIRE, "Oxfordshire"), (CUMBERLAND, "Cumberland")):
-        keys[code] = (await add_client(engine, name, code, "council", ["register:write", "s117:read"]))[1]
-    await engine.dispose()
-    return hub, keys
+    return await hub_telling_councils(tmp_path, "DSA-TEST-SPLIT", {OXFORDSHIRE: "Oxfordshire", CUMBERLAND: "Cumberland"})
 
 
 async def _undetermined_person(http: httpx.AsyncClient, trust: dict[str, str]) -> str:

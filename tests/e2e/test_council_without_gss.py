@@ -15,12 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from hub.clients import add_client
-from hub.store.db import create_engine
-from tests.e2e.conftest import SECRET, SHARING, make_clients, subscribe_webhook
-from tests.support import HubProcess, Receiver, put_on_register
+from tests.e2e.conftest import SECRET, hub_telling_councils, subscribe_webhook
+from tests.support import Receiver, put_on_register
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -52,20 +49,10 @@ def _register(path: Path, gss: str) -> Path:
 async def test_a_successor_without_a_gss_code_leaves_the_council_undetermined_until_the_register_gives_one(
         tmp_path: Path) -> None:
     new_gss = CHILTERN_VALE[1]
-    sharing = dict(SHARING)
-    sharing["agreements"] = [*SHARING["agreements"], {
-        "id": "DSA-TEST-NOGSS", "valid_from": "2020-01-01", "recipients": [
-            {"org_code": code, "events": ["*"], "field_groups": ["identity", "responsibility"]}
-            for code in (OXFORDSHIRE, new_gss)]}]
-    (tmp_path / "sharing.yaml").write_text(yaml.safe_dump(sharing))
+    hub, keys = await hub_telling_councils(tmp_path, "DSA-TEST-NOGSS",
+                                           {OXFORDSHIRE: "Oxfordshire", new_gss: "Chiltern Vale"})
     receiver = Receiver(secret=SECRET)
     await receiver.start()
-    hub = HubProcess(tmp_path, sharing_path=tmp_path / "sharing.yaml")
-    keys = await make_clients(hub.db_url)
-    engine = create_engine(hub.db_url)
-    for code, name in ((OXFORDSHIRE, "Oxfordshire"), (new_gss, "Chiltern Vale")):
-        keys[code] = (await add_client(engine, name, code, "council", ["subscriptions:write", "s117:read"]))[1]
-    await engine.dispose()
     trust = {"X-API-Key": keys["trust"]}
     hub.env["S117_LOCAL_AUTHORITIES_FILE"] = str(_register(tmp_path / "without_gss.csv", ""))
     hub.env["S117_LOCAL_AUTHORITIES_AS_OF"] = "2026-11-01"

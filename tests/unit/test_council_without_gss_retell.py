@@ -11,13 +11,14 @@ from datetime import date
 from pathlib import Path
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from hub.audit import record_operator_action
 from hub.refdata.loader import ReferenceSources, load_reference_data
 from hub.refdata_retell import ACTION, ACTOR, ReferenceDataRetell, dataset_parts
-from hub.store.schema import bus_messages, register_status
-from tests.support import detention
+from hub.store.schema import register_status
+from tests.unit.test_council_split_retell import _corrections, _held
+from tests.unit.test_council_split_retell import _put_on_register as put_on_register
 
 DATA = Path(__file__).resolve().parents[2] / "hub" / "refdata" / "data"
 BUCKS = "E06000060"
@@ -47,26 +48,9 @@ def _ref(path: Path):  # noqa: ANN202
     return load_reference_data(ReferenceSources(local_authorities_file=path, local_authorities_as_of=AS_OF))
 
 
-async def _put_on_register(app_hub) -> None:  # noqa: ANN001
-    for change in detention("9990000018", "nogss", given_name="Ada", family_name="Lovelace"):
-        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]}, json=change)
-        assert r.status_code == 202, r.text
-
-
-async def _held(app_hub) -> str | None:  # noqa: ANN001
-    async with app_hub.hub.engine.connect() as conn:
-        return (await conn.execute(select(register_status.c.council_code))).scalar_one()
-
-
-async def _corrections(app_hub) -> list[dict]:  # noqa: ANN001
-    async with app_hub.hub.engine.connect() as conn:
-        rows = (await conn.execute(select(bus_messages.c.headers, bus_messages.c.payload))).all()
-    return [p for h, p in rows if h.get("event_type") == "s117-notification-corrected"]
-
-
 async def test_on_the_vesting_day_the_person_moves_to_no_council_and_the_later_register_to_the_successor(
         app_hub, tmp_path: Path):
-    await _put_on_register(app_hub)
+    await put_on_register(app_hub, "nogss")
     day = [date(2027, 3, 31)]
     ref = _ref(register(tmp_path / "without_gss.csv", "2027-04-01", ""))
     retell = ReferenceDataRetell(app_hub.hub.engine, ref, app_hub.hub.agreements, today=lambda: day[0])
@@ -91,7 +75,7 @@ async def test_the_first_start_of_this_version_tells_people_named_unknown_counci
     """A store whose last pass recorded the same data under the rules before this version (the abolished
     council's code kept as the council, "unknown council E06000060"): the start's pass tells the person,
     though no dataset changed."""
-    await _put_on_register(app_hub)
+    await put_on_register(app_hub, "nogss")
     ref = _ref(register(tmp_path / "without_gss.csv", "2026-04-01", ""))
     today = date(2026, 12, 5)
     parts = dataset_parts(ref.datasets())
