@@ -414,6 +414,17 @@ def leaving_notices(history: Sequence[RegisterChange], told: Sequence[Told], tod
     return out
 
 
+def _standing(history: Sequence[RegisterChange], told: Sequence[Told], retracted: Mapping[str, RegisterChange],
+              ) -> tuple[list[Stay], dict[str, RegisterChange], dict[str, Told], list[Told]]:
+    """What `withdrawals` and `corrections` read the notices that went against: the stays as they now stand,
+    every change by id (the retracted ones too), each notice's last correction (by the notice's event id),
+    and the notices of a stay that went and stand (not withdrawn), in the order they went."""
+    withdrawn = _withdrawn(told)
+    last = {t.corrects: t for t in told if t.event_type is EventType.CHILD_NOTICE_CORRECTED and t.corrects}
+    standing = [t for t in told if t.event_type in STAY_NOTICES and t.event_id not in withdrawn]
+    return stays(history), _changes(history, retracted), last, standing
+
+
 def withdrawals(history: Sequence[RegisterChange], told: Sequence[Told],
                 retracted: Mapping[str, RegisterChange], ref: ReferenceData) -> list[ChildNotice]:
     """Each notice that went (`told`) and was not withdrawn already, to the council that was told it:
@@ -426,14 +437,9 @@ def withdrawals(history: Sequence[RegisterChange], told: Sequence[Told],
       which council is concerned, is told to a council not concerned);
     * (a leaving notice) its ending retracted: `stay-continues` when the stay is open again, else
       `leaving-recorded-in-error`."""
-    found_stays = stays(history)
-    changes = _changes(history, retracted)
-    withdrawn = _withdrawn(told)
-    last = {t.corrects: t for t in told if t.event_type is EventType.CHILD_NOTICE_CORRECTED and t.corrects}
+    found_stays, changes, last, standing = _standing(history, told, retracted)
     out: list[ChildNotice] = []
-    for t in told:
-        if t.event_type not in STAY_NOTICES or t.event_id in withdrawn:
-            continue
+    for t in standing:
         start = retracted.get(t.stay_change_id)
         # The detention retracted while the child was in hospital all the same (an earlier detention of the
         # same stay came late): the stay it told of stands, corrected (`corrections`), not withdrawn.
@@ -479,14 +485,9 @@ def corrections(history: Sequence[RegisterChange], told: Sequence[Told],
     with the stay as it now stands, replacing the last message told of it. The notice is not sent again
     (one per stay); a leaving notice whose ending no longer ends the stay is withdrawn instead
     (`withdrawals`). No age test: a rectification is owed to each recipient (UK GDPR Art. 19)."""
-    found_stays = stays(history)
-    changes = _changes(history, retracted)
-    withdrawn = _withdrawn(told)
-    last = {t.corrects: t for t in told if t.event_type is EventType.CHILD_NOTICE_CORRECTED and t.corrects}
+    found_stays, changes, last, standing = _standing(history, told, retracted)
     out: list[ChildNotice] = []
-    for t in told:
-        if t.event_type not in STAY_NOTICES or t.event_id in withdrawn:
-            continue
+    for t in standing:
         stay = _stay_told(t, found_stays, changes)
         if stay is None or _displaced(t, stay, ref):
             continue  # withdrawn (`withdrawals`), or nothing to tell
