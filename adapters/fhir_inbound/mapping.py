@@ -540,18 +540,8 @@ class _Mapper:
                          f"{MAX_EXPECTED_STAY_WEEKS})", REQUIRED)
             else:
                 self.set("expected_stay_weeks", ext["valuePositiveInt"], loc)
-        found = self._one_extension(enc, self.ext_ehc_plan_council, "EHC plan council")
-        if found is not None:
-            j, ext = found
-            loc = f"{enc.loc}.extension[{j}].valueIdentifier"
-            ident = ext.get("valueIdentifier")
-            if not isinstance(ident, dict) or not ident.get("value"):
-                self.add(loc, "is required: the ONS GSS code of the council maintaining the EHC plan, as an "
-                         "Identifier", REQUIRED)
-            elif ident.get("system") != GSS_CODE_SYSTEM:
-                self.add(f"{loc}.system", f"must be {GSS_CODE_SYSTEM}", VALUE)
-            else:
-                self.set("ehc_plan_la_gss", str(ident["value"]).strip().upper(), f"{loc}.value")
+        self._council_extension(enc, self.ext_ehc_plan_council, "EHC plan council", "ehc_plan_la_gss",
+                                "the council maintaining the EHC plan")
 
     # The Patient ----------------------------------------------------------
     def patient(self, pat: _Entry) -> None:
@@ -631,19 +621,26 @@ class _Mapper:
         name on any other, as on REST), at its location. Unlike a detention's Encounter extensions it is not
         skipped on other changes: a successor sent with them would otherwise be dropped unseen, the person
         left with no responsible council."""
-        found = self._one_extension(pat, self.ext_residence_before_detention, "residence before detention council")
+        self._council_extension(pat, self.ext_residence_before_detention, "residence before detention council",
+                                "residence_before_detention_la_gss",
+                                "the successor council whose area covers the residence before the detention")
+
+    def _council_extension(self, entry: _Entry, url: str, label: str, field: str, council: str) -> None:
+        """One hub extension on `entry` naming a council (valueIdentifier, system GSS) -> `field`, its code as
+        sent (trimmed, in capitals; ingest checks it at `.value`); a missing value or another system named at
+        its location. `label` names the extension when it comes twice; `council` says which council it is."""
+        found = self._one_extension(entry, url, label)
         if found is None:
             return
         j, ext = found
-        loc = f"{pat.loc}.extension[{j}].valueIdentifier"
+        loc = f"{entry.loc}.extension[{j}].valueIdentifier"
         ident = ext.get("valueIdentifier")
         if not isinstance(ident, dict) or not ident.get("value"):
-            self.add(loc, "is required: the ONS GSS code of the successor council whose area covers the residence "
-                     "before the detention, as an Identifier", REQUIRED)
+            self.add(loc, f"is required: the ONS GSS code of {council}, as an Identifier", REQUIRED)
         elif ident.get("system") != GSS_CODE_SYSTEM:
             self.add(f"{loc}.system", f"must be {GSS_CODE_SYSTEM}", VALUE)
         else:
-            self.set("residence_before_detention_la_gss", str(ident["value"]).strip().upper(), f"{loc}.value")
+            self.set(field, str(ident["value"]).strip().upper(), f"{loc}.value")
 
     def gp(self, pat: _Entry) -> None:
         gps = pat.resource.get("generalPractitioner") or []
