@@ -261,13 +261,16 @@ _published: set[str] = set()
 
 
 async def awaiting_successor(engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook,
-                             today: date, *, publish: bool = False) -> dict[str, int]:
+                             today: date, *, publish: bool = False,
+                             rules: dict[str, str] | None = None) -> dict[str, int]:
     """How many people await a register change naming the successor of a council split between several
     successors (hazard H-03), by the split council's GSS code. Only people the register holds with no responsible
     council are evaluated (a split leaves none), their histories read `AWAITING_BATCH` at a time: the cost is
     that of the people without a council, not of the register. `publish`: set as the gauge
     `s117_council_split_awaiting_successor{council}` (the back workers': `run_council_split_count` and each
-    re-tell pass). Codes and counts: nothing personal."""
+    re-tell pass). `rules`, given: filled with each council's rule (`council-split`: a register change naming
+    the successor resolves it; `council-successor-without-gss`: the operator's newer register). Codes and
+    counts: nothing personal."""
     async with engine.connect() as conn:
         people = (await conn.execute(select(register_status.c.person_id).where(
             register_status.c.council_code.is_(None),
@@ -287,6 +290,8 @@ async def awaiting_successor(engine: AsyncEngine, ref: ReferenceData, agreements
             status = evaluate(person_id, history, ref, agreements, today)
             if status.council_split is not None and status.council_basis_code:
                 counts[status.council_basis_code] = counts.get(status.council_basis_code, 0) + 1
+                if rules is not None:
+                    rules[status.council_basis_code] = status.council_split.rule
         await asyncio.sleep(0)
     if publish:
         publish_awaiting(counts)

@@ -200,8 +200,9 @@ async def test_the_overview_counts_people_awaiting_a_split_councils_successor(tm
                 await page.click("#signin")
                 await page.wait_for_selector("#splits table")
                 heads = await page.locator("#splits table th").all_inner_texts()
-                assert heads == ["split council (GSS)", "people awaiting its successor"], heads
-                assert await page.locator("#splits table tbody tr td").all_inner_texts() == ["E10000006", "1"]
+                assert heads == ["split council (GSS)", "people awaiting its successor", "awaiting"], heads
+                assert await page.locator("#splits table tbody tr td").all_inner_texts() == [
+                    "E10000006", "1", "the successor named (a moved change)"]
                 assert "people awaiting: 1" in await page.inner_text("#splits")
                 panel = page.locator("section", has=page.locator("#splits"))
                 assert "Awaiting a split council's successor" in await panel.locator("h2").inner_text()

@@ -146,7 +146,9 @@ async def test_the_ops_view_counts_people_awaiting_a_successor_by_the_split_coun
     COUNCIL_SPLIT_AWAITING.labels(council=CUMBRIA).set(-1)
     r = await app_hub.http.get("/v1/ops/council-splits", headers=admin)
     assert r.status_code == 200, r.text
-    assert r.json()["awaiting_successor"] == [{"council": CUMBRIA, "people": 1}]
+    [entry] = r.json()["awaiting_successor"]
+    assert (entry["council"], entry["people"], entry["awaiting"]) == (CUMBRIA, 1, "the-successor-named")
+    assert "residence_before_detention_la_gss" in entry["resolve_with"]
     assert _gauge(CUMBRIA) == -1
     assert "9990000026" not in r.text
     assert (await app_hub.http.get("/v1/ops/council-splits", headers=trust)).status_code == 403

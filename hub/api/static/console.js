@@ -98,7 +98,9 @@ function showSplits(s) {
   draw($("splits"), `<div>people awaiting: <span class="${total ? "bad" : "ok"} big">${esc(total)}</span>` +
     ` <span class="muted">(counted ${time(new Date(splitsAt).toISOString())} UTC)</span></div>` +
     table(s.awaiting_successor, [["split council (GSS)", r => `<code>${esc(r.council)}</code>`],
-      ["people awaiting its successor", r => `<span class="bad">${esc(r.people)}</span>`]], "People awaiting a split council's successor, per split council"));
+      ["people awaiting its successor", r => `<span class="bad">${esc(r.people)}</span>`],
+      ["awaiting", r => esc(r.awaiting === "the-successors-gss-code" ? "the successor's GSS code (a newer register)"
+        : "the successor named (a moved change)")]], "People awaiting a split council's successor, per split council"));
 }
 async function overview() {
   const [flows, dead, held, sla, health, quarantined, split] = await Promise.all([api("/v1/ops/flows"), api("/v1/ops/dead-letters"),
