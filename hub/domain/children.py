@@ -149,6 +149,9 @@ class Basis(StrEnum):
     ORDINARY_RESIDENCE = "ordinary-residence"  # s85(3)(a): where the child lived before the detention
     HOSPITAL_AREA = "hospital-area"  # s85(3)(b): no ordinary residence; where the hospital is
     EHC_PLAN = "ehc-plan"  # the council maintaining the EHC plan (Worcs 6.4)
+    # The area of ordinary residence split since between successors (or succeeded by one without a GSS code
+    # yet), the successor not named: the hospital's council, coordinating meanwhile (hazard H-03).
+    COORDINATING = "coordinating-council"
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +169,10 @@ class Stay:
     # the stay's whichever of these it was decided under (hub/children.py `event_ids_for`): a detention of
     # the same stay arriving late, dated before the one that began it, is not a new stay.
     starts: tuple[RegisterChange, ...] = ()
+    # The successors `moved` changes of the person's history named as covering the residence before the
+    # detention (`residence_before_detention_la_gss`, hazard H-03), in the history's order: which successor
+    # of a council split since (or succeeded by one without a GSS code) is the child's (`addressed`).
+    successors_named: tuple[str, ...] = ()
 
     def start_ids(self) -> tuple[str, ...]:
         return tuple(c.change_id for c in self.starts) or (self.change.change_id,)
@@ -222,14 +229,17 @@ def stays(history: Iterable[RegisterChange]) -> list[Stay]:
     out: list[Stay] = []
     current: Stay | None = None
     hospital: str | None = None  # the last hospital the history names
-    for change in sorted(history, key=change_order):
+    ordered = sorted(history, key=change_order)
+    named = tuple(c.residence_before_detention_la_gss for c in ordered
+                  if c.change_type is ChangeType.MOVED and c.residence_before_detention_la_gss)
+    for change in ordered:
         if change.hospital_ods:
             hospital = change.hospital_ods
         kind = change.change_type
         if kind in _STARTS and current is None:
             current = Stay(change=change, admitted_on=change.effective_date,
                            hospital_ods=change.hospital_ods or hospital, legal_status_code=change.legal_status_code,
-                           starts=(change,))
+                           starts=(change,), successors_named=named)
         elif kind in _STARTS and current is not None:
             current = replace(current, starts=(*current.starts, change))
         elif kind in _ENDS and current is not None:
@@ -251,19 +261,38 @@ def council_on(code: str, on: date, ref: ReferenceData) -> str:
     return successors[0].code if single else code
 
 
+def addressed(code: str, on: date, ref: ReferenceData, named: Sequence[str] = ()) -> str | None:
+    """The council a notice about `code`'s area goes to on `on`: `council_on`'s, but for an area with no one
+    successor to address (split between several, or succeeded by one without a GSS code yet: hazard H-03)
+    the first successor a register change named (`named`: `Stay.successors_named`) or, none named, None:
+    never the abolished council, which no one answers for."""
+    successors = ref.council_successors(code, on)
+    without = ref.council_successors_without_gss(code, on)
+    if len(successors) + len(without) <= 1 and not without:
+        return council_on(code, on, ref)
+    codes = {o.code for o in successors}
+    return next((c for c in named if c in codes), None)
+
+
 def s85_council(stay: Stay, ref: ReferenceData, on: date | None = None) -> tuple[str | None, Basis | None]:
     """The council responsible for the child (s85(3)): of ordinary residence before the detention (the
     residence the detention carries), else (no fixed abode) the council where the hospital is; (None, None)
     when neither is known. Named as the council in place on `on` (the day the notice falls due; default:
-    the admission), not a council abolished by then (`council_on`)."""
+    the admission), not a council abolished by then (`council_on`). An area split since between several
+    successors (or succeeded by one without a GSS code yet) is the successor a register change named
+    (`addressed`); none named yet, the child's council is not known and the hospital's council, which
+    coordinates the person's aftercare meanwhile (hub/domain/rules/engine.py `_hold_council`), is told: a
+    council that can act, never the abolished one (hazard H-03, H-15)."""
     day = on if on is not None else stay.admitted_on
     residence = stay.change.residence_la_gss
     if residence:
-        return council_on(residence, day, ref), Basis.ORDINARY_RESIDENCE
+        council = addressed(residence, day, ref, stay.successors_named)
+        if council is not None:
+            return council, Basis.ORDINARY_RESIDENCE
     if stay.hospital_ods:
         area = ref.hospital_council_gss(stay.hospital_ods)
         if area:
-            return council_on(area, day, ref), Basis.HOSPITAL_AREA
+            return council_on(area, day, ref), Basis.COORDINATING if residence else Basis.HOSPITAL_AREA
     return None, None
 
 
@@ -278,9 +307,11 @@ def candidate_notices(history: Sequence[RegisterChange], today: date, ref: Refer
         change = stay.change
         # Each council as the one in place on the day the notice falls due (`council_on`).
         if change.ehc_plan_la_gss and stay.admitted_on <= today:
+            # A plan's council split since, its successor not named: no council (said by the scanner), not
+            # the abolished one.
             out.append(ChildNotice(EventType.CHILD_EHC_PLAN_NOTICE, NoticeReason.EHC_PLAN_ADMISSION, stay,
-                                   council_on(change.ehc_plan_la_gss, stay.admitted_on, ref), Basis.EHC_PLAN,
-                                   stay.admitted_on, None, EHC_CITATION))
+                                   addressed(change.ehc_plan_la_gss, stay.admitted_on, ref, stay.successors_named),
+                                   Basis.EHC_PLAN, stay.admitted_on, None, EHC_CITATION))
         expected = change.expected_stay_weeks
         if expected is not None and expected >= LONG_STAY_WEEKS:
             if stay.admitted_on <= today:
@@ -338,7 +369,8 @@ def council_concerned(stay: Stay, event_type: EventType, ref: ReferenceData) -> 
     (s85(3): the s85 notice and its leaving notice). None: the detention names no plan, or no council is
     found (no residence, the hospital's council not known)."""
     if event_type is EventType.CHILD_EHC_PLAN_NOTICE:
-        return stay.change.ehc_plan_la_gss
+        code = stay.change.ehc_plan_la_gss
+        return addressed(code, stay.admitted_on, ref, stay.successors_named) if code else None
     return s85_council(stay, ref)[0]
 
 
@@ -350,16 +382,17 @@ def _withdrawn(told: Iterable[Told]) -> dict[str, str]:
 
 def _displaced(t: Told, stay: Stay, ref: ReferenceData) -> bool:
     """The council told `t` is not the one a notice of its kind about `stay` is for any more: the stay now
-    begins with a detention naming another council. A detention naming none (no EHC plan given, no council
-    found) displaces no one: the council told stays the one known. The council told is the code's council
-    in place on the day its notice fell due (`council_on`: the admission, or the 84th day for an s85
-    notice), so a code whose council was abolished since, or by then, names the council told, not another."""
-    concerned = council_concerned(stay, t.event_type, ref)
-    if concerned is None or concerned == t.org_code:
-        return False
-    due_days = (stay.admitted_on,) if t.event_type is EventType.CHILD_EHC_PLAN_NOTICE else \
-        (stay.admitted_on, stay.admitted_on + LONG_STAY)
-    return all(council_on(concerned, day, ref) != t.org_code for day in due_days)
+    begins with a detention naming another council, or a register change named the successor of a council
+    area split since (`addressed`). A detention naming none (no EHC plan given, no council found) displaces
+    no one: the council told stays the one known. The council a notice is for is taken as on each day a
+    notice of its kind falls due (the admission, or the 84th day for an s85 notice), as it was sent: a code
+    whose council was abolished by then names its successor, not another council."""
+    if t.event_type is EventType.CHILD_EHC_PLAN_NOTICE:
+        concerned = {council_concerned(stay, t.event_type, ref)}
+    else:
+        concerned = {s85_council(stay, ref, day)[0] for day in (stay.admitted_on, stay.admitted_on + LONG_STAY)}
+    concerned.discard(None)
+    return bool(concerned) and t.org_code not in concerned
 
 
 def _changes(history: Sequence[RegisterChange], retracted: Mapping[str, RegisterChange]) -> dict[str, RegisterChange]:

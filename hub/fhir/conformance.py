@@ -571,7 +571,8 @@ CHILD_NOTICE_CODES: Final = (
     ("another-council-concerned", "Withdrawn: another council is concerned",
      "The stay the notice told of now begins with another detention, which names another council as the one "
      "the notice is for (the council responsible for the child, Children Act 1989 s85(3), or the council "
-     "maintaining the EHC plan): the notice does not apply to this council, which is told nothing more of the "
+     "maintaining the EHC plan), or a register change named the successor covering the child's address in "
+     "a council area split since: the notice does not apply to this council, which is told nothing more of the "
      "stay unless it becomes the council concerned again (UK GDPR Art. 16, 19)."),
     ("admission-corrected", "Corrected: the stay began with another detention",
      "The stay the notice told of stands, but the detention that began it is not the one told (an earlier "
@@ -585,6 +586,12 @@ CHILD_NOTICE_CODES: Final = (
      "The child had no ordinary residence: the council in whose area the hospital is (Children Act 1989 "
      "s85(3)(b))."),
     ("ehc-plan", "Council maintaining the EHC plan", "The council maintaining the EHC plan (Worcs 6.4)."),
+    ("coordinating-council", "Council of the hospital's area, coordinating",
+     "The council area the child was ordinarily resident in before the admission has since been split between "
+     "successor councils (or succeeded by one not yet given a GSS code), and no register change has named the "
+     "successor covering the address: the council of the hospital's area, which coordinates the person's "
+     "aftercare meanwhile, is told; once the successor is named, this notice is withdrawn and the successor "
+     "told."),
 )
 
 _REVIEW_KINDS: Final = (

@@ -111,3 +111,49 @@ def test_notices_told_to_the_council_that_replaced_the_one_named_stand_and_its_l
     assert corrections(history, told, {}, ref) == []
     [leaving] = leaving_notices(history, told, d("2020-07-01"), ref)
     assert (leaving.event_type, leaving.org_code) == (EventType.CHILD_LEFT_HOSPITAL_NOTICE, sent[-1].org_code)
+
+
+CUMBRIA, CUMBERLAND, OXFORDSHIRE = "E10000006", "E06000063", "E10000025"  # RNU (Oxford Health): Oxfordshire
+
+
+def test_a_childs_notice_in_a_council_area_split_since_goes_to_the_coordinating_council_then_the_successor(app_hub):
+    """Review 36b (H-03, H-15): a child from Cumbria detained before its split (2023-04-01), still in hospital on
+    the 84th day after it. The s85 notice went to Cumbria's code, abolished, answered by no one; a register
+    change naming the successor changed nothing. Now: the hospital's council, coordinating, is told (basis
+    coordinating-council), and once a `moved` change names Cumberland its notice is withdrawn
+    (another-council-concerned) and Cumberland told; a successor not of the split, or none, changes nothing."""
+    from hub.domain.children import (
+        Basis,
+        NoticeReason,
+        Told,
+        candidate_notices,
+        corrections,
+        leaving_notices,
+        unsent,
+        withdrawals,
+    )
+    from hub.domain.model import EventType
+    from tests.unit.domain.builders import d, detained, left, moved
+
+    ref = app_hub.hub.ref
+    stay = detained("2023-02-01", "03", hospital_ods="RNU", residence_la_gss=CUMBRIA)
+    [first] = candidate_notices([stay], d("2023-04-26"), ref)
+    assert (first.org_code, first.basis, first.due_on) == (OXFORDSHIRE, Basis.COORDINATING, d("2023-04-26"))
+    told = [Told("e-oxon", EventType.CHILD_LONG_STAY_NOTICE, OXFORDSHIRE, stay.change_id)]
+    # A successor not of the split: nothing changes (the rules note it), no withdrawal.
+    wrong = [stay, moved("2023-05-02", None, residence_before_detention_la_gss="E06000060")]
+    assert withdrawals(wrong, told, {}, ref) == [] and corrections(wrong, told, {}, ref) == []
+    assert unsent(candidate_notices(wrong, d("2023-05-03"), ref), wrong, told, {}) == []
+    # Cumberland named: Oxfordshire's notice withdrawn, Cumberland told (once), its leaving notice Cumberland's.
+    named = [stay, moved("2023-05-02", None, residence_before_detention_la_gss=CUMBERLAND)]
+    [withdrawal] = withdrawals(named, told, {}, ref)
+    assert (withdrawal.org_code, withdrawal.reason, withdrawal.withdraws) == (
+        OXFORDSHIRE, NoticeReason.ANOTHER_COUNCIL, "e-oxon")
+    [anew] = unsent(candidate_notices(named, d("2023-05-03"), ref), named, told, {})
+    assert (anew.org_code, anew.basis) == (CUMBERLAND, Basis.ORDINARY_RESIDENCE)
+    told += [Told("e-gone", EventType.CHILD_NOTICE_WITHDRAWN, OXFORDSHIRE, stay.change_id, withdraws="e-oxon"),
+             Told("e-cumb", EventType.CHILD_LONG_STAY_NOTICE, CUMBERLAND, stay.change_id)]
+    assert withdrawals(named, told, {}, ref) == []
+    assert unsent(candidate_notices(named, d("2023-05-04"), ref), named, told, {}) == []
+    [leaving] = leaving_notices([*named, left("2023-06-30")], told, d("2023-07-01"), ref)
+    assert (leaving.event_type, leaving.org_code) == (EventType.CHILD_LEFT_HOSPITAL_NOTICE, CUMBERLAND)
