@@ -30,7 +30,7 @@ from hub.delivery.kafka_topic import KafkaTopicDeliverer
 from hub.delivery.http1 import client_tls
 from hub.delivery.webhook import HostClients, WebhookDeliverer, run_deliverer
 from hub.domain.agreements import AgreementBook
-from hub.domain.ports import ReferenceData
+from hub.domain.ports import COUNCIL_WITHOUT_GSS, ReferenceData
 from hub.fhir.messages import FIELD_GROUPS
 from hub.file_jobs import FileJobs
 from hub.clients import ClientCache
@@ -47,9 +47,11 @@ from hub.timeseries import Sampler, run_sampler
 from hub.scheduler import ReviewScanner, run_review_scanner
 from hub.children import ChildNoticeScanner, run_child_notice_scanner
 from hub.observability.logging import get_logger
-from hub.observability.metrics import BANK_HOLIDAYS_COVERED_UNTIL, REFERENCE_DATA_AS_OF, REFERENCE_DATA_MAX_AGE
+from hub.observability.metrics import (
+    BANK_HOLIDAYS_COVERED_UNTIL, HOSPITAL_SITES_ABOLISHED_COUNCILS, REFERENCE_DATA_AS_OF, REFERENCE_DATA_MAX_AGE,
+)
 from hub.refdata.bank_holidays import WARN_DAYS, covered_until
-from hub.refdata.loader import reference_data, sources_of
+from hub.refdata.loader import HOSPITAL_SITES_FILE, SiteCouncilAbolished, reference_data, sources_of
 from hub.refdata.ods_files import Dataset, age_days
 from hub.register_counts import ensure_register_status
 from hub.settings import Settings
@@ -342,6 +344,28 @@ def _report_reference_data(datasets: tuple[Dataset, ...], max_age_days: int, tod
                         setting=d.setting)
 
 
+def _report_hospital_sites(abolished: tuple[SiteCouncilAbolished, ...], warn: bool = True) -> None:
+    """The hospital sites (hospital_sites.csv) naming a council the register in use says was abolished
+    (hazard H-03): a count for the alert (S117HospitalSiteCouncilAbolished), and a warning at start for each
+    naming the site's ODS code, the council's code, its successors and the file to update (codes only).
+    A single successor with a GSS code is followed by the rules; a split, or a successor without a GSS code,
+    leaves people with no place of residence at the site with no coordinating council."""
+    HOSPITAL_SITES_ABOLISHED_COUNCILS.set(len(abolished))
+    if not warn:
+        return
+    for site in abolished:
+        successors = ",".join(o.code + (" (no GSS code yet)" if o.kind == COUNCIL_WITHOUT_GSS else "")
+                              for o in site.successors)
+        log.warning("hospital site names an abolished council: update the site's council_gss in the hospital "
+                    "sites file and restart every instance",
+                    site=site.ods_code, council=site.council_gss, abolished_on=site.abolished_on.isoformat(),
+                    successors=successors,
+                    coordinating=("the successor (followed)" if site.followed else
+                                  "none: no coordinating council can be named for people with no place of "
+                                  "residence"),
+                    file=HOSPITAL_SITES_FILE)
+
+
 def _subscriber_tls(settings: Settings) -> Any:
     """The TLS context to subscribers when a CA or the hub's certificate is set (made here, once); else
     None: the client makes the system's when it first reaches an https endpoint (a context costs about
@@ -375,6 +399,7 @@ async def build_hub(settings: Settings, *, start_warnings: bool = True) -> Hub:
     ref = reference_data(settings.bank_holidays_file, sources_of(settings))
     _report_calendar(ref.bank_holidays(), warn=start_warnings)
     _report_reference_data(ref.datasets(), settings.reference_data_max_age_days, warn=start_warnings)
+    _report_hospital_sites(ref.hospital_sites_naming_abolished_councils(england_day()), warn=start_warnings)
     # Taken before the read, as the sharing file's below: a change made meanwhile is loaded at the first look.
     area_state = file_state(settings.area_agreements_path)
     agreements = (

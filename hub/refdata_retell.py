@@ -119,7 +119,12 @@ def dataset_parts(datasets: Iterable[Dataset]) -> list[dict[str, Any]]:
 # "council-successor-without-gss-undetermined": so is a council succeeded by one the register lists without a
 # GSS code yet (before, the abolished code was kept, "unknown council <code>"), and a split where a successor
 # lacks one (before, the successor with a code was taken for the whole area).
-RULES = "council-split-undetermined; council-successor-without-gss-undetermined"
+# "hospital-council-abolished-uncoordinated": a hospital whose council (hospital_sites.csv) is split or
+# succeeded by one without a GSS code coordinates through no council (before, the abolished council was named
+# coordinating): people with no council at such a hospital are told at that start, the abolished council
+# no longer involved. None with the shipped sites and register (tests/unit/test_hospital_site_councils.py).
+RULES = ("council-split-undetermined; council-successor-without-gss-undetermined; "
+         "hospital-council-abolished-uncoordinated")
 
 
 def fingerprint(parts: list[dict[str, Any]], successions_from: date | None = None) -> tuple[str, list[dict[str, Any]]]:

@@ -216,6 +216,12 @@ class S117Status:
     # council is named. Said to bodies through `responsibility_undetermined`
     # (hub/domain/views.py `undetermined_bodies`), never as a key of its own.
     council_split: Determination | None = None
+    # While the hospital's council would coordinate (no council responsible) but is abolished with no
+    # addressable successor (its area split between several, or succeeded by one the register lists without
+    # a GSS code yet; hazard H-03): why no council coordinates, naming the council, its successors and the
+    # operator's file to update (org None; rule "hospital-council-abolished"). No coordinating council is
+    # named then, never the abolished one. Said through `responsibility_undetermined` only.
+    hospital_council_abolished: Determination | None = None
     # Current council of ordinary residence (a council code, not an address):
     # tells a move to another council area apart from a move within one.
     residence_la_gss: str | None = None

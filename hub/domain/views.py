@@ -53,6 +53,9 @@ COUNCIL_AWAITS_NO_COORDINATOR = (
     "no place of residence before the detention is known, so no council is responsible until the area the "
     "person is discharged to is known; the hospital's council is not in the hub's reference data, so no "
     "council coordinates meanwhile: the hub operator must add the hospital site's council")
+COUNCIL_AWAITS_ABOLISHED_COORDINATOR = (
+    "no place of residence before the detention is known, so no council is responsible until the area the "
+    "person is discharged to is known")
 # A council with no addressable successor (hazard H-03: split between several successors, or succeeded by one
 # the register of local authorities lists without a GSS code yet): the reason names the council and its
 # successors and what resolves it (`S117Status.council_split`), then who acts meanwhile.
@@ -112,14 +115,21 @@ def undetermined_bodies(status: S117Status) -> tuple[dict[str, str], ...]:
         coordinating = status.coordinating_council
         coordinated = coordinating is not None and coordinating.org is not None
         split = status.council_split
+        # No coordinating council: the hospital's council is abolished with no successor the hub can name
+        # (the reason names it and the operator's file), or not in the reference data at all.
+        abolished = status.hospital_council_abolished
         if split is not None:
             # Not found from what the hub holds: someone must name the successor covering the address, or
             # the operator load a register giving a successor its GSS code (the reason says which).
+            meanwhile = (SPLIT_COORDINATED if coordinated else
+                         abolished.explanation if abolished is not None else SPLIT_NO_COORDINATOR)
             out += ({"role": RESPONSIBLE_COUNCIL, "absent_reason": UNKNOWN,
-                     "reason": f"{split.explanation}; {SPLIT_COORDINATED if coordinated else SPLIT_NO_COORDINATOR}"},)
+                     "reason": f"{split.explanation}; {meanwhile}"},)
         else:
-            out += ({"role": RESPONSIBLE_COUNCIL, "absent_reason": TEMP_UNKNOWN,
-                     "reason": COUNCIL_AWAITS_DISCHARGE_AREA if coordinated else COUNCIL_AWAITS_NO_COORDINATOR},)
+            reason = (COUNCIL_AWAITS_DISCHARGE_AREA if coordinated else
+                      f"{COUNCIL_AWAITS_ABOLISHED_COORDINATOR}; {abolished.explanation}" if abolished is not None
+                      else COUNCIL_AWAITS_NO_COORDINATOR)
+            out += ({"role": RESPONSIBLE_COUNCIL, "absent_reason": TEMP_UNKNOWN, "reason": reason},)
     commissioner = status.responsible_commissioner
     if commissioner is None or commissioner.org is None:
         out += ({"role": RESPONSIBLE_COMMISSIONER, "absent_reason": UNKNOWN, "reason": COMMISSIONER_NOT_FOUND},)

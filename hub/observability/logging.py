@@ -63,6 +63,10 @@ ALLOWED_KEYS = frozenset(
         # the reference data in use recorded at start (hub/refdata_retell.py): the first 16 hex digits of its
         # fingerprint (a hash of the data files, no person) and how many people its change was told of
         "fingerprint", "told",
+        # a hospital site naming an abolished council, at start (hub/bootstrap.py `_report_hospital_sites`): the
+        # site's ODS code, the council's GSS code, its vesting day, its successors' codes, who coordinates and
+        # the file to update (codes of organisations only, no person)
+        "site", "council", "abolished_on", "successors", "coordinating", "file",
     }
 )
 REDACTED = "[redacted]"

@@ -53,6 +53,13 @@ REFERENCE_DATA_AS_OF = Gauge("s117_reference_data_as_of_timestamp_seconds",
 REFERENCE_DATA_MAX_AGE = Gauge("s117_reference_data_max_age_seconds",
                                "The age past which a reference dataset is alerted (S117_REFERENCE_DATA_MAX_AGE_DAYS)",
                                multiprocess_mode="livemin")
+# Hospital sites (hub/refdata/data/hospital_sites.csv) naming a council the register of local authorities in
+# use says was abolished on or before the day the hub started (hazard H-03): a count, no label (the start's
+# warning names each site's ODS code, the council and its successors). Set at start by every process (the
+# same value; hub/bootstrap.py `_report_hospital_sites`). Alert S117HospitalSiteCouncilAbolished.
+HOSPITAL_SITES_ABOLISHED_COUNCILS = Gauge("s117_hospital_sites_naming_abolished_councils",
+                                          "Hospital sites whose council (hospital_sites.csv) is abolished",
+                                          multiprocess_mode="livemax")
 # People whose council of ordinary residence is a county split between several successors and who await a
 # register change naming the one covering their address (hazard H-03: no council is responsible meanwhile),
 # by the split council's GSS code (a council's code: nothing personal); 0 for a council whose people all had

@@ -88,6 +88,29 @@ SHIPPED_LOCAL_AUTHORITIES = "mysociety_uk_local_authorities_current.csv"
 SHIPPED_LOCAL_AUTHORITIES_AS_OF = date(2025, 7, 10)
 
 
+# Where the hospital sites and their councils are read from (operator configuration, shipped in the package).
+HOSPITAL_SITES_FILE = "hub/refdata/data/hospital_sites.csv"
+
+
+@dataclass(frozen=True, slots=True)
+class SiteCouncilAbolished:
+    """A hospital site (hospital_sites.csv) whose council the register in use says was abolished: the
+    site's ODS code, the council's GSS code, the first day of its successors, and its successors on the day
+    asked (GSS codes; a successor the register lists without one by its register code, kind
+    COUNCIL_WITHOUT_GSS). Codes only: nothing personal."""
+
+    ods_code: str
+    council_gss: str
+    abolished_on: date
+    successors: tuple[Org, ...]
+
+    @property
+    def followed(self) -> bool:
+        """One successor with a GSS code: the rules follow it (the hospital's council coordinates as it);
+        else (split, or a successor without a GSS code) no coordinating council can be named."""
+        return len(self.successors) == 1 and self.successors[0].kind != COUNCIL_WITHOUT_GSS
+
+
 @dataclass(frozen=True, slots=True)
 class ReferenceSources:
     """The operator's newer NHS England files (hub/refdata/ods_files.py) and mySociety register of local
@@ -682,6 +705,23 @@ class PublicReferenceData:
         if trust and trust != code and trust in self._hospitals:
             return Org(code, f"{self._hospitals[trust][0].name} site {code}", "site")
         return None
+
+    def hospital_sites_naming_abolished_councils(self, on: date) -> tuple[SiteCouncilAbolished, ...]:
+        """Every site of hospital_sites.csv whose council the register in use says was abolished on or
+        before `on` (its effective last day before `on`), with its successors on `on`, by ODS code. A
+        council still to be abolished (a later vesting day) is not one; nor a district code the rules
+        resolve to its county (the district stands)."""
+        out = []
+        for code, (_org, council_gss) in sorted(self._hospitals.items()):
+            gss = self._canonical_gss(council_gss)
+            c = self._councils.get(gss)
+            last = self._last_day.get(gss)
+            if c is None or not c.replaced_by or last is None or on <= last:
+                continue
+            found, without_gss = self._succession(gss, on)
+            out.append(SiteCouncilAbolished(code, _norm(council_gss), last + timedelta(days=1),
+                                            found + without_gss))
+        return tuple(out)
 
     def hospital_trust(self, ods_code: str) -> str | None:
         """The trust that runs the hospital site, by the ODS code rule (not

@@ -168,6 +168,11 @@ class _Fold:
     # (`_hold_council`, `_confirm_split_successor`; hazard H-03).
     split_council: _Responsibility | None = None
     coordinating_council: _Responsibility | None = None
+    # The hospital's council when the rules would have it coordinate but it is abolished with no addressable
+    # successor on the fold's day (split between several, or succeeded by one the register lists without a
+    # GSS code): no council coordinates, and the reason says the operator must update the hospital site's
+    # council (`_coordinate`; hazard H-03). Never the abolished council.
+    hospital_council_abolished: _Responsibility | None = None
     council_awaits_destination: bool = False
     # The council whose duty a re-detention with no place of residence before
     # it ended (Worcs 4.3.3), while no council is responsible and the area
@@ -324,16 +329,48 @@ def _hold_council(fold: _Fold, held: _Responsibility) -> None:
         fold.council = held
         fold.split_council = None
         fold.coordinating_council = None
+        fold.hospital_council_abolished = None
         return
     fold.council = None
     fold.split_council = held
     hospital_gss = fold.ref.hospital_council_gss(fold.hospital_ods) if fold.hospital_ods else None
-    fold.coordinating_council = _council(
+    _coordinate(
         fold, hospital_gss,
         f"coordinating: the council area the responsible council was determined by ({held.basis_code}) is now "
         f"{_now(held)}, so the hospital's council coordinates until {_until(held)}",
         citations.COUNCIL_SUCCESSION,
-    ) if hospital_gss else None
+    )
+
+
+# Where the operator names each hospital site's council (hub/refdata/loader.py `_load_hospitals`).
+HOSPITAL_SITES_FILE = "hub/refdata/data/hospital_sites.csv"
+
+
+def _coordinate(fold: _Fold, hospital_gss: str | None, why: str, citation: str) -> None:
+    """The hospital's council (`hospital_gss`) as the coordinating council, named as the council in place
+    on the fold's day: a single successor with a GSS code is followed (`_council_org`, as for every code).
+    When the hospital's council is abolished with no addressable successor (its area split between several,
+    or taken over by one the register lists without a GSS code yet), there is no coordinating council the
+    hub can name (hazard H-03): none, and `hospital_council_abolished` keeps why (the person query's
+    `responsibility_undetermined` says it, naming the operator's file). Never the abolished council. No
+    hospital council (None): no coordinating council."""
+    found = _council(fold, hospital_gss, why, citation) if hospital_gss else None
+    if found is not None and found.split_between:
+        fold.coordinating_council = None
+        fold.hospital_council_abolished = found
+        return
+    fold.coordinating_council = found
+    fold.hospital_council_abolished = None
+
+
+def hospital_council_reason(abolished: _Responsibility) -> str:
+    """Why no council coordinates when the hospital's council is abolished with no addressable successor:
+    the council and its successors (codes and names of councils, not personal) and the operator's action."""
+    original = abolished.org.name.split(" (now ", 1)[0]
+    return (f"the hospital's council, {original} ({abolished.basis_code}), is abolished: it is now "
+            f"{_now(abolished)}, so the hub cannot name a coordinating council and none coordinates meanwhile: "
+            f"the hub operator must update the hospital site's council in {HOSPITAL_SITES_FILE} "
+            f"({citations.COUNCIL_SUCCESSION})")
 
 
 def _now(held: _Responsibility) -> str:
@@ -402,6 +439,7 @@ def _confirm_split_successor(fold: _Fold, change: RegisterChange) -> None:
     )
     fold.split_council = None
     fold.coordinating_council = None
+    fold.hospital_council_abolished = None
     fold.note(change, "successor council named for the residence before the detention: now responsible")
 
 
@@ -430,7 +468,7 @@ def _determine_council_at_detention(fold: _Fold, change: RegisterChange, verdict
             fold.council = None
         hospital_gss = fold.ref.hospital_council_gss(fold.hospital_ods) if fold.hospital_ods else None
         if hospital_gss:
-            fold.coordinating_council = _council(
+            _coordinate(
                 fold,
                 hospital_gss,
                 f"coordinating: no place of residence before the {verdict.label} detention on {start.isoformat()}, "
@@ -1376,6 +1414,17 @@ def _split_determination_of(split: _Responsibility) -> Determination:
                          citation=f"{split.citation}; {citations.COUNCIL_SUCCESSION}", rule=rule)
 
 
+def _hospital_council_determination(abolished: _Responsibility | None) -> Determination | None:
+    return None if abolished is None else _hospital_council_determination_of(abolished)
+
+
+@lru_cache(maxsize=256)  # a pure function of a frozen responsibility
+def _hospital_council_determination_of(abolished: _Responsibility) -> Determination:
+    return Determination(org=None, explanation=hospital_council_reason(abolished),
+                         citation=f"{abolished.citation}; {citations.COUNCIL_SUCCESSION}",
+                         rule="hospital-council-abolished")
+
+
 def _entitlement(fold: _Fold) -> Determination:
     why = fold.entitlement_why
     if fold.cto_ended_why is not None and fold.entitled:
@@ -1427,6 +1476,7 @@ def _snapshot(fold: _Fold, memo: dict[int, tuple[_Responsibility, Determination]
         council_basis_code=(fold.council.basis_code if fold.council else
                             fold.split_council.basis_code if fold.split_council else None),
         council_split=_split_determination(fold.split_council),
+        hospital_council_abolished=_hospital_council_determination(fold.hospital_council_abolished),
         commissioner_basis_code=fold.commissioner.basis_code if fold.commissioner else None,
         outgoing_council_basis_code=fold.outgoing_council.basis_code if fold.outgoing_council else None,
         residence_la_gss=fold.residence,

@@ -92,6 +92,12 @@ HW_TRUST = "R1A"
 OXFORD_HEALTH = "RNU"
 CNWL = "RV3"
 BSMHFT = "RXT"
+# Hospitals (invented codes) whose site file still names a council since abolished (hazard H-03): one whose
+# council has a single successor with a GSS code, one in a split county, one whose council's successor the
+# register lists without a GSS code yet.
+BUCKS_COUNTY_HOSPITAL = "RZB"
+CUMBRIA_HOSPITAL = "RZC"
+WYVERN_HOSPITAL = "RZW"
 
 
 def _council(code: str, name: str) -> Org:
@@ -187,6 +193,9 @@ HOSPITALS = {
     OXFORD_HEALTH: (Org(OXFORD_HEALTH, "Oxford Health NHS Foundation Trust", "trust"), OXFORDSHIRE),
     CNWL: (Org(CNWL, "Central and North West London NHS Foundation Trust", "trust"), HARROW),
     BSMHFT: (Org(BSMHFT, "Birmingham and Solihull Mental Health NHS Foundation Trust", "trust"), BIRMINGHAM),
+    BUCKS_COUNTY_HOSPITAL: (Org(BUCKS_COUNTY_HOSPITAL, "Aylesbury Vale Hospital", "trust"), BUCKS_COUNTY_OLD),
+    CUMBRIA_HOSPITAL: (Org(CUMBRIA_HOSPITAL, "Fellside Hospital", "trust"), CUMBRIA_OLD),
+    WYVERN_HOSPITAL: (Org(WYVERN_HOSPITAL, "Wyvern Hospital", "trust"), WYVERN_OLD),
 }
 
 # England and Wales bank holidays 2024-2025 (gov.uk).
