@@ -291,8 +291,9 @@ def s85_council(stay: Stay, ref: ReferenceData, on: date | None = None) -> tuple
             return council, Basis.ORDINARY_RESIDENCE
     if stay.hospital_ods:
         area = ref.hospital_council_gss(stay.hospital_ods)
-        if area:
-            return council_on(area, day, ref), Basis.COORDINATING if residence else Basis.HOSPITAL_AREA
+        council = addressed(area, day, ref) if area else None  # a hospital's council split: none (H-03)
+        if council is not None:
+            return council, Basis.COORDINATING if residence else Basis.HOSPITAL_AREA
     return None, None
 
 

@@ -464,3 +464,17 @@ def test_the_fhir_child_notice_codes_are_the_reasons_and_bases():
 
     assert sorted(c[0] for c in CHILD_NOTICE_CODES) == sorted([r.value for r in NoticeReason]
                                                               + [b.value for b in Basis])
+
+
+def test_a_child_of_no_fixed_abode_at_a_hospital_whose_council_was_split_has_no_council_found_never_the_abolished():
+    """H-03 / H-15: a hospital's council split between several successors after the admission (Cumbria, 1 April
+    2023) is no council the s85 notice can go to: no council found (the scanner says so), not Cumbria's code,
+    which no one answers for. A single successor (Buckinghamshire County's) is followed."""
+    from tests.unit.domain.fakes import BUCKS_COUNTY_HOSPITAL, CUMBRIA_HOSPITAL
+
+    split = detained("2023-02-01", "03", hospital_ods=CUMBRIA_HOSPITAL, no_fixed_abode=True)
+    [notice] = candidate_notices([split], d("2023-04-26"), REF)
+    assert (notice.org_code, notice.basis) == (None, None)
+    followed = detained("2020-02-01", "03", hospital_ods=BUCKS_COUNTY_HOSPITAL, no_fixed_abode=True)
+    [notice] = candidate_notices([followed], d("2020-04-25"), REF)
+    assert (notice.org_code, notice.basis) == (BUCKINGHAMSHIRE, Basis.HOSPITAL_AREA)
