@@ -169,9 +169,10 @@ class Stay:
     # the stay's whichever of these it was decided under (hub/children.py `event_ids_for`): a detention of
     # the same stay arriving late, dated before the one that began it, is not a new stay.
     starts: tuple[RegisterChange, ...] = ()
-    # The successors `moved` changes of the person's history named as covering the residence before the
-    # detention (`residence_before_detention_la_gss`, hazard H-03), in the history's order: which successor
-    # of a council split since (or succeeded by one without a GSS code) is the child's (`addressed`).
+    # The successors `moved` changes named as covering the residence before the detention that began the
+    # stay (`residence_before_detention_la_gss`, hazard H-03), those after it in the history's order (until
+    # the next stay begins): which successor of a council split since (or succeeded by one without a GSS
+    # code) is the child's (`addressed`).
     successors_named: tuple[str, ...] = ()
 
     def start_ids(self) -> tuple[str, ...]:
@@ -229,17 +230,24 @@ def stays(history: Iterable[RegisterChange]) -> list[Stay]:
     out: list[Stay] = []
     current: Stay | None = None
     hospital: str | None = None  # the last hospital the history names
-    ordered = sorted(history, key=change_order)
-    named = tuple(c.residence_before_detention_la_gss for c in ordered
-                  if c.change_type is ChangeType.MOVED and c.residence_before_detention_la_gss)
-    for change in ordered:
+    for change in sorted(history, key=change_order):
         if change.hospital_ods:
             hospital = change.hospital_ods
         kind = change.change_type
+        named = change.residence_before_detention_la_gss if kind is ChangeType.MOVED else None
+        if named:
+            # The successor of the residence before this stay's detention: the stay in hospital, else the last
+            # one (named after the discharge). Named before the stay began (a backdated move, an earlier
+            # stay's), it is not this stay's: a new detention re-determines the council (as the rules:
+            # hub/domain/rules/engine.py `_confirm_split_successor`, a naming with no split awaiting it).
+            if current is not None:
+                current = replace(current, successors_named=(*current.successors_named, named))
+            elif out:
+                out[-1] = replace(out[-1], successors_named=(*out[-1].successors_named, named))
         if kind in _STARTS and current is None:
             current = Stay(change=change, admitted_on=change.effective_date,
                            hospital_ods=change.hospital_ods or hospital, legal_status_code=change.legal_status_code,
-                           starts=(change,), successors_named=named)
+                           starts=(change,))
         elif kind in _STARTS and current is not None:
             current = replace(current, starts=(*current.starts, change))
         elif kind in _ENDS and current is not None:
