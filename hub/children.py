@@ -307,7 +307,9 @@ class ChildNoticeScanner:
                     if event_id not in self._unrouted:
                         self._unrouted.add(event_id)
                         log.warning("child notice owed with no council to tell: no ordinary residence and the "
-                                    "hospital's council is not known", event_id=event_id,
+                                    "hospital's council is not known, or the council named (of residence, of "
+                                    "the hospital or of the EHC plan) was split since or succeeded by one "
+                                    "without a GSS code yet and no successor is named", event_id=event_id,
                                     event_type=notice.event_type.value)
                     continue
                 async with write_transaction(self._engine) as conn:

@@ -596,9 +596,10 @@ def summary(notice: ChildNotice) -> str:
         concerned = ("the council maintaining the Education, Health and Care plan"
                      if notice.basis is Basis.EHC_PLAN else "the council responsible for the child (Children Act "
                                                              "1989 s85(3))")
-        return (f"The notice {notice.withdraws} about a child's stay in hospital is withdrawn: the register now has "
-                f"the stay beginning with another detention, which names another council as {concerned}; the "
-                f"notice does not apply to your council ({WITHDRAWN_CITATION}).")
+        return (f"The notice {notice.withdraws} about a child's stay in hospital is withdrawn: the register now "
+                f"names another council as {concerned} (the stay begins with another detention, or the successor "
+                f"of a council area split since is named or no longer named); the notice does not apply to your "
+                f"council ({WITHDRAWN_CITATION}).")
     if notice.reason is NoticeReason.STAY_CONTINUES:
         return (f"The notice {notice.withdraws} that a child left hospital on {notice.due_on.isoformat()} is "
                 f"withdrawn: the leaving was recorded in error and retracted; the child's stay in hospital from "

@@ -571,8 +571,8 @@ CHILD_NOTICE_CODES: Final = (
     ("another-council-concerned", "Withdrawn: another council is concerned",
      "The stay the notice told of now begins with another detention, which names another council as the one "
      "the notice is for (the council responsible for the child, Children Act 1989 s85(3), or the council "
-     "maintaining the EHC plan), or a register change named the successor covering the child's address in "
-     "a council area split since: the notice does not apply to this council, which is told nothing more of the "
+     "maintaining the EHC plan), or a register change named (or, retracted, no longer names) the successor "
+     "covering the child's address in a council area split since: the notice does not apply to this council, which is told nothing more of the "
      "stay unless it becomes the council concerned again (UK GDPR Art. 16, 19)."),
     ("admission-corrected", "Corrected: the stay began with another detention",
      "The stay the notice told of stands, but the detention that began it is not the one told (an earlier "
