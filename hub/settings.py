@@ -203,6 +203,7 @@ class Settings(BaseSettings):
     kafka_sasl_oauthbearer_audience: str | None = None
     kafka_sasl_oauthbearer_client_auth: str | None = None
     kafka_sasl_oauthbearer_extensions: str | None = None
+    kafka_sasl_oauthbearer_ca_file: Path | None = None
     kafka_allow_plaintext: bool = False
     # The outbound cluster (kafka_outbound_bootstrap) is reached with the settings above unless
     # kafka_outbound_security_protocol is set: then with these, taken whole (its own CA and credentials).
@@ -222,6 +223,7 @@ class Settings(BaseSettings):
     kafka_outbound_sasl_oauthbearer_audience: str | None = None
     kafka_outbound_sasl_oauthbearer_client_auth: str | None = None
     kafka_outbound_sasl_oauthbearer_extensions: str | None = None
+    kafka_outbound_sasl_oauthbearer_ca_file: Path | None = None
     kafka_outbound_allow_plaintext: bool = False
 
     @field_serializer("kafka_sasl_password", "kafka_outbound_sasl_password", "kafka_sasl_oauthbearer_client_secret",
@@ -402,7 +404,8 @@ class Settings(BaseSettings):
             oauth_client_secret_file=getattr(self, f + "sasl_oauthbearer_client_secret_file"),
             oauth_scope=text("sasl_oauthbearer_scope"), oauth_audience=text("sasl_oauthbearer_audience"),
             oauth_client_auth=(text("sasl_oauthbearer_client_auth") or "").lower() or None,
-            oauth_extensions=text("sasl_oauthbearer_extensions"))
+            oauth_extensions=text("sasl_oauthbearer_extensions"),
+            oauth_ca_file=getattr(self, f + "sasl_oauthbearer_ca_file"))
 
     @model_validator(mode="after")
     def _kafka_security(self) -> Settings:
@@ -413,7 +416,8 @@ class Settings(BaseSettings):
                          "sasl_password", "sasl_password_file", "sasl_oauthbearer_token_endpoint_url",
                          "sasl_oauthbearer_client_id", "sasl_oauthbearer_client_secret",
                          "sasl_oauthbearer_client_secret_file", "sasl_oauthbearer_scope", "sasl_oauthbearer_audience",
-                         "sasl_oauthbearer_client_auth", "sasl_oauthbearer_extensions"):
+                         "sasl_oauthbearer_client_auth", "sasl_oauthbearer_extensions",
+                         "sasl_oauthbearer_ca_file"):
                 if getattr(self, "kafka_outbound_" + name) is not None:
                     raise ValueError(f"S117_KAFKA_OUTBOUND_{name.upper()}: set without "
                                      "S117_KAFKA_OUTBOUND_SECURITY_PROTOCOL (without it the outbound cluster is "

@@ -78,7 +78,8 @@ OAUTH_SETTINGS = (("SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", "oauth_token_url"),
                   ("SASL_OAUTHBEARER_CLIENT_SECRET_FILE", "oauth_client_secret_file"),
                   ("SASL_OAUTHBEARER_SCOPE", "oauth_scope"), ("SASL_OAUTHBEARER_AUDIENCE", "oauth_audience"),
                   ("SASL_OAUTHBEARER_CLIENT_AUTH", "oauth_client_auth"),
-                  ("SASL_OAUTHBEARER_EXTENSIONS", "oauth_extensions"))
+                  ("SASL_OAUTHBEARER_EXTENSIONS", "oauth_extensions"),
+                  ("SASL_OAUTHBEARER_CA_FILE", "oauth_ca_file"))
 _EXTENSION_KEY = re.compile(r"[A-Za-z]+")  # RFC 7628 §3.1
 _EXTENSION_VALUE = re.compile(r"[\x21-\x2B\x2D-\x7E]+")  # printable, no comma (the list's separator)
 CLUSTERS = ("bus", "outbound")
@@ -109,6 +110,7 @@ class KafkaSecurity:
     oauth_audience: str | None = None
     oauth_client_auth: str | None = None  # basic (None) or body
     oauth_extensions: str | None = None  # key=value,key=value
+    oauth_ca_file: Path | None = None  # PEM CAs the token endpoint's certificate chains to (unset: the system's)
 
     @property
     def oauth(self) -> bool:
@@ -236,7 +238,27 @@ class KafkaSecurity:
                 self.extensions()
             except ValueError as exc:
                 out.append(f"{p}SASL_OAUTHBEARER_EXTENSIONS: {exc}")
+        if self.oauth_ca_file is not None:
+            ca = f"{p}SASL_OAUTHBEARER_CA_FILE"
+            why = _unreadable(self.oauth_ca_file)
+            if why is None:
+                try:
+                    ssl.create_default_context().load_verify_locations(cafile=str(self.oauth_ca_file))
+                except (ssl.SSLError, ValueError, OSError):
+                    why = "holds no PEM certificate that parses"
+            if why:
+                out.append(f"{ca}: {why}")
+            elif self.oauth_token_url and not self.oauth_token_url.lower().startswith("https:"):
+                out.append(f"{ca}: set, but {url} is not https:// (the CA checks the token endpoint's "
+                           "certificate)")
         return out
+
+    def oauth_verify(self) -> ssl.SSLContext | None:
+        """The TLS context the token endpoint is reached with: its CA file's (host names checked), or None
+        (the system's CAs: hub/bus/kafka_oauth.py)."""
+        if self.oauth_ca_file is None:
+            return None
+        return ssl.create_default_context(cafile=str(self.oauth_ca_file))
 
     def token_url_in_clear(self) -> bool:
         """An http:// token endpoint beyond loopback (its secret and tokens cross the network in clear)."""
@@ -275,7 +297,7 @@ class KafkaSecurity:
             token_url=self.oauth_token_url, client_id=self.oauth_client_id, client_secret=self.client_secret() or "",
             scope=self.oauth_scope, audience=self.oauth_audience, client_auth=self.oauth_client_auth or "basic",
             extensions=self.extensions() if self.oauth_extensions else None,
-            setting=f"{self.prefix}SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", cluster=cluster)
+            setting=f"{self.prefix}SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", cluster=cluster, verify=self.oauth_verify())
 
     def plaintext_refusal(self, bootstrap: str) -> str | None:
         """Production: why PLAINTEXT to these brokers is refused, or None (TLS, loopback, or allowed)."""

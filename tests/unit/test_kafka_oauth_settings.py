@@ -157,3 +157,66 @@ def test_the_asyncapi_document_names_the_token_endpoint_as_client_credentials() 
     assert outbound["tokenUrl"] == "https://idp.council.example/t"
     text = json.dumps(doc)
     assert SECRET not in text and "s117-hub" not in text and "tenant=x" not in text
+
+
+def test_a_ca_file_for_the_token_endpoint_is_checked_at_start(tmp_path: Path) -> None:
+    """S117_KAFKA_SASL_OAUTHBEARER_CA_FILE (an organisation's own CA): missing, not a certificate, or set with an
+    http:// endpoint, each named (never a value)."""
+    from tests.tls_certs import CertAuthority
+
+    assert _problem(**_oauth(sasl_oauthbearer_ca_file=tmp_path / "absent.pem")).startswith(
+        "S117_KAFKA_SASL_OAUTHBEARER_CA_FILE: ")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    assert _problem(**_oauth(sasl_oauthbearer_ca_file=junk)) == (
+        "S117_KAFKA_SASL_OAUTHBEARER_CA_FILE: holds no PEM certificate that parses")
+    ca = CertAuthority.make(tmp_path)
+    assert _problem(**_oauth(sasl_oauthbearer_ca_file=ca.pem,
+                             sasl_oauthbearer_token_endpoint_url="http://127.0.0.1:8080/token")).startswith(
+        "S117_KAFKA_SASL_OAUTHBEARER_CA_FILE: set, but S117_KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL is not https://")
+    s = Settings(**_oauth(sasl_oauthbearer_ca_file=ca.pem))
+    assert s.kafka_security("bus").oauth_verify() is not None
+    assert Settings(**_oauth()).kafka_security("bus").oauth_verify() is None  # the system's CAs
+
+
+async def test_the_token_endpoint_is_trusted_through_the_ca_file_and_not_without_it(tmp_path: Path) -> None:
+    """A real HTTPS token endpoint on loopback whose certificate a CA of the test's own signed: reached with
+    the CA file set (a token), refused without it (the system's CAs do not know it: an outage named by class)."""
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from hub.bus.kafka_oauth import OAuthTokenUnavailable
+    from tests.tls_certs import CertAuthority
+
+    class Token(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b'{"access_token": "eyJhbGciOiJub25lIn0.e30.", "token_type": "Bearer", "expires_in": 300}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    ca = CertAuthority.make(tmp_path)
+    server_cert = ca.issue(tmp_path, "token endpoint", hosts=("127.0.0.1",))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Token)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(str(server_cert.cert), str(server_cert.key))
+    httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{httpd.server_address[1]}/token"
+    try:
+        trusted = Settings(**_oauth(sasl_oauthbearer_token_endpoint_url=url, sasl_oauthbearer_ca_file=ca.pem))
+        assert await trusted.kafka_security("bus").token_provider().token() == "eyJhbGciOiJub25lIn0.e30."
+        untrusted = Settings(**_oauth(sasl_oauthbearer_token_endpoint_url=url))
+        with pytest.raises(OAuthTokenUnavailable) as caught:
+            await untrusted.kafka_security("bus").token_provider().token()
+        assert "could not be reached" in str(caught.value) and SECRET not in str(caught.value)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
