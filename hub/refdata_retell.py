@@ -262,7 +262,18 @@ AWAITING_BATCH = 200
 # The split councils this process has set the gauge for: one no longer awaited reads 0 (in prometheus_client's
 # multiprocess mode a label cannot be removed, so it would otherwise keep its last count: an alert that never
 # resolves).
-_published: set[str] = set()
+_published: set[tuple[str, str]] = set()
+# What people of a council with no addressable successor await, and what resolves it, by the rule that says so
+# (`S117Status.council_split.rule`): the gauge's `awaiting` label and GET /v1/ops/council-splits' entries.
+AWAITING = {
+    "council-split": ("the-successor-named", "a 'moved' register change naming the successor covering the address: "
+                      "residence_before_detention_la_gss (REST), Extension-S117-ResidenceBeforeDetentionCouncil "
+                      "(FHIR), PRE_DETENTION_LA_GSS (council files)"),
+    "council-successor-without-gss": ("the-successors-gss-code", "the hub operator's newer register of local "
+                                      "authorities giving the successor its GSS code (S117_LOCAL_AUTHORITIES_FILE, "
+                                      "S117_LOCAL_AUTHORITIES_AS_OF); where the area is split and a successor has a "
+                                      "code, also a 'moved' register change naming it"),
+}
 
 
 async def awaiting_successor(engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook,
@@ -272,8 +283,8 @@ async def awaiting_successor(engine: AsyncEngine, ref: ReferenceData, agreements
     successors (hazard H-03), by the split council's GSS code. Only people the register holds with no responsible
     council are evaluated (a split leaves none), their histories read `AWAITING_BATCH` at a time: the cost is
     that of the people without a council, not of the register. `publish`: set as the gauge
-    `s117_council_split_awaiting_successor{council}` (the back workers': `run_council_split_count` and each
-    re-tell pass). `rules`, given: filled with each council's rule (`council-split`: a register change naming
+    `s117_council_split_awaiting_successor{council,awaiting}` (the back workers': `run_council_split_count` and
+    each re-tell pass). `rules`, given: filled with each council's rule (`council-split`: a register change naming
     the successor resolves it; `council-successor-without-gss`: the operator's newer register). Codes and
     counts: nothing personal."""
     async with engine.connect() as conn:
@@ -282,6 +293,7 @@ async def awaiting_successor(engine: AsyncEngine, ref: ReferenceData, agreements
             register_status.c.entitled | register_status.c.in_hospital))).scalars().all()
         await conn.rollback()
     counts: dict[str, int] = {}
+    rules = rules if rules is not None else {}
     for start in range(0, len(people), AWAITING_BATCH):
         batch = people[start:start + AWAITING_BATCH]
         histories: dict[str, list[RegisterChange]] = {}
@@ -295,21 +307,22 @@ async def awaiting_successor(engine: AsyncEngine, ref: ReferenceData, agreements
             status = evaluate(person_id, history, ref, agreements, today)
             if status.council_split is not None and status.council_basis_code:
                 counts[status.council_basis_code] = counts.get(status.council_basis_code, 0) + 1
-                if rules is not None:
-                    rules[status.council_basis_code] = status.council_split.rule
+                rules[status.council_basis_code] = status.council_split.rule
         await asyncio.sleep(0)
     if publish:
-        publish_awaiting(counts)
+        publish_awaiting(counts, rules)
     return dict(sorted(counts.items()))
 
 
-def publish_awaiting(counts: dict[str, int]) -> None:
-    """The gauge as `counts` say: each split council counted, and 0 for one this process counted before."""
-    for council in _published - counts.keys():
-        metrics.COUNCIL_SPLIT_AWAITING.labels(council=council).set(0)
-    for council, count in counts.items():
-        metrics.COUNCIL_SPLIT_AWAITING.labels(council=council).set(count)
-    _published.update(counts)
+def publish_awaiting(counts: dict[str, int], rules: dict[str, str]) -> None:
+    """The gauge as `counts` say, each split council with what its people await (`rules`: by its rule), and 0
+    for a council and cause this process counted before and counts no more."""
+    now = {(council, AWAITING[rules[council]][0]): n for council, n in counts.items()}
+    for council, awaiting in _published - now.keys():
+        metrics.COUNCIL_SPLIT_AWAITING.labels(council=council, awaiting=awaiting).set(0)
+    for (council, awaiting), count in now.items():
+        metrics.COUNCIL_SPLIT_AWAITING.labels(council=council, awaiting=awaiting).set(count)
+    _published.update(now)
 
 
 async def run_council_split_count(engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook,

@@ -225,29 +225,17 @@ async def council_splits(hub: HubDep, client: ClientDep) -> dict:
     `resolve_with`: a register change naming the successor covering their address, or the operator's newer
     register): no council is responsible for them meanwhile and the hospital's council coordinates (hazard
     H-03). Counted afresh at each request; the gauge
-    `s117_council_split_awaiting_successor{council}` is the back workers' (hub/refdata_retell.py
+    `s117_council_split_awaiting_successor{council,awaiting}` is the back workers' (hub/refdata_retell.py
     `run_council_split_count`), not set here: with the workers apart, a count this process set would outlive
     the workers' newer ones (the gauge's processes combine by their maximum). Codes and counts only: nothing
     personal. The console's overview shows it."""
     require(client, "hub:admin")
-    from hub.refdata_retell import awaiting_successor
+    from hub.refdata_retell import AWAITING, awaiting_successor
 
     rules: dict[str, str] = {}
     counts = await awaiting_successor(hub.engine, hub.ref, hub.agreements, england_day(), rules=rules)
-    return {"awaiting_successor": [{"council": code, "people": n, "awaiting": _AWAITING[rules[code]][0],
-                                    "resolve_with": _AWAITING[rules[code]][1]} for code, n in counts.items()]}
-
-
-# What people of a council with no addressable successor await, and what resolves it (by the rule that says so).
-_AWAITING = {
-    "council-split": ("the-successor-named", "a 'moved' register change naming the successor covering the address: "
-                      "residence_before_detention_la_gss (REST), Extension-S117-ResidenceBeforeDetentionCouncil "
-                      "(FHIR), PRE_DETENTION_LA_GSS (council files)"),
-    "council-successor-without-gss": ("the-successors-gss-code", "the hub operator's newer register of local "
-                                      "authorities giving the successor its GSS code (S117_LOCAL_AUTHORITIES_FILE, "
-                                      "S117_LOCAL_AUTHORITIES_AS_OF); where the area is split and a successor has a "
-                                      "code, also a 'moved' register change naming it"),
-}
+    return {"awaiting_successor": [{"council": code, "people": n, "awaiting": AWAITING[rules[code]][0],
+                                    "resolve_with": AWAITING[rules[code]][1]} for code, n in counts.items()]}
 
 
 @router.get("/deliveries/held", summary="Deliveries held because the recipient's agreement no longer allows them")

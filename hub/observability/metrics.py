@@ -62,14 +62,15 @@ HOSPITAL_SITES_ABOLISHED_COUNCILS = Gauge("s117_hospital_sites_naming_abolished_
                                           multiprocess_mode="livemax")
 # People whose council of ordinary residence is a county split between several successors and who await a
 # register change naming the one covering their address (hazard H-03: no council is responsible meanwhile),
-# by the split council's GSS code (a council's code: nothing personal); 0 for a council whose people all had
-# their successor named. Set by the back workers only (never the front: the processes' values combine by
+# by the split council's GSS code (a council's code: nothing personal) and what they await
+# (`awaiting`: `the-successor-named`, a register change naming it; `the-successors-gss-code`, the operator's
+# newer register: hub/refdata_retell.py AWAITING); 0 for a council whose people all had their successor named. Set by the back workers only (never the front: the processes' values combine by
 # their maximum, so a front's count would outlive the workers' newer ones): at start and every
 # S117_COUNCIL_SPLIT_COUNT_SECONDS, and after each reference-data re-tell pass (hub/refdata_retell.py
 # `run_council_split_count`, `awaiting_successor`). Alert S117CouncilSplitAwaitingSuccessor.
 COUNCIL_SPLIT_AWAITING = Gauge("s117_council_split_awaiting_successor",
                                "People whose split council's successor is not yet named (no council responsible)",
-                               ["council"], multiprocess_mode="livemax")
+                               ["council", "awaiting"], multiprocess_mode="livemax")
 WITHHELD = Gauge("s117_withheld_disclosures", "Events addressed to a body and withheld (look-back of the last query)",
                  ["recipient", "decision"], multiprocess_mode="livemax")
 PURGED = Counter("s117_retention_purged_total", "Rows purged or emptied by the retention job", ["kind"])

@@ -118,11 +118,14 @@ async def _name_successor(app_hub, nhs: str = "9990000026", run: str = "ops") ->
     assert r.status_code == 202, r.text
 
 
-def _gauge(council: str) -> float | None:
+NAMED = "the-successor-named"  # what a split council's people await (the gauge's `awaiting` label)
+
+
+def _gauge(council: str, awaiting: str = NAMED) -> float | None:
     from hub.observability.metrics import COUNCIL_SPLIT_AWAITING
 
     return next((s.value for m in COUNCIL_SPLIT_AWAITING.collect() for s in m.samples
-                 if s.labels.get("council") == council), None)
+                 if s.labels.get("council") == council and s.labels.get("awaiting") == awaiting), None)
 
 
 async def _until(check, what: str, timeout: float = 10.0) -> None:  # noqa: ANN001
@@ -143,7 +146,7 @@ async def test_the_ops_view_counts_people_awaiting_a_successor_by_the_split_coun
     trust = {"X-API-Key": app_hub.keys["trust"]}
     await _split_person(app_hub)
     await _put_on_register(app_hub, "other")  # Buckinghamshire: determined, not counted
-    COUNCIL_SPLIT_AWAITING.labels(council=CUMBRIA).set(-1)
+    COUNCIL_SPLIT_AWAITING.labels(council=CUMBRIA, awaiting=NAMED).set(-1)
     r = await app_hub.http.get("/v1/ops/council-splits", headers=admin)
     assert r.status_code == 200, r.text
     [entry] = r.json()["awaiting_successor"]
@@ -163,7 +166,7 @@ async def test_the_back_workers_set_the_gauge_at_start_without_a_request(app_hub
 
     await _split_person(app_hub)
     await _put_on_register(app_hub, "other")
-    COUNCIL_SPLIT_AWAITING.labels(council=CUMBRIA).set(-1)  # not yet counted here
+    COUNCIL_SPLIT_AWAITING.labels(council=CUMBRIA, awaiting=NAMED).set(-1)  # not yet counted here
     app_hub.hub.start_workers()
     try:
         assert "council-split-count" in {t.get_name() for t in app_hub.hub.worker_tasks()}
@@ -181,7 +184,7 @@ async def test_the_count_runs_again_and_a_council_no_longer_awaited_reads_zero(a
     from hub.refdata_retell import run_council_split_count
 
     await _split_person(app_hub)
-    COUNCIL_SPLIT_AWAITING.labels(council=CUMBRIA).set(-1)
+    COUNCIL_SPLIT_AWAITING.labels(council=CUMBRIA, awaiting=NAMED).set(-1)
     stop = asyncio.Event()
     task = asyncio.create_task(run_council_split_count(app_hub.hub.engine, app_hub.hub.ref, app_hub.hub.agreements,
                                                        0.05, stop))

@@ -17,7 +17,7 @@ from hub.audit import record_operator_action
 from hub.refdata.loader import ReferenceSources, load_reference_data
 from hub.refdata_retell import ACTION, ACTOR, ReferenceDataRetell, dataset_parts
 from hub.store.schema import register_status
-from tests.unit.test_council_split_retell import _corrections, _held
+from tests.unit.test_council_split_retell import _corrections, _gauge, _held
 from tests.unit.test_council_split_retell import _put_on_register as put_on_register
 
 DATA = Path(__file__).resolve().parents[2] / "hub" / "refdata" / "data"
@@ -63,12 +63,16 @@ async def test_on_the_vesting_day_the_person_moves_to_no_council_and_the_later_r
     text = orjson.dumps(told).decode()
     assert "council-successor-without-gss" in text and "Chiltern Vale (register code CHV, no GSS code yet)" in text
     assert await retell.run_once() == 0  # the same data, the same day: nobody again
+    # The gauge says what Buckinghamshire's people await: the successor's GSS code (a newer register), not a
+    # register change (the alert's runbook follows the label).
+    assert _gauge(BUCKS, "the-successors-gss-code") == 1 and not _gauge(BUCKS, "the-successor-named")
 
     later = _ref(register(tmp_path / "with_gss.csv", "2027-04-01", CHILTERN_VALE[1]))
     retell = ReferenceDataRetell(app_hub.hub.engine, later, app_hub.hub.agreements, today=lambda: day[0])
     assert await retell.run_once() == 1
     assert await _held(app_hub) == CHILTERN_VALE[1]
     assert len(await _corrections(app_hub)) == 2
+    assert _gauge(BUCKS, "the-successors-gss-code") == 0  # resolved: 0, so the alert resolves
 
 
 async def test_the_first_start_of_this_version_tells_people_named_unknown_council_before_it(app_hub, tmp_path: Path):
