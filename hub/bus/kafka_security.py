@@ -151,15 +151,8 @@ class KafkaSecurity:
 
     def _tls_problems(self) -> list[str]:
         p = self.prefix
-        if self.ca_file is not None:
-            why = _unreadable(self.ca_file)
-            if why is None:
-                try:
-                    ssl.create_default_context().load_verify_locations(cafile=str(self.ca_file))
-                except (ssl.SSLError, ValueError, OSError):
-                    why = "holds no PEM certificate that parses"
-            if why:
-                return [f"{p}SSL_CA_FILE: {why}"]
+        if self.ca_file is not None and (why := _ca_problem(self.ca_file)):
+            return [f"{p}SSL_CA_FILE: {why}"]
         if (self.cert_file is None) != (self.key_file is None):
             return [f"{p}SSL_CERT_FILE, {p}SSL_KEY_FILE: a client certificate (mutual TLS) needs both"]
         if self.cert_file is not None and self.key_file is not None:
@@ -188,16 +181,8 @@ class KafkaSecurity:
                for name, f in OAUTH_SETTINGS if getattr(self, f) is not None]
         if not self.sasl_username:
             out.append(f"{p}SASL_USERNAME: required with {p}SASL_MECHANISM")
-        if self.sasl_password is not None and self.sasl_password_file is not None:
-            out.append(f"{p}SASL_PASSWORD, {p}SASL_PASSWORD_FILE: give one, not both")
-        elif self.sasl_password_file is not None:
-            why = _unreadable(self.sasl_password_file)
-            if why is None and not _read_secret(self.sasl_password_file):
-                why = "is empty"
-            if why:
-                out.append(f"{p}SASL_PASSWORD_FILE: {why}")
-        elif not self.sasl_password:
-            out.append(f"{p}SASL_PASSWORD: required with {p}SASL_MECHANISM (or {p}SASL_PASSWORD_FILE)")
+        out += _secret_problems(f"{p}SASL_PASSWORD", self.sasl_password, self.sasl_password_file,
+                                f"{p}SASL_MECHANISM")
         return out
 
     def _oauth_problems(self) -> list[str]:
@@ -219,17 +204,8 @@ class KafkaSecurity:
                            "endpoint is otherwise protected")
         if not self.oauth_client_id:
             out.append(f"{p}SASL_OAUTHBEARER_CLIENT_ID: required with {p}SASL_MECHANISM OAUTHBEARER")
-        secret = f"{p}SASL_OAUTHBEARER_CLIENT_SECRET"
-        if self.oauth_client_secret is not None and self.oauth_client_secret_file is not None:
-            out.append(f"{secret}, {secret}_FILE: give one, not both")
-        elif self.oauth_client_secret_file is not None:
-            why = _unreadable(self.oauth_client_secret_file)
-            if why is None and not _read_secret(self.oauth_client_secret_file):
-                why = "is empty"
-            if why:
-                out.append(f"{secret}_FILE: {why}")
-        elif not self.oauth_client_secret:
-            out.append(f"{secret}: required with {p}SASL_MECHANISM OAUTHBEARER (or {secret}_FILE)")
+        out += _secret_problems(f"{p}SASL_OAUTHBEARER_CLIENT_SECRET", self.oauth_client_secret,
+                                self.oauth_client_secret_file, f"{p}SASL_MECHANISM OAUTHBEARER")
         if self.oauth_client_auth is not None and self.oauth_client_auth not in ("basic", "body"):
             out.append(f"{p}SASL_OAUTHBEARER_CLIENT_AUTH: must be basic (HTTP Basic, the default) or body "
                        "(the client id and secret in the form)")
@@ -240,13 +216,7 @@ class KafkaSecurity:
                 out.append(f"{p}SASL_OAUTHBEARER_EXTENSIONS: {exc}")
         if self.oauth_ca_file is not None:
             ca = f"{p}SASL_OAUTHBEARER_CA_FILE"
-            why = _unreadable(self.oauth_ca_file)
-            if why is None:
-                try:
-                    ssl.create_default_context().load_verify_locations(cafile=str(self.oauth_ca_file))
-                except (ssl.SSLError, ValueError, OSError):
-                    why = "holds no PEM certificate that parses"
-            if why:
+            if why := _ca_problem(self.oauth_ca_file):
                 out.append(f"{ca}: {why}")
             elif self.oauth_token_url and not self.oauth_token_url.lower().startswith("https:"):
                 out.append(f"{ca}: set, but {url} is not https:// (the CA checks the token endpoint's "
@@ -352,6 +322,32 @@ def _token_url_problem(url: str) -> str | None:
 
 def _no_password() -> str:
     raise ValueError("encrypted key")
+
+
+def _ca_problem(path: Path) -> str | None:
+    """Why a CA bundle setting's file cannot be used (unreadable, or no PEM certificate in it), or None."""
+    why = _unreadable(path)
+    if why is None:
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=str(path))
+        except (ssl.SSLError, ValueError, OSError):
+            why = "holds no PEM certificate that parses"
+    return why
+
+
+def _secret_problems(name: str, value: str | None, file: Path | None, required_with: str) -> list[str]:
+    """A secret given as `name` or in the file `name`_FILE: one, not both, a file readable and not empty,
+    and one of them (`required_with` says what needs it). Names the variable, never the value."""
+    if value is not None and file is not None:
+        return [f"{name}, {name}_FILE: give one, not both"]
+    if file is not None:
+        why = _unreadable(file)
+        if why is None and not _read_secret(file):
+            why = "is empty"
+        return [f"{name}_FILE: {why}"] if why else []
+    if not value:
+        return [f"{name}: required with {required_with} (or {name}_FILE)"]
+    return []
 
 
 def _unreadable(path: Path) -> str | None:
