@@ -79,10 +79,28 @@ def fetch_jars() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int, avoid: tuple[int, ...] = ()) -> list[int]:
+    """`n` distinct free ports, none of `avoid` (the broker's ports chosen before): every socket held open
+    until all are chosen, since a port closed and asked for again can be handed out twice, and Kafka refuses
+    two listeners on one port."""
+    socks: list[socket.socket] = []
+    try:
+        ports: list[int] = []
+        while len(ports) < n:
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            if port not in avoid:
+                ports.append(port)
+        return ports
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _free_port(avoid: tuple[int, ...] = ()) -> int:
+    return _free_ports(1, avoid)[0]
 
 
 async def _metadata_ok(bootstrap: str, timeout: float) -> str | None:
@@ -136,7 +154,7 @@ class KafkaBroker:
     def start(self) -> None:
         last = ""
         for _ in range(3):  # a free port can be taken between finding it and binding it
-            self.port, self.controller_port = _free_port(), _free_port()
+            self.port, self.controller_port = _free_ports(2)
             self.choose_ports()
             try:
                 self._start_once()
@@ -349,7 +367,7 @@ class SaslBroker(KafkaBroker):
         return f"127.0.0.1:{self.ssl_port}"
 
     def choose_ports(self) -> None:
-        self.sasl_port, self.ssl_port = _free_port(), _free_port()
+        self.sasl_port, self.ssl_port = _free_ports(2, avoid=(self.port, self.controller_port))
         if self.tls is None:
             folder = self.base / "tls"
             folder.mkdir(exist_ok=True)
@@ -395,7 +413,7 @@ class OAuthBroker(SaslBroker):
 
     def choose_ports(self) -> None:
         super().choose_ports()
-        self.oauth_port = _free_port()
+        self.oauth_port = _free_port(avoid=(self.port, self.controller_port, self.sasl_port, self.ssl_port))
         self.extra_args += ["--oauth-port", str(self.oauth_port), "--oauth-scope", OAUTH_SCOPE]
 
 
