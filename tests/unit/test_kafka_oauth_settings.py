@@ -182,41 +182,14 @@ def test_a_ca_file_for_the_token_endpoint_is_checked_at_start(tmp_path: Path) ->
 async def test_the_token_endpoint_is_trusted_through_the_ca_file_and_not_without_it(tmp_path: Path) -> None:
     """A real HTTPS token endpoint on loopback whose certificate a CA of the test's own signed: reached with
     the CA file set (a token), refused without it (the system's CAs do not know it: an outage named by class)."""
-    import ssl
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from hub.bus.kafka_oauth import OAuthTokenUnavailable
-    from tests.tls_certs import CertAuthority
+    from tests.servers.token_endpoint import TOKEN, https_token_endpoint
 
-    class Token(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            body = b'{"access_token": "eyJhbGciOiJub25lIn0.e30.", "token_type": "Bearer", "expires_in": 300}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    ca = CertAuthority.make(tmp_path)
-    server_cert = ca.issue(tmp_path, "token endpoint", hosts=("127.0.0.1",))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Token)
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(str(server_cert.cert), str(server_cert.key))
-    httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"https://127.0.0.1:{httpd.server_address[1]}/token"
-    try:
-        trusted = Settings(**_oauth(sasl_oauthbearer_token_endpoint_url=url, sasl_oauthbearer_ca_file=ca.pem))
-        assert await trusted.kafka_security("bus").token_provider().token() == "eyJhbGciOiJub25lIn0.e30."
-        untrusted = Settings(**_oauth(sasl_oauthbearer_token_endpoint_url=url))
+    with https_token_endpoint(tmp_path) as endpoint:
+        trusted = Settings(**_oauth(sasl_oauthbearer_token_endpoint_url=endpoint.url,
+                                    sasl_oauthbearer_ca_file=endpoint.ca_file))
+        assert await trusted.kafka_security("bus").token_provider().token() == TOKEN
+        untrusted = Settings(**_oauth(sasl_oauthbearer_token_endpoint_url=endpoint.url))
         with pytest.raises(OAuthTokenUnavailable) as caught:
             await untrusted.kafka_security("bus").token_provider().token()
         assert "could not be reached" in str(caught.value) and SECRET not in str(caught.value)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
