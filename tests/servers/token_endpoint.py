@@ -21,9 +21,13 @@ TOKEN = "eyJhbGciOiJub25lIn0.e30."
 @dataclass
 class HttpsTokenEndpoint:
     url: str
-    ca_file: Path
+    ca: CertAuthority  # signs other loopback servers' certificates too (an https:// proxy's)
     port: int
     posts: list[str] = field(default_factory=list)  # each request's path
+
+    @property
+    def ca_file(self) -> Path:
+        return self.ca.pem
 
 
 @contextmanager
@@ -53,7 +57,7 @@ def https_token_endpoint(directory: Path) -> Iterator[HttpsTokenEndpoint]:
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     port = httpd.server_address[1]
-    endpoint = HttpsTokenEndpoint(f"https://127.0.0.1:{port}/token", ca.pem, port)
+    endpoint = HttpsTokenEndpoint(f"https://127.0.0.1:{port}/token", ca, port)
     try:
         yield endpoint
     finally:

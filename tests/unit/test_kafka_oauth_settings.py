@@ -193,3 +193,73 @@ async def test_the_token_endpoint_is_trusted_through_the_ca_file_and_not_without
         with pytest.raises(OAuthTokenUnavailable) as caught:
             await untrusted.kafka_security("bus").token_provider().token()
         assert "could not be reached" in str(caught.value) and SECRET not in str(caught.value)
+
+
+PROXY_PASSWORD = "proxy-pw-5d0c-never-shown"
+
+
+@pytest.mark.parametrize(("proxy", "named"), [
+    ("ftp://hub:" + PROXY_PASSWORD + "@proxy.trust.nhs.uk:3128",
+     "S117_KAFKA_SASL_OAUTHBEARER_PROXY: must be an http:// or https:// proxy URL"),
+    ("socks5://hub:" + PROXY_PASSWORD + "@proxy.trust.nhs.uk:1080",
+     "S117_KAFKA_SASL_OAUTHBEARER_PROXY: must be an http:// or https:// proxy URL"),
+    ("proxy.trust.nhs.uk:3128", "S117_KAFKA_SASL_OAUTHBEARER_PROXY: must be an http:// or https:// proxy URL"),
+    ("http://hub:" + PROXY_PASSWORD + "@proxy.trust.nhs.uk:99999", "S117_KAFKA_SASL_OAUTHBEARER_PROXY: not a URL"),
+    ("http://hub:" + PROXY_PASSWORD + "@:3128", "S117_KAFKA_SASL_OAUTHBEARER_PROXY: not a URL: no host"),
+    ("http://hub:" + PROXY_PASSWORD + "@proxy.trust.nhs.uk:3128/proxy.pac",
+     "S117_KAFKA_SASL_OAUTHBEARER_PROXY: must have no path, query or fragment"),
+    ("http://hub:" + PROXY_PASSWORD + "@proxy.trust.nhs.uk:3128?auth=" + PROXY_PASSWORD,
+     "S117_KAFKA_SASL_OAUTHBEARER_PROXY: must have no path, query or fragment"),
+    ("https://proxy.trust.nhs.uk:3128/#x", "S117_KAFKA_SASL_OAUTHBEARER_PROXY: must have no path, query or fragment"),
+    ("http://hub@proxy.trust.nhs.uk:3128", "S117_KAFKA_SASL_OAUTHBEARER_PROXY: credentials must be user:password@"),
+    ("http://:" + PROXY_PASSWORD + "@proxy.trust.nhs.uk:3128",
+     "S117_KAFKA_SASL_OAUTHBEARER_PROXY: credentials must be user:password@"),
+])
+def test_a_bad_proxy_for_the_token_endpoint_is_named_never_its_password(proxy: str, named: str) -> None:
+    problem = _problem(**_oauth(sasl_oauthbearer_proxy=proxy))
+    assert problem.startswith(named), problem
+    assert PROXY_PASSWORD not in problem and proxy not in problem and "proxy.trust" not in problem
+
+
+def test_a_proxy_setting_without_oauthbearer_or_for_an_outbound_cluster_without_its_protocol_is_named() -> None:
+    proxy = f"http://hub:{PROXY_PASSWORD}@proxy.trust.nhs.uk:3128"
+    for settings, named in (
+            ({"kafka_sasl_oauthbearer_proxy": proxy},
+             "S117_KAFKA_SASL_OAUTHBEARER_PROXY: set, but S117_KAFKA_SECURITY_PROTOCOL PLAINTEXT has no SASL"),
+            ({"kafka_security_protocol": "SASL_SSL", "kafka_sasl_mechanism": "SCRAM-SHA-512",
+              "kafka_sasl_username": "hub", "kafka_sasl_password": "pw", "kafka_sasl_oauthbearer_proxy": proxy},
+             "S117_KAFKA_SASL_OAUTHBEARER_PROXY: set, but S117_KAFKA_SASL_MECHANISM is SCRAM-SHA-512"),
+            ({"kafka_outbound_sasl_oauthbearer_proxy": proxy},
+             "S117_KAFKA_OUTBOUND_SASL_OAUTHBEARER_PROXY: set without S117_KAFKA_OUTBOUND_SECURITY_PROTOCOL"),
+            ({**_oauth(), "kafka_outbound_bootstrap": "k.example:9093",
+              **_oauth("kafka_outbound_", sasl_oauthbearer_proxy="gopher://proxy.trust.nhs.uk:70")},
+             "S117_KAFKA_OUTBOUND_SASL_OAUTHBEARER_PROXY: must be an http:// or https:// proxy URL")):
+        problem = _problem(**settings)
+        assert problem.startswith(named), problem
+        assert PROXY_PASSWORD not in problem
+
+
+def test_a_proxy_for_the_token_endpoint_reaches_the_provider_and_its_password_never_shows() -> None:
+    proxy = f"http://s117%40hub:{PROXY_PASSWORD}@proxy.trust.nhs.uk:3128"
+    for good in (proxy, "https://proxy.trust.nhs.uk:8443", "http://10.1.2.3:8080/", "http://[fd00::1]:3128"):
+        Settings(**_oauth(sasl_oauthbearer_proxy=good))
+    s = Settings(**_oauth(sasl_oauthbearer_proxy=proxy), kafka_outbound_bootstrap="k.example:9093",
+                 **_oauth("kafka_outbound_", sasl_oauthbearer_proxy="https://proxy.council.example:8443"))
+    security = s.kafka_security("bus")
+    assert security.oauth_proxy == proxy
+    provider = security.token_provider()
+    assert provider._OAuthBearerTokenProvider__proxy == proxy  # noqa: SLF001 - what it fetches through
+    assert provider._proxy_setting == "S117_KAFKA_SASL_OAUTHBEARER_PROXY"  # noqa: SLF001
+    outbound = s.kafka_security("outbound").token_provider("outbound")
+    assert outbound._OAuthBearerTokenProvider__proxy == "https://proxy.council.example:8443"  # noqa: SLF001
+    assert outbound._proxy_setting == "S117_KAFKA_OUTBOUND_SASL_OAUTHBEARER_PROXY"  # noqa: SLF001
+    dumped = s.model_dump_json(exclude={"kafka_sasl_oauthbearer_proxy"})
+    for shown in (repr(s), str(s), repr(security), str(security), repr(provider), dumped):
+        assert PROXY_PASSWORD not in shown
+    # The worker processes get the settings as JSON (hub/worker_process.py): the proxy goes with them.
+    again = Settings.model_validate_json(s.model_dump_json())
+    assert again.kafka_security("bus").oauth_proxy == proxy
+    # S117_KAFKA_SASL_OAUTHBEARER_PROXY= left empty (hub.env.example's way): no proxy.
+    assert Settings(**_oauth(sasl_oauthbearer_proxy=" ")).kafka_security("bus").oauth_proxy is None
+    unset = Settings(**_oauth()).kafka_security("bus").token_provider()
+    assert unset._OAuthBearerTokenProvider__proxy is None  # noqa: SLF001
