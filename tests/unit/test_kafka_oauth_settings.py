@@ -263,3 +263,15 @@ def test_a_proxy_for_the_token_endpoint_reaches_the_provider_and_its_password_ne
     assert Settings(**_oauth(sasl_oauthbearer_proxy=" ")).kafka_security("bus").oauth_proxy is None
     unset = Settings(**_oauth()).kafka_security("bus").token_provider()
     assert unset._OAuthBearerTokenProvider__proxy is None  # noqa: SLF001
+
+
+def test_serve_with_a_bad_proxy_exits_2_naming_it_never_its_password(tmp_path: Path) -> None:
+    done = _serve(tmp_path, S117_BUS_URL="kafka://127.0.0.1:9", S117_KAFKA_SECURITY_PROTOCOL="SASL_SSL",
+                  S117_KAFKA_SASL_MECHANISM="OAUTHBEARER", S117_KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL=URL,
+                  S117_KAFKA_SASL_OAUTHBEARER_CLIENT_ID="s117-hub", S117_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET=SECRET,
+                  S117_KAFKA_SASL_OAUTHBEARER_PROXY=f"http://hub:{PROXY_PASSWORD}@proxy.trust.nhs.uk:3128/wpad.dat")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        "s117hub serve: setting S117_KAFKA_SASL_OAUTHBEARER_PROXY: must have no path, query or fragment "
+        "(http[s]://[user:password@]host:port)"], done.stderr
+    assert PROXY_PASSWORD not in done.stderr + done.stdout and SECRET not in done.stderr + done.stdout
