@@ -184,9 +184,11 @@ class Settings(BaseSettings):
     # password (a secret store's mount); or OAUTHBEARER (hub/bus/kafka_oauth.py): access tokens from an OAuth 2.0
     # token endpoint by the client-credentials grant, with the hub's client id and secret (or a file holding
     # it), an optional scope and audience, HTTP Basic (default) or body client authentication, and SASL
-    # extensions (key=value,...). Production (PostgreSQL): PLAINTEXT to brokers beyond loopback is refused at
-    # start unless kafka_allow_plaintext says the network is otherwise protected; an http:// token endpoint
-    # beyond loopback is refused in every mode unless it says so.
+    # extensions (key=value,...), the CAs of the token endpoint, and an outbound proxy the token requests go
+    # through (http[s]://[user:password@]host:port; the environment's HTTPS_PROXY/NO_PROXY are not used).
+    # Production (PostgreSQL): PLAINTEXT to brokers beyond loopback is refused at start unless
+    # kafka_allow_plaintext says the network is otherwise protected; an http:// token endpoint beyond loopback
+    # is refused in every mode unless it says so.
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_ssl_ca_file: Path | None = None
     kafka_ssl_cert_file: Path | None = None
@@ -204,6 +206,7 @@ class Settings(BaseSettings):
     kafka_sasl_oauthbearer_client_auth: str | None = None
     kafka_sasl_oauthbearer_extensions: str | None = None
     kafka_sasl_oauthbearer_ca_file: Path | None = None
+    kafka_sasl_oauthbearer_proxy: SecretStr | None = None  # its URL may hold the proxy's password
     kafka_allow_plaintext: bool = False
     # The outbound cluster (kafka_outbound_bootstrap) is reached with the settings above unless
     # kafka_outbound_security_protocol is set: then with these, taken whole (its own CA and credentials).
@@ -224,10 +227,12 @@ class Settings(BaseSettings):
     kafka_outbound_sasl_oauthbearer_client_auth: str | None = None
     kafka_outbound_sasl_oauthbearer_extensions: str | None = None
     kafka_outbound_sasl_oauthbearer_ca_file: Path | None = None
+    kafka_outbound_sasl_oauthbearer_proxy: SecretStr | None = None
     kafka_outbound_allow_plaintext: bool = False
 
     @field_serializer("kafka_sasl_password", "kafka_outbound_sasl_password", "kafka_sasl_oauthbearer_client_secret",
-                      "kafka_outbound_sasl_oauthbearer_client_secret", when_used="json")
+                      "kafka_outbound_sasl_oauthbearer_client_secret", "kafka_sasl_oauthbearer_proxy",
+                      "kafka_outbound_sasl_oauthbearer_proxy", when_used="json")
     def _password_to_worker(self, value: SecretStr | None) -> str | None:
         # JSON is how `s117hub serve` hands its settings to its worker processes (hub/worker_process.py),
         # as it hands S117_DATA_KEY; repr() and str() keep it masked.
@@ -385,6 +390,7 @@ class Settings(BaseSettings):
         f = "kafka_outbound_" if own else "kafka_"
         password = getattr(self, f + "sasl_password")
         secret = getattr(self, f + "sasl_oauthbearer_client_secret")
+        proxy = getattr(self, f + "sasl_oauthbearer_proxy")
 
         def text(name: str) -> str | None:  # an empty variable (hub.env.example's `NAME=`): unset
             return (getattr(self, f + name) or "").strip() or None
@@ -405,7 +411,8 @@ class Settings(BaseSettings):
             oauth_scope=text("sasl_oauthbearer_scope"), oauth_audience=text("sasl_oauthbearer_audience"),
             oauth_client_auth=(text("sasl_oauthbearer_client_auth") or "").lower() or None,
             oauth_extensions=text("sasl_oauthbearer_extensions"),
-            oauth_ca_file=getattr(self, f + "sasl_oauthbearer_ca_file"))
+            oauth_ca_file=getattr(self, f + "sasl_oauthbearer_ca_file"),
+            oauth_proxy=(proxy.get_secret_value().strip() or None) if proxy is not None else None)  # empty: unset
 
     @model_validator(mode="after")
     def _kafka_security(self) -> Settings:
@@ -417,7 +424,7 @@ class Settings(BaseSettings):
                          "sasl_oauthbearer_client_id", "sasl_oauthbearer_client_secret",
                          "sasl_oauthbearer_client_secret_file", "sasl_oauthbearer_scope", "sasl_oauthbearer_audience",
                          "sasl_oauthbearer_client_auth", "sasl_oauthbearer_extensions",
-                         "sasl_oauthbearer_ca_file"):
+                         "sasl_oauthbearer_ca_file", "sasl_oauthbearer_proxy"):
                 if getattr(self, "kafka_outbound_" + name) is not None:
                     raise ValueError(f"S117_KAFKA_OUTBOUND_{name.upper()}: set without "
                                      "S117_KAFKA_OUTBOUND_SECURITY_PROTOCOL (without it the outbound cluster is "

@@ -26,6 +26,18 @@ token (a 4xx but 408/429, a redirect, a 2xx without a usable `access_token`): re
 it; `OAuthTokenUnavailable` (unreachable, retried as ever) for a timeout, a network fault, a 5xx,
 408 or 429. Its text names the setting, the HTTP status and the OAuth `error` code (RFC 6749 §5.2)
 only: never the token, the secret, the client id or the answer's `error_description`.
+
+Through an outbound HTTP(S) proxy (`proxy`: `S117_KAFKA_SASL_OAUTHBEARER_PROXY`, an NHS network's way
+to an identity provider): an https:// endpoint through a CONNECT tunnel (TLS to the endpoint inside
+it, verified as without the proxy: the CA file's or the system's CAs), an http:// one forwarded; the
+proxy's `user:password@` sent as Proxy-Authorization Basic; an https:// proxy's own certificate
+verified with the same CAs. The proxy's refusal (its answer to CONNECT, or a 407 forwarding) is said
+under the proxy's setting with its HTTP status only, classed as the endpoint's answers are (407, 403:
+refused; 5xx, 408, 429: unavailable: `S117_KAFKA_SASL_OAUTHBEARER_PROXY: the proxy answered 407`),
+and a proxy that cannot be reached is an outage; never the proxy's URL or credentials. (A TLS
+handshake that fails is said as the token endpoint's, as without a proxy, even when it was an
+https:// proxy's own.) The environment's HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY are not
+used (httpx's `trust_env` off, as for the CAs and .netrc): the token's way is what the settings say.
 """
 
 from __future__ import annotations
@@ -86,6 +98,7 @@ class OAuthBearerTokenProvider(AbstractTokenProvider):
                  audience: str | None = None, client_auth: str = "basic",
                  extensions: Mapping[str, str] | None = None, setting: str = "token endpoint",
                  cluster: str = "bus", timeout: float = TOKEN_TIMEOUT, verify: ssl.SSLContext | None = None,
+                 proxy: str | None = None, proxy_setting: str = "proxy",
                  transport: httpx.AsyncBaseTransport | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if client_auth not in CLIENT_AUTH:
@@ -101,6 +114,8 @@ class OAuthBearerTokenProvider(AbstractTokenProvider):
         self._cluster = cluster
         self._timeout = timeout
         self._verify = verify
+        self.__proxy = proxy  # may hold the proxy's password
+        self._proxy_setting = proxy_setting
         self._transport = transport
         self._clock = clock
         self._lock: asyncio.Lock | None = None
@@ -171,14 +186,23 @@ class OAuthBearerTokenProvider(AbstractTokenProvider):
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         else:
             form.update(client_id=self._client_id, client_secret=self.__secret)
+        proxy = None
+        if self.__proxy is not None:
+            https = self.__proxy.lower().startswith("https:")
+            if https and self._verify is None:
+                self._verify = ssl.create_default_context()
+            proxy = httpx.Proxy(self.__proxy, ssl_context=self._verify if https else None)
         try:
             async with asyncio.timeout(self._timeout):
+                # trust_env off: no HTTPS_PROXY/NO_PROXY, SSL_CERT_FILE or .netrc from the environment.
                 async with httpx.AsyncClient(
                         timeout=self._timeout, follow_redirects=False, trust_env=False,
-                        verify=self._verify if self._verify is not None else True,
+                        verify=self._verify if self._verify is not None else True, proxy=proxy,
                         transport=self._transport) as http, \
                         http.stream("POST", self._url, data=form, headers=headers) as answer:
                     status = answer.status_code
+                    if status == 407 and proxy is not None:  # forwarded (an http:// endpoint): the proxy's
+                        raise self._by_proxy(status)
                     body = bytearray()
                     async for chunk in answer.aiter_bytes():
                         body += chunk
@@ -186,6 +210,14 @@ class OAuthBearerTokenProvider(AbstractTokenProvider):
                             raise self._refused(f"answered {status} with more than {MAX_ANSWER_BYTES} bytes")
         except TimeoutError:
             raise self._unavailable(f"did not answer within {self._timeout:g}s") from None
+        except httpx.ProxyError as exc:  # CONNECT answered other than 2xx: "407 Proxy Authentication Required"
+            said = re.match(r"[1-5][0-9][0-9](?![0-9])", str(exc))
+            raise self._by_proxy(int(said.group()) if said else None) from None
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            if proxy is not None and not _tls_failure(exc):  # the proxy's TCP (or TLS) did not answer
+                raise OAuthTokenUnavailable(f"{self._proxy_setting}: the proxy could not be reached "
+                                            f"({type(exc).__name__})") from None
+            raise self._unavailable(f"could not be reached ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:  # the class only: its text may carry the URL
             raise self._unavailable(f"could not be reached ({type(exc).__name__})") from None
         except OSError as exc:
@@ -225,6 +257,27 @@ class OAuthBearerTokenProvider(AbstractTokenProvider):
 
     def _unavailable(self, why: str) -> OAuthTokenUnavailable:
         return OAuthTokenUnavailable(f"{self._setting}: the token endpoint {why}")
+
+    def _by_proxy(self, status: int | None) -> OAuthTokenError:
+        """The proxy refused to carry the request: its status only (classed as the endpoint's answers)."""
+        if status is None:
+            return OAuthTokenUnavailable(f"{self._proxy_setting}: the proxy refused the tunnel")
+        said = f"{self._proxy_setting}: the proxy answered {status}"
+        if status >= 500 or status in (408, 429):
+            return OAuthTokenUnavailable(said)
+        return OAuthTokenRefused(said)
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """A TLS handshake's failure among `exc`'s causes (httpx says it as a ConnectError)."""
+    seen = 0
+    cause: BaseException | None = exc
+    while cause is not None and seen < 8:
+        if isinstance(cause, ssl.SSLError | ssl.CertificateError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    return False
 
 
 def refresh_margin(lifetime: float) -> float:

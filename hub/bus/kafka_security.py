@@ -20,7 +20,10 @@ set is used, whole (a second cluster with its own CA and credentials).
     SASL_OAUTHBEARER_CLIENT_ID, SASL_OAUTHBEARER_CLIENT_SECRET or SASL_OAUTHBEARER_CLIENT_SECRET_FILE,
     SASL_OAUTHBEARER_SCOPE, SASL_OAUTHBEARER_AUDIENCE (optional, sent as asked), SASL_OAUTHBEARER_CLIENT_AUTH
                        basic (default) | body (RFC 6749 §2.3.1), SASL_OAUTHBEARER_EXTENSIONS
-                       key=value,... SASL extensions (Confluent Cloud: logicalCluster, identityPoolId)
+                       key=value,... SASL extensions (Confluent Cloud: logicalCluster, identityPoolId),
+    SASL_OAUTHBEARER_CA_FILE (the token endpoint's CAs), SASL_OAUTHBEARER_PROXY http[s]://[user:password@]host:port
+                       the outbound proxy the token requests go through (the environment's HTTPS_PROXY
+                       and NO_PROXY are not used)
     ALLOW_PLAINTEXT    production (PostgreSQL) only: PLAINTEXT to brokers beyond loopback is refused
                        at start unless this says the network is otherwise protected (in every mode: an
                        http:// token endpoint beyond loopback, likewise)
@@ -79,7 +82,7 @@ OAUTH_SETTINGS = (("SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", "oauth_token_url"),
                   ("SASL_OAUTHBEARER_SCOPE", "oauth_scope"), ("SASL_OAUTHBEARER_AUDIENCE", "oauth_audience"),
                   ("SASL_OAUTHBEARER_CLIENT_AUTH", "oauth_client_auth"),
                   ("SASL_OAUTHBEARER_EXTENSIONS", "oauth_extensions"),
-                  ("SASL_OAUTHBEARER_CA_FILE", "oauth_ca_file"))
+                  ("SASL_OAUTHBEARER_CA_FILE", "oauth_ca_file"), ("SASL_OAUTHBEARER_PROXY", "oauth_proxy"))
 _EXTENSION_KEY = re.compile(r"[A-Za-z]+")  # RFC 7628 §3.1
 _EXTENSION_VALUE = re.compile(r"[\x21-\x2B\x2D-\x7E]+")  # printable, no comma (the list's separator)
 CLUSTERS = ("bus", "outbound")
@@ -111,6 +114,7 @@ class KafkaSecurity:
     oauth_client_auth: str | None = None  # basic (None) or body
     oauth_extensions: str | None = None  # key=value,key=value
     oauth_ca_file: Path | None = None  # PEM CAs the token endpoint's certificate chains to (unset: the system's)
+    oauth_proxy: str | None = field(default=None, repr=False)  # http[s]://[user:password@]host:port
 
     @property
     def oauth(self) -> bool:
@@ -221,6 +225,8 @@ class KafkaSecurity:
             elif self.oauth_token_url and not self.oauth_token_url.lower().startswith("https:"):
                 out.append(f"{ca}: set, but {url} is not https:// (the CA checks the token endpoint's "
                            "certificate)")
+        if self.oauth_proxy is not None and (why := _proxy_problem(self.oauth_proxy)):
+            out.append(f"{p}SASL_OAUTHBEARER_PROXY: {why}")
         return out
 
     def oauth_verify(self) -> ssl.SSLContext | None:
@@ -267,7 +273,8 @@ class KafkaSecurity:
             token_url=self.oauth_token_url, client_id=self.oauth_client_id, client_secret=self.client_secret() or "",
             scope=self.oauth_scope, audience=self.oauth_audience, client_auth=self.oauth_client_auth or "basic",
             extensions=self.extensions() if self.oauth_extensions else None,
-            setting=f"{self.prefix}SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", cluster=cluster, verify=self.oauth_verify())
+            setting=f"{self.prefix}SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", cluster=cluster, verify=self.oauth_verify(),
+            proxy=self.oauth_proxy, proxy_setting=f"{self.prefix}SASL_OAUTHBEARER_PROXY")
 
     def plaintext_refusal(self, bootstrap: str) -> str | None:
         """Production: why PLAINTEXT to these brokers is refused, or None (TLS, loopback, or allowed)."""
@@ -317,6 +324,24 @@ def _token_url_problem(url: str) -> str | None:
                 "SASL_OAUTHBEARER_CLIENT_ID and its secret")
     if parts.fragment:
         return "must not have a fragment (#...)"
+    return None
+
+
+def _proxy_problem(url: str) -> str | None:
+    """Why an outbound proxy's URL cannot be used, or None. Never quotes it (it may hold a password)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not one
+    except ValueError:
+        return "not a URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "must be an http:// or https:// proxy URL (http[s]://[user:password@]host:port)"
+    if not parts.hostname:
+        return "not a URL: no host (http[s]://[user:password@]host:port)"
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "?" in url or "#" in url:
+        return "must have no path, query or fragment (http[s]://[user:password@]host:port)"
+    if (parts.username is not None or parts.password is not None) and not (parts.username and parts.password):
+        return "credentials must be user:password@, both (percent-encoded), or none"
     return None
 
 

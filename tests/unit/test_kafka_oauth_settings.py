@@ -182,41 +182,96 @@ def test_a_ca_file_for_the_token_endpoint_is_checked_at_start(tmp_path: Path) ->
 async def test_the_token_endpoint_is_trusted_through_the_ca_file_and_not_without_it(tmp_path: Path) -> None:
     """A real HTTPS token endpoint on loopback whose certificate a CA of the test's own signed: reached with
     the CA file set (a token), refused without it (the system's CAs do not know it: an outage named by class)."""
-    import ssl
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from hub.bus.kafka_oauth import OAuthTokenUnavailable
-    from tests.tls_certs import CertAuthority
+    from tests.servers.token_endpoint import TOKEN, https_token_endpoint
 
-    class Token(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            body = b'{"access_token": "eyJhbGciOiJub25lIn0.e30.", "token_type": "Bearer", "expires_in": 300}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    ca = CertAuthority.make(tmp_path)
-    server_cert = ca.issue(tmp_path, "token endpoint", hosts=("127.0.0.1",))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Token)
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(str(server_cert.cert), str(server_cert.key))
-    httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"https://127.0.0.1:{httpd.server_address[1]}/token"
-    try:
-        trusted = Settings(**_oauth(sasl_oauthbearer_token_endpoint_url=url, sasl_oauthbearer_ca_file=ca.pem))
-        assert await trusted.kafka_security("bus").token_provider().token() == "eyJhbGciOiJub25lIn0.e30."
-        untrusted = Settings(**_oauth(sasl_oauthbearer_token_endpoint_url=url))
+    with https_token_endpoint(tmp_path) as endpoint:
+        trusted = Settings(**_oauth(sasl_oauthbearer_token_endpoint_url=endpoint.url,
+                                    sasl_oauthbearer_ca_file=endpoint.ca_file))
+        assert await trusted.kafka_security("bus").token_provider().token() == TOKEN
+        untrusted = Settings(**_oauth(sasl_oauthbearer_token_endpoint_url=endpoint.url))
         with pytest.raises(OAuthTokenUnavailable) as caught:
             await untrusted.kafka_security("bus").token_provider().token()
         assert "could not be reached" in str(caught.value) and SECRET not in str(caught.value)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+
+
+PROXY_PASSWORD = "proxy-pw-5d0c-never-shown"
+
+
+@pytest.mark.parametrize(("proxy", "named"), [
+    ("ftp://hub:" + PROXY_PASSWORD + "@proxy.trust.nhs.uk:3128",
+     "S117_KAFKA_SASL_OAUTHBEARER_PROXY: must be an http:// or https:// proxy URL"),
+    ("socks5://hub:" + PROXY_PASSWORD + "@proxy.trust.nhs.uk:1080",
+     "S117_KAFKA_SASL_OAUTHBEARER_PROXY: must be an http:// or https:// proxy URL"),
+    ("proxy.trust.nhs.uk:3128", "S117_KAFKA_SASL_OAUTHBEARER_PROXY: must be an http:// or https:// proxy URL"),
+    ("http://hub:" + PROXY_PASSWORD + "@proxy.trust.nhs.uk:99999", "S117_KAFKA_SASL_OAUTHBEARER_PROXY: not a URL"),
+    ("http://hub:" + PROXY_PASSWORD + "@:3128", "S117_KAFKA_SASL_OAUTHBEARER_PROXY: not a URL: no host"),
+    ("http://hub:" + PROXY_PASSWORD + "@proxy.trust.nhs.uk:3128/proxy.pac",
+     "S117_KAFKA_SASL_OAUTHBEARER_PROXY: must have no path, query or fragment"),
+    ("http://hub:" + PROXY_PASSWORD + "@proxy.trust.nhs.uk:3128?auth=" + PROXY_PASSWORD,
+     "S117_KAFKA_SASL_OAUTHBEARER_PROXY: must have no path, query or fragment"),
+    ("https://proxy.trust.nhs.uk:3128/#x", "S117_KAFKA_SASL_OAUTHBEARER_PROXY: must have no path, query or fragment"),
+    ("http://hub@proxy.trust.nhs.uk:3128", "S117_KAFKA_SASL_OAUTHBEARER_PROXY: credentials must be user:password@"),
+    ("http://:" + PROXY_PASSWORD + "@proxy.trust.nhs.uk:3128",
+     "S117_KAFKA_SASL_OAUTHBEARER_PROXY: credentials must be user:password@"),
+])
+def test_a_bad_proxy_for_the_token_endpoint_is_named_never_its_password(proxy: str, named: str) -> None:
+    problem = _problem(**_oauth(sasl_oauthbearer_proxy=proxy))
+    assert problem.startswith(named), problem
+    assert PROXY_PASSWORD not in problem and proxy not in problem and "proxy.trust" not in problem
+
+
+def test_a_proxy_setting_without_oauthbearer_or_for_an_outbound_cluster_without_its_protocol_is_named() -> None:
+    proxy = f"http://hub:{PROXY_PASSWORD}@proxy.trust.nhs.uk:3128"
+    for settings, named in (
+            ({"kafka_sasl_oauthbearer_proxy": proxy},
+             "S117_KAFKA_SASL_OAUTHBEARER_PROXY: set, but S117_KAFKA_SECURITY_PROTOCOL PLAINTEXT has no SASL"),
+            ({"kafka_security_protocol": "SASL_SSL", "kafka_sasl_mechanism": "SCRAM-SHA-512",
+              "kafka_sasl_username": "hub", "kafka_sasl_password": "pw", "kafka_sasl_oauthbearer_proxy": proxy},
+             "S117_KAFKA_SASL_OAUTHBEARER_PROXY: set, but S117_KAFKA_SASL_MECHANISM is SCRAM-SHA-512"),
+            ({"kafka_outbound_sasl_oauthbearer_proxy": proxy},
+             "S117_KAFKA_OUTBOUND_SASL_OAUTHBEARER_PROXY: set without S117_KAFKA_OUTBOUND_SECURITY_PROTOCOL"),
+            ({**_oauth(), "kafka_outbound_bootstrap": "k.example:9093",
+              **_oauth("kafka_outbound_", sasl_oauthbearer_proxy="gopher://proxy.trust.nhs.uk:70")},
+             "S117_KAFKA_OUTBOUND_SASL_OAUTHBEARER_PROXY: must be an http:// or https:// proxy URL")):
+        problem = _problem(**settings)
+        assert problem.startswith(named), problem
+        assert PROXY_PASSWORD not in problem
+
+
+def test_a_proxy_for_the_token_endpoint_reaches_the_provider_and_its_password_never_shows() -> None:
+    proxy = f"http://s117%40hub:{PROXY_PASSWORD}@proxy.trust.nhs.uk:3128"
+    for good in (proxy, "https://proxy.trust.nhs.uk:8443", "http://10.1.2.3:8080/", "http://[fd00::1]:3128"):
+        Settings(**_oauth(sasl_oauthbearer_proxy=good))
+    s = Settings(**_oauth(sasl_oauthbearer_proxy=proxy), kafka_outbound_bootstrap="k.example:9093",
+                 **_oauth("kafka_outbound_", sasl_oauthbearer_proxy="https://proxy.council.example:8443"))
+    security = s.kafka_security("bus")
+    assert security.oauth_proxy == proxy
+    provider = security.token_provider()
+    assert provider._OAuthBearerTokenProvider__proxy == proxy  # noqa: SLF001 - what it fetches through
+    assert provider._proxy_setting == "S117_KAFKA_SASL_OAUTHBEARER_PROXY"  # noqa: SLF001
+    outbound = s.kafka_security("outbound").token_provider("outbound")
+    assert outbound._OAuthBearerTokenProvider__proxy == "https://proxy.council.example:8443"  # noqa: SLF001
+    assert outbound._proxy_setting == "S117_KAFKA_OUTBOUND_SASL_OAUTHBEARER_PROXY"  # noqa: SLF001
+    dumped = s.model_dump_json(exclude={"kafka_sasl_oauthbearer_proxy"})
+    for shown in (repr(s), str(s), repr(security), str(security), repr(provider), dumped):
+        assert PROXY_PASSWORD not in shown
+    # The worker processes get the settings as JSON (hub/worker_process.py): the proxy goes with them.
+    again = Settings.model_validate_json(s.model_dump_json())
+    assert again.kafka_security("bus").oauth_proxy == proxy
+    # S117_KAFKA_SASL_OAUTHBEARER_PROXY= left empty (hub.env.example's way): no proxy.
+    assert Settings(**_oauth(sasl_oauthbearer_proxy=" ")).kafka_security("bus").oauth_proxy is None
+    unset = Settings(**_oauth()).kafka_security("bus").token_provider()
+    assert unset._OAuthBearerTokenProvider__proxy is None  # noqa: SLF001
+
+
+def test_serve_with_a_bad_proxy_exits_2_naming_it_never_its_password(tmp_path: Path) -> None:
+    done = _serve(tmp_path, S117_BUS_URL="kafka://127.0.0.1:9", S117_KAFKA_SECURITY_PROTOCOL="SASL_SSL",
+                  S117_KAFKA_SASL_MECHANISM="OAUTHBEARER", S117_KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL=URL,
+                  S117_KAFKA_SASL_OAUTHBEARER_CLIENT_ID="s117-hub", S117_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET=SECRET,
+                  S117_KAFKA_SASL_OAUTHBEARER_PROXY=f"http://hub:{PROXY_PASSWORD}@proxy.trust.nhs.uk:3128/wpad.dat")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        "s117hub serve: setting S117_KAFKA_SASL_OAUTHBEARER_PROXY: must have no path, query or fragment "
+        "(http[s]://[user:password@]host:port)"], done.stderr
+    assert PROXY_PASSWORD not in done.stderr + done.stdout and SECRET not in done.stderr + done.stdout
