@@ -225,8 +225,13 @@ class KafkaSecurity:
             elif self.oauth_token_url and not self.oauth_token_url.lower().startswith("https:"):
                 out.append(f"{ca}: set, but {url} is not https:// (the CA checks the token endpoint's "
                            "certificate)")
-        if self.oauth_proxy is not None and (why := _proxy_problem(self.oauth_proxy)):
-            out.append(f"{p}SASL_OAUTHBEARER_PROXY: {why}")
+        if self.oauth_proxy is not None:
+            if why := _proxy_problem(self.oauth_proxy):
+                out.append(f"{p}SASL_OAUTHBEARER_PROXY: {why}")
+            elif _proxy_credentials_in_clear(self.oauth_proxy) and not self.allow_plaintext:
+                out.append(f"{p}SASL_OAUTHBEARER_PROXY: an http:// proxy beyond loopback with credentials would "
+                           "send its password unencrypted (Proxy-Authorization Basic): use an https:// proxy, "
+                           f"or {p}ALLOW_PLAINTEXT=true if the network to the proxy is otherwise protected")
         return out
 
     def oauth_verify(self) -> ssl.SSLContext | None:
@@ -343,6 +348,12 @@ def _proxy_problem(url: str) -> str | None:
     if (parts.username is not None or parts.password is not None) and not (parts.username and parts.password):
         return "credentials must be user:password@, both (percent-encoded), or none"
     return None
+
+
+def _proxy_credentials_in_clear(url: str) -> bool:
+    """An http:// proxy beyond loopback given a password (sent in clear Basic before any tunnel)."""
+    parts = urlsplit(url)
+    return parts.scheme.lower() == "http" and parts.password is not None and not loopback(parts.hostname or "")
 
 
 def _no_password() -> str:

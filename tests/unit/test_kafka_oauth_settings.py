@@ -239,9 +239,23 @@ def test_a_proxy_setting_without_oauthbearer_or_for_an_outbound_cluster_without_
         assert PROXY_PASSWORD not in problem
 
 
-def test_a_proxy_for_the_token_endpoint_reaches_the_provider_and_its_password_never_shows() -> None:
+def test_an_http_proxy_beyond_loopback_with_credentials_is_refused_unless_the_network_is_said_protected() -> None:
+    """Proxy-Authorization Basic to an http:// proxy crosses the network in clear, before any tunnel: refused as
+    an http:// token endpoint is, unless ALLOW_PLAINTEXT says the network is otherwise protected."""
     proxy = f"http://s117%40hub:{PROXY_PASSWORD}@proxy.trust.nhs.uk:3128"
-    for good in (proxy, "https://proxy.trust.nhs.uk:8443", "http://10.1.2.3:8080/", "http://[fd00::1]:3128"):
+    problem = _problem(**_oauth(sasl_oauthbearer_proxy=proxy))
+    assert problem.startswith("S117_KAFKA_SASL_OAUTHBEARER_PROXY: an http:// proxy beyond loopback with "
+                              "credentials would send its password unencrypted"), problem
+    assert PROXY_PASSWORD not in problem and "proxy.trust" not in problem and "s117%40hub" not in problem
+    allowed = Settings(**_oauth(sasl_oauthbearer_proxy=proxy, allow_plaintext=True))
+    assert allowed.kafka_security("bus").oauth_proxy == proxy
+    Settings(**_oauth(sasl_oauthbearer_proxy="http://proxy.trust.nhs.uk:3128"))  # no credentials: nothing to leak
+
+
+def test_a_proxy_for_the_token_endpoint_reaches_the_provider_and_its_password_never_shows() -> None:
+    proxy = f"https://s117%40hub:{PROXY_PASSWORD}@proxy.trust.nhs.uk:3128"
+    for good in (proxy, "https://proxy.trust.nhs.uk:8443", "http://10.1.2.3:8080/", "http://[fd00::1]:3128",
+                 f"http://hub:{PROXY_PASSWORD}@127.0.0.1:3128"):
         Settings(**_oauth(sasl_oauthbearer_proxy=good))
     s = Settings(**_oauth(sasl_oauthbearer_proxy=proxy), kafka_outbound_bootstrap="k.example:9093",
                  **_oauth("kafka_outbound_", sasl_oauthbearer_proxy="https://proxy.council.example:8443"))
