@@ -263,22 +263,20 @@ def council_on(code: str, on: date, ref: ReferenceData) -> str:
     council that replaced it after a reorganisation (as every other message names it: hub/domain/rules/
     engine.py `_council_org`, hazard H-03). A code whose area was split between successors (some perhaps
     listed without a GSS code yet), or one the reference data does not know, is kept as sent (as the rules
-    name it)."""
-    successors = ref.council_successors(code, on)
-    single = len(successors) == 1 and not ref.council_successors_without_gss(code, on)
-    return successors[0].code if single else code
+    name it). As the reference data's `council_in_place` decides."""
+    council = ref.council_in_place(code, on).council
+    return council.code if council is not None else code
 
 
 def addressed(code: str, on: date, ref: ReferenceData, named: Sequence[str] = ()) -> str | None:
     """The council a notice about `code`'s area goes to on `on`: `council_on`'s, but for an area with no one
     successor to address (split between several, or succeeded by one without a GSS code yet: hazard H-03)
     the first successor a register change named (`named`: `Stay.successors_named`) or, none named, None:
-    never the abolished council, which no one answers for."""
-    successors = ref.council_successors(code, on)
-    without = ref.council_successors_without_gss(code, on)
-    if len(successors) + len(without) <= 1 and not without:
-        return council_on(code, on, ref)
-    codes = {o.code for o in successors}
+    never the abolished council, which no one answers for. As the reference data's `council_in_place` decides."""
+    in_place = ref.council_in_place(code, on)
+    if not in_place.successors:  # the one council in place, or a code not known (kept as sent)
+        return in_place.council.code if in_place.council is not None else code
+    codes = {o.code for o in in_place.with_gss}  # only a successor with a GSS code can be named
     return next((c for c in named if c in codes), None)
 
 

@@ -6,7 +6,7 @@ repository; unit tests may pass a small in-memory fake.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol
 
@@ -16,6 +16,37 @@ from hub.domain.model import Org
 # council made by a reorganisation before ONS gives it one): its `code` is the register's own code
 # (mySociety's local-authority-code, e.g. "CHV"), never a GSS code, so it is never a body to address.
 COUNCIL_WITHOUT_GSS = "council-without-gss"
+
+
+@dataclass(frozen=True, slots=True)
+class CouncilInPlace:
+    """Who holds a council code's duties on a day (hazard H-03): the one rule, for every part of the hub that
+    asks, of when a single council can be addressed for the code's area and when no council alone holds it.
+
+    `with_gss`: every council with a GSS code holding (part of) the code's area on the day: the council
+    itself while it stands (a lower-tier district's: its county), else the council or councils that took it
+    over. `without_gss`: every successor the register of local authorities lists without a GSS code yet
+    (kind `COUNCIL_WITHOUT_GSS`, named by the register's code). Both empty: the code is not known.
+
+    From them, and only here: `council`, the one addressable council (exactly one with a GSS code and none
+    without), else None; `successors`, when no one council is addressable, every successor (those with a
+    GSS code, then those without: a split between several, or one the register lists without a GSS code
+    yet), else empty."""
+
+    with_gss: tuple[Org, ...]
+    without_gss: tuple[Org, ...] = ()
+    council: Org | None = field(init=False, repr=False, compare=False)
+    successors: tuple[Org, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        one = len(self.with_gss) == 1 and not self.without_gss
+        object.__setattr__(self, "council", self.with_gss[0] if one else None)
+        object.__setattr__(self, "successors", () if one else self.with_gss + self.without_gss)
+
+    @property
+    def known(self) -> bool:
+        """Whether the reference data knows the code (a council holds it, or successors do)."""
+        return bool(self.with_gss or self.without_gss)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +79,12 @@ class ReferenceData(Protocol):
         """The social services authority for a GSS code, following successions
         (e.g. the 2023 unitary reorganisations) to the one in place on `on`;
         None when not one council with a GSS code holds it."""
+        ...
+
+    def council_in_place(self, gss_code: str, on: date) -> CouncilInPlace:
+        """Who holds the code's duties on `on`: the one addressable council (itself while it stands, or the
+        one that took it over), or, when there is none, every successor (`CouncilInPlace`: the rule, made
+        once). Cheap: asked for every evaluation of a change."""
         ...
 
     def council_successors(self, gss_code: str, on: date) -> tuple[Org, ...]:

@@ -20,12 +20,11 @@ def duty_holder(ref: ReferenceData, party: str, kind: DisputeKind, on: date) -> 
     into before; an ICB or a sub-ICB location gives the ICB), or the one
     council that took over a council's area (a split's several successors,
     or a successor the register lists without a GSS code yet: none of them
-    alone). None if unknown or ambiguous. A few dictionary reads
-    (the reference data keeps its successions)."""
+    alone: the reference data's `council_in_place`). None if unknown or
+    ambiguous. A few dictionary reads (the reference data keeps its
+    successions)."""
     if kind is DisputeKind.COMMISSIONER:
         holder = ref.commissioner_successor(party, on)
     else:
-        successors = ref.council_successors(party, on)
-        single = len(successors) == 1 and not ref.council_successors_without_gss(party, on)
-        holder = successors[0] if single else None
+        holder = ref.council_in_place(party, on).council
     return holder.code.upper() if holder is not None else None

@@ -30,7 +30,8 @@ come from mySociety's register of local authorities, shipped as of 10 July
 hub/refdata/council_files.py), the social services authorities selected from
 it by one filter; a successor it lists without a GSS code yet is given apart
 (`council_successors_without_gss`), and with one no council alone holds the
-area (`council` gives None).
+area (`council` gives None). Who holds a code's duties on a day is decided in
+one place, `council_in_place` (hub/domain/ports.py `CouncilInPlace`).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ from hub.refdata.ods_files import (
 )
 from hub.refdata.ods import ods_parent_org
 from hub.domain.model import Org
-from hub.domain.ports import COUNCIL_WITHOUT_GSS, CommissionerResolution, LegalStatus
+from hub.domain.ports import COUNCIL_WITHOUT_GSS, CommissionerResolution, CouncilInPlace, LegalStatus
 
 ICB_START = date(2022, 7, 1)  # CCGs abolished, ICBs established
 CCG21_START = date(2021, 4, 1)  # the April 2021 CCG mergers
@@ -97,18 +98,15 @@ class SiteCouncilAbolished:
     """A hospital site (hospital_sites.csv) whose council the register in use says was abolished: the
     site's ODS code, the council's GSS code, the first day of its successors, and its successors on the day
     asked (GSS codes; a successor the register lists without one by its register code, kind
-    COUNCIL_WITHOUT_GSS). Codes only: nothing personal."""
+    COUNCIL_WITHOUT_GSS), and whether the rules follow them: one addressable successor (the hospital's
+    council coordinates as it; `CouncilInPlace.council`), else (split, or a successor without a GSS code)
+    no coordinating council can be named. Codes only: nothing personal."""
 
     ods_code: str
     council_gss: str
     abolished_on: date
     successors: tuple[Org, ...]
-
-    @property
-    def followed(self) -> bool:
-        """One successor with a GSS code: the rules follow it (the hospital's council coordinates as it);
-        else (split, or a successor without a GSS code) no coordinating council can be named."""
-        return len(self.successors) == 1 and self.successors[0].kind != COUNCIL_WITHOUT_GSS
+    followed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +222,7 @@ class PublicReferenceData:
 
     def __init__(self, sources: ReferenceSources = SHIPPED) -> None:
         self._sources = sources
-        # (code, date) -> council_successors' answer: the reference data does not change once
+        # (code, date) -> council_in_place's answer: the reference data does not change once
         # loaded, and every evaluation of a detention asks it (the dispatcher's again).
         # Bounded at 50,000: codes a day apart are many keys.
         self._successors_of = _Answers(50_000)
@@ -430,27 +428,30 @@ class PublicReferenceData:
         g = _norm(gss_code)
         return self._alias.get(g, g)
 
-    def council_successors(self, gss_code: str, on: date) -> tuple[Org, ...]:
-        """Every social services authority with a GSS code in place on `on`
-        that holds the code's area. A lower-tier district code resolves to its
-        county (or, after the district's abolition, to the unitary that
-        replaced it)."""
-        return self._succession(gss_code, on)[0]
-
-    def council_successors_without_gss(self, gss_code: str, on: date) -> tuple[Org, ...]:
-        """The authorities in place on `on` that took over (part of) the code's area and that the register
-        lists without a GSS code yet, named by the register's code (kind `COUNCIL_WITHOUT_GSS`)."""
-        return self._succession(gss_code, on)[1]
-
-    def _succession(self, gss_code: str, on: date) -> tuple[tuple[Org, ...], tuple[Org, ...]]:
+    def council_in_place(self, gss_code: str, on: date) -> CouncilInPlace:
+        """Who holds the code's duties on `on`: the one addressable council, or every successor when no
+        council alone does (`CouncilInPlace`, the rule for the whole hub). Kept: asked for every evaluation
+        of a change, a dictionary read once asked."""
         key = (gss_code, on)
         got = self._successors_of.get(key)
         if got is _UNKNOWN:
             out: list[Org] = []
             without_gss: list[Org] = []
             self._successors(self._canonical_gss(gss_code), on, out, without_gss, 0)
-            got = self._successors_of.keep(key, (_distinct(out), _distinct(without_gss)))
+            got = self._successors_of.keep(key, CouncilInPlace(_distinct(out), _distinct(without_gss)))
         return got
+
+    def council_successors(self, gss_code: str, on: date) -> tuple[Org, ...]:
+        """Every social services authority with a GSS code in place on `on`
+        that holds the code's area. A lower-tier district code resolves to its
+        county (or, after the district's abolition, to the unitary that
+        replaced it)."""
+        return self.council_in_place(gss_code, on).with_gss
+
+    def council_successors_without_gss(self, gss_code: str, on: date) -> tuple[Org, ...]:
+        """The authorities in place on `on` that took over (part of) the code's area and that the register
+        lists without a GSS code yet, named by the register's code (kind `COUNCIL_WITHOUT_GSS`)."""
+        return self.council_in_place(gss_code, on).without_gss
 
     def _successors(self, gss: str, on: date, out: list[Org], without_gss: list[Org], depth: int) -> None:
         c = self._councils.get(gss)
@@ -479,8 +480,7 @@ class PublicReferenceData:
     def council(self, gss_code: str, on: date) -> Org | None:
         """The one council with a GSS code holding the code's area on `on`; None for a split between several
         successors, or a successor the register lists without a GSS code yet (no council alone holds it)."""
-        found, without_gss = self._succession(gss_code, on)
-        return found[0] if len(found) == 1 and not without_gss else None
+        return self.council_in_place(gss_code, on).council
 
     def is_known_council_code(self, gss_code: str) -> bool:
         """A current or former English social services authority (or a former
@@ -718,9 +718,10 @@ class PublicReferenceData:
             last = self._last_day.get(gss)
             if c is None or not c.replaced_by or last is None or on <= last:
                 continue
-            found, without_gss = self._succession(gss, on)
+            in_place = self.council_in_place(gss, on)
             out.append(SiteCouncilAbolished(code, _norm(council_gss), last + timedelta(days=1),
-                                            found + without_gss))
+                                            in_place.with_gss + in_place.without_gss,
+                                            in_place.council is not None))
         return tuple(out)
 
     def hospital_trust(self, ods_code: str) -> str | None:

@@ -241,16 +241,17 @@ class _Fold:
 def _council_org(ref: ReferenceData, gss: str, as_of: date) -> tuple[Org, str, tuple[Org, ...]]:
     """The council holding `gss`'s duty on `as_of`, a note if it changed hands,
     and, when no one addressable council holds it (several successors, or one
-    the register lists without a GSS code yet), every successor."""
-    successors = ref.council_successors(gss, as_of)
-    without_gss = ref.council_successors_without_gss(gss, as_of)
-    if len(successors) == 1 and not without_gss:
-        org = successors[0]
+    the register lists without a GSS code yet), every successor: as the
+    reference data's `council_in_place` decides (the one rule, hazard H-03)."""
+    in_place = ref.council_in_place(gss, as_of)
+    org = in_place.council
+    if org is not None:
         if org.code != gss:
             return org, f"; code {gss} is now {org.name} ({citations.COUNCIL_SUCCESSION})", ()
         return org, "", ()
-    if successors or without_gss:
-        every = successors + without_gss
+    every = in_place.successors
+    if every:
+        without_gss = in_place.without_gss
         names = _successor_names(every)
         original = ref.council(gss, date.min) or Org(code=gss, name=gss, kind="council")
         if len(every) > 1:
@@ -262,10 +263,7 @@ def _council_org(ref: ReferenceData, gss: str, as_of: date) -> tuple[Org, str, t
         if without_gss:
             note += f"; no council is responsible until {_awaiting_gss(without_gss)}"
         return org, f"{note} ({citations.COUNCIL_SUCCESSION})", every
-    org = ref.council(gss, as_of)
-    if org is None:
-        return Org(code=gss, name=f"unknown council {gss}", kind="council"), "; council code not in the reference data", ()
-    return org, "", ()
+    return Org(code=gss, name=f"unknown council {gss}", kind="council"), "; council code not in the reference data", ()
 
 
 def _council(fold: _Fold, gss: str, why: str, citation: str) -> _Responsibility:
@@ -1070,7 +1068,7 @@ def _speaks_for_party(fold: _Fold, org: str, party: str, kind: DisputeKind, reco
     July 2022) recording now, or for a party named as the ICB itself.
     Look-ups only when the source is not the party itself (the reference
     data's `commissioner_successor`, a few dictionary reads, and
-    `council_successors`, kept by the loader: no scan)."""
+    `council_in_place`, kept by the loader: no scan)."""
     if org == party:
         return True
     return any(duty_holder(fold.ref, party, kind, on) == org

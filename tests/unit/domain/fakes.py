@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from hub.domain.model import Org
-from hub.domain.ports import COUNCIL_WITHOUT_GSS, CommissionerResolution, LegalStatus
+from hub.domain.ports import COUNCIL_WITHOUT_GSS, CommissionerResolution, CouncilInPlace, LegalStatus
 
 ICB_START = date(2022, 7, 1)
 
@@ -222,10 +222,11 @@ class FakeReferenceData:
         return LEGAL_STATUSES.get(code)
 
     def council(self, gss_code: str, on: date) -> Org | None:
-        successors = self.council_successors(gss_code, on)
-        if len(successors) == 1 and not self.council_successors_without_gss(gss_code, on):
-            return successors[0]
-        return self._councils().get(gss_code)
+        found = self.council_in_place(gss_code, on).council
+        return found if found is not None else self._councils().get(gss_code)
+
+    def council_in_place(self, gss_code: str, on: date) -> CouncilInPlace:
+        return CouncilInPlace(self.council_successors(gss_code, on), self.council_successors_without_gss(gss_code, on))
 
     def _councils(self) -> dict[str, Org]:
         if not self.gss_given:
