@@ -178,6 +178,8 @@ def entry(row: MappedRow, outcome: Outcome, layout: Layout, own_correlation: str
             e["package_id"] = outcome.body["package_id"]
         else:
             e["change_id"] = outcome.body.get("change_id")
+        if outcome.body.get("warnings"):  # recorded, but it changed nothing (hub/ingest/service.py successor_warnings)
+            e["warnings"] = [_in_file_terms(x, row.row, layout) for x in outcome.body["warnings"]]
         return e
     e["status"] = "rejected"
     if outcome.status_code == 403 and outcome.body.get("rule"):  # refused by the access policy: nothing kept

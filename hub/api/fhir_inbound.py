@@ -7,8 +7,10 @@ REST. Answers (FHIR messaging, synchronous):
 
 * accepted, or a duplicate of an accepted message: 200 with a response
   message Bundle (MessageHeader.response.code "ok", response.identifier = the
-  request's MessageHeader.id, details -> an OperationOutcome information issue;
-  MessageHeader.focus names the change id and the hub's person id);
+  request's MessageHeader.id, details -> an OperationOutcome information issue,
+  and a `warning` issue at the extension for a successor of a split council
+  named to no effect; MessageHeader.focus names the change id and the hub's
+  person id);
 * invalid: 422 with an OperationOutcome, one error issue per problem
   (expression = the FHIR location, diagnostics = the reason); the input is
   held in quarantine (GET /v1/quarantine);
@@ -115,15 +117,19 @@ def _rejected(body: dict[str, Any], issues: list[dict[str, Any]], status: int = 
 
 
 def _ok_bundle(request: Request, mapped: MappingResult, ns: Namespaces, key: str, text: str, duplicate: bool,
-               focus: list[dict[str, Any]], system: str | None = None) -> dict[str, Any]:
+               focus: list[dict[str, Any]], system: str | None = None,
+               warnings: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A FHIR response message `ok` to the request's MessageHeader, with an information issue `text` (and
-    one saying it is a duplicate). Its ids derive from `key`, so the same message again gets the same answer."""
+    one saying it is a duplicate), then the `warnings` (issues of severity `warning`: accepted, but the sender
+    should know). Its ids derive from `key`, so the same message again gets the same answer."""
     header_id = uuid5(RESPONSE_NAMESPACE, f"{key}/header")
     outcome_id = uuid5(RESPONSE_NAMESPACE, f"{key}/outcome")
     issues = [issue("information", "informational", text)]
     if duplicate:
         issues.append(issue("information", "informational", "Duplicate: this message was processed before; "
                              "the first answer is repeated and nothing new was recorded."))
+    if warnings:
+        issues.extend(warnings)
     header: dict[str, Any] = {
         "resourceType": "MessageHeader",
         "id": header_id,
@@ -151,16 +157,20 @@ def _ok_bundle(request: Request, mapped: MappingResult, ns: Namespaces, key: str
 
 def _response_bundle(request: Request, mapped: MappingResult, body: dict[str, Any],
                      ns: Namespaces) -> dict[str, Any]:
-    """The FHIR response message for an accepted register change."""
+    """The FHIR response message for an accepted register change; each of the 202 body's `warnings` (a
+    successor of a split council named to no effect: hub/ingest/service.py `successor_warnings`) a `warning`
+    issue at the element the field came from (`business-rule`: recorded, but it changed nothing)."""
     change_id, person_id = body["change_id"], body["person_id"]
     sl = body.get("service_level") or {}
     text = (f"Register change accepted: change id {change_id}, person id {person_id}; "
             f"{len(body.get('events') or [])} event(s); register service level {sl.get('state', 'unknown')}"
             f" (deadline {sl.get('deadline', 'unknown')}).")
+    warnings = [issue("warning", BUSINESS_RULE, w["reason"], mapped.location_of(w["field"]))
+                for w in body.get("warnings") or ()]
     return _ok_bundle(request, mapped, ns, change_id, text, bool(body.get("duplicate")), [
         {"type": "Patient", "identifier": {"system": ns.person_id_system, "value": person_id}},
         {"identifier": {"system": ns.change_id_system, "value": change_id}},
-    ])
+    ], warnings=warnings)
 
 
 def _retraction_bundle(request: Request, mapped: MappingResult, change_id: str, status: str, replay: bool,
@@ -273,7 +283,9 @@ async def _merge(request: Request, hub: Hub, client: Client, mapped: MappingResu
     summary="Record a register change sent as a FHIR R4 (UK Core) message Bundle",
     responses={
         200: {"description": "Accepted (or a duplicate of an accepted message), or the change a focused Encounter "
-                             "entered-in-error names retracted: a FHIR response message Bundle",
+                             "entered-in-error names retracted: a FHIR response message Bundle (its "
+                             "OperationOutcome a `warning` issue at the element of a value recorded that changed "
+                             "nothing it named)",
               "content": {FHIR_JSON: {}}},
         403: answer("Refused by the access policy: an OperationOutcome naming the rule (or a key without the "
                     "register:write scope)", problem=False, fhir=True),

@@ -47,11 +47,43 @@ _API_KEY_HEADER = {"name": "x-api-key", "in": "header", "required": False,
                    "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "X-Api-Key"}}
 
 
+# The 202 body (hub/ingest/service.py `write_recorded`), as integrators read it. `warnings`: a change recorded
+# that changed nothing it named, each the field and why, never a value (a `moved` change's
+# residence_before_detention_la_gss naming no successor a split council awaits: `successor_warnings`); absent
+# otherwise.
+ACCEPTED_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["change_id", "person_id", "status"],
+    "properties": {
+        "change_id": {"type": "string"},
+        "person_id": {"type": "string"},
+        "status": {"type": "string", "enum": ["accepted"]},
+        "correlation_id": {"type": "string"},
+        "events": {"type": "array", "items": {"type": "object", "properties": {
+            "event_id": {"type": "string"}, "event_type": {"type": "string"}}}},
+        "entitled": {"type": "boolean"},
+        "service_level": {"type": "object"},
+        "duplicate": {"type": "boolean", "description": "the first answer to this source_message_id, again"},
+        "warnings": {
+            "type": "array",
+            "description": "recorded, but it changed nothing it named: the field and why (never a value)",
+            "items": {"type": "object", "required": ["field", "reason"], "properties": {
+                "field": {"type": "string", "examples": ["residence_before_detention_la_gss"]},
+                "reason": {"type": "string"}}},
+        },
+    },
+}
+
+
 @router.post(
     PATH.removeprefix("/v1"),
     status_code=202,
     summary="Record a change to a person's s117 register entry",
-    responses={403: {"description": "Refused by the access policy (hub/access.py); problem details name the rule"},
+    responses={202: {"description": "Recorded (or the first answer again, `duplicate`): the change and person ids, "
+                                    "events, the register service level and, for a change recorded that changed "
+                                    "nothing it named, `warnings`",
+                     "content": {"application/json": {"schema": ACCEPTED_SCHEMA}}},
+               403: {"description": "Refused by the access policy (hub/access.py); problem details name the rule"},
                413: {"description": "Body over 256 KB (refused before authentication)"},
                409: {"description": "The source_message_id was already used for a different change; nothing "
                                     "recorded"},

@@ -280,6 +280,28 @@ def addressed(code: str, on: date, ref: ReferenceData, named: Sequence[str] = ()
     return next((c for c in named if c in codes), None)
 
 
+def addresses_a_stays_council(history: Iterable[RegisterChange], named: str, ref: ReferenceData,
+                              today: date) -> bool:
+    """Whether a successor named by a `moved` change (`named`, in `history`) is the one that addresses a notice
+    of a stay it is named for (`stays`: `Stay.successors_named`): the first named of the successors of the
+    residence before the stay's detention or of its EHC plan's council, split since (`addressed`), on the
+    admission day or today. Said without the date of birth, and of every stay, over or not: True may be a
+    naming no notice uses, never the reverse. For hub/ingest/service.py `successor_warnings`: such a naming is
+    not one that changes nothing, though the rules note no split awaiting it (a stay under a section that does
+    not qualify determines no responsible council; an EHC plan's council is no responsibility)."""
+    for stay in stays(history):
+        if named not in stay.successors_named:
+            continue
+        for code in (stay.change.residence_la_gss, stay.change.ehc_plan_la_gss):
+            if not code:
+                continue
+            for day in (stay.admitted_on, today):
+                if (len(ref.council_successors(code, day)) > 1 or ref.council_successors_without_gss(code, day)) \
+                        and addressed(code, day, ref, stay.successors_named) == named:
+                    return True
+    return False
+
+
 def s85_council(stay: Stay, ref: ReferenceData, on: date | None = None) -> tuple[str | None, Basis | None]:
     """The council responsible for the child (s85(3)): of ordinary residence before the detention (the
     residence the detention carries), else (no fixed abode) the council where the hospital is; (None, None)

@@ -34,7 +34,9 @@ from hub.domain.agreements import AgreementBook
 from hub.domain.access import TEXTS, Decision, PersonFacts, Rule, decide_write
 from hub.domain.model import ChangeType, DischargeDecision, Dispute, DomainEvent, RegisterChange, S117Status
 from hub.domain.ports import ReferenceData
+from hub.domain.children import addresses_a_stays_council
 from hub.domain.rules import Evaluation, derive_events, evaluate, evaluation
+from hub.domain.rules.engine import successor_unchanged
 from hub.domain.rules.precedence import is_late
 from hub.domain.rules.timeline import TransferStep, revealed_steps
 from hub.fhir.namespaces import HUB_BASE
@@ -499,7 +501,7 @@ def _status_upsert(dialect: Any) -> Prepared:
 async def write_recorded(
     conn: Any, client: Client, change_in: RegisterChangeIn, change: RegisterChange, after: S117Status,
     events: list[DomainEvent], person_id: str, correlation_id: str, channel: str, now: datetime,
-    holidays: Any, late: bool = False,
+    holidays: Any, late: bool = False, warnings: list[dict[str, str]] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """A recorded change's rows, the same for one change and for a council
     file's chunk: the register change, its service level (5 working days)
@@ -509,7 +511,10 @@ async def write_recorded(
     the change sorts before one recorded before it; its first event
     (`s117-register-change-recorded`) says so in the header `late` ("1" or
     "0"), so a consumer that acts only on late history (the workflows'
-    withdrawal of a transfer case) passes over the rest unread."""
+    withdrawal of a transfer case) passes over the rest unread.
+    `warnings`: what the 202 body tells the sender of a change recorded that
+    changed nothing it was sent to change (`successor_warnings`); none: the
+    body has no `warnings`."""
     # The canonical column and each event's payload as JSON made once (hub/bus/payload.py: the same bytes
     # as to_jsonable's dicts through the store's serializer; a change's events share its change and status).
     change_json = json_fragment(change)
@@ -548,7 +553,30 @@ async def write_recorded(
         "service_level": {"deadline": sl.deadline.isoformat(), "state": sl.state,
                           "working_days_taken": sl.working_days_taken, "explanation": sl.explanation},
     }
+    if warnings:
+        body["warnings"] = warnings
     return sl, body
+
+
+def successor_warnings(change: RegisterChange, after: S117Status, history: Sequence[RegisterChange],
+                       ref: ReferenceData, today: date) -> list[dict[str, str]] | None:
+    """The warning for a `moved` change naming a successor of a split council
+    (`residence_before_detention_la_gss`, hazard H-03) that changed nothing: the
+    rules' note on it in `after` (the status just evaluated with it, under the
+    person's lock: hub/domain/rules/engine.py `successor_unchanged`), unless it
+    may address a notice of a child's stay in hospital (hub/domain/children.py
+    `addresses_a_stays_council`). Recorded all the same (a later change may yet
+    make it the naming a split needs), and the sender told: the field and why,
+    no value (REST's 202 `warnings`; FHIR's and council files' in their own
+    terms). `history`: the person's changes, `change` among them. A change
+    naming none (nearly all): None."""
+    named = change.residence_before_detention_la_gss
+    if named is None:
+        return None
+    reason = successor_unchanged(after, change)
+    if reason is None or addresses_a_stays_council(history, named, ref, today):
+        return None
+    return [{"field": "residence_before_detention_la_gss", "reason": reason}]
 
 
 class IngestService:
@@ -992,9 +1020,12 @@ class IngestService:
                 return await hold_change(self._engine, self._protector, client, channel, change_in, change, hold,
                                          correlation_id)
 
+            # The sender told of a successor named to no effect (a rare change: one attribute read for the rest).
+            warnings = successor_warnings(change, after, [*history, change], self._ref, today) \
+                if change.residence_before_detention_la_gss is not None else None
             sl, body = await write_recorded(conn, client, change_in, change, after, events, person_id,
                                             correlation_id, channel, received_after(now, latest),
-                                            self._ref.bank_holidays(), late)
+                                            self._ref.bank_holidays(), late, warnings)
             await record_status(conn, person_id, after, late=sl.state == "breach", new=created)  # the report's counts
             await conn.execute(
                 _INSERT_RESULT, dict(
@@ -1534,8 +1565,10 @@ class IngestService:
                     await execute_prepared(conn, _UPDATE_DETAILS, {"pid": pid, "new_details": details[pid], "at": now})
             # After the person's latest change, this chunk's earlier rows for them included.
             received_at = latest[pid] = received_after(now, latest.get(pid))
+            warnings = successor_warnings(change, after, extended.changes, self._ref, today) \
+                if change.residence_before_detention_la_gss is not None else None
             sl, body = await write_recorded(conn, client, change_in, change, after, events, pid,
-                                            correlation_id, channel, received_at, holidays, late)
+                                            correlation_id, channel, received_at, holidays, late, warnings)
             late_of[pid] = late_of.get(pid, 0) + (1 if sl.state == "breach" else 0)
             await conn.execute(_INSERT_RESULT, dict(
                 source=client.client_id, source_message_id=change_in.source_message_id, status_code=202, body=body,

@@ -299,11 +299,47 @@ async def test_file_the_coordinating_councils_row_naming_the_successor_makes_it_
     assert body["coordinating_council"] is None and body["responsibility_undetermined"] == []
 
 
-async def test_file_a_council_with_no_role_for_the_person_gets_the_policys_row_error(app_hub, councils):
-    """Cumberland itself, before it is named: no role, refused by the access policy, nothing kept."""
+async def test_file_a_council_with_no_role_for_the_person_gets_the_policys_row_error(app_hub):
+    """Cumbria itself (abolished), each successor before it is named (neither responsible nor coordinating),
+    and a council with nothing to do with the person: no role, each refused by the access policy with the one
+    row error a row about someone not on the register gets (the whole entry but its row and RECORD_ID),
+    audited, nothing kept (tests/unit/test_split_successor_refusal.py: REST and FHIR)."""
+    from sqlalchemy import func, select
+
+    from hub.store.schema import access_decisions, persons, quarantine, register_changes
+
     person_id = await split_person(app_hub)
-    report = await send(app_hub, councils[CUMBERLAND], csv_file([{**ROW, "PRE_DETENTION_LA_GSS": CUMBERLAND}]))
-    [row] = report["report"]
-    assert (row["status"], row["rule"]) == ("rejected", "no-relationship"), row
-    assert "quarantine_id" not in row
+    senders = {code: {"X-API-Key": (await add_client(app_hub.hub.engine, name, code, "council",
+                                                     ["register:write"]))[1]}
+               for code, name in ((CUMBRIA, "Cumbria"), (CUMBERLAND, "Cumberland"),
+                                  (WESTMORLAND, "Westmorland and Furness"), ("E06000060", "Buckinghamshire"))}
+
+    async def kept() -> list[int]:
+        async with app_hub.hub.engine.connect() as conn:
+            return [(await conn.execute(select(func.count()).select_from(t))).scalar_one()
+                    for t in (persons, register_changes, quarantine)]
+
+    before = await kept()
+    entries = {}
+    for n, (code, headers) in enumerate(senders.items()):
+        report = await send(app_hub, headers, csv_file([
+            {**ROW, "RECORD_ID": f"R-{n}", "PRE_DETENTION_LA_GSS": CUMBERLAND},
+            {**ROW, "RECORD_ID": f"U-{n}", "NHS_NO": "9990000018", "PRE_DETENTION_LA_GSS": CUMBERLAND}]))
+        for row in report["report"]:  # the entry but its row and RECORD_ID (the row named in its errors too)
+            entries[(code, row["record_id"][0])] = orjson.loads(orjson.dumps(
+                {k: v for k, v in row.items() if k not in ("row", "record_id")}).replace(
+                f'"row {row["row"]}, '.encode(), b'"row N, '))
+        assert report["rejected"] == 2 and report["accepted"] == 0, report
+    first = entries[(CUMBRIA, "R")]
+    assert (first["status"], first["rule"]) == ("rejected", "no-relationship"), first
+    assert set(first) == {"status", "rule", "errors"}  # no quarantine_id: nothing kept
+    assert [e["field"] for e in first["errors"]] == ["row N, column NHS_NO"]
+    assert {k: e for k, e in entries.items() if e != first} == {}
+    async with app_hub.hub.engine.connect() as conn:
+        audited = (await conn.execute(
+            select(access_decisions.c.org_code, access_decisions.c.rule, access_decisions.c.person_id)
+            .where(access_decisions.c.channel == "file").order_by(access_decisions.c.decision_id))).all()
+    assert [tuple(a) for a in audited] == [x for code in senders for x in (
+        (code, "no-relationship", person_id), (code, "no-relationship", None))]
+    assert await kept() == before
     assert (await position(app_hub, person_id))["responsible_council"] is None

@@ -402,6 +402,37 @@ def split_reason(held: _Responsibility) -> str:
             f" ({held.citation}; {citations.COUNCIL_SUCCESSION})")
 
 
+# The notes `_confirm_split_successor` adds when a register change names a successor and that changes no
+# responsibility, and what the sender is told of each (hub/ingest/service.py `successor_warnings`: a warning
+# with its 202, the change still recorded, as a later change may yet make it the one a split needs). Neither
+# names a council: where the person lived is the responsibility field group's, read through the person query.
+SUCCESSOR_NO_SPLIT_NOTE = ("successor council named for the residence before the detention; no council split "
+                           "awaits one: unchanged")
+SUCCESSOR_NOT_ONE_NOTE = ("successor council named for the residence before the detention is not one of the "
+                          "councils the split council's area is split between: unchanged")
+SUCCESSOR_UNCHANGED = {
+    SUCCESSOR_NOT_ONE_NOTE: ("is not one of the councils the split council's area is split between (the person "
+                             "query's responsibility_undetermined names them): recorded in the person's history; "
+                             "the responsible council is unchanged"),
+    SUCCESSOR_NO_SPLIT_NOTE: ("no council split awaits a successor for this person (the person query's "
+                              "responsibility_undetermined names none): recorded in the person's history; the "
+                              "responsible council is unchanged"),
+}
+
+
+def successor_unchanged(status: S117Status, change: RegisterChange) -> str | None:
+    """Why `change`'s naming of a successor (`residence_before_detention_la_gss`) changed no responsibility,
+    read from the note the fold of `status` made for it (`_confirm_split_successor`; none: it did, or it was
+    not folded); None otherwise. The status already evaluated with the change: nothing evaluated again."""
+    if change.residence_before_detention_la_gss is None:
+        return None
+    change_id = change.change_id
+    for entry in reversed(status.history):
+        if entry.change_id == change_id and entry.text in SUCCESSOR_UNCHANGED:
+            return SUCCESSOR_UNCHANGED[entry.text]
+    return None
+
+
 def _confirm_split_successor(fold: _Fold, change: RegisterChange) -> None:
     """A register change naming the successor whose area covers the place of
     ordinary residence the split council was determined by: that successor is
@@ -413,16 +444,14 @@ def _confirm_split_successor(fold: _Fold, change: RegisterChange) -> None:
         return
     split = fold.split_council
     if split is None:
-        fold.note(change, "successor council named for the residence before the detention; no council split "
-                          "awaits one: unchanged")
+        fold.note(change, SUCCESSOR_NO_SPLIT_NOTE)
         return
     successor = next((o for o in split.split_between
                       if o.code == named.upper() and o.kind != COUNCIL_WITHOUT_GSS), None)
     if successor is None:
         # No council codes in the history (field group legal-status): where the person lived is the
         # responsibility group's.
-        fold.note(change, "successor council named for the residence before the detention is not one of the "
-                          "councils the split council's area is split between: unchanged")
+        fold.note(change, SUCCESSOR_NOT_ONE_NOTE)
         return
     when = change.effective_date.isoformat()
     citation = f"{split.citation}; {citations.COUNCIL_SUCCESSION}"
