@@ -296,7 +296,7 @@ def addresses_a_stays_council(history: Iterable[RegisterChange], named: str, ref
             if not code:
                 continue
             for day in (stay.admitted_on, today):
-                if (len(ref.council_successors(code, day)) > 1 or ref.council_successors_without_gss(code, day)) \
+                if ref.council_in_place(code, day).successors \
                         and addressed(code, day, ref, stay.successors_named) == named:
                     return True
     return False
