@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,6 +27,16 @@ from hub.fhir.namespaces import DEFAULT_CANONICAL_BASE
 from hub.domain.dates import england_day
 
 REPO = Path(__file__).resolve().parent.parent
+
+_TEN_DIGITS = re.compile(r"(?<!\d)\d{10}(?!\d)")
+
+
+def assert_nothing_personal(logs: str, *values: str) -> None:
+    """None of `values` (the test's NHS numbers, names, dates of birth, postcodes...) is in the hub's
+    logs, nor any run of ten digits (an NHS number the test did not think of)."""
+    for value in values:
+        assert value not in logs, "a personal value reached the logs"
+    assert not _TEN_DIGITS.search(logs), "a ten-digit run (an NHS number?) reached the logs"
 
 
 def detention(nhs: str, run: str, *, hospital: str = "RNU", council: str = "E06000060", gp: str = "K82001",
