@@ -146,7 +146,7 @@ def test_the_status_cache_takes_no_call_a_change_of_the_history() -> None:
     assert counts[0] == counts[1] <= 10
 
 
-async def test_a_register_change_posted_alone(app_hub) -> None:  # noqa: ANN001
+async def test_a_register_change_posted_alone(app_hub, restore_logging) -> None:  # noqa: ANN001
     """One `POST /v1/register-changes` through the whole app as the server
     calls it, one at a time (bench/bench_front.py), the event loop's turns
     included: a person's four changes, a detention to a move, after a first
@@ -159,6 +159,11 @@ async def test_a_register_change_posted_alone(app_hub) -> None:  # noqa: ANN001
 
     from hub.sample_data import detention_to_move_scenario
 
+    from hub.observability.logging import configure_logging
+
+    # The hub's own logging, as a deployed hub runs it (JSON lines at INFO): counted under whatever logging an
+    # earlier test in the same process left, the figure moved by tens of calls (1,255 alone, 1,291 in a CI run).
+    configure_logging("INFO", json=True)
     app = app_hub.http._transport.app
     key = app_hub.keys["trust"].encode()
 
@@ -204,4 +209,4 @@ async def test_a_register_change_posted_alone(app_hub) -> None:  # noqa: ANN001
             counted.append(await _calls(one))
             assert statuses == [202]
         means.append(sum(counted) / len(counted))
-    assert min(means) <= 1290, means  # 1,238 (the test logging set-up), 1,439 before
+    assert min(means) <= 1070, means  # 1,028 under the hub's logging (1,255 under the tests' default; 1,439 there before)
