@@ -61,7 +61,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from hub.hosts import loopback, without_port
 from hub.observability.logging import get_logger
@@ -316,11 +316,18 @@ class KafkaSecurity:
         return options
 
 
-def _token_url_problem(url: str) -> str | None:
+def _split(url: str) -> SplitResult | None:
+    """`url`'s parts, or None when it is not a URL (a port that is not one included)."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a port that is not one
     except ValueError:
+        return None
+    return parts
+
+
+def _token_url_problem(url: str) -> str | None:
+    if (parts := _split(url)) is None:
         return "not a URL"
     if parts.scheme.lower() not in ("https", "http") or not parts.hostname:
         return "must be an absolute https:// URL"
@@ -334,10 +341,7 @@ def _token_url_problem(url: str) -> str | None:
 
 def _proxy_problem(url: str) -> str | None:
     """Why an outbound proxy's URL cannot be used, or None. Never quotes it (it may hold a password)."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a port that is not one
-    except ValueError:
+    if (parts := _split(url)) is None:
         return "not a URL"
     if parts.scheme.lower() not in ("http", "https"):
         return "must be an http:// or https:// proxy URL (http[s]://[user:password@]host:port)"
