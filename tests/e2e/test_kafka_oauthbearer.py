@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from tests.e2e.conftest import make_clients
 from tests.e2e.test_kafka_security import COUNCIL, _on_topic, _post, _subscribe_kafka, _waiting
 from tests.e2e.test_mllp import nhs_numbers
 from tests.servers.kafka import OAUTH_SCOPE, OAuthBroker
+from tests.servers.token_endpoint import answer_json, serving
 from tests.support import HubProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -98,26 +98,15 @@ def token_endpoint() -> Iterator[TokenEndpoint]:
             else:
                 status, body = 401, {"error": "invalid_client", "error_description": "client authentication failed"}
             endpoint.issued.append(issued)
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            answer_json(self, status, json.dumps(body).encode())
 
         def log_message(self, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     endpoint = TokenEndpoint(server)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield endpoint
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture

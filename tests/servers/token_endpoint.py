@@ -30,6 +30,28 @@ class HttpsTokenEndpoint:
         return self.ca.pem
 
 
+def answer_json(handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
+    """A token endpoint's answer: `status` with the JSON `body`."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@contextmanager
+def serving(server: ThreadingHTTPServer) -> Iterator[None]:
+    """`server` answering in a thread of its own until the block ends."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
 @contextmanager
 def https_token_endpoint(directory: Path) -> Iterator[HttpsTokenEndpoint]:
     endpoint: HttpsTokenEndpoint
@@ -38,12 +60,8 @@ def https_token_endpoint(directory: Path) -> Iterator[HttpsTokenEndpoint]:
         def do_POST(self) -> None:  # noqa: N802 - http.server's name
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             endpoint.posts.append(self.path)
-            body = b'{"access_token": "' + TOKEN.encode() + b'", "token_type": "Bearer", "expires_in": 300}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            answer_json(self, 200, b'{"access_token": "' + TOKEN.encode() + b'", "token_type": "Bearer", '
+                                   b'"expires_in": 300}')
 
         def log_message(self, *args: object) -> None:
             pass
@@ -54,13 +72,7 @@ def https_token_endpoint(directory: Path) -> Iterator[HttpsTokenEndpoint]:
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(str(server_cert.cert), str(server_cert.key))
     httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
     port = httpd.server_address[1]
     endpoint = HttpsTokenEndpoint(f"https://127.0.0.1:{port}/token", ca, port)
-    try:
+    with serving(httpd):
         yield endpoint
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
