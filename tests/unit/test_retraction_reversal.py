@@ -327,3 +327,51 @@ def test_a_transfer_case_the_retraction_kept_from_opening_opens_once_reinstated(
         await _everyone_holds_the_truth(w, person_id)
 
     loop.run_until_complete(run())
+
+
+def test_a_retraction_made_before_a_merge_is_reversed_on_the_person_now_holding_the_change(world) -> None:  # noqa: ANN001
+    """The superseded number's detention retracted, then the two numbers merged (PDS): the reversal
+    reinstates the change in the retained person's history (the person now holding it), re-evaluated and
+    told there; the kept reversal follows the change's person, back again when the merge is reversed."""
+    loop, w = world
+
+    async def run() -> None:
+        kept_change = _wrong_patient_detention("merge-kept")
+        gone_change = _wrong_patient_detention("merge-gone")
+        r = await w.http.post("/v1/register-changes", headers={"X-API-Key": w.trust_key}, json=kept_change)
+        assert r.status_code == 202, r.text
+        kept_pid = r.json()["person_id"]
+        r = await w.http.post("/v1/register-changes", headers={"X-API-Key": w.trust_key}, json=gone_change)
+        assert r.status_code == 202, r.text
+        change_id, gone_pid = r.json()["change_id"], r.json()["person_id"]
+        assert gone_pid != kept_pid
+        assert (await _retract(w, w.trust_key, change_id)).status_code == 200
+        await _settle(w)
+        r = await w.http.post("/v1/persons/merge", headers={"X-API-Key": w.trust_key},
+                              json={"retained_nhs_number": kept_change["person"]["nhs_number"],
+                                    "superseded_nhs_number": gone_change["person"]["nhs_number"], "force": True})
+        assert r.status_code == 200, r.text
+        merge_id = r.json()["merge_id"]
+        await _settle(w)
+        r = await _reverse(w, w.trust_key, change_id)
+        assert r.status_code == 200, r.text
+        assert r.json()["person_id"] == kept_pid
+        await _settle(w)
+        async with w.hub.engine.connect() as conn:
+            assert (await conn.execute(select(register_changes.c.person_id).where(
+                register_changes.c.change_id == change_id))).scalar_one() == kept_pid
+            assert (await conn.execute(select(change_retraction_reversals.c.person_id))).scalar_one() == kept_pid
+        await _everyone_holds_the_truth(w, kept_pid)
+
+        # The merge itself made in error and reversed: the change, and its kept reversal, go back.
+        r = await w.http.post(f"/v1/persons/merges/{merge_id}/reversal", headers={"X-API-Key": w.trust_key},
+                              json={"reason": "two patients"})
+        assert r.status_code == 200, r.text
+        await _settle(w)
+        async with w.hub.engine.connect() as conn:
+            assert (await conn.execute(select(register_changes.c.person_id).where(
+                register_changes.c.change_id == change_id))).scalar_one() == gone_pid
+            assert (await conn.execute(select(change_retraction_reversals.c.person_id))).scalar_one() == gone_pid
+        await _everyone_holds_the_truth(w, gone_pid)
+
+    loop.run_until_complete(run())
