@@ -50,7 +50,9 @@ withdrawal is a rectification (UK GDPR Art. 19): any agreement in force for
 the council covers it, as `s117-notification-corrected` (hub/sharing.py); a
 leaving notice needs the agreement to list it, as the notices do. Everyone
 with a detention is scanned, retracted or not; a retraction changes the
-fingerprint (it counts the retracted changes), so the next scan reads them.
+fingerprint (it counts the retracted changes), so the next scan reads them;
+so does a retraction reversed (hub/unretractions.py: it counts the reversals),
+and the detention reinstated owes the council its notice again, told anew.
 
 What a notice carries (minimum necessary): the MessageHeader with the
 S117-ChildNotice extension (why it was sent, why this council, the expected
@@ -113,6 +115,7 @@ from hub.periodic import every
 from hub.sharing import CHILD_FIELDS_GROUP, SharingAgreements
 from hub.store.db import write_transaction
 from hub.store.schema import (
+    change_retraction_reversals,
     change_retractions,
     disclosures,
     including_retracted,
@@ -231,7 +234,7 @@ class ChildNoticeScanner:
         self._unrouted: set[str] = set()  # notices with no council to tell, said once a process
         # person -> (their history's fingerprint when scanned, the next day a notice can fall due without
         # a new change: None, never). Forgotten if the scan of them did not finish (`_scan_person`).
-        self._settled: dict[str, tuple[tuple[int, str, int], date | None]] = {}
+        self._settled: dict[str, tuple[tuple[int, str, int, int], date | None]] = {}
 
     async def run_once(self) -> int:
         """Scan once; returns how many notices were decided (shared, denied or unsubscribed)."""
@@ -239,8 +242,8 @@ class ChildNoticeScanner:
         async with self._engine.connect() as conn:
             # Everyone with a detention, retracted or not (a notice of a detention retracted since is
             # withdrawn), with their history's fingerprint (its changes' count, the latest received and
-            # how many are retracted): someone settled by an earlier scan whose history is the same and
-            # who has nothing falling due by today is passed over unread.
+            # how many are retracted, and how many retractions reversed): someone settled by an earlier scan
+            # whose history is the same and who has nothing falling due by today is passed over unread.
             retracted = exists().where(change_retractions.c.change_id == register_changes.c.change_id)
             people = (await conn.execute(
                 select(register_changes.c.person_id, func.count(), func.max(register_changes.c.received_at),
@@ -248,10 +251,15 @@ class ChildNoticeScanner:
                 .group_by(register_changes.c.person_id)
                 .having(func.sum(case((register_changes.c.change_type.in_(_STAY_STARTS), 1), else_=0)) > 0)
             )).all()
+            # And how many retractions of their changes were reversed (hub/unretractions.py): a detention
+            # reinstated owes again the notice its retraction withdrew (few rows: read whole).
+            reversed_ = dict((await conn.execute(
+                select(change_retraction_reversals.c.person_id, func.count())
+                .group_by(change_retraction_reversals.c.person_id))).all())
             await conn.rollback()
         decided = 0
         for person_id, count, latest, retractions in people:
-            fingerprint = (count, str(latest), int(retractions or 0))
+            fingerprint = (count, str(latest), int(retractions or 0), int(reversed_.get(person_id, 0)))
             settled = self._settled.get(person_id)
             if settled is not None and settled[0] == fingerprint and (settled[1] is None or today < settled[1]):
                 continue
@@ -261,7 +269,7 @@ class ChildNoticeScanner:
         return decided
 
     async def _scan_person(self, person_id: str, today: date,
-                           fingerprint: tuple[int, str, int] | None = None) -> int:
+                           fingerprint: tuple[int, str, int, int] | None = None) -> int:
         self._settled.pop(person_id, None)  # settled again only once this scan of them is through
         async with self._engine.connect() as conn:
             rows = (await conn.execute(select(register_changes.c.canonical).where(
@@ -277,9 +285,11 @@ class ChildNoticeScanner:
             # What follows a notice that went: its stay's end (s85(4)), its withdrawal (a retraction, another
             # council concerned now), its correction (a stay begun by another detention since); and which
             # councils were told the stay already, or told and withdrawn (told anew when concerned again). Read
-            # only for someone with an ending, a retraction or more than one detention in their history.
+            # only for someone with an ending, a retraction (or one reversed: the change reinstated, its
+            # notice withdrawn before) or more than one detention in their history.
             retractions = fingerprint[2] if fingerprint is not None else 1
-            if retractions or any(c.change_type.value in _STAY_ENDS for c in history) \
+            reinstated = fingerprint[3] if fingerprint is not None else 1
+            if retractions or reinstated or any(c.change_type.value in _STAY_ENDS for c in history) \
                     or sum(c.change_type.value in _STAY_STARTS for c in history) > 1:
                 notices = await self._following(conn, person_ids, history, today, retractions > 0, notices)
             for notice in notices:

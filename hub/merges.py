@@ -87,8 +87,9 @@ from hub.observability.logging import get_logger
 from hub.store import merged
 from hub.unmerges import MergeReversalService
 from hub.workflows.person_merge import MovedCases, move_cases
-from hub.store.schema import (care_packages, change_retractions, including_retracted, not_retracted, person_merges,
-                              persons, register_changes, register_status, split_decisions)
+from hub.store.schema import (care_packages, change_retraction_reversals, change_retractions, including_retracted,
+                              not_retracted, person_merges, persons, register_changes, register_status,
+                              split_decisions)
 
 log = get_logger("hub.merges")
 ACTION = "merge"
@@ -266,7 +267,7 @@ class PersonMergeService(CorrectionService):
                 care_packages.c.person_id == gone.person_id).order_by(care_packages.c.line_id))).scalars())
             splits = list((await conn.execute(select(split_decisions.c.decision_id).where(
                 split_decisions.c.person_id == gone.person_id).order_by(split_decisions.c.decision_id))).scalars())
-            for table in (change_retractions, care_packages, split_decisions):
+            for table in (change_retractions, change_retraction_reversals, care_packages, split_decisions):
                 await conn.execute(update(table).where(table.c.person_id == gone.person_id)
                                    .values(person_id=person_id))
             # Their workflow cases follow (hub/workflows/person_merge.py): re-evaluated against the joined

@@ -8,7 +8,7 @@ lock, as ingest takes them, so no change of the person commits in between):
 1. the change and the organisation of the client that recorded it; unknown,
    or neither that organisation nor the hub operator asking: None (the
    caller answers as for an unknown id, after the write refusal floor);
-2. an earlier retraction of it: its answer again (`duplicate: true`);
+2. an earlier retraction of it (not reversed since: hub/unretractions.py): its answer again (`duplicate: true`);
 3. else a `change_retractions` row (who, when, the reason encrypted, the
    correlation id), the access decision (`action` `retract`), the operator's
    action when the hub operator retracts another's change, the register
@@ -35,19 +35,25 @@ first answer (an `ingest_results` row, as ingest keeps one).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.access import caller_of
 from hub.audit import record_operator_action
 from hub.bus.port import RETRACTED
 from hub.codec import from_jsonable
+from hub.crypto import DataProtector
 from hub.corrections import Correction, CorrectionService, correction
 from hub.domain.access import Rule
+from hub.domain.agreements import AgreementBook
+from hub.domain.dates import england_day
 from hub.domain.model import RegisterChange
+from hub.domain.ports import ReferenceData
 from hub.domain.workflows.model import WORKFLOW_SOURCE
 from hub.domain.retraction import RETRACTION_KIND, carried_change, may_retract, retraction_event
 from hub.domain.rules import evaluate
@@ -55,8 +61,9 @@ from hub.ingest.nhs_number import normalise
 from hub.ingest.service import Client, event_id_for, payload_sha256
 from hub.observability.logging import get_logger
 from hub.store.merged import person_id_by_index
-from hub.store.schema import (api_clients, change_retractions, including_retracted, ingest_results, not_retracted,
-                              persons, register_changes)
+from hub.unretractions import UnretractionService
+from hub.store.schema import (api_clients, change_retraction_reversals, change_retractions, including_retracted,
+                              ingest_results, not_retracted, persons, register_changes)
 
 log = get_logger("hub.retraction")
 CHANNEL = "rest"
@@ -109,6 +116,12 @@ def _answer(row: Any) -> dict[str, Any]:
 
 
 class RetractionService(CorrectionService):
+    def __init__(self, engine: AsyncEngine, ref: ReferenceData, agreements: AgreementBook,
+                 protector: DataProtector, today: Callable[[], date] = england_day) -> None:
+        super().__init__(engine, ref, agreements, protector, today)
+        # A retraction made in error, reversed (POST /v1/register-changes/{id}/retraction/reversal).
+        self.reversals = UnretractionService(engine, ref, agreements, protector, today)
+
     async def retract(self, client: Client, change_id: str, reason: str, correlation_id: str,
                       channel: str = CHANNEL) -> Retraction | None:
         """Retract `change_id` for `client` with `reason` (checked by the caller: 1-1000 characters).
@@ -210,7 +223,10 @@ class RetractionService(CorrectionService):
         after = evaluate(person_id, history, self._ref, self._agreements, today)
         now = datetime.now(UTC)
         event = retraction_event(person_id, retracted)
-        event_id = event_id_for(change_id, 0, RETRACTION_KIND)
+        # One event id a retraction: the nth since the change's retractions reversed before (hub/unretractions.py).
+        cycle = (await conn.execute(select(func.count()).select_from(change_retraction_reversals)
+                                    .where(change_retraction_reversals.c.change_id == change_id))).scalar_one()
+        event_id = event_id_for(change_id, cycle, RETRACTION_KIND)
         await conn.execute(change_retractions.insert().values(
             change_id=change_id, person_id=person_id, client_id=client.client_id[:64],
             org_code=client.org_code[:16], reason=self._protector.encrypt(reason.encode()),

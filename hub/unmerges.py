@@ -86,8 +86,8 @@ from hub.domain.rules.precedence import change_order
 from hub.ingest.service import Client, event_id_for, load_person_details
 from hub.observability.logging import get_logger
 from hub.store import merged
-from hub.store.schema import (care_packages, change_retractions, including_retracted, not_retracted,
-                              person_merge_reversals, person_merges, persons, register_changes, split_decisions)
+from hub.store.schema import (care_packages, change_retraction_reversals, change_retractions, including_retracted,
+                              not_retracted, person_merge_reversals, person_merges, persons, register_changes, split_decisions)
 from hub.workflows.person_merge import return_cases
 
 log = get_logger("hub.unmerges")
@@ -213,9 +213,9 @@ class MergeReversalService(CorrectionService):
                         person_id=gone_pid, canonical=dict(r.canonical) | {"person_id": gone_pid}))
                     back["changes"].append(r.change_id)
             if back["changes"]:
-                await conn.execute(update(change_retractions)
-                                   .where(change_retractions.c.change_id.in_(back["changes"]))
-                                   .values(person_id=gone_pid))
+                for table in (change_retractions, change_retraction_reversals):
+                    await conn.execute(update(table).where(table.c.change_id.in_(back["changes"]))
+                                       .values(person_id=gone_pid))
             # Care package lines: those moved, and later versions of their packages (the source's package id).
             lines = set(moved.get("care_package_lines", []))
             theirs = (await conn.execute(select(cp.line_id, cp.source, cp.package_id)

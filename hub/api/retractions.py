@@ -5,7 +5,15 @@ or the hub operator (hub/retraction.py, hub/domain/retraction.py).
 Anyone else gets the answer an unknown change id gets (`404`, the same body,
 no sooner than the write refusal floor): no oracle of what others recorded.
 A change retracted already is answered with the first retraction (`200`,
-`duplicate: true`)."""
+`duplicate: true`).
+
+POST /v1/register-changes/{change_id}/retraction/reversal: a retraction made
+in error reversed, the change reinstated under its own id and recorded time
+(hub/unretractions.py), by those who may retract it; anyone else and an
+unknown id get one identical `404` (no sooner than the write refusal floor).
+A change not retracted: `409` naming `change_id` (to those who may retract it
+only). The same reversal again is answered with the first answer
+(`duplicate: true`)."""
 
 from __future__ import annotations
 
@@ -21,6 +29,7 @@ from hub.domain.retraction import REASON_MAX
 from hub.ingest.contract import FreeText
 from hub.observability.logging import bound_correlation_id, new_correlation_id
 from hub.retraction import RecordedByACase
+from hub.unretractions import NotRetracted, ReinstatementRefused
 
 router = APIRouter(prefix="/v1/register-changes", tags=["register changes"])
 
@@ -77,6 +86,52 @@ async def retract(change_id: str, body: RetractionIn, hub: HubDep, client: Clien
                            "party's action on it: correct it on the case (/v1/transfers, /v1/disputes), not by "
                            "retraction", errors=[{"field": "change_id", "reason": "recorded by the hub for a "
                                                   "transfer or dispute case"}]) from None
+    if done is None:
+        await no_sooner_than(started, hub.settings.write_refusal_floor_ms / 1000)
+        raise ProblemError(404, "not-found", "Not found", NOT_FOUND_DETAIL)
+    return {**done.body, "duplicate": done.duplicate}
+
+
+class ReinstatementIn(ReasonIn):
+    """Why the retraction was made in error."""
+
+
+class ReinstatementOut(BaseModel):
+    change_id: str
+    person_id: str
+    status: str = Field(description="reinstated")
+    reinstated_at: str
+    reinstated_by: str = Field(description="the organisation that reversed the retraction")
+    correlation_id: str
+    event_id: str = Field(description="the event whose dispatch corrects what each body was told")
+    retracted_at: str | None = Field(description="when the retraction reversed was made")
+    retracted_by: str | None = Field(description="the organisation that made the retraction reversed")
+    retraction_event_id: str = Field(description="the event that told the retraction reversed")
+    duplicate: bool = Field(description="true: reversed before; this is the latest reversal's answer")
+
+
+@router.post(
+    "/{change_id}/retraction/reversal", response_model=ReinstatementOut,
+    summary="Reverse a retraction made in error: the change counts again under its own id and recorded time "
+            "(its source's organisation, or the hub operator)",
+    responses={404: {"description": "No register change with that id this client may retract (the same answer "
+                                    "for an unknown id and for another organisation's change)"},
+               409: {"description": "Not retracted (never retracted), or not reversible here: a transfer or "
+                                    "dispute case was withdrawn or reopened since the retraction"}})
+async def reinstate(change_id: str, body: ReinstatementIn, hub: HubDep, client: ClientDep) -> dict:
+    require(client, "register:write")
+    started = time.monotonic()
+    service = hub.retractions  # the hub's one service (hub/bootstrap.py)
+    assert service is not None
+    try:
+        done = await service.reversals.reinstate(client, change_id, body.reason,
+                                                 bound_correlation_id() or new_correlation_id())
+    except NotRetracted:
+        raise ProblemError(409, "not-retracted", "Not retracted", "change_id: this change is not retracted",
+                           errors=[{"field": "change_id", "reason": "not retracted"}]) from None
+    except ReinstatementRefused as exc:
+        raise ProblemError(409, "conflict", "Conflict", f"{exc.field}: {exc.reason}",
+                           errors=[{"field": exc.field, "reason": exc.reason}]) from None
     if done is None:
         await no_sooner_than(started, hub.settings.write_refusal_floor_ms / 1000)
         raise ProblemError(404, "not-found", "Not found", NOT_FOUND_DETAIL)

@@ -57,6 +57,12 @@ LATE = "late"
 # position that moves (`s117-notification-corrected` to a body told otherwise);
 # the workflows withdraw a transfer case whose hand-over it takes away.
 RETRACTED = "retracted"
+# A header of the one event the reversal of a retraction made in error publishes (hub/unretractions.py): the
+# id of the register change reinstated. Told as a retraction is (late history, against its `HISTORY_CHANGES`:
+# the person's history with the change again), to each body whose position that moves, and to each body told
+# of the change whose position it leaves (the change stands); the workflows open a case the change's own
+# events would have opened had the retraction not been read first.
+REINSTATED = "reinstated"
 # A header of the one event an NHS number merge publishes (hub/merges.py), on the retained person's key:
 # the hub person id the superseded number held (the retained person's own when the superseded number's
 # person was simply given the retained number). Told as a retraction is (late history, against its

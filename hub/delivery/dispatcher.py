@@ -37,7 +37,7 @@ from hub.ids import uuid5
 from hub.store.recording import RecordingConn
 from hub.ingest.status_cache import StatusCache
 from hub.bus.port import (EVENTS_TOPIC, HISTORY_CHANGES, HISTORY_RECEIVED_BY, LATER_EVENTS, MERGED,
-                          REFERENCE_DATA, RETRACTED, UNMERGED, BusMessage,
+                          REFERENCE_DATA, REINSTATED, RETRACTED, UNMERGED, BusMessage,
                           Subscriber)
 from hub.codec import from_jsonable
 from hub.crypto import DataProtector
@@ -114,6 +114,11 @@ RETRACTION_REASON = "a register change recorded in error was retracted"
 # Said to each body told of a retracted change whose position the retraction leaves as it was.
 RETRACTED_TOLD_REASON = ("a register change you were told of was recorded in error and retracted; "
                          "your position for this person is unchanged")
+# Said, after the difference, to each body the reversal of a retraction made in error moves (hub/unretractions.py).
+REINSTATEMENT_REASON = "a register change retracted in error was reinstated"
+# Said to each body told of a reinstated change whose position the reinstatement leaves as it was.
+REINSTATED_TOLD_REASON = ("a register change you were told of was retracted in error and is reinstated: it stands "
+                          "as you were first told; your position for this person is unchanged")
 # Said, after the difference, to each body an NHS number merge moves (hub/merges.py).
 MERGE_REASON = ("two NHS numbers of this person were merged (PDS): the superseded number's register history "
                 "now belongs to the retained number's person, which this message carries")
@@ -595,6 +600,9 @@ class Dispatcher:
         # A retraction (hub/retraction.py): the history without the retracted change, as it stood when
         # the retraction was recorded (its `history_changes`), told as late history is, to the bodies it moves.
         retraction = RETRACTED in msg.headers
+        # The reversal of a retraction made in error (hub/unretractions.py): the history with the change again,
+        # told as a retraction is.
+        reinstated = REINSTATED in msg.headers
         # An NHS number merge (hub/merges.py): the joined history, told as a retraction is, then to each body
         # told of the superseded number's person (`merged`: that person's id).
         merged = msg.headers.get(MERGED)
@@ -604,7 +612,7 @@ class Dispatcher:
         # A change of the reference data (hub/refdata_retell.py): the whole history, evaluated again, told as a
         # retraction is, to the bodies it moves.
         redetermined = REFERENCE_DATA in msg.headers
-        corrective = retraction or merged is not None or unmerged or redetermined
+        corrective = retraction or reinstated or merged is not None or unmerged or redetermined
         if source in _WHOLE_HISTORY_SOURCES or corrective:
             told = msg.headers.get(HISTORY_CHANGES)
             if told is not None:  # exactly the changes published before it (read under the topic's lock)
@@ -740,6 +748,8 @@ class Dispatcher:
                                 explain=self._explains(org, event_type, today))
             if retraction:
                 reason = f"{reason}; {RETRACTION_REASON}"
+            elif reinstated:
+                reason = f"{reason}; {REINSTATEMENT_REASON}"
             elif merged is not None:
                 reason = f"{reason}; {MERGE_REASON}"
             elif unmerged:
@@ -755,7 +765,7 @@ class Dispatcher:
             await self._send(send, view_event_id_for(msg.event_id, org), view_event, org, target,
                              supersedes=old.last_event_id if old is not None and event_type is
                              EventType.NOTIFICATION_CORRECTED else None, reason=reason)
-        if retraction or merged is not None or unmerged:
+        if retraction or reinstated or merged is not None or unmerged:
             await self._tell_corrected(send, conn, cache, msg, person_id, change, truth, moved, carried,
                                        merged_told if merged is not None else None,
                                        unmerged_told if unmerged else None)
@@ -784,6 +794,7 @@ class Dispatcher:
         `s117-notification-corrected` superseding the last message it had, with its position:
         - a retraction: each body told of the retracted change (its events, or a position it set), which
           holds what the change said (a section, a date, a hospital);
+        - a retraction's reversal: each body told of the reinstated change, which was told the retraction;
         - a merge: each body told of the superseded number's person, which holds what it was told under
           that number, unless the difference told it already with its view carried over to the retained
           person (`carried`); one the difference told is told the merge under an id of its own;
@@ -793,6 +804,11 @@ class Dispatcher:
             of = await self._told_of(conn, person_id, msg.headers[RETRACTED], cache)  # (`change`: the one carried)
             told += [(org, of[org], RETRACTED_TOLD_REASON, "A register change", view_event_id_for(msg.event_id, org))
                      for org in sorted(of.keys() - moved)]
+        if REINSTATED in msg.headers:
+            of = await self._told_of(conn, person_id, msg.headers[REINSTATED], cache)
+            held = cache.held.get(person_id) or {}
+            told += [(org, held[org].last_event_id if org in held else of[org], REINSTATED_TOLD_REASON,
+                      "A register change", view_event_id_for(msg.event_id, org)) for org in sorted(of.keys() - moved)]
         if merged_told is not None:
             for org in sorted(merged_told):
                 if org in moved and org in carried:

@@ -273,6 +273,19 @@ def decide_merge(caller: Caller, people: Iterable[PersonFacts], channel: str = "
     return Decision(True, Rule.ALLOWED, chosen) if found else Decision(False, Rule.NO_RELATIONSHIP)
 
 
+def decide_retract(caller: Caller, recorded_by_org: str | None) -> Decision:
+    """May `caller` retract a register change as recorded in error (hub/retraction.py), or reverse such a
+    retraction made in error (hub/unretractions.py)? `recorded_by_org`: the organisation whose client
+    recorded the change (None: no such change, or none recorded it: the hub's own record for a case). The
+    hub operator; that organisation (any of its keys). Anyone else, and an unknown change, the one
+    no-relationship refusal (answered as for an unknown change: no oracle of what others recorded)."""
+    if caller.admin:
+        return Decision(True, Rule.ALLOWED, Role.HUB_OPERATOR)
+    if recorded_by_org is not None and caller.org_code == recorded_by_org:
+        return Decision(True, Rule.ALLOWED)
+    return Decision(False, Rule.NO_RELATIONSHIP)
+
+
 def decide_unmerge(caller: Caller, merged_by_org: str | None) -> Decision:
     """May `caller` reverse a merge of two NHS numbers made in error (hub/unmerges.py)? `merged_by_org`: the
     organisation whose client recorded the merge (None: no such merge). The hub operator; that

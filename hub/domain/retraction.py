@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from hub.domain.access import Caller
+from hub.domain.access import Caller, decide_retract
 from hub.domain.model import DomainEvent, EventType, RegisterChange
 from hub.domain.rules.precedence import change_order
 
@@ -29,7 +29,7 @@ RETRACTION_KIND = "s117-register-change-retracted"
 def may_retract(caller: Caller, recorded_by_org: str | None) -> bool:
     """The organisation whose client recorded the change (any of its keys), or the hub operator. Anyone
     else is answered as for an unknown change (no oracle of what others recorded)."""
-    return caller.admin or (recorded_by_org is not None and recorded_by_org == caller.org_code)
+    return decide_retract(caller, recorded_by_org).allowed
 
 
 def retraction_event(person_id: str, retracted: RegisterChange) -> DomainEvent:

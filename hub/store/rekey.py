@@ -67,6 +67,7 @@ from hub.store.key_check import CHECK_TEXT, NAME, _opens, check_data_key
 from hub.store.merged import TOMBSTONE_PREFIX
 from hub.store.schema import (
     audit_checkpoints,
+    change_retraction_reversals,
     change_retractions,
     delivery_messages,
     file_receipts,
@@ -295,6 +296,26 @@ def _sealed(column: str, what: str) -> Rewrite:
     return rewrite
 
 
+def _sealed_columns(table: str, *columns: str) -> Rewrite:
+    """A rewrite of several encrypted binary columns of a row (each as `_sealed` rewrites one; one that
+    does not open under a key the store knows is left as it is)."""
+
+    async def rewrite(_conn: AsyncConnection, rows: list[Any], ctx: _Ctx) -> list[dict[str, Any] | None]:
+        out: list[dict[str, Any] | None] = []
+        for r in rows:
+            new: dict[str, Any] = {}
+            for column in columns:
+                token = getattr(r, column)
+                plain = ctx.opened(token, f"{table}.{column}") if token else None
+                new[column] = token if plain is None else ctx.new.encrypt(plain)
+                if plain is not None:
+                    ctx.count(f"{table}.{column}")
+            out.append(new if any(new[c] is not getattr(r, c) for c in columns) else None)
+        return out
+
+    return rewrite
+
+
 async def _reconciliation(conn: AsyncConnection, rows: list[Any], ctx: _Ctx, table: str,
                           local_id: bool) -> list[dict[str, Any] | None]:
     """A body's snapshot rows or differences: each hash recomputed from its own encrypted number (migration
@@ -510,6 +531,9 @@ PHASES: tuple[Phase, ...] = (
     Phase(persons, ("person_id",), ("nhs_number_index", "details"), ("nhs_number_index", "details"), _persons, 500),
     Phase(change_retractions, ("change_id",), ("reason",), ("reason",),
           _sealed("reason", "change_retractions.reason"), 500),
+    Phase(change_retraction_reversals, ("retraction_event_id",), ("reason", "retraction_reason"),
+          ("reason", "retraction_reason"), _sealed_columns("change_retraction_reversals", "reason",
+                                                           "retraction_reason"), 500),
     Phase(quarantine, ("quarantine_id",), ("raw",), ("raw",), _sealed("raw", "quarantine.raw"), 100,
           where=func.length(quarantine.c.raw) > 0),
     Phase(subscriptions, ("subscription_id",), ("secret",), ("secret",), _sealed("secret", "subscriptions.secret"),

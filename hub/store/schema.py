@@ -110,8 +110,9 @@ register_changes = Table(
 # it any more (`not_retracted`, in every read of a person's history). Who,
 # when, why (the reason encrypted: free text may name someone), the request's
 # correlation id, and the event that told it (the bus message whose dispatch
-# corrects what each body was told). Written once: a second retraction is
-# answered from this row.
+# corrects what each body was told). A second retraction is answered from this
+# row; a reversal of the retraction takes it off (kept in
+# `change_retraction_reversals`), and the change may be retracted again.
 change_retractions = Table(
     "change_retractions",
     metadata,
@@ -124,6 +125,33 @@ change_retractions = Table(
     Column("event_id", String(36), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     Index("ix_retractions_person", "person_id"),
+)
+
+# Retractions reversed (hub/unretractions.py): a register change retracted in
+# error (the wrong change id; a cancellation that matched the wrong detention)
+# reinstated. The `change_retractions` row is taken off (the change counts in
+# the history again with its own id and recorded time, and may be retracted
+# again) and kept here whole (`retraction`: its columns, the reason still
+# encrypted), with who reversed it, when, why (the reason encrypted: free text
+# may name someone), the request's correlation id and the event that told it.
+# One row a retraction reversed (`retraction_event_id`, the retraction's own
+# event id, one a retraction): a change retracted and reinstated twice has two.
+change_retraction_reversals = Table(
+    "change_retraction_reversals",
+    metadata,
+    Column("retraction_event_id", String(36), primary_key=True),
+    Column("change_id", String(36), ForeignKey("register_changes.change_id"), nullable=False),
+    Column("person_id", String(36), ForeignKey("persons.person_id"), nullable=False),
+    Column("retraction", JSON, nullable=False),  # the change_retractions row but its reason (ids, times)
+    Column("retraction_reason", LargeBinary, nullable=False),  # encrypted (hub.crypto), as it was kept
+    Column("client_id", String(64), nullable=False),
+    Column("org_code", String(16), nullable=False),
+    Column("reason", LargeBinary, nullable=False),  # encrypted (hub.crypto)
+    Column("correlation_id", String(64), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_retraction_reversals_change", "change_id", "at"),
+    Index("ix_retraction_reversals_person", "person_id"),
 )
 
 # NHS numbers merged by PDS (hub/merges.py): the superseded number's keyed hash

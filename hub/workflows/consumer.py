@@ -42,6 +42,7 @@ from hub.store.schema import dead_letters
 from hub.workflows.service import RECORDED, WorkflowService
 from hub.store.db import snapshot, write_transaction
 from hub.bus.port import UNMERGED  # a merge made in error reversed (hub/unmerges.py)
+from hub.bus.port import REINSTATED  # a retraction made in error reversed (hub/unretractions.py)
 
 log = get_logger("hub.workflows.consumer")
 GROUP = "workflows"
@@ -64,6 +65,12 @@ def retraction(msg: BusMessage) -> bool:
     """A retraction's event (hub/retraction.py): the person's history lost a
     change, which can take away a hand-over a transfer case was opened for."""
     return RETRACTED in msg.headers
+
+
+def reinstatement(msg: BusMessage) -> bool:
+    """A reinstatement's event (hub/unretractions.py): the person's history holds a retracted change again,
+    whose own events may open a case they did not open while it was retracted. Rare: always handled."""
+    return REINSTATED in msg.headers
 
 
 def merge(msg: BusMessage) -> bool:
@@ -101,6 +108,10 @@ class WorkflowConsumer:
             told = msg.headers.get(HISTORY_CHANGES)
             await self._service.on_retracted(conn, msg.key, msg.headers[RETRACTED],
                                              frozenset(told.split(",")) if told is not None else None)
+        elif reinstatement(msg):
+            told = msg.headers.get(HISTORY_CHANGES)
+            await self._service.on_reinstated(conn, msg.key, msg.headers[REINSTATED],
+                                              frozenset(told.split(",")) if told is not None else None)
         elif merge(msg):
             told = msg.headers.get(HISTORY_CHANGES)
             await self._service.on_merged(conn, msg.key, frozenset(told.split(",")) if told is not None else None,
@@ -125,7 +136,8 @@ class WorkflowConsumer:
         if pass_over is not None:
             if not batch:
                 await self._bus.commit_passed(GROUP, EVENTS_TOPIC, self.passed_commit_seconds)
-            elif not any(interesting(m) for m in batch) and not await self._any_withdrawable_transfer(changed) \
+            elif not any(interesting(m) or reinstatement(m) for m in batch) \
+                    and not await self._any_withdrawable_transfer(changed) \
                     and not await self._any_open_dispute(retracted):
                 # Nothing for a workflow: the offset moves in memory and is
                 # written with the next commit or within a second, not in a
@@ -152,7 +164,7 @@ class WorkflowConsumer:
                         disputed.add(msg.key)
                     if interesting(msg) or ((recorded_late(msg) or retraction(msg) or merge(msg))
                                             and msg.key in watched) \
-                            or (retraction(msg) and msg.key in disputed):
+                            or (retraction(msg) and msg.key in disputed) or reinstatement(msg):
                         try:
                             async with conn.begin_nested():
                                 await self.handle(conn, msg)

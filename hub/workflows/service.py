@@ -76,6 +76,10 @@ from hub.store.schema import (
 from hub.workflows.fhir_task import build_task, task_id
 from hub.domain.dates import england_day
 
+# The most events one register change publishes (hub/ingest: `event_id_for(change, index, type)`), and more
+# (as hub/delivery/dispatcher.py reads them).
+_EVENTS_A_CHANGE = 16
+
 log = get_logger("hub.workflows")
 CASE_NAMESPACE = uuid.UUID("f2a9d6b4-3c1e-4b7a-8d2f-117117117c45")
 CLOCK_ROW = "workflows"  # the key of the settable clock's one row (`workflow_clock`)
@@ -664,6 +668,28 @@ class WorkflowService:
         reopened = [await self.load(conn, case.case_id) or case for case in reopened]
         return withdrawn + reopened + await self._retracted_transfers(conn, person_id, change_id, told, unbound)
 
+    async def on_reinstated(self, conn: AsyncConnection, person_id: str, change_id: str,
+                            told: frozenset[str] | None = None) -> list[Case]:
+        """A retraction of `change_id` made in error was reversed (hub/unretractions.py): the change counts in
+        the history again. Its own events that open a case (a hand-over, a dispute raised) are read again
+        (`on_event`): one the consumer read while the change was retracted opened nothing, and now opens its
+        case; one that opened its case opens nothing again (idempotent: the case id is the event's). A case
+        the retraction withdrew or reopened is final: the reversal is refused then (`409`). Nothing if the
+        change is retracted again since (the store decides), or its events are no longer kept. Then, as late
+        history (`on_merged`): each transfer case whose hand-over the history with the change (`told`: the
+        event's `history_changes`) no longer holds is withdrawn."""
+        if (await conn.execute(select(change_retractions.c.change_id)
+                               .where(change_retractions.c.change_id == change_id))).first() is not None:
+            return []
+        kinds = (EventType.RESPONSIBILITY_TRANSFERRED.value, EventType.DISPUTE_RAISED.value)
+        ids = [event_id_for(change_id, i, kind) for i in range(_EVENTS_A_CHANGE) for kind in kinds]
+        for row in (await conn.execute(select(bus_messages.c.event_id, bus_messages.c.payload).where(
+                bus_messages.c.topic == EVENTS_TOPIC, bus_messages.c.event_id.in_(ids))
+                .order_by(bus_messages.c.offset))).all():
+            await self.on_event(conn, row.payload, row.event_id)
+        return await self._history_rechecked(conn, person_id, told, "a register change retracted in error was "
+                                             "reinstated: the history with it changed the history before it")
+
     async def on_merged(self, conn: AsyncConnection, person_id: str,
                         told: frozenset[str] | None = None, unmerged: bool = False) -> list[Case]:
         """Two NHS numbers of `person_id` were merged (hub/merges.py): the superseded person's register
@@ -676,6 +702,17 @@ class WorkflowService:
         are: a merge takes no change away (the change that raised or resolved one is still held).
         Idempotent: a withdrawn case is final. `unmerged`: the reversal of a merge made in error
         (hub/unmerges.py), re-checked the same way against the person's history as it left it."""
+        why = ("a merge of two NHS numbers made in error was reversed: the person's own register history changed "
+               "the joined history before it") if unmerged else (
+            "two NHS numbers of this person were merged (PDS): the joined register history changed the history "
+            "before it")
+        return await self._history_rechecked(conn, person_id, told, why)
+
+    async def _history_rechecked(self, conn: AsyncConnection, person_id: str, told: frozenset[str] | None,
+                                 why: str) -> list[Case]:
+        """A correction changed `person_id`'s history (a merge, its reversal, a reinstatement): each transfer
+        case late history could withdraw whose hand-over the history `told` names no longer holds is withdrawn
+        (superseded where it holds it on another date), `why` given (see `on_merged`)."""
         rows = await self._cases_locked(conn, person_id, CaseKind.TRANSFER, WITHDRAWABLE_TRANSFER_STATES)
         if not rows:
             return []
@@ -687,10 +724,6 @@ class WorkflowService:
             return []
         history = [from_jsonable(RegisterChange, r.canonical) for r in held]
         today = self.clock.today()
-        why = ("a merge of two NHS numbers made in error was reversed: the person's own register history changed "
-               "the joined history before it") if unmerged else (
-            "two NHS numbers of this person were merged (PDS): the joined register history changed the history "
-            "before it")
         return await self._withdraw_unheld(
             conn, person_id, cases, held, history, max(england_day(), today), today, why)
 
@@ -822,8 +855,9 @@ class WorkflowService:
         withdrawn case is final."""
         rows = await self._cases_locked(conn, person_id, CaseKind.TRANSFER, WITHDRAWABLE_TRANSFER_STATES)
         retracted = await self._change_of(conn, person_id, change_id) if rows else None
-        if retracted is None:
-            return []
+        if retracted is None or (await conn.execute(select(change_retractions.c.change_id).where(
+                change_retractions.c.change_id == change_id))).first() is None:
+            return []  # not retracted (reinstated since, hub/unretractions.py: the event says it is; the store decides)
         held = await self._held_changes(conn, person_id, told)
         known = {r.change_id for r in held} | {change_id}
         cases = [case for case in (self.from_row(row.data) for row in rows)

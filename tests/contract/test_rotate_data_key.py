@@ -415,6 +415,45 @@ async def test_a_reversed_merge_is_rotated_too(store_url: str) -> None:
             assert r.json()["duplicate"] is True and r.json()["superseded_person_id"] == first["superseded_person_id"]
 
 
+async def test_a_reversed_retraction_is_rotated_too(store_url: str) -> None:
+    """A retraction made in error, reversed (hub/unretractions.py): both reasons it keeps (the retraction's
+    and the reversal's) sealed again under the new key; the reversal's answer given again after the
+    rotation."""
+    from hub.store.schema import change_retraction_reversals
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    app = create_app(settings(store_url, old))
+    async with app.router.lifespan_context(app):
+        hub = app.state.hub
+        _, trust = await add_client(hub.engine, "Oxford Health", "RNU", "trust", ["register:write", "s117:read"])
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
+            for change in detention(RETAINED, "ur"):
+                r = await http.post("/v1/register-changes", headers={"X-API-Key": trust}, json=change)
+                assert r.status_code == 202, r.text
+            change_id = r.json()["change_id"]
+            r = await http.post(f"/v1/register-changes/{change_id}/retraction", headers={"X-API-Key": trust},
+                                json={"reason": "the A13 matched it"})
+            assert r.status_code == 200, r.text
+            r = await http.post(f"/v1/register-changes/{change_id}/retraction/reversal", headers={"X-API-Key": trust},
+                                json={"reason": "the wrong discharge"})
+            assert r.status_code == 200, r.text
+            first = r.json()
+        await rotate(hub.engine, old.encode(), new.encode(), audit_key_set=False)
+        row = (await _rows(hub.engine, select(change_retraction_reversals)))[0]
+    fresh = DataProtector(new.encode())
+    assert fresh.decrypt(row.reason) == b"the wrong discharge"
+    assert fresh.decrypt(row.retraction_reason) == b"the A13 matched it"
+    app = create_app(settings(store_url, new))
+    async with app.router.lifespan_context(app):
+        _, trust = await add_client(app.state.hub.engine, "Oxford Health 2", "RNU", "trust",
+                                    ["register:write", "s117:read"])
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
+            r = await http.post(f"/v1/register-changes/{change_id}/retraction/reversal", headers={"X-API-Key": trust},
+                                json={"reason": "again"})
+            assert r.status_code == 200, r.text
+            assert r.json() == {**first, "duplicate": True}
+
+
 STRANGER = "9991100105"  # on the council's list, never on the register
 SWIFT_HEADER = "NHS_NO,LOCAL_ID,S117_FLAG,RESP_LA_GSS,RESP_ICB_ODS,S117_START,S117_END,NEXT_REVIEW,FUNDING\n"
 

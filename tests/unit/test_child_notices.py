@@ -301,6 +301,34 @@ async def test_a_retracted_detention_withdraws_the_notices_that_went_once_and_on
     assert other["person_id"] not in {d[0] for d in await _decisions(app_hub) if d[1] == "s117-child-notice-withdrawn"}
 
 
+async def test_a_detention_retracted_in_error_and_reinstated_is_notified_again_once(app_hub):
+    """The retraction of the detention withdrew its notice; the retraction was made in error and is reversed
+    (POST .../retraction/reversal): the notice is owed again, and goes once, as a new notice (a withdrawn
+    council is told anew), carrying the detention again."""
+    await _subscribe_feed(app_hub)
+    admitted = TODAY - timedelta(days=5)
+    child = await _post(app_hub, _detention("u1", "9434765919", admitted, _years_ago(14), expected_stay_weeks=16))
+    day = [TODAY]
+    scanner = _scanner_on(app_hub, day)
+    assert await scanner.run_once() == 1
+    await _retract(app_hub, child["change_id"])
+    assert await scanner.run_once() == 1  # the withdrawal
+    r = await app_hub.http.post(f"/v1/register-changes/{child['change_id']}/retraction/reversal",
+                                headers={"X-API-Key": app_hub.keys["trust"]}, json={"reason": "retracted in error"})
+    assert r.status_code == 200, r.text
+    assert await scanner.run_once() == 1
+    assert await scanner.run_once() == 0
+    assert await _scanner_on(app_hub, day).run_once() == 0  # once, whatever the process
+    items = await _feed(app_hub)
+    assert [i["event_type"] for i in items] == ["s117-child-long-stay-notice", "s117-child-notice-withdrawn",
+                                                "s117-child-long-stay-notice"]
+    assert items[2]["event_id"] != items[0]["event_id"]
+    bundle = items[2]["message"]
+    validate_message(bundle)
+    kinds = {e["resource"]["resourceType"]: e["resource"] for e in bundle["entry"]}
+    assert kinds["Encounter"]["period"]["start"] == admitted.isoformat()
+
+
 async def test_a_retracted_discharge_withdraws_the_leaving_notice_the_stay_continues_a_later_one_is_told(app_hub):
     await _subscribe_feed(app_hub)
     admitted = TODAY - timedelta(days=20)
