@@ -8,7 +8,7 @@ correlation id and the event that told it. One row a retraction reversed (the
 retraction's event id); the change may be retracted again. Nothing personal in
 clear.
 
-Revision ID: 0043
+Revision ID: 0042
 Revises: 0041
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0043'
+revision = '0042'
 down_revision = '0041'
 branch_labels = None
 depends_on = None
