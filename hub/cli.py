@@ -242,6 +242,11 @@ def _send_file(args: argparse.Namespace) -> None:
         _progress_bar(body["rows"], body["rows"])
         print(file=sys.stderr)
     print(json.dumps(body, indent=2))
+    warned = [e.get("row") for e in body.get("report") or () if isinstance(e, dict) and e.get("warnings")]
+    if warned:  # recorded, but it changed nothing it named: the operator should look (row numbers only)
+        print(f"send-file: {len(warned)} row(s) recorded with a warning (rows {', '.join(map(str, warned[:20]))}"
+              f"{', ...' if len(warned) > 20 else ''}): each names the column and why, under \"warnings\" in the "
+              "report", file=sys.stderr)
     if r.status_code != 200 or body.get("status") == "failed":  # refused, or given up by the hub: send it again
         sys.exit(1)
     sys.exit(3 if body.get("rejected") else 0)

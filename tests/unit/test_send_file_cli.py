@@ -71,3 +71,21 @@ def test_a_file_the_hub_gave_up_exits_1_and_rejected_rows_3(tmp_path, monkeypatc
     code, _ = _run(tmp_path, monkeypatch, [httpx.Response(200, json={
         "file_id": FILE_ID, "status": "processed", "rows": 2, "rows_done": 2, "rejected": 1, "report": report})])
     assert code == 3
+
+
+def test_rows_recorded_with_a_warning_are_said_on_stderr_by_row_number(tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    """A row accepted with a warning (a successor of a split council named to no effect: recorded, but it
+    changed nothing) is easy to miss in a long report: the job's log says which rows, by number only, and
+    the exit stays 0 (nothing was refused)."""
+    warning = {"field": "row 2, column PRE_DETENTION_LA_GSS", "reason": "is not one of the councils ..."}
+    report = [{"row": 1, "status": "accepted"}, {"row": 2, "status": "accepted", "warnings": [warning]}]
+    code, _ = _run(tmp_path, monkeypatch, [httpx.Response(200, json={
+        "file_id": FILE_ID, "status": "processed", "rows": 2, "rows_done": 2, "rejected": 0, "report": report})])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert json.loads(captured.out)["report"][1]["warnings"] == [warning]
+    assert "send-file: 1 row(s) recorded with a warning (rows 2)" in captured.err
+    report[1].pop("warnings")
+    _run(tmp_path, monkeypatch, [httpx.Response(200, json={
+        "file_id": FILE_ID, "status": "processed", "rows": 2, "rows_done": 2, "rejected": 0, "report": report})])
+    assert "warning" not in capsys.readouterr().err
