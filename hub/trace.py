@@ -10,13 +10,13 @@ hub person id (the NHS number only through a POST body, resolved to the
 person id by its keyed hash). A change retracted as recorded in error shows
 its retraction (who, when, the request's correlation id) and the correction
 the retraction published, with every recipient considered and what was sent;
-the retraction's own correlation id finds it. A retraction made in error and
+the retraction's own correlation id finds it, and its event id. A retraction made in error and
 reversed (hub/unretractions.py) shows so too: the change's retractions (those
 reversed since, kept in `change_retraction_reversals`, and the one standing)
 and their reversals (`reinstated`: who, when, the correlation id, the
 retraction reversed), in the order they were made, each followed by the
-correction it published; the reversal's correlation id, and that of a
-retraction since reversed, find the change. Nothing personal is returned:
+correction it published; the reversal's correlation id and event id, and
+those of a retraction since reversed, find the change. Nothing personal is returned:
 ids, codes, reasons that never quote values (a retraction's or a reversal's
 reason is not shown), and times.
 """
@@ -85,8 +85,17 @@ async def _trace(conn: AsyncConnection, q: TraceQuery) -> dict[str, Any]:
         if row is not None:
             q = TraceQuery(event_id=row.event_id)
     if q.event_id:
-        msg = (await conn.execute(select(bus_messages.c.payload).where(bus_messages.c.event_id == q.event_id))).first()
-        cid = _change_of(msg.payload) if msg is not None else None
+        # A retraction's or a reversal's correction carries another change of the history (or none): the
+        # change it corrected is the one its row names.
+        rr = change_retraction_reversals.c
+        cid = ((await conn.execute(select(change_retractions.c.change_id)
+                                   .where(change_retractions.c.event_id == q.event_id))).scalar()
+               or (await conn.execute(select(rr.change_id).where(or_(
+                   rr.event_id == q.event_id, rr.retraction_event_id == q.event_id)).limit(1))).scalar())
+        if cid is None:
+            msg = (await conn.execute(select(bus_messages.c.payload)
+                                      .where(bus_messages.c.event_id == q.event_id))).first()
+            cid = _change_of(msg.payload) if msg is not None else None
         if cid:
             change_ids.add(cid)
     if q.correlation_id:

@@ -3,7 +3,8 @@ reversal's own correlation id (the one its answer gave) finds the change, and so
 correlation id of a retraction since reversed; a change's timeline holds each of its retractions
 (`retracted`) and each reversal (`reinstated`: who, when, the request's correlation id, its event
 and the retraction it reversed; never a reason), in the order they were made, each followed by the
-correction it published with every recipient considered and what was sent. Failed before: a
+correction it published with every recipient considered and what was sent; the event a retraction or
+reversal published traces the change it corrected. Failed before: a
 reversal's correlation id traced nothing, a retraction once reversed left the trace (its row is taken
 off), and the reversal's correction was shown under another change or not at all."""
 
@@ -45,6 +46,13 @@ async def test_a_reversal_is_found_and_shown_in_the_trace_with_the_retractions_i
         await _drain(hub)
     first, reversal, second = (answer for _what, answer in made)
     assert reversal["retraction_event_id"] == first["event_id"]
+
+    # By the event each published (its correction carries another change of the history): that change.
+    for _what, answer in made:
+        r = await http.get("/v1/ops/trace", headers=admin, params={"event_id": answer["event_id"]})
+        assert r.status_code == 200, r.text
+        assert r.json()["changes"] == 1 and r.json()["timeline"][0]["change_id"] == moved, (answer, r.json())
+        assert answer["event_id"] in [e.get("event_id") for e in r.json()["timeline"] if e["stage"] == "event-derived"]
 
     for query in ({"correlation_id": first["correlation_id"]}, {"correlation_id": reversal["correlation_id"]},
                   {"correlation_id": second["correlation_id"]},
