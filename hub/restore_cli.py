@@ -50,9 +50,11 @@ margin since then would see numbers again. The epoch changes either way.
 
 The lost-work report: what the displaced store holds that the restored one
 does not, per source client: register changes (REST, FHIR, MLLP and council
-file rows alike, by `source_message_id`), retractions, council files (by
-file id and SHA-256), quarantined input; and the subscriptions and API
-clients made after the backup. Printed as counts only; the ids are written to
+file rows alike, by `source_message_id`), retractions (each by its event: one
+since reversed too; the change's source and `source_message_id`, the time),
+reversals of retractions made in error (the same, and the reversal's time),
+council files (by file id and SHA-256), quarantined input; and the
+subscriptions and API clients made after the backup. Printed as counts only; the ids are written to
 `<displaced>.lost.json` (0600) beside the displaced store, whose path is
 printed: a source's message id is its own, but nothing stops a source from
 using something personal as one. Nothing the command prints names a person.
@@ -194,12 +196,34 @@ def lost_work(conn: sqlite3.Connection) -> dict[str, Any]:
     for source, message_id, channel, at in changes:
         by_source[source]["register_changes"].append(
             {"source_message_id": message_id, "channel": channel, "received_at": at})
-    for client, source, message_id, at in _rows(
-            conn, "SELECT x.client_id, c.source, c.source_message_id, x.at FROM main.change_retractions x "
-                  "JOIN main.register_changes c ON c.change_id = x.change_id WHERE NOT EXISTS "
-                  "(SELECT 1 FROM b.change_retractions y WHERE y.change_id = x.change_id) ORDER BY x.at") or []:
+    # A retraction is its event (a change retracted, reinstated and retracted again has one a retraction):
+    # those standing and those reversed since (the reversal keeps the retraction whole), which the backup
+    # holds neither standing nor reversed. Then each reversal the backup lacks, by the client that made it.
+    reversals = _has_table(conn, "main", "change_retraction_reversals")
+    reversals_b = _has_table(conn, "b", "change_retraction_reversals")
+    in_backup = ("NOT EXISTS (SELECT 1 FROM b.change_retractions y WHERE y.event_id = {e})"
+                 + (" AND NOT EXISTS (SELECT 1 FROM b.change_retraction_reversals z WHERE z.retraction_event_id = {e})"
+                    if reversals_b else ""))
+    retractions = _rows(conn, "SELECT x.client_id, c.source, c.source_message_id, x.at FROM main.change_retractions x "
+                              "JOIN main.register_changes c ON c.change_id = x.change_id WHERE "
+                              + in_backup.format(e="x.event_id")) or []
+    if reversals:
+        retractions += _rows(conn, "SELECT json_extract(v.retraction, '$.client_id'), c.source, c.source_message_id, "
+                                   "json_extract(v.retraction, '$.at') FROM main.change_retraction_reversals v "
+                                   "JOIN main.register_changes c ON c.change_id = v.change_id WHERE "
+                                   + in_backup.format(e="v.retraction_event_id")) or []
+    for client, source, message_id, at in sorted(retractions, key=lambda r: _instant(r[3])):
         by_source[client]["retractions"].append(
-            {"of_source": source, "of_source_message_id": message_id, "retracted_at": at})
+            {"of_source": source, "of_source_message_id": message_id, "retracted_at": _as_stored(at)})
+    for client, source, message_id, retracted_at, at in (_rows(
+            conn, "SELECT v.client_id, c.source, c.source_message_id, json_extract(v.retraction, '$.at'), v.at "
+                  "FROM main.change_retraction_reversals v JOIN main.register_changes c ON c.change_id = v.change_id"
+                  + (" WHERE NOT EXISTS (SELECT 1 FROM b.change_retraction_reversals z "
+                     "WHERE z.retraction_event_id = v.retraction_event_id)" if reversals_b else "")
+                  + " ORDER BY v.at") or [] if reversals else []):
+        by_source[client]["retraction_reversals"].append(
+            {"of_source": source, "of_source_message_id": message_id, "retracted_at": _as_stored(retracted_at),
+             "reinstated_at": _as_stored(at)})
     for source, file_id, sha, fmt, rows, status, at in _rows(
             conn, "SELECT f.source, f.file_id, f.sha256, f.format, f.row_count, f.status, f.received_at "
                   "FROM main.file_receipts f WHERE NOT EXISTS (SELECT 1 FROM b.file_receipts g "
@@ -223,9 +247,32 @@ def lost_work(conn: sqlite3.Connection) -> dict[str, Any]:
     return {"sources": sources, "subscriptions": subs, "api_clients": clients}
 
 
+def _has_table(conn: sqlite3.Connection, schema: str, table: str) -> bool:
+    """Whether the store attached as `schema` has `table` (a backup from before its migration has not)."""
+    return bool(conn.execute(f"SELECT 1 FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?",
+                             (table,)).fetchall())
+
+
+def _instant(at: Any) -> datetime:
+    """A time as a store keeps it (SQLite text, with or without an offset), to sort by."""
+    try:
+        t = datetime.fromisoformat(str(at))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _as_stored(at: Any) -> Any:
+    """A time as the store's own columns give it (UTC, no offset), a reversal's copy of its retraction's
+    time (ISO 8601 with an offset) too: one form throughout the report."""
+    if at is None:
+        return None
+    return _instant(at).astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
 def _counts(lost: dict[str, Any]) -> dict[str, Any]:
     """The lost-work report as printed: counts only."""
-    kinds = ("register_changes", "retractions", "council_files", "quarantined")
+    kinds = ("register_changes", "retractions", "retraction_reversals", "council_files", "quarantined")
     return {"by_source": [{"source": s["source"], "name": s["name"], "org_code": s["org_code"],
                            **{k: len(s.get(k, [])) for k in kinds}} for s in lost["sources"]],
             "subscriptions_made_since": len(lost["subscriptions"]),

@@ -10,15 +10,21 @@ hub person id (the NHS number only through a POST body, resolved to the
 person id by its keyed hash). A change retracted as recorded in error shows
 its retraction (who, when, the request's correlation id) and the correction
 the retraction published, with every recipient considered and what was sent;
-the retraction's own correlation id finds it. Nothing personal is returned:
-ids, codes, reasons that never quote values (a retraction's reason is not
-shown), and times.
+the retraction's own correlation id finds it, and its event id. A retraction made in error and
+reversed (hub/unretractions.py) shows so too: the change's retractions (those
+reversed since, kept in `change_retraction_reversals`, and the one standing)
+and their reversals (`reinstated`: who, when, the correlation id, the
+retraction reversed), in the order they were made, each followed by the
+correction it published; the reversal's correlation id and event id, and
+those of a retraction since reversed, find the change. Nothing personal is returned:
+ids, codes, reasons that never quote values (a retraction's or a reversal's
+reason is not shown), and times.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -27,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hub.delivery.dispatcher import view_event_id_for
 from hub.store.schema import (
     bus_messages,
+    change_retraction_reversals,
     change_retractions,
     deliveries,
     disclosures,
@@ -78,8 +85,17 @@ async def _trace(conn: AsyncConnection, q: TraceQuery) -> dict[str, Any]:
         if row is not None:
             q = TraceQuery(event_id=row.event_id)
     if q.event_id:
-        msg = (await conn.execute(select(bus_messages.c.payload).where(bus_messages.c.event_id == q.event_id))).first()
-        cid = _change_of(msg.payload) if msg is not None else None
+        # A retraction's or a reversal's correction carries another change of the history (or none): the
+        # change it corrected is the one its row names.
+        rr = change_retraction_reversals.c
+        cid = ((await conn.execute(select(change_retractions.c.change_id)
+                                   .where(change_retractions.c.event_id == q.event_id))).scalar()
+               or (await conn.execute(select(rr.change_id).where(or_(
+                   rr.event_id == q.event_id, rr.retraction_event_id == q.event_id)).limit(1))).scalar())
+        if cid is None:
+            msg = (await conn.execute(select(bus_messages.c.payload)
+                                      .where(bus_messages.c.event_id == q.event_id))).first()
+            cid = _change_of(msg.payload) if msg is not None else None
         if cid:
             change_ids.add(cid)
     if q.correlation_id:
@@ -87,6 +103,11 @@ async def _trace(conn: AsyncConnection, q: TraceQuery) -> dict[str, Any]:
             register_changes.c.correlation_id == q.correlation_id))).scalars().all())
         change_ids |= set((await conn.execute(select(change_retractions.c.change_id).where(
             change_retractions.c.correlation_id == q.correlation_id))).scalars().all())
+        # A reversal of a retraction, and a retraction since reversed (kept whole in the reversal's row).
+        rr = change_retraction_reversals.c
+        change_ids |= set((await conn.execute(select(rr.change_id).where(or_(
+            rr.correlation_id == q.correlation_id,
+            rr.retraction["correlation_id"].as_string() == q.correlation_id)))).scalars().all())
         held += (await conn.execute(select(quarantine).where(quarantine.c.correlation_id == q.correlation_id))).all()
     if q.source_message_id:
         # With the source, exact; alone (an engineer with only the trust's MSH-10), every source's.
@@ -119,13 +140,11 @@ async def _trace(conn: AsyncConnection, q: TraceQuery) -> dict[str, Any]:
         .where(register_changes.c.change_id.in_(change_ids))
         .order_by(register_changes.c.received_at))).all() if change_ids else []
     persons = {c.person_id for c in changes}
-    # Their retractions (hub/retraction.py): each published one correction, whose message carries
-    # another change of the history (or none): it belongs to the retracted change's timeline.
-    retracted = {r.change_id: r for r in (await conn.execute(
-        select(change_retractions.c.change_id, change_retractions.c.org_code, change_retractions.c.client_id,
-               change_retractions.c.correlation_id, change_retractions.c.event_id, change_retractions.c.at)
-        .where(change_retractions.c.change_id.in_(change_ids)))).all()} if change_ids else {}
-    correction_of = {r.event_id: r.change_id for r in retracted.values()}
+    # Their retractions (hub/retraction.py) and the reversals of those made in error (hub/unretractions.py):
+    # each published one correction, whose message carries another change of the history (or none): it
+    # belongs to the retracted (or reinstated) change's timeline.
+    corrections = await _corrections(conn, change_ids) if change_ids else {}
+    correction_of = {s["event_id"]: cid for cid, stages in corrections.items() for s in stages}
     # The events derived from those changes (the log is keyed by person), in log order.
     events_of: dict[str, list[Any]] = {}
     n_events = 0
@@ -171,11 +190,16 @@ async def _trace(conn: AsyncConnection, q: TraceQuery) -> dict[str, Any]:
             ack = ({202: "AA"}.get(c.status_code, "AE") if c.channel == "mllp" else None)
             timeline.append({"at": _iso(c.answered_at), "stage": "answered", "change_id": c.change_id,
                              "status_code": c.status_code, "ack": ack, "channel": c.channel})
-        if (r := retracted.get(c.change_id)) is not None:
-            timeline.append({"at": _iso(r.at), "stage": "retracted", "change_id": c.change_id,
-                             "retracted_by": r.org_code, "source": r.client_id, "correlation_id": r.correlation_id,
-                             "event_id": r.event_id})
+        # Each retraction or reversal of the change just before the correction it published (in log order:
+        # the order they were made); one whose event is not shown, in its time's place.
+        pending = list(corrections.get(c.change_id, []))
         for m in events_of.get(c.change_id, []):
+            if any(s["event_id"] == m.event_id for s in pending):
+                while pending:
+                    stage = pending.pop(0)
+                    timeline.append(stage)
+                    if stage["event_id"] == m.event_id:
+                        break
             ev = (m.payload or {}).get("event") or {}
             details = ev.get("details") or {}
             timeline.append({"at": _iso(m.created_at), "stage": "event-derived", "event_id": m.event_id,
@@ -201,8 +225,43 @@ async def _trace(conn: AsyncConnection, q: TraceQuery) -> dict[str, Any]:
                     timeline.append({"at": _iso(d.next_attempt_at), "stage": "retry-scheduled",
                                      "event_id": d.event_id, "recipient": d.org_code, "attempts": d.attempts,
                                      "last_error": d.last_error})
+        timeline += pending
     return {"query": {k: v for k, v in asdict(q).items() if v},
             "changes": len(changes), "events": n_events, "timeline": timeline}
+
+
+async def _corrections(conn: AsyncConnection, change_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each change's retractions (`retracted`: the standing one and those reversed since, as their reversals
+    keep them) and reversals (`reinstated`), in the order they were made: who, when, the request's correlation
+    id and the event that told it; never a reason."""
+    out: dict[str, list[tuple[datetime, dict[str, Any]]]] = {}
+    x = change_retractions.c
+    for r in (await conn.execute(select(x.change_id, x.org_code, x.client_id, x.correlation_id, x.event_id, x.at)
+                                 .where(x.change_id.in_(change_ids)))).all():
+        out.setdefault(r.change_id, []).append((_aware(r.at), {
+            "at": _iso(r.at), "stage": "retracted", "change_id": r.change_id, "retracted_by": r.org_code,
+            "source": r.client_id, "correlation_id": r.correlation_id, "event_id": r.event_id}))
+    rr = change_retraction_reversals.c
+    for r in (await conn.execute(select(rr.change_id, rr.retraction, rr.retraction_event_id, rr.org_code,
+                                        rr.client_id, rr.correlation_id, rr.event_id, rr.at)
+                                 .where(rr.change_id.in_(change_ids)))).all():
+        kept = r.retraction or {}  # the retraction reversed, as it was (ids and times: its reason is not here)
+        at = datetime.fromisoformat(kept["at"]) if kept.get("at") else r.at
+        out.setdefault(r.change_id, []).append((_aware(at), {
+            "at": _iso(at), "stage": "retracted", "change_id": r.change_id, "retracted_by": kept.get("org_code"),
+            "source": kept.get("client_id"), "correlation_id": kept.get("correlation_id"),
+            "event_id": r.retraction_event_id}))
+        out[r.change_id].append((_aware(r.at), {
+            "at": _iso(r.at), "stage": "reinstated", "change_id": r.change_id, "reinstated_by": r.org_code,
+            "source": r.client_id, "correlation_id": r.correlation_id, "event_id": r.event_id,
+            "retraction_event_id": r.retraction_event_id}))
+    # A retraction before its reversal at the same instant (a clock's resolution): the reversal names it.
+    return {cid: [s for _at, s in sorted(stages, key=lambda t: (t[0], t[1]["stage"] == "reinstated"))]
+            for cid, stages in out.items()}
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 async def withheld(engine: AsyncEngine, since: datetime) -> list[dict[str, Any]]:

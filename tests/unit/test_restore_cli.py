@@ -252,3 +252,80 @@ def test_council_file_numbers_go_on_past_the_displaced_stores(tmp_path: Path, ca
                                                  False))
     assert floors == {sid: day2[-1]}
     assert day3 and day3[0] == day2[-1] + 1, (day1, day2, day3)  # not day1[-1] + 1: those went out on day 2
+
+
+async def _corrections_made(tmp: Path, steps: list[tuple[str, str]]) -> dict[str, dict]:
+    """The hub in process on `tmp`/hub.db (made on the first call: two people's changes, the trust's key
+    kept in `tmp`/keys.json); then each step (`retraction` or `retraction/reversal`, a change's source
+    message id) as the trust asks it. The changes' ids by source message id, and each step's answer."""
+    import httpx
+
+    app = create_app(settings_for(tmp))
+    async with app.router.lifespan_context(app):
+        hub = app.state.hub
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as http:
+            if not (tmp / "keys.json").exists():
+                client_id, trust = await add_client(hub.engine, "Oxford Health", "RNU", "trust", ["register:write"])
+                ids = {}
+                for nhs, run in (("9991100016", "rv-a"), ("9991100032", "rv-b")):
+                    for change in detention(nhs, run):
+                        r = await http.post("/v1/register-changes", headers={"X-API-Key": trust}, json=change)
+                        assert r.status_code == 202, r.text
+                        ids[change["source_message_id"]] = r.json()["change_id"]
+                (tmp / "keys.json").write_text(json.dumps({"trust": trust, "client_id": client_id, "ids": ids}))
+            kept = json.loads((tmp / "keys.json").read_text())
+            answers = {}
+            for n, (path, message_id) in enumerate(steps):
+                r = await http.post(f"/v1/register-changes/{kept['ids'][message_id]}/{path}",
+                                    headers={"X-API-Key": kept["trust"]}, json={"reason": f"{PRIVATE} {n}"})
+                assert r.status_code == 200 and r.json()["duplicate"] is False, r.text
+                answers[f"{n}"] = r.json()
+            while await hub.dispatcher.run_once():
+                pass
+            return {"ids": kept["ids"], "client_id": kept["client_id"], **answers}
+
+
+def _second(at: str) -> str:
+    """A time to the second, however written (the answer's ISO 8601 with an offset, the store's UTC text)."""
+    t = datetime.fromisoformat(at)
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+PRIVATE = "Joan Smith's record, not Jane's"  # a reason naming someone: never in the report
+
+
+def test_retractions_and_their_reversals_since_the_backup_are_listed_to_send_again(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each retraction and each reversal of one the displaced store holds and the backup lacks, by the
+    client that made it (ids and times: neither reason): A's discharge, retracted before the backup, then
+    reinstated (that reversal lost: restored, A's discharge is retracted again) and retracted again (lost
+    too: the same change, another retraction); B's discharge retracted and the retraction reversed, both
+    since the backup. Failed before: no reversal was listed, nor A's second retraction or B's (one
+    reversed since), so the trust would send again only what leaves A's discharge on the register."""
+    tmp = tmp_path / "hub"
+    tmp.mkdir()
+    _env(monkeypatch, tmp_path, tmp / "hub.db")
+    monkeypatch.setenv("S117_DATA_KEY_FILE", str(tmp / "data.key"))
+    before = asyncio.run(_corrections_made(tmp, [("retraction", "rv-a-2")]))
+    backup = tmp_path / "backup.db"
+    copy_store(tmp / "hub.db", backup)
+    since = asyncio.run(_corrections_made(tmp, [("retraction/reversal", "rv-a-2"), ("retraction", "rv-a-2"),
+                                               ("retraction", "rv-b-2"), ("retraction/reversal", "rv-b-2")]))
+    code, out, err = _run(["restore", str(backup)], capsys)
+    assert code == 0, err
+    said = json.loads(out)
+    assert PRIVATE not in out + err
+    (source,) = said["lost"]["by_source"]
+    assert (source["register_changes"], source["retractions"], source["retraction_reversals"]) == (0, 2, 2), source
+    lost_text = Path(said["lost"]["ids_file"]).read_text()
+    assert PRIVATE not in lost_text
+    (listed,) = json.loads(lost_text)["sources"]
+    assert listed["source"] == since["client_id"]
+    assert [(r["of_source_message_id"], _second(r["retracted_at"])) for r in listed["retractions"]] == \
+        [("rv-a-2", _second(since["1"]["retracted_at"])), ("rv-b-2", _second(since["2"]["retracted_at"]))]
+    assert [(r["of_source_message_id"], _second(r["retracted_at"]), _second(r["reinstated_at"]))
+            for r in listed["retraction_reversals"]] == \
+        [("rv-a-2", _second(before["0"]["retracted_at"]), _second(since["0"]["reinstated_at"])),
+         ("rv-b-2", _second(since["2"]["retracted_at"]), _second(since["3"]["reinstated_at"]))]
+    assert all(set(r) == {"of_source", "of_source_message_id", "retracted_at", "reinstated_at"}
+               for r in listed["retraction_reversals"])

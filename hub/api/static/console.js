@@ -260,6 +260,9 @@ function describe(e) {
     case "quarantined": return `${esc(e.channel)} from ${esc(e.source)}: ` + (e.errors || []).map(x => `<code>${esc(x.field)}</code> ${esc(x.reason)}`).join("; ");
     case "recorded": return `${esc(e.change_type)} effective ${esc(e.effective_date)} via <b>${esc(e.channel || "rest")}</b> from <span class="dyn">${esc(e.source)}</span>; service level ${esc(e.service_level.state)}`;
     case "answered": return e.ack ? `ACK <b>${esc(e.ack)}</b> sent after commit` : `answered ${e.status_code}`;
+    // A retraction as recorded in error, and the reversal of one made in error: who, by which key, the event that told it.
+    case "retracted": return `retracted by <b>${esc(e.retracted_by)}</b> (<span class="dyn">${esc(e.source)}</span>) ${short(e.event_id)}`;
+    case "reinstated": return `retraction reversed by <b>${esc(e.reinstated_by)}</b> (<span class="dyn">${esc(e.source)}</span>): the change reinstated ${short(e.event_id)}; retraction ${short(e.retraction_event_id)}`;
     case "event-derived": return `<b>${esc(e.event_type)}</b> ${e.citation ? "(" + esc(e.citation) + ")" : ""} ${short(e.event_id)}`;
     case "recipient-considered": return `${esc(e.recipient)}: <span class="${e.decision === "allowed" ? "ok" : "warn"}">${esc(e.decision)}</span> ${e.agreement ? "under " + esc(e.agreement) : ""} ${e.field_groups && e.field_groups.length ? "[" + e.field_groups.map(esc).join(", ") + "]" : ""} <span class="muted">${esc(e.reason)}</span>`;
     case "delivery-queued": return `to ${esc(e.recipient)} by ${esc(e.channel)}: ${esc(e.status)}, ${e.attempts} attempt(s) ${e.last_error ? '<span class="bad">' + esc(e.last_error) + "</span>" : ""}`;
