@@ -10,8 +10,12 @@ hub person id (the NHS number only through a POST body, resolved to the
 person id by its keyed hash). A change retracted as recorded in error shows
 its retraction (who, when, the request's correlation id) and the correction
 the retraction published, with every recipient considered and what was sent;
-the retraction's own correlation id finds it. Nothing personal is returned:
-ids, codes, reasons that never quote values (a retraction's reason is not
+the retraction's own correlation id finds it. A retraction made in error and
+reversed (hub/unretractions.py, kept in `change_retraction_reversals`) is
+shown still, and its reversal after it (a `reinstated` stage: who, when, the
+request's correlation id, the correction it published); either's correlation
+id finds the change. Nothing personal is returned: ids, codes, reasons that
+never quote values (neither a retraction's reason nor a reversal's is
 shown), and times.
 """
 
@@ -27,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hub.delivery.dispatcher import view_event_id_for
 from hub.store.schema import (
     bus_messages,
+    change_retraction_reversals,
     change_retractions,
     deliveries,
     disclosures,
@@ -80,6 +85,13 @@ async def _trace(conn: AsyncConnection, q: TraceQuery) -> dict[str, Any]:
     if q.event_id:
         msg = (await conn.execute(select(bus_messages.c.payload).where(bus_messages.c.event_id == q.event_id))).first()
         cid = _change_of(msg.payload) if msg is not None else None
+        # A retraction's or its reversal's correction carries another change of the history: it is the
+        # retracted (reinstated) change's (hub/retraction.py, hub/unretractions.py).
+        rr = change_retraction_reversals.c
+        corrected = (await conn.execute(select(change_retractions.c.change_id).where(
+            change_retractions.c.event_id == q.event_id).union(select(rr.change_id).where(
+                or_(rr.event_id == q.event_id, rr.retraction_event_id == q.event_id))))).scalars().first()
+        cid = corrected or cid
         if cid:
             change_ids.add(cid)
     if q.correlation_id:
@@ -87,6 +99,11 @@ async def _trace(conn: AsyncConnection, q: TraceQuery) -> dict[str, Any]:
             register_changes.c.correlation_id == q.correlation_id))).scalars().all())
         change_ids |= set((await conn.execute(select(change_retractions.c.change_id).where(
             change_retractions.c.correlation_id == q.correlation_id))).scalars().all())
+        # A retraction reversed since, or the reversal itself (hub/unretractions.py).
+        rr = change_retraction_reversals.c
+        change_ids |= set((await conn.execute(select(rr.change_id).where(or_(
+            rr.correlation_id == q.correlation_id,
+            rr.retraction["correlation_id"].as_string() == q.correlation_id)))).scalars().all())
         held += (await conn.execute(select(quarantine).where(quarantine.c.correlation_id == q.correlation_id))).all()
     if q.source_message_id:
         # With the source, exact; alone (an engineer with only the trust's MSH-10), every source's.
@@ -125,7 +142,22 @@ async def _trace(conn: AsyncConnection, q: TraceQuery) -> dict[str, Any]:
         select(change_retractions.c.change_id, change_retractions.c.org_code, change_retractions.c.client_id,
                change_retractions.c.correlation_id, change_retractions.c.event_id, change_retractions.c.at)
         .where(change_retractions.c.change_id.in_(change_ids)))).all()} if change_ids else {}
+    # Retractions reversed since (hub/unretractions.py): each kept whole with its reversal, which published a
+    # correction of its own; both belong to the change's timeline.
+    reversals: dict[str, list[Any]] = {}
+    if change_ids:
+        for r in (await conn.execute(select(
+                change_retraction_reversals.c.change_id, change_retraction_reversals.c.retraction,
+                change_retraction_reversals.c.org_code, change_retraction_reversals.c.client_id,
+                change_retraction_reversals.c.correlation_id, change_retraction_reversals.c.event_id,
+                change_retraction_reversals.c.retraction_event_id, change_retraction_reversals.c.at)
+                .where(change_retraction_reversals.c.change_id.in_(change_ids))
+                .order_by(change_retraction_reversals.c.at))).all():
+            reversals.setdefault(r.change_id, []).append(r)
     correction_of = {r.event_id: r.change_id for r in retracted.values()}
+    for rows in reversals.values():
+        for r in rows:
+            correction_of[r.retraction_event_id] = correction_of[r.event_id] = r.change_id
     # The events derived from those changes (the log is keyed by person), in log order.
     events_of: dict[str, list[Any]] = {}
     n_events = 0
@@ -171,6 +203,14 @@ async def _trace(conn: AsyncConnection, q: TraceQuery) -> dict[str, Any]:
             ack = ({202: "AA"}.get(c.status_code, "AE") if c.channel == "mllp" else None)
             timeline.append({"at": _iso(c.answered_at), "stage": "answered", "change_id": c.change_id,
                              "status_code": c.status_code, "ack": ack, "channel": c.channel})
+        for r in reversals.get(c.change_id, []):  # each retraction reversed, then its reversal
+            was = r.retraction if isinstance(r.retraction, dict) else {}
+            timeline.append({"at": was.get("at"), "stage": "retracted", "change_id": c.change_id,
+                             "retracted_by": was.get("org_code"), "source": was.get("client_id"),
+                             "correlation_id": was.get("correlation_id"), "event_id": r.retraction_event_id})
+            timeline.append({"at": _iso(r.at), "stage": "reinstated", "change_id": c.change_id,
+                             "reinstated_by": r.org_code, "source": r.client_id, "correlation_id": r.correlation_id,
+                             "event_id": r.event_id})
         if (r := retracted.get(c.change_id)) is not None:
             timeline.append({"at": _iso(r.at), "stage": "retracted", "change_id": c.change_id,
                              "retracted_by": r.org_code, "source": r.client_id, "correlation_id": r.correlation_id,
