@@ -50,7 +50,8 @@ margin since then would see numbers again. The epoch changes either way.
 
 The lost-work report: what the displaced store holds that the restored one
 does not, per source client: register changes (REST, FHIR, MLLP and council
-file rows alike, by `source_message_id`), retractions, council files (by
+file rows alike, by `source_message_id`), retractions, retractions reversed
+(hub/unretractions.py: restored, the change is retracted again), council files (by
 file id and SHA-256), quarantined input; and the subscriptions and API
 clients made after the backup. Printed as counts only; the ids are written to
 `<displaced>.lost.json` (0600) beside the displaced store, whose path is
@@ -200,6 +201,14 @@ def lost_work(conn: sqlite3.Connection) -> dict[str, Any]:
                   "(SELECT 1 FROM b.change_retractions y WHERE y.change_id = x.change_id) ORDER BY x.at") or []:
         by_source[client]["retractions"].append(
             {"of_source": source, "of_source_message_id": message_id, "retracted_at": at})
+    # A retraction reversed since the backup (hub/unretractions.py): restored, the change is retracted again.
+    for client, source, message_id, at in _rows(
+            conn, "SELECT x.client_id, c.source, c.source_message_id, x.at FROM main.change_retraction_reversals x "
+                  "JOIN main.register_changes c ON c.change_id = x.change_id WHERE NOT EXISTS "
+                  "(SELECT 1 FROM b.change_retraction_reversals y WHERE y.retraction_event_id = x.retraction_event_id) "
+                  "ORDER BY x.at") or []:
+        by_source[client]["retraction_reversals"].append(
+            {"of_source": source, "of_source_message_id": message_id, "reinstated_at": at})
     for source, file_id, sha, fmt, rows, status, at in _rows(
             conn, "SELECT f.source, f.file_id, f.sha256, f.format, f.row_count, f.status, f.received_at "
                   "FROM main.file_receipts f WHERE NOT EXISTS (SELECT 1 FROM b.file_receipts g "
@@ -225,7 +234,7 @@ def lost_work(conn: sqlite3.Connection) -> dict[str, Any]:
 
 def _counts(lost: dict[str, Any]) -> dict[str, Any]:
     """The lost-work report as printed: counts only."""
-    kinds = ("register_changes", "retractions", "council_files", "quarantined")
+    kinds = ("register_changes", "retractions", "retraction_reversals", "council_files", "quarantined")
     return {"by_source": [{"source": s["source"], "name": s["name"], "org_code": s["org_code"],
                            **{k: len(s.get(k, [])) for k in kinds}} for s in lost["sources"]],
             "subscriptions_made_since": len(lost["subscriptions"]),
