@@ -329,3 +329,39 @@ def test_retractions_and_their_reversals_since_the_backup_are_listed_to_send_aga
          ("rv-b-2", _second(since["2"]["retracted_at"]), _second(since["3"]["reinstated_at"]))]
     assert all(set(r) == {"of_source", "of_source_message_id", "retracted_at", "reinstated_at"}
                for r in listed["retraction_reversals"])
+
+
+def test_a_retraction_reversed_since_the_backup_is_listed_as_lost_work(tmp_path: Path) -> None:
+    """A change retracted when the backup was taken, its retraction reversed since (hub/unretractions.py):
+    restored, the change is retracted again, so the reversal is work the restore lost and the report says so,
+    under the client that reversed it, naming the change by its source's message id (never the reason).
+    Failed before: the report listed retractions only, and a reversal lost left the change retracted unsaid."""
+    from hub.restore_cli import _counts, lost_work
+    from tests.unit.test_backup_cli import _change
+
+    key = Fernet.generate_key()
+    backup, displaced = tmp_path / "backup.db", tmp_path / "hub.db"
+    _store(backup, key)
+    now = datetime.now(UTC).isoformat()
+    with sqlite3.connect(backup) as conn:
+        _change(conn, 1)
+        conn.execute("INSERT INTO change_retractions (change_id, person_id, client_id, org_code, reason, "
+                     "correlation_id, event_id, at) VALUES ('change-1', 'p-1', 'trust', 'RNU', x'00', 'c-r', "
+                     "'e-r', ?)", (now,))
+    conn.close()
+    copy = sqlite3.connect(displaced)
+    with copy:
+        sqlite3.connect(backup).backup(copy)
+    with copy:  # since the backup: the retraction reversed
+        copy.execute("DELETE FROM change_retractions WHERE change_id = 'change-1'")
+        copy.execute("INSERT INTO change_retraction_reversals (retraction_event_id, change_id, person_id, retraction, "
+                     "retraction_reason, client_id, org_code, reason, correlation_id, event_id, at) VALUES "
+                     "('e-r', 'change-1', 'p-1', '{}', x'00', 'trust-2', 'RNU', x'01', 'c-u', 'e-u', ?)", (now,))
+    copy.execute("ATTACH DATABASE ? AS b", (str(backup),))
+    lost = lost_work(copy)
+    copy.close()
+    [source] = lost["sources"]
+    assert source["source"] == "trust-2"
+    assert [(r["of_source"], r["of_source_message_id"]) for r in source["retraction_reversals"]] == \
+        [("trust", "msg-1")]
+    assert _counts(lost)["by_source"][0]["retraction_reversals"] == 1

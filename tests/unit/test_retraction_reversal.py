@@ -9,6 +9,7 @@ before it, and only those who may retract the change learn anything about it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -373,5 +374,71 @@ def test_a_retraction_made_before_a_merge_is_reversed_on_the_person_now_holding_
                 register_changes.c.change_id == change_id))).scalar_one() == gone_pid
             assert (await conn.execute(select(change_retraction_reversals.c.person_id))).scalar_one() == gone_pid
         await _everyone_holds_the_truth(w, gone_pid)
+
+    loop.run_until_complete(run())
+
+
+def test_two_reversals_at_once_reinstate_once_and_a_retraction_racing_a_reversal_leaves_everyone_right(world) -> None:  # noqa: ANN001
+    """Two requests for the same reversal at once: one reinstates, the other answers it (`duplicate`), one
+    reinstatement on the log, each body told once. A retraction and a reversal at once, three times: whichever
+    goes first, every body ends holding the position the store's history gives."""
+    loop, w = world
+
+    async def run() -> None:
+        trust = await _key(w, "Oxford Health", "RNU", "trust", ["register:write", "s117:read"])
+        r = await w.http.post("/v1/register-changes", headers={"X-API-Key": trust},
+                              json=_wrong_patient_detention("at-once"))
+        change_id, person_id = r.json()["change_id"], r.json()["person_id"]
+        await _settle(w)
+        assert (await _retract(w, trust, change_id)).status_code == 200
+        await _settle(w)
+        told = {org: len(s.messages) for org, s in w.subscribers.items()}
+        a, b = await asyncio.gather(_reverse(w, trust, change_id), _reverse(w, trust, change_id))
+        assert (a.status_code, b.status_code) == (200, 200), (a.text, b.text)
+        assert sorted([a.json()["duplicate"], b.json()["duplicate"]]) == [False, True]
+        assert a.json()["event_id"] == b.json()["event_id"]
+        await _settle(w)
+        new = {org: len(s.messages) - told[org] for org, s in w.subscribers.items()}
+        assert new == {org: 1 if org in (BUCKS, BOB_ICB) else 0 for org in w.subscribers}, new
+        async with w.hub.engine.connect() as conn:
+            assert (await conn.execute(select(func.count()).select_from(change_retraction_reversals))).scalar_one() == 1
+        for _ in range(3):
+            a, b = await asyncio.gather(_retract(w, trust, change_id), _reverse(w, trust, change_id))
+            assert (a.status_code, b.status_code) == (200, 200), (a.text, b.text)
+            await _settle(w)
+            await _everyone_holds_the_truth(w, person_id)
+
+    loop.run_until_complete(run())
+
+
+def test_an_icb_or_council_with_register_write_gets_the_unknown_ids_404_and_bad_bodies_never_echo_the_reason(world) -> None:  # noqa: ANN001
+    loop, w = world
+
+    async def run() -> None:
+        trust = await _key(w, "Oxford Health", "RNU", "trust", ["register:write", "s117:read"])
+        icb = await _key(w, "BOB ICB", BOB_ICB, "icb", ["register:write", "s117:read"])
+        r = await w.http.post("/v1/register-changes", headers={"X-API-Key": trust},
+                              json=_wrong_patient_detention("icb"))
+        change_id = r.json()["change_id"]
+        await _settle(w)  # the ICB is told of the person: still not its change
+        unknown = await _reverse(w, icb, UNKNOWN)
+        for retracted in (False, True):
+            r = await _reverse(w, icb, change_id)
+            assert r.status_code == 404 and _comparable(r.json()) == _comparable(unknown.json()), (retracted, r.text)
+            if not retracted:
+                assert (await _retract(w, trust, change_id)).status_code == 200
+        personal = "Zebedee Quux 9434765919"
+        url = f"/v1/register-changes/{change_id}/retraction/reversal"
+        for body, field in (({"reason": "fine", "nhs_number": "9434765919"}, "nhs_number"),
+                            ({"reason": [personal]}, "reason"), ({"reason": {"a": personal}}, "reason"),
+                            ({"reason": True}, "reason"), ({"reason": personal * 50}, "reason"),
+                            ({"reason": personal + "\x07"}, "reason")):
+            r = await w.http.post(url, headers={"X-API-Key": trust}, json=body)
+            assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == [field], r.text
+            assert "9434765919" not in r.text and "Zebedee" not in r.text
+        r = await w.http.post(url, headers={"X-API-Key": trust, "content-type": "application/json"}, content=b"{x")
+        assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["(body)"], r.text
+        async with w.hub.engine.connect() as conn:
+            assert (await conn.execute(select(func.count()).select_from(change_retraction_reversals))).scalar_one() == 0
 
     loop.run_until_complete(run())
