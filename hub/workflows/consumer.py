@@ -41,6 +41,7 @@ from hub.observability.logging import get_logger
 from hub.store.schema import dead_letters
 from hub.workflows.service import RECORDED, WorkflowService
 from hub.store.db import snapshot, write_transaction
+from hub.bus.sql import lock_topic
 from hub.bus.port import UNMERGED  # a merge made in error reversed (hub/unmerges.py)
 from hub.bus.port import REINSTATED  # a retraction made in error reversed (hub/unretractions.py)
 
@@ -101,7 +102,15 @@ class WorkflowConsumer:
         """Handle one message in the caller's transaction (the loop below, and
         the engineers' replay of a dead letter, POST /v1/ops/dead-letters/{id}/replay).
         Idempotent: case ids come from the event, and an event that opened a
-        case opens nothing again."""
+        case opens nothing again.
+
+        The events topic's publish lock first (PostgreSQL; nothing on SQLite),
+        before any of the person's cases is locked: every writer that locks
+        both takes them in that order (a merge, a retraction's reversal:
+        hub/corrections.py), and a handler that locked a case and then the
+        topic to publish its step would deadlock with one of them
+        (tests/contract/test_workflow_lock_order.py)."""
+        await lock_topic(conn, EVENTS_TOPIC)
         if interesting(msg):
             await self._service.on_event(conn, msg.payload, msg.event_id)
         elif retraction(msg):

@@ -271,7 +271,13 @@ class WorkflowService:
     # ------------------------------------------------------------ store
 
     async def load(self, conn: AsyncConnection, case_id: str, *, lock: bool = False) -> Case | None:
+        """The case; `lock`: under its row lock, taken after the events topic's publish lock (PostgreSQL),
+        the order every writer that locks both keeps (a merge, a retraction's reversal lock the topic, the
+        person, then the person's cases; a party's action and the clock then publish the step): the other
+        order deadlocks with them (tests/contract/test_workflow_lock_order.py)."""
         q = select(workflow_cases.c.data).where(workflow_cases.c.case_id == case_id)
+        if lock:
+            await lock_topic(conn, EVENTS_TOPIC)
         row = (await conn.execute(q.with_for_update() if lock else q)).first()
         return self.from_row(row.data) if row else None
 
@@ -504,6 +510,7 @@ class WorkflowService:
         # Under the case's lock, as any write of it is (an action may have
         # moved it since it was read: only the date is added to what is held).
         t = workflow_cases.c
+        await lock_topic(conn, EVENTS_TOPIC)  # before the case's, as `load` takes them
         data = (await conn.execute(select(t.data).where(t.case_id == case.case_id).with_for_update())).scalar_one()
         if data.get("handover_on") is None:
             await conn.execute(workflow_cases.update().where(t.case_id == case.case_id).values(
