@@ -19,6 +19,7 @@ Pure, in the history's order (hub/domain/rules/precedence.py `change_order`): fo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 from hub.domain.model import ChangeType, RegisterChange
 
@@ -32,15 +33,28 @@ def successor_named(change: RegisterChange) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Naming:
+    """A successor named (`code`) by the change `change_id` effective `on`."""
+
+    code: str
+    change_id: str
+    on: date
+
+
+@dataclass(frozen=True, slots=True)
 class StayBounds:
     """Where a history stands after the changes folded so far (`after`): in a stay or not, whether one has
     begun, and the successors named in the current stay (or, out of hospital, the last one), in the history's
-    order, with the changes that named them."""
+    order."""
 
     in_stay: bool = False
     begun: bool = False
-    named: tuple[str, ...] = ()
-    named_by: tuple[str, ...] = ()  # the change ids of `named`, one for one
+    namings: tuple[Naming, ...] = ()
+
+    @property
+    def named(self) -> tuple[str, ...]:
+        """The successors' codes, as named."""
+        return tuple(n.code for n in self.namings)
 
     def begins(self, change: RegisterChange) -> bool:
         """Whether `change` begins a stay."""
@@ -55,10 +69,11 @@ class StayBounds:
         if self.begins(change):
             return _BEGUN
         if self.ends(change):
-            return StayBounds(False, True, self.named, self.named_by)
+            return StayBounds(False, True, self.namings)
         named = successor_named(change)
         if named and self.begun:
-            return StayBounds(self.in_stay, True, (*self.named, named), (*self.named_by, change.change_id))
+            return StayBounds(self.in_stay, True,
+                              (*self.namings, Naming(named, change.change_id, change.effective_date)))
         return self
 
 
