@@ -290,7 +290,9 @@ def addresses_a_stays_council(history: Iterable[RegisterChange], named: str, ref
     admission day or today. Said without the date of birth, and of every stay, over or not: True may be a
     naming no notice uses, never the reverse. For hub/ingest/service.py `successor_warnings`: such a naming is
     not one that changes nothing, though the rules note no split awaiting it (a stay under a section that does
-    not qualify determines no responsible council; an EHC plan's council is no responsibility)."""
+    not qualify determines no responsible council, until a qualifying section begins in the stay: the rules then
+    take the naming and say so themselves, hub/domain/rules/engine.py `_take_successor_named_in_stay`; an EHC
+    plan's council is no responsibility)."""
     for stay in stays(history):
         if named not in stay.successors_named:
             continue
