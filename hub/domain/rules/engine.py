@@ -415,13 +415,15 @@ SUCCESSOR_NO_SPLIT_NOTE = ("successor council named for the residence before the
                            "awaits one: unchanged")
 SUCCESSOR_NOT_ONE_NOTE = ("successor council named for the residence before the detention is not one of the "
                           "councils the split council's area is split between: unchanged")
+# The note when a naming makes the successor responsible as it comes (`_confirm_split_successor`).
+SUCCESSOR_NAMED_NOTE = "successor council named for the residence before the detention: now responsible"
 # The note against a naming made earlier in the stay when a qualifying detention's council turns out split and
 # the naming names one of its successors (`_take_successor_named_in_stay`): it changed the responsibility.
 SUCCESSOR_TAKEN_IN_STAY_NOTE = ("successor council named for the residence before the detention earlier in the "
                                 "stay: taken when the qualifying detention began: now responsible")
 # Every note the rules make against a naming of a successor (the last one for a change says what became of it).
 _SUCCESSOR_NOTES = frozenset({SUCCESSOR_NO_SPLIT_NOTE, SUCCESSOR_NOT_ONE_NOTE, SUCCESSOR_TAKEN_IN_STAY_NOTE,
-                              "successor council named for the residence before the detention: now responsible"})
+                              SUCCESSOR_NAMED_NOTE})
 SUCCESSOR_UNCHANGED = {
     SUCCESSOR_NOT_ONE_NOTE: ("is not one of the councils the split council's area is split between (the person "
                              "query's responsibility_undetermined names them): recorded in the person's history; "
@@ -492,7 +494,7 @@ def _confirm_split_successor(fold: _Fold, change: RegisterChange) -> None:
         return
     _successor_responsible(fold, split, successor,
                            f"as a register change on {change.effective_date.isoformat()} said")
-    fold.note(change, "successor council named for the residence before the detention: now responsible")
+    fold.note(change, SUCCESSOR_NAMED_NOTE)
 
 
 def _take_successor_named_in_stay(fold: _Fold, change: RegisterChange, verdict: SectionVerdict, start: date) -> None:
