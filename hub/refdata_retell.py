@@ -123,8 +123,13 @@ def dataset_parts(datasets: Iterable[Dataset]) -> list[dict[str, Any]]:
 # succeeded by one without a GSS code coordinates through no council (before, the abolished council was named
 # coordinating): people with no council at such a hospital are told at that start, the abolished council
 # no longer involved. None with the shipped sites and register (tests/unit/test_hospital_site_councils.py).
+# "successor-named-earlier-in-the-stay-taken": a successor a register change named earlier in the same stay in
+# hospital (under s2, when no split awaited one) is taken when a qualifying section begins in the stay and the
+# council it determines is split (hub/domain/rules/engine.py `_take_successor_named_in_stay`; before, the
+# council stayed undetermined until the naming was sent again): those people are told at that start, the
+# successor named responsible and the hospital's council told it no longer coordinates.
 RULES = ("council-split-undetermined; council-successor-without-gss-undetermined; "
-         "hospital-council-abolished-uncoordinated")
+         "hospital-council-abolished-uncoordinated; successor-named-earlier-in-the-stay-taken")
 
 
 def fingerprint(parts: list[dict[str, Any]], successions_from: date | None = None) -> tuple[str, list[dict[str, Any]]]:

@@ -29,7 +29,8 @@ over.
 
 A stay in hospital starts with a detention (`detained`, or a CTO revoked:
 re-detained in hospital) when the person is not already in one, and ends
-when they leave hospital, go onto a CTO or die. Section 17 leave and staying
+when they leave hospital, go onto a CTO or die (hub/domain/stay_bounds.py,
+the one definition the rules read a stay's successor naming by too). Section 17 leave and staying
 on informally after the section ends do not end it: s85 is about the child
 being accommodated in hospital, not the section (leave is short and the bed
 is kept). A retracted change is not in the history: a retracted detention
@@ -102,6 +103,7 @@ from enum import StrEnum
 from hub.domain.model import ChangeType, EventType, RegisterChange
 from hub.domain.ports import ReferenceData
 from hub.domain.rules.precedence import change_order
+from hub.domain.stay_bounds import STARTS, StayBounds, successor_named
 
 LONG_STAY_WEEKS = 12
 LONG_STAY = timedelta(weeks=LONG_STAY_WEEKS)  # 84 days
@@ -116,8 +118,6 @@ CORRECTED_CITATION = WITHDRAWN_CITATION
 STAY_NOTICES = frozenset({EventType.CHILD_LONG_STAY_NOTICE, EventType.CHILD_EHC_PLAN_NOTICE,
                           EventType.CHILD_LEFT_HOSPITAL_NOTICE})
 
-_STARTS = frozenset({ChangeType.DETAINED, ChangeType.CTO_REVOKED})
-_ENDS = frozenset({ChangeType.LEFT_HOSPITAL, ChangeType.CTO_STARTED, ChangeType.DIED})
 _ENDED_HOW = {ChangeType.LEFT_HOSPITAL: "left hospital",
               ChangeType.CTO_STARTED: "left hospital on a community treatment order",
               ChangeType.DIED: "died"}
@@ -226,31 +226,33 @@ def is_child_on(birth: date | None, day: date) -> bool:
 
 
 def stays(history: Iterable[RegisterChange]) -> list[Stay]:
-    """The person's stays in hospital, in the history's order (hub/domain/rules/precedence.py)."""
+    """The person's stays in hospital, in the history's order (hub/domain/rules/precedence.py), where each
+    begins and ends and the successors named in each as hub/domain/stay_bounds.py says (as the rules read
+    them: hub/domain/rules/engine.py `_take_successor_named_in_stay`)."""
     out: list[Stay] = []
     current: Stay | None = None
     hospital: str | None = None  # the last hospital the history names
+    bounds = StayBounds()
     for change in sorted(history, key=change_order):
         if change.hospital_ods:
             hospital = change.hospital_ods
-        kind = change.change_type
-        named = change.residence_before_detention_la_gss if kind is ChangeType.MOVED else None
-        if named:
+        began, ended = bounds.begins(change), bounds.ends(change)
+        bounds = bounds.after(change)
+        if successor_named(change) and bounds.begun:
             # The successor of the residence before this stay's detention: the stay in hospital, else the last
             # one (named after the discharge). Named before the stay began (a backdated move, an earlier
-            # stay's), it is not this stay's: a new detention re-determines the council (as the rules:
-            # hub/domain/rules/engine.py `_confirm_split_successor`, a naming with no split awaiting it).
+            # stay's), it is not this stay's: a new detention re-determines the council.
             if current is not None:
-                current = replace(current, successors_named=(*current.successors_named, named))
+                current = replace(current, successors_named=bounds.named)
             elif out:
-                out[-1] = replace(out[-1], successors_named=(*out[-1].successors_named, named))
-        if kind in _STARTS and current is None:
+                out[-1] = replace(out[-1], successors_named=bounds.named)
+        if began:
             current = Stay(change=change, admitted_on=change.effective_date,
                            hospital_ods=change.hospital_ods or hospital, legal_status_code=change.legal_status_code,
                            starts=(change,))
-        elif kind in _STARTS and current is not None:
+        elif change.change_type in STARTS and current is not None:
             current = replace(current, starts=(*current.starts, change))
-        elif kind in _ENDS and current is not None:
+        elif ended and current is not None:
             out.append(replace(current, left_on=change.effective_date, ended_by=change))
             current = None
     if current is not None:
@@ -288,7 +290,9 @@ def addresses_a_stays_council(history: Iterable[RegisterChange], named: str, ref
     admission day or today. Said without the date of birth, and of every stay, over or not: True may be a
     naming no notice uses, never the reverse. For hub/ingest/service.py `successor_warnings`: such a naming is
     not one that changes nothing, though the rules note no split awaiting it (a stay under a section that does
-    not qualify determines no responsible council; an EHC plan's council is no responsibility)."""
+    not qualify determines no responsible council, until a qualifying section begins in the stay: the rules then
+    take the naming and say so themselves, hub/domain/rules/engine.py `_take_successor_named_in_stay`; an EHC
+    plan's council is no responsibility)."""
     for stay in stays(history):
         if named not in stay.successors_named:
             continue

@@ -562,8 +562,9 @@ def successor_warnings(change: RegisterChange, after: S117Status, history: Seque
                        ref: ReferenceData, today: date) -> list[dict[str, str]] | None:
     """The warning for a `moved` change naming a successor of a split council
     (`residence_before_detention_la_gss`, hazard H-03) that changed nothing: the
-    rules' note on it in `after` (the status just evaluated with it, under the
-    person's lock: hub/domain/rules/engine.py `successor_unchanged`), unless it
+    rules' last note on it in `after` (the status just evaluated with it, under
+    the person's lock: hub/domain/rules/engine.py `successor_unchanged`; a
+    naming made under s2 that a later s3 of the same stay took is none), unless it
     may address a notice of a child's stay in hospital (hub/domain/children.py
     `addresses_a_stays_council`). Recorded all the same (a later change may yet
     make it the naming a split needs), and the sender told: the field and why,

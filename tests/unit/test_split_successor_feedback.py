@@ -16,8 +16,11 @@ from sqlalchemy import func, select
 
 from adapters.council_files import SWIFT_CSV, SWIFT_FIXED
 from hub.clients import add_client
+from hub.domain.agreements import AgreementBook
 from hub.domain.children import addresses_a_stays_council
 from hub.domain.model import ChangeType, RegisterChange
+from hub.domain.rules.engine import evaluate
+from hub.ingest import service
 from hub.refdata.loader import load_reference_data
 from hub.store.schema import register_changes
 from tests.unit.adapters.test_council_files import csv_file, fixed_file
@@ -218,3 +221,45 @@ S2_FROM_CUMBRIA = _change(1, ChangeType.DETAINED, "2026-11-02", legal_status_cod
 ], ids=["first-named", "named-second", "before-the-stay", "no-successor", "not-split", "ehc-plan"])
 def test_a_naming_a_stays_notice_may_use(history: list[RegisterChange], named: str, uses: bool) -> None:
     assert addresses_a_stays_council(history, named, _REF, TODAY) is uses
+
+
+# -- a successor named earlier in the stay, the qualifying section after it ------------------------------------------
+
+@pytest.mark.parametrize("late", [False, True], ids=["in-order", "named-late"])
+async def test_rest_a_successor_named_under_s2_is_responsible_once_s3_begins_in_the_stay(app_hub, late):
+    """An adult from Cumbria (split 2023) held under s2 (no council determined), then s3 in the same stay: the
+    successor named during the s2 is responsible from the s3 (hub/domain/rules/engine.py
+    `_take_successor_named_in_stay`), not awaited again; whether the naming arrives before the s3 or after it,
+    dated between the two. No warning either way (the naming changed the responsibility)."""
+    base = {"source_system": "RiO", "person": {"nhs_number": NHS, "birth_date": "1980-03-01"}}
+
+    async def post(smid: str, change: dict[str, Any]):  # noqa: ANN202
+        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]},
+                                    json={**base, "source_message_id": smid, **change})
+        assert r.status_code == 202, r.text
+        return r.json()
+
+    s2 = {"change_type": "detained", "effective_date": "2026-11-02", "legal_status_code": "02",
+          "hospital_ods": "RNU", "residence_la_gss": "E10000006"}
+    s3 = {"change_type": "section-changed", "effective_date": "2026-11-16", "legal_status_code": "03",
+          "hospital_ods": "RNU"}
+    naming = {"change_type": "moved", "effective_date": "2026-11-05", FIELD: CUMBERLAND}
+    person_id = (await post("stay-1", s2))["person_id"]
+    for smid, change in ((("stay-3", s3), ("stay-2", naming)) if late else (("stay-2", naming), ("stay-3", s3))):
+        assert "warnings" not in await post(smid, change)
+    body = await position(app_hub, person_id)
+    assert body["responsible_council"]["org"]["code"] == CUMBERLAND  # was: none, Oxfordshire coordinating
+    assert body.get("coordinating_council") is None and not body.get("responsibility_undetermined")
+
+
+def test_the_rules_alone_say_a_naming_taken_later_in_the_stay_changed_something(monkeypatch) -> None:
+    """`successor_warnings` from the rules' note alone (the children's use of the naming set aside): a naming
+    under s2 that the s3 of the same stay took is no warning; one the s3 did not take (no successor of the split)
+    still is."""
+    monkeypatch.setattr(service, "addresses_a_stays_council", lambda *args: False)
+    s3 = _change(4, ChangeType.SECTION_CHANGED, "2026-11-16", legal_status_code="03", hospital_ods="RNU")
+    for named, warned in ((CUMBERLAND, None), (BUCKS, [{"field": FIELD, "reason": NOT_ONE}])):
+        naming = _change(2, ChangeType.MOVED, "2026-11-05", **{FIELD: named})
+        history = [S2_FROM_CUMBRIA, s3, naming]
+        after = evaluate("p", history, _REF, AgreementBook(), TODAY)
+        assert service.successor_warnings(naming, after, history, _REF, TODAY) == warned, named

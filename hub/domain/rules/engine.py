@@ -32,6 +32,7 @@ from hub.domain.ports import COUNCIL_WITHOUT_GSS, ReferenceData
 from hub.domain.rules.discharge import check_discharge
 from hub.domain.rules.legal_status import SectionVerdict, classify
 from hub.domain.rules.precedence import change_order
+from hub.domain.stay_bounds import StayBounds
 from hub.domain.succession import duty_holder
 from hub.domain.workflows.model import WORKFLOW_SOURCE, raised_through_api
 
@@ -167,6 +168,10 @@ class _Fold:
     # a register change names the successor covering the address
     # (`_hold_council`, `_confirm_split_successor`; hazard H-03).
     split_council: _Responsibility | None = None
+    # Where the history stands in hospital stays, and the successors named in the stay (hub/domain/stay_bounds.py,
+    # as the children's notices read them): a successor named earlier in the stay is taken when a qualifying
+    # detention's council turns out split (`_take_successor_named_in_stay`).
+    stay_bounds: StayBounds = StayBounds()
     coordinating_council: _Responsibility | None = None
     # The hospital's council when the rules would have it coordinate but it is abolished with no addressable
     # successor on the fold's day (split between several, or succeeded by one the register lists without a
@@ -410,6 +415,15 @@ SUCCESSOR_NO_SPLIT_NOTE = ("successor council named for the residence before the
                            "awaits one: unchanged")
 SUCCESSOR_NOT_ONE_NOTE = ("successor council named for the residence before the detention is not one of the "
                           "councils the split council's area is split between: unchanged")
+# The note when a naming makes the successor responsible as it comes (`_confirm_split_successor`).
+SUCCESSOR_NAMED_NOTE = "successor council named for the residence before the detention: now responsible"
+# The note against a naming made earlier in the stay when a qualifying detention's council turns out split and
+# the naming names one of its successors (`_take_successor_named_in_stay`): it changed the responsibility.
+SUCCESSOR_TAKEN_IN_STAY_NOTE = ("successor council named for the residence before the detention earlier in the "
+                                "stay: taken when the qualifying detention began: now responsible")
+# Every note the rules make against a naming of a successor (the last one for a change says what became of it).
+_SUCCESSOR_NOTES = frozenset({SUCCESSOR_NO_SPLIT_NOTE, SUCCESSOR_NOT_ONE_NOTE, SUCCESSOR_TAKEN_IN_STAY_NOTE,
+                              SUCCESSOR_NAMED_NOTE})
 SUCCESSOR_UNCHANGED = {
     SUCCESSOR_NOT_ONE_NOTE: ("is not one of the councils the split council's area is split between (the person "
                              "query's responsibility_undetermined names them): recorded in the person's history; "
@@ -422,15 +436,39 @@ SUCCESSOR_UNCHANGED = {
 
 def successor_unchanged(status: S117Status, change: RegisterChange) -> str | None:
     """Why `change`'s naming of a successor (`residence_before_detention_la_gss`) changed no responsibility,
-    read from the note the fold of `status` made for it (`_confirm_split_successor`; none: it did, or it was
+    read from the last note the fold of `status` made for it (`_confirm_split_successor`; or, named earlier in
+    a stay whose qualifying detention came after it, `_take_successor_named_in_stay`; none: it did, or it was
     not folded); None otherwise. The status already evaluated with the change: nothing evaluated again."""
     if change.residence_before_detention_la_gss is None:
         return None
     change_id = change.change_id
     for entry in reversed(status.history):
-        if entry.change_id == change_id and entry.text in SUCCESSOR_UNCHANGED:
-            return SUCCESSOR_UNCHANGED[entry.text]
+        if entry.change_id == change_id and entry.text in _SUCCESSOR_NOTES:
+            return SUCCESSOR_UNCHANGED.get(entry.text)
     return None
+
+
+def _named_successor(split: _Responsibility, named: str) -> Org | None:
+    """The successor of `split` a naming (`residence_before_detention_la_gss`) names: one with a GSS code (one
+    the register lists without a code cannot be named); None if `named` is none of them."""
+    return next((o for o in split.split_between if o.code == named.upper() and o.kind != COUNCIL_WITHOUT_GSS), None)
+
+
+def _successor_responsible(fold: _Fold, split: _Responsibility, successor: Org, said: str) -> None:
+    """`successor` of `split` responsible from now, as a register change said (`said`): the basis stays the code
+    determined (a succession, not a transfer); no council coordinates any more."""
+    citation = f"{split.citation}; {citations.COUNCIL_SUCCESSION}"
+    fold.council = _Responsibility(
+        basis_code=split.basis_code,
+        org=successor,
+        explanation=(f"council: {successor.name}, its area covers the place of ordinary residence the "
+                     f"responsible council was determined by ({split.basis_code}, now split between "
+                     f"{_successor_names(split.split_between)}), {said} ({citation})"),
+        citation=citation,
+    )
+    fold.split_council = None
+    fold.coordinating_council = None
+    fold.hospital_council_abolished = None
 
 
 def _confirm_split_successor(fold: _Fold, change: RegisterChange) -> None:
@@ -438,7 +476,9 @@ def _confirm_split_successor(fold: _Fold, change: RegisterChange) -> None:
     ordinary residence the split council was determined by: that successor is
     responsible from then (the basis stays the code determined: a succession,
     not a transfer). Naming a council that is not one of the successors, or
-    with no split awaiting one, changes nothing and says so in the history."""
+    with no split awaiting one, changes nothing and says so in the history
+    (a naming earlier in the stay of a qualifying detention that comes later
+    may yet be taken then: `_take_successor_named_in_stay`)."""
     named = change.residence_before_detention_la_gss
     if named is None:
         return
@@ -446,28 +486,43 @@ def _confirm_split_successor(fold: _Fold, change: RegisterChange) -> None:
     if split is None:
         fold.note(change, SUCCESSOR_NO_SPLIT_NOTE)
         return
-    successor = next((o for o in split.split_between
-                      if o.code == named.upper() and o.kind != COUNCIL_WITHOUT_GSS), None)
+    successor = _named_successor(split, named)
     if successor is None:
         # No council codes in the history (field group legal-status): where the person lived is the
         # responsibility group's.
         fold.note(change, SUCCESSOR_NOT_ONE_NOTE)
         return
-    when = change.effective_date.isoformat()
-    citation = f"{split.citation}; {citations.COUNCIL_SUCCESSION}"
-    fold.council = _Responsibility(
-        basis_code=split.basis_code,
-        org=successor,
-        explanation=(f"council: {successor.name}, its area covers the place of ordinary residence the responsible "
-                     f"council was determined by ({split.basis_code}, now split between "
-                     f"{_successor_names(split.split_between)}), as a register change on {when} said "
-                     f"({citation})"),
-        citation=citation,
-    )
-    fold.split_council = None
-    fold.coordinating_council = None
-    fold.hospital_council_abolished = None
-    fold.note(change, "successor council named for the residence before the detention: now responsible")
+    _successor_responsible(fold, split, successor,
+                           f"as a register change on {change.effective_date.isoformat()} said")
+    fold.note(change, SUCCESSOR_NAMED_NOTE)
+
+
+def _take_successor_named_in_stay(fold: _Fold, change: RegisterChange, verdict: SectionVerdict, start: date) -> None:
+    """A qualifying detention (`change`, under `verdict` from `start`) whose council, determined by the
+    residence before the detention, has been split (`_hold_council` left it awaiting a successor): the
+    successors register changes named earlier in the same stay in hospital (hub/domain/stay_bounds.py, the
+    stay as the children's notices read it), made while no split awaited one (under a section that does not
+    qualify, s2: `_confirm_split_successor` noted them unchanged), are read as if named now, in the
+    history's order: the first that is one of the split's successors is responsible from the detention (the
+    naming is a fact about the same residence); one that is not, before it, changes nothing, as a naming
+    after the detention would; those after it stay as noted. Each is noted against its own change, so its
+    sender's warning says what became of it (`successor_unchanged`). A naming from before the stay began
+    (an earlier stay's, a move backdated before the admission) is not read: a new detention re-determines
+    the council (Worcs 4.3.3)."""
+    for naming in fold.stay_bounds.namings:
+        split = fold.split_council
+        if split is None:
+            return
+        successor = _named_successor(split, naming.code)
+        text = SUCCESSOR_NOT_ONE_NOTE
+        if successor is not None:
+            _successor_responsible(
+                fold, split, successor,
+                f"as a register change on {naming.on.isoformat()}, earlier in the same stay in hospital as the "
+                f"{verdict.label} detention on {start.isoformat()}, said")
+            text = SUCCESSOR_TAKEN_IN_STAY_NOTE
+        # No council codes in the history (field group legal-status), as `_confirm_split_successor`'s notes.
+        fold.history += (HistoryEntry(on=change.effective_date, change_id=naming.change_id, text=text),)
 
 
 def _determine_council_at_detention(fold: _Fold, change: RegisterChange, verdict: SectionVerdict, redetention: bool) -> None:
@@ -513,6 +568,8 @@ def _determine_council_at_detention(fold: _Fold, change: RegisterChange, verdict
         why = f"ordinarily resident there before the {verdict.label} detention on {start.isoformat()}"
         citation = citations.COUNCIL_RESIDENCE
     _hold_council(fold, _council(fold, fold.residence_before_detention, why, citation))
+    if fold.split_council is not None:
+        _take_successor_named_in_stay(fold, change, verdict, start)
 
 
 def _duty_ended(held: _Responsibility, verdict: SectionVerdict, start: date) -> _Responsibility:
@@ -1515,6 +1572,7 @@ def _fold_one(fold: _Fold, change: RegisterChange) -> None:
     if fold.died:
         fold.note(change, f"ignored after death: {change.change_type.value}")
         return
+    fold.stay_bounds = fold.stay_bounds.after(change)
     if change.change_type in TAKES_FACTS:
         _take_facts(fold, change)
     hospital = change.hospital_ods

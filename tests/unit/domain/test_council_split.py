@@ -2,13 +2,18 @@
 until a register change names the successor covering the address; before it, and for a single successor,
 nothing changes."""
 
+import itertools
+
+import pytest
+
 from hub.domain.model import ChangeType, Dispute, DisputeKind
-from hub.domain.rules.engine import handover_bases
+from hub.domain.rules import evaluation
+from hub.domain.rules.engine import SUCCESSOR_UNCHANGED, handover_bases, successor_unchanged
 from hub.domain.views import (
     COORDINATING_COUNCIL, RESPONSIBILITY_UNDETERMINED, RESPONSIBLE_COUNCIL, UNKNOWN, roles_of, undetermined_bodies,
     view_of,
 )
-from tests.unit.domain.builders import change, detained, left, moved, status
+from tests.unit.domain.builders import BOOK, PERSON, REF, change, d, detained, left, moved, status
 from tests.unit.domain.fakes import (
     BUCKINGHAMSHIRE, BUCKS_COUNTY_OLD, CNWL, CUMBERLAND, CUMBRIA_OLD, CUMBRIA_PRACTICE, HARROW, WESTMORLAND,
 )
@@ -113,3 +118,96 @@ def test_a_dispute_resolved_for_the_split_county_leaves_the_council_undetermined
                                        dispute=dispute)]
     after = status(changes, "2023-06-01")
     assert after.responsible_council is None and after.council_split is not None
+
+
+# -- a successor named earlier in the stay (s2, then s3) ---------------------------------------------------------
+#
+# Within one stay in hospital (hub/domain/stay_bounds.py, as the children's notices read it), a naming made while
+# the person was held under a section that does not qualify (s2: no council determined, so no split awaits one)
+# is taken when a qualifying section begins in the same stay and determines the council by the same residence.
+# A naming from before the stay began (an earlier stay's, a move backdated before the admission) is not.
+
+def s2_from_cumbria(on: str = "2023-06-01"):
+    return detained(on, "02", residence_la_gss=CUMBRIA_OLD, gp_practice_ods=CUMBRIA_PRACTICE, hospital_ods=CNWL)
+
+
+def s3_in_the_stay(on: str = "2023-06-20", how: str = "section-changed"):
+    """The qualifying section beginning in the same stay: a section changed, or a second detention."""
+    if how == "section-changed":
+        return change(ChangeType.SECTION_CHANGED, on, legal_status_code="03", hospital_ods=CNWL)
+    return detained(on, "03", residence_la_gss=CUMBRIA_OLD, hospital_ods=CNWL)
+
+
+def s2_named_s3(successor: str = CUMBERLAND, how: str = "section-changed"):
+    return [s2_from_cumbria(), named("2023-06-05", successor), s3_in_the_stay(how=how)]
+
+
+@pytest.mark.parametrize("how", ["section-changed", "detained"])
+def test_a_successor_named_earlier_in_the_stay_is_responsible_from_the_qualifying_section(how):
+    changes = s2_named_s3(how=how)
+    under_s2 = status(changes, "2023-06-10")
+    assert under_s2.responsible_council is None and under_s2.council_split is None  # s2: nothing determined
+    assert successor_unchanged(under_s2, changes[1]) == SUCCESSOR_UNCHANGED[
+        "successor council named for the residence before the detention; no council split awaits one: unchanged"]
+    after = status(changes, "2023-06-21")
+    assert after.responsible_council.org.code == CUMBERLAND  # was: undetermined, the naming to be sent again
+    assert after.council_basis_code == CUMBRIA_OLD  # a succession, not a transfer
+    assert after.council_split is None and after.coordinating_council is None
+    assert undetermined_bodies(after) == ()
+    explanation = after.responsible_council.explanation
+    for words in ("council: Cumberland, its area covers the place of ordinary residence the responsible council was "
+                  "determined by (E10000006, now split between Cumberland (E06000063) / Westmorland and Furness "
+                  "(E06000064)), as a register change on 2023-06-05, earlier in the same stay in hospital as the s3 "
+                  "detention on 2023-06-01, said", "council succession in the reference data"):
+        assert words in explanation, words
+    # The history says the successor named earlier in the stay was taken, against the naming; no council code.
+    [taken] = [h for h in after.history if h.change_id == changes[1].change_id and "earlier in the stay" in h.text]
+    assert taken.text == ("successor council named for the residence before the detention earlier in the stay: "
+                          "taken when the qualifying detention began: now responsible")
+    assert taken.on == d("2023-06-20")
+    assert not any(code in h.text for h in after.history for code in (CUMBRIA_OLD, CUMBERLAND))
+    # The rules' own judgement: the naming changed the responsibility (no warning to its sender).
+    assert successor_unchanged(after, changes[1]) is None
+
+
+def test_the_same_in_every_arrival_order():
+    changes = [*s2_named_s3(), left("2023-07-01")]
+    as_of = d("2023-07-02")
+    expected = status(changes, as_of)
+    assert expected.responsible_council.org.code == CUMBERLAND and expected.entitled
+    for order in itertools.permutations(changes):
+        assert status(order, as_of) == expected, [c.change_type.value for c in order]
+        # Arriving one at a time (the ingest's incremental evaluation): the same answer at the end.
+        ev = evaluation(PERSON, [order[0]], REF, BOOK, as_of)
+        for c in order[1:]:
+            ev = ev.extended(c)
+        assert ev.status == expected, [c.change_type.value for c in order]
+
+
+def test_a_naming_of_an_earlier_stay_or_from_before_the_stay_is_still_not_taken():
+    earlier_stay = [detained("2023-05-01", "02", residence_la_gss=CUMBRIA_OLD, hospital_ods=CNWL),
+                    named("2023-05-05", CUMBERLAND), left("2023-05-20"), s2_from_cumbria(), s3_in_the_stay()]
+    backdated = [named("2023-05-25", CUMBERLAND), s2_from_cumbria(), s3_in_the_stay()]
+    for changes in (earlier_stay, backdated):
+        after = status(changes, "2023-06-21")
+        assert after.responsible_council is None and after.council_split is not None
+        assert after.coordinating_council.org.code == HARROW
+        assert not any("earlier in the stay" in h.text for h in after.history)
+
+
+def test_a_council_named_earlier_in_the_stay_that_is_not_a_successor_changes_nothing():
+    changes = [s2_from_cumbria(), named("2023-06-03", HARROW), named("2023-06-05", WESTMORLAND),
+               named("2023-06-07", CUMBERLAND), s3_in_the_stay()]
+    after = status(changes, "2023-06-21")
+    # The first naming of a successor is taken (as the children's notices address the first named).
+    assert after.responsible_council.org.code == WESTMORLAND
+    assert "as a register change on 2023-06-05, earlier in the same stay in hospital as the s3 detention" in (
+        after.responsible_council.explanation)
+    not_one = SUCCESSOR_UNCHANGED["successor council named for the residence before the detention is not one of the "
+                                  "councils the split council's area is split between: unchanged"]
+    assert successor_unchanged(after, changes[1]) == not_one  # not a successor of the split that began
+    assert successor_unchanged(after, changes[2]) is None  # taken
+    assert successor_unchanged(after, changes[3]) is not None  # the split already resolved: unchanged
+    only_not_one = status([s2_from_cumbria(), named("2023-06-03", HARROW), s3_in_the_stay()], "2023-06-21")
+    assert only_not_one.responsible_council is None and only_not_one.council_split is not None
+    assert only_not_one.coordinating_council.org.code == HARROW

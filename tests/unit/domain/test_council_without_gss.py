@@ -5,12 +5,13 @@ hospital's council coordinating, as for a split (one path: `_hold_council`); nev
 "unknown council". Before the vesting day, and for a successor with a GSS code, nothing changes. A later
 register giving the successor its code makes it responsible."""
 
+from hub.domain.model import ChangeType
 from hub.domain.rules.engine import handover_bases
 from hub.domain.views import (
     COORDINATING_COUNCIL, RESPONSIBILITY_UNDETERMINED, RESPONSIBLE_COUNCIL, UNKNOWN, roles_of, undetermined_bodies,
     view_of,
 )
-from tests.unit.domain.builders import detained, left, moved, status
+from tests.unit.domain.builders import change, detained, left, moved, status
 from tests.unit.domain.fakes import (
     BUCKS_PRACTICE, CNWL, GSS_GIVEN, HARROW, MIDSHIRE_OLD, NORTH_MIDSHIRE, SOUTH_MIDSHIRE, WYVERN_OLD, WYVERN_VALE,
     FakeReferenceData,
@@ -110,3 +111,25 @@ def test_no_council_holds_the_duties_alone_for_disputes_and_childrens_notices():
     assert council_on(WYVERN_OLD, after, REF) == WYVERN_OLD
     assert duty_holder(LATER_REGISTER, WYVERN_OLD, DisputeKind.COUNCIL, after) == GSS_GIVEN[WYVERN_VALE]
     assert council_on(WYVERN_OLD, after, LATER_REGISTER) == GSS_GIVEN[WYVERN_VALE]
+
+
+def test_a_successor_named_earlier_in_the_stay_is_taken_only_if_it_has_a_gss_code():
+    """s2, a naming, then s3 in the same stay (as tests/unit/domain/test_council_split.py): the successor with
+    a code named earlier in the stay is responsible from the s3, as a naming after it would be; one the register
+    lists without a GSS code cannot be named (undetermined, the operator's action said), and once a newer
+    register gives it its code, its code named earlier in the stay is taken."""
+    def stay(area: str, successor: str) -> list:
+        return [detained("2026-05-04", "02", residence_la_gss=area, hospital_ods=CNWL),
+                moved("2026-05-06", residence_before_detention_la_gss=successor),
+                change(ChangeType.SECTION_CHANGED, "2026-05-18", legal_status_code="03", hospital_ods=CNWL)]
+
+    north = status(stay(MIDSHIRE_OLD, NORTH_MIDSHIRE), "2026-05-19")
+    assert north.responsible_council.org.code == NORTH_MIDSHIRE and north.coordinating_council is None
+    assert "earlier in the same stay in hospital" in north.responsible_council.explanation
+    south = status(stay(MIDSHIRE_OLD, SOUTH_MIDSHIRE), "2026-05-19")
+    assert south.responsible_council is None and south.council_split.rule == "council-successor-without-gss"
+    assert south.coordinating_council.org.code == HARROW
+    wyvern = status(stay(WYVERN_OLD, WYVERN_VALE), "2026-05-19")
+    assert wyvern.responsible_council is None and wyvern.council_split.rule == "council-successor-without-gss"
+    given = status(stay(MIDSHIRE_OLD, GSS_GIVEN[SOUTH_MIDSHIRE]), "2026-05-19", ref=LATER_REGISTER)
+    assert given.responsible_council.org.code == GSS_GIVEN[SOUTH_MIDSHIRE]
