@@ -256,3 +256,22 @@ def test_a_successor_named_on_the_readmission_day_is_the_new_stays_not_the_last_
                  detained("2023-06-01", "03", residence_la_gss=CUMBRIA_OLD, hospital_ods=CNWL)]
     assert status(backdated, "2023-06-21").responsible_council is None
     assert stays(backdated)[1].successors_named == ()
+
+
+def test_a_qualifying_detention_begun_out_of_any_stay_takes_no_naming_of_the_last_one():
+    """A section changed to s3 (or a discharge or CTO evidencing a detention never recorded) after the last stay
+    ended: the rules begin a detention there (`_on_section_changed`), in no stay stay_bounds.py knows, so the
+    last stay's naming is not its own (it was taken: Cumberland responsible, from the stay under s2 before)."""
+    earlier = [detained("2023-05-01", "02", residence_la_gss=CUMBRIA_OLD, hospital_ods=CNWL),
+               named("2023-05-05", CUMBERLAND), left("2023-05-20")]
+    for later in (change(ChangeType.SECTION_CHANGED, "2023-06-20", legal_status_code="03", hospital_ods=CNWL),
+                  left("2023-06-20", legal_status_code="03", hospital_ods=CNWL),
+                  change(ChangeType.CTO_STARTED, "2023-06-20", legal_status_code="03", hospital_ods=CNWL)):
+        after = status([*earlier, later], "2023-06-21")
+        assert after.responsible_council is None and after.council_split is not None, later.change_type
+        assert not any("earlier in the stay" in h.text for h in after.history)
+    # Within the stay, a CTO evidencing the s3 the stay was under (it ends the stay) still takes it.
+    in_stay = [detained("2023-06-01", "02", residence_la_gss=CUMBRIA_OLD, hospital_ods=CNWL),
+               named("2023-06-05", CUMBERLAND),
+               change(ChangeType.CTO_STARTED, "2023-06-20", legal_status_code="03", hospital_ods=CNWL)]
+    assert status(in_stay, "2023-06-21").responsible_council.org.code == CUMBERLAND
