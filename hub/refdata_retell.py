@@ -129,7 +129,8 @@ def dataset_parts(datasets: Iterable[Dataset]) -> list[dict[str, Any]]:
 # council stayed undetermined until the naming was sent again): those people are told at that start, the
 # successor named responsible and the hospital's council told it no longer coordinates.
 RULES = ("council-split-undetermined; council-successor-without-gss-undetermined; "
-         "hospital-council-abolished-uncoordinated; successor-named-earlier-in-the-stay-taken")
+         "hospital-council-abolished-uncoordinated; successor-named-earlier-in-the-stay-taken; "
+         "successor-named-on-the-admission-day-taken; successor-named-in-an-earlier-stay-not-taken-out-of-a-stay")
 
 
 def fingerprint(parts: list[dict[str, Any]], successions_from: date | None = None) -> tuple[str, list[dict[str, Any]]]:

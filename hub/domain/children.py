@@ -237,7 +237,7 @@ def stays(history: Iterable[RegisterChange]) -> list[Stay]:
         if change.hospital_ods:
             hospital = change.hospital_ods
         began, ended = bounds.begins(change), bounds.ends(change)
-        bounds = bounds.after(change)
+        before, bounds = bounds, bounds.after(change)
         if successor_named(change) and bounds.begun:
             # The successor of the residence before this stay's detention: the stay in hospital, else the last
             # one (named after the discharge). Named before the stay began (a backdated move, an earlier
@@ -247,9 +247,13 @@ def stays(history: Iterable[RegisterChange]) -> list[Stay]:
             elif out:
                 out[-1] = replace(out[-1], successors_named=bounds.named)
         if began:
+            # Named on the admission day: this stay's (stay_bounds.py), no longer the last one's.
+            carried = bounds.named
+            if carried and out and before.begun:
+                out[-1] = replace(out[-1], successors_named=before.named[:len(before.named) - len(carried)])
             current = Stay(change=change, admitted_on=change.effective_date,
                            hospital_ods=change.hospital_ods or hospital, legal_status_code=change.legal_status_code,
-                           starts=(change,))
+                           starts=(change,), successors_named=carried)
         elif change.change_type in STARTS and current is not None:
             current = replace(current, starts=(*current.starts, change))
         elif ended and current is not None:

@@ -10,7 +10,9 @@ section changed (s2 then s3) and staying on informally after the section ends do
 A successor named (a `moved` change's `residence_before_detention_la_gss`: which successor of a council split
 since covers the residence before the detention) belongs to the stay the person is in, else to the last one
 (named after the discharge); named before any stay began (a move backdated before the admission), to none. A
-new stay starts with none: a new detention re-determines the council (Worcs 4.3.3), and an earlier stay's
+naming dated the day a stay begins is that stay's (a `moved` change sorts before the detention of its day, as
+the residence immediately before it: hub/domain/rules/precedence.py), whether or not a stay came before. A
+new stay starts with no other: a new detention re-determines the council (Worcs 4.3.3), and an earlier stay's
 naming is not this stay's (the person may have moved within the split area since).
 
 Pure, in the history's order (hub/domain/rules/precedence.py `change_order`): fold `StayBounds.after` over it.
@@ -44,8 +46,8 @@ class Naming:
 @dataclass(frozen=True, slots=True)
 class StayBounds:
     """Where a history stands after the changes folded so far (`after`): in a stay or not, whether one has
-    begun, and the successors named in the current stay (or, out of hospital, the last one), in the history's
-    order."""
+    begun, and the successors named in the current stay (or, out of hospital, the last one; before any stay
+    began, those named so far, none of them a stay's until one begins on their day), in the history's order."""
 
     in_stay: bool = False
     begun: bool = False
@@ -67,14 +69,14 @@ class StayBounds:
     def after(self, change: RegisterChange) -> StayBounds:
         """Where the history stands once `change` (the next in the history's order) is folded."""
         if self.begins(change):
-            return _BEGUN
+            # The namings of the admission day (folded just before it, out of a stay) are the new stay's.
+            return StayBounds(True, True, tuple(n for n in self.namings if n.on == change.effective_date))
         if self.ends(change):
             return StayBounds(False, True, self.namings)
         named = successor_named(change)
-        if named and self.begun:
-            return StayBounds(self.in_stay, True,
+        if named:
+            # Out of a stay before any began: kept only for a stay beginning the same day (`begins`), in no
+            # stay meanwhile (`in_stay`, `begun` false: the rules and the children's notices read none).
+            return StayBounds(self.in_stay, self.begun,
                               (*self.namings, Naming(named, change.change_id, change.effective_date)))
         return self
-
-
-_BEGUN = StayBounds(in_stay=True, begun=True)

@@ -260,3 +260,73 @@ async def test_the_first_start_of_this_version_tells_people_whose_successor_was_
     [told] = await _corrections(app_hub)
     assert CUMBERLAND in orjson.dumps(told).decode()
     assert await retell.run_once() == 0  # once
+
+
+async def test_the_first_start_of_this_version_tells_people_whose_successor_was_named_on_the_admission_day(app_hub):
+    """A person detained under s3 from Cumbria (split 2023), the successor named in a move dated the day of the
+    admission (sorted before the detention: the version before read it as before the stay, never taken, the
+    hospital's council coordinating). The first start of this version tells them once: Cumberland responsible.
+    Failed before: the same fingerprint, nobody told."""
+    base = {"source_system": "RiO", "person": {"nhs_number": "9990000026"}}
+    for n, change in enumerate((
+        {"change_type": "detained", "effective_date": "2025-03-03", "legal_status_code": "03",
+         "hospital_ods": "RNU", "residence_la_gss": CUMBRIA},
+        {"change_type": "moved", "effective_date": "2025-03-03", "residence_before_detention_la_gss": CUMBERLAND},
+    )):
+        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]},
+                                    json={**base, "source_message_id": f"day-{n}", **change})
+        assert r.status_code == 202, r.text
+        assert "warnings" not in r.json()  # the naming is taken: its sender is told of nothing to do
+    ref = load_reference_data()
+    today = date(2026, 12, 5)
+    parts = dataset_parts(ref.datasets())
+    in_effect = max(d for d in ref.succession_days() if d <= today)
+    rules_before = ("council-split-undetermined; council-successor-without-gss-undetermined; "
+                    "hospital-council-abolished-uncoordinated; successor-named-earlier-in-the-stay-taken")
+    before = hashlib.sha256(orjson.dumps({"datasets": parts, "successions_from": in_effect.isoformat(),
+                                          "rules": rules_before}, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    async with app_hub.hub.engine.begin() as conn:  # as the version before left it: no council
+        await conn.execute(update(register_status).values(council_code=None))
+        await record_operator_action(conn, ACTOR, ACTION, before[:100], {"fingerprint": before, "datasets": parts})
+    retell = ReferenceDataRetell(app_hub.hub.engine, ref, app_hub.hub.agreements, today=lambda: today)
+    assert await retell.run_once() == 1
+    assert await _held(app_hub) == CUMBERLAND
+    [told] = await _corrections(app_hub)
+    assert CUMBERLAND in orjson.dumps(told).decode()
+    assert await retell.run_once() == 0  # once
+
+
+async def test_the_first_start_of_this_version_tells_people_an_earlier_stays_naming_no_longer_holds(app_hub):
+    """Held under s2 from Cumbria (split 2023), the successor named, discharged; then a section changed to s3
+    with no detention recorded (the rules begin one there, in no stay): the version before took the earlier
+    stay's naming (Cumberland responsible). The first start of this version tells them once: no council
+    responsible, Cumberland corrected. Failed before: the same fingerprint, nobody told."""
+    base = {"source_system": "RiO", "person": {"nhs_number": "9990000026"}}
+    for n, change in enumerate((
+        {"change_type": "detained", "effective_date": "2025-03-03", "legal_status_code": "02",
+         "hospital_ods": "RNU", "residence_la_gss": CUMBRIA},
+        {"change_type": "moved", "effective_date": "2025-03-05", "residence_before_detention_la_gss": CUMBERLAND},
+        {"change_type": "left-hospital", "effective_date": "2025-03-20"},
+        {"change_type": "section-changed", "effective_date": "2025-05-01", "legal_status_code": "03",
+         "hospital_ods": "RNU"},
+    )):
+        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]},
+                                    json={**base, "source_message_id": f"out-{n}", **change})
+        assert r.status_code == 202, r.text
+    ref = load_reference_data()
+    today = date(2026, 12, 5)
+    parts = dataset_parts(ref.datasets())
+    in_effect = max(d for d in ref.succession_days() if d <= today)
+    rules_before = ("council-split-undetermined; council-successor-without-gss-undetermined; "
+                    "hospital-council-abolished-uncoordinated; successor-named-earlier-in-the-stay-taken; "
+                    "successor-named-on-the-admission-day-taken")
+    before = hashlib.sha256(orjson.dumps({"datasets": parts, "successions_from": in_effect.isoformat(),
+                                          "rules": rules_before}, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    async with app_hub.hub.engine.begin() as conn:  # as the version before left it: Cumberland
+        await conn.execute(update(register_status).values(council_code=CUMBERLAND))
+        await record_operator_action(conn, ACTOR, ACTION, before[:100], {"fingerprint": before, "datasets": parts})
+    retell = ReferenceDataRetell(app_hub.hub.engine, ref, app_hub.hub.agreements, today=lambda: today)
+    assert await retell.run_once() == 1
+    assert await _held(app_hub) is None
+    assert len(await _corrections(app_hub)) >= 1
+    assert await retell.run_once() == 0  # once

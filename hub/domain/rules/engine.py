@@ -172,6 +172,10 @@ class _Fold:
     # as the children's notices read them): a successor named earlier in the stay is taken when a qualifying
     # detention's council turns out split (`_take_successor_named_in_stay`).
     stay_bounds: StayBounds = StayBounds()
+    # Whether the change being folded is within a stay as stay_bounds.py has it (begins it, is in it, or ends it):
+    # a qualifying detention the rules begin out of one (a section changed, a discharge or CTO evidencing a
+    # detention never recorded, after an earlier stay ended) takes no naming of the stay before it.
+    change_in_stay: bool = False
     coordinating_council: _Responsibility | None = None
     # The hospital's council when the rules would have it coordinate but it is abolished with no addressable
     # successor on the fold's day (split between several, or succeeded by one the register lists without a
@@ -508,7 +512,11 @@ def _take_successor_named_in_stay(fold: _Fold, change: RegisterChange, verdict: 
     after the detention would; those after it stay as noted. Each is noted against its own change, so its
     sender's warning says what became of it (`successor_unchanged`). A naming from before the stay began
     (an earlier stay's, a move backdated before the admission) is not read: a new detention re-determines
-    the council (Worcs 4.3.3)."""
+    the council (Worcs 4.3.3); nor is one when the detention falls in no stay stay_bounds.py knows (a section
+    changed, or a discharge or CTO evidencing a detention, after the last stay ended): the rules begin a
+    detention there, and the last stay's naming is not its own."""
+    if not fold.change_in_stay:
+        return
     for naming in fold.stay_bounds.namings:
         split = fold.split_council
         if split is None:
@@ -1572,7 +1580,9 @@ def _fold_one(fold: _Fold, change: RegisterChange) -> None:
     if fold.died:
         fold.note(change, f"ignored after death: {change.change_type.value}")
         return
+    was_in_stay = fold.stay_bounds.in_stay
     fold.stay_bounds = fold.stay_bounds.after(change)
+    fold.change_in_stay = was_in_stay or fold.stay_bounds.in_stay
     if change.change_type in TAKES_FACTS:
         _take_facts(fold, change)
     hospital = change.hospital_ods

@@ -211,3 +211,67 @@ def test_a_council_named_earlier_in_the_stay_that_is_not_a_successor_changes_not
     only_not_one = status([s2_from_cumbria(), named("2023-06-03", HARROW), s3_in_the_stay()], "2023-06-21")
     assert only_not_one.responsible_council is None and only_not_one.council_split is not None
     assert only_not_one.coordinating_council.org.code == HARROW
+
+
+# -- a successor named on the admission day (review of H-03) ------------------------------------------------------
+#
+# A `moved` change sorts before the detention of its day (its residence is the one immediately before the
+# detention: hub/domain/rules/precedence.py), so a naming dated the day of admission was folded out of any stay:
+# never taken, and its sender told that no council split awaits one while the person query said the council was
+# undetermined, awaiting exactly that naming. It is the stay's that begins that day (hub/domain/stay_bounds.py).
+
+@pytest.mark.parametrize("first", ["s3", "s2-then-s3"])
+def test_a_successor_named_on_the_admission_day_is_the_stays(first):
+    from hub.domain.children import stays
+
+    admitted = detained("2023-06-01", "03" if first == "s3" else "02", residence_la_gss=CUMBRIA_OLD,
+                        gp_practice_ods=CUMBRIA_PRACTICE, hospital_ods=CNWL)
+    naming = named("2023-06-01", CUMBERLAND)
+    changes = [naming, admitted]
+    if first == "s2-then-s3":
+        changes.append(s3_in_the_stay())
+    after = status(changes, "2023-06-21")
+    assert after.responsible_council.org.code == CUMBERLAND  # was: undetermined, the hospital's council coordinating
+    assert after.coordinating_council is None and after.council_split is None
+    assert successor_unchanged(after, naming) is None  # was: "no council split awaits a successor"
+    for order in itertools.permutations(changes):
+        assert status(order, "2023-06-21") == after
+    [stay] = stays(changes)
+    assert stay.successors_named == (CUMBERLAND,)  # the children's notices read the same stay
+
+
+def test_a_successor_named_on_the_readmission_day_is_the_new_stays_not_the_last_ones():
+    from hub.domain.children import stays
+
+    earlier = [detained("2023-05-01", "02", residence_la_gss=CUMBRIA_OLD, hospital_ods=CNWL),
+               named("2023-05-05", WESTMORLAND), left("2023-05-20")]
+    changes = [*earlier, named("2023-06-01", CUMBERLAND),
+               detained("2023-06-01", "03", residence_la_gss=CUMBRIA_OLD, hospital_ods=CNWL)]
+    after = status(changes, "2023-06-21")
+    assert after.responsible_council.org.code == CUMBERLAND  # the earlier stay's Westmorland not taken
+    first, second = stays(changes)
+    assert first.successors_named == (WESTMORLAND,) and second.successors_named == (CUMBERLAND,)
+    # The day before the admission is still before the stay: not taken, as a backdated move.
+    backdated = [*earlier, named("2023-05-31", CUMBERLAND),
+                 detained("2023-06-01", "03", residence_la_gss=CUMBRIA_OLD, hospital_ods=CNWL)]
+    assert status(backdated, "2023-06-21").responsible_council is None
+    assert stays(backdated)[1].successors_named == ()
+
+
+def test_a_qualifying_detention_begun_out_of_any_stay_takes_no_naming_of_the_last_one():
+    """A section changed to s3 (or a discharge or CTO evidencing a detention never recorded) after the last stay
+    ended: the rules begin a detention there (`_on_section_changed`), in no stay stay_bounds.py knows, so the
+    last stay's naming is not its own (it was taken: Cumberland responsible, from the stay under s2 before)."""
+    earlier = [detained("2023-05-01", "02", residence_la_gss=CUMBRIA_OLD, hospital_ods=CNWL),
+               named("2023-05-05", CUMBERLAND), left("2023-05-20")]
+    for later in (change(ChangeType.SECTION_CHANGED, "2023-06-20", legal_status_code="03", hospital_ods=CNWL),
+                  left("2023-06-20", legal_status_code="03", hospital_ods=CNWL),
+                  change(ChangeType.CTO_STARTED, "2023-06-20", legal_status_code="03", hospital_ods=CNWL)):
+        after = status([*earlier, later], "2023-06-21")
+        assert after.responsible_council is None and after.council_split is not None, later.change_type
+        assert not any("earlier in the stay" in h.text for h in after.history)
+    # Within the stay, a CTO evidencing the s3 the stay was under (it ends the stay) still takes it.
+    in_stay = [detained("2023-06-01", "02", residence_la_gss=CUMBRIA_OLD, hospital_ods=CNWL),
+               named("2023-06-05", CUMBERLAND),
+               change(ChangeType.CTO_STARTED, "2023-06-20", legal_status_code="03", hospital_ods=CNWL)]
+    assert status(in_stay, "2023-06-21").responsible_council.org.code == CUMBERLAND
