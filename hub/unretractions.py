@@ -116,7 +116,7 @@ class SentAgain(ReinstatementRefused):
     def __init__(self, change_type: str, standing: tuple[tuple[str, str], ...]) -> None:
         named = ", ".join(f"{cid} (source_message_id {smid})" for cid, smid in standing[:_NAMED])
         more = f" and {len(standing) - _NAMED} more" if len(standing) > _NAMED else ""
-        super().__init__(f"the {change_type.replace('-', ' ')} was sent again since the retraction and stands "
+        super().__init__(f"this {change_type} change was sent again since the retraction and stands "
                          f"in the person's history as register change {named}{more}: reinstated, the history "
                          "would count it twice. Retract that change first, then reverse this retraction; or "
                          "leave this change retracted")
