@@ -18,7 +18,19 @@ the person's row lock), as the reversal of a merge does (hub/unmerges.py):
    `404` as for an unknown id, after the write refusal floor);
 2. not retracted now: its latest reversal's answer (`duplicate: true`), or,
    never reversed, `NotRetracted` (`409` naming `change_id`);
-3. refused (`ReinstatementRefused`, `409` naming `change_id`) when the
+3. refused (`SentAgain`, `409` `sent-again` naming `change_id`) when the
+   person's history holds a change recorded since the retraction that
+   restates the retracted one (`hub.domain.retraction.restates`: the same
+   change type, effective date and the type's identifying facts), recorded
+   by the organisation that recorded the retracted change (any of its keys)
+   or by the hub operator (who records on a source's behalf: a quarantined
+   input resubmitted): the trust was told, before reversals existed, to send
+   the change again under a new `source_message_id`. Reinstated, the history
+   would count that event twice. Another organisation's record of the same
+   event is its own record and does not refuse. The refusal names each such
+   change by its change id and source message id (nothing personal): retract
+   it first, or leave the change retracted;
+4. refused (`ReinstatementRefused`, `409` naming `change_id`) when the
    retraction withdrew or reopened a transfer or dispute case of the person
    (a `withdraw` or `reopen` step of theirs since the retraction: a
    withdrawn case is final, and the hub cannot tell whether that step was the
@@ -27,7 +39,7 @@ the person's row lock), as the reversal of a merge does (hub/unmerges.py):
    withdraw one on the retraction's event while this commits (and, once this
    has committed, the consumer finds the change not retracted and withdraws
    nothing: hub/workflows/service.py);
-4. else the `change_retractions` row taken off and kept whole in
+5. else the `change_retractions` row taken off and kept whole in
    `change_retraction_reversals` (with who, when, the reason encrypted, the
    correlation id, the event), so the change counts in every read of the
    history again (`hub.store.schema.not_retracted`) under its own id and
@@ -63,6 +75,7 @@ from hub.codec import from_jsonable
 from hub.corrections import Correction, CorrectionService, correction
 from hub.domain.access import Decision, Rule, decide_retract
 from hub.domain.model import DomainEvent, EventType, RegisterChange
+from hub.domain.retraction import restates
 from hub.domain.rules import evaluate
 from hub.domain.rules.precedence import change_order
 from hub.domain.workflows.model import Action
@@ -77,6 +90,11 @@ ACTION = "reinstate"
 REINSTATEMENT_KIND = "s117-register-change-reinstated"
 # The case steps a retraction's event takes (hub/workflows/service.py `on_retracted`): final, not undone here.
 _CASE_STEPS = (Action.WITHDRAW.value, Action.REOPEN.value)
+# The changes standing for a retracted one a refusal names (`SentAgain`), at most.
+_NAMED = 5
+# The hub operator's clients (hub/access.py `caller_of`): what they record, they may record on a source's
+# behalf (a quarantined input resubmitted), so it counts as the source organisation's own.
+OPERATOR_SCOPE = "hub:admin"
 
 
 class NotRetracted(Exception):
@@ -91,6 +109,20 @@ class ReinstatementRefused(Exception):
         self.field, self.reason = "change_id", reason
 
 
+class SentAgain(ReinstatementRefused):
+    """The change was sent again since the retraction (`409` naming `change_id`): `standing`, each change
+    standing for it in the history, by its change id and source message id (nothing personal)."""
+
+    def __init__(self, change_type: str, standing: tuple[tuple[str, str], ...]) -> None:
+        named = ", ".join(f"{cid} (source_message_id {smid})" for cid, smid in standing[:_NAMED])
+        more = f" and {len(standing) - _NAMED} more" if len(standing) > _NAMED else ""
+        super().__init__(f"this {change_type} change was sent again since the retraction and stands "
+                         f"in the person's history as register change {named}{more}: reinstated, the history "
+                         "would count it twice. Retract that change first, then reverse this retraction; or "
+                         "leave this change retracted")
+        self.standing = standing
+
+
 @dataclass(frozen=True, slots=True)
 class Reinstatement:
     """The answer: the reversal's, with `duplicate` set on the same reversal again."""
@@ -99,8 +131,12 @@ class Reinstatement:
     duplicate: bool
 
 
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
 def _iso(at: datetime) -> str:
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
+    return _aware(at).isoformat()
 
 
 def _answer(row: Any) -> dict[str, Any]:
@@ -162,12 +198,34 @@ class UnretractionService(CorrectionService):
                 else:
                     done = Reinstatement(_answer(last), duplicate=True)
             else:
-                refused = await self._cases_moved(c, found.person_id, retraction.at)
+                refused = await self._sent_again(c, found, retraction.at) \
+                    or await self._cases_moved(c, found.person_id, retraction.at)
                 if refused is None:
                     done = await self._reinstate_locked(c, found, retraction, reason)
         if refused is not None:
             raise refused
         return done
+
+    @staticmethod
+    async def _sent_again(c: Correction, found: Any, since: datetime) -> SentAgain | None:
+        """Refused if the person's history holds a change recorded since the retraction, by the organisation
+        that recorded `found` or by the hub operator, that restates it (`hub.domain.retraction.restates`):
+        reinstated, the history would count that event twice."""
+        rc = register_changes.c
+        retracted = from_jsonable(RegisterChange, found.canonical)
+        rows = (await c.conn.execute(
+            select(rc.change_id, rc.source_message_id, rc.canonical, rc.received_at, api_clients.c.org_code,
+                   api_clients.c.scopes)
+            .join(api_clients, api_clients.c.client_id == rc.source)
+            .where(rc.person_id == found.person_id, rc.change_id != found.change_id,
+                   rc.change_type == retracted.change_type.value, rc.effective_date == retracted.effective_date,
+                   not_retracted())
+            .order_by(rc.received_at, rc.change_id))).all()
+        standing = tuple((r.change_id, r.source_message_id) for r in rows
+                         if _aware(r.received_at) >= _aware(since)
+                         and (r.org_code == found.org_code or OPERATOR_SCOPE in (r.scopes or ()))
+                         and restates(from_jsonable(RegisterChange, r.canonical), retracted))
+        return SentAgain(retracted.change_type.value, standing) if standing else None
 
     @staticmethod
     async def _cases_moved(c: Correction, person_id: str, since: datetime) -> ReinstatementRefused | None:

@@ -11,7 +11,9 @@ POST /v1/register-changes/{change_id}/retraction/reversal: a retraction made
 in error reversed, the change reinstated under its own id and recorded time
 (hub/unretractions.py), by those who may retract it; anyone else and an
 unknown id get one identical `404` (no sooner than the write refusal floor).
-A change not retracted: `409` naming `change_id` (to those who may retract it
+A change not retracted, or sent again (the same event recorded by the
+organisation again and standing: reinstated, it would count twice), or a
+case withdrawn since: `409` naming `change_id` (to those who may retract it
 only). The same reversal again is answered with the first answer
 (`duplicate: true`)."""
 
@@ -29,7 +31,7 @@ from hub.domain.retraction import REASON_MAX
 from hub.ingest.contract import FreeText
 from hub.observability.logging import bound_correlation_id, new_correlation_id
 from hub.retraction import RecordedByACase
-from hub.unretractions import NotRetracted, ReinstatementRefused
+from hub.unretractions import NotRetracted, ReinstatementRefused, SentAgain
 
 router = APIRouter(prefix="/v1/register-changes", tags=["register changes"])
 
@@ -116,8 +118,11 @@ class ReinstatementOut(BaseModel):
             "(its source's organisation, or the hub operator)",
     responses={404: {"description": "No register change with that id this client may retract (the same answer "
                                     "for an unknown id and for another organisation's change)"},
-               409: {"description": "Not retracted (never retracted), or not reversible here: a transfer or "
-                                    "dispute case was withdrawn or reopened since the retraction"}})
+               409: {"description": "Not retracted (never retracted); sent again (`sent-again`: a change of "
+                                    "the same organisation or the hub operator restating it stands in the "
+                                    "history, named in `standing` by change_id and source_message_id: retract it "
+                                    "first); or not reversible here: a transfer or dispute case was withdrawn or "
+                                    "reopened since the retraction"}})
 async def reinstate(change_id: str, body: ReinstatementIn, hub: HubDep, client: ClientDep) -> dict:
     require(client, "register:write")
     started = time.monotonic()
@@ -129,6 +134,11 @@ async def reinstate(change_id: str, body: ReinstatementIn, hub: HubDep, client: 
     except NotRetracted:
         raise ProblemError(409, "not-retracted", "Not retracted", "change_id: this change is not retracted",
                            errors=[{"field": "change_id", "reason": "not retracted"}]) from None
+    except SentAgain as exc:
+        raise ProblemError(409, "sent-again", "Sent again", f"{exc.field}: {exc.reason}",
+                           errors=[{"field": exc.field, "reason": exc.reason}],
+                           standing=[{"change_id": cid, "source_message_id": smid}
+                                     for cid, smid in exc.standing]) from None
     except ReinstatementRefused as exc:
         raise ProblemError(409, "conflict", "Conflict", f"{exc.field}: {exc.reason}",
                            errors=[{"field": exc.field, "reason": exc.reason}]) from None
