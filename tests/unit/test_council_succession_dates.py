@@ -101,7 +101,7 @@ def test_the_end_date_the_day_before_the_successors_start_or_on_it_is_the_normal
     assert ref.council(BUCKS, date(2027, 4, 1)).code == CHV
     # Nor a day either side: the successor starting two days after the council ended, or the council ending
     # after its successor started, says two different vesting days.
-    for end, at_odds in (("2027-03-30", "2 days after"), ("2027-04-02", "before")):
+    for end, at_odds in (("2027-03-30", "2 days after"), ("2027-04-02", "before it ends")):
         path, line = register(tmp_path / f"{end}.csv", end, {"CHV": "2027-04-01"})
         with pytest.raises(ReferenceFileError) as refused:
             load(path)
