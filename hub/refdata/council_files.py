@@ -36,7 +36,9 @@ H-03; hub/domain/rules/engine.py `_council_org`).
 
 Read by the same code as the shipped file, a file that cannot be read as that
 format (or whose successions do not end: a cycle of `replaced-by`, or a chain
-longer than the loader follows) stops the hub at start with one line naming the setting and the line
+longer than the loader follows; or cannot be dated: a council with a
+`replaced-by` but neither its `end-date` nor a successor's `start-date`, or
+those dates at odds, `_successions_dated`) stops the hub at start with one line naming the setting and the line
 and column at fault (`ReferenceFileError`), never a traceback and never
 councils silently without it. Its date is a `Dataset` reported like the GP
 practice ones (hub/refdata/ods_files.py). Codes, names and dates of public
@@ -77,6 +79,20 @@ _GSS = re.compile(r"[A-Z][0-9]{8}")  # ONS GSS code: E06000060
 def is_social_services_authority(row: Mapping[str, str]) -> bool:
     """A row of mySociety's file that is an English local social services authority (current or former)."""
     return row["nation"].strip() == "England" and row["local-authority-type"].strip() in SOCIAL_SERVICES_TYPES
+
+
+def is_council_read(row: Mapping[str, str]) -> bool:
+    """A row the loader reads as a council whose successions it follows (hub/refdata/loader.py
+    `_load_councils`): an English social services authority or non-metropolitan district with a GSS code."""
+    return bool(row["gss-code"].strip()) and (
+        is_social_services_authority(row)
+        or (row["nation"].strip() == "England" and row["local-authority-type"].strip() == "NMD"))
+
+
+def dates_succession(row: Mapping[str, str]) -> bool:
+    """A successor whose `start-date` the loader reads as the day it takes over: a council it reads
+    (`is_council_read`) or one the register lists without a GSS code yet."""
+    return is_council_read(row) or not row["gss-code"].strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +162,7 @@ def read_local_authorities(lines: Iterable[str], as_of: date,
                 raise ReferenceFileError(setting, f"line {line}, column {column}",
                                          f"{', '.join(unknown)} is not a local-authority-code of the file")
     _successions_end(out, line_of, setting)
+    _successions_dated(out, line_of, setting)
     if not any(is_social_services_authority(c) and c["gss-code"] for c in out):
         raise ReferenceFileError(setting, "(file)", "no English social services authority (nation England, "
                                  f"local-authority-type one of {', '.join(sorted(SOCIAL_SERVICES_TYPES))})")
@@ -176,6 +193,51 @@ def _successions_end(rows: list[dict[str, str]], line_of: Mapping[str, int], set
 
     for c in rows:
         longest(c["local-authority-code"], ())
+
+
+def _successions_dated(rows: list[dict[str, str]], line_of: Mapping[str, int], setting: str) -> None:
+    """Every succession the loader follows (a council it reads with a `replaced-by`) has one day its successors
+    take over: the council's `end-date` (its last day, or mySociety's other way, the successor's first), or
+    its successors' `start-date`. Every version mySociety published (June 2022 to July 2025) gives both, the
+    successor starting on the council's end date or the day after. Raises ReferenceFileError at the first
+    council whose succession cannot be dated (neither date: the loader would name the abolished council for
+    good) or whose dates are at odds (its successors starting on different days, or not on its end date or
+    the day after: the loader would take the earliest, silently)."""
+    by_code = {c["local-authority-code"]: c for c in rows}
+    for c in rows:
+        after = _codes(c["replaced-by"])
+        if not after or not is_council_read(c):
+            continue
+        code, line = c["local-authority-code"], line_of[c["local-authority-code"]]
+        # The successors whose start-date the loader dates the succession by (loader.py `_load_councils`).
+        dating = [s for s in after if dates_succession(by_code[s])]
+        starts = {s: date.fromisoformat(by_code[s]["start-date"]) for s in dating if by_code[s]["start-date"]}
+        if not c["end-date"] and not starts:
+            named = ", ".join(dating or after)
+            several = len(dating or after) > 1
+            raise ReferenceFileError(
+                setting, f"line {line}, column end-date",
+                f"{code} is replaced by {named} but gives no end-date, nor {named} a start-date: the day its "
+                f"successor{'s take' if several else ' takes'} over cannot be told (an end-date for {code} or a "
+                f"start-date for {', '.join(f'{s} (line {line_of[s]})' for s in dating or after)} is needed"
+                f"{'' if dating else '; none of them an English council the hub reads'})")
+        if len(set(starts.values())) > 1:
+            raise ReferenceFileError(
+                setting, f"line {line}, column replaced-by",
+                f"the successors of {code} start on different days: "
+                + ", ".join(f"{s} on {d.isoformat()} (line {line_of[s]})" for s, d in starts.items())
+                + " (one day their council's duties pass to them is expected)")
+        if c["end-date"] and starts:
+            end = date.fromisoformat(c["end-date"])
+            successor, start = next(iter(starts.items()))
+            gap = (start - end).days
+            if gap not in (0, 1):
+                at_odds = f"{gap} days after" if gap > 1 else "before it ends"
+                raise ReferenceFileError(
+                    setting, f"line {line}, column end-date",
+                    f"{code} ends on {end.isoformat()} but its successor {successor} (line {line_of[successor]}) "
+                    f"starts on {start.isoformat()}, {at_odds}: the end-date is the day before its successor "
+                    "starts or that day")
 
 
 def read_local_authorities_file(path: Path, as_of: date) -> LocalAuthorities:

@@ -53,6 +53,7 @@ from hub.refdata.council_files import (
     LOCAL_AUTHORITIES_SETTING,
     LOCAL_AUTHORITIES_SOURCE,
     MAX_SUCCESSIONS,
+    is_council_read,
     is_social_services_authority,
     read_local_authorities,
     read_local_authorities_file,
@@ -281,11 +282,9 @@ class PublicReferenceData:
             if not r["gss-code"]:
                 self._without_gss[r["local-authority-code"]] = _Council(r, is_social_services_authority(r))
                 continue
-            if r["nation"] != "England":
-                continue
+            if not is_council_read(r):
+                continue  # other nations, combined authorities etc.
             ssa = is_social_services_authority(r)
-            if not ssa and r["local-authority-type"] != "NMD":
-                continue  # combined authorities etc.
             c = _Council(r, ssa)
             self._councils[c.gss] = c
             self._by_la[c.la_code] = c
@@ -295,7 +294,10 @@ class PublicReferenceData:
                 if old.strip():
                     self._alias[old.strip()] = c.gss
         # Effective last day: the register's end dates mix "last day" and
-        # "first day of the successor"; the successor's start wins.
+        # "first day of the successor"; the successor's start wins. Every succession read here has one of
+        # the two dates, and both agree (the end date the day before the successor's start or that day, the
+        # successors on one day): a register otherwise was refused at start (council_files.py
+        # `_successions_dated`; hazard H-03), so no abolished council stays named for want of a date.
         self._last_day: dict[str, date | None] = {}
         for c in self._councils.values():
             last = c.end
