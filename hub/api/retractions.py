@@ -14,8 +14,8 @@ unknown id get one identical `404` (no sooner than the write refusal floor).
 A change not retracted, or sent again (the same event recorded by the
 organisation again and standing: reinstated, it would count twice), or a
 case withdrawn since: `409` naming `change_id` (to those who may retract it
-only). The same reversal again is answered with the first answer
-(`duplicate: true`)."""
+only). Asked again while the change stands, the latest reversal's answer
+(`duplicate: true`); once it is retracted again, a new reversal."""
 
 from __future__ import annotations
 
