@@ -190,8 +190,8 @@ async def test_who_reversed_what_is_audited_and_traced_as_the_readme_says(app_hu
     """"the operator's reversal of a retraction of a change another organisation recorded also as an
     operator action `register-change-reinstate`" (whoever made the retraction: here the operator itself);
     the trace's `reinstated` stage: who, when, its correlation id and event id (which find it), the
-    retraction it reversed, never the reason; a reversal asked again once the change was retracted
-    again is a new reversal, not the first's answer."""
+    retraction it reversed, never the reason; retracted again, a retraction asked again answers the
+    standing one (not the first), and a reversal asked again is a new reversal, not the first's answer."""
     calls, hub = _Calls(app_hub), app_hub.hub
     operator = (await add_client(hub.engine, "Operator", "HUB", "hub-operator", ["hub:admin"]))[1]
     change = detention_to_move_scenario(random.Random(38), "rr37-op", date(2025, 1, 6))[0]
@@ -221,7 +221,11 @@ async def test_who_reversed_what_is_audited_and_traced_as_the_readme_says(app_hu
                        "retraction_event_id": retraction.json()["event_id"]}]
     assert reason not in r.text and "wrong patient" not in r.text
 
-    assert (await calls.retract(operator, change_id)).status_code == 200
+    second = await calls.retract(operator, change_id)  # retracted again: a new retraction, then its answer
+    assert second.status_code == 200 and second.json()["duplicate"] is False, second.text
+    assert second.json()["event_id"] != retraction.json()["event_id"]
+    r = await calls.retract(operator, change_id)
+    assert r.status_code == 200 and r.json() == {**second.json(), "duplicate": True}, r.text
     again = await calls.reverse(operator, change_id, {"reason": reason})
     assert again.status_code == 200 and again.json()["duplicate"] is False, again.text
     assert again.json()["event_id"] != first.json()["event_id"]
