@@ -150,7 +150,8 @@ async def test_each_status_the_reversal_row_promises_is_the_apps_answer(app_hub)
     first = r.json()
     assert set(first) == _promised_200_fields()
     assert (first["status"], first["duplicate"], first["change_id"]) == ("reinstated", False, moved)
-    assert (first["retraction_event_id"], first["retracted_by"]) == (retraction.json()["event_id"], "RNU")
+    assert (first["retraction_event_id"], first["retracted_at"], first["retracted_by"]) == (
+        retraction.json()["event_id"], retraction.json()["retracted_at"], "RNU")  # the retraction reversed
     r = await calls.reverse(trust, moved, {"reason": "asked again"})
     assert r.status_code == 200 and r.json() == {**first, "duplicate": True}, r.text
 
