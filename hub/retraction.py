@@ -78,7 +78,7 @@ class RecordedByACase(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Retraction:
-    """The answer: the first retraction's, with `duplicate` set on a second."""
+    """The answer: the retraction's, with `duplicate` set on a retraction asked while it stands."""
 
     body: dict[str, Any]
     duplicate: bool

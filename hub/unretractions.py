@@ -45,7 +45,8 @@ the person's row lock), as the reversal of a merge does (hub/unmerges.py):
    history again (`hub.store.schema.not_retracted`) under its own id and
    recorded time, and may be retracted again; the access decision; the
    operator's action (`register-change-reinstate`) when the hub operator
-   reverses another's retraction; the register counts' row for the person as
+   reverses the retraction of a change another organisation recorded
+   (whoever retracted it, as a retraction's own is recorded); the register counts' row for the person as
    the history with it stands; and one event on the log: an
    `s117-notification-corrected` with the headers `reinstated` (the change's
    id), `late` and `history_changes` (the history with it), which the

@@ -4,8 +4,8 @@ or the hub operator (hub/retraction.py, hub/domain/retraction.py).
 
 Anyone else gets the answer an unknown change id gets (`404`, the same body,
 no sooner than the write refusal floor): no oracle of what others recorded.
-A change retracted already is answered with the first retraction (`200`,
-`duplicate: true`).
+A change retracted already is answered with the retraction standing (`200`,
+`duplicate: true`; once reversed, a retraction asked is a new one).
 
 POST /v1/register-changes/{change_id}/retraction/reversal: a retraction made
 in error reversed, the change reinstated under its own id and recorded time
@@ -14,8 +14,8 @@ unknown id get one identical `404` (no sooner than the write refusal floor).
 A change not retracted, or sent again (the same event recorded by the
 organisation again and standing: reinstated, it would count twice), or a
 case withdrawn since: `409` naming `change_id` (to those who may retract it
-only). The same reversal again is answered with the first answer
-(`duplicate: true`)."""
+only). Asked again while the change stands, the latest reversal's answer
+(`duplicate: true`); once it is retracted again, a new reversal."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ class RetractionOut(BaseModel):
     retracted_by: str = Field(description="the organisation that retracted it")
     correlation_id: str
     event_id: str = Field(description="the event whose dispatch corrects what each body was told")
-    duplicate: bool = Field(description="true: retracted before; this is the first retraction's answer")
+    duplicate: bool = Field(description="true: retracted already; this is the standing retraction's answer")
 
 
 @router.post(
