@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hub.access import AccessPolicy, no_sooner_than
 from hub.api.deps import ClientDep, HubDep, require
-from hub.api.problems import ProblemError
+from hub.api.problems import correction_answer, ProblemError
 from hub.api.retractions import ReasonIn
 from hub.domain.access import Rule
 from hub.domain.dates import england_day
@@ -151,10 +151,7 @@ async def reverse(merge_id: str, body: ReversalIn, hub: HubDep, client: ClientDe
     except ReversalRefused as exc:
         raise ProblemError(409, "conflict", "Conflict", f"{exc.field}: {exc.reason}",
                            errors=[{"field": exc.field, "reason": exc.reason}]) from None
-    if done is None:
-        await no_sooner_than(started, hub.settings.write_refusal_floor_ms / 1000)
-        raise ProblemError(404, "not-found", "Not found", NOT_FOUND_DETAIL)
-    return {**done.body, "duplicate": done.duplicate}
+    return await correction_answer(hub, started, done, NOT_FOUND_DETAIL)
 
 
 READ_NOT_FOUND_DETAIL = "no merge with that id this client may read"

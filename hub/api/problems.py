@@ -197,3 +197,16 @@ def _internal_error(req: Request, exc: Exception) -> JSONResponse:
     return _refusal(req, 500, "internal-error", "Internal error",
                     "The hub could not complete the request; nothing was recorded. Retry later.",
                     {"Connection": "close"})
+
+
+async def correction_answer(hub: Any, started: float, done: Any, not_found: str) -> dict[str, Any]:
+    """A correction's answer (a retraction, its reversal, a merge's reversal: hub/api/retractions.py,
+    hub/api/merges.py): its body with `duplicate`; `done` None (no such id this client may correct, the same
+    for an unknown id and another organisation's) one `404` naming nothing, no sooner than
+    S117_WRITE_REFUSAL_FLOOR_MS after `started` (no membership oracle by time)."""
+    from hub.access import no_sooner_than
+
+    if done is None:
+        await no_sooner_than(started, hub.settings.write_refusal_floor_ms / 1000)
+        raise ProblemError(404, "not-found", "Not found", not_found)
+    return {**done.body, "duplicate": done.duplicate}

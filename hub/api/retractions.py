@@ -24,9 +24,8 @@ import time
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hub.access import no_sooner_than
 from hub.api.deps import ClientDep, HubDep, require
-from hub.api.problems import ProblemError
+from hub.api.problems import ProblemError, correction_answer
 from hub.domain.retraction import REASON_MAX
 from hub.ingest.contract import FreeText
 from hub.observability.logging import bound_correlation_id, new_correlation_id
@@ -88,10 +87,7 @@ async def retract(change_id: str, body: RetractionIn, hub: HubDep, client: Clien
                            "party's action on it: correct it on the case (/v1/transfers, /v1/disputes), not by "
                            "retraction", errors=[{"field": "change_id", "reason": "recorded by the hub for a "
                                                   "transfer or dispute case"}]) from None
-    if done is None:
-        await no_sooner_than(started, hub.settings.write_refusal_floor_ms / 1000)
-        raise ProblemError(404, "not-found", "Not found", NOT_FOUND_DETAIL)
-    return {**done.body, "duplicate": done.duplicate}
+    return await correction_answer(hub, started, done, NOT_FOUND_DETAIL)
 
 
 class ReinstatementIn(ReasonIn):
@@ -142,7 +138,4 @@ async def reinstate(change_id: str, body: ReinstatementIn, hub: HubDep, client: 
     except ReinstatementRefused as exc:
         raise ProblemError(409, "conflict", "Conflict", f"{exc.field}: {exc.reason}",
                            errors=[{"field": exc.field, "reason": exc.reason}]) from None
-    if done is None:
-        await no_sooner_than(started, hub.settings.write_refusal_floor_ms / 1000)
-        raise ProblemError(404, "not-found", "Not found", NOT_FOUND_DETAIL)
-    return {**done.body, "duplicate": done.duplicate}
+    return await correction_answer(hub, started, done, NOT_FOUND_DETAIL)
