@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hub.access import AccessPolicy, no_sooner_than
 from hub.api.deps import ClientDep, HubDep, require
-from hub.api.problems import correction_answer, ProblemError
+from hub.api.problems import ProblemError, correction_answer
 from hub.api.retractions import ReasonIn
 from hub.domain.access import Rule
 from hub.domain.dates import england_day
