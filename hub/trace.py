@@ -247,6 +247,8 @@ async def _corrections(conn: AsyncConnection, change_ids: set[str]) -> dict[str,
                                  .where(rr.change_id.in_(change_ids)))).all():
         kept = r.retraction or {}  # the retraction reversed, as it was (ids and times: its reason is not here)
         at = datetime.fromisoformat(kept["at"]) if kept.get("at") else r.at
+        if at.tzinfo is not None and r.at.tzinfo is None:  # SQLite's columns: UTC without an offset, as the rest
+            at = at.astimezone(UTC).replace(tzinfo=None)
         out.setdefault(r.change_id, []).append((_aware(at), {
             "at": _iso(at), "stage": "retracted", "change_id": r.change_id, "retracted_by": kept.get("org_code"),
             "source": kept.get("client_id"), "correlation_id": kept.get("correlation_id"),

@@ -68,6 +68,8 @@ async def test_a_reversal_is_found_and_shown_in_the_trace_with_the_retractions_i
         assert [(e["stage"], e["change_id"], e["correlation_id"], e["event_id"]) for e in shown] == \
             [(what, moved, answer["correlation_id"], answer["event_id"]) for what, answer in made], query
         assert all("reason" not in e for e in shown)
+        # One form of time throughout the timeline (the store's), a reversed retraction's kept time too.
+        assert len({e["at"][19:].lstrip(".0123456789") for e in timeline if e.get("at")}) == 1, timeline
         [back] = [e for e in shown if e["stage"] == "reinstated"]
         assert (back["reinstated_by"], back["retraction_event_id"], back["at"][:19]) == \
             ("RNU", first["event_id"], reversal["reinstated_at"][:19])
