@@ -71,7 +71,9 @@ class RetractionOut(BaseModel):
 @router.post(
     "/{change_id}/retraction", response_model=RetractionOut,
     summary="Retract a register change recorded in error (its source's organisation, or the hub operator)",
-    responses={404: {"description": "No register change with that id this client may retract (the same answer "
+    responses={200: {"description": "Retracted (or retracted already: the standing retraction's answer, "
+                                    "`duplicate` true)"},
+               404: {"description": "No register change with that id this client may retract (the same answer "
                                     "for an unknown id and for another organisation's change)"},
                409: {"description": "The hub's own record for a transfer or dispute case: corrected on the case"}})
 async def retract(change_id: str, body: RetractionIn, hub: HubDep, client: ClientDep) -> dict:
@@ -112,7 +114,9 @@ class ReinstatementOut(BaseModel):
     "/{change_id}/retraction/reversal", response_model=ReinstatementOut,
     summary="Reverse a retraction made in error: the change counts again under its own id and recorded time "
             "(its source's organisation, or the hub operator)",
-    responses={404: {"description": "No register change with that id this client may retract (the same answer "
+    responses={200: {"description": "Reinstated (or reinstated already while the change stands: the latest "
+                                    "reversal's answer, `duplicate` true)"},
+               404: {"description": "No register change with that id this client may retract (the same answer "
                                     "for an unknown id and for another organisation's change)"},
                409: {"description": "Not retracted (never retracted); sent again (`sent-again`: a change of "
                                     "the same organisation or the hub operator restating it stands in the "
