@@ -98,6 +98,38 @@ async def test_the_first_start_of_this_version_tells_people_split_before_it(app_
 CUMBRIA, CUMBERLAND = "E10000006", "E06000063"  # Cumbria, split on 1 April 2023 (Cumberland one successor)
 
 
+async def _posted(app_hub, run: str, changes: tuple[dict, ...]) -> list[dict]:  # noqa: ANN001
+    """`changes` of one person (9990000026) posted by the trust in turn, each accepted: their answers."""
+    answers = []
+    for n, change in enumerate(changes):
+        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]},
+                                    json={"source_system": "RiO", "person": {"nhs_number": "9990000026"},
+                                          "source_message_id": f"{run}-{n}", **change})
+        assert r.status_code == 202, r.text
+        answers.append(r.json())
+    return answers
+
+
+_RULES_SPLIT = ("council-split-undetermined; council-successor-without-gss-undetermined; "
+                "hospital-council-abolished-uncoordinated")
+
+
+async def _as_the_version_before_left_it(app_hub, rules_before: str, council_code: str | None,  # noqa: ANN001
+                                         today: date = date(2026, 12, 5)) -> ReferenceDataRetell:
+    """The shipped data's last pass recorded under the rules' reading `rules_before` (the fingerprint the
+    version before wrote), the register's counts holding `council_code` for everyone: the re-tell of this
+    version's first start, to run."""
+    ref = load_reference_data()
+    parts = dataset_parts(ref.datasets())
+    in_effect = max(d for d in ref.succession_days() if d <= today)
+    before = hashlib.sha256(orjson.dumps({"datasets": parts, "successions_from": in_effect.isoformat(),
+                                          "rules": rules_before}, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    async with app_hub.hub.engine.begin() as conn:
+        await conn.execute(update(register_status).values(council_code=council_code))
+        await record_operator_action(conn, ACTOR, ACTION, before[:100], {"fingerprint": before, "datasets": parts})
+    return ReferenceDataRetell(app_hub.hub.engine, ref, app_hub.hub.agreements, today=lambda: today)
+
+
 async def _split_person(app_hub, nhs: str = "9990000026", run: str = "ops") -> None:  # noqa: ANN001
     """A person detained in 2022 from Cumbria and discharged: after its split, no responsible council."""
     base = {"source_system": "RiO", "person": {"nhs_number": nhs}}
@@ -232,29 +264,15 @@ async def test_the_first_start_of_this_version_tells_people_whose_successor_was_
     version before left them undetermined (the naming made before the s3 not taken), the hospital's council
     coordinating. The first start of this version (the rules' reading in the fingerprint, `RULES`) tells them
     once: Cumberland responsible. Failed before: the same fingerprint, nobody told."""
-    base = {"source_system": "RiO", "person": {"nhs_number": "9990000026"}}
-    for n, change in enumerate((
+    await _posted(app_hub, "stay", (
         {"change_type": "detained", "effective_date": "2025-03-03", "legal_status_code": "02",
          "hospital_ods": "RNU", "residence_la_gss": CUMBRIA},
         {"change_type": "moved", "effective_date": "2025-03-05", "residence_before_detention_la_gss": CUMBERLAND},
         {"change_type": "section-changed", "effective_date": "2025-03-20", "legal_status_code": "03",
          "hospital_ods": "RNU"},
-    )):
-        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]},
-                                    json={**base, "source_message_id": f"stay-{n}", **change})
-        assert r.status_code == 202, r.text
-    ref = load_reference_data()
-    today = date(2026, 12, 5)
-    parts = dataset_parts(ref.datasets())
-    in_effect = max(d for d in ref.succession_days() if d <= today)
-    rules_before = ("council-split-undetermined; council-successor-without-gss-undetermined; "
-                    "hospital-council-abolished-uncoordinated")
-    before = hashlib.sha256(orjson.dumps({"datasets": parts, "successions_from": in_effect.isoformat(),
-                                          "rules": rules_before}, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    async with app_hub.hub.engine.begin() as conn:  # as the version before left it: no council
-        await conn.execute(update(register_status).values(council_code=None))
-        await record_operator_action(conn, ACTOR, ACTION, before[:100], {"fingerprint": before, "datasets": parts})
-    retell = ReferenceDataRetell(app_hub.hub.engine, ref, app_hub.hub.agreements, today=lambda: today)
+    ))
+    # As the version before left it: no council
+    retell = await _as_the_version_before_left_it(app_hub, _RULES_SPLIT, None)
     assert await retell.run_once() == 1
     assert await _held(app_hub) == CUMBERLAND
     [told] = await _corrections(app_hub)
@@ -267,28 +285,15 @@ async def test_the_first_start_of_this_version_tells_people_whose_successor_was_
     admission (sorted before the detention: the version before read it as before the stay, never taken, the
     hospital's council coordinating). The first start of this version tells them once: Cumberland responsible.
     Failed before: the same fingerprint, nobody told."""
-    base = {"source_system": "RiO", "person": {"nhs_number": "9990000026"}}
-    for n, change in enumerate((
+    answers = await _posted(app_hub, "day", (
         {"change_type": "detained", "effective_date": "2025-03-03", "legal_status_code": "03",
          "hospital_ods": "RNU", "residence_la_gss": CUMBRIA},
         {"change_type": "moved", "effective_date": "2025-03-03", "residence_before_detention_la_gss": CUMBERLAND},
-    )):
-        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]},
-                                    json={**base, "source_message_id": f"day-{n}", **change})
-        assert r.status_code == 202, r.text
-        assert "warnings" not in r.json()  # the naming is taken: its sender is told of nothing to do
-    ref = load_reference_data()
-    today = date(2026, 12, 5)
-    parts = dataset_parts(ref.datasets())
-    in_effect = max(d for d in ref.succession_days() if d <= today)
-    rules_before = ("council-split-undetermined; council-successor-without-gss-undetermined; "
-                    "hospital-council-abolished-uncoordinated; successor-named-earlier-in-the-stay-taken")
-    before = hashlib.sha256(orjson.dumps({"datasets": parts, "successions_from": in_effect.isoformat(),
-                                          "rules": rules_before}, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    async with app_hub.hub.engine.begin() as conn:  # as the version before left it: no council
-        await conn.execute(update(register_status).values(council_code=None))
-        await record_operator_action(conn, ACTOR, ACTION, before[:100], {"fingerprint": before, "datasets": parts})
-    retell = ReferenceDataRetell(app_hub.hub.engine, ref, app_hub.hub.agreements, today=lambda: today)
+    ))
+    assert all("warnings" not in a for a in answers)  # the naming is taken: its sender is told of nothing to do
+    # As the version before left it: no council
+    retell = await _as_the_version_before_left_it(
+        app_hub, _RULES_SPLIT + "; successor-named-earlier-in-the-stay-taken", None)
     assert await retell.run_once() == 1
     assert await _held(app_hub) == CUMBERLAND
     [told] = await _corrections(app_hub)
@@ -301,31 +306,18 @@ async def test_the_first_start_of_this_version_tells_people_an_earlier_stays_nam
     with no detention recorded (the rules begin one there, in no stay): the version before took the earlier
     stay's naming (Cumberland responsible). The first start of this version tells them once: no council
     responsible, Cumberland corrected. Failed before: the same fingerprint, nobody told."""
-    base = {"source_system": "RiO", "person": {"nhs_number": "9990000026"}}
-    for n, change in enumerate((
+    await _posted(app_hub, "out", (
         {"change_type": "detained", "effective_date": "2025-03-03", "legal_status_code": "02",
          "hospital_ods": "RNU", "residence_la_gss": CUMBRIA},
         {"change_type": "moved", "effective_date": "2025-03-05", "residence_before_detention_la_gss": CUMBERLAND},
         {"change_type": "left-hospital", "effective_date": "2025-03-20"},
         {"change_type": "section-changed", "effective_date": "2025-05-01", "legal_status_code": "03",
          "hospital_ods": "RNU"},
-    )):
-        r = await app_hub.http.post("/v1/register-changes", headers={"X-API-Key": app_hub.keys["trust"]},
-                                    json={**base, "source_message_id": f"out-{n}", **change})
-        assert r.status_code == 202, r.text
-    ref = load_reference_data()
-    today = date(2026, 12, 5)
-    parts = dataset_parts(ref.datasets())
-    in_effect = max(d for d in ref.succession_days() if d <= today)
-    rules_before = ("council-split-undetermined; council-successor-without-gss-undetermined; "
-                    "hospital-council-abolished-uncoordinated; successor-named-earlier-in-the-stay-taken; "
-                    "successor-named-on-the-admission-day-taken")
-    before = hashlib.sha256(orjson.dumps({"datasets": parts, "successions_from": in_effect.isoformat(),
-                                          "rules": rules_before}, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    async with app_hub.hub.engine.begin() as conn:  # as the version before left it: Cumberland
-        await conn.execute(update(register_status).values(council_code=CUMBERLAND))
-        await record_operator_action(conn, ACTOR, ACTION, before[:100], {"fingerprint": before, "datasets": parts})
-    retell = ReferenceDataRetell(app_hub.hub.engine, ref, app_hub.hub.agreements, today=lambda: today)
+    ))
+    # As the version before left it: Cumberland
+    retell = await _as_the_version_before_left_it(
+        app_hub, _RULES_SPLIT + "; successor-named-earlier-in-the-stay-taken; "
+        "successor-named-on-the-admission-day-taken", CUMBERLAND)
     assert await retell.run_once() == 1
     assert await _held(app_hub) is None
     assert len(await _corrections(app_hub)) >= 1
