@@ -75,8 +75,8 @@ from hub.bus.port import REINSTATED
 from hub.codec import from_jsonable
 from hub.corrections import Correction, CorrectionService, correction
 from hub.domain.access import Decision, Rule, decide_retract
-from hub.domain.model import DomainEvent, EventType, RegisterChange
-from hub.domain.retraction import restates
+from hub.domain.model import DomainEvent, RegisterChange
+from hub.domain.retraction import correction_event, restates
 from hub.domain.rules import evaluate
 from hub.domain.rules.precedence import change_order
 from hub.domain.workflows.model import Action
@@ -149,16 +149,9 @@ def _answer(row: Any) -> dict[str, Any]:
 
 
 def reinstatement_event(person_id: str, reinstated: RegisterChange) -> DomainEvent:
-    """The event a reinstatement publishes: a correction (routed to no one as it is: each body whose
-    position the reinstatement moves is told the difference). Codes and dates only."""
-    what = reinstated.change_type.value.replace("-", " ")
-    effective = reinstated.effective_date.isoformat()
-    return DomainEvent(
-        event_type=EventType.NOTIFICATION_CORRECTED, person_id=person_id, change_id=reinstated.change_id,
-        occurred_on=reinstated.effective_date,
-        summary=f"A register change retracted in error was reinstated: {what} effective {effective}.",
-        details={"reinstated_change_id": reinstated.change_id, "change_type": reinstated.change_type.value,
-                 "effective_date": effective})
+    """The event a reinstatement publishes: a correction, as a retraction's (routed to no one as it is: each
+    body whose position the reinstatement moves is told the difference). Codes and dates only."""
+    return correction_event(person_id, reinstated, "retracted in error was reinstated", "reinstated_change_id")
 
 
 class UnretractionService(CorrectionService):

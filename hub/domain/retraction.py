@@ -36,14 +36,19 @@ def may_retract(caller: Caller, recorded_by_org: str | None) -> bool:
 def retraction_event(person_id: str, retracted: RegisterChange) -> DomainEvent:
     """The event a retraction publishes: a correction (routed to no one as it is: each body whose
     position the retraction moves is told the difference). Codes and dates only."""
-    what = retracted.change_type.value.replace("-", " ")
-    effective = retracted.effective_date.isoformat()
+    return correction_event(person_id, retracted, "recorded in error was retracted", "retracted_change_id")
+
+
+def correction_event(person_id: str, change: RegisterChange, what_happened: str, id_key: str) -> DomainEvent:
+    """The correction a retraction or its reversal (hub/unretractions.py) publishes about `change`: its
+    summary says `what_happened` to it, its details name it under `id_key`. Codes and dates only."""
+    what = change.change_type.value.replace("-", " ")
+    effective = change.effective_date.isoformat()
     return DomainEvent(
-        event_type=EventType.NOTIFICATION_CORRECTED, person_id=person_id, change_id=retracted.change_id,
-        occurred_on=retracted.effective_date,
-        summary=f"A register change recorded in error was retracted: {what} effective {effective}.",
-        details={"retracted_change_id": retracted.change_id, "change_type": retracted.change_type.value,
-                 "effective_date": effective})
+        event_type=EventType.NOTIFICATION_CORRECTED, person_id=person_id, change_id=change.change_id,
+        occurred_on=change.effective_date,
+        summary=f"A register change {what_happened}: {what} effective {effective}.",
+        details={id_key: change.change_id, "change_type": change.change_type.value, "effective_date": effective})
 
 
 def carried_change(history: Sequence[RegisterChange], retracted: RegisterChange) -> RegisterChange:
