@@ -31,6 +31,20 @@ async def _key(w: World, name: str, org: str, kind: str, scopes: list[str]) -> s
     return (await add_client(w.hub.engine, name, org, kind, scopes))[1]
 
 
+async def _two_numbers(w: World, run: str) -> tuple[str, str, str, tuple[str, str]]:
+    """Two NHS numbers' detentions (the trust's), two persons: the first's person id, the second's change id
+    and person id, and the two NHS numbers (for a merge of the second into the first)."""
+    ids, numbers = [], []
+    for which in ("kept", "gone"):
+        change = _wrong_patient_detention(f"{run}-{which}")
+        r = await w.http.post("/v1/register-changes", headers={"X-API-Key": w.trust_key}, json=change)
+        assert r.status_code == 202, r.text
+        ids.append(r.json())
+        numbers.append(change["person"]["nhs_number"])
+    assert ids[0]["person_id"] != ids[1]["person_id"]
+    return ids[0]["person_id"], ids[1]["change_id"], ids[1]["person_id"], (numbers[0], numbers[1])
+
+
 async def _retract(w: World, key: str, change_id: str) -> Any:
     return await w.http.post(f"/v1/register-changes/{change_id}/retraction", headers={"X-API-Key": key},
                              json={"reason": "recorded against the wrong patient"})
@@ -337,20 +351,12 @@ def test_a_retraction_made_before_a_merge_is_reversed_on_the_person_now_holding_
     loop, w = world
 
     async def run() -> None:
-        kept_change = _wrong_patient_detention("merge-kept")
-        gone_change = _wrong_patient_detention("merge-gone")
-        r = await w.http.post("/v1/register-changes", headers={"X-API-Key": w.trust_key}, json=kept_change)
-        assert r.status_code == 202, r.text
-        kept_pid = r.json()["person_id"]
-        r = await w.http.post("/v1/register-changes", headers={"X-API-Key": w.trust_key}, json=gone_change)
-        assert r.status_code == 202, r.text
-        change_id, gone_pid = r.json()["change_id"], r.json()["person_id"]
-        assert gone_pid != kept_pid
+        kept_pid, change_id, gone_pid, (kept_nhs, gone_nhs) = await _two_numbers(w, "merge")
         assert (await _retract(w, w.trust_key, change_id)).status_code == 200
         await _settle(w)
         r = await w.http.post("/v1/persons/merge", headers={"X-API-Key": w.trust_key},
-                              json={"retained_nhs_number": kept_change["person"]["nhs_number"],
-                                    "superseded_nhs_number": gone_change["person"]["nhs_number"], "force": True})
+                              json={"retained_nhs_number": kept_nhs,
+                                    "superseded_nhs_number": gone_nhs, "force": True})
         assert r.status_code == 200, r.text
         merge_id = r.json()["merge_id"]
         await _settle(w)

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from hub.store.schema import change_retraction_reversals, register_changes
 from tests.contract.test_recipient_views import world  # noqa: F401  (the fixture)
 from tests.unit.test_retraction import _everyone_holds_the_truth, _settle, _wrong_patient_detention
-from tests.unit.test_retraction_reversal import _retract, _reverse
+from tests.unit.test_retraction_reversal import _retract, _reverse, _two_numbers
 
 
 def test_a_reversal_made_before_a_merge_follows_the_change_and_comes_back_with_the_unmerge(world) -> None:  # noqa: ANN001
@@ -32,15 +32,7 @@ def test_a_reversal_made_before_a_merge_follows_the_change_and_comes_back_with_t
         return change, kept
 
     async def run() -> None:
-        kept_change = _wrong_patient_detention("after-kept")
-        gone_change = _wrong_patient_detention("after-gone")
-        r = await w.http.post("/v1/register-changes", headers={"X-API-Key": w.trust_key}, json=kept_change)
-        assert r.status_code == 202, r.text
-        kept_pid = r.json()["person_id"]
-        r = await w.http.post("/v1/register-changes", headers={"X-API-Key": w.trust_key}, json=gone_change)
-        assert r.status_code == 202, r.text
-        change_id, gone_pid = r.json()["change_id"], r.json()["person_id"]
-        assert gone_pid != kept_pid
+        kept_pid, change_id, gone_pid, (kept_nhs, gone_nhs) = await _two_numbers(w, "after")
         await _settle(w)
         # Retracted in error and reinstated, twice (two kept reversals), on the superseded number's person.
         for _ in range(2):
@@ -51,8 +43,8 @@ def test_a_reversal_made_before_a_merge_follows_the_change_and_comes_back_with_t
         assert await held(change_id) == (gone_pid, [gone_pid, gone_pid])
 
         r = await w.http.post("/v1/persons/merge", headers={"X-API-Key": w.trust_key},
-                              json={"retained_nhs_number": kept_change["person"]["nhs_number"],
-                                    "superseded_nhs_number": gone_change["person"]["nhs_number"], "force": True})
+                              json={"retained_nhs_number": kept_nhs,
+                                    "superseded_nhs_number": gone_nhs, "force": True})
         assert r.status_code == 200, r.text
         merge_id = r.json()["merge_id"]
         await _settle(w)
